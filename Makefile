@@ -1,0 +1,42 @@
+# streetwatch — the two set-up commands are `make demo` and `make test` (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SW := $(VENV)/bin/streetwatch
+# Offline-safe Ultralytics (no font or weight downloads at run time); see detect/runtime_env.py.
+export YOLO_OFFLINE ?= 1
+export YOLO_AUTOINSTALL ?= false
+export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
+export RAY_USAGE_STATS_ENABLED ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps weights demo test test-slow bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel setuptools
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $@
+
+# Debian packages some tests and the demo use (ffmpeg, GStreamer RTSP server, Chromium, PostgreSQL).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# Link the offline COCO weights from ../shared/models when this checkout sits beside them.
+weights:
+	bash scripts/link-shared-weights.sh
+
+demo: install weights
+	$(SW) detect $$($(PY) -c "import ultralytics, pathlib; print(pathlib.Path(ultralytics.__file__).parent / 'assets' / 'bus.jpg')") --out demo-out
+
+test: install weights
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install weights
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf .pytest_cache demo-out .cache

@@ -1,0 +1,1 @@
+"""Benchmark harness; recorded results live in benchmarks/results/."""

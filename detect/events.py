@@ -1,0 +1,53 @@
+"""Violation events: what the rules emit and what the evidence builder and case store consume.
+
+A violation has one id for its whole life, (source, zone, type, object/group), and emits each
+lifecycle event once: `opened` when dwell is reached, `updated` optionally (e.g. the stall count
+of a street market changed), `cleared` when absent for the clear time. Photos, which have no
+dwell, emit `opened` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import supervision as sv
+
+from detect.frames import Frame
+
+
+class EventKind(StrEnum):
+    OPENED = "opened"
+    UPDATED = "updated"
+    CLEARED = "cleared"
+
+
+@dataclass
+class ViolationEvent:
+    """One lifecycle step of one violation.
+
+    `detections` are the evidence boxes at this event in `frame` pixel coordinates (with
+    `data["class_name"]`); `first_frame` is the frame at first sight, kept for the evidence bundle.
+    `thresholds` records the values the rules used so the manifest can state them.
+    """
+
+    kind: EventKind
+    violation_id: str
+    violation_type: str
+    source_id: str
+    at: datetime
+    first_seen: datetime
+    zone_id: str | None = None
+    zone_kind: str | None = None
+    opened_at: datetime | None = None
+    cleared_at: datetime | None = None
+    dwell_s: float = 0.0
+    score: float = 0.0
+    detections: sv.Detections = field(default_factory=sv.Detections.empty)
+    frame: Frame | None = None
+    first_frame: Frame | None = None
+    texts: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    object_count: int = 1
+    thresholds: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,36 @@
+"""`streetwatch` console script: builds the Typer app from the command modules."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from detect.runtime_env import prepare_ultralytics_env
+
+# The single list of command modules (streetwatch/commands/<name>.py, each with `register(app)`).
+COMMAND_MODULES = [
+    "detect",
+    "models",
+]
+
+app = typer.Typer(
+    name="streetwatch",
+    help="Find street stalls, shop-front spillover, illegal parking and flyposting in camera "
+    "streams and photos, and send evidence-backed candidate cases to dispatch systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"streetwatch.commands.{_name}").register(app)
+
+
+def main() -> None:
+    prepare_ultralytics_env()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared test fixtures: offline Ultralytics settings, real photos, the shared COCO weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / ".cache" / "ultralytics"))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from detect.runtime_env import prepare_ultralytics_env  # noqa: E402
+
+prepare_ultralytics_env()
+
+SHARED = Path(os.environ.get("STREETWATCH_SHARED", REPO.parent / "shared"))
+
+
+def _ultralytics_assets() -> Path:
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or spec.origin is None:
+        pytest.fail("ultralytics is not installed: run `make test` (it installs '.[all]')")
+    return Path(spec.origin).parent / "assets"
+
+
+@pytest.fixture(scope="session")
+def bus_jpg() -> Path:
+    """Real street photo shipped inside the ultralytics package: a bus and four people."""
+    return _ultralytics_assets() / "bus.jpg"
+
+
+@pytest.fixture(scope="session")
+def zidane_jpg() -> Path:
+    return _ultralytics_assets() / "zidane.jpg"
+
+
+@pytest.fixture(scope="session")
+def real_sample_dir() -> Path:
+    """../shared/datasets/real-sample: small real labelled street photo sets (never committed)."""
+    path = SHARED / "datasets" / "real-sample"
+    if not path.is_dir():
+        pytest.fail(f"real photo sample not found at {path}; set STREETWATCH_SHARED to the shared folder")
+    return path
