@@ -35,6 +35,8 @@ def export_onnx(
     calib_max: int = 64,
 ) -> tuple[Path, ModelCard]:
     """Export `model` (id or .pt path) to ONNX, register it, and return (file, card)."""
+    if imgsz <= 0 or imgsz % 32:
+        raise ValueError(f"--imgsz must be a positive multiple of 32, got {imgsz}")
     if int8 and calib is None:
         raise ValueError("--int8 needs --calib DIR with real calibration images")
     if int8 and half:

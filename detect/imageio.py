@@ -10,6 +10,7 @@ resolution (Pillow draft mode, DCT scaling), which is how triage reads 12 MP pho
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ def decode_image(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(payload))
+            img = _pil_open(io.BytesIO(payload))
         except UnidentifiedImageError:
             raise ImageReadError(name, "not an image (unrecognised format)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -130,6 +131,18 @@ def decode_image(
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Full-resolution BGR pixels of one file, or `ImageReadError`."""
     return decode_image(path, max_pixels=max_pixels).image
+
+
+def _pil_open(fp: io.BytesIO) -> Image.Image:
+    """`PIL.Image.open` without Ultralytics' global patch.
+
+    Importing ultralytics replaces `Image.open` with a wrapper that, on any unidentified file,
+    tries to pip-install `pi-heif`; a text file posing as a JPEG must be reported as such instead
+    (and we register HEIF support ourselves above).
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) or Image.open
+    return opener(fp)
 
 
 def _orientation(exif: Image.Exif | None) -> int | None:

@@ -44,6 +44,8 @@ def load_detector(
     `dynamic`, `half`, `int8` pick which registered export to run. Dynamic (any image size) is the
     default because rectangle inputs save about a third of the CPU time on 4:3 and 16:9 pictures.
     """
+    if imgsz <= 0 or imgsz % 32:
+        raise DetectorConfigError(f"imgsz must be a positive multiple of 32, got {imgsz}")
     common = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, max_batch=max_batch, imgsz=imgsz)
     if backend == "torch":
         from detect.engine.torch_backend import TorchDetector
