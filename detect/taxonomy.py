@@ -105,6 +105,11 @@ class ViolationType(Thresholds):
     group: bool = Field(
         False, title="Group tracks", description="Nearby tracks of evidence classes form one object (umbrella + table + person = one stall)."
     )
+    uncounted: list[str] = Field(
+        default_factory=list,
+        title="Uncounted classes",
+        description="Evidence classes that support a group but are not counted in its object count (people at a stall).",
+    )
     stationary: bool = Field(True, title="Must be stationary", description="Only stationary tracks count (vehicles, stalls).")
 
     @field_validator("city_codes")
