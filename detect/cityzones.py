@@ -28,18 +28,19 @@ from detect.taxonomy import Taxonomy, load_taxonomy
 def _geometry(geom: dict[str, Any]) -> BaseGeometry:
     """A valid lon/lat Polygon/MultiPolygon or a ValueError saying why not."""
     if not isinstance(geom, dict) or geom.get("type") not in ("Polygon", "MultiPolygon"):
-        raise ValueError(f"geometry must be a Polygon or MultiPolygon, got {geom.get('type') if isinstance(geom, dict) else geom!r}")
+        got = geom.get("type") if isinstance(geom, dict) else type(geom).__name__
+        raise ValueError(f"geometry must be a Polygon or MultiPolygon, got {got}")
     try:
         shp = shape(geom)
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"bad coordinates: {exc}") from None
-    if shp.is_empty or shp.area == 0:
-        raise ValueError("polygon needs at least 3 distinct points")
     minx, miny, maxx, maxy = shp.bounds
     if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
         raise ValueError(f"coordinates outside lon [-180, 180] / lat [-90, 90]: bounds {shp.bounds}")
     if not shp.is_valid:
         raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(shp)})")
+    if shp.is_empty or shp.area == 0:
+        raise ValueError("polygon needs at least 3 distinct points")
     return shp
 
 

@@ -117,10 +117,10 @@ def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, wha
         if not (lo <= x <= hi_x and lo <= y <= hi_y):
             raise ValueError(f"point {i} {p} is outside {what}")
     poly = Polygon(points)
-    if poly.area == 0:
-        raise ValueError("polygon has zero area (points are collinear or repeated)")
     if not poly.is_valid:
         raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(poly)})")
+    if poly.area == 0:
+        raise ValueError("polygon has zero area (points are collinear or repeated)")
     return poly
 
 
