@@ -25,6 +25,9 @@ try:  # HEIC/HEIF from phones; optional so that lean installs still read JPEG/PN
 except ImportError:  # pragma: no cover - depends on the install
     pass
 
+#: File suffixes of the image formats read here (folder scans pick these up).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
+
 #: Default pixel limit: 12 MP phone photos are fine, a 40,000 x 40,000 PNG bomb is not.
 DEFAULT_MAX_PIXELS = 100_000_000
 

@@ -1,0 +1,69 @@
+"""`streetwatch triage`: an inspector's photos in, a ranked and grouped case list out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, fail, setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    app.command("triage")(triage)
+
+
+def triage(
+    inputs: Annotated[list[Path], typer.Argument(help="Photo files, folders (searched recursively) or .zip archives.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, results.jsonl, cases.csv, thumbs/.")] = Path("triage-out"),
+    scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones (no-parking streets, vending points...) applied to photos by their GPS position.")] = None,
+    grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 grid-cell polygons (property `id`) to file each photo under its cell.")] = None,
+    backend: BackendOpt = "onnx",
+    device: DeviceOpt = "cpu",
+    model: ModelOpt = "yolo11n",
+    conf: ConfOpt = 0.25,
+    imgsz: ImgszOpt = 640,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Threads reading and decoding photos while the model runs.")] = 2,
+    batch: Annotated[int, typer.Option("--batch", min=1, max=64, help="Photos per inference call at most.")] = 8,
+    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report.")] = "Asia/Shanghai",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same content hash) are skipped.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
+) -> None:
+    """Triage photos: detect violations, group near-duplicates, write a ranked report.
+
+    Every input gets one line in results.jsonl: its violations (type, score, boxes), "no
+    violation", or the reason it could not be read. Bad files never stop the run; the exit code
+    is 1 only when no photo at all could be read, 130 when interrupted (continue with --resume).
+    """
+    setup_logging()
+    from pydantic import ValidationError
+
+    from detect.config_io import ConfigError
+    from detect.engine import DetectorConfigError, ModelNotFoundError
+    from pipelines.triage import TriageSettings, run_triage
+    from pipelines.triage.journal import JournalExists
+    from pipelines.triage.pipeline import TriageInterrupted
+
+    try:
+        settings = TriageSettings(out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
+                                  workers=workers, batch=batch, timezone=timezone, scene_zones=scene_zones, grid=grid,
+                                  resume=resume)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    try:
+        result = run_triage(inputs, settings, show_progress=progress)
+    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists) as exc:
+        fail(str(exc))
+    except TriageInterrupted:
+        fail(f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; "
+             f"run the same command with --resume to continue", code=130)
+    s, t = result.stats, result.tally
+    typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
+               + (f", {s.skipped} already recorded earlier" if s.skipped else ""))
+    typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {len(result.groups)} candidate cases; "
+               f"{t.errors} errors, {t.duplicates} duplicates")
+    for name, path in result.files.items():
+        typer.echo(f"  {name:8s}{path}")
+    if result.readable == 0:
+        fail("no photo could be read (reasons in the report and results.jsonl)", code=1)
