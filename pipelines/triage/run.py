@@ -21,7 +21,7 @@ from pipelines.triage.analyse import Analyser
 from pipelines.triage.grid import load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import Journal
-from pipelines.triage.pipeline import RunStats, process_photos
+from pipelines.triage.pipeline import RunStats, detector_threads, process_photos
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import expand_sources
@@ -63,10 +63,9 @@ def run_triage(
     taxonomy = taxonomy or load_taxonomy()
     city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
     grid = load_grid(settings.grid) if settings.grid else None
-    detector = detector or load_detector(settings.model, backend=settings.backend, device=settings.device,
-                                         conf=settings.conf, imgsz=settings.imgsz, max_batch=settings.batch)
     journal = Journal(settings.out, resume=settings.resume)
     try:
+        detector = detector or triage_detector(settings)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         stats = process_photos(expand_sources(inputs), settings, detector, analyser, journal, grid,
@@ -74,6 +73,13 @@ def run_triage(
     finally:
         journal.close()
     return finish(settings, stats, detector, case_writer)
+
+
+def triage_detector(settings: TriageSettings) -> Detector:
+    """The detector as triage runs it: one intra-op thread per worker on CPU (see pipeline.py)."""
+    threads = detector_threads(settings.workers, settings.device) if settings.backend == "onnx" else None
+    return load_detector(settings.model, backend=settings.backend, device=settings.device, conf=settings.conf,
+                         imgsz=settings.imgsz, threads=threads, max_batch=1)
 
 
 def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_writer: Any = None) -> TriageResult:

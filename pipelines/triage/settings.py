@@ -19,8 +19,9 @@ class TriageSettings(BaseModel):
     device: str = Field("cpu", title="Device", description="cpu or cuda[:N].")
     conf: float = Field(0.25, title="Detector confidence", description="Detections below this are dropped before the rules.", ge=0, le=1)
     imgsz: int = Field(640, title="Input size", description="Network input size; photos are decoded straight to about this size.", gt=0, multiple_of=32)
-    batch: int = Field(8, title="Batch", description="Photos per inference call at most.", ge=1, le=64)
-    workers: int = Field(2, title="Reader workers", description="Threads reading and decoding photos while the model runs.", ge=1, le=64)
+    workers: int = Field(
+        2, title="Workers", description="Threads that each read, decode and detect photos (parallel inference streams).", ge=1, le=64
+    )
     timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset, and of the report.")
     scene_zones: Path | None = Field(None, title="City zones", description="GeoJSON of city-wide zones (no-parking streets, vending points) for photos with GPS.")
     grid: Path | None = Field(None, title="Grid cells", description="GeoJSON of 单元网格 polygons with an `id` property.")

@@ -24,17 +24,16 @@ def triage(
     model: ModelOpt = "yolo11n",
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Threads reading and decoding photos while the model runs.")] = 2,
-    batch: Annotated[int, typer.Option("--batch", min=1, max=64, help="Photos per inference call at most.")] = 8,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them.")] = 2,
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report.")] = "Asia/Shanghai",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same content hash) are skipped.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
 ) -> None:
     """Triage photos: detect violations, group near-duplicates, write a ranked report.
 
-    Every input gets one line in results.jsonl: its violations (type, score, boxes), "no
-    violation", or the reason it could not be read. Bad files never stop the run; the exit code
-    is 1 only when no photo at all could be read, 130 when interrupted (continue with --resume).
+    Every input gets one line in results.jsonl: its violations, "no violation", or why it could not be read.
+    Bad files never stop the run.
+    Exit code: 1 only when no photo at all could be read; 130 when interrupted (continue with --resume).
     """
     setup_logging()
     from pydantic import ValidationError
@@ -47,7 +46,7 @@ def triage(
 
     try:
         settings = TriageSettings(out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
-                                  workers=workers, batch=batch, timezone=timezone, scene_zones=scene_zones, grid=grid,
+                                  workers=workers, timezone=timezone, scene_zones=scene_zones, grid=grid,
                                   resume=resume)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
