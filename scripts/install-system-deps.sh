@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages used by tests and the demo. Installs only what is missing; needs root (or sudo).
 set -euo pipefail
-pkgs=(ffmpeg)
+# fonts-wqy-microhei: a CJK font, so tests can render Chinese small-ad text for OCR
+pkgs=(ffmpeg fonts-wqy-microhei)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
