@@ -46,3 +46,27 @@ def real_sample_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"real photo sample not found at {path}; set STREETWATCH_SHARED to the shared folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_photos(real_sample_dir, bus_jpg, zidane_jpg) -> list[Path]:
+    """A small fixed mix of real street photos: ultralytics' two plus 3 garbage and 3 facade shots."""
+    picks = [bus_jpg, zidane_jpg]
+    for name in ("street-garbage", "facades-ads"):
+        picks += sorted((real_sample_dir / name / "images").glob("*.jpg"))[:3]
+    return picks
+
+
+@pytest.fixture(scope="session")
+def onnx_detector():
+    """The default CPU detector (ONNX Runtime, dynamic-shape export of yolo11n), built once."""
+    from detect.engine import load_detector
+
+    return load_detector("yolo11n", backend="onnx")
+
+
+@pytest.fixture(scope="session")
+def torch_detector():
+    from detect.engine import load_detector
+
+    return load_detector("yolo11n", backend="torch")

@@ -29,7 +29,7 @@ def _cjk_font() -> str:
         files = sorted({f.rstrip(":") for f in files}, key=lambda f: ("wqy" not in f.lower(), "sans" not in f.lower(), f))
         if files:
             return files[0]
-    pytest.fail("no CJK font installed: run `bash scripts/install-system-deps.sh` (installs fonts-wqy-microhei)")
+    pytest.fail("no CJK font installed: run `bash scripts/install-system-deps.sh` (installs fonts-noto-cjk)")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,101 @@
+"""The `Detector` interface: batched images in, one `sv.Detections` per image out.
+
+Backends differ only in how a preprocessed batch becomes raw network output (`_infer`);
+letterboxing and decoding are shared (`letterbox.py`, `postprocess.py`), which is what makes the
+ONNX and PyTorch backends give the same boxes on the same image.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import supervision as sv
+
+from detect.engine.letterbox import check_image, input_shape, make_batch
+from detect.engine.postprocess import postprocess
+
+
+class DetectorConfigError(ValueError):
+    """Unknown backend, device or model option; the message says what is accepted."""
+
+
+class Detector(ABC):
+    """Common settings and the batched detect loop."""
+
+    backend: str = ""
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        model_path: Path,
+        names: dict[int, str],
+        device: str,
+        imgsz: int,
+        conf: float,
+        iou: float,
+        max_det: int,
+        classes: set[int] | None,
+        rect: bool,
+        max_batch: int,
+        stride: int = 32,
+    ) -> None:
+        if not 0.0 <= conf <= 1.0:
+            raise DetectorConfigError(f"conf must be in [0, 1], got {conf}")
+        if not 0.0 < iou <= 1.0:
+            raise DetectorConfigError(f"iou must be in (0, 1], got {iou}")
+        if imgsz <= 0 or imgsz % stride:
+            raise DetectorConfigError(f"imgsz must be a positive multiple of {stride}, got {imgsz}")
+        self.model_id = model_id
+        self.model_path = model_path
+        self.names = names
+        self.device = device
+        self.imgsz = imgsz
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.classes = classes
+        self.rect = rect
+        self.max_batch = max(1, max_batch)
+        self.stride = stride
+
+    def detect(self, images: list[np.ndarray]) -> list[sv.Detections]:
+        """Detect objects in BGR uint8 images; boxes come back in each image's own pixels.
+
+        With rectangle inputs, images are batched by their input shape, so an image's result never
+        depends on which other images share its call.
+        """
+        results: list[sv.Detections | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            check_image(im, i)
+            groups.setdefault(input_shape(im.shape[0], im.shape[1], self.imgsz, self.stride, self.rect), []).append(i)
+        for shape, idx in groups.items():
+            for start in range(0, len(idx), self.max_batch):
+                part = idx[start : start + self.max_batch]
+                batch, boxes = make_batch([images[i] for i in part], shape)
+                raw = self._infer(batch)
+                dets = postprocess(raw, boxes, self.names, self.conf, self.iou, self.max_det, self.classes)
+                for i, d in zip(part, dets, strict=True):
+                    results[i] = d
+        return results  # type: ignore[return-value]
+
+    @abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW RGB [0, 1] batch -> raw output (B, 4+nc, anchors) or (B, max_det, 6)."""
+
+    def describe(self) -> dict:
+        """Settings for logs, manifests and benchmark records."""
+        return {
+            "model": self.model_id,
+            "weights": str(self.model_path),
+            "backend": self.backend,
+            "device": self.device,
+            "imgsz": self.imgsz,
+            "rect": self.rect,
+            "conf": self.conf,
+            "iou": self.iou,
+            "max_batch": self.max_batch,
+        }

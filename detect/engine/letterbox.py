@@ -1,0 +1,81 @@
+"""Letterbox preprocessing shared by every backend, so their detections can be compared 1:1.
+
+Same geometry as Ultralytics' `LetterBox` (scale to fit, centre pad with grey 114, stride-aligned
+rectangles when the model accepts them), in NumPy/OpenCV so the ONNX path never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How one original image maps into the network input: net = orig * scale + pad."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    orig_w: int
+    orig_h: int
+
+    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Map boxes from network pixels back to original pixels, clipped to the image."""
+        out = xyxy.astype(np.float32, copy=True)
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.orig_w)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.orig_h)
+        return out
+
+
+def input_shape(orig_h: int, orig_w: int, imgsz: int, stride: int, rect: bool) -> tuple[int, int]:
+    """Network input (h, w): the square `imgsz`, or the smallest stride-aligned rectangle."""
+    if not rect:
+        return imgsz, imgsz
+    r = min(imgsz / orig_h, imgsz / orig_w)
+    h = round(orig_h * r)
+    w = round(orig_w * r)
+    return math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
+
+
+def letterbox(image: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Resize `image` (HxWx3) to fit `shape` (h, w) keeping aspect ratio, pad the rest."""
+    h0, w0 = image.shape[:2]
+    th, tw = shape
+    r = min(th / h0, tw / w0)
+    nw, nh = round(w0 * r), round(h0 * r)
+    dw, dh = (tw - nw) / 2, (th - nh) / 2
+    if (nw, nh) != (w0, h0):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    return padded, Letterbox(scale=r, pad_x=left, pad_y=top, orig_w=w0, orig_h=h0)
+
+
+def make_batch(images: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, list[Letterbox]]:
+    """BGR uint8 images -> float32 NCHW RGB batch in [0, 1] of input `shape` (h, w), plus mappings."""
+    batch = np.empty((len(images), 3, shape[0], shape[1]), dtype=np.float32)
+    boxes = []
+    for i, im in enumerate(images):
+        padded, lb = letterbox(im, shape)
+        # BGR HWC uint8 -> RGB CHW float
+        batch[i] = padded[:, :, ::-1].transpose(2, 0, 1) * np.float32(1 / 255)
+        boxes.append(lb)
+    return batch, boxes
+
+
+def check_image(im: np.ndarray, index: int) -> None:
+    """Refuse anything that is not a non-empty BGR uint8 picture, naming its position."""
+    if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+        desc = f"{getattr(im, 'shape', None)} {getattr(im, 'dtype', type(im).__name__)}"
+        raise ValueError(f"image {index}: expected a BGR uint8 array of shape (H, W, 3), got {desc}")
+    if im.shape[0] == 0 or im.shape[1] == 0:
+        raise ValueError(f"image {index}: empty image {im.shape}")

@@ -1,0 +1,152 @@
+"""Reading images from files and bytes, with a clear error per file.
+
+Every path that turns user files into pixels goes through here, so the checks are the same for
+`streetwatch detect`, photo triage and uploads: empty files, non-images, truncated data and
+decompression bombs are refused with the file name and the reason, and one bad file never stops
+a batch. Phones' EXIF orientation is applied. `max_side` asks the JPEG decoder for a reduced
+resolution (Pillow draft mode, DCT scaling), which is how triage reads 12 MP photos cheaply.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF from phones; optional so that lean installs still read JPEG/PNG/WebP.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - depends on the install
+    pass
+
+#: Default pixel limit: 12 MP phone photos are fine, a 40,000 x 40,000 PNG bomb is not.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+class ImageReadError(ValueError):
+    """An input that cannot be used as an image; `str()` names the input and the reason."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+@dataclass
+class DecodedImage:
+    """Pixels plus what was learnt while decoding (needed for evidence crops and EXIF)."""
+
+    image: np.ndarray  # BGR uint8
+    full_size: tuple[int, int]  # (width, height) of the stored image after EXIF orientation
+    exif: Image.Exif | None
+    format: str | None
+
+    @property
+    def scale(self) -> float:
+        """Decoded width / full width (1.0 unless a reduced decode was asked for)."""
+        return self.image.shape[1] / self.full_size[0]
+
+
+def decode_image(
+    data: bytes | Path | str,
+    source: str | None = None,
+    *,
+    max_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedImage:
+    """Decode a file path or bytes to BGR pixels, or raise `ImageReadError`.
+
+    `max_side` lets JPEG decode at 1/2, 1/4 or 1/8 resolution while staying >= max_side on the
+    long edge; other formats decode in full. The pixel limit is checked from the header before
+    any pixels are decoded.
+    """
+    name = source or (str(data) if isinstance(data, (str, Path)) else "<bytes>")
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        try:
+            if path.is_dir():
+                raise ImageReadError(name, "is a directory, not an image file")
+            if path.stat().st_size == 0:
+                raise ImageReadError(name, "empty file (0 bytes)")
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageReadError(name, "file not found") from None
+        except PermissionError:
+            raise ImageReadError(name, "permission denied") from None
+    else:
+        payload = bytes(data)
+        if not payload:
+            raise ImageReadError(name, "empty file (0 bytes)")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = _pil_open(io.BytesIO(payload))
+        except UnidentifiedImageError:
+            raise ImageReadError(name, "not an image (unrecognised format)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageReadError(name, "image too large (decompression bomb guard)") from None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
+            raise ImageReadError(name, f"cannot open image: {exc}") from None
+
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise ImageReadError(name, f"invalid image size {width}x{height}")
+        if width * height > max_pixels:
+            raise ImageReadError(
+                name, f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP > limit {max_pixels / 1e6:.0f} MP"
+            )
+        try:
+            exif = img.getexif()
+        except Exception:  # noqa: BLE001 - broken EXIF must not lose the picture
+            exif = None
+        orientation = _orientation(exif)
+        full_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        if max_side and img.format == "JPEG" and max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageReadError(name, f"corrupt or truncated image data: {exc}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageReadError(name, "image too large (decompression bomb guard)") from None
+        fmt = img.format
+        if orientation not in (None, 1):
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:  # noqa: BLE001 - keep the un-rotated picture over losing it
+                pass
+    rgb = np.asarray(img.convert("RGB"))
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    return DecodedImage(image=bgr, full_size=full_size, exif=exif, format=fmt)
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Full-resolution BGR pixels of one file, or `ImageReadError`."""
+    return decode_image(path, max_pixels=max_pixels).image
+
+
+def _pil_open(fp: io.BytesIO) -> Image.Image:
+    """`PIL.Image.open` without Ultralytics' global patch.
+
+    Importing ultralytics replaces `Image.open` with a wrapper that, on any unidentified file,
+    tries to pip-install `pi-heif`; a text file posing as a JPEG must be reported as such instead
+    (and we register HEIF support ourselves above).
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) or Image.open
+    return opener(fp)
+
+
+def _orientation(exif: Image.Exif | None) -> int | None:
+    if not exif:
+        return None
+    value = exif.get(0x0112)
+    return int(value) if isinstance(value, int) else None

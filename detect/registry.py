@@ -1,0 +1,181 @@
+"""Model registry: model cards and where weight files are found.
+
+A model card (`models/cards/<id>.yaml` shipped with the project, `models/registry/<id>.yaml`
+written by `models export` and the retraining pipeline) names a model's files, source, classes,
+input size, digest and lineage. Weight lookup order: an explicit path, then each directory in
+`$STREETWATCH_MODELS` (os.pathsep-separated), then the project's `models/` and `./models`. Online
+users may instead let Ultralytics download the official release file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field
+
+from detect.config_io import load_model
+
+PROJECT_MODELS = Path(__file__).resolve().parents[1] / "models"
+_RELEASE_NAME = re.compile(r"^yolo(v\d+|\d+)[nsmlx]$")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No weight file for a model id; the message says where we looked and what to do."""
+
+
+class ModelCard(BaseModel):
+    """Metadata of one registered model (a base checkpoint or an export / fine-tune of one)."""
+
+    id: str = Field(title="Model id", description="Name used with --model.", pattern=r"^[A-Za-z0-9._-]+$")
+    format: Literal["pt", "onnx"] = Field(title="Format", description="pt = Ultralytics/PyTorch, onnx = ONNX Runtime.")
+    files: list[str] = Field(title="Files", description="Weight file names looked up in order.", min_length=1)
+    download: str | None = Field(None, title="Download name", description="Release asset Ultralytics can download when online.")
+    source: str = Field("", title="Source", description="Where the weights come from.")
+    license: str = Field("AGPL-3.0", title="License")
+    imgsz: int = Field(640, title="Input size", description="Square network input in pixels.", gt=0, multiple_of=32)
+    classes: list[str] | None = Field(None, title="Classes", description="Class names by id; read from the weights when absent.")
+    sha256: dict[str, str] = Field(default_factory=dict, title="SHA-256", description="Known digests per file name.")
+    exported_from: str | None = Field(None, title="Exported from", description="Id of the model this one was exported or trained from.")
+    dynamic: bool = Field(False, title="Dynamic axes", description="ONNX batch and image size are dynamic.")
+    half: bool = Field(False, title="FP16")
+    int8: bool = Field(False, title="INT8", description="Static QDQ INT8 quantised with calibration images.")
+    batch: int = Field(1, title="Static batch size", gt=0)
+    metrics: dict = Field(default_factory=dict, title="Metrics", description="Evaluation or export-accuracy figures.")
+    created: datetime | None = Field(None, title="Created (UTC)")
+    notes: str = Field("", title="Notes")
+
+
+def model_dirs() -> list[Path]:
+    """Directories searched for weights and cards, in priority order (duplicates removed)."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
+    dirs += [PROJECT_MODELS, Path.cwd() / "models"]
+    seen, out = set(), []
+    for d in dirs:
+        key = d.resolve() if d.exists() else d.absolute()
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def registry_dir() -> Path:
+    """Where new cards are written: the first model directory (created if needed)."""
+    d = model_dirs()[0] / "registry"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def list_cards() -> list[ModelCard]:
+    """All cards found, the first occurrence of each id winning."""
+    cards: dict[str, ModelCard] = {}
+    for d in model_dirs():
+        for sub in ("registry", "cards"):
+            for f in sorted((d / sub).glob("*.yaml")):
+                card = load_model(ModelCard, f)
+                cards.setdefault(card.id, card)
+    return list(cards.values())
+
+
+def get_card(model_id: str) -> ModelCard:
+    """The card for `model_id`; official Ultralytics release names get an implicit card."""
+    for card in list_cards():
+        if card.id == model_id:
+            return card
+    if _RELEASE_NAME.match(model_id):
+        return ModelCard(id=model_id, format="pt", files=[f"{model_id}.pt"], download=f"{model_id}.pt",
+                         source="Ultralytics release")
+    known = ", ".join(sorted(c.id for c in list_cards())) or "none"
+    raise ModelNotFoundError(f"unknown model '{model_id}': not a registered id (known: {known}) nor a file path")
+
+
+def find_file(card: ModelCard) -> Path | None:
+    """First existing file of the card in the search directories."""
+    for d in model_dirs():
+        for name in card.files:
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def resolve_weights(model: str | Path) -> tuple[Path, ModelCard | None]:
+    """Path of the weights for a model id or file path; downloads via Ultralytics only when online.
+
+    Raises `ModelNotFoundError` with the searched directories and the fix.
+    """
+    path = Path(model)
+    if path.suffix in (".pt", ".onnx") or path.is_file():
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file not found: {path}")
+        return path, None
+    card = get_card(str(model))
+    found = find_file(card)
+    if found is not None:
+        return found, card
+    if card.download and not _offline():
+        return _download(card), card
+    dirs = "\n  ".join(str(d) for d in model_dirs())
+    wanted = " or ".join(card.files)
+    raise ModelNotFoundError(
+        f"no weights for model '{card.id}': looked for {wanted} in\n  {dirs}\n"
+        f"Put {card.files[0]} in models/ (or a directory listed in $STREETWATCH_MODELS)"
+        + (f", or unset YOLO_OFFLINE on a machine with internet so Ultralytics downloads {card.download}."
+           if card.download else ".")
+    )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_card(card: ModelCard) -> Path:
+    """Write a card into the registry directory (overwriting an older card of that id)."""
+    if card.created is None:
+        card = card.model_copy(update={"created": datetime.now(timezone.utc)})
+    path = registry_dir() / f"{card.id}.yaml"
+    path.write_text(yaml.safe_dump(card.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True))
+    return path
+
+
+def _offline() -> bool:
+    return os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _download(card: ModelCard) -> Path:
+    """Let Ultralytics fetch an official release file into the first model directory."""
+    from detect.runtime_env import prepare_ultralytics_env
+
+    prepare_ultralytics_env()
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    target = model_dirs()[0]
+    target.mkdir(parents=True, exist_ok=True)
+    path = Path(attempt_download_asset(str(target / card.download)))
+    if not path.is_file():
+        raise ModelNotFoundError(f"download of {card.download} failed; put it in {target} by hand")
+    return path
+
+
+def export_id(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool) -> str:
+    """Deterministic id (and file stem) of an ONNX export of `base_id`."""
+    return f"{base_id}-{imgsz}" + ("-dyn" if dynamic else "") + ("-fp16" if half else "") + ("-int8" if int8 else "")
+
+
+def find_export(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool) -> tuple[Path, ModelCard] | None:
+    """A registered ONNX export of `base_id` with these settings whose file exists."""
+    wanted = export_id(base_id, imgsz, dynamic, half, int8)
+    for card in list_cards():
+        if card.id == wanted and card.format == "onnx":
+            found = find_file(card)
+            if found is not None:
+                return found, card
+    return None

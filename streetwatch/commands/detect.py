@@ -1,0 +1,101 @@
+"""`streetwatch detect`: run the detector on image files and print, draw or emit JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import (
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, expand_inputs, fail, setup_logging,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("detect")(detect)
+
+
+def detect(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    backend: BackendOpt = "onnx",
+    device: DeviceOpt = "cpu",
+    model: ModelOpt = "yolo11n",
+    conf: ConfOpt = 0.25,
+    imgsz: ImgszOpt = 640,
+    out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image instead of text.")] = False,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per inference batch.")] = 8,
+) -> None:
+    """Detect objects in images with the configured model.
+
+    Bad files are reported one by one (file and reason) and never stop the batch; the exit code
+    is non-zero only when no image could be read.
+    """
+    setup_logging()
+    from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
+    from detect.imageio import ImageReadError, read_image
+
+    files = expand_inputs(paths)
+    if not files:
+        fail("no image files found in " + ", ".join(map(str, paths)))
+    try:
+        detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, max_batch=batch)
+    except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+
+    ok = 0
+    for start in range(0, len(files), batch):
+        chunk, images = [], []
+        for f in files[start : start + batch]:
+            try:
+                images.append(read_image(f))
+                chunk.append(f)
+            except ImageReadError as exc:
+                typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        if not images:
+            continue
+        for f, im, dets in zip(chunk, images, detector.detect(images), strict=True):
+            ok += 1
+            record = detections_record(f, im.shape[1], im.shape[0], dets)
+            if as_json:
+                typer.echo(json.dumps(record, ensure_ascii=False))
+            else:
+                typer.echo(summary_line(record))
+            if out:
+                write_annotated(out / f"{f.stem}.jpg", im, dets)
+    if ok == 0:
+        fail("no image could be read", code=1)
+
+
+def detections_record(path: Path, width: int, height: int, dets) -> dict:
+    """The per-image JSON record: image, size and detections (cls, name, conf, xyxy)."""
+    return {
+        "image": str(path),
+        "width": width,
+        "height": height,
+        "detections": [
+            {"cls": int(c), "name": str(n), "conf": round(float(s), 4), "xyxy": [round(float(v), 1) for v in box]}
+            for box, s, c, n in zip(dets.xyxy, dets.confidence, dets.class_id, dets.data["class_name"], strict=True)
+        ],
+    }
+
+
+def summary_line(record: dict) -> str:
+    parts = [f"{d['name']} {d['conf']:.2f}" for d in record["detections"]]
+    return f"{record['image']} ({record['width']}x{record['height']}): {len(parts)} detections" + (
+        ": " + ", ".join(parts) if parts else ""
+    )
+
+
+def write_annotated(path: Path, image, dets) -> None:
+    import cv2
+    import supervision as sv
+
+    labels = [f"{n} {c:.2f}" for n, c in zip(dets.data["class_name"], dets.confidence, strict=True)]
+    canvas = sv.BoxAnnotator(thickness=2).annotate(image.copy(), dets)
+    canvas = sv.LabelAnnotator(text_scale=0.5).annotate(canvas, dets, labels=labels)
+    cv2.imwrite(str(path), canvas)

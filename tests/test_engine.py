@@ -1,0 +1,79 @@
+"""Detector engine on real photos: expected objects, backend parity, batching, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detect.engine import DetectorConfigError, load_detector
+from detect.engine.compare import match, match_all
+from detect.imageio import read_image
+
+
+def _names(dets) -> list[str]:
+    return sorted(dets.data["class_name"].tolist())
+
+
+def test_onnx_finds_the_bus_and_four_people(onnx_detector, bus_jpg):
+    dets = onnx_detector.detect([read_image(bus_jpg)])[0]
+    assert _names(dets) == ["bus", "person", "person", "person", "person"]
+    bus = dets[dets.data["class_name"] == "bus"]
+    x1, y1, x2, y2 = bus.xyxy[0]
+    # The bus spans the picture's width in its middle band (810x1080 photo).
+    assert x1 < 30 and x2 > 780 and 200 < y1 < 260 and 700 < y2 < 760
+    assert float(bus.confidence[0]) > 0.9
+
+
+@pytest.mark.parametrize("rect", [True, False], ids=["rect", "square"])
+def test_onnx_and_torch_agree_on_real_photos(real_photos, torch_detector, rect):
+    images = [read_image(p) for p in real_photos]
+    onnx = load_detector("yolo11n", backend="onnx", dynamic=rect, rect=rect)
+    torch_ref = load_detector("yolo11n", backend="torch", rect=rect)
+    ref, test = torch_ref.detect(images), onnx.detect(images)
+    assert sum(len(d) for d in ref) >= 10, "the photos should hold plenty of objects"
+    for path, r, t in zip(real_photos, ref, test, strict=True):
+        assert _names(r) == _names(t), path.name
+        agreement = match(r, t, iou_threshold=0.9)
+        assert agreement.matched == len(r) == len(t), f"{path.name}: {agreement.as_dict()}"
+        assert agreement.max_conf_diff <= 0.05, f"{path.name}: {agreement.as_dict()}"
+
+
+def test_result_does_not_depend_on_batch_company(onnx_detector, real_photos):
+    images = [read_image(p) for p in real_photos]
+    together = onnx_detector.detect(images)
+    alone = [onnx_detector.detect([im])[0] for im in images]
+    agreement = match_all(alone, together, iou_threshold=0.99)
+    assert agreement.recall == 1.0 and agreement.precision == 1.0
+    assert agreement.max_conf_diff < 1e-4
+
+
+def test_static_batch_model_pads_short_batches(real_photos, tmp_path):
+    detector = load_detector("yolo11n", backend="onnx", dynamic=False)
+    assert detector.static_batch == 1 and detector.rect is False
+    images = [read_image(p) for p in real_photos[:3]]
+    assert [len(d) for d in detector.detect(images)] == [len(detector.detect([im])[0]) for im in images]
+
+
+def test_empty_input_and_wrong_arrays():
+    detector = load_detector("yolo11n", backend="onnx")
+    assert detector.detect([]) == []
+    with pytest.raises(ValueError, match="image 0: expected a BGR uint8"):
+        detector.detect([np.zeros((10, 10), np.uint8)])
+    with pytest.raises(ValueError, match="image 1: expected a BGR uint8"):
+        detector.detect([np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.float32)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"backend": "tflite"}, "unknown backend 'tflite'"),
+        ({"backend": "onnx", "device": "cuda"}, "needs CUDAExecutionProvider"),
+        ({"backend": "onnx", "device": "npu"}, "unknown device 'npu'"),
+        ({"backend": "torch", "device": "npu"}, "unknown device 'npu'"),
+        ({"backend": "onnx", "imgsz": 100}, "multiple of 32"),
+        ({"backend": "onnx", "conf": 1.5}, "conf must be in"),
+    ],
+)
+def test_bad_detector_options_are_refused_clearly(kwargs, message):
+    with pytest.raises(DetectorConfigError, match=message):
+        load_detector("yolo11n", **kwargs)

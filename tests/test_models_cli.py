@@ -1,0 +1,122 @@
+"""Model registry, weight lookup, offline behaviour and the detect / models commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from detect.registry import ModelNotFoundError, get_card, resolve_weights
+from streetwatch.cli import app
+
+runner = CliRunner()
+
+
+def test_weight_lookup_prefers_streetwatch_models(tmp_path, monkeypatch):
+    (tmp_path / "yolo11n.pt").write_bytes((resolve_weights("yolo11n")[0]).read_bytes())
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path))
+    path, card = resolve_weights("yolo11n")
+    assert path == tmp_path / "yolo11n.pt" and card.id == "yolo11n"
+
+
+def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "stalls-v1.yaml").write_text("id: stalls-v1\nformat: pt\nfiles: [stalls-v1.pt]\ndownload: stalls-v1.pt\n")
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path))
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_weights("stalls-v1")
+    message = str(err.value)
+    assert "stalls-v1.pt" in message and str(tmp_path) in message and "Put stalls-v1.pt in models/" in message
+    assert "unset YOLO_OFFLINE" in message
+
+
+def test_release_names_get_an_implicit_card_and_unknown_ids_are_refused():
+    assert get_card("yolov8s").files == ["yolov8s.pt"]
+    with pytest.raises(ModelNotFoundError, match="unknown model 'street-magic'"):
+        get_card("street-magic")
+
+
+def test_ultralytics_plots_offline_with_the_local_font():
+    """Plotting (training curves, labels) must find Arial.ttf locally instead of fetching it."""
+    code = (
+        "from detect.runtime_env import prepare_ultralytics_env; d = prepare_ultralytics_env();"
+        "from ultralytics.utils.checks import check_font; f = check_font('Arial.Unicode.ttf');"
+        "print(f, d)"
+    )
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    font, config_dir = out.stdout.split()
+    assert font.startswith(config_dir) and font.endswith("Arial.Unicode.ttf")
+
+
+def test_detect_command_prints_bus_and_writes_json_and_images(bus_jpg, tmp_path):
+    result = runner.invoke(app, ["detect", str(bus_jpg), "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["width"] == 810 and record["height"] == 1080
+    names = sorted(d["name"] for d in record["detections"])
+    assert names == ["bus", "person", "person", "person", "person"]
+    assert all(len(d["xyxy"]) == 4 and 0 < d["conf"] <= 1 for d in record["detections"])
+    assert (tmp_path / "bus.jpg").stat().st_size > 10_000
+
+
+def test_detect_command_reports_bad_files_and_continues(bus_jpg, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    good = tmp_path / "good.jpg"
+    good.write_bytes(bus_jpg.read_bytes())
+    result = runner.invoke(app, ["detect", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "empty.jpg: empty file" in result.stderr
+    assert "notes.jpg: not an image" in result.stderr
+    assert "good.jpg (810x1080): 5 detections" in result.stdout
+
+
+def test_detect_command_fails_when_nothing_is_readable(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["detect", str(tmp_path / "empty.jpg")])
+    assert result.exit_code == 1 and "no image could be read" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "tflite"], "unknown backend 'tflite'"),
+        (["--device", "cuda"], "CUDAExecutionProvider"),
+        (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    ],
+)
+def test_detect_command_bad_options(bus_jpg, args, message):
+    result = runner.invoke(app, ["detect", str(bus_jpg), *args])
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_models_list_shows_cards_and_files():
+    result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    assert "yolo11n" in result.stdout and "yolov8n" in result.stdout
+
+
+def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, monkeypatch):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for name in ("street-garbage", "facades-ads"):
+        for f in sorted((real_sample_dir / name / "images").glob("*.jpg"))[:4]:
+            (calib / f.name).symlink_to(f)
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "models"))
+    result = runner.invoke(app, ["models", "export", "--model", "yolo11n", "--imgsz", "320", "--int8",
+                                 "--calib", str(calib)])
+    assert result.exit_code == 0, result.output
+    assert "INT8 vs fp32 on 8 calibration images: recall" in result.stdout
+    card = get_card("yolo11n-320-int8")
+    assert card.int8 and card.exported_from == "yolo11n" and card.format == "onnx"
+    m = card.metrics["int8_vs_fp32"]
+    assert m["ref_boxes"] > 0 and m["recall"] >= 0.6 and m["precision"] >= 0.6
+    assert (tmp_path / "models" / "yolo11n-320-int8.onnx").is_file()
