@@ -30,7 +30,11 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from trackers import ByteTrackTracker
 
-DEFAULT_FAMILIES = {"car": "motor_vehicle", "truck": "motor_vehicle", "bus": "motor_vehicle", "van": "motor_vehicle"}
+DEFAULT_FAMILIES = {
+    "car": "motor_vehicle", "truck": "motor_vehicle", "bus": "motor_vehicle", "van": "motor_vehicle",
+    # an OCR line read with its phone number in one frame and without it in the next stays one track
+    "text": "text", "new_text": "text", "small_ad_text": "text",
+}
 
 
 class TrackingConfig(BaseModel):
