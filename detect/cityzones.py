@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,7 +21,7 @@ from shapely.validation import explain_validity
 
 from detect.config_io import load_model
 from detect.frames import GeoPoint
-from detect.scenes import ZoneRules, check_types
+from detect.scenes import TimeZoneName, ZoneRules, check_types
 from detect.taxonomy import Taxonomy, load_taxonomy
 
 
@@ -62,17 +62,8 @@ class CityZonesFile(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["FeatureCollection"] = Field(title="Type", description="GeoJSON object type.")
-    timezone: str = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules.")
+    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules.")
     features: list[GeoFeature] = Field(title="Features", description="One feature per zone.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r}") from None
-        return name
 
 
 class CityZones:
