@@ -221,3 +221,36 @@ def test_thumbnails_have_the_evidence_boxes_drawn(run):
     diff = np.abs(np.asarray(thumb, dtype=int) - np.asarray(plain.convert("RGB"), dtype=int)).mean(axis=2)
     x1, y1, x2, y2 = (v * 360 / 1080 for v in rec["findings"][0]["boxes"][0]["xyxy"])
     assert diff[int(y1) + 1: int(y2) - 1, int(x1) + 1].mean() > 40  # the box's left edge is drawn
+
+
+def test_small_ad_on_a_real_wall_is_flyposting_with_its_phone_number(tmp_path, real_sample_dir, onnx_detector):
+    """OCR for every photo (`--ocr all`): a paper ad pasted on a real shop front, next to the same front without it."""
+    from PIL import ImageDraw, ImageFont
+
+    from tests.test_ocr_flyposting import _cjk_font
+
+    wall = sorted((real_sample_dir / "facades-ads" / "images").glob("*.jpg"))[4]
+    img = Image.open(wall).convert("RGB")
+    draw, font = ImageDraw.Draw(img), ImageFont.truetype(_cjk_font(), 26)
+    w, h = img.size
+    x, y = w // 2 - 150, h // 2 - 80
+    draw.rectangle((x, y, x + 300, y + 170), fill=(248, 248, 240))
+    draw.text((x + 15, y + 15), "专业开锁 疏通", font=font, fill=(10, 10, 10))
+    draw.text((x + 15, y + 65), "办证 刻章", font=font, fill=(200, 0, 0))
+    draw.text((x + 15, y + 115), "139 1234 5678", font=font, fill=(10, 10, 10))
+    img.save(tmp_path / "ad.png")
+    photos = tmp_path / "photos"
+    phone_photo(tmp_path / "ad.png", photos / "with_ad.jpg", taken=datetime(2024, 6, 4, 15, 30), gps=ON_ROAD)
+    phone_photo(wall, photos / "clean_wall.jpg", taken=datetime(2024, 6, 4, 15, 31), gps=ELSEWHERE)
+
+    settings = TriageSettings(out=tmp_path / "out", ocr="all")
+    result = run_triage([photos], settings, detector=onnx_detector, show_progress=False)
+    recs = {Path(r["source"]).name: r for r in map(json.loads, (settings.out / "results.jsonl").read_text().splitlines())}
+    ad = next(f for f in recs["with_ad.jpg"]["findings"] if f["type"] == "flyposting")
+    assert ad["phones"] == ["13912345678"] and ad["name_zh"].startswith("非法小广告")
+    assert all(x - 5 <= b["xyxy"][0] and b["xyxy"][2] <= x + 305 for b in ad["boxes"])  # the pasted paper
+    assert "flyposting" not in {f["type"] for f in recs["clean_wall.jpg"]["findings"]}
+    case = next(g for g in result.groups if g.type == "flyposting")
+    row = next(r for r in csv.DictReader((settings.out / "cases.csv").open(encoding="utf-8-sig")) if r["type"] == "flyposting")
+    assert row["phones"] == "13912345678" and row["lead_photo"] == case.lead.source
+    assert "13912345678" in (settings.out / "report.html").read_text(encoding="utf-8")

@@ -37,6 +37,7 @@ class Photo:
     geo: GeoPoint | None = None
     grid_cell: str | None = None
     warnings: list[str] = field(default_factory=list)
+    data: bytes | None = None  # the file's bytes, kept only until OCR has had its chance
 
     @property
     def photo_id(self) -> str:
@@ -102,7 +103,6 @@ def load_photo(
         decoded = decode_image(data, name, max_side=settings.imgsz)
     except ImageReadError as exc:
         return error_record(name, exc.reason, sha)
-    del data
     facts = read_facts(decoded.exif, settings.tz)
     taken_at, time_source = facts.taken_at, "exif"
     if taken_at is None:
@@ -119,4 +119,5 @@ def load_photo(
         geo=facts.geo,
         grid_cell=grid.at(facts.geo) if grid is not None and facts.geo is not None else None,
         warnings=facts.warnings,
+        data=data,
     )

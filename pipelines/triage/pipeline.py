@@ -43,6 +43,7 @@ from pipelines.triage.journal import Journal
 from pipelines.triage.photos import Photo, Skipped, error_record, load_photo
 from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused
+from pipelines.triage.text import PhotoText
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def process_photos(
     stats = RunStats(listed=len(sources))
     archives = ArchiveCache()
     seen_now: dict[str, str] = {}  # content hash -> first source of this run (duplicates)
+    text = PhotoText(settings.ocr, settings.ocr_max_side)
     infer_lock = contextlib.nullcontext() if detector.backend == "onnx" else threading.Lock()
     started = time.perf_counter()
     bar = progress_bar(enabled=show_progress)
@@ -205,10 +207,18 @@ def process_photos(
             return photo
         try:
             with infer_lock:
-                return photo, detector.detect([photo.image])[0]
+                detections = detector.detect([photo.image])[0]
         except Exception as exc:  # noqa: BLE001
             log.exception("%s: detection failed", item.name)
             return error_record(item.name, f"detection failed: {exc}", photo.sha256, **photo.facts())
+        if photo.data is not None and text.wanted(detections):
+            try:
+                detections = text.add(photo.data, photo.image, detections, item.name)
+            except Exception as exc:  # noqa: BLE001 - the detections stand without the text
+                log.exception("%s: OCR failed", item.name)
+                photo.warnings.append(f"OCR failed: {exc}")
+        photo.data = None
+        return photo, detections
 
     writer = _Writer(journal, analyser, stats, advance)
     writer.start()

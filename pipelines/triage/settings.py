@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.triage.text import OcrMode
+
 
 class TriageSettings(BaseModel):
     """Everything a triage run needs besides its inputs."""
@@ -22,6 +24,10 @@ class TriageSettings(BaseModel):
     workers: int = Field(
         2, title="Workers", description="Threads that each read, decode and detect photos (parallel inference streams).", ge=1, le=64
     )
+    ocr: OcrMode = Field(
+        OcrMode.AUTO, title="OCR", description="Read text and phone numbers: auto (photos with text-bearing detections), all, or off."
+    )
+    ocr_max_side: int = Field(1600, title="OCR resolution", description="Long side of the decode that OCR reads.", ge=320, le=8192)
     timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset, and of the report.")
     scene_zones: Path | None = Field(None, title="City zones", description="GeoJSON of city-wide zones (no-parking streets, vending points) for photos with GPS.")
     grid: Path | None = Field(None, title="Grid cells", description="GeoJSON of 单元网格 polygons with an `id` property.")
