@@ -13,6 +13,7 @@ from typing import Any, Literal
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from detect.cityzones import GeoFeature
 from detect.cityzones import _geometry as valid_polygon
 from detect.config_io import load_model
 from detect.frames import GeoPoint
@@ -31,18 +32,10 @@ class GridCellProperties(BaseModel):
         return str(value) if isinstance(value, int) else value
 
 
-class GridCellFeature(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class GridCellFeature(GeoFeature):
+    """A polygon feature validated like a city zone's, with cell properties instead of zone rules."""
 
-    type: Literal["Feature"] = Field(title="Type", description="GeoJSON object type.")
-    geometry: dict[str, Any] = Field(title="Geometry", description="Polygon or MultiPolygon in lon/lat (WGS-84).")
     properties: GridCellProperties = Field(title="Cell", description="Cell code (`id`) and optional `name`.")
-
-    @field_validator("geometry")
-    @classmethod
-    def _valid_geometry(cls, geom: dict[str, Any]) -> dict[str, Any]:
-        valid_polygon(geom)
-        return geom
 
 
 class GridFile(BaseModel):
