@@ -98,7 +98,7 @@ def run(
     imgsz: int = 640,
     conf: float = 0.25,
     workers: int = 2,
-    rounds: int = 1,
+    rounds: int = 3,
     size: tuple[int, int] = DEFAULT_SIZE,
     sources: list[Path] | None = None,
 ) -> dict:
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/triage rounds; medians are reported")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
     record = run(args.photos, model=args.model, backend=args.backend, imgsz=args.imgsz, conf=args.conf,

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pipelines.triage import TriageSettings, run_triage
-from tests.triage_helpers import phone_photo, png_bomb
+from tests.triage_helpers import as_heic, phone_photo, png_bomb
 
 CHROMIUM = "/usr/bin/chromium"
 ON_ROAD = (30.2741, 120.1551)  # inside the no-parking street and grid cell A
@@ -53,6 +53,8 @@ def workdir(tmp_path_factory, bus_jpg, zidane_jpg, real_sample_dir):
     phone_photo(zidane_jpg, day / "1000_people.jpg", taken=datetime(2024, 6, 3, 10, 0), gps=ELSEWHERE)
     for i, src in enumerate(garbage[:2] + facades[:2]):
         phone_photo(src, day / "street" / f"11{i:02d}_{src.stem[:12]}.jpg", taken=datetime(2024, 6, 3, 11, i))
+    as_heic(phone_photo(garbage[3], day / "1200_iphone.jpg", taken=datetime(2024, 6, 3, 12, 0), gps=ELSEWHERE),
+            day / "1200_iphone.heic")
     bad = day / "bad"
     bad.mkdir()
     (bad / "empty.jpg").write_bytes(b"")
@@ -95,7 +97,7 @@ def run(workdir, onnx_detector):
 
 def test_every_input_has_one_record_with_its_outcome_or_reason(run):
     recs = run["records"]
-    assert len(run["all"]) == len(recs) == 18  # 9 photos, 6 bad files, 3 zip members (1 good, 2 refused)
+    assert len(run["all"]) == len(recs) == 19  # 10 photos, 6 bad files, 3 zip members (1 good, 2 refused)
     reasons = {name: r["reason"] for name, r in recs.items() if r["status"] != "ok"}
     assert sorted(reasons) == ["copy_of_bus.jpg", "empty.jpg", "evil.jpg", "huge.png", "more.zip", "notes.jpg", "truncated.jpg"]
     assert reasons["empty.jpg"] == "empty file (0 bytes)"
@@ -109,7 +111,7 @@ def test_every_input_has_one_record_with_its_outcome_or_reason(run):
     assert recs["broken_exif.jpg"]["status"] == "ok"
     assert any("capture time unreadable" in w for w in recs["broken_exif.jpg"]["warnings"])
     assert recs["garbage.jpg"]["status"] == "ok" and recs["garbage.jpg"]["source"].endswith("phone.zip!DCIM/garbage.jpg")
-    assert run["result"].stats.recorded == 18 and run["result"].tally.ok == 11
+    assert run["result"].stats.recorded == 19 and run["result"].tally.ok == 12
 
 
 def test_photo_facts_time_place_grid_and_orientation(run):
@@ -120,6 +122,8 @@ def test_photo_facts_time_place_grid_and_orientation(run):
     assert bus["grid_cell"] == "330102001001"
     assert recs["2310_bus_sideways.jpg"]["grid_cell"] == "330102002007"
     assert recs["broken_exif.jpg"]["time_source"] == "file" and recs["broken_exif.jpg"]["grid_cell"] is None
+    heic = recs["1200_iphone.heic"]  # HEIC from an iPhone: pixels, EXIF time and GPS all read
+    assert heic["status"] == "ok" and heic["taken_at"] == "2024-06-03T12:00:00+08:00" and heic["grid_cell"] == "330102002007"
     sideways = recs["2310_bus_sideways.jpg"]
     assert (sideways["width"], sideways["height"]) == (bus["width"], bus["height"]) == (810, 1080)
     # the rotated photo is seen upright: the same bus box as in the upright photo, in full-resolution pixels
@@ -195,7 +199,7 @@ def render_report(out: Path) -> dict:
 def test_report_in_chromium_shows_the_ranked_cases_and_the_errors(run):
     page = render_report(run["out"])
     assert "Photo triage report" in page["title"]
-    assert page["counts"]["n-photos"] == "18" and page["counts"]["n-errors"] == "6" and page["counts"]["n-duplicates"] == "1"
+    assert page["counts"]["n-photos"] == "19" and page["counts"]["n-errors"] == "6" and page["counts"]["n-duplicates"] == "1"
     groups = run["result"].groups
     assert [c["type"] for c in page["cases"]] == [g.type for g in groups]
     assert [[f["source"] for f in c["figures"]] for c in page["cases"]] == [[m.source for m in g.members] for g in groups]

@@ -81,3 +81,17 @@ def png_bomb(path: Path, width: int = 30000, height: int = 30000) -> Path:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
     return path
+
+
+def as_heic(jpeg: Path, dst: Path, max_side: int = 640) -> Path:
+    """A phone's HEIC of the same picture, keeping its EXIF (pillow-heif encodes it)."""
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    with Image.open(jpeg) as im:
+        exif = im.info.get("exif", b"")
+        im.thumbnail((max_side, max_side))
+        im.save(dst, format="HEIF", quality=80, exif=exif)
+    jpeg.unlink()
+    return dst
