@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -40,7 +41,6 @@ DEFAULT_SIZE = (4000, 3000)
 def source_photos(limit: int) -> list[Path]:
     """Real street photos: ultralytics' bus.jpg and zidane.jpg, then the real-sample sets in turn."""
     import importlib.util
-    import os
 
     assets = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets"
     shared = Path(os.environ.get("STREETWATCH_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -127,18 +127,21 @@ def run(
         for shape in ((size[1], size[0], 3), (size[0], size[1], 3)):  # first use of an input shape is slow in ORT
             detector.detect([np.zeros((shape[0] // 4, shape[1] // 4, 3), np.uint8)])
 
-        base_times, triage_times = [], []
+        base_times, triage_times, base_cpu, triage_cpu = [], [], [], []
         base_out = []
+        load_before = os.getloadavg()[0]
         for r in range(rounds):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             outs = [sv.Detections.from_ultralytics(yolo.predict(str(f), imgsz=imgsz, conf=conf, verbose=False)[0]) for f in files]
             base_times.append(time.perf_counter() - start)
+            base_cpu.append(time.process_time() - cpu)
             base_out = base_out or outs
 
             settings = settings.model_copy(update={"out": tmp / f"triage-{r}"})
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = run_triage([tmp / "photos"], settings, detector=detector, show_progress=False)
             triage_times.append(time.perf_counter() - start)
+            triage_cpu.append(time.process_time() - cpu)
             if result.tally.ok != len(files):
                 raise RuntimeError(f"triage read {result.tally.ok} of {len(files)} photos")
 
@@ -158,10 +161,13 @@ def run(
             "triage": {"backend": backend, "onnx_model": detector.describe()["model"], "workers": workers,
                        "threads_per_worker": detector.describe().get("threads"),
                        "imgsz": imgsz, "conf": conf, "seconds": [round(t, 3) for t in triage_times],
-                       "photos_per_s": round(triage_rate, 3)},
+                       "photos_per_s": round(triage_rate, 3),
+                       "cpu_ms_per_photo": round(statistics.median(triage_cpu) / len(files) * 1000, 1)},
             "baseline": {"loop": "YOLO(weights).predict(path)", "imgsz": imgsz, "conf": conf,
-                         "seconds": [round(t, 3) for t in base_times], "photos_per_s": round(base_rate, 3)},
+                         "seconds": [round(t, 3) for t in base_times], "photos_per_s": round(base_rate, 3),
+                         "cpu_ms_per_photo": round(statistics.median(base_cpu) / len(files) * 1000, 1)},
             "speedup": round(triage_rate / base_rate, 3),
+            "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
             "agreement_iou50": agreement.as_dict(),
             "environment": environment(),
         }
@@ -187,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
           f"conf {args.conf}, {record['environment']['cpu']}")
     print(f"  baseline YOLO().predict loop : {b['photos_per_s']:6.2f} photos/s")
     print(f"  streetwatch triage           : {t['photos_per_s']:6.2f} photos/s  ({args.backend}, {args.workers} workers)")
-    print(f"  speed-up                     : {record['speedup']:.2f}x")
+    print(f"  speed-up                     : {record['speedup']:.2f}x  (CPU per photo: baseline {b['cpu_ms_per_photo']} ms, "
+          f"triage {t['cpu_ms_per_photo']} ms; load average {record['load_average_1min']})")
     print(f"  agreement (IoU .5)           : recall {a['recall']:.3f} precision {a['precision']:.3f} "
           f"({a['matched']}/{a['ref_boxes']} baseline boxes, {a['test_boxes']} triage boxes)")
     if args.out:
