@@ -97,7 +97,7 @@ def run(
     backend: str = "onnx",
     imgsz: int = 640,
     conf: float = 0.25,
-    workers: int = 2,
+    workers: int | None = None,
     rounds: int = 3,
     size: tuple[int, int] = DEFAULT_SIZE,
     sources: list[Path] | None = None,
@@ -115,7 +115,8 @@ def run(
     weights, _ = resolve_weights(model)
     tmp = Path(tempfile.mkdtemp(prefix="triage-bench-"))
     yolo = YOLO(str(weights), task="detect")
-    settings = TriageSettings(out=tmp / "triage", model=model, backend=backend, conf=conf, imgsz=imgsz, workers=workers)
+    settings = TriageSettings(out=tmp / "triage", model=model, backend=backend, conf=conf, imgsz=imgsz,
+                              **({"workers": workers} if workers else {}))
     detector = triage_detector(settings)
     try:
         files = make_12mp(sources or source_photos(photos), tmp / "photos", size)
@@ -158,7 +159,7 @@ def run(
             "model": model,
             "weights": weights.name,
             "weights_sha256": sha256_file(weights),
-            "triage": {"backend": backend, "onnx_model": detector.describe()["model"], "workers": workers,
+            "triage": {"backend": backend, "onnx_model": detector.describe()["model"], "workers": settings.workers,
                        "threads_per_worker": detector.describe().get("threads"),
                        "imgsz": imgsz, "conf": conf, "seconds": [round(t, 3) for t in triage_times],
                        "photos_per_s": round(triage_rate, 3),
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="onnx")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.25)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="triage workers (default: one per core, at most 8)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/triage rounds; medians are reported")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{record['photos']} photos of {record['photo_size']} ({record['megapixels']} MP), {args.model} @ {args.imgsz}, "
           f"conf {args.conf}, {record['environment']['cpu']}")
     print(f"  baseline YOLO().predict loop : {b['photos_per_s']:6.2f} photos/s")
-    print(f"  streetwatch triage           : {t['photos_per_s']:6.2f} photos/s  ({args.backend}, {args.workers} workers)")
+    print(f"  streetwatch triage           : {t['photos_per_s']:6.2f} photos/s  ({args.backend}, {t['workers']} workers)")
     print(f"  speed-up                     : {record['speedup']:.2f}x  (CPU per photo: baseline {b['cpu_ms_per_photo']} ms, "
           f"triage {t['cpu_ms_per_photo']} ms; load average {record['load_average_1min']})")
     print(f"  agreement (IoU .5)           : recall {a['recall']:.3f} precision {a['precision']:.3f} "

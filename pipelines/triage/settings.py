@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,7 +23,9 @@ class TriageSettings(BaseModel):
     conf: float = Field(0.25, title="Detector confidence", description="Detections below this are dropped before the rules.", ge=0, le=1)
     imgsz: int = Field(640, title="Input size", description="Network input size; photos are decoded straight to about this size.", gt=0, multiple_of=32)
     workers: int = Field(
-        2, title="Workers", description="Threads that each read, decode and detect photos (parallel inference streams).", ge=1, le=64
+        default_factory=lambda: min(8, os.cpu_count() or 1), title="Workers",
+        description="Threads that each read, decode and detect photos (parallel inference streams); default one per core, at most 8.",
+        ge=1, le=64,
     )
     ocr: OcrMode = Field(
         OcrMode.AUTO, title="OCR", description="Read text and phone numbers: auto (photos with text-bearing detections), all, or off."

@@ -24,7 +24,7 @@ def triage(
     model: ModelOpt = "yolo11n",
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them.")] = 2,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them. Default: one per core (at most 8).")] = None,
     ocr: Annotated[str, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = photos where the model saw posters, signs or small ads; all = every photo (slow: ~1 s/photo on CPU); off.")] = "auto",
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report.")] = "Asia/Shanghai",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same content hash) are skipped.")] = False,
@@ -45,9 +45,10 @@ def triage(
     from pipelines.triage.journal import JournalExists
     from pipelines.triage.pipeline import TriageInterrupted
 
+    options = {"workers": workers} if workers else {}
     try:
-        settings = TriageSettings(out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
-                                  workers=workers, ocr=ocr, timezone=timezone, scene_zones=scene_zones, grid=grid,
+        settings = TriageSettings(**options, out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
+                                  ocr=ocr, timezone=timezone, scene_zones=scene_zones, grid=grid,
                                   resume=resume)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
