@@ -73,7 +73,8 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and push it to the OS (a kill loses at most the line being written)."""
-        self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))  # serialise first: never half a line
+        self._fh.write(line + "\n")
         self._fh.flush()
 
     def close(self) -> None:

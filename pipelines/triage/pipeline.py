@@ -133,10 +133,15 @@ class _Writer(threading.Thread):
                 continue  # keep draining so the main thread never blocks on a dead writer
             try:
                 record = self._record(item)
-                self.journal.append(record)
+                try:
+                    self.journal.append(record)
+                except (TypeError, ValueError) as exc:  # a value JSON cannot hold: keep the photo as an error
+                    log.exception("%s: record not serialisable", record.get("source"))
+                    record = error_record(record["source"], f"internal error while recording: {exc}", record.get("sha256"))
+                    self.journal.append(record)
                 self._count(record)
                 self.on_record(record)
-            except OSError as exc:  # cannot write results: the run must stop
+            except Exception as exc:  # noqa: BLE001 - cannot write results (disk full ...): the run must stop
                 self.failure = exc
 
     def _record(self, item: dict[str, Any] | tuple[Photo, sv.Detections]) -> dict[str, Any]:
@@ -192,7 +197,7 @@ def process_photos(
     bar = progress_bar(enabled=show_progress)
     task = bar.add_task("triage", total=len(sources), notes="")
 
-    def advance(record: dict[str, Any] | None = None) -> None:
+    def advance(_record: dict[str, Any] | None = None) -> None:
         bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates")
 
     def work(item: PhotoSource | Refused) -> tuple[Photo, sv.Detections] | Skipped | dict[str, Any]:
