@@ -169,6 +169,7 @@ document.getElementById('f').addEventListener('load', () => {
     cases: [...d.querySelectorAll('section.case')].map(s => ({
       type: s.dataset.type, photos: +s.dataset.photos, heading: s.querySelector('h2').textContent,
       grid: s.querySelector('.grid').textContent, time: s.querySelector('.time').textContent,
+      zone: s.querySelector('.zone') ? s.querySelector('.zone').textContent : null,
       figures: [...s.querySelectorAll('figure')].map(f => ({source: f.dataset.source, lead: f.classList.contains('lead'),
         img: f.querySelector('img') ? f.querySelector('img').naturalWidth : 0}))})),
     problems: [...d.querySelectorAll('tr.problem')].map(r => [r.querySelector('.source').textContent, r.dataset.status,
@@ -205,6 +206,7 @@ def test_report_in_chromium_shows_the_ranked_cases_and_the_errors(run):
     assert [[f["source"] for f in c["figures"]] for c in page["cases"]] == [[m.source for m in g.members] for g in groups]
     pair = next(c for c in page["cases"] if c["photos"] == 2)
     assert "机动车乱停放" in pair["heading"] and "Illegal parking" in pair["heading"]
+    assert pair["zone"] == "hubin-road (no_parking)"
     assert pair["grid"] == "330102001001" and pair["time"].startswith("2024-06-03 09:00:00 – 2024-06-03 09:02:00")
     assert [f["lead"] for f in pair["figures"]] == [True, False]
     assert all(f["img"] > 0 for c in page["cases"] for f in c["figures"])  # every thumbnail decoded in the browser

@@ -133,12 +133,13 @@ def write_report(
     def negatives() -> Iterator[dict[str, Any]]:
         return (r for r in read_records(results) if r["status"] == "ok" and not r["findings"])
 
+    type_names = {g.type: (g.lead.facts["name_zh"], g.lead.facts["name_en"]) for g in groups}
     template = _env().get_template("report.html")
     tmp = path.with_suffix(".html.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for chunk in template.generate(
             cases=list(zip(groups, refs, strict=True)), tally=tally, run=run, local=local, data_uri=data_uri,
-            problems=problems, negatives=negatives, max_thumb_cases=max_thumb_cases, timezone=str(tz),
+            problems=problems, negatives=negatives, max_thumb_cases=max_thumb_cases, timezone=str(tz), type_names=type_names,
         ):
             fh.write(chunk)
     os.replace(tmp, path)
