@@ -111,12 +111,13 @@ class ArchiveCache:
 def expand_sources(inputs: list[Path]) -> list[PhotoSource | Refused]:
     """Files as given, folders recursively (photos and zips), zip archives member by member.
 
-    The same file named twice (directly and through its folder) is listed once; distinct files
-    with the same content are kept and reported later as duplicates.
+    Names are absolute paths. The same file named twice (directly and through its folder) is
+    listed once; distinct files with the same content are kept and reported later as duplicates.
     """
     out: list[PhotoSource | Refused] = []
     seen: set[Path] = set()
     for given in inputs:
+        given = given.absolute()  # names stay the same when a run is resumed from another directory
         if not given.exists():
             out.append(Refused(str(given), "not found"))
             continue
