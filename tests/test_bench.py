@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -201,3 +205,21 @@ def test_int8_variant_is_exported_calibrated_on_the_benchmark_images(real_photos
     a = v.accuracy
     assert a.reference == "onnx/cpu/fp32/320" and a.ref_boxes > 0 and 0 < a.recall <= 1
     assert _variant(record, "onnx/cpu/fp32/b1/320").accuracy.recall == 1.0
+
+
+def test_wheelhouse_lists_the_tested_closure_without_the_pytorch_stack(tmp_path):
+    """The dry run of the carry script: what would be fetched for an offline GPU machine."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench-wheelhouse.sh"
+    out = tmp_path / "wh"
+    run = subprocess.run(["bash", str(script), "download", str(out), "--onnxruntime-gpu", "--dry-run"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert run.returncode == 0, run.stderr
+    assert "--only-binary=:all:" in run.stdout and "--python-version 3.11" in run.stdout
+    pins = dict(line.split("==") for line in (out / "pins.txt").read_text().split())
+    for name in ("ultralytics", "onnxruntime", "supervision", "opencv-python", "pytest"):
+        assert pins[name] == md.version(name), name
+    assert pins["onnxruntime-gpu"] == pins["onnxruntime"]
+    assert not [n for n in pins if n in ("torch", "torchvision", "triton") or n.startswith("nvidia-")]
+    requirements = (out / "requirements.txt").read_text().split()
+    assert "ultralytics>=8.3" in requirements and not [r for r in requirements if r.startswith("torch")]
+    assert not list(out.glob("*.whl"))  # a dry run downloads nothing

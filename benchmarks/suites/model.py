@@ -155,12 +155,29 @@ def build_detector(ctx: BenchContext, backend: str, device: str, precision: str,
         model, extra["int8_export"] = _int8_export(ctx, imgsz)
     else:
         kwargs.update(dynamic=True, half=precision == "fp16")
+    if backend == "onnx" and device != "cpu":
+        _preload_cuda_libraries()
     detector = load_detector(model, **kwargs)
     providers = getattr(detector, "providers", None)
     wanted = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}.get(device.split(":")[0])
     if providers is not None and wanted and providers[0] != wanted:
         raise DetectorConfigError(f"{wanted} is listed but did not load (session fell back to {', '.join(providers)})")
     return detector, extra
+
+
+def _preload_cuda_libraries() -> None:
+    """Let onnxruntime-gpu find CUDA/cuDNN in the nvidia-* wheels that came with PyTorch.
+
+    Without it the CUDA provider may fail to load on machines whose CUDA libraries live only in
+    site-packages; build_detector then records the variant as skipped (fallback to CPU).
+    """
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - best effort; the provider check reports the outcome
+            log.warning("onnxruntime.preload_dlls failed: %s", exc)
 
 
 def _int8_export(ctx: BenchContext, imgsz: int) -> tuple[str, str]:
