@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, PositiveInt, field_validator
@@ -22,7 +22,7 @@ class BenchConfig(BaseModel):
     devices: list[str] = Field(["cpu"], title="Devices", description="cpu, cuda[:N], tensorrt (onnx only).", min_length=1)
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(["fp32"], title="Precisions", min_length=1)
     batches: list[PositiveInt] = Field([1, 8], title="Batch sizes", min_length=1)
-    imgsz: list[PositiveInt] = Field([640], title="Image sizes", description="Multiples of 32.", min_length=1)
+    imgsz: list[Annotated[int, Field(gt=0, multiple_of=32)]] = Field([640], title="Image sizes", min_length=1)
     duration_s: float = Field(10.0, title="Seconds per variant", description="Timed run length unless count is set.", gt=0)
     count: PositiveInt | None = Field(None, title="Calls per variant", description="Exact number of timed calls; wins over duration.")
     warmup: int = Field(3, title="Warm-up calls", ge=0)
@@ -50,14 +50,6 @@ class BenchConfig(BaseModel):
             if name not in SUITES:
                 raise ValueError(f"unknown suite '{name}' (choose from {', '.join(SUITES)})")
         return names
-
-    @field_validator("imgsz")
-    @classmethod
-    def _multiple_of_32(cls, sizes: list[int]) -> list[int]:
-        for s in sizes:
-            if s % 32:
-                raise ValueError(f"image size {s} is not a multiple of 32")
-        return sizes
 
     @field_validator("devices")
     @classmethod

@@ -297,8 +297,8 @@ class _References:
                                     threads=self.threads[backend], rect=cfg.input == "rect", max_batch=1)
                 self.cache[backend, imgsz] = (key, det.detect(self.ctx.images))
                 del det
-            except (DetectorConfigError, ModelNotFoundError, ImportError) as exc:
-                self.cache[backend, imgsz] = f"no reference {key}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - without a reference the variants still get timed
+                self.cache[backend, imgsz] = f"no reference {key}: {type(exc).__name__}: {exc}"
         return self.cache[backend, imgsz]
 
 
