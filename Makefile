@@ -32,10 +32,10 @@ weights:
 demo: install weights
 	$(SW) detect $$($(PY) -c "import ultralytics, pathlib; print(pathlib.Path(ultralytics.__file__).parent / 'assets' / 'bus.jpg')") --out demo-out
 
-test: install weights
+test: install system-deps weights
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: install weights
+test-slow: install system-deps weights
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 clean:

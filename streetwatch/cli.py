@@ -12,6 +12,7 @@ from detect.runtime_env import prepare_ultralytics_env
 COMMAND_MODULES = [
     "detect",
     "models",
+    "rules",
     "bench",
 ]
 
