@@ -15,6 +15,8 @@ from benchmarks.record import BenchRecord, VariantResult
 
 #: Environment fields whose difference is printed above a comparison.
 _ENV_FIELDS = ("cpu", "cpu_count", "gpu", "nvidia_driver", "cuda", "python")
+#: Options that change what a variant key measures.
+_CONFIG_FIELDS = ("input", "conf", "iou", "threads", "torch_compile", "device_preprocess")
 
 
 def markdown(record: BenchRecord) -> str:
@@ -140,19 +142,24 @@ def _measured_change(v: VariantResult, o: VariantResult, threshold: float, toler
 
 
 def environment_differences(new: BenchRecord, old: BenchRecord) -> list[str]:
+    """What differs besides the code: machine, libraries, model, options that change a key's meaning, images."""
     diffs = [f"{k}: {old.environment.get(k)} -> {new.environment.get(k)}"
              for k in _ENV_FIELDS if old.environment.get(k) != new.environment.get(k)]
     ov, nv = old.environment.get("versions", {}), new.environment.get("versions", {})
     diffs += [f"{k}: {ov.get(k)} -> {nv.get(k)}" for k in sorted(set(ov) | set(nv)) if ov.get(k) != nv.get(k)]
     if old.model.sha256 != new.model.sha256:
         diffs.append(f"model: {old.model.file} {old.model.sha256[:12]} -> {new.model.file} {new.model.sha256[:12]}")
+    diffs += [f"config {k}: {old.config.get(k)} -> {new.config.get(k)}"
+              for k in _CONFIG_FIELDS if old.config.get(k) != new.config.get(k)]
+    if [i.sha256 for i in old.images] != [i.sha256 for i in new.images]:
+        diffs.append(f"images: a different set ({len(old.images)} -> {len(new.images)} photos)")
     return diffs
 
 
 def compare_markdown(changes: list[Change], env_diffs: list[str], threshold: float) -> str:
     lines = [f"## Comparison (noise threshold {threshold:.0%})", ""]
     if env_diffs:
-        lines += ["Environment differences:", ""] + [f"- {d}" for d in env_diffs] + [""]
+        lines += ["Differences besides the code (read the ratios with these in mind):", ""] + [f"- {d}" for d in env_diffs] + [""]
     lines += ["| suite | variant | verdict | throughput new/old | p50 new/old | recall change | note |",
               "|---|---|---|---|---|---|---|"]
     for c in changes:

@@ -118,6 +118,7 @@ def test_compare_flags_a_synthetic_regression(tiny_run, tmp_path):
         if v["key"] == "onnx/cpu/fp32/b1/640":  # the old run was twice as fast
             v["throughput"] *= 2
             v["latency_ms"] = {k: x / 2 for k, x in v["latency_ms"].items()}
+    old["config"]["input"] = "rect"  # and it measured another input shape: said above the table
     old_path = tmp_path / "old.json"
     old_path.write_text(json.dumps(old))
     md = tmp_path / "cmp.md"
@@ -129,6 +130,7 @@ def test_compare_flags_a_synthetic_regression(tiny_run, tmp_path):
     assert "slower beyond 10%" in rows["`onnx/cpu/fp32/b1/640`"]
     assert "| same | 1.00× | 1.00× |" in rows["`torch/cpu/fp32/b1/640`"]
     assert "1 regression(s)." in result.stdout
+    assert "- config input: rect -> square" in md.read_text()
 
 
 def test_compare_flags_an_accuracy_drop_and_passes_an_identical_record(tiny_run, tmp_path):
