@@ -72,6 +72,8 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        # 1/5/15-minute load: other work on the machine is the usual cause of noisy figures
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "versions": versions("streetwatch", "onnxruntime", "onnxruntime-gpu", "ultralytics", "torch", "numpy",
                              "opencv-python", "supervision", "onnx", "nvidia-ml-py"),
     }

@@ -74,6 +74,7 @@ def run(config: BenchConfig, files: list[Path], *, command: str = "", log_line: 
     if not images:
         raise ValueError("no readable benchmark images (give --images DIR with .jpg/.png photos)")
     log_line(f"{len(images)} images, model {model.id} ({model.file}), suites: {', '.join(config.suites)}")
+    load_before = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     ctx = BenchContext(config=config, files=files, images=images, log=log_line)
     try:
         suites = {name: run_suite(name, ctx) for name in config.suites}
@@ -86,7 +87,7 @@ def run(config: BenchConfig, files: list[Path], *, command: str = "", log_line: 
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=command,
         config=config.model_dump(),
-        environment=environment(),
+        environment={**environment(), "load_average_at_start": load_before},
         model=model,
         images=infos,
         suites=suites,

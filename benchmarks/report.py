@@ -27,6 +27,7 @@ def markdown(record: BenchRecord) -> str:
         "",
         f"- machine: {env.get('cpu')} ({env.get('cpu_count')} cores)"
         + (f", GPU {env['gpu']} (driver {env.get('nvidia_driver')}, CUDA {env.get('cuda')})" if env.get("gpu") else ", no GPU"),
+        f"- load average (1/5/15 min) at start {env.get('load_average_at_start')}, at end {env.get('load_average')}",
         f"- model: {record.model.id} (`{record.model.file}`, sha256 {record.model.sha256[:16]}…)",
         f"- images: {len(record.images)} real photos; " + _timing_note(record.config),
     ]
