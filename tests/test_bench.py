@@ -174,6 +174,14 @@ def test_bad_options_are_refused_before_running(args, message):
     assert message in result.output
 
 
+def test_no_readable_image_is_a_clear_error(tmp_path):
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("not a picture")
+    result = runner.invoke(app, ["bench", "--images", str(fake), "--count", "1"])
+    assert result.exit_code == 2
+    assert "no readable benchmark images" in result.output
+
+
 def _result(precision: str, throughput: float, recall: float) -> VariantResult:
     params = {"backend": "onnx", "device": "cpu", "precision": precision, "batch": 1, "imgsz": 320}
     acc = Accuracy(reference="onnx/cpu/fp32/320", ref_boxes=20, test_boxes=20, matched=int(20 * recall),

@@ -82,7 +82,8 @@ def test_compile_mode_is_checked():
 @needs_cuda
 def test_cuda_fp16_with_pinned_upload_agrees_with_cpu_fp32(photos, torch_detector):
     gpu = load_detector("yolo11n", backend="torch", device="cuda")
-    assert gpu.half and gpu.device_preprocess
+    assert gpu.half and gpu.device_preprocess  # the CUDA defaults
+    assert load_detector("yolo11n", backend="torch", device="cuda", half=False).half is False
     test = gpu.detect(photos)
     assert gpu._device_letterbox._staging.is_pinned()
     agreement = match_all(torch_detector.detect(photos), test, iou_threshold=0.5)
@@ -113,5 +114,6 @@ def test_bench_on_cuda_measures_fp16_with_the_stage_split(tmp_path, bus_jpg, zid
     for v in record.variants():
         assert v.status == "ok", (v.key, v.reason)
         assert v.extra["detector"]["device_preprocess"] is True
+        assert v.extra["detector"]["half"] is (v.params["precision"] == "fp16")
         assert 0 < v.outside_model_fraction < 1 and v.accuracy.reference == "torch/cpu/fp32/640"
         assert v.accuracy.recall >= 0.9, v.accuracy
