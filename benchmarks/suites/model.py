@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 def run(ctx: BenchContext) -> list[VariantResult]:
     cfg = ctx.config
-    threads = {"onnx": cfg.threads, "torch": cfg.threads or ("torch" in cfg.backends and _torch_start_threads()) or None}
+    torch_threads = cfg.threads or (_torch_start_threads() if "torch" in cfg.backends else None)
+    threads = {"onnx": cfg.threads, "torch": torch_threads}
     refs = _References(ctx, threads)
     results: list[VariantResult] = []
     for backend in cfg.backends:
