@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "detect",
     "models",
     "rules",
+    "bench",
     "triage",
 ]
 
