@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "models",
     "rules",
     "bench",
+    "evidence",
 ]
 
 app = typer.Typer(

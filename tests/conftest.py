@@ -70,3 +70,40 @@ def torch_detector():
     from detect.engine import load_detector
 
     return load_detector("yolo11n", backend="torch")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1 (initdb + pg_ctl in a temp dir) for this test session.
+
+    The folder is a plain /tmp one, not pytest's: as root the server runs as `postgres`, which
+    cannot enter pytest's private (0700) temp root.
+    """
+    import shutil
+    import tempfile
+
+    from tests.pg import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL binaries (initdb/pg_ctl) are not installed: run scripts/install-system-deps.sh")
+    root = Path(tempfile.mkdtemp(prefix="streetwatch-pg-"))
+    try:
+        with postgres_server(root) as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url):
+    """A new, empty database on the session's PostgreSQL server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
