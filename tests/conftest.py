@@ -107,3 +107,80 @@ def fresh_postgres_url(postgres_url):
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     admin.dispose()
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+
+def start_server(args: list[str], host: str, port: int, log: Path, timeout_s: float = 20.0, **popen):
+    """Start a server subprocess (output to `log`, never an unread pipe) and wait until it listens.
+
+    Fails the test with the server's output if it exits first or does not listen in time.
+    """
+    import socket
+    import subprocess
+    import time
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, **popen)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{args[0]} exited with {proc.returncode} before listening on {host}:{port}:\n"
+                        f"{log.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    stop_process(proc)
+    pytest.fail(f"{args[0]} did not listen on {host}:{port} within {timeout_s} s")
+
+
+def stop_process(proc) -> None:
+    """Terminate a server subprocess this test session started (kill if it does not stop)."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory):
+    """A real S3 server process (moto_server) on 127.0.0.1; yields its `host:port`."""
+    import sys
+
+    from tests.pg import free_port
+
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.is_file():
+        pytest.fail(f"{exe} not found: install the test extra (moto[server])")
+    port = free_port()
+    proc = start_server([str(exe), "-H", "127.0.0.1", "-p", str(port)], "127.0.0.1", port,
+                        tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def bus_event(bus_jpg, onnx_detector):
+    """The real `illegal_parking` event the photo rules open for the bus in bus.jpg (2025-03-14 02:00 UTC,
+    GPS in Hangzhou), and all the detector's boxes on that photo."""
+    from datetime import UTC, datetime
+
+    from detect.frames import Frame, GeoPoint
+    from detect.imageio import read_image
+    from detect.rules import PhotoRules
+
+    image = read_image(bus_jpg)
+    frame = Frame(image=image, source_id="batch-7/bus", ts=datetime(2025, 3, 14, 2, 0, tzinfo=UTC), frame_id="bus",
+                  path=str(bus_jpg), geo=GeoPoint(lat=30.2741, lon=120.1551))
+    detections = onnx_detector.detect([image])[0]
+    events = PhotoRules().process(frame, detections)
+    assert [e.violation_type for e in events] == ["illegal_parking"]
+    return events[0], detections

@@ -25,30 +25,17 @@ from detect.evidence import (
     verify_bundle,
 )
 from detect.evidence.privacy import privacy_regions
-from detect.frames import Frame, GeoPoint
-from detect.imageio import read_image
-from detect.rules import PhotoRules
 from detect.taxonomy import load_taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = b"test-key-0123456789abcdef"
 T0 = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def bus_event(bus_jpg, onnx_detector):
-    """The real `illegal_parking` event the photo rules open for the bus in bus.jpg, plus all boxes."""
-    image = read_image(bus_jpg)
-    frame = Frame(image=image, source_id="batch-7/bus", ts=T0, frame_id="bus", path=str(bus_jpg),
-                  geo=GeoPoint(lat=30.2741, lon=120.1551))
-    detections = onnx_detector.detect([image])[0]
-    events = PhotoRules().process(frame, detections)
-    assert [e.violation_type for e in events] == ["illegal_parking"]
-    return events[0], detections
+MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
+CASE = "SW20250314-abc"
 
 
 def _ctx(all_detections, **kw) -> BundleContext:
-    base = dict(case_id="SW20250314-abc", model=ModelInfo("yolo11n-int8dq", "ab" * 32), source_kind="photo_batch",
+    base = dict(source_kind="photo_batch",
                 source_id="batch-7", address="西湖区 文三路 1 号", grid_cell="330106001001",
                 zone_polygon=[(0.0, 0.3), (1.0, 0.3), (1.0, 1.0), (0.0, 1.0)], photo_ids=["bus"],
                 privacy_detections=all_detections)
@@ -58,8 +45,8 @@ def _ctx(all_detections, **kw) -> BundleContext:
 
 def test_bundle_from_real_photo(tmp_path, bus_event, bus_jpg):
     event, all_dets = bus_event
-    builder = EvidenceBuilder(EvidenceConfig(privacy_blur=True), KEY)
-    bundle = builder.build(event, tmp_path / "b", _ctx(all_dets))
+    builder = EvidenceBuilder(EvidenceConfig(privacy_blur=True), KEY, MODEL)
+    bundle = builder.build(event, tmp_path / "b", CASE, _ctx(all_dets))
     m = json.loads((bundle.path / "manifest.json").read_text(encoding="utf-8"))
 
     # Codes and names come from the taxonomy; times in UTC and local (Asia/Shanghai = UTC+8).
@@ -99,7 +86,7 @@ def test_bundle_from_real_photo(tmp_path, bus_event, bus_jpg):
 def test_privacy_blur_changes_only_heads_and_keeps_originals(tmp_path, bus_event):
     event, all_dets = bus_event
     original = event.frame.image.copy()
-    bundle = EvidenceBuilder(EvidenceConfig(privacy_blur=True), KEY).build(event, tmp_path / "b", _ctx(all_dets))
+    bundle = EvidenceBuilder(EvidenceConfig(privacy_blur=True), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))
     assert np.array_equal(event.frame.image, original)  # the caller's frame is untouched
     shared = cv2.imread(str(bundle.path / "shared" / "opened.jpg")).astype(int)
     annotated = cv2.imread(str(bundle.path / "annotated" / "opened.jpg")).astype(int)
@@ -112,7 +99,7 @@ def test_privacy_blur_changes_only_heads_and_keeps_originals(tmp_path, bus_event
 
 def test_one_changed_byte_in_a_crop_is_detected(tmp_path, bus_event):
     event, all_dets = bus_event
-    bundle = EvidenceBuilder(EvidenceConfig(), KEY).build(event, tmp_path / "b", _ctx(all_dets))
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))
     crop = next(p for p in (bundle.path / "crops").iterdir())
     data = bytearray(crop.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -130,7 +117,7 @@ def test_one_changed_byte_in_a_crop_is_detected(tmp_path, bus_event):
 
 def test_missing_extra_manifest_edit_and_wrong_key(tmp_path, bus_event):
     event, all_dets = bus_event
-    bundle = EvidenceBuilder(EvidenceConfig(), KEY).build(event, tmp_path / "b", _ctx(all_dets)).path
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets)).path
     (bundle / "annotated" / "opened.jpg").unlink()
     (bundle / "crops" / "planted.jpg").write_bytes(b"x")
     report = verify_bundle(bundle, KEY)
@@ -148,8 +135,8 @@ def test_missing_extra_manifest_edit_and_wrong_key(tmp_path, bus_event):
 
 def test_update_adds_latest_frame_and_cleared_time(tmp_path, bus_event):
     event, all_dets = bus_event
-    builder = EvidenceBuilder(EvidenceConfig(), KEY)
-    first = builder.build(event, tmp_path / "b", _ctx(all_dets))
+    builder = EvidenceBuilder(EvidenceConfig(), KEY, MODEL)
+    first = builder.build(event, tmp_path / "b", CASE, _ctx(all_dets))
     later = replace(event.frame, ts=T0 + timedelta(minutes=9), frame_id="later", path=None)
     cleared = replace(event, kind=EventKind.CLEARED, at=later.ts, cleared_at=later.ts, frame=later, dwell_s=540.0)
     bundle = builder.update(first.path, cleared)
@@ -175,8 +162,8 @@ def test_camera_bundle_with_first_sight_and_frame_strip(tmp_path, bus_event):
     opened = frames[-5]
     cam_event = replace(event, frame=opened, first_frame=frames[0], opened_at=opened.ts, at=opened.ts, dwell_s=30.0)
     strip = ring.around(opened.ts, before_s=10, after_s=10)
-    builder = EvidenceBuilder(EvidenceConfig(strip_max_frames=4, strip_width=320), KEY)
-    bundle = builder.build(cam_event, tmp_path / "cam", _ctx(all_dets, source_kind="camera", source_id="cam-01",
+    builder = EvidenceBuilder(EvidenceConfig(strip_max_frames=4, strip_width=320), KEY, MODEL)
+    bundle = builder.build(cam_event, tmp_path / "cam", CASE, _ctx(all_dets, source_kind="camera", source_id="cam-01",
                                                                 strip=strip, first_detections=event.detections))
     strip_items = bundle.artifacts("strip")
     # 10 s either side of the opening (t=30 s): f20..f38, thinned evenly to 4 keeping both ends.

@@ -16,6 +16,7 @@ Everything a reviewer needs to trust it is in `manifest.json` (see docs/cases-an
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import shutil
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from detect.events import ViolationEvent
 from detect.evidence.config import EvidenceConfig
 from detect.evidence.privacy import blur_private
 from detect.evidence.ring import evenly
-from detect.evidence.signing import FORMAT, read_manifest, sha256_bytes, write_signed_manifest
+from detect.evidence.signing import FORMAT, SIGNATURE, read_manifest, sha256_bytes, write_signed_manifest
 from detect.frames import Frame, GeoPoint
 
 ZONE_COLOR = sv.Color.from_hex("#ffd400")
@@ -48,7 +49,7 @@ class ModelInfo:
 
 @dataclass
 class BundleContext:
-    """Facts about a case that the violation event does not carry (they come from scene/camera config).
+    """Facts about a violation's source that the event does not carry (scene/camera config, photo batch).
 
     `zone_polygon` is in normalised [0, 1] image coordinates, as in scene files (it is drawn
     scaled to each frame). `privacy_detections` are all boxes of the opening frame (not only the
@@ -56,8 +57,6 @@ class BundleContext:
     first sight if known. `strip` is the frames around the opening from a `FrameRing` (CCTV).
     """
 
-    case_id: str
-    model: ModelInfo
     source_kind: str = "camera"  # camera | photo_batch
     source_id: str | None = None  # camera id or photo batch id (default: the event's source_id)
     address: str | None = None
@@ -79,17 +78,26 @@ class Bundle:
     def artifacts(self, role: str | None = None) -> list[dict[str, Any]]:
         return [a for a in self.manifest["artifacts"] if role is None or a["role"] == role]
 
+    @classmethod
+    def read(cls, path: str | Path) -> Bundle:
+        """A bundle on disk (digest as signed; `verify_bundle` checks it)."""
+        path = Path(path)
+        signature = json.loads((path / SIGNATURE).read_text(encoding="utf-8"))
+        return cls(path=path, digest=signature["digest"], manifest=read_manifest(path))
+
 
 class EvidenceError(ValueError):
     """An event that cannot be turned into evidence (named reason)."""
 
 
 class EvidenceBuilder:
-    """Writes and re-signs bundles. `taxonomy` supplies type names and the city's 大类/小类 codes."""
+    """Writes and re-signs bundles. `model` is the detector that saw the violations (id + weights
+    SHA-256); `taxonomy` supplies type names and the city's 大类/小类 codes."""
 
-    def __init__(self, config: EvidenceConfig, key: bytes, taxonomy: Any = None):
+    def __init__(self, config: EvidenceConfig, key: bytes, model: ModelInfo, taxonomy: Any = None):
         self.config = config
         self.key = key
+        self.model = model
         if taxonomy is None:
             from detect.taxonomy import load_taxonomy
 
@@ -99,7 +107,7 @@ class EvidenceBuilder:
 
     # ---- public ----------------------------------------------------------------------------
 
-    def build(self, event: ViolationEvent, bundle_dir: str | Path, ctx: BundleContext) -> Bundle:
+    def build(self, event: ViolationEvent, bundle_dir: str | Path, case_id: str, ctx: BundleContext | None = None) -> Bundle:
         """Write a new bundle for an opened violation (photos: their only event).
 
         The bundle is written under `<bundle_dir>.partial` and renamed when complete, so a crash
@@ -114,7 +122,7 @@ class EvidenceBuilder:
         shutil.rmtree(bundle, ignore_errors=True)
         bundle.mkdir(parents=True)
         try:
-            built = self._build(event, bundle, ctx)
+            built = self._build(event, bundle, case_id, ctx or BundleContext())
         except BaseException:
             shutil.rmtree(bundle, ignore_errors=True)
             raise
@@ -123,11 +131,11 @@ class EvidenceBuilder:
         bundle.rename(final)
         return Bundle(path=final, digest=built.digest, manifest=built.manifest)
 
-    def _build(self, event: ViolationEvent, bundle: Path, ctx: BundleContext) -> Bundle:
+    def _build(self, event: ViolationEvent, bundle: Path, case_id: str, ctx: BundleContext) -> Bundle:
         assert event.frame is not None
         writer = _Writer(bundle, self.config.jpeg_quality)
         opened_at = event.opened_at or event.at
-        caption = f"{ctx.case_id}  {event.violation_type}  {event.source_id}"
+        caption = f"{case_id}  {event.violation_type}  {event.source_id}"
 
         first = event.first_frame
         if first is not None and first is not event.frame and (not first.frame_id or first.frame_id != event.frame.frame_id):
@@ -141,7 +149,7 @@ class EvidenceBuilder:
         geo = ctx.geo or event.frame.geo
         manifest = {
             "format": FORMAT,
-            "case_id": ctx.case_id,
+            "case_id": case_id,
             "violation_id": event.violation_id,
             "violation": self._codes(event.violation_type),
             "source": {"kind": ctx.source_kind, "id": ctx.source_id or event.source_id, "photo_ids": ctx.photo_ids,
@@ -156,7 +164,7 @@ class EvidenceBuilder:
             "dwell_s": round(float(event.dwell_s), 3),
             "score": round(float(event.score), 4),
             "object_count": event.object_count,
-            "model": {"id": ctx.model.id, "sha256": ctx.model.sha256},
+            "model": {"id": self.model.id, "sha256": self.model.sha256},
             "thresholds": dict(event.thresholds),
             "detections": detections_json(event.detections),
             "text": {"texts": list(event.texts), "phones": list(event.phones)},
@@ -178,8 +186,7 @@ class EvidenceBuilder:
                 (bundle / gone["path"]).unlink(missing_ok=True)
         writer = _Writer(bundle, self.config.jpeg_quality, kept)
         if event.frame is not None:
-            ctx = ctx or BundleContext(case_id=manifest["case_id"], model=ModelInfo(**manifest["model"]),
-                                       zone_polygon=manifest["zone"]["polygon"])
+            ctx = ctx or BundleContext(zone_polygon=manifest["zone"]["polygon"])
             caption = f"{manifest['case_id']}  {event.violation_type}  {event.source_id}  {event.kind}"
             self._moment(writer, "latest", event.frame, event.detections, ctx, caption)
         manifest["times"]["latest"] = self._time(event.at)
@@ -197,11 +204,11 @@ class EvidenceBuilder:
         manifest = read_manifest(bundle)
         n = len(manifest["verifications"]) + 1
         writer = _Writer(bundle, self.config.jpeg_quality, manifest["artifacts"])
-        ctx = BundleContext(case_id=manifest["case_id"], model=ModelInfo(**manifest["model"]),
-                            zone_polygon=manifest["zone"]["polygon"])
+        ctx = BundleContext(zone_polygon=manifest["zone"]["polygon"])
         caption = f"{manifest['case_id']}  re-check {n}: {outcome}"
         self._moment(writer, f"verification_{n}", frame, detections, ctx, caption, folder="verification")
         manifest["verifications"].append({"n": n, "outcome": outcome, "at": self._time(at or frame.ts),
+                                          "artifact": f"verification/verification_{n}.jpg",
                                           "frame_id": frame.frame_id, "detections": detections_json(detections)})
         manifest["updated_at"] = datetime.now(UTC).isoformat()
         return self._sign(bundle, manifest, writer.artifacts)
