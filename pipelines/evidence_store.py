@@ -85,6 +85,9 @@ class EvidenceStore(Protocol):
     def url(self, ref: str, rel_path: str, expires: timedelta | None = None) -> str:
         """A URL from which a dispatch system can GET one artifact of the bundle."""
 
+    def read_bytes(self, ref: str, rel_path: str) -> bytes:
+        """One file of a stored bundle (e.g. its manifest)."""
+
 
 def content_type(path: str) -> str:
     return mimetypes.guess_type(path)[0] or "application/octet-stream"
@@ -139,6 +142,12 @@ class LocalEvidenceStore:
         except OSError as exc:
             raise StorageError(f"{ref}: cannot read evidence: {exc}") from exc
         return dest
+
+    def read_bytes(self, ref: str, rel_path: str) -> bytes:
+        try:
+            return (self.path(ref) / rel_path).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"{ref}: cannot read {rel_path}: {exc}") from exc
 
     def url(self, ref: str, rel_path: str, expires: timedelta | None = None) -> str:
         path = self.path(ref)
@@ -217,6 +226,18 @@ class S3EvidenceStore:
         if not (Path(dest) / MANIFEST).is_file():
             raise StorageError(f"{ref}: no bundle stored there")
         return Path(dest)
+
+    def read_bytes(self, ref: str, rel_path: str) -> bytes:
+        key = self._key(ref, rel_path)
+        try:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        except Exception as exc:
+            raise StorageError(f"{ref}: cannot read {rel_path}: {_reason(exc)}") from exc
 
     def url(self, ref: str, rel_path: str, expires: timedelta | None = None) -> str:
         expires = expires or timedelta(seconds=self.settings.url_expiry_s)

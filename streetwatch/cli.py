@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "rules",
     "bench",
     "evidence",
+    "cases",
+    "dispatch",
 ]
 
 app = typer.Typer(

@@ -299,9 +299,13 @@ class CaseStore:
 
     def mark_handled(self, case_id: str, *, actor: str, note: str | None = None,
                      now: datetime | None = None) -> Case:
-        """The other side says the case was dealt with: the camera should re-check (`verifying`)."""
-        return self.apply_remote_state(case_id, CaseState.VERIFYING, actor=actor,
-                                       reason=note or "handled on the dispatch side; re-check pending", now=now)
+        """The other side says the case was dealt with. A camera case enters `verifying` (the camera
+        re-checks the scene); a photo case has no camera to look again, so it is `closed`."""
+        case = self.get(case_id)
+        to = CaseState.VERIFYING if case.source_kind == "camera" else CaseState.CLOSED
+        return self.apply_remote_state(case_id, to, actor=actor,
+                                       reason=note or "handled on the dispatch side" + ("; re-check pending" if to is CaseState.VERIFYING else ""),
+                                       now=now)
 
     def record_verification(self, case_id: str, cleared: bool, *, actor: str, verification_ref: str | None = None,
                             note: str | None = None, now: datetime | None = None) -> Case:
@@ -366,10 +370,20 @@ class CaseStore:
             conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending").values(
                 attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=next_attempt_at, lease_until=None))
 
-    def release(self, entry_id: int) -> None:
-        """Give a claimed entry back untouched (e.g. the circuit breaker is open)."""
+    def defer(self, entry_id: int, until: datetime) -> None:
+        """Give a claimed entry back without counting an attempt (its target's circuit is open)."""
         with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id).values(lease_until=None))
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending")
+                         .values(lease_until=None, next_attempt_at=until))
+
+    def awaiting_status(self, target: str, limit: int = 500) -> list[Case]:
+        """Cases at `target` whose outcome on their side is still open (what status polling checks)."""
+        states = [CaseState.SUBMITTED.value, CaseState.ACCEPTED.value]
+        query = (sa.select(cases).where(cases.c.dispatch_target == target, cases.c.state.in_(states),
+                                        cases.c.dispatch_ref.is_not(None))
+                 .order_by(cases.c.updated_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [_row_to(Case, r) for r in conn.execute(query)]
 
     def park(self, entry_id: int, reason: str, *, now: datetime | None = None) -> None:
         """Stop retrying an entry the other side refused; the case stays `queued` with the reason."""

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import fail
+from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail
 
 KeyFileOpt = Annotated[
     Path | None,
     typer.Option("--key-file", help="File holding the HMAC secret (default: $STREETWATCH_EVIDENCE_KEY, or the config's key)."),
-]
-EvidenceConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="Evidence settings file (YAML/JSON, see docs/cases-and-dispatch.md).")
 ]
 
 
@@ -25,28 +24,32 @@ def register(app: typer.Typer) -> None:
 
     @evidence.command("verify")
     def verify(
-        bundles: Annotated[list[Path], typer.Argument(help="Bundle directories (each with manifest.json and signature.json).")],
+        bundles: Annotated[list[str], typer.Argument(
+            help="Bundle directories (each with manifest.json and signature.json), or stored references "
+            "(s3://bucket/prefix/<case>, file:///...) fetched through the configured evidence store.")],
         key_file: KeyFileOpt = None,
-        config: EvidenceConfigOpt = None,
+        config: SettingsOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report per bundle.")] = False,
     ) -> None:
         """Check every artifact's SHA-256, look for missing and unlisted files, and check the HMAC signature.
 
         Exits 0 only when every bundle passes; otherwise lists what is wrong and exits 1.
         """
-        from detect.config_io import ConfigError, load_model
-        from detect.evidence import EvidenceConfig, EvidenceKeyError, load_hmac_key, verify_bundle
+        from detect.evidence import EvidenceKeyError, load_hmac_key, verify_bundle
 
+        settings = settings_or_fail(config)
+        cfg = settings.evidence
         try:
-            cfg = load_model(EvidenceConfig, config) if config else EvidenceConfig()
             if key_file is not None:
                 cfg = cfg.model_copy(update={"hmac_key_file": key_file})
             key = load_hmac_key(cfg)
-        except (ConfigError, EvidenceKeyError) as exc:
+        except EvidenceKeyError as exc:
             fail(str(exc))
         failed = 0
         for bundle in bundles:
-            report = verify_bundle(bundle, key)
+            with _local_copy(bundle, settings) as path:
+                report = verify_bundle(path, key)
+            report.bundle = bundle
             failed += not report.ok
             if as_json:
                 typer.echo(json.dumps(report.as_dict(), ensure_ascii=False))
@@ -61,3 +64,21 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"  {label}: {item}")
         if failed:
             raise typer.Exit(1)
+
+
+@contextmanager
+def _local_copy(bundle: str, settings) -> Iterator[Path]:
+    """A bundle directory as given, or a temporary copy of a stored bundle reference."""
+    if "://" not in bundle:
+        yield Path(bundle)
+        return
+    import tempfile
+
+    from pipelines.evidence_store import StorageError, open_evidence_store
+
+    with tempfile.TemporaryDirectory(prefix="sw-verify-") as tmp:
+        try:
+            path = open_evidence_store(settings.evidence_store).fetch_bundle(bundle, Path(tmp) / "bundle")
+        except StorageError as exc:
+            fail(str(exc))
+        yield path
