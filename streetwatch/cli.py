@@ -14,6 +14,9 @@ COMMAND_MODULES = [
     "models",
     "rules",
     "bench",
+    "evidence",
+    "cases",
+    "dispatch",
     "triage",
 ]
 
