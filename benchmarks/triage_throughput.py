@@ -138,7 +138,7 @@ def run(
     weights, _ = resolve_weights(model)
     tmp = Path(tempfile.mkdtemp(prefix="triage-bench-"))
     yolo = YOLO(str(weights), task="detect")
-    settings = TriageSettings(out=tmp / "triage", model=model, backend=backend, conf=conf, imgsz=imgsz,
+    settings = TriageSettings(out=tmp / "triage", model=model, backend=backend, conf=conf, imgsz=imgsz, cases=False,
                               **({"workers": workers} if workers else {}))
     detector = triage_detector(settings)
     try:

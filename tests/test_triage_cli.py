@@ -19,7 +19,9 @@ def _cli(*args: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1"}
+    """No evidence key and no settings file: these runs write the report only (cases are tested elsewhere)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STREETWATCH_EVIDENCE_KEY", "STREETWATCH_CONFIG")}
+    return {**env, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1"}
 
 
 def _lines(path: Path) -> list[str]:

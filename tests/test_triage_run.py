@@ -88,7 +88,7 @@ def workdir(tmp_path_factory, bus_jpg, zidane_jpg, real_sample_dir):
 
 @pytest.fixture(scope="module")
 def run(workdir, onnx_detector):
-    settings = TriageSettings(out=workdir["root"] / "out", scene_zones=workdir["zones"], grid=workdir["grid"])
+    settings = TriageSettings(out=workdir["root"] / "out", scene_zones=workdir["zones"], grid=workdir["grid"], cases=False)
     result = run_triage([workdir["day"]], settings, detector=onnx_detector, show_progress=False)
     records = [json.loads(line) for line in (settings.out / "results.jsonl").read_text().splitlines()]
     return {"result": result, "out": settings.out, "records": {Path(r["source"].replace("!", "/")).name: r for r in records},
@@ -249,7 +249,7 @@ def test_small_ad_on_a_real_wall_is_flyposting_with_its_phone_number(tmp_path, r
     phone_photo(tmp_path / "ad.png", photos / "with_ad.jpg", taken=datetime(2024, 6, 4, 15, 30), gps=ON_ROAD)
     phone_photo(wall, photos / "clean_wall.jpg", taken=datetime(2024, 6, 4, 15, 31), gps=ELSEWHERE)
 
-    settings = TriageSettings(out=tmp_path / "out", ocr="all")
+    settings = TriageSettings(out=tmp_path / "out", ocr="all", cases=False)
     result = run_triage([photos], settings, detector=onnx_detector, show_progress=False)
     recs = {Path(r["source"]).name: r for r in map(json.loads, (settings.out / "results.jsonl").read_text().splitlines())}
     ad = next(f for f in recs["with_ad.jpg"]["findings"] if f["type"] == "flyposting")

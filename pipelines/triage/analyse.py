@@ -42,6 +42,7 @@ class Analyser:
         findings = self.findings(photo, detections)
         record: dict[str, Any] = {
             "source": photo.source.name,
+            **photo.source.locator(),
             "sha256": photo.sha256,
             "status": "ok",
             "photo_id": photo.photo_id,

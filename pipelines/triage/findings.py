@@ -95,4 +95,5 @@ def finding_json(finding: Finding, taxonomy: Taxonomy, scale: float) -> dict[str
         "boxes": boxes_json(e.detections, scale),
         "texts": e.texts,
         "phones": e.phones,
+        "thresholds": e.thresholds,
     }

@@ -75,14 +75,18 @@ class RunStats:
 
 
 class _RateColumn(ProgressColumn):
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.unit = "photos/s" if label == "triage" else f"{label}/s"
+
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:5.1f} photos/s", style="progress.data.speed")
+        return Text(f"{task.speed or 0:5.1f} {self.unit}", style="progress.data.speed")
 
 
-def progress_bar(console: Console | None = None, enabled: bool = True) -> Progress:
+def progress_bar(console: Console | None = None, enabled: bool = True, label: str = "triage") -> Progress:
     """Bar with done/total, rate, elapsed and ETA, on stderr (stdout stays for the summary)."""
     return Progress(
-        TextColumn("[bold]triage"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), _RateColumn(label), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[notes]}"),
         console=console or Console(stderr=True), disable=not enabled, speed_estimate_period=60,
     )

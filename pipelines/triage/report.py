@@ -35,6 +35,7 @@ class CaseRef:
     case_id: str | None = None
     evidence: str | None = None
     state: str | None = None
+    error: str | None = None  # why the case has no stored evidence (yet)
 
 
 @dataclass
@@ -67,7 +68,8 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
         phash = int(r["phash"], 16) if r.get("phash") else None
         for f in r["findings"]:
             tally.by_type[f["type"]] = tally.by_type.get(f["type"], 0) + 1
-            facts = {k: r.get(k) for k in ("photo_id", "thumb", "time_source", "grid_cell", "width", "height", "warnings")}
+            facts = {k: r.get(k) for k in ("photo_id", "path", "member", "thumb", "time_source", "grid_cell", "width",
+                                           "height", "warnings", "detections")}
             members.append(Member(
                 sha256=r["sha256"], source=r["source"], type=f["type"], score=f["score"],
                 taken_at=datetime.fromisoformat(r["taken_at"]), lat=r.get("lat"), lon=r.get("lon"), phash=phash,
@@ -82,7 +84,7 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
     with tmp.open("w", newline="", encoding="utf-8-sig") as fh:
         w = csv.writer(fh)
         w.writerow(["rank", "case_id", "type", "name_zh", "name_en", "score", "photos", "lead_photo", "all_photos",
-                    "first_taken_at", "last_taken_at", "lat", "lon", "grid_cell", "phones", "texts", "evidence", "state"])
+                    "first_taken_at", "last_taken_at", "lat", "lon", "grid_cell", "phones", "texts", "evidence", "state", "case_note"])
         for rank, (g, ref) in enumerate(zip(groups, refs, strict=True), 1):
             lead, times = g.lead, sorted(m.taken_at for m in g.members)
             w.writerow([
@@ -92,7 +94,7 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
                 "" if lead.lat is None else lead.lat, "" if lead.lon is None else lead.lon, lead.facts.get("grid_cell") or "",
                 ";".join(sorted({p for m in g.members for p in m.facts.get("phones", [])})),
                 " | ".join(dict.fromkeys(t for m in g.members for t in m.facts.get("texts", []))),
-                ref.evidence or "", ref.state or "",
+                ref.evidence or "", ref.state or "", ref.error or "",
             ])
     os.replace(tmp, path)
 

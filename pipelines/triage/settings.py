@@ -43,6 +43,13 @@ class TriageSettings(BaseModel):
     report_max_cases: int = Field(
         1000, title="Cases with thumbnails", description="The report embeds thumbnails for this many top cases; the rest are listed without.", ge=0
     )
+    cases: bool | None = Field(
+        None, title="Write cases",
+        description="Write candidate cases with evidence bundles to the case store: true, false, or null = when an evidence key is set.",
+    )
+    dispatch_target: str | None = Field(
+        None, title="Dispatch target", description="Queue every case for this dispatch target (the outbox) as soon as its evidence is stored."
+    )
     resume: bool = Field(False, title="Resume", description="Continue the run in `out`, skipping photos already recorded (by content hash).")
 
     @field_validator("timezone")

@@ -39,6 +39,14 @@ class PhotoSource:
         """What the user sees in the report and the JSONL."""
         return f"{self.path}!{self.member}" if self.member else str(self.path)
 
+    def locator(self) -> dict[str, str]:
+        """How to find the photo again (evidence re-reads positives at full resolution)."""
+        return {"path": str(self.path), **({"member": self.member} if self.member else {})}
+
+    @classmethod
+    def from_locator(cls, record: dict) -> PhotoSource:
+        return cls(Path(record["path"]), record.get("member"))
+
     @property
     def suffix(self) -> str:
         return PurePosixPath(self.member).suffix.lower() if self.member else self.path.suffix.lower()

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, fail, setup_logging
+from streetwatch.commands.common import (
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +29,10 @@ def triage(
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them. Default: one per core (at most 8).")] = None,
     ocr: Annotated[str, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = photos where the model saw posters, signs or small ads; all = every photo (slow: ~1 s/photo on CPU); off.")] = "auto",
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report.")] = "Asia/Shanghai",
+    config: SettingsOpt = None,
+    cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
+    dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
+    dispatch_target: Annotated[str | None, typer.Option("--dispatch-target", help="Dispatch target for --dispatch (default: the only one in --config).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same content hash) are skipped.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
 ) -> None:
@@ -42,19 +48,24 @@ def triage(
     from detect.config_io import ConfigError
     from detect.engine import DetectorConfigError, ModelNotFoundError
     from pipelines.triage import TriageSettings, run_triage
+    from pipelines.triage.cases import CasesUnavailable, pick_dispatch_target
     from pipelines.triage.journal import JournalExists
     from pipelines.triage.pipeline import TriageInterrupted
 
+    deployment = settings_or_fail(config)
     options = {"workers": workers} if workers else {}
     try:
+        if dispatch:
+            dispatch_target = pick_dispatch_target(deployment, dispatch_target)
+        elif dispatch_target:
+            fail("--dispatch-target needs --dispatch")
         settings = TriageSettings(**options, out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
-                                  ocr=ocr, timezone=timezone, scene_zones=scene_zones, grid=grid,
-                                  resume=resume)
+                                  ocr=ocr, timezone=timezone, scene_zones=scene_zones, grid=grid, cases=cases,
+                                  dispatch_target=dispatch_target if dispatch else None, resume=resume)
+        result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    try:
-        result = run_triage(inputs, settings, show_progress=progress)
-    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists) as exc:
+    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable) as exc:
         fail(str(exc))
     except TriageInterrupted:
         fail(f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; "
@@ -64,6 +75,12 @@ def triage(
                + (f", {s.skipped} already recorded earlier" if s.skipped else ""))
     typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {len(result.groups)} candidate cases; "
                f"{t.errors} errors, {t.duplicates} duplicates")
+    written = [r for r in result.refs if r.case_id]
+    if written:
+        queued = sum(r.state == "queued" for r in written)
+        waiting = sum(r.evidence is None for r in written)
+        typer.echo(f"case store: {len(written)} candidate cases" + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
+                   + (f", {waiting} waiting for evidence storage (see the report)" if waiting else ""))
     for name, path in result.files.items():
         typer.echo(f"  {name:8s}{path}")
     if result.readable == 0:
