@@ -6,8 +6,10 @@ its own EXIF capture time, in a temporary folder that is deleted afterwards), th
 process times:
 
 - baseline: `YOLO(weights).predict(str(path), imgsz, conf)` for each file, one after another;
-- triage: `run_triage` on the folder (listing, hashing, reduced-resolution decode, EXIF, batched
-  ONNX inference, photo rules, thumbnails, results.jsonl, grouping, report.html, cases.csv),
+- triage: `run_triage` on the folder (listing, hashing, reduced-resolution decode, EXIF, ONNX
+  inference in parallel worker streams, photo rules, thumbnails, results.jsonl, grouping,
+  report.html, cases.csv; not the case-store evidence bundles, which are built afterwards for
+  positive groups only),
 
 with the same model, image size and confidence. It reports both rates in photos per second, their
 ratio, the CPU time per photo of each, and the agreement of the detections
