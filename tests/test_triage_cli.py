@@ -95,4 +95,4 @@ def test_bad_configuration_is_refused_before_any_photo_is_read(tmp_path, bus_jpg
     assert not (tmp_path / "out").exists()
     ok = subprocess.run(_cli(str(bus_jpg), "--out", str(tmp_path / "ok"), "--no-progress"), cwd=REPO, env=_env(),
                         capture_output=True, text=True, timeout=300)
-    assert ok.returncode == 0 and "1 with violations -> 1 candidate cases" in ok.stdout  # the same command without the grid
+    assert ok.returncode == 0 and "1 with violations -> 1 candidate case;" in ok.stdout  # the same command without the grid

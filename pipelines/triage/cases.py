@@ -163,7 +163,7 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     try:
         key = load_hmac_key(deployment.evidence)
     except EvidenceKeyError as exc:
-        raise CasesUnavailable(f"{exc} (or run with --no-cases for the report only)") from None
+        raise CasesUnavailable(f"{exc}; set it to write signed candidate cases, or pass --no-cases for the report only") from None
     targets = deployment.dispatch.targets
     if dispatch_target is not None and dispatch_target not in targets:
         known = ", ".join(sorted(targets)) or "none configured: add one under dispatch.targets in the --config file"

@@ -73,7 +73,8 @@ def triage(
     s, t = result.stats, result.tally
     typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
                + (f", {s.skipped} already recorded earlier" if s.skipped else ""))
-    typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {len(result.groups)} candidate cases; "
+    n = len(result.groups)
+    typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
                f"{t.errors} errors, {t.duplicates} duplicates")
     written = [r for r in result.refs if r.case_id]
     if written:
