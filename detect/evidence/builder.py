@@ -263,7 +263,11 @@ class EvidenceBuilder:
         manifest["artifacts"] = sorted(artifacts, key=lambda a: a["path"])
         # What may leave the building: blurred copies when privacy is on, else annotated frames + crops.
         shared = ("shared_",) if self.config.privacy_blur else ("annotated_", "crop")
-        manifest["dispatch_attachments"] = [a["path"] for a in manifest["artifacts"] if a["role"].startswith(shared)]
+        # The opening frame first: protocols that take one image (Open311 media_url) get the best one.
+        order = ("opened", "crop", "latest", "first_seen")
+        rank = lambda a: next((i for i, key in enumerate(order) if a["role"].endswith(key)), len(order))  # noqa: E731
+        manifest["dispatch_attachments"] = [a["path"] for a in sorted(manifest["artifacts"], key=lambda a: (rank(a), a["path"]))
+                                            if a["role"].startswith(shared)]
         digest = write_signed_manifest(bundle, manifest, self.key)
         return Bundle(path=bundle, digest=digest, manifest=manifest)
 
