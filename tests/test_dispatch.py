@@ -312,3 +312,74 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
             server.server_close()
         if hook_sim is not None:
             hook_sim.stop()
+
+
+@pytest.mark.parametrize("n", [pytest.param(40, id="40-cases"), pytest.param(200, id="200-cases", marks=pytest.mark.slow)])
+def test_cases_with_failures_and_a_killed_dispatcher_arrive_exactly_once(tmp_path, bus_event, n):
+    """The issue's test (200 cases in the slow suite, 40 in the default one): 30% failures of every
+    kind, SIGKILL of `dispatch run` in the middle of a request, restart -> each case exactly once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import REPO, stop_process
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    evidence = LocalEvidenceStore(tmp_path / "evidence", public_base_url=EVIDENCE_URL)
+    ids = queue_cases(store, evidence, tmp_path / "spool", small_event(bus_event), n, "dcm", prefix="cam-kill")
+    sim = Sim(tmp_path, "--fail-rate", "0.3", "--stall-s", "0.6")
+    settings = {
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"backend": "local", "local_root": str(tmp_path / "evidence"), "public_base_url": EVIDENCE_URL},
+        "dispatch": {"targets": {"dcm": {"adapter": "cn-dcm", "url": f"{sim.base}/cn-dcm/cases", "timeout_s": 0.3}},
+                     "retry": {"base_s": 0.02, "max_s": 0.2}, "breaker": {"failures": 50, "cooldown_s": 0.2},
+                     "lease_s": 1.0, "idle_s": 0.05},
+    }
+    config = tmp_path / "streetwatch.yaml"
+    config.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
+    cmd = [sys.executable, "-m", "streetwatch.cli", "dispatch", "run", "--config", str(config)]
+
+    def delivered() -> int:
+        return len([c for c in sim.cases() if c["external_id"] in set(ids)])
+
+    def wait_for(condition, what: str, limit_s: float = 240) -> None:
+        end = time.monotonic() + limit_s
+        while not condition():
+            if time.monotonic() > end:
+                pytest.fail(f"gave up waiting for {what}; outbox {store.outbox_counts()}, simulator holds {delivered()}")
+            time.sleep(0.1)
+
+    logs = []
+    try:
+        first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "run1.log", "wb"))
+        logs.append(first)
+        wait_for(lambda: delivered() >= n // 3, "a third of the cases")
+        sim.faults(latency_ms=400)  # every request now takes 0.4 s: the dispatcher is inside one
+        time.sleep(0.15)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        sim.faults(latency_ms=0)
+        in_flight = [e for e in store.outbox_entries(status="pending") if e.lease_until is not None]
+        assert len(in_flight) >= 1, "the kill did not catch a delivery in flight"
+        assert delivered() < n
+
+        second = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "run2.log", "wb"))
+        logs.append(second)
+        wait_for(lambda: all(store.get(i).state is CaseState.SUBMITTED for i in ids), "every case submitted")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        for proc in logs:
+            stop_process(proc)
+        received = sim.cases("cn-dcm")
+        counters = sim.received()["counters"]
+        sim.stop()
+
+    mine = [c for c in received if c["external_id"] in set(ids)]
+    assert len(received) == n and len(mine) == n and len({c["external_id"] for c in mine}) == n
+    assert {c["ref"] for c in mine} == {store.get(i).dispatch_ref for i in ids}
+    assert counters["faults"] > 0 and counters["replayed"] > 0
+    assert store.outbox_counts() == {"delivered": n}
