@@ -142,9 +142,7 @@ class EvidenceBuilder:
             self._moment(writer, "first_seen", first, ctx.first_detections or sv.Detections.empty(), ctx, caption)
         self._moment(writer, "opened", event.frame, event.detections, ctx, caption)
         self._crops(writer, event.frame, event.detections, ctx)
-        for i, frame in enumerate(evenly(ctx.strip, self.config.strip_max_frames)):
-            writer.image(f"strip/{i:02d}.jpg", _resize_width(frame.image, self.config.strip_width), "strip",
-                         ts=frame.ts.isoformat(), frame_id=frame.frame_id)
+        self._strip(writer, ctx.strip)
 
         geo = ctx.geo or event.frame.geo
         manifest = {
@@ -194,6 +192,16 @@ class EvidenceBuilder:
             manifest["times"]["cleared"] = self._time(event.cleared_at)
         manifest["dwell_s"] = round(float(event.dwell_s), 3)
         manifest["object_count"] = event.object_count
+        manifest["updated_at"] = datetime.now(UTC).isoformat()
+        return self._sign(bundle, manifest, writer.artifacts)
+
+    def add_strip(self, bundle_dir: str | Path, frames: list[Frame]) -> Bundle:
+        """Append frames from after the opening (the ring buffer had only the seconds before it
+        when the bundle was built), at most `strip_max_frames` more, then re-sign."""
+        bundle = Path(bundle_dir)
+        manifest = read_manifest(bundle)
+        writer = _Writer(bundle, self.config.jpeg_quality, manifest["artifacts"])
+        self._strip(writer, frames)
         manifest["updated_at"] = datetime.now(UTC).isoformat()
         return self._sign(bundle, manifest, writer.artifacts)
 
@@ -248,6 +256,13 @@ class EvidenceBuilder:
             blurred = blur_private(frame.image, _privacy_boxes(detections, ctx))
             writer.image(f"shared/{name}.jpg", _annotate(blurred, detections, polygon, text),
                          f"shared_{name}", **facts)
+
+    def _strip(self, writer: _Writer, frames: list[Frame]) -> None:
+        """Strip frames, numbered on from those already in the bundle (file order = time order)."""
+        start = sum(1 for a in writer.artifacts if a["role"] == "strip")
+        for i, frame in enumerate(evenly(sorted(frames, key=lambda f: f.ts), self.config.strip_max_frames), start):
+            writer.image(f"strip/{i:02d}.jpg", _resize_width(frame.image, self.config.strip_width), "strip",
+                         ts=frame.ts.isoformat(), frame_id=frame.frame_id)
 
     def _crops(self, writer: _Writer, frame: Frame, detections: sv.Detections, ctx: BundleContext) -> None:
         names = detections.data.get("class_name", np.array(["object"] * len(detections)))
