@@ -46,7 +46,7 @@ def deployment(tmp_path, sim, monkeypatch) -> tuple[Settings, Path]:
     path = tmp_path / "streetwatch.json"
     path.write_text(json.dumps({
         "cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
-        "evidence_store": {"local_root": str(tmp_path / "evidence")},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
         "dispatch": {"targets": {"city": {"adapter": "cn-dcm", "url": f"{sim}/cn-dcm/cases"}}},
     }))
     return load_model(Settings, path), path

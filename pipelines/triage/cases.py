@@ -153,27 +153,25 @@ class CasesUnavailable(RuntimeError):
 def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None) -> TriageCases:
     """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`).
 
-    Raises `CasesUnavailable` with the fix when the evidence key is missing or the dispatch
-    target is not configured, before any photo is read.
+    Raises `CasesUnavailable` with the fix when the evidence key or storage credentials are
+    missing or the dispatch target is not configured, before any photo is read.
     """
-    from detect.evidence import EvidenceBuilder, EvidenceKeyError, ModelInfo, load_hmac_key
+    from detect.evidence import EvidenceKeyError, ModelInfo
     from detect.registry import sha256_file
-    from pipelines.evidence_store import open_evidence_store
+    from pipelines.evidence_store import StorageError
 
-    try:
-        key = load_hmac_key(deployment.evidence)
-    except EvidenceKeyError as exc:
-        raise CasesUnavailable(f"{exc}; set it to write signed candidate cases, or pass --no-cases for the report only") from None
     targets = deployment.dispatch.targets
     if dispatch_target is not None and dispatch_target not in targets:
         known = ", ".join(sorted(targets)) or "none configured: add one under dispatch.targets in the --config file"
         raise CasesUnavailable(f"unknown dispatch target {dispatch_target!r} (targets: {known})")
     model = ModelInfo(detector.model_id, sha256_file(Path(detector.model_path)))
-    builder = EvidenceBuilder(deployment.evidence, key, model, taxonomy)
-    store = CaseStore(deployment.cases.url)
-    intake = Intake(store, open_evidence_store(deployment.evidence_store), builder, out / "evidence-spool",
-                    auto_queue=dispatch_target)
-    return TriageCases(intake, store, batch_id=f"triage:{out.resolve().name}", staging=out / "evidence-staging")
+    try:
+        intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy)
+    except EvidenceKeyError as exc:
+        raise CasesUnavailable(f"{exc}; set it to write signed candidate cases, or pass --no-cases for the report only") from None
+    except StorageError as exc:
+        raise CasesUnavailable(f"evidence store: {exc}") from None
+    return TriageCases(intake, intake.store, batch_id=f"triage:{out.resolve().name}", staging=out / "evidence-staging")
 
 
 def pick_dispatch_target(deployment, name: str | None) -> str:
