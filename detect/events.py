@@ -51,3 +51,4 @@ class ViolationEvent:
     phones: list[str] = field(default_factory=list)
     object_count: int = 1
     thresholds: dict[str, float] = field(default_factory=dict)
+    object_id: str | None = None

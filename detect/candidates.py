@@ -1,0 +1,189 @@
+"""From one frame's detections to violation candidates: zone, type, object, evidence score.
+
+This is the judgment that cameras and photos share (DESIGN §4: they differ only in time). For
+each zone that applies and each violation type judged in that kind of zone, the detections of
+the type's evidence classes that pass its thresholds and stand in the zone become objects
+(single tracks, or groups for types like street stalls), and an object is a candidate when its
+distinct classes carry enough evidence weight. Cameras then add dwell and lifecycle
+(`detect.rules.CameraRules`); photos open at once (`detect.rules.PhotoRules`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import supervision as sv
+
+from detect.scenes import Scene, ZoneRules, anchor_points
+from detect.taxonomy import Taxonomy, Thresholds, ViolationType, ZoneKind
+from detect.tracking import group_components
+
+WHOLE_IMAGE = "image"
+"""Zone id used for photos judged without any zone (no scene, no map zone at their GPS point)."""
+
+
+@dataclass
+class ZoneView:
+    """A zone at one frame: which detections stand in it and whether its schedule applies now."""
+
+    zone: ZoneRules | None  # None: the whole image, every type applies (photos without zones)
+    inside: np.ndarray
+    active: bool
+    area: float = 1.0  # only compared between views of one frame: smaller = more specific
+
+    @property
+    def zone_id(self) -> str:
+        return self.zone.id if self.zone else WHOLE_IMAGE
+
+
+@dataclass
+class Candidate:
+    """One object that is evidence of one violation type in one zone at one frame."""
+
+    zone: ZoneRules | None
+    zone_id: str
+    vtype: ViolationType
+    thresholds: Thresholds
+    object_id: str
+    detections: sv.Detections
+    box: np.ndarray
+    score: float
+    moved: bool
+    judged: bool  # the zone's schedule applies: new violations may start and dwell may grow
+    count: int  # members that count as objects (people at a stall do not)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.zone_id, self.vtype.id, self.object_id)
+
+
+ObjectIds = Callable[[str, str, list[np.ndarray], sv.Detections], list[str]]
+"""(zone id, type id, member index arrays, detections) -> one stable object id per object."""
+
+
+def scene_views(scene: Scene, detections: sv.Detections, width: int, height: int, ts: datetime) -> list[ZoneView]:
+    """The scene's zones at capture time `ts`, with each detection's membership by its anchor."""
+    anchors = anchor_points(detections, width, height)
+    local = scene.local_time(ts)
+    return [ZoneView(z, z.contains(anchors), z.active(local), z.area) for z in scene.zones]
+
+
+def whole_image_views(zones: list[ZoneRules], n: int, local: datetime | None) -> list[ZoneView]:
+    """Views where every detection is inside: map zones at a photo's GPS point (smallest first),
+    or no zone at all."""
+    inside = np.ones(n, dtype=bool)
+    if not zones:
+        return [ZoneView(None, inside, True)]
+    return [ZoneView(z, inside, z.active(local) if local else True, float(rank)) for rank, z in enumerate(zones)]
+
+
+def _union(views: list[ZoneView], kind: ZoneKind, n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    for v in views:
+        if v.zone is not None and v.zone.kind == kind and v.active:
+            mask |= v.inside
+    return mask
+
+
+def _judged_kind(view: ZoneView) -> tuple[ZoneKind | None, bool] | None:
+    """The kind a zone is judged as now and whether its schedule applies; None: judges nothing."""
+    if view.zone is None:
+        return None, True
+    if view.zone.kind == ZoneKind.IGNORE:
+        return None
+    if view.zone.kind == ZoneKind.VENDING_PERMITTED:
+        return None if view.active else (ZoneKind.NO_VENDING, True)
+    return view.zone.kind, view.active
+
+
+def candidates(
+    views: list[ZoneView],
+    detections: sv.Detections,
+    taxonomy: Taxonomy,
+    image_area: float,
+    object_ids: ObjectIds,
+    group_gap: float,
+) -> list[Candidate]:
+    """All candidates of a frame (see module docstring).
+
+    An active `ignore` zone removes its detections from every rule; an active
+    `vending_permitted` zone exempts its detections from types judged in `no_vending` zones;
+    outside its hours a `vending_permitted` zone is itself judged as `no_vending`. Where zones
+    overlap, a detection counts for a type in one zone only: the smallest zone whose schedule
+    applies (a market area inside a street), so one stall is one case.
+    """
+    n = len(detections)
+    if n == 0:
+        return []
+    names = detections.data.get("class_name", np.array([""] * n)).astype(str)
+    conf = detections.confidence if detections.confidence is not None else np.ones(n)
+    usable = ~_union(views, ZoneKind.IGNORE, n)
+    if detections.tracker_id is not None:
+        usable &= detections.tracker_id >= 0
+    permitted = _union(views, ZoneKind.VENDING_PERMITTED, n)
+    judged_views = [(v, jk) for v in views if (jk := _judged_kind(v)) is not None]
+    judged_views.sort(key=lambda vj: (not vj[1][1], vj[0].area))
+    out: list[Candidate] = []
+    for vtype in taxonomy.types.values():
+        claimed = np.zeros(n, dtype=bool)
+        for view, (kind, judged) in judged_views:
+            if view.zone and view.zone.types is not None and vtype.id not in view.zone.types:
+                continue
+            if kind is not None and kind not in vtype.zone_kinds:
+                continue
+            th = vtype.with_overrides(view.zone.thresholds.get(vtype.id) if view.zone else None)
+            sel = view.inside & usable & ~claimed & np.isin(names, vtype.evidence_classes)
+            sel &= (conf >= th.min_conf) & (detections.area >= th.min_area * image_area)
+            if ZoneKind.NO_VENDING in vtype.zone_kinds:
+                sel &= ~permitted
+            claimed |= sel
+            out.extend(_objects(view, vtype, th, judged, np.flatnonzero(sel), detections, names, conf, object_ids, group_gap))
+    return out
+
+
+def _objects(
+    view: ZoneView,
+    vtype: ViolationType,
+    th: Thresholds,
+    judged: bool,
+    idx: np.ndarray,
+    detections: sv.Detections,
+    names: np.ndarray,
+    conf: np.ndarray,
+    object_ids: ObjectIds,
+    group_gap: float,
+) -> list[Candidate]:
+    """Selected detections of one zone and type -> objects (tracks or groups) with enough evidence."""
+    if len(idx) == 0:
+        return []
+    if vtype.group:
+        objects = [idx[c] for c in group_components(detections.xyxy[idx], group_gap)]
+    else:
+        objects = [idx[i : i + 1] for i in range(len(idx))]
+    out = []
+    for members, oid in zip(objects, object_ids(view.zone_id, vtype.id, objects, detections)):
+        member_names = names[members].tolist()
+        evidence = vtype.evidence_score(member_names)
+        if evidence < vtype.min_evidence:
+            continue
+        member_dets = detections[members]
+        moved = member_dets.data.get("moved")
+        out.append(
+            Candidate(
+                zone=view.zone,
+                zone_id=view.zone_id,
+                vtype=vtype,
+                thresholds=th,
+                object_id=oid,
+                detections=member_dets,
+                box=np.concatenate([member_dets.xyxy[:, :2].min(0), member_dets.xyxy[:, 2:].max(0)]),
+                score=round(float(min(1.0, evidence / vtype.min_evidence) * conf[members].max()), 4),
+                moved=bool(moved is not None and moved.all()),
+                judged=judged,
+                count=sum(name not in vtype.uncounted for name in member_names),
+            )
+        )
+    return out

@@ -1,0 +1,99 @@
+"""City-wide zones on the map (GeoJSON, lon/lat) for photos that carry GPS but no camera scene.
+
+An inspector's phone photo has no fixed camera and so no image polygons; if the city publishes
+its no-parking streets or permitted vending points as GeoJSON, the photo's GPS position puts the
+whole photo in those zones. Each Feature is a Polygon or MultiPolygon whose `properties` are the
+same zone fields a scene zone has (id, kind, schedule, types, thresholds); a top-level
+`timezone` member (a GeoJSON foreign member) gives the schedules' time zone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import shapely
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+from detect.config_io import load_model
+from detect.frames import GeoPoint
+from detect.scenes import ZoneRules, check_types
+from detect.taxonomy import Taxonomy, load_taxonomy
+
+
+def _geometry(geom: dict[str, Any]) -> BaseGeometry:
+    """A valid lon/lat Polygon/MultiPolygon or a ValueError saying why not."""
+    if not isinstance(geom, dict) or geom.get("type") not in ("Polygon", "MultiPolygon"):
+        raise ValueError(f"geometry must be a Polygon or MultiPolygon, got {geom.get('type') if isinstance(geom, dict) else geom!r}")
+    try:
+        shp = shape(geom)
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"bad coordinates: {exc}") from None
+    if shp.is_empty or shp.area == 0:
+        raise ValueError("polygon needs at least 3 distinct points")
+    minx, miny, maxx, maxy = shp.bounds
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise ValueError(f"coordinates outside lon [-180, 180] / lat [-90, 90]: bounds {shp.bounds}")
+    if not shp.is_valid:
+        raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(shp)})")
+    return shp
+
+
+class GeoFeature(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["Feature"] = Field(title="Type", description="GeoJSON object type.")
+    geometry: dict[str, Any] = Field(title="Geometry", description="Polygon or MultiPolygon in lon/lat (WGS-84).")
+    properties: ZoneRules = Field(title="Zone", description="Zone fields: id, kind, schedule, types, thresholds.")
+
+    @field_validator("geometry")
+    @classmethod
+    def _valid_geometry(cls, geom: dict[str, Any]) -> dict[str, Any]:
+        _geometry(geom)
+        return geom
+
+
+class CityZonesFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["FeatureCollection"] = Field(title="Type", description="GeoJSON object type.")
+    timezone: str = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules.")
+    features: list[GeoFeature] = Field(title="Features", description="One feature per zone.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+
+class CityZones:
+    """Map zones with a point lookup."""
+
+    def __init__(self, data: CityZonesFile) -> None:
+        self.timezone = data.timezone
+        self.zones = [f.properties for f in data.features]
+        self._shapes = [_geometry(f.geometry) for f in data.features]
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def at(self, point: GeoPoint) -> list[ZoneRules]:
+        """Zones whose area contains (or touches) the point, smallest (most specific) first."""
+        hits = [(s.area, i) for i, s in enumerate(self._shapes) if shapely.intersects_xy(s, point.lon, point.lat)]
+        return [self.zones[i] for _, i in sorted(hits)]
+
+
+def load_city_zones(path: str | Path, taxonomy: Taxonomy | None = None) -> CityZones:
+    """Load a GeoJSON FeatureCollection of zones; errors name file, feature and reason."""
+    data = load_model(CityZonesFile, path)
+    check_types([f.properties for f in data.features], taxonomy or load_taxonomy(), str(path), "features.{i}.properties")
+    return CityZones(data)

@@ -1,0 +1,266 @@
+"""Camera scenes: where a camera is, and which parts of its image mean what, and when.
+
+Legality comes from place and time, not from the detector (DESIGN §1): a scene file per camera
+says where its zones are (polygons in normalised image coordinates, so they survive a change of
+stream resolution), what kind each zone is, its schedule in the camera's own time zone, and
+per-zone threshold overrides. Files are validated at load; a bad file names file, field, reason,
+and the camera is refused rather than run without rules.
+
+Membership: an object is in a zone when the bottom-centre of its box is (where it stands on the
+ground); text is in a zone by its centre (it hangs on a wall, it does not stand).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import shapely
+import supervision as sv
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from shapely.geometry import Polygon
+from shapely.validation import explain_validity
+
+from detect.config_io import ConfigError, load_model
+from detect.taxonomy import Taxonomy, ThresholdOverrides, ZoneKind, load_taxonomy
+
+TEXT_CLASSES = frozenset({"text", "new_text", "small_ad_text", "small_ad", "poster", "sticker", "banner"})
+"""Classes anchored by their centre (things on walls), not their bottom-centre."""
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+WEEK = list(Weekday)
+
+
+def _minutes(value: Any) -> int:
+    """`HH:MM` (or YAML 1.1's sexagesimal int that an unquoted 07:00 becomes) -> minutes of day."""
+    if isinstance(value, bool):
+        raise ValueError("expected a time like '07:00'")
+    if isinstance(value, int):  # PyYAML reads unquoted 07:30 as 7*60+30 = 450
+        minutes = value
+    elif isinstance(value, time):
+        minutes = value.hour * 60 + value.minute
+    elif isinstance(value, str):
+        try:
+            hh, mm = value.strip().split(":")
+            if len(mm) != 2:
+                raise ValueError
+            minutes = int(hh) * 60 + int(mm)
+            if not 0 <= int(mm) < 60:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"bad time {value!r}: expected HH:MM between 00:00 and 24:00") from None
+    else:
+        raise ValueError(f"bad time {value!r}: expected HH:MM")
+    if not 0 <= minutes <= 24 * 60:
+        raise ValueError(f"bad time {value!r}: expected HH:MM between 00:00 and 24:00")
+    return minutes
+
+
+class TimeWindow(BaseModel):
+    """Weekdays and a daily time range in the camera's time zone.
+
+    `end` before `start` runs over midnight: `fri 22:00-02:00` covers Friday 22:00 to
+    Saturday 02:00 (the window belongs to the day it starts on).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEK), title="Weekdays", description="Days the window starts on (default: every day).", min_length=1)
+    start: int = Field(title="Start", description="Start time HH:MM, local to the camera.")
+    end: int = Field(title="End", description="End time HH:MM (24:00 = midnight); before start = runs over midnight.")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> int:
+        return _minutes(value)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> TimeWindow:
+        if self.start == self.end:
+            raise ValueError("bad time range: start equals end (use start '00:00', end '24:00' for all day)")
+        if self.start == 24 * 60:
+            raise ValueError("bad time range: start must be before 24:00")
+        return self
+
+    def contains(self, local: datetime) -> bool:
+        """Whether a local (camera time zone) datetime falls in the window."""
+        minute = local.hour * 60 + local.minute + local.second / 60
+        today = WEEK[local.weekday()]
+        if self.start < self.end:
+            return today in self.days and self.start <= minute < self.end
+        yesterday = WEEK[(local.weekday() - 1) % 7]
+        return (today in self.days and minute >= self.start) or (yesterday in self.days and minute < self.end)
+
+
+def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, what: str) -> Polygon:
+    """A valid shapely polygon from [[x, y], ...] or a ValueError saying why not."""
+    if len(points) < 3:
+        raise ValueError(f"polygon needs at least 3 points, got {len(points)}")
+    for i, p in enumerate(points):
+        if len(p) != 2:
+            raise ValueError(f"point {i} must be [x, y], got {p}")
+        x, y = p
+        if not (lo <= x <= hi_x and lo <= y <= hi_y):
+            raise ValueError(f"point {i} {p} is outside {what}")
+    poly = Polygon(points)
+    if poly.area == 0:
+        raise ValueError("polygon has zero area (points are collinear or repeated)")
+    if not poly.is_valid:
+        raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(poly)})")
+    return poly
+
+
+class ZoneRules(BaseModel):
+    """What a zone means: shared by image zones (scenes) and map zones (city GeoJSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(title="Zone id", description="Stable id, part of every violation id in this zone.", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str | None = Field(None, title="Name", description="Human-readable name, e.g. 北门人行道.")
+    kind: ZoneKind = Field(title="Kind", description="no_parking, sidewalk, no_vending, vending_permitted, frontage, no_posting or ignore.")
+    schedule: list[TimeWindow] = Field(
+        default_factory=list,
+        title="Schedule",
+        description="When the zone applies (enforcement hours; for vending_permitted: the permitted hours). Empty = always.",
+    )
+    types: list[str] | None = Field(
+        None, title="Violation types", description="Only these violation types are judged here (default: every type whose zone_kinds include this kind)."
+    )
+    thresholds: dict[str, ThresholdOverrides] = Field(
+        default_factory=dict, title="Threshold overrides", description="Violation type id -> thresholds replacing the taxonomy defaults in this zone."
+    )
+
+    def active(self, local: datetime) -> bool:
+        """Whether the zone's schedule applies at this local time (no schedule: always)."""
+        return not self.schedule or any(w.contains(local) for w in self.schedule)
+
+    def type_ids(self) -> list[str]:
+        """Every violation type id the zone names (for checking against the taxonomy)."""
+        return [*(self.types or []), *self.thresholds]
+
+
+class Zone(ZoneRules):
+    """A zone in one camera's image: polygon in normalised [0, 1] coordinates."""
+
+    polygon: list[list[float]] = Field(title="Polygon", description="[[x, y], ...] in normalised image coordinates (0..1, origin top-left).")
+    _shape: Polygon = PrivateAttr()
+
+    @field_validator("polygon")
+    @classmethod
+    def _valid_polygon(cls, points: list[list[float]]) -> list[list[float]]:
+        _polygon(points, 0.0, 1.0, 1.0, "[0, 1] (normalised image coordinates)")
+        return points
+
+    def model_post_init(self, __context: Any) -> None:
+        self._shape = Polygon(self.polygon)
+
+    @property
+    def area(self) -> float:
+        """Polygon area as a fraction of the image."""
+        return float(self._shape.area)
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """Boolean mask of normalised (N, 2) points inside or on the polygon."""
+        if len(points) == 0:
+            return np.zeros(0, dtype=bool)
+        return shapely.intersects_xy(self._shape, points[:, 0], points[:, 1])
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(title="Latitude", description="WGS-84 latitude.", ge=-90, le=90)
+    lon: float = Field(title="Longitude", description="WGS-84 longitude.", ge=-180, le=180)
+    address: str | None = Field(None, title="Address", description="Street address shown on cases.")
+
+
+class Scene(BaseModel):
+    """One camera's scene file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera_id: str = Field(title="Camera id", description="Source id of the camera (Frame.source_id).", min_length=1)
+    name: str | None = Field(None, title="Name", description="Human-readable camera name.")
+    location: Location | None = Field(None, title="Location", description="Where the camera looks (used for cases).")
+    grid_cell: str | None = Field(None, title="Grid cell", description="单元网格 code of the area the camera watches.")
+    timezone: str = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of schedules, e.g. Asia/Shanghai.")
+    reference_snapshot: str | None = Field(
+        None, title="Reference snapshot", description="Image of the scene without violations; its text (shop signs) is never flyposting. Relative to the scene file."
+    )
+    zones: list[Zone] = Field(default_factory=list, title="Zones", description="Zones of the image.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+        return name
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zone_ids(cls, zones: list[Zone]) -> list[Zone]:
+        seen: set[str] = set()
+        for zone in zones:
+            if zone.id in seen:
+                raise ValueError(f"duplicate zone id {zone.id!r}")
+            seen.add(zone.id)
+        return zones
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def local_time(self, ts: datetime) -> datetime:
+        """A UTC-aware timestamp in the camera's local time (what schedules are written in)."""
+        return ts.astimezone(self.tz)
+
+
+def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_template: str = "zones.{i}") -> None:
+    """Refuse zones that name violation types the taxonomy does not know."""
+    for i, zone in enumerate(zones):
+        for type_id in zone.type_ids():
+            if type_id not in taxonomy.types:
+                raise ConfigError(
+                    f"{source}: {field_template.format(i=i)}: unknown violation type {type_id!r} (known: {', '.join(sorted(taxonomy.types))})"
+                )
+
+
+def load_scene(path: str | Path, taxonomy: Taxonomy | None = None) -> Scene:
+    """Load and validate a scene file; violation types are checked against the taxonomy.
+
+    A relative `reference_snapshot` is resolved against the scene file's folder.
+    """
+    path = Path(path)
+    scene = load_model(Scene, path)
+    check_types(scene.zones, taxonomy or load_taxonomy(), str(path))
+    if scene.reference_snapshot and not Path(scene.reference_snapshot).is_absolute():
+        scene.reference_snapshot = str(path.parent / scene.reference_snapshot)
+    return scene
+
+
+def anchor_points(detections: sv.Detections, width: int, height: int) -> np.ndarray:
+    """Normalised (N, 2) zone anchors: bottom-centre for things on the ground, centre for text."""
+    if len(detections) == 0:
+        return np.zeros((0, 2))
+    bottom = detections.get_anchors_coordinates(sv.Position.BOTTOM_CENTER)
+    centre = detections.get_anchors_coordinates(sv.Position.CENTER)
+    names = detections.data.get("class_name")
+    is_text = np.isin(names, list(TEXT_CLASSES)) if names is not None else np.zeros(len(detections), dtype=bool)
+    points = np.where(is_text[:, None], centre, bottom)
+    return points / np.array([width, height], dtype=float)

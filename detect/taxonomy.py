@@ -1,0 +1,216 @@
+"""Violation taxonomy: names, event-tree codes, evidence classes and default thresholds.
+
+One YAML file (`detect/taxonomy.yaml`) is the single source of truth for violation types; the
+rules, the evidence builder and the dispatch adapters all read it through `load_taxonomy`. City
+code tables differ per city, so they are data: the shipped `default` city plus optional city
+files (`city: hangzhou` + `codes: {type_id: {major_code, minor_code}}`) merged at load time.
+The detector only knows class names; which class names count as evidence for which violation is
+stated here, so a newly trained model with `stall` or `small_ad` classes plugs in without code.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from detect.config_io import ConfigError, load_model, read_mapping, validate_model
+
+DEFAULT_TAXONOMY_PATH = Path(__file__).with_name("taxonomy.yaml")
+DEFAULT_CITY = "default"
+
+
+class ZoneKind(StrEnum):
+    """What a scene zone means for the rules (see docs/rules.md)."""
+
+    NO_PARKING = "no_parking"
+    SIDEWALK = "sidewalk"
+    NO_VENDING = "no_vending"
+    VENDING_PERMITTED = "vending_permitted"
+    FRONTAGE = "frontage"
+    NO_POSTING = "no_posting"
+    IGNORE = "ignore"
+
+
+class CityCode(BaseModel):
+    """A violation type's 大类/小类 codes on one city's dispatch platform."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    major_code: str = Field(title="Major class code", description="大类 code on the city platform.", min_length=1)
+    minor_code: str = Field(title="Minor class code", description="小类 code on the city platform.", min_length=1)
+
+
+class Thresholds(BaseModel):
+    """The numbers a rule uses; defaults per type here, overrides per scene zone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_conf: float = Field(0.3, title="Minimum confidence", description="Detections below this confidence are ignored.", ge=0.0, le=1.0)
+    min_area: float = Field(
+        0.0, title="Minimum box area", description="Smallest box area as a fraction of the image area (resolution independent).", ge=0.0, le=1.0
+    )
+    dwell_s: float = Field(300.0, title="Dwell seconds", description="Seconds the evidence must stay in the zone before a violation opens.", ge=0.0)
+    clear_s: float = Field(120.0, title="Clear seconds", description="Seconds of absence after which an open violation is cleared.", ge=0.0)
+    cooldown_s: float = Field(
+        1800.0, title="Cooldown seconds", description="After a violation clears, no new one of the same type opens in the same zone for this long.", ge=0.0
+    )
+
+    def with_overrides(self, overrides: ThresholdOverrides | None) -> Thresholds:
+        """These thresholds with the fields that `overrides` sets replaced."""
+        if overrides is None:
+            return self
+        return Thresholds(**{**self.threshold_values(), **overrides.model_dump(exclude_none=True)})
+
+    def threshold_values(self) -> dict[str, float]:
+        """Only the threshold numbers (what an event records as `thresholds`)."""
+        return {name: float(getattr(self, name)) for name in Thresholds.model_fields}
+
+
+class ThresholdOverrides(BaseModel):
+    """Per-zone replacements for some of a type's default thresholds (unset = keep default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_conf: float | None = Field(None, title="Minimum confidence", description="Override of the type's min_conf.", ge=0.0, le=1.0)
+    min_area: float | None = Field(None, title="Minimum box area", description="Override of the type's min_area (fraction of image).", ge=0.0, le=1.0)
+    dwell_s: float | None = Field(None, title="Dwell seconds", description="Override of the type's dwell_s.", ge=0.0)
+    clear_s: float | None = Field(None, title="Clear seconds", description="Override of the type's clear_s.", ge=0.0)
+    cooldown_s: float | None = Field(None, title="Cooldown seconds", description="Override of the type's cooldown_s.", ge=0.0)
+
+
+class ViolationType(Thresholds):
+    """One violation type. Its threshold fields (inherited) are the type's defaults."""
+
+    id: str = Field(title="Type id", description="Stable identifier, e.g. `street_stall`.", pattern=r"^[a-z][a-z0-9_]*$")
+    name_zh: str = Field(title="Chinese name", description="Name used on Chinese dispatch platforms.", min_length=1)
+    name_en: str = Field(title="English name", description="Name used in English UIs and Open311.", min_length=1)
+    major_class: str = Field(title="Major class (大类)", description="Event-tree major class name, e.g. 街面秩序.", min_length=1)
+    minor_class: str = Field(title="Minor class (小类)", description="Event-tree minor class name, e.g. 无照经营游商.", min_length=1)
+    city_codes: dict[str, CityCode] = Field(
+        title="City codes", description="大类/小类 codes per city; must include the `default` city."
+    )
+    open311_service_code: str = Field(title="Open311 service code", description="GeoReport v2 service_code.", min_length=1)
+    zone_kinds: list[ZoneKind] = Field(
+        title="Zone kinds", description="Scene zone kinds in which this type is judged (photos without a scene: everywhere).", min_length=1
+    )
+    evidence: dict[str, float] = Field(
+        title="Evidence weights",
+        description="Detector class name -> weight; an object is evidence when its distinct classes add up to min_evidence.",
+        min_length=1,
+    )
+    min_evidence: float = Field(1.0, title="Minimum evidence", description="Summed weight of distinct classes needed.", gt=0.0)
+    group: bool = Field(
+        False, title="Group tracks", description="Nearby tracks of evidence classes form one object (umbrella + table + person = one stall)."
+    )
+    uncounted: list[str] = Field(
+        default_factory=list,
+        title="Uncounted classes",
+        description="Evidence classes that support a group but are not counted in its object count (people at a stall).",
+    )
+    stationary: bool = Field(True, title="Must be stationary", description="Only stationary tracks count (vehicles, stalls).")
+
+    @field_validator("city_codes")
+    @classmethod
+    def _has_default_city(cls, codes: dict[str, CityCode]) -> dict[str, CityCode]:
+        if DEFAULT_CITY not in codes:
+            raise ValueError(f"needs a `{DEFAULT_CITY}` city entry")
+        return codes
+
+    @field_validator("evidence")
+    @classmethod
+    def _positive_weights(cls, evidence: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, w in evidence.items() if not w > 0]
+        if bad:
+            raise ValueError(f"evidence weights must be > 0 (bad: {', '.join(bad)})")
+        return evidence
+
+    @property
+    def evidence_classes(self) -> list[str]:
+        """Detector class names that count as evidence for this type."""
+        return list(self.evidence)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The type's default thresholds alone."""
+        return Thresholds(**self.threshold_values())
+
+    def evidence_score(self, class_names: set[str] | list[str]) -> float:
+        """Summed weight of the distinct evidence classes present (other classes weigh 0)."""
+        return sum(self.evidence.get(name, 0.0) for name in set(class_names))
+
+
+class Taxonomy(BaseModel):
+    """All violation types, keyed by id (the YAML key is the id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(1, title="Format version", description="Taxonomy file format version.", ge=1)
+    types: dict[str, ViolationType] = Field(title="Violation types", description="Violation types keyed by id.", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_from_keys(cls, data: Any) -> Any:
+        """`types: {street_stall: {...}}` -> each type's `id` is its key (a differing `id` is an error)."""
+        if isinstance(data, dict) and isinstance(data.get("types"), dict):
+            types = {}
+            for key, body in data["types"].items():
+                if isinstance(body, dict):
+                    if body.get("id", key) != key:
+                        raise ValueError(f"types.{key}: id {body['id']!r} differs from its key {key!r}")
+                    body = {**body, "id": key}
+                types[key] = body
+            data = {**data, "types": types}
+        return data
+
+    def get(self, type_id: str) -> ViolationType:
+        """The type, or a KeyError that lists the known ids."""
+        try:
+            return self.types[type_id]
+        except KeyError:
+            raise KeyError(f"unknown violation type {type_id!r} (known: {', '.join(sorted(self.types))})") from None
+
+    def city_code(self, type_id: str, city: str = DEFAULT_CITY) -> CityCode:
+        """大类/小类 codes of a type on a city's platform."""
+        codes = self.get(type_id).city_codes
+        if city not in codes:
+            raise KeyError(f"violation type {type_id!r} has no codes for city {city!r} (cities: {', '.join(sorted(codes))})")
+        return codes[city]
+
+    def cities(self) -> set[str]:
+        """Cities for which at least one type has codes."""
+        return {city for t in self.types.values() for city in t.city_codes}
+
+    def types_for_class(self, class_name: str) -> list[ViolationType]:
+        """Types for which a detector class counts as evidence."""
+        return [t for t in self.types.values() if class_name in t.evidence]
+
+
+class CityCodeFile(BaseModel):
+    """A city's code table: `city` name and codes for some or all types."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    city: str = Field(title="City", description="City key used with Taxonomy.city_code(type, city).", min_length=1)
+    name: str | None = Field(None, title="City name", description="Human-readable name (e.g. 杭州市).")
+    codes: dict[str, CityCode] = Field(title="Codes", description="Violation type id -> 大类/小类 codes.", min_length=1)
+
+
+def load_taxonomy(path: str | Path | None = None, city_files: list[str | Path] | None = None) -> Taxonomy:
+    """Load and validate the taxonomy (default: the shipped one) and merge city code files.
+
+    A city file naming an unknown violation type is refused with file, field and reason.
+    """
+    path = Path(path) if path is not None else DEFAULT_TAXONOMY_PATH
+    taxonomy = validate_model(Taxonomy, read_mapping(path), str(path))
+    for city_path in city_files or []:
+        city = load_model(CityCodeFile, city_path)
+        for type_id, code in city.codes.items():
+            if type_id not in taxonomy.types:
+                raise ConfigError(
+                    f"{city_path}: codes.{type_id}: unknown violation type (known: {', '.join(sorted(taxonomy.types))})"
+                )
+            taxonomy.types[type_id].city_codes[city.city] = code
+    return taxonomy
