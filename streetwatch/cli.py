@@ -12,6 +12,8 @@ from detect.runtime_env import prepare_ultralytics_env
 COMMAND_MODULES = [
     "detect",
     "models",
+    "data",
+    "train",
 ]
 
 app = typer.Typer(
