@@ -48,11 +48,11 @@ class ModelCard(BaseModel):
     int8: bool = Field(False, title="INT8", description="Static QDQ INT8 quantised with calibration images.")
     batch: int = Field(1, title="Static batch size", gt=0)
     metrics: dict = Field(default_factory=dict, title="Metrics", description="Evaluation or export-accuracy figures.")
-    dataset: dict = Field(default_factory=dict, title="Training data",
-                          description="Name, manifest digest and counts of the dataset version the model was trained on.")
-    training: dict = Field(default_factory=dict, title="Training config", description="Base model and trainer settings.")
-    thresholds: dict = Field(default_factory=dict, title="Thresholds",
-                             description="Detector confidence and per-type rule thresholds the metrics were measured at.")
+    dataset: dict | None = Field(None, title="Training data",
+                                 description="Name, manifest digest and counts of the dataset version the model was trained on.")
+    training: dict | None = Field(None, title="Training config", description="Base model and trainer settings.")
+    thresholds: dict | None = Field(None, title="Thresholds",
+                                    description="Detector confidence and per-type rule thresholds the metrics were measured at.")
     created: datetime | None = Field(None, title="Created (UTC)")
     notes: str = Field("", title="Notes")
 

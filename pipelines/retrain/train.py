@@ -143,7 +143,7 @@ def dataset_record(dataset: Dataset) -> dict:
 def update_card(model_id: str, **fields) -> ModelCard:
     """Merge `fields` into a registered card (dicts are merged one level deep) and save it."""
     card = get_card(model_id)
-    update = {k: {**getattr(card, k), **v} if isinstance(v, dict) else v for k, v in fields.items()}
+    update = {k: {**(getattr(card, k) or {}), **v} if isinstance(v, dict) else v for k, v in fields.items()}
     card = card.model_copy(update=update)
     save_card(card)
     return card
