@@ -46,6 +46,7 @@ def retrain(
     val_fraction: float = 0.2,
     seed: int = 0,
     epochs: int = 30,
+    hours: float | None = None,
     imgsz: int = 640,
     batch: int = 16,
     device: str = "cpu",
@@ -75,7 +76,7 @@ def retrain(
     steps["split"] = {"dataset": str(data.root), "digest": data.digest, "splits": data.manifest.counts.get("splits")}
     log.info("training %s on %s (%s)", name, data.root, data.digest[:12])
     trained = train_model(data, base_model, model_id=name, epochs=epochs, imgsz=imgsz, device=device, batch=batch,
-                          workers=workers, seed=seed, allow_check_failures=allow_check_failures)
+                          workers=workers, seed=seed, hours=hours, allow_check_failures=allow_check_failures)
     steps["train"] = {"run_dir": str(trained.run_dir), "weights": str(trained.weights), "final_val": trained.metrics}
     onnx_path, onnx_card = export_onnx(name, imgsz=imgsz, dynamic=True, int8=int8,
                                        calib=data.root / "images" if int8 else None)

@@ -60,10 +60,15 @@ def train_model(
     workers: int = 0,
     patience: int = 50,
     seed: int = 0,
+    hours: float | None = None,
     allow_check_failures: bool = False,
     extra: dict | None = None,
 ) -> TrainResult:
-    """Fine-tune `base` (model id or .pt) on `dataset` and register the best weights as `model_id`."""
+    """Fine-tune `base` (model id or .pt) on `dataset` and register the best weights as `model_id`.
+
+    `hours`: wall-clock budget; Ultralytics then fits the number of epochs to it after the first
+    epoch and stops when it is spent (how a nightly job bounds its run).
+    """
     if not _ID.match(model_id):
         raise ValueError(f"model id {model_id!r}: use letters, digits, '.', '_' and '-' only")
     if imgsz <= 0 or imgsz % 32:
@@ -86,7 +91,8 @@ def train_model(
     from ultralytics import YOLO
 
     settings = dict(epochs=epochs, imgsz=imgsz, device=device, batch=batch, workers=workers, patience=patience,
-                    seed=seed, amp=not device.startswith("cpu"), plots=True, **(extra or {}))
+                    seed=seed, amp=not device.startswith("cpu"), plots=True, **({"time": hours} if hours else {}),
+                    **(extra or {}))
     started = time.monotonic()
     model = YOLO(str(weights), task="detect")
     model.train(data=str(data_yaml), project=str(run_dir.parent), name=run_dir.name, exist_ok=True, verbose=False,

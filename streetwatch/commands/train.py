@@ -13,6 +13,8 @@ from streetwatch.commands.data import open_dataset
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Dataset version folder (see `streetwatch data`).")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")]
+HoursOpt = Annotated[float | None, typer.Option(
+    "--hours", min=0.001, help="Wall-clock budget; Ultralytics fits the epochs to it (overrides --epochs).")]
 TrainImgszOpt = Annotated[int, typer.Option("--imgsz", min=32, help="Training input size (multiple of 32).")]
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Images per training batch.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Data-loader worker processes (0 on small CPUs).")]
@@ -38,6 +40,7 @@ def train(
     workers: WorkersOpt = 0,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without improvement.")] = 50,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    hours: HoursOpt = None,
     allow_check_failures: AllowOpt = False,
 ) -> None:
     """Fine-tune a checkpoint with Ultralytics and register the best weights with a model card."""
@@ -48,7 +51,7 @@ def train(
 
     try:
         result = train_model(open_dataset(data), base, model_id=name, epochs=epochs, imgsz=imgsz, device=device,
-                             batch=batch, workers=workers, patience=patience, seed=seed,
+                             batch=batch, workers=workers, patience=patience, seed=seed, hours=hours,
                              allow_check_failures=allow_check_failures)
     except (DatasetError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -157,6 +160,7 @@ def retrain(
     drop_unmapped: Annotated[bool, typer.Option("--drop-unmapped", help="Drop classes that match no project class.")] = False,
     base: BaseOpt = "yolo11n",
     epochs: EpochsOpt = 30,
+    hours: HoursOpt = None,
     imgsz: TrainImgszOpt = 640,
     device: DeviceOpt = "cpu",
     batch: BatchOpt = 16,
@@ -187,7 +191,7 @@ def retrain(
         result = run_loop(
             name=name, base_model=base, work_dir=work, cases=cases, datasets=[open_dataset(d) for d in data or []],
             mapping=parse_mapping(mapping or [], load_classes()), drop_unmapped=drop_unmapped, val_fraction=val, seed=seed,
-            epochs=epochs, imgsz=imgsz, batch=batch, device=device, workers=workers,
+            epochs=epochs, hours=hours, imgsz=imgsz, batch=batch, device=device, workers=workers,
             eval_data=open_dataset(eval_data) if eval_data else None, backend=backend, int8=int8, do_promote=promote,
             tolerance=tolerance, allow_check_failures=allow_check_failures,
         )
