@@ -268,3 +268,21 @@ def test_label_parser_is_the_one_definition_of_a_valid_box():
     assert parse_labels(b"\xff\xfe\x00", nc=1).problems == ["not UTF-8 text (binary or wrong encoding)"]
     poly = parse_labels(b"0 0.1 0.1 0.2 0.1 0.2 0.2\n", nc=1).problems[0]
     assert "got 7" in poly and "segmentation polygon" in poly
+
+
+def test_cvat_yolo_export_layout_imports(real_sample_dir, tmp_path):
+    """CVAT "YOLO 1.1": obj.names, obj_train_data/ with each label file beside its picture."""
+    src = tmp_path / "cvat"
+    frames = src / "obj_train_data"
+    frames.mkdir(parents=True)
+    (src / "obj.names").write_text("trash\n")
+    (src / "train.txt").write_text("")  # CVAT's list file is not a label file
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
+    for p in pics:
+        shutil.copy(p, frames / p.name)
+        shutil.copy(real_sample_dir / "street-garbage" / "labels" / f"{p.stem}.txt", frames / f"{p.stem}.txt")
+    (frames / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    ds, findings = import_yolo(src, tmp_path / "v")
+    assert ds.classes == ["trash"] and len(ds.files()) == 3 and all(f.label for f in ds.files())
+    assert [(Path(f.path).name, f.reason) for f in findings] == [("orphan.txt", "label file without an image")]
+    assert check_dataset(ds).ok

@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 
 from detect.imageio import ImageReadError, decode_image
-from pipelines.retrain.dataset import IMAGE_SUFFIXES, MANIFEST, Dataset, FileEntry, parse_labels
 from detect.registry import sha256_file
+from pipelines.retrain.dataset import IMAGE_SUFFIXES, MANIFEST, Dataset, FileEntry, parse_labels
 
 #: Perceptual-hash distance (bits of 64) at or below which two pictures count as near-duplicates.
 NEAR_DUPLICATE_BITS = 4
