@@ -286,6 +286,11 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
                                                              callback_url=hook, webhook_secret_env="SW_TEST_HOOK_SECRET",
                                                              timeout_s=2)}, **FAST)
         server.config = config
+        # A status that overtakes our own record of the delivery is sent back for a retry, not lost.
+        early = json.dumps({"externalId": ids[0], "status": "accepted"}).encode()
+        with pytest.raises(WebhookError, match="not recorded as delivered yet") as refused:
+            handle_cn_dcm_webhook(store, config, "dcm", early, {"X-Signature": sign("hook-secret-123", early)})
+        assert refused.value.status_code == 409 and store.get(ids[0]).state is CaseState.QUEUED
         dispatcher = Dispatcher(store, evidence, config)
         assert dispatcher.run_once().delivered == 2
         ref0, ref1 = (store.get(i).dispatch_ref for i in ids)
