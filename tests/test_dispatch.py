@@ -183,7 +183,7 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
 
 def test_faults_and_timeouts_deliver_each_case_exactly_once(tmp_path, world, sim, bus_event):
     store, evidence, spool = world
-    ids = queue_cases(store, evidence, spool, small_event(bus_event), 30, "dcm", prefix="cam-ft")
+    ids = queue_cases(store, evidence, spool, small_event(bus_event), 20, "dcm", prefix="cam-ft")
     sim.faults(fail_rate=0.5)  # error, error-after, close, garbage and 1 s stalls against a 0.5 s timeout
     config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=0.5)},
                             **FAST)
