@@ -32,11 +32,17 @@ weights:
 demo: install weights
 	$(SW) detect $$($(PY) -c "import ultralytics, pathlib; print(pathlib.Path(ultralytics.__file__).parent / 'assets' / 'bus.jpg')") --out demo-out
 
-test: install weights
+test: install system-deps weights
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: install weights
+test-slow: install system-deps weights
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Benchmark this machine (docs/benchmarks.md); BENCH_ARGS picks the variants, results land in out/.
+BENCH_ARGS ?= --backend onnx,torch --precision fp32,int8 --batch 1,4 --imgsz 320,640 --duration 5
+bench: install weights
+	mkdir -p out
+	$(SW) bench $(BENCH_ARGS) --out out/bench-$$(date +%F).json --markdown out/bench-$$(date +%F).md
 
 clean:
 	rm -rf .pytest_cache demo-out .cache

@@ -48,6 +48,7 @@ class Candidate:
     vtype: ViolationType
     thresholds: Thresholds
     object_id: str
+    indices: np.ndarray  # of the members in the frame's detections
     detections: sv.Detections
     box: np.ndarray
     score: float
@@ -113,7 +114,9 @@ def candidates(
     `vending_permitted` zone exempts its detections from types judged in `no_vending` zones;
     outside its hours a `vending_permitted` zone is itself judged as `no_vending`. Where zones
     overlap, a detection counts for a type in one zone only: the smallest zone whose schedule
-    applies (a market area inside a street), so one stall is one case.
+    applies (a market area inside a street), so one stall is one case. Within one zone a
+    detection is evidence of one violation only, of the first type in taxonomy order (a table
+    and umbrella on a photo without zones are a street stall, not also shop-front spillover).
     """
     n = len(detections)
     if n == 0:
@@ -127,6 +130,7 @@ def candidates(
     judged_views = [(v, jk) for v in views if (jk := _judged_kind(v)) is not None]
     judged_views.sort(key=lambda vj: (not vj[1][1], vj[0].area))
     out: list[Candidate] = []
+    used = {id(view): np.zeros(n, dtype=bool) for view, _ in judged_views}
     for vtype in taxonomy.types.values():
         claimed = np.zeros(n, dtype=bool)
         for view, (kind, judged) in judged_views:
@@ -135,12 +139,15 @@ def candidates(
             if kind is not None and kind not in vtype.zone_kinds:
                 continue
             th = vtype.with_overrides(view.zone.thresholds.get(vtype.id) if view.zone else None)
-            sel = view.inside & usable & ~claimed & np.isin(names, vtype.evidence_classes)
+            sel = view.inside & usable & ~claimed & ~used[id(view)] & np.isin(names, vtype.evidence_classes)
             sel &= (conf >= th.min_conf) & (detections.area >= th.min_area * image_area)
             if ZoneKind.NO_VENDING in vtype.zone_kinds:
                 sel &= ~permitted
             claimed |= sel
-            out.extend(_objects(view, vtype, th, judged, np.flatnonzero(sel), detections, names, conf, object_ids, group_gap))
+            found = _objects(view, vtype, th, judged, np.flatnonzero(sel), detections, names, conf, object_ids, group_gap)
+            for cand in found:
+                used[id(view)][cand.indices] = True
+            out.extend(found)
     return out
 
 
@@ -178,6 +185,7 @@ def _objects(
                 vtype=vtype,
                 thresholds=th,
                 object_id=oid,
+                indices=members,
                 detections=member_dets,
                 box=np.concatenate([member_dets.xyxy[:, :2].min(0), member_dets.xyxy[:, 2:].max(0)]),
                 score=round(float(min(1.0, evidence / vtype.min_evidence) * conf[members].max()), 4),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,25 +21,26 @@ from shapely.validation import explain_validity
 
 from detect.config_io import load_model
 from detect.frames import GeoPoint
-from detect.scenes import ZoneRules, check_types
+from detect.scenes import TimeZoneName, ZoneRules, check_types
 from detect.taxonomy import Taxonomy, load_taxonomy
 
 
 def _geometry(geom: dict[str, Any]) -> BaseGeometry:
     """A valid lon/lat Polygon/MultiPolygon or a ValueError saying why not."""
     if not isinstance(geom, dict) or geom.get("type") not in ("Polygon", "MultiPolygon"):
-        raise ValueError(f"geometry must be a Polygon or MultiPolygon, got {geom.get('type') if isinstance(geom, dict) else geom!r}")
+        got = geom.get("type") if isinstance(geom, dict) else type(geom).__name__
+        raise ValueError(f"geometry must be a Polygon or MultiPolygon, got {got}")
     try:
         shp = shape(geom)
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"bad coordinates: {exc}") from None
-    if shp.is_empty or shp.area == 0:
-        raise ValueError("polygon needs at least 3 distinct points")
     minx, miny, maxx, maxy = shp.bounds
     if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
         raise ValueError(f"coordinates outside lon [-180, 180] / lat [-90, 90]: bounds {shp.bounds}")
     if not shp.is_valid:
         raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(shp)})")
+    if shp.is_empty or shp.area == 0:
+        raise ValueError("polygon needs at least 3 distinct points")
     return shp
 
 
@@ -61,17 +62,8 @@ class CityZonesFile(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["FeatureCollection"] = Field(title="Type", description="GeoJSON object type.")
-    timezone: str = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules.")
+    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules.")
     features: list[GeoFeature] = Field(title="Features", description="One feature per zone.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r}") from None
-        return name
 
 
 class CityZones:

@@ -155,7 +155,7 @@ class CameraRules:
         """Track ids for single objects; inherited group ids for groups (see tracking.GroupIds)."""
 
         def ids(zone_id: str, type_id: str, objects: list[np.ndarray], dets: sv.Detections) -> list[str]:
-            if len(objects) and all(len(m) == 1 for m in objects) and not self.taxonomy.types[type_id].group:
+            if not self.taxonomy.types[type_id].group:
                 return [f"t{int(dets.tracker_id[m[0]])}" for m in objects]
             registry = self._groups.setdefault((zone_id, type_id), GroupIds())
             gids = registry.assign([set(dets.tracker_id[m].tolist()) for m in objects], ts)

@@ -15,13 +15,13 @@ from __future__ import annotations
 from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import shapely
 import supervision as sv
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
@@ -106,6 +106,18 @@ class TimeWindow(BaseModel):
         return (today in self.days and minute >= self.start) or (yesterday in self.days and minute < self.end)
 
 
+def _known_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_timezone)]
+"""An IANA time zone name, checked against the system's tz database."""
+
+
 def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, what: str) -> Polygon:
     """A valid shapely polygon from [[x, y], ...] or a ValueError saying why not."""
     if len(points) < 3:
@@ -117,10 +129,10 @@ def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, wha
         if not (lo <= x <= hi_x and lo <= y <= hi_y):
             raise ValueError(f"point {i} {p} is outside {what}")
     poly = Polygon(points)
-    if poly.area == 0:
-        raise ValueError("polygon has zero area (points are collinear or repeated)")
     if not poly.is_valid:
         raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(poly)})")
+    if poly.area == 0:
+        raise ValueError("polygon has zero area (points are collinear or repeated)")
     return poly
 
 
@@ -197,20 +209,11 @@ class Scene(BaseModel):
     name: str | None = Field(None, title="Name", description="Human-readable camera name.")
     location: Location | None = Field(None, title="Location", description="Where the camera looks (used for cases).")
     grid_cell: str | None = Field(None, title="Grid cell", description="单元网格 code of the area the camera watches.")
-    timezone: str = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of schedules, e.g. Asia/Shanghai.")
+    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of schedules, e.g. Asia/Shanghai.")
     reference_snapshot: str | None = Field(
         None, title="Reference snapshot", description="Image of the scene without violations; its text (shop signs) is never flyposting. Relative to the scene file."
     )
     zones: list[Zone] = Field(default_factory=list, title="Zones", description="Zones of the image.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
-        return name
 
     @field_validator("zones")
     @classmethod

@@ -30,7 +30,11 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from trackers import ByteTrackTracker
 
-DEFAULT_FAMILIES = {"car": "motor_vehicle", "truck": "motor_vehicle", "bus": "motor_vehicle", "van": "motor_vehicle"}
+DEFAULT_FAMILIES = {
+    "car": "motor_vehicle", "truck": "motor_vehicle", "bus": "motor_vehicle", "van": "motor_vehicle",
+    # an OCR line read with its phone number in one frame and without it in the next stays one track
+    "text": "text", "new_text": "text", "small_ad_text": "text",
+}
 
 
 class TrackingConfig(BaseModel):
@@ -79,6 +83,7 @@ class Tracker:
     _trackers: dict[str, ByteTrackTracker] = field(default_factory=dict)
     _ids: dict[tuple[str, int], int] = field(default_factory=dict)
     _rest: dict[int, _Rest] = field(default_factory=dict)
+    _next_id: int = 0
     _t0: datetime | None = None
 
     def _tracker(self, family: str) -> ByteTrackTracker:
@@ -113,7 +118,10 @@ class Tracker:
         return merged
 
     def _global_id(self, family: str, local: int) -> int:
-        return self._ids.setdefault((family, local), len(self._ids) + 1)
+        if (family, local) not in self._ids:
+            self._next_id += 1
+            self._ids[(family, local)] = self._next_id
+        return self._ids[(family, local)]
 
     def _update_rest(self, dets: sv.Detections, ts: datetime) -> None:
         """Move each track's rest point when it strayed beyond the tolerance; record moved/still_since."""
@@ -134,9 +142,12 @@ class Tracker:
                 still_since[i] = rest.since
         dets.data["moved"] = moved
         dets.data["still_since"] = still_since
-        horizon = self.config.lost_s + 1.0
-        for tid in [t for t, r in self._rest.items() if (ts - r.last_seen).total_seconds() > horizon]:
+        horizon = self.config.lost_s + 1.0  # ByteTrack has dropped the track by then
+        gone = {t for t, r in self._rest.items() if (ts - r.last_seen).total_seconds() > horizon}
+        for tid in gone:
             del self._rest[tid]
+        if gone:
+            self._ids = {k: v for k, v in self._ids.items() if v not in gone}
 
 
 def _empty_tracked() -> sv.Detections:

@@ -12,6 +12,11 @@ from detect.runtime_env import prepare_ultralytics_env
 COMMAND_MODULES = [
     "detect",
     "models",
+    "rules",
+    "bench",
+    "evidence",
+    "cases",
+    "dispatch",
     "data",
     "train",
 ]

@@ -70,3 +70,117 @@ def torch_detector():
     from detect.engine import load_detector
 
     return load_detector("yolo11n", backend="torch")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1 (initdb + pg_ctl in a temp dir) for this test session.
+
+    The folder is a plain /tmp one, not pytest's: as root the server runs as `postgres`, which
+    cannot enter pytest's private (0700) temp root.
+    """
+    import shutil
+    import tempfile
+
+    from tests.pg import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL binaries (initdb/pg_ctl) are not installed: run scripts/install-system-deps.sh")
+    root = Path(tempfile.mkdtemp(prefix="streetwatch-pg-"))
+    try:
+        with postgres_server(root) as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url):
+    """A new, empty database on the session's PostgreSQL server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+
+def start_server(args: list[str], host: str, port: int, log: Path, timeout_s: float = 20.0, **popen):
+    """Start a server subprocess (output to `log`, never an unread pipe) and wait until it listens.
+
+    Fails the test with the server's output if it exits first or does not listen in time.
+    """
+    import socket
+    import subprocess
+    import time
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, **popen)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{args[0]} exited with {proc.returncode} before listening on {host}:{port}:\n"
+                        f"{log.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    stop_process(proc)
+    pytest.fail(f"{args[0]} did not listen on {host}:{port} within {timeout_s} s")
+
+
+def stop_process(proc) -> None:
+    """Terminate a server subprocess this test session started (kill if it does not stop)."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory):
+    """A real S3 server process (moto_server) on 127.0.0.1; yields its `host:port`."""
+    import sys
+
+    from tests.pg import free_port
+
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.is_file():
+        pytest.fail(f"{exe} not found: install the test extra (moto[server])")
+    port = free_port()
+    proc = start_server([str(exe), "-H", "127.0.0.1", "-p", str(port)], "127.0.0.1", port,
+                        tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def bus_event(bus_jpg, onnx_detector):
+    """The real `illegal_parking` event the photo rules open for the bus in bus.jpg (2025-03-14 02:00 UTC,
+    GPS in Hangzhou), and all the detector's boxes on that photo."""
+    from datetime import UTC, datetime
+
+    from detect.frames import Frame, GeoPoint
+    from detect.imageio import read_image
+    from detect.rules import PhotoRules
+
+    image = read_image(bus_jpg)
+    frame = Frame(image=image, source_id="batch-7/bus", ts=datetime(2025, 3, 14, 2, 0, tzinfo=UTC), frame_id="bus",
+                  path=str(bus_jpg), geo=GeoPoint(lat=30.2741, lon=120.1551))
+    detections = onnx_detector.detect([image])[0]
+    events = PhotoRules().process(frame, detections)
+    assert [e.violation_type for e in events] == ["illegal_parking"]
+    return events[0], detections

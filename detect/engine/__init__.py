@@ -32,9 +32,11 @@ def load_detector(
     rect: bool | None = None,
     max_batch: int = 8,
     dynamic: bool = True,
-    half: bool = False,
+    half: bool | None = None,
     int8: bool = False,
     providers: list[str] | None = None,
+    device_preprocess: bool | None = None,
+    compile_mode: str | None = None,
 ) -> Detector:
     """Build a detector for a model id or weight file.
 
@@ -44,6 +46,9 @@ def load_detector(
     the square input (default: whenever the model accepts any shape). For onnx with a .pt model,
     `dynamic`, `half`, `int8` pick which registered export to run. Dynamic (any image size) is the
     default because rectangle inputs save about a third of the CPU time on 4:3 and 16:9 pictures.
+    `half` for torch: None = fp16 on CUDA and fp32 on the CPU; False forces fp32 on CUDA.
+    Torch only: `device_preprocess` letterboxes on the device (default: on CUDA), `compile_mode`
+    runs the network through `torch.compile` ("reduce-overhead" = CUDA graphs).
     """
     model = default_model() if model is None else model
     if imgsz <= 0 or imgsz % 32:
@@ -57,11 +62,15 @@ def load_detector(
             raise DetectorConfigError(f"{weights}: the torch backend needs a .pt checkpoint, not ONNX")
         model_id = card.id if card else weights.stem
         return TorchDetector(weights, model_id=model_id, device=device, threads=threads, rect=rect,
-                             half=half or None, **common)
+                             half=half, device_preprocess=device_preprocess, compile_mode=compile_mode,
+                             **common)
     if backend == "onnx":
         from detect.engine.onnx_backend import OnnxDetector
 
-        path, model_id = _onnx_file(model, imgsz, dynamic, half, int8)
+        if device_preprocess or compile_mode:
+            raise DetectorConfigError("device_preprocess and compile_mode are options of the torch backend")
+
+        path, model_id = _onnx_file(model, imgsz, dynamic, bool(half), int8)
         return OnnxDetector(path, model_id=model_id, device=device, threads=threads, providers=providers,
                             rect=rect, **common)
     raise DetectorConfigError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")

@@ -7,7 +7,10 @@ ONNX and PyTorch backends give the same boxes on the same image.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ import supervision as sv
 
 from detect.engine.letterbox import check_image, input_shape, make_batch
 from detect.engine.postprocess import postprocess
+from detect.engine.profile import StageProfile
 
 
 class DetectorConfigError(ValueError):
@@ -25,6 +29,8 @@ class Detector(ABC):
     """Common settings and the batched detect loop."""
 
     backend: str = ""
+    #: Set to a `StageProfile` to collect per-stage times (benchmarks); None costs nothing.
+    profile: StageProfile | None = None
 
     def __init__(
         self,
@@ -75,16 +81,40 @@ class Detector(ABC):
         for shape, idx in groups.items():
             for start in range(0, len(idx), self.max_batch):
                 part = idx[start : start + self.max_batch]
-                batch, boxes = make_batch([images[i] for i in part], shape)
-                raw = self._infer(batch)
-                dets = postprocess(raw, boxes, self.names, self.conf, self.iou, self.max_det, self.classes)
+                with self._stage("preprocess"):
+                    batch, boxes = self._prepare([images[i] for i in part], shape)
+                with self._stage("infer"):
+                    raw = self._infer(batch)
+                with self._stage("postprocess"):
+                    dets = postprocess(raw, boxes, self.names, self.conf, self.iou, self.max_det, self.classes)
+                if self.profile is not None:
+                    self.profile.batches += 1
+                    self.profile.images += len(part)
                 for i, d in zip(part, dets, strict=True):
                     results[i] = d
         return results  # type: ignore[return-value]
 
+    def _prepare(self, images: list[np.ndarray], shape: tuple[int, int]):
+        """Letterboxed input batch for `_infer` plus the mappings back; backends may do it on their device."""
+        return make_batch(images, shape)
+
     @abstractmethod
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW RGB [0, 1] batch -> raw output (B, 4+nc, anchors) or (B, max_det, 6)."""
+    def _infer(self, batch) -> np.ndarray:
+        """float32 NCHW RGB [0, 1] batch (what `_prepare` made) -> raw output (B, 4+nc, anchors) or (B, max_det, 6)."""
+
+    def synchronize(self) -> None:
+        """Wait until work queued on the device has finished (no-op for host execution)."""
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        if self.profile is None:
+            yield
+            return
+        self.synchronize()
+        start = time.perf_counter()
+        yield
+        self.synchronize()
+        self.profile.add(name, time.perf_counter() - start)
 
     def describe(self) -> dict:
         """Settings for logs, manifests and benchmark records."""

@@ -45,19 +45,29 @@ def input_shape(orig_h: int, orig_w: int, imgsz: int, stride: int, rect: bool) -
     return math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
 
 
+def fit(orig_h: int, orig_w: int, shape: tuple[int, int]) -> tuple[Letterbox, int, int]:
+    """Geometry of fitting an image into `shape` (h, w): the mapping and the resized (w, h).
+
+    The one definition of the letterbox geometry, shared by the OpenCV path below and the
+    on-device path (`gpu_preprocess.py`), so both map boxes back identically.
+    """
+    th, tw = shape
+    r = min(th / orig_h, tw / orig_w)
+    nw, nh = round(orig_w * r), round(orig_h * r)
+    left, top = round((tw - nw) / 2 - 0.1), round((th - nh) / 2 - 0.1)
+    return Letterbox(scale=r, pad_x=left, pad_y=top, orig_w=orig_w, orig_h=orig_h), nw, nh
+
+
 def letterbox(image: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
     """Resize `image` (HxWx3) to fit `shape` (h, w) keeping aspect ratio, pad the rest."""
     h0, w0 = image.shape[:2]
-    th, tw = shape
-    r = min(th / h0, tw / w0)
-    nw, nh = round(w0 * r), round(h0 * r)
-    dw, dh = (tw - nw) / 2, (th - nh) / 2
+    lb, nw, nh = fit(h0, w0, shape)
     if (nw, nh) != (w0, h0):
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
+    top, left = int(lb.pad_y), int(lb.pad_x)
+    bottom, right = shape[0] - nh - top, shape[1] - nw - left
     padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-    return padded, Letterbox(scale=r, pad_x=left, pad_y=top, orig_w=w0, orig_h=h0)
+    return padded, lb
 
 
 def make_batch(images: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, list[Letterbox]]:

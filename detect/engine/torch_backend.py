@@ -1,4 +1,10 @@
-"""Ultralytics/PyTorch backend: the reference, and the GPU path (fp16 on CUDA)."""
+"""Ultralytics/PyTorch backend: the reference, and the GPU path.
+
+On CUDA: fp16 by default, letterboxing on the device (`gpu_preprocess.py`: uint8 upload from
+pinned memory), and optionally `torch.compile` (mode "reduce-overhead" records CUDA graphs, which
+removes most per-layer launch cost for small models at small batches). Decoding and NMS stay in the
+shared `postprocess.py`, so boxes agree with the ONNX backend.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import numpy as np
 
 from detect.engine.base import Detector, DetectorConfigError
 from detect.runtime_env import prepare_ultralytics_env
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 class TorchDetector(Detector):
@@ -22,6 +30,8 @@ class TorchDetector(Detector):
         half: bool | None = None,
         threads: int | None = None,
         rect: bool | None = None,
+        device_preprocess: bool | None = None,
+        compile_mode: str | None = None,
         **kwargs,
     ) -> None:
         prepare_ultralytics_env()
@@ -32,6 +42,8 @@ class TorchDetector(Detector):
             raise DetectorConfigError(f"unknown device '{device}' for the torch backend (use cpu or cuda[:N])")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise DetectorConfigError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise DetectorConfigError(f"unknown compile mode '{compile_mode}' (choose from {', '.join(COMPILE_MODES)})")
         if threads:
             torch.set_num_threads(threads)
         self.threads = threads
@@ -45,6 +57,15 @@ class TorchDetector(Detector):
             raise DetectorConfigError("fp16 (half) needs a CUDA device for the torch backend")
         self.net = net.to(device).eval()
         self.net = self.net.half() if self.half else self.net.float()
+        self.compile_mode = compile_mode
+        if compile_mode:
+            self.net = torch.compile(self.net, mode=compile_mode)
+        self.device_preprocess = device.startswith("cuda") if device_preprocess is None else device_preprocess
+        self._device_letterbox = None
+        if self.device_preprocess:
+            from detect.engine.gpu_preprocess import DeviceLetterbox
+
+            self._device_letterbox = DeviceLetterbox(device, torch.float16 if self.half else torch.float32)
         names = {int(k): str(v) for k, v in yolo.names.items()}
         super().__init__(
             model_id=model_id,
@@ -56,9 +77,14 @@ class TorchDetector(Detector):
             **kwargs,
         )
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _prepare(self, images: list[np.ndarray], shape: tuple[int, int]):
+        if self._device_letterbox is None:
+            return super()._prepare(images, shape)
+        return self._device_letterbox(images, shape)
+
+    def _infer(self, batch) -> np.ndarray:
         torch = self.torch
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch).to(self.device, non_blocking=True)
         x = x.half() if self.half else x
         with torch.inference_mode():
             out = self.net(x)
@@ -66,5 +92,10 @@ class TorchDetector(Detector):
             out = out[0]
         return out.float().cpu().numpy()
 
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize(self.device)
+
     def describe(self) -> dict:
-        return {**super().describe(), "half": self.half, "threads": self.threads}
+        return {**super().describe(), "half": self.half, "threads": self.threads,
+                "device_preprocess": self.device_preprocess, "compile": self.compile_mode}

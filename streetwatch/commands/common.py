@@ -42,3 +42,21 @@ def expand_inputs(paths: list[Path], suffixes: set[str] = IMAGE_SUFFIXES) -> lis
         else:
             out.append(p)
     return out
+
+
+SettingsOpt = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="STREETWATCH_CONFIG",
+                 help="Settings file (case store URL, evidence, storage, dispatch targets; see docs/cases-and-dispatch.md)."),
+]
+
+
+def settings_or_fail(path: Path | None):
+    """The deployment settings, or one clear error line naming file, field and reason."""
+    from detect.config_io import ConfigError
+    from pipelines.settings import load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        fail(str(exc))

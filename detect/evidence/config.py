@@ -1,0 +1,69 @@
+"""Evidence settings: signing key source, local time zone, image quality, privacy, frame strip."""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MIN_KEY_BYTES = 16
+
+
+class EvidenceKeyError(ValueError):
+    """No usable HMAC key: the message says where it was looked for."""
+
+
+class EvidenceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hmac_key_env: str = Field(
+        "STREETWATCH_EVIDENCE_KEY", title="HMAC key variable",
+        description="Environment variable holding the secret that signs bundle digests (used when no key file is set).",
+        min_length=1)
+    hmac_key_file: Path | None = Field(
+        None, title="HMAC key file", description="File whose bytes (trailing newline removed) are the signing secret.")
+    timezone: str = Field(
+        "Asia/Shanghai", title="Local time zone",
+        description="IANA zone for the local times written next to UTC times in the manifest.")
+    city: str = Field(
+        "default", title="City code table", description="Which city's 大类/小类 codes of the taxonomy the manifest records.",
+        min_length=1)
+    jpeg_quality: int = Field(92, title="JPEG quality", description="Quality of written frames and crops.", ge=50, le=100)
+    crop_margin: float = Field(
+        0.1, title="Crop margin", description="Extra context around each crop, as a fraction of the box size.", ge=0, le=1)
+    privacy_blur: bool = Field(
+        False, title="Blur shared copies",
+        description="Also write `shared/` copies with heads of people and licence-plate regions of vehicles blurred; "
+        "originals are kept untouched.")
+    strip_max_frames: int = Field(
+        8, title="Frame strip length", description="Most frames kept from the ring buffer around the opening.", ge=0, le=64)
+    strip_width: int = Field(640, title="Frame strip width", description="Width in pixels of strip frames.", ge=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)") from None
+        return value
+
+
+def load_hmac_key(config: EvidenceConfig) -> bytes:
+    """The signing secret from the key file or the environment variable; refuses short keys."""
+    if config.hmac_key_file is not None:
+        try:
+            key = config.hmac_key_file.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise EvidenceKeyError(f"{config.hmac_key_file}: cannot read evidence key: {exc.strerror}") from None
+        where = str(config.hmac_key_file)
+    else:
+        key = os.environ.get(config.hmac_key_env, "").encode()
+        where = f"environment variable {config.hmac_key_env}"
+        if not key:
+            raise EvidenceKeyError(f"{where} is not set: evidence bundles are signed with an HMAC key from it")
+    if len(key) < MIN_KEY_BYTES:
+        raise EvidenceKeyError(f"{where}: evidence key has {len(key)} bytes; use at least {MIN_KEY_BYTES}")
+    return key

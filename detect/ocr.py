@@ -1,0 +1,184 @@
+"""Text as evidence of flyposting: RapidOCR regions labelled as small-ad or new text.
+
+RapidOCR (PP-OCRv4 ONNX models shipped inside the `rapidocr_onnxruntime` wheel, so it runs
+offline) finds and reads text lines. Each line becomes a detection with `data["text"]`,
+`data["phones"]` (`;`-joined normalised numbers) and `data["keywords"]`, then is labelled:
+
+- `small_ad_text`: it carries a phone number or a small-ad keyword;
+- `new_text` (cameras): any other text that is not in the scene's reference snapshot;
+- `text`: other text in photos (not evidence by itself).
+
+On cameras, text already present in the reference snapshot (the shop's own sign) is dropped;
+in photos, text inside a detected signboard (`signboard`, `cantilever` ... from a facade model)
+is dropped. The rules then treat these classes like any detector class (taxonomy `flyposting`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import supervision as sv
+
+from detect.phones import SmallAdLexicon, find_phones, load_lexicon
+
+TEXT_FIELDS = ("text", "phones", "keywords")
+SIGNBOARD_CLASSES = frozenset({"signboard", "cantilever", "shop_sign"})
+
+
+class TextReader:
+    """RapidOCR behind one call: image (BGR) -> text-line detections (class `text`)."""
+
+    def __init__(self, min_score: float = 0.5, **rapidocr_kwargs) -> None:
+        from rapidocr_onnxruntime import RapidOCR  # onnxruntime sessions: load only when used
+
+        self.min_score = min_score
+        self._ocr = RapidOCR(**rapidocr_kwargs)
+
+    def read(self, image: np.ndarray, lexicon: SmallAdLexicon | None = None) -> sv.Detections:
+        """Text lines with score >= min_score, phones and keywords filled in."""
+        result, _ = self._ocr(image)
+        lines = [(np.asarray(quad, dtype=float), str(text), float(score)) for quad, text, score in (result or []) if float(score) >= self.min_score]
+        if not lines:
+            return text_detections(np.zeros((0, 4)), [], [], lexicon)
+        xyxy = np.array([[q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()] for q, _, _ in lines])
+        return text_detections(xyxy, [t for _, t, _ in lines], [s for _, _, s in lines], lexicon)
+
+
+def text_detections(xyxy: np.ndarray, texts: list[str], scores: list[float], lexicon: SmallAdLexicon | None = None) -> sv.Detections:
+    """Detections for text lines with their phones and keywords filled in (class `text`)."""
+    lexicon = lexicon or _default_lexicon()
+    n = len(texts)
+    return sv.Detections(
+        xyxy=np.asarray(xyxy, dtype=float).reshape(n, 4),
+        confidence=np.asarray(scores, dtype=float),
+        class_id=np.full(n, -1, dtype=int),
+        data={
+            "class_name": np.array(["text"] * n, dtype=object),
+            "text": np.array(texts, dtype=object),
+            "phones": np.array([";".join(p.number for p in find_phones(t)) for t in texts], dtype=object),
+            "keywords": np.array([";".join(lexicon.match(t)) for t in texts], dtype=object),
+        },
+    )
+
+
+_LEXICON: SmallAdLexicon | None = None
+
+
+def _default_lexicon() -> SmallAdLexicon:
+    global _LEXICON
+    _LEXICON = _LEXICON or load_lexicon()
+    return _LEXICON
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).lower()
+
+
+@dataclass
+class TextReference:
+    """Text visible in a camera's reference snapshot: legal signs that are never flyposting.
+
+    A text line is known when it overlaps a reference line (IoU >= `iou`) and reads alike
+    (similarity >= `similarity`), or sits almost exactly on one (IoU >= `same_place_iou`,
+    whatever OCR read this time).
+    """
+
+    xyxy: np.ndarray
+    texts: list[str]
+    iou: float = 0.3
+    similarity: float = 0.6
+    same_place_iou: float = 0.7
+
+    @classmethod
+    def from_detections(cls, detections: sv.Detections) -> TextReference:
+        return cls(detections.xyxy.copy(), [str(t) for t in detections.data.get("text", [])])
+
+    def known(self, detections: sv.Detections) -> np.ndarray:
+        if len(detections) == 0 or len(self.xyxy) == 0:
+            return np.zeros(len(detections), dtype=bool)
+        ious = sv.box_iou_batch(detections.xyxy, self.xyxy)
+        out = np.zeros(len(detections), dtype=bool)
+        for i, text in enumerate(detections.data["text"]):
+            for j in np.flatnonzero(ious[i] >= self.iou):
+                alike = difflib.SequenceMatcher(None, _norm(str(text)), _norm(self.texts[j])).ratio() >= self.similarity
+                if alike or ious[i, j] >= self.same_place_iou:
+                    out[i] = True
+                    break
+        return out
+
+
+def label_texts(
+    texts: sv.Detections,
+    reference: TextReference | None = None,
+    signboards: sv.Detections | None = None,
+    signboard_classes: frozenset[str] = SIGNBOARD_CLASSES,
+) -> sv.Detections:
+    """Drop known text (reference snapshot, signboards) and set each line's class (module doc)."""
+    if len(texts) == 0:
+        return texts
+    keep = np.ones(len(texts), dtype=bool)
+    if reference is not None:
+        keep &= ~reference.known(texts)
+    if signboards is not None and len(signboards):
+        names = signboards.data.get("class_name", np.array([]))
+        boards = signboards.xyxy[np.isin(names, list(signboard_classes))]
+        if len(boards):
+            centres = texts.get_anchors_coordinates(sv.Position.CENTER)
+            inside = (centres[:, None, 0] >= boards[None, :, 0]) & (centres[:, None, 0] <= boards[None, :, 2])
+            inside &= (centres[:, None, 1] >= boards[None, :, 1]) & (centres[:, None, 1] <= boards[None, :, 3])
+            keep &= ~inside.any(axis=1)
+    out = texts[keep]
+    ad = np.array([bool(p) or bool(k) for p, k in zip(out.data["phones"], out.data["keywords"])], dtype=bool)
+    plain = "new_text" if reference is not None else "text"
+    out.data["class_name"] = np.where(ad, "small_ad_text", plain).astype(object)
+    return out
+
+
+def merge_with_texts(detections: sv.Detections, texts: sv.Detections) -> sv.Detections:
+    """Detector boxes plus text lines in one Detections (empty text fields for detector boxes)."""
+    parts = []
+    for part in (detections, texts):
+        if len(part) == 0:
+            continue
+        part = part[:]
+        if part.confidence is None:
+            part.confidence = np.ones(len(part))
+        if part.class_id is None:
+            part.class_id = np.full(len(part), -1, dtype=int)
+        for name in TEXT_FIELDS:
+            if name not in part.data:
+                part.data[name] = np.array([""] * len(part), dtype=object)
+        part.data = {k: part.data[k] for k in ("class_name", *TEXT_FIELDS)}
+        parts.append(part)
+    if not parts:
+        return detections
+    return sv.Detections.merge(parts) if len(parts) > 1 else parts[0]
+
+
+@dataclass
+class TextEvidence:
+    """OCR + labelling for one source: `reference` for a camera, none for photos."""
+
+    reader: TextReader
+    reference: TextReference | None = None
+    lexicon: SmallAdLexicon = field(default_factory=_default_lexicon)
+
+    @classmethod
+    def for_camera(cls, reader: TextReader, reference_snapshot: str | Path | None) -> TextEvidence:
+        """Read the scene's reference snapshot once; its text is ignored from then on."""
+        if reference_snapshot is None:
+            return cls(reader, TextReference(np.zeros((0, 4)), []))
+        import cv2
+
+        image = cv2.imread(str(reference_snapshot))
+        if image is None:
+            raise FileNotFoundError(f"{reference_snapshot}: reference snapshot cannot be read")
+        return cls(reader, TextReference.from_detections(reader.read(image)))
+
+    def detect(self, image: np.ndarray, signboards: sv.Detections | None = None) -> sv.Detections:
+        return label_texts(self.reader.read(image, self.lexicon), self.reference, signboards)

@@ -1,0 +1,17 @@
+"""Case store: cases, their state history and the dispatch outbox (SQLite default, PostgreSQL by URL)."""
+
+from pipelines.cases.states import ALLOWED, CaseState, InvalidTransition
+from pipelines.cases.store import (
+    Case,
+    CaseNotFound,
+    CaseStore,
+    CaseStoreError,
+    HistoryEntry,
+    NewCase,
+    OutboxEntry,
+)
+
+__all__ = [
+    "ALLOWED", "Case", "CaseNotFound", "CaseState", "CaseStore", "CaseStoreError", "HistoryEntry",
+    "InvalidTransition", "NewCase", "OutboxEntry",
+]

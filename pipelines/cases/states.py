@@ -1,0 +1,52 @@
+"""Case states and the only transitions allowed between them.
+
+The table is the single source of truth: the store refuses any other move with an error that
+names the case, both states and what is allowed, so a bug or a confused webhook cannot silently
+push a case backwards (for example from `closed` to `queued`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CaseState(StrEnum):
+    CANDIDATE = "candidate"  # drafted from a violation; waits for evidence upload and review
+    QUEUED = "queued"  # approved; an outbox entry will deliver it
+    SUBMITTED = "submitted"  # the dispatch system acknowledged it and gave a task number
+    ACCEPTED = "accepted"  # the dispatch system opened a case (立案)
+    REJECTED = "rejected"  # refused by a reviewer here or voided by the dispatch system (作废)
+    CLOSED = "closed"  # finished (结案)
+    VERIFYING = "verifying"  # marked handled on the other side; the camera re-checks the scene
+    VERIFIED_CLEARED = "verified_cleared"  # the re-check found the scene clear
+    STILL_PRESENT = "still_present"  # the re-check still sees the violation
+
+
+S = CaseState
+
+ALLOWED: dict[CaseState, frozenset[CaseState]] = {
+    S.CANDIDATE: frozenset({S.QUEUED, S.REJECTED}),
+    S.QUEUED: frozenset({S.SUBMITTED, S.REJECTED}),
+    S.SUBMITTED: frozenset({S.ACCEPTED, S.REJECTED, S.CLOSED, S.VERIFYING}),
+    S.ACCEPTED: frozenset({S.VERIFYING, S.REJECTED, S.CLOSED}),
+    S.VERIFYING: frozenset({S.VERIFIED_CLEARED, S.STILL_PRESENT, S.CLOSED}),
+    S.VERIFIED_CLEARED: frozenset({S.CLOSED}),
+    # Handled again on the other side after a failed re-check -> re-check again.
+    S.STILL_PRESENT: frozenset({S.VERIFYING, S.CLOSED}),
+    S.REJECTED: frozenset(),
+    S.CLOSED: frozenset(),
+}
+
+
+class InvalidTransition(ValueError):
+    """A state change the table above does not allow."""
+
+    def __init__(self, case_id: str, current: CaseState, wanted: CaseState):
+        allowed = ", ".join(sorted(ALLOWED[current])) or "none (final state)"
+        super().__init__(f"case {case_id}: cannot move from {current} to {wanted}; allowed from {current}: {allowed}")
+        self.case_id, self.current, self.wanted = case_id, current, wanted
+
+
+def check_transition(case_id: str, current: CaseState, wanted: CaseState) -> None:
+    if wanted not in ALLOWED[current]:
+        raise InvalidTransition(case_id, current, wanted)

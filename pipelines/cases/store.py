@@ -1,0 +1,466 @@
+"""The case store: cases, their state history, and the dispatch outbox, in one database.
+
+SQLite by default (WAL, `BEGIN IMMEDIATE` so concurrent writers queue instead of failing),
+PostgreSQL by URL through the same SQLAlchemy Core code. Every state change goes through
+`transition`, which checks the allowed-transition table, compares-and-sets the state and writes a
+history row in the same transaction. Queuing a case writes its outbox entry in that same
+transaction too, so a crash can never leave a queued case without a delivery or the reverse.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipelines.cases.schema import case_history, cases, migrate, outbox
+from pipelines.cases.states import CaseState, check_transition
+
+DEFAULT_URL = "sqlite:///streetwatch-data/cases.db"
+# Columns `update()` may change; the state only moves through `transition()`, ids never change.
+_FIXED = {"id", "state", "created_at", "updated_at"}
+
+
+class CaseNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no case {self.args[0]!r} in the case store"
+
+
+class CaseStoreError(RuntimeError):
+    """A request the store cannot honour (named case, reason)."""
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """What the evidence/intake step knows when it drafts a case."""
+
+    violation_type: str
+    source_kind: str  # "camera" or "photo_batch"
+    source_id: str
+    violation_id: str | None = None
+    zone_id: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    address: str | None = None
+    grid_cell: str | None = None
+    description: str | None = None
+    first_seen_at: datetime | None = None
+    opened_at: datetime | None = None
+    cleared_at: datetime | None = None
+    evidence_boxes: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    violation_id: str | None
+    violation_type: str
+    state: CaseState
+    source_kind: str
+    source_id: str
+    zone_id: str | None
+    lat: float | None
+    lon: float | None
+    address: str | None
+    grid_cell: str | None
+    description: str | None
+    first_seen_at: datetime | None
+    opened_at: datetime | None
+    cleared_at: datetime | None
+    evidence_ref: str | None
+    evidence_digest: str | None
+    dispatch_target: str | None
+    dispatch_ref: str | None
+    review_decision: str | None
+    reviewer: str | None
+    reviewed_at: datetime | None
+    review_reason: str | None
+    review_note: str | None
+    evidence_boxes: dict[str, Any] | None
+    reason: str | None
+    verification_ref: str | None
+    details: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    case_id: str
+    from_state: CaseState | None
+    to_state: CaseState
+    at: datetime
+    actor: str
+    reason: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    case_id: str
+    target: str
+    idempotency_key: str
+    status: str  # pending | delivered | parked
+    attempts: int
+    next_attempt_at: datetime
+    lease_until: datetime | None
+    last_error: str | None
+    parked_reason: str | None
+    remote_ref: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+def _row_to(cls, row) -> Any:
+    values = {f.name: row._mapping[f.name] for f in fields(cls)}
+    for key in ("state", "from_state", "to_state"):
+        if values.get(key) is not None:
+            values[key] = CaseState(values[key])
+    return cls(**values)
+
+
+def new_case_id(now: datetime | None = None) -> str:
+    """Readable, sortable by day, unique without coordination: `SW20250314-3f9c2a7b1d0e`."""
+    now = now or datetime.now(UTC)
+    return f"SW{now:%Y%m%d}-{uuid.uuid4().hex[:12]}"
+
+
+def idempotency_key(case_id: str, target: str) -> str:
+    return f"streetwatch:{target}:{case_id}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the SQLite settings the store relies on (WAL, busy wait, immediate writes)."""
+    if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record) -> None:
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" below issue BEGIN
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:
+            # Writers take the write lock up front (a deferred transaction that later writes can
+            # fail with "database is locked" instead of waiting); readers stay deferred (WAL lets
+            # them run beside a writer).
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("writer") else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class CaseStore:
+    """All reads and writes of cases, history and outbox. Safe to share between threads."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or make_engine(url)
+        # Same pool, marked so SQLite transactions take the write lock at BEGIN (see make_engine).
+        self._writer = self.engine.execution_options(writer=True)
+        with self._writer.begin() as conn:
+            migrate(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- cases ---------------------------------------------------------------------------
+
+    def create_case(self, new: NewCase, *, actor: str = "system", now: datetime | None = None) -> Case:
+        """Insert a `candidate` case; a second call for the same violation returns the first case."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            if new.violation_id is not None:
+                existing = conn.execute(sa.select(cases).where(cases.c.violation_id == new.violation_id)).first()
+                if existing is not None:
+                    return _row_to(Case, existing)
+            case_id = new_case_id(now)
+            values = {f.name: getattr(new, f.name) for f in fields(NewCase)}
+            conn.execute(
+                cases.insert().values(
+                    id=case_id, state=CaseState.CANDIDATE.value, created_at=now, updated_at=now, **values
+                )
+            )
+            self._history(conn, case_id, None, CaseState.CANDIDATE, now, actor, "case drafted", {})
+            return self._get(conn, case_id)
+
+    def get(self, case_id: str) -> Case:
+        with self.engine.connect() as conn:
+            return self._get(conn, case_id)
+
+    def find(self, *, violation_id: str | None = None, dispatch_ref: str | None = None,
+             target: str | None = None) -> Case | None:
+        """Look a case up by the rules' violation id or by the dispatch system's reference."""
+        query = sa.select(cases)
+        if violation_id is not None:
+            query = query.where(cases.c.violation_id == violation_id)
+        if dispatch_ref is not None:
+            query = query.where(cases.c.dispatch_ref == dispatch_ref)
+        if target is not None:
+            query = query.where(cases.c.dispatch_target == target)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.limit(1)).first()
+        return None if row is None else _row_to(Case, row)
+
+    def list(self, *, state: CaseState | None = None, source_id: str | None = None, target: str | None = None,
+             limit: int | None = None) -> list[Case]:
+        query = sa.select(cases).order_by(cases.c.created_at, cases.c.id)
+        if state is not None:
+            query = query.where(cases.c.state == CaseState(state).value)
+        if source_id is not None:
+            query = query.where(cases.c.source_id == source_id)
+        if target is not None:
+            query = query.where(cases.c.dispatch_target == target)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_row_to(Case, r) for r in conn.execute(query)]
+
+    def history(self, case_id: str) -> list[HistoryEntry]:
+        query = sa.select(case_history).where(case_history.c.case_id == case_id).order_by(case_history.c.id)
+        with self.engine.connect() as conn:
+            return [_row_to(HistoryEntry, r) for r in conn.execute(query)]
+
+    def update(self, case_id: str, **values: Any) -> Case:
+        """Change facts of a case that are not its state (evidence reference, the wait reason...)."""
+        if "state" in values:
+            raise CaseStoreError(f"case {case_id}: change the state with transition(), not update()")
+        unknown = set(values) - (set(cases.c.keys()) - _FIXED)
+        if unknown:
+            raise CaseStoreError(f"case {case_id}: cannot update {', '.join(sorted(unknown))}")
+        with self._writer.begin() as conn:
+            self._get(conn, case_id)
+            conn.execute(cases.update().where(cases.c.id == case_id).values(updated_at=datetime.now(UTC), **values))
+            return self._get(conn, case_id)
+
+    def transition(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
+                   details: dict[str, Any] | None = None, now: datetime | None = None, **values: Any) -> Case:
+        """Move a case to `to` if the table allows it, record history, and set `values` with it."""
+        with self._writer.begin() as conn:
+            return self._transition(conn, case_id, CaseState(to), actor, reason, details or {}, now, values)
+
+    def review(self, case_id: str, *, approve: bool, reviewer: str, target: str | None = None,
+               reason_code: str | None = None, note: str | None = None, now: datetime | None = None) -> Case:
+        """Record a reviewer's decision: approval queues the case for `target`, refusal rejects it.
+
+        `reason_code` is the machine-readable why (`not_a_violation`, `wrong_type`, ...): the
+        retraining pipeline turns rejected cases into hard negatives by it.
+        """
+        now = now or datetime.now(UTC)
+        review = {"review_decision": "approved" if approve else "rejected", "reviewer": reviewer,
+                  "reviewed_at": now, "review_reason": reason_code, "review_note": note}
+        if not approve:
+            return self.transition(case_id, CaseState.REJECTED, actor=reviewer,
+                                   reason=note or reason_code or "rejected in review", now=now, **review)
+        if target is None:
+            raise CaseStoreError(f"case {case_id}: approving needs the dispatch target to queue it for")
+        return self.queue(case_id, target, actor=reviewer, now=now, **review)
+
+    def queue(self, case_id: str, target: str, *, actor: str = "system", now: datetime | None = None,
+              **values: Any) -> Case:
+        """candidate -> queued and the outbox entry for `target`, in one transaction."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            case = self._get(conn, case_id)
+            if case.evidence_ref is None:
+                raise CaseStoreError(f"case {case_id}: cannot queue before its evidence is stored"
+                                     + (f" (waiting: {case.reason})" if case.reason else ""))
+            case = self._transition(conn, case_id, CaseState.QUEUED, actor, f"queued for {target}", {"target": target},
+                                    now, {"dispatch_target": target, "reason": None, **values})
+            conn.execute(outbox.insert().values(
+                case_id=case_id, target=target, idempotency_key=idempotency_key(case_id, target),
+                status="pending", attempts=0, next_attempt_at=now, created_at=now))
+            return case
+
+    def apply_remote_state(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
+                           details: dict[str, Any] | None = None, now: datetime | None = None) -> Case:
+        """A status from the dispatch system (poll or webhook). Repeats are no-ops, so a webhook
+        delivered twice or a poll that sees the same status again changes nothing."""
+        with self._writer.begin() as conn:
+            case = self._get(conn, case_id)
+            if case.state is CaseState(to):
+                return case
+            return self._transition(conn, case_id, CaseState(to), actor, reason, details or {}, now, {})
+
+    def mark_handled(self, case_id: str, *, actor: str, note: str | None = None,
+                     now: datetime | None = None) -> Case:
+        """The other side says the case was dealt with. A camera case enters `verifying` (the camera
+        re-checks the scene); a photo case has no camera to look again, so it is `closed`."""
+        case = self.get(case_id)
+        to = CaseState.VERIFYING if case.source_kind == "camera" else CaseState.CLOSED
+        return self.apply_remote_state(case_id, to, actor=actor,
+                                       reason=note or "handled on the dispatch side" + ("; re-check pending" if to is CaseState.VERIFYING else ""),
+                                       now=now)
+
+    def record_verification(self, case_id: str, cleared: bool, *, actor: str, verification_ref: str | None = None,
+                            note: str | None = None, now: datetime | None = None) -> Case:
+        """The re-check's outcome: `verified_cleared` or `still_present`, with its evidence frame's reference."""
+        to = CaseState.VERIFIED_CLEARED if cleared else CaseState.STILL_PRESENT
+        return self.transition(case_id, to, actor=actor, reason=note or f"re-check: {to}", now=now,
+                               details={"verification_ref": verification_ref}, verification_ref=verification_ref)
+
+    def waiting_for_evidence(self, limit: int = 100) -> list[Case]:
+        """Candidates whose evidence bundle is not stored yet (storage was down): intake retries them."""
+        query = (sa.select(cases).where(cases.c.state == CaseState.CANDIDATE.value, cases.c.evidence_ref.is_(None))
+                 .order_by(cases.c.created_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [_row_to(Case, r) for r in conn.execute(query)]
+
+    # ---- outbox --------------------------------------------------------------------------
+
+    def claim_due(self, *, target: str | None = None, limit: int = 10, lease_s: float = 60.0,
+                  now: datetime | None = None) -> list[OutboxEntry]:
+        """Lease up to `limit` pending entries whose time has come.
+
+        The lease (not a status flag) marks an entry as in flight, so an entry held by a
+        dispatcher that died becomes due again by itself when the lease runs out.
+        """
+        now = now or datetime.now(UTC)
+        free = sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)
+        query = sa.select(outbox.c.id).where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now, free)
+        if target is not None:
+            query = query.where(outbox.c.target == target)
+        query = query.order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit)
+        claimed = []
+        with self._writer.begin() as conn:
+            for entry_id in conn.execute(query).scalars().all():
+                result = conn.execute(outbox.update().where(outbox.c.id == entry_id, free)
+                                      .values(lease_until=now + timedelta(seconds=lease_s)))
+                if result.rowcount == 1:
+                    claimed.append(self._entry(conn, entry_id))
+        return claimed
+
+    def mark_delivered(self, entry_id: int, remote_ref: str, *, now: datetime | None = None) -> Case:
+        """The other side has the case: record its reference and move the case to `submitted`."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            entry = self._entry(conn, entry_id)
+            if entry.status == "delivered":  # a second dispatcher whose lease had run out: nothing to do
+                return self._get(conn, entry.case_id)
+            conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
+                status="delivered", remote_ref=remote_ref, delivered_at=now, lease_until=None,
+                attempts=outbox.c.attempts + 1, last_error=None))
+            case = self._get(conn, entry.case_id)
+            facts = {"dispatch_target": entry.target, "dispatch_ref": remote_ref, "reason": None}
+            if case.state is CaseState.QUEUED:
+                return self._transition(conn, case.id, CaseState.SUBMITTED, f"dispatch:{entry.target}",
+                                        f"delivered as {remote_ref}", {"attempts": entry.attempts + 1}, now, facts)
+            # Rejected by a human while in flight: keep their reference so nobody loses track of it.
+            conn.execute(cases.update().where(cases.c.id == case.id).values(updated_at=now, **facts))
+            return self._get(conn, case.id)
+
+    def schedule_retry(self, entry_id: int, error: str, next_attempt_at: datetime) -> None:
+        """A failed attempt: count it and persist when to try again (a restart keeps the schedule)."""
+        with self._writer.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending").values(
+                attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=next_attempt_at, lease_until=None))
+
+    def defer(self, entry_id: int, until: datetime) -> None:
+        """Give a claimed entry back without counting an attempt (its target's circuit is open)."""
+        with self._writer.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending")
+                         .values(lease_until=None, next_attempt_at=until))
+
+    def awaiting_status(self, target: str, limit: int = 500) -> list[Case]:
+        """Cases at `target` whose outcome on their side is still open (what status polling checks)."""
+        states = [CaseState.SUBMITTED.value, CaseState.ACCEPTED.value]
+        query = (sa.select(cases).where(cases.c.dispatch_target == target, cases.c.state.in_(states),
+                                        cases.c.dispatch_ref.is_not(None))
+                 .order_by(cases.c.updated_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [_row_to(Case, r) for r in conn.execute(query)]
+
+    def park(self, entry_id: int, reason: str, *, now: datetime | None = None) -> None:
+        """Stop retrying an entry the other side refused; the case stays `queued` with the reason."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            entry = self._entry(conn, entry_id)
+            if entry.status != "pending":
+                return
+            conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
+                status="parked", parked_reason=reason, last_error=reason, lease_until=None,
+                attempts=outbox.c.attempts + 1))
+            conn.execute(cases.update().where(cases.c.id == entry.case_id).values(
+                reason=f"dispatch to {entry.target} parked: {reason}", updated_at=now))
+
+    def requeue(self, entry_id: int, *, actor: str, now: datetime | None = None) -> None:
+        """A human fixed the cause of a parked entry: deliver it again (same idempotency key)."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            entry = self._entry(conn, entry_id)
+            if entry.status != "parked":
+                raise CaseStoreError(f"outbox entry {entry_id}: only parked entries can be requeued (it is {entry.status})")
+            conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
+                status="pending", parked_reason=None, next_attempt_at=now))
+            conn.execute(cases.update().where(cases.c.id == entry.case_id).values(reason=None, updated_at=now))
+            self._history(conn, entry.case_id, CaseState.QUEUED, CaseState.QUEUED, now, actor,
+                          f"parked delivery to {entry.target} requeued", {"outbox_id": entry_id})
+
+    def outbox_entries(self, *, status: str | None = None, case_id: str | None = None) -> list[OutboxEntry]:
+        query = sa.select(outbox).order_by(outbox.c.id)
+        if status is not None:
+            query = query.where(outbox.c.status == status)
+        if case_id is not None:
+            query = query.where(outbox.c.case_id == case_id)
+        with self.engine.connect() as conn:
+            return [_row_to(OutboxEntry, r) for r in conn.execute(query)]
+
+    def outbox_counts(self) -> dict[str, int]:
+        query = sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status)
+        with self.engine.connect() as conn:
+            return {status: n for status, n in conn.execute(query)}
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest pending entry becomes due (None when nothing is pending)."""
+        query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.status == "pending")
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _get(self, conn: Connection, case_id: str) -> Case:
+        row = conn.execute(sa.select(cases).where(cases.c.id == case_id)).first()
+        if row is None:
+            raise CaseNotFound(case_id)
+        return _row_to(Case, row)
+
+    def _entry(self, conn: Connection, entry_id: int) -> OutboxEntry:
+        row = conn.execute(sa.select(outbox).where(outbox.c.id == entry_id)).first()
+        if row is None:
+            raise CaseStoreError(f"no outbox entry {entry_id}")
+        return _row_to(OutboxEntry, row)
+
+    def _transition(self, conn: Connection, case_id: str, to: CaseState, actor: str, reason: str | None,
+                    details: dict[str, Any], now: datetime | None, values: dict[str, Any]) -> Case:
+        now = now or datetime.now(UTC)
+        current = self._get(conn, case_id).state
+        check_transition(case_id, current, to)
+        result = conn.execute(cases.update().where(cases.c.id == case_id, cases.c.state == current.value)
+                              .values(state=to.value, updated_at=now, **values))
+        if result.rowcount != 1:  # only possible without BEGIN IMMEDIATE / row locks; be explicit anyway
+            raise CaseStoreError(f"case {case_id}: state changed concurrently while moving {current} -> {to}")
+        self._history(conn, case_id, current, to, now, actor, reason, details)
+        return self._get(conn, case_id)
+
+    @staticmethod
+    def _history(conn: Connection, case_id: str, from_state: CaseState | None, to: CaseState, at: datetime,
+                 actor: str, reason: str | None, details: dict[str, Any]) -> None:
+        conn.execute(case_history.insert().values(
+            case_id=case_id, from_state=None if from_state is None else from_state.value, to_state=to.value,
+            at=at, actor=actor, reason=reason, details=details))

@@ -1,0 +1,224 @@
+"""Dispatch adapters: one case -> one HTTP request in the target's protocol, and its answer -> their reference.
+
+Both adapters classify every failure the same way (`send`): timeouts, connection errors, 5xx,
+429 and unreadable answers are `Transient` (retry; the idempotency key makes a retry safe even
+when the first request did reach them); other 4xx are `Permanent` (park for a human, with their
+words). Adapters never retry themselves: the dispatcher owns the schedule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from detect.taxonomy import Taxonomy
+from pipelines.cases.store import Case
+from pipelines.dispatch.config import TargetConfig
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "cn-dcm-case.schema.json"
+EVENT_SOURCE = "智能发现/视频AI"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class DeliveryError(Exception):
+    """A failed attempt; `retry` says whether another attempt can succeed."""
+
+    retry = True
+
+
+class Transient(DeliveryError):
+    """Worth retrying: they were unreachable, slow, overloaded, or answered something unreadable."""
+
+
+class Permanent(DeliveryError):
+    """They refused the request itself (4xx): retrying the same bytes will not help."""
+
+    retry = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Everything an adapter needs to send one case (the manifest is the signed bundle's)."""
+
+    case: Case
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    attachments: list[dict[str, Any]]  # {"path", "url", "content_type", "sha256"}
+    idempotency_key: str
+
+
+def send(client: httpx.Client, method: str, url: str, **kw: Any) -> httpx.Response:
+    """One request with failures classified (see module doc)."""
+    try:
+        response = client.request(method, url, **kw)
+    except httpx.TimeoutException as exc:
+        raise Transient(f"timeout: {type(exc).__name__}") from exc
+    except httpx.TransportError as exc:  # refused, reset, closed mid-answer, DNS ...
+        raise Transient(f"connection: {type(exc).__name__}: {exc}") from exc
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise Transient(f"HTTP {response.status_code}: {response.text[:200]}")
+    if response.status_code >= 400:
+        raise Permanent(f"HTTP {response.status_code}: {response.text[:500]}")
+    return response
+
+
+def answer_json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Transient(f"HTTP {response.status_code} with unreadable body: {response.text[:200]!r}") from None
+
+
+def _local(utc_iso: str, tz: str) -> str:
+    return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class CnDcmAdapter:
+    """数字城管 JSON (schema: pipelines/dispatch/schemas/cn-dcm-case.schema.json), field names per city."""
+
+    def __init__(self, name: str, target: TargetConfig, taxonomy: Taxonomy):
+        self.name, self.target, self.taxonomy = name, target, taxonomy
+
+    def payload(self, d: Delivery) -> dict[str, Any]:
+        """The case in streetwatch's field names (what the JSON schema describes)."""
+        case, m = d.case, d.manifest
+        vt = self.taxonomy.get(case.violation_type)
+        code = self.taxonomy.city_code(case.violation_type, self.target.city)
+        tz = m["times"]["timezone"]
+        opened = m["times"]["opened"]["utc"]
+        phones = m["text"]["phones"]
+        minutes = round(m["dwell_s"] / 60)
+        parts = [f"{vt.minor_class}（{vt.name_zh}）", f"地点：{case.address or '见坐标'}"]
+        if minutes:
+            parts.append(f"持续约 {minutes} 分钟")
+        if m["object_count"] > 1:
+            parts.append(f"目标 {m['object_count']} 个")
+        if phones:
+            parts.append("电话：" + "、".join(phones))
+        payload: dict[str, Any] = {
+            "externalId": case.id,
+            "eventSource": EVENT_SOURCE,
+            "eventType": "event",
+            "eventTypeName": "事件",
+            "majorClassName": vt.major_class,
+            "majorClassCode": code.major_code,
+            "minorClassName": vt.minor_class,
+            "minorClassCode": code.minor_code,
+            "description": "；".join(parts),
+            "address": case.address,
+            "gridCode": case.grid_cell,
+            "longitude": case.lon,
+            "latitude": case.lat,
+            "coordinateSystem": "WGS84",
+            "discoveryTime": _local(opened, tz),
+            "reportTime": _local(datetime.now().astimezone().isoformat(), tz),
+            "source": {"kind": case.source_kind, "id": case.source_id, "zoneId": case.zone_id},
+            "phones": phones,
+            "evidence": {"digest": d.manifest_sha256, "modelId": m["model"]["id"], "modelSha256": m["model"]["sha256"],
+                         "dwellSeconds": m["dwell_s"]},
+            "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
+                             "usage": "上报", "sha256": a["sha256"]} for a in d.attachments],
+        }
+        if self.target.callback_url:
+            payload["callbackUrl"] = str(self.target.callback_url)
+        return payload
+
+    def wire(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload as this city's platform names its fields, plus its constant fields."""
+        renamed = {self.target.field_map.get(k, k): v for k, v in payload.items()}
+        return {**renamed, **self.target.extra_fields}
+
+    def deliver(self, client: httpx.Client, d: Delivery) -> str:
+        headers = {IDEMPOTENCY_HEADER: d.idempotency_key}
+        token = self.target.secret(self.target.token_env)
+        if token:
+            headers[self.target.auth_header] = f"{self.target.auth_scheme} {token}" if self.target.auth_scheme else token
+        response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
+        body = answer_json(response)
+        key = self.target.field_map.get("taskNumber", "taskNumber")
+        ref = body.get(key) if isinstance(body, dict) else None
+        if not ref:
+            raise Transient(f"HTTP {response.status_code} without {key}: {response.text[:200]!r}")
+        return str(ref)
+
+    def status(self, client: httpx.Client, ref: str) -> str | None:
+        """cn-dcm platforms push status by webhook; nothing to poll."""
+        return None
+
+
+class Open311Adapter:
+    """Open311 GeoReport v2: form POST {base}/requests.json, GET {base}/requests/{id}.json for status."""
+
+    def __init__(self, name: str, target: TargetConfig, taxonomy: Taxonomy):
+        self.name, self.target, self.taxonomy = name, target, taxonomy
+        self.base = str(target.url).rstrip("/")
+
+    def form(self, d: Delivery) -> dict[str, str]:
+        case, m = d.case, d.manifest
+        vt = self.taxonomy.get(case.violation_type)
+        minutes = round(m["dwell_s"] / 60)
+        text = f"{vt.name_en} ({vt.name_zh})"
+        if minutes:
+            text += f", present for about {minutes} min"
+        if m["object_count"] > 1:
+            text += f", {m['object_count']} objects"
+        if m["text"]["phones"]:
+            text += ", phone numbers: " + ", ".join(m["text"]["phones"])
+        text += f". Seen by camera/photo {case.source_id}; evidence digest {d.manifest_sha256[:16]}."
+        form = {
+            "api_key": self.target.secret(self.target.token_env) or "",
+            "service_code": vt.open311_service_code,
+            "description": text,
+            "attribute[streetwatch_case_id]": case.id,
+            "attribute[evidence_sha256]": d.manifest_sha256,
+            "attribute[discovered_at]": m["times"]["opened"]["utc"],
+        }
+        if case.lat is not None and case.lon is not None:
+            form["lat"], form["long"] = f"{case.lat:.7f}", f"{case.lon:.7f}"
+        if case.address:
+            form["address_string"] = case.address
+        urls = [a["url"] for a in d.attachments if a["url"].startswith(("http://", "https://"))]
+        if urls:  # GeoReport v2 takes one media URL, and only one they can fetch is any use
+            form["media_url"] = urls[0]
+        if self.target.jurisdiction_id:
+            form["jurisdiction_id"] = self.target.jurisdiction_id
+        return form
+
+    def deliver(self, client: httpx.Client, d: Delivery) -> str:
+        form = self.form(d)
+        if "lat" not in form and "address_string" not in form:
+            raise Permanent(f"case {d.case.id}: Open311 needs lat/long or an address, the case has neither")
+        response = send(client, "POST", f"{self.base}/requests.json", data=form,
+                        headers={IDEMPOTENCY_HEADER: d.idempotency_key})
+        body = answer_json(response)
+        first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
+        if first.get("service_request_id"):
+            return str(first["service_request_id"])
+        if first.get("token"):
+            return f"token:{first['token']}"
+        raise Transient(f"HTTP {response.status_code} without service_request_id or token: {response.text[:200]!r}")
+
+    def resolve_token(self, client: httpx.Client, ref: str) -> str | None:
+        """GET /tokens/{token}.json: the service_request_id once they created the request."""
+        body = answer_json(send(client, "GET", f"{self.base}/tokens/{ref.removeprefix('token:')}.json"))
+        first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
+        return str(first["service_request_id"]) if first.get("service_request_id") else None
+
+    def status(self, client: httpx.Client, ref: str) -> str | None:
+        """`accepted` while open, `handled` once closed (None: unknown status value)."""
+        body = answer_json(send(client, "GET", f"{self.base}/requests/{ref}.json"))
+        first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
+        return {"open": "accepted", "closed": "handled"}.get(str(first.get("status", "")).lower())
+
+
+ADAPTERS = {"cn-dcm": CnDcmAdapter, "open311": Open311Adapter}
+
+
+def make_adapter(name: str, target: TargetConfig, taxonomy: Taxonomy) -> CnDcmAdapter | Open311Adapter:
+    return ADAPTERS[target.adapter](name, target, taxonomy)

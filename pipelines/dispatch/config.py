@@ -1,0 +1,81 @@
+"""Dispatch settings: the targets cases go to, and how hard delivery tries."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_s: float = Field(2.0, title="First back-off", description="Delay before the first retry; doubles per attempt.", gt=0)
+    max_s: float = Field(600.0, title="Longest back-off", description="Cap of the delay between attempts.", gt=0)
+    jitter: float = Field(0.5, title="Jitter", description="Fraction of each delay that is random (0 = none, 1 = full jitter).", ge=0, le=1)
+    max_attempts: int | None = Field(
+        None, title="Attempt limit", description="Park the entry after this many failed attempts (default: retry until delivered).", ge=1)
+
+
+class BreakerPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(5, title="Failures to open", description="Consecutive failed deliveries that open the circuit.", ge=1)
+    cooldown_s: float = Field(30.0, title="Cool-down", description="Seconds the circuit stays open before one trial delivery.", gt=0)
+
+
+class TargetConfig(BaseModel):
+    """One dispatch system."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: Literal["cn-dcm", "open311"] = Field(title="Adapter", description="Protocol: cn-dcm (数字城管 JSON) or open311 (GeoReport v2).")
+    url: HttpUrl = Field(title="Base URL", description="cn-dcm: URL cases are POSTed to; open311: endpoint base (…/requests.json is appended).")
+    timeout_s: float = Field(10.0, title="Timeout", description="Seconds per HTTP request (connect and read).", gt=0)
+    token_env: str | None = Field(
+        None, title="Token variable", description="Environment variable with the credential (cn-dcm: sent in `auth_header`; open311: the api_key).")
+    auth_header: str = Field("Authorization", title="Auth header", description="cn-dcm: header carrying the token.")
+    auth_scheme: str | None = Field("Bearer", title="Auth scheme", description="cn-dcm: prefix of the token in the header (none: the bare token).")
+    city: str = Field("default", title="City code table", description="Which taxonomy city codes (大类/小类) this platform uses.", min_length=1)
+    field_map: dict[str, str] = Field(
+        default_factory=dict, title="Field names",
+        description="cn-dcm: rename payload fields for this city's platform (our name -> theirs; see the JSON schema for ours).")
+    extra_fields: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, title="Constant fields", description="cn-dcm: fields added to every payload (e.g. a region code).")
+    status_map: dict[str, Literal["accepted", "rejected", "closed", "handled"]] = Field(
+        default_factory=lambda: {"accepted": "accepted", "立案": "accepted", "rejected": "rejected", "作废": "rejected",
+                                 "handled": "handled", "处理完成": "handled", "closed": "closed", "结案": "closed"},
+        title="Status map", description="cn-dcm webhook status value -> case state (`handled` starts the re-check).")
+    callback_url: HttpUrl | None = Field(
+        None, title="Callback URL", description="cn-dcm: where the platform should POST status changes (our webhook), sent with each case.")
+    webhook_secret_env: str | None = Field(
+        None, title="Webhook secret variable",
+        description="cn-dcm: environment variable with the HMAC secret webhook calls are signed with (X-Signature: sha256=<hex>).")
+    jurisdiction_id: str | None = Field(None, title="Jurisdiction", description="open311: jurisdiction_id, if the server hosts several.")
+    attachment_expiry_s: int = Field(7 * 24 * 3600, title="Attachment URL lifetime",
+                                     description="Seconds the evidence URLs sent with a case stay valid.", gt=0, le=7 * 24 * 3600)
+    poll_interval_s: float = Field(300.0, title="Status poll interval", description="open311: seconds between status polls of open cases.", gt=0)
+
+    def secret(self, env: str | None) -> str | None:
+        return os.environ.get(env) if env else None
+
+
+class DispatchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: dict[str, TargetConfig] = Field(default_factory=dict, title="Targets",
+                                             description="Dispatch systems by name (the name cases are queued for).")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, title="Retry", description="Back-off between attempts.")
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy, title="Circuit breaker", description="Pause a failing target.")
+    batch: int = Field(20, title="Batch", description="Outbox entries claimed per pass.", ge=1)
+    lease_s: float = Field(60.0, title="Lease", description="Seconds a claimed entry is reserved; must exceed the longest request.", gt=0)
+    idle_s: float = Field(1.0, title="Idle wait", description="Longest sleep of `dispatch run` when nothing is due.", gt=0)
+
+    @model_validator(mode="after")
+    def _lease_covers_requests(self) -> DispatchConfig:
+        for name, target in self.targets.items():
+            if target.timeout_s * 2 >= self.lease_s:
+                raise ValueError(f"lease_s ({self.lease_s}) must exceed twice targets.{name}.timeout_s ({target.timeout_s}): "
+                                 "an entry could be claimed again while its request is still running")
+        return self

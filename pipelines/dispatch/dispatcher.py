@@ -1,0 +1,247 @@
+"""The dispatcher: delivers outbox entries to dispatch systems, exactly once as seen by them.
+
+Exactly once comes from three pieces together:
+- the outbox entry is written in the same transaction that queues the case (case store);
+- an entry is *leased* while in flight, never flagged: a dispatcher killed mid-request leaves a
+  lease that runs out, and the next dispatcher sends the entry again;
+- every attempt carries the same idempotency key (one per case and target), so the receiving
+  side answers a repeat with the first result instead of opening a second case.
+
+Failures: transient ones (timeouts, connection errors, 5xx, unreadable answers) are retried with
+exponential back-off and jitter, the next attempt time persisted in the entry so a restart keeps
+the schedule; permanent ones (4xx) park the entry with the reason for a human. A per-target
+circuit breaker stops hammering a system that keeps failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from detect.evidence import MANIFEST
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.cases.states import CaseState, InvalidTransition
+from pipelines.cases.store import CaseStore, OutboxEntry
+from pipelines.dispatch.adapters import Delivery, DeliveryError, Transient, make_adapter
+from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy
+from pipelines.evidence_store import EvidenceStore, StorageError, content_type
+
+log = logging.getLogger(__name__)
+
+
+def backoff_s(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Delay after the `attempt`-th failure: base * 2^(attempt-1), capped, with `jitter` of it random.
+
+    Written out rather than taken from tenacity because the delay is persisted in the outbox
+    (`next_attempt_at`), not slept in a retry loop.
+    """
+    delay = min(policy.max_s, policy.base_s * 2 ** max(0, attempt - 1))
+    return delay * (1 - policy.jitter * rng.random())
+
+
+@dataclass
+class CircuitBreaker:
+    """Closed -> open after `failures` consecutive failures -> after `cooldown_s` one trial (half-open).
+
+    In memory on purpose: after a restart the first deliveries are the trial.
+    """
+
+    policy: BreakerPolicy
+    consecutive: int = 0
+    open_until: datetime | None = None
+
+    def allows(self, now: datetime) -> bool:
+        return self.open_until is None or now >= self.open_until
+
+    def success(self) -> None:
+        self.consecutive, self.open_until = 0, None
+
+    def failure(self, now: datetime) -> bool:
+        """Count a failure; True when this opens (or re-opens) the circuit."""
+        self.consecutive += 1
+        if self.consecutive >= self.policy.failures:
+            self.open_until = now + timedelta(seconds=self.policy.cooldown_s)
+            return True
+        return False
+
+
+@dataclass
+class PassStats:
+    delivered: int = 0
+    retried: int = 0
+    parked: int = 0
+    deferred: int = 0
+    status_changes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: PassStats) -> None:
+        for name in ("delivered", "retried", "parked", "deferred", "status_changes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors += other.errors
+
+
+class Dispatcher:
+    def __init__(self, store: CaseStore, evidence: EvidenceStore, config: DispatchConfig, *,
+                 taxonomy: Taxonomy | None = None, client: httpx.Client | None = None, seed: int | None = None):
+        self.store, self.evidence, self.config = store, evidence, config
+        taxonomy = taxonomy or load_taxonomy()
+        self.adapters = {name: make_adapter(name, t, taxonomy) for name, t in config.targets.items()}
+        self.breakers = {name: CircuitBreaker(config.breaker) for name in config.targets}
+        self.clients = {name: client or httpx.Client(timeout=t.timeout_s) for name, t in config.targets.items()}
+        self.rng = random.Random(seed)
+        # The first poll waits one interval: a request just delivered has nothing to report yet.
+        self._last_poll: dict[str, datetime] = dict.fromkeys(config.targets, datetime.now(UTC))
+
+    def close(self) -> None:
+        for client in set(self.clients.values()):
+            client.close()
+
+    # ---- delivery -------------------------------------------------------------------------
+
+    def run_once(self, now: datetime | None = None) -> PassStats:
+        """Deliver what is due now (one claimed batch), then poll statuses that are due."""
+        stats = PassStats()
+        for entry in self.store.claim_due(limit=self.config.batch, lease_s=self.config.lease_s, now=now):
+            self._deliver(entry, stats)
+        stats.add(self.poll_statuses())
+        return stats
+
+    def run(self, stop: threading.Event | None = None) -> PassStats:
+        """Deliver until `stop` is set: passes back to back while work is due, else sleep until the next due time."""
+        stop = stop or threading.Event()
+        total = PassStats()
+        while not stop.is_set():
+            stats = self.run_once()
+            total.add(stats)
+            if stats.delivered or stats.retried or stats.parked:
+                continue
+            due = self.store.next_due_at()
+            wait = self.config.idle_s if due is None else (due - datetime.now(UTC)).total_seconds()
+            stop.wait(min(max(wait, 0.01), self.config.idle_s))
+        return total
+
+    def _deliver(self, entry: OutboxEntry, stats: PassStats) -> None:
+        now = datetime.now(UTC)
+        adapter = self.adapters.get(entry.target)
+        if adapter is None:
+            self.store.park(entry.id, f"no dispatch target named {entry.target!r} is configured")
+            stats.parked += 1
+            return
+        breaker = self.breakers[entry.target]
+        if not breaker.allows(now):
+            self.store.defer(entry.id, breaker.open_until)
+            stats.deferred += 1
+            return
+        case = self.store.get(entry.case_id)
+        if case.state is not CaseState.QUEUED:
+            self.store.park(entry.id, f"case is {case.state}, not queued: not sent")
+            stats.parked += 1
+            return
+        try:
+            delivery = self._delivery(entry)
+            ref = adapter.deliver(self.clients[entry.target], delivery)
+        except DeliveryError as exc:
+            self._failed(entry, exc, breaker, stats, now)
+            return
+        breaker.success()
+        self.store.mark_delivered(entry.id, ref)
+        stats.delivered += 1
+        log.info("case %s delivered to %s as %s (attempt %d)", entry.case_id, entry.target, ref, entry.attempts + 1)
+
+    def _failed(self, entry: OutboxEntry, exc: DeliveryError, breaker: CircuitBreaker, stats: PassStats,
+                now: datetime) -> None:
+        attempt = entry.attempts + 1
+        reason = f"{entry.target}: {exc}"
+        stats.errors.append(f"case {entry.case_id}: {reason}")
+        if not exc.retry:
+            breaker.success()  # they answered: the system is up, the request was wrong
+            self.store.park(entry.id, str(exc))
+            stats.parked += 1
+            log.warning("case %s parked: %s", entry.case_id, reason)
+            return
+        if breaker.failure(now):
+            log.warning("%s: circuit open until %s after %d failures", entry.target, breaker.open_until, breaker.consecutive)
+        limit = self.config.retry.max_attempts
+        if limit is not None and attempt >= limit:
+            self.store.park(entry.id, f"gave up after {attempt} attempts; last: {exc}")
+            stats.parked += 1
+            return
+        when = now + timedelta(seconds=backoff_s(attempt, self.config.retry, self.rng))
+        if breaker.open_until is not None:
+            when = max(when, breaker.open_until)
+        self.store.schedule_retry(entry.id, reason, when)
+        stats.retried += 1
+        log.info("case %s attempt %d failed (%s); next at %s", entry.case_id, attempt, exc, when.isoformat())
+
+    def _delivery(self, entry: OutboxEntry) -> Delivery:
+        case = self.store.get(entry.case_id)
+        if case.evidence_ref is None:
+            raise Transient("evidence not stored yet")
+        target = self.config.targets[entry.target]
+        try:
+            raw = self.evidence.read_bytes(case.evidence_ref, MANIFEST)
+            manifest = json.loads(raw)
+            by_path = {a["path"]: a for a in manifest["artifacts"]}
+            expiry = timedelta(seconds=target.attachment_expiry_s)
+            attachments = [{"path": p, "url": self.evidence.url(case.evidence_ref, p, expiry),
+                            "content_type": by_path[p].get("content_type") or content_type(p), "sha256": by_path[p]["sha256"]}
+                           for p in manifest["dispatch_attachments"]]
+        except StorageError as exc:
+            raise Transient(f"evidence store: {exc}") from exc
+        return Delivery(case=case, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
+                        attachments=attachments, idempotency_key=entry.idempotency_key)
+
+    # ---- status feedback ------------------------------------------------------------------
+
+    def poll_statuses(self, now: datetime | None = None, *, force: bool = False) -> PassStats:
+        """Ask polling targets (Open311) about open cases, at most every `poll_interval_s` per target."""
+        now = now or datetime.now(UTC)
+        stats = PassStats()
+        for name, adapter in self.adapters.items():
+            if not hasattr(adapter, "resolve_token"):
+                continue
+            last = self._last_poll[name]
+            if not force and (now - last).total_seconds() < self.config.targets[name].poll_interval_s:
+                continue
+            self._last_poll[name] = now
+            for case in self.store.awaiting_status(name):
+                try:
+                    ref = case.dispatch_ref
+                    if ref.startswith("token:"):
+                        resolved = adapter.resolve_token(self.clients[name], ref)
+                        if resolved is None:
+                            continue
+                        self.store.update(case.id, dispatch_ref=resolved)
+                        ref = resolved
+                    status = adapter.status(self.clients[name], ref)
+                except DeliveryError as exc:
+                    stats.errors.append(f"case {case.id}: status poll: {exc}")
+                    continue
+                if status is not None and apply_status(self.store, case.id, status, actor=f"dispatch:{name}"):
+                    stats.status_changes += 1
+        return stats
+
+
+def apply_status(store: CaseStore, case_id: str, status: str, *, actor: str, note: str | None = None) -> bool:
+    """Move a case by a dispatch-side status (`accepted`, `rejected`, `closed`, `handled`); True if it changed.
+
+    A status that does not fit the case's current state (a late `accepted` after `handled`) is
+    logged and ignored: the dispatch side's history arrives out of order sometimes.
+    """
+    before = store.get(case_id).state
+    try:
+        if status == "handled":
+            after = store.mark_handled(case_id, actor=actor, note=note).state
+        else:
+            after = store.apply_remote_state(case_id, CaseState(status), actor=actor, reason=note).state
+    except InvalidTransition as exc:
+        log.info("status %r for case %s ignored: %s", status, case_id, exc)
+        return False
+    return after is not before

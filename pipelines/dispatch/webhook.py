@@ -1,0 +1,90 @@
+"""Status webhooks from cn-dcm platforms, as a plain function the API service mounts.
+
+The platform POSTs JSON `{taskNumber, externalId, status, note}` (field names through the
+target's `field_map`) whenever a case moves on its side; `status` values map to case states
+through the target's `status_map` (`handled` starts the camera re-check). With
+`webhook_secret_env` set, the body must carry `X-Signature: sha256=<HMAC-SHA256 hex of the body>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pipelines.cases.states import CaseState
+from pipelines.cases.store import Case, CaseNotFound, CaseStore
+from pipelines.dispatch.config import DispatchConfig
+from pipelines.dispatch.dispatcher import apply_status
+
+SIGNATURE_HEADER = "X-Signature"
+
+
+class WebhookError(ValueError):
+    """A webhook call refused; `status_code` is the HTTP answer to give."""
+
+    def __init__(self, status_code: int, message: str):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    case: Case
+    changed: bool
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str, body: bytes,
+                          headers: Mapping[str, str]) -> WebhookResult:
+    """Apply one status call from `target`; raises WebhookError (with the HTTP status) when refused."""
+    cfg = config.targets.get(target)
+    if cfg is None or cfg.adapter != "cn-dcm":
+        raise WebhookError(404, f"no cn-dcm dispatch target named {target!r}")
+    secret = cfg.secret(cfg.webhook_secret_env)
+    if cfg.webhook_secret_env:
+        if not secret:
+            raise WebhookError(503, f"webhook secret variable {cfg.webhook_secret_env} is not set")
+        given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), "")
+        if not hmac.compare_digest(given, sign(secret, body)):
+            raise WebhookError(401, f"bad or missing {SIGNATURE_HEADER}")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WebhookError(400, f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WebhookError(400, "body must be a JSON object")
+    names = {ours: cfg.field_map.get(ours, ours) for ours in ("taskNumber", "externalId", "status", "note")}
+    status_value = str(data.get(names["status"], ""))
+    status = cfg.status_map.get(status_value)
+    if status is None:
+        raise WebhookError(422, f"unknown status {status_value!r} (known: {', '.join(sorted(cfg.status_map))})")
+    case = _find(store, target, data.get(names["externalId"]), data.get(names["taskNumber"]))
+    if case.state is CaseState.QUEUED:
+        # Their answer to our POST may still be on its way to the dispatcher: ask them to call again.
+        raise WebhookError(409, f"case {case.id} is not recorded as delivered yet; retry later")
+    note = data.get(names["note"])
+    changed = apply_status(store, case.id, status, actor=f"dispatch:{target}", note=str(note) if note else None)
+    return WebhookResult(case=store.get(case.id), changed=changed)
+
+
+def _find(store: CaseStore, target: str, external_id: object, task_number: object) -> Case:
+    if external_id:
+        try:
+            case = store.get(str(external_id))
+        except CaseNotFound:
+            raise WebhookError(404, f"no case {external_id!r}") from None
+        if case.dispatch_target != target:
+            raise WebhookError(409, f"case {case.id} was not sent to {target}")
+        return case
+    if task_number:
+        case = store.find(dispatch_ref=str(task_number), target=target)
+        if case is None:
+            raise WebhookError(404, f"no case with task number {task_number!r} at {target}")
+        return case
+    raise WebhookError(400, "webhook names neither externalId nor taskNumber")

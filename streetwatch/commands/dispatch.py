@@ -1,0 +1,129 @@
+"""`streetwatch dispatch run|parked|requeue` and `streetwatch dispatch-sim`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail, setup_logging
+
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")]
+
+
+def register(app: typer.Typer) -> None:
+    dispatch = typer.Typer(help="Deliver queued cases to dispatch systems and follow their status.", no_args_is_help=True)
+    app.add_typer(dispatch, name="dispatch")
+
+    @dispatch.command("run")
+    def run(
+        config: SettingsOpt = None,
+        once: Annotated[bool, typer.Option("--once", help="One pass over what is due now (and due status polls), then exit.")] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every attempt.")] = False,
+    ) -> None:
+        """Deliver outbox entries (retries with back-off, circuit breaker, idempotency keys); Ctrl-C or SIGTERM stops cleanly."""
+        setup_logging(verbose)
+        from pipelines.cases import CaseStore
+        from pipelines.dispatch import Dispatcher
+        from pipelines.evidence_store import StorageError, open_evidence_store
+
+        settings = settings_or_fail(config)
+        if not settings.dispatch.targets:
+            fail("no dispatch targets configured (dispatch.targets in the settings file)")
+        try:
+            evidence = open_evidence_store(settings.evidence_store)
+        except StorageError as exc:
+            fail(str(exc))
+        store = CaseStore(settings.cases.url)
+        dispatcher = Dispatcher(store, evidence, settings.dispatch)
+        try:
+            if once:
+                stats = dispatcher.run_once()
+                stats.add(dispatcher.poll_statuses(force=True))
+            else:
+                stop = threading.Event()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, lambda *_: stop.set())
+                typer.echo(f"dispatching to {', '.join(settings.dispatch.targets)} (pid {os.getpid()})", err=True)
+                stats = dispatcher.run(stop)
+            counts = store.outbox_counts()
+        finally:
+            dispatcher.close()
+            store.close()
+        typer.echo(f"delivered {stats.delivered}, retried {stats.retried}, parked {stats.parked}, "
+                   f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}")
+        for error in stats.errors[-20:]:
+            typer.echo(f"  {error}")
+        typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"))
+
+    @dispatch.command("parked")
+    def parked(config: SettingsOpt = None) -> None:
+        """List deliveries parked for a human (the other side refused them), with their reasons."""
+        from pipelines.cases import CaseStore
+
+        store = CaseStore(settings_or_fail(config).cases.url)
+        entries = store.outbox_entries(status="parked")
+        for e in entries:
+            typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\tattempts {e.attempts}\t{e.parked_reason}")
+        if not entries:
+            typer.echo("no parked deliveries")
+
+    @dispatch.command("requeue")
+    def requeue(
+        entry_id: Annotated[int, typer.Argument(help="Outbox entry id from `dispatch parked`.")],
+        actor: Annotated[str, typer.Option("--by", help="Who fixed the cause (recorded in the case history).")] = "ops",
+        config: SettingsOpt = None,
+    ) -> None:
+        """Deliver a parked entry again (same idempotency key, so it cannot create a duplicate)."""
+        from pipelines.cases import CaseStore, CaseStoreError
+
+        store = CaseStore(settings_or_fail(config).cases.url)
+        try:
+            store.requeue(entry_id, actor=actor)
+        except CaseStoreError as exc:
+            fail(str(exc))
+        typer.echo(f"outbox entry {entry_id} requeued")
+
+    @app.command("dispatch-sim")
+    def dispatch_sim(
+        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")],
+        host: HostOpt = "127.0.0.1",
+        fail_rate: Annotated[float, typer.Option("--fail-rate", min=0.0, max=1.0, help="Share of case POSTs that fail on purpose.")] = 0.0,
+        latency: Annotated[float, typer.Option("--latency", min=0.0, help="Milliseconds added to every answer.")] = 0.0,
+        fail_modes: Annotated[str, typer.Option("--fail-modes", help="Comma list of: error, error-after, close, garbage, stall.")] = "error,error-after,close,garbage,stall",
+        stall_s: Annotated[float, typer.Option("--stall-s", min=0.0, help="How long a `stall` fault holds the answer.")] = 30.0,
+        api_key: Annotated[str | None, typer.Option("--api-key", help="Open311 api_key to require (default: any non-empty).")] = None,
+        open311_token: Annotated[bool, typer.Option("--open311-token", help="Answer Open311 POSTs with a token instead of a service_request_id.")] = False,
+        webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="cn-dcm status webhook (when a case carries no callbackUrl).")] = None,
+        webhook_secret_env: Annotated[str | None, typer.Option("--webhook-secret-env", help="Variable with the HMAC secret to sign webhooks with.")] = None,
+        seed: Annotated[int | None, typer.Option("--seed", help="Seed of the fault dice (repeatable runs).")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
+    ) -> None:
+        """A dispatch-system simulator (cn-dcm and Open311) with injected faults; see GET /sim/received."""
+        from pipelines.dispatch.simulator import Faults, SimServer, SimState, parse_modes
+
+        try:
+            faults = Faults(fail_rate=fail_rate, latency_ms=latency, modes=parse_modes(fail_modes), stall_s=stall_s)
+        except ValueError as exc:
+            fail(str(exc))
+        secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None
+        if webhook_secret_env and not secret:
+            fail(f"{webhook_secret_env} is not set")
+        state = SimState(faults=faults, api_key=api_key, open311_token=open311_token, webhook_url=webhook_url,
+                         webhook_secret=secret, seed=seed)
+        try:
+            server = SimServer(host, port, state, verbose=verbose)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        typer.echo(f"dispatch-sim listening on http://{host}:{server.server_address[1]} "
+                   f"(cn-dcm: /cn-dcm/cases, open311: /open311)", err=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()

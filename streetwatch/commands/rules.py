@@ -1,0 +1,68 @@
+"""`streetwatch rules`: show the violation taxonomy and check scene / city-zone files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import fail
+
+rules_app = typer.Typer(help="Violation taxonomy, scene files and city zones (see docs/rules.md).", no_args_is_help=True)
+
+TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy YAML (default: the shipped detect/taxonomy.yaml).")]
+CityFileOpt = Annotated[list[Path] | None, typer.Option("--city-file", help="City code file(s) to merge (city + codes).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("taxonomy")
+def show_taxonomy(
+    taxonomy: TaxonomyOpt = None,
+    city_file: CityFileOpt = None,
+    city: Annotated[str, typer.Option("--city", help="City whose 大类/小类 codes to show.")] = "default",
+) -> None:
+    """List violation types with their event-tree codes, Open311 code, zones and thresholds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from detect.config_io import ConfigError
+    from detect.taxonomy import load_taxonomy
+
+    try:
+        tax = load_taxonomy(taxonomy, city_files=city_file)
+    except ConfigError as exc:
+        fail(str(exc))
+    table = Table("id", "名称", "大类/小类", f"codes ({city})", "open311", "zones", "dwell/clear/cooldown s")
+    for t in tax.types.values():
+        code = t.city_codes.get(city)
+        table.add_row(t.id, t.name_zh, f"{t.major_class}/{t.minor_class}", f"{code.major_code}/{code.minor_code}" if code else "-",
+                      t.open311_service_code, ", ".join(k.value for k in t.zone_kinds), f"{t.dwell_s:g}/{t.clear_s:g}/{t.cooldown_s:g}")
+    Console().print(table)
+
+
+@rules_app.command("check")
+def check(
+    files: Annotated[list[Path], typer.Argument(help="Scene files (.yaml/.json) and city zone files (.geojson).")],
+    taxonomy: TaxonomyOpt = None,
+) -> None:
+    """Validate scene and city-zone files; exit 2 naming file, field and reason on the first bad one."""
+    from detect.cityzones import load_city_zones
+    from detect.config_io import ConfigError
+    from detect.scenes import load_scene
+    from detect.taxonomy import load_taxonomy
+
+    try:
+        tax = load_taxonomy(taxonomy)
+        for path in files:
+            if path.suffix.lower() == ".geojson":
+                zones = load_city_zones(path, tax)
+                typer.echo(f"ok {path}: {len(zones.zones)} city zones")
+            else:
+                scene = load_scene(path, tax)
+                typer.echo(f"ok {path}: camera {scene.camera_id}, {len(scene.zones)} zones")
+    except ConfigError as exc:
+        fail(str(exc))

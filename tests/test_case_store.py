@@ -1,0 +1,193 @@
+"""Case store on SQLite (WAL) and on a real PostgreSQL server: states, history, outbox, migrations."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from pipelines.cases import ALLOWED, CaseState, CaseStore, CaseStoreError, InvalidTransition, NewCase
+from pipelines.cases import schema
+
+T0 = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/cases.db"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    s = CaseStore(url)
+    yield s
+    s.close()
+
+
+def _draft(store: CaseStore, n: int = 0, **kw):
+    new = NewCase(violation_type="illegal_parking", source_kind="camera", source_id="cam-01",
+                  violation_id=f"cam-01:z1:illegal_parking:t{n}", zone_id="z1", lat=30.27, lon=120.15,
+                  grid_cell="330106001001", first_seen_at=T0, opened_at=T0 + timedelta(minutes=5), **kw)
+    return store.create_case(new, now=T0)
+
+
+def _with_evidence(store: CaseStore, n: int = 0):
+    case = _draft(store, n)
+    return store.update(case.id, evidence_ref=f"file:///evidence/{case.id}", evidence_digest="d" * 64,
+                        evidence_boxes={"image": "originals/opened_original.jpg", "width": 810, "height": 1080,
+                                        "boxes": [{"class_name": "car", "xyxy": [1.0, 2.0, 300.0, 400.0],
+                                                   "confidence": 0.91}]})
+
+
+def test_lifecycle_history_and_review_facts(store):
+    case = _with_evidence(store)
+    assert case.state is CaseState.CANDIDATE and case.id.startswith("SW20250314-")
+    assert case.evidence_boxes["boxes"][0]["class_name"] == "car"
+    # The same violation drafted again (a restarted pipeline) is the same case.
+    assert _draft(store).id == case.id
+
+    queued = store.review(case.id, approve=True, reviewer="li.wei", target="cn-dcm", reason_code="confirmed",
+                          note="clear view", now=T0 + timedelta(minutes=10))
+    assert (queued.state, queued.review_decision, queued.reviewer, queued.review_reason) == (
+        CaseState.QUEUED, "approved", "li.wei", "confirmed")
+    [entry] = store.outbox_entries(case_id=case.id)
+    assert (entry.status, entry.target, entry.idempotency_key) == ("pending", "cn-dcm", f"streetwatch:cn-dcm:{case.id}")
+
+    [claimed] = store.claim_due(now=T0 + timedelta(minutes=11))
+    submitted = store.mark_delivered(claimed.id, "DCM-0001", now=T0 + timedelta(minutes=12))
+    assert (submitted.state, submitted.dispatch_ref) == (CaseState.SUBMITTED, "DCM-0001")
+    assert store.find(dispatch_ref="DCM-0001", target="cn-dcm").id == case.id
+    store.apply_remote_state(case.id, CaseState.ACCEPTED, actor="dispatch:cn-dcm")
+    store.apply_remote_state(case.id, CaseState.ACCEPTED, actor="dispatch:cn-dcm")  # repeat: no-op
+    store.mark_handled(case.id, actor="dispatch:cn-dcm")
+    done = store.record_verification(case.id, cleared=True, actor="cctv:cam-01", verification_ref="verification/1")
+    assert done.state is CaseState.VERIFIED_CLEARED and done.verification_ref == "verification/1"
+
+    steps = [(h.from_state, h.to_state) for h in store.history(case.id)]
+    S = CaseState
+    assert steps == [(None, S.CANDIDATE), (S.CANDIDATE, S.QUEUED), (S.QUEUED, S.SUBMITTED), (S.SUBMITTED, S.ACCEPTED),
+                     (S.ACCEPTED, S.VERIFYING), (S.VERIFYING, S.VERIFIED_CLEARED)]
+    assert store.history(case.id)[1].actor == "li.wei"
+
+
+def test_refused_transitions_name_case_and_allowed_states(store):
+    case = _with_evidence(store)
+    rejected = store.review(case.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
+    assert rejected.state is CaseState.REJECTED and rejected.review_reason == "not_a_violation"
+    with pytest.raises(InvalidTransition, match=f"case {case.id}: cannot move from rejected to queued.*final state"):
+        store.queue(case.id, "cn-dcm")
+    assert store.outbox_entries(case_id=case.id) == []  # refused queuing leaves no outbox entry
+    with pytest.raises(CaseStoreError, match="change the state with transition"):
+        store.update(case.id, state="queued")
+    with pytest.raises(CaseStoreError, match="cannot update bogus"):
+        store.update(case.id, bogus=1)
+    # The table is the only source: every state has an entry, final states allow nothing.
+    assert set(ALLOWED) == set(CaseState) and ALLOWED[CaseState.CLOSED] == frozenset()
+
+
+def test_queue_needs_stored_evidence(store):
+    case = _draft(store)
+    store.update(case.id, reason="evidence upload failed: connection refused")
+    with pytest.raises(CaseStoreError, match="before its evidence is stored.*connection refused"):
+        store.queue(case.id, "cn-dcm")
+    assert store.get(case.id).state is CaseState.CANDIDATE
+    assert [c.id for c in store.waiting_for_evidence()] == [case.id]
+
+
+def test_queuing_and_its_outbox_entry_are_one_transaction(store):
+    case = _with_evidence(store)
+    # Plant an outbox row with the key queuing will use, so the outbox insert fails inside queue().
+    with store._writer.begin() as conn:
+        conn.execute(schema.outbox.insert().values(
+            case_id=case.id, target="cn-dcm", idempotency_key=f"streetwatch:cn-dcm:{case.id}", status="parked",
+            attempts=0, next_attempt_at=T0, created_at=T0))
+    with pytest.raises(sa.exc.IntegrityError):
+        store.queue(case.id, "cn-dcm")
+    # The state change and its history row were rolled back with the failed insert.
+    assert store.get(case.id).state is CaseState.CANDIDATE
+    assert [h.to_state for h in store.history(case.id)] == [CaseState.CANDIDATE]
+
+
+def test_retry_schedule_park_and_requeue(store):
+    case = _with_evidence(store)
+    store.queue(case.id, "open311", now=T0)
+    [entry] = store.claim_due(now=T0)
+    assert store.claim_due(now=T0) == []  # leased: nobody else gets it
+    store.schedule_retry(entry.id, "HTTP 503", T0 + timedelta(seconds=30))
+    assert store.claim_due(now=T0 + timedelta(seconds=29)) == []
+    assert store.next_due_at() == T0 + timedelta(seconds=30)
+    [again] = store.claim_due(now=T0 + timedelta(seconds=30))
+    assert (again.attempts, again.last_error) == (1, "HTTP 503")
+    store.park(again.id, "HTTP 400: service_code unknown")
+    assert store.get(case.id).reason == "dispatch to open311 parked: HTTP 400: service_code unknown"
+    assert store.claim_due(now=T0 + timedelta(days=1)) == []
+    store.requeue(again.id, actor="ops")
+    assert store.get(case.id).reason is None
+    assert [e.status for e in store.outbox_entries(case_id=case.id)] == ["pending"]
+
+
+def test_expired_lease_is_claimed_again(store):
+    case = _with_evidence(store)
+    store.queue(case.id, "cn-dcm", now=T0)
+    [first] = store.claim_due(now=T0, lease_s=5)
+    [second] = store.claim_due(now=T0 + timedelta(seconds=6), lease_s=5)  # the first holder died
+    assert first.id == second.id
+    store.mark_delivered(second.id, "T-1")
+    assert store.mark_delivered(first.id, "T-1").state is CaseState.SUBMITTED  # late duplicate: no-op
+
+
+def test_concurrent_claims_never_share_an_entry(store):
+    for n in range(30):
+        case = _with_evidence(store, n)
+        store.queue(case.id, "cn-dcm", now=T0)
+    got: list[list[int]] = [[] for _ in range(4)]
+
+    def worker(i: int) -> None:
+        while batch := store.claim_due(limit=3, now=T0 + timedelta(seconds=1)):
+            got[i] += [e.id for e in batch]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [e for ids in got for e in ids]
+    assert len(claimed) == 30 and len(set(claimed)) == 30
+
+
+def test_migrations_stamp_and_refuse(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/m.db"
+    CaseStore(url).close()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select max(version) from schema_version")).scalar() == schema.LATEST
+
+    # A new version: the step runs once on the old database, then the store works on the new column.
+    def add_column(conn):
+        conn.exec_driver_sql("ALTER TABLE cases ADD COLUMN priority INTEGER")
+
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, (schema.LATEST + 1, add_column)])
+    monkeypatch.setattr(schema, "LATEST", schema.LATEST + 1)
+    CaseStore(url).close()
+    CaseStore(url).close()  # second open: nothing left to apply
+    with engine.connect() as conn:
+        assert "priority" in {c["name"] for c in sa.inspect(conn).get_columns("cases")}
+        assert conn.execute(sa.text("select max(version) from schema_version")).scalar() == schema.LATEST
+
+    monkeypatch.setattr(schema, "LATEST", 1)
+    with pytest.raises(RuntimeError, match="newer than this code"):
+        CaseStore(url)
+
+    other = sa.create_engine(f"sqlite:///{tmp_path}/other.db")
+    with other.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE cases (id TEXT)")
+    with pytest.raises(RuntimeError, match="not a streetwatch case store"):
+        CaseStore(f"sqlite:///{tmp_path}/other.db")
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = CaseStore(f"sqlite:///{tmp_path}/w.db")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()

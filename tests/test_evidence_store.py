@@ -1,0 +1,150 @@
+"""Evidence storage (local folder, and S3 against a real moto_server process) and case intake."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from detect.events import EventKind
+from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo, verify_bundle
+from pipelines.cases import CaseState, CaseStore, InvalidTransition
+from pipelines.cases.intake import Intake
+from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings, StorageError
+from tests.conftest import start_server, stop_process
+from tests.pg import free_port
+
+KEY = b"test-key-0123456789abcdef"
+MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
+CTX = BundleContext(source_kind="photo_batch", source_id="batch-7", address="文三路 1 号", grid_cell="330106001001",
+                    photo_ids=["bus"])
+
+
+def _s3(endpoint: str, **kw) -> S3EvidenceStore:
+    settings = S3Settings(endpoint=endpoint, secure=False, bucket=kw.pop("bucket", "sw-evidence"), **kw)
+    return S3EvidenceStore(settings, access_key="testing", secret_key="testing")
+
+
+@pytest.fixture
+def bundle(tmp_path, bus_event):
+    event, dets = bus_event
+    builder = EvidenceBuilder(EvidenceConfig(), KEY, MODEL)
+    return builder.build(event, tmp_path / "built", "SW20250314-aaa", replace(CTX, privacy_detections=dets))
+
+
+def test_local_round_trip_and_urls(tmp_path, bundle):
+    store = LocalEvidenceStore(tmp_path / "evidence", public_base_url="https://sw.example/evidence/")
+    ref = store.put_bundle("SW20250314-aaa", bundle.path)
+    assert ref == (tmp_path / "evidence" / "SW20250314-aaa").as_uri()
+    assert verify_bundle(store.path(ref), KEY).ok
+    fetched = store.fetch_bundle(ref, tmp_path / "copy")
+    assert verify_bundle(fetched, KEY).ok
+    assert store.url(ref, "crops/00_bus.jpg") == "https://sw.example/evidence/SW20250314-aaa/crops/00_bus.jpg"
+    # Replacing a bundle leaves exactly the new one (no temp or old folders).
+    store.put_bundle("SW20250314-aaa", bundle.path)
+    assert [p.name for p in (tmp_path / "evidence").iterdir()] == ["SW20250314-aaa"]
+    with pytest.raises(StorageError, match="not an evidence bundle"):
+        store.put_bundle("x", tmp_path)
+
+
+def test_s3_round_trip_content_types_and_presigned_fetch(tmp_path, bundle, moto_s3):
+    store = _s3(moto_s3)
+    ref = store.put_bundle("SW20250314-aaa", bundle.path)  # creates the bucket
+    assert ref == "s3://sw-evidence/cases/SW20250314-aaa"
+    stat = store.client.stat_object("sw-evidence", "cases/SW20250314-aaa/manifest.json")
+    assert stat.content_type == "application/json"
+    assert store.client.stat_object("sw-evidence", "cases/SW20250314-aaa/crops/00_bus.jpg").content_type == "image/jpeg"
+
+    fetched = store.fetch_bundle(ref, tmp_path / "fetched")
+    assert verify_bundle(fetched, KEY).ok
+
+    crop = next(a for a in bundle.artifacts() if a["role"] == "crop")
+    url = store.url(ref, crop["path"], expires=timedelta(minutes=5))
+    assert "X-Amz-Expires=300" in url and "X-Amz-Signature=" in url
+    answer = httpx.get(url)  # a dispatch system fetches the attachment with no credentials
+    assert answer.status_code == 200 and hashlib.sha256(answer.content).hexdigest() == crop["sha256"]
+    with pytest.raises(StorageError, match="at most 7 days"):
+        store.url(ref, crop["path"], expires=timedelta(days=8))
+
+    # A re-stored bundle without some artifact: its object is removed, the rest is replaced.
+    (bundle.path / crop["path"]).unlink()
+    store.put_bundle("SW20250314-aaa", bundle.path)
+    keys = {o.object_name for o in store.client.list_objects("sw-evidence", prefix="cases/", recursive=True)}
+    assert f"cases/SW20250314-aaa/{crop['path']}" not in keys and "cases/SW20250314-aaa/manifest.json" in keys
+
+
+def test_storage_down_case_waits_then_retry_delivers(tmp_path, bus_event):
+    """S3 is down: the case waits in `candidate` with the reason; once S3 is up, the retry stores it."""
+    event, dets = bus_event
+    port = free_port()
+    store = _s3(f"127.0.0.1:{port}", retries=2, backoff_s=0.01, connect_timeout_s=1)
+    cases = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    intake = Intake(cases, store, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool", auto_queue="cn-dcm")
+
+    case = intake.record_event(event, replace(CTX, privacy_detections=dets))
+    assert case.state is CaseState.CANDIDATE and case.evidence_ref is None
+    assert case.reason.startswith("evidence upload failed, will retry: case ") and "Connection refused" in case.reason
+    assert (tmp_path / "spool" / case.id / "manifest.json").is_file()  # kept for the retry
+    assert [c.id for c in cases.waiting_for_evidence()] == [case.id]
+    assert intake.retry_evidence() == []  # still down
+    assert intake.record_event(event, CTX).id == case.id  # the same violation again: same case
+
+    proc = start_server([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                        "127.0.0.1", port, tmp_path / "moto.log")
+    try:
+        [stored] = intake.retry_evidence()
+        assert stored.id == case.id and stored.reason is None and stored.evidence_ref == f"s3://sw-evidence/cases/{case.id}"
+        assert stored.state is CaseState.QUEUED  # auto-queue once the evidence is safe
+        assert [e.target for e in cases.outbox_entries(case_id=case.id)] == ["cn-dcm"]
+        assert not (tmp_path / "spool" / case.id).exists()
+        assert verify_bundle(store.fetch_bundle(stored.evidence_ref, tmp_path / "check"), KEY).ok
+    finally:
+        stop_process(proc)
+
+
+def test_intake_camera_lifecycle_and_reverification(tmp_path, bus_event):
+    event, dets = bus_event
+    cases = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    store = LocalEvidenceStore(tmp_path / "evidence")
+    intake = Intake(cases, store, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
+    cam = BundleContext(source_kind="camera", source_id="cam-01", zone_polygon=[(0, 0.4), (1, 0.4), (1, 1), (0, 1)])
+    opened = replace(event, violation_id="cam-01:z1:illegal_parking:t3", source_id="cam-01", zone_id="z1", dwell_s=360.0)
+
+    case = intake.record_event(opened, cam)
+    assert (case.state, case.source_kind, case.source_id, case.zone_id) == (CaseState.CANDIDATE, "camera", "cam-01", "z1")
+    assert case.evidence_boxes["image"] == "originals/opened_original.jpg"
+    assert [b["class_name"] for b in case.evidence_boxes["boxes"]] == ["bus"]
+    assert (case.evidence_boxes["width"], case.evidence_boxes["height"]) == (810, 1080)
+    assert (case.lat, case.lon) == (30.2741, 120.1551)
+
+    # Seconds after the opening the ring buffer has the frames that follow it: they join the strip.
+    after = [replace(event.frame, ts=event.at + timedelta(seconds=s), frame_id=f"a{s}", path=None) for s in (2, 4, 6)]
+    with_strip = intake.add_strip(opened.violation_id, after)
+    strip = [a for a in json.loads((store.path(with_strip.evidence_ref) / "manifest.json").read_text())["artifacts"]
+             if a["role"] == "strip"]
+    assert [a["frame_id"] for a in strip] == ["a2", "a4", "a6"] and with_strip.evidence_digest != case.evidence_digest
+
+    later = replace(event.frame, ts=event.at + timedelta(minutes=8), frame_id="f-later", path=None)
+    cleared = replace(opened, kind=EventKind.CLEARED, at=later.ts, cleared_at=later.ts, frame=later)
+    updated = intake.record_event(cleared, cam)
+    assert updated.cleared_at == later.ts and updated.evidence_digest != with_strip.evidence_digest
+    bundle_path = store.path(updated.evidence_ref)
+    assert (bundle_path / "annotated" / "latest.jpg").is_file() and verify_bundle(bundle_path, KEY).ok
+    assert intake.record_event(replace(cleared, violation_id="unknown")) is None
+
+    with pytest.raises(InvalidTransition, match="cannot move from candidate to still_present"):
+        intake.record_verification(case.id, later, dets[:0], cleared=False, actor="cctv:cam-01")
+    assert not (bundle_path / "verification").exists()  # refused before touching the bundle
+    cases.review(case.id, approve=True, reviewer="li.wei", target="cn-dcm")
+    [entry] = cases.claim_due()
+    cases.mark_delivered(entry.id, "DCM-9")
+    cases.mark_handled(case.id, actor="dispatch:cn-dcm")
+    checked = intake.record_verification(case.id, later, dets[:0], cleared=False, actor="cctv:cam-01")
+    assert checked.state is CaseState.STILL_PRESENT and checked.verification_ref == "verification/verification_1.jpg"
+    assert (bundle_path / "verification" / "verification_1.jpg").is_file() and verify_bundle(bundle_path, KEY).ok

@@ -1,0 +1,55 @@
+"""Phone numbers and small-ad keywords in text (no model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detect.config_io import ConfigError
+from detect.phones import find_phones, load_lexicon
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers"),
+    [
+        ("专业开锁 电话:13800138000", ["13800138000"]),
+        ("138 0013 8000", ["13800138000"]),
+        ("138.0013.8000", ["13800138000"]),
+        ("138-0013-8000", ["13800138000"]),
+        ("+86 139-0013-9000", ["13900139000"]),
+        ("１３９００１３９０００", ["13900139000"]),  # full-width digits
+        ("138O0l38000", ["13800138000"]),  # OCR look-alikes between digits
+        ("0571-8765 4321", ["0571-87654321"]),
+        ("(010)12345678", ["010-12345678"]),
+        ("0755-1234567", ["0755-1234567"]),
+        ("400-820-8820 / 800 810 8888", ["400-820-8820", "800-810-8888"]),
+        ("13800138000 13900139000 13800138000", ["13800138000", "13900139000"]),
+        ("身份证 330106199001011234", []),  # a longer digit group is never cut into a phone number
+        ("价格 12.50 元, 2024-06-03", []),
+        ("12800138000", []),  # no mobile range starts with 12
+    ],
+)
+def test_find_phones(text, numbers):
+    assert [p.number for p in find_phones(text)] == numbers
+
+
+def test_phone_kinds():
+    assert [p.kind for p in find_phones("13800138000 0571-87654321 4008208820")] == ["mobile", "landline", "service"]
+
+
+def test_lexicon_matches_keywords_across_spaces_and_full_width():
+    lexicon = load_lexicon()
+    assert {"办证", "贷款", "开锁", "疏通", "刻章", "招聘", "租房"} <= set(lexicon.keywords)
+    assert lexicon.match("专业 开 锁，疏通下水道") == ["开锁", "疏通", "下水道"]
+    assert lexicon.match("王记面馆") == []
+
+
+def test_custom_lexicon_file_and_bad_one(tmp_path: Path):
+    good = tmp_path / "ads.yaml"
+    good.write_text("keywords: [代办, 信用卡]\n", encoding="utf-8")
+    assert load_lexicon(good).match("代办信用卡") == ["代办", "信用卡"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("keywords: []\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.yaml: keywords: List should have at least 1 item"):
+        load_lexicon(bad)
