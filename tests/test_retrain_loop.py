@@ -40,9 +40,21 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
         result = runner.invoke(app, ["data", "import", str(src), "--out", str(tmp_path / name), *extra])
         assert result.exit_code == 0, result.output
 
+    # three reviewed cases: two confirmed garbage photos (boxes in pixels) and one rejected
+    reviews = []
+    for i, image in enumerate(sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[8:11]):
+        rows = [list(map(float, line.split())) for line in
+                (real_sample_dir / "street-garbage" / "labels" / f"{image.stem}.txt").read_text().splitlines()]
+        boxes = [{"class_name": "garbage", "xyxy": [640 * (cx - w / 2), 640 * (cy - h / 2), 640 * (cx + w / 2), 640 * (cy + h / 2)]}
+                 for _, cx, cy, w, h in rows]
+        reviews.append({"case_id": f"c{i}", "violation_type": "exposed_garbage", "source_id": f"cam-{i}", "image": str(image),
+                        "decision": "rejected" if i == 2 else "approved", "reason": "not garbage", "boxes": boxes})
+    (tmp_path / "review.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reviews))
+
     work = tmp_path / "work"
     result = runner.invoke(app, [
-        "retrain", "--name", "tiny-ft", "--data", str(tmp_path / "facades-ads"), "--data", str(tmp_path / "street-garbage"),
+        "retrain", "--name", "tiny-ft", "--cases", str(tmp_path / "review.jsonl"),
+        "--data", str(tmp_path / "facades-ads"), "--data", str(tmp_path / "street-garbage"),
         "--map", "cantilever=signboard", "--drop-unmapped", "--epochs", "1", "--imgsz", "160", "--batch", "4",
         "--val", "0.25", "--work", str(work), "--promote",
     ])
@@ -52,7 +64,9 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
     assert promoted_model() is None
 
     summary = json.loads((work / "retrain.json").read_text())
+    assert summary["steps"]["from_cases"]["counts"]["images"] == 3 and summary["steps"]["from_cases"]["counts"]["negatives"] == 1
     data = Dataset(summary["steps"]["split"]["dataset"])
+    assert sum(1 for f in data.files() if "tiny-ft-cases__" in f.image) == 3
     assert data.classes == ["garbage", "signboard"] + (["win_ad"] if "win_ad" in data.classes else [])
     assert data.files("train") and data.files("val")
 

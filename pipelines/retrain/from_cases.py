@@ -1,21 +1,25 @@
 """`data from-cases`: reviewed cases -> a dataset version (positives and hard negatives).
 
-Input: the case store's review export, JSON Lines, one reviewed case per line:
+Input: a review export (`pipelines.retrain.reviews.export_reviews` writes it from the case
+store), JSON Lines, one reviewed case per line:
 
     {"case_id": "c-20240501-0007", "violation_type": "street_stall",
-     "decision": "confirmed" | "approved" | "rejected", "reason": "permitted market day",
+     "decision": "confirmed" | "approved" | "rejected",
+     "reason_code": "not_a_violation", "reason": "a parked delivery tricycle",   # optional
      "image": "evidence/c-20240501-0007/frame.jpg",      # relative to the export file, or absolute
      "image_sha256": "…",                                 # optional; checked when present
      "source_id": "cam-07",                               # camera / photo batch: the split group
+     "width": 1920, "height": 1080,                       # optional: the frame the boxes are on
      "boxes": [{"class_name": "umbrella", "xyxy": [x1, y1, x2, y2]}, …]}   # pixels
 
 Confirmed cases become positives. Boxes whose class is a project training class are kept as
 labelled; when a case has none (the detector's evidence was COCO classes such as umbrella +
 dining table), the union of its boxes is labelled with the type's training class (the first
-evidence class of the type in the taxonomy that is a project class and alone is enough
 evidence: street_stall -> stall). Rejected cases become hard negatives: the picture with an
-empty label file and the rejection reason in the manifest. One picture in several cases gets
-the boxes of all its confirmed cases. Lines that cannot be used are reported, not guessed.
+empty label file and the rejection reason in the manifest; except rejections whose reason code
+says the object is real and only the case is not (`NOT_NEGATIVE`: a permitted stall still looks
+like a stall, and teaching the detector otherwise would blind it). One picture in several cases
+gets the boxes of all its confirmed cases. Lines that cannot be used are reported, not guessed.
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ from pipelines.retrain.dataset import Dataset, DatasetError, Item, format_label,
 
 POSITIVE = {"confirmed", "approved"}
 NEGATIVE = {"rejected"}
+#: Reason codes of rejections where the detector saw a real object (legality or bookkeeping was
+#: the problem): not hard negatives.
+NOT_NEGATIVE = {"duplicate", "permitted", "legal", "outside_hours", "already_handled"}
 
 
 @dataclass
 class _Picture:
     path: Path
     group: str
+    size: tuple[float, float] | None = None  # (w, h) of the frame the boxes are on, when the export says
     boxes: list[tuple[str, list[float]]] = field(default_factory=list)
     cases: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
@@ -91,6 +99,10 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         if case.get("image_sha256") and sha256_file(image) != case["image_sha256"]:
             findings.append(Finding(where, f"image {image} does not match its recorded sha256 (evidence altered?)"))
             continue
+        code = str(case.get("reason_code") or "").lower()
+        if decision in NEGATIVE and code in NOT_NEGATIVE:
+            findings.append(Finding(where, f"rejected as {code!r}: the object is real, not a hard negative: skipped", "warning"))
+            continue
         boxes = []
         if decision in POSITIVE:
             try:
@@ -98,11 +110,12 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             except ValueError as exc:
                 findings.append(Finding(where, str(exc)))
                 continue
-        pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem)))
+        size = (float(case["width"]), float(case["height"])) if case.get("width") and case.get("height") else None
+        pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem), size))
         pic.cases.append(re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{no}")))
         pic.boxes += boxes
         if decision in NEGATIVE:
-            pic.rejections.append(f"{case.get('violation_type', '?')}: {case.get('reason') or 'no reason given'}")
+            pic.rejections.append(f"{case.get('violation_type', '?')}: {case.get('reason') or code or 'no reason given'}")
     return pictures, findings
 
 
@@ -143,7 +156,8 @@ def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy
     items = []
     for pic in pictures.values():
         try:
-            w, h = decode_image(pic.path, max_side=64).full_size
+            full = decode_image(pic.path, max_side=64).full_size
+            w, h = pic.size or full
         except ImageReadError as exc:
             findings.append(Finding(str(pic.path), exc.reason))
             continue

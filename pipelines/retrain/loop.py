@@ -40,6 +40,7 @@ def retrain(
     base_model: str,
     work_dir: Path,
     cases: Path | None = None,
+    settings=None,
     datasets: list[Dataset] | None = None,
     mapping: dict[str, str | None] | None = None,
     drop_unmapped: bool = False,
@@ -58,11 +59,23 @@ def retrain(
     tolerance: float = DEFAULT_TOLERANCE,
     allow_check_failures: bool = False,
 ) -> RetrainResult:
-    """Run the loop; `do_promote` makes the model the promoted one if it passes the gate."""
+    """Run the loop; `do_promote` makes the model the promoted one if it passes the gate.
+
+    `settings` (`pipelines.settings.Settings`): export the reviewed cases from that deployment's
+    case store and evidence store first (instead of, or besides, a `cases` export file).
+    """
     work_dir = Path(work_dir)
     inputs = list(datasets or [])
     summary: dict = {"name": name, "base_model": base_model, "work_dir": str(work_dir), "steps": {}}
     steps = summary["steps"]
+    if settings is not None and cases is None:
+        from pipelines.cases import CaseStore
+        from pipelines.evidence_store import open_evidence_store
+        from pipelines.retrain.reviews import export_reviews
+
+        cases, n, problems = export_reviews(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store),
+                                            work_dir / "reviews")
+        steps["export_reviews"] = {"file": str(cases), "cases": n, "problems": [str(f) for f in problems]}
     if cases is not None:
         ds, findings = dataset_from_cases(cases, work_dir / "cases", name=f"{name}-cases")
         steps["from_cases"] = {"dataset": str(ds.root), "digest": ds.digest, "counts": ds.manifest.counts,

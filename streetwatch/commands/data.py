@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import fail, setup_logging
+from streetwatch.commands.common import SettingsOpt, fail, setup_logging, settings_or_fail
 
-data_app = typer.Typer(help="Training datasets: import, check, stats, split, merge, from-cases (docs/retraining.md).",
+data_app = typer.Typer(help="Training datasets: import, check, stats, split, merge, export-reviews, from-cases "
+                            "(docs/retraining.md).",
                        no_args_is_help=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder of the new dataset version (must not exist or be empty).")]
@@ -191,3 +192,32 @@ def from_cases(
         fail(str(exc))
     print_findings(findings)
     print_version(ds, "built")
+
+
+@data_app.command("export-reviews")
+def export_reviews_cmd(
+    out: Annotated[Path, typer.Option("--out", help="New folder for review.jsonl and the pictures.")],
+    since: Annotated[str | None, typer.Option("--since", help="Only cases reviewed at or after this ISO time (UTC if no zone).")] = None,
+    config: SettingsOpt = None,
+) -> None:
+    """Reviewed cases from the case store (with their evidence pictures) -> review.jsonl for from-cases."""
+    from datetime import datetime, timezone
+
+    from pipelines.cases import CaseStore
+    from pipelines.evidence_store import StorageError, open_evidence_store
+    from pipelines.retrain.reviews import export_reviews
+
+    settings = settings_or_fail(config)
+    try:
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        fail(f"--since {since!r}: not an ISO date/time")
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        path, n, findings = export_reviews(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), out,
+                                           since=when)
+    except (FileExistsError, StorageError) as exc:
+        fail(str(exc))
+    print_findings(findings)
+    typer.echo(f"exported {n} reviewed cases to {path}; next: streetwatch data from-cases {path} --out DIR")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import BackendOpt, DeviceOpt, fail, setup_logging
+from streetwatch.commands.common import BackendOpt, DeviceOpt, SettingsOpt, fail, settings_or_fail, setup_logging
 from streetwatch.commands.data import open_dataset
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Dataset version folder (see `streetwatch data`).")]
@@ -100,7 +100,7 @@ def evaluate(
         from rich.table import Table
         from pipelines.retrain.evaluate import comparison_rows
 
-        table = Table("metric", results[0].model, results[1].model, "difference", title=f"{model} vs {compare} on {ds.name}")
+        table = Table("metric", results[0].model, results[1].model, f"{compare} − {model}", title=f"{model} vs {compare} on {ds.name}")
         for row in comparison_rows(*results):
             table.add_row(*row)
         Console().print(table)
@@ -155,6 +155,7 @@ def _print_result(r) -> None:
 def retrain(
     name: NameOpt,
     cases: Annotated[Path | None, typer.Option("--cases", help="Review export of reviewed cases (JSON Lines).")] = None,
+    from_store: Annotated[bool, typer.Option("--from-store", help="Export the reviewed cases from the case store (--config) first.")] = False,
     data: Annotated[list[Path] | None, typer.Option("--data", help="Labelled dataset version(s) to train on as well. Repeatable.")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="SOURCE=TARGET class mapping for the merge. Repeatable.")] = None,
     drop_unmapped: Annotated[bool, typer.Option("--drop-unmapped", help="Drop classes that match no project class.")] = False,
@@ -174,6 +175,7 @@ def retrain(
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed drop per type and metric.")] = 0.02,
     work: Annotated[Path | None, typer.Option("--work", help="Folder for the dataset versions (default: datasets/versions/NAME).")] = None,
     allow_check_failures: AllowOpt = False,
+    config: SettingsOpt = None,
 ) -> None:
     """Whole loop for a scheduled job: cases -> dataset -> train -> export -> eval -> register -> gate.
 
@@ -189,7 +191,7 @@ def retrain(
     work = work or DEFAULT_CLASSES_PATH.parent / "versions" / name
     try:
         result = run_loop(
-            name=name, base_model=base, work_dir=work, cases=cases, datasets=[open_dataset(d) for d in data or []],
+            name=name, base_model=base, work_dir=work, cases=cases, settings=settings_or_fail(config) if from_store else None, datasets=[open_dataset(d) for d in data or []],
             mapping=parse_mapping(mapping or [], load_classes()), drop_unmapped=drop_unmapped, val_fraction=val, seed=seed,
             epochs=epochs, hours=hours, imgsz=imgsz, batch=batch, device=device, workers=workers,
             eval_data=open_dataset(eval_data) if eval_data else None, backend=backend, int8=int8, do_promote=promote,
