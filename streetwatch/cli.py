@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "dispatch",
     "data",
     "train",
+    "triage",
 ]
 
 app = typer.Typer(
