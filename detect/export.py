@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from detect.engine.letterbox import make_batch
-from detect.imageio import ImageReadError, read_image
+from detect.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from detect.registry import ModelCard, export_id, registry_dir, resolve_weights, save_card, sha256_file
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif"}
 
 
 def export_onnx(

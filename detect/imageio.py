@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -24,6 +25,9 @@ try:  # HEIC/HEIF from phones; optional so that lean installs still read JPEG/PN
     pillow_heif.register_heif_opener()
 except ImportError:  # pragma: no cover - depends on the install
     pass
+
+#: File suffixes of the image formats read here (folder scans pick these up).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 
 #: Default pixel limit: 12 MP phone photos are fine, a 40,000 x 40,000 PNG bomb is not.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -123,8 +127,9 @@ def decode_image(
                 img = ImageOps.exif_transpose(img)
             except Exception:  # noqa: BLE001 - keep the un-rotated picture over losing it
                 pass
-    rgb = np.asarray(img.convert("RGB"))
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    # One copy out of Pillow, one SIMD channel swap: a third of the non-decode cost of a 12 MP photo.
+    rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     return DecodedImage(image=bgr, full_size=full_size, exif=exif, format=fmt)
 
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "evidence",
     "cases",
     "dispatch",
+    "triage",
 ]
 
 app = typer.Typer(

@@ -9,7 +9,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+from detect.imageio import IMAGE_SUFFIXES
+
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="Inference backend: onnx (ONNX Runtime, no torch) or torch (Ultralytics/PyTorch).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx).")]
@@ -29,7 +30,7 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def expand_inputs(paths: list[Path], suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
+def expand_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> list[Path]:
     """Files as given plus, for folders, every file with a known suffix below them (sorted).
 
     Files named explicitly are kept whatever their suffix, so a mislabelled file is reported

@@ -1,0 +1,186 @@
+"""Candidate cases from triage: each ranked group becomes one case through the shared intake.
+
+The case store, the evidence bundle and the outbox are the same as for cameras
+(`pipelines.cases.intake.Intake`); triage only turns a group of photos into the `opened` event
+and bundle context the intake expects:
+
+- the lead (best) photo is the opening frame, decoded again at full resolution so the crops and
+  the annotated frame are sharp; its file is copied into the bundle byte for byte (EXIF intact);
+- the earliest photo of the group, when it is not the lead, is the first-sight frame (also full
+  resolution, also copied as received);
+- the other photos of the group go in as the bundle's frame strip, and every photo's SHA-256 is
+  listed in the manifest (`source.photo_ids`), which ties each of the inspector's files to it.
+
+A case's violation id is `photo:<first 16 hex of a photo's SHA-256>:<type>`. Before drafting one,
+every member's id is looked up, so a resumed or repeated run over the same photos finds the
+case it already made (even if a better photo joined the group since) instead of making another.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import supervision as sv
+
+from detect.events import EventKind, ViolationEvent
+from detect.evidence import BundleContext
+from detect.frames import Frame, GeoPoint
+from detect.imageio import ImageReadError, decode_image
+from pipelines.cases.intake import Intake
+from pipelines.cases.store import CaseStore
+from pipelines.triage.grouping import Group, Member
+from pipelines.triage.report import CaseRef
+from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
+
+log = logging.getLogger(__name__)
+
+STRIP_SIDE = 1280  # other photos of a group: decoded to about this size for the bundle's strip
+
+
+def violation_id(member: Member) -> str:
+    return f"photo:{member.sha256[:16]}:{member.type}"
+
+
+def member_detections(member: Member, key: str = "boxes") -> sv.Detections:
+    """A member's evidence boxes (`boxes`) or all its detections (`detections`), full-resolution pixels."""
+    boxes = member.facts.get(key) or []
+    if not boxes:
+        return sv.Detections.empty()
+    return sv.Detections(
+        xyxy=np.array([b["xyxy"] for b in boxes], dtype=float),
+        confidence=np.array([b["conf"] for b in boxes], dtype=float),
+        class_id=np.full(len(boxes), -1, dtype=int),
+        data={"class_name": np.array([b["class_name"] for b in boxes], dtype=object),
+              "text": np.array([b.get("text", "") for b in boxes], dtype=object)},
+    )
+
+
+class TriageCases:
+    """Writes ranked groups as candidate cases (and, with `auto_queue` on the intake, queues them)."""
+
+    def __init__(self, intake: Intake, store: CaseStore, batch_id: str, staging: Path) -> None:
+        self.intake, self.store, self.batch_id = intake, store, batch_id
+        self.staging = staging
+        self.archives = ArchiveCache()
+
+    def write(self, groups: list[Group], on_case=None) -> list[CaseRef]:
+        """One `CaseRef` per group, in order; a group whose photos cannot be read again gets none."""
+        self.intake.retry_evidence()  # bundles an earlier run could not upload
+        refs = []
+        try:
+            for group in groups:
+                refs.append(self._write(group))
+                if on_case is not None:
+                    on_case()
+        finally:
+            self.archives.close()
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return refs
+
+    def _write(self, group: Group) -> CaseRef:
+        existing = next((c for m in group.members if (c := self.store.find(violation_id=violation_id(m))) is not None), None)
+        if existing is not None and (existing.evidence_ref is not None or existing.reason is None):
+            return CaseRef(existing.id, existing.evidence_ref, str(existing.state))
+        try:
+            event, ctx = self._event(group, existing.violation_id if existing else violation_id(group.lead))
+        except (SourceReadError, ImageReadError) as exc:
+            log.error("%s: photo cannot be read again for its evidence: %s", group.lead.source, exc)
+            return CaseRef(None, None, None, error=f"evidence not built: {exc}")
+        case = self.intake.record_event(event, ctx)
+        return CaseRef(case.id, case.evidence_ref, str(case.state), error=case.reason)
+
+    def _event(self, group: Group, vid: str) -> tuple[ViolationEvent, BundleContext]:
+        lead = group.lead
+        first = min(group.members, key=lambda m: (m.taken_at, -m.score))
+        lead_frame = self._frame(lead)
+        first_frame = self._frame(first) if first is not lead else None
+        others = [m for m in group.members if m is not lead and m is not first]
+        geo = GeoPoint(lat=lead.lat, lon=lead.lon) if lead.has_gps else None
+        facts = lead.facts
+        event = ViolationEvent(
+            kind=EventKind.OPENED,
+            violation_id=vid,
+            violation_type=group.type,
+            source_id=facts["photo_id"],
+            at=lead.taken_at,
+            first_seen=first.taken_at,
+            opened_at=lead.taken_at,
+            zone_id=facts.get("zone_id"),
+            zone_kind=facts.get("zone_kind"),
+            score=lead.score,
+            detections=member_detections(lead),
+            frame=lead_frame,
+            first_frame=first_frame,
+            texts=sorted({t for m in group.members for t in m.facts.get("texts", [])}),
+            phones=sorted({p for m in group.members for p in m.facts.get("phones", [])}),
+            object_count=int(facts.get("object_count") or 1),
+            thresholds=dict(facts.get("thresholds") or {}),
+        )
+        ctx = BundleContext(
+            source_kind="photo_batch",
+            source_id=self.batch_id,
+            grid_cell=facts.get("grid_cell"),
+            geo=geo,
+            photo_ids=[m.sha256 for m in group.members],
+            strip=[self._frame(m, STRIP_SIDE) for m in others],
+            first_detections=member_detections(first) if first_frame is not None else None,
+            privacy_detections=member_detections(lead, "detections"),
+        )
+        return event, ctx
+
+    def _frame(self, member: Member, max_side: int | None = None) -> Frame:
+        """The member's photo as a frame: full resolution (or about `max_side`), upright, its file as `path`."""
+        source = PhotoSource.from_locator(member.facts)
+        data = source.read_bytes(self.archives)
+        image = decode_image(data, member.source, max_side=max_side).image
+        path = source.path
+        if source.member is not None:  # archive member: stage its bytes so the bundle keeps the original
+            self.staging.mkdir(parents=True, exist_ok=True)
+            path = self.staging / f"{member.sha256[:16]}{source.suffix}"
+            path.write_bytes(data)
+        return Frame(image=image, source_id=member.facts["photo_id"], ts=member.taken_at, frame_id=member.sha256,
+                     geo=GeoPoint(lat=member.lat, lon=member.lon) if member.has_gps else None, path=str(path),
+                     meta={"source": member.source})
+
+
+class CasesUnavailable(RuntimeError):
+    """Cases were asked for but cannot be written (no evidence key, unknown dispatch target...)."""
+
+
+def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None) -> TriageCases:
+    """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`).
+
+    Raises `CasesUnavailable` with the fix when the evidence key or storage credentials are
+    missing or the dispatch target is not configured, before any photo is read.
+    """
+    from detect.evidence import EvidenceKeyError, ModelInfo
+    from detect.registry import sha256_file
+    from pipelines.evidence_store import StorageError
+
+    targets = deployment.dispatch.targets
+    if dispatch_target is not None and dispatch_target not in targets:
+        known = ", ".join(sorted(targets)) or "none configured: add one under dispatch.targets in the --config file"
+        raise CasesUnavailable(f"unknown dispatch target {dispatch_target!r} (targets: {known})")
+    model = ModelInfo(detector.model_id, sha256_file(Path(detector.model_path)))
+    try:
+        intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy)
+    except EvidenceKeyError as exc:
+        raise CasesUnavailable(f"{exc}; set it to write signed candidate cases, or pass --no-cases for the report only") from None
+    except StorageError as exc:
+        raise CasesUnavailable(f"evidence store: {exc}") from None
+    return TriageCases(intake, intake.store, batch_id=f"triage:{out.resolve().name}", staging=out / "evidence-staging")
+
+
+def pick_dispatch_target(deployment, name: str | None) -> str:
+    """The target named, or the only configured one."""
+    targets = deployment.dispatch.targets
+    if name is not None:
+        return name
+    if len(targets) == 1:
+        return next(iter(targets))
+    if not targets:
+        raise CasesUnavailable("--dispatch needs a dispatch target: add one under dispatch.targets in the --config file")
+    raise CasesUnavailable(f"several dispatch targets ({', '.join(sorted(targets))}): choose one with --dispatch-target")

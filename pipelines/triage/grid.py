@@ -1,0 +1,69 @@
+"""Which 单元网格 (unit grid cell) a GPS point lies in, from the city's GeoJSON of cells.
+
+Digital urban-management platforms file every case under a grid cell (the ~10,000 m² block a
+grid inspector is responsible for). Cities publish the cells as polygons; a district has a few
+thousand, so the lookup uses shapely's STR-tree instead of testing every polygon per photo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import shapely
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from detect.cityzones import GeoFeature
+from detect.cityzones import _geometry as valid_polygon
+from detect.config_io import load_model
+from detect.frames import GeoPoint
+
+
+class GridCellProperties(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(title="Cell code", description="The 单元网格 code used by the dispatch platform (e.g. 330102001001).", min_length=1)
+    name: str | None = Field(None, title="Cell name", description="Human-readable name of the cell.")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _code_as_text(cls, value: Any) -> Any:
+        """Cell codes are often written as JSON numbers; they are identifiers, so keep them as text."""
+        return str(value) if isinstance(value, int) else value
+
+
+class GridCellFeature(GeoFeature):
+    """A polygon feature validated like a city zone's, with cell properties instead of zone rules."""
+
+    properties: GridCellProperties = Field(title="Cell", description="Cell code (`id`) and optional `name`.")
+
+
+class GridFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["FeatureCollection"] = Field(title="Type", description="GeoJSON object type.")
+    features: list[GridCellFeature] = Field(title="Cells", description="One feature per grid cell.", min_length=1)
+
+
+class GridCells:
+    """Point -> cell code lookup."""
+
+    def __init__(self, data: GridFile) -> None:
+        self.codes = [f.properties.id for f in data.features]
+        self._shapes = [valid_polygon(f.geometry) for f in data.features]
+        self._tree = shapely.STRtree(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def at(self, point: GeoPoint) -> str | None:
+        """Code of the cell containing the point (the smallest if cells overlap), else None."""
+        hits = self._tree.query(shapely.Point(point.lon, point.lat), predicate="intersects")
+        if len(hits) == 0:
+            return None
+        return self.codes[min(hits, key=lambda i: self._shapes[i].area)]
+
+
+def load_grid(path: str | Path) -> GridCells:
+    """Load and validate a GeoJSON FeatureCollection of cells; errors name file, feature and reason."""
+    return GridCells(load_model(GridFile, path))

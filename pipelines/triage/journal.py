@@ -1,0 +1,95 @@
+"""`results.jsonl`: one record per photo, written as each photo finishes, and the resume key.
+
+The journal is the run's memory: records are appended and flushed one by one, so a run killed
+at photo 30,000 keeps 30,000 records, and `--resume` continues from them. A record killed half
+way through its line is cut off on resume (its photo is simply done again). The report, the CSV
+and the cases are all built by streaming this file afterwards, so nothing per photo is held in
+memory during a run except the two small resume indexes below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+RESULTS = "results.jsonl"
+
+
+class JournalExists(FileExistsError):
+    """The output folder already holds a run; the message says how to continue it."""
+
+
+class Journal:
+    """Append-only JSONL of photo records with the resume indexes of earlier runs.
+
+    `done_hashes` maps each content hash already recorded to the first source that had it;
+    `done_pairs` holds (source, hash) pairs, and (source, None) for inputs refused before reading.
+    """
+
+    def __init__(self, out_dir: Path, *, resume: bool) -> None:
+        self.path = out_dir / RESULTS
+        self.done_hashes: dict[str, str] = {}
+        self.done_pairs: set[tuple[str, str | None]] = set()
+        self.previous = 0
+        if self.path.exists() and self.path.stat().st_size:
+            if not resume:
+                raise JournalExists(
+                    f"{self.path} already exists: pass --resume to continue that run, or choose another --out"
+                )
+            self._load()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] = self.path.open("a", encoding="utf-8")
+
+    def _load(self) -> None:
+        """Index the records of earlier runs and cut off a torn last line."""
+        good_end = 0
+        with self.path.open("rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                good_end += len(line)
+                self._index(record)
+        if good_end < self.path.stat().st_size:
+            with self.path.open("r+b") as fh:
+                fh.truncate(good_end)
+
+    def _index(self, record: dict[str, Any]) -> None:
+        sha = record.get("sha256")
+        self.done_pairs.add((record["source"], sha))
+        if sha and record.get("status") != "duplicate":
+            self.done_hashes.setdefault(sha, record["source"])
+        self.previous += 1
+
+    def seen(self, source: str, sha: str | None) -> bool:
+        """This exact input (same name, same content) already has a record."""
+        return (source, sha) in self.done_pairs
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record and push it to the OS (a kill loses at most the line being written)."""
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))  # serialise first: never half a line
+        self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Stream every record (earlier runs and this one) from disk."""
+        yield from read_records(self.path)
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)

@@ -1,0 +1,123 @@
+"""The reader stage: bytes -> content hash -> reduced-resolution pixels + capture time and place.
+
+Runs in the reader threads, so it must be cheap and never raise for a bad photo: a 12 MP JPEG is
+decoded at 1/2, 1/4 or 1/8 scale (whatever still covers the network input), which is most of
+triage's speed; full resolution is decoded later only for the evidence of positive photos.
+The content hash is the photo's id: it names thumbnails and evidence, and is the resume key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from detect.frames import Frame, GeoPoint
+from detect.imageio import ImageReadError, decode_image
+from pipelines.triage.exif import read_facts
+from pipelines.triage.grid import GridCells
+from pipelines.triage.journal import Journal
+from pipelines.triage.settings import TriageSettings
+from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
+
+
+@dataclass
+class Photo:
+    """A decoded photo on its way through detection and rules."""
+
+    source: PhotoSource
+    sha256: str
+    image: np.ndarray  # BGR, reduced resolution
+    full_size: tuple[int, int]  # (width, height) after EXIF orientation
+    taken_at: datetime
+    time_source: str  # exif | file | run
+    geo: GeoPoint | None = None
+    grid_cell: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    data: bytes | None = None  # the file's bytes, kept only until OCR has had its chance
+
+    @property
+    def photo_id(self) -> str:
+        """Short id used in file names and the report (first 16 hex digits of the SHA-256)."""
+        return self.sha256[:16]
+
+    @property
+    def scale(self) -> float:
+        """Full-resolution pixels per decoded pixel."""
+        return self.full_size[0] / self.image.shape[1]
+
+    def frame(self) -> Frame:
+        """The reduced-resolution frame the rules judge (`path` only for files on disk, not archive members)."""
+        path = None if self.source.member else str(self.source.path)
+        return Frame(image=self.image, source_id=self.photo_id, ts=self.taken_at, frame_id=self.sha256, geo=self.geo,
+                     path=path, meta={"source": self.source.name, "full_size": self.full_size})
+
+    def facts(self) -> dict[str, Any]:
+        """The record fields every readable photo has."""
+        return {
+            "width": self.full_size[0],
+            "height": self.full_size[1],
+            "taken_at": self.taken_at.isoformat(),
+            "time_source": self.time_source,
+            "lat": self.geo.lat if self.geo else None,
+            "lon": self.geo.lon if self.geo else None,
+            "grid_cell": self.grid_cell,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class Skipped:
+    """Already recorded by an earlier run (`--resume`)."""
+
+    source: PhotoSource
+
+
+def error_record(source: str, reason: str, sha256: str | None = None, status: str = "error", **extra: Any) -> dict[str, Any]:
+    return {"source": source, "sha256": sha256, "status": status, "reason": reason, **extra}
+
+
+def load_photo(
+    source: PhotoSource,
+    archives: ArchiveCache,
+    settings: TriageSettings,
+    journal: Journal,
+    grid: GridCells | None,
+) -> Photo | Skipped | dict[str, Any]:
+    """Read, hash and decode one photo; an error or duplicate comes back as its finished record."""
+    name = source.name
+    try:
+        data = source.read_bytes(archives)
+    except SourceReadError as exc:
+        return error_record(name, str(exc))
+    sha = hashlib.sha256(data).hexdigest()
+    if journal.seen(name, sha):
+        return Skipped(source)
+    first = journal.done_hashes.get(sha)
+    if first is not None:
+        return error_record(name, f"duplicate of {first}", sha, status="duplicate", duplicate_of=first)
+    try:
+        decoded = decode_image(data, name, max_side=settings.imgsz)
+    except ImageReadError as exc:
+        return error_record(name, exc.reason, sha)
+    facts = read_facts(decoded.exif, settings.tz)
+    taken_at, time_source = facts.taken_at, "exif"
+    if taken_at is None:
+        taken_at, time_source = source.modified_at(archives, settings.tz), "file"
+    if taken_at is None:
+        taken_at, time_source = datetime.now(UTC), "run"
+    return Photo(
+        source=source,
+        sha256=sha,
+        image=decoded.image,
+        full_size=decoded.full_size,
+        taken_at=taken_at,
+        time_source=time_source,
+        geo=facts.geo,
+        grid_cell=grid.at(facts.geo) if grid is not None and facts.geo is not None else None,
+        warnings=facts.warnings,
+        data=data,
+    )

@@ -1,0 +1,118 @@
+"""A whole triage run: list inputs, stream photos through the pipeline, then group and report.
+
+Grouping, cases and the report come after the stream because near-duplicates can be anywhere in
+the input; they are rebuilt from `results.jsonl` each time, so a resumed run reports on all
+photos of the run, not only on those of its last part.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from detect.cityzones import load_city_zones
+from detect.engine import Detector, load_detector
+from detect.rules import PhotoRules
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.settings import Settings, load_settings
+from pipelines.triage.analyse import Analyser
+from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
+from pipelines.triage.grid import load_grid
+from pipelines.triage.grouping import Group, group_members
+from pipelines.triage.journal import Journal
+from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
+from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
+from pipelines.triage.settings import TriageSettings
+from pipelines.triage.sources import expand_sources
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TriageResult:
+    """What a run produced: this run's counts, all-runs tally, the ranked cases and output files."""
+
+    stats: RunStats
+    tally: Tally
+    groups: list[Group]
+    refs: list[CaseRef]
+    out: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> int:
+        """Photos readable across all runs in this folder (0 means the exit code is an error)."""
+        return self.tally.ok
+
+
+def run_triage(
+    inputs: list[Path],
+    settings: TriageSettings,
+    *,
+    detector: Detector | None = None,
+    taxonomy: Taxonomy | None = None,
+    deployment: Settings | None = None,
+    show_progress: bool = True,
+) -> TriageResult:
+    """Triage `inputs` into `settings.out` (see docs/triage.md).
+
+    `deployment` holds the case store, evidence and dispatch settings (`pipelines.settings`; the
+    defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
+    required, dispatch target) raise before any photo is read.
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
+    grid = load_grid(settings.grid) if settings.grid else None
+    journal = Journal(settings.out, resume=settings.resume)
+    try:
+        detector = detector or triage_detector(settings)
+        case_writer = _case_writer(settings, deployment or load_settings(), detector, taxonomy)
+        analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones), taxonomy, settings.out,
+                            settings.thumb_side, detector.model_id)
+        stats = process_photos(expand_sources(inputs), settings, detector, analyser, journal, grid,
+                               show_progress=show_progress)
+    finally:
+        journal.close()
+    return finish(settings, stats, detector, case_writer, show_progress=show_progress)
+
+
+def _case_writer(settings: TriageSettings, deployment: Settings, detector: Detector, taxonomy: Taxonomy) -> TriageCases | None:
+    """The case writer the settings ask for; None when cases are off (or optional and impossible)."""
+    wanted = settings.cases if settings.dispatch_target is None else True
+    if wanted is False:
+        return None
+    try:
+        return open_triage_cases(deployment, detector, taxonomy, settings.out, settings.dispatch_target)
+    except CasesUnavailable as exc:
+        if wanted:
+            raise
+        log.warning("no candidate cases written, report only: %s", exc)
+        return None
+
+
+def triage_detector(settings: TriageSettings) -> Detector:
+    """The detector as triage runs it: one intra-op thread per worker on CPU (see pipeline.py)."""
+    threads = detector_threads(settings.workers, settings.device) if settings.backend == "onnx" else None
+    return load_detector(settings.model, backend=settings.backend, device=settings.device, conf=settings.conf,
+                         imgsz=settings.imgsz, threads=threads, max_batch=1)
+
+
+def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_writer: TriageCases | None = None,
+           *, show_progress: bool = True) -> TriageResult:
+    """Group all recorded positives, write cases (optional), cases.csv and report.html."""
+    out = settings.out
+    results = out / "results.jsonl"
+    members, tally = collect_members(results)
+    groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits)
+    refs = [CaseRef() for _ in groups]
+    if case_writer is not None and groups:
+        with progress_bar(enabled=show_progress, label="cases") as bar:
+            task = bar.add_task("cases", total=len(groups), notes="evidence bundles")
+            refs = case_writer.write(groups, on_case=lambda: bar.advance(task))
+    write_csv(out / CASES_CSV, groups, refs, settings.tz)
+    run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")}
+    write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases)
+    return TriageResult(stats, tally, groups, refs, out,
+                        {"report": out / REPORT, "results": results, "cases": out / CASES_CSV})

@@ -1,0 +1,191 @@
+"""Turning the command line's INPUT... into a list of photos to read, and refusals with reasons.
+
+Inspectors hand over whatever their phones and laptops produced: single files, folders of a
+day's work, zip archives. Archives are read in place (members are never extracted to disk), so
+an entry named `../../etc/x.jpg` could do no harm here, but it is still refused by name: such an
+archive is malformed or hostile and the user should know. Nested archives and password-protected
+entries are refused with the reason instead of being guessed at. Listing is cheap (paths and
+archive directories only), so the run knows its total for the progress bar and ETA.
+"""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path, PurePosixPath
+
+from detect.imageio import IMAGE_SUFFIXES
+
+ARCHIVE_SUFFIXES = {".zip"}
+#: Largest file read into memory; a phone photo is 2-15 MB, a RAW or panorama maybe 80 MB.
+MAX_PHOTO_BYTES = 200 * 1024 * 1024
+
+
+class SourceReadError(OSError):
+    """A listed photo whose bytes cannot be read (gone, permission, bad archive member)."""
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    """One photo to read: a file, or a member of a zip archive (`archive!member`)."""
+
+    path: Path
+    member: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What the user sees in the report and the JSONL."""
+        return f"{self.path}!{self.member}" if self.member else str(self.path)
+
+    def locator(self) -> dict[str, str]:
+        """How to find the photo again (evidence re-reads positives at full resolution)."""
+        return {"path": str(self.path), **({"member": self.member} if self.member else {})}
+
+    @classmethod
+    def from_locator(cls, record: dict) -> PhotoSource:
+        return cls(Path(record["path"]), record.get("member"))
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.member).suffix.lower() if self.member else self.path.suffix.lower()
+
+    def read_bytes(self, archives: ArchiveCache) -> bytes:
+        """The photo's bytes, or `SourceReadError` naming the reason."""
+        try:
+            if self.member is None:
+                size = self.path.stat().st_size
+                if size > MAX_PHOTO_BYTES:
+                    raise SourceReadError(f"file too large ({size / 2**20:.0f} MB > {MAX_PHOTO_BYTES / 2**20:.0f} MB)")
+                return self.path.read_bytes()
+            return archives.read(self.path, self.member)
+        except FileNotFoundError:
+            raise SourceReadError("file not found") from None
+        except PermissionError:
+            raise SourceReadError("permission denied") from None
+        except IsADirectoryError:
+            raise SourceReadError("is a directory") from None
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError) as exc:
+            if isinstance(exc, SourceReadError):
+                raise
+            raise SourceReadError(f"cannot read archive member: {exc}") from None
+
+    def modified_at(self, archives: ArchiveCache, tz: tzinfo) -> datetime | None:
+        """File modification time (archive members: their stored local time), for photos without EXIF time."""
+        try:
+            if self.member is None:
+                return datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+            return datetime(*archives.info(self.path, self.member).date_time, tzinfo=tz)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An input that is not read at all, with the reason (reported like a bad photo)."""
+
+    name: str
+    reason: str
+
+
+class ArchiveCache:
+    """Open zip archives shared by the reader threads (zipfile serialises member reads itself)."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, zipfile.ZipFile] = {}
+        self._lock = threading.Lock()
+
+    def _zip(self, archive: Path) -> zipfile.ZipFile:
+        with self._lock:
+            zf = self._open.get(archive)
+            if zf is None:
+                zf = self._open[archive] = zipfile.ZipFile(archive)
+            return zf
+
+    def read(self, archive: Path, member: str) -> bytes:
+        return self._zip(archive).read(member)
+
+    def info(self, archive: Path, member: str) -> zipfile.ZipInfo:
+        return self._zip(archive).getinfo(member)
+
+    def close(self) -> None:
+        with self._lock:
+            for zf in self._open.values():
+                zf.close()
+            self._open.clear()
+
+
+def expand_sources(inputs: list[Path]) -> list[PhotoSource | Refused]:
+    """Files as given, folders recursively (photos and zips), zip archives member by member.
+
+    Names are absolute paths. The same file named twice (directly and through its folder) is
+    listed once; distinct files with the same content are kept and reported later as duplicates.
+    """
+    out: list[PhotoSource | Refused] = []
+    seen: set[Path] = set()
+    for given in inputs:
+        given = given.absolute()  # names stay the same when a run is resumed from another directory
+        if not given.exists():
+            out.append(Refused(str(given), "not found"))
+            continue
+        if given.is_dir():
+            files = sorted(
+                f for f in given.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | ARCHIVE_SUFFIXES
+            )
+        else:
+            files = [given]
+        for f in files:
+            key = f.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            out += _archive_members(f) if _is_archive(f) else [PhotoSource(f)]
+    return out
+
+
+def _is_archive(path: Path) -> bool:
+    return path.suffix.lower() in ARCHIVE_SUFFIXES
+
+
+def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
+    """Photo members of one zip; unsafe, encrypted, nested or oversized members are refused."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+    except zipfile.BadZipFile as exc:
+        return [Refused(str(archive), f"not a valid zip archive ({exc})")]
+    except OSError as exc:
+        return [Refused(str(archive), f"cannot read archive: {exc.strerror or exc}")]
+    out: list[PhotoSource | Refused] = []
+    for info in infos:
+        if info.is_dir() or _is_metadata(info.filename):
+            continue
+        name = f"{archive}!{info.filename}"
+        suffix = PurePosixPath(info.filename).suffix.lower()
+        reason = _member_problem(info)
+        if reason:
+            out.append(Refused(name, reason))
+        elif suffix in ARCHIVE_SUFFIXES:
+            out.append(Refused(name, "nested zip archive: extract it and pass it as its own input"))
+        elif suffix in IMAGE_SUFFIXES:
+            out.append(PhotoSource(archive, info.filename))
+    return out
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+    if info.filename.startswith(("/", "\\")) or (parts and parts[0].endswith(":")) or ".." in parts:
+        return "unsafe path in archive (absolute or '..' path traversal): refused"
+    if info.flag_bits & 0x1:
+        return "password-protected (encrypted) archive entry: cannot be read"
+    if info.file_size > MAX_PHOTO_BYTES:
+        return f"archive entry too large ({info.file_size / 2**20:.0f} MB > {MAX_PHOTO_BYTES / 2**20:.0f} MB)"
+    return None
+
+
+def _is_metadata(filename: str) -> bool:
+    """macOS resource forks (`__MACOSX/`, `._name`) that Finder adds to every zip it makes."""
+    path = PurePosixPath(filename)
+    return path.parts[:1] == ("__MACOSX",) or path.name.startswith("._")

@@ -1,0 +1,88 @@
+"""`streetwatch triage`: an inspector's photos in, a ranked and grouped case list out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import (
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("triage")(triage)
+
+
+def triage(
+    inputs: Annotated[list[Path], typer.Argument(help="Photo files, folders (searched recursively) or .zip archives.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, results.jsonl, cases.csv, thumbs/.")] = Path("triage-out"),
+    scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones (no-parking streets, vending points...) applied to photos by their GPS position.")] = None,
+    grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 grid-cell polygons (property `id`) to file each photo under its cell.")] = None,
+    backend: BackendOpt = "onnx",
+    device: DeviceOpt = "cpu",
+    model: ModelOpt = "yolo11n",
+    conf: ConfOpt = 0.25,
+    imgsz: ImgszOpt = 640,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them. Default: one per core (at most 8).")] = None,
+    ocr: Annotated[str, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = photos where the model saw posters, signs or small ads; all = every photo (slow: ~1 s/photo on CPU); off.")] = "auto",
+    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report.")] = "Asia/Shanghai",
+    config: SettingsOpt = None,
+    cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
+    dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
+    dispatch_target: Annotated[str | None, typer.Option("--dispatch-target", help="Dispatch target for --dispatch (default: the only one in --config).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same content hash) are skipped.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
+) -> None:
+    """Triage photos: detect violations, group near-duplicates, write a ranked report.
+
+    Every input gets one line in results.jsonl: its violations, "no violation", or why it could not be read.
+    Bad files never stop the run.
+    Exit code: 1 only when no photo at all could be read; 130 when interrupted (continue with --resume).
+    """
+    setup_logging()
+    from pydantic import ValidationError
+
+    from detect.config_io import ConfigError
+    from detect.engine import DetectorConfigError, ModelNotFoundError
+    from pipelines.triage import TriageSettings, run_triage
+    from pipelines.triage.cases import CasesUnavailable, pick_dispatch_target
+    from pipelines.triage.journal import JournalExists
+    from pipelines.triage.pipeline import TriageInterrupted
+
+    deployment = settings_or_fail(config)
+    options = {"workers": workers} if workers else {}
+    try:
+        if dispatch:
+            dispatch_target = pick_dispatch_target(deployment, dispatch_target)
+        elif dispatch_target:
+            fail("--dispatch-target needs --dispatch")
+        settings = TriageSettings(**options, out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
+                                  ocr=ocr, timezone=timezone, scene_zones=scene_zones, grid=grid, cases=cases,
+                                  dispatch_target=dispatch_target if dispatch else None, resume=resume)
+        result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable) as exc:
+        fail(str(exc))
+    except TriageInterrupted:
+        fail(f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; "
+             f"run the same command with --resume to continue", code=130)
+    s, t = result.stats, result.tally
+    typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
+               + (f", {s.skipped} already recorded earlier" if s.skipped else ""))
+    n = len(result.groups)
+    typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
+               f"{t.errors} errors, {t.duplicates} duplicates")
+    written = [r for r in result.refs if r.case_id]
+    if written:
+        queued = sum(r.state == "queued" for r in written)
+        waiting = sum(r.evidence is None for r in written)
+        typer.echo(f"case store: {len(written)} candidate cases" + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
+                   + (f", {waiting} waiting for evidence storage (see the report)" if waiting else ""))
+    for name, path in result.files.items():
+        typer.echo(f"  {name:8s}{path}")
+    if result.readable == 0:
+        fail("no photo could be read (reasons in the report and results.jsonl)", code=1)

@@ -1,0 +1,135 @@
+"""Triage into the case store: signed evidence bundles of grouped photos, queued with --dispatch and
+delivered to the dispatch simulator (a real HTTP server process on loopback); a rerun adds nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import zipfile
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from detect.config_io import load_model
+from detect.evidence import read_manifest, verify_bundle
+from pipelines.cases import CaseState, CaseStore
+from pipelines.settings import Settings
+from pipelines.triage import TriageSettings, run_triage
+from pipelines.triage.cases import CasesUnavailable
+from tests.conftest import start_server, stop_process
+from tests.pg import free_port
+from tests.triage_helpers import phone_photo
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "triage-test-evidence-key-0123456789"
+HERE = (30.2741, 120.1551)
+HERE_8M = (30.27417, 120.1551)
+
+
+@pytest.fixture
+def sim(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = start_server([sys.executable, "-m", "streetwatch.cli", "dispatch-sim", "--port", str(port)], "127.0.0.1", port,
+                        tmp_path / "sim.log", cwd=REPO, env=env)
+    yield f"http://127.0.0.1:{port}"
+    stop_process(proc)
+
+
+@pytest.fixture
+def deployment(tmp_path, sim, monkeypatch) -> tuple[Settings, Path]:
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    path = tmp_path / "streetwatch.json"
+    path.write_text(json.dumps({
+        "cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
+        "dispatch": {"targets": {"city": {"adapter": "cn-dcm", "url": f"{sim}/cn-dcm/cases"}}},
+    }))
+    return load_model(Settings, path), path
+
+
+@pytest.fixture
+def photos(tmp_path, bus_jpg, zidane_jpg):
+    day = tmp_path / "photos"
+    phone_photo(bus_jpg, day / "0900.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    phone_photo(bus_jpg, day / "0903.jpg", taken=datetime(2024, 6, 3, 9, 3), gps=HERE_8M, crop=0.04, gain=1.1)
+    phone_photo(zidane_jpg, day / "1000.jpg", taken=datetime(2024, 6, 3, 10, 0), gps=HERE)
+    member = phone_photo(bus_jpg, tmp_path / "member.jpg", taken=datetime(2024, 6, 3, 15, 0), gps=(30.3, 120.3))
+    with zipfile.ZipFile(day / "phone.zip", "w") as zf:
+        zf.write(member, "DCIM/1500.jpg")
+    return day
+
+
+def test_groups_become_signed_cases_queued_and_delivered_once(tmp_path, photos, deployment, sim, onnx_detector):
+    settings_obj, settings_file = deployment
+    out = tmp_path / "out"
+    settings = TriageSettings(out=out, dispatch_target="city")
+    result = run_triage([photos], settings, detector=onnx_detector, deployment=settings_obj, show_progress=False)
+
+    assert [len(g.members) for g in result.groups] == [2, 1]  # the re-take joins the first photo; the zipped one is apart
+    store = CaseStore(settings_obj.cases.url)
+    cases = store.list()
+    assert sorted(c.id for c in cases) == sorted(r.case_id for r in result.refs)
+    assert all(c.state is CaseState.QUEUED and c.dispatch_target == "city" and c.source_kind == "photo_batch" for c in cases)
+    assert {e.case_id for e in store.outbox_entries(status="pending")} == {c.id for c in cases}
+
+    pair = store.get(result.refs[0].case_id)
+    lead, first = result.groups[0].lead, min(result.groups[0].members, key=lambda m: m.taken_at)
+    assert pair.violation_type == "illegal_parking" and (pair.lat, pair.lon) == (lead.lat, lead.lon)  # where the best photo was
+    bundle = Path(settings_obj.evidence_store.local_root) / pair.id
+    report = verify_bundle(bundle, KEY.encode())
+    assert report.ok, report.problems
+    manifest = read_manifest(bundle)
+    assert manifest["source"]["kind"] == "photo_batch"
+    assert sorted(manifest["source"]["photo_ids"]) == sorted(m.sha256 for m in result.groups[0].members)
+    roles = {a["role"]: a for a in manifest["artifacts"]}
+    assert (bundle / roles["original_opened"]["path"]).read_bytes() == Path(lead.source).read_bytes()  # as received
+    assert (bundle / roles["original_first_seen"]["path"]).read_bytes() == Path(first.source).read_bytes()
+    assert roles["annotated_opened"]["width"] == lead.facts["width"] > 640  # full resolution, not the decode for the model
+    crops = [a for a in manifest["artifacts"] if a["role"] == "crop"]
+    assert [c["class_name"] for c in crops] == ["bus"] and crops[0]["width"] > 600
+    assert manifest["times"]["first_seen"]["local"].startswith("2024-06-03T09:00:00")
+    assert manifest["violation"]["minor_class"] == "机动车乱停放"
+
+    zipped = store.get(result.refs[1].case_id)  # a zip member's original is kept byte for byte too
+    zbundle = Path(settings_obj.evidence_store.local_root) / zipped.id
+    zroles = {a["role"]: a for a in read_manifest(zbundle)["artifacts"]}
+    with zipfile.ZipFile(photos / "phone.zip") as zf:
+        assert (zbundle / zroles["original_opened"]["path"]).read_bytes() == zf.read("DCIM/1500.jpg")
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert pair.id in page and "queued" in page
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STREETWATCH_EVIDENCE_KEY": KEY}
+    done = subprocess.run([sys.executable, "-m", "streetwatch.cli", "dispatch", "run", "--once", "--config", str(settings_file)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    received = json.load(urllib.request.urlopen(f"{sim}/sim/received"))["cases"]
+    assert len(received) == 2
+    assert all(store.get(c.id).state is CaseState.SUBMITTED for c in cases)
+
+    again = run_triage([photos], settings.model_copy(update={"resume": True}), detector=onnx_detector,
+                       deployment=settings_obj, show_progress=False)
+    assert [r.case_id for r in again.refs] == [r.case_id for r in result.refs]  # found, not drafted again
+    assert len(store.list()) == 2 and len(store.outbox_entries()) == 2
+
+
+def test_cases_need_the_evidence_key_and_a_known_target(tmp_path, photos, deployment, monkeypatch, onnx_detector):
+    settings_obj, _ = deployment
+    with pytest.raises(CasesUnavailable, match="unknown dispatch target 'nowhere'.*city"):
+        run_triage([photos], TriageSettings(out=tmp_path / "a", dispatch_target="nowhere"), detector=onnx_detector,
+                   deployment=settings_obj, show_progress=False)
+    monkeypatch.delenv("STREETWATCH_EVIDENCE_KEY")
+    with pytest.raises(CasesUnavailable, match="STREETWATCH_EVIDENCE_KEY.*--no-cases"):
+        run_triage([photos], TriageSettings(out=tmp_path / "b", cases=True), detector=onnx_detector,
+                   deployment=settings_obj, show_progress=False)
+    assert not (tmp_path / "b" / "results.jsonl").stat().st_size  # refused before any photo was read
+    # optional cases without a key: the report is still written, the store stays empty
+    result = run_triage([photos], TriageSettings(out=tmp_path / "c"), detector=onnx_detector, deployment=settings_obj,
+                        show_progress=False)
+    assert result.groups and all(r.case_id is None for r in result.refs)
+    assert CaseStore(settings_obj.cases.url).list() == []

@@ -1,0 +1,196 @@
+"""Triage inputs without the model: listing files/folders/zips, EXIF time and GPS, grid cells, grouping."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import zipfile
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from PIL import Image
+
+from detect.config_io import ConfigError
+from detect.frames import GeoPoint
+from detect.imageio import decode_image
+from pipelines.triage.exif import read_facts
+from pipelines.triage.grid import load_grid
+from pipelines.triage.grouping import Member, group_members, perceptual_hash
+from pipelines.triage.journal import Journal, JournalExists
+from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, expand_sources
+from tests.triage_helpers import phone_photo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _refusals(items) -> dict[str, str]:
+    return {r.name.split("!")[-1]: r.reason for r in items if isinstance(r, Refused)}
+
+
+def test_folders_are_searched_recursively_and_zips_read_member_by_member(tmp_path, bus_jpg, zidane_jpg):
+    day = tmp_path / "day"
+    (day / "morning" / "deep").mkdir(parents=True)
+    shutil.copy(bus_jpg, day / "morning" / "deep" / "a.jpg")
+    shutil.copy(zidane_jpg, day / "b.JPG")
+    (day / "notes.txt").write_text("not a photo, not listed")
+    with zipfile.ZipFile(day / "upload.zip", "w") as zf:
+        zf.write(bus_jpg, "2024-06-01/bus.jpg")
+        zf.writestr("__MACOSX/2024-06-01/._bus.jpg", b"resource fork")
+        zf.writestr("readme.txt", "skipped")
+    items = expand_sources([day, day / "b.JPG"])  # b.JPG named twice: listed once
+    names = [i.name for i in items]
+    assert names == [str(day / "b.JPG"), str(day / "morning" / "deep" / "a.jpg"), f"{day / 'upload.zip'}!2024-06-01/bus.jpg"]
+    archives = ArchiveCache()
+    assert items[2].read_bytes(archives) == bus_jpg.read_bytes()
+    assert items[2].modified_at(archives, SHANGHAI) is not None
+    archives.close()
+
+
+def test_hostile_and_unreadable_archives_are_refused_with_reasons(tmp_path, bus_jpg):
+    inner = tmp_path / "inner.zip"
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.write(bus_jpg, "bus.jpg")
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.write(bus_jpg, "ok.jpg")
+        zf.write(bus_jpg, "../../escape.jpg")
+        zf.writestr(zipfile.ZipInfo("/etc/absolute.jpg"), bus_jpg.read_bytes())  # ZipFile.write would strip the /
+        zf.write(inner, "photos/inner.zip")
+    fake = tmp_path / "fake.zip"
+    fake.write_text("this is not a zip archive")
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    shutil.copy(bus_jpg, secret_dir / "locked.jpg")
+    subprocess.run(["zip", "-q", "-P", "s3cret", "-j", str(tmp_path / "locked.zip"), str(secret_dir / "locked.jpg")], check=True)
+
+    items = expand_sources([bad, fake, tmp_path / "locked.zip", tmp_path / "missing.jpg"])
+    assert [i.name for i in items if isinstance(i, PhotoSource)] == [f"{bad}!ok.jpg"]
+    reasons = _refusals(items)
+    assert "path traversal" in reasons["../../escape.jpg"]
+    assert "path traversal" in reasons["/etc/absolute.jpg"]
+    assert "nested zip" in reasons["photos/inner.zip"]
+    assert "not a valid zip" in reasons[str(fake)]
+    assert "password-protected" in reasons["locked.jpg"]
+    assert reasons[str(tmp_path / "missing.jpg")] == "not found"
+
+
+def test_exif_time_gps_and_orientation_from_a_phone_photo(tmp_path, bus_jpg):
+    import cv2
+
+    taken = datetime(2024, 6, 3, 14, 5, 9)
+    photo = phone_photo(bus_jpg, tmp_path / "p.jpg", taken=taken, gps=(30.274085, 120.155070),
+                        orientation=6, rotate=cv2.ROTATE_90_COUNTERCLOCKWISE)
+    decoded = decode_image(photo, max_side=640)
+    assert decoded.full_size == (810, 1080)  # portrait again after applying the orientation
+    assert decoded.image.shape[0] > decoded.image.shape[1]
+    facts = read_facts(decoded.exif, SHANGHAI)
+    assert facts.taken_at == taken.replace(tzinfo=SHANGHAI)
+    assert facts.taken_at.astimezone(UTC) == datetime(2024, 6, 3, 6, 5, 9, tzinfo=UTC)
+    assert facts.geo.lat == pytest.approx(30.274085, abs=1e-6)
+    assert facts.geo.lon == pytest.approx(120.155070, abs=1e-6)
+    assert facts.warnings == []
+
+    with_offset = phone_photo(bus_jpg, tmp_path / "o.jpg", taken=taken, offset="-05:00", gps=(-33.8688, -151.2093))
+    facts = read_facts(decode_image(with_offset).exif, SHANGHAI)
+    assert facts.taken_at.utcoffset() == timedelta(hours=-5)
+    assert (facts.geo.lat, facts.geo.lon) == pytest.approx((-33.8688, -151.2093), abs=1e-6)
+
+
+def test_broken_exif_becomes_warnings_and_keeps_the_picture(tmp_path, zidane_jpg):
+    import piexif
+
+    photo = phone_photo(zidane_jpg, tmp_path / "broken.jpg", exif_extra={
+        "Exif": {piexif.ExifIFD.DateTimeOriginal: b"yesterday at noon"},
+        "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: ((0, 0), (0, 0), (0, 0)),
+                piexif.GPSIFD.GPSLongitudeRef: b"E", piexif.GPSIFD.GPSLongitude: ((120, 1), (0, 1), (0, 1))},
+    })
+    decoded = decode_image(photo)
+    facts = read_facts(decoded.exif, SHANGHAI)
+    assert decoded.image.shape[:2] == (720, 1280)
+    assert facts.taken_at is None and facts.geo is None
+    assert any("capture time unreadable" in w and "yesterday" in w for w in facts.warnings)
+    assert any("GPS unreadable" in w for w in facts.warnings)
+
+    no_fix = phone_photo(zidane_jpg, tmp_path / "nofix.jpg", gps=(0.0, 0.0))
+    facts = read_facts(decode_image(no_fix).exif, SHANGHAI)
+    assert facts.geo is None and any("no GPS fix" in w for w in facts.warnings)
+
+
+def _ring(x1, y1, x2, y2):
+    return [[[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]]
+
+
+def test_grid_cells_from_geojson(tmp_path):
+    cells = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": _ring(120.150, 30.270, 120.160, 30.280)},
+         "properties": {"id": 330102001001, "name": "湖滨 1"}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": _ring(120.160, 30.270, 120.170, 30.280)},
+         "properties": {"id": "330102001002"}},
+    ]}
+    path = tmp_path / "grid.geojson"
+    path.write_text(json.dumps(cells))
+    grid = load_grid(path)
+    assert grid.at(GeoPoint(lat=30.275, lon=120.155)) == "330102001001"
+    assert grid.at(GeoPoint(lat=30.275, lon=120.165)) == "330102001002"
+    assert grid.at(GeoPoint(lat=31.0, lon=121.0)) is None
+
+    cells["features"][1]["geometry"]["coordinates"] = [[[120.16, 30.27], [120.17, 30.28], [120.16, 30.28], [120.17, 30.27], [120.16, 30.27]]]
+    path.write_text(json.dumps(cells))
+    with pytest.raises(ConfigError, match=r"grid.geojson: features\.1\.geometry: .*self-intersecting"):
+        load_grid(path)
+
+
+def _member(source, type_, score, minute, gps=None, phash=None):
+    return Member(sha256=source, source=source, type=type_, score=score,
+                  taken_at=datetime(2024, 6, 3, 9, 0, tzinfo=UTC) + timedelta(minutes=minute),
+                  lat=gps[0] if gps else None, lon=gps[1] if gps else None, phash=phash)
+
+
+def test_grouping_by_gps_distance_time_window_and_type():
+    here = (30.27400, 120.15500)
+    ten_m_north = (30.27409, 120.15500)
+    far = (30.28000, 120.15500)  # ~660 m
+    groups = group_members([
+        _member("a", "illegal_parking", 0.6, 0, here),
+        _member("b", "illegal_parking", 0.9, 5, ten_m_north),  # same car, better shot: leads
+        _member("c", "illegal_parking", 0.8, 6, far),  # another street
+        _member("d", "illegal_parking", 0.7, 120, here),  # same spot two hours later: a new case
+        _member("e", "street_stall", 0.5, 1, here),  # other type at the same spot
+    ], window_s=1800, radius_m=30, max_bits=12)
+    assert [[m.source for m in g.members] for g in groups] == [["b", "a"], ["c"], ["d"], ["e"]]
+
+
+def test_grouping_without_gps_uses_perceptual_hashes_of_real_photos(tmp_path, real_sample_dir, bus_jpg):
+    garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[0]
+    shots = {
+        "first": phone_photo(garbage, tmp_path / "1.jpg"),
+        "retake": phone_photo(garbage, tmp_path / "2.jpg", crop=0.03, gain=1.1),
+        "other": phone_photo(bus_jpg, tmp_path / "3.jpg"),
+    }
+    hashes = {k: perceptual_hash(decode_image(p, max_side=640).image) for k, p in shots.items()}
+    assert (hashes["first"] ^ hashes["retake"]).bit_count() <= 12 < (hashes["first"] ^ hashes["other"]).bit_count()
+    groups = group_members([
+        _member("first", "exposed_garbage", 0.7, 0, phash=hashes["first"]),
+        _member("retake", "exposed_garbage", 0.8, 2, phash=hashes["retake"]),
+        _member("other", "exposed_garbage", 0.9, 3, phash=hashes["other"]),
+    ], window_s=1800, radius_m=30, max_bits=12)
+    assert [[m.source for m in g.members] for g in groups] == [["other"], ["retake", "first"]]
+
+
+def test_journal_refuses_to_overwrite_and_cuts_a_torn_line_on_resume(tmp_path):
+    j = Journal(tmp_path, resume=False)
+    j.append({"source": "a.jpg", "sha256": "aa", "status": "ok", "findings": []})
+    j.append({"source": "b.jpg", "sha256": None, "status": "error", "reason": "not found"})
+    j.close()
+    with (tmp_path / "results.jsonl").open("a") as fh:
+        fh.write('{"source": "c.jpg", "sha2')  # killed mid-write
+    with pytest.raises(JournalExists, match="--resume"):
+        Journal(tmp_path, resume=False)
+    j = Journal(tmp_path, resume=True)
+    assert j.previous == 2 and j.seen("a.jpg", "aa") and j.seen("b.jpg", None) and not j.seen("c.jpg", None)
+    assert j.done_hashes == {"aa": "a.jpg"}
+    j.close()
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == 2
