@@ -69,6 +69,8 @@ class CameraConfig(BaseModel):
         False, title="Keyframes only",
         description="Decode only key frames (skip_frame=NONKEY): far less CPU; the analysis rate is then at most the stream's key-frame rate.")
     max_side: int | None = Field(1280, title="Resolution cap", description="Frames are scaled so their longer side is at most this many pixels (none: keep).", ge=64)
+    decode_threads: int = Field(1, title="Decoder threads", description="Threads per decoder (1 suits many cameras on few cores; raise for a few 4K streams).", ge=0, le=16)
+    input_format: str | None = Field(None, title="Input format", description="Force an FFmpeg demuxer (e.g. mpjpeg for MJPEG over HTTP); default: probe.")
     rtsp_transport: str = Field("tcp", title="RTSP transport", description="tcp (default, survives packet loss) or udp.", pattern="^(tcp|udp)$")
     timeout_s: float = Field(10.0, title="Read timeout", description="Seconds without data before the stream counts as dead.", gt=0)
     backoff: Backoff = Field(default_factory=Backoff, title="Reconnect back-off", description="Waits between reconnect attempts.")
