@@ -41,12 +41,14 @@ class HealthConfig(BaseModel):
 
     frozen_s: float = Field(60.0, title="Frozen after", description="Seconds of identical images before the image is reported frozen.", gt=0)
     frozen_tolerance: float = Field(
-        0.5, title="Frozen tolerance", description="Mean absolute grey-level difference (0-255, on a 64-px thumbnail) under which two images count as identical.", ge=0)
+        3.0, title="Frozen tolerance", description="Grey levels (0-255) a pixel may change by and still count as unchanged; live cameras always show some sensor noise.", ge=0)
     blind_s: float = Field(10.0, title="Blind after", description="Seconds of black or featureless images before the lens is reported black/covered.", gt=0)
     black_level: float = Field(20.0, title="Black level", description="Mean grey level under which an image is black.", ge=0, le=255)
     covered_std: float = Field(6.0, title="Covered contrast", description="Grey-level standard deviation under which an image is featureless (lens covered).", ge=0)
-    moved_distance: int = Field(
-        18, title="Moved distance", description="Perceptual-hash distance (0-64) to the scene's reference snapshot above which the view counts as different.", ge=1, le=64)
+    moved_shift: float = Field(
+        0.03, title="Moved shift", description="How far (fraction of the image width) the view may drift from the scene's reference snapshot before it counts as moved.", gt=0, le=1)
+    min_matches: int = Field(
+        15, title="Matching features", description="Fewer features matching the reference snapshot than this also counts as a moved (or blocked) view.", ge=4)
     moved_s: float = Field(120.0, title="Moved after", description="Seconds the view must stay different before the camera is reported moved.", gt=0)
     check_every_s: float = Field(5.0, title="Check interval", description="Media seconds between health checks.", gt=0)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,7 +103,7 @@ class VideoSource:
             except ValueError:
                 log.warning("camera %s: unreadable creation_time tag %r", cfg.id, tag)
 
-    def pictures(self) -> Iterator[Picture]:
+    def pictures(self, wait: Callable[[float], object] = time.sleep) -> Iterator[Picture]:
         """Decoded pictures in stream order. Single corrupt packets are skipped (counted in
         `bad_packets`); a run of them, a read error or a timeout raises `SourceError`; the end of
         a file just ends the iteration."""
@@ -166,12 +166,14 @@ class SnapshotSource:
         except ImageReadError as exc:
             raise SourceError(f"camera {cfg.id}: snapshot {cfg.url}: {exc}") from None
 
-    def pictures(self) -> Iterator[Picture]:
+    def pictures(self, wait: Callable[[float], object] = time.sleep) -> Iterator[Picture]:
+        """One fetch per analysis period; `wait` sleeps (the reader passes its stop event's wait)."""
         period = 1.0 / self.config.analysis_fps
         while True:
             started = time.monotonic()
             yield Picture(self._fetch(), None)
-            time.sleep(max(0.0, period - (time.monotonic() - started)))
+            if wait(max(0.0, period - (time.monotonic() - started))):
+                return
 
     def close(self) -> None:
         if self.client is not None:
