@@ -139,6 +139,7 @@ class LoadedCameras:
     file: CamerasFile
     cameras: list[Camera] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
+    scene_files: list[Path] = field(default_factory=list)  # watched for changes (reload)
 
 
 def _resolve(base: Path, value: str | Path) -> Path:
@@ -166,6 +167,7 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None) -> LoadedCa
         cfg = cfg.model_copy(update={"scene": _resolve(path.parent, cfg.scene)})
         if not is_url(cfg.url):
             cfg = cfg.model_copy(update={"url": str(_resolve(path.parent, cfg.url))})
+        out.scene_files.append(cfg.scene)
         try:
             scene = load_scene(cfg.scene, taxonomy)
         except ConfigError as exc:
