@@ -61,6 +61,8 @@ class EvidenceStoreConfig(BaseModel):
     backend: Literal["local", "s3"] = Field("local", title="Backend", description="`local` directory or `s3`-compatible storage.")
     local_root: Path = Field(Path("streetwatch-data/evidence"), title="Local root",
                              description="Folder of bundles for the local backend (one sub-folder per case).")
+    spool_dir: Path = Field(Path("streetwatch-data/spool"), title="Spool folder",
+                            description="Local folder where bundles are built and kept until the store has them (storage outages).")
     public_base_url: str | None = Field(
         None, title="Public base URL",
         description="Local backend: URL under which the API serves `local_root` (attachment URLs are this + <case>/<path>).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from dataclasses import replace
 from datetime import timedelta
@@ -122,10 +123,17 @@ def test_intake_camera_lifecycle_and_reverification(tmp_path, bus_event):
     assert (case.evidence_boxes["width"], case.evidence_boxes["height"]) == (810, 1080)
     assert (case.lat, case.lon) == (30.2741, 120.1551)
 
+    # Seconds after the opening the ring buffer has the frames that follow it: they join the strip.
+    after = [replace(event.frame, ts=event.at + timedelta(seconds=s), frame_id=f"a{s}", path=None) for s in (2, 4, 6)]
+    with_strip = intake.add_strip(opened.violation_id, after)
+    strip = [a for a in json.loads((store.path(with_strip.evidence_ref) / "manifest.json").read_text())["artifacts"]
+             if a["role"] == "strip"]
+    assert [a["frame_id"] for a in strip] == ["a2", "a4", "a6"] and with_strip.evidence_digest != case.evidence_digest
+
     later = replace(event.frame, ts=event.at + timedelta(minutes=8), frame_id="f-later", path=None)
     cleared = replace(opened, kind=EventKind.CLEARED, at=later.ts, cleared_at=later.ts, frame=later)
     updated = intake.record_event(cleared, cam)
-    assert updated.cleared_at == later.ts and updated.evidence_digest != case.evidence_digest
+    assert updated.cleared_at == later.ts and updated.evidence_digest != with_strip.evidence_digest
     bundle_path = store.path(updated.evidence_ref)
     assert (bundle_path / "annotated" / "latest.jpg").is_file() and verify_bundle(bundle_path, KEY).ok
     assert intake.record_event(replace(cleared, violation_id="unknown")) is None

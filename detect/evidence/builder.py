@@ -142,9 +142,7 @@ class EvidenceBuilder:
             self._moment(writer, "first_seen", first, ctx.first_detections or sv.Detections.empty(), ctx, caption)
         self._moment(writer, "opened", event.frame, event.detections, ctx, caption)
         self._crops(writer, event.frame, event.detections, ctx)
-        for i, frame in enumerate(evenly(ctx.strip, self.config.strip_max_frames)):
-            writer.image(f"strip/{i:02d}.jpg", _resize_width(frame.image, self.config.strip_width), "strip",
-                         ts=frame.ts.isoformat(), frame_id=frame.frame_id)
+        self._strip(writer, ctx.strip)
 
         geo = ctx.geo or event.frame.geo
         manifest = {
@@ -194,6 +192,16 @@ class EvidenceBuilder:
             manifest["times"]["cleared"] = self._time(event.cleared_at)
         manifest["dwell_s"] = round(float(event.dwell_s), 3)
         manifest["object_count"] = event.object_count
+        manifest["updated_at"] = datetime.now(UTC).isoformat()
+        return self._sign(bundle, manifest, writer.artifacts)
+
+    def add_strip(self, bundle_dir: str | Path, frames: list[Frame]) -> Bundle:
+        """Append frames from after the opening (the ring buffer had only the seconds before it
+        when the bundle was built), at most `strip_max_frames` more, then re-sign."""
+        bundle = Path(bundle_dir)
+        manifest = read_manifest(bundle)
+        writer = _Writer(bundle, self.config.jpeg_quality, manifest["artifacts"])
+        self._strip(writer, frames)
         manifest["updated_at"] = datetime.now(UTC).isoformat()
         return self._sign(bundle, manifest, writer.artifacts)
 
@@ -249,6 +257,13 @@ class EvidenceBuilder:
             writer.image(f"shared/{name}.jpg", _annotate(blurred, detections, polygon, text),
                          f"shared_{name}", **facts)
 
+    def _strip(self, writer: _Writer, frames: list[Frame]) -> None:
+        """Strip frames, numbered on from those already in the bundle (file order = time order)."""
+        start = sum(1 for a in writer.artifacts if a["role"] == "strip")
+        for i, frame in enumerate(evenly(sorted(frames, key=lambda f: f.ts), self.config.strip_max_frames), start):
+            writer.image(f"strip/{i:02d}.jpg", _resize_width(frame.image, self.config.strip_width), "strip",
+                         ts=frame.ts.isoformat(), frame_id=frame.frame_id)
+
     def _crops(self, writer: _Writer, frame: Frame, detections: sv.Detections, ctx: BundleContext) -> None:
         names = detections.data.get("class_name", np.array(["object"] * len(detections)))
         blurred = blur_private(frame.image, _privacy_boxes(detections, ctx)) if self.config.privacy_blur else None
@@ -263,7 +278,11 @@ class EvidenceBuilder:
         manifest["artifacts"] = sorted(artifacts, key=lambda a: a["path"])
         # What may leave the building: blurred copies when privacy is on, else annotated frames + crops.
         shared = ("shared_",) if self.config.privacy_blur else ("annotated_", "crop")
-        manifest["dispatch_attachments"] = [a["path"] for a in manifest["artifacts"] if a["role"].startswith(shared)]
+        # The opening frame first: protocols that take one image (Open311 media_url) get the best one.
+        order = ("opened", "crop", "latest", "first_seen")
+        rank = lambda a: next((i for i, key in enumerate(order) if a["role"].endswith(key)), len(order))  # noqa: E731
+        manifest["dispatch_attachments"] = [a["path"] for a in sorted(manifest["artifacts"], key=lambda a: (rank(a), a["path"]))
+                                            if a["role"].startswith(shared)]
         digest = write_signed_manifest(bundle, manifest, self.key)
         return Bundle(path=bundle, digest=digest, manifest=manifest)
 

@@ -19,16 +19,21 @@ import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import supervision as sv
 
 from detect.events import EventKind, ViolationEvent
-from detect.evidence import Bundle, BundleContext, EvidenceBuilder, EvidenceError
+from detect.evidence import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, load_hmac_key
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseStore, NewCase
-from pipelines.evidence_store import EvidenceStore, StorageError
+from pipelines.evidence_store import EvidenceStore, StorageError, open_evidence_store
+
+if TYPE_CHECKING:
+    from detect.taxonomy import Taxonomy
+    from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,17 @@ class Intake:
         self.spool.mkdir(parents=True, exist_ok=True)
         self.auto_queue = auto_queue  # dispatch target to queue for as soon as evidence is stored (no review)
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | None = None,
+                      taxonomy: Taxonomy | None = None) -> Intake:
+        """Wire the case store, evidence store, signing key and builder from the deployment settings.
+
+        Raises EvidenceKeyError (no signing key) or StorageError (S3 credentials missing).
+        """
+        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy)
+        return cls(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), builder,
+                   settings.evidence_store.spool_dir, auto_queue=auto_queue)
 
     def record_event(self, event: ViolationEvent, ctx: BundleContext | None = None) -> Case | None:
         """Apply one violation event; returns the case (None for an update of an unknown violation)."""
@@ -62,6 +78,17 @@ class Intake:
                 if case is not None:
                     done.append(case)
         return done
+
+    def add_strip(self, violation_id: str, frames: list[Frame]) -> Case | None:
+        """Frames from after the opening (CCTV ring buffer, a few seconds later) join the case's strip."""
+        with self._lock:
+            case = self.store.find(violation_id=violation_id)
+            bundle_dir = None if case is None else self._local_bundle(case)
+            if case is None or bundle_dir is None or not frames:
+                return case
+            bundle = self.builder.add_strip(bundle_dir, frames)
+            self.store.update(case.id, evidence_digest=bundle.digest)
+            return self._upload(case.id, bundle_dir) or self.store.get(case.id)
 
     def record_verification(self, case_id: str, frame: Frame, detections: sv.Detections, cleared: bool, *,
                             actor: str) -> Case:
@@ -155,7 +182,7 @@ def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:
         first_seen_at=event.first_seen,
         opened_at=event.opened_at or event.at,
         cleared_at=event.cleared_at,
-        details={"camera_or_photo": event.source_id, "object_id": event.object_id, "zone_kind": event.zone_kind,
+        details={"event_source": event.source_id, "object_id": event.object_id, "zone_kind": event.zone_kind,
                  "dwell_s": event.dwell_s, "score": event.score, "object_count": event.object_count,
                  "texts": list(event.texts), "phones": list(event.phones),
                  "recorded_at": datetime.now(UTC).isoformat()},

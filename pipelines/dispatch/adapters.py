@@ -183,8 +183,9 @@ class Open311Adapter:
             form["lat"], form["long"] = f"{case.lat:.7f}", f"{case.lon:.7f}"
         if case.address:
             form["address_string"] = case.address
-        if d.attachments:
-            form["media_url"] = d.attachments[0]["url"]  # GeoReport v2 takes one media URL
+        urls = [a["url"] for a in d.attachments if a["url"].startswith(("http://", "https://"))]
+        if urls:  # GeoReport v2 takes one media URL, and only one they can fetch is any use
+            form["media_url"] = urls[0]
         if self.target.jurisdiction_id:
             form["jurisdiction_id"] = self.target.jurisdiction_id
         return form

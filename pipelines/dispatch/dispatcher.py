@@ -96,7 +96,8 @@ class Dispatcher:
         self.breakers = {name: CircuitBreaker(config.breaker) for name in config.targets}
         self.clients = {name: client or httpx.Client(timeout=t.timeout_s) for name, t in config.targets.items()}
         self.rng = random.Random(seed)
-        self._last_poll: dict[str, datetime] = {}
+        # The first poll waits one interval: a request just delivered has nothing to report yet.
+        self._last_poll: dict[str, datetime] = dict.fromkeys(config.targets, datetime.now(UTC))
 
     def close(self) -> None:
         for client in set(self.clients.values()):
@@ -206,8 +207,8 @@ class Dispatcher:
         for name, adapter in self.adapters.items():
             if not hasattr(adapter, "resolve_token"):
                 continue
-            last = self._last_poll.get(name)
-            if not force and last is not None and (now - last).total_seconds() < self.config.targets[name].poll_interval_s:
+            last = self._last_poll[name]
+            if not force and (now - last).total_seconds() < self.config.targets[name].poll_interval_s:
                 continue
             self._last_poll[name] = now
             for case in self.store.awaiting_status(name):
