@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "evidence",
     "cases",
     "dispatch",
+    "watch",
 ]
 
 app = typer.Typer(

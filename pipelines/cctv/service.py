@@ -208,7 +208,8 @@ class Watcher:
 
     def _replay_done(self) -> bool:
         with self._lock:
-            readers_done = all(not r.reader.is_alive() for r in self.runtimes.values())
+            # Stream cameras (URLs) run as long as there are files to replay, then stop with them.
+            readers_done = all(not r.reader.is_alive() for r in self.runtimes.values() if r.reader.replay_file)
         return readers_done and self._in_flight() == 0
 
     def _in_flight(self) -> int:
