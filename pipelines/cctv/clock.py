@@ -26,6 +26,10 @@ def as_utc(value: datetime, tz: str) -> datetime:
     return value.astimezone(UTC)
 
 
+FUTURE_S = 0.25
+"""Frames mapped further than this ahead of the receive time are re-anchored to it."""
+
+
 class MediaClock:
     """Maps the media seconds of one connection to UTC; `reset()` at every (re)connect."""
 
@@ -64,7 +68,10 @@ class MediaClock:
         if self._anchor is None:
             self._anchor = (media, now, time.monotonic())
         mapped = self._anchor[1] + timedelta(seconds=media - self._anchor[0])
-        if abs((mapped - now).total_seconds()) > self.max_drift_s:
+        drift = (mapped - now).total_seconds()
+        if drift > FUTURE_S or drift < -self.max_drift_s:
+            # A frame cannot be from the future (the server sent a buffered burst at connect); one far
+            # in the past means the stream stalled or its clock jumped: map it to now from here on.
             self._anchor = (media, now, time.monotonic())
             return now
         return mapped

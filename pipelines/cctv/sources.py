@@ -110,6 +110,7 @@ class VideoSource:
         assert self.container is not None and self.stream is not None
         self.bad_packets = 0
         bad_run = 0
+        media = 0.0
         tb = self.stream.time_base
         try:
             for packet in self.container.demux(self.stream):
@@ -123,7 +124,9 @@ class VideoSource:
                     continue
                 bad_run = 0
                 for frame in frames:
-                    media = float(frame.pts * tb) if frame.pts is not None and tb is not None else None
+                    # A picture without a timestamp (the first of some RTSP sessions) shares the previous one's.
+                    if frame.pts is not None and tb is not None:
+                        media = float(frame.pts * tb)
                     yield Picture(frame, media, bool(frame.key_frame))
         except SourceError:
             raise
