@@ -98,7 +98,7 @@ class CameraReader(threading.Thread):
         exc = rs.outcome.exception() if rs.outcome else None
         failing = Status.OFFLINE if rs.attempt_number >= self.cfg.backoff.offline_after else Status.RECONNECTING
         wait = rs.next_action.sleep if rs.next_action else 0
-        log.warning("camera %s: %s; attempt %d, next in %.1fs", self.camera.id, exc, rs.attempt_number, wait)
+        log.warning("%s; attempt %d, next in %.1fs", exc, rs.attempt_number, wait)
         self._set(failing, str(exc))
 
     # ---- loop ---------------------------------------------------------------------------
@@ -174,8 +174,8 @@ class CameraReader(threading.Thread):
         if self._raw_size is not None and raw != self._raw_size:
             self.hooks.health(HealthEvent(self.camera.id, HealthKind.RESOLUTION_CHANGED, True, ts,
                                           f"{self._raw_size[0]}x{self._raw_size[1]} -> {raw[0]}x{raw[1]}"))
-            if self._size is not None and abs(size[0] / size[1] - self._size[0] / self._size[1]) < 0.01:
-                size = self._size  # same shape: keep the frame size, so tracks and boxes carry over
+        if self._size is not None and abs(size[0] / size[1] - self._size[0] / self._size[1]) < 0.01:
+            size = self._size  # same shape after a resolution change: keep the frame size, so tracks and boxes carry over
         self._raw_size, self._size = raw, size
         image = picture.to_bgr(size)
         self.frames += 1
