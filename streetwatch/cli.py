@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "cases",
     "dispatch",
     "triage",
+    "watch",
 ]
 
 app = typer.Typer(
