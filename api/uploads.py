@@ -63,6 +63,12 @@ async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def read_capped(request: Request, limit: int) -> bytes:
+    """A small body (webhooks), refused with 413 past `limit` whether or not it declared its length."""
+    check_length(request, limit)
+    return b"".join([chunk async for chunk in _capped(request, limit)])
+
+
 def sniff(path: Path) -> tuple[str, str] | None:
     """("image", suffix) or ("zip", ".zip") from the file's content; None for anything else."""
     try:
