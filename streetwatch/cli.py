@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "dispatch",
     "triage",
     "watch",
+    "serve",
 ]
 
 app = typer.Typer(
