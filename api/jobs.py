@@ -110,12 +110,17 @@ class TriageJobs:
         """Per-photo records with server paths replaced by the uploaded file names."""
         job = self.get(job_id)
         labels = {f["name"]: f["label"] for f in job["files"]}
+        inputs = re.compile(re.escape(str(self._dir(job_id) / "input")) + r"/([0-9]{4}\.[a-z]+)")
+
+        def relabel(text: str) -> str:  # "duplicate of /srv/.../input/0001.jpg" -> "duplicate of bus.jpg"
+            return inputs.sub(lambda m: labels.get(m.group(1), m.group(1)), text)
+
         out = []
         for record in self._records(job_id):
             record = {k: v for k, v in record.items() if k not in ("path", "member", "thumb")}
-            record["source"] = self._label(record.get("source", ""), labels)
-            if record.get("duplicate_of"):
-                record["duplicate_of"] = self._label(record["duplicate_of"], labels)
+            for key in ("source", "duplicate_of", "reason"):
+                if isinstance(record.get(key), str):
+                    record[key] = relabel(record[key])
             out.append(record)
         return out
 
@@ -138,12 +143,6 @@ class TriageJobs:
                             continue
         except FileNotFoundError:
             return
-
-    @staticmethod
-    def _label(source: str, labels: dict[str, str]) -> str:
-        path, _, member = source.partition("!")
-        label = labels.get(Path(path).name, Path(path).name)
-        return f"{label}!{member}" if member else label
 
     def _write(self, job: dict[str, Any]) -> None:
         folder = self._dir(job["id"])
