@@ -97,8 +97,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     async def _count(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
+        route = request.scope.get("route")  # labelled by handler name: low cardinality, never the raw path
+        name = getattr(route, "name", None) or "unmatched"
         ctx.metrics.requests.labels(request.method, name, str(response.status_code)).inc()
         ctx.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
         return response

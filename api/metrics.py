@@ -10,8 +10,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class ApiMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("streetwatch_api_requests", "HTTP requests answered", ["method", "route", "status"], registry=r)
-        self.latency = Histogram("streetwatch_api_request_seconds", "Time to answer a request", ["method", "route"],
+        self.requests = Counter("streetwatch_api_requests", "HTTP requests answered", ["method", "handler", "status"], registry=r)
+        self.latency = Histogram("streetwatch_api_request_seconds", "Time to answer a request", ["method", "handler"],
                                  registry=r, buckets=LATENCY_BUCKETS)
         self.uploads = Counter("streetwatch_api_upload_bytes", "Bytes of accepted uploads", registry=r)
         self.jobs = Counter("streetwatch_api_triage_jobs", "Triage jobs by outcome (created, done, failed)", ["outcome"], registry=r)
