@@ -17,7 +17,8 @@ from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/ui/{page}"), ("GET", "/openapi.json"),
           ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
           ("MOUNT", "/static")}
-SIGNED = {("GET", "/evidence/{case_id}/{path:path}")}  # the URL's signature is the permission
+SIGNED = {("GET", "/evidence/{case_id}/{path:path}"),  # the URL's signature is the permission
+          ("GET", "/attachments/{case_id}/{path:path}")}  # dispatched cases' shared copies, for the platform
 READERS = {"inspector", "reviewer", "admin"}
 REVIEWERS = {"reviewer", "admin"}
 ROUTE_ROLES = {
