@@ -33,6 +33,6 @@ class UrlSigner:
         """None when the URL is valid, else why not."""
         if exp < (now or time.time()):
             return "link expired"
-        if not hmac.compare_digest(sig, self._sig(case_id, path, exp)):
+        if not hmac.compare_digest(sig.encode(), self._sig(case_id, path, exp).encode()):  # bytes: any text is comparable
             return "bad signature"
         return None

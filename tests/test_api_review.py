@@ -112,6 +112,8 @@ def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, mon
     assert client.post(hook, content=body).status_code == 401  # neither token nor signature
     bad = client.post(hook, content=body, headers={"X-Signature": "sha256=" + "0" * 64})
     assert bad.status_code == 401 and bad.headers["content-type"] == "application/problem+json"
+    odd_header = client.post(hook, content=body, headers={"X-Signature": "sha256=é".encode("latin-1")})
+    assert odd_header.status_code == 401  # not a 500
     assert store.get(case_id).state is CaseState.SUBMITTED
     ok = client.post(hook, content=body, headers={"X-Signature": sign("hook-secret-0123", body)})
     assert ok.status_code == 200 and ok.json() == {"case_id": case_id, "state": "accepted", "changed": True}
