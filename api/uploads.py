@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -103,6 +104,15 @@ async def receive_files(request: Request, dest: Path, *, limit: int, max_files: 
         await form.close()
 
 
+def _save(upload: UploadFile, raw: Path) -> tuple[int, tuple[str, str] | None]:
+    """Copy one parsed part to `raw`; its size and sniffed kind."""
+    upload.file.seek(0)
+    with raw.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, CHUNK)
+        size = out.tell()
+    return size, (sniff(raw) if size else None)
+
+
 async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
     dest.mkdir(parents=True, exist_ok=True)
     saved: list[SavedFile] = []
@@ -111,12 +121,7 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
         for i, upload in enumerate(uploads, 1):
             label = (upload.filename or f"file {i}")[:200]
             raw = dest / f"{i:04d}.upload"
-            size = 0
-            with raw.open("wb") as out:
-                while chunk := await upload.read(CHUNK):
-                    out.write(chunk)
-                    size += len(chunk)
-            kind = sniff(raw) if size else None
+            size, kind = await run_in_threadpool(_save, upload, raw)  # disk and Pillow off the event loop
             if kind is None:
                 refused.append(label)
                 raw.unlink()

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 
 from api.accounts import Role
 from api.app import AppContext
@@ -43,7 +44,8 @@ async def webhook(target: str, request: Request, ctx: AppContext = Depends(get_c
                   caller: str = Depends(webhook_caller)) -> dict[str, Any]:
     body = await read_capped(request, 64 * 1024)
     try:
-        result = handle_cn_dcm_webhook(ctx.store, ctx.settings.dispatch, target, body, request.headers)
+        result = await run_in_threadpool(handle_cn_dcm_webhook, ctx.store, ctx.settings.dispatch, target, body,
+                                          dict(request.headers))
     except WebhookError as exc:
         ctx.metrics.webhooks.labels(target if target in ctx.settings.dispatch.targets else "unknown", str(exc.status_code)).inc()
         raise
