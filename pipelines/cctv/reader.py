@@ -156,7 +156,6 @@ class CameraReader(threading.Thread):
                 if media is not None and not sampler.take(media):
                     continue
                 if self.paced_file and media is not None:
-                    clock.wall(media)  # anchors on the first frame
                     self._sleep(max(0.0, clock.due_in(media)))
                 self._deliver(picture, clock.wall(media), media)
         finally:
