@@ -104,11 +104,18 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
         return (sum(m.value("streetwatch_cctv_frames_analysed_total", camera=c) for c in ids),
                 sum(m.value("streetwatch_cctv_frames_dropped_total", camera=c) for c in ids))
 
+    def batches() -> tuple[float, float, float]:
+        return (m.value("streetwatch_cctv_inference_seconds_sum"), m.value("streetwatch_cctv_inference_seconds_count"),
+                m.value("streetwatch_cctv_batch_frames_sum"))
+
+    b0 = batches()
     cpu0, dec0, inf0, (an0, dr0) = _process_cpu(), sum(map(_thread_cpu, readers)), _thread_cpu(worker), counters()
     window["open"] = True
     time.sleep(seconds)
     window["open"] = False
     cpu1, dec1, inf1, (an1, dr1) = _process_cpu(), sum(map(_thread_cpu, readers)), _thread_cpu(worker), counters()
+    b1 = batches()
+    n_batches = max(1.0, b1[1] - b0[1])
     watcher.stop()
     runner.join(60)
     intake.store.close()
@@ -127,6 +134,8 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
         "cpu_s": {"total": round(total, 2), "decode": round(decode, 2), "inference": round(total - decode, 2),
                   "worker_thread": round(worker_cpu, 2)},
         "cpu_cores_used": round(total / seconds, 2),
+        "batches": {"count": int(b1[1] - b0[1]), "mean_frames": round((b1[2] - b0[2]) / n_batches, 2),
+                    "mean_detect_ms": round(1000 * (b1[0] - b0[0]) / n_batches, 1)},
         "ms_per_frame": {"decode": round(1000 * decode / max(1, analysed_n), 1),
                          "inference": round(1000 * (total - decode) / max(1, analysed_n), 1)},
     }
@@ -134,7 +143,7 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
 
 def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float = 8.0, modes: tuple[str, ...] = ("keyframes", "full"),
         backend: str = "onnx", device: str = "cpu", model: str = "yolo11n", imgsz: int = 640, workdir: Path | None = None,
-        log=print) -> dict:
+        log=print, threads: int | None = None) -> dict:
     """Ramp the number of cameras per decode mode until a step fails; returns every step and the capacity."""
     from benchmarks.environment import environment
     from detect.engine import load_detector
@@ -143,7 +152,7 @@ def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float
     folder = Path(workdir or tempfile.mkdtemp(prefix="sw-cctv-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     clip = make_clip(folder)
-    detector = load_detector(model, backend=backend, device=device, imgsz=imgsz, max_batch=8)
+    detector = load_detector(model, backend=backend, device=device, imgsz=imgsz, max_batch=8, threads=threads)
     load_start = os.getloadavg()
     steps, capacity = [], {}
     for mode in modes:
@@ -154,7 +163,8 @@ def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float
             steps.append(step)
             log(f"cctv {mode:9s} {n:3d} cameras: lag p95 {step['lag_s']['p95']:.2f}s, dropped {step['frames_dropped']}, "
                 f"analysed {step['frames_analysed']}/{step['frames_expected']}, CPU {step['cpu_cores_used']} cores "
-                f"(decode {step['ms_per_frame']['decode']} ms/frame, inference {step['ms_per_frame']['inference']} ms/frame) "
+                f"(decode {step['ms_per_frame']['decode']} ms/frame, inference {step['ms_per_frame']['inference']} ms/frame), "
+                f"batches of {step['batches']['mean_frames']} in {step['batches']['mean_detect_ms']} ms "
                 f"{'ok' if step['ok'] else 'FAIL'}")
             if not step["ok"]:
                 break
@@ -164,7 +174,7 @@ def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float
         "criteria": {"analysis_fps": 1, "lag_p95_below_s": PASS_LAG_S, "dropped": 0, "min_analysed_share": MIN_ANALYSED},
         "stream": {"codec": "h264", "size": list(SIZE), "fps": CLIP_FPS, "gop_s": 1.0,
                    "kbit_s": round(clip.stat().st_size * 8 / CLIP_S / 1000)},
-        "detector": {"model": detector.model_id, "backend": backend, "device": device, "imgsz": imgsz},
+        "detector": {"model": detector.model_id, "backend": backend, "device": device, "imgsz": imgsz, "threads": threads},
         "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "environment": environment(), "capacity": capacity, "steps": steps,
     }
@@ -180,12 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (GPU mode: inference on the GPU)")
     parser.add_argument("--model", default="yolo11n")
     parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--threads", type=int, help="inference intra-op threads (default: the runtime's)")
     parser.add_argument("--workdir", type=Path, help="keep the generated clip here")
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     record = run([int(x) for x in args.cameras.split(",")], args.seconds, args.warmup, tuple(args.modes.split(",")),
-                 args.backend, args.device, args.model, args.imgsz, args.workdir, log=lambda s: print(s, file=sys.stderr))
+                 args.backend, args.device, args.model, args.imgsz, args.workdir, log=lambda s: print(s, file=sys.stderr),
+                 threads=args.threads)
     record["command"] = "python -m benchmarks.cctv_capacity " + " ".join(argv if argv is not None else sys.argv[1:])
     text = json.dumps(record, indent=2, ensure_ascii=False)
     if args.out:

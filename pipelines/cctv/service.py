@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from detect.config_io import ConfigError
+from detect.events import EventKind
 from detect.evidence import FrameRing
 from detect.frames import Frame
 from detect.rules import CameraRules, RuleSettings
@@ -249,7 +250,7 @@ class Watcher:
 
     def _work(self) -> None:
         while True:
-            batch = self.queue.get_batch(self.file.max_batch, timeout=0.5)
+            batch = self.queue.get_batch(self.file.max_batch, timeout=0.5, linger_s=0.0 if self.replay else self.file.batch_wait_s)
             self.metrics.queue_depth.set(len(self.queue))
             if not batch:
                 if self.queue.closed:
@@ -283,6 +284,10 @@ class Watcher:
         detections = runtime.with_texts(frame, detections)
         for event in runtime.rules.process(frame, detections):
             self.sink.post_event(runtime.camera, event, runtime.context(event, detections))
+            if event.kind is EventKind.OPENED:
+                runtime.strips_due.append((event.violation_id, event.at))
+        for violation_id, frames in runtime.strips_ready(frame.ts):
+            self.sink.post_strip(violation_id, frames)
         if runtime.verify_due(frame.ts):
             self.sink.post_check(runtime.camera, frame, detections)
         self.metrics.frames_analysed.labels(runtime.id).inc()
