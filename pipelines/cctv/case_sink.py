@@ -39,6 +39,12 @@ class _Event:
 
 
 @dataclass
+class _Strip:
+    violation_id: str
+    frames: list[Frame]
+
+
+@dataclass
 class _Check:
     camera: Camera
     frame: Frame
@@ -58,6 +64,9 @@ class CaseSink(threading.Thread):
 
     def post_event(self, camera: Camera, event: ViolationEvent, ctx: BundleContext) -> None:
         self._queue.put(_Event(camera, event, ctx))
+
+    def post_strip(self, violation_id: str, frames: list[Frame]) -> None:
+        self._queue.put(_Strip(violation_id, frames))
 
     def post_check(self, camera: Camera, frame: Frame, detections: sv.Detections) -> None:
         self._queue.put(_Check(camera, frame, detections))
@@ -80,6 +89,8 @@ class CaseSink(threading.Thread):
             try:
                 if isinstance(item, _Event):
                     self._event(item)
+                elif isinstance(item, _Strip):
+                    self.intake.add_strip(item.violation_id, item.frames)
                 else:
                     self._check(item)
             except Exception:  # noqa: BLE001 - one bad event (a store error) must not stop the others

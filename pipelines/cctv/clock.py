@@ -77,9 +77,10 @@ class MediaClock:
         return mapped
 
     def due_in(self, media: float) -> float:
-        """Seconds until a live-paced file should show `media` (a file played as if it were live)."""
+        """Seconds until a live-paced file should show `media` (a file played as if it were live);
+        the first frame anchors the pace."""
         if self._anchor is None:
-            return 0.0
+            self._anchor = (media, datetime.now(UTC), time.monotonic())
         return self._anchor[2] + (media - self._anchor[0]) - time.monotonic()
 
 

@@ -101,6 +101,8 @@ class CamerasFile(BaseModel):
     ring_s: float = Field(30.0, title="Ring buffer", description="Seconds of recent frames kept per camera for pre-event evidence.", gt=0)
     queue_size: int = Field(64, title="Queue size", description="Frames waiting for inference at most; when full the oldest is dropped (and counted).", ge=1)
     max_batch: int = Field(8, title="Largest batch", description="Frames the inference worker takes at once (across cameras).", ge=1)
+    batch_wait_s: float = Field(
+        0.1, title="Batch wait", description="Seconds the worker waits for a batch to fill once a frame is there (adds at most this to lag).", ge=0, le=2)
 
     @field_validator("cameras")
     @classmethod

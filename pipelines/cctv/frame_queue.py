@@ -45,11 +45,14 @@ class FrameQueue:
             self.on_drop(dropped)
         return True
 
-    def get_batch(self, max_items: int, timeout: float | None = None) -> list[Frame]:
-        """Up to `max_items` frames, oldest first; waits up to `timeout` for the first. [] when
-        nothing came (or the queue is closed and empty)."""
+    def get_batch(self, max_items: int, timeout: float | None = None, linger_s: float = 0.0) -> list[Frame]:
+        """Up to `max_items` frames, oldest first; waits up to `timeout` for the first, then up to
+        `linger_s` more for the batch to fill (a batch of 8 costs far less than 8 batches of 1).
+        [] when nothing came (or the queue is closed and empty)."""
         with self._cond:
             self._cond.wait_for(lambda: self._items or self._closed, timeout)
+            if linger_s > 0 and self._items and not self._closed:
+                self._cond.wait_for(lambda: len(self._items) >= max_items or self._closed, linger_s)
             batch = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
             if batch:
                 self._cond.notify_all()

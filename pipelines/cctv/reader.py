@@ -144,7 +144,9 @@ class CameraReader(threading.Thread):
             raise _Stopped
         source = open_source(self.cfg)
         try:
-            clock = MediaClock(replay_start=self._replay_start(source) if self.replay_file else None)
+            # A file played live is its own capture clock: a reader that falls behind shows as lag, not as a re-anchor.
+            clock = MediaClock(replay_start=self._replay_start(source) if self.replay_file else None,
+                               max_drift_s=float("inf") if self.paced_file else 5.0)
             sampler = Sampler(self.cfg.analysis_fps)
             for picture in source.pictures(wait=self.stop_event.wait):
                 if self.stop_event.is_set():
@@ -154,7 +156,6 @@ class CameraReader(threading.Thread):
                 if media is not None and not sampler.take(media):
                     continue
                 if self.paced_file and media is not None:
-                    clock.wall(media)  # anchors on the first frame
                     self._sleep(max(0.0, clock.due_in(media)))
                 self._deliver(picture, clock.wall(media), media)
         finally:

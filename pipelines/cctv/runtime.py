@@ -26,6 +26,9 @@ from pipelines.cctv.reader import CameraReader
 STRIP_BEFORE_S = 20.0
 """Seconds of ring-buffer frames before an opening that go into the evidence strip."""
 
+STRIP_AFTER_S = 10.0
+"""Seconds after an opening whose frames join the strip (posted once they have been seen)."""
+
 
 @dataclass
 class CameraRuntime:
@@ -38,6 +41,7 @@ class CameraRuntime:
     texts: sv.Detections = field(default_factory=sv.Detections.empty)
     next_ocr: datetime | None = None
     next_verify: datetime | None = None
+    strips_due: list[tuple[str, datetime]] = field(default_factory=list)  # (violation id, opened at)
 
     @property
     def id(self) -> str:
@@ -53,6 +57,12 @@ class CameraRuntime:
             self.texts = self.text.detect(frame.image)
             self.next_ocr = frame.ts + timedelta(seconds=interval)
         return merge_with_texts(detections, self.texts) if len(self.texts) else detections
+
+    def strips_ready(self, ts: datetime) -> list[tuple[str, list[Frame]]]:
+        """Violations opened at least STRIP_AFTER_S ago, with the ring frames after their opening."""
+        ready = [(vid, at) for vid, at in self.strips_due if (ts - at).total_seconds() >= STRIP_AFTER_S]
+        self.strips_due = [d for d in self.strips_due if d not in ready]
+        return [(vid, [f for f in self.ring.around(at, 0.0, STRIP_AFTER_S) if f.ts > at]) for vid, at in ready]
 
     def verify_due(self, ts: datetime) -> bool:
         if self.next_verify is not None and ts < self.next_verify:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from detect.config_io import ConfigError
+from detect.events import EventKind
 from detect.evidence import FrameRing
 from detect.frames import Frame
 from detect.rules import CameraRules, RuleSettings
@@ -42,7 +43,8 @@ class Watcher:
     """Runs the cameras of one cameras file. `detector` is any `detect.engine.Detector`."""
 
     def __init__(self, cameras_path: str | Path, detector, intake: Intake, *, replay: bool = False, metrics: Metrics | None = None,
-                 taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None):
+                 taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None,
+                 on_analysed: Callable[[Frame], None] | None = None):
         self.cameras_path = Path(cameras_path)
         self.detector, self.replay = detector, replay
         self.metrics = metrics or Metrics()
@@ -50,6 +52,7 @@ class Watcher:
         self.text_reader = text_reader
         self.records: list[dict] = []
         self._on_record = on_record
+        self._on_analysed = on_analysed  # called after each judged frame (benchmarks measure lag with it)
         self.refused: dict[str, str] = {}
         self.runtimes: dict[str, CameraRuntime] = {}
         self._lock = threading.Lock()
@@ -174,12 +177,17 @@ class Watcher:
 
     # ---- running ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, stagger_s: float = 0.0) -> None:
+        """Start the threads; `stagger_s` spaces reader starts (files played live would otherwise all
+        deliver their frames at the same instants, unlike real cameras)."""
         self.sink.start()
         self._worker.start()
         with self._lock:
-            for runtime in self.runtimes.values():
-                runtime.reader.start()
+            readers = [r.reader for r in self.runtimes.values()]
+        for i, reader in enumerate(readers):
+            if i and stagger_s:
+                time.sleep(stagger_s)
+            reader.start()
 
     def stop(self) -> None:
         """Ask for a graceful stop (safe from a signal handler): `run` then shuts down and returns."""
@@ -189,12 +197,12 @@ class Watcher:
         """Ask for a reload at the next poll (safe from a signal handler, e.g. SIGHUP)."""
         self._reload_requested.set()
 
-    def run(self, poll_s: float = 1.0) -> dict:
+    def run(self, poll_s: float = 1.0, stagger_s: float = 0.0) -> dict:
         """Start, then block until `stop()` or, in replay, until every file is judged; returns `summary()`.
 
         Polls for reload requests and for changes to the cameras file and the scene files.
         """
-        self.start()
+        self.start(stagger_s)
         try:
             while not self._stopping.wait(poll_s):
                 if self._reload_requested.is_set() or self.files_changed():
@@ -242,7 +250,7 @@ class Watcher:
 
     def _work(self) -> None:
         while True:
-            batch = self.queue.get_batch(self.file.max_batch, timeout=0.5)
+            batch = self.queue.get_batch(self.file.max_batch, timeout=0.5, linger_s=0.0 if self.replay else self.file.batch_wait_s)
             self.metrics.queue_depth.set(len(self.queue))
             if not batch:
                 if self.queue.closed:
@@ -276,11 +284,17 @@ class Watcher:
         detections = runtime.with_texts(frame, detections)
         for event in runtime.rules.process(frame, detections):
             self.sink.post_event(runtime.camera, event, runtime.context(event, detections))
+            if event.kind is EventKind.OPENED:
+                runtime.strips_due.append((event.violation_id, event.at))
+        for violation_id, frames in runtime.strips_ready(frame.ts):
+            self.sink.post_strip(violation_id, frames)
         if runtime.verify_due(frame.ts):
             self.sink.post_check(runtime.camera, frame, detections)
         self.metrics.frames_analysed.labels(runtime.id).inc()
         if not self.replay:
             self.metrics.lag.labels(runtime.id).observe((datetime.now(UTC) - frame.ts).total_seconds())
+        if self._on_analysed is not None:
+            self._on_analysed(frame)
 
     # ---- summary ------------------------------------------------------------------------
 
