@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "triage",
     "watch",
     "serve",
+    "data",
+    "train",
 ]
 
 app = typer.Typer(
