@@ -27,21 +27,29 @@ HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave t
 
 
 class RejectReason(StrEnum):
-    """Why a reviewer rejects a case; retraining turns rejected cases into hard negatives by it."""
+    """Why a reviewer rejects a case. Retraining (`pipelines.retrain.from_cases`) turns rejected cases into hard
+    negatives except where the object is real and only the case is not (legal, outside_hours, already_handled,
+    duplicate). A case of the wrong type is better corrected (PATCH type) and confirmed than rejected."""
 
     WRONG_TYPE = "wrong_type"
     LEGAL = "legal"
     DUPLICATE = "duplicate"
     NOT_VISIBLE = "not_visible"
     NOT_A_VIOLATION = "not_a_violation"
+    OUTSIDE_HOURS = "outside_hours"
+    ALREADY_HANDLED = "already_handled"
     PRIVACY = "privacy"
     OTHER = "other"
 
 
+#: Labels in key order (the queue page's reject keys 1-9 follow it).
 REASON_LABELS = {
-    "wrong_type": ("类型错误", "Wrong type"), "legal": ("合法/已许可", "Legal / permitted"),
-    "duplicate": ("重复案件", "Duplicate"), "not_visible": ("看不清", "Not visible"),
-    "not_a_violation": ("不构成违规", "Not a violation"), "privacy": ("涉及隐私", "Privacy"), "other": ("其他", "Other"),
+    RejectReason.WRONG_TYPE: ("类型错误", "Wrong type"), RejectReason.LEGAL: ("合法/已许可", "Legal / permitted"),
+    RejectReason.DUPLICATE: ("重复案件", "Duplicate"), RejectReason.NOT_VISIBLE: ("看不清", "Not visible"),
+    RejectReason.NOT_A_VIOLATION: ("不构成违规", "Not a violation"),
+    RejectReason.OUTSIDE_HOURS: ("非管控时段", "Outside enforced hours"),
+    RejectReason.ALREADY_HANDLED: ("已处理", "Already handled"), RejectReason.PRIVACY: ("涉及隐私", "Privacy"),
+    RejectReason.OTHER: ("其他", "Other"),
 }
 
 
@@ -76,7 +84,7 @@ def case_json(case: Case) -> dict[str, Any]:
 def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> dict[str, Any]:
     return {
         "types": [{"id": t.id, "name_zh": t.name_zh, "name_en": t.name_en} for t in ctx.taxonomy.types.values()],
-        "reject_reasons": [{"code": c, "zh": zh, "en": en} for c, (zh, en) in REASON_LABELS.items()],
+        "reject_reasons": [{"code": c.value, "zh": zh, "en": en} for c, (zh, en) in REASON_LABELS.items()],
         "states": [s.value for s in CaseState],
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
     }
