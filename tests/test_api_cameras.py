@@ -134,3 +134,12 @@ def test_users_commands_issue_list_and_revoke_hashed_tokens(tmp_path, monkeypatc
         assert client.get("/api/v1/cases", headers=auth(token)).status_code == 401
     assert "revoked" in runner.invoke(cli, ["users", "list", "--all", "--config", str(config)]).stdout
     assert runner.invoke(cli, ["users", "revoke", "nobody", "--config", str(config)]).exit_code == 2
+
+
+def test_example_settings_file_has_a_valid_service_section():
+    from api.config import load_service
+    from tests.conftest import REPO
+
+    settings, service = load_service(REPO / "docs/examples/streetwatch-settings.yaml")
+    assert service.triage.workers == 2 and service.cors_origins == [] and str(service.cameras_file) == "cameras.yaml"
+    assert settings.dispatch.targets["hz-dcm"].callback_url.path == "/api/v1/dispatch/hz-dcm/webhook"
