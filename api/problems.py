@@ -67,6 +67,15 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             for e in exc.errors()]
 
 
+#: Exceptions of the layers below, answered with their message: (status, problem kind).
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    CaseNotFound: (404, "case-not-found"),
+    InvalidTransition: (409, "invalid-transition"),
+    CaseStoreError: (409, "case-conflict"),
+    ConfigError: (422, "invalid-config"),
+}
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that make every error a problem document."""
 
@@ -85,21 +94,13 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
         return problem_response(422, detail, "validation-error", errors=errors)
 
-    @app.exception_handler(CaseNotFound)
-    async def _no_case(_: Request, exc: CaseNotFound) -> JSONResponse:
-        return problem_response(404, str(exc), "case-not-found")
+    def domain(status: int, slug: str):
+        async def handler(_: Request, exc: Exception) -> JSONResponse:
+            return problem_response(status, str(exc), slug)
+        return handler
 
-    @app.exception_handler(InvalidTransition)
-    async def _transition(_: Request, exc: InvalidTransition) -> JSONResponse:
-        return problem_response(409, str(exc), "invalid-transition")
-
-    @app.exception_handler(CaseStoreError)
-    async def _store(_: Request, exc: CaseStoreError) -> JSONResponse:
-        return problem_response(409, str(exc), "case-conflict")
-
-    @app.exception_handler(ConfigError)
-    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
-        return problem_response(422, str(exc), "invalid-config")
+    for exc_type, (status, slug) in DOMAIN_ERRORS.items():
+        app.add_exception_handler(exc_type, domain(status, slug))
 
     @app.exception_handler(WebhookError)
     async def _webhook(_: Request, exc: WebhookError) -> JSONResponse:
