@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from detect.config_io import validate_model
+from detect.config_io import ConfigError
 from pipelines.settings import Settings, load_settings
 
 URL_KEY_ENV = "STREETWATCH_API_URL_KEY"
@@ -75,7 +73,11 @@ class ServiceConfig(BaseModel):
 
 def service_config(settings: Settings, source: str = "settings") -> ServiceConfig:
     """The validated `service:` section (ConfigError naming the file and field when it is wrong)."""
-    return validate_model(ServiceConfig, settings.service, f"{source}: service")
+    try:
+        return ServiceConfig.model_validate(settings.service)
+    except ValidationError as exc:  # same shape as every config error: file: service.field: reason
+        raise ConfigError("\n".join(f"{source}: service.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                     for e in exc.errors())) from None
 
 
 def load_service(path: str | Path | None = None) -> tuple[Settings, ServiceConfig]:
@@ -84,7 +86,3 @@ def load_service(path: str | Path | None = None) -> tuple[Settings, ServiceConfi
     source = str(path or os.environ.get("STREETWATCH_CONFIG") or "defaults")
     return settings, service_config(settings, source)
 
-
-def model_dump_public(config: ServiceConfig) -> dict[str, Any]:
-    """The service settings as shown to admins (no secrets live in it, only variable names)."""
-    return config.model_dump(mode="json")

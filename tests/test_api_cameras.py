@@ -143,3 +143,12 @@ def test_example_settings_file_has_a_valid_service_section():
     settings, service = load_service(REPO / "docs/examples/streetwatch-settings.yaml")
     assert service.triage.workers == 2 and service.cors_origins == [] and str(service.cameras_file) == "cameras.yaml"
     assert settings.dispatch.targets["hz-dcm"].callback_url.path == "/api/v1/dispatch/hz-dcm/webhook"
+
+
+def test_serve_refuses_a_bad_service_section(tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text("service:\n  max_upload_bytes: -1\n  job_concurency: 2\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}: service.max_upload_bytes: Input should be greater than 0" in result.output
+    assert f"{config}: service.job_concurency: Extra inputs are not permitted" in result.output
