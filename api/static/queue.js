@@ -58,6 +58,13 @@ function renderDetail(d) {
   const c = d.case, ev = d.evidence;
   const section = document.getElementById("detail");
   const parts = [SW.el("h2", {}, `${typeName(c.violation_type)} · ${c.id}`)];
+  const typeSelect = SW.el("select", { id: "edit-type" }, ...Q.meta.types.map((t) =>
+    SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
+  const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", placeholder: "描述 Description" });
+  parts.push(SW.el("div", { class: "actions" },
+    SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
+    SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
+    " ", typeSelect, desc, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
   if (ev && ev.boxes && ev.boxes.url) {
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
     const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, label: ev.zone.id }] : [];
@@ -76,13 +83,6 @@ function renderDetail(d) {
   ];
   parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
     ([k, v]) => SW.el("tr", {}, SW.el("td", {}, k), SW.el("td", {}, v)))));
-  const typeSelect = SW.el("select", { id: "edit-type" }, ...Q.meta.types.map((t) =>
-    SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
-  const desc = SW.el("input", { id: "edit-description", size: "50", value: c.description || "" });
-  parts.push(SW.el("div", {},
-    SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
-    SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
-    SW.el("br"), typeSelect, desc, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
   section.replaceChildren(...parts);
 }
 
