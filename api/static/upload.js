@@ -14,6 +14,7 @@ function send(files) {
       document.getElementById("upload-text").textContent = `${(ev.loaded / 1048576).toFixed(1)} / ${(ev.total / 1048576).toFixed(1)} MB`;
     };
     xhr.onload = () => {
+      document.getElementById("upload-progress").value = 1;  // the server answered: the body is all there
       let body = {};
       try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
       if (xhr.status === 202) resolve(body); else reject(new Error(`${xhr.status}: ${body.detail || xhr.statusText}`));
@@ -44,8 +45,8 @@ async function showResults(jobId) {
 async function follow(jobId) {
   for (;;) {
     const job = await SW.json(`/api/v1/triage/jobs/${jobId}`);
+    await showResults(jobId);  // results first: when the progress says done, the table is complete
     showJob(job);
-    await showResults(jobId);
     if (job.state === "done" || job.state === "failed") {
       SW.say(job.state === "done" ? `完成 Done: ${job.cases.length} 件候选案件 candidate cases → /ui/queue` : job.error, job.state !== "done");
       listJobs();
