@@ -17,9 +17,11 @@ COMMAND_MODULES = [
     "evidence",
     "cases",
     "dispatch",
+    "triage",
+    "watch",
+    "serve",
     "data",
     "train",
-    "triage",
 ]
 
 app = typer.Typer(

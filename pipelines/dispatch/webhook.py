@@ -51,7 +51,7 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
         if not secret:
             raise WebhookError(503, f"webhook secret variable {cfg.webhook_secret_env} is not set")
         given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), "")
-        if not hmac.compare_digest(given, sign(secret, body)):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), sign(secret, body).encode()):  # any header text
             raise WebhookError(401, f"bad or missing {SIGNATURE_HEADER}")
     try:
         data = json.loads(body)

@@ -1,0 +1,101 @@
+"""`streetwatch watch` as a process: SIGTERM mid-work loses nothing; the documented example file loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from detect.evidence import verify_bundle
+from pipelines.cases import CaseStore
+from pipelines.cctv.config import load_cameras
+from tests.cctv_helpers import cameras_file, parked_clip, scene_for
+from tests.conftest import REPO
+
+KEY = "cctv-cli-test-key-0123456789"
+
+
+def _opened(events: Path) -> list[dict]:
+    if not events.is_file():
+        return []
+    records = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["event"] == "violation" and r["kind"] == "opened"]
+
+
+def test_sigterm_during_work_loses_nothing(tmp_path, bus_jpg, real_sample_dir):
+    parked_clip(tmp_path / "long.mp4", bus_jpg, real_sample_dir, duration_s=300, arrive_s=2, leave_s=300)
+    cams = []
+    for cid in ("cam-a", "cam-b"):
+        scene_for(tmp_path, cid, real_sample_dir, dwell_s=8, clear_s=5)
+        cams.append({"id": cid, "url": "long.mp4", "scene": f"{cid}.yaml"})
+    cameras_file(tmp_path / "cameras.yaml", cams)
+    settings = {"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(settings))
+    events = tmp_path / "events.jsonl"
+    env = {**os.environ, "STREETWATCH_EVIDENCE_KEY": KEY, "YOLO_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "streetwatch.cli", "watch", "--cameras", str(tmp_path / "cameras.yaml"), "--replay",
+           "--config", str(tmp_path / "settings.yaml"), "--events", str(events)]
+    with open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            while len(_opened(events)) < 2:  # both cameras opened their case: work is in full flow
+                assert proc.poll() is None, (tmp_path / "stderr.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no case opened in time"
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["in_flight"] == 0
+    for cid in ("cam-a", "cam-b"):
+        cam = summary["cameras"][cid]
+        assert cam["status"] == "stopped" and cam["frames_dropped"] == 0
+        assert cam["frames_queued"] == cam["frames_analysed"] < 300  # stopped mid-clip, every queued frame judged
+
+    store = CaseStore(settings["cases"]["url"])
+    cases = store.list()
+    assert sorted(c.violation_id for c in cases) == sorted(r["violation_id"] for r in _opened(events))
+    for case in cases:
+        assert case.evidence_ref is not None and verify_bundle(Path(case.evidence_ref.removeprefix("file://")), KEY.encode()).ok
+    assert not any((tmp_path / "spool").iterdir())  # nothing left waiting for upload
+    store.close()
+
+
+def test_documented_example_cameras_file_loads():
+    loaded = load_cameras(REPO / "docs" / "examples" / "cameras.yaml")
+    assert loaded.refused == {}
+    assert [c.id for c in loaded.cameras] == ["hz-xihu-0417", "hz-xihu-0418", "hz-lobby-snapshot"]
+    first = loaded.cameras[0]
+    assert first.config.url.startswith("rtsp://") and first.config.keyframes_only
+    assert first.config.auto_queue_target("illegal_parking") == "cn-dcm" and first.config.auto_queue_target("street_stall") is None
+    assert first.scene.zones and first.scene.camera_id == first.id
+
+
+def test_invalid_scene_is_refused_with_file_field_reason_and_others_load(tmp_path):
+    (tmp_path / "good.yaml").write_text("camera_id: good\nzones: []\n")
+    (tmp_path / "bad.yaml").write_text("camera_id: bad\nzones:\n  - {id: z, kind: no_parking, polygon: [[0,0],[1,0],[0,1],[1,1]]}\n")
+    (tmp_path / "other.yaml").write_text("camera_id: somebody-else\n")
+    cams = cameras_file(tmp_path / "cameras.yaml", [
+        {"id": "good", "url": "a.mp4", "scene": "good.yaml"},
+        {"id": "bad", "url": "a.mp4", "scene": "bad.yaml"},
+        {"id": "lost", "url": "a.mp4", "scene": "missing.yaml"},
+        {"id": "mixed", "url": "a.mp4", "scene": "other.yaml"},
+    ])
+    loaded = load_cameras(cams)
+    assert [c.id for c in loaded.cameras] == ["good"]
+    assert "cameras.1.scene" in loaded.refused["bad"] and "bad.yaml: zones.0.polygon" in loaded.refused["bad"]
+    assert "self-intersecting" in loaded.refused["bad"]
+    assert "missing.yaml: file not found" in loaded.refused["lost"]
+    assert "scene of camera 'somebody-else', not 'mixed'" in loaded.refused["mixed"]
