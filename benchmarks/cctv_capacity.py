@@ -34,18 +34,18 @@ CLIP_S, CLIP_FPS, SIZE = 90, 25, (1280, 720)
 PASS_LAG_S, MIN_ANALYSED = 2.0, 0.9
 
 
-def make_clip(folder: Path) -> Path:
+def make_clip(folder: Path, seconds: int = CLIP_S) -> Path:
     """The 720p test clip (cached in `folder`): CABAC, deblocking and sensor noise at ~2.7 Mbit/s, so
     decoding costs what a real 720p camera stream costs (an ultrafast clip of a still scene decodes ~5x cheaper)."""
     from benchmarks.harness import real_sample_dir
     from pipelines.cctv.testmedia import parked_vehicle_clip
 
-    path = folder / f"cctv-720p-{CLIP_FPS}fps-{CLIP_S}s-v2.mp4"
+    path = folder / f"cctv-720p-{CLIP_FPS}fps-{seconds}s-v2.mp4"
     if not path.is_file():
         from ultralytics.utils import ASSETS
 
         street = real_sample_dir() / "facades-ads" / "images" / "img_172.jpg"
-        parked_vehicle_clip(path, ASSETS / "bus.jpg", street, duration_s=CLIP_S, arrive_s=5, leave_s=CLIP_S,
+        parked_vehicle_clip(path, ASSETS / "bus.jpg", street, duration_s=seconds, arrive_s=5, leave_s=seconds,
                             size=SIZE, fps=CLIP_FPS, gop_s=1.0, crf=20, preset="veryfast", noise=3.0)
     return path
 
@@ -143,7 +143,7 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
 
 def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float = 8.0, modes: tuple[str, ...] = ("keyframes", "full"),
         backend: str = "onnx", device: str = "cpu", model: str = "yolo11n", imgsz: int = 640, workdir: Path | None = None,
-        log=print, threads: int | None = None) -> dict:
+        log=print, threads: int | None = None, clip_s: int = CLIP_S) -> dict:
     """Ramp the number of cameras per decode mode until a step fails; returns every step and the capacity."""
     from benchmarks.environment import environment
     from detect.engine import load_detector
@@ -151,7 +151,7 @@ def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float
     cameras = cameras or [4, 8, 12, 16, 20, 24, 32]
     folder = Path(workdir or tempfile.mkdtemp(prefix="sw-cctv-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    clip = make_clip(folder)
+    clip = make_clip(folder, clip_s)
     detector = load_detector(model, backend=backend, device=device, imgsz=imgsz, max_batch=8, threads=threads)
     load_start = os.getloadavg()
     steps, capacity = [], {}
@@ -173,7 +173,7 @@ def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float
         "benchmark": "cctv_capacity", "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "criteria": {"analysis_fps": 1, "lag_p95_below_s": PASS_LAG_S, "dropped": 0, "min_analysed_share": MIN_ANALYSED},
         "stream": {"codec": "h264", "size": list(SIZE), "fps": CLIP_FPS, "gop_s": 1.0,
-                   "kbit_s": round(clip.stat().st_size * 8 / CLIP_S / 1000)},
+                   "kbit_s": round(clip.stat().st_size * 8 / clip_s / 1000)},
         "detector": {"model": detector.model_id, "backend": backend, "device": device, "imgsz": imgsz, "threads": threads},
         "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "environment": environment(), "capacity": capacity, "steps": steps,

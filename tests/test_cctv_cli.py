@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from detect.evidence import verify_bundle
@@ -99,3 +100,17 @@ def test_invalid_scene_is_refused_with_file_field_reason_and_others_load(tmp_pat
     assert "self-intersecting" in loaded.refused["bad"]
     assert "missing.yaml: file not found" in loaded.refused["lost"]
     assert "scene of camera 'somebody-else', not 'mixed'" in loaded.refused["mixed"]
+
+
+@pytest.mark.slow
+def test_capacity_benchmark_record(tmp_path):
+    """The capacity benchmark end to end on a short clip: every step has its lag, CPU split and batches."""
+    from benchmarks.cctv_capacity import run
+
+    record = run([1, 2], seconds=3, warmup_s=2, modes=("keyframes",), workdir=tmp_path, log=lambda s: None, clip_s=12)
+    assert record["stream"]["size"] == [1280, 720] and record["stream"]["kbit_s"] > 0
+    assert [s["cameras"] for s in record["steps"]][:1] == [1] and record["capacity"]["keyframes"] in (0, 1, 2)
+    step = record["steps"][0]
+    assert step["frames_analysed"] >= 1 and step["cpu_s"]["decode"] > 0 and step["cpu_s"]["inference"] > 0
+    assert step["lag_s"]["p95"] >= step["lag_s"]["p50"] >= 0 and step["batches"]["count"] >= 1
+    assert len(record["load_average"]["start"]) == 3

@@ -54,7 +54,7 @@ def test_rtsp_stream_end_to_end_with_metrics_and_reload(tmp_path, rtsp_url, bus_
     runner = threading.Thread(target=lambda: watcher.run(poll_s=0.2))
     runner.start()
     try:
-        _until(lambda: intake.store.list(source_id="rtsp-1"))
+        _until(lambda: [c for c in intake.store.list(source_id="rtsp-1") if c.evidence_ref])  # drafted, then evidence stored
         [case] = intake.store.list(source_id="rtsp-1")
         now = datetime.now(UTC)
         assert now - timedelta(seconds=30) < case.opened_at <= now  # live frames carry wall-clock time

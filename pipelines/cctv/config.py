@@ -9,6 +9,7 @@ other cameras still start. Only a broken cameras file as a whole stops the servi
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -107,11 +108,9 @@ class CamerasFile(BaseModel):
     @field_validator("cameras")
     @classmethod
     def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        seen: set[str] = set()
-        for cam in cameras:
-            if cam.id in seen:
-                raise ValueError(f"duplicate camera id {cam.id!r}")
-            seen.add(cam.id)
+        twice = [cid for cid, n in Counter(c.id for c in cameras).items() if n > 1]
+        if twice:
+            raise ValueError(f"duplicate camera id {twice[0]!r}")
         return cameras
 
     @model_validator(mode="after")

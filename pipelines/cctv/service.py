@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,9 @@ from pipelines.cctv.runtime import CameraRuntime
 
 log = logging.getLogger(__name__)
 
+RECORDS_KEPT = 10_000
+"""Recent records kept in memory (tests and the demo read them); all of them go to the log and --events."""
+
 
 class Watcher:
     """Runs the cameras of one cameras file. `detector` is any `detect.engine.Detector`."""
@@ -50,7 +54,7 @@ class Watcher:
         self.metrics = metrics or Metrics()
         self.taxonomy = taxonomy or load_taxonomy()
         self.text_reader = text_reader
-        self.records: list[dict] = []
+        self.records: deque[dict] = deque(maxlen=RECORDS_KEPT)
         self._on_record = on_record
         self._on_analysed = on_analysed  # called after each judged frame (benchmarks measure lag with it)
         self.refused: dict[str, str] = {}
