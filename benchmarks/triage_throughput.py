@@ -126,8 +126,13 @@ def run(
     rounds: int = 3,
     size: tuple[int, int] = DEFAULT_SIZE,
     sources: list[Path] | None = None,
+    triage_model: str | None = None,
 ) -> dict:
-    """Make `photos` 12 MP JPEGs, time the baseline loop and triage on them, return the record."""
+    """Make `photos` 12 MP JPEGs, time the baseline loop and triage on them, return the record.
+
+    `triage_model` runs triage with another export of the model (e.g. its INT8 ONNX file) while
+    the baseline keeps `model`; the record says so. Default: the same model on both sides.
+    """
     prepare_ultralytics_env()
     import supervision as sv
     from ultralytics import YOLO
@@ -140,7 +145,7 @@ def run(
     weights, _ = resolve_weights(model)
     tmp = Path(tempfile.mkdtemp(prefix="triage-bench-"))
     yolo = YOLO(str(weights), task="detect")
-    settings = TriageSettings(out=tmp / "triage", model=model, backend=backend, conf=conf, imgsz=imgsz, cases=False,
+    settings = TriageSettings(out=tmp / "triage", model=triage_model or model, backend=backend, conf=conf, imgsz=imgsz, cases=False,
                               **({"workers": workers} if workers else {}))
     detector = triage_detector(settings)
     try:
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=40, help="number of 12 MP photos to make (distinct real sources)")
     parser.add_argument("--model", default="yolo11n")
+    parser.add_argument("--triage-model", default=None,
+                        help="another export of --model for triage only (e.g. an INT8 .onnx); default: the same model")
     parser.add_argument("--backend", default="onnx")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.25)
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/triage rounds; medians are reported")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
-    record = run(args.photos, model=args.model, backend=args.backend, imgsz=args.imgsz, conf=args.conf,
+    record = run(args.photos, triage_model=args.triage_model, model=args.model, backend=args.backend, imgsz=args.imgsz, conf=args.conf,
                  workers=args.workers, rounds=args.rounds)
     t, b, a = record["triage"], record["baseline"], record["agreement_iou50"]
     print(f"{record['photos']} photos of {record['photo_size']} ({record['megapixels']} MP), {args.model} @ {args.imgsz}, "
