@@ -94,3 +94,14 @@ def test_demo_says_which_weights_are_missing(tmp_path):
     run = _cli("demo", "--no-serve", "--out", str(tmp_path / "demo-out"), "--model", "yolo11s")
     assert run.returncode != 0
     assert "no weights for model 'yolo11s'" in run.stderr and "Put yolo11s.pt in models/" in run.stderr
+
+
+def test_make_demo_and_the_readme_run_this_command():
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "install weights" in recipe.splitlines()[0] and "$(SW) demo --out demo-out" in recipe
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith("# streetwatch\n\n```bash\nmake demo   # 1.") and "`make demo` runs `streetwatch demo --out demo-out`" in readme
+    assert "streetwatch detect` on the bus photo" not in readme
+    help_text = _cli("demo", "--help").stdout
+    assert "--no-serve" in help_text and "--port" in help_text and "--out" in help_text
