@@ -114,3 +114,24 @@ def test_capacity_benchmark_record(tmp_path):
     assert step["frames_analysed"] >= 1 and step["cpu_s"]["decode"] > 0 and step["cpu_s"]["inference"] > 0
     assert step["lag_s"]["p95"] >= step["lag_s"]["p50"] >= 0 and step["batches"]["count"] >= 1
     assert len(record["load_average"]["start"]) == 3
+
+
+def test_watch_refuses_bad_input_with_the_reason(tmp_path):
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: cam-1, url: a.mp4, scene: s.yaml, analysis_fps: 0}\n")
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml")])
+    assert result.exit_code == 2 and "cameras.yaml: cameras.0.analysis_fps: Input should be greater than 0" in result.output
+
+    (tmp_path / "s.yaml").write_text("camera_id: cam-1\nzones: [{id: z, kind: no_parking, polygon: [[0, 0], [1, 1]]}]\n")
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: cam-1, url: a.mp4, scene: s.yaml}\n")
+    env = {"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_CONFIG": ""}
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                        "evidence_store": {"local_root": str(tmp_path / "ev"), "spool_dir": str(tmp_path / "spool")}}))
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml"), "--config", str(settings)], env=env)
+    assert result.exit_code == 2
+    assert "camera cam-1 refused" in result.output and "s.yaml: zones.0.polygon" in result.output
+    assert "no camera can run" in result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import cv2
 import numpy as np
@@ -139,3 +139,47 @@ def test_snapshot_url_polled_at_the_analysis_rate(snapshot_server):
     reader.join(10)
     assert frames == [] and "404 Not Found" in status[0][1]
     assert [(e.kind.value, e.active) for e in health] == [("reconnecting", True), ("offline", True)]
+
+
+@pytest.fixture
+def mjpeg_server(real_sample_dir):
+    """An MJPEG camera on 127.0.0.1 (multipart/x-mixed-replace, about 10 JPEGs a second of the real street)."""
+    view = street_view(street(real_sample_dir), SIZE)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for i in range(600):
+                    image = view.copy()
+                    cv2.putText(image, f"{i:04d}", (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+                    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg))
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/video"
+    server.shutdown()
+    server.server_close()
+
+
+def test_mjpeg_over_http_is_sampled_by_arrival_time(mjpeg_server):
+    """MJPEG has no timestamps (FFmpeg would invent 25 frame/s): pictures are timed and sampled on arrival."""
+    reader, frames, health, status, reads = _read(mjpeg_server, replay=False, analysis_fps=2)
+    started = datetime.now(UTC)
+    reader.start()
+    _until(lambda: len(frames) >= 3)
+    reader.stop()
+    reader.join(15)
+    assert len(reads) > len(frames) >= 3 and frames[0].image.shape == (360, 640, 3)
+    assert all(started <= f.ts <= datetime.now(UTC) for f in frames) and frames[0].meta["media_s"] is None
+    assert [s for s, _ in status] == ["online", "stopped"]

@@ -153,7 +153,8 @@ class CameraReader(threading.Thread):
                     raise _Stopped
                 self.hooks.read(self.camera.id)
                 media = clock.media(picture.media_s) if picture.media_s is not None else None
-                if media is not None and not sampler.take(media):
+                # Streams without timestamps (MJPEG, snapshots) are sampled by arrival time.
+                if not sampler.take(media if media is not None else time.monotonic()):
                     continue
                 if self.paced_file and media is not None:
                     self._sleep(max(0.0, clock.due_in(media)))

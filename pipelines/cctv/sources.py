@@ -29,6 +29,9 @@ MAX_BAD_PACKETS = 200
 """Undecodable packets in a row after which a stream counts as dead (single ones are skipped)."""
 
 
+UNTIMED_FORMATS = {"mpjpeg", "mjpeg", "jpeg_pipe", "image2pipe"}
+
+
 class SourceError(RuntimeError):
     """The source cannot be opened or stopped delivering; the message names camera and reason."""
 
@@ -111,6 +114,8 @@ class VideoSource:
         self.bad_packets = 0
         bad_run = 0
         media = 0.0
+        # MJPEG over HTTP has no timestamps (FFmpeg invents 25 frame/s): its pictures are timed on arrival.
+        untimed = self.container.format.name in UNTIMED_FORMATS
         tb = self.stream.time_base
         try:
             for packet in self.container.demux(self.stream):
@@ -127,7 +132,7 @@ class VideoSource:
                     # A picture without a timestamp (the first of some RTSP sessions) shares the previous one's.
                     if frame.pts is not None and tb is not None:
                         media = float(frame.pts * tb)
-                    yield Picture(frame, media, bool(frame.key_frame))
+                    yield Picture(frame, None if untimed else media, bool(frame.key_frame))
         except SourceError:
             raise
         except (av.FFmpegError, OSError) as exc:

@@ -55,14 +55,20 @@ def watch(
     scene file, reloads them without stopping unchanged cameras. Prints a JSON summary at exit.
     """
     setup_logging(verbose)
-    from detect.config_io import ConfigError
+    from detect.config_io import ConfigError, load_model
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
     from detect.evidence import EvidenceKeyError, ModelInfo
     from pipelines.cases.intake import Intake
     from pipelines.cctv.service import Watcher
     from pipelines.evidence_store import StorageError
 
+    from pipelines.cctv.config import CamerasFile
+
     settings = settings_or_fail(config)
+    try:
+        load_model(CamerasFile, cameras)  # a broken cameras file fails before the model loads
+    except ConfigError as exc:
+        fail(str(exc))
     try:
         detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
