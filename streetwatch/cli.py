@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "serve",
     "data",
     "train",
+    "demo",
 ]
 
 app = typer.Typer(
