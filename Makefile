@@ -29,8 +29,10 @@ system-deps:
 weights:
 	bash scripts/link-shared-weights.sh
 
+# The whole system on embedded defaults (docs/demo.md); DEMO_ARGS e.g. `--no-serve` or `--port 8080`.
+DEMO_ARGS ?=
 demo: install weights
-	$(SW) detect $$($(PY) -c "import ultralytics, pathlib; print(pathlib.Path(ultralytics.__file__).parent / 'assets' / 'bus.jpg')") --out demo-out
+	$(SW) demo --out demo-out $(DEMO_ARGS)
 
 test: install system-deps weights
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -23,6 +23,7 @@ from detect.config_io import load_model
 
 PROJECT_MODELS = Path(__file__).resolve().parents[1] / "models"
 _RELEASE_NAME = re.compile(r"^yolo(v\d+|\d+)[nsmlx]$")
+PROMOTED_FILE = "promoted.yaml"  # in registry/ beside the cards: which model pipelines load by default
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -47,6 +48,11 @@ class ModelCard(BaseModel):
     int8: bool = Field(False, title="INT8", description="Static QDQ INT8 quantised with calibration images.")
     batch: int = Field(1, title="Static batch size", gt=0)
     metrics: dict = Field(default_factory=dict, title="Metrics", description="Evaluation or export-accuracy figures.")
+    dataset: dict | None = Field(None, title="Training data",
+                                 description="Name, manifest digest and counts of the dataset version the model was trained on.")
+    training: dict | None = Field(None, title="Training config", description="Base model and trainer settings.")
+    thresholds: dict | None = Field(None, title="Thresholds",
+                                    description="Detector confidence and per-type rule thresholds the metrics were measured at.")
     created: datetime | None = Field(None, title="Created (UTC)")
     notes: str = Field("", title="Notes")
 
@@ -77,6 +83,8 @@ def list_cards() -> list[ModelCard]:
     for d in model_dirs():
         for sub in ("registry", "cards"):
             for f in sorted((d / sub).glob("*.yaml")):
+                if f.name == PROMOTED_FILE:
+                    continue
                 card = load_model(ModelCard, f)
                 cards.setdefault(card.id, card)
     return list(cards.values())
@@ -143,6 +151,48 @@ def save_card(card: ModelCard) -> Path:
         card = card.model_copy(update={"created": datetime.now(timezone.utc)})
     path = registry_dir() / f"{card.id}.yaml"
     path.write_text(yaml.safe_dump(card.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True))
+    return path
+
+
+DEFAULT_MODEL = "yolo11n"
+
+
+class Promotion(BaseModel):
+    """The promoted model: what pipelines load when no model is named (written by `models promote`)."""
+
+    model: str = Field(title="Model id", pattern=r"^[A-Za-z0-9._-]+$")
+    promoted_at: datetime = Field(title="Promoted at (UTC)")
+    previous: str | None = Field(None, title="Previously promoted model")
+    forced: bool = Field(False, title="Forced", description="Promoted with --force despite the gate.")
+    reason: str = Field("", title="Reason", description="Why it was forced (required with --force).")
+    data_digest: str | None = Field(None, title="Evaluation data digest", description="Dataset the gate compared on.")
+    gate: dict = Field(default_factory=dict, title="Gate result", description="Per-type comparison the decision rests on.")
+
+
+def promoted() -> Promotion | None:
+    """The current promotion record: the first `registry/promoted.yaml` in the model directories."""
+    for d in model_dirs():
+        path = d / "registry" / PROMOTED_FILE
+        if path.is_file():
+            return load_model(Promotion, path)
+    return None
+
+
+def promoted_model() -> str | None:
+    """Id of the promoted model, or None when nothing was promoted."""
+    record = promoted()
+    return record.model if record else None
+
+
+def default_model() -> str:
+    """The model pipelines use when none is named: the promoted one, else yolo11n (COCO)."""
+    return promoted_model() or DEFAULT_MODEL
+
+
+def set_promoted(record: Promotion) -> Path:
+    """Make `record.model` the promoted model (in the registry directory)."""
+    path = registry_dir() / PROMOTED_FILE
+    path.write_text(yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +41,10 @@ class Settings(BaseModel):
                                                 description="Local folder or S3-compatible storage for bundles.")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig, title="Dispatch",
                                      description="Dispatch targets (cn-dcm, open311) and delivery behaviour.")
+    # Validated by `streetwatch serve` (api.config.ServiceConfig), so commands that never serve do not
+    # import the API's models; `pipelines` never imports `api`.
+    service: dict[str, Any] = Field(default_factory=dict, title="API service",
+                                    description="`streetwatch serve`: uploads, jobs, cameras, limits (see docs/service.md).")
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

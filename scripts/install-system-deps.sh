@@ -3,13 +3,14 @@
 #   ffmpeg                         video files for CCTV replays, decoding checks
 #   gir1.2-gst-rtsp-server-1.0 …   GStreamer's RTSP server (run with /usr/bin/python3) for RTSP tests
 #   chromium                       headless browser for the report and review-page tests
+#   chromium-driver                WebDriver for chromium (Selenium drives the review pages in tests)
 #   fonts-noto-cjk                 Chinese glyphs for rendered test posters and report labels
 #   postgresql                     PostgreSQL case-store tests
 #   zip                            password-protected archives for the photo-triage bad-input tests
 set -euo pipefail
 pkgs=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-      chromium fonts-noto-cjk postgresql zip)
+      chromium chromium-driver fonts-noto-cjk postgresql zip)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

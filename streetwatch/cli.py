@@ -18,6 +18,11 @@ COMMAND_MODULES = [
     "cases",
     "dispatch",
     "triage",
+    "watch",
+    "serve",
+    "data",
+    "train",
+    "demo",
 ]
 
 app = typer.Typer(

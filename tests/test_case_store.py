@@ -191,3 +191,36 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.close()
+
+
+def test_search_and_revise(store):
+    """The review API's queries and corrections, on both databases (LIKE escaping, case-insensitive text)."""
+    from pipelines.cases import CaseQuery
+
+    made = [store.create_case(NewCase(violation_type=t, source_kind="camera", source_id=s, grid_cell=g, address=a,
+                                      opened_at=T0 + timedelta(minutes=i)))
+            for i, (t, s, g, a) in enumerate([("illegal_parking", "cam-01", "A1", "Wensan Road 50%_off"),
+                                               ("street_stall", "cam-02", "A2", "学院路 1 号"),
+                                               ("street_stall", "cam-01", "A1", "Wensan Road 500 off")])]
+    ids = [c.id for c in made]
+    page, total = store.search(CaseQuery(violation_type="street_stall", sort="opened_at", descending=False))
+    assert total == 2 and [c.id for c in page] == [ids[1], ids[2]]
+    assert [c.id for c in store.search(CaseQuery(text="50%_OFF"))[0]] == [ids[0]]  # % and _ are literal
+    assert [c.id for c in store.search(CaseQuery(text="学院路"))[0]] == [ids[1]]
+    window = CaseQuery(since=T0 + timedelta(seconds=30), until=T0 + timedelta(minutes=2), source_id="cam-02")
+    assert [c.id for c in store.search(window)[0]] == [ids[1]]
+    page, total = store.search(CaseQuery(limit=1, offset=1, sort="opened_at", descending=True))
+    assert total == 3 and [c.id for c in page] == [ids[1]]
+    with pytest.raises(CaseStoreError, match="cannot sort by"):
+        store.search(CaseQuery(sort="evidence_ref"))
+
+    revised = store.revise(ids[0], actor="rev", violation_type="street_stall", description="tricycle with goods")
+    assert revised.violation_type == "street_stall" and revised.details["detected_type"] == "illegal_parking"
+    again = store.revise(ids[0], actor="rev2", violation_type="shopfront_spillover")
+    assert again.details["detected_type"] == "illegal_parking"  # the detector's proposal is kept once
+    assert [(r["field"], r["to"], r["by"]) for r in again.details["revisions"]] == [
+        ("violation_type", "street_stall", "rev"), ("description", "tricycle with goods", "rev"),
+        ("violation_type", "shopfront_spillover", "rev2")]
+    store.review(ids[0], approve=False, reviewer="rev", reason_code="legal")
+    with pytest.raises(CaseStoreError, match="only candidate, queued cases can be edited"):
+        store.revise(ids[0], actor="rev", description="late")

@@ -183,7 +183,7 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
 
 def test_faults_and_timeouts_deliver_each_case_exactly_once(tmp_path, world, sim, bus_event):
     store, evidence, spool = world
-    ids = queue_cases(store, evidence, spool, small_event(bus_event), 30, "dcm", prefix="cam-ft")
+    ids = queue_cases(store, evidence, spool, small_event(bus_event), 20, "dcm", prefix="cam-ft")
     sim.faults(fail_rate=0.5)  # error, error-after, close, garbage and 1 s stalls against a 0.5 s timeout
     config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=0.5)},
                             **FAST)
@@ -286,6 +286,11 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
                                                              callback_url=hook, webhook_secret_env="SW_TEST_HOOK_SECRET",
                                                              timeout_s=2)}, **FAST)
         server.config = config
+        # A status that overtakes our own record of the delivery is sent back for a retry, not lost.
+        early = json.dumps({"externalId": ids[0], "status": "accepted"}).encode()
+        with pytest.raises(WebhookError, match="not recorded as delivered yet") as refused:
+            handle_cn_dcm_webhook(store, config, "dcm", early, {"X-Signature": sign("hook-secret-123", early)})
+        assert refused.value.status_code == 409 and store.get(ids[0]).state is CaseState.QUEUED
         dispatcher = Dispatcher(store, evidence, config)
         assert dispatcher.run_once().delivered == 2
         ref0, ref1 = (store.get(i).dispatch_ref for i in ids)

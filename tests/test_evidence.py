@@ -97,6 +97,18 @@ def test_privacy_blur_changes_only_heads_and_keeps_originals(tmp_path, bus_event
     assert np.abs(shared[y1:y2, x1:x2] - annotated[y1:y2, x1:x2]).mean() > 3
 
 
+def test_privacy_blur_on_a_camera_event_with_tracker_ids(tmp_path, bus_event):
+    """Camera events carry tracker ids while the frame's other boxes do not (found by `streetwatch demo`)."""
+    from dataclasses import replace
+
+    event, all_dets = bus_event
+    tracked = event.detections[:]
+    tracked.tracker_id = np.arange(1, len(tracked) + 1)
+    bundle = EvidenceBuilder(EvidenceConfig(privacy_blur=True), KEY, MODEL).build(
+        replace(event, detections=tracked), tmp_path / "b", CASE, _ctx(all_dets, source_kind="camera", source_id="cam-01"))
+    assert (bundle.path / "shared" / "opened.jpg").is_file() and verify_bundle(bundle.path, KEY).ok
+
+
 def test_one_changed_byte_in_a_crop_is_detected(tmp_path, bus_event):
     event, all_dets = bus_event
     bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))

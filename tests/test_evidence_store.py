@@ -14,7 +14,7 @@ import pytest
 
 from detect.events import EventKind
 from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo, verify_bundle
-from pipelines.cases import CaseState, CaseStore
+from pipelines.cases import CaseState, CaseStore, InvalidTransition
 from pipelines.cases.intake import Intake
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings, StorageError
 from tests.conftest import start_server, stop_process
@@ -138,6 +138,9 @@ def test_intake_camera_lifecycle_and_reverification(tmp_path, bus_event):
     assert (bundle_path / "annotated" / "latest.jpg").is_file() and verify_bundle(bundle_path, KEY).ok
     assert intake.record_event(replace(cleared, violation_id="unknown")) is None
 
+    with pytest.raises(InvalidTransition, match="cannot move from candidate to still_present"):
+        intake.record_verification(case.id, later, dets[:0], cleared=False, actor="cctv:cam-01")
+    assert not (bundle_path / "verification").exists()  # refused before touching the bundle
     cases.review(case.id, approve=True, reviewer="li.wei", target="cn-dcm")
     [entry] = cases.claim_due()
     cases.mark_delivered(entry.id, "DCM-9")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,12 +21,12 @@ from detect.tracking import TrackingConfig
 
 
 def _cjk_font() -> str:
-    """A font with Chinese glyphs (fontconfig's fallback for :lang=zh may be DejaVu, so list them)."""
-    if shutil.which("fc-list"):
-        files = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True).stdout.split()
-        files = sorted({f.rstrip(":") for f in files}, key=lambda f: ("wqy" not in f.lower(), "sans" not in f.lower(), f))
-        if files:
-            return files[0]
+    """A font with Chinese glyphs (the demo's lookup: fontconfig's :lang=zh list, then the usual folders)."""
+    from pipelines.demo_media import find_cjk_font
+
+    font = find_cjk_font()
+    if font is not None:
+        return str(font)
     pytest.fail("no CJK font installed: run `bash scripts/install-system-deps.sh` (installs fonts-noto-cjk)")
 
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from detect.engine.base import Detector, DetectorConfigError
-from detect.registry import ModelNotFoundError, find_export, get_card, resolve_weights
+from detect.registry import ModelNotFoundError, default_model, find_export, get_card, resolve_weights
 
 __all__ = ["BACKENDS", "Detector", "DetectorConfigError", "ModelNotFoundError", "load_detector"]
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def load_detector(
-    model: str | Path = "yolo11n",
+    model: str | Path | None = None,
     backend: str = "onnx",
     device: str = "cpu",
     *,
@@ -40,7 +40,8 @@ def load_detector(
 ) -> Detector:
     """Build a detector for a model id or weight file.
 
-    `model`: registry id (`streetwatch models list`) or a .pt/.onnx path. `backend`: onnx | torch.
+    `model`: registry id (`streetwatch models list`) or a .pt/.onnx path; None: the promoted model
+    (`streetwatch models promote`), else yolo11n. `backend`: onnx | torch.
     `device`: cpu | cuda[:N] (| tensorrt for onnx). `rect`: stride-aligned rectangles instead of
     the square input (default: whenever the model accepts any shape). For onnx with a .pt model,
     `dynamic`, `half`, `int8` pick which registered export to run. Dynamic (any image size) is the
@@ -49,6 +50,7 @@ def load_detector(
     Torch only: `device_preprocess` letterboxes on the device (default: on CUDA), `compile_mode`
     runs the network through `torch.compile` ("reduce-overhead" = CUDA graphs).
     """
+    model = default_model() if model is None else model
     if imgsz <= 0 or imgsz % 32:
         raise DetectorConfigError(f"imgsz must be a positive multiple of 32, got {imgsz}")
     common = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, max_batch=max_batch, imgsz=imgsz)

@@ -320,7 +320,12 @@ class _Writer:
 def _privacy_boxes(detections: sv.Detections, ctx: BundleContext) -> sv.Detections:
     if ctx.privacy_detections is None:
         return detections
-    return sv.Detections.merge([ctx.privacy_detections, detections])
+    # Only boxes and class names matter for blurring. The two sets differ in their other fields (the
+    # frame's boxes have no tracker ids, the event's do; OCR text data), which `Detections.merge` refuses.
+    parts = [ctx.privacy_detections, detections]
+    names = [np.asarray(d.data.get("class_name", [""] * len(d)), dtype=object).reshape(-1) for d in parts]
+    return sv.Detections(xyxy=np.concatenate([d.xyxy.reshape(-1, 4) for d in parts]).astype(float),
+                         data={"class_name": np.concatenate(names)})
 
 
 def _pixels(polygon: list | None, width: int, height: int) -> np.ndarray | None:

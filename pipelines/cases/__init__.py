@@ -4,6 +4,7 @@ from pipelines.cases.states import ALLOWED, CaseState, InvalidTransition
 from pipelines.cases.store import (
     Case,
     CaseNotFound,
+    CaseQuery,
     CaseStore,
     CaseStoreError,
     HistoryEntry,
@@ -12,6 +13,6 @@ from pipelines.cases.store import (
 )
 
 __all__ = [
-    "ALLOWED", "Case", "CaseNotFound", "CaseState", "CaseStore", "CaseStoreError", "HistoryEntry",
+    "ALLOWED", "Case", "CaseNotFound", "CaseQuery", "CaseState", "CaseStore", "CaseStoreError", "HistoryEntry",
     "InvalidTransition", "NewCase", "OutboxEntry",
 ]

@@ -27,7 +27,7 @@ from detect.events import EventKind, ViolationEvent
 from detect.evidence import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, load_hmac_key
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
-from pipelines.cases.states import CaseState
+from pipelines.cases.states import CaseState, check_transition
 from pipelines.cases.store import Case, CaseStore, NewCase
 from pipelines.evidence_store import EvidenceStore, StorageError, open_evidence_store
 
@@ -92,10 +92,15 @@ class Intake:
 
     def record_verification(self, case_id: str, frame: Frame, detections: sv.Detections, cleared: bool, *,
                             actor: str) -> Case:
-        """The camera's re-check of a handled case: add the frame to the bundle and set the outcome."""
+        """The camera's re-check of a handled case: add the frame to the bundle and set the outcome.
+
+        The outcome is recorded even when the evidence store is unreachable (the frame then waits in
+        the spool like any other bundle change); a case that is not `verifying` is refused untouched.
+        """
         outcome = CaseState.VERIFIED_CLEARED if cleared else CaseState.STILL_PRESENT
         with self._lock:
             case = self.store.get(case_id)
+            check_transition(case.id, case.state, outcome)
             bundle_dir = self._local_bundle(case)
             ref = None
             if bundle_dir is not None:

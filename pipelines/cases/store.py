@@ -118,6 +118,49 @@ class OutboxEntry:
     delivered_at: datetime | None
 
 
+@dataclass(frozen=True)
+class CaseQuery:
+    """Filters, sort and page of `CaseStore.search` (all filters optional, combined with AND)."""
+
+    violation_type: str | None = None
+    state: CaseState | None = None
+    source_id: str | None = None  # camera id or photo batch id
+    grid_cell: str | None = None
+    since: datetime | None = None  # opened at or after
+    until: datetime | None = None  # opened before
+    text: str | None = None  # in the id, address, description or violation id (case-insensitive)
+    reviewed: bool | None = None  # True: has a review decision; False: none yet
+    sort: str = "opened_at"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+
+    SORTABLE = ("opened_at", "created_at", "updated_at", "first_seen_at", "violation_type", "state", "id")
+
+    def conditions(self) -> list[Any]:
+        if self.sort not in self.SORTABLE:
+            raise CaseStoreError(f"cannot sort by {self.sort!r} (one of: {', '.join(self.SORTABLE)})")
+        c = cases.c
+        where: list[Any] = []
+        for column, value in ((c.violation_type, self.violation_type), (c.source_id, self.source_id),
+                              (c.grid_cell, self.grid_cell)):
+            if value is not None:
+                where.append(column == value)
+        if self.state is not None:
+            where.append(c.state == CaseState(self.state).value)
+        if self.since is not None:
+            where.append(c.opened_at >= self.since)
+        if self.until is not None:
+            where.append(c.opened_at < self.until)
+        if self.reviewed is not None:
+            where.append(c.review_decision.is_not(None) if self.reviewed else c.review_decision.is_(None))
+        if self.text:
+            pattern = "%" + self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(sa.or_(*(sa.func.lower(col).like(pattern, escape="\\")
+                                  for col in (c.id, c.address, c.description, c.violation_id))))
+        return where
+
+
 def _row_to(cls, row) -> Any:
     values = {f.name: row._mapping[f.name] for f in fields(cls)}
     for key in ("state", "from_state", "to_state"):
@@ -230,6 +273,45 @@ class CaseStore:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_row_to(Case, r) for r in conn.execute(query)]
+
+    def search(self, query: CaseQuery) -> tuple[list[Case], int]:
+        """One page of cases matching `query`, and how many match in all (for paging)."""
+        where = query.conditions()
+        order = getattr(cases.c, query.sort)
+        order = order.desc() if query.descending else order.asc()
+        page = sa.select(cases).where(*where).order_by(order, cases.c.id).limit(query.limit).offset(query.offset)
+        with self.engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(cases).where(*where)).scalar_one()
+            return [_row_to(Case, r) for r in conn.execute(page)], total
+
+    def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
+               editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
+               now: datetime | None = None) -> Case:
+        """A reviewer corrects the type or the description before the case leaves.
+
+        Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
+        the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
+        relabelled case (same boxes, other type) from one that was right first time.
+        """
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            case = self._get(conn, case_id)
+            if case.state not in editable:
+                raise CaseStoreError(f"case {case_id} is {case.state}: only {', '.join(sorted(editable))} cases can be edited")
+            details = dict(case.details or {})
+            revisions = list(details.get("revisions", []))
+            values: dict[str, Any] = {}
+            for column, new in (("violation_type", violation_type), ("description", description)):
+                if new is not None and new != getattr(case, column):
+                    revisions.append({"field": column, "from": getattr(case, column), "to": new, "by": actor, "at": now.isoformat()})
+                    values[column] = new
+            if not values:
+                return case
+            if "violation_type" in values:
+                details.setdefault("detected_type", case.violation_type)
+            details["revisions"] = revisions
+            conn.execute(cases.update().where(cases.c.id == case_id).values(updated_at=now, details=details, **values))
+            return self._get(conn, case_id)
 
     def history(self, case_id: str) -> list[HistoryEntry]:
         query = sa.select(case_history).where(case_history.c.case_id == case_id).order_by(case_history.c.id)

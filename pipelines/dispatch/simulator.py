@@ -267,7 +267,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _set_status(self, ref: str, status: str, body: bytes) -> None:
         state = self.server.state
-        note = (json.loads(body) if body else {}).get("note")
+        try:
+            note = (json.loads(body) if body else {}).get("note")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return self._reply(400, {"error": "body must be a JSON object such as {\"note\": \"...\"}"})
         with state.lock:
             case = state.cases.get(ref)
             if case is None:

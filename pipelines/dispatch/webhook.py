@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseNotFound, CaseStore
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.dispatch.dispatcher import apply_status
@@ -50,7 +51,7 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
         if not secret:
             raise WebhookError(503, f"webhook secret variable {cfg.webhook_secret_env} is not set")
         given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), "")
-        if not hmac.compare_digest(given, sign(secret, body)):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), sign(secret, body).encode()):  # any header text
             raise WebhookError(401, f"bad or missing {SIGNATURE_HEADER}")
     try:
         data = json.loads(body)
@@ -64,6 +65,9 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
     if status is None:
         raise WebhookError(422, f"unknown status {status_value!r} (known: {', '.join(sorted(cfg.status_map))})")
     case = _find(store, target, data.get(names["externalId"]), data.get(names["taskNumber"]))
+    if case.state is CaseState.QUEUED:
+        # Their answer to our POST may still be on its way to the dispatcher: ask them to call again.
+        raise WebhookError(409, f"case {case.id} is not recorded as delivered yet; retry later")
     note = data.get(names["note"])
     changed = apply_status(store, case.id, status, actor=f"dispatch:{target}", note=str(note) if note else None)
     return WebhookResult(case=store.get(case.id), changed=changed)

@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
                     signal.signal(sig, lambda *_: stop.set())
                 typer.echo(f"dispatching to {', '.join(settings.dispatch.targets)} (pid {os.getpid()})", err=True)
                 stats = dispatcher.run(stop)
+            counts = store.outbox_counts()
         finally:
             dispatcher.close()
             store.close()
@@ -56,8 +57,7 @@ def register(app: typer.Typer) -> None:
                    f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}")
         for error in stats.errors[-20:]:
             typer.echo(f"  {error}")
-        counts = CaseStore(settings.cases.url).outbox_counts()
-        typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "outbox: empty")
+        typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"))
 
     @dispatch.command("parked")
     def parked(config: SettingsOpt = None) -> None:

@@ -1,4 +1,4 @@
-"""`streetwatch models`: list registered models and export them to ONNX."""
+"""`streetwatch models`: list registered models, export them to ONNX, promote one through the gate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from streetwatch.commands.common import fail, setup_logging
 
-models_app = typer.Typer(help="Model registry: list and export models.", no_args_is_help=True)
+models_app = typer.Typer(help="Model registry: list, export and promote models.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -65,3 +65,45 @@ def export(
             f"{m['precision']:.3f} at IoU 0.5 ({m['matched']}/{m['ref_boxes']} fp32 boxes matched, "
             f"max confidence change {m['max_conf_diff']:.3f})"
         )
+
+
+@models_app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(help="Registered model id to promote.")],
+    data: Annotated[Path, typer.Option("--data", help="Evaluation dataset version both models are compared on.")],
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed drop of case precision/recall per violation type.")] = 0.02,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses (needs --reason; recorded).")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why the gate is overridden.")] = "",
+    backend: Annotated[str, typer.Option("--backend", help="Backend both models are evaluated with.")] = "onnx",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda[:N].")] = "cpu",
+    imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Input size for both (default: each model's card).")] = None,
+) -> None:
+    """Make MODEL the one pipelines load, if it is not worse than the current one per violation type.
+
+    Exit 0 when promoted, 3 when the gate refuses (the decision is recorded either way).
+    """
+    setup_logging()
+    from detect.engine import ModelNotFoundError
+    from pipelines.retrain.promote import promote as run_gate
+    from streetwatch.commands.data import open_dataset
+
+    try:
+        d = run_gate(model, open_dataset(data), tolerance=tolerance, force=force, reason=reason, backend=backend,
+                     device=device, imgsz=imgsz)
+    except (ModelNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    for t, row in d.per_type.items():
+        cand, cur = row.get("candidate", {}), row.get("current", {})
+        figures = "" if not cand else (f": precision {_f(cand.get('precision'))} vs {_f(cur.get('precision'))}, "
+                                       f"recall {_f(cand.get('recall'))} vs {_f(cur.get('recall'))}")
+        typer.echo(f"  {t}: {row['verdict']}{figures}")
+    verdict = "passed" if d.passed else "refused" + "".join(f"\n  {r}" for r in d.reasons)
+    typer.echo(f"gate {model} vs {d.current} (tolerance {tolerance}): {verdict}")
+    if d.promoted:
+        typer.echo(f"promoted {model}" + (f" (FORCED: {d.reason})" if d.forced else ""))
+    else:
+        raise typer.Exit(3)
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}"

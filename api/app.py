@@ -1,0 +1,111 @@
+"""The FastAPI application: one context object (stores, jobs, cameras), routers per resource,
+auth as a dependency, problem+json errors, Prometheus metrics, closed CORS.
+
+`create_app(settings, service)` builds it from the deployment settings (`--config`);
+`streetwatch serve` runs it with uvicorn. Tests build it the same way with temporary folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import problems
+from api.accounts import Accounts
+from api.cameras import Cameras
+from api.config import ServiceConfig
+from api.jobs import TriageJobs
+from api.metrics import ApiMetrics
+from api.signing import UrlSigner
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.cases.store import CaseStore
+from pipelines.evidence_store import EvidenceStore, open_evidence_store
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class AppContext:
+    """Everything the routers use, built once per app (reachable as `request.app.state.ctx`)."""
+
+    settings: Settings
+    service: ServiceConfig
+    store: CaseStore
+    accounts: Accounts
+    evidence: EvidenceStore
+    signer: UrlSigner
+    jobs: TriageJobs
+    cameras: Cameras
+    metrics: ApiMetrics
+    taxonomy: Taxonomy
+
+    def close(self) -> None:
+        self.jobs.shutdown(wait=True)
+        self.store.close()
+
+
+def build_context(settings: Settings, service: ServiceConfig, detector_factory: Callable[[], Any] | None = None) -> AppContext:
+    store = CaseStore(settings.cases.url)
+    metrics = ApiMetrics()
+    taxonomy = load_taxonomy()
+    return AppContext(
+        settings=settings, service=service, store=store, accounts=Accounts(engine=store.engine),
+        evidence=open_evidence_store(settings.evidence_store), signer=UrlSigner(service.url_key(), service.url_expiry_s),
+        jobs=TriageJobs(service, settings, metrics, detector_factory),
+        cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
+        metrics=metrics, taxonomy=taxonomy,
+    )
+
+
+def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: Callable[[], Any] | None = None,
+               resume_jobs: bool = True) -> FastAPI:
+    from api.routers import cameras, cases, dispatch, evidence, ops, pages, triage
+
+    ctx = build_context(settings, service, detector_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if resume_jobs:
+            resumed = ctx.jobs.resume_unfinished()
+            if resumed:
+                log.info("resuming %d unfinished triage job(s): %s", len(resumed), ", ".join(resumed))
+        yield
+        ctx.close()
+
+    app = FastAPI(
+        title="streetwatch", version="0.1.0", lifespan=lifespan,
+        description="Photo triage uploads, candidate cases and their review, cameras and scenes, dispatch feedback. "
+                    "Authenticate with `Authorization: Bearer <token>` (tokens from `streetwatch users add`). "
+                    "Errors are `application/problem+json`.",
+    )
+    app.state.ctx = ctx
+    problems.install(app)
+    if service.cors_origins:  # closed by default: the review pages are served from the same origin
+        app.add_middleware(CORSMiddleware, allow_origins=service.cors_origins, allow_methods=["GET", "POST", "PUT", "PATCH"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")  # labelled by handler name: low cardinality, never the raw path
+        name = getattr(route, "name", None) or "unmatched"
+        ctx.metrics.requests.labels(request.method, name, str(response.status_code)).inc()
+        ctx.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
+        return response
+
+    for module in (ops, triage, cases, cameras, dispatch):
+        app.include_router(module.router, prefix="" if module is ops else API_PREFIX)
+    app.include_router(evidence.router)
+    app.include_router(pages.router)
+    pages.mount_static(app)
+    return app

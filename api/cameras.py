@@ -1,0 +1,170 @@
+"""Cameras as the API sees them: the cameras file and scene files `streetwatch watch` runs, plus the
+health the watcher reports.
+
+`serve` and `watch` are separate processes; they share files, nothing else:
+
+- the cameras file (`service.cameras_file`) and each camera's scene file: read here, and a scene
+  written here (validated exactly like a file at start-up) is picked up by the watcher's reload;
+- the watcher's events file (`watch --events FILE`, `service.camera_events`): JSON lines of
+  `camera_status` and `camera_health` records, folded here into the latest status and the active
+  health conditions per camera (read incrementally, from where the last read stopped);
+- `service.snapshot_dir/<camera id>.jpg`: the latest frame, if a watcher writes one; otherwise
+  the scene's reference snapshot is shown.
+
+Paths come from those files only; a client names a camera id, which must be in the cameras file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detect.config_io import ConfigError, load_model, read_mapping, validate_model
+from detect.scenes import Scene, check_types
+from detect.taxonomy import Taxonomy
+from pipelines.cctv.config import CameraConfig, CamerasFile
+
+
+class CameraNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no camera {self.args[0]!r} in the cameras file"
+
+
+class CameraEvents:
+    """Latest status and active health conditions per camera, from the watcher's JSON-lines file."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.offset = 0
+        self.status: dict[str, dict[str, Any]] = {}
+        self.health: dict[str, dict[str, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        if self.path is None or not self.path.is_file():
+            return
+        with self._lock:
+            size = self.path.stat().st_size
+            if size < self.offset:  # rotated or truncated: start over
+                self.offset, self.status, self.health = 0, {}, {}
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                for raw in fh:
+                    if not raw.endswith(b"\n"):
+                        break  # being written; read it next time
+                    self.offset += len(raw)
+                    self._apply(raw)
+
+    def _apply(self, raw: bytes) -> None:
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        if not isinstance(record, dict) or "camera_id" not in record:
+            return
+        cid = str(record["camera_id"])
+        if record.get("event") == "camera_status":
+            self.status[cid] = {"status": record.get("status"), "detail": record.get("detail"), "at": record.get("at")}
+        elif record.get("event") == "camera_health":
+            conditions = self.health.setdefault(cid, {})
+            if record.get("active"):
+                conditions[str(record.get("kind"))] = {"since": record.get("at"), "detail": record.get("detail")}
+            else:
+                conditions.pop(str(record.get("kind")), None)
+
+    def of(self, camera_id: str) -> dict[str, Any]:
+        status = self.status.get(camera_id)
+        conditions = self.health.get(camera_id, {})
+        return {"status": status["status"] if status else "unknown", "detail": status["detail"] if status else None,
+                "since": status["at"] if status else None,
+                "conditions": [{"kind": k, **v} for k, v in sorted(conditions.items())]}
+
+
+class Cameras:
+    def __init__(self, cameras_file: Path | None, events: Path | None, snapshot_dir: Path | None, taxonomy: Taxonomy):
+        self.file, self.snapshot_dir, self.taxonomy = cameras_file, snapshot_dir, taxonomy
+        self.events = CameraEvents(events)
+        self._write_lock = threading.Lock()
+
+    def configs(self) -> list[CameraConfig]:
+        if self.file is None:
+            return []
+        return load_model(CamerasFile, self.file).cameras
+
+    def config(self, camera_id: str) -> CameraConfig:
+        for cfg in self.configs():
+            if cfg.id == camera_id:
+                return cfg
+        raise CameraNotFound(camera_id)
+
+    def scene_path(self, cfg: CameraConfig) -> Path:
+        assert self.file is not None
+        return cfg.scene if cfg.scene.is_absolute() else self.file.parent / cfg.scene
+
+    def summary(self) -> list[dict[str, Any]]:
+        self.events.refresh()
+        out = []
+        for cfg in self.configs():
+            item = {"id": cfg.id, "enabled": cfg.enabled, "analysis_fps": cfg.analysis_fps,
+                    "health": self.events.of(cfg.id), "scene_error": None, "name": None, "zones": 0}
+            try:
+                scene = self._load_scene(cfg)
+                item.update(name=scene.name, zones=len(scene.zones), grid_cell=scene.grid_cell,
+                            address=scene.location.address if scene.location else None)
+            except ConfigError as exc:
+                item["scene_error"] = str(exc)
+            item["has_snapshot"] = self.snapshot(cfg.id) is not None
+            out.append(item)
+        return out
+
+    def _load_scene(self, cfg: CameraConfig) -> Scene:
+        path = self.scene_path(cfg)
+        scene = load_model(Scene, path)
+        check_types(scene.zones, self.taxonomy, str(path))
+        return scene
+
+    def scene(self, camera_id: str) -> dict[str, Any]:
+        """The scene file as written (times stay 'HH:MM'), validated."""
+        cfg = self.config(camera_id)
+        self._load_scene(cfg)
+        return read_mapping(self.scene_path(cfg))
+
+    def put_scene(self, camera_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Validate like a scene file, then replace the file atomically (the watcher reloads it)."""
+        cfg = self.config(camera_id)
+        path = self.scene_path(cfg)
+        source = f"scene of camera {camera_id}"
+        scene = validate_model(Scene, data, source)
+        check_types(scene.zones, self.taxonomy, source)
+        if scene.camera_id != camera_id:
+            raise ConfigError(f"{source}: camera_id: is {scene.camera_id!r}, must be {camera_id!r}")
+        current = read_mapping(path).get("reference_snapshot") if path.is_file() else None
+        if data.get("reference_snapshot") != current:
+            raise ConfigError(f"{source}: reference_snapshot: cannot be changed through the API (it is {current!r})")
+        text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+        with self._write_lock:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        return data
+
+    def snapshot(self, camera_id: str) -> Path | None:
+        """The watcher's latest frame, else the scene's reference snapshot, else None."""
+        cfg = self.config(camera_id)
+        if self.snapshot_dir is not None:
+            latest = self.snapshot_dir / f"{cfg.id}.jpg"  # cfg.id matches ^[A-Za-z0-9_.-]+$
+            if latest.is_file() and latest.parent == self.snapshot_dir:
+                return latest
+        try:
+            reference = self._load_scene(cfg).reference_snapshot
+        except ConfigError:
+            return None
+        if reference:
+            path = Path(reference) if Path(reference).is_absolute() else self.scene_path(cfg).parent / reference
+            return path if path.is_file() else None
+        return None

@@ -1,0 +1,204 @@
+"""Triage jobs for uploads: the same `run_triage` as `streetwatch triage`, on a bounded worker pool.
+
+A job is a folder `jobs/<id>/`: `input/` holds the uploaded files, the folder itself is the triage
+output (`results.jsonl`, `report.html`, thumbnails) and `job.json` its state. Jobs run on a
+thread pool of `job_concurrency` threads (the rest wait in order), so the event loop never runs
+triage; one detector is loaded on first use and shared (ONNX Runtime sessions are thread-safe).
+Progress is read from `results.jsonl`, which triage flushes record by record. A job that was
+queued or running when the server stopped is resumed (`resume=True`) at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from api.config import ServiceConfig
+from api.metrics import ApiMetrics
+from api.uploads import SavedFile
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+UNFINISHED = ("queued", "running")
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class TriageJobs:
+    def __init__(self, config: ServiceConfig, deployment: Settings, metrics: ApiMetrics,
+                 detector_factory: Callable[[], Any] | None = None):
+        self.root = config.jobs_dir.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config, self.deployment, self.metrics = config, deployment, metrics
+        self._detector_factory = detector_factory
+        self._detector = None
+        self._detector_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(config.job_concurrency, thread_name_prefix="triage-job")
+        self.futures: dict[str, Future] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def resume_unfinished(self) -> list[str]:
+        """Queue again the jobs a stopped server left queued or running (they resume where they were)."""
+        ids = [j["id"] for j in self.list() if j["state"] in UNFINISHED]
+        for job_id in ids:
+            self._submit(job_id)
+        return ids
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=True)
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    def new_dir(self) -> tuple[str, Path]:
+        job_id = uuid.uuid4().hex[:16]
+        return job_id, self.root / job_id / "input"
+
+    def create(self, job_id: str, owner: str, files: list[SavedFile]) -> dict[str, Any]:
+        job = {"id": job_id, "owner": owner, "state": "queued", "created_at": _now(), "started_at": None,
+               "finished_at": None, "error": None, "total": None, "cases": [],
+               "files": [{"label": f.label, "name": f.path.name, "kind": f.kind, "size": f.size} for f in files]}
+        self._write(job)
+        self.metrics.jobs.labels("created").inc()
+        self.metrics.uploads.inc(sum(f.size for f in files))
+        self._submit(job_id)
+        return job
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        path = self._dir(job_id) / "job.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise JobNotFound(job_id) from None
+
+    def list(self) -> list[dict[str, Any]]:
+        jobs = []
+        for path in self.root.glob("*/job.json"):
+            try:
+                jobs.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError):
+                log.warning("%s: unreadable job record", path)
+        return sorted(jobs, key=lambda j: j["created_at"], reverse=True)
+
+    def progress(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Photos recorded so far out of the total (and the phase: photos, then case evidence)."""
+        done = sum(1 for _ in self._records(job["id"]))
+        total = job.get("total")
+        phase = job["state"]
+        if job["state"] == "running":
+            phase = "cases" if total is not None and done >= total else "photos"
+        return {"done": done, "total": total, "phase": phase}
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        """Per-photo records with server paths replaced by the uploaded file names."""
+        job = self.get(job_id)
+        labels = {f["name"]: f["label"] for f in job["files"]}
+        inputs = re.compile(re.escape(str(self._dir(job_id) / "input")) + r"/([0-9]{4}\.[a-z]+)")
+
+        def relabel(text: str) -> str:  # "duplicate of /srv/.../input/0001.jpg" -> "duplicate of bus.jpg"
+            return inputs.sub(lambda m: labels.get(m.group(1), m.group(1)), text)
+
+        out = []
+        for record in self._records(job_id):
+            record = {k: v for k, v in record.items() if k not in ("path", "member", "thumb")}
+            for key in ("source", "duplicate_of", "reason"):
+                if isinstance(record.get(key), str):
+                    record[key] = relabel(record[key])
+            out.append(record)
+        return out
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _dir(self, job_id: str) -> Path:
+        if not JOB_ID.match(job_id):
+            raise JobNotFound(job_id)
+        return self.root / job_id
+
+    def _records(self, job_id: str):
+        path = self._dir(job_id) / "results.jsonl"
+        try:
+            with path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if line.endswith("\n") and line.strip():  # a line still being written is skipped
+                        try:
+                            yield json.loads(line)
+                        except json.JSONDecodeError:
+                            continue
+        except FileNotFoundError:
+            return
+
+    def _write(self, job: dict[str, Any]) -> None:
+        folder = self._dir(job["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "job.json.tmp"
+        tmp.write_text(json.dumps(job, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, folder / "job.json")
+
+    def _update(self, job_id: str, **values: Any) -> dict[str, Any]:
+        with self._state_lock:
+            job = {**self.get(job_id), **values}
+            self._write(job)
+            return job
+
+    def _submit(self, job_id: str) -> None:
+        self.futures[job_id] = self.pool.submit(self._run, job_id)
+
+    def detector(self):
+        with self._detector_lock:
+            if self._detector is None:
+                self._detector = self._detector_factory() if self._detector_factory else self._load_detector()
+            return self._detector
+
+    def _triage_settings(self, job_id: str, resume: bool):
+        from pipelines.triage import TriageSettings
+
+        return TriageSettings(**self.config.triage.model_dump(), out=self._dir(job_id), resume=resume)
+
+    def _load_detector(self):
+        from pipelines.triage.run import triage_detector
+
+        return triage_detector(self._triage_settings("0" * 16, False))
+
+    def _run(self, job_id: str) -> None:
+        from pipelines.triage import run_triage
+        from pipelines.triage.sources import expand_sources
+
+        folder = self._dir(job_id)
+        inputs = [folder / "input"]
+        resume = (folder / "results.jsonl").exists()
+        self._update(job_id, state="running", started_at=_now(), total=len(expand_sources(inputs)))
+        self.metrics.jobs_running.inc()
+        try:
+            result = run_triage(inputs, self._triage_settings(job_id, resume), detector=self.detector(),
+                                deployment=self.deployment, show_progress=False)
+        except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
+            log.exception("triage job %s failed", job_id)
+            self._update(job_id, state="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}")
+            self.metrics.jobs.labels("failed").inc()
+            return
+        finally:
+            self.metrics.jobs_running.dec()
+        cases = [{"case_id": r.case_id, "state": r.state, "error": r.error, "type": g.type, "score": round(g.score, 4),
+                  "photos": len(g.members)} for g, r in zip(result.groups, result.refs, strict=True)]
+        t = result.tally
+        self._update(job_id, state="done", finished_at=_now(), cases=cases,
+                     summary={"readable": t.ok, "with_violations": t.positives, "errors": t.errors,
+                              "duplicates": t.duplicates, "groups": len(result.groups)})
+        self.metrics.jobs.labels("done").inc()

@@ -1,0 +1,112 @@
+"""Every error as an RFC 9457 problem document (`application/problem+json`: type, title, status, detail).
+
+Routers raise `Problem` (or let a domain exception through: the case store's, the config loader's,
+the webhook handler's); the handlers below turn all of them, FastAPI's own validation errors and
+any bug into the same JSON shape with the right status, so clients parse one error format.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from detect.config_io import ConfigError
+from pipelines.cases.states import InvalidTransition
+from pipelines.cases.store import CaseNotFound, CaseStoreError
+from pipelines.dispatch.webhook import WebhookError
+
+log = logging.getLogger(__name__)
+MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemDoc(BaseModel):
+    """The error body of every non-2xx answer."""
+
+    type: str = Field(description="URI naming the kind of problem.")
+    title: str = Field(description="Short summary of the kind of problem (the HTTP reason).")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What went wrong with this request, in words.")
+    errors: list[dict[str, Any]] | None = Field(None, description="Field-level problems (validation errors).")
+
+
+class Problem(Exception):
+    """Raise to answer with a problem document."""
+
+    def __init__(self, status: int, detail: str, *, slug: str | None = None, headers: dict[str, str] | None = None,
+                 errors: list[dict[str, Any]] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers, self.errors = status, detail, headers, errors
+        self.slug = slug or HTTPStatus(status).phrase.lower().replace(" ", "-")
+
+
+def problem_response(status: int, detail: str, slug: str | None = None, headers: dict[str, str] | None = None,
+                     errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    slug = slug or HTTPStatus(status).phrase.lower().replace(" ", "-")
+    body: dict[str, Any] = {"type": f"urn:streetwatch:problem:{slug}", "title": HTTPStatus(status).phrase,
+                            "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
+
+
+#: For route decorators: `responses=problems(404, 409)` documents the error bodies in OpenAPI.
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ProblemDoc, "description": HTTPStatus(s).phrase,
+                "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDoc"}}}} for s in statuses}
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()]
+
+
+#: Exceptions of the layers below, answered with their message: (status, problem kind).
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    CaseNotFound: (404, "case-not-found"),
+    InvalidTransition: (409, "invalid-transition"),
+    CaseStoreError: (409, "case-conflict"),
+    ConfigError: (422, "invalid-config"),
+}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that make every error a problem document."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.detail, exc.slug, exc.headers, exc.errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+        return problem_response(422, detail, "validation-error", errors=errors)
+
+    def domain(status: int, slug: str):
+        async def handler(_: Request, exc: Exception) -> JSONResponse:
+            return problem_response(status, str(exc), slug)
+        return handler
+
+    for exc_type, (status, slug) in DOMAIN_ERRORS.items():
+        app.add_exception_handler(exc_type, domain(status, slug))
+
+    @app.exception_handler(WebhookError)
+    async def _webhook(_: Request, exc: WebhookError) -> JSONResponse:
+        return problem_response(exc.status_code, str(exc), "webhook-refused")
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, f"internal error ({type(exc).__name__}); see the server log")

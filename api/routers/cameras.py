@@ -1,0 +1,75 @@
+"""Cameras and scenes: list with health, get/put a scene (validated like the files), latest snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import FileResponse
+
+from api.accounts import Principal
+from api.app import AppContext
+from api.auth import ADMIN, READ_CAMERAS
+from api.cameras import CameraNotFound
+from api.problems import Problem, problems
+from api.routers import get_ctx
+from detect.config_io import ConfigError
+from detect.scenes import Scene
+
+router = APIRouter(prefix="/cameras", tags=["cameras"])
+
+
+def _camera(fn, *args):
+    """Run a cameras call, answering 404 for an unknown camera and 503 when there is no cameras file."""
+    try:
+        return fn(*args)
+    except CameraNotFound as exc:
+        raise Problem(404, str(exc), slug="camera-not-found") from None
+
+
+def _cameras_file(ctx: AppContext) -> None:
+    if ctx.cameras.file is None:
+        raise Problem(404, "no cameras file is configured (service.cameras_file)", slug="no-cameras")
+    try:
+        ctx.cameras.configs()
+    except ConfigError as exc:
+        raise Problem(503, f"cameras file unusable: {exc}", slug="cameras-file") from None
+
+
+@router.get("", summary="Cameras with their status and health", responses=problems(401, 403))
+def list_cameras(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> list[dict[str, Any]]:
+    if ctx.cameras.file is None:
+        return []
+    _cameras_file(ctx)
+    return ctx.cameras.summary()
+
+
+@router.get("/scene-schema", summary="JSON schema of a scene (what PUT .../scene accepts)", responses=problems(401, 403))
+def scene_schema(_: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
+    return Scene.model_json_schema()
+
+
+@router.get("/{camera_id}/scene", summary="A camera's scene file (zones, schedules)", responses=problems(401, 403, 404, 422))
+def get_scene(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
+    _cameras_file(ctx)
+    return _camera(ctx.cameras.scene, camera_id)
+
+
+@router.put("/{camera_id}/scene", summary="Replace a camera's scene (validated like a scene file; the watcher reloads it)",
+            responses=problems(401, 403, 404, 422))
+def put_scene(camera_id: str, scene: dict[str, Any] = Body(description="The scene, as in a scene file (see scene-schema)."),
+              ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ADMIN)) -> dict[str, Any]:
+    _cameras_file(ctx)
+    saved = _camera(ctx.cameras.put_scene, camera_id, scene)
+    ctx.accounts.audit(who, "put_scene", None, {"camera_id": camera_id, "zones": len(saved.get("zones") or [])})
+    return saved
+
+
+@router.get("/{camera_id}/snapshot", summary="Latest snapshot (or the scene's reference image)", response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}}}, **problems(401, 403, 404)})
+def snapshot(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> FileResponse:
+    _cameras_file(ctx)
+    path = _camera(ctx.cameras.snapshot, camera_id)
+    if path is None:
+        raise Problem(404, f"no snapshot for camera {camera_id} yet", slug="no-snapshot")
+    return FileResponse(path, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,210 @@
+"""Cases: search, detail with evidence (signed URLs), and review actions recorded with reviewer and time."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from api.accounts import Principal
+from api.app import AppContext
+from api.auth import READ_CASES, REVIEW
+from api.problems import Problem, problems
+from api.routers import get_ctx
+from detect.evidence import MANIFEST
+from pipelines.cases.states import CaseState
+from pipelines.cases.store import Case, CaseQuery
+from pipelines.evidence_store import StorageError
+
+router = APIRouter(tags=["cases"])
+
+HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
+
+
+class RejectReason(StrEnum):
+    """Why a reviewer rejects a case. Retraining (`pipelines.retrain.from_cases`) turns rejected cases into hard
+    negatives except where the object is real and only the case is not (legal, outside_hours, already_handled,
+    duplicate). A case of the wrong type is better corrected (PATCH type) and confirmed than rejected."""
+
+    WRONG_TYPE = "wrong_type"
+    LEGAL = "legal"
+    DUPLICATE = "duplicate"
+    NOT_VISIBLE = "not_visible"
+    NOT_A_VIOLATION = "not_a_violation"
+    OUTSIDE_HOURS = "outside_hours"
+    ALREADY_HANDLED = "already_handled"
+    PRIVACY = "privacy"
+    OTHER = "other"
+
+
+#: Labels in key order (the queue page's reject keys 1-9 follow it).
+REASON_LABELS = {
+    RejectReason.WRONG_TYPE: ("类型错误", "Wrong type"), RejectReason.LEGAL: ("合法/已许可", "Legal / permitted"),
+    RejectReason.DUPLICATE: ("重复案件", "Duplicate"), RejectReason.NOT_VISIBLE: ("看不清", "Not visible"),
+    RejectReason.NOT_A_VIOLATION: ("不构成违规", "Not a violation"),
+    RejectReason.OUTSIDE_HOURS: ("非管控时段", "Outside enforced hours"),
+    RejectReason.ALREADY_HANDLED: ("已处理", "Already handled"), RejectReason.PRIVACY: ("涉及隐私", "Privacy"),
+    RejectReason.OTHER: ("其他", "Other"),
+}
+
+
+class ConfirmBody(BaseModel):
+    dispatch: bool = Field(True, description="Queue the case for dispatch (needs a dispatch target).")
+    target: str | None = Field(None, description="Dispatch target; default: the only configured one.", max_length=64)
+    note: str | None = Field(None, description="Reviewer's note.", max_length=2000)
+
+
+class RejectBody(BaseModel):
+    reason: RejectReason = Field(description="Reason code.")
+    note: str | None = Field(None, description="Reviewer's note.", max_length=2000)
+
+
+class EditBody(BaseModel):
+    type: str | None = Field(None, description="Corrected violation type id (from /api/v1/meta).", max_length=64)
+    description: str | None = Field(None, description="New description.", max_length=4000)
+
+
+def case_json(case: Case) -> dict[str, Any]:
+    data = {k: v for k, v in asdict(case).items() if k not in HIDDEN}
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    data["state"] = str(case.state)
+    data["has_evidence"] = case.evidence_ref is not None
+    return data
+
+
+@router.get("/meta", summary="Violation types, reject reasons, states and dispatch targets (for forms)",
+            responses=problems(401, 403))
+def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> dict[str, Any]:
+    return {
+        "types": [{"id": t.id, "name_zh": t.name_zh, "name_en": t.name_en} for t in ctx.taxonomy.types.values()],
+        "reject_reasons": [{"code": c.value, "zh": zh, "en": en} for c, (zh, en) in REASON_LABELS.items()],
+        "states": [s.value for s in CaseState],
+        "dispatch_targets": sorted(ctx.settings.dispatch.targets),
+    }
+
+
+@router.get("/cases", summary="Search cases (filters, paging, sorting)", responses=problems(401, 403, 422))
+def list_cases(
+    ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
+    type: str | None = Query(None, max_length=64, description="Violation type id."),
+    state: CaseState | None = Query(None),
+    camera: str | None = Query(None, max_length=200, description="Source id: camera id or photo batch id."),
+    grid_cell: str | None = Query(None, max_length=64),
+    since: datetime | None = Query(None, description="Opened at or after (ISO 8601; no offset = UTC)."),
+    until: datetime | None = Query(None, description="Opened before."),
+    q: str | None = Query(None, max_length=200, description="Text in the id, address, description or violation id."),
+    reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
+    sort: Literal[CaseQuery.SORTABLE] = Query("opened_at"),  # type: ignore[valid-type]
+    order: Literal["asc", "desc"] = Query("desc"),
+    limit: int | None = Query(None, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10_000_000),
+) -> dict[str, Any]:
+    aware = lambda t: None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))  # noqa: E731
+    query = CaseQuery(violation_type=type, state=state, source_id=camera, grid_cell=grid_cell, since=aware(since),
+                      until=aware(until), text=q, reviewed=reviewed, sort=sort, descending=order == "desc",
+                      limit=limit or ctx.service.default_page_size, offset=offset)
+    items, total = ctx.store.search(query)
+    return {"items": [case_json(c) for c in items], "total": total, "limit": query.limit, "offset": offset}
+
+
+def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
+    """The bundle's files with URLs the browser can load, the evidence boxes and the zone."""
+    if case.evidence_ref is None:
+        return None
+    try:
+        manifest = json.loads(ctx.evidence.read_bytes(case.evidence_ref, MANIFEST))
+    except (StorageError, json.JSONDecodeError) as exc:
+        return {"error": f"evidence unreadable: {exc}", "images": [], "boxes": case.evidence_boxes, "zone": None}
+    presigned = ctx.settings.evidence_store.backend == "s3"
+
+    def url(path: str) -> str:
+        return ctx.evidence.url(case.evidence_ref, path) if presigned else ctx.signer.url(case.id, path)
+
+    images = [{"path": a["path"], "role": a["role"], "url": url(a["path"]), "content_type": a.get("content_type")}
+              for a in manifest.get("artifacts", []) if str(a.get("content_type", "")).startswith("image/")]
+    boxes = dict(case.evidence_boxes or {})
+    if boxes.get("image"):
+        boxes["url"] = url(boxes["image"])
+    return {"images": images, "boxes": boxes, "zone": manifest.get("zone"), "digest": case.evidence_digest,
+            "model": manifest.get("model"), "times": manifest.get("times"), "texts": manifest.get("texts"),
+            "phones": manifest.get("phones"), "url_expires_s": ctx.service.url_expiry_s}
+
+
+@router.get("/cases/{case_id}", summary="One case: facts, evidence with signed URLs, review, deliveries, history",
+            responses=problems(401, 403, 404))
+def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> dict[str, Any]:
+    case = ctx.store.get(case_id)
+    deliveries = [{"target": e.target, "status": e.status, "attempts": e.attempts, "remote_ref": e.remote_ref,
+                   "parked_reason": e.parked_reason, "delivered_at": e.delivered_at.isoformat() if e.delivered_at else None}
+                  for e in ctx.store.outbox_entries(case_id=case.id)]
+    history = [{"from": h.from_state and str(h.from_state), "to": str(h.to_state), "at": h.at.isoformat(), "actor": h.actor,
+                "reason": h.reason} for h in ctx.store.history(case.id)]
+    return {"case": case_json(case), "evidence": _evidence(ctx, case), "deliveries": deliveries, "history": history}
+
+
+def _target(ctx: AppContext, wanted: str | None) -> str:
+    targets = ctx.settings.dispatch.targets
+    if wanted is not None:
+        if wanted not in targets:
+            raise Problem(422, f"unknown dispatch target {wanted!r} (configured: {', '.join(sorted(targets)) or 'none'})")
+        return wanted
+    if len(targets) == 1:
+        return next(iter(targets))
+    if not targets:
+        raise Problem(409, "no dispatch target is configured: confirm with dispatch=false", slug="no-dispatch-target")
+    raise Problem(422, f"several dispatch targets ({', '.join(sorted(targets))}): name one in `target`")
+
+
+@router.post("/cases/{case_id}/confirm", summary="Confirm a candidate case (and queue it for dispatch)",
+             responses=problems(401, 403, 404, 409, 422))
+def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
+    case = ctx.store.get(case_id)
+    if body.dispatch:
+        target = _target(ctx, body.target)
+        case = ctx.store.review(case.id, approve=True, reviewer=who.name, target=target, note=body.note)
+    else:
+        if case.state is not CaseState.CANDIDATE:
+            raise Problem(409, f"case {case.id} is {case.state}: only candidate cases can be confirmed", slug="invalid-transition")
+        case = ctx.store.update(case.id, review_decision="approved", reviewer=who.name, reviewed_at=datetime.now(UTC),
+                                review_note=body.note)
+    ctx.accounts.audit(who, "confirm", case.id, body.model_dump())
+    ctx.metrics.reviews.labels("confirm").inc()
+    return case_json(case)
+
+
+@router.post("/cases/{case_id}/reject", summary="Reject a case with a reason code", responses=problems(401, 403, 404, 409, 422))
+def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
+    case = ctx.store.review(case_id, approve=False, reviewer=who.name, reason_code=body.reason.value, note=body.note)
+    ctx.accounts.audit(who, "reject", case.id, body.model_dump(mode="json"))
+    ctx.metrics.reviews.labels("reject").inc()
+    return case_json(case)
+
+
+@router.patch("/cases/{case_id}", summary="Change the type or edit the description (before dispatch)",
+              responses=problems(401, 403, 404, 409, 422))
+def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
+    if body.type is None and body.description is None:
+        raise Problem(422, "nothing to change: give `type` and/or `description`")
+    if body.type is not None and body.type not in ctx.taxonomy.types:
+        raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
+    before = ctx.store.get(case_id)
+    case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description)
+    changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in (("type", "violation_type"), ("description", "description"))
+               if getattr(before, c) != getattr(case, c)}
+    if changes:
+        ctx.accounts.audit(who, "edit", case.id, changes)
+        ctx.metrics.reviews.labels("edit").inc()
+    return case_json(case)
+
+
+@router.get("/cases/{case_id}/audit", summary="Audit log of review actions on a case", responses=problems(401, 403, 404))
+def audit(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(REVIEW)) -> list[dict[str, Any]]:
+    ctx.store.get(case_id)
+    return ctx.accounts.audit_records(case_id)

@@ -1,0 +1,56 @@
+// Cameras: list with health, the snapshot with the scene's zones drawn, the scene as editable JSON.
+"use strict";
+
+const C = { cameras: [], current: null, objectUrl: null };
+
+function healthText(h) {
+  const conditions = h.conditions.map((c) => c.kind).join(", ");
+  return `${h.status}${conditions ? " · " + conditions : ""}`;
+}
+
+async function loadCameras() {
+  C.cameras = await SW.json("/api/v1/cameras");
+  document.getElementById("cameras").replaceChildren(...C.cameras.map((cam) => SW.el("li", {
+    "data-camera": cam.id, class: C.current === cam.id ? "current" : "", onclick: () => show(cam.id),
+  }, SW.el("span", { class: "state" }, healthText(cam.health)), cam.name || cam.id, SW.el("br"),
+  SW.el("small", {}, `${cam.id} · ${cam.zones} 区域 zones${cam.scene_error ? " · 场景错误 scene error" : ""}`))));
+  if (!C.cameras.length) SW.say("未配置摄像头 No cameras configured (service.cameras_file)");
+  else if (!C.current) show(C.cameras[0].id);
+}
+
+async function show(id) {
+  C.current = id;
+  document.querySelectorAll("#cameras li").forEach((li) => li.classList.toggle("current", li.dataset.camera === id));
+  const box = document.getElementById("snapshot");
+  let scene = null;
+  try {
+    scene = await SW.json(`/api/v1/cameras/${encodeURIComponent(id)}/scene`);
+    document.getElementById("scene").value = JSON.stringify(scene, null, 2);
+  } catch (e) { SW.say(e.message, true); }
+  try {
+    const blob = await (await SW.api(`/api/v1/cameras/${encodeURIComponent(id)}/snapshot`)).blob();
+    if (C.objectUrl) URL.revokeObjectURL(C.objectUrl);
+    C.objectUrl = URL.createObjectURL(blob);
+    const img = SW.el("img", { id: "snapshot-image", src: C.objectUrl, alt: "snapshot 快照" });
+    img.onload = () => {
+      const zones = ((scene && scene.zones) || []).map((z) => ({ points: z.polygon, kind: z.kind, label: `${z.id} (${z.kind})` }));
+      box.replaceChildren(img, SW.overlay(img.naturalWidth, img.naturalHeight, [], zones));
+    };
+    box.replaceChildren(img);
+  } catch (e) {
+    box.replaceChildren(SW.el("p", {}, "无快照 No snapshot: " + e.message));
+  }
+}
+
+document.getElementById("save-scene").addEventListener("click", async () => {
+  let data;
+  try { data = JSON.parse(document.getElementById("scene").value); } catch (e) { SW.say("JSON 错误 invalid JSON: " + e.message, true); return; }
+  try {
+    await SW.json(`/api/v1/cameras/${encodeURIComponent(C.current)}/scene`, { method: "PUT", json: data });
+    SW.say("已保存 Saved");
+    await show(C.current);
+  } catch (e) { SW.say(e.message, true); }
+});
+
+SW.nav("cameras");
+loadCameras().catch((e) => SW.say(e.message, true));

@@ -1,0 +1,94 @@
+// Shared by the review pages: the API token (localStorage), fetch with auth, problem messages, SVG overlays.
+"use strict";
+
+const SW = {
+  token() { return localStorage.getItem("sw_token") || ""; },
+  setToken(t) { localStorage.setItem("sw_token", t.trim()); },
+
+  // fetch with the bearer token; a 401 sends the user to the login page.
+  async api(path, opts = {}) {
+    const headers = Object.assign({}, opts.headers || {}, { Authorization: "Bearer " + SW.token() });
+    if (opts.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      opts = Object.assign({}, opts, { body: JSON.stringify(opts.json) });
+    }
+    const res = await fetch(path, Object.assign({}, opts, { headers }));
+    if (res.status === 401) {
+      location.href = "/ui/login?next=" + encodeURIComponent(location.pathname);
+      throw new Error("not logged in / 未登录");
+    }
+    if (!res.ok) {
+      let detail = res.statusText;
+      try { detail = (await res.json()).detail || detail; } catch (e) { /* not JSON */ }
+      throw new Error(res.status + ": " + detail);
+    }
+    return res;
+  },
+  async json(path, opts) { return (await SW.api(path, opts)).json(); },
+
+  el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+    return node;
+  },
+
+  say(text, bad = false) {
+    const box = document.getElementById("status");
+    if (!box) return;
+    box.textContent = text;
+    box.className = bad ? "status bad" : "status";
+  },
+
+  // An <svg> laid over an image: boxes in pixels of a (width x height) image, polygons in 0..1 coordinates.
+  overlay(width, height, boxes = [], polygons = []) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("class", "overlay");
+    const stroke = Math.max(2, Math.round(width / 300));
+    for (const p of polygons) {
+      const poly = document.createElementNS(ns, "polygon");
+      poly.setAttribute("points", p.points.map(([x, y]) => `${x * width},${y * height}`).join(" "));
+      poly.setAttribute("class", "zone " + (p.kind || ""));
+      poly.setAttribute("stroke-width", stroke);
+      svg.append(poly);
+      if (p.label) {
+        const t = document.createElementNS(ns, "text");
+        t.setAttribute("x", p.points[0][0] * width + 4);
+        t.setAttribute("y", p.points[0][1] * height + stroke * 8);
+        t.setAttribute("font-size", stroke * 7);
+        t.setAttribute("class", "zone-label");
+        t.textContent = p.label;
+        svg.append(t);
+      }
+    }
+    for (const b of boxes) {
+      const [x1, y1, x2, y2] = b.xyxy;
+      const r = document.createElementNS(ns, "rect");
+      Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke, class: "box" })
+        .forEach(([k, v]) => r.setAttribute(k, v));
+      svg.append(r);
+      const t = document.createElementNS(ns, "text");
+      t.setAttribute("x", x1 + stroke);
+      t.setAttribute("y", Math.max(y1 - stroke, stroke * 7));
+      t.setAttribute("font-size", stroke * 7);
+      t.setAttribute("class", "box-label");
+      t.textContent = `${b.class_name || "?"} ${b.confidence != null ? b.confidence.toFixed(2) : ""}`;
+      svg.append(t);
+    }
+    return svg;
+  },
+
+  nav(active) {
+    const links = [["queue", "审核队列 Review queue"], ["upload", "照片上传 Photo upload"], ["cameras", "摄像头 Cameras"]];
+    const bar = SW.el("nav", {}, ...links.map(([p, label]) =>
+      SW.el("a", { href: "/ui/" + p, class: p === active ? "active" : "" }, label)));
+    bar.append(SW.el("a", { href: "/ui/login", class: "right" }, "令牌 Token"));
+    document.body.prepend(bar);
+  },
+};

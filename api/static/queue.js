@@ -1,0 +1,136 @@
+// The review queue: a list of cases and the current case's evidence, worked with the keyboard.
+"use strict";
+
+const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false };
+
+function typeName(id) {
+  const t = (Q.meta.types || []).find((x) => x.id === id);
+  return t ? `${t.name_zh} ${t.name_en}` : id;
+}
+
+async function loadMeta() {
+  Q.meta = await SW.json("/api/v1/meta");
+  const state = document.getElementById("f-state");
+  for (const s of Q.meta.states) state.append(SW.el("option", { value: s }, s));
+  const type = document.getElementById("f-type");
+  for (const t of Q.meta.types) type.append(SW.el("option", { value: t.id }, `${t.name_zh} ${t.name_en}`));
+  const box = document.getElementById("reasons");
+  box.append(SW.el("strong", {}, "驳回原因 Reject reason:"));
+  Q.meta.reject_reasons.forEach((r, i) => box.append(
+    SW.el("button", { type: "button", "data-reason": r.code, onclick: () => reject(r.code) }, `${i + 1} ${r.zh} ${r.en}`)));
+}
+
+async function loadList() {
+  const params = new URLSearchParams({ limit: "200", sort: "opened_at", order: "desc" });
+  const state = document.getElementById("f-state").value;
+  if (state) params.set("state", state); else { params.set("state", "candidate"); params.set("reviewed", "false"); }
+  const type = document.getElementById("f-type").value;
+  if (type) params.set("type", type);
+  const q = document.getElementById("f-q").value.trim();
+  if (q) params.set("q", q);
+  const page = await SW.json("/api/v1/cases?" + params);
+  Q.items = page.items;
+  renderList();
+  SW.say(`${page.total} 件 cases`);
+  await select(Q.items.length ? Math.min(Math.max(Q.index, 0), Q.items.length - 1) : -1);
+}
+
+function renderList() {
+  const list = document.getElementById("cases");
+  list.replaceChildren(...Q.items.map((c, i) => SW.el("li", {
+    class: i === Q.index ? "current" : "", "data-case": c.id, onclick: () => select(i),
+  }, SW.el("span", { class: "state" }, c.state), typeName(c.violation_type), SW.el("br"),
+  SW.el("small", {}, `${c.id} · ${(c.opened_at || "").slice(0, 16).replace("T", " ")}`))));
+}
+
+async function select(i) {
+  Q.index = i;
+  renderList();
+  const section = document.getElementById("detail");
+  if (i < 0) { section.replaceChildren(SW.el("p", {}, "没有待审案件 No case to review.")); Q.detail = null; return; }
+  const current = document.querySelector("#cases li.current");
+  if (current) current.scrollIntoView({ block: "nearest" });
+  Q.detail = await SW.json("/api/v1/cases/" + encodeURIComponent(Q.items[i].id));
+  renderDetail(Q.detail);
+}
+
+function renderDetail(d) {
+  const c = d.case, ev = d.evidence;
+  const section = document.getElementById("detail");
+  const parts = [SW.el("h2", {}, `${typeName(c.violation_type)} · ${c.id}`)];
+  const typeSelect = SW.el("select", { id: "edit-type" }, ...Q.meta.types.map((t) =>
+    SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
+  const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", placeholder: "描述 Description" });
+  parts.push(SW.el("div", { class: "actions" },
+    SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
+    SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
+    " ", typeSelect, desc, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
+  if (ev && ev.boxes && ev.boxes.url) {
+    const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
+    const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, label: ev.zone.id }] : [];
+    parts.push(SW.el("div", { class: "figure" }, img, SW.overlay(ev.boxes.width, ev.boxes.height, ev.boxes.boxes || [], zone)));
+    const thumbs = ev.images.filter((x) => x.path !== ev.boxes.image).map((x) =>
+      SW.el("a", { href: x.url, target: "_blank", title: x.role }, SW.el("img", { src: x.url, alt: x.role })));
+    parts.push(SW.el("div", { class: "thumbs" }, ...thumbs));
+  } else {
+    parts.push(SW.el("p", {}, ev && ev.error ? ev.error : "证据尚未存储 Evidence not stored yet" + (c.reason ? `: ${c.reason}` : "")));
+  }
+  const rows = [
+    ["状态 State", c.state], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
+    ["网格 Grid cell", c.grid_cell], ["发现 Opened", c.opened_at], ["描述 Description", c.description],
+    ["分数 Score", c.details && c.details.score], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
+    ["审核 Review", c.review_decision ? `${c.review_decision} · ${c.reviewer} · ${c.review_reason || ""}` : ""],
+  ];
+  parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
+    ([k, v]) => SW.el("tr", {}, SW.el("td", {}, k), SW.el("td", {}, v)))));
+  section.replaceChildren(...parts);
+}
+
+async function act(doing) {
+  if (!Q.detail) return;
+  try {
+    const updated = await doing(Q.detail.case.id);
+    SW.say(`${updated.id}: ${updated.state}${updated.review_decision ? " · " + updated.review_decision : ""}`);
+    await loadList();
+  } catch (e) { SW.say(e.message, true); }
+}
+
+function confirm() {
+  const dispatch = Q.meta.dispatch_targets.length > 0;
+  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/confirm`, { method: "POST", json: { dispatch } }));
+}
+
+function openReasons() { Q.rejecting = true; document.getElementById("reasons").classList.add("open"); }
+function closeReasons() { Q.rejecting = false; document.getElementById("reasons").classList.remove("open"); }
+
+function reject(code) {
+  closeReasons();
+  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reject`, { method: "POST", json: { reason: code } }));
+}
+
+function saveEdit() {
+  const body = { type: document.getElementById("edit-type").value, description: document.getElementById("edit-description").value };
+  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: body }));
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (ev.target.matches("input, select, textarea") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (Q.rejecting) {
+    const n = parseInt(ev.key, 10);
+    if (ev.key === "Escape") closeReasons();
+    else if (n >= 1 && n <= Q.meta.reject_reasons.length) reject(Q.meta.reject_reasons[n - 1].code);
+    ev.preventDefault();
+    return;
+  }
+  const moves = { j: 1, ArrowDown: 1, ArrowRight: 1, k: -1, ArrowUp: -1, ArrowLeft: -1 };
+  if (ev.key in moves && Q.items.length) {
+    select(Math.min(Math.max(Q.index + moves[ev.key], 0), Q.items.length - 1));
+  } else if (ev.key === "c") confirm();
+  else if (ev.key === "r") openReasons();
+  else return;
+  ev.preventDefault();
+});
+
+document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); Q.index = 0; loadList(); });
+SW.nav("queue");
+loadMeta().then(loadList).catch((e) => SW.say(e.message, true));

@@ -1,0 +1,78 @@
+// Triage upload: send files with upload progress (XHR), then poll the job until it is done.
+"use strict";
+
+function send(files) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    for (const f of files) form.append("files", f, f.name);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/api/v1/triage/jobs");
+    xhr.setRequestHeader("Authorization", "Bearer " + SW.token());
+    xhr.upload.onprogress = (ev) => {
+      if (!ev.lengthComputable) return;
+      document.getElementById("upload-progress").value = ev.loaded / ev.total;
+      document.getElementById("upload-text").textContent = `${(ev.loaded / 1048576).toFixed(1)} / ${(ev.total / 1048576).toFixed(1)} MB`;
+    };
+    xhr.onload = () => {
+      document.getElementById("upload-progress").value = 1;  // the server answered: the body is all there
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+      if (xhr.status === 202) resolve(body); else reject(new Error(`${xhr.status}: ${body.detail || xhr.statusText}`));
+    };
+    xhr.onerror = () => reject(new Error("上传失败 upload failed (network)"));
+    xhr.send(form);
+  });
+}
+
+function showJob(job) {
+  const p = job.progress;
+  const bar = document.getElementById("job-progress");
+  bar.max = p.total || 1;
+  bar.value = p.done;
+  const phase = { queued: "排队 queued", photos: "识别照片 photos", cases: "生成案件 building cases", done: "完成 done", failed: "失败 failed" }[p.phase] || p.phase;
+  document.getElementById("job-text").textContent = `${p.done} / ${p.total ?? "?"} · ${phase}` +
+    (job.summary ? ` · ${job.cases.length} 件案件 cases` : "") + (job.error ? ` · ${job.error}` : "");
+}
+
+async function showResults(jobId) {
+  const rows = await SW.json(`/api/v1/triage/jobs/${jobId}/results`);
+  document.getElementById("results").replaceChildren(...rows.map((r) => SW.el("tr", { "data-status": r.status },
+    SW.el("td", {}, r.source), SW.el("td", {}, r.status),
+    SW.el("td", {}, (r.findings || []).map((f) => `${f.name_zh} ${f.name_en} ${f.score.toFixed(2)}`).join("; ")),
+    SW.el("td", {}, r.reason || ""))));
+}
+
+async function follow(jobId) {
+  for (;;) {
+    const job = await SW.json(`/api/v1/triage/jobs/${jobId}`);
+    await showResults(jobId);  // results first: when the progress says done, the table is complete
+    showJob(job);
+    if (job.state === "done" || job.state === "failed") {
+      SW.say(job.state === "done" ? `完成 Done: ${job.cases.length} 件候选案件 candidate cases → /ui/queue` : job.error, job.state !== "done");
+      listJobs();
+      return job;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function listJobs() {
+  const jobs = await SW.json("/api/v1/triage/jobs");
+  document.getElementById("jobs").replaceChildren(...jobs.slice(0, 20).map((j) => SW.el("li", {},
+    SW.el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); follow(j.id); } }, j.id),
+    ` ${j.created_at.slice(0, 19).replace("T", " ")} · ${j.files.length} 文件 files · ${j.state}`)));
+}
+
+document.getElementById("upload").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const files = document.getElementById("files").files;
+  if (!files.length) { SW.say("请选择文件 Choose files first", true); return; }
+  try {
+    const job = await send(files);
+    SW.say(`任务 Job ${job.id}`);
+    await follow(job.id);
+  } catch (e) { SW.say(e.message, true); }
+});
+
+SW.nav("upload");
+listJobs().catch((e) => SW.say(e.message, true));

@@ -1,0 +1,137 @@
+"""Receiving uploaded photos and zips: size-capped streaming, content sniffing, server-chosen names.
+
+- The request is refused with 413 before a byte is read when `Content-Length` is over the limit,
+  and the body is counted while it streams (chunked uploads have no length), so a client can
+  never put more than the limit on disk: the multipart parser's temporary files are closed
+  (and, being anonymous temp files, freed) when the count is exceeded.
+- What a file *is* comes from its bytes, never its name or declared type: Pillow must identify it
+  as one of the photo formats triage reads, or `zipfile` as a zip archive. Anything else refuses
+  the whole request with 415 and the offending file names, before a job exists.
+- Files are stored as `NNNN.<ext>` (ext from the sniffed format) in the job's own folder: the
+  client's file name is kept only as a display label.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
+from api.problems import Problem
+
+#: Pillow format -> stored suffix (the formats `detect.imageio` / triage read).
+IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
+                 "HEIF": ".heic", "AVIF": ".heic"}
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    label: str  # the client's file name, for display only
+    path: Path  # where it is stored (server-chosen name)
+    kind: str  # "image" or "zip"
+    size: int
+
+
+def check_length(request: Request, limit: int) -> None:
+    """413 before reading when the declared body is over `limit`; 400 when the header is not a number."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise Problem(400, f"Content-Length {declared!r} is not a number") from None
+    if size > limit:
+        raise Problem(413, f"upload of {size} bytes is over the limit of {limit} bytes", slug="upload-too-large")
+
+
+async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise Problem(413, f"upload is over the limit of {limit} bytes (stopped reading at {seen})", slug="upload-too-large")
+        yield chunk
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """A small body (webhooks), refused with 413 past `limit` whether or not it declared its length."""
+    check_length(request, limit)
+    return b"".join([chunk async for chunk in _capped(request, limit)])
+
+
+def sniff(path: Path) -> tuple[str, str] | None:
+    """("image", suffix) or ("zip", ".zip") from the file's content; None for anything else."""
+    try:
+        with Image.open(path) as im:
+            suffix = IMAGE_FORMATS.get(im.format or "")
+            return ("image", suffix) if suffix else None
+    except Image.DecompressionBombError:
+        raise Problem(413, f"{path.name}: image has too many pixels", slug="image-too-large") from None
+    except Exception:  # noqa: BLE001 - not an image Pillow knows; maybe a zip
+        pass
+    return ("zip", ".zip") if zipfile.is_zipfile(path) else None
+
+
+async def receive_files(request: Request, dest: Path, *, limit: int, max_files: int, field: str = "files") -> list[SavedFile]:
+    """Parse the multipart body into `dest` (created); refuses with 400/413/415 and leaves nothing behind."""
+    check_length(request, limit)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise Problem(415, f"send the photos as multipart/form-data in field {field!r} (got {content_type or 'no content type'})",
+                      slug="unsupported-media-type")
+    parser = MultiPartParser(request.headers, _capped(request, limit), max_files=max_files, max_fields=10)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise Problem(400, f"malformed multipart body: {exc.message}", slug="malformed-upload") from None
+    uploads = [v for k, v in form.multi_items() if k == field and isinstance(v, UploadFile)]
+    try:
+        if not uploads:
+            raise Problem(400, f"no files in form field {field!r}", slug="no-files")
+        return await _store(uploads, dest)
+    finally:
+        await form.close()
+
+
+def _save(upload: UploadFile, raw: Path) -> tuple[int, tuple[str, str] | None]:
+    """Copy one parsed part to `raw`; its size and sniffed kind."""
+    upload.file.seek(0)
+    with raw.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, CHUNK)
+        size = out.tell()
+    return size, (sniff(raw) if size else None)
+
+
+async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
+    dest.mkdir(parents=True, exist_ok=True)
+    saved: list[SavedFile] = []
+    refused: list[str] = []
+    try:
+        for i, upload in enumerate(uploads, 1):
+            label = (upload.filename or f"file {i}")[:200]
+            raw = dest / f"{i:04d}.upload"
+            size, kind = await run_in_threadpool(_save, upload, raw)  # disk and Pillow off the event loop
+            if kind is None:
+                refused.append(label)
+                raw.unlink()
+                continue
+            path = raw.rename(dest / f"{i:04d}{kind[1]}")
+            saved.append(SavedFile(label, path, kind[0], size))
+        if refused:
+            raise Problem(415, "only photos (JPEG, PNG, WebP, BMP, TIFF, HEIC) and zip archives are accepted; "
+                               f"not recognised by content: {', '.join(refused)}", slug="unsupported-media-type")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return saved

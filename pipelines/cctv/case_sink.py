@@ -1,0 +1,154 @@
+"""The case side of the CCTV service, in its own thread: events to cases, auto-queue, re-checks.
+
+Building and uploading evidence takes tens of milliseconds to seconds (S3), so it never runs on
+the inference worker: the worker posts events and re-check requests here and goes on. The
+queue is unbounded on purpose: violations open minutes apart, and an event must never be
+dropped. On shutdown the sink drains everything posted, then retries spooled evidence once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import supervision as sv
+
+from detect.events import EventKind, ViolationEvent
+from detect.evidence import BundleContext
+from detect.frames import Frame
+from detect.taxonomy import Taxonomy
+from pipelines.cases import Case, CaseState
+from pipelines.cases.intake import Intake
+from pipelines.cctv.config import Camera
+from pipelines.cctv.metrics import Metrics
+from pipelines.cctv.runtime import present
+
+log = logging.getLogger(__name__)
+
+RETRY_EVIDENCE_S = 60.0
+
+
+@dataclass
+class _Event:
+    camera: Camera
+    event: ViolationEvent
+    ctx: BundleContext
+
+
+@dataclass
+class _Strip:
+    violation_id: str
+    frames: list[Frame]
+
+
+@dataclass
+class _Check:
+    camera: Camera
+    frame: Frame
+    detections: sv.Detections
+
+
+class CaseSink(threading.Thread):
+    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None):
+        super().__init__(name="case-sink", daemon=True)
+        self.intake, self.taxonomy, self.metrics, self.group_gap = intake, taxonomy, metrics, group_gap
+        self.on_record = on_record  # structured record of what happened (events file, logs)
+        self._queue: queue.Queue = queue.Queue()
+        self._cameras: dict[str, Camera] = {}
+        self._absent_since: dict[str, datetime] = {}
+
+    # ---- called by the worker -----------------------------------------------------------
+
+    def post_event(self, camera: Camera, event: ViolationEvent, ctx: BundleContext) -> None:
+        self._queue.put(_Event(camera, event, ctx))
+
+    def post_strip(self, violation_id: str, frames: list[Frame]) -> None:
+        self._queue.put(_Strip(violation_id, frames))
+
+    def post_check(self, camera: Camera, frame: Frame, detections: sv.Detections) -> None:
+        self._queue.put(_Check(camera, frame, detections))
+
+    def close(self) -> None:
+        """Finish everything posted so far, then stop (join the thread to wait for it)."""
+        self._queue.put(None)
+
+    # ---- thread -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=RETRY_EVIDENCE_S)
+            except queue.Empty:
+                self._retry_evidence()
+                continue
+            if item is None:
+                break
+            try:
+                if isinstance(item, _Event):
+                    self._event(item)
+                elif isinstance(item, _Strip):
+                    self.intake.add_strip(item.violation_id, item.frames)
+                else:
+                    self._check(item)
+            except Exception:  # noqa: BLE001 - one bad event (a store error) must not stop the others
+                log.exception("case sink: %s failed", type(item).__name__)
+        self._retry_evidence()
+
+    def _event(self, item: _Event) -> None:
+        event, cam = item.event, item.camera
+        self._cameras[cam.id] = cam
+        self.metrics.events.labels(cam.id, event.violation_type, str(event.kind)).inc()
+        case = self.intake.record_event(event, item.ctx)
+        if case is not None and event.kind is EventKind.OPENED:
+            self.metrics.cases_opened.labels(cam.id, event.violation_type).inc()
+            case = self._auto_queue(case)
+        self.on_record({"event": "violation", "kind": str(event.kind), "camera_id": cam.id, "violation_id": event.violation_id,
+                        "type": event.violation_type, "zone_id": event.zone_id, "at": event.at.isoformat(),
+                        "case_id": case.id if case else None, "case_state": str(case.state) if case else None})
+
+    def _auto_queue(self, case: Case) -> Case:
+        cam = self._cameras.get(case.source_id)
+        target = cam.config.auto_queue_target(case.violation_type) if cam else None
+        if target and case.state is CaseState.CANDIDATE and case.evidence_ref is not None:
+            case = self.intake.store.queue(case.id, target, actor=f"cctv:{case.source_id}:auto-queue")
+        return case
+
+    def _retry_evidence(self) -> None:
+        try:
+            for case in self.intake.retry_evidence():
+                self._auto_queue(case)
+        except Exception:  # noqa: BLE001 - storage still down: the next round tries again
+            log.exception("case sink: evidence retry failed")
+
+    def _check(self, item: _Check) -> None:
+        """Re-check this camera's handled cases: still there -> still_present at once; gone -> verified_cleared
+        once the rules cleared it or it stayed away for the type's clear time (one missed detection is not a clearance)."""
+        cam, frame = item.camera, item.frame
+        for case in self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id):
+            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, self.group_gap)
+            if len(found):
+                self._absent_since.pop(case.id, None)
+                self._verified(cam, case, frame, found, cleared=False)
+                continue
+            since = self._absent_since.setdefault(case.id, frame.ts)
+            clear_s = self._clear_s(cam, case)
+            if case.cleared_at is not None or (frame.ts - since).total_seconds() >= clear_s:
+                self._absent_since.pop(case.id, None)
+                self._verified(cam, case, frame, found, cleared=True)
+
+    def _verified(self, cam: Camera, case: Case, frame: Frame, found: sv.Detections, cleared: bool) -> None:
+        checked = self.intake.record_verification(case.id, frame, found, cleared, actor=f"cctv:{cam.id}")
+        outcome = str(checked.state)
+        self.metrics.reverifications.labels(cam.id, outcome).inc()
+        self.on_record({"event": "reverification", "camera_id": cam.id, "case_id": case.id, "outcome": outcome,
+                        "at": frame.ts.isoformat()})
+
+    def _clear_s(self, cam: Camera, case: Case) -> float:
+        zone = next((z for z in cam.scene.zones if z.id == case.zone_id), None)
+        vtype = self.taxonomy.types.get(case.violation_type)
+        if vtype is None:
+            return 60.0
+        return vtype.with_overrides(zone.thresholds.get(vtype.id) if zone else None).clear_s

@@ -1,0 +1,190 @@
+"""One reader thread per camera: connect, decode, sample, stamp, hand over; reconnect on failure.
+
+A reader never waits for inference: `hooks.frame` puts into the scheduler's queue, which drops
+its oldest frame when full (only replay, which must judge every sampled frame, waits). A failed
+connection is retried with exponential back-off (tenacity), reported as `reconnecting` and,
+after `offline_after` failures in a row, `offline`; the back-off starts over once frames flow
+again. In replay a file is read once: its end finishes the camera, a file that cannot be read
+fails it. Nothing here can stop another camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+import cv2
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
+
+from detect.frames import Frame
+from pipelines.cctv.clock import MediaClock, Sampler, as_utc
+from pipelines.cctv.config import Camera, is_url
+from pipelines.cctv.health import HealthEvent, HealthKind, ImageHealth
+from pipelines.cctv.sources import Picture, SourceError, capped_size, open_source
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    STARTING = "starting"
+    ONLINE = "online"
+    RECONNECTING = "reconnecting"
+    OFFLINE = "offline"
+    FINISHED = "finished"  # replay: the file was read to its end
+    FAILED = "failed"  # replay: the file cannot be read
+    STOPPED = "stopped"
+    REFUSED = "refused"  # invalid configuration (scene): never started
+
+
+@dataclass
+class ReaderHooks:
+    """Where a reader's output goes (the service's queue, event log and metrics)."""
+
+    frame: Callable[[Frame], None]
+    health: Callable[[HealthEvent], None]
+    status: Callable[[str, Status, str], None]
+    read: Callable[[str], None] = lambda camera_id: None  # one picture decoded
+
+
+class _Stopped(Exception):
+    pass
+
+
+class CameraReader(threading.Thread):
+    def __init__(self, camera: Camera, hooks: ReaderHooks, *, replay: bool = False):
+        super().__init__(name=f"reader-{camera.id}", daemon=True)
+        self.camera, self.cfg, self.hooks = camera, camera.config, hooks
+        self.replay_file = replay and not is_url(self.cfg.url)
+        self.paced_file = not replay and not is_url(self.cfg.url)
+        self.stop_event = threading.Event()
+        self.status = Status.STARTING
+        self.frames = 0
+        self.bad_packets = 0
+        self._delivered = 0
+        self._size: tuple[int, int] | None = None
+        self._raw_size: tuple[int, int] | None = None
+        reference = None
+        if camera.scene.reference_snapshot:
+            reference = cv2.imread(camera.scene.reference_snapshot)
+            if reference is None:
+                log.warning("camera %s: reference snapshot %s unreadable: no moved-camera check", camera.id, camera.scene.reference_snapshot)
+        self.health = ImageHealth(camera.id, self.cfg.health, reference)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ---- state --------------------------------------------------------------------------
+
+    def _set(self, status: Status, detail: str = "") -> None:
+        previous, self.status = self.status, status
+        if status != previous:
+            self.hooks.status(self.camera.id, status, detail)
+        now = datetime.now(UTC)
+        for kind, on in ((HealthKind.RECONNECTING, Status.RECONNECTING), (HealthKind.OFFLINE, Status.OFFLINE)):
+            was = previous == on or (kind is HealthKind.RECONNECTING and previous == Status.OFFLINE)
+            now_on = status == on or (kind is HealthKind.RECONNECTING and status == Status.OFFLINE)
+            if now_on and not was:
+                self.hooks.health(HealthEvent(self.camera.id, kind, True, now, detail))
+            elif was and not now_on and status == Status.ONLINE:
+                self.hooks.health(HealthEvent(self.camera.id, kind, False, now, "frames flow again"))
+
+    def _before_sleep(self, rs: RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome else None
+        failing = Status.OFFLINE if rs.attempt_number >= self.cfg.backoff.offline_after else Status.RECONNECTING
+        wait = rs.next_action.sleep if rs.next_action else 0
+        log.warning("%s; attempt %d, next in %.1fs", exc, rs.attempt_number, wait)
+        self._set(failing, str(exc))
+
+    # ---- loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        b = self.cfg.backoff
+        retry = retry_if_exception(lambda e: isinstance(e, SourceError) and not self._delivered and not self.replay_file)
+        try:
+            while not self.stop_event.is_set():
+                self._delivered = 0
+                try:
+                    Retrying(retry=retry, wait=wait_exponential(multiplier=b.initial_s, max=b.max_s), sleep=self._sleep,
+                             before_sleep=self._before_sleep, reraise=True)(self._session)
+                except SourceError as exc:
+                    if self.replay_file:
+                        self._set(Status.FAILED, str(exc))
+                        return
+                    log.warning("camera %s: stream lost: %s", self.camera.id, exc)  # after frames: a fresh back-off
+                    self._set(Status.RECONNECTING, str(exc))
+                    self._sleep(b.initial_s)
+                    continue
+                if self.replay_file:
+                    self._set(Status.FINISHED if self.frames else Status.FAILED, "" if self.frames else "no frames in file")
+                    return
+                if not self.stop_event.is_set():  # a live file ended (or a stream closed cleanly): reopen
+                    self._set(Status.RECONNECTING, "end of stream")
+                    self._sleep(b.initial_s)
+        except _Stopped:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a bug in one camera must not take the others down
+            log.exception("camera %s: reader crashed", self.camera.id)
+            self._set(Status.FAILED, f"reader crashed: {exc}")
+            return
+        self._set(Status.STOPPED)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop_event.wait(seconds):
+            raise _Stopped
+
+    def _session(self) -> None:
+        """One connection: open, read until the end or a failure."""
+        if self.stop_event.is_set():
+            raise _Stopped
+        source = open_source(self.cfg)
+        try:
+            # A file played live is its own capture clock: a reader that falls behind shows as lag, not as a re-anchor.
+            clock = MediaClock(replay_start=self._replay_start(source) if self.replay_file else None,
+                               max_drift_s=float("inf") if self.paced_file else 5.0)
+            sampler = Sampler(self.cfg.analysis_fps)
+            for picture in source.pictures(wait=self.stop_event.wait):
+                if self.stop_event.is_set():
+                    raise _Stopped
+                self.hooks.read(self.camera.id)
+                media = clock.media(picture.media_s) if picture.media_s is not None else None
+                # Streams without timestamps (MJPEG, snapshots) are sampled by arrival time.
+                if not sampler.take(media if media is not None else time.monotonic()):
+                    continue
+                if self.paced_file and media is not None:
+                    self._sleep(max(0.0, clock.due_in(media)))
+                self._deliver(picture, clock.wall(media), media)
+        finally:
+            self.bad_packets += getattr(source, "bad_packets", 0)
+            source.close()
+
+    def _replay_start(self, source) -> datetime:
+        if self.cfg.start_time is not None:
+            return as_utc(self.cfg.start_time, self.camera.scene.timezone)
+        if source.start_time is not None:
+            return source.start_time
+        return datetime.fromtimestamp(Path(self.cfg.url).stat().st_mtime, UTC)
+
+    def _deliver(self, picture: Picture, ts: datetime, media: float | None) -> None:
+        raw = picture.size
+        size = capped_size(raw, self.cfg.max_side)
+        if self._raw_size is not None and raw != self._raw_size:
+            self.hooks.health(HealthEvent(self.camera.id, HealthKind.RESOLUTION_CHANGED, True, ts,
+                                          f"{self._raw_size[0]}x{self._raw_size[1]} -> {raw[0]}x{raw[1]}"))
+        if self._size is not None and abs(size[0] / size[1] - self._size[0] / self._size[1]) < 0.01:
+            size = self._size  # same shape after a resolution change: keep the frame size, so tracks and boxes carry over
+        self._raw_size, self._size = raw, size
+        image = picture.to_bgr(size)
+        self.frames += 1
+        self._delivered += 1
+        if self.status != Status.ONLINE:
+            self._set(Status.ONLINE, f"{raw[0]}x{raw[1]}")
+        for event in self.health.observe(image, ts):
+            self.hooks.health(event)
+        meta = {"media_s": media, "decoded_at": time.time(), "stream_size": raw}
+        self.hooks.frame(Frame(image, self.camera.id, ts, frame_id=f"{self.camera.id}-{self.frames:06d}", meta=meta))

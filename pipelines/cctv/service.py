@@ -1,0 +1,323 @@
+"""The CCTV service: camera readers -> bounded queue -> one batched inference worker -> rules -> cases.
+
+    readers (1 thread/camera) --put, drop oldest--> FrameQueue --batch--> worker: detect(list),
+    then per frame: ring buffer, OCR (if due), tracker + rules --events--> CaseSink (intake, auto-queue,
+    re-checks) ; health events and status --> metrics + structured records
+
+One worker owns every camera's rules, so a camera's frames are judged in order. A camera is
+added, replaced or removed on reload without touching the others; a camera whose scene is
+invalid is refused with the file/field/reason message and the rest run. `stop()` is graceful:
+readers stop, frames already queued are judged, events are recorded, spooled evidence is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from detect.config_io import ConfigError
+from detect.events import EventKind
+from detect.evidence import FrameRing
+from detect.frames import Frame
+from detect.rules import CameraRules, RuleSettings
+from detect.taxonomy import Taxonomy, load_taxonomy
+from detect.tracking import TrackingConfig
+from pipelines.cases.intake import Intake
+from pipelines.cctv.case_sink import CaseSink
+from pipelines.cctv.config import Camera, LoadedCameras, load_cameras
+from pipelines.cctv.frame_queue import FrameQueue
+from pipelines.cctv.health import HealthEvent
+from pipelines.cctv.metrics import Metrics
+from pipelines.cctv.reader import CameraReader, ReaderHooks, Status
+from pipelines.cctv.runtime import CameraRuntime
+
+log = logging.getLogger(__name__)
+
+RECORDS_KEPT = 10_000
+"""Recent records kept in memory (tests and the demo read them); all of them go to the log and --events."""
+
+
+class Watcher:
+    """Runs the cameras of one cameras file. `detector` is any `detect.engine.Detector`."""
+
+    def __init__(self, cameras_path: str | Path, detector, intake: Intake, *, replay: bool = False, metrics: Metrics | None = None,
+                 taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None,
+                 on_analysed: Callable[[Frame], None] | None = None):
+        self.cameras_path = Path(cameras_path)
+        self.detector, self.replay = detector, replay
+        self.metrics = metrics or Metrics()
+        self.taxonomy = taxonomy or load_taxonomy()
+        self.text_reader = text_reader
+        self.records: deque[dict] = deque(maxlen=RECORDS_KEPT)
+        self._on_record = on_record
+        self._on_analysed = on_analysed  # called after each judged frame (benchmarks measure lag with it)
+        self.refused: dict[str, str] = {}
+        self.runtimes: dict[str, CameraRuntime] = {}
+        self._lock = threading.Lock()
+        self._generation = 0
+        loaded = load_cameras(self.cameras_path, self.taxonomy)  # a broken file as a whole stops start-up
+        self.file = loaded.file
+        self.queue = FrameQueue(self.file.queue_size, on_drop=self._dropped)
+        self.sink = CaseSink(intake, self.taxonomy, self.metrics, RuleSettings().group_gap,
+                             on_record=self.record)
+        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._stopping = threading.Event()
+        self._reload_requested = threading.Event()
+        self._count_lock = threading.Lock()
+        self._pending = 0  # frames queued or being judged (replay ends when it is 0 and readers are done)
+        self._apply(loaded, start=False)
+
+    # ---- records ------------------------------------------------------------------------
+
+    def record(self, data: dict) -> None:
+        """A structured record (violation, re-check, health, status): kept, logged as JSON, passed on."""
+        self.records.append(data)
+        log.info("%s", json.dumps(data, ensure_ascii=False, default=str))
+        if self._on_record is not None:
+            self._on_record(data)
+
+    def _health(self, event: HealthEvent) -> None:
+        self.metrics.health_active.labels(event.camera_id, str(event.kind)).set(1 if event.active and event.kind != "resolution_changed" else 0)
+        if event.active:
+            self.metrics.health_events.labels(event.camera_id, str(event.kind)).inc()
+        self.record(json.loads(event.to_json()))
+
+    def _status(self, camera_id: str, status: Status, detail: str) -> None:
+        self.metrics.status.labels(camera_id).state(status.value)
+        self.record({"event": "camera_status", "camera_id": camera_id, "status": status.value, "detail": detail,
+                     "at": datetime.now(UTC).isoformat()})
+
+    def _dropped(self, frame: Frame) -> None:
+        self._count(-1)
+        self.metrics.frames_dropped.labels(frame.source_id).inc()
+
+    # ---- cameras ------------------------------------------------------------------------
+
+    def _runtime(self, camera: Camera) -> CameraRuntime:
+        self._generation += 1
+        generation = self._generation
+        cfg = camera.config
+
+        def on_frame(frame: Frame) -> None:
+            frame.meta["generation"] = generation
+            self.metrics.frames_queued.labels(camera.id).inc()
+            self._count(1)
+            if not self.queue.put(frame, block=self.replay):
+                self._count(-1)  # closed: shutting down
+
+        hooks = ReaderHooks(frame=on_frame, health=self._health, status=self._status,
+                            read=lambda cid: self.metrics.frames_read.labels(cid).inc())
+        reader = CameraReader(camera, hooks, replay=self.replay)
+        rules = CameraRules(camera.scene, self.taxonomy, TrackingConfig(frame_rate=cfg.analysis_fps))
+        text = None
+        if cfg.ocr_interval_s is not None:
+            from detect.ocr import TextEvidence, TextReader
+
+            self.text_reader = self.text_reader or TextReader()
+            text = TextEvidence.for_camera(self.text_reader, camera.scene.reference_snapshot)
+        return CameraRuntime(camera, rules, FrameRing(self.file.ring_s), reader, generation, text)
+
+    def _apply(self, loaded: LoadedCameras, start: bool) -> None:
+        """Make the running cameras match `loaded`: unchanged ones keep running (and their rules state)."""
+        wanted = {c.id: c for c in loaded.cameras}
+        for cid, message in loaded.refused.items():
+            if self.refused.get(cid) != message:
+                log.error("camera %s refused: %s", cid, message)
+                self.metrics.status.labels(cid).state(Status.REFUSED.value)
+                self.record({"event": "camera_status", "camera_id": cid, "status": "refused", "detail": message,
+                             "at": datetime.now(UTC).isoformat()})
+        self.refused = dict(loaded.refused)
+        self._watched = [self.cameras_path, *loaded.scene_files]
+        self._mtimes = self._watched_mtimes()
+        with self._lock:
+            for cid in list(self.runtimes):
+                old = self.runtimes[cid]
+                new = wanted.get(cid)
+                if new is not None and new.config == old.camera.config and new.scene == old.camera.scene:
+                    continue
+                old.reader.stop()
+                del self.runtimes[cid]
+                log.info("camera %s %s", cid, "reconfigured" if new is not None else "removed")
+            for cid, camera in wanted.items():
+                if cid in self.runtimes or (cid in loaded.refused):
+                    continue
+                try:
+                    runtime = self._runtime(camera)
+                except (OSError, ValueError) as exc:  # e.g. an unreadable reference snapshot for OCR
+                    self.refused[cid] = f"camera {cid}: {exc}"
+                    log.error("camera %s refused: %s", cid, exc)
+                    continue
+                self.runtimes[cid] = runtime
+                if start:
+                    runtime.reader.start()
+
+    def reload(self) -> bool:
+        """Re-read the cameras file and scenes; False (and everything kept) if the file is unusable."""
+        try:
+            loaded = load_cameras(self.cameras_path, self.taxonomy)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running cameras: %s", exc)
+            return False
+        self._apply(loaded, start=True)
+        return True
+
+    def _watched_mtimes(self) -> dict[Path, float]:
+        out = {}
+        for p in self._watched:
+            try:
+                out[Path(p)] = Path(p).stat().st_mtime
+            except OSError:
+                out[Path(p)] = -1.0
+        return out
+
+    def files_changed(self) -> bool:
+        return self._watched_mtimes() != self._mtimes
+
+    # ---- running ------------------------------------------------------------------------
+
+    def start(self, stagger_s: float = 0.0) -> None:
+        """Start the threads; `stagger_s` spaces reader starts (files played live would otherwise all
+        deliver their frames at the same instants, unlike real cameras)."""
+        self.sink.start()
+        self._worker.start()
+        with self._lock:
+            readers = [r.reader for r in self.runtimes.values()]
+        for i, reader in enumerate(readers):
+            if i and stagger_s:
+                time.sleep(stagger_s)
+            reader.start()
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (safe from a signal handler): `run` then shuts down and returns."""
+        self._stopping.set()
+
+    def request_reload(self) -> None:
+        """Ask for a reload at the next poll (safe from a signal handler, e.g. SIGHUP)."""
+        self._reload_requested.set()
+
+    def run(self, poll_s: float = 1.0, stagger_s: float = 0.0) -> dict:
+        """Start, then block until `stop()` or, in replay, until every file is judged; returns `summary()`.
+
+        Polls for reload requests and for changes to the cameras file and the scene files.
+        """
+        self.start(stagger_s)
+        try:
+            while not self._stopping.wait(poll_s):
+                if self._reload_requested.is_set() or self.files_changed():
+                    self._reload_requested.clear()
+                    self.reload()
+                if self.replay and self._replay_done():
+                    break
+        finally:
+            self.shutdown()
+        return self.summary()
+
+    def _replay_done(self) -> bool:
+        with self._lock:
+            # Stream cameras (URLs) run as long as there are files to replay, then stop with them.
+            readers_done = all(not r.reader.is_alive() for r in self.runtimes.values() if r.reader.replay_file)
+        return readers_done and self._in_flight() == 0
+
+    def _in_flight(self) -> int:
+        with self._count_lock:
+            return self._pending
+
+    def _count(self, delta: int) -> None:
+        with self._count_lock:
+            self._pending += delta
+
+    def shutdown(self, reader_timeout_s: float = 15.0) -> None:
+        """Stop readers, judge every frame already queued, record every event, retry spooled evidence."""
+        self._stopping.set()
+        with self._lock:
+            readers = [r.reader for r in self.runtimes.values()]
+        for reader in readers:
+            reader.stop()
+        deadline = time.monotonic() + reader_timeout_s
+        for reader in readers:
+            if reader.is_alive():
+                reader.join(max(0.1, deadline - time.monotonic()))
+        self.queue.close()
+        if self._worker.is_alive():
+            self._worker.join()
+        self.sink.close()
+        if self.sink.is_alive():
+            self.sink.join()
+
+    # ---- inference worker ---------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch = self.queue.get_batch(self.file.max_batch, timeout=0.5, linger_s=0.0 if self.replay else self.file.batch_wait_s)
+            self.metrics.queue_depth.set(len(self.queue))
+            if not batch:
+                if self.queue.closed:
+                    return
+                continue
+            try:
+                self._analyse(batch)
+            except Exception:  # noqa: BLE001 - a failed batch is logged; the service goes on
+                log.exception("inference worker: batch of %d frames failed", len(batch))
+            finally:
+                self._count(-len(batch))
+
+    def _analyse(self, batch: list[Frame]) -> None:
+        with self._lock:
+            pairs = [(f, self.runtimes.get(f.source_id)) for f in batch]
+        live = [(f, r) for f, r in pairs if r is not None and r.generation == f.meta.get("generation")]
+        if not live:  # frames of cameras removed or replaced by a reload
+            return
+        started = time.perf_counter()
+        results = self.detector.detect([f.image for f, _ in live])
+        self.metrics.inference.observe(time.perf_counter() - started)
+        self.metrics.batch.observe(len(live))
+        for (frame, runtime), detections in zip(live, results):
+            try:
+                self._judge(runtime, frame, detections)
+            except Exception:  # noqa: BLE001 - one camera's failure must not lose the batch's others
+                log.exception("camera %s: judging frame %s failed", runtime.id, frame.frame_id)
+
+    def _judge(self, runtime: CameraRuntime, frame: Frame, detections) -> None:
+        runtime.ring.push(frame)
+        detections = runtime.with_texts(frame, detections)
+        for event in runtime.rules.process(frame, detections):
+            self.sink.post_event(runtime.camera, event, runtime.context(event, detections))
+            if event.kind is EventKind.OPENED:
+                runtime.strips_due.append((event.violation_id, event.at))
+        for violation_id, frames in runtime.strips_ready(frame.ts):
+            self.sink.post_strip(violation_id, frames)
+        if runtime.verify_due(frame.ts):
+            self.sink.post_check(runtime.camera, frame, detections)
+        self.metrics.frames_analysed.labels(runtime.id).inc()
+        if not self.replay:
+            self.metrics.lag.labels(runtime.id).observe((datetime.now(UTC) - frame.ts).total_seconds())
+        if self._on_analysed is not None:
+            self._on_analysed(frame)
+
+    # ---- summary ------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """Per camera: status and frame counts; cases opened; refusals (printed by the CLI at exit)."""
+        m = self.metrics
+        cameras = {}
+        with self._lock:
+            runtimes = dict(self.runtimes)
+        for cid, runtime in runtimes.items():
+            cameras[cid] = {
+                "status": runtime.reader.status.value,
+                "frames_read": int(m.value("streetwatch_cctv_frames_read_total", camera=cid)),
+                "frames_queued": int(m.value("streetwatch_cctv_frames_queued_total", camera=cid)),
+                "frames_analysed": int(m.value("streetwatch_cctv_frames_analysed_total", camera=cid)),
+                "frames_dropped": int(m.value("streetwatch_cctv_frames_dropped_total", camera=cid)),
+                "bad_packets": runtime.reader.bad_packets,
+            }
+        for cid, message in self.refused.items():
+            cameras[cid] = {"status": Status.REFUSED.value, "reason": message}
+        opened = sum(s.value for metric in m.cases_opened.collect() for s in metric.samples if s.name.endswith("_total"))
+        return {"cameras": cameras, "cases_opened": int(opened), "in_flight": self._in_flight()}

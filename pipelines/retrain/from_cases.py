@@ -1,0 +1,171 @@
+"""`data from-cases`: reviewed cases -> a dataset version (positives and hard negatives).
+
+Input: a review export (`pipelines.retrain.reviews.export_reviews` writes it from the case
+store), JSON Lines, one reviewed case per line:
+
+    {"case_id": "c-20240501-0007", "violation_type": "street_stall",
+     "decision": "confirmed" | "approved" | "rejected",
+     "reason_code": "not_a_violation", "reason": "a parked delivery tricycle",   # optional
+     "image": "evidence/c-20240501-0007/frame.jpg",      # relative to the export file, or absolute
+     "image_sha256": "…",                                 # optional; checked when present
+     "source_id": "cam-07",                               # camera / photo batch: the split group
+     "width": 1920, "height": 1080,                       # optional: the frame the boxes are on
+     "boxes": [{"class_name": "umbrella", "xyxy": [x1, y1, x2, y2]}, …]}   # pixels
+
+Confirmed cases become positives. Boxes whose class is a project training class are kept as
+labelled; when a case has none (the detector's evidence was COCO classes such as umbrella +
+dining table), the union of its boxes is labelled with the type's training class (the first
+evidence: street_stall -> stall). Rejected cases become hard negatives: the picture with an
+empty label file and the rejection reason in the manifest; except rejections whose reason code
+says the object is real and only the case is not (`NOT_NEGATIVE`: a permitted stall still looks
+like a stall, and teaching the detector otherwise would blind it). One picture in several cases
+gets the boxes of all its confirmed cases. Lines that cannot be used are reported, not guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detect.imageio import ImageReadError, decode_image
+from detect.registry import sha256_file
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.retrain.check import Finding
+from pipelines.retrain.classes import ProjectClasses, load_classes
+from pipelines.retrain.dataset import Dataset, DatasetError, Item, format_label, write_dataset
+
+POSITIVE = {"confirmed", "approved"}
+NEGATIVE = {"rejected"}
+#: Reason codes of rejections where the detector saw a real object (legality or bookkeeping was
+#: the problem): not hard negatives.
+NOT_NEGATIVE = {"duplicate", "permitted", "legal", "outside_hours", "already_handled"}
+
+
+@dataclass
+class _Picture:
+    path: Path
+    group: str
+    size: tuple[float, float] | None = None  # (w, h) of the frame the boxes are on, when the export says
+    boxes: list[tuple[str, list[float]]] = field(default_factory=list)
+    cases: list[str] = field(default_factory=list)
+    rejections: list[str] = field(default_factory=list)
+
+
+def training_class_for(type_id: str, taxonomy: Taxonomy, classes: ProjectClasses) -> str | None:
+    """The project class that labels a confirmed case of `type_id` when its boxes name none."""
+    vtype = taxonomy.get(type_id)
+    for name, weight in vtype.evidence.items():
+        if name in classes.classes and weight >= vtype.min_evidence:
+            return name
+    return None
+
+
+def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) -> tuple[dict[Path, _Picture], list[Finding]]:
+    """Parse the export into pictures with their boxes, and one finding per unusable line/box."""
+    pictures: dict[Path, _Picture] = {}
+    findings: list[Finding] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the review export: {exc}") from None
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{Path(path).name}:{no}"
+        try:
+            case = json.loads(line)
+            if not isinstance(case, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            findings.append(Finding(where, f"not a JSON object: {exc}"))
+            continue
+        where += f" (case {case.get('case_id', '?')})"
+        decision = str(case.get("decision", "")).lower()
+        if decision not in POSITIVE | NEGATIVE:
+            findings.append(Finding(where, f"decision {case.get('decision')!r} is not confirmed/approved/rejected: skipped", "warning"))
+            continue
+        if not case.get("image"):
+            findings.append(Finding(where, "no image path"))
+            continue
+        image = Path(case["image"])
+        image = image if image.is_absolute() else Path(path).parent / image
+        if not image.is_file():
+            findings.append(Finding(where, f"image {image} not found"))
+            continue
+        if case.get("image_sha256") and sha256_file(image) != case["image_sha256"]:
+            findings.append(Finding(where, f"image {image} does not match its recorded sha256 (evidence altered?)"))
+            continue
+        code = str(case.get("reason_code") or "").lower()
+        if decision in NEGATIVE and code in NOT_NEGATIVE:
+            findings.append(Finding(where, f"rejected as {code!r}: the object is real, not a hard negative: skipped", "warning"))
+            continue
+        boxes = []
+        if decision in POSITIVE:
+            try:
+                boxes = _case_boxes(case, taxonomy, classes)
+            except ValueError as exc:
+                findings.append(Finding(where, str(exc)))
+                continue
+        size = (float(case["width"]), float(case["height"])) if case.get("width") and case.get("height") else None
+        pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem), size))
+        pic.cases.append(re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{no}")))
+        pic.boxes += boxes
+        if decision in NEGATIVE:
+            pic.rejections.append(f"{case.get('violation_type', '?')}: {case.get('reason') or code or 'no reason given'}")
+    return pictures, findings
+
+
+def _case_boxes(case: dict, taxonomy: Taxonomy, classes: ProjectClasses) -> list[tuple[str, list[float]]]:
+    raw = case.get("boxes") or []
+    try:
+        boxes = [(str(b["class_name"]), [float(v) for v in b["xyxy"]]) for b in raw]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("boxes must be [{class_name, xyxy: [x1, y1, x2, y2]}, …]") from None
+    if any(len(xyxy) != 4 for _, xyxy in boxes):
+        raise ValueError("every xyxy needs 4 numbers")
+    own = [(classes.match(n), xyxy) for n, xyxy in boxes if classes.match(n)]
+    if own:
+        return own
+    if not boxes:
+        raise ValueError("confirmed case without boxes: cannot label it")
+    try:
+        target = training_class_for(str(case.get("violation_type")), taxonomy, classes)
+    except KeyError as exc:
+        raise ValueError(str(exc).strip('"')) from None
+    if target is None:
+        raise ValueError(f"no training class stands for violation type {case.get('violation_type')!r} "
+                         f"(its evidence classes {', '.join(b[0] for b in boxes)} are not project classes): skipped")
+    xyxy = np.array([b[1] for b in boxes])
+    return [(target, [*xyxy[:, :2].min(0), *xyxy[:, 2:].max(0)])]
+
+
+def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy: Taxonomy | None = None,
+                       classes: ProjectClasses | None = None) -> tuple[Dataset, list[Finding]]:
+    """Build a version from a review export (see module docstring)."""
+    taxonomy = taxonomy or load_taxonomy()
+    classes = classes or load_classes()
+    pictures, findings = read_review_export(export, taxonomy, classes)
+    if not pictures:
+        raise DatasetError(f"{export}: no usable reviewed cases ({len(findings)} problems)")
+    used = classes.order({c for p in pictures.values() for c, _ in p.boxes}) or classes.names
+    index = {c: i for i, c in enumerate(used)}
+    items = []
+    for pic in pictures.values():
+        try:
+            full = decode_image(pic.path, max_side=64).full_size
+            w, h = pic.size or full
+        except ImageReadError as exc:
+            findings.append(Finding(str(pic.path), exc.reason))
+            continue
+        rows = [[index[c], (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
+                for c, (x1, y1, x2, y2) in pic.boxes]
+        note = "" if pic.boxes else "hard negative: rejected " + "; ".join(pic.rejections)
+        items.append(Item(src=pic.path, name=f"{pic.cases[0]}{pic.path.suffix.lower()}",
+                          label=format_label(np.array(rows).reshape(-1, 5)), group=pic.group,
+                          source="cases " + ",".join(pic.cases), note=note))
+    dataset = write_dataset(out, items, used, name=name, source=f"from-cases {export}")
+    return dataset, findings

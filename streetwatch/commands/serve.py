@@ -1,0 +1,102 @@
+"""`streetwatch serve` (the API service and review pages) and `streetwatch users` (API tokens)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import SettingsOpt, fail, setup_logging
+
+users_app = typer.Typer(help="API tokens and their roles (inspector, reviewer, admin, integration).", no_args_is_help=True)
+ROLES = "inspector, reviewer, admin or integration"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(users_app, name="users")
+
+
+def _load(config):
+    from detect.config_io import ConfigError
+    from api.config import load_service
+
+    try:
+        return load_service(config)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    config: SettingsOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the API service and the review pages (/ui/queue, /ui/upload, /ui/cameras; API docs at /docs).
+
+    Uploads become triage jobs on a bounded worker pool; cases are read and reviewed in the case store of --config; tokens come from `streetwatch users add`.
+    Ctrl-C / SIGTERM stop after the running triage jobs finish; jobs still queued (or cut off by a kill) resume at the next start.
+    """
+    setup_logging(verbose)
+    import uvicorn
+
+    from api.app import create_app
+
+    settings, service = _load(config)
+    app = create_app(settings, service)
+    uvicorn.run(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False)
+
+
+def _accounts(config):
+    from api.accounts import Accounts
+
+    settings, _ = _load(config)
+    return Accounts(settings.cases.url)
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User (or system) name, shown as the reviewer of their actions.")],
+    role: Annotated[str, typer.Option("--role", help=f"Role: {ROLES}.")] = "reviewer",
+    config: SettingsOpt = None,
+) -> None:
+    """Create a token for NAME; it is printed once and only its hash is stored."""
+    from api.accounts import AccountError, Role
+
+    try:
+        role_value = Role(role)
+    except ValueError:
+        fail(f"unknown role {role!r}: use {ROLES}")
+    try:
+        info, token = _accounts(config).add(name, role_value)
+    except AccountError as exc:
+        fail(str(exc))
+    typer.echo(token)
+    typer.secho(f"token for {info.name} ({info.role}) created; it is shown only now", err=True)
+
+
+@users_app.command("list")
+def users_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked tokens.")] = False,
+    config: SettingsOpt = None,
+) -> None:
+    """Users with active tokens (name, role, token hint, created; --all adds revoked ones)."""
+    for t in _accounts(config).list(include_revoked=all_):
+        revoked = f"  revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else ""
+        typer.echo(f"{t.name}\t{t.role}\t{t.hint}…\t{t.created_at:%Y-%m-%d %H:%M}{revoked}")
+
+
+@users_app.command("revoke")
+def users_revoke(
+    name: Annotated[str, typer.Argument(help="User whose active token stops working now.")],
+    config: SettingsOpt = None,
+) -> None:
+    """Revoke NAME's token (the record stays, for the audit trail)."""
+    from api.accounts import AccountError
+
+    try:
+        n = _accounts(config).revoke(name)
+    except AccountError as exc:
+        fail(str(exc))
+    typer.echo(f"revoked {n} token{'s' if n != 1 else ''} of {name}")

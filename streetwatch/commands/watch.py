@@ -1,0 +1,108 @@
+"""`streetwatch watch`: monitor CCTV cameras, open candidate cases with evidence, report camera health."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import (
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)
+
+
+def _sha256(path: Path | None) -> str | None:
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def watch(
+    cameras: Annotated[Path, typer.Option("--cameras", help="Cameras file (YAML/JSON; see docs/cctv.md).")],
+    backend: BackendOpt = "onnx",
+    device: DeviceOpt = "cpu",
+    model: ModelOpt = "yolo11n",
+    conf: ConfOpt = 0.25,
+    imgsz: ImgszOpt = 640,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", min=1, max=65535,
+                                                     help="Serve Prometheus metrics on this port (/metrics).")] = None,
+    metrics_addr: Annotated[str, typer.Option("--metrics-addr", help="Address the metrics server binds.")] = "127.0.0.1",
+    replay: Annotated[bool, typer.Option("--replay", help="Judge video files by their media time, as fast as they decode, "
+                                                          "every sampled frame; exit when all files are done.")] = False,
+    events: Annotated[Path | None, typer.Option("--events", help="Append violation, re-check, health and status records "
+                                                                 "here as JSON lines.")] = None,
+    config: SettingsOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Watch the cameras of a cameras file until SIGTERM/SIGINT (or, with --replay, until the files end).
+
+    Each camera is read in its own thread at its analysis rate; one worker batches frames across
+    cameras through the detector; each camera's tracker and rules open violations, which become
+    candidate cases with signed evidence in the case store. A camera whose scene is invalid is
+    refused with the reason and the others run. SIGHUP, or a change to the cameras file or a
+    scene file, reloads them without stopping unchanged cameras. Prints a JSON summary at exit.
+    """
+    setup_logging(verbose)
+    from detect.config_io import ConfigError, load_model
+    from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
+    from detect.evidence import EvidenceKeyError, ModelInfo
+    from pipelines.cases.intake import Intake
+    from pipelines.cctv.service import Watcher
+    from pipelines.evidence_store import StorageError
+
+    from pipelines.cctv.config import CamerasFile
+
+    settings = settings_or_fail(config)
+    try:
+        load_model(CamerasFile, cameras)  # a broken cameras file fails before the model loads
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz)
+    except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    try:
+        intake = Intake.from_settings(settings, ModelInfo(detector.model_id, _sha256(detector.model_path)))
+    except (EvidenceKeyError, StorageError) as exc:
+        fail(str(exc))
+    sink = open(events, "a", encoding="utf-8") if events else None
+
+    def on_record(data: dict) -> None:
+        if sink is not None:
+            sink.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+            sink.flush()
+
+    try:
+        watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record)
+    except ConfigError as exc:
+        fail(str(exc))
+    for cid, message in watcher.refused.items():
+        typer.secho(f"error: camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
+    if not watcher.runtimes:
+        fail("no camera can run (see the refusals above)")
+    server = watcher.metrics.serve(metrics_port, metrics_addr) if metrics_port else None
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+    signal.signal(signal.SIGINT, lambda *_: watcher.stop())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: watcher.request_reload())
+    try:
+        summary = watcher.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+        if sink is not None:
+            sink.close()
+        intake.store.close()
+    typer.echo(json.dumps(summary, ensure_ascii=False))

@@ -1,0 +1,44 @@
+"""Helpers of the CCTV tests: generated clips from real photos, cameras files, an intake on tmp folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from detect.evidence import EvidenceBuilder, EvidenceConfig, ModelInfo
+from pipelines.cases import CaseStore
+from pipelines.cases.intake import Intake
+from pipelines.cctv.testmedia import parked_vehicle_clip, street_view, write_scene
+from pipelines.evidence_store import LocalEvidenceStore
+
+KEY = b"cctv-test-key-0123456789"
+SIZE = (640, 360)
+STREET = "facades-ads/images/img_172.jpg"
+"""A real street facade with a sidewalk and no vehicles: the camera's view."""
+
+
+def street(real_sample_dir: Path) -> Path:
+    return real_sample_dir / STREET
+
+
+def parked_clip(path: Path, bus_jpg: Path, real_sample_dir: Path, **kw):
+    """A 640x360 clip (2 fps, 1 s key frames) in which the bus stands in the no-parking zone."""
+    kw.setdefault("size", SIZE)
+    return parked_vehicle_clip(path, bus_jpg, street(real_sample_dir), **kw)
+
+
+def scene_for(folder: Path, camera_id: str, real_sample_dir: Path, **kw) -> Path:
+    """The camera's scene (no-parking strip under the bus) with the empty street as reference snapshot."""
+    return write_scene(folder / f"{camera_id}.yaml", camera_id, reference=street_view(street(real_sample_dir), SIZE), **kw)
+
+
+def cameras_file(path: Path, cameras: list[dict], **top) -> Path:
+    path.write_text(yaml.safe_dump({"cameras": cameras, **top}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def make_intake(folder: Path, detector_id: str = "yolo11n") -> Intake:
+    store = CaseStore(f"sqlite:///{folder}/cases.db")
+    builder = EvidenceBuilder(EvidenceConfig(), KEY, ModelInfo(detector_id))
+    return Intake(store, LocalEvidenceStore(folder / "evidence"), builder, folder / "spool")

@@ -1,0 +1,136 @@
+"""The API through HTTP: role checks on every route, problem responses, case search, evidence links, review."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from pipelines.cases.states import CaseState
+from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (fixture)
+
+# Every route of the app and who may call it. A route missing here fails `test_every_route_checks_its_role`.
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/ui/{page}"), ("GET", "/openapi.json"),
+          ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
+          ("MOUNT", "/static")}
+SIGNED = {("GET", "/evidence/{case_id}/{path:path}"),  # the URL's signature is the permission
+          ("GET", "/attachments/{case_id}/{path:path}")}  # dispatched cases' shared copies, for the platform
+READERS = {"inspector", "reviewer", "admin"}
+REVIEWERS = {"reviewer", "admin"}
+ROUTE_ROLES = {
+    ("GET", "/metrics"): {"integration", "admin"},
+    ("POST", "/api/v1/triage/jobs"): READERS,
+    ("GET", "/api/v1/triage/jobs"): READERS,
+    ("GET", "/api/v1/triage/jobs/{job_id}"): READERS,
+    ("GET", "/api/v1/triage/jobs/{job_id}/results"): READERS,
+    ("GET", "/api/v1/meta"): READERS,
+    ("GET", "/api/v1/cases"): READERS,
+    ("GET", "/api/v1/cases/{case_id}"): READERS,
+    ("POST", "/api/v1/cases/{case_id}/confirm"): REVIEWERS,
+    ("POST", "/api/v1/cases/{case_id}/reject"): REVIEWERS,
+    ("PATCH", "/api/v1/cases/{case_id}"): REVIEWERS,
+    ("GET", "/api/v1/cases/{case_id}/audit"): REVIEWERS,
+    ("GET", "/api/v1/cameras"): READERS,
+    ("GET", "/api/v1/cameras/scene-schema"): READERS,
+    ("GET", "/api/v1/cameras/{camera_id}/scene"): READERS,
+    ("PUT", "/api/v1/cameras/{camera_id}/scene"): {"admin"},
+    ("GET", "/api/v1/cameras/{camera_id}/snapshot"): READERS,
+    ("POST", "/api/v1/dispatch/{target}/webhook"): {"integration", "admin"},
+}
+def _routes(app) -> set[tuple[str, str]]:
+    """(method, path) of every route, routers included; mounts (static files) as ("MOUNT", path)."""
+    out = set()
+    for route in iter_route_contexts(app.routes):
+        methods = route.methods
+        out |= {(m, route.path) for m in methods - {"HEAD"}} if methods else {("MOUNT", route.path)}
+    return out
+
+
+def test_every_route_checks_its_role(service, bus_event):
+    app, client, tokens, _ = service
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    routes = _routes(app)
+    assert routes == PUBLIC | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
+    values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm"}
+    for (method, path), allowed in sorted(ROUTE_ROLES.items()):
+        url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+        body = {"json": {}} if method in ("POST", "PUT", "PATCH") and "jobs" not in path else {}
+        anonymous = client.request(method, url, **body)
+        assert anonymous.status_code == 401, (method, path, anonymous.text)
+        assert anonymous.headers["content-type"] == "application/problem+json"
+        bad = client.request(method, url, headers=auth("swt_not-a-real-token"), **body)
+        assert bad.status_code == 401, (method, path)
+        for role in ROLES:
+            answer = client.request(method, url, headers=auth(tokens[role]), **body)
+            if role in allowed:
+                assert answer.status_code not in (401, 403), (method, path, role, answer.text)
+            else:
+                assert answer.status_code == 403, (method, path, role, answer.text)
+                assert answer.json()["title"] == "Forbidden"
+    for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static")}:
+        assert client.request(method, path).status_code == 200, path
+    assert client.get("/ui/queue").status_code == 200 and client.get("/ui/nope").status_code == 404
+
+
+def test_errors_are_problem_documents(service, bus_event):
+    app, client, tokens, _ = service
+    reviewer = auth(tokens["reviewer"])
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    cases = [
+        (client.get("/api/v1/cases/SW20250101-000000000000", headers=reviewer), 404),
+        (client.get("/api/v1/cases?state=bogus", headers=reviewer), 422),
+        (client.get("/api/v1/cases?limit=0", headers=reviewer), 422),
+        (client.post(f"/api/v1/cases/{case_id}/reject", headers=reviewer, json={"reason": "because"}), 422),
+        (client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, content=b"{not json",
+                     ), 422),
+        (client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"type": "ufo_landing"}), 422),
+        (client.get("/api/v1/triage/jobs/../../etc", headers=reviewer), 404),
+        (client.get("/api/v1/cameras/cam-99/scene", headers=reviewer), 404),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["status"] == status and body["title"] and body["detail"] and body["type"].startswith("urn:streetwatch:")
+    client.post(f"/api/v1/cases/{case_id}/reject", headers=reviewer, json={"reason": "duplicate"})
+    again = client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, json={})
+    assert again.status_code == 409 and "cannot move from rejected to queued" in again.json()["detail"]
+
+
+def test_case_search_filters_pages_and_sorts(service, bus_event):
+    app, client, tokens, _ = service
+    t0 = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    specs = [
+        {"violation_type": "illegal_parking", "source_id": "cam-01", "grid_cell": "A1", "at": t0},
+        {"violation_type": "illegal_parking", "source_id": "cam-02", "grid_cell": "A2", "at": t0 + timedelta(hours=1)},
+        {"violation_type": "street_stall", "source_id": "cam-01", "grid_cell": "A1", "at": t0 + timedelta(hours=2),
+         "address": "学院路 99 号"},
+        {"violation_type": "flyposting", "source_id": "cam-02", "grid_cell": "B7", "at": t0 + timedelta(hours=3)},
+    ]
+    ids = draft_cases(app, bus_event, specs)
+    h = auth(tokens["inspector"])
+
+    def search(**params):
+        answer = client.get("/api/v1/cases", headers=h, params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert search()["total"] == 4
+    assert [c["id"] for c in search(sort="opened_at", order="asc")["items"]] == ids
+    assert [c["id"] for c in search(sort="opened_at", order="desc")["items"]] == ids[::-1]
+    assert {c["id"] for c in search(type="illegal_parking")["items"]} == set(ids[:2])
+    assert {c["id"] for c in search(camera="cam-02")["items"]} == {ids[1], ids[3]}
+    assert {c["id"] for c in search(grid_cell="A1")["items"]} == {ids[0], ids[2]}
+    window = search(since=(t0 + timedelta(minutes=30)).isoformat(), until=(t0 + timedelta(hours=2, minutes=30)).isoformat())
+    assert {c["id"] for c in window["items"]} == {ids[1], ids[2]}
+    assert [c["id"] for c in search(q="学院路")["items"]] == [ids[2]]
+    assert [c["id"] for c in search(q=ids[3][-6:].upper())["items"]] == [ids[3]]  # case-insensitive, in the id
+    page = search(sort="opened_at", order="asc", limit=3, offset=3)
+    assert page["total"] == 4 and [c["id"] for c in page["items"]] == [ids[3]]
+    assert search(state="candidate", reviewed="false")["total"] == 4
+    client.post(f"/api/v1/cases/{ids[0]}/reject", headers=auth(tokens["reviewer"]), json={"reason": "legal"})
+    assert search(reviewed="false")["total"] == 3 and search(state="rejected")["items"][0]["id"] == ids[0]

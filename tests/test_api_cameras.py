@@ -1,0 +1,154 @@
+"""Cameras and scenes through the API, ops endpoints, tokens from the CLI, closed CORS."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import yaml
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from streetwatch.cli import app as cli
+from tests.api_helpers import auth, make_app, service, settings_for  # noqa: F401  (fixture)
+
+
+def test_cameras_list_health_from_the_watchers_events(service):
+    app, client, tokens, cams = service
+    records = [
+        {"event": "camera_status", "camera_id": "cam-01", "status": "running", "detail": "", "at": "2025-03-14T02:00:00+00:00"},
+        {"event": "camera_health", "camera_id": "cam-01", "kind": "frozen", "active": True, "at": "2025-03-14T02:05:00+00:00", "detail": "same picture 60 s"},
+        {"event": "camera_health", "camera_id": "cam-01", "kind": "covered", "active": True, "at": "2025-03-14T02:06:00+00:00", "detail": ""},
+        {"event": "camera_status", "camera_id": "cam-02", "status": "offline", "detail": "connection refused", "at": "2025-03-14T02:01:00+00:00"},
+    ]
+    cams["events"].write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    h = auth(tokens["inspector"])
+    listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=h).json()}
+    assert listed["cam-01"]["health"]["status"] == "running"
+    assert [c["kind"] for c in listed["cam-01"]["health"]["conditions"]] == ["covered", "frozen"]
+    assert listed["cam-01"]["zones"] == 7 and listed["cam-01"]["has_snapshot"] is True
+    assert listed["cam-02"]["health"] == {"status": "offline", "detail": "connection refused", "since": "2025-03-14T02:01:00+00:00",
+                                          "conditions": []}
+    with cams["events"].open("a", encoding="utf-8") as fh:  # appended later: read from where the last read stopped
+        fh.write(json.dumps({"event": "camera_health", "camera_id": "cam-01", "kind": "frozen", "active": False,
+                             "at": "2025-03-14T02:09:00+00:00", "detail": "back to normal"}) + "\n")
+        fh.write('{"event": "camera_status", "camera_id": "cam-01", "sta')  # a line still being written
+    listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=h).json()}
+    assert [c["kind"] for c in listed["cam-01"]["health"]["conditions"]] == ["covered"]
+
+
+def test_scene_get_put_validates_like_a_scene_file(service):
+    app, client, tokens, cams = service
+    admin, reviewer = auth(tokens["admin"]), auth(tokens["reviewer"])
+    scene = client.get("/api/v1/cameras/cam-01/scene", headers=reviewer).json()
+    assert scene["camera_id"] == "cam-01" and scene["zones"][0]["schedule"][0]["start"] == "07:00"
+
+    scene["zones"][0]["polygon"] = [[0.0, 0.6], [0.5, 0.55], [0.6, 1.0], [0.0, 1.0]]
+    scene["zones"].append({"id": "new-stall-zone", "kind": "no_vending", "polygon": [[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]]})
+    saved = client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=scene)
+    assert saved.status_code == 200, saved.text
+    on_disk = yaml.safe_load(cams["scene"].read_text(encoding="utf-8"))
+    assert on_disk["zones"][-1]["id"] == "new-stall-zone" and on_disk["zones"][0]["schedule"][0]["start"] == "07:00"
+
+    before = cams["scene"].read_bytes()
+    bad_cases = [
+        ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1]]}]}, "zones.0.polygon"),
+        ({**scene, "zones": [{**scene["zones"][0], "types": ["ufo_landing"]}]}, "unknown violation type"),
+        ({**scene, "camera_id": "cam-02"}, "camera_id"),
+        ({**scene, "reference_snapshot": "/etc/passwd"}, "reference_snapshot"),
+        ({**scene, "surprise": 1}, "surprise"),
+    ]
+    for body, words in bad_cases:
+        refused = client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=body)
+        assert refused.status_code == 422 and words in refused.json()["detail"], refused.text
+    assert cams["scene"].read_bytes() == before  # a refused scene never touches the file
+    assert client.put("/api/v1/cameras/cam-01/scene", headers=reviewer, json=scene).status_code == 403
+    assert client.put("/api/v1/cameras/../../x/scene", headers=admin, json=scene).status_code == 404
+    assert client.get("/api/v1/cameras/scene-schema", headers=reviewer).json()["title"] == "Scene"
+
+
+def test_snapshot_is_the_latest_frame_or_the_reference(service, bus_jpg, zidane_jpg):
+    app, client, tokens, cams = service
+    h = auth(tokens["inspector"])
+    reference = client.get("/api/v1/cameras/cam-01/snapshot", headers=h)
+    assert reference.status_code == 200 and reference.content == bus_jpg.read_bytes()
+    assert client.get("/api/v1/cameras/cam-02/snapshot", headers=h).status_code == 404  # no reference, no frame
+    cams["snapshots"].mkdir()
+    shutil.copyfile(zidane_jpg, cams["snapshots"] / "cam-02.jpg")
+    latest = client.get("/api/v1/cameras/cam-02/snapshot", headers=h)
+    assert latest.status_code == 200
+    with Image.open(io.BytesIO(latest.content)) as im:
+        assert im.size == Image.open(zidane_jpg).size
+
+
+def test_ops_endpoints_and_metrics(service, bus_event):
+    app, client, tokens, _ = service
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"case_store": "ok", "jobs_dir": "ok"}
+    client.get("/api/v1/cases", headers=auth(tokens["reviewer"]))
+    metrics = client.get("/metrics", headers=auth(tokens["integration"]))
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert 'streetwatch_api_requests_total{handler="list_cases",method="GET",status="200"} 1.0' in metrics.text
+    spec = client.get("/openapi.json").json()
+    assert "/api/v1/triage/jobs" in spec["paths"] and "ProblemDoc" in spec["components"]["schemas"]
+    assert "multipart/form-data" in spec["paths"]["/api/v1/triage/jobs"]["post"]["requestBody"]["content"]
+
+
+def test_cors_is_closed_unless_origins_are_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "Authorization"}
+    app, _ = make_app(settings_for(tmp_path / "a"))
+    with TestClient(app) as client:
+        assert "access-control-allow-origin" not in client.options("/api/v1/cases", headers=preflight).headers
+    app, _ = make_app(settings_for(tmp_path / "b", cors_origins=["https://elsewhere.example"]))
+    with TestClient(app) as client:
+        answer = client.options("/api/v1/cases", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://elsewhere.example"
+
+
+def test_users_commands_issue_list_and_revoke_hashed_tokens(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    settings = settings_for(tmp_path)
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    runner = CliRunner()
+    added = runner.invoke(cli, ["users", "add", "王芳", "--role", "reviewer", "--config", str(config)])
+    assert added.exit_code == 0, added.output
+    token = added.stdout.strip().splitlines()[0]
+    assert token.startswith("swt_") and len(token) > 40
+    assert token not in (tmp_path / "cases.db").read_bytes().decode("latin-1")  # only the hash is stored
+    again = runner.invoke(cli, ["users", "add", "王芳", "--config", str(config)])
+    assert again.exit_code == 2 and "already has an active token" in again.output
+    assert runner.invoke(cli, ["users", "add", "x", "--role", "overlord", "--config", str(config)]).exit_code == 2
+    listed = runner.invoke(cli, ["users", "list", "--config", str(config)])
+    assert "王芳\treviewer\t" + token[:8] in listed.stdout
+
+    app, _ = make_app(settings)
+    with TestClient(app) as client:
+        assert client.get("/api/v1/cases", headers=auth(token)).status_code == 200
+        assert runner.invoke(cli, ["users", "revoke", "王芳", "--config", str(config)]).exit_code == 0
+        assert client.get("/api/v1/cases", headers=auth(token)).status_code == 401
+    assert "revoked" in runner.invoke(cli, ["users", "list", "--all", "--config", str(config)]).stdout
+    assert runner.invoke(cli, ["users", "revoke", "nobody", "--config", str(config)]).exit_code == 2
+
+
+def test_example_settings_file_has_a_valid_service_section():
+    from api.config import load_service
+    from tests.conftest import REPO
+
+    settings, service = load_service(REPO / "docs/examples/streetwatch-settings.yaml")
+    assert service.triage.workers == 2 and service.cors_origins == [] and str(service.cameras_file) == "cameras.yaml"
+    assert settings.dispatch.targets["hz-dcm"].callback_url.path == "/api/v1/dispatch/hz-dcm/webhook"
+
+
+def test_serve_refuses_a_bad_service_section(tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text("service:\n  max_upload_bytes: -1\n  job_concurency: 2\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}: service.max_upload_bytes: Input should be greater than 0" in result.output
+    assert f"{config}: service.job_concurency: Extra inputs are not permitted" in result.output

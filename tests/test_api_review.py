@@ -1,0 +1,131 @@
+"""Case detail with signed evidence links, review actions with reviewer/time/audit, the dispatch webhook."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+from PIL import Image
+
+from pipelines.cases.states import CaseState
+from pipelines.dispatch.webhook import sign
+from tests.api_helpers import auth, draft_cases, service  # noqa: F401  (fixture)
+
+
+def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_event, tmp_path):
+    app, client, tokens, _ = service
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    answer = client.get(f"/api/v1/cases/{case_id}", headers=auth(tokens["inspector"]))
+    assert answer.status_code == 200
+    text = answer.text
+    assert "file://" not in text and str(tmp_path) not in text and "evidence_ref" not in text  # no storage paths
+    detail = answer.json()
+    ev = detail["evidence"]
+    assert ev["boxes"]["image"] == "originals/opened_original.jpg" and ev["boxes"]["boxes"][0]["class_name"] == "bus"
+    assert ev["zone"]["polygon"] == [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
+    assert {i["role"] for i in ev["images"]} >= {"original_opened", "annotated_opened", "crop"}
+    assert [h["to"] for h in detail["history"]] == ["candidate"]
+
+    image = client.get(ev["boxes"]["url"])  # no token: the signature is the permission
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(image.content)) as im:
+        assert im.size == (ev["boxes"]["width"], ev["boxes"]["height"])
+
+    url = ev["boxes"]["url"]
+    path, query = url.split("?")
+    params = dict(p.split("=") for p in query.split("&"))
+    other = [i["url"] for i in ev["images"] if i["role"] == "crop"][0]
+    refused = [
+        client.get(path),  # no signature
+        client.get(f"{path}?exp={params['exp']}&sig={'0' * 64}"),  # forged
+        client.get(f"{path}?exp={int(params['exp']) + 60}&sig={params['sig']}"),  # lifetime stretched
+        client.get(other.split("?")[0] + "?" + query),  # signature of another file
+    ]
+    assert [r.status_code for r in refused] == [422, 403, 403, 403]
+    signer = app.state.ctx.signer
+    expired = signer.url(case_id, "originals/opened_original.jpg", now=time.time() - signer.expiry_s - 5)
+    assert client.get(expired).status_code == 403 and "expired" in client.get(expired).json()["detail"]
+    for sneaky in ("../cases.db", "../../cases.db", "manifest.json/../../cases.db", "/etc/passwd"):
+        # A validly signed path that is not a file of the manifest (dots escaped so the client keeps them).
+        signed = signer.url(case_id, sneaky).replace("..", "%2E%2E")
+        refused = client.get(signed)
+        assert refused.status_code == 404 and "not a file of" in refused.json()["detail"], sneaky
+
+
+def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_event):
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    a, b, c = draft_cases(app, bus_event, [{}, {}, {}])
+    reviewer = auth(tokens["reviewer"])
+
+    edited = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "street_stall", "description": "三轮车占道"})
+    assert edited.status_code == 200
+    case = store.get(a)
+    assert case.violation_type == "street_stall" and case.description == "三轮车占道"
+    assert case.details["detected_type"] == "illegal_parking"  # what the detector proposed, for retraining
+    assert [(r["field"], r["by"]) for r in case.details["revisions"]] == [("violation_type", "reviewer-user"),
+                                                                           ("description", "reviewer-user")]
+
+    confirmed = client.post(f"/api/v1/cases/{a}/confirm", headers=reviewer, json={"note": "clear"})
+    assert confirmed.status_code == 200 and confirmed.json()["state"] == "queued"
+    case = store.get(a)
+    assert (case.state, case.review_decision, case.reviewer, case.dispatch_target) == (CaseState.QUEUED, "approved", "reviewer-user", "dcm")
+    assert case.reviewed_at is not None and [e.target for e in store.outbox_entries(case_id=a)] == ["dcm"]
+    assert case.evidence_boxes["boxes"][0]["class_name"] == "bus"  # boxes kept for retraining
+    late = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"description": "x"})
+    assert late.status_code == 200  # queued cases may still be corrected before delivery
+
+    rejected = client.post(f"/api/v1/cases/{b}/reject", headers=reviewer, json={"reason": "not_visible", "note": "blurred"})
+    assert rejected.status_code == 200
+    case = store.get(b)
+    assert (case.state, case.review_decision, case.review_reason, case.review_note) == (CaseState.REJECTED, "rejected", "not_visible", "blurred")
+    assert client.patch(f"/api/v1/cases/{b}", headers=reviewer, json={"type": "flyposting"}).status_code == 409
+
+    only = client.post(f"/api/v1/cases/{c}/confirm", headers=reviewer, json={"dispatch": False})
+    assert only.status_code == 200 and store.get(c).state is CaseState.CANDIDATE and store.get(c).review_decision == "approved"
+    unknown = client.post(f"/api/v1/cases/{c}/confirm", headers=reviewer, json={"target": "nowhere"})
+    assert unknown.status_code == 422 and "nowhere" in unknown.json()["detail"]
+
+    audit = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()
+    assert [(r["action"], r["actor"], r["role"]) for r in audit] == [("edit", "reviewer-user", "reviewer"),
+                                                                      ("confirm", "reviewer-user", "reviewer"),
+                                                                      ("edit", "reviewer-user", "reviewer")]
+    assert audit[-1]["details"]["type"] == {"from": "illegal_parking", "to": "street_stall"} and audit[0]["at"]
+    history = client.get(f"/api/v1/cases/{a}", headers=reviewer).json()["history"]
+    assert [(h["to"], h["actor"]) for h in history] == [("candidate", "rules:batch-7/bus"), ("queued", "reviewer-user")]
+
+
+def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, monkeypatch):
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    monkeypatch.setenv("SW_TEST_HOOK", "hook-secret-0123")
+    targets = app.state.ctx.settings.dispatch.targets
+    targets["dcm"] = targets["dcm"].model_copy(update={"webhook_secret_env": "SW_TEST_HOOK"})
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    client.post(f"/api/v1/cases/{case_id}/confirm", headers=auth(tokens["reviewer"]), json={})
+    entry = store.outbox_entries(case_id=case_id)[0]
+    store.mark_delivered(entry.id, "T-100")
+
+    body = json.dumps({"taskNumber": "T-100", "status": "立案"}).encode()
+    hook = "/api/v1/dispatch/dcm/webhook"
+    assert client.post(hook, content=body).status_code == 401  # neither token nor signature
+    bad = client.post(hook, content=body, headers={"X-Signature": "sha256=" + "0" * 64})
+    assert bad.status_code == 401 and bad.headers["content-type"] == "application/problem+json"
+    odd_header = client.post(hook, content=body, headers={"X-Signature": "sha256=é".encode("latin-1")})
+    assert odd_header.status_code == 401  # not a 500
+    assert store.get(case_id).state is CaseState.SUBMITTED
+    ok = client.post(hook, content=body, headers={"X-Signature": sign("hook-secret-0123", body)})
+    assert ok.status_code == 200 and ok.json() == {"case_id": case_id, "state": "accepted", "changed": True}
+
+    closed = json.dumps({"externalId": case_id, "status": "closed", "note": "结案"}).encode()
+    with_token = client.post(hook, content=closed, headers={**auth(tokens["integration"]), "X-Signature": sign("hook-secret-0123", closed)})
+    assert with_token.status_code == 200 and store.get(case_id).state is CaseState.CLOSED
+    unsigned = client.post(hook, content=closed, headers=auth(tokens["integration"]))
+    assert unsigned.status_code == 401  # a target with a secret wants the signature, token or not
+    odd = json.dumps({"taskNumber": "T-100", "status": "teleported"}).encode()
+    unknown = client.post(hook, content=odd, headers={**auth(tokens["integration"]), "X-Signature": sign("hook-secret-0123", odd)})
+    assert unknown.status_code == 422 and "teleported" in unknown.json()["detail"]
+    assert client.post("/api/v1/dispatch/nowhere/webhook", content=body, headers=auth(tokens["integration"])).status_code == 404
+    huge = client.post(hook, content=b"{" + b" " * 70_000 + b"}", headers=auth(tokens["integration"]))
+    assert huge.status_code == 413

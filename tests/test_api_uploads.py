@@ -1,0 +1,121 @@
+"""Uploads for triage: a real triage job over uploaded photos and a zip; refusals before anything is kept."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.api_helpers import auth, make_app, settings_for
+
+LIMIT = 1_000_000
+
+
+@pytest.fixture
+def uploads(tmp_path, monkeypatch, onnx_detector):
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    settings = settings_for(tmp_path, max_upload_bytes=LIMIT, triage={"workers": 1, "ocr": "off"})
+    app, tokens = make_app(settings, detector=onnx_detector)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield app, client, tokens
+
+
+def wait_job(client, job_id: str, headers, deadline_s: float = 120) -> dict:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        job = client.get(f"/api/v1/triage/jobs/{job_id}", headers=headers).json()
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"job {job_id} did not finish: {job}")
+
+
+def test_upload_photos_and_a_zip_runs_the_triage_pipeline(uploads, bus_jpg, zidane_jpg):
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(zidane_jpg, "day1/zidane.jpg")
+        zf.write(bus_jpg, "day1/bus-again.jpg")  # same content as the single upload: a duplicate
+        zf.writestr("day1/broken.jpg", b"\xff\xd8\xff\xe0 truncated")
+    files = [("files", ("街道 bus.jpg", bus_jpg.read_bytes(), "image/jpeg")),
+             ("files", ("phone-export.zip", archive.getvalue(), "application/zip"))]
+    created = client.post("/api/v1/triage/jobs", headers=inspector, files=files)
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert [(f["label"], f["kind"]) for f in job["files"]] == [("街道 bus.jpg", "image"), ("phone-export.zip", "zip")]
+    assert job["owner"] == "inspector-user"
+
+    job = wait_job(client, job["id"], inspector)
+    assert job["state"] == "done", job
+    assert job["progress"] == {"done": 4, "total": 4, "phase": "done"}
+    assert job["summary"]["readable"] == 2 and job["summary"]["errors"] == 1 and job["summary"]["duplicates"] == 1
+    results = {r["source"]: r for r in client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()}
+    assert set(results) == {"街道 bus.jpg", "phone-export.zip!day1/zidane.jpg", "phone-export.zip!day1/bus-again.jpg",
+                            "phone-export.zip!day1/broken.jpg"}
+    assert [f["type"] for f in results["街道 bus.jpg"]["findings"]] == ["illegal_parking"]
+    assert results["phone-export.zip!day1/broken.jpg"]["status"] == "error"
+    assert results["phone-export.zip!day1/bus-again.jpg"]["duplicate_of"] == "街道 bus.jpg"
+    assert "/service/jobs" not in str(results)  # server paths are not shown
+
+    [case] = job["cases"]
+    assert case["type"] == "illegal_parking" and case["state"] == "candidate"
+    stored = app.state.ctx.store.get(case["case_id"])
+    assert stored.source_kind == "photo_batch" and stored.source_id == f"triage:{job['id']}" and stored.evidence_ref
+    listed = client.get("/api/v1/cases", headers=inspector, params={"camera": f"triage:{job['id']}"}).json()
+    assert [c["id"] for c in listed["items"]] == [case["case_id"]]
+
+    assert client.get(f"/api/v1/triage/jobs/{job['id']}", headers=auth(tokens["reviewer"])).status_code == 200
+    other = app.state.ctx.accounts.add("inspector-2", "inspector")[1]
+    assert client.get(f"/api/v1/triage/jobs/{job['id']}", headers=auth(other)).status_code == 404  # not theirs
+    assert client.get("/api/v1/triage/jobs", headers=auth(other)).json() == []
+
+
+def _job_dirs(app) -> list:
+    return [p for p in app.state.ctx.jobs.root.iterdir()]
+
+
+def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_path):
+    app, client, tokens = uploads
+    h = auth(tokens["inspector"])
+    url = "/api/v1/triage/jobs"
+    big = b"\xff\xd8\xff" + b"0" * (LIMIT + 10)
+
+    declared = client.post(url, headers=h, files=[("files", ("big.jpg", big, "image/jpeg"))])
+    assert declared.status_code == 413 and "over the limit" in declared.json()["detail"]
+
+    def chunks():  # no Content-Length: counted while it streams
+        yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        for _ in range(40):
+            yield b"\xff" * 65536
+    streamed = client.post(url, headers={**h, "Content-Type": "multipart/form-data; boundary=b"}, content=chunks())
+    assert streamed.status_code == 413 and "stopped reading" in streamed.json()["detail"]
+
+    text = client.post(url, headers=h, files=[("files", ("photo.jpg", b"just some text, not a photo", "image/jpeg")),
+                                              ("files", ("ok.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+    assert text.status_code == 415 and "photo.jpg" in text.json()["detail"] and "ok.jpg" not in text.json()["detail"]
+    pdf = client.post(url, headers=h, files=[("files", ("scan.zip", b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", "application/zip"))])
+    assert pdf.status_code == 415
+    empty = client.post(url, headers=h, files=[("files", ("empty.jpg", b"", "image/jpeg"))])
+    assert empty.status_code == 415
+    as_json = client.post(url, headers=h, json={"files": ["bus.jpg"]})
+    assert as_json.status_code == 415
+    no_files = client.post(url, headers=h, data={"note": "hello"}, files=[("other", ("a.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+    assert no_files.status_code == 400 and "files" in no_files.json()["detail"]
+    malformed = client.post(url, headers={**h, "Content-Type": "multipart/form-data; boundary=zzz"}, content=b"garbage\r\n--zzz")
+    assert malformed.status_code == 400
+    bogus_length = client.post(url, headers={**h, "Content-Type": "multipart/form-data; boundary=b", "Content-Length": "lots"}, content=b"")
+    assert bogus_length.status_code in (400, 413)
+
+    bomb = io.BytesIO()
+    Image.new("1", (16000, 16000)).save(bomb, "PNG")  # 256 MP in a few kB
+    refused = client.post(url, headers=h, files=[("files", ("bomb.png", bomb.getvalue(), "image/png"))])
+    assert refused.status_code == 413 and "too many pixels" in refused.json()["detail"]
+
+    for answer in (declared, streamed, text, pdf, empty, as_json, no_files, malformed, refused):
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert _job_dirs(app) == []  # nothing kept from any refused upload

@@ -1,0 +1,137 @@
+"""`streetwatch watch` as a process: SIGTERM mid-work loses nothing; the documented example file loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detect.evidence import verify_bundle
+from pipelines.cases import CaseStore
+from pipelines.cctv.config import load_cameras
+from tests.cctv_helpers import cameras_file, parked_clip, scene_for
+from tests.conftest import REPO
+
+KEY = "cctv-cli-test-key-0123456789"
+
+
+def _opened(events: Path) -> list[dict]:
+    if not events.is_file():
+        return []
+    records = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["event"] == "violation" and r["kind"] == "opened"]
+
+
+def test_sigterm_during_work_loses_nothing(tmp_path, bus_jpg, real_sample_dir):
+    parked_clip(tmp_path / "long.mp4", bus_jpg, real_sample_dir, duration_s=300, arrive_s=2, leave_s=300)
+    cams = []
+    for cid in ("cam-a", "cam-b"):
+        scene_for(tmp_path, cid, real_sample_dir, dwell_s=8, clear_s=5)
+        cams.append({"id": cid, "url": "long.mp4", "scene": f"{cid}.yaml"})
+    cameras_file(tmp_path / "cameras.yaml", cams)
+    settings = {"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(settings))
+    events = tmp_path / "events.jsonl"
+    env = {**os.environ, "STREETWATCH_EVIDENCE_KEY": KEY, "YOLO_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "streetwatch.cli", "watch", "--cameras", str(tmp_path / "cameras.yaml"), "--replay",
+           "--config", str(tmp_path / "settings.yaml"), "--events", str(events)]
+    with open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            while len(_opened(events)) < 2:  # both cameras opened their case: work is in full flow
+                assert proc.poll() is None, (tmp_path / "stderr.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no case opened in time"
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["in_flight"] == 0
+    for cid in ("cam-a", "cam-b"):
+        cam = summary["cameras"][cid]
+        assert cam["status"] == "stopped" and cam["frames_dropped"] == 0
+        assert cam["frames_queued"] == cam["frames_analysed"] < 300  # stopped mid-clip, every queued frame judged
+
+    store = CaseStore(settings["cases"]["url"])
+    cases = store.list()
+    assert sorted(c.violation_id for c in cases) == sorted(r["violation_id"] for r in _opened(events))
+    for case in cases:
+        assert case.evidence_ref is not None and verify_bundle(Path(case.evidence_ref.removeprefix("file://")), KEY.encode()).ok
+    assert not any((tmp_path / "spool").iterdir())  # nothing left waiting for upload
+    store.close()
+
+
+def test_documented_example_cameras_file_loads():
+    loaded = load_cameras(REPO / "docs" / "examples" / "cameras.yaml")
+    assert loaded.refused == {}
+    assert [c.id for c in loaded.cameras] == ["hz-xihu-0417", "hz-xihu-0418", "hz-lobby-snapshot"]
+    first = loaded.cameras[0]
+    assert first.config.url.startswith("rtsp://") and first.config.keyframes_only
+    assert first.config.auto_queue_target("illegal_parking") == "cn-dcm" and first.config.auto_queue_target("street_stall") is None
+    assert first.scene.zones and first.scene.camera_id == first.id
+
+
+def test_invalid_scene_is_refused_with_file_field_reason_and_others_load(tmp_path):
+    (tmp_path / "good.yaml").write_text("camera_id: good\nzones: []\n")
+    (tmp_path / "bad.yaml").write_text("camera_id: bad\nzones:\n  - {id: z, kind: no_parking, polygon: [[0,0],[1,0],[0,1],[1,1]]}\n")
+    (tmp_path / "other.yaml").write_text("camera_id: somebody-else\n")
+    cams = cameras_file(tmp_path / "cameras.yaml", [
+        {"id": "good", "url": "a.mp4", "scene": "good.yaml"},
+        {"id": "bad", "url": "a.mp4", "scene": "bad.yaml"},
+        {"id": "lost", "url": "a.mp4", "scene": "missing.yaml"},
+        {"id": "mixed", "url": "a.mp4", "scene": "other.yaml"},
+    ])
+    loaded = load_cameras(cams)
+    assert [c.id for c in loaded.cameras] == ["good"]
+    assert "cameras.1.scene" in loaded.refused["bad"] and "bad.yaml: zones.0.polygon" in loaded.refused["bad"]
+    assert "self-intersecting" in loaded.refused["bad"]
+    assert "missing.yaml: file not found" in loaded.refused["lost"]
+    assert "scene of camera 'somebody-else', not 'mixed'" in loaded.refused["mixed"]
+
+
+@pytest.mark.slow
+def test_capacity_benchmark_record(tmp_path):
+    """The capacity benchmark end to end on a short clip: every step has its lag, CPU split and batches."""
+    from benchmarks.cctv_capacity import run
+
+    record = run([1, 2], seconds=3, warmup_s=2, modes=("keyframes",), workdir=tmp_path, log=lambda s: None, clip_s=12)
+    assert record["stream"]["size"] == [1280, 720] and record["stream"]["kbit_s"] > 0
+    assert [s["cameras"] for s in record["steps"]][:1] == [1] and record["capacity"]["keyframes"] in (0, 1, 2)
+    step = record["steps"][0]
+    assert step["frames_analysed"] >= 1 and step["cpu_s"]["decode"] > 0 and step["cpu_s"]["inference"] > 0
+    assert step["lag_s"]["p95"] >= step["lag_s"]["p50"] >= 0 and step["batches"]["count"] >= 1
+    assert len(record["load_average"]["start"]) == 3
+
+
+def test_watch_refuses_bad_input_with_the_reason(tmp_path):
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: cam-1, url: a.mp4, scene: s.yaml, analysis_fps: 0}\n")
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml")])
+    assert result.exit_code == 2 and "cameras.yaml: cameras.0.analysis_fps: Input should be greater than 0" in result.output
+
+    (tmp_path / "s.yaml").write_text("camera_id: cam-1\nzones: [{id: z, kind: no_parking, polygon: [[0, 0], [1, 1]]}]\n")
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: cam-1, url: a.mp4, scene: s.yaml}\n")
+    env = {"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_CONFIG": ""}
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                        "evidence_store": {"local_root": str(tmp_path / "ev"), "spool_dir": str(tmp_path / "spool")}}))
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml"), "--config", str(settings)], env=env)
+    assert result.exit_code == 2
+    assert "camera cam-1 refused" in result.output and "s.yaml: zones.0.polygon" in result.output
+    assert "no camera can run" in result.output

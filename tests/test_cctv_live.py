@@ -1,0 +1,92 @@
+"""Live mode: an RTSP stream from GStreamer's RTSP server on 127.0.0.1, metrics over HTTP, reload."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipelines.cctv.service import Watcher
+from tests.cctv_helpers import cameras_file, make_intake, parked_clip, scene_for
+from tests.conftest import REPO, start_server, stop_process
+from tests.pg import free_port
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _until(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def rtsp_url(tmp_path, bus_jpg, real_sample_dir):
+    """A 60 s clip (the bus parks at 1 s) served live over RTSP by scripts/rtsp_server.py."""
+    if not Path(SYSTEM_PYTHON).is_file():
+        pytest.fail(f"{SYSTEM_PYTHON} not found: the RTSP server runs with the system Python (scripts/install-system-deps.sh)")
+    clip = parked_clip(tmp_path / "served.mp4", bus_jpg, real_sample_dir, duration_s=60, arrive_s=1, leave_s=60)
+    port = free_port()
+    proc = start_server([SYSTEM_PYTHON, str(REPO / "scripts" / "rtsp_server.py"), str(clip.path), "--port", str(port), "--path", "/cam1"],
+                        "127.0.0.1", port, tmp_path / "rtsp.log")
+    try:
+        yield f"rtsp://127.0.0.1:{port}/cam1"
+    finally:
+        stop_process(proc)
+
+
+def test_rtsp_stream_end_to_end_with_metrics_and_reload(tmp_path, rtsp_url, bus_jpg, real_sample_dir, onnx_detector):
+    parked_clip(tmp_path / "local.mp4", bus_jpg, real_sample_dir, duration_s=60, arrive_s=30, leave_s=60)
+    for cid in ("rtsp-1", "file-1", "file-2"):
+        scene_for(tmp_path, cid, real_sample_dir, dwell_s=4, clear_s=5)
+    rtsp = {"id": "rtsp-1", "url": rtsp_url, "scene": "rtsp-1.yaml", "analysis_fps": 2}
+    local = {"id": "file-1", "url": "local.mp4", "scene": "file-1.yaml"}  # a file played at its own pace, like a camera
+    cams = cameras_file(tmp_path / "cameras.yaml", [rtsp, local])
+    intake = make_intake(tmp_path / "data")
+    watcher = Watcher(cams, onnx_detector, intake)
+    port = free_port()
+    server = watcher.metrics.serve(port)
+    runner = threading.Thread(target=lambda: watcher.run(poll_s=0.2))
+    runner.start()
+    try:
+        _until(lambda: [c for c in intake.store.list(source_id="rtsp-1") if c.evidence_ref])  # drafted, then evidence stored
+        [case] = intake.store.list(source_id="rtsp-1")
+        now = datetime.now(UTC)
+        assert now - timedelta(seconds=30) < case.opened_at <= now  # live frames carry wall-clock time
+        assert case.evidence_ref is not None and case.violation_type == "illegal_parking"
+
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'streetwatch_cctv_camera_status{camera="rtsp-1",streetwatch_cctv_camera_status="online"} 1.0' in text
+        assert 'streetwatch_cctv_cases_opened_total{camera="rtsp-1",type="illegal_parking"} 1.0' in text
+        for name in ("frames_read_total", "frames_analysed_total", "lag_seconds_count"):
+            assert watcher.metrics.value(f"streetwatch_cctv_{name}", camera="rtsp-1") > 0
+        assert "streetwatch_cctv_queue_depth" in text and "streetwatch_cctv_inference_seconds_count" in text
+        lag = watcher.metrics.value("streetwatch_cctv_lag_seconds_sum", camera="rtsp-1") / watcher.metrics.value(
+            "streetwatch_cctv_lag_seconds_count", camera="rtsp-1")
+        assert 0 <= lag < 10
+
+        # Reload on file change: file-1 is replaced by file-2; the RTSP camera keeps its reader and rules.
+        before = watcher.runtimes["rtsp-1"]
+        time.sleep(0.05)
+        cameras_file(cams, [rtsp, {**local, "id": "file-2", "scene": "file-2.yaml"}])
+        _until(lambda: "file-2" in watcher.runtimes and "file-1" not in watcher.runtimes, 10)
+        assert watcher.runtimes["rtsp-1"] is before and before.reader.is_alive()
+        _until(lambda: watcher.metrics.value("streetwatch_cctv_frames_read_total", camera="file-2") > 0, 20)
+
+        # A broken cameras file is refused whole and everything keeps running.
+        cams.write_text("cameras: [")
+        watcher.request_reload()
+        time.sleep(0.6)
+        assert set(watcher.runtimes) == {"rtsp-1", "file-2"} and before.reader.is_alive()
+    finally:
+        watcher.stop()
+        runner.join(60)
+        server.shutdown()
+    assert not runner.is_alive()
+    summary = watcher.summary()
+    assert summary["in_flight"] == 0 and summary["cameras"]["rtsp-1"]["status"] == "stopped"

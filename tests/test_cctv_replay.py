@@ -1,0 +1,100 @@
+"""Replay of generated street clips through the whole CCTV service: detector, tracker, rules, cases, evidence."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from detect.evidence import read_manifest, verify_bundle
+from pipelines.cases import CaseState
+from pipelines.cctv.service import Watcher
+from pipelines.cctv.testmedia import street_view, write_clip
+from tests.cctv_helpers import KEY, SIZE, cameras_file, make_intake, parked_clip, scene_for, street
+
+
+def _watch(tmp_path, detector, intake, cameras: list[dict]) -> tuple[Watcher, dict]:
+    watcher = Watcher(cameras_file(tmp_path / "cameras.yaml", cameras), detector, intake, replay=True)
+    return watcher, watcher.run(poll_s=0.1)
+
+
+def _violations(watcher: Watcher) -> list[tuple[str, str]]:
+    return [(r["kind"], r["violation_id"]) for r in watcher.records if r["event"] == "violation"]
+
+
+def test_replay_opens_one_case_then_clears_it_with_signed_evidence(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
+    clip = parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=150, arrive_s=10, leave_s=100)
+    scene_for(tmp_path, "cam-01", real_sample_dir, dwell_s=60, clear_s=30)
+    intake = make_intake(tmp_path / "data")
+
+    watcher, summary = _watch(tmp_path, onnx_detector, intake, [{"id": "cam-01", "url": "cam-01.mp4", "scene": "cam-01.yaml"}])
+
+    cam = summary["cameras"]["cam-01"]
+    assert cam["status"] == "finished" and cam["frames_queued"] == cam["frames_analysed"] == 150 and cam["frames_dropped"] == 0
+    assert summary["cases_opened"] == 1 and summary["in_flight"] == 0
+    [case] = intake.store.list()
+    assert (case.violation_type, case.zone_id, case.source_kind, case.source_id) == ("illegal_parking", "curb", "camera", "cam-01")
+    # Media time drives the rules: the bus arrives at 10 s, dwell is 60 s; last seen at 99 s, clear is 30 s.
+    assert timedelta(seconds=70) <= case.opened_at - clip.start <= timedelta(seconds=75)
+    assert timedelta(seconds=129) <= case.cleared_at - clip.start <= timedelta(seconds=135)
+    assert [k for k, _ in _violations(watcher)] == ["opened", "cleared"]
+    assert len({vid for _, vid in _violations(watcher)}) == 1
+
+    bundle = intake.evidence.path(case.evidence_ref)
+    report = verify_bundle(bundle, KEY)
+    assert report.ok, report
+    roles = {a["role"] for a in read_manifest(bundle)["artifacts"]}
+    assert (bundle / "originals" / "opened_original.jpg").is_file() and list((bundle / "crops").glob("*bus*.jpg"))
+    assert len(list((bundle / "strip").glob("*.jpg"))) >= 2  # ring-buffer frames before the opening
+    assert [b["class_name"] for b in case.evidence_boxes["boxes"]] == ["bus"]
+    assert (case.evidence_boxes["width"], case.evidence_boxes["height"]) == SIZE
+    assert {"original_opened", "crop"} <= roles
+    # The real clip has sensor noise and a clock: no health alarms on a working camera.
+    assert [r for r in watcher.records if r["event"] == "camera_health"] == []
+
+
+def test_reverification_records_still_present_then_verified_cleared(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
+    scene_for(tmp_path, "cam-02", real_sample_dir, dwell_s=20, clear_s=10)
+    intake = make_intake(tmp_path / "data")
+    cam = {"id": "cam-02", "scene": "cam-02.yaml", "verify_every_s": 5}
+    parked_clip(tmp_path / "parked.mp4", bus_jpg, real_sample_dir, duration_s=50, arrive_s=2, leave_s=35)
+    _watch(tmp_path, onnx_detector, intake, [{**cam, "url": "parked.mp4"}])
+    [case] = intake.store.list()
+    assert case.cleared_at is not None and case.state is CaseState.CANDIDATE
+
+    # The city handled it; the case waits in `verifying` for the camera.
+    intake.store.review(case.id, approve=True, reviewer="li.wei", target="cn-dcm")
+    [entry] = intake.store.claim_due()
+    intake.store.mark_delivered(entry.id, "DCM-1")
+    intake.store.mark_handled(case.id, actor="dispatch:cn-dcm")
+
+    # Later footage with the bus still there (shorter than the dwell: no new case).
+    parked_clip(tmp_path / "still.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=12)
+    watcher, _ = _watch(tmp_path, onnx_detector, intake, [{**cam, "url": "still.mp4", "start_time": "2025-03-14T11:00:00"}])
+    checked = intake.store.get(case.id)
+    assert checked.state is CaseState.STILL_PRESENT and checked.verification_ref
+    assert [r["outcome"] for r in watcher.records if r["event"] == "reverification"] == ["still_present"]
+    assert len(intake.store.list()) == 1
+
+    intake.store.mark_handled(case.id, actor="dispatch:cn-dcm")
+    write_clip(tmp_path / "empty.mp4", street_view(street(real_sample_dir), SIZE), [], 12, fps=2)
+    watcher, _ = _watch(tmp_path, onnx_detector, intake, [{**cam, "url": "empty.mp4", "start_time": "2025-03-14T12:00:00"}])
+    done = intake.store.get(case.id)
+    assert done.state is CaseState.VERIFIED_CLEARED and done.verification_ref != checked.verification_ref
+    bundle = intake.evidence.path(done.evidence_ref)
+    assert len(list((bundle / "verification").glob("verification_*_original.jpg"))) == 2 and verify_bundle(bundle, KEY).ok
+
+
+@pytest.mark.slow
+def test_ten_minute_clip_tests_the_default_five_minute_dwell(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
+    """The taxonomy's own thresholds (dwell 300 s, clear 60 s) on a 10-minute clip, judged in media time."""
+    clip = parked_clip(tmp_path / "cam-03.mp4", bus_jpg, real_sample_dir, duration_s=600, arrive_s=30, leave_s=450, fps=1)
+    scene_for(tmp_path, "cam-03", real_sample_dir)
+    intake = make_intake(tmp_path / "data")
+    watcher, summary = _watch(tmp_path, onnx_detector, intake,
+                              [{"id": "cam-03", "url": "cam-03.mp4", "scene": "cam-03.yaml", "keyframes_only": True}])
+    assert summary["cameras"]["cam-03"]["frames_analysed"] == 600
+    [case] = intake.store.list()
+    assert timedelta(seconds=330) <= case.opened_at - clip.start <= timedelta(seconds=336)
+    assert timedelta(seconds=509) <= case.cleared_at - clip.start <= timedelta(seconds=516)
+    assert [k for k, _ in _violations(watcher)] == ["opened", "cleared"]

@@ -1,0 +1,185 @@
+"""Camera readers on real generated media, without the detector: sampling, time, keyframes, health, snapshots."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import cv2
+import numpy as np
+import pytest
+
+from detect.scenes import Scene
+from pipelines.cctv.config import Camera, CameraConfig
+from pipelines.cctv.reader import CameraReader, ReaderHooks
+from pipelines.cctv.testmedia import Sprite, street_view, write_clip
+from tests.cctv_helpers import SIZE, parked_clip, street
+
+
+def _read(url: str, replay: bool = True, reference: str | None = None, **cfg):
+    frames, health, status = [], [], []
+    camera = Camera(CameraConfig(id="cam", url=url, scene="unused.yaml", **cfg), Scene(camera_id="cam", reference_snapshot=reference))
+    reads = []
+    hooks = ReaderHooks(frame=frames.append, health=health.append, status=lambda c, s, d: status.append((s.value, d)),
+                        read=reads.append)
+    reader = CameraReader(camera, hooks, replay=replay)
+    return reader, frames, health, status, reads
+
+
+def _until(condition, timeout_s: float = 20.0) -> None:
+    """Wait for a condition another thread makes true (fails the test if it never does)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def _run(*args, **kw):
+    reader, frames, health, status, reads = _read(*args, **kw)
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive()
+    return frames, health, status, reads
+
+
+def test_replay_samples_by_media_time_and_keyframes_only_decodes_less(tmp_path, bus_jpg, real_sample_dir):
+    clip = parked_clip(tmp_path / "c.mp4", bus_jpg, real_sample_dir, duration_s=30, fps=4, gop_s=2.0)
+    frames, health, status, reads = _run(str(clip.path), analysis_fps=1, max_side=320)
+    assert len(reads) == 120 and len(frames) == 30
+    assert [f.ts - clip.start for f in frames[:3]] == [timedelta(seconds=s) for s in (0, 1, 2)]  # creation_time + media time
+    assert frames[0].image.shape == (180, 320, 3) and frames[0].meta["stream_size"] == SIZE
+    assert [s for s, _ in status] == ["online", "finished"] and health == []
+
+    key_frames, _, _, key_reads = _run(str(clip.path), analysis_fps=1, keyframes_only=True)
+    assert len(key_reads) == 15 and len(key_frames) == 15  # one key frame every 2 s: the analysis rate is capped by it
+    assert [f.ts - clip.start for f in key_frames[:2]] == [timedelta(0), timedelta(seconds=2)]
+
+
+def test_configured_start_time_is_local_to_the_camera(tmp_path, bus_jpg, real_sample_dir):
+    clip = parked_clip(tmp_path / "c.mp4", bus_jpg, real_sample_dir, duration_s=3)
+    frames, *_ = _run(str(clip.path), start_time="2025-06-01T08:30:00")  # Asia/Shanghai = UTC+8
+    assert frames[0].ts.isoformat() == "2025-06-01T00:30:00+00:00"
+
+
+def test_frozen_and_black_pictures_are_health_events(tmp_path, real_sample_dir):
+    view = street_view(street(real_sample_dir), SIZE)
+    black = Sprite(np.zeros((SIZE[1], SIZE[0], 3), np.uint8), x=0.5, bottom=1.0, height=1.0, start_s=40, end_s=70)
+    # A dead encoder: no sensor noise, no clock, and a black lens for 30 s in the middle.
+    clip = write_clip(tmp_path / "dead.mp4", view, [black], 80, fps=1, noise=0, osd=False)
+    cfg = {"health": {"frozen_s": 20, "blind_s": 10, "check_every_s": 5}}
+    _, health, _, _ = _run(str(clip.path), **cfg)
+    events = [(e.kind.value, e.active, int((e.at - clip.start).total_seconds())) for e in health]
+    frozen = [(active, t) for kind, active, t in events if kind == "frozen"]
+    assert frozen[0] in ((True, 25), (True, 30)) and frozen[1] == (False, 40)  # unchanged for 20 s; ends when the lens goes black
+    assert ("black", True, 50) in events and ("black", False, 70) in events
+    assert all(kind != "covered" for kind, _, _ in events)
+
+
+def test_moved_camera_against_the_reference_snapshot(tmp_path, real_sample_dir, bus_jpg):
+    view = street_view(street(real_sample_dir), SIZE)
+    reference = tmp_path / "reference.jpg"
+    cv2.imwrite(str(reference), view)
+    turned = np.roll(view, 60, axis=1)  # the camera was knocked sideways at 30 s
+    turn = Sprite(turned, x=0.5, bottom=1.0, height=1.0, start_s=30, end_s=60)
+    clip = write_clip(tmp_path / "turned.mp4", view, [turn], 60, fps=1)
+    cfg = {"health": {"moved_s": 10, "check_every_s": 5}}
+    _, health, _, _ = _run(str(clip.path), reference=str(reference), **cfg)
+    moved = [(e.active, int((e.at - clip.start).total_seconds())) for e in health if e.kind == "moved"]
+    assert moved == [(True, 40)]
+
+    # A bus parked in front of the camera hides half the view but does not move it.
+    parked = parked_clip(tmp_path / "bus.mp4", bus_jpg, real_sample_dir, duration_s=40, arrive_s=0, leave_s=40)
+    _, health, _, _ = _run(str(parked.path), reference=str(reference), **cfg)
+    assert [e for e in health if e.kind == "moved"] == []
+
+
+@pytest.fixture
+def snapshot_server(tmp_path, real_sample_dir):
+    """A camera's /snapshot.jpg on 127.0.0.1 (a real JPEG of the street), and a 404 elsewhere."""
+    ok, jpeg = cv2.imencode(".jpg", street_view(street(real_sample_dir), (1280, 720)))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/snapshot.jpg":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(jpeg)))
+            self.end_headers()
+            self.wfile.write(jpeg.tobytes())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_snapshot_url_polled_at_the_analysis_rate(snapshot_server):
+    reader, frames, health, status, _ = _read(f"{snapshot_server}/snapshot.jpg", snapshot=True, analysis_fps=10, max_side=640)
+    reader.start()
+    _until(lambda: len(frames) >= 3)
+    reader.stop()
+    reader.join(10)
+    assert len(frames) >= 3 and frames[0].image.shape == (360, 640, 3)
+    assert status[0][0] == "online" and status[-1][0] == "stopped"
+
+    reader, frames, health, status, _ = _read(f"{snapshot_server}/missing.jpg", snapshot=True,
+                                              backoff={"initial_s": 0.05, "max_s": 0.1, "offline_after": 2})
+    reader.start()
+    _until(lambda: any(s == "offline" for s, _ in status))
+    reader.stop()
+    reader.join(10)
+    assert frames == [] and "404 Not Found" in status[0][1]
+    assert [(e.kind.value, e.active) for e in health] == [("reconnecting", True), ("offline", True)]
+
+
+@pytest.fixture
+def mjpeg_server(real_sample_dir):
+    """An MJPEG camera on 127.0.0.1 (multipart/x-mixed-replace, about 10 JPEGs a second of the real street)."""
+    view = street_view(street(real_sample_dir), SIZE)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for i in range(600):
+                    image = view.copy()
+                    cv2.putText(image, f"{i:04d}", (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+                    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg))
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/video"
+    server.shutdown()
+    server.server_close()
+
+
+def test_mjpeg_over_http_is_sampled_by_arrival_time(mjpeg_server):
+    """MJPEG has no timestamps (FFmpeg would invent 25 frame/s): pictures are timed and sampled on arrival."""
+    reader, frames, health, status, reads = _read(mjpeg_server, replay=False, analysis_fps=2)
+    started = datetime.now(UTC)
+    reader.start()
+    _until(lambda: len(frames) >= 3)
+    reader.stop()
+    reader.join(15)
+    assert len(reads) > len(frames) >= 3 and frames[0].image.shape == (360, 640, 3)
+    assert all(started <= f.ts <= datetime.now(UTC) for f in frames) and frames[0].meta["media_s"] is None
+    assert [s for s, _ in status] == ["online", "stopped"]

@@ -1,0 +1,107 @@
+"""`streetwatch demo --no-serve` end to end in a subprocess: real clips, detector, rules, OCR, evidence,
+triage, API confirm, dispatcher and simulator; then its results are checked from the case store and
+with `streetwatch evidence verify` on every bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("STREETWATCH_EVIDENCE_KEY", "STREETWATCH_CONFIG")}
+    return {**env, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"}
+
+
+def _cli(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streetwatch.cli", *args], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo") / "demo-out"
+    (out / "inbox").mkdir(parents=True)
+    return out, _cli("demo", "--no-serve", "--out", str(out), timeout=600)
+
+
+def test_demo_opens_camera_cases_with_valid_evidence_and_clears_one(demo_run):
+    from pipelines.cases import CaseStore
+
+    out, run = demo_run
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    store = CaseStore(f"sqlite:///{out / 'cases.db'}")
+    try:
+        cases = store.list()
+    finally:
+        store.close()
+    camera = [c for c in cases if c.source_kind == "camera"]
+    assert {"illegal_parking", "flyposting"} <= {c.violation_type for c in camera}
+    assert {c.source_id for c in camera} == {"cam-01", "cam-02"}
+    assert any(c.cleared_at is not None and c.violation_type == "illegal_parking" for c in camera)  # the bus left
+    assert {c["id"] for c in summary["cases"]} == {c.id for c in cases}
+    key = out / "evidence.key"
+    for case in cases:
+        assert case.evidence_ref and case.evidence_digest, case
+        verified = _cli("evidence", "verify", str(out / "evidence" / case.id), "--key-file", str(key), "--json")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    flyposting = next(c for c in camera if c.violation_type == "flyposting")
+    manifest = json.loads((out / "evidence" / flyposting.id / "manifest.json").read_text(encoding="utf-8"))
+    assert "13800138000" in manifest["text"]["phones"]  # read by OCR from the rendered poster
+
+
+def test_demo_triages_the_photo_folder_and_dispatches_a_confirmed_case(demo_run):
+    from api.accounts import Accounts
+    from pipelines.cases import CaseStore
+
+    out, run = demo_run
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    report = Path(summary["triage_report"])
+    assert report.is_file() and str(report) in run.stdout
+    results = [json.loads(line) for line in (report.parent / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {Path(r["source"]).name for r in results} >= {"bus.jpg", "zidane.jpg", "demo-parked-bus.jpg", "demo-small-ad.jpg"}
+    assert str(out / "inbox") in run.stdout
+
+    sent = summary["dispatched"]
+    assert sent["simulator_received"] is True and sent["task_number"] == sent["simulator_ref"]
+    assert sent["task_number"] in run.stdout
+    url = f"sqlite:///{out / 'cases.db'}"
+    store = CaseStore(url)
+    try:
+        case = store.get(sent["case_id"])
+        triage_types = {c.violation_type for c in store.list() if c.source_kind == "photo_batch"}
+        history = store.history(case.id)
+    finally:
+        store.close()
+    assert {"illegal_parking", "flyposting"} <= triage_types
+    assert str(case.state) == "submitted" and case.dispatch_ref == sent["task_number"]
+    assert [str(h.to_state) for h in history][:3] == ["candidate", "queued", "submitted"]
+    assert history[1].actor == "demo-reviewer"  # confirmed through the API with the demo token
+    [token] = Accounts(url).list()
+    assert token.name == "demo-reviewer" and token.hint in run.stdout and summary["review_url"].endswith("/ui/queue")
+
+
+def test_demo_says_which_weights_are_missing(tmp_path):
+    run = _cli("demo", "--no-serve", "--out", str(tmp_path / "demo-out"), "--model", "yolo11s")
+    assert run.returncode != 0
+    assert "no weights for model 'yolo11s'" in run.stderr and "Put yolo11s.pt in models/" in run.stderr
+
+
+def test_make_demo_and_the_readme_run_this_command():
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "install weights" in recipe.splitlines()[0] and "$(SW) demo --out demo-out" in recipe
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith("# streetwatch\n\n```bash\nmake demo   # 1.") and "`make demo` runs `streetwatch demo --out demo-out`" in readme
+    assert "streetwatch detect` on the bus photo" not in readme
+    help_text = _cli("demo", "--help").stdout
+    assert "--no-serve" in help_text and "--port" in help_text and "--out" in help_text

@@ -1,0 +1,288 @@
+"""Dataset versions on real photos: import, check (bad input per file), split, merge, stats, from-cases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from detect.registry import sha256_file
+from pipelines.retrain.check import check_dataset
+from pipelines.retrain.classes import load_classes
+from pipelines.retrain.dataset import Dataset, DatasetError, Item, content_digest, parse_labels, write_dataset
+from pipelines.retrain.from_cases import dataset_from_cases
+from pipelines.retrain.importers import import_yolo
+from pipelines.retrain.merge import merge_datasets, parse_mapping
+from pipelines.retrain.split import split_dataset
+from streetwatch.cli import app
+
+runner = CliRunner()
+
+
+def yolo_source(real_sample_dir: Path, dest: Path, name: str, n: int) -> Path:
+    """A YOLO folder with the first `n` pictures (and labels, classes.txt) of a real-sample set."""
+    src = real_sample_dir / name
+    (dest / "images").mkdir(parents=True)
+    (dest / "labels").mkdir()
+    shutil.copy(src / "classes.txt", dest)
+    for image in sorted((src / "images").glob("*.jpg"))[:n]:
+        shutil.copy(image, dest / "images")
+        shutil.copy(src / "labels" / f"{image.stem}.txt", dest / "labels")
+    return dest
+
+
+@pytest.fixture
+def facades(real_sample_dir, tmp_path) -> Path:
+    return yolo_source(real_sample_dir, tmp_path / "src-facades", "facades-ads", 12)
+
+
+@pytest.fixture
+def garbage(real_sample_dir, tmp_path) -> Path:
+    return yolo_source(real_sample_dir, tmp_path / "src-garbage", "street-garbage", 10)
+
+
+def test_import_writes_a_manifest_that_names_every_file(facades, tmp_path):
+    result = runner.invoke(app, ["data", "import", str(facades), "--out", str(tmp_path / "v1"),
+                                 "--group-regex", r"img_(\d*)\d\."])
+    assert result.exit_code == 0, result.output
+    assert "passes data check: 12 images, 0 errors" in result.output
+    ds = Dataset(tmp_path / "v1")
+    assert ds.classes == ["window", "cantilever", "arch", "signboard", "win_ad", "door"]
+    assert len(ds.files()) == 12
+    src_labels = sorted((facades / "labels").glob("*.txt"))
+    boxes = sum(len(p.read_text().split("\n")) - 1 for p in src_labels)
+    assert ds.manifest.counts["boxes"] == boxes
+    for entry in ds.files():
+        assert entry.sha256 == sha256_file(facades / "images" / Path(entry.image).name)
+        assert entry.group == Path(entry.image).stem[4:-1]  # img_170 -> group "17"
+    assert ds.digest == content_digest(ds.classes, ds.files())
+    # same content, same digest: a second import of the same folder is the same version
+    again, _ = import_yolo(facades, tmp_path / "v2", group_regex=r"img_(\d*)\d\.")
+    assert again.digest == ds.digest
+    (tmp_path / "v3").mkdir()
+    (tmp_path / "v3" / "keep").write_text("x")
+    with pytest.raises(DatasetError, match="not empty"):
+        import_yolo(facades, tmp_path / "v3")
+
+
+def test_check_reports_bad_input_per_file_with_reasons(garbage, bus_jpg, tmp_path):
+    images, labels = garbage / "images", garbage / "labels"
+    pics = sorted(images.glob("*.jpg"))
+    (labels / f"{pics[0].stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 zero 0.1 0.1\n")
+    (labels / f"{pics[1].stem}.txt").write_text("3 0.5 0.5 0.2 0.2\n")
+    (labels / f"{pics[2].stem}.txt").write_text("0 1.4 0.5 0.2 0.2\n0 0.5 0.5 0.0 0.3\n0 0.5 0.5 0.2\n")
+    (labels / f"{pics[3].stem}.txt").write_text("0 0.95 0.5 0.3 0.2\n0 0.5 0.5 0.001 0.5\n")
+    (labels / f"{pics[4].stem}.txt").unlink()  # image without labels
+    (labels / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # labels without image
+    (images / "notes.jpg").write_text("this is not a photo")
+    (labels / "notes.txt").write_text("")
+    shutil.copy(pics[5], images / "copy.jpg")
+    shutil.copy(labels / f"{pics[5].stem}.txt", labels / "copy.txt")
+
+    result = runner.invoke(app, ["data", "import", str(garbage), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 0, result.output
+    assert "ghost.txt: label file without an image" in result.output
+    assert "FAILS data check" in result.output
+
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "bad")])
+    assert result.exit_code == 1
+    out = result.output
+    assert f"labels/{pics[0].stem}.txt: line 2: not numbers" in out
+    assert f"labels/{pics[1].stem}.txt: line 1: class id 3 unknown (dataset has 1 classes: 0..0)" in out
+    assert f"labels/{pics[2].stem}.txt: line 1: coordinates out of range 0..1" in out
+    assert f"labels/{pics[2].stem}.txt: line 2: degenerate box (zero width or height)" in out
+    assert f"labels/{pics[2].stem}.txt: line 3: expected 5 fields 'class cx cy w h', got 4" in out
+    assert f"labels/{pics[3].stem}.txt: line 1: box extends beyond the image" in out
+    assert f"labels/{pics[3].stem}.txt: line 2: degenerate box (0.6x" in out  # 0.001 of 640 px
+    assert f"images/{pics[4].name}: image without a label file" in out
+    assert "images/notes.jpg: not an image (unrecognised format)" in out
+    assert "warning: images/copy.jpg: same picture (sha256) as" in out or f"warning: images/{pics[5].name}: same picture" in out
+    assert "FAILS data check: 12 images, 9 errors" in out
+
+    # files changed or added after the manifest was written are errors too
+    ds = Dataset(tmp_path / "bad")
+    (ds.root / "labels" / f"{pics[6].stem}.txt").write_text("0 0.5 0.5 0.3 0.3\n")
+    shutil.copy(bus_jpg, ds.root / "images" / "bus.jpg")
+    reasons = {(f.path, f.reason) for f in check_dataset(ds).findings}
+    assert (f"labels/{pics[6].stem}.txt", "changed since the manifest was written (sha256 differs from manifest.json)") in reasons
+    assert ("images/bus.jpg", "image not in manifest.json (added after the version was written?)") in reasons
+
+    # and training refuses the dataset before any work (exit 2, the reason on stderr)
+    result = runner.invoke(app, ["train", "--data", str(ds.root), "--name", "never", "--epochs", "1"])
+    assert result.exit_code == 2 and "FAILS data check" in result.stderr and "--allow-check-failures" in result.stderr
+
+
+def test_wrong_class_counts_are_refused_at_import(garbage, tmp_path):
+    (garbage / "classes.txt").unlink()
+    (garbage / "data.yaml").write_text("nc: 2\nnames: [garbage]\n")
+    result = runner.invoke(app, ["data", "import", str(garbage), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "nc is 2 but 1 names are listed (wrong class count)" in result.stderr
+
+
+def test_leakage_between_splits_is_an_error(garbage, tmp_path):
+    pics = sorted((garbage / "images").glob("*.jpg"))
+    label = lambda p: (garbage / "labels" / f"{p.stem}.txt").read_bytes()  # noqa: E731
+    items = [Item(p, p.name, label(p), group=f"g{i}", split="train") for i, p in enumerate(pics[:6])]
+    items += [Item(pics[6], pics[6].name, label(pics[6]), group="g0", split="val"),  # a place on both sides
+              Item(pics[0], "again.jpg", label(pics[0]), group="g9", split="val"),  # the same picture on both sides
+              Item(pics[7], pics[7].name, label(pics[7]), group="g7", split="val")]
+    ds = write_dataset(tmp_path / "leaky", items, ["garbage"], name="leaky", source="test")
+    errors = {(f.path, f.reason) for f in check_dataset(ds).errors}
+    assert (f"images/{pics[6].name}", "group 'g0' is in both train and val (1 val image(s)): split leaks") in errors
+    assert ("images/again.jpg", f"same picture as train image images/{pics[0].name}: split leaks") in errors
+    assert len(errors) == 2
+
+
+def test_near_duplicates_across_splits_are_leakage(real_sample_dir, tmp_path):
+    """img278 and img476 of street-garbage are two crops of one street scene."""
+    src = real_sample_dir / "street-garbage"
+    a, b = (next((src / "images").glob(f"{n}_jpg*")) for n in ("img278", "img476"))
+    items = [Item(a, a.name, (src / "labels" / f"{a.stem}.txt").read_bytes(), "a", split="train"),
+             Item(b, b.name, (src / "labels" / f"{b.stem}.txt").read_bytes(), "b", split="val")]
+    ds = write_dataset(tmp_path / "nd", items, ["garbage"], name="nd", source="test")
+    [finding] = check_dataset(ds).errors
+    assert finding.path == f"images/{b.name}" and "near-duplicate of train image" in finding.reason
+    # data split joins near-duplicates into one group, so a fresh split of the same pictures passes
+    unsplit = write_dataset(tmp_path / "nd0", [Item(i.src, i.name, i.label, i.group) for i in items] +
+                            [Item(p, p.name, (src / "labels" / f"{p.stem}.txt").read_bytes(), p.stem)
+                             for p in sorted((src / "images").glob("*.jpg"))[:4]], ["garbage"], name="nd", source="t")
+    split = split_dataset(unsplit, tmp_path / "nd1", val_fraction=0.4)
+    assert check_dataset(split).ok
+    sides = {Path(f.image).name: f.split for f in split.files()}
+    assert sides[a.name] == sides[b.name]
+
+
+def test_split_is_grouped_stratified_and_repeatable(facades, garbage, tmp_path):
+    fa, _ = import_yolo(facades, tmp_path / "fa", group_regex=r"img_(\d*)\d\.")
+    ga, _ = import_yolo(garbage, tmp_path / "ga")
+    merged = merge_datasets([fa, ga], tmp_path / "m", mapping=parse_mapping(["window=-", "arch=-", "door=-", "cantilever=signboard"], load_classes()))
+    result = runner.invoke(app, ["data", "split", str(tmp_path / "m"), "--out", str(tmp_path / "s"), "--val", "0.3"])
+    assert result.exit_code == 0, result.output
+    ds = Dataset(tmp_path / "s")
+    assert check_dataset(ds).ok
+    train_groups = {f.group for f in ds.files("train")}
+    assert train_groups.isdisjoint({f.group for f in ds.files("val")})
+    per_split = ds.manifest.counts["splits"]
+    for cls in ("garbage", "signboard"):
+        assert per_split["val"]["per_class"][cls]["images"] > 0 and per_split["train"]["per_class"][cls]["images"] > 0
+    assert 0.15 <= per_split["val"]["images"] / len(ds.files()) <= 0.45
+    assert (tmp_path / "s" / "val.txt").read_text().splitlines()[0].startswith("./images/")
+    again = split_dataset(merged, tmp_path / "s2", val_fraction=0.3)
+    assert again.digest == ds.digest
+    other = split_dataset(merged, tmp_path / "s3", val_fraction=0.3, seed=5)
+    assert other.digest != ds.digest and {f.group for f in other.files("train")}.isdisjoint({f.group for f in other.files("val")})
+
+
+def test_merge_maps_names_and_aliases_onto_project_classes(facades, garbage, tmp_path):
+    ga, _ = import_yolo(garbage, tmp_path / "ga")
+    (garbage / "classes.txt").write_text("Trash\n")  # an alias of garbage
+    trash, _ = import_yolo(garbage, tmp_path / "trash")
+    fa, _ = import_yolo(facades, tmp_path / "fa")
+    classes = load_classes()
+    with pytest.raises(DatasetError, match="classes 'window', 'cantilever', 'arch', 'door' match no project class"):
+        merge_datasets([fa], tmp_path / "x", mapping={}, classes=classes)
+    with pytest.raises(DatasetError, match="'awning' is not a project class"):
+        parse_mapping(["window=awning"], classes)
+    merged = merge_datasets([ga, trash, fa], tmp_path / "m", mapping=parse_mapping(["cantilever=signboard"], classes),
+                            drop_unmapped=True, classes=classes)
+    fa_counts = fa.manifest.counts["per_class"]
+    assert merged.classes == ["garbage", "signboard"] + (["win_ad"] if fa_counts["win_ad"]["boxes"] else [])
+    per = merged.manifest.counts["per_class"]
+    assert per["garbage"]["boxes"] == 2 * ga.manifest.counts["boxes"]
+    assert per["signboard"]["boxes"] == fa_counts["signboard"]["boxes"] + fa_counts["cantilever"]["boxes"]
+    assert merged.manifest.parents == [ga.digest, trash.digest, fa.digest]
+    assert {f.image.split("__")[0] for f in merged.files()} == {"images/src-garbage1", "images/src-garbage2", "images/src-facades"}
+    assert len({f.group for f in merged.files()}) == len(merged.files())  # same picture names, different inputs
+
+
+def test_stats_counts_sizes_and_draws_contact_sheets(garbage, tmp_path):
+    import_yolo(garbage, tmp_path / "ga")
+    result = runner.invoke(app, ["data", "stats", str(tmp_path / "ga"), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    boxes = sum(len(p.read_text().splitlines()) for p in (garbage / "labels").glob("*.txt"))
+    assert stats["counts"]["per_class"]["garbage"]["boxes"] == boxes
+    assert sum(stats["box_size_histogram"]["garbage"]) == boxes
+    import cv2
+
+    sheet = cv2.imread(stats["contact_sheets"]["garbage"])
+    assert sheet is not None and sheet.shape[1] == 6 * 128 and sheet.std() > 20  # real crops, not a blank page
+
+
+def test_from_cases_turns_reviews_into_positives_and_hard_negatives(real_sample_dir, tmp_path):
+    src = real_sample_dir / "street-garbage" / "images"
+    pics = sorted(src.glob("*.jpg"))[:4]
+    ev = tmp_path / "evidence"
+    ev.mkdir()
+    for p in pics:
+        shutil.copy(p, ev / p.name)
+    lines = [
+        {"case_id": "c1", "violation_type": "exposed_garbage", "decision": "confirmed", "source_id": "cam-1",
+         "image": f"evidence/{pics[0].name}", "image_sha256": sha256_file(pics[0]),
+         "boxes": [{"class_name": "garbage", "xyxy": [100, 200, 300, 400]}]},
+        {"case_id": "c2", "violation_type": "street_stall", "decision": "approved", "source_id": "cam-2",
+         "image": str(ev / pics[1].name),
+         "boxes": [{"class_name": "umbrella", "xyxy": [100, 100, 200, 150]}, {"class_name": "dining table", "xyxy": [120, 140, 260, 220]}]},
+        {"case_id": "c3", "violation_type": "street_stall", "decision": "rejected", "reason": "permitted night market",
+         "source_id": "cam-2", "image": f"evidence/{pics[2].name}", "boxes": []},
+        {"case_id": "c4", "violation_type": "illegal_parking", "decision": "confirmed", "source_id": "cam-3",
+         "image": f"evidence/{pics[3].name}", "boxes": [{"class_name": "car", "xyxy": [0, 0, 50, 50]}]},
+        {"case_id": "c5", "violation_type": "exposed_garbage", "decision": "pending", "image": f"evidence/{pics[0].name}"},
+        {"case_id": "c6", "violation_type": "exposed_garbage", "decision": "confirmed", "image": "evidence/missing.jpg"},
+        {"case_id": "c7", "violation_type": "exposed_garbage", "decision": "confirmed", "image": f"evidence/{pics[3].name}",
+         "image_sha256": "0" * 64, "boxes": [{"class_name": "garbage", "xyxy": [1, 1, 9, 9]}]},
+    ]
+    export = tmp_path / "review.jsonl"
+    export.write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n")
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert "review.jsonl:4 (case c4): no training class stands for violation type 'illegal_parking'" in err
+    assert "review.jsonl:5 (case c5): decision 'pending' is not confirmed/approved/rejected: skipped" in err
+    assert "review.jsonl:6 (case c6): image" in err and "missing.jpg not found" in err
+    assert "review.jsonl:7 (case c7): image" in err and "does not match its recorded sha256" in err
+    assert "review.jsonl:8: not a JSON object" in err
+
+    ds = Dataset(tmp_path / "cases")
+    assert ds.classes == ["stall", "garbage"]
+    by_case = {f.source: f for f in ds.files()}
+    assert set(by_case) == {"cases c1", "cases c2", "cases c3"}  # unusable cases add no picture
+    g = ds.labels(by_case["cases c1"]).boxes
+    assert g[:, 0].tolist() == [1] and np.allclose(g[0, 1:], [200 / 640, 300 / 640, 200 / 640, 200 / 640], atol=1e-5)
+    s = ds.labels(by_case["cases c2"]).boxes  # umbrella + table -> one stall box around both
+    assert s[:, 0].tolist() == [0] and np.allclose(s[0, 1:], [180 / 640, 160 / 640, 160 / 640, 120 / 640], atol=1e-5)
+    neg = by_case["cases c3"]
+    assert len(ds.labels(neg).boxes) == 0 and neg.note == "hard negative: rejected street_stall: permitted night market"
+    assert neg.group == "cam-2" and by_case["cases c1"].group == "cam-1"
+    assert check_dataset(ds).ok
+
+
+def test_label_parser_is_the_one_definition_of_a_valid_box():
+    parsed = parse_labels(b"0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n\n1 0.5 0.5 0.2 0.2\n", nc=2)
+    assert parsed.boxes.shape == (2, 5) and parsed.duplicates == 1 and not parsed.problems
+    assert parse_labels(b"\xff\xfe\x00", nc=1).problems == ["not UTF-8 text (binary or wrong encoding)"]
+    poly = parse_labels(b"0 0.1 0.1 0.2 0.1 0.2 0.2\n", nc=1).problems[0]
+    assert "got 7" in poly and "segmentation polygon" in poly
+
+
+def test_cvat_yolo_export_layout_imports(real_sample_dir, tmp_path):
+    """CVAT "YOLO 1.1": obj.names, obj_train_data/ with each label file beside its picture."""
+    src = tmp_path / "cvat"
+    frames = src / "obj_train_data"
+    frames.mkdir(parents=True)
+    (src / "obj.names").write_text("trash\n")
+    (src / "train.txt").write_text("")  # CVAT's list file is not a label file
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
+    for p in pics:
+        shutil.copy(p, frames / p.name)
+        shutil.copy(real_sample_dir / "street-garbage" / "labels" / f"{p.stem}.txt", frames / f"{p.stem}.txt")
+    (frames / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    ds, findings = import_yolo(src, tmp_path / "v")
+    assert ds.classes == ["trash"] and len(ds.files()) == 3 and all(f.label for f in ds.files())
+    assert [(Path(f.path).name, f.reason) for f in findings] == [("orphan.txt", "label file without an image")]
+    assert check_dataset(ds).ok

@@ -1,0 +1,127 @@
+"""The whole retraining loop on real photos: 1 epoch at imgsz 160, then the promotion gate.
+
+import -> retrain (merge onto project classes, grouped split, check, train, ONNX export, eval,
+registry card, gate) -> forced promotion -> gate pass for the model's own ONNX export, and the
+engine's default model following the promoted pointer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+from typer.testing import CliRunner
+
+from detect.registry import get_card, promoted, promoted_model, sha256_file
+from pipelines.retrain.dataset import Dataset
+from streetwatch.cli import app
+
+runner = CliRunner()
+
+
+def _source(real_sample_dir, dest, name, n):
+    (dest / "images").mkdir(parents=True)
+    (dest / "labels").mkdir()
+    shutil.copy(real_sample_dir / name / "classes.txt", dest)
+    for image in sorted((real_sample_dir / name / "images").glob("*.jpg"))[:n]:
+        shutil.copy(image, dest / "images")
+        shutil.copy(real_sample_dir / name / "labels" / f"{image.stem}.txt", dest / "labels")
+    return dest
+
+
+def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))  # registry, weights and runs go here
+    for name, n, extra in (("facades-ads", 8, ["--group-regex", r"img_(\d*)\d\."]), ("street-garbage", 8, [])):
+        src = _source(real_sample_dir, tmp_path / "src" / name, name, n)
+        result = runner.invoke(app, ["data", "import", str(src), "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+
+    # three reviewed cases: two confirmed garbage photos (boxes in pixels) and one rejected
+    reviews = []
+    for i, image in enumerate(sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[8:11]):
+        rows = [list(map(float, line.split())) for line in
+                (real_sample_dir / "street-garbage" / "labels" / f"{image.stem}.txt").read_text().splitlines()]
+        boxes = [{"class_name": "garbage", "xyxy": [640 * (cx - w / 2), 640 * (cy - h / 2), 640 * (cx + w / 2), 640 * (cy + h / 2)]}
+                 for _, cx, cy, w, h in rows]
+        reviews.append({"case_id": f"c{i}", "violation_type": "exposed_garbage", "source_id": f"cam-{i}", "image": str(image),
+                        "decision": "rejected" if i == 2 else "approved", "reason": "not garbage", "boxes": boxes})
+    (tmp_path / "review.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reviews))
+
+    work = tmp_path / "work"
+    result = runner.invoke(app, [
+        "retrain", "--name", "tiny-ft", "--cases", str(tmp_path / "review.jsonl"),
+        "--data", str(tmp_path / "facades-ads"), "--data", str(tmp_path / "street-garbage"),
+        "--map", "cantilever=signboard", "--drop-unmapped", "--epochs", "1", "--imgsz", "160", "--batch", "4",
+        "--val", "0.25", "--work", str(work), "--promote",
+    ])
+    # a garbage/signboard model would end parking and stall detection: the gate refuses (exit 3)
+    assert result.exit_code == 3, result.output
+    assert "gate vs yolo11n: refused" in result.output and "illegal_parking: the current model can detect it" in result.output
+    assert promoted_model() is None
+
+    summary = json.loads((work / "retrain.json").read_text())
+    assert summary["steps"]["from_cases"]["counts"]["images"] == 3 and summary["steps"]["from_cases"]["counts"]["negatives"] == 1
+    data = Dataset(summary["steps"]["split"]["dataset"])
+    assert sum(1 for f in data.files() if "tiny-ft-cases__" in f.image) == 3
+    assert data.classes == ["garbage", "signboard"] + (["win_ad"] if "win_ad" in data.classes else [])
+    assert data.files("train") and data.files("val")
+
+    run = models / "runs" / "tiny-ft"
+    for artifact in ("args.yaml", "results.csv", "results.png", "data.yaml", "weights/best.pt", "streetwatch.json"):
+        assert (run / artifact).is_file(), artifact
+    assert list(run.glob("*PR_curve.png")) and list(run.glob("confusion_matrix*.png"))
+    assert yaml.safe_load((run / "args.yaml").read_text())["epochs"] == 1
+    assert len((run / "results.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
+    assert json.loads((run / "streetwatch.json").read_text())["dataset"]["digest"] == data.digest
+
+    card = get_card("tiny-ft")
+    assert card.dataset["digest"] == data.digest and card.dataset["splits"]["val"]["images"] == len(data.files("val"))
+    assert card.classes == data.classes and card.license == "AGPL-3.0" and card.imgsz == 160
+    assert card.training["epochs"] == 1 and card.training["base"] == "yolo11n" and card.training["amp"] is False
+    assert card.sha256["tiny-ft.pt"] == sha256_file(models / "tiny-ft.pt")
+    ev = card.metrics["eval"]
+    assert ev["digest"] == data.digest and ev["split"] == "val"
+    assert set(ev["box"]["per_class"]) <= set(data.classes) and "mAP50-95" in ev["box"]["overall"]
+    garbage_val = sum(1 for f in data.files("val") if 0 in data.labels(f).boxes[:, 0])
+    g = ev["cases"]["per_type"]["exposed_garbage"]
+    assert g["positives"] == garbage_val and g["tp"] + g["fp"] + g["fn"] + g["tn"] == len(data.files("val"))
+    assert card.thresholds["types"]["exposed_garbage"]["min_conf"] == 0.3
+
+    onnx_card = get_card("tiny-ft-160-dyn")
+    assert onnx_card.format == "onnx" and onnx_card.exported_from == "tiny-ft" and onnx_card.dataset["digest"] == data.digest
+    sess = ort.InferenceSession(str(models / "tiny-ft-160-dyn.onnx"), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 160, 160), np.float32)})[0]
+    assert out.shape[1] == 4 + len(data.classes)
+
+    [decision] = [json.loads(line) for line in (models / "registry" / "promotions.jsonl").read_text().splitlines()]
+    assert decision["candidate"] == "tiny-ft" and decision["passed"] is False and decision["promoted"] is False
+    assert decision["per_type"]["street_stall"]["verdict"] == "lost"
+
+    # the data team may override, with a reason that is recorded
+    split = str(data.root)
+    result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split, "--force"])
+    assert result.exit_code == 2 and "--force needs --reason" in result.stderr
+    result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split, "--force", "--reason", "garbage pilot district"])
+    assert result.exit_code == 0, result.output
+    assert "promoted tiny-ft (FORCED: garbage pilot district)" in result.output
+    record = promoted()
+    assert record.model == "tiny-ft" and record.forced and record.reason == "garbage pilot district"
+    assert record.previous is None and record.data_digest == data.digest
+
+    # the model's own ONNX export is exactly as good: the gate passes without force
+    result = runner.invoke(app, ["models", "promote", "tiny-ft-160-dyn", "--data", split])
+    assert result.exit_code == 0, result.output
+    assert "gate tiny-ft-160-dyn vs tiny-ft (tolerance 0.02): passed" in result.output
+    assert promoted().previous == "tiny-ft" and not promoted().forced
+
+    from detect.engine import load_detector
+
+    detector = load_detector(imgsz=160)  # no model named: the promoted one
+    assert detector.model_id == "tiny-ft-160-dyn" and list(detector.names.values()) == data.classes
+    log = [json.loads(line) for line in (models / "registry" / "promotions.jsonl").read_text().splitlines()]
+    assert [(d["candidate"], d["passed"], d["forced"], d["promoted"]) for d in log] == [
+        ("tiny-ft", False, False, False), ("tiny-ft", False, True, True), ("tiny-ft-160-dyn", True, False, True)]

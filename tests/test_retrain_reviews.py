@@ -1,0 +1,86 @@
+"""Reviewed cases flow from the real case store and evidence bundles into a training dataset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import numpy as np
+import supervision as sv
+import yaml
+from typer.testing import CliRunner
+
+from detect.evidence import BundleContext, ModelInfo
+from detect.frames import Frame
+from detect.imageio import read_image
+from detect.rules import PhotoRules
+from pipelines.cases.intake import Intake
+from pipelines.retrain.check import check_dataset
+from pipelines.retrain.dataset import Dataset
+from pipelines.settings import load_settings
+from streetwatch.cli import app
+
+runner = CliRunner()
+
+
+def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_path, monkeypatch, real_sample_dir, bus_event):
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
+    }))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    intake = Intake.from_settings(load_settings(config), ModelInfo("garbage-v1", "ab" * 32))
+    store = intake.store
+
+    # a street-garbage photo with the box a garbage model gives (its label), through the real photo rules
+    src = real_sample_dir / "street-garbage"
+    picture = sorted((src / "images").glob("*.jpg"))[0]
+    image = read_image(picture)
+    h, w = image.shape[:2]
+    _, cx, cy, bw, bh = map(float, (src / "labels" / f"{picture.stem}.txt").read_text().split("\n")[0].split())
+    xyxy = np.array([[(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]])
+    dets = sv.Detections(xyxy=xyxy, confidence=np.array([0.9]), class_id=np.array([0]), data={"class_name": np.array(["garbage"])})
+    frame = Frame(image=image, source_id="batch-3", ts=datetime(2025, 3, 14, 2, 0, tzinfo=UTC), frame_id="p1", path=str(picture))
+    [garbage_event] = PhotoRules().process(frame, dets)
+    confirmed = intake.record_event(garbage_event, BundleContext(source_kind="photo_batch"))
+    store.review(confirmed.id, approve=True, reviewer="li.wei", target="sim", reason_code="confirmed")
+
+    bus, _ = bus_event
+    rejected = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o0"), BundleContext(source_kind="photo_batch"))
+    store.review(rejected.id, approve=False, reviewer="li.wei", reason_code="not_a_violation", note="a bus at its stop")
+    permitted = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o9"), BundleContext(source_kind="photo_batch"))
+    store.review(permitted.id, approve=False, reviewer="li.wei", reason_code="permitted")
+    waiting = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o8"), BundleContext(source_kind="photo_batch"))
+
+    out = tmp_path / "reviews"
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exported 3 reviewed cases" in result.output
+    lines = [json.loads(x) for x in (out / "review.jsonl").read_text().splitlines()]
+    assert {x["case_id"] for x in lines} == {confirmed.id, rejected.id, permitted.id}  # not the unreviewed one
+    assert waiting.id not in (out / "review.jsonl").read_text()
+    line = next(x for x in lines if x["case_id"] == confirmed.id)
+    assert line["decision"] == "approved" and line["boxes"][0]["class_name"] == "garbage"
+    assert (line["width"], line["height"]) == (w, h) and (out / line["image"]).is_file()
+
+    result = runner.invoke(app, ["data", "from-cases", str(out / "review.jsonl"), "--out", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    assert f"(case {permitted.id}): rejected as 'permitted': the object is real, not a hard negative: skipped" in result.output
+    ds = Dataset(tmp_path / "ds")
+    assert ds.classes == ["garbage"] and len(ds.files()) == 2 and check_dataset(ds).ok
+    entries = {f.source: f for f in ds.files()}
+    positive = ds.labels(entries[f"cases {confirmed.id}"]).boxes
+    assert positive[:, 0].tolist() == [0] and np.allclose(positive[0, 1:], [cx, cy, bw, bh], atol=2e-3)  # box drawn back where it was
+    negative = entries[f"cases {rejected.id}"]
+    assert len(ds.labels(negative).boxes) == 0
+    assert negative.note == "hard negative: rejected illegal_parking: a bus at its stop"
+
+    # an altered evidence picture never becomes training data
+    stored = tmp_path / "evidence" / confirmed.id / store.get(confirmed.id).evidence_boxes["image"]
+    assert stored.is_file()
+    stored.write_bytes(stored.read_bytes()[:-100])
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(tmp_path / "reviews2")])
+    assert result.exit_code == 0 and f"case {confirmed.id}: " in result.output and "does not match its bundle manifest" in result.output

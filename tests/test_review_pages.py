@@ -1,0 +1,136 @@
+"""The review pages in headless Chromium (Selenium + Debian's chromium-driver) against `streetwatch serve`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import httpx
+import pytest
+import yaml
+
+from tests.api_helpers import KEY, auth, draft_cases, make_app, settings_for, write_cameras
+from tests.conftest import REPO, start_server, stop_process
+from tests.pg import free_port
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1000"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, bus_event, bus_jpg):
+    """A served app with three candidate cases and two cameras, a reviewer token, and a browser."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("chromium and chromium-driver are needed: run scripts/install-system-deps.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    tmp = tmp_path_factory.mktemp("pages")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    cams = write_cameras(tmp, bus_jpg)
+    settings = settings_for(tmp, dispatch={"targets": {"dcm": {"adapter": "cn-dcm", "url": "http://127.0.0.1:9/x"}}},
+                            cameras_file=str(cams["file"]), triage={"workers": 1, "ocr": "off"})
+    app, tokens = make_app(settings, resume_jobs=False)
+    ids = draft_cases(app, bus_event, [{}, {}, {}])
+    app.state.ctx.store.close()
+    config = tmp / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    port = free_port()
+    env = {**os.environ, "STREETWATCH_EVIDENCE_KEY": KEY}
+    server = start_server([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(port), "--config", str(config)],
+                          "127.0.0.1", port, tmp / "serve.log", timeout_s=60, cwd=REPO, env=env)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
+    try:
+        yield {"base": f"http://127.0.0.1:{port}", "token": tokens["reviewer"], "ids": ids, "browser": browser}
+    finally:
+        browser.quit()
+        stop_process(server)
+        mp.undo()
+
+
+def _wait(browser, condition, what: str, timeout: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition, message=f"waiting for {what}")
+
+
+def _login(site) -> None:
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/login?next=/ui/queue")
+    b.find_element(By.ID, "token").send_keys(site["token"])
+    b.find_element(By.CSS_SELECTOR, "#login button").click()
+    _wait(b, lambda d: d.current_url.endswith("/ui/queue"), "the queue page")
+
+
+def _case(site, case_id: str) -> dict:
+    return httpx.get(f"{site['base']}/api/v1/cases/{case_id}", headers=auth(site["token"]), timeout=10).json()["case"]
+
+
+def test_queue_shows_evidence_and_is_worked_with_the_keyboard(site):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 3, "three cases in the queue")
+    loaded = "const i = document.getElementById('evidence-image'); return !!i && i.complete && i.naturalWidth > 0;"
+    _wait(b, lambda d: d.execute_script(loaded), "the evidence image to load")
+    assert b.execute_script("return document.getElementById('evidence-image').naturalWidth") == 810
+    assert len(b.find_elements(By.CSS_SELECTOR, "#detail svg rect.box")) == 1  # the bus
+    assert len(b.find_elements(By.CSS_SELECTOR, "#detail svg polygon.zone")) == 1
+    assert "机动车乱停放" in b.find_element(By.CSS_SELECTOR, "#detail h2").text
+
+    ActionChains(b).send_keys("j").perform()  # next case
+    second = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
+    _wait(b, lambda d: second in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the second case's detail")
+    assert second == b.find_elements(By.CSS_SELECTOR, "#cases li")[1].get_attribute("data-case")
+    ActionChains(b).send_keys("c").perform()  # confirm
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 2, "the confirmed case to leave the queue")
+    confirmed = _case(site, second)
+    assert (confirmed["state"], confirmed["review_decision"], confirmed["reviewer"]) == ("queued", "approved", "reviewer-user")
+
+    current = b.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case")
+    _wait(b, lambda d: current in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the next case's detail")
+    ActionChains(b).send_keys("r").perform()  # reject: the reasons open, 3 = duplicate
+    _wait(b, lambda d: d.find_element(By.ID, "reasons").is_displayed(), "the reject reasons")
+    ActionChains(b).send_keys("3").perform()
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 1, "the rejected case to leave the queue")
+    rejected = _case(site, current)
+    assert (rejected["state"], rejected["review_reason"]) == ("rejected", "duplicate")
+    assert set(site["ids"]) - {second, current} == {b.find_element(By.CSS_SELECTOR, "#cases li").get_attribute("data-case")}
+
+
+def test_upload_page_shows_progress_and_results(site, bus_jpg):
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    b.get(site["base"] + "/ui/upload")
+    b.find_element(By.ID, "files").send_keys(str(bus_jpg))
+    b.find_element(By.CSS_SELECTOR, "#upload button").click()
+    _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)
+    assert b.execute_script("const p = document.getElementById('job-progress'); return [p.value, p.max];") == [1, 1]
+    assert b.execute_script("return document.getElementById('upload-progress').value") == 1
+    row = b.find_element(By.CSS_SELECTOR, "#results tr")
+    assert "bus.jpg" in row.text and "机动车乱停放" in row.text and row.get_attribute("data-status") == "ok"
+
+
+def test_camera_page_draws_the_zones_on_the_snapshot(site):
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    b.get(site["base"] + "/ui/cameras")
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#snapshot svg polygon.zone")) == 7, "the zones over the snapshot")
+    assert b.execute_script("return document.getElementById('snapshot-image').naturalWidth") == 810
+    assert '"camera_id": "cam-01"' in b.find_element(By.ID, "scene").get_attribute("value")
+    assert len(b.find_elements(By.CSS_SELECTOR, "#cameras li")) == 2
