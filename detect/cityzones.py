@@ -25,7 +25,7 @@ from detect.scenes import TimeZoneName, ZoneRules, check_types
 from detect.taxonomy import Taxonomy, load_taxonomy
 
 
-def _geometry(geom: dict[str, Any]) -> BaseGeometry:
+def geometry_of(geom: dict[str, Any]) -> BaseGeometry:
     """A valid lon/lat Polygon/MultiPolygon or a ValueError saying why not."""
     if not isinstance(geom, dict) or geom.get("type") not in ("Polygon", "MultiPolygon"):
         got = geom.get("type") if isinstance(geom, dict) else type(geom).__name__
@@ -54,7 +54,7 @@ class GeoFeature(BaseModel):
     @field_validator("geometry")
     @classmethod
     def _valid_geometry(cls, geom: dict[str, Any]) -> dict[str, Any]:
-        _geometry(geom)
+        geometry_of(geom)
         return geom
 
 
@@ -72,7 +72,7 @@ class CityZones:
     def __init__(self, data: CityZonesFile) -> None:
         self.timezone = data.timezone
         self.zones = [f.properties for f in data.features]
-        self._shapes = [_geometry(f.geometry) for f in data.features]
+        self._shapes = [geometry_of(f.geometry) for f in data.features]
 
     @property
     def tz(self) -> ZoneInfo:

@@ -75,7 +75,8 @@ def write_settings(out: Path, api_url: str, sim_url: str, cameras_file: Path) ->
         "dispatch": {"targets": {TARGET: {"adapter": "cn-dcm", "url": f"{sim_url}/cn-dcm/cases", "timeout_s": 10,
                                           "callback_url": f"{api_url}/api/v1/dispatch/{TARGET}/webhook"}}},
         "service": {"data_dir": str(out / "service"), "cameras_file": str(cameras_file),
-                    "camera_events": str(out / "camera-events.jsonl"), "triage": {"workers": 1, "ocr": "auto"}},
+                    "camera_events": str(out / "camera-events.jsonl"),
+                    "snapshot_dir": str(out / "snapshots"), "triage": {"workers": 1, "ocr": "auto"}},
     }
     path = out / "settings.yaml"
     header = "# Written by `streetwatch demo` for this run; use it with any command: --config " + str(path) + "\n"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
 from tests.conftest import REPO
@@ -56,6 +57,10 @@ def test_demo_opens_camera_cases_with_valid_evidence_and_clears_one(demo_run):
     flyposting = next(c for c in camera if c.violation_type == "flyposting")
     manifest = json.loads((out / "evidence" / flyposting.id / "manifest.json").read_text(encoding="utf-8"))
     assert "13800138000" in manifest["text"]["phones"]  # read by OCR from the rendered poster
+    for camera_id in ("cam-01", "cam-02"):  # the latest frames the camera page shows, at the clips' size
+        snapshot = cv2.imread(str(out / "snapshots" / f"{camera_id}.jpg"))
+        reference = cv2.imread(str(out / "media" / f"{camera_id}-reference.jpg"))
+        assert snapshot is not None and snapshot.shape == reference.shape, camera_id
 
 
 def test_demo_triages_the_photo_folder_and_dispatches_a_confirmed_case(demo_run):

@@ -14,7 +14,7 @@ import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from detect.cityzones import GeoFeature
-from detect.cityzones import _geometry as valid_polygon
+from detect.cityzones import geometry_of as valid_polygon
 from detect.config_io import load_model
 from detect.frames import GeoPoint
 

@@ -32,10 +32,11 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path) -> dict:
     """`streetwatch watch --replay` on the demo cameras: cases with evidence from the real detector and rules."""
     from detect.evidence import ModelInfo
     from pipelines.cases.intake import Intake
+    from detect.registry import sha256_file
     from pipelines.cctv.service import Watcher
-    from streetwatch.commands.watch import _sha256
+    from pipelines.cctv.snapshots import SnapshotWriter
 
-    intake = Intake.from_settings(settings, ModelInfo(detector.model_id, _sha256(detector.model_path)))
+    intake = Intake.from_settings(settings, ModelInfo(detector.model_id, sha256_file(detector.model_path)))
     with open(events_path, "a", encoding="utf-8") as sink:
         def on_record(data: dict) -> None:
             sink.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
@@ -45,7 +46,8 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path) -> dict:
                            f"{data['at'][11:19]} UTC (media time) -> case {data['case_id']}")
 
         try:
-            watcher = Watcher(cameras_file, detector, intake, replay=True, on_record=on_record)
+            watcher = Watcher(cameras_file, detector, intake, replay=True, on_record=on_record,
+                              on_analysed=SnapshotWriter(Path(settings.service["snapshot_dir"]), every_s=2.0))
             for cid, message in watcher.refused.items():
                 typer.secho(f"  camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
             return watcher.run()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 from pathlib import Path
@@ -19,16 +18,6 @@ def register(app: typer.Typer) -> None:
     app.command("watch")(watch)
 
 
-def _sha256(path: Path | None) -> str | None:
-    if path is None or not Path(path).is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def watch(
     cameras: Annotated[Path, typer.Option("--cameras", help="Cameras file (YAML/JSON; see docs/cctv.md).")],
     backend: BackendOpt = "onnx",
@@ -43,6 +32,10 @@ def watch(
                                                           "every sampled frame; exit when all files are done.")] = False,
     events: Annotated[Path | None, typer.Option("--events", help="Append violation, re-check, health and status records "
                                                                  "here as JSON lines.")] = None,
+    snapshots: Annotated[Path | None, typer.Option("--snapshots", help="Keep the latest analysed frame of each camera "
+                                                                     "here as <camera id>.jpg (the service's snapshot_dir).")] = None,
+    snapshot_every: Annotated[float, typer.Option("--snapshot-every", min=0.0,
+                                                  help="Seconds between snapshot writes per camera.")] = 10.0,
     config: SettingsOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -58,8 +51,10 @@ def watch(
     from detect.config_io import ConfigError, load_model
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
     from detect.evidence import EvidenceKeyError, ModelInfo
+    from detect.registry import sha256_file
     from pipelines.cases.intake import Intake
     from pipelines.cctv.service import Watcher
+    from pipelines.cctv.snapshots import SnapshotWriter
     from pipelines.evidence_store import StorageError
 
     from pipelines.cctv.config import CamerasFile
@@ -74,7 +69,7 @@ def watch(
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
     try:
-        intake = Intake.from_settings(settings, ModelInfo(detector.model_id, _sha256(detector.model_path)))
+        intake = Intake.from_settings(settings, ModelInfo(detector.model_id, sha256_file(detector.model_path)))
     except (EvidenceKeyError, StorageError) as exc:
         fail(str(exc))
     sink = open(events, "a", encoding="utf-8") if events else None
@@ -85,7 +80,8 @@ def watch(
             sink.flush()
 
     try:
-        watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record)
+        watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record,
+                          on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None)
     except ConfigError as exc:
         fail(str(exc))
     for cid, message in watcher.refused.items():
