@@ -61,11 +61,13 @@ def make_12mp(sources: list[Path], folder: Path, size: tuple[int, int] = DEFAULT
     import cv2
     import piexif
 
+    from detect.imageio import read_image
+
     folder.mkdir(parents=True, exist_ok=True)
     start = datetime(2024, 5, 20, 9, 0, 0)
     out = []
     for i, src in enumerate(sources):
-        image = cv2.imread(str(src))
+        image = read_image(src)  # any format the benchmark harness accepts, EXIF-oriented
         w, h = size if image.shape[1] >= image.shape[0] else size[::-1]
         big = cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
         ok, buf = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -120,6 +122,7 @@ def run(
     *,
     model: str = "yolo11n",
     backend: str = "onnx",
+    device: str = "cpu",
     imgsz: int = 640,
     conf: float = 0.25,
     workers: int | None = None,
@@ -132,6 +135,7 @@ def run(
 
     `triage_model` runs triage with another export of the model (e.g. its INT8 ONNX file) while
     the baseline keeps `model`; the record says so. Default: the same model on both sides.
+    `device` runs both sides there (tensorrt: triage through that ONNX Runtime provider, the baseline on CUDA).
     """
     prepare_ultralytics_env()
     import supervision as sv
@@ -145,7 +149,9 @@ def run(
     weights, _ = resolve_weights(model)
     tmp = Path(tempfile.mkdtemp(prefix="triage-bench-"))
     yolo = YOLO(str(weights), task="detect")
-    settings = TriageSettings(out=tmp / "triage", model=triage_model or model, backend=backend, conf=conf, imgsz=imgsz, cases=False,
+    base_device = device.replace("tensorrt", "cuda")
+    settings = TriageSettings(out=tmp / "triage", model=triage_model or model, backend=backend, device=device, conf=conf, imgsz=imgsz,
+                              cases=False,
                               **({"workers": workers} if workers else {}))
     detector = triage_detector(settings)
     try:
@@ -154,16 +160,16 @@ def run(
         for f in files:  # same page-cache state for both loops
             f.read_bytes()
         for f in files[:2]:  # warm-up, both orientations (bus.jpg is portrait)
-            yolo.predict(str(f), imgsz=imgsz, conf=conf, verbose=False)
+            yolo.predict(str(f), imgsz=imgsz, conf=conf, device=base_device, verbose=False)
         for shape in ((size[1], size[0], 3), (size[0], size[1], 3)):  # first use of an input shape is slow in ORT
             detector.detect([np.zeros((shape[0] // 4, shape[1] // 4, 3), np.uint8)])
 
-        base_times, triage_times, base_cpu, triage_cpu = [], [], [], []
+        base_times, triage_times, base_cpu, triage_cpu, stage_ms = [], [], [], [], []
         base_out = []
         load_before = os.getloadavg()[0]
         for r in range(rounds):
             start, cpu = time.perf_counter(), time.process_time()
-            outs = [sv.Detections.from_ultralytics(yolo.predict(str(f), imgsz=imgsz, conf=conf, verbose=False)[0]) for f in files]
+            outs = [sv.Detections.from_ultralytics(yolo.predict(str(f), imgsz=imgsz, conf=conf, device=base_device, verbose=False)[0]) for f in files]
             base_times.append(time.perf_counter() - start)
             base_cpu.append(time.process_time() - cpu)
             base_out = base_out or outs
@@ -175,6 +181,7 @@ def run(
             triage_cpu.append(time.process_time() - cpu)
             if result.tally.ok != len(files):
                 raise RuntimeError(f"triage read {result.tally.ok} of {len(files)} photos")
+            stage_ms.append(result.stats.stage_ms())
 
         ours = _detections_from_records(tmp / "triage-0" / "results.jsonl", files, detector.names)
         agreement = match_all(base_out, ours, iou_threshold=0.5)
@@ -196,12 +203,13 @@ def run(
             "model": model,
             "weights": weights.name,
             "weights_sha256": sha256_file(weights),
-            "triage": {"backend": backend, "onnx_model": detector.describe()["model"], "workers": settings.workers,
+            "triage": {"backend": backend, "device": device, "onnx_model": detector.describe()["model"], "workers": settings.workers,
                        "threads_per_worker": detector.describe().get("threads"),
                        "imgsz": imgsz, "conf": conf, "seconds": [round(t, 3) for t in triage_times],
                        "photos_per_s": round(triage_rate, 3),
-                       "cpu_ms_per_photo": round(statistics.median(triage_cpu) / len(files) * 1000, 1)},
-            "baseline": {"loop": "YOLO(weights).predict(path)", "imgsz": imgsz, "conf": conf,
+                       "cpu_ms_per_photo": round(statistics.median(triage_cpu) / len(files) * 1000, 1),
+                       "stage_ms_per_photo": {k: round(statistics.median(r[k] for r in stage_ms), 3) for k in stage_ms[0]}},
+            "baseline": {"loop": "YOLO(weights).predict(path)", "device": base_device, "imgsz": imgsz, "conf": conf,
                          "seconds": [round(t, 3) for t in base_times], "photos_per_s": round(base_rate, 3),
                          "cpu_ms_per_photo": round(statistics.median(base_cpu) / len(files) * 1000, 1)},
             "speedup": round(triage_rate / base_rate, 3),

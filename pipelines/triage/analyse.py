@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from detect.engine.profile import StageProfile
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from pipelines.triage.findings import Finding, boxes_json, finding_json, merge_events
@@ -37,9 +38,13 @@ class Analyser:
     def findings(self, photo: Photo, detections: sv.Detections) -> list[Finding]:
         return merge_events(self.rules.process(photo.frame(), detections))
 
-    def record(self, photo: Photo, detections: sv.Detections) -> dict[str, Any]:
-        """The photo's JSONL record; positives also get a thumbnail and a perceptual hash."""
-        findings = self.findings(photo, detections)
+    def record(self, photo: Photo, detections: sv.Detections, stages: StageProfile) -> dict[str, Any]:
+        """The photo's JSONL record; positives also get a thumbnail and a perceptual hash.
+
+        Times the `rules` (findings) and `evidence` (thumbnail, hash) stages into `stages`.
+        """
+        with stages.timed("rules"):
+            findings = self.findings(photo, detections)
         record: dict[str, Any] = {
             "source": photo.source.name,
             **photo.source.locator(),
@@ -52,15 +57,15 @@ class Analyser:
             "findings": [finding_json(f, self.taxonomy, photo.scale) for f in findings],
         }
         if findings:
-            h, w = photo.image.shape[:2]
-            k = min(1.0, self.thumb_side / max(h, w))
-            small = cv2.resize(photo.image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-            record["phash"] = f"{perceptual_hash(small):016x}"  # from the clean thumbnail: 6x cheaper than full size
-            thumb = self.thumb_dir / f"{photo.photo_id}.jpg"
-            write_thumbnail(thumb, small, k, findings)
-            record["thumb"] = f"{THUMBS}/{thumb.name}"
+            with stages.timed("evidence"):
+                h, w = photo.image.shape[:2]
+                k = min(1.0, self.thumb_side / max(h, w))
+                small = cv2.resize(photo.image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+                record["phash"] = f"{perceptual_hash(small):016x}"  # from the clean thumbnail: 6x cheaper than full size
+                thumb = self.thumb_dir / f"{photo.photo_id}.jpg"
+                write_thumbnail(thumb, small, k, findings)
+                record["thumb"] = f"{THUMBS}/{thumb.name}"
         return record
-
 
 def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Finding]) -> None:
     """The thumbnail (`small` = decoded photo scaled by `k`) with the evidence boxes of its findings drawn."""

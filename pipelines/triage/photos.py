@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from detect.engine.profile import StageProfile
 from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.triage.exif import read_facts
@@ -86,24 +87,30 @@ def load_photo(
     settings: TriageSettings,
     journal: Journal,
     grid: GridCells | None,
+    stages: StageProfile,
 ) -> Photo | Skipped | dict[str, Any]:
-    """Read, hash and decode one photo; an error or duplicate comes back as its finished record."""
+    """Read, hash and decode one photo; an error or duplicate comes back as its finished record.
+
+    Times the `read` (bytes + hash) and `decode` (pixels + EXIF facts) stages into `stages`.
+    """
     name = source.name
     try:
-        data = source.read_bytes(archives)
+        with stages.timed("read"):
+            data = source.read_bytes(archives)
+            sha = hashlib.sha256(data).hexdigest()
     except SourceReadError as exc:
         return error_record(name, str(exc))
-    sha = hashlib.sha256(data).hexdigest()
     if journal.seen(name, sha):
         return Skipped(source)
     first = journal.done_hashes.get(sha)
     if first is not None:
         return error_record(name, f"duplicate of {first}", sha, status="duplicate", duplicate_of=first)
     try:
-        decoded = decode_image(data, name, max_side=settings.imgsz)
+        with stages.timed("decode"):
+            decoded = decode_image(data, name, max_side=settings.imgsz)
+            facts = read_facts(decoded.exif, settings.tz)
     except ImageReadError as exc:
         return error_record(name, exc.reason, sha)
-    facts = read_facts(decoded.exif, settings.tz)
     taken_at, time_source = facts.taken_at, "exif"
     if taken_at is None:
         taken_at, time_source = source.modified_at(archives, settings.tz), "file"

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import supervision as sv
@@ -37,6 +37,7 @@ from rich.progress import (
 from rich.text import Text
 
 from detect.engine import Detector
+from detect.engine.profile import StageProfile
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.grid import GridCells
 from pipelines.triage.journal import Journal
@@ -46,6 +47,10 @@ from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused
 from pipelines.triage.text import PhotoText
 
 log = logging.getLogger(__name__)
+
+#: Stages timed per photo: read (bytes + SHA-256), decode (reduced pixels + EXIF), infer (detector),
+#: ocr (text, photos that need it), rules (findings), evidence (thumbnail + perceptual hash of positives).
+STAGES = ("read", "decode", "infer", "ocr", "rules", "evidence")
 
 
 class TriageInterrupted(KeyboardInterrupt):
@@ -63,6 +68,8 @@ class RunStats:
     errors: int = 0
     duplicates: int = 0
     elapsed_s: float = 0.0
+    #: Wall seconds per stage, summed over the worker and writer threads (they overlap).
+    stages: StageProfile = field(default_factory=lambda: StageProfile(seconds=dict.fromkeys(STAGES, 0.0)))
 
     @property
     def recorded(self) -> int:
@@ -72,6 +79,12 @@ class RunStats:
     def rate(self) -> float:
         """Photos recorded per second of this run (decode + detect + rules + writing)."""
         return self.recorded / self.elapsed_s if self.elapsed_s else 0.0
+
+    def stage_ms(self) -> dict[str, float]:
+        """Milliseconds per recorded photo in each stage: where the time goes. Workers run in
+        parallel, so the stages add up to more than the wall time per photo (1 / rate)."""
+        n = max(self.recorded, 1)
+        return {stage: round(s * 1000 / n, 3) for stage, s in self.stages.seconds.items()}
 
 
 class _RateColumn(ProgressColumn):
@@ -153,7 +166,7 @@ class _Writer(threading.Thread):
             return item
         photo, detections = item
         try:
-            return self.analyser.record(photo, detections)
+            return self.analyser.record(photo, detections, self.stats.stages)
         except Exception as exc:  # noqa: BLE001 - one photo's failure must not stop the run
             log.exception("%s: judging failed", photo.source.name)
             return error_record(photo.source.name, f"internal error while judging: {exc}", photo.sha256, **photo.facts())
@@ -208,21 +221,22 @@ def process_photos(
         if isinstance(item, Refused):
             return Skipped(item) if journal.seen(item.name, None) else error_record(item.name, item.reason)
         try:
-            photo = load_photo(item, archives, settings, journal, grid)
+            photo = load_photo(item, archives, settings, journal, grid, stats.stages)
         except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the run
             log.exception("%s: reading failed", item.name)
             return error_record(item.name, f"internal error while reading: {exc}")
         if not isinstance(photo, Photo):
             return photo
         try:
-            with infer_lock:
+            with infer_lock, stats.stages.timed("infer"):
                 detections = detector.detect([photo.image])[0]
         except Exception as exc:  # noqa: BLE001
             log.exception("%s: detection failed", item.name)
             return error_record(item.name, f"detection failed: {exc}", photo.sha256, **photo.facts())
         if photo.data is not None and text.wanted(detections):
             try:
-                detections = text.add(photo.data, photo.image, detections, item.name)
+                with stats.stages.timed("ocr"):
+                    detections = text.add(photo.data, photo.image, detections, item.name)
             except Exception as exc:  # noqa: BLE001 - the detections stand without the text
                 log.exception("%s: OCR failed", item.name)
                 photo.warnings.append(f"OCR failed: {exc}")

@@ -35,7 +35,7 @@ def bench(
     batch: Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes.")] = "1,8",
     imgsz: Annotated[str, typer.Option("--imgsz", help="Comma-separated input sizes (multiples of 32).")] = "640",
     duration: Annotated[float, typer.Option("--duration", help="Timed seconds per variant (unless --count).")] = 10.0,
-    count: Annotated[int | None, typer.Option("--count", min=1, help="Exact number of timed calls per variant.")] = None,
+    count: Annotated[int | None, typer.Option("--count", min=1, help="Exact number of timed calls per variant; makes the triage and CCTV suites a short smoke run.")] = None,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls before measuring.")] = 3,
     images: Annotated[list[Path] | None, typer.Option("--images", help="Image folder or file (repeatable). Default: ultralytics' bus.jpg and zidane.jpg plus ../shared/datasets/real-sample when present.")] = None,
     max_images: Annotated[int, typer.Option("--max-images", min=1, help="Benchmark images used at most.")] = 16,
@@ -51,11 +51,13 @@ def bench(
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="Exit 1 when --compare finds a regression.")] = False,
     from_record: Annotated[Path | None, typer.Option("--from", help="Do not run: report on this earlier JSON record (with --markdown / --compare).")] = None,
 ) -> None:
-    """Benchmark the detector (and, once they exist, the triage and CCTV pipelines) on real images.
+    """Benchmark the detector, the photo-triage job and the CCTV service on real images.
 
-    Every variant is warmed up, checked for accuracy against the fp32 CPU reference of its backend
-    (recall/precision at IoU 0.5; a fast variant that disagrees is flagged) and timed with device
-    synchronisation. Variants that cannot run here are recorded as skipped with the reason.
+    Every model variant is warmed up, checked for accuracy against the fp32 CPU reference of its
+    backend (recall/precision at IoU 0.5; a fast variant that disagrees is flagged) and timed with
+    device synchronisation. Triage variants report photos/s on 12 MP photos, the per-stage split and
+    the agreement with a plain YOLO predict loop. Variants that cannot run here are recorded as
+    skipped with the reason.
     """
     setup_logging()
     from benchmarks.record import load_record
