@@ -19,7 +19,8 @@ from benchmarks.environment import environment
 from detect.engine import load_detector
 from detect.engine.compare import match_all
 from detect.imageio import read_image
-from detect.registry import resolve_weights, sha256_file
+from detect.registry import resolve_weights
+from detect.digests import sha256_file
 from detect.runtime_env import prepare_ultralytics_env
 
 

@@ -21,7 +21,8 @@ from benchmarks.environment import environment
 from benchmarks.record import BenchRecord, ImageInfo, ModelFile
 from benchmarks.suites import run_suite
 from detect.imageio import ImageReadError, read_image
-from detect.registry import resolve_weights, sha256_file
+from detect.registry import resolve_weights
+from detect.digests import sha256_file
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]

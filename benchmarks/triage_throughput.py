@@ -142,7 +142,8 @@ def run(
     from ultralytics import YOLO
 
     from detect.engine.compare import match_all
-    from detect.registry import resolve_weights, sha256_file
+    from detect.registry import resolve_weights
+    from detect.digests import sha256_file
     from pipelines.triage import TriageSettings, run_triage
     from pipelines.triage.run import triage_detector
 

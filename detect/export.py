@@ -18,7 +18,8 @@ import numpy as np
 
 from detect.engine.letterbox import make_batch
 from detect.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
-from detect.registry import ModelCard, export_id, registry_dir, resolve_weights, save_card, sha256_file
+from detect.registry import ModelCard, export_id, registry_dir, resolve_weights, save_card
+from detect.digests import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ users may instead let Ultralytics download the official release file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from datetime import datetime, timezone
@@ -135,14 +134,6 @@ def resolve_weights(model: str | Path) -> tuple[Path, ModelCard | None]:
         + (f", or unset YOLO_OFFLINE on a machine with internet so Ultralytics downloads {card.download}."
            if card.download else ".")
     )
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_card(card: ModelCard) -> Path:

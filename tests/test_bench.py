@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from benchmarks.record import Accuracy, BenchRecord, VariantResult, load_record
 from benchmarks.suites.model import flag
-from detect.registry import resolve_weights, sha256_file
+from detect.registry import resolve_weights
+from detect.digests import sha256_file
 from streetwatch.cli import app
 
 runner = CliRunner()

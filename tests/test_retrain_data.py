@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from detect.registry import sha256_file
+from detect.digests import sha256_file
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.classes import load_classes
 from pipelines.retrain.dataset import Dataset, DatasetError, Item, content_digest, parse_labels, write_dataset

@@ -15,7 +15,8 @@ import onnxruntime as ort
 import yaml
 from typer.testing import CliRunner
 
-from detect.registry import get_card, promoted, promoted_model, sha256_file
+from detect.registry import get_card, promoted, promoted_model
+from detect.digests import sha256_file
 from pipelines.retrain.dataset import Dataset
 from streetwatch.cli import app
 

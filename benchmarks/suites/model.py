@@ -30,7 +30,7 @@ from benchmarks.record import Accuracy, ModelFile, VariantResult
 from detect.engine import Detector, DetectorConfigError, ModelNotFoundError, load_detector
 from detect.engine.compare import match_all
 from detect.engine.profile import StageProfile
-from detect.registry import sha256_file
+from detect.digests import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from detect.events import ViolationEvent
 from detect.evidence.config import EvidenceConfig
 from detect.evidence.privacy import blur_private
 from detect.evidence.ring import evenly
-from detect.evidence.signing import FORMAT, SIGNATURE, read_manifest, sha256_bytes, write_signed_manifest
+from detect.evidence.signing import FORMAT, SIGNATURE, read_manifest, write_signed_manifest
+from detect.digests import sha256_bytes, sha256_file
 from detect.frames import Frame, GeoPoint
 
 ZONE_COLOR = sv.Color.from_hex("#ffd400")
@@ -45,6 +46,11 @@ class ModelInfo:
 
     id: str
     sha256: str | None = None
+
+    @classmethod
+    def of(cls, detector) -> ModelInfo:
+        """The model a `detect.engine.Detector` runs, with the digest of the file it loaded."""
+        return cls(detector.model_id, sha256_file(detector.model_path))
 
 
 @dataclass

@@ -17,21 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from detect.digests import sha256_bytes, sha256_file
+
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
 FORMAT = "streetwatch-evidence/1"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def key_id(key: bytes) -> str:

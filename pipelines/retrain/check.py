@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from detect.imageio import ImageReadError, decode_image
-from detect.registry import sha256_file
+from detect.digests import sha256_file
 from pipelines.retrain.dataset import IMAGE_SUFFIXES, MANIFEST, Dataset, FileEntry, parse_labels
 
 #: Perceptual-hash distance (bits of 64) at or below which two pictures count as near-duplicates.

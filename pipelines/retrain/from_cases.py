@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.imageio import ImageReadError, decode_image
-from detect.registry import sha256_file
+from detect.digests import sha256_file
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.retrain.check import Finding
 from pipelines.retrain.classes import ProjectClasses, load_classes

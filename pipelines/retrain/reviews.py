@@ -14,7 +14,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from detect.evidence.signing import MANIFEST, sha256_bytes
+from detect.evidence.signing import MANIFEST
+from detect.digests import sha256_bytes
 from pipelines.cases import CaseStore
 from pipelines.evidence_store import EvidenceStore, StorageError
 from pipelines.retrain.check import Finding

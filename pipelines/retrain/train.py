@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detect.registry import ModelCard, get_card, registry_dir, resolve_weights, save_card, sha256_file
+from detect.registry import ModelCard, get_card, registry_dir, resolve_weights, save_card
+from detect.digests import sha256_file
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.dataset import Dataset, DatasetError
 

@@ -157,14 +157,13 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     missing or the dispatch target is not configured, before any photo is read.
     """
     from detect.evidence import EvidenceKeyError, ModelInfo
-    from detect.registry import sha256_file
     from pipelines.evidence_store import StorageError
 
     targets = deployment.dispatch.targets
     if dispatch_target is not None and dispatch_target not in targets:
         known = ", ".join(sorted(targets)) or "none configured: add one under dispatch.targets in the --config file"
         raise CasesUnavailable(f"unknown dispatch target {dispatch_target!r} (targets: {known})")
-    model = ModelInfo(detector.model_id, sha256_file(Path(detector.model_path)))
+    model = ModelInfo.of(detector)
     try:
         intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy)
     except EvidenceKeyError as exc:

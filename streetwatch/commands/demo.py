@@ -32,11 +32,10 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path) -> dict:
     """`streetwatch watch --replay` on the demo cameras: cases with evidence from the real detector and rules."""
     from detect.evidence import ModelInfo
     from pipelines.cases.intake import Intake
-    from detect.registry import sha256_file
     from pipelines.cctv.service import Watcher
     from pipelines.cctv.snapshots import SnapshotWriter
 
-    intake = Intake.from_settings(settings, ModelInfo(detector.model_id, sha256_file(detector.model_path)))
+    intake = Intake.from_settings(settings, ModelInfo.of(detector))
     with open(events_path, "a", encoding="utf-8") as sink:
         def on_record(data: dict) -> None:
             sink.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")

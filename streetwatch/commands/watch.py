@@ -51,7 +51,6 @@ def watch(
     from detect.config_io import ConfigError, load_model
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
     from detect.evidence import EvidenceKeyError, ModelInfo
-    from detect.registry import sha256_file
     from pipelines.cases.intake import Intake
     from pipelines.cctv.service import Watcher
     from pipelines.cctv.snapshots import SnapshotWriter
@@ -69,7 +68,7 @@ def watch(
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
     try:
-        intake = Intake.from_settings(settings, ModelInfo(detector.model_id, sha256_file(detector.model_path)))
+        intake = Intake.from_settings(settings, ModelInfo.of(detector))
     except (EvidenceKeyError, StorageError) as exc:
         fail(str(exc))
     sink = open(events, "a", encoding="utf-8") if events else None
