@@ -32,11 +32,13 @@ import yaml
 from pydantic import BaseModel, Field
 
 from detect.config_io import ConfigError, load_model
-from detect.registry import sha256_file
+from detect import imageio
+from detect.digests import sha256_file
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+#: What the project reads, less HEIC: Ultralytics' trainer would fetch pi-heif at run time for it.
+IMAGE_SUFFIXES = imageio.IMAGE_SUFFIXES - {".heic", ".heif"}
 #: A box may overhang the image by this fraction of its size (labelling tools round at the edge).
 EDGE_TOLERANCE = 0.01
 
