@@ -20,6 +20,12 @@ prepare_ultralytics_env()
 
 SHARED = Path(os.environ.get("STREETWATCH_SHARED", REPO.parent / "shared"))
 
+#: Debian's Chromium (scripts/install-system-deps.sh) and the flags that keep it headless and off
+#: the network (no background fetches, updates or sync on this offline machine).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
 
 def _ultralytics_assets() -> Path:
     spec = importlib.util.find_spec("ultralytics")

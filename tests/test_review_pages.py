@@ -11,12 +11,11 @@ import pytest
 import yaml
 
 from tests.api_helpers import KEY, auth, draft_cases, make_app, settings_for, write_cameras
-from tests.conftest import REPO, start_server, stop_process
+from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, REPO, start_server, stop_process
 from tests.pg import free_port
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1000"]
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = [*CHROMIUM_FLAGS, "--disable-dev-shm-usage", "--window-size=1400,1000"]
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 
 from pipelines.triage import TriageSettings, run_triage
+from tests.conftest import CHROMIUM, CHROMIUM_FLAGS
 from tests.triage_helpers import as_heic, phone_photo, png_bomb
 
-CHROMIUM = "/usr/bin/chromium"
 ON_ROAD = (30.2741, 120.1551)  # inside the no-parking street and grid cell A
 ON_ROAD_8M = (30.27417, 120.1551)
 ELSEWHERE = (30.2900, 120.2000)  # no zone, grid cell B
@@ -190,8 +190,7 @@ def render_report(out: Path) -> dict:
         pytest.fail(f"{CHROMIUM} not found: run `bash scripts/install-system-deps.sh`")
     (out / "probe.html").write_text(PROBE)
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
+        [CHROMIUM, *CHROMIUM_FLAGS, "--allow-file-access-from-files",
          "--virtual-time-budget=10000", "--dump-dom", (out / "probe.html").as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
