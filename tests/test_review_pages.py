@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -45,6 +46,7 @@ def site(tmp_path_factory, bus_event, bus_jpg):
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console lines for failure messages
     browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
     try:
         yield {"base": f"http://127.0.0.1:{port}", "token": tokens["reviewer"], "ids": ids, "browser": browser}
@@ -55,9 +57,17 @@ def site(tmp_path_factory, bus_event, bus_jpg):
 
 
 def _wait(browser, condition, what: str, timeout: float = 30):
+    """Wait for `condition`; on a timeout, say what the page showed (URL, status line, console)."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition, message=f"waiting for {what}")
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+    except TimeoutException:
+        status = browser.execute_script("const s = document.getElementById('status'); return s ? s.textContent : null;")
+        console = [entry["message"] for entry in browser.get_log("browser")]
+        pytest.fail(f"waiting for {what}: timed out after {timeout} s at {browser.current_url}; "
+                    f"status line {status!r}; console {console}")
 
 
 def _login(site) -> None:
@@ -67,7 +77,9 @@ def _login(site) -> None:
     b.get(site["base"] + "/ui/login?next=/ui/queue")
     b.find_element(By.ID, "token").send_keys(site["token"])
     b.find_element(By.CSS_SELECTOR, "#login button").click()
-    _wait(b, lambda d: d.current_url.endswith("/ui/queue"), "the queue page")
+    # The path, not the whole URL: the login page's own URL ends in "next=/ui/queue" too, and a test
+    # that moved on from there would be overtaken by the login's redirect a moment later.
+    _wait(b, lambda d: urlsplit(d.current_url).path == "/ui/queue", "the queue page")
 
 
 def _case(site, case_id: str) -> dict:
