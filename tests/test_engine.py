@@ -77,3 +77,34 @@ def test_empty_input_and_wrong_arrays():
 def test_bad_detector_options_are_refused_clearly(kwargs, message):
     with pytest.raises(DetectorConfigError, match=message):
         load_detector("yolo11n", **kwargs)
+
+
+def test_raw_box_head_export_gives_the_same_boxes_as_the_full_graph(real_photos, tmp_path):
+    """Cutting the DFL box decoding off the graph (done by every export) changes no detection:
+    Ultralytics' own ONNX graph and the cut copy, through the same engine, on real photos."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from detect.engine.onnx_backend import OnnxDetector
+    from detect.export import _ultralytics_export, cut_box_decoding
+    from detect.registry import resolve_weights
+
+    exported, head = _ultralytics_export(resolve_weights("yolo11n")[0], imgsz=320, dynamic=True, half=False)
+    full, cut = tmp_path / "full.onnx", tmp_path / "cut.onnx"
+    shutil.copyfile(exported, full)
+    shutil.copyfile(exported, cut)
+    shutil.rmtree(exported.parent, ignore_errors=True)
+    assert head is not None and head.bins == 16 and head.strides == (8, 16, 32)
+    assert cut_box_decoding(cut, head)
+    assert not cut_box_decoding(cut, head), "a cut graph no longer has the pattern and is left alone"
+    assert ort.InferenceSession(str(cut), providers=["CPUExecutionProvider"]).get_outputs()[0].shape[1] == 4 * 16 + 80
+
+    common = dict(model_id="yolo11n", conf=0.25, iou=0.7, max_det=300, classes=None)
+    images = [read_image(p) for p in real_photos]
+    reference, raw = OnnxDetector(full, **common), OnnxDetector(cut, **common)
+    assert reference.head is None and raw.head == head
+    ref, test = reference.detect(images), raw.detect(images)
+    assert sum(len(d) for d in ref) >= 10
+    agreement = match_all(ref, test, iou_threshold=0.999)
+    assert agreement.recall == agreement.precision == 1.0 and agreement.max_conf_diff < 1e-5, agreement.as_dict()

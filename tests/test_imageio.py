@@ -58,3 +58,29 @@ def test_exif_orientation_applied_and_reduced_decode(bus_jpg):
     assert decoded.full_size == (1080, 810)
     small = decode_image(buf.getvalue(), "rotated.jpg", max_side=300)
     assert 300 <= max(small.image.shape[:2]) < 1080 and small.scale < 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_pixels_match_pillow_for_every_exif_orientation(bus_jpg, orientation):
+    """The OpenCV JPEG path (full and DCT-reduced) gives Pillow's pixels after `exif_transpose`."""
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.open(bus_jpg).save(buf, "JPEG", exif=exif.tobytes(), quality=90)
+    data = buf.getvalue()
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))[:, :, ::-1]
+    assert np.array_equal(decode_image(data).image, reference)
+    draft = Image.open(io.BytesIO(data))
+    draft.draft("RGB", (270, 360))  # what max_side=300 asks of an 810x1080 photo: 1/2 scale
+    reduced = np.asarray(ImageOps.exif_transpose(draft).convert("RGB"))[:, :, ::-1]
+    small = decode_image(data, max_side=300).image
+    assert small.shape == reduced.shape and max(small.shape[:2]) == 540
+    assert np.array_equal(small, reduced)
+
+
+def test_jpeg_with_data_after_the_image_still_decodes(bus_jpg):
+    """Phones' motion photos append a video after the JPEG's end marker: the picture is still read."""
+    data = bus_jpg.read_bytes() + b"ftypmp42" + bytes(range(256)) * 64
+    assert np.array_equal(decode_image(data, "motion.jpg").image, read_image(bus_jpg))

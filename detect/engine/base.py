@@ -17,7 +17,7 @@ import numpy as np
 import supervision as sv
 
 from detect.engine.letterbox import check_image, input_shape, make_batch
-from detect.engine.postprocess import postprocess
+from detect.engine.postprocess import RawBoxHead, postprocess
 from detect.engine.profile import StageProfile
 
 
@@ -31,6 +31,8 @@ class Detector(ABC):
     backend: str = ""
     #: Set to a `StageProfile` to collect per-stage times (benchmarks); None costs nothing.
     profile: StageProfile | None = None
+    #: Set by backends whose model ends before the box decoding (see `postprocess.py`).
+    head: RawBoxHead | None = None
 
     def __init__(
         self,
@@ -86,7 +88,8 @@ class Detector(ABC):
                 with self._stage("infer"):
                     raw = self._infer(batch)
                 with self._stage("postprocess"):
-                    dets = postprocess(raw, boxes, self.names, self.conf, self.iou, self.max_det, self.classes)
+                    dets = postprocess(raw, boxes, self.names, self.conf, self.iou, self.max_det, self.classes,
+                                       head=self.head, input_shape=shape)
                 if self.profile is not None:
                     self.profile.batches += 1
                     self.profile.images += len(part)
@@ -100,7 +103,7 @@ class Detector(ABC):
 
     @abstractmethod
     def _infer(self, batch) -> np.ndarray:
-        """float32 NCHW RGB [0, 1] batch (what `_prepare` made) -> raw output (B, 4+nc, anchors) or (B, max_det, 6)."""
+        """float32 NCHW RGB [0, 1] batch (what `_prepare` made) -> raw output in a layout `postprocess` reads."""
 
     def synchronize(self) -> None:
         """Wait until work queued on the device has finished (no-op for host execution)."""

@@ -76,8 +76,8 @@ def make_batch(images: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.nda
     boxes = []
     for i, im in enumerate(images):
         padded, lb = letterbox(im, shape)
-        # BGR HWC uint8 -> RGB CHW float
-        batch[i] = padded[:, :, ::-1].transpose(2, 0, 1) * np.float32(1 / 255)
+        for c in range(3):  # BGR HWC uint8 -> RGB CHW float, one plane at a time straight into the batch
+            np.multiply(padded[:, :, 2 - c], np.float32(1 / 255), out=batch[i, c], dtype=np.float32)
         boxes.append(lb)
     return batch, boxes
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from detect.engine.base import Detector, DetectorConfigError
+from detect.engine.postprocess import RawBoxHead
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -88,6 +89,7 @@ class OnnxDetector(Detector):
             **kwargs,
         )
         self.providers = self.session.get_providers()
+        self.head = RawBoxHead.from_metadata(meta)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
@@ -99,4 +101,4 @@ class OnnxDetector(Detector):
 
     def describe(self) -> dict:
         return {**super().describe(), "providers": self.providers, "threads": self.threads,
-                "static_batch": self.static_batch}
+                "static_batch": self.static_batch, "raw_box_head": self.head is not None}

@@ -4,8 +4,8 @@
     bytes, SHA-256, reduced decode, EXIF, detect ──► in input order ──► photo rules, thumbnail,
     (at most `window` photos in flight)              duplicates         JSONL record, progress
 
-Each worker reads, decodes and runs the detector on its own photo. Pillow's decoder and ONNX
-Runtime both release the GIL, so on a CPU the workers are parallel inference streams sharing one
+Each worker reads, decodes and runs the detector on its own photo. The image decoders (OpenCV,
+Pillow) and ONNX Runtime release the GIL, so on a CPU the workers are parallel inference streams sharing one
 session with one intra-op thread each (`detector_threads`): on the 2-core reference machine that
 is ~20% faster than one stream with two threads, which spends its time synchronising and
 spin-waiting while decoding competes for the same cores. Backends that are not safe to call from
