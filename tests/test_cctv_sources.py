@@ -183,3 +183,45 @@ def test_mjpeg_over_http_is_sampled_by_arrival_time(mjpeg_server):
     assert len(reads) > len(frames) >= 3 and frames[0].image.shape == (360, 640, 3)
     assert all(started <= f.ts <= datetime.now(UTC) for f in frames) and frames[0].meta["media_s"] is None
     assert [s for s, _ in status] == ["online", "stopped"]
+
+
+@pytest.fixture
+def hls_server(tmp_path, bus_jpg, real_sample_dir):
+    """An HLS camera on 127.0.0.1: a real H.264 clip cut into 2 s MPEG-TS segments by FFmpeg, served over HTTP."""
+    import functools
+    import shutil
+    import subprocess
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.fail("ffmpeg is needed: run scripts/install-system-deps.sh")
+    clip = parked_clip(tmp_path / "c.mp4", bus_jpg, real_sample_dir, duration_s=12, fps=4, gop_s=1.0)
+    site = tmp_path / "hls"
+    site.mkdir()
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(clip.path), "-c", "copy", "-f", "hls", "-hls_time", "2",
+                    "-hls_playlist_type", "vod", str(site / "live.m3u8")], check=True, timeout=60)
+    assert len(list(site.glob("*.ts"))) >= 5
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/live.m3u8"
+    server.shutdown()
+    server.server_close()
+
+
+def test_hls_over_http_is_sampled_by_media_time(hls_server):
+    """HLS carries timestamps: its pictures are sampled on the stream's clock across segment boundaries."""
+    reader, frames, health, status, reads = _read(hls_server, analysis_fps=1)
+    reader.start()
+    _until(lambda: len(reads) >= 48, timeout_s=60)  # every picture of the 12 s clip at 4 frame/s
+    reader.stop()
+    reader.join(15)
+    first = frames[:12]
+    assert len(first) == 12 and first[0].image.shape == (360, 640, 3)
+    media = [f.meta["media_s"] for f in first]
+    assert all(b - a == pytest.approx(1.0, abs=0.01) for a, b in zip(media, media[1:])), media
+    assert status[0][0] == "online"
+    # A camera's playlist that ends is a dropped stream, not a finished file: the reader reconnects.
+    assert ("reconnecting", "end of stream") in status and status[-1][0] == "stopped"
