@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from api import problems
 from api.accounts import Accounts
@@ -81,8 +82,10 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         yield
         ctx.close()
 
-    app = FastAPI(
-        title="streetwatch", version="0.1.0", lifespan=lifespan,
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc load their JavaScript from this app
+    # (/docs/assets), not from a CDN: city networks often have no internet.
+    app = FastAPIOffline(
+        static_url="/docs/assets", title="streetwatch", version="0.1.0", lifespan=lifespan,
         description="Photo triage uploads, candidate cases and their review, cameras and scenes, dispatch feedback. "
                     "Authenticate with `Authorization: Bearer <token>` (tokens from `streetwatch users add`). "
                     "Errors are `application/problem+json`.",

@@ -16,7 +16,7 @@ from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (
 # Every route of the app and who may call it. A route missing here fails `test_every_route_checks_its_role`.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/ui/{page}"), ("GET", "/openapi.json"),
           ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
-          ("MOUNT", "/static")}
+          ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}
 SIGNED = {("GET", "/evidence/{case_id}/{path:path}"),  # the URL's signature is the permission
           ("GET", "/attachments/{case_id}/{path:path}")}  # dispatched cases' shared copies, for the platform
 READERS = {"inspector", "reviewer", "admin"}
@@ -71,8 +71,11 @@ def test_every_route_checks_its_role(service, bus_event):
             else:
                 assert answer.status_code == 403, (method, path, role, answer.text)
                 assert answer.json()["title"] == "Forbidden"
-    for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static")}:
+    for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}:
         assert client.request(method, path).status_code == 200, path
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):  # no CDN
+        assert f'src="/docs/assets/{script}"' in client.get(page).text
+        assert client.get(f"/docs/assets/{script}").status_code == 200
     assert client.get("/ui/queue").status_code == 200 and client.get("/ui/nope").status_code == 404
 
 
