@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import cv2
@@ -34,6 +36,19 @@ def _until(condition, timeout_s: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+@contextmanager
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` on a threaded HTTP server at 127.0.0.1 (a free port) -> its base URL; shut down after."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True  # a camera's endless response must not hold up the shutdown
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _run(*args, **kw):
@@ -114,12 +129,8 @@ def snapshot_server(tmp_path, real_sample_dir):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with _serve(Handler) as base:
+        yield base
 
 
 def test_snapshot_url_polled_at_the_analysis_rate(snapshot_server):
@@ -164,12 +175,8 @@ def mjpeg_server(real_sample_dir):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/video"
-    server.shutdown()
-    server.server_close()
+    with _serve(Handler) as base:
+        yield f"{base}/video"
 
 
 def test_mjpeg_over_http_is_sampled_by_arrival_time(mjpeg_server):
@@ -188,7 +195,6 @@ def test_mjpeg_over_http_is_sampled_by_arrival_time(mjpeg_server):
 @pytest.fixture
 def hls_server(tmp_path, bus_jpg, real_sample_dir):
     """An HLS camera on 127.0.0.1: a real H.264 clip cut into 2 s MPEG-TS segments by FFmpeg, served over HTTP."""
-    import functools
     import shutil
     import subprocess
 
@@ -201,14 +207,15 @@ def hls_server(tmp_path, bus_jpg, real_sample_dir):
     subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(clip.path), "-c", "copy", "-f", "hls", "-hls_time", "2",
                     "-hls_playlist_type", "vod", str(site / "live.m3u8")], check=True, timeout=60)
     assert len(list(site.glob("*.ts"))) >= 5
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/live.m3u8"
-    server.shutdown()
-    server.server_close()
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, directory=str(site), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    with _serve(Handler) as base:
+        yield f"{base}/live.m3u8"
 
 
 def test_hls_over_http_is_sampled_by_media_time(hls_server):
