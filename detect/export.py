@@ -138,7 +138,8 @@ def cut_box_decoding(path: Path, head: RawBoxHead) -> bool:
     graph.node.append(helper.make_node("Concat", [reshape.input[0], scores], [output], axis=1, name=prefix + "raw_box_concat"))
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(output, tensor.elem_type, [dims[0], dims[1] - 4 + 4 * head.bins, dims[2]]))
-    cut = onnx.utils.Extractor(model).extract_model([i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}], [output])
+    weights = {t.name for t in graph.initializer}
+    cut = onnx.utils.Extractor(model).extract_model([i.name for i in graph.input if i.name not in weights], [output])
     for prop in model.metadata_props:
         cut.metadata_props.add(key=prop.key, value=prop.value)
     for key, value in head.metadata().items():

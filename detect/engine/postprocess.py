@@ -84,9 +84,11 @@ def _decode_with_nms(pred: np.ndarray, conf: float, iou: float, max_det: int, he
                      input_shape: tuple[int, int] | None):
     """Classic or raw-box head output (channels, anchors) -> NMS-ed xyxy, scores, classes."""
     box_channels = 4 if head is None else 4 * head.bins
-    if head is not None and pred.shape[1] != len(_anchors(input_shape, head.strides)[0]):
-        raise ValueError(f"raw-box head: {pred.shape[1]} anchors in the output, but input {input_shape} with "
-                         f"strides {head.strides} has {len(_anchors(input_shape, head.strides)[0])}")
+    if head is not None:
+        points, strides = _anchors(input_shape, head.strides)
+        if pred.shape[1] != len(points):
+            raise ValueError(f"raw-box head: {pred.shape[1]} anchors in the output, but input {input_shape} with "
+                             f"strides {head.strides} has {len(points)}")
     scores_all = pred[box_channels:]  # (nc, anchors)
     cls = scores_all.argmax(axis=0)
     scores = scores_all[cls, np.arange(len(cls))]
@@ -98,7 +100,7 @@ def _decode_with_nms(pred: np.ndarray, conf: float, iou: float, max_det: int, he
         cx, cy, w, h = pred[:4, keep]
         xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     else:
-        xyxy = _raw_boxes(pred[:box_channels, keep], keep, head, input_shape)
+        xyxy = _raw_boxes(pred[:box_channels, keep], head.bins, points[keep], strides[keep, None])
     xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
     idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), cls.tolist(), conf, iou)
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
@@ -106,15 +108,13 @@ def _decode_with_nms(pred: np.ndarray, conf: float, iou: float, max_det: int, he
     return xyxy[idx], scores[idx], cls[idx]
 
 
-def _raw_boxes(logits: np.ndarray, anchor_idx: np.ndarray, head: RawBoxHead, input_shape) -> np.ndarray:
+def _raw_boxes(logits: np.ndarray, bins: int, points: np.ndarray, strides: np.ndarray) -> np.ndarray:
     """DFL decoding as Ultralytics does it in the graph: per side, the expected bin under a softmax,
-    as distances from the anchor point, times the anchor's stride -> xyxy in network pixels."""
-    points, strides = _anchors(input_shape, head.strides)
-    logits = logits.reshape(4, head.bins, -1)
+    as distances from the anchor `points`, times their `strides` -> xyxy in network pixels."""
+    logits = logits.reshape(4, bins, -1)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    dist = (e * np.arange(head.bins, dtype=np.float32)[None, :, None]).sum(axis=1) / e.sum(axis=1)  # (4, n)
-    p, s = points[anchor_idx], strides[anchor_idx, None]
-    return np.concatenate([p - dist[:2].T, p + dist[2:].T], axis=1) * s
+    dist = (e * np.arange(bins, dtype=np.float32)[None, :, None]).sum(axis=1) / e.sum(axis=1)  # (4, n)
+    return np.concatenate([points - dist[:2].T, points + dist[2:].T], axis=1) * strides
 
 
 @lru_cache(maxsize=16)
