@@ -3,9 +3,14 @@
 Small ads (小广告/牛皮癣) nearly always carry a phone number, written to dodge filters and read by
 OCR with noise: `138 0013 8000`, `138.0013.8000`, `0571-8765 4321`, full-width digits, an `O` for
 a `0`. We find runs of digits joined by separators, then take the longest run of whole digit
-groups that forms a mainland number: mobile (1[3-9] + 9 digits, optional +86), landline with area
-code (010/02x + 8 digits, 0xxx + 7-8 digits) or a 400/800 service number. A digit group is never
-split, so an 18-digit ID number or a price does not yield a phone number by accident.
+groups that Google's numbering plan data (the `phonenumbers` package) accepts as a valid number of
+the city's region (`CN` by default; `HK`, `GB` ... from settings), or of another country when the
+run starts with `+` or that region's country code. A digit group is never split, so an 18-digit ID
+number or a price does not yield a phone number by accident.
+
+Numbers come out in one normal form per kind, so the same line written two ways is one entry:
+mobile `13800138000`, landline `0571-87654321` (trunk + area code, dash, local number), service
+`400-820-8820` (national groups joined by dashes).
 """
 
 from __future__ import annotations
@@ -15,62 +20,96 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import phonenumbers
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from pydantic import BaseModel, ConfigDict, Field
 
 from detect.config_io import load_model
 
 DEFAULT_LEXICON_PATH = Path(__file__).with_name("small_ads.yaml")
+DEFAULT_REGION = "CN"
+"""ISO 3166 region whose national numbers are read without a country code."""
 
 _SEP = r" \t.\-·•_/()—－"
 _RUN = re.compile(rf"\+?\d(?:[{_SEP}]{{0,3}}\d)+")
-_OCR_DIGITS = str.maketrans({"O": "0", "o": "0", "〇": "0", "I": "1", "l": "1", "|": "1"})
-_LOOKALIKE = re.compile(r"(?<=\d)[Oo〇Il|]+(?=\d)")
+_OCR_DIGITS = str.maketrans({"O": "0", "o": "0", "〇": "0", "D": "0", "I": "1", "l": "1", "|": "1", "i": "1"})
+# OCR look-alikes inside or at the edge of a number-like run (at least 5 real digits around them)
+_LOOKALIKE_RUN = re.compile(rf"(?<![A-Za-z])[\dOo〇DIil|](?:[{_SEP}]{{0,2}}[\dOo〇DIil|]){{6,}}(?![A-Za-z])")
+_MOBILE = {PhoneNumberType.MOBILE}
+_LANDLINE = {PhoneNumberType.FIXED_LINE, PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.VOIP}
 
 
 @dataclass(frozen=True)
 class PhoneNumber:
-    number: str  # normalised: 13800138000, 0571-87654321, 400-123-4567
+    number: str  # normalised: 13800138000, 0571-87654321, 400-820-8820
     kind: str  # mobile, landline, service
+    e164: str = ""  # +8613800138000: the same line in the international form
 
 
-def _classify(digits: str) -> PhoneNumber | None:
-    if len(digits) == 13 and digits.startswith("86"):
-        digits = digits[2:]
-    if re.fullmatch(r"1[3-9]\d{9}", digits):
-        return PhoneNumber(digits, "mobile")
-    if re.fullmatch(r"(400|800)\d{7}", digits):
-        return PhoneNumber(f"{digits[:3]}-{digits[3:6]}-{digits[6:]}", "service")
-    if re.fullmatch(r"0(10|2\d)\d{8}", digits):
-        return PhoneNumber(f"{digits[:3]}-{digits[3:]}", "landline")
-    if re.fullmatch(r"0[3-9]\d{2}\d{7,8}", digits):
-        return PhoneNumber(f"{digits[:4]}-{digits[4:]}", "landline")
+def check_region(region: str) -> str:
+    """The region code upper-cased, or ValueError naming the accepted form."""
+    code = region.upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone region {region!r}: use an ISO 3166 code such as CN, HK, TW, GB")
+    return code
+
+
+def _classify(digits: str, region: str, international: bool) -> PhoneNumber | None:
+    candidates = [f"+{digits}"] if international else [digits]
+    cc = str(phonenumbers.country_code_for_region(region))
+    if not international and digits.startswith(cc) and len(digits) > len(cc) + 6:
+        candidates.append(f"+{digits}")
+    for raw in candidates:
+        try:
+            num = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if not phonenumbers.is_valid_number(num):
+            continue
+        kind_type = phonenumbers.number_type(num)
+        national = phonenumbers.format_number(num, PhoneNumberFormat.NATIONAL)
+        groups = re.findall(r"\d+", national)
+        if kind_type in _MOBILE:
+            kind, text = "mobile", "".join(groups)
+        elif kind_type in _LANDLINE:
+            kind, text = "landline", f"{groups[0]}-{''.join(groups[1:])}" if len(groups) > 1 else groups[0]
+        else:
+            kind, text = "service", "-".join(groups)
+        return PhoneNumber(text, kind, phonenumbers.format_number(num, PhoneNumberFormat.E164))
     return None
 
 
 def normalise_text(text: str) -> str:
-    """Full-width to ASCII (NFKC) and OCR look-alikes between digits (O->0, l->1)."""
+    """Full-width to ASCII (NFKC) and OCR look-alike letters inside number-like runs (O->0, l->1)."""
     text = unicodedata.normalize("NFKC", text)
-    return _LOOKALIKE.sub(lambda m: m.group(0).translate(_OCR_DIGITS), text)
+
+    def fix(m: re.Match) -> str:
+        run = m.group(0)
+        return run.translate(_OCR_DIGITS) if sum(c.isdigit() for c in run) >= 5 else run
+
+    return _LOOKALIKE_RUN.sub(fix, text)
 
 
-def find_phones(text: str) -> list[PhoneNumber]:
-    """Mainland phone numbers in `text`, in order of appearance, without duplicates."""
+def find_phones(text: str, region: str = DEFAULT_REGION) -> list[PhoneNumber]:
+    """Valid phone numbers in `text` (see module doc), in order of appearance, without duplicates."""
+    region = check_region(region)
     found: list[PhoneNumber] = []
     for run in _RUN.finditer(normalise_text(text)):
+        international = run.group(0).startswith("+")
         groups = [g for g in re.split(rf"[{_SEP}+]+", run.group(0)) if g]
         i = 0
         while i < len(groups):
             best, acc = None, ""
             for j in range(i, len(groups)):
                 acc += groups[j]
-                if len(acc) > 13:
+                if len(acc) > 15:
                     break
-                if (phone := _classify(acc)) is not None:
+                if (phone := _classify(acc, region, international and i == 0)) is not None:
                     best = (j, phone)
             if best is None:
                 i += 1
                 continue
-            if best[1] not in found:
+            if best[1].number not in {p.number for p in found}:
                 found.append(best[1])
             i = best[0] + 1
     return found

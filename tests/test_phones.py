@@ -22,7 +22,9 @@ from detect.phones import find_phones, load_lexicon
         ("138O0l38000", ["13800138000"]),  # OCR look-alikes between digits
         ("0571-8765 4321", ["0571-87654321"]),
         ("(010)12345678", ["010-12345678"]),
-        ("0755-1234567", ["0755-1234567"]),
+        ("0310-2345678", ["0310-2345678"]),  # a 7-digit local number where the plan has them (Handan)
+        ("0755-1234567", []),  # Shenzhen numbers have 8 digits: not a valid number
+        ("l38OO138OOO", ["13800138000"]),  # look-alikes at the start of a run too
         ("400-820-8820 / 800 810 8888", ["400-820-8820", "800-810-8888"]),
         ("13800138000 13900139000 13800138000", ["13800138000", "13900139000"]),
         ("身份证 330106199001011234", []),  # a longer digit group is never cut into a phone number
@@ -32,6 +34,15 @@ from detect.phones import find_phones, load_lexicon
 )
 def test_find_phones(text, numbers):
     assert [p.number for p in find_phones(text)] == numbers
+
+
+def test_other_regions_from_settings():
+    assert [p.number for p in find_phones("Call 9123 4567 now", region="HK")] == ["91234567"]
+    assert find_phones("Call 9123 4567 now") == []  # not a mainland number
+    phone = find_phones("+852 9123 4567", region="CN")[0]  # an explicit country code wins
+    assert (phone.kind, phone.e164) == ("mobile", "+85291234567")
+    with pytest.raises(ValueError, match="unknown phone region 'XX'"):
+        find_phones("13800138000", region="XX")
 
 
 def test_phone_kinds():
