@@ -18,7 +18,7 @@ import numpy as np
 import supervision as sv
 
 from detect.scenes import Scene, ZoneRules, anchor_points
-from detect.taxonomy import Taxonomy, Thresholds, ViolationType, ZoneKind
+from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, Thresholds, ViolationType, ZoneKind
 from detect.tracking import group_components
 
 WHOLE_IMAGE = "image"
@@ -66,10 +66,21 @@ ObjectIds = Callable[[str, str, list[np.ndarray], sv.Detections], list[str]]
 
 
 def scene_views(scene: Scene, detections: sv.Detections, width: int, height: int, ts: datetime) -> list[ZoneView]:
-    """The scene's zones at capture time `ts`, with each detection's membership by its anchor."""
+    """The scene's zones at capture time `ts`, with each detection's membership by its anchor.
+
+    A detection that names its zone (`data["zone_id"]`: a verifier verdict on that zone's crop)
+    is in that zone only."""
     anchors = anchor_points(detections, width, height)
     local = scene.local_time(ts)
-    return [ZoneView(z, z.contains(anchors), z.active(local), z.area) for z in scene.zones]
+    named = detections.data.get("zone_id") if len(detections) else None
+    views = []
+    for z in scene.zones:
+        inside = z.contains(anchors)
+        if named is not None:
+            own = named.astype(str)
+            inside = np.where(own != "", own == z.id, inside)
+        views.append(ZoneView(z, inside, z.active(local), z.area))
+    return views
 
 
 def whole_image_views(zones: list[ZoneRules], n: int, local: datetime | None) -> list[ZoneView]:
@@ -107,8 +118,13 @@ def candidates(
     image_area: float,
     object_ids: ObjectIds,
     group_gap: float,
+    verified: bool = False,
 ) -> list[Candidate]:
     """All candidates of a frame (see module docstring).
+
+    `verified`: a verifier judged this frame (`detect.verifier`). Its `tiles` types then count only
+    evidence that is enough alone (their `verified:` class, custom classes), and in a view without
+    a zone an `objects` type counts only objects the verifier passed (`data["verified_pass"]`).
 
     An active `ignore` zone removes its detections from every rule; an active
     `vending_permitted` zone exempts its detections from types judged in `no_vending` zones;
@@ -127,6 +143,8 @@ def candidates(
     if detections.tracker_id is not None:
         usable &= detections.tracker_id >= 0
     permitted = _union(views, ZoneKind.VENDING_PERMITTED, n)
+    passed = detections.data.get("verified_pass")
+    passed = np.asarray(passed, dtype=bool) if passed is not None else np.ones(n, dtype=bool)
     judged_views = [(v, jk) for v in views if (jk := _judged_kind(v)) is not None]
     judged_views.sort(key=lambda vj: (not vj[1][1], vj[0].area))
     out: list[Candidate] = []
@@ -139,12 +157,16 @@ def candidates(
             if kind is not None and kind not in vtype.zone_kinds:
                 continue
             th = vtype.with_overrides(view.zone.thresholds.get(vtype.id) if view.zone else None)
-            sel = view.inside & usable & ~claimed & ~used[id(view)] & np.isin(names, vtype.evidence_classes)
+            sel = view.inside & usable & ~claimed & ~used[id(view)] & np.isin(names, vtype.evidence_classes_for(verified))
+            scores = conf
+            if verified and vtype.verify == "objects" and view.zone is None:
+                sel &= passed  # a photo without zones: the verifier's judgement of the ground decides, and scores
+                scores = np.nan_to_num(np.asarray(detections.data.get("verified", conf), dtype=float))
             sel &= (conf >= th.min_conf) & (detections.area >= th.min_area * image_area)
             if ZoneKind.NO_VENDING in vtype.zone_kinds:
                 sel &= ~permitted
             claimed |= sel
-            found = _objects(view, vtype, th, judged, np.flatnonzero(sel), detections, names, conf, object_ids, group_gap)
+            found = _objects(view, vtype, th, judged, np.flatnonzero(sel), detections, names, scores, object_ids, group_gap)
             for cand in found:
                 used[id(view)][cand.indices] = True
             out.extend(found)
@@ -191,7 +213,19 @@ def _objects(
                 score=round(float(min(1.0, evidence / vtype.min_evidence) * conf[members].max()), 4),
                 moved=bool(moved is not None and moved.all()),
                 judged=judged,
-                count=sum(name not in vtype.uncounted for name in member_names),
+                count=_count(member_dets, member_names, vtype.uncounted),
             )
         )
     return out
+
+
+def _count(members: sv.Detections, names: list[str], uncounted: list[str]) -> int:
+    """Objects an evidence group counts: a verifier region counts what it saw (`data["count"]`:
+    stalls of a market), any other member one, people at a stall none."""
+    counts = members.data.get("count")
+    total = 0
+    for i, name in enumerate(names):
+        if name in uncounted:
+            continue
+        total += int(counts[i]) if counts is not None and name.startswith(VERIFIED_PREFIX) else 1
+    return total

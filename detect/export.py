@@ -23,6 +23,7 @@ from detect.engine.postprocess import RawBoxHead
 from detect.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from detect.registry import ModelCard, export_id, registry_dir, resolve_weights, save_card
 from detect.digests import sha256_file
+from detect.verifier.neck import add_neck_features
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def export_onnx(
 
     fp32_path, head = _ultralytics_export(weights, imgsz=imgsz, dynamic=dynamic, half=half)
     raw_head = head is not None and cut_box_decoding(fp32_path, head)
+    neck = add_neck_features(fp32_path)
     metrics: dict = {}
     if int8:
         images = calibration_images(calib, calib_max)
@@ -75,7 +77,8 @@ def export_onnx(
         half=half,
         int8=int8,
         metrics=metrics,
-        notes=f"weights sha256 {sha256_file(weights)}" + ("; raw-box head (boxes decoded by the engine)" if raw_head else ""),
+        notes=f"weights sha256 {sha256_file(weights)}" + ("; raw-box head (boxes decoded by the engine)" if raw_head else "")
+        + ("; pooled neck features output for the verifier" if neck else ""),
     )
     save_card(card)
     return target, card

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
-from detect.phones import SmallAdLexicon, find_phones, load_lexicon
+from detect import fields
+from detect.phones import DEFAULT_REGION, SmallAdLexicon, find_phones, load_lexicon
 
 TEXT_FIELDS = ("text", "phones", "keywords")
 SIGNBOARD_CLASSES = frozenset({"signboard", "cantilever", "shop_sign"})
@@ -39,17 +40,35 @@ class TextReader:
         self.min_score = min_score
         self._ocr = RapidOCR(**rapidocr_kwargs)
 
-    def read(self, image: np.ndarray, lexicon: SmallAdLexicon | None = None) -> sv.Detections:
-        """Text lines with score >= min_score, phones and keywords filled in."""
+    def read(self, image: np.ndarray, lexicon: SmallAdLexicon | None = None, region: str = DEFAULT_REGION) -> sv.Detections:
+        """Text lines with score >= min_score, phones (of `region`'s numbering plan) and keywords filled in."""
         result, _ = self._ocr(image)
         lines = [(np.asarray(quad, dtype=float), str(text), float(score)) for quad, text, score in (result or []) if float(score) >= self.min_score]
         if not lines:
-            return text_detections(np.zeros((0, 4)), [], [], lexicon)
+            return text_detections(np.zeros((0, 4)), [], [], lexicon, region)
         xyxy = np.array([[q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()] for q, _, _ in lines])
-        return text_detections(xyxy, [t for _, t, _ in lines], [s for _, _, s in lines], lexicon)
+        return text_detections(xyxy, [t for _, t, _ in lines], [s for _, _, s in lines], lexicon, region)
+
+    def read_regions(self, image: np.ndarray, boxes: np.ndarray, lexicon: SmallAdLexicon | None = None,
+                     region: str = DEFAULT_REGION) -> sv.Detections:
+        """Text lines inside pixel `boxes` of `image` only (bounded cost), in the image's pixels."""
+        parts = []
+        for x1, y1, x2, y2 in np.asarray(boxes, dtype=int):
+            crop = image[max(0, y1):y2, max(0, x1):x2]
+            if crop.shape[0] < 8 or crop.shape[1] < 8:
+                continue
+            lines = self.read(crop, lexicon, region)
+            if len(lines):
+                lines.xyxy = lines.xyxy + [max(0, x1), max(0, y1), max(0, x1), max(0, y1)]
+                parts.append(lines)
+        if not parts:
+            return text_detections(np.zeros((0, 4)), [], [], lexicon, region)
+        merged = sv.Detections.merge(parts) if len(parts) > 1 else parts[0]
+        return merged.with_nms(0.5, class_agnostic=True) if len(parts) > 1 else merged
 
 
-def text_detections(xyxy: np.ndarray, texts: list[str], scores: list[float], lexicon: SmallAdLexicon | None = None) -> sv.Detections:
+def text_detections(xyxy: np.ndarray, texts: list[str], scores: list[float], lexicon: SmallAdLexicon | None = None,
+                    region: str = DEFAULT_REGION) -> sv.Detections:
     """Detections for text lines with their phones and keywords filled in (class `text`)."""
     lexicon = lexicon or _default_lexicon()
     n = len(texts)
@@ -60,7 +79,7 @@ def text_detections(xyxy: np.ndarray, texts: list[str], scores: list[float], lex
         data={
             "class_name": np.array(["text"] * n, dtype=object),
             "text": np.array(texts, dtype=object),
-            "phones": np.array([";".join(p.number for p in find_phones(t)) for t in texts], dtype=object),
+            "phones": np.array([";".join(p.number for p in find_phones(t, region)) for t in texts], dtype=object),
             "keywords": np.array([";".join(lexicon.match(t)) for t in texts], dtype=object),
         },
     )
@@ -141,23 +160,15 @@ def label_texts(
 
 def merge_with_texts(detections: sv.Detections, texts: sv.Detections) -> sv.Detections:
     """Detector boxes plus text lines in one Detections (empty text fields for detector boxes)."""
-    parts = []
-    for part in (detections, texts):
-        if len(part) == 0:
-            continue
-        part = part[:]
-        if part.confidence is None:
-            part.confidence = np.ones(len(part))
-        if part.class_id is None:
-            part.class_id = np.full(len(part), -1, dtype=int)
-        for name in TEXT_FIELDS:
-            if name not in part.data:
-                part.data[name] = np.array([""] * len(part), dtype=object)
-        part.data = {k: part.data[k] for k in ("class_name", *TEXT_FIELDS)}
-        parts.append(part)
-    if not parts:
+    if not len(texts):
         return detections
-    return sv.Detections.merge(parts) if len(parts) > 1 else parts[0]
+    if not len(detections):
+        return fields.merge([texts])
+    merged = fields.merge([detections, texts])
+    for name in TEXT_FIELDS:  # every box has its text fields, even when no part set them
+        if name not in merged.data:
+            merged.data[name] = fields.column(name, len(merged))
+    return merged
 
 
 @dataclass
@@ -167,18 +178,22 @@ class TextEvidence:
     reader: TextReader
     reference: TextReference | None = None
     lexicon: SmallAdLexicon = field(default_factory=_default_lexicon)
+    region: str = DEFAULT_REGION  # phone numbering plan read without a country code
 
     @classmethod
-    def for_camera(cls, reader: TextReader, reference_snapshot: str | Path | None) -> TextEvidence:
+    def for_camera(cls, reader: TextReader, reference_snapshot: str | Path | None, region: str = DEFAULT_REGION) -> TextEvidence:
         """Read the scene's reference snapshot once; its text is ignored from then on."""
         if reference_snapshot is None:
-            return cls(reader, TextReference(np.zeros((0, 4)), []))
+            return cls(reader, TextReference(np.zeros((0, 4)), []), region=region)
         import cv2
 
         image = cv2.imread(str(reference_snapshot))
         if image is None:
             raise FileNotFoundError(f"{reference_snapshot}: reference snapshot cannot be read")
-        return cls(reader, TextReference.from_detections(reader.read(image)))
+        return cls(reader, TextReference.from_detections(reader.read(image, region=region)), region=region)
 
-    def detect(self, image: np.ndarray, signboards: sv.Detections | None = None) -> sv.Detections:
-        return label_texts(self.reader.read(image, self.lexicon), self.reference, signboards)
+    def detect(self, image: np.ndarray, signboards: sv.Detections | None = None, boxes: np.ndarray | None = None) -> sv.Detections:
+        """Labelled text lines of the image, or only of pixel `boxes` in it (the verifier's posting-like tiles)."""
+        lines = self.reader.read(image, self.lexicon, self.region) if boxes is None else \
+            self.reader.read_regions(image, boxes, self.lexicon, self.region)
+        return label_texts(lines, self.reference, signboards)

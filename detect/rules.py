@@ -121,14 +121,17 @@ class CameraRules:
         self._cooldowns: list[_Cooldown] = []
         self._groups: dict[tuple[str, str], GroupIds] = {}
 
-    def process(self, frame: Frame, detections: sv.Detections) -> list[ViolationEvent]:
-        """Track, judge and advance every violation of this camera by one frame."""
+    def process(self, frame: Frame, detections: sv.Detections, verified: bool = False) -> list[ViolationEvent]:
+        """Track, judge and advance every violation of this camera by one frame.
+
+        `verified`: the frame's detections carry the verifier's verdicts (`detect.judgement`)."""
         if frame.source_id != self.scene.camera_id:
             raise ValueError(f"frame from source {frame.source_id!r} fed to the rules of camera {self.scene.camera_id!r}")
         ts = frame.ts
         tracked = self.tracker.update(detections, ts)
         views: list[ZoneView] = scene_views(self.scene, tracked, frame.width, frame.height, ts)
-        cands = candidates(views, tracked, self.taxonomy, frame.width * frame.height, self._object_ids(ts), self.settings.group_gap)
+        cands = candidates(views, tracked, self.taxonomy, frame.width * frame.height, self._object_ids(ts), self.settings.group_gap,
+                           verified=verified)
         events: list[ViolationEvent] = []
         seen: set[str] = set()
         present = {self._by_key[c.key] for c in cands if c.key in self._by_key}
@@ -237,7 +240,8 @@ class PhotoRules:
     city_zones: CityZones | None = None
     settings: RuleSettings = field(default_factory=RuleSettings)
 
-    def process(self, frame: Frame, detections: sv.Detections, scene: Scene | None = None) -> list[ViolationEvent]:
+    def process(self, frame: Frame, detections: sv.Detections, scene: Scene | None = None, verified: bool = False) -> list[ViolationEvent]:
+        """Violations of one photo; `verified`: its detections carry the verifier's verdicts (`detect.judgement`)."""
         detections = detections[:] if len(detections) else detections
         detections.tracker_id = None
         if scene is not None:
@@ -251,7 +255,7 @@ class PhotoRules:
             return [f"o{int(m.min())}" for m in objects]
 
         events = []
-        for cand in candidates(views, detections, self.taxonomy, frame.width * frame.height, ids, self.settings.group_gap):
+        for cand in candidates(views, detections, self.taxonomy, frame.width * frame.height, ids, self.settings.group_gap, verified=verified):
             if not cand.judged:
                 continue
             v = _Violation(f"{frame.source_id}:{cand.zone_id}:{cand.vtype.id}:{cand.object_id}", cand, frame.ts, frame.ts, frame.ts, frame, frame)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from detect.config_io import ConfigError, load_model, read_mapping, validate_model
 
 DEFAULT_TAXONOMY_PATH = Path(__file__).with_name("taxonomy.yaml")
+VERIFIED_PREFIX = "verified:"
+"""Class-name prefix of verifier verdicts (`verified:street_stall`), see detect.verifier."""
 DEFAULT_CITY = "default"
 
 
@@ -111,6 +113,27 @@ class ViolationType(Thresholds):
         description="Evidence classes that support a group but are not counted in its object count (people at a stall).",
     )
     stationary: bool = Field(True, title="Must be stationary", description="Only stationary tracks count (vehicles, stalls).")
+    verify: Literal["tiles", "objects"] | None = Field(
+        None,
+        title="Verifier judgement",
+        description="How a loaded verifier (detect.verifier) judges this type. `tiles`: its tile or zone probability, as "
+        "class `verified:<id>` (weight >= min_evidence), is the evidence; detector classes that weigh less than "
+        "min_evidence no longer make a case alone, they refine the evidence box. `objects`: each evidence object is "
+        "scored from the ground around it, and in photos without zones only objects that pass count.",
+    )
+
+    support: list[str] | None = Field(
+        None, title="Support classes",
+        description="Classes whose boxes refine a verified region of this type (default: the evidence classes that weigh "
+        "less than min_evidence); for flyposting, the OCR text lines.")
+
+    @model_validator(mode="after")
+    def _verified_class_weighs_enough(self) -> ViolationType:
+        if self.verify == "tiles":
+            name = VERIFIED_PREFIX + self.id
+            if self.evidence.get(name, 0.0) < self.min_evidence:
+                raise ValueError(f"verify: tiles needs evidence '{name}' weighing at least min_evidence ({self.min_evidence})")
+        return self
 
     @field_validator("city_codes")
     @classmethod
@@ -131,6 +154,26 @@ class ViolationType(Thresholds):
     def evidence_classes(self) -> list[str]:
         """Detector class names that count as evidence for this type."""
         return list(self.evidence)
+
+    def evidence_classes_for(self, verified: bool) -> list[str]:
+        """Evidence classes when a verifier is (not) loaded: with one, a `tiles` type counts only classes
+        that are enough alone (its `verified:` class, a custom `stall` class); without one, the
+        verifier's class never appears and every class counts as before."""
+        if verified and self.verify == "tiles":
+            return [name for name, w in self.evidence.items() if w >= self.min_evidence]
+        return [name for name in self.evidence if not name.startswith(VERIFIED_PREFIX)]
+
+    @property
+    def support_classes(self) -> list[str]:
+        """Classes that refine a verified region's box: `support`, else the evidence classes too weak alone."""
+        if self.support is not None:
+            return list(self.support)
+        return [name for name, w in self.evidence.items() if w < self.min_evidence]
+
+    @property
+    def counted_classes(self) -> list[str]:
+        """Support classes whose clusters a verified region counts (stalls of a market; not people)."""
+        return [name for name in self.support_classes if name not in self.uncounted]
 
     @property
     def thresholds(self) -> Thresholds:

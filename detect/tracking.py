@@ -30,6 +30,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from trackers import ByteTrackTracker
 
+from detect.fields import ZONE_ID
+
 DEFAULT_FAMILIES = {
     "car": "motor_vehicle", "truck": "motor_vehicle", "bus": "motor_vehicle", "van": "motor_vehicle",
     # an OCR line read with its phone number in one frame and without it in the next stays one track
@@ -105,7 +107,10 @@ class Tracker:
         seconds = (ts - self._t0).total_seconds()
         names = detections.data.get("class_name", np.array([""] * len(detections)))
         families = np.array([self.config.families.get(str(n), str(n)) for n in names], dtype=object)
-        parts = []
+        zoned = np.asarray(detections.data.get(ZONE_ID, np.array([""] * len(detections))), dtype=object).astype(str) != ""
+        parts = [self._zone_tracks(detections[zoned])] if zoned.any() else []
+        if zoned.any():
+            detections, families = detections[~zoned], families[~zoned]
         for family in sorted(set(families) | set(self._trackers)):
             part = detections[families == family] if len(detections) else detections
             tracked = self._tracker(family).update(part, timestamp=seconds)
@@ -116,6 +121,13 @@ class Tracker:
         merged = sv.Detections.merge([p for p in parts if len(p)]) if any(len(p) for p in parts) else _empty_tracked()
         self._update_rest(merged, ts)
         return merged
+
+    def _zone_tracks(self, dets: sv.Detections) -> sv.Detections:
+        """Verifier verdicts on a zone's crop are that zone's own track: one stable id per zone and type."""
+        dets = dets[:]
+        keys = zip(dets.data[ZONE_ID].astype(str), dets.data.get("class_name", np.array([""] * len(dets))).astype(str))
+        dets.tracker_id = np.array([self._global_id(f"zone:{z}", hash(c) & 0x7FFFFFFF) for z, c in keys], dtype=int)
+        return dets
 
     def _global_id(self, family: str, local: int) -> int:
         if (family, local) not in self._ids:

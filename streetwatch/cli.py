@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "serve",
     "data",
     "train",
+    "verifier",
     "demo",
 ]
 

@@ -37,6 +37,7 @@ def load_detector(
     providers: list[str] | None = None,
     device_preprocess: bool | None = None,
     compile_mode: str | None = None,
+    features: bool = False,
 ) -> Detector:
     """Build a detector for a model id or weight file.
 
@@ -49,6 +50,8 @@ def load_detector(
     `half` for torch: None = fp16 on CUDA and fp32 on the CPU; False forces fp32 on CUDA.
     Torch only: `device_preprocess` letterboxes on the device (default: on CUDA), `compile_mode`
     runs the network through `torch.compile` ("reduce-overhead" = CUDA graphs).
+    `features`: the verifier will read the detector's neck (`detect_with_features`); an ONNX export
+    made before the neck output existed is exported again once (needs the torch extra).
     """
     model = default_model() if model is None else model
     if imgsz <= 0 or imgsz % 32:
@@ -71,8 +74,16 @@ def load_detector(
             raise DetectorConfigError("device_preprocess and compile_mode are options of the torch backend")
 
         path, model_id = _onnx_file(model, imgsz, dynamic, bool(half), int8)
-        return OnnxDetector(path, model_id=model_id, device=device, threads=threads, providers=providers,
-                            rect=rect, **common)
+        detector = OnnxDetector(path, model_id=model_id, device=device, threads=threads, providers=providers,
+                                rect=rect, **common)
+        if features and not detector.has_features and Path(str(model)).suffix != ".onnx" and get_card(str(model)).format != "onnx":
+            log.warning("%s has no neck output for the verifier: exporting %s again once", path.name, model)
+            from detect.export import export_onnx
+
+            path, card = export_onnx(str(model), imgsz=imgsz, dynamic=dynamic, half=bool(half))
+            detector = OnnxDetector(path, model_id=card.id, device=device, threads=threads, providers=providers,
+                                    rect=rect, **common)
+        return detector
     raise DetectorConfigError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
 
 

@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
-from detect.engine.letterbox import check_image, input_shape, make_batch
+from detect.engine.letterbox import Letterbox, check_image, input_shape, make_batch
 from detect.engine.postprocess import RawBoxHead, postprocess
 from detect.engine.profile import StageProfile
+from detect.verifier.pooling import FeatureMap
+
+NECK_STRIDE = 32
+"""Stride of the pooled neck map (`detect.verifier.neck`)."""
 
 
 class DetectorConfigError(ValueError):
@@ -75,7 +79,20 @@ class Detector(ABC):
         With rectangle inputs, images are batched by their input shape, so an image's result never
         depends on which other images share its call.
         """
-        results: list[sv.Detections | None] = [None] * len(images)
+        return [d for d, _ in self._run(images, features=False)]
+
+    def detect_with_features(self, images: list[np.ndarray]) -> list[tuple[sv.Detections, FeatureMap]]:
+        """`detect`, plus the network's pooled neck map of each image (the verifier's features,
+        `detect.verifier`): the same single network run, so judging the scene costs no second one."""
+        return self._run(images, features=True)  # type: ignore[return-value]
+
+    @property
+    def has_features(self) -> bool:
+        """Whether `detect_with_features` works with this model (see `detect.verifier.neck`)."""
+        return False
+
+    def _run(self, images: list[np.ndarray], features: bool) -> list[tuple[sv.Detections, FeatureMap | None]]:
+        results: list[tuple[sv.Detections, FeatureMap | None] | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
             check_image(im, i)
@@ -86,15 +103,15 @@ class Detector(ABC):
                 with self._stage("preprocess"):
                     batch, boxes = self._prepare([images[i] for i in part], shape)
                 with self._stage("infer"):
-                    raw = self._infer(batch)
+                    raw, maps = self._infer_features(batch) if features else (self._infer(batch), None)
                 with self._stage("postprocess"):
                     dets = postprocess(raw, boxes, self.names, self.conf, self.iou, self.max_det, self.classes,
                                        head=self.head, input_shape=shape)
                 if self.profile is not None:
                     self.profile.batches += 1
                     self.profile.images += len(part)
-                for i, d in zip(part, dets, strict=True):
-                    results[i] = d
+                for k, (i, d) in enumerate(zip(part, dets, strict=True)):
+                    results[i] = (d, feature_map(maps[k], boxes[k]) if maps is not None else None)
         return results  # type: ignore[return-value]
 
     def _prepare(self, images: list[np.ndarray], shape: tuple[int, int]):
@@ -104,6 +121,10 @@ class Detector(ABC):
     @abstractmethod
     def _infer(self, batch) -> np.ndarray:
         """float32 NCHW RGB [0, 1] batch (what `_prepare` made) -> raw output in a layout `postprocess` reads."""
+
+    def _infer_features(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        """`_infer` plus the (B, C, H/32, W/32) pooled neck map; backends that can, override."""
+        raise DetectorConfigError(f"{self.model_path}: this model gives no neck features for the verifier")
 
     def synchronize(self) -> None:
         """Wait until work queued on the device has finished (no-op for host execution)."""
@@ -132,3 +153,9 @@ class Detector(ABC):
             "iou": self.iou,
             "max_batch": self.max_batch,
         }
+
+
+def feature_map(data: np.ndarray, lb: Letterbox) -> FeatureMap:
+    """A letterboxed image's neck map, with where the image lies on it (padding offsets the cells)."""
+    return FeatureMap(np.asarray(data, dtype=np.float32), sx=lb.orig_w * lb.scale / NECK_STRIDE,
+                      sy=lb.orig_h * lb.scale / NECK_STRIDE, ox=lb.pad_x / NECK_STRIDE, oy=lb.pad_y / NECK_STRIDE)

@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from detect.engine.base import Detector, DetectorConfigError
 from detect.engine.postprocess import RawBoxHead
+from detect.verifier.neck import FEATURES_OUTPUT
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -90,14 +91,32 @@ class OnnxDetector(Detector):
         )
         self.providers = self.session.get_providers()
         self.head = RawBoxHead.from_metadata(meta)
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._outputs = [outputs[0]]  # the boxes; the neck map only when asked for
+        self._feature_outputs = [outputs[0], FEATURES_OUTPUT] if FEATURES_OUTPUT in outputs else None
+
+    @property
+    def has_features(self) -> bool:
+        return self._feature_outputs is not None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._run_session(batch, self._outputs)[0]
+
+    def _infer_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._feature_outputs is None:
+            raise DetectorConfigError(
+                f"{self.model_path}: this ONNX file has no '{FEATURES_OUTPUT}' output for the verifier; "
+                "export it again (`streetwatch models export --model ID --format onnx --dynamic`)")
+        raw, maps = self._run_session(batch, self._feature_outputs)
+        return raw, maps
+
+    def _run_session(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         n = batch.shape[0]
         if self.static_batch and n < self.static_batch:  # pad a short last chunk
             pad = np.zeros((self.static_batch - n, *batch.shape[1:]), dtype=batch.dtype)
             batch = np.concatenate([batch, pad])
-        out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
-        return out[:n].astype(np.float32, copy=False)
+        out = self.session.run(outputs, {self.input_name: batch.astype(self.input_dtype, copy=False)})
+        return [o[:n].astype(np.float32, copy=False) for o in out]
 
     def describe(self) -> dict:
         return {**super().describe(), "providers": self.providers, "threads": self.threads,

@@ -67,6 +67,11 @@ class TorchDetector(Detector):
 
             self._device_letterbox = DeviceLetterbox(device, torch.float16 if self.half else torch.float32)
         names = {int(k): str(v) for k, v in yolo.names.items()}
+        self._neck: list | None = None
+        head = net.model[-1] if hasattr(net, "model") else None
+        self._has_neck = head is not None and len(getattr(head, "f", [])) == 3
+        if self._has_neck:  # the Detect head's inputs are P3, P4, P5 (see detect.verifier.neck)
+            head.register_forward_pre_hook(lambda _m, args: setattr(self, "_neck", list(args[0])))
         super().__init__(
             model_id=model_id,
             model_path=model_path,
@@ -91,6 +96,21 @@ class TorchDetector(Detector):
         if isinstance(out, (list, tuple)):
             out = out[0]
         return out.float().cpu().numpy()
+
+    @property
+    def has_features(self) -> bool:
+        return self._has_neck
+
+    def _infer_features(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        """The same pooled neck map the ONNX export adds as an output (`detect.verifier.neck`)."""
+        if not self._has_neck:
+            return super()._infer_features(batch)
+        raw = self._infer(batch)
+        F = self.torch.nn.functional
+        p3, p4, p5 = self._neck  # type: ignore[misc]
+        with self.torch.inference_mode():
+            maps = self.torch.cat([F.avg_pool2d(p3, 4), F.avg_pool2d(p4, 2), p5], 1)
+        return raw, maps.float().cpu().numpy()
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):

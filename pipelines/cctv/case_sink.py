@@ -52,10 +52,12 @@ class _Check:
 
 
 class CaseSink(threading.Thread):
-    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None):
+    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None,
+                 verified: bool = False):
         super().__init__(name="case-sink", daemon=True)
         self.intake, self.taxonomy, self.metrics, self.group_gap = intake, taxonomy, metrics, group_gap
         self.on_record = on_record  # structured record of what happened (events file, logs)
+        self.verified = verified  # frames carry verifier verdicts: re-checks judge them the same way
         self._queue: queue.Queue = queue.Queue()
         self._cameras: dict[str, Camera] = {}
         self._absent_since: dict[str, datetime] = {}
@@ -128,7 +130,8 @@ class CaseSink(threading.Thread):
         once the rules cleared it or it stayed away for the type's clear time (one missed detection is not a clearance)."""
         cam, frame = item.camera, item.frame
         for case in self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id):
-            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, self.group_gap)
+            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, self.group_gap,
+                            verified=self.verified)
             if len(found):
                 self._absent_since.pop(case.id, None)
                 self._verified(cam, case, frame, found, cleared=False)

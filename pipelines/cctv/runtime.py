@@ -85,7 +85,7 @@ class CameraRuntime:
 
 
 def present(scene: Scene, taxonomy: Taxonomy, frame: Frame, detections: sv.Detections, zone_id: str | None,
-            violation_type: str, group_gap: float) -> sv.Detections:
+            violation_type: str, group_gap: float, verified: bool = False) -> sv.Detections:
     """Evidence of `violation_type` in `zone_id` on one frame (empty: the place is clear).
 
     The same judgement the rules make, without dwell and whatever the schedule: a re-check asks
@@ -98,7 +98,7 @@ def present(scene: Scene, taxonomy: Taxonomy, frame: Frame, detections: sv.Detec
     def ids(zone: str, type_id: str, objects: list, dets: sv.Detections) -> list[str]:
         return [f"r{i}" for i in range(len(objects))]
 
-    found = [c for c in candidates(views, detections, taxonomy, frame.width * frame.height, ids, group_gap)
+    found = [c for c in candidates(views, detections, taxonomy, frame.width * frame.height, ids, group_gap, verified=verified)
              if c.vtype.id == violation_type]
     if not found:
         return detections[:0] if len(detections) else sv.Detections.empty()

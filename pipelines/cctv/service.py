@@ -28,6 +28,7 @@ from detect.frames import Frame
 from detect.rules import CameraRules, RuleSettings
 from detect.taxonomy import Taxonomy, load_taxonomy
 from detect.tracking import TrackingConfig
+from detect.judgement import Judgement
 from pipelines.cases.intake import Intake
 from pipelines.cctv.case_sink import CaseSink
 from pipelines.cctv.config import Camera, LoadedCameras, load_cameras
@@ -48,11 +49,14 @@ class Watcher:
 
     def __init__(self, cameras_path: str | Path, detector, intake: Intake, *, replay: bool = False, metrics: Metrics | None = None,
                  taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None,
-                 on_analysed: Callable[[Frame], None] | None = None):
+                 on_analysed: Callable[[Frame], None] | None = None, judgement: Judgement | None = None):
         self.cameras_path = Path(cameras_path)
         self.detector, self.replay = detector, replay
         self.metrics = metrics or Metrics()
         self.taxonomy = taxonomy or load_taxonomy()
+        # the verifier judges zones that need it (stalls, spillover, postings); None: detector classes alone
+        self.judgement = judgement or Judgement(None, self.taxonomy)
+        self.judgement.check(detector)
         self.text_reader = text_reader
         self.records: deque[dict] = deque(maxlen=RECORDS_KEPT)
         self._on_record = on_record
@@ -65,7 +69,7 @@ class Watcher:
         self.file = loaded.file
         self.queue = FrameQueue(self.file.queue_size, on_drop=self._dropped)
         self.sink = CaseSink(intake, self.taxonomy, self.metrics, RuleSettings().group_gap,
-                             on_record=self.record)
+                             on_record=self.record, verified=self.judgement.active)
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._stopping = threading.Event()
         self._reload_requested = threading.Event()
@@ -274,19 +278,24 @@ class Watcher:
         if not live:  # frames of cameras removed or replaced by a reload
             return
         started = time.perf_counter()
-        results = self.detector.detect([f.image for f, _ in live])
+        images = [f.image for f, _ in live]
+        if self.judgement.needs_features and any(self.judgement.zone_types(r.camera.scene) for _, r in live):
+            results = self.detector.detect_with_features(images)
+        else:
+            results = [(d, None) for d in self.detector.detect(images)]
         self.metrics.inference.observe(time.perf_counter() - started)
         self.metrics.batch.observe(len(live))
-        for (frame, runtime), detections in zip(live, results):
+        for (frame, runtime), (detections, fmap) in zip(live, results):
             try:
-                self._judge(runtime, frame, detections)
+                self._judge(runtime, frame, detections, fmap)
             except Exception:  # noqa: BLE001 - one camera's failure must not lose the batch's others
                 log.exception("camera %s: judging frame %s failed", runtime.id, frame.frame_id)
 
-    def _judge(self, runtime: CameraRuntime, frame: Frame, detections) -> None:
+    def _judge(self, runtime: CameraRuntime, frame: Frame, detections, fmap=None) -> None:
         runtime.ring.push(frame)
         detections = runtime.with_texts(frame, detections)
-        for event in runtime.rules.process(frame, detections):
+        detections = self.judgement.zones(fmap, frame.image, runtime.camera.scene, detections, frame.ts)
+        for event in runtime.rules.process(frame, detections, verified=self.judgement.active):
             self.sink.post_event(runtime.camera, event, runtime.context(event, detections))
             if event.kind is EventKind.OPENED:
                 runtime.strips_due.append((event.violation_id, event.at))

@@ -17,6 +17,7 @@ import supervision as sv
 from detect.engine.profile import StageProfile
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
+from detect.verifier import Verdicts
 from pipelines.triage.findings import Finding, boxes_json, finding_json, merge_events
 from pipelines.triage.grouping import perceptual_hash
 from pipelines.triage.photos import Photo
@@ -35,16 +36,17 @@ class Analyser:
         self.thumb_side = thumb_side
         self.model_id = model_id
 
-    def findings(self, photo: Photo, detections: sv.Detections) -> list[Finding]:
-        return merge_events(self.rules.process(photo.frame(), detections))
+    def findings(self, photo: Photo, detections: sv.Detections, verified: bool = False) -> list[Finding]:
+        return merge_events(self.rules.process(photo.frame(), detections, verified=verified))
 
-    def record(self, photo: Photo, detections: sv.Detections, stages: StageProfile) -> dict[str, Any]:
+    def record(self, photo: Photo, detections: sv.Detections, stages: StageProfile, verdicts: Verdicts | None = None) -> dict[str, Any]:
         """The photo's JSONL record; positives also get a thumbnail and a perceptual hash.
 
         Times the `rules` (findings) and `evidence` (thumbnail, hash) stages into `stages`.
+        `verdicts`: the verifier's (None when it is off); its per-type probabilities go in the record.
         """
         with stages.timed("rules"):
-            findings = self.findings(photo, detections)
+            findings = self.findings(photo, detections, verified=verdicts is not None)
         record: dict[str, Any] = {
             "source": photo.source.name,
             **photo.source.locator(),
@@ -56,6 +58,8 @@ class Analyser:
             "detections": boxes_json(detections, photo.scale),
             "findings": [finding_json(f, self.taxonomy, photo.scale) for f in findings],
         }
+        if verdicts is not None:
+            record["verifier"] = verdicts.to_json()
         if findings:
             with stages.timed("evidence"):
                 h, w = photo.image.shape[:2]

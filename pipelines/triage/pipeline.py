@@ -38,6 +38,8 @@ from rich.text import Text
 
 from detect.engine import Detector
 from detect.engine.profile import StageProfile
+from detect.judgement import Judgement
+from detect.verifier import Verdicts
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.grid import GridCells
 from pipelines.triage.journal import Journal
@@ -49,8 +51,9 @@ from pipelines.triage.text import PhotoText
 log = logging.getLogger(__name__)
 
 #: Stages timed per photo: read (bytes + SHA-256), decode (reduced pixels + EXIF), infer (detector),
-#: ocr (text, photos that need it), rules (findings), evidence (thumbnail + perceptual hash of positives).
-STAGES = ("read", "decode", "infer", "ocr", "rules", "evidence")
+#: verify (verifier heads, evidence regions), ocr (text, photos that need it), rules (findings),
+#: evidence (thumbnail + perceptual hash of positives).
+STAGES = ("read", "decode", "infer", "verify", "ocr", "rules", "evidence")
 
 
 class TriageInterrupted(KeyboardInterrupt):
@@ -161,12 +164,12 @@ class _Writer(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - cannot write results (disk full ...): the run must stop
                 self.failure = exc
 
-    def _record(self, item: dict[str, Any] | tuple[Photo, sv.Detections]) -> dict[str, Any]:
+    def _record(self, item: dict[str, Any] | tuple[Photo, sv.Detections, Verdicts | None]) -> dict[str, Any]:
         if isinstance(item, dict):
             return item
-        photo, detections = item
+        photo, detections, verdicts = item
         try:
-            return self.analyser.record(photo, detections, self.stats.stages)
+            return self.analyser.record(photo, detections, self.stats.stages, verdicts)
         except Exception as exc:  # noqa: BLE001 - one photo's failure must not stop the run
             log.exception("%s: judging failed", photo.source.name)
             return error_record(photo.source.name, f"internal error while judging: {exc}", photo.sha256, **photo.facts())
@@ -187,6 +190,28 @@ class _Writer(threading.Thread):
         self.inbox.put(item)
 
 
+def see_photo(image, detector: Detector, judgement: Judgement, stages: StageProfile,
+              infer_lock=contextlib.nullcontext()) -> tuple[sv.Detections, Verdicts | None]:
+    """Detector (with its neck map when the verifier reads it) and the verifier's verdicts of one photo."""
+    with infer_lock, stages.timed("infer"):
+        if judgement.needs_features:
+            detections, fmap = detector.detect_with_features([image])[0]
+        else:
+            detections, fmap = detector.detect([image])[0], None
+    with stages.timed("verify"):
+        return judgement.objects(image, detections, fmap)
+
+
+def read_photo_text(image, data: bytes | None, detections: sv.Detections, verdicts: Verdicts | None, text: PhotoText,
+                    source: str, stages: StageProfile) -> sv.Detections:
+    """Text lines of the regions worth reading (see `PhotoText`), added to the detections."""
+    regions = text.regions(detections, verdicts)
+    if data is None or regions is None:
+        return detections
+    with stages.timed("ocr"):
+        return text.add(data, image, detections, source, regions)
+
+
 def detector_threads(workers: int, device: str) -> int | None:
     """Intra-op threads per inference stream on CPU: the cores shared out among the workers."""
     if not device.startswith("cpu"):
@@ -202,13 +227,15 @@ def process_photos(
     journal: Journal,
     grid: GridCells | None,
     *,
+    judgement: Judgement | None = None,
     show_progress: bool = True,
 ) -> RunStats:
     """Record every listed input in the journal (or skip it as already recorded)."""
     stats = RunStats(listed=len(sources))
     archives = ArchiveCache()
     seen_now: dict[str, str] = {}  # content hash -> first source of this run (duplicates)
-    text = PhotoText(settings.ocr, settings.ocr_max_side)
+    judgement = judgement or Judgement(None, analyser.taxonomy)
+    text = PhotoText(settings.ocr, settings.ocr_max_side, settings.phone_region, gate=judgement.ocr_gate)
     infer_lock = contextlib.nullcontext() if detector.backend == "onnx" else threading.Lock()
     started = time.perf_counter()
     bar = progress_bar(enabled=show_progress)
@@ -217,7 +244,7 @@ def process_photos(
     def advance(_record: dict[str, Any] | None = None) -> None:
         bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates")
 
-    def work(item: PhotoSource | Refused) -> tuple[Photo, sv.Detections] | Skipped | dict[str, Any]:
+    def work(item: PhotoSource | Refused) -> tuple[Photo, sv.Detections, Verdicts | None] | Skipped | dict[str, Any]:
         if isinstance(item, Refused):
             return Skipped(item) if journal.seen(item.name, None) else error_record(item.name, item.reason)
         try:
@@ -228,20 +255,20 @@ def process_photos(
         if not isinstance(photo, Photo):
             return photo
         try:
-            with infer_lock, stats.stages.timed("infer"):
-                detections = detector.detect([photo.image])[0]
+            detections, verdicts = see_photo(photo.image, detector, judgement, stats.stages, infer_lock)
         except Exception as exc:  # noqa: BLE001
             log.exception("%s: detection failed", item.name)
             return error_record(item.name, f"detection failed: {exc}", photo.sha256, **photo.facts())
-        if photo.data is not None and text.wanted(detections):
-            try:
-                with stats.stages.timed("ocr"):
-                    detections = text.add(photo.data, photo.image, detections, item.name)
-            except Exception as exc:  # noqa: BLE001 - the detections stand without the text
-                log.exception("%s: OCR failed", item.name)
-                photo.warnings.append(f"OCR failed: {exc}")
+        try:
+            detections = read_photo_text(photo.image, photo.data, detections, verdicts, text, item.name, stats.stages)
+        except Exception as exc:  # noqa: BLE001 - the detections stand without the text
+            log.exception("%s: OCR failed", item.name)
+            photo.warnings.append(f"OCR failed: {exc}")
         photo.data = None
-        return photo, detections
+        with stats.stages.timed("verify"):
+            h, w = photo.image.shape[:2]
+            detections = judgement.photo(verdicts, detections, w, h)
+        return photo, detections, verdicts
 
     writer = _Writer(journal, analyser, stats, advance)
     writer.start()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from detect.cityzones import load_city_zones
 from detect.engine import Detector, load_detector
+from detect.judgement import load_judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.settings import Settings, load_settings
@@ -65,14 +66,16 @@ def run_triage(
     taxonomy = taxonomy or load_taxonomy()
     city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
     grid = load_grid(settings.grid) if settings.grid else None
+    judgement = load_judgement(settings.verifier, taxonomy)
     journal = Journal(settings.out, resume=settings.resume)
     try:
-        detector = detector or triage_detector(settings)
+        detector = detector or triage_detector(settings, features=judgement.needs_features)
+        judgement.check(detector)
         case_writer = _case_writer(settings, deployment or load_settings(), detector, taxonomy)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         stats = process_photos(expand_sources(inputs), settings, detector, analyser, journal, grid,
-                               show_progress=show_progress)
+                               judgement=judgement, show_progress=show_progress)
     finally:
         journal.close()
     return finish(settings, stats, detector, case_writer, show_progress=show_progress)
@@ -92,11 +95,13 @@ def _case_writer(settings: TriageSettings, deployment: Settings, detector: Detec
         return None
 
 
-def triage_detector(settings: TriageSettings) -> Detector:
-    """The detector as triage runs it: one intra-op thread per worker on CPU (see pipeline.py)."""
+def triage_detector(settings: TriageSettings, features: bool | None = None) -> Detector:
+    """The detector as triage runs it: one intra-op thread per worker on CPU (see pipeline.py),
+    with the neck map the verifier reads unless the verifier is off."""
+    features = (str(settings.verifier).lower() != "none") if features is None else features
     threads = detector_threads(settings.workers, settings.device) if settings.backend == "onnx" else None
     return load_detector(settings.model, backend=settings.backend, device=settings.device, conf=settings.conf,
-                         imgsz=settings.imgsz, threads=threads, max_batch=1)
+                         imgsz=settings.imgsz, threads=threads, max_batch=1, features=features)
 
 
 def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_writer: TriageCases | None = None,

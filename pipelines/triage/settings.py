@@ -30,6 +30,11 @@ class TriageSettings(BaseModel):
     ocr: OcrMode = Field(
         OcrMode.AUTO, title="OCR", description="Read text and phone numbers: auto (photos with text-bearing detections), all, or off."
     )
+    verifier: str | None = Field(
+        None, title="Verifier", description="Verifier id or card (models/verifiers/), none to judge by detector classes alone; default: the promoted one.")
+    phone_region: str = Field(
+        "CN", title="Phone region", description="ISO 3166 region whose phone numbers are read without a country code (CN, HK, TW, GB ...).",
+        min_length=2, max_length=2)
     ocr_max_side: int = Field(1600, title="OCR resolution", description="Long side of the decode that OCR reads.", ge=320, le=8192)
     timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset, and of the report.")
     scene_zones: Path | None = Field(None, title="City zones", description="GeoJSON of city-wide zones (no-parking streets, vending points) for photos with GPS.")

@@ -1,11 +1,12 @@
 """OCR for photo triage: small-ad text and phone numbers, through the shared `detect.ocr` code.
 
 RapidOCR costs 0.5-1.5 s per photo on a CPU core, ten to thirty times the detector, so triage
-does not read every photo by default. `auto` reads a photo when the detector saw something that
-carries text (a poster, sticker, small ad, banner or shop sign: models trained for flyposting
-have such classes; COCO has none); `all` reads every photo, which finds small ads even with a
-COCO-only model at about one photo per second per core; `off` never reads. Text is read from a
-sharper decode than the detector's (long side up to `max_side`), since ad text is small.
+does not read every photo by default. `auto` reads the tiles the verifier finds posting-like (its
+flyposting head's OCR gate: at most `max_tiles` per photo, so the cost is bounded), and the whole
+photo when the detector saw something that carries text (a poster, sticker, small ad, banner or
+shop sign from a model trained for them); `all` reads every photo whole; `off` never reads. Text
+is read from a sharper decode than the detector's (long side up to `max_side`), since ad text is
+small. Phone numbers follow the numbering plan of `region` (CN by default).
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import supervision as sv
 
 from detect.imageio import decode_image
 from detect.ocr import SIGNBOARD_CLASSES, TextEvidence, TextReader, merge_with_texts
+from detect.phones import DEFAULT_REGION, check_region
 from detect.scenes import TEXT_CLASSES
+from detect.verifier import Verdicts
 
 TRIGGER_CLASSES = frozenset(TEXT_CLASSES | SIGNBOARD_CLASSES)
+POSTING = "flyposting"
+TILE_MARGIN = 0.15
+"""OCR tiles grow by this fraction of their size per side, so a slip on a tile's edge is read whole."""
 
 
 class OcrMode(StrEnum):
@@ -29,33 +35,59 @@ class OcrMode(StrEnum):
     ALL = "all"
 
 
+WHOLE = np.array([[0.0, 0.0, 1.0, 1.0]])
+
+
 class PhotoText:
     """Adds text-line detections (with phones and keywords) to a photo's detector output."""
 
-    def __init__(self, mode: OcrMode, max_side: int = 1600) -> None:
+    def __init__(self, mode: OcrMode, max_side: int = 1600, region: str = DEFAULT_REGION, max_tiles: int = 2,
+                 gate: float | None = None) -> None:
         self.mode = OcrMode(mode)
         self.max_side = max_side
+        self.region = check_region(region)
+        self.max_tiles = max_tiles
+        self.gate = gate  # the verifier's flyposting OCR gate (None: no verifier)
         self._evidence: TextEvidence | None = None
         self._lock = threading.Lock()  # one RapidOCR instance; its pipeline is not documented as thread-safe
 
-    def wanted(self, detections: sv.Detections) -> bool:
+    def regions(self, detections: sv.Detections, verdicts: Verdicts | None = None) -> np.ndarray | None:
+        """Normalised boxes to read (the whole photo, or posting-like tiles), or None: nothing to read."""
+        if self.mode == OcrMode.OFF:
+            return None
         if self.mode == OcrMode.ALL:
-            return True
-        if self.mode == OcrMode.OFF or not len(detections):
-            return False
-        names = detections.data.get("class_name", np.array([]))
-        return bool(np.isin(names, list(TRIGGER_CLASSES)).any())
+            return WHOLE
+        names = detections.data.get("class_name", np.array([])) if len(detections) else np.array([])
+        if len(names) and np.isin(names, list(TRIGGER_CLASSES)).any():
+            return WHOLE
+        if verdicts is None or self.gate is None or POSTING not in verdicts.tile_probs:
+            return None
+        probs = verdicts.tile_probs[POSTING][:-1]
+        order = [i for i in np.argsort(-probs) if probs[i] >= self.gate][: self.max_tiles]
+        if not order:
+            return None
+        tiles = verdicts.tiles[order]
+        grow = (tiles[:, 2:] - tiles[:, :2]) * TILE_MARGIN
+        return np.clip(np.hstack([tiles[:, :2] - grow, tiles[:, 2:] + grow]), 0.0, 1.0)
 
-    def add(self, data: bytes, image: np.ndarray, detections: sv.Detections, source: str) -> sv.Detections:
-        """Detector boxes plus text lines, all in the pixels of `image` (the detector's decode)."""
+    def wanted(self, detections: sv.Detections, verdicts: Verdicts | None = None) -> bool:
+        return self.regions(detections, verdicts) is not None
+
+    def add(self, data: bytes, image: np.ndarray, detections: sv.Detections, source: str,
+            regions: np.ndarray | None = None) -> sv.Detections:
+        """Detector boxes plus text lines (of `regions`, normalised; default the whole photo), all in
+        the pixels of `image` (the detector's decode)."""
         sharp = decode_image(data, source, max_side=self.max_side).image
         k = sharp.shape[1] / image.shape[1]
         boards = sv.Detections(xyxy=detections.xyxy * k, data={"class_name": detections.data.get("class_name", np.array([]))}) \
             if len(detections) else None
+        h, w = sharp.shape[:2]
+        whole = regions is None or (len(regions) == 1 and np.allclose(regions[0], WHOLE[0]))
+        boxes = None if whole else np.round(np.asarray(regions) * [w, h, w, h]).astype(int)
         with self._lock:
             if self._evidence is None:
-                self._evidence = TextEvidence(TextReader())
-            texts = self._evidence.detect(sharp, signboards=boards)
+                self._evidence = TextEvidence(TextReader(), region=self.region)
+            texts = self._evidence.detect(sharp, signboards=boards, boxes=boxes)
         if len(texts):
             texts.xyxy = texts.xyxy / k
         return merge_with_texts(detections, texts)

@@ -17,6 +17,21 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda[:N] (or tens
 ModelOpt = Annotated[str, typer.Option("--model", help="Model id from `streetwatch models list`, or a .pt/.onnx file.")]
 ConfOpt = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")]
 ImgszOpt = Annotated[int, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32).")]
+VerifierOpt = Annotated[str | None, typer.Option(
+    "--verifier", help="Verifier id or card (docs/verifier.md) that judges stalls, spillover, postings and zone-less parking; "
+    "none = detector classes alone. Default: the promoted verifier.")]
+
+
+def judgement_or_fail(verifier: str | None, taxonomy=None):
+    """The judgement (verifier + taxonomy) the command runs with, or one clear error line."""
+    from detect.judgement import load_judgement
+    from detect.taxonomy import load_taxonomy
+    from detect.verifier import VerifierError
+
+    try:
+        return load_judgement(verifier, taxonomy or load_taxonomy())
+    except VerifierError as exc:
+        fail(str(exc))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

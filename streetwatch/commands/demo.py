@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import BackendOpt, DeviceOpt, ModelOpt, fail
+from streetwatch.commands.common import BackendOpt, DeviceOpt, ModelOpt, fail, judgement_or_fail
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def _say(text: str) -> None:
     typer.secho(text, fg=typer.colors.CYAN, bold=True)
 
 
-def _monitor(settings, cameras_file: Path, detector, events_path: Path) -> dict:
+def _monitor(settings, cameras_file: Path, detector, events_path: Path, judgement=None) -> dict:
     """`streetwatch watch --replay` on the demo cameras: cases with evidence from the real detector and rules."""
     from detect.evidence import ModelInfo
     from pipelines.cases.intake import Intake
@@ -45,7 +45,7 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path) -> dict:
                            f"{data['at'][11:19]} UTC (media time) -> case {data['case_id']}")
 
         try:
-            watcher = Watcher(cameras_file, detector, intake, replay=True, on_record=on_record,
+            watcher = Watcher(cameras_file, detector, intake, replay=True, on_record=on_record, judgement=judgement,
                               on_analysed=SnapshotWriter(Path(settings.service["snapshot_dir"]), every_s=2.0))
             for cid, message in watcher.refused.items():
                 typer.secho(f"  camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
@@ -133,13 +133,15 @@ def demo(
     from streetwatch import demo_stack as stack
 
     started = time.monotonic()
+    judgement = judgement_or_fail(None)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not no_serve and not stack.port_free(port):
         fail(f"port {port} on 127.0.0.1 is in use: choose another with --port, or use --no-serve")
     _say(f"streetwatch demo -> {out}")
     try:
-        detector = load_detector(model, backend=backend, device=device)
+        detector = load_detector(model, backend=backend, device=device, features=True)
+        judgement.check(detector)
     except (DetectorConfigError, ModelNotFoundError, ValueError, OSError) as exc:
         fail(f"the detector cannot be loaded: {exc}")
     typer.echo(f"detector: {detector.model_id} ({backend}, {device})")
@@ -168,7 +170,7 @@ def demo(
 
         _say(f"1/3 monitoring: replaying {len(media.clips)} demo cameras ({', '.join(media.clips)}) by media time")
         try:
-            cameras = _monitor(settings, media.cameras_file, detector, out / "camera-events.jsonl")
+            cameras = _monitor(settings, media.cameras_file, detector, out / "camera-events.jsonl", judgement)
         except (EvidenceKeyError, StorageError) as exc:
             fail(str(exc))
         _say(f"2/3 triage: {media.photos[0].parent} and {inbox} (drop your own photos there)")

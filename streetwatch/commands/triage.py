@@ -27,7 +27,9 @@ def triage(
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them. Default: one per core (at most 8).")] = None,
-    ocr: Annotated[str, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = photos where the model saw posters, signs or small ads; all = every photo (slow: ~1 s/photo on CPU); off.")] = "auto",
+    verifier: Annotated[str | None, typer.Option("--verifier", help="Verifier id or card (docs/verifier.md) that judges stalls, spillover, postings and zone-less parking; none = detector classes alone. Default: the promoted verifier.")] = None,
+    ocr: Annotated[str, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = the tiles the verifier finds posting-like (at most 2 per photo) and photos where the model saw posters, signs or small ads; all = every photo whole (slow: ~1 s/photo on CPU); off.")] = "auto",
+    phone_region: Annotated[str, typer.Option("--phone-region", help="Region whose phone numbers are read without a country code (ISO 3166: CN, HK, TW, GB ...).")] = "CN",
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report.")] = "Asia/Shanghai",
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
@@ -47,6 +49,7 @@ def triage(
 
     from detect.config_io import ConfigError
     from detect.engine import DetectorConfigError, ModelNotFoundError
+    from detect.verifier import VerifierError
     from pipelines.triage import TriageSettings, run_triage
     from pipelines.triage.cases import CasesUnavailable, pick_dispatch_target
     from pipelines.triage.journal import JournalExists
@@ -60,12 +63,12 @@ def triage(
         elif dispatch_target:
             fail("--dispatch-target needs --dispatch")
         settings = TriageSettings(**options, out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
-                                  ocr=ocr, timezone=timezone, scene_zones=scene_zones, grid=grid, cases=cases,
+                                  ocr=ocr, verifier=verifier, phone_region=phone_region, timezone=timezone, scene_zones=scene_zones, grid=grid, cases=cases,
                                   dispatch_target=dispatch_target if dispatch else None, resume=resume)
         result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable) as exc:
+    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable, VerifierError) as exc:
         fail(str(exc))
     except TriageInterrupted:
         fail(f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; "

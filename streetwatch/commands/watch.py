@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, VerifierOpt, fail, judgement_or_fail, settings_or_fail,
+    setup_logging,
 )
 
 
@@ -37,6 +38,7 @@ def watch(
     snapshot_every: Annotated[float, typer.Option("--snapshot-every", min=0.0,
                                                   help="Seconds between snapshot writes per camera.")] = 10.0,
     config: SettingsOpt = None,
+    verifier: VerifierOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Watch the cameras of a cameras file until SIGTERM/SIGINT (or, with --replay, until the files end).
@@ -63,8 +65,10 @@ def watch(
         load_model(CamerasFile, cameras)  # a broken cameras file fails before the model loads
     except ConfigError as exc:
         fail(str(exc))
+    judgement = judgement_or_fail(verifier)
     try:
-        detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz)
+        detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, features=judgement.needs_features)
+        judgement.check(detector)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
     try:
@@ -79,7 +83,7 @@ def watch(
             sink.flush()
 
     try:
-        watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record,
+        watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record, judgement=judgement,
                           on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None)
     except ConfigError as exc:
         fail(str(exc))

@@ -1,0 +1,73 @@
+"""The verifier: scene-level judgement of violations the detector has no class for (docs/verifier.md).
+
+Cards and heads live in `models/verifiers/` (shipped with the project: they are ours, trained from
+labelled street photos with `streetwatch verifier train`) or in any folder of `$STREETWATCH_MODELS`.
+`models/verifiers/promoted.yaml` names the default one; `--verifier none` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from detect.verifier.heads import HeadsCard, HeadSet, VerifierError
+from detect.verifier.verifier import Verdicts, Verifier, evidence, verified_class
+
+__all__ = ["HeadSet", "HeadsCard", "Verdicts", "Verifier", "VerifierError", "evidence", "find_card", "load_verifier",
+           "promote_verifier", "promoted_id", "verified_class", "verifier_dirs"]
+
+NONE = "none"
+PROMOTED = "promoted.yaml"
+
+
+def verifier_dirs() -> list[Path]:
+    from detect.registry import PROJECT_MODELS
+
+    extra = [Path(p) / "verifiers" for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
+    return [*extra, PROJECT_MODELS / "verifiers"]
+
+
+def promoted_id() -> str | None:
+    for folder in verifier_dirs():
+        f = folder / PROMOTED
+        if f.is_file():
+            data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+            if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+                raise VerifierError(f"{f}: expected `id: <verifier id>`")
+            return data["id"]
+    return None
+
+
+def find_card(verifier: str | Path | None = None) -> Path:
+    """The card of a verifier id, a card path, or (None) the promoted verifier."""
+    if verifier is None:
+        verifier = promoted_id()
+        if verifier is None:
+            raise VerifierError(f"no promoted verifier ({' or '.join(str(d / PROMOTED) for d in verifier_dirs())} missing)")
+    p = Path(verifier)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise VerifierError(f"{p}: verifier card not found")
+        return p
+    for folder in verifier_dirs():
+        card = folder / f"{verifier}.yaml"
+        if card.is_file():
+            return card
+    raise VerifierError(f"verifier '{verifier}' not found in {', '.join(str(d) for d in verifier_dirs())}")
+
+
+def load_verifier(verifier: str | Path | None = None, known_types: set[str] | None = None) -> Verifier | None:
+    """The verifier to judge with: an id, a card path, None for the promoted one, or 'none' (off)."""
+    if isinstance(verifier, str) and verifier.lower() == NONE:
+        return None
+    return Verifier(HeadSet.load(find_card(verifier), known_types))
+
+
+def promote_verifier(verifier_id: str) -> Path:
+    card = find_card(verifier_id)
+    HeadSet.load(card)  # refuse a card whose heads cannot load
+    target = card.parent / PROMOTED
+    target.write_text(f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n", encoding="utf-8")
+    return target

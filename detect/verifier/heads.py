@@ -1,0 +1,130 @@
+"""Verifier heads: one small linear model per violation type over pooled backbone features.
+
+The heads are ours (trained here from labelled street photos, `streetwatch verifier train`), a few
+hundred kilobytes in one `.npz` beside a YAML card that says which backbone and tile grid they read,
+what they were trained on, and how well they did on photos they never saw. A head is a
+standardiser and a logistic regression over one region's features; its raw score (the logit) is
+turned into a calibrated probability (Platt scaling fitted on out-of-fold scores), and the type's
+threshold on that probability was chosen on validation and is stored with it.
+
+Loading refuses heads that do not match the backbone (feature size, backbone id), that name an
+unknown violation type, or whose arrays are missing or malformed, naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+HEAD_ARRAYS = ("mean", "scale", "coef")
+
+
+class VerifierError(ValueError):
+    """Heads or backbone that cannot be used; the message names the file and the reason."""
+
+
+class HeadSpec(BaseModel):
+    """One type's head: which regions it judges and how its score becomes a verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: Literal["tiles", "objects"] = Field(
+        title="Region", description="tiles: the image's tile grid (and zones); objects: the ground around each detected object of `classes`.")
+    classes: list[str] = Field(default_factory=list, title="Object classes", description="Detector classes judged by an `objects` head.")
+    feature_classes: list[str] = Field(
+        default_factory=list, title="Feature classes", description="The class list of an `objects` head's one-hot feature (its training classes).")
+    intercept: float = Field(title="Intercept", description="Logistic-regression intercept on standardised features.")
+    calibration: tuple[float, float] = Field(
+        (1.0, 0.0), title="Calibration", description="Platt scaling (a, b): probability = sigmoid(a * logit + b).")
+    threshold: float = Field(0.5, title="Threshold", description="Calibrated probability at and above which the type is found.", ge=0, le=1)
+    ocr_gate: float | None = Field(
+        None, title="OCR gate", description="Tiles at or above this probability are read by OCR (flyposting).", ge=0, le=1)
+
+
+class HeadsCard(BaseModel):
+    """The YAML card of a head set: what it reads, what it judges, how it was made and measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(title="Verifier id", pattern=r"^[A-Za-z0-9._-]+$")
+    backbone: str = Field(title="Backbone", description="Feature source the heads were trained on (see detect.verifier.backbones).")
+    feature_dim: int = Field(title="Feature size", description="Pooled feature length (mean + max of the backbone's channels).", gt=0)
+    tiles: tuple[int, int] = Field((5, 3), title="Tile grid", description="Columns x rows of half-overlapping tiles.")
+    weights: str = Field(title="Weights file", description="The .npz beside the card holding every head's arrays.")
+    heads: dict[str, HeadSpec] = Field(title="Heads", description="Violation type id -> head.")
+    dataset: dict = Field(default_factory=dict, title="Training data", description="Data digest, counts and sources.")
+    metrics: dict = Field(default_factory=dict, title="Validation metrics", description="Per type and per source, on photos the heads never saw.")
+    command: str = Field("", title="Command", description="The one command that reproduces these heads.")
+    notes: str = Field("", title="Notes")
+
+
+class LinearHead:
+    """Standardise, dot, calibrate: a head at inference time (numpy only)."""
+
+    def __init__(self, spec: HeadSpec, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray) -> None:
+        self.spec = spec
+        # fold the standardiser into the weights: (x - m) / s . w = x . (w / s) - m . (w / s)
+        self.w = (coef / scale).astype(np.float32)
+        self.b = float(spec.intercept - np.dot(mean / scale, coef))
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.w + self.b
+
+    def probs(self, features: np.ndarray) -> np.ndarray:
+        a, b = self.spec.calibration
+        return 1.0 / (1.0 + np.exp(-(a * self.logits(features) + b)))
+
+
+class HeadSet:
+    """Every type's head of one verifier, loaded from its card and weights."""
+
+    def __init__(self, card: HeadsCard, heads: dict[str, LinearHead], path: Path | None = None) -> None:
+        self.card, self.heads, self.path = card, heads, path
+
+    @property
+    def types(self) -> list[str]:
+        return list(self.heads)
+
+    @classmethod
+    def load(cls, card_path: str | Path, known_types: set[str] | None = None) -> HeadSet:
+        card_path = Path(card_path)
+        if not card_path.is_file():
+            raise VerifierError(f"{card_path}: verifier card not found")
+        try:
+            card = HeadsCard.model_validate(yaml.safe_load(card_path.read_text(encoding="utf-8")) or {})
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise VerifierError(f"{card_path}: not a verifier card: {exc}") from exc
+        weights = card_path.parent / card.weights
+        if not weights.is_file():
+            raise VerifierError(f"{weights}: weights of verifier {card.id} not found (named by {card_path.name})")
+        try:
+            arrays = dict(np.load(weights, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise VerifierError(f"{weights}: cannot read the heads: {exc}") from exc
+        heads = {}
+        for type_id, spec in card.heads.items():
+            if known_types is not None and type_id not in known_types:
+                raise VerifierError(f"{card_path}: head '{type_id}' is not a violation type of the taxonomy")
+            parts = []
+            dim = card.feature_dim if spec.region == "tiles" else 2 * card.feature_dim + 3 + len(spec.feature_classes)
+            for name in HEAD_ARRAYS:
+                arr = arrays.get(f"{type_id}/{name}")
+                if arr is None:
+                    raise VerifierError(f"{weights}: head '{type_id}' has no '{name}' array")
+                if arr.shape != (dim,):
+                    raise VerifierError(
+                        f"{weights}: head '{type_id}' {name} has shape {arr.shape}, but the card's backbone "
+                        f"{card.backbone} gives {dim} features for a {spec.region} head")
+                parts.append(arr.astype(np.float32))
+            heads[type_id] = LinearHead(spec, *parts)
+        return cls(card, heads, card_path)
+
+    def save(self, card_path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """Write the card and its weights (`arrays`: '<type>/<mean|scale|coef>' -> vector)."""
+        card_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(card_path.parent / self.card.weights, **{k: v.astype(np.float32) for k, v in arrays.items()})
+        card_path.write_text(yaml.safe_dump(self.card.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,270 @@
+"""The verifier: per-type probabilities for the whole image, a grid of tiles, zones and objects.
+
+COCO has no class for a stall, a goods rack, an A-board or a small ad, so the detector alone cannot
+see most of what a city enforces. The verifier judges the scene itself: pooled backbone features
+(`pooling.py`) go through one small head per violation type (`heads.py`). A `tiles` head scores
+every tile of a half-overlapping grid; the image's probability is that of its best tile (multiple
+instance: an image is positive when some tile is), so heads trained from image labels also say
+*where*. An `objects` head scores each detected object of its classes from the ground around it
+(a car on a footway versus one in a bay).
+
+Verdicts become ordinary detections of class `verified:<type>` (`evidence()`, `zone_evidence()`),
+so the taxonomy, zones, tracking, dwell and cases treat them like any detector class: cameras and
+photos share one judgement. Object verdicts ride on the detections themselves
+(`data["verified"]`), where the rules use them for photos without zones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import supervision as sv
+
+from detect.taxonomy import VERIFIED_PREFIX
+from detect.verifier.backbones import Backbone, EfficientNetLite0, is_neck
+from detect.verifier.heads import HeadSet, LinearHead, VerifierError
+from detect.verifier.pooling import FeatureMap, tile_boxes
+
+WHOLE = np.array([[0.0, 0.0, 1.0, 1.0]])
+
+#: Object context: the ground strip around where the object stands (x by its width, y by its height
+#: about the bottom edge), and the object's own box. Training and inference share this definition.
+GROUND_X, GROUND_UP, GROUND_DOWN = 0.5, 0.3, 0.4
+
+
+def verified_class(type_id: str) -> str:
+    """Class name of a verifier verdict for a violation type (an evidence class in the taxonomy)."""
+    return VERIFIED_PREFIX + type_id
+
+
+def object_features(fmap: FeatureMap, box: np.ndarray, class_name: str, classes: list[str]) -> np.ndarray:
+    """Features of one object (normalised `box`) for an `objects` head: pooled ground strip and box,
+    where it stands (bottom edge, size, aspect) and which of `classes` it is."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    ground = [max(0.0, x1 - GROUND_X * w), max(0.0, y2 - GROUND_UP * h), min(1.0, x2 + GROUND_X * w), min(1.0, y2 + GROUND_DOWN * h)]
+    pooled = fmap.pool(np.array([ground, box]))
+    onehot = np.array([class_name == c for c in classes], dtype=np.float32)
+    geometry = np.array([y2, np.sqrt(max(w * h, 0.0)), w / max(h, 1e-6)], dtype=np.float32)
+    return np.concatenate([pooled[0], pooled[1], geometry, onehot])
+
+
+def object_feature_dim(channels: int, classes: list[str]) -> int:
+    return 4 * channels + 3 + len(classes)
+
+
+@dataclass
+class Verdicts:
+    """What the verifier saw in one image (tiles and objects) and the thresholds it judges by."""
+
+    tiles: np.ndarray  # (T, 4) normalised tile boxes; the last row is the whole image
+    tile_probs: dict[str, np.ndarray] = field(default_factory=dict)  # tiles heads: type -> (T,)
+    object_probs: dict[str, np.ndarray] = field(default_factory=dict)  # objects heads: type -> (N,), NaN = not judged
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def image(self) -> dict[str, float]:
+        """Per-type probability of the image: its best tile, or its best object."""
+        out = {t: float(p.max()) for t, p in self.tile_probs.items()}
+        for t, p in self.object_probs.items():
+            judged = p[~np.isnan(p)]
+            out[t] = float(judged.max()) if len(judged) else 0.0
+        return out
+
+    def found(self, type_id: str) -> bool:
+        return self.image.get(type_id, 0.0) >= self.thresholds.get(type_id, 1.0)
+
+    def to_json(self) -> dict:
+        """Per-type image probabilities and thresholds, for records and manifests."""
+        return {t: {"p": round(p, 4), "threshold": round(self.thresholds[t], 4)} for t, p in self.image.items()}
+
+
+class Verifier:
+    """Heads plus the backbone that feeds them (the detector's neck, or its own network)."""
+
+    def __init__(self, heads: HeadSet, backbone: Backbone | None = None) -> None:
+        card = heads.card
+        if is_neck(card.backbone):
+            backbone = None  # features come with the detector's output
+        elif backbone is None:
+            if card.backbone != EfficientNetLite0.id:
+                raise VerifierError(f"{heads.path}: unknown backbone '{card.backbone}' (use a detector's '-neck' or {EfficientNetLite0.id})")
+            backbone = EfficientNetLite0()
+        elif backbone.id != card.backbone:
+            raise VerifierError(f"{heads.path}: heads were trained on backbone '{card.backbone}', not '{backbone.id}'")
+        self.heads, self.backbone = heads, backbone
+        self.tiles = np.vstack([tile_boxes(*card.tiles), WHOLE])
+        self.types = heads.types
+
+    @property
+    def id(self) -> str:
+        return self.heads.card.id
+
+    @property
+    def needs_detector_features(self) -> bool:
+        """True when the heads read the detector's own neck map (`Detector.detect_with_features`)."""
+        return self.backbone is None
+
+    def check_detector(self, detector_model_id: str, has_features: bool) -> None:
+        """Refuse a detector whose neck is not the one the heads were trained on."""
+        if not self.needs_detector_features:
+            return
+        from detect.verifier.backbones import neck_id
+
+        if neck_id(detector_model_id) != self.heads.card.backbone:
+            raise VerifierError(
+                f"{self.heads.path}: verifier {self.id} reads the neck of {self.heads.card.backbone[:-5]}, but the detector is "
+                f"{detector_model_id}; use that detector or a verifier trained on its neck (`streetwatch verifier train --backbone`)")
+        if not has_features:
+            raise VerifierError(f"detector {detector_model_id} gives no neck features; export it again (`streetwatch models export`)")
+
+    def feature_map(self, image: np.ndarray, fmap: FeatureMap | None = None) -> FeatureMap:
+        if self.backbone is not None:
+            return self.backbone.features(image)
+        if fmap is None:
+            raise VerifierError(f"verifier {self.id} reads the detector's neck: run the detector with detect_with_features()")
+        return fmap
+
+    def _check_dim(self, fmap: FeatureMap) -> None:
+        if 2 * fmap.channels != self.heads.card.feature_dim:
+            raise VerifierError(
+                f"{self.heads.path}: heads expect {self.heads.card.feature_dim} features, the backbone gives {2 * fmap.channels}")
+
+    def judge(self, image: np.ndarray, detections: sv.Detections, fmap: FeatureMap | None = None) -> Verdicts:
+        """Tile and object probabilities of one image (`fmap`: the detector's neck map, if the heads read it)."""
+        fmap = self.feature_map(image, fmap)
+        self._check_dim(fmap)
+        h, w = image.shape[:2]
+        pooled = fmap.pool(self.tiles)
+        verdicts = Verdicts(self.tiles)
+        for type_id, head in self.heads.heads.items():
+            verdicts.thresholds[type_id] = head.spec.threshold
+            if head.spec.region == "tiles":
+                verdicts.tile_probs[type_id] = head.probs(pooled)
+            else:
+                verdicts.object_probs[type_id] = self._objects(head, fmap, detections, w, h)
+        return verdicts
+
+    def _objects(self, head: LinearHead, fmap: FeatureMap, detections: sv.Detections, w: int, h: int) -> np.ndarray:
+        probs = np.full(len(detections), np.nan)
+        if not len(detections):
+            return probs
+        names = detections.data.get("class_name", np.array([""] * len(detections))).astype(str)
+        idx = np.flatnonzero(np.isin(names, head.spec.classes))
+        if len(idx):
+            boxes = detections.xyxy[idx] / [w, h, w, h]
+            feats = np.stack([object_features(fmap, b, names[i], head.spec.feature_classes) for b, i in zip(boxes, idx)])
+            probs[idx] = head.probs(feats)
+        return probs
+
+    def zone_probs(self, fmap: FeatureMap, polygon: np.ndarray, types: list[str]) -> dict[str, float]:
+        """Per-type probability of a zone (normalised polygon): its own crop, or its best tile inside it."""
+        import cv2
+
+        poly = np.asarray(polygon, dtype=np.float32)
+        box = np.array([[poly[:, 0].min(), poly[:, 1].min(), poly[:, 0].max(), poly[:, 1].max()]])
+        region = fmap.pool(box, mask=fmap.polygon_mask(poly))
+        centres = np.stack([(self.tiles[:-1, 0] + self.tiles[:-1, 2]) / 2, (self.tiles[:-1, 1] + self.tiles[:-1, 3]) / 2], 1)
+        inside = np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in centres])
+        tiles = fmap.pool(self.tiles[:-1][inside]) if inside.any() else None
+        out = {}
+        for t in types:
+            head = self.heads.heads.get(t)
+            if head is None or head.spec.region != "tiles":
+                continue
+            p = float(head.probs(region)[0])
+            if tiles is not None:
+                p = max(p, float(head.probs(tiles).max()))
+            out[t] = p
+        return out
+
+
+def _merge_tiles(tiles: np.ndarray) -> list[np.ndarray]:
+    """Groups of overlapping tiles (indices), so one thing lit up in two tiles is one region."""
+    n = len(tiles)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = tiles[i], tiles[j]
+            if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return [np.array(g) for g in groups.values()]
+
+
+def evidence(
+    verdicts: Verdicts,
+    detections: sv.Detections,
+    width: int,
+    height: int,
+    support: dict[str, list[str]] | None = None,
+    counted: dict[str, list[str]] | None = None,
+    zone_id: str = "",
+    types: list[str] | None = None,
+    group_gap: float = 0.5,
+) -> sv.Detections:
+    """`verified:<type>` detections for every tiles head that found its type.
+
+    Each region of overlapping positive tiles is one detection. Its box is drawn from the tiles,
+    refined to the detector boxes of the type's `support` classes (umbrellas, tables, text lines
+    ...) whose centre lies in the region, when there are any. `data["count"]` is the number of
+    clusters of `counted` objects in it (stalls of a market), at least 1.
+    """
+    from detect.tracking import group_components
+
+    support, counted = support or {}, counted or {}
+    n = len(detections)
+    names = detections.data.get("class_name", np.array([""] * n)).astype(str) if n else np.array([], dtype=str)
+    centres = detections.get_anchors_coordinates(sv.Position.CENTER) if n else np.zeros((0, 2))
+    rows: list[tuple[np.ndarray, float, str, int]] = []
+    scale = np.array([width, height, width, height], dtype=float)
+    grid = verdicts.tiles[:-1]
+    for type_id, probs in verdicts.tile_probs.items():
+        if types is not None and type_id not in types:
+            continue
+        th = verdicts.thresholds[type_id]
+        positive = np.flatnonzero(probs[:-1] >= th)
+        if len(positive):
+            regions = [positive[g] for g in _merge_tiles(grid[positive])]
+        elif probs[-1] >= th:
+            regions = [np.array([len(grid)])]  # only the whole image: no single tile stands out
+        else:
+            continue
+        for group in regions:
+            tiles = verdicts.tiles[group]
+            box = np.array([tiles[:, 0].min(), tiles[:, 1].min(), tiles[:, 2].max(), tiles[:, 3].max()]) * scale
+            inside = (centres[:, 0] >= box[0]) & (centres[:, 0] <= box[2]) & (centres[:, 1] >= box[1]) & (centres[:, 1] <= box[3])
+            helpers = inside & np.isin(names, support.get(type_id, []))
+            if helpers.any():
+                sel = detections.xyxy[helpers]
+                box = np.array([sel[:, 0].min(), sel[:, 1].min(), sel[:, 2].max(), sel[:, 3].max()])
+            objects = inside & np.isin(names, counted.get(type_id, []))
+            count = len(group_components(detections.xyxy[objects], group_gap)) if objects.any() else 1
+            rows.append((box, float(probs[group].max()), type_id, max(1, count)))
+    return _rows_to_detections(rows, zone_id)
+
+
+def _rows_to_detections(rows: list[tuple[np.ndarray, float, str, int]], zone_id: str) -> sv.Detections:
+    if not rows:
+        return sv.Detections.empty()
+    n = len(rows)
+    return sv.Detections(
+        xyxy=np.stack([r[0] for r in rows]).astype(float),
+        confidence=np.array([r[1] for r in rows], dtype=float),
+        class_id=np.full(n, -1, dtype=int),
+        data={
+            "class_name": np.array([verified_class(r[2]) for r in rows], dtype=object),
+            "count": np.array([r[3] for r in rows], dtype=int),
+            "zone_id": np.array([zone_id] * n, dtype=object),
+        },
+    )

@@ -1,0 +1,1 @@
+"""Training and evaluation of the verifier heads (detect.verifier) from labelled street photos."""

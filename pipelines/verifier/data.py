@@ -1,0 +1,153 @@
+"""Verifier training data: photos labelled per image (0/1 per type), coarse boxes, and groups.
+
+The format is the one of `street-scenes` (its README): `labels.csv` with `file` (relative to the
+folder), `group` (same place / same day: one side of every split), one 0/1 column per label, and
+optionally `boxes.csv` (`file`, `type`, `x1..y2` normalised) saying where a positive is. Reviewed
+cases exported by `streetwatch data from-cases --verifier` use the same format, so the city's own
+reviewed photos join the training.
+
+Label columns map to violation types (`LABEL_TYPES`); `parking_motor` and `parking_nonmotor` both
+train the one vehicle-context head. Every row is checked: a missing or unreadable file, or a label
+other than 0/1, stops loading with the file, the row and the reason; rows are never dropped silently
+(`uncertain` rows are counted and kept unless `--no-uncertain`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: label column -> violation type whose head it trains
+LABEL_TYPES = {
+    "street_stall": "street_stall",
+    "shopfront_spillover": "shopfront_spillover",
+    "flyposting": "flyposting",
+    "exposed_garbage": "exposed_garbage",
+    "parking_motor": "parking",
+    "parking_nonmotor": "parking",
+}
+PARKING = "parking"
+"""The vehicle-context head's training name; it serves `illegal_parking` and `nonmotor_parking`."""
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the file, the row and the reason."""
+
+
+@dataclass
+class Photo:
+    file: str  # relative to the dataset folder
+    path: Path
+    group: str
+    source: str  # first folder under images/ (mmj, stk, cn2 ...) or the dataset name
+    labels: dict[str, int]  # head name -> 0/1
+    uncertain: bool = False
+    street_scene: bool = True  # an outdoor public place is shown (where synthetic small ads may be pasted)
+    boxes: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)  # head name -> normalised boxes
+
+
+@dataclass
+class Dataset:
+    root: Path
+    photos: list[Photo]
+    digest: str  # SHA-256 of labels.csv and boxes.csv: which labels the heads were trained on
+    notes: list[str] = field(default_factory=list)
+
+    def labels(self, head: str) -> np.ndarray:
+        return np.array([p.labels.get(head, 0) for p in self.photos])
+
+    def counts(self) -> dict:
+        by_source = Counter(p.source for p in self.photos)
+        heads = sorted({h for p in self.photos for h in p.labels})
+        positives = {h: {s: sum(1 for p in self.photos if p.source == s and p.labels.get(h)) for s in sorted(by_source)} for h in heads}
+        return {"photos": len(self.photos), "groups": len({p.group for p in self.photos}), "by_source": dict(sorted(by_source.items())),
+                "positives": positives, "uncertain": sum(p.uncertain for p in self.photos)}
+
+
+def _source(rel: str, default: str) -> str:
+    parts = Path(rel).parts
+    return parts[1] if len(parts) > 2 and parts[0] == "images" else default
+
+
+def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool = True) -> Dataset:
+    """Read and check `labels.csv` (+ `boxes.csv`) under `root`."""
+    root = Path(root)
+    labels_csv = root / "labels.csv"
+    if not labels_csv.is_file():
+        raise DatasetError(f"{labels_csv}: not found (a verifier dataset has labels.csv, see docs/verifier.md)")
+    digest = hashlib.sha256(labels_csv.read_bytes())
+    with labels_csv.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        missing = [c for c in ("file", "group") if c not in columns]
+        if missing:
+            raise DatasetError(f"{labels_csv}: missing column(s) {', '.join(missing)}")
+        label_cols = [c for c in columns if c in LABEL_TYPES]
+        if not label_cols:
+            raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
+        photos, notes, skipped_uncertain = [], [], 0
+        for n, row in enumerate(reader, start=2):
+            rel = (row.get("file") or "").strip()
+            if not rel:
+                raise DatasetError(f"{labels_csv}: row {n}: empty file name")
+            labels: dict[str, int] = {}
+            for col in label_cols:
+                value = (row.get(col) or "").strip()
+                if value not in ("0", "1"):
+                    raise DatasetError(f"{labels_csv}: row {n} ({rel}): {col} is {value!r}, expected 0 or 1")
+                head = LABEL_TYPES[col]
+                labels[head] = max(labels.get(head, 0), int(value))
+            path = root / rel
+            if check_files and not path.is_file():
+                raise DatasetError(f"{labels_csv}: row {n}: {path} not found")
+            is_uncertain = (row.get("uncertain") or "0").strip() == "1"
+            if is_uncertain and not uncertain:
+                skipped_uncertain += 1
+                continue
+            street = (row.get("street_scene") or "1").strip() != "0"
+            photos.append(Photo(rel, path, (row.get("group") or "").strip() or rel, _source(rel, root.name), labels, is_uncertain, street))
+    if skipped_uncertain:
+        notes.append(f"{skipped_uncertain} rows with uncertain=1 left out (--no-uncertain)")
+    boxes_csv = root / "boxes.csv"
+    if boxes_csv.is_file():
+        digest.update(boxes_csv.read_bytes())
+        by_file = {p.file: p for p in photos}
+        with boxes_csv.open(newline="", encoding="utf-8") as fh:
+            for n, row in enumerate(csv.DictReader(fh), start=2):
+                kind = LABEL_TYPES.get((row.get("type") or "").strip())
+                photo = by_file.get((row.get("file") or "").strip())
+                if kind is None or photo is None:
+                    continue  # a type with no head, or a row left out above
+                try:
+                    box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+                except (KeyError, TypeError, ValueError):
+                    raise DatasetError(f"{boxes_csv}: row {n}: x1, y1, x2, y2 must be numbers") from None
+                if not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+                    raise DatasetError(f"{boxes_csv}: row {n}: box {box} is not inside 0..1 with x1 < x2, y1 < y2")
+                photo.boxes.setdefault(kind, []).append(box)  # type: ignore[arg-type]
+    return Dataset(root, photos, digest.hexdigest(), notes)
+
+
+def group_folds(dataset: Dataset, head: str, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (train, validation) index splits that keep every group on one side and spread each
+    source's positives across the folds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = dataset.labels(head)
+    sources = sorted({p.source for p in dataset.photos})
+    strat = np.array([y[i] + 2 * sources.index(p.source) for i, p in enumerate(dataset.photos)])
+    groups = np.array([p.group for p in dataset.photos])
+    splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), strat, groups))
+
+
+def positives_by_source(dataset: Dataset, head: str) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for p in dataset.photos:
+        out[p.source] += p.labels.get(head, 0)
+    return dict(out)

@@ -1,0 +1,140 @@
+"""Features of a verifier dataset, extracted once and cached: pooled tiles and vehicle contexts.
+
+Training reads each photo once: the detector finds the vehicles (and, for the `neck` backbone,
+gives the pooled neck map in the same run), the backbone's map is pooled over the tile grid and
+over each vehicle's ground strip (`detect.verifier`, the same code inference runs). Synthetic
+small-ad composites (`synth.py`) are made from the flyposting-negative street photos in the same
+pass, each tied to its base photo so that it only ever trains folds its base photo is in.
+The result is cached under the cache folder by backbone, tile grid, detector and data digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from detect.frames import Frame
+from detect.imageio import decode_image
+from detect.rules import PhotoRules
+from detect.verifier.backbones import is_neck, neck_id
+from detect.verifier.pooling import FeatureMap, tile_boxes
+from detect.verifier.verifier import WHOLE, object_features
+from pipelines.verifier.data import Dataset
+
+log = logging.getLogger(__name__)
+
+VEHICLE_CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle"]
+"""Detector classes the parking head judges (illegal_parking: the first three; nonmotor_parking: the rest)."""
+MIN_VEHICLE_CONF = 0.3
+MIN_VEHICLE_AREA = 0.002
+MAX_SIDE = 1280
+"""Photos are decoded at up to this long side (as triage does for 12 MP phone photos)."""
+
+
+@dataclass
+class Features:
+    tiles: np.ndarray  # (N, T + 1, D): every tile's pooled features, last row the whole image
+    vehicles: np.ndarray  # (V, Dv)
+    vehicle_photo: np.ndarray  # (V,) photo index
+    vehicle_box: np.ndarray  # (V, 4) normalised
+    vehicle_class: np.ndarray  # (V,) class names
+    synth_tiles: np.ndarray  # (S, T + 1, D) composites
+    synth_base: np.ndarray  # (S,) base photo index
+    synth_boxes: list[list[tuple[float, float, float, float]]]  # slips per composite, normalised
+    rules_found: list[list[str]]  # per photo: types today's detector-only rules find (the baseline)
+
+
+def cache_key(dataset: Dataset, backbone: str, detector_id: str, tiles: tuple[int, int], synth: int, seed: int) -> str:
+    h = hashlib.sha256(f"{dataset.digest}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{MAX_SIDE}|v1".encode())
+    return h.hexdigest()[:16]
+
+
+def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], cache_dir: Path, *,
+            synth: int = 0, seed: int = 0, font: Path | None = None, progress=None) -> Features:
+    """Features of every photo (and `synth` composites), from the cache when it holds them."""
+    key = cache_key(dataset, backbone, detector.model_id, tiles, synth, seed)
+    path = cache_dir / f"verifier-features-{backbone}-{key}.npz"
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        boxes = [[tuple(b) for b in z["synth_box"][z["synth_box_of"] == k]] for k in range(len(z["synth_base"]))]
+        return Features(z["tiles"], z["vehicles"], z["vehicle_photo"], z["vehicle_box"], z["vehicle_class"].astype(str),
+                        z["synth_tiles"], z["synth_base"], boxes, [str(r).split(";") if r else [] for r in z["rules_found"]])
+    if is_neck(backbone) and neck_id(detector.model_id) != backbone:
+        raise ValueError(f"backbone {backbone} is the neck of another detector than {detector.model_id}")
+    eff = None
+    if not is_neck(backbone):
+        from detect.verifier.backbones import EfficientNetLite0
+
+        eff = EfficientNetLite0()
+    grid = np.vstack([tile_boxes(*tiles), WHOLE])
+    rng = np.random.default_rng(seed)
+    synth_bases = _synth_bases(dataset, synth, rng)
+    out_tiles, vehicles, v_photo, v_box, v_class = [], [], [], [], []
+    s_tiles, s_base, s_boxes = [], [], []
+    rules, rules_found = PhotoRules(), []
+    when = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    for i, photo in enumerate(dataset.photos):
+        image = decode_image(photo.path, photo.file, max_side=MAX_SIDE).image
+        fmap, dets = _features(image, detector, eff)
+        out_tiles.append(fmap.pool(grid).astype(np.float32))
+        h, w = image.shape[:2]
+        rules_found.append(sorted({e.violation_type for e in rules.process(Frame(image, photo.file, when), dets)}))
+        names = dets.data.get("class_name", np.array([""] * len(dets))).astype(str)
+        for box, conf, name in zip(dets.xyxy, dets.confidence, names):
+            b = box / [w, h, w, h]
+            if name in VEHICLE_CLASSES and conf >= MIN_VEHICLE_CONF and (b[2] - b[0]) * (b[3] - b[1]) >= MIN_VEHICLE_AREA:
+                vehicles.append(object_features(fmap, b, name, VEHICLE_CLASSES))
+                v_photo.append(i)
+                v_box.append(b)
+                v_class.append(name)
+        if i in synth_bases:
+            from pipelines.verifier.synth import compose
+
+            for _ in range(synth_bases[i]):
+                composite, slips = compose(image, rng, font)
+                cmap, _ = _features(composite, detector, eff)
+                s_tiles.append(cmap.pool(grid).astype(np.float32))
+                s_base.append(i)
+                s_boxes.append([(s.box[0] / w, s.box[1] / h, s.box[2] / w, s.box[3] / h) for s in slips])
+        if progress is not None:
+            progress(i + 1, len(dataset.photos))
+    dim = out_tiles[0].shape[1]
+    feats = Features(
+        np.stack(out_tiles), np.array(vehicles, dtype=np.float32).reshape(-1, 2 * dim + 3 + len(VEHICLE_CLASSES)),
+        np.array(v_photo, dtype=int), np.array(v_box, dtype=np.float32).reshape(-1, 4), np.array(v_class, dtype=object),
+        np.stack(s_tiles) if s_tiles else np.zeros((0, len(grid), dim), np.float32), np.array(s_base, dtype=int),
+        s_boxes, rules_found)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, tiles=feats.tiles, vehicles=feats.vehicles, vehicle_photo=feats.vehicle_photo, vehicle_box=feats.vehicle_box,
+             vehicle_class=feats.vehicle_class.astype(str), synth_tiles=feats.synth_tiles, synth_base=feats.synth_base,
+             synth_box=np.array([b for bs in feats.synth_boxes for b in bs], dtype=np.float32).reshape(-1, 4),
+             synth_box_of=np.array([k for k, bs in enumerate(feats.synth_boxes) for _ in bs], dtype=int),
+             rules_found=np.array([";".join(r) for r in rules_found]))
+    return feats
+
+
+def _features(image: np.ndarray, detector, eff) -> tuple[FeatureMap, object]:
+    if eff is None:
+        dets, fmap = detector.detect_with_features([image])[0]
+        return fmap, dets
+    return eff.features(image), detector.detect([image])[0]
+
+
+def _synth_bases(dataset: Dataset, n: int, rng: np.random.Generator) -> dict[int, int]:
+    """Photo index -> composites to make from it: street scenes without flyposting, off the sticker
+    gallery's close-ups (the slips must land on streets)."""
+    if n <= 0:
+        return {}
+    pool = [i for i, p in enumerate(dataset.photos) if p.labels.get("flyposting", 0) == 0 and p.street_scene and p.source != "stk"]
+    if not pool:
+        return {}
+    picks = rng.choice(pool, size=n, replace=n > len(pool))
+    out: dict[int, int] = {}
+    for i in picks:
+        out[int(i)] = out.get(int(i), 0) + 1
+    return out

@@ -1,0 +1,124 @@
+"""`streetwatch verifier train`: features, heads, validation figures, card — one command.
+
+Writes `<out>/<id>.yaml` (the card: backbone, tile grid, per-type thresholds and calibration,
+validation figures per source with intervals, today's detector-only rules on the same photos for
+comparison, the data digest and the exact command) and `<out>/<id>.npz` (the heads' arrays).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detect.verifier.backbones import EFFICIENTNET, is_neck, neck_id
+from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec
+from pipelines.verifier.data import PARKING, Dataset
+from pipelines.verifier.features import VEHICLE_CLASSES, Features, extract
+from pipelines.verifier.metrics import figures
+from pipelines.verifier.train import PARKING_TYPES, HeadResult, TileHead, VehicleHead, heads_to_train, train_head
+
+log = logging.getLogger(__name__)
+
+OCR_GATE_FRACTION = 0.5
+"""Flyposting tiles at or above this fraction of the threshold (in probability) are read by OCR."""
+
+#: label head -> what today's rules call a finding of it (the baseline in the card)
+RULE_TYPES = {"street_stall": ["street_stall"], "shopfront_spillover": ["shopfront_spillover"], "flyposting": ["flyposting"],
+              "exposed_garbage": ["exposed_garbage"], PARKING: ["illegal_parking", "nonmotor_parking"]}
+
+
+@dataclass
+class TrainOptions:
+    backbone: str = "yolo11n-neck"
+    tiles: tuple[int, int] = (5, 3)
+    c: float = 0.05
+    folds: int = 5
+    seed: int = 0
+    synth: int = 400
+    verifier_id: str = "street-v1"
+    bootstrap: int = 1000
+    heads: list[str] = field(default_factory=list)
+
+
+def detector_for(backbone: str):
+    """The detector the features are read with (its neck is the backbone, or it finds the vehicles)."""
+    from detect.engine import load_detector
+
+    model = backbone[: -len("-neck")] if is_neck(backbone) else "yolo11n"
+    return load_detector(model, backend="onnx", features=is_neck(backbone))
+
+
+def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progress=None) -> tuple[Path, HeadsCard]:
+    if not is_neck(options.backbone) and options.backbone != EFFICIENTNET:
+        raise ValueError(f"--backbone {options.backbone}: use a detector's neck (e.g. yolo11n-neck) or {EFFICIENTNET}")
+    detector = detector_for(options.backbone)
+    if is_neck(options.backbone) and neck_id(detector.model_id) != options.backbone:
+        raise ValueError(f"--backbone {options.backbone}: the detector loaded is {detector.model_id}")
+    from detect.phones import DEFAULT_REGION  # noqa: F401  (documents that OCR is not part of training)
+    from pipelines.fonts import find_cjk_font
+
+    font = find_cjk_font() if options.synth else None
+    if options.synth and font is None:
+        raise ValueError("--synth needs a font with Chinese glyphs (Debian: fonts-noto-cjk, scripts/install-system-deps.sh)")
+    feats = extract(dataset, options.backbone, detector, options.tiles, cache, synth=options.synth, seed=options.seed,
+                    font=font, progress=progress and (lambda i, n: progress(f"features {i}/{n}")))
+    grid = _grid(options.tiles)
+    heads = options.heads or heads_to_train(dataset)
+    results: dict[str, HeadResult] = {}
+    for name in heads:
+        trainer = VehicleHead(dataset, feats, options.c) if name == PARKING else TileHead(name, dataset, feats, grid, options.c)
+        results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress)
+    card, arrays = _card(dataset, feats, results, options)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{options.verifier_id}.yaml"
+    HeadSet(card, {}).save(path, arrays)
+    return path, card
+
+
+def _grid(tiles):
+    from pipelines.verifier.train import tile_grid
+
+    return tile_grid(tiles)
+
+
+def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], options: TrainOptions) -> tuple[HeadsCard, dict]:
+    sources = np.array([p.source for p in dataset.photos])
+    groups = np.array([p.group for p in dataset.photos])
+    specs, arrays, metrics = {}, {}, {}
+    for name, r in results.items():
+        y = dataset.labels(name)
+        rules = np.array([bool(set(found) & set(RULE_TYPES[name])) for found in feats.rules_found])
+        metrics[name] = {
+            "verifier": figures(r.oof_found, r.oof_scores, y, sources, groups, options.bootstrap, options.seed),
+            "rules_today": figures(rules, rules.astype(float), y, sources, groups, 0),
+        }
+        types = PARKING_TYPES if name == PARKING else {name: []}
+        for type_id, classes in types.items():
+            specs[type_id] = HeadSpec(
+                region="objects" if name == PARKING else "tiles", classes=classes,
+                feature_classes=list(VEHICLE_CLASSES) if name == PARKING else [], intercept=r.model.intercept,
+                calibration=r.calibration, threshold=round(r.threshold, 4),
+                ocr_gate=round(r.threshold * OCR_GATE_FRACTION, 4) if name == "flyposting" else None)
+            arrays.update({f"{type_id}/mean": r.model.mean, f"{type_id}/scale": r.model.scale, f"{type_id}/coef": r.model.coef})
+    dim = feats.tiles.shape[2]
+    command = "streetwatch verifier train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else ""
+    card = HeadsCard(
+        id=options.verifier_id, backbone=options.backbone, feature_dim=dim, tiles=options.tiles, weights=f"{options.verifier_id}.npz",
+        heads=specs,
+        dataset={"root": dataset.root.name, "labels_sha256": dataset.digest, **dataset.counts(),
+                 "synthetic_small_ads": int(len(feats.synth_base)), "vehicles": int(len(feats.vehicles)), "notes": dataset.notes},
+        metrics=metrics,
+        command=command,
+        notes=(f"Validation: {options.folds}-fold group split (each fold's threshold from an inner group split of its training part); "
+               f"C={options.c}; parking head shared by illegal_parking (car, truck, bus) and nonmotor_parking (motorcycle, bicycle) "
+               f"over {', '.join(VEHICLE_CLASSES)}; figures on real photos only (synthetic small ads train flyposting, never validate)."),
+    )
+    parking_dim = feats.vehicles.shape[1] if len(feats.vehicles) else None
+    if parking_dim is not None and any(s.region == "objects" for s in specs.values()):
+        card.notes += f" Object heads read {parking_dim} features (see detect.verifier.object_features)."
+    return card, arrays

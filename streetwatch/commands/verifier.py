@@ -1,0 +1,141 @@
+"""`streetwatch verifier ...`: train, show and promote the verifier heads (docs/verifier.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import fail, judgement_or_fail, setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    verifier = typer.Typer(help="The verifier: per-type heads that judge stalls, spillover, postings, garbage and parking.",
+                           no_args_is_help=True)
+    app.add_typer(verifier, name="verifier")
+
+    @verifier.command("train")
+    def train(
+        data: Annotated[Path, typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes.")],
+        out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
+        backbone: Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")] = "yolo11n-neck",
+        verifier_id: Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")] = "street-v1",
+        tiles: Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")] = "5x3",
+        c: Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")] = 0.05,
+        folds: Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")] = 5,
+        synth: Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")] = 400,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")] = 0,
+        uncertain: Annotated[bool, typer.Option("--uncertain/--no-uncertain", help="Keep rows marked uncertain.")] = True,
+        heads: Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives).")] = "",
+        cache: Annotated[Path, typer.Option("--cache", help="Feature cache folder.")] = Path(".cache/verifier"),
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Train the heads on labelled photos, validate them by group split, and write their card."""
+        from rich.console import Console
+
+        from detect.verifier.heads import VerifierError
+        from pipelines.verifier.data import DatasetError, load_dataset
+        from pipelines.verifier.run import TrainOptions
+        from pipelines.verifier.run import train as run_train
+
+        setup_logging(verbose)
+        try:
+            grid = tuple(int(v) for v in tiles.lower().split("x"))
+            if len(grid) != 2 or min(grid) < 1:
+                raise ValueError
+        except ValueError:
+            fail(f"--tiles {tiles!r}: expected COLSxROWS such as 5x3")
+        console = Console(stderr=True)
+        try:
+            dataset = load_dataset(data, uncertain=uncertain)
+            options = TrainOptions(backbone=backbone, tiles=grid, c=c, folds=folds, seed=seed, synth=synth,  # type: ignore[arg-type]
+                                   verifier_id=verifier_id, heads=[h for h in heads.split(",") if h])
+            with console.status("training") as status:
+                path, card = run_train(dataset, out, cache, options, progress=lambda msg: status.update(msg))
+        except (DatasetError, VerifierError, ValueError) as exc:
+            fail(str(exc))
+        typer.echo(f"wrote {path} and {path.parent / card.weights}")
+        typer.echo(summary(card))
+
+    @verifier.command("eval")
+    def evaluate(
+        data: Annotated[Path, typer.Option("--data", help="Labelled folder (labels.csv, as for train) of photos the heads never saw.")],
+        verifier_id: Annotated[str | None, typer.Option("--verifier", help="Verifier id or card (default: the promoted one).")] = None,
+        ocr: Annotated[str, typer.Option("--ocr", help="OCR as in triage: auto, all or off.")] = "auto",
+        phone_region: Annotated[str, typer.Option("--phone-region", help="Region of phone numbers read without a country code.")] = "CN",
+        out: Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON here.")] = None,
+        limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N photos (a quick look).")] = None,
+    ) -> None:
+        """Judge a labelled folder as triage does, with and without the verifier, and print per-type figures."""
+        import json
+
+        from rich.console import Console
+
+        from detect.engine import load_detector
+        from detect.verifier.heads import VerifierError
+        from pipelines.verifier.data import DatasetError, load_dataset
+        from pipelines.verifier.evaluate import evaluate as run_eval
+
+        judgement = judgement_or_fail(verifier_id)
+        try:
+            dataset = load_dataset(data)
+            if limit:
+                dataset.photos = dataset.photos[:limit]
+            detector = load_detector(None, features=judgement.needs_features)
+            judgement.check(detector)
+            with Console(stderr=True).status("judging") as status:
+                figures = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region,
+                                   progress=lambda i, n: status.update(f"judging {i}/{n}"))
+        except (DatasetError, VerifierError, ValueError) as exc:
+            fail(str(exc))
+        typer.echo(table(figures))
+        if out is not None:
+            out.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+
+    @verifier.command("show")
+    def show(verifier_id: Annotated[str, typer.Argument(help="Verifier id or card path (default: the promoted one).")] = "") -> None:
+        """Print a verifier's heads, thresholds and validation figures."""
+        from detect.verifier import VerifierError, find_card
+        from detect.verifier.heads import HeadSet
+
+        try:
+            heads = HeadSet.load(find_card(verifier_id or None))
+        except VerifierError as exc:
+            fail(str(exc))
+        typer.echo(summary(heads.card))
+
+    @verifier.command("promote")
+    def promote(verifier_id: Annotated[str, typer.Argument(help="Verifier id to use by default.")]) -> None:
+        """Make a verifier the default of detect, triage, watch, demo and serve."""
+        from detect.verifier import VerifierError, promote_verifier
+
+        try:
+            path = promote_verifier(verifier_id)
+        except VerifierError as exc:
+            fail(str(exc))
+        typer.echo(f"promoted {verifier_id} ({path})")
+
+
+def summary(card) -> str:
+    """The card's backbone, validation figures against today's rules, and thresholds."""
+    lines = [f"verifier {card.id}: backbone {card.backbone}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics)]
+    for type_id, spec in card.heads.items():
+        lines.append(f"  threshold {type_id}: {spec.threshold}" + (f" (OCR gate {spec.ocr_gate})" if spec.ocr_gate else ""))
+    return "\n".join(lines)
+
+
+def table(metrics: dict) -> str:
+    """Per head and source: verifier P/R/F1 (95 % interval of F1) and AP, beside today's detector-only rules."""
+    lines = []
+    for name, m in metrics.items():
+        lines.append(f"  {name}")
+        for src, f in m["verifier"].items():
+            if not f["positives"]:
+                continue
+            ci = f.get("ci95", {}).get("F1")
+            rules = m["rules_today"].get(src, {})
+            lines.append(f"    {src:<16} P {f['P']:.2f} R {f['R']:.2f} F1 {f['F1']:.2f}"
+                         + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "") + f" AP {f['AP'] or 0:.2f}"
+                         + f"  ({f['positives']} pos / {f['photos']})   rules today: P {rules.get('P', 0):.2f} R {rules.get('R', 0):.2f} F1 {rules.get('F1', 0):.2f}")
+    return "\n".join(lines)

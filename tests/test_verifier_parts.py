@@ -1,0 +1,127 @@
+"""Verifier parts on real photos: the neck map from the detector's own run, pooling, heads files, datasets."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detect.imageio import read_image
+from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec, VerifierError
+from detect.verifier.pooling import FeatureMap, tile_boxes
+from pipelines.verifier.data import DatasetError, load_dataset
+
+STREET_SCENES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "street-scenes"
+
+
+def test_neck_map_comes_with_the_same_detections(onnx_detector, bus_jpg):
+    """One network run gives boxes and the pooled neck map; the boxes are those of plain detect()."""
+    image = read_image(bus_jpg)
+    plain = onnx_detector.detect([image])[0]
+    dets, fmap = onnx_detector.detect_with_features([image])[0]
+    assert onnx_detector.has_features
+    np.testing.assert_allclose(dets.xyxy, plain.xyxy, atol=1e-3)
+    assert fmap.channels == 64 + 128 + 256  # yolo11n P3 + P4 + P5
+    h, w = image.shape[:2]  # 1080 x 810 -> rect input 640 x 480: 20 x 15 cells, the image fills them all
+    assert fmap.data.shape[1:] == (20, 15)
+    assert fmap.cells(np.array([0.0, 0.0, 1.0, 1.0])) == (0, 15, 0, 20)
+    assert np.isfinite(fmap.data).all() and fmap.data.std() > 0
+
+
+def test_torch_backend_gives_the_same_neck_map(onnx_detector, torch_detector, bus_jpg):
+    image = read_image(bus_jpg)
+    _, a = onnx_detector.detect_with_features([image])[0]
+    _, b = torch_detector.detect_with_features([image])[0]
+    assert a.data.shape == b.data.shape
+    assert np.abs(a.data - b.data).max() < 1e-2 * max(1.0, np.abs(a.data).max())
+
+
+def test_pooling_reads_the_cells_a_box_covers(onnx_detector, bus_jpg):
+    _, fmap = onnx_detector.detect_with_features([read_image(bus_jpg)])[0]
+    c = fmap.channels
+    whole = fmap.pool(np.array([[0.0, 0.0, 1.0, 1.0]]))[0]
+    np.testing.assert_allclose(whole[:c], fmap.data.reshape(c, -1).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(whole[c:], fmap.data.reshape(c, -1).max(1), rtol=1e-5)
+    corner = fmap.pool(np.array([[0.0, 0.0, 0.01, 0.01]]))[0]  # a tiny box still reads its one cell
+    np.testing.assert_allclose(corner[:c], fmap.data[:, 0, 0], rtol=1e-5)
+    mask = fmap.polygon_mask(np.array([[0, 0.5], [1, 0.5], [1, 1], [0, 1]]))
+    assert mask[:10].sum() == 0 and mask[10:].all()
+
+
+def test_tiles_half_overlap_and_cover_the_image():
+    tiles = tile_boxes(5, 3)
+    assert len(tiles) == 15
+    assert tiles[:, 0].min() == 0 and tiles[:, 2].max() == pytest.approx(1) and tiles[:, 3].max() == pytest.approx(1)
+    assert tiles[1, 0] == pytest.approx((tiles[0, 2] - tiles[0, 0]) / 2)
+
+
+def _write_heads(folder: Path, dim: int = 8, **arrays) -> Path:
+    spec = HeadSpec(region="tiles", intercept=0.0, threshold=0.5)
+    card = HeadsCard(id="t", backbone="yolo11n-neck", feature_dim=dim, weights="t.npz", heads={"street_stall": spec})
+    default = {"street_stall/mean": np.zeros(dim), "street_stall/scale": np.ones(dim), "street_stall/coef": np.ones(dim)}
+    HeadSet(card, {}).save(folder / "t.yaml", {**default, **arrays})
+    return folder / "t.yaml"
+
+
+def test_heads_round_trip_and_fold_the_standardiser(tmp_path):
+    mean, scale, coef = np.arange(8.0), np.full(8, 2.0), np.linspace(-1, 1, 8)
+    path = _write_heads(tmp_path, **{"street_stall/mean": mean, "street_stall/scale": scale, "street_stall/coef": coef})
+    head = HeadSet.load(path).heads["street_stall"]
+    x = np.random.default_rng(0).normal(size=(4, 8))
+    np.testing.assert_allclose(head.logits(x), ((x - mean) / scale) @ coef, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_heads_are_refused_with_file_and_reason(tmp_path):
+    path = _write_heads(tmp_path, **{"street_stall/coef": np.ones(5)})
+    with pytest.raises(VerifierError, match=r"t.npz: head 'street_stall' coef has shape \(5,\).*gives 8 features"):
+        HeadSet.load(path)
+    path = _write_heads(tmp_path)
+    with pytest.raises(VerifierError, match="head 'street_stall' is not a violation type"):
+        HeadSet.load(path, known_types={"flyposting"})
+    (tmp_path / "t.npz").unlink()
+    with pytest.raises(VerifierError, match=r"t.npz: weights of verifier t not found"):
+        HeadSet.load(path)
+    path.write_text("id: t\nbackbone: x\n", encoding="utf-8")
+    with pytest.raises(VerifierError, match="t.yaml: not a verifier card"):
+        HeadSet.load(path)
+
+
+def test_verifier_refuses_another_detectors_neck(tmp_path):
+    from detect.verifier import Verifier
+
+    verifier = Verifier(HeadSet.load(_write_heads(tmp_path)))
+    with pytest.raises(VerifierError, match="reads the neck of yolo11n, but the detector is yolov8n"):
+        verifier.check_detector("yolov8n", True)
+    verifier.check_detector("yolo11n-640-dyn", True)  # an export of yolo11n: its neck
+
+
+def _dataset(tmp_path: Path, rows: list[dict]) -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    src = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[0]
+    (tmp_path / "images" / "a.jpg").write_bytes(src.read_bytes())
+    with (tmp_path / "labels.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return tmp_path
+
+
+def test_dataset_rows_are_checked(tmp_path):
+    ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "parking_motor": "0", "parking_nonmotor": "1"}
+    ds = load_dataset(_dataset(tmp_path, [ok]))
+    assert ds.photos[0].labels == {"street_stall": 1, "parking": 1} and len(ds.digest) == 64
+    with pytest.raises(DatasetError, match=r"labels.csv: row 3 \(images/a.jpg\): street_stall is '2', expected 0 or 1"):
+        load_dataset(_dataset(tmp_path, [ok, {**ok, "street_stall": "2"}]))
+    with pytest.raises(DatasetError, match=r"labels.csv: row 2: .*images/missing.jpg not found"):
+        load_dataset(_dataset(tmp_path, [{**ok, "file": "images/missing.jpg"}]))
+    (tmp_path / "labels.csv").write_text("file,street_stall\nimages/a.jpg,1\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="missing column\\(s\\) group"):
+        load_dataset(tmp_path)
+
+
+def test_uncertain_rows_are_counted_when_left_out(tmp_path):
+    ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "uncertain": "1"}
+    ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "uncertain": "0"}]), uncertain=False)
+    assert len(ds.photos) == 1 and ds.notes == ["1 rows with uncertain=1 left out (--no-uncertain)"]
