@@ -10,7 +10,7 @@ distinct classes carry enough evidence weight. Cameras then add dwell and lifecy
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -118,11 +118,11 @@ def candidates(
     image_area: float,
     object_ids: ObjectIds,
     group_gap: float,
-    verified: bool = False,
+    verified: Collection[str] = (),
 ) -> list[Candidate]:
     """All candidates of a frame (see module docstring).
 
-    `verified`: a verifier judged this frame (`detect.verifier`). Its `tiles` types then count only
+    `verified`: the types a verifier judged on this frame (`detect.verifier`). Its `tiles` types count only
     evidence that is enough alone (their `verified:` class, custom classes), and in a view without
     a zone an `objects` type counts only objects the verifier passed (`data["verified_pass"]`).
 
@@ -157,9 +157,10 @@ def candidates(
             if kind is not None and kind not in vtype.zone_kinds:
                 continue
             th = vtype.with_overrides(view.zone.thresholds.get(vtype.id) if view.zone else None)
-            sel = view.inside & usable & ~claimed & ~used[id(view)] & np.isin(names, vtype.evidence_classes_for(verified))
+            judged_by_verifier = vtype.id in verified
+            sel = view.inside & usable & ~claimed & ~used[id(view)] & np.isin(names, vtype.evidence_classes_for(judged_by_verifier))
             scores = conf
-            if verified and vtype.verify == "objects" and view.zone is None:
+            if judged_by_verifier and vtype.verify == "objects" and view.zone is None:
                 sel &= passed  # a photo without zones: the verifier's judgement of the ground decides, and scores
                 scores = np.nan_to_num(np.asarray(detections.data.get("verified", conf), dtype=float))
             sel &= (conf >= th.min_conf) & (detections.area >= th.min_area * image_area)

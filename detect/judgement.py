@@ -36,6 +36,11 @@ class Judgement:
         return self.verifier is not None
 
     @property
+    def verified_types(self) -> frozenset[str]:
+        """Types the verifier judges (the rules fall back to detector classes for the others)."""
+        return frozenset(self.verifier.types) if self.verifier is not None else frozenset()
+
+    @property
     def ocr_gate(self) -> float | None:
         """Flyposting tiles at or above this probability are worth reading (None: no such head)."""
         if self.verifier is None:

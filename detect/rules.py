@@ -13,6 +13,7 @@ Photo: the same candidates without time: each opens at once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -121,10 +122,10 @@ class CameraRules:
         self._cooldowns: list[_Cooldown] = []
         self._groups: dict[tuple[str, str], GroupIds] = {}
 
-    def process(self, frame: Frame, detections: sv.Detections, verified: bool = False) -> list[ViolationEvent]:
+    def process(self, frame: Frame, detections: sv.Detections, verified: Collection[str] = ()) -> list[ViolationEvent]:
         """Track, judge and advance every violation of this camera by one frame.
 
-        `verified`: the frame's detections carry the verifier's verdicts (`detect.judgement`)."""
+        `verified`: the types whose verdicts the frame's detections carry (`detect.judgement`)."""
         if frame.source_id != self.scene.camera_id:
             raise ValueError(f"frame from source {frame.source_id!r} fed to the rules of camera {self.scene.camera_id!r}")
         ts = frame.ts
@@ -240,8 +241,9 @@ class PhotoRules:
     city_zones: CityZones | None = None
     settings: RuleSettings = field(default_factory=RuleSettings)
 
-    def process(self, frame: Frame, detections: sv.Detections, scene: Scene | None = None, verified: bool = False) -> list[ViolationEvent]:
-        """Violations of one photo; `verified`: its detections carry the verifier's verdicts (`detect.judgement`)."""
+    def process(self, frame: Frame, detections: sv.Detections, scene: Scene | None = None,
+                verified: Collection[str] = ()) -> list[ViolationEvent]:
+        """Violations of one photo; `verified`: the types whose verdicts its detections carry (`detect.judgement`)."""
         detections = detections[:] if len(detections) else detections
         detections.tracker_id = None
         if scene is not None:

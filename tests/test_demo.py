@@ -87,7 +87,9 @@ def test_demo_triages_the_photo_folder_and_dispatches_a_confirmed_case(demo_run)
         history = store.history(case.id)
     finally:
         store.close()
-    assert {"illegal_parking", "flyposting"} <= triage_types
+    # The small-ad photo's phone number makes a flyposting case; the zone-less bus photos are judged by the
+    # verifier (a bus on a street is no parking case without a no-parking zone), the cameras' zones decide there.
+    assert "flyposting" in triage_types
     assert str(case.state) == "submitted" and case.dispatch_ref == sent["task_number"]
     assert [str(h.to_state) for h in history][:3] == ["candidate", "queued", "submitted"]
     assert history[1].actor == "demo-reviewer"  # confirmed through the API with the demo token

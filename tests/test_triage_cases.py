@@ -67,7 +67,9 @@ def photos(tmp_path, bus_jpg, zidane_jpg):
 def test_groups_become_signed_cases_queued_and_delivered_once(tmp_path, photos, deployment, sim, onnx_detector):
     settings_obj, settings_file = deployment
     out = tmp_path / "out"
-    settings = TriageSettings(out=out, dispatch_target="city")
+    # Grouping, cases and delivery on detector classes alone (every bus photo is a zone-less parking case there);
+    # what the verifier makes of these photos is tested in test_verifier_judgement.py.
+    settings = TriageSettings(out=out, dispatch_target="city", verifier="none")
     result = run_triage([photos], settings, detector=onnx_detector, deployment=settings_obj, show_progress=False)
 
     assert [len(g.members) for g in result.groups] == [2, 1]  # the re-take joins the first photo; the zipped one is apart
@@ -129,7 +131,7 @@ def test_cases_need_the_evidence_key_and_a_known_target(tmp_path, photos, deploy
                    deployment=settings_obj, show_progress=False)
     assert not (tmp_path / "b" / "results.jsonl").stat().st_size  # refused before any photo was read
     # optional cases without a key: the report is still written, the store stays empty
-    result = run_triage([photos], TriageSettings(out=tmp_path / "c"), detector=onnx_detector, deployment=settings_obj,
+    result = run_triage([photos], TriageSettings(out=tmp_path / "c", verifier="none"), detector=onnx_detector, deployment=settings_obj,
                         show_progress=False)
     assert result.groups and all(r.case_id is None for r in result.refs)
     assert CaseStore(settings_obj.cases.url).list() == []

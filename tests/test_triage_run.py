@@ -114,8 +114,8 @@ def test_every_input_has_one_record_with_its_outcome_or_reason(run):
     assert run["result"].stats.recorded == 19 and run["result"].tally.ok == 12
     # Every stage that did work this run was timed (the bus photos are positives: their thumbnails are evidence).
     stages = run["result"].stats.stage_ms()
-    assert list(stages) == ["read", "decode", "infer", "ocr", "rules", "evidence"]
-    assert all(stages[s] > 0 for s in ("read", "decode", "infer", "rules", "evidence"))
+    assert list(stages) == ["read", "decode", "infer", "verify", "ocr", "rules", "evidence"]
+    assert all(stages[s] > 0 for s in ("read", "decode", "infer", "verify", "rules", "evidence"))
 
 
 def test_photo_facts_time_place_grid_and_orientation(run):

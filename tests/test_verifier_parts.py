@@ -112,7 +112,7 @@ def test_dataset_rows_are_checked(tmp_path):
     ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "parking_motor": "0", "parking_nonmotor": "1"}
     ds = load_dataset(_dataset(tmp_path, [ok]))
     assert ds.photos[0].labels == {"street_stall": 1, "parking": 1} and len(ds.digest) == 64
-    with pytest.raises(DatasetError, match=r"labels.csv: row 3 \(images/a.jpg\): street_stall is '2', expected 0 or 1"):
+    with pytest.raises(DatasetError, match=r"labels.csv: row 3 \(images/a.jpg\): street_stall is '2', expected 0, 1 or empty"):
         load_dataset(_dataset(tmp_path, [ok, {**ok, "street_stall": "2"}]))
     with pytest.raises(DatasetError, match=r"labels.csv: row 2: .*images/missing.jpg not found"):
         load_dataset(_dataset(tmp_path, [{**ok, "file": "images/missing.jpg"}]))
@@ -125,3 +125,33 @@ def test_uncertain_rows_are_counted_when_left_out(tmp_path):
     ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "uncertain": "1"}
     ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "uncertain": "0"}]), uncertain=False)
     assert len(ds.photos) == 1 and ds.notes == ["1 rows with uncertain=1 left out (--no-uncertain)"]
+
+
+def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
+    """Confirmed -> 1 with its evidence box, rejected as not a violation -> 0, rejected as legal -> nothing;
+    types a case says nothing about stay unlabelled, so a confirmed stall never teaches 'no parking'."""
+    import json
+
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    export = tmp_path / "export"
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:3]
+    lines = []
+    for i, (photo, vtype, decision, reason) in enumerate([
+            (photos[0], "street_stall", "approved", None),
+            (photos[1], "illegal_parking", "rejected", "not_a_violation"),
+            (photos[2], "street_stall", "rejected", "permitted")]):
+        (export / "evidence").mkdir(parents=True, exist_ok=True)
+        (export / "evidence" / photo.name).write_bytes(photo.read_bytes())
+        lines.append({"case_id": f"c-{i}", "violation_type": vtype, "decision": decision, "reason_code": reason, "source_id": "cam-01",
+                      "image": f"evidence/{photo.name}", "width": 400, "height": 300,
+                      "boxes": [{"class_name": "verified:street_stall", "xyxy": [100, 150, 300, 300]}]})
+    (export / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "{broken\n", encoding="utf-8")
+    labels, n, findings = verifier_dataset_from_cases(export, tmp_path / "ds")
+    assert n == 2 and [f.path for f in findings] == ["review.jsonl: line 4"]
+    ds = load_dataset(tmp_path / "ds")
+    by_case = {p.file: p for p in ds.photos}
+    stall = by_case["images/cases/c-0.jpg"]
+    assert stall.labels == {"street_stall": 1} and stall.boxes["street_stall"] == [(0.25, 0.5, 0.75, 1.0)]
+    assert by_case["images/cases/c-1.jpg"].labels == {"parking": 0}
+    assert ds.labels("parking").tolist() == [-1, 0]  # the stall photo says nothing about parking

@@ -53,11 +53,11 @@ class _Check:
 
 class CaseSink(threading.Thread):
     def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None,
-                 verified: bool = False):
+                 verified: frozenset[str] = frozenset()):
         super().__init__(name="case-sink", daemon=True)
         self.intake, self.taxonomy, self.metrics, self.group_gap = intake, taxonomy, metrics, group_gap
         self.on_record = on_record  # structured record of what happened (events file, logs)
-        self.verified = verified  # frames carry verifier verdicts: re-checks judge them the same way
+        self.verified = verified  # types whose verdicts frames carry: re-checks judge them the same way
         self._queue: queue.Queue = queue.Queue()
         self._cameras: dict[str, Camera] = {}
         self._absent_since: dict[str, datetime] = {}

@@ -7,6 +7,7 @@ everything they need, so it never reads rules state.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -85,7 +86,7 @@ class CameraRuntime:
 
 
 def present(scene: Scene, taxonomy: Taxonomy, frame: Frame, detections: sv.Detections, zone_id: str | None,
-            violation_type: str, group_gap: float, verified: bool = False) -> sv.Detections:
+            violation_type: str, group_gap: float, verified: Collection[str] = ()) -> sv.Detections:
     """Evidence of `violation_type` in `zone_id` on one frame (empty: the place is clear).
 
     The same judgement the rules make, without dwell and whatever the schedule: a re-check asks

@@ -69,7 +69,7 @@ class Watcher:
         self.file = loaded.file
         self.queue = FrameQueue(self.file.queue_size, on_drop=self._dropped)
         self.sink = CaseSink(intake, self.taxonomy, self.metrics, RuleSettings().group_gap,
-                             on_record=self.record, verified=self.judgement.active)
+                             on_record=self.record, verified=self.judgement.verified_types)
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._stopping = threading.Event()
         self._reload_requested = threading.Event()
@@ -295,7 +295,7 @@ class Watcher:
         runtime.ring.push(frame)
         detections = runtime.with_texts(frame, detections)
         detections = self.judgement.zones(fmap, frame.image, runtime.camera.scene, detections, frame.ts)
-        for event in runtime.rules.process(frame, detections, verified=self.judgement.active):
+        for event in runtime.rules.process(frame, detections, verified=self.judgement.verified_types):
             self.sink.post_event(runtime.camera, event, runtime.context(event, detections))
             if event.kind is EventKind.OPENED:
                 runtime.strips_due.append((event.violation_id, event.at))

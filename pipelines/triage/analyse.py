@@ -36,7 +36,7 @@ class Analyser:
         self.thumb_side = thumb_side
         self.model_id = model_id
 
-    def findings(self, photo: Photo, detections: sv.Detections, verified: bool = False) -> list[Finding]:
+    def findings(self, photo: Photo, detections: sv.Detections, verified: frozenset[str] = frozenset()) -> list[Finding]:
         return merge_events(self.rules.process(photo.frame(), detections, verified=verified))
 
     def record(self, photo: Photo, detections: sv.Detections, stages: StageProfile, verdicts: Verdicts | None = None) -> dict[str, Any]:
@@ -46,7 +46,7 @@ class Analyser:
         `verdicts`: the verifier's (None when it is off); its per-type probabilities go in the record.
         """
         with stages.timed("rules"):
-            findings = self.findings(photo, detections, verified=verdicts is not None)
+            findings = self.findings(photo, detections, verified=frozenset(verdicts.thresholds) if verdicts is not None else frozenset())
         record: dict[str, Any] = {
             "source": photo.source.name,
             **photo.source.locator(),

@@ -1,8 +1,9 @@
 """OCR for photo triage: small-ad text and phone numbers, through the shared `detect.ocr` code.
 
 RapidOCR costs 0.5-1.5 s per photo on a CPU core, ten to thirty times the detector, so triage
-does not read every photo by default. `auto` reads the tiles the verifier finds posting-like (its
-flyposting head's OCR gate: at most `max_tiles` per photo, so the cost is bounded), and the whole
+does not read every photo by default. `auto` reads the tiles the verifier finds posting-like (when
+the photo or a tile passes its flyposting head's OCR gate, its `max_tiles` best tiles, so the cost
+is bounded), and the whole
 photo when the detector saw something that carries text (a poster, sticker, small ad, banner or
 shop sign from a model trained for them); `all` reads every photo whole; `off` never reads. Text
 is read from a sharper decode than the detector's (long side up to `max_side`), since ad text is
@@ -62,10 +63,10 @@ class PhotoText:
             return WHOLE
         if verdicts is None or self.gate is None or POSTING not in verdicts.tile_probs:
             return None
-        probs = verdicts.tile_probs[POSTING][:-1]
-        order = [i for i in np.argsort(-probs) if probs[i] >= self.gate][: self.max_tiles]
-        if not order:
+        probs = verdicts.tile_probs[POSTING]
+        if probs.max() < self.gate:  # neither a tile nor the whole photo looks posting-like
             return None
+        order = np.argsort(-probs[:-1])[: self.max_tiles]  # the most posting-like tiles, even when only the whole passed
         tiles = verdicts.tiles[order]
         grow = (tiles[:, 2:] - tiles[:, :2]) * TILE_MARGIN
         return np.clip(np.hstack([tiles[:, :2] - grow, tiles[:, 2:] + grow]), 0.0, 1.0)

@@ -45,7 +45,7 @@ class Photo:
     path: Path
     group: str
     source: str  # first folder under images/ (mmj, stk, cn2 ...) or the dataset name
-    labels: dict[str, int]  # head name -> 0/1
+    labels: dict[str, int]  # head name -> 0/1 (a head missing here: not labelled for it)
     uncertain: bool = False
     street_scene: bool = True  # an outdoor public place is shown (where synthetic small ads may be pasted)
     boxes: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)  # head name -> normalised boxes
@@ -59,12 +59,13 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
     def labels(self, head: str) -> np.ndarray:
-        return np.array([p.labels.get(head, 0) for p in self.photos])
+        """0/1 per photo, -1 where the photo is not labelled for this head (reviewed cases of other types)."""
+        return np.array([p.labels.get(head, -1) for p in self.photos])
 
     def counts(self) -> dict:
         by_source = Counter(p.source for p in self.photos)
         heads = sorted({h for p in self.photos for h in p.labels})
-        positives = {h: {s: sum(1 for p in self.photos if p.source == s and p.labels.get(h)) for s in sorted(by_source)} for h in heads}
+        positives = {h: {s: sum(1 for p in self.photos if p.source == s and p.labels.get(h) == 1) for s in sorted(by_source)} for h in heads}
         return {"photos": len(self.photos), "groups": len({p.group for p in self.photos}), "by_source": dict(sorted(by_source.items())),
                 "positives": positives, "uncertain": sum(p.uncertain for p in self.photos)}
 
@@ -72,6 +73,15 @@ class Dataset:
 def _source(rel: str, default: str) -> str:
     parts = Path(rel).parts
     return parts[1] if len(parts) > 2 and parts[0] == "images" else default
+
+
+def load_datasets(roots: list[Path], *, uncertain: bool = True) -> Dataset:
+    """Several labelled folders as one dataset (street-scenes plus reviewed cases, say); the digest covers all."""
+    parts = [load_dataset(r, uncertain=uncertain) for r in roots]
+    if len(parts) == 1:
+        return parts[0]
+    digest = hashlib.sha256("|".join(p.digest for p in parts).encode()).hexdigest()
+    return Dataset(parts[0].root, [photo for p in parts for photo in p.photos], digest, [n for p in parts for n in p.notes])
 
 
 def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool = True) -> Dataset:
@@ -98,10 +108,11 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
             labels: dict[str, int] = {}
             for col in label_cols:
                 value = (row.get(col) or "").strip()
-                if value not in ("0", "1"):
-                    raise DatasetError(f"{labels_csv}: row {n} ({rel}): {col} is {value!r}, expected 0 or 1")
-                head = LABEL_TYPES[col]
-                labels[head] = max(labels.get(head, 0), int(value))
+                if value not in ("0", "1", ""):
+                    raise DatasetError(f"{labels_csv}: row {n} ({rel}): {col} is {value!r}, expected 0, 1 or empty (not labelled)")
+                if value:
+                    head = LABEL_TYPES[col]
+                    labels[head] = max(labels.get(head, 0), int(value))
             path = root / rel
             if check_files and not path.is_file():
                 raise DatasetError(f"{labels_csv}: row {n}: {path} not found")
@@ -138,7 +149,7 @@ def group_folds(dataset: Dataset, head: str, k: int, seed: int = 0) -> list[tupl
     source's positives across the folds."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    y = dataset.labels(head)
+    y = np.maximum(dataset.labels(head), 0)
     sources = sorted({p.source for p in dataset.photos})
     strat = np.array([y[i] + 2 * sources.index(p.source) for i, p in enumerate(dataset.photos)])
     groups = np.array([p.group for p in dataset.photos])

@@ -44,7 +44,7 @@ def evaluate(dataset: Dataset, detector, judgement: Judgement, *, ocr: str = "au
         h, w = image.shape[:2]
         dets = judgement.photo(verdicts, dets, w, h)
         frame = Frame(image, photo.file, WHEN)
-        found_v.append({e.violation_type for e in rules.process(frame, dets, verified=judgement.active)})
+        found_v.append({e.violation_type for e in rules.process(frame, dets, verified=judgement.verified_types)})
         found_r.append({e.violation_type for e in rules.process(frame, plain)})
         if progress:
             progress(i + 1, len(dataset.photos))
@@ -53,10 +53,11 @@ def evaluate(dataset: Dataset, detector, judgement: Judgement, *, ocr: str = "au
     out = {}
     for head, types in RULE_TYPES.items():
         y = dataset.labels(head)
-        if not y.any() and head not in {h for p in dataset.photos for h in p.labels}:
+        m = y >= 0  # photos labelled for this head
+        if not m.any():
             continue
-        v = np.array([bool(f & set(types)) for f in found_v])
-        r = np.array([bool(f & set(types)) for f in found_r])
-        out[head] = {"verifier": figures(v, v.astype(float), y, sources, groups, boot),
-                     "rules_today": figures(r, r.astype(float), y, sources, groups, 0)}
+        v = np.array([bool(f & set(types)) for f in found_v])[m]
+        r = np.array([bool(f & set(types)) for f in found_r])[m]
+        out[head] = {"verifier": figures(v, v.astype(float), y[m], sources[m], groups[m], boot),
+                     "rules_today": figures(r, r.astype(float), y[m], sources[m], groups[m], 0)}
     return out

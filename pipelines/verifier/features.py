@@ -50,7 +50,8 @@ class Features:
 
 
 def cache_key(dataset: Dataset, backbone: str, detector_id: str, tiles: tuple[int, int], synth: int, seed: int) -> str:
-    h = hashlib.sha256(f"{dataset.digest}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{MAX_SIDE}|v1".encode())
+    files = hashlib.sha256("\n".join(p.file for p in dataset.photos).encode()).hexdigest()  # rows left out change the key
+    h = hashlib.sha256(f"{dataset.digest}|{files}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{MAX_SIDE}|v1".encode())
     return h.hexdigest()[:16]
 
 

@@ -20,12 +20,9 @@ from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec
 from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.features import VEHICLE_CLASSES, Features, extract
 from pipelines.verifier.metrics import figures
-from pipelines.verifier.train import PARKING_TYPES, HeadResult, TileHead, VehicleHead, heads_to_train, train_head
+from pipelines.verifier.train import MIN_SHIP_F1, PARKING_TYPES, HeadResult, TileHead, VehicleHead, heads_to_train, train_head
 
 log = logging.getLogger(__name__)
-
-OCR_GATE_FRACTION = 0.5
-"""Flyposting tiles at or above this fraction of the threshold (in probability) are read by OCR."""
 
 #: label head -> what today's rules call a finding of it (the baseline in the card)
 RULE_TYPES = {"street_stall": ["street_stall"], "shopfront_spillover": ["shopfront_spillover"], "flyposting": ["flyposting"],
@@ -36,7 +33,7 @@ RULE_TYPES = {"street_stall": ["street_stall"], "shopfront_spillover": ["shopfro
 class TrainOptions:
     backbone: str = "yolo11n-neck"
     tiles: tuple[int, int] = (5, 3)
-    c: float = 0.05
+    c: float = 0.01
     folds: int = 5
     seed: int = 0
     synth: int = 400
@@ -70,10 +67,20 @@ def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progr
     grid = _grid(options.tiles)
     heads = options.heads or heads_to_train(dataset)
     results: dict[str, HeadResult] = {}
+    refused: dict[str, float] = {}
     for name in heads:
-        trainer = VehicleHead(dataset, feats, options.c) if name == PARKING else TileHead(name, dataset, feats, grid, options.c)
+        trainer = VehicleHead(dataset, feats, options.c) if name == PARKING else TileHead(name, dataset, feats, grid, options.c, options.seed)
+        log.info("training head %s", name)
         results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress)
-    card, arrays = _card(dataset, feats, results, options)
+        y = dataset.labels(name)
+        m = y >= 0
+        f1 = figures(results[name].oof_found[m], results[name].oof_scores[m], y[m],
+                     np.array([p.source for p in dataset.photos])[m], np.array([p.group for p in dataset.photos])[m], 0)["all"]["F1"]
+        if f1 < MIN_SHIP_F1:
+            refused[name] = f1
+            log.warning("head %s: validation F1 %.2f < %.2f: not shipped (its types stay with the detector's classes)", name, f1, MIN_SHIP_F1)
+        log.info("head %s trained", name)
+    card, arrays = _card(dataset, feats, results, options, refused)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{options.verifier_id}.yaml"
     HeadSet(card, {}).save(path, arrays)
@@ -86,24 +93,28 @@ def _grid(tiles):
     return tile_grid(tiles)
 
 
-def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], options: TrainOptions) -> tuple[HeadsCard, dict]:
+def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], options: TrainOptions,
+          refused: dict[str, float]) -> tuple[HeadsCard, dict]:
     sources = np.array([p.source for p in dataset.photos])
     groups = np.array([p.group for p in dataset.photos])
     specs, arrays, metrics = {}, {}, {}
     for name, r in results.items():
         y = dataset.labels(name)
+        m = y >= 0  # photos labelled for this head
         rules = np.array([bool(set(found) & set(RULE_TYPES[name])) for found in feats.rules_found])
         metrics[name] = {
-            "verifier": figures(r.oof_found, r.oof_scores, y, sources, groups, options.bootstrap, options.seed),
-            "rules_today": figures(rules, rules.astype(float), y, sources, groups, 0),
+            "verifier": figures(r.oof_found[m], r.oof_scores[m], y[m], sources[m], groups[m], options.bootstrap, options.seed),
+            "rules_today": figures(rules[m], rules[m].astype(float), y[m], sources[m], groups[m], 0),
         }
+        if name in refused:
+            continue
         types = PARKING_TYPES if name == PARKING else {name: []}
         for type_id, classes in types.items():
             specs[type_id] = HeadSpec(
                 region="objects" if name == PARKING else "tiles", classes=classes,
                 feature_classes=list(VEHICLE_CLASSES) if name == PARKING else [], intercept=r.model.intercept,
                 calibration=r.calibration, threshold=round(r.threshold, 4),
-                ocr_gate=round(r.threshold * OCR_GATE_FRACTION, 4) if name == "flyposting" else None)
+                ocr_gate=round(r.ocr_gate, 4) if r.ocr_gate is not None else None)
             arrays.update({f"{type_id}/mean": r.model.mean, f"{type_id}/scale": r.model.scale, f"{type_id}/coef": r.model.coef})
     dim = feats.tiles.shape[2]
     command = "streetwatch verifier train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else ""
@@ -118,6 +129,8 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
                f"C={options.c}; parking head shared by illegal_parking (car, truck, bus) and nonmotor_parking (motorcycle, bicycle) "
                f"over {', '.join(VEHICLE_CLASSES)}; figures on real photos only (synthetic small ads train flyposting, never validate)."),
     )
+    if refused:
+        card.notes += " Not shipped (validation F1 below " + f"{MIN_SHIP_F1}): " + ", ".join(f"{k} ({v:.2f})" for k, v in refused.items()) + "."
     parking_dim = feats.vehicles.shape[1] if len(feats.vehicles) else None
     if parking_dim is not None and any(s.region == "objects" for s in specs.values()):
         card.notes += f" Object heads read {parking_dim} features (see detect.verifier.object_features)."

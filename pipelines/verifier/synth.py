@@ -97,12 +97,14 @@ def _warp(slip: np.ndarray, width: int, rng: np.random.Generator) -> tuple[np.nd
     return warped, alpha
 
 
-def compose(photo: np.ndarray, rng: np.random.Generator, font_path: Path, max_slips: int = 4) -> tuple[np.ndarray, list[Slip]]:
-    """`photo` (BGR) with 1..max_slips slips pasted in one spot, lit like their surroundings."""
+def compose(photo: np.ndarray, rng: np.random.Generator, font_path: Path, max_slips: int = 4,
+            width: tuple[float, float] = (0.035, 0.12)) -> tuple[np.ndarray, list[Slip]]:
+    """`photo` (BGR) with 1..max_slips slips pasted in one spot, lit like their surroundings;
+    each slip is `width` (a range, as a fraction of the photo's width) wide."""
     out = photo.copy()
     h, w = out.shape[:2]
     n = int(rng.integers(1, max_slips + 1))
-    slip_w = int(w * rng.uniform(0.035, 0.12))
+    slip_w = int(w * rng.uniform(*width))
     x0 = int(rng.uniform(0.05, 0.9) * w)
     y0 = int(rng.uniform(0.3, 0.8) * h)
     slips = []

@@ -181,10 +181,23 @@ def from_cases(
     export: Annotated[Path, typer.Argument(help="Review export (JSON Lines, one reviewed case per line; see docs/retraining.md).")],
     out: OutOpt,
     name: Annotated[str, typer.Option("--name", help="Dataset name.")] = "cases",
+    verifier: Annotated[bool, typer.Option("--verifier", help="Write a verifier dataset (labels.csv + boxes.csv, docs/verifier.md) "
+                                                              "for `streetwatch verifier train --data` instead of a detector dataset.")] = False,
 ) -> None:
     """Confirmed cases -> positives with their boxes; rejected cases -> hard negatives with the reason."""
     from pipelines.retrain.dataset import DatasetError
     from pipelines.retrain.from_cases import dataset_from_cases
+
+    if verifier:
+        from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+        try:
+            labels, n, findings = verifier_dataset_from_cases(export, out)
+        except (FileNotFoundError, FileExistsError) as exc:
+            fail(str(exc))
+        print_findings(findings)
+        typer.echo(f"wrote {n} labelled pictures to {labels}; next: streetwatch verifier train --data <street-scenes> --data {out}")
+        return
 
     try:
         ds, findings = dataset_from_cases(export, out, name=name)

@@ -17,12 +17,13 @@ def register(app: typer.Typer) -> None:
 
     @verifier.command("train")
     def train(
-        data: Annotated[Path, typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes.")],
+        data: Annotated[list[Path], typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes; "
+                                                                "repeat to add reviewed cases (`data from-cases --verifier`).")],
         out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
         backbone: Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")] = "yolo11n-neck",
         verifier_id: Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")] = "street-v1",
         tiles: Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")] = "5x3",
-        c: Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")] = 0.05,
+        c: Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")] = 0.01,
         folds: Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")] = 5,
         synth: Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")] = 400,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")] = 0,
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from detect.verifier.heads import VerifierError
-        from pipelines.verifier.data import DatasetError, load_dataset
+        from pipelines.verifier.data import DatasetError, load_datasets
         from pipelines.verifier.run import TrainOptions
         from pipelines.verifier.run import train as run_train
 
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--tiles {tiles!r}: expected COLSxROWS such as 5x3")
         console = Console(stderr=True)
         try:
-            dataset = load_dataset(data, uncertain=uncertain)
+            dataset = load_datasets(data, uncertain=uncertain)
             options = TrainOptions(backbone=backbone, tiles=grid, c=c, folds=folds, seed=seed, synth=synth,  # type: ignore[arg-type]
                                    verifier_id=verifier_id, heads=[h for h in heads.split(",") if h])
             with console.status("training") as status:

@@ -1,0 +1,89 @@
+"""Reviewed cases -> a verifier dataset (labels.csv, boxes.csv, images), so the city's reviews train the heads.
+
+Input: the review export of `streetwatch data export-reviews` (`review.jsonl` + the evidence
+pictures, checked against their bundle manifests). Each picture becomes one row: a confirmed case
+labels its type 1 and its evidence boxes say where (boxes.csv, normalised); a rejected case whose
+reason says the scene does not show the type (not a violation, wrong type ...) labels it 0, a hard
+negative; a rejection that says the thing is real but legal or a duplicate teaches nothing about
+looks and is skipped. Types a case says nothing about stay empty (not labelled), so a confirmed
+stall is never taught as "no parking". The camera or photo batch is the split group.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from pipelines.retrain.check import Finding
+from pipelines.retrain.from_cases import NEGATIVE, NOT_NEGATIVE, POSITIVE
+
+#: violation type -> label column of the verifier dataset
+TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
+                "exposed_garbage": "exposed_garbage", "illegal_parking": "parking_motor", "nonmotor_parking": "parking_nonmotor"}
+SOURCE = "cases"
+
+
+def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, list[Finding]]:
+    """Write `out/labels.csv`, `out/boxes.csv` and `out/images/cases/...`; returns (labels file, rows, problems)."""
+    export = Path(export)
+    if export.is_dir():
+        export = export / "review.jsonl"
+    if not export.is_file():
+        raise FileNotFoundError(f"{export}: review export not found (make one with `streetwatch data export-reviews`)")
+    if (out / "labels.csv").exists():
+        raise FileExistsError(f"{out / 'labels.csv'} already exists: write into a new folder")
+    findings: list[Finding] = []
+    rows: dict[str, dict] = {}
+    boxes: list[dict] = []
+    for n, line in enumerate(export.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{export.name}: line {n}"
+        try:
+            case = json.loads(line)
+            column = TYPE_COLUMNS.get(case["violation_type"])
+            decision = case["decision"]
+            image = export.parent / case["image"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            findings.append(Finding(where, f"not a review line: {exc}"))
+            continue
+        if column is None:
+            findings.append(Finding(where, f"type {case['violation_type']!r} has no verifier head: skipped"))
+            continue
+        if decision in NEGATIVE and case.get("reason_code") in NOT_NEGATIVE:
+            continue  # real but legal / duplicate: says nothing about how the type looks
+        if decision not in POSITIVE | NEGATIVE:
+            findings.append(Finding(where, f"decision {decision!r} is neither confirmed nor rejected: skipped"))
+            continue
+        if not image.is_file():
+            findings.append(Finding(where, f"{image} not found: skipped"))
+            continue
+        rel = f"images/{SOURCE}/{case.get('case_id', n)}{image.suffix.lower()}"
+        row = rows.setdefault(str(image), {"file": rel, "group": case.get("source_id") or rel, "_src": image})
+        value = 1 if decision in POSITIVE else 0
+        row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
+        w, h = case.get("width"), case.get("height")
+        if value and w and h:
+            xyxy = [b["xyxy"] for b in case.get("boxes", []) if len(b.get("xyxy", [])) == 4]
+            if xyxy:
+                x1, y1 = min(b[0] for b in xyxy) / w, min(b[1] for b in xyxy) / h
+                x2, y2 = max(b[2] for b in xyxy) / w, max(b[3] for b in xyxy) / h
+                boxes.append({"file": rel, "type": column, "x1": f"{max(0.0, x1):.4f}", "y1": f"{max(0.0, y1):.4f}",
+                              "x2": f"{min(1.0, x2):.4f}", "y2": f"{min(1.0, y2):.4f}"})
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["file", "group", *TYPE_COLUMNS.values()]
+    with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows.values():
+            target = out / row["file"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(row["_src"], target)
+            writer.writerow({c: row.get(c, "") for c in columns})
+    with (out / "boxes.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["file", "type", "x1", "y1", "x2", "y2"])
+        writer.writeheader()
+        writer.writerows(boxes)
+    return out / "labels.csv", len(rows), findings
