@@ -10,6 +10,14 @@ and times to the bundle; a re-check after the case was handled adds its frame an
 CCTV and photos differ only in what they pass: cameras `BundleContext(source_kind="camera")`
 with the scene's address, grid cell, zone polygon and a ring-buffer strip; photo triage
 `source_kind="photo_batch"`, `source_id` = the batch id and `photo_ids`. Photos emit `opened` only.
+
+Crash safety: a bundle is built under `<case>.partial` and renamed when sealed, so after a kill
+the spool holds either sealed bundles (uploaded by `retry_evidence()`) or `.partial` leftovers,
+which `retry_evidence()` removes while marking their cases: a case whose evidence is neither
+stored nor spooled is unfinished, and the pipeline builds it again when it meets the same
+violation (`record_event`), then queues it if the run auto-queues (`settle`). Several processes
+may share one spool (the service's upload jobs, `watch`, a `triage` run): a lock file in the
+spool lets one of them write at a time, so a `.partial` seen under the lock is never in progress.
 """
 
 from __future__ import annotations
@@ -17,18 +25,21 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import supervision as sv
+from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, load_hmac_key
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
 from pipelines.cases.states import CaseState, check_transition
-from pipelines.cases.store import Case, CaseStore, NewCase
+from pipelines.cases.store import Case, CaseNotFound, CaseStore, NewCase
 from pipelines.evidence_store import EvidenceStore, StorageError, open_evidence_store
 
 if TYPE_CHECKING:
@@ -36,6 +47,11 @@ if TYPE_CHECKING:
     from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+
+PARTIAL = ".partial"  # suffix of a bundle being built (detect.evidence.builder renames it when sealed)
+SPOOL_LOCK = ".intake.lock"
+INTERRUPTED = ("evidence bundle interrupted before it was sealed (the process stopped); "
+               "it is built again when the pipeline meets this violation again")
 
 
 class Intake:
@@ -49,6 +65,7 @@ class Intake:
         self.spool.mkdir(parents=True, exist_ok=True)
         self.auto_queue = auto_queue  # dispatch target to queue for as soon as evidence is stored (no review)
         self._lock = threading.Lock()
+        self._spool_lock = FileLock(self.spool / SPOOL_LOCK)
 
     @classmethod
     def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | None = None,
@@ -64,24 +81,42 @@ class Intake:
     def record_event(self, event: ViolationEvent, ctx: BundleContext | None = None) -> Case | None:
         """Apply one violation event; returns the case (None for an update of an unknown violation)."""
         ctx = ctx or BundleContext()
-        with self._lock:
+        with self._exclusive():
             if event.kind is EventKind.OPENED:
                 return self._opened(event, ctx)
             return self._changed(event, ctx)
 
     def retry_evidence(self) -> list[Case]:
-        """Upload every spooled bundle (storage was down); returns the cases now stored."""
+        """Finish what the spool holds: upload sealed bundles (storage was down, or the process stopped
+        before uploading) and clear bundles interrupted before they were sealed, marking their cases
+        unfinished (see the module doc). Returns the cases whose evidence is now stored."""
         done = []
-        with self._lock:
-            for bundle in sorted(p for p in self.spool.iterdir() if p.is_dir() and not p.name.endswith(".partial")):
-                case = self._upload(bundle.name, bundle)
-                if case is not None:
+        with self._exclusive():
+            for bundle in sorted(p for p in self.spool.iterdir() if p.is_dir()):
+                if bundle.name.endswith(PARTIAL):
+                    self._interrupted(bundle)
+                elif (case := self._upload(bundle.name, bundle)) is not None:
                     done.append(case)
         return done
 
+    def settle(self, case: Case) -> Case:
+        """Queue a case whose evidence is stored when this intake auto-queues and nobody has yet (a run
+        stopped between storing the evidence and queuing it); any other case comes back unchanged."""
+        if not self.auto_queue or case.state is not CaseState.CANDIDATE or case.evidence_ref is None:
+            return case
+        with self._exclusive():
+            case = self.store.get(case.id)
+            if case.state is CaseState.CANDIDATE and case.evidence_ref is not None:
+                case = self.store.queue(case.id, self.auto_queue, actor="intake:auto")
+        return case
+
+    def unfinished(self, case: Case) -> bool:
+        """No stored evidence and no sealed bundle waiting in the spool: the bundle must be built (again)."""
+        return case.evidence_ref is None and not (self.spool / case.id).is_dir()
+
     def add_strip(self, violation_id: str, frames: list[Frame]) -> Case | None:
         """Frames from after the opening (CCTV ring buffer, a few seconds later) join the case's strip."""
-        with self._lock:
+        with self._exclusive():
             case = self.store.find(violation_id=violation_id)
             bundle_dir = None if case is None else self._local_bundle(case)
             if case is None or bundle_dir is None or not frames:
@@ -98,7 +133,7 @@ class Intake:
         the spool like any other bundle change); a case that is not `verifying` is refused untouched.
         """
         outcome = CaseState.VERIFIED_CLEARED if cleared else CaseState.STILL_PRESENT
-        with self._lock:
+        with self._exclusive():
             case = self.store.get(case_id)
             check_transition(case.id, case.state, outcome)
             bundle_dir = self._local_bundle(case)
@@ -109,13 +144,31 @@ class Intake:
                 self._upload(case.id, bundle_dir)
             return self.store.record_verification(case_id, cleared, actor=actor, verification_ref=ref)
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One writer at a time: this process's threads (the lock) and other processes sharing the spool (the file)."""
+        with self._lock, self._spool_lock:
+            yield
+
     # ---- steps ----------------------------------------------------------------------------
+
+    def _interrupted(self, partial: Path) -> None:
+        """A bundle left half-built by a killed process: remove it and mark its case unfinished."""
+        shutil.rmtree(partial, ignore_errors=True)
+        case_id = partial.name.removesuffix(PARTIAL)
+        try:
+            case = self.store.get(case_id)
+        except CaseNotFound:
+            return
+        if self.unfinished(case):
+            log.warning("case %s: %s", case_id, INTERRUPTED)
+            self.store.update(case_id, reason=INTERRUPTED)
 
     def _opened(self, event: ViolationEvent, ctx: BundleContext) -> Case:
         case = self.store.find(violation_id=event.violation_id)
         if case is None:
             case = self.store.create_case(_new_case(event, ctx), actor=f"rules:{event.source_id}")
-        elif case.evidence_ref is not None or (self.spool / case.id).is_dir():
+        elif not self.unfinished(case):
             return case  # the same violation again (a restarted pipeline): nothing new
         bundle_dir = self.spool / case.id
         try:

@@ -14,6 +14,8 @@ and bundle context the intake expects:
 A case's violation id is `photo:<first 16 hex of a photo's SHA-256>:<type>`. Before drafting one,
 every member's id is looked up, so a resumed or repeated run over the same photos finds the
 case it already made (even if a better photo joined the group since) instead of making another.
+A case found without stored or spooled evidence (a run killed while writing its bundle) gets
+its bundle built again, and a case whose evidence is stored is queued if the run auto-queues.
 """
 
 from __future__ import annotations
@@ -81,9 +83,14 @@ class TriageCases:
         return refs
 
     def _write(self, group: Group) -> CaseRef:
+        """The group's case, finished: drafted if new, its bundle built again if an earlier run stopped
+        before sealing it, and queued if this run auto-queues and that had not happened yet."""
         existing = next((c for m in group.members if (c := self.store.find(violation_id=violation_id(m))) is not None), None)
-        if existing is not None and (existing.evidence_ref is not None or existing.reason is None):
-            return CaseRef(existing.id, existing.evidence_ref, str(existing.state))
+        if existing is not None and existing.evidence_ref is not None:
+            case = self.intake.settle(existing)
+            return CaseRef(case.id, case.evidence_ref, str(case.state))
+        if existing is not None and not self.intake.unfinished(existing):  # sealed, waiting in the spool for storage
+            return CaseRef(existing.id, None, str(existing.state), error=existing.reason)
         try:
             event, ctx = self._event(group, existing.violation_id if existing else violation_id(group.lead))
         except (SourceReadError, ImageReadError) as exc:
