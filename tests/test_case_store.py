@@ -137,6 +137,26 @@ def test_expired_lease_is_claimed_again(store):
     assert store.mark_delivered(first.id, "T-1").state is CaseState.SUBMITTED  # late duplicate: no-op
 
 
+def test_a_lost_lease_sends_nothing_and_the_next_sender_knows_the_case_may_be_there(store):
+    case = _with_evidence(store)
+    store.queue(case.id, "cn-dcm", now=T0)
+    [a] = store.claim_due(now=T0, lease_s=5, owner="dispatcher-a")
+    assert a.lease_owner == "dispatcher-a" and a.in_doubt_since is None
+    assert store.begin_send(a.id, "dispatcher-a", 5, now=T0 + timedelta(seconds=1))  # its request leaves: renewed
+    assert store.claim_due(now=T0 + timedelta(seconds=5.5), owner="dispatcher-b") == []  # renewal covers the request
+    # a dies mid-request; its lease runs out and b takes the entry over, knowing a may have reached them
+    [b] = store.claim_due(now=T0 + timedelta(seconds=7), lease_s=5, owner="dispatcher-b")
+    assert b.lease_owner == "dispatcher-b" and b.in_doubt_since == T0 + timedelta(seconds=1)
+    assert not store.begin_send(a.id, "dispatcher-a", 5, now=T0 + timedelta(seconds=7))  # a woke up: may not send
+    store.schedule_retry(a.id, "timeout", T0 + timedelta(hours=1), owner="dispatcher-a")  # nor touch b's entry
+    [entry] = store.outbox_entries(case_id=case.id)
+    assert (entry.attempts, entry.lease_owner) == (0, "dispatcher-b")
+    store.clear_doubt(b.id, "dispatcher-b")  # b asked them: they do not have it
+    assert store.outbox_entries(case_id=case.id)[0].in_doubt_since is None
+    delivered = store.mark_delivered(b.id, "T-7", found=False)
+    assert delivered.state is CaseState.SUBMITTED and store.outbox_entries(case_id=case.id)[0].attempts == 1
+
+
 def test_concurrent_claims_never_share_an_entry(store):
     for n in range(30):
         case = _with_evidence(store, n)

@@ -36,7 +36,8 @@ def sim(tmp_path_factory):
 def _calm_sim(request):
     """Each test starts with a simulator that does not fail (tests set their own faults)."""
     if "sim" in request.fixturenames:
-        request.getfixturevalue("sim").faults(fail_rate=0.0, latency_ms=0, modes="error,error-after,close,garbage,stall")
+        request.getfixturevalue("sim").faults(fail_rate=0.0, latency_ms=0, modes="error,error-after,close,garbage,stall",
+                                              honour_idempotency=True)
 
 
 @pytest.fixture
@@ -181,24 +182,41 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
     dispatcher.close()
 
 
-def test_faults_and_timeouts_deliver_each_case_exactly_once(tmp_path, world, sim, bus_event):
+@pytest.mark.parametrize(("adapter", "honour_key", "lookup"), [
+    pytest.param("cn-dcm", False, True, id="cn-dcm-ignoring-the-key"),
+    pytest.param("open311", False, True, id="open311-ignoring-the-key"),
+    pytest.param("cn-dcm", True, False, id="cn-dcm-honouring-the-key-no-lookup"),
+])
+def test_faults_and_timeouts_deliver_each_case_exactly_once(tmp_path, world, sim, bus_event, monkeypatch, adapter,
+                                                            honour_key, lookup):
+    """Faults of every kind, some after the platform stored the case: each case arrives once, whether
+    the platform honours Idempotency-Key (replays) or ignores it (our look-up finds the first one)."""
     store, evidence, spool = world
-    ids = queue_cases(store, evidence, spool, small_event(bus_event), 20, "dcm", prefix="cam-ft")
-    sim.faults(fail_rate=0.5)  # error, error-after, close, garbage and 1 s stalls against a 0.5 s timeout
-    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=0.5)},
-                            **FAST)
+    monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
+    ids = queue_cases(store, evidence, spool, small_event(bus_event), 20, "t", prefix=f"cam-ft-{adapter}-{honour_key}")
+    # error, error-after, close, garbage and 1 s stalls against a 0.5 s timeout, on sends and look-ups
+    sim.faults(fail_rate=0.5, honour_idempotency=honour_key)
+    url = f"{sim.base}/cn-dcm/cases" if adapter == "cn-dcm" else f"{sim.base}/open311"
+    config = DispatchConfig(targets={"t": TargetConfig(adapter=adapter, url=url, timeout_s=0.5, lookup=lookup,
+                                                       token_env="SW_TEST_311_KEY")}, **FAST)
     dispatcher = Dispatcher(store, evidence, config, seed=3)
     before = sim.received()["counters"]
     _drain(dispatcher, store, ids)
     after = sim.received()["counters"]
-    mine = [c for c in sim.cases("cn-dcm") if c["external_id"] in ids]
+    mine = [c for c in sim.cases(adapter) if c["external_id"] in ids]
     assert sorted(c["external_id"] for c in mine) == sorted(ids)  # every case once, none twice
     assert all(store.get(i).dispatch_ref == next(c["ref"] for c in mine if c["external_id"] == i) for i in ids)
     entries = [e for i in ids for e in store.outbox_entries(case_id=i)]
     assert sum(e.attempts for e in entries) > len(ids)  # faults really happened and were retried
-    # Some failures came after the simulator had stored the case: the retry was answered from its key.
-    assert after["faults"] > before["faults"] and after["replayed"] > before["replayed"]
-    assert all(e.status == "delivered" and e.last_error is None for e in entries)
+    assert after["faults"] > before["faults"]
+    # Some failures came after the platform had stored the case: the retry found it there (look-up)
+    # or was answered from its key (replay), instead of creating a second one.
+    if lookup:
+        assert after["found"] > before["found"]
+        assert any("found on t as" in (h.reason or "") for i in ids for h in store.history(i))
+    else:
+        assert after["replayed"] > before["replayed"] and after["lookups"] == before["lookups"]
+    assert all(e.status == "delivered" and e.last_error is None and e.in_doubt_since is None for e in entries)
     dispatcher.close()
 
 
@@ -386,5 +404,54 @@ def test_cases_with_failures_and_a_killed_dispatcher_arrive_exactly_once(tmp_pat
     mine = [c for c in received if c["external_id"] in set(ids)]
     assert len(received) == n and len(mine) == n and len({c["external_id"] for c in mine}) == n
     assert {c["ref"] for c in mine} == {store.get(i).dispatch_ref for i in ids}
-    assert counters["faults"] > 0 and counters["replayed"] > 0
+    assert counters["faults"] > 0 and counters["found"] > 0  # retries after stored faults found the first case
     assert store.outbox_counts() == {"delivered": n}
+
+
+def test_two_dispatcher_processes_never_send_a_case_twice(tmp_path, bus_event):
+    """Two `dispatch run` processes on one store, a slow platform, no faults (issue 14, item 2): each
+    case is POSTed exactly once. A lease per batch let the second claim what the first had not sent yet."""
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import REPO, stop_process
+
+    n = 30
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    evidence = LocalEvidenceStore(tmp_path / "evidence", public_base_url=EVIDENCE_URL)
+    ids = queue_cases(store, evidence, tmp_path / "spool", small_event(bus_event), n, "dcm", prefix="cam-two")
+    sim = Sim(tmp_path, "--latency", "150")
+    settings = {
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"backend": "local", "local_root": str(tmp_path / "evidence"), "public_base_url": EVIDENCE_URL},
+        # the documented batch of 20 at 0.15 s each outlasts a 1 s lease several times over
+        "dispatch": {"targets": {"dcm": {"adapter": "cn-dcm", "url": f"{sim.base}/cn-dcm/cases", "timeout_s": 0.45}},
+                     "retry": {"base_s": 0.05, "max_s": 0.2}, "batch": 20, "lease_s": 1.0, "idle_s": 0.05},
+    }
+    config = tmp_path / "streetwatch.yaml"
+    config.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
+    cmd = [sys.executable, "-m", "streetwatch.cli", "dispatch", "run", "--config", str(config)]
+    procs = []
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"d{i}.log", "wb")))
+        end = time.monotonic() + 180
+        while not all(store.get(i).state is CaseState.SUBMITTED for i in ids):
+            assert time.monotonic() < end, f"not delivered in time: {store.outbox_counts()}"
+            assert all(p.poll() is None for p in procs), (tmp_path / "d0.log").read_text()[-2000:]
+            time.sleep(0.1)
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        counters = sim.received()["counters"]
+        received = sim.cases("cn-dcm")
+        sim.stop()
+    assert sorted(c["external_id"] for c in received) == sorted(ids)
+    assert counters["posts"] == n and counters["replayed"] == 0  # nobody sent anything twice
+    # both really worked: each process's log names the cases it delivered
+    logs = [(tmp_path / f"d{i}.log").read_text() for i in range(2)]
+    assert all("delivered to dcm" in log for log in logs)
+    store.close()

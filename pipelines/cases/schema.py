@@ -107,6 +107,10 @@ outbox = sa.Table(
     # Persisted back-off schedule and claim lease: a restarted dispatcher keeps both.
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
     sa.Column("lease_until", UTCDateTime),
+    sa.Column("lease_owner", sa.String(64)),  # which dispatcher holds the lease (a token per process)
+    # Set when a request is about to leave: the other side may hold the case from then on, so the
+    # next attempt looks it up there before sending (exactly once even where Idempotency-Key is ignored).
+    sa.Column("in_doubt_since", UTCDateTime),
     sa.Column("last_error", sa.Text),
     sa.Column("parked_reason", sa.Text),
     sa.Column("remote_ref", sa.String(200)),
@@ -115,8 +119,20 @@ outbox = sa.Table(
 )
 
 # (version, step) pairs; each step brings a database at version-1 to `version`.
+def _add_columns(table: sa.Table, *names: str) -> Callable[[Connection], None]:
+    """A step adding columns (nullable, as declared above) to an existing table."""
+
+    def step(conn: Connection) -> None:
+        for name in names:
+            column = table.c[name]
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}")
+
+    return step
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, lambda conn: None),  # the initial schema: created by `create_all` on a fresh database
+    (2, _add_columns(outbox, "lease_owner", "in_doubt_since")),  # per-send leases, look-up before re-sending
 ]
 LATEST = MIGRATIONS[-1][0]
 
