@@ -88,8 +88,12 @@ class Bundle:
     def read(cls, path: str | Path) -> Bundle:
         """A bundle on disk (digest as signed; `verify_bundle` checks it)."""
         path = Path(path)
-        signature = json.loads((path / SIGNATURE).read_text(encoding="utf-8"))
-        return cls(path=path, digest=signature["digest"], manifest=read_manifest(path))
+        return cls(path=path, digest=cls.from_signature((path / SIGNATURE).read_bytes()), manifest=read_manifest(path))
+
+    @staticmethod
+    def from_signature(data: bytes) -> str:
+        """The digest a `signature.json` states (ValueError/KeyError when it is not one)."""
+        return str(json.loads(data)["digest"])
 
 
 class EvidenceError(ValueError):

@@ -60,6 +60,7 @@ class VerifyReport:
 
     bundle: str
     digest: str | None = None
+    case_id: str | None = None  # the case the manifest says it belongs to
     signature: str = "unchecked"  # valid | invalid | missing | unchecked (no key given)
     tampered: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -72,15 +73,20 @@ class VerifyReport:
                 and not self.problems)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "ok": self.ok, "digest": self.digest, "signature": self.signature,
+        return {"bundle": self.bundle, "ok": self.ok, "digest": self.digest, "case_id": self.case_id, "signature": self.signature,
                 "tampered": self.tampered, "missing": self.missing, "extra": self.extra, "problems": self.problems}
 
 
-def verify_bundle(bundle: str | Path, key: bytes | None) -> VerifyReport:
+def verify_bundle(bundle: str | Path, key: bytes | None, *, case_id: str | None = None,
+                  digest: str | None = None) -> VerifyReport:
     """Check every listed artifact's hash, look for files not listed, and check the signature.
 
     Without `key` the signature is reported `unchecked` and the bundle is not `ok`: hashes alone
-    prove nothing against someone who can rewrite the manifest too.
+    prove nothing against someone who can rewrite the manifest too. A valid signature only says
+    the bundle is one we signed, not that it is *this case's* bundle: `case_id` (the case it is
+    filed under) and `digest` (the digest the case store recorded when the case's bundle was
+    sealed) tie it to its case, so another case's bundle, or an older one of the same case,
+    copied into its place is refused.
     """
     bundle = Path(bundle)
     report = VerifyReport(bundle=str(bundle))
@@ -98,6 +104,12 @@ def verify_bundle(bundle: str | Path, key: bytes | None) -> VerifyReport:
         report.problems.append(f"{MANIFEST} is unreadable: {exc}")
         return report
     report.digest = sha256_bytes(data)
+    report.case_id = manifest.get("case_id") if isinstance(manifest, dict) else None
+    if case_id is not None and report.case_id != case_id:
+        report.problems.append(f"bundle belongs to case {report.case_id}, not to case {case_id} it is filed under")
+    if digest is not None and report.digest != digest:
+        report.problems.append(f"digest {report.digest} is not the one recorded when case {case_id or report.case_id}'s "
+                               f"bundle was sealed ({digest}): an older or another bundle")
 
     listed = set()
     for item in artifacts:

@@ -35,7 +35,9 @@ import supervision as sv
 from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
-from detect.evidence import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, load_hmac_key
+from detect.evidence import (
+    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifyReport, load_hmac_key, verify_bundle,
+)
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
 from pipelines.cases.states import CaseState, check_transition
@@ -50,8 +52,9 @@ log = logging.getLogger(__name__)
 
 PARTIAL = ".partial"  # suffix of a bundle being built (detect.evidence.builder renames it when sealed)
 SPOOL_LOCK = ".intake.lock"
-INTERRUPTED = ("evidence bundle interrupted before it was sealed (the process stopped); "
-               "it is built again when the pipeline meets this violation again")
+REJECTED = ".rejected"  # spooled bundles refused for storage (not this case's sealed bundle), kept for a human
+REBUILT = "it is built again when the pipeline meets this violation again"
+INTERRUPTED = f"evidence bundle interrupted before it was sealed (the process stopped); {REBUILT}"
 
 
 class Intake:
@@ -92,7 +95,7 @@ class Intake:
         unfinished (see the module doc). Returns the cases whose evidence is now stored."""
         done = []
         with self._exclusive():
-            for bundle in sorted(p for p in self.spool.iterdir() if p.is_dir()):
+            for bundle in sorted(p for p in self.spool.iterdir() if p.is_dir() and p.name != REJECTED):
                 if bundle.name.endswith(PARTIAL):
                     self._interrupted(bundle)
                 elif (case := self._upload(bundle.name, bundle)) is not None:
@@ -152,6 +155,30 @@ class Intake:
 
     # ---- steps ----------------------------------------------------------------------------
 
+    def _reject_spooled(self, case_id: str, bundle_dir: Path, report: VerifyReport) -> None:
+        """A spooled bundle that is not this case's sealed bundle (another case's copied in, edited,
+        torn by a kill during an update): never stored. It is moved to `spool/.rejected/` for a
+        human; the case keeps the bundle already stored, or is marked unfinished to be built again."""
+        why = "; ".join(report.problems + [f"{k}: {', '.join(v)}" for k, v in
+                                           (("tampered", report.tampered), ("missing", report.missing), ("extra", report.extra)) if v]
+                        + ([] if report.signature == "valid" else [f"signature {report.signature}"]))
+        aside = self.spool / REJECTED / f"{case_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        bundle_dir.rename(aside)
+        log.error("case %s: spooled evidence refused (%s); moved to %s", case_id, why, aside)
+        try:
+            case = self.store.get(case_id)
+        except CaseNotFound:
+            return
+        if case.evidence_ref is not None:
+            try:
+                stored = Bundle.from_signature(self.evidence.read_bytes(case.evidence_ref, SIGNATURE))
+                self.store.update(case_id, evidence_digest=stored)
+            except (StorageError, ValueError, KeyError) as exc:
+                log.warning("case %s: stored evidence digest not re-read: %s", case_id, exc)
+            return
+        self.store.update(case_id, reason=f"spooled evidence bundle refused ({why}); {REBUILT}")
+
     def _interrupted(self, partial: Path) -> None:
         """A bundle left half-built by a killed process: remove it and mark its case unfinished."""
         shutil.rmtree(partial, ignore_errors=True)
@@ -210,15 +237,23 @@ class Intake:
             return None
 
     def _upload(self, case_id: str, bundle_dir: Path) -> Case | None:
-        """Store a spooled bundle; on success the spool copy goes and the case may be queued."""
+        """Store a spooled bundle; on success the spool copy goes and the case may be queued.
+
+        Only a bundle this intake sealed for this case is stored (its HMAC checks out and its
+        manifest names the case); its digest is what the case store records and what the
+        dispatcher and `evidence verify` later compare against.
+        """
+        report = verify_bundle(bundle_dir, self.builder.key, case_id=case_id)
+        if not report.ok:
+            self._reject_spooled(case_id, bundle_dir, report)
+            return None
         try:
             ref = self.evidence.put_bundle(case_id, bundle_dir)
         except StorageError as exc:
             log.warning("case %s: evidence upload failed (will retry): %s", case_id, exc)
             self.store.update(case_id, reason=f"evidence upload failed, will retry: {exc}")
             return None
-        digest = Bundle.read(bundle_dir).digest
-        case = self.store.update(case_id, evidence_ref=ref, evidence_digest=digest, reason=None)
+        case = self.store.update(case_id, evidence_ref=ref, evidence_digest=report.digest, reason=None)
         shutil.rmtree(bundle_dir, ignore_errors=True)
         if self.auto_queue and case.state is CaseState.CANDIDATE:
             case = self.store.queue(case_id, self.auto_queue, actor="intake:auto")

@@ -217,13 +217,32 @@ def make_engine(url: str) -> Engine:
 class CaseStore:
     """All reads and writes of cases, history and outbox. Safe to share between threads."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, engine: Engine | None = None):
+    def __init__(self, url: str = DEFAULT_URL, *, engine: Engine | None = None, migrate_schema: bool = True):
         self.url = url
         self.engine = engine or make_engine(url)
         # Same pool, marked so SQLite transactions take the write lock at BEGIN (see make_engine).
         self._writer = self.engine.execution_options(writer=True)
-        with self._writer.begin() as conn:
-            migrate(conn)
+        if migrate_schema:  # readers that must not change a database (evidence verify) skip it
+            with self._writer.begin() as conn:
+                migrate(conn)
+
+    @staticmethod
+    def exists(url: str) -> bool:
+        """Whether there is a store to read at `url` (a SQLite file must exist; other URLs are servers)."""
+        if not url.startswith("sqlite"):
+            return True
+        database = sa.engine.make_url(url).database
+        return bool(database) and database != ":memory:" and Path(database).is_file()
+
+    def sealed_digest(self, case_id: str) -> str | None:
+        """The digest recorded when the case's bundle was sealed (CaseNotFound if there is no such case).
+
+        Reads only columns every schema version has, so it works on a store not yet migrated."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(cases.c.evidence_digest).where(cases.c.id == case_id)).first()
+        if row is None:
+            raise CaseNotFound(case_id)
+        return row[0]
 
     def close(self) -> None:
         self.engine.dispose()

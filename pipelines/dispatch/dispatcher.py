@@ -37,8 +37,8 @@ import httpx
 from detect.evidence import MANIFEST
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.states import CaseState, InvalidTransition
-from pipelines.cases.store import CaseStore, OutboxEntry
-from pipelines.dispatch.adapters import Delivery, DeliveryError, Transient, make_adapter
+from pipelines.cases.store import Case, CaseStore, OutboxEntry
+from pipelines.dispatch.adapters import Delivery, DeliveryError, Permanent, Transient, make_adapter
 from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy
 from pipelines.evidence_store import EvidenceStore, StorageError, content_type
 
@@ -223,6 +223,7 @@ class Dispatcher:
         try:
             raw = self.evidence.read_bytes(case.evidence_ref, MANIFEST)
             manifest = json.loads(raw)
+            check_evidence(case, manifest, hashlib.sha256(raw).hexdigest())
             by_path = {a["path"]: a for a in manifest["artifacts"]}
             expiry = timedelta(seconds=target.attachment_expiry_s)
             attachments = [{"path": p, "url": self.evidence.url(case.evidence_ref, p, expiry),
@@ -262,6 +263,18 @@ class Dispatcher:
                 if status is not None and apply_status(self.store, case.id, status, actor=f"dispatch:{name}"):
                     stats.status_changes += 1
         return stats
+
+
+def check_evidence(case: Case, manifest: dict, digest: str) -> None:
+    """The stored bundle is the one sealed for this case: its manifest names the case (else `Permanent`:
+    another case's bundle was put in its place, a human must look) and its digest is the one the case
+    store recorded at sealing (else `Transient`: a newer bundle is still on its way to the store, or
+    the stored one was replaced; it is not sent either way)."""
+    if manifest.get("case_id") != case.id:
+        raise Permanent(f"evidence at {case.evidence_ref} belongs to case {manifest.get('case_id')}, not {case.id}: not sent")
+    if case.evidence_digest is not None and digest != case.evidence_digest:
+        raise Transient(f"evidence at {case.evidence_ref} has digest {digest[:16]}…, not the {case.evidence_digest[:16]}… "
+                        "sealed for this case (upload pending, or the stored bundle was replaced): not sent")
 
 
 def apply_status(store: CaseStore, case_id: str, status: str, *, actor: str, note: str | None = None) -> bool:
