@@ -109,6 +109,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     for module in (ops, triage, cases, cameras, dispatch):
         app.include_router(module.router, prefix="" if module is ops else API_PREFIX)
     app.include_router(evidence.router)
+    app.include_router(evidence.keys_router, prefix=API_PREFIX)
     app.include_router(pages.router)
     pages.mount_static(app)
     return app

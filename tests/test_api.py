@@ -16,7 +16,9 @@ from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (
 # Every route of the app and who may call it. A route missing here fails `test_every_route_checks_its_role`.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/ui/{page}"), ("GET", "/openapi.json"),
           ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
-          ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}
+          ("MOUNT", "/static"), ("MOUNT", "/docs/assets"),
+          ("GET", "/api/v1/evidence/keys")}  # public keys that verify evidence: public by nature
+PUBLIC_NOT_FOUND = {("GET", "/api/v1/evidence/keys/{key_id}.pem")}  # public too; 404 for a key not published
 SIGNED = {("GET", "/evidence/{case_id}/{path:path}"),  # the URL's signature is the permission
           ("GET", "/attachments/{case_id}/{path:path}")}  # dispatched cases' shared copies, for the platform
 READERS = {"inspector", "reviewer", "admin"}
@@ -54,7 +56,7 @@ def test_every_route_checks_its_role(service, bus_event):
     app, client, tokens, _ = service
     case_id = draft_cases(app, bus_event, [{}])[0]
     routes = _routes(app)
-    assert routes == PUBLIC | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
+    assert routes == PUBLIC | PUBLIC_NOT_FOUND | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
     values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm"}
     for (method, path), allowed in sorted(ROUTE_ROLES.items()):
         url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
@@ -73,6 +75,7 @@ def test_every_route_checks_its_role(service, bus_event):
                 assert answer.json()["title"] == "Forbidden"
     for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}:
         assert client.request(method, path).status_code == 200, path
+    assert client.get("/api/v1/evidence/keys/0123456789abcdef.pem").status_code == 404  # none configured here
     for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):  # no CDN
         assert f'src="/docs/assets/{script}"' in client.get(page).text
         assert client.get(f"/docs/assets/{script}").status_code == 200

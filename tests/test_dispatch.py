@@ -92,6 +92,25 @@ def test_cn_dcm_payloads_match_the_schema_and_attachments_download(tmp_path, sim
     dispatcher.close()
 
 
+def test_cn_dcm_payload_carries_a_signature_the_platform_can_check_with_our_public_key(tmp_path, world, sim, bus_event):
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    store, evidence, spool = world
+    signer = Ed25519PrivateKey.generate()
+    [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-sig", signer=signer)
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)}, **FAST)
+    dispatcher = Dispatcher(store, evidence, config)
+    assert dispatcher.run_once().delivered == 1
+    [record] = [c for c in sim.cases("cn-dcm") if c["external_id"] == case_id]
+    sent = record["received"]["evidence"]
+    jsonschema.validate(record["received"], json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    assert sent["digest"] == store.get(case_id).evidence_digest
+    signer.public_key().verify(base64.b64decode(sent["publicKeySignature"]["signature"]), sent["digest"].encode())
+    dispatcher.close()
+
+
 def test_city_field_mapping_renames_and_adds_fields(tmp_path, world, bus_event):
     store, evidence, spool = world
     [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz")

@@ -36,7 +36,8 @@ from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import (
-    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifyReport, load_hmac_key, verify_bundle,
+    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifyReport, load_hmac_key,
+    load_signing_key, verify_bundle,
 )
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
@@ -75,9 +76,11 @@ class Intake:
                       taxonomy: Taxonomy | None = None) -> Intake:
         """Wire the case store, evidence store, signing key and builder from the deployment settings.
 
-        Raises EvidenceKeyError (no signing key) or StorageError (S3 credentials missing).
+        Raises EvidenceKeyError (no HMAC key, or an unreadable Ed25519 signing key) or StorageError
+        (S3 credentials missing).
         """
-        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy)
+        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy,
+                                  signer=load_signing_key(settings.evidence))
         return cls(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), builder,
                    settings.evidence_store.spool_dir, auto_queue=auto_queue)
 

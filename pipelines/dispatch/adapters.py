@@ -57,6 +57,7 @@ class Delivery:
     attachments: list[dict[str, Any]]  # {"path", "url", "content_type", "sha256"}
     idempotency_key: str
     queued_at: datetime | None = None  # when the outbox entry was written: nothing was sent before it
+    public_signature: dict[str, Any] | None = None  # signature.json's Ed25519 signature of the digest, if any
 
 
 def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = False, **kw: Any) -> httpx.Response:
@@ -133,6 +134,10 @@ class CnDcmAdapter:
             "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
                              "usage": "上报", "sha256": a["sha256"]} for a in d.attachments],
         }
+        if d.public_signature:  # lets the platform check the evidence with our published public key
+            payload["evidence"]["publicKeySignature"] = {"algorithm": d.public_signature["algorithm"],
+                                                         "keyId": d.public_signature["key_id"],
+                                                         "signature": d.public_signature["signature"]}
         if self.target.callback_url:
             payload["callbackUrl"] = str(self.target.callback_url)
         return payload

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from detect.evidence import MANIFEST
+from detect.evidence import MANIFEST, SIGNATURE
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.states import CaseState, InvalidTransition
 from pipelines.cases.store import Case, CaseStore, OutboxEntry
@@ -224,6 +224,7 @@ class Dispatcher:
             raw = self.evidence.read_bytes(case.evidence_ref, MANIFEST)
             manifest = json.loads(raw)
             check_evidence(case, manifest, hashlib.sha256(raw).hexdigest())
+            signed = json.loads(self.evidence.read_bytes(case.evidence_ref, SIGNATURE)).get("public_key_signature")
             by_path = {a["path"]: a for a in manifest["artifacts"]}
             expiry = timedelta(seconds=target.attachment_expiry_s)
             attachments = [{"path": p, "url": self.evidence.url(case.evidence_ref, p, expiry),
@@ -232,7 +233,8 @@ class Dispatcher:
         except StorageError as exc:
             raise Transient(f"evidence store: {exc}") from exc
         return Delivery(case=case, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                        attachments=attachments, idempotency_key=entry.idempotency_key, queued_at=entry.created_at)
+                        attachments=attachments, idempotency_key=entry.idempotency_key, queued_at=entry.created_at,
+                        public_signature=signed if isinstance(signed, dict) else None)
 
     # ---- status feedback ------------------------------------------------------------------
 
