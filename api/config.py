@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from detect.config_io import ConfigError
 from pipelines.settings import Settings, load_settings
+from pipelines.triage.settings import ocr_from_yaml
 
 URL_KEY_ENV = "STREETWATCH_API_URL_KEY"
 
@@ -28,7 +31,9 @@ class TriageJobSettings(BaseModel):
     conf: float = Field(0.25, title="Detector confidence", description="Detections below this are dropped.", ge=0, le=1)
     imgsz: int = Field(640, title="Input size", description="Network input size.", gt=0, multiple_of=32)
     workers: int = Field(2, title="Workers per job", description="Decode+detect threads of one job.", ge=1, le=64)
-    ocr: str = Field("auto", title="OCR", description="auto, all or off (see docs/triage.md).", pattern="^(auto|all|off)$")
+    ocr: Annotated[str, BeforeValidator(ocr_from_yaml)] = Field(
+        "auto", title="OCR", description="auto, all or off (see docs/triage.md); `off` may be left unquoted.",
+        pattern="^(auto|all|off)$")
     timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times without an offset.")
     scene_zones: Path | None = Field(None, title="City zones", description="GeoJSON of city-wide zones for photos with GPS.")
     grid: Path | None = Field(None, title="Grid cells", description="GeoJSON of 单元网格 polygons with an `id` property.")

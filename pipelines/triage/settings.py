@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from pipelines.triage.text import OcrMode
+
+
+def ocr_from_yaml(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` (also `no`, `false`) as a boolean: that is the mode `off`.
+    An unquoted `on`/`yes`/`true` could mean auto or all, so it is refused with the choices."""
+    if value is False:
+        return OcrMode.OFF.value
+    if value is True:
+        raise ValueError("write auto, all or off (an unquoted on/yes/true is read as a yes/no value in YAML; "
+                         "quote it or name the mode)")
+    return value
+
+
+#: The OCR mode as files write it (`ocr: off` unquoted included).
+OcrSetting = Annotated[OcrMode, BeforeValidator(ocr_from_yaml)]
 
 
 class TriageSettings(BaseModel):
@@ -27,7 +43,7 @@ class TriageSettings(BaseModel):
         description="Threads that each read, decode and detect photos (parallel inference streams); default one per core, at most 8.",
         ge=1, le=64,
     )
-    ocr: OcrMode = Field(
+    ocr: OcrSetting = Field(
         OcrMode.AUTO, title="OCR", description="Read text and phone numbers: auto (photos with text-bearing detections), all, or off."
     )
     ocr_max_side: int = Field(1600, title="OCR resolution", description="Long side of the decode that OCR reads.", ge=320, le=8192)

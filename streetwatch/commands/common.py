@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from detect.imageio import IMAGE_SUFFIXES
+from detect.imageio import IMAGE_SUFFIXES, Unreadable, scan_folder
 
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="Inference backend: onnx (ONNX Runtime, no torch) or torch (Ultralytics/PyTorch).")]
@@ -30,19 +30,28 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def expand_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Files as given plus, for folders, every file with a known suffix below them (sorted).
+def list_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> tuple[list[Path], list[Unreadable]]:
+    """Files as given plus, for folders, every file with a known suffix below them (sorted), and the
+    folder entries that look like images but cannot be read, with the reason (GIF/SVG, broken links,
+    special files; `detect.imageio.scan_folder`).
 
-    Files named explicitly are kept whatever their suffix, so a mislabelled file is reported
-    with its real problem instead of being skipped silently.
+    Files named explicitly are kept whatever they are, so a mislabelled or special file is reported
+    with its real problem when it is read instead of being skipped silently.
     """
-    out: list[Path] = []
+    files: list[Path] = []
+    refused: list[Unreadable] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            for item in scan_folder(p, suffixes):
+                (refused if isinstance(item, Unreadable) else files).append(item)
         else:
-            out.append(p)
-    return out
+            files.append(p)
+    return files, refused
+
+
+def expand_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The readable candidates of `list_inputs` (benchmarks: the refusals do not matter there)."""
+    return list_inputs(paths, suffixes)[0]
 
 
 SettingsOpt = Annotated[
