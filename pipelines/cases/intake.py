@@ -16,8 +16,9 @@ the spool holds either sealed bundles (uploaded by `retry_evidence()`) or `.part
 which `retry_evidence()` removes while marking their cases: a case whose evidence is neither
 stored nor spooled is unfinished, and the pipeline builds it again when it meets the same
 violation (`record_event`), then queues it if the run auto-queues (`settle`). Several processes
-may share one spool (the service's upload jobs, `watch`, a `triage` run): a lock file in the
-spool lets one of them write at a time, so a `.partial` seen under the lock is never in progress.
+may share one spool (the service's upload jobs, `watch`, a `triage` run): a lock file of the
+spool (`<spool>.lock`, beside it) lets one of them write at a time, so a `.partial` seen under the
+lock is never in progress.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from detect.evidence.builder import detections_json
 from detect.frames import Frame
 from pipelines.cases.states import CaseState, check_transition
 from pipelines.cases.store import Case, CaseNotFound, CaseStore, NewCase
+from pipelines.cases.vocabulary import AutoQueue, queue_everything_for
 from pipelines.evidence_store import EvidenceStore, StorageError, open_evidence_store
 
 if TYPE_CHECKING:
@@ -52,7 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARTIAL = ".partial"  # suffix of a bundle being built (detect.evidence.builder renames it when sealed)
-SPOOL_LOCK = ".intake.lock"
 REJECTED = ".rejected"  # spooled bundles refused for storage (not this case's sealed bundle), kept for a human
 REBUILT = "it is built again when the pipeline meets this violation again"
 INTERRUPTED = f"evidence bundle interrupted before it was sealed (the process stopped); {REBUILT}"
@@ -63,16 +64,19 @@ class Intake:
     one writer per bundle keeps the spool simple; safe to call from several camera threads."""
 
     def __init__(self, store: CaseStore, evidence: EvidenceStore, builder: EvidenceBuilder, spool_dir: str | Path, *,
-                 auto_queue: str | None = None):
+                 auto_queue: str | AutoQueue | None = None):
         self.store, self.evidence, self.builder = store, evidence, builder
         self.spool = Path(spool_dir)
         self.spool.mkdir(parents=True, exist_ok=True)
-        self.auto_queue = auto_queue  # dispatch target to queue for as soon as evidence is stored (no review)
+        # Which cases are queued as soon as their evidence is stored, for which target (no review):
+        # a target name queues every case for it (triage --dispatch); CCTV passes its per-camera policy.
+        self.auto_queue: AutoQueue | None = queue_everything_for(auto_queue) if isinstance(auto_queue, str) else auto_queue
         self._lock = threading.Lock()
-        self._spool_lock = FileLock(self.spool / SPOOL_LOCK)
+        # Beside the spool, not in it: the spool holds bundles only (empty = nothing waiting).
+        self._spool_lock = FileLock(self.spool.with_name(self.spool.name + ".lock"))
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | None = None,
+    def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | AutoQueue | None = None,
                       taxonomy: Taxonomy | None = None) -> Intake:
         """Wire the case store, evidence store, signing key and builder from the deployment settings.
 
@@ -106,15 +110,12 @@ class Intake:
         return done
 
     def settle(self, case: Case) -> Case:
-        """Queue a case whose evidence is stored when this intake auto-queues and nobody has yet (a run
+        """Queue a case whose evidence is stored if the auto-queue policy wants it and nobody has yet (a run
         stopped between storing the evidence and queuing it); any other case comes back unchanged."""
-        if not self.auto_queue or case.state is not CaseState.CANDIDATE or case.evidence_ref is None:
+        if self.auto_queue is None or case.state is not CaseState.CANDIDATE or case.evidence_ref is None:
             return case
         with self._exclusive():
-            case = self.store.get(case.id)
-            if case.state is CaseState.CANDIDATE and case.evidence_ref is not None:
-                case = self.store.queue(case.id, self.auto_queue, actor="intake:auto")
-        return case
+            return self._queue_if_wanted(self.store.get(case.id))
 
     def unfinished(self, case: Case) -> bool:
         """No stored evidence and no sealed bundle waiting in the spool: the bundle must be built (again)."""
@@ -258,9 +259,15 @@ class Intake:
             return None
         case = self.store.update(case_id, evidence_ref=ref, evidence_digest=report.digest, reason=None)
         shutil.rmtree(bundle_dir, ignore_errors=True)
-        if self.auto_queue and case.state is CaseState.CANDIDATE:
-            case = self.store.queue(case_id, self.auto_queue, actor="intake:auto")
-        return case
+        return self._queue_if_wanted(case)
+
+    def _queue_if_wanted(self, case: Case) -> Case:
+        """The one auto-queue rule: a candidate whose evidence is stored is queued for the target the
+        policy names for it (none: it waits for a reviewer)."""
+        if self.auto_queue is None or case.state is not CaseState.CANDIDATE or case.evidence_ref is None:
+            return case
+        target = self.auto_queue(case)
+        return case if target is None else self.store.queue(case.id, target, actor=f"auto-queue:{case.source_id}")
 
 
 def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:

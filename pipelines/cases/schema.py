@@ -102,7 +102,7 @@ outbox = sa.Table(
     sa.Column("target", sa.String(64), nullable=False),
     # Sent with every attempt; the receiving side uses it to answer a retry with the first result.
     sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
-    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | delivered | parked
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # vocabulary.OutboxStatus
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     # Persisted back-off schedule and claim lease: a restarted dispatcher keeps both.
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipelines.cases.schema import case_history, cases, migrate, outbox
 from pipelines.cases.states import CaseState, check_transition
+from pipelines.cases.vocabulary import OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class OutboxEntry:
     case_id: str
     target: str
     idempotency_key: str
-    status: str  # pending | delivered | parked
+    status: OutboxStatus
     attempts: int
     next_attempt_at: datetime
     lease_until: datetime | None
@@ -172,6 +173,8 @@ def _row_to(cls, row) -> Any:
     for key in ("state", "from_state", "to_state"):
         if values.get(key) is not None:
             values[key] = CaseState(values[key])
+    if cls is OutboxEntry:
+        values["status"] = OutboxStatus(values["status"])
     return cls(**values)
 
 
@@ -391,7 +394,7 @@ class CaseStore:
                                     now, {"dispatch_target": target, "reason": None, **values})
             conn.execute(outbox.insert().values(
                 case_id=case_id, target=target, idempotency_key=idempotency_key(case_id, target),
-                status="pending", attempts=0, next_attempt_at=now, created_at=now))
+                status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, created_at=now))
             return case
 
     def apply_remote_state(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
@@ -441,7 +444,7 @@ class CaseStore:
         """
         now = now or datetime.now(UTC)
         free = sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)
-        query = sa.select(outbox.c.id).where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now, free)
+        query = sa.select(outbox.c.id).where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now, free)
         if target is not None:
             query = query.where(outbox.c.target == target)
         if skip:  # entries this pass already handled
@@ -464,7 +467,7 @@ class CaseStore:
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             result = conn.execute(outbox.update().where(
-                outbox.c.id == entry_id, outbox.c.status == "pending", outbox.c.lease_owner == owner,
+                outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, outbox.c.lease_owner == owner,
                 outbox.c.lease_until >= now,
             ).values(lease_until=now + timedelta(seconds=lease_s),
                      in_doubt_since=sa.func.coalesce(outbox.c.in_doubt_since, now)))
@@ -473,7 +476,7 @@ class CaseStore:
     def clear_doubt(self, entry_id: int, owner: str | None = None) -> None:
         """The dispatch system was asked and does not hold the case: a new attempt is a first one again."""
         with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending",
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING,
                                                *self._held(owner)).values(in_doubt_since=None))
 
     def mark_delivered(self, entry_id: int, remote_ref: str, *, now: datetime | None = None,
@@ -487,13 +490,13 @@ class CaseStore:
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
-            if entry.status == "delivered":  # a second dispatcher whose lease had run out: nothing to do
+            if entry.status is OutboxStatus.DELIVERED:  # a second dispatcher whose lease had run out: nothing to do
                 if entry.remote_ref != remote_ref:
                     log.error("case %s: delivered to %s as %s, and again as %s: a duplicate on their side",
                               entry.case_id, entry.target, entry.remote_ref, remote_ref)
                 return self._get(conn, entry.case_id)
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
-                status="delivered", remote_ref=remote_ref, delivered_at=now, lease_until=None, lease_owner=None,
+                status=OutboxStatus.DELIVERED, remote_ref=remote_ref, delivered_at=now, lease_until=None, lease_owner=None,
                 in_doubt_since=None, attempts=outbox.c.attempts + (0 if found else 1), last_error=None))
             case = self._get(conn, entry.case_id)
             facts = {"dispatch_target": entry.target, "dispatch_ref": remote_ref, "reason": None}
@@ -512,14 +515,14 @@ class CaseStore:
         With `owner`, only while that dispatcher still holds the lease (else the entry is another's now).
         """
         with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending", *self._held(owner))
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, *self._held(owner))
                          .values(attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=next_attempt_at,
                                  lease_until=None, lease_owner=None))
 
     def defer(self, entry_id: int, until: datetime, *, owner: str | None = None) -> None:
         """Give a claimed entry back without counting an attempt (its target's circuit is open)."""
         with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending", *self._held(owner))
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, *self._held(owner))
                          .values(lease_until=None, lease_owner=None, next_attempt_at=until))
 
     def awaiting_status(self, target: str, limit: int = 500) -> list[Case]:
@@ -536,10 +539,10 @@ class CaseStore:
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
-            if entry.status != "pending" or (owner is not None and entry.lease_owner != owner):
+            if entry.status is not OutboxStatus.PENDING or (owner is not None and entry.lease_owner != owner):
                 return
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
-                status="parked", parked_reason=reason, last_error=reason, lease_until=None, lease_owner=None,
+                status=OutboxStatus.PARKED, parked_reason=reason, last_error=reason, lease_until=None, lease_owner=None,
                 attempts=outbox.c.attempts + 1))
             conn.execute(cases.update().where(cases.c.id == entry.case_id).values(
                 reason=f"dispatch to {entry.target} parked: {reason}", updated_at=now))
@@ -549,18 +552,18 @@ class CaseStore:
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
-            if entry.status != "parked":
+            if entry.status is not OutboxStatus.PARKED:
                 raise CaseStoreError(f"outbox entry {entry_id}: only parked entries can be requeued (it is {entry.status})")
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
-                status="pending", parked_reason=None, next_attempt_at=now))
+                status=OutboxStatus.PENDING, parked_reason=None, next_attempt_at=now))
             conn.execute(cases.update().where(cases.c.id == entry.case_id).values(reason=None, updated_at=now))
             self._history(conn, entry.case_id, CaseState.QUEUED, CaseState.QUEUED, now, actor,
                           f"parked delivery to {entry.target} requeued", {"outbox_id": entry_id})
 
-    def outbox_entries(self, *, status: str | None = None, case_id: str | None = None) -> list[OutboxEntry]:
+    def outbox_entries(self, *, status: OutboxStatus | str | None = None, case_id: str | None = None) -> list[OutboxEntry]:
         query = sa.select(outbox).order_by(outbox.c.id)
         if status is not None:
-            query = query.where(outbox.c.status == status)
+            query = query.where(outbox.c.status == OutboxStatus(status).value)
         if case_id is not None:
             query = query.where(outbox.c.case_id == case_id)
         with self.engine.connect() as conn:
@@ -573,7 +576,7 @@ class CaseStore:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest pending entry becomes due (None when nothing is pending)."""
-        query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.status == "pending")
+        query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.status == OutboxStatus.PENDING)
         with self.engine.connect() as conn:
             value = conn.execute(query).scalar()
         return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))

@@ -33,6 +33,7 @@ from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore
+from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.report import CaseRef
 from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
@@ -166,10 +167,11 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     from detect.evidence import EvidenceKeyError, ModelInfo
     from pipelines.evidence_store import StorageError
 
-    targets = deployment.dispatch.targets
-    if dispatch_target is not None and dispatch_target not in targets:
-        known = ", ".join(sorted(targets)) or "none configured: add one under dispatch.targets in the --config file"
-        raise CasesUnavailable(f"unknown dispatch target {dispatch_target!r} (targets: {known})")
+    if dispatch_target is not None:
+        try:
+            pick_target(deployment.dispatch.targets, dispatch_target)
+        except DispatchTargetError as exc:
+            raise CasesUnavailable(f"{exc}; add it under dispatch.targets in the --config file") from None
     model = ModelInfo.of(detector)
     try:
         intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy)
@@ -181,12 +183,10 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
 
 
 def pick_dispatch_target(deployment, name: str | None) -> str:
-    """The target named, or the only configured one."""
-    targets = deployment.dispatch.targets
-    if name is not None:
-        return name
-    if len(targets) == 1:
-        return next(iter(targets))
-    if not targets:
-        raise CasesUnavailable("--dispatch needs a dispatch target: add one under dispatch.targets in the --config file")
-    raise CasesUnavailable(f"several dispatch targets ({', '.join(sorted(targets))}): choose one with --dispatch-target")
+    """The target named, or the only configured one (`pipelines.cases.vocabulary.pick_target`)."""
+    try:
+        return pick_target(deployment.dispatch.targets, name)
+    except DispatchTargetError as exc:
+        hint = {"none": ": --dispatch needs one; add it under dispatch.targets in the --config file",
+                "several": " with --dispatch-target"}.get(exc.kind, "")
+        raise CasesUnavailable(f"{exc}{hint}") from None

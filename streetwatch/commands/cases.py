@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One case: its facts, evidence reference and boxes, review, dispatch deliveries and state history."""
         from pipelines.cases import CaseNotFound, CaseStore
+        from pipelines.cases.vocabulary import OutboxStatus
 
         store = CaseStore(settings_or_fail(config).cases.url)
         try:
@@ -77,4 +78,4 @@ def register(app: typer.Typer) -> None:
         for e in entries:
             typer.echo(f"delivery {e.id} to {e.target}: {e.status}, {e.attempts} attempts"
                        + (f", ref {e.remote_ref}" if e.remote_ref else "")
-                       + (f", last error: {e.last_error}" if e.last_error and e.status != "delivered" else ""))
+                       + (f", last error: {e.last_error}" if e.last_error and e.status is not OutboxStatus.DELIVERED else ""))

@@ -64,9 +64,10 @@ def register(app: typer.Typer) -> None:
     def parked(config: SettingsOpt = None) -> None:
         """List deliveries parked for a human (the other side refused them), with their reasons."""
         from pipelines.cases import CaseStore
+        from pipelines.cases.vocabulary import OutboxStatus
 
         store = CaseStore(settings_or_fail(config).cases.url)
-        entries = store.outbox_entries(status="parked")
+        entries = store.outbox_entries(status=OutboxStatus.PARKED)
         for e in entries:
             typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\tattempts {e.attempts}\t{e.parked_reason}")
         if not entries:
