@@ -22,7 +22,6 @@ import os
 import stat
 import sys
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
