@@ -367,7 +367,7 @@ def test_two_dispatcher_processes_never_send_a_case_twice(tmp_path, bus_event):
 
     from tests.conftest import REPO, stop_process
 
-    n = 30
+    n = 40
     store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
     evidence = LocalEvidenceStore(tmp_path / "evidence", public_base_url=EVIDENCE_URL)
     ids = queue_cases(store, evidence, tmp_path / "spool", small_event(bus_event), n, "dcm", prefix="cam-two")
