@@ -1,0 +1,202 @@
+"""Assessment scores from the example sheet for a case set built here, against values worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detect.config_io import ConfigError
+from pipelines.analytics.config import AnalyticsConfig
+from pipelines.analytics.periods import PeriodError, parse_period
+from pipelines.analytics.places import load_places
+from pipelines.analytics.quota import CutoffFile
+from pipelines.analytics.scoring import score_store
+from pipelines.analytics.sheet import EXAMPLE_SHEET, load_sheet
+from pipelines.cases.store import CaseStore
+from tests.analytics_helpers import G1, G2, G3, G4, TZ, CaseMaker, local, write_grid
+
+NOV = parse_period("2026-11")
+# Phone numbers read on flyposting cases (normalised as detect.phones writes them).
+N = [f"1380013800{i}" for i in range(10)]
+
+
+@pytest.fixture
+def city(tmp_path):
+    """The month's cases (worked example in the docstrings below) in a real store, the grid and the cut-off list."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    # 12 stalls together in G1 on 5 November (one camera case and two photo cases) = one road market of 10–20 stalls.
+    make.add("street_stall", G1, local(5, 9), stalls=5, camera="cam-01", zone="north-walk")
+    make.add("street_stall", G1, local(5, 11), stalls=4)
+    make.add("street_stall", G1, local(5, 19), stalls=3)
+    # 2 more stalls in G1 at 00:30 on the 6th: another local day (still the 5th in UTC), so single stalls.
+    make.add("street_stall", G1, local(6, 0, 30), stalls=2)
+    # 3 shops beyond their doors in G1: shop A seen twice on the 5th (one shop that day), shop B, and a photo.
+    make.add("shopfront_spillover", G1, local(5, 9), camera="cam-01", zone="frontage-a")
+    make.add("shopfront_spillover", G1, local(5, 15), camera="cam-01", zone="frontage-a")
+    make.add("shopfront_spillover", G1, local(6, 9), camera="cam-01", zone="frontage-b")
+    make.add("shopfront_spillover", G1, local(7, 9))
+    # 25 stalls elsewhere, one a day: 15 in G3 (1st-15th), 10 in G4 (1st-10th): no market, 25 single stalls.
+    for day in range(1, 16):
+        make.add("street_stall", G3, local(day, 8))
+    for day in range(1, 11):
+        make.add("street_stall", G4, local(day, 8))
+    # 4 flyposting spots: two in G1, one in G2, one in G3, with the numbers they carried.
+    make.add("flyposting", G1, local(3), phones=N[0:2])
+    make.add("flyposting", G1, local(4), phones=N[2:4])
+    make.add("flyposting", G2, local(8), phones=[N[4]])
+    make.add("flyposting", G3, local(9), phones=N[5:8])
+    # October: a spot in G2 whose number is cut off in November (counts for November's quota, not its flyposting).
+    make.add("flyposting", G2, local(20, month=10), phones=[N[9]])
+    # Never counted by default: an unreviewed candidate stall in G2, and a rejected flyposting case in G2.
+    make.add("street_stall", G2, local(20), state="candidate")
+    make.add("flyposting", G2, local(21), state="rejected", phones=[N[8]])
+    # 7 numbers cut off in November: N0-N3 and N9 (squad 一中队), N5 and N6 (二中队); N4 in December, N7 in October.
+    cutoffs = tmp_path / "cutoffs.csv"
+    cutoffs.write_text("number,cut_off_at,note\n" + "\n".join([
+        "138-0013-8000,2026-11-10 10:00,", "138 0013 8001,2026-11-10,", "13800138002,2026-11-11,", "13800138003,2026-11-30 23:59,",
+        "13800138009,2026-11-02,十月发现", "13800138005,2026-11-15,", "13800138006,2026-11-16,",
+        "13800138004,2026-12-01 00:00,下月", "13800138007,2026-10-31,上月"]) + "\n", encoding="utf-8")
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    yield store, places, CutoffFile(cutoffs, TZ)
+    store.close()
+
+
+def _deductions(unit) -> dict[str, float]:
+    return {i.id: i.deduction for s in unit.sections for i in s.items if i.deduction}
+
+
+def test_scores_by_squad_equal_the_hand_worked_values(city):
+    store, places, cutoffs = city
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, cutoffs)
+    assert [u.unit for u in table.units] == ["一中队", "二中队"] and table.points == 60
+    one, two = table.unit("一中队"), table.unit("二中队")
+    # 一中队 (G1, G2): market -5, two single stalls -2, three shops -3 | three flyposting spots -3 |
+    # quota 10, cut off N0-N3 + N9 = 5, five short -5.  60 - 10 - 3 - 5 = 42
+    assert _deductions(one) == {"road_market": 5, "unlicensed_stall": 2, "shop_beyond_door": 3, "flyposting": 3,
+                                "numbers_cut_off": 5}
+    assert one.score == 42
+    market = one.item("road_market")
+    assert market.count == 1 and market.groups[0]["stalls"] == 12 and market.groups[0]["band"] == "10–20"
+    assert len(market.cases) == 3 and len(one.item("unlicensed_stall").cases) == 1
+    assert one.item("shop_beyond_door").count == 3 and len(one.item("shop_beyond_door").cases) == 4
+    assert sorted(g["number"] for g in one.item("numbers_cut_off").groups) == [N[0], N[1], N[2], N[3], N[9]]
+    # 二中队 (G3, G4): 25 single stalls -25 | one flyposting spot -1 | quota: N5, N6 = 2, eight short -8.  60 - 34 = 26
+    assert _deductions(two) == {"unlicensed_stall": 25, "flyposting": 1, "numbers_cut_off": 8}
+    assert two.score == 26
+    assert table.cases_counted == 3 + 1 + 4 + 25 + 4  # the candidate, the rejected and the October cases do not count
+
+
+def test_scores_by_grid_and_street(city):
+    store, places, cutoffs = city
+    by_grid = score_store(store.engine, places, load_sheet(), "grid", NOV, TZ, cutoffs)
+    assert {u.unit: u.score for u in by_grid.units} == {G1: 60 - 10 - 2, G2: 60 - 1, G3: 60 - 15 - 1, G4: 60 - 10}
+    quota = by_grid.unit(G1).item("numbers_cut_off")
+    assert quota.deduction == 0 and quota.note.startswith("不适用 n/a")  # the quota is a squad's
+    by_street = score_store(store.engine, places, load_sheet(), "street", NOV, TZ, cutoffs)
+    assert {u.unit: u.score for u in by_street.units} == {"文新街道": 48, "蒋村街道": 60 - 25 - 2}
+
+
+def test_candidates_count_when_the_sheet_says_so(city, tmp_path):
+    store, places, cutoffs = city
+    sheet = yaml.safe_load(EXAMPLE_SHEET.read_text(encoding="utf-8"))
+    sheet["include_candidates"] = True
+    path = tmp_path / "sheet.yaml"
+    path.write_text(yaml.safe_dump(sheet, allow_unicode=True), encoding="utf-8")
+    by_grid = score_store(store.engine, places, load_sheet(path), "grid", NOV, TZ, cutoffs)
+    assert by_grid.unit(G2).score == 60 - 1 - 1  # the candidate stall now counts; the rejected case still does not
+
+
+def test_quota_without_a_status_source_is_not_scored(city):
+    store, places, _ = city
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, None)
+    quota = table.unit("一中队").item("numbers_cut_off")
+    assert quota.deduction == 0 and "no number status source" in quota.note
+    week = score_store(store.engine, places, load_sheet(), "squad", parse_period("2026-W45"), TZ, None)
+    assert "quota is monthly" in week.unit("一中队").item("numbers_cut_off").note
+
+
+def _sheet(tmp_path: Path, items: list[dict], points: float = 30, **top) -> Path:
+    path = tmp_path / "bands.yaml"
+    path.write_text(yaml.safe_dump({"name": "测试", **top, "sections": [{"id": "s", "name": "流动摊贩", "points": points,
+                                                                          "items": items}]}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+MARKET = {"id": "market", "name": "马路市场", "types": ["street_stall"], "per": "group",
+          "bands": [{"min": 10, "max": 20, "deduct": 5}, {"min": 21, "deduct": 10}], "replaces": ["stall"]}
+STALL = {"id": "stall", "name": "摊点", "types": ["street_stall"], "per": "stall", "deduct": 1}
+
+
+def test_bands_edges_time_windows_places_and_caps(tmp_path):
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    make.add("street_stall", G1, local(2, 8), stalls=20)  # exactly 20: the 10-20 band
+    make.add("street_stall", G2, local(2, 8), stalls=11)
+    make.add("street_stall", G2, local(2, 20), stalls=10)  # 21 in G2 that day: more than 20
+    make.add("street_stall", G3, local(2, 8), stalls=9)  # 9: below every band, nine single stalls
+    for day in range(1, 31):
+        make.add("street_stall", G4, local(day, 8), stalls=2)  # 60 single stalls over the month: capped at 30
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    table = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [MARKET, STALL])), "grid", NOV, TZ)
+    assert {u.unit: _deductions(u) for u in table.units} == {
+        G1: {"market": 5}, G2: {"market": 10}, G3: {"stall": 9}, G4: {"stall": 60}}
+    assert table.unit(G4).score == 0 and table.unit(G4).sections[0].deduction == 30  # the section's points cap it
+    # A 2-hour window instead of the day: G2's cases 12 hours apart are two groups of 11 and 10 (both in 10-20).
+    windowed = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [MARKET, STALL], grouping={"time": "2h"})), "grid", NOV, TZ)
+    assert _deductions(windowed.unit(G2)) == {"market": 10} and windowed.unit(G2).item("market").count == 2
+    # An item cap below the section's points.
+    capped = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [MARKET, {**STALL, "cap": 12}])), "grid", NOV, TZ)
+    assert capped.unit(G4).score == 30 - 12
+    store.close()
+
+
+@pytest.mark.parametrize("change, field, reason", [
+    (lambda s: s["sections"][0]["items"][1].update(types=["ufo_landing"]), "sections.0.items.1.types.0", "unknown violation type 'ufo_landing'"),
+    (lambda s: s["sections"][1].update(points=-5), "sections.1.points", "greater than or equal to 0"),
+    (lambda s: s["sections"][0]["items"][0].update(cap=-1), "sections.0.items.0.cap", "greater than or equal to 0"),
+    (lambda s: s["sections"][0]["items"][3]["bands"].append({"min": 15, "max": 25, "deduct": 7}),
+     "sections.0.items.3.bands", "bands 0 (10–20) and 2 (15–25) overlap"),
+    (lambda s: s["sections"][0]["items"][3]["bands"].__setitem__(1, {"min": 20, "deduct": 10}),
+     "sections.0.items.3.bands", "overlap"),
+    (lambda s: s["grouping"].update(time="next tuesday"), "grouping.time", "cannot read 'next tuesday' as a time"),
+    (lambda s: s["sections"][0]["items"][0].update(replaces=["nope"]), "sections.0.items.0.replaces.0", "no item 'nope'"),
+    (lambda s: s["sections"][0]["items"][1].update(replaces=["road_market"]), "replaces", "in a circle"),
+    (lambda s: s["sections"][0]["items"][3].pop("bands"), "sections.0.items.3", "per: group needs `bands`"),
+    (lambda s: s["sections"][2]["items"][0].pop("monthly_quota"), "sections.2.items.0", "per: quota needs `monthly_quota`"),
+])
+def test_bad_sheets_name_file_field_and_reason(tmp_path, change, field, reason):
+    sheet = yaml.safe_load(EXAMPLE_SHEET.read_text(encoding="utf-8"))
+    change(sheet)
+    path = tmp_path / "bad-sheet.yaml"
+    path.write_text(yaml.safe_dump(sheet, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_sheet(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and field in message and reason in message, message
+
+
+@pytest.mark.parametrize("text", ["2026-13", "2026-02-30", "Nov 2026", "2026-W54", "26-11", ""])
+def test_bad_periods_are_refused_with_the_accepted_forms(text):
+    with pytest.raises(PeriodError, match="period"):
+        parse_period(text)
+
+
+def test_periods_are_local_days():
+    start, end = parse_period("2026-11").bounds(TZ)
+    assert (start.isoformat(), end.isoformat()) == ("2026-10-31T16:00:00+00:00", "2026-11-30T16:00:00+00:00")
+    assert [parse_period(p).label for p in ("2026-11-03", "2026-w45", "2026-q4", "2026")] == ["2026-11-03", "2026-W45", "2026-Q4", "2026"]
+    assert parse_period("2026-01").previous().label == "2025-12" and parse_period("2026-W01").previous().label == "2025-W52"
+
+
+def test_bad_cutoff_file_names_the_line(tmp_path):
+    path = tmp_path / "cutoffs.csv"
+    path.write_text("number,cut_off_at\n13800138000,2026-11-01\nhello,2026-11-02\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"cutoffs.csv: line 3: number: 'hello' is not one phone number"):
+        CutoffFile(path, TZ)
+    path.write_text("number,cut_off_at\n13800138000,soon\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"line 2: cut_off_at: 'soon'"):
+        CutoffFile(path, TZ)
