@@ -16,50 +16,16 @@ from pipelines.analytics.quota import CutoffFile
 from pipelines.analytics.scoring import score_store
 from pipelines.analytics.sheet import EXAMPLE_SHEET, load_sheet
 from pipelines.cases.store import CaseStore
-from tests.analytics_helpers import G1, G2, G3, G4, TZ, CaseMaker, local, write_grid
+from tests.analytics_helpers import G1, G2, G3, G4, N, TZ, CaseMaker, local, november, write_grid
 
 NOV = parse_period("2026-11")
-# Phone numbers read on flyposting cases (normalised as detect.phones writes them).
-N = [f"1380013800{i}" for i in range(10)]
 
 
 @pytest.fixture
 def city(tmp_path):
-    """The month's cases (worked example in the docstrings below) in a real store, the grid and the cut-off list."""
+    """November's cases (see `november` for the worked example) in a real store, the grid and the cut-off list."""
     store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
-    make = CaseMaker(store)
-    # 12 stalls together in G1 on 5 November (one camera case and two photo cases) = one road market of 10–20 stalls.
-    make.add("street_stall", G1, local(5, 9), stalls=5, camera="cam-01", zone="north-walk")
-    make.add("street_stall", G1, local(5, 11), stalls=4)
-    make.add("street_stall", G1, local(5, 19), stalls=3)
-    # 2 more stalls in G1 at 00:30 on the 6th: another local day (still the 5th in UTC), so single stalls.
-    make.add("street_stall", G1, local(6, 0, 30), stalls=2)
-    # 3 shops beyond their doors in G1: shop A seen twice on the 5th (one shop that day), shop B, and a photo.
-    make.add("shopfront_spillover", G1, local(5, 9), camera="cam-01", zone="frontage-a")
-    make.add("shopfront_spillover", G1, local(5, 15), camera="cam-01", zone="frontage-a")
-    make.add("shopfront_spillover", G1, local(6, 9), camera="cam-01", zone="frontage-b")
-    make.add("shopfront_spillover", G1, local(7, 9))
-    # 25 stalls elsewhere, one a day: 15 in G3 (1st-15th), 10 in G4 (1st-10th): no market, 25 single stalls.
-    for day in range(1, 16):
-        make.add("street_stall", G3, local(day, 8))
-    for day in range(1, 11):
-        make.add("street_stall", G4, local(day, 8))
-    # 4 flyposting spots: two in G1, one in G2, one in G3, with the numbers they carried.
-    make.add("flyposting", G1, local(3), phones=N[0:2])
-    make.add("flyposting", G1, local(4), phones=N[2:4])
-    make.add("flyposting", G2, local(8), phones=[N[4]])
-    make.add("flyposting", G3, local(9), phones=N[5:8])
-    # October: a spot in G2 whose number is cut off in November (counts for November's quota, not its flyposting).
-    make.add("flyposting", G2, local(20, month=10), phones=[N[9]])
-    # Never counted by default: an unreviewed candidate stall in G2, and a rejected flyposting case in G2.
-    make.add("street_stall", G2, local(20), state="candidate")
-    make.add("flyposting", G2, local(21), state="rejected", phones=[N[8]])
-    # 7 numbers cut off in November: N0-N3 and N9 (squad 一中队), N5 and N6 (二中队); N4 in December, N7 in October.
-    cutoffs = tmp_path / "cutoffs.csv"
-    cutoffs.write_text("number,cut_off_at,note\n" + "\n".join([
-        "138-0013-8000,2026-11-10 10:00,", "138 0013 8001,2026-11-10,", "13800138002,2026-11-11,", "13800138003,2026-11-30 23:59,",
-        "13800138009,2026-11-02,十月发现", "13800138005,2026-11-15,", "13800138006,2026-11-16,",
-        "13800138004,2026-12-01 00:00,下月", "13800138007,2026-10-31,上月"]) + "\n", encoding="utf-8")
+    cutoffs = november(CaseMaker(store), tmp_path)
     places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
     yield store, places, CutoffFile(cutoffs, TZ)
     store.close()

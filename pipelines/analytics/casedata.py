@@ -152,7 +152,7 @@ class Handling:
     """How long a case took through review and dispatch (hours; None where it has not got there)."""
 
     case_id: str
-    to_review: float | None  # created -> queued or rejected (a person's decision, or auto-queue)
+    to_review: float | None  # created -> reviewed (a person's decision), else -> queued (auto-queue)
     to_dispatch: float | None  # created -> submitted (the platform acknowledged it)
     to_close: float | None  # opened -> closed or verified_cleared
 
@@ -169,9 +169,11 @@ def handling_times(engine: Engine, case_ids: Iterable[str]) -> dict[str, Handlin
                      .group_by(h.case_id, h.to_state))
             for case_id, state, at in conn.execute(query):
                 firsts[case_id][state] = at
-            times = sa.select(cases.c.id, cases.c.created_at, cases.c.opened_at).where(cases.c.id.in_(chunk))
-            for case_id, created, opened in conn.execute(times):
+            times = sa.select(cases.c.id, cases.c.created_at, cases.c.opened_at, cases.c.reviewed_at).where(cases.c.id.in_(chunk))
+            for case_id, created, opened, reviewed in conn.execute(times):
                 firsts[case_id]["_created"], firsts[case_id]["_opened"] = created, opened or created
+                if reviewed is not None:
+                    firsts[case_id]["_reviewed"] = reviewed
 
     def hours(a: datetime | None, b: datetime | None) -> float | None:
         return None if a is None or b is None else max(0.0, (b - a).total_seconds() / 3600)
@@ -180,7 +182,8 @@ def handling_times(engine: Engine, case_ids: Iterable[str]) -> dict[str, Handlin
     for case_id, f in firsts.items():
         if "_created" not in f:
             continue
-        reviewed = min((f[s] for s in (CaseState.QUEUED.value, CaseState.REJECTED.value) if s in f), default=None)
+        reviewed = f.get("_reviewed") or min((f[s] for s in (CaseState.QUEUED.value, CaseState.REJECTED.value) if s in f),
+                                             default=None)
         done = min((f[s] for s in _DONE if s in f), default=None)
         out[case_id] = Handling(case_id, hours(f["_created"], reviewed), hours(f["_created"], f.get(CaseState.SUBMITTED.value)),
                                 hours(f["_opened"], done))
