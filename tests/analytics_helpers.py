@@ -45,7 +45,7 @@ def local(day: int, hour: int = 10, minute: int = 0, month: int = 11) -> datetim
 
 
 class CaseMaker:
-    """Cases in a real store, confirmed (approved in review) unless asked otherwise."""
+    """Cases in a real store, confirmed (approved in review) unless asked otherwise, placed in their grid cell."""
 
     def __init__(self, store: CaseStore) -> None:
         self.store, self.n = store, 0
@@ -54,9 +54,11 @@ class CaseMaker:
             zone: str | None = None, phones: list[str] = (), tags: list[str] = (), state: str = "confirmed",
             address: str | None = None) -> str:
         self.n += 1
+        index = next((i for i, c in enumerate(CELLS) if c[0] == cell), None)
+        lon, lat = (None, None) if index is None else (LON0 + 0.004 * index + 0.002, LAT0 + 0.001)  # lower half of the cell
         case = self.store.create_case(NewCase(
             violation_type=vtype, source_kind="camera" if camera else "photo_batch", source_id=camera or "triage:batch-1",
-            violation_id=f"t:{self.n}", zone_id=zone, grid_cell=cell, address=address or f"{cell} 号 {self.n}", opened_at=at,
+            violation_id=f"t:{self.n}", zone_id=zone, grid_cell=cell, lat=lat, lon=lon, address=address or f"{cell} 号 {self.n}", opened_at=at,
             first_seen_at=at - timedelta(minutes=5),
             details={"object_count": stalls, "phones": list(phones), **({"tags": list(tags)} if tags else {})}),
             now=at)
