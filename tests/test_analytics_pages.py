@@ -56,7 +56,9 @@ def site(tmp_path_factory):
         base = f"http://127.0.0.1:{port}"
         browser.get(base + "/ui/login")  # the token lives in the page origin's localStorage
         browser.execute_script("localStorage.setItem('sw_token', arguments[0]);", tokens["reviewer"])
-        yield {"base": base, "browser": browser, "g1_cases": g1_cases}
+        downloads = tmp / "downloads"
+        browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "downloads": downloads}
     finally:
         browser.quit()
         stop_process(server)
@@ -114,3 +116,29 @@ def test_reports_page_lists_the_latest_report(site):
     assert "月通报 2026-11" in row.text
     assert [e.get_attribute("data-file") for e in row.find_elements(By.CSS_SELECTOR, "button")] == [
         "report.html", "report.pdf", "report.xlsx", "report.json"]
+
+
+def test_review_pages_export_the_filtered_cases(site):
+    """The map's export buttons (period and type) and the queue's (its type filter; no state = unreviewed)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    b, folder = site["browser"], site["downloads"]
+    b.get(site["base"] + "/ui/map")
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option")) > 1, "the type filter")
+    b.find_element(By.ID, "f-period").send_keys("2026-11")
+    Select(b.find_element(By.ID, "f-type")).select_by_value("flyposting")
+    b.find_element(By.ID, "export-csv").click()
+    _wait(b, lambda d: (folder / "cases-2026-11.csv").is_file(), "the CSV download")
+    rows = (folder / "cases-2026-11.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert len(rows) == 1 + 5 and all(",flyposting," in r for r in rows[1:])  # 4 spots and the rejected one; not October's
+    b.get(site["base"] + "/ui/queue")
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option")) > 1, "the queue's filters")
+    Select(b.find_element(By.ID, "f-type")).select_by_value("street_stall")
+    b.find_element(By.ID, "export-xlsx").click()
+    _wait(b, lambda d: (folder / "cases-all.xlsx").is_file() and not list(folder.glob("*.crdownload")), "the Excel download")
+    from openpyxl import load_workbook
+
+    sheet = list(load_workbook(folder / "cases-all.xlsx").active.iter_rows(values_only=True))
+    # What the queue shows: unreviewed candidates (the one in G2), not the approved ones still in `candidate`.
+    assert len(sheet) == 2 and sheet[1][1:4] == ("street_stall", "占道经营 / 无照经营游商", "candidate") and sheet[1][17] is None

@@ -166,3 +166,28 @@ def test_bad_cutoff_file_names_the_line(tmp_path):
     path.write_text("number,cut_off_at\n13800138000,soon\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"line 2: cut_off_at: 'soon'"):
         CutoffFile(path, TZ)
+
+
+def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monkeypatch, bus_event):
+    """A market that grows after opening: the `updated` events' counts reach the case (the sheet counts the peak)."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from detect.events import EventKind
+    from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
+    from pipelines.cases.intake import Intake
+    from pipelines.evidence_store import LocalEvidenceStore
+    from tests.api_helpers import KEY, MODEL
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    intake = Intake(store, LocalEvidenceStore(tmp_path / "evidence"), EvidenceBuilder(EvidenceConfig(), KEY.encode(), MODEL),
+                    tmp_path / "spool")
+    event, _ = bus_event
+    opened = replace(event, violation_id="cam-01:z:street_stall:g1", violation_type="street_stall", object_count=4)
+    case = intake.record_event(opened, BundleContext(source_kind="camera", source_id="cam-01", grid_cell=G1))
+    for count, minutes in ((12, 5), (9, 10)):
+        later = opened.at + timedelta(minutes=minutes)
+        intake.record_event(replace(opened, kind=EventKind.UPDATED, object_count=count, at=later, frame=replace(opened.frame, ts=later)),
+                            BundleContext(source_kind="camera", source_id="cam-01", grid_cell=G1))
+    assert store.get(case.id).details["object_count"] == 12
+    store.close()

@@ -120,8 +120,10 @@ def export_cases(
     street: list[str] = Query([], description="Streets (from the grid file)."),
     camera: list[str] = Query([], description="Camera ids or photo batch ids."),
     source: Literal["camera", "photo"] | None = Query(None),
+    reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
 ) -> Response:
-    flt = _filter(ctx, types=type, states=state, period=period, grid_cells=grid, streets=street, cameras=camera, source=source)
+    flt = _filter(ctx, types=type, states=state, period=period, grid_cells=grid, streets=street, cameras=camera, source=source,
+                  reviewed=reviewed)
     table = export_table(load_cases(ctx.store.engine, _places(ctx), flt), ctx.taxonomy, _tz(ctx))
     name = f"cases-{period or 'all'}"
     if format == "xlsx":

@@ -5,9 +5,10 @@ function exportParams(format) {
   const q = new URLSearchParams({ format });
   const value = (id) => { const e = document.getElementById(id); return e ? e.value.trim() : ""; };
   if (value("f-type")) q.append("type", value("f-type"));
-  // On the queue page an empty state means "unreviewed": export its candidates.
-  const state = value("f-state") || (document.getElementById("f-period") ? "" : "candidate");
-  if (state) q.set("state", state);
+  // On the queue page an empty state means "unreviewed": export what the queue shows.
+  const queue = !document.getElementById("f-period");
+  if (value("f-state")) q.set("state", value("f-state"));
+  else if (queue) { q.set("state", "candidate"); q.set("reviewed", "false"); }
   if (value("f-period")) q.set("period", value("f-period"));
   if (value("f-source")) q.set("source", value("f-source"));
   return q;

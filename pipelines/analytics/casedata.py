@@ -85,6 +85,7 @@ class CaseFilter:
     cameras: tuple[str, ...] = ()  # source ids
     source_kind: str | None = None  # camera | photo_batch
     zone_ids: tuple[str, ...] = ()
+    reviewed: bool | None = None  # True: has a review decision; False: none yet (the review queue's default view)
 
 
 def _int(value: Any, default: int = 1) -> int:
@@ -142,6 +143,8 @@ def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter()) -
         where.append(c.source_kind == flt.source_kind)
     if flt.zone_ids:
         where.append(c.zone_id.in_(flt.zone_ids))
+    if flt.reviewed is not None:
+        where.append(c.review_decision.is_not(None) if flt.reviewed else c.review_decision.is_(None))
     query = sa.select(*_COLUMNS).where(*where).order_by(c.opened_at, c.id)
     with engine.connect() as conn:
         return [_fact(row, places) for row in conn.execute(query)]

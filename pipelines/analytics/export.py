@@ -28,7 +28,7 @@ class FilterError(ValueError):
 
 def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), states: Sequence[str] = (),
                 period: str | None = None, grid_cells: Sequence[str] = (), streets: Sequence[str] = (),
-                cameras: Sequence[str] = (), source: str | None = None) -> CaseFilter:
+                cameras: Sequence[str] = (), source: str | None = None, reviewed: bool | None = None) -> CaseFilter:
     """Check every value (unknown type/state/source, unreadable period) and build the filter."""
     for t in types:
         if t not in taxonomy.types:
@@ -46,7 +46,7 @@ def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), 
         except PeriodError as exc:
             raise FilterError(str(exc)) from None
     return CaseFilter(types=tuple(types), states=tuple(states), start=start, end=end, grid_cells=tuple(grid_cells),
-                      streets=tuple(streets), cameras=tuple(cameras), source_kind=SOURCES.get(source or ""))
+                      streets=tuple(streets), cameras=tuple(cameras), source_kind=SOURCES.get(source or ""), reviewed=reviewed)
 
 
 def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Table:
