@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detect.config_io import load_model
 from detect.evidence import EvidenceConfig
+from pipelines.analytics.config import AnalyticsConfig
 from pipelines.cases.store import DEFAULT_URL
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStoreConfig
@@ -41,6 +42,8 @@ class Settings(BaseModel):
                                                 description="Local folder or S3-compatible storage for bundles.")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig, title="Dispatch",
                                      description="Dispatch targets (cn-dcm, open311) and delivery behaviour.")
+    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig, title="Analytics",
+                                       description="Scores, reports, exports and the map: grid and zone files, sheet, reports folder.")
     # Validated by `streetwatch serve` (api.config.ServiceConfig), so commands that never serve do not
     # import the API's models; `pipelines` never imports `api`.
     service: dict[str, Any] = Field(default_factory=dict, title="API service",

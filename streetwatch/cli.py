@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "bench",
     "evidence",
     "cases",
+    "analytics",
     "dispatch",
     "triage",
     "watch",

@@ -42,6 +42,12 @@ ROUTE_ROLES = {
     ("PUT", "/api/v1/cameras/{camera_id}/scene"): {"admin"},
     ("GET", "/api/v1/cameras/{camera_id}/snapshot"): READERS,
     ("POST", "/api/v1/dispatch/{target}/webhook"): {"integration", "admin"},
+    ("GET", "/api/v1/scores"): READERS,
+    ("GET", "/api/v1/exports/cases"): READERS,
+    ("GET", "/api/v1/map"): READERS,
+    ("GET", "/api/v1/map/cases"): READERS,
+    ("GET", "/api/v1/reports"): READERS,
+    ("GET", "/api/v1/reports/{name}/{file}"): READERS,
 }
 def _routes(app) -> set[tuple[str, str]]:
     """(method, path) of every route, routers included; mounts (static files) as ("MOUNT", path)."""
@@ -57,7 +63,8 @@ def test_every_route_checks_its_role(service, bus_event):
     case_id = draft_cases(app, bus_event, [{}])[0]
     routes = _routes(app)
     assert routes == PUBLIC | PUBLIC_NOT_FOUND | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
-    values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm"}
+    values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm", "name": "month-2026-11",
+              "file": "report.pdf"}
     for (method, path), allowed in sorted(ROUTE_ROLES.items()):
         url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
         body = {"json": {}} if method in ("POST", "PUT", "PATCH") and "jobs" not in path else {}

@@ -216,6 +216,10 @@ class Intake:
             log.warning("%s event for unknown violation %s: no case to update", event.kind, event.violation_id)
             return None
         facts = {"cleared_at": event.cleared_at} if event.cleared_at is not None else {}
+        if event.object_count > int((case.details or {}).get("object_count") or 1):
+            # A street market grows after it opens: the case keeps its largest stall count (what an
+            # assessment sheet counts, docs/analytics.md); the bundle's manifest keeps the latest.
+            facts["details"] = {**(case.details or {}), "object_count": event.object_count}
         bundle_dir = self._local_bundle(case)
         if bundle_dir is not None and event.frame is not None:
             bundle = self.builder.update(bundle_dir, event, ctx)

@@ -24,6 +24,9 @@ class GridCellProperties(BaseModel):
 
     id: str = Field(title="Cell code", description="The 单元网格 code used by the dispatch platform (e.g. 330102001001).", min_length=1)
     name: str | None = Field(None, title="Cell name", description="Human-readable name of the cell.")
+    # Read by the analytics (scores and reports by street or squad; docs/analytics.md), not by triage.
+    street: str | None = Field(None, title="Street (街道)", description="The street / sub-district the cell belongs to (街长制).")
+    squad: str | None = Field(None, title="Squad (中队)", description="The enforcement squad responsible for the cell.")
 
     @field_validator("id", mode="before")
     @classmethod
