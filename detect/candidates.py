@@ -174,7 +174,8 @@ def _objects(
     for members, oid in zip(objects, object_ids(view.zone_id, vtype.id, objects, detections)):
         member_names = names[members].tolist()
         evidence = vtype.evidence_score(member_names)
-        if evidence < vtype.min_evidence:
+        count = sum(name not in vtype.uncounted for name in member_names)
+        if evidence < vtype.min_evidence or count < th.min_count:
             continue
         member_dets = detections[members]
         moved = member_dets.data.get("moved")
@@ -191,7 +192,7 @@ def _objects(
                 score=round(float(min(1.0, evidence / vtype.min_evidence) * conf[members].max()), 4),
                 moved=bool(moved is not None and moved.all()),
                 judged=judged,
-                count=sum(name not in vtype.uncounted for name in member_names),
+                count=count,
             )
         )
     return out

@@ -26,6 +26,7 @@ from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
 from detect.config_io import ConfigError, load_model
+from detect.grades import Grades, apply_grades, load_grades
 from detect.taxonomy import Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, load_taxonomy
 
 TEXT_CLASSES = frozenset({"text", "new_text", "small_ad_text", "small_ad", "poster", "sticker", "banner"})
@@ -155,6 +156,10 @@ class ZoneRules(BaseModel):
     thresholds: dict[str, ThresholdOverrides] = Field(
         default_factory=dict, title="Threshold overrides", description="Violation type id -> thresholds replacing the taxonomy defaults in this zone."
     )
+    grade: str | None = Field(
+        None, title="Road grade", description="Road grade (main, secondary, lane or a city's own; detect/grades.py): its thresholds and types apply, "
+        "the zone's own `thresholds` and `types` win.",
+    )
 
     def active(self, local: datetime) -> bool:
         """Whether the zone's schedule applies at this local time (no schedule: always)."""
@@ -253,14 +258,18 @@ def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_t
                 )
 
 
-def load_scene(path: str | Path, taxonomy: Taxonomy | None = None) -> Scene:
+def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grades | None = None) -> Scene:
     """Load and validate a scene file; violation types are checked against the taxonomy.
 
-    A relative `reference_snapshot` is resolved against the scene file's folder.
+    A relative `reference_snapshot` is resolved against the scene file's folder. Zones that name a
+    road `grade` get its thresholds and types here (`grades`: default the shipped grades file).
     """
     path = Path(path)
     scene = load_model(Scene, path)
-    check_types(scene.zones, taxonomy or load_taxonomy(), str(path))
+    taxonomy = taxonomy or load_taxonomy()
+    check_types(scene.zones, taxonomy, str(path))
+    if any(z.grade for z in scene.zones):
+        apply_grades(scene.zones, grades or load_grades(taxonomy=taxonomy), str(path))
     if scene.reference_snapshot and not Path(scene.reference_snapshot).is_absolute():
         scene.reference_snapshot = str(path.parent / scene.reference_snapshot)
     return scene

@@ -57,6 +57,9 @@ class Thresholds(BaseModel):
     cooldown_s: float = Field(
         1800.0, title="Cooldown seconds", description="After a violation clears, no new one of the same type opens in the same zone for this long.", ge=0.0
     )
+    min_count: int = Field(
+        1, title="Minimum count", description="Objects a group must count (stalls of a road market) to be a violation; road grades raise it in lanes.", ge=1
+    )
 
     def with_overrides(self, overrides: ThresholdOverrides | None) -> Thresholds:
         """These thresholds with the fields that `overrides` sets replaced."""
@@ -79,6 +82,7 @@ class ThresholdOverrides(BaseModel):
     dwell_s: float | None = Field(None, title="Dwell seconds", description="Override of the type's dwell_s.", ge=0.0)
     clear_s: float | None = Field(None, title="Clear seconds", description="Override of the type's clear_s.", ge=0.0)
     cooldown_s: float | None = Field(None, title="Cooldown seconds", description="Override of the type's cooldown_s.", ge=0.0)
+    min_count: int | None = Field(None, title="Minimum count", description="Override of the type's min_count.", ge=1)
 
 
 class ViolationType(Thresholds):

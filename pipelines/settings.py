@@ -18,6 +18,7 @@ from detect.config_io import load_model
 from detect.evidence import EvidenceConfig
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.cases.store import DEFAULT_URL
+from pipelines.cityops.config import CityOpsConfig
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStoreConfig
 
@@ -44,6 +45,8 @@ class Settings(BaseModel):
                                      description="Dispatch targets (cn-dcm, open311) and delivery behaviour.")
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig, title="Analytics",
                                        description="Scores, reports, exports and the map: grid and zone files, sheet, reports folder.")
+    cityops: CityOpsConfig = Field(default_factory=CityOpsConfig, title="City workflows",
+                                   description="Warnings before cases, call-out list, patrol video (docs/city-operations.md).")
     # Validated by `streetwatch serve` (api.config.ServiceConfig), so commands that never serve do not
     # import the API's models; `pipelines` never imports `api`.
     service: dict[str, Any] = Field(default_factory=dict, title="API service",

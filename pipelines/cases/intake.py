@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +71,8 @@ class Intake:
         # Which cases are queued as soon as their evidence is stored, for which target (no review):
         # a target name queues every case for it (triage --dispatch); CCTV passes its per-camera policy.
         self.auto_queue: AutoQueue | None = queue_everything_for(auto_queue) if isinstance(auto_queue, str) else auto_queue
+        # (event, ctx) -> facts added to a new case's details (e.g. the responsible shop, pipelines.cityops)
+        self.details_hooks: list[Callable[[ViolationEvent, BundleContext], dict]] = []
         self._lock = threading.Lock()
         # Beside the spool, not in it: the spool holds bundles only (empty = nothing waiting).
         self._spool_lock = FileLock(self.spool.with_name(self.spool.name + ".lock"))
@@ -198,7 +200,10 @@ class Intake:
     def _opened(self, event: ViolationEvent, ctx: BundleContext) -> Case:
         case = self.store.find(violation_id=event.violation_id)
         if case is None:
-            case = self.store.create_case(_new_case(event, ctx), actor=f"rules:{event.source_id}")
+            new = _new_case(event, ctx)
+            for hook in self.details_hooks:
+                new.details.update(hook(event, ctx))
+            case = self.store.create_case(new, actor=f"rules:{event.source_id}")
         elif not self.unfinished(case):
             return case  # the same violation again (a restarted pipeline): nothing new
         bundle_dir = self.spool / case.id

@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from detect.config_io import ConfigError, load_model
+from detect.grades import load_grades
 from detect.scenes import Scene, load_scene
 from detect.taxonomy import Taxonomy, load_taxonomy
 
@@ -102,6 +103,8 @@ class CamerasFile(BaseModel):
     ring_s: float = Field(30.0, title="Ring buffer", description="Seconds of recent frames kept per camera for pre-event evidence.", gt=0)
     queue_size: int = Field(64, title="Queue size", description="Frames waiting for inference at most; when full the oldest is dropped (and counted).", ge=1)
     max_batch: int = Field(8, title="Largest batch", description="Frames the inference worker takes at once (across cameras).", ge=1)
+    grades: Path | None = Field(
+        None, title="Road grades file", description="The city's road grades file (relative to this file) for scene zones with a `grade`; default: the shipped detect/grades.yaml.")
     batch_wait_s: float = Field(
         0.1, title="Batch wait", description="Seconds the worker waits for a batch to fill once a frame is there (adds at most this to lag).", ge=0, le=2)
 
@@ -161,6 +164,7 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None) -> LoadedCa
     path = Path(path)
     file = load_model(CamerasFile, path)
     taxonomy = taxonomy or load_taxonomy()
+    grades = load_grades(_resolve(path.parent, file.grades), taxonomy) if file.grades else None
     out = LoadedCameras(file)
     for i, cfg in enumerate(file.cameras):
         if not cfg.enabled:
@@ -170,7 +174,7 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None) -> LoadedCa
             cfg = cfg.model_copy(update={"url": str(_resolve(path.parent, cfg.url))})
         out.scene_files.append(cfg.scene)
         try:
-            scene = load_scene(cfg.scene, taxonomy)
+            scene = load_scene(cfg.scene, taxonomy, grades)
         except ConfigError as exc:
             out.refused[cfg.id] = f"{path}: cameras.{i}.scene: scene refused: {exc}"
             continue
