@@ -235,6 +235,15 @@ class EvidenceBuilder:
         manifest["updated_at"] = datetime.now(UTC).isoformat()
         return self._sign(bundle, manifest, writer.artifacts)
 
+    def add_record(self, bundle_dir: str | Path, section: str, record: dict[str, Any]) -> Bundle:
+        """Append a fact of the case's workflow (a warning before it, a check of the handler's photo) to
+        `manifest[section]` (a list), then re-sign: the bundle then proves it like its frames."""
+        bundle = Path(bundle_dir)
+        manifest = read_manifest(bundle)
+        manifest.setdefault(section, []).append(record)
+        manifest["updated_at"] = datetime.now(UTC).isoformat()
+        return self._sign(bundle, manifest, manifest["artifacts"])
+
     # ---- pieces ----------------------------------------------------------------------------
 
     def _codes(self, type_id: str) -> dict[str, Any]:

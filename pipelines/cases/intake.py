@@ -153,6 +153,17 @@ class Intake:
                 self._upload(case.id, bundle_dir)
             return self.store.record_verification(case_id, cleared, actor=actor, verification_ref=ref)
 
+    def add_record(self, case_id: str, section: str, record: dict) -> Case:
+        """A workflow fact (e.g. the warning that preceded the case) joins the case's signed bundle."""
+        with self._exclusive():
+            case = self.store.get(case_id)
+            bundle_dir = self._local_bundle(case)
+            if bundle_dir is None:
+                return case
+            bundle = self.builder.add_record(bundle_dir, section, record)
+            self.store.update(case.id, evidence_digest=bundle.digest)
+            return self._upload(case.id, bundle_dir) or self.store.get(case.id)
+
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         """One writer at a time: this process's threads (the lock) and other processes sharing the spool (the file)."""

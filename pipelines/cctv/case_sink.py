@@ -53,9 +53,11 @@ class _Check:
 
 
 class CaseSink(threading.Thread):
-    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None):
+    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None,
+                 warner=None):
         super().__init__(name="case-sink", daemon=True)
         self.intake, self.taxonomy, self.metrics, self.group_gap = intake, taxonomy, metrics, group_gap
+        self.warner = warner  # pipelines.cityops.warnings.Warner: warn first, re-check, then a case (optional)
         self.on_record = on_record  # structured record of what happened (events file, logs)
         self._queue: queue.Queue = queue.Queue()
         self._cameras: dict[str, Camera] = {}
@@ -104,6 +106,10 @@ class CaseSink(threading.Thread):
         event, cam = item.event, item.camera
         self._cameras[cam.id] = cam
         self.metrics.events.labels(cam.id, event.violation_type, str(event.kind)).inc()
+        if self.warner is not None and self.warner.handles(event):
+            if event.kind is EventKind.OPENED:
+                self.on_record(self.warner.warn(cam, event, item.ctx))
+            return
         case = self.intake.record_event(event, item.ctx)
         if case is not None and event.kind is EventKind.OPENED:
             self.metrics.cases_opened.labels(cam.id, event.violation_type).inc()
@@ -126,6 +132,10 @@ class CaseSink(threading.Thread):
         """Re-check this camera's handled cases: still there -> still_present at once; gone -> verified_cleared
         once the rules cleared it or it stayed away for the type's clear time (one missed detection is not a clearance)."""
         cam, frame = item.camera, item.frame
+        if self.warner is not None:
+            for record in self.warner.check(cam.id, frame, item.detections, lambda zone_id, vtype: present(
+                    cam.scene, self.taxonomy, frame, item.detections, zone_id, vtype, self.group_gap)):
+                self.on_record(record)
         for case in self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id):
             found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, self.group_gap)
             if len(found):

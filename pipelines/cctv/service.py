@@ -48,7 +48,7 @@ class Watcher:
 
     def __init__(self, cameras_path: str | Path, detector, intake: Intake, *, replay: bool = False, metrics: Metrics | None = None,
                  taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None,
-                 on_analysed: Callable[[Frame], None] | None = None):
+                 on_analysed: Callable[[Frame], None] | None = None, warner=None):
         self.cameras_path = Path(cameras_path)
         self.detector, self.replay = detector, replay
         self.metrics = metrics or Metrics()
@@ -65,7 +65,7 @@ class Watcher:
         self.file = loaded.file
         self.queue = FrameQueue(self.file.queue_size, on_drop=self._dropped)
         self.sink = CaseSink(intake, self.taxonomy, self.metrics, RuleSettings().group_gap,
-                             on_record=self.record)
+                             on_record=self.record, warner=warner)
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._stopping = threading.Event()
         self._reload_requested = threading.Event()

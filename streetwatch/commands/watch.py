@@ -78,9 +78,13 @@ def watch(
             sink.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
             sink.flush()
 
+    from pipelines.cityops.hooks import attach_shops, make_warner
+
+    shops = attach_shops(intake)  # shop-front cases name the responsible shop (frontage register)
     try:
         watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record,
-                          on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None)
+                          on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None,
+                          warner=make_warner(settings, intake, intake.builder.taxonomy, shops))
     except ConfigError as exc:
         fail(str(exc))
     for cid, message in watcher.refused.items():

@@ -1,0 +1,27 @@
+"""Where the city workflows plug into the pipelines: one call each for the commands that build an intake."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+from pipelines.cases.intake import Intake
+from pipelines.cityops.shops import ShopRegister, responsible_shop
+
+
+def attach_shops(intake: Intake) -> ShopRegister:
+    """New shop-front cases name the responsible shop of the register (`details.shop`)."""
+    register = ShopRegister(intake.store.engine)
+    intake.details_hooks.append(partial(responsible_shop, register))
+    return register
+
+
+def make_warner(settings, intake: Intake, taxonomy, shops: ShopRegister | None = None):
+    """The CCTV warner when `cityops.warn.rules` asks for warnings first, else None."""
+    warn = settings.cityops.warn
+    if not warn.rules:
+        return None
+    from pipelines.cityops.warnings import Warner
+
+    token = os.environ.get(warn.token_env) if warn.token_env else None
+    return Warner(warn, intake, taxonomy, shops=shops, token=token)
