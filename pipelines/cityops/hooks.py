@@ -25,3 +25,14 @@ def make_warner(settings, intake: Intake, taxonomy, shops: ShopRegister | None =
 
     token = os.environ.get(warn.token_env) if warn.token_env else None
     return Warner(warn, intake, taxonomy, shops=shops, token=token)
+
+
+def squads_of(grid_path):
+    """grid cell code -> its squad (the grid file's `squad` property), for the call-out list."""
+    if grid_path is None:
+        return lambda cell: None
+    from detect.config_io import load_model
+    from pipelines.triage.grid import GridFile
+
+    squads = {f.properties.id: f.properties.squad for f in load_model(GridFile, grid_path).features}
+    return lambda cell: squads.get(cell or "")
