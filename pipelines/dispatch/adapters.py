@@ -47,6 +47,26 @@ class Permanent(DeliveryError):
     retry = False
 
 
+class Unsupported(Permanent):
+    """The target's protocol has no way to carry this message."""
+
+
+VERIFICATION_KINDS_ZH = {"auto_recheck": "视频自动核查", "disposal_photo": "处置照片核查"}
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """A re-check's outcome for the platform: `kind` auto_recheck | disposal_photo, `outcome` a case state."""
+
+    case: Case
+    kind: str
+    outcome: str
+    checked_at: str
+    manifest_sha256: str
+    attachments: list[dict[str, Any]]  # {"path", "url", "content_type", "sha256"}
+    idempotency_key: str
+
+
 @dataclass(frozen=True)
 class Delivery:
     """Everything an adapter needs to send one case (the manifest is the signed bundle's)."""
@@ -196,6 +216,26 @@ class CnDcmAdapter:
         """cn-dcm platforms push status by webhook; nothing to poll."""
         return None
 
+    def report_verification(self, client: httpx.Client, report: VerificationReport) -> None:
+        """A re-check's outcome back to the platform, as an update of their task (核查结果): the automatic
+        camera re-check or the check of the handler's disposal photo, with the frame it was judged on."""
+        headers = {IDEMPOTENCY_HEADER: report.idempotency_key, **self._auth()}
+        ref = report.case.dispatch_ref or ""
+        url = str(self.target.url).rstrip("/") + "/" + self.target.verification_path.format(ref=quote(ref, safe=""))
+        payload = {
+            "taskNumber": ref,
+            "externalId": report.case.id,
+            "checkType": report.kind,
+            "checkTypeName": VERIFICATION_KINDS_ZH.get(report.kind, report.kind),
+            "result": "cleared" if report.outcome == "verified_cleared" else "still_present",
+            "resultName": "已整改" if report.outcome == "verified_cleared" else "未整改",
+            "checkTime": report.checked_at,
+            "evidence": {"digest": report.manifest_sha256},
+            "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
+                             "usage": "核查", "sha256": a["sha256"]} for a in report.attachments],
+        }
+        send(client, "POST", url, json=self.wire(payload), headers=headers)
+
 
 class Open311Adapter:
     """Open311 GeoReport v2: form POST {base}/requests.json, GET {base}/requests/{id}.json for status."""
@@ -283,6 +323,11 @@ class Open311Adapter:
         body = answer_json(send(client, "GET", f"{self.base}/requests/{ref}.json"))
         first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
         return {"open": "accepted", "closed": "handled"}.get(str(first.get("status", "")).lower())
+
+    def report_verification(self, client: httpx.Client, report: VerificationReport) -> None:
+        """GeoReport v2 has no call to comment on or update a request, so re-check results cannot be sent."""
+        raise Unsupported("Open311 GeoReport v2 has no endpoint to add a comment or a status to a service request; "
+                          "the re-check stays in the case's evidence bundle here")
 
 
 def case_marker(case_id: str) -> str:

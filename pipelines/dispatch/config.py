@@ -55,6 +55,10 @@ class TargetConfig(BaseModel):
     jurisdiction_id: str | None = Field(None, title="Jurisdiction", description="open311: jurisdiction_id, if the server hosts several.")
     attachment_expiry_s: int = Field(7 * 24 * 3600, title="Attachment URL lifetime",
                                      description="Seconds the evidence URLs sent with a case stay valid.", gt=0, le=7 * 24 * 3600)
+    verification_path: str = Field(
+        "{ref}/verification", title="Verification path",
+        description="cn-dcm: where re-check results of a task are POSTed, relative to `url` ({ref} = their task number).",
+        pattern=r"\{ref\}")
     poll_interval_s: float = Field(300.0, title="Status poll interval", description="open311: seconds between status polls of open cases.", gt=0)
     lookup: bool = Field(
         True, title="Look up before re-sending",

@@ -7,6 +7,7 @@
     GET  /open311/requests/{id}.json   status: open | closed
     GET  /open311/tokens/{token}.json  token -> service_request_id
     GET  /open311/services.json        the taxonomy's service codes
+    POST /cn-dcm/cases/{ref}/verification  a re-check result for a task (kept under the case's `verifications`)
     POST /sim/cases/{ref}/{status}     move a case on "their" side: accepted | rejected | handled | closed;
                                        cn-dcm cases are reported to the webhook (callbackUrl or --webhook-url)
     GET  /sim/received                 everything received, for inspection
@@ -188,6 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(400, {"error": str(exc)})
             return self._reply(200, self.server.state.snapshot()["faults"])
         parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[:2] == ["cn-dcm", "cases"] and parts[3] == "verification":
+            return self._verification(parts[2], body)
         if len(parts) == 4 and parts[:2] == ["sim", "cases"] and parts[3] in STATUSES:
             return self._set_status(parts[2], parts[3], body)
         self._reply(404, {"error": f"no route POST {path}"})
@@ -313,6 +316,30 @@ class _Handler(BaseHTTPRequestHandler):
         if problems:
             return {}, [{"code": 400, "description": "; ".join(problems)}]
         return form, None
+
+    def _verification(self, ref: str, body: bytes) -> None:
+        """A re-check result for one of our tasks (cn-dcm): kept with the case; a repeated key changes nothing."""
+        state = self.server.state
+        try:
+            report = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return self._reply(400, {"code": 400, "message": f"body is not JSON: {exc}"})
+        problems = [f"{k} missing" for k in ("taskNumber", "checkType", "result", "checkTime") if not isinstance(report, dict) or not report.get(k)]
+        if not problems and report["result"] not in ("cleared", "still_present"):
+            problems.append(f"result {report['result']!r} is not cleared or still_present")
+        if not problems and report["taskNumber"] != ref:
+            problems.append(f"taskNumber {report['taskNumber']!r} differs from the URL's {ref!r}")
+        if problems:
+            return self._reply(400, {"code": 400, "message": "; ".join(problems)})
+        key = self.headers.get("Idempotency-Key")
+        with state.lock:
+            case = state.cases.get(ref)
+            if case is None or case["protocol"] != "cn-dcm":
+                return self._reply(404, {"code": 404, "message": f"no task {ref}"})
+            done = case.setdefault("verifications", [])
+            if not (key and any(v.get("idempotency_key") == key for v in done)):
+                done.append({**report, "idempotency_key": key, "received_at": datetime.now(UTC).isoformat()})
+        self._reply(200, {"code": 0, "message": "ok"})
 
     # ---- "their side" moves a case --------------------------------------------------------
 

@@ -37,22 +37,34 @@ def register(app: typer.Typer) -> None:
             evidence = open_evidence_store(settings.evidence_store)
         except StorageError as exc:
             fail(str(exc))
+        from pipelines.cityops.verification import VerificationReporter
+
         store = CaseStore(settings.cases.url)
         dispatcher = Dispatcher(store, evidence, settings.dispatch)
+        reporter = VerificationReporter(store, evidence, settings.dispatch)  # re-check outcomes back to the platforms
         try:
             if once:
                 stats = dispatcher.run_once()
                 stats.add(dispatcher.poll_statuses(force=True))
+                reports = reporter.run_once()
             else:
                 stop = threading.Event()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, lambda *_: stop.set())
                 typer.echo(f"dispatching to {', '.join(settings.dispatch.targets)} (pid {os.getpid()})", err=True)
+                reporting = threading.Thread(target=lambda: [reporter.run_once() for _ in iter(lambda: stop.wait(5.0), True)],
+                                             name="verification-reports", daemon=True)
+                reporting.start()
                 stats = dispatcher.run(stop)
+                reporting.join()
+                reports = reporter.run_once()
             counts = store.outbox_counts()
         finally:
             dispatcher.close()
+            reporter.close()
             store.close()
+        typer.echo(f"verification reports: delivered {reports.delivered}, retrying {reports.retried}, "
+                   f"parked {reports.parked}, unsupported by the protocol {reports.unsupported}")
         typer.echo(f"delivered {stats.delivered}, retried {stats.retried}, parked {stats.parked}, "
                    f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}; "
                    f"of the delivered, found already on their side {stats.found}; lost to another dispatcher {stats.lost}")
