@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "data",
     "train",
     "demo",
+    "cityops",
 ]
 
 app = typer.Typer(

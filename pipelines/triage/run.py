@@ -55,12 +55,14 @@ def run_triage(
     taxonomy: Taxonomy | None = None,
     deployment: Settings | None = None,
     show_progress: bool = True,
+    case_writer: TriageCases | None = None,
 ) -> TriageResult:
     """Triage `inputs` into `settings.out` (see docs/triage.md).
 
     `deployment` holds the case store, evidence and dispatch settings (`pipelines.settings`; the
     defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
-    required, dispatch target) raise before any photo is read.
+    required, dispatch target) raise before any photo is read. `case_writer` replaces the one the
+    settings would open (patrol video writes its cases through its own).
     """
     taxonomy = taxonomy or load_taxonomy()
     city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
@@ -68,7 +70,7 @@ def run_triage(
     journal = Journal(settings.out, resume=settings.resume)
     try:
         detector = detector or triage_detector(settings)
-        case_writer = _case_writer(settings, deployment or load_settings(), detector, taxonomy)
+        case_writer = case_writer or _case_writer(settings, deployment or load_settings(), detector, taxonomy)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         stats = process_photos(expand_sources(inputs), settings, detector, analyser, journal, grid,
