@@ -69,7 +69,7 @@ def build_context(settings: Settings, service: ServiceConfig, detector_factory: 
 
 def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: Callable[[], Any] | None = None,
                resume_jobs: bool = True) -> FastAPI:
-    from api.routers import analytics, cameras, cases, dispatch, evidence, ops, pages, triage
+    from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
 
     ctx = build_context(settings, service, detector_factory)
 
@@ -106,7 +106,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         ctx.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
         return response
 
-    for module in (ops, triage, cases, cameras, dispatch, analytics):
+    for module in (ops, triage, cases, cameras, dispatch, analytics, cityops):
         app.include_router(module.router, prefix="" if module is ops else API_PREFIX)
     app.include_router(evidence.router)
     app.include_router(evidence.keys_router, prefix=API_PREFIX)

@@ -48,6 +48,20 @@ ROUTE_ROLES = {
     ("GET", "/api/v1/map/cases"): READERS,
     ("GET", "/api/v1/reports"): READERS,
     ("GET", "/api/v1/reports/{name}/{file}"): READERS,
+    ("GET", "/api/v1/shops"): READERS,
+    ("PUT", "/api/v1/shops/{shop_id}"): REVIEWERS,
+    ("DELETE", "/api/v1/shops/{shop_id}"): {"admin"},
+    ("POST", "/api/v1/shops/import"): REVIEWERS,
+    ("GET", "/api/v1/warnings"): READERS,
+    ("GET", "/api/v1/warnings/{warning_id}/image"): READERS,
+    ("GET", "/api/v1/callout"): READERS,
+    ("PUT", "/api/v1/callout/{number}"): REVIEWERS,
+    ("GET", "/api/v1/callout/export"): READERS,
+    ("POST", "/api/v1/callout/import"): REVIEWERS,
+    ("GET", "/api/v1/callout/cutoffs"): READERS,
+    ("POST", "/api/v1/cases/{case_id}/disposal-photo"): {"reviewer", "integration", "admin"},
+    ("POST", "/api/v1/patrol/jobs"): READERS,
+    ("GET", "/api/v1/patrol/jobs/{job_id}"): READERS,
 }
 def _routes(app) -> set[tuple[str, str]]:
     """(method, path) of every route, routers included; mounts (static files) as ("MOUNT", path)."""
@@ -64,7 +78,8 @@ def test_every_route_checks_its_role(service, bus_event):
     routes = _routes(app)
     assert routes == PUBLIC | PUBLIC_NOT_FOUND | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
     values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm", "name": "month-2026-11",
-              "file": "report.pdf"}
+              "file": "report.pdf", "shop_id": "shop-1",
+              "number": "13800138000", "warning_id": "W20250314-0"}
     for (method, path), allowed in sorted(ROUTE_ROLES.items()):
         url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
         body = {"json": {}} if method in ("POST", "PUT", "PATCH") and "jobs" not in path else {}

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 PAGES = {"login": "login.html", "queue": "queue.html", "upload": "upload.html", "cameras": "cameras.html",
-         "map": "map.html", "scores": "scores.html", "reports": "reports.html"}
+         "map": "map.html", "scores": "scores.html", "reports": "reports.html", "city": "city.html"}
 
 router = APIRouter(include_in_schema=False)
 

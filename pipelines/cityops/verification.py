@@ -50,7 +50,11 @@ TEXT_TYPES = ("flyposting",)
 
 
 class DisposalCheckError(ValueError):
-    """A disposal photo that cannot be checked (unreadable, or the case is not waiting for it)."""
+    """A disposal photo that cannot be checked: unreadable (`conflict` False), or the case is not waiting for it."""
+
+    def __init__(self, message: str, *, conflict: bool = False):
+        super().__init__(message)
+        self.conflict = conflict
 
 
 @dataclass
@@ -77,7 +81,7 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
                                                reason="handled: disposal photo received, check pending")
     if case.state is not CaseState.VERIFYING:
         raise DisposalCheckError(f"case {case.id} is {case.state}: a disposal photo is checked once the case is at the "
-                                 f"dispatch system (submitted, accepted, verifying or still_present)")
+                                 f"dispatch system (submitted, accepted, verifying or still_present)", conflict=True)
     try:
         decoded = decode_image(data, name)
     except ImageReadError as exc:
