@@ -117,3 +117,41 @@ def test_open311_cannot_carry_a_recheck_and_says_so(tmp_path, bus_event, zidane_
     [row] = list_reports(intake.store.engine, case.id)
     assert row["status"] == "unsupported" and "GeoReport v2 has no endpoint" in row["last_error"]
     reporter.close()
+
+
+def test_disposal_photo_fetched_from_the_platform(tmp_path, bus_event, zidane_jpg, onnx_detector):
+    """The platform publishes the handler's photo at a URL (a loopback file server here); a missing one is named."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipelines.cityops.verification import fetch_photo
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "after.jpg").write_bytes(zidane_jpg.read_bytes())
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "www")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(DisposalCheckError, match=r"missing\.jpg: HTTP 404"):
+            fetch_photo(f"{base}/missing.jpg")
+        with pytest.raises(DisposalCheckError, match=r"only http\(s\) URLs"):
+            fetch_photo("file:///etc/passwd")
+        data, name = fetch_photo(f"{base}/after.jpg")
+    finally:
+        server.shutdown()
+        server.server_close()
+    intake = make_intake(tmp_path / "data")
+    event, _ = bus_event
+    case = intake.record_event(replace(event, violation_id="photo:bus-url:illegal_parking"),
+                               BundleContext(source_kind="photo_batch", source_id="b", geo=GeoPoint(30.2741, 120.1551)))
+    intake.store.review(case.id, approve=True, reviewer="li", target="city")
+    [entry] = intake.store.claim_due()
+    intake.store.mark_delivered(entry.id, "DCM-9")
+    result = check_disposal_photo(intake, onnx_detector, case.id, data, name, actor="city")
+    assert name == "after.jpg" and result.cleared and result.case.state is CaseState.VERIFIED_CLEARED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -52,8 +53,14 @@ def register(app: typer.Typer) -> None:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, lambda *_: stop.set())
                 typer.echo(f"dispatching to {', '.join(settings.dispatch.targets)} (pid {os.getpid()})", err=True)
-                reporting = threading.Thread(target=lambda: [reporter.run_once() for _ in iter(lambda: stop.wait(5.0), True)],
-                                             name="verification-reports", daemon=True)
+                def report_every_5s() -> None:
+                    while not stop.wait(5.0):
+                        try:
+                            reporter.run_once()
+                        except Exception:  # noqa: BLE001 - the next round tries again; deliveries go on
+                            logging.getLogger(__name__).exception("verification reports failed")
+
+                reporting = threading.Thread(target=report_every_5s, name="verification-reports", daemon=True)
                 reporting.start()
                 stats = dispatcher.run(stop)
                 reporting.join()
