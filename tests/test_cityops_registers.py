@@ -163,6 +163,23 @@ def test_call_out_list_from_flyposting_cases_export_import_round_trip(tmp_path, 
     assert calls.monthly_cut_offs(2026) == {"2026-11": {"西湖中队": 1}}
     assert calls.sync() == 1 and calls.get("13800138000").status is Status.CUT_OFF  # a re-sync keeps the status
 
+    # The analytics' quota item (shipped sheet: 10 numbers cut off per squad and month) reads the list.
+    from pipelines.analytics.config import AnalyticsConfig
+    from pipelines.analytics.periods import parse_period
+    from pipelines.analytics.places import load_places
+    from pipelines.analytics.scoring import score_store
+    from pipelines.analytics.sheet import load_sheet
+    from pipelines.cityops.callout import number_status_source
+
+    analytics = AnalyticsConfig(grid=grid, number_status="callout")
+    for case in store.list():  # the sheet counts confirmed cases only
+        store.review(case.id, approve=True, reviewer="li.wei", target="city")
+    source = number_status_source(analytics, store.engine, calls.tz)
+    table = score_store(store.engine, load_places(analytics), load_sheet(), "squad", parse_period("2026-11"), calls.tz, source)
+    quota = {u.unit: u.item("numbers_cut_off") for u in table.units}
+    assert quota["西湖中队"].count == 1 and quota["西湖中队"].deduction == 9 and "cut off 1" in quota["西湖中队"].note
+    assert number_status_source(AnalyticsConfig(), store.engine, calls.tz) is None  # no CSV, no call-out list: not scored
+
     # Excel both ways: fined 200 yuan, then reconnected.
     xlsx = calls.export(tmp_path / "callout.xlsx")
     book = load_workbook(xlsx)

@@ -28,7 +28,7 @@ from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.export import FilterError, case_filter, export_table
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.analytics.places import Places, load_places
-from pipelines.analytics.quota import CutoffFile
+from pipelines.cityops.callout import number_status_source
 from pipelines.analytics.report import FILES
 from pipelines.analytics.scoring import score_store, score_tables
 from pipelines.analytics.sheet import Sheet, load_sheet
@@ -100,7 +100,7 @@ def scores(
     cfg = _config(ctx)
     try:
         sheet = _sheet_cached(str(cfg.sheet) if cfg.sheet else None, _mtime(cfg.sheet))
-        status = CutoffFile(cfg.cutoffs, _tz(ctx)) if cfg.cutoffs else None
+        status = number_status_source(cfg, ctx.store.engine, _tz(ctx))
     except ConfigError as exc:
         raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None
     table = score_store(ctx.store.engine, _places(ctx), sheet, by, when, _tz(ctx), status)

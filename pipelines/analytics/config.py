@@ -4,6 +4,7 @@ status for quotas, where reports go, and the local time zone periods are cut in.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +28,12 @@ class AnalyticsConfig(BaseModel):
         description="Assessment sheet the service scores with (/api/v1/scores); default: the shipped example sheet.")
     cutoffs: Path | None = Field(
         None, title="Number status file",
-        description="CSV of phone numbers cut off (停机) and when, for quota items; without it quotas are not scored.")
+        description="CSV of phone numbers cut off (停机) and when, for quota items; without it (and without "
+                    "`number_status: callout`) quotas are not scored.")
+    number_status: Literal["file", "callout"] = Field(
+        "file", title="Number status source",
+        description="Where quota items learn which numbers were cut off: `file` (the `cutoffs` CSV) or `callout` "
+                    "(the service's call-out list, docs/city-operations.md).")
     reports_dir: Path = Field(
         Path("streetwatch-data/reports"), title="Reports folder",
         description="`streetwatch report` writes here by default (one folder per period); the service lists it.")

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
-from pipelines.cityops.schema import callout_numbers, ensure_tables
+from pipelines.cityops.schema import callout_numbers
 from pipelines.cityops.tables import read_rows, write_csv, write_xlsx
 
 FLYPOSTING = "flyposting"
@@ -100,13 +100,13 @@ class ImportReport:
 
 
 class CallOutList:
-    """The list, in the case store's database. `squad_of(grid_cell)` names a cell's squad (or None)."""
+    """The list, in the case store's database (`engine` of an open `CaseStore`). `squad_of(grid_cell)` names a
+    cell's squad (or None)."""
 
     def __init__(self, engine: Engine, squad_of: Callable[[str | None], str | None] | None = None, tz: ZoneInfo | None = None):
         self.engine = engine
         self.squad_of = squad_of or (lambda cell: None)
         self.tz = tz or ZoneInfo("Asia/Shanghai")
-        ensure_tables(engine)
 
     # ---- from the cases -------------------------------------------------------------------
 
@@ -269,3 +269,16 @@ def _entry(row) -> Entry:
                  last_seen=m["last_seen"], places=list(m["places"] or []), cases=list(m["cases"] or []),
                  photos=list(m["photos"] or []), squad=m["squad"], cut_off_at=m["cut_off_at"], amount=m["amount"],
                  note=m["note"], status_at=m["status_at"])
+
+
+def number_status_source(analytics, engine: Engine, tz: ZoneInfo, cutoffs: Path | None = None):
+    """The number status source the analytics' quota items read (`analytics.number_status`): the call-out
+    list, the cut-off CSV (`cutoffs` overrides `analytics.cutoffs`), or None (quotas not scored)."""
+    if analytics.number_status == "callout" and cutoffs is None:
+        return CallOutList(engine, tz=tz)
+    path = cutoffs or analytics.cutoffs
+    if path is None:
+        return None
+    from pipelines.analytics.quota import CutoffFile
+
+    return CutoffFile(path, tz)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from detect.cityzones import geometry_of
 from detect.scenes import _polygon as image_polygon
-from pipelines.cityops.schema import ensure_tables, shops
+from pipelines.cityops.schema import shops
 from pipelines.cityops.tables import read_rows
 
 DETAILS_KEY = "shop"
@@ -133,11 +133,10 @@ class ImportReport:
 
 
 class ShopRegister:
-    """The register, in the case store's database."""
+    """The register, in the case store's database (`engine` of an open `CaseStore`: its migrations made the table)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        ensure_tables(engine)
 
     # ---- records --------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.intake import Intake
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseStore
-from pipelines.cityops.schema import ensure_tables, verification_reports
+from pipelines.cityops.schema import verification_reports
 from pipelines.dispatch.adapters import DeliveryError, Unsupported, VerificationReport, make_adapter
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStore, StorageError, content_type
@@ -150,7 +150,6 @@ class VerificationReporter:
         self.adapters = {name: make_adapter(name, t, taxonomy) for name, t in config.targets.items()}
         self.client = client or httpx.Client(timeout=30)
         self.max_attempts = max_attempts
-        ensure_tables(store.engine)
 
     def close(self) -> None:
         self.client.close()
@@ -246,7 +245,6 @@ def _original(check: dict | None, by_path: dict[str, dict]) -> str | None:
 
 
 def list_reports(engine, case_id: str | None = None) -> list[dict[str, Any]]:
-    ensure_tables(engine)
     query = sa.select(verification_reports).order_by(verification_reports.c.id)
     if case_id is not None:
         query = query.where(verification_reports.c.case_id == case_id)

@@ -38,10 +38,11 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import BundleContext
 from detect.frames import Frame
+from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy
 from pipelines.cases.intake import Intake
 from pipelines.cityops.config import WarnConfig
-from pipelines.cityops.schema import ensure_tables, warnings
+from pipelines.cityops.schema import warnings
 from pipelines.cityops.shops import ShopRegister, responsible_shop
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,6 @@ class Warner:
                  client: httpx.Client | None = None, token: str | None = None):
         self.config, self.intake, self.taxonomy, self.shops = config, intake, taxonomy, shops
         self.engine: Engine = intake.store.engine
-        ensure_tables(self.engine)
         self.client = client or httpx.Client(timeout=config.timeout_s)
         self.token = token
         self.images = Path(config.images_dir)
@@ -122,7 +122,7 @@ class Warner:
         recheck_at = event.at + timedelta(seconds=rule.recheck_after_s)
         zone = next((z for z in camera.scene.zones if z.id == event.zone_id), None)
         vtype = self.taxonomy.get(event.violation_type)
-        clear_s = vtype.with_overrides(zone.thresholds.get(vtype.id) if zone else None).clear_s
+        clear_s = resolve_thresholds(vtype, zone).clear_s
         image = self._image(warning_id, event)
         vt = vtype
         message = {
@@ -238,7 +238,6 @@ def _text(name_zh: str, shop: str | None, address: str | None, recheck_at: datet
 
 def list_warnings(engine: Engine, *, state: str | None = None, camera_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Warnings newest first (for the service)."""
-    ensure_tables(engine)
     query = sa.select(warnings).order_by(warnings.c.warned_at.desc()).limit(limit)
     if state is not None:
         query = query.where(warnings.c.state == state)
@@ -255,7 +254,6 @@ def list_warnings(engine: Engine, *, state: str | None = None, camera_id: str | 
 
 
 def warning_image(engine: Engine, warning_id: str) -> Path | None:
-    ensure_tables(engine)
     with engine.connect() as conn:
         image = conn.execute(sa.select(warnings.c.image).where(warnings.c.id == warning_id)).scalar()
     return Path(image) if image and Path(image).is_file() else None

@@ -45,10 +45,10 @@ def register(app: typer.Typer) -> None:
         from detect.config_io import ConfigError
         from pipelines.analytics.periods import PeriodError, parse_period
         from pipelines.analytics.places import UNITS
-        from pipelines.analytics.quota import CutoffFile
         from pipelines.analytics.scoring import score_store, score_tables
         from pipelines.analytics.sheet import load_sheet
         from pipelines.analytics.tables import write_xlsx
+        from pipelines.cityops.callout import number_status_source
 
         if by not in UNITS:
             fail(f"--by {by!r}: one of {', '.join(UNITS)}")
@@ -59,8 +59,7 @@ def register(app: typer.Typer) -> None:
         settings, tz, places, store = _analytics(config)
         try:
             the_sheet = load_sheet(sheet or settings.analytics.sheet)
-            cutoff_file = cutoffs or settings.analytics.cutoffs
-            status = CutoffFile(cutoff_file, tz) if cutoff_file else None
+            status = number_status_source(settings.analytics, store.engine, tz, cutoffs)
         except ConfigError as exc:
             fail(str(exc))
         table = score_store(store.engine, places, the_sheet, by, when, tz, status)
