@@ -91,6 +91,7 @@ class Warner:
         self.token = token
         self.images = Path(config.images_dir)
         self.pending: dict[str, _Pending] = {}  # violation id -> warning
+        self.complied: set[str] = set()  # violation ids whose warning closed without a case (their later events end here)
         with self.engine.begin() as conn:  # warnings of an earlier watcher cannot be re-checked any more
             conn.execute(warnings.update().where(warnings.c.state == WarningState.WARNED.value)
                          .values(state=WarningState.LAPSED.value, checked_at=datetime.now(UTC)))
@@ -109,6 +110,10 @@ class Warner:
         if event.violation_id in self.pending:
             if event.kind is EventKind.CLEARED:
                 self.pending[event.violation_id].cleared_by_rules = True
+            return True
+        if event.violation_id in self.complied:
+            if event.kind is EventKind.CLEARED:
+                self.complied.discard(event.violation_id)
             return True
         return self.applies(event)
 
@@ -161,6 +166,8 @@ class Warner:
             if p.cleared_by_rules or (frame.ts - p.absent_since).total_seconds() >= p.clear_s:
                 records.append(self._close(p, frame))
                 del self.pending[vid]
+                if not p.cleared_by_rules:
+                    self.complied.add(vid)
         return records
 
     def _escalate(self, p: _Pending, frame: Frame, found: sv.Detections, all_boxes: sv.Detections) -> dict[str, Any]:
