@@ -21,7 +21,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import shapely
 import supervision as sv
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PrivateAttr, WithJsonSchema, field_validator,
+    model_validator,
+)
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
@@ -70,6 +73,21 @@ def _minutes(value: Any) -> int:
     return minutes
 
 
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+ClockTime = Annotated[
+    int,
+    BeforeValidator(_minutes),
+    PlainSerializer(_hhmm, return_type=str, when_used="json"),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d{1,2}:\d{2}$"},
+                              {"type": "integer", "minimum": 0, "maximum": 24 * 60}]}, mode="validation"),
+]
+"""A time of day: written `HH:MM` (or the minutes an unquoted YAML 1.1 `07:00` becomes), held as minutes
+of the day, written back as `HH:MM`."""
+
+
 class TimeWindow(BaseModel):
     """Weekdays and a daily time range in the camera's time zone.
 
@@ -80,13 +98,8 @@ class TimeWindow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     days: list[Weekday] = Field(default_factory=lambda: list(WEEK), title="Weekdays", description="Days the window starts on (default: every day).", min_length=1)
-    start: int = Field(title="Start", description="Start time HH:MM, local to the camera.")
-    end: int = Field(title="End", description="End time HH:MM (24:00 = midnight); before start = runs over midnight.")
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _parse_time(cls, value: Any) -> int:
-        return _minutes(value)
+    start: ClockTime = Field(title="Start", description="Start time HH:MM, local to the camera.")
+    end: ClockTime = Field(title="End", description="End time HH:MM (24:00 = midnight); before start = runs over midnight.")
 
     @model_validator(mode="after")
     def _non_empty(self) -> TimeWindow:

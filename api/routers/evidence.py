@@ -11,9 +11,8 @@ import json
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from api.app import AppContext
+from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from api.routers import get_ctx
 from detect.evidence import MANIFEST
 from pipelines.evidence_store import StorageError
 
