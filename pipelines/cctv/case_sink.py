@@ -52,9 +52,9 @@ class _Check:
 
 
 class CaseSink(threading.Thread):
-    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None):
+    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, on_record=lambda data: None):
         super().__init__(name="case-sink", daemon=True)
-        self.intake, self.taxonomy, self.metrics, self.group_gap = intake, taxonomy, metrics, group_gap
+        self.intake, self.taxonomy, self.metrics = intake, taxonomy, metrics
         self.on_record = on_record  # structured record of what happened (events file, logs)
         self._queue: queue.Queue = queue.Queue()
         self._cameras: dict[str, Camera] = {}
@@ -128,7 +128,7 @@ class CaseSink(threading.Thread):
         once the rules cleared it or it stayed away for the type's clear time (one missed detection is not a clearance)."""
         cam, frame = item.camera, item.frame
         for case in self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id):
-            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, self.group_gap)
+            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, cam.rules.group_gap)
             if len(found):
                 self._absent_since.pop(case.id, None)
                 self._verified(cam, case, frame, found, cleared=False)

@@ -58,18 +58,19 @@ def run_triage(
 ) -> TriageResult:
     """Triage `inputs` into `settings.out` (see docs/triage.md).
 
-    `deployment` holds the case store, evidence and dispatch settings (`pipelines.settings`; the
-    defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
+    `deployment` holds the case store, evidence and dispatch settings and the rules' knobs
+    (`pipelines.settings`; the defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
     required, dispatch target) raise before any photo is read.
     """
     taxonomy = taxonomy or load_taxonomy()
+    deployment = deployment or load_settings()
     city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
     grid = load_grid(settings.grid) if settings.grid else None
     journal = Journal(settings.out, resume=settings.resume)
     try:
         detector = detector or triage_detector(settings)
-        case_writer = _case_writer(settings, deployment or load_settings(), detector, taxonomy)
-        analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones), taxonomy, settings.out,
+        case_writer = _case_writer(settings, deployment, detector, taxonomy)
+        analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         stats = process_photos(expand_sources(inputs), settings, detector, analyser, journal, grid,
                                show_progress=show_progress)

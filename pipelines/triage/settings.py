@@ -1,4 +1,9 @@
-"""Triage settings: one typed model, so the CLI, the docs and the benchmark share the defaults."""
+"""Triage settings: one typed model, so the CLI, the docs, the service and the benchmark share the defaults.
+
+`TriageOptions` are the knobs a settings file may hold (`triage:` for `streetwatch triage`,
+`service.triage:` for upload jobs); `TriageSettings` adds what belongs to one run (its output
+folder, resume, dispatch target).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,15 @@ import os
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from detect.config_io import ConfigModel
 from pipelines.triage.text import OcrMode
 
 
-class TriageSettings(BaseModel):
-    """Everything a triage run needs besides its inputs."""
+class TriageOptions(ConfigModel):
+    """How photos are triaged: detector, OCR, zones, grouping, report (the `triage:` settings section)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    out: Path = Field(Path("triage-out"), title="Output folder", description="Where report.html, results.jsonl, cases.csv and thumbnails go.")
     model: str = Field("yolo11n", title="Model", description="Model id or weight file.")
     backend: str = Field("onnx", title="Backend", description="onnx or torch.")
     device: str = Field("cpu", title="Device", description="cpu or cuda[:N].")
@@ -47,10 +50,6 @@ class TriageSettings(BaseModel):
         None, title="Write cases",
         description="Write candidate cases with evidence bundles to the case store: true, false, or null = when an evidence key is set.",
     )
-    dispatch_target: str | None = Field(
-        None, title="Dispatch target", description="Queue every case for this dispatch target (the outbox) as soon as its evidence is stored."
-    )
-    resume: bool = Field(False, title="Resume", description="Continue the run in `out`, skipping photos already recorded (by content hash).")
 
     @field_validator("timezone")
     @classmethod
@@ -64,3 +63,13 @@ class TriageSettings(BaseModel):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+class TriageSettings(TriageOptions):
+    """Everything a triage run needs besides its inputs."""
+
+    out: Path = Field(Path("triage-out"), title="Output folder", description="Where report.html, results.jsonl, cases.csv and thumbnails go.")
+    dispatch_target: str | None = Field(
+        None, title="Dispatch target", description="Queue every case for this dispatch target (the outbox) as soon as its evidence is stored."
+    )
+    resume: bool = Field(False, title="Resume", description="Continue the run in `out`, skipping photos already recorded (by content hash).")

@@ -46,7 +46,8 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path) -> dict:
 
         try:
             watcher = Watcher(cameras_file, detector, intake, replay=True, on_record=on_record,
-                              on_analysed=SnapshotWriter(Path(settings.service["snapshot_dir"]), every_s=2.0))
+                              on_analysed=SnapshotWriter(settings.service.snapshot_dir, every_s=2.0),
+                              tracking=settings.tracking, rules=settings.rules)
             for cid, message in watcher.refused.items():
                 typer.secho(f"  camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
             return watcher.run()

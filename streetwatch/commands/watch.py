@@ -45,7 +45,9 @@ def watch(
     cameras through the detector; each camera's tracker and rules open violations, which become
     candidate cases with signed evidence in the case store. A camera whose scene is invalid is
     refused with the reason and the others run. SIGHUP, or a change to the cameras file or a
-    scene file, reloads them without stopping unchanged cameras. Prints a JSON summary at exit.
+    scene file, reloads them without stopping unchanged cameras. Tracker and rule knobs: the
+    settings file's `tracking:` and `rules:`, changed per camera by its own `tracking:`/`rules:`.
+    Prints a JSON summary at exit.
     """
     setup_logging(verbose)
     from detect.config_io import ConfigError, load_model
@@ -80,7 +82,8 @@ def watch(
 
     try:
         watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record,
-                          on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None)
+                          on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None,
+                          tracking=settings.tracking, rules=settings.rules)
     except ConfigError as exc:
         fail(str(exc))
     for cid, message in watcher.refused.items():
