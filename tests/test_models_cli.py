@@ -120,3 +120,50 @@ def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, mo
     m = card.metrics["int8_vs_fp32"]
     assert m["ref_boxes"] > 0 and m["recall"] >= 0.6 and m["precision"] >= 0.6
     assert (tmp_path / "models" / "yolo11n-320-int8.onnx").is_file()
+    # The engine's raw-box variant is cut from the quantised graph: the same boxes as the standard INT8 file.
+    engine = get_card("yolo11n-320-int8-rawbox")
+    assert engine.int8 and engine.raw_box_head and not card.raw_box_head
+    from detect.engine import load_detector
+    from detect.engine.compare import match_all
+    from detect.engine.onnx_backend import OnnxDetector
+    from detect.imageio import read_image
+
+    images = [read_image(p) for p in sorted(calib.iterdir())]
+    fast = load_detector("yolo11n", imgsz=320, int8=True, dynamic=False)
+    assert fast.model_path == tmp_path / "models" / "yolo11n-320-int8-rawbox.onnx" and fast.head is not None
+    standard = OnnxDetector(tmp_path / "models" / "yolo11n-320-int8.onnx", model_id="x", conf=0.25, iou=0.7, max_det=300,
+                            classes=None, imgsz=320)
+    agreement = match_all(standard.detect(images), fast.detect(images), iou_threshold=0.999)
+    assert agreement.ref_total > 0 and agreement.recall == agreement.precision == 1.0, agreement.as_dict()
+
+
+def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_there(bus_jpg, tmp_path, monkeypatch):
+    """`models export` writes a standard graph that Ultralytics' own predict runs (the bus and the four people
+    of bus.jpg), and the engine's faster raw-box variant, which says what it is so that Ultralytics refuses it,
+    while streetwatch's engine runs it by default with the same detections."""
+    import onnx
+    from ultralytics import YOLO
+
+    from detect.engine import load_detector
+    from detect.imageio import read_image
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    result = runner.invoke(app, ["models", "export", "--model", "yolo11n", "--dynamic"])
+    assert result.exit_code == 0, result.output
+    standard, engine = models / "yolo11n-640-dyn.onnx", models / "yolo11n-640-dyn-rawbox.onnx"
+    assert f"-> {standard}" in result.stdout and f"-> {engine}" in result.stdout
+
+    found = YOLO(str(standard)).predict(str(bus_jpg), verbose=False)[0]
+    assert sorted(found.names[int(c)] for c in found.boxes.cls) == ["bus", "person", "person", "person", "person"]
+    with pytest.raises(NotImplementedError, match="streetwatch-raw-box"):
+        YOLO(str(engine)).predict(str(bus_jpg), verbose=False)
+    meta = {p.key: p.value for p in onnx.load(str(engine), load_external_data=False).metadata_props}
+    assert meta["task"] == "streetwatch-raw-box" and "yolo11n-640-dyn.onnx" in meta["description"]
+    assert {p.key: p.value for p in onnx.load(str(standard)).metadata_props}["task"] == "detect"
+    assert get_card("yolo11n-640-dyn-rawbox").raw_box_head and not get_card("yolo11n-640-dyn").raw_box_head
+
+    detector = load_detector("yolo11n")  # the engine prefers its variant
+    assert detector.model_path == engine and detector.describe()["raw_box_head"] is True
+    [ours] = detector.detect([read_image(bus_jpg)])
+    assert sorted(ours.data["class_name"]) == ["bus", "person", "person", "person", "person"]

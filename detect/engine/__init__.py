@@ -1,7 +1,8 @@
 """Detector engine: one `Detector` interface, ONNX Runtime and Ultralytics/PyTorch backends.
 
 `load_detector` is the only constructor the rest of the project uses. The ONNX backend runs a
-registered export of the model (exporting it on first use when the torch extra is installed).
+registered export of the model (exporting it on first use when the torch extra is installed): the
+engine-only raw-box variant when there is one (`<id>-rawbox.onnx`, faster), else the standard export.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from pathlib import Path
 
 from detect.engine.base import Detector, DetectorConfigError
-from detect.registry import ModelNotFoundError, default_model, find_export, get_card, resolve_weights
+from detect.registry import RAW_BOX_SUFFIX, ModelNotFoundError, default_model, find_export, get_card, resolve_weights
 
 __all__ = ["BACKENDS", "Detector", "DetectorConfigError", "ModelNotFoundError", "load_detector"]
 
@@ -71,8 +72,13 @@ def load_detector(
             raise DetectorConfigError("device_preprocess and compile_mode are options of the torch backend")
 
         path, model_id = _onnx_file(model, imgsz, dynamic, bool(half), int8)
-        return OnnxDetector(path, model_id=model_id, device=device, threads=threads, providers=providers,
-                            rect=rect, **common)
+        detector = OnnxDetector(path, model_id=model_id, device=device, threads=threads, providers=providers,
+                                rect=rect, **common)
+        if detector.head is not None and not path.stem.endswith(RAW_BOX_SUFFIX):
+            log.warning("%s has a raw-box head under a standard export's name (made by an older streetwatch): it runs "
+                        "here, but Ultralytics and other ONNX tools cannot run it; export the model again "
+                        "(`streetwatch models export`) to get a standard file and its -rawbox variant", path)
+        return detector
     raise DetectorConfigError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
 
 
@@ -88,9 +94,10 @@ def _onnx_file(model: str | Path, imgsz: int, dynamic: bool, half: bool, int8: b
         if card.format == "onnx":
             path, _ = resolve_weights(card.id)
             return path, card.id
-        found = find_export(card.id, imgsz, dynamic, half, int8)
-        if found:
-            return found[0], found[1].id
+        for raw_box in (True, False):  # the engine's faster variant first, else the standard export
+            found = find_export(card.id, imgsz, dynamic, half, int8, raw_box=raw_box)
+            if found:
+                return found[0], found[1].id
     if int8:
         raise ModelNotFoundError(
             f"no INT8 export of '{model}' at imgsz {imgsz}: run `streetwatch models export --model {model} "
@@ -100,7 +107,7 @@ def _onnx_file(model: str | Path, imgsz: int, dynamic: bool, half: bool, int8: b
         from detect.export import export_onnx
 
         log.warning("no ONNX export of %s at imgsz %d yet: exporting it once (needs the torch extra)", model, imgsz)
-        path, card = export_onnx(str(model), imgsz=imgsz, dynamic=dynamic, half=half)
+        path, card = export_onnx(str(model), imgsz=imgsz, dynamic=dynamic, half=half).for_engine()
     except ImportError as exc:
         raise ModelNotFoundError(
             f"no ONNX export of '{model}' at imgsz {imgsz} and this install cannot export ({exc}). Run "
