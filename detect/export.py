@@ -115,11 +115,9 @@ def _ultralytics_export(weights: Path, *, imgsz: int, dynamic: bool, half: bool)
     """Run Ultralytics' ONNX exporter on a private copy (the weights may sit on a read-only share).
 
     Also returns the DFL head's bins and strides (None for end-to-end heads, which decode no DFL)."""
-    from detect.runtime_env import prepare_ultralytics_env
+    from detect.runtime_env import import_yolo
 
-    prepare_ultralytics_env()
-    from ultralytics import YOLO
-
+    YOLO = import_yolo()
     work = Path(tempfile.mkdtemp(prefix="sw-export-"))
     local = work / weights.name
     shutil.copyfile(weights, local)

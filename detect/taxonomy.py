@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
 
 from detect.config_io import ConfigError, ConfigModel, load_model, read_mapping, validate_model
 
@@ -111,7 +110,7 @@ class ViolationType(Thresholds):
     stationary: bool = Field(True, title="Must be stationary", description="Only stationary tracks count (vehicles, stalls).")
 
     @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         """In the file a type's id is its key under `types:` (see `Taxonomy`), so the file schema does not require it."""
         schema = handler.resolve_ref_schema(handler(core_schema))
         schema["required"] = [name for name in schema.get("required", []) if name != "id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -167,3 +168,72 @@ def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_t
     assert detector.model_path == engine and detector.describe()["raw_box_head"] is True
     [ours] = detector.detect([read_image(bus_jpg)])
     assert sorted(ours.data["class_name"]) == ["bus", "person", "person", "person", "person"]
+
+
+def _streetwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it (stdout and stderr apart)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "streetwatch")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_detect_json_prints_only_json_on_stdout(bus_jpg, backend):
+    """`streetwatch detect --json` output can be piped into a JSON reader: Ultralytics' banners go to stderr."""
+    run = _streetwatch("detect", "--backend", backend, "--json", str(bus_jpg))
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [sorted(d["name"] for d in r["detections"]) for r in records] == [["bus", "person", "person", "person", "person"]]
+    if backend == "torch":
+        assert "summary (fused)" in run.stderr  # Ultralytics' model summary, kept, on stderr
+
+
+@pytest.fixture(scope="module")
+def promoted_v8(tmp_path_factory):
+    """A model folder whose promotion record names yolov8n (the weights come from models/)."""
+    import yaml
+
+    models = tmp_path_factory.mktemp("promoted") / "models"
+    (models / "registry").mkdir(parents=True)
+    (models / "registry" / "promoted.yaml").write_text(yaml.safe_dump(
+        {"model": "yolov8n", "promoted_at": "2026-11-21T00:00:00Z", "forced": True, "reason": "test"}), encoding="utf-8")
+    return models
+
+
+def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_jpg, tmp_path, monkeypatch):
+    from detect.engine import load_detector
+    from detect.imageio import read_image
+    from streetwatch.commands import demo, detect, triage, watch
+
+    monkeypatch.setenv("STREETWATCH_MODELS", str(promoted_v8))
+    env = {"STREETWATCH_MODELS": str(promoted_v8)}
+
+    def boxes(detections) -> list:
+        return sorted((str(n), round(float(c), 4)) for n, c in zip(detections.data["class_name"], detections.confidence))
+
+    image = read_image(bus_jpg)
+    v8, v11 = boxes(load_detector("yolov8n").detect([image])[0]), boxes(load_detector("yolo11n").detect([image])[0])
+    assert v8 != v11
+    run = _streetwatch("detect", "--json", str(bus_jpg), env=env)
+    assert run.returncode == 0, run.stderr
+    assert sorted((d["name"], d["conf"]) for d in json.loads(run.stdout)["detections"]) == v8
+    pinned = _streetwatch("detect", "--json", "--model", "yolo11n", str(bus_jpg), env=env)
+    assert sorted((d["name"], d["conf"]) for d in json.loads(pinned.stdout)["detections"]) == v11
+
+    out = tmp_path / "triage"
+    run = _streetwatch("triage", str(bus_jpg), "--out", str(out), "--no-cases", "--no-progress", "--workers", "1", env=env)
+    assert run.returncode == 0, run.stderr
+    [record] = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert record["model"].startswith("yolov8n-640")
+
+    from pipelines.settings import Settings
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    assert Settings().service.triage.model is None and Settings().triage.model is None
+    app, _ = make_app(settings_for(tmp_path / "api"))  # upload jobs: the detector the service loads itself
+    try:
+        assert app.state.ctx.jobs.detector().model_id.startswith("yolov8n-640")
+    finally:
+        app.state.ctx.close()
+    for command in (watch.watch, demo.demo, detect.detect, triage.triage):  # nobody pins yolo11n by default
+        assert inspect.signature(command).parameters["model"].default is None, command.__name__

@@ -20,7 +20,8 @@ from pipelines.triage.text import OcrMode
 class TriageOptions(ConfigModel):
     """How photos are triaged: detector, OCR, zones, grouping, report (the `triage:` settings section)."""
 
-    model: str = Field("yolo11n", title="Model", description="Model id or weight file.")
+    model: str | None = Field(
+        None, title="Model", description="Model id or weight file; none: the promoted model (`streetwatch models promote`), else yolo11n.")
     backend: str = Field("onnx", title="Backend", description="onnx or torch.")
     device: str = Field("cpu", title="Device", description="cpu or cuda[:N].")
     conf: float = Field(0.25, title="Detector confidence", description="Detections below this are dropped before the rules.", ge=0, le=1)

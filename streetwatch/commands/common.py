@@ -14,7 +14,9 @@ from detect.imageio import IMAGE_SUFFIXES
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="Inference backend: onnx (ONNX Runtime, no torch) or torch (Ultralytics/PyTorch).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx).")]
-ModelOpt = Annotated[str, typer.Option("--model", help="Model id from `streetwatch models list`, or a .pt/.onnx file.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Model id from `streetwatch models list`, or a .pt/.onnx file. Default: the promoted model "
+                    "(`streetwatch models promote`), else yolo11n.")]
 ConfOpt = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")]
 ImgszOpt = Annotated[int, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32).")]
 

@@ -21,7 +21,7 @@ def detect(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     backend: BackendOpt = "onnx",
     device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
+    model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
     out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here.")] = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def triage(
     grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 grid-cell polygons (property `id`) to file each photo under its cell.")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="Inference backend: onnx (ONNX Runtime, no torch) or torch (Ultralytics/PyTorch). [default: onnx]")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx). [default: cpu]")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model id from `streetwatch models list`, or a .pt/.onnx file. [default: yolo11n]")] = None,
+    model: ModelOpt = None,
     conf: Annotated[float | None, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence. [default: 0.25]")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32). [default: 640]")] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them. Default: one per core (at most 8).")] = None,

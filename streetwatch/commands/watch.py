@@ -22,7 +22,7 @@ def watch(
     cameras: Annotated[Path, typer.Option("--cameras", help="Cameras file (YAML/JSON; see docs/cctv.md).")],
     backend: BackendOpt = "onnx",
     device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
+    model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", min=1, max=65535,
