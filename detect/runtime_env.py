@@ -61,10 +61,14 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+_ULTRALYTICS_HANDLER = "ultralytics.utils.set_logging"
+"""The name Ultralytics gives its own console handler (other handlers, a test runner's, are left alone)."""
+
+
 def ultralytics_logs_to_stderr() -> None:
-    """Point Ultralytics' log handlers (stdout by default) at stderr. Idempotent."""
+    """Point Ultralytics' console handler (stdout by default) at stderr. Idempotent."""
     for handler in logging.getLogger("ultralytics").handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler.stream, _CurrentStderr):
+        if handler.get_name() == _ULTRALYTICS_HANDLER and isinstance(handler, logging.StreamHandler):
             handler.setStream(_CurrentStderr())
 
 
