@@ -35,6 +35,21 @@ except ImportError:  # pragma: no cover - depends on the install
 #: File suffixes of the image formats read here (folder scans pick these up).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 
+def expand_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Files as given plus, for folders, every file with a known suffix below them (sorted).
+
+    Files named explicitly are kept whatever their suffix, so a mislabelled file is reported
+    with its real problem instead of being skipped silently.
+    """
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+        else:
+            out.append(p)
+    return out
+
+
 #: Default pixel limit: 12 MP phone photos are fine, a 40,000 x 40,000 PNG bomb is not.
 DEFAULT_MAX_PIXELS = 100_000_000
 

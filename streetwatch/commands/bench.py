@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import expand_inputs, fail, setup_logging
+from detect.imageio import expand_inputs
+from streetwatch.commands.common import fail, setup_logging
 
 
 def register(app: typer.Typer) -> None:

@@ -142,10 +142,10 @@ def demo(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
     from detect.evidence import EvidenceKeyError
-    from pipelines.demo_media import make_media
+    from streetwatch.demo.media import make_media
     from pipelines.evidence_store import StorageError
     from pipelines.settings import load_settings
-    from streetwatch import demo_stack as stack
+    from streetwatch.demo import stack
 
     started = time.monotonic()
     out = out.resolve()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, expand_inputs, fail, setup_logging,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, fail, setup_logging,
 )
 
 
@@ -35,7 +35,7 @@ def detect(
     """
     setup_logging()
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
-    from detect.imageio import ImageReadError, read_image
+    from detect.imageio import ImageReadError, expand_inputs, read_image
 
     files = expand_inputs(paths)
     if not files:
