@@ -7,16 +7,7 @@ grid cells via `grid`), `pipeline` (bounded read/detect/write stream), `analyse`
 (near-duplicates), `report` (report.html, cases.csv), `run` (the whole run).
 """
 
-from pipelines.triage.settings import TriageOptions, TriageSettings
+from pipelines.triage.run import TriageResult, run_triage
+from pipelines.triage.settings import TriageSettings
 
-__all__ = ["TriageOptions", "TriageResult", "TriageSettings", "run_triage"]
-
-
-def __getattr__(name: str):
-    """`run_triage` and `TriageResult` load the whole pipeline on first use: the settings file's model
-    (`pipelines.settings`) needs `TriageOptions` from this package, and the pipeline needs the settings."""
-    if name in ("run_triage", "TriageResult"):
-        from pipelines.triage import run
-
-        return getattr(run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["TriageResult", "TriageSettings", "run_triage"]
