@@ -14,7 +14,7 @@ __all__ = ["URL_KEY_ENV", "JobTriageOptions", "ServiceConfig", "load_service", "
 
 
 def service_config(settings: Settings, source: str = "settings") -> ServiceConfig:
-    """The validated `service:` section (validated with the file: `source` is kept for callers' messages)."""
+    """The `service:` section, validated with the rest of the settings (errors already named `source`'s file)."""
     return settings.service
 
 

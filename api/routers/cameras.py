@@ -13,7 +13,7 @@ from api.auth import ADMIN, READ_CAMERAS
 from api.cameras import CameraNotFound
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from detect.config_io import ConfigError
+from detect.config_io import ConfigError, json_schema
 from detect.scenes import Scene
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
@@ -74,7 +74,8 @@ def list_cameras(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ
 @router.get("/scene-schema", summary="JSON schema of a scene (what PUT .../scene accepts)", response_model=dict[str, Any],
             responses=problems(401, 403))
 def scene_schema(_: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
-    return Scene.model_json_schema()
+    """The same schema as `streetwatch config schema scene` (what a scene file may hold)."""
+    return json_schema(Scene)
 
 
 @router.get("/{camera_id}/scene", summary="A camera's scene file (zones, schedules)", response_model=Scene,
