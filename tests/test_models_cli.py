@@ -170,6 +170,30 @@ def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_t
     assert sorted(ours.data["class_name"]) == ["bus", "person", "person", "person", "person"]
 
 
+
+def test_an_older_cut_export_under_the_standard_name_is_exported_again(tmp_path, monkeypatch):
+    """What an older streetwatch left behind: the cut graph under the standard name and no variant. The engine
+    exports the model again on its next load, so the standard name holds a standard graph once more."""
+    import onnx
+
+    from detect.engine import load_detector
+    from detect.export import export_onnx
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    exported = export_onnx("yolov8n", imgsz=320, dynamic=True)
+    standard, engine = exported.path, exported.engine_path
+    engine.replace(standard)
+    (models / "registry" / f"{exported.engine_card.id}.yaml").unlink()
+
+    def task() -> str:
+        return {p.key: p.value for p in onnx.load(str(standard)).metadata_props}["task"]
+
+    assert task() == "streetwatch-raw-box"
+    detector = load_detector("yolov8n", imgsz=320)
+    assert detector.model_path == engine and detector.head is not None and task() == "detect"
+
+
 def _streetwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it (stdout and stderr apart)."""
     exe = os.path.join(os.path.dirname(sys.executable), "streetwatch")
