@@ -20,7 +20,7 @@ from fastapi_offline import FastAPIOffline
 from api import problems
 from api.config import ServiceConfig
 from api.context import build_context
-from api.routers import cameras, cases, dispatch, evidence, ops, pages, triage
+from api.routers import analytics, cameras, cases, dispatch, evidence, ops, pages, triage
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,10 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         ctx.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
         return response
 
-    for module in (ops, triage, cases, cameras, dispatch):
+    for module in (ops, triage, cases, cameras, dispatch, analytics):
         app.include_router(module.router, prefix="" if module is ops else API_PREFIX)
     app.include_router(evidence.router)
+    app.include_router(evidence.keys_router, prefix=API_PREFIX)
     app.include_router(pages.router)
     pages.mount_static(app)
     return app

@@ -28,7 +28,7 @@ from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
 from detect.config_io import ConfigError, ConfigModel, load_model
-from detect.taxonomy import Taxonomy, ThresholdOverrides, ZoneKind, load_taxonomy
+from detect.taxonomy import Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, load_taxonomy
 
 TEXT_CLASSES = frozenset({"text", "new_text", "small_ad_text", "small_ad", "poster", "sticker", "banner"})
 """Classes anchored by their centre (things on walls), not their bottom-centre."""
@@ -171,6 +171,15 @@ class ZoneRules(ConfigModel):
     def type_ids(self) -> list[str]:
         """Every violation type id the zone names (for checking against the taxonomy)."""
         return [*(self.types or []), *self.thresholds]
+
+
+def resolve_thresholds(vtype: ViolationType | None, zone: ZoneRules | None) -> Thresholds:
+    """The thresholds a type has in a zone: the taxonomy's defaults for the type with the zone's overrides
+    on top. A type the taxonomy no longer has (a case older than the current taxonomy) gets the
+    defaults every type starts from (`Thresholds()`), never a number made up where it is needed."""
+    if vtype is None:
+        return Thresholds()
+    return vtype.with_overrides(zone.thresholds.get(vtype.id) if zone is not None else None)
 
 
 class Zone(ZoneRules):

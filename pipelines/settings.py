@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from detect.config_io import ConfigModel, load_model
 from detect.evidence import EvidenceConfig
 from detect.rules import RuleSettings
 from detect.tracking import TrackingConfig
+from pipelines.analytics.config import AnalyticsConfig
 from pipelines.cases.store import DEFAULT_URL
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStoreConfig
@@ -34,6 +35,21 @@ class CaseStoreConfig(ConfigModel):
     url: str = Field(DEFAULT_URL, title="Database URL",
                      description="SQLAlchemy URL: sqlite:///path.db (default, WAL) or postgresql+psycopg://user@host/db.",
                      min_length=1)
+
+
+def ocr_from_yaml(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` (also `no`, `false`) as a boolean: that is the mode `off`.
+    An unquoted `on`/`yes`/`true` could mean auto or all, so it is refused with the choices."""
+    if value is False:
+        return "off"
+    if value is True:
+        raise ValueError("write auto, all or off (an unquoted on/yes/true is read as a yes/no value in YAML; "
+                         "quote it or name the mode)")
+    return value
+
+
+#: The OCR mode as files write it (`ocr: off` unquoted included); `pipelines.triage.text.OcrMode` by value.
+OcrSetting = Annotated[Literal["auto", "all", "off"], BeforeValidator(ocr_from_yaml)]
 
 
 class TriageOptions(ConfigModel):
@@ -50,9 +66,9 @@ class TriageOptions(ConfigModel):
         description="Threads that each read, decode and detect photos (parallel inference streams); default one per core, at most 8.",
         ge=1, le=64,
     )
-    ocr: Literal["auto", "all", "off"] = Field(
+    ocr: OcrSetting = Field(
         "auto", title="OCR", description="Read text and phone numbers: auto (photos with text-bearing detections), all, or off "
-        "(`pipelines.triage.text.OcrMode`)."
+        "(`pipelines.triage.text.OcrMode`); `off` may be left unquoted."
     )
     ocr_max_side: int = Field(1600, title="OCR resolution", description="Long side of the decode that OCR reads.", ge=320, le=8192)
     timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset, and of the report.")
@@ -141,6 +157,8 @@ class Settings(ConfigModel):
                                      description="Tracker defaults for every camera (a camera's `tracking` changes the fields it sets; `frame_rate` follows its `analysis_fps`).")
     triage: TriageOptions = Field(default_factory=TriageOptions, title="Triage",
                                   description="Defaults of `streetwatch triage` (its flags change them per run).")
+    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig, title="Analytics",
+                                       description="Scores, reports, exports and the map: grid and zone files, sheet, reports folder.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, title="API service",
                                    description="`streetwatch serve`: uploads, jobs, cameras, limits (see docs/service.md).")
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "bench",
     "evidence",
     "cases",
+    "analytics",
     "dispatch",
     "triage",
     "watch",

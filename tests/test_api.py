@@ -16,7 +16,9 @@ from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (
 # Every route of the app and who may call it. A route missing here fails `test_every_route_checks_its_role`.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/ui/{page}"), ("GET", "/openapi.json"),
           ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
-          ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}
+          ("MOUNT", "/static"), ("MOUNT", "/docs/assets"),
+          ("GET", "/api/v1/evidence/keys")}  # public keys that verify evidence: public by nature
+PUBLIC_NOT_FOUND = {("GET", "/api/v1/evidence/keys/{key_id}.pem")}  # public too; 404 for a key not published
 SIGNED = {("GET", "/evidence/{case_id}/{path:path}"),  # the URL's signature is the permission
           ("GET", "/attachments/{case_id}/{path:path}")}  # dispatched cases' shared copies, for the platform
 READERS = {"inspector", "reviewer", "admin"}
@@ -40,6 +42,12 @@ ROUTE_ROLES = {
     ("PUT", "/api/v1/cameras/{camera_id}/scene"): {"admin"},
     ("GET", "/api/v1/cameras/{camera_id}/snapshot"): READERS,
     ("POST", "/api/v1/dispatch/{target}/webhook"): {"integration", "admin"},
+    ("GET", "/api/v1/scores"): READERS,
+    ("GET", "/api/v1/exports/cases"): READERS,
+    ("GET", "/api/v1/map"): READERS,
+    ("GET", "/api/v1/map/cases"): READERS,
+    ("GET", "/api/v1/reports"): READERS,
+    ("GET", "/api/v1/reports/{name}/{file}"): READERS,
 }
 def _routes(app) -> set[tuple[str, str]]:
     """(method, path) of every route, routers included; mounts (static files) as ("MOUNT", path)."""
@@ -54,8 +62,9 @@ def test_every_route_checks_its_role(service, bus_event):
     app, client, tokens, _ = service
     case_id = draft_cases(app, bus_event, [{}])[0]
     routes = _routes(app)
-    assert routes == PUBLIC | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
-    values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm"}
+    assert routes == PUBLIC | PUBLIC_NOT_FOUND | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
+    values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm", "name": "month-2026-11",
+              "file": "report.pdf"}
     for (method, path), allowed in sorted(ROUTE_ROLES.items()):
         url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
         body = {"json": {}} if method in ("POST", "PUT", "PATCH") and "jobs" not in path else {}
@@ -73,6 +82,7 @@ def test_every_route_checks_its_role(service, bus_event):
                 assert answer.json()["title"] == "Forbidden"
     for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}:
         assert client.request(method, path).status_code == 200, path
+    assert client.get("/api/v1/evidence/keys/0123456789abcdef.pem").status_code == 404  # none configured here
     for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):  # no CDN
         assert f'src="/docs/assets/{script}"' in client.get(page).text
         assert client.get(f"/docs/assets/{script}").status_code == 200

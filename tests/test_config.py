@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from detect.config_io import ConfigError, load_model
 from detect.scenes import Scene
 from detect.taxonomy import DEFAULT_TAXONOMY_PATH, CityCodeFile, Taxonomy, load_taxonomy
+from pipelines.analytics.sheet import EXAMPLE_SHEET, Sheet
 from pipelines.cctv.config import CamerasFile, load_cameras
 from pipelines.cctv.service import Watcher
 from pipelines.settings import Settings, load_settings
@@ -23,13 +24,15 @@ from tests.cctv_helpers import cameras_file, make_intake, scene_for
 from tests.conftest import REPO
 
 EXAMPLES = REPO / "docs" / "examples"
-KINDS = {"settings": Settings, "cameras": CamerasFile, "scene": Scene, "taxonomy": Taxonomy, "city-codes": CityCodeFile}
+KINDS = {"settings": Settings, "cameras": CamerasFile, "scene": Scene, "taxonomy": Taxonomy, "city-codes": CityCodeFile,
+         "scoring-sheet": Sheet}
 EXAMPLE_FILES = {
     "settings": [EXAMPLES / "streetwatch-settings.yaml"],
     "cameras": [EXAMPLES / "cameras.yaml"],
     "scene": sorted(EXAMPLES.glob("scene-*.yaml")),
     "taxonomy": [DEFAULT_TAXONOMY_PATH],
     "city-codes": [EXAMPLES / "city-codes-hangzhou.yaml"],
+    "scoring-sheet": [EXAMPLE_SHEET],
 }
 
 
@@ -86,6 +89,19 @@ def test_schemas_refuse_what_the_loaders_refuse(schemas, tmp_path):
     taxonomy = _yaml(DEFAULT_TAXONOMY_PATH)
     del taxonomy["types"]["street_stall"]["evidence"]
     assert _errors(schemas["taxonomy"], taxonomy) == ["types.street_stall: 'evidence' is a required property"]
+    sheet = _yaml(EXAMPLE_SHEET)
+    sheet["sections"][0]["items"][0]["per"] = "stal"
+    assert [e.split(":")[0] for e in _errors(schemas["scoring-sheet"], sheet)] == ["sections.0.items.0.per"]
+
+
+def test_settings_schema_covers_every_section(schemas):
+    """The sections other issues added (analytics, evidence signing keys, dispatch leases) are in the schema too."""
+    props = schemas["settings"]["properties"]
+    assert {"cases", "evidence", "evidence_store", "dispatch", "rules", "tracking", "triage", "analytics", "service"} <= props.keys()
+    defs = schemas["settings"]["$defs"]
+    assert {"signing_key_file", "published_keys"} <= defs["EvidenceConfig"]["properties"].keys()
+    assert {"grid", "zones", "sheet", "cutoffs", "reports_dir"} <= defs["AnalyticsConfig"]["properties"].keys()
+    assert defs["AnalyticsConfig"]["additionalProperties"] is False
 
 
 def test_one_kind_prints_to_stdout_and_unknown_kinds_are_refused(schemas):

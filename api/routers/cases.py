@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -18,38 +17,12 @@ from api.problems import Problem, problems
 from detect.evidence import MANIFEST
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseQuery
+from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
 
 router = APIRouter(tags=["cases"])
 
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
-
-
-class RejectReason(StrEnum):
-    """Why a reviewer rejects a case. Retraining (`pipelines.retrain.from_cases`) turns rejected cases into hard
-    negatives except where the object is real and only the case is not (legal, outside_hours, already_handled,
-    duplicate). A case of the wrong type is better corrected (PATCH type) and confirmed than rejected."""
-
-    WRONG_TYPE = "wrong_type"
-    LEGAL = "legal"
-    DUPLICATE = "duplicate"
-    NOT_VISIBLE = "not_visible"
-    NOT_A_VIOLATION = "not_a_violation"
-    OUTSIDE_HOURS = "outside_hours"
-    ALREADY_HANDLED = "already_handled"
-    PRIVACY = "privacy"
-    OTHER = "other"
-
-
-#: Labels in key order (the queue page's reject keys 1-9 follow it).
-REASON_LABELS = {
-    RejectReason.WRONG_TYPE: ("类型错误", "Wrong type"), RejectReason.LEGAL: ("合法/已许可", "Legal / permitted"),
-    RejectReason.DUPLICATE: ("重复案件", "Duplicate"), RejectReason.NOT_VISIBLE: ("看不清", "Not visible"),
-    RejectReason.NOT_A_VIOLATION: ("不构成违规", "Not a violation"),
-    RejectReason.OUTSIDE_HOURS: ("非管控时段", "Outside enforced hours"),
-    RejectReason.ALREADY_HANDLED: ("已处理", "Already handled"), RejectReason.PRIVACY: ("涉及隐私", "Privacy"),
-    RejectReason.OTHER: ("其他", "Other"),
-}
 
 
 class ConfirmBody(BaseModel):
@@ -59,7 +32,7 @@ class ConfirmBody(BaseModel):
 
 
 class RejectBody(BaseModel):
-    reason: RejectReason = Field(description="Reason code.")
+    reason: RejectReason = Field(description="Reason code (GET /meta lists them; `permitted` is accepted for `legal`).")
     note: str | None = Field(None, description="Reviewer's note.", max_length=2000)
 
 
@@ -81,6 +54,7 @@ class ReasonInfo(BaseModel):
     code: RejectReason
     zh: str
     en: str
+    hard_negative: bool = Field(description="Retraining learns the rejected detections as hard negatives (the object is not what was seen).")
 
 
 class Meta(BaseModel):
@@ -208,7 +182,7 @@ def case_json(case: Case) -> dict[str, Any]:
 def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> dict[str, Any]:
     return {
         "types": [{"id": t.id, "name_zh": t.name_zh, "name_en": t.name_en} for t in ctx.taxonomy.types.values()],
-        "reject_reasons": [{"code": c.value, "zh": zh, "en": en} for c, (zh, en) in REASON_LABELS.items()],
+        "reject_reasons": [{"code": c.value, "zh": r.zh, "en": r.en, "hard_negative": r.hard_negative} for c, r in REASONS.items()],
         "states": [s.value for s in CaseState],
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
     }
@@ -275,16 +249,12 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
 
 
 def _target(ctx: AppContext, wanted: str | None) -> str:
-    targets = ctx.settings.dispatch.targets
-    if wanted is not None:
-        if wanted not in targets:
-            raise Problem(422, f"unknown dispatch target {wanted!r} (configured: {', '.join(sorted(targets)) or 'none'})")
-        return wanted
-    if len(targets) == 1:
-        return next(iter(targets))
-    if not targets:
-        raise Problem(409, "no dispatch target is configured: confirm with dispatch=false", slug="no-dispatch-target")
-    raise Problem(422, f"several dispatch targets ({', '.join(sorted(targets))}): name one in `target`")
+    try:
+        return pick_target(ctx.settings.dispatch.targets, wanted)
+    except DispatchTargetError as exc:
+        if exc.kind == "none":
+            raise Problem(409, f"{exc}: confirm with dispatch=false", slug="no-dispatch-target") from None
+        raise Problem(422, f"{exc} in `target`" if exc.kind == "several" else str(exc)) from None
 
 
 @router.post("/cases/{case_id}/confirm", summary="Confirm a candidate case (and queue it for dispatch)",

@@ -15,7 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from api.problems import Problem
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-PAGES = {"login": "login.html", "queue": "queue.html", "upload": "upload.html", "cameras": "cameras.html"}
+PAGES = {"login": "login.html", "queue": "queue.html", "upload": "upload.html", "cameras": "cameras.html",
+         "map": "map.html", "scores": "scores.html", "reports": "reports.html"}
 
 router = APIRouter(include_in_schema=False)
 

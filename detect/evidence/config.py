@@ -24,6 +24,15 @@ class EvidenceConfig(ConfigModel):
         min_length=1)
     hmac_key_file: Path | None = Field(
         None, title="HMAC key file", description="File whose bytes (trailing newline removed) are the signing secret.")
+    signing_key_file: Path | None = Field(
+        None, title="Public-key signing key",
+        description="Ed25519 private key (unencrypted PEM; `streetwatch evidence keygen`) that also signs every bundle's "
+        "digest, so anyone holding its public key (published by the service) can verify a bundle without a secret "
+        "(`evidence verify --public-key`). Unset: HMAC only.")
+    published_keys: list[Path] = Field(
+        default_factory=list, title="Earlier public keys",
+        description="Public keys (PEM) of signing keys used before a rotation; the service keeps publishing them so the "
+        "bundles they signed stay verifiable.")
     timezone: str = Field(
         "Asia/Shanghai", title="Local time zone",
         description="IANA zone for the local times written next to UTC times in the manifest.")

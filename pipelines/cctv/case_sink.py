@@ -19,6 +19,7 @@ import supervision as sv
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import BundleContext
 from detect.frames import Frame
+from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy
 from pipelines.cases import Case, CaseState
 from pipelines.cases.intake import Intake
@@ -59,6 +60,8 @@ class CaseSink(threading.Thread):
         self._queue: queue.Queue = queue.Queue()
         self._cameras: dict[str, Camera] = {}
         self._absent_since: dict[str, datetime] = {}
+        # Cameras' `auto_queue` (type -> target) is the policy the intake applies when evidence is stored.
+        intake.auto_queue = self._auto_queue_target
 
     # ---- called by the worker -----------------------------------------------------------
 
@@ -104,22 +107,18 @@ class CaseSink(threading.Thread):
         case = self.intake.record_event(event, item.ctx)
         if case is not None and event.kind is EventKind.OPENED:
             self.metrics.cases_opened.labels(cam.id, event.violation_type).inc()
-            case = self._auto_queue(case)
         self.on_record({"event": "violation", "kind": str(event.kind), "camera_id": cam.id, "violation_id": event.violation_id,
                         "type": event.violation_type, "zone_id": event.zone_id, "at": event.at.isoformat(),
                         "case_id": case.id if case else None, "case_state": str(case.state) if case else None})
 
-    def _auto_queue(self, case: Case) -> Case:
+    def _auto_queue_target(self, case: Case) -> str | None:
+        """The camera's `auto_queue` target for the case's type (None: a reviewer decides)."""
         cam = self._cameras.get(case.source_id)
-        target = cam.config.auto_queue_target(case.violation_type) if cam else None
-        if target and case.state is CaseState.CANDIDATE and case.evidence_ref is not None:
-            case = self.intake.store.queue(case.id, target, actor=f"cctv:{case.source_id}:auto-queue")
-        return case
+        return cam.config.auto_queue_target(case.violation_type) if cam else None
 
     def _retry_evidence(self) -> None:
         try:
-            for case in self.intake.retry_evidence():
-                self._auto_queue(case)
+            self.intake.retry_evidence()  # stored bundles are queued by the intake's policy
         except Exception:  # noqa: BLE001 - storage still down: the next round tries again
             log.exception("case sink: evidence retry failed")
 
@@ -148,7 +147,4 @@ class CaseSink(threading.Thread):
 
     def _clear_s(self, cam: Camera, case: Case) -> float:
         zone = next((z for z in cam.scene.zones if z.id == case.zone_id), None)
-        vtype = self.taxonomy.types.get(case.violation_type)
-        if vtype is None:
-            return 60.0
-        return vtype.with_overrides(zone.thresholds.get(vtype.id) if zone else None).clear_s
+        return resolve_thresholds(self.taxonomy.types.get(case.violation_type), zone).clear_s

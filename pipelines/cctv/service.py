@@ -34,7 +34,7 @@ from pipelines.cctv.config import Camera, LoadedCameras, load_cameras
 from pipelines.cctv.frame_queue import FrameQueue
 from pipelines.cctv.health import HealthEvent
 from pipelines.cctv.metrics import Metrics
-from pipelines.cctv.reader import CameraReader, ReaderHooks, Status
+from pipelines.cctv.reader import CameraReader, CameraStatus, ReaderHooks, Status
 from pipelines.cctv.runtime import CameraRuntime
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,7 @@ class Watcher:
 
     def _status(self, camera_id: str, status: Status, detail: str) -> None:
         self.metrics.status.labels(camera_id).state(status.value)
-        self.record({"event": "camera_status", "camera_id": camera_id, "status": status.value, "detail": detail,
-                     "at": datetime.now(UTC).isoformat()})
+        self.record(CameraStatus(camera_id, status, detail, datetime.now(UTC)).to_record())
 
     def _dropped(self, frame: Frame) -> None:
         self._count(-1)
@@ -132,8 +131,7 @@ class Watcher:
             if self.refused.get(cid) != message:
                 log.error("camera %s refused: %s", cid, message)
                 self.metrics.status.labels(cid).state(Status.REFUSED.value)
-                self.record({"event": "camera_status", "camera_id": cid, "status": "refused", "detail": message,
-                             "at": datetime.now(UTC).isoformat()})
+                self.record(CameraStatus(cid, Status.REFUSED, message, datetime.now(UTC)).to_record())
         self.refused = dict(loaded.refused)
         self._watched = [self.cameras_path, *loaded.scene_files]
         self._mtimes = self._watched_mtimes()

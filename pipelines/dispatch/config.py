@@ -52,6 +52,16 @@ class TargetConfig(ConfigModel):
     attachment_expiry_s: int = Field(7 * 24 * 3600, title="Attachment URL lifetime",
                                      description="Seconds the evidence URLs sent with a case stay valid.", gt=0, le=7 * 24 * 3600)
     poll_interval_s: float = Field(300.0, title="Status poll interval", description="open311: seconds between status polls of open cases.", gt=0)
+    lookup: bool = Field(
+        True, title="Look up before re-sending",
+        description="Before re-sending a case whose earlier attempt may have reached them (timeout, dropped connection, 5xx, "
+        "a killed dispatcher), ask whether they already have it and adopt their task number (cn-dcm: by our external id, "
+        "see `lookup_url`; open311: GET requests.json searched for our case id). Off: exactly-once rests on their "
+        "honouring Idempotency-Key.")
+    lookup_url: str | None = Field(
+        None, title="Look-up URL",
+        description="cn-dcm: URL that finds a case by our external id, `{external_id}` replaced (URL-encoded); default: "
+        "the case URL with `?externalId={external_id}` (the parameter named as `field_map` renames externalId).")
 
     def secret(self, env: str | None) -> str | None:
         return os.environ.get(env) if env else None
@@ -62,8 +72,11 @@ class DispatchConfig(ConfigModel):
                                              description="Dispatch systems by name (the name cases are queued for).")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, title="Retry", description="Back-off between attempts.")
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy, title="Circuit breaker", description="Pause a failing target.")
-    batch: int = Field(20, title="Batch", description="Outbox entries claimed per pass.", ge=1)
-    lease_s: float = Field(60.0, title="Lease", description="Seconds a claimed entry is reserved; must exceed the longest request.", gt=0)
+    batch: int = Field(20, title="Batch", description="Most deliveries per pass; each entry is claimed (leased) only when its turn comes.", ge=1)
+    lease_s: float = Field(
+        60.0, title="Lease",
+        description="Seconds an entry is reserved for the dispatcher sending it, renewed as its request leaves; must exceed "
+        "twice the longest target timeout (a look-up and a send).", gt=0)
     idle_s: float = Field(1.0, title="Idle wait", description="Longest sleep of `dispatch run` when nothing is due.", gt=0)
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
-from pipelines.triage.grid import load_grid
+from pipelines.grid import load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import Journal
 from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar

@@ -24,6 +24,7 @@ FILE_KINDS: dict[str, tuple[str, str, str]] = {
     "scene": ("detect.scenes", "Scene", "Scene file of one camera (zones, schedules, thresholds)"),
     "taxonomy": ("detect.taxonomy", "Taxonomy", "Violation taxonomy (detect/taxonomy.yaml)"),
     "city-codes": ("detect.taxonomy", "CityCodeFile", "City code table (大类/小类 codes of one city)"),
+    "scoring-sheet": ("pipelines.analytics.sheet", "Sheet", "Assessment sheet (考核评分细则; analytics.sheet, streetwatch score --sheet)"),
 }
 
 
@@ -46,7 +47,7 @@ def schema(
     kind: Annotated[str | None, typer.Argument(help=f"One file kind ({', '.join(FILE_KINDS)}); default: all.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write <kind>.schema.json files into this folder instead of printing.")] = None,
 ) -> None:
-    """Write the JSON schema (draft 2020-12) of each configuration file kind: settings, cameras, scene, taxonomy, city-codes.
+    """Write the JSON schema (draft 2020-12) of each configuration file kind: settings, cameras, scene, taxonomy, city-codes, scoring-sheet.
 
     Without --out, one kind's schema is printed, or all of them as one JSON object keyed by kind.
     """

@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
             dispatcher.close()
             store.close()
         typer.echo(f"delivered {stats.delivered}, retried {stats.retried}, parked {stats.parked}, "
-                   f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}")
+                   f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}; "
+                   f"of the delivered, found already on their side {stats.found}; lost to another dispatcher {stats.lost}")
         for error in stats.errors[-20:]:
             typer.echo(f"  {error}")
         typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"))
@@ -63,9 +64,10 @@ def register(app: typer.Typer) -> None:
     def parked(config: SettingsOpt = None) -> None:
         """List deliveries parked for a human (the other side refused them), with their reasons."""
         from pipelines.cases import CaseStore
+        from pipelines.cases.vocabulary import OutboxStatus
 
         store = CaseStore(settings_or_fail(config).cases.url)
-        entries = store.outbox_entries(status="parked")
+        entries = store.outbox_entries(status=OutboxStatus.PARKED)
         for e in entries:
             typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\tattempts {e.attempts}\t{e.parked_reason}")
         if not entries:
@@ -99,6 +101,7 @@ def register(app: typer.Typer) -> None:
         open311_token: Annotated[bool, typer.Option("--open311-token", help="Answer Open311 POSTs with a token instead of a service_request_id.")] = False,
         webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="cn-dcm status webhook (when a case carries no callbackUrl).")] = None,
         webhook_secret_env: Annotated[str | None, typer.Option("--webhook-secret-env", help="Variable with the HMAC secret to sign webhooks with.")] = None,
+        ignore_idempotency_key: Annotated[bool, typer.Option("--ignore-idempotency-key", help="Create a new case for every POST, repeated Idempotency-Key or not (as many real platforms do).")] = False,
         seed: Annotated[int | None, typer.Option("--seed", help="Seed of the fault dice (repeatable runs).")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
     ) -> None:
@@ -106,7 +109,8 @@ def register(app: typer.Typer) -> None:
         from pipelines.dispatch.simulator import Faults, SimServer, SimState, parse_modes
 
         try:
-            faults = Faults(fail_rate=fail_rate, latency_ms=latency, modes=parse_modes(fail_modes), stall_s=stall_s)
+            faults = Faults(fail_rate=fail_rate, latency_ms=latency, modes=parse_modes(fail_modes), stall_s=stall_s,
+                            honour_idempotency=not ignore_idempotency_key)
         except ValueError as exc:
             fail(str(exc))
         secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None

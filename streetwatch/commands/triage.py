@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
 
 
 def triage(
-    inputs: Annotated[list[Path], typer.Argument(help="Photo files, folders (searched recursively) or .zip archives.")],
+    # readable=False: an unreadable input is recorded with its reason, not refused with the whole run
+    inputs: Annotated[list[Path], typer.Argument(help="Photo files, folders (searched recursively) or .zip archives.", readable=False)],
     out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, results.jsonl, cases.csv, thumbs/.")] = Path("triage-out"),
     scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones (no-parking streets, vending points...) applied to photos by their GPS position.")] = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 grid-cell polygons (property `id`) to file each photo under its cell.")] = None,
