@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from detect.config_io import ConfigError, load_model
+from detect.config_io import ConfigError, ConfigModel, load_model
 from detect.taxonomy import Taxonomy, ThresholdOverrides
 
 DEFAULT_GRADES_PATH = Path(__file__).with_name("grades.yaml")
 
 
-class Grade(BaseModel):
+class Grade(ConfigModel):
     """One grade of street and the thresholds its zones get."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name_zh: str = Field(title="Chinese name", description="e.g. 主要道路（严禁）.", min_length=1)
     name_en: str = Field(title="English name", description="e.g. Main road (prohibited).", min_length=1)
@@ -33,10 +31,8 @@ class Grade(BaseModel):
         default_factory=dict, title="Thresholds", description="Violation type id -> thresholds replacing the taxonomy defaults.")
 
 
-class Grades(BaseModel):
+class Grades(ConfigModel):
     """A grades file."""
-
-    model_config = ConfigDict(extra="forbid")
 
     version: int = Field(1, title="Format version", description="Grades file format version.", ge=1)
     grades: dict[str, Grade] = Field(title="Grades", description="Grade id (what zones name in `grade`) -> grade.", min_length=1)

@@ -142,6 +142,30 @@ def scan_folder(folder: Path, suffixes: frozenset[str] | set[str] = IMAGE_SUFFIX
     return sorted(out, key=lambda item: item if isinstance(item, Path) else item.path)
 
 
+def list_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> tuple[list[Path], list[Unreadable]]:
+    """Files as given plus, for folders, every file with a known suffix below them (sorted), and the
+    folder entries that look like images but cannot be read, with the reason (GIF/SVG, broken links,
+    special files; `scan_folder`).
+
+    Files named explicitly are kept whatever they are, so a mislabelled or special file is reported
+    with its real problem when it is read instead of being skipped silently.
+    """
+    files: list[Path] = []
+    refused: list[Unreadable] = []
+    for p in paths:
+        if p.is_dir():
+            for item in scan_folder(p, suffixes):
+                (refused if isinstance(item, Unreadable) else files).append(item)
+        else:
+            files.append(p)
+    return files, refused
+
+
+def expand_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The readable candidates of `list_inputs` (benchmarks: the refusals do not matter there)."""
+    return list_inputs(paths, suffixes)[0]
+
+
 def missing_reason(path: Path) -> str | None:
     """Why `path` leads to nothing (dangling link, link loop, gone), or None when it does lead somewhere."""
     try:

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "detect",
     "models",
     "rules",
+    "config",
     "bench",
     "evidence",
     "cases",

@@ -162,3 +162,29 @@ def test_case_search_filters_pages_and_sorts(service, bus_event):
     assert search(state="candidate", reviewed="false")["total"] == 4
     client.post(f"/api/v1/cases/{ids[0]}/reject", headers=auth(tokens["reviewer"]), json={"reason": "legal"})
     assert search(reviewed="false")["total"] == 3 and search(state="rejected")["items"][0]["id"] == ids[0]
+
+
+def _is_model(schema: dict) -> bool:
+    """A named model, or a list of one."""
+    return "$ref" in schema or (schema.get("type") == "array" and "$ref" in schema.get("items", {}))
+
+
+def test_every_route_documents_what_it_returns(service):
+    """/openapi.json gives each operation's success answer a body schema (a model, or the media type it serves)."""
+    _, client, _, _ = service
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    undocumented = []
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            ok = {code: r for code, r in op["responses"].items() if code.startswith("2")}
+            bodies = [(kind, body.get("schema", {})) for r in ok.values() for kind, body in r.get("content", {}).items()]
+            if not bodies or any(kind == "application/json" and not _is_model(schema) for kind, schema in bodies):
+                undocumented.append(f"{method.upper()} {path}")
+    assert undocumented == ["GET /api/v1/cameras/scene-schema"]  # a JSON Schema document: any object
+    case = schemas["CaseView"]["properties"]
+    assert {"id", "state", "violation_type", "opened_at", "has_evidence"} <= case.keys() and "evidence_ref" not in case
+    assert schemas["CaseDetail"]["properties"]["history"]["items"] == {"$ref": "#/components/schemas/HistoryItem"}
+    assert "from" in schemas["HistoryItem"]["properties"]
+    get_scene = spec["paths"]["/api/v1/cameras/{camera_id}/scene"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert get_scene["schema"]["$ref"].startswith("#/components/schemas/Scene")

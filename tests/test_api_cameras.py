@@ -165,7 +165,9 @@ def test_ocr_off_may_be_written_unquoted_in_yaml(tmp_path):
     config = tmp_path / "settings.yaml"
     config.write_text("service:\n  triage:\n    ocr: off\n", encoding="utf-8")
     assert load_service(config)[1].triage.ocr == "off"
-    assert TriageSettings(ocr=False).ocr is OcrMode.OFF  # as the service hands it to the triage run
+    assert OcrMode(TriageSettings(ocr=False).ocr) is OcrMode.OFF  # as the service hands it to the triage run
+    config.write_text("triage:\n  ocr: off\n", encoding="utf-8")  # the settings file's own triage: section too
+    assert load_service(config)[0].triage.ocr == "off"
     config.write_text("service:\n  triage:\n    ocr: on\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"service.triage.ocr: Value error, write auto, all or off"):
         load_service(config)

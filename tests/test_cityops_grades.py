@@ -13,7 +13,7 @@ from detect.imageio import read_image
 from detect.rules import PhotoRules
 from detect.scenes import load_scene
 from pipelines.cctv.service import Watcher
-from pipelines.cctv.testmedia import PARKING_ZONE
+from benchmarks.media import PARKING_ZONE
 from tests.cctv_helpers import cameras_file, make_intake, parked_clip, scene_for
 
 

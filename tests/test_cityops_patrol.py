@@ -13,10 +13,10 @@ import pytest
 import srt
 
 from pipelines.cases import CaseStore
-from pipelines.cctv.testmedia import BUS_BOX, Sprite, cut, write_clip
+from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
 from pipelines.cityops.patrol import PatrolError, run_patrol
 from pipelines.cityops.tracks import load_track
-from pipelines.demo_media import road_view
+from streetwatch.demo.media import road_view
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings
 
@@ -138,14 +138,14 @@ def test_bad_tracks_are_named_and_what_can_be_placed_is_processed(tmp_path, clip
     elsewhere = write_gpx(tmp_path / "yesterday.gpx", _fixes(START - timedelta(days=1), 30))
     with pytest.raises(PatrolError, match=r"yesterday\.gpx: the track does not cover the video's time span at all \(track 2026-11-19"):
         run_patrol(clip, elsewhere, settings.model_copy(update={"out": tmp_path / "b"}), every_m=10, every_s=5,
-                   detector=onnx_detector, show_progress=False)
+                   detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
     with pytest.raises(PatrolError, match=r"drive\.mp4: no GPS track: give --track FILE"):
         run_patrol(clip, None, settings.model_copy(update={"out": tmp_path / "c"}), every_m=10, every_s=5,
-                   detector=onnx_detector, show_progress=False)
+                   detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
     (tmp_path / "empty.nmea").write_text("$GPGSV,1,1,00*79\n")
     with pytest.raises(PatrolError, match=r"empty\.nmea: no GPS fixes in the file"):
         run_patrol(clip, tmp_path / "empty.nmea", settings.model_copy(update={"out": tmp_path / "d"}), every_m=10, every_s=5,
-                   detector=onnx_detector, show_progress=False)
+                   detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
 
 
 def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):

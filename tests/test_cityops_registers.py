@@ -17,8 +17,7 @@ from detect.frames import GeoPoint
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake
 from pipelines.cityops.callout import CallOutList, Status
-from pipelines.cityops.hooks import attach_shops
-from pipelines.cityops.shops import ShopRegister
+from pipelines.shops import ShopRegister, attach_shops
 from pipelines.evidence_store import LocalEvidenceStore
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings, run_triage
@@ -95,8 +94,8 @@ def poster_photos(tmp_path, bus_jpg):
     """The demo's wall camera view with its small-ad poster (phone 138 0013 8000), as two phone photos in one cell."""
     import cv2
 
-    from pipelines.cctv.testmedia import Sprite, render
-    from pipelines.demo_media import POSTER_S, find_cjk_font, poster, wall_view
+    from benchmarks.media import Sprite, render
+    from streetwatch.demo.media import POSTER_S, find_cjk_font, poster, wall_view
 
     font = find_cjk_font()
     ad = Sprite(poster(font), x=0.28, bottom=0.78, height=0.30, start_s=0, end_s=1e9)

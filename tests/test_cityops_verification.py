@@ -10,7 +10,7 @@ from detect.evidence import BundleContext, read_manifest, verify_bundle
 from detect.frames import GeoPoint
 from pipelines.cases import CaseState
 from pipelines.cctv.service import Watcher
-from pipelines.cctv.testmedia import street_view, write_clip
+from benchmarks.media import street_view, write_clip
 from pipelines.cityops.verification import DisposalCheckError, VerificationReporter, check_disposal_photo, list_reports
 from pipelines.dispatch import Dispatcher
 from pipelines.dispatch.config import DispatchConfig

@@ -12,7 +12,7 @@ import pytest
 from detect.evidence import read_manifest, verify_bundle
 from detect.taxonomy import load_taxonomy
 from pipelines.cctv.service import Watcher
-from pipelines.cityops.config import WarnConfig
+from pipelines.settings import WarnConfig
 from pipelines.cityops.warnings import Warner, list_warnings, warning_image
 from tests.cctv_helpers import KEY, cameras_file, make_intake, parked_clip, scene_for
 

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import shapely
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.accounts import Principal
-from api.app import AppContext
 from api.auth import READ_CASES
+from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from api.routers import get_ctx
 from detect.cityzones import geometry_of
 from detect.config_io import ConfigError
 from pipelines.analytics.casedata import CaseFact, CaseFilter, load_cases
@@ -28,16 +28,58 @@ from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.export import FilterError, case_filter, export_table
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.analytics.places import Places, load_places
-from pipelines.cityops.callout import number_status_source
 from pipelines.analytics.report import FILES
-from pipelines.analytics.scoring import score_store, score_tables
+from pipelines.analytics.scoring import ScoreTable, score_store, score_tables
 from pipelines.analytics.sheet import Sheet, load_sheet
 from pipelines.analytics.tables import csv_text, xlsx_bytes
+from pipelines.cityops.callout import number_status_source
 
 router = APIRouter(tags=["analytics"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 MAP_CASES_LIMIT = 500
+CSV = "text/csv; charset=utf-8"
+
+
+class MapLayers(BaseModel):
+    layers: dict[str, dict[str, Any]] = Field(
+        description="`grid` and `zones`: GeoJSON FeatureCollections whose features carry `properties.count` (cases in the filter).")
+    total: int = Field(description="Cases in the filter.")
+    unplaced: int = Field(description="Of them, cases in no grid cell of the grid file.")
+    tile_url: str | None = Field(description="XYZ tile URL drawn under the polygons (analytics.tile_url); null: none.")
+    tile_attribution: str = Field(description="Credit line of the tiles.")
+
+
+class MapCase(BaseModel):
+    id: str
+    type: str = Field(description="Violation type id.")
+    state: str
+    opened_at: str = Field(description="Local time (analytics.timezone), ISO 8601.")
+    address: str | None
+    grid_cell: str | None
+    source_id: str = Field(description="Camera id or photo batch id.")
+    objects: int = Field(description="Objects (stalls, vehicles) the case counts.")
+
+
+class MapCases(BaseModel):
+    layer: Literal["grid", "zones"]
+    id: str = Field(description="Grid cell code or zone id.")
+    total: int = Field(description="Cases of the feature; at most MAP_CASES_LIMIT (500) are listed, newest first.")
+    items: list[MapCase]
+
+
+class ReportListing(BaseModel):
+    """One report folder: what its report.json says (title, period, summary ...) and the files present."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Folder name; the files are at /api/v1/reports/{name}/{file}.")
+    title: str | None = None
+    kind: str | None = Field(None, description="day, week, month, quarter or year.")
+    label: str | None = Field(None, description="The period, e.g. 2026-11.")
+    generated_at: str | None = None
+    summary: dict[str, Any] = Field(default_factory=dict, description="Headline counts of the report.")
+    files: list[str] = Field(description="Files of the report present in the folder.")
 
 
 def _mtime(path: Path | None) -> int:
@@ -86,7 +128,7 @@ def _attachment(name: str) -> dict[str, str]:
 
 
 @router.get("/scores", summary="Assessment scores for a period, per grid cell, street, squad or camera",
-            responses=problems(401, 403, 422, 503))
+            response_model=ScoreTable, responses={200: {"content": {XLSX: {}}}, **problems(401, 403, 422, 503)})
 def scores(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     period: str = Query(max_length=20, description="2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time)."),
@@ -106,10 +148,11 @@ def scores(
     table = score_store(ctx.store.engine, _places(ctx), sheet, by, when, _tz(ctx), status)
     if format == "xlsx":
         return Response(xlsx_bytes(score_tables(table)), media_type=XLSX, headers=_attachment(f"scores-{when.label}-{by}.xlsx"))
-    return table.to_json()
+    return table
 
 
-@router.get("/exports/cases", summary="Cases as CSV or Excel, with filters", responses=problems(401, 403, 422, 503))
+@router.get("/exports/cases", summary="Cases as CSV or Excel, with filters", response_class=Response,
+            responses={200: {"content": {CSV: {}, XLSX: {}}}, **problems(401, 403, 422, 503)})
 def export_cases(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     format: Literal["csv", "xlsx"] = Query("csv"),
@@ -128,7 +171,7 @@ def export_cases(
     name = f"cases-{period or 'all'}"
     if format == "xlsx":
         return Response(xlsx_bytes([table]), media_type=XLSX, headers=_attachment(f"{name}.xlsx"))
-    return Response(csv_text(table).encode("utf-8"), media_type="text/csv; charset=utf-8", headers=_attachment(f"{name}.csv"))
+    return Response(csv_text(table).encode("utf-8"), media_type=CSV, headers=_attachment(f"{name}.csv"))
 
 
 def _in_feature(places: Places, layer: str, feature_id: str, cases: list[CaseFact]) -> list[CaseFact]:
@@ -149,12 +192,13 @@ def _map_filter(ctx: AppContext, period: str | None, type: list[str], state: lis
     return _filter(ctx, types=type, states=state, period=period, source=source)
 
 
-@router.get("/map", summary="The map's layers (grid cells, zones) as GeoJSON with case counts", responses=problems(401, 403, 422, 503))
+@router.get("/map", summary="The map's layers (grid cells, zones) as GeoJSON with case counts",
+            response_model=MapLayers, responses=problems(401, 403, 422, 503))
 def map_layers(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     period: str | None = Query(None, max_length=20), type: list[str] = Query([]), state: list[str] = Query([]),
     source: Literal["camera", "photo"] | None = Query(None),
-) -> dict[str, Any]:
+) -> MapLayers:
     places = _places(ctx)
     cases = load_cases(ctx.store.engine, places, _map_filter(ctx, period, type, state, source))
     per_cell = Counter(c.grid_cell for c in cases)
@@ -167,17 +211,18 @@ def map_layers(
             features.append({**f, "properties": {**f["properties"], "count": n}})
         layers[layer] = {"type": "FeatureCollection", "features": features}
     cfg = _config(ctx)
-    return {"layers": layers, "total": len(cases), "unplaced": sum(c.grid_cell not in places.cells for c in cases),
-            "tile_url": cfg.tile_url, "tile_attribution": cfg.tile_attribution}
+    return MapLayers(layers=layers, total=len(cases), unplaced=sum(c.grid_cell not in places.cells for c in cases),
+                     tile_url=cfg.tile_url, tile_attribution=cfg.tile_attribution)
 
 
-@router.get("/map/cases", summary="The cases of one grid cell or zone of the map", responses=problems(401, 403, 404, 422, 503))
+@router.get("/map/cases", summary="The cases of one grid cell or zone of the map", response_model=MapCases,
+            responses=problems(401, 403, 404, 422, 503))
 def map_cases(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     layer: Literal["grid", "zones"] = Query(), id: str = Query(max_length=200, description="Grid cell code or zone id."),
     period: str | None = Query(None, max_length=20), type: list[str] = Query([]), state: list[str] = Query([]),
     source: Literal["camera", "photo"] | None = Query(None),
-) -> dict[str, Any]:
+) -> MapCases:
     places = _places(ctx)
     flt = _map_filter(ctx, period, type, state, source)
     if layer == "grid":
@@ -185,10 +230,10 @@ def map_cases(
     found = _in_feature(places, layer, id, load_cases(ctx.store.engine, places, flt))
     found.sort(key=lambda c: c.at, reverse=True)
     tz = _tz(ctx)
-    items = [{"id": c.id, "type": c.violation_type, "state": c.state.value, "opened_at": c.at.astimezone(tz).isoformat(),
-              "address": c.address, "grid_cell": c.grid_cell, "source_id": c.source_id, "objects": c.object_count}
+    items = [MapCase(id=c.id, type=c.violation_type, state=c.state.value, opened_at=c.at.astimezone(tz).isoformat(),
+                     address=c.address, grid_cell=c.grid_cell, source_id=c.source_id, objects=c.object_count)
              for c in found[:MAP_CASES_LIMIT]]
-    return {"layer": layer, "id": id, "total": len(found), "items": items}
+    return MapCases(layer=layer, id=id, total=len(found), items=items)
 
 
 def _report_dirs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:
@@ -206,18 +251,43 @@ def _report_dirs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(out, key=lambda fm: str(fm[1].get("generated_at", "")), reverse=True)
 
 
-@router.get("/reports", summary="The latest analysis reports (newest first)", responses=problems(401, 403))
+@router.get("/reports", summary="The latest analysis reports (newest first)", response_model=list[ReportListing],
+            responses=problems(401, 403))
 def reports(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
-            limit: int = Query(50, ge=1, le=500)) -> list[dict[str, Any]]:
-    return [{"name": folder.name, **meta, "files": [f for f in FILES if (folder / f).is_file()]}
+            limit: int = Query(50, ge=1, le=500)) -> list[ReportListing]:
+    return [ReportListing(**{**meta, "name": folder.name, "files": [f for f in FILES if (folder / f).is_file()]})
             for folder, meta in _report_dirs(ctx)[:limit]]
 
 
-@router.get("/reports/{name}/{file}", summary="One file of a report (html, pdf, xlsx, json)", responses=problems(401, 403, 404))
+class ReportTable(BaseModel):
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+class ReportData(BaseModel):
+    """report.json: the report's description (as listed) and its tables, for machines."""
+
+    model_config = ConfigDict(extra="allow")
+
+    title: str
+    kind: str
+    label: str
+    generated_at: str
+    summary: dict[str, Any]
+    files: list[str]
+    tables: dict[str, ReportTable]
+
+
+_REPORT_MEDIA = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "xlsx": XLSX, "json": "application/json"}
+
+
+@router.get("/reports/{name}/{file}", summary="One file of a report (html, pdf, xlsx, json)", response_class=FileResponse,
+            responses={200: {"model": ReportData, "content": {kind: {} for kind in _REPORT_MEDIA.values() if kind != "application/json"}},
+                       **problems(401, 403, 404)})
 def report_file(name: str, file: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> FileResponse:
     folder = next((f for f, _ in _report_dirs(ctx) if f.name == name), None)
     if folder is None or file not in FILES or not (folder / file).is_file():
         raise Problem(404, f"no report file {name}/{file}")
-    media = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "xlsx": XLSX, "json": "application/json"}
-    return FileResponse(folder / file, media_type=media[file.rsplit(".", 1)[1]], filename=f"{name}-{file}",
+    return FileResponse(folder / file, media_type=_REPORT_MEDIA[file.rsplit(".", 1)[1]], filename=f"{name}-{file}",
                         content_disposition_type="inline" if file.endswith((".html", ".pdf")) else "attachment")

@@ -17,9 +17,8 @@ import json
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from api.app import AppContext
+from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from api.routers import get_ctx
 from detect.evidence import MANIFEST, EvidenceKeyError, published_keys
 from pipelines.evidence_store import StorageError
 

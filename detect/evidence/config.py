@@ -6,7 +6,9 @@ import os
 import zoneinfo
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from detect.config_io import ConfigModel
 
 MIN_KEY_BYTES = 16
 
@@ -15,9 +17,7 @@ class EvidenceKeyError(ValueError):
     """No usable HMAC key: the message says where it was looked for."""
 
 
-class EvidenceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvidenceConfig(ConfigModel):
     hmac_key_env: str = Field(
         "STREETWATCH_EVIDENCE_KEY", title="HMAC key variable",
         description="Environment variable holding the secret that signs bundle digests (used when no key file is set).",

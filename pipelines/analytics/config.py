@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from detect.config_io import ConfigModel
 from detect.scenes import TimeZoneName
 
 
-class AnalyticsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AnalyticsConfig(ConfigModel):
+    """Map layers, scoring sheet, number status and reports folder of `streetwatch score/report` and the service."""
 
     timezone: TimeZoneName = Field(
         "Asia/Shanghai", title="Time zone",

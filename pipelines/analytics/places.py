@@ -17,7 +17,7 @@ from detect.config_io import load_model
 from detect.scenes import check_types
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.analytics.config import AnalyticsConfig
-from pipelines.triage.grid import GridFile
+from pipelines.grid import GridFile
 
 Unit = Literal["grid", "street", "squad", "camera"]
 UNITS: tuple[Unit, ...] = ("grid", "street", "squad", "camera")

@@ -23,9 +23,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from detect.config_io import ConfigError, load_model
+from detect.config_io import ConfigError, ConfigModel, load_model
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.analytics.places import Unit
 
@@ -43,10 +43,8 @@ class Per(StrEnum):
     QUOTA = "quota"
 
 
-class Band(BaseModel):
+class Band(ConfigModel):
     """One size band of a group item: `min`..`max` stalls (inclusive; no `max` = and more)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min: int = Field(title="From", description="Smallest group size (stalls) in the band.", ge=1)
     max: int | None = Field(None, title="To", description="Largest group size in the band, inclusive; omit for no upper limit.", ge=1)
@@ -65,10 +63,8 @@ class Band(BaseModel):
         return size >= self.min and (self.max is None or size <= self.max)
 
 
-class Grouping(BaseModel):
+class Grouping(ConfigModel):
     """What "one place and one time" means for road markets (`per: group`) and shops (`per: shop`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     place: Literal["grid", "zone", "camera"] = Field(
         "grid", title="Place",
@@ -93,9 +89,7 @@ class Grouping(BaseModel):
         return None if m is None else timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
 
 
-class Item(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Item(ConfigModel):
     id: str = Field(title="Item id", description="Stable id (column name in the outputs).", pattern=_ID)
     name: str = Field(title="Name", description="The item as the sheet words it (Chinese).", min_length=1)
     types: list[str] = Field(title="Violation types", description="Taxonomy ids of the cases the item counts.", min_length=1)
@@ -140,17 +134,15 @@ class Item(BaseModel):
         return self
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Section(ConfigModel):
     id: str = Field(title="Section id", description="Stable id.", pattern=_ID)
     name: str = Field(title="Name", description="Section title as on the sheet (e.g. 流动摊贩及马路市场).", min_length=1)
     points: float = Field(title="Points", description="The section's points: its deductions are capped at this.", ge=0)
     items: list[Item] = Field(title="Items", description="Deduction items.", min_length=1)
 
 
-class Sheet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Sheet(ConfigModel):
+    """An assessment sheet file (考核评分细则): `streetwatch config schema scoring-sheet` prints its JSON schema."""
 
     name: str = Field(title="Sheet name", description="Title of the sheet (shown on every output).", min_length=1)
     description: str | None = Field(None, title="Description", description="Where the sheet comes from, version, notes.")

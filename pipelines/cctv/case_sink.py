@@ -53,10 +53,9 @@ class _Check:
 
 
 class CaseSink(threading.Thread):
-    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None,
-                 warner=None):
+    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, on_record=lambda data: None, warner=None):
         super().__init__(name="case-sink", daemon=True)
-        self.intake, self.taxonomy, self.metrics, self.group_gap = intake, taxonomy, metrics, group_gap
+        self.intake, self.taxonomy, self.metrics = intake, taxonomy, metrics
         self.warner = warner  # pipelines.cityops.warnings.Warner: warn first, re-check, then a case (optional)
         self.on_record = on_record  # structured record of what happened (events file, logs)
         self._queue: queue.Queue = queue.Queue()
@@ -134,10 +133,10 @@ class CaseSink(threading.Thread):
         cam, frame = item.camera, item.frame
         if self.warner is not None:
             for record in self.warner.check(cam.id, frame, item.detections, lambda zone_id, vtype: present(
-                    cam.scene, self.taxonomy, frame, item.detections, zone_id, vtype, self.group_gap)):
+                    cam.scene, self.taxonomy, frame, item.detections, zone_id, vtype, cam.rules.group_gap)):
                 self.on_record(record)
         for case in self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id):
-            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, self.group_gap)
+            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, cam.rules.group_gap)
             if len(found):
                 self._absent_since.pop(case.id, None)
                 self._verified(cam, case, frame, found, cleared=False)

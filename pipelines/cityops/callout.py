@@ -32,7 +32,7 @@ from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
-from pipelines.cityops.tables import read_rows, write_csv, write_xlsx
+from pipelines.tables import read_rows, write_csv, write_xlsx
 
 FLYPOSTING = "flyposting"
 

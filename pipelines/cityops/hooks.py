@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import os
-from functools import partial
 
 from pipelines.cases.intake import Intake
-from pipelines.cityops.shops import ShopRegister, responsible_shop
-
-
-def attach_shops(intake: Intake) -> ShopRegister:
-    """New shop-front cases name the responsible shop of the register (`details.shop`)."""
-    register = ShopRegister(intake.store.engine)
-    intake.details_hooks.append(partial(responsible_shop, register))
-    return register
+from pipelines.shops import ShopRegister
 
 
 def make_warner(settings, intake: Intake, taxonomy, shops: ShopRegister | None = None):
@@ -32,7 +24,7 @@ def squads_of(grid_path):
     if grid_path is None:
         return lambda cell: None
     from detect.config_io import load_model
-    from pipelines.triage.grid import GridFile
+    from pipelines.grid import GridFile
 
     squads = {f.properties.id: f.properties.squad for f in load_model(GridFile, grid_path).features}
     return lambda cell: squads.get(cell or "")

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import av
@@ -40,6 +40,9 @@ from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, lo
 from pipelines.triage.cases import TriageCases
 from pipelines.triage.grouping import Group
 from pipelines.triage.report import CaseRef
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -218,10 +221,10 @@ class PatrolResult:
 
 
 def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float, every_s: float,
-               start: datetime | None = None, detector=None, deployment=None, taxonomy=None,
+               deployment: Settings, start: datetime | None = None, detector=None, taxonomy=None,
                show_progress: bool = True) -> PatrolResult:
-    """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`)."""
-    from pipelines.settings import load_settings
+    """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
+    the settings file (case store, evidence, dispatch; `pipelines.settings`)."""
     from pipelines.triage.cases import CasesUnavailable, open_triage_cases
     from pipelines.triage.run import run_triage, triage_detector
 
@@ -238,7 +241,6 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float
     for message in sampled.messages:
         log.warning("%s", message)
     detector = detector or triage_detector(settings)
-    deployment = deployment or load_settings()
     writer = None
     wanted = settings.cases if settings.dispatch_target is None else True
     if wanted is not False:

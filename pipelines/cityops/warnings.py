@@ -41,9 +41,9 @@ from detect.frames import Frame
 from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy
 from pipelines.cases.intake import Intake
-from pipelines.cityops.config import WarnConfig
+from pipelines.settings import WarnConfig
 from pipelines.cityops.schema import warnings
-from pipelines.cityops.shops import ShopRegister, responsible_shop
+from pipelines.shops import ShopRegister, responsible_shop
 
 log = logging.getLogger(__name__)
 

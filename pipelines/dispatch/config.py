@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, model_validator
+
+from detect.config_io import ConfigModel
 
 
-class RetryPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RetryPolicy(ConfigModel):
     base_s: float = Field(2.0, title="First back-off", description="Delay before the first retry; doubles per attempt.", gt=0)
     max_s: float = Field(600.0, title="Longest back-off", description="Cap of the delay between attempts.", gt=0)
     jitter: float = Field(0.5, title="Jitter", description="Fraction of each delay that is random (0 = none, 1 = full jitter).", ge=0, le=1)
@@ -18,17 +18,13 @@ class RetryPolicy(BaseModel):
         None, title="Attempt limit", description="Park the entry after this many failed attempts (default: retry until delivered).", ge=1)
 
 
-class BreakerPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BreakerPolicy(ConfigModel):
     failures: int = Field(5, title="Failures to open", description="Consecutive failed deliveries that open the circuit.", ge=1)
     cooldown_s: float = Field(30.0, title="Cool-down", description="Seconds the circuit stays open before one trial delivery.", gt=0)
 
 
-class TargetConfig(BaseModel):
+class TargetConfig(ConfigModel):
     """One dispatch system."""
-
-    model_config = ConfigDict(extra="forbid")
 
     adapter: Literal["cn-dcm", "open311"] = Field(title="Adapter", description="Protocol: cn-dcm (数字城管 JSON) or open311 (GeoReport v2).")
     url: HttpUrl = Field(title="Base URL", description="cn-dcm: URL cases are POSTed to; open311: endpoint base (…/requests.json is appended).")
@@ -75,9 +71,7 @@ class TargetConfig(BaseModel):
         return os.environ.get(env) if env else None
 
 
-class DispatchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DispatchConfig(ConfigModel):
     targets: dict[str, TargetConfig] = Field(default_factory=dict, title="Targets",
                                              description="Dispatch systems by name (the name cases are queued for).")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, title="Retry", description="Back-off between attempts.")

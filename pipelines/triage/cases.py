@@ -179,7 +179,7 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
         raise CasesUnavailable(f"{exc}; set it to write signed candidate cases, or pass --no-cases for the report only") from None
     except StorageError as exc:
         raise CasesUnavailable(f"evidence store: {exc}") from None
-    from pipelines.cityops.hooks import attach_shops
+    from pipelines.shops import attach_shops
 
     attach_shops(intake)  # shop-front cases name the responsible shop (frontage register, by GPS)
     return TriageCases(intake, intake.store, batch_id=f"triage:{out.resolve().name}", staging=out / "evidence-staging")

@@ -39,7 +39,7 @@ from rich.text import Text
 from detect.engine import Detector
 from detect.engine.profile import StageProfile
 from pipelines.triage.analyse import Analyser
-from pipelines.triage.grid import GridCells
+from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.photos import Photo, Skipped, error_record, load_photo
 from pipelines.triage.settings import TriageSettings

@@ -9,9 +9,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging,
-)
+from streetwatch.commands.common import ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -36,14 +34,14 @@ def patrol(
     start: Annotated[datetime | None, typer.Option("--start", help="Wall-clock time of the video's first frame (local time unless an offset is given); default: the video's creation_time tag, or the SRT's own times.")] = None,
     scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones applied at each frame's position.")] = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 cells to file each frame under.")] = None,
-    radius_m: Annotated[float, typer.Option("--radius-m", min=0.0, help="Frames of one type this close are one case; an open case this close is not doubled.")] = 30.0,
-    backend: BackendOpt = "onnx",
-    device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
-    conf: ConfOpt = 0.25,
-    imgsz: ImgszOpt = 640,
-    ocr: Annotated[str, typer.Option("--ocr", help="Read text and phone numbers: auto, all or off (as triage).")] = "auto",
-    timezone: Annotated[str, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times).")] = "Asia/Shanghai",
+    radius_m: Annotated[float | None, typer.Option("--radius-m", min=0.0, help="Frames of one type this close are one case; an open case this close is not doubled. [default: triage.group_radius_m, 30]")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="Inference backend: onnx or torch. [default: onnx]")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx). [default: cpu]")] = None,
+    model: ModelOpt = None,
+    conf: Annotated[float | None, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence. [default: 0.25]")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32). [default: 640]")] = None,
+    ocr: Annotated[str | None, typer.Option("--ocr", help="Read text and phone numbers: auto, all or off (as triage). [default: auto]")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times). [default: Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")] = True,
@@ -53,6 +51,8 @@ def patrol(
     Frames are sampled by distance and time, placed on the track and in their grid cell, judged by the
     triage pipeline, and the same violation seen in successive frames becomes one case; a case already
     open at the same place is not doubled. Frames the track does not cover are skipped with a message.
+    Options not given come from the `triage:` section of the settings file (--config), as for
+    `streetwatch triage`; the sampling distance and time from its `cityops:` section.
     """
     setup_logging()
     from pydantic import ValidationError
@@ -65,9 +65,10 @@ def patrol(
     from pipelines.triage.journal import JournalExists
 
     deployment = settings_or_fail(config)
+    given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, ocr=ocr, timezone=timezone,
+                                   scene_zones=scene_zones, grid=grid, cases=cases, group_radius_m=radius_m).items() if v is not None}
     try:
-        settings = TriageSettings(out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, ocr=ocr,
-                                  timezone=timezone, scene_zones=scene_zones, grid=grid, cases=cases, group_radius_m=radius_m)
+        settings = TriageSettings(**{**deployment.triage.model_dump(exclude_unset=True), **given}, out=out)
         if start is not None and start.tzinfo is None:
             start = start.replace(tzinfo=settings.tz)
         result = run_patrol(video, track, settings, every_m=every_m or deployment.cityops.patrol_every_m,
@@ -98,7 +99,7 @@ def shops_import(
 ) -> None:
     """Import shops and frontages; each bad row is reported with its reason and the rest are imported."""
     from detect.config_io import ConfigError
-    from pipelines.cityops.shops import ShopRegister
+    from pipelines.shops import ShopRegister
 
     _, store = _store(config)
     try:
@@ -118,7 +119,7 @@ def shops_import(
 
 def shops_list(config: SettingsOpt = None) -> None:
     """Shops of the register as JSON lines."""
-    from pipelines.cityops.shops import ShopRegister
+    from pipelines.shops import ShopRegister
 
     _, store = _store(config)
     for shop in ShopRegister(store.engine).list():

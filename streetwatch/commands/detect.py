@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, fail, list_inputs, setup_logging,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, fail, setup_logging,
 )
 
 
@@ -22,7 +22,7 @@ def detect(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).", readable=False)],
     backend: BackendOpt = "onnx",
     device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
+    model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
     out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here.")] = None,
@@ -36,7 +36,7 @@ def detect(
     """
     setup_logging()
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
-    from detect.imageio import ImageReadError, read_image
+    from detect.imageio import ImageReadError, list_inputs, read_image
 
     files, refused = list_inputs(paths)
     for item in refused:

@@ -3,6 +3,9 @@
 Digital urban-management platforms file every case under a grid cell (the ~10,000 m² block a
 grid inspector is responsible for). Cities publish the cells as polygons; a district has a few
 thousand, so the lookup uses shapely's STR-tree instead of testing every polygon per photo.
+
+Shared by photo triage (the cell of each photo) and the analytics (streets and squads of cells,
+the map's grid layer), so it belongs to neither.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the shop whose map frontage holds the photo's position. The case carries it as
 `details["shop"]` = the shop's id (a string; the analytics count per shop by it) and
 `details["shop_name"]` for people.
 
-The register lives in the case store's database (`pipelines.cityops.schema.shops`), is imported
+The register lives in the case store's database (`pipelines.cases.schema.shops`), is imported
 from CSV/Excel (one row per frontage; rows of one shop share its licence number) and edited in the
 service. Import validates every row: a row without a usable polygon is reported with its row
 number and reason, and the other rows are imported; shops not in the file are kept.
@@ -21,19 +21,21 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
 import shapely
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from shapely.geometry import Polygon
 from sqlalchemy.engine import Engine
 
 from detect.cityzones import geometry_of
+from detect.config_io import ConfigModel
 from detect.scenes import _polygon as image_polygon
-from pipelines.cityops.schema import shops
-from pipelines.cityops.tables import read_rows
+from pipelines.cases.schema import shops
+from pipelines.tables import read_rows
 
 DETAILS_KEY = "shop"
 """The case details key naming the responsible shop (its id); the analytics count per shop by it."""
@@ -49,10 +51,8 @@ COLUMNS = {
 }
 
 
-class Frontage(BaseModel):
+class Frontage(ConfigModel):
     """One frontage: an image polygon of one camera, or a map polygon."""
-
-    model_config = ConfigDict(extra="forbid")
 
     camera: str | None = Field(None, title="Camera", description="Camera id whose image `polygon` is drawn in.")
     polygon: list[list[float]] | None = Field(None, title="Image polygon", description="[[x, y], ...] normalised image coordinates (0..1).")
@@ -80,10 +80,8 @@ class Frontage(BaseModel):
             raise ValueError("a frontage needs an image polygon (with its camera) or a map polygon")
 
 
-class Shop(BaseModel):
+class Shop(ConfigModel):
     """A street-front shop of the register."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(title="Shop id", description="Its licence number when it has one, else derived from name and address.",
                     min_length=1, max_length=64, pattern=r"^[^/\s]+$")
@@ -271,4 +269,12 @@ def responsible_shop(register: ShopRegister, event, ctx) -> dict[str, Any]:
     return shop.case_details() if shop else {}
 
 
-__all__ = ["DETAILS_KEY", "Frontage", "ImportReport", "Shop", "ShopRegister", "responsible_shop"]
+def attach_shops(intake) -> ShopRegister:
+    """New shop-front cases of `intake` (a `pipelines.cases.intake.Intake`) name the responsible shop of
+    the register (`details.shop`): the watcher's, triage's and the patrol's intakes call this."""
+    register = ShopRegister(intake.store.engine)
+    intake.details_hooks.append(partial(responsible_shop, register))
+    return register
+
+
+__all__ = ["DETAILS_KEY", "Frontage", "ImportReport", "Shop", "ShopRegister", "attach_shops", "responsible_shop"]

@@ -1,7 +1,7 @@
 """Demo footage, scenes and photos for `streetwatch demo`, made from photos that ship with Ultralytics.
 
 A fresh machine has no camera and no street photos of its own, so the demo composes them with the
-CCTV test-media generator (`pipelines.cctv.testmedia`): the real buildings of Ultralytics'
+camera-media generator (`benchmarks.media`): the real buildings of Ultralytics'
 `bus.jpg` above a rendered road and shop wall, the real bus cut from the same photo parking in a
 no-parking zone for a while, and a rendered small-ad poster (phone number, 开锁/办证 words) that
 appears on the shop wall. The scenes draw no-parking, no-vending and no-posting zones with short
@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from pipelines.cctv.testmedia import BUS_BOX, PARKING_ZONE, Sprite, cut, render, write_clip, write_scene
+from benchmarks.media import BUS_BOX, PARKING_ZONE, Sprite, cut, render, write_clip, write_scene
 
 SIZE = (960, 540)
 DURATION_S = 150.0
