@@ -1,5 +1,5 @@
-"""The FastAPI application: one context object (stores, jobs, cameras), routers per resource,
-auth as a dependency, problem+json errors, Prometheus metrics, closed CORS.
+"""The FastAPI application: one context object (`api.context`: stores, jobs, cameras), routers per
+resource, auth as a dependency (`api.auth`), problem+json errors, Prometheus metrics, closed CORS.
 
 `create_app(settings, service)` builds it from the deployment settings (`--config`);
 `streetwatch serve` runs it with uvicorn. Tests build it the same way with temporary folders.
@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,58 +18,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from api import problems
-from api.accounts import Accounts
-from api.cameras import Cameras
 from api.config import ServiceConfig
-from api.jobs import TriageJobs
-from api.metrics import ApiMetrics
-from api.signing import UrlSigner
-from detect.taxonomy import Taxonomy, load_taxonomy
-from pipelines.cases.store import CaseStore
-from pipelines.evidence_store import EvidenceStore, open_evidence_store
+from api.context import build_context
+from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-@dataclass
-class AppContext:
-    """Everything the routers use, built once per app (reachable as `request.app.state.ctx`)."""
-
-    settings: Settings
-    service: ServiceConfig
-    store: CaseStore
-    accounts: Accounts
-    evidence: EvidenceStore
-    signer: UrlSigner
-    jobs: TriageJobs
-    cameras: Cameras
-    metrics: ApiMetrics
-    taxonomy: Taxonomy
-
-    def close(self) -> None:
-        self.jobs.shutdown(wait=True)
-        self.store.close()
-
-
-def build_context(settings: Settings, service: ServiceConfig, detector_factory: Callable[[], Any] | None = None) -> AppContext:
-    store = CaseStore(settings.cases.url)
-    metrics = ApiMetrics()
-    taxonomy = load_taxonomy()
-    return AppContext(
-        settings=settings, service=service, store=store, accounts=Accounts(engine=store.engine),
-        evidence=open_evidence_store(settings.evidence_store), signer=UrlSigner(service.url_key(), service.url_expiry_s),
-        jobs=TriageJobs(service, settings, metrics, detector_factory),
-        cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
-        metrics=metrics, taxonomy=taxonomy,
-    )
-
-
 def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: Callable[[], Any] | None = None,
                resume_jobs: bool = True) -> FastAPI:
-    from api.routers import cameras, cases, dispatch, evidence, ops, pages, triage
-
     ctx = build_context(settings, service, detector_factory)
 
     @asynccontextmanager
@@ -106,9 +64,10 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         ctx.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
         return response
 
-    for module in (ops, triage, cases, cameras, dispatch):
+    for module in (ops, triage, cases, cameras, dispatch, analytics, cityops):
         app.include_router(module.router, prefix="" if module is ops else API_PREFIX)
     app.include_router(evidence.router)
+    app.include_router(evidence.keys_router, prefix=API_PREFIX)
     app.include_router(pages.router)
     pages.mount_static(app)
     return app

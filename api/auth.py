@@ -2,40 +2,60 @@
 
 Tokens come as `Authorization: Bearer <token>`. A route lists the roles that may call it; `admin`
 may call everything. No token or an unknown/revoked one is 401 (with `WWW-Authenticate`), a valid
-token of another role is 403. The test suite walks every route of the app and checks it this way,
-so a route added without a role check fails the tests.
+token of another role is 403. Every route authenticates through `current_principal` (the dispatch
+webhook too, which may accept a signed body instead of a token). The test suite walks every route
+of the app and checks it this way, so a route added without a role check fails the tests.
 """
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
+from collections.abc import Iterable
+
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.accounts import Principal, Role
+from api.context import AppContext, get_ctx
 from api.problems import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="API token from `streetwatch users add NAME --role ROLE`.")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def current_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal | None:
-    """The caller, or None when no valid token was sent (routes decide whether that is allowed)."""
+def current_principal(ctx: AppContext = Depends(get_ctx),
+                      credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal | None:
+    """The caller; None when no token was sent (routes decide whether that is allowed). A token that
+    is sent but unknown or revoked is refused here, whatever the route."""
     if credentials is None:
         return None
-    return request.app.state.ctx.accounts.authenticate(credentials.credentials)
+    principal = ctx.accounts.authenticate(credentials.credentials)
+    if principal is None:
+        raise Problem(401, "unknown or revoked API token", slug="unauthenticated", headers=_CHALLENGE)
+    return principal
+
+
+def allowed_roles(roles: Iterable[Role]) -> frozenset[Role]:
+    """The roles given plus admin, who may do everything."""
+    return frozenset(roles) | {Role.ADMIN}
+
+
+def authorize(principal: Principal, allowed: frozenset[Role]) -> Principal:
+    """The principal if its role is one of `allowed`, else 403."""
+    if principal.role not in allowed:
+        names = ", ".join(sorted(r.value for r in allowed))
+        raise Problem(403, f"role {principal.role} may not do this (allowed: {names})", slug="forbidden")
+    return principal
 
 
 def require(*roles: Role):
     """Dependency: the caller must hold one of `roles` (or be admin)."""
-    allowed = frozenset(roles) | {Role.ADMIN}
+    allowed = allowed_roles(roles)
 
     def check(principal: Principal | None = Depends(current_principal)) -> Principal:
         if principal is None:
             raise Problem(401, "a valid API token is required (Authorization: Bearer <token>)", slug="unauthenticated",
-                          headers={"WWW-Authenticate": "Bearer"})
-        if principal.role not in allowed:
-            names = ", ".join(sorted(r.value for r in allowed))
-            raise Problem(403, f"role {principal.role} may not do this (allowed: {names})", slug="forbidden")
-        return principal
+                          headers=_CHALLENGE)
+        return authorize(principal, allowed)
 
     check.roles = allowed  # type: ignore[attr-defined]  # for introspection in docs/tests
     return check

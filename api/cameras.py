@@ -28,6 +28,7 @@ from detect.config_io import ConfigError, load_model, read_mapping, validate_mod
 from detect.scenes import Scene, check_types
 from detect.taxonomy import Taxonomy
 from pipelines.cctv.config import CameraConfig, CamerasFile
+from pipelines.cctv.reader import CameraStatus
 
 
 class CameraNotFound(KeyError):
@@ -41,7 +42,7 @@ class CameraEvents:
     def __init__(self, path: Path | None):
         self.path = path
         self.offset = 0
-        self.status: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, CameraStatus] = {}
         self.health: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -68,8 +69,8 @@ class CameraEvents:
         if not isinstance(record, dict) or "camera_id" not in record:
             return
         cid = str(record["camera_id"])
-        if record.get("event") == "camera_status":
-            self.status[cid] = {"status": record.get("status"), "detail": record.get("detail"), "at": record.get("at")}
+        if (status := CameraStatus.from_record(record)) is not None:
+            self.status[cid] = status
         elif record.get("event") == "camera_health":
             conditions = self.health.setdefault(cid, {})
             if record.get("active"):
@@ -80,8 +81,8 @@ class CameraEvents:
     def of(self, camera_id: str) -> dict[str, Any]:
         status = self.status.get(camera_id)
         conditions = self.health.get(camera_id, {})
-        return {"status": status["status"] if status else "unknown", "detail": status["detail"] if status else None,
-                "since": status["at"] if status else None,
+        return {"status": str(status.status) if status else "unknown", "detail": status.detail if status else None,
+                "since": status.at.isoformat() if status and status.at else None,
                 "conditions": [{"kind": k, **v} for k, v in sorted(conditions.items())]}
 
 

@@ -70,14 +70,18 @@ async def read_capped(request: Request, limit: int) -> bytes:
     return b"".join([chunk async for chunk in _capped(request, limit)])
 
 
-def sniff(path: Path) -> tuple[str, str] | None:
-    """("image", suffix) or ("zip", ".zip") from the file's content; None for anything else."""
+def sniff(path: Path, label: str) -> tuple[str, str] | None:
+    """("image", suffix) or ("zip", ".zip") from the file's content; None for anything else.
+
+    `label` (the client's file name) names the file in a refusal: the stored name means nothing to them.
+    """
     try:
         with Image.open(path) as im:
             suffix = IMAGE_FORMATS.get(im.format or "")
             return ("image", suffix) if suffix else None
     except Image.DecompressionBombError:
-        raise Problem(413, f"{path.name}: image has too many pixels", slug="image-too-large") from None
+        raise Problem(413, f"{label}: image has too many pixels (over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP)",
+                      slug="image-too-large") from None
     except Exception:  # noqa: BLE001 - not an image Pillow knows; maybe a zip
         pass
     return ("zip", ".zip") if zipfile.is_zipfile(path) else None
@@ -104,13 +108,13 @@ async def receive_files(request: Request, dest: Path, *, limit: int, max_files: 
         await form.close()
 
 
-def _save(upload: UploadFile, raw: Path) -> tuple[int, tuple[str, str] | None]:
+def _save(upload: UploadFile, raw: Path, label: str) -> tuple[int, tuple[str, str] | None]:
     """Copy one parsed part to `raw`; its size and sniffed kind."""
     upload.file.seek(0)
     with raw.open("wb") as out:
         shutil.copyfileobj(upload.file, out, CHUNK)
         size = out.tell()
-    return size, (sniff(raw) if size else None)
+    return size, (sniff(raw, label) if size else None)
 
 
 async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
@@ -121,7 +125,7 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
         for i, upload in enumerate(uploads, 1):
             label = (upload.filename or f"file {i}")[:200]
             raw = dest / f"{i:04d}.upload"
-            size, kind = await run_in_threadpool(_save, upload, raw)  # disk and Pillow off the event loop
+            size, kind = await run_in_threadpool(_save, upload, raw, label)  # disk and Pillow off the event loop
             if kind is None:
                 refused.append(label)
                 raw.unlink()

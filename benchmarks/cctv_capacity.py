@@ -37,8 +37,7 @@ PASS_LAG_S, MIN_ANALYSED = 2.0, 0.9
 def make_clip(folder: Path, seconds: int = CLIP_S) -> Path:
     """The 720p test clip (cached in `folder`): CABAC, deblocking and sensor noise at ~2.7 Mbit/s, so
     decoding costs what a real 720p camera stream costs (an ultrafast clip of a still scene decodes ~5x cheaper)."""
-    from benchmarks.harness import real_sample_dir
-    from pipelines.cctv.testmedia import parked_vehicle_clip
+    from benchmarks.media import parked_vehicle_clip, real_sample_dir
 
     path = folder / f"cctv-720p-{CLIP_FPS}fps-{seconds}s-v2.mp4"
     if not path.is_file():
@@ -72,7 +71,7 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
     from pipelines.cases import CaseStore
     from pipelines.cases.intake import Intake
     from pipelines.cctv.service import Watcher
-    from pipelines.cctv.testmedia import write_scene
+    from benchmarks.media import write_scene
     from pipelines.evidence_store import LocalEvidenceStore
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=folder))

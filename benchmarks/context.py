@@ -12,11 +12,18 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, Field, PositiveInt, field_validator
 
+#: Suite name -> module holding `run(ctx)` (`benchmarks.suites`); the order is the order of `--suite all`.
+SUITES: dict[str, str] = {
+    "model": "benchmarks.suites.model",
+    "triage": "benchmarks.suites.triage",
+    "cctv": "benchmarks.suites.cctv",
+}
+
 
 class BenchConfig(BaseModel):
     """Options of one `streetwatch bench` run (validated like every config: field and reason)."""
 
-    suites: list[str] = Field(["model"], title="Suites", description="Names in benchmarks.suites.SUITES.", min_length=1)
+    suites: list[str] = Field(["model"], title="Suites", description="Names in SUITES.", min_length=1)
     model: str = Field("yolo11n", title="Model", description="Registry id or .pt/.onnx file.")
     backends: list[Literal["onnx", "torch"]] = Field(["onnx", "torch"], title="Backends", min_length=1)
     devices: list[str] = Field(["cpu"], title="Devices", description="cpu, cuda[:N], tensorrt (onnx only).", min_length=1)
@@ -44,8 +51,6 @@ class BenchConfig(BaseModel):
     @field_validator("suites")
     @classmethod
     def _known_suites(cls, names: list[str]) -> list[str]:
-        from benchmarks.suites import SUITES
-
         for name in names:
             if name not in SUITES:
                 raise ValueError(f"unknown suite '{name}' (choose from {', '.join(SUITES)})")

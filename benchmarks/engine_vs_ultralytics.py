@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
-    from streetwatch.commands.common import expand_inputs
+    from detect.imageio import expand_inputs
 
     files = expand_inputs(args.images)[: args.limit]
     record = run(files, model=args.model, imgsz=args.imgsz, conf=args.conf, rounds=args.rounds, threads=args.threads)

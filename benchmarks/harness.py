@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.context import BenchConfig, BenchContext
 from benchmarks.environment import environment
+from benchmarks.media import real_sample_dir
 from benchmarks.record import BenchRecord, ImageInfo, ModelFile
 from benchmarks.suites import run_suite
 from detect.imageio import ImageReadError, read_image
@@ -25,12 +26,6 @@ from detect.registry import resolve_weights
 from detect.digests import sha256_file
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[1]
-
-
-def real_sample_dir() -> Path:
-    """Where the shared real street photos sit when this checkout is beside ../shared."""
-    return Path(os.environ.get("STREETWATCH_SHARED", REPO.parent / "shared")) / "datasets" / "real-sample"
 
 
 def default_images(limit: int) -> list[Path]:

@@ -197,9 +197,10 @@ def _objects(
     for members, oid in zip(objects, object_ids(view.zone_id, vtype.id, objects, detections)):
         member_names = names[members].tolist()
         evidence = vtype.evidence_score(member_names)
-        if evidence < vtype.min_evidence:
-            continue
         member_dets = detections[members]
+        count = _count(member_dets, member_names, vtype.uncounted)
+        if evidence < vtype.min_evidence or count < th.min_count:
+            continue
         moved = member_dets.data.get("moved")
         out.append(
             Candidate(
@@ -214,7 +215,7 @@ def _objects(
                 score=round(float(min(1.0, evidence / vtype.min_evidence) * conf[members].max()), 4),
                 moved=bool(moved is not None and moved.all()),
                 judged=judged,
-                count=_count(member_dets, member_names, vtype.uncounted),
+                count=count,
             )
         )
     return out

@@ -21,6 +21,7 @@ from shapely.validation import explain_validity
 
 from detect.config_io import load_model
 from detect.frames import GeoPoint
+from detect.grades import apply_grades, load_grades
 from detect.scenes import TimeZoneName, ZoneRules, check_types
 from detect.taxonomy import Taxonomy, load_taxonomy
 
@@ -63,6 +64,7 @@ class CityZonesFile(BaseModel):
 
     type: Literal["FeatureCollection"] = Field(title="Type", description="GeoJSON object type.")
     timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules.")
+    grades: Path | None = Field(None, title="Road grades file", description="The city's grades file (relative to this file) for zones with a `grade`; default: the shipped one.")
     features: list[GeoFeature] = Field(title="Features", description="One feature per zone.")
 
 
@@ -87,5 +89,10 @@ class CityZones:
 def load_city_zones(path: str | Path, taxonomy: Taxonomy | None = None) -> CityZones:
     """Load a GeoJSON FeatureCollection of zones; errors name file, feature and reason."""
     data = load_model(CityZonesFile, path)
-    check_types([f.properties for f in data.features], taxonomy or load_taxonomy(), str(path), "features.{i}.properties")
+    taxonomy = taxonomy or load_taxonomy()
+    zones = [f.properties for f in data.features]
+    check_types(zones, taxonomy, str(path), "features.{i}.properties")
+    if any(z.grade for z in zones):
+        grades_file = Path(path).parent / data.grades if data.grades else None
+        apply_grades(zones, load_grades(grades_file, taxonomy), str(path), "features.{i}.properties")
     return CityZones(data)

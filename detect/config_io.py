@@ -1,8 +1,10 @@
-"""Load YAML/JSON configuration into pydantic models with messages that name file, field and reason.
+"""Configuration files: one base model, loading with messages that name file, field and reason.
 
-Every configuration file of the project (taxonomy, scenes, cameras, service settings) goes
+Every model of a configuration file (taxonomy, scenes, cameras, settings) derives from
+`ConfigModel`, so an unknown key (usually a typo) is refused everywhere, and every file goes
 through `load_model`, so a bad file is refused the same way everywhere:
-`scenes/cam-01.yaml: zones.0.polygon: polygon needs at least 3 points`.
+`scenes/cam-01.yaml: zones.0.polygon: polygon needs at least 3 points`. The same models give
+the JSON schemas `streetwatch config schema` writes for editors and the UI (`json_schema`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class ConfigModel(BaseModel):
+    """Base of every configuration model: unknown keys are errors, not silently ignored settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def overlay(base: M, override: M | None) -> M:
+    """`base` with the fields that `override` sets explicitly (in its file) replacing its own.
+
+    How a narrower place (a camera) changes some knobs of a wider one (the settings file's
+    defaults) without repeating the rest; both were validated as the same model.
+    """
+    if override is None:
+        return base
+    return base.model_copy(update={name: getattr(override, name) for name in override.model_fields_set})
+
+
+def json_schema(model: type[BaseModel], title: str | None = None) -> dict[str, Any]:
+    """The JSON schema (2020-12) of the files `model` validates: what an editor or a form may write."""
+    schema = model.model_json_schema(mode="validation")
+    if title:
+        schema["title"] = title
+    return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 
 class ConfigError(ValueError):

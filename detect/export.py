@@ -1,11 +1,20 @@
 """Exporter: Ultralytics checkpoints -> registered ONNX models (fp32, fp16, static QDQ INT8).
 
-Uses Ultralytics' own exporter for the graph (names, stride and imgsz land in the ONNX metadata,
-which the ONNX backend reads), cuts the box decoding off YOLOv8/11 heads (`RawBoxHead` in
-`detect/engine/postprocess.py` finishes it for the anchors that pass the threshold: the same boxes,
-6 % less CPU per image), then ONNX Runtime's static quantiser for INT8 with real
-calibration images fed through our own letterbox, and reports how far INT8 drifts from fp32 on
-those images. Every export gets a card in the registry with its lineage and digest.
+Every export writes two files, each with its card in the registry (lineage and digest):
+
+- the **standard export** `<id>.onnx` (e.g. `yolo11n-640-dyn.onnx`): Ultralytics' own exporter's
+  graph (names, stride and imgsz in the ONNX metadata), which `YOLO("<id>.onnx")` and any other
+  ONNX tool run as they run any Ultralytics export;
+- for YOLOv8/11 heads, the **engine variant** `<id>-rawbox.onnx`: the same graph with the box
+  decoding (DFL softmax, anchor maths) cut off (`cut_box_decoding`); `RawBoxHead` in
+  `detect/engine/postprocess.py` finishes it for the anchors that pass the threshold (the same
+  boxes, ~6 % less CPU per image). Its metadata says so (`task: streetwatch-raw-box`, the bins and
+  strides, a description naming the standard file), so Ultralytics refuses it with an error
+  instead of returning hundreds of wrong boxes; streetwatch's engine prefers it.
+
+INT8 uses ONNX Runtime's static quantiser with real calibration images fed through our own
+letterbox, and reports how far INT8 drifts from fp32 on those images; the engine variant of an
+INT8 export is cut from the quantised standard graph (the decoding stays float in both).
 """
 
 from __future__ import annotations
@@ -14,18 +23,36 @@ import logging
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from detect.digests import sha256_file
 from detect.engine.letterbox import make_batch
-from detect.engine.postprocess import RawBoxHead
+from detect.engine.postprocess import RAW_BOX_OUTPUT, RAW_BOX_TASK, RawBoxHead
 from detect.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from detect.registry import ModelCard, export_id, registry_dir, resolve_weights, save_card
-from detect.digests import sha256_file
 from detect.verifier.neck import add_neck_features
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """What one export registered: the standard file any ONNX tool runs, and the engine's raw-box variant
+    (None when the head has no DFL decoding to cut, e.g. end-to-end YOLO26/YOLOv10 heads)."""
+
+    path: Path
+    card: ModelCard
+    engine_path: Path | None = None
+    engine_card: ModelCard | None = None
+
+    def for_engine(self) -> tuple[Path, ModelCard]:
+        """The file (and card) streetwatch's ONNX backend runs: the raw-box variant when there is one."""
+        if self.engine_path is not None and self.engine_card is not None:
+            return self.engine_path, self.engine_card
+        return self.path, self.card
 
 
 def export_onnx(
@@ -37,8 +64,8 @@ def export_onnx(
     int8: bool = False,
     calib: Path | None = None,
     calib_max: int = 64,
-) -> tuple[Path, ModelCard]:
-    """Export `model` (id or .pt path) to ONNX, register it, and return (file, card)."""
+) -> ExportedModel:
+    """Export `model` (id or .pt path) to ONNX, register the standard export and the engine variant."""
     if imgsz <= 0 or imgsz % 32:
         raise ValueError(f"--imgsz must be a positive multiple of 32, got {imgsz}")
     if int8 and calib is None:
@@ -52,8 +79,6 @@ def export_onnx(
     target = out_dir / f"{new_id}.onnx"
 
     fp32_path, head = _ultralytics_export(weights, imgsz=imgsz, dynamic=dynamic, half=half)
-    raw_head = head is not None and cut_box_decoding(fp32_path, head)
-    neck = add_neck_features(fp32_path)
     metrics: dict = {}
     if int8:
         images = calibration_images(calib, calib_max)
@@ -63,36 +88,39 @@ def export_onnx(
         shutil.move(fp32_path, target)
     shutil.rmtree(fp32_path.parent, ignore_errors=True)
 
-    card = ModelCard(
-        id=new_id,
-        format="onnx",
-        files=[target.name],
-        source=f"exported from {base_id} ({weights.name})",
-        license=base_card.license if base_card else "AGPL-3.0",
-        imgsz=imgsz,
-        classes=_onnx_names(target),
-        sha256={target.name: sha256_file(target)},
-        exported_from=base_id,
-        dynamic=dynamic,
-        half=half,
-        int8=int8,
-        metrics=metrics,
-        notes=f"weights sha256 {sha256_file(weights)}" + ("; raw-box head (boxes decoded by the engine)" if raw_head else "")
-        + ("; pooled neck features output for the verifier" if neck else ""),
-    )
+    common = dict(format="onnx", source=f"exported from {base_id} ({weights.name})",
+                  license=base_card.license if base_card else "AGPL-3.0", imgsz=imgsz, classes=_onnx_names(target),
+                  exported_from=base_id, dynamic=dynamic, half=half, int8=int8, metrics=metrics)
+    notes = f"weights sha256 {sha256_file(weights)}"
+    card = ModelCard(id=new_id, files=[target.name], sha256={target.name: sha256_file(target)},
+                     notes=notes + "; standard Ultralytics graph (runs in Ultralytics and other ONNX tools)", **common)
     save_card(card)
-    return target, card
+    exported = ExportedModel(target, card)
+    if head is None:
+        return exported
+    engine_id = export_id(base_id, imgsz, dynamic, half, int8, raw_box=True)
+    engine_path = out_dir / f"{engine_id}.onnx"
+    shutil.copyfile(target, engine_path)
+    if not cut_box_decoding(engine_path, head, standard=target.name):
+        log.warning("%s: the head is not the YOLOv8/11 pattern; only the standard export is registered", target)
+        engine_path.unlink()
+        return exported
+    neck = add_neck_features(engine_path)  # the verifier's features ride on the engine's own graph (detect.verifier.neck)
+    engine_card = ModelCard(id=engine_id, files=[engine_path.name], sha256={engine_path.name: sha256_file(engine_path)},
+                            raw_box_head=True, notes=notes + f"; raw-box head: box decoding cut off, only streetwatch's "
+                            f"engine runs it (standard export: {target.name})"
+                            + ("; pooled neck features output for the verifier" if neck else ""), **common)
+    save_card(engine_card)
+    return ExportedModel(target, card, engine_path, engine_card)
 
 
 def _ultralytics_export(weights: Path, *, imgsz: int, dynamic: bool, half: bool) -> tuple[Path, RawBoxHead | None]:
     """Run Ultralytics' ONNX exporter on a private copy (the weights may sit on a read-only share).
 
     Also returns the DFL head's bins and strides (None for end-to-end heads, which decode no DFL)."""
-    from detect.runtime_env import prepare_ultralytics_env
+    from detect.runtime_env import import_yolo
 
-    prepare_ultralytics_env()
-    from ultralytics import YOLO
-
+    YOLO = import_yolo()
     work = Path(tempfile.mkdtemp(prefix="sw-export-"))
     local = work / weights.name
     shutil.copyfile(weights, local)
@@ -108,13 +136,15 @@ def _ultralytics_export(weights: Path, *, imgsz: int, dynamic: bool, half: bool)
     return Path(out), head
 
 
-def cut_box_decoding(path: Path, head: RawBoxHead) -> bool:
+def cut_box_decoding(path: Path, head: RawBoxHead, standard: str | None = None) -> bool:
     """Rewrite an Ultralytics YOLOv8/11 ONNX file in place so that it outputs `(B, 4 * bins + nc,
     anchors)`: the box logits before the DFL softmax next to the class scores; False (file
-    untouched) when the graph is not that head's pattern.
+    untouched) when the graph is not that head's pattern (or was cut already).
 
     The pattern: the output is Concat(decoded boxes, Sigmoid(class logits)), and the decoded boxes
-    come from the one `/dfl/` Softmax over Transpose(Reshape(box logits)).
+    come from the one `/dfl/` Softmax over Transpose(Reshape(box logits)). Works on fp32, fp16 and
+    QDQ INT8 graphs (the quantiser leaves the head's decoding in float). The result is marked as
+    engine-only (`mark_engine_only`); `standard` names the file other tools should run instead.
     """
     import onnx
     from onnx import helper
@@ -131,25 +161,38 @@ def cut_box_decoding(path: Path, head: RawBoxHead) -> bool:
     reshape = producer.get(transpose.input[0]) if transpose is not None else None
     if getattr(producer.get(scores), "op_type", None) != "Sigmoid" or reshape is None or reshape.op_type != "Reshape":
         return False
-    decoded = graph.output[0]
-    output, tensor = decoded.name, decoded.type.tensor_type
+    tensor = graph.output[0].type.tensor_type
     dims = [d.dim_param or d.dim_value for d in tensor.shape.dim]  # (batch, 4 + nc, anchors)
     if len(dims) != 3 or not isinstance(dims[1], int):
         return False
-    final.output[0] = output + "_decoded"  # now dead: pruned below
     prefix = final.name.rsplit("/", 1)[0] + "/"  # inside the head's namespace, so INT8 keeps it in float
-    graph.node.append(helper.make_node("Concat", [reshape.input[0], scores], [output], axis=1, name=prefix + "raw_box_concat"))
+    graph.node.append(helper.make_node("Concat", [reshape.input[0], scores], [RAW_BOX_OUTPUT], axis=1, name=prefix + "raw_box_concat"))
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(output, tensor.elem_type, [dims[0], dims[1] - 4 + 4 * head.bins, dims[2]]))
+    graph.output.append(helper.make_tensor_value_info(RAW_BOX_OUTPUT, tensor.elem_type, [dims[0], dims[1] - 4 + 4 * head.bins, dims[2]]))
     weights = {t.name for t in graph.initializer}
-    cut = onnx.utils.Extractor(model).extract_model([i.name for i in graph.input if i.name not in weights], [output])
+    cut = onnx.utils.Extractor(model).extract_model([i.name for i in graph.input if i.name not in weights], [RAW_BOX_OUTPUT])
     for prop in model.metadata_props:
         cut.metadata_props.add(key=prop.key, value=prop.value)
-    for key, value in head.metadata().items():
-        cut.metadata_props.add(key=key, value=value)
+    mark_engine_only(cut, head, standard)
     onnx.checker.check_model(cut)
     onnx.save(cut, str(path))
     return True
+
+
+def mark_engine_only(model, head: RawBoxHead, standard: str | None) -> None:
+    """Say in the file what it is: the head's bins and strides (read by our ONNX backend), a `task`
+    Ultralytics does not know (so `YOLO(file).predict` stops with "does not support 'predict' mode
+    for 'streetwatch-raw-box' task" instead of decoding raw logits into wrong boxes), and a
+    description and doc string naming the standard file for every other tool."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    instead = f"run the standard export {standard}" if standard else "run a standard Ultralytics export"
+    why = (f"streetwatch raw-box variant: the box decoding is cut off this graph ({RAW_BOX_OUTPUT} holds box "
+           f"logits, not boxes) and only streetwatch's ONNX engine finishes it; elsewhere {instead}")
+    meta.update(head.metadata(), task=RAW_BOX_TASK, description=f"{why}. {meta.get('description', '')}".strip())
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = why
 
 
 def calibration_images(folder: Path, limit: int) -> list[np.ndarray]:
@@ -206,16 +249,18 @@ def _quantize_static(fp32: Path, target: Path, images: list[np.ndarray], imgsz: 
 
 
 def _head_decode_nodes(graph) -> list[str]:
-    """Keep the detection head's box decoding (DFL, concat, sigmoid, anchor maths) in float.
+    """Keep the detection head's box decoding (DFL softmax and its 1x1 conv, concat, sigmoid, anchor maths)
+    in float.
 
-    Quantising those few element-wise ops costs most of the INT8 accuracy loss while saving
-    almost no time; the convolutions, where the time goes, are still quantised.
+    Quantising those few ops costs most of the INT8 accuracy loss while saving almost no time; the
+    convolutions of the head's branches, where the time goes, are still quantised. It also makes the
+    standard INT8 export and its raw-box variant (whose decoding the engine does in float) agree.
     """
     head = max((int(m.group(1)) for n in graph.node if (m := re.match(r"/model\.(\d+)/", n.name))), default=None)
     if head is None:
         return []
     prefix = f"/model.{head}/"
-    return [n.name for n in graph.node if n.name.startswith(prefix) and n.op_type != "Conv"]
+    return [n.name for n in graph.node if n.name.startswith(prefix) and (n.op_type != "Conv" or "/dfl/" in n.name)]
 
 
 def _copy_metadata(src: Path, dst: Path) -> None:

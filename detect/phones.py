@@ -22,9 +22,9 @@ from pathlib import Path
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from detect.config_io import load_model
+from detect.config_io import ConfigModel, load_model
 
 DEFAULT_LEXICON_PATH = Path(__file__).with_name("small_ads.yaml")
 DEFAULT_REGION = "CN"
@@ -115,10 +115,8 @@ def find_phones(text: str, region: str = DEFAULT_REGION) -> list[PhoneNumber]:
     return found
 
 
-class SmallAdLexicon(BaseModel):
+class SmallAdLexicon(ConfigModel):
     """Keywords that mark a text as a small ad (configurable per city: `detect/small_ads.yaml`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     keywords: list[str] = Field(title="Keywords", description="Words typical of small ads (办证, 贷款, 开锁 ...).", min_length=1)
 

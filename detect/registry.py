@@ -46,6 +46,10 @@ class ModelCard(BaseModel):
     half: bool = Field(False, title="FP16")
     int8: bool = Field(False, title="INT8", description="Static QDQ INT8 quantised with calibration images.")
     batch: int = Field(1, title="Static batch size", gt=0)
+    raw_box_head: bool = Field(
+        False, title="Raw-box head",
+        description="streetwatch's engine-only variant: box decoding cut off the graph (the engine finishes it); "
+                    "Ultralytics and other ONNX tools run the standard export of the same id without `-rawbox`.")
     metrics: dict = Field(default_factory=dict, title="Metrics", description="Evaluation or export-accuracy figures.")
     dataset: dict | None = Field(None, title="Training data",
                                  description="Name, manifest digest and counts of the dataset version the model was trained on.")
@@ -206,14 +210,20 @@ def _download(card: ModelCard) -> Path:
     return path
 
 
-def export_id(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool) -> str:
-    """Deterministic id (and file stem) of an ONNX export of `base_id`."""
-    return f"{base_id}-{imgsz}" + ("-dyn" if dynamic else "") + ("-fp16" if half else "") + ("-int8" if int8 else "")
+RAW_BOX_SUFFIX = "-rawbox"
+"""Marks the id and file name of an engine-only raw-box export (`detect.export`)."""
 
 
-def find_export(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool) -> tuple[Path, ModelCard] | None:
+def export_id(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool, raw_box: bool = False) -> str:
+    """Deterministic id (and file stem) of an ONNX export of `base_id`; `raw_box`: the engine-only variant."""
+    return (f"{base_id}-{imgsz}" + ("-dyn" if dynamic else "") + ("-fp16" if half else "") + ("-int8" if int8 else "")
+            + (RAW_BOX_SUFFIX if raw_box else ""))
+
+
+def find_export(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool,
+                raw_box: bool = False) -> tuple[Path, ModelCard] | None:
     """A registered ONNX export of `base_id` with these settings whose file exists."""
-    wanted = export_id(base_id, imgsz, dynamic, half, int8)
+    wanted = export_id(base_id, imgsz, dynamic, half, int8, raw_box)
     for card in list_cards():
         if card.id == wanted and card.format == "onnx":
             found = find_file(card)

@@ -19,10 +19,11 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import supervision as sv
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from detect.candidates import Candidate, ZoneView, candidates, scene_views, whole_image_views
 from detect.cityzones import CityZones
+from detect.config_io import ConfigModel
 from detect.events import EventKind, ViolationEvent
 from detect.frames import Frame
 from detect.scenes import Scene
@@ -30,10 +31,8 @@ from detect.taxonomy import Taxonomy, load_taxonomy
 from detect.tracking import GroupIds, Tracker, TrackingConfig
 
 
-class RuleSettings(BaseModel):
+class RuleSettings(ConfigModel):
     """Knobs of the lifecycle that are not per-type thresholds."""
-
-    model_config = ConfigDict(extra="forbid")
 
     group_gap: float = Field(
         0.5, title="Group gap", description="Boxes closer than this x their size (sqrt of area) form one group (one stall).", ge=0

@@ -5,12 +5,18 @@ predictions) unless the font is already in its config directory. We put matplotl
 there under both names it asks for, and give it a writable config directory, before the first
 `import ultralytics`. `YOLO_OFFLINE=1` (set by the user or the test suite) additionally stops its
 online checks; we never force it, so machines that are online still get Ultralytics' downloads.
+
+Ultralytics logs (banners, export and training progress) to stdout; `import_yolo` sends them to
+stderr, where our own logs go, so that a command's stdout holds only its output
+(`streetwatch detect --json` prints JSON lines and nothing else, with either backend).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
@@ -43,6 +49,36 @@ def prepare_ultralytics_env() -> Path:
                 shutil.copyfile(source, settings_dir / name)
     _prepared = True
     return settings_dir
+
+
+class _CurrentStderr:
+    """A stream writing to whatever `sys.stderr` is at the time (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_ULTRALYTICS_HANDLER = "ultralytics.utils.set_logging"
+"""The name Ultralytics gives its own console handler (other handlers, a test runner's, are left alone)."""
+
+
+def ultralytics_logs_to_stderr() -> None:
+    """Point Ultralytics' console handler (stdout by default) at stderr. Idempotent."""
+    for handler in logging.getLogger("ultralytics").handlers:
+        if handler.get_name() == _ULTRALYTICS_HANDLER and isinstance(handler, logging.StreamHandler):
+            handler.setStream(_CurrentStderr())
+
+
+def import_yolo():
+    """Ultralytics' `YOLO` class, imported offline-safe (`prepare_ultralytics_env`) with its logs on stderr."""
+    prepare_ultralytics_env()
+    from ultralytics import YOLO
+
+    ultralytics_logs_to_stderr()
+    return YOLO
 
 
 def _local_ttf() -> Path | None:

@@ -21,12 +21,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import shapely
 import supervision as sv
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BeforeValidator, Field, PlainSerializer, PrivateAttr, WithJsonSchema, field_validator, model_validator,
+)
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
-from detect.config_io import ConfigError, load_model
-from detect.taxonomy import Taxonomy, ThresholdOverrides, ZoneKind, load_taxonomy
+from detect.config_io import ConfigError, ConfigModel, load_model
+from detect.grades import Grades, apply_grades, load_grades
+from detect.taxonomy import Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, load_taxonomy
 
 TEXT_CLASSES = frozenset({"text", "new_text", "small_ad_text", "small_ad", "poster", "sticker", "banner"})
 """Classes anchored by their centre (things on walls), not their bottom-centre."""
@@ -70,23 +73,31 @@ def _minutes(value: Any) -> int:
     return minutes
 
 
-class TimeWindow(BaseModel):
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+ClockTime = Annotated[
+    int,
+    BeforeValidator(_minutes),
+    PlainSerializer(_hhmm, return_type=str, when_used="json"),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d{1,2}:\d{2}$"},
+                              {"type": "integer", "minimum": 0, "maximum": 24 * 60}]}, mode="validation"),
+]
+"""A time of day: written `HH:MM` (or the minutes an unquoted YAML 1.1 `07:00` becomes), held as minutes
+of the day, written back as `HH:MM`."""
+
+
+class TimeWindow(ConfigModel):
     """Weekdays and a daily time range in the camera's time zone.
 
     `end` before `start` runs over midnight: `fri 22:00-02:00` covers Friday 22:00 to
     Saturday 02:00 (the window belongs to the day it starts on).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     days: list[Weekday] = Field(default_factory=lambda: list(WEEK), title="Weekdays", description="Days the window starts on (default: every day).", min_length=1)
-    start: int = Field(title="Start", description="Start time HH:MM, local to the camera.")
-    end: int = Field(title="End", description="End time HH:MM (24:00 = midnight); before start = runs over midnight.")
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _parse_time(cls, value: Any) -> int:
-        return _minutes(value)
+    start: ClockTime = Field(title="Start", description="Start time HH:MM, local to the camera.")
+    end: ClockTime = Field(title="End", description="End time HH:MM (24:00 = midnight); before start = runs over midnight.")
 
     @model_validator(mode="after")
     def _non_empty(self) -> TimeWindow:
@@ -136,10 +147,8 @@ def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, wha
     return poly
 
 
-class ZoneRules(BaseModel):
+class ZoneRules(ConfigModel):
     """What a zone means: shared by image zones (scenes) and map zones (city GeoJSON)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(title="Zone id", description="Stable id, part of every violation id in this zone.", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str | None = Field(None, title="Name", description="Human-readable name, e.g. 北门人行道.")
@@ -155,6 +164,10 @@ class ZoneRules(BaseModel):
     thresholds: dict[str, ThresholdOverrides] = Field(
         default_factory=dict, title="Threshold overrides", description="Violation type id -> thresholds replacing the taxonomy defaults in this zone."
     )
+    grade: str | None = Field(
+        None, title="Road grade", description="Road grade (main, secondary, lane or a city's own; detect/grades.py): its thresholds and types apply, "
+        "the zone's own `thresholds` and `types` win.",
+    )
 
     def active(self, local: datetime) -> bool:
         """Whether the zone's schedule applies at this local time (no schedule: always)."""
@@ -163,6 +176,15 @@ class ZoneRules(BaseModel):
     def type_ids(self) -> list[str]:
         """Every violation type id the zone names (for checking against the taxonomy)."""
         return [*(self.types or []), *self.thresholds]
+
+
+def resolve_thresholds(vtype: ViolationType | None, zone: ZoneRules | None) -> Thresholds:
+    """The thresholds a type has in a zone: the taxonomy's defaults for the type with the zone's overrides
+    on top. A type the taxonomy no longer has (a case older than the current taxonomy) gets the
+    defaults every type starts from (`Thresholds()`), never a number made up where it is needed."""
+    if vtype is None:
+        return Thresholds()
+    return vtype.with_overrides(zone.thresholds.get(vtype.id) if zone is not None else None)
 
 
 class Zone(ZoneRules):
@@ -192,18 +214,14 @@ class Zone(ZoneRules):
         return shapely.intersects_xy(self._shape, points[:, 0], points[:, 1])
 
 
-class Location(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Location(ConfigModel):
     lat: float = Field(title="Latitude", description="WGS-84 latitude.", ge=-90, le=90)
     lon: float = Field(title="Longitude", description="WGS-84 longitude.", ge=-180, le=180)
     address: str | None = Field(None, title="Address", description="Street address shown on cases.")
 
 
-class Scene(BaseModel):
+class Scene(ConfigModel):
     """One camera's scene file."""
-
-    model_config = ConfigDict(extra="forbid")
 
     camera_id: str = Field(title="Camera id", description="Source id of the camera (Frame.source_id).", min_length=1)
     name: str | None = Field(None, title="Name", description="Human-readable camera name.")
@@ -244,14 +262,18 @@ def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_t
                 )
 
 
-def load_scene(path: str | Path, taxonomy: Taxonomy | None = None) -> Scene:
+def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grades | None = None) -> Scene:
     """Load and validate a scene file; violation types are checked against the taxonomy.
 
-    A relative `reference_snapshot` is resolved against the scene file's folder.
+    A relative `reference_snapshot` is resolved against the scene file's folder. Zones that name a
+    road `grade` get its thresholds and types here (`grades`: default the shipped grades file).
     """
     path = Path(path)
     scene = load_model(Scene, path)
-    check_types(scene.zones, taxonomy or load_taxonomy(), str(path))
+    taxonomy = taxonomy or load_taxonomy()
+    check_types(scene.zones, taxonomy, str(path))
+    if any(z.grade for z in scene.zones):
+        apply_grades(scene.zones, grades or load_grades(taxonomy=taxonomy), str(path))
     if scene.reference_snapshot and not Path(scene.reference_snapshot).is_absolute():
         scene.reference_snapshot = str(path.parent / scene.reference_snapshot)
     return scene

@@ -14,9 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
 
-from detect.config_io import ConfigError, load_model, read_mapping, validate_model
+from detect.config_io import ConfigError, ConfigModel, load_model, read_mapping, validate_model
 
 DEFAULT_TAXONOMY_PATH = Path(__file__).with_name("taxonomy.yaml")
 VERIFIED_PREFIX = "verified:"
@@ -36,19 +37,17 @@ class ZoneKind(StrEnum):
     IGNORE = "ignore"
 
 
-class CityCode(BaseModel):
+class CityCode(ConfigModel):
     """A violation type's 大类/小类 codes on one city's dispatch platform."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     major_code: str = Field(title="Major class code", description="大类 code on the city platform.", min_length=1)
     minor_code: str = Field(title="Minor class code", description="小类 code on the city platform.", min_length=1)
 
 
-class Thresholds(BaseModel):
+class Thresholds(ConfigModel):
     """The numbers a rule uses; defaults per type here, overrides per scene zone."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min_conf: float = Field(0.3, title="Minimum confidence", description="Detections below this confidence are ignored.", ge=0.0, le=1.0)
     min_area: float = Field(
@@ -58,6 +57,9 @@ class Thresholds(BaseModel):
     clear_s: float = Field(120.0, title="Clear seconds", description="Seconds of absence after which an open violation is cleared.", ge=0.0)
     cooldown_s: float = Field(
         1800.0, title="Cooldown seconds", description="After a violation clears, no new one of the same type opens in the same zone for this long.", ge=0.0
+    )
+    min_count: int = Field(
+        1, title="Minimum count", description="Objects a group must count (stalls of a road market) to be a violation; road grades raise it in lanes.", ge=1
     )
 
     def with_overrides(self, overrides: ThresholdOverrides | None) -> Thresholds:
@@ -71,16 +73,15 @@ class Thresholds(BaseModel):
         return {name: float(getattr(self, name)) for name in Thresholds.model_fields}
 
 
-class ThresholdOverrides(BaseModel):
+class ThresholdOverrides(ConfigModel):
     """Per-zone replacements for some of a type's default thresholds (unset = keep default)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min_conf: float | None = Field(None, title="Minimum confidence", description="Override of the type's min_conf.", ge=0.0, le=1.0)
     min_area: float | None = Field(None, title="Minimum box area", description="Override of the type's min_area (fraction of image).", ge=0.0, le=1.0)
     dwell_s: float | None = Field(None, title="Dwell seconds", description="Override of the type's dwell_s.", ge=0.0)
     clear_s: float | None = Field(None, title="Clear seconds", description="Override of the type's clear_s.", ge=0.0)
     cooldown_s: float | None = Field(None, title="Cooldown seconds", description="Override of the type's cooldown_s.", ge=0.0)
+    min_count: int | None = Field(None, title="Minimum count", description="Override of the type's min_count.", ge=1)
 
 
 class ViolationType(Thresholds):
@@ -135,6 +136,13 @@ class ViolationType(Thresholds):
                 raise ValueError(f"verify: tiles needs evidence '{name}' weighing at least min_evidence ({self.min_evidence})")
         return self
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """In the file a type's id is its key under `types:` (see `Taxonomy`), so the file schema does not require it."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema["required"] = [name for name in schema.get("required", []) if name != "id"]
+        return schema
+
     @field_validator("city_codes")
     @classmethod
     def _has_default_city(cls, codes: dict[str, CityCode]) -> dict[str, CityCode]:
@@ -185,10 +193,8 @@ class ViolationType(Thresholds):
         return sum(self.evidence.get(name, 0.0) for name in set(class_names))
 
 
-class Taxonomy(BaseModel):
+class Taxonomy(ConfigModel):
     """All violation types, keyed by id (the YAML key is the id)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     version: int = Field(1, title="Format version", description="Taxonomy file format version.", ge=1)
     types: dict[str, ViolationType] = Field(title="Violation types", description="Violation types keyed by id.", min_length=1)
@@ -231,10 +237,8 @@ class Taxonomy(BaseModel):
         return [t for t in self.types.values() if class_name in t.evidence]
 
 
-class CityCodeFile(BaseModel):
+class CityCodeFile(ConfigModel):
     """A city's code table: `city` name and codes for some or all types."""
-
-    model_config = ConfigDict(extra="forbid")
 
     city: str = Field(title="City", description="City key used with Taxonomy.city_code(type, city).", min_length=1)
     name: str | None = Field(None, title="City name", description="Human-readable name (e.g. 杭州市).")

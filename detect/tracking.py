@@ -25,11 +25,12 @@ from datetime import datetime
 
 import numpy as np
 import supervision as sv
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from trackers import ByteTrackTracker
 
+from detect.config_io import ConfigModel
 from detect.fields import ZONE_ID
 
 DEFAULT_FAMILIES = {
@@ -39,10 +40,8 @@ DEFAULT_FAMILIES = {
 }
 
 
-class TrackingConfig(BaseModel):
+class TrackingConfig(ConfigModel):
     """How camera frames are tracked; one per camera stream."""
-
-    model_config = ConfigDict(extra="forbid")
 
     frame_rate: float = Field(1.0, title="Sampled frame rate", description="Frames per second fed to the tracker (0.2-5 typical).", gt=0, le=60)
     lost_s: float = Field(

@@ -23,8 +23,9 @@ from typing import Literal, Protocol
 from urllib.parse import quote, urlparse
 from urllib.request import url2pathname
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from detect.config_io import ConfigModel
 from detect.evidence import MANIFEST, SIGNATURE
 
 MAX_PRESIGN = timedelta(days=7)  # SigV4 presigned URLs cannot live longer
@@ -34,9 +35,7 @@ class StorageError(RuntimeError):
     """A bundle could not be written or read; the message names the bundle and the cause."""
 
 
-class S3Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class S3Settings(ConfigModel):
     endpoint: str = Field(title="Endpoint", description="host:port of the S3-compatible server (MinIO, Ceph, AWS, ...).", min_length=1)
     secure: bool = Field(True, title="HTTPS", description="Use HTTPS to reach the endpoint.")
     bucket: str = Field("streetwatch-evidence", title="Bucket", description="Bucket for bundles; created when missing.",
@@ -55,9 +54,7 @@ class S3Settings(BaseModel):
     read_timeout_s: float = Field(30.0, title="Read timeout", description="Seconds to wait for an answer.", gt=0)
 
 
-class EvidenceStoreConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvidenceStoreConfig(ConfigModel):
     backend: Literal["local", "s3"] = Field("local", title="Backend", description="`local` directory or `s3`-compatible storage.")
     local_root: Path = Field(Path("streetwatch-data/evidence"), title="Local root",
                              description="Folder of bundles for the local backend (one sub-folder per case).")

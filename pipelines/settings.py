@@ -1,38 +1,195 @@
-"""Deployment settings for the case side: case store URL, evidence signing and storage, dispatch targets.
+"""Deployment settings: case store, evidence signing and storage, dispatch targets, the judgement's
+defaults (rules, tracking, triage), analytics, the city workflows (cityops) and the API service.
 
 One YAML/JSON file (`--config`, or `$STREETWATCH_CONFIG`) with one section per concern; every
 section has working defaults (SQLite under `streetwatch-data/`, local evidence folder, no dispatch
 targets), so a bare checkout runs without one. Secrets (HMAC key, S3 keys, dispatch tokens) are
-never in the file: it names the environment variables that hold them.
+never in the file: it names the environment variables that hold them. `rules:` and `tracking:`
+are the defaults of every camera; a camera in the cameras file changes the fields it sets
+(`detect.config_io.overlay`). `streetwatch config schema` writes this file's JSON schema.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BeforeValidator, Field, HttpUrl, field_validator
 
-from detect.config_io import load_model
+from detect.config_io import ConfigModel, load_model
 from detect.evidence import EvidenceConfig
+from detect.rules import RuleSettings
+from detect.scenes import TimeZoneName
+from detect.taxonomy import ZoneKind
+from detect.tracking import TrackingConfig
+from pipelines.analytics.config import AnalyticsConfig
 from pipelines.cases.store import DEFAULT_URL
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStoreConfig
 
 CONFIG_ENV = "STREETWATCH_CONFIG"
+URL_KEY_ENV = "STREETWATCH_API_URL_KEY"
 
 
-class CaseStoreConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CaseStoreConfig(ConfigModel):
     url: str = Field(DEFAULT_URL, title="Database URL",
                      description="SQLAlchemy URL: sqlite:///path.db (default, WAL) or postgresql+psycopg://user@host/db.",
                      min_length=1)
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def ocr_from_yaml(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` (also `no`, `false`) as a boolean: that is the mode `off`.
+    An unquoted `on`/`yes`/`true` could mean auto or all, so it is refused with the choices."""
+    if value is False:
+        return "off"
+    if value is True:
+        raise ValueError("write auto, all or off (an unquoted on/yes/true is read as a yes/no value in YAML; "
+                         "quote it or name the mode)")
+    return value
+
+
+#: The OCR mode as files write it (`ocr: off` unquoted included); `pipelines.triage.text.OcrMode` by value.
+OcrSetting = Annotated[Literal["auto", "all", "off"], BeforeValidator(ocr_from_yaml)]
+
+
+class TriageOptions(ConfigModel):
+    """How photos are triaged: detector, OCR, zones, grouping, report (the `triage:` settings section)."""
+
+    model: str | None = Field(
+        None, title="Model", description="Model id or weight file; none: the promoted model (`streetwatch models promote`), else yolo11n.")
+    backend: str = Field("onnx", title="Backend", description="onnx or torch.")
+    device: str = Field("cpu", title="Device", description="cpu or cuda[:N].")
+    conf: float = Field(0.25, title="Detector confidence", description="Detections below this are dropped before the rules.", ge=0, le=1)
+    imgsz: int = Field(640, title="Input size", description="Network input size; photos are decoded straight to about this size.", gt=0, multiple_of=32)
+    workers: int = Field(
+        default_factory=lambda: min(8, os.cpu_count() or 1), title="Workers",
+        description="Threads that each read, decode and detect photos (parallel inference streams); default one per core, at most 8.",
+        ge=1, le=64,
+    )
+    ocr: OcrSetting = Field(
+        "auto", title="OCR", description="Read text and phone numbers: auto (the tiles the verifier finds posting-like, photos with text-bearing detections), all, or off "
+        "(`pipelines.triage.text.OcrMode`); `off` may be left unquoted."
+    )
+    verifier: str | None = Field(
+        None, title="Verifier",
+        description="Verifier id or card (models/verifiers/, docs/verifier.md); none = judge by detector classes alone; default: the promoted one.")
+    phone_region: str = Field(
+        "CN", title="Phone region", description="ISO 3166 region whose phone numbers are read without a country code (CN, HK, TW, GB ...).",
+        min_length=2, max_length=2)
+    ocr_max_side: int = Field(1600, title="OCR resolution", description="Long side of the decode that OCR reads.", ge=320, le=8192)
+    timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset, and of the report.")
+    scene_zones: Path | None = Field(None, title="City zones", description="GeoJSON of city-wide zones (no-parking streets, vending points) for photos with GPS.")
+    grid: Path | None = Field(None, title="Grid cells", description="GeoJSON of 单元网格 polygons with an `id` property.")
+    group_window_s: float = Field(1800, title="Grouping window", description="Photos of one type taken at most this many seconds apart may be one case.", ge=0)
+    group_radius_m: float = Field(30, title="Grouping radius", description="...and, when both have GPS, at most this many metres apart.", ge=0)
+    group_phash_bits: int = Field(
+        12, title="Grouping hash distance", description="...or, without GPS, perceptual hashes differing in at most this many of 64 bits.", ge=0, le=64
+    )
+    thumb_side: int = Field(360, title="Thumbnail size", description="Long side of report thumbnails in pixels.", ge=64, le=2048)
+    report_max_cases: int = Field(
+        1000, title="Cases with thumbnails", description="The report embeds thumbnails for this many top cases; the rest are listed without.", ge=0
+    )
+    cases: bool | None = Field(
+        None, title="Write cases",
+        description="Write candidate cases with evidence bundles to the case store: true, false, or null = when an evidence key is set.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class JobTriageOptions(TriageOptions):
+    """How upload jobs are triaged: as `streetwatch triage`, with 2 workers per job (jobs share the cores)."""
+
+    workers: int = Field(2, title="Workers per job", description="Decode+detect threads of one job.", ge=1, le=64)
+
+
+class ServiceConfig(ConfigModel):
+    """`service:` in the settings file (`streetwatch serve`). Every field has a working default for one machine."""
+
+    data_dir: Path = Field(Path("streetwatch-data/service"), title="Data folder",
+                           description="Upload jobs live here (jobs/<id>/input, jobs/<id>/out); never named by a client.")
+    max_upload_bytes: int = Field(512 * 2**20, title="Upload limit",
+                                  description="Largest upload request (all files together); refused with 413 before it fills the disk.", gt=0)
+    max_upload_files: int = Field(1000, title="Files per upload", description="Most files in one upload request.", ge=1)
+    job_concurrency: int = Field(1, title="Concurrent jobs",
+                                 description="Triage jobs running at once (each uses `triage.workers` threads); the rest wait in order.", ge=1, le=16)
+    triage: JobTriageOptions = Field(default_factory=JobTriageOptions, title="Triage", description="How upload jobs are triaged.")
+    cameras_file: Path | None = Field(None, title="Cameras file",
+                                      description="The cameras file `streetwatch watch --cameras` runs (cameras and their scene files).")
+    camera_events: Path | None = Field(None, title="Camera events",
+                                       description="The JSON-lines file `streetwatch watch --events` appends to: camera status and health are read from it.")
+    snapshot_dir: Path | None = Field(None, title="Snapshot folder",
+                                      description="Folder where a watcher writes the latest frame per camera as <camera id>.jpg.")
+    cors_origins: list[str] = Field(default_factory=list, title="CORS origins",
+                                    description="Origins allowed to call the API from a browser (default: none; the pages are same-origin).")
+    url_key_env: str = Field(URL_KEY_ENV, title="URL key variable",
+                             description="Environment variable with the key signing evidence URLs; unset: a random key per process.")
+    url_expiry_s: int = Field(900, title="Evidence URL lifetime", description="Seconds a signed evidence URL stays valid.", gt=0, le=7 * 24 * 3600)
+    default_page_size: int = Field(50, title="Page size", description="Cases per page when the client does not say.", ge=1, le=500)
+
+    def url_key(self) -> bytes | None:
+        value = os.environ.get(self.url_key_env)
+        return value.encode() if value else None
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+
+class WarnRule(ConfigModel):
+    """Which first detections become a warning instead of a case, and when the camera looks again."""
+
+    types: list[str] = Field(title="Violation types", description="Types warned first, e.g. shopfront_spillover, illegal_parking.", min_length=1)
+    zone_kinds: list[ZoneKind] = Field(
+        default_factory=list, title="Zone kinds", description="Only in zones of these kinds (empty: any zone).")
+    recheck_after_s: float = Field(
+        600.0, title="Re-check after", description="Seconds (media time) between the warning and the camera's re-check.", gt=0)
+
+
+class WarnConfig(ConfigModel):
+    """Warn, re-check, then a case (CCTV): off unless `rules` are given."""
+
+    rules: list[WarnRule] = Field(default_factory=list, title="Warn first", description="Types and zone kinds warned before a case.")
+    webhook_url: HttpUrl | None = Field(
+        None, title="Notification webhook",
+        description="Each warning is POSTed here as JSON (an SMS / WeCom / DingTalk gateway relays it to the shop); unset: recorded only.")
+    token_env: str | None = Field(None, title="Token variable", description="Environment variable whose value is sent as `Authorization: Bearer`.")
+    timeout_s: float = Field(5.0, title="Timeout", description="Seconds per webhook request.", gt=0)
+    attempts: int = Field(3, title="Attempts", description="Webhook attempts (exponential back-off between them) before the warning is marked not notified.", ge=1, le=10)
+    images_dir: Path = Field(Path("streetwatch-data/warnings"), title="Warning images",
+                             description="Where the annotated warning frames are kept (shown in the service).")
+
+
+class CityOpsConfig(ConfigModel):
+    """The `cityops:` section (docs/city-operations.md): warnings before cases, the call-out list's months and
+    squads, patrol sampling. Kept here, not in `pipelines.cityops`, because the city workflows build on triage,
+    which reads these settings."""
+
+    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="Zone in which call-out months are counted.")
+    grid: Path | None = Field(
+        None, title="Grid cells", description="GeoJSON of 单元网格 (as for triage) with a `squad` property: call-out counts per squad.")
+    warn: WarnConfig = Field(default_factory=WarnConfig, title="Warnings", description="Warn, re-check, then a case.")
+    patrol_every_m: Annotated[float, Field(gt=0)] = Field(
+        10.0, title="Patrol sampling distance", description="Patrol video: a frame every this many metres driven.")
+    patrol_every_s: Annotated[float, Field(gt=0)] = Field(
+        5.0, title="Patrol sampling time", description="Patrol video: and at least one frame this many seconds (a stopped car still looks).")
+
+
+class Settings(ConfigModel):
+    """The deployment settings file."""
 
     cases: CaseStoreConfig = Field(default_factory=CaseStoreConfig, title="Case store", description="Where cases live.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, title="Evidence",
@@ -41,10 +198,18 @@ class Settings(BaseModel):
                                                 description="Local folder or S3-compatible storage for bundles.")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig, title="Dispatch",
                                      description="Dispatch targets (cn-dcm, open311) and delivery behaviour.")
-    # Validated by `streetwatch serve` (api.config.ServiceConfig), so commands that never serve do not
-    # import the API's models; `pipelines` never imports `api`.
-    service: dict[str, Any] = Field(default_factory=dict, title="API service",
-                                    description="`streetwatch serve`: uploads, jobs, cameras, limits (see docs/service.md).")
+    rules: RuleSettings = Field(default_factory=RuleSettings, title="Rules",
+                                description="Violation lifecycle knobs for photos and, as defaults, for every camera (a camera's `rules` changes the fields it sets).")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, title="Tracking",
+                                     description="Tracker defaults for every camera (a camera's `tracking` changes the fields it sets; `frame_rate` follows its `analysis_fps`).")
+    triage: TriageOptions = Field(default_factory=TriageOptions, title="Triage",
+                                  description="Defaults of `streetwatch triage` (its flags change them per run).")
+    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig, title="Analytics",
+                                       description="Scores, reports, exports and the map: grid and zone files, sheet, reports folder.")
+    cityops: CityOpsConfig = Field(default_factory=CityOpsConfig, title="City workflows",
+                                   description="Warnings before cases, call-out list, patrol video (docs/city-operations.md).")
+    service: ServiceConfig = Field(default_factory=ServiceConfig, title="API service",
+                                   description="`streetwatch serve`: uploads, jobs, cameras, limits (see docs/service.md).")
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

@@ -13,9 +13,11 @@ COMMAND_MODULES = [
     "detect",
     "models",
     "rules",
+    "config",
     "bench",
     "evidence",
     "cases",
+    "analytics",
     "dispatch",
     "triage",
     "watch",
@@ -24,6 +26,7 @@ COMMAND_MODULES = [
     "train",
     "verifier",
     "demo",
+    "cityops",
 ]
 
 app = typer.Typer(

@@ -9,7 +9,7 @@ import yaml
 from detect.evidence import EvidenceBuilder, EvidenceConfig, ModelInfo
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake
-from pipelines.cctv.testmedia import parked_vehicle_clip, street_view, write_scene
+from benchmarks.media import parked_vehicle_clip, street_view, write_scene
 from pipelines.evidence_store import LocalEvidenceStore
 
 KEY = b"cctv-test-key-0123456789"

@@ -16,7 +16,9 @@ from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (
 # Every route of the app and who may call it. A route missing here fails `test_every_route_checks_its_role`.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/ui/{page}"), ("GET", "/openapi.json"),
           ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
-          ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}
+          ("MOUNT", "/static"), ("MOUNT", "/docs/assets"),
+          ("GET", "/api/v1/evidence/keys")}  # public keys that verify evidence: public by nature
+PUBLIC_NOT_FOUND = {("GET", "/api/v1/evidence/keys/{key_id}.pem")}  # public too; 404 for a key not published
 SIGNED = {("GET", "/evidence/{case_id}/{path:path}"),  # the URL's signature is the permission
           ("GET", "/attachments/{case_id}/{path:path}")}  # dispatched cases' shared copies, for the platform
 READERS = {"inspector", "reviewer", "admin"}
@@ -40,6 +42,26 @@ ROUTE_ROLES = {
     ("PUT", "/api/v1/cameras/{camera_id}/scene"): {"admin"},
     ("GET", "/api/v1/cameras/{camera_id}/snapshot"): READERS,
     ("POST", "/api/v1/dispatch/{target}/webhook"): {"integration", "admin"},
+    ("GET", "/api/v1/scores"): READERS,
+    ("GET", "/api/v1/exports/cases"): READERS,
+    ("GET", "/api/v1/map"): READERS,
+    ("GET", "/api/v1/map/cases"): READERS,
+    ("GET", "/api/v1/reports"): READERS,
+    ("GET", "/api/v1/reports/{name}/{file}"): READERS,
+    ("GET", "/api/v1/shops"): READERS,
+    ("PUT", "/api/v1/shops/{shop_id}"): REVIEWERS,
+    ("DELETE", "/api/v1/shops/{shop_id}"): {"admin"},
+    ("POST", "/api/v1/shops/import"): REVIEWERS,
+    ("GET", "/api/v1/warnings"): READERS,
+    ("GET", "/api/v1/warnings/{warning_id}/image"): READERS,
+    ("GET", "/api/v1/callout"): READERS,
+    ("PUT", "/api/v1/callout/{number}"): REVIEWERS,
+    ("GET", "/api/v1/callout/export"): READERS,
+    ("POST", "/api/v1/callout/import"): REVIEWERS,
+    ("GET", "/api/v1/callout/cutoffs"): READERS,
+    ("POST", "/api/v1/cases/{case_id}/disposal-photo"): {"reviewer", "integration", "admin"},
+    ("POST", "/api/v1/patrol/jobs"): READERS,
+    ("GET", "/api/v1/patrol/jobs/{job_id}"): READERS,
 }
 def _routes(app) -> set[tuple[str, str]]:
     """(method, path) of every route, routers included; mounts (static files) as ("MOUNT", path)."""
@@ -54,8 +76,10 @@ def test_every_route_checks_its_role(service, bus_event):
     app, client, tokens, _ = service
     case_id = draft_cases(app, bus_event, [{}])[0]
     routes = _routes(app)
-    assert routes == PUBLIC | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
-    values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm"}
+    assert routes == PUBLIC | PUBLIC_NOT_FOUND | SIGNED | set(ROUTE_ROLES), "a route was added or removed: give it a role in ROUTE_ROLES"
+    values = {"case_id": case_id, "job_id": "0" * 16, "camera_id": "cam-01", "target": "dcm", "name": "month-2026-11",
+              "file": "report.pdf", "shop_id": "shop-1",
+              "number": "13800138000", "warning_id": "W20250314-0"}
     for (method, path), allowed in sorted(ROUTE_ROLES.items()):
         url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
         body = {"json": {}} if method in ("POST", "PUT", "PATCH") and "jobs" not in path else {}
@@ -73,6 +97,7 @@ def test_every_route_checks_its_role(service, bus_event):
                 assert answer.json()["title"] == "Forbidden"
     for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}:
         assert client.request(method, path).status_code == 200, path
+    assert client.get("/api/v1/evidence/keys/0123456789abcdef.pem").status_code == 404  # none configured here
     for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):  # no CDN
         assert f'src="/docs/assets/{script}"' in client.get(page).text
         assert client.get(f"/docs/assets/{script}").status_code == 200
@@ -137,3 +162,29 @@ def test_case_search_filters_pages_and_sorts(service, bus_event):
     assert search(state="candidate", reviewed="false")["total"] == 4
     client.post(f"/api/v1/cases/{ids[0]}/reject", headers=auth(tokens["reviewer"]), json={"reason": "legal"})
     assert search(reviewed="false")["total"] == 3 and search(state="rejected")["items"][0]["id"] == ids[0]
+
+
+def _is_model(schema: dict) -> bool:
+    """A named model, or a list of one."""
+    return "$ref" in schema or (schema.get("type") == "array" and "$ref" in schema.get("items", {}))
+
+
+def test_every_route_documents_what_it_returns(service):
+    """/openapi.json gives each operation's success answer a body schema (a model, or the media type it serves)."""
+    _, client, _, _ = service
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    undocumented = []
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            ok = {code: r for code, r in op["responses"].items() if code.startswith("2")}
+            bodies = [(kind, body.get("schema", {})) for r in ok.values() for kind, body in r.get("content", {}).items()]
+            if not bodies or any(kind == "application/json" and not _is_model(schema) for kind, schema in bodies):
+                undocumented.append(f"{method.upper()} {path}")
+    assert undocumented == ["GET /api/v1/cameras/scene-schema"]  # a JSON Schema document: any object
+    case = schemas["CaseView"]["properties"]
+    assert {"id", "state", "violation_type", "opened_at", "has_evidence"} <= case.keys() and "evidence_ref" not in case
+    assert schemas["CaseDetail"]["properties"]["history"]["items"] == {"$ref": "#/components/schemas/HistoryItem"}
+    assert "from" in schemas["HistoryItem"]["properties"]
+    get_scene = spec["paths"]["/api/v1/cameras/{camera_id}/scene"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert get_scene["schema"]["$ref"].startswith("#/components/schemas/Scene")

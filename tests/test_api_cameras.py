@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -152,3 +153,21 @@ def test_serve_refuses_a_bad_service_section(tmp_path):
     assert result.exit_code == 2
     assert f"{config}: service.max_upload_bytes: Input should be greater than 0" in result.output
     assert f"{config}: service.job_concurency: Extra inputs are not permitted" in result.output
+
+
+def test_ocr_off_may_be_written_unquoted_in_yaml(tmp_path):
+    """Issue 14, item 7: YAML reads `ocr: off` as false; it was refused with "Input should be a valid string"."""
+    from api.config import load_service
+    from detect.config_io import ConfigError
+    from pipelines.triage.settings import TriageSettings
+    from pipelines.triage.text import OcrMode
+
+    config = tmp_path / "settings.yaml"
+    config.write_text("service:\n  triage:\n    ocr: off\n", encoding="utf-8")
+    assert load_service(config)[1].triage.ocr == "off"
+    assert OcrMode(TriageSettings(ocr=False).ocr) is OcrMode.OFF  # as the service hands it to the triage run
+    config.write_text("triage:\n  ocr: off\n", encoding="utf-8")  # the settings file's own triage: section too
+    assert load_service(config)[0].triage.ocr == "off"
+    config.write_text("service:\n  triage:\n    ocr: on\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"service.triage.ocr: Value error, write auto, all or off"):
+        load_service(config)

@@ -81,6 +81,12 @@ def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_e
     case = store.get(b)
     assert (case.state, case.review_decision, case.review_reason, case.review_note) == (CaseState.REJECTED, "rejected", "not_visible", "blurred")
     assert client.patch(f"/api/v1/cases/{b}", headers=reviewer, json={"type": "flyposting"}).status_code == 409
+    # The reasons and their retraining meaning come from one place; `permitted` (retraining's word) is `legal`.
+    [d] = draft_cases(app, bus_event, [{"violation_type": "flyposting"}])
+    permitted = client.post(f"/api/v1/cases/{d}/reject", headers=reviewer, json={"reason": "permitted"})
+    assert permitted.status_code == 200 and store.get(d).review_reason == "legal"
+    reasons = {r["code"]: r for r in client.get("/api/v1/meta", headers=reviewer).json()["reject_reasons"]}
+    assert reasons["privacy"]["hard_negative"] is False and reasons["not_a_violation"]["hard_negative"] is True
 
     only = client.post(f"/api/v1/cases/{c}/confirm", headers=reviewer, json={"dispatch": False})
     assert only.status_code == 200 and store.get(c).state is CaseState.CANDIDATE and store.get(c).review_decision == "approved"

@@ -1,10 +1,12 @@
-"""Property-based requests generated from the app's own OpenAPI (schemathesis): no answer is a 500, and every
-error is a problem document. A bounded number of examples per operation keeps the default suite short."""
+"""Property-based requests generated from the app's own OpenAPI (schemathesis): no answer is a 500, every
+error is a problem document, and every answer matches the status, content type and body schema that
+/openapi.json documents for it. A bounded number of examples per operation keeps the default suite short."""
 
 from __future__ import annotations
 
 import pytest
 import schemathesis
+from schemathesis.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 from hypothesis import HealthCheck, given, settings
 
 from tests.api_helpers import KEY, auth, draft_cases, make_app, settings_for, write_cameras
@@ -47,5 +49,7 @@ def test_no_server_errors(api):
                 assert (kind[0] if isinstance(kind, list) else kind) == "application/problem+json", f"{where}: {response.text[:300]}"
                 body = response.json()
                 assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == response.status_code
+            case.validate_response(response, checks=[status_code_conformance, content_type_conformance,
+                                                     response_schema_conformance])
 
         check()

@@ -115,7 +115,13 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     Image.new("1", (16000, 16000)).save(bomb, "PNG")  # 256 MP in a few kB
     refused = client.post(url, headers=h, files=[("files", ("bomb.png", bomb.getvalue(), "image/png"))])
     assert refused.status_code == 413 and "too many pixels" in refused.json()["detail"]
+    # In a multi-file upload the refusal names the client's file, not the server's temporary name (issue 14, item 7).
+    several = client.post(url, headers=h, files=[("files", ("ok.jpg", bus_jpg.read_bytes(), "image/jpeg")),
+                                                 ("files", ("街道 全景.png", bomb.getvalue(), "image/png"))])
+    detail = several.json()["detail"]
+    assert several.status_code == 413 and detail.startswith("街道 全景.png: image has too many pixels"), detail
+    assert ".upload" not in detail and "0002" not in detail
 
-    for answer in (declared, streamed, text, pdf, empty, as_json, no_files, malformed, refused):
+    for answer in (declared, streamed, text, pdf, empty, as_json, no_files, malformed, refused, several):
         assert answer.headers["content-type"] == "application/problem+json"
     assert _job_dirs(app) == []  # nothing kept from any refused upload

@@ -78,7 +78,7 @@ def test_tiny_run_record_validates_and_holds_real_measurements(tiny_run):
         assert a.reference == key.replace("/b1", "") and a.ref_boxes >= 8
         assert a.recall == 1.0 and a.precision == 1.0 and not v.flags
     assert _variant(record, "onnx/cpu/fp32/b1/640").model.sha256 == sha256_file(
-        next(p for p in resolve_weights("yolo11n")[0].parent.glob("yolo11n-640-dyn.onnx")))
+        next(p for p in resolve_weights("yolo11n")[0].parent.glob("yolo11n-640-dyn-rawbox.onnx")))  # the engine's variant
 
 
 def test_variants_that_cannot_run_here_are_skipped_with_the_reason(tiny_run):
@@ -233,7 +233,7 @@ def test_int8_variant_is_exported_calibrated_on_the_benchmark_images(real_photos
     assert result.exit_code == 0, result.output
     record = load_record(out)
     v = _variant(record, "onnx/cpu/int8/b1/320")
-    assert v.status == "ok" and v.model.file == "yolo11n-320-dyn-int8.onnx"
+    assert v.status == "ok" and v.model.file == "yolo11n-320-dyn-int8-rawbox.onnx"  # the engine's variant of the INT8 export
     assert v.extra["int8_export"] == "calibrated on the 4 benchmark images"
     # exported into the run's scratch folder, which is gone afterwards; models/ is left alone
     assert "sw-bench-" in v.extra["detector"]["weights"] and not Path(v.extra["detector"]["weights"]).exists()

@@ -137,6 +137,26 @@ def test_expired_lease_is_claimed_again(store):
     assert store.mark_delivered(first.id, "T-1").state is CaseState.SUBMITTED  # late duplicate: no-op
 
 
+def test_a_lost_lease_sends_nothing_and_the_next_sender_knows_the_case_may_be_there(store):
+    case = _with_evidence(store)
+    store.queue(case.id, "cn-dcm", now=T0)
+    [a] = store.claim_due(now=T0, lease_s=5, owner="dispatcher-a")
+    assert a.lease_owner == "dispatcher-a" and a.in_doubt_since is None
+    assert store.begin_send(a.id, "dispatcher-a", 5, now=T0 + timedelta(seconds=1))  # its request leaves: renewed
+    assert store.claim_due(now=T0 + timedelta(seconds=5.5), owner="dispatcher-b") == []  # renewal covers the request
+    # a dies mid-request; its lease runs out and b takes the entry over, knowing a may have reached them
+    [b] = store.claim_due(now=T0 + timedelta(seconds=7), lease_s=5, owner="dispatcher-b")
+    assert b.lease_owner == "dispatcher-b" and b.in_doubt_since == T0 + timedelta(seconds=1)
+    assert not store.begin_send(a.id, "dispatcher-a", 5, now=T0 + timedelta(seconds=7))  # a woke up: may not send
+    store.schedule_retry(a.id, "timeout", T0 + timedelta(hours=1), owner="dispatcher-a")  # nor touch b's entry
+    [entry] = store.outbox_entries(case_id=case.id)
+    assert (entry.attempts, entry.lease_owner) == (0, "dispatcher-b")
+    store.clear_doubt(b.id, "dispatcher-b")  # b asked them: they do not have it
+    assert store.outbox_entries(case_id=case.id)[0].in_doubt_since is None
+    delivered = store.mark_delivered(b.id, "T-7", found=False)
+    assert delivered.state is CaseState.SUBMITTED and store.outbox_entries(case_id=case.id)[0].attempts == 1
+
+
 def test_concurrent_claims_never_share_an_entry(store):
     for n in range(30):
         case = _with_evidence(store, n)
@@ -156,34 +176,81 @@ def test_concurrent_claims_never_share_an_entry(store):
     assert len(claimed) == 30 and len(set(claimed)) == 30
 
 
-def test_migrations_stamp_and_refuse(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path}/m.db"
-    CaseStore(url).close()
+def _schema_differences(url: str) -> list:
+    """What Alembic's autogenerate would change to make the database match the current tables."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select max(version) from schema_version")).scalar() == schema.LATEST
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": schema.VERSION_TABLE})
+        diff = compare_metadata(context, schema.metadata)
+    engine.dispose()
+    return diff
 
-    # A new version: the step runs once on the old database, then the store works on the new column.
-    def add_column(conn):
-        conn.exec_driver_sql("ALTER TABLE cases ADD COLUMN priority INTEGER")
 
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, (schema.LATEST + 1, add_column)])
-    monkeypatch.setattr(schema, "LATEST", schema.LATEST + 1)
-    CaseStore(url).close()
-    CaseStore(url).close()  # second open: nothing left to apply
-    with engine.connect() as conn:
-        assert "priority" in {c["name"] for c in sa.inspect(conn).get_columns("cases")}
-        assert conn.execute(sa.text("select max(version) from schema_version")).scalar() == schema.LATEST
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path):
+    return f"sqlite:///{tmp_path}/m.db" if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
 
-    monkeypatch.setattr(schema, "LATEST", 1)
-    with pytest.raises(RuntimeError, match="newer than this code"):
-        CaseStore(url)
 
-    other = sa.create_engine(f"sqlite:///{tmp_path}/other.db")
-    with other.begin() as conn:
+def test_a_database_made_by_the_previous_release_is_upgraded(empty_url):
+    """Issue 15.10: a store created and used by the previous release (its own schema module, kept verbatim in
+    tests/legacy) is upgraded by Alembic on first open, its data intact and its schema the current one."""
+    from tests.legacy import case_store_v1 as v1
+
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        v1.migrate(conn)
+        conn.execute(v1.cases.insert().values(
+            id="SW20250314-0123456789ab", violation_id="cam-01:z1:illegal_parking:t1", violation_type="illegal_parking",
+            state="queued", source_kind="camera", source_id="cam-01", evidence_ref="file:///e/SW20250314-0123456789ab",
+            evidence_digest="d" * 64, details={"dwell_s": 360}, created_at=T0, updated_at=T0))
+        conn.execute(v1.case_history.insert().values(case_id="SW20250314-0123456789ab", from_state="candidate",
+                                                     to_state="queued", at=T0, actor="li.wei", details={}))
+        conn.execute(v1.outbox.insert().values(case_id="SW20250314-0123456789ab", target="cn-dcm",
+                                               idempotency_key="streetwatch:cn-dcm:SW20250314-0123456789ab", status="pending",
+                                               attempts=2, next_attempt_at=T0, lease_until=T0, last_error="HTTP 503",
+                                               created_at=T0))
+    assert "schema_version" in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+    store = CaseStore(empty_url)
+    with store.engine.connect() as conn:
+        assert schema.current_revision(conn) == schema.head()
+        tables = set(sa.inspect(conn).get_table_names())
+    assert "schema_version" not in tables and schema.VERSION_TABLE in tables
+    assert _schema_differences(empty_url) == []  # the same schema as a new database
+    case = store.get("SW20250314-0123456789ab")
+    assert (case.state, case.evidence_digest, case.details) == (CaseState.QUEUED, "d" * 64, {"dwell_s": 360})
+    assert [h.actor for h in store.history(case.id)] == ["li.wei"]
+    [entry] = store.claim_due(now=T0 + timedelta(minutes=1), owner="dispatcher-a")  # the new columns at work
+    assert (entry.attempts, entry.last_error, entry.lease_owner, entry.in_doubt_since) == (2, "HTTP 503", "dispatcher-a", None)
+    assert store.begin_send(entry.id, "dispatcher-a", 30, now=T0 + timedelta(minutes=1))
+    assert store.mark_delivered(entry.id, "DCM-1").state is CaseState.SUBMITTED
+    store.close()
+    CaseStore(empty_url).close()  # opening again: nothing left to do
+
+
+def test_a_new_database_gets_the_current_tables_and_a_newer_one_is_refused(empty_url):
+    CaseStore(empty_url).close()
+    assert _schema_differences(empty_url) == []
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {schema.VERSION_TABLE} SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="revision 9999, newer than this code"):
+        CaseStore(empty_url)
+
+
+def test_a_foreign_database_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path}/other.db"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE cases (id TEXT)")
+    engine.dispose()
     with pytest.raises(RuntimeError, match="not a streetwatch case store"):
-        CaseStore(f"sqlite:///{tmp_path}/other.db")
+        CaseStore(url)
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):

@@ -98,3 +98,50 @@ def test_evidence_verify_by_stored_reference(deployment):
     crop.write_bytes(crop.read_bytes()[:-1])
     bad = _cli("evidence", "verify", case.evidence_ref, "--json")
     assert bad.exit_code == 1 and f'"tampered": ["crops/{crop.name}"]' in bad.output
+
+
+def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispatch(deployment, bus_event):
+    """Issue 14, item 4: a bundle is tied to its case by case id and by the digest recorded at sealing."""
+    import shutil
+
+    from pipelines.cases import CaseStore
+
+    intake, case_a, sim = deployment
+    event = replace(small_event(bus_event), violation_id="cam-07:z1:illegal_parking:t2", source_id="cam-07")
+    case_b = intake.record_event(event, BundleContext(source_kind="camera", address="文三路 2 号"))
+    folder_a, folder_b = (intake.evidence.path(c.evidence_ref) for c in (case_a, case_b))
+    assert case_a.evidence_digest and _cli("evidence", "verify", str(folder_a)).exit_code == 0
+
+    # An older signed bundle of the same case put back after an update: valid signature, wrong digest.
+    old_copy = folder_a.parent / "old-a"
+    shutil.copytree(folder_a, old_copy)
+    intake.add_strip(case_a.violation_id, [replace(event.frame, frame_id="after-1")])
+    assert intake.store.get(case_a.id).evidence_digest != case_a.evidence_digest
+    shutil.rmtree(folder_a)
+    shutil.copytree(old_copy, folder_a)
+    rolled_back = _cli("evidence", "verify", str(folder_a))
+    assert rolled_back.exit_code == 1 and "is not the one recorded when case" in rolled_back.output
+    assert _cli("evidence", "verify", str(folder_a), "--no-store").exit_code == 0  # the signature alone is fine
+
+    # Case B's valid bundle copied into case A's folder.
+    shutil.rmtree(folder_a)
+    shutil.copytree(folder_b, folder_a)
+    swapped = _cli("evidence", "verify", str(folder_a), "--no-store")
+    assert swapped.exit_code == 1 and f"bundle belongs to case {case_b.id}, not to case {case_a.id}" in swapped.output
+    by_ref = _cli("evidence", "verify", case_a.evidence_ref, "--json")
+    assert by_ref.exit_code == 1 and f'"case_id": "{case_b.id}"' in by_ref.output
+
+    # The dispatcher does not send it: the entry is parked with the reason, the platform gets nothing.
+    store = CaseStore(load_settings().cases.url)
+    store.queue(case_a.id, "sim", actor="ops")
+    run = _cli("dispatch", "run", "--once")
+    assert run.exit_code == 0 and "parked 1" in run.output, run.output
+    assert f"belongs to case {case_b.id}, not {case_a.id}" in store.get(case_a.id).reason
+    assert sim.cases() == []
+
+    # A bundle of another case put into the spool in place of case A's is never stored.
+    spool = Path(load_settings().evidence_store.spool_dir)
+    shutil.copytree(folder_b, spool / case_a.id)
+    assert intake.retry_evidence() == []
+    assert not (spool / case_a.id).exists() and len(list((spool / ".rejected").iterdir())) == 1
+    store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.cctv.service import Watcher
-from pipelines.cctv.testmedia import concat, truncate
+from benchmarks.media import concat, truncate
 from tests.cctv_helpers import cameras_file, make_intake, parked_clip, scene_for
 from tests.pg import free_port
 

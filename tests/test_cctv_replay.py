@@ -9,7 +9,7 @@ import pytest
 from detect.evidence import read_manifest, verify_bundle
 from pipelines.cases import CaseState
 from pipelines.cctv.service import Watcher
-from pipelines.cctv.testmedia import street_view, write_clip
+from benchmarks.media import street_view, write_clip
 from tests.cctv_helpers import KEY, SIZE, cameras_file, make_intake, parked_clip, scene_for, street
 
 

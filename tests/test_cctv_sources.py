@@ -16,7 +16,7 @@ import pytest
 from detect.scenes import Scene
 from pipelines.cctv.config import Camera, CameraConfig
 from pipelines.cctv.reader import CameraReader, ReaderHooks
-from pipelines.cctv.testmedia import Sprite, street_view, write_clip
+from benchmarks.media import Sprite, street_view, write_clip
 from tests.cctv_helpers import SIZE, parked_clip, street
 
 

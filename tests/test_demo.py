@@ -90,8 +90,12 @@ def test_demo_triages_the_photo_folder_and_dispatches_a_confirmed_case(demo_run)
     # The small-ad photo's phone number makes a flyposting case; the zone-less bus photos are judged by the
     # verifier (a bus on a street is no parking case without a no-parking zone), the cameras' zones decide there.
     assert "flyposting" in triage_types
-    assert str(case.state) == "submitted" and case.dispatch_ref == sent["task_number"]
+    assert sent["state"] == "submitted" and case.dispatch_ref == sent["task_number"]
     assert [str(h.to_state) for h in history][:3] == ["candidate", "queued", "submitted"]
+    # the platform's status webhooks are signed with the demo's shared secret, so "handled" reaches the case
+    assert [(p["status"], p["webhook_status_code"]) for p in sent["platform"]] == [("accepted", 200), ("handled", 200)]
+    assert [(str(h.to_state), h.actor) for h in history[3:]] == [("accepted", "dispatch:demo-dcm"), ("verifying", "dispatch:demo-dcm")]
+    assert str(case.state) == sent["state_after_handled"] == "verifying" and "the platform accepted and handled it" in run.stdout
     assert history[1].actor == "demo-reviewer"  # confirmed through the API with the demo token
     [token] = Accounts(url).list()
     assert token.name == "demo-reviewer" and token.hint in run.stdout and summary["review_url"].endswith("/ui/queue")

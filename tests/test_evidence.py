@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from detect.evidence import (
     FrameRing,
     ModelInfo,
     load_hmac_key,
+    load_public_keys,
     verify_bundle,
 )
 from detect.evidence.privacy import privacy_regions
@@ -198,3 +200,76 @@ def test_hmac_key_sources(tmp_path, monkeypatch):
         load_hmac_key(EvidenceConfig(hmac_key_file=tmp_path / "nope"))
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
     assert load_hmac_key(EvidenceConfig()) == KEY
+
+
+def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(tmp_path, bus_event):
+    """Issue 14, item 5: Ed25519 over the digest, the public keys published by the service, `evidence verify
+    --public-key` with no secret at all, and a rotation that keeps the earlier bundles verifiable."""
+    import base64
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from detect.evidence import load_signing_key
+    from tests.api_helpers import make_app, settings_for
+
+    event, all_dets = bus_event
+    env = {k: v for k, v in os.environ.items() if k not in ("STREETWATCH_EVIDENCE_KEY", "STREETWATCH_CONFIG")}
+    env["PYTHONPATH"] = str(REPO)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streetwatch.cli", "evidence", *args], capture_output=True,
+                              text=True, cwd=REPO, env=env, timeout=120)
+
+    made = [cli("keygen", "--out", str(tmp_path / f"keys{i}")) for i in (1, 2)]
+    assert all(m.returncode == 0 for m in made), made
+    first, second = (next((tmp_path / f"keys{i}").glob("*.pub.pem")) for i in (1, 2))
+    private = [next(p for p in (tmp_path / f"keys{i}").glob("*.pem") if not p.name.endswith(".pub.pem")) for i in (1, 2)]
+    assert oct(private[0].stat().st_mode & 0o777) == "0o600"
+
+    before = EvidenceConfig(signing_key_file=private[0])
+    old = EvidenceBuilder(before, KEY, MODEL, signer=load_signing_key(before)).build(event, tmp_path / "old", CASE, _ctx(all_dets))
+    # Rotation: a new signing key; the old public key stays published.
+    after = EvidenceConfig(signing_key_file=private[1], published_keys=[first])
+    new = EvidenceBuilder(after, KEY, MODEL, signer=load_signing_key(after)).build(event, tmp_path / "new", CASE, _ctx(all_dets))
+
+    settings = settings_for(tmp_path / "svc").model_copy(update={"evidence": after})
+    app, _ = make_app(settings)
+    with TestClient(app) as client:
+        listed = client.get("/api/v1/evidence/keys")  # public: no token
+        assert listed.status_code == 200
+        keys = {k["key_id"]: k for k in listed.json()["keys"]}
+        assert [k["current"] for k in keys.values()].count(True) == 1 and len(keys) == 2
+        downloads = {}
+        for kid in keys:
+            pem = client.get(f"/api/v1/evidence/keys/{kid}.pem")
+            assert pem.status_code == 200 and pem.text == keys[kid]["public_key_pem"]
+            downloads[kid] = tmp_path / f"published-{kid}.pem"
+            downloads[kid].write_text(pem.text)
+        assert client.get("/api/v1/evidence/keys/0123456789abcdef.pem").status_code == 404
+    old_id = json.loads((old.path / "signature.json").read_text())["public_key_signature"]["key_id"]
+    new_id = json.loads((new.path / "signature.json").read_text())["public_key_signature"]["key_id"]
+    assert keys[new_id]["current"] and not keys[old_id]["current"]
+
+    # No secret anywhere in this environment: the published public keys are enough.
+    assert cli("verify", str(old.path), "--public-key", str(downloads[old_id])).returncode == 0
+    ok = cli("verify", str(new.path), "--public-key", str(downloads[new_id]))
+    assert ok.returncode == 0 and f"Ed25519 key {new_id} valid" in ok.stdout
+    both = tmp_path / "both.pem"
+    both.write_text("".join(p.read_text() for p in downloads.values()))
+    assert cli("verify", str(old.path), str(new.path), "--public-key", str(both)).returncode == 0
+    wrong = cli("verify", str(old.path), "--public-key", str(downloads[new_id]), "--json")
+    assert wrong.returncode == 1 and json.loads(wrong.stdout)["public_signature"] == "unknown key"
+    assert cli("verify", str(old.path)).returncode == 2  # neither a secret nor a public key: refused, not "ok"
+
+    # Someone without the private key rewrites the manifest and its digest: the public signature fails.
+    manifest = new.path / "manifest.json"
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace("batch-7", "batch-8"), encoding="utf-8")
+    signature = json.loads((new.path / "signature.json").read_text())
+    signature["digest"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    (new.path / "signature.json").write_text(json.dumps(signature))
+    forged = verify_bundle(new.path, None, public_keys=load_public_keys(both))
+    assert forged.public_signature == "invalid" and not forged.ok
+    signature["public_key_signature"]["signature"] = base64.b64encode(b"x" * 64).decode()
+    (new.path / "signature.json").write_text(json.dumps(signature))
+    assert verify_bundle(new.path, None, public_keys=load_public_keys(both)).public_signature == "invalid"

@@ -84,3 +84,41 @@ def test_jpeg_with_data_after_the_image_still_decodes(bus_jpg):
     """Phones' motion photos append a video after the JPEG's end marker: the picture is still read."""
     data = bus_jpg.read_bytes() + b"ftypmp42" + bytes(range(256)) * 64
     assert np.array_equal(decode_image(data, "motion.jpg").image, read_image(bus_jpg))
+
+
+def test_only_regular_files_are_read_and_the_bytes_read_are_capped(tmp_path, bus_jpg):
+    """Issue 14, item 6: a link to /dev/zero used 23 GB and a FIFO hung; now each gets its reason at once."""
+    import os
+
+    from detect.imageio import FileReadError, read_file
+
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # nobody ever writes to it: opening it for reading the usual way blocks forever
+    sparse = tmp_path / "huge.jpg"
+    with sparse.open("wb") as fh:
+        fh.truncate(300 * 2**20)  # 300 MB that take no disk
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    cases = {zero: "not a regular file (a character device)", fifo: "not a regular file (a FIFO)",
+             sparse: "larger than 200 MB (300 MB)", loop: "symbolic link loop"}
+    for path, reason in cases.items():
+        with pytest.raises(ImageReadError) as err:
+            read_image(path)
+        assert err.value.reason == reason and str(path) in str(err.value)
+    # /proc files say they are empty and are not: the bytes actually read are what is capped
+    assert os.stat("/proc/self/status").st_size == 0
+    with pytest.raises(FileReadError, match="larger than 0 MB .*reading stopped"):
+        read_file("/proc/self/status", max_bytes=64)
+    assert read_file(bus_jpg) == bus_jpg.read_bytes()
+
+
+def test_a_90_megapixel_png_is_read_under_the_documented_100_mp_limit(tmp_path):
+    """Issue 14, item 7: Pillow's own warning (from ~89.5 MP) refused it as a decompression bomb."""
+    path = tmp_path / "panorama.png"
+    Image.new("L", (15000, 6000), 128).save(path)  # 90 MP, compresses to a few hundred kB
+    decoded = decode_image(path)
+    assert decoded.full_size == (15000, 6000) and decoded.image.shape == (6000, 15000, 3)
+    with pytest.raises(ImageReadError, match="image too large: 15000x6000 = 90 MP > limit 80 MP"):
+        decode_image(path, max_pixels=80_000_000)

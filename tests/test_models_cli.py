@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -120,3 +121,143 @@ def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, mo
     m = card.metrics["int8_vs_fp32"]
     assert m["ref_boxes"] > 0 and m["recall"] >= 0.6 and m["precision"] >= 0.6
     assert (tmp_path / "models" / "yolo11n-320-int8.onnx").is_file()
+    # The engine's raw-box variant is cut from the quantised graph: the same boxes as the standard INT8 file.
+    engine = get_card("yolo11n-320-int8-rawbox")
+    assert engine.int8 and engine.raw_box_head and not card.raw_box_head
+    from detect.engine import load_detector
+    from detect.engine.compare import match_all
+    from detect.engine.onnx_backend import OnnxDetector
+    from detect.imageio import read_image
+
+    images = [read_image(p) for p in sorted(calib.iterdir())]
+    fast = load_detector("yolo11n", imgsz=320, int8=True, dynamic=False)
+    assert fast.model_path == tmp_path / "models" / "yolo11n-320-int8-rawbox.onnx" and fast.head is not None
+    standard = OnnxDetector(tmp_path / "models" / "yolo11n-320-int8.onnx", model_id="x", conf=0.25, iou=0.7, max_det=300,
+                            classes=None, imgsz=320)
+    agreement = match_all(standard.detect(images), fast.detect(images), iou_threshold=0.999)
+    assert agreement.ref_total > 0 and agreement.recall == agreement.precision == 1.0, agreement.as_dict()
+
+
+def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_there(bus_jpg, tmp_path, monkeypatch):
+    """`models export` writes a standard graph that Ultralytics' own predict runs (the bus and the four people
+    of bus.jpg), and the engine's faster raw-box variant, which says what it is so that Ultralytics refuses it,
+    while streetwatch's engine runs it by default with the same detections."""
+    import onnx
+    from ultralytics import YOLO
+
+    from detect.engine import load_detector
+    from detect.imageio import read_image
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    result = runner.invoke(app, ["models", "export", "--model", "yolo11n", "--dynamic"])
+    assert result.exit_code == 0, result.output
+    standard, engine = models / "yolo11n-640-dyn.onnx", models / "yolo11n-640-dyn-rawbox.onnx"
+    assert f"-> {standard}" in result.stdout and f"-> {engine}" in result.stdout
+
+    found = YOLO(str(standard)).predict(str(bus_jpg), verbose=False)[0]
+    assert sorted(found.names[int(c)] for c in found.boxes.cls) == ["bus", "person", "person", "person", "person"]
+    with pytest.raises(NotImplementedError, match="streetwatch-raw-box"):
+        YOLO(str(engine)).predict(str(bus_jpg), verbose=False)
+    meta = {p.key: p.value for p in onnx.load(str(engine), load_external_data=False).metadata_props}
+    assert meta["task"] == "streetwatch-raw-box" and "yolo11n-640-dyn.onnx" in meta["description"]
+    assert {p.key: p.value for p in onnx.load(str(standard)).metadata_props}["task"] == "detect"
+    assert get_card("yolo11n-640-dyn-rawbox").raw_box_head and not get_card("yolo11n-640-dyn").raw_box_head
+
+    detector = load_detector("yolo11n")  # the engine prefers its variant
+    assert detector.model_path == engine and detector.describe()["raw_box_head"] is True
+    [ours] = detector.detect([read_image(bus_jpg)])
+    assert sorted(ours.data["class_name"]) == ["bus", "person", "person", "person", "person"]
+
+
+
+def test_an_older_cut_export_under_the_standard_name_is_exported_again(tmp_path, monkeypatch):
+    """What an older streetwatch left behind: the cut graph under the standard name and no variant. The engine
+    exports the model again on its next load, so the standard name holds a standard graph once more."""
+    import onnx
+
+    from detect.engine import load_detector
+    from detect.export import export_onnx
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    exported = export_onnx("yolov8n", imgsz=320, dynamic=True)
+    standard, engine = exported.path, exported.engine_path
+    engine.replace(standard)
+    (models / "registry" / f"{exported.engine_card.id}.yaml").unlink()
+
+    def task() -> str:
+        return {p.key: p.value for p in onnx.load(str(standard)).metadata_props}["task"]
+
+    assert task() == "streetwatch-raw-box"
+    detector = load_detector("yolov8n", imgsz=320)
+    assert detector.model_path == engine and detector.head is not None and task() == "detect"
+
+
+def _streetwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it (stdout and stderr apart)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "streetwatch")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_detect_json_prints_only_json_on_stdout(bus_jpg, backend):
+    """`streetwatch detect --json` output can be piped into a JSON reader: Ultralytics' banners go to stderr."""
+    run = _streetwatch("detect", "--backend", backend, "--json", str(bus_jpg))
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [sorted(d["name"] for d in r["detections"]) for r in records] == [["bus", "person", "person", "person", "person"]]
+    if backend == "torch":
+        assert "summary (fused)" in run.stderr  # Ultralytics' model summary, kept, on stderr
+
+
+@pytest.fixture(scope="module")
+def promoted_v8(tmp_path_factory):
+    """A model folder whose promotion record names yolov8n (the weights come from models/)."""
+    import yaml
+
+    models = tmp_path_factory.mktemp("promoted") / "models"
+    (models / "registry").mkdir(parents=True)
+    (models / "registry" / "promoted.yaml").write_text(yaml.safe_dump(
+        {"model": "yolov8n", "promoted_at": "2026-11-21T00:00:00Z", "forced": True, "reason": "test"}), encoding="utf-8")
+    return models
+
+
+def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_jpg, tmp_path, monkeypatch):
+    from detect.engine import load_detector
+    from detect.imageio import read_image
+    from streetwatch.commands import demo, detect, triage, watch
+
+    monkeypatch.setenv("STREETWATCH_MODELS", str(promoted_v8))
+    env = {"STREETWATCH_MODELS": str(promoted_v8)}
+
+    def boxes(detections) -> list:
+        return sorted((str(n), round(float(c), 4)) for n, c in zip(detections.data["class_name"], detections.confidence))
+
+    image = read_image(bus_jpg)
+    v8, v11 = boxes(load_detector("yolov8n").detect([image])[0]), boxes(load_detector("yolo11n").detect([image])[0])
+    assert v8 != v11
+    run = _streetwatch("detect", "--json", str(bus_jpg), env=env)
+    assert run.returncode == 0, run.stderr
+    assert sorted((d["name"], d["conf"]) for d in json.loads(run.stdout)["detections"]) == v8
+    pinned = _streetwatch("detect", "--json", "--model", "yolo11n", str(bus_jpg), env=env)
+    assert sorted((d["name"], d["conf"]) for d in json.loads(pinned.stdout)["detections"]) == v11
+
+    out = tmp_path / "triage"
+    run = _streetwatch("triage", str(bus_jpg), "--out", str(out), "--no-cases", "--no-progress", "--workers", "1", env=env)
+    assert run.returncode == 0, run.stderr
+    [record] = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert record["model"].startswith("yolov8n-640")
+
+    from pipelines.settings import Settings
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    assert Settings().service.triage.model is None and Settings().triage.model is None
+    app, _ = make_app(settings_for(tmp_path / "api"))  # upload jobs: the detector the service loads itself
+    try:
+        assert app.state.ctx.jobs.detector().model_id.startswith("yolov8n-640")
+    finally:
+        app.state.ctx.close()
+    for command in (watch.watch, demo.demo, detect.detect, triage.triage):  # nobody pins yolo11n by default
+        assert inspect.signature(command).parameters["model"].default is None, command.__name__

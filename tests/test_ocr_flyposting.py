@@ -22,7 +22,7 @@ from detect.tracking import TrackingConfig
 
 def _cjk_font() -> str:
     """A font with Chinese glyphs (the demo's lookup: fontconfig's :lang=zh list, then the usual folders)."""
-    from pipelines.demo_media import find_cjk_font
+    from streetwatch.demo.media import find_cjk_font
 
     font = find_cjk_font()
     if font is not None:

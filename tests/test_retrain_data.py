@@ -286,3 +286,23 @@ def test_cvat_yolo_export_layout_imports(real_sample_dir, tmp_path):
     assert ds.classes == ["trash"] and len(ds.files()) == 3 and all(f.label for f in ds.files())
     assert [(Path(f.path).name, f.reason) for f in findings] == [("orphan.txt", "label file without an image")]
     assert check_dataset(ds).ok
+
+
+def test_the_api_and_retraining_agree_on_what_a_rejection_means(real_sample_dir, tmp_path):
+    """Issue 15.4: one list of reject reasons. `privacy` rejections became hard negatives; `permitted` was
+    a retraining code the API refused."""
+    from pipelines.cases.vocabulary import REASONS, RejectReason, is_hard_negative
+
+    assert RejectReason("permitted") is RejectReason.LEGAL
+    assert not is_hard_negative("privacy") and not is_hard_negative("permitted") and is_hard_negative("not_a_violation")
+    assert is_hard_negative(None) and is_hard_negative("a code from a newer version")
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    lines = [{"case_id": f"c{i}", "violation_type": "exposed_garbage", "decision": "rejected", "reason_code": code,
+              "image": str(pic)} for i, (code, pic) in enumerate(zip(("privacy", "not_a_violation"), pics, strict=True))]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
+    assert result.exit_code == 0, result.output
+    assert "(case c0): rejected as 'privacy': the object is real, not a hard negative: skipped" in result.stderr
+    assert {f.source for f in Dataset(tmp_path / "cases").files()} == {"cases c1"}
+    assert [r.hard_negative for r in REASONS.values()].count(False) == 5

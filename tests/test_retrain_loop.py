@@ -94,9 +94,12 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
 
     onnx_card = get_card("tiny-ft-160-dyn")
     assert onnx_card.format == "onnx" and onnx_card.exported_from == "tiny-ft" and onnx_card.dataset["digest"] == data.digest
-    sess = ort.InferenceSession(str(models / "tiny-ft-160-dyn.onnx"), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 160, 160), np.float32)})[0]
-    assert out.shape[1] == 4 * 16 + len(data.classes)  # raw-box head: 16 distance bins per box side, then the classes
+    for name, channels in (("tiny-ft-160-dyn", 4 + len(data.classes)),  # standard graph: boxes, then the classes
+                           ("tiny-ft-160-dyn-rawbox", 4 * 16 + len(data.classes))):  # engine's: 16 distance bins per box side
+        sess = ort.InferenceSession(str(models / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 160, 160), np.float32)})[0]
+        assert out.shape[1] == channels, name
+        assert get_card(name).dataset["digest"] == data.digest
 
     [decision] = [json.loads(line) for line in (models / "registry" / "promotions.jsonl").read_text().splitlines()]
     assert decision["candidate"] == "tiny-ft" and decision["passed"] is False and decision["promoted"] is False

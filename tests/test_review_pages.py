@@ -59,12 +59,16 @@ def site(tmp_path_factory, bus_event, bus_jpg):
 
 
 def _wait(browser, condition, what: str, timeout: float = 30):
-    """Wait for `condition`; on a timeout, say what the page showed (URL, status line, console)."""
-    from selenium.common.exceptions import TimeoutException
+    """Wait for `condition`; on a timeout, say what the page showed (URL, status line, console).
+
+    An element the page re-renders between finding it and reading it (stale) is looked up again at the
+    next poll, like one not there yet."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+        return WebDriverWait(browser, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(condition)
     except TimeoutException:
         status = browser.execute_script("const s = document.getElementById('status'); return s ? s.textContent : null;")
         console = [entry["message"] for entry in browser.get_log("browser")]

@@ -135,3 +135,46 @@ def test_cases_need_the_evidence_key_and_a_known_target(tmp_path, photos, deploy
                         show_progress=False)
     assert result.groups and all(r.case_id is None for r in result.refs)
     assert CaseStore(settings_obj.cases.url).list() == []
+
+
+def test_a_run_killed_while_sealing_bundles_is_finished_by_resume(tmp_path, bus_jpg, deployment, sim):
+    """`kill -9` while a bundle is being written (`spool/<case>.partial`), then `--resume`: every case
+    gets its evidence, is queued once, and every bundle verifies (issue 14, item 1)."""
+    import signal
+    import time
+
+    settings_obj, settings_file = deployment
+    day = tmp_path / "spots"
+    for i in range(6):  # six places far apart: six cases, so the case phase lasts long enough to be caught
+        phone_photo(bus_jpg, day / f"{i}.jpg", taken=datetime(2024, 6, 3, 9 + i, 0), gps=(30.2 + i * 0.01, 120.1))
+    out = tmp_path / "out"
+    spool = Path(settings_obj.evidence_store.spool_dir)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STREETWATCH_EVIDENCE_KEY": KEY, "YOLO_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "streetwatch.cli", "triage", str(day), "--out", str(out), "--config", str(settings_file),
+           "--dispatch", "--workers", "1", "--ocr", "off", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "run1.log", "wb"))
+    caught = False
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if spool.is_dir() and any(p.name.endswith(".partial") for p in spool.iterdir()):
+            proc.send_signal(signal.SIGKILL)
+            caught = True
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert caught, "the run ended before a bundle was caught half-written: " + (tmp_path / "run1.log").read_text()[-2000:]
+    store = CaseStore(settings_obj.cases.url)
+    orphans = [c for c in store.list() if c.evidence_ref is None and not (spool / c.id).is_dir()]
+    assert orphans and all(c.state is CaseState.CANDIDATE for c in orphans)  # what the kill left behind
+
+    done = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cases = store.list()
+    assert len(cases) == 6 and not [p for p in spool.iterdir() if p.is_dir()]
+    assert all(c.state is CaseState.QUEUED and c.evidence_ref and c.reason is None for c in cases)
+    assert sorted(e.case_id for e in store.outbox_entries()) == sorted(c.id for c in cases)  # one entry each
+    for case in cases:
+        report = verify_bundle(Path(settings_obj.evidence_store.local_root) / case.id, KEY.encode())
+        assert report.ok, (case.id, report.as_dict())
+        assert report.digest == case.evidence_digest
+    store.close()

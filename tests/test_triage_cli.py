@@ -96,3 +96,71 @@ def test_bad_configuration_is_refused_before_any_photo_is_read(tmp_path, bus_jpg
     ok = subprocess.run(_cli(str(bus_jpg), "--out", str(tmp_path / "ok"), "--no-progress"), cwd=REPO, env=_env(),
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and "1 with violations -> 1 candidate case;" in ok.stdout  # the same command without the grid
+
+
+def _as_unprivileged() -> list[str]:
+    """A command prefix under which permission bits apply: root drops the capabilities that bypass them."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        import pytest
+
+        pytest.skip("setpriv (util-linux) is needed to make a file unreadable to root")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+def _special_files(folder: Path, bus_jpg: Path) -> dict[str, str]:
+    """Every kind of file a folder scan met and skipped without a word, with the reason now recorded."""
+    from PIL import Image
+
+    folder.mkdir()
+    shutil.copy(bus_jpg, folder / "good.jpg")
+    shutil.copy(bus_jpg, folder / "locked.jpg")
+    (folder / "locked.jpg").chmod(0)
+    Image.new("RGB", (32, 32)).save(folder / "anim.gif")
+    (folder / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    (folder / "dangling.jpg").symlink_to(folder / "gone.jpg")
+    (folder / "loop-a.jpg").symlink_to(folder / "loop-b.jpg")
+    (folder / "loop-b.jpg").symlink_to(folder / "loop-a.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "notes.txt").write_text("not a photo: not listed")
+    svg_gif = "files are not read: convert to JPEG or PNG (read: JPEG, PNG, WebP, BMP, TIFF, HEIC)"
+    return {"locked.jpg": "permission denied", "anim.gif": f"GIF {svg_gif}", "logo.svg": f"SVG {svg_gif}",
+            "dangling.jpg": "dangling symbolic link (its target does not exist)", "loop-a.jpg": "symbolic link loop",
+            "loop-b.jpg": "symbolic link loop", "zero.jpg": "not a regular file (a character device)",
+            "pipe.jpg": "not a regular file (a FIFO)"}
+
+
+def test_every_file_a_folder_holds_gets_a_record_and_special_files_never_hang(tmp_path, bus_jpg):
+    """Issue 14, items 6 and 7: unreadable, GIF/SVG, broken links, /dev/zero and a FIFO, in a folder and
+    named directly: each recorded with its reason, the good photo triaged, the run not stopped."""
+    folder = tmp_path / "day"
+    expected = _special_files(folder, bus_jpg)
+    out = tmp_path / "out"
+    direct = [str(folder / n) for n in ("zero.jpg", "pipe.jpg", "locked.jpg")]
+    done = subprocess.run(_as_unprivileged() + _cli(str(folder), *direct, "--out", str(out), "--no-progress", "--ocr", "off"),
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in _lines(out / "results.jsonl")]
+    reasons = {Path(r["source"]).name: r.get("reason") for r in records}
+    assert reasons == {"good.jpg": None, **expected} and len(records) == len(reasons)  # each once, named twice or not
+    assert [r["status"] for r in records if Path(r["source"]).name == "good.jpg"] == ["ok"]
+
+
+def test_detect_reports_an_unreadable_file_and_goes_on_with_the_others(tmp_path, bus_jpg):
+    """Issue 14, item 7: `detect` refused the whole batch for one file it could not read."""
+    folder = tmp_path / "day"
+    expected = _special_files(folder, bus_jpg)
+    cmd = [sys.executable, "-m", "streetwatch.cli", "detect", str(folder / "good.jpg"), str(folder / "locked.jpg"),
+           str(folder / "zero.jpg"), str(folder / "pipe.jpg"), "--json"]
+    done = subprocess.run(_as_unprivileged() + cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [Path(json.loads(line)["image"]).name for line in done.stdout.splitlines()] == ["good.jpg"]
+    for name in ("locked.jpg", "zero.jpg", "pipe.jpg"):
+        assert f"{folder / name}: {expected[name]}" in done.stderr
+    scanned = subprocess.run(_as_unprivileged() + cmd[:4] + [str(folder)], cwd=REPO, env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert scanned.returncode == 0 and "good.jpg (810x1080)" in scanned.stdout
+    assert all(f"{folder / name}: {reason}" in scanned.stderr for name, reason in expected.items())

@@ -17,7 +17,7 @@ from detect.config_io import ConfigError
 from detect.frames import GeoPoint
 from detect.imageio import decode_image
 from pipelines.triage.exif import read_facts
-from pipelines.triage.grid import load_grid
+from pipelines.grid import load_grid
 from pipelines.triage.grouping import Member, group_members, perceptual_hash
 from pipelines.triage.journal import Journal, JournalExists
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, expand_sources

@@ -63,7 +63,7 @@ def test_the_same_photo_gives_the_same_verdict_in_triage_and_in_a_camera_replay(
     """Triage judges the whole photo's tiles; a camera judges its zone's crop: for a zone that covers the
     view they are the same judgement, so the stall found in the photo opens a case on the camera."""
     from pipelines.cctv.service import Watcher
-    from pipelines.cctv.testmedia import write_clip, write_scene
+    from benchmarks.media import write_clip, write_scene
     from tests.cctv_helpers import cameras_file, make_intake
 
     image = read_image(STALL)

@@ -1,10 +1,5 @@
-"""One router per resource: ops, triage jobs, cases, evidence files, cameras, dispatch feedback, pages."""
+"""One router per resource: ops, triage jobs, cases, evidence files, cameras, dispatch feedback,
+city workflows (cityops), pages.
 
-from fastapi import Request
-
-from api.app import AppContext
-
-
-def get_ctx(request: Request) -> AppContext:
-    """Dependency: the app's context (stores, jobs, cameras, metrics)."""
-    return request.app.state.ctx
+Routers depend on `api.context` (the app's context) and `api.auth` (roles), never on `api.app`.
+"""

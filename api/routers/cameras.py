@@ -6,17 +6,43 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
 from api.accounts import Principal
-from api.app import AppContext
 from api.auth import ADMIN, READ_CAMERAS
 from api.cameras import CameraNotFound
+from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from api.routers import get_ctx
-from detect.config_io import ConfigError
+from detect.config_io import ConfigError, json_schema
 from detect.scenes import Scene
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
+
+
+class HealthCondition(BaseModel):
+    kind: str = Field(description="frozen, black, covered, moved, resolution_changed ...")
+    since: str | None = Field(description="When it became active (ISO 8601).")
+    detail: str | None
+
+
+class CameraHealth(BaseModel):
+    status: str = Field(description="The watcher's last status (running, reconnecting, offline, refused ...), or unknown.")
+    detail: str | None
+    since: str | None
+    conditions: list[HealthCondition] = Field(description="Active health conditions.")
+
+
+class CameraSummary(BaseModel):
+    id: str
+    enabled: bool
+    analysis_fps: float
+    health: CameraHealth
+    scene_error: str | None = Field(description="Why the camera's scene file is refused (None when valid).")
+    name: str | None
+    zones: int = Field(description="Zones in its scene.")
+    grid_cell: str | None = None
+    address: str | None = None
+    has_snapshot: bool = Field(description="A snapshot (latest frame or reference image) can be fetched.")
 
 
 def _camera(fn, *args):
@@ -36,7 +62,8 @@ def _cameras_file(ctx: AppContext) -> None:
         raise Problem(503, f"cameras file unusable: {exc}", slug="cameras-file") from None
 
 
-@router.get("", summary="Cameras with their status and health", responses=problems(401, 403))
+@router.get("", summary="Cameras with their status and health", response_model=list[CameraSummary],
+            responses=problems(401, 403))
 def list_cameras(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> list[dict[str, Any]]:
     if ctx.cameras.file is None:
         return []
@@ -44,19 +71,22 @@ def list_cameras(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ
     return ctx.cameras.summary()
 
 
-@router.get("/scene-schema", summary="JSON schema of a scene (what PUT .../scene accepts)", responses=problems(401, 403))
+@router.get("/scene-schema", summary="JSON schema of a scene (what PUT .../scene accepts)", response_model=dict[str, Any],
+            responses=problems(401, 403))
 def scene_schema(_: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
-    return Scene.model_json_schema()
+    """The same schema as `streetwatch config schema scene` (what a scene file may hold)."""
+    return json_schema(Scene)
 
 
-@router.get("/{camera_id}/scene", summary="A camera's scene file (zones, schedules)", responses=problems(401, 403, 404, 422))
+@router.get("/{camera_id}/scene", summary="A camera's scene file (zones, schedules)", response_model=Scene,
+            response_model_exclude_unset=True, responses=problems(401, 403, 404, 422))
 def get_scene(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
     _cameras_file(ctx)
     return _camera(ctx.cameras.scene, camera_id)
 
 
 @router.put("/{camera_id}/scene", summary="Replace a camera's scene (validated like a scene file; the watcher reloads it)",
-            responses=problems(401, 403, 404, 422))
+            response_model=Scene, response_model_exclude_unset=True, responses=problems(401, 403, 404, 422))
 def put_scene(camera_id: str, scene: dict[str, Any] = Body(description="The scene, as in a scene file (see scene-schema)."),
               ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ADMIN)) -> dict[str, Any]:
     _cameras_file(ctx)

@@ -5,52 +5,24 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.accounts import Principal
-from api.app import AppContext
 from api.auth import READ_CASES, REVIEW
+from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from api.routers import get_ctx
 from detect.evidence import MANIFEST
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseQuery
+from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
 
 router = APIRouter(tags=["cases"])
 
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
-
-
-class RejectReason(StrEnum):
-    """Why a reviewer rejects a case. Retraining (`pipelines.retrain.from_cases`) turns rejected cases into hard
-    negatives except where the object is real and only the case is not (legal, outside_hours, already_handled,
-    duplicate). A case of the wrong type is better corrected (PATCH type) and confirmed than rejected."""
-
-    WRONG_TYPE = "wrong_type"
-    LEGAL = "legal"
-    DUPLICATE = "duplicate"
-    NOT_VISIBLE = "not_visible"
-    NOT_A_VIOLATION = "not_a_violation"
-    OUTSIDE_HOURS = "outside_hours"
-    ALREADY_HANDLED = "already_handled"
-    PRIVACY = "privacy"
-    OTHER = "other"
-
-
-#: Labels in key order (the queue page's reject keys 1-9 follow it).
-REASON_LABELS = {
-    RejectReason.WRONG_TYPE: ("类型错误", "Wrong type"), RejectReason.LEGAL: ("合法/已许可", "Legal / permitted"),
-    RejectReason.DUPLICATE: ("重复案件", "Duplicate"), RejectReason.NOT_VISIBLE: ("看不清", "Not visible"),
-    RejectReason.NOT_A_VIOLATION: ("不构成违规", "Not a violation"),
-    RejectReason.OUTSIDE_HOURS: ("非管控时段", "Outside enforced hours"),
-    RejectReason.ALREADY_HANDLED: ("已处理", "Already handled"), RejectReason.PRIVACY: ("涉及隐私", "Privacy"),
-    RejectReason.OTHER: ("其他", "Other"),
-}
 
 
 class ConfirmBody(BaseModel):
@@ -60,13 +32,139 @@ class ConfirmBody(BaseModel):
 
 
 class RejectBody(BaseModel):
-    reason: RejectReason = Field(description="Reason code.")
+    reason: RejectReason = Field(description="Reason code (GET /meta lists them; `permitted` is accepted for `legal`).")
     note: str | None = Field(None, description="Reviewer's note.", max_length=2000)
 
 
 class EditBody(BaseModel):
     type: str | None = Field(None, description="Corrected violation type id (from /api/v1/meta).", max_length=64)
     description: str | None = Field(None, description="New description.", max_length=4000)
+
+
+# ---- response bodies --------------------------------------------------------------------------
+
+
+class TypeInfo(BaseModel):
+    id: str
+    name_zh: str
+    name_en: str
+
+
+class ReasonInfo(BaseModel):
+    code: RejectReason
+    zh: str
+    en: str
+    hard_negative: bool = Field(description="Retraining learns the rejected detections as hard negatives (the object is not what was seen).")
+
+
+class Meta(BaseModel):
+    """What the review forms offer."""
+
+    types: list[TypeInfo] = Field(description="Violation types (taxonomy).")
+    reject_reasons: list[ReasonInfo] = Field(description="Reject reason codes in key order (keys 1-9 of the queue page).")
+    states: list[CaseState] = Field(description="Case states.")
+    dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
+
+
+class CaseView(BaseModel):
+    """A case as clients see it (storage locations left out); times are ISO 8601 strings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    violation_id: str | None = Field(description="The rules' violation id (camera:zone:type:object:time or photo id).")
+    violation_type: str
+    state: CaseState
+    source_kind: str = Field(description="camera or photo.")
+    source_id: str = Field(description="Camera id or photo batch id.")
+    zone_id: str | None
+    lat: float | None
+    lon: float | None
+    address: str | None
+    grid_cell: str | None
+    description: str | None
+    first_seen_at: str | None
+    opened_at: str | None
+    cleared_at: str | None
+    evidence_digest: str | None = Field(description="SHA-256 of the signed evidence manifest.")
+    dispatch_target: str | None
+    dispatch_ref: str | None = Field(description="The dispatch platform's task number.")
+    review_decision: str | None
+    reviewer: str | None
+    reviewed_at: str | None
+    review_reason: str | None
+    review_note: str | None
+    evidence_boxes: dict[str, Any] | None = Field(description="The evidence image and its boxes (for drawing).")
+    reason: str | None
+    details: dict[str, Any]
+    created_at: str
+    updated_at: str
+    has_evidence: bool = Field(description="Evidence is stored (the detail has its files).")
+
+
+class CasePage(BaseModel):
+    items: list[CaseView]
+    total: int = Field(description="Cases matching the filters (all pages).")
+    limit: int
+    offset: int
+
+
+class EvidenceImage(BaseModel):
+    path: str = Field(description="Path inside the bundle.")
+    role: str = Field(description="What the image shows (frame, crop, strip, shared copy ...).")
+    url: str = Field(description="Signed, expiring URL of the file.")
+    content_type: str | None
+
+
+class Evidence(BaseModel):
+    """The evidence bundle's images (signed URLs), boxes, zone and manifest facts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    images: list[EvidenceImage]
+    boxes: dict[str, Any] | None = Field(description="Evidence boxes and the image they are drawn on (`url`).")
+    zone: Any = Field(description="The zone polygon and its meaning, when the case has one.")
+    error: str | None = Field(None, description="Set when the bundle could not be read.")
+    digest: str | None = None
+    model: Any = Field(None, description="The model that saw it (id, digest).")
+    times: Any = None
+    texts: Any = None
+    phones: Any = None
+    url_expires_s: int | None = Field(None, description="Seconds the URLs stay valid.")
+
+
+class Delivery(BaseModel):
+    target: str
+    status: str = Field(description="pending, delivered or parked.")
+    attempts: int
+    remote_ref: str | None
+    parked_reason: str | None
+    delivered_at: str | None
+
+
+class HistoryItem(BaseModel):
+    from_: str | None = Field(alias="from", description="State before (None for the first record).")
+    to: str
+    at: str
+    actor: str
+    reason: str | None
+
+
+class CaseDetail(BaseModel):
+    case: CaseView
+    evidence: Evidence | None = Field(description="None while the case has no stored evidence.")
+    deliveries: list[Delivery] = Field(description="Dispatch deliveries (outbox entries).")
+    history: list[HistoryItem] = Field(description="State changes, oldest first.")
+
+
+class AuditRecord(BaseModel):
+    id: int
+    at: str
+    actor: str
+    role: str
+    action: str = Field(description="confirm, reject, edit or put_scene.")
+    case_id: str | None
+    details: dict[str, Any]
 
 
 def case_json(case: Case) -> dict[str, Any]:
@@ -80,17 +178,18 @@ def case_json(case: Case) -> dict[str, Any]:
 
 
 @router.get("/meta", summary="Violation types, reject reasons, states and dispatch targets (for forms)",
-            responses=problems(401, 403))
+            response_model=Meta, responses=problems(401, 403))
 def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> dict[str, Any]:
     return {
         "types": [{"id": t.id, "name_zh": t.name_zh, "name_en": t.name_en} for t in ctx.taxonomy.types.values()],
-        "reject_reasons": [{"code": c.value, "zh": zh, "en": en} for c, (zh, en) in REASON_LABELS.items()],
+        "reject_reasons": [{"code": c.value, "zh": r.zh, "en": r.en, "hard_negative": r.hard_negative} for c, r in REASONS.items()],
         "states": [s.value for s in CaseState],
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
     }
 
 
-@router.get("/cases", summary="Search cases (filters, paging, sorting)", responses=problems(401, 403, 422))
+@router.get("/cases", summary="Search cases (filters, paging, sorting)", response_model=CasePage,
+            responses=problems(401, 403, 422))
 def list_cases(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     type: str | None = Query(None, max_length=64, description="Violation type id."),
@@ -138,7 +237,7 @@ def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
 
 
 @router.get("/cases/{case_id}", summary="One case: facts, evidence with signed URLs, review, deliveries, history",
-            responses=problems(401, 403, 404))
+            response_model=CaseDetail, responses=problems(401, 403, 404))
 def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> dict[str, Any]:
     case = ctx.store.get(case_id)
     deliveries = [{"target": e.target, "status": e.status, "attempts": e.attempts, "remote_ref": e.remote_ref,
@@ -150,20 +249,16 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
 
 
 def _target(ctx: AppContext, wanted: str | None) -> str:
-    targets = ctx.settings.dispatch.targets
-    if wanted is not None:
-        if wanted not in targets:
-            raise Problem(422, f"unknown dispatch target {wanted!r} (configured: {', '.join(sorted(targets)) or 'none'})")
-        return wanted
-    if len(targets) == 1:
-        return next(iter(targets))
-    if not targets:
-        raise Problem(409, "no dispatch target is configured: confirm with dispatch=false", slug="no-dispatch-target")
-    raise Problem(422, f"several dispatch targets ({', '.join(sorted(targets))}): name one in `target`")
+    try:
+        return pick_target(ctx.settings.dispatch.targets, wanted)
+    except DispatchTargetError as exc:
+        if exc.kind == "none":
+            raise Problem(409, f"{exc}: confirm with dispatch=false", slug="no-dispatch-target") from None
+        raise Problem(422, f"{exc} in `target`" if exc.kind == "several" else str(exc)) from None
 
 
 @router.post("/cases/{case_id}/confirm", summary="Confirm a candidate case (and queue it for dispatch)",
-             responses=problems(401, 403, 404, 409, 422))
+             response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
 def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     case = ctx.store.get(case_id)
     if body.dispatch:
@@ -179,7 +274,8 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
     return case_json(case)
 
 
-@router.post("/cases/{case_id}/reject", summary="Reject a case with a reason code", responses=problems(401, 403, 404, 409, 422))
+@router.post("/cases/{case_id}/reject", summary="Reject a case with a reason code", response_model=CaseView,
+             responses=problems(401, 403, 404, 409, 422))
 def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     case = ctx.store.review(case_id, approve=False, reviewer=who.name, reason_code=body.reason.value, note=body.note)
     ctx.accounts.audit(who, "reject", case.id, body.model_dump(mode="json"))
@@ -188,7 +284,7 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
 
 
 @router.patch("/cases/{case_id}", summary="Change the type or edit the description (before dispatch)",
-              responses=problems(401, 403, 404, 409, 422))
+              response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
 def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     if body.type is None and body.description is None:
         raise Problem(422, "nothing to change: give `type` and/or `description`")
@@ -204,7 +300,8 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     return case_json(case)
 
 
-@router.get("/cases/{case_id}/audit", summary="Audit log of review actions on a case", responses=problems(401, 403, 404))
+@router.get("/cases/{case_id}/audit", summary="Audit log of review actions on a case", response_model=list[AuditRecord],
+            responses=problems(401, 403, 404))
 def audit(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(REVIEW)) -> list[dict[str, Any]]:
     ctx.store.get(case_id)
     return ctx.accounts.audit_records(case_id)

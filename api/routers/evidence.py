@@ -1,23 +1,65 @@
-"""Evidence files behind signed, expiring URLs (local evidence store; S3 uses presigned URLs).
+"""Evidence files behind signed, expiring URLs (local evidence store; S3 uses presigned URLs), and
+the public keys that let anyone verify a bundle.
 
 The URL's signature is the permission (see api/signing.py): it was handed out by the case detail
 to a caller whose role was checked. Only files listed in the case's signed manifest are served;
 the path in the URL is looked up in that list, never joined onto a folder by itself.
+
+The public signing keys (`keys_router`, under /api/v1) need no token: they are public by nature,
+and a court or a dispatch platform checks bundles with them (`streetwatch evidence verify
+--public-key`) without any secret of ours.
 """
 
 from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, Field
 
-from api.app import AppContext
+from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from api.routers import get_ctx
-from detect.evidence import MANIFEST
+from detect.evidence import MANIFEST, EvidenceKeyError, published_keys
 from pipelines.evidence_store import StorageError
 
 router = APIRouter(tags=["evidence"])
+keys_router = APIRouter(tags=["evidence"])
+
+
+class PublicKeyDoc(BaseModel):
+    key_id: str = Field(description="First 16 hex digits of the SHA-256 of the raw public key; signature.json names it.")
+    algorithm: str = Field(description="Ed25519.")
+    current: bool = Field(description="True for the key signing new bundles; false for keys kept after a rotation.")
+    public_key_pem: str = Field(description="The public key, PEM (SubjectPublicKeyInfo).")
+
+
+class PublicKeysDoc(BaseModel):
+    keys: list[PublicKeyDoc] = Field(description="Every key bundles may be signed with; empty when none is configured.")
+    signed: str = Field(description="What the public-key signature in signature.json covers.")
+
+
+def _keys(ctx: AppContext) -> list:
+    try:
+        return published_keys(ctx.settings.evidence)
+    except EvidenceKeyError as exc:
+        raise Problem(503, f"evidence signing keys unavailable: {exc}", slug="keys-unavailable") from None
+
+
+@keys_router.get("/evidence/keys", summary="Public keys that verify evidence bundles (no token needed)",
+                 response_model=PublicKeysDoc, responses=problems(503))
+def public_keys(ctx: AppContext = Depends(get_ctx)) -> PublicKeysDoc:
+    return PublicKeysDoc(keys=[PublicKeyDoc(**k.as_dict()) for k in _keys(ctx)],
+                         signed="Ed25519 over the 64 hex characters (ASCII) of the SHA-256 of manifest.json")
+
+
+@keys_router.get("/evidence/keys/{key_id}.pem", summary="One public key as a PEM file (for `evidence verify --public-key`)",
+                 response_class=Response, responses={200: {"content": {"application/x-pem-file": {}}}, **problems(404, 503)})
+def public_key_pem(key_id: str = Path(pattern="^[0-9a-f]{16}$"), ctx: AppContext = Depends(get_ctx)) -> Response:
+    for key in _keys(ctx):
+        if key.key_id == key_id:
+            return Response(str(key.as_dict()["public_key_pem"]), media_type="application/x-pem-file",
+                            headers={"Content-Disposition": f'attachment; filename="streetwatch-evidence-{key_id}.pem"'})
+    raise Problem(404, f"no evidence signing key {key_id} is published here")
 
 
 @router.get("/evidence/{case_id}/{path:path}", summary="One evidence file (signed URL from the case detail)",

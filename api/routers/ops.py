@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
-from api.app import AppContext
 from api.auth import INTEGRATION
+from api.context import AppContext, get_ctx
 from api.problems import problems
-from api.routers import get_ctx
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class Liveness(BaseModel):
+    status: str = Field(description="Always `ok` when the process answers.")
 
 
-@router.get("/readyz", summary="Readiness: case store reachable, job folder writable",
-            responses={503: {"description": "Not ready; `checks` says which part failed"}})
-def readyz(ctx: AppContext = Depends(get_ctx)) -> Any:
+class Readiness(BaseModel):
+    status: str = Field(description="`ready` or `not ready`.")
+    checks: dict[str, str] = Field(description="Each dependency (case_store, jobs_dir) -> `ok` or `error: ...`.")
+
+
+@router.get("/healthz", summary="Liveness: the process answers", response_model=Liveness)
+def healthz() -> Liveness:
+    return Liveness(status="ok")
+
+
+@router.get("/readyz", summary="Readiness: case store reachable, job folder writable", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "Not ready; `checks` says which part failed"}})
+def readyz(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         with ctx.store.engine.connect() as conn:
@@ -40,10 +47,12 @@ def readyz(ctx: AppContext = Depends(get_ctx)) -> Any:
     except OSError as exc:
         checks["jobs_dir"] = f"error: {exc.strerror}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    body = Readiness(status="ready" if ready else "not ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics (integration or admin token)", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}, **problems(401, 403)})
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}, **problems(401, 403)})
 def metrics(ctx: AppContext = Depends(get_ctx), _=Depends(INTEGRATION)) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

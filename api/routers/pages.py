@@ -12,21 +12,22 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.problems import Problem
+
 STATIC = Path(__file__).resolve().parent.parent / "static"
-PAGES = {"login": "login.html", "queue": "queue.html", "upload": "upload.html", "cameras": "cameras.html"}
+PAGES = {"login": "login.html", "queue": "queue.html", "upload": "upload.html", "cameras": "cameras.html",
+         "map": "map.html", "scores": "scores.html", "reports": "reports.html", "city": "city.html"}
 
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.get("/", response_class=RedirectResponse)
 def index() -> RedirectResponse:
     return RedirectResponse("/ui/queue")
 
 
-@router.get("/ui/{page}")
+@router.get("/ui/{page}", response_class=FileResponse)
 def page(page: str) -> FileResponse:
-    from api.problems import Problem
-
     name = PAGES.get(page)
     if name is None:
         raise Problem(404, f"no page {page!r} (pages: {', '.join(PAGES)})")

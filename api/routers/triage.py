@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.accounts import Principal, Role
-from api.app import AppContext
 from api.auth import UPLOAD
+from api.context import AppContext, get_ctx
 from api.jobs import JobNotFound
 from api.problems import Problem, problems
-from api.routers import get_ctx
 from api.uploads import receive_files
 
 router = APIRouter(prefix="/triage", tags=["triage"])
@@ -27,6 +27,67 @@ UPLOAD_BODY = {
         }}},
     }
 }
+
+
+class JobFile(BaseModel):
+    label: str = Field(description="The file name the client sent (display only).")
+    name: str = Field(description="The name it is stored under (server-chosen).")
+    kind: Literal["image", "zip"] = Field(description="A photo or a zip of photos.")
+    size: int = Field(description="Bytes.")
+
+
+class JobCase(BaseModel):
+    case_id: str | None = Field(description="The candidate case drafted for this group (None when no case was written).")
+    state: str | None = Field(description="The case's state when the job finished.")
+    error: str | None = Field(description="Why the case has no stored evidence (yet).")
+    type: str = Field(description="Violation type id.")
+    score: float = Field(description="The group's score.")
+    photos: int = Field(description="Photos in the group.")
+
+
+class JobSummary(BaseModel):
+    readable: int = Field(description="Photos that could be read.")
+    with_violations: int = Field(description="Photos with at least one finding.")
+    errors: int = Field(description="Files that could not be read.")
+    duplicates: int = Field(description="Exact duplicates of another photo.")
+    groups: int = Field(description="Groups (cases) of photos of the same violation.")
+
+
+class JobProgress(BaseModel):
+    done: int = Field(description="Photos recorded so far.")
+    total: int | None = Field(description="Photos in the job (None until the job starts).")
+    phase: str = Field(description="queued, photos, cases, done or failed.")
+
+
+class Job(BaseModel):
+    """A triage job, as `GET /api/v1/triage/jobs/{id}` shows it."""
+
+    id: str
+    owner: str = Field(description="Who uploaded it.")
+    state: Literal["queued", "running", "done", "failed"]
+    created_at: str = Field(description="ISO 8601.")
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = Field(None, description="Why the job failed.")
+    total: int | None = Field(None, description="Photos in the job.")
+    files: list[JobFile] = Field(description="The uploaded files.")
+    cases: list[JobCase] = Field(default_factory=list, description="Cases drafted (when done), best first.")
+    summary: JobSummary | None = Field(None, description="Counts (when done).")
+    progress: JobProgress
+
+
+class PhotoResult(BaseModel):
+    """One photo's record in the job (as in the job's `results.jsonl`, server paths replaced by upload names)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str = Field(description="The photo: upload name, or `archive.zip:member`.")
+    status: str = Field(description="ok, duplicate or error.")
+    sha256: str | None = Field(None, description="Content digest.")
+    reason: str | None = Field(None, description="Why it is not `ok`.")
+    photo_id: str | None = None
+    findings: list[dict[str, Any]] = Field(default_factory=list, description="Violations found (type, score, boxes, texts).")
+    detections: list[dict[str, Any]] = Field(default_factory=list, description="The detector's boxes.")
 
 
 def _job_view(ctx: AppContext, job: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +106,7 @@ def _own_job(ctx: AppContext, job_id: str, who: Principal) -> dict[str, Any]:
 
 
 @router.post("/jobs", status_code=202, summary="Upload photos or zips; starts a triage job",
-             openapi_extra=UPLOAD_BODY, responses=problems(400, 401, 403, 413, 415, 422))
+             openapi_extra=UPLOAD_BODY, response_model=Job, responses=problems(400, 401, 403, 413, 415, 422))
 async def create_job(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> dict[str, Any]:
     """Photos and zip archives in the multipart field `files` (several allowed). Answers 202 with the job;
     poll `GET /api/v1/triage/jobs/{id}` for progress. Refused before anything is kept: over the size
@@ -59,7 +120,8 @@ async def create_job(request: Request, ctx: AppContext = Depends(get_ctx), who: 
     return _job_view(ctx, ctx.jobs.create(job_id, who.name, files))
 
 
-@router.get("/jobs", summary="Triage jobs (inspectors: their own), newest first", responses=problems(401, 403))
+@router.get("/jobs", summary="Triage jobs (inspectors: their own), newest first", response_model=list[Job],
+            responses=problems(401, 403))
 def list_jobs(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> list[dict[str, Any]]:
     jobs = ctx.jobs.list()
     if who.role is Role.INSPECTOR:
@@ -67,12 +129,14 @@ def list_jobs(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOA
     return [_job_view(ctx, j) for j in jobs[:200]]
 
 
-@router.get("/jobs/{job_id}", summary="One job: state, progress, cases drafted", responses=problems(401, 403, 404))
+@router.get("/jobs/{job_id}", summary="One job: state, progress, cases drafted", response_model=Job,
+            responses=problems(401, 403, 404))
 def get_job(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> dict[str, Any]:
     return _job_view(ctx, _own_job(ctx, job_id, who))
 
 
-@router.get("/jobs/{job_id}/results", summary="Per-photo results (as recorded so far)", responses=problems(401, 403, 404))
+@router.get("/jobs/{job_id}/results", summary="Per-photo results (as recorded so far)", response_model=list[PhotoResult],
+            responses=problems(401, 403, 404))
 def job_results(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> list[dict[str, Any]]:
     _own_job(ctx, job_id, who)
     return ctx.jobs.results(job_id)

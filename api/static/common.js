@@ -84,8 +84,23 @@ const SW = {
     return svg;
   },
 
+  // A file from the API (auth header needed, so no plain link): saved under `filename`, or opened in a tab.
+  async download(path, filename) {
+    const url = URL.createObjectURL(await (await SW.api(path)).blob());
+    const a = SW.el("a", { href: url, download: filename });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  },
+  async open(path) {
+    const url = URL.createObjectURL(await (await SW.api(path)).blob());
+    window.open(url, "_blank");
+  },
+
   nav(active) {
-    const links = [["queue", "审核队列 Review queue"], ["upload", "照片上传 Photo upload"], ["cameras", "摄像头 Cameras"]];
+    const links = [["queue", "审核队列 Review queue"], ["upload", "照片上传 Photo upload"], ["cameras", "摄像头 Cameras"],
+                   ["map", "地图 Map"], ["scores", "考核评分 Scores"], ["reports", "分析报告 Reports"]];
     const bar = SW.el("nav", {}, ...links.map(([p, label]) =>
       SW.el("a", { href: "/ui/" + p, class: p === active ? "active" : "" }, label)));
     bar.append(SW.el("a", { href: "/ui/login", class: "right" }, "令牌 Token"));

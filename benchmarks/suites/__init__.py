@@ -1,6 +1,7 @@
-"""Suite registry: each suite is one module with `run(ctx: BenchContext) -> list[VariantResult]`.
+"""Running suites: each suite is one module with `run(ctx: BenchContext) -> list[VariantResult]`.
 
-To add or finish a suite, write its module and list it here; nothing else in the harness changes.
+To add or finish a suite, write its module and list it in `benchmarks.context.SUITES` (where the
+run's configuration checks suite names); nothing else in the harness changes.
 A suite that cannot run on this machine or in this install raises `SuiteUnavailable(reason)` (or
 fails to import), and the run records it as skipped with that reason instead of stopping. Suite
 modules are imported only when they run, so one suite's missing dependency never breaks another.
@@ -12,19 +13,14 @@ import importlib
 import logging
 from typing import TYPE_CHECKING
 
+from benchmarks.context import SUITES
 from benchmarks.record import SuiteResult
 
 if TYPE_CHECKING:
     from benchmarks.context import BenchContext
 
+__all__ = ["SUITES", "SuiteUnavailable", "run_suite"]
 log = logging.getLogger(__name__)
-
-#: name -> module holding `run(ctx)`; the order is the order of `--suite all`.
-SUITES: dict[str, str] = {
-    "model": "benchmarks.suites.model",
-    "triage": "benchmarks.suites.triage",
-    "cctv": "benchmarks.suites.cctv",
-}
 
 
 class SuiteUnavailable(Exception):

@@ -196,12 +196,13 @@ def _int8_export(ctx: BenchContext, imgsz: int) -> tuple[str, str]:
             ctx.log(f"export INT8 {ctx.config.model} @ {imgsz}, calibrated on the {len(ctx.files)} benchmark images")
             with _models_dir(ctx.workdir() / "models"):
                 path, _ = export_onnx(ctx.config.model, imgsz=imgsz, dynamic=True, int8=True,
-                                      calib=ctx.calibration_dir(), calib_max=len(ctx.files))
+                                      calib=ctx.calibration_dir(), calib_max=len(ctx.files)).for_engine()
             ctx.cache[key] = (str(path), f"calibrated on the {len(ctx.files)} benchmark images")
         except ImportError as exc:
             from detect.registry import find_export, get_card
 
-            found = find_export(get_card(ctx.config.model).id, imgsz, True, False, True)
+            model_id = get_card(ctx.config.model).id
+            found = find_export(model_id, imgsz, True, False, True, raw_box=True) or find_export(model_id, imgsz, True, False, True)
             if found is None:
                 raise ModelNotFoundError(f"no INT8 export at imgsz {imgsz} and no exporter here ({exc})") from None
             ctx.cache[key] = (str(found[0]), f"registered export {found[1].id} (calibrated elsewhere: {exc})")

@@ -1,7 +1,8 @@
 """Detector engine: one `Detector` interface, ONNX Runtime and Ultralytics/PyTorch backends.
 
 `load_detector` is the only constructor the rest of the project uses. The ONNX backend runs a
-registered export of the model (exporting it on first use when the torch extra is installed).
+registered export of the model (exporting it on first use when the torch extra is installed): the
+engine-only raw-box variant when there is one (`<id>-rawbox.onnx`, faster), else the standard export.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import logging
 from pathlib import Path
 
 from detect.engine.base import Detector, DetectorConfigError
-from detect.registry import ModelNotFoundError, default_model, find_export, get_card, resolve_weights
+from detect.engine.postprocess import RAW_HEAD_BINS
+from detect.registry import RAW_BOX_SUFFIX, ModelNotFoundError, default_model, find_export, get_card, resolve_weights
 
 __all__ = ["BACKENDS", "Detector", "DetectorConfigError", "ModelNotFoundError", "load_detector"]
 
@@ -80,11 +82,26 @@ def load_detector(
             log.warning("%s has no neck output for the verifier: exporting %s again once", path.name, model)
             from detect.export import export_onnx
 
-            path, card = export_onnx(str(model), imgsz=imgsz, dynamic=dynamic, half=bool(half))
+            path, card = export_onnx(str(model), imgsz=imgsz, dynamic=dynamic, half=bool(half)).for_engine()
             detector = OnnxDetector(path, model_id=card.id, device=device, threads=threads, providers=providers,
                                     rect=rect, **common)
+        if detector.head is not None and not path.stem.endswith(RAW_BOX_SUFFIX):
+            log.warning("%s has a raw-box head under a standard export's name (made by an older streetwatch): it runs "
+                        "here, but Ultralytics and other ONNX tools cannot run it; export the model again "
+                        "(`streetwatch models export`) to get a standard file and its -rawbox variant", path)
         return detector
     raise DetectorConfigError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+
+
+def _cut_under_standard_name(path: Path) -> bool:
+    """An export an older streetwatch cut (raw-box head) but named like a standard one. Needs `onnx` (the
+    exporter's extra) to read the metadata cheaply; without it the question does not arise (no re-export)."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    meta = {p.key for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return RAW_HEAD_BINS in meta
 
 
 def _onnx_file(model: str | Path, imgsz: int, dynamic: bool, half: bool, int8: bool) -> tuple[Path, str]:
@@ -94,14 +111,18 @@ def _onnx_file(model: str | Path, imgsz: int, dynamic: bool, half: bool, int8: b
         if not p.is_file():
             raise ModelNotFoundError(f"model file not found: {p}")
         return p, p.stem
+    legacy: tuple[Path, str] | None = None
     if p.suffix != ".pt":
         card = get_card(str(model))
         if card.format == "onnx":
             path, _ = resolve_weights(card.id)
             return path, card.id
-        found = find_export(card.id, imgsz, dynamic, half, int8)
-        if found:
-            return found[0], found[1].id
+        for raw_box in (True, False):  # the engine's faster variant first, else the standard export
+            found = find_export(card.id, imgsz, dynamic, half, int8, raw_box=raw_box)
+            if found and (raw_box or int8 or not _cut_under_standard_name(found[0])):
+                return found[0], found[1].id
+            if found:
+                legacy = found[0], found[1].id
     if int8:
         raise ModelNotFoundError(
             f"no INT8 export of '{model}' at imgsz {imgsz}: run `streetwatch models export --model {model} "
@@ -110,9 +131,15 @@ def _onnx_file(model: str | Path, imgsz: int, dynamic: bool, half: bool, int8: b
     try:
         from detect.export import export_onnx
 
-        log.warning("no ONNX export of %s at imgsz %d yet: exporting it once (needs the torch extra)", model, imgsz)
-        path, card = export_onnx(str(model), imgsz=imgsz, dynamic=dynamic, half=half)
+        if legacy:
+            log.warning("%s has a raw-box head under a standard export's name (an older streetwatch made it): exporting "
+                        "%s again, as a standard file and its -rawbox variant", legacy[0], model)
+        else:
+            log.warning("no ONNX export of %s at imgsz %d yet: exporting it once (needs the torch extra)", model, imgsz)
+        path, card = export_onnx(str(model), imgsz=imgsz, dynamic=dynamic, half=half).for_engine()
     except ImportError as exc:
+        if legacy:
+            return legacy  # runs here all the same (the load warns that other tools cannot run it)
         raise ModelNotFoundError(
             f"no ONNX export of '{model}' at imgsz {imgsz} and this install cannot export ({exc}). Run "
             f"`streetwatch models export --model {model} --format onnx --imgsz {imgsz}` where the torch extra "

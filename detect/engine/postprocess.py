@@ -5,10 +5,11 @@ Three output layouts exist among the detectors this engine runs:
 - the classic Ultralytics head `(B, 4 + nc, anchors)` with centre-xywh boxes and per-class scores
   (YOLOv8/11 as Ultralytics exports them), which needs NMS;
 - the end-to-end head `(B, max_det, 6)` with `x1 y1 x2 y2 score class` (YOLO26/YOLOv10), no NMS;
-- the raw-box head `(B, 4 * bins + nc, anchors)` that `streetwatch models export` writes for
-  YOLOv8/11 (`RawBoxHead`): the same network with the box decoding (DFL softmax over `bins`
-  distance bins, anchor maths) cut off the graph and done here, only for the few anchors whose
-  class score passes `conf`. The softmax over every anchor was 6 % of yolo11n's CPU time.
+- the raw-box head `(B, 4 * bins + nc, anchors)` of the engine variant `streetwatch models export`
+  writes beside the standard export for YOLOv8/11 (`<id>-rawbox.onnx`, `RawBoxHead`): the same
+  network with the box decoding (DFL softmax over `bins` distance bins, anchor maths) cut off the
+  graph and done here, only for the few anchors whose class score passes `conf`. The softmax over
+  every anchor was 6 % of yolo11n's CPU time.
 
 NMS is OpenCV's class-aware `NMSBoxesBatched`, so no torch is needed here.
 """
@@ -28,6 +29,10 @@ from detect.engine.letterbox import Letterbox
 #: ONNX metadata keys of a raw-box head (written by `detect.export`, read by the ONNX backend).
 RAW_HEAD_BINS = "streetwatch_box_bins"
 RAW_HEAD_STRIDES = "streetwatch_box_strides"
+#: The `task` metadata and the output name of a raw-box export: a task Ultralytics does not know, so it
+#: refuses the file instead of decoding raw logits as boxes; an output name that says what it holds.
+RAW_BOX_TASK = "streetwatch-raw-box"
+RAW_BOX_OUTPUT = "streetwatch_raw_boxes"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.engine.base import Detector, DetectorConfigError
-from detect.runtime_env import prepare_ultralytics_env
+from detect.runtime_env import import_yolo
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
@@ -34,9 +34,8 @@ class TorchDetector(Detector):
         compile_mode: str | None = None,
         **kwargs,
     ) -> None:
-        prepare_ultralytics_env()
+        YOLO = import_yolo()
         import torch
-        from ultralytics import YOLO
 
         if device != "cpu" and not device.startswith("cuda"):
             raise DetectorConfigError(f"unknown device '{device}' for the torch backend (use cpu or cuda[:N])")

@@ -11,7 +11,8 @@ A bundle is a directory (uploaded as-is to the evidence store):
     manifest.json, signature.json
 
 Everything a reviewer needs to trust it is in `manifest.json` (see docs/cases-and-dispatch.md);
-`signature.json` binds the manifest (and through its hashes every image) to the HMAC key.
+`signature.json` binds the manifest (and through its hashes every image) to the HMAC key and,
+when one is configured, to a public signing key anyone can verify with.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from zoneinfo import ZoneInfo
 import cv2
 import numpy as np
 import supervision as sv
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from detect.events import ViolationEvent
 from detect.evidence.config import EvidenceConfig
@@ -88,8 +90,12 @@ class Bundle:
     def read(cls, path: str | Path) -> Bundle:
         """A bundle on disk (digest as signed; `verify_bundle` checks it)."""
         path = Path(path)
-        signature = json.loads((path / SIGNATURE).read_text(encoding="utf-8"))
-        return cls(path=path, digest=signature["digest"], manifest=read_manifest(path))
+        return cls(path=path, digest=cls.from_signature((path / SIGNATURE).read_bytes()), manifest=read_manifest(path))
+
+    @staticmethod
+    def from_signature(data: bytes) -> str:
+        """The digest a `signature.json` states (ValueError/KeyError when it is not one)."""
+        return str(json.loads(data)["digest"])
 
 
 class EvidenceError(ValueError):
@@ -100,9 +106,11 @@ class EvidenceBuilder:
     """Writes and re-signs bundles. `model` is the detector that saw the violations (id + weights
     SHA-256); `taxonomy` supplies type names and the city's 大类/小类 codes."""
 
-    def __init__(self, config: EvidenceConfig, key: bytes, model: ModelInfo, taxonomy: Any = None):
+    def __init__(self, config: EvidenceConfig, key: bytes, model: ModelInfo, taxonomy: Any = None,
+                 signer: Ed25519PrivateKey | None = None):
         self.config = config
         self.key = key
+        self.signer = signer  # Ed25519 key: a second, publicly verifiable signature (detect.evidence.keys)
         self.model = model
         if taxonomy is None:
             from detect.taxonomy import load_taxonomy
@@ -227,6 +235,15 @@ class EvidenceBuilder:
         manifest["updated_at"] = datetime.now(UTC).isoformat()
         return self._sign(bundle, manifest, writer.artifacts)
 
+    def add_record(self, bundle_dir: str | Path, section: str, record: dict[str, Any]) -> Bundle:
+        """Append a fact of the case's workflow (a warning before it, a check of the handler's photo) to
+        `manifest[section]` (a list), then re-sign: the bundle then proves it like its frames."""
+        bundle = Path(bundle_dir)
+        manifest = read_manifest(bundle)
+        manifest.setdefault(section, []).append(record)
+        manifest["updated_at"] = datetime.now(UTC).isoformat()
+        return self._sign(bundle, manifest, manifest["artifacts"])
+
     # ---- pieces ----------------------------------------------------------------------------
 
     def _codes(self, type_id: str) -> dict[str, Any]:
@@ -289,7 +306,7 @@ class EvidenceBuilder:
         rank = lambda a: next((i for i, key in enumerate(order) if a["role"].endswith(key)), len(order))  # noqa: E731
         manifest["dispatch_attachments"] = [a["path"] for a in sorted(manifest["artifacts"], key=lambda a: (rank(a), a["path"]))
                                             if a["role"].startswith(shared)]
-        digest = write_signed_manifest(bundle, manifest, self.key)
+        digest = write_signed_manifest(bundle, manifest, self.key, self.signer)
         return Bundle(path=bundle, digest=digest, manifest=manifest)
 
 

@@ -6,7 +6,9 @@ import os
 import zoneinfo
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from detect.config_io import ConfigModel
 
 MIN_KEY_BYTES = 16
 
@@ -15,15 +17,22 @@ class EvidenceKeyError(ValueError):
     """No usable HMAC key: the message says where it was looked for."""
 
 
-class EvidenceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvidenceConfig(ConfigModel):
     hmac_key_env: str = Field(
         "STREETWATCH_EVIDENCE_KEY", title="HMAC key variable",
         description="Environment variable holding the secret that signs bundle digests (used when no key file is set).",
         min_length=1)
     hmac_key_file: Path | None = Field(
         None, title="HMAC key file", description="File whose bytes (trailing newline removed) are the signing secret.")
+    signing_key_file: Path | None = Field(
+        None, title="Public-key signing key",
+        description="Ed25519 private key (unencrypted PEM; `streetwatch evidence keygen`) that also signs every bundle's "
+        "digest, so anyone holding its public key (published by the service) can verify a bundle without a secret "
+        "(`evidence verify --public-key`). Unset: HMAC only.")
+    published_keys: list[Path] = Field(
+        default_factory=list, title="Earlier public keys",
+        description="Public keys (PEM) of signing keys used before a rotation; the service keeps publishing them so the "
+        "bundles they signed stay verifiable.")
     timezone: str = Field(
         "Asia/Shanghai", title="Local time zone",
         description="IANA zone for the local times written next to UTC times in the manifest.")

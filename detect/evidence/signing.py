@@ -1,14 +1,20 @@
-"""Bundle integrity: SHA-256 of every artifact in `manifest.json`, an HMAC over the manifest.
+"""Bundle integrity: SHA-256 of every artifact in `manifest.json`, signatures over the manifest.
 
 The digest is the SHA-256 of the manifest file's bytes, and the manifest lists the SHA-256 of
 every artifact, so one signature covers every image: change a byte anywhere and either an artifact
-hash or the digest no longer matches. `signature.json` holds the digest, the HMAC-SHA256 of the
-digest under the configured secret, and a key id (a hash of the key, never the key) so a reviewer
-knows which secret to ask for.
+hash or the digest no longer matches. `signature.json` holds the digest and two signatures of it:
+
+- `signature`: HMAC-SHA256 of the digest under the configured secret, with a key id (a hash of
+  the key, never the key). Only who holds the secret can check it.
+- `public_key_signature` (when a signing key is configured): Ed25519 over the digest's 64 hex
+  characters, with the key id of its public key (`detect.evidence.keys`). Anyone holding the
+  public key can check it: a court, a dispatch platform.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -17,7 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from detect.digests import sha256_bytes, sha256_file
+from detect.evidence.keys import ALGORITHM, public_key_id
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
@@ -33,12 +43,13 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-def write_signed_manifest(bundle: Path, manifest: dict[str, Any], key: bytes) -> str:
+def write_signed_manifest(bundle: Path, manifest: dict[str, Any], key: bytes,
+                          signer: Ed25519PrivateKey | None = None) -> str:
     """Write `manifest.json` and `signature.json`; returns the bundle digest."""
     data = manifest_bytes(manifest)
     (bundle / MANIFEST).write_bytes(data)
     digest = sha256_bytes(data)
-    signature = {
+    signature: dict[str, Any] = {
         "algorithm": "HMAC-SHA256",
         "digest_algorithm": "SHA-256 of manifest.json bytes",
         "digest": digest,
@@ -46,6 +57,13 @@ def write_signed_manifest(bundle: Path, manifest: dict[str, Any], key: bytes) ->
         "signature": hmac.new(key, digest.encode(), hashlib.sha256).hexdigest(),
         "signed_at": datetime.now(UTC).isoformat(),
     }
+    if signer is not None:
+        signature["public_key_signature"] = {
+            "algorithm": ALGORITHM,
+            "signed": "the 64 hex characters of `digest` (ASCII)",
+            "key_id": public_key_id(signer.public_key()),
+            "signature": base64.b64encode(signer.sign(digest.encode("ascii"))).decode("ascii"),
+        }
     (bundle / SIGNATURE).write_bytes(manifest_bytes(signature))
     return digest
 
@@ -60,7 +78,10 @@ class VerifyReport:
 
     bundle: str
     digest: str | None = None
-    signature: str = "unchecked"  # valid | invalid | missing | unchecked (no key given)
+    case_id: str | None = None  # the case the manifest says it belongs to
+    signature: str = "unchecked"  # HMAC: valid | invalid | missing | unchecked (no key given)
+    public_signature: str = "unchecked"  # Ed25519: valid | invalid | missing | unknown key | unchecked (no public key given)
+    public_key_id: str | None = None  # the key id the Ed25519 signature names
     tampered: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
@@ -68,19 +89,28 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return (self.signature == "valid" and not self.tampered and not self.missing and not self.extra
-                and not self.problems)
+        """Every file as listed, no problem, and every signature checked (HMAC, public key, or both) valid."""
+        checked = [s for s in (self.signature, self.public_signature) if s != "unchecked"]
+        return (bool(checked) and all(s == "valid" for s in checked) and not self.tampered and not self.missing
+                and not self.extra and not self.problems)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "ok": self.ok, "digest": self.digest, "signature": self.signature,
+        return {"bundle": self.bundle, "ok": self.ok, "digest": self.digest, "case_id": self.case_id, "signature": self.signature,
+                "public_signature": self.public_signature, "public_key_id": self.public_key_id,
                 "tampered": self.tampered, "missing": self.missing, "extra": self.extra, "problems": self.problems}
 
 
-def verify_bundle(bundle: str | Path, key: bytes | None) -> VerifyReport:
+def verify_bundle(bundle: str | Path, key: bytes | None, *, public_keys: list[Ed25519PublicKey] | None = None,
+                  case_id: str | None = None, digest: str | None = None) -> VerifyReport:
     """Check every listed artifact's hash, look for files not listed, and check the signature.
 
-    Without `key` the signature is reported `unchecked` and the bundle is not `ok`: hashes alone
-    prove nothing against someone who can rewrite the manifest too.
+    `key` checks the HMAC, `public_keys` the Ed25519 signature (whichever key has the id it names:
+    after a rotation, give the old and the new public key). With neither, nothing is `ok`: hashes
+    alone prove nothing against someone who can rewrite the manifest too. A valid signature only says
+    the bundle is one we signed, not that it is *this case's* bundle: `case_id` (the case it is
+    filed under) and `digest` (the digest the case store recorded when the case's bundle was
+    sealed) tie it to its case, so another case's bundle, or an older one of the same case,
+    copied into its place is refused.
     """
     bundle = Path(bundle)
     report = VerifyReport(bundle=str(bundle))
@@ -98,6 +128,12 @@ def verify_bundle(bundle: str | Path, key: bytes | None) -> VerifyReport:
         report.problems.append(f"{MANIFEST} is unreadable: {exc}")
         return report
     report.digest = sha256_bytes(data)
+    report.case_id = manifest.get("case_id") if isinstance(manifest, dict) else None
+    if case_id is not None and report.case_id != case_id:
+        report.problems.append(f"bundle belongs to case {report.case_id}, not to case {case_id} it is filed under")
+    if digest is not None and report.digest != digest:
+        report.problems.append(f"digest {report.digest} is not the one recorded when case {case_id or report.case_id}'s "
+                               f"bundle was sealed ({digest}): an older or another bundle")
 
     listed = set()
     for item in artifacts:
@@ -125,10 +161,34 @@ def verify_bundle(bundle: str | Path, key: bytes | None) -> VerifyReport:
         return report
     if signature.get("digest") != report.digest:
         report.signature = "invalid"
+        report.public_signature = "invalid" if public_keys else report.public_signature
         report.problems.append(f"{MANIFEST} was changed after signing (digest differs)")
-    elif key is not None:
+        return report
+    if key is not None:
         if signature.get("key_id") != key_id(key):
             report.problems.append(f"signed with key id {signature.get('key_id')}, verifying with {key_id(key)}")
         expected = hmac.new(key, report.digest.encode(), hashlib.sha256).hexdigest()
         report.signature = "valid" if hmac.compare_digest(expected, str(signature.get("signature"))) else "invalid"
+    if public_keys:
+        _check_public_signature(report, signature.get("public_key_signature"), public_keys)
     return report
+
+
+def _check_public_signature(report: VerifyReport, signed: Any, public_keys: list[Ed25519PublicKey]) -> None:
+    if not isinstance(signed, dict) or not signed.get("signature"):
+        report.public_signature = "missing"
+        report.problems.append(f"{SIGNATURE} has no public-key signature (signed before a signing key was configured?)")
+        return
+    report.public_key_id = str(signed.get("key_id"))
+    by_id = {public_key_id(k): k for k in public_keys}
+    public = by_id.get(report.public_key_id)
+    if public is None:
+        report.public_signature = "unknown key"
+        report.problems.append(f"signed with public key id {report.public_key_id}; the keys given are "
+                               f"{', '.join(sorted(by_id))} (after a rotation, give the earlier key too)")
+        return
+    try:
+        public.verify(base64.b64decode(str(signed["signature"]), validate=True), str(report.digest).encode("ascii"))
+        report.public_signature = "valid"
+    except (InvalidSignature, binascii.Error, ValueError):
+        report.public_signature = "invalid"

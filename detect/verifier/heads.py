@@ -18,7 +18,9 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+
+from detect.config_io import ConfigModel
 
 HEAD_ARRAYS = ("mean", "scale", "coef")
 
@@ -27,10 +29,8 @@ class VerifierError(ValueError):
     """Heads or backbone that cannot be used; the message names the file and the reason."""
 
 
-class HeadSpec(BaseModel):
+class HeadSpec(ConfigModel):
     """One type's head: which regions it judges and how its score becomes a verdict."""
-
-    model_config = ConfigDict(extra="forbid")
 
     region: Literal["tiles", "objects"] = Field(
         title="Region", description="tiles: the image's tile grid (and zones); objects: the ground around each detected object of `classes`.")
@@ -45,10 +45,8 @@ class HeadSpec(BaseModel):
         None, title="OCR gate", description="Tiles at or above this probability are read by OCR (flyposting).", ge=0, le=1)
 
 
-class HeadsCard(BaseModel):
+class HeadsCard(ConfigModel):
     """The YAML card of a head set: what it reads, what it judges, how it was made and measured."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(title="Verifier id", pattern=r"^[A-Za-z0-9._-]+$")
     backbone: str = Field(title="Backbone", description="Feature source the heads were trained on (see detect.verifier.backbones).")

@@ -1,6 +1,7 @@
 """Case store: cases, their state history and the dispatch outbox (SQLite default, PostgreSQL by URL)."""
 
 from pipelines.cases.states import ALLOWED, CaseState, InvalidTransition
+from pipelines.cases.vocabulary import OutboxStatus, RejectReason
 from pipelines.cases.store import (
     Case,
     CaseNotFound,
@@ -14,5 +15,5 @@ from pipelines.cases.store import (
 
 __all__ = [
     "ALLOWED", "Case", "CaseNotFound", "CaseQuery", "CaseState", "CaseStore", "CaseStoreError", "HistoryEntry",
-    "InvalidTransition", "NewCase", "OutboxEntry",
+    "InvalidTransition", "NewCase", "OutboxEntry", "OutboxStatus", "RejectReason",
 ]

@@ -10,6 +10,15 @@ and times to the bundle; a re-check after the case was handled adds its frame an
 CCTV and photos differ only in what they pass: cameras `BundleContext(source_kind="camera")`
 with the scene's address, grid cell, zone polygon and a ring-buffer strip; photo triage
 `source_kind="photo_batch"`, `source_id` = the batch id and `photo_ids`. Photos emit `opened` only.
+
+Crash safety: a bundle is built under `<case>.partial` and renamed when sealed, so after a kill
+the spool holds either sealed bundles (uploaded by `retry_evidence()`) or `.partial` leftovers,
+which `retry_evidence()` removes while marking their cases: a case whose evidence is neither
+stored nor spooled is unfinished, and the pipeline builds it again when it meets the same
+violation (`record_event`), then queues it if the run auto-queues (`settle`). Several processes
+may share one spool (the service's upload jobs, `watch`, a `triage` run): a lock file of the
+spool (`<spool>.lock`, beside it) lets one of them write at a time, so a `.partial` seen under the
+lock is never in progress.
 """
 
 from __future__ import annotations
@@ -17,18 +26,25 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import supervision as sv
+from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
-from detect.evidence import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, load_hmac_key
+from detect.evidence import (
+    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifyReport, load_hmac_key,
+    load_signing_key, verify_bundle,
+)
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
 from pipelines.cases.states import CaseState, check_transition
-from pipelines.cases.store import Case, CaseStore, NewCase
+from pipelines.cases.store import Case, CaseNotFound, CaseStore, NewCase
+from pipelines.cases.vocabulary import AutoQueue, queue_everything_for
 from pipelines.evidence_store import EvidenceStore, StorageError, open_evidence_store
 
 if TYPE_CHECKING:
@@ -37,51 +53,79 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PARTIAL = ".partial"  # suffix of a bundle being built (detect.evidence.builder renames it when sealed)
+REJECTED = ".rejected"  # spooled bundles refused for storage (not this case's sealed bundle), kept for a human
+REBUILT = "it is built again when the pipeline meets this violation again"
+INTERRUPTED = f"evidence bundle interrupted before it was sealed (the process stopped); {REBUILT}"
+
 
 class Intake:
     """Turns events into cases. One lock serialises its work: violations open minutes apart, and
     one writer per bundle keeps the spool simple; safe to call from several camera threads."""
 
     def __init__(self, store: CaseStore, evidence: EvidenceStore, builder: EvidenceBuilder, spool_dir: str | Path, *,
-                 auto_queue: str | None = None):
+                 auto_queue: str | AutoQueue | None = None):
         self.store, self.evidence, self.builder = store, evidence, builder
         self.spool = Path(spool_dir)
         self.spool.mkdir(parents=True, exist_ok=True)
-        self.auto_queue = auto_queue  # dispatch target to queue for as soon as evidence is stored (no review)
+        # Which cases are queued as soon as their evidence is stored, for which target (no review):
+        # a target name queues every case for it (triage --dispatch); CCTV passes its per-camera policy.
+        self.auto_queue: AutoQueue | None = queue_everything_for(auto_queue) if isinstance(auto_queue, str) else auto_queue
+        # (event, ctx) -> facts added to a new case's details (e.g. the responsible shop, pipelines.cityops)
+        self.details_hooks: list[Callable[[ViolationEvent, BundleContext], dict]] = []
         self._lock = threading.Lock()
+        # Beside the spool, not in it: the spool holds bundles only (empty = nothing waiting).
+        self._spool_lock = FileLock(self.spool.with_name(self.spool.name + ".lock"))
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | None = None,
+    def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | AutoQueue | None = None,
                       taxonomy: Taxonomy | None = None) -> Intake:
         """Wire the case store, evidence store, signing key and builder from the deployment settings.
 
-        Raises EvidenceKeyError (no signing key) or StorageError (S3 credentials missing).
+        Raises EvidenceKeyError (no HMAC key, or an unreadable Ed25519 signing key) or StorageError
+        (S3 credentials missing).
         """
-        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy)
+        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy,
+                                  signer=load_signing_key(settings.evidence))
         return cls(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), builder,
                    settings.evidence_store.spool_dir, auto_queue=auto_queue)
 
     def record_event(self, event: ViolationEvent, ctx: BundleContext | None = None) -> Case | None:
         """Apply one violation event; returns the case (None for an update of an unknown violation)."""
         ctx = ctx or BundleContext()
-        with self._lock:
+        with self._exclusive():
             if event.kind is EventKind.OPENED:
                 return self._opened(event, ctx)
             return self._changed(event, ctx)
 
     def retry_evidence(self) -> list[Case]:
-        """Upload every spooled bundle (storage was down); returns the cases now stored."""
+        """Finish what the spool holds: upload sealed bundles (storage was down, or the process stopped
+        before uploading) and clear bundles interrupted before they were sealed, marking their cases
+        unfinished (see the module doc). Returns the cases whose evidence is now stored."""
         done = []
-        with self._lock:
-            for bundle in sorted(p for p in self.spool.iterdir() if p.is_dir() and not p.name.endswith(".partial")):
-                case = self._upload(bundle.name, bundle)
-                if case is not None:
+        with self._exclusive():
+            for bundle in sorted(p for p in self.spool.iterdir() if p.is_dir() and p.name != REJECTED):
+                if bundle.name.endswith(PARTIAL):
+                    self._interrupted(bundle)
+                elif (case := self._upload(bundle.name, bundle)) is not None:
                     done.append(case)
         return done
 
+    def settle(self, case: Case) -> Case:
+        """Queue a case whose evidence is stored if the auto-queue policy wants it and nobody has yet (a run
+        stopped between storing the evidence and queuing it); any other case comes back unchanged."""
+        if self.auto_queue is None or case.state is not CaseState.CANDIDATE or case.evidence_ref is None:
+            return case
+        with self._exclusive():
+            return self._queue_if_wanted(self.store.get(case.id))
+
+    def unfinished(self, case: Case) -> bool:
+        """No stored evidence and no sealed bundle waiting in the spool: the bundle must be built (again)."""
+        return case.evidence_ref is None and not (self.spool / case.id).is_dir()
+
     def add_strip(self, violation_id: str, frames: list[Frame]) -> Case | None:
         """Frames from after the opening (CCTV ring buffer, a few seconds later) join the case's strip."""
-        with self._lock:
+        with self._exclusive():
             case = self.store.find(violation_id=violation_id)
             bundle_dir = None if case is None else self._local_bundle(case)
             if case is None or bundle_dir is None or not frames:
@@ -98,7 +142,7 @@ class Intake:
         the spool like any other bundle change); a case that is not `verifying` is refused untouched.
         """
         outcome = CaseState.VERIFIED_CLEARED if cleared else CaseState.STILL_PRESENT
-        with self._lock:
+        with self._exclusive():
             case = self.store.get(case_id)
             check_transition(case.id, case.state, outcome)
             bundle_dir = self._local_bundle(case)
@@ -109,13 +153,69 @@ class Intake:
                 self._upload(case.id, bundle_dir)
             return self.store.record_verification(case_id, cleared, actor=actor, verification_ref=ref)
 
+    def add_record(self, case_id: str, section: str, record: dict) -> Case:
+        """A workflow fact (e.g. the warning that preceded the case) joins the case's signed bundle."""
+        with self._exclusive():
+            case = self.store.get(case_id)
+            bundle_dir = self._local_bundle(case)
+            if bundle_dir is None:
+                return case
+            bundle = self.builder.add_record(bundle_dir, section, record)
+            self.store.update(case.id, evidence_digest=bundle.digest)
+            return self._upload(case.id, bundle_dir) or self.store.get(case.id)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One writer at a time: this process's threads (the lock) and other processes sharing the spool (the file)."""
+        with self._lock, self._spool_lock:
+            yield
+
     # ---- steps ----------------------------------------------------------------------------
+
+    def _reject_spooled(self, case_id: str, bundle_dir: Path, report: VerifyReport) -> None:
+        """A spooled bundle that is not this case's sealed bundle (another case's copied in, edited,
+        torn by a kill during an update): never stored. It is moved to `spool/.rejected/` for a
+        human; the case keeps the bundle already stored, or is marked unfinished to be built again."""
+        why = "; ".join(report.problems + [f"{k}: {', '.join(v)}" for k, v in
+                                           (("tampered", report.tampered), ("missing", report.missing), ("extra", report.extra)) if v]
+                        + ([] if report.signature == "valid" else [f"signature {report.signature}"]))
+        aside = self.spool / REJECTED / f"{case_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        bundle_dir.rename(aside)
+        log.error("case %s: spooled evidence refused (%s); moved to %s", case_id, why, aside)
+        try:
+            case = self.store.get(case_id)
+        except CaseNotFound:
+            return
+        if case.evidence_ref is not None:
+            try:
+                stored = Bundle.from_signature(self.evidence.read_bytes(case.evidence_ref, SIGNATURE))
+                self.store.update(case_id, evidence_digest=stored)
+            except (StorageError, ValueError, KeyError) as exc:
+                log.warning("case %s: stored evidence digest not re-read: %s", case_id, exc)
+            return
+        self.store.update(case_id, reason=f"spooled evidence bundle refused ({why}); {REBUILT}")
+
+    def _interrupted(self, partial: Path) -> None:
+        """A bundle left half-built by a killed process: remove it and mark its case unfinished."""
+        shutil.rmtree(partial, ignore_errors=True)
+        case_id = partial.name.removesuffix(PARTIAL)
+        try:
+            case = self.store.get(case_id)
+        except CaseNotFound:
+            return
+        if self.unfinished(case):
+            log.warning("case %s: %s", case_id, INTERRUPTED)
+            self.store.update(case_id, reason=INTERRUPTED)
 
     def _opened(self, event: ViolationEvent, ctx: BundleContext) -> Case:
         case = self.store.find(violation_id=event.violation_id)
         if case is None:
-            case = self.store.create_case(_new_case(event, ctx), actor=f"rules:{event.source_id}")
-        elif case.evidence_ref is not None or (self.spool / case.id).is_dir():
+            new = _new_case(event, ctx)
+            for hook in self.details_hooks:
+                new.details.update(hook(event, ctx))
+            case = self.store.create_case(new, actor=f"rules:{event.source_id}")
+        elif not self.unfinished(case):
             return case  # the same violation again (a restarted pipeline): nothing new
         bundle_dir = self.spool / case.id
         try:
@@ -132,6 +232,10 @@ class Intake:
             log.warning("%s event for unknown violation %s: no case to update", event.kind, event.violation_id)
             return None
         facts = {"cleared_at": event.cleared_at} if event.cleared_at is not None else {}
+        if event.object_count > int((case.details or {}).get("object_count") or 1):
+            # A street market grows after it opens: the case keeps its largest stall count (what an
+            # assessment sheet counts, docs/analytics.md); the bundle's manifest keeps the latest.
+            facts["details"] = {**(case.details or {}), "object_count": event.object_count}
         bundle_dir = self._local_bundle(case)
         if bundle_dir is not None and event.frame is not None:
             bundle = self.builder.update(bundle_dir, event, ctx)
@@ -157,19 +261,33 @@ class Intake:
             return None
 
     def _upload(self, case_id: str, bundle_dir: Path) -> Case | None:
-        """Store a spooled bundle; on success the spool copy goes and the case may be queued."""
+        """Store a spooled bundle; on success the spool copy goes and the case may be queued.
+
+        Only a bundle this intake sealed for this case is stored (its HMAC checks out and its
+        manifest names the case); its digest is what the case store records and what the
+        dispatcher and `evidence verify` later compare against.
+        """
+        report = verify_bundle(bundle_dir, self.builder.key, case_id=case_id)
+        if not report.ok:
+            self._reject_spooled(case_id, bundle_dir, report)
+            return None
         try:
             ref = self.evidence.put_bundle(case_id, bundle_dir)
         except StorageError as exc:
             log.warning("case %s: evidence upload failed (will retry): %s", case_id, exc)
             self.store.update(case_id, reason=f"evidence upload failed, will retry: {exc}")
             return None
-        digest = Bundle.read(bundle_dir).digest
-        case = self.store.update(case_id, evidence_ref=ref, evidence_digest=digest, reason=None)
+        case = self.store.update(case_id, evidence_ref=ref, evidence_digest=report.digest, reason=None)
         shutil.rmtree(bundle_dir, ignore_errors=True)
-        if self.auto_queue and case.state is CaseState.CANDIDATE:
-            case = self.store.queue(case_id, self.auto_queue, actor="intake:auto")
-        return case
+        return self._queue_if_wanted(case)
+
+    def _queue_if_wanted(self, case: Case) -> Case:
+        """The one auto-queue rule: a candidate whose evidence is stored is queued for the target the
+        policy names for it (none: it waits for a reviewer)."""
+        if self.auto_queue is None or case.state is not CaseState.CANDIDATE or case.evidence_ref is None:
+            return case
+        target = self.auto_queue(case)
+        return case if target is None else self.store.queue(case.id, target, actor=f"auto-queue:{case.source_id}")
 
 
 def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:

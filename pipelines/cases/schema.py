@@ -1,19 +1,31 @@
-"""Case store tables (SQLAlchemy Core) and their versioned migrations.
+"""Case store tables (SQLAlchemy Core) and their migrations (Alembic, `pipelines/cases/migrations/`).
 
-Why no Alembic: the schema is small and one table of applied versions does the job. A fresh
-database gets the current tables in one go and is stamped with the latest version; an older
-database runs each `MIGRATIONS` step above its version, in order, in one transaction each. To
-change the schema: edit the tables below AND append a step that brings an old database to the
-same shape.
+The tables below are the newest schema; each change to them comes with an Alembic revision in
+`migrations/versions/` that brings an older database to the same shape (a test compares the two on
+SQLite and PostgreSQL). `migrate()` runs whenever a `CaseStore` opens: a new database is built by
+the revisions from the first one on, a database of the first release (hand-written migrations,
+`schema_version` 1) is stamped at its revision and upgraded, and a database newer than this code is
+refused. To change the schema: edit the tables AND add a revision
+(`alembic -c pipelines/cases/alembic.ini -x url=sqlite:///dev.db revision --autogenerate -m "..."`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+VERSION_TABLE = "case_store_version"  # Alembic's version table, named for this store (other tables share the database)
+FIRST_RELEASE = "0001"  # the revision a first-release database (`schema_version` 1) is at
+_PG_LOCK = 0x5357_4341  # advisory lock id: one migrating process at a time on PostgreSQL ("SWCA")
 
 metadata = sa.MetaData()
 
@@ -34,13 +46,6 @@ class UTCDateTime(sa.TypeDecorator):
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
 
-
-schema_version = sa.Table(
-    "schema_version",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", UTCDateTime, nullable=False),
-)
 
 cases = sa.Table(
     "cases",
@@ -102,11 +107,15 @@ outbox = sa.Table(
     sa.Column("target", sa.String(64), nullable=False),
     # Sent with every attempt; the receiving side uses it to answer a retry with the first result.
     sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
-    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | delivered | parked
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # vocabulary.OutboxStatus
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     # Persisted back-off schedule and claim lease: a restarted dispatcher keeps both.
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
     sa.Column("lease_until", UTCDateTime),
+    sa.Column("lease_owner", sa.String(64)),  # which dispatcher holds the lease (a token per process)
+    # Set when a request is about to leave: the other side may hold the case from then on, so the
+    # next attempt looks it up there before sending (exactly once even where Idempotency-Key is ignored).
+    sa.Column("in_doubt_since", UTCDateTime),
     sa.Column("last_error", sa.Text),
     sa.Column("parked_reason", sa.Text),
     sa.Column("remote_ref", sa.String(200)),
@@ -115,27 +124,124 @@ outbox = sa.Table(
 )
 
 # (version, step) pairs; each step brings a database at version-1 to `version`.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, lambda conn: None),  # the initial schema: created by `create_all` on a fresh database
-]
-LATEST = MIGRATIONS[-1][0]
+# ---- city workflows (pipelines/cityops, docs/city-operations.md): facts about cases, beside them ----
+
+shops = sa.Table(
+    "shops",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # the licence number when it has one, else a slug
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("address", sa.Text),
+    sa.Column("licence_no", sa.String(64), unique=True),
+    sa.Column("contact", sa.String(200)),  # person and/or phone number the warning goes to
+    # [{"camera": id, "polygon": [[x, y], ...]}] (normalised image coordinates) and/or
+    # [{"gps": [[lon, lat], ...]}]: where the shop's 门前三包 responsibility lies.
+    sa.Column("frontages", sa.JSON, nullable=False, default=list),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+warnings = sa.Table(
+    "warnings",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("violation_id", sa.String(200), nullable=False, unique=True),
+    sa.Column("violation_type", sa.String(64), nullable=False),
+    sa.Column("camera_id", sa.String(200), nullable=False, index=True),
+    sa.Column("zone_id", sa.String(200)),
+    sa.Column("shop_id", sa.String(64)),
+    sa.Column("state", sa.String(16), nullable=False, index=True),  # warned | complied | escalated | lapsed
+    sa.Column("warned_at", UTCDateTime, nullable=False),
+    sa.Column("recheck_at", UTCDateTime, nullable=False),
+    sa.Column("checked_at", UTCDateTime),
+    sa.Column("case_id", sa.String(64)),
+    sa.Column("image", sa.Text),  # the warning frame (annotated JPEG) under the warnings folder
+    sa.Column("notified", sa.String(16)),  # delivered | failed | off
+    sa.Column("notify_error", sa.Text),
+    sa.Column("details", sa.JSON, nullable=False, default=dict),
+)
+
+callout_numbers = sa.Table(
+    "callout_numbers",
+    metadata,
+    sa.Column("number", sa.String(32), primary_key=True),  # normalised as detect.phones writes it
+    sa.Column("first_seen", UTCDateTime),
+    sa.Column("last_seen", UTCDateTime),
+    sa.Column("count", sa.Integer, nullable=False, default=0),  # flyposting cases carrying the number
+    sa.Column("places", sa.JSON, nullable=False, default=list),  # [{"address", "grid_cell", "squad"}]
+    sa.Column("cases", sa.JSON, nullable=False, default=list),  # case ids
+    sa.Column("photos", sa.JSON, nullable=False, default=list),  # "<case id>/<bundle path>" of the opening photo
+    sa.Column("squad", sa.String(200)),  # squad of the cell where it was first seen
+    sa.Column("status", sa.String(32), nullable=False),  # callout.Status
+    sa.Column("cut_off_at", UTCDateTime),
+    sa.Column("amount", sa.Float),  # fine in yuan
+    sa.Column("note", sa.Text),
+    sa.Column("status_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+verification_reports = sa.Table(
+    "verification_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("verification_ref", sa.Text, nullable=False),  # the re-check's artifact: one report each
+    sa.Column("kind", sa.String(32), nullable=False),  # auto_recheck | disposal_photo
+    sa.Column("outcome", sa.String(32), nullable=False),  # verified_cleared | still_present
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | delivered | unsupported | parked
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.UniqueConstraint("case_id", "target", "verification_ref"),
+)
 
 
-def migrate(conn: Connection) -> int:
-    """Bring the database to `LATEST`; returns the version it was at before."""
-    now = datetime.now(UTC)
-    inspector = sa.inspect(conn)
-    if not inspector.has_table("schema_version"):
-        if inspector.has_table("cases"):
-            raise RuntimeError("database has a `cases` table but no `schema_version`: not a streetwatch case store")
-        metadata.create_all(conn)
-        conn.execute(schema_version.insert(), [{"version": v, "applied_at": now} for v, _ in MIGRATIONS])
-        return 0
-    current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-    if current > LATEST:
-        raise RuntimeError(f"case store schema is version {current}, newer than this code ({LATEST}): upgrade streetwatch")
-    for version, step in MIGRATIONS:
-        if version > current:
-            step(conn)
-            conn.execute(schema_version.insert().values(version=version, applied_at=now))
-    return current
+def alembic_config(conn: Connection | None = None) -> Config:
+    """Alembic's configuration for the case store, in code (no alembic.ini needed at run time)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if conn is not None:
+        cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head() -> str:
+    """The newest revision this code knows."""
+    return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def migrate(conn: Connection) -> str | None:
+    """Bring the database to the newest revision, inside the caller's transaction; returns the revision
+    it was at before (None: a new database). Raises RuntimeError for a database this code cannot own."""
+    if conn.dialect.name == "postgresql":  # SQLite: the caller's BEGIN IMMEDIATE already serialises this
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
+    cfg = alembic_config(conn)
+    tables = set(sa.inspect(conn).get_table_names())
+    newest = head()
+    if VERSION_TABLE in tables:
+        before = current_revision(conn)
+        if before is not None:
+            try:
+                ScriptDirectory.from_config(cfg).get_revision(before)
+            except CommandError:
+                raise RuntimeError(f"case store schema is at revision {before}, newer than this code ({newest}): "
+                                   "upgrade streetwatch") from None
+        if before == newest:
+            return before
+    elif "schema_version" in tables:  # the first release's hand-written versioning
+        version = conn.execute(sa.text("SELECT max(version) FROM schema_version")).scalar()
+        if version != 1:
+            raise RuntimeError(f"case store schema_version {version}: not a release this code can upgrade")
+        command.stamp(cfg, FIRST_RELEASE)
+        before = FIRST_RELEASE
+    elif "cases" in tables:
+        raise RuntimeError("database has a `cases` table but no case store version: not a streetwatch case store")
+    else:
+        before = None
+    command.upgrade(cfg, "head")
+    return before

@@ -9,7 +9,9 @@ transaction too, so a crash can never leave a queued case without a delivery or 
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipelines.cases.schema import case_history, cases, migrate, outbox
 from pipelines.cases.states import CaseState, check_transition
+from pipelines.cases.vocabulary import OutboxStatus
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///streetwatch-data/cases.db"
 # Columns `update()` may change; the state only moves through `transition()`, ids never change.
@@ -107,10 +112,12 @@ class OutboxEntry:
     case_id: str
     target: str
     idempotency_key: str
-    status: str  # pending | delivered | parked
+    status: OutboxStatus
     attempts: int
     next_attempt_at: datetime
     lease_until: datetime | None
+    lease_owner: str | None  # the dispatcher holding the lease
+    in_doubt_since: datetime | None  # an attempt may have reached the other side: look it up before sending again
     last_error: str | None
     parked_reason: str | None
     remote_ref: str | None
@@ -166,6 +173,8 @@ def _row_to(cls, row) -> Any:
     for key in ("state", "from_state", "to_state"):
         if values.get(key) is not None:
             values[key] = CaseState(values[key])
+    if cls is OutboxEntry:
+        values["status"] = OutboxStatus(values["status"])
     return cls(**values)
 
 
@@ -211,13 +220,32 @@ def make_engine(url: str) -> Engine:
 class CaseStore:
     """All reads and writes of cases, history and outbox. Safe to share between threads."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, engine: Engine | None = None):
+    def __init__(self, url: str = DEFAULT_URL, *, engine: Engine | None = None, migrate_schema: bool = True):
         self.url = url
         self.engine = engine or make_engine(url)
         # Same pool, marked so SQLite transactions take the write lock at BEGIN (see make_engine).
         self._writer = self.engine.execution_options(writer=True)
-        with self._writer.begin() as conn:
-            migrate(conn)
+        if migrate_schema:  # readers that must not change a database (evidence verify) skip it
+            with self._writer.begin() as conn:
+                migrate(conn)
+
+    @staticmethod
+    def exists(url: str) -> bool:
+        """Whether there is a store to read at `url` (a SQLite file must exist; other URLs are servers)."""
+        if not url.startswith("sqlite"):
+            return True
+        database = sa.engine.make_url(url).database
+        return bool(database) and database != ":memory:" and Path(database).is_file()
+
+    def sealed_digest(self, case_id: str) -> str | None:
+        """The digest recorded when the case's bundle was sealed (CaseNotFound if there is no such case).
+
+        Reads only columns every schema version has, so it works on a store not yet migrated."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(cases.c.evidence_digest).where(cases.c.id == case_id)).first()
+        if row is None:
+            raise CaseNotFound(case_id)
+        return row[0]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -366,7 +394,7 @@ class CaseStore:
                                     now, {"dispatch_target": target, "reason": None, **values})
             conn.execute(outbox.insert().values(
                 case_id=case_id, target=target, idempotency_key=idempotency_key(case_id, target),
-                status="pending", attempts=0, next_attempt_at=now, created_at=now))
+                status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, created_at=now))
             return case
 
     def apply_remote_state(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
@@ -406,57 +434,96 @@ class CaseStore:
     # ---- outbox --------------------------------------------------------------------------
 
     def claim_due(self, *, target: str | None = None, limit: int = 10, lease_s: float = 60.0,
-                  now: datetime | None = None) -> list[OutboxEntry]:
-        """Lease up to `limit` pending entries whose time has come.
+                  now: datetime | None = None, owner: str | None = None, skip: Collection[int] = ()) -> list[OutboxEntry]:
+        """Lease up to `limit` pending entries whose time has come, for `owner` (a dispatcher's token).
 
         The lease (not a status flag) marks an entry as in flight, so an entry held by a
-        dispatcher that died becomes due again by itself when the lease runs out.
+        dispatcher that died becomes due again by itself when the lease runs out. A dispatcher
+        claims one entry at a time and renews the lease when it sends (`begin_send`), so a lease
+        never has to cover entries still waiting their turn.
         """
         now = now or datetime.now(UTC)
         free = sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)
-        query = sa.select(outbox.c.id).where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now, free)
+        query = sa.select(outbox.c.id).where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now, free)
         if target is not None:
             query = query.where(outbox.c.target == target)
+        if skip:  # entries this pass already handled
+            query = query.where(outbox.c.id.not_in(list(skip)))
         query = query.order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit)
         claimed = []
         with self._writer.begin() as conn:
             for entry_id in conn.execute(query).scalars().all():
                 result = conn.execute(outbox.update().where(outbox.c.id == entry_id, free)
-                                      .values(lease_until=now + timedelta(seconds=lease_s)))
+                                      .values(lease_until=now + timedelta(seconds=lease_s), lease_owner=owner))
                 if result.rowcount == 1:
                     claimed.append(self._entry(conn, entry_id))
         return claimed
 
-    def mark_delivered(self, entry_id: int, remote_ref: str, *, now: datetime | None = None) -> Case:
-        """The other side has the case: record its reference and move the case to `submitted`."""
+    def begin_send(self, entry_id: int, owner: str, lease_s: float, *, now: datetime | None = None) -> bool:
+        """Just before a request leaves: renew `owner`'s lease for the request's length and record that
+        the dispatch system may from now on hold the case (`in_doubt_since`), so whoever sends this
+        entry next looks the case up there first. False when the lease was lost (ran out and another
+        dispatcher claimed the entry): then nothing must be sent."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            result = conn.execute(outbox.update().where(
+                outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, outbox.c.lease_owner == owner,
+                outbox.c.lease_until >= now,
+            ).values(lease_until=now + timedelta(seconds=lease_s),
+                     in_doubt_since=sa.func.coalesce(outbox.c.in_doubt_since, now)))
+            return result.rowcount == 1
+
+    def clear_doubt(self, entry_id: int, owner: str | None = None) -> None:
+        """The dispatch system was asked and does not hold the case: a new attempt is a first one again."""
+        with self._writer.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING,
+                                               *self._held(owner)).values(in_doubt_since=None))
+
+    def mark_delivered(self, entry_id: int, remote_ref: str, *, now: datetime | None = None,
+                       found: bool = False) -> Case:
+        """The other side has the case: record its reference and move the case to `submitted`.
+
+        `found`: the reference came from looking the case up on their side (an earlier attempt had
+        reached them although its answer was lost), not from the answer to a request. Recorded
+        whoever holds the lease: it is what the other side holds.
+        """
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
-            if entry.status == "delivered":  # a second dispatcher whose lease had run out: nothing to do
+            if entry.status is OutboxStatus.DELIVERED:  # a second dispatcher whose lease had run out: nothing to do
+                if entry.remote_ref != remote_ref:
+                    log.error("case %s: delivered to %s as %s, and again as %s: a duplicate on their side",
+                              entry.case_id, entry.target, entry.remote_ref, remote_ref)
                 return self._get(conn, entry.case_id)
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
-                status="delivered", remote_ref=remote_ref, delivered_at=now, lease_until=None,
-                attempts=outbox.c.attempts + 1, last_error=None))
+                status=OutboxStatus.DELIVERED, remote_ref=remote_ref, delivered_at=now, lease_until=None, lease_owner=None,
+                in_doubt_since=None, attempts=outbox.c.attempts + (0 if found else 1), last_error=None))
             case = self._get(conn, entry.case_id)
             facts = {"dispatch_target": entry.target, "dispatch_ref": remote_ref, "reason": None}
+            why = (f"found on {entry.target} as {remote_ref} (an earlier attempt had reached it)" if found
+                   else f"delivered as {remote_ref}")
             if case.state is CaseState.QUEUED:
                 return self._transition(conn, case.id, CaseState.SUBMITTED, f"dispatch:{entry.target}",
-                                        f"delivered as {remote_ref}", {"attempts": entry.attempts + 1}, now, facts)
+                                        why, {"attempts": entry.attempts + (0 if found else 1)}, now, facts)
             # Rejected by a human while in flight: keep their reference so nobody loses track of it.
             conn.execute(cases.update().where(cases.c.id == case.id).values(updated_at=now, **facts))
             return self._get(conn, case.id)
 
-    def schedule_retry(self, entry_id: int, error: str, next_attempt_at: datetime) -> None:
-        """A failed attempt: count it and persist when to try again (a restart keeps the schedule)."""
-        with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending").values(
-                attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=next_attempt_at, lease_until=None))
+    def schedule_retry(self, entry_id: int, error: str, next_attempt_at: datetime, *, owner: str | None = None) -> None:
+        """A failed attempt: count it and persist when to try again (a restart keeps the schedule).
 
-    def defer(self, entry_id: int, until: datetime) -> None:
+        With `owner`, only while that dispatcher still holds the lease (else the entry is another's now).
+        """
+        with self._writer.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, *self._held(owner))
+                         .values(attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=next_attempt_at,
+                                 lease_until=None, lease_owner=None))
+
+    def defer(self, entry_id: int, until: datetime, *, owner: str | None = None) -> None:
         """Give a claimed entry back without counting an attempt (its target's circuit is open)."""
         with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == "pending")
-                         .values(lease_until=None, next_attempt_at=until))
+            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, *self._held(owner))
+                         .values(lease_until=None, lease_owner=None, next_attempt_at=until))
 
     def awaiting_status(self, target: str, limit: int = 500) -> list[Case]:
         """Cases at `target` whose outcome on their side is still open (what status polling checks)."""
@@ -467,15 +534,15 @@ class CaseStore:
         with self.engine.connect() as conn:
             return [_row_to(Case, r) for r in conn.execute(query)]
 
-    def park(self, entry_id: int, reason: str, *, now: datetime | None = None) -> None:
+    def park(self, entry_id: int, reason: str, *, now: datetime | None = None, owner: str | None = None) -> None:
         """Stop retrying an entry the other side refused; the case stays `queued` with the reason."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
-            if entry.status != "pending":
+            if entry.status is not OutboxStatus.PENDING or (owner is not None and entry.lease_owner != owner):
                 return
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
-                status="parked", parked_reason=reason, last_error=reason, lease_until=None,
+                status=OutboxStatus.PARKED, parked_reason=reason, last_error=reason, lease_until=None, lease_owner=None,
                 attempts=outbox.c.attempts + 1))
             conn.execute(cases.update().where(cases.c.id == entry.case_id).values(
                 reason=f"dispatch to {entry.target} parked: {reason}", updated_at=now))
@@ -485,18 +552,18 @@ class CaseStore:
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
-            if entry.status != "parked":
+            if entry.status is not OutboxStatus.PARKED:
                 raise CaseStoreError(f"outbox entry {entry_id}: only parked entries can be requeued (it is {entry.status})")
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
-                status="pending", parked_reason=None, next_attempt_at=now))
+                status=OutboxStatus.PENDING, parked_reason=None, next_attempt_at=now))
             conn.execute(cases.update().where(cases.c.id == entry.case_id).values(reason=None, updated_at=now))
             self._history(conn, entry.case_id, CaseState.QUEUED, CaseState.QUEUED, now, actor,
                           f"parked delivery to {entry.target} requeued", {"outbox_id": entry_id})
 
-    def outbox_entries(self, *, status: str | None = None, case_id: str | None = None) -> list[OutboxEntry]:
+    def outbox_entries(self, *, status: OutboxStatus | str | None = None, case_id: str | None = None) -> list[OutboxEntry]:
         query = sa.select(outbox).order_by(outbox.c.id)
         if status is not None:
-            query = query.where(outbox.c.status == status)
+            query = query.where(outbox.c.status == OutboxStatus(status).value)
         if case_id is not None:
             query = query.where(outbox.c.case_id == case_id)
         with self.engine.connect() as conn:
@@ -509,7 +576,7 @@ class CaseStore:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest pending entry becomes due (None when nothing is pending)."""
-        query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.status == "pending")
+        query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.status == OutboxStatus.PENDING)
         with self.engine.connect() as conn:
             value = conn.execute(query).scalar()
         return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
@@ -521,6 +588,11 @@ class CaseStore:
         if row is None:
             raise CaseNotFound(case_id)
         return _row_to(Case, row)
+
+    @staticmethod
+    def _held(owner: str | None) -> list[Any]:
+        """The condition that `owner` still holds an entry's lease (none when no owner is given)."""
+        return [] if owner is None else [outbox.c.lease_owner == owner]
 
     def _entry(self, conn: Connection, entry_id: int) -> OutboxEntry:
         row = conn.execute(sa.select(outbox).where(outbox.c.id == entry_id)).first()

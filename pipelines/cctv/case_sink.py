@@ -19,6 +19,7 @@ import supervision as sv
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import BundleContext
 from detect.frames import Frame
+from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy
 from pipelines.cases import Case, CaseState
 from pipelines.cases.intake import Intake
@@ -52,15 +53,18 @@ class _Check:
 
 
 class CaseSink(threading.Thread):
-    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, group_gap: float, on_record=lambda data: None,
+    def __init__(self, intake: Intake, taxonomy: Taxonomy, metrics: Metrics, on_record=lambda data: None, warner=None,
                  verified: frozenset[str] = frozenset()):
         super().__init__(name="case-sink", daemon=True)
-        self.intake, self.taxonomy, self.metrics, self.group_gap = intake, taxonomy, metrics, group_gap
+        self.intake, self.taxonomy, self.metrics = intake, taxonomy, metrics
+        self.warner = warner  # pipelines.cityops.warnings.Warner: warn first, re-check, then a case (optional)
         self.on_record = on_record  # structured record of what happened (events file, logs)
         self.verified = verified  # types whose verdicts frames carry: re-checks judge them the same way
         self._queue: queue.Queue = queue.Queue()
         self._cameras: dict[str, Camera] = {}
         self._absent_since: dict[str, datetime] = {}
+        # Cameras' `auto_queue` (type -> target) is the policy the intake applies when evidence is stored.
+        intake.auto_queue = self._auto_queue_target
 
     # ---- called by the worker -----------------------------------------------------------
 
@@ -103,25 +107,25 @@ class CaseSink(threading.Thread):
         event, cam = item.event, item.camera
         self._cameras[cam.id] = cam
         self.metrics.events.labels(cam.id, event.violation_type, str(event.kind)).inc()
+        if self.warner is not None and self.warner.handles(event):
+            if event.kind is EventKind.OPENED:
+                self.on_record(self.warner.warn(cam, event, item.ctx))
+            return
         case = self.intake.record_event(event, item.ctx)
         if case is not None and event.kind is EventKind.OPENED:
             self.metrics.cases_opened.labels(cam.id, event.violation_type).inc()
-            case = self._auto_queue(case)
         self.on_record({"event": "violation", "kind": str(event.kind), "camera_id": cam.id, "violation_id": event.violation_id,
                         "type": event.violation_type, "zone_id": event.zone_id, "at": event.at.isoformat(),
                         "case_id": case.id if case else None, "case_state": str(case.state) if case else None})
 
-    def _auto_queue(self, case: Case) -> Case:
+    def _auto_queue_target(self, case: Case) -> str | None:
+        """The camera's `auto_queue` target for the case's type (None: a reviewer decides)."""
         cam = self._cameras.get(case.source_id)
-        target = cam.config.auto_queue_target(case.violation_type) if cam else None
-        if target and case.state is CaseState.CANDIDATE and case.evidence_ref is not None:
-            case = self.intake.store.queue(case.id, target, actor=f"cctv:{case.source_id}:auto-queue")
-        return case
+        return cam.config.auto_queue_target(case.violation_type) if cam else None
 
     def _retry_evidence(self) -> None:
         try:
-            for case in self.intake.retry_evidence():
-                self._auto_queue(case)
+            self.intake.retry_evidence()  # stored bundles are queued by the intake's policy
         except Exception:  # noqa: BLE001 - storage still down: the next round tries again
             log.exception("case sink: evidence retry failed")
 
@@ -129,8 +133,12 @@ class CaseSink(threading.Thread):
         """Re-check this camera's handled cases: still there -> still_present at once; gone -> verified_cleared
         once the rules cleared it or it stayed away for the type's clear time (one missed detection is not a clearance)."""
         cam, frame = item.camera, item.frame
+        if self.warner is not None:
+            for record in self.warner.check(cam.id, frame, item.detections, lambda zone_id, vtype: present(
+                    cam.scene, self.taxonomy, frame, item.detections, zone_id, vtype, cam.rules.group_gap, verified=self.verified)):
+                self.on_record(record)
         for case in self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id):
-            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, self.group_gap,
+            found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, cam.rules.group_gap,
                             verified=self.verified)
             if len(found):
                 self._absent_since.pop(case.id, None)
@@ -151,7 +159,4 @@ class CaseSink(threading.Thread):
 
     def _clear_s(self, cam: Camera, case: Case) -> float:
         zone = next((z for z in cam.scene.zones if z.id == case.zone_id), None)
-        vtype = self.taxonomy.types.get(case.violation_type)
-        if vtype is None:
-            return 60.0
-        return vtype.with_overrides(zone.thresholds.get(vtype.id) if zone else None).clear_s
+        return resolve_thresholds(self.taxonomy.types.get(case.violation_type), zone).clear_s

@@ -15,19 +15,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from detect.config_io import ConfigError, load_model
+from detect.config_io import ConfigError, ConfigModel, load_model, overlay
+from detect.grades import load_grades
+from detect.rules import RuleSettings
 from detect.scenes import Scene, load_scene
 from detect.taxonomy import Taxonomy, load_taxonomy
+from detect.tracking import TrackingConfig
 
 CameraId = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
-class Backoff(BaseModel):
+class Backoff(ConfigModel):
     """Reconnect waits: `initial_s`, doubling up to `max_s` (reset once a frame arrives)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     initial_s: float = Field(1.0, title="First wait", description="Seconds before the first reconnect attempt.", gt=0)
     max_s: float = Field(60.0, title="Longest wait", description="Cap of the doubling wait between attempts.", gt=0)
@@ -35,10 +36,8 @@ class Backoff(BaseModel):
         3, title="Offline after", description="Failed attempts in a row after which the camera is reported offline (reconnecting before).", ge=1)
 
 
-class HealthConfig(BaseModel):
+class HealthConfig(ConfigModel):
     """Camera health checks (events and metrics, never cases)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     frozen_s: float = Field(60.0, title="Frozen after", description="Seconds of identical images before the image is reported frozen.", gt=0)
     frozen_tolerance: float = Field(
@@ -54,10 +53,8 @@ class HealthConfig(BaseModel):
     check_every_s: float = Field(5.0, title="Check interval", description="Media seconds between health checks.", gt=0)
 
 
-class CameraConfig(BaseModel):
+class CameraConfig(ConfigModel):
     """One camera."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: CameraId = Field(title="Camera id", description="Source id of its frames and cases; must equal the scene's camera_id.")
     url: str = Field(
@@ -88,20 +85,32 @@ class CameraConfig(BaseModel):
     verify_every_s: float = Field(
         30.0, title="Re-check interval", description="Media seconds between re-checks of this camera's cases in `verifying`.", gt=0)
     health: HealthConfig = Field(default_factory=HealthConfig, title="Health checks", description="Frozen, black/covered and moved-camera checks.")
+    tracking: TrackingConfig | None = Field(
+        None, title="Tracking", description="Tracker knobs for this camera: the fields set here replace the settings file's `tracking` (frame_rate defaults to analysis_fps).")
+    rules: RuleSettings | None = Field(
+        None, title="Rules", description="Violation lifecycle knobs for this camera: the fields set here replace the settings file's `rules`.")
+
+    def tracking_config(self, defaults: TrackingConfig) -> TrackingConfig:
+        """The tracker's knobs: `defaults` (settings file) at this camera's sampling rate, with this camera's own."""
+        return overlay(defaults.model_copy(update={"frame_rate": self.analysis_fps}), self.tracking)
+
+    def rule_settings(self, defaults: RuleSettings) -> RuleSettings:
+        """The lifecycle knobs: `defaults` (settings file) with this camera's own."""
+        return overlay(defaults, self.rules)
 
     def auto_queue_target(self, violation_type: str) -> str | None:
         return self.auto_queue.get(violation_type) or self.auto_queue.get("*")
 
 
-class CamerasFile(BaseModel):
+class CamerasFile(ConfigModel):
     """The cameras file."""
-
-    model_config = ConfigDict(extra="forbid")
 
     cameras: list[CameraConfig] = Field(title="Cameras", description="The cameras to watch.", min_length=1)
     ring_s: float = Field(30.0, title="Ring buffer", description="Seconds of recent frames kept per camera for pre-event evidence.", gt=0)
     queue_size: int = Field(64, title="Queue size", description="Frames waiting for inference at most; when full the oldest is dropped (and counted).", ge=1)
     max_batch: int = Field(8, title="Largest batch", description="Frames the inference worker takes at once (across cameras).", ge=1)
+    grades: Path | None = Field(
+        None, title="Road grades file", description="The city's road grades file (relative to this file) for scene zones with a `grade`; default: the shipped detect/grades.yaml.")
     batch_wait_s: float = Field(
         0.1, title="Batch wait", description="Seconds the worker waits for a batch to fill once a frame is there (adds at most this to lag).", ge=0, le=2)
 
@@ -123,10 +132,13 @@ class CamerasFile(BaseModel):
 
 @dataclass
 class Camera:
-    """A camera ready to run: its configuration with paths resolved, and its validated scene."""
+    """A camera ready to run: its configuration with paths resolved, its validated scene, and the
+    tracker and rule knobs it runs with (the settings file's defaults with the camera's own)."""
 
     config: CameraConfig
     scene: Scene
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    rules: RuleSettings = field(default_factory=RuleSettings)
 
     @property
     def id(self) -> str:
@@ -152,8 +164,10 @@ def is_url(url: str) -> bool:
     return "://" in url
 
 
-def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None) -> LoadedCameras:
-    """Validate the cameras file and every enabled camera's scene.
+def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking: TrackingConfig | None = None,
+                 rules: RuleSettings | None = None) -> LoadedCameras:
+    """Validate the cameras file and every enabled camera's scene; `tracking` and `rules` are the
+    defaults (the settings file's) each camera's own fields change.
 
     Raises `ConfigError` when the file itself is unusable. A camera whose scene is missing or
     invalid, or names another camera, is refused with a message naming the file, field and reason.
@@ -161,6 +175,8 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None) -> LoadedCa
     path = Path(path)
     file = load_model(CamerasFile, path)
     taxonomy = taxonomy or load_taxonomy()
+    grades = load_grades(_resolve(path.parent, file.grades), taxonomy) if file.grades else None
+    tracking, rules = tracking or TrackingConfig(), rules or RuleSettings()
     out = LoadedCameras(file)
     for i, cfg in enumerate(file.cameras):
         if not cfg.enabled:
@@ -170,12 +186,12 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None) -> LoadedCa
             cfg = cfg.model_copy(update={"url": str(_resolve(path.parent, cfg.url))})
         out.scene_files.append(cfg.scene)
         try:
-            scene = load_scene(cfg.scene, taxonomy)
+            scene = load_scene(cfg.scene, taxonomy, grades)
         except ConfigError as exc:
             out.refused[cfg.id] = f"{path}: cameras.{i}.scene: scene refused: {exc}"
             continue
         if scene.camera_id != cfg.id:
             out.refused[cfg.id] = f"{path}: cameras.{i}.scene: {cfg.scene} is the scene of camera {scene.camera_id!r}, not {cfg.id!r}"
             continue
-        out.cameras.append(Camera(cfg, scene))
+        out.cameras.append(Camera(cfg, scene, cfg.tracking_config(tracking), cfg.rule_settings(rules)))
     return out

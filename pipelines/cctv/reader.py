@@ -42,6 +42,36 @@ class Status(StrEnum):
     REFUSED = "refused"  # invalid configuration (scene): never started
 
 
+@dataclass(frozen=True)
+class CameraStatus:
+    """A camera's stream status as the watcher writes it to its events file and the service reads it back
+    (`{"event": "camera_status", "camera_id", "status", "detail", "at"}`)."""
+
+    camera_id: str
+    status: Status | str  # a status another version's watcher wrote is kept as written
+    detail: str | None
+    at: datetime | None
+
+    EVENT = "camera_status"
+
+    def to_record(self) -> dict[str, str | None]:
+        return {"event": self.EVENT, "camera_id": self.camera_id, "status": str(self.status), "detail": self.detail,
+                "at": self.at.isoformat() if self.at else None}
+
+    @classmethod
+    def from_record(cls, record: dict) -> CameraStatus | None:
+        """The status a record states; None when it is not a camera status record."""
+        if record.get("event") != cls.EVENT or "camera_id" not in record or record.get("status") is None:
+            return None
+        value = str(record["status"])
+        try:
+            at = datetime.fromisoformat(str(record["at"])) if record.get("at") else None
+        except ValueError:
+            at = None
+        return cls(str(record["camera_id"]), Status(value) if value in Status._value2member_map_ else value,
+                   None if record.get("detail") is None else str(record["detail"]), at)
+
+
 @dataclass
 class ReaderHooks:
     """Where a reader's output goes (the service's queue, event log and metrics)."""

@@ -35,7 +35,7 @@ from pipelines.cctv.config import Camera, LoadedCameras, load_cameras
 from pipelines.cctv.frame_queue import FrameQueue
 from pipelines.cctv.health import HealthEvent
 from pipelines.cctv.metrics import Metrics
-from pipelines.cctv.reader import CameraReader, ReaderHooks, Status
+from pipelines.cctv.reader import CameraReader, CameraStatus, ReaderHooks, Status
 from pipelines.cctv.runtime import CameraRuntime
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,13 @@ class Watcher:
 
     def __init__(self, cameras_path: str | Path, detector, intake: Intake, *, replay: bool = False, metrics: Metrics | None = None,
                  taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None,
-                 on_analysed: Callable[[Frame], None] | None = None, judgement: Judgement | None = None):
+                 on_analysed: Callable[[Frame], None] | None = None, tracking: TrackingConfig | None = None,
+                 rules: RuleSettings | None = None, warner=None, judgement: Judgement | None = None):
+        """`tracking` and `rules`: the settings file's defaults, which each camera's own fields change.
+        `warner` (pipelines.cityops.warnings.Warner): warn first, re-check, then a case (optional).
+        `judgement`: the verifier that judges the zones that need it (None: detector classes alone)."""
         self.cameras_path = Path(cameras_path)
+        self.tracking_defaults, self.rule_defaults = tracking, rules
         self.detector, self.replay = detector, replay
         self.metrics = metrics or Metrics()
         self.taxonomy = taxonomy or load_taxonomy()
@@ -65,11 +70,11 @@ class Watcher:
         self.runtimes: dict[str, CameraRuntime] = {}
         self._lock = threading.Lock()
         self._generation = 0
-        loaded = load_cameras(self.cameras_path, self.taxonomy)  # a broken file as a whole stops start-up
+        loaded = self._load()  # a broken file as a whole stops start-up
         self.file = loaded.file
         self.queue = FrameQueue(self.file.queue_size, on_drop=self._dropped)
-        self.sink = CaseSink(intake, self.taxonomy, self.metrics, RuleSettings().group_gap,
-                             on_record=self.record, verified=self.judgement.verified_types)
+        self.sink = CaseSink(intake, self.taxonomy, self.metrics, on_record=self.record, warner=warner,
+                             verified=self.judgement.verified_types)
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._stopping = threading.Event()
         self._reload_requested = threading.Event()
@@ -94,8 +99,7 @@ class Watcher:
 
     def _status(self, camera_id: str, status: Status, detail: str) -> None:
         self.metrics.status.labels(camera_id).state(status.value)
-        self.record({"event": "camera_status", "camera_id": camera_id, "status": status.value, "detail": detail,
-                     "at": datetime.now(UTC).isoformat()})
+        self.record(CameraStatus(camera_id, status, detail, datetime.now(UTC)).to_record())
 
     def _dropped(self, frame: Frame) -> None:
         self._count(-1)
@@ -118,7 +122,7 @@ class Watcher:
         hooks = ReaderHooks(frame=on_frame, health=self._health, status=self._status,
                             read=lambda cid: self.metrics.frames_read.labels(cid).inc())
         reader = CameraReader(camera, hooks, replay=self.replay)
-        rules = CameraRules(camera.scene, self.taxonomy, TrackingConfig(frame_rate=cfg.analysis_fps))
+        rules = CameraRules(camera.scene, self.taxonomy, camera.tracking, camera.rules)
         text = None
         if cfg.ocr_interval_s is not None:
             from detect.ocr import TextEvidence, TextReader
@@ -134,8 +138,7 @@ class Watcher:
             if self.refused.get(cid) != message:
                 log.error("camera %s refused: %s", cid, message)
                 self.metrics.status.labels(cid).state(Status.REFUSED.value)
-                self.record({"event": "camera_status", "camera_id": cid, "status": "refused", "detail": message,
-                             "at": datetime.now(UTC).isoformat()})
+                self.record(CameraStatus(cid, Status.REFUSED, message, datetime.now(UTC)).to_record())
         self.refused = dict(loaded.refused)
         self._watched = [self.cameras_path, *loaded.scene_files]
         self._mtimes = self._watched_mtimes()
@@ -143,7 +146,7 @@ class Watcher:
             for cid in list(self.runtimes):
                 old = self.runtimes[cid]
                 new = wanted.get(cid)
-                if new is not None and new.config == old.camera.config and new.scene == old.camera.scene:
+                if new is not None and new == old.camera:
                     continue
                 old.reader.stop()
                 del self.runtimes[cid]
@@ -164,12 +167,15 @@ class Watcher:
     def reload(self) -> bool:
         """Re-read the cameras file and scenes; False (and everything kept) if the file is unusable."""
         try:
-            loaded = load_cameras(self.cameras_path, self.taxonomy)
+            loaded = self._load()
         except ConfigError as exc:
             log.error("reload refused, keeping the running cameras: %s", exc)
             return False
         self._apply(loaded, start=True)
         return True
+
+    def _load(self) -> LoadedCameras:
+        return load_cameras(self.cameras_path, self.taxonomy, tracking=self.tracking_defaults, rules=self.rule_defaults)
 
     def _watched_mtimes(self) -> dict[Path, float]:
         out = {}

@@ -1,18 +1,23 @@
 """Dispatch adapters: one case -> one HTTP request in the target's protocol, and its answer -> their reference.
 
 Both adapters classify every failure the same way (`send`): timeouts, connection errors, 5xx,
-429 and unreadable answers are `Transient` (retry; the idempotency key makes a retry safe even
-when the first request did reach them); other 4xx are `Permanent` (park for a human, with their
-words). Adapters never retry themselves: the dispatcher owns the schedule.
+429 and unreadable answers are `Transient` (retry); other 4xx are `Permanent` (park for a human,
+with their words). Adapters never retry themselves: the dispatcher owns the schedule.
+
+A retry after an attempt that may have reached them is safe twice over: it carries the same
+`Idempotency-Key`, and before it is sent the dispatcher asks them whether they already hold the
+case (`look_up`: cn-dcm by our external id, Open311 by searching their requests for our case id)
+and adopts the reference they created, so a platform that ignores the key gets no duplicate.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -42,6 +47,26 @@ class Permanent(DeliveryError):
     retry = False
 
 
+class Unsupported(Permanent):
+    """The target's protocol has no way to carry this message."""
+
+
+VERIFICATION_KINDS_ZH = {"auto_recheck": "视频自动核查", "disposal_photo": "处置照片核查"}
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """A re-check's outcome for the platform: `kind` auto_recheck | disposal_photo, `outcome` a case state."""
+
+    case: Case
+    kind: str
+    outcome: str
+    checked_at: str
+    manifest_sha256: str
+    attachments: list[dict[str, Any]]  # {"path", "url", "content_type", "sha256"}
+    idempotency_key: str
+
+
 @dataclass(frozen=True)
 class Delivery:
     """Everything an adapter needs to send one case (the manifest is the signed bundle's)."""
@@ -51,10 +76,12 @@ class Delivery:
     manifest_sha256: str
     attachments: list[dict[str, Any]]  # {"path", "url", "content_type", "sha256"}
     idempotency_key: str
+    queued_at: datetime | None = None  # when the outbox entry was written: nothing was sent before it
+    public_signature: dict[str, Any] | None = None  # signature.json's Ed25519 signature of the digest, if any
 
 
-def send(client: httpx.Client, method: str, url: str, **kw: Any) -> httpx.Response:
-    """One request with failures classified (see module doc)."""
+def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = False, **kw: Any) -> httpx.Response:
+    """One request with failures classified (see module doc); `missing_ok`: a 404 is an answer, not a failure."""
     try:
         response = client.request(method, url, **kw)
     except httpx.TimeoutException as exc:
@@ -63,6 +90,8 @@ def send(client: httpx.Client, method: str, url: str, **kw: Any) -> httpx.Respon
         raise Transient(f"connection: {type(exc).__name__}: {exc}") from exc
     if response.status_code >= 500 or response.status_code in (408, 429):
         raise Transient(f"HTTP {response.status_code}: {response.text[:200]}")
+    if response.status_code == 404 and missing_ok:
+        return response
     if response.status_code >= 400:
         raise Permanent(f"HTTP {response.status_code}: {response.text[:500]}")
     return response
@@ -125,6 +154,10 @@ class CnDcmAdapter:
             "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
                              "usage": "上报", "sha256": a["sha256"]} for a in d.attachments],
         }
+        if d.public_signature:  # lets the platform check the evidence with our published public key
+            payload["evidence"]["publicKeySignature"] = {"algorithm": d.public_signature["algorithm"],
+                                                         "keyId": d.public_signature["key_id"],
+                                                         "signature": d.public_signature["signature"]}
         if self.target.callback_url:
             payload["callbackUrl"] = str(self.target.callback_url)
         return payload
@@ -135,10 +168,7 @@ class CnDcmAdapter:
         return {**renamed, **self.target.extra_fields}
 
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
-        headers = {IDEMPOTENCY_HEADER: d.idempotency_key}
-        token = self.target.secret(self.target.token_env)
-        if token:
-            headers[self.target.auth_header] = f"{self.target.auth_scheme} {token}" if self.target.auth_scheme else token
+        headers = {IDEMPOTENCY_HEADER: d.idempotency_key, **self._auth()}
         response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
         body = answer_json(response)
         key = self.target.field_map.get("taskNumber", "taskNumber")
@@ -147,9 +177,64 @@ class CnDcmAdapter:
             raise Transient(f"HTTP {response.status_code} without {key}: {response.text[:200]!r}")
         return str(ref)
 
+    def look_up(self, client: httpx.Client, d: Delivery) -> str | None:
+        """Their task number for our case if they already hold it (an earlier attempt reached them), else None.
+
+        GET `lookup_url` (default: the case URL `?externalId=<case id>`); the answer is an object or a
+        list of objects (bare, or under `data`) carrying the task number, and 404 or an empty list
+        means they do not have it. Nothing is sent before they answer: a failed look-up is retried
+        like a failed send, a refused one (other 4xx) parks the entry for a human.
+        """
+        external = self.target.field_map.get("externalId", "externalId")
+        if self.target.lookup_url:
+            url = self.target.lookup_url.replace("{external_id}", quote(d.case.id, safe=""))
+        else:
+            base = str(self.target.url)
+            url = f"{base}{'&' if '?' in base else '?'}{urlencode({external: d.case.id})}"
+        try:
+            response = send(client, "GET", url, headers=self._auth(), missing_ok=True)
+        except Permanent as exc:
+            raise Permanent(f"look-up by external id refused ({exc}); set `lookup_url`, or `lookup: false` "
+                            "if this platform has none") from exc
+        if response.status_code == 404:
+            return None
+        body = answer_json(response)
+        if isinstance(body, dict) and isinstance(body.get("data"), (list, dict)):
+            body = body["data"]
+        items = body if isinstance(body, list) else [body]
+        key = self.target.field_map.get("taskNumber", "taskNumber")
+        found = [i for i in items if isinstance(i, dict) and i.get(key) and str(i.get(external, d.case.id)) == d.case.id]
+        return str(found[0][key]) if found else None
+
+    def _auth(self) -> dict[str, str]:
+        token = self.target.secret(self.target.token_env)
+        if not token:
+            return {}
+        return {self.target.auth_header: f"{self.target.auth_scheme} {token}" if self.target.auth_scheme else token}
+
     def status(self, client: httpx.Client, ref: str) -> str | None:
         """cn-dcm platforms push status by webhook; nothing to poll."""
         return None
+
+    def report_verification(self, client: httpx.Client, report: VerificationReport) -> None:
+        """A re-check's outcome back to the platform, as an update of their task (核查结果): the automatic
+        camera re-check or the check of the handler's disposal photo, with the frame it was judged on."""
+        headers = {IDEMPOTENCY_HEADER: report.idempotency_key, **self._auth()}
+        ref = report.case.dispatch_ref or ""
+        url = str(self.target.url).rstrip("/") + "/" + self.target.verification_path.format(ref=quote(ref, safe=""))
+        payload = {
+            "taskNumber": ref,
+            "externalId": report.case.id,
+            "checkType": report.kind,
+            "checkTypeName": VERIFICATION_KINDS_ZH.get(report.kind, report.kind),
+            "result": "cleared" if report.outcome == "verified_cleared" else "still_present",
+            "resultName": "已整改" if report.outcome == "verified_cleared" else "未整改",
+            "checkTime": report.checked_at,
+            "evidence": {"digest": report.manifest_sha256},
+            "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
+                             "usage": "核查", "sha256": a["sha256"]} for a in report.attachments],
+        }
+        send(client, "POST", url, json=self.wire(payload), headers=headers)
 
 
 class Open311Adapter:
@@ -170,7 +255,7 @@ class Open311Adapter:
             text += f", {m['object_count']} objects"
         if m["text"]["phones"]:
             text += ", phone numbers: " + ", ".join(m["text"]["phones"])
-        text += f". Seen by camera/photo {case.source_id}; evidence digest {d.manifest_sha256[:16]}."
+        text += f". Seen by camera/photo {case.source_id}; evidence digest {d.manifest_sha256[:16]}; {case_marker(case.id)}."
         form = {
             "api_key": self.target.secret(self.target.token_env) or "",
             "service_code": vt.open311_service_code,
@@ -204,6 +289,29 @@ class Open311Adapter:
             return f"token:{first['token']}"
         raise Transient(f"HTTP {response.status_code} without service_request_id or token: {response.text[:200]!r}")
 
+    def look_up(self, client: httpx.Client, d: Delivery) -> str | None:
+        """Their service_request_id for our case if an earlier attempt created it, else None.
+
+        GeoReport v2 has no look-up by our id, so this searches GET requests.json (the type's
+        service_code, from when the case was queued until now) for the description that carries
+        our case id (`case_marker`). Limits, documented in docs/cases-and-dispatch.md: a server
+        that does not list requests, caps the list below the matches, or answers with a token and
+        creates the request later may not show an existing request, and a duplicate stays possible.
+        """
+        since = (d.queued_at or d.case.created_at) - timedelta(minutes=5)
+        params = {"service_code": self.taxonomy.get(d.case.violation_type).open311_service_code,
+                  "start_date": since.astimezone(UTC).isoformat(timespec="seconds"),
+                  "end_date": (datetime.now(UTC) + timedelta(minutes=5)).isoformat(timespec="seconds")}
+        if self.target.jurisdiction_id:
+            params["jurisdiction_id"] = self.target.jurisdiction_id
+        body = answer_json(send(client, "GET", f"{self.base}/requests.json", params=params))
+        if not isinstance(body, list):
+            raise Transient(f"requests.json answered {type(body).__name__}, not a list: cannot tell whether they hold the case")
+        marker = case_marker(d.case.id)
+        found = [r for r in body if isinstance(r, dict) and marker in str(r.get("description") or "")
+                 and r.get("service_request_id")]
+        return str(found[0]["service_request_id"]) if found else None
+
     def resolve_token(self, client: httpx.Client, ref: str) -> str | None:
         """GET /tokens/{token}.json: the service_request_id once they created the request."""
         body = answer_json(send(client, "GET", f"{self.base}/tokens/{ref.removeprefix('token:')}.json"))
@@ -215,6 +323,16 @@ class Open311Adapter:
         body = answer_json(send(client, "GET", f"{self.base}/requests/{ref}.json"))
         first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
         return {"open": "accepted", "closed": "handled"}.get(str(first.get("status", "")).lower())
+
+    def report_verification(self, client: httpx.Client, report: VerificationReport) -> None:
+        """GeoReport v2 has no call to comment on or update a request, so re-check results cannot be sent."""
+        raise Unsupported("Open311 GeoReport v2 has no endpoint to add a comment or a status to a service request; "
+                          "the re-check stays in the case's evidence bundle here")
+
+
+def case_marker(case_id: str) -> str:
+    """How our case id appears in an Open311 description, which their request listing echoes back."""
+    return f"streetwatch case {case_id}"
 
 
 ADAPTERS = {"cn-dcm": CnDcmAdapter, "open311": Open311Adapter}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, model_validator
+
+from detect.config_io import ConfigModel
 
 
-class RetryPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RetryPolicy(ConfigModel):
     base_s: float = Field(2.0, title="First back-off", description="Delay before the first retry; doubles per attempt.", gt=0)
     max_s: float = Field(600.0, title="Longest back-off", description="Cap of the delay between attempts.", gt=0)
     jitter: float = Field(0.5, title="Jitter", description="Fraction of each delay that is random (0 = none, 1 = full jitter).", ge=0, le=1)
@@ -18,17 +18,13 @@ class RetryPolicy(BaseModel):
         None, title="Attempt limit", description="Park the entry after this many failed attempts (default: retry until delivered).", ge=1)
 
 
-class BreakerPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BreakerPolicy(ConfigModel):
     failures: int = Field(5, title="Failures to open", description="Consecutive failed deliveries that open the circuit.", ge=1)
     cooldown_s: float = Field(30.0, title="Cool-down", description="Seconds the circuit stays open before one trial delivery.", gt=0)
 
 
-class TargetConfig(BaseModel):
+class TargetConfig(ConfigModel):
     """One dispatch system."""
-
-    model_config = ConfigDict(extra="forbid")
 
     adapter: Literal["cn-dcm", "open311"] = Field(title="Adapter", description="Protocol: cn-dcm (数字城管 JSON) or open311 (GeoReport v2).")
     url: HttpUrl = Field(title="Base URL", description="cn-dcm: URL cases are POSTed to; open311: endpoint base (…/requests.json is appended).")
@@ -55,21 +51,36 @@ class TargetConfig(BaseModel):
     jurisdiction_id: str | None = Field(None, title="Jurisdiction", description="open311: jurisdiction_id, if the server hosts several.")
     attachment_expiry_s: int = Field(7 * 24 * 3600, title="Attachment URL lifetime",
                                      description="Seconds the evidence URLs sent with a case stay valid.", gt=0, le=7 * 24 * 3600)
+    verification_path: str = Field(
+        "{ref}/verification", title="Verification path",
+        description="cn-dcm: where re-check results of a task are POSTed, relative to `url` ({ref} = their task number).",
+        pattern=r"\{ref\}")
     poll_interval_s: float = Field(300.0, title="Status poll interval", description="open311: seconds between status polls of open cases.", gt=0)
+    lookup: bool = Field(
+        True, title="Look up before re-sending",
+        description="Before re-sending a case whose earlier attempt may have reached them (timeout, dropped connection, 5xx, "
+        "a killed dispatcher), ask whether they already have it and adopt their task number (cn-dcm: by our external id, "
+        "see `lookup_url`; open311: GET requests.json searched for our case id). Off: exactly-once rests on their "
+        "honouring Idempotency-Key.")
+    lookup_url: str | None = Field(
+        None, title="Look-up URL",
+        description="cn-dcm: URL that finds a case by our external id, `{external_id}` replaced (URL-encoded); default: "
+        "the case URL with `?externalId={external_id}` (the parameter named as `field_map` renames externalId).")
 
     def secret(self, env: str | None) -> str | None:
         return os.environ.get(env) if env else None
 
 
-class DispatchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DispatchConfig(ConfigModel):
     targets: dict[str, TargetConfig] = Field(default_factory=dict, title="Targets",
                                              description="Dispatch systems by name (the name cases are queued for).")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, title="Retry", description="Back-off between attempts.")
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy, title="Circuit breaker", description="Pause a failing target.")
-    batch: int = Field(20, title="Batch", description="Outbox entries claimed per pass.", ge=1)
-    lease_s: float = Field(60.0, title="Lease", description="Seconds a claimed entry is reserved; must exceed the longest request.", gt=0)
+    batch: int = Field(20, title="Batch", description="Most deliveries per pass; each entry is claimed (leased) only when its turn comes.", ge=1)
+    lease_s: float = Field(
+        60.0, title="Lease",
+        description="Seconds an entry is reserved for the dispatcher sending it, renewed as its request leaves; must exceed "
+        "twice the longest target timeout (a look-up and a send).", gt=0)
     idle_s: float = Field(1.0, title="Idle wait", description="Longest sleep of `dispatch run` when nothing is due.", gt=0)
 
     @model_validator(mode="after")

@@ -1,11 +1,17 @@
 """The dispatcher: delivers outbox entries to dispatch systems, exactly once as seen by them.
 
-Exactly once comes from three pieces together:
+Exactly once comes from these pieces together:
 - the outbox entry is written in the same transaction that queues the case (case store);
-- an entry is *leased* while in flight, never flagged: a dispatcher killed mid-request leaves a
-  lease that runs out, and the next dispatcher sends the entry again;
-- every attempt carries the same idempotency key (one per case and target), so the receiving
-  side answers a repeat with the first result instead of opening a second case.
+- an entry is *leased* while in flight, never flagged, and one entry at a time: it is claimed
+  when its turn comes and the lease is renewed as its request leaves (`begin_send`), so a lease
+  only ever covers one request (`lease_s` > twice the timeout) and a second dispatcher on the
+  same store cannot take an entry whose request is still running; a dispatcher killed
+  mid-request leaves a lease that runs out, and the next dispatcher takes the entry over;
+- before a request leaves, the entry is marked *in doubt* (the other side may hold the case from
+  then on); whoever sends an in-doubt entry again first asks the other side whether it already
+  holds the case (`look_up`) and adopts the reference it created;
+- every attempt carries the same idempotency key (one per case and target), so a receiver that
+  honours it answers a repeat with the first result too.
 
 Failures: transient ones (timeouts, connection errors, 5xx, unreadable answers) are retried with
 exponential back-off and jitter, the next attempt time persisted in the entry so a restart keeps
@@ -18,18 +24,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
+import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from detect.evidence import MANIFEST
+from detect.evidence import MANIFEST, SIGNATURE
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.states import CaseState, InvalidTransition
-from pipelines.cases.store import CaseStore, OutboxEntry
-from pipelines.dispatch.adapters import Delivery, DeliveryError, Transient, make_adapter
+from pipelines.cases.store import Case, CaseStore, OutboxEntry
+from pipelines.dispatch.adapters import Delivery, DeliveryError, Permanent, Transient, make_adapter
 from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy
 from pipelines.evidence_store import EvidenceStore, StorageError, content_type
 
@@ -75,14 +84,16 @@ class CircuitBreaker:
 @dataclass
 class PassStats:
     delivered: int = 0
+    found: int = 0  # of `delivered`: already on their side (an earlier attempt had reached them), adopted
     retried: int = 0
     parked: int = 0
     deferred: int = 0
+    lost: int = 0  # entries whose lease ran out and went to another dispatcher before we sent them
     status_changes: int = 0
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: PassStats) -> None:
-        for name in ("delivered", "retried", "parked", "deferred", "status_changes"):
+        for name in ("delivered", "found", "retried", "parked", "deferred", "lost", "status_changes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
 
@@ -96,6 +107,8 @@ class Dispatcher:
         self.breakers = {name: CircuitBreaker(config.breaker) for name in config.targets}
         self.clients = {name: client or httpx.Client(timeout=t.timeout_s) for name, t in config.targets.items()}
         self.rng = random.Random(seed)
+        # Whose lease it is: several dispatchers (processes, machines) may share one store.
+        self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # The first poll waits one interval: a request just delivered has nothing to report yet.
         self._last_poll: dict[str, datetime] = dict.fromkeys(config.targets, datetime.now(UTC))
 
@@ -106,10 +119,16 @@ class Dispatcher:
     # ---- delivery -------------------------------------------------------------------------
 
     def run_once(self, now: datetime | None = None) -> PassStats:
-        """Deliver what is due now (one claimed batch), then poll statuses that are due."""
+        """Deliver what is due now (up to `batch` entries, each claimed when its turn comes and handled
+        at most once per pass), then poll statuses that are due."""
         stats = PassStats()
-        for entry in self.store.claim_due(limit=self.config.batch, lease_s=self.config.lease_s, now=now):
-            self._deliver(entry, stats)
+        handled: list[int] = []
+        for _ in range(self.config.batch):
+            claimed = self.store.claim_due(limit=1, lease_s=self.config.lease_s, now=now, owner=self.owner, skip=handled)
+            if not claimed:
+                break
+            handled.append(claimed[0].id)
+            self._deliver(claimed[0], stats)
         stats.add(self.poll_statuses())
         return stats
 
@@ -131,22 +150,38 @@ class Dispatcher:
         now = datetime.now(UTC)
         adapter = self.adapters.get(entry.target)
         if adapter is None:
-            self.store.park(entry.id, f"no dispatch target named {entry.target!r} is configured")
+            self.store.park(entry.id, f"no dispatch target named {entry.target!r} is configured", owner=self.owner)
             stats.parked += 1
             return
         breaker = self.breakers[entry.target]
         if not breaker.allows(now):
-            self.store.defer(entry.id, breaker.open_until)
+            self.store.defer(entry.id, breaker.open_until, owner=self.owner)
             stats.deferred += 1
             return
         case = self.store.get(entry.case_id)
         if case.state is not CaseState.QUEUED:
-            self.store.park(entry.id, f"case is {case.state}, not queued: not sent")
+            self.store.park(entry.id, f"case is {case.state}, not queued: not sent", owner=self.owner)
             stats.parked += 1
             return
+        client = self.clients[entry.target]
         try:
             delivery = self._delivery(entry)
-            ref = adapter.deliver(self.clients[entry.target], delivery)
+            if entry.in_doubt_since is not None and self.config.targets[entry.target].lookup:
+                ref = adapter.look_up(client, delivery)
+                if ref is not None:
+                    breaker.success()
+                    self.store.mark_delivered(entry.id, ref, found=True)
+                    stats.delivered += 1
+                    stats.found += 1
+                    log.info("case %s was already on %s as %s (an earlier attempt reached it): adopted",
+                             entry.case_id, entry.target, ref)
+                    return
+                self.store.clear_doubt(entry.id, self.owner)
+            if not self.store.begin_send(entry.id, self.owner, self.config.lease_s):
+                stats.lost += 1
+                log.warning("case %s: lease on its outbox entry lost before sending; another dispatcher has it", entry.case_id)
+                return
+            ref = adapter.deliver(client, delivery)
         except DeliveryError as exc:
             self._failed(entry, exc, breaker, stats, now)
             return
@@ -162,7 +197,7 @@ class Dispatcher:
         stats.errors.append(f"case {entry.case_id}: {reason}")
         if not exc.retry:
             breaker.success()  # they answered: the system is up, the request was wrong
-            self.store.park(entry.id, str(exc))
+            self.store.park(entry.id, str(exc), owner=self.owner)
             stats.parked += 1
             log.warning("case %s parked: %s", entry.case_id, reason)
             return
@@ -170,13 +205,13 @@ class Dispatcher:
             log.warning("%s: circuit open until %s after %d failures", entry.target, breaker.open_until, breaker.consecutive)
         limit = self.config.retry.max_attempts
         if limit is not None and attempt >= limit:
-            self.store.park(entry.id, f"gave up after {attempt} attempts; last: {exc}")
+            self.store.park(entry.id, f"gave up after {attempt} attempts; last: {exc}", owner=self.owner)
             stats.parked += 1
             return
         when = now + timedelta(seconds=backoff_s(attempt, self.config.retry, self.rng))
         if breaker.open_until is not None:
             when = max(when, breaker.open_until)
-        self.store.schedule_retry(entry.id, reason, when)
+        self.store.schedule_retry(entry.id, reason, when, owner=self.owner)
         stats.retried += 1
         log.info("case %s attempt %d failed (%s); next at %s", entry.case_id, attempt, exc, when.isoformat())
 
@@ -188,6 +223,8 @@ class Dispatcher:
         try:
             raw = self.evidence.read_bytes(case.evidence_ref, MANIFEST)
             manifest = json.loads(raw)
+            check_evidence(case, manifest, hashlib.sha256(raw).hexdigest())
+            signed = json.loads(self.evidence.read_bytes(case.evidence_ref, SIGNATURE)).get("public_key_signature")
             by_path = {a["path"]: a for a in manifest["artifacts"]}
             expiry = timedelta(seconds=target.attachment_expiry_s)
             attachments = [{"path": p, "url": self.evidence.url(case.evidence_ref, p, expiry),
@@ -196,7 +233,8 @@ class Dispatcher:
         except StorageError as exc:
             raise Transient(f"evidence store: {exc}") from exc
         return Delivery(case=case, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                        attachments=attachments, idempotency_key=entry.idempotency_key)
+                        attachments=attachments, idempotency_key=entry.idempotency_key, queued_at=entry.created_at,
+                        public_signature=signed if isinstance(signed, dict) else None)
 
     # ---- status feedback ------------------------------------------------------------------
 
@@ -227,6 +265,18 @@ class Dispatcher:
                 if status is not None and apply_status(self.store, case.id, status, actor=f"dispatch:{name}"):
                     stats.status_changes += 1
         return stats
+
+
+def check_evidence(case: Case, manifest: dict, digest: str) -> None:
+    """The stored bundle is the one sealed for this case: its manifest names the case (else `Permanent`:
+    another case's bundle was put in its place, a human must look) and its digest is the one the case
+    store recorded at sealing (else `Transient`: a newer bundle is still on its way to the store, or
+    the stored one was replaced; it is not sent either way)."""
+    if manifest.get("case_id") != case.id:
+        raise Permanent(f"evidence at {case.evidence_ref} belongs to case {manifest.get('case_id')}, not {case.id}: not sent")
+    if case.evidence_digest is not None and digest != case.evidence_digest:
+        raise Transient(f"evidence at {case.evidence_ref} has digest {digest[:16]}…, not the {case.evidence_digest[:16]}… "
+                        "sealed for this case (upload pending, or the stored bundle was replaced): not sent")
 
 
 def apply_status(store: CaseStore, case_id: str, status: str, *, actor: str, note: str | None = None) -> bool:

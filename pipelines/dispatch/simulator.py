@@ -1,21 +1,26 @@
 """A dispatch-system simulator speaking both protocols, with faults on demand (tests, demo, benchmarks).
 
     POST /cn-dcm/cases                 cn-dcm JSON case (validated against our JSON schema) -> {"taskNumber"}
+    GET  /cn-dcm/cases?externalId=ID   the cases they hold with that external id: [{"taskNumber", "externalId", "status"}]
     POST /open311/requests.json        GeoReport v2 form -> [{"service_request_id"}] (or [{"token"}])
+    GET  /open311/requests.json        GeoReport v2 search: service_request_id, service_code, start_date, end_date, status
     GET  /open311/requests/{id}.json   status: open | closed
     GET  /open311/tokens/{token}.json  token -> service_request_id
     GET  /open311/services.json        the taxonomy's service codes
+    POST /cn-dcm/cases/{ref}/verification  a re-check result for a task (kept under the case's `verifications`)
     POST /sim/cases/{ref}/{status}     move a case on "their" side: accepted | rejected | handled | closed;
                                        cn-dcm cases are reported to the webhook (callbackUrl or --webhook-url)
     GET  /sim/received                 everything received, for inspection
-    POST /sim/faults                   change fail_rate / latency_ms / modes / stall_s while running
+    POST /sim/faults                   change fail_rate / latency_ms / modes / stall_s / honour_idempotency while running
 
-Like a careful real platform it honours `Idempotency-Key`: a repeated key gets the first answer and
-creates nothing. Faults hit case-creating POSTs with probability `fail_rate`; the mode is drawn
-from `modes`: `error` (500, nothing stored), `error-after` (stored, then 500), `close` (stored,
-then the connection is closed without an answer), `garbage` (stored, then an HTML body with 200),
-`stall` (the answer comes after `stall_s`, later than any sane client timeout; stored).
-Everything is in memory: restarting the simulator forgets it.
+Like a careful real platform it honours `Idempotency-Key` (a repeated key gets the first answer
+and creates nothing) unless told not to (`--ignore-idempotency-key`: every POST creates a case,
+as many real platforms do). Faults hit case-creating POSTs and look-ups (GET by external id or
+request search) with probability `fail_rate`; the mode is drawn from `modes`: `error` (500,
+nothing stored), `error-after` (stored, then 500), `close` (stored, then the connection is closed
+without an answer), `garbage` (stored, then an HTML body with 200), `stall` (the answer comes
+after `stall_s`, later than any sane client timeout; stored). A look-up stores nothing, so there
+`error-after` is a plain 500. Everything is in memory: restarting the simulator forgets it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Faults:
     latency_ms: float = 0.0
     modes: tuple[str, ...] = FAULT_MODES
     stall_s: float = 30.0
+    honour_idempotency: bool = True
 
     def update(self, data: dict[str, Any]) -> None:
         if "fail_rate" in data:
@@ -52,6 +58,8 @@ class Faults:
             self.modes = parse_modes(data["modes"])
         if "stall_s" in data:
             self.stall_s = max(0.0, float(data["stall_s"]))
+        if "honour_idempotency" in data:
+            self.honour_idempotency = bool(data["honour_idempotency"])
 
 
 def _rate(value: float) -> float:
@@ -82,7 +90,8 @@ class SimState:
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)  # ref -> record
     by_key: dict[str, tuple[int, str]] = field(default_factory=dict)  # idempotency key -> (status, body)
     tokens: dict[str, str] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=lambda: {"posts": 0, "replayed": 0, "faults": 0, "refused": 0})
+    counters: dict[str, int] = field(default_factory=lambda: {"posts": 0, "replayed": 0, "faults": 0, "refused": 0,
+                                                               "lookups": 0, "found": 0})
     rng: random.Random = field(default_factory=random.Random)
     _seq: int = 0
 
@@ -96,7 +105,15 @@ class SimState:
     def snapshot(self) -> dict[str, Any]:
         return {"cases": list(self.cases.values()), "counters": dict(self.counters),
                 "faults": {"fail_rate": self.faults.fail_rate, "latency_ms": self.faults.latency_ms,
-                           "modes": list(self.faults.modes), "stall_s": self.faults.stall_s}}
+                           "modes": list(self.faults.modes), "stall_s": self.faults.stall_s,
+                           "honour_idempotency": self.faults.honour_idempotency}}
+
+    def draw_fault(self) -> str | None:
+        """The fault for this request, if the dice say so (caller holds the lock)."""
+        fault = self.rng.choice(self.faults.modes) if self.rng.random() < self.faults.fail_rate else None
+        if fault:
+            self.counters["faults"] += 1
+        return fault
 
 
 def _services() -> list[dict[str, Any]]:
@@ -130,8 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         self._latency()
-        path = urlparse(self.path).path
+        url = urlparse(self.path)
+        path = url.path
         state = self.server.state
+        if path in ("/cn-dcm/cases", "/open311/requests.json"):
+            return self._look_up(path, {k: v[0] for k, v in parse_qs(url.query).items()})
         if path == "/sim/received":
             with state.lock:
                 return self._reply(200, state.snapshot())
@@ -143,9 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
                 case = state.cases.get(ref)
             if case is None or case["protocol"] != "open311":
                 return self._reply(404, [{"code": 404, "description": f"no service request {ref}"}])
-            return self._reply(200, [{"service_request_id": ref, "status": "closed" if case["status"] in ("handled", "closed") else "open",
-                                      "status_notes": case.get("note"), "service_code": case["received"]["service_code"],
-                                      "requested_datetime": case["received_at"]}])
+            return self._reply(200, [self._open311_request(ref, case)])
         if path.startswith("/open311/tokens/") and path.endswith(".json"):
             token = path.removeprefix("/open311/tokens/").removesuffix(".json")
             with state.lock:
@@ -171,6 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(400, {"error": str(exc)})
             return self._reply(200, self.server.state.snapshot()["faults"])
         parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[:2] == ["cn-dcm", "cases"] and parts[3] == "verification":
+            return self._verification(parts[2], body)
         if len(parts) == 4 and parts[:2] == ["sim", "cases"] and parts[3] in STATUSES:
             return self._set_status(parts[2], parts[3], body)
         self._reply(404, {"error": f"no route POST {path}"})
@@ -181,18 +201,52 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- case creation --------------------------------------------------------------------
 
+    def _look_up(self, path: str, query: dict[str, str]) -> None:
+        """What a real platform offers for finding a case again: cn-dcm by external id, Open311 the
+        GeoReport v2 request search. Subject to faults like any request."""
+        state = self.server.state
+        with state.lock:
+            state.counters["lookups"] += 1
+            fault = state.draw_fault()
+            if path == "/cn-dcm/cases":
+                wanted = query.get("externalId")
+                if not wanted:
+                    return self._reply(400, {"code": 400, "message": "externalId is required"})
+                answer: Any = [{"taskNumber": c["ref"], "externalId": c["external_id"], "status": c["status"]}
+                               for c in state.cases.values() if c["protocol"] == "cn-dcm" and c["external_id"] == wanted]
+            else:
+                answer = [self._open311_request(ref, c) for ref, c in state.cases.items()
+                          if c["protocol"] == "open311" and _matches(c, ref, query)]
+            state.counters["found"] += bool(answer)
+        if fault in ("error", "error-after"):
+            return self._reply(500, {"error": "injected failure"})
+        if fault == "close":
+            self.close_connection = True
+            return
+        if fault == "garbage":
+            return self._reply(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        if fault == "stall":
+            time.sleep(state.faults.stall_s)
+        self._reply(200, answer)
+
+    @staticmethod
+    def _open311_request(ref: str, case: dict[str, Any]) -> dict[str, Any]:
+        return {"service_request_id": ref, "status": "closed" if case["status"] in ("handled", "closed") else "open",
+                "status_notes": case.get("note"), "service_code": case["received"]["service_code"],
+                "description": case["received"].get("description"), "requested_datetime": case["received_at"],
+                "address": case["received"].get("address_string"), "lat": case["received"].get("lat"),
+                "long": case["received"].get("long")}
+
     def _create(self, protocol: str, body: bytes) -> None:
         state = self.server.state
         key = self.headers.get("Idempotency-Key")
         with state.lock:
             state.counters["posts"] += 1
-            if key and key in state.by_key:  # a retry: the first answer, nothing new
+            if key and state.faults.honour_idempotency and key in state.by_key:  # a retry: the first answer, nothing new
                 state.counters["replayed"] += 1
                 status, answer = state.by_key[key]
                 return self._reply(status, answer.encode())
-            fault = state.rng.choice(state.faults.modes) if state.rng.random() < state.faults.fail_rate else None
-            if fault:
-                state.counters["faults"] += 1
+            fault = state.draw_fault()
         if fault == "error":
             return self._reply(500, {"error": "injected failure (nothing stored)"})
         received, problem = (self._cn_dcm(body) if protocol == "cn-dcm" else self._open311(body))
@@ -263,6 +317,30 @@ class _Handler(BaseHTTPRequestHandler):
             return {}, [{"code": 400, "description": "; ".join(problems)}]
         return form, None
 
+    def _verification(self, ref: str, body: bytes) -> None:
+        """A re-check result for one of our tasks (cn-dcm): kept with the case; a repeated key changes nothing."""
+        state = self.server.state
+        try:
+            report = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return self._reply(400, {"code": 400, "message": f"body is not JSON: {exc}"})
+        problems = [f"{k} missing" for k in ("taskNumber", "checkType", "result", "checkTime") if not isinstance(report, dict) or not report.get(k)]
+        if not problems and report["result"] not in ("cleared", "still_present"):
+            problems.append(f"result {report['result']!r} is not cleared or still_present")
+        if not problems and report["taskNumber"] != ref:
+            problems.append(f"taskNumber {report['taskNumber']!r} differs from the URL's {ref!r}")
+        if problems:
+            return self._reply(400, {"code": 400, "message": "; ".join(problems)})
+        key = self.headers.get("Idempotency-Key")
+        with state.lock:
+            case = state.cases.get(ref)
+            if case is None or case["protocol"] != "cn-dcm":
+                return self._reply(404, {"code": 404, "message": f"no task {ref}"})
+            done = case.setdefault("verifications", [])
+            if not (key and any(v.get("idempotency_key") == key for v in done)):
+                done.append({**report, "idempotency_key": key, "received_at": datetime.now(UTC).isoformat()})
+        self._reply(200, {"code": 0, "message": "ok"})
+
     # ---- "their side" moves a case --------------------------------------------------------
 
     def _set_status(self, ref: str, status: str, body: bytes) -> None:
@@ -297,6 +375,26 @@ class _Handler(BaseHTTPRequestHandler):
         except httpx.HTTPError as exc:
             return {"url": url, "error": str(exc)}
         return {"url": url, "status_code": answer.status_code}
+
+
+def _matches(case: dict[str, Any], ref: str, query: dict[str, str]) -> bool:
+    """GeoReport v2 GET requests.json filters (dates are ISO 8601; a request is listed from when it was received)."""
+    if "service_request_id" in query and ref not in query["service_request_id"].split(","):
+        return False
+    if "service_code" in query and case["received"].get("service_code") != query["service_code"]:
+        return False
+    status = "closed" if case["status"] in ("handled", "closed") else "open"
+    if "status" in query and status not in query["status"].split(","):
+        return False
+    received = datetime.fromisoformat(case["received_at"])
+    try:
+        if "start_date" in query and received < datetime.fromisoformat(query["start_date"]):
+            return False
+        if "end_date" in query and received > datetime.fromisoformat(query["end_date"]):
+            return False
+    except ValueError:
+        return False
+    return True
 
 
 class SimServer(ThreadingHTTPServer):

@@ -12,26 +12,22 @@ import re
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from detect.config_io import load_model
+from detect.config_io import ConfigModel, load_model
 
 DEFAULT_CLASSES_PATH = Path(__file__).resolve().parents[2] / "datasets" / "classes.yaml"
 
 
-class TrainingClass(BaseModel):
+class TrainingClass(ConfigModel):
     """One object class the data team labels."""
-
-    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(title="Description", description="What to label as this class (labelling guide).", min_length=1)
     aliases: list[str] = Field(default_factory=list, title="Aliases", description="Names other datasets use for this class.")
 
 
-class ProjectClasses(BaseModel):
+class ProjectClasses(ConfigModel):
     """All training classes, in the order models list them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     version: int = Field(1, title="Format version", ge=1)
     classes: dict[str, TrainingClass] = Field(title="Classes", description="Class name -> definition.", min_length=1)

@@ -163,11 +163,9 @@ def box_metrics(weights: Path, model_classes: list[str], dataset: Dataset, out_d
         split = "val"
     data_yaml = dataset.ultralytics_yaml(out_dir / "data.yaml")
 
-    from detect.runtime_env import prepare_ultralytics_env
+    from detect.runtime_env import import_yolo
 
-    prepare_ultralytics_env()
-    from ultralytics import YOLO
-
+    YOLO = import_yolo()
     m = YOLO(str(weights), task="detect").val(
         data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=True, workers=0,
         project=str(out_dir.parent), name=out_dir.name, exist_ok=True, verbose=False,

@@ -17,8 +17,9 @@ labelled; when a case has none (the detector's evidence was COCO classes such as
 dining table), the union of its boxes is labelled with the type's training class (the first
 evidence: street_stall -> stall). Rejected cases become hard negatives: the picture with an
 empty label file and the rejection reason in the manifest; except rejections whose reason code
-says the object is real and only the case is not (`NOT_NEGATIVE`: a permitted stall still looks
-like a stall, and teaching the detector otherwise would blind it). One picture in several cases
+says the object is real and only the case is not, or says nothing about the picture
+(`pipelines.cases.vocabulary.REASONS`: a permitted stall still looks like a stall, and teaching
+the detector otherwise would blind it; a privacy rejection is not about what was seen). One picture in several cases
 gets the boxes of all its confirmed cases. Lines that cannot be used are reported, not guessed.
 """
 
@@ -34,15 +35,13 @@ import numpy as np
 from detect.imageio import ImageReadError, decode_image
 from detect.digests import sha256_file
 from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.cases.vocabulary import is_hard_negative
 from pipelines.retrain.check import Finding
 from pipelines.retrain.classes import ProjectClasses, load_classes
 from pipelines.retrain.dataset import Dataset, DatasetError, Item, format_label, write_dataset
 
 POSITIVE = {"confirmed", "approved"}
 NEGATIVE = {"rejected"}
-#: Reason codes of rejections where the detector saw a real object (legality or bookkeeping was
-#: the problem): not hard negatives.
-NOT_NEGATIVE = {"duplicate", "permitted", "legal", "outside_hours", "already_handled"}
 
 
 @dataclass
@@ -100,7 +99,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             findings.append(Finding(where, f"image {image} does not match its recorded sha256 (evidence altered?)"))
             continue
         code = str(case.get("reason_code") or "").lower()
-        if decision in NEGATIVE and code in NOT_NEGATIVE:
+        if decision in NEGATIVE and not is_hard_negative(code):
             findings.append(Finding(where, f"rejected as {code!r}: the object is real, not a hard negative: skipped", "warning"))
             continue
         boxes = []

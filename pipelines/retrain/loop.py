@@ -91,15 +91,16 @@ def retrain(
     trained = train_model(data, base_model, model_id=name, epochs=epochs, imgsz=imgsz, device=device, batch=batch,
                           workers=workers, seed=seed, hours=hours, allow_check_failures=allow_check_failures)
     steps["train"] = {"run_dir": str(trained.run_dir), "weights": str(trained.weights), "final_val": trained.metrics}
-    onnx_path, onnx_card = export_onnx(name, imgsz=imgsz, dynamic=True, int8=int8,
-                                       calib=data.root / "images" if int8 else None)
-    steps["export"] = {"onnx": str(onnx_path), "id": onnx_card.id, "sha256": onnx_card.sha256}
+    exported = export_onnx(name, imgsz=imgsz, dynamic=True, int8=int8, calib=data.root / "images" if int8 else None)
+    steps["export"] = {"onnx": str(exported.path), "id": exported.card.id, "sha256": exported.card.sha256,
+                       "engine": str(exported.engine_path) if exported.engine_path else None}
     evaluation = eval_data or data
     result = evaluate_model(name, evaluation, out_dir=runs_dir() / name / "eval", backend=backend, device=device,
                             imgsz=imgsz)
     card = update_card(name, metrics=result.card_metrics(), thresholds=result.cases.thresholds)
-    save_card(onnx_card.model_copy(update={"dataset": card.dataset, "training": card.training,
-                                           "thresholds": card.thresholds, "metrics": {**onnx_card.metrics, **card.metrics}}))
+    for onnx_card in filter(None, (exported.card, exported.engine_card)):  # the standard export and the engine's variant
+        save_card(onnx_card.model_copy(update={"dataset": card.dataset, "training": card.training,
+                                               "thresholds": card.thresholds, "metrics": {**onnx_card.metrics, **card.metrics}}))
     steps["eval"] = {"out_dir": str(result.out_dir), "box": result.box.get("overall", result.box),
                      "cases": result.cases.per_type}
     decision = promote(name, evaluation, tolerance=tolerance,

@@ -84,12 +84,11 @@ def train_model(
     base_id = base_card.id if base_card else weights.stem
     data_yaml = dataset.ultralytics_yaml(run_dir / "data.yaml")
 
-    from detect.runtime_env import prepare_ultralytics_env
+    from detect.runtime_env import import_yolo
 
-    prepare_ultralytics_env()
+    YOLO = import_yolo()
     import torch
     import ultralytics
-    from ultralytics import YOLO
 
     settings = dict(epochs=epochs, imgsz=imgsz, device=device, batch=batch, workers=workers, patience=patience,
                     seed=seed, amp=not device.startswith("cpu"), plots=True, **({"time": hours} if hours else {}),

@@ -14,6 +14,8 @@ and bundle context the intake expects:
 A case's violation id is `photo:<first 16 hex of a photo's SHA-256>:<type>`. Before drafting one,
 every member's id is looked up, so a resumed or repeated run over the same photos finds the
 case it already made (even if a better photo joined the group since) instead of making another.
+A case found without stored or spooled evidence (a run killed while writing its bundle) gets
+its bundle built again, and a case whose evidence is stored is queued if the run auto-queues.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore
+from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.report import CaseRef
 from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
@@ -81,9 +84,14 @@ class TriageCases:
         return refs
 
     def _write(self, group: Group) -> CaseRef:
+        """The group's case, finished: drafted if new, its bundle built again if an earlier run stopped
+        before sealing it, and queued if this run auto-queues and that had not happened yet."""
         existing = next((c for m in group.members if (c := self.store.find(violation_id=violation_id(m))) is not None), None)
-        if existing is not None and (existing.evidence_ref is not None or existing.reason is None):
-            return CaseRef(existing.id, existing.evidence_ref, str(existing.state))
+        if existing is not None and existing.evidence_ref is not None:
+            case = self.intake.settle(existing)
+            return CaseRef(case.id, case.evidence_ref, str(case.state))
+        if existing is not None and not self.intake.unfinished(existing):  # sealed, waiting in the spool for storage
+            return CaseRef(existing.id, None, str(existing.state), error=existing.reason)
         try:
             event, ctx = self._event(group, existing.violation_id if existing else violation_id(group.lead))
         except (SourceReadError, ImageReadError) as exc:
@@ -159,10 +167,11 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     from detect.evidence import EvidenceKeyError, ModelInfo
     from pipelines.evidence_store import StorageError
 
-    targets = deployment.dispatch.targets
-    if dispatch_target is not None and dispatch_target not in targets:
-        known = ", ".join(sorted(targets)) or "none configured: add one under dispatch.targets in the --config file"
-        raise CasesUnavailable(f"unknown dispatch target {dispatch_target!r} (targets: {known})")
+    if dispatch_target is not None:
+        try:
+            pick_target(deployment.dispatch.targets, dispatch_target)
+        except DispatchTargetError as exc:
+            raise CasesUnavailable(f"{exc}; add it under dispatch.targets in the --config file") from None
     model = ModelInfo.of(detector)
     try:
         intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy)
@@ -170,16 +179,17 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
         raise CasesUnavailable(f"{exc}; set it to write signed candidate cases, or pass --no-cases for the report only") from None
     except StorageError as exc:
         raise CasesUnavailable(f"evidence store: {exc}") from None
+    from pipelines.shops import attach_shops
+
+    attach_shops(intake)  # shop-front cases name the responsible shop (frontage register, by GPS)
     return TriageCases(intake, intake.store, batch_id=f"triage:{out.resolve().name}", staging=out / "evidence-staging")
 
 
 def pick_dispatch_target(deployment, name: str | None) -> str:
-    """The target named, or the only configured one."""
-    targets = deployment.dispatch.targets
-    if name is not None:
-        return name
-    if len(targets) == 1:
-        return next(iter(targets))
-    if not targets:
-        raise CasesUnavailable("--dispatch needs a dispatch target: add one under dispatch.targets in the --config file")
-    raise CasesUnavailable(f"several dispatch targets ({', '.join(sorted(targets))}): choose one with --dispatch-target")
+    """The target named, or the only configured one (`pipelines.cases.vocabulary.pick_target`)."""
+    try:
+        return pick_target(deployment.dispatch.targets, name)
+    except DispatchTargetError as exc:
+        hint = {"none": ": --dispatch needs one; add it under dispatch.targets in the --config file",
+                "several": " with --dispatch-target"}.get(exc.kind, "")
+        raise CasesUnavailable(f"{exc}{hint}") from None

@@ -19,7 +19,7 @@ from detect.engine.profile import StageProfile
 from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.triage.exif import read_facts
-from pipelines.triage.grid import GridCells
+from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError

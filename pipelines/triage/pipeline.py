@@ -41,7 +41,7 @@ from detect.engine.profile import StageProfile
 from detect.judgement import Judgement
 from detect.verifier import Verdicts
 from pipelines.triage.analyse import Analyser
-from pipelines.triage.grid import GridCells
+from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.photos import Photo, Skipped, error_record, load_photo
 from pipelines.triage.settings import TriageSettings

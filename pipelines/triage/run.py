@@ -20,7 +20,7 @@ from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
-from pipelines.triage.grid import load_grid
+from pipelines.grid import load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import Journal
 from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
@@ -56,14 +56,17 @@ def run_triage(
     taxonomy: Taxonomy | None = None,
     deployment: Settings | None = None,
     show_progress: bool = True,
+    case_writer: TriageCases | None = None,
 ) -> TriageResult:
     """Triage `inputs` into `settings.out` (see docs/triage.md).
 
-    `deployment` holds the case store, evidence and dispatch settings (`pipelines.settings`; the
-    defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
-    required, dispatch target) raise before any photo is read.
+    `deployment` holds the case store, evidence and dispatch settings and the rules' knobs
+    (`pipelines.settings`; the defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
+    required, dispatch target) raise before any photo is read. `case_writer` replaces the one the
+    settings would open (patrol video writes its cases through its own).
     """
     taxonomy = taxonomy or load_taxonomy()
+    deployment = deployment or load_settings()
     city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
     grid = load_grid(settings.grid) if settings.grid else None
     judgement = load_judgement(settings.verifier, taxonomy)
@@ -71,8 +74,8 @@ def run_triage(
     try:
         detector = detector or triage_detector(settings, features=judgement.needs_features)
         judgement.check(detector)
-        case_writer = _case_writer(settings, deployment or load_settings(), detector, taxonomy)
-        analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones), taxonomy, settings.out,
+        case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy)
+        analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         stats = process_photos(expand_sources(inputs), settings, detector, analyser, journal, grid,
                                judgement=judgement, show_progress=show_progress)

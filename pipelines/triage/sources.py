@@ -6,21 +6,29 @@ an entry named `../../etc/x.jpg` could do no harm here, but it is still refused 
 archive is malformed or hostile and the user should know. Nested archives and password-protected
 entries are refused with the reason instead of being guessed at. Listing is cheap (paths and
 archive directories only), so the run knows its total for the progress bar and ETA.
+
+Only regular files are read, and no more than the size limit (a link to /dev/zero, a FIFO): such
+inputs, images in formats that are not read (GIF, SVG), dangling links and link loops in folders
+are recorded with their reason, like any bad photo, instead of hanging the run or vanishing.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path, PurePosixPath
 
-from detect.imageio import IMAGE_SUFFIXES
+from detect.imageio import (
+    IMAGE_SUFFIXES, MAX_FILE_BYTES, FileReadError, Unreadable, missing_reason, not_regular, read_file, scan_folder,
+)
 
 ARCHIVE_SUFFIXES = {".zip"}
-#: Largest file read into memory; a phone photo is 2-15 MB, a RAW or panorama maybe 80 MB.
-MAX_PHOTO_BYTES = 200 * 1024 * 1024
+#: Largest file read into memory (the same limit as every image file read).
+MAX_PHOTO_BYTES = MAX_FILE_BYTES
 
 
 class SourceReadError(OSError):
@@ -55,11 +63,10 @@ class PhotoSource:
         """The photo's bytes, or `SourceReadError` naming the reason."""
         try:
             if self.member is None:
-                size = self.path.stat().st_size
-                if size > MAX_PHOTO_BYTES:
-                    raise SourceReadError(f"file too large ({size / 2**20:.0f} MB > {MAX_PHOTO_BYTES / 2**20:.0f} MB)")
-                return self.path.read_bytes()
+                return read_file(self.path, MAX_PHOTO_BYTES)  # regular files only, bytes read capped
             return archives.read(self.path, self.member)
+        except FileReadError as exc:
+            raise SourceReadError(exc.reason) from None
         except FileNotFoundError:
             raise SourceReadError("file not found") from None
         except PermissionError:
@@ -126,22 +133,21 @@ def expand_sources(inputs: list[Path]) -> list[PhotoSource | Refused]:
     seen: set[Path] = set()
     for given in inputs:
         given = given.absolute()  # names stay the same when a run is resumed from another directory
-        if not given.exists():
-            out.append(Refused(str(given), "not found"))
+        if (missing := missing_reason(given)) is not None:
+            if Path(os.path.realpath(given)) not in seen:
+                seen.add(Path(os.path.realpath(given)))
+                out.append(Refused(str(given), missing))
             continue
-        if given.is_dir():
-            files = sorted(
-                f for f in given.rglob("*")
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | ARCHIVE_SUFFIXES
-            )
-        else:
-            files = [given]
+        files = scan_folder(given, IMAGE_SUFFIXES | ARCHIVE_SUFFIXES) if given.is_dir() else [given]
         for f in files:
-            key = f.resolve()
+            key = Path(os.path.realpath(f.path if isinstance(f, Unreadable) else f))  # realpath: no error on loops
             if key in seen:
                 continue
             seen.add(key)
-            out += _archive_members(f) if _is_archive(f) else [PhotoSource(f)]
+            if isinstance(f, Unreadable):
+                out.append(Refused(str(f.path), f.reason))
+            else:
+                out += _archive_members(f) if _is_archive(f) else [PhotoSource(f)]
     return out
 
 
@@ -152,6 +158,9 @@ def _is_archive(path: Path) -> bool:
 def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
     """Photo members of one zip; unsafe, encrypted, nested or oversized members are refused."""
     try:
+        mode = archive.stat().st_mode
+        if not stat.S_ISREG(mode):  # a FIFO named .zip would block the listing forever
+            return [Refused(str(archive), not_regular(mode))]
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
     except zipfile.BadZipFile as exc:

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import ModelOpt, expand_inputs, fail, setup_logging
+from detect.imageio import expand_inputs
+from streetwatch.commands.common import fail, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +29,8 @@ def _ints(value: str, option: str) -> list[int]:
 
 def bench(
     suite: Annotated[str, typer.Option("--suite", help="model, triage, cctv or all (comma-separated).")] = "model",
-    model: ModelOpt = "yolo11n",
+    model: Annotated[str, typer.Option("--model", help="Model id from `streetwatch models list`, or a .pt/.onnx file "
+                                                       "(benchmarks name their model; not the promoted one).")] = "yolo11n",
     backend: Annotated[str, typer.Option("--backend", help="Comma-separated: onnx, torch.")] = "onnx,torch",
     device: Annotated[str, typer.Option("--device", help="Comma-separated: cpu, cuda[:N], tensorrt (onnx).")] = "cpu",
     precision: Annotated[str, typer.Option("--precision", help="Comma-separated: fp32, fp16 (GPU), int8 (onnx; exported per run and image size, calibrated on the benchmark images).")] = "fp32",

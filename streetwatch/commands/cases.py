@@ -1,9 +1,10 @@
-"""`streetwatch cases list|show`: what the case store holds, for people and for the demo."""
+"""`streetwatch cases list|show|export`: what the case store holds, for people, the demo and spreadsheets."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One case: its facts, evidence reference and boxes, review, dispatch deliveries and state history."""
         from pipelines.cases import CaseNotFound, CaseStore
+        from pipelines.cases.vocabulary import OutboxStatus
 
         store = CaseStore(settings_or_fail(config).cases.url)
         try:
@@ -77,4 +79,53 @@ def register(app: typer.Typer) -> None:
         for e in entries:
             typer.echo(f"delivery {e.id} to {e.target}: {e.status}, {e.attempts} attempts"
                        + (f", ref {e.remote_ref}" if e.remote_ref else "")
-                       + (f", last error: {e.last_error}" if e.last_error and e.status != "delivered" else ""))
+                       + (f", last error: {e.last_error}" if e.last_error and e.status is not OutboxStatus.DELIVERED else ""))
+
+    @cases.command("export")
+    def export(
+        out: Annotated[Path | None, typer.Option("--out", help="File to write: .csv or .xlsx (default: CSV on standard output).")] = None,
+        vtype: Annotated[list[str] | None, typer.Option("--type", help="Violation type id (repeat for several).")] = None,
+        state: Annotated[list[str] | None, typer.Option("--state", help="Case state (repeat for several).")] = None,
+        period: Annotated[str | None, typer.Option("--period", help="Opened in 2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time).")] = None,
+        grid: Annotated[list[str] | None, typer.Option("--grid", help="Grid cell code (repeat for several).")] = None,
+        street: Annotated[list[str] | None, typer.Option("--street", help="Street (街道) from the grid file (repeat for several).")] = None,
+        camera: Annotated[list[str] | None, typer.Option("--camera", help="Camera id or photo batch id (repeat for several).")] = None,
+        source: Annotated[str | None, typer.Option("--source", help="camera or photo.")] = None,
+        reviewed: Annotated[bool | None, typer.Option("--reviewed/--unreviewed", help="Only cases with / without a review decision.")] = None,
+        config: SettingsOpt = None,
+    ) -> None:
+        """Export cases with filters as CSV (UTF-8, opens in Excel) or Excel; times in the analytics time zone."""
+        from zoneinfo import ZoneInfo
+
+        from detect.config_io import ConfigError
+        from detect.taxonomy import load_taxonomy
+        from pipelines.analytics.casedata import load_cases
+        from pipelines.analytics.export import FilterError, case_filter, export_table
+        from pipelines.analytics.places import load_places
+        from pipelines.analytics.tables import csv_text, write_xlsx
+        from pipelines.cases import CaseStore
+
+        if out is not None and out.suffix.lower() not in (".csv", ".xlsx"):
+            fail(f"--out {out}: name a .csv or .xlsx file")
+        settings = settings_or_fail(config)
+        tz, taxonomy = ZoneInfo(settings.analytics.timezone), load_taxonomy()
+        try:
+            places = load_places(settings.analytics, taxonomy)
+            flt = case_filter(taxonomy, tz, types=vtype or [], states=state or [], period=period, grid_cells=grid or [],
+                              streets=street or [], cameras=camera or [], source=source, reviewed=reviewed)
+        except FilterError as exc:
+            fail(f"--{exc}")
+        except ConfigError as exc:
+            fail(str(exc))
+        store = CaseStore(settings.cases.url)
+        table = export_table(load_cases(store.engine, places, flt), taxonomy, tz)
+        store.close()
+        if out is None:
+            typer.echo(csv_text(table).lstrip("\ufeff"), nl=False)
+        elif out.suffix.lower() == ".xlsx":
+            write_xlsx(out, [table])
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(csv_text(table), encoding="utf-8")
+        if out is not None:
+            typer.echo(f"wrote {len(table.rows)} cases to {out}")

@@ -9,12 +9,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from detect.imageio import IMAGE_SUFFIXES
-
-
 BackendOpt = Annotated[str, typer.Option("--backend", help="Inference backend: onnx (ONNX Runtime, no torch) or torch (Ultralytics/PyTorch).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx).")]
-ModelOpt = Annotated[str, typer.Option("--model", help="Model id from `streetwatch models list`, or a .pt/.onnx file.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Model id from `streetwatch models list`, or a .pt/.onnx file. Default: the promoted model "
+                    "(`streetwatch models promote`), else yolo11n.")]
 ConfOpt = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")]
 ImgszOpt = Annotated[int, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32).")]
 VerifierOpt = Annotated[str | None, typer.Option(
@@ -43,21 +42,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-
-
-def expand_inputs(paths: list[Path], suffixes: frozenset[str] | set[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Files as given plus, for folders, every file with a known suffix below them (sorted).
-
-    Files named explicitly are kept whatever their suffix, so a mislabelled file is reported
-    with its real problem instead of being skipped silently.
-    """
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
-        else:
-            out.append(p)
-    return out
 
 
 SettingsOpt = Annotated[

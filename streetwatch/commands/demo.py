@@ -46,7 +46,8 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path, judgemen
 
         try:
             watcher = Watcher(cameras_file, detector, intake, replay=True, on_record=on_record, judgement=judgement,
-                              on_analysed=SnapshotWriter(Path(settings.service["snapshot_dir"]), every_s=2.0))
+                              on_analysed=SnapshotWriter(settings.service.snapshot_dir, every_s=2.0),
+                              tracking=settings.tracking, rules=settings.rules)
             for cid, message in watcher.refused.items():
                 typer.secho(f"  camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
             return watcher.run()
@@ -64,7 +65,8 @@ def _triage(settings, inputs: list[Path], out: Path, detector):
 
 
 def _confirm_and_dispatch(settings, api_url: str, token: str, sim) -> dict:
-    """Confirm one camera case as the demo reviewer through the API, deliver it, find it at the simulator."""
+    """Confirm one camera case as the demo reviewer through the API, deliver it, find it at the simulator, then
+    let the simulator accept and handle it: its signed status webhooks move the case (handled -> verifying)."""
     import httpx
 
     from pipelines.cases import CaseStore
@@ -89,11 +91,24 @@ def _confirm_and_dispatch(settings, api_url: str, token: str, sim) -> dict:
             dispatcher.close()
         case = store.get(case.id)
         received = next((r for r in sim.received() if r["external_id"] == case.id), None)
-        return {"case_id": case.id, "type": case.violation_type, "state": str(case.state), "task_number": case.dispatch_ref,
+        sent = {"case_id": case.id, "type": case.violation_type, "state": str(case.state), "task_number": case.dispatch_ref,
                 "delivered": stats.delivered, "simulator_received": received is not None,
                 "simulator_ref": received and received["ref"], "errors": stats.errors[-3:]}
+        if received is not None:  # the platform's side: accepted, then handled; each reported by its signed webhook
+            sent["platform"] = [_platform_status(sim, received["ref"], status) for status in ("accepted", "handled")]
+            sent["state_after_handled"] = str(store.get(case.id).state)
+        return sent
     finally:
         store.close()
+
+
+def _platform_status(sim, ref: str, status: str) -> dict:
+    """Move the case on the simulator's side; it calls our webhook (signed) and says what the service answered."""
+    import httpx
+
+    answer = httpx.post(f"{sim.url}/sim/cases/{ref}/{status}", json={"note": f"streetwatch demo: {status}"}, timeout=30).json()
+    return {"status": status, "webhook_status_code": answer.get("webhook", {}).get("status_code"),
+            "webhook_error": answer.get("webhook", {}).get("error")}
 
 
 def _cases(settings) -> list[dict]:
@@ -114,7 +129,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes (media, cases, evidence, report).")] = Path("demo-out"),
     backend: BackendOpt = "onnx",
     device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
+    model: ModelOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every pipeline record.")] = False,
 ) -> None:
     """Run monitoring, triage, review and dispatch end to end on embedded defaults, then serve the review pages.
@@ -127,10 +142,10 @@ def demo(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
     from detect.evidence import EvidenceKeyError
-    from pipelines.demo_media import make_media
+    from streetwatch.demo.media import make_media
     from pipelines.evidence_store import StorageError
     from pipelines.settings import load_settings
-    from streetwatch import demo_stack as stack
+    from streetwatch.demo import stack
 
     started = time.monotonic()
     judgement = judgement_or_fail(None)
@@ -157,7 +172,7 @@ def demo(
                     "poster and shop sign use Latin text, the phone number still makes it a small ad", fg=typer.colors.YELLOW)
     else:
         typer.echo(f"CJK font: {media.font}")
-    sim = stack.start_simulator()
+    sim = stack.start_simulator(stack.webhook_secret())
     api_port = port if not no_serve else stack.free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     settings_path = stack.write_settings(out, api_url, sim.url, media.cameras_file)
@@ -181,6 +196,9 @@ def demo(
         if dispatched.get("simulator_received"):
             typer.echo(f"  case {dispatched['case_id']} ({dispatched['type']}) arrived at the simulator: "
                        f"task number {dispatched['task_number']}; case state {dispatched['state']}")
+            answers = ", ".join(f"{p['status']} -> {p['webhook_status_code'] or p['webhook_error']}" for p in dispatched["platform"])
+            typer.echo(f"  the platform accepted and handled it (signed webhooks answered: {answers}); case state "
+                       f"{dispatched['state_after_handled']} (the camera re-checks the spot)")
         else:
             typer.secho(f"  dispatch did not reach the simulator: {dispatched}", fg=typer.colors.RED)
         cases = _cases(settings)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, expand_inputs, fail, setup_logging,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, fail, setup_logging,
 )
 
 
@@ -18,10 +18,11 @@ def register(app: typer.Typer) -> None:
 
 
 def detect(
-    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    # readable=False: an unreadable file is reported per file below, not refused with the whole batch
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).", readable=False)],
     backend: BackendOpt = "onnx",
     device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
+    model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
     out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here.")] = None,
@@ -35,11 +36,13 @@ def detect(
     """
     setup_logging()
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
-    from detect.imageio import ImageReadError, read_image
+    from detect.imageio import ImageReadError, list_inputs, read_image
 
-    files = expand_inputs(paths)
+    files, refused = list_inputs(paths)
+    for item in refused:
+        typer.secho(f"error: {item.path}: {item.reason}", err=True, fg=typer.colors.RED)
     if not files:
-        fail("no image files found in " + ", ".join(map(str, paths)))
+        fail("no image files found in " + ", ".join(map(str, paths)), code=1 if refused else 2)
     try:
         detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, max_batch=batch)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -37,24 +38,43 @@ def register(app: typer.Typer) -> None:
             evidence = open_evidence_store(settings.evidence_store)
         except StorageError as exc:
             fail(str(exc))
+        from pipelines.cityops.verification import VerificationReporter
+
         store = CaseStore(settings.cases.url)
         dispatcher = Dispatcher(store, evidence, settings.dispatch)
+        reporter = VerificationReporter(store, evidence, settings.dispatch)  # re-check outcomes back to the platforms
         try:
             if once:
                 stats = dispatcher.run_once()
                 stats.add(dispatcher.poll_statuses(force=True))
+                reports = reporter.run_once()
             else:
                 stop = threading.Event()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, lambda *_: stop.set())
                 typer.echo(f"dispatching to {', '.join(settings.dispatch.targets)} (pid {os.getpid()})", err=True)
+                def report_every_5s() -> None:
+                    while not stop.wait(5.0):
+                        try:
+                            reporter.run_once()
+                        except Exception:  # noqa: BLE001 - the next round tries again; deliveries go on
+                            logging.getLogger(__name__).exception("verification reports failed")
+
+                reporting = threading.Thread(target=report_every_5s, name="verification-reports", daemon=True)
+                reporting.start()
                 stats = dispatcher.run(stop)
+                reporting.join()
+                reports = reporter.run_once()
             counts = store.outbox_counts()
         finally:
             dispatcher.close()
+            reporter.close()
             store.close()
+        typer.echo(f"verification reports: delivered {reports.delivered}, retrying {reports.retried}, "
+                   f"parked {reports.parked}, unsupported by the protocol {reports.unsupported}")
         typer.echo(f"delivered {stats.delivered}, retried {stats.retried}, parked {stats.parked}, "
-                   f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}")
+                   f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}; "
+                   f"of the delivered, found already on their side {stats.found}; lost to another dispatcher {stats.lost}")
         for error in stats.errors[-20:]:
             typer.echo(f"  {error}")
         typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"))
@@ -63,9 +83,10 @@ def register(app: typer.Typer) -> None:
     def parked(config: SettingsOpt = None) -> None:
         """List deliveries parked for a human (the other side refused them), with their reasons."""
         from pipelines.cases import CaseStore
+        from pipelines.cases.vocabulary import OutboxStatus
 
         store = CaseStore(settings_or_fail(config).cases.url)
-        entries = store.outbox_entries(status="parked")
+        entries = store.outbox_entries(status=OutboxStatus.PARKED)
         for e in entries:
             typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\tattempts {e.attempts}\t{e.parked_reason}")
         if not entries:
@@ -99,6 +120,7 @@ def register(app: typer.Typer) -> None:
         open311_token: Annotated[bool, typer.Option("--open311-token", help="Answer Open311 POSTs with a token instead of a service_request_id.")] = False,
         webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="cn-dcm status webhook (when a case carries no callbackUrl).")] = None,
         webhook_secret_env: Annotated[str | None, typer.Option("--webhook-secret-env", help="Variable with the HMAC secret to sign webhooks with.")] = None,
+        ignore_idempotency_key: Annotated[bool, typer.Option("--ignore-idempotency-key", help="Create a new case for every POST, repeated Idempotency-Key or not (as many real platforms do).")] = False,
         seed: Annotated[int | None, typer.Option("--seed", help="Seed of the fault dice (repeatable runs).")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
     ) -> None:
@@ -106,7 +128,8 @@ def register(app: typer.Typer) -> None:
         from pipelines.dispatch.simulator import Faults, SimServer, SimState, parse_modes
 
         try:
-            faults = Faults(fail_rate=fail_rate, latency_ms=latency, modes=parse_modes(fail_modes), stall_s=stall_s)
+            faults = Faults(fail_rate=fail_rate, latency_ms=latency, modes=parse_modes(fail_modes), stall_s=stall_s,
+                            honour_idempotency=not ignore_idempotency_key)
         except ValueError as exc:
             fail(str(exc))
         secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None

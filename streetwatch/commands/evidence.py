@@ -1,8 +1,10 @@
-"""`streetwatch evidence verify BUNDLE...`: prove a bundle's images are the ones that were signed."""
+"""`streetwatch evidence verify|keygen|public-keys`: prove a bundle's images are the ones that were signed,
+with the HMAC secret or with a published public key (no secret needed)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,42 +30,138 @@ def register(app: typer.Typer) -> None:
             help="Bundle directories (each with manifest.json and signature.json), or stored references "
             "(s3://bucket/prefix/<case>, file:///...) fetched through the configured evidence store.")],
         key_file: KeyFileOpt = None,
+        public_key: Annotated[list[Path] | None, typer.Option(
+            "--public-key", help="PEM file with the service's Ed25519 public key(s) (GET /api/v1/evidence/keys, or "
+            "`streetwatch evidence public-keys`); repeat it, or concatenate keys, to cover a rotation. With it, no "
+            "secret is needed: the HMAC is checked only when --key-file is given too.")] = None,
+        case: Annotated[str | None, typer.Option(
+            "--case", help="The case the bundle must belong to (default: the bundle folder's or reference's name, "
+            "when it is a case id).")] = None,
+        digest: Annotated[str | None, typer.Option(
+            "--digest", help="The manifest digest the bundle must have, e.g. from the platform's case record "
+            "(default: the one the case store recorded when the bundle was sealed).")] = None,
+        use_store: Annotated[bool, typer.Option(
+            "--store/--no-store", help="Compare with the digest the case store (--config) recorded for the case, "
+            "when that store exists.")] = True,
         config: SettingsOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report per bundle.")] = False,
     ) -> None:
-        """Check every artifact's SHA-256, look for missing and unlisted files, and check the HMAC signature.
+        """Check every artifact's SHA-256, look for missing and unlisted files, check the signature (HMAC with
+        the secret, or Ed25519 with --public-key), and check that the bundle is its case's: the manifest names
+        the case and has the digest recorded when it was sealed.
 
         Exits 0 only when every bundle passes; otherwise lists what is wrong and exits 1.
         """
-        from detect.evidence import EvidenceKeyError, load_hmac_key, verify_bundle
+        from detect.evidence import EvidenceKeyError, load_hmac_key, load_public_keys, verify_bundle
 
         settings = settings_or_fail(config)
+        if (case or digest) and len(bundles) > 1:
+            fail("--case and --digest name one bundle: give one bundle with them")
         cfg = settings.evidence
+        key, publics = None, []
         try:
+            for path in public_key or []:
+                publics += load_public_keys(path)
             if key_file is not None:
                 cfg = cfg.model_copy(update={"hmac_key_file": key_file})
-            key = load_hmac_key(cfg)
+            if key_file is not None or not publics:
+                key = load_hmac_key(cfg)
         except EvidenceKeyError as exc:
             fail(str(exc))
         failed = 0
+        store = _store(settings) if use_store else None
         for bundle in bundles:
+            expected_case = case or _case_of(bundle)
+            expected_digest, store_problem = digest, None
+            if expected_digest is None and store is not None and expected_case is not None:
+                expected_digest, store_problem = _recorded_digest(store, expected_case)
             with _local_copy(bundle, settings) as path:
-                report = verify_bundle(path, key)
+                report = verify_bundle(path, key, public_keys=publics, case_id=expected_case, digest=expected_digest)
             report.bundle = bundle
+            if store_problem:
+                report.problems.append(store_problem)
             failed += not report.ok
             if as_json:
                 typer.echo(json.dumps(report.as_dict(), ensure_ascii=False))
                 continue
+            signatures = ", ".join(f"{name} {state}" for name, state in (("HMAC", report.signature),
+                                   (f"Ed25519 key {report.public_key_id}" if report.public_key_id else "Ed25519",
+                                    report.public_signature)) if state != "unchecked")
             if report.ok:
-                typer.secho(f"OK  {bundle}  digest {report.digest}  signature valid", fg=typer.colors.GREEN)
+                tied = (f"  case {report.case_id}" + (" (digest as recorded at sealing)" if expected_digest else "")
+                        if expected_case else "")
+                typer.secho(f"OK  {bundle}  digest {report.digest}  signature valid ({signatures}){tied}", fg=typer.colors.GREEN)
                 continue
-            typer.secho(f"FAIL {bundle}  signature {report.signature}", fg=typer.colors.RED)
+            typer.secho(f"FAIL {bundle}  signature: {signatures or 'none checked'}", fg=typer.colors.RED)
             for label, items in (("tampered (hash differs)", report.tampered), ("missing", report.missing),
                                  ("extra (not in manifest)", report.extra), ("problem", report.problems)):
                 for item in items:
                     typer.echo(f"  {label}: {item}")
         if failed:
             raise typer.Exit(1)
+
+    @evidence.command("keygen")
+    def keygen(
+        out: Annotated[Path, typer.Option("--out", help="Folder for the new key pair (the private key is written with mode 0600).")],
+    ) -> None:
+        """Make a new Ed25519 signing key pair; then set `evidence.signing_key_file` to the private key (and, when
+        rotating, add the previous public key to `evidence.published_keys`)."""
+        from detect.evidence.keys import generate_key_pair
+
+        private, public, kid = generate_key_pair(out)
+        typer.echo(f"key id {kid}\n  private {private}  (keep it secret: evidence.signing_key_file)\n  public  {public}")
+
+    @evidence.command("public-keys")
+    def public_keys(
+        config: SettingsOpt = None,
+        out: Annotated[Path | None, typer.Option("--out", help="Write the PEM keys to this file instead of printing them.")] = None,
+    ) -> None:
+        """The public keys bundles are signed with (the current one and those kept after rotations), as PEM:
+        what `evidence verify --public-key` needs, and what the service publishes at /api/v1/evidence/keys."""
+        from detect.evidence import EvidenceKeyError, published_keys
+
+        try:
+            keys = published_keys(settings_or_fail(config).evidence)
+        except EvidenceKeyError as exc:
+            fail(str(exc))
+        if not keys:
+            fail("no public signing key configured (evidence.signing_key_file; make one with `streetwatch evidence keygen`)")
+        text = "".join(k.as_dict()["public_key_pem"] for k in keys)
+        if out is None:
+            for k in keys:
+                typer.echo(f"# key id {k.key_id}{' (current)' if k.current else ''}", err=True)
+            typer.echo(text, nl=False)
+        else:
+            out.write_text(text, encoding="ascii")
+            typer.echo(f"{len(keys)} public key(s) written to {out}: " + ", ".join(k.key_id for k in keys))
+
+
+CASE_ID = re.compile(r"^SW\d{8}-[0-9a-f]{12}$")
+
+
+def _case_of(bundle: str) -> str | None:
+    """The case a bundle is filed under: its folder's (or reference's) last name, when that is a case id."""
+    name = bundle.rstrip("/").rsplit("/", 1)[-1]
+    return name if CASE_ID.match(name) else None
+
+
+def _store(settings):
+    """The configured case store, read-only (never created or migrated by a check); None when there is none."""
+    from pipelines.cases import CaseStore
+
+    url = settings.cases.url
+    return CaseStore(url, migrate_schema=False) if CaseStore.exists(url) else None
+
+
+def _recorded_digest(store, case_id: str) -> tuple[str | None, str | None]:
+    """(digest recorded at sealing, or None; a problem to report, or None)."""
+    from pipelines.cases import CaseNotFound
+
+    try:
+        recorded = store.sealed_digest(case_id)
+    except CaseNotFound:
+        return None, f"case {case_id} is not in the case store {store.url}"
+    return recorded, None if recorded else f"the case store has no sealed digest for case {case_id}"
 
 
 @contextmanager

@@ -45,7 +45,12 @@ def export(
     calib: Annotated[Path | None, typer.Option("--calib", help="Folder of real calibration images (for --int8).")] = None,
     calib_max: Annotated[int, typer.Option("--calib-max", min=1, help="Calibration images used at most.")] = 64,
 ) -> None:
-    """Export a model to ONNX and register it; --int8 also reports accuracy change against fp32."""
+    """Export a model to ONNX and register it; --int8 also reports accuracy change against fp32.
+
+    Writes the standard export <id>.onnx (runs in Ultralytics and any ONNX tool) and, for YOLOv8/11,
+    the engine variant <id>-rawbox.onnx (box decoding cut off: faster in streetwatch's engine, which
+    prefers it; other tools refuse it by its metadata).
+    """
     setup_logging()
     from detect.engine import ModelNotFoundError
     from detect.export import export_onnx
@@ -53,11 +58,16 @@ def export(
     if fmt != "onnx":
         fail(f"unknown format '{fmt}' (supported: onnx)")
     try:
-        path, card = export_onnx(model, imgsz=imgsz, dynamic=dynamic, half=half, int8=int8, calib=calib,
-                                 calib_max=calib_max)
+        exported = export_onnx(model, imgsz=imgsz, dynamic=dynamic, half=half, int8=int8, calib=calib,
+                               calib_max=calib_max)
     except (ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
-    typer.echo(f"exported {card.id} -> {path} (sha256 {card.sha256[path.name][:16]}…)")
+    path, card = exported.path, exported.card
+    typer.echo(f"exported {card.id} -> {path} (sha256 {card.sha256[path.name][:16]}…): standard graph, runs in "
+               "Ultralytics and other ONNX tools")
+    if exported.engine_path is not None and exported.engine_card is not None:
+        typer.echo(f"exported {exported.engine_card.id} -> {exported.engine_path}: raw-box head, streetwatch's engine "
+                   "only (used by default: box decoding done for the few boxes that pass the threshold)")
     if "int8_vs_fp32" in card.metrics:
         m = card.metrics["int8_vs_fp32"]
         typer.echo(

@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging,
-)
+from streetwatch.commands.common import ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -17,20 +15,21 @@ def register(app: typer.Typer) -> None:
 
 
 def triage(
-    inputs: Annotated[list[Path], typer.Argument(help="Photo files, folders (searched recursively) or .zip archives.")],
+    # readable=False: an unreadable input is recorded with its reason, not refused with the whole run
+    inputs: Annotated[list[Path], typer.Argument(help="Photo files, folders (searched recursively) or .zip archives.", readable=False)],
     out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, results.jsonl, cases.csv, thumbs/.")] = Path("triage-out"),
     scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones (no-parking streets, vending points...) applied to photos by their GPS position.")] = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 grid-cell polygons (property `id`) to file each photo under its cell.")] = None,
-    backend: BackendOpt = "onnx",
-    device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
-    conf: ConfOpt = 0.25,
-    imgsz: ImgszOpt = 640,
+    backend: Annotated[str | None, typer.Option("--backend", help="Inference backend: onnx (ONNX Runtime, no torch) or torch (Ultralytics/PyTorch). [default: onnx]")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx). [default: cpu]")] = None,
+    model: ModelOpt = None,
+    conf: Annotated[float | None, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence. [default: 0.25]")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32). [default: 640]")] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="Parallel workers, each reading, decoding and detecting photos; on CPU the cores are shared out among them. Default: one per core (at most 8).")] = None,
-    verifier: Annotated[str | None, typer.Option("--verifier", help="Verifier id or card (docs/verifier.md) that judges stalls, spillover, postings and zone-less parking; none = detector classes alone. Default: the promoted verifier.")] = None,
-    ocr: Annotated[str, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = the tiles the verifier finds posting-like (at most 2 per photo) and photos where the model saw posters, signs or small ads; all = every photo whole (slow: ~1 s/photo on CPU); off.")] = "auto",
-    phone_region: Annotated[str, typer.Option("--phone-region", help="Region whose phone numbers are read without a country code (ISO 3166: CN, HK, TW, GB ...).")] = "CN",
-    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report.")] = "Asia/Shanghai",
+    verifier: Annotated[str | None, typer.Option("--verifier", help="Verifier id or card (docs/verifier.md) that judges stalls, spillover, postings and zone-less parking; none = detector classes alone. [default: the promoted verifier]")] = None,
+    ocr: Annotated[str | None, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = the 2 most posting-like tiles of photos the verifier gates, and photos where the model saw posters, signs or small ads; all = every photo whole (slow: ~1 s/photo on CPU); off. [default: auto]")] = None,
+    phone_region: Annotated[str | None, typer.Option("--phone-region", help="Region whose phone numbers are read without a country code (ISO 3166: CN, HK, TW, GB ...). [default: CN]")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset, and of the report. [default: Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
     dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
@@ -41,7 +40,9 @@ def triage(
     """Triage photos: detect violations, group near-duplicates, write a ranked report.
 
     Every input gets one line in results.jsonl: its violations, "no violation", or why it could not be read.
-    Bad files never stop the run.
+    Bad files never stop the run. Options not given come from the `triage:` section of the settings
+    file (--config), which also holds the grouping and report knobs (docs/triage.md); the defaults shown
+    apply when neither says otherwise.
     Exit code: 1 only when no photo at all could be read; 130 when interrupted (continue with --resume).
     """
     setup_logging()
@@ -56,15 +57,16 @@ def triage(
     from pipelines.triage.pipeline import TriageInterrupted
 
     deployment = settings_or_fail(config)
-    options = {"workers": workers} if workers else {}
+    given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, workers=workers, ocr=ocr,
+                                   verifier=verifier, phone_region=phone_region, timezone=timezone, scene_zones=scene_zones,
+                                   grid=grid, cases=cases).items() if v is not None}
     try:
         if dispatch:
             dispatch_target = pick_dispatch_target(deployment, dispatch_target)
         elif dispatch_target:
             fail("--dispatch-target needs --dispatch")
-        settings = TriageSettings(**options, out=out, model=model, backend=backend, device=device, conf=conf, imgsz=imgsz,
-                                  ocr=ocr, verifier=verifier, phone_region=phone_region, timezone=timezone, scene_zones=scene_zones, grid=grid, cases=cases,
-                                  dispatch_target=dispatch_target if dispatch else None, resume=resume)
+        options = deployment.triage.model_dump(exclude_unset=True)
+        settings = TriageSettings(**{**options, **given}, out=out, dispatch_target=dispatch_target if dispatch else None, resume=resume)
         result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))

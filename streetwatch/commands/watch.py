@@ -23,7 +23,7 @@ def watch(
     cameras: Annotated[Path, typer.Option("--cameras", help="Cameras file (YAML/JSON; see docs/cctv.md).")],
     backend: BackendOpt = "onnx",
     device: DeviceOpt = "cpu",
-    model: ModelOpt = "yolo11n",
+    model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", min=1, max=65535,
@@ -47,7 +47,9 @@ def watch(
     cameras through the detector; each camera's tracker and rules open violations, which become
     candidate cases with signed evidence in the case store. A camera whose scene is invalid is
     refused with the reason and the others run. SIGHUP, or a change to the cameras file or a
-    scene file, reloads them without stopping unchanged cameras. Prints a JSON summary at exit.
+    scene file, reloads them without stopping unchanged cameras. Tracker and rule knobs: the
+    settings file's `tracking:` and `rules:`, changed per camera by its own `tracking:`/`rules:`.
+    Prints a JSON summary at exit.
     """
     setup_logging(verbose)
     from detect.config_io import ConfigError, load_model
@@ -82,9 +84,15 @@ def watch(
             sink.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
             sink.flush()
 
+    from pipelines.cityops.hooks import make_warner
+    from pipelines.shops import attach_shops
+
+    shops = attach_shops(intake)  # shop-front cases name the responsible shop (frontage register)
     try:
         watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record, judgement=judgement,
-                          on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None)
+                          on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None,
+                          tracking=settings.tracking, rules=settings.rules,
+                          warner=make_warner(settings, intake, intake.builder.taxonomy, shops))
     except ConfigError as exc:
         fail(str(exc))
     for cid, message in watcher.refused.items():

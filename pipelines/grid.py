@@ -3,6 +3,9 @@
 Digital urban-management platforms file every case under a grid cell (the ~10,000 m² block a
 grid inspector is responsible for). Cities publish the cells as polygons; a district has a few
 thousand, so the lookup uses shapely's STR-tree instead of testing every polygon per photo.
+
+Shared by photo triage (the cell of each photo) and the analytics (streets and squads of cells,
+the map's grid layer), so it belongs to neither.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ class GridCellProperties(BaseModel):
 
     id: str = Field(title="Cell code", description="The 单元网格 code used by the dispatch platform (e.g. 330102001001).", min_length=1)
     name: str | None = Field(None, title="Cell name", description="Human-readable name of the cell.")
+    # Read by the analytics (scores and reports by street or squad; docs/analytics.md), not by triage.
+    street: str | None = Field(None, title="Street (街道)", description="The street / sub-district the cell belongs to (街长制).")
+    squad: str | None = Field(None, title="Squad (中队)", description="The enforcement squad responsible for the cell.")
 
     @field_validator("id", mode="before")
     @classmethod

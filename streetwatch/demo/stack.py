@@ -3,7 +3,8 @@
 Everything is the production code started in-process: the dispatch simulator of `streetwatch
 dispatch-sim` (`SimServer`) and the application of `streetwatch serve` (`create_app` under
 uvicorn), each in a thread on 127.0.0.1, configured by a settings file written for the run
-(SQLite case store, local evidence folder, one cn-dcm target pointing at the simulator).
+(SQLite case store, local evidence folder, one cn-dcm target pointing at the simulator, whose
+status webhooks are signed with a secret both share, so the service accepts them).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import yaml
 TARGET = "demo-dcm"
 REVIEWER = "demo-reviewer"
 KEY_ENV = "STREETWATCH_EVIDENCE_KEY"
+WEBHOOK_ENV = "STREETWATCH_DEMO_WEBHOOK_SECRET"
+"""The secret the simulator signs its status webhooks with, and the service checks them with."""
 RUN_STATE = ("cases.db", "cases.db-wal", "cases.db-shm", "evidence", "spool", "service", "triage", "camera-events.jsonl")
 """What each run starts afresh (media, inbox and the key are kept)."""
 
@@ -61,6 +64,12 @@ def evidence_key_file(out: Path) -> Path | None:
     return path
 
 
+def webhook_secret() -> str:
+    """The shared secret of the simulator's signed status webhooks: $STREETWATCH_DEMO_WEBHOOK_SECRET, set to a
+    random one for this process when unset (the service runs in this process and reads it from there)."""
+    return os.environ.setdefault(WEBHOOK_ENV, secrets.token_hex(16))
+
+
 def write_settings(out: Path, api_url: str, sim_url: str, cameras_file: Path) -> Path:
     """The deployment settings of this run (docs/cases-and-dispatch.md, docs/service.md)."""
     key_file = evidence_key_file(out)
@@ -73,7 +82,8 @@ def write_settings(out: Path, api_url: str, sim_url: str, cameras_file: Path) ->
         "evidence_store": {"backend": "local", "local_root": str(out / "evidence"), "spool_dir": str(out / "spool"),
                            "public_base_url": f"{api_url}/attachments"},
         "dispatch": {"targets": {TARGET: {"adapter": "cn-dcm", "url": f"{sim_url}/cn-dcm/cases", "timeout_s": 10,
-                                          "callback_url": f"{api_url}/api/v1/dispatch/{TARGET}/webhook"}}},
+                                          "callback_url": f"{api_url}/api/v1/dispatch/{TARGET}/webhook",
+                                          "webhook_secret_env": WEBHOOK_ENV}}},
         "service": {"data_dir": str(out / "service"), "cameras_file": str(cameras_file),
                     "camera_events": str(out / "camera-events.jsonl"),
                     "snapshot_dir": str(out / "snapshots"), "triage": {"workers": 1, "ocr": "auto"}},
@@ -104,10 +114,11 @@ class Simulator:
         self.server.server_close()
 
 
-def start_simulator() -> Simulator:
+def start_simulator(webhook_secret: str) -> Simulator:
+    """The simulator, signing its status webhooks with `webhook_secret` (the service accepts them by it)."""
     from pipelines.dispatch.simulator import Faults, SimServer, SimState
 
-    server = SimServer("127.0.0.1", 0, SimState(faults=Faults(fail_rate=0.0)))
+    server = SimServer("127.0.0.1", 0, SimState(faults=Faults(fail_rate=0.0), webhook_secret=webhook_secret))
     thread = threading.Thread(target=server.serve_forever, name="dispatch-sim", daemon=True)
     thread.start()
     return Simulator(server, thread)

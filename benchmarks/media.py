@@ -1,6 +1,8 @@
-"""Test media for the CCTV pipeline: H.264 clips composed from real photos.
+"""Camera media with a known truth: H.264 clips and scene files composed from real photos.
 
-Tests, the capacity benchmark and the demo need camera footage whose truth is known: a static
+Not part of the product: the CCTV capacity benchmark streams these clips, the tests use them as
+cameras, and the demo (`streetwatch/demo/`) builds its footage on them. They need footage whose
+truth is known: a static
 street view (a real street photo) in which a vehicle (cut from a real photo) arrives, stands in a
 no-parking zone for a chosen time and leaves. Frames carry a little sensor noise and a ticking
 on-screen clock, as real CCTV does, so an unchanged view is not mistaken for a frozen image.
@@ -9,6 +11,7 @@ Clips are encoded with PyAV's libx264 (in the PyPI wheel) with a fixed key-frame
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,11 +22,18 @@ import cv2
 import numpy as np
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
+
 BUS_BOX = (3, 229, 796, 729)
 """The bus in Ultralytics' `bus.jpg` (x1, y1, x2, y2 in its 810x1080 pixels; yolo11n's box)."""
 
 PARKING_ZONE = [[0.15, 0.70], [0.85, 0.70], [0.85, 1.0], [0.15, 1.0]]
 """No-parking zone of `parked_vehicle_clip` (normalised): the strip the vehicle stands on."""
+
+
+def real_sample_dir() -> Path:
+    """Where the shared real street photos sit when this checkout is beside ../shared ($STREETWATCH_SHARED)."""
+    return Path(os.environ.get("STREETWATCH_SHARED", REPO.parent / "shared")) / "datasets" / "real-sample"
 
 
 def cut(photo: str | Path, box: tuple[int, int, int, int]) -> np.ndarray:

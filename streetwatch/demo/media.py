@@ -1,7 +1,7 @@
 """Demo footage, scenes and photos for `streetwatch demo`, made from photos that ship with Ultralytics.
 
 A fresh machine has no camera and no street photos of its own, so the demo composes them with the
-CCTV test-media generator (`pipelines.cctv.testmedia`): the real buildings of Ultralytics'
+camera-media generator (`benchmarks.media`): the real buildings of Ultralytics'
 `bus.jpg` above a rendered road and shop wall, the real bus cut from the same photo parking in a
 no-parking zone for a while, and a rendered small-ad poster (phone number, 开锁/办证 words) that
 appears on the shop wall. The scenes draw no-parking, no-vending and no-posting zones with short
@@ -12,9 +12,7 @@ poster carries Latin words and the phone number (still a small ad to OCR) and th
 
 from __future__ import annotations
 
-import glob
 import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,16 +22,14 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from pipelines.cctv.testmedia import BUS_BOX, PARKING_ZONE, Sprite, cut, render, write_clip, write_scene
+from benchmarks.media import BUS_BOX, PARKING_ZONE, Sprite, cut, render, write_clip, write_scene
+from pipelines.fonts import find_cjk_font
 
 SIZE = (960, 540)
 DURATION_S = 150.0
 BUS_ARRIVE_S, BUS_LEAVE_S = 10.0, 80.0
 POSTER_S = 15.0
 PHONE = "138 0013 8000"
-FONT_GLOBS = ("/usr/share/fonts/**/wqy-microhei.ttc", "/usr/share/fonts/**/NotoSansCJK-Regular.ttc",
-              "/usr/share/fonts/**/*CJK*.tt[cf]", "/usr/share/fonts/**/*[Ww]en[Qq]uan*.tt[cf]",
-              "/System/Library/Fonts/PingFang.ttc", "C:/Windows/Fonts/msyh.tt[cf]")
 WALL_ZONE = [[0.05, 0.45], [0.95, 0.45], [0.95, 0.80], [0.05, 0.80]]
 PAVEMENT_ZONE = [[0.0, 0.82], [1.0, 0.82], [1.0, 1.0], [0.0, 1.0]]
 
@@ -51,21 +47,6 @@ def ultralytics_photos() -> list[Path]:
     if missing:
         raise FileNotFoundError(f"photos missing from the ultralytics package: {', '.join(missing)}")
     return photos
-
-
-def find_cjk_font() -> Path | None:
-    """A font with Chinese glyphs: fontconfig's list for :lang=zh, else well-known paths."""
-    if shutil.which("fc-list"):
-        out = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True, check=False).stdout
-        files = sorted({f.strip().rstrip(":") for f in out.split("\n") if f.strip()},
-                       key=lambda f: ("wqy" not in f.lower(), "sans" not in f.lower(), f))
-        if files:
-            return Path(files[0])
-    for pattern in FONT_GLOBS:
-        hits = sorted(glob.glob(pattern, recursive=True))
-        if hits:
-            return Path(hits[0])
-    return None
 
 
 def _text(draw: ImageDraw.ImageDraw, xy, text: str, font_path: Path | None, size: int, fill) -> None:

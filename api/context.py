@@ -1,0 +1,62 @@
+"""What every route depends on: the app's context (stores, jobs, cameras, metrics) and `get_ctx`.
+
+Kept apart from `api.app` so that routers and auth import it without importing the app that
+includes them: the dependency graph runs app -> routers -> auth -> context, never back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from api.accounts import Accounts
+from api.cameras import Cameras
+from api.config import ServiceConfig
+from api.jobs import TriageJobs
+from api.metrics import ApiMetrics
+from api.signing import UrlSigner
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.cases.store import CaseStore
+from pipelines.evidence_store import EvidenceStore, open_evidence_store
+from pipelines.settings import Settings
+
+
+@dataclass
+class AppContext:
+    """Everything the routers use, built once per app (reachable as `request.app.state.ctx`)."""
+
+    settings: Settings
+    service: ServiceConfig
+    store: CaseStore
+    accounts: Accounts
+    evidence: EvidenceStore
+    signer: UrlSigner
+    jobs: TriageJobs
+    cameras: Cameras
+    metrics: ApiMetrics
+    taxonomy: Taxonomy
+
+    def close(self) -> None:
+        self.jobs.shutdown(wait=True)
+        self.store.close()
+
+
+def build_context(settings: Settings, service: ServiceConfig, detector_factory: Callable[[], Any] | None = None) -> AppContext:
+    store = CaseStore(settings.cases.url)
+    metrics = ApiMetrics()
+    taxonomy = load_taxonomy()
+    return AppContext(
+        settings=settings, service=service, store=store, accounts=Accounts(engine=store.engine),
+        evidence=open_evidence_store(settings.evidence_store), signer=UrlSigner(service.url_key(), service.url_expiry_s),
+        jobs=TriageJobs(service, settings, metrics, detector_factory),
+        cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
+        metrics=metrics, taxonomy=taxonomy,
+    )
+
+
+def get_ctx(request: Request) -> AppContext:
+    """Dependency: the app's context (stores, jobs, cameras, metrics)."""
+    return request.app.state.ctx

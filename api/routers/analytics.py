@@ -1,0 +1,293 @@
+"""The city's accounts over HTTP: scores for a sheet and period, case exports, the map's layers
+with counts, and the latest analysis reports (docs/analytics.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import shapely
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.accounts import Principal
+from api.auth import READ_CASES
+from api.context import AppContext, get_ctx
+from api.problems import Problem, problems
+from detect.cityzones import geometry_of
+from detect.config_io import ConfigError
+from pipelines.analytics.casedata import CaseFact, CaseFilter, load_cases
+from pipelines.analytics.config import AnalyticsConfig
+from pipelines.analytics.export import FilterError, case_filter, export_table
+from pipelines.analytics.periods import PeriodError, parse_period
+from pipelines.analytics.places import Places, load_places
+from pipelines.analytics.report import FILES
+from pipelines.analytics.scoring import ScoreTable, score_store, score_tables
+from pipelines.analytics.sheet import Sheet, load_sheet
+from pipelines.analytics.tables import csv_text, xlsx_bytes
+from pipelines.cityops.callout import number_status_source
+
+router = APIRouter(tags=["analytics"])
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+MAP_CASES_LIMIT = 500
+CSV = "text/csv; charset=utf-8"
+
+
+class MapLayers(BaseModel):
+    layers: dict[str, dict[str, Any]] = Field(
+        description="`grid` and `zones`: GeoJSON FeatureCollections whose features carry `properties.count` (cases in the filter).")
+    total: int = Field(description="Cases in the filter.")
+    unplaced: int = Field(description="Of them, cases in no grid cell of the grid file.")
+    tile_url: str | None = Field(description="XYZ tile URL drawn under the polygons (analytics.tile_url); null: none.")
+    tile_attribution: str = Field(description="Credit line of the tiles.")
+
+
+class MapCase(BaseModel):
+    id: str
+    type: str = Field(description="Violation type id.")
+    state: str
+    opened_at: str = Field(description="Local time (analytics.timezone), ISO 8601.")
+    address: str | None
+    grid_cell: str | None
+    source_id: str = Field(description="Camera id or photo batch id.")
+    objects: int = Field(description="Objects (stalls, vehicles) the case counts.")
+
+
+class MapCases(BaseModel):
+    layer: Literal["grid", "zones"]
+    id: str = Field(description="Grid cell code or zone id.")
+    total: int = Field(description="Cases of the feature; at most MAP_CASES_LIMIT (500) are listed, newest first.")
+    items: list[MapCase]
+
+
+class ReportListing(BaseModel):
+    """One report folder: what its report.json says (title, period, summary ...) and the files present."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Folder name; the files are at /api/v1/reports/{name}/{file}.")
+    title: str | None = None
+    kind: str | None = Field(None, description="day, week, month, quarter or year.")
+    label: str | None = Field(None, description="The period, e.g. 2026-11.")
+    generated_at: str | None = None
+    summary: dict[str, Any] = Field(default_factory=dict, description="Headline counts of the report.")
+    files: list[str] = Field(description="Files of the report present in the folder.")
+
+
+def _mtime(path: Path | None) -> int:
+    try:
+        return path.stat().st_mtime_ns if path is not None else 0
+    except OSError:
+        return -1
+
+
+@lru_cache(maxsize=4)
+def _places_cached(config_json: str, _stamp: tuple[int, int]) -> Places:
+    return load_places(AnalyticsConfig.model_validate_json(config_json))
+
+
+@lru_cache(maxsize=4)
+def _sheet_cached(path: str | None, _stamp: int) -> Sheet:
+    return load_sheet(path)
+
+
+def _config(ctx: AppContext) -> AnalyticsConfig:
+    return ctx.settings.analytics
+
+
+def _places(ctx: AppContext) -> Places:
+    """The grid and zone files, loaded once and again when either file changes."""
+    cfg = _config(ctx)
+    try:
+        return _places_cached(cfg.model_dump_json(), (_mtime(cfg.grid), _mtime(cfg.zones)))
+    except ConfigError as exc:
+        raise Problem(503, f"analytics map files: {exc}", slug="analytics-config") from None
+
+
+def _tz(ctx: AppContext) -> ZoneInfo:
+    return ZoneInfo(_config(ctx).timezone)
+
+
+def _filter(ctx: AppContext, **values: Any) -> CaseFilter:
+    try:
+        return case_filter(ctx.taxonomy, _tz(ctx), **values)
+    except FilterError as exc:
+        raise Problem(422, str(exc)) from None
+
+
+def _attachment(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+@router.get("/scores", summary="Assessment scores for a period, per grid cell, street, squad or camera",
+            response_model=ScoreTable, responses={200: {"content": {XLSX: {}}}, **problems(401, 403, 422, 503)})
+def scores(
+    ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
+    period: str = Query(max_length=20, description="2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time)."),
+    by: Literal["grid", "street", "squad", "camera"] = Query("grid"),
+    format: Literal["json", "xlsx"] = Query("json", description="json, or an Excel workbook (scores, deductions, groups)."),
+) -> Any:
+    try:
+        when = parse_period(period)
+    except PeriodError as exc:
+        raise Problem(422, str(exc)) from None
+    cfg = _config(ctx)
+    try:
+        sheet = _sheet_cached(str(cfg.sheet) if cfg.sheet else None, _mtime(cfg.sheet))
+        status = number_status_source(cfg, ctx.store.engine, _tz(ctx))
+    except ConfigError as exc:
+        raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None
+    table = score_store(ctx.store.engine, _places(ctx), sheet, by, when, _tz(ctx), status)
+    if format == "xlsx":
+        return Response(xlsx_bytes(score_tables(table)), media_type=XLSX, headers=_attachment(f"scores-{when.label}-{by}.xlsx"))
+    return table
+
+
+@router.get("/exports/cases", summary="Cases as CSV or Excel, with filters", response_class=Response,
+            responses={200: {"content": {CSV: {}, XLSX: {}}}, **problems(401, 403, 422, 503)})
+def export_cases(
+    ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
+    format: Literal["csv", "xlsx"] = Query("csv"),
+    type: list[str] = Query([], description="Violation type ids."),
+    state: list[str] = Query([], description="Case states."),
+    period: str | None = Query(None, max_length=20, description="Opened in this period (local time)."),
+    grid: list[str] = Query([], description="Grid cell codes."),
+    street: list[str] = Query([], description="Streets (from the grid file)."),
+    camera: list[str] = Query([], description="Camera ids or photo batch ids."),
+    source: Literal["camera", "photo"] | None = Query(None),
+    reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
+) -> Response:
+    flt = _filter(ctx, types=type, states=state, period=period, grid_cells=grid, streets=street, cameras=camera, source=source,
+                  reviewed=reviewed)
+    table = export_table(load_cases(ctx.store.engine, _places(ctx), flt), ctx.taxonomy, _tz(ctx))
+    name = f"cases-{period or 'all'}"
+    if format == "xlsx":
+        return Response(xlsx_bytes([table]), media_type=XLSX, headers=_attachment(f"{name}.xlsx"))
+    return Response(csv_text(table).encode("utf-8"), media_type=CSV, headers=_attachment(f"{name}.csv"))
+
+
+def _in_feature(places: Places, layer: str, feature_id: str, cases: list[CaseFact]) -> list[CaseFact]:
+    """Cases of a grid cell (by its code) or inside a zone polygon (by their position)."""
+    if layer == "grid":
+        return [c for c in cases if c.grid_cell == feature_id]
+    feature = next((f for f in places.zone_features if f["properties"]["id"] == feature_id), None)
+    if feature is None:
+        raise Problem(404, f"no zone {feature_id!r} on the map")
+    located = [c for c in cases if c.lat is not None and c.lon is not None]
+    if not located:
+        return []
+    inside = shapely.intersects_xy(geometry_of(feature["geometry"]), [c.lon for c in located], [c.lat for c in located])
+    return [c for c, hit in zip(located, inside) if hit]
+
+
+def _map_filter(ctx: AppContext, period: str | None, type: list[str], state: list[str], source: str | None) -> CaseFilter:
+    return _filter(ctx, types=type, states=state, period=period, source=source)
+
+
+@router.get("/map", summary="The map's layers (grid cells, zones) as GeoJSON with case counts",
+            response_model=MapLayers, responses=problems(401, 403, 422, 503))
+def map_layers(
+    ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
+    period: str | None = Query(None, max_length=20), type: list[str] = Query([]), state: list[str] = Query([]),
+    source: Literal["camera", "photo"] | None = Query(None),
+) -> MapLayers:
+    places = _places(ctx)
+    cases = load_cases(ctx.store.engine, places, _map_filter(ctx, period, type, state, source))
+    per_cell = Counter(c.grid_cell for c in cases)
+    layers = {}
+    for layer in ("grid", "zones"):
+        features = []
+        for f in places.layer(layer):
+            fid = f["properties"]["id"]
+            n = per_cell[fid] if layer == "grid" else len(_in_feature(places, layer, fid, cases))
+            features.append({**f, "properties": {**f["properties"], "count": n}})
+        layers[layer] = {"type": "FeatureCollection", "features": features}
+    cfg = _config(ctx)
+    return MapLayers(layers=layers, total=len(cases), unplaced=sum(c.grid_cell not in places.cells for c in cases),
+                     tile_url=cfg.tile_url, tile_attribution=cfg.tile_attribution)
+
+
+@router.get("/map/cases", summary="The cases of one grid cell or zone of the map", response_model=MapCases,
+            responses=problems(401, 403, 404, 422, 503))
+def map_cases(
+    ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
+    layer: Literal["grid", "zones"] = Query(), id: str = Query(max_length=200, description="Grid cell code or zone id."),
+    period: str | None = Query(None, max_length=20), type: list[str] = Query([]), state: list[str] = Query([]),
+    source: Literal["camera", "photo"] | None = Query(None),
+) -> MapCases:
+    places = _places(ctx)
+    flt = _map_filter(ctx, period, type, state, source)
+    if layer == "grid":
+        flt = replace(flt, grid_cells=(id,))
+    found = _in_feature(places, layer, id, load_cases(ctx.store.engine, places, flt))
+    found.sort(key=lambda c: c.at, reverse=True)
+    tz = _tz(ctx)
+    items = [MapCase(id=c.id, type=c.violation_type, state=c.state.value, opened_at=c.at.astimezone(tz).isoformat(),
+                     address=c.address, grid_cell=c.grid_cell, source_id=c.source_id, objects=c.object_count)
+             for c in found[:MAP_CASES_LIMIT]]
+    return MapCases(layer=layer, id=id, total=len(found), items=items)
+
+
+def _report_dirs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:
+    root = _config(ctx).reports_dir
+    out = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        meta_file = folder / "report.json"
+        if folder.is_dir() and _NAME.match(folder.name) and meta_file.is_file():
+            try:
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            meta.pop("tables", None)
+            out.append((folder, meta))
+    return sorted(out, key=lambda fm: str(fm[1].get("generated_at", "")), reverse=True)
+
+
+@router.get("/reports", summary="The latest analysis reports (newest first)", response_model=list[ReportListing],
+            responses=problems(401, 403))
+def reports(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
+            limit: int = Query(50, ge=1, le=500)) -> list[ReportListing]:
+    return [ReportListing(**{**meta, "name": folder.name, "files": [f for f in FILES if (folder / f).is_file()]})
+            for folder, meta in _report_dirs(ctx)[:limit]]
+
+
+class ReportTable(BaseModel):
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+class ReportData(BaseModel):
+    """report.json: the report's description (as listed) and its tables, for machines."""
+
+    model_config = ConfigDict(extra="allow")
+
+    title: str
+    kind: str
+    label: str
+    generated_at: str
+    summary: dict[str, Any]
+    files: list[str]
+    tables: dict[str, ReportTable]
+
+
+_REPORT_MEDIA = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "xlsx": XLSX, "json": "application/json"}
+
+
+@router.get("/reports/{name}/{file}", summary="One file of a report (html, pdf, xlsx, json)", response_class=FileResponse,
+            responses={200: {"model": ReportData, "content": {kind: {} for kind in _REPORT_MEDIA.values() if kind != "application/json"}},
+                       **problems(401, 403, 404)})
+def report_file(name: str, file: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> FileResponse:
+    folder = next((f for f, _ in _report_dirs(ctx) if f.name == name), None)
+    if folder is None or file not in FILES or not (folder / file).is_file():
+        raise Problem(404, f"no report file {name}/{file}")
+    return FileResponse(folder / file, media_type=_REPORT_MEDIA[file.rsplit(".", 1)[1]], filename=f"{name}-{file}",
+                        content_disposition_type="inline" if file.endswith((".html", ".pdf")) else "attachment")

@@ -1,0 +1,437 @@
+"""City workflows in the service: frontage register, warnings, call-out list, disposal-photo checks, patrol uploads.
+
+All the work is in `pipelines.cityops`; these routes check roles, take files (multipart field
+`file`, or `video` + `track` for a patrol) and answer JSON. See docs/city-operations.md.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field, RootModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from api.accounts import Principal, Role
+from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
+from api.context import AppContext, get_ctx
+from api.problems import Problem, problems
+from api.uploads import _capped, check_length
+from detect.config_io import ConfigError
+from pipelines.cityops.callout import CallOutList, Status
+from pipelines.cityops.hooks import squads_of
+from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
+from pipelines.cityops.warnings import WarningState, list_warnings, warning_image
+from pipelines.shops import Shop, ShopRegister
+
+router = APIRouter(tags=["city workflows"])
+CHECK_PHOTO = require(Role.REVIEWER, Role.INTEGRATION)
+FILE_LIMIT = 50 * 2**20
+FILE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+
+
+# ---- response bodies --------------------------------------------------------------------------
+# Times are ISO 8601 strings. The shapes are those of `pipelines.cityops` (as_dict / list_*).
+
+
+class ShopImport(BaseModel):
+    imported: int = Field(description="Shops written.")
+    shops: list[str] = Field(description="Their ids.")
+    errors: list[str] = Field(description="Rows refused: `row N: field: reason`.")
+
+
+class Deleted(BaseModel):
+    deleted: str = Field(description="Id of what was removed.")
+
+
+class WarningView(BaseModel):
+    """A warning given before a case (warn, re-check, then a case)."""
+
+    id: str
+    violation_id: str = Field(description="The rules' violation id the warning is about.")
+    violation_type: str
+    camera_id: str
+    zone_id: str | None
+    shop_id: str | None = Field(description="The shop warned (frontage register), when known.")
+    state: WarningState
+    warned_at: str
+    recheck_at: str = Field(description="When the camera looks again.")
+    checked_at: str | None
+    case_id: str | None = Field(description="The case opened when the violation was still there.")
+    notified: str | None = Field(description="delivered, failed or off (no webhook).")
+    notify_error: str | None
+    details: dict[str, Any]
+    has_image: bool = Field(description="The warning frame can be fetched (`.../image`).")
+
+
+class Place(BaseModel):
+    address: str | None
+    grid_cell: str | None
+    squad: str | None
+
+
+class CallOutEntry(BaseModel):
+    """One phone number of the call-out list (追呼/停机)."""
+
+    number: str
+    status: Status
+    status_zh: str = Field(description="The status in Chinese (待追呼, 已停机 ...).")
+    count: int = Field(description="Flyposting cases carrying the number.")
+    first_seen: str | None
+    last_seen: str | None
+    places: list[Place]
+    cases: list[str] = Field(description="Case ids.")
+    photos: list[str] = Field(description="`<case id>/<bundle path>` of each case's opening photo.")
+    squad: str | None = Field(description="Squad of the grid cell where it was first seen.")
+    cut_off_at: str | None
+    amount: float | None = Field(description="Fine in yuan.")
+    note: str | None
+    status_at: str | None
+
+
+class CallOutImport(BaseModel):
+    applied: int = Field(description="Numbers updated.")
+    numbers: list[str] = Field(description="Which.")
+    unknown: list[str] = Field(description="Numbers the list does not hold (not applied).")
+    errors: list[str] = Field(description="Rows refused: `row N: field: reason`.")
+
+
+class CutOffs(RootModel[dict[str, dict[str, int]]]):
+    """`YYYY-MM` -> squad -> numbers cut off that (local) month; squad `(未标注 none)` when unknown."""
+
+
+class VerificationReportView(BaseModel):
+    """A re-check outcome reported (or to be reported) to the dispatch platform."""
+
+    id: int
+    case_id: str
+    target: str = Field(description="Dispatch target.")
+    kind: Literal["auto_recheck", "disposal_photo"]
+    outcome: Literal["verified_cleared", "still_present"]
+    status: Literal["pending", "delivered", "unsupported", "parked"]
+    attempts: int
+    last_error: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class DisposalCheck(BaseModel):
+    case_id: str
+    state: str = Field(description="The case's state after the check (verified_cleared or still_present).")
+    cleared: bool
+    boxes: list[dict[str, Any]] = Field(description="Evidence boxes of the violation still seen (class_name, xyxy, confidence).")
+    reports: list[VerificationReportView] = Field(description="The case's reports to the platform so far.")
+
+
+class PatrolSummary(BaseModel):
+    """What a finished patrol job found (server paths left out)."""
+
+    frames: int = Field(description="Frames sampled along the track.")
+    skipped_without_position: int = Field(description="Frames the track does not place.")
+    uncovered_s: float = Field(description="Seconds of video the track does not cover.")
+    video_span: list[str] | None
+    track_span: list[str] | None
+    messages: list[str] = Field(description="What was wrong with the track or the video.")
+    groups: int = Field(description="Violations found (groups of frames).")
+    cases: list[str] = Field(description="Cases drafted.")
+    already_open: list[dict[str, Any]] = Field(description="Groups that matched an open case nearby (not doubled).")
+
+
+class PatrolJob(BaseModel):
+    """A patrol upload, as `GET /api/v1/patrol/jobs/{id}` shows it."""
+
+    id: str
+    owner: str = Field(description="Who uploaded it.")
+    state: Literal["queued", "running", "done", "failed"]
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    video: str = Field(description="The stored video's name.")
+    video_label: str = Field(description="The file name the client sent.")
+    track: str | None = Field(description="The stored track's name (None: no track sent).")
+    track_label: str | None
+    error: str | None = Field(None, description="Why the job failed.")
+    summary: PatrolSummary | None = Field(None, description="When done.")
+
+
+async def _form(request: Request, limit: int, fields: tuple[str, ...]) -> dict[str, tuple[bytes, str]]:
+    """Named file fields of a multipart body, size-capped: {field: (bytes, client file name)}."""
+    check_length(request, limit)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise Problem(415, f"send multipart/form-data with field(s) {', '.join(fields)}", slug="unsupported-media-type")
+    parser = MultiPartParser(request.headers, _capped(request, limit), max_files=len(fields), max_fields=10)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise Problem(400, f"malformed multipart body: {exc.message}", slug="malformed-upload") from None
+    try:
+        out = {}
+        for name in fields:
+            part = form.get(name)
+            if isinstance(part, UploadFile):
+                out[name] = (await part.read(), (part.filename or name)[:200])
+        return out
+    finally:
+        await form.close()
+
+
+async def _file(request: Request) -> tuple[bytes, str]:
+    files = await _form(request, FILE_LIMIT, ("file",))
+    if "file" not in files:
+        raise Problem(400, "no file in form field 'file'", slug="no-files")
+    return files["file"]
+
+
+# ---- frontage register -------------------------------------------------------------------
+
+def _shops(ctx: AppContext) -> ShopRegister:
+    return ShopRegister(ctx.store.engine)
+
+
+@router.get("/shops", summary="The frontage register (门前三包): shops and their frontages", response_model=list[Shop],
+            response_model_exclude_none=True, responses=problems(401, 403))
+def list_shops(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> list[Shop]:
+    return _shops(ctx).list()
+
+
+@router.put("/shops/{shop_id}", summary="Add or replace one shop (validated like an import row)", response_model=Shop,
+            response_model_exclude_none=True, responses=problems(401, 403, 422))
+def put_shop(shop_id: str, body: dict[str, Any] = Body(description="A shop: name, address, licence_no, contact, frontages."),
+             ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> Shop:
+    from detect.config_io import validate_model
+
+    shop = validate_model(Shop, {**body, "id": shop_id}, f"shop {shop_id}")
+    _shops(ctx).put(shop)
+    ctx.accounts.audit(who, "put_shop", None, {"shop_id": shop_id, "frontages": len(shop.frontages)})
+    return shop
+
+
+@router.delete("/shops/{shop_id}", summary="Remove a shop from the register", responses=problems(401, 403, 404))
+def delete_shop(shop_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ADMIN)) -> Deleted:
+    if not _shops(ctx).delete(shop_id):
+        raise Problem(404, f"no shop {shop_id!r} in the register", slug="shop-not-found")
+    ctx.accounts.audit(who, "delete_shop", None, {"shop_id": shop_id})
+    return Deleted(deleted=shop_id)
+
+
+@router.post("/shops/import", summary="Import a CSV/Excel register; bad rows are reported, the rest imported",
+             openapi_extra=FILE_BODY, responses=problems(400, 401, 403, 413, 415, 422))
+async def import_shops(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> ShopImport:
+    data, name = await _file(request)
+    report = await run_in_threadpool(_shops(ctx).import_file, data, name)
+    ctx.accounts.audit(who, "import_shops", None, {"file": name, "imported": len(report.imported), "errors": len(report.errors)})
+    return ShopImport(**report.as_dict())
+
+
+# ---- warnings ----------------------------------------------------------------------------
+
+@router.get("/warnings", summary="Warnings given before cases (warn, re-check, then a case)", responses=problems(401, 403))
+def get_warnings(state: WarningState | None = Query(None, description="Only warnings in this state."),
+                 camera_id: str | None = Query(None, max_length=200), ctx: AppContext = Depends(get_ctx),
+                 _: Principal = Depends(READ_CASES)) -> list[WarningView]:
+    return [WarningView(**w) for w in list_warnings(ctx.store.engine, state=state, camera_id=camera_id)]
+
+
+@router.get("/warnings/{warning_id}/image", summary="The warning frame with its evidence boxes", response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}}}, **problems(401, 403, 404)})
+def get_warning_image(warning_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> FileResponse:
+    path = warning_image(ctx.store.engine, warning_id)
+    if path is None:
+        raise Problem(404, f"no image for warning {warning_id!r}", slug="warning-not-found")
+    return FileResponse(path, media_type="image/jpeg")
+
+
+# ---- call-out list -----------------------------------------------------------------------
+
+def _calls(ctx: AppContext) -> CallOutList:
+    cfg = ctx.settings.cityops
+    try:
+        squads = squads_of(cfg.grid)
+    except ConfigError as exc:
+        raise Problem(503, f"cityops.grid unusable: {exc}", slug="invalid-config") from None
+    return CallOutList(ctx.store.engine, squads, ZoneInfo(cfg.timezone))
+
+
+@router.get("/callout", summary="The call-out list (追呼/停机), brought up to date with the flyposting cases",
+            responses=problems(401, 403, 422))
+def get_callout(status: Status | None = Query(None), ctx: AppContext = Depends(get_ctx),
+                _: Principal = Depends(READ_CASES)) -> list[CallOutEntry]:
+    calls = _calls(ctx)
+    calls.sync()
+    return [CallOutEntry(**e.as_dict()) for e in calls.entries(status)]
+
+
+@router.put("/callout/{number}", summary="Record what the city did with a number", responses=problems(401, 403, 404, 422))
+def put_callout(number: str, status: Status = Body(embed=True), amount: float | None = Body(None, embed=True, ge=0),
+                note: str | None = Body(None, embed=True, max_length=2000), ctx: AppContext = Depends(get_ctx),
+                who: Principal = Depends(REVIEW)) -> CallOutEntry:
+    try:
+        entry = _calls(ctx).set_status(number, status, amount=amount, note=note)
+    except KeyError:
+        raise Problem(404, f"number {number!r} is not on the call-out list", slug="number-not-found") from None
+    ctx.accounts.audit(who, "callout_status", None, {"number": number, "status": status.value})
+    return CallOutEntry(**entry.as_dict())
+
+
+@router.get("/callout/export", summary="The list as CSV or Excel for the call-out system", response_class=FileResponse,
+            responses={200: {"content": {"text/csv": {}, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {}}},
+                       **problems(401, 403, 422)})
+def export_callout(format: str = Query("csv", pattern="^(csv|xlsx)$"), ctx: AppContext = Depends(get_ctx),  # noqa: A002
+                   _: Principal = Depends(READ_CASES)) -> FileResponse:
+    calls = _calls(ctx)
+    calls.sync()
+    folder = ctx.service.data_dir / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"callout-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.{format}"
+    path = calls.export(folder / name)
+    return FileResponse(path, filename=f"callout.{format}")
+
+
+@router.post("/callout/import", summary="Import the call-out system's results; unknown numbers are reported, the rest applied",
+             openapi_extra=FILE_BODY, responses=problems(400, 401, 403, 413, 415, 422))
+async def import_callout(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> CallOutImport:
+    data, name = await _file(request)
+    calls = _calls(ctx)
+    await run_in_threadpool(calls.sync)
+    report = await run_in_threadpool(calls.import_results, data, name)
+    ctx.accounts.audit(who, "import_callout", None, {"file": name, "applied": len(report.applied), "unknown": len(report.unknown)})
+    return CallOutImport(**report.as_dict())
+
+
+@router.get("/callout/cutoffs", summary="Numbers cut off per month and squad (the assessment quota)", responses=problems(401, 403, 422))
+def callout_cutoffs(year: int = Query(default_factory=lambda: datetime.now(UTC).year, ge=2000, le=2100),
+                    ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> CutOffs:
+    return CutOffs(_calls(ctx).monthly_cut_offs(year))
+
+
+# ---- disposal photos ---------------------------------------------------------------------
+
+@router.post("/cases/{case_id}/disposal-photo",
+             summary="Check the handler's after-photo (multipart `file`, or JSON {\"url\"} to fetch it from the platform)",
+             responses=problems(400, 401, 403, 404, 409, 413, 415, 422))
+async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depends(get_ctx),
+                         who: Principal = Depends(CHECK_PHOTO)) -> DisposalCheck:
+    """Judged like a triage photo; the outcome (verified_cleared / still_present) and the photo go into the case's
+    evidence and are reported to the platform by the dispatcher."""
+    ctx.store.get(case_id)  # 404 before reading a body
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            url = json.loads(await request.body()).get("url")
+        except (json.JSONDecodeError, AttributeError):
+            url = None
+        if not isinstance(url, str):
+            raise Problem(422, "send the photo as multipart field 'file', or JSON {\"url\": \"http(s)://...\"}", slug="no-photo")
+        try:
+            data, name = await run_in_threadpool(fetch_photo, url)
+        except DisposalCheckError as exc:
+            raise Problem(422, str(exc), slug="photo-unavailable") from None
+    else:
+        data, name = await _file(request)
+    result = await run_in_threadpool(_check, ctx, case_id, data, name, who.name)
+    return DisposalCheck(case_id=case_id, state=str(result.case.state), cleared=result.cleared, boxes=result.boxes,
+                         reports=[VerificationReportView(**r) for r in list_reports(ctx.store.engine, case_id)])
+
+
+def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
+    from detect.evidence import EvidenceKeyError, ModelInfo
+    from pipelines.cases.intake import Intake
+    from pipelines.evidence_store import StorageError
+
+    detector = ctx.jobs.detector()
+    try:
+        intake = Intake.from_settings(ctx.settings, ModelInfo.of(detector), taxonomy=ctx.taxonomy)
+    except (EvidenceKeyError, StorageError) as exc:
+        raise Problem(503, f"cannot add to the evidence: {exc}", slug="evidence-unavailable") from None
+    try:
+        return check_disposal_photo(intake, detector, case_id, data, name, actor=actor, taxonomy=ctx.taxonomy)
+    except DisposalCheckError as exc:
+        raise Problem(409 if exc.conflict else 422, str(exc), slug="disposal-check") from None
+    finally:
+        intake.store.close()
+
+
+# ---- patrol uploads ----------------------------------------------------------------------
+
+def _patrol_dir(ctx: AppContext, job_id: str) -> Path:
+    if not (len(job_id) == 16 and all(c in "0123456789abcdef" for c in job_id)):
+        raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found")
+    return (ctx.service.data_dir / "patrol" / job_id).resolve()
+
+
+def _write_job(folder: Path, job: dict[str, Any]) -> None:
+    tmp = folder / "job.json.tmp"
+    tmp.write_text(json.dumps(job, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    tmp.replace(folder / "job.json")
+
+
+def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
+    from pipelines.cityops.patrol import PatrolError, run_patrol
+    from pipelines.triage import TriageSettings
+
+    _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
+    try:
+        settings = TriageSettings(**ctx.service.triage.model_dump(), out=folder / "out")
+        cfg = ctx.settings.cityops
+        result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
+                            every_m=cfg.patrol_every_m, every_s=cfg.patrol_every_s, detector=ctx.jobs.detector(),
+                            deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False)
+    except (PatrolError, ConfigError, ValueError) as exc:
+        _write_job(folder, {**job, "state": "failed", "error": str(exc), "finished_at": datetime.now(UTC).isoformat()})
+        return
+    except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
+        _write_job(folder, {**job, "state": "failed", "error": f"{type(exc).__name__}: {exc}", "finished_at": datetime.now(UTC).isoformat()})
+        return
+    summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
+    _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
+
+
+@router.post("/patrol/jobs", status_code=202, summary="Upload a patrol video (field `video`) and its GPS track (field `track`)",
+             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                 "type": "object", "required": ["video"], "properties": {
+                     "video": {"type": "string", "format": "binary"},
+                     "track": {"type": "string", "format": "binary", "description": "GPX, NMEA (.nmea/.log) or the dashcam's SRT."}}}}}}},
+             responses=problems(400, 401, 403, 413, 415, 422))
+async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
+    """Triaged like an upload of photos taken along the route (docs/city-operations.md); poll the job for its summary."""
+    from pipelines.cityops.tracks import SUFFIXES
+
+    files = await _form(request, ctx.service.max_upload_bytes, ("video", "track"))
+    if "video" not in files:
+        raise Problem(400, "no video in form field 'video'", slug="no-files")
+    track_name = files["track"][1] if "track" in files else None
+    if track_name is not None and Path(track_name).suffix.lower() not in SUFFIXES:
+        raise Problem(415, f"{track_name}: a GPS track is .gpx, .nmea/.log or a dashcam .srt", slug="unsupported-media-type")
+    job_id = uuid.uuid4().hex[:16]
+    folder = _patrol_dir(ctx, job_id)
+    folder.mkdir(parents=True)
+    video = "video" + (Path(files["video"][1]).suffix.lower()[:8] or ".mp4")
+    (folder / video).write_bytes(files["video"][0])
+    job: dict[str, Any] = {"id": job_id, "owner": who.name, "state": "queued", "created_at": datetime.now(UTC).isoformat(),
+                           "video": video, "video_label": files["video"][1], "track": None, "track_label": track_name}
+    if track_name is not None:
+        job["track"] = "track" + Path(track_name).suffix.lower()
+        (folder / job["track"]).write_bytes(files["track"][0])
+    _write_job(folder, job)
+    ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
+    return PatrolJob(**job)
+
+
+@router.get("/patrol/jobs/{job_id}", summary="A patrol job: state, and when done its summary", responses=problems(401, 403, 404))
+def get_patrol_job(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
+    path = _patrol_dir(ctx, job_id) / "job.json"
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found") from None
+    if who.role is Role.INSPECTOR and job["owner"] != who.name:
+        raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found")
+    return PatrolJob(**job)

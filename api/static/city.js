@@ -1,0 +1,102 @@
+// City workflows: warnings, the frontage register, the call-out list, patrol uploads (all through /api/v1).
+"use strict";
+
+const STATUSES = ["to_call", "called", "cut_off", "reconnected_after_fine", "fined"];
+
+function local(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : ""; }
+
+async function frame(id, cell) {
+  const blob = await (await SW.api(`/api/v1/warnings/${encodeURIComponent(id)}/image`)).blob();
+  cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: "warning frame", class: "thumb" }));
+}
+
+async function loadWarnings() {
+  const rows = await SW.json("/api/v1/warnings");
+  document.querySelector("#warnings tbody").replaceChildren(...rows.map((w) => {
+    const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode) }, "查看 View") : "");
+    return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, local(w.warned_at)), SW.el("td", {}, w.camera_id),
+      SW.el("td", {}, w.violation_type), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
+      SW.el("td", {}, local(w.recheck_at)), SW.el("td", { class: "state" }, w.state), SW.el("td", {}, w.case_id || ""), cell);
+  }));
+}
+
+async function loadShops() {
+  const shops = await SW.json("/api/v1/shops");
+  document.querySelector("#shops tbody").replaceChildren(...shops.map((s) => SW.el("tr", {
+    "data-shop": s.id, onclick: () => { document.getElementById("shop-json").value = JSON.stringify(s, null, 2); },
+  }, SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
+  SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))));
+}
+
+async function loadCallout() {
+  const entries = await SW.json("/api/v1/callout");
+  document.querySelector("#callout tbody").replaceChildren(...entries.map((e) => {
+    const select = SW.el("select", { onchange: async (ev) => {
+      try {
+        await SW.json(`/api/v1/callout/${encodeURIComponent(e.number)}`, { method: "PUT", json: { status: ev.target.value } });
+        SW.say(`${e.number}: ${ev.target.value}`);
+      } catch (err) { SW.say(err.message, true); }
+    } }, ...STATUSES.map((s) => SW.el("option", s === e.status ? { value: s, selected: "selected" } : { value: s }, s)));
+    return SW.el("tr", { "data-number": e.number }, SW.el("td", {}, e.number), SW.el("td", {}, select), SW.el("td", {}, e.count),
+      SW.el("td", {}, local(e.first_seen)), SW.el("td", {}, local(e.last_seen)), SW.el("td", {}, e.squad || ""),
+      SW.el("td", {}, e.amount == null ? "" : e.amount));
+  }));
+}
+
+async function download(format) {
+  const blob = await (await SW.api(`/api/v1/callout/export?format=${format}`)).blob();
+  const a = SW.el("a", { href: URL.createObjectURL(blob), download: `callout.${format}` });
+  document.body.append(a); a.click(); a.remove();
+}
+
+async function upload(form, path, errorsId) {
+  const res = await SW.json(path, { method: "POST", body: new FormData(form) });
+  if (errorsId) document.getElementById(errorsId).replaceChildren(...(res.errors || []).map((e) => SW.el("li", {}, e)));
+  return res;
+}
+
+document.getElementById("shops-import").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const r = await upload(ev.target, "/api/v1/shops/import", "import-errors");
+    SW.say(`导入 ${r.imported} 家商户 imported; ${r.errors.length} 行错误 rows refused`, r.errors.length > 0);
+    await loadShops();
+  } catch (e) { SW.say(e.message, true); }
+});
+
+document.getElementById("save-shop").addEventListener("click", async () => {
+  try {
+    const shop = JSON.parse(document.getElementById("shop-json").value);
+    await SW.json(`/api/v1/shops/${encodeURIComponent(shop.id)}`, { method: "PUT", json: shop });
+    SW.say(`已保存 saved ${shop.id}`);
+    await loadShops();
+  } catch (e) { SW.say(e.message, true); }
+});
+
+document.getElementById("callout-import").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const r = await upload(ev.target, "/api/v1/callout/import", "callout-errors");
+    SW.say(`更新 ${r.applied} 个号码 updated; 未知 unknown: ${r.unknown.join(", ") || "-"}`, r.errors.length > 0);
+    await loadCallout();
+  } catch (e) { SW.say(e.message, true); }
+});
+
+document.getElementById("export-csv").addEventListener("click", (ev) => { ev.preventDefault(); download("csv").catch((e) => SW.say(e.message, true)); });
+document.getElementById("export-xlsx").addEventListener("click", (ev) => { ev.preventDefault(); download("xlsx").catch((e) => SW.say(e.message, true)); });
+
+document.getElementById("patrol").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    let job = await upload(ev.target, "/api/v1/patrol/jobs");
+    const box = document.getElementById("patrol-job");
+    while (job.state === "queued" || job.state === "running") {
+      box.textContent = `${job.id}: ${job.state}`;
+      await new Promise((r) => setTimeout(r, 2000));
+      job = await SW.json(`/api/v1/patrol/jobs/${job.id}`);
+    }
+    box.textContent = JSON.stringify(job, null, 2);
+  } catch (e) { SW.say(e.message, true); }
+});
+
+Promise.all([loadWarnings(), loadShops(), loadCallout()]).catch((e) => SW.say(e.message, true));

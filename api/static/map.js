@@ -1,0 +1,97 @@
+// The case map: the city's grid cells and zones (its own GeoJSON, drawn by Leaflet; tiles only when
+// configured), coloured by case count; a click lists the cases of the cell or zone.
+"use strict";
+
+const M = { map: null, groups: [], meta: null, base: null };
+const STEPS = ["#fee5d9", "#fcae91", "#fb6a4a", "#de2d26", "#a50f15"];
+
+function filterParams() {
+  const q = new URLSearchParams();
+  for (const [id, key] of [["f-period", "period"], ["f-type", "type"], ["f-state", "state"], ["f-source", "source"]]) {
+    const v = document.getElementById(id).value.trim();
+    if (v) q.set(key, v);
+  }
+  return q;
+}
+
+function colour(n, max) {
+  if (!n) return "#f1f3f5";
+  return STEPS[Math.min(STEPS.length - 1, Math.floor((n / Math.max(max, 1)) * STEPS.length - 1e-9))];
+}
+
+function typeName(id) {
+  const t = ((M.meta && M.meta.types) || []).find((x) => x.id === id);
+  return t ? t.name_zh : id;
+}
+
+async function loadMeta() {
+  M.meta = await SW.json("/api/v1/meta");
+  for (const t of M.meta.types) document.getElementById("f-type").append(SW.el("option", { value: t.id }, `${t.name_zh} ${t.name_en}`));
+  for (const s of M.meta.states) document.getElementById("f-state").append(SW.el("option", { value: s }, s));
+}
+
+function featureLabel(layer, p) {
+  const where = layer === "grid" ? [p.name, p.street, p.squad].filter(Boolean).join(" · ") : [p.name, p.kind].filter(Boolean).join(" · ");
+  return `${layer === "grid" ? "网格" : "区域"} ${p.id}${where ? " " + where : ""}`;
+}
+
+async function showCases(layer, p) {
+  document.querySelectorAll("#map path.selected").forEach((e) => e.classList.remove("selected"));
+  document.querySelectorAll(`#map path[data-feature="${CSS.escape(layer + ":" + p.id)}"]`).forEach((e) => e.classList.add("selected"));
+  const q = filterParams();
+  q.set("layer", layer);
+  q.set("id", p.id);
+  const box = document.getElementById("feature");
+  box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)), SW.el("p", {}, "加载中 loading…"));
+  const page = await SW.json("/api/v1/map/cases?" + q);
+  const list = SW.el("ul", { id: "feature-cases", class: "list" }, ...page.items.map((c) => SW.el("li", { "data-case": c.id },
+    SW.el("span", { class: "state" }, c.state), `${typeName(c.type)} · ${c.id}`, SW.el("br"),
+    SW.el("small", {}, `${c.opened_at.slice(0, 16).replace("T", " ")} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
+  box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)),
+    SW.el("p", { id: "feature-total" }, `${page.total} 件 cases${page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : ""}`), list);
+}
+
+function legend(max) {
+  const box = document.getElementById("legend");
+  const cuts = STEPS.map((_, i) => Math.ceil((i * max) / STEPS.length) + (i ? 0 : 1));
+  box.replaceChildren(SW.el("span", {}, "案件数 cases: "), SW.el("i", { style: "background:#f1f3f5" }), "0 ",
+    ...(max ? STEPS.flatMap((c, i) => [SW.el("i", { style: `background:${c}` }), `${cuts[i]}+ `]) : []));
+}
+
+async function load() {
+  const data = await SW.json("/api/v1/map?" + filterParams());
+  if (!M.map) {
+    M.map = L.map("map", { zoomSnap: 0.25, attributionControl: !!data.tile_url });
+    if (data.tile_url) L.tileLayer(data.tile_url, { attribution: data.tile_attribution || "", maxZoom: 19 }).addTo(M.map);
+  }
+  M.groups.forEach((g) => g.remove());
+  M.groups = [];
+  const counts = [...data.layers.grid.features, ...data.layers.zones.features].map((f) => f.properties.count);
+  const max = Math.max(0, ...counts);
+  for (const layer of ["grid", "zones"]) {
+    const fc = data.layers[layer];
+    if (!fc.features.length) continue;
+    const group = L.geoJSON(fc, {
+      style: (f) => ({ className: `sw-${layer === "grid" ? "cell" : "zone"} sw-${layer}-${f.properties.id}`,
+                       color: layer === "grid" ? "#456" : "#b35c00", weight: layer === "grid" ? 1 : 2,
+                       dashArray: layer === "grid" ? null : "6 4", fillColor: colour(f.properties.count, max),
+                       fillOpacity: layer === "grid" ? 0.75 : 0.25 }),
+      onEachFeature: (f, item) => {
+        item.bindTooltip(`${featureLabel(layer, f.properties)} · ${f.properties.count} 件`, { sticky: true });
+        item.on("click", () => showCases(layer, f.properties).catch((e) => SW.say(e.message, true)));
+        item.on("add", () => item.getElement() && item.getElement().setAttribute("data-feature", `${layer}:${f.properties.id}`));
+      },
+    }).addTo(M.map);
+    M.groups.push(group);
+  }
+  const bounds = M.groups.length ? L.featureGroup(M.groups).getBounds() : null;
+  if (bounds && bounds.isValid()) M.map.fitBounds(bounds, { padding: [10, 10] });
+  else M.map.setView([30.27, 120.15], 12);
+  legend(max);
+  SW.say(M.groups.length ? `${data.total} 件 cases · ${data.unplaced} 件不在网格内 outside the grid`
+    : "未配置网格或区域 No grid or zone file configured (analytics.grid / analytics.zones)", !M.groups.length);
+}
+
+document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load().catch((err) => SW.say(err.message, true)); });
+SW.nav("map");
+loadMeta().then(load).catch((e) => SW.say(e.message, true));

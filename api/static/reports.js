@@ -1,0 +1,20 @@
+// The latest analysis reports: period, counts, and their files (opened or downloaded with the token).
+"use strict";
+
+async function load() {
+  const list = await SW.json("/api/v1/reports");
+  const head = SW.el("tr", {}, ...["报告 report", "期间 period", "案件 cases", "较上期 change", "生成 generated", "文件 files"].map((h) => SW.el("th", {}, h)));
+  const rows = list.map((r) => SW.el("tr", { "data-report": r.name }, SW.el("td", {}, r.title), SW.el("td", {}, `${r.start} – ${r.end}`),
+    SW.el("td", {}, r.summary ? r.summary.cases : ""), SW.el("td", {}, r.summary ? r.summary.change : ""),
+    SW.el("td", {}, (r.generated_at || "").replace("T", " ").slice(0, 16)),
+    SW.el("td", {}, ...r.files.map((f) => SW.el("button", {
+      type: "button", "data-file": f,
+      onclick: () => (/\.(html|pdf)$/.test(f) ? SW.open(`/api/v1/reports/${r.name}/${f}`)
+        : SW.download(`/api/v1/reports/${r.name}/${f}`, `${r.name}-${f}`)).catch((e) => SW.say(e.message, true)),
+    }, f.split(".").pop().toUpperCase())))));
+  document.getElementById("reports").replaceChildren(SW.el("thead", {}, head), SW.el("tbody", {}, ...rows));
+  SW.say(list.length ? `${list.length} 份报告 reports` : "还没有报告 No reports yet: run `streetwatch report --period month`");
+}
+
+SW.nav("reports");
+load().catch((e) => SW.say(e.message, true));

@@ -1,0 +1,51 @@
+// Assessment scores: one row per unit, deductions per item; a click shows the cases behind each deduction.
+"use strict";
+
+const S = { table: null };
+
+function query(format) {
+  return new URLSearchParams({ period: document.getElementById("f-period").value.trim(), by: document.getElementById("f-by").value, format });
+}
+
+function cell(item) {
+  if (item.note && item.note.startsWith("不适用")) return "n/a";
+  return item.deduction ? `−${item.deduction} (${item.count})` : "0";
+}
+
+function showUnit(unit) {
+  document.querySelectorAll("#scores tr.current").forEach((r) => r.classList.remove("current"));
+  const row = document.querySelector(`#scores tr[data-unit="${CSS.escape(unit.unit)}"]`);
+  if (row) row.classList.add("current");
+  const parts = [SW.el("h2", {}, `${unit.unit}: ${unit.score} / ${unit.points}`)];
+  for (const s of unit.sections) {
+    parts.push(SW.el("h3", {}, `${s.name} (−${s.deduction} / ${s.points})`));
+    parts.push(SW.el("ul", {}, ...s.items.map((i) => SW.el("li", { "data-item": i.id },
+      `${i.name}: ${cell(i)}${i.note ? " · " + i.note : ""}`,
+      ...(i.cases.length ? [SW.el("br"), SW.el("small", { class: "cases" }, i.cases.join(", "))] : [])))));
+  }
+  document.getElementById("unit").replaceChildren(...parts);
+}
+
+async function load() {
+  const t = await SW.json("/api/v1/scores?" + query("json"));
+  S.table = t;
+  document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
+    + (t.include_candidates ? " · 含候选案件 candidates count" : "");
+  const head = SW.el("tr", {}, SW.el("th", {}, t.by), SW.el("th", {}, "得分 score"), ...t.items.map((i) => SW.el("th", { title: i.name }, i.name)));
+  const rows = t.units.map((u) => SW.el("tr", { "data-unit": u.unit, onclick: () => showUnit(u) },
+    SW.el("td", {}, u.unit), SW.el("td", { class: "score" }, u.score),
+    ...t.items.map((i) => SW.el("td", {}, cell(u.sections.flatMap((s) => s.items).find((x) => x.id === i.id))))));
+  document.getElementById("scores").replaceChildren(SW.el("thead", {}, head), SW.el("tbody", {}, ...rows));
+  document.getElementById("unit").replaceChildren();
+  SW.say(`${t.units.length} 个单位 units`);
+}
+
+document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load().catch((err) => SW.say(err.message, true)); });
+document.getElementById("scores-xlsx").addEventListener("click", () => {
+  const q = query("xlsx");
+  SW.download("/api/v1/scores?" + q, `scores-${q.get("period")}-${q.get("by")}.xlsx`).catch((e) => SW.say(e.message, true));
+});
+const now = new Date();
+document.getElementById("f-period").value = `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, "0")}`;
+SW.nav("scores");
+load().catch((e) => SW.say(e.message, true));

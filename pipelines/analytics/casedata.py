@@ -1,0 +1,193 @@
+"""Read-only queries of the case store for the analytics: cases as flat facts, and handling times.
+
+The analytics read the `cases` and `case_history` tables directly (SQLAlchemy Core on the store's
+engine) instead of adding report-shaped methods to `CaseStore`: the store stays about writing
+cases safely, and these queries can change with the reports. Streets and squads are joined in
+from the grid file (`places`), not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipelines.analytics.places import NONE_UNIT, Places, Unit
+from pipelines.cases.schema import case_history, cases
+from pipelines.cases.states import CaseState
+
+# A case a person (or the auto-queue) has let through: approved in review, or past `candidate`.
+_DISPATCHED = {CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
+               CaseState.VERIFIED_CLEARED, CaseState.STILL_PRESENT, CaseState.CLOSED}
+_DONE = {CaseState.CLOSED.value, CaseState.VERIFIED_CLEARED.value}
+
+
+@dataclass(frozen=True)
+class CaseFact:
+    """One case as the analytics see it (times aware UTC)."""
+
+    id: str
+    violation_type: str
+    state: CaseState
+    source_kind: str
+    source_id: str
+    zone_id: str | None
+    grid_cell: str | None
+    address: str | None
+    lat: float | None
+    lon: float | None
+    opened_at: datetime | None
+    created_at: datetime
+    review_decision: str | None
+    dispatch_target: str | None
+    dispatch_ref: str | None
+    description: str | None
+    object_count: int = 1
+    phones: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    shop: str | None = None  # a shop's name or id when the case names one (`details.shop`)
+    street: str | None = None
+    squad: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return self.opened_at or self.created_at
+
+    @property
+    def confirmed(self) -> bool:
+        """Approved in review, or already on its way to / at the dispatch system (auto-queued too)."""
+        return self.state in _DISPATCHED or (self.state is CaseState.CANDIDATE and self.review_decision == "approved")
+
+    @property
+    def camera(self) -> str | None:
+        return self.source_id if self.source_kind == "camera" else None
+
+    def unit(self, by: Unit) -> str:
+        """The grid cell / street / squad / camera the case is scored and counted under."""
+        value = {"grid": self.grid_cell, "street": self.street, "squad": self.squad, "camera": self.camera}[by]
+        return value or NONE_UNIT
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Filters shared by the export, the map and the reports (all optional, combined with AND)."""
+
+    types: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    start: datetime | None = None  # opened at or after (aware)
+    end: datetime | None = None  # opened before
+    grid_cells: tuple[str, ...] = ()
+    streets: tuple[str, ...] = ()  # via the grid file's cells
+    cameras: tuple[str, ...] = ()  # source ids
+    source_kind: str | None = None  # camera | photo_batch
+    zone_ids: tuple[str, ...] = ()
+    reviewed: bool | None = None  # True: has a review decision; False: none yet (the review queue's default view)
+
+
+def _int(value: Any, default: int = 1) -> int:
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _fact(row: Any, places: Places) -> CaseFact:
+    m = row._mapping
+    details = m["details"] or {}
+    tags = details.get("tags") or []
+    return CaseFact(
+        id=m["id"], violation_type=m["violation_type"], state=CaseState(m["state"]), source_kind=m["source_kind"],
+        source_id=m["source_id"], zone_id=m["zone_id"], grid_cell=m["grid_cell"], address=m["address"], lat=m["lat"],
+        lon=m["lon"], opened_at=m["opened_at"], created_at=m["created_at"], review_decision=m["review_decision"],
+        dispatch_target=m["dispatch_target"], dispatch_ref=m["dispatch_ref"], description=m["description"],
+        object_count=_int(details.get("object_count")),
+        phones=tuple(sorted({str(p) for p in details.get("phones") or [] if p})),
+        tags=tuple(str(t) for t in (tags if isinstance(tags, list) else [tags])),
+        shop=str(details["shop"]) if details.get("shop") else None,
+        street=places.street_of(m["grid_cell"]), squad=places.squad_of(m["grid_cell"]),
+    )
+
+
+_COLUMNS = [cases.c[name] for name in (
+    "id", "violation_type", "state", "source_kind", "source_id", "zone_id", "grid_cell", "address", "lat", "lon",
+    "opened_at", "created_at", "review_decision", "dispatch_target", "dispatch_ref", "description", "details")]
+
+
+def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter()) -> list[CaseFact]:
+    """Cases matching `flt`, oldest first (the period is on `opened_at`, as in `CaseStore.search`)."""
+    c = cases.c
+    where: list[Any] = []
+    if flt.types:
+        where.append(c.violation_type.in_(flt.types))
+    if flt.states:
+        where.append(c.state.in_([CaseState(s).value for s in flt.states]))
+    if flt.start is not None:
+        where.append(c.opened_at >= flt.start)
+    if flt.end is not None:
+        where.append(c.opened_at < flt.end)
+    cells = set(flt.grid_cells)
+    if flt.streets:
+        in_streets = places.cells_where(streets=list(flt.streets))
+        cells = (cells & in_streets) if cells else in_streets
+        if not cells:
+            return []
+    if cells:
+        where.append(c.grid_cell.in_(sorted(cells)))
+    if flt.cameras:
+        where.append(c.source_id.in_(flt.cameras))
+    if flt.source_kind:
+        where.append(c.source_kind == flt.source_kind)
+    if flt.zone_ids:
+        where.append(c.zone_id.in_(flt.zone_ids))
+    if flt.reviewed is not None:
+        where.append(c.review_decision.is_not(None) if flt.reviewed else c.review_decision.is_(None))
+    query = sa.select(*_COLUMNS).where(*where).order_by(c.opened_at, c.id)
+    with engine.connect() as conn:
+        return [_fact(row, places) for row in conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class Handling:
+    """How long a case took through review and dispatch (hours; None where it has not got there)."""
+
+    case_id: str
+    to_review: float | None  # created -> reviewed (a person's decision), else -> queued (auto-queue)
+    to_dispatch: float | None  # created -> submitted (the platform acknowledged it)
+    to_close: float | None  # opened -> closed or verified_cleared
+
+
+def handling_times(engine: Engine, case_ids: Iterable[str]) -> dict[str, Handling]:
+    """From the state history: the first time each case reached each milestone."""
+    ids = list(case_ids)
+    firsts: dict[str, dict[str, datetime]] = {i: {} for i in ids}
+    h = case_history.c
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 500):  # bounded IN lists
+            chunk = ids[start:start + 500]
+            query = (sa.select(h.case_id, h.to_state, sa.func.min(h.at)).where(h.case_id.in_(chunk))
+                     .group_by(h.case_id, h.to_state))
+            for case_id, state, at in conn.execute(query):
+                firsts[case_id][state] = at
+            times = sa.select(cases.c.id, cases.c.created_at, cases.c.opened_at, cases.c.reviewed_at).where(cases.c.id.in_(chunk))
+            for case_id, created, opened, reviewed in conn.execute(times):
+                firsts[case_id]["_created"], firsts[case_id]["_opened"] = created, opened or created
+                if reviewed is not None:
+                    firsts[case_id]["_reviewed"] = reviewed
+
+    def hours(a: datetime | None, b: datetime | None) -> float | None:
+        return None if a is None or b is None else max(0.0, (b - a).total_seconds() / 3600)
+
+    out = {}
+    for case_id, f in firsts.items():
+        if "_created" not in f:
+            continue
+        reviewed = f.get("_reviewed") or min((f[s] for s in (CaseState.QUEUED.value, CaseState.REJECTED.value) if s in f),
+                                             default=None)
+        done = min((f[s] for s in _DONE if s in f), default=None)
+        out[case_id] = Handling(case_id, hours(f["_created"], reviewed), hours(f["_created"], f.get(CaseState.SUBMITTED.value)),
+                                hours(f["_opened"], done))
+    return out

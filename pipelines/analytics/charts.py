@@ -1,0 +1,144 @@
+"""Report charts with Matplotlib (object API, no pyplot state) and a font that renders Chinese.
+
+The font is the first installed family of `CJK_FAMILIES` (Debian `fonts-noto-cjk` gives Noto Sans
+CJK SC); the report prints which one it used, so a page of boxes is explained at once. The same
+figures become the PDF's pages (`PdfPages`, fonts embedded as TrueType so the text stays text)
+and inline SVG in the HTML report (text as paths, so no font is needed to view it).
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import matplotlib
+from matplotlib import font_manager
+from matplotlib.figure import Figure  # figures without pyplot: no global state, no display needed
+
+CJK_FAMILIES = ["Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN", "WenQuanYi Zen Hei",
+                "WenQuanYi Micro Hei", "Microsoft YaHei", "SimHei", "PingFang SC", "Noto Sans CJK JP"]
+A4_LANDSCAPE = (11.69, 8.27)
+EMPTY = "本期无案件 No cases in this period"
+PALETTE = ["#1d3557", "#e63946", "#2a9d8f", "#f4a261", "#457b9d", "#8d6a9f", "#e9c46a", "#6c757d", "#264653", "#a8dadc"]
+
+
+@dataclass(frozen=True)
+class FontChoice:
+    name: str
+    path: str | None
+    cjk: bool
+
+    def describe(self) -> str:
+        if self.cjk:
+            return f"{self.name} ({self.path})"
+        return f"{self.name}: no Chinese font found, Chinese text may show as boxes (install Debian fonts-noto-cjk)"
+
+
+def pick_font() -> FontChoice:
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    for family in CJK_FAMILIES:
+        if family in installed:
+            return FontChoice(family, str(font_manager.findfont(font_manager.FontProperties(family=family))), True)
+    return FontChoice("DejaVu Sans", str(font_manager.findfont("DejaVu Sans")), False)
+
+
+@contextmanager
+def style(font: FontChoice):
+    rc = {"font.family": [font.name, "DejaVu Sans"], "pdf.fonttype": 42, "svg.fonttype": "path",
+          "axes.unicode_minus": False, "axes.spines.top": False, "axes.spines.right": False,
+          "axes.titlesize": 15, "axes.titleweight": "bold", "font.size": 10}
+    with matplotlib.rc_context(rc):
+        yield
+
+
+def page(title: str, subtitle: str) -> Figure:
+    fig = Figure(figsize=A4_LANDSCAPE)
+    fig.suptitle(title, fontsize=18, fontweight="bold", x=0.05, ha="left")
+    fig.text(0.05, 0.915, subtitle, fontsize=10, color="#567")
+    return fig
+
+
+def empty(ax, text: str = EMPTY) -> None:
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, color="#888", transform=ax.transAxes)
+
+
+def hbars(ax, labels: list[str], values: list[float], title: str, *, previous: list[float] | None = None,
+          unit: str = "件 cases", nothing: str = EMPTY) -> None:
+    """Horizontal bars, largest on top; `previous` draws the previous period as outlined bars beside."""
+    ax.set_title(title, loc="left")
+    if not labels or not any(values) and not (previous and any(previous)):
+        empty(ax, nothing)
+        return
+    n = len(labels)
+    y = list(range(n))[::-1]
+    height = 0.38 if previous is not None else 0.7
+    bars = ax.barh([v + (height / 2 if previous is not None else 0) for v in y], values, height=height,
+                   color=PALETTE[0], label="本期 this period")
+    ax.bar_label(bars, labels=[f"{v:g}" for v in values], padding=3, fontsize=9)
+    if previous is not None:
+        ax.barh([v - height / 2 for v in y], previous, height=height, color="white", edgecolor=PALETTE[4], hatch="//",
+                label="上期 previous")
+        ax.legend(loc="lower right", frameon=False)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel(unit)
+    ax.margins(x=0.12)
+
+
+def stacked_columns(ax, labels: list[str], series: dict[str, list[int]], title: str) -> None:
+    ax.set_title(title, loc="left")
+    if not labels or not any(sum(v) for v in series.values()):
+        empty(ax)
+        return
+    bottom = [0] * len(labels)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(range(len(labels)), values, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=name, width=0.8)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    step = max(1, len(labels) // 16)
+    ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("件 cases")
+    ax.legend(loc="upper left", frameon=False, fontsize=8, ncols=min(4, len(series)))
+
+
+def columns(ax, labels: list[str], values: list[float], title: str, xlabel: str) -> None:
+    ax.set_title(title, loc="left")
+    if not any(values):
+        empty(ax)
+        return
+    bars = ax.bar(range(len(labels)), values, color=PALETTE[2])
+    ax.bar_label(bars, labels=[f"{v:g}" if v else "" for v in values], fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("件 cases")
+
+
+def table(ax, title: str, columns: list[str], rows: list[list], *, max_rows: int = 10, max_chars: int = 28) -> None:
+    """A small table drawn on the page (the full tables are in the HTML and Excel files)."""
+    ax.axis("off")
+    ax.set_title(title, loc="left", fontsize=12)
+    if not rows:
+        ax.text(0.0, 0.8, "无 none", color="#888", transform=ax.transAxes)
+        return
+
+    def cut(v) -> str:
+        text = "" if v is None else (", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+    t = ax.table(cellText=[[cut(v) for v in r] for r in rows[:max_rows]], colLabels=columns, loc="upper left",
+                 cellLoc="left", colLoc="left")
+    t.auto_set_font_size(False)
+    t.set_fontsize(8)
+    t.scale(1, 1.25)
+    for (row, _), cell in t.get_celld().items():
+        cell.set_edgecolor("#ccd")
+        if row == 0:
+            cell.set_facecolor("#e8eef6")
+
+
+def svg(fig: Figure) -> str:
+    """The figure as an inline <svg> element."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]

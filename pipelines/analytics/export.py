@@ -1,0 +1,60 @@
+"""Cases as CSV or Excel, filtered by type, state, period, grid cell, street, camera and source.
+
+One filter builder (`case_filter`) for the CLI, the API and the review page: each value is
+checked and a bad one is refused naming the filter and the reason, before anything is read.
+Times are written in local time (the analytics time zone), as city staff read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+from detect.taxonomy import Taxonomy
+from pipelines.analytics.casedata import CaseFact, CaseFilter
+from pipelines.analytics.periods import PeriodError, parse_period
+from pipelines.cases.states import CaseState
+from pipelines.analytics.tables import Table
+
+SOURCES = {"camera": "camera", "photo": "photo_batch"}
+COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "来源 source", "摄像头/批次 camera or batch",
+           "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address", "纬度 lat", "经度 lon", "发现时间 opened (local)",
+           "目标数 objects", "号码 phones", "标签 tags", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description"]
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be used; the message names the filter."""
+
+
+def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), states: Sequence[str] = (),
+                period: str | None = None, grid_cells: Sequence[str] = (), streets: Sequence[str] = (),
+                cameras: Sequence[str] = (), source: str | None = None, reviewed: bool | None = None) -> CaseFilter:
+    """Check every value (unknown type/state/source, unreadable period) and build the filter."""
+    for t in types:
+        if t not in taxonomy.types:
+            raise FilterError(f"type {t!r}: unknown violation type (known: {', '.join(sorted(taxonomy.types))})")
+    known_states = [s.value for s in CaseState]
+    for s in states:
+        if s not in known_states:
+            raise FilterError(f"state {s!r}: not a case state (states: {', '.join(known_states)})")
+    if source is not None and source not in SOURCES:
+        raise FilterError(f"source {source!r}: one of {', '.join(SOURCES)}")
+    start = end = None
+    if period:
+        try:
+            start, end = parse_period(period).bounds(tz)
+        except PeriodError as exc:
+            raise FilterError(str(exc)) from None
+    return CaseFilter(types=tuple(types), states=tuple(states), start=start, end=end, grid_cells=tuple(grid_cells),
+                      streets=tuple(streets), cameras=tuple(cameras), source_kind=SOURCES.get(source or ""), reviewed=reviewed)
+
+
+def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Table:
+    def name(t: str) -> str:
+        return taxonomy.types[t].name_zh if t in taxonomy.types else t
+
+    rows = [[c.id, c.violation_type, name(c.violation_type), c.state.value, "camera" if c.source_kind == "camera" else "photo",
+             c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
+             c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, ";".join(c.phones), ";".join(c.tags),
+             c.review_decision, c.dispatch_target, c.dispatch_ref, c.description] for c in cases]
+    return Table("cases", "案件 Cases", COLUMNS, rows)

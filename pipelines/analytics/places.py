@@ -1,0 +1,86 @@
+"""Where cases are: grid cells (单元网格) with their street (街道) and squad (中队), and city zones.
+
+Cases store only their grid cell code (cameras take it from the scene, photos from their GPS and
+the triage grid file). Streets and squads are facts of the cell, so they come from the city's grid
+GeoJSON (`street` and `squad` properties), joined at read time: a cell moved to another squad
+moves its whole history with it, and no case row needs rewriting. The same files are the map
+layers of the review pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from detect.cityzones import CityZonesFile
+from detect.config_io import load_model
+from detect.scenes import check_types
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.analytics.config import AnalyticsConfig
+from pipelines.grid import GridFile
+
+Unit = Literal["grid", "street", "squad", "camera"]
+UNITS: tuple[Unit, ...] = ("grid", "street", "squad", "camera")
+UNIT_NAMES_ZH = {"grid": "网格", "street": "街道", "squad": "中队", "camera": "摄像头"}
+NONE_UNIT = "(未标注 none)"  # cases whose cell is unknown, or whose cell has no street/squad
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    name: str | None = None
+    street: str | None = None
+    squad: str | None = None
+
+
+@dataclass
+class Places:
+    """Grid cells by code and the raw features of both map layers."""
+
+    cells: dict[str, Cell] = field(default_factory=dict)
+    grid_features: list[dict[str, Any]] = field(default_factory=list)
+    zone_features: list[dict[str, Any]] = field(default_factory=list)
+
+    def street_of(self, cell_id: str | None) -> str | None:
+        cell = self.cells.get(cell_id or "")
+        return cell.street if cell else None
+
+    def squad_of(self, cell_id: str | None) -> str | None:
+        cell = self.cells.get(cell_id or "")
+        return cell.squad if cell else None
+
+    def known_units(self, by: Unit) -> list[str]:
+        """Every grid cell, street or squad the grid file names (scored at full points when clean)."""
+        if by == "grid":
+            return sorted(self.cells)
+        if by in ("street", "squad"):
+            return sorted({v for c in self.cells.values() if (v := getattr(c, by))})
+        return []
+
+    def cells_where(self, *, streets: list[str] | None = None, squads: list[str] | None = None) -> set[str]:
+        """Codes of the cells in any of `streets` (and any of `squads`)."""
+        return {c.id for c in self.cells.values()
+                if (not streets or c.street in streets) and (not squads or c.squad in squads)}
+
+    def layer(self, name: Literal["grid", "zones"]) -> list[dict[str, Any]]:
+        return self.grid_features if name == "grid" else self.zone_features
+
+
+def load_places(config: AnalyticsConfig, taxonomy: Taxonomy | None = None) -> Places:
+    """Validate and load the configured grid and zone files (errors name file, feature and reason)."""
+    places = Places()
+    if config.grid is not None:
+        grid = load_model(GridFile, config.grid)
+        for f in grid.features:
+            p = f.properties
+            places.cells[p.id] = Cell(p.id, p.name, p.street, p.squad)
+            places.grid_features.append({"type": "Feature", "geometry": f.geometry, "properties": {
+                "id": p.id, "name": p.name, "street": p.street, "squad": p.squad}})
+    if config.zones is not None:
+        zones = load_model(CityZonesFile, config.zones)
+        check_types([f.properties for f in zones.features], taxonomy or load_taxonomy(), str(config.zones), "features.{i}.properties")
+        for f in zones.features:
+            z = f.properties
+            places.zone_features.append({"type": "Feature", "geometry": f.geometry, "properties": {
+                "id": z.id, "name": z.name, "kind": str(z.kind)}})
+    return places

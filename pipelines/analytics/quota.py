@@ -1,0 +1,66 @@
+"""Where a quota item learns which phone numbers were cut off (停机), and when.
+
+The quota input is deliberately small: the numbers come from the case store (the phone numbers
+OCR read on flyposting cases, `details.phones`), and a *number status source* answers "which of
+these numbers were cut off between start and end, and when". Any object with that one method
+plugs in (`NumberStatus`); the call-out (追呼) list, when it exists, is one more implementation.
+Shipped: `CutoffFile`, a CSV the telecom liaison keeps:
+
+    number,cut_off_at,note
+    138 0013 8000,2026-11-03 10:20,电信停机
+    0571-8765 4321,2026-11-12,
+
+Numbers are read with the same phone parser as OCR text (`detect.phones`), so `138-0013-8000`
+and `13800138000` are one number; times without an offset are local time.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from detect.config_io import ConfigError
+from detect.phones import find_phones
+
+
+class NumberStatus(Protocol):
+    def cut_off(self, numbers: Iterable[str], start: datetime, end: datetime) -> dict[str, datetime]:
+        """Of `numbers` (normalised as on cases), those cut off in [start, end), with the time of cut-off."""
+        ...
+
+
+class CutoffFile:
+    """Number status from a CSV file with columns `number` and `cut_off_at` (others ignored)."""
+
+    def __init__(self, path: str | Path, tz: ZoneInfo) -> None:
+        self.path = Path(path)
+        self.times: dict[str, datetime] = {}
+        try:
+            text = self.path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise ConfigError(f"{self.path}: file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.path}: cannot read: {exc}") from None
+        reader = csv.DictReader(text.splitlines())
+        missing = {"number", "cut_off_at"} - set(reader.fieldnames or [])
+        if missing:
+            raise ConfigError(f"{self.path}: header: missing column(s) {', '.join(sorted(missing))} (need number,cut_off_at)")
+        for line, row in enumerate(reader, start=2):
+            raw, when = (row.get("number") or "").strip(), (row.get("cut_off_at") or "").strip()
+            found = find_phones(raw)
+            if len(found) != 1:
+                raise ConfigError(f"{self.path}: line {line}: number: {raw!r} is not one phone number")
+            try:
+                at = datetime.fromisoformat(when)
+            except ValueError:
+                raise ConfigError(f"{self.path}: line {line}: cut_off_at: {when!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
+            at = at if at.tzinfo else at.replace(tzinfo=tz)
+            number = found[0].number
+            self.times[number] = min(at, self.times.get(number, at))  # the first cut-off counts
+
+    def cut_off(self, numbers: Iterable[str], start: datetime, end: datetime) -> dict[str, datetime]:
+        return {n: self.times[n] for n in set(numbers) if n in self.times and start <= self.times[n] < end}

@@ -1,0 +1,85 @@
+"""Plain tables (title, columns, rows) and their Excel and CSV files, shared by every output here.
+
+Excel through openpyxl: one worksheet per table, bold frozen header, widths from the content.
+CSV in UTF-8 with a byte-order mark, which is what makes Excel on a city office PC open Chinese
+text correctly by double-click.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+
+_BAD_SHEET_CHARS = str.maketrans({c: "_" for c in "[]:*?/\\"})
+
+
+@dataclass
+class Table:
+    key: str  # machine name (JSON key)
+    title: str  # shown to people: worksheet name, heading
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r)) for r in self.rows]
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)  # Excel has no time zones: local wall-clock times are written
+    if isinstance(value, (list, tuple, set)):
+        return ", ".join(map(str, value))
+    return value
+
+
+def workbook(tables: list[Table]) -> Workbook:
+    book = Workbook()
+    book.remove(book.active)
+    used: set[str] = set()
+    for t in tables:
+        name = t.title.translate(_BAD_SHEET_CHARS)[:31] or t.key[:31]
+        while name in used:
+            name = name[:28] + f"~{len(used)}"
+        used.add(name)
+        sheet = book.create_sheet(name)
+        sheet.append(t.columns)
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+        for row in t.rows:
+            sheet.append([_cell(v) for v in row])
+        sheet.freeze_panes = "A2"
+        for i, column in enumerate(t.columns, start=1):
+            width = max([len(str(column))] + [len(str(_cell(r[i - 1]) or "")) for r in t.rows[:500]])
+            sheet.column_dimensions[get_column_letter(i)].width = min(60, max(8, width * 1.6 + 2))
+    return book
+
+
+def write_xlsx(path: Path, tables: list[Table]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workbook(tables).save(path)
+    return path
+
+
+def xlsx_bytes(tables: list[Table]) -> bytes:
+    buffer = io.BytesIO()
+    workbook(tables).save(buffer)
+    return buffer.getvalue()
+
+
+def csv_text(table: Table) -> str:
+    """UTF-8 CSV text with a BOM (encode as utf-8)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(table.columns)
+    for row in table.rows:
+        writer.writerow(["" if v is None else _cell(v) for v in row])
+    return out.getvalue()

@@ -1,0 +1,284 @@
+"""The call-out list (追呼/停机) for flyposting phone numbers.
+
+Small ads carry a phone number, and cities fight them by calling the number again and again
+(追呼) until the operator cuts the line (停机), fining the owner before it is reconnected. Every
+number OCR read on a flyposting case (`details.phones`) is one entry: first and last seen, how
+many cases, where, which cases and photos, and a status the city keeps up to date. The list is
+exported (CSV/Excel) for the call-out system and its results are imported back; a number the list
+does not know is reported and the other rows are applied. Nothing is deleted: a status only moves
+by an explicit update, and `sync` recomputes the sightings from the cases without touching it.
+
+Cut-offs feed the assessment quota (at least N numbers cut off per month): `cut_off(numbers,
+start, end)` is the number status source the analytics' quota items read, and
+`monthly_cut_offs` counts them per squad (the squad of the grid cell where a number was first
+seen, from the grid file's `squad` property).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from detect.phones import find_phones
+from pipelines.cases.schema import cases
+from pipelines.cases.states import CaseState
+from pipelines.cityops.schema import callout_numbers
+from pipelines.tables import read_rows, write_csv, write_xlsx
+
+FLYPOSTING = "flyposting"
+
+
+class Status(StrEnum):
+    TO_CALL = "to_call"
+    CALLED = "called"
+    CUT_OFF = "cut_off"
+    RECONNECTED_AFTER_FINE = "reconnected_after_fine"
+    FINED = "fined"
+
+
+LABELS_ZH = {Status.TO_CALL: "待追呼", Status.CALLED: "已追呼", Status.CUT_OFF: "已停机",
+             Status.RECONNECTED_AFTER_FINE: "罚款后复机", Status.FINED: "已罚款"}
+_STATUS_BY_TEXT = {**{s.value: s for s in Status}, **{zh: s for s, zh in LABELS_ZH.items()}}
+
+EXPORT_HEADER = ["number 号码", "status 状态", "status_zh 状态说明", "count 次数", "first_seen 首次发现", "last_seen 最近发现",
+                 "places 地点", "squad 中队", "cases 案件", "photos 照片", "cut_off_at 停机时间", "amount 罚款金额", "note 备注"]
+IMPORT_COLUMNS = {
+    "number": ("号码", "电话", "phone", "number 号码"),
+    "status": ("状态", "result", "结果", "status 状态"),
+    "cut_off_at": ("停机时间", "cut_off_at 停机时间"),
+    "amount": ("罚款金额", "fine", "amount 罚款金额"),
+    "note": ("备注", "note 备注"),
+}
+
+
+def normalise_number(text: Any) -> str | None:
+    """The number as cases store it (detect.phones), or None when the text is not one number."""
+    found = find_phones(str(text or ""))
+    return found[0].number if len(found) == 1 else None
+
+
+@dataclass(frozen=True)
+class Entry:
+    number: str
+    status: Status
+    count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    places: list[dict[str, Any]]
+    cases: list[str]
+    photos: list[str]
+    squad: str | None
+    cut_off_at: datetime | None
+    amount: float | None
+    note: str | None
+    status_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
+        out["status"] = self.status.value
+        out["status_zh"] = LABELS_ZH[self.status]
+        return out
+
+
+@dataclass
+class ImportReport:
+    applied: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"applied": len(self.applied), "numbers": self.applied, "unknown": self.unknown, "errors": self.errors}
+
+
+class CallOutList:
+    """The list, in the case store's database (`engine` of an open `CaseStore`). `squad_of(grid_cell)` names a
+    cell's squad (or None)."""
+
+    def __init__(self, engine: Engine, squad_of: Callable[[str | None], str | None] | None = None, tz: ZoneInfo | None = None):
+        self.engine = engine
+        self.squad_of = squad_of or (lambda cell: None)
+        self.tz = tz or ZoneInfo("Asia/Shanghai")
+
+    # ---- from the cases -------------------------------------------------------------------
+
+    def sync(self) -> int:
+        """Recompute every number's sightings from the flyposting cases (rejected ones excluded);
+        new numbers enter as `to_call`. Returns how many numbers the list holds."""
+        query = (sa.select(cases.c.id, cases.c.details, cases.c.address, cases.c.grid_cell, cases.c.first_seen_at,
+                           cases.c.opened_at, cases.c.created_at, cases.c.evidence_boxes)
+                 .where(cases.c.violation_type == FLYPOSTING, cases.c.state != CaseState.REJECTED.value)
+                 .order_by(cases.c.opened_at, cases.c.id))
+        seen: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                m = row._mapping
+                at = m["first_seen_at"] or m["opened_at"] or m["created_at"]
+                for number in sorted({str(p) for p in (m["details"] or {}).get("phones") or [] if p}):
+                    s = seen.setdefault(number, {"first": at, "last": at, "cases": [], "places": [], "photos": [], "cell": m["grid_cell"]})
+                    s["first"], s["last"] = min(s["first"], at), max(s["last"], at)
+                    s["cases"].append(m["id"])
+                    place = {"address": m["address"], "grid_cell": m["grid_cell"], "squad": self.squad_of(m["grid_cell"])}
+                    if place not in s["places"]:
+                        s["places"].append(place)
+                    image = (m["evidence_boxes"] or {}).get("image")
+                    if image:
+                        s["photos"].append(f"{m['id']}/{image}")
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            known = {r.number for r in conn.execute(sa.select(callout_numbers.c.number))}
+            for number, s in seen.items():
+                facts = {"first_seen": s["first"], "last_seen": s["last"], "count": len(s["cases"]), "cases": s["cases"],
+                         "places": s["places"], "photos": s["photos"], "squad": self.squad_of(s["cell"]), "updated_at": now}
+                if number in known:
+                    conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**facts))
+                else:
+                    conn.execute(callout_numbers.insert().values(number=number, status=Status.TO_CALL.value, **facts))
+            return conn.execute(sa.select(sa.func.count()).select_from(callout_numbers)).scalar_one()
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def entries(self, status: Status | None = None) -> list[Entry]:
+        query = sa.select(callout_numbers).order_by(callout_numbers.c.last_seen.desc(), callout_numbers.c.number)
+        if status is not None:
+            query = query.where(callout_numbers.c.status == Status(status).value)
+        with self.engine.connect() as conn:
+            return [_entry(r) for r in conn.execute(query)]
+
+    def get(self, number: str) -> Entry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(callout_numbers).where(callout_numbers.c.number == number)).first()
+        return None if row is None else _entry(row)
+
+    # ---- the city's updates ---------------------------------------------------------------
+
+    def set_status(self, number: str, status: Status | str, *, amount: float | None = None, note: str | None = None,
+                   cut_off_at: datetime | None = None, now: datetime | None = None) -> Entry:
+        """Record what the city did with a number. `cut_off_at` defaults to now when it becomes `cut_off`;
+        it is kept afterwards (a reconnected line was still cut off that month). KeyError: unknown number."""
+        status = Status(status)
+        now = now or datetime.now(UTC)
+        entry = self.get(number)
+        if entry is None:
+            raise KeyError(number)
+        values: dict[str, Any] = {"status": status.value, "status_at": now, "updated_at": now}
+        if cut_off_at is not None:
+            values["cut_off_at"] = cut_off_at
+        elif status is Status.CUT_OFF and entry.cut_off_at is None:
+            values["cut_off_at"] = now
+        if amount is not None:
+            values["amount"] = float(amount)
+        if note is not None:
+            values["note"] = note
+        with self.engine.begin() as conn:
+            conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**values))
+        return self.get(number)  # type: ignore[return-value]
+
+    # ---- files ----------------------------------------------------------------------------
+
+    def export(self, path: Path, status: Status | None = None) -> Path:
+        """The list for the call-out system: `.xlsx` as Excel, anything else as CSV (UTF-8 with BOM)."""
+        rows = [[e.number, e.status.value, LABELS_ZH[e.status], e.count, self._local(e.first_seen), self._local(e.last_seen),
+                 [p["address"] or p["grid_cell"] or "" for p in e.places], e.squad or "", e.cases, e.photos,
+                 self._local(e.cut_off_at), e.amount, e.note or ""] for e in self.entries(status)]
+        if path.suffix.lower() == ".xlsx":
+            return write_xlsx(path, "追呼清单", EXPORT_HEADER, rows)
+        return write_csv(path, EXPORT_HEADER, rows)
+
+    def import_results(self, data: bytes, name: str) -> ImportReport:
+        """Apply the call-out system's results (number, status, optional cut_off_at, amount, note)."""
+        report = ImportReport()
+        for line, row in read_rows(data, name, IMPORT_COLUMNS, required=("number", "status")):
+            number = normalise_number(row.get("number"))
+            if number is None:
+                report.errors.append(f"{name}: row {line}: number: {row.get('number')!r} is not one phone number")
+                continue
+            status = _STATUS_BY_TEXT.get(str(row.get("status") or "").strip())
+            if status is None:
+                report.errors.append(f"{name}: row {line}: status: {row.get('status')!r} is not one of "
+                                     f"{', '.join(s.value for s in Status)} ({', '.join(LABELS_ZH.values())})")
+                continue
+            try:
+                cut_off_at = self._time(row.get("cut_off_at"))
+                amount = float(row["amount"]) if row.get("amount") not in (None, "") else None
+            except ValueError as exc:
+                report.errors.append(f"{name}: row {line}: {exc}")
+                continue
+            try:
+                self.set_status(number, status, amount=amount, note=row.get("note") or None, cut_off_at=cut_off_at)
+            except KeyError:
+                report.unknown.append(number)
+                report.errors.append(f"{name}: row {line}: number {number}: not on the call-out list (no flyposting case carries it)")
+                continue
+            report.applied.append(number)
+        return report
+
+    # ---- quota ----------------------------------------------------------------------------
+
+    def cut_off(self, numbers: Iterable[str], start: datetime, end: datetime) -> dict[str, datetime]:
+        """Of `numbers`, those cut off in [start, end), with when (the analytics' number status source)."""
+        wanted = set(numbers)
+        if not wanted:
+            return {}
+        query = sa.select(callout_numbers.c.number, callout_numbers.c.cut_off_at).where(
+            callout_numbers.c.number.in_(wanted), callout_numbers.c.cut_off_at.is_not(None),
+            callout_numbers.c.cut_off_at >= start, callout_numbers.c.cut_off_at < end)
+        with self.engine.connect() as conn:
+            return {r.number: r.cut_off_at for r in conn.execute(query)}
+
+    def monthly_cut_offs(self, year: int) -> dict[str, dict[str, int]]:
+        """`YYYY-MM` -> squad -> numbers cut off that (local) month; squad "(未标注 none)" when unknown."""
+        out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        query = sa.select(callout_numbers.c.cut_off_at, callout_numbers.c.squad).where(callout_numbers.c.cut_off_at.is_not(None))
+        with self.engine.connect() as conn:
+            for at, squad in conn.execute(query):
+                local = at.astimezone(self.tz)
+                if local.year == year:
+                    out[f"{local:%Y-%m}"][squad or "(未标注 none)"] += 1
+        return {month: dict(squads) for month, squads in sorted(out.items())}
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _local(self, t: datetime | None) -> str:
+        return t.astimezone(self.tz).strftime("%Y-%m-%d %H:%M") if t else ""
+
+    def _time(self, value: Any) -> datetime | None:
+        if value in (None, ""):
+            return None
+        if isinstance(value, datetime):
+            at = value
+        else:
+            try:
+                at = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
+        return at if at.tzinfo else at.replace(tzinfo=self.tz)
+
+
+def _entry(row) -> Entry:
+    m = row._mapping
+    return Entry(number=m["number"], status=Status(m["status"]), count=m["count"], first_seen=m["first_seen"],
+                 last_seen=m["last_seen"], places=list(m["places"] or []), cases=list(m["cases"] or []),
+                 photos=list(m["photos"] or []), squad=m["squad"], cut_off_at=m["cut_off_at"], amount=m["amount"],
+                 note=m["note"], status_at=m["status_at"])
+
+
+def number_status_source(analytics, engine: Engine, tz: ZoneInfo, cutoffs: Path | None = None):
+    """The number status source the analytics' quota items read (`analytics.number_status`): the call-out
+    list, the cut-off CSV (`cutoffs` overrides `analytics.cutoffs`), or None (quotas not scored)."""
+    if analytics.number_status == "callout" and cutoffs is None:
+        return CallOutList(engine, tz=tz)
+    path = cutoffs or analytics.cutoffs
+    if path is None:
+        return None
+    from pipelines.analytics.quota import CutoffFile
+
+    return CutoffFile(path, tz)

@@ -1,0 +1,266 @@
+"""Patrol-vehicle video: a car camera's video and its GPS track, triaged like photos taken along the route.
+
+A patrol car's dashcam sees the streets no fixed camera covers. The video is sampled by distance
+driven (a frame every `every_m` metres) and by time (at least one every `every_s` seconds, so a
+car stopped in traffic still looks), each sampled frame is placed on the track (interpolated
+between fixes) and written as a JPEG with the EXIF a phone would write (capture time, GPS): from
+there on it is a photo of the triage pipeline (`pipelines.triage.run_triage`): the same detector,
+photo rules, city zones and grid cells, near-duplicate grouping (the same parked car seen from
+successive frames within `group_radius_m` is one case) and evidence bundles. What is new here:
+
+- alignment: GPX and NMEA tracks carry UTC times, so the video's start comes from `--start` or the
+  video's `creation_time` tag; a dashcam SRT is timed by the video itself;
+- frames the track does not cover (before its first fix, after its last, inside a gap) are
+  skipped and counted, with a message naming both time spans; no covered frame at all is an error;
+- a case already open of the same type within `group_radius_m` (an earlier patrol, a camera, an
+  inspector) is not doubled: the group is reported against that case instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import av
+import numpy as np
+import sqlalchemy as sa
+from PIL import Image
+
+from detect.frames import GeoPoint
+from pipelines.cases.schema import cases
+from pipelines.cases.states import CaseState
+from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, load_track
+from pipelines.triage.cases import TriageCases
+from pipelines.triage.grouping import Group
+from pipelines.triage.report import CaseRef
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FRAMES = "frames"
+SUMMARY = "patrol.json"
+TOLERANCE_M = 0.05  # GPS arithmetic noise: 9.99 m is 10 m
+OPEN_STATES = (CaseState.CANDIDATE, CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
+               CaseState.STILL_PRESENT)
+
+
+class PatrolError(ValueError):
+    """A patrol that cannot be processed at all (no GPS, no start time, nothing covered); names the file."""
+
+
+@dataclass
+class Sampled:
+    """What sampling did: frames written, frames skipped for want of a position, and the spans compared."""
+
+    frames: list[Path] = field(default_factory=list)
+    skipped: int = 0  # at the sampling rate (one per `every_s` of uncovered video)
+    uncovered_s: float = 0.0  # video seconds without a position
+    video_span: tuple[str, str] | None = None
+    track_span: tuple[str, str] | None = None
+    messages: list[str] = field(default_factory=list)
+
+
+def find_track(video: Path, track: Path | None) -> Path:
+    """The track given, else one beside the video with the same name (.srt, .gpx, .nmea, .log)."""
+    if track is not None:
+        return track
+    for suffix in SUFFIXES:
+        for candidate in (video.with_suffix(suffix), video.with_suffix(suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    raise PatrolError(f"{video}: no GPS track: give --track FILE (GPX, NMEA or the dashcam's SRT); "
+                      f"none lies beside the video ({', '.join(video.stem + s for s in SUFFIXES)})")
+
+
+def video_start(container: av.container.InputContainer) -> datetime | None:
+    tag = container.metadata.get("creation_time") or container.streams.video[0].metadata.get("creation_time")
+    if not tag:
+        return None
+    try:
+        when = datetime.fromisoformat(str(tag).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_s: float, tz: ZoneInfo,
+                 start: datetime | None = None, quality: int = 92) -> Sampled:
+    """Write the sampled, placed frames of `video` under `out` (see module doc)."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = Sampled()
+    try:
+        container = av.open(str(video))
+    except (av.FFmpegError, OSError) as exc:
+        raise PatrolError(f"{video}: not a readable video: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise PatrolError(f"{video}: has no video stream")
+        stream = container.streams.video[0]
+        begin = start or track.start or video_start(container)
+        if begin is None:
+            raise PatrolError(f"{video}: no start time: the video has no creation_time tag"
+                              + ("" if track.video_timed else " to match the track's clock")
+                              + "; give --start 'YYYY-MM-DD HH:MM:SS' (local time)")
+        last_pos: GeoPoint | None = None
+        last_t: float | None = None
+        first_t = last_seen = None
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            t = float(frame.time)
+            first_t = t if first_t is None else first_t
+            step, last_seen = (t - last_seen if last_seen is not None else 0.0), t
+            when = begin + timedelta(seconds=t)
+            pos = track.at(t if track.video_timed else when)
+            if pos is None:
+                result.uncovered_s += step
+                if last_t is None or t - last_t >= every_s:
+                    result.skipped += 1  # counted at the sampling rate, not per decoded frame
+                    last_t = t
+                continue
+            if last_pos is not None and last_t is not None and distance_m(last_pos, pos) < every_m - TOLERANCE_M and t - last_t < every_s:
+                continue
+            path = out / f"frame-{len(result.frames):05d}-t{t:08.2f}.jpg"
+            path.write_bytes(_jpeg(frame.to_ndarray(format="rgb24"), when, pos, tz, quality))
+            result.frames.append(path)
+            last_pos, last_t = pos, t
+    if first_t is not None:
+        result.video_span = (_local(begin + timedelta(seconds=first_t), tz), _local(begin + timedelta(seconds=last_seen), tz))
+    if not track.video_timed:
+        result.track_span = (_local(track.first, tz), _local(track.last, tz))
+    if result.skipped:
+        spans = (f"track covers {result.track_span[0]} - {result.track_span[1]}, video runs {result.video_span[0]} - "
+                 f"{result.video_span[1]}" if result.track_span and result.video_span else
+                 f"track covers video seconds {track.first:.1f} - {track.last:.1f}")
+        result.messages.append(f"{track.path}: the track does not cover the whole video ({spans}, gaps over "
+                               f"{track.max_gap_s:.0f} s count as uncovered): {result.uncovered_s:.1f} s of video without a "
+                               f"position ({result.skipped} sampled frame(s)) skipped, the rest processed")
+    if not result.frames:
+        raise PatrolError(f"{track.path}: the track does not cover the video's time span at all"
+                          + (f" (track {result.track_span[0]} - {result.track_span[1]}, video {result.video_span[0]} - "
+                             f"{result.video_span[1]})" if result.track_span and result.video_span else "")
+                          + ": nothing could be placed on the map")
+    return result
+
+
+def _local(t: datetime | float, tz: ZoneInfo) -> str:
+    return t.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if isinstance(t, datetime) else f"{t:.1f} s"
+
+
+def _dms(value: float) -> tuple[float, float, float]:
+    value = abs(value)
+    deg = math.floor(value)
+    minutes = math.floor((value - deg) * 60)
+    return float(deg), float(minutes), round((value - deg - minutes / 60) * 3600, 4)
+
+
+def _jpeg(rgb: np.ndarray, when: datetime, pos: GeoPoint, tz: ZoneInfo, quality: int) -> bytes:
+    """The frame as a JPEG with a phone's EXIF: local capture time with its UTC offset, and GPS."""
+    local = when.astimezone(tz)
+    offset = local.strftime("%z")
+    exif = Image.Exif()
+    exif[0x0110] = "patrol video frame"  # Model
+    exif[0x8769] = {0x9003: local.strftime("%Y:%m:%d %H:%M:%S"), 0x9011: f"{offset[:3]}:{offset[3:]}"}
+    exif[0x8825] = {0: b"\x02\x03\x00\x00", 1: "N" if pos.lat >= 0 else "S", 2: _dms(pos.lat),
+                    3: "E" if pos.lon >= 0 else "W", 4: _dms(pos.lon)}
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality, exif=exif)
+    return buf.getvalue()
+
+
+class PatrolCases(TriageCases):
+    """Triage's case writer, except that a group where a case of its type is already open is not doubled."""
+
+    def __init__(self, *args: Any, radius_m: float, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.radius_m = radius_m
+        self.already_open: list[dict[str, Any]] = []
+
+    def _write(self, group: Group) -> CaseRef:
+        open_case = self._open_case_near(group)
+        if open_case is not None:
+            self.already_open.append({"case_id": open_case, "type": group.type, "frames": len(group.members)})
+            case = self.store.get(open_case)
+            return CaseRef(case.id, case.evidence_ref, str(case.state), error=f"already open: {case.id} (not doubled)")
+        return super()._write(group)
+
+    def _open_case_near(self, group: Group) -> str | None:
+        """An open case of the group's type within the radius of any of its frames, made by another run."""
+        points = [GeoPoint(m.lat, m.lon) for m in group.members if m.has_gps]
+        if not points:
+            return None
+        pad = self.radius_m / 111_000 * 2
+        lat0, lat1 = min(p.lat for p in points) - pad, max(p.lat for p in points) + pad
+        lon0, lon1 = min(p.lon for p in points) - pad * 2, max(p.lon for p in points) + pad * 2
+        query = sa.select(cases.c.id, cases.c.lat, cases.c.lon, cases.c.violation_id).where(
+            cases.c.violation_type == group.type, cases.c.state.in_([s.value for s in OPEN_STATES]),
+            cases.c.lat.between(lat0, lat1), cases.c.lon.between(lon0, lon1))
+        own = {f"photo:{m.sha256[:16]}:{m.type}" for m in group.members}  # a resumed run finds its own case as triage does
+        with self.store.engine.connect() as conn:
+            for case_id, lat, lon, vid in conn.execute(query):
+                if vid not in own and any(distance_m(GeoPoint(lat, lon), p) <= self.radius_m for p in points):
+                    return case_id
+        return None
+
+
+@dataclass
+class PatrolResult:
+    sampled: Sampled
+    triage: Any  # pipelines.triage.run.TriageResult
+    already_open: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float, every_s: float,
+               deployment: Settings, start: datetime | None = None, detector=None, taxonomy=None,
+               show_progress: bool = True) -> PatrolResult:
+    """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
+    the settings file (case store, evidence, dispatch; `pipelines.settings`)."""
+    from pipelines.triage.cases import CasesUnavailable, open_triage_cases
+    from pipelines.triage.run import run_triage, triage_detector
+
+    video = Path(video)
+    if not video.is_file():
+        raise PatrolError(f"{video}: file not found")
+    tz = settings.tz
+    try:
+        track = load_track(find_track(video, track_path), tz)
+    except TrackError as exc:
+        raise PatrolError(str(exc)) from None
+    out = Path(settings.out)
+    sampled = sample_video(video, track, out / FRAMES, every_m=every_m, every_s=every_s, tz=tz, start=start)
+    for message in sampled.messages:
+        log.warning("%s", message)
+    detector = detector or triage_detector(settings)
+    writer = None
+    wanted = settings.cases if settings.dispatch_target is None else True
+    if wanted is not False:
+        try:
+            base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target)
+            writer = PatrolCases(base.intake, base.store, batch_id=f"patrol:{video.stem}", staging=base.staging,
+                                 radius_m=settings.group_radius_m)
+        except CasesUnavailable as exc:
+            if wanted:
+                raise
+            log.warning("no candidate cases written, report only: %s", exc)
+    result = run_triage([out / FRAMES], settings, detector=detector, taxonomy=taxonomy, deployment=deployment,
+                        show_progress=show_progress, case_writer=writer)
+    already = writer.already_open if writer is not None else []
+    summary = {
+        "video": str(video), "track": str(track.path), "frames": len(sampled.frames), "skipped_without_position": sampled.skipped,
+        "uncovered_s": round(sampled.uncovered_s, 1),
+        "video_span": sampled.video_span, "track_span": sampled.track_span, "messages": sampled.messages,
+        "groups": len(result.groups), "cases": [r.case_id for r in result.refs if r.case_id and not (r.error or "").startswith("already open")],
+        "already_open": already, "report": str(result.files.get("report")),
+    }
+    (out / SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    return PatrolResult(sampled, result, already, summary)

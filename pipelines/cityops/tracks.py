@@ -1,0 +1,185 @@
+"""GPS tracks of patrol vehicles: GPX, NMEA 0183 logs, and the SRT subtitles dashcams write.
+
+Read with the well-kept parsers (`gpxpy` for GPX, `pynmea2` for NMEA sentences, `srt` for the
+subtitle blocks); only the coordinate text inside a dashcam's subtitle is matched here, since
+every maker writes it differently (DJI `[latitude: 30.27] [longitude: 120.15]`, older DJI
+`GPS(120.15,30.27,18)`, dashcams `N30.2741 E120.1551`). A position between two fixes is
+interpolated linearly; none is given before the first fix, after the last, or inside a gap
+longer than `max_gap_s` (a tunnel): a frame there cannot be placed and is skipped by the caller.
+
+GPX and NMEA carry UTC times; SRT blocks are timed by video time, and carry a wall-clock time
+only when the maker writes one (local time, in the configured zone).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from detect.frames import GeoPoint
+
+SUFFIXES = {".gpx": "gpx", ".nmea": "nmea", ".nma": "nmea", ".log": "nmea", ".srt": "srt"}
+EARTH_RADIUS_M = 6_371_008.8
+
+
+class TrackError(ValueError):
+    """A track that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One position: `t` is UTC for absolute tracks, seconds of video time for video-timed ones."""
+
+    t: datetime | float
+    lat: float
+    lon: float
+
+
+@dataclass
+class Track:
+    path: Path
+    fixes: list[Fix]
+    video_timed: bool  # SRT without wall-clock times: `t` is video seconds
+    start: datetime | None = None  # wall clock of video time 0, when the track itself says (SRT with times)
+    max_gap_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        self.fixes.sort(key=lambda f: f.t)
+        self._keys = [self._key(f.t) for f in self.fixes]
+
+    @staticmethod
+    def _key(t: datetime | float) -> float:
+        return t.timestamp() if isinstance(t, datetime) else float(t)
+
+    @property
+    def first(self) -> datetime | float:
+        return self.fixes[0].t
+
+    @property
+    def last(self) -> datetime | float:
+        return self.fixes[-1].t
+
+    def at(self, t: datetime | float) -> GeoPoint | None:
+        """Interpolated position at `t` (same kind as the fixes' times), or None where the track has none."""
+        k = self._key(t)
+        keys = self._keys
+        if not keys or k < keys[0] or k > keys[-1]:
+            return None
+        i = bisect.bisect_left(keys, k)
+        if keys[i] == k:
+            f = self.fixes[i]
+            return GeoPoint(round(f.lat, 7), round(f.lon, 7))
+        a, b = self.fixes[i - 1], self.fixes[i]
+        span = keys[i] - keys[i - 1]
+        if span > self.max_gap_s:
+            return None
+        w = (k - keys[i - 1]) / span
+        return GeoPoint(round(a.lat + (b.lat - a.lat) * w, 7), round(a.lon + (b.lon - a.lon) * w, 7))
+
+
+def distance_m(a: GeoPoint, b: GeoPoint) -> float:
+    """Great-circle distance (haversine)."""
+    p1, p2 = math.radians(a.lat), math.radians(b.lat)
+    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
+
+
+def load_track(path: str | Path, tz: ZoneInfo, max_gap_s: float = 10.0) -> Track:
+    """Read a GPX, NMEA or SRT track (by suffix); TrackError when it has no usable fix."""
+    path = Path(path)
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise TrackError(f"{path}: unknown track format {path.suffix!r} (use .gpx, .nmea/.log or a dashcam .srt)")
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+    except FileNotFoundError:
+        raise TrackError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise TrackError(f"{path}: cannot read: {exc.strerror}") from None
+    track = {"gpx": _gpx, "nmea": _nmea, "srt": _srt}[kind](path, text, tz)
+    if not track.fixes:
+        raise TrackError(f"{path}: no GPS fixes in the file (a video without GPS cannot be placed on the map)")
+    track.max_gap_s = max_gap_s
+    return track
+
+
+def _gpx(path: Path, text: str, tz: ZoneInfo) -> Track:
+    import gpxpy
+
+    try:
+        gpx = gpxpy.parse(text)
+    except Exception as exc:  # noqa: BLE001 - gpxpy raises its own and XML errors
+        raise TrackError(f"{path}: not a readable GPX file: {exc}") from None
+    fixes = []
+    for point in (p for t in gpx.tracks for s in t.segments for p in s.points):
+        if point.time is None:
+            raise TrackError(f"{path}: track point at {point.latitude}, {point.longitude} has no <time>: "
+                             "the frames cannot be matched to positions")
+        when = point.time if point.time.tzinfo else point.time.replace(tzinfo=UTC)
+        fixes.append(Fix(when.astimezone(UTC), point.latitude, point.longitude))
+    return Track(path, fixes, video_timed=False)
+
+
+def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
+    """RMC sentences (they carry the date); invalid fixes (status V) and broken lines are skipped."""
+    import pynmea2
+
+    fixes = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("$") or line[3:6] != "RMC":
+            continue
+        try:
+            msg = pynmea2.parse(line)
+        except pynmea2.ParseError:
+            continue
+        if getattr(msg, "status", "") != "A" or msg.datestamp is None or msg.timestamp is None:
+            continue
+        when = datetime.combine(msg.datestamp, msg.timestamp)
+        fixes.append(Fix((when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC), msg.latitude, msg.longitude))
+    return Track(path, fixes, video_timed=False)
+
+
+_DJI = re.compile(r"latitude\s*:\s*(-?\d+(?:\.\d+)?)\]?.*?long(?:t)?itude\s*:\s*(-?\d+(?:\.\d+)?)", re.I | re.S)
+_DJI_OLD = re.compile(r"GPS\s*\(\s*(-?\d+\.\d+)\s*,\s*(-?\d+\.\d+)")  # (lon, lat, alt)
+_HEMI = re.compile(r"([NS])\s*(\d+\.\d+)\W+([EW])\s*(\d+\.\d+)", re.I)
+_WHEN = re.compile(r"(\d{4})[-/.](\d{2})[-/.](\d{2})[ T]+(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?")
+
+
+def _position(text: str) -> tuple[float, float] | None:
+    if m := _DJI.search(text):
+        return float(m.group(1)), float(m.group(2))
+    if m := _DJI_OLD.search(text):
+        return float(m.group(2)), float(m.group(1))
+    if m := _HEMI.search(text):
+        lat = float(m.group(2)) * (-1 if m.group(1).upper() == "S" else 1)
+        lon = float(m.group(4)) * (-1 if m.group(3).upper() == "W" else 1)
+        return lat, lon
+    return None
+
+
+def _srt(path: Path, text: str, tz: ZoneInfo) -> Track:
+    import srt
+
+    try:
+        blocks = list(srt.parse(text))
+    except srt.SRTParseError as exc:
+        raise TrackError(f"{path}: not a readable SRT file: {exc}") from None
+    fixes, start = [], None
+    for block in blocks:
+        pos = _position(block.content)
+        if pos is None or not (-90 <= pos[0] <= 90 and -180 <= pos[1] <= 180) or pos == (0.0, 0.0):
+            continue
+        offset = block.start.total_seconds()
+        fixes.append(Fix(offset, *pos))
+        if start is None and (m := _WHEN.search(block.content)):
+            y, mo, d, h, mi, s, frac = m.groups()
+            local = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int((frac or "0")[:6].ljust(6, "0")), tzinfo=tz)
+            start = local.astimezone(UTC) - timedelta(seconds=offset)
+    return Track(path, fixes, video_timed=True, start=start)

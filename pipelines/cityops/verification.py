@@ -1,0 +1,255 @@
+"""Verification back to the platform: a case closes on evidence, not on a claim.
+
+Two checks decide whether a handled case was really dealt with:
+- the camera's automatic re-check (`pipelines.cctv.case_sink`: cleared / still present, with the
+  new frame in the bundle);
+- the handler's disposal photo (处置照片), posted to the service or fetched from the platform, judged
+  by the same photo judgement triage uses (`detect.rules.PhotoRules`, with triage's OCR for types
+  that are read from text): is a violation of the case's type still in the picture?
+Both record the outcome through `Intake.record_verification` (state `verified_cleared` or
+`still_present`, the frame in the signed bundle). `VerificationReporter` then sends each outcome
+once to the platform the case went to, through the dispatch adapter's `report_verification`
+(cn-dcm: a POST to the task's verification URL; Open311 has no such call: recorded `unsupported`).
+Reports are rows of `verification_reports`, so a restart or an unreachable platform loses none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+import supervision as sv
+
+from detect.evidence import MANIFEST
+from detect.frames import Frame
+from detect.imageio import decode_image
+from detect.rules import PhotoRules
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.cases.intake import Intake
+from pipelines.cases.states import CaseState
+from pipelines.cases.store import Case, CaseStore
+from pipelines.cityops.schema import verification_reports
+from pipelines.dispatch.adapters import DeliveryError, Unsupported, VerificationReport, make_adapter
+from pipelines.dispatch.config import DispatchConfig
+from pipelines.evidence_store import EvidenceStore, StorageError, content_type
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = (CaseState.VERIFIED_CLEARED.value, CaseState.STILL_PRESENT.value)
+DISPOSAL_ACTOR = "disposal-photo"
+TEXT_TYPES = ("flyposting",)
+"""Types judged from text: the after-photo is read by OCR too (as triage does with `ocr: all`)."""
+
+
+class DisposalCheckError(ValueError):
+    """A disposal photo that cannot be checked: unreadable (`conflict` False), or the case is not waiting for it."""
+
+    def __init__(self, message: str, *, conflict: bool = False):
+        super().__init__(message)
+        self.conflict = conflict
+
+
+@dataclass
+class DisposalResult:
+    case: Case
+    cleared: bool
+    boxes: list[dict[str, Any]]
+
+
+def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, name: str, *, actor: str,
+                         taxonomy: Taxonomy | None = None) -> DisposalResult:
+    """Judge the handler's after-photo of a case and record the outcome (see module doc).
+
+    A case the platform has not yet marked handled (`submitted`/`accepted`) moves to `verifying`
+    first: the photo is their claim of having handled it. Raises DisposalCheckError naming the
+    photo or the case when it cannot be checked; nothing is recorded then.
+    """
+    from detect.imageio import ImageReadError
+
+    taxonomy = taxonomy or load_taxonomy()
+    case = intake.store.get(case_id)
+    if case.state in (CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.STILL_PRESENT):
+        case = intake.store.apply_remote_state(case.id, CaseState.VERIFYING, actor=actor,
+                                               reason="handled: disposal photo received, check pending")
+    if case.state is not CaseState.VERIFYING:
+        raise DisposalCheckError(f"case {case.id} is {case.state}: a disposal photo is checked once the case is at the "
+                                 f"dispatch system (submitted, accepted, verifying or still_present)", conflict=True)
+    try:
+        decoded = decode_image(data, name)
+    except ImageReadError as exc:
+        raise DisposalCheckError(f"{name}: {exc.reason}") from None
+    sha = hashlib.sha256(data).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="disposal-") as tmp:
+        path = Path(tmp) / f"disposal-{sha[:16]}{Path(name).suffix.lower() or '.jpg'}"
+        path.write_bytes(data)  # the bundle keeps the photo's bytes exactly as received
+        frame = Frame(image=decoded.image, source_id=f"disposal:{sha[:16]}", ts=datetime.now(UTC), frame_id=sha, path=str(path),
+                      meta={"source": name})
+        detections = detector.detect([decoded.image])[0]
+        if case.violation_type in TEXT_TYPES:
+            from pipelines.triage.text import OcrMode, PhotoText
+
+            detections = PhotoText(OcrMode.ALL).add(data, decoded.image, detections, name)
+        events = [e for e in PhotoRules(taxonomy=taxonomy).process(frame, detections) if e.violation_type == case.violation_type]
+        found = sv.Detections.merge([_plain(e.detections) for e in events]) if events else sv.Detections.empty()
+        checked = intake.record_verification(case.id, frame, found, cleared=not events, actor=f"{DISPOSAL_ACTOR}:{actor}")
+    from detect.evidence.builder import detections_json
+
+    return DisposalResult(checked, not events, detections_json(found))
+
+
+def _plain(dets: sv.Detections) -> sv.Detections:
+    keep = {k: v for k, v in dets.data.items() if k == "class_name"}
+    return sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id, data=keep)
+
+
+def fetch_photo(url: str, client: httpx.Client | None = None, limit: int = 50 * 2**20) -> tuple[bytes, str]:
+    """The platform's disposal photo at `url` (http/https), or DisposalCheckError saying why not."""
+    if not url.startswith(("http://", "https://")):
+        raise DisposalCheckError(f"{url!r}: only http(s) URLs are fetched")
+    own = client is None
+    client = client or httpx.Client(timeout=30, follow_redirects=True)
+    try:
+        response = client.get(url)
+    except httpx.HTTPError as exc:
+        raise DisposalCheckError(f"{url}: cannot fetch: {type(exc).__name__}: {exc}") from None
+    finally:
+        if own:
+            client.close()
+    if response.status_code != 200:
+        raise DisposalCheckError(f"{url}: HTTP {response.status_code}")
+    if len(response.content) > limit:
+        raise DisposalCheckError(f"{url}: larger than {limit // 2**20} MB")
+    return response.content, url.rsplit("/", 1)[-1].split("?")[0] or "disposal.jpg"
+
+
+@dataclass
+class ReportStats:
+    queued: int = 0
+    delivered: int = 0
+    retried: int = 0
+    unsupported: int = 0
+    parked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class VerificationReporter:
+    """Sends each recorded re-check outcome once to the case's dispatch target (see module doc)."""
+
+    def __init__(self, store: CaseStore, evidence: EvidenceStore, config: DispatchConfig, *, taxonomy: Taxonomy | None = None,
+                 client: httpx.Client | None = None, max_attempts: int = 20):
+        self.store, self.evidence, self.config = store, evidence, config
+        taxonomy = taxonomy or load_taxonomy()
+        self.adapters = {name: make_adapter(name, t, taxonomy) for name, t in config.targets.items()}
+        self.client = client or httpx.Client(timeout=30)
+        self.max_attempts = max_attempts
+
+    def close(self) -> None:
+        self.client.close()
+
+    def collect(self) -> int:
+        """Queue a report for every re-check outcome not reported yet; returns how many were queued."""
+        from pipelines.cases.schema import case_history, cases
+
+        query = (sa.select(cases.c.id, cases.c.dispatch_target).where(
+            cases.c.verification_ref.is_not(None), cases.c.dispatch_target.is_not(None), cases.c.dispatch_ref.is_not(None)))
+        queued = 0
+        with self.store.engine.begin() as conn:
+            known = {(r.case_id, r.target, r.verification_ref) for r in conn.execute(sa.select(
+                verification_reports.c.case_id, verification_reports.c.target, verification_reports.c.verification_ref))}
+            for case_id, target in conn.execute(query).all():
+                steps = conn.execute(sa.select(case_history.c.to_state, case_history.c.actor, case_history.c.details, case_history.c.at)
+                                     .where(case_history.c.case_id == case_id, case_history.c.to_state.in_(OUTCOMES))
+                                     .order_by(case_history.c.id)).all()
+                for to_state, actor, details, at in steps:
+                    ref = (details or {}).get("verification_ref")
+                    if not ref or (case_id, target, ref) in known:
+                        continue
+                    kind = "disposal_photo" if actor.startswith(DISPOSAL_ACTOR) else "auto_recheck"
+                    conn.execute(verification_reports.insert().values(
+                        case_id=case_id, target=target, verification_ref=ref, kind=kind, outcome=to_state, status="pending",
+                        attempts=0, created_at=at))
+                    known.add((case_id, target, ref))
+                    queued += 1
+        return queued
+
+    def run_once(self) -> ReportStats:
+        """Queue new outcomes, then try every pending report once."""
+        stats = ReportStats(queued=self.collect())
+        with self.store.engine.connect() as conn:
+            pending = conn.execute(sa.select(verification_reports).where(verification_reports.c.status == "pending")
+                                   .order_by(verification_reports.c.id)).all()
+        for row in pending:
+            self._send(row._mapping, stats)
+        return stats
+
+    def _send(self, row, stats: ReportStats) -> None:
+        adapter = self.adapters.get(row["target"])
+        values: dict[str, Any] = {"attempts": row["attempts"] + 1}
+        try:
+            if adapter is None:
+                raise Unsupported(f"no dispatch target named {row['target']!r} is configured")
+            report = self._report(row)
+            adapter.report_verification(self.client, report)
+        except Unsupported as exc:
+            values.update(status="unsupported", last_error=str(exc))
+            stats.unsupported += 1
+        except DeliveryError as exc:
+            stats.errors.append(f"case {row['case_id']}: verification report to {row['target']}: {exc}")
+            parked = not exc.retry or values["attempts"] >= self.max_attempts
+            values.update(status="parked" if parked else "pending", last_error=str(exc))
+            stats.parked += parked
+            stats.retried += not parked
+        else:
+            values.update(status="delivered", delivered_at=datetime.now(UTC), last_error=None)
+            stats.delivered += 1
+        with self.store.engine.begin() as conn:
+            conn.execute(verification_reports.update().where(verification_reports.c.id == row["id"]).values(**values))
+
+    def _report(self, row) -> VerificationReport:
+        from pipelines.dispatch.adapters import Transient
+
+        case = self.store.get(row["case_id"])
+        target = self.config.targets[row["target"]]
+        try:
+            raw = self.evidence.read_bytes(case.evidence_ref, MANIFEST)
+            manifest = json.loads(raw)
+            check = next((v for v in reversed(manifest.get("verifications", [])) if v.get("artifact") == row["verification_ref"]), None)
+            by_path = {a["path"]: a for a in manifest["artifacts"]}
+            paths = [p for p in (row["verification_ref"], _original(check, by_path)) if p and p in by_path]
+            expiry = timedelta(seconds=target.attachment_expiry_s)
+            attachments = [{"path": p, "url": self.evidence.url(case.evidence_ref, p, expiry),
+                            "content_type": by_path[p].get("content_type") or content_type(p), "sha256": by_path[p]["sha256"]}
+                           for p in paths]
+        except StorageError as exc:
+            raise Transient(f"evidence store: {exc}") from exc
+        checked = (check or {}).get("at", {}).get("utc") or row["created_at"].isoformat()
+        return VerificationReport(case=case, kind=row["kind"], outcome=row["outcome"], checked_at=checked,
+                                  manifest_sha256=hashlib.sha256(raw).hexdigest(), attachments=attachments,
+                                  idempotency_key=f"streetwatch:{row['target']}:{case.id}:verification:{row['verification_ref']}")
+
+
+def _original(check: dict | None, by_path: dict[str, dict]) -> str | None:
+    """The unannotated frame of a re-check (`verification/verification_N_original.*`)."""
+    if not check:
+        return None
+    stem = check["artifact"].rsplit(".", 1)[0] + "_original"
+    return next((p for p in by_path if p.rsplit(".", 1)[0] == stem), None)
+
+
+def list_reports(engine, case_id: str | None = None) -> list[dict[str, Any]]:
+    query = sa.select(verification_reports).order_by(verification_reports.c.id)
+    if case_id is not None:
+        query = query.where(verification_reports.c.case_id == case_id)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+
+

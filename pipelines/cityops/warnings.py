@@ -1,0 +1,266 @@
+"""Warn, re-check, then a case: the first sighting of a shop's spill-over or a parked car is a warning.
+
+Cities often give the shop (or the driver) a chance first: the first time a violation opens on a
+camera, a *warning* is recorded, shown in the service and POSTed to a webhook (an SMS, WeCom or
+DingTalk gateway passes it to the shop, named from the frontage register when it is known). The
+camera looks again `recheck_after_s` later, with the same judgement as the re-check of handled
+cases (`pipelines.cctv.runtime.present`): still there -> the case opens, with the warning frame as
+its first sighting, the re-check frame as its opening frame and the warning itself in the signed
+bundle (`manifest["warnings"]`); gone -> the warning is closed as complied and no case is made.
+One missed detection is not compliance: the place must stay clear for the type's clear time, or
+the rules must have cleared the violation, before the warning counts as complied.
+
+Which types and zone kinds are warned first is configuration (`cityops.warn.rules`); everything
+else opens cases as before. Pending warnings live with the watcher: a watcher stopped before the
+re-check marks its warnings `lapsed` at the next start (the rules start afresh then too, and a
+violation still there is warned again).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import sqlalchemy as sa
+import supervision as sv
+from sqlalchemy.engine import Engine
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from detect.events import EventKind, ViolationEvent
+from detect.evidence import BundleContext
+from detect.frames import Frame
+from detect.scenes import resolve_thresholds
+from detect.taxonomy import Taxonomy
+from pipelines.cases.intake import Intake
+from pipelines.settings import WarnConfig
+from pipelines.cityops.schema import warnings
+from pipelines.shops import ShopRegister, responsible_shop
+
+log = logging.getLogger(__name__)
+
+SECTION = "warnings"
+"""Manifest section of the bundle that holds the warning which preceded the case."""
+
+
+class WarningState(StrEnum):
+    WARNED = "warned"  # waiting for the re-check
+    COMPLIED = "complied"  # gone at the re-check: no case
+    ESCALATED = "escalated"  # still there: the case opened
+    LAPSED = "lapsed"  # the watcher stopped before the re-check
+
+
+class _Retry(Exception):
+    """A webhook answer worth another attempt (5xx, 408, 429)."""
+
+
+@dataclass
+class _Pending:
+    id: str
+    camera_id: str
+    event: ViolationEvent
+    ctx: BundleContext
+    recheck_at: datetime
+    clear_s: float
+    shop: dict[str, Any]
+    notified: str
+    absent_since: datetime | None = None
+    cleared_by_rules: bool = False
+
+
+Present = Callable[[str | None, str], sv.Detections]
+"""(zone id, violation type) -> evidence of that type in that zone on the re-check frame (empty: gone)."""
+
+
+class Warner:
+    """Owned by the CCTV case sink (its thread is the only caller)."""
+
+    def __init__(self, config: WarnConfig, intake: Intake, taxonomy: Taxonomy, *, shops: ShopRegister | None = None,
+                 client: httpx.Client | None = None, token: str | None = None):
+        self.config, self.intake, self.taxonomy, self.shops = config, intake, taxonomy, shops
+        self.engine: Engine = intake.store.engine
+        self.client = client or httpx.Client(timeout=config.timeout_s)
+        self.token = token
+        self.images = Path(config.images_dir)
+        self.pending: dict[str, _Pending] = {}  # violation id -> warning
+        self.complied: set[str] = set()  # violation ids whose warning closed without a case (their later events end here)
+        with self.engine.begin() as conn:  # warnings of an earlier watcher cannot be re-checked any more
+            conn.execute(warnings.update().where(warnings.c.state == WarningState.WARNED.value)
+                         .values(state=WarningState.LAPSED.value, checked_at=datetime.now(UTC)))
+
+    # ---- from the rules -------------------------------------------------------------------
+
+    def applies(self, event: ViolationEvent) -> bool:
+        """An opening this configuration warns first (the case waits for the re-check)."""
+        if event.kind is not EventKind.OPENED:
+            return False
+        return any(event.violation_type in r.types and (not r.zone_kinds or event.zone_kind in r.zone_kinds)
+                   for r in self.config.rules)
+
+    def handles(self, event: ViolationEvent) -> bool:
+        """True when the event belongs to a warning (its opening, or a later event of a warned violation)."""
+        if event.violation_id in self.pending:
+            if event.kind is EventKind.CLEARED:
+                self.pending[event.violation_id].cleared_by_rules = True
+            return True
+        if event.violation_id in self.complied:
+            if event.kind is EventKind.CLEARED:
+                self.complied.discard(event.violation_id)
+            return True
+        return self.applies(event)
+
+    def warn(self, camera, event: ViolationEvent, ctx: BundleContext) -> dict[str, Any]:
+        """Record and send the warning for an opening; returns the structured record."""
+        rule = next(r for r in self.config.rules if event.violation_type in r.types
+                    and (not r.zone_kinds or event.zone_kind in r.zone_kinds))
+        warning_id = f"W{event.at:%Y%m%d}-{uuid.uuid4().hex[:10]}"
+        shop = responsible_shop(self.shops, event, ctx) if self.shops is not None else {}
+        shop_record = self.shops.get(shop["shop"]) if shop and self.shops is not None else None
+        recheck_at = event.at + timedelta(seconds=rule.recheck_after_s)
+        zone = next((z for z in camera.scene.zones if z.id == event.zone_id), None)
+        vtype = self.taxonomy.get(event.violation_type)
+        clear_s = resolve_thresholds(vtype, zone).clear_s
+        image = self._image(warning_id, event)
+        vt = vtype
+        message = {
+            "kind": "warning", "warning_id": warning_id, "camera_id": camera.id, "zone_id": event.zone_id,
+            "violation_type": event.violation_type, "name_zh": vt.name_zh, "name_en": vt.name_en,
+            "address": ctx.address, "grid_cell": ctx.grid_cell, "at": event.at.isoformat(), "recheck_at": recheck_at.isoformat(),
+            "shop": shop_record.model_dump(exclude={"frontages"}) if shop_record else None,
+            "text": _text(vt.name_zh, shop_record.name if shop_record else None, ctx.address, recheck_at, rule.recheck_after_s),
+        }
+        notified, error = self._notify(message)
+        with self.engine.begin() as conn:
+            conn.execute(warnings.insert().values(
+                id=warning_id, violation_id=event.violation_id, violation_type=event.violation_type, camera_id=camera.id,
+                zone_id=event.zone_id, shop_id=shop.get("shop"), state=WarningState.WARNED.value, warned_at=event.at,
+                recheck_at=recheck_at, image=str(image) if image else None, notified=notified, notify_error=error,
+                details={"message": message}))
+        self.pending[event.violation_id] = _Pending(warning_id, camera.id, event, ctx, recheck_at, clear_s, shop, notified)
+        return {"event": "warning", "warning_id": warning_id, "camera_id": camera.id, "violation_id": event.violation_id,
+                "type": event.violation_type, "zone_id": event.zone_id, "shop": shop.get("shop"), "notified": notified,
+                "at": event.at.isoformat(), "recheck_at": recheck_at.isoformat()}
+
+    # ---- the re-check ---------------------------------------------------------------------
+
+    def check(self, camera_id: str, frame: Frame, detections: sv.Detections, present: Present) -> list[dict[str, Any]]:
+        """Re-check this camera's due warnings on one frame; returns a record per warning decided."""
+        records = []
+        for vid, p in list(self.pending.items()):
+            if p.camera_id != camera_id or frame.ts < p.recheck_at:
+                continue
+            found = present(p.event.zone_id, p.event.violation_type)
+            if len(found):
+                records.append(self._escalate(p, frame, found, detections))
+                del self.pending[vid]
+                continue
+            p.absent_since = p.absent_since or frame.ts
+            if p.cleared_by_rules or (frame.ts - p.absent_since).total_seconds() >= p.clear_s:
+                records.append(self._close(p, frame))
+                del self.pending[vid]
+                if not p.cleared_by_rules:
+                    self.complied.add(vid)
+        return records
+
+    def _escalate(self, p: _Pending, frame: Frame, found: sv.Detections, all_boxes: sv.Detections) -> dict[str, Any]:
+        """Still there: the case opens at the re-check, with the warning as its first sighting."""
+        e = p.event
+        event = replace(e, kind=EventKind.OPENED, at=frame.ts, opened_at=frame.ts, frame=frame, detections=found,
+                        first_frame=e.frame, dwell_s=(frame.ts - e.first_seen).total_seconds())
+        ctx = replace(p.ctx, first_detections=e.detections, privacy_detections=all_boxes)
+        case = self.intake.record_event(event, ctx)
+        warning = {"warning_id": p.id, "warned_at": e.at.isoformat(), "recheck_at": p.recheck_at.isoformat(),
+                   "rechecked_at": frame.ts.isoformat(), "outcome": "still_present", "notified": p.notified,
+                   "shop": p.shop.get("shop"), "warning_frame": e.frame.frame_id if e.frame else None,
+                   "recheck_frame": frame.frame_id, "objects_at_warning": len(e.detections), "objects_at_recheck": len(found)}
+        if case is not None:
+            self.intake.store.update(case.id, details={**case.details, "warning": warning})
+            self.intake.add_record(case.id, SECTION, warning)
+        self._decide(p, WarningState.ESCALATED, frame.ts, case.id if case else None)
+        return {"event": "warning_recheck", "warning_id": p.id, "camera_id": p.camera_id, "outcome": "escalated",
+                "case_id": case.id if case else None, "at": frame.ts.isoformat()}
+
+    def _close(self, p: _Pending, frame: Frame) -> dict[str, Any]:
+        self._decide(p, WarningState.COMPLIED, frame.ts, None)
+        return {"event": "warning_recheck", "warning_id": p.id, "camera_id": p.camera_id, "outcome": "complied",
+                "case_id": None, "at": frame.ts.isoformat()}
+
+    def _decide(self, p: _Pending, state: WarningState, at: datetime, case_id: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(warnings.update().where(warnings.c.id == p.id).values(state=state.value, checked_at=at, case_id=case_id))
+
+    # ---- pieces ---------------------------------------------------------------------------
+
+    def _notify(self, message: dict[str, Any]) -> tuple[str, str | None]:
+        """POST the warning to the gateway with retries (tenacity); ("delivered"|"failed"|"off", error)."""
+        url = self.config.webhook_url
+        if url is None:
+            return "off", None
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+        def post() -> None:
+            response = self.client.post(str(url), json=message, headers=headers)
+            if response.status_code >= 500 or response.status_code in (408, 429):
+                raise _Retry(f"HTTP {response.status_code}")
+            response.raise_for_status()
+
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(self.config.attempts), wait=wait_exponential(multiplier=0.2, max=5),
+                                    retry=retry_if_exception_type((httpx.TransportError, _Retry)), reraise=True):
+                with attempt:
+                    post()
+        except (httpx.HTTPError, _Retry) as exc:
+            log.warning("warning %s: webhook %s failed: %s", message["warning_id"], url, exc)
+            return "failed", f"{type(exc).__name__}: {exc}"
+        return "delivered", None
+
+    def _image(self, warning_id: str, event: ViolationEvent) -> Path | None:
+        """The warning frame with the evidence boxes drawn (what the service shows)."""
+        if event.frame is None:
+            return None
+        self.images.mkdir(parents=True, exist_ok=True)
+        image = event.frame.image.copy()
+        if len(event.detections):
+            boxes = sv.Detections(xyxy=event.detections.xyxy, class_id=np.zeros(len(event.detections), dtype=int))
+            image = sv.BoxAnnotator(thickness=3).annotate(image, boxes)
+        path = self.images / f"{warning_id}.jpg"
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return path
+
+
+def _text(name_zh: str, shop: str | None, address: str | None, recheck_at: datetime, after_s: float) -> str:
+    """The SMS the gateway sends (Chinese: the shop reads it)."""
+    who = f"{shop}：" if shop else ""
+    where = f"（{address}）" if address else ""
+    return f"{who}您门前{where}发现{name_zh}，请于{round(after_s / 60)}分钟内自行整改，届时将复查，未整改将立案处理。"
+
+
+def list_warnings(engine: Engine, *, state: str | None = None, camera_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Warnings newest first (for the service)."""
+    query = sa.select(warnings).order_by(warnings.c.warned_at.desc()).limit(limit)
+    if state is not None:
+        query = query.where(warnings.c.state == state)
+    if camera_id is not None:
+        query = query.where(warnings.c.camera_id == camera_id)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, datetime):
+                r[k] = v.isoformat()
+        r["has_image"] = bool(r.pop("image", None))
+    return rows
+
+
+def warning_image(engine: Engine, warning_id: str) -> Path | None:
+    with engine.connect() as conn:
+        image = conn.execute(sa.select(warnings.c.image).where(warnings.c.id == warning_id)).scalar()
+    return Path(image) if image and Path(image).is_file() else None

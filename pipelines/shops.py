@@ -1,0 +1,280 @@
+"""The frontage register (门前三包): street-front shops and the strip in front of each they answer for.
+
+A shop's frontage is a polygon in one camera's image (normalised [0, 1] coordinates, like scene
+zones) and/or a polygon on the map (lon/lat, like city zones). A spill-over case (goods, racks,
+tables out in front of a shop) then names the shop responsible: for a camera case, the shop whose
+frontage holds the evidence (bottom-centre of the boxes, where things stand); for a photo with GPS,
+the shop whose map frontage holds the photo's position. The case carries it as
+`details["shop"]` = the shop's id (a string; the analytics count per shop by it) and
+`details["shop_name"]` for people.
+
+The register lives in the case store's database (`pipelines.cases.schema.shops`), is imported
+from CSV/Excel (one row per frontage; rows of one shop share its licence number) and edited in the
+service. Import validates every row: a row without a usable polygon is reported with its row
+number and reason, and the other rows are imported; shops not in the file are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import numpy as np
+import shapely
+import sqlalchemy as sa
+from pydantic import Field, field_validator
+from shapely.geometry import Polygon
+from sqlalchemy.engine import Engine
+
+from detect.cityzones import geometry_of
+from detect.config_io import ConfigModel
+from detect.scenes import _polygon as image_polygon
+from pipelines.cases.schema import shops
+from pipelines.tables import read_rows
+
+DETAILS_KEY = "shop"
+"""The case details key naming the responsible shop (its id); the analytics count per shop by it."""
+
+COLUMNS = {
+    "name": ("店名", "商户名称", "名称", "shop"),
+    "address": ("地址",),
+    "licence_no": ("licence", "license", "license_no", "营业执照号", "统一社会信用代码", "许可证号"),
+    "contact": ("联系人", "联系方式", "电话"),
+    "camera": ("camera_id", "摄像头", "摄像头编号"),
+    "polygon": ("image_polygon", "图像范围", "画面范围"),
+    "gps_polygon": ("map_polygon", "GPS范围", "地图范围"),
+}
+
+
+class Frontage(ConfigModel):
+    """One frontage: an image polygon of one camera, or a map polygon."""
+
+    camera: str | None = Field(None, title="Camera", description="Camera id whose image `polygon` is drawn in.")
+    polygon: list[list[float]] | None = Field(None, title="Image polygon", description="[[x, y], ...] normalised image coordinates (0..1).")
+    gps: list[list[float]] | None = Field(None, title="Map polygon", description="[[lon, lat], ...] WGS-84.")
+
+    @field_validator("polygon")
+    @classmethod
+    def _image(cls, points: list[list[float]] | None) -> list[list[float]] | None:
+        if points is not None:
+            image_polygon(points, 0.0, 1.0, 1.0, "[0, 1] (normalised image coordinates)")
+        return points
+
+    @field_validator("gps")
+    @classmethod
+    def _map(cls, points: list[list[float]] | None) -> list[list[float]] | None:
+        if points is not None:
+            ring = [list(p) for p in points]
+            geometry_of({"type": "Polygon", "coordinates": [ring + ([ring[0]] if ring and ring[0] != ring[-1] else [])]})
+        return points
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.polygon is not None and not self.camera:
+            raise ValueError("an image polygon needs the camera it is drawn in")
+        if self.polygon is None and self.gps is None:
+            raise ValueError("a frontage needs an image polygon (with its camera) or a map polygon")
+
+
+class Shop(ConfigModel):
+    """A street-front shop of the register."""
+
+    id: str = Field(title="Shop id", description="Its licence number when it has one, else derived from name and address.",
+                    min_length=1, max_length=64, pattern=r"^[^/\s]+$")
+    name: str = Field(title="Name", description="Shop name as on its sign or licence.", min_length=1, max_length=200)
+    address: str | None = Field(None, title="Address", description="Street address.", max_length=500)
+    licence_no: str | None = Field(None, title="Licence number", description="营业执照号 / 统一社会信用代码.", max_length=64)
+    contact: str | None = Field(None, title="Contact", description="Person and/or phone the warnings go to.", max_length=200)
+    frontages: list[Frontage] = Field(default_factory=list, title="Frontages", description="Where the shop's 门前三包 strip lies.")
+
+    def case_details(self) -> dict[str, Any]:
+        return {DETAILS_KEY: self.id, "shop_name": self.name}
+
+
+def shop_id(name: str, address: str | None, licence_no: str | None) -> str:
+    """The licence number, or a stable id from name and address for shops without one."""
+    if licence_no:
+        return re.sub(r"\s+", "", licence_no)
+    return "shop-" + hashlib.sha256(f"{name}|{address or ''}".encode()).hexdigest()[:12]
+
+
+def parse_points(text: Any, what: str) -> list[list[float]] | None:
+    """`[[x, y], ...]` (JSON) or `x,y; x,y; ...` -> points; None for an empty cell."""
+    if text in (None, ""):
+        return None
+    text = str(text).strip()
+    try:
+        if text.startswith("["):
+            points = json.loads(text)
+        else:
+            points = [[float(v) for v in pair.split(",")] for pair in text.split(";") if pair.strip()]
+    except (ValueError, json.JSONDecodeError):
+        raise ValueError(f"{what}: {text[:60]!r} is not a list of points ([[x, y], ...] or 'x,y; x,y; ...')") from None
+    if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 2 for p in points):
+        raise ValueError(f"{what}: expected points as [x, y] pairs")
+    return points
+
+
+@dataclass
+class ImportReport:
+    """What an import did: shops written, and per-row errors (`row N: field: reason`)."""
+
+    imported: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"imported": len(self.imported), "shops": self.imported, "errors": self.errors}
+
+
+class ShopRegister:
+    """The register, in the case store's database (`engine` of an open `CaseStore`: its migrations made the table)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # ---- records --------------------------------------------------------------------------
+
+    def list(self) -> list[Shop]:
+        with self.engine.connect() as conn:
+            return [_shop(r) for r in conn.execute(sa.select(shops).order_by(shops.c.name, shops.c.id))]
+
+    def get(self, shop_id_: str) -> Shop | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(shops).where(shops.c.id == shop_id_)).first()
+        return None if row is None else _shop(row)
+
+    def put(self, shop: Shop) -> Shop:
+        """Insert or replace one shop."""
+        values = {**shop.model_dump(exclude={"frontages"}), "frontages": [f.model_dump(exclude_none=True) for f in shop.frontages],
+                  "updated_at": datetime.now(UTC)}
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(shops.c.id).where(shops.c.id == shop.id)).first() is None:
+                conn.execute(shops.insert().values(**values))
+            else:
+                conn.execute(shops.update().where(shops.c.id == shop.id).values(**values))
+        return shop
+
+    def delete(self, shop_id_: str) -> bool:
+        with self.engine.begin() as conn:
+            gone = conn.execute(shops.delete().where(shops.c.id == shop_id_)).rowcount == 1
+        return gone
+
+    # ---- import ---------------------------------------------------------------------------
+
+    def import_file(self, data: bytes, name: str) -> ImportReport:
+        """Import a CSV/Excel register (one row per frontage); see the module doc for what is kept."""
+        rows = read_rows(data, name, COLUMNS, required=("name",))
+        report = ImportReport()
+        found: dict[str, Shop] = {}
+        for number, row in rows:
+            try:
+                shop, frontage = _row(row)
+            except ValueError as exc:
+                report.errors.append(f"{name}: row {number}: {_reason(exc)}")
+                continue
+            known = found.setdefault(shop.id, shop)
+            known.frontages.append(frontage)
+            for attr in ("address", "licence_no", "contact"):  # a later row may fill what an earlier one left empty
+                if getattr(known, attr) is None:
+                    setattr(known, attr, getattr(shop, attr))
+        for shop in found.values():
+            self.put(shop)
+            report.imported.append(shop.id)
+        return report
+
+    # ---- who is responsible ---------------------------------------------------------------
+
+    def for_camera(self, camera_id: str, points: np.ndarray) -> Shop | None:
+        """The shop whose frontage in `camera_id`'s image holds most of `points` (normalised (N, 2))."""
+        best, best_hits, best_area = None, 0, float("inf")
+        for shop in self.list():
+            for f in shop.frontages:
+                if f.camera != camera_id or f.polygon is None or len(points) == 0:
+                    continue
+                poly = Polygon(f.polygon)
+                hits = int(shapely.intersects_xy(poly, points[:, 0], points[:, 1]).sum())
+                if hits > best_hits or (hits == best_hits and hits and poly.area < best_area):
+                    best, best_hits, best_area = shop, hits, poly.area
+        return best
+
+    def at(self, lat: float, lon: float) -> Shop | None:
+        """The shop whose map frontage holds the point (the smallest when several do)."""
+        hits = []
+        for shop in self.list():
+            for f in shop.frontages:
+                if f.gps is None:
+                    continue
+                poly = Polygon(f.gps)
+                if shapely.intersects_xy(poly, lon, lat):
+                    hits.append((poly.area, shop.id, shop))
+        return min(hits, key=lambda h: h[:2])[2] if hits else None
+
+
+def _shop(row) -> Shop:
+    m = row._mapping
+    return Shop(id=m["id"], name=m["name"], address=m["address"], licence_no=m["licence_no"], contact=m["contact"],
+                frontages=[Frontage(**f) for f in (m["frontages"] or [])])
+
+
+def _row(row: dict[str, Any]) -> tuple[Shop, Frontage]:
+    name = str(row.get("name") or "").strip()
+    if not name:
+        raise ValueError("name: empty")
+    address = str(row["address"]) if row.get("address") not in (None, "") else None
+    licence = str(row["licence_no"]) if row.get("licence_no") not in (None, "") else None
+    contact = str(row["contact"]) if row.get("contact") not in (None, "") else None
+    polygon = parse_points(row.get("polygon"), "polygon")
+    gps = parse_points(row.get("gps_polygon"), "gps_polygon")
+    if polygon is None and gps is None:
+        raise ValueError("polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
+    camera = str(row["camera"]) if row.get("camera") not in (None, "") else None
+    try:
+        frontage = Frontage(camera=camera, polygon=polygon, gps=gps)
+    except ValueError as exc:
+        raise ValueError(f"{'polygon' if polygon is not None else 'gps_polygon'}: {_reason(exc)}") from None
+    return Shop(id=shop_id(name, address, licence), name=name, address=address, licence_no=licence, contact=contact), frontage
+
+
+def _reason(exc: Exception) -> str:
+    """A pydantic error's messages without its boilerplate."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
+                         for e in errors())
+    return str(exc)
+
+
+def responsible_shop(register: ShopRegister, event, ctx) -> dict[str, Any]:
+    """`Intake` details hook: the shop answering for a shop-front case (empty when none is registered).
+
+    Camera cases are placed by the evidence boxes' bottom-centres in the camera's image; photo
+    cases by their GPS position.
+    """
+    if event.violation_type != "shopfront_spillover":
+        return {}
+    shop = None
+    frame = event.frame
+    if ctx.source_kind == "camera" and frame is not None and len(event.detections):
+        from detect.scenes import anchor_points
+
+        shop = register.for_camera(ctx.source_id or event.source_id, anchor_points(event.detections, frame.width, frame.height))
+    if shop is None:
+        geo = ctx.geo or (frame.geo if frame is not None else None)
+        if geo is not None:
+            shop = register.at(geo.lat, geo.lon)
+    return shop.case_details() if shop else {}
+
+
+def attach_shops(intake) -> ShopRegister:
+    """New shop-front cases of `intake` (a `pipelines.cases.intake.Intake`) name the responsible shop of
+    the register (`details.shop`): the watcher's, triage's and the patrol's intakes call this."""
+    register = ShopRegister(intake.store.engine)
+    intake.details_hooks.append(partial(responsible_shop, register))
+    return register
+
+
+__all__ = ["DETAILS_KEY", "Frontage", "ImportReport", "Shop", "ShopRegister", "attach_shops", "responsible_shop"]

@@ -1,0 +1,98 @@
+"""Rows in and out of CSV and Excel files, for the registers city staff keep in spreadsheets.
+
+City offices hand over and take back lists as Excel or CSV (UTF-8, often with a BOM from Excel).
+Headers may be English or Chinese; each reader names its columns with aliases. Rows come back as
+dicts keyed by the canonical column name, with the spreadsheet's row number for error messages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from detect.config_io import ConfigError
+
+EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
+
+
+def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
+    """(row number, {column: value}) per non-empty data row of a CSV or Excel file named `name`.
+
+    `aliases` maps each canonical column to the headers that mean it (case-insensitive). Raises
+    ConfigError naming the file when it cannot be read or a required column is missing.
+    """
+    if Path(name).suffix.lower() in EXCEL_SUFFIXES:
+        raw = _excel(data, name)
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}: not UTF-8 text (save the CSV as UTF-8, or upload the .xlsx)") from None
+        raw = list(csv.reader(io.StringIO(text)))
+    if not raw:
+        raise ConfigError(f"{name}: empty file")
+    lookup = {alias.strip().lower(): canon for canon, names in aliases.items() for alias in (canon, *names)}
+    header = [lookup.get(str(h or "").strip().lower()) for h in raw[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        known = "; ".join(f"{c} ({'/'.join(aliases[c])})" if aliases.get(c) else c for c in missing)
+        raise ConfigError(f"{name}: header: missing column(s) {known}")
+    rows = []
+    for number, values in enumerate(raw[1:], start=2):
+        row = {col: _clean(v) for col, v in zip(header, values) if col is not None}
+        if any(v not in (None, "") for v in row.values()):
+            rows.append((number, row))
+    return rows
+
+
+def _clean(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _excel(data: bytes, name: str) -> list[list[Any]]:
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
+        raise ConfigError(f"{name}: not a readable Excel workbook: {exc}") from None
+    try:
+        return [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        book.close()
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:
+    """UTF-8 with a BOM, so Excel opens Chinese text correctly."""
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows([[_cell(v) for v in r] for r in rows])
+    return path
+
+
+def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[Any]]) -> Path:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    ws = book.active
+    ws.title = sheet[:31]
+    ws.append(header)
+    for r in rows:
+        ws.append([_cell(v) for v in r])
+    book.save(path)
+    return path
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(v) for v in value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value

@@ -1,0 +1,187 @@
+"""City workflows: `patrol` (patrol-vehicle video), `shops` (frontage register), `callout` (追呼/停机 list)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streetwatch.commands.common import ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    app.command("patrol")(patrol)
+    shops = typer.Typer(help="The frontage register (门前三包): shops and the strip in front of each.", no_args_is_help=True)
+    shops.command("import")(shops_import)
+    shops.command("list")(shops_list)
+    app.add_typer(shops, name="shops")
+    callout = typer.Typer(help="The call-out list (追呼/停机) of phone numbers from flyposting cases.", no_args_is_help=True)
+    callout.command("export")(callout_export)
+    callout.command("import")(callout_import)
+    callout.command("cutoffs")(callout_cutoffs)
+    app.add_typer(callout, name="callout")
+
+
+def patrol(
+    video: Annotated[Path, typer.Argument(help="The patrol car's video (MP4, MOV, MKV, TS...).")],
+    track: Annotated[Path | None, typer.Option("--track", help="GPS track: .gpx, NMEA (.nmea/.log) or the dashcam's .srt (default: one beside the video with its name).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder: frames/, report.html, results.jsonl, cases.csv, patrol.json.")] = Path("patrol-out"),
+    every_m: Annotated[float | None, typer.Option("--every-m", min=0.1, help="Sample a frame every this many metres driven (default: cityops.patrol_every_m, 10).")] = None,
+    every_s: Annotated[float | None, typer.Option("--every-s", min=0.1, help="...and at least every this many seconds (default: cityops.patrol_every_s, 5).")] = None,
+    start: Annotated[datetime | None, typer.Option("--start", help="Wall-clock time of the video's first frame (local time unless an offset is given); default: the video's creation_time tag, or the SRT's own times.")] = None,
+    scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones applied at each frame's position.")] = None,
+    grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 cells to file each frame under.")] = None,
+    radius_m: Annotated[float | None, typer.Option("--radius-m", min=0.0, help="Frames of one type this close are one case; an open case this close is not doubled. [default: triage.group_radius_m, 30]")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="Inference backend: onnx or torch. [default: onnx]")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx). [default: cpu]")] = None,
+    model: ModelOpt = None,
+    conf: Annotated[float | None, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence. [default: 0.25]")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32). [default: 640]")] = None,
+    ocr: Annotated[str | None, typer.Option("--ocr", help="Read text and phone numbers: auto, all or off (as triage). [default: auto]")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times). [default: Asia/Shanghai]")] = None,
+    config: SettingsOpt = None,
+    cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")] = True,
+) -> None:
+    """Triage a patrol car's video along its GPS track like photos taken on the route.
+
+    Frames are sampled by distance and time, placed on the track and in their grid cell, judged by the
+    triage pipeline, and the same violation seen in successive frames becomes one case; a case already
+    open at the same place is not doubled. Frames the track does not cover are skipped with a message.
+    Options not given come from the `triage:` section of the settings file (--config), as for
+    `streetwatch triage`; the sampling distance and time from its `cityops:` section.
+    """
+    setup_logging()
+    from pydantic import ValidationError
+
+    from detect.config_io import ConfigError
+    from detect.engine import DetectorConfigError, ModelNotFoundError
+    from pipelines.cityops.patrol import PatrolError, run_patrol
+    from pipelines.triage import TriageSettings
+    from pipelines.triage.cases import CasesUnavailable
+    from pipelines.triage.journal import JournalExists
+
+    deployment = settings_or_fail(config)
+    given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, ocr=ocr, timezone=timezone,
+                                   scene_zones=scene_zones, grid=grid, cases=cases, group_radius_m=radius_m).items() if v is not None}
+    try:
+        settings = TriageSettings(**{**deployment.triage.model_dump(exclude_unset=True), **given}, out=out)
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=settings.tz)
+        result = run_patrol(video, track, settings, every_m=every_m or deployment.cityops.patrol_every_m,
+                            every_s=every_s or deployment.cityops.patrol_every_s, start=start, deployment=deployment,
+                            show_progress=progress)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except (PatrolError, ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable) as exc:
+        fail(str(exc))
+    s = result.summary
+    for message in s["messages"]:
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"{s['frames']} frames sampled along the track ({s['skipped_without_position']} skipped without a position) "
+               f"-> {s['groups']} violation(s): {len(s['cases'])} new case(s), {len(s['already_open'])} already open")
+    typer.echo(f"  report  {s['report']}\n  summary {out / 'patrol.json'}")
+
+
+def _store(config: Path | None):
+    from pipelines.cases import CaseStore
+
+    settings = settings_or_fail(config)
+    return settings, CaseStore(settings.cases.url)
+
+
+def shops_import(
+    file: Annotated[Path, typer.Argument(help="CSV (UTF-8) or Excel (.xlsx): name, address, licence_no, contact, camera, polygon, gps_polygon (Chinese headers too).")],
+    config: SettingsOpt = None,
+) -> None:
+    """Import shops and frontages; each bad row is reported with its reason and the rest are imported."""
+    from detect.config_io import ConfigError
+    from pipelines.shops import ShopRegister
+
+    _, store = _store(config)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        fail(f"{file}: {exc.strerror}")
+    try:
+        report = ShopRegister(store.engine).import_file(data, file.name)
+    except ConfigError as exc:
+        fail(str(exc))
+    for error in report.errors:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+    typer.echo(f"{len(report.imported)} shop(s) imported, {len(report.errors)} row(s) refused")
+    if not report.imported and report.errors:
+        raise typer.Exit(1)
+
+
+def shops_list(config: SettingsOpt = None) -> None:
+    """Shops of the register as JSON lines."""
+    from pipelines.shops import ShopRegister
+
+    _, store = _store(config)
+    for shop in ShopRegister(store.engine).list():
+        typer.echo(json.dumps(shop.model_dump(exclude_none=True), ensure_ascii=False))
+
+
+def _calls(config: Path | None):
+    from zoneinfo import ZoneInfo
+
+    from pipelines.cityops.callout import CallOutList
+    from pipelines.cityops.hooks import squads_of
+
+    settings, store = _store(config)
+    from detect.config_io import ConfigError
+
+    try:
+        squads = squads_of(settings.cityops.grid)
+    except ConfigError as exc:
+        fail(str(exc))
+    return CallOutList(store.engine, squads, ZoneInfo(settings.cityops.timezone))
+
+
+def callout_export(
+    out: Annotated[Path, typer.Argument(help="File to write: .xlsx for Excel, else CSV (UTF-8 with BOM).")],
+    status: Annotated[str | None, typer.Option("--status", help="Only numbers in this status (to_call, called, cut_off, reconnected_after_fine, fined).")] = None,
+    config: SettingsOpt = None,
+) -> None:
+    """Bring the list up to date with the flyposting cases, then write it for the call-out system."""
+    from pipelines.cityops.callout import Status
+
+    calls = _calls(config)
+    try:
+        wanted = Status(status) if status else None
+    except ValueError:
+        fail(f"--status: {status!r} is not one of {', '.join(s.value for s in Status)}")
+    n = calls.sync()
+    calls.export(out, wanted)
+    typer.echo(f"{len(calls.entries(wanted))} of {n} number(s) written to {out}")
+
+
+def callout_import(
+    file: Annotated[Path, typer.Argument(help="The call-out system's results: number, status (+ cut_off_at, amount, note), CSV or .xlsx.")],
+    config: SettingsOpt = None,
+) -> None:
+    """Apply the call-out results; unknown numbers and bad rows are reported, the rest applied."""
+    from detect.config_io import ConfigError
+
+    calls = _calls(config)
+    calls.sync()
+    try:
+        report = calls.import_results(file.read_bytes(), file.name)
+    except (ConfigError, OSError) as exc:
+        fail(str(exc))
+    for error in report.errors:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+    typer.echo(f"{len(report.applied)} number(s) updated, {len(report.unknown)} unknown, {len(report.errors)} row(s) refused")
+
+
+def callout_cutoffs(
+    year: Annotated[int, typer.Option("--year", help="Calendar year (local months).")] = datetime.now().year,
+    config: SettingsOpt = None,
+) -> None:
+    """Numbers cut off per month and squad (the assessment quota's count)."""
+    counts = _calls(config).monthly_cut_offs(year)
+    typer.echo(json.dumps(counts, ensure_ascii=False, indent=1))

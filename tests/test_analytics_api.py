@@ -1,0 +1,130 @@
+"""Scores, case exports, the map's layers and the reports through the API (a real app on temporary folders)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+
+from detect.taxonomy import load_taxonomy
+from pipelines.analytics.periods import parse_period
+from pipelines.analytics.places import load_places
+from pipelines.analytics.report import build_report, write_report
+from pipelines.cases.store import CaseQuery
+from tests.analytics_helpers import G1, G2, G3, G4, TZ, CaseMaker, november, write_grid, write_zones
+from tests.api_helpers import auth, make_app, settings_for
+
+NOV = parse_period("2026-11")
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("analytics-api")
+    settings = settings_for(tmp)
+    settings.analytics.grid = write_grid(tmp / "grid.geojson")
+    settings.analytics.zones = write_zones(tmp / "zones.geojson")
+    settings.analytics.reports_dir = tmp / "reports"
+    app, tokens = make_app(settings, resume_jobs=False)
+    store = app.state.ctx.store
+    settings.analytics.cutoffs = november(CaseMaker(store), tmp)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, auth(tokens["inspector"]), store, settings
+
+
+def _count(store, **filters) -> int:
+    start, end = NOV.bounds(TZ)
+    return store.search(CaseQuery(since=start, until=end, limit=1, **filters))[1]
+
+
+def test_scores_as_json_and_excel(api):
+    client, who, _, _ = api
+    answer = client.get("/api/v1/scores", params={"period": "2026-11", "by": "squad"}, headers=who)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert {u["unit"]: u["score"] for u in data["units"]} == {"一中队": 42, "二中队": 26}
+    market = next(i for s in data["units"][0]["sections"] for i in s["items"] if i["id"] == "road_market")
+    assert market["deduction"] == 5 and len(market["cases"]) == 3 and market["groups"][0]["stalls"] == 12
+    book = client.get("/api/v1/scores", params={"period": "2026-11", "by": "grid", "format": "xlsx"}, headers=who)
+    assert book.status_code == 200 and 'filename="scores-2026-11-grid.xlsx"' in book.headers["content-disposition"]
+    rows = list(load_workbook(io.BytesIO(book.content))["得分 Scores"].iter_rows(values_only=True))
+    assert {r[0]: r[1] for r in rows[1:]} == {G1: 48, G2: 59, G3: 44, G4: 50}
+
+
+@pytest.mark.parametrize("params, status, detail", [
+    ({"period": "2026-13"}, 422, "month must be in 1..12"),
+    ({"period": "last month"}, 422, "does not parse"),
+    ({"period": "2026-11", "by": "district"}, 422, "by"),
+    ({}, 422, "period"),
+])
+def test_bad_score_requests(api, params, status, detail):
+    client, who, _, _ = api
+    answer = client.get("/api/v1/scores", params=params, headers=who)
+    assert answer.status_code == status and detail in answer.json()["detail"], answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_a_broken_sheet_is_a_server_side_problem(api, tmp_path):
+    client, who, _, settings = api
+    bad = tmp_path / "sheet.yaml"
+    bad.write_text("name: x\nsections: []\n", encoding="utf-8")
+    settings.analytics.sheet = bad
+    try:
+        answer = client.get("/api/v1/scores", params={"period": "2026-11"}, headers=who)
+    finally:
+        settings.analytics.sheet = None
+    assert answer.status_code == 503 and f"{bad}: sections: List should have at least 1 item" in answer.json()["detail"]
+
+
+def test_case_export_csv_and_excel_with_filters(api):
+    client, who, store, _ = api
+    answer = client.get("/api/v1/exports/cases", params={"period": "2026-11", "type": "street_stall", "street": "文新街道"}, headers=who)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert answer.content.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(answer.content.decode("utf-8-sig"))))
+    assert len(rows) == 4 and {r["网格 grid"] for r in rows} == {G1}
+    both = client.get("/api/v1/exports/cases", params=[("format", "xlsx"), ("grid", G3), ("grid", G4), ("state", "candidate")], headers=who)
+    sheet = list(load_workbook(io.BytesIO(both.content)).active.iter_rows(values_only=True))
+    assert len(sheet) - 1 == store.search(CaseQuery(grid_cell=G3, limit=1))[1] + store.search(CaseQuery(grid_cell=G4, limit=1))[1] == 26
+    for params, detail in (({"type": "ufo"}, "type 'ufo': unknown violation type"), ({"state": "lost"}, "state 'lost'"),
+                           ({"period": "2026-Q9"}, "does not parse"), ({"source": "drone"}, "source")):
+        bad = client.get("/api/v1/exports/cases", params=params, headers=who)
+        assert bad.status_code == 422 and detail in bad.json()["detail"], bad.text
+
+
+def test_map_layers_count_the_cases_of_each_cell_and_zone(api):
+    client, who, store, _ = api
+    data = client.get("/api/v1/map", params={"period": "2026-11"}, headers=who).json()
+    cells = {f["properties"]["id"]: f["properties"] for f in data["layers"]["grid"]["features"]}
+    for cell in (G1, G2, G3, G4):
+        assert cells[cell]["count"] == _count(store, grid_cell=cell), cell
+    assert cells[G1]["street"] == "文新街道" and cells[G1]["squad"] == "一中队"
+    [zone] = data["layers"]["zones"]["features"]
+    assert zone["properties"]["count"] == _count(store, grid_cell=G1) + _count(store, grid_cell=G2)  # it covers both cells
+    assert data["total"] == _count(store) and data["unplaced"] == 0 and data["tile_url"] is None
+    stalls = client.get("/api/v1/map", params={"period": "2026-11", "type": "street_stall"}, headers=who).json()
+    assert {f["properties"]["id"]: f["properties"]["count"] for f in stalls["layers"]["grid"]["features"]}[G3] == 15
+
+    listed = client.get("/api/v1/map/cases", params={"layer": "grid", "id": G1, "period": "2026-11"}, headers=who).json()
+    assert listed["total"] == cells[G1]["count"] == len(listed["items"])
+    assert {c["id"] for c in listed["items"]} == {c.id for c in store.search(CaseQuery(grid_cell=G1, limit=500))[0]
+                                                  if c.opened_at >= NOV.bounds(TZ)[0]}
+    in_zone = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", "period": "2026-11"}, headers=who)
+    assert in_zone.json()["total"] == zone["properties"]["count"]
+    assert client.get("/api/v1/map/cases", params={"layer": "zones", "id": "nowhere"}, headers=who).status_code == 404
+
+
+def test_latest_reports_are_listed_and_served(api):
+    client, who, store, settings = api
+    assert client.get("/api/v1/reports", headers=who).json() == []
+    report = build_report(store.engine, load_places(settings.analytics), load_taxonomy(), NOV, TZ)
+    write_report(report, settings.analytics.reports_dir / "month-2026-11")
+    [listed] = client.get("/api/v1/reports", headers=who).json()
+    assert listed["name"] == "month-2026-11" and listed["title"] == "月通报 2026-11"
+    assert listed["summary"]["cases"] == report.summary["cases"] and set(listed["files"]) == {"report.html", "report.pdf", "report.xlsx", "report.json"}
+    pdf = client.get("/api/v1/reports/month-2026-11/report.pdf", headers=who)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
+    for path in ("/api/v1/reports/month-2026-11/cases.db", "/api/v1/reports/nope/report.pdf", "/api/v1/reports/..%2F..%2Fetc/passwd"):
+        assert client.get(path, headers=who).status_code == 404, path

@@ -1,0 +1,144 @@
+"""The map, scores and reports pages in headless Chromium against `streetwatch serve` (no internet: every
+non-loopback name is unresolvable, so the map draws the city's own polygons with the vendored Leaflet)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import yaml
+
+from detect.taxonomy import load_taxonomy
+from pipelines.analytics.periods import parse_period
+from pipelines.analytics.places import load_places
+from pipelines.analytics.report import build_report, write_report
+from pipelines.cases.store import CaseQuery
+from tests.analytics_helpers import G1, G3, TZ, CaseMaker, november, write_grid, write_zones
+from tests.api_helpers import make_app, settings_for
+from tests.conftest import CHROMIUM, REPO, start_server, stop_process
+from tests.pg import free_port
+from tests.test_review_pages import CHROMEDRIVER, FLAGS, _wait
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("chromium and chromium-driver are needed: run scripts/install-system-deps.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    tmp = tmp_path_factory.mktemp("analytics-pages")
+    settings = settings_for(tmp)
+    settings.analytics.grid = write_grid(tmp / "grid.geojson")
+    settings.analytics.zones = write_zones(tmp / "zones.geojson")
+    settings.analytics.reports_dir = tmp / "reports"
+    app, tokens = make_app(settings, resume_jobs=False)
+    store = app.state.ctx.store
+    settings.analytics.cutoffs = november(CaseMaker(store), tmp)
+    write_report(build_report(store.engine, load_places(settings.analytics), load_taxonomy(), parse_period("2026-11"), TZ),
+                 settings.analytics.reports_dir / "month-2026-11")
+    start, end = parse_period("2026-11").bounds(TZ)
+    g1_cases = {c.id for c in store.search(CaseQuery(grid_cell=G1, since=start, until=end, limit=500))[0]}
+    app.state.ctx.close()
+    config = tmp / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True), encoding="utf-8")
+    port = free_port()
+    server = start_server([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(port), "--config", str(config)],
+                          "127.0.0.1", port, tmp / "serve.log", timeout_s=60, cwd=REPO, env=dict(os.environ))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        browser.get(base + "/ui/login")  # the token lives in the page origin's localStorage
+        browser.execute_script("localStorage.setItem('sw_token', arguments[0]);", tokens["reviewer"])
+        downloads = tmp / "downloads"
+        browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "downloads": downloads}
+    finally:
+        browser.quit()
+        stop_process(server)
+
+
+def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/map")
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#map path.sw-cell")) == 4, "the four grid cells on the map")
+    assert len(b.find_elements(By.CSS_SELECTOR, "#map path.sw-zone")) == 1
+    assert not b.find_elements(By.CSS_SELECTOR, "#map img.leaflet-tile")  # no tile URL configured: polygons only
+    b.find_element(By.ID, "f-period").send_keys("2026-11")
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    _wait(b, lambda d: "件 cases" in d.find_element(By.ID, "status").text, "the map's counts")
+    fill = {cell: b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{cell}").get_attribute("fill") for cell in (G1, G3)}
+    assert fill[G3] == "#a50f15" and fill[G1] != fill[G3]  # G3 has the most cases: the darkest colour
+    # The no-vending zone covers the cell's lower half: click its upper half, as a person would to pick the cell.
+    cell = b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}")
+    ActionChains(b).move_to_element_with_offset(cell, 0, -cell.size["height"] // 3).click().perform()
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#feature-cases li")) == len(site["g1_cases"]), "G1's cases listed")
+    listed = {li.get_attribute("data-case") for li in b.find_elements(By.CSS_SELECTOR, "#feature-cases li")}
+    assert listed == site["g1_cases"]
+    assert "文新街道" in b.find_element(By.CSS_SELECTOR, "#feature h2").text
+    assert "selected" in b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}").get_attribute("class")
+
+
+def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/scores")
+    period = b.find_element(By.ID, "f-period")
+    period.clear()
+    period.send_keys("2026-11")
+    b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 2, "two squads scored")
+    scores = {r.get_attribute("data-unit"): r.find_element(By.CSS_SELECTOR, "td.score").text
+              for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")}
+    assert scores == {"一中队": "42", "二中队": "26"}
+    b.find_element(By.CSS_SELECTOR, "#scores tr[data-unit='一中队']").click()
+    market = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#unit li[data-item=road_market]"), "the unit's deductions")
+    assert "−5 (1)" in market.text and len(market.find_element(By.CSS_SELECTOR, "small.cases").text.split(", ")) == 3
+
+
+def test_reports_page_lists_the_latest_report(site):
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/reports")
+    row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#reports tr[data-report='month-2026-11']"), "the report's row")
+    assert "月通报 2026-11" in row.text
+    assert [e.get_attribute("data-file") for e in row.find_elements(By.CSS_SELECTOR, "button")] == [
+        "report.html", "report.pdf", "report.xlsx", "report.json"]
+
+
+def test_review_pages_export_the_filtered_cases(site):
+    """The map's export buttons (period and type) and the queue's (its type filter; no state = unreviewed)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    b, folder = site["browser"], site["downloads"]
+    b.get(site["base"] + "/ui/map")
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option")) > 1, "the type filter")
+    b.find_element(By.ID, "f-period").send_keys("2026-11")
+    Select(b.find_element(By.ID, "f-type")).select_by_value("flyposting")
+    b.find_element(By.ID, "export-csv").click()
+    _wait(b, lambda d: (folder / "cases-2026-11.csv").is_file(), "the CSV download")
+    rows = (folder / "cases-2026-11.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert len(rows) == 1 + 5 and all(",flyposting," in r for r in rows[1:])  # 4 spots and the rejected one; not October's
+    b.get(site["base"] + "/ui/queue")
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option")) > 1, "the queue's filters")
+    Select(b.find_element(By.ID, "f-type")).select_by_value("street_stall")
+    b.find_element(By.ID, "export-xlsx").click()
+    _wait(b, lambda d: (folder / "cases-all.xlsx").is_file() and not list(folder.glob("*.crdownload")), "the Excel download")
+    from openpyxl import load_workbook
+
+    sheet = list(load_workbook(folder / "cases-all.xlsx").active.iter_rows(values_only=True))
+    # What the queue shows: unreviewed candidates (the one in G2), not the approved ones still in `candidate`.
+    assert len(sheet) == 2 and sheet[1][1:4] == ("street_stall", "占道经营 / 无照经营游商", "candidate") and sheet[1][17] is None

@@ -1,0 +1,204 @@
+"""Analysis reports against the case store's own counts, their PDF pages, and the score/report/export commands."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+import yaml
+from openpyxl import load_workbook
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from detect.taxonomy import load_taxonomy
+from pipelines.analytics.config import AnalyticsConfig
+from pipelines.analytics.periods import parse_period
+from pipelines.analytics.places import load_places
+from pipelines.analytics.report import PAGES, build_report, write_report
+from pipelines.cases.states import CaseState
+from pipelines.cases.store import CaseQuery, CaseStore
+from tests.analytics_helpers import G1, G3, TZ, CaseMaker, local, november, write_grid, write_zones
+from streetwatch.cli import app
+from tests.conftest import REPO
+
+NOV = parse_period("2026-11")
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    """November's worked example plus three parking cases taken through dispatch to closing, at known times."""
+    tmp = tmp_path_factory.mktemp("reports")
+    store = CaseStore(f"sqlite:///{tmp}/cases.db")
+    make = CaseMaker(store)
+    cutoffs = november(make, tmp)
+    for i, close_after_h in enumerate((3, 27, 51)):
+        at = local(12 + i, 9)
+        case_id = make.add("illegal_parking", G3, at, camera="cam-02", zone="kerb", state="candidate")
+        store.update(case_id, evidence_ref=f"local:{case_id}")
+        store.review(case_id, approve=True, reviewer="审核员", target="dcm", now=at + timedelta(hours=1))
+        entry = store.claim_due(now=at + timedelta(hours=1))[0]
+        store.mark_delivered(entry.id, f"T-{i}", now=at + timedelta(hours=2, minutes=30))
+        store.apply_remote_state(case_id, CaseState.CLOSED, actor="dispatch:dcm", now=at + timedelta(hours=close_after_h))
+    config = AnalyticsConfig(grid=write_grid(tmp / "grid.geojson"), zones=write_zones(tmp / "zones.geojson"),
+                             cutoffs=cutoffs, reports_dir=tmp / "reports")
+    yield {"store": store, "tmp": tmp, "config": config, "places": load_places(config)}
+    store.close()
+
+
+def _store_total(store: CaseStore, **filters) -> int:
+    start, end = NOV.bounds(TZ)
+    return store.search(CaseQuery(since=start, until=end, limit=1, **filters))[1]
+
+
+def test_report_counts_equal_the_case_store(city):
+    store, places = city["store"], city["places"]
+    report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
+    t = {k: dict((row[0], row) for row in table.rows) for k, table in report.tables.items()}
+    rejected = _store_total(store, state=CaseState.REJECTED)
+    assert report.summary["cases"] == _store_total(store) - rejected == 3 + 1 + 4 + 25 + 4 + 1 + 3
+    assert report.summary["rejected"] == rejected == 1 and report.summary["unreviewed"] == 1
+    assert report.summary["previous_cases"] == 1 and report.summary["closed"] == 3  # October's one flyposting spot
+    for state in CaseState:
+        assert t["by_state"][state.value][1] == _store_total(store, state=state), state
+    for type_id in ("street_stall", "shopfront_spillover", "flyposting", "illegal_parking"):
+        assert t["by_type"][type_id][2] == _store_total(store, violation_type=type_id) - _store_total(
+            store, violation_type=type_id, state=CaseState.REJECTED), type_id
+    assert t["by_type"]["flyposting"][3] == 1 and t["by_type"]["flyposting"][4] == "+3 (+300%)"
+    for cell in (G1, G3):
+        assert t["by_grid"][cell][4] == _store_total(store, grid_cell=cell) - _store_total(store, grid_cell=cell, state=CaseState.REJECTED)
+    assert t["by_grid"][G1][2:4] == ["文新街道", "一中队"]
+    total = report.summary["cases"]
+    assert sum(row[1] for row in report.tables["by_day"].rows) == total and len(report.tables["by_day"].rows) == 30
+    assert sum(row[1] for row in report.tables["by_hour"].rows) == total
+    assert t["by_hour"][8][1] == 25 and t["by_hour"][0][1] == 1  # the one-a-day stalls at 08:00; the 00:30 case (local hour)
+    assert t["by_street"]["蒋村街道"][1] + t["by_street"]["文新街道"][1] == total
+    # Repeats: camera cam-01 on two days; the shop zone frontage-a twice on one day is not a repeat shop.
+    assert t["repeat_cameras"]["cam-01"][1:3] == [4, 2] and t["repeat_cameras"]["cam-02"][1] == 3
+    assert report.tables["repeat_shops"].rows == []
+    # Handling: reviewed 1 h after drafting, dispatched 2.5 h after, closed 3 / 27 / 51 h after opening.
+    parking = t["handling"]["机动车乱停放"]
+    assert parking[1:] == [3, 3, 1.0, 3, 2.5, 3, 27.0, 51.0]
+
+
+def test_report_files_pdf_pages_and_font(city, tmp_path):
+    store, places = city["store"], city["places"]
+    report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
+    files = write_report(report, tmp_path / "month")
+    pdf = PdfReader(files["report.pdf"])
+    assert len(pdf.pages) == len(PAGES)
+    texts = [p.extract_text() for p in pdf.pages]
+    for (key, title), text in zip(PAGES, texts):
+        assert title.split()[0] in text and "月通报 2026-11" in text, (key, text[:200])
+    assert "Noto Sans CJK SC" in texts[0] and str(report.summary["cases"]) in texts[0]
+    assert "占道经营" in texts[1]
+    html = files["report.html"].read_text(encoding="utf-8")
+    assert html.count("<svg") == len(PAGES) - 1 and "Noto Sans CJK SC" in html
+    assert f'<b id="total">{report.summary["cases"]}</b>' in html
+    book = load_workbook(files["report.xlsx"])
+    assert {"按类型 By type", "按日 By day", "处置效率 Handling times (hours)", "说明 About"} <= set(book.sheetnames)
+    rows = list(book["按类型 By type"].iter_rows(values_only=True))
+    assert rows[0][0] == "类型 type" and {r[0]: r[2] for r in rows[1:]}["street_stall"] == 30
+    meta = json.loads(files["report.json"].read_text(encoding="utf-8"))
+    assert meta["label"] == "2026-11" and meta["summary"] == report.summary and "by_hour" in meta["tables"]
+
+
+def test_empty_period_gives_an_empty_valid_report(city, tmp_path):
+    report = build_report(city["store"].engine, city["places"], load_taxonomy(), parse_period("2027-03-02"), TZ)
+    assert report.summary["cases"] == 0 and report.summary["previous_cases"] == 0
+    files = write_report(report, tmp_path / "empty")
+    pdf = PdfReader(files["report.pdf"])
+    assert len(pdf.pages) == len(PAGES) and "本期无案件" in pdf.pages[1].extract_text()
+    assert json.loads(files["report.json"].read_text(encoding="utf-8"))["tables"]["hot_spots"]["rows"] == []
+    assert report.tables["by_day"].rows == [["2027-03-02", 0]]
+
+
+# ---- the commands ---------------------------------------------------------------------------------------------
+
+def _settings(city) -> str:
+    path = city["tmp"] / "settings.yaml"
+    path.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)},
+                                    "analytics": city["config"].model_dump(mode="json", exclude_none=True)}, allow_unicode=True))
+    return str(path)
+
+
+def _run(*args: str):
+    """The command in-process (Click's runner): `.exit_code`, `.stdout`, `.stderr`."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
+
+
+def test_score_command_prints_and_writes_excel_and_json(city, tmp_path):
+    done = _run("score", "--sheet", str(REPO / "pipelines/analytics/example_sheet.yaml"), "--period", "2026-11", "--by", "squad",
+                "--out", str(tmp_path), "--config", _settings(city))
+    assert done.exit_code == 0, done.stderr
+    assert "一中队" in done.stdout and "二中队" in done.stdout and "road_market" in done.stdout
+    assert "一中队 · 马路市场（10–20 个摊点扣 5 分，20 个以上扣 10 分）: -5 for 1" in done.stdout
+    data = json.loads((tmp_path / "scores-2026-11-squad.json").read_text(encoding="utf-8"))
+    assert {u["unit"]: u["score"] for u in data["units"]} == {"一中队": 42, "二中队": 26}
+    book = load_workbook(tmp_path / "scores-2026-11-squad.xlsx")
+    scores = list(book["得分 Scores"].iter_rows(values_only=True))
+    assert scores[0][:3] == ("中队 squad", "得分 score", "满分 points") and scores[1][:3] == ("一中队", 42, 60)
+    details = list(book["扣分明细 Deductions"].iter_rows(values_only=True))
+    market = next(r for r in details if r[0] == "一中队" and r[2].startswith("马路市场"))
+    assert market[3:5] == (1, -5) and len(market[5].split(", ")) == 3
+
+
+def test_report_command_writes_into_the_reports_folder(city):
+    done = _run("report", "--period", "month", "--date", "2026-11-15", "--config", _settings(city))
+    assert done.exit_code == 0, done.stderr
+    folder = city["config"].reports_dir / "month-2026-11"
+    assert f"wrote {folder / 'report.pdf'}" in done.stdout and "font: Noto Sans CJK SC" in done.stdout
+    assert {p.name for p in folder.iterdir()} == {"report.html", "report.pdf", "report.xlsx", "report.json"}
+
+
+def test_cases_export_with_filters(city, tmp_path):
+    settings = _settings(city)
+    done = _run("cases", "export", "--period", "2026-11", "--type", "street_stall", "--street", "文新街道", "--config", settings)
+    assert done.exit_code == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 4 and {r["网格 grid"] for r in rows} == {G1} and {r["街道 street"] for r in rows} == {"文新街道"}
+    assert sorted(int(r["目标数 objects"]) for r in rows) == [2, 3, 4, 5]
+    assert min(r["发现时间 opened (local)"] for r in rows) == "2026-11-05 09:00:00"
+    out = tmp_path / "cameras.xlsx"
+    done = _run("cases", "export", "--source", "camera", "--camera", "cam-02", "--state", "closed", "--out", str(out), "--config", settings)
+    assert done.exit_code == 0 and "wrote 3 cases" in done.stdout, done.stderr
+    sheet = list(load_workbook(out).active.iter_rows(values_only=True))
+    assert len(sheet) == 4 and {r[3] for r in sheet[1:]} == {"closed"}
+    csv_file = tmp_path / "all.csv"
+    assert _run("cases", "export", "--out", str(csv_file), "--config", settings).exit_code == 0
+    assert csv_file.read_bytes().startswith(b"\xef\xbb\xbf")  # BOM: Excel opens the Chinese text as UTF-8
+    assert len(list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8-sig"))))) == 1 + len(city["store"].list()) == 1 + 43
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "--period", "2026-13"], "--period: period '2026-13': month must be in 1..12"),
+    (["score", "--period", "Nov"], "does not parse (use YYYY-MM-DD"),
+    (["score", "--period", "2026-11", "--by", "district"], "--by 'district': one of grid, street, squad, camera"),
+    (["score", "--period", "2026-11", "--sheet", "{bad_sheet}"], "bad-sheet.yaml: sections.0.items.0.types.0: unknown violation type 'ufo'"),
+    (["report", "--period", "fortnight"], "--period 'fortnight': one of day, week, month, quarter, year"),
+    (["report", "--period", "day", "--date", "2026-02-30"], "--date '2026-02-30'"),
+    (["cases", "export", "--type", "ufo"], "--type 'ufo': unknown violation type"),
+    (["cases", "export", "--state", "lost"], "--state 'lost': not a case state"),
+    (["cases", "export", "--period", "2026-Q5"], "--period '2026-Q5' does not parse"),
+    (["cases", "export", "--out", "cases.pdf"], "name a .csv or .xlsx file"),
+])
+def test_bad_input_is_refused_with_a_clear_error(city, tmp_path, monkeypatch, args, message):
+    bad_sheet = tmp_path / "bad-sheet.yaml"
+    bad_sheet.write_text(yaml.safe_dump({"name": "x", "sections": [{"id": "s", "name": "s", "points": 10, "items": [
+        {"id": "i", "name": "i", "types": ["ufo"], "per": "case", "deduct": 1}]}]}), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    done = _run(*[a.replace("{bad_sheet}", str(bad_sheet)) for a in args], "--config", _settings(city))
+    assert done.exit_code == 2 and message in done.stderr, done.stderr
+    assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+def test_bad_grid_file_names_the_feature(city, tmp_path):
+    grid = tmp_path / "grid.geojson"
+    grid.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "x"},
+                                                                            "geometry": {"type": "Point", "coordinates": [120, 30]}}]}))
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}, "analytics": {"grid": str(grid)}}))
+    done = _run("score", "--period", "2026-11", "--config", str(settings), "--out", str(tmp_path))
+    assert done.exit_code == 2 and f"{grid}: features.0.geometry" in done.stderr and "Polygon" in done.stderr, done.stderr

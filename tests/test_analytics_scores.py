@@ -1,0 +1,192 @@
+"""Assessment scores from the example sheet for a case set built here, against values worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detect.config_io import ConfigError
+from pipelines.analytics.config import AnalyticsConfig
+from pipelines.analytics.periods import PeriodError, parse_period
+from pipelines.analytics.places import load_places
+from pipelines.analytics.quota import CutoffFile
+from pipelines.analytics.scoring import score_store
+from pipelines.analytics.sheet import EXAMPLE_SHEET, load_sheet
+from pipelines.cases.store import CaseStore
+from tests.analytics_helpers import G1, G2, G3, G4, N, TZ, CaseMaker, local, november, write_grid
+
+NOV = parse_period("2026-11")
+
+
+@pytest.fixture
+def city(tmp_path):
+    """November's cases (see `november` for the worked example) in a real store, the grid and the cut-off list."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    cutoffs = november(CaseMaker(store), tmp_path)
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    yield store, places, CutoffFile(cutoffs, TZ)
+    store.close()
+
+
+def _deductions(unit) -> dict[str, float]:
+    return {i.id: i.deduction for s in unit.sections for i in s.items if i.deduction}
+
+
+def test_scores_by_squad_equal_the_hand_worked_values(city):
+    store, places, cutoffs = city
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, cutoffs)
+    assert [u.unit for u in table.units] == ["一中队", "二中队"] and table.points == 60
+    one, two = table.unit("一中队"), table.unit("二中队")
+    # 一中队 (G1, G2): market -5, two single stalls -2, three shops -3 | three flyposting spots -3 |
+    # quota 10, cut off N0-N3 + N9 = 5, five short -5.  60 - 10 - 3 - 5 = 42
+    assert _deductions(one) == {"road_market": 5, "unlicensed_stall": 2, "shop_beyond_door": 3, "flyposting": 3,
+                                "numbers_cut_off": 5}
+    assert one.score == 42
+    market = one.item("road_market")
+    assert market.count == 1 and market.groups[0]["stalls"] == 12 and market.groups[0]["band"] == "10–20"
+    assert len(market.cases) == 3 and len(one.item("unlicensed_stall").cases) == 1
+    assert one.item("shop_beyond_door").count == 3 and len(one.item("shop_beyond_door").cases) == 4
+    assert sorted(g["number"] for g in one.item("numbers_cut_off").groups) == [N[0], N[1], N[2], N[3], N[9]]
+    # 二中队 (G3, G4): 25 single stalls -25 | one flyposting spot -1 | quota: N5, N6 = 2, eight short -8.  60 - 34 = 26
+    assert _deductions(two) == {"unlicensed_stall": 25, "flyposting": 1, "numbers_cut_off": 8}
+    assert two.score == 26
+    assert table.cases_counted == 3 + 1 + 4 + 25 + 4  # the candidate, the rejected and the October cases do not count
+
+
+def test_scores_by_grid_and_street(city):
+    store, places, cutoffs = city
+    by_grid = score_store(store.engine, places, load_sheet(), "grid", NOV, TZ, cutoffs)
+    assert {u.unit: u.score for u in by_grid.units} == {G1: 60 - 10 - 2, G2: 60 - 1, G3: 60 - 15 - 1, G4: 60 - 10}
+    quota = by_grid.unit(G1).item("numbers_cut_off")
+    assert quota.deduction == 0 and quota.note.startswith("不适用 n/a")  # the quota is a squad's
+    by_street = score_store(store.engine, places, load_sheet(), "street", NOV, TZ, cutoffs)
+    assert {u.unit: u.score for u in by_street.units} == {"文新街道": 48, "蒋村街道": 60 - 25 - 2}
+
+
+def test_candidates_count_when_the_sheet_says_so(city, tmp_path):
+    store, places, cutoffs = city
+    sheet = yaml.safe_load(EXAMPLE_SHEET.read_text(encoding="utf-8"))
+    sheet["include_candidates"] = True
+    path = tmp_path / "sheet.yaml"
+    path.write_text(yaml.safe_dump(sheet, allow_unicode=True), encoding="utf-8")
+    by_grid = score_store(store.engine, places, load_sheet(path), "grid", NOV, TZ, cutoffs)
+    assert by_grid.unit(G2).score == 60 - 1 - 1  # the candidate stall now counts; the rejected case still does not
+
+
+def test_quota_without_a_status_source_is_not_scored(city):
+    store, places, _ = city
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, None)
+    quota = table.unit("一中队").item("numbers_cut_off")
+    assert quota.deduction == 0 and "no number status source" in quota.note
+    week = score_store(store.engine, places, load_sheet(), "squad", parse_period("2026-W45"), TZ, None)
+    assert "quota is monthly" in week.unit("一中队").item("numbers_cut_off").note
+
+
+def _sheet(tmp_path: Path, items: list[dict], points: float = 30, **top) -> Path:
+    path = tmp_path / "bands.yaml"
+    path.write_text(yaml.safe_dump({"name": "测试", **top, "sections": [{"id": "s", "name": "流动摊贩", "points": points,
+                                                                          "items": items}]}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+MARKET = {"id": "market", "name": "马路市场", "types": ["street_stall"], "per": "group",
+          "bands": [{"min": 10, "max": 20, "deduct": 5}, {"min": 21, "deduct": 10}], "replaces": ["stall"]}
+STALL = {"id": "stall", "name": "摊点", "types": ["street_stall"], "per": "stall", "deduct": 1}
+
+
+def test_bands_edges_time_windows_places_and_caps(tmp_path):
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    make.add("street_stall", G1, local(2, 8), stalls=20)  # exactly 20: the 10-20 band
+    make.add("street_stall", G2, local(2, 8), stalls=11)
+    make.add("street_stall", G2, local(2, 20), stalls=10)  # 21 in G2 that day: more than 20
+    make.add("street_stall", G3, local(2, 8), stalls=9)  # 9: below every band, nine single stalls
+    for day in range(1, 31):
+        make.add("street_stall", G4, local(day, 8), stalls=2)  # 60 single stalls over the month: capped at 30
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    table = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [MARKET, STALL])), "grid", NOV, TZ)
+    assert {u.unit: _deductions(u) for u in table.units} == {
+        G1: {"market": 5}, G2: {"market": 10}, G3: {"stall": 9}, G4: {"stall": 60}}
+    assert table.unit(G4).score == 0 and table.unit(G4).sections[0].deduction == 30  # the section's points cap it
+    # A 2-hour window instead of the day: G2's cases 12 hours apart are two groups of 11 and 10 (both in 10-20).
+    windowed = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [MARKET, STALL], grouping={"time": "2h"})), "grid", NOV, TZ)
+    assert _deductions(windowed.unit(G2)) == {"market": 10} and windowed.unit(G2).item("market").count == 2
+    # An item cap below the section's points.
+    capped = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [MARKET, {**STALL, "cap": 12}])), "grid", NOV, TZ)
+    assert capped.unit(G4).score == 30 - 12
+    store.close()
+
+
+@pytest.mark.parametrize("change, field, reason", [
+    (lambda s: s["sections"][0]["items"][1].update(types=["ufo_landing"]), "sections.0.items.1.types.0", "unknown violation type 'ufo_landing'"),
+    (lambda s: s["sections"][1].update(points=-5), "sections.1.points", "greater than or equal to 0"),
+    (lambda s: s["sections"][0]["items"][0].update(cap=-1), "sections.0.items.0.cap", "greater than or equal to 0"),
+    (lambda s: s["sections"][0]["items"][3]["bands"].append({"min": 15, "max": 25, "deduct": 7}),
+     "sections.0.items.3.bands", "bands 0 (10–20) and 2 (15–25) overlap"),
+    (lambda s: s["sections"][0]["items"][3]["bands"].__setitem__(1, {"min": 20, "deduct": 10}),
+     "sections.0.items.3.bands", "overlap"),
+    (lambda s: s["grouping"].update(time="next tuesday"), "grouping.time", "cannot read 'next tuesday' as a time"),
+    (lambda s: s["sections"][0]["items"][0].update(replaces=["nope"]), "sections.0.items.0.replaces.0", "no item 'nope'"),
+    (lambda s: s["sections"][0]["items"][1].update(replaces=["road_market"]), "replaces", "in a circle"),
+    (lambda s: s["sections"][0]["items"][3].pop("bands"), "sections.0.items.3", "per: group needs `bands`"),
+    (lambda s: s["sections"][2]["items"][0].pop("monthly_quota"), "sections.2.items.0", "per: quota needs `monthly_quota`"),
+])
+def test_bad_sheets_name_file_field_and_reason(tmp_path, change, field, reason):
+    sheet = yaml.safe_load(EXAMPLE_SHEET.read_text(encoding="utf-8"))
+    change(sheet)
+    path = tmp_path / "bad-sheet.yaml"
+    path.write_text(yaml.safe_dump(sheet, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_sheet(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and field in message and reason in message, message
+
+
+@pytest.mark.parametrize("text", ["2026-13", "2026-02-30", "Nov 2026", "2026-W54", "26-11", ""])
+def test_bad_periods_are_refused_with_the_accepted_forms(text):
+    with pytest.raises(PeriodError, match="period"):
+        parse_period(text)
+
+
+def test_periods_are_local_days():
+    start, end = parse_period("2026-11").bounds(TZ)
+    assert (start.isoformat(), end.isoformat()) == ("2026-10-31T16:00:00+00:00", "2026-11-30T16:00:00+00:00")
+    assert [parse_period(p).label for p in ("2026-11-03", "2026-w45", "2026-q4", "2026")] == ["2026-11-03", "2026-W45", "2026-Q4", "2026"]
+    assert parse_period("2026-01").previous().label == "2025-12" and parse_period("2026-W01").previous().label == "2025-W52"
+
+
+def test_bad_cutoff_file_names_the_line(tmp_path):
+    path = tmp_path / "cutoffs.csv"
+    path.write_text("number,cut_off_at\n13800138000,2026-11-01\nhello,2026-11-02\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"cutoffs.csv: line 3: number: 'hello' is not one phone number"):
+        CutoffFile(path, TZ)
+    path.write_text("number,cut_off_at\n13800138000,soon\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"line 2: cut_off_at: 'soon'"):
+        CutoffFile(path, TZ)
+
+
+def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monkeypatch, bus_event):
+    """A market that grows after opening: the `updated` events' counts reach the case (the sheet counts the peak)."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from detect.events import EventKind
+    from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
+    from pipelines.cases.intake import Intake
+    from pipelines.evidence_store import LocalEvidenceStore
+    from tests.api_helpers import KEY, MODEL
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    intake = Intake(store, LocalEvidenceStore(tmp_path / "evidence"), EvidenceBuilder(EvidenceConfig(), KEY.encode(), MODEL),
+                    tmp_path / "spool")
+    event, _ = bus_event
+    opened = replace(event, violation_id="cam-01:z:street_stall:g1", violation_type="street_stall", object_count=4)
+    case = intake.record_event(opened, BundleContext(source_kind="camera", source_id="cam-01", grid_cell=G1))
+    for count, minutes in ((12, 5), (9, 10)):
+        later = opened.at + timedelta(minutes=minutes)
+        intake.record_event(replace(opened, kind=EventKind.UPDATED, object_count=count, at=later, frame=replace(opened.frame, ts=later)),
+                            BundleContext(source_kind="camera", source_id="cam-01", grid_cell=G1))
+    assert store.get(case.id).details["object_count"] == 12
+    store.close()

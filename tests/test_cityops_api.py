@@ -1,0 +1,115 @@
+"""The city workflows through the service's HTTP API: register, call-out list, disposal photos, patrol uploads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import replace
+
+import pytest
+from fastapi.testclient import TestClient
+
+from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
+from detect.frames import GeoPoint
+from pipelines.cases.intake import Intake
+from tests.api_helpers import KEY, MODEL, auth, make_app, settings_for
+from tests.test_cityops_patrol import START, _fixes, clip, write_srt  # noqa: F401  (fixture)
+from tests.test_cityops_registers import REGISTER
+
+
+@pytest.fixture
+def city(tmp_path, monkeypatch, onnx_detector):
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    settings = settings_for(tmp_path, dispatch={"targets": {"dcm": {"adapter": "cn-dcm", "url": "http://127.0.0.1:9/cn-dcm/cases"}}})
+    app, tokens = make_app(settings, detector=onnx_detector)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield app, client, tokens
+
+
+def _intake(app) -> Intake:
+    ctx = app.state.ctx
+    return Intake(ctx.store, ctx.evidence, EvidenceBuilder(EvidenceConfig(), KEY.encode(), MODEL), ctx.settings.evidence_store.spool_dir)
+
+
+def test_register_and_call_out_list_through_the_api(city, bus_event):
+    app, client, tokens = city
+    reviewer, inspector = auth(tokens["reviewer"]), auth(tokens["inspector"])
+    answer = client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.csv", REGISTER.encode(), "text/csv")})
+    assert answer.status_code == 200 and answer.json()["imported"] == 2 and len(answer.json()["errors"]) == 3
+    edited = {"name": "王记面馆（新）", "frontages": [{"camera": "cam-01", "polygon": [[0.2, 0.5], [0.8, 0.5], [0.8, 1.0]]}]}
+    assert client.put("/api/v1/shops/91330106MA27XY0001", headers=reviewer, json=edited).status_code == 200
+    bad = client.put("/api/v1/shops/x1", headers=reviewer, json={"name": "x", "frontages": [{"polygon": [[0, 0], [1, 1]]}]})
+    assert bad.status_code == 422 and "frontages.0.polygon" in bad.json()["detail"]
+    shops = client.get("/api/v1/shops", headers=inspector).json()
+    assert {s["name"] for s in shops} == {"王记面馆（新）", "李家水果"}
+
+    # Two flyposting cases carrying one number (the real bus event's evidence stands in for the poster).
+    event, _ = bus_event
+    intake = _intake(app)
+    for i in range(2):
+        intake.record_event(replace(event, violation_id=f"photo:{i}:flyposting", violation_type="flyposting", phones=["13800138000"]),
+                            BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551),
+                                          address="文三路 1 号", grid_cell="330106001001"))
+    [entry] = client.get("/api/v1/callout", headers=inspector).json()
+    assert (entry["number"], entry["count"], entry["status"], entry["status_zh"]) == ("13800138000", 2, "to_call", "待追呼")
+    assert client.put("/api/v1/callout/13800138000", headers=reviewer, json={"status": "called"}).json()["status"] == "called"
+    assert client.put("/api/v1/callout/13900000000", headers=reviewer, json={"status": "called"}).status_code == 404
+
+    exported = client.get("/api/v1/callout/export?format=csv", headers=inspector)
+    rows = list(csv.reader(exported.content.decode("utf-8-sig").splitlines()))
+    rows[1][1], rows[1][10], rows[1][11] = "cut_off", "2026-11-12 10:00", "500"
+    rows.append(["13900000000", "cut_off"] + [""] * 11)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    result = client.post("/api/v1/callout/import", headers=reviewer, files={"file": ("r.csv", buf.getvalue().encode(), "text/csv")}).json()
+    assert result["applied"] == 1 and result["unknown"] == ["13900000000"]
+    assert client.get("/api/v1/callout/cutoffs?year=2026", headers=inspector).json() == {"2026-11": {"(未标注 none)": 1}}
+    xlsx = client.get("/api/v1/callout/export?format=xlsx", headers=inspector)
+    assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+    assert client.get("/api/v1/warnings", headers=inspector).json() == []
+
+
+def test_disposal_photo_through_the_api(city, bus_event, zidane_jpg):
+    app, client, tokens = city
+    event, _ = bus_event
+    store = app.state.ctx.store
+    case = _intake(app).record_event(replace(event, violation_id="photo:bus:illegal_parking"),
+                                     BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551)))
+    integration = auth(tokens["integration"])
+    early = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=integration,
+                        files={"file": ("after.jpg", zidane_jpg.read_bytes(), "image/jpeg")})
+    assert early.status_code == 409 and "is candidate" in early.json()["detail"]
+    store.review(case.id, approve=True, reviewer="li", target="dcm")
+    [entry] = store.claim_due()
+    store.mark_delivered(entry.id, "DCM-7")
+    bad = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=integration,
+                      files={"file": ("after.jpg", b"GIF89a-not-really", "image/jpeg")})
+    assert bad.status_code == 422 and "after.jpg" in bad.json()["detail"]
+    done = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=integration,
+                       files={"file": ("after.jpg", zidane_jpg.read_bytes(), "image/jpeg")})
+    assert done.status_code == 200, done.text
+    assert done.json()["state"] == "verified_cleared" and done.json()["cleared"] is True
+    assert store.get(case.id).verification_ref == "verification/verification_1.jpg"
+
+
+def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F811
+    app, client, tokens = city
+    srt_path = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START)
+    inspector = auth(tokens["inspector"])
+    bad = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                     "track": ("drive.kml", b"<kml/>", "application/xml")})
+    assert bad.status_code == 415 and "drive.kml" in bad.json()["detail"]
+    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                     "track": ("drive.srt", srt_path.read_bytes(), "text/plain")}).json()
+    nogps = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4")}).json()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/patrol/jobs/{job['id']}", headers=inspector).json()
+        nogps = client.get(f"/api/v1/patrol/jobs/{nogps['id']}", headers=inspector).json()
+        if job["state"] in ("done", "failed") and nogps["state"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert job["state"] == "done", job
+    assert job["summary"]["frames"] == 15 and job["summary"]["groups"] >= 1
+    assert nogps["state"] == "failed" and "no GPS track" in nogps["error"]

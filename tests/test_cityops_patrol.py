@@ -1,0 +1,168 @@
+"""Patrol-vehicle video: a clip made from the demo's road view and real bus, with a GPS track written here."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import gpxpy.gpx
+import pynmea2
+import pytest
+import srt
+
+from pipelines.cases import CaseStore
+from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
+from pipelines.cityops.patrol import PatrolError, run_patrol
+from pipelines.cityops.tracks import load_track
+from streetwatch.demo.media import road_view
+from pipelines.settings import Settings
+from pipelines.triage import TriageSettings
+
+TZ = ZoneInfo("Asia/Shanghai")
+START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 local
+ORIGIN = (30.2700, 120.1550)
+SPEED = 5.0  # metres per second, due north
+KEY = "patrol-test-key-0123456789abcdef"
+
+
+def _fixes(start: datetime, seconds: int, east_m: float = 0.0) -> list[tuple[datetime, float, float]]:
+    return [(start + timedelta(seconds=s), ORIGIN[0] + SPEED * s / 111_195, ORIGIN[1] + east_m / 96_000) for s in range(seconds + 1)]
+
+
+def write_gpx(path: Path, fixes) -> Path:
+    gpx = gpxpy.gpx.GPX()
+    seg = gpxpy.gpx.GPXTrackSegment([gpxpy.gpx.GPXTrackPoint(lat, lon, time=t) for t, lat, lon in fixes])
+    gpx.tracks.append(gpxpy.gpx.GPXTrack())
+    gpx.tracks[0].segments.append(seg)
+    path.write_text(gpx.to_xml(), encoding="utf-8")
+    return path
+
+
+def write_nmea(path: Path, fixes) -> Path:
+    lines = []
+    for t, lat, lon in fixes:
+        dm = lambda v, w: f"{int(v):0{w}d}{(v - int(v)) * 60:07.4f}"  # noqa: E731
+        msg = pynmea2.RMC("GP", "RMC", (t.strftime("%H%M%S.00"), "A", dm(lat, 2), "N", dm(lon, 3), "E", "9.7", "0.0",
+                                         t.strftime("%d%m%y"), "", ""))
+        lines += [str(msg), "$GPGSV,garbage-line-the-parser-skips"]
+    path.write_text("\n".join(lines) + "\n", encoding="ascii")
+    return path
+
+
+def write_srt(path: Path, fixes, start: datetime) -> Path:
+    """DJI-style subtitles: one block per second with the local time and [latitude: ..] [longitude: ..]."""
+    blocks = [srt.Subtitle(i + 1, t - start, t - start + timedelta(seconds=1),
+                           f"FrameCnt: {i}\n{t.astimezone(TZ):%Y-%m-%d %H:%M:%S}.000\n[latitude: {lat:.7f}] [longitude: {lon:.7f}] [rel_alt: 1.2]")
+              for i, (t, lat, lon) in enumerate(fixes)]
+    path.write_text(srt.compose(blocks), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, bus_jpg) -> Path:
+    """30 s at 2 fps: the parked bus is in view for the first 12 s of the drive, then an empty kerb."""
+    folder = tmp_path_factory.mktemp("patrol")
+    bus = Sprite(cut(bus_jpg, BUS_BOX), x=0.5, bottom=0.95, height=0.55, start_s=0, end_s=12)
+    write_clip(folder / "drive.mp4", road_view(bus_jpg, (640, 360)), [bus], 30, fps=2, start=START, osd=False)
+    return folder / "drive.mp4"
+
+
+def _grid(path: Path) -> Path:
+    lat0, lon0 = ORIGIN
+    ring = [[lon0 - 0.001, lat0 - 0.001], [lon0 + 0.001, lat0 - 0.001], [lon0 + 0.001, lat0 + 0.003], [lon0 - 0.001, lat0 + 0.003],
+            [lon0 - 0.001, lat0 - 0.001]]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"id": "330106002003"}}]}))
+    return path
+
+
+def _deployment(tmp: Path) -> Settings:
+    return Settings(cases={"url": f"sqlite:///{tmp}/cases.db"},
+                    evidence_store={"local_root": str(tmp / "evidence"), "spool_dir": str(tmp / "spool")})
+
+
+def test_gpx_nmea_and_srt_tracks_give_the_same_positions(tmp_path):
+    fixes = _fixes(START, 30)
+    gpx = load_track(write_gpx(tmp_path / "t.gpx", fixes), TZ)
+    nmea = load_track(write_nmea(tmp_path / "t.nmea", fixes), TZ)
+    subs = load_track(write_srt(tmp_path / "t.srt", fixes, START), TZ)
+    assert len(gpx.fixes) == len(nmea.fixes) == len(subs.fixes) == 31 and subs.start == START
+    for s in (0.0, 7.5, 29.0):
+        a, b, c = gpx.at(START + timedelta(seconds=s)), nmea.at(START + timedelta(seconds=s)), subs.at(s)
+        assert abs(a.lat - b.lat) < 1e-5 and abs(a.lon - b.lon) < 1e-5 and abs(a.lat - c.lat) < 1e-6
+    assert gpx.at(START - timedelta(seconds=1)) is None and subs.at(31.5) is None
+
+
+def test_patrol_video_becomes_one_case_and_a_second_patrol_does_not_double_it(tmp_path, clip, onnx_detector, monkeypatch):
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    deployment = _deployment(tmp_path)
+    grid = _grid(tmp_path / "grid.geojson")
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    settings = TriageSettings(out=tmp_path / "p1", grid=grid, cases=True, ocr="off")
+    first = run_patrol(clip, track, settings, every_m=10, every_s=5, detector=onnx_detector, deployment=deployment,
+                       show_progress=False)
+
+    s = first.summary
+    assert s["frames"] == 15 and s["skipped_without_position"] == 0 and s["messages"] == []  # 150 m driven, a frame per 10 m
+    assert s["video_span"] == ("2026-11-20 09:00:00", "2026-11-20 09:00:29")
+    parking = [g for g in first.triage.groups if g.type == "illegal_parking"]
+    assert len(parking) == 1 and len(parking[0].members) >= 4  # the bus in successive frames: one case
+    store = CaseStore(deployment.cases.url)
+    [case] = [c for c in store.list() if c.violation_type == "illegal_parking"]
+    assert case.grid_cell == "330106002003" and case.source_id == "patrol:drive" and case.id in s["cases"]
+    assert 30.2700 <= case.lat <= 30.2706 and abs(case.lon - ORIGIN[1]) < 1e-6
+    assert case.first_seen_at == START and case.opened_at < START + timedelta(seconds=12)
+
+    # An hour later another car drives the same street 3 m further east: the bus is still there.
+    later = START + timedelta(hours=1)
+    track2 = write_gpx(tmp_path / "drive2.gpx", _fixes(later, 30, east_m=3))
+    second = run_patrol(clip, track2, settings.model_copy(update={"out": tmp_path / "p2"}), every_m=10, every_s=5, start=later,
+                        detector=onnx_detector, deployment=deployment, show_progress=False)
+    assert [a["case_id"] for a in second.already_open] == [case.id] and second.summary["cases"] == []
+    assert len([c for c in store.list() if c.violation_type == "illegal_parking"]) == 1
+
+
+def test_bad_tracks_are_named_and_what_can_be_placed_is_processed(tmp_path, clip, onnx_detector):
+    settings = TriageSettings(out=tmp_path / "short", cases=False, ocr="off")
+    short = write_gpx(tmp_path / "short.gpx", _fixes(START, 20))  # the track ends 10 s before the video
+    result = run_patrol(clip, short, settings, every_m=10, every_s=5, detector=onnx_detector, deployment=_deployment(tmp_path),
+                        show_progress=False)
+    [message] = result.summary["messages"]
+    assert "short.gpx: the track does not cover the whole video" in message
+    assert "track covers 2026-11-20 09:00:00 - 2026-11-20 09:00:20, video runs 2026-11-20 09:00:00 - 2026-11-20 09:00:29" in message
+    assert "9.5 s of video without a position" in message and result.summary["frames"] == 11
+    assert result.triage.tally.ok == 11
+
+    elsewhere = write_gpx(tmp_path / "yesterday.gpx", _fixes(START - timedelta(days=1), 30))
+    with pytest.raises(PatrolError, match=r"yesterday\.gpx: the track does not cover the video's time span at all \(track 2026-11-19"):
+        run_patrol(clip, elsewhere, settings.model_copy(update={"out": tmp_path / "b"}), every_m=10, every_s=5,
+                   detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
+    with pytest.raises(PatrolError, match=r"drive\.mp4: no GPS track: give --track FILE"):
+        run_patrol(clip, None, settings.model_copy(update={"out": tmp_path / "c"}), every_m=10, every_s=5,
+                   detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
+    (tmp_path / "empty.nmea").write_text("$GPGSV,1,1,00*79\n")
+    with pytest.raises(PatrolError, match=r"empty\.nmea: no GPS fixes in the file"):
+        run_patrol(clip, tmp_path / "empty.nmea", settings.model_copy(update={"out": tmp_path / "d"}), every_m=10, every_s=5,
+                   detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
+
+
+def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    video = tmp_path / "cam" / "drive.mp4"
+    video.parent.mkdir()
+    shutil.copyfile(clip, video)
+    write_srt(video.with_suffix(".srt"), _fixes(START, 30), START)
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "patrol", str(video), "--out", str(tmp_path / "out"),
+                          "--no-cases", "--no-progress", "--ocr", "off", "--every-m", "25"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "6 frames sampled along the track (0 skipped without a position)" in run.stdout
+    summary = json.loads((tmp_path / "out" / "patrol.json").read_text())
+    assert summary["track"].endswith("drive.srt") and summary["groups"] >= 1

@@ -1,0 +1,171 @@
+"""Configuration files: JSON schemas from `streetwatch config schema` validate the shipped examples and refuse
+what the loaders refuse; rule and tracker knobs set in the settings file reach every camera, a camera's own
+change only the fields it sets; the settings file's `triage:` section sets `streetwatch triage`'s defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from detect.config_io import ConfigError, load_model
+from detect.grades import DEFAULT_GRADES_PATH, Grades
+from detect.scenes import Scene
+from detect.taxonomy import DEFAULT_TAXONOMY_PATH, CityCodeFile, Taxonomy, load_taxonomy
+from pipelines.analytics.sheet import EXAMPLE_SHEET, Sheet
+from pipelines.cctv.config import CamerasFile, load_cameras
+from pipelines.cctv.service import Watcher
+from pipelines.settings import Settings, load_settings
+from streetwatch.cli import app as cli
+from tests.cctv_helpers import cameras_file, make_intake, scene_for
+from tests.conftest import REPO
+
+EXAMPLES = REPO / "docs" / "examples"
+KINDS = {"settings": Settings, "cameras": CamerasFile, "scene": Scene, "taxonomy": Taxonomy, "city-codes": CityCodeFile,
+         "scoring-sheet": Sheet, "grades": Grades}
+EXAMPLE_FILES = {
+    "settings": [EXAMPLES / "streetwatch-settings.yaml"],
+    "cameras": [EXAMPLES / "cameras.yaml"],
+    "scene": sorted(EXAMPLES.glob("scene-*.yaml")),
+    "taxonomy": [DEFAULT_TAXONOMY_PATH],
+    "city-codes": [EXAMPLES / "city-codes-hangzhou.yaml"],
+    "scoring-sheet": [EXAMPLE_SHEET],
+    "grades": [DEFAULT_GRADES_PATH],
+}
+
+
+@pytest.fixture(scope="module")
+def schemas(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("schemas")
+    result = CliRunner().invoke(cli, ["config", "schema", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{k}.schema.json" for k in KINDS)
+    return {kind: json.loads((out / f"{kind}.schema.json").read_text(encoding="utf-8")) for kind in KINDS}
+
+
+def _yaml(path: Path):
+    """A YAML file as an editor's YAML 1.2 language server sees it (dates and times stay strings)."""
+    return json.loads(json.dumps(yaml.safe_load(path.read_text(encoding="utf-8")), default=str))
+
+
+def _errors(schema: dict, data) -> list[str]:
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_example_file_validates_against_its_schema_and_its_loader(schemas, kind):
+    assert EXAMPLE_FILES[kind], kind
+    for path in EXAMPLE_FILES[kind]:
+        assert _errors(schemas[kind], _yaml(path)) == [], path
+        load_model(KINDS[kind], path)  # and the loader accepts it: the schema says what the loader says
+
+
+def test_schemas_refuse_what_the_loaders_refuse(schemas, tmp_path):
+    settings = _yaml(EXAMPLE_FILES["settings"][0])
+    settings["rules"]["group_gapp"] = 0.4  # a typo
+    settings["tracking"]["lost_s"] = -1
+    assert sorted(_errors(schemas["settings"], settings)) == [
+        "rules: Additional properties are not allowed ('group_gapp' was unexpected)",
+        "tracking.lost_s: -1 is less than the minimum of 0",
+    ]
+    bad = tmp_path / "settings.yaml"
+    bad.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(bad)
+    assert f"{bad}: rules.group_gapp: Extra inputs are not permitted" in str(refused.value)
+    assert f"{bad}: tracking.lost_s: Input should be greater than or equal to 0" in str(refused.value)
+
+    cameras = _yaml(EXAMPLE_FILES["cameras"][0])
+    cameras["cameras"][0]["tracking"] = {"los_s": 30}
+    assert _errors(schemas["cameras"], cameras) == ["cameras.0.tracking: {'los_s': 30} is not valid under any of the given schemas"]
+    scene = _yaml(EXAMPLE_FILES["scene"][0])
+    scene["zones"][0]["schedule"][0]["start"] = "seven"
+    assert [e.split(":")[0] for e in _errors(schemas["scene"], scene)] == ["zones.0.schedule.0.start"]
+    codes = {"city": "x", "codes": {"street_stall": {"major_code": "13"}}}
+    assert _errors(schemas["city-codes"], codes) == ["codes.street_stall: 'minor_code' is a required property"]
+    taxonomy = _yaml(DEFAULT_TAXONOMY_PATH)
+    del taxonomy["types"]["street_stall"]["evidence"]
+    assert _errors(schemas["taxonomy"], taxonomy) == ["types.street_stall: 'evidence' is a required property"]
+    sheet = _yaml(EXAMPLE_SHEET)
+    sheet["sections"][0]["items"][0]["per"] = "stal"
+    assert [e.split(":")[0] for e in _errors(schemas["scoring-sheet"], sheet)] == ["sections.0.items.0.per"]
+    grades = _yaml(DEFAULT_GRADES_PATH)
+    grades["grades"]["main"]["thresholds"]["street_stall"] = {"dwell": 0}  # a typo of dwell_s
+    assert [e.split(":")[0] for e in _errors(schemas["grades"], grades)] == ["grades.main.thresholds.street_stall"]
+    settings["cityops"]["warn"]["rules"][0]["recheck_after_s"] = 0
+    assert sorted(e.split(":")[0] for e in _errors(schemas["settings"], settings)) == [
+        "cityops.warn.rules.0.recheck_after_s", "rules", "tracking.lost_s"]
+
+
+def test_settings_schema_covers_every_section(schemas):
+    """The sections other issues added (analytics, evidence signing keys, dispatch leases) are in the schema too."""
+    props = schemas["settings"]["properties"]
+    assert {"cases", "evidence", "evidence_store", "dispatch", "rules", "tracking", "triage", "analytics", "cityops",
+            "service"} <= props.keys()
+    defs = schemas["settings"]["$defs"]
+    assert {"signing_key_file", "published_keys"} <= defs["EvidenceConfig"]["properties"].keys()
+    assert {"grid", "zones", "sheet", "cutoffs", "reports_dir"} <= defs["AnalyticsConfig"]["properties"].keys()
+    assert defs["AnalyticsConfig"]["additionalProperties"] is False
+
+
+def test_one_kind_prints_to_stdout_and_unknown_kinds_are_refused(schemas):
+    printed = CliRunner().invoke(cli, ["config", "schema", "scene"])
+    assert printed.exit_code == 0 and json.loads(printed.stdout) == schemas["scene"]
+    assert schemas["scene"]["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    refused = CliRunner().invoke(cli, ["config", "schema", "scenes"])
+    assert refused.exit_code == 2 and "unknown file kind 'scenes'" in refused.output
+
+
+def test_settings_defaults_reach_every_camera_and_a_camera_changes_only_what_it_sets(tmp_path, real_sample_dir, onnx_detector):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(yaml.safe_dump({"rules": {"update_stable_s": 90, "group_gap": 0.8},
+                                             "tracking": {"lost_s": 45, "still_tolerance": 0.2}}), encoding="utf-8")
+    settings = load_settings(settings_file)
+    for cid in ("cam-01", "cam-02"):
+        scene_for(tmp_path, cid, real_sample_dir)
+    cams = cameras_file(tmp_path / "cameras.yaml", [
+        {"id": "cam-01", "url": "cam-01.mp4", "scene": "cam-01.yaml", "analysis_fps": 0.5},
+        {"id": "cam-02", "url": "cam-02.mp4", "scene": "cam-02.yaml", "tracking": {"lost_s": 120, "frame_rate": 2},
+         "rules": {"update_stable_s": 10}},
+    ])
+    watcher = Watcher(cams, onnx_detector, make_intake(tmp_path / "data"), replay=True, tracking=settings.tracking, rules=settings.rules)
+    try:
+        rules = {cid: runtime.rules for cid, runtime in watcher.runtimes.items()}
+        one, two = rules["cam-01"], rules["cam-02"]
+        assert (one.tracking.lost_s, one.tracking.still_tolerance, one.tracking.frame_rate) == (45, 0.2, 0.5)
+        assert (one.settings.update_stable_s, one.settings.group_gap) == (90, 0.8)
+        assert (two.tracking.lost_s, two.tracking.still_tolerance, two.tracking.frame_rate) == (120, 0.2, 2)
+        assert (two.settings.update_stable_s, two.settings.group_gap) == (10, 0.8)
+        assert one.tracker.config is one.tracking  # the tracker runs with them
+        assert watcher.runtimes["cam-02"].camera.rules.group_gap == 0.8  # re-checks group like the rules
+    finally:
+        watcher.shutdown()
+    plain = load_cameras(cams, load_taxonomy())  # no settings file: the models' defaults
+    assert [c.tracking.lost_s for c in plain.cameras] == [20, 120] and [c.rules.update_stable_s for c in plain.cameras] == [30, 10]
+
+
+def test_triage_takes_its_defaults_from_the_settings_file_and_flags_win(tmp_path, bus_jpg, monkeypatch):
+    monkeypatch.delenv("STREETWATCH_EVIDENCE_KEY", raising=False)
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                      "triage": {"conf": 0.97, "ocr": "off", "workers": 1, "thumb_side": 96}}), encoding="utf-8")
+
+    def run(out: str, *flags: str) -> list[dict]:
+        result = CliRunner().invoke(cli, ["triage", str(bus_jpg), "--out", str(tmp_path / out), "--config", str(config),
+                                          "--no-progress", *flags])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in (tmp_path / out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    [strict] = run("strict")
+    assert strict["status"] == "ok" and strict["detections"] == [] and strict["findings"] == []  # conf 0.97 from the file
+    [found] = run("found", "--conf", "0.25")
+    assert [f["type"] for f in found["findings"]] == ["illegal_parking"]
+    import cv2
+
+    thumb = cv2.imread(str(tmp_path / "found" / found["thumb"]))
+    assert max(thumb.shape[:2]) == 96  # a knob without a flag, from the file

@@ -1,0 +1,75 @@
+"""Every third-party module the product imports comes from a distribution pyproject.toml declares (core or an
+extra), so `pip install streetwatch[...]` installs what the code needs; optional imports are guarded."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import re
+import sys
+import tomllib
+
+from tests.conftest import REPO
+
+PACKAGES = ("detect", "pipelines", "api", "streetwatch", "benchmarks")
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return {_normal(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in requirements}
+
+
+def _normal(name: str) -> str:
+    """PEP 503 name: `prometheus_client` and `prometheus-client` are one distribution."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _guarded(tree: ast.AST) -> set[int]:
+    """Line numbers of optional imports: inside `try:` blocks whose handler catches ImportError (or any
+    Exception), and under `if TYPE_CHECKING:` (never run)."""
+    catches = ("ImportError", "ModuleNotFoundError", "Exception")
+    blocks = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(h.type is None or (isinstance(h.type, ast.Name) and h.type.id in catches)
+                                             for h in node.handlers):
+            blocks += node.body
+        elif isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            blocks += node.body
+    return {n.lineno for stmt in blocks for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
+
+
+def _imports() -> dict[str, list[str]]:
+    """Top-level module name -> where it is imported unguarded."""
+    found: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            guarded = _guarded(tree)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                if node.lineno in guarded:
+                    continue
+                for name in names:
+                    found.setdefault(name.split(".")[0], []).append(f"{path.relative_to(REPO)}:{node.lineno}")
+    return found
+
+
+def test_every_imported_third_party_module_is_declared():
+    declared = _declared()
+    providers = md.packages_distributions()
+    local = set(PACKAGES) | {"tests"}
+    undeclared = {}
+    for module, where in _imports().items():
+        if module in local or module in sys.stdlib_module_names or module == "__future__":
+            continue
+        dists = {_normal(d) for d in providers.get(module, [])}
+        assert dists, f"{module} (imported at {where[0]}) is not installed at all"
+        if not dists & declared:
+            undeclared[module] = (sorted(dists), where[:2])
+    assert undeclared == {}, "imported but not declared in pyproject.toml: " + repr(undeclared)

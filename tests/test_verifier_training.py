@@ -1,0 +1,37 @@
+"""The shipped verifier heads come back from the shared data with the one command in their card."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "models" / "verifiers" / "street-v1.yaml"
+
+
+@pytest.mark.slow
+def test_training_reproduces_the_cards_validation_figures(tmp_path):
+    card = yaml.safe_load(CARD.read_text(encoding="utf-8"))
+    args = shlex.split(card["command"])
+    assert args[:3] == ["streetwatch", "verifier", "train"]
+    args = [a if a != "models/verifiers" else str(tmp_path / "out") for a in args[3:]]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", "train", *args, "--cache", str(tmp_path / "cache")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    again = yaml.safe_load((tmp_path / "out" / "street-v1.yaml").read_text(encoding="utf-8"))
+    assert again["dataset"]["labels_sha256"] == card["dataset"]["labels_sha256"]
+    assert set(again["heads"]) == set(card["heads"])
+    for head, metrics in card["metrics"].items():
+        for source, shipped in metrics["verifier"].items():
+            got = again["metrics"][head]["verifier"][source]
+            for key in ("P", "R", "F1"):
+                assert got[key] == pytest.approx(shipped[key], abs=0.03), (head, source, key)
+    for type_id, spec in card["heads"].items():
+        assert again["heads"][type_id]["threshold"] == pytest.approx(spec["threshold"], abs=0.05), type_id
