@@ -63,8 +63,14 @@ def _process_cpu() -> float:
     return t.user + t.system
 
 
-def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmup_s: float, folder: Path) -> dict:
-    """Run `n` live cameras for `warmup_s + seconds`; figures are taken over the last `seconds`."""
+PAVEMENT = [[0.0, 0.55], [1.0, 0.55], [1.0, 0.75], [0.0, 0.75]]
+"""A no-vending zone beside the no-parking one: a zone the verifier judges on every analysed frame."""
+
+
+def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmup_s: float, folder: Path,
+            judgement=None) -> dict:
+    """Run `n` live cameras for `warmup_s + seconds`; figures are taken over the last `seconds`.
+    With a verifier (`judgement`), every camera also has a no-vending zone it verifies on each frame."""
     import yaml
 
     from detect.evidence import EvidenceBuilder, EvidenceConfig, ModelInfo
@@ -78,7 +84,13 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
     cams = []
     for i in range(n):
         cid = f"cam-{i:02d}"
-        write_scene(run_dir / f"{cid}.yaml", cid)
+        zones = None
+        if judgement is not None and judgement.active:
+            from benchmarks.media import PARKING_ZONE
+
+            zones = [{"id": "curb", "kind": "no_parking", "polygon": PARKING_ZONE},
+                     {"id": "pavement", "kind": "no_vending", "polygon": PAVEMENT}]
+        write_scene(run_dir / f"{cid}.yaml", cid, zones=zones)
         cams.append({"id": cid, "url": str(clip), "scene": f"{cid}.yaml", "keyframes_only": keyframes, "analysis_fps": 1})
     (run_dir / "cameras.yaml").write_text(yaml.safe_dump({"cameras": cams, "queue_size": max(16, 2 * n), "max_batch": 8}))
     intake = Intake(CaseStore(f"sqlite:///{run_dir}/cases.db"), LocalEvidenceStore(run_dir / "evidence"),
@@ -90,7 +102,7 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
         if window["open"]:
             lags.append((datetime.now(UTC) - frame.ts).total_seconds())
 
-    watcher = Watcher(run_dir / "cameras.yaml", detector, intake, on_analysed=analysed)
+    watcher = Watcher(run_dir / "cameras.yaml", detector, intake, on_analysed=analysed, judgement=judgement)
     runner = threading.Thread(target=watcher.run, kwargs={"poll_s": 0.5, "stagger_s": 1.0 / n}, daemon=True)
     runner.start()
     time.sleep(warmup_s)
@@ -142,22 +154,28 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
 
 def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float = 8.0, modes: tuple[str, ...] = ("keyframes", "full"),
         backend: str = "onnx", device: str = "cpu", model: str = "yolo11n", imgsz: int = 640, workdir: Path | None = None,
-        log=print, threads: int | None = None, clip_s: int = CLIP_S) -> dict:
-    """Ramp the number of cameras per decode mode until a step fails; returns every step and the capacity."""
+        log=print, threads: int | None = None, clip_s: int = CLIP_S, verifier: str | None = "none") -> dict:
+    """Ramp the number of cameras per decode mode until a step fails; returns every step and the capacity.
+    `verifier` (an id, None for the promoted one, "none" for none): each camera verifies a no-vending zone."""
     from benchmarks.environment import environment
     from detect.engine import load_detector
+    from detect.judgement import load_judgement
+    from detect.taxonomy import load_taxonomy
+
+    judgement = load_judgement(verifier, load_taxonomy())
 
     cameras = cameras or [4, 8, 12, 16, 20, 24, 32]
     folder = Path(workdir or tempfile.mkdtemp(prefix="sw-cctv-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     clip = make_clip(folder, clip_s)
-    detector = load_detector(model, backend=backend, device=device, imgsz=imgsz, max_batch=8, threads=threads)
+    detector = load_detector(model, backend=backend, device=device, imgsz=imgsz, max_batch=8, threads=threads,
+                             features=judgement.needs_features)
     load_start = os.getloadavg()
     steps, capacity = [], {}
     for mode in modes:
         capacity[mode] = 0
         for n in cameras:
-            step = measure(n, clip, detector, mode == "keyframes", seconds, warmup_s, folder)
+            step = measure(n, clip, detector, mode == "keyframes", seconds, warmup_s, folder, judgement)
             step["mode"] = mode
             steps.append(step)
             log(f"cctv {mode:9s} {n:3d} cameras: lag p95 {step['lag_s']['p95']:.2f}s, dropped {step['frames_dropped']}, "
@@ -174,6 +192,7 @@ def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float
         "stream": {"codec": "h264", "size": list(SIZE), "fps": CLIP_FPS, "gop_s": 1.0,
                    "kbit_s": round(clip.stat().st_size * 8 / clip_s / 1000)},
         "detector": {"model": detector.model_id, "backend": backend, "device": device, "imgsz": imgsz, "threads": threads},
+        "verifier": judgement.verifier.id if judgement.verifier else None,
         "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "environment": environment(), "capacity": capacity, "steps": steps,
     }
@@ -191,12 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--threads", type=int, help="inference intra-op threads (default: the runtime's)")
     parser.add_argument("--workdir", type=Path, help="keep the generated clip here")
+    parser.add_argument("--verifier", default="none",
+                        help="verifier id (promoted: the default one) judging a no-vending zone per camera; none (default): zones of parking only")
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     record = run([int(x) for x in args.cameras.split(",")], args.seconds, args.warmup, tuple(args.modes.split(",")),
                  args.backend, args.device, args.model, args.imgsz, args.workdir, log=lambda s: print(s, file=sys.stderr),
-                 threads=args.threads)
+                 threads=args.threads, verifier=None if args.verifier == "promoted" else args.verifier)
     record["command"] = "python -m benchmarks.cctv_capacity " + " ".join(argv if argv is not None else sys.argv[1:])
     text = json.dumps(record, indent=2, ensure_ascii=False)
     if args.out:

@@ -88,7 +88,7 @@ def _detections_from_records(results: Path, files: list[Path], names: dict[int, 
     with results.open(encoding="utf-8") as fh:
         for line in fh:
             r = json.loads(line)
-            boxes = r.get("detections", [])
+            boxes = [b for b in r.get("detections", []) if b["class_name"] in ids]  # the detector's boxes (not OCR lines, verifier regions)
             by_source[r["source"]] = sv.Detections(
                 xyxy=np.array([b["xyxy"] for b in boxes], dtype=float).reshape(-1, 4),
                 confidence=np.array([b["conf"] for b in boxes], dtype=float),
@@ -130,12 +130,17 @@ def run(
     size: tuple[int, int] = DEFAULT_SIZE,
     sources: list[Path] | None = None,
     triage_model: str | None = None,
+    verifier: str | None = None,
+    compare_verifier: bool = True,
 ) -> dict:
     """Make `photos` 12 MP JPEGs, time the baseline loop and triage on them, return the record.
 
     `triage_model` runs triage with another export of the model (e.g. its INT8 ONNX file) while
     the baseline keeps `model`; the record says so. Default: the same model on both sides.
     `device` runs both sides there (tensorrt: triage through that ONNX Runtime provider, the baseline on CUDA).
+    `verifier`: the triage's verifier (default the promoted one; "none" = detector classes alone). With
+    `compare_verifier`, each round also runs triage with `--verifier none` on the same detector, and the
+    record says how much CPU per photo the verifier (its heads, evidence and the OCR it gates) adds.
     """
     prepare_ultralytics_env()
     import supervision as sv
@@ -152,8 +157,10 @@ def run(
     yolo = YOLO(str(weights), task="detect")
     base_device = device.replace("tensorrt", "cuda")
     settings = TriageSettings(out=tmp / "triage", model=triage_model or model, backend=backend, device=device, conf=conf, imgsz=imgsz,
-                              cases=False,
+                              cases=False, verifier=verifier,
                               **({"workers": workers} if workers else {}))
+    plain_settings = settings.model_copy(update={"verifier": "none"})
+    compare_verifier = compare_verifier and (verifier is None or verifier.lower() != "none")
     detector = triage_detector(settings)
     try:
         files = make_12mp(sources or source_photos(photos), tmp / "photos", size)
@@ -166,6 +173,7 @@ def run(
             detector.detect([np.zeros((shape[0] // 4, shape[1] // 4, 3), np.uint8)])
 
         base_times, triage_times, base_cpu, triage_cpu, stage_ms = [], [], [], [], []
+        plain_times, plain_cpu, findings = [], [], {}
         base_out = []
         load_before = os.getloadavg()[0]
         for r in range(rounds):
@@ -183,6 +191,17 @@ def run(
             if result.tally.ok != len(files):
                 raise RuntimeError(f"triage read {result.tally.ok} of {len(files)} photos")
             stage_ms.append(result.stats.stage_ms())
+            if compare_verifier:
+                plain = plain_settings.model_copy(update={"out": tmp / f"plain-{r}"})
+                start, cpu = time.perf_counter(), time.process_time()
+                run_triage([tmp / "photos"], plain, detector=detector, show_progress=False)
+                plain_times.append(time.perf_counter() - start)
+                plain_cpu.append(time.process_time() - cpu)
+        for name, folder in (("verifier", "triage-0"), ("detector_classes_only", "plain-0")):
+            path = tmp / folder / "results.jsonl"
+            if path.is_file():
+                found = [f["type"] for line in path.read_text().splitlines() for f in json.loads(line).get("findings", [])]
+                findings[name] = {t: found.count(t) for t in sorted(set(found))}
 
         ours = _detections_from_records(tmp / "triage-0" / "results.jsonl", files, detector.names)
         agreement = match_all(base_out, ours, iou_threshold=0.5)
@@ -214,6 +233,12 @@ def run(
                          "seconds": [round(t, 3) for t in base_times], "photos_per_s": round(base_rate, 3),
                          "cpu_ms_per_photo": round(statistics.median(base_cpu) / len(files) * 1000, 1)},
             "speedup": round(triage_rate / base_rate, 3),
+            **({"without_verifier": {
+                "photos_per_s": round(len(files) / statistics.median(plain_times), 3),
+                "cpu_ms_per_photo": round(statistics.median(plain_cpu) / len(files) * 1000, 1),
+                "speedup": round(len(files) / statistics.median(plain_times) / base_rate, 3),
+                "verifier_cpu_added_pct": round(100 * (statistics.median(triage_cpu) / statistics.median(plain_cpu) - 1), 1),
+                "findings": findings}} if plain_times else {}),
             "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
             "agreement_iou50": agreement.as_dict(),
             "agreement_iou50_parts": {name: a.as_dict() for name, a in parts.items()},
@@ -234,10 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--workers", type=int, default=None, help="triage workers (default: one per core, at most 8)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/triage rounds; medians are reported")
+    parser.add_argument("--verifier", default=None, help="triage's verifier (default: the promoted one; none: detector classes alone)")
+    parser.add_argument("--no-verifier-comparison", action="store_true", help="skip the extra triage run with --verifier none per round")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
     record = run(args.photos, triage_model=args.triage_model, model=args.model, backend=args.backend, imgsz=args.imgsz, conf=args.conf,
-                 workers=args.workers, rounds=args.rounds)
+                 workers=args.workers, rounds=args.rounds, verifier=args.verifier, compare_verifier=not args.no_verifier_comparison)
     t, b, a = record["triage"], record["baseline"], record["agreement_iou50"]
     print(f"{record['photos']} photos of {record['photo_size']} ({record['megapixels']} MP), {args.model} @ {args.imgsz}, "
           f"conf {args.conf}, {record['environment']['cpu']}")
@@ -245,6 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  streetwatch triage           : {t['photos_per_s']:6.2f} photos/s  ({args.backend}, {t['workers']} workers)")
     print(f"  speed-up                     : {record['speedup']:.2f}x  (CPU per photo: baseline {b['cpu_ms_per_photo']} ms, "
           f"triage {t['cpu_ms_per_photo']} ms; load average {record['load_average_1min']})")
+    if "without_verifier" in record:
+        w = record["without_verifier"]
+        print(f"  triage, --verifier none      : {w['photos_per_s']:6.2f} photos/s ({w['speedup']:.2f}x); the verifier adds "
+              f"{w['verifier_cpu_added_pct']}% CPU per photo (verify {t['stage_ms_per_photo'].get('verify')} ms, "
+              f"ocr {t['stage_ms_per_photo'].get('ocr')} ms per photo); findings {w['findings']}")
     print(f"  agreement (IoU .5)           : recall {a['recall']:.3f} precision {a['precision']:.3f} "
           f"({a['matched']}/{a['ref_boxes']} baseline boxes, {a['test_boxes']} triage boxes)")
     for name, part in record["agreement_iou50_parts"].items():

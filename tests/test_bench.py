@@ -103,7 +103,7 @@ def test_variants_that_cannot_run_here_are_skipped_with_the_reason(tiny_run):
         v = triage[f"{backend}-cpu-640"]
         assert v.status == "ok" and v.unit == "photos/s" and v.flags == ["smoke"], v
         assert v.items == 2 and v.iterations == 1 and v.throughput > 0 and v.seconds > 0
-        assert set(v.stages_ms) == {"read", "decode", "infer", "ocr", "rules", "evidence"}
+        assert set(v.stages_ms) == {"read", "decode", "infer", "verify", "ocr", "rules", "evidence"}
         assert all(v.stages_ms[s] > 0 for s in ("read", "decode", "infer", "rules"))
         assert v.stages_ms["evidence"] > 0  # the bus on the road in bus.jpg is a finding: its thumbnail is drawn
         assert v.extra["baseline_photos_per_s"] > 0 and v.extra["speedup_vs_baseline"] > 0

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, fail, setup_logging,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, VerifierOpt, fail, judgement_or_fail, setup_logging,
 )
 
 
@@ -28,11 +28,13 @@ def detect(
     out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image instead of text.")] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per inference batch.")] = 8,
+    verifier: VerifierOpt = None,
 ) -> None:
-    """Detect objects in images with the configured model.
+    """Detect objects in images with the configured model, and judge them with the verifier.
 
-    Bad files are reported one by one (file and reason) and never stop the batch; the exit code
-    is non-zero only when no image could be read.
+    Each image also gets the verifier's per-type probabilities and what it finds (`verifier` and
+    `verified` in --json; docs/verifier.md), unless --verifier none. Bad files are reported one by one
+    (file and reason) and never stop the batch; the exit code is non-zero only when no image could be read.
     """
     setup_logging()
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
@@ -43,8 +45,11 @@ def detect(
         typer.secho(f"error: {item.path}: {item.reason}", err=True, fg=typer.colors.RED)
     if not files:
         fail("no image files found in " + ", ".join(map(str, paths)), code=1 if refused else 2)
+    judgement = judgement_or_fail(verifier)
     try:
-        detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, max_batch=batch)
+        detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, max_batch=batch,
+                                 features=judgement.needs_features)
+        judgement.check(detector)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
     if out:
@@ -61,9 +66,17 @@ def detect(
                 typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         if not images:
             continue
-        for f, im, dets in zip(chunk, images, detector.detect(images), strict=True):
+        if judgement.needs_features:
+            results = detector.detect_with_features(images)
+        else:
+            results = [(d, None) for d in detector.detect(images)]
+        for f, im, (dets, fmap) in zip(chunk, images, results, strict=True):
             ok += 1
+            dets, verdicts = judgement.objects(im, dets, fmap)
             record = detections_record(f, im.shape[1], im.shape[0], dets)
+            if verdicts is not None:
+                record["verifier"] = verdicts.to_json()
+                record["verified"] = sorted(t for t in verdicts.thresholds if verdicts.found(t))
             if as_json:
                 typer.echo(json.dumps(record, ensure_ascii=False))
             else:
@@ -89,9 +102,11 @@ def detections_record(path: Path, width: int, height: int, dets) -> dict:
 
 def summary_line(record: dict) -> str:
     parts = [f"{d['name']} {d['conf']:.2f}" for d in record["detections"]]
-    return f"{record['image']} ({record['width']}x{record['height']}): {len(parts)} detections" + (
-        ": " + ", ".join(parts) if parts else ""
-    )
+    line = f"{record['image']} ({record['width']}x{record['height']}): {len(parts)} detections" + (
+        ": " + ", ".join(parts) if parts else "")
+    if "verifier" in record:
+        line += "; verifier: " + (", ".join(f"{t} {record['verifier'][t]['p']:.2f}" for t in record["verified"]) or "nothing found")
+    return line
 
 
 def write_annotated(path: Path, image, dets) -> None:
