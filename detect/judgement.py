@@ -9,6 +9,7 @@ a scene) judges each zone's own crop, and only zones whose kind judges a `tiles`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +23,8 @@ from detect.verifier import Verdicts, Verifier, evidence
 from detect.verifier.pooling import FeatureMap
 from detect.verifier.verifier import _rows_to_detections
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Judgement:
@@ -30,6 +33,7 @@ class Judgement:
     verifier: Verifier | None
     taxonomy: Taxonomy
     group_gap: float = 0.5
+    chosen: bool = False  # named by the user or the settings (not the promoted default): it must fit the detector
 
     @property
     def active(self) -> bool:
@@ -53,9 +57,22 @@ class Judgement:
         return self.verifier is not None and self.verifier.needs_detector_features
 
     def check(self, detector) -> None:
-        """Refuse a detector the verifier cannot read features from (another model's neck, no neck output)."""
-        if self.verifier is not None:
-            self.verifier.check_detector(detector.model_id, detector.has_features)
+        """Refuse a detector the verifier cannot read features from (another model's neck, no neck output).
+
+        A verifier somebody chose (`--verifier ID`, the settings) must fit. The promoted one, used by
+        default, steps aside with a warning when the detector is another model (a newly promoted
+        detector must not stop every command): the judgement falls back to detector classes until a
+        verifier is trained on that detector's neck and promoted.
+        """
+        if self.verifier is None:
+            return
+        if not self.chosen and self.verifier.needs_detector_features and not self.verifier.fits(detector.model_id):
+            log.warning("the promoted verifier %s reads the neck of another detector than %s: judging by detector classes "
+                        "alone; train one on this detector (`streetwatch verifier train --backbone`) and promote it",
+                        self.verifier.id, detector.model_id)
+            self.verifier = None
+            return
+        self.verifier.check_detector(detector.model_id, detector.has_features)
 
     def tile_types(self) -> list[str]:
         """Types the verifier judges by tiles (its heads that the taxonomy says `verify: tiles`)."""
@@ -158,4 +175,4 @@ def load_judgement(verifier: str | None, taxonomy: Taxonomy, group_gap: float = 
     """The judgement with a verifier id/card (None: the promoted one; 'none': detector classes alone)."""
     from detect.verifier import load_verifier
 
-    return Judgement(load_verifier(verifier, set(taxonomy.types)), taxonomy, group_gap)
+    return Judgement(load_verifier(verifier, set(taxonomy.types)), taxonomy, group_gap, chosen=verifier is not None)

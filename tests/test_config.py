@@ -153,7 +153,7 @@ def test_triage_takes_its_defaults_from_the_settings_file_and_flags_win(tmp_path
     monkeypatch.delenv("STREETWATCH_EVIDENCE_KEY", raising=False)
     config = tmp_path / "settings.yaml"
     config.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
-                                      "triage": {"conf": 0.97, "ocr": "off", "workers": 1, "thumb_side": 96}}), encoding="utf-8")
+                                      "triage": {"conf": 0.97, "ocr": "off", "workers": 1, "thumb_side": 96, "verifier": "none"}}), encoding="utf-8")
 
     def run(out: str, *flags: str) -> list[dict]:
         result = CliRunner().invoke(cli, ["triage", str(bus_jpg), "--out", str(tmp_path / out), "--config", str(config),

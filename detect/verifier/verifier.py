@@ -106,13 +106,17 @@ class Verifier:
         """True when the heads read the detector's own neck map (`Detector.detect_with_features`)."""
         return self.backbone is None
 
+    def fits(self, detector_model_id: str) -> bool:
+        """Whether the heads read this detector's neck (always, for a verifier with its own backbone)."""
+        from detect.verifier.backbones import neck_id
+
+        return not self.needs_detector_features or neck_id(detector_model_id) == self.heads.card.backbone
+
     def check_detector(self, detector_model_id: str, has_features: bool) -> None:
         """Refuse a detector whose neck is not the one the heads were trained on."""
         if not self.needs_detector_features:
             return
-        from detect.verifier.backbones import neck_id
-
-        if neck_id(detector_model_id) != self.heads.card.backbone:
+        if not self.fits(detector_model_id):
             raise VerifierError(
                 f"{self.heads.path}: verifier {self.id} reads the neck of {self.heads.card.backbone[:-5]}, but the detector is "
                 f"{detector_model_id}; use that detector or a verifier trained on its neck (`streetwatch verifier train --backbone`)")

@@ -68,8 +68,11 @@ class PhotoText:
             return None
         order = np.argsort(-probs[:-1])[: self.max_tiles]  # the most posting-like tiles, even when only the whole passed
         tiles = verdicts.tiles[order]
-        grow = (tiles[:, 2:] - tiles[:, :2]) * TILE_MARGIN
-        return np.clip(np.hstack([tiles[:, :2] - grow, tiles[:, 2:] + grow]), 0.0, 1.0)
+        # one region around them all: a posting larger than a tile spans the best tiles, and reading
+        # them apart cuts its phone number at the tile edge ("188 79" | "18 0522")
+        box = np.concatenate([tiles[:, :2].min(axis=0), tiles[:, 2:].max(axis=0)])
+        grow = (box[2:] - box[:2]) * TILE_MARGIN
+        return np.clip(np.concatenate([box[:2] - grow, box[2:] + grow])[None, :], 0.0, 1.0)
 
     def wanted(self, detections: sv.Detections, verdicts: Verdicts | None = None) -> bool:
         return self.regions(detections, verdicts) is not None

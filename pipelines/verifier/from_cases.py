@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import NEGATIVE, NOT_NEGATIVE, POSITIVE
+from pipelines.cases.vocabulary import is_hard_negative
+from pipelines.retrain.from_cases import NEGATIVE, POSITIVE
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -52,7 +53,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         if column is None:
             findings.append(Finding(where, f"type {case['violation_type']!r} has no verifier head: skipped"))
             continue
-        if decision in NEGATIVE and case.get("reason_code") in NOT_NEGATIVE:
+        if decision in NEGATIVE and not is_hard_negative(case.get("reason_code")):
             continue  # real but legal / duplicate: says nothing about how the type looks
         if decision not in POSITIVE | NEGATIVE:
             findings.append(Finding(where, f"decision {decision!r} is neither confirmed nor rejected: skipped"))

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import ModelOpt, SettingsOpt, VerifierOpt, fail, settings_or_fail, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +41,7 @@ def patrol(
     conf: Annotated[float | None, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence. [default: 0.25]")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32). [default: 640]")] = None,
     ocr: Annotated[str | None, typer.Option("--ocr", help="Read text and phone numbers: auto, all or off (as triage). [default: auto]")] = None,
+    verifier: VerifierOpt = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times). [default: Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set).")] = None,
@@ -65,7 +66,7 @@ def patrol(
     from pipelines.triage.journal import JournalExists
 
     deployment = settings_or_fail(config)
-    given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, ocr=ocr, timezone=timezone,
+    given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, ocr=ocr, verifier=verifier, timezone=timezone,
                                    scene_zones=scene_zones, grid=grid, cases=cases, group_radius_m=radius_m).items() if v is not None}
     try:
         settings = TriageSettings(**{**deployment.triage.model_dump(exclude_unset=True), **given}, out=out)
