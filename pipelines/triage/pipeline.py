@@ -235,7 +235,8 @@ def process_photos(
     archives = ArchiveCache()
     seen_now: dict[str, str] = {}  # content hash -> first source of this run (duplicates)
     judgement = judgement or Judgement(None, analyser.taxonomy)
-    text = PhotoText(settings.ocr, settings.ocr_max_side, settings.phone_region, gate=judgement.ocr_gate)
+    text = PhotoText(settings.ocr, settings.ocr_max_side, settings.phone_region, gate=judgement.ocr_gate,
+                     taxonomy=judgement.taxonomy)
     infer_lock = contextlib.nullcontext() if detector.backend == "onnx" else threading.Lock()
     started = time.perf_counter()
     bar = progress_bar(enabled=show_progress)
