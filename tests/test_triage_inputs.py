@@ -145,11 +145,18 @@ def test_grid_cells_from_geojson(tmp_path):
 
 
 def _member(source, type_, score, minute, gps=None, phash=None):
-    record = PhotoRecord(source=source, sha256=source, status="ok",
+    record = PhotoRecord(source=source, sha256=source, photo_id=source, status="ok",
                          taken_at=datetime(2024, 6, 3, 9, 0, tzinfo=UTC) + timedelta(minutes=minute),
                          lat=gps[0] if gps else None, lon=gps[1] if gps else None,
                          phash=None if phash is None else f"{phash:016x}")
     return Member(record, PhotoFinding(type=type_, name_zh=type_, name_en=type_, score=score))
+
+
+@pytest.mark.parametrize("missing", ["sha256", "photo_id", "taken_at"])
+def test_a_finding_whose_record_lacks_its_photo_facts_is_refused_by_name(missing):
+    record = _member("shop.jpg", "street_stall", 0.7, 0).record.model_copy(update={missing: None})
+    with pytest.raises(ValueError, match=r"shop\.jpg: a finding's record needs sha256, photo_id and taken_at"):
+        Member(record, PhotoFinding(type="street_stall", name_zh="x", name_en="x", score=0.7))
 
 
 def test_grouping_by_gps_distance_time_window_and_type():

@@ -115,7 +115,7 @@ class TriageCases:
             self.staging.mkdir(parents=True, exist_ok=True)
             path = self.staging / f"{member.sha256[:16]}{source.suffix}"
             path.write_bytes(data)
-        return Frame(image=image, source_id=member.record.photo_id or member.sha256[:16], ts=member.taken_at, frame_id=member.sha256,
+        return Frame(image=image, source_id=member.photo_id, ts=member.taken_at, frame_id=member.sha256,
                      geo=GeoPoint(lat=member.lat, lon=member.lon) if member.has_gps else None, path=str(path),
                      meta={"source": member.source})
 

@@ -33,13 +33,17 @@ class Member:
     phash: int | None = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.record.sha256 is None or self.record.taken_at is None:
-            raise ValueError(f"{self.record.source}: a finding's record needs sha256 and taken_at")
+        if self.record.sha256 is None or self.record.photo_id is None or self.record.taken_at is None:
+            raise ValueError(f"{self.record.source}: a finding's record needs sha256, photo_id and taken_at")
         self.phash = int(self.record.phash, 16) if self.record.phash else None
 
     @property
     def sha256(self) -> str:
         return self.record.sha256  # type: ignore[return-value]  # checked at construction
+
+    @property
+    def photo_id(self) -> str:
+        return self.record.photo_id  # type: ignore[return-value]  # checked at construction
 
     @property
     def source(self) -> str:
