@@ -191,7 +191,7 @@ class TriageJobs:
 
         folder = self._dir(job_id)
         inputs = [folder / "input"]
-        resume = (folder / "results.jsonl").exists()
+        resume = (folder / RESULTS).exists()
         self._update(job_id, state="running", started_at=_now(), total=len(expand_sources(inputs)))
         self.metrics.jobs_running.inc()
         try:
