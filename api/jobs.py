@@ -26,10 +26,14 @@ from api.config import ServiceConfig
 from api.metrics import ApiMetrics
 from api.uploads import SavedFile
 from pipelines.settings import Settings
+from pipelines.triage.journal import RESULTS, RecordError, parse_record
+from pipelines.triage.record import PhotoRecord
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 UNFINISHED = ("queued", "running")
+SERVER_FIELDS = ("path", "member", "thumb")
+"""Record fields that name files on the server: never in the API's results."""
 
 
 class JobNotFound(KeyError):
@@ -99,15 +103,15 @@ class TriageJobs:
 
     def progress(self, job: dict[str, Any]) -> dict[str, Any]:
         """Photos recorded so far out of the total (and the phase: photos, then case evidence)."""
-        done = sum(1 for _ in self._records(job["id"]))
+        done = sum(1 for _ in self._lines(job["id"]))
         total = job.get("total")
         phase = job["state"]
         if job["state"] == "running":
             phase = "cases" if total is not None and done >= total else "photos"
         return {"done": done, "total": total, "phase": phase}
 
-    def results(self, job_id: str) -> list[dict[str, Any]]:
-        """Per-photo records with server paths replaced by the uploaded file names."""
+    def results(self, job_id: str) -> list[PhotoRecord]:
+        """Per-photo records with server paths replaced by the uploaded file names (the fields each holds)."""
         job = self.get(job_id)
         labels = {f["name"]: f["label"] for f in job["files"]}
         inputs = re.compile(re.escape(str(self._dir(job_id) / "input")) + r"/([0-9]{4}\.[a-z]+)")
@@ -116,12 +120,19 @@ class TriageJobs:
             return inputs.sub(lambda m: labels.get(m.group(1), m.group(1)), text)
 
         out = []
-        for record in self._records(job_id):
-            record = {k: v for k, v in record.items() if k not in ("path", "member", "thumb")}
+        for number, line in enumerate(self._lines(job_id), 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            record = {k: v for k, v in record.items() if k not in SERVER_FIELDS}
             for key in ("source", "duplicate_of", "reason"):
                 if isinstance(record.get(key), str):
                     record[key] = relabel(record[key])
-            out.append(record)
+            try:
+                out.append(parse_record(record, f"job {job_id}: {RESULTS}:{number}"))
+            except RecordError:
+                log.exception("job %s: unreadable record left out", job_id)
         return out
 
     # ---- internals -------------------------------------------------------------------------
@@ -131,16 +142,14 @@ class TriageJobs:
             raise JobNotFound(job_id)
         return self.root / job_id
 
-    def _records(self, job_id: str):
-        path = self._dir(job_id) / "results.jsonl"
+    def _lines(self, job_id: str):
+        """The complete lines of the job's `results.jsonl` (a line still being written is skipped)."""
+        path = self._dir(job_id) / RESULTS
         try:
             with path.open(encoding="utf-8") as fh:
                 for line in fh:
-                    if line.endswith("\n") and line.strip():  # a line still being written is skipped
-                        try:
-                            yield json.loads(line)
-                        except json.JSONDecodeError:
-                            continue
+                    if line.endswith("\n") and line.strip():
+                        yield line
         except FileNotFoundError:
             return
 
@@ -182,7 +191,7 @@ class TriageJobs:
 
         folder = self._dir(job_id)
         inputs = [folder / "input"]
-        resume = (folder / "results.jsonl").exists()
+        resume = (folder / RESULTS).exists()
         self._update(job_id, state="running", started_at=_now(), total=len(expand_sources(inputs)))
         self.metrics.jobs_running.inc()
         try:

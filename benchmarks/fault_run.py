@@ -277,6 +277,7 @@ def triage_fault_run(work: Path, *, spots: int = 8, others: int = 24, limit_s: f
     once, every case delivered once, every bundle verify and belong to its case."""
     from detect.evidence import verify_bundle
     from pipelines.cases import CaseStore
+    from pipelines.triage.journal import RESULTS, read_records
 
     work.mkdir(parents=True, exist_ok=True)
     photos = triage_photos(work / "photos", spots=spots, others=others)
@@ -287,7 +288,7 @@ def triage_fault_run(work: Path, *, spots: int = 8, others: int = 24, limit_s: f
                "--ocr", "off", "--no-progress")
 
     def results() -> int:
-        path = out / "results.jsonl"
+        path = out / RESULTS
         return path.read_bytes().count(b"\n") if path.exists() else 0
 
     phases = {
@@ -321,8 +322,8 @@ def triage_fault_run(work: Path, *, spots: int = 8, others: int = 24, limit_s: f
     finally:
         sim.stop()
 
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
-    per_photo = collections.Counter(Path(r["source"]).name for r in records)
+    records = list(read_records(out / RESULTS))
+    per_photo = collections.Counter(Path(r.source).name for r in records)
     store = CaseStore(f"sqlite:///{work / 'cases.db'}")
     cases = store.list()
     per_case = collections.Counter(c["external_id"] for c in snapshot["cases"])

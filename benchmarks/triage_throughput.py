@@ -83,17 +83,17 @@ def make_12mp(sources: list[Path], folder: Path, size: tuple[int, int] = DEFAULT
 def _detections_from_records(results: Path, files: list[Path], names: dict[int, str]):
     import supervision as sv
 
+    from pipelines.triage.journal import read_records
+
     ids = {n: i for i, n in names.items()}
     by_source = {}
-    with results.open(encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            boxes = [b for b in r.get("detections", []) if b["class_name"] in ids]  # the detector's boxes (not OCR lines, verifier regions)
-            by_source[r["source"]] = sv.Detections(
-                xyxy=np.array([b["xyxy"] for b in boxes], dtype=float).reshape(-1, 4),
-                confidence=np.array([b["conf"] for b in boxes], dtype=float),
-                class_id=np.array([ids[b["class_name"]] for b in boxes], dtype=int),
-            )
+    for r in read_records(results):
+        boxes = [b for b in r.detections if b.class_name in ids]  # the detector's boxes (not OCR lines, verifier regions)
+        by_source[r.source] = sv.Detections(
+            xyxy=np.array([b.xyxy for b in boxes], dtype=float).reshape(-1, 4),
+            confidence=np.array([b.conf for b in boxes], dtype=float),
+            class_id=np.array([ids[b.class_name] for b in boxes], dtype=int),
+        )
     return [by_source.get(str(f), sv.Detections.empty()) for f in files]
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 import numpy as np
 import supervision as sv
 
+from detect import fields
 from detect.scenes import Scene, ZoneRules, anchor_points
 from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, Thresholds, ViolationType, ZoneKind
 from detect.tracking import group_components
@@ -65,14 +66,16 @@ ObjectIds = Callable[[str, str, list[np.ndarray], sv.Detections], list[str]]
 """(zone id, type id, member index arrays, detections) -> one stable object id per object."""
 
 
-def scene_views(scene: Scene, detections: sv.Detections, width: int, height: int, ts: datetime) -> list[ZoneView]:
-    """The scene's zones at capture time `ts`, with each detection's membership by its anchor.
+def scene_views(scene: Scene, detections: sv.Detections, width: int, height: int, ts: datetime,
+                taxonomy: Taxonomy | None = None) -> list[ZoneView]:
+    """The scene's zones at capture time `ts`, with each detection's membership by its anchor (the
+    taxonomy's `anchor` of its class).
 
-    A detection that names its zone (`data["zone_id"]`: a verifier verdict on that zone's crop)
+    A detection that names its zone (`fields.ZONE_ID`: a verifier verdict on that zone's crop)
     is in that zone only."""
-    anchors = anchor_points(detections, width, height)
+    anchors = anchor_points(detections, width, height, taxonomy)
     local = scene.local_time(ts)
-    named = detections.data.get("zone_id") if len(detections) else None
+    named = detections.data.get(fields.ZONE_ID) if len(detections) else None
     views = []
     for z in scene.zones:
         inside = z.contains(anchors)
@@ -124,7 +127,7 @@ def candidates(
 
     `verified`: the types a verifier judged on this frame (`detect.verifier`). Its `tiles` types count only
     evidence that is enough alone (their `verified:` class, custom classes), and in a view without
-    a zone an `objects` type counts only objects the verifier passed (`data["verified_pass"]`).
+    a zone an `objects` type counts only objects the verifier passed (`fields.VERIFIED_PASS`).
 
     An active `ignore` zone removes its detections from every rule; an active
     `vending_permitted` zone exempts its detections from types judged in `no_vending` zones;
@@ -137,13 +140,13 @@ def candidates(
     n = len(detections)
     if n == 0:
         return []
-    names = detections.data.get("class_name", np.array([""] * n)).astype(str)
+    names = fields.names(detections)
     conf = detections.confidence if detections.confidence is not None else np.ones(n)
     usable = ~_union(views, ZoneKind.IGNORE, n)
     if detections.tracker_id is not None:
         usable &= detections.tracker_id >= 0
     permitted = _union(views, ZoneKind.VENDING_PERMITTED, n)
-    passed = detections.data.get("verified_pass")
+    passed = detections.data.get(fields.VERIFIED_PASS)
     passed = np.asarray(passed, dtype=bool) if passed is not None else np.ones(n, dtype=bool)
     judged_views = [(v, jk) for v in views if (jk := _judged_kind(v)) is not None]
     judged_views.sort(key=lambda vj: (not vj[1][1], vj[0].area))
@@ -162,7 +165,7 @@ def candidates(
             scores = conf
             if judged_by_verifier and vtype.verify == "objects" and view.zone is None:
                 sel &= passed  # a photo without zones: the verifier's judgement of the ground decides, and scores
-                scores = np.nan_to_num(np.asarray(detections.data.get("verified", conf), dtype=float))
+                scores = np.nan_to_num(np.asarray(detections.data.get(fields.VERIFIED, conf), dtype=float))
             sel &= (conf >= th.min_conf) & (detections.area >= th.min_area * image_area)
             if ZoneKind.NO_VENDING in vtype.zone_kinds:
                 sel &= ~permitted
@@ -201,7 +204,7 @@ def _objects(
         count = _count(member_dets, member_names, vtype.uncounted)
         if evidence < vtype.min_evidence or count < th.min_count:
             continue
-        moved = member_dets.data.get("moved")
+        moved = member_dets.data.get(fields.MOVED)
         out.append(
             Candidate(
                 zone=view.zone,
@@ -222,9 +225,9 @@ def _objects(
 
 
 def _count(members: sv.Detections, names: list[str], uncounted: list[str]) -> int:
-    """Objects an evidence group counts: a verifier region counts what it saw (`data["count"]`:
+    """Objects an evidence group counts: a verifier region counts what it saw (`fields.COUNT`:
     stalls of a market), any other member one, people at a stall none."""
-    counts = members.data.get("count")
+    counts = members.data.get(fields.COUNT)
     total = 0
     for i, name in enumerate(names):
         if name in uncounted:

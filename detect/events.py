@@ -28,7 +28,7 @@ class ViolationEvent:
     """One lifecycle step of one violation.
 
     `detections` are the evidence boxes at this event in `frame` pixel coordinates (with
-    `data["class_name"]`); `first_frame` is the frame at first sight, kept for the evidence bundle.
+    `fields.CLASS_NAME`); `first_frame` is the frame at first sight, kept for the evidence bundle.
     `thresholds` records the values the rules used so the manifest can state them. `object_id`
     names the tracked object or group within the zone (`t12`, `g3`; `o0` on photos).
     """

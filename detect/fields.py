@@ -8,6 +8,8 @@ value a box has when its producer did not set it. `merge` joins detections of di
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import supervision as sv
 
@@ -16,9 +18,9 @@ CLASS_NAME = "class_name"
 TEXT = "text"
 """OCR text of a text line."""
 PHONES = "phones"
-"""`;`-joined normalised phone numbers read in a text line."""
+"""`;`-joined normalised phone numbers read in a text line (`split` them)."""
 KEYWORDS = "keywords"
-"""`;`-joined small-ad keywords found in a text line."""
+"""`;`-joined small-ad keywords found in a text line (`split` them)."""
 ZONE_ID = "zone_id"
 """A verifier region judged on one zone's crop is in that zone only ('' = placed by its anchor)."""
 COUNT = "count"
@@ -32,6 +34,9 @@ MOVED = "moved"
 STILL_SINCE = "still_since"
 """Tracker: when the track came to rest."""
 
+SEPARATOR = ";"
+"""Joins the several values of one box in a string key (`PHONES`, `KEYWORDS`)."""
+
 #: value of each key for a box whose producer did not set it (object arrays for strings)
 DEFAULTS: dict[str, object] = {TEXT: "", PHONES: "", KEYWORDS: "", ZONE_ID: "", COUNT: 1, VERIFIED: np.nan, VERIFIED_PASS: True}
 _DTYPES = {COUNT: int, VERIFIED: float, VERIFIED_PASS: bool}
@@ -40,6 +45,30 @@ _DTYPES = {COUNT: int, VERIFIED: float, VERIFIED_PASS: bool}
 def column(key: str, n: int) -> np.ndarray:
     """A column of `n` default values for `key`."""
     return np.full(n, DEFAULTS[key], dtype=_DTYPES.get(key, object))
+
+
+def names(detections: sv.Detections) -> np.ndarray:
+    """The class name of every box as `str` ('' where no producer named it)."""
+    value = detections.data.get(CLASS_NAME)
+    if value is None:
+        return np.full(len(detections), "", dtype=object).astype(str)
+    return np.asarray(value, dtype=object).astype(str)
+
+
+def values(detections: sv.Detections, key: str) -> np.ndarray:
+    """The column `key` of every box, or its default (`DEFAULTS`) where no producer set it."""
+    value = detections.data.get(key)
+    return np.asarray(value) if value is not None else column(key, len(detections))
+
+
+def join(items: Iterable[str]) -> str:
+    """Several values of one box as one string key value (phones, keywords)."""
+    return SEPARATOR.join(items)
+
+
+def split(joined: object) -> list[str]:
+    """The values a `join`ed key holds (none for '')."""
+    return [item for item in str(joined).split(SEPARATOR) if item]
 
 
 def merge(parts: list[sv.Detections]) -> sv.Detections:
@@ -60,7 +89,7 @@ def merge(parts: list[sv.Detections]) -> sv.Detections:
             if k in p.data:
                 data[k] = np.asarray(p.data[k], dtype=_DTYPES.get(k, object))
             elif k == CLASS_NAME:
-                data[k] = np.array([""] * len(p), dtype=object)
+                data[k] = np.full(len(p), "", dtype=object)
             else:
                 data[k] = column(k, len(p))
         p.data = data

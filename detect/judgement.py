@@ -108,7 +108,7 @@ class Judgement:
         fmap = self.verifier.feature_map(image, fmap)
         h, w = image.shape[:2]
         rows = []
-        names = detections.data.get(fields.CLASS_NAME, np.array([""] * len(detections))).astype(str) if len(detections) else np.array([])
+        names = fields.names(detections) if len(detections) else np.array([])
         centres = detections.get_anchors_coordinates(sv.Position.CENTER) / [w, h] if len(detections) else np.zeros((0, 2))
         support = self._support()
         for zone in scene.zones:

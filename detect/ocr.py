@@ -1,16 +1,17 @@
 """Text as evidence of flyposting: RapidOCR regions labelled as small-ad or new text.
 
 RapidOCR (PP-OCRv4 ONNX models shipped inside the `rapidocr_onnxruntime` wheel, so it runs
-offline) finds and reads text lines. Each line becomes a detection with `data["text"]`,
-`data["phones"]` (`;`-joined normalised numbers) and `data["keywords"]`, then is labelled:
+offline) finds and reads text lines. Each line becomes a detection with `fields.TEXT`,
+`fields.PHONES` (`;`-joined normalised numbers) and `fields.KEYWORDS`, then is labelled:
 
 - `small_ad_text`: it carries a phone number or a small-ad keyword;
 - `new_text` (cameras): any other text that is not in the scene's reference snapshot;
 - `text`: other text in photos (not evidence by itself).
 
 On cameras, text already present in the reference snapshot (the shop's own sign) is dropped;
-in photos, text inside a detected signboard (`signboard`, `cantilever` ... from a facade model)
-is dropped. The rules then treat these classes like any detector class (taxonomy `flyposting`).
+in photos, text inside a detected signboard (the taxonomy's `signboard` classes: `signboard`,
+`cantilever` ... from a facade model) is dropped. The rules then treat these classes like any
+detector class (taxonomy `flyposting`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,19 @@ import supervision as sv
 
 from detect import fields
 from detect.phones import DEFAULT_REGION, SmallAdLexicon, find_phones, load_lexicon
+from detect.taxonomy import Taxonomy, default_taxonomy
 
-TEXT_FIELDS = ("text", "phones", "keywords")
-SIGNBOARD_CLASSES = frozenset({"signboard", "cantilever", "shop_sign"})
+TEXT_FIELDS = (fields.TEXT, fields.PHONES, fields.KEYWORDS)
+TEXT_LINE = "text"
+"""Class of a text line (photos: not evidence by itself)."""
+SMALL_AD_TEXT = "small_ad_text"
+"""Class of a text line with a phone number or a small-ad keyword."""
+NEW_TEXT = "new_text"
+"""Class of any other text line on a camera that its reference snapshot does not show."""
 
 
 class TextReader:
-    """RapidOCR behind one call: image (BGR) -> text-line detections (class `text`)."""
+    """RapidOCR behind one call: image (BGR) -> text-line detections (class `TEXT_LINE`)."""
 
     def __init__(self, min_score: float = 0.5, **rapidocr_kwargs) -> None:
         from rapidocr_onnxruntime import RapidOCR  # onnxruntime sessions: load only when used
@@ -69,7 +76,7 @@ class TextReader:
 
 def text_detections(xyxy: np.ndarray, texts: list[str], scores: list[float], lexicon: SmallAdLexicon | None = None,
                     region: str = DEFAULT_REGION) -> sv.Detections:
-    """Detections for text lines with their phones and keywords filled in (class `text`)."""
+    """Detections for text lines with their phones and keywords filled in (class `TEXT_LINE`)."""
     lexicon = lexicon or _default_lexicon()
     n = len(texts)
     return sv.Detections(
@@ -77,10 +84,10 @@ def text_detections(xyxy: np.ndarray, texts: list[str], scores: list[float], lex
         confidence=np.asarray(scores, dtype=float),
         class_id=np.full(n, -1, dtype=int),
         data={
-            "class_name": np.array(["text"] * n, dtype=object),
-            "text": np.array(texts, dtype=object),
-            "phones": np.array([";".join(p.number for p in find_phones(t, region)) for t in texts], dtype=object),
-            "keywords": np.array([";".join(lexicon.match(t)) for t in texts], dtype=object),
+            fields.CLASS_NAME: np.array([TEXT_LINE] * n, dtype=object),
+            fields.TEXT: np.array(texts, dtype=object),
+            fields.PHONES: np.array([fields.join([p.number for p in find_phones(t, region)]) for t in texts], dtype=object),
+            fields.KEYWORDS: np.array([fields.join(lexicon.match(t)) for t in texts], dtype=object),
         },
     )
 
@@ -115,14 +122,14 @@ class TextReference:
 
     @classmethod
     def from_detections(cls, detections: sv.Detections) -> TextReference:
-        return cls(detections.xyxy.copy(), [str(t) for t in detections.data.get("text", [])])
+        return cls(detections.xyxy.copy(), [str(t) for t in detections.data.get(fields.TEXT, [])])
 
     def known(self, detections: sv.Detections) -> np.ndarray:
         if len(detections) == 0 or len(self.xyxy) == 0:
             return np.zeros(len(detections), dtype=bool)
         ious = sv.box_iou_batch(detections.xyxy, self.xyxy)
         out = np.zeros(len(detections), dtype=bool)
-        for i, text in enumerate(detections.data["text"]):
+        for i, text in enumerate(detections.data[fields.TEXT]):
             for j in np.flatnonzero(ious[i] >= self.iou):
                 alike = difflib.SequenceMatcher(None, _norm(str(text)), _norm(self.texts[j])).ratio() >= self.similarity
                 if alike or ious[i, j] >= self.same_place_iou:
@@ -135,26 +142,27 @@ def label_texts(
     texts: sv.Detections,
     reference: TextReference | None = None,
     signboards: sv.Detections | None = None,
-    signboard_classes: frozenset[str] = SIGNBOARD_CLASSES,
+    taxonomy: Taxonomy | None = None,
 ) -> sv.Detections:
-    """Drop known text (reference snapshot, signboards) and set each line's class (module doc)."""
+    """Drop known text (reference snapshot, signboards: the `taxonomy`'s signboard classes, default the
+    shipped taxonomy's) and set each line's class (module doc)."""
     if len(texts) == 0:
         return texts
     keep = np.ones(len(texts), dtype=bool)
     if reference is not None:
         keep &= ~reference.known(texts)
     if signboards is not None and len(signboards):
-        names = signboards.data.get("class_name", np.array([]))
-        boards = signboards.xyxy[np.isin(names, list(signboard_classes))]
+        board_classes = (taxonomy or default_taxonomy()).signboard_classes
+        boards = signboards.xyxy[np.isin(fields.names(signboards), list(board_classes))]
         if len(boards):
             centres = texts.get_anchors_coordinates(sv.Position.CENTER)
             inside = (centres[:, None, 0] >= boards[None, :, 0]) & (centres[:, None, 0] <= boards[None, :, 2])
             inside &= (centres[:, None, 1] >= boards[None, :, 1]) & (centres[:, None, 1] <= boards[None, :, 3])
             keep &= ~inside.any(axis=1)
     out = texts[keep]
-    ad = np.array([bool(p) or bool(k) for p, k in zip(out.data["phones"], out.data["keywords"])], dtype=bool)
-    plain = "new_text" if reference is not None else "text"
-    out.data["class_name"] = np.where(ad, "small_ad_text", plain).astype(object)
+    ad = np.array([bool(p) or bool(k) for p, k in zip(out.data[fields.PHONES], out.data[fields.KEYWORDS])], dtype=bool)
+    plain = NEW_TEXT if reference is not None else TEXT_LINE
+    out.data[fields.CLASS_NAME] = np.where(ad, SMALL_AD_TEXT, plain).astype(object)
     return out
 
 
@@ -173,12 +181,14 @@ def merge_with_texts(detections: sv.Detections, texts: sv.Detections) -> sv.Dete
 
 @dataclass
 class TextEvidence:
-    """OCR + labelling for one source: `reference` for a camera, none for photos."""
+    """OCR + labelling for one source: `reference` for a camera, none for photos; `taxonomy` names the
+    signboard classes (default: the shipped taxonomy)."""
 
     reader: TextReader
     reference: TextReference | None = None
     lexicon: SmallAdLexicon = field(default_factory=_default_lexicon)
     region: str = DEFAULT_REGION  # phone numbering plan read without a country code
+    taxonomy: Taxonomy | None = None
 
     @classmethod
     def for_camera(cls, reader: TextReader, reference_snapshot: str | Path | None, region: str = DEFAULT_REGION) -> TextEvidence:
@@ -196,4 +206,4 @@ class TextEvidence:
         """Labelled text lines of the image, or only of pixel `boxes` in it (the verifier's posting-like tiles)."""
         lines = self.reader.read(image, self.lexicon, self.region) if boxes is None else \
             self.reader.read_regions(image, boxes, self.lexicon, self.region)
-        return label_texts(lines, self.reference, signboards)
+        return label_texts(lines, self.reference, signboards, self.taxonomy)

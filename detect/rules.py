@@ -22,6 +22,7 @@ import supervision as sv
 from pydantic import Field
 
 from detect.candidates import Candidate, ZoneView, candidates, scene_views, whole_image_views
+from detect import fields
 from detect.cityzones import CityZones
 from detect.config_io import ConfigModel
 from detect.events import EventKind, ViolationEvent
@@ -47,8 +48,8 @@ class RuleSettings(ConfigModel):
 
 def _texts_and_phones(dets: sv.Detections) -> tuple[list[str], list[str]]:
     """OCR text and phone numbers carried by evidence detections (see detect.ocr)."""
-    texts = [str(t) for t in dets.data.get("text", []) if str(t)]
-    phones = [p for joined in dets.data.get("phones", []) for p in str(joined).split(";") if p]
+    texts = [str(t) for t in dets.data.get(fields.TEXT, []) if str(t)]
+    phones = [p for joined in dets.data.get(fields.PHONES, []) for p in fields.split(joined)]
     return texts, sorted(set(phones))
 
 
@@ -115,7 +116,7 @@ class CameraRules:
     settings: RuleSettings = field(default_factory=RuleSettings)
 
     def __post_init__(self) -> None:
-        self.tracker = Tracker(self.tracking)
+        self.tracker = Tracker(self.tracking, self.taxonomy.families)
         self._violations: dict[str, _Violation] = {}
         self._by_key: dict[tuple[str, str, str], str] = {}
         self._cooldowns: list[_Cooldown] = []
@@ -129,7 +130,7 @@ class CameraRules:
             raise ValueError(f"frame from source {frame.source_id!r} fed to the rules of camera {self.scene.camera_id!r}")
         ts = frame.ts
         tracked = self.tracker.update(detections, ts)
-        views: list[ZoneView] = scene_views(self.scene, tracked, frame.width, frame.height, ts)
+        views: list[ZoneView] = scene_views(self.scene, tracked, frame.width, frame.height, ts, self.taxonomy)
         cands = candidates(views, tracked, self.taxonomy, frame.width * frame.height, self._object_ids(ts), self.settings.group_gap,
                            verified=verified)
         events: list[ViolationEvent] = []
@@ -246,7 +247,7 @@ class PhotoRules:
         detections = detections[:] if len(detections) else detections
         detections.tracker_id = None
         if scene is not None:
-            views = scene_views(scene, detections, frame.width, frame.height, frame.ts)
+            views = scene_views(scene, detections, frame.width, frame.height, frame.ts, self.taxonomy)
         elif self.city_zones is not None and frame.geo is not None:
             views = whole_image_views(self.city_zones.at(frame.geo), len(detections), frame.ts.astimezone(self.city_zones.tz))
         else:

@@ -7,7 +7,8 @@ per-zone threshold overrides. Files are validated at load; a bad file names file
 and the camera is refused rather than run without rules.
 
 Membership: an object is in a zone when the bottom-centre of its box is (where it stands on the
-ground); text is in a zone by its centre (it hangs on a wall, it does not stand).
+ground); text is in a zone by its centre (it hangs on a wall, it does not stand). Which classes are
+text is the taxonomy's `classes:` (`anchor`, `text`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from pydantic import (
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
+from detect import fields
 from detect.config_io import ConfigError, ConfigModel, load_model
 from detect.grades import Grades, apply_grades, load_grades
-from detect.taxonomy import Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, load_taxonomy
-
-TEXT_CLASSES = frozenset({"text", "new_text", "small_ad_text", "small_ad", "poster", "sticker", "banner"})
-"""Classes anchored by their centre (things on walls), not their bottom-centre."""
+from detect.taxonomy import (
+    Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, default_taxonomy, load_taxonomy,
+)
 
 
 class Weekday(StrEnum):
@@ -279,13 +280,13 @@ def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grade
     return scene
 
 
-def anchor_points(detections: sv.Detections, width: int, height: int) -> np.ndarray:
-    """Normalised (N, 2) zone anchors: bottom-centre for things on the ground, centre for text."""
+def anchor_points(detections: sv.Detections, width: int, height: int, taxonomy: Taxonomy | None = None) -> np.ndarray:
+    """Normalised (N, 2) zone anchors: bottom-centre for things on the ground, centre for the classes the
+    taxonomy anchors by their centre (text; default: the shipped taxonomy)."""
     if len(detections) == 0:
         return np.zeros((0, 2))
     bottom = detections.get_anchors_coordinates(sv.Position.BOTTOM_CENTER)
     centre = detections.get_anchors_coordinates(sv.Position.CENTER)
-    names = detections.data.get("class_name")
-    is_text = np.isin(names, list(TEXT_CLASSES)) if names is not None else np.zeros(len(detections), dtype=bool)
-    points = np.where(is_text[:, None], centre, bottom)
+    centred = np.isin(fields.names(detections), list((taxonomy or default_taxonomy()).centre_anchored))
+    points = np.where(centred[:, None], centre, bottom)
     return points / np.array([width, height], dtype=float)

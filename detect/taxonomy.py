@@ -5,11 +5,14 @@ rules, the evidence builder and the dispatch adapters all read it through `load_
 code tables differ per city, so they are data: the shipped `default` city plus optional city
 files (`city: hangzhou` + `codes: {type_id: {major_code, minor_code}}`) merged at load time.
 The detector only knows class names; which class names count as evidence for which violation is
-stated here, so a newly trained model with `stall` or `small_ad` classes plugs in without code.
+stated here, and so is what else a class is to the code (`classes:`: text, OCR trigger, signboard,
+privacy blur, tracker family, zone anchor), so a newly trained model with `stall`, `small_ad` or
+`shop_sign` classes plugs in without code.
 """
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +38,63 @@ class ZoneKind(StrEnum):
     FRONTAGE = "frontage"
     NO_POSTING = "no_posting"
     IGNORE = "ignore"
+
+
+class Anchor(StrEnum):
+    """The point of a box that decides which zone it is in (docs/rules.md §2)."""
+
+    BOTTOM_CENTER = "bottom_center"  # where a thing stands on the ground
+    CENTER = "center"  # things on walls: text, posters, banners
+
+
+class PrivacyRegion(StrEnum):
+    """The part of a box blurred in the shared copies of evidence images (detect.evidence.privacy)."""
+
+    HEAD = "head"  # the top quarter of a person's box
+    PLATE = "plate"  # the lower middle band of a vehicle's box
+
+
+class ClassRoles(ConfigModel):
+    """What the code does with a class name besides weighing it as evidence: one entry under `classes:`.
+
+    A new model's classes plug in here as they do under a type's `evidence`, with no code change."""
+
+    text: bool = Field(
+        False, title="Text",
+        description="Text on a wall: OCR lines (text, small_ad_text, new_text) and things with writing (small ads, posters, "
+        "stickers, banners). In a zone by the centre of its box and an OCR trigger, unless `anchor` or `ocr_trigger` say otherwise.")
+    ocr_trigger: bool | None = Field(
+        None, title="OCR trigger",
+        description="A photo in which the detector sees this class is read whole by OCR (triage `--ocr auto`). "
+        "Default: text and signboard classes.")
+    signboard: bool = Field(
+        False, title="Signboard",
+        description="A legal shop sign: text lines whose centre lies inside its box are never flyposting (photos).")
+    privacy: PrivacyRegion | None = Field(
+        None, title="Privacy blur",
+        description="The part of its box blurred in shared evidence copies: `head` (people) or `plate` (vehicles).")
+    family: str | None = Field(
+        None, title="Tracker family", min_length=1,
+        description="Classes of one family share a tracker, so a car re-detected as a truck keeps its id "
+        "(default: the class is its own family). A settings file's `tracking.families` adds to these.")
+    anchor: Anchor | None = Field(
+        None, title="Zone anchor",
+        description="The point of its box that decides its zone: `bottom_center` (where it stands) or `center`. "
+        "Default: center for text classes, bottom_center for everything else.")
+
+    @property
+    def zone_anchor(self) -> Anchor:
+        """`anchor`, or its default (centre for text)."""
+        return self.anchor or (Anchor.CENTER if self.text else Anchor.BOTTOM_CENTER)
+
+    @property
+    def triggers_ocr(self) -> bool:
+        """`ocr_trigger`, or its default (text and signboards)."""
+        return self.ocr_trigger if self.ocr_trigger is not None else (self.text or self.signboard)
+
+
+NO_ROLES = ClassRoles()
+"""The roles of a class the taxonomy does not list: none (bottom-centre anchor, its own tracker family)."""
 
 
 class CityCode(ConfigModel):
@@ -198,6 +258,10 @@ class Taxonomy(ConfigModel):
 
     version: int = Field(1, title="Format version", description="Taxonomy file format version.", ge=1)
     types: dict[str, ViolationType] = Field(title="Violation types", description="Violation types keyed by id.", min_length=1)
+    classes: dict[str, ClassRoles] = Field(
+        default_factory=dict, title="Class roles",
+        description="Class name -> its roles besides evidence: text, OCR trigger, signboard, privacy blur, tracker family, "
+        "zone anchor. Classes not listed have none.")
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +299,47 @@ class Taxonomy(ConfigModel):
     def types_for_class(self, class_name: str) -> list[ViolationType]:
         """Types for which a detector class counts as evidence."""
         return [t for t in self.types.values() if class_name in t.evidence]
+
+    def roles(self, class_name: str) -> ClassRoles:
+        """A class's roles (`classes:`), or none for a class the taxonomy does not list."""
+        return self.classes.get(class_name, NO_ROLES)
+
+    @property
+    def text_classes(self) -> frozenset[str]:
+        """Classes that are text on a wall (OCR lines, posters, banners ...)."""
+        return frozenset(name for name, r in self.classes.items() if r.text)
+
+    @property
+    def ocr_trigger_classes(self) -> frozenset[str]:
+        """Classes whose detection makes triage read the whole photo."""
+        return frozenset(name for name, r in self.classes.items() if r.triggers_ocr)
+
+    @property
+    def signboard_classes(self) -> frozenset[str]:
+        """Legal shop signs: text inside them is not flyposting."""
+        return frozenset(name for name, r in self.classes.items() if r.signboard)
+
+    @property
+    def centre_anchored(self) -> frozenset[str]:
+        """Classes in a zone by the centre of their box (the others: by its bottom-centre)."""
+        return frozenset(name for name, r in self.classes.items() if r.zone_anchor is Anchor.CENTER)
+
+    @property
+    def privacy_regions(self) -> dict[str, PrivacyRegion]:
+        """Class name -> the part of its box blurred in shared evidence copies."""
+        return {name: r.privacy for name, r in self.classes.items() if r.privacy is not None}
+
+    @property
+    def families(self) -> dict[str, str]:
+        """Class name -> tracker family, for the classes that share one."""
+        return {name: r.family for name, r in self.classes.items() if r.family is not None}
+
+
+@functools.cache
+def default_taxonomy() -> Taxonomy:
+    """The shipped taxonomy, loaded once: what a function that was given no taxonomy reads its class roles
+    from (`detect.scenes.anchor_points`, `detect.ocr.label_texts` ...). Shared, so never change it."""
+    return load_taxonomy()
 
 
 class CityCodeFile(ConfigModel):

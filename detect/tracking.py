@@ -8,7 +8,8 @@ delegates to); we only configure it for slow sampling and add what rules need on
   we pass `lost_s * 30` and the capture time of every frame (sampling may be irregular).
 - One ByteTrack per class family: an umbrella over a table over a vendor overlap heavily, and a
   class-agnostic IoU match would swap their ids. Families merge classes a detector confuses
-  (car/truck/van). Ids are made unique across families here.
+  (car/truck/van): the taxonomy's `classes:` name them (`family`), a settings file's
+  `tracking.families` adds to them. Ids are made unique across families here.
 - Stillness: each track keeps a rest point (bottom-centre of its box); when the bottom-centre
   strays more than `still_tolerance` x box size (sqrt of area) from it, the track "moved" and the
   rest point resets. Jitter within the tolerance never resets it, so dwell keeps counting.
@@ -30,14 +31,9 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from trackers import ByteTrackTracker
 
+from detect import fields
 from detect.config_io import ConfigModel
-from detect.fields import ZONE_ID
-
-DEFAULT_FAMILIES = {
-    "car": "motor_vehicle", "truck": "motor_vehicle", "bus": "motor_vehicle", "van": "motor_vehicle",
-    # an OCR line read with its phone number in one frame and without it in the next stays one track
-    "text": "text", "new_text": "text", "small_ad_text": "text",
-}
+from detect.taxonomy import default_taxonomy
 
 
 class TrackingConfig(ConfigModel):
@@ -58,9 +54,10 @@ class TrackingConfig(ConfigModel):
         0.3, title="Still tolerance", description="Bottom-centre movement, as a fraction of box size, that still counts as standing still.", gt=0
     )
     families: dict[str, str] = Field(
-        default_factory=lambda: dict(DEFAULT_FAMILIES),
+        default_factory=dict,
         title="Class families",
-        description="Class name -> family; classes of one family share a tracker (a car re-detected as truck keeps its id).",
+        description="Class name -> family, added to (and replacing for the classes named) the taxonomy's `classes:` families; "
+        "classes of one family share a tracker (a car re-detected as truck keeps its id).",
     )
 
 
@@ -76,16 +73,24 @@ class Tracker:
     """ByteTrack per class family, with global ids and per-track stillness.
 
     `update` returns the input detections with `tracker_id` set (-1 for a detection not yet
-    confirmed: ByteTrack confirms a track on its second sighting) and `data["moved"]` (bool:
-    the track left its rest point at this update) and `data["still_since"]` (datetime objects).
+    confirmed: ByteTrack confirms a track on its second sighting) and `fields.MOVED` (bool:
+    the track left its rest point at this update) and `fields.STILL_SINCE` (datetime objects).
+    `class_families`: the taxonomy's families (`Taxonomy.families`; default the shipped taxonomy's),
+    under the config's own `families`.
     """
 
     config: TrackingConfig = field(default_factory=TrackingConfig)
+    class_families: dict[str, str] | None = None
     _trackers: dict[str, ByteTrackTracker] = field(default_factory=dict)
     _ids: dict[tuple[str, int], int] = field(default_factory=dict)
     _rest: dict[int, _Rest] = field(default_factory=dict)
     _next_id: int = 0
     _t0: datetime | None = None
+    _families: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        base = default_taxonomy().families if self.class_families is None else self.class_families
+        self._families = {**base, **self.config.families}
 
     def _tracker(self, family: str) -> ByteTrackTracker:
         if family not in self._trackers:
@@ -104,9 +109,8 @@ class Tracker:
         """Track one frame's detections captured at `ts` (UTC-aware, non-decreasing)."""
         self._t0 = self._t0 or ts
         seconds = (ts - self._t0).total_seconds()
-        names = detections.data.get("class_name", np.array([""] * len(detections)))
-        families = np.array([self.config.families.get(str(n), str(n)) for n in names], dtype=object)
-        zoned = np.asarray(detections.data.get(ZONE_ID, np.array([""] * len(detections))), dtype=object).astype(str) != ""
+        families = np.array([self._families.get(n, n) for n in fields.names(detections)], dtype=object)
+        zoned = fields.values(detections, fields.ZONE_ID).astype(str) != ""
         parts = [self._zone_tracks(detections[zoned])] if zoned.any() else []
         if zoned.any():
             detections, families = detections[~zoned], families[~zoned]
@@ -124,7 +128,7 @@ class Tracker:
     def _zone_tracks(self, dets: sv.Detections) -> sv.Detections:
         """Verifier verdicts on a zone's crop are that zone's own track: one stable id per zone and type."""
         dets = dets[:]
-        keys = zip(dets.data[ZONE_ID].astype(str), dets.data.get("class_name", np.array([""] * len(dets))).astype(str))
+        keys = zip(dets.data[fields.ZONE_ID].astype(str), fields.names(dets))
         dets.tracker_id = np.array([self._global_id(f"zone:{z}", hash(c) & 0x7FFFFFFF) for z, c in keys], dtype=int)
         return dets
 
@@ -151,8 +155,8 @@ class Tracker:
                     rest.point, rest.since, moved[i] = points[i], ts, True
                 rest.last_seen = ts
                 still_since[i] = rest.since
-        dets.data["moved"] = moved
-        dets.data["still_since"] = still_since
+        dets.data[fields.MOVED] = moved
+        dets.data[fields.STILL_SINCE] = still_since
         horizon = self.config.lost_s + 1.0  # ByteTrack has dropped the track by then
         gone = {t for t, r in self._rest.items() if (ts - r.last_seen).total_seconds() > horizon}
         for tid in gone:
@@ -164,7 +168,7 @@ class Tracker:
 def _empty_tracked() -> sv.Detections:
     empty = sv.Detections.empty()
     empty.tracker_id = np.zeros(0, dtype=int)
-    empty.data["class_name"] = np.zeros(0, dtype=str)
+    empty.data[fields.CLASS_NAME] = np.zeros(0, dtype=str)
     return empty
 
 

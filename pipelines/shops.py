@@ -248,11 +248,11 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def responsible_shop(register: ShopRegister, event, ctx) -> dict[str, Any]:
+def responsible_shop(register: ShopRegister, event, ctx, taxonomy=None) -> dict[str, Any]:
     """`Intake` details hook: the shop answering for a shop-front case (empty when none is registered).
 
-    Camera cases are placed by the evidence boxes' bottom-centres in the camera's image; photo
-    cases by their GPS position.
+    Camera cases are placed by the evidence boxes' zone anchors (bottom-centres) in the camera's image
+    (`taxonomy`'s anchors; default the shipped one); photo cases by their GPS position.
     """
     if event.violation_type != "shopfront_spillover":
         return {}
@@ -261,7 +261,7 @@ def responsible_shop(register: ShopRegister, event, ctx) -> dict[str, Any]:
     if ctx.source_kind == "camera" and frame is not None and len(event.detections):
         from detect.scenes import anchor_points
 
-        shop = register.for_camera(ctx.source_id or event.source_id, anchor_points(event.detections, frame.width, frame.height))
+        shop = register.for_camera(ctx.source_id or event.source_id, anchor_points(event.detections, frame.width, frame.height, taxonomy))
     if shop is None:
         geo = ctx.geo or (frame.geo if frame is not None else None)
         if geo is not None:
@@ -273,7 +273,7 @@ def attach_shops(intake) -> ShopRegister:
     """New shop-front cases of `intake` (a `pipelines.cases.intake.Intake`) name the responsible shop of
     the register (`details.shop`): the watcher's, triage's and the patrol's intakes call this."""
     register = ShopRegister(intake.store.engine)
-    intake.details_hooks.append(partial(responsible_shop, register))
+    intake.details_hooks.append(partial(responsible_shop, register, taxonomy=intake.builder.taxonomy))
     return register
 
 

@@ -15,6 +15,8 @@ def test_taxonomy_lists_types_with_codes():
     result = CliRunner().invoke(app, ["rules", "taxonomy"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "street_stall" in result.output and "05/0501" in result.output and "flyposting" in result.output
+    shop_sign = next(line for line in result.output.splitlines() if "shop_sign" in line)  # the class roles follow
+    assert [c.strip() for c in shop_sign.split("│")[1:8]] == ["shop_sign", "", "yes", "yes", "", "", "bottom_center"]
 
 
 def test_check_accepts_the_example_and_refuses_a_bad_scene(tmp_path: Path):

@@ -91,7 +91,7 @@ def test_groups_become_signed_cases_queued_and_delivered_once(tmp_path, photos, 
     roles = {a["role"]: a for a in manifest["artifacts"]}
     assert (bundle / roles["original_opened"]["path"]).read_bytes() == Path(lead.source).read_bytes()  # as received
     assert (bundle / roles["original_first_seen"]["path"]).read_bytes() == Path(first.source).read_bytes()
-    assert roles["annotated_opened"]["width"] == lead.facts["width"] > 640  # full resolution, not the decode for the model
+    assert roles["annotated_opened"]["width"] == lead.record.width > 640  # full resolution, not the decode for the model
     crops = [a for a in manifest["artifacts"] if a["role"] == "crop"]
     assert [c["class_name"] for c in crops] == ["bus"] and crops[0]["width"] > 600
     assert manifest["times"]["first_seen"]["local"].startswith("2024-06-03T09:00:00")

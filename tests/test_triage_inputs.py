@@ -19,6 +19,7 @@ from detect.imageio import decode_image
 from pipelines.triage.exif import read_facts
 from pipelines.grid import load_grid
 from pipelines.triage.grouping import Member, group_members, perceptual_hash
+from pipelines.triage.record import PhotoFinding, PhotoRecord
 from pipelines.triage.journal import Journal, JournalExists
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, expand_sources
 from tests.triage_helpers import phone_photo
@@ -144,9 +145,18 @@ def test_grid_cells_from_geojson(tmp_path):
 
 
 def _member(source, type_, score, minute, gps=None, phash=None):
-    return Member(sha256=source, source=source, type=type_, score=score,
-                  taken_at=datetime(2024, 6, 3, 9, 0, tzinfo=UTC) + timedelta(minutes=minute),
-                  lat=gps[0] if gps else None, lon=gps[1] if gps else None, phash=phash)
+    record = PhotoRecord(source=source, sha256=source, photo_id=source, status="ok",
+                         taken_at=datetime(2024, 6, 3, 9, 0, tzinfo=UTC) + timedelta(minutes=minute),
+                         lat=gps[0] if gps else None, lon=gps[1] if gps else None,
+                         phash=None if phash is None else f"{phash:016x}")
+    return Member(record, PhotoFinding(type=type_, name_zh=type_, name_en=type_, score=score))
+
+
+@pytest.mark.parametrize("missing", ["sha256", "photo_id", "taken_at"])
+def test_a_finding_whose_record_lacks_its_photo_facts_is_refused_by_name(missing):
+    record = _member("shop.jpg", "street_stall", 0.7, 0).record.model_copy(update={missing: None})
+    with pytest.raises(ValueError, match=r"shop\.jpg: a finding's record needs sha256, photo_id and taken_at"):
+        Member(record, PhotoFinding(type="street_stall", name_zh="x", name_en="x", score=0.7))
 
 
 def test_grouping_by_gps_distance_time_window_and_type():

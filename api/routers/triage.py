@@ -6,7 +6,7 @@ import shutil
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from api.accounts import Principal, Role
 from api.auth import UPLOAD
@@ -14,6 +14,7 @@ from api.context import AppContext, get_ctx
 from api.jobs import JobNotFound
 from api.problems import Problem, problems
 from api.uploads import receive_files
+from pipelines.triage.record import PhotoRecord
 
 router = APIRouter(prefix="/triage", tags=["triage"])
 
@@ -76,20 +77,6 @@ class Job(BaseModel):
     progress: JobProgress
 
 
-class PhotoResult(BaseModel):
-    """One photo's record in the job (as in the job's `results.jsonl`, server paths replaced by upload names)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    source: str = Field(description="The photo: upload name, or `archive.zip:member`.")
-    status: str = Field(description="ok, duplicate or error.")
-    sha256: str | None = Field(None, description="Content digest.")
-    reason: str | None = Field(None, description="Why it is not `ok`.")
-    photo_id: str | None = None
-    findings: list[dict[str, Any]] = Field(default_factory=list, description="Violations found (type, score, boxes, texts).")
-    detections: list[dict[str, Any]] = Field(default_factory=list, description="The detector's boxes.")
-
-
 def _job_view(ctx: AppContext, job: dict[str, Any]) -> dict[str, Any]:
     return {**job, "progress": ctx.jobs.progress(job)}
 
@@ -135,8 +122,10 @@ def get_job(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = De
     return _job_view(ctx, _own_job(ctx, job_id, who))
 
 
-@router.get("/jobs/{job_id}/results", summary="Per-photo results (as recorded so far)", response_model=list[PhotoResult],
-            responses=problems(401, 403, 404))
-def job_results(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> list[dict[str, Any]]:
+@router.get("/jobs/{job_id}/results", summary="Per-photo results (as recorded so far)", response_model=list[PhotoRecord],
+            response_model_exclude_unset=True, responses=problems(401, 403, 404))
+def job_results(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> list[PhotoRecord]:
+    """Each photo's record as in the job's `results.jsonl` (the typed `PhotoRecord`), with the fields it holds:
+    upload names instead of server paths (no `path`, `member`, `thumb`)."""
     _own_job(ctx, job_id, who)
     return ctx.jobs.results(job_id)

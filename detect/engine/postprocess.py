@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from detect import fields
 from detect.engine.letterbox import Letterbox
 
 #: ONNX metadata keys of a raw-box head (written by `detect.export`, read by the ONNX backend).
@@ -147,5 +148,5 @@ def _to_detections(xyxy: np.ndarray, scores: np.ndarray, cls: np.ndarray, names:
         xyxy=xyxy.astype(np.float32).reshape(-1, 4),
         confidence=scores.astype(np.float32),
         class_id=cls,
-        data={"class_name": np.array([names.get(int(c), str(c)) for c in cls], dtype=str)},
+        data={fields.CLASS_NAME: np.array([names.get(int(c), str(c)) for c in cls], dtype=str)},
     )

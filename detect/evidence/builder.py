@@ -31,6 +31,7 @@ import numpy as np
 import supervision as sv
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from detect import fields
 from detect.events import ViolationEvent
 from detect.evidence.config import EvidenceConfig
 from detect.evidence.privacy import blur_private
@@ -276,7 +277,7 @@ class EvidenceBuilder:
         writer.image(f"{ann_dir}/{name}.jpg", _annotate(frame.image, detections, polygon, text),
                      f"annotated_{name}", **facts)
         if self.config.privacy_blur:
-            blurred = blur_private(frame.image, _privacy_boxes(detections, ctx))
+            blurred = blur_private(frame.image, _privacy_boxes(detections, ctx), self.taxonomy)
             writer.image(f"shared/{name}.jpg", _annotate(blurred, detections, polygon, text),
                          f"shared_{name}", **facts)
 
@@ -288,8 +289,8 @@ class EvidenceBuilder:
                          ts=frame.ts.isoformat(), frame_id=frame.frame_id)
 
     def _crops(self, writer: _Writer, frame: Frame, detections: sv.Detections, ctx: BundleContext) -> None:
-        names = detections.data.get("class_name", np.array(["object"] * len(detections)))
-        blurred = blur_private(frame.image, _privacy_boxes(detections, ctx)) if self.config.privacy_blur else None
+        names = detections.data.get(fields.CLASS_NAME, np.array(["object"] * len(detections)))
+        blurred = blur_private(frame.image, _privacy_boxes(detections, ctx), self.taxonomy) if self.config.privacy_blur else None
         for i, (box, name) in enumerate(zip(detections.xyxy, names, strict=True)):
             xyxy = _padded(box, self.config.crop_margin, frame.width, frame.height)
             facts = {"ts": frame.ts.isoformat(), "class_name": str(name), "xyxy": [int(v) for v in xyxy]}
@@ -346,9 +347,9 @@ def _privacy_boxes(detections: sv.Detections, ctx: BundleContext) -> sv.Detectio
     # Only boxes and class names matter for blurring. The two sets differ in their other fields (the
     # frame's boxes have no tracker ids, the event's do; OCR text data), which `Detections.merge` refuses.
     parts = [ctx.privacy_detections, detections]
-    names = [np.asarray(d.data.get("class_name", [""] * len(d)), dtype=object).reshape(-1) for d in parts]
+    names = [np.asarray(d.data.get(fields.CLASS_NAME, [""] * len(d)), dtype=object).reshape(-1) for d in parts]
     return sv.Detections(xyxy=np.concatenate([d.xyxy.reshape(-1, 4) for d in parts]).astype(float),
-                         data={"class_name": np.concatenate(names)})
+                         data={fields.CLASS_NAME: np.concatenate(names)})
 
 
 def _pixels(polygon: list | None, width: int, height: int) -> np.ndarray | None:
@@ -365,7 +366,7 @@ def _annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray 
     if polygon is not None:
         out = sv.draw_polygon(out, polygon, color=ZONE_COLOR, thickness=thickness)
     if len(detections):
-        names = detections.data.get("class_name", np.array(["object"] * len(detections)))
+        names = detections.data.get(fields.CLASS_NAME, np.array(["object"] * len(detections)))
         conf = detections.confidence if detections.confidence is not None else np.zeros(len(detections))
         labels = [f"{n} {c:.2f}" for n, c in zip(names, conf, strict=True)]
         out = sv.BoxAnnotator(thickness=thickness, color_lookup=sv.ColorLookup.INDEX).annotate(out, detections)
@@ -395,8 +396,8 @@ def detections_json(detections: sv.Detections) -> list[dict[str, Any]]:
 
     The same records go to the manifest and to the case store, where review and retraining read them.
     """
-    names = detections.data.get("class_name", np.array([None] * len(detections)))
-    texts = detections.data.get("text")
+    names = detections.data.get(fields.CLASS_NAME, np.array([None] * len(detections)))
+    texts = detections.data.get(fields.TEXT)
     out = []
     for i in range(len(detections)):
         item = {

@@ -2,10 +2,11 @@
 
 Limits, stated plainly: no face or plate detector ships with the project (the OpenCV wheel has no
 Haar cascades and there are no face/plate weights offline), so the regions are geometric guesses
-from the COCO boxes: the top part of every `person` box (where a standing person's head is) and
-the lower middle band of every vehicle box (where a front or rear plate sits). Faces of people the
-detector missed, and plates outside that band (side views, plates on the roof of a truck), are not
-blurred. Originals are never modified; only `shared/` copies are.
+from the detector's boxes: the top part of every box of a `privacy: head` class (where a standing
+person's head is) and the lower middle band of every box of a `privacy: plate` class (where a
+vehicle's front or rear plate sits); the taxonomy's `classes:` say which classes those are. Faces
+of people the detector missed, and plates outside that band (side views, plates on the roof of a
+truck), are not blurred. Originals are never modified; only `shared/` copies are.
 """
 
 from __future__ import annotations
@@ -13,22 +14,26 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-PERSON_CLASSES = {"person"}
-VEHICLE_CLASSES = {"car", "bus", "truck", "motorcycle", "motorbike", "van", "tricycle"}
+from detect import fields
+from detect.taxonomy import PrivacyRegion, Taxonomy, default_taxonomy
 
-# Fractions of the box: (x1, y1, x2, y2) of the region to blur, relative to the box corners.
-HEAD_REGION = (0.0, 0.0, 1.0, 0.25)
-PLATE_REGION = (0.2, 0.6, 0.8, 0.98)
+#: Fractions of the box: (x1, y1, x2, y2) of the region to blur, relative to the box corners.
+REGIONS = {
+    PrivacyRegion.HEAD: (0.0, 0.0, 1.0, 0.25),
+    PrivacyRegion.PLATE: (0.2, 0.6, 0.8, 0.98),
+}
 
 
-def privacy_regions(detections: sv.Detections) -> np.ndarray:
-    """(N, 4) xyxy regions to blur, derived from person and vehicle boxes."""
-    names = detections.data.get("class_name", np.array([""] * len(detections)))
+def privacy_regions(detections: sv.Detections, taxonomy: Taxonomy | None = None) -> np.ndarray:
+    """(N, 4) xyxy regions to blur, from the boxes of the classes the taxonomy marks `privacy`
+    (default: the shipped taxonomy: heads of people, plates of vehicles)."""
+    by_class = (taxonomy or default_taxonomy()).privacy_regions
     regions = []
-    for box, name in zip(detections.xyxy, names, strict=True):
-        fractions = HEAD_REGION if name in PERSON_CLASSES else PLATE_REGION if name in VEHICLE_CLASSES else None
-        if fractions is None:
+    for box, name in zip(detections.xyxy, fields.names(detections), strict=True):
+        region = by_class.get(name)
+        if region is None:
             continue
+        fractions = REGIONS[region]
         x1, y1, x2, y2 = box
         w, h = x2 - x1, y2 - y1
         fx1, fy1, fx2, fy2 = fractions
@@ -36,9 +41,9 @@ def privacy_regions(detections: sv.Detections) -> np.ndarray:
     return np.asarray(regions, dtype=np.float32).reshape(-1, 4)
 
 
-def blur_private(image: np.ndarray, detections: sv.Detections) -> np.ndarray:
+def blur_private(image: np.ndarray, detections: sv.Detections, taxonomy: Taxonomy | None = None) -> np.ndarray:
     """A blurred copy of `image` (the input is left untouched)."""
-    regions = privacy_regions(detections)
+    regions = privacy_regions(detections, taxonomy)
     out = image.copy()
     if len(regions) == 0:
         return out

@@ -11,7 +11,7 @@ instance: an image is positive when some tile is), so heads trained from image l
 Verdicts become ordinary detections of class `verified:<type>` (`evidence()`, `zone_evidence()`),
 so the taxonomy, zones, tracking, dwell and cases treat them like any detector class: cameras and
 photos share one judgement. Object verdicts ride on the detections themselves
-(`data["verified"]`), where the rules use them for photos without zones.
+(`fields.VERIFIED`), where the rules use them for photos without zones.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import supervision as sv
 
+from detect import fields
 from detect.taxonomy import VERIFIED_PREFIX
 from detect.verifier.backbones import Backbone, EfficientNetLite0, is_neck
 from detect.verifier.heads import HeadSet, LinearHead, VerifierError
@@ -154,7 +155,7 @@ class Verifier:
         probs = np.full(len(detections), np.nan)
         if not len(detections):
             return probs
-        names = detections.data.get("class_name", np.array([""] * len(detections))).astype(str)
+        names = fields.names(detections)
         idx = np.flatnonzero(np.isin(names, head.spec.classes))
         if len(idx):
             boxes = detections.xyxy[idx] / [w, h, w, h]
@@ -221,14 +222,14 @@ def evidence(
 
     Each region of overlapping positive tiles is one detection. Its box is drawn from the tiles,
     refined to the detector boxes of the type's `support` classes (umbrellas, tables, text lines
-    ...) whose centre lies in the region, when there are any. `data["count"]` is the number of
+    ...) whose centre lies in the region, when there are any. `fields.COUNT` is the number of
     clusters of `counted` objects in it (stalls of a market), at least 1.
     """
     from detect.tracking import group_components
 
     support, counted = support or {}, counted or {}
     n = len(detections)
-    names = detections.data.get("class_name", np.array([""] * n)).astype(str) if n else np.array([], dtype=str)
+    names = fields.names(detections) if n else np.array([], dtype=str)
     centres = detections.get_anchors_coordinates(sv.Position.CENTER) if n else np.zeros((0, 2))
     rows: list[tuple[np.ndarray, float, str, int]] = []
     scale = np.array([width, height, width, height], dtype=float)
@@ -267,8 +268,8 @@ def _rows_to_detections(rows: list[tuple[np.ndarray, float, str, int]], zone_id:
         confidence=np.array([r[1] for r in rows], dtype=float),
         class_id=np.full(n, -1, dtype=int),
         data={
-            "class_name": np.array([verified_class(r[2]) for r in rows], dtype=object),
-            "count": np.array([r[3] for r in rows], dtype=int),
-            "zone_id": np.array([zone_id] * n, dtype=object),
+            fields.CLASS_NAME: np.array([verified_class(r[2]) for r in rows], dtype=object),
+            fields.COUNT: np.array([r[3] for r in rows], dtype=int),
+            fields.ZONE_ID: np.array([zone_id] * n, dtype=object),
         },
     )

@@ -92,7 +92,7 @@ def present(scene: Scene, taxonomy: Taxonomy, frame: Frame, detections: sv.Detec
     The same judgement the rules make, without dwell and whatever the schedule: a re-check asks
     whether the thing is still there, not whether it is an offence right now.
     """
-    views = [v for v in scene_views(scene, detections, frame.width, frame.height, frame.ts) if v.zone_id == zone_id]
+    views = [v for v in scene_views(scene, detections, frame.width, frame.height, frame.ts, taxonomy) if v.zone_id == zone_id]
     for view in views:
         view.active = True
 

@@ -28,6 +28,7 @@ import httpx
 import sqlalchemy as sa
 import supervision as sv
 
+from detect import fields
 from detect.evidence import MANIFEST
 from detect.frames import Frame
 from detect.imageio import decode_image
@@ -96,7 +97,7 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
         if case.violation_type in TEXT_TYPES:
             from pipelines.triage.text import OcrMode, PhotoText
 
-            detections = PhotoText(OcrMode.ALL).add(data, decoded.image, detections, name)
+            detections = PhotoText(OcrMode.ALL, taxonomy=taxonomy).add(data, decoded.image, detections, name)
         events = [e for e in PhotoRules(taxonomy=taxonomy).process(frame, detections) if e.violation_type == case.violation_type]
         found = sv.Detections.merge([_plain(e.detections) for e in events]) if events else sv.Detections.empty()
         checked = intake.record_verification(case.id, frame, found, cleared=not events, actor=f"{DISPOSAL_ACTOR}:{actor}")
@@ -106,7 +107,7 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
 
 
 def _plain(dets: sv.Detections) -> sv.Detections:
-    keep = {k: v for k, v in dets.data.items() if k == "class_name"}
+    keep = {k: v for k, v in dets.data.items() if k == fields.CLASS_NAME}
     return sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id, data=keep)
 
 

@@ -122,7 +122,7 @@ class Warner:
         rule = next(r for r in self.config.rules if event.violation_type in r.types
                     and (not r.zone_kinds or event.zone_kind in r.zone_kinds))
         warning_id = f"W{event.at:%Y%m%d}-{uuid.uuid4().hex[:10]}"
-        shop = responsible_shop(self.shops, event, ctx) if self.shops is not None else {}
+        shop = responsible_shop(self.shops, event, ctx, self.taxonomy) if self.shops is not None else {}
         shop_record = self.shops.get(shop["shop"]) if shop and self.shops is not None else None
         recheck_at = event.at + timedelta(seconds=rule.recheck_after_s)
         zone = next((z for z in camera.scene.zones if z.id == event.zone_id), None)

@@ -3,8 +3,9 @@
 Entry point: `run_triage(inputs, TriageSettings(...))` (the `streetwatch triage` command).
 Modules: `sources` (files, folders, zips), `photos` (reduced decode, hash, EXIF via `exif`,
 grid cells via `grid`), `pipeline` (bounded read/detect/write stream), `analyse` + `findings`
-(photo rules, thumbnails, records), `journal` (results.jsonl, resume), `grouping`
-(near-duplicates), `report` (report.html, cases.csv), `run` (the whole run).
+(photo rules, thumbnails), `record` (the typed photo record everything after reads), `journal`
+(results.jsonl, resume), `grouping` (near-duplicates), `report` (report.html, cases.csv),
+`cases` (candidate cases), `run` (the whole run).
 """
 
 from pipelines.triage.run import TriageResult, run_triage

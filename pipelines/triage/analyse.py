@@ -1,4 +1,4 @@
-"""The writer stage: a photo and its detections -> findings, thumbnail, and its JSONL record.
+"""The writer stage: a photo and its detections -> findings, thumbnail, and its record (`record.PhotoRecord`).
 
 Runs on its own thread behind the detector, so drawing and JPEG-encoding thumbnails and the
 rules never hold up inference. Thumbnails are drawn from the reduced-resolution pixels already
@@ -14,13 +14,15 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from detect import fields
 from detect.engine.profile import StageProfile
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from detect.verifier import Verdicts
-from pipelines.triage.findings import Finding, boxes_json, finding_json, merge_events
+from pipelines.triage.findings import Finding, merge_events
 from pipelines.triage.grouping import perceptual_hash
 from pipelines.triage.photos import Photo
+from pipelines.triage.record import PhotoFinding, PhotoRecord, RecordStatus, TypeVerdict, boxes_of
 
 THUMBS = "thumbs"
 
@@ -39,37 +41,38 @@ class Analyser:
     def findings(self, photo: Photo, detections: sv.Detections, verified: frozenset[str] = frozenset()) -> list[Finding]:
         return merge_events(self.rules.process(photo.frame(), detections, verified=verified))
 
-    def record(self, photo: Photo, detections: sv.Detections, stages: StageProfile, verdicts: Verdicts | None = None) -> dict[str, Any]:
-        """The photo's JSONL record; positives also get a thumbnail and a perceptual hash.
+    def record(self, photo: Photo, detections: sv.Detections, stages: StageProfile, verdicts: Verdicts | None = None) -> PhotoRecord:
+        """The photo's record; positives also get a thumbnail and a perceptual hash.
 
         Times the `rules` (findings) and `evidence` (thumbnail, hash) stages into `stages`.
         `verdicts`: the verifier's (None when it is off); its per-type probabilities go in the record.
         """
         with stages.timed("rules"):
             findings = self.findings(photo, detections, verified=frozenset(verdicts.thresholds) if verdicts is not None else frozenset())
-        record: dict[str, Any] = {
-            "source": photo.source.name,
-            **photo.source.locator(),
-            "sha256": photo.sha256,
-            "status": "ok",
-            "photo_id": photo.photo_id,
-            **photo.facts(),
-            "model": self.model_id,
-            "detections": boxes_json(detections, photo.scale),
-            "findings": [finding_json(f, self.taxonomy, photo.scale) for f in findings],
-        }
+        extra: dict[str, Any] = {}
         if verdicts is not None:
-            record["verifier"] = verdicts.to_json()
+            extra["verifier"] = {t: TypeVerdict(**v) for t, v in verdicts.to_json().items()}
         if findings:
             with stages.timed("evidence"):
                 h, w = photo.image.shape[:2]
                 k = min(1.0, self.thumb_side / max(h, w))
                 small = cv2.resize(photo.image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-                record["phash"] = f"{perceptual_hash(small):016x}"  # from the clean thumbnail: 6x cheaper than full size
+                extra["phash"] = f"{perceptual_hash(small):016x}"  # from the clean thumbnail: 6x cheaper than full size
                 thumb = self.thumb_dir / f"{photo.photo_id}.jpg"
                 write_thumbnail(thumb, small, k, findings)
-                record["thumb"] = f"{THUMBS}/{thumb.name}"
-        return record
+                extra["thumb"] = f"{THUMBS}/{thumb.name}"
+        return PhotoRecord(
+            source=photo.source.name,
+            **photo.source.locator(),
+            sha256=photo.sha256,
+            status=RecordStatus.OK,
+            photo_id=photo.photo_id,
+            **photo.facts(),
+            model=self.model_id,
+            detections=boxes_of(detections, photo.scale),
+            findings=[PhotoFinding.of(f, self.taxonomy, photo.scale) for f in findings],
+            **extra,
+        )
 
 def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Finding]) -> None:
     """The thumbnail (`small` = decoded photo scaled by `k`) with the evidence boxes of its findings drawn."""
@@ -79,7 +82,7 @@ def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Find
         if not len(dets):
             continue
         scaled = sv.Detections(xyxy=dets.xyxy * k, class_id=np.full(len(dets), colour))
-        names = dets.data.get("class_name", np.array([""] * len(dets)))
+        names = fields.names(dets)
         small = sv.BoxAnnotator(thickness=2).annotate(small, scaled)
         small = sv.LabelAnnotator(text_scale=0.35, text_padding=2).annotate(small, scaled, labels=[str(n) for n in names])
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])

@@ -2,7 +2,7 @@
 
 The case store, the evidence bundle and the outbox are the same as for cameras
 (`pipelines.cases.intake.Intake`); triage only turns a group of photos into the `opened` event
-and bundle context the intake expects:
+(`record.PhotoFinding.event`, from the lead photo's record) and bundle context the intake expects:
 
 - the lead (best) photo is the opening frame, decoded again at full resolution so the crops and
   the annotated frame are sharp; its file is copied into the bundle byte for byte (EXIF intact);
@@ -24,10 +24,7 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
-import supervision as sv
-
-from detect.events import EventKind, ViolationEvent
+from detect.events import ViolationEvent
 from detect.evidence import BundleContext
 from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
@@ -35,6 +32,7 @@ from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore
 from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.triage.grouping import Group, Member
+from pipelines.triage.record import detections_of
 from pipelines.triage.report import CaseRef
 from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
 
@@ -45,20 +43,6 @@ STRIP_SIDE = 1280  # other photos of a group: decoded to about this size for the
 
 def violation_id(member: Member) -> str:
     return f"photo:{member.sha256[:16]}:{member.type}"
-
-
-def member_detections(member: Member, key: str = "boxes") -> sv.Detections:
-    """A member's evidence boxes (`boxes`) or all its detections (`detections`), full-resolution pixels."""
-    boxes = member.facts.get(key) or []
-    if not boxes:
-        return sv.Detections.empty()
-    return sv.Detections(
-        xyxy=np.array([b["xyxy"] for b in boxes], dtype=float),
-        confidence=np.array([b["conf"] for b in boxes], dtype=float),
-        class_id=np.full(len(boxes), -1, dtype=int),
-        data={"class_name": np.array([b["class_name"] for b in boxes], dtype=object),
-              "text": np.array([b.get("text", "") for b in boxes], dtype=object)},
-    )
 
 
 class TriageCases:
@@ -107,41 +91,23 @@ class TriageCases:
         first_frame = self._frame(first) if first is not lead else None
         others = [m for m in group.members if m is not lead and m is not first]
         geo = GeoPoint(lat=lead.lat, lon=lead.lon) if lead.has_gps else None
-        facts = lead.facts
-        event = ViolationEvent(
-            kind=EventKind.OPENED,
-            violation_id=vid,
-            violation_type=group.type,
-            source_id=facts["photo_id"],
-            at=lead.taken_at,
-            first_seen=first.taken_at,
-            opened_at=lead.taken_at,
-            zone_id=facts.get("zone_id"),
-            zone_kind=facts.get("zone_kind"),
-            score=lead.score,
-            detections=member_detections(lead),
-            frame=lead_frame,
-            first_frame=first_frame,
-            texts=sorted({t for m in group.members for t in m.facts.get("texts", [])}),
-            phones=sorted({p for m in group.members for p in m.facts.get("phones", [])}),
-            object_count=int(facts.get("object_count") or 1),
-            thresholds=dict(facts.get("thresholds") or {}),
-        )
+        event = lead.finding.event(lead.record, vid, lead_frame, first_seen=first.taken_at, first_frame=first_frame,
+                                   group=[m.finding for m in group.members if m is not lead])
         ctx = BundleContext(
             source_kind="photo_batch",
             source_id=self.batch_id,
-            grid_cell=facts.get("grid_cell"),
+            grid_cell=lead.record.grid_cell,
             geo=geo,
             photo_ids=[m.sha256 for m in group.members],
             strip=[self._frame(m, STRIP_SIDE) for m in others],
-            first_detections=member_detections(first) if first_frame is not None else None,
-            privacy_detections=member_detections(lead, "detections"),
+            first_detections=first.finding.detections() if first_frame is not None else None,
+            privacy_detections=detections_of(lead.record.detections),
         )
         return event, ctx
 
     def _frame(self, member: Member, max_side: int | None = None) -> Frame:
         """The member's photo as a frame: full resolution (or about `max_side`), upright, its file as `path`."""
-        source = PhotoSource.from_locator(member.facts)
+        source = PhotoSource.from_locator(member.record)
         data = source.read_bytes(self.archives)
         image = decode_image(data, member.source, max_side=max_side).image
         path = source.path
@@ -149,7 +115,7 @@ class TriageCases:
             self.staging.mkdir(parents=True, exist_ok=True)
             path = self.staging / f"{member.sha256[:16]}{source.suffix}"
             path.write_bytes(data)
-        return Frame(image=image, source_id=member.facts["photo_id"], ts=member.taken_at, frame_id=member.sha256,
+        return Frame(image=image, source_id=member.photo_id, ts=member.taken_at, frame_id=member.sha256,
                      geo=GeoPoint(lat=member.lat, lon=member.lon) if member.has_gps else None, path=str(path),
                      meta={"source": member.source})
 

@@ -3,19 +3,18 @@
 The rules judge each object (every parked car is its own violation), which is right for a camera
 that follows each car over time. An inspector's photo is one report of one scene: three cars on
 the pavement in one picture are one illegal-parking case with three boxes. So events of the same
-type in one photo are merged here (boxes combined, best score, all texts and phone numbers).
+type in one photo are merged here (boxes combined, best score, all texts and phone numbers); the
+record of a finding is `record.PhotoFinding`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-import numpy as np
 import supervision as sv
 
+from detect import fields
 from detect.events import ViolationEvent
-from detect.taxonomy import Taxonomy
 
 
 @dataclass
@@ -58,42 +57,9 @@ def merge_events(events: list[ViolationEvent]) -> list[Finding]:
 
 def _plain(dets: sv.Detections) -> sv.Detections:
     """Detections reduced to the fields every event has, so different events merge."""
-    keep = {k: v for k, v in dets.data.items() if k in ("class_name", "text", "phones")}
+    keep = {k: v for k, v in dets.data.items() if k in (fields.CLASS_NAME, fields.TEXT, fields.PHONES)}
     out = sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id, data=keep)
-    for name in ("text", "phones"):
+    for name in (fields.TEXT, fields.PHONES):
         if name not in out.data:
-            out.data[name] = np.array([""] * len(out), dtype=object)
+            out.data[name] = fields.column(name, len(out))
     return out
-
-
-def boxes_json(dets: sv.Detections, scale: float) -> list[dict[str, Any]]:
-    """Boxes in full-resolution pixels (`scale` = full / decoded) for the JSONL and the report."""
-    names = dets.data.get("class_name", np.array([""] * len(dets)))
-    conf = dets.confidence if dets.confidence is not None else np.ones(len(dets))
-    texts = dets.data.get("text")
-    out = []
-    for i in range(len(dets)):
-        box = {"class_name": str(names[i]), "conf": round(float(conf[i]), 4),
-               "xyxy": [round(float(v) * scale, 1) for v in dets.xyxy[i]]}
-        if texts is not None and str(texts[i]):
-            box["text"] = str(texts[i])
-        out.append(box)
-    return out
-
-
-def finding_json(finding: Finding, taxonomy: Taxonomy, scale: float) -> dict[str, Any]:
-    e = finding.event
-    vt = taxonomy.get(e.violation_type)
-    return {
-        "type": e.violation_type,
-        "name_zh": vt.name_zh,
-        "name_en": vt.name_en,
-        "score": round(finding.score, 4),
-        "zone_id": e.zone_id,
-        "zone_kind": e.zone_kind,
-        "object_count": e.object_count,
-        "boxes": boxes_json(e.detections, scale),
-        "texts": e.texts,
-        "phones": e.phones,
-        "thresholds": e.thresholds,
-    }

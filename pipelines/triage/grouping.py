@@ -13,32 +13,65 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import imagehash
 import numpy as np
 from PIL import Image
+
+from pipelines.triage.record import PhotoFinding, PhotoRecord
 
 EARTH_RADIUS_M = 6_371_008.8
 
 
 @dataclass
 class Member:
-    """One photo's finding of one type: what grouping and the report need, nothing more."""
+    """One photo's finding of one type: the photo's record and that finding (the report, the CSV and the
+    case read them); grouping reads a few of their fields."""
 
-    sha256: str
-    source: str
-    type: str
-    score: float
-    taken_at: datetime
-    lat: float | None
-    lon: float | None
-    phash: int | None
-    facts: dict[str, Any] = field(default_factory=dict)  # finding + photo fields for the report/CSV
+    record: PhotoRecord
+    finding: PhotoFinding
+    phash: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.record.sha256 is None or self.record.photo_id is None or self.record.taken_at is None:
+            raise ValueError(f"{self.record.source}: a finding's record needs sha256, photo_id and taken_at")
+        self.phash = int(self.record.phash, 16) if self.record.phash else None
+
+    @property
+    def sha256(self) -> str:
+        return self.record.sha256  # type: ignore[return-value]  # checked at construction
+
+    @property
+    def photo_id(self) -> str:
+        return self.record.photo_id  # type: ignore[return-value]  # checked at construction
+
+    @property
+    def source(self) -> str:
+        return self.record.source
+
+    @property
+    def type(self) -> str:
+        return self.finding.type
+
+    @property
+    def score(self) -> float:
+        return self.finding.score
+
+    @property
+    def taken_at(self) -> datetime:
+        return self.record.capture_time
+
+    @property
+    def lat(self) -> float | None:
+        return self.record.lat
+
+    @property
+    def lon(self) -> float | None:
+        return self.record.lon
 
     @property
     def has_gps(self) -> bool:
-        return self.lat is not None and self.lon is not None
+        return self.record.has_gps
 
 
 @dataclass

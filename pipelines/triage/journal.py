@@ -1,4 +1,4 @@
-"""`results.jsonl`: one record per photo, written as each photo finishes, and the resume key.
+"""`results.jsonl`: one record per photo (`record.PhotoRecord`), written as each photo finishes, and the resume key.
 
 The journal is the run's memory: records are appended and flushed one by one, so a run killed
 at photo 30,000 keeps 30,000 records, and `--resume` continues from them. A record killed half
@@ -15,7 +15,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import ValidationError
+
+from pipelines.triage.record import PhotoRecord, RecordStatus
+
 RESULTS = "results.jsonl"
+
+
+class RecordError(ValueError):
+    """A line of `results.jsonl` that is not a photo record; the message names file, line and field.
+    `not_json`: the line is not JSON at all (a line cut short by a kill, when it is the last)."""
+
+    def __init__(self, message: str, *, not_json: bool = False) -> None:
+        super().__init__(message)
+        self.not_json = not_json
+
+
+def parse_record(data: str | bytes | dict[str, Any], where: str) -> PhotoRecord:
+    """A line (or its decoded mapping) as a `PhotoRecord`, or `RecordError` naming `where` (file:line), the
+    field and why. A line is parsed and validated in one pass (pydantic's JSON parser: 1.5x faster)."""
+    try:
+        if isinstance(data, dict):
+            return PhotoRecord.model_validate(data)
+        return PhotoRecord.model_validate_json(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise RecordError(f"{where}: not JSON: {errors[0]['msg']}", not_json=True) from None
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(line)'}: {e['msg']}" for e in errors)
+        raise RecordError(f"{where}: not a photo record: {problems}") from None
 
 
 class JournalExists(FileExistsError):
@@ -47,33 +75,38 @@ class Journal:
         """Index the records of earlier runs and cut off a torn last line."""
         good_end = 0
         with self.path.open("rb") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 if not line.endswith(b"\n"):
                     break
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break
+                    record = parse_record(line, f"{self.path}:{number}")
+                except RecordError as exc:
+                    if exc.not_json:
+                        break
+                    raise
                 good_end += len(line)
                 self._index(record)
         if good_end < self.path.stat().st_size:
             with self.path.open("r+b") as fh:
                 fh.truncate(good_end)
 
-    def _index(self, record: dict[str, Any]) -> None:
-        sha = record.get("sha256")
-        self.done_pairs.add((record["source"], sha))
-        if sha and record.get("status") != "duplicate":
-            self.done_hashes.setdefault(sha, record["source"])
+    def _index(self, record: PhotoRecord) -> None:
+        sha = record.sha256
+        self.done_pairs.add((record.source, sha))
+        if sha and record.status is not RecordStatus.DUPLICATE:
+            self.done_hashes.setdefault(sha, record.source)
         self.previous += 1
 
     def seen(self, source: str, sha: str | None) -> bool:
         """This exact input (same name, same content) already has a record."""
         return (source, sha) in self.done_pairs
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Write one record and push it to the OS (a kill loses at most the line being written)."""
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))  # serialise first: never half a line
+    def append(self, record: PhotoRecord | dict[str, Any]) -> None:
+        """Write one record (a mapping is validated as one first) and push it to the OS (a kill loses at most
+        the line being written)."""
+        if not isinstance(record, PhotoRecord):
+            record = parse_record(record, f"{self.path}: new record")
+        line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))  # serialise first: never half a line
         self._fh.write(line + "\n")
         self._fh.flush()
 
@@ -83,13 +116,14 @@ class Journal:
             os.fsync(self._fh.fileno())
             self._fh.close()
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[PhotoRecord]:
         """Stream every record (earlier runs and this one) from disk."""
         yield from read_records(self.path)
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
+def read_records(path: Path) -> Iterator[PhotoRecord]:
+    """Every record of a finished `results.jsonl`, typed (a line that is not one: `RecordError`)."""
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, 1):
             if line.strip():
-                yield json.loads(line)
+                yield parse_record(line, f"{path}:{number}")

@@ -21,6 +21,7 @@ from detect.imageio import ImageReadError, decode_image
 from pipelines.triage.exif import read_facts
 from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
+from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
 
@@ -57,7 +58,7 @@ class Photo:
                      path=path, meta={"source": self.source.name, "full_size": self.full_size})
 
     def facts(self) -> dict[str, Any]:
-        """The record fields every readable photo has."""
+        """The record fields every readable photo has (`PhotoRecord` keyword arguments)."""
         return {
             "width": self.full_size[0],
             "height": self.full_size[1],
@@ -77,8 +78,10 @@ class Skipped:
     source: PhotoSource
 
 
-def error_record(source: str, reason: str, sha256: str | None = None, status: str = "error", **extra: Any) -> dict[str, Any]:
-    return {"source": source, "sha256": sha256, "status": status, "reason": reason, **extra}
+def error_record(source: str, reason: str, sha256: str | None = None, status: str = RecordStatus.ERROR, **extra: Any) -> PhotoRecord:
+    """The record of an input that was not judged (`status` error or duplicate); `extra`: other record fields
+    (`duplicate_of`, the photo's facts when it was read)."""
+    return PhotoRecord(source=source, sha256=sha256, status=status, reason=reason, **extra)
 
 
 def load_photo(
@@ -88,7 +91,7 @@ def load_photo(
     journal: Journal,
     grid: GridCells | None,
     stages: StageProfile,
-) -> Photo | Skipped | dict[str, Any]:
+) -> Photo | Skipped | PhotoRecord:
     """Read, hash and decode one photo; an error or duplicate comes back as its finished record.
 
     Times the `read` (bytes + hash) and `decode` (pixels + EXIF facts) stages into `stages`.

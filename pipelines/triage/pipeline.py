@@ -44,6 +44,7 @@ from pipelines.triage.analyse import Analyser
 from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.photos import Photo, Skipped, error_record, load_photo
+from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused
 from pipelines.triage.text import PhotoText
@@ -141,7 +142,7 @@ class _Ordered:
 class _Writer(threading.Thread):
     """Judges and records photos in arrival order; one thread owns the journal."""
 
-    def __init__(self, journal: Journal, analyser: Analyser, stats: RunStats, on_record: Callable[[dict], None]) -> None:
+    def __init__(self, journal: Journal, analyser: Analyser, stats: RunStats, on_record: Callable[[PhotoRecord], None]) -> None:
         super().__init__(name="triage-writer", daemon=True)
         self.journal, self.analyser, self.stats, self.on_record = journal, analyser, stats, on_record
         self.inbox: queue.Queue = queue.Queue(maxsize=16)
@@ -156,16 +157,16 @@ class _Writer(threading.Thread):
                 try:
                     self.journal.append(record)
                 except (TypeError, ValueError) as exc:  # a value JSON cannot hold: keep the photo as an error
-                    log.exception("%s: record not serialisable", record.get("source"))
-                    record = error_record(record["source"], f"internal error while recording: {exc}", record.get("sha256"))
+                    log.exception("%s: record not serialisable", record.source)
+                    record = error_record(record.source, f"internal error while recording: {exc}", record.sha256)
                     self.journal.append(record)
                 self._count(record)
                 self.on_record(record)
             except Exception as exc:  # noqa: BLE001 - cannot write results (disk full ...): the run must stop
                 self.failure = exc
 
-    def _record(self, item: dict[str, Any] | tuple[Photo, sv.Detections, Verdicts | None]) -> dict[str, Any]:
-        if isinstance(item, dict):
+    def _record(self, item: PhotoRecord | tuple[Photo, sv.Detections, Verdicts | None]) -> PhotoRecord:
+        if isinstance(item, PhotoRecord):
             return item
         photo, detections, verdicts = item
         try:
@@ -174,12 +175,12 @@ class _Writer(threading.Thread):
             log.exception("%s: judging failed", photo.source.name)
             return error_record(photo.source.name, f"internal error while judging: {exc}", photo.sha256, **photo.facts())
 
-    def _count(self, record: dict[str, Any]) -> None:
-        status = record["status"]
-        if status == "ok":
+    def _count(self, record: PhotoRecord) -> None:
+        status = record.status
+        if status is RecordStatus.OK:
             self.stats.ok += 1
-            self.stats.positives += bool(record["findings"])
-        elif status == "duplicate":
+            self.stats.positives += bool(record.findings)
+        elif status is RecordStatus.DUPLICATE:
             self.stats.duplicates += 1
         else:
             self.stats.errors += 1
@@ -235,16 +236,17 @@ def process_photos(
     archives = ArchiveCache()
     seen_now: dict[str, str] = {}  # content hash -> first source of this run (duplicates)
     judgement = judgement or Judgement(None, analyser.taxonomy)
-    text = PhotoText(settings.ocr, settings.ocr_max_side, settings.phone_region, gate=judgement.ocr_gate)
+    text = PhotoText(settings.ocr, settings.ocr_max_side, settings.phone_region, gate=judgement.ocr_gate,
+                     taxonomy=judgement.taxonomy)
     infer_lock = contextlib.nullcontext() if detector.backend == "onnx" else threading.Lock()
     started = time.perf_counter()
     bar = progress_bar(enabled=show_progress)
     task = bar.add_task("triage", total=len(sources), notes="")
 
-    def advance(_record: dict[str, Any] | None = None) -> None:
+    def advance(_record: PhotoRecord | None = None) -> None:
         bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates")
 
-    def work(item: PhotoSource | Refused) -> tuple[Photo, sv.Detections, Verdicts | None] | Skipped | dict[str, Any]:
+    def work(item: PhotoSource | Refused) -> tuple[Photo, sv.Detections, Verdicts | None] | Skipped | PhotoRecord:
         if isinstance(item, Refused):
             return Skipped(item) if journal.seen(item.name, None) else error_record(item.name, item.reason)
         try:
@@ -279,7 +281,7 @@ def process_photos(
                 if isinstance(item, Skipped):
                     stats.skipped += 1
                     advance()
-                elif isinstance(item, dict):
+                elif isinstance(item, PhotoRecord):
                     writer.put(item)
                 elif (first := seen_now.get(item[0].sha256)) is not None:
                     writer.put(error_record(item[0].source.name, f"duplicate of {first}", item[0].sha256,

@@ -1,9 +1,9 @@
 """The run's outputs for people: `report.html` (one self-contained file) and `cases.csv`.
 
 Both are rebuilt from `results.jsonl` at the end of every run (and of every resumed run), so they
-always describe all photos recorded so far. Only positive photos are held in memory (a few
-fields each, for grouping); errors and photos without violations are streamed from the journal
-straight into the page. Thumbnails are embedded as data URIs so the report can be mailed or
+always describe all photos recorded so far. Only positive photos are held in memory (their
+records, for grouping and cases); errors and photos without violations are streamed from the
+journal straight into the page. Thumbnails are embedded as data URIs so the report can be mailed or
 opened from a USB stick; past `report_max_cases` cases they are left out to keep the page light.
 """
 
@@ -23,6 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.journal import read_records
+from pipelines.triage.record import PhotoRecord, RecordStatus
 
 REPORT = "report.html"
 CASES_CSV = "cases.csv"
@@ -56,25 +57,17 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
     tally = Tally()
     for r in read_records(results):
         tally.photos += 1
-        status = r["status"]
-        if status == "duplicate":
+        if r.status is RecordStatus.DUPLICATE:
             tally.duplicates += 1
             continue
-        if status != "ok":
+        if not r.ok:
             tally.errors += 1
             continue
         tally.ok += 1
-        tally.positives += bool(r["findings"])
-        phash = int(r["phash"], 16) if r.get("phash") else None
-        for f in r["findings"]:
-            tally.by_type[f["type"]] = tally.by_type.get(f["type"], 0) + 1
-            facts = {k: r.get(k) for k in ("photo_id", "path", "member", "thumb", "time_source", "grid_cell", "width",
-                                           "height", "warnings", "detections")}
-            members.append(Member(
-                sha256=r["sha256"], source=r["source"], type=f["type"], score=f["score"],
-                taken_at=datetime.fromisoformat(r["taken_at"]), lat=r.get("lat"), lon=r.get("lon"), phash=phash,
-                facts={**facts, **f},
-            ))
+        tally.positives += bool(r.findings)
+        for f in r.findings:
+            tally.by_type[f.type] = tally.by_type.get(f.type, 0) + 1
+            members.append(Member(r, f))
     return members, tally
 
 
@@ -88,12 +81,12 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
         for rank, (g, ref) in enumerate(zip(groups, refs, strict=True), 1):
             lead, times = g.lead, sorted(m.taken_at for m in g.members)
             w.writerow([
-                rank, ref.case_id or "", g.type, lead.facts["name_zh"], lead.facts["name_en"], f"{g.score:.3f}",
+                rank, ref.case_id or "", g.type, lead.finding.name_zh, lead.finding.name_en, f"{g.score:.3f}",
                 len(g.members), lead.source, ";".join(m.source for m in g.members),
                 times[0].astimezone(tz).isoformat(), times[-1].astimezone(tz).isoformat(),
-                "" if lead.lat is None else lead.lat, "" if lead.lon is None else lead.lon, lead.facts.get("grid_cell") or "",
-                ";".join(sorted({p for m in g.members for p in m.facts.get("phones", [])})),
-                " | ".join(dict.fromkeys(t for m in g.members for t in m.facts.get("texts", []))),
+                "" if lead.lat is None else lead.lat, "" if lead.lon is None else lead.lon, lead.record.grid_cell or "",
+                ";".join(sorted({p for m in g.members for p in m.finding.phones})),
+                " | ".join(dict.fromkeys(t for m in g.members for t in m.finding.texts)),
                 ref.evidence or "", ref.state or "", ref.error or "",
             ])
     os.replace(tmp, path)
@@ -129,13 +122,13 @@ def write_report(
             return None
         return "data:image/jpeg;base64," + base64.b64encode((out_dir / rel).read_bytes()).decode("ascii")
 
-    def problems() -> Iterator[dict[str, Any]]:
-        return (r for r in read_records(results) if r["status"] != "ok")
+    def problems() -> Iterator[PhotoRecord]:
+        return (r for r in read_records(results) if not r.ok)
 
-    def negatives() -> Iterator[dict[str, Any]]:
-        return (r for r in read_records(results) if r["status"] == "ok" and not r["findings"])
+    def negatives() -> Iterator[PhotoRecord]:
+        return (r for r in read_records(results) if r.ok and not r.findings)
 
-    type_names = {g.type: (g.lead.facts["name_zh"], g.lead.facts["name_en"]) for g in groups}
+    type_names = {g.type: (g.lead.finding.name_zh, g.lead.finding.name_en) for g in groups}
     template = _env().get_template("report.html")
     tmp = path.with_suffix(".html.tmp")
     with tmp.open("w", encoding="utf-8") as fh:

@@ -22,7 +22,7 @@ from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
 from pipelines.grid import load_grid
 from pipelines.triage.grouping import Group, group_members
-from pipelines.triage.journal import Journal
+from pipelines.triage.journal import RESULTS, Journal
 from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
@@ -111,7 +111,7 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
            *, show_progress: bool = True) -> TriageResult:
     """Group all recorded positives, write cases (optional), cases.csv and report.html."""
     out = settings.out
-    results = out / "results.jsonl"
+    results = out / RESULTS
     members, tally = collect_members(results)
     groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits)
     refs = [CaseRef() for _ in groups]

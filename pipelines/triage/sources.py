@@ -21,10 +21,14 @@ import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from detect.imageio import (
     IMAGE_SUFFIXES, MAX_FILE_BYTES, FileReadError, Unreadable, missing_reason, not_regular, read_file, scan_folder,
 )
+
+if TYPE_CHECKING:
+    from pipelines.triage.record import PhotoRecord
 
 ARCHIVE_SUFFIXES = {".zip"}
 #: Largest file read into memory (the same limit as every image file read).
@@ -52,8 +56,11 @@ class PhotoSource:
         return {"path": str(self.path), **({"member": self.member} if self.member else {})}
 
     @classmethod
-    def from_locator(cls, record: dict) -> PhotoSource:
-        return cls(Path(record["path"]), record.get("member"))
+    def from_locator(cls, record: PhotoRecord) -> PhotoSource:
+        """The photo a record was made from (`SourceReadError` for a record without `path`: an early release's)."""
+        if record.path is None:
+            raise SourceReadError("its record has no file path (written by an early release): triage the photo again")
+        return cls(Path(record.path), record.member)
 
     @property
     def suffix(self) -> str:

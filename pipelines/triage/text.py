@@ -3,9 +3,9 @@
 RapidOCR costs 0.5-1.5 s per photo on a CPU core, ten to thirty times the detector, so triage
 does not read every photo by default. `auto` reads the tiles the verifier finds posting-like (when
 the photo or a tile passes its flyposting head's OCR gate, its `max_tiles` best tiles, so the cost
-is bounded), and the whole
-photo when the detector saw something that carries text (a poster, sticker, small ad, banner or
-shop sign from a model trained for them); `all` reads every photo whole; `off` never reads. Text
+is bounded), and the whole photo when the detector saw a class the taxonomy makes an OCR trigger
+(`classes:`: a poster, sticker, small ad, banner or shop sign from a model trained for them);
+`all` reads every photo whole; `off` never reads. Text
 is read from a sharper decode than the detector's (long side up to `max_side`), since ad text is
 small. Phone numbers follow the numbering plan of `region` (CN by default).
 """
@@ -18,13 +18,13 @@ from enum import StrEnum
 import numpy as np
 import supervision as sv
 
+from detect import fields
 from detect.imageio import decode_image
-from detect.ocr import SIGNBOARD_CLASSES, TextEvidence, TextReader, merge_with_texts
+from detect.ocr import TextEvidence, TextReader, merge_with_texts
 from detect.phones import DEFAULT_REGION, check_region
-from detect.scenes import TEXT_CLASSES
+from detect.taxonomy import Taxonomy, default_taxonomy
 from detect.verifier import Verdicts
 
-TRIGGER_CLASSES = frozenset(TEXT_CLASSES | SIGNBOARD_CLASSES)
 POSTING = "flyposting"
 TILE_MARGIN = 0.15
 """OCR tiles grow by this fraction of their size per side, so a slip on a tile's edge is read whole."""
@@ -40,15 +40,19 @@ WHOLE = np.array([[0.0, 0.0, 1.0, 1.0]])
 
 
 class PhotoText:
-    """Adds text-line detections (with phones and keywords) to a photo's detector output."""
+    """Adds text-line detections (with phones and keywords) to a photo's detector output.
+
+    `taxonomy` says which classes trigger OCR and which are signboards (default: the shipped one)."""
 
     def __init__(self, mode: OcrMode, max_side: int = 1600, region: str = DEFAULT_REGION, max_tiles: int = 2,
-                 gate: float | None = None) -> None:
+                 gate: float | None = None, taxonomy: Taxonomy | None = None) -> None:
         self.mode = OcrMode(mode)
         self.max_side = max_side
         self.region = check_region(region)
         self.max_tiles = max_tiles
         self.gate = gate  # the verifier's flyposting OCR gate (None: no verifier)
+        self.taxonomy = taxonomy or default_taxonomy()
+        self.triggers = list(self.taxonomy.ocr_trigger_classes)
         self._evidence: TextEvidence | None = None
         self._lock = threading.Lock()  # one RapidOCR instance; its pipeline is not documented as thread-safe
 
@@ -58,8 +62,7 @@ class PhotoText:
             return None
         if self.mode == OcrMode.ALL:
             return WHOLE
-        names = detections.data.get("class_name", np.array([])) if len(detections) else np.array([])
-        if len(names) and np.isin(names, list(TRIGGER_CLASSES)).any():
+        if len(detections) and np.isin(fields.names(detections), self.triggers).any():
             return WHOLE
         if verdicts is None or self.gate is None or POSTING not in verdicts.tile_probs:
             return None
@@ -83,14 +86,14 @@ class PhotoText:
         the pixels of `image` (the detector's decode)."""
         sharp = decode_image(data, source, max_side=self.max_side).image
         k = sharp.shape[1] / image.shape[1]
-        boards = sv.Detections(xyxy=detections.xyxy * k, data={"class_name": detections.data.get("class_name", np.array([]))}) \
+        boards = sv.Detections(xyxy=detections.xyxy * k, data={fields.CLASS_NAME: fields.names(detections)}) \
             if len(detections) else None
         h, w = sharp.shape[:2]
         whole = regions is None or (len(regions) == 1 and np.allclose(regions[0], WHOLE[0]))
         boxes = None if whole else np.round(np.asarray(regions) * [w, h, w, h]).astype(int)
         with self._lock:
             if self._evidence is None:
-                self._evidence = TextEvidence(TextReader(), region=self.region)
+                self._evidence = TextEvidence(TextReader(), region=self.region, taxonomy=self.taxonomy)
             texts = self._evidence.detect(sharp, signboards=boards, boxes=boxes)
         if len(texts):
             texts.xyxy = texts.xyxy / k

@@ -32,7 +32,7 @@ def evaluate(dataset: Dataset, detector, judgement: Judgement, *, ocr: str = "au
              imgsz: int = 640, boot: int = 1000, progress: Callable[[int, int], None] | None = None) -> dict:
     """Figures of the verifier's judgement and of the detector-only rules, per head and source."""
     rules = PhotoRules(taxonomy=judgement.taxonomy)
-    text = PhotoText(OcrMode(ocr), region=phone_region, gate=judgement.ocr_gate)
+    text = PhotoText(OcrMode(ocr), region=phone_region, gate=judgement.ocr_gate, taxonomy=judgement.taxonomy)
     stages = StageProfile(seconds={})
     found_v, found_r = [], []
     for i, photo in enumerate(dataset.photos):

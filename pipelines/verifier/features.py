@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detect import fields
 from detect.frames import Frame
 from detect.imageio import decode_image
 from detect.rules import PhotoRules
@@ -85,7 +86,7 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
         out_tiles.append(fmap.pool(grid).astype(np.float32))
         h, w = image.shape[:2]
         rules_found.append(sorted({e.violation_type for e in rules.process(Frame(image, photo.file, when), dets)}))
-        names = dets.data.get("class_name", np.array([""] * len(dets))).astype(str)
+        names = fields.names(dets)
         for box, conf, name in zip(dets.xyxy, dets.confidence, names):
             b = box / [w, h, w, h]
             if name in VEHICLE_CLASSES and conf >= MIN_VEHICLE_CONF and (b[2] - b[0]) * (b[3] - b[1]) >= MIN_VEHICLE_AREA:

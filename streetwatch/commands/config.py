@@ -22,7 +22,7 @@ FILE_KINDS: dict[str, tuple[str, str, str]] = {
     "settings": ("pipelines.settings", "Settings", "Deployment settings (--config / $STREETWATCH_CONFIG)"),
     "cameras": ("pipelines.cctv.config", "CamerasFile", "Cameras file (streetwatch watch --cameras)"),
     "scene": ("detect.scenes", "Scene", "Scene file of one camera (zones, schedules, thresholds)"),
-    "taxonomy": ("detect.taxonomy", "Taxonomy", "Violation taxonomy (detect/taxonomy.yaml)"),
+    "taxonomy": ("detect.taxonomy", "Taxonomy", "Violation taxonomy and class roles (detect/taxonomy.yaml)"),
     "city-codes": ("detect.taxonomy", "CityCodeFile", "City code table (大类/小类 codes of one city)"),
     "scoring-sheet": ("pipelines.analytics.sheet", "Sheet", "Assessment sheet (考核评分细则; analytics.sheet, streetwatch score --sheet)"),
     "grades": ("detect.grades", "Grades", "Road grades file (道路分级; detect/grades.yaml, or the cameras file's `grades`)"),

@@ -89,13 +89,15 @@ def detect(
 
 def detections_record(path: Path, width: int, height: int, dets) -> dict:
     """The per-image JSON record: image, size and detections (cls, name, conf, xyxy)."""
+    from detect import fields
+
     return {
         "image": str(path),
         "width": width,
         "height": height,
         "detections": [
             {"cls": int(c), "name": str(n), "conf": round(float(s), 4), "xyxy": [round(float(v), 1) for v in box]}
-            for box, s, c, n in zip(dets.xyxy, dets.confidence, dets.class_id, dets.data["class_name"], strict=True)
+            for box, s, c, n in zip(dets.xyxy, dets.confidence, dets.class_id, fields.names(dets), strict=True)
         ],
     }
 
@@ -113,7 +115,9 @@ def write_annotated(path: Path, image, dets) -> None:
     import cv2
     import supervision as sv
 
-    labels = [f"{n} {c:.2f}" for n, c in zip(dets.data["class_name"], dets.confidence, strict=True)]
+    from detect import fields
+
+    labels = [f"{n} {c:.2f}" for n, c in zip(fields.names(dets), dets.confidence, strict=True)]
     canvas = sv.BoxAnnotator(thickness=2).annotate(image.copy(), dets)
     canvas = sv.LabelAnnotator(text_scale=0.5).annotate(canvas, dets, labels=labels)
     cv2.imwrite(str(path), canvas)

@@ -25,7 +25,7 @@ def show_taxonomy(
     city_file: CityFileOpt = None,
     city: Annotated[str, typer.Option("--city", help="City whose 大类/小类 codes to show.")] = "default",
 ) -> None:
-    """List violation types with their event-tree codes, Open311 code, zones and thresholds."""
+    """List violation types with their event-tree codes, Open311 code, zones and thresholds, then the class roles."""
     from rich.console import Console
     from rich.table import Table
 
@@ -42,6 +42,11 @@ def show_taxonomy(
         table.add_row(t.id, t.name_zh, f"{t.major_class}/{t.minor_class}", f"{code.major_code}/{code.minor_code}" if code else "-",
                       t.open311_service_code, ", ".join(k.value for k in t.zone_kinds), f"{t.dwell_s:g}/{t.clear_s:g}/{t.cooldown_s:g}")
     Console().print(table)
+    roles = Table("class", "text", "OCR trigger", "signboard", "privacy", "tracker family", "zone anchor", title="class roles")
+    for name, r in tax.classes.items():
+        roles.add_row(name, "yes" if r.text else "", "yes" if r.triggers_ocr else "", "yes" if r.signboard else "",
+                      r.privacy or "", r.family or "", str(r.zone_anchor))
+    Console().print(roles)
 
 
 @rules_app.command("check")

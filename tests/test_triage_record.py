@@ -1,0 +1,141 @@
+"""The typed photo record (`pipelines.triage.record`): what the analyser writes is what the report, the case
+writer and the API read; a finding goes back to the event the rules made; older runs' lines still read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from detect.engine.profile import StageProfile
+from detect.rules import PhotoRules
+from detect.taxonomy import load_taxonomy
+from pipelines.triage import TriageSettings, run_triage
+from pipelines.triage.analyse import Analyser
+from pipelines.triage.journal import Journal, RecordError, read_records
+from pipelines.triage.photos import Photo, load_photo
+from pipelines.triage.pipeline import STAGES
+from pipelines.triage.record import PhotoRecord
+from pipelines.triage.sources import ArchiveCache, PhotoSource
+from tests.api_helpers import auth, make_app, settings_for
+from tests.triage_helpers import phone_photo
+
+HERE = (30.2741, 120.1551)
+
+
+def _stages() -> StageProfile:
+    return StageProfile(seconds=dict.fromkeys(STAGES, 0.0))
+
+
+def test_a_record_read_back_gives_the_event_the_photo_rules_made(tmp_path, bus_jpg, onnx_detector):
+    photo_path = phone_photo(bus_jpg, tmp_path / "bus.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    settings = TriageSettings(out=tmp_path / "out", imgsz=320)  # a 1/2 decode of the 810x1080 photo
+    journal = Journal(settings.out, resume=False)
+    photo = load_photo(PhotoSource(photo_path), ArchiveCache(), settings, journal, None, _stages())
+    assert isinstance(photo, Photo) and photo.scale > 1  # judged on a reduced decode, recorded at full resolution
+    detections = onnx_detector.detect([photo.image])[0]
+    taxonomy = load_taxonomy()
+    analyser = Analyser(PhotoRules(taxonomy=taxonomy), taxonomy, settings.out, 360, onnx_detector.model_id)
+    [finding] = analyser.findings(photo, detections)  # the rules' merged event, decoded-image pixels
+
+    journal.append(analyser.record(photo, detections, _stages()))
+    journal.close()
+    [record] = read_records(settings.out / "results.jsonl")
+    assert isinstance(record, PhotoRecord) and record.ok and record.path == str(photo_path)
+    assert record.taken_at == photo.taken_at and (record.lat, record.lon) == HERE and record.width == photo.full_size[0]
+    assert [b.class_name for b in record.detections] == [str(n) for n in detections.data["class_name"]]
+
+    event = record.findings[0].event(record, "photo:x:illegal_parking")
+    rules = finding.event
+    assert (event.violation_type, event.zone_id, event.zone_kind, event.object_count) == \
+        (rules.violation_type, rules.zone_id, rules.zone_kind, rules.object_count) == ("illegal_parking", "image", None, 1)
+    assert event.score == pytest.approx(rules.score, abs=1e-4) and event.thresholds == rules.thresholds
+    assert (event.texts, event.phones) == (sorted(rules.texts), rules.phones)
+    assert (event.source_id, event.at, event.first_seen) == (photo.photo_id, photo.taken_at, photo.taken_at)
+    assert list(event.detections.data["class_name"]) == list(rules.detections.data["class_name"]) == ["bus"]
+    np.testing.assert_allclose(event.detections.xyxy, rules.detections.xyxy * photo.scale, atol=0.06)
+    np.testing.assert_allclose(event.detections.confidence, rules.detections.confidence, atol=1e-4)
+
+
+def _first_release(line: dict) -> dict:
+    """A record as the first release wrote it: no locator, no verifier, findings without thresholds."""
+    old = {k: v for k, v in line.items() if k not in ("path", "member", "verifier")}
+    old["findings"] = [{k: v for k, v in f.items() if k != "thresholds"} for f in old.get("findings", [])]
+    return {**old, "written_by": "a later release"}  # and a key this release does not know
+
+
+def test_resume_reads_the_lines_of_earlier_releases(tmp_path, bus_jpg, zidane_jpg, onnx_detector):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    phone_photo(bus_jpg, photos / "0900_bus.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    settings = TriageSettings(out=tmp_path / "out", verifier="none", ocr="off", cases=False)
+    run_triage([photos], settings, detector=onnx_detector, show_progress=False)
+    results = settings.out / "results.jsonl"
+    [line] = [json.loads(x) for x in results.read_text(encoding="utf-8").splitlines()]
+    assert "path" in line and "verifier" not in line  # verifier off
+    refused = {"source": str(photos / "gone.jpg"), "sha256": None, "status": "error", "reason": "file not found"}
+    results.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in (_first_release(line), refused)), encoding="utf-8")
+    old_lines = results.read_text(encoding="utf-8")
+
+    phone_photo(bus_jpg, photos / "0902_bus_again.jpg", taken=datetime(2024, 6, 3, 9, 2), gps=HERE, crop=0.02)
+    shutil.copyfile(zidane_jpg, photos / "1000_people.jpg")
+    again = run_triage([photos], settings.model_copy(update={"resume": True}), detector=onnx_detector, show_progress=False)
+
+    assert again.stats.skipped == 1 and again.stats.ok == 2  # the old line is the bus photo's record
+    assert results.read_text(encoding="utf-8").startswith(old_lines)  # earlier lines are kept as written
+    assert (again.tally.photos, again.tally.ok, again.tally.errors) == (4, 3, 1)
+    [group] = again.groups
+    assert group.type == "illegal_parking" and sorted(Path(m.source).name for m in group.members) == ["0900_bus.jpg", "0902_bus_again.jpg"]
+    old = next(m for m in group.members if m.source.endswith("0900_bus.jpg"))
+    assert old.record.path is None and old.finding.thresholds == {}  # read with the defaults of what it lacked
+    assert old.finding.event(old.record, "v").thresholds == {}
+    page = (settings.out / "report.html").read_text(encoding="utf-8")
+    assert "0900_bus.jpg" in page and "0902_bus_again.jpg" in page and "file not found" in page
+    new = [json.loads(x) for x in results.read_text(encoding="utf-8").splitlines()[2:]]
+    assert all("path" in r and "written_by" not in r for r in new)  # this release writes its own shape
+
+
+def test_a_line_that_is_not_a_record_is_named_with_its_file_line_and_field(tmp_path):
+    journal = Journal(tmp_path, resume=False)
+    journal.append({"source": "a.jpg", "sha256": "aa", "status": "ok", "findings": []})
+    journal.close()
+    with (tmp_path / "results.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write('{"source": "b.jpg", "status": "maybe"}\n')
+    with pytest.raises(RecordError, match=r"results.jsonl:2: not a photo record: status: Input should be 'ok', 'error' or 'duplicate'"):
+        Journal(tmp_path, resume=True)
+    with pytest.raises(RecordError, match=r"results.jsonl:2: not a photo record: status"):
+        list(read_records(tmp_path / "results.jsonl"))
+    with pytest.raises(RecordError, match=r"new record: not a photo record: findings.0.boxes.0.xyxy: List should have at least 4 items"):
+        Journal(tmp_path / "other", resume=False).append(
+            {"source": "c.jpg", "status": "ok", "findings": [{"type": "t", "name_zh": "t", "name_en": "t", "score": 1,
+                                                             "boxes": [{"class_name": "bus", "conf": 1, "xyxy": [1, 2]}]}]})
+
+
+def test_the_api_serves_the_typed_record_without_server_paths(tmp_path, bus_jpg, onnx_detector):
+    app, tokens = make_app(settings_for(tmp_path), detector=onnx_detector)
+    job_id = "0123456789abcdef"
+    folder = app.state.ctx.jobs.root / job_id
+    (folder / "input").mkdir(parents=True)
+    phone_photo(bus_jpg, folder / "input" / "0001.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    run_triage([folder / "input"], TriageSettings(out=folder, verifier="none", ocr="off", cases=False), detector=onnx_detector,
+               show_progress=False)
+    (folder / "job.json").write_text(json.dumps({
+        "id": job_id, "owner": "inspector-user", "state": "done", "created_at": "2024-06-03T01:00:00+00:00", "started_at": None,
+        "finished_at": None, "error": None, "total": 1, "cases": [],
+        "files": [{"label": "街道 bus.jpg", "name": "0001.jpg", "kind": "image", "size": 1}]}), encoding="utf-8")
+    with TestClient(app) as client:
+        [result] = client.get(f"/api/v1/triage/jobs/{job_id}/results", headers=auth(tokens["inspector"])).json()
+        spec = client.get("/openapi.json").json()
+    [line] = [json.loads(x) for x in (folder / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert result == {**{k: v for k, v in line.items() if k not in ("path", "member", "thumb")}, "source": "街道 bus.jpg"}
+    assert [f["type"] for f in result["findings"]] == ["illegal_parking"] and result["taken_at"].startswith("2024-06-03T09:00:00")
+    answer = spec["paths"]["/api/v1/triage/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["items"]["$ref"].endswith("/PhotoRecord")
+    models = spec["components"]["schemas"]
+    assert models["PhotoFinding"]["properties"]["boxes"]["items"]["$ref"].endswith("/Box")
+    assert set(models["PhotoRecord"]["required"]) == {"source", "status"}
