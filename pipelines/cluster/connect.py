@@ -88,7 +88,8 @@ def connect(address: str, config: ClusterConfig) -> tuple[ClusterInfo, bool]:
         kwargs = dict(namespace=config.namespace, logging_level=logging.WARNING, log_to_driver=True)
         try:
             if local:
-                ray.init(num_cpus=config.local_cpus, num_gpus=config.local_gpus, _node_ip_address="127.0.0.1",
+                # address "local": always a new cluster, never one another process left running on this machine
+                ray.init(address=LOCAL, num_cpus=config.local_cpus, num_gpus=config.local_gpus, _node_ip_address="127.0.0.1",
                          object_store_memory=config.object_store_mb * 2**20 if config.object_store_mb else None,
                          include_dashboard=config.dashboard, dashboard_host=config.dashboard_host,
                          dashboard_port=config.dashboard_port, **kwargs)

@@ -138,10 +138,6 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
     from pipelines.cluster.watch import ClusterWatcher, InferenceOptions
     from pipelines.evidence_store import StorageError
 
-    try:  # the stores and the evidence key, checked here before any actor starts
-        Intake.from_settings(settings, ModelInfo("check")).store.close()
-    except (EvidenceKeyError, StorageError) as exc:
-        fail(str(exc))
     sink = open(events, "a", encoding="utf-8") if events else None
 
     def on_record(data: dict) -> None:
@@ -153,6 +149,10 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
     try:
         with joined(address, settings.cluster) as info:
             check_shared_stores(settings, info)
+            try:  # the stores and the evidence key, checked here before any actor starts
+                Intake.from_settings(settings, ModelInfo("check")).store.close()
+            except (EvidenceKeyError, StorageError) as exc:
+                fail(str(exc))
             watcher = ClusterWatcher(cameras, absolute_paths(settings), info, InferenceOptions(**detector), replay=replay,
                                      verifier=verifier, on_record=on_record, snapshot_dir=snapshots.absolute() if snapshots else None,
                                      snapshot_every_s=snapshot_every)
