@@ -356,3 +356,36 @@ print("ray" in sys.modules)
                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_metrics_of_every_owner_are_served_in_one_scrape_on_loopback():
+    """Two owners' watcher registries (one camera each, on two nodes) and the inference batches, scraped
+    over HTTP from 127.0.0.1; a dead owner's samples go when it is forgotten."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pipelines.cctv.metrics import Metrics
+    from pipelines.cluster.metrics import ClusterMetrics
+    from tests.pg import free_port
+
+    owners = {"owner-000": ("node-a", "cam-01", 7), "owner-001": ("node-b", "cam-02", 3)}
+    cluster = ClusterMetrics()
+    for owner, (node, camera, frames) in owners.items():
+        m = Metrics()
+        m.frames_analysed.labels(camera).inc(frames)
+        m.cases_opened.labels(camera, "illegal_parking").inc()
+        cluster.update(owner, node, list(m.registry.collect()))
+    cluster.observe_batch("0", 6, 0.2)
+    port = free_port()
+    server = cluster.serve(port, "127.0.0.1")
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        server.shutdown()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("streetwatch_cctv_frames_analysed_total", (("camera", "cam-01"), ("node", "node-a"), ("owner", "owner-000")))] == 7
+    assert samples[("streetwatch_cctv_frames_analysed_total", (("camera", "cam-02"), ("node", "node-b"), ("owner", "owner-001")))] == 3
+    assert cluster.value("streetwatch_cctv_cases_opened_total") == 2
+    assert samples[("streetwatch_cluster_batch_frames_sum", (("actor", "0"),))] == 6
+    cluster.forget("owner-001")
+    assert cluster.value("streetwatch_cctv_frames_analysed_total") == 7
