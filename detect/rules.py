@@ -155,6 +155,17 @@ class CameraRules:
         self._cooldowns = [c for c in self._cooldowns if c.until > ts]
         return events
 
+    def opened_ids(self) -> list[str]:
+        """Ids of the violations open now (their `opened` event was emitted)."""
+        return [vid for vid, v in self._violations.items() if v.opened_at is not None]
+
+    def reopen(self, violation_ids: Collection[str]) -> None:
+        """Emit `opened` again (same id) at these violations' next sighting: after a restart from a saved
+        state whose `opened` events never reached the case store (`pipelines.cluster.watch`)."""
+        for vid in violation_ids:
+            if (v := self._violations.get(vid)) is not None:
+                v.opened_at = None
+
     def _object_ids(self, ts: datetime):
         """Track ids for single objects; inherited group ids for groups (see tracking.GroupIds)."""
 

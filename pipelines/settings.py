@@ -1,5 +1,6 @@
 """Deployment settings: case store, evidence signing and storage, dispatch targets, the judgement's
-defaults (rules, tracking, triage), analytics, the city workflows (cityops) and the API service.
+defaults (rules, tracking, triage), analytics, the city workflows (cityops), the API service and the Ray
+cluster (`--ray`).
 
 One YAML/JSON file (`--config`, or `$STREETWATCH_CONFIG`) with one section per concern; every
 section has working defaults (SQLite under `streetwatch-data/`, local evidence folder, no dispatch
@@ -188,6 +189,40 @@ class CityOpsConfig(ConfigModel):
         5.0, title="Patrol sampling time", description="Patrol video: and at least one frame this many seconds (a stopped car still looks).")
 
 
+class ClusterConfig(ConfigModel):
+    """The `cluster:` section: how `triage --ray` and `watch --ray` use a Ray cluster (docs/scale-out.md). Kept
+    here, not in `pipelines.cluster`, because that package builds on the pipelines that read these settings."""
+
+    dashboard: bool = Field(
+        False, title="Ray dashboard", description="Start Ray's dashboard with `--ray local` (needs the `ray[default]` install); "
+        "a cluster started with `ray start` has its own.")
+    dashboard_host: str = Field("127.0.0.1", title="Dashboard address", description="Address the dashboard of `--ray local` binds.",
+                                min_length=1)
+    dashboard_port: int = Field(8265, title="Dashboard port", description="Port of the dashboard of `--ray local`.", ge=1, le=65535)
+    local_cpus: int | None = Field(
+        None, title="Local CPUs", description="CPUs the `--ray local` cluster offers (default: every core of this machine).", ge=1)
+    local_gpus: int | None = Field(
+        None, title="Local GPUs", description="GPUs the `--ray local` cluster offers (default: those Ray finds).", ge=0)
+    object_store_mb: int | None = Field(
+        None, title="Object store", description="Megabytes of shared memory for the `--ray local` object store (default: Ray's, 30% of RAM).",
+        ge=64)
+    namespace: str = Field("streetwatch", title="Namespace", description="Ray namespace of this deployment's jobs and actors.",
+                           min_length=1)
+    photos_per_batch: int = Field(
+        4, title="Photos per batch", description="Triage: photos per read task and per inference call (a GPU batch).", ge=1, le=256)
+    inference_actors: int | None = Field(
+        None, title="Inference actors", description="Detector + verifier actors (triage) or shared inference actors (watch); "
+        "default: one per GPU on a cluster with GPUs, else one per CPU (triage) or one per node (watch).", ge=1)
+    cameras_per_owner: int = Field(
+        4, title="Cameras per owner", description="Watch: cameras one owner actor reads, tracks and judges.", ge=1, le=256)
+    checkpoint_s: float = Field(
+        10.0, title="Checkpoint interval", description="Watch: media seconds between saved rules states of a camera; a camera "
+        "restarted elsewhere carries on from its last one.", gt=0)
+    max_restarts: int = Field(
+        10, title="Restarts per owner", description="Watch: times a failed owner's cameras are started again before they are "
+        "reported failed.", ge=0)
+
+
 class Settings(ConfigModel):
     """The deployment settings file."""
 
@@ -210,6 +245,8 @@ class Settings(ConfigModel):
                                    description="Warnings before cases, call-out list, patrol video (docs/city-operations.md).")
     service: ServiceConfig = Field(default_factory=ServiceConfig, title="API service",
                                    description="`streetwatch serve`: uploads, jobs, cameras, limits (see docs/service.md).")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, title="Ray cluster",
+                                   description="`triage --ray` and `watch --ray`: the local cluster, actors, checkpoints (docs/scale-out.md).")
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,11 +50,15 @@ class Watcher:
     def __init__(self, cameras_path: str | Path, detector, intake: Intake, *, replay: bool = False, metrics: Metrics | None = None,
                  taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None,
                  on_analysed: Callable[[Frame], None] | None = None, tracking: TrackingConfig | None = None,
-                 rules: RuleSettings | None = None, warner=None, judgement: Judgement | None = None):
+                 rules: RuleSettings | None = None, warner=None, judgement: Judgement | None = None,
+                 cameras: Collection[str] | None = None):
         """`tracking` and `rules`: the settings file's defaults, which each camera's own fields change.
         `warner` (pipelines.cityops.warnings.Warner): warn first, re-check, then a case (optional).
-        `judgement`: the verifier that judges the zones that need it (None: detector classes alone)."""
+        `judgement`: the verifier that judges the zones that need it (None: detector classes alone).
+        `cameras`: run only these camera ids of the file (`pipelines.cluster.watch` spreads a file over
+        several watchers); None: all."""
         self.cameras_path = Path(cameras_path)
+        self.only = set(cameras) if cameras is not None else None
         self.tracking_defaults, self.rule_defaults = tracking, rules
         self.detector, self.replay = detector, replay
         self.metrics = metrics or Metrics()
@@ -175,7 +179,11 @@ class Watcher:
         return True
 
     def _load(self) -> LoadedCameras:
-        return load_cameras(self.cameras_path, self.taxonomy, tracking=self.tracking_defaults, rules=self.rule_defaults)
+        loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.tracking_defaults, rules=self.rule_defaults)
+        if self.only is not None:
+            loaded.cameras = [c for c in loaded.cameras if c.id in self.only]
+            loaded.refused = {cid: reason for cid, reason in loaded.refused.items() if cid in self.only}
+        return loaded
 
     def _watched_mtimes(self) -> dict[Path, float]:
         out = {}

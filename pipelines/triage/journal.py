@@ -97,6 +97,11 @@ class Journal:
             self.done_hashes.setdefault(sha, record.source)
         self.previous += 1
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy sent to another process (a Ray worker reading photos) carries the resume indexes
+        only: it answers `seen` and `done_hashes`; records are appended by the process that opened it."""
+        return {**self.__dict__, "_fh": None}
+
     def seen(self, source: str, sha: str | None) -> bool:
         """This exact input (same name, same content) already has a record."""
         return (source, sha) in self.done_pairs

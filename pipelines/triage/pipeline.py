@@ -12,6 +12,9 @@ spin-waiting while decoding competes for the same cores. Backends that are not s
 several threads (torch) are serialised by a lock; decoding still overlaps. At most `window`
 photos are in flight and the writer's inbox is bounded, so memory does not grow with the number
 of photos; every result goes straight to `results.jsonl`.
+
+A photo's steps are `PhotoSteps` and the main loop is `record_outcomes`, which does not care where
+the steps ran: `pipelines.cluster.triage` runs the same steps on a Ray cluster and feeds the same loop.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +129,10 @@ class _Ordered:
                 return
             self.pending.append(self.pool.submit(self.fn, item))
 
+    def __iter__(self) -> Iterator[Any]:
+        while (item := self.take()) is not self.DONE:
+            yield item
+
     def take(self) -> Any:
         if not self.pending:
             return self.DONE
@@ -191,16 +198,24 @@ class _Writer(threading.Thread):
         self.inbox.put(item)
 
 
-def see_photo(image, detector: Detector, judgement: Judgement, stages: StageProfile,
-              infer_lock=contextlib.nullcontext()) -> tuple[sv.Detections, Verdicts | None]:
-    """Detector (with its neck map when the verifier reads it) and the verifier's verdicts of one photo."""
+def see_photos(images: list, detector: Detector, judgement: Judgement, stages: StageProfile,
+               infer_lock=contextlib.nullcontext()) -> list[tuple[sv.Detections, Verdicts | None]]:
+    """Detector (with its neck map when the verifier reads it) and the verifier's verdicts of photos,
+    in one detector call (a batch on a GPU; images are batched by input shape, so a photo's boxes
+    do not depend on which others share the call)."""
     with infer_lock, stages.timed("infer"):
         if judgement.needs_features:
-            detections, fmap = detector.detect_with_features([image])[0]
+            results = detector.detect_with_features(images)
         else:
-            detections, fmap = detector.detect([image])[0], None
+            results = [(d, None) for d in detector.detect(images)]
     with stages.timed("verify"):
-        return judgement.objects(image, detections, fmap)
+        return [judgement.objects(image, detections, fmap) for image, (detections, fmap) in zip(images, results, strict=True)]
+
+
+def see_photo(image, detector: Detector, judgement: Judgement, stages: StageProfile,
+              infer_lock=contextlib.nullcontext()) -> tuple[sv.Detections, Verdicts | None]:
+    """`see_photos` of one photo."""
+    return see_photos([image], detector, judgement, stages, infer_lock)[0]
 
 
 def read_photo_text(image, data: bytes | None, detections: sv.Detections, verdicts: Verdicts | None, text: PhotoText,
@@ -220,6 +235,78 @@ def detector_threads(workers: int, device: str) -> int | None:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+#: A photo after the detector and the verifier: what the writer judges and records.
+Looked = tuple[Photo, sv.Detections, Verdicts | None]
+#: What a photo's steps hand to the main loop: a looked-at photo, a skip (`--resume`), or a finished record.
+Outcome = Looked | Skipped | PhotoRecord
+
+
+@dataclass
+class PhotoSteps:
+    """A photo's steps before the rules: `read` (bytes, SHA-256, reduced decode, EXIF), `look`
+    (detector and verifier), `finish` (text lines, verified regions); each turns a failure into the
+    photo's error record, so a bad photo never stops the run.
+
+    The worker threads here run all three per photo (`__call__`). `pipelines.cluster.triage` runs
+    copies of this object on a Ray cluster: `read` in CPU tasks, `look` and `finish` in actors.
+    """
+
+    settings: TriageSettings
+    journal: Journal  # read only: `seen` and `done_hashes`, the resume indexes
+    grid: GridCells | None
+    judgement: Judgement
+    detector: Detector | None = None  # None: this copy only reads
+    stages: StageProfile = field(default_factory=lambda: StageProfile(seconds=dict.fromkeys(STAGES, 0.0)))
+    infer_lock: Any = field(default_factory=contextlib.nullcontext)  # backends not safe from several threads (torch)
+    archives: ArchiveCache = field(default_factory=ArchiveCache)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.text = PhotoText(s.ocr, s.ocr_max_side, s.phone_region, gate=self.judgement.ocr_gate, taxonomy=self.judgement.taxonomy)
+
+    def __call__(self, item: PhotoSource | Refused) -> Outcome:
+        photo = self.read(item)
+        if not isinstance(photo, Photo):
+            return photo
+        [looked] = self.look([photo])
+        return looked if isinstance(looked, PhotoRecord) else self.finish(looked)
+
+    def read(self, item: PhotoSource | Refused) -> Photo | Skipped | PhotoRecord:
+        if isinstance(item, Refused):
+            return Skipped(item) if self.journal.seen(item.name, None) else error_record(item.name, item.reason)
+        try:
+            return load_photo(item, self.archives, self.settings, self.journal, self.grid, self.stages)
+        except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the run
+            log.exception("%s: reading failed", item.name)
+            return error_record(item.name, f"internal error while reading: {exc}")
+
+    def look(self, photos: list[Photo]) -> list[Looked | PhotoRecord]:
+        """Detector and verifier on `photos` in one call; when the call fails, photo by photo, so only
+        the photo that fails gets an error record."""
+        try:
+            seen = see_photos([p.image for p in photos], self.detector, self.judgement, self.stages, self.infer_lock)
+        except Exception as exc:  # noqa: BLE001
+            if len(photos) > 1:
+                return [looked for photo in photos for looked in self.look([photo])]
+            [photo] = photos
+            log.exception("%s: detection failed", photo.source.name)
+            return [error_record(photo.source.name, f"detection failed: {exc}", photo.sha256, **photo.facts())]
+        return [(photo, detections, verdicts) for photo, (detections, verdicts) in zip(photos, seen, strict=True)]
+
+    def finish(self, looked: Looked) -> Looked:
+        photo, detections, verdicts = looked
+        try:
+            detections = read_photo_text(photo.image, photo.data, detections, verdicts, self.text, photo.source.name, self.stages)
+        except Exception as exc:  # noqa: BLE001 - the detections stand without the text
+            log.exception("%s: OCR failed", photo.source.name)
+            photo.warnings.append(f"OCR failed: {exc}")
+        photo.data = None
+        with self.stages.timed("verify"):
+            h, w = photo.image.shape[:2]
+            detections = self.judgement.photo(verdicts, detections, w, h)
+        return photo, detections, verdicts
+
+
 def process_photos(
     sources: list[PhotoSource | Refused],
     settings: TriageSettings,
@@ -233,51 +320,35 @@ def process_photos(
 ) -> RunStats:
     """Record every listed input in the journal (or skip it as already recorded)."""
     stats = RunStats(listed=len(sources))
-    archives = ArchiveCache()
-    seen_now: dict[str, str] = {}  # content hash -> first source of this run (duplicates)
     judgement = judgement or Judgement(None, analyser.taxonomy)
-    text = PhotoText(settings.ocr, settings.ocr_max_side, settings.phone_region, gate=judgement.ocr_gate,
-                     taxonomy=judgement.taxonomy)
     infer_lock = contextlib.nullcontext() if detector.backend == "onnx" else threading.Lock()
+    steps = PhotoSteps(settings, journal, grid, judgement, detector, stats.stages, infer_lock)
+    try:
+        with ThreadPoolExecutor(settings.workers, thread_name_prefix="triage-worker") as pool:
+            results = _Ordered(pool, steps, sources, window=settings.workers * 3)
+            return record_outcomes(results, stats, analyser, journal, show_progress=show_progress, cancel=results.cancel)
+    finally:
+        steps.archives.close()
+
+
+def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Analyser, journal: Journal, *,
+                    show_progress: bool = True, cancel: Callable[[], None] = lambda: None) -> RunStats:
+    """The main thread's part of a run, whoever computes the outcomes (threads here, or a Ray
+    cluster): in input order, count skips, mark this run's duplicates, and hand the rest to the
+    writer, which judges and records them. Ctrl-C calls `cancel` and raises `TriageInterrupted`."""
+    seen_now: dict[str, str] = {}  # content hash -> first source of this run (duplicates)
     started = time.perf_counter()
     bar = progress_bar(enabled=show_progress)
-    task = bar.add_task("triage", total=len(sources), notes="")
+    task = bar.add_task("triage", total=stats.listed, notes="")
 
     def advance(_record: PhotoRecord | None = None) -> None:
         bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates")
 
-    def work(item: PhotoSource | Refused) -> tuple[Photo, sv.Detections, Verdicts | None] | Skipped | PhotoRecord:
-        if isinstance(item, Refused):
-            return Skipped(item) if journal.seen(item.name, None) else error_record(item.name, item.reason)
-        try:
-            photo = load_photo(item, archives, settings, journal, grid, stats.stages)
-        except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the run
-            log.exception("%s: reading failed", item.name)
-            return error_record(item.name, f"internal error while reading: {exc}")
-        if not isinstance(photo, Photo):
-            return photo
-        try:
-            detections, verdicts = see_photo(photo.image, detector, judgement, stats.stages, infer_lock)
-        except Exception as exc:  # noqa: BLE001
-            log.exception("%s: detection failed", item.name)
-            return error_record(item.name, f"detection failed: {exc}", photo.sha256, **photo.facts())
-        try:
-            detections = read_photo_text(photo.image, photo.data, detections, verdicts, text, item.name, stats.stages)
-        except Exception as exc:  # noqa: BLE001 - the detections stand without the text
-            log.exception("%s: OCR failed", item.name)
-            photo.warnings.append(f"OCR failed: {exc}")
-        photo.data = None
-        with stats.stages.timed("verify"):
-            h, w = photo.image.shape[:2]
-            detections = judgement.photo(verdicts, detections, w, h)
-        return photo, detections, verdicts
-
     writer = _Writer(journal, analyser, stats, advance)
     writer.start()
-    with bar, ThreadPoolExecutor(settings.workers, thread_name_prefix="triage-worker") as pool:
-        results = _Ordered(pool, work, sources, window=settings.workers * 3)
+    with bar:
         try:
-            while (item := results.take()) is not _Ordered.DONE:
+            for item in outcomes:
                 if isinstance(item, Skipped):
                     stats.skipped += 1
                     advance()
@@ -290,12 +361,11 @@ def process_photos(
                     seen_now[item[0].sha256] = item[0].source.name
                     writer.put(item)
         except KeyboardInterrupt:
-            results.cancel()
+            cancel()
             raise TriageInterrupted() from None
         finally:
             writer.inbox.put(None)
             writer.join()
-            archives.close()
             stats.elapsed_s = time.perf_counter() - started
     if writer.failure is not None:
         raise writer.failure

@@ -11,22 +11,23 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from detect.cityzones import load_city_zones
 from detect.engine import Detector, load_detector
-from detect.judgement import load_judgement
+from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
-from pipelines.grid import load_grid
+from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import RESULTS, Journal
 from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
-from pipelines.triage.sources import expand_sources
+from pipelines.triage.sources import PhotoSource, Refused, expand_sources
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,29 @@ class TriageResult:
         return self.tally.ok
 
 
+class PhotoRunner(Protocol):
+    """Where a run's per-photo steps run: worker threads in this process (`LocalPhotos`, the
+    default) or a Ray cluster (`pipelines.cluster.triage.RayPhotos`). Both feed the same writer."""
+
+    def load_detector(self, settings: TriageSettings, features: bool) -> Detector:
+        """The detector whose model the run records (cases, report); raises on a bad model before any photo is read."""
+
+    def process(self, sources: list[PhotoSource | Refused], settings: TriageSettings, detector: Detector, analyser: Analyser,
+                journal: Journal, grid: GridCells | None, judgement: Judgement, show_progress: bool) -> RunStats:
+        """Record every listed input in the journal (see `pipelines.triage.pipeline.process_photos`)."""
+
+
+class LocalPhotos:
+    """Worker threads in this process (`settings.workers`)."""
+
+    def load_detector(self, settings: TriageSettings, features: bool) -> Detector:
+        return triage_detector(settings, features=features)
+
+    def process(self, sources: list[PhotoSource | Refused], settings: TriageSettings, detector: Detector, analyser: Analyser,
+                journal: Journal, grid: GridCells | None, judgement: Judgement, show_progress: bool) -> RunStats:
+        return process_photos(sources, settings, detector, analyser, journal, grid, judgement=judgement, show_progress=show_progress)
+
+
 def run_triage(
     inputs: list[Path],
     settings: TriageSettings,
@@ -57,28 +81,30 @@ def run_triage(
     deployment: Settings | None = None,
     show_progress: bool = True,
     case_writer: TriageCases | None = None,
+    photos: PhotoRunner | None = None,
 ) -> TriageResult:
     """Triage `inputs` into `settings.out` (see docs/triage.md).
 
     `deployment` holds the case store, evidence and dispatch settings and the rules' knobs
     (`pipelines.settings`; the defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
     required, dispatch target) raise before any photo is read. `case_writer` replaces the one the
-    settings would open (patrol video writes its cases through its own).
+    settings would open (patrol video writes its cases through its own). `photos`: where the
+    per-photo steps run (default: worker threads here; `pipelines.cluster.triage.RayPhotos`: a Ray cluster).
     """
     taxonomy = taxonomy or load_taxonomy()
     deployment = deployment or load_settings()
     city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
     grid = load_grid(settings.grid) if settings.grid else None
     judgement = load_judgement(settings.verifier, taxonomy)
+    photos = photos or LocalPhotos()
     journal = Journal(settings.out, resume=settings.resume)
     try:
-        detector = detector or triage_detector(settings, features=judgement.needs_features)
+        detector = detector or photos.load_detector(settings, judgement.needs_features)
         judgement.check(detector)
         case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
-        stats = process_photos(expand_sources(inputs), settings, detector, analyser, journal, grid,
-                               judgement=judgement, show_progress=show_progress)
+        stats = photos.process(expand_sources(inputs), settings, detector, analyser, journal, grid, judgement, show_progress)
     finally:
         journal.close()
     return finish(settings, stats, detector, case_writer, show_progress=show_progress)

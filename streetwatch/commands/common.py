@@ -20,6 +20,12 @@ VerifierOpt = Annotated[str | None, typer.Option(
     "--verifier", help="Verifier id or card (docs/verifier.md) that judges stalls, spillover, postings and zone-less parking; "
     "none = detector classes alone. Default: the promoted verifier.")]
 
+RayOpt = Annotated[str | None, typer.Option(
+    "--ray", metavar="ADDRESS|local",
+    help="Run on a Ray cluster: `local` starts one on this machine (127.0.0.1 only, stopped at the end), host:port joins "
+    "one started with `ray start` or KubeRay (docs/scale-out.md). Needs the `ray` extra. Several nodes need PostgreSQL "
+    "for cases and S3 for evidence.")]
+
 
 def judgement_or_fail(verifier: str | None, taxonomy=None):
     """The judgement (verifier + taxonomy) the command runs with, or one clear error line."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import ModelOpt, SettingsOpt, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import ModelOpt, RayOpt, SettingsOpt, fail, settings_or_fail, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +36,7 @@ def triage(
     dispatch_target: Annotated[str | None, typer.Option("--dispatch-target", help="Dispatch target for --dispatch (default: the only one in --config).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same content hash) are skipped.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
+    ray: RayOpt = None,
 ) -> None:
     """Triage photos: detect violations, group near-duplicates, write a ranked report.
 
@@ -43,6 +44,8 @@ def triage(
     Bad files never stop the run. Options not given come from the `triage:` section of the settings
     file (--config), which also holds the grouping and report knobs (docs/triage.md); the defaults shown
     apply when neither says otherwise.
+    With --ray the photos are read, decoded and seen by tasks and actors of a Ray cluster (docs/scale-out.md);
+    the results are the same.
     Exit code: 1 only when no photo at all could be read; 130 when interrupted (continue with --resume).
     """
     setup_logging()
@@ -67,7 +70,10 @@ def triage(
             fail("--dispatch-target needs --dispatch")
         options = deployment.triage.model_dump(exclude_unset=True)
         settings = TriageSettings(**{**options, **given}, out=out, dispatch_target=dispatch_target if dispatch else None, resume=resume)
-        result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
+        if ray is None:
+            result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
+        else:
+            result = _triage_on_ray(ray, inputs, settings, deployment, progress)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable, VerifierError) as exc:
@@ -91,3 +97,18 @@ def triage(
         typer.echo(f"  {name:8s}{path}")
     if result.readable == 0:
         fail("no photo could be read (reasons in the report and results.jsonl)", code=1)
+
+
+def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progress: bool):
+    """`run_triage` with the per-photo steps on the cluster; a cluster it cannot use is one error line."""
+    from pipelines.cluster.connect import ClusterError, check_shared_stores, joined
+    from pipelines.cluster.triage import RayPhotos
+    from pipelines.triage import run_triage
+
+    try:
+        with joined(address, deployment.cluster) as info:
+            check_shared_stores(deployment, info, cases=settings.cases is not False or settings.dispatch_target is not None,
+                                or_else="--no-cases for the report only")
+            return run_triage(inputs, settings, deployment=deployment, show_progress=progress, photos=RayPhotos(info, deployment.cluster))
+    except ClusterError as exc:
+        fail(str(exc))

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, SettingsOpt, VerifierOpt, fail, judgement_or_fail, settings_or_fail,
-    setup_logging,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, RayOpt, SettingsOpt, VerifierOpt, fail, judgement_or_fail,
+    settings_or_fail, setup_logging,
 )
 
 
@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
 def watch(
     cameras: Annotated[Path, typer.Option("--cameras", help="Cameras file (YAML/JSON; see docs/cctv.md).")],
     backend: BackendOpt = "onnx",
-    device: DeviceOpt = "cpu",
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx). [default: cpu; "
+                                                                "with --ray: cuda when the cluster has GPUs]")] = None,
     model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
@@ -40,6 +41,7 @@ def watch(
     config: SettingsOpt = None,
     verifier: VerifierOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    ray: RayOpt = None,
 ) -> None:
     """Watch the cameras of a cameras file until SIGTERM/SIGINT (or, with --replay, until the files end).
 
@@ -50,6 +52,10 @@ def watch(
     scene file, reloads them without stopping unchanged cameras. Tracker and rule knobs: the
     settings file's `tracking:` and `rules:`, changed per camera by its own `tracking:`/`rules:`.
     Prints a JSON summary at exit.
+
+    With --ray the cameras are spread over owner actors of a Ray cluster (each reads, tracks and judges
+    its cameras) that share inference actors; an owner that dies is restarted elsewhere from its
+    cameras' saved rules states (docs/scale-out.md). Warn-first rules (cityops.warn) do not run with --ray.
     """
     setup_logging(verbose)
     from detect.config_io import ConfigError, load_model
@@ -67,6 +73,11 @@ def watch(
         load_model(CamerasFile, cameras)  # a broken cameras file fails before the model loads
     except ConfigError as exc:
         fail(str(exc))
+    if ray is not None:
+        return _watch_on_ray(ray, cameras, settings, dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz),
+                             replay=replay, events=events, snapshots=snapshots, snapshot_every=snapshot_every, verifier=verifier,
+                             metrics_port=metrics_port, metrics_addr=metrics_addr)
+    device = device or "cpu"
     judgement = judgement_or_fail(verifier)
     try:
         detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, features=judgement.needs_features)
@@ -112,4 +123,52 @@ def watch(
         if sink is not None:
             sink.close()
         intake.store.close()
+    typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
+def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, replay: bool, events: Path | None,
+                  snapshots: Path | None, snapshot_every: float, verifier: str | None, metrics_port: int | None,
+                  metrics_addr: str) -> None:
+    """`watch` on a Ray cluster: the supervisor here, owners and inference actors on the nodes."""
+    from detect.config_io import ConfigError
+    from detect.evidence import EvidenceKeyError, ModelInfo
+    from detect.verifier import VerifierError
+    from pipelines.cases.intake import Intake
+    from pipelines.cluster.connect import ClusterError, absolute_paths, check_shared_stores, joined
+    from pipelines.cluster.watch import ClusterWatcher, InferenceOptions
+    from pipelines.evidence_store import StorageError
+
+    sink = open(events, "a", encoding="utf-8") if events else None
+
+    def on_record(data: dict) -> None:
+        if sink is not None:
+            sink.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+            sink.flush()
+
+    server = None
+    try:
+        with joined(address, settings.cluster) as info:
+            check_shared_stores(settings, info)
+            try:  # the stores and the evidence key, checked here before any actor starts
+                Intake.from_settings(settings, ModelInfo("check")).store.close()
+            except (EvidenceKeyError, StorageError) as exc:
+                fail(str(exc))
+            watcher = ClusterWatcher(cameras, absolute_paths(settings), info, InferenceOptions(**detector), replay=replay,
+                                     verifier=verifier, on_record=on_record, snapshot_dir=snapshots.absolute() if snapshots else None,
+                                     snapshot_every_s=snapshot_every)
+            for cid, message in watcher.refused.items():
+                typer.secho(f"error: camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
+            if not watcher.groups:
+                fail("no camera can run (see the refusals above)")
+            server = watcher.metrics.serve(metrics_port, metrics_addr) if metrics_port else None
+            signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+            signal.signal(signal.SIGINT, lambda *_: watcher.stop())
+            summary = watcher.run()
+    except (ClusterError, ConfigError, VerifierError) as exc:
+        fail(str(exc))
+    finally:
+        if server is not None:
+            server.shutdown()
+        if sink is not None:
+            sink.close()
     typer.echo(json.dumps(summary, ensure_ascii=False))

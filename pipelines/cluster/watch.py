@@ -1,0 +1,601 @@
+"""CCTV monitoring on a Ray cluster: cameras spread over owner actors, inference shared across them.
+
+    driver (supervisor)                 owner actors (`cluster.cameras_per_owner` cameras each, spread over nodes)
+    cameras file ─► groups ─► owners    a `Watcher` over its cameras, unchanged: reader threads (decoding near
+    restarts, events file,    ◄─ drain  the stream), each camera's tracker, rules and dwell, the case sink
+    snapshots, /metrics                 (intake: PostgreSQL cases, S3 evidence)
+                                                 │ frames of its cameras, one batch per call
+                                                 ▼
+                                        inference actors (one GPU each when the cluster has GPUs): the
+                                        detector, merging the calls of several owners into one batch
+
+An owner runs the single-process `pipelines.cctv.service.Watcher` over its share of the cameras
+file, with a detector that calls the inference actors (`RemoteDetector`). One owner holds a
+camera's tracking, rules and dwell, so its frames are judged in order, as on one machine.
+
+Restarts: every `cluster.checkpoint_s` of media time an owner saves each camera's rules state
+(tracker, open violations, OCR and re-check schedule: `SAVED`) in the checkpoint actor on the head
+node. When an owner dies (its process or its node), the supervisor starts its cameras in a new
+owner elsewhere, from those states: violations keep their ids, so an `opened` event seen again
+finds its case (the case store drafts one case per violation id) instead of drafting another,
+and a violation saved as opened whose case never reached the store (the owner died in between)
+is opened again. A replayed file skips its frames up to the saved state. Not carried over: the
+ring buffer (the strips of openings just after a restart are shorter) and events in flight
+other than openings (an `updated`/`cleared` being written when the owner died). An inference
+actor that dies is started again by Ray; meanwhile owners send their frames to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import pickle
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from detect.digests import sha256_file
+from detect.engine import load_detector
+from detect.evidence import ModelInfo
+from detect.frames import Frame
+from detect.judgement import load_judgement
+from detect.taxonomy import Taxonomy, load_taxonomy
+from pipelines.cases.intake import Intake
+from pipelines.cctv.config import load_cameras
+from pipelines.cctv.reader import Status
+from pipelines.cctv.service import Watcher
+from pipelines.cluster.connect import HEAD_NODE, ClusterError, ClusterInfo
+from pipelines.cluster.metrics import ClusterMetrics
+from pipelines.settings import Settings
+from pipelines.shops import attach_shops
+
+log = logging.getLogger(__name__)
+
+#: The fields of a camera's runtime that a checkpoint saves (`pipelines.cctv.runtime.CameraRuntime`).
+SAVED = ("rules", "texts", "next_ocr", "next_verify", "strips_due")
+RECORDS_KEPT = 10_000
+CALL_TIMEOUT_S = 120.0
+"""An inference call that takes longer than this is given up and sent to another inference actor."""
+DOWN_S = 10.0
+"""An inference actor that failed a call is left alone this long, then probed before it gets frames again."""
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    """What every owner needs besides its cameras (sent once per owner)."""
+
+    cameras_path: Path
+    settings: Settings
+    taxonomy: Taxonomy
+    model: ModelInfo
+    facts: dict[str, Any]  # the inference actors' detector: model id, names, neck output, describe()
+    verifier: str | None
+    replay: bool
+    snapshot_every_s: float | None  # None: no snapshots
+    checkpoint_s: float
+
+
+def camera_key(camera) -> str:
+    """Identifies a camera's configuration: a saved state is restored only into the same camera."""
+    return hashlib.sha256(repr((camera.config, camera.scene, camera.tracking, camera.rules)).encode()).hexdigest()[:16]
+
+
+# ---- inference actors -------------------------------------------------------------------------
+
+
+class InferenceServer:
+    """A detector shared by several owners: concurrent calls are merged into one detector call of up
+    to `max_batch` images (images are batched by input shape, so a frame's boxes never depend on the
+    others). Runs as an async Ray actor; the detector itself runs in a worker thread."""
+
+    def __init__(self, model: str | None, backend: str, device: str, conf: float, imgsz: int, features: bool,
+                 max_batch: int, batch_wait_s: float, threads: int | None) -> None:
+        self.detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, features=features,
+                                      max_batch=max_batch, threads=threads)
+        self.max_batch, self.batch_wait_s = max_batch, batch_wait_s
+        self._waiting: list[tuple[list, bool, asyncio.Future]] = []
+        self._draining = False
+        self._batches: list[tuple[int, float]] = []  # (frames, seconds) since the last metrics call
+
+    def ready(self) -> bool:
+        return True
+
+    def facts(self) -> dict[str, Any]:
+        d = self.detector
+        return {"model": d.model_id, "sha256": sha256_file(d.model_path), "names": d.names, "backend": d.backend,
+                "has_features": d.has_features, "describe": d.describe()}
+
+    async def detect(self, images: list, features: bool) -> list:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((images, features, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(self.batch_wait_s)  # let other owners' calls join the batch
+            while self._waiting:
+                features = self._waiting[0][1]
+                take, n = [], 0
+                for call in list(self._waiting):
+                    if call[1] == features and (not take or n + len(call[0]) <= self.max_batch):
+                        take.append(call)
+                        n += len(call[0])
+                        self._waiting.remove(call)
+                images = [im for call in take for im in call[0]]
+                started = time.perf_counter()
+                try:
+                    run = self.detector.detect_with_features if features else (lambda ims: [(d, None) for d in self.detector.detect(ims)])
+                    results = await asyncio.to_thread(run, images)
+                except Exception as exc:  # noqa: BLE001 - each caller gets the error of its own call
+                    for _, _, future in take:
+                        future.set_exception(exc)
+                    continue
+                self._batches.append((len(images), time.perf_counter() - started))
+                start = 0
+                for call_images, _, future in take:
+                    future.set_result(results[start:start + len(call_images)])
+                    start += len(call_images)
+        finally:
+            self._draining = False
+
+    def metrics(self) -> list[tuple[int, float]]:
+        batches, self._batches = self._batches, []
+        return batches
+
+
+class RemoteDetector:
+    """What a `Watcher` needs of a detector, answered by the inference actors: calls go round the
+    actors; one that fails a call is skipped for `DOWN_S`, then probed before it gets frames again."""
+
+    def __init__(self, servers: list, facts: dict[str, Any]) -> None:
+        self.servers = servers
+        self.model_id, self.names, self.backend = facts["model"], facts["names"], facts["backend"]
+        self.has_features = facts["has_features"]
+        self._describe = facts["describe"]
+        self._turn = itertools.count()
+        self._down: dict[int, float] = {}
+
+    def describe(self) -> dict:
+        return dict(self._describe)
+
+    def detect(self, images: list) -> list:
+        return [d for d, _ in self._call(images, False)]
+
+    def detect_with_features(self, images: list) -> list:
+        return self._call(images, True)
+
+    def _call(self, images: list, features: bool) -> list:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        first = next(self._turn)
+        failure: Exception | None = None
+        for k in range(len(self.servers)):
+            i = (first + k) % len(self.servers)
+            if not self._usable(i):
+                continue
+            try:
+                return ray.get(self.servers[i].detect.remote(images, features), timeout=CALL_TIMEOUT_S)
+            except (RayActorError, GetTimeoutError) as exc:
+                log.warning("inference actor %d failed a call (%s); trying another", i, type(exc).__name__)
+                self._down[i] = time.monotonic() + DOWN_S
+                failure = exc
+        raise failure or RuntimeError("no inference actor is available")
+
+    def _usable(self, i: int) -> bool:
+        import ray
+
+        until = self._down.get(i)
+        if until is None:
+            return True
+        if time.monotonic() < until:
+            return False
+        ready, _ = ray.wait([self.servers[i].ready.remote()], timeout=1.0)
+        if ready:
+            self._down.pop(i, None)
+            return True
+        self._down[i] = time.monotonic() + DOWN_S
+        return False
+
+
+# ---- owners and checkpoints -------------------------------------------------------------------
+
+
+class Checkpoints:
+    """The latest saved rules state of each camera (an actor on the head node: it outlives worker nodes)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, tuple[str, datetime, bytes]] = {}
+
+    def put(self, camera_id: str, key: str, ts: datetime, blob: bytes) -> None:
+        self.saved[camera_id] = (key, ts, blob)
+
+    def get(self, camera_ids: list[str]) -> dict[str, tuple[str, datetime, bytes]]:
+        return {cid: self.saved[cid] for cid in camera_ids if cid in self.saved}
+
+
+class CameraOwner:
+    """An owner actor: a `Watcher` over some cameras, restored from their saved states."""
+
+    def __init__(self, spec: WatchSpec, camera_ids: list[str], servers: list, checkpoints) -> None:
+        import ray
+
+        self.spec, self.checkpoints = spec, checkpoints
+        self.node = ray.get_runtime_context().get_node_id()[:12]
+        settings = spec.settings
+        self.intake = Intake.from_settings(settings, spec.model, taxonomy=spec.taxonomy)
+        attach_shops(self.intake)
+        self.records: deque[dict] = deque(maxlen=RECORDS_KEPT)
+        self.snapshots: dict[str, bytes] = {}
+        self._last_snapshot: dict[str, float] = {}
+        self._next_save: dict[str, datetime] = {}
+        self.watcher = Watcher(spec.cameras_path, RemoteDetector(servers, spec.facts), self.intake, replay=spec.replay,
+                               taxonomy=spec.taxonomy, on_record=self.records.append, on_analysed=self._analysed,
+                               judgement=load_judgement(spec.verifier, spec.taxonomy), tracking=settings.tracking,
+                               rules=settings.rules, cameras=camera_ids)
+        self.restored = self._restore(camera_ids)
+
+    def ready(self) -> dict:
+        return {"node": self.node, "restored": self.restored, "refused": dict(self.watcher.refused)}
+
+    def run(self, poll_s: float = 1.0) -> dict:
+        return self.watcher.run(poll_s=poll_s)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+    def drain(self) -> dict:
+        """Records, snapshots and metric samples since the last call (the supervisor polls)."""
+        records = [self.records.popleft() for _ in range(len(self.records))]
+        snapshots, self.snapshots = self.snapshots, {}
+        return {"node": self.node, "records": records, "snapshots": snapshots,
+                "metrics": list(self.watcher.metrics.registry.collect())}
+
+    # ---- checkpoints --------------------------------------------------------------------
+
+    def _analysed(self, frame: Frame) -> None:
+        """After each judged frame (the inference thread, which owns the rules): snapshot and checkpoint when due."""
+        cid = frame.source_id
+        every = self.spec.snapshot_every_s
+        now = time.monotonic()
+        if every is not None and now - self._last_snapshot.get(cid, -1e9) >= every:
+            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            if ok:
+                self.snapshots[cid] = jpeg.tobytes()
+                self._last_snapshot[cid] = now
+        due = self._next_save.get(cid)
+        runtime = self.watcher.runtimes.get(cid)
+        if runtime is None or (due is not None and frame.ts < due):
+            return
+        self._next_save[cid] = frame.ts + timedelta(seconds=self.spec.checkpoint_s)
+        state = pickle.dumps({name: getattr(runtime, name) for name in SAVED}, protocol=5)
+        self.checkpoints.put.remote(cid, camera_key(runtime.camera), frame.ts, state)
+
+    def _restore(self, camera_ids: list[str]) -> list[str]:
+        import ray
+
+        restored = []
+        for cid, (key, ts, blob) in ray.get(self.checkpoints.get.remote(camera_ids)).items():
+            runtime = self.watcher.runtimes.get(cid)
+            if runtime is None or key != camera_key(runtime.camera):
+                continue  # the camera changed since its state was saved: it starts afresh
+            for name, value in pickle.loads(blob).items():
+                setattr(runtime, name, value)
+            lost = [vid for vid in runtime.rules.opened_ids() if self.intake.store.find(violation_id=vid) is None]
+            if lost:
+                log.warning("camera %s: %d opened violation(s) without a case after the restart: opened again", cid, len(lost))
+                runtime.rules.reopen(lost)
+            runtime.reader.hooks = replace(runtime.reader.hooks, frame=_after(ts, runtime.reader.hooks.frame))
+            self._next_save[cid] = ts + timedelta(seconds=self.spec.checkpoint_s)
+            restored.append(cid)
+        return restored
+
+
+def _after(ts: datetime, deliver):
+    """A reader's frame hook that drops the frames a restored state has already judged (replayed files)."""
+
+    def frame(f: Frame) -> None:
+        if f.ts > ts:
+            deliver(f)
+
+    return frame
+
+
+# ---- the supervisor -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """Cameras one owner holds, and the owner holding them now."""
+
+    name: str
+    camera_ids: list[str]
+    owner: Any = None
+    run: Any = None  # ObjectRef of owner.run()
+    node: str | None = None
+    restarts: int = 0
+    summary: dict | None = None
+    failed: str | None = None
+    drain: Any = None
+
+
+@dataclass
+class InferenceOptions:
+    """The shared detector (as `watch` flags set it); `device` None: cuda on a cluster with GPUs, else cpu;
+    `actors` None: `cluster.inference_actors`, else one per GPU, or one per node without GPUs."""
+
+    model: str | None = None
+    backend: str = "onnx"
+    device: str | None = None
+    conf: float = 0.25
+    imgsz: int = 640
+    max_batch: int = 8
+    batch_wait_s: float = 0.05
+    actors: int | None = None
+    threads: int | None = None
+
+
+@dataclass
+class ClusterWatcher:
+    """The driver's side of `watch --ray`: starts inference actors and owners, restarts failed owners,
+    writes their records and snapshots, serves their metrics, and returns one summary."""
+
+    cameras_path: Path
+    settings: Settings
+    info: ClusterInfo
+    inference: InferenceOptions
+    replay: bool = False
+    verifier: str | None = None
+    on_record: Any = None  # called with each record of every owner (the --events file)
+    snapshot_dir: Path | None = None
+    snapshot_every_s: float = 10.0
+    taxonomy: Taxonomy = field(default_factory=load_taxonomy)
+
+    def __post_init__(self) -> None:
+        self.cameras_path = self.cameras_path.absolute()
+        config = self.settings.cluster
+        if self.settings.cityops.warn.rules:
+            raise ClusterError("cityops.warn.rules (warn first, then a case) is not supported with --ray: pending warnings live in "
+                               "one watcher's memory and each watcher's start lapses all of them; run warn-first cameras "
+                               "without --ray")
+        loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules)
+        self.refused = dict(loaded.refused)
+        ids = sorted(c.id for c in loaded.cameras)
+        size = config.cameras_per_owner
+        self.groups = [_Group(f"owner-{k // size:03d}", ids[k:k + size]) for k in range(0, len(ids), size)]
+        self.metrics = ClusterMetrics()
+        self.records: deque[dict] = deque(maxlen=RECORDS_KEPT)
+        self._stop = False
+        self._servers: list = []
+        self._checkpoints = None
+        self._spec: WatchSpec | None = None
+        self.facts: dict[str, Any] = {}
+        self._mtime = self._file_mtime()
+
+    # ---- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Inference actors first (their detector facts check the verifier and name the cases' model), then owners."""
+        import ray
+
+        judgement = load_judgement(self.verifier, self.taxonomy)
+        o, gpus = self.inference, int(self.info.gpus)
+        device = o.device or ("cuda" if gpus else "cpu")
+        if device != "cpu" and not gpus:
+            raise ClusterError(f"--device {device}, but the Ray cluster at {self.info.address} has no GPU")
+        count = o.actors or self.settings.cluster.inference_actors or (gpus if device != "cpu" else max(1, self.info.nodes))
+        server = ray.remote(InferenceServer).options(num_cpus=1, num_gpus=1 if device != "cpu" else 0, max_restarts=-1,
+                                                      scheduling_strategy="SPREAD", max_concurrency=64)
+        self._servers = [server.remote(o.model, o.backend, device, o.conf, o.imgsz, judgement.needs_features, o.max_batch,
+                                       o.batch_wait_s, o.threads) for _ in range(count)]
+        try:
+            facts = ray.get(self._servers[0].facts.remote())
+        except ray.exceptions.RayActorError as exc:
+            raise ClusterError(f"the inference actors cannot load the model: {exc}") from None
+        judgement.check(_Facts(facts))
+        checkpoints = ray.remote(Checkpoints).options(num_cpus=0, resources={HEAD_NODE: 0.001}, max_concurrency=1)
+        self._checkpoints = checkpoints.remote()
+        self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, ModelInfo(facts["model"], facts["sha256"]), facts,
+                               self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
+                               self.settings.cluster.checkpoint_s)
+        self.facts = facts
+        for group in self.groups:
+            self._start_owner(group)
+
+    def _start_owner(self, group: _Group) -> None:
+        import ray
+
+        owner = ray.remote(CameraOwner).options(num_cpus=1, scheduling_strategy="SPREAD", max_concurrency=4)
+        group.owner = owner.remote(self._spec, group.camera_ids, self._servers, self._checkpoints)
+        group.run = group.owner.run.remote()
+        group.drain = None
+        log.info("%s: cameras %s %s", group.name, ", ".join(group.camera_ids), "restarted" if group.restarts else "started")
+
+    # ---- running --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (safe from a signal handler)."""
+        self._stop = True
+
+    def run(self, poll_s: float = 1.0) -> dict:
+        """Start, then supervise until `stop()` or, in replay, until every owner is done; returns the summary."""
+        import ray
+
+        self.start()
+        try:
+            while not self._stop:
+                pending = [g.run for g in self.groups if g.summary is None and g.failed is None]
+                if not pending:
+                    break
+                done, _ = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+                self._collect(done)
+                self._drain_all(wait_s=0.0)
+                self._assign_new_cameras()
+        finally:
+            self._shutdown()
+        return self.summary()
+
+    def _collect(self, done: list) -> None:
+        import ray
+
+        for group in self.groups:
+            if group.run not in done:
+                continue
+            try:
+                group.summary = ray.get(group.run)
+            except ray.exceptions.RayActorError as exc:
+                self._owner_failed(group, exc)
+            except ray.exceptions.RayTaskError as exc:  # a bug in the owner: restarting would fail the same way
+                group.failed = f"owner failed: {exc}"
+                self._status(group, Status.FAILED, group.failed)
+
+    def _owner_failed(self, group: _Group, exc: Exception) -> None:
+        self.metrics.owner_failures.labels(group.name).inc()
+        if group.restarts >= self.settings.cluster.max_restarts:
+            group.failed = f"owner died {group.restarts + 1} times; last: {type(exc).__name__}"
+            self._status(group, Status.FAILED, group.failed)
+            return
+        group.restarts += 1
+        log.warning("%s died (%s): restarting cameras %s elsewhere", group.name, type(exc).__name__, ", ".join(group.camera_ids))
+        self._status(group, Status.RECONNECTING, f"owner died ({type(exc).__name__}); restarting on another node")
+        self.metrics.forget(group.name)
+        self._start_owner(group)
+
+    def _status(self, group: _Group, status: Status, detail: str) -> None:
+        from datetime import UTC
+
+        from pipelines.cctv.reader import CameraStatus
+
+        for cid in group.camera_ids:
+            self._record(CameraStatus(cid, status, detail, datetime.now(UTC)).to_record())
+
+    def _record(self, data: dict) -> None:
+        self.records.append(data)
+        if self.on_record is not None:
+            self.on_record(data)
+
+    def _drain_all(self, wait_s: float) -> None:
+        """Take every live owner's records, snapshots and metrics (calls answered by `wait_s`; the rest next round)."""
+        import ray
+
+        live = [g for g in self.groups if g.owner is not None and g.failed is None]
+        for g in live:
+            if g.drain is None:
+                g.drain = g.owner.drain.remote()
+        refs = [g.drain for g in live]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s) if refs else ([], [])
+        for g in live:
+            if g.drain not in ready:
+                continue
+            ref, g.drain = g.drain, None
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue  # a dead owner: `run` says so and it is restarted
+            g.node = out["node"]
+            for data in out["records"]:
+                self._record(data)
+            for cid, jpeg in out["snapshots"].items():
+                _write_snapshot(self.snapshot_dir, cid, jpeg)
+            self.metrics.update(g.name, out["node"], out["metrics"])
+        self._inference_metrics()
+
+    def _inference_metrics(self) -> None:
+        import ray
+
+        refs = [s.metrics.remote() for s in self._servers]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0.5)
+        for i, ref in enumerate(refs):
+            if ref in ready:
+                try:
+                    for frames, seconds in ray.get(ref):
+                        self.metrics.observe_batch(str(i), frames, seconds)
+                except ray.exceptions.RayError:
+                    pass
+
+    def _file_mtime(self) -> float:
+        try:
+            return self.cameras_path.stat().st_mtime
+        except OSError:
+            return -1.0
+
+    def _assign_new_cameras(self) -> None:
+        """Cameras added to the file since the start get owners of their own (owners reload their share themselves)."""
+        mtime = self._file_mtime()
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules)
+        except Exception as exc:  # noqa: BLE001 - a broken file keeps the cameras running (the owners say so too)
+            log.error("cameras file not reloaded: %s", exc)
+            return
+        held = {cid for g in self.groups for cid in g.camera_ids}
+        new = sorted(c.id for c in loaded.cameras if c.id not in held)
+        size = self.settings.cluster.cameras_per_owner
+        for k in range(0, len(new), size):
+            group = _Group(f"owner-{len(self.groups):03d}", new[k:k + size])
+            self.groups.append(group)
+            self._start_owner(group)
+
+    def _shutdown(self) -> None:
+        """Stop every owner gracefully (frames queued are judged, events recorded), then take their last records."""
+        import ray
+
+        live = [g for g in self.groups if g.summary is None and g.failed is None and g.owner is not None]
+        for g in live:
+            g.owner.stop.remote()
+        if live:
+            ray.wait([g.run for g in live], num_returns=len(live), timeout=60)
+            self._collect([g.run for g in live])
+        self._drain_all(wait_s=10.0)
+
+    # ---- summary --------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        cameras: dict[str, dict] = {}
+        opened = 0
+        for g in self.groups:
+            if g.summary is not None:
+                cameras.update(g.summary["cameras"])
+                opened += g.summary["cases_opened"]
+            for cid in g.camera_ids:
+                if g.failed is not None:
+                    cameras[cid] = {"status": Status.FAILED.value, "reason": g.failed}
+                if cid in cameras:
+                    cameras[cid]["owner"] = g.name
+                    cameras[cid]["node"] = g.node
+                    cameras[cid]["owner_restarts"] = g.restarts
+        for cid, message in self.refused.items():
+            cameras[cid] = {"status": Status.REFUSED.value, "reason": message}
+        return {"cameras": cameras, "cases_opened": opened, "owners": len(self.groups),
+                "restarts": sum(g.restarts for g in self.groups), "cluster": self.info.describe()}
+
+
+class _Facts:
+    """The inference actors' detector as `Judgement.check` reads it."""
+
+    def __init__(self, facts: dict) -> None:
+        self.model_id, self.has_features = facts["model"], facts["has_features"]
+
+
+def _write_snapshot(folder: Path | None, camera_id: str, jpeg: bytes) -> None:
+    """`<folder>/<camera id>.jpg`, replaced atomically (as `pipelines.cctv.snapshots.SnapshotWriter` does)."""
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{camera_id}.jpg"
+    tmp = target.with_suffix(".jpg.tmp")
+    tmp.write_bytes(jpeg)
+    os.replace(tmp, target)

@@ -1,0 +1,391 @@
+"""Triage and CCTV on a Ray cluster on 127.0.0.1 (`--ray`): the same results as one process, through actor
+and owner deaths, with PostgreSQL and S3 (moto_server) as the stores every node shares.
+
+The cluster is a head and a second node started as separate processes (raylets) with their own
+resources (`ray.cluster_utils.Cluster`); the commands run as `streetwatch` subprocesses that join it
+by address, exactly as on a real cluster. Ray keeps every port on 127.0.0.1 here
+(`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, see pipelines/cluster/connect.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.triage_helpers import phone_photo
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: loopback only
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+pytest.importorskip("ray", reason="the ray extra is not installed")
+
+KEY = "cluster-test-key-0123456789"
+ENV = {"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_S3_ACCESS_KEY": "testing", "STREETWATCH_S3_SECRET_KEY": "testing",
+       "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"}
+HERE = (30.2741, 120.1551)
+NEAR = (30.27417, 120.1551)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head (3 CPUs) and a second node (3 CPUs, resource `second`) on 127.0.0.1; yields the head's address.
+    Workers inherit this process's environment: the evidence key and the S3 keys are set first."""
+    from ray.cluster_utils import Cluster
+
+    saved = {k: os.environ.get(k) for k in ENV}
+    os.environ.update(ENV)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 3, "node_ip_address": "127.0.0.1", "include_dashboard": False, "object_store_memory": 300 * 2**20})
+    try:
+        second = cluster.add_node(num_cpus=3, node_ip_address="127.0.0.1", resources={"second": 1},
+                                  object_store_memory=300 * 2**20)
+        yield {"address": cluster.address, "cluster": cluster, "second": second}
+    finally:
+        cluster.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _cli(args: list[str], tmp: Path, timeout: int = 600, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, **ENV, "YOLO_CONFIG_DIR": str(REPO / ".cache" / "ultralytics")}
+    exe = Path(sys.executable).parent / "streetwatch"
+    return subprocess.run([str(exe), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def _settings(path: Path, pg_url: str | None, s3: str | None, bucket: str, **cluster) -> Path:
+    data: dict = {"cluster": {"inference_actors": 2, **cluster},
+                  "cases": {"url": pg_url or f"sqlite:///{path.parent}/cases.db"},
+                  "evidence_store": {"spool_dir": str(path.parent / f"spool-{bucket}"), "local_root": str(path.parent / "evidence")}}
+    if s3:
+        data["evidence_store"].update(backend="s3", s3={"endpoint": s3, "secure": False, "bucket": bucket})
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _database(postgres_url: str) -> str:
+    """A new, empty database on the session's PostgreSQL server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _cases(url: str) -> list[tuple]:
+    from pipelines.cases import CaseStore
+
+    store = CaseStore(url)
+    try:
+        return sorted((c.violation_id, c.violation_type, c.source_kind, c.zone_id, c.opened_at, c.cleared_at,
+                       c.evidence_ref is not None, tuple(sorted((c.details or {}).get("photo_ids", [])))) for c in store.list())
+    finally:
+        store.close()
+
+
+def _ray_processes(title: str) -> list:
+    """Ray worker processes of this cluster whose process title names `title` (an actor class)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::") and title in cmd:
+            found.append(p)
+    return found
+
+
+# ---- triage ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, bus_jpg, zidane_jpg, real_sample_dir):
+    """A real day's upload: a bus photographed twice 8 m apart (one case), people, real street shots,
+    an exact copy, unreadable files and a zip."""
+    day = tmp_path_factory.mktemp("cluster-photos") / "day"
+    phone_photo(bus_jpg, day / "0900_bus.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    phone_photo(bus_jpg, day / "0902_bus_retake.jpg", taken=datetime(2024, 6, 3, 9, 2), gps=NEAR, crop=0.04, gain=1.1)
+    phone_photo(zidane_jpg, day / "1000_people.jpg", taken=datetime(2024, 6, 3, 10, 0))
+    streets = sorted((real_sample_dir / "facades-ads" / "images").glob("*.jpg"))[:3] + \
+        sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
+    for i, src in enumerate(streets):
+        phone_photo(src, day / "street" / f"11{i:02d}.jpg", taken=datetime(2024, 6, 3, 11, i))
+    shutil.copy(day / "0900_bus.jpg", day / "copy_of_bus.jpg")
+    (day / "empty.jpg").write_bytes(b"")
+    (day / "notes.jpg").write_text("meeting notes, not a photo")
+    with zipfile.ZipFile(day / "phone.zip", "w") as zf:
+        zf.write(streets[0], "DCIM/again.jpg")
+        zf.write(bus_jpg, "../../evil.jpg")
+    return day
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, photos, onnx_detector):
+    """The single-process run of the same photos (report only)."""
+    from pipelines.triage import TriageSettings, run_triage
+
+    out = tmp_path_factory.mktemp("cluster-ref") / "out"
+    run_triage([photos], TriageSettings(out=out, cases=False, workers=2), detector=onnx_detector, show_progress=False)
+    return out
+
+
+def test_triage_on_two_nodes_gives_the_single_process_records_report_and_groups(tmp_path, ray_cluster, photos, reference):
+    """Resume included: a first run over part of the folder, then `--resume` over all of it."""
+    out = tmp_path / "out"
+    first = _cli(["triage", str(photos / "street"), "--out", str(out), "--no-cases", "--no-progress",
+                  "--ray", ray_cluster["address"]], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(_records(out)) == 6
+    again = _cli(["triage", str(photos), "--out", str(out), "--no-cases", "--no-progress", "--resume",
+                  "--ray", ray_cluster["address"]], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "6 already recorded earlier" in again.stdout
+
+    ref, got = _records(reference), _records(out)
+    assert len(got) == len(ref) == 14  # every input exactly once: 12 files (2 unreadable) and 2 zip members
+    by_source = {r["source"]: r for r in got}
+    assert {r["source"] for r in ref} == set(by_source)
+    for r in ref:  # same findings, boxes, verifier scores, facts and reasons, photo by photo
+        assert by_source[r["source"]] == r, r["source"]
+    statuses = sorted(r["status"] for r in got)
+    assert statuses.count("duplicate") == 1 and statuses.count("error") == 3  # copy; empty, notes, ../ member
+    assert any(r["findings"] for r in got if r["status"] == "ok")
+    assert (out / "cases.csv").read_text(encoding="utf-8") == (reference / "cases.csv").read_text(encoding="utf-8")
+    assert all((out / r["thumb"]).is_file() for r in got if r.get("thumb"))
+
+
+def test_a_multi_node_run_pointed_at_sqlite_is_refused_with_the_reason(tmp_path, ray_cluster, photos):
+    config = _settings(tmp_path / "settings.yaml", None, None, "unused")
+    run = _cli(["triage", str(photos / "street"), "--out", str(tmp_path / "out"), "--config", str(config), "--cases",
+                "--no-progress", "--ray", ray_cluster["address"]], tmp_path)
+    assert run.returncode == 2
+    assert "cases.url is SQLite" in run.stderr and "has 2 nodes" in run.stderr and "PostgreSQL" in run.stderr
+    assert not (tmp_path / "out" / "results.jsonl").exists()  # refused before any photo was read
+
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(yaml.safe_dump({"cameras": [{"id": "cam-01", "url": "x.mp4", "scene": "cam-01.yaml"}]}))
+    watch = _cli(["watch", "--cameras", str(cameras), "--config", str(config), "--replay", "--ray", ray_cluster["address"]], tmp_path)
+    assert watch.returncode == 2 and "cases.url is SQLite" in watch.stderr and "has 2 nodes" in watch.stderr
+
+    # PostgreSQL for cases but evidence in a local folder: refused too, naming the evidence store.
+    local = _settings(tmp_path / "local.yaml", "postgresql+psycopg://u@127.0.0.1:1/db", None, "unused")
+    run = _cli(["triage", str(photos / "street"), "--out", str(tmp_path / "out2"), "--config", str(local), "--cases",
+                "--no-progress", "--ray", ray_cluster["address"]], tmp_path)
+    assert run.returncode == 2 and "evidence_store.backend is local" in run.stderr and "s3" in run.stderr
+
+
+@pytest.mark.slow
+def test_killing_a_see_actor_mid_run_loses_no_photo_and_doubles_no_case(tmp_path, ray_cluster, photos, onnx_detector,
+                                                                       postgres_url, moto_s3, monkeypatch):
+    """Cases in PostgreSQL with evidence on S3, as a cluster keeps them; the single-process run of the same
+    photos into its own database is the reference."""
+    from pipelines.settings import load_settings
+    from pipelines.triage import TriageSettings, run_triage
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    monkeypatch.setenv("STREETWATCH_S3_ACCESS_KEY", "testing")
+    monkeypatch.setenv("STREETWATCH_S3_SECRET_KEY", "testing")
+    ref_url, url = _database(postgres_url), _database(postgres_url)
+    ref_config = _settings(tmp_path / "ref.yaml", ref_url, moto_s3, "sw-ref")
+    ref_out = tmp_path / "ref"
+    run_triage([photos], TriageSettings(out=ref_out, cases=True, workers=2), detector=onnx_detector,
+               deployment=load_settings(ref_config), show_progress=False)
+
+    config = _settings(tmp_path / "ray.yaml", url, moto_s3, "sw-ray", photos_per_batch=1)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "streetwatch"), "triage", str(photos), "--out", str(out),
+                             "--config", str(config), "--cases", "--no-progress", "--ray", ray_cluster["address"]],
+                            cwd=REPO, env={**os.environ, **ENV, "YOLO_CONFIG_DIR": str(REPO / ".cache" / "ultralytics")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        done = len(_records(out)) if (out / "results.jsonl").exists() else 0
+        actors = _ray_processes("SeePhotos")
+        if done >= 2 and actors:
+            killed = actors[0].pid
+            actors[0].kill()  # SIGKILL: the actor dies with whatever batch it holds
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert killed is not None, "the run finished before an actor could be killed"
+    assert proc.returncode == 0, stderr[-3000:]
+
+    got, ref = _records(out), _records(ref_out)
+    assert sorted(r["source"] for r in got) == sorted(r["source"] for r in ref)  # no photo lost, none twice
+    assert {r["source"]: r.get("findings") for r in got} == {r["source"]: r.get("findings") for r in ref}
+    ray_cases = _cases(url)
+    assert ray_cases and len(ray_cases) == len({c[0] for c in ray_cases})  # one case per violation id
+    assert ray_cases == _cases(ref_url)  # same violations, types, times, stored evidence
+
+
+# ---- CCTV -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def four_cameras(tmp_path_factory, bus_jpg, real_sample_dir):
+    """Four replayed cameras: the bus parks in each one's no-parking strip at its own time and leaves."""
+    from tests.cctv_helpers import cameras_file, parked_clip, scene_for
+
+    root = tmp_path_factory.mktemp("cluster-cams")
+    cams = []
+    for i in range(4):
+        cid = f"cam-{i:02d}"
+        parked_clip(root / f"{cid}.mp4", bus_jpg, real_sample_dir, duration_s=80, arrive_s=5 + 4 * i, leave_s=60)
+        scene_for(root, cid, real_sample_dir, dwell_s=20, clear_s=10)
+        cams.append({"id": cid, "url": f"{cid}.mp4", "scene": f"{cid}.yaml"})
+    return cameras_file(root / "cameras.yaml", cams)
+
+
+@pytest.fixture(scope="module")
+def watch_reference(tmp_path_factory, four_cameras, postgres_url, moto_s3):
+    """The single-process `watch --replay` of the four cameras into its own PostgreSQL database."""
+    url = _database(postgres_url)
+    tmp = tmp_path_factory.mktemp("cluster-watch-ref")
+    config = _settings(tmp / "settings.yaml", url, moto_s3, "sw-watch-ref")
+    run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay"], tmp)
+    assert run.returncode == 0, run.stderr[-3000:]
+    cases = _cases(url)
+    assert len(cases) == 4 and all(c[5] is not None for c in cases)  # each camera: one case, opened and cleared
+    return cases
+
+
+@pytest.mark.slow
+def test_four_replayed_cameras_across_two_nodes_open_the_same_cases(tmp_path, ray_cluster, four_cameras, watch_reference,
+                                                                    fresh_postgres_url, moto_s3):
+    config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch", cameras_per_owner=2)
+    events = tmp_path / "events.jsonl"
+    run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay", "--events", str(events),
+                "--snapshots", str(tmp_path / "snaps"), "--snapshot-every", "1", "--ray", ray_cluster["address"]], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["owners"] == 2 and summary["restarts"] == 0 and summary["cluster"]["nodes"] == 2
+    assert len({cam["node"] for cam in summary["cameras"].values()}) == 2  # the owners ran on both nodes
+    assert all(cam["status"] == "finished" and cam["frames_analysed"] == 80 for cam in summary["cameras"].values())
+    assert _cases(fresh_postgres_url) == watch_reference
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    opened = sorted(r["camera_id"] for r in records if r.get("event") == "violation" and r["kind"] == "opened")
+    assert opened == ["cam-00", "cam-01", "cam-02", "cam-03"]  # every owner's records reach the one events file
+    assert sorted(p.name for p in (tmp_path / "snaps").glob("*.jpg")) == [f"cam-0{i}.jpg" for i in range(4)]
+
+
+@pytest.mark.slow
+def test_an_owner_killed_mid_replay_restarts_from_its_saved_state_with_the_same_cases(
+        tmp_path, ray_cluster, four_cameras, watch_reference, fresh_postgres_url, moto_s3):
+    config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch-kill", cameras_per_owner=2, checkpoint_s=5)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "streetwatch"), "watch", "--cameras", str(four_cameras), "--config",
+                             str(config), "--replay", "--events", str(events), "--ray", ray_cluster["address"]],
+                            cwd=REPO, env={**os.environ, **ENV, "YOLO_CONFIG_DIR": str(REPO / ".cache" / "ultralytics")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        opened = events.read_text().count('"opened"') if events.exists() else 0
+        owners = _ray_processes("CameraOwner")
+        if opened >= 1 and owners:  # past a violation's opening, so a saved state holds it
+            killed = owners[0].pid
+            owners[0].kill()
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert killed is not None, "the replay finished before an owner could be killed"
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["restarts"] == 1
+    assert all(cam["status"] == "finished" for cam in summary["cameras"].values())
+    restarted = [cam for cam in summary["cameras"].values() if cam["owner_restarts"] == 1]
+    assert len(restarted) == 2 and all(cam["frames_analysed"] < 80 for cam in restarted)  # carried on from the saved states
+    assert _cases(fresh_postgres_url) == watch_reference  # none lost, none doubled, same times and evidence
+
+
+# ---- operations ---------------------------------------------------------------------------------------
+
+
+def test_a_local_cluster_listens_on_loopback_only_and_single_machine_runs_never_import_ray(tmp_path):
+    script = """
+import json, os, sys, psutil
+from pipelines.cluster.connect import joined
+from pipelines.settings import ClusterConfig
+with joined("local", ClusterConfig(local_cpus=1)) as info:
+    import ray
+    listening = sorted({c.laddr.ip for p in psutil.Process().children(recursive=True)
+                        for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN})
+    print(json.dumps({"nodes": info.nodes, "node_ip": ray.nodes()[0]["NodeManagerAddress"], "listening": listening,
+                      "usage_stats": os.environ["RAY_USAGE_STATS_ENABLED"]}))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    facts = json.loads(run.stdout.strip().splitlines()[-1])
+    assert facts["nodes"] == 1 and facts["node_ip"] == "127.0.0.1" and facts["usage_stats"] == "0"
+    assert facts["listening"] and set(facts["listening"]) <= {"127.0.0.1", "::ffff:127.0.0.1"}, facts["listening"]
+
+    single = """
+import sys
+from pathlib import Path
+from pipelines.triage import TriageSettings, run_triage
+import streetwatch.cli, pipelines.cctv.service
+run_triage([Path(sys.argv[1])], TriageSettings(out=Path(sys.argv[2]), cases=False, workers=1, ocr="off"), show_progress=False)
+print("ray" in sys.modules)
+"""
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(REPO / "tests" / "conftest.py", one / "not-a-photo.jpg")
+    run = subprocess.run([sys.executable, "-c", single, str(one), str(tmp_path / "out")], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_metrics_of_every_owner_are_served_in_one_scrape_on_loopback():
+    """Two owners' watcher registries (one camera each, on two nodes) and the inference batches, scraped
+    over HTTP from 127.0.0.1; a dead owner's samples go when it is forgotten."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pipelines.cctv.metrics import Metrics
+    from pipelines.cluster.metrics import ClusterMetrics
+    from tests.pg import free_port
+
+    owners = {"owner-000": ("node-a", "cam-01", 7), "owner-001": ("node-b", "cam-02", 3)}
+    cluster = ClusterMetrics()
+    for owner, (node, camera, frames) in owners.items():
+        m = Metrics()
+        m.frames_analysed.labels(camera).inc(frames)
+        m.cases_opened.labels(camera, "illegal_parking").inc()
+        cluster.update(owner, node, list(m.registry.collect()))
+    cluster.observe_batch("0", 6, 0.2)
+    port = free_port()
+    server = cluster.serve(port, "127.0.0.1")
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        server.shutdown()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("streetwatch_cctv_frames_analysed_total", (("camera", "cam-01"), ("node", "node-a"), ("owner", "owner-000")))] == 7
+    assert samples[("streetwatch_cctv_frames_analysed_total", (("camera", "cam-02"), ("node", "node-b"), ("owner", "owner-001")))] == 3
+    assert cluster.value("streetwatch_cctv_cases_opened_total") == 2
+    assert samples[("streetwatch_cluster_batch_frames_sum", (("actor", "0"),))] == 6
+    cluster.forget("owner-001")
+    assert cluster.value("streetwatch_cctv_frames_analysed_total") == 7
