@@ -146,6 +146,7 @@ def candidates(
     if detections.tracker_id is not None:
         usable &= detections.tracker_id >= 0
     permitted = _union(views, ZoneKind.VENDING_PERMITTED, n)
+    is_verified = np.char.startswith(names.astype(str), VERIFIED_PREFIX)
     passed = detections.data.get(fields.VERIFIED_PASS)
     passed = np.asarray(passed, dtype=bool) if passed is not None else np.ones(n, dtype=bool)
     judged_views = [(v, jk) for v in views if (jk := _judged_kind(v)) is not None]
@@ -166,7 +167,9 @@ def candidates(
             if judged_by_verifier and vtype.verify == "objects" and view.zone is None:
                 sel &= passed  # a photo without zones: the verifier's judgement of the ground decides, and scores
                 scores = np.nan_to_num(np.asarray(detections.data.get(fields.VERIFIED, conf), dtype=float))
-            sel &= (conf >= th.min_conf) & (detections.area >= th.min_area * image_area)
+            # a `verified:` region passed its head's own threshold (stored with the head): the detector
+            # confidence floor is not for it (a stall at p 0.2 > its threshold 0.12 is a finding)
+            sel &= ((conf >= th.min_conf) | is_verified) & (detections.area >= th.min_area * image_area)
             if ZoneKind.NO_VENDING in vtype.zone_kinds:
                 sel &= ~permitted
             claimed |= sel

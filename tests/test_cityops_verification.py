@@ -103,6 +103,31 @@ def test_disposal_photo_is_judged_like_triage_and_reported(tmp_path, bus_event, 
     reporter.close()
 
 
+def test_a_stall_disposal_photo_is_judged_by_the_promoted_verifier(tmp_path, bus_event, onnx_detector, sim):
+    """Stalls have no detector class: the handler's photo of a case of that type is judged by the verifier
+    triage uses. Real photos: a Taipei market alley of stalls (still present), a road without any (cleared)."""
+    from detect.judgement import load_judgement
+    from detect.taxonomy import load_taxonomy
+    from tests.conftest import SHARED
+
+    judgement = load_judgement(None, load_taxonomy())
+    judgement.check(onnx_detector)
+    assert judgement.active
+    intake = make_intake(tmp_path / "data")
+    event, _ = bus_event
+    ctx = BundleContext(source_kind="photo_batch", source_id="triage:day2", geo=GeoPoint(25.0330, 121.5654))
+    case = intake.record_event(replace(event, violation_id="photo:alley:street_stall", violation_type="street_stall"), ctx)
+    _deliver(intake, _config(sim), case.id)
+    market = (SHARED / "datasets/street-scenes/images/cn2/mpig__CrowdedMarketAlley.jpg").read_bytes()
+    road = (SHARED / "datasets/street-scenes/images/cn2/mpig__Road.jpg").read_bytes()
+
+    first = check_disposal_photo(intake, onnx_detector, case.id, market, "after-1.jpg", actor="city", judgement=judgement)
+    assert first.case.state is CaseState.STILL_PRESENT and not first.cleared
+    assert "verified:street_stall" in [b["class_name"] for b in first.boxes]  # no COCO class says "stall": the verifier did
+    second = check_disposal_photo(intake, onnx_detector, case.id, road, "after-2.jpg", actor="city", judgement=judgement)
+    assert second.case.state is CaseState.VERIFIED_CLEARED and second.cleared
+
+
 def test_open311_cannot_carry_a_recheck_and_says_so(tmp_path, bus_event, zidane_jpg, onnx_detector, sim, monkeypatch):
     monkeypatch.setenv("SIM_311_KEY", "any-key")
     intake = make_intake(tmp_path / "data")

@@ -17,8 +17,9 @@ from detect.rules import PhotoRules
 from detect.taxonomy import load_taxonomy
 from detect.verifier import VerifierError, load_verifier
 from pipelines.triage import TriageSettings, run_triage
+from tests.conftest import SHARED
 
-STREET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "street-scenes" / "images"
+STREET = SHARED / "datasets" / "street-scenes" / "images"
 CARS_IN_BAY = STREET / "mmj" / "IMG_5969.jpg"  # "ferry terminal road and car park, car in marked bay, no violations"
 STALL = STREET / "mmj" / "IMG_0017.jpg"  # two tent stalls with tables (boxes.csv)
 WHEN = datetime(2026, 11, 3, 2, tzinfo=UTC)

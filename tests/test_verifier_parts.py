@@ -12,8 +12,9 @@ from detect.imageio import read_image
 from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec, VerifierError
 from detect.verifier.pooling import FeatureMap, tile_boxes
 from pipelines.verifier.data import DatasetError, load_dataset
+from tests.conftest import SHARED
 
-STREET_SCENES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "street-scenes"
+STREET_SCENES = SHARED / "datasets" / "street-scenes"
 
 
 def test_neck_map_comes_with_the_same_detections(onnx_detector, bus_jpg):

@@ -341,6 +341,19 @@ async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depen
                          reports=[VerificationReportView(**r) for r in list_reports(ctx.store.engine, case_id)])
 
 
+def _judgement(ctx: AppContext, detector):
+    """The verifier the service's triage jobs use (`service.triage.verifier`), fitted to `detector`."""
+    from detect.judgement import load_judgement
+    from detect.verifier import VerifierError
+
+    try:
+        judgement = load_judgement(ctx.service.triage.verifier, ctx.taxonomy)
+        judgement.check(detector)
+    except VerifierError as exc:
+        raise Problem(503, f"cannot judge photos: {exc}", slug="verifier-unavailable") from None
+    return judgement
+
+
 def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
     from detect.evidence import EvidenceKeyError, ModelInfo
     from pipelines.cases.intake import Intake
@@ -352,7 +365,8 @@ def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
     except (EvidenceKeyError, StorageError) as exc:
         raise Problem(503, f"cannot add to the evidence: {exc}", slug="evidence-unavailable") from None
     try:
-        return check_disposal_photo(intake, detector, case_id, data, name, actor=actor, taxonomy=ctx.taxonomy)
+        return check_disposal_photo(intake, detector, case_id, data, name, actor=actor, taxonomy=ctx.taxonomy,
+                                    judgement=_judgement(ctx, detector))
     except DisposalCheckError as exc:
         raise Problem(409 if exc.conflict else 422, str(exc), slug="disposal-check") from None
     finally:

@@ -4,8 +4,8 @@ Two checks decide whether a handled case was really dealt with:
 - the camera's automatic re-check (`pipelines.cctv.case_sink`: cleared / still present, with the
   new frame in the bundle);
 - the handler's disposal photo (处置照片), posted to the service or fetched from the platform, judged
-  by the same photo judgement triage uses (`detect.rules.PhotoRules`, with triage's OCR for types
-  that are read from text): is a violation of the case's type still in the picture?
+  by the same photo judgement triage uses (detector, the verifier, `detect.rules.PhotoRules`, with
+  OCR for types that are read from text): is a violation of the case's type still in the picture?
 Both record the outcome through `Intake.record_verification` (state `verified_cleared` or
 `still_present`, the frame in the signed bundle). `VerificationReporter` then sends each outcome
 once to the platform the case went to, through the dispatch adapter's `report_verification`
@@ -32,6 +32,7 @@ from detect import fields
 from detect.evidence import MANIFEST
 from detect.frames import Frame
 from detect.imageio import decode_image
+from detect.judgement import Judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.intake import Intake
@@ -66,8 +67,11 @@ class DisposalResult:
 
 
 def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, name: str, *, actor: str,
-                         taxonomy: Taxonomy | None = None) -> DisposalResult:
+                         taxonomy: Taxonomy | None = None, judgement: Judgement | None = None) -> DisposalResult:
     """Judge the handler's after-photo of a case and record the outcome (see module doc).
+
+    `judgement`: the verifier triage uses (`load_judgement(settings.triage.verifier, ...)`, checked
+    against `detector`); None judges by detector classes alone.
 
     A case the platform has not yet marked handled (`submitted`/`accepted`) moves to `verifying`
     first: the photo is their claim of having handled it. Raises DisposalCheckError naming the
@@ -93,12 +97,15 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
         path.write_bytes(data)  # the bundle keeps the photo's bytes exactly as received
         frame = Frame(image=decoded.image, source_id=f"disposal:{sha[:16]}", ts=datetime.now(UTC), frame_id=sha, path=str(path),
                       meta={"source": name})
-        detections = detector.detect([decoded.image])[0]
-        if case.violation_type in TEXT_TYPES:
-            from pipelines.triage.text import OcrMode, PhotoText
+        from pipelines.triage.pipeline import judge_image
+        from pipelines.triage.text import OcrMode, PhotoText
 
-            detections = PhotoText(OcrMode.ALL, taxonomy=taxonomy).add(data, decoded.image, detections, name)
-        events = [e for e in PhotoRules(taxonomy=taxonomy).process(frame, detections) if e.violation_type == case.violation_type]
+        judgement = judgement or Judgement(None, taxonomy)
+        text = PhotoText(OcrMode.ALL if case.violation_type in TEXT_TYPES else OcrMode.OFF, taxonomy=taxonomy)
+        detections, verdicts = judge_image(decoded.image, data, name, detector, judgement, text)
+        verified = frozenset(verdicts.thresholds) if verdicts is not None else frozenset()
+        events = [e for e in PhotoRules(taxonomy=taxonomy).process(frame, detections, verified=verified)
+                  if e.violation_type == case.violation_type]
         found = sv.Detections.merge([_plain(e.detections) for e in events]) if events else sv.Detections.empty()
         checked = intake.record_verification(case.id, frame, found, cleared=not events, actor=f"{DISPOSAL_ACTOR}:{actor}")
     from detect.evidence.builder import detections_json

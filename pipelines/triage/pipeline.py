@@ -228,6 +228,18 @@ def read_photo_text(image, data: bytes | None, detections: sv.Detections, verdic
         return text.add(data, image, detections, source, regions)
 
 
+def judge_image(image, data: bytes | None, name: str, detector: Detector, judgement: Judgement, text: PhotoText,
+                stages: StageProfile | None = None) -> tuple[sv.Detections, Verdicts | None]:
+    """One photo outside a triage run (a handler's disposal photo): the steps a triage photo takes
+    before the rules (detector, verifier, text of the regions worth reading, verified regions), so
+    both are judged alike. Returns the detections the rules read and the verifier's verdicts."""
+    stages = stages or StageProfile(seconds=dict.fromkeys(STAGES, 0.0))
+    detections, verdicts = see_photo(image, detector, judgement, stages)
+    detections = read_photo_text(image, data, detections, verdicts, text, name, stages)
+    h, w = image.shape[:2]
+    return judgement.photo(verdicts, detections, w, h), verdicts
+
+
 def detector_threads(workers: int, device: str) -> int | None:
     """Intra-op threads per inference stream on CPU: the cores shared out among the workers."""
     if not device.startswith("cpu"):
