@@ -18,7 +18,7 @@ from api.config import ServiceConfig
 from api.jobs import TriageJobs
 from api.metrics import ApiMetrics
 from api.signing import UrlSigner
-from detect.taxonomy import Taxonomy, load_taxonomy
+from detect.taxonomy import Taxonomy
 from pipelines.cases.store import CaseStore
 from pipelines.evidence_store import EvidenceStore, open_evidence_store
 from pipelines.settings import Settings
@@ -47,7 +47,7 @@ class AppContext:
 def build_context(settings: Settings, service: ServiceConfig, detector_factory: Callable[[], Any] | None = None) -> AppContext:
     store = CaseStore(settings.cases.url)
     metrics = ApiMetrics()
-    taxonomy = load_taxonomy()
+    taxonomy = settings.load_taxonomy()
     return AppContext(
         settings=settings, service=service, store=store, accounts=Accounts(engine=store.engine),
         evidence=open_evidence_store(settings.evidence_store), signer=UrlSigner(service.url_key(), service.url_expiry_s),

@@ -23,7 +23,7 @@ from detect.config_io import ConfigModel, load_model
 from detect.evidence import EvidenceConfig
 from detect.rules import RuleSettings
 from detect.scenes import TimeZoneName
-from detect.taxonomy import ZoneKind
+from detect.taxonomy import Taxonomy, ZoneKind, load_taxonomy
 from detect.tracking import TrackingConfig
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.cases.store import DEFAULT_URL
@@ -223,6 +223,17 @@ class ClusterConfig(ConfigModel):
         "reported failed.", ge=0)
 
 
+class TaxonomyFiles(ConfigModel):
+    """Which violation types and city code tables this deployment uses (docs/rules.md)."""
+
+    path: Path | None = Field(None, title="Taxonomy file",
+                              description="Violation types, evidence classes and thresholds (default: the shipped detect/taxonomy.yaml).")
+    city_codes: list[Path] = Field(
+        default_factory=list, title="City code files",
+        description="Each adds one city's 大类/小类 codes (`streetwatch config schema city-codes`; example: "
+        "docs/examples/city-codes-hangzhou.yaml); a dispatch target or the evidence picks a city by its key.")
+
+
 class Settings(ConfigModel):
     """The deployment settings file."""
 
@@ -245,8 +256,25 @@ class Settings(ConfigModel):
                                    description="Warnings before cases, call-out list, patrol video (docs/city-operations.md).")
     service: ServiceConfig = Field(default_factory=ServiceConfig, title="API service",
                                    description="`streetwatch serve`: uploads, jobs, cameras, limits (see docs/service.md).")
+    taxonomy: TaxonomyFiles = Field(default_factory=TaxonomyFiles, title="Taxonomy",
+                                    description="The violation taxonomy and the city code files merged into it.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, title="Ray cluster",
                                    description="`triage --ray` and `watch --ray`: the local cluster, actors, checkpoints (docs/scale-out.md).")
+
+    def load_taxonomy(self) -> Taxonomy:
+        """The taxonomy with this deployment's city code files merged, checked against the cities the
+        dispatch targets and the evidence name (a missing table is an error at start, not at the
+        first case)."""
+        from detect.config_io import ConfigError
+
+        taxonomy = load_taxonomy(self.taxonomy.path, [str(p) for p in self.taxonomy.city_codes])
+        wanted = {f"dispatch.targets.{name}.city": t.city for name, t in self.dispatch.targets.items()}
+        wanted["evidence.city"] = self.evidence.city
+        for where, city in wanted.items():
+            if city not in taxonomy.cities():
+                raise ConfigError(f"{where}: no code table for city {city!r} (cities: {', '.join(sorted(taxonomy.cities()))}); "
+                                  "add its file to taxonomy.city_codes")
+        return taxonomy
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

@@ -125,6 +125,34 @@ def test_city_field_mapping_renames_and_adds_fields(tmp_path, world, bus_event):
     assert wire["regionCode"] == "330106" and "externalId" not in wire and "majorClassCode" not in wire
 
 
+def test_a_deployment_names_its_city_code_file_and_payloads_carry_those_codes(tmp_path, world, bus_event):
+    """`taxonomy.city_codes` in the settings file merges a city's table; a target naming a city without one is
+    refused at start with the field, not at the first case."""
+    import yaml
+
+    from detect.config_io import ConfigError
+    from pipelines.settings import load_settings
+    from tests.conftest import REPO
+
+    store, evidence, spool = world
+    [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz")
+    settings_file = tmp_path / "settings.yaml"
+    hangzhou = {"targets": {"hz": {"adapter": "cn-dcm", "url": "http://127.0.0.1:1/x", "city": "hangzhou"}}}
+    settings_file.write_text(yaml.safe_dump({"dispatch": hangzhou}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"dispatch.targets.hz.city: no code table for city 'hangzhou'"):
+        load_settings(settings_file).load_taxonomy()
+    settings_file.write_text(yaml.safe_dump({"dispatch": hangzhou, "taxonomy": {
+        "city_codes": [str(REPO / "docs/examples/city-codes-hangzhou.yaml")]}}), encoding="utf-8")
+    settings = load_settings(settings_file)
+    taxonomy = settings.load_taxonomy()
+    dispatcher = Dispatcher(store, evidence, settings.dispatch, taxonomy=taxonomy)
+    [entry] = store.outbox_entries(case_id=case_id)
+    payload = dispatcher.adapters["hz"].payload(dispatcher._delivery(entry))
+    assert (payload["majorClassCode"], payload["minorClassCode"]) == ("13", "1306")  # Hangzhou's, not the default table's
+    assert taxonomy.city_code("illegal_parking", "default").minor_code != "1306"
+    dispatcher.close()
+
+
 def test_open311_requests_carry_the_required_fields_and_status_is_polled(tmp_path, world, sim, bus_event, monkeypatch):
     store, evidence, spool = world
     monkeypatch.setenv("SW_TEST_311_KEY", "k-311")

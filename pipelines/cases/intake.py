@@ -85,7 +85,7 @@ class Intake:
         Raises EvidenceKeyError (no HMAC key, or an unreadable Ed25519 signing key) or StorageError
         (S3 credentials missing).
         """
-        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy,
+        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy or settings.load_taxonomy(),
                                   signer=load_signing_key(settings.evidence))
         return cls(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), builder,
                    settings.evidence_store.spool_dir, auto_queue=auto_queue)

@@ -17,7 +17,7 @@ from detect.cityzones import load_city_zones
 from detect.engine import Detector, load_detector
 from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules
-from detect.taxonomy import Taxonomy, load_taxonomy
+from detect.taxonomy import Taxonomy
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
@@ -91,8 +91,8 @@ def run_triage(
     settings would open (patrol video writes its cases through its own). `photos`: where the
     per-photo steps run (default: worker threads here; `pipelines.cluster.triage.RayPhotos`: a Ray cluster).
     """
-    taxonomy = taxonomy or load_taxonomy()
     deployment = deployment or load_settings()
+    taxonomy = taxonomy or deployment.load_taxonomy()
     city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
     grid = load_grid(settings.grid) if settings.grid else None
     judgement = load_judgement(settings.verifier, taxonomy)

@@ -84,7 +84,7 @@ def _confirm_and_dispatch(settings, api_url: str, token: str, sim) -> dict:
                             json={"dispatch": True, "note": "streetwatch demo: confirmed automatically"}, timeout=30)
         if answer.status_code != 200:
             return {"case_id": case.id, "error": f"confirm answered {answer.status_code}: {answer.text}"}
-        dispatcher = Dispatcher(store, open_evidence_store(settings.evidence_store), settings.dispatch)
+        dispatcher = Dispatcher(store, open_evidence_store(settings.evidence_store), settings.dispatch, taxonomy=settings.load_taxonomy())
         try:
             stats = dispatcher.run_once()
         finally:

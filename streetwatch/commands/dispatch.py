@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deliver outbox entries (retries with back-off, circuit breaker, idempotency keys); Ctrl-C or SIGTERM stops cleanly."""
         setup_logging(verbose)
+        from detect.config_io import ConfigError
         from pipelines.cases import CaseStore
         from pipelines.dispatch import Dispatcher
         from pipelines.evidence_store import StorageError, open_evidence_store
@@ -40,9 +41,13 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         from pipelines.cityops.verification import VerificationReporter
 
+        try:
+            taxonomy = settings.load_taxonomy()  # with the deployment's city code files
+        except ConfigError as exc:
+            fail(str(exc))
         store = CaseStore(settings.cases.url)
-        dispatcher = Dispatcher(store, evidence, settings.dispatch)
-        reporter = VerificationReporter(store, evidence, settings.dispatch)  # re-check outcomes back to the platforms
+        dispatcher = Dispatcher(store, evidence, settings.dispatch, taxonomy=taxonomy)
+        reporter = VerificationReporter(store, evidence, settings.dispatch, taxonomy=taxonomy)  # re-check outcomes back to the platforms
         try:
             if once:
                 stats = dispatcher.run_once()
