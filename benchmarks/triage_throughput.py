@@ -132,6 +132,7 @@ def run(
     triage_model: str | None = None,
     verifier: str | None = None,
     compare_verifier: bool = True,
+    ocr: str = "auto",
 ) -> dict:
     """Make `photos` 12 MP JPEGs, time the baseline loop and triage on them, return the record.
 
@@ -157,7 +158,7 @@ def run(
     yolo = YOLO(str(weights), task="detect")
     base_device = device.replace("tensorrt", "cuda")
     settings = TriageSettings(out=tmp / "triage", model=triage_model or model, backend=backend, device=device, conf=conf, imgsz=imgsz,
-                              cases=False, verifier=verifier,
+                              cases=False, verifier=verifier, ocr=ocr,
                               **({"workers": workers} if workers else {}))
     plain_settings = settings.model_copy(update={"verifier": "none"})
     compare_verifier = compare_verifier and (verifier is None or verifier.lower() != "none")
@@ -220,6 +221,7 @@ def run(
             "photo_size": f"{size[0]}x{size[1]}",
             "megapixels": megapixels,
             "rounds": rounds,
+            "ocr": ocr,
             "model": model,
             "weights": weights.name,
             "weights_sha256": sha256_file(weights),
@@ -261,10 +263,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/triage rounds; medians are reported")
     parser.add_argument("--verifier", default=None, help="triage's verifier (default: the promoted one; none: detector classes alone)")
     parser.add_argument("--no-verifier-comparison", action="store_true", help="skip the extra triage run with --verifier none per round")
+    parser.add_argument("--ocr", default="auto", choices=["auto", "all", "off"],
+                        help="triage's OCR (auto: the verifier's gated tiles; off: the verifier's own cost alone)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
     record = run(args.photos, triage_model=args.triage_model, model=args.model, backend=args.backend, imgsz=args.imgsz, conf=args.conf,
-                 workers=args.workers, rounds=args.rounds, verifier=args.verifier, compare_verifier=not args.no_verifier_comparison)
+                 workers=args.workers, rounds=args.rounds, verifier=args.verifier, compare_verifier=not args.no_verifier_comparison,
+                 ocr=args.ocr)
     t, b, a = record["triage"], record["baseline"], record["agreement_iou50"]
     print(f"{record['photos']} photos of {record['photo_size']} ({record['megapixels']} MP), {args.model} @ {args.imgsz}, "
           f"conf {args.conf}, {record['environment']['cpu']}")
