@@ -18,8 +18,9 @@ import numpy as np
 import supervision as sv
 
 from detect import fields
+from detect.grades import Grade
 from detect.scenes import Scene, ZoneRules, anchor_points
-from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, Thresholds, ViolationType, ZoneKind
+from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind
 from detect.tracking import group_components
 
 WHOLE_IMAGE = "image"
@@ -34,10 +35,24 @@ class ZoneView:
     inside: np.ndarray
     active: bool
     area: float = 1.0  # only compared between views of one frame: smaller = more specific
+    grade: Grade | None = None  # the whole image's road grade (a photo in a graded grid cell); zones fold in their own
 
     @property
     def zone_id(self) -> str:
         return self.zone.id if self.zone else WHOLE_IMAGE
+
+    @property
+    def types(self) -> list[str] | None:
+        """The violation types judged in this view (None: every type)."""
+        if self.zone is not None:
+            return self.zone.types
+        return self.grade.types if self.grade is not None else None
+
+    def overrides(self, type_id: str) -> ThresholdOverrides | None:
+        """This view's thresholds of a type over the taxonomy's: the zone's, else the whole image's grade."""
+        if self.zone is not None:
+            return self.zone.thresholds.get(type_id)
+        return self.grade.thresholds.get(type_id) if self.grade is not None else None
 
 
 @dataclass
@@ -86,12 +101,12 @@ def scene_views(scene: Scene, detections: sv.Detections, width: int, height: int
     return views
 
 
-def whole_image_views(zones: list[ZoneRules], n: int, local: datetime | None) -> list[ZoneView]:
+def whole_image_views(zones: list[ZoneRules], n: int, local: datetime | None, grade: Grade | None = None) -> list[ZoneView]:
     """Views where every detection is inside: map zones at a photo's GPS point (smallest first),
-    or no zone at all."""
+    or no zone at all (judged by the `grade` of the photo's grid cell, when it has one)."""
     inside = np.ones(n, dtype=bool)
     if not zones:
-        return [ZoneView(None, inside, True)]
+        return [ZoneView(None, inside, True, grade=grade)]
     return [ZoneView(z, inside, z.active(local) if local else True, float(rank)) for rank, z in enumerate(zones)]
 
 
@@ -156,11 +171,11 @@ def candidates(
     for vtype in taxonomy.types.values():
         claimed = np.zeros(n, dtype=bool)
         for view, (kind, judged) in judged_views:
-            if view.zone and view.zone.types is not None and vtype.id not in view.zone.types:
+            if view.types is not None and vtype.id not in view.types:
                 continue
             if kind is not None and kind not in vtype.zone_kinds:
                 continue
-            th = vtype.with_overrides(view.zone.thresholds.get(vtype.id) if view.zone else None)
+            th = vtype.with_overrides(view.overrides(vtype.id))
             judged_by_verifier = vtype.id in verified
             sel = view.inside & usable & ~claimed & ~used[id(view)] & np.isin(names, vtype.evidence_classes_for(judged_by_verifier))
             scores = conf

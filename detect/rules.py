@@ -27,6 +27,7 @@ from detect.cityzones import CityZones
 from detect.config_io import ConfigModel
 from detect.events import EventKind, ViolationEvent
 from detect.frames import Frame
+from detect.grades import Grade
 from detect.scenes import Scene
 from detect.taxonomy import Taxonomy, load_taxonomy
 from detect.tracking import GroupIds, Tracker, TrackingConfig
@@ -253,16 +254,17 @@ class PhotoRules:
     settings: RuleSettings = field(default_factory=RuleSettings)
 
     def process(self, frame: Frame, detections: sv.Detections, scene: Scene | None = None,
-                verified: Collection[str] = ()) -> list[ViolationEvent]:
-        """Violations of one photo; `verified`: the types whose verdicts its detections carry (`detect.judgement`)."""
+                verified: Collection[str] = (), grade: Grade | None = None) -> list[ViolationEvent]:
+        """Violations of one photo; `verified`: the types whose verdicts its detections carry (`detect.judgement`);
+        `grade`: the road grade of its grid cell, for a photo judged as a whole (scene and map zones carry their own)."""
         detections = detections[:] if len(detections) else detections
         detections.tracker_id = None
         if scene is not None:
             views = scene_views(scene, detections, frame.width, frame.height, frame.ts, self.taxonomy)
         elif self.city_zones is not None and frame.geo is not None:
-            views = whole_image_views(self.city_zones.at(frame.geo), len(detections), frame.ts.astimezone(self.city_zones.tz))
+            views = whole_image_views(self.city_zones.at(frame.geo), len(detections), frame.ts.astimezone(self.city_zones.tz), grade)
         else:
-            views = whole_image_views([], len(detections), None)
+            views = whole_image_views([], len(detections), None, grade)
 
         def ids(zone_id: str, type_id: str, objects: list[np.ndarray], dets: sv.Detections) -> list[str]:
             return [f"o{int(m.min())}" for m in objects]

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from detect.cityzones import GeoFeature
 from detect.cityzones import geometry_of as valid_polygon
-from detect.config_io import load_model
+from detect.config_io import ConfigError, load_model
 from detect.frames import GeoPoint
+from detect.grades import Grade, Grades, load_grades
+from detect.taxonomy import Taxonomy
 
 
 class GridCellProperties(BaseModel):
@@ -30,6 +32,8 @@ class GridCellProperties(BaseModel):
     # Read by the analytics (scores and reports by street or squad; docs/analytics.md), not by triage.
     street: str | None = Field(None, title="Street (街道)", description="The street / sub-district the cell belongs to (街长制).")
     squad: str | None = Field(None, title="Squad (中队)", description="The enforcement squad responsible for the cell.")
+    grade: str | None = Field(None, title="Road grade", description="Grade id of the cell's streets (道路分级: main, secondary, lane ... of "
+                              "the grades file): photos judged as a whole in this cell get the grade's types and thresholds.")
 
     @field_validator("id", mode="before")
     @classmethod
@@ -48,14 +52,17 @@ class GridFile(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["FeatureCollection"] = Field(title="Type", description="GeoJSON object type.")
+    grades: Path | None = Field(None, title="Road grades file", description="The city's grades file (relative to this file) for cells "
+                                "with a `grade`; default: the shipped one.")
     features: list[GridCellFeature] = Field(title="Cells", description="One feature per grid cell.", min_length=1)
 
 
 class GridCells:
     """Point -> cell code lookup."""
 
-    def __init__(self, data: GridFile) -> None:
+    def __init__(self, data: GridFile, grades: Grades | None = None) -> None:
         self.codes = [f.properties.id for f in data.features]
+        self._grades = [grades.grades[f.properties.grade] if grades and f.properties.grade else None for f in data.features]
         self._shapes = [valid_polygon(f.geometry) for f in data.features]
         self._tree = shapely.STRtree(self._shapes)
 
@@ -64,12 +71,30 @@ class GridCells:
 
     def at(self, point: GeoPoint) -> str | None:
         """Code of the cell containing the point (the smallest if cells overlap), else None."""
+        i = self._index(point)
+        return None if i is None else self.codes[i]
+
+    def grade_at(self, point: GeoPoint) -> Grade | None:
+        """The road grade of the cell containing the point (None: no cell, or an ungraded one)."""
+        i = self._index(point)
+        return None if i is None else self._grades[i]
+
+    def _index(self, point: GeoPoint) -> int | None:
         hits = self._tree.query(shapely.Point(point.lon, point.lat), predicate="intersects")
         if len(hits) == 0:
             return None
-        return self.codes[min(hits, key=lambda i: self._shapes[i].area)]
+        return int(min(hits, key=lambda i: self._shapes[i].area))
 
 
-def load_grid(path: str | Path) -> GridCells:
-    """Load and validate a GeoJSON FeatureCollection of cells; errors name file, feature and reason."""
-    return GridCells(load_model(GridFile, path))
+def load_grid(path: str | Path, taxonomy: Taxonomy | None = None) -> GridCells:
+    """Load and validate a GeoJSON FeatureCollection of cells; errors name file, feature and reason
+    (a cell naming a grade its grades file lacks, too)."""
+    data = load_model(GridFile, path)
+    graded = [(i, f.properties.grade) for i, f in enumerate(data.features) if f.properties.grade]
+    if not graded:
+        return GridCells(data)
+    grades = load_grades(Path(path).parent / data.grades if data.grades else None, taxonomy)
+    for i, grade in graded:
+        if grade not in grades.grades:
+            raise ConfigError(f"{path}: features.{i}.properties.grade: unknown grade {grade!r} (known: {', '.join(sorted(grades.grades))})")
+    return GridCells(data, grades)

@@ -79,3 +79,42 @@ def test_minimum_count_of_a_grade_holds_back_a_lone_object(tmp_path, bus_jpg, on
         scene = load_scene(tmp_path / f"{grade}.yaml", grades=load_grades(tmp_path / "grades.yaml"))
         found[grade] = [e.violation_type for e in PhotoRules().process(frame, detections, scene=scene)]
     assert found == {"strict": ["illegal_parking"], "lax": []}
+
+
+def test_a_photo_in_a_graded_grid_cell_is_judged_by_the_cell_grade(tmp_path, bus_jpg):
+    """Photos judged as a whole get the grade of their 单元网格 cell: in a pedestrian-street cell whose grade
+    enforces stalls only, the bus photo is no parking case; in an ungraded cell it is. A cell naming an
+    unknown grade is refused with file and field."""
+    import json
+
+    from pipelines.grid import load_grid
+    from pipelines.triage import TriageSettings, run_triage
+    from tests.triage_helpers import phone_photo
+
+    def ring(x1, y1, x2, y2):
+        return [[[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]]
+
+    grades = {"grades": {"pedestrian": {"name_zh": "步行街", "name_en": "Pedestrian street", "types": ["street_stall"]}}}
+    (tmp_path / "grades.yaml").write_text(yaml.safe_dump(grades, allow_unicode=True), encoding="utf-8")
+    cells = {"type": "FeatureCollection", "grades": "grades.yaml", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring(120.150, 30.270, 120.160, 30.280)},
+         "properties": {"id": "330102001001", "grade": "pedestrian"}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring(120.160, 30.270, 120.170, 30.280)},
+         "properties": {"id": "330102001002"}}]}
+    grid = tmp_path / "grid.geojson"
+    grid.write_text(json.dumps(cells), encoding="utf-8")
+    (tmp_path / "in").mkdir()
+    taken = datetime(2026, 11, 20, 10, 0)
+    phone_photo(bus_jpg, tmp_path / "in" / "walk.jpg", taken=taken, gps=(30.275, 120.155))
+    phone_photo(bus_jpg, tmp_path / "in" / "road.jpg", taken=taken, gps=(30.275, 120.165))
+    settings = TriageSettings(out=tmp_path / "out", grid=grid, cases=False, ocr="off", verifier="none")
+    run_triage([tmp_path / "in"], settings, show_progress=False)
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text().splitlines())}
+    assert records["walk.jpg"]["grid_cell"] == "330102001001" and records["walk.jpg"]["findings"] == []
+    assert records["road.jpg"]["grid_cell"] == "330102001002"
+    assert [f["type"] for f in records["road.jpg"]["findings"]] == ["illegal_parking"]
+
+    cells["features"][1]["properties"]["grade"] = "motorway"
+    grid.write_text(json.dumps(cells), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"grid.geojson: features\.1\.properties\.grade: unknown grade 'motorway' \(known: pedestrian\)"):
+        load_grid(grid)

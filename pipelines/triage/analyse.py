@@ -39,7 +39,7 @@ class Analyser:
         self.model_id = model_id
 
     def findings(self, photo: Photo, detections: sv.Detections, verified: frozenset[str] = frozenset()) -> list[Finding]:
-        return merge_events(self.rules.process(photo.frame(), detections, verified=verified))
+        return merge_events(self.rules.process(photo.frame(), detections, verified=verified, grade=photo.grade))
 
     def record(self, photo: Photo, detections: sv.Detections, stages: StageProfile, verdicts: Verdicts | None = None) -> PhotoRecord:
         """The photo's record; positives also get a thumbnail and a perceptual hash.

@@ -17,6 +17,7 @@ import numpy as np
 
 from detect.engine.profile import StageProfile
 from detect.frames import Frame, GeoPoint
+from detect.grades import Grade
 from detect.imageio import ImageReadError, decode_image
 from pipelines.triage.exif import read_facts
 from pipelines.grid import GridCells
@@ -38,6 +39,7 @@ class Photo:
     time_source: str  # exif | file | run
     geo: GeoPoint | None = None
     grid_cell: str | None = None
+    grade: Grade | None = None  # the road grade of its grid cell (the rules' types and thresholds for it)
     warnings: list[str] = field(default_factory=list)
     data: bytes | None = None  # the file's bytes, kept only until OCR has had its chance
 
@@ -128,6 +130,7 @@ def load_photo(
         time_source=time_source,
         geo=facts.geo,
         grid_cell=grid.at(facts.geo) if grid is not None and facts.geo is not None else None,
+        grade=grid.grade_at(facts.geo) if grid is not None and facts.geo is not None else None,
         warnings=facts.warnings,
         data=data,
     )
