@@ -103,6 +103,11 @@ def postgres_url():
 @pytest.fixture
 def fresh_postgres_url(postgres_url):
     """A new, empty database on the session's PostgreSQL server."""
+    return new_database(postgres_url)
+
+
+def new_database(postgres_url: str) -> str:
+    """Create a new, empty database on the server of `postgres_url`; returns its URL."""
     import uuid
 
     import sqlalchemy as sa

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, new_database
 from tests.triage_helpers import phone_photo
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: loopback only
@@ -73,20 +73,6 @@ def _settings(path: Path, pg_url: str | None, s3: str | None, bucket: str, **clu
         data["evidence_store"].update(backend="s3", s3={"endpoint": s3, "secure": False, "bucket": bucket})
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
-
-
-def _database(postgres_url: str) -> str:
-    """A new, empty database on the session's PostgreSQL server."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def _records(out: Path) -> list[dict]:
@@ -206,7 +192,7 @@ def test_killing_a_see_actor_mid_run_loses_no_photo_and_doubles_no_case(tmp_path
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
     monkeypatch.setenv("STREETWATCH_S3_ACCESS_KEY", "testing")
     monkeypatch.setenv("STREETWATCH_S3_SECRET_KEY", "testing")
-    ref_url, url = _database(postgres_url), _database(postgres_url)
+    ref_url, url = new_database(postgres_url), new_database(postgres_url)
     ref_config = _settings(tmp_path / "ref.yaml", ref_url, moto_s3, "sw-ref")
     ref_out = tmp_path / "ref"
     run_triage([photos], TriageSettings(out=ref_out, cases=True, workers=2), detector=onnx_detector,
@@ -260,7 +246,7 @@ def four_cameras(tmp_path_factory, bus_jpg, real_sample_dir):
 @pytest.fixture(scope="module")
 def watch_reference(tmp_path_factory, four_cameras, postgres_url, moto_s3):
     """The single-process `watch --replay` of the four cameras into its own PostgreSQL database."""
-    url = _database(postgres_url)
+    url = new_database(postgres_url)
     tmp = tmp_path_factory.mktemp("cluster-watch-ref")
     config = _settings(tmp / "settings.yaml", url, moto_s3, "sw-watch-ref")
     run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay"], tmp)
