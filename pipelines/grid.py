@@ -74,10 +74,10 @@ class GridCells:
         i = self._index(point)
         return None if i is None else self.codes[i]
 
-    def grade_at(self, point: GeoPoint) -> Grade | None:
-        """The road grade of the cell containing the point (None: no cell, or an ungraded one)."""
+    def cell_at(self, point: GeoPoint) -> tuple[str, Grade | None] | None:
+        """Code and road grade (None: ungraded) of the cell containing the point, in one lookup; None: no cell."""
         i = self._index(point)
-        return None if i is None else self._grades[i]
+        return None if i is None else (self.codes[i], self._grades[i])
 
     def _index(self, point: GeoPoint) -> int | None:
         hits = self._tree.query(shapely.Point(point.lon, point.lat), predicate="intersects")

@@ -121,6 +121,7 @@ def load_photo(
         taken_at, time_source = source.modified_at(archives, settings.tz), "file"
     if taken_at is None:
         taken_at, time_source = datetime.now(UTC), "run"
+    cell = grid.cell_at(facts.geo) if grid is not None and facts.geo is not None else None
     return Photo(
         source=source,
         sha256=sha,
@@ -129,8 +130,8 @@ def load_photo(
         taken_at=taken_at,
         time_source=time_source,
         geo=facts.geo,
-        grid_cell=grid.at(facts.geo) if grid is not None and facts.geo is not None else None,
-        grade=grid.grade_at(facts.geo) if grid is not None and facts.geo is not None else None,
+        grid_cell=cell[0] if cell else None,
+        grade=cell[1] if cell else None,
         warnings=facts.warnings,
         data=data,
     )

@@ -78,14 +78,18 @@ def watch(
                              replay=replay, events=events, snapshots=snapshots, snapshot_every=snapshot_every, verifier=verifier,
                              metrics_port=metrics_port, metrics_addr=metrics_addr)
     device = device or "cpu"
-    judgement = judgement_or_fail(verifier)
+    try:
+        taxonomy = settings.load_taxonomy()  # the deployment's taxonomy file and city code tables
+    except ConfigError as exc:
+        fail(str(exc))
+    judgement = judgement_or_fail(verifier, taxonomy)
     try:
         detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, features=judgement.needs_features)
         judgement.check(detector)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
     try:
-        intake = Intake.from_settings(settings, ModelInfo.of(detector))
+        intake = Intake.from_settings(settings, ModelInfo.of(detector), taxonomy=taxonomy)
     except (EvidenceKeyError, StorageError) as exc:
         fail(str(exc))
     sink = open(events, "a", encoding="utf-8") if events else None
@@ -102,8 +106,8 @@ def watch(
     try:
         watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record, judgement=judgement,
                           on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None,
-                          tracking=settings.tracking, rules=settings.rules,
-                          warner=make_warner(settings, intake, intake.builder.taxonomy, shops))
+                          tracking=settings.tracking, rules=settings.rules, taxonomy=taxonomy,
+                          warner=make_warner(settings, intake, taxonomy, shops))
     except ConfigError as exc:
         fail(str(exc))
     for cid, message in watcher.refused.items():
@@ -155,7 +159,7 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
                 fail(str(exc))
             watcher = ClusterWatcher(cameras, absolute_paths(settings), info, InferenceOptions(**detector), replay=replay,
                                      verifier=verifier, on_record=on_record, snapshot_dir=snapshots.absolute() if snapshots else None,
-                                     snapshot_every_s=snapshot_every)
+                                     snapshot_every_s=snapshot_every, taxonomy=settings.load_taxonomy())
             for cid, message in watcher.refused.items():
                 typer.secho(f"error: camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
             if not watcher.groups:
