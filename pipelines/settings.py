@@ -209,7 +209,11 @@ class ClusterConfig(ConfigModel):
     namespace: str = Field("streetwatch", title="Namespace", description="Ray namespace of this deployment's jobs and actors.",
                            min_length=1)
     photos_per_batch: int = Field(
-        4, title="Photos per batch", description="Triage: photos per read task and per inference call (a GPU batch).", ge=1, le=256)
+        4, title="Photos per batch", description="Triage: photos per actor call (on GPU clusters, per detector call: a GPU batch).", ge=1, le=256)
+    keep_actors_s: float = Field(
+        300.0, title="Keep triage actors", description="Triage: seconds the actors of a run (each holding a loaded detector) stay "
+        "up after their last photo, so the next `triage --ray` on the same cluster with the same model settings starts at once; "
+        "an idle one also stops when a run of other settings needs its CPUs or GPU. 0: they stop with the run.", ge=0)
     inference_actors: int | None = Field(
         None, title="Inference actors", description="Detector + verifier actors (triage) or shared inference actors (watch); "
         "default: one per GPU on a cluster with GPUs, else one per CPU (triage) or one per node (watch).", ge=1)

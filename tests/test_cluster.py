@@ -161,6 +161,49 @@ def test_triage_on_two_nodes_gives_the_single_process_records_report_and_groups(
     assert all((out / r["thumb"]).is_file() for r in got if r.get("thumb"))
 
 
+def test_a_second_run_finds_its_actors_warm_and_idle_ones_give_way_to_other_settings(tmp_path, ray_cluster, photos, reference):
+    """Triage actors outlive a run (`cluster.keep_actors_s`): the next `triage --ray` on the cluster is
+    served by the same processes, with the single-process results; a run with other detector settings
+    stops the idle ones and starts its own; with `keep_actors_s: 0` a run's actors stop with it."""
+    warm = _settings(tmp_path / "warm.yaml", None, None, "unused", keep_actors_s=600)
+    cold = _settings(tmp_path / "cold.yaml", None, None, "unused", keep_actors_s=0)
+
+    def triage(out: str, config: Path, *more: str) -> str:
+        run = _cli(["triage", str(photos / "street"), "--out", str(tmp_path / out), "--config", str(config), "--no-cases",
+                    "--no-progress", "--ray", ray_cluster["address"], *more], tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout
+
+    def alive(pids: set[int]) -> set[int]:
+        return {p.pid for p in _ray_processes("SeePhotos") if p.pid in pids}
+
+    def settle(pids: set[int], expected: set[int]) -> set[int]:
+        deadline = time.monotonic() + 60  # a stopped actor's process exits a moment after the call that stops it
+        while alive(pids) != expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return alive(pids)
+
+    assert "0 triage actors found warm, 2 started; they stay up 600 s" in triage("first", warm)
+    first = {p.pid for p in _ray_processes("SeePhotos")}
+    assert "2 triage actors found warm, 0 started" in triage("second", warm)
+    assert first and alive(first) == first and {p.pid for p in _ray_processes("SeePhotos")} <= first  # no process started
+    expected = {Path(r["source"]).name: r.get("findings") for r in _records(reference) if Path(r["source"]).parent.name == "street"}
+    assert len(expected) == 6
+    for out in ("first", "second"):
+        assert {Path(r["source"]).name: r.get("findings") for r in _records(tmp_path / out)} == expected
+
+    assert "0 triage actors found warm, 2 started" in triage("other", warm, "--conf", "0.4")
+    assert settle(first, set()) == set()  # the idle actors of the other settings gave their CPUs up
+    other = {p.pid for p in _ray_processes("SeePhotos")}
+    assert other and not other & first
+
+    assert "they stopped with the run" in triage("cold", cold)
+    deadline = time.monotonic() + 60
+    while {p.pid for p in _ray_processes("SeePhotos")} != other and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {p.pid for p in _ray_processes("SeePhotos")} == other  # the cold run's actors are gone, the warm ones stay
+
+
 def test_a_multi_node_run_pointed_at_sqlite_is_refused_with_the_reason(tmp_path, ray_cluster, photos):
     config = _settings(tmp_path / "settings.yaml", None, None, "unused")
     run = _cli(["triage", str(photos / "street"), "--out", str(tmp_path / "out"), "--config", str(config), "--cases",
@@ -208,7 +251,7 @@ def test_killing_a_see_actor_mid_run_loses_no_photo_and_doubles_no_case(tmp_path
     deadline = time.monotonic() + 300
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
         done = len(_records(out)) if (out / "results.jsonl").exists() else 0
-        actors = _ray_processes("SeePhotos")
+        actors = _ray_processes("SeePhotos.run")  # an actor busy with this run's photos
         if done >= 2 and actors:
             killed = actors[0].pid
             actors[0].kill()  # SIGKILL: the actor dies with whatever batch it holds
@@ -375,3 +418,25 @@ def test_metrics_of_every_owner_are_served_in_one_scrape_on_loopback():
     assert samples[("streetwatch_cluster_batch_frames_sum", (("actor", "0"),))] == 6
     cluster.forget("owner-001")
     assert cluster.value("streetwatch_cctv_frames_analysed_total") == 7
+
+
+def test_the_triage_plan_uses_gpus_where_the_cluster_has_them_and_one_worker_per_cpu_otherwise(tmp_path):
+    from pipelines.cluster.connect import ClusterError, ClusterInfo
+    from pipelines.cluster.triage import plan
+    from pipelines.settings import ClusterConfig
+    from pipelines.triage import TriageSettings
+
+    settings = TriageSettings(out=tmp_path)
+    cpu = plan(ClusterInfo("x", 2, 8.0, 0.0), ClusterConfig(), settings)
+    assert [(s.role, s.method, s.count, s.gpus) for s in cpu.stages] == [("worker", "run", 8, 0.0)]
+    assert cpu.batch == 1 and cpu.stages[0].detector.threads == 1  # one photo per call, one inference thread, as a worker thread
+
+    gpu = plan(ClusterInfo("x", 3, 16.0, 2.0), ClusterConfig(photos_per_batch=16), settings)
+    assert gpu.device == "cuda" and gpu.batch == 16
+    assert [(s.role, s.count, s.gpus) for s in gpu.stages] == [("read", 4, 0.0), ("see", 2, 1.0), ("finish", 10, 0.0)]
+    assert gpu.stages[1].detector.max_batch == 16 and gpu.describe()["read_actors"] == 4
+
+    forced = plan(ClusterInfo("x", 3, 16.0, 2.0), ClusterConfig(), TriageSettings(out=tmp_path, device="cpu"))
+    assert forced.device == "cpu" and forced.stages[0].role == "worker"  # a CPU device given on a GPU cluster stays on CPU
+    with pytest.raises(ClusterError, match="has no GPU"):
+        plan(ClusterInfo("x", 1, 4.0, 0.0), ClusterConfig(), TriageSettings(out=tmp_path, device="cuda"))

@@ -80,7 +80,6 @@ def connect(address: str, config: ClusterConfig) -> tuple[ClusterInfo, bool]:
     prepare_environment(local)
     try:
         import ray
-        import ray.data
     except ImportError:
         raise ClusterError("--ray needs Ray: pip install 'streetwatch[ray]'") from None
     started = False
@@ -98,10 +97,6 @@ def connect(address: str, config: ClusterConfig) -> tuple[ClusterInfo, bool]:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise ClusterError(f"cannot {'start a local Ray cluster' if local else f'join the Ray cluster at {address}'}: {exc}") from None
         started = True
-    data = ray.data.DataContext.get_current()
-    data.enable_progress_bars = False  # the run draws its own bar (rate, ETA) on stderr
-    data.execution_options.preserve_order = True  # results.jsonl in input order, as a single-process run writes it
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     return describe_cluster(address), started
 
 

@@ -1,35 +1,45 @@
-"""Photo triage on a Ray cluster: the per-photo steps of `pipelines.triage` as a Ray Data pipeline.
+"""Photo triage on a Ray cluster: the per-photo steps of `pipelines.triage` in warm actors.
 
-    driver          read tasks (CPU)          see actors                       driver (as a single-process run)
-    listing  ─────► bytes, SHA-256,    ─────► detector + verifier       ─────► in input order: duplicates,
-    (expand_         reduced decode,          (+ text and verified              rules, thumbnail, results.jsonl;
-     sources)        EXIF                      regions on CPU clusters)         then groups, cases, report
+    driver           CPU cluster: worker actors             driver (as a single-process run)
+    listing  ─────►  read + detector/verifier + text  ─────► in input order: duplicates, rules,
+    (expand_         (one `PhotoSteps` per actor, the        thumbnail, results.jsonl; then groups,
+     sources)         steps a worker thread runs)            cases, report
+                     GPU cluster: read actors (CPU) ─► see actors (GPU, batched) ─► finish actors (CPU)
 
-Every stage calls the `PhotoSteps` the worker threads of a single-process run call (`read`, `look`,
+Every actor calls the `PhotoSteps` the worker threads of a single-process run call (`read`, `look`,
 `finish`), and the outcomes feed the same `record_outcomes` loop and writer: results.jsonl,
 report.html and the cases come out as they do without Ray, and `--resume` reads the same journal
-(its resume indexes travel to the read tasks). On a cluster with GPUs each see actor holds one GPU
-and gets `cluster.photos_per_batch` photos per detector call; text (OCR, CPU-bound) and the
-verified regions then run in CPU actors of their own, so a GPU never waits for OCR. On CPU
-clusters a see actor finishes its photos itself (one hop less) with one inference thread, as a
-worker thread does.
+(its resume indexes travel with the run's spec).
 
-A dead actor (or node) loses no photo: Ray Data starts the actor again and runs its batch again,
-and only the driver records, once per outcome it receives, so nothing is recorded twice.
+Why actors that outlive a run, not a Ray Data pipeline: a Ray Data actor pool lives and dies with
+one dataset execution, so every run started new worker processes, imported streetwatch in each and
+loaded a detector in each: about 6-8 s before the first photo on 2 cores (benchmarks/results/
+ray-triage-cpu-2026-12-02-quiet.json), as long as the single-process run of 40 photos takes. Here
+the actors are named by what they hold (code, role, detector settings) and stay up for
+`cluster.keep_actors_s` after their last photo, so the next run on the same cluster (another
+`streetwatch triage --ray ADDRESS`, a benchmark round) finds them warm. Ray places them and
+restarts them when they die; the driver only keeps the input order and a bounded window of
+batches in flight (round-robin over same-sized actors).
+
+A dead actor (or node) loses no photo: Ray restarts the actor and runs its call again, and only the
+driver records, once per outcome it receives, so nothing is recorded twice. An actor that stopped
+for good (idle expiry racing a new run, or `ray kill` by an operator) is started again by the
+driver and its batch resent.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
-import math
 import os
-import pickle
+import threading
+import time
 import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from detect.engine import Detector, load_detector
 from detect.judgement import Judgement, load_judgement
@@ -47,135 +57,263 @@ from pipelines.triage.sources import PhotoSource, Refused
 
 log = logging.getLogger(__name__)
 
-#: CPU clusters: Ray's CPU share of a see actor (one inference thread) and of a read task. Per photo,
-#: decoding takes about a quarter of the CPU that inference does (benchmarks/README.md, stage split),
-#: so on each core three quarters go to inference and one quarter to reading.
-SEE_CPUS = 0.75
-READ_CPUS = 0.25
+#: GPU clusters: of the CPUs beside the see actors, this share reads photos and the rest reads text
+#: (OCR) and verified regions. Per photo, decoding takes about a quarter of the CPU that the rest
+#: does (benchmarks/README.md, stage split).
+READ_SHARE = 0.25
+#: Batches in flight per actor of the widest stage: one running, one waiting, so an actor never idles
+#: while the driver collects.
+IN_FLIGHT_PER_ACTOR = 2
+#: A batch whose actor stopped for good is resent this often before the run gives up.
+RESENDS = 3
+ACTOR_PREFIX = "streetwatch-triage-"
+#: A warm actor gives its resources up to another run only after this long without a batch: a run
+#: in progress keeps its actors busy with no gap near this long (two batches queued per actor).
+RETIRE_IDLE_S = 2.0
+
+
+@dataclass(frozen=True)
+class DetectorArgs:
+    """What a see actor loads (`load_detector` arguments); part of its name, so a run with other
+    detector settings never borrows it."""
+
+    model: str | None  # None: the default model
+    backend: str
+    device: str
+    conf: float
+    imgsz: int
+    threads: int | None
+    max_batch: int
+    features: bool
+
+    def load(self) -> Detector:
+        return load_detector(self.model, backend=self.backend, device=self.device, conf=self.conf, imgsz=self.imgsz,
+                             threads=self.threads, max_batch=self.max_batch, features=self.features)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One hop of the chain: `count` actors of `role`, each calling `method` on a batch."""
+
+    role: str  # "worker" (all steps), "read", "see", "finish"
+    method: str
+    count: int
+    cpus: float
+    gpus: float = 0.0
+    detector: DetectorArgs | None = None
 
 
 @dataclass(frozen=True)
 class Plan:
     """How the run uses the cluster (`plan`)."""
 
-    device: str  # the see actors' device
-    see_actors: int
-    see_gpus: float
-    see_cpus: float
-    finish_actors: int  # 0: the see actors finish their photos themselves
-    batch: int  # photos per read task and per detector call
-    threads: int | None  # inference threads per see actor (None: the backend's default, on a GPU)
+    device: str
+    stages: tuple[Stage, ...]
+    batch: int  # photos per actor call (a GPU batch)
+
+    def count(self, role: str) -> int:
+        return sum(s.count for s in self.stages if s.role == role)
 
     def describe(self) -> dict:
-        return {"device": self.device, "see_actors": self.see_actors, "gpus_per_actor": self.see_gpus,
-                "finish_actors": self.finish_actors, "photos_per_batch": self.batch}
+        see = next(s for s in self.stages if s.detector is not None)
+        return {"device": self.device, "see_actors": see.count, "gpus_per_actor": see.gpus, "read_actors": self.count("read"),
+                "finish_actors": self.count("finish"), "photos_per_batch": self.batch}
 
 
-def plan(info: ClusterInfo, config: ClusterConfig, settings: TriageSettings) -> Plan:
-    """GPU actors when the cluster has GPUs (unless the run set a CPU device), CPU actors otherwise."""
+def plan(info: ClusterInfo, config: ClusterConfig, settings: TriageSettings, features: bool | None = None) -> Plan:
+    """GPU actors when the cluster has GPUs (unless the run set a CPU device), CPU actors otherwise.
+
+    CPU clusters: one actor per CPU runs all steps of its photos with one inference thread, one photo
+    per call, as a worker thread of a single-process run does (no photo crosses processes before it
+    is judged, and the driver records each as it comes).
+    GPU clusters: a see actor per GPU gets `photos_per_batch` photos per detector call, read by CPU
+    actors before it and finished (OCR, verified regions) by CPU actors after it, so a GPU never
+    waits for decoding or OCR."""
+    features = (str(settings.verifier).lower() != "none") if features is None else features
     gpus = int(info.gpus)
     device = settings.device
     if gpus and "device" not in settings.model_fields_set:
         device = "cuda"
+    batch = config.photos_per_batch
+
+    def detector(threads: int | None, batch: int) -> DetectorArgs:
+        model = None if settings.model is None else str(settings.model)
+        return DetectorArgs(model, settings.backend, device, settings.conf, settings.imgsz, threads, batch, features)
+
     if device.startswith(("cuda", "tensorrt")):
         if not gpus:
             raise ClusterError(f"--device {device}, but the Ray cluster at {info.address} has no GPU")
         n = config.inference_actors or gpus
-        finish = max(1, int((info.cpus - n) * SEE_CPUS))
-        return Plan(device, n, 1.0, 1.0, finish, config.photos_per_batch, None)
-    n = config.inference_actors or max(1, round(info.cpus * SEE_CPUS))
-    return Plan(device, n, 0.0, SEE_CPUS, 0, config.photos_per_batch, 1)
+        rest = max(2, int(info.cpus) - n)
+        readers = max(1, round(rest * READ_SHARE))
+        return Plan(device, (Stage("read", "read", readers, 1.0), Stage("see", "look", n, 1.0, 1.0, detector(None, batch)),
+                             Stage("finish", "finish", max(1, rest - readers), 1.0)), batch)
+    n = config.inference_actors or max(1, int(info.cpus))
+    return Plan(device, (Stage("worker", "run", n, 1.0, 0.0, detector(1, 1)),), 1)
 
 
 @dataclass
 class StepsSpec:
-    """What an actor or task needs to build its own `PhotoSteps` (a judgement, a detector and an
-    archive cache do not travel; they are built where they run)."""
+    """What an actor needs to build a run's `PhotoSteps` (a judgement and an archive cache do not
+    travel; they are built where they run). Put in the object store once per run; actors fetch it
+    on the first batch of a run (`token`) and keep the steps for the next batches."""
 
     settings: TriageSettings
     journal: Journal
     grid: GridCells | None
     taxonomy: Taxonomy
-    plan: Plan
-    features: bool
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    def reader(self) -> PhotoSteps:
-        """Steps that read only (no verifier, no detector), cached per worker process for this run."""
-        steps = _READERS.get(self.token)
-        if steps is None:
-            _READERS.clear()  # another run's reader
-            steps = _READERS[self.token] = PhotoSteps(self.settings, self.journal, self.grid, Judgement(None, self.taxonomy))
-        return steps
-
-    def judging(self, detector: Detector | None = None) -> PhotoSteps:
+    def steps(self, detector: Detector | None, judging: bool) -> PhotoSteps:
+        if not judging:  # reading only: no verifier, no detector
+            return PhotoSteps(self.settings, self.journal, self.grid, Judgement(None, self.taxonomy))
         judgement = load_judgement(self.settings.verifier, self.taxonomy)
         if detector is not None:
             judgement.check(detector)
         return PhotoSteps(self.settings, self.journal, self.grid, judgement, detector)
 
-    def detector(self) -> Detector:
-        s, p = self.settings, self.plan
-        return load_detector(s.model, backend=s.backend, device=p.device, conf=s.conf, imgsz=s.imgsz, threads=p.threads,
-                             max_batch=p.batch, features=self.features)
 
+@dataclass
+class Batch:
+    """Photos in flight: (input index, source or outcome) pairs and the stage seconds spent on them."""
 
-_READERS: dict[str, PhotoSteps] = {}
-
-
-def _rows(batch: dict[str, np.ndarray], outcomes: list[Any], steps: PhotoSteps) -> dict[str, np.ndarray]:
-    """A batch of outcomes as Ray Data rows; the stage seconds of this batch ride on its first row."""
-    timing = [json.loads(t) for t in batch["stages"]] if "stages" in batch else [{} for _ in outcomes]
-    if timing:
-        for stage, seconds in steps.stages.seconds.items():
-            if seconds:
-                timing[0][stage] = timing[0].get(stage, 0.0) + seconds
-        steps.stages.seconds = dict.fromkeys(STAGES, 0.0)
-    return {"i": batch["i"], "outcome": _objects([pickle.dumps(o, protocol=5) for o in outcomes]),
-            "stages": np.array([json.dumps(t) for t in timing])}
-
-
-def _objects(values: list[Any]) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
-
-
-def read_photos(batch: dict[str, np.ndarray], spec: StepsSpec) -> dict[str, np.ndarray]:
-    """Read task: listed inputs -> decoded photos (or skips and error records)."""
-    steps = spec.reader()
-    outcomes = [steps.read(pickle.loads(item)) for item in batch["item"]]
-    return _rows(batch, outcomes, steps)
+    items: list[tuple[int, Any]]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 class SeePhotos:
-    """See actor: detector + verifier on the batch's photos (one call), and on CPU clusters the rest
-    of the steps too; anything else (skips, error records) passes through."""
+    """A warm triage actor (made a Ray actor by `RayPhotos`): reads, looks at (detector + verifier)
+    and finishes photos with the steps of the run that sent them. Holds its detector across runs;
+    stops itself after `keep_s` seconds without a batch (0: it lives as long as its driver)."""
 
-    def __init__(self, spec: StepsSpec, finish: bool) -> None:
-        self.steps = spec.judging(spec.detector())
-        self.finish = finish
+    RUNS_KEPT = 4  # steps of this many recent runs (concurrent runs may share an actor)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outcomes = [pickle.loads(b) for b in batch["outcome"]]
-        photos = [o for o in outcomes if isinstance(o, Photo)]
-        looked = iter(self.steps.look(photos) if photos else [])
-        outcomes = [next(looked) if isinstance(o, Photo) else o for o in outcomes]
-        if self.finish:
-            outcomes = [self.steps.finish(o) if isinstance(o, tuple) else o for o in outcomes]
-        return _rows(batch, outcomes, self.steps)
+    def __init__(self, detector: DetectorArgs | None, keep_s: float) -> None:
+        self._args = detector
+        self._detector: Detector | None = None
+        self._runs: dict[str, PhotoSteps] = {}
+        self._last = time.monotonic()
+        self._busy = False
+        self._keep_s = keep_s
+        if keep_s > 0:
+            threading.Thread(target=self._expire, name="expiry", daemon=True).start()
+
+    def read(self, box: list, token: str, batch: Batch) -> Batch:
+        return self._call(box, token, batch, False, [_read])
+
+    def look(self, box: list, token: str, batch: Batch) -> Batch:
+        return self._call(box, token, batch, True, [_look])
+
+    def finish(self, box: list, token: str, batch: Batch) -> Batch:
+        return self._call(box, token, batch, True, [_finish])
+
+    def run(self, box: list, token: str, batch: Batch) -> Batch:
+        return self._call(box, token, batch, True, [_read, _look, _finish])
+
+    def retire(self, idle_s: float) -> bool:
+        """Stop now if no batch came for `idle_s` seconds (a run of another configuration needs the
+        CPUs or GPU); False when busy."""
+        if self._busy or time.monotonic() - self._last < idle_s:
+            return False
+        self._stop("a run of another configuration needs its resources")
+        return True
+
+    def _call(self, box: list, token: str, batch: Batch, judging: bool,
+              fns: list[Callable[[PhotoSteps, list], list]]) -> Batch:
+        self._busy = True
+        try:
+            steps = self._steps(box, token, judging)
+            items = batch.items
+            for fn in fns:
+                items = fn(steps, items)
+            seconds = dict(batch.seconds)
+            for stage, s in steps.stages.seconds.items():
+                if s:
+                    seconds[stage] = seconds.get(stage, 0.0) + s
+            steps.stages.seconds = dict.fromkeys(STAGES, 0.0)
+            return Batch(items, seconds)
+        finally:
+            self._busy = False
+            self._last = time.monotonic()
+
+    def _steps(self, box: list, token: str, judging: bool) -> PhotoSteps:
+        steps = self._runs.get(token)
+        if steps is None:
+            import ray
+
+            spec: StepsSpec = ray.get(box[0])
+            if judging and self._args is not None and self._detector is None:
+                self._detector = self._args.load()
+            while len(self._runs) >= self.RUNS_KEPT:
+                self._runs.pop(next(iter(self._runs)))
+            steps = self._runs[token] = spec.steps(self._detector, judging)
+        return steps
+
+    def _expire(self) -> None:
+        while True:
+            time.sleep(min(self._keep_s, 10.0))
+            if not self._busy and time.monotonic() - self._last > self._keep_s:
+                self._stop(f"no photos for {self._keep_s:g} s")
+                return
+
+    @staticmethod
+    def _stop(why: str) -> None:
+        import ray
+
+        log.info("triage actor stops: %s", why)
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
 
-class FinishPhotos:
-    """CPU actor beside GPU see actors: text lines (OCR) and the verified regions of looked-at photos."""
+def _read(steps: PhotoSteps, items: list) -> list:
+    return [(i, steps.read(source)) for i, source in items]
 
-    def __init__(self, spec: StepsSpec) -> None:
-        self.steps = spec.judging()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outcomes = [pickle.loads(b) for b in batch["outcome"]]
-        outcomes = [self.steps.finish(o) if isinstance(o, tuple) else o for o in outcomes]
-        return _rows(batch, outcomes, self.steps)
+def _look(steps: PhotoSteps, items: list) -> list:
+    photos = [o for _, o in items if isinstance(o, Photo)]
+    looked = iter(steps.look(photos) if photos else [])
+    return [(i, next(looked) if isinstance(o, Photo) else o) for i, o in items]
+
+
+def _finish(steps: PhotoSteps, items: list) -> list:
+    return [(i, steps.finish(o) if isinstance(o, tuple) else o) for i, o in items]
+
+
+def code_digest() -> str:
+    """Digest of the streetwatch code this process runs, part of every warm actor's name: a driver
+    of another version never borrows an actor that runs other code."""
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for package in ("detect", "pipelines"):
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def retire_idle_actors(namespace: str, keep: set[str] | frozenset[str] = frozenset()) -> tuple[int, int]:
+    """Stop the warm triage actors of `namespace` (except those named in `keep`) that are idle, so a
+    run of other settings, or `watch --ray`, gets the CPUs and GPUs they hold; returns (stopped, busy)."""
+    import ray
+    from ray.util import list_named_actors
+
+    calls = []
+    for entry in list_named_actors(all_namespaces=True):
+        name = entry["name"]
+        if entry["namespace"] != namespace or not name.startswith(ACTOR_PREFIX) or name in keep:
+            continue
+        try:
+            calls.append(ray.get_actor(name, namespace=namespace).retire.remote(RETIRE_IDLE_S))
+        except ValueError:  # gone meanwhile
+            continue
+    stopped = 0
+    for call in calls:
+        try:
+            stopped += bool(ray.get(call, timeout=60))
+        except ray.exceptions.RayActorError:  # it stopped before it could answer
+            stopped += 1
+    if calls:
+        log.info("warm triage actors of other settings: %d idle ones stopped, %d busy left", stopped, len(calls) - stopped)
+    return stopped, len(calls) - stopped
 
 
 class ClusterModel:
@@ -198,40 +336,112 @@ class RayPhotos:
     def __init__(self, info: ClusterInfo, config: ClusterConfig) -> None:
         self.info, self.config = info, config
         self.plan: Plan | None = None
+        self._code = code_digest()
+        self.actors = {"warm": 0, "started": 0}  # of the last run
 
     def load_detector(self, settings: TriageSettings, features: bool) -> Detector:
-        self.plan = plan(self.info, self.config, settings)
+        self.plan = plan(self.info, self.config, settings, features)
         driver = triage_detector(settings.model_copy(update={"device": "cpu", "workers": os.cpu_count() or 1}), features=features)
         return ClusterModel(driver, self.plan, self.info)  # type: ignore[return-value]
 
     def process(self, sources: list[PhotoSource | Refused], settings: TriageSettings, detector: Detector, analyser: Analyser,
                 journal: Journal, grid: GridCells | None, judgement: Judgement, show_progress: bool) -> RunStats:
-        import ray.data
+        import ray
 
-        p = self.plan or plan(self.info, self.config, settings)
+        p = self.plan or plan(self.info, self.config, settings, judgement.needs_features)
         stats = RunStats(listed=len(sources))
         if not sources:
             return record_outcomes([], stats, analyser, journal, show_progress=show_progress)
-        spec = StepsSpec(settings, journal, grid, analyser.taxonomy, p, features=judgement.needs_features)
-        items = [{"i": i, "item": pickle.dumps(s)} for i, s in enumerate(sources)]
-        ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / p.batch))
-        ds = ds.map_batches(read_photos, fn_kwargs={"spec": spec}, batch_size=p.batch, num_cpus=READ_CPUS, batch_format="numpy")
-        ds = ds.map_batches(SeePhotos, fn_constructor_kwargs={"spec": spec, "finish": not p.finish_actors},
-                            compute=ray.data.ActorPoolStrategy(size=p.see_actors), batch_size=p.batch,
-                            num_cpus=p.see_cpus, num_gpus=p.see_gpus or None, batch_format="numpy")
-        if p.finish_actors:
-            ds = ds.map_batches(FinishPhotos, fn_constructor_kwargs={"spec": spec},
-                                compute=ray.data.ActorPoolStrategy(size=p.finish_actors), batch_size=p.batch,
-                                num_cpus=1, batch_format="numpy")
+        spec = StepsSpec(settings, journal, grid, analyser.taxonomy)
+        box = [ray.put(spec)]  # in a list, so Ray passes the reference and an actor fetches it once per run
+        batches = [Batch(list(enumerate(sources))[k:k + p.batch]) for k in range(0, len(sources), p.batch)]
+        pools = self._pools(p)
         log.info("triage on Ray (%s): %s", self.info.describe(), p.describe())
-        return record_outcomes(self._outcomes(ds, stats), stats, analyser, journal, show_progress=show_progress)
+        try:
+            return record_outcomes(self._outcomes(p, pools, box, spec.token, batches, stats), stats, analyser, journal,
+                                   show_progress=show_progress)
+        finally:
+            if self.config.keep_actors_s <= 0:
+                for actors in pools:
+                    for actor in actors:
+                        ray.kill(actor, no_restart=True)
 
-    @staticmethod
-    def _outcomes(ds, stats: RunStats):
-        """Outcomes in input order, the remote stage seconds added to the run's."""
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for blob, timing in zip(batch["outcome"], batch["stages"], strict=True):
-                for stage, seconds in json.loads(timing).items():
-                    stats.stages.add(stage, seconds)
-                outcome: Outcome = pickle.loads(blob)
+    def _pools(self, p: Plan) -> list[list]:
+        """The actors of each stage: the warm ones of this configuration, started where missing;
+        idle warm actors of other configurations are asked to give their resources up first."""
+        import ray
+
+        keep = self.config.keep_actors_s
+        names = [[self._name(stage, k) for k in range(stage.count)] for stage in p.stages]
+        if keep > 0:
+            retire_idle_actors(self.config.namespace, {n for group in names for n in group})
+        pools, started = [], 0
+        for stage, group in zip(p.stages, names, strict=True):
+            actors = []
+            for name in group:
+                if keep > 0:
+                    try:
+                        actors.append(ray.get_actor(name, namespace=self.config.namespace))
+                        continue
+                    except ValueError:
+                        pass
+                actors.append(self._start(stage, name))
+                started += 1
+            pools.append(actors)
+        self.actors = {"warm": sum(map(len, pools)) - started, "started": started}
+        log.info("triage actors: %s", self.summary())
+        return pools
+
+    def summary(self) -> str:
+        """A line for the run's output: how many actors were found warm and how long they stay."""
+        keep = self.config.keep_actors_s
+        stay = f"they stay up {keep:g} s after their last photo (cluster.keep_actors_s)" if keep > 0 else "they stopped with the run"
+        return f"Ray: {self.actors['warm']} triage actors found warm, {self.actors['started']} started; {stay}"
+
+    def _start(self, stage: Stage, name: str):
+        import ray
+
+        keep = self.config.keep_actors_s
+        named = dict(name=name, namespace=self.config.namespace, lifetime="detached", get_if_exists=True) if keep > 0 else {}
+        return ray.remote(SeePhotos).options(num_cpus=stage.cpus, num_gpus=stage.gpus, max_restarts=-1, max_task_retries=-1,
+                                             **named).remote(stage.detector, keep)
+
+    def _name(self, stage: Stage, k: int) -> str:
+        key = hashlib.sha256(repr((self._code, stage)).encode()).hexdigest()[:12]
+        return f"{ACTOR_PREFIX}{stage.role}-{key}-{k}"
+
+    def _outcomes(self, p: Plan, pools: list[list], box: list, token: str, batches: list[Batch],
+                  stats: RunStats) -> Iterator[Outcome]:
+        """Outcomes in input order, the remote stage seconds added to the run's; at most
+        `IN_FLIGHT_PER_ACTOR` batches per actor of the widest stage in flight."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        def send(k: int) -> Any:
+            ref: Any = batches[k]
+            for stage, actors in zip(p.stages, pools, strict=True):
+                ref = getattr(actors[k % len(actors)], stage.method).remote(box, token, ref)
+            return ref
+
+        window = IN_FLIGHT_PER_ACTOR * max(map(len, pools))
+        pending: deque[tuple[int, Any, int]] = deque((k, send(k), 0) for k in range(min(window, len(batches))))
+        following = len(pending)
+        while pending:
+            k, ref, resent = pending.popleft()
+            try:
+                batch: Batch = ray.get(ref)
+            except RayActorError as exc:
+                if resent >= RESENDS:
+                    raise ClusterError(f"photos {batches[k].items[0][0] + 1}-{batches[k].items[-1][0] + 1}: the triage "
+                                       f"actor stopped {resent + 1} times ({exc})") from exc
+                log.warning("a triage actor stopped for good (%s); starting it again and resending its photos", exc)
+                pools[:] = self._pools(p)
+                pending.appendleft((k, send(k), resent + 1))
+                continue
+            if following < len(batches):
+                pending.append((following, send(following), 0))
+                following += 1
+            for stage, seconds in batch.seconds.items():
+                stats.stages.add(stage, seconds)
+            for _, outcome in batch.items:
                 yield outcome

@@ -109,6 +109,9 @@ def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progr
         with joined(address, deployment.cluster) as info:
             check_shared_stores(deployment, info, cases=settings.cases is not False or settings.dispatch_target is not None,
                                 or_else="--no-cases for the report only")
-            return run_triage(inputs, settings, deployment=deployment, show_progress=progress, photos=RayPhotos(info, deployment.cluster))
+            photos = RayPhotos(info, deployment.cluster)
+            result = run_triage(inputs, settings, deployment=deployment, show_progress=progress, photos=photos)
+            typer.echo(photos.summary())
+            return result
     except ClusterError as exc:
         fail(str(exc))

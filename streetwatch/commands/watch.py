@@ -139,6 +139,7 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
     from detect.verifier import VerifierError
     from pipelines.cases.intake import Intake
     from pipelines.cluster.connect import ClusterError, absolute_paths, check_shared_stores, joined
+    from pipelines.cluster.triage import retire_idle_actors
     from pipelines.cluster.watch import ClusterWatcher, InferenceOptions
     from pipelines.evidence_store import StorageError
 
@@ -157,6 +158,7 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
                 Intake.from_settings(settings, ModelInfo("check")).store.close()
             except (EvidenceKeyError, StorageError) as exc:
                 fail(str(exc))
+            retire_idle_actors(settings.cluster.namespace)  # warm triage actors hold CPUs the owners need
             watcher = ClusterWatcher(cameras, absolute_paths(settings), info, InferenceOptions(**detector), replay=replay,
                                      verifier=verifier, on_record=on_record, snapshot_dir=snapshots.absolute() if snapshots else None,
                                      snapshot_every_s=snapshot_every, taxonomy=settings.load_taxonomy())
