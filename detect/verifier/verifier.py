@@ -76,6 +76,11 @@ class Verdicts:
     def found(self, type_id: str) -> bool:
         return self.image.get(type_id, 0.0) >= self.thresholds.get(type_id, 1.0)
 
+    @staticmethod
+    def judged_types(verdicts: Verdicts | None) -> frozenset[str]:
+        """Types these verdicts decide (the rules read detector classes for the rest); none without verdicts."""
+        return frozenset(verdicts.thresholds) if verdicts is not None else frozenset()
+
     def to_json(self) -> dict:
         """Per-type image probabilities and thresholds, for records and manifests."""
         return {t: {"p": round(p, 4), "threshold": round(self.thresholds[t], 4)} for t, p in self.image.items()}

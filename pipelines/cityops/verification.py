@@ -35,6 +35,7 @@ from detect.imageio import decode_image
 from detect.judgement import Judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy, load_taxonomy
+from detect.verifier import Verdicts
 from pipelines.cases.intake import Intake
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseStore
@@ -103,7 +104,7 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
         judgement = judgement or Judgement(None, taxonomy)
         text = PhotoText(OcrMode.ALL if case.violation_type in TEXT_TYPES else OcrMode.OFF, taxonomy=taxonomy)
         detections, verdicts = judge_image(decoded.image, data, name, detector, judgement, text)
-        verified = frozenset(verdicts.thresholds) if verdicts is not None else frozenset()
+        verified = Verdicts.judged_types(verdicts)
         events = [e for e in PhotoRules(taxonomy=taxonomy).process(frame, detections, verified=verified)
                   if e.violation_type == case.violation_type]
         found = sv.Detections.merge([_plain(e.detections) for e in events]) if events else sv.Detections.empty()

@@ -48,7 +48,7 @@ class Analyser:
         `verdicts`: the verifier's (None when it is off); its per-type probabilities go in the record.
         """
         with stages.timed("rules"):
-            findings = self.findings(photo, detections, verified=frozenset(verdicts.thresholds) if verdicts is not None else frozenset())
+            findings = self.findings(photo, detections, verified=Verdicts.judged_types(verdicts))
         extra: dict[str, Any] = {}
         if verdicts is not None:
             extra["verifier"] = {t: TypeVerdict(**v) for t, v in verdicts.to_json().items()}

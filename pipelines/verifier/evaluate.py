@@ -21,7 +21,7 @@ from detect.judgement import Judgement
 from detect.rules import PhotoRules
 from pipelines.triage.pipeline import read_photo_text, see_photo
 from pipelines.triage.text import OcrMode, PhotoText
-from pipelines.verifier.data import Dataset
+from pipelines.verifier.data import Dataset, Photo
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.run import RULE_TYPES
 
@@ -31,11 +31,19 @@ WHEN = datetime(2026, 1, 1, 4, tzinfo=UTC)
 def evaluate(dataset: Dataset, detector, judgement: Judgement, *, ocr: str = "auto", phone_region: str = "CN",
              imgsz: int = 640, boot: int = 1000, progress: Callable[[int, int], None] | None = None) -> dict:
     """Figures of the verifier's judgement and of the detector-only rules, per head and source."""
+    found_v, found_r = judge(dataset.photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz, progress=progress)
+    return figures_by_head(dataset, found_v, found_r, boot)
+
+
+def judge(photos: list[Photo], detector, judgement: Judgement, *, ocr: str = "auto", phone_region: str = "CN", imgsz: int = 640,
+          progress: Callable[[int, int], None] | None = None) -> tuple[list[set[str]], list[set[str]]]:
+    """Per photo: the types triage finds (detector, verifier, OCR of posting-like tiles, evidence
+    regions, photo rules) and those the detector-only rules find."""
     rules = PhotoRules(taxonomy=judgement.taxonomy)
     text = PhotoText(OcrMode(ocr), region=phone_region, gate=judgement.ocr_gate, taxonomy=judgement.taxonomy)
     stages = StageProfile(seconds={})
     found_v, found_r = [], []
-    for i, photo in enumerate(dataset.photos):
+    for i, photo in enumerate(photos):
         data = photo.path.read_bytes()
         image = decode_image(data, photo.file, max_side=imgsz).image
         dets, verdicts = see_photo(image, detector, judgement, stages)
@@ -47,7 +55,12 @@ def evaluate(dataset: Dataset, detector, judgement: Judgement, *, ocr: str = "au
         found_v.append({e.violation_type for e in rules.process(frame, dets, verified=judgement.verified_types)})
         found_r.append({e.violation_type for e in rules.process(frame, plain)})
         if progress:
-            progress(i + 1, len(dataset.photos))
+            progress(i + 1, len(photos))
+    return found_v, found_r
+
+
+def figures_by_head(dataset: Dataset, found_v: list[set[str]], found_r: list[set[str]], boot: int = 1000) -> dict:
+    """Per label head and source: P/R/F1 (intervals by group bootstrap) of the judgement and of today's rules."""
     sources = np.array([p.source for p in dataset.photos])
     groups = np.array([p.group for p in dataset.photos])
     out = {}

@@ -51,12 +51,22 @@ def detector_for(backbone: str):
 
 
 def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progress=None) -> tuple[Path, HeadsCard]:
+    _, feats = features(dataset, options, cache, progress)
+    results, refused = train_heads(dataset, feats, options, progress)
+    card, arrays = _card(dataset, feats, results, options, refused)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{options.verifier_id}.yaml"
+    HeadSet(card, {}).save(path, arrays)
+    return path, card
+
+
+def features(dataset: Dataset, options: TrainOptions, cache: Path, progress=None):
+    """The detector the features are read with, and every photo's features (from the cache when it holds them)."""
     if not is_neck(options.backbone) and options.backbone != EFFICIENTNET:
         raise ValueError(f"--backbone {options.backbone}: use a detector's neck (e.g. yolo11n-neck) or {EFFICIENTNET}")
     detector = detector_for(options.backbone)
     if is_neck(options.backbone) and neck_id(detector.model_id) != options.backbone:
         raise ValueError(f"--backbone {options.backbone}: the detector loaded is {detector.model_id}")
-    from detect.phones import DEFAULT_REGION  # noqa: F401  (documents that OCR is not part of training)
     from pipelines.fonts import find_cjk_font
 
     font = find_cjk_font() if options.synth else None
@@ -64,27 +74,47 @@ def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progr
         raise ValueError("--synth needs a font with Chinese glyphs (Debian: fonts-noto-cjk, scripts/install-system-deps.sh)")
     feats = extract(dataset, options.backbone, detector, options.tiles, cache, synth=options.synth, seed=options.seed,
                     font=font, progress=progress and (lambda i, n: progress(f"features {i}/{n}")))
+    return detector, feats
+
+
+def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progress=None, *, within: np.ndarray | None = None,
+                nested: bool = True) -> tuple[dict[str, HeadResult], dict[str, float]]:
+    """Every head (on the photos in `within`, when given) and the heads refused for a validation F1
+    below `MIN_SHIP_F1` (their types stay with the detector's classes)."""
     grid = _grid(options.tiles)
-    heads = options.heads or heads_to_train(dataset)
+    sources = np.array([p.source for p in dataset.photos])
+    groups = np.array([p.group for p in dataset.photos])
     results: dict[str, HeadResult] = {}
     refused: dict[str, float] = {}
-    for name in heads:
+    for name in options.heads or heads_to_train(dataset):
         trainer = VehicleHead(dataset, feats, options.c) if name == PARKING else TileHead(name, dataset, feats, grid, options.c, options.seed)
         log.info("training head %s", name)
-        results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress)
+        r = results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress, within=within, nested=nested)
         y = dataset.labels(name)
-        m = y >= 0
-        f1 = figures(results[name].oof_found[m], results[name].oof_scores[m], y[m],
-                     np.array([p.source for p in dataset.photos])[m], np.array([p.group for p in dataset.photos])[m], 0)["all"]["F1"]
+        m = (y >= 0) if within is None else (y >= 0) & np.isin(np.arange(len(y)), within)  # labelled for it, in `within`
+        found = r.oof_found[m] if nested else r.oof_scores[m] >= r.threshold_logit
+        f1 = figures(found, r.oof_scores[m], y[m], sources[m], groups[m], 0)["all"]["F1"]
         if f1 < MIN_SHIP_F1:
             refused[name] = f1
             log.warning("head %s: validation F1 %.2f < %.2f: not shipped (its types stay with the detector's classes)", name, f1, MIN_SHIP_F1)
-        log.info("head %s trained", name)
-    card, arrays = _card(dataset, feats, results, options, refused)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{options.verifier_id}.yaml"
-    HeadSet(card, {}).save(path, arrays)
-    return path, card
+    return results, refused
+
+
+def head_arrays(results: dict[str, HeadResult], refused: dict[str, float]) -> tuple[dict[str, HeadSpec], dict[str, np.ndarray]]:
+    """The card's head specs and the weights file's arrays of the heads that ship."""
+    specs, arrays = {}, {}
+    for name, r in results.items():
+        if name in refused:
+            continue
+        types = PARKING_TYPES if name == PARKING else {name: []}
+        for type_id, classes in types.items():
+            specs[type_id] = HeadSpec(
+                region="objects" if name == PARKING else "tiles", classes=classes,
+                feature_classes=list(VEHICLE_CLASSES) if name == PARKING else [], intercept=r.model.intercept,
+                calibration=r.calibration, threshold=round(r.threshold, 4),
+                ocr_gate=round(r.ocr_gate, 4) if r.ocr_gate is not None else None)
+            arrays.update({f"{type_id}/mean": r.model.mean, f"{type_id}/scale": r.model.scale, f"{type_id}/coef": r.model.coef})
+    return specs, arrays
 
 
 def _grid(tiles):
@@ -97,7 +127,7 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
           refused: dict[str, float]) -> tuple[HeadsCard, dict]:
     sources = np.array([p.source for p in dataset.photos])
     groups = np.array([p.group for p in dataset.photos])
-    specs, arrays, metrics = {}, {}, {}
+    metrics = {}
     for name, r in results.items():
         y = dataset.labels(name)
         m = y >= 0  # photos labelled for this head
@@ -106,16 +136,7 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
             "verifier": figures(r.oof_found[m], r.oof_scores[m], y[m], sources[m], groups[m], options.bootstrap, options.seed),
             "rules_today": figures(rules[m], rules[m].astype(float), y[m], sources[m], groups[m], 0),
         }
-        if name in refused:
-            continue
-        types = PARKING_TYPES if name == PARKING else {name: []}
-        for type_id, classes in types.items():
-            specs[type_id] = HeadSpec(
-                region="objects" if name == PARKING else "tiles", classes=classes,
-                feature_classes=list(VEHICLE_CLASSES) if name == PARKING else [], intercept=r.model.intercept,
-                calibration=r.calibration, threshold=round(r.threshold, 4),
-                ocr_gate=round(r.ocr_gate, 4) if r.ocr_gate is not None else None)
-            arrays.update({f"{type_id}/mean": r.model.mean, f"{type_id}/scale": r.model.scale, f"{type_id}/coef": r.model.coef})
+    specs, arrays = head_arrays(results, refused)
     dim = feats.tiles.shape[2]
     command = "streetwatch verifier train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else ""
     card = HeadsCard(

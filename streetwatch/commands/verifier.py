@@ -10,48 +10,60 @@ import typer
 from streetwatch.commands.common import fail, judgement_or_fail, setup_logging
 
 
+Data = Annotated[list[Path], typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes; "
+                                                         "repeat to add reviewed cases (`data from-cases --verifier`).")]
+Backbone = Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")]
+VerifierId = Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")]
+Tiles = Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")]
+Regularisation = Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")]
+Folds = Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")]
+Synth = Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")]
+Uncertain = Annotated[bool, typer.Option("--uncertain/--no-uncertain", help="Keep rows marked uncertain.")]
+Heads = Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives).")]
+Cache = Annotated[Path, typer.Option("--cache", help="Feature cache folder.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
+Ocr = Annotated[str, typer.Option("--ocr", help="OCR as in triage: auto, all or off.")]
+PhoneRegion = Annotated[str, typer.Option("--phone-region", help="Region of phone numbers read without a country code.")]
+Out = Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON here.")]
+
+
+def _options(backbone: str, verifier_id: str, tiles: str, c: float, folds: int, synth: int, seed: int, heads: str):
+    """TrainOptions from the shared command-line options (a bad --tiles is one error line)."""
+    from pipelines.verifier.run import TrainOptions
+
+    try:
+        grid = tuple(int(v) for v in tiles.lower().split("x"))
+        if len(grid) != 2 or min(grid) < 1:
+            raise ValueError
+    except ValueError:
+        fail(f"--tiles {tiles!r}: expected COLSxROWS such as 5x3")
+    return TrainOptions(backbone=backbone, tiles=grid, c=c, folds=folds, seed=seed, synth=synth,  # type: ignore[arg-type]
+                        verifier_id=verifier_id, heads=[h for h in heads.split(",") if h])
+
+
 def register(app: typer.Typer) -> None:
     verifier = typer.Typer(help="The verifier: per-type heads that judge stalls, spillover, postings, garbage and parking.",
                            no_args_is_help=True)
     app.add_typer(verifier, name="verifier")
 
     @verifier.command("train")
-    def train(
-        data: Annotated[list[Path], typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes; "
-                                                                "repeat to add reviewed cases (`data from-cases --verifier`).")],
-        out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
-        backbone: Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")] = "yolo11n-neck",
-        verifier_id: Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")] = "street-v1",
-        tiles: Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")] = "5x3",
-        c: Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")] = 0.01,
-        folds: Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")] = 5,
-        synth: Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")] = 400,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")] = 0,
-        uncertain: Annotated[bool, typer.Option("--uncertain/--no-uncertain", help="Keep rows marked uncertain.")] = True,
-        heads: Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives).")] = "",
-        cache: Annotated[Path, typer.Option("--cache", help="Feature cache folder.")] = Path(".cache/verifier"),
-        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-    ) -> None:
+    def train(data: Data, out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
+              backbone: Backbone = "yolo11n-neck", verifier_id: VerifierId = "street-v1", tiles: Tiles = "5x3", c: Regularisation = 0.01,
+              folds: Folds = 5, synth: Synth = 400, seed: Seed = 0, uncertain: Uncertain = True, heads: Heads = "",
+              cache: Cache = Path(".cache/verifier"), verbose: Verbose = False) -> None:
         """Train the heads on labelled photos, validate them by group split, and write their card."""
         from rich.console import Console
 
         from detect.verifier.heads import VerifierError
         from pipelines.verifier.data import DatasetError, load_datasets
-        from pipelines.verifier.run import TrainOptions
         from pipelines.verifier.run import train as run_train
 
         setup_logging(verbose)
-        try:
-            grid = tuple(int(v) for v in tiles.lower().split("x"))
-            if len(grid) != 2 or min(grid) < 1:
-                raise ValueError
-        except ValueError:
-            fail(f"--tiles {tiles!r}: expected COLSxROWS such as 5x3")
+        options = _options(backbone, verifier_id, tiles, c, folds, synth, seed, heads)
         console = Console(stderr=True)
         try:
             dataset = load_datasets(data, uncertain=uncertain)
-            options = TrainOptions(backbone=backbone, tiles=grid, c=c, folds=folds, seed=seed, synth=synth,  # type: ignore[arg-type]
-                                   verifier_id=verifier_id, heads=[h for h in heads.split(",") if h])
             with console.status("training") as status:
                 path, card = run_train(dataset, out, cache, options, progress=lambda msg: status.update(msg))
         except (DatasetError, VerifierError, ValueError) as exc:
@@ -59,13 +71,46 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {path} and {path.parent / card.weights}")
         typer.echo(summary(card))
 
+    @verifier.command("crossval")
+    def crossval(data: Data, backbone: Backbone = "yolo11n-neck", verifier_id: VerifierId = "street-v1", tiles: Tiles = "5x3",
+                 c: Regularisation = 0.01, folds: Folds = 5, synth: Synth = 400, seed: Seed = 0, uncertain: Uncertain = True, heads: Heads = "",
+                 cache: Cache = Path(".cache/verifier"), ocr: Ocr = "auto", phone_region: PhoneRegion = "CN", out: Out = None,
+                 verbose: Verbose = False) -> None:
+        """Judge every photo as triage does (detector, heads, OCR, rules) with heads trained without its group, and print
+        per-type figures beside today's rules: the whole judgement on a group split of the training data (slow: one training
+        per fold and a detector pass over every photo). Takes the options of `train`."""
+        import json
+
+        from rich.console import Console
+
+        from detect.taxonomy import load_taxonomy
+        from detect.verifier.heads import VerifierError
+        from pipelines.verifier.crossval import cross_validate
+        from pipelines.verifier.data import DatasetError, load_datasets
+
+        setup_logging(verbose)
+        options = _options(backbone, verifier_id, tiles, c, folds, synth, seed, heads)
+        try:
+            dataset = load_datasets(data, uncertain=uncertain)
+            with Console(stderr=True).status("cross-validating") as status:
+                result = cross_validate(dataset, options, cache, load_taxonomy(), ocr=ocr, phone_region=phone_region,
+                                        progress=lambda msg: status.update(msg))
+        except (DatasetError, VerifierError, ValueError) as exc:
+            fail(str(exc))
+        for k, fold in enumerate(result.folds, 1):
+            typer.echo(f"fold {k}: heads trained on {fold['trained_on']} photos judged {fold['judged']}: {', '.join(fold['heads']) or 'none'}"
+                       + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
+        typer.echo(table(result.figures))
+        if out is not None:
+            out.write_text(json.dumps(result.describe(), indent=1, ensure_ascii=False), encoding="utf-8")
+
     @verifier.command("eval")
     def evaluate(
         data: Annotated[Path, typer.Option("--data", help="Labelled folder (labels.csv, as for train) of photos the heads never saw.")],
         verifier_id: Annotated[str | None, typer.Option("--verifier", help="Verifier id or card (default: the promoted one).")] = None,
-        ocr: Annotated[str, typer.Option("--ocr", help="OCR as in triage: auto, all or off.")] = "auto",
-        phone_region: Annotated[str, typer.Option("--phone-region", help="Region of phone numbers read without a country code.")] = "CN",
-        out: Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON here.")] = None,
+        ocr: Ocr = "auto",
+        phone_region: PhoneRegion = "CN",
+        out: Out = None,
         limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N photos (a quick look).")] = None,
     ) -> None:
         """Judge a labelled folder as triage does, with and without the verifier, and print per-type figures."""
