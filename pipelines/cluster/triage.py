@@ -44,7 +44,7 @@ from typing import Any
 from detect.engine import Detector, load_detector
 from detect.judgement import Judgement, load_judgement
 from detect.taxonomy import Taxonomy
-from pipelines.cluster.connect import ClusterError, ClusterInfo
+from pipelines.cluster.connect import LOCAL, ClusterError, ClusterInfo
 from pipelines.grid import GridCells
 from pipelines.settings import ClusterConfig
 from pipelines.triage.analyse import Analyser
@@ -395,7 +395,12 @@ class RayPhotos:
     def summary(self) -> str:
         """A line for the run's output: how many actors were found warm and how long they stay."""
         keep = self.config.keep_actors_s
-        stay = f"they stay up {keep:g} s after their last photo (cluster.keep_actors_s)" if keep > 0 else "they stopped with the run"
+        if self.info.address == LOCAL:
+            stay = "they stop with this run's local cluster"
+        elif keep > 0:
+            stay = f"they stay up {keep:g} s after their last photo (cluster.keep_actors_s)"
+        else:
+            stay = "they stopped with the run"
         return f"Ray: {self.actors['warm']} triage actors found warm, {self.actors['started']} started; {stay}"
 
     def _start(self, stage: Stage, name: str):
