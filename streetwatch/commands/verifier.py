@@ -102,7 +102,13 @@ def register(app: typer.Typer) -> None:
                        + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
         typer.echo(table(result.figures))
         if out is not None:
-            out.write_text(json.dumps(result.describe(), indent=1, ensure_ascii=False), encoding="utf-8")
+            import shlex
+            import sys
+            from datetime import UTC, datetime
+
+            record = {"command": "streetwatch verifier crossval " + " ".join(shlex.quote(a) for a in sys.argv[3:]),
+                      "date": datetime.now(UTC).isoformat(timespec="seconds"), **result.describe()}
+            out.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
 
     @verifier.command("eval")
     def evaluate(
