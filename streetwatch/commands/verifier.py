@@ -10,22 +10,22 @@ import typer
 from streetwatch.commands.common import fail, judgement_or_fail, setup_logging
 
 
-Data = Annotated[list[Path], typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes; "
+DataOpt = Annotated[list[Path], typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes; "
                                                          "repeat to add reviewed cases (`data from-cases --verifier`).")]
-Backbone = Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")]
-VerifierId = Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")]
-Tiles = Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")]
-Regularisation = Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")]
-Folds = Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")]
-Synth = Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")]
-Uncertain = Annotated[bool, typer.Option("--uncertain/--no-uncertain", help="Keep rows marked uncertain.")]
-Heads = Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives).")]
-Cache = Annotated[Path, typer.Option("--cache", help="Feature cache folder.")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
-Ocr = Annotated[str, typer.Option("--ocr", help="OCR as in triage: auto, all or off.")]
-PhoneRegion = Annotated[str, typer.Option("--phone-region", help="Region of phone numbers read without a country code.")]
-Out = Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON here.")]
+BackboneOpt = Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")]
+VerifierIdOpt = Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")]
+TilesOpt = Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")]
+RegularisationOpt = Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")]
+FoldsOpt = Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")]
+SynthOpt = Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")]
+UncertainOpt = Annotated[bool, typer.Option("--uncertain/--no-uncertain", help="Keep rows marked uncertain.")]
+HeadsOpt = Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives).")]
+CacheOpt = Annotated[Path, typer.Option("--cache", help="Feature cache folder.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
+OcrOpt = Annotated[str, typer.Option("--ocr", help="OCR as in triage: auto, all or off.")]
+PhoneRegionOpt = Annotated[str, typer.Option("--phone-region", help="Region of phone numbers read without a country code.")]
+JsonOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON here.")]
 
 
 def _options(backbone: str, verifier_id: str, tiles: str, c: float, folds: int, synth: int, seed: int, heads: str):
@@ -48,10 +48,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(verifier, name="verifier")
 
     @verifier.command("train")
-    def train(data: Data, out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
-              backbone: Backbone = "yolo11n-neck", verifier_id: VerifierId = "street-v1", tiles: Tiles = "5x3", c: Regularisation = 0.01,
-              folds: Folds = 5, synth: Synth = 400, seed: Seed = 0, uncertain: Uncertain = True, heads: Heads = "",
-              cache: Cache = Path(".cache/verifier"), verbose: Verbose = False) -> None:
+    def train(data: DataOpt, out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
+              backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v1", tiles: TilesOpt = "5x3", c: RegularisationOpt = 0.01,
+              folds: FoldsOpt = 5, synth: SynthOpt = 400, seed: SeedOpt = 0, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
+              cache: CacheOpt = Path(".cache/verifier"), verbose: VerboseOpt = False) -> None:
         """Train the heads on labelled photos, validate them by group split, and write their card."""
         from rich.console import Console
 
@@ -72,10 +72,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(summary(card))
 
     @verifier.command("crossval")
-    def crossval(data: Data, backbone: Backbone = "yolo11n-neck", verifier_id: VerifierId = "street-v1", tiles: Tiles = "5x3",
-                 c: Regularisation = 0.01, folds: Folds = 5, synth: Synth = 400, seed: Seed = 0, uncertain: Uncertain = True, heads: Heads = "",
-                 cache: Cache = Path(".cache/verifier"), ocr: Ocr = "auto", phone_region: PhoneRegion = "CN", out: Out = None,
-                 verbose: Verbose = False) -> None:
+    def crossval(data: DataOpt, backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v1", tiles: TilesOpt = "5x3",
+                 c: RegularisationOpt = 0.01, folds: FoldsOpt = 5, synth: SynthOpt = 400, seed: SeedOpt = 0, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
+                 cache: CacheOpt = Path(".cache/verifier"), ocr: OcrOpt = "auto", phone_region: PhoneRegionOpt = "CN", out: JsonOutOpt = None,
+                 verbose: VerboseOpt = False) -> None:
         """Judge every photo as triage does (detector, heads, OCR, rules) with heads trained without its group, and print
         per-type figures beside today's rules: the whole judgement on a group split of the training data (slow: one training
         per fold and a detector pass over every photo). Takes the options of `train`."""
@@ -114,9 +114,9 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         data: Annotated[Path, typer.Option("--data", help="Labelled folder (labels.csv, as for train) of photos the heads never saw.")],
         verifier_id: Annotated[str | None, typer.Option("--verifier", help="Verifier id or card (default: the promoted one).")] = None,
-        ocr: Ocr = "auto",
-        phone_region: PhoneRegion = "CN",
-        out: Out = None,
+        ocr: OcrOpt = "auto",
+        phone_region: PhoneRegionOpt = "CN",
+        out: JsonOutOpt = None,
         limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N photos (a quick look).")] = None,
     ) -> None:
         """Judge a labelled folder as triage does, with and without the verifier, and print per-type figures."""

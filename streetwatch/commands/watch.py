@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, RayOpt, SettingsOpt, VerifierOpt, fail, judgement_or_fail,
+    BackendOpt, ConfOpt, ImgszOpt, ModelOpt, RayOpt, SettingsOpt, VerifierOpt, fail, judgement_or_fail,
     settings_or_fail, setup_logging,
 )
 
