@@ -128,3 +128,42 @@ def test_latest_reports_are_listed_and_served(api):
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
     for path in ("/api/v1/reports/month-2026-11/cases.db", "/api/v1/reports/nope/report.pdf", "/api/v1/reports/..%2F..%2Fetc/passwd"):
         assert client.get(path, headers=who).status_code == 404, path
+
+
+def test_a_reviewer_tags_a_stall_food_on_site_and_the_score_counts_it_as_such(tmp_path):
+    """The example sheet deducts 2 for a stall that cooks food on the spot (tag food_on_site) instead of 1: a reviewer
+    sets the tag on the case (PATCH, as the queue page does) and the score follows; the sheet's tags are in /meta."""
+    from datetime import datetime
+
+    settings = settings_for(tmp_path)
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson")
+    app, tokens = make_app(settings, resume_jobs=False)
+    store = app.state.ctx.store
+    case_id = CaseMaker(store).add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ))
+    reviewer, inspector = auth(tokens["reviewer"]), auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def g1_items() -> dict[str, float]:
+            answer = client.get("/api/v1/scores", params={"period": "2026-12", "by": "grid"}, headers=inspector)
+            assert answer.status_code == 200, answer.text
+            unit = next(u for u in answer.json()["units"] if u["unit"] == G1)
+            return {i["id"]: i["deduction"] for s in unit["sections"] for i in s["items"] if i["deduction"]}
+
+        assert g1_items() == {"unlicensed_stall": 1}
+        tags = {t["tag"]: t for t in client.get("/api/v1/meta", headers=reviewer).json()["tags"]}
+        assert tags["food_on_site"]["types"] == ["street_stall"] and "现场加工食品" in tags["food_on_site"]["items"][0]
+
+        bad = client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"tags": ["Food On Site"]})
+        assert bad.status_code == 422 and store.get(case_id).details.get("tags") is None
+        tagged = client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"tags": ["food_on_site", "food_on_site"]})
+        assert tagged.status_code == 200 and tagged.json()["details"]["tags"] == ["food_on_site"]
+        assert g1_items() == {"food_stall": 2}  # counted by the food item, which replaces the plain stall item
+        revision = store.get(case_id).details["revisions"][-1]
+        assert (revision["field"], revision["from"], revision["to"], revision["by"]) == ("tags", [], ["food_on_site"], "reviewer-user")
+        audit = client.get(f"/api/v1/cases/{case_id}/audit", headers=reviewer).json()
+        assert audit[-1]["details"]["tags"] == {"from": [], "to": ["food_on_site"]}
+
+        store.review(case_id, approve=False, reviewer="审核员", reason_code="not_a_violation")
+        untagged = client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"tags": []})
+        assert untagged.status_code == 200 and untagged.json()["details"]["tags"] == []  # tags change in any state
+        assert client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"type": "flyposting"}).status_code == 409
+    store.close()

@@ -126,6 +126,36 @@ def test_queue_shows_evidence_and_is_worked_with_the_keyboard(site):
     assert set(site["ids"]) - {second, current} == {b.find_element(By.CSS_SELECTOR, "#cases li").get_attribute("data-case")}
 
 
+def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
+    """The example sheet's 现场加工食品 item counts stalls tagged food_on_site: the queue page offers that tag on a
+    stall case and saves it with the edit."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    case_id = next(i for i in site["ids"] if _case(site, i)["state"] == "candidate")  # one the queue test left
+    retyped = httpx.patch(f"{site['base']}/api/v1/cases/{case_id}", headers=auth(site["token"]), json={"type": "street_stall"})
+    assert retyped.status_code == 200, retyped.text
+    _login(site)
+    _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, f"#cases li[data-case='{case_id}']"), "the stall case in the queue")
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the first case's detail")  # before picking ours
+    b.find_element(By.CSS_SELECTOR, f"#cases li[data-case='{case_id}']").click()
+    _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the stall case's detail")
+    tag = "input.edit-tag[value='food_on_site']"
+    label = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, tag).find_element(By.XPATH, "..").text, "the food_on_site tag offered")
+    assert "现场加工食品" in label
+
+    def ticked(d) -> bool:
+        box = d.find_element(By.CSS_SELECTOR, tag)
+        if not box.is_selected():
+            box.click()
+        return d.find_element(By.CSS_SELECTOR, tag).is_selected()
+
+    _wait(b, ticked, "the tag ticked")
+    b.find_element(By.ID, "save-edit").click()
+    _wait(b, lambda d: _case(site, case_id)["details"].get("tags") == ["food_on_site"], "the tag saved")
+    _wait(b, lambda d: "food_on_site" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the tag shown")
+
+
 def test_upload_page_shows_progress_and_results(site, bus_jpg):
     from selenium.webdriver.common.by import By
 

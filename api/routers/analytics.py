@@ -99,6 +99,15 @@ def _sheet_cached(path: str | None, _stamp: int) -> Sheet:
     return load_sheet(path)
 
 
+def sheet_for(ctx: AppContext) -> Sheet:
+    """The deployment's scoring sheet (`analytics.sheet`, default the shipped example), loaded again when the file changes."""
+    cfg = _config(ctx)
+    try:
+        return _sheet_cached(str(cfg.sheet) if cfg.sheet else None, _mtime(cfg.sheet))
+    except ConfigError as exc:
+        raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None
+
+
 def _config(ctx: AppContext) -> AnalyticsConfig:
     return ctx.settings.analytics
 
@@ -140,8 +149,8 @@ def scores(
     except PeriodError as exc:
         raise Problem(422, str(exc)) from None
     cfg = _config(ctx)
+    sheet = sheet_for(ctx)
     try:
-        sheet = _sheet_cached(str(cfg.sheet) if cfg.sheet else None, _mtime(cfg.sheet))
         status = number_status_source(cfg, ctx.store.engine, _tz(ctx))
     except ConfigError as exc:
         raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.accounts import Principal
 from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
+from api.routers.analytics import sheet_for
 from detect.evidence import MANIFEST
 from pipelines.cases.states import CaseState
-from pipelines.cases.store import Case, CaseQuery
+from pipelines.cases.store import MAX_TAGS, TAG, Case, CaseQuery
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
 
@@ -39,6 +40,9 @@ class RejectBody(BaseModel):
 class EditBody(BaseModel):
     type: str | None = Field(None, description="Corrected violation type id (from /api/v1/meta).", max_length=64)
     description: str | None = Field(None, description="New description.", max_length=4000)
+    tags: list[Annotated[str, StringConstraints(pattern=TAG.pattern)]] | None = Field(
+        None, description="The case's tags, replacing the old ones (what scoring sheets count, e.g. food_on_site; "
+        "/api/v1/meta lists the sheet's). Allowed in any state.", max_length=MAX_TAGS)
 
 
 # ---- response bodies --------------------------------------------------------------------------
@@ -57,6 +61,12 @@ class ReasonInfo(BaseModel):
     hard_negative: bool = Field(description="Retraining learns the rejected detections as hard negatives (the object is not what was seen).")
 
 
+class TagInfo(BaseModel):
+    tag: str
+    items: list[str] = Field(description="Names of the scoring-sheet items that count cases with this tag.")
+    types: list[str] = Field(description="Violation types those items count.")
+
+
 class Meta(BaseModel):
     """What the review forms offer."""
 
@@ -64,6 +74,7 @@ class Meta(BaseModel):
     reject_reasons: list[ReasonInfo] = Field(description="Reject reason codes in key order (keys 1-9 of the queue page).")
     states: list[CaseState] = Field(description="Case states.")
     dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
+    tags: list[TagInfo] = Field(description="Tags the deployment's scoring sheet counts (what a reviewer may set on a case).")
 
 
 class CaseView(BaseModel):
@@ -185,7 +196,18 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "reject_reasons": [{"code": c.value, "zh": r.zh, "en": r.en, "hard_negative": r.hard_negative} for c, r in REASONS.items()],
         "states": [s.value for s in CaseState],
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
+        "tags": _sheet_tags(ctx),
     }
+
+
+def _sheet_tags(ctx: AppContext) -> list[dict[str, Any]]:
+    """The tags of the scoring sheet; none when the sheet cannot be loaded (the review forms still work, /scores says why)."""
+    try:
+        sheet = sheet_for(ctx)
+    except Problem:
+        return []
+    return [{"tag": tag, "items": [i.name for i in items], "types": sorted({t for i in items for t in i.types})}
+            for tag, items in sorted(sheet.tags().items())]
 
 
 @router.get("/cases", summary="Search cases (filters, paging, sorting)", response_model=CasePage,
@@ -286,14 +308,17 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
 @router.patch("/cases/{case_id}", summary="Change the type or edit the description (before dispatch)",
               response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
 def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
-    if body.type is None and body.description is None:
-        raise Problem(422, "nothing to change: give `type` and/or `description`")
+    if body.type is None and body.description is None and body.tags is None:
+        raise Problem(422, "nothing to change: give `type`, `description` and/or `tags`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
     before = ctx.store.get(case_id)
-    case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description)
+    case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags)
     changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in (("type", "violation_type"), ("description", "description"))
                if getattr(before, c) != getattr(case, c)}
+    old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
+    if old_tags != new_tags:
+        changes["tags"] = {"from": old_tags, "to": new_tags}
     if changes:
         ctx.accounts.audit(who, "edit", case.id, changes)
         ctx.metrics.reviews.labels("edit").inc()

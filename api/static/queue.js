@@ -61,10 +61,16 @@ function renderDetail(d) {
   const typeSelect = SW.el("select", { id: "edit-type" }, ...Q.meta.types.map((t) =>
     SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
   const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", placeholder: "描述 Description" });
+  const caseTags = (c.details && c.details.tags) || [];
+  // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has
+  const offered = Q.meta.tags.filter((t) => t.types.includes(c.violation_type) || caseTags.includes(t.tag));
+  const tagBoxes = offered.map((t) => SW.el("label", { title: t.items.join("; ") },
+    SW.el("input", Object.assign({ type: "checkbox", class: "edit-tag", value: t.tag }, caseTags.includes(t.tag) ? { checked: "" } : {})),
+    ` ${t.items[0] || t.tag} (${t.tag})`));
   parts.push(SW.el("div", { class: "actions" },
     SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
     SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
-    " ", typeSelect, desc, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
+    " ", typeSelect, desc, ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
   if (ev && ev.boxes && ev.boxes.url) {
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
     const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, label: ev.zone.id }] : [];
@@ -78,7 +84,7 @@ function renderDetail(d) {
   const rows = [
     ["状态 State", c.state], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
     ["网格 Grid cell", c.grid_cell], ["发现 Opened", c.opened_at], ["描述 Description", c.description],
-    ["分数 Score", c.details && c.details.score], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
+    ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
     ["审核 Review", c.review_decision ? `${c.review_decision} · ${c.reviewer} · ${c.review_reason || ""}` : ""],
   ];
   parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
@@ -110,6 +116,8 @@ function reject(code) {
 
 function saveEdit() {
   const body = { type: document.getElementById("edit-type").value, description: document.getElementById("edit-description").value };
+  const boxes = [...document.querySelectorAll("input.edit-tag")];
+  if (boxes.length) body.tags = boxes.filter((x) => x.checked).map((x) => x.value);  // no boxes: leave the case's tags alone
   return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: body }));
 }
 

@@ -161,6 +161,14 @@ class Sheet(ConfigModel):
     def items(self) -> list[tuple[Section, Item]]:
         return [(s, i) for s in self.sections for i in s.items]
 
+    def tags(self) -> dict[str, list[Item]]:
+        """Tag -> the items that count cases carrying it (what a reviewer's tag changes in the score)."""
+        out: dict[str, list[Item]] = {}
+        for _, item in self.items():
+            for tag in item.tags:
+                out.setdefault(tag, []).append(item)
+        return out
+
     def evaluation_order(self) -> list[Item]:
         """Items that replace others come before them (checked acyclic at load)."""
         items = {i.id: i for _, i in self.items()}

@@ -10,6 +10,7 @@ transaction too, so a crash can never leave a queued case without a delivery or 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
@@ -38,6 +39,21 @@ class CaseNotFound(KeyError):
 
 class CaseStoreError(RuntimeError):
     """A request the store cannot honour (named case, reason)."""
+
+
+TAG = re.compile(r"^[a-z0-9_]{1,32}$")
+MAX_TAGS = 10
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    """Tags sorted and unique, or CaseStoreError naming the bad one (lower-case letters, digits, `_`)."""
+    out = sorted(set(tags))
+    bad = [t for t in out if not TAG.match(t)]
+    if bad:
+        raise CaseStoreError(f"tag {bad[0]!r}: use 1-32 lower-case letters, digits or _ (e.g. food_on_site)")
+    if len(out) > MAX_TAGS:
+        raise CaseStoreError(f"{len(out)} tags: at most {MAX_TAGS} per case")
+    return out
 
 
 @dataclass(frozen=True)
@@ -313,19 +329,20 @@ class CaseStore:
             return [_row_to(Case, r) for r in conn.execute(page)], total
 
     def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
-               editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
+               tags: list[str] | None = None, editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
                now: datetime | None = None) -> Case:
-        """A reviewer corrects the type or the description before the case leaves.
+        """A reviewer corrects the type or the description before the case leaves, or sets its tags.
 
         Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
         the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
-        relabelled case (same boxes, other type) from one that was right first time.
+        relabelled case (same boxes, other type) from one that was right first time. Tags
+        (`details["tags"]`, what scoring sheets count, e.g. `food_on_site`) are the city's own
+        bookkeeping, never sent: they may change in any state.
         """
         now = now or datetime.now(UTC)
+        tags = check_tags(tags) if tags is not None else None
         with self._writer.begin() as conn:
             case = self._get(conn, case_id)
-            if case.state not in editable:
-                raise CaseStoreError(f"case {case_id} is {case.state}: only {', '.join(sorted(editable))} cases can be edited")
             details = dict(case.details or {})
             revisions = list(details.get("revisions", []))
             values: dict[str, Any] = {}
@@ -333,7 +350,12 @@ class CaseStore:
                 if new is not None and new != getattr(case, column):
                     revisions.append({"field": column, "from": getattr(case, column), "to": new, "by": actor, "at": now.isoformat()})
                     values[column] = new
-            if not values:
+            if values and case.state not in editable:
+                raise CaseStoreError(f"case {case_id} is {case.state}: only {', '.join(sorted(editable))} cases can be edited")
+            if tags is not None and tags != sorted(details.get("tags") or []):
+                revisions.append({"field": "tags", "from": details.get("tags") or [], "to": tags, "by": actor, "at": now.isoformat()})
+                details["tags"] = tags
+            elif not values:
                 return case
             if "violation_type" in values:
                 details.setdefault("detected_type", case.violation_type)
