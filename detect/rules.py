@@ -64,6 +64,7 @@ class _Violation:
     first_frame: Frame
     frame: Frame
     opened_at: datetime | None = None
+    reemit: bool = False  # its `opened` is sent again at the next sighting (`reopen`), keeping `opened_at`
     reported_count: int = 0
     pending_count: int | None = None
     count_since: datetime | None = None
@@ -162,10 +163,11 @@ class CameraRules:
 
     def reopen(self, violation_ids: Collection[str]) -> None:
         """Emit `opened` again (same id) at these violations' next sighting: after a restart from a saved
-        state whose `opened` events never reached the case store (`pipelines.cluster.watch`)."""
+        state whose `opened` events never reached the case store (`pipelines.cluster.watch`). The event
+        keeps the violation's `opened_at`, so its case opens when the violation did, not at the restart."""
         for vid in violation_ids:
-            if (v := self._violations.get(vid)) is not None:
-                v.opened_at = None
+            if (v := self._violations.get(vid)) is not None and v.opened_at is not None:
+                v.reemit = True
 
     def _object_ids(self, ts: datetime):
         """Track ids for single objects; inherited group ids for groups (see tracking.GroupIds)."""
@@ -229,6 +231,9 @@ class CameraRules:
                 v.reported_count = cand.count
                 return [v.event(EventKind.OPENED, ts, frame, self.scene.camera_id)]
             return []
+        if v.reemit:
+            v.reemit = False
+            return [v.event(EventKind.OPENED, ts, frame, self.scene.camera_id)]
         if cand.count == v.reported_count:
             v.pending_count = v.count_since = None
             return []

@@ -73,6 +73,23 @@ def test_car_parked_six_minutes_opens_once_at_dwell_and_clears_once_after_leavin
     assert cleared.opened_at == T0 + timedelta(seconds=302) and cleared.cleared_at == T0 + timedelta(seconds=418)
 
 
+def test_a_reopened_violation_keeps_its_opening_time_after_a_restart_from_a_saved_state():
+    """An owner saved its state after the opening, but died before the case reached the store: the restored rules send
+    `opened` again at the next sighting, with the violation's own opening time (the case's opened_at), not the restart's."""
+    import pickle
+
+    rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
+    parked = lambda t: dets(("car", jitter(CAR1, t)))  # noqa: E731
+    [(kind, t_open, opened)] = run(rules, parked, end_s=310)
+    assert kind is EventKind.OPENED and t_open == 302.0
+    restored = pickle.loads(pickle.dumps(rules))  # what a checkpoint holds
+    restored.reopen([opened.violation_id, "cam-1:nowhere:illegal_parking:t9:20240603T020000Z"])  # an unknown id is ignored
+    [(kind, t_again, again)] = run(restored, parked, start=T0 + timedelta(seconds=312), end_s=20)
+    assert kind is EventKind.OPENED and t_again == 0.0 and again.violation_id == opened.violation_id
+    assert again.opened_at == opened.opened_at == T0 + timedelta(seconds=302) and again.at == T0 + timedelta(seconds=312)
+    assert run(restored, parked, start=T0 + timedelta(seconds=334), end_s=20) == []  # sent once
+
+
 def test_brief_stops_and_passing_cars_produce_nothing():
     rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
 

@@ -19,7 +19,7 @@ node. When an owner dies (its process or its node), the supervisor starts its ca
 owner elsewhere, from those states: violations keep their ids, so an `opened` event seen again
 finds its case (the case store drafts one case per violation id) instead of drafting another,
 and a violation saved as opened whose case never reached the store (the owner died in between)
-is opened again. A replayed file skips its frames up to the saved state. Not carried over: the
+is opened again at its next sighting, keeping its own opening time (the case's `opened_at`). A replayed file skips its frames up to the saved state. Not carried over: the
 ring buffer (the strips of openings just after a restart are shorter) and events in flight
 other than openings (an `updated`/`cleared` being written when the owner died). An inference
 actor that dies is started again by Ray; meanwhile owners send their frames to the others.
