@@ -354,7 +354,8 @@ class RayPhotos:
             return record_outcomes([], stats, analyser, journal, show_progress=show_progress)
         spec = StepsSpec(settings, journal, grid, analyser.taxonomy)
         box = [ray.put(spec)]  # in a list, so Ray passes the reference and an actor fetches it once per run
-        batches = [Batch(list(enumerate(sources))[k:k + p.batch]) for k in range(0, len(sources), p.batch)]
+        items = list(enumerate(sources))
+        batches = [Batch(items[k:k + p.batch]) for k in range(0, len(items), p.batch)]
         pools = self._pools(p)
         log.info("triage on Ray (%s): %s", self.info.describe(), p.describe())
         try:

@@ -50,8 +50,8 @@ def photo_folds(dataset: Dataset, k: int, seed: int = 0) -> list[tuple[np.ndarra
     spread over the folds (stratified by source and by the rarest type a photo shows)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    rarest_first = sorted((*TILE_HEADS, PARKING), key=lambda h: int((dataset.labels(h) == 1).sum()))
-    labels = {h: dataset.labels(h) for h in rarest_first}
+    labels = {h: dataset.labels(h) for h in (*TILE_HEADS, PARKING)}
+    rarest_first = sorted(labels, key=lambda h: int((labels[h] == 1).sum()))
     shown = [next((n + 1 for n, h in enumerate(rarest_first) if labels[h][i] == 1), 0) for i in range(len(dataset.photos))]
     sources = sorted({p.source for p in dataset.photos})
     strat = np.array([s + (len(rarest_first) + 1) * sources.index(p.source) for s, p in zip(shown, dataset.photos, strict=True)])

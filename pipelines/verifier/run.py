@@ -84,6 +84,7 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
     grid = _grid(options.tiles)
     sources = np.array([p.source for p in dataset.photos])
     groups = np.array([p.group for p in dataset.photos])
+    inside = np.ones(len(dataset.photos), bool) if within is None else np.isin(np.arange(len(dataset.photos)), within)
     results: dict[str, HeadResult] = {}
     refused: dict[str, float] = {}
     for name in options.heads or heads_to_train(dataset):
@@ -91,7 +92,7 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
         log.info("training head %s", name)
         r = results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress, within=within, nested=nested)
         y = dataset.labels(name)
-        m = (y >= 0) if within is None else (y >= 0) & np.isin(np.arange(len(y)), within)  # labelled for it, in `within`
+        m = (y >= 0) & inside  # labelled for it, in `within`
         found = r.oof_found[m] if nested else r.oof_scores[m] >= r.threshold_logit
         f1 = figures(found, r.oof_scores[m], y[m], sources[m], groups[m], 0)["all"]["F1"]
         if f1 < MIN_SHIP_F1:
