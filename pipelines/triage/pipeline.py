@@ -235,9 +235,16 @@ def judge_image(image, data: bytes | None, name: str, detector: Detector, judgem
     both are judged alike. Returns the detections the rules read and the verifier's verdicts."""
     stages = stages or StageProfile(seconds=dict.fromkeys(STAGES, 0.0))
     detections, verdicts = see_photo(image, detector, judgement, stages)
+    return judge_seen(image, data, name, detections, verdicts, judgement, text, stages), verdicts
+
+
+def judge_seen(image, data: bytes | None, name: str, detections: sv.Detections, verdicts: Verdicts | None, judgement: Judgement,
+               text: PhotoText, stages: StageProfile) -> sv.Detections:
+    """After the detector and the verifier (`see_photo`): text of the regions worth reading, then the
+    verified regions; the detections the rules read."""
     detections = read_photo_text(image, data, detections, verdicts, text, name, stages)
     h, w = image.shape[:2]
-    return judgement.photo(verdicts, detections, w, h), verdicts
+    return judgement.photo(verdicts, detections, w, h)
 
 
 def detector_threads(workers: int, device: str) -> int | None:

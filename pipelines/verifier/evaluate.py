@@ -19,7 +19,7 @@ from detect.frames import Frame
 from detect.imageio import decode_image
 from detect.judgement import Judgement
 from detect.rules import PhotoRules
-from pipelines.triage.pipeline import read_photo_text, see_photo
+from pipelines.triage.pipeline import judge_seen, see_photo
 from pipelines.triage.text import OcrMode, PhotoText
 from pipelines.verifier.data import Dataset, Photo
 from pipelines.verifier.metrics import figures
@@ -46,11 +46,8 @@ def judge(photos: list[Photo], detector, judgement: Judgement, *, ocr: str = "au
     for i, photo in enumerate(photos):
         data = photo.path.read_bytes()
         image = decode_image(data, photo.file, max_side=imgsz).image
-        dets, verdicts = see_photo(image, detector, judgement, stages)
-        plain = dets
-        dets = read_photo_text(image, data, dets, verdicts, text, photo.file, stages)
-        h, w = image.shape[:2]
-        dets = judgement.photo(verdicts, dets, w, h)
+        plain, verdicts = see_photo(image, detector, judgement, stages)
+        dets = judge_seen(image, data, photo.file, plain, verdicts, judgement, text, stages)
         frame = Frame(image, photo.file, WHEN)
         found_v.append({e.violation_type for e in rules.process(frame, dets, verified=judgement.verified_types)})
         found_r.append({e.violation_type for e in rules.process(frame, plain)})
