@@ -53,3 +53,4 @@ class ViolationEvent:
     object_count: int = 1
     thresholds: dict[str, float] = field(default_factory=dict)
     object_id: str | None = None
+    severity: str = "general"  # detect.taxonomy.Severity: the type's, or its road grade's or zone's

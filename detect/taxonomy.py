@@ -47,6 +47,24 @@ class Anchor(StrEnum):
     CENTER = "center"  # things on walls: text, posters, banners
 
 
+class Severity(StrEnum):
+    """How serious a case is (案件等级), for reports by severity and for the review queue.
+
+    The type sets it (`severity` under the type), a road grade or a zone may raise or lower it for
+    their zones (the same layering as the thresholds), and a reviewer may correct it on the case."""
+
+    GENERAL = "general"  # 一般
+    MAJOR = "major"  # 较重
+    SERIOUS = "serious"  # 严重
+
+    @property
+    def name_zh(self) -> str:
+        return SEVERITY_ZH[self]
+
+
+SEVERITY_ZH = {Severity.GENERAL: "一般", Severity.MAJOR: "较重", Severity.SERIOUS: "严重"}
+
+
 class PrivacyRegion(StrEnum):
     """The part of a box blurred in the shared copies of evidence images (detect.evidence.privacy)."""
 
@@ -107,7 +125,8 @@ class CityCode(ConfigModel):
 
 
 class Thresholds(ConfigModel):
-    """The numbers a rule uses; defaults per type here, overrides per scene zone."""
+    """The numbers a rule uses, and the severity of what it opens; defaults per type here, overrides
+    per road grade and per zone."""
 
     min_conf: float = Field(0.3, title="Minimum confidence", description="Detections below this confidence are ignored.", ge=0.0, le=1.0)
     min_area: float = Field(
@@ -121,16 +140,19 @@ class Thresholds(ConfigModel):
     min_count: int = Field(
         1, title="Minimum count", description="Objects a group must count (stalls of a road market) to be a violation; road grades raise it in lanes.", ge=1
     )
+    severity: Severity = Field(
+        Severity.GENERAL, title="Severity",
+        description="Severity of the cases it opens (案件等级): general 一般, major 较重 or serious 严重; a road grade may set it per type.")
 
     def with_overrides(self, overrides: ThresholdOverrides | None) -> Thresholds:
         """These thresholds with the fields that `overrides` sets replaced."""
         if overrides is None:
             return self
-        return Thresholds(**{**self.threshold_values(), **overrides.model_dump(exclude_none=True)})
+        return Thresholds(**{**self.model_dump(include=set(Thresholds.model_fields)), **overrides.model_dump(exclude_none=True)})
 
     def threshold_values(self) -> dict[str, float]:
         """Only the threshold numbers (what an event records as `thresholds`)."""
-        return {name: float(getattr(self, name)) for name in Thresholds.model_fields}
+        return {name: float(getattr(self, name)) for name in Thresholds.model_fields if name != "severity"}
 
 
 class ThresholdOverrides(ConfigModel):
@@ -142,6 +164,7 @@ class ThresholdOverrides(ConfigModel):
     clear_s: float | None = Field(None, title="Clear seconds", description="Override of the type's clear_s.", ge=0.0)
     cooldown_s: float | None = Field(None, title="Cooldown seconds", description="Override of the type's cooldown_s.", ge=0.0)
     min_count: int | None = Field(None, title="Minimum count", description="Override of the type's min_count.", ge=1)
+    severity: Severity | None = Field(None, title="Severity", description="Override of the type's severity (general, major, serious).")
 
 
 class ViolationType(Thresholds):
@@ -245,8 +268,8 @@ class ViolationType(Thresholds):
 
     @property
     def thresholds(self) -> Thresholds:
-        """The type's default thresholds alone."""
-        return Thresholds(**self.threshold_values())
+        """The type's default thresholds (and severity) alone."""
+        return Thresholds(**self.model_dump(include=set(Thresholds.model_fields)))
 
     def evidence_score(self, class_names: set[str] | list[str]) -> float:
         """Summed weight of the distinct evidence classes present (other classes weigh 0)."""

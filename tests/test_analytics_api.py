@@ -167,3 +167,41 @@ def test_a_reviewer_tags_a_stall_food_on_site_and_the_score_counts_it_as_such(tm
         assert untagged.status_code == 200 and untagged.json()["details"]["tags"] == []  # tags change in any state
         assert client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"type": "flyposting"}).status_code == 409
     store.close()
+
+
+def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity(tmp_path):
+    """Severity (案件等级) is set at opening (here: none recorded, so general) and corrected in review: PATCH with
+    revision and audit, an unknown value refused; /meta lists the levels with their Chinese names; the report and
+    the export count by it."""
+    from datetime import datetime
+
+    from pipelines.analytics.casedata import load_cases
+    from pipelines.analytics.export import COLUMNS, export_table
+
+    settings = settings_for(tmp_path)
+    app, tokens = make_app(settings, resume_jobs=False)
+    store = app.state.ctx.store
+    maker = CaseMaker(store)
+    stall = maker.add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ))
+    maker.add("flyposting", G2, datetime(2026, 12, 4, 10, tzinfo=TZ))
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        levels = client.get("/api/v1/meta", headers=reviewer).json()["severities"]
+        assert levels == [{"id": "general", "zh": "一般"}, {"id": "major", "zh": "较重"}, {"id": "serious", "zh": "严重"}]
+        bad = client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"severity": "catastrophic"})
+        assert bad.status_code == 422 and "severity" not in store.get(stall).details
+        set_ = client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"severity": "serious"})
+        assert set_.status_code == 200 and set_.json()["details"]["severity"] == "serious"
+        revision = store.get(stall).details["revisions"][-1]
+        assert (revision["field"], revision["from"], revision["to"]) == ("severity", "general", "serious")
+        assert client.get(f"/api/v1/cases/{stall}/audit", headers=reviewer).json()[-1]["details"]["severity"] == {"from": None, "to": "serious"}
+        again = client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"severity": "serious"})
+        assert again.status_code == 200 and len(store.get(stall).details["revisions"]) == 1  # no change, no revision
+
+    report = build_report(store.engine, load_places(settings.analytics), load_taxonomy(), parse_period("2026-12"), TZ)
+    rows = {r[0]: r for r in report.tables["by_severity"].rows}
+    assert [rows[s][1:3] for s in ("general", "major", "serious")] == [["一般", 1], ["较重", 0], ["严重", 1]]
+    table = export_table(load_cases(store.engine, load_places(settings.analytics)), load_taxonomy(), TZ)
+    column = COLUMNS.index("严重程度 severity")
+    assert sorted(r[column] for r in table.rows) == ["general", "serious"]
+    store.close()

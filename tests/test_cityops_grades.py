@@ -26,7 +26,7 @@ def _zone(grade: str | None, **extra) -> dict:
 
 def test_same_bus_opens_at_once_on_the_main_road_and_later_in_the_lane(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     grades = {"grades": {"main": {"name_zh": "主要道路（严禁）", "name_en": "Main road",
-                                  "thresholds": {"illegal_parking": {"dwell_s": 0, "clear_s": 10}}},
+                                  "thresholds": {"illegal_parking": {"dwell_s": 0, "clear_s": 10, "severity": "serious"}}},
                          "lane": {"name_zh": "支路街巷（规范）", "name_en": "Lane", "types": ["illegal_parking"],
                                   "thresholds": {"illegal_parking": {"dwell_s": 20, "clear_s": 10}}}}}
     (tmp_path / "grades.yaml").write_text(yaml.safe_dump(grades, allow_unicode=True), encoding="utf-8")
@@ -43,6 +43,7 @@ def test_same_bus_opens_at_once_on_the_main_road_and_later_in_the_lane(tmp_path,
     assert timedelta(seconds=4) <= main.opened_at - clip.start <= timedelta(seconds=6)  # at first sight
     assert timedelta(seconds=24) <= lane.opened_at - clip.start <= timedelta(seconds=27)  # after the lane's 20 s
     assert main.first_seen_at == lane.first_seen_at
+    assert (main.details["severity"], lane.details["severity"]) == ("serious", "general")  # the grade's, the type's
 
 
 def test_shipped_grades_fold_into_zones_and_the_zone_own_thresholds_win(tmp_path):
@@ -118,3 +119,27 @@ def test_a_photo_in_a_graded_grid_cell_is_judged_by_the_cell_grade(tmp_path, bus
     grid.write_text(json.dumps(cells), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"grid.geojson: features\.1\.properties\.grade: unknown grade 'motorway' \(known: pedestrian\)"):
         load_grid(grid)
+
+
+def test_a_grade_sets_the_severity_of_what_opens_in_its_zones_and_a_zone_may_set_its_own(tmp_path, bus_jpg, onnx_detector):
+    """bus.jpg (real photo): the parked bus opens as general in an ungraded zone, as major on a main road (shipped
+    grades) and as serious in a main-road zone that sets its own severity; a severity that is no level is refused."""
+    image = read_image(bus_jpg)
+    frame = Frame(image=image, source_id="bus", ts=datetime(2025, 3, 14, 2, 0, tzinfo=UTC))
+    detections = onnx_detector.detect([image])[0]
+    whole = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    zones = {"none": {}, "main": {"grade": "main"},
+             "main-own": {"grade": "main", "thresholds": {"illegal_parking": {"severity": "serious"}}}}
+    found = {}
+    for name, extra in zones.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"camera_id": "bus", "zones": [{"id": "road", "kind": "no_parking", "polygon": whole, **extra}]}), encoding="utf-8")
+        events = PhotoRules().process(frame, detections, scene=load_scene(tmp_path / f"{name}.yaml"))
+        found[name] = {e.violation_type: e.severity for e in events}
+    assert found == {"none": {"illegal_parking": "general"}, "main": {"illegal_parking": "major"},
+                     "main-own": {"illegal_parking": "serious"}}
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"camera_id": "bus", "zones": [
+        {"id": "road", "kind": "no_parking", "polygon": whole, "thresholds": {"illegal_parking": {"severity": "awful"}}}]}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*severity"):
+        load_scene(tmp_path / "bad.yaml")

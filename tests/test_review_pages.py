@@ -128,7 +128,8 @@ def test_queue_shows_evidence_and_is_worked_with_the_keyboard(site):
 
 def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
     """The example sheet's 现场加工食品 item counts stalls tagged food_on_site: the queue page offers that tag on a
-    stall case and saves it with the edit."""
+    stall case and saves it with the edit, together with the severity chosen in its select (严重 serious)."""
+    from selenium.webdriver.support.ui import Select
     from selenium.webdriver.common.by import By
 
     b = site["browser"]
@@ -151,9 +152,15 @@ def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
         return d.find_element(By.CSS_SELECTOR, tag).is_selected()
 
     _wait(b, ticked, "the tag ticked")
+    severity = Select(b.find_element(By.ID, "edit-severity"))
+    assert [o.text for o in severity.options] == ["一般 general", "较重 major", "严重 serious"]
+    assert severity.first_selected_option.get_attribute("value") == "general"
+    severity.select_by_value("serious")
     b.find_element(By.ID, "save-edit").click()
     _wait(b, lambda d: _case(site, case_id)["details"].get("tags") == ["food_on_site"], "the tag saved")
+    assert _case(site, case_id)["details"]["severity"] == "serious"
     _wait(b, lambda d: "food_on_site" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the tag shown")
+    assert "严重 serious" in b.find_element(By.CSS_SELECTOR, "#detail table.facts").text
 
 
 def test_upload_page_shows_progress_and_results(site, bus_jpg):

@@ -16,6 +16,7 @@ from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
 from api.routers.analytics import sheet_for
 from detect.evidence import MANIFEST
+from detect.taxonomy import Severity
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import MAX_TAGS, TAG, Case, CaseQuery
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
@@ -43,6 +44,8 @@ class EditBody(BaseModel):
     tags: list[Annotated[str, StringConstraints(pattern=TAG.pattern)]] | None = Field(
         None, description="The case's tags, replacing the old ones (what scoring sheets count, e.g. food_on_site; "
         "/api/v1/meta lists the sheet's). Allowed in any state.", max_length=MAX_TAGS)
+    severity: Severity | None = Field(
+        None, description="The case's severity: general (一般), major (较重) or serious (严重); what reports count by. Allowed in any state.")
 
 
 # ---- response bodies --------------------------------------------------------------------------
@@ -61,6 +64,11 @@ class ReasonInfo(BaseModel):
     hard_negative: bool = Field(description="Retraining learns the rejected detections as hard negatives (the object is not what was seen).")
 
 
+class SeverityInfo(BaseModel):
+    id: Severity
+    zh: str
+
+
 class TagInfo(BaseModel):
     tag: str
     items: list[str] = Field(description="Names of the scoring-sheet items that count cases with this tag.")
@@ -75,6 +83,7 @@ class Meta(BaseModel):
     states: list[CaseState] = Field(description="Case states.")
     dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
     tags: list[TagInfo] = Field(description="Tags the deployment's scoring sheet counts (what a reviewer may set on a case).")
+    severities: list[SeverityInfo] = Field(description="Case severities, least serious first.")
 
 
 class CaseView(BaseModel):
@@ -197,6 +206,7 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "states": [s.value for s in CaseState],
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
         "tags": _sheet_tags(ctx),
+        "severities": [{"id": s.value, "zh": s.name_zh} for s in Severity],
     }
 
 
@@ -305,20 +315,24 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
     return case_json(case)
 
 
-@router.patch("/cases/{case_id}", summary="Change the type or edit the description (before dispatch)",
+@router.patch("/cases/{case_id}", summary="Change the type or edit the description (before dispatch), set tags or severity",
               response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
 def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
-    if body.type is None and body.description is None and body.tags is None:
-        raise Problem(422, "nothing to change: give `type`, `description` and/or `tags`")
+    if body.type is None and body.description is None and body.tags is None and body.severity is None:
+        raise Problem(422, "nothing to change: give `type`, `description`, `tags` and/or `severity`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
     before = ctx.store.get(case_id)
-    case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags)
+    case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
+                            severity=body.severity)
     changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in (("type", "violation_type"), ("description", "description"))
                if getattr(before, c) != getattr(case, c)}
     old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
     if old_tags != new_tags:
         changes["tags"] = {"from": old_tags, "to": new_tags}
+    old_severity, new_severity = (before.details or {}).get("severity"), (case.details or {}).get("severity")
+    if old_severity != new_severity:
+        changes["severity"] = {"from": old_severity, "to": new_severity}
     if changes:
         ctx.accounts.audit(who, "edit", case.id, changes)
         ctx.metrics.reviews.labels("edit").inc()

@@ -67,10 +67,13 @@ function renderDetail(d) {
   const tagBoxes = offered.map((t) => SW.el("label", { title: t.items.join("; ") },
     SW.el("input", Object.assign({ type: "checkbox", class: "edit-tag", value: t.tag }, caseTags.includes(t.tag) ? { checked: "" } : {})),
     ` ${t.items[0] || t.tag} (${t.tag})`));
+  const severity = (c.details && c.details.severity) || "general";
+  const severitySelect = SW.el("select", { id: "edit-severity", title: "严重程度 Severity" }, ...Q.meta.severities.map((s) =>
+    SW.el("option", Object.assign({ value: s.id }, s.id === severity ? { selected: "" } : {}), `${s.zh} ${s.id}`)));
   parts.push(SW.el("div", { class: "actions" },
     SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
     SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
-    " ", typeSelect, desc, ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
+    " ", typeSelect, desc, severitySelect, ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
   if (ev && ev.boxes && ev.boxes.url) {
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
     const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, label: ev.zone.id }] : [];
@@ -84,7 +87,8 @@ function renderDetail(d) {
   const rows = [
     ["状态 State", c.state], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
     ["网格 Grid cell", c.grid_cell], ["发现 Opened", c.opened_at], ["描述 Description", c.description],
-    ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
+    ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")],
+    ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
     ["审核 Review", c.review_decision ? `${c.review_decision} · ${c.reviewer} · ${c.review_reason || ""}` : ""],
   ];
   parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
@@ -115,7 +119,8 @@ function reject(code) {
 }
 
 function saveEdit() {
-  const body = { type: document.getElementById("edit-type").value, description: document.getElementById("edit-description").value };
+  const body = { type: document.getElementById("edit-type").value, description: document.getElementById("edit-description").value,
+    severity: document.getElementById("edit-severity").value };
   const boxes = [...document.querySelectorAll("input.edit-tag")];
   if (boxes.length) body.tags = boxes.filter((x) => x.checked).map((x) => x.value);  // no boxes: leave the case's tags alone
   return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: body }));

@@ -50,6 +50,7 @@ class CaseFact:
     phones: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     shop: str | None = None  # a shop's name or id when the case names one (`details.shop`)
+    severity: str = "general"  # detect.taxonomy.Severity (`details.severity`; cases from before it: general)
     street: str | None = None
     squad: str | None = None
 
@@ -108,6 +109,7 @@ def _fact(row: Any, places: Places) -> CaseFact:
         phones=tuple(sorted({str(p) for p in details.get("phones") or [] if p})),
         tags=tuple(str(t) for t in (tags if isinstance(tags, list) else [tags])),
         shop=str(details["shop"]) if details.get("shop") else None,
+        severity=str(details.get("severity") or "general"),
         street=places.street_of(m["grid_cell"]), squad=places.squad_of(m["grid_cell"]),
     )
 

@@ -19,7 +19,7 @@ from pipelines.analytics.tables import Table
 SOURCES = {"camera": "camera", "photo": "photo_batch"}
 COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "来源 source", "摄像头/批次 camera or batch",
            "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address", "纬度 lat", "经度 lon", "发现时间 opened (local)",
-           "目标数 objects", "号码 phones", "标签 tags", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description"]
+           "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description"]
 
 
 class FilterError(ValueError):
@@ -56,5 +56,5 @@ def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Tab
     rows = [[c.id, c.violation_type, name(c.violation_type), c.state.value, "camera" if c.source_kind == "camera" else "photo",
              c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
              c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, ";".join(c.phones), ";".join(c.tags),
-             c.review_decision, c.dispatch_target, c.dispatch_ref, c.description] for c in cases]
+             c.severity, c.review_decision, c.dispatch_target, c.dispatch_ref, c.description] for c in cases]
     return Table("cases", "案件 Cases", COLUMNS, rows)

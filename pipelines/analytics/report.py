@@ -25,7 +25,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
-from detect.taxonomy import Taxonomy
+from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics import charts
 from pipelines.analytics.casedata import CaseFact, CaseFilter, Handling, handling_times, load_cases
 from pipelines.analytics.periods import NAMES_ZH, Period
@@ -112,6 +112,10 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
     type_ids = sorted(set(now_types) | set(before_types), key=lambda t: (-now_types[t], t))
     add(Table("by_type", "按类型 By type", ["类型 type", "名称 name", "本期 this period", f"上期 previous ({previous.label})", "变化 change"],
               [[t, _short(taxonomy, t), now_types[t], before_types[t], _change(now_types[t], before_types[t])] for t in type_ids]))
+
+    now_sev, before_sev = Counter(c.severity for c in cases), Counter(c.severity for c in before)
+    add(Table("by_severity", "按严重程度 By severity", ["程度 severity", "名称 name", "本期 this period", f"上期 previous ({previous.label})", "变化 change"],
+              [[s.value, s.name_zh, now_sev[s.value], before_sev[s.value], _change(now_sev[s.value], before_sev[s.value])] for s in Severity]))
 
     monthly = len(period.days) > 92
     bins = sorted({d.strftime("%Y-%m") for d in period.days}) if monthly else [d.isoformat() for d in period.days]
@@ -264,7 +268,7 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
 
 def _html(r: Report, svgs: list[tuple[str, str, str]]) -> str:
     env = Environment(loader=PackageLoader("pipelines.analytics", "templates"), autoescape=select_autoescape(["html"]))
-    order = ["summary", "by_state", "by_type", "by_day", "by_hour", "by_grid", "by_street", "by_squad", "hot_spots",
+    order = ["summary", "by_state", "by_type", "by_severity", "by_day", "by_hour", "by_grid", "by_street", "by_squad", "hot_spots",
              "repeat_places", "repeat_shops", "repeat_numbers", "repeat_cameras", "handling"]
     return env.get_template("report.html").render(
         r=r, meta=r.meta(), charts=[(k, title, Markup(s)) for k, title, s in svgs], tables=[r.tables[k] for k in order])

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from detect.taxonomy import Severity
 from pipelines.cases.schema import case_history, cases, migrate, outbox
 from pipelines.cases.states import CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
@@ -329,15 +330,18 @@ class CaseStore:
             return [_row_to(Case, r) for r in conn.execute(page)], total
 
     def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
-               tags: list[str] | None = None, editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
+               tags: list[str] | None = None, severity: Severity | None = None,
+               editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
                now: datetime | None = None) -> Case:
-        """A reviewer corrects the type or the description before the case leaves, or sets its tags.
+        """A reviewer corrects the type or the description before the case leaves, or sets its tags or severity.
 
         Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
         the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
         relabelled case (same boxes, other type) from one that was right first time. Tags
         (`details["tags"]`, what scoring sheets count, e.g. `food_on_site`) are the city's own
-        bookkeeping, never sent: they may change in any state.
+        bookkeeping, never sent: they may change in any state. So may the severity
+        (`details["severity"]`: general, major, serious; set at opening from the type or its road grade),
+        which reports count by.
         """
         now = now or datetime.now(UTC)
         tags = check_tags(tags) if tags is not None else None
@@ -355,7 +359,11 @@ class CaseStore:
             if tags is not None and tags != sorted(details.get("tags") or []):
                 revisions.append({"field": "tags", "from": details.get("tags") or [], "to": tags, "by": actor, "at": now.isoformat()})
                 details["tags"] = tags
-            elif not values:
+            old_severity = details.get("severity") or Severity.GENERAL.value
+            if severity is not None and severity.value != old_severity:
+                revisions.append({"field": "severity", "from": old_severity, "to": severity.value, "by": actor, "at": now.isoformat()})
+                details["severity"] = severity.value
+            if not values and len(revisions) == len(details.get("revisions", [])):
                 return case
             if "violation_type" in values:
                 details.setdefault("detected_type", case.violation_type)

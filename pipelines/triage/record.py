@@ -108,6 +108,7 @@ class PhotoFinding(RecordModel):
     texts: list[str] = Field(default_factory=list, description="OCR text of the evidence.")
     phones: list[str] = Field(default_factory=list, description="Normalised phone numbers in that text.")
     thresholds: dict[str, float] = Field(default_factory=dict, description="Thresholds the rules used.")
+    severity: str = Field("general", description="Severity of the case it opens (general, major, serious): the type's or its road grade's.")
 
     @classmethod
     def of(cls, finding: Finding, taxonomy: Taxonomy, scale: float) -> PhotoFinding:
@@ -116,7 +117,8 @@ class PhotoFinding(RecordModel):
         vt = taxonomy.get(e.violation_type)
         return cls(type=e.violation_type, name_zh=vt.name_zh, name_en=vt.name_en, score=round(finding.score, 4),
                    zone_id=e.zone_id, zone_kind=e.zone_kind, object_count=e.object_count,
-                   boxes=boxes_of(e.detections, scale), texts=e.texts, phones=e.phones, thresholds=e.thresholds)
+                   boxes=boxes_of(e.detections, scale), texts=e.texts, phones=e.phones, thresholds=e.thresholds,
+                   severity=e.severity)
 
     def detections(self) -> sv.Detections:
         """The evidence boxes as detections (full-resolution pixels)."""
@@ -150,6 +152,7 @@ class PhotoFinding(RecordModel):
             phones=sorted({p for f in together for p in f.phones}),
             object_count=self.object_count,
             thresholds=dict(self.thresholds),
+            severity=self.severity,
         )
 
 
