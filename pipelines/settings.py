@@ -172,6 +172,10 @@ class WarnConfig(ConfigModel):
     attempts: int = Field(3, title="Attempts", description="Webhook attempts (exponential back-off between them) before the warning is marked not notified.", ge=1, le=10)
     images_dir: Path = Field(Path("streetwatch-data/warnings"), title="Warning images",
                              description="Where the annotated warning frames are kept (shown in the service).")
+    resume_within_s: float = Field(
+        86400.0, title="Resume after a restart",
+        description="A watcher started again resumes the warnings still waiting for their re-check, unless the re-check was due more "
+        "than this many seconds before the camera's first frame (those are marked lapsed; 0: only those not yet due).", ge=0)
 
 
 class CityOpsConfig(ConfigModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -44,9 +44,9 @@ def gateway():
     server.server_close()
 
 
-def _run(tmp_path, detector, intake, clip_name: str, url: str | None):
-    config = WarnConfig(rules=[{"types": ["illegal_parking"], "zone_kinds": ["no_parking"], "recheck_after_s": 20}],
-                        webhook_url=url, images_dir=tmp_path / "warnings")
+def _run(tmp_path, detector, intake, clip_name: str, url: str | None, recheck_after_s: float = 20, **config):
+    config = WarnConfig(rules=[{"types": ["illegal_parking"], "zone_kinds": ["no_parking"], "recheck_after_s": recheck_after_s}],
+                        webhook_url=url, images_dir=tmp_path / "warnings", **config)
     warner = Warner(config, intake, load_taxonomy())
     cams = [{"id": "cam-w", "url": clip_name, "scene": "cam-w.yaml", "verify_every_s": 2}]
     watcher = Watcher(cameras_file(tmp_path / "cameras.yaml", cams), detector, intake, replay=True, warner=warner)
@@ -101,3 +101,52 @@ def test_gone_at_the_recheck_makes_no_case(tmp_path, bus_jpg, real_sample_dir, o
     assert intake.store.list() == []
     [row] = list_warnings(intake.store.engine)
     assert row["state"] == "complied" and row["case_id"] is None
+
+
+def test_a_warning_left_waiting_by_a_stopped_watcher_is_resumed_by_the_next_one(tmp_path, bus_jpg, real_sample_dir, onnx_detector, gateway):
+    """The watcher stops 8 s after warning the bus (re-check due 60 s after the warning). Started again two minutes
+    later with the bus still there, the rules open the violation anew: that opening takes over the waiting warning
+    (no second warning, no second message) and the re-check, long due, opens the case with the first warning in its
+    evidence. Stopped and started again with the bus gone, a waiting warning closes as complied once the place stayed
+    clear for the clear time; one due longer ago than `resume_within_s` is marked lapsed."""
+    url, received = gateway
+    start = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    parked_clip(tmp_path / "before.mp4", bus_jpg, real_sample_dir, duration_s=15, arrive_s=2, leave_s=15, start=start)
+    parked_clip(tmp_path / "after.mp4", bus_jpg, real_sample_dir, duration_s=30, arrive_s=0, leave_s=30, start=start + timedelta(minutes=2))
+    scene_for(tmp_path, "cam-w", real_sample_dir, dwell_s=5, clear_s=10)
+    intake = make_intake(tmp_path / "data")
+
+    first = _run(tmp_path, onnx_detector, intake, "before.mp4", url, recheck_after_s=60)
+    [warn] = [r for r in first.records if r["event"] == "warning"]
+    assert not [r for r in first.records if r["event"] == "warning_recheck"] and intake.store.list() == []
+    assert [row["state"] for row in list_warnings(intake.store.engine)] == ["warned"]
+    messages = len(received)
+
+    second = _run(tmp_path, onnx_detector, intake, "after.mp4", url, recheck_after_s=60)
+    assert not [r for r in second.records if r["event"] == "warning"] and len(received) == messages  # no second warning
+    [resumed] = [r for r in second.records if r["event"] == "warning_resumed"]
+    [recheck] = [r for r in second.records if r["event"] == "warning_recheck"]
+    assert resumed["warning_id"] == recheck["warning_id"] == warn["warning_id"] and recheck["outcome"] == "escalated"
+    [case] = intake.store.list()
+    assert case.id == recheck["case_id"] and case.details["warning"]["resumed_after_restart"] is True
+    assert case.first_seen_at < start + timedelta(seconds=5)  # first seen before the first watcher stopped
+    assert verify_bundle(intake.evidence.path(case.evidence_ref), KEY).ok
+    [row] = list_warnings(intake.store.engine)
+    assert (row["state"], row["case_id"]) == ("escalated", case.id)
+
+    # gone after the restart: complied after the clear time; one due too long ago: lapsed
+    later = start + timedelta(hours=1)
+    parked_clip(tmp_path / "before2.mp4", bus_jpg, real_sample_dir, duration_s=15, arrive_s=2, leave_s=15, start=later)
+    parked_clip(tmp_path / "gone.mp4", bus_jpg, real_sample_dir, duration_s=30, arrive_s=40, leave_s=41, start=later + timedelta(minutes=2))
+    _run(tmp_path, onnx_detector, intake, "before2.mp4", None, recheck_after_s=60)
+    third = _run(tmp_path, onnx_detector, intake, "gone.mp4", None, recheck_after_s=60)
+    assert [r["outcome"] for r in third.records if r["event"] == "warning_recheck"] == ["complied"]
+    assert sorted(r["state"] for r in list_warnings(intake.store.engine)) == ["complied", "escalated"]
+    assert len(intake.store.list()) == 1
+
+    parked_clip(tmp_path / "before3.mp4", bus_jpg, real_sample_dir, duration_s=15, arrive_s=2, leave_s=15, start=later + timedelta(hours=1))
+    _run(tmp_path, onnx_detector, intake, "before3.mp4", None, recheck_after_s=60)
+    parked_clip(tmp_path / "days-later.mp4", bus_jpg, real_sample_dir, duration_s=10, arrive_s=20, leave_s=21, start=later + timedelta(days=3))
+    fourth = _run(tmp_path, onnx_detector, intake, "days-later.mp4", None, recheck_after_s=60, resume_within_s=3600)
+    assert [r["outcome"] for r in fourth.records if r["event"] == "warning_recheck"] == ["lapsed"]
+    assert sorted(r["state"] for r in list_warnings(intake.store.engine)) == ["complied", "escalated", "lapsed"]

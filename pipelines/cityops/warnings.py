@@ -11,9 +11,13 @@ One missed detection is not compliance: the place must stay clear for the type's
 the rules must have cleared the violation, before the warning counts as complied.
 
 Which types and zone kinds are warned first is configuration (`cityops.warn.rules`); everything
-else opens cases as before. Pending warnings live with the watcher: a watcher stopped before the
-re-check marks its warnings `lapsed` at the next start (the rules start afresh then too, and a
-violation still there is warned again).
+else opens cases as before. Pending warnings outlive the watcher: started again, it resumes the
+warnings still waiting (re-check due at most `resume_within_s` before the camera's first frame;
+older ones are marked `lapsed` then, and those of a camera no longer watched stay `warned`).
+The rules start afresh, so a violation still there opens again under a new id; that opening takes
+over the waiting warning of its camera, zone and type (no second warning, no second message, the
+warning's own re-check time), and the re-check then decides as above. A place that stays clear for
+the type's clear time after the re-check time closes the resumed warning as complied.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -55,7 +59,7 @@ class WarningState(StrEnum):
     WARNED = "warned"  # waiting for the re-check
     COMPLIED = "complied"  # gone at the re-check: no case
     ESCALATED = "escalated"  # still there: the case opened
-    LAPSED = "lapsed"  # the watcher stopped before the re-check
+    LAPSED = "lapsed"  # the watcher stopped before the re-check and did not resume it in time
 
 
 class _Retry(Exception):
@@ -66,14 +70,19 @@ class _Retry(Exception):
 class _Pending:
     id: str
     camera_id: str
-    event: ViolationEvent
-    ctx: BundleContext
+    zone_id: str | None
+    violation_type: str
+    first_seen: datetime
+    warned_at: datetime
     recheck_at: datetime
     clear_s: float
     shop: dict[str, Any]
     notified: str
+    event: ViolationEvent | None  # None: resumed after a restart, waiting for the rules to open the violation again
+    ctx: BundleContext | None
     absent_since: datetime | None = None
     cleared_by_rules: bool = False
+    resumed: bool = False
 
 
 Present = Callable[[str | None, str], sv.Detections]
@@ -90,11 +99,25 @@ class Warner:
         self.client = client or httpx.Client(timeout=config.timeout_s)
         self.token = token
         self.images = Path(config.images_dir)
-        self.pending: dict[str, _Pending] = {}  # violation id -> warning
+        self.pending: dict[str, _Pending] = {}  # violation id (resumed, not yet taken over: `resumed:<warning id>`) -> warning
         self.complied: set[str] = set()  # violation ids whose warning closed without a case (their later events end here)
-        with self.engine.begin() as conn:  # warnings of an earlier watcher cannot be re-checked any more
-            conn.execute(warnings.update().where(warnings.c.state == WarningState.WARNED.value)
-                         .values(state=WarningState.LAPSED.value, checked_at=datetime.now(UTC)))
+        self._resume()
+
+    def _resume(self) -> None:
+        """Take up the warnings an earlier watcher left waiting (each camera's frames decide which are too old)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(warnings).where(warnings.c.state == WarningState.WARNED.value)).all()
+        for row in rows:
+            r = row._mapping
+            saved = (r["details"] or {}).get("resume", {})
+            vtype = self.taxonomy.types.get(r["violation_type"])
+            clear_s = float(saved.get("clear_s", vtype.clear_s if vtype else 0.0))
+            first_seen = datetime.fromisoformat(saved["first_seen"]) if saved.get("first_seen") else r["warned_at"]
+            self.pending[f"resumed:{r['id']}"] = _Pending(
+                r["id"], r["camera_id"], r["zone_id"], r["violation_type"], first_seen, r["warned_at"], r["recheck_at"], clear_s,
+                {"shop": r["shop_id"]} if r["shop_id"] else {}, r["notified"] or "off", None, None, resumed=True)
+        if rows:
+            log.info("warnings: %d waiting for their re-check resumed", len(rows))
 
     # ---- from the rules -------------------------------------------------------------------
 
@@ -118,7 +141,16 @@ class Warner:
         return self.applies(event)
 
     def warn(self, camera, event: ViolationEvent, ctx: BundleContext) -> dict[str, Any]:
-        """Record and send the warning for an opening; returns the structured record."""
+        """Record and send the warning for an opening (or let it take over a resumed one); returns the structured record."""
+        self._lapse_stale(camera.id, event.at)
+        waiting = next((k for k, p in self.pending.items() if p.event is None and p.camera_id == camera.id
+                        and p.zone_id == event.zone_id and p.violation_type == event.violation_type), None)
+        if waiting is not None:
+            p = self.pending.pop(waiting)
+            p.event, p.ctx, p.absent_since = event, ctx, None
+            self.pending[event.violation_id] = p
+            return {"event": "warning_resumed", "warning_id": p.id, "camera_id": camera.id, "violation_id": event.violation_id,
+                    "type": event.violation_type, "zone_id": event.zone_id, "at": event.at.isoformat(), "recheck_at": p.recheck_at.isoformat()}
         rule = next(r for r in self.config.rules if event.violation_type in r.types
                     and (not r.zone_kinds or event.zone_kind in r.zone_kinds))
         warning_id = f"W{event.at:%Y%m%d}-{uuid.uuid4().hex[:10]}"
@@ -143,8 +175,9 @@ class Warner:
                 id=warning_id, violation_id=event.violation_id, violation_type=event.violation_type, camera_id=camera.id,
                 zone_id=event.zone_id, shop_id=shop.get("shop"), state=WarningState.WARNED.value, warned_at=event.at,
                 recheck_at=recheck_at, image=str(image) if image else None, notified=notified, notify_error=error,
-                details={"message": message}))
-        self.pending[event.violation_id] = _Pending(warning_id, camera.id, event, ctx, recheck_at, clear_s, shop, notified)
+                details={"message": message, "resume": {"first_seen": event.first_seen.isoformat(), "clear_s": clear_s}}))
+        self.pending[event.violation_id] = _Pending(warning_id, camera.id, event.zone_id, event.violation_type, event.first_seen,
+                                                    event.at, recheck_at, clear_s, shop, notified, event, ctx)
         return {"event": "warning", "warning_id": warning_id, "camera_id": camera.id, "violation_id": event.violation_id,
                 "type": event.violation_type, "zone_id": event.zone_id, "shop": shop.get("shop"), "notified": notified,
                 "at": event.at.isoformat(), "recheck_at": recheck_at.isoformat()}
@@ -153,11 +186,14 @@ class Warner:
 
     def check(self, camera_id: str, frame: Frame, detections: sv.Detections, present: Present) -> list[dict[str, Any]]:
         """Re-check this camera's due warnings on one frame; returns a record per warning decided."""
-        records = []
+        records = self._lapse_stale(camera_id, frame.ts)
         for vid, p in list(self.pending.items()):
             if p.camera_id != camera_id or frame.ts < p.recheck_at:
                 continue
-            found = present(p.event.zone_id, p.event.violation_type)
+            found = present(p.zone_id, p.violation_type)
+            if len(found) and p.event is None:
+                p.absent_since = None  # resumed and still there: the rules' opening takes it over, then it escalates
+                continue
             if len(found):
                 records.append(self._escalate(p, frame, found, detections))
                 del self.pending[vid]
@@ -170,14 +206,29 @@ class Warner:
                     self.complied.add(vid)
         return records
 
+    def _lapse_stale(self, camera_id: str, now: datetime) -> list[dict[str, Any]]:
+        """Resumed warnings of this camera whose re-check was due more than `resume_within_s` before `now` (its media time): lapsed."""
+        records = []
+        for key, p in list(self.pending.items()):
+            if p.event is None and p.camera_id == camera_id and (now - p.recheck_at).total_seconds() > self.config.resume_within_s:
+                self._decide(p, WarningState.LAPSED, now, None)
+                del self.pending[key]
+                records.append({"event": "warning_recheck", "warning_id": p.id, "camera_id": camera_id, "outcome": "lapsed",
+                                "case_id": None, "at": now.isoformat()})
+        return records
+
     def _escalate(self, p: _Pending, frame: Frame, found: sv.Detections, all_boxes: sv.Detections) -> dict[str, Any]:
-        """Still there: the case opens at the re-check, with the warning as its first sighting."""
+        """Still there: the case opens at the re-check, with the warning as its first sighting (a resumed
+        warning: the first sighting after the restart, first seen when the warning's violation was)."""
         e = p.event
+        assert e is not None and p.ctx is not None
+        first_seen = min(e.first_seen, p.first_seen)
         event = replace(e, kind=EventKind.OPENED, at=frame.ts, opened_at=frame.ts, frame=frame, detections=found,
-                        first_frame=e.frame, dwell_s=(frame.ts - e.first_seen).total_seconds())
+                        first_frame=e.frame, first_seen=first_seen, dwell_s=(frame.ts - first_seen).total_seconds())
         ctx = replace(p.ctx, first_detections=e.detections, privacy_detections=all_boxes)
         case = self.intake.record_event(event, ctx)
-        warning = {"warning_id": p.id, "warned_at": e.at.isoformat(), "recheck_at": p.recheck_at.isoformat(),
+        warning = {"warning_id": p.id, "warned_at": p.warned_at.isoformat(), "recheck_at": p.recheck_at.isoformat(),
+                   "resumed_after_restart": p.resumed,
                    "rechecked_at": frame.ts.isoformat(), "outcome": "still_present", "notified": p.notified,
                    "shop": p.shop.get("shop"), "warning_frame": e.frame.frame_id if e.frame else None,
                    "recheck_frame": frame.frame_id, "objects_at_warning": len(e.detections), "objects_at_recheck": len(found)}
