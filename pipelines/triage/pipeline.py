@@ -239,12 +239,20 @@ def judge_image(image, data: bytes | None, name: str, detector: Detector, judgem
 
 
 def judge_seen(image, data: bytes | None, name: str, detections: sv.Detections, verdicts: Verdicts | None, judgement: Judgement,
-               text: PhotoText, stages: StageProfile) -> sv.Detections:
+               text: PhotoText, stages: StageProfile, *, warnings: list[str] | None = None) -> sv.Detections:
     """After the detector and the verifier (`see_photo`): text of the regions worth reading, then the
-    verified regions; the detections the rules read."""
-    detections = read_photo_text(image, data, detections, verdicts, text, name, stages)
-    h, w = image.shape[:2]
-    return judgement.photo(verdicts, detections, w, h)
+    verified regions; the detections the rules read. With `warnings` (a triage photo's), a failed OCR
+    becomes a warning there and the detections stand without the text; without, it raises."""
+    try:
+        detections = read_photo_text(image, data, detections, verdicts, text, name, stages)
+    except Exception as exc:  # noqa: BLE001 - a triage photo's detections stand without the text
+        if warnings is None:
+            raise
+        log.exception("%s: OCR failed", name)
+        warnings.append(f"OCR failed: {exc}")
+    with stages.timed("verify"):
+        h, w = image.shape[:2]
+        return judgement.photo(verdicts, detections, w, h)
 
 
 def detector_threads(workers: int, device: str) -> int | None:
@@ -314,15 +322,9 @@ class PhotoSteps:
 
     def finish(self, looked: Looked) -> Looked:
         photo, detections, verdicts = looked
-        try:
-            detections = read_photo_text(photo.image, photo.data, detections, verdicts, self.text, photo.source.name, self.stages)
-        except Exception as exc:  # noqa: BLE001 - the detections stand without the text
-            log.exception("%s: OCR failed", photo.source.name)
-            photo.warnings.append(f"OCR failed: {exc}")
+        detections = judge_seen(photo.image, photo.data, photo.source.name, detections, verdicts, self.judgement, self.text,
+                                self.stages, warnings=photo.warnings)
         photo.data = None
-        with self.stages.timed("verify"):
-            h, w = photo.image.shape[:2]
-            detections = self.judgement.photo(verdicts, detections, w, h)
         return photo, detections, verdicts
 
 
