@@ -197,6 +197,10 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
         assert client.get(f"/api/v1/cases/{stall}/audit", headers=reviewer).json()[-1]["details"]["severity"] == {"from": None, "to": "serious"}
         again = client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"severity": "serious"})
         assert again.status_code == 200 and len(store.get(stall).details["revisions"]) == 1  # no change, no revision
+        serious = client.get("/api/v1/cases", params={"severity": "serious"}, headers=reviewer).json()
+        assert [c["id"] for c in serious["items"]] == [stall] and serious["total"] == 1
+        assert client.get("/api/v1/cases", params={"severity": "general"}, headers=reviewer).json()["total"] == 1
+        assert client.get("/api/v1/cases", params={"severity": "awful"}, headers=reviewer).status_code == 422
 
     report = build_report(store.engine, load_places(settings.analytics), load_taxonomy(), parse_period("2026-12"), TZ)
     rows = {r[0]: r for r in report.tables["by_severity"].rows}

@@ -262,6 +262,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
 
 def test_search_and_revise(store):
     """The review API's queries and corrections, on both databases (LIKE escaping, case-insensitive text)."""
+    from detect.taxonomy import Severity
     from pipelines.cases import CaseQuery
 
     made = [store.create_case(NewCase(violation_type=t, source_kind="camera", source_id=s, grid_cell=g, address=a,
@@ -280,6 +281,10 @@ def test_search_and_revise(store):
     assert total == 3 and [c.id for c in page] == [ids[1]]
     with pytest.raises(CaseStoreError, match="cannot sort by"):
         store.search(CaseQuery(sort="evidence_ref"))
+    store.revise(ids[2], actor="rev", severity=Severity.SERIOUS)  # the others have none recorded: general
+    assert [c.id for c in store.search(CaseQuery(severity=Severity.SERIOUS))[0]] == [ids[2]]
+    assert {c.id for c in store.search(CaseQuery(severity=Severity.GENERAL))[0]} == {ids[0], ids[1]}
+    assert store.search(CaseQuery(severity=Severity.MAJOR))[1] == 0
 
     revised = store.revise(ids[0], actor="rev", violation_type="street_stall", description="tricycle with goods")
     assert revised.violation_type == "street_stall" and revised.details["detected_type"] == "illegal_parking"

@@ -232,6 +232,7 @@ def list_cases(
     until: datetime | None = Query(None, description="Opened before."),
     q: str | None = Query(None, max_length=200, description="Text in the id, address, description or violation id."),
     reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
+    severity: Severity | None = Query(None, description="Only cases of this severity (general 一般, major 较重, serious 严重)."),
     sort: Literal[CaseQuery.SORTABLE] = Query("opened_at"),  # type: ignore[valid-type]
     order: Literal["asc", "desc"] = Query("desc"),
     limit: int | None = Query(None, ge=1, le=500),
@@ -239,7 +240,7 @@ def list_cases(
 ) -> dict[str, Any]:
     aware = lambda t: None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))  # noqa: E731
     query = CaseQuery(violation_type=type, state=state, source_id=camera, grid_cell=grid_cell, since=aware(since),
-                      until=aware(until), text=q, reviewed=reviewed, sort=sort, descending=order == "desc",
+                      until=aware(until), text=q, reviewed=reviewed, severity=severity, sort=sort, descending=order == "desc",
                       limit=limit or ctx.service.default_page_size, offset=offset)
     items, total = ctx.store.search(query)
     return {"items": [case_json(c) for c in items], "total": total, "limit": query.limit, "offset": offset}

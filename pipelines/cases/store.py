@@ -154,6 +154,7 @@ class CaseQuery:
     until: datetime | None = None  # opened before
     text: str | None = None  # in the id, address, description or violation id (case-insensitive)
     reviewed: bool | None = None  # True: has a review decision; False: none yet
+    severity: Severity | None = None  # `details.severity` (cases recorded before it: general)
     sort: str = "opened_at"
     descending: bool = True
     limit: int = 50
@@ -178,6 +179,9 @@ class CaseQuery:
             where.append(c.opened_at < self.until)
         if self.reviewed is not None:
             where.append(c.review_decision.is_not(None) if self.reviewed else c.review_decision.is_(None))
+        if self.severity is not None:
+            recorded = sa.func.coalesce(c.details["severity"].as_string(), Severity.GENERAL.value)
+            where.append(recorded == Severity(self.severity).value)
         if self.text:
             pattern = "%" + self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(sa.or_(*(sa.func.lower(col).like(pattern, escape="\\")
