@@ -159,6 +159,7 @@ def test_near_duplicates_become_one_case_led_by_the_best_photo(run):
     assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
     row = next(r for r in rows if r["photos"] == "2")
     assert row["type"] == "illegal_parking" and row["name_zh"] == "机动车乱停放" and row["grid_cell"] == "330102001001"
+    assert row["severity"] == "general"  # the type's own: the grid cell has no grade
     assert row["lead_photo"] == pair.lead.source and row["first_taken_at"] == "2024-06-03T09:00:00+08:00"
 
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from detect.taxonomy import Severity
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.journal import read_records
 from pipelines.triage.record import PhotoRecord, RecordStatus
@@ -71,13 +72,16 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
     return members, tally
 
 
+_SEVERITY_ORDER = [s.value for s in Severity]
+
+
 def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo) -> None:
     """One row per candidate case, ranked; UTF-8 with BOM so spreadsheet programs show the Chinese."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="", encoding="utf-8-sig") as fh:
         w = csv.writer(fh)
         w.writerow(["rank", "case_id", "type", "name_zh", "name_en", "score", "photos", "lead_photo", "all_photos",
-                    "first_taken_at", "last_taken_at", "lat", "lon", "grid_cell", "phones", "texts", "evidence", "state", "case_note"])
+                    "first_taken_at", "last_taken_at", "lat", "lon", "grid_cell", "severity", "phones", "texts", "evidence", "state", "case_note"])
         for rank, (g, ref) in enumerate(zip(groups, refs, strict=True), 1):
             lead, times = g.lead, sorted(m.taken_at for m in g.members)
             w.writerow([
@@ -85,6 +89,7 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
                 len(g.members), lead.source, ";".join(m.source for m in g.members),
                 times[0].astimezone(tz).isoformat(), times[-1].astimezone(tz).isoformat(),
                 "" if lead.lat is None else lead.lat, "" if lead.lon is None else lead.lon, lead.record.grid_cell or "",
+                max((m.finding.severity for m in g.members), key=_SEVERITY_ORDER.index),
                 ";".join(sorted({p for m in g.members for p in m.finding.phones})),
                 " | ".join(dict.fromkeys(t for m in g.members for t in m.finding.texts)),
                 ref.evidence or "", ref.state or "", ref.error or "",
