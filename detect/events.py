@@ -15,6 +15,7 @@ from enum import StrEnum
 import supervision as sv
 
 from detect.frames import Frame
+from detect.taxonomy import Severity
 
 
 class EventKind(StrEnum):
@@ -53,4 +54,4 @@ class ViolationEvent:
     object_count: int = 1
     thresholds: dict[str, float] = field(default_factory=dict)
     object_id: str | None = None
-    severity: str = "general"  # detect.taxonomy.Severity: the type's, or its road grade's or zone's
+    severity: Severity = Severity.GENERAL  # the type's, or its road grade's or zone's

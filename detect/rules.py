@@ -93,7 +93,7 @@ class _Violation:
             object_count=c.count,
             thresholds=c.thresholds.threshold_values(),
             object_id=c.object_id,
-            severity=str(c.thresholds.severity),
+            severity=c.thresholds.severity,
         )
 
 

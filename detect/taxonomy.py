@@ -13,6 +13,7 @@ privacy blur, tracker family, zone anchor), so a newly trained model with `stall
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +61,12 @@ class Severity(StrEnum):
     @property
     def name_zh(self) -> str:
         return SEVERITY_ZH[self]
+
+    @classmethod
+    def most_serious(cls, severities: Iterable[str]) -> Severity:
+        """The most serious of some severities (none: general): what a case made of several sightings records."""
+        order = list(cls)
+        return max((cls(s) for s in severities), key=order.index, default=cls.GENERAL)
 
 
 SEVERITY_ZH = {Severity.GENERAL: "一般", Severity.MAJOR: "较重", Severity.SERIOUS: "严重"}

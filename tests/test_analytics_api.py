@@ -194,7 +194,7 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
         assert set_.status_code == 200 and set_.json()["details"]["severity"] == "serious"
         revision = store.get(stall).details["revisions"][-1]
         assert (revision["field"], revision["from"], revision["to"]) == ("severity", "general", "serious")
-        assert client.get(f"/api/v1/cases/{stall}/audit", headers=reviewer).json()[-1]["details"]["severity"] == {"from": None, "to": "serious"}
+        assert client.get(f"/api/v1/cases/{stall}/audit", headers=reviewer).json()[-1]["details"]["severity"] == {"from": "general", "to": "serious"}
         again = client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"severity": "serious"})
         assert again.status_code == 200 and len(store.get(stall).details["revisions"]) == 1  # no change, no revision
         serious = client.get("/api/v1/cases", params={"severity": "serious"}, headers=reviewer).json()

@@ -60,6 +60,10 @@ def test_a_record_read_back_gives_the_event_the_photo_rules_made(tmp_path, bus_j
     assert list(event.detections.data["class_name"]) == list(rules.detections.data["class_name"]) == ["bus"]
     np.testing.assert_allclose(event.detections.xyxy, rules.detections.xyxy * photo.scale, atol=0.06)
     np.testing.assert_allclose(event.detections.confidence, rules.detections.confidence, atol=1e-4)
+    assert event.severity == rules.severity == "general"
+    # a case of several photos records the most serious of their severities, as cases.csv shows it
+    main_road = record.findings[0].model_copy(update={"severity": "major"})
+    assert record.findings[0].event(record, "photo:x:illegal_parking", group=[main_road]).severity == "major"
 
 
 def _first_release(line: dict) -> dict:

@@ -18,7 +18,7 @@ from api.routers.analytics import sheet_for
 from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
 from pipelines.cases.states import CaseState
-from pipelines.cases.store import MAX_TAGS, TAG, Case, CaseQuery
+from pipelines.cases.store import MAX_TAGS, TAG, Case, CaseQuery, severity_of
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
 
@@ -331,9 +331,9 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
     if old_tags != new_tags:
         changes["tags"] = {"from": old_tags, "to": new_tags}
-    old_severity, new_severity = (before.details or {}).get("severity"), (case.details or {}).get("severity")
+    old_severity, new_severity = severity_of(before.details), severity_of(case.details)
     if old_severity != new_severity:
-        changes["severity"] = {"from": old_severity, "to": new_severity}
+        changes["severity"] = {"from": old_severity.value, "to": new_severity.value}
     if changes:
         ctx.accounts.audit(who, "edit", case.id, changes)
         ctx.metrics.reviews.labels("edit").inc()

@@ -16,9 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from detect.taxonomy import Severity
 from pipelines.analytics.places import NONE_UNIT, Places, Unit
 from pipelines.cases.schema import case_history, cases
 from pipelines.cases.states import CaseState
+from pipelines.cases.store import severity_of
 
 # A case a person (or the auto-queue) has let through: approved in review, or past `candidate`.
 _DISPATCHED = {CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
@@ -50,7 +52,7 @@ class CaseFact:
     phones: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     shop: str | None = None  # a shop's name or id when the case names one (`details.shop`)
-    severity: str = "general"  # detect.taxonomy.Severity (`details.severity`; cases from before it: general)
+    severity: Severity = Severity.GENERAL  # `details.severity` (pipelines.cases.store.severity_of)
     street: str | None = None
     squad: str | None = None
 
@@ -109,7 +111,7 @@ def _fact(row: Any, places: Places) -> CaseFact:
         phones=tuple(sorted({str(p) for p in details.get("phones") or [] if p})),
         tags=tuple(str(t) for t in (tags if isinstance(tags, list) else [tags])),
         shop=str(details["shop"]) if details.get("shop") else None,
-        severity=str(details.get("severity") or "general"),
+        severity=severity_of(details),
         street=places.street_of(m["grid_cell"]), squad=places.squad_of(m["grid_cell"]),
     )
 

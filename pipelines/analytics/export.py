@@ -56,5 +56,5 @@ def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Tab
     rows = [[c.id, c.violation_type, name(c.violation_type), c.state.value, "camera" if c.source_kind == "camera" else "photo",
              c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
              c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, ";".join(c.phones), ";".join(c.tags),
-             c.severity, c.review_decision, c.dispatch_target, c.dispatch_ref, c.description] for c in cases]
+             c.severity.value, c.review_decision, c.dispatch_target, c.dispatch_ref, c.description] for c in cases]
     return Table("cases", "案件 Cases", COLUMNS, rows)

@@ -115,7 +115,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
 
     now_sev, before_sev = Counter(c.severity for c in cases), Counter(c.severity for c in before)
     add(Table("by_severity", "按严重程度 By severity", ["程度 severity", "名称 name", "本期 this period", f"上期 previous ({previous.label})", "变化 change"],
-              [[s.value, s.name_zh, now_sev[s.value], before_sev[s.value], _change(now_sev[s.value], before_sev[s.value])] for s in Severity]))
+              [[s.value, s.name_zh, now_sev[s], before_sev[s], _change(now_sev[s], before_sev[s])] for s in Severity]))
 
     monthly = len(period.days) > 92
     bins = sorted({d.strftime("%Y-%m") for d in period.days}) if monthly else [d.isoformat() for d in period.days]

@@ -307,7 +307,7 @@ def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:
         cleared_at=event.cleared_at,
         details={"event_source": event.source_id, "object_id": event.object_id, "zone_kind": event.zone_kind,
                  "dwell_s": event.dwell_s, "score": event.score, "object_count": event.object_count,
-                 "texts": list(event.texts), "phones": list(event.phones), "severity": event.severity,
+                 "texts": list(event.texts), "phones": list(event.phones), "severity": str(event.severity),
                  "recorded_at": datetime.now(UTC).isoformat()},
     )
 

@@ -46,6 +46,12 @@ TAG = re.compile(r"^[a-z0-9_]{1,32}$")
 MAX_TAGS = 10
 
 
+def severity_of(details: dict[str, Any] | None) -> Severity:
+    """A case's severity (`details["severity"]`); cases recorded before severity existed count as general
+    (`CaseQuery.severity` applies the same default in SQL)."""
+    return Severity((details or {}).get("severity") or Severity.GENERAL)
+
+
 def check_tags(tags: list[str]) -> list[str]:
     """Tags sorted and unique, or CaseStoreError naming the bad one (lower-case letters, digits, `_`)."""
     out = sorted(set(tags))
@@ -180,7 +186,7 @@ class CaseQuery:
         if self.reviewed is not None:
             where.append(c.review_decision.is_not(None) if self.reviewed else c.review_decision.is_(None))
         if self.severity is not None:
-            recorded = sa.func.coalesce(c.details["severity"].as_string(), Severity.GENERAL.value)
+            recorded = sa.func.coalesce(c.details["severity"].as_string(), Severity.GENERAL.value)  # as `severity_of`
             where.append(recorded == Severity(self.severity).value)
         if self.text:
             pattern = "%" + self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -363,9 +369,9 @@ class CaseStore:
             if tags is not None and tags != sorted(details.get("tags") or []):
                 revisions.append({"field": "tags", "from": details.get("tags") or [], "to": tags, "by": actor, "at": now.isoformat()})
                 details["tags"] = tags
-            old_severity = details.get("severity") or Severity.GENERAL.value
-            if severity is not None and severity.value != old_severity:
-                revisions.append({"field": "severity", "from": old_severity, "to": severity.value, "by": actor, "at": now.isoformat()})
+            old_severity = severity_of(details)
+            if severity is not None and severity != old_severity:
+                revisions.append({"field": "severity", "from": old_severity.value, "to": severity.value, "by": actor, "at": now.isoformat()})
                 details["severity"] = severity.value
             if not values and len(revisions) == len(details.get("revisions", [])):
                 return case

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from detect import fields
 from detect.events import EventKind, ViolationEvent
 from detect.frames import Frame
-from detect.taxonomy import Taxonomy
+from detect.taxonomy import Severity, Taxonomy
 from pipelines.triage.findings import Finding
 
 IsoTime = Annotated[datetime, PlainSerializer(lambda t: t.isoformat(), return_type=str, when_used="json")]
@@ -108,7 +108,7 @@ class PhotoFinding(RecordModel):
     texts: list[str] = Field(default_factory=list, description="OCR text of the evidence.")
     phones: list[str] = Field(default_factory=list, description="Normalised phone numbers in that text.")
     thresholds: dict[str, float] = Field(default_factory=dict, description="Thresholds the rules used.")
-    severity: str = Field("general", description="Severity of the case it opens (general, major, serious): the type's or its road grade's.")
+    severity: Severity = Field(Severity.GENERAL, description="Severity of the case it opens (general, major, serious): the type's or its road grade's.")
 
     @classmethod
     def of(cls, finding: Finding, taxonomy: Taxonomy, scale: float) -> PhotoFinding:
@@ -131,7 +131,8 @@ class PhotoFinding(RecordModel):
         record to an event (evidence boxes in full-resolution pixels, `frame` the photo at full resolution).
 
         `group`: findings of the same violation in other photos (a case's near-duplicates); their texts and
-        phone numbers join this one's. `first_seen`: when the violation was first photographed (default: this photo's time).
+        phone numbers join this one's, and the case takes the most serious of their severities.
+        `first_seen`: when the violation was first photographed (default: this photo's time).
         """
         together = [self, *group]
         return ViolationEvent(
@@ -152,7 +153,7 @@ class PhotoFinding(RecordModel):
             phones=sorted({p for f in together for p in f.phones}),
             object_count=self.object_count,
             thresholds=dict(self.thresholds),
-            severity=self.severity,
+            severity=Severity.most_serious(f.severity for f in together),
         )
 
 

@@ -72,9 +72,6 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
     return members, tally
 
 
-_SEVERITY_ORDER = [s.value for s in Severity]
-
-
 def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo) -> None:
     """One row per candidate case, ranked; UTF-8 with BOM so spreadsheet programs show the Chinese."""
     tmp = path.with_suffix(".csv.tmp")
@@ -89,7 +86,7 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
                 len(g.members), lead.source, ";".join(m.source for m in g.members),
                 times[0].astimezone(tz).isoformat(), times[-1].astimezone(tz).isoformat(),
                 "" if lead.lat is None else lead.lat, "" if lead.lon is None else lead.lon, lead.record.grid_cell or "",
-                max((m.finding.severity for m in g.members), key=_SEVERITY_ORDER.index),
+                str(Severity.most_serious(m.finding.severity for m in g.members)),
                 ";".join(sorted({p for m in g.members for p in m.finding.phones})),
                 " | ".join(dict.fromkeys(t for m in g.members for t in m.finding.texts)),
                 ref.evidence or "", ref.state or "", ref.error or "",
