@@ -201,6 +201,10 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
         assert [c["id"] for c in serious["items"]] == [stall] and serious["total"] == 1
         assert client.get("/api/v1/cases", params={"severity": "general"}, headers=reviewer).json()["total"] == 1
         assert client.get("/api/v1/cases", params={"severity": "awful"}, headers=reviewer).status_code == 422
+        exported = client.get("/api/v1/exports/cases", params={"severity": ["serious", "major"]}, headers=reviewer)
+        assert exported.status_code == 200 and [r.split(",")[0] for r in exported.text.strip().splitlines()[1:]] == [stall]
+        refused = client.get("/api/v1/exports/cases", params={"severity": "awful"}, headers=reviewer)
+        assert refused.status_code == 422 and "severity 'awful'" in refused.text
 
     report = build_report(store.engine, load_places(settings.analytics), load_taxonomy(), parse_period("2026-12"), TZ)
     rows = {r[0]: r for r in report.tables["by_severity"].rows}

@@ -170,6 +170,10 @@ def test_cases_export_with_filters(city, tmp_path):
     assert _run("cases", "export", "--out", str(csv_file), "--config", settings).exit_code == 0
     assert csv_file.read_bytes().startswith(b"\xef\xbb\xbf")  # BOM: Excel opens the Chinese text as UTF-8
     assert len(list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8-sig"))))) == 1 + len(city["store"].list()) == 1 + 43
+    general = _run("cases", "export", "--severity", "general", "--config", settings)  # none recorded: general
+    assert general.exit_code == 0 and len(list(csv.DictReader(io.StringIO(general.stdout)))) == 43, general.stderr
+    major = _run("cases", "export", "--severity", "major", "--severity", "serious", "--config", settings)
+    assert major.exit_code == 0 and list(csv.DictReader(io.StringIO(major.stdout))) == [], major.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -181,6 +185,7 @@ def test_cases_export_with_filters(city, tmp_path):
     (["report", "--period", "day", "--date", "2026-02-30"], "--date '2026-02-30'"),
     (["cases", "export", "--type", "ufo"], "--type 'ufo': unknown violation type"),
     (["cases", "export", "--state", "lost"], "--state 'lost': not a case state"),
+    (["cases", "export", "--severity", "awful"], "--severity 'awful': not a case severity"),
     (["cases", "export", "--period", "2026-Q5"], "--period '2026-Q5' does not parse"),
     (["cases", "export", "--out", "cases.pdf"], "name a .csv or .xlsx file"),
 ])

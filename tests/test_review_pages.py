@@ -162,6 +162,14 @@ def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
     _wait(b, lambda d: "food_on_site" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the tag shown")
     assert "严重 serious" in b.find_element(By.CSS_SELECTOR, "#detail table.facts").text
 
+    def queue_with(severity: str) -> list[str]:  # filter, then what the list shows (re-asked until it settles)
+        Select(b.find_element(By.ID, "f-severity")).select_by_value(severity)
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        return [li.get_attribute("data-case") for li in b.find_elements(By.CSS_SELECTOR, "#cases li")]
+
+    _wait(b, lambda d: case_id not in queue_with("general"), "the queue filtered to general cases to leave ours out")
+    _wait(b, lambda d: queue_with("serious") == [case_id], "the queue filtered to serious cases to show ours")
+
 
 def test_upload_page_shows_progress_and_results(site, bus_jpg):
     from selenium.webdriver.common.by import By

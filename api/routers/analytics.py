@@ -173,9 +173,10 @@ def export_cases(
     camera: list[str] = Query([], description="Camera ids or photo batch ids."),
     source: Literal["camera", "photo"] | None = Query(None),
     reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
+    severity: list[str] = Query([], description="Case severities: general (一般), major (较重), serious (严重)."),
 ) -> Response:
     flt = _filter(ctx, types=type, states=state, period=period, grid_cells=grid, streets=street, cameras=camera, source=source,
-                  reviewed=reviewed)
+                  reviewed=reviewed, severities=severity)
     table = export_table(load_cases(ctx.store.engine, _places(ctx), flt), ctx.taxonomy, _tz(ctx))
     name = f"cases-{period or 'all'}"
     if format == "xlsx":

@@ -1,4 +1,4 @@
-// Case export from a page's filters (#f-type, #f-state, and where present #f-period, #f-source): CSV or Excel.
+// Case export from a page's filters (#f-type, #f-state, and where present #f-severity, #f-period, #f-source): CSV or Excel.
 "use strict";
 
 function exportParams(format) {
@@ -9,6 +9,7 @@ function exportParams(format) {
   const queue = !document.getElementById("f-period");
   if (value("f-state")) q.set("state", value("f-state"));
   else if (queue) { q.set("state", "candidate"); q.set("reviewed", "false"); }
+  if (value("f-severity")) q.set("severity", value("f-severity"));
   if (value("f-period")) q.set("period", value("f-period"));
   if (value("f-source")) q.set("source", value("f-source"));
   return q;

@@ -14,6 +14,8 @@ async function loadMeta() {
   for (const s of Q.meta.states) state.append(SW.el("option", { value: s }, s));
   const type = document.getElementById("f-type");
   for (const t of Q.meta.types) type.append(SW.el("option", { value: t.id }, `${t.name_zh} ${t.name_en}`));
+  const severity = document.getElementById("f-severity");
+  for (const s of Q.meta.severities) severity.append(SW.el("option", { value: s.id }, `${s.zh} ${s.id}`));
   const box = document.getElementById("reasons");
   box.append(SW.el("strong", {}, "驳回原因 Reject reason:"));
   Q.meta.reject_reasons.forEach((r, i) => box.append(
@@ -26,6 +28,8 @@ async function loadList() {
   if (state) params.set("state", state); else { params.set("state", "candidate"); params.set("reviewed", "false"); }
   const type = document.getElementById("f-type").value;
   if (type) params.set("type", type);
+  const severity = document.getElementById("f-severity").value;
+  if (severity) params.set("severity", severity);
   const q = document.getElementById("f-q").value.trim();
   if (q) params.set("q", q);
   const page = await SW.json("/api/v1/cases?" + params);

@@ -20,7 +20,7 @@ from detect.taxonomy import Severity
 from pipelines.analytics.places import NONE_UNIT, Places, Unit
 from pipelines.cases.schema import case_history, cases
 from pipelines.cases.states import CaseState
-from pipelines.cases.store import severity_of
+from pipelines.cases.store import recorded_severity, severity_of
 
 # A case a person (or the auto-queue) has let through: approved in review, or past `candidate`.
 _DISPATCHED = {CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
@@ -89,6 +89,7 @@ class CaseFilter:
     source_kind: str | None = None  # camera | photo_batch
     zone_ids: tuple[str, ...] = ()
     reviewed: bool | None = None  # True: has a review decision; False: none yet (the review queue's default view)
+    severities: tuple[Severity, ...] = ()  # `details.severity` (cases recorded before it: general)
 
 
 def _int(value: Any, default: int = 1) -> int:
@@ -149,6 +150,8 @@ def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter()) -
         where.append(c.zone_id.in_(flt.zone_ids))
     if flt.reviewed is not None:
         where.append(c.review_decision.is_not(None) if flt.reviewed else c.review_decision.is_(None))
+    if flt.severities:
+        where.append(recorded_severity().in_([Severity(s).value for s in flt.severities]))
     query = sa.select(*_COLUMNS).where(*where).order_by(c.opened_at, c.id)
     with engine.connect() as conn:
         return [_fact(row, places) for row in conn.execute(query)]

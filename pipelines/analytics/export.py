@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-from detect.taxonomy import Taxonomy
+from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics.casedata import CaseFact, CaseFilter
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.cases.states import CaseState
@@ -28,7 +28,8 @@ class FilterError(ValueError):
 
 def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), states: Sequence[str] = (),
                 period: str | None = None, grid_cells: Sequence[str] = (), streets: Sequence[str] = (),
-                cameras: Sequence[str] = (), source: str | None = None, reviewed: bool | None = None) -> CaseFilter:
+                cameras: Sequence[str] = (), source: str | None = None, reviewed: bool | None = None,
+                severities: Sequence[str] = ()) -> CaseFilter:
     """Check every value (unknown type/state/source, unreadable period) and build the filter."""
     for t in types:
         if t not in taxonomy.types:
@@ -39,6 +40,10 @@ def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), 
             raise FilterError(f"state {s!r}: not a case state (states: {', '.join(known_states)})")
     if source is not None and source not in SOURCES:
         raise FilterError(f"source {source!r}: one of {', '.join(SOURCES)}")
+    known_severities = [s.value for s in Severity]
+    for s in severities:
+        if s not in known_severities:
+            raise FilterError(f"severity {s!r}: not a case severity (severities: {', '.join(known_severities)})")
     start = end = None
     if period:
         try:
@@ -46,7 +51,8 @@ def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), 
         except PeriodError as exc:
             raise FilterError(str(exc)) from None
     return CaseFilter(types=tuple(types), states=tuple(states), start=start, end=end, grid_cells=tuple(grid_cells),
-                      streets=tuple(streets), cameras=tuple(cameras), source_kind=SOURCES.get(source or ""), reviewed=reviewed)
+                      streets=tuple(streets), cameras=tuple(cameras), source_kind=SOURCES.get(source or ""), reviewed=reviewed,
+                      severities=tuple(Severity(s) for s in severities))
 
 
 def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Table:

@@ -48,8 +48,13 @@ MAX_TAGS = 10
 
 def severity_of(details: dict[str, Any] | None) -> Severity:
     """A case's severity (`details["severity"]`); cases recorded before severity existed count as general
-    (`CaseQuery.severity` applies the same default in SQL)."""
+    (`recorded_severity` is the same reading in SQL)."""
     return Severity((details or {}).get("severity") or Severity.GENERAL)
+
+
+def recorded_severity() -> sa.ColumnElement[str]:
+    """`severity_of` as an SQL expression over `cases.details`, for filters (SQLite and PostgreSQL)."""
+    return sa.func.coalesce(cases.c.details["severity"].as_string(), Severity.GENERAL.value)
 
 
 def check_tags(tags: list[str]) -> list[str]:
@@ -186,8 +191,7 @@ class CaseQuery:
         if self.reviewed is not None:
             where.append(c.review_decision.is_not(None) if self.reviewed else c.review_decision.is_(None))
         if self.severity is not None:
-            recorded = sa.func.coalesce(c.details["severity"].as_string(), Severity.GENERAL.value)  # as `severity_of`
-            where.append(recorded == Severity(self.severity).value)
+            where.append(recorded_severity() == Severity(self.severity).value)
         if self.text:
             pattern = "%" + self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(sa.or_(*(sa.func.lower(col).like(pattern, escape="\\")

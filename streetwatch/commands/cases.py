@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
         camera: Annotated[list[str] | None, typer.Option("--camera", help="Camera id or photo batch id (repeat for several).")] = None,
         source: Annotated[str | None, typer.Option("--source", help="camera or photo.")] = None,
         reviewed: Annotated[bool | None, typer.Option("--reviewed/--unreviewed", help="Only cases with / without a review decision.")] = None,
+        severity: Annotated[list[str] | None, typer.Option("--severity", help="general (一般), major (较重) or serious (严重) (repeat for several).")] = None,
         config: SettingsOpt = None,
     ) -> None:
         """Export cases with filters as CSV (UTF-8, opens in Excel) or Excel; times in the analytics time zone."""
@@ -112,7 +113,8 @@ def register(app: typer.Typer) -> None:
         try:
             places = load_places(settings.analytics, taxonomy)
             flt = case_filter(taxonomy, tz, types=vtype or [], states=state or [], period=period, grid_cells=grid or [],
-                              streets=street or [], cameras=camera or [], source=source, reviewed=reviewed)
+                              streets=street or [], cameras=camera or [], source=source, reviewed=reviewed,
+                              severities=severity or [])
         except FilterError as exc:
             fail(f"--{exc}")
         except ConfigError as exc:
