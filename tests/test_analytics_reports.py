@@ -93,7 +93,7 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     for (key, title), text in zip(PAGES, texts):
         assert title.split()[0] in text and "月通报 2026-11" in text, (key, text[:200])
     assert "Noto Sans CJK SC" in texts[0] and str(report.summary["cases"]) in texts[0]
-    assert "占道经营" in texts[1]
+    assert "占道经营" in texts[1] and "按严重程度" in texts[1] and "较重 major" in texts[1]  # types and severities on one page
     html = files["report.html"].read_text(encoding="utf-8")
     assert html.count("<svg") == len(PAGES) - 1 and "Noto Sans CJK SC" in html
     assert f'<b id="total">{report.summary["cases"]}</b>' in html

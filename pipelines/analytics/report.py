@@ -37,7 +37,7 @@ from pipelines.cases.states import CaseState
 # The PDF's pages in order: (key, title). Every report has all of them, empty or not.
 PAGES = [
     ("summary", "概况 Summary"),
-    ("by_type", "按类型 By type"),
+    ("by_type", "按类型与严重程度 By type and severity"),
     ("by_day", "按日期 By day"),
     ("by_hour", "按时段 By hour of day"),
     ("by_area", "按网格与街道 By grid cell and street"),
@@ -235,8 +235,11 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
             fig.text(0.05, 0.02, f"报告字体 Report font: {r.font.describe()}", fontsize=8, color="#567")
         elif key == "by_type":
             rows = t["by_type"].rows
-            charts.hbars(fig.add_axes((0.2, 0.08, 0.75, 0.78)), [row[1] for row in rows], [row[2] for row in rows],
+            charts.hbars(fig.add_axes((0.2, 0.34, 0.75, 0.52)), [row[1] for row in rows], [row[2] for row in rows],
                          "本期与上期 This period and the previous", previous=[row[3] for row in rows])
+            rows = t["by_severity"].rows
+            charts.hbars(fig.add_axes((0.2, 0.07, 0.75, 0.18)), [f"{row[1]} {row[0]}" for row in rows], [row[2] for row in rows],
+                         t["by_severity"].title, previous=[row[3] for row in rows])
         elif key == "by_day":
             charts.stacked_columns(fig.add_axes((0.07, 0.14, 0.9, 0.72)), r.series["bins"], r.series["by_day"],
                                    t["by_day"].title)
