@@ -109,7 +109,8 @@ class CaseSink(threading.Thread):
         self.metrics.events.labels(cam.id, event.violation_type, str(event.kind)).inc()
         if self.warner is not None and self.warner.handles(event):
             if event.kind is EventKind.OPENED:
-                self.on_record(self.warner.warn(cam, event, item.ctx))
+                for record in self.warner.warn(cam, event, item.ctx):
+                    self.on_record(record)
             return
         case = self.intake.record_event(event, item.ctx)
         if case is not None and event.kind is EventKind.OPENED:

@@ -140,9 +140,13 @@ class Warner:
             return True
         return self.applies(event)
 
-    def warn(self, camera, event: ViolationEvent, ctx: BundleContext) -> dict[str, Any]:
-        """Record and send the warning for an opening (or let it take over a resumed one); returns the structured record."""
-        self._lapse_stale(camera.id, event.at)
+    def warn(self, camera, event: ViolationEvent, ctx: BundleContext) -> list[dict[str, Any]]:
+        """Record and send the warning for an opening (or let it take over a resumed one); returns the structured
+        records: resumed warnings of the camera found too old on the way (`lapsed`), then the warning's own."""
+        lapsed = self._lapse_stale(camera.id, event.at)
+        return [*lapsed, self._warn(camera, event, ctx)]
+
+    def _warn(self, camera, event: ViolationEvent, ctx: BundleContext) -> dict[str, Any]:
         waiting = next((k for k, p in self.pending.items() if p.event is None and p.camera_id == camera.id
                         and p.zone_id == event.zone_id and p.violation_type == event.violation_type), None)
         if waiting is not None:
