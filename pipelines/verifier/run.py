@@ -37,7 +37,7 @@ class TrainOptions:
     folds: int = 5
     seed: int = 0
     synth: int = 400
-    verifier_id: str = "street-v1"
+    verifier_id: str = "street-v2"
     bootstrap: int = 1000
     heads: list[str] = field(default_factory=list)
 

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
     @verifier.command("train")
     def train(data: DataOpt, out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
-              backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v1", tiles: TilesOpt = "5x3", c: RegularisationOpt = 0.01,
+              backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v2", tiles: TilesOpt = "5x3", c: RegularisationOpt = 0.01,
               folds: FoldsOpt = 5, synth: SynthOpt = 400, seed: SeedOpt = 0, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
               cache: CacheOpt = Path(".cache/verifier"), verbose: VerboseOpt = False) -> None:
         """Train the heads on labelled photos, validate them by group split, and write their card."""
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(summary(card))
 
     @verifier.command("crossval")
-    def crossval(data: DataOpt, backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v1", tiles: TilesOpt = "5x3",
+    def crossval(data: DataOpt, backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v2", tiles: TilesOpt = "5x3",
                  c: RegularisationOpt = 0.01, folds: FoldsOpt = 5, synth: SynthOpt = 400, seed: SeedOpt = 0, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
                  cache: CacheOpt = Path(".cache/verifier"), ocr: OcrOpt = "auto", phone_region: PhoneRegionOpt = "CN", out: JsonOutOpt = None,
                  verbose: VerboseOpt = False) -> None:
