@@ -76,8 +76,12 @@ def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
     b.find_element(By.ID, "f-period").send_keys("2026-11")
     b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
     _wait(b, lambda d: "件 cases" in d.find_element(By.ID, "status").text, "the map's counts")
-    fill = {cell: b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{cell}").get_attribute("fill") for cell in (G1, G3)}
-    assert fill[G3] == "#a50f15" and fill[G1] != fill[G3]  # G3 has the most cases: the darkest colour
+
+    def fills(d) -> dict[str, str]:  # read again when the page redraws a cell between finding and reading it
+        return {cell: d.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{cell}").get_attribute("fill") for cell in (G1, G3)}
+
+    fill = _wait(b, lambda d: (f := fills(d))[G3] == "#a50f15" and f, "G3, which has the most cases, drawn darkest")
+    assert fill[G1] != fill[G3]
     # The no-vending zone covers the cell's lower half: click its upper half, as a person would to pick the cell.
     cell = b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}")
     ActionChains(b).move_to_element_with_offset(cell, 0, -cell.size["height"] // 3).click().perform()
