@@ -129,8 +129,8 @@ class TileHead:
         labels = self.labels[idx].copy()
         model = self._fit_mil(idx, labels)
         negatives = np.flatnonzero(self.y[idx] == 0)
+        x = self.feats.tiles[idx[negatives]]  # every tile of the negative photos, scored anew each round
         for _ in range(HARD_NEGATIVE_ROUNDS):
-            x = self.feats.tiles[idx[negatives]]
             s = model.logits(x.reshape(-1, x.shape[-1])).reshape(x.shape[:2])
             labels[negatives[:, None], np.argsort(-s, axis=1)[:, :HARD_NEGATIVE_TILES]] = 0
             model = self._fit_mil(idx, labels)
