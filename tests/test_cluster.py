@@ -161,6 +161,7 @@ def test_triage_on_two_nodes_gives_the_single_process_records_report_and_groups(
     assert all((out / r["thumb"]).is_file() for r in got if r.get("thumb"))
 
 
+@pytest.mark.slow  # four Ray triage runs, each starting a CLI and (three of them) actors: ~2.5 min
 def test_a_second_run_finds_its_actors_warm_and_idle_ones_give_way_to_other_settings(tmp_path, ray_cluster, photos, reference):
     """Triage actors outlive a run (`cluster.keep_actors_s`): the next `triage --ray` on the cluster is
     served by the same processes, with the single-process results; a run with other detector settings

@@ -39,7 +39,7 @@ def test_every_photo_is_judged_once_by_heads_that_never_saw_its_group(travel_pho
     from detect.taxonomy import load_taxonomy
     from pipelines.verifier.crossval import cross_validate, photo_folds
     from pipelines.verifier.data import load_dataset
-    from pipelines.verifier.run import TrainOptions
+    from pipelines.verifier.options import TrainOptions
 
     dataset = load_dataset(travel_photos)
     options = TrainOptions(folds=3, synth=0, heads=["shopfront_spillover", "street_stall"])

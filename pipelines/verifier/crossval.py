@@ -29,7 +29,8 @@ from detect.taxonomy import Taxonomy
 from detect.verifier.heads import HeadsCard, HeadSet
 from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.evaluate import figures_by_head, judge
-from pipelines.verifier.run import TrainOptions, features, head_arrays, train_heads
+from pipelines.verifier.options import TrainOptions
+from pipelines.verifier.run import features, head_arrays, train_heads
 from pipelines.verifier.train import TILE_HEADS
 
 log = logging.getLogger(__name__)

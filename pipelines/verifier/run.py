@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec
 from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.features import VEHICLE_CLASSES, Features, extract
 from pipelines.verifier.metrics import figures
+from pipelines.verifier.options import TrainOptions
 from pipelines.verifier.train import MIN_SHIP_F1, PARKING_TYPES, HeadResult, TileHead, VehicleHead, heads_to_train, train_head
 
 log = logging.getLogger(__name__)
@@ -27,19 +27,6 @@ log = logging.getLogger(__name__)
 #: label head -> what today's rules call a finding of it (the baseline in the card)
 RULE_TYPES = {"street_stall": ["street_stall"], "shopfront_spillover": ["shopfront_spillover"], "flyposting": ["flyposting"],
               "exposed_garbage": ["exposed_garbage"], PARKING: ["illegal_parking", "nonmotor_parking"]}
-
-
-@dataclass
-class TrainOptions:
-    backbone: str = "yolo11n-neck"
-    tiles: tuple[int, int] = (5, 3)
-    c: float = 0.01
-    folds: int = 5
-    seed: int = 0
-    synth: int = 400
-    verifier_id: str = "street-v2"
-    bootstrap: int = 1000
-    heads: list[str] = field(default_factory=list)
 
 
 def detector_for(backbone: str):

@@ -7,7 +7,11 @@ from typing import Annotated
 
 import typer
 
+from pipelines.verifier.options import TrainOptions
 from streetwatch.commands.common import fail, judgement_or_fail, setup_logging
+
+DEFAULTS = TrainOptions()
+"""The training defaults the `train` and `crossval` options show (pipelines.verifier.options)."""
 
 
 DataOpt = Annotated[list[Path], typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes; "
@@ -30,8 +34,6 @@ JsonOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the f
 
 def _options(backbone: str, verifier_id: str, tiles: str, c: float, folds: int, synth: int, seed: int, heads: str):
     """TrainOptions from the shared command-line options (a bad --tiles is one error line)."""
-    from pipelines.verifier.run import TrainOptions
-
     try:
         grid = tuple(int(v) for v in tiles.lower().split("x"))
         if len(grid) != 2 or min(grid) < 1:
@@ -49,8 +51,9 @@ def register(app: typer.Typer) -> None:
 
     @verifier.command("train")
     def train(data: DataOpt, out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
-              backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v2", tiles: TilesOpt = "5x3", c: RegularisationOpt = 0.01,
-              folds: FoldsOpt = 5, synth: SynthOpt = 400, seed: SeedOpt = 0, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
+              backbone: BackboneOpt = DEFAULTS.backbone, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id, tiles: TilesOpt = DEFAULTS.tiles_text,
+              c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds, synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed,
+              uncertain: UncertainOpt = True, heads: HeadsOpt = "",
               cache: CacheOpt = Path(".cache/verifier"), verbose: VerboseOpt = False) -> None:
         """Train the heads on labelled photos, validate them by group split, and write their card."""
         from rich.console import Console
@@ -72,8 +75,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(summary(card))
 
     @verifier.command("crossval")
-    def crossval(data: DataOpt, backbone: BackboneOpt = "yolo11n-neck", verifier_id: VerifierIdOpt = "street-v2", tiles: TilesOpt = "5x3",
-                 c: RegularisationOpt = 0.01, folds: FoldsOpt = 5, synth: SynthOpt = 400, seed: SeedOpt = 0, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
+    def crossval(data: DataOpt, backbone: BackboneOpt = DEFAULTS.backbone, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id,
+                 tiles: TilesOpt = DEFAULTS.tiles_text, c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds,
+                 synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
                  cache: CacheOpt = Path(".cache/verifier"), ocr: OcrOpt = "auto", phone_region: PhoneRegionOpt = "CN", out: JsonOutOpt = None,
                  verbose: VerboseOpt = False) -> None:
         """Judge every photo as triage does (detector, heads, OCR, rules) with heads trained without its group, and print
