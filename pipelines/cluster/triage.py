@@ -211,11 +211,14 @@ class SeePhotos:
         return self._call(box, token, batch, True, [_read, _look, _finish])
 
     def retire(self, idle_s: float) -> bool:
-        """Stop now if no batch came for `idle_s` seconds (a run of another configuration needs the
-        CPUs or GPU); False when busy."""
+        """True when no batch came for `idle_s` seconds: the asking driver then kills this actor (a run
+        of another configuration needs the CPUs or GPU). False when busy. The kill comes from the
+        driver, not from this call: an actor killing itself inside its own call was seen to outlive the
+        call on a loaded 2-core machine, holding its CPUs. A batch of a concurrent run that slips in
+        before the kill is resent by its driver, as for any actor that stops for good."""
         if self._busy or time.monotonic() - self._last < idle_s:
             return False
-        self._stop("a run of another configuration needs its resources")
+        log.info("triage actor stops: a run of another configuration needs its resources")
         return True
 
     def _call(self, box: list, token: str, batch: Batch, judging: bool,
@@ -302,14 +305,19 @@ def retire_idle_actors(namespace: str, keep: set[str] | frozenset[str] = frozens
         if entry["namespace"] != namespace or not name.startswith(ACTOR_PREFIX) or name in keep:
             continue
         try:
-            calls.append(ray.get_actor(name, namespace=namespace).retire.remote(RETIRE_IDLE_S))
+            actor = ray.get_actor(name, namespace=namespace)
         except ValueError:  # gone meanwhile
             continue
+        calls.append((actor, actor.retire.remote(RETIRE_IDLE_S)))
     stopped = 0
-    for call in calls:
+    for actor, call in calls:
         try:
-            stopped += bool(ray.get(call, timeout=60))
+            idle = bool(ray.get(call, timeout=60))
         except ray.exceptions.RayActorError:  # it stopped before it could answer
+            stopped += 1
+            continue
+        if idle:
+            ray.kill(actor, no_restart=True)
             stopped += 1
     if calls:
         log.info("warm triage actors of other settings: %d idle ones stopped, %d busy left", stopped, len(calls) - stopped)
