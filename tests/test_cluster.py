@@ -90,15 +90,25 @@ def _cases(url: str) -> list[tuple]:
         store.close()
 
 
-def _ray_processes(title: str) -> list:
-    """Ray worker processes of this cluster whose process title names `title` (an actor class)."""
+def _ray_processes(title: str, cluster: dict) -> list:
+    """Worker processes of this test's cluster (children of its raylets) whose process title names
+    `title` (an actor class). Only this cluster's: Ray workers of an earlier test or a step before
+    (another cluster, shutting down) carry the same titles."""
     import psutil
 
     found = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::") and title in cmd:
-            found.append(p)
+    for node in (cluster["cluster"].head_node, cluster["second"]):
+        try:
+            workers = psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for p in workers:
+            try:
+                cmd = " ".join(p.cmdline())
+            except psutil.Error:  # exited meanwhile
+                continue
+            if cmd.startswith("ray::") and title in cmd:
+                found.append(p)
     return found
 
 
@@ -173,10 +183,13 @@ def test_a_second_run_finds_its_actors_warm_and_idle_ones_give_way_to_other_sett
         run = _cli(["triage", str(photos / "street"), "--out", str(tmp_path / out), "--config", str(config), "--no-cases",
                     "--no-progress", "--ray", ray_cluster["address"], *more], tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
+        logs[out] = run.stderr
         return run.stdout
 
+    logs: dict[str, str] = {}
+
     def alive(pids: set[int]) -> set[int]:
-        return {p.pid for p in _ray_processes("SeePhotos") if p.pid in pids}
+        return {p.pid for p in _ray_processes("SeePhotos", ray_cluster) if p.pid in pids}
 
     def settle(pids: set[int], expected: set[int]) -> set[int]:
         deadline = time.monotonic() + 60  # a stopped actor's process exits a moment after the call that stops it
@@ -185,24 +198,25 @@ def test_a_second_run_finds_its_actors_warm_and_idle_ones_give_way_to_other_sett
         return alive(pids)
 
     assert "0 triage actors found warm, 2 started; they stay up 600 s" in triage("first", warm)
-    first = {p.pid for p in _ray_processes("SeePhotos")}
+    first = {p.pid for p in _ray_processes("SeePhotos", ray_cluster)}
     assert "2 triage actors found warm, 0 started" in triage("second", warm)
-    assert first and alive(first) == first and {p.pid for p in _ray_processes("SeePhotos")} <= first  # no process started
+    assert first and alive(first) == first and {p.pid for p in _ray_processes("SeePhotos", ray_cluster)} <= first  # no process started
     expected = {Path(r["source"]).name: r.get("findings") for r in _records(reference) if Path(r["source"]).parent.name == "street"}
     assert len(expected) == 6
     for out in ("first", "second"):
         assert {Path(r["source"]).name: r.get("findings") for r in _records(tmp_path / out)} == expected
 
     assert "0 triage actors found warm, 2 started" in triage("other", warm, "--conf", "0.4")
-    assert settle(first, set()) == set()  # the idle actors of the other settings gave their CPUs up
-    other = {p.pid for p in _ray_processes("SeePhotos")}
+    left = settle(first, set())  # the idle actors of the other settings gave their CPUs up
+    assert left == set(), logs["other"][-3000:]
+    other = {p.pid for p in _ray_processes("SeePhotos", ray_cluster)}
     assert other and not other & first
 
     assert "they stopped with the run" in triage("cold", cold)
     deadline = time.monotonic() + 60
-    while {p.pid for p in _ray_processes("SeePhotos")} != other and time.monotonic() < deadline:
+    while {p.pid for p in _ray_processes("SeePhotos", ray_cluster)} != other and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert {p.pid for p in _ray_processes("SeePhotos")} == other  # the cold run's actors are gone, the warm ones stay
+    assert {p.pid for p in _ray_processes("SeePhotos", ray_cluster)} == other  # the cold run's actors are gone, the warm ones stay
 
 
 def test_a_multi_node_run_pointed_at_sqlite_is_refused_with_the_reason(tmp_path, ray_cluster, photos):
@@ -252,7 +266,7 @@ def test_killing_a_see_actor_mid_run_loses_no_photo_and_doubles_no_case(tmp_path
     deadline = time.monotonic() + 300
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
         done = len(_records(out)) if (out / "results.jsonl").exists() else 0
-        actors = _ray_processes("SeePhotos.run")  # an actor busy with this run's photos
+        actors = _ray_processes("SeePhotos.run", ray_cluster)  # an actor busy with this run's photos
         if done >= 2 and actors:
             killed = actors[0].pid
             actors[0].kill()  # SIGKILL: the actor dies with whatever batch it holds
@@ -332,7 +346,7 @@ def test_an_owner_killed_mid_replay_restarts_from_its_saved_state_with_the_same_
     deadline = time.monotonic() + 300
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
         opened = events.read_text().count('"opened"') if events.exists() else 0
-        owners = _ray_processes("CameraOwner")
+        owners = _ray_processes("CameraOwner", ray_cluster)
         if opened >= 1 and owners:  # past a violation's opening, so a saved state holds it
             killed = owners[0].pid
             owners[0].kill()
