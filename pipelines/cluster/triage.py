@@ -298,8 +298,8 @@ def retire_idle_actors(namespace: str, keep: set[str] | frozenset[str] = frozens
     run of other settings, or `watch --ray`, gets the CPUs and GPUs they hold; returns (stopped, busy).
 
     An actor that answers "not idle" is asked once more `RETIRE_IDLE_S` later: one whose run ended a
-    moment ago (seen here: 1.9 s before the next run asked, in the slow Ray test) is idle by then, while one serving a run
-    in progress has had batches meanwhile."""
+    moment ago (seen in the slow Ray test: 1.9 s before the next run asked) is idle by then, while one
+    serving a run in progress has had batches meanwhile."""
     import ray
     from ray.util import list_named_actors
 
