@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
+from pipelines.verifier.train import MIN_SOURCE_POSITIVES
+
 REPO = Path(__file__).resolve().parents[1]
 VERIFIERS = REPO / "models" / "verifiers"
 CARD = VERIFIERS / f"{yaml.safe_load((VERIFIERS / 'promoted.yaml').read_text(encoding='utf-8'))['id']}.yaml"  # the shipped one
@@ -19,9 +21,6 @@ CARD = VERIFIERS / f"{yaml.safe_load((VERIFIERS / 'promoted.yaml').read_text(enc
 
 #: The threshold-free ranking figure: how far AP may move when the heads are trained again elsewhere.
 AP_TOLERANCE = 0.04
-#: Sources with fewer positives than this do not choose thresholds (pipelines.verifier.train) and their
-#: verdict figures are one or two photos: only their AP is held to the card.
-MIN_POSITIVES = 5
 
 
 def differences(card: dict, again: dict) -> list[tuple]:
@@ -40,7 +39,7 @@ def differences(card: dict, again: dict) -> list[tuple]:
             got = again["metrics"][head]["verifier"][source]
             if shipped["AP"] is not None and abs(got["AP"] - shipped["AP"]) > AP_TOLERANCE:
                 out.append((head, source, "AP", got["AP"], shipped["AP"]))
-            if shipped["positives"] < MIN_POSITIVES:
+            if shipped["positives"] < MIN_SOURCE_POSITIVES:  # too few to choose thresholds: its P/R/F1 are a photo or two
                 continue
             for key in ("P", "R", "F1"):
                 low, high = shipped["ci95"][key]

@@ -212,9 +212,9 @@ class SeePhotos:
 
     def retire(self, idle_s: float) -> bool:
         """True when no batch came for `idle_s` seconds: the asking driver then kills this actor (a run
-        of another configuration needs the CPUs or GPU). False when busy. The kill comes from the
-        driver, not from this call: an actor killing itself inside its own call was seen to outlive the
-        call on a loaded 2-core machine, holding its CPUs. A batch of a concurrent run that slips in
+        of another configuration needs the CPUs or GPU). False when busy. The driver kills it, after
+        this answer has reached it, with `ray.kill` from outside (Ray's documented way), rather than the
+        actor killing itself in the middle of its own call. A batch of a concurrent run that slips in
         before the kill is resent by its driver, as for any actor that stops for good."""
         if self._busy or time.monotonic() - self._last < idle_s:
             return False
