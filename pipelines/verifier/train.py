@@ -17,7 +17,8 @@ threshold come from the out-of-fold scores.
 - The parking head judges vehicles: a vehicle in a parking-positive photo with boxes is positive
   when a parking box covers 30 % of it; in a photo without any parking label, negative.
 - Thresholds maximise the mean F-score over the sources with at least 5 positives (F1; F0.5 for
-  parking, which must not flood a city with false cases when a photo has no zones).
+  parking, which must not flood a city with false cases when a photo has no zones), on scores blurred
+  by a quarter of the positives' spread, so that float rounding on another machine moves them only a little.
 - Flyposting is learnt mostly from one gallery of sticker close-ups, and on street photos the head
   hardly tells a small ad from a shop sign. So its look alone may flag at most 1 % of the photos
   without postings from the other sources (close-ups of a sticker still pass), and its OCR gate
@@ -45,6 +46,9 @@ TILE_HEADS = ("street_stall", "shopfront_spillover", "flyposting", "exposed_garb
 PARKING_TYPES = {"illegal_parking": ["car", "truck", "bus"], "nonmotor_parking": ["motorcycle", "bicycle"]}
 MIN_POSITIVES = 8
 MIN_SOURCE_POSITIVES = 5
+THRESHOLD_SMOOTHING = 0.25
+"""Thresholds: the Gaussian blur of the scores, in standard deviations of the positives' scores (see choose_threshold)."""
+THRESHOLD_GRID = 400
 POSTING = "flyposting"
 POSTING_STREET_FPR = 0.01
 """Flyposting: the largest share of other-source photos without postings its look alone may flag."""
@@ -52,7 +56,8 @@ POSTING_OCR_SHARE = 0.03
 """Flyposting: the share of other-source photos without postings whose best tiles go to OCR (OCR costs ~0.5 s a photo
 on 2 cores: 3 % keeps it near 15 ms a photo on average; close-ups of postings score far above it)."""
 MIN_SHIP_F1 = 0.15
-"""A head ships only when its validation F1 over all photos reaches this (else its type stays with the detector)."""
+"""A head ships when its validation F1 over all photos reaches this, or when it beats today's rules (pipelines.verifier.run.ships);
+else its type stays with the detector."""
 NEGATIVE_TILES = 4
 """Tiles kept per negative photo (plus its whole image): as good a head, a quarter of the fitting time."""
 HARD_NEGATIVE_ROUNDS = 2
@@ -246,23 +251,38 @@ def _street(y: np.ndarray, sources: np.ndarray) -> np.ndarray:
 
 
 def choose_threshold(scores: np.ndarray, y: np.ndarray, sources: np.ndarray, beta: float) -> float:
-    """The score threshold maximising the mean F-beta over sources with enough positives."""
+    """The score threshold maximising the mean F-beta over sources with enough positives, with every score
+    blurred by a Gaussian `THRESHOLD_SMOOTHING` standard deviations of the positives' scores wide.
+
+    Why blurred: the plain F curve of a few dozen positives is jagged, and its best point jumped between
+    near-equal peaks when the features moved by float32 rounding (another CPU's kernels): the stall threshold
+    between probability 0.12 and 0.19, flipping some 20 validation verdicts of stalls and of spillover. The
+    blurred curve keeps one broad peak where the plain one had several, and moves with the scores."""
     usable = [s for s in np.unique(sources) if y[sources == s].sum() >= MIN_SOURCE_POSITIVES] or list(np.unique(sources))
-    candidates = np.unique(scores[np.isfinite(scores) & (y == 1)])
-    best, best_th = -1.0, np.inf
+    positives = scores[np.isfinite(scores) & (y == 1)]
+    if not len(positives):
+        return float("inf")
+    width = THRESHOLD_SMOOTHING * float(positives.std())
+    if width == 0:
+        return float(positives.min())
+    grid = np.linspace(positives.min(), positives.max(), THRESHOLD_GRID)
+    return float(grid[np.argmax(smoothed_f(scores, y, sources, usable, grid, beta, width))])
+
+
+def smoothed_f(scores: np.ndarray, y: np.ndarray, sources: np.ndarray, usable: list, grid: np.ndarray, beta: float,
+               width: float) -> np.ndarray:
+    """Mean F-beta over the `usable` sources at each threshold of `grid`, each photo counted with the chance
+    that its score plus Gaussian noise of `width` reaches the threshold (photos scored -inf never do)."""
+    from scipy.special import ndtr
+
     b2 = beta * beta
-    for th in candidates:
-        fs = []
-        for s in usable:
-            m = sources == s
-            p = scores[m] >= th
-            tp = (p & (y[m] == 1)).sum()
-            fp = (p & (y[m] == 0)).sum()
-            fn = ((~p) & (y[m] == 1)).sum()
-            fs.append((1 + b2) * tp / max(1, (1 + b2) * tp + b2 * fn + fp))
-        if np.mean(fs) > best:
-            best, best_th = float(np.mean(fs)), float(th)
-    return best_th
+    fs = np.zeros(len(grid))
+    for s in usable:
+        m = sources == s
+        tp, fp = (ndtr((scores[m & (y == label)][None, :] - grid[:, None]) / width).sum(axis=1) for label in (1, 0))
+        fn = (m & (y == 1)).sum() - tp
+        fs += (1 + b2) * tp / np.maximum(1, (1 + b2) * tp + b2 * fn + fp)
+    return fs / len(usable)
 
 
 def platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -301,7 +321,18 @@ def train_head(trainer: TileHead | VehicleHead, dataset: Dataset, name: str, fol
                nested: bool = True) -> HeadResult:
     """The head trained on the photos labelled for it (only those in `within`, when given), with its
     out-of-fold scores, threshold and calibration. `nested=False` skips each fold's own threshold
-    (`oof_found` stays empty): a cross-validation that only needs the final head saves 4/5 of the fits."""
+    (`oof_found` stays empty): a cross-validation that only needs the final head saves 4/5 of the fits.
+
+    The fits run on one BLAS thread: they are small (thousands of rows), so threads cost more than they
+    give, and one thread adds in the same order on every machine, whatever its number of cores."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _train_head(trainer, dataset, name, folds, seed, progress, within, nested)
+
+
+def _train_head(trainer: TileHead | VehicleHead, dataset: Dataset, name: str, folds: int, seed: int,
+                progress: Callable[[str], None] | None, within: np.ndarray | None, nested: bool) -> HeadResult:
     y = trainer.y
     sources = trainer.sources
     labelled = np.flatnonzero(y >= 0)  # photos labelled for this head (reviewed cases may inform one type only)
