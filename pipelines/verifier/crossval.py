@@ -27,7 +27,7 @@ import numpy as np
 from detect.judgement import Judgement, load_judgement
 from detect.taxonomy import Taxonomy
 from detect.verifier.heads import HeadsCard, HeadSet
-from pipelines.verifier.data import PARKING, Dataset
+from pipelines.verifier.data import PARKING, Dataset, stratified_group_folds
 from pipelines.verifier.evaluate import figures_by_head, judge
 from pipelines.verifier.options import TrainOptions
 from pipelines.verifier.run import features, head_arrays, train_heads
@@ -49,15 +49,12 @@ class CrossValidation:
 def photo_folds(dataset: Dataset, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """One split for every head: groups kept whole, each source's photos and each type's positives
     spread over the folds (stratified by source and by the rarest type a photo shows)."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     labels = {h: dataset.labels(h) for h in (*TILE_HEADS, PARKING)}
     rarest_first = sorted(labels, key=lambda h: int((labels[h] == 1).sum()))
     shown = [next((n + 1 for n, h in enumerate(rarest_first) if labels[h][i] == 1), 0) for i in range(len(dataset.photos))]
     sources = sorted({p.source for p in dataset.photos})
     strat = np.array([s + (len(rarest_first) + 1) * sources.index(p.source) for s, p in zip(shown, dataset.photos, strict=True)])
-    groups = np.array([p.group for p in dataset.photos])
-    return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(strat)), strat, groups))
+    return stratified_group_folds(strat, np.array([p.group for p in dataset.photos]), k, seed)
 
 
 def cross_validate(dataset: Dataset, options: TrainOptions, cache: Path, taxonomy: Taxonomy, *, ocr: str = "auto",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,14 +148,19 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
 def group_folds(dataset: Dataset, head: str, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """k (train, validation) index splits that keep every group on one side and spread each
     source's positives across the folds."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     y = np.maximum(dataset.labels(head), 0)
     sources = sorted({p.source for p in dataset.photos})
     strat = np.array([y[i] + 2 * sources.index(p.source) for i, p in enumerate(dataset.photos)])
-    groups = np.array([p.group for p in dataset.photos])
-    splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), strat, groups))
+    return stratified_group_folds(strat, np.array([p.group for p in dataset.photos]), k, seed)
+
+
+def stratified_group_folds(strat: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k splits keeping each group whole and each `strat` class spread over the folds as far as groups allow."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    with warnings.catch_warnings():  # a class with fewer photos than folds (2 stalls in a source) is the data's nature
+        warnings.filterwarnings("ignore", "The least populated class in y", UserWarning)
+        return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(strat)), strat, groups))
 
 
 def positives_by_source(dataset: Dataset, head: str) -> dict[str, int]:
