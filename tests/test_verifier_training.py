@@ -27,12 +27,13 @@ def differences(card: dict, again: dict) -> list[tuple]:
     """Where a retrained card leaves the shipped one's figures: AP beyond `AP_TOLERANCE`, or P/R/F1
     outside the shipped card's own 95 % interval.
 
-    Why not the verdict figures to the photo: they are counts at thresholds picked by maximising F1
-    over a jagged curve, so a last-bit difference in the features (another CPU's ONNX Runtime and
-    BLAS kernels) moves a fold's threshold and with it several verdicts. Measured 2026-12-02: the
-    card's cached features with noise of float32 precision (relative 2e-7) moved spillover by 4 true
-    and 9 false positives; CI's machine moved stalls by 14 false positives. AP moved by at most 0.029
-    in those runs, and every P/R/F1 stayed inside the card's interval, which a broken head leaves."""
+    Why not the verdict figures to the photo: a last-bit difference in the features (another CPU's
+    ONNX Runtime and BLAS kernels) moves the heads' scores a little and with them the verdicts near a
+    threshold. Measured 2026-12-03 with noise of float32 precision (relative 2e-7) on the card's
+    cached features: stalls and spillover moved by 1 or 2 photos, flyposting on Chinese streets by 1
+    of its 2 positives (`street-v2`'s F1-best thresholds had moved some 20 verdicts of stalls and of
+    spillover, and CI's machine 14 false stall findings). AP moved by at most 0.03, and every P/R/F1
+    stayed inside the card's interval, which a broken head leaves."""
     out = []
     for head, metrics in card["metrics"].items():
         for source, shipped in metrics["verifier"].items():
@@ -49,7 +50,7 @@ def differences(card: dict, again: dict) -> list[tuple]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # about 8 min on a quiet 2-core machine; the suite's 900 s is too close on a busy one
+@pytest.mark.timeout(1800)  # 3 min 16 s on a quiet 2-core machine (2026-12-03); far slower when others share the cores
 def test_training_reproduces_the_cards_validation_figures(tmp_path):
     card = yaml.safe_load(CARD.read_text(encoding="utf-8"))
     args = shlex.split(card["command"])
@@ -68,7 +69,7 @@ def test_training_reproduces_the_cards_validation_figures(tmp_path):
     for type_id in card["heads"]:
         a, b = shipped[f"{type_id}/coef"].ravel(), retrained[f"{type_id}/coef"].ravel()
         assert np.corrcoef(a, b)[0, 1] > 0.995, type_id
-    # Thresholds are the F1-best of a jagged curve too: the stall head's has two near-equal peaks, and this
-    # machine picks 0.12 on the features as extracted, 0.19 (the card's) with float32-precision noise.
+    # Thresholds come from blurred F curves (choose_threshold): with float32-precision noise on the features they
+    # moved by at most 0.005 (the F1-best point of `street-v2` jumped between 0.12 and 0.19 for stalls).
     for type_id, spec in card["heads"].items():
-        assert again["heads"][type_id]["threshold"] == pytest.approx(spec["threshold"], abs=0.1), type_id
+        assert again["heads"][type_id]["threshold"] == pytest.approx(spec["threshold"], abs=0.03), type_id
