@@ -201,3 +201,21 @@ def test_a_weak_head_ships_only_where_it_beats_rules_that_find_something():
     garbage_rules = {"tp": 0, "fp": 0, "F1": 0.0, "P": 0.0}  # the rules find no garbage at all
     assert not ships({"tp": 2, "fp": 142, "F1": 0.026, "P": 0.014}, garbage_rules)
     assert not ships({"tp": 9, "fp": 60, "F1": 0.14, "P": 0.13}, {"tp": 7, "fp": 27, "F1": 0.141, "P": 0.206})  # stalls
+
+
+def test_close_calls_do_not_train_the_parking_head_but_are_still_judged(tmp_path):
+    """A photo without parking marked uncertain (a close call in its row) gives the parking head no training
+    vehicle, yet it keeps its label, so thresholds and validation still count it as a photo without parking."""
+    from pipelines.verifier.features import Features
+    from pipelines.verifier.train import VehicleHead
+
+    row = {"file": "images/a.jpg", "group": "g", "parking_motor": "0", "parking_nonmotor": "0", "uncertain": "0"}
+    rows = [{**row, "parking_motor": "1", "uncertain": "1"}, {**row, "uncertain": "1"}, row, {**row, "parking_motor": "", "parking_nonmotor": ""}]
+    ds = load_dataset(_dataset(tmp_path, rows))
+    assert ds.close_call_negatives("parking").tolist() == [False, True, False, False]
+    n = len(rows)
+    feats = Features(np.zeros((n, 2, 1), np.float32), np.zeros((n, 8), np.float32), np.arange(n), np.tile([0.1, 0.5, 0.3, 0.9], (n, 1)),
+                     np.array(["car"] * n, dtype=object), np.zeros((0, 2, 1), np.float32), np.zeros(0, int), [], [[]] * n)
+    head = VehicleHead(ds, feats, c=1.0)
+    assert head.labels.tolist() == [-2, -1, 0, -1]  # positive to find (no boxes), close call, trained negative, unlabelled
+    assert head.y.tolist() == [1, 0, 0, -1]  # the photo labels that thresholds and validation count

@@ -63,6 +63,11 @@ class Dataset:
         """0/1 per photo, -1 where the photo is not labelled for this head (reviewed cases of other types)."""
         return np.array([p.labels.get(head, -1) for p in self.photos])
 
+    def close_call_negatives(self, head: str) -> np.ndarray:
+        """Per photo: negative for this head and marked `uncertain` (a close call somewhere in its row, or two
+        labellers disagreeing): the parking head does not train on these (pipelines.verifier.train)."""
+        return np.array([p.uncertain and p.labels.get(head) == 0 for p in self.photos])
+
     def counts(self) -> dict:
         by_source = Counter(p.source for p in self.photos)
         heads = sorted({h for p in self.photos for h in p.labels})

@@ -16,6 +16,10 @@ threshold come from the out-of-fold scores.
   synthetic small-ad composites train flyposting only, with the folds of their base photo.
 - The parking head judges vehicles: a vehicle in a parking-positive photo with boxes is positive
   when a parking box covers 30 % of it; in a photo without any parking label, negative.
+- Close calls do not train the parking head: a photo without parking marked `uncertain` in the data
+  (a close call somewhere in its row; so is every motor-parking positive of `street-scenes`) is left
+  out of its fits and still counts in its threshold and every validation figure. On three group splits
+  this raised parking AP each time; the tile heads gained nothing from it (docs/verifier.md).
 - Thresholds maximise the mean F-score over the sources with at least 5 positives (F1; F0.5 for
   parking, which must not flood a city with false cases when a photo has no zones), on scores blurred
   by a quarter of the positives' spread, so that float rounding on another machine moves them only a little.
@@ -190,10 +194,11 @@ class VehicleHead:
         self.sources = np.array([p.source for p in dataset.photos])
         n = len(feats.vehicles)
         self.labels = np.zeros(n, int)
+        close_calls = dataset.close_call_negatives(PARKING)
         for k in range(n):
             i = feats.vehicle_photo[k]
-            if self.y[i] < 0:
-                self.labels[k] = -1  # not labelled for parking
+            if self.y[i] < 0 or close_calls[i]:
+                self.labels[k] = -1  # not labelled for parking, or a close call: not trained on
                 continue
             if not self.y[i]:
                 continue
