@@ -239,8 +239,8 @@ def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_
     assert v8 != v11
     run = _streetwatch("detect", "--json", str(bus_jpg), env=env)
     assert run.returncode == 0, run.stderr
-    assert "promoted verifier street-v4 reads the neck of another detector" in run.stderr  # steps aside, says so
-    chosen = _streetwatch("detect", "--json", "--verifier", "street-v4", str(bus_jpg), env=env)
+    assert "promoted verifier street-v5 reads the neck of another detector" in run.stderr  # steps aside, says so
+    chosen = _streetwatch("detect", "--json", "--verifier", "street-v5", str(bus_jpg), env=env)
     assert chosen.returncode != 0 and "reads the neck of yolo11n, but the detector is yolov8n" in chosen.stderr
     assert sorted((d["name"], d["conf"]) for d in json.loads(run.stdout)["detections"]) == v8
     pinned = _streetwatch("detect", "--json", "--model", "yolo11n", str(bus_jpg), env=env)

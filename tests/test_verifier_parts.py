@@ -12,7 +12,7 @@ from detect.imageio import read_image
 from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec, VerifierError
 from detect.verifier.pooling import tile_boxes
 from pipelines.verifier.data import DatasetError, load_dataset
-from pipelines.verifier.train import choose_threshold
+from pipelines.verifier.train import ParkingHead, choose_threshold, tile_grid
 from tests.conftest import SHARED
 
 STREET_SCENES = SHARED / "datasets" / "street-scenes"
@@ -88,6 +88,34 @@ def test_bad_heads_are_refused_with_file_and_reason(tmp_path):
     path.write_text("id: t\nbackbone: x\n", encoding="utf-8")
     with pytest.raises(VerifierError, match="t.yaml: not a verifier card"):
         HeadSet.load(path)
+
+
+def test_a_scene_part_adds_the_images_best_tile_to_every_object(tmp_path):
+    """The parking head's scene part: its best tile's logit adds to each vehicle's; a bad one is refused by name."""
+    dim, odim = 4, 2 * 4 + 3 + 1
+    rng = np.random.default_rng(0)
+    arrays = {"illegal_parking/mean": np.zeros(odim), "illegal_parking/scale": np.ones(odim), "illegal_parking/coef": rng.normal(size=odim),
+              "illegal_parking/scene_mean": np.ones(dim), "illegal_parking/scene_scale": np.full(dim, 2.0),
+              "illegal_parking/scene_coef": rng.normal(size=dim)}
+    spec = HeadSpec(region="objects", classes=["car"], feature_classes=["car"], intercept=0.5, calibration=(0.8, -1.0),
+                    scene_intercept=-0.25)
+    card = HeadsCard(id="t", backbone="yolo11n-neck", feature_dim=dim, weights="t.npz", heads={"illegal_parking": spec})
+    HeadSet(card, {}).save(tmp_path / "t.yaml", arrays)
+    head = HeadSet.load(tmp_path / "t.yaml").heads["illegal_parking"]
+    tiles, objects = rng.normal(size=(16, dim)), rng.normal(size=(3, odim))
+    scene = float(((((tiles - 1) / 2) @ arrays["illegal_parking/scene_coef"]) - 0.25).max())
+    assert head.scene_logit(tiles) == pytest.approx(scene, abs=1e-5)
+    logit = objects @ arrays["illegal_parking/coef"] + 0.5 + scene
+    np.testing.assert_allclose(head.probs(objects, head.scene_logit(tiles)), 1 / (1 + np.exp(-(0.8 * logit - 1.0))), rtol=1e-5)
+    HeadSet(card, {}).save(tmp_path / "t.yaml", {**arrays, "illegal_parking/scene_coef": np.ones(odim)})
+    with pytest.raises(VerifierError, match=r"t.npz: head 'illegal_parking' scene_coef has shape \(12,\).*gives 4 features for its scene part"):
+        HeadSet.load(tmp_path / "t.yaml")
+    _write_heads(tmp_path)  # a tiles head
+    bad = HeadsCard.model_validate({**HeadSet.load(tmp_path / "t.yaml").card.model_dump(), "heads": {
+        "street_stall": {"region": "tiles", "intercept": 0.0, "scene_intercept": 1.0}}})
+    HeadSet(bad, {}).save(tmp_path / "t.yaml", {"street_stall/mean": np.zeros(8), "street_stall/scale": np.ones(8), "street_stall/coef": np.ones(8)})
+    with pytest.raises(VerifierError, match="t.yaml: head 'street_stall' is a tiles head; only objects heads have a scene part"):
+        HeadSet.load(tmp_path / "t.yaml")
 
 
 def test_verifier_refuses_another_detectors_neck(tmp_path):
@@ -219,3 +247,29 @@ def test_close_calls_do_not_train_the_parking_head_but_are_still_judged(tmp_path
     head = VehicleHead(ds, feats, c=1.0)
     assert head.labels.tolist() == [-2, -1, 0, -1]  # positive to find (no boxes), close call, trained negative, unlabelled
     assert head.y.tolist() == [1, 0, 0, -1]  # the photo labels that thresholds and validation count
+    both = ParkingHead(ds, feats, tile_grid((1, 1)), c=1.0)
+    assert both.y.tolist() == [1, 0, 0, -1]
+    assert (both.scene.labels[1] == -1).all() and both.scene.y[1] == -1  # the scene part trains nothing on it either
+    assert (both.scene.labels[2] == 0).any() and both.scene.labels[0].tolist() == [-2, -2]
+
+
+def test_the_parking_heads_parts_are_standardised_on_their_training_photos(tmp_path):
+    """Each part's logits have mean 0 and deviation 1 on the photos it was fitted on, so neither part's
+    scale decides the sum (real features of `street-scenes`: its Chinese street photos and every parking photo)."""
+    from pipelines.verifier.data import Dataset, load_datasets
+    from pipelines.verifier.run import TrainOptions, features
+
+    full = load_datasets([STREET_SCENES])
+    ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("parking") == 1], full.digest)
+    opt = TrainOptions(heads=["parking"], synth=0)
+    _, feats = features(ds, opt, tmp_path)
+    head = ParkingHead(ds, feats, tile_grid(opt.tiles), c=opt.c)
+    idx = np.flatnonzero(head.y >= 0)
+    assert (head.y[idx] == 1).sum() >= 20
+    model = head.fit(idx)
+    vehicle = head.vehicles.scores(model.vehicle, idx)
+    seen = np.isfinite(vehicle)
+    scene = head.scene.scores(model.scene, idx)[seen]
+    for part in (vehicle[seen], scene):
+        assert abs(part.mean()) < 1e-3 and part.std() == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(head.scores(model, idx)[seen], vehicle[seen] + scene, rtol=1e-5)

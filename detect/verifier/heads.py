@@ -7,6 +7,11 @@ standardiser and a logistic regression over one region's features; its raw score
 turned into a calibrated probability (Platt scaling fitted on out-of-fold scores), and the type's
 threshold on that probability was chosen on validation and is stored with it.
 
+An `objects` head may carry a *scene* part: a second linear model over the image's tiles whose best
+tile's logit adds to every object's. The parking head has one: a vehicle counts only where both the
+ground around it and the scene look like obstructive parking (on three group splits this halved the
+false parking findings of photos without zones; docs/verifier.md).
+
 Loading refuses heads that do not match the backbone (feature size, backbone id), that name an
 unknown violation type, or whose arrays are missing or malformed, naming the file and the reason.
 """
@@ -23,6 +28,7 @@ from pydantic import Field, ValidationError
 from detect.config_io import ConfigModel
 
 HEAD_ARRAYS = ("mean", "scale", "coef")
+SCENE_ARRAYS = ("scene_mean", "scene_scale", "scene_coef")
 
 
 class VerifierError(ValueError):
@@ -43,6 +49,10 @@ class HeadSpec(ConfigModel):
     threshold: float = Field(0.5, title="Threshold", description="Calibrated probability at and above which the type is found.", ge=0, le=1)
     ocr_gate: float | None = Field(
         None, title="OCR gate", description="Tiles at or above this probability are read by OCR (flyposting).", ge=0, le=1)
+    scene_intercept: float | None = Field(
+        None, title="Scene intercept",
+        description="objects heads: intercept of the scene part over the image's tiles (arrays scene_mean/scale/coef); its best tile's "
+                    "logit adds to every object's. None: no scene part.")
 
 
 class HeadsCard(ConfigModel):
@@ -63,18 +73,32 @@ class HeadsCard(ConfigModel):
 class LinearHead:
     """Standardise, dot, calibrate: a head at inference time (numpy only)."""
 
-    def __init__(self, spec: HeadSpec, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray) -> None:
+    def __init__(self, spec: HeadSpec, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray,
+                 scene: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
         self.spec = spec
-        # fold the standardiser into the weights: (x - m) / s . w = x . (w / s) - m . (w / s)
-        self.w = (coef / scale).astype(np.float32)
-        self.b = float(spec.intercept - np.dot(mean / scale, coef))
+        self.w, self.b = _folded(mean, scale, coef, spec.intercept)
+        self.scene = None
+        if scene is not None and spec.scene_intercept is not None:
+            self.scene = _folded(*scene, spec.scene_intercept)
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return features @ self.w + self.b
+    def logits(self, features: np.ndarray, scene: float = 0.0) -> np.ndarray:
+        return features @ self.w + self.b + scene
 
-    def probs(self, features: np.ndarray) -> np.ndarray:
+    def probs(self, features: np.ndarray, scene: float = 0.0) -> np.ndarray:
         a, b = self.spec.calibration
-        return 1.0 / (1.0 + np.exp(-(a * self.logits(features) + b)))
+        return 1.0 / (1.0 + np.exp(-(a * self.logits(features, scene) + b)))
+
+    def scene_logit(self, tiles: np.ndarray) -> float:
+        """The scene part's logit of an image (its best tile of `tiles`, pooled tile features); 0 without one."""
+        if self.scene is None:
+            return 0.0
+        w, b = self.scene
+        return float((tiles @ w + b).max())
+
+
+def _folded(mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> tuple[np.ndarray, float]:
+    """Fold the standardiser into the weights: (x - m) / s . w + c = x . (w / s) + c - m . (w / s)."""
+    return (coef / scale).astype(np.float32), float(intercept - np.dot(mean / scale, coef))
 
 
 class HeadSet:
@@ -107,22 +131,34 @@ class HeadSet:
         for type_id, spec in card.heads.items():
             if known_types is not None and type_id not in known_types:
                 raise VerifierError(f"{card_path}: head '{type_id}' is not a violation type of the taxonomy")
-            parts = []
             dim = card.feature_dim if spec.region == "tiles" else 2 * card.feature_dim + 3 + len(spec.feature_classes)
-            for name in HEAD_ARRAYS:
-                arr = arrays.get(f"{type_id}/{name}")
-                if arr is None:
-                    raise VerifierError(f"{weights}: head '{type_id}' has no '{name}' array")
-                if arr.shape != (dim,):
-                    raise VerifierError(
-                        f"{weights}: head '{type_id}' {name} has shape {arr.shape}, but the card's backbone "
-                        f"{card.backbone} gives {dim} features for a {spec.region} head")
-                parts.append(arr.astype(np.float32))
-            heads[type_id] = LinearHead(spec, *parts)
+            parts = _arrays(arrays, weights, card, type_id, HEAD_ARRAYS, dim, f"a {spec.region} head")
+            scene = None
+            if spec.scene_intercept is not None:
+                if spec.region != "objects":
+                    raise VerifierError(f"{card_path}: head '{type_id}' is a {spec.region} head; only objects heads have a scene part")
+                scene = tuple(_arrays(arrays, weights, card, type_id, SCENE_ARRAYS, card.feature_dim, "its scene part"))
+            heads[type_id] = LinearHead(spec, *parts, scene=scene)
         return cls(card, heads, card_path)
 
     def save(self, card_path: Path, arrays: dict[str, np.ndarray]) -> None:
-        """Write the card and its weights (`arrays`: '<type>/<mean|scale|coef>' -> vector)."""
+        """Write the card and its weights (`arrays`: '<type>/<mean|scale|coef>' and, for a scene part,
+        '<type>/<scene_mean|scene_scale|scene_coef>' -> vector)."""
         card_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(card_path.parent / self.card.weights, **{k: v.astype(np.float32) for k, v in arrays.items()})
         card_path.write_text(yaml.safe_dump(self.card.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _arrays(arrays: dict, weights: Path, card: HeadsCard, type_id: str, names: tuple[str, ...], dim: int, what: str) -> list[np.ndarray]:
+    """A head's named arrays from its weights file, each checked to hold `dim` features."""
+    parts = []
+    for name in names:
+        arr = arrays.get(f"{type_id}/{name}")
+        if arr is None:
+            raise VerifierError(f"{weights}: head '{type_id}' has no '{name}' array")
+        if arr.shape != (dim,):
+            raise VerifierError(
+                f"{weights}: head '{type_id}' {name} has shape {arr.shape}, but the card's backbone "
+                f"{card.backbone} gives {dim} features for {what}")
+        parts.append(arr.astype(np.float32))
+    return parts

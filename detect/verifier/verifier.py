@@ -6,7 +6,8 @@ see most of what a city enforces. The verifier judges the scene itself: pooled b
 every tile of a half-overlapping grid; the image's probability is that of its best tile (multiple
 instance: an image is positive when some tile is), so heads trained from image labels also say
 *where*. An `objects` head scores each detected object of its classes from the ground around it
-(a car on a footway versus one in a bay).
+(a car on a footway versus one in a bay), plus, for the parking head, how much the whole scene looks
+like obstructive parking (its scene part's best tile).
 
 Verdicts become ordinary detections of class `verified:<type>` (`evidence()`, `zone_evidence()`),
 so the taxonomy, zones, tracking, dwell and cases treat them like any detector class: cameras and
@@ -153,10 +154,13 @@ class Verifier:
             if head.spec.region == "tiles":
                 verdicts.tile_probs[type_id] = head.probs(pooled)
             else:
-                verdicts.object_probs[type_id] = self._objects(head, fmap, detections, w, h)
+                verdicts.object_probs[type_id] = self._objects(head, fmap, detections, w, h, pooled)
         return verdicts
 
-    def _objects(self, head: LinearHead, fmap: FeatureMap, detections: sv.Detections, w: int, h: int) -> np.ndarray:
+    def _objects(self, head: LinearHead, fmap: FeatureMap, detections: sv.Detections, w: int, h: int,
+                 tiles: np.ndarray) -> np.ndarray:
+        """Each object's probability from the ground around it plus, for a head with a scene part, the
+        scene's logit (the image's best tile of `tiles`)."""
         probs = np.full(len(detections), np.nan)
         if not len(detections):
             return probs
@@ -165,7 +169,7 @@ class Verifier:
         if len(idx):
             boxes = detections.xyxy[idx] / [w, h, w, h]
             feats = np.stack([object_features(fmap, b, names[i], head.spec.feature_classes) for b, i in zip(boxes, idx)])
-            probs[idx] = head.probs(feats)
+            probs[idx] = head.probs(feats, head.scene_logit(tiles))
         return probs
 
     def zone_probs(self, fmap: FeatureMap, polygon: np.ndarray, types: list[str]) -> dict[str, float]:

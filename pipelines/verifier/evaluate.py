@@ -23,7 +23,7 @@ from pipelines.triage.pipeline import judge_seen, see_photo
 from pipelines.triage.text import OcrMode, PhotoText
 from pipelines.verifier.data import Dataset, Photo
 from pipelines.verifier.metrics import figures
-from pipelines.verifier.run import RULE_TYPES
+from pipelines.verifier.run import RULE_TYPES, finds
 
 WHEN = datetime(2026, 1, 1, 4, tzinfo=UTC)
 
@@ -61,13 +61,12 @@ def figures_by_head(dataset: Dataset, found_v: list[set[str]], found_r: list[set
     sources = np.array([p.source for p in dataset.photos])
     groups = np.array([p.group for p in dataset.photos])
     out = {}
-    for head, types in RULE_TYPES.items():
+    for head in RULE_TYPES:
         y = dataset.labels(head)
         m = y >= 0  # photos labelled for this head
         if not m.any():
             continue
-        v = np.array([bool(f & set(types)) for f in found_v])[m]
-        r = np.array([bool(f & set(types)) for f in found_r])[m]
+        v, r = finds(found_v, head)[m], finds(found_r, head)[m]
         out[head] = {"verifier": figures(v, v.astype(float), y[m], sources[m], groups[m], boot),
                      "rules_today": figures(r, r.astype(float), y[m], sources[m], groups[m], 0)}
     return out

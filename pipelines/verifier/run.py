@@ -20,7 +20,7 @@ from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.features import VEHICLE_CLASSES, Features, extract
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.train import MIN_SHIP_F1, PARKING_TYPES, HeadResult, TileHead, VehicleHead, heads_to_train, train_head
+from pipelines.verifier.train import MIN_SHIP_F1, PARKING_TYPES, HeadResult, ParkingHead, ParkingModel, TileHead, heads_to_train, train_head
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
     results: dict[str, HeadResult] = {}
     refused: dict[str, float] = {}
     for name in options.heads or heads_to_train(dataset):
-        trainer = VehicleHead(dataset, feats, options.c) if name == PARKING else TileHead(name, dataset, feats, grid, options.c, options.seed)
+        trainer = (ParkingHead(dataset, feats, grid, options.c, options.seed) if name == PARKING
+                   else TileHead(name, dataset, feats, grid, options.c, options.seed))
         log.info("training head %s", name)
         r = results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress, within=within, nested=nested)
         y = dataset.labels(name)
@@ -105,7 +106,13 @@ def ships(head: dict, rules: dict) -> bool:
 
 def rule_verdicts(feats: Features, name: str) -> np.ndarray:
     """Per photo: whether today's detector-only rules find a type of head `name` in it."""
-    return np.array([bool(set(found) & set(RULE_TYPES[name])) for found in feats.rules_found])
+    return finds(feats.rules_found, name)
+
+
+def finds(found: list, name: str) -> np.ndarray:
+    """Per photo: whether its found violation types include a type of head `name` (`RULE_TYPES`)."""
+    types = set(RULE_TYPES[name])
+    return np.array([bool(set(f) & types) for f in found], dtype=bool)
 
 
 def head_arrays(results: dict[str, HeadResult], refused: dict[str, float]) -> tuple[dict[str, HeadSpec], dict[str, np.ndarray]]:
@@ -115,13 +122,18 @@ def head_arrays(results: dict[str, HeadResult], refused: dict[str, float]) -> tu
         if name in refused:
             continue
         types = PARKING_TYPES if name == PARKING else {name: []}
+        model, scene = (r.model.vehicle, r.model.scene) if isinstance(r.model, ParkingModel) else (r.model, None)
         for type_id, classes in types.items():
             specs[type_id] = HeadSpec(
                 region="objects" if name == PARKING else "tiles", classes=classes,
-                feature_classes=list(VEHICLE_CLASSES) if name == PARKING else [], intercept=r.model.intercept,
+                feature_classes=list(VEHICLE_CLASSES) if name == PARKING else [], intercept=model.intercept,
                 calibration=r.calibration, threshold=round(r.threshold, 4),
-                ocr_gate=round(r.ocr_gate, 4) if r.ocr_gate is not None else None)
-            arrays.update({f"{type_id}/mean": r.model.mean, f"{type_id}/scale": r.model.scale, f"{type_id}/coef": r.model.coef})
+                ocr_gate=round(r.ocr_gate, 4) if r.ocr_gate is not None else None,
+                scene_intercept=scene.intercept if scene is not None else None)
+            arrays.update({f"{type_id}/mean": model.mean, f"{type_id}/scale": model.scale, f"{type_id}/coef": model.coef})
+            if scene is not None:
+                arrays.update({f"{type_id}/scene_mean": scene.mean, f"{type_id}/scene_scale": scene.scale,
+                               f"{type_id}/scene_coef": scene.coef})
     return specs, arrays
 
 
@@ -156,7 +168,7 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
         command=command,
         notes=(f"Validation: {options.folds}-fold group split (each fold's threshold from an inner group split of its training part); "
                f"C={options.c}; parking head shared by illegal_parking (car, truck, bus) and nonmotor_parking (motorcycle, bicycle) "
-               f"over {', '.join(VEHICLE_CLASSES)}; figures on real photos only (synthetic small ads train flyposting, never validate)."),
+               f"over {', '.join(VEHICLE_CLASSES)}, plus its scene part over the tiles; figures on real photos only (synthetic small ads train flyposting, never validate)."),
     )
     if refused:
         card.notes += f" Not shipped (validation F1 below {MIN_SHIP_F1}, no better than today's rules): " + ", ".join(f"{k} ({v:.2f})" for k, v in refused.items()) + "."
