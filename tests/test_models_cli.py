@@ -264,3 +264,13 @@ def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_
         app.state.ctx.close()
     for command in (watch.watch, demo.demo, detect.detect, triage.triage):  # nobody pins yolo11n by default
         assert inspect.signature(command).parameters["model"].default is None, command.__name__
+
+
+def test_verifier_show_says_how_each_type_is_judged():
+    """The data team reads the promoted card: thresholds, the OCR gate, and what the parking head looks at."""
+    result = runner.invoke(app, ["verifier", "show", "street-v5"])
+    assert result.exit_code == 0, result.output
+    assert "verifier street-v5: backbone yolo11n-neck, tiles 5x3" in result.output
+    assert "threshold illegal_parking: 0.2441 (each car, truck, bus plus the scene's best tile)" in result.output
+    assert "threshold nonmotor_parking: 0.2441 (each motorcycle, bicycle plus the scene's best tile)" in result.output
+    assert "threshold flyposting: 0.9017 (OCR gate 0.8524)" in result.output

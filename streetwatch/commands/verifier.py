@@ -177,7 +177,10 @@ def summary(card) -> str:
     """The card's backbone, validation figures against today's rules, and thresholds."""
     lines = [f"verifier {card.id}: backbone {card.backbone}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics)]
     for type_id, spec in card.heads.items():
-        lines.append(f"  threshold {type_id}: {spec.threshold}" + (f" (OCR gate {spec.ocr_gate})" if spec.ocr_gate else ""))
+        how = f" (OCR gate {spec.ocr_gate})" if spec.ocr_gate else ""
+        if spec.region == "objects":
+            how += f" (each {', '.join(spec.classes)}" + (" plus the scene's best tile)" if spec.scene_intercept is not None else ")")
+        lines.append(f"  threshold {type_id}: {spec.threshold}{how}")
     return "\n".join(lines)
 
 
