@@ -115,7 +115,7 @@ class Judgement:
             types = wanted.get(zone.id)
             if not types:
                 continue
-            probs = self.verifier.zone_probs(fmap, np.asarray(zone.polygon, dtype=float), types)
+            probs = self.verifier.zone_probs(fmap, np.asarray(zone.polygon, dtype=float), types, detections, (w, h))
             for type_id, p in probs.items():
                 if p < self.verifier.heads.heads[type_id].spec.threshold:
                     continue

@@ -86,6 +86,24 @@ def test_the_same_photo_gives_the_same_verdict_in_triage_and_in_a_camera_replay(
     assert case.zone_id == "square"
 
 
+def test_a_zone_reads_the_objects_centred_in_it(judgement, onnx_detector):
+    """The stall head's object part on a camera: a zone over the whole view scores as the photo does, and
+    the stalls' own tables and umbrellas (the objects in the zone) make it more stall-like than none."""
+    image = read_image(STALL)
+    h, w = image.shape[:2]
+    dets, fmap = onnx_detector.detect_with_features([image])[0]
+    verifier = judgement.verifier
+    assert verifier.heads.heads["street_stall"].has_object_part
+    photo = verifier.judge(image, dets, fmap).image["street_stall"]
+    whole = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
+    zone = verifier.zone_probs(fmap, whole, ["street_stall"], dets, (w, h))["street_stall"]
+    assert zone == pytest.approx(photo, abs=1e-6)
+    corner = np.array([[0, 0], [0.01, 0], [0.01, 0.01], [0, 0.01]], dtype=float)  # no object is centred here
+    alone = verifier.zone_probs(fmap, whole, ["street_stall"], dets[:0], (w, h))["street_stall"]
+    assert verifier.zone_probs(fmap, corner, ["street_stall"], dets, (w, h)) == verifier.zone_probs(fmap, corner, ["street_stall"], None, (w, h))
+    assert zone > alone
+
+
 def test_a_small_ad_with_a_phone_number_is_flyposting_with_its_number(tmp_path):
     """Default triage settings: the verifier gates OCR to the most posting-like tiles, whose phone number
     makes the finding and goes to the case. The photo is a close-up of a rendered slip on a real Hong Kong

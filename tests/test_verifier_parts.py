@@ -118,6 +118,34 @@ def test_a_scene_part_adds_the_images_best_tile_to_every_object(tmp_path):
         HeadSet.load(tmp_path / "t.yaml")
 
 
+def test_an_object_part_adds_the_images_best_object_to_every_tile(tmp_path):
+    """The stall head's object part: its best object's logit adds to each tile's, the floor where there is
+    none; a bad one is refused by name."""
+    dim, classes = 4, ["umbrella", "person"]
+    odim = 2 * dim + 3 + len(classes)
+    rng = np.random.default_rng(1)
+    arrays = {"street_stall/mean": np.zeros(dim), "street_stall/scale": np.ones(dim), "street_stall/coef": rng.normal(size=dim),
+              "street_stall/object_mean": np.ones(odim), "street_stall/object_scale": np.full(odim, 2.0),
+              "street_stall/object_coef": rng.normal(size=odim)}
+    spec = HeadSpec(region="tiles", classes=classes, feature_classes=classes, intercept=0.1, object_intercept=0.3, object_floor=-2.5)
+    card = HeadsCard(id="t", backbone="yolo11n-neck", feature_dim=dim, weights="t.npz", heads={"street_stall": spec})
+    HeadSet(card, {}).save(tmp_path / "t.yaml", arrays)
+    head = HeadSet.load(tmp_path / "t.yaml").heads["street_stall"]
+    objects = rng.normal(size=(3, odim))
+    best = float(((((objects - 1) / 2) @ arrays["street_stall/object_coef"]) + 0.3).max())
+    assert head.object_logit(objects) == pytest.approx(best, abs=1e-5)
+    assert head.object_logit(np.zeros((0, odim))) == -2.5
+    tiles = rng.normal(size=(16, dim))
+    np.testing.assert_allclose(head.logits(tiles, best), tiles @ arrays["street_stall/coef"] + 0.1 + best, rtol=1e-5, atol=1e-5)
+    HeadSet(card, {}).save(tmp_path / "t.yaml", {**arrays, "street_stall/object_coef": np.ones(dim)})
+    with pytest.raises(VerifierError, match=r"head 'street_stall' object_coef has shape \(4,\).*gives 13 features for its object part"):
+        HeadSet.load(tmp_path / "t.yaml")
+    bad = HeadsCard.model_validate({**card.model_dump(), "heads": {"street_stall": {**spec.model_dump(), "classes": []}}})
+    HeadSet(bad, {}).save(tmp_path / "t.yaml", arrays)
+    with pytest.raises(VerifierError, match="head 'street_stall' has an object part but is not a tiles head with object classes"):
+        HeadSet.load(tmp_path / "t.yaml")
+
+
 def test_verifier_refuses_another_detectors_neck(tmp_path):
     from detect.verifier import Verifier
 
@@ -273,3 +301,28 @@ def test_the_parking_heads_parts_are_standardised_on_their_training_photos(tmp_p
     for part in (vehicle[seen], scene):
         assert abs(part.mean()) < 1e-3 and part.std() == pytest.approx(1.0, abs=1e-3)
     np.testing.assert_allclose(head.scores(model, idx)[seen], vehicle[seen] + scene, rtol=1e-5)
+
+
+def test_the_stall_heads_parts_are_standardised_and_photos_without_objects_get_the_floor(tmp_path):
+    """The tiles and object parts of the stall head each have mean 0 and deviation 1 on their training photos;
+    a photo without any object of the part's classes adds the lowest training photo's best object (real
+    features of `street-scenes`: its Chinese street photos and every stall photo)."""
+    from pipelines.verifier.data import Dataset, load_datasets
+    from pipelines.verifier.run import TrainOptions, features
+    from pipelines.verifier.train import TilesObjectsHead
+
+    full = load_datasets([STREET_SCENES])
+    ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("street_stall") == 1], full.digest)
+    opt = TrainOptions(heads=["street_stall"], synth=0)
+    _, feats = features(ds, opt, tmp_path)
+    head = TilesObjectsHead("street_stall", ds, feats, tile_grid(opt.tiles), c=opt.c)
+    idx = np.flatnonzero(head.y >= 0)
+    model = head.fit(idx)
+    tiles = head.tiles.scores(model.tiles, idx)
+    objects = head.objects.scores(model.objects, idx)
+    seen = np.isfinite(objects)
+    assert 0 < (~seen).sum() < len(idx)  # some photos have no such object
+    for part in (tiles, objects[seen]):
+        assert abs(part.mean()) < 1e-3 and part.std() == pytest.approx(1.0, abs=1e-3)
+    assert model.floor == pytest.approx(objects[seen].min())
+    np.testing.assert_allclose(head.scores(model, idx), tiles + np.where(seen, objects, model.floor), rtol=1e-5)

@@ -10,7 +10,10 @@ threshold on that probability was chosen on validation and is stored with it.
 An `objects` head may carry a *scene* part: a second linear model over the image's tiles whose best
 tile's logit adds to every object's. The parking head has one: a vehicle counts only where both the
 ground around it and the scene look like obstructive parking (on three group splits this halved the
-false parking findings of photos without zones; docs/verifier.md).
+false parking findings of photos without zones; docs/verifier.md). The other way round, a `tiles`
+head may carry an *object* part: a linear model over the detected objects of its `classes` (each
+from its ground strip and box, as vehicles are), whose best object's logit adds to every tile's
+(the stall head: an umbrella or a table that looks like a stall's makes every tile more stall-like).
 
 Loading refuses heads that do not match the backbone (feature size, backbone id), that name an
 unknown violation type, or whose arrays are missing or malformed, naming the file and the reason.
@@ -29,6 +32,7 @@ from detect.config_io import ConfigModel
 
 HEAD_ARRAYS = ("mean", "scale", "coef")
 SCENE_ARRAYS = ("scene_mean", "scene_scale", "scene_coef")
+OBJECT_ARRAYS = ("object_mean", "object_scale", "object_coef")
 
 
 class VerifierError(ValueError):
@@ -40,7 +44,8 @@ class HeadSpec(ConfigModel):
 
     region: Literal["tiles", "objects"] = Field(
         title="Region", description="tiles: the image's tile grid (and zones); objects: the ground around each detected object of `classes`.")
-    classes: list[str] = Field(default_factory=list, title="Object classes", description="Detector classes judged by an `objects` head.")
+    classes: list[str] = Field(default_factory=list, title="Object classes",
+                               description="Detector classes judged by an `objects` head, or read by a `tiles` head's object part.")
     feature_classes: list[str] = Field(
         default_factory=list, title="Feature classes", description="The class list of an `objects` head's one-hot feature (its training classes).")
     intercept: float = Field(title="Intercept", description="Logistic-regression intercept on standardised features.")
@@ -53,6 +58,12 @@ class HeadSpec(ConfigModel):
         None, title="Scene intercept",
         description="objects heads: intercept of the scene part over the image's tiles (arrays scene_mean/scale/coef); its best tile's "
                     "logit adds to every object's. None: no scene part.")
+    object_intercept: float | None = Field(
+        None, title="Object intercept",
+        description="tiles heads: intercept of the object part over the detected objects of `classes` (arrays object_mean/scale/coef); "
+                    "its best object's logit adds to every tile's. None: no object part.")
+    object_floor: float | None = Field(
+        None, title="Object floor", description="tiles heads with an object part: the logit it adds for an image without such objects.")
 
 
 class HeadsCard(ConfigModel):
@@ -74,12 +85,16 @@ class LinearHead:
     """Standardise, dot, calibrate: a head at inference time (numpy only)."""
 
     def __init__(self, spec: HeadSpec, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray,
-                 scene: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+                 scene: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 objects: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
         self.spec = spec
         self.w, self.b = _folded(mean, scale, coef, spec.intercept)
         self.scene = None
         if scene is not None and spec.scene_intercept is not None:
             self.scene = _folded(*scene, spec.scene_intercept)
+        self.objects = None
+        if objects is not None and spec.object_intercept is not None:
+            self.objects = _folded(*objects, spec.object_intercept)
 
     def logits(self, features: np.ndarray, scene: float = 0.0) -> np.ndarray:
         return features @ self.w + self.b + scene
@@ -94,6 +109,20 @@ class LinearHead:
             return 0.0
         w, b = self.scene
         return float((tiles @ w + b).max())
+
+    @property
+    def has_object_part(self) -> bool:
+        return self.objects is not None
+
+    def object_logit(self, objects: np.ndarray) -> float:
+        """The object part's logit of an image: its best object of `objects` (rows of object features), the
+        stored floor when it has none; 0 without an object part."""
+        if self.objects is None:
+            return 0.0
+        if not len(objects):
+            return float(self.spec.object_floor or 0.0)
+        w, b = self.objects
+        return float((objects @ w + b).max())
 
 
 def _folded(mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> tuple[np.ndarray, float]:
@@ -138,7 +167,13 @@ class HeadSet:
                 if spec.region != "objects":
                     raise VerifierError(f"{card_path}: head '{type_id}' is a {spec.region} head; only objects heads have a scene part")
                 scene = tuple(_arrays(arrays, weights, card, type_id, SCENE_ARRAYS, card.feature_dim, "its scene part"))
-            heads[type_id] = LinearHead(spec, *parts, scene=scene)
+            objects = None
+            if spec.object_intercept is not None:
+                if spec.region != "tiles" or not spec.classes:
+                    raise VerifierError(f"{card_path}: head '{type_id}' has an object part but is not a tiles head with object classes")
+                odim = 2 * card.feature_dim + 3 + len(spec.feature_classes)
+                objects = tuple(_arrays(arrays, weights, card, type_id, OBJECT_ARRAYS, odim, "its object part"))
+            heads[type_id] = LinearHead(spec, *parts, scene=scene, objects=objects)
         return cls(card, heads, card_path)
 
     def save(self, card_path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -56,6 +56,30 @@ def object_feature_dim(channels: int, classes: list[str]) -> int:
     return 4 * channels + 3 + len(classes)
 
 
+OBJECT_PART_MIN_CONF, OBJECT_PART_MIN_AREA = 0.25, 0.001
+"""The detections a tiles head's object part reads, in training and at inference alike: of its classes,
+at least this confident and this large (share of the image)."""
+
+
+def object_part_rows(fmap: FeatureMap, detections: sv.Detections, width: int, height: int, classes: list[str],
+                     feature_classes: list[str], inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and `object_features` of the detections an object part reads (only those `inside`, when given)."""
+    dim = object_feature_dim(fmap.channels, feature_classes)
+    if not len(detections):
+        return np.zeros(0, int), np.zeros((0, dim), np.float32)
+    names = fields.names(detections)
+    boxes = detections.xyxy / [width, height, width, height]
+    conf = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = np.isin(names, classes) & (conf >= OBJECT_PART_MIN_CONF) & (area >= OBJECT_PART_MIN_AREA)
+    if inside is not None:
+        keep &= inside
+    idx = np.flatnonzero(keep)
+    if not len(idx):
+        return idx, np.zeros((0, dim), np.float32)
+    return idx, np.stack([object_features(fmap, boxes[i], names[i], feature_classes) for i in idx]).astype(np.float32)
+
+
 @dataclass
 class Verdicts:
     """What the verifier saw in one image (tiles and objects) and the thresholds it judges by."""
@@ -152,7 +176,7 @@ class Verifier:
         for type_id, head in self.heads.heads.items():
             verdicts.thresholds[type_id] = head.spec.threshold
             if head.spec.region == "tiles":
-                verdicts.tile_probs[type_id] = head.probs(pooled)
+                verdicts.tile_probs[type_id] = head.probs(pooled, self._object_logit(head, fmap, detections, w, h))
             else:
                 verdicts.object_probs[type_id] = self._objects(head, fmap, detections, w, h, pooled)
         return verdicts
@@ -172,8 +196,21 @@ class Verifier:
             probs[idx] = head.probs(feats, head.scene_logit(tiles))
         return probs
 
-    def zone_probs(self, fmap: FeatureMap, polygon: np.ndarray, types: list[str]) -> dict[str, float]:
-        """Per-type probability of a zone (normalised polygon): its own crop, or its best tile inside it."""
+    @staticmethod
+    def _object_logit(head: LinearHead, fmap: FeatureMap, detections: sv.Detections | None, w: int, h: int,
+                      inside: np.ndarray | None = None) -> float:
+        """What a tiles head's object part adds to each of its tiles (0 without one)."""
+        if not head.has_object_part:
+            return 0.0
+        if detections is None:
+            detections = sv.Detections.empty()
+        _, rows = object_part_rows(fmap, detections, w, h, head.spec.classes, head.spec.feature_classes, inside)
+        return head.object_logit(rows)
+
+    def zone_probs(self, fmap: FeatureMap, polygon: np.ndarray, types: list[str], detections: sv.Detections | None = None,
+                   size: tuple[int, int] = (1, 1)) -> dict[str, float]:
+        """Per-type probability of a zone (normalised polygon): its own crop, or its best tile inside it.
+        A head with an object part reads the `detections` (of an image `size` = (width, height)) centred in the zone."""
         import cv2
 
         poly = np.asarray(polygon, dtype=np.float32)
@@ -182,14 +219,20 @@ class Verifier:
         centres = np.stack([(self.tiles[:-1, 0] + self.tiles[:-1, 2]) / 2, (self.tiles[:-1, 1] + self.tiles[:-1, 3]) / 2], 1)
         inside = np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in centres])
         tiles = fmap.pool(self.tiles[:-1][inside]) if inside.any() else None
+        w, h = size
+        in_zone = None
+        if detections is not None and len(detections):
+            centres = detections.get_anchors_coordinates(sv.Position.CENTER) / [w, h]
+            in_zone = np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in centres])
         out = {}
         for t in types:
             head = self.heads.heads.get(t)
             if head is None or head.spec.region != "tiles":
                 continue
-            p = float(head.probs(region)[0])
+            extra = self._object_logit(head, fmap, detections, w, h, in_zone)
+            p = float(head.probs(region, extra)[0])
             if tiles is not None:
-                p = max(p, float(head.probs(tiles).max()))
+                p = max(p, float(head.probs(tiles, extra).max()))
             out[t] = p
         return out
 

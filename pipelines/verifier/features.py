@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,13 +24,16 @@ from detect.imageio import decode_image
 from detect.rules import PhotoRules
 from detect.verifier.backbones import is_neck, neck_id
 from detect.verifier.pooling import FeatureMap, tile_boxes
-from detect.verifier.verifier import WHOLE, object_features
+from detect.verifier.verifier import WHOLE, object_features, object_part_rows
 from pipelines.verifier.data import Dataset
 
 log = logging.getLogger(__name__)
 
 VEHICLE_CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle"]
 """Detector classes the parking head judges (illegal_parking: the first three; nonmotor_parking: the rest)."""
+OBJECT_PART_CLASSES = ["umbrella", "dining table", "chair", "bench", "potted plant", "suitcase", "person", "bicycle", "motorcycle",
+                       "truck", "car", "bottle"]
+"""Detector classes a tiles head's object part reads (the stall head: a stall's umbrellas, tables, goods, vendors, carts)."""
 MIN_VEHICLE_CONF = 0.3
 MIN_VEHICLE_AREA = 0.002
 MAX_SIDE = 1280
@@ -48,11 +51,14 @@ class Features:
     synth_base: np.ndarray  # (S,) base photo index
     synth_boxes: list[list[tuple[float, float, float, float]]]  # slips per composite, normalised
     rules_found: list[list[str]]  # per photo: types today's detector-only rules find (the baseline)
+    objects: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (O, Do) object-part features
+    object_photo: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (O,) photo index
+    object_box: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (O, 4) normalised
 
 
 def cache_key(dataset: Dataset, backbone: str, detector_id: str, tiles: tuple[int, int], synth: int, seed: int) -> str:
     files = hashlib.sha256("\n".join(p.file for p in dataset.photos).encode()).hexdigest()  # rows left out change the key
-    h = hashlib.sha256(f"{dataset.digest}|{files}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{MAX_SIDE}|v1".encode())
+    h = hashlib.sha256(f"{dataset.digest}|{files}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{MAX_SIDE}|v2".encode())
     return h.hexdigest()[:16]
 
 
@@ -65,7 +71,8 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
         z = np.load(path, allow_pickle=False)
         boxes = [[tuple(b) for b in z["synth_box"][z["synth_box_of"] == k]] for k in range(len(z["synth_base"]))]
         return Features(z["tiles"], z["vehicles"], z["vehicle_photo"], z["vehicle_box"], z["vehicle_class"].astype(str),
-                        z["synth_tiles"], z["synth_base"], boxes, [str(r).split(";") if r else [] for r in z["rules_found"]])
+                        z["synth_tiles"], z["synth_base"], boxes, [str(r).split(";") if r else [] for r in z["rules_found"]],
+                        z["objects"], z["object_photo"], z["object_box"])
     if is_neck(backbone) and neck_id(detector.model_id) != backbone:
         raise ValueError(f"backbone {backbone} is the neck of another detector than {detector.model_id}")
     eff = None
@@ -77,6 +84,7 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
     rng = np.random.default_rng(seed)
     synth_bases = _synth_bases(dataset, synth, rng)
     out_tiles, vehicles, v_photo, v_box, v_class = [], [], [], [], []
+    objects, o_photo, o_box = [], [], []
     s_tiles, s_base, s_boxes = [], [], []
     rules, rules_found = PhotoRules(), []
     when = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -87,6 +95,10 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
         h, w = image.shape[:2]
         rules_found.append(sorted({e.violation_type for e in rules.process(Frame(image, photo.file, when), dets)}))
         names = fields.names(dets)
+        o_idx, o_rows = object_part_rows(fmap, dets, w, h, OBJECT_PART_CLASSES, OBJECT_PART_CLASSES)
+        objects.extend(o_rows)
+        o_photo.extend([i] * len(o_idx))
+        o_box.extend(dets.xyxy[o_idx] / [w, h, w, h])
         for box, conf, name in zip(dets.xyxy, dets.confidence, names):
             b = box / [w, h, w, h]
             if name in VEHICLE_CLASSES and conf >= MIN_VEHICLE_CONF and (b[2] - b[0]) * (b[3] - b[1]) >= MIN_VEHICLE_AREA:
@@ -110,13 +122,16 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
         np.stack(out_tiles), np.array(vehicles, dtype=np.float32).reshape(-1, 2 * dim + 3 + len(VEHICLE_CLASSES)),
         np.array(v_photo, dtype=int), np.array(v_box, dtype=np.float32).reshape(-1, 4), np.array(v_class, dtype=object),
         np.stack(s_tiles) if s_tiles else np.zeros((0, len(grid), dim), np.float32), np.array(s_base, dtype=int),
-        s_boxes, rules_found)
+        s_boxes, rules_found,
+        np.array(objects, dtype=np.float32).reshape(-1, 2 * dim + 3 + len(OBJECT_PART_CLASSES)), np.array(o_photo, dtype=int),
+        np.array(o_box, dtype=np.float32).reshape(-1, 4))
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(path, tiles=feats.tiles, vehicles=feats.vehicles, vehicle_photo=feats.vehicle_photo, vehicle_box=feats.vehicle_box,
              vehicle_class=feats.vehicle_class.astype(str), synth_tiles=feats.synth_tiles, synth_base=feats.synth_base,
              synth_box=np.array([b for bs in feats.synth_boxes for b in bs], dtype=np.float32).reshape(-1, 4),
              synth_box_of=np.array([k for k, bs in enumerate(feats.synth_boxes) for _ in bs], dtype=int),
-             rules_found=np.array([";".join(r) for r in rules_found]))
+             rules_found=np.array([";".join(r) for r in rules_found]), objects=feats.objects, object_photo=feats.object_photo,
+             object_box=feats.object_box)
     return feats
 
 

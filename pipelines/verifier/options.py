@@ -17,7 +17,7 @@ class TrainOptions:
     folds: int = 5
     seed: int = 0
     synth: int = 400
-    verifier_id: str = "street-v5"
+    verifier_id: str = "street-v6"
     bootstrap: int = 1000
     heads: list[str] = field(default_factory=list)
 

@@ -17,10 +17,11 @@ import numpy as np
 from detect.verifier.backbones import EFFICIENTNET, is_neck, neck_id
 from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec
 from pipelines.verifier.data import PARKING, Dataset
-from pipelines.verifier.features import VEHICLE_CLASSES, Features, extract
+from pipelines.verifier.features import OBJECT_PART_CLASSES, VEHICLE_CLASSES, Features, extract
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.train import MIN_SHIP_F1, PARKING_TYPES, HeadResult, ParkingHead, ParkingModel, TileHead, heads_to_train, train_head
+from pipelines.verifier.train import (MIN_SHIP_F1, OBJECT_PART_HEADS, PARKING_TYPES, HeadResult, ParkingHead, ParkingModel, TileHead,
+                                      TilesObjectsHead, TilesObjectsModel, heads_to_train, train_head)
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,12 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
     results: dict[str, HeadResult] = {}
     refused: dict[str, float] = {}
     for name in options.heads or heads_to_train(dataset):
-        trainer = (ParkingHead(dataset, feats, grid, options.c, options.seed) if name == PARKING
-                   else TileHead(name, dataset, feats, grid, options.c, options.seed))
+        if name == PARKING:
+            trainer = ParkingHead(dataset, feats, grid, options.c, options.seed)
+        elif name in OBJECT_PART_HEADS and len(feats.objects):
+            trainer = TilesObjectsHead(name, dataset, feats, grid, options.c, options.seed)
+        else:
+            trainer = TileHead(name, dataset, feats, grid, options.c, options.seed)
         log.info("training head %s", name)
         r = results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress, within=within, nested=nested)
         y = dataset.labels(name)
@@ -122,18 +127,25 @@ def head_arrays(results: dict[str, HeadResult], refused: dict[str, float]) -> tu
         if name in refused:
             continue
         types = PARKING_TYPES if name == PARKING else {name: []}
-        model, scene = (r.model.vehicle, r.model.scene) if isinstance(r.model, ParkingModel) else (r.model, None)
+        model, scene, objects = r.model, None, None
+        if isinstance(r.model, ParkingModel):
+            model, scene = r.model.vehicle, r.model.scene
+        elif isinstance(r.model, TilesObjectsModel):
+            model, objects = r.model.tiles, r.model.objects
+            types = {name: list(OBJECT_PART_CLASSES)}
         for type_id, classes in types.items():
             specs[type_id] = HeadSpec(
                 region="objects" if name == PARKING else "tiles", classes=classes,
-                feature_classes=list(VEHICLE_CLASSES) if name == PARKING else [], intercept=model.intercept,
+                feature_classes=list(VEHICLE_CLASSES) if name == PARKING else list(classes), intercept=model.intercept,
                 calibration=r.calibration, threshold=round(r.threshold, 4),
                 ocr_gate=round(r.ocr_gate, 4) if r.ocr_gate is not None else None,
-                scene_intercept=scene.intercept if scene is not None else None)
+                scene_intercept=scene.intercept if scene is not None else None,
+                object_intercept=objects.intercept if objects is not None else None,
+                object_floor=float(r.model.floor) if objects is not None else None)
             arrays.update({f"{type_id}/mean": model.mean, f"{type_id}/scale": model.scale, f"{type_id}/coef": model.coef})
-            if scene is not None:
-                arrays.update({f"{type_id}/scene_mean": scene.mean, f"{type_id}/scene_scale": scene.scale,
-                               f"{type_id}/scene_coef": scene.coef})
+            for part, m in (("scene", scene), ("object", objects)):
+                if m is not None:
+                    arrays.update({f"{type_id}/{part}_mean": m.mean, f"{type_id}/{part}_scale": m.scale, f"{type_id}/{part}_coef": m.coef})
     return specs, arrays
 
 

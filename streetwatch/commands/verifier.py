@@ -180,6 +180,8 @@ def summary(card) -> str:
         how = f" (OCR gate {spec.ocr_gate})" if spec.ocr_gate else ""
         if spec.region == "objects":
             how += f" (each {', '.join(spec.classes)}" + (" plus the scene's best tile)" if spec.scene_intercept is not None else ")")
+        elif spec.object_intercept is not None:
+            how += f" (best tile plus the best of its {', '.join(spec.classes)})"
         lines.append(f"  threshold {type_id}: {spec.threshold}{how}")
     return "\n".join(lines)
 
