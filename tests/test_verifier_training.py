@@ -67,12 +67,13 @@ def test_training_reproduces_the_cards_validation_figures(tmp_path):
     # The heads themselves come back nearly to the bit (correlation of the weights 0.999+ in those runs).
     shipped, retrained = np.load(VERIFIERS / f"{CARD.stem}.npz"), np.load(tmp_path / "out" / f"{CARD.stem}.npz")
     for type_id in card["heads"]:
-        for name in ("coef", "scene_coef"):  # the parking head's scene part as well
+        for name in ("coef", "scene_coef", "object_coef"):  # the parking head's scene part, the stall head's object part
             if f"{type_id}/{name}" not in shipped.files:
                 continue
             a, b = shipped[f"{type_id}/{name}"].ravel(), retrained[f"{type_id}/{name}"].ravel()
             assert np.corrcoef(a, b)[0, 1] > 0.995, (type_id, name)
-        assert (f"{type_id}/scene_coef" in shipped.files) == (f"{type_id}/scene_coef" in retrained.files), type_id
+        for part in ("scene_coef", "object_coef"):
+            assert (f"{type_id}/{part}" in shipped.files) == (f"{type_id}/{part}" in retrained.files), (type_id, part)
     # Thresholds come from blurred F curves (choose_threshold): with float32-precision noise on the features they
     # moved by at most 0.005 (the F1-best point of `street-v2` jumped between 0.12 and 0.19 for stalls).
     for type_id, spec in card["heads"].items():
