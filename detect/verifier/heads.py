@@ -96,12 +96,13 @@ class LinearHead:
         if objects is not None and spec.object_intercept is not None:
             self.objects = _folded(*objects, spec.object_intercept)
 
-    def logits(self, features: np.ndarray, scene: float = 0.0) -> np.ndarray:
-        return features @ self.w + self.b + scene
+    def logits(self, features: np.ndarray, added: float = 0.0) -> np.ndarray:
+        """`added`: the other part's logit of the image (`scene_logit`, `object_logit`), 0 without one."""
+        return features @ self.w + self.b + added
 
-    def probs(self, features: np.ndarray, scene: float = 0.0) -> np.ndarray:
+    def probs(self, features: np.ndarray, added: float = 0.0) -> np.ndarray:
         a, b = self.spec.calibration
-        return 1.0 / (1.0 + np.exp(-(a * self.logits(features, scene) + b)))
+        return 1.0 / (1.0 + np.exp(-(a * self.logits(features, added) + b)))
 
     def scene_logit(self, tiles: np.ndarray) -> float:
         """The scene part's logit of an image (its best tile of `tiles`, pooled tile features); 0 without one."""
@@ -160,7 +161,8 @@ class HeadSet:
         for type_id, spec in card.heads.items():
             if known_types is not None and type_id not in known_types:
                 raise VerifierError(f"{card_path}: head '{type_id}' is not a violation type of the taxonomy")
-            dim = card.feature_dim if spec.region == "tiles" else 2 * card.feature_dim + 3 + len(spec.feature_classes)
+            object_dim = 2 * card.feature_dim + 3 + len(spec.feature_classes)  # ground strip and box, geometry, one-hot
+            dim = card.feature_dim if spec.region == "tiles" else object_dim
             parts = _arrays(arrays, weights, card, type_id, HEAD_ARRAYS, dim, f"a {spec.region} head")
             scene = None
             if spec.scene_intercept is not None:
@@ -171,14 +173,13 @@ class HeadSet:
             if spec.object_intercept is not None:
                 if spec.region != "tiles" or not spec.classes:
                     raise VerifierError(f"{card_path}: head '{type_id}' has an object part but is not a tiles head with object classes")
-                odim = 2 * card.feature_dim + 3 + len(spec.feature_classes)
-                objects = tuple(_arrays(arrays, weights, card, type_id, OBJECT_ARRAYS, odim, "its object part"))
+                objects = tuple(_arrays(arrays, weights, card, type_id, OBJECT_ARRAYS, object_dim, "its object part"))
             heads[type_id] = LinearHead(spec, *parts, scene=scene, objects=objects)
         return cls(card, heads, card_path)
 
     def save(self, card_path: Path, arrays: dict[str, np.ndarray]) -> None:
-        """Write the card and its weights (`arrays`: '<type>/<mean|scale|coef>' and, for a scene part,
-        '<type>/<scene_mean|scene_scale|scene_coef>' -> vector)."""
+        """Write the card and its weights (`arrays`: '<type>/<mean|scale|coef>' and, for a scene or object part,
+        '<type>/<scene_|object_><mean|scale|coef>' -> vector)."""
         card_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(card_path.parent / self.card.weights, **{k: v.astype(np.float32) for k, v in arrays.items()})
         card_path.write_text(yaml.safe_dump(self.card.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")

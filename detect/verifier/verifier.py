@@ -220,8 +220,9 @@ class Verifier:
         inside = np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in centres])
         tiles = fmap.pool(self.tiles[:-1][inside]) if inside.any() else None
         w, h = size
-        in_zone = None
-        if detections is not None and len(detections):
+        in_zone = None  # the detections centred in the zone, worked out only for a head with an object part
+        if detections is not None and len(detections) and any(
+                self.heads.heads[t].has_object_part for t in types if t in self.heads.heads):
             centres = detections.get_anchors_coordinates(sv.Position.CENTER) / [w, h]
             in_zone = np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in centres])
         out = {}
