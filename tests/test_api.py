@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from fastapi.routing import iter_route_contexts
-from fastapi.testclient import TestClient
 
-from pipelines.cases.states import CaseState
 from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (fixture)
 
 # Every route of the app and who may call it. A route missing here fails `test_every_route_checks_its_role`.

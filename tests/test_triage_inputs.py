@@ -6,12 +6,10 @@ import json
 import shutil
 import subprocess
 import zipfile
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from PIL import Image
 
 from detect.config_io import ConfigError
 from detect.frames import GeoPoint

@@ -22,6 +22,7 @@ from tests.conftest import SHARED
 STREET = SHARED / "datasets" / "street-scenes" / "images"
 CARS_IN_BAY = STREET / "mmj" / "IMG_5969.jpg"  # "ferry terminal road and car park, car in marked bay, no violations"
 STALL = STREET / "mmj" / "IMG_0017.jpg"  # two tent stalls with tables (boxes.csv)
+BICYCLE_ON_PAVEMENT = STREET / "mmj" / "IMG_0014.jpg"  # labelled non-motor parking; one bicycle detected
 WHEN = datetime(2026, 11, 3, 2, tzinfo=UTC)
 
 
@@ -52,6 +53,35 @@ def test_a_car_in_a_marked_bay_is_not_illegal_parking(judgement, onnx_detector):
     assert "car" in set(plain.data["class_name"])
     assert "illegal_parking" in {e.violation_type for e in PhotoRules().process(Frame(image, "bay", WHEN), plain)}
     assert not _photo_types(CARS_IN_BAY, onnx_detector, judgement) & {"illegal_parking", "nonmotor_parking"}
+
+
+def test_a_vehicle_too_small_or_unsure_for_the_parking_head_is_not_a_finding(judgement, onnx_detector):
+    """Inference judges the vehicles training judged (`VEHICLE_MIN_CONF`, `VEHICLE_MIN_AREA`): a bicycle the
+    head passes gets probability 0 when it is less certain or smaller than any vehicle the head was trained
+    on; the small one would still pass the taxonomy's own floor (non-motor parking: 0.05 % of the image)."""
+    from detect.verifier.verifier import VEHICLE_MIN_AREA, VEHICLE_MIN_CONF
+
+    image = read_image(BICYCLE_ON_PAVEMENT)
+    h, w = image.shape[:2]
+    dets, fmap = onnx_detector.detect_with_features([image])[0]
+    [bike] = np.flatnonzero(dets.data["class_name"] == "bicycle")
+    judged = judgement.verifier.judge(image, dets, fmap)
+    assert judged.object_probs["nonmotor_parking"][bike] >= judged.thresholds["nonmotor_parking"]
+    assert "nonmotor_parking" in _photo_types(BICYCLE_ON_PAVEMENT, onnx_detector, judgement)
+
+    unsure = dets[bike:bike + 1]
+    unsure.confidence = np.array([VEHICLE_MIN_CONF - 0.01])
+    small = dets[bike:bike + 1]
+    x1, y1, x2, y2 = small.xyxy[0]
+    side = np.sqrt(VEHICLE_MIN_AREA / 2 * w * h)  # half the smallest area judged, standing where the bicycle stands
+    small.xyxy = np.array([[(x1 + x2 - side) / 2, y2 - side, (x1 + x2 + side) / 2, y2]])
+    for shown in (unsure, small):
+        verdicts = judgement.verifier.judge(image, shown, fmap)
+        assert verdicts.object_probs["nonmotor_parking"][0] == 0.0
+        marked, _ = judgement.objects(image, shown, fmap)
+        assert not marked.data["verified_pass"][0]
+        events = PhotoRules(taxonomy=judgement.taxonomy).process(Frame(image, "bike", WHEN), marked, verified=judgement.verified_types)
+        assert "nonmotor_parking" not in {e.violation_type for e in events}
 
 
 def test_bad_verifier_input_is_refused_with_the_reason(tmp_path):

@@ -56,14 +56,20 @@ def object_feature_dim(channels: int, classes: list[str]) -> int:
     return 4 * channels + 3 + len(classes)
 
 
+VEHICLE_MIN_CONF, VEHICLE_MIN_AREA = 0.3, 0.002
+"""The vehicles an `objects` head judges, in training and at inference alike: at least this confident and
+this large (share of the image). A smaller or less certain one was never in its training rows: it is
+not judged to pass (`Verifier.judge` gives it probability 0)."""
 OBJECT_PART_MIN_CONF, OBJECT_PART_MIN_AREA = 0.25, 0.001
 """The detections a tiles head's object part reads, in training and at inference alike: of its classes,
 at least this confident and this large (share of the image)."""
 
 
-def object_part_rows(fmap: FeatureMap, detections: sv.Detections, width: int, height: int, classes: list[str],
-                     feature_classes: list[str], inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and `object_features` of the detections an object part reads (only those `inside`, when given)."""
+def object_rows(fmap: FeatureMap, detections: sv.Detections, width: int, height: int, classes: list[str],
+                feature_classes: list[str], min_conf: float, min_area: float,
+                inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and `object_features` of the detections of `classes` at least `min_conf` confident and
+    `min_area` large (only those `inside`, when given): the one filter training and inference share."""
     dim = object_feature_dim(fmap.channels, feature_classes)
     if not len(detections):
         return np.zeros(0, int), np.zeros((0, dim), np.float32)
@@ -71,13 +77,26 @@ def object_part_rows(fmap: FeatureMap, detections: sv.Detections, width: int, he
     boxes = detections.xyxy / [width, height, width, height]
     conf = detections.confidence if detections.confidence is not None else np.ones(len(detections))
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = np.isin(names, classes) & (conf >= OBJECT_PART_MIN_CONF) & (area >= OBJECT_PART_MIN_AREA)
+    keep = np.isin(names, classes) & (conf >= min_conf) & (area >= min_area)
     if inside is not None:
         keep &= inside
     idx = np.flatnonzero(keep)
     if not len(idx):
         return idx, np.zeros((0, dim), np.float32)
     return idx, np.stack([object_features(fmap, boxes[i], names[i], feature_classes) for i in idx]).astype(np.float32)
+
+
+def object_part_rows(fmap: FeatureMap, detections: sv.Detections, width: int, height: int, classes: list[str],
+                     feature_classes: list[str], inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The detections a tiles head's object part reads (`object_rows` with its filter)."""
+    return object_rows(fmap, detections, width, height, classes, feature_classes, OBJECT_PART_MIN_CONF, OBJECT_PART_MIN_AREA,
+                       inside)
+
+
+def vehicle_rows(fmap: FeatureMap, detections: sv.Detections, width: int, height: int, classes: list[str],
+                 feature_classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The detections an `objects` head judges (`object_rows` with the vehicle filter)."""
+    return object_rows(fmap, detections, width, height, classes, feature_classes, VEHICLE_MIN_CONF, VEHICLE_MIN_AREA)
 
 
 @dataclass
@@ -184,15 +203,14 @@ class Verifier:
     def _objects(self, head: LinearHead, fmap: FeatureMap, detections: sv.Detections, w: int, h: int,
                  tiles: np.ndarray) -> np.ndarray:
         """Each object's probability from the ground around it plus, for a head with a scene part, the
-        scene's logit (the image's best tile of `tiles`)."""
+        scene's logit (the image's best tile of `tiles`); NaN for detections not of its classes, 0 for those
+        too small or unsure to judge (`VEHICLE_MIN_CONF`, `VEHICLE_MIN_AREA`: the head never saw their like)."""
         probs = np.full(len(detections), np.nan)
         if not len(detections):
             return probs
-        names = fields.names(detections)
-        idx = np.flatnonzero(np.isin(names, head.spec.classes))
+        probs[np.isin(fields.names(detections), head.spec.classes)] = 0.0
+        idx, feats = vehicle_rows(fmap, detections, w, h, head.spec.classes, head.spec.feature_classes)
         if len(idx):
-            boxes = detections.xyxy[idx] / [w, h, w, h]
-            feats = np.stack([object_features(fmap, b, names[i], head.spec.feature_classes) for b, i in zip(boxes, idx)])
             probs[idx] = head.probs(feats, head.scene_logit(tiles))
         return probs
 

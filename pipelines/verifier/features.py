@@ -24,7 +24,7 @@ from detect.imageio import decode_image
 from detect.rules import PhotoRules
 from detect.verifier.backbones import is_neck, neck_id
 from detect.verifier.pooling import FeatureMap, tile_boxes
-from detect.verifier.verifier import WHOLE, object_features, object_part_rows
+from detect.verifier.verifier import WHOLE, object_part_rows, vehicle_rows
 from pipelines.verifier.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,6 @@ VEHICLE_CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle"]
 OBJECT_PART_CLASSES = ["umbrella", "dining table", "chair", "bench", "potted plant", "suitcase", "person", "bicycle", "motorcycle",
                        "truck", "car", "bottle"]
 """Detector classes a tiles head's object part reads (the stall head: a stall's umbrellas, tables, goods, vendors, carts)."""
-MIN_VEHICLE_CONF = 0.3
-MIN_VEHICLE_AREA = 0.002
 MAX_SIDE = 1280
 """Photos are decoded at up to this long side (as triage does for 12 MP phone photos)."""
 
@@ -99,13 +97,11 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
         objects.extend(o_rows)
         o_photo.extend([i] * len(o_idx))
         o_box.extend(dets.xyxy[o_idx] / [w, h, w, h])
-        for box, conf, name in zip(dets.xyxy, dets.confidence, names):
-            b = box / [w, h, w, h]
-            if name in VEHICLE_CLASSES and conf >= MIN_VEHICLE_CONF and (b[2] - b[0]) * (b[3] - b[1]) >= MIN_VEHICLE_AREA:
-                vehicles.append(object_features(fmap, b, name, VEHICLE_CLASSES))
-                v_photo.append(i)
-                v_box.append(b)
-                v_class.append(name)
+        v_idx, v_rows = vehicle_rows(fmap, dets, w, h, VEHICLE_CLASSES, VEHICLE_CLASSES)
+        vehicles.extend(v_rows)
+        v_photo.extend([i] * len(v_idx))
+        v_box.extend(dets.xyxy[v_idx] / [w, h, w, h])
+        v_class.extend(names[v_idx])
         if i in synth_bases:
             from pipelines.verifier.synth import compose
 

@@ -254,9 +254,10 @@ class ObjectHead:
 class VehicleHead(ObjectHead):
     """Training rows of the parking head's vehicle part: one per detected vehicle; close calls left out."""
 
-    def __init__(self, dataset: Dataset, feats: Features, c: float) -> None:
+    def __init__(self, dataset: Dataset, feats: Features, c: float, left_out: np.ndarray | None = None) -> None:
+        """`left_out`: the close calls (`Dataset.close_call_negatives`, computed here when not given)."""
         super().__init__(PARKING, dataset, feats.vehicles, feats.vehicle_photo, feats.vehicle_box, c,
-                         left_out=dataset.close_call_negatives(PARKING))
+                         left_out=dataset.close_call_negatives(PARKING) if left_out is None else left_out)
 
 
 @dataclass
@@ -279,8 +280,9 @@ class ParkingHead:
     0.60, false findings 15 / 13 / 10 -> 8 / 7 / 4, F1 about the same (docs/verifier.md)."""
 
     def __init__(self, dataset: Dataset, feats: Features, grid: np.ndarray, c: float, seed: int = 0) -> None:
-        self.vehicles = VehicleHead(dataset, feats, c)
-        self.scene = TileHead(PARKING, dataset, feats, grid, c, seed, left_out=dataset.close_call_negatives(PARKING))
+        close_calls = dataset.close_call_negatives(PARKING)
+        self.vehicles = VehicleHead(dataset, feats, c, close_calls)
+        self.scene = TileHead(PARKING, dataset, feats, grid, c, seed, left_out=close_calls)
         self.y, self.sources = self.vehicles.y, self.vehicles.sources
 
     def fit(self, idx: np.ndarray) -> ParkingModel:
