@@ -291,7 +291,7 @@ def test_the_parking_heads_parts_are_standardised_on_their_training_photos(tmp_p
     ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("parking") == 1], full.digest)
     opt = TrainOptions(heads=["parking"], synth=0)
     _, feats = features(ds, opt, tmp_path)
-    head = ParkingHead(ds, feats, tile_grid(opt.tiles), c=opt.c)
+    head = ParkingHead(ds, feats, tile_grid(opt.tiles), c=opt.c_for("parking"))
     idx = np.flatnonzero(head.y >= 0)
     assert (head.y[idx] == 1).sum() >= 20
     model = head.fit(idx)
@@ -315,7 +315,7 @@ def test_the_stall_heads_parts_are_standardised_and_photos_without_objects_get_t
     ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("street_stall") == 1], full.digest)
     opt = TrainOptions(heads=["street_stall"], synth=0)
     _, feats = features(ds, opt, tmp_path)
-    head = TilesObjectsHead("street_stall", ds, feats, tile_grid(opt.tiles), c=opt.c)
+    head = TilesObjectsHead("street_stall", ds, feats, tile_grid(opt.tiles), c=opt.c_for("street_stall"))
     idx = np.flatnonzero(head.y >= 0)
     model = head.fit(idx)
     tiles = head.tiles.scores(model.tiles, idx)

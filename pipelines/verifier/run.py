@@ -77,11 +77,11 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
     refused: dict[str, float] = {}
     for name in options.heads or heads_to_train(dataset):
         if name == PARKING:
-            trainer = ParkingHead(dataset, feats, grid, options.c, options.seed)
+            trainer = ParkingHead(dataset, feats, grid, options.c_for(name), options.seed)
         elif name in OBJECT_PART_HEADS and len(feats.objects):
-            trainer = TilesObjectsHead(name, dataset, feats, grid, options.c, options.seed)
+            trainer = TilesObjectsHead(name, dataset, feats, grid, options.c_for(name), options.seed)
         else:
-            trainer = TileHead(name, dataset, feats, grid, options.c, options.seed)
+            trainer = TileHead(name, dataset, feats, grid, options.c_for(name), options.seed)
         log.info("training head %s", name)
         r = results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress, within=within, nested=nested)
         y = dataset.labels(name)
@@ -179,7 +179,7 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
         metrics=metrics,
         command=command,
         notes=(f"Validation: {options.folds}-fold group split (each fold's threshold from an inner group split of its training part); "
-               f"C={options.c}; parking head shared by illegal_parking (car, truck, bus) and nonmotor_parking (motorcycle, bicycle) "
+               f"{options.c_text}; parking head shared by illegal_parking (car, truck, bus) and nonmotor_parking (motorcycle, bicycle) "
                f"over {', '.join(VEHICLE_CLASSES)}, plus its scene part over the tiles; figures on real photos only (synthetic small ads train flyposting, never validate)."),
     )
     if refused:

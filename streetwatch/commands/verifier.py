@@ -19,7 +19,8 @@ DataOpt = Annotated[list[Path], typer.Option("--data", help="Dataset folder with
 BackboneOpt = Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")]
 VerifierIdOpt = Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")]
 TilesOpt = Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")]
-RegularisationOpt = Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation of the logistic heads (smaller = stronger).")]
+RegularisationOpt = Annotated[float | None, typer.Option(
+    "--C", min=1e-6, help=f"Inverse L2 regularisation of every logistic head (smaller = stronger); default: {DEFAULTS.c_text[2:]}.")]
 FoldsOpt = Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")]
 SynthOpt = Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")]
@@ -32,7 +33,7 @@ PhoneRegionOpt = Annotated[str, typer.Option("--phone-region", help="Region of p
 JsonOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON here.")]
 
 
-def _options(backbone: str, verifier_id: str, tiles: str, c: float, folds: int, synth: int, seed: int, heads: str):
+def _options(backbone: str, verifier_id: str, tiles: str, c: float | None, folds: int, synth: int, seed: int, heads: str):
     """TrainOptions from the shared command-line options (a bad --tiles is one error line)."""
     try:
         grid = tuple(int(v) for v in tiles.lower().split("x"))
