@@ -326,3 +326,17 @@ def test_the_stall_heads_parts_are_standardised_and_photos_without_objects_get_t
         assert abs(part.mean()) < 1e-3 and part.std() == pytest.approx(1.0, abs=1e-3)
     assert model.floor == pytest.approx(objects[seen].min())
     np.testing.assert_allclose(head.scores(model, idx), tiles + np.where(seen, objects, model.floor), rtol=1e-5)
+
+
+def test_the_stall_head_is_regularised_harder_unless_C_is_set_for_every_head():
+    """Default training gives the stall head its own, stronger L2 (`HEAD_C`, measured in docs/verifier.md);
+    `--C` sets one value for every head, and the card's notes say which applied."""
+    from pipelines.verifier.options import DEFAULT_C, HEAD_C, TrainOptions
+
+    default = TrainOptions()
+    assert default.c_for("street_stall") == HEAD_C["street_stall"] < DEFAULT_C
+    assert {default.c_for(h) for h in ("shopfront_spillover", "flyposting", "parking")} == {DEFAULT_C}
+    assert default.c_text == f"C={HEAD_C['street_stall']} for street_stall, {DEFAULT_C} for the others"
+    chosen = TrainOptions(c=0.05)
+    assert {chosen.c_for(h) for h in ("street_stall", "shopfront_spillover", "parking")} == {0.05}
+    assert chosen.c_text == "C=0.05 for every head"
