@@ -35,6 +35,12 @@ SCENE_ARRAYS = ("scene_mean", "scene_scale", "scene_coef")
 OBJECT_ARRAYS = ("object_mean", "object_scale", "object_coef")
 
 
+def object_feature_dim(pooled: int, classes: list[str]) -> int:
+    """Size of one object's features (`verifier.object_features`) for a backbone pooling to `pooled` values per
+    region: its ground strip and its box pooled, where it stands (3 values), and a one-hot of `classes`."""
+    return 2 * pooled + 3 + len(classes)
+
+
 class VerifierError(ValueError):
     """Heads or backbone that cannot be used; the message names the file and the reason."""
 
@@ -161,7 +167,7 @@ class HeadSet:
         for type_id, spec in card.heads.items():
             if known_types is not None and type_id not in known_types:
                 raise VerifierError(f"{card_path}: head '{type_id}' is not a violation type of the taxonomy")
-            object_dim = 2 * card.feature_dim + 3 + len(spec.feature_classes)  # ground strip and box, geometry, one-hot
+            object_dim = object_feature_dim(card.feature_dim, spec.feature_classes)
             dim = card.feature_dim if spec.region == "tiles" else object_dim
             parts = _arrays(arrays, weights, card, type_id, HEAD_ARRAYS, dim, f"a {spec.region} head")
             scene = None

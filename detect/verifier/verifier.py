@@ -25,7 +25,7 @@ import supervision as sv
 from detect import fields
 from detect.taxonomy import VERIFIED_PREFIX
 from detect.verifier.backbones import Backbone, EfficientNetLite0, is_neck
-from detect.verifier.heads import HeadSet, LinearHead, VerifierError
+from detect.verifier.heads import HeadSet, LinearHead, VerifierError, object_feature_dim
 from detect.verifier.pooling import FeatureMap, tile_boxes
 
 WHOLE = np.array([[0.0, 0.0, 1.0, 1.0]])
@@ -52,10 +52,6 @@ def object_features(fmap: FeatureMap, box: np.ndarray, class_name: str, classes:
     return np.concatenate([pooled[0], pooled[1], geometry, onehot])
 
 
-def object_feature_dim(channels: int, classes: list[str]) -> int:
-    return 4 * channels + 3 + len(classes)
-
-
 VEHICLE_MIN_CONF, VEHICLE_MIN_AREA = 0.3, 0.002
 """The vehicles an `objects` head judges, in training and at inference alike: at least this confident and
 this large (share of the image). A smaller or less certain one was never in its training rows: it is
@@ -70,7 +66,7 @@ def object_rows(fmap: FeatureMap, detections: sv.Detections, width: int, height:
                 inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices and `object_features` of the detections of `classes` at least `min_conf` confident and
     `min_area` large (only those `inside`, when given): the one filter training and inference share."""
-    dim = object_feature_dim(fmap.channels, feature_classes)
+    dim = object_feature_dim(2 * fmap.channels, feature_classes)
     if not len(detections):
         return np.zeros(0, int), np.zeros((0, dim), np.float32)
     names = fields.names(detections)

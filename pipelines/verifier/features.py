@@ -23,6 +23,7 @@ from detect.frames import Frame
 from detect.imageio import decode_image
 from detect.rules import PhotoRules
 from detect.verifier.backbones import is_neck, neck_id
+from detect.verifier.heads import object_feature_dim
 from detect.verifier.pooling import FeatureMap, tile_boxes
 from detect.verifier.verifier import WHOLE, object_part_rows, vehicle_rows
 from pipelines.verifier.data import Dataset
@@ -115,11 +116,11 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
             progress(i + 1, len(dataset.photos))
     dim = out_tiles[0].shape[1]
     feats = Features(
-        np.stack(out_tiles), np.array(vehicles, dtype=np.float32).reshape(-1, 2 * dim + 3 + len(VEHICLE_CLASSES)),
+        np.stack(out_tiles), np.array(vehicles, dtype=np.float32).reshape(-1, object_feature_dim(dim, VEHICLE_CLASSES)),
         np.array(v_photo, dtype=int), np.array(v_box, dtype=np.float32).reshape(-1, 4), np.array(v_class, dtype=object),
         np.stack(s_tiles) if s_tiles else np.zeros((0, len(grid), dim), np.float32), np.array(s_base, dtype=int),
         s_boxes, rules_found,
-        np.array(objects, dtype=np.float32).reshape(-1, 2 * dim + 3 + len(OBJECT_PART_CLASSES)), np.array(o_photo, dtype=int),
+        np.array(objects, dtype=np.float32).reshape(-1, object_feature_dim(dim, OBJECT_PART_CLASSES)), np.array(o_photo, dtype=int),
         np.array(o_box, dtype=np.float32).reshape(-1, 4))
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(path, tiles=feats.tiles, vehicles=feats.vehicles, vehicle_photo=feats.vehicle_photo, vehicle_box=feats.vehicle_box,
