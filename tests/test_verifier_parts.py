@@ -12,7 +12,7 @@ from detect.imageio import read_image
 from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec, VerifierError
 from detect.verifier.pooling import tile_boxes
 from pipelines.verifier.data import DatasetError, load_dataset
-from pipelines.verifier.train import ParkingHead, choose_threshold, tile_grid
+from pipelines.verifier.train import choose_threshold, parking_head, tile_grid
 from tests.conftest import SHARED
 
 STREET_SCENES = SHARED / "datasets" / "street-scenes"
@@ -275,10 +275,10 @@ def test_close_calls_do_not_train_the_parking_head_but_are_still_judged(tmp_path
     head = VehicleHead(ds, feats, c=1.0)
     assert head.labels.tolist() == [-2, -1, 0, -1]  # positive to find (no boxes), close call, trained negative, unlabelled
     assert head.y.tolist() == [1, 0, 0, -1]  # the photo labels that thresholds and validation count
-    both = ParkingHead(ds, feats, tile_grid((1, 1)), c=1.0)
+    both = parking_head(ds, feats, tile_grid((1, 1)), c=1.0)
     assert both.y.tolist() == [1, 0, 0, -1]
-    assert (both.scene.labels[1] == -1).all() and both.scene.y[1] == -1  # the scene part trains nothing on it either
-    assert (both.scene.labels[2] == 0).any() and both.scene.labels[0].tolist() == [-2, -2]
+    assert (both.added.labels[1] == -1).all() and both.added.y[1] == -1  # the scene part trains nothing on it either
+    assert (both.added.labels[2] == 0).any() and both.added.labels[0].tolist() == [-2, -2]
 
 
 def test_the_parking_heads_parts_are_standardised_on_their_training_photos(tmp_path):
@@ -291,13 +291,15 @@ def test_the_parking_heads_parts_are_standardised_on_their_training_photos(tmp_p
     ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("parking") == 1], full.digest)
     opt = TrainOptions(heads=["parking"], synth=0)
     _, feats = features(ds, opt, tmp_path)
-    head = ParkingHead(ds, feats, tile_grid(opt.tiles), c=opt.c_for("parking"))
+    head = parking_head(ds, feats, tile_grid(opt.tiles), c=opt.c_for("parking"))
     idx = np.flatnonzero(head.y >= 0)
     assert (head.y[idx] == 1).sum() >= 20
     model = head.fit(idx)
-    vehicle = head.vehicles.scores(model.vehicle, idx)
+    vehicle = head.main.scores(model.main, idx)
     seen = np.isfinite(vehicle)
-    scene = head.scene.scores(model.scene, idx)[seen]
+    assert 0 < seen.sum() < len(idx)  # some photos have no vehicle: never found, and not in the standardisation
+    assert not np.isfinite(head.scores(model, idx)[~seen]).any()
+    scene = head.added.scores(model.added, idx)[seen]
     for part in (vehicle[seen], scene):
         assert abs(part.mean()) < 1e-3 and part.std() == pytest.approx(1.0, abs=1e-3)
     np.testing.assert_allclose(head.scores(model, idx)[seen], vehicle[seen] + scene, rtol=1e-5)
@@ -309,17 +311,17 @@ def test_the_stall_heads_parts_are_standardised_and_photos_without_objects_get_t
     features of `street-scenes`: its Chinese street photos and every stall photo)."""
     from pipelines.verifier.data import Dataset, load_datasets
     from pipelines.verifier.run import TrainOptions, features
-    from pipelines.verifier.train import TilesObjectsHead
+    from pipelines.verifier.train import tiles_objects_head
 
     full = load_datasets([STREET_SCENES])
     ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("street_stall") == 1], full.digest)
     opt = TrainOptions(heads=["street_stall"], synth=0)
     _, feats = features(ds, opt, tmp_path)
-    head = TilesObjectsHead("street_stall", ds, feats, tile_grid(opt.tiles), c=opt.c_for("street_stall"))
+    head = tiles_objects_head("street_stall", ds, feats, tile_grid(opt.tiles), c=opt.c_for("street_stall"))
     idx = np.flatnonzero(head.y >= 0)
     model = head.fit(idx)
-    tiles = head.tiles.scores(model.tiles, idx)
-    objects = head.objects.scores(model.objects, idx)
+    tiles = head.main.scores(model.main, idx)
+    objects = head.added.scores(model.added, idx)
     seen = np.isfinite(objects)
     assert 0 < (~seen).sum() < len(idx)  # some photos have no such object
     for part in (tiles, objects[seen]):

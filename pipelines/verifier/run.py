@@ -20,8 +20,8 @@ from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.features import OBJECT_PART_CLASSES, VEHICLE_CLASSES, Features, extract
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.train import (MIN_SHIP_F1, OBJECT_PART_HEADS, PARKING_TYPES, HeadResult, ParkingHead, ParkingModel, TileHead,
-                                      TilesObjectsHead, TilesObjectsModel, heads_to_train, train_head)
+from pipelines.verifier.train import (MIN_SHIP_F1, OBJECT_PART_HEADS, PARKING_TYPES, HeadResult, SummedModel, TileHead, heads_to_train,
+                                      parking_head, tiles_objects_head, train_head)
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
     refused: dict[str, float] = {}
     for name in options.heads or heads_to_train(dataset):
         if name == PARKING:
-            trainer = ParkingHead(dataset, feats, grid, options.c_for(name), options.seed)
+            trainer = parking_head(dataset, feats, grid, options.c_for(name), options.seed)
         elif name in OBJECT_PART_HEADS and len(feats.objects):
-            trainer = TilesObjectsHead(name, dataset, feats, grid, options.c_for(name), options.seed)
+            trainer = tiles_objects_head(name, dataset, feats, grid, options.c_for(name), options.seed)
         else:
             trainer = TileHead(name, dataset, feats, grid, options.c_for(name), options.seed)
         log.info("training head %s", name)
@@ -128,10 +128,10 @@ def head_arrays(results: dict[str, HeadResult], refused: dict[str, float]) -> tu
             continue
         types = PARKING_TYPES if name == PARKING else {name: []}
         model, scene, objects = r.model, None, None
-        if isinstance(r.model, ParkingModel):
-            model, scene = r.model.vehicle, r.model.scene
-        elif isinstance(r.model, TilesObjectsModel):
-            model, objects = r.model.tiles, r.model.objects
+        if isinstance(r.model, SummedModel) and name == PARKING:
+            model, scene = r.model.main, r.model.added  # vehicles, plus the scene's best tile
+        elif isinstance(r.model, SummedModel):
+            model, objects = r.model.main, r.model.added  # tiles, plus the best stall-like object
             types = {name: list(OBJECT_PART_CLASSES)}
         for type_id, classes in types.items():
             specs[type_id] = HeadSpec(
