@@ -275,3 +275,5 @@ def test_verifier_show_says_how_each_type_is_judged():
     assert "threshold nonmotor_parking: 0.2441 (each motorcycle, bicycle plus the scene's best tile)" in result.output
     assert "threshold flyposting: 0.9017 (OCR gate 0.8524)" in result.output
     assert "threshold street_stall: 0.1334 (best tile plus the best of its umbrella, dining table, chair," in result.output
+    assert "operating points (validation; `streetwatch verifier threshold --set HEAD=pTARGET`):" in result.output
+    assert "parking p0.7: threshold 0.5465: all P 0.50 R 0.07 (2 found, 2 false)" in result.output

@@ -188,7 +188,12 @@ class HeadSet:
         '<type>/<scene_|object_><mean|scale|coef>' -> vector)."""
         card_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(card_path.parent / self.card.weights, **{k: v.astype(np.float32) for k, v in arrays.items()})
-        card_path.write_text(yaml.safe_dump(self.card.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        write_card(self.card, card_path)
+
+
+def write_card(card: HeadsCard, card_path: Path) -> None:
+    """The card as YAML (its weights file is named in it and not written here)."""
+    card_path.write_text(yaml.safe_dump(card.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def _arrays(arrays: dict, weights: Path, card: HeadsCard, type_id: str, names: tuple[str, ...], dim: int, what: str) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec
 from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.features import OBJECT_PART_CLASSES, VEHICLE_CLASSES, Features, extract
 from pipelines.verifier.metrics import figures
+from pipelines.verifier.operating_points import operating_points
 from pipelines.verifier.options import TrainOptions
 from pipelines.verifier.train import (MIN_SHIP_F1, OBJECT_PART_HEADS, PARKING_TYPES, HeadResult, SummedModel, TileHead, heads_to_train,
                                       parking_head, tiles_objects_head, train_head)
@@ -167,6 +168,7 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
         metrics[name] = {
             "verifier": figures(r.oof_found[m], r.oof_scores[m], y[m], sources[m], groups[m], options.bootstrap, options.seed),
             "rules_today": figures(rules[m], rules[m].astype(float), y[m], sources[m], groups[m], 0),
+            "operating_points": operating_points(r, y, m, sources, groups),
         }
     specs, arrays = head_arrays(results, refused)
     dim = feats.tiles.shape[2]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,6 +59,11 @@ MIN_SOURCE_POSITIVES = 5
 THRESHOLD_SMOOTHING = 0.25
 """Thresholds: the Gaussian blur of the scores, in standard deviations of the positives' scores (see choose_threshold)."""
 THRESHOLD_GRID = 400
+PRECISION_TARGETS = (0.5, 0.7, 0.9)
+"""Stricter operating points reported beside each head's F-best threshold (the card's `operating_points`):
+for each, the threshold that finds the most photos while those found are at least that precise on
+validation (flyposting: on the photos outside the sticker gallery), and never below the F-best one.
+A city that must not send inspectors after false cases reads there what recall it keeps."""
 POSTING = "flyposting"
 POSTING_STREET_FPR = 0.01
 """Flyposting: the largest share of other-source photos without postings its look alone may flag."""
@@ -366,6 +371,26 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, sources: np.ndarray, bet
     return float(grid[np.argmax(smoothed_f(scores, y, sources, usable, grid, beta, width))])
 
 
+def precision_threshold(scores: np.ndarray, y: np.ndarray, target: float) -> float:
+    """The lowest score at which the photos scored at or above it are at least `target` precise, so the most
+    photos found at that precision (inf: no threshold reaches it)."""
+    ok = np.isfinite(scores) & (y >= 0)
+    s, t = scores[ok], y[ok]
+    order = np.argsort(-s, kind="stable")
+    s, t = s[order], t[order]
+    tp = np.cumsum(t == 1)
+    precise = (tp / np.arange(1, len(s) + 1) >= target) & (tp > 0)
+    precise &= np.r_[s[1:] != s[:-1], True]  # a threshold takes every photo of a tied score
+    return float(s[np.flatnonzero(precise)[-1]]) if precise.any() else float("inf")
+
+
+def strict_threshold(name: str, scores: np.ndarray, y: np.ndarray, sources: np.ndarray, target: float, base: float) -> float:
+    """The operating point of precision `target` (`PRECISION_TARGETS`): `precision_threshold` over the photos the
+    head is judged on (flyposting: outside the gallery, as its look's rule), and at least the F-best `base`."""
+    m = _street(y, sources) if name == POSTING else np.ones(len(y), bool)
+    return max(base, precision_threshold(scores[m], y[m], target))
+
+
 def smoothed_f(scores: np.ndarray, y: np.ndarray, sources: np.ndarray, usable: list, grid: np.ndarray, beta: float,
                width: float) -> np.ndarray:
     """Mean F-beta over the `usable` sources at each threshold of `grid`, each photo counted with the chance
@@ -399,6 +424,8 @@ class HeadResult:
     oof_scores: np.ndarray  # validation (out-of-fold) logits per photo
     oof_found: np.ndarray  # validation verdicts (fold thresholds)
     gate_logit: float | None = None
+    oof_found_at: dict[float, np.ndarray] = field(default_factory=dict)  # precision target -> validation verdicts (fold thresholds)
+    threshold_logit_at: dict[float, float] = field(default_factory=dict)  # precision target -> threshold on all validation scores
 
     def prob(self, logit: float) -> float:
         a, b = self.calibration
@@ -437,6 +464,7 @@ def _train_head(trainer: TileHead | ObjectHead | SummedHead, dataset: Dataset, n
         labelled = np.intersect1d(labelled, within)
     oof = np.full(len(y), -np.inf)
     found = np.zeros(len(y), bool)
+    found_at = {p: np.zeros(len(y), bool) for p in PRECISION_TARGETS} if nested else {}
     outer = group_folds(_subset(dataset, labelled), name, folds, seed)
     for k, (tr, te) in enumerate(outer):
         tr, te = labelled[tr], labelled[te]
@@ -448,11 +476,14 @@ def _train_head(trainer: TileHead | ObjectHead | SummedHead, dataset: Dataset, n
                 inner_scores[ite] = trainer.scores(trainer.fit(tr[itr]), tr[ite])
             th, _ = head_threshold(name, inner_scores, y[tr], sources[tr])
             found[te] = s >= th
+            for p in found_at:
+                found_at[p][te] = s >= strict_threshold(name, inner_scores, y[tr], sources[tr], p, th)
         if progress:
             progress(f"{name}: fold {k + 1}/{folds}")
     model = trainer.fit(labelled)
     th, gate = head_threshold(name, oof[labelled], y[labelled], sources[labelled])
-    return HeadResult(name, model, th, platt(oof[labelled], y[labelled]), oof, found, gate)
+    at = {p: strict_threshold(name, oof[labelled], y[labelled], sources[labelled], p, th) for p in found_at}
+    return HeadResult(name, model, th, platt(oof[labelled], y[labelled]), oof, found, gate, found_at, at)
 
 
 def _subset(dataset: Dataset, idx: np.ndarray) -> Dataset:

@@ -174,6 +174,30 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"promoted {verifier_id} ({path})")
 
 
+    @verifier.command("threshold")
+    def threshold(
+        source: Annotated[str, typer.Argument(help="Verifier id or card path to start from (default: the promoted one).")] = "",
+        sets: Annotated[list[str] | None, typer.Option("--set", help="HEAD=PROBABILITY (e.g. street_stall=0.4) or HEAD=pTARGET, the card's operating point "
+                                                              "for that validation precision (e.g. street_stall=p0.7); HEAD is a type or parking. Repeatable.")] = None,
+        new_id: Annotated[str, typer.Option("--id", help="Id of the new card, written beside the source card.")] = "",
+    ) -> None:
+        """Write a card with stricter (or looser) thresholds: the same heads, weights and figures; name it with --verifier or promote it."""
+        import re
+
+        from detect.verifier import VerifierError, find_card
+        from pipelines.verifier.operating_points import with_thresholds
+
+        if not sets:
+            fail("give at least one --set HEAD=PROBABILITY or HEAD=pTARGET (`streetwatch verifier show` lists the operating points)")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", new_id or ""):
+            fail(f"--id {new_id!r}: give the new card an id of letters, digits, '.', '_' or '-'")
+        try:
+            path = with_thresholds(find_card(source or None), sets, new_id)
+        except VerifierError as exc:
+            fail(str(exc))
+        typer.echo(f"wrote {path}; use it with --verifier {new_id} or `streetwatch verifier promote {new_id}`")
+
+
 def summary(card) -> str:
     """The card's backbone, validation figures against today's rules, and thresholds."""
     lines = [f"verifier {card.id}: backbone {card.backbone}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics)]
@@ -184,6 +208,15 @@ def summary(card) -> str:
         elif spec.object_intercept is not None:
             how += f" (best tile plus the best of its {', '.join(spec.classes)})"
         lines.append(f"  threshold {type_id}: {spec.threshold}{how}")
+    points = [(name, p) for name, m in card.metrics.items() for p in m.get("operating_points") or []]
+    if points:
+        lines.append("  operating points (validation; `streetwatch verifier threshold --set HEAD=pTARGET`):")
+    for name, p in points:
+        figures = card.metrics[name]["verifier"]
+        found = "; ".join(f"{src} P {f['P']:.2f} R {f['R']:.2f} ({f['tp']} found, {f['fp']} false)" for src, f in p["verifier"].items()
+                          if figures.get(src, {}).get("positives"))  # the sources the figures above show
+        th = "none reaches it" if p["threshold"] is None else f"threshold {p['threshold']}"
+        lines.append(f"    {name} p{p['precision_target']}: {th}: {found}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,90 @@
+"""Operating points: stricter thresholds measured on validation, and cards that use them (`verifier threshold`)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from detect.frames import Frame
+from detect.imageio import read_image
+from detect.judgement import load_judgement
+from detect.rules import PhotoRules
+from detect.taxonomy import load_taxonomy
+from detect.verifier import find_card
+from pipelines.verifier.train import PRECISION_TARGETS, precision_threshold
+from streetwatch.cli import app
+from tests.test_verifier_judgement import STALL, WHEN
+
+
+def test_the_precision_threshold_finds_the_most_photos_at_that_precision():
+    scores = np.array([3.0, 2.0, 2.0, 1.0, 0.0, -np.inf])
+    y = np.array([1, 0, 1, 1, 0, 1])  # precision down the ranking: 1, (tie) 2/3, 3/4, 3/5; -inf is never found
+    assert precision_threshold(scores, y, 0.7) == 1.0  # 3 of the 4 photos at or above 1.0
+    assert precision_threshold(scores, y, 0.8) == 3.0  # the tie at 2.0 comes whole, at 2/3
+    assert precision_threshold(scores, y, 0.5) == 0.0
+    assert precision_threshold(scores, np.array([0, 0, 0, 0, 0, 1]), 0.5) == np.inf  # nothing reaches it
+
+
+def test_the_shipped_cards_operating_points_are_stricter_than_its_thresholds():
+    card = yaml.safe_load(find_card("street-v7").read_text(encoding="utf-8"))
+    for head, spec in card["heads"].items():
+        name = "parking" if head in ("illegal_parking", "nonmotor_parking") else head
+        points = card["metrics"][name]["operating_points"]
+        assert [p["precision_target"] for p in points] == list(PRECISION_TARGETS)
+        reached = [p["threshold"] for p in points if p["threshold"] is not None]
+        assert reached == sorted(reached) and all(t >= spec["threshold"] for t in reached)
+        for p in points:
+            assert {"all"} <= set(p["verifier"]) and set(p["verifier"]["all"]) == {"P", "R", "tp", "fp"}
+
+
+def _threshold(*args: str):
+    return CliRunner().invoke(app, ["verifier", "threshold", *args], env={"COLUMNS": "250"})
+
+
+def _types(path, judgement) -> set[str]:
+    from detect.engine import load_detector
+
+    image = read_image(path)
+    dets, fmap = load_detector("yolo11n", backend="onnx").detect_with_features([image])[0]
+    dets, verdicts = judgement.objects(image, dets, fmap)
+    dets = judgement.photo(verdicts, dets, image.shape[1], image.shape[0])
+    return {e.violation_type for e in PhotoRules(taxonomy=judgement.taxonomy).process(Frame(image, path.name, WHEN), dets,
+                                                                                     verified=judgement.verified_types)}
+
+
+def test_a_card_with_stricter_thresholds_changes_the_verdict_and_says_where_they_came_from(tmp_path):
+    shipped = find_card("street-v7")
+    for f in (shipped, shipped.with_suffix(".npz")):
+        shutil.copy(f, tmp_path / f.name)
+    result = _threshold(str(tmp_path / shipped.name), "--set", "parking=p0.7", "--set", "street_stall=0.99", "--id", "strict")
+    assert result.exit_code == 0, result.output
+    card = yaml.safe_load((tmp_path / "strict.yaml").read_text(encoding="utf-8"))
+    point = next(p for p in card["metrics"]["parking"]["operating_points"] if p["precision_target"] == 0.7)
+    assert card["id"] == "strict" and card["weights"] == "street-v7.npz"
+    assert card["heads"]["illegal_parking"]["threshold"] == card["heads"]["nonmotor_parking"]["threshold"] == point["threshold"]
+    assert card["heads"]["street_stall"]["threshold"] == 0.99
+    assert "Thresholds set from street-v7" in card["notes"] and "street_stall" in card["notes"]
+    taxonomy = load_taxonomy()
+    assert "street_stall" in _types(STALL, load_judgement(str(shipped), taxonomy))
+    assert "street_stall" not in _types(STALL, load_judgement(str(tmp_path / "strict.yaml"), taxonomy))
+
+
+@pytest.mark.parametrize(("setting", "reason"), [
+    ("kiosk=0.5", "has no head 'kiosk'"),
+    ("street_stall=p0.95", "no operating point for precision 0.95"),
+    ("shopfront_spillover=p0.9", "no threshold of shopfront_spillover reached precision 0.9"),
+    ("street_stall=1.5", "between 0 and 1"),
+    ("street_stall", "expected HEAD=PROBABILITY"),
+])
+def test_a_bad_threshold_setting_is_refused_with_the_reason_and_writes_nothing(tmp_path, setting, reason):
+    shipped = find_card("street-v7")
+    for f in (shipped, shipped.with_suffix(".npz")):
+        shutil.copy(f, tmp_path / f.name)
+    result = _threshold(str(tmp_path / shipped.name), "--set", "street_stall=0.5", "--set", setting, "--id", "strict")
+    assert result.exit_code == 2 and reason in result.output, result.output
+    assert not (tmp_path / "strict.yaml").exists()
+    assert _threshold(str(tmp_path / shipped.name), "--set", "street_stall=0.5", "--id", shipped.stem).exit_code == 2  # never overwrites
