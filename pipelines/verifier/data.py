@@ -50,6 +50,7 @@ class Photo:
     uncertain: bool = False
     street_scene: bool = True  # an outdoor public place is shown (where synthetic small ads may be pasted)
     boxes: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)  # head name -> normalised boxes
+    notes: str = ""  # the labeller's words (what the photo shows, close calls)
 
 
 @dataclass
@@ -127,7 +128,8 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
                 skipped_uncertain += 1
                 continue
             street = (row.get("street_scene") or "1").strip() != "0"
-            photos.append(Photo(rel, path, (row.get("group") or "").strip() or rel, _source(rel, root.name), labels, is_uncertain, street))
+            photos.append(Photo(rel, path, (row.get("group") or "").strip() or rel, _source(rel, root.name), labels, is_uncertain, street,
+                                notes=(row.get("notes") or "").strip()))
     if skipped_uncertain:
         notes.append(f"{skipped_uncertain} rows with uncertain=1 left out (--no-uncertain)")
     boxes_csv = root / "boxes.csv"

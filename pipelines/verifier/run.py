@@ -21,6 +21,7 @@ from pipelines.verifier.features import OBJECT_PART_CLASSES, VEHICLE_CLASSES, Fe
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.operating_points import operating_points
 from pipelines.verifier.options import TrainOptions
+from pipelines.verifier.validation_csv import write_validation_csv
 from pipelines.verifier.train import (MIN_SHIP_F1, OBJECT_PART_HEADS, PARKING_TYPES, HeadResult, SummedModel, TileHead, heads_to_train,
                                       parking_head, tiles_objects_head, train_head)
 
@@ -39,13 +40,17 @@ def detector_for(backbone: str):
     return load_detector(model, backend="onnx", features=is_neck(backbone))
 
 
-def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progress=None) -> tuple[Path, HeadsCard]:
+def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progress=None,
+          validation_csv: Path | None = None) -> tuple[Path, HeadsCard]:
+    """Train, validate and write the card and heads; `validation_csv`: also each photo's validation verdict there."""
     _, feats = features(dataset, options, cache, progress)
     results, refused = train_heads(dataset, feats, options, progress)
     card, arrays = _card(dataset, feats, results, options, refused)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{options.verifier_id}.yaml"
     HeadSet(card, {}).save(path, arrays)
+    if validation_csv is not None:
+        write_validation_csv(validation_csv, dataset, results)
     return path, card
 
 

@@ -55,7 +55,11 @@ def register(app: typer.Typer) -> None:
               backbone: BackboneOpt = DEFAULTS.backbone, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id, tiles: TilesOpt = DEFAULTS.tiles_text,
               c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds, synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed,
               uncertain: UncertainOpt = True, heads: HeadsOpt = "",
-              cache: CacheOpt = Path(".cache/verifier"), verbose: VerboseOpt = False) -> None:
+              cache: CacheOpt = Path(".cache/verifier"),
+              validation_csv: Annotated[Path | None, typer.Option(
+                  "--validation-csv", help="Also write each photo's validation verdict per head (false findings first, with the labeller's "
+                                           "notes) to this CSV, to review labels.")] = None,
+              verbose: VerboseOpt = False) -> None:
         """Train the heads on labelled photos, validate them by group split, and write their card."""
         from rich.console import Console
 
@@ -69,10 +73,10 @@ def register(app: typer.Typer) -> None:
         try:
             dataset = load_datasets(data, uncertain=uncertain)
             with console.status("training") as status:
-                path, card = run_train(dataset, out, cache, options, progress=lambda msg: status.update(msg))
+                path, card = run_train(dataset, out, cache, options, progress=lambda msg: status.update(msg), validation_csv=validation_csv)
         except (DatasetError, VerifierError, ValueError) as exc:
             fail(str(exc))
-        typer.echo(f"wrote {path} and {path.parent / card.weights}")
+        typer.echo(f"wrote {path} and {path.parent / card.weights}" + (f" and {validation_csv}" if validation_csv else ""))
         typer.echo(summary(card))
 
     @verifier.command("crossval")

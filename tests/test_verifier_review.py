@@ -1,4 +1,5 @@
-"""Operating points: stricter thresholds measured on validation, and cards that use them (`verifier threshold`)."""
+"""What the city and the data team choose by: operating points and cards that use them (`verifier threshold`),
+and each photo's validation verdict (`verifier train --validation-csv`)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,30 @@ def test_a_bad_threshold_setting_is_refused_with_the_reason_and_writes_nothing(t
     assert result.exit_code == 2 and reason in result.output, result.output
     assert not (tmp_path / "strict.yaml").exists()
     assert _threshold(str(tmp_path / shipped.name), "--set", "street_stall=0.5", "--id", shipped.stem).exit_code == 2  # never overwrites
+
+
+def test_training_writes_each_photos_validation_verdict_for_review(tmp_path):
+    """`verifier train --validation-csv`: one row per photo and head, the card's counts, false findings first
+    (most confident first), with the labeller's notes (real photos of `street-scenes`: its Chinese streets
+    and every stall photo)."""
+    import csv
+
+    from pipelines.verifier.data import Dataset, load_datasets
+    from pipelines.verifier.run import TrainOptions, train
+    from tests.test_verifier_parts import STREET_SCENES
+
+    full = load_datasets([STREET_SCENES])
+    ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("street_stall") == 1], full.digest)
+    out = tmp_path / "review.csv"
+    _, card = train(ds, tmp_path / "heads", tmp_path / "cache", TrainOptions(heads=["street_stall"], synth=0, verifier_id="t"),
+                    validation_csv=out)
+    with out.open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(ds.photos) and {r["head"] for r in rows} == {"street_stall"}
+    figures = card.metrics["street_stall"]["verifier"]["all"]
+    counts = {o: sum(r["outcome"] == o for r in rows) for o in ("found", "false finding", "missed")}
+    assert counts == {"found": figures["tp"], "false finding": figures["fp"], "missed": figures["fn"]}
+    false = [float(r["probability"]) for r in rows if r["outcome"] == "false finding"]
+    assert rows[0]["outcome"] == "false finding" and false == sorted(false, reverse=True)
+    assert sum(bool(r["notes"]) for r in rows) > len(rows) // 2 and any("close call" in r["notes"] for r in rows)
+    assert {r["source"] for r in rows} == {"cn2", "mmj", "stk"}
