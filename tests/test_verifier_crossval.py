@@ -58,6 +58,20 @@ def test_every_photo_is_judged_once_by_heads_that_never_saw_its_group(travel_pho
     assert spill["rules_today"]["all"]["F1"] == 0.0 and spill["verifier"]["all"]["F1"] >= 0.2
     assert "street_stall" in result.folds[0]["heads"] or "street_stall" in result.folds[0]["refused"]
 
+    # `--validation-csv`: the whole judgement's verdict of each photo, the figures' counts, false findings first
+    from pipelines.verifier.validation_csv import write_validation_csv
+
+    out = tmp_path / "review.csv"
+    rows = result.verdict_rows(dataset)
+    assert write_validation_csv(out, rows) == len(rows)
+    with out.open(encoding="utf-8-sig", newline="") as fh:
+        spill_rows = [r for r in csv.DictReader(fh) if r["head"] == "shopfront_spillover"]
+    figures = spill["verifier"]["all"]
+    assert len(spill_rows) == figures["photos"]
+    assert [sum(r["outcome"] == o for r in spill_rows) for o in ("found", "false finding", "missed")] == [figures["tp"], figures["fp"], figures["fn"]]
+    assert spill_rows[0]["outcome"] == ("false finding" if figures["fp"] else "missed")
+    assert {r["probability"] for r in spill_rows} == {""}  # the whole judgement has no one probability
+
 
 def test_a_bad_tile_grid_is_refused_before_any_photo_is_read(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -30,8 +30,9 @@ from detect.verifier.heads import HeadsCard, HeadSet
 from pipelines.verifier.data import PARKING, Dataset, stratified_group_folds
 from pipelines.verifier.evaluate import figures_by_head, judge
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.run import features, head_arrays, train_heads
+from pipelines.verifier.run import RULE_TYPES, features, finds, head_arrays, train_heads
 from pipelines.verifier.train import TILE_HEADS
+from pipelines.verifier.validation_csv import verdict_rows
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,15 @@ class CrossValidation:
     figures: dict  # head -> {"verifier": per-source figures of the whole judgement, "rules_today": ...}
     folds: list[dict] = field(default_factory=list)  # per fold: photos trained on and judged, heads shipped and refused
     fold_of: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # per photo: the fold that judged it
+    found: list[set[str]] = field(default_factory=list)  # per photo: the violation types the judgement found
 
     def describe(self) -> dict:
         return {"figures": self.figures, "folds": self.folds}
+
+    def verdict_rows(self, dataset: Dataset) -> list[dict]:
+        """Each photo's verdict per label head, for `validation_csv.write_validation_csv`."""
+        return [row for head in RULE_TYPES if (dataset.labels(head) >= 0).any()
+                for row in verdict_rows(dataset, head, finds(self.found, head))]
 
 
 def photo_folds(dataset: Dataset, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -84,7 +91,7 @@ def cross_validate(dataset: Dataset, options: TrainOptions, cache: Path, taxonom
             folds.append({"trained_on": len(train), "judged": len(held_out), "heads": sorted(judgement.verified_types),
                           "refused": {h: round(f1, 3) for h, f1 in refused.items()}})
             log.info("%s: %s", step, folds[-1])
-    return CrossValidation(figures_by_head(dataset, found_v, found_r, boot), folds, fold_of)
+    return CrossValidation(figures_by_head(dataset, found_v, found_r, boot), folds, fold_of, found_v)
 
 
 def _judgement(folder: Path, verifier_id: str, options: TrainOptions, dim: int, results, refused, taxonomy: Taxonomy) -> Judgement:

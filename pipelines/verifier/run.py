@@ -21,7 +21,7 @@ from pipelines.verifier.features import OBJECT_PART_CLASSES, VEHICLE_CLASSES, Fe
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.operating_points import operating_points
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.validation_csv import write_validation_csv
+from pipelines.verifier.validation_csv import verdict_rows, write_validation_csv
 from pipelines.verifier.train import (MIN_SHIP_F1, OBJECT_PART_HEADS, PARKING_TYPES, HeadResult, SummedModel, TileHead, heads_to_train,
                                       parking_head, tiles_objects_head, train_head)
 
@@ -50,7 +50,8 @@ def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progr
     path = out / f"{options.verifier_id}.yaml"
     HeadSet(card, {}).save(path, arrays)
     if validation_csv is not None:
-        write_validation_csv(validation_csv, dataset, results)
+        write_validation_csv(validation_csv, [row for name, r in results.items()
+                                              for row in verdict_rows(dataset, name, r.oof_found, r.probs(r.oof_scores))])
     return path, card
 
 

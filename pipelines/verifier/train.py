@@ -428,8 +428,13 @@ class HeadResult:
     threshold_logit_at: dict[float, float] = field(default_factory=dict)  # precision target -> threshold on all validation scores
 
     def prob(self, logit: float) -> float:
+        return float(self.probs(np.array([logit]))[0])
+
+    def probs(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of logits (-inf: 0)."""
         a, b = self.calibration
-        return float(1.0 / (1.0 + np.exp(-(a * logit + b))))
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-(a * logits + b)))
 
     @property
     def threshold(self) -> float:

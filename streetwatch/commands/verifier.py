@@ -31,6 +31,9 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
 OcrOpt = Annotated[str, typer.Option("--ocr", help="OCR as in triage: auto, all or off.")]
 PhoneRegionOpt = Annotated[str, typer.Option("--phone-region", help="Region of phone numbers read without a country code.")]
 JsonOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON here.")]
+ValidationCsvOpt = Annotated[Path | None, typer.Option(
+    "--validation-csv", help="Also write each photo's validation verdict per head (false findings first, with the labeller's notes) "
+                             "to this CSV, to review labels.")]
 
 
 def _options(backbone: str, verifier_id: str, tiles: str, c: float | None, folds: int, synth: int, seed: int, heads: str):
@@ -55,11 +58,7 @@ def register(app: typer.Typer) -> None:
               backbone: BackboneOpt = DEFAULTS.backbone, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id, tiles: TilesOpt = DEFAULTS.tiles_text,
               c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds, synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed,
               uncertain: UncertainOpt = True, heads: HeadsOpt = "",
-              cache: CacheOpt = Path(".cache/verifier"),
-              validation_csv: Annotated[Path | None, typer.Option(
-                  "--validation-csv", help="Also write each photo's validation verdict per head (false findings first, with the labeller's "
-                                           "notes) to this CSV, to review labels.")] = None,
-              verbose: VerboseOpt = False) -> None:
+              cache: CacheOpt = Path(".cache/verifier"), validation_csv: ValidationCsvOpt = None, verbose: VerboseOpt = False) -> None:
         """Train the heads on labelled photos, validate them by group split, and write their card."""
         from rich.console import Console
 
@@ -84,7 +83,7 @@ def register(app: typer.Typer) -> None:
                  tiles: TilesOpt = DEFAULTS.tiles_text, c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds,
                  synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
                  cache: CacheOpt = Path(".cache/verifier"), ocr: OcrOpt = "auto", phone_region: PhoneRegionOpt = "CN", out: JsonOutOpt = None,
-                 verbose: VerboseOpt = False) -> None:
+                 validation_csv: ValidationCsvOpt = None, verbose: VerboseOpt = False) -> None:
         """Judge every photo as triage does (detector, heads, OCR, rules) with heads trained without its group, and print
         per-type figures beside today's rules: the whole judgement on a group split of the training data (slow: one training
         per fold and a detector pass over every photo). Takes the options of `train`."""
@@ -110,6 +109,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"fold {k}: heads trained on {fold['trained_on']} photos judged {fold['judged']}: {', '.join(fold['heads']) or 'none'}"
                        + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
         typer.echo(table(result.figures))
+        if validation_csv is not None:
+            from pipelines.verifier.validation_csv import write_validation_csv
+
+            typer.echo(f"wrote {write_validation_csv(validation_csv, result.verdict_rows(dataset))} verdicts to {validation_csv}")
         if out is not None:
             import shlex
             import sys
