@@ -116,3 +116,33 @@ def test_training_writes_each_photos_validation_verdict_for_review(tmp_path):
     assert rows[0]["outcome"] == "false finding" and false == sorted(false, reverse=True)
     assert sum(bool(r["notes"]) for r in rows) > len(rows) // 2 and any("close call" in r["notes"] for r in rows)
     assert {r["source"] for r in rows} == {"cn2", "mmj", "stk"}
+
+
+def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tmp_path):
+    """`verifier eval` (a city's own held-out photos; here the Chinese street photos of `street-scenes`, which the
+    promoted heads did train on, so only the bookkeeping is under test): the printed and JSON figures, and a CSV
+    whose verdicts add up to them."""
+    import csv
+    import json
+
+    from tests.test_verifier_parts import STREET_SCENES
+
+    rows = [r for r in csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")) if r["file"].startswith("images/cn2/")]
+    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "images").symlink_to(STREET_SCENES / "images")
+    result = CliRunner().invoke(app, ["verifier", "eval", "--data", str(tmp_path), "--ocr", "off", "--out", str(tmp_path / "f.json"),
+                                      "--validation-csv", str(tmp_path / "review.csv")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
+    with (tmp_path / "review.csv").open(encoding="utf-8-sig", newline="") as fh:
+        verdicts = list(csv.DictReader(fh))
+    assert f"wrote {len(verdicts)} verdicts to" in result.output
+    for head in ("street_stall", "shopfront_spillover", "parking"):
+        mine = [v for v in verdicts if v["head"] == head]
+        f = figures[head]["verifier"]["all"]
+        assert len(mine) == f["photos"] == len(rows)
+        assert [sum(v["outcome"] == o for v in mine) for o in ("found", "false finding", "missed")] == [f["tp"], f["fp"], f["fn"]]
+    assert figures["shopfront_spillover"]["verifier"]["all"]["tp"] >= 1  # the heads saw these photos: they find spillover

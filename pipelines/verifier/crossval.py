@@ -28,11 +28,10 @@ from detect.judgement import Judgement, load_judgement
 from detect.taxonomy import Taxonomy
 from detect.verifier.heads import HeadsCard, HeadSet
 from pipelines.verifier.data import PARKING, Dataset, stratified_group_folds
-from pipelines.verifier.evaluate import figures_by_head, judge
+from pipelines.verifier.evaluate import figures_by_head, judge, verdict_rows_by_head
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.run import RULE_TYPES, features, finds, head_arrays, train_heads
+from pipelines.verifier.run import features, head_arrays, train_heads
 from pipelines.verifier.train import TILE_HEADS
-from pipelines.verifier.validation_csv import verdict_rows
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,7 @@ class CrossValidation:
 
     def verdict_rows(self, dataset: Dataset) -> list[dict]:
         """Each photo's verdict per label head, for `validation_csv.write_validation_csv`."""
-        return [row for head in RULE_TYPES if (dataset.labels(head) >= 0).any()
-                for row in verdict_rows(dataset, head, finds(self.found, head))]
+        return verdict_rows_by_head(dataset, self.found)
 
 
 def photo_folds(dataset: Dataset, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -24,15 +24,17 @@ from pipelines.triage.text import OcrMode, PhotoText
 from pipelines.verifier.data import Dataset, Photo
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.run import RULE_TYPES, finds
+from pipelines.verifier.validation_csv import verdict_rows
 
 WHEN = datetime(2026, 1, 1, 4, tzinfo=UTC)
 
 
 def evaluate(dataset: Dataset, detector, judgement: Judgement, *, ocr: str = "auto", phone_region: str = "CN",
-             imgsz: int = 640, boot: int = 1000, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Figures of the verifier's judgement and of the detector-only rules, per head and source."""
+             imgsz: int = 640, boot: int = 1000, progress: Callable[[int, int], None] | None = None) -> tuple[dict, list[dict]]:
+    """Figures of the verifier's judgement and of the detector-only rules, per head and source, and each
+    photo's verdict per head (`verdict_rows_by_head`)."""
     found_v, found_r = judge(dataset.photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz, progress=progress)
-    return figures_by_head(dataset, found_v, found_r, boot)
+    return figures_by_head(dataset, found_v, found_r, boot), verdict_rows_by_head(dataset, found_v)
 
 
 def judge(photos: list[Photo], detector, judgement: Judgement, *, ocr: str = "auto", phone_region: str = "CN", imgsz: int = 640,
@@ -70,3 +72,8 @@ def figures_by_head(dataset: Dataset, found_v: list[set[str]], found_r: list[set
         out[head] = {"verifier": figures(v, v.astype(float), y[m], sources[m], groups[m], boot),
                      "rules_today": figures(r, r.astype(float), y[m], sources[m], groups[m], 0)}
     return out
+
+
+def verdict_rows_by_head(dataset: Dataset, found: list[set[str]]) -> list[dict]:
+    """Each photo's verdict per label head from the types the judgement found in it (`validation_csv.write_validation_csv`)."""
+    return [row for head in RULE_TYPES if (dataset.labels(head) >= 0).any() for row in verdict_rows(dataset, head, finds(found, head))]

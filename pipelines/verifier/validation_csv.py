@@ -4,8 +4,8 @@ Why: the card says how many false findings and misses a head makes; relabelling 
 Half of `street-v7`'s false stall findings turned out to be café terraces and a third close calls
 (docs/verifier.md), which only a look at the photos with the labeller's notes beside them shows.
 `verifier train` writes the heads' out-of-fold verdicts (each photo judged by heads and a threshold
-that never saw its group) with their calibrated probability; `verifier crossval` the whole
-judgement's (as triage judges), without one. False findings come first (most confident first),
+that never saw its group) with their calibrated probability; `verifier crossval` and `verifier eval`
+the whole judgement's (as triage judges), without one. False findings come first (most confident first),
 then misses (least confident first), then the photos it got right.
 """
 

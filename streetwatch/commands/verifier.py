@@ -110,9 +110,7 @@ def register(app: typer.Typer) -> None:
                        + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
         typer.echo(table(result.figures))
         if validation_csv is not None:
-            from pipelines.verifier.validation_csv import write_validation_csv
-
-            typer.echo(f"wrote {write_validation_csv(validation_csv, result.verdict_rows(dataset))} verdicts to {validation_csv}")
+            _write_verdicts(validation_csv, result.verdict_rows(dataset))
         if out is not None:
             import shlex
             import sys
@@ -130,6 +128,7 @@ def register(app: typer.Typer) -> None:
         phone_region: PhoneRegionOpt = "CN",
         out: JsonOutOpt = None,
         limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N photos (a quick look).")] = None,
+        validation_csv: ValidationCsvOpt = None,
     ) -> None:
         """Judge a labelled folder as triage does, with and without the verifier, and print per-type figures."""
         import json
@@ -149,11 +148,13 @@ def register(app: typer.Typer) -> None:
             detector = load_detector(None, features=judgement.needs_features)
             judgement.check(detector)
             with Console(stderr=True).status("judging") as status:
-                figures = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region,
-                                   progress=lambda i, n: status.update(f"judging {i}/{n}"))
+                figures, rows = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region,
+                                         progress=lambda i, n: status.update(f"judging {i}/{n}"))
         except (DatasetError, VerifierError, ValueError) as exc:
             fail(str(exc))
         typer.echo(table(figures))
+        if validation_csv is not None:
+            _write_verdicts(validation_csv, rows)
         if out is not None:
             out.write_text(json.dumps(figures, indent=1), encoding="utf-8")
 
@@ -203,6 +204,12 @@ def register(app: typer.Typer) -> None:
         except VerifierError as exc:
             fail(str(exc))
         typer.echo(f"wrote {path}; use it with --verifier {new_id} or `streetwatch verifier promote {new_id}`")
+
+
+def _write_verdicts(path: Path, rows: list[dict]) -> None:
+    from pipelines.verifier.validation_csv import write_validation_csv
+
+    typer.echo(f"wrote {write_validation_csv(path, rows)} verdicts to {path}")
 
 
 def summary(card) -> str:
