@@ -21,9 +21,9 @@ from pipelines.verifier.features import OBJECT_PART_CLASSES, VEHICLE_CLASSES, Fe
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.operating_points import operating_points
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.validation_csv import verdict_rows, write_validation_csv
 from pipelines.verifier.train import (MIN_SHIP_F1, OBJECT_PART_HEADS, PARKING_TYPES, HeadResult, SummedModel, TileHead, heads_to_train,
                                       parking_head, tiles_objects_head, train_head)
+from pipelines.verifier.validation_csv import verdict_rows, write_validation_csv
 
 log = logging.getLogger(__name__)
 

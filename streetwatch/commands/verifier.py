@@ -181,7 +181,6 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         typer.echo(f"promoted {verifier_id} ({path})")
 
-
     @verifier.command("threshold")
     def threshold(
         source: Annotated[str, typer.Argument(help="Verifier id or card path to start from (default: the promoted one).")] = "",
