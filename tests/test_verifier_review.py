@@ -89,6 +89,9 @@ def test_a_bad_threshold_setting_is_refused_with_the_reason_and_writes_nothing(t
     assert result.exit_code == 2 and reason in result.output, result.output
     assert not (tmp_path / "strict.yaml").exists()
     assert _threshold(str(tmp_path / shipped.name), "--set", "street_stall=0.5", "--id", shipped.stem).exit_code == 2  # never overwrites
+    elsewhere = _threshold(str(tmp_path / shipped.name), "--set", "street_stall=0.5", "--id", "../strict")  # the card's own id rule
+    assert elsewhere.exit_code == 2 and "give the new card an id of letters" in elsewhere.output
+    assert not (tmp_path.parent / "strict.yaml").exists()
 
 
 def test_training_writes_each_photos_validation_verdict_for_review(tmp_path):

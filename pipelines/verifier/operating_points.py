@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
-from detect.verifier.heads import HeadSet, VerifierError, write_card
+from detect.verifier.heads import HeadsCard, HeadSet, VerifierError, write_card
 from pipelines.verifier.data import PARKING
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.train import PARKING_TYPES, HeadResult
@@ -43,7 +44,10 @@ def with_thresholds(card_path: Path, settings: list[str], new_id: str) -> Path:
     ('HEAD=P' a probability, 'HEAD=pT' the operating point of precision target T; HEAD a type or `parking`).
     Each error names the setting and the reason; nothing is written unless every setting is good."""
     heads = HeadSet.load(card_path)
-    card = heads.card.model_copy(deep=True)
+    try:  # the card's own id rule (letters, digits, '.', '_', '-'): also keeps the file beside its source
+        card = HeadsCard.model_validate({**heads.card.model_dump(), "id": new_id})
+    except ValidationError:
+        raise VerifierError(f"--id {new_id!r}: give the new card an id of letters, digits, '.', '_' or '-'") from None
     target = card_path.parent / f"{new_id}.yaml"
     if target.exists():
         raise VerifierError(f"{target}: exists already; choose another --id")
@@ -62,7 +66,6 @@ def with_thresholds(card_path: Path, settings: list[str], new_id: str) -> Path:
             card.heads[t].threshold = threshold
     card.notes = (f"{card.notes} Thresholds set from {heads.card.id} (`streetwatch verifier threshold`): {'; '.join(changes)}. "
                   f"The metrics are those of {heads.card.id}'s thresholds; operating_points give the others.").strip()
-    card.id = new_id
     write_card(card, target)
     return target
 

@@ -189,15 +189,11 @@ def register(app: typer.Typer) -> None:
         new_id: Annotated[str, typer.Option("--id", help="Id of the new card, written beside the source card.")] = "",
     ) -> None:
         """Write a card with stricter (or looser) thresholds: the same heads, weights and figures; name it with --verifier or promote it."""
-        import re
-
         from detect.verifier import VerifierError, find_card
         from pipelines.verifier.operating_points import with_thresholds
 
         if not sets:
             fail("give at least one --set HEAD=PROBABILITY or HEAD=pTARGET (`streetwatch verifier show` lists the operating points)")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", new_id or ""):
-            fail(f"--id {new_id!r}: give the new card an id of letters, digits, '.', '_' or '-'")
         try:
             path = with_thresholds(find_card(source or None), sets, new_id)
         except VerifierError as exc:
@@ -224,10 +220,8 @@ def summary(card) -> str:
     points = [(name, p) for name, m in card.metrics.items() for p in m.get("operating_points") or []]
     if points:
         lines.append("  operating points (validation; `streetwatch verifier threshold --set HEAD=pTARGET`):")
-    for name, p in points:
-        figures = card.metrics[name]["verifier"]
-        found = "; ".join(f"{src} P {f['P']:.2f} R {f['R']:.2f} ({f['tp']} found, {f['fp']} false)" for src, f in p["verifier"].items()
-                          if figures.get(src, {}).get("positives"))  # the sources the figures above show
+    for name, p in points:  # each point holds the sources with positives, as the figures above
+        found = "; ".join(f"{src} P {f['P']:.2f} R {f['R']:.2f} ({f['tp']} found, {f['fp']} false)" for src, f in p["verifier"].items())
         th = "none reaches it" if p["threshold"] is None else f"threshold {p['threshold']}"
         lines.append(f"    {name} p{p['precision_target']}: {th}: {found}")
     return "\n".join(lines)
