@@ -57,22 +57,23 @@ class Judgement:
         return self.verifier is not None and self.verifier.needs_detector_features
 
     def check(self, detector) -> None:
-        """Refuse a detector the verifier cannot read features from (another model's neck, no neck output).
+        """Refuse a detector the verifier cannot read features from (another model's neck, another input
+        size, no neck output).
 
         A verifier somebody chose (`--verifier ID`, the settings) must fit. The promoted one, used by
-        default, steps aside with a warning when the detector is another model (a newly promoted
-        detector must not stop every command): the judgement falls back to detector classes until a
-        verifier is trained on that detector's neck and promoted.
+        default, steps aside with a warning when the detector is another model or runs at another input
+        size (a newly promoted detector or a city's `--imgsz` must not stop every command): the
+        judgement falls back to detector classes until a verifier trained for that detector is promoted.
         """
         if self.verifier is None:
             return
-        if not self.chosen and self.verifier.needs_detector_features and not self.verifier.fits(detector.model_id):
-            log.warning("the promoted verifier %s reads the neck of another detector than %s: judging by detector classes "
-                        "alone; train one on this detector (`streetwatch verifier train --backbone`) and promote it",
-                        self.verifier.id, detector.model_id)
+        reason = self.verifier.misfit(detector.model_id, detector.imgsz)
+        if not self.chosen and reason:
+            log.warning("the promoted verifier steps aside: %s. Judging by detector classes alone until a verifier trained for "
+                        "this detector is promoted", reason)
             self.verifier = None
             return
-        self.verifier.check_detector(detector.model_id, detector.has_features)
+        self.verifier.check_detector(detector.model_id, detector.has_features, detector.imgsz)
 
     def tile_types(self) -> list[str]:
         """Types the verifier judges by tiles (its heads that the taxonomy says `verify: tiles`)."""

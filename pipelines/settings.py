@@ -63,7 +63,7 @@ class TriageOptions(ConfigModel):
     backend: str = Field("onnx", title="Backend", description="onnx or torch.")
     device: str = Field("cpu", title="Device", description="cpu or cuda[:N].")
     conf: float = Field(0.25, title="Detector confidence", description="Detections below this are dropped before the rules.", ge=0, le=1)
-    imgsz: int = Field(640, title="Input size", description="Network input size; photos are decoded straight to about this size.", gt=0, multiple_of=32)
+    imgsz: int = Field(640, title="Input size", description="Network input size; photos are decoded straight to about this size. The verifier judges only at the size its heads were trained at (640 for street-v7).", gt=0, multiple_of=32)
     workers: int = Field(
         default_factory=lambda: min(8, os.cpu_count() or 1), title="Workers",
         description="Threads that each read, decode and detect photos (parallel inference streams); default one per core, at most 8.",

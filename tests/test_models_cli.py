@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from detect.registry import ModelNotFoundError, get_card, resolve_weights
 from streetwatch.cli import app
+from tests.conftest import SHARED
 
 runner = CliRunner()
 
@@ -239,7 +240,7 @@ def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_
     assert v8 != v11
     run = _streetwatch("detect", "--json", str(bus_jpg), env=env)
     assert run.returncode == 0, run.stderr
-    assert "promoted verifier street-v7 reads the neck of another detector" in run.stderr  # steps aside, says so
+    assert "promoted verifier steps aside: verifier street-v7 reads the neck of yolo11n, but the detector is yolov8n" in run.stderr
     chosen = _streetwatch("detect", "--json", "--verifier", "street-v7", str(bus_jpg), env=env)
     assert chosen.returncode != 0 and "reads the neck of yolo11n, but the detector is yolov8n" in chosen.stderr
     assert sorted((d["name"], d["conf"]) for d in json.loads(run.stdout)["detections"]) == v8
@@ -266,11 +267,28 @@ def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_
         assert inspect.signature(command).parameters["model"].default is None, command.__name__
 
 
+def test_verifier_judges_only_at_the_input_size_its_heads_were_trained_at():
+    """The same neck at another input size gives other features (street-v7's flyposting head, trained at 640, would
+    find postings in two thirds of street-scenes' photos at 1280): the promoted verifier steps aside, a chosen one is refused."""
+    stall = SHARED / "datasets" / "street-scenes" / "images" / "mmj" / "IMG_0017.jpg"  # two tent stalls with tables
+    trained = _streetwatch("detect", "--json", str(stall))
+    assert trained.returncode == 0, trained.stderr
+    verdicts = json.loads(trained.stdout)["verifier"]
+    assert verdicts["street_stall"]["p"] >= verdicts["street_stall"]["threshold"]
+    other = _streetwatch("detect", "--json", "--imgsz", "320", str(stall))
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout).get("verifier") is None  # judged by detector classes alone
+    assert ("the promoted verifier steps aside: verifier street-v7 was trained on the detector's neck at input 640, but the "
+            "detector runs at 320") in " ".join(other.stderr.split())
+    chosen = _streetwatch("detect", "--json", "--imgsz", "320", "--verifier", "street-v7", str(stall))
+    assert chosen.returncode != 0 and "run it at --imgsz 640 or train heads at 320" in " ".join(chosen.stderr.split())
+
+
 def test_verifier_show_says_how_each_type_is_judged():
     """The data team reads the promoted card: thresholds, the OCR gate, and what the parking head looks at."""
     result = runner.invoke(app, ["verifier", "show", "street-v7"])
     assert result.exit_code == 0, result.output
-    assert "verifier street-v7: backbone yolo11n-neck, tiles 5x3" in result.output
+    assert "verifier street-v7: backbone yolo11n-neck at input 640, tiles 5x3" in result.output
     assert "threshold illegal_parking: 0.2441 (each car, truck, bus plus the scene's best tile)" in result.output
     assert "threshold nonmotor_parking: 0.2441 (each motorcycle, bicycle plus the scene's best tile)" in result.output
     assert "threshold flyposting: 0.9017 (OCR gate 0.8524)" in result.output

@@ -73,8 +73,11 @@ def test_every_photo_is_judged_once_by_heads_that_never_saw_its_group(travel_pho
     assert {r["probability"] for r in spill_rows} == {""}  # the whole judgement has no one probability
 
 
-def test_a_bad_tile_grid_is_refused_before_any_photo_is_read(tmp_path):
+@pytest.mark.parametrize("command", ["crossval", "train"])
+@pytest.mark.parametrize(("option", "message"), [(["--tiles", "5"], "--tiles '5': expected COLSxROWS"),
+                                                 (["--imgsz", "100"], "--imgsz 100: expected a multiple of 32")])
+def test_a_bad_tile_grid_or_input_size_is_refused_before_any_photo_is_read(tmp_path, command, option, message):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", "crossval", "--data", str(tmp_path), "--tiles", "5"],
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", command, "--data", str(tmp_path), *option],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "--tiles '5': expected COLSxROWS" in run.stderr
+    assert run.returncode == 2 and message in run.stderr

@@ -146,13 +146,21 @@ def test_an_object_part_adds_the_images_best_object_to_every_tile(tmp_path):
         HeadSet.load(tmp_path / "t.yaml")
 
 
-def test_verifier_refuses_another_detectors_neck(tmp_path):
+def test_verifier_refuses_another_detectors_neck_or_input_size(tmp_path):
     from detect.verifier import Verifier
 
-    verifier = Verifier(HeadSet.load(_write_heads(tmp_path)))
+    path = _write_heads(tmp_path)
+    path.write_text(path.read_text(encoding="utf-8").replace("imgsz: 640\n", ""), encoding="utf-8")
+    verifier = Verifier(HeadSet.load(path))
+    assert verifier.heads.card.imgsz == 640  # a card written before the field: the size every earlier card was trained at
     with pytest.raises(VerifierError, match="reads the neck of yolo11n, but the detector is yolov8n"):
-        verifier.check_detector("yolov8n", True)
-    verifier.check_detector("yolo11n-640-dyn", True)  # an export of yolo11n: its neck
+        verifier.check_detector("yolov8n", True, 640)
+    with pytest.raises(VerifierError, match=r"trained on the detector's neck at input 640, but the detector runs at 1280.*--imgsz 640"):
+        verifier.check_detector("yolo11n-1280-dyn", True, 1280)
+    with pytest.raises(VerifierError, match="gives no neck features"):
+        verifier.check_detector("yolo11n-640-dyn", False, 640)
+    verifier.check_detector("yolo11n-640-dyn", True, 640)  # an export of yolo11n at the heads' size: its neck
+    assert verifier.misfit("yolo11n-640-dyn", 640) is None and "runs at 320" in verifier.misfit("yolo11n", 320)
 
 
 def _dataset(tmp_path: Path, rows: list[dict]) -> Path:

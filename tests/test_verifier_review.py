@@ -97,9 +97,14 @@ def test_a_bad_threshold_setting_is_refused_with_the_reason_and_writes_nothing(t
 def test_training_writes_each_photos_validation_verdict_for_review(tmp_path):
     """`verifier train --validation-csv`: one row per photo and head, the card's counts, false findings first
     (most confident first), with the labeller's notes (real photos of `street-scenes`: its Chinese streets
-    and every stall photo)."""
+    and every stall photo). Trained at detector input 320 (`--imgsz`), which also makes it quicker: the card says
+    so, and its heads judge only with a detector run at 320."""
     import csv
 
+    from detect.engine import load_detector
+    from detect.judgement import load_judgement
+    from detect.taxonomy import load_taxonomy
+    from detect.verifier.heads import VerifierError
     from pipelines.verifier.data import Dataset, load_datasets
     from pipelines.verifier.run import TrainOptions, train
     from tests.test_verifier_parts import STREET_SCENES
@@ -107,8 +112,12 @@ def test_training_writes_each_photos_validation_verdict_for_review(tmp_path):
     full = load_datasets([STREET_SCENES])
     ds = Dataset(full.root, [p for p in full.photos if p.source == "cn2" or p.labels.get("street_stall") == 1], full.digest)
     out = tmp_path / "review.csv"
-    _, card = train(ds, tmp_path / "heads", tmp_path / "cache", TrainOptions(heads=["street_stall"], synth=0, verifier_id="t"),
-                    validation_csv=out)
+    path, card = train(ds, tmp_path / "heads", tmp_path / "cache",
+                       TrainOptions(heads=["street_stall"], synth=0, verifier_id="t", imgsz=320), validation_csv=out)
+    assert card.imgsz == 320
+    load_judgement(str(path), load_taxonomy()).check(load_detector("yolo11n", features=True, imgsz=320))
+    with pytest.raises(VerifierError, match="trained on the detector's neck at input 320, but the detector runs at 640"):
+        load_judgement(str(path), load_taxonomy()).check(load_detector("yolo11n", features=True, imgsz=640))
     with out.open(encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(ds.photos) and {r["head"] for r in rows} == {"street_stall"}

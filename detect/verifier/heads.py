@@ -78,6 +78,9 @@ class HeadsCard(ConfigModel):
     id: str = Field(title="Verifier id", pattern=r"^[A-Za-z0-9._-]+$")
     backbone: str = Field(title="Backbone", description="Feature source the heads were trained on (see detect.verifier.backbones).")
     feature_dim: int = Field(title="Feature size", description="Pooled feature length (mean + max of the backbone's channels).", gt=0)
+    imgsz: int = Field(640, title="Detector input", gt=0, multiple_of=32,
+                       description="Input size in pixels of the detector whose neck the heads read (neck backbones): the same "
+                                   "photo at another size gives other features, so the heads judge only at this one.")
     tiles: tuple[int, int] = Field((5, 3), title="Tile grid", description="Columns x rows of half-overlapping tiles.")
     weights: str = Field(title="Weights file", description="The .npz beside the card holding every head's arrays.")
     heads: dict[str, HeadSpec] = Field(title="Heads", description="Violation type id -> head.")

@@ -152,21 +152,29 @@ class Verifier:
         """True when the heads read the detector's own neck map (`Detector.detect_with_features`)."""
         return self.backbone is None
 
-    def fits(self, detector_model_id: str) -> bool:
-        """Whether the heads read this detector's neck (always, for a verifier with its own backbone)."""
+    def misfit(self, detector_model_id: str, imgsz: int) -> str | None:
+        """Why the heads cannot read this detector's neck at this input size, or None when they can (always, for a
+        verifier with its own backbone): another model's neck, or the same neck at another size, gives other features."""
         from detect.verifier.backbones import neck_id
 
-        return not self.needs_detector_features or neck_id(detector_model_id) == self.heads.card.backbone
-
-    def check_detector(self, detector_model_id: str, has_features: bool) -> None:
-        """Refuse a detector whose neck is not the one the heads were trained on."""
+        card = self.heads.card
         if not self.needs_detector_features:
-            return
-        if not self.fits(detector_model_id):
-            raise VerifierError(
-                f"{self.heads.path}: verifier {self.id} reads the neck of {self.heads.card.backbone[:-5]}, but the detector is "
-                f"{detector_model_id}; use that detector or a verifier trained on its neck (`streetwatch verifier train --backbone`)")
-        if not has_features:
+            return None
+        if neck_id(detector_model_id) != card.backbone:
+            return (f"verifier {self.id} reads the neck of {card.backbone[:-5]}, but the detector is {detector_model_id}; use that "
+                    f"detector or a verifier trained on its neck (`streetwatch verifier train --backbone`)")
+        if imgsz != card.imgsz:
+            return (f"verifier {self.id} was trained on the detector's neck at input {card.imgsz}, but the detector runs at {imgsz}, "
+                    f"which gives other features; run it at --imgsz {card.imgsz} or train heads at {imgsz} "
+                    f"(`streetwatch verifier train --imgsz {imgsz}`)")
+        return None
+
+    def check_detector(self, detector_model_id: str, has_features: bool, imgsz: int) -> None:
+        """Refuse a detector whose neck the heads cannot read (`misfit`) or that gives no neck output."""
+        reason = self.misfit(detector_model_id, imgsz)
+        if reason:
+            raise VerifierError(f"{self.heads.path}: {reason}")
+        if self.needs_detector_features and not has_features:
             raise VerifierError(f"detector {detector_model_id} gives no neck features; export it again (`streetwatch models export`)")
 
     def feature_map(self, image: np.ndarray, fmap: FeatureMap | None = None) -> FeatureMap:

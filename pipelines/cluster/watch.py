@@ -111,7 +111,7 @@ class InferenceServer:
     def facts(self) -> dict[str, Any]:
         d = self.detector
         return {"model": d.model_id, "sha256": sha256_file(d.model_path), "names": d.names, "backend": d.backend,
-                "has_features": d.has_features, "describe": d.describe()}
+                "has_features": d.has_features, "imgsz": d.imgsz, "describe": d.describe()}
 
     async def detect(self, images: list, features: bool) -> list:
         future = asyncio.get_running_loop().create_future()
@@ -587,7 +587,7 @@ class _Facts:
     """The inference actors' detector as `Judgement.check` reads it."""
 
     def __init__(self, facts: dict) -> None:
-        self.model_id, self.has_features = facts["model"], facts["has_features"]
+        self.model_id, self.has_features, self.imgsz = facts["model"], facts["has_features"], facts["imgsz"]
 
 
 def _write_snapshot(folder: Path | None, camera_id: str, jpeg: bytes) -> None:

@@ -82,7 +82,7 @@ def cross_validate(dataset: Dataset, options: TrainOptions, cache: Path, taxonom
                                    taxonomy)
             judgement.check(detector)
             photos = [dataset.photos[i] for i in held_out]
-            fv, fr = judge(photos, detector, judgement, ocr=ocr, phone_region=phone_region,
+            fv, fr = judge(photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=options.imgsz,
                            progress=progress and (lambda i, total: progress(f"{step}: judging {i}/{total}")))
             for i, v, r in zip(held_out, fv, fr, strict=True):
                 found_v[i], found_r[i], fold_of[i] = v, r, k
@@ -97,8 +97,8 @@ def _judgement(folder: Path, verifier_id: str, options: TrainOptions, dim: int, 
     specs, arrays = head_arrays(results, refused)
     if not specs:
         return Judgement(None, taxonomy)
-    card = HeadsCard(id=verifier_id, backbone=options.backbone, feature_dim=dim, tiles=options.tiles, weights=f"{verifier_id}.npz",
-                     heads=specs, notes="cross-validation fold heads")
+    card = HeadsCard(id=verifier_id, backbone=options.backbone, feature_dim=dim, imgsz=options.imgsz, tiles=options.tiles,
+                     weights=f"{verifier_id}.npz", heads=specs, notes="cross-validation fold heads")
     path = folder / f"{verifier_id}.yaml"
     HeadSet(card, {}).save(path, arrays)
     return load_judgement(str(path), taxonomy)

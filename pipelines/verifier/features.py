@@ -36,7 +36,7 @@ OBJECT_PART_CLASSES = ["umbrella", "dining table", "chair", "bench", "potted pla
                        "truck", "car", "bottle"]
 """Detector classes a tiles head's object part reads (the stall head: a stall's umbrellas, tables, goods, vendors, carts)."""
 MAX_SIDE = 1280
-"""Photos are decoded at up to this long side (as triage does for 12 MP phone photos)."""
+"""Photos are decoded at up to this long side (as triage does for 12 MP phone photos), or at the detector's input size if larger."""
 
 
 @dataclass
@@ -88,7 +88,7 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
     rules, rules_found = PhotoRules(), []
     when = datetime(2026, 1, 1, 12, tzinfo=UTC)
     for i, photo in enumerate(dataset.photos):
-        image = decode_image(photo.path, photo.file, max_side=MAX_SIDE).image
+        image = decode_image(photo.path, photo.file, max_side=max(MAX_SIDE, detector.imgsz)).image
         fmap, dets = _features(image, detector, eff)
         out_tiles.append(fmap.pool(grid).astype(np.float32))
         h, w = image.shape[:2]

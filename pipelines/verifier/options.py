@@ -21,6 +21,7 @@ precision on all three splits at 0.003 or 0.001 (docs/verifier.md)."""
 @dataclass
 class TrainOptions:
     backbone: str = "yolo11n-neck"
+    imgsz: int = 640  # the detector's input size: neck features (and the vehicles found) depend on it
     tiles: tuple[int, int] = (5, 3)
     c: float | None = None  # None: each head's own (`c_for`)
     folds: int = 5

@@ -32,12 +32,12 @@ RULE_TYPES = {"street_stall": ["street_stall"], "shopfront_spillover": ["shopfro
               "exposed_garbage": ["exposed_garbage"], PARKING: ["illegal_parking", "nonmotor_parking"]}
 
 
-def detector_for(backbone: str):
-    """The detector the features are read with (its neck is the backbone, or it finds the vehicles)."""
+def detector_for(backbone: str, imgsz: int = 640):
+    """The detector the features are read with (its neck is the backbone, or it finds the vehicles), at input `imgsz`."""
     from detect.engine import load_detector
 
     model = backbone[: -len("-neck")] if is_neck(backbone) else "yolo11n"
-    return load_detector(model, backend="onnx", features=is_neck(backbone))
+    return load_detector(model, backend="onnx", features=is_neck(backbone), imgsz=imgsz)
 
 
 def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progress=None,
@@ -59,7 +59,7 @@ def features(dataset: Dataset, options: TrainOptions, cache: Path, progress=None
     """The detector the features are read with, and every photo's features (from the cache when it holds them)."""
     if not is_neck(options.backbone) and options.backbone != EFFICIENTNET:
         raise ValueError(f"--backbone {options.backbone}: use a detector's neck (e.g. yolo11n-neck) or {EFFICIENTNET}")
-    detector = detector_for(options.backbone)
+    detector = detector_for(options.backbone, options.imgsz)
     if is_neck(options.backbone) and neck_id(detector.model_id) != options.backbone:
         raise ValueError(f"--backbone {options.backbone}: the detector loaded is {detector.model_id}")
     from pipelines.fonts import find_cjk_font
@@ -180,8 +180,8 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
     dim = feats.tiles.shape[2]
     command = "streetwatch verifier train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else ""
     card = HeadsCard(
-        id=options.verifier_id, backbone=options.backbone, feature_dim=dim, tiles=options.tiles, weights=f"{options.verifier_id}.npz",
-        heads=specs,
+        id=options.verifier_id, backbone=options.backbone, feature_dim=dim, imgsz=options.imgsz, tiles=options.tiles,
+        weights=f"{options.verifier_id}.npz", heads=specs,
         dataset={"root": dataset.root.name, "labels_sha256": dataset.digest, **dataset.counts(),
                  "synthetic_small_ads": int(len(feats.synth_base)), "vehicles": int(len(feats.vehicles)), "notes": dataset.notes},
         metrics=metrics,

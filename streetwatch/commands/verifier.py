@@ -17,6 +17,8 @@ DEFAULTS = TrainOptions()
 DataOpt = Annotated[list[Path], typer.Option("--data", help="Dataset folder with labels.csv (+ boxes.csv), e.g. ../shared/datasets/street-scenes; "
                                                          "repeat to add reviewed cases (`data from-cases --verifier`).")]
 BackboneOpt = Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the detector's own neck, no second network) or efficientnet-lite0.")]
+ImgszOpt = Annotated[int, typer.Option("--imgsz", min=32, help="The detector's input size in pixels (multiple of 32): the heads judge only with a "
+                                                               "detector run at this size (`triage --imgsz`, settings `imgsz`).")]
 VerifierIdOpt = Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")]
 TilesOpt = Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")]
 RegularisationOpt = Annotated[float | None, typer.Option(
@@ -36,15 +38,17 @@ ValidationCsvOpt = Annotated[Path | None, typer.Option(
                              "to this CSV, to review labels.")]
 
 
-def _options(backbone: str, verifier_id: str, tiles: str, c: float | None, folds: int, synth: int, seed: int, heads: str):
-    """TrainOptions from the shared command-line options (a bad --tiles is one error line)."""
+def _options(backbone: str, imgsz: int, verifier_id: str, tiles: str, c: float | None, folds: int, synth: int, seed: int, heads: str):
+    """TrainOptions from the shared command-line options (a bad --tiles or --imgsz is one error line)."""
+    if imgsz % 32:
+        fail(f"--imgsz {imgsz}: expected a multiple of 32 such as 640 or 960")
     try:
         grid = tuple(int(v) for v in tiles.lower().split("x"))
         if len(grid) != 2 or min(grid) < 1:
             raise ValueError
     except ValueError:
         fail(f"--tiles {tiles!r}: expected COLSxROWS such as 5x3")
-    return TrainOptions(backbone=backbone, tiles=grid, c=c, folds=folds, seed=seed, synth=synth,  # type: ignore[arg-type]
+    return TrainOptions(backbone=backbone, imgsz=imgsz, tiles=grid, c=c, folds=folds, seed=seed, synth=synth,  # type: ignore[arg-type]
                         verifier_id=verifier_id, heads=[h for h in heads.split(",") if h])
 
 
@@ -55,7 +59,8 @@ def register(app: typer.Typer) -> None:
 
     @verifier.command("train")
     def train(data: DataOpt, out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
-              backbone: BackboneOpt = DEFAULTS.backbone, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id, tiles: TilesOpt = DEFAULTS.tiles_text,
+              backbone: BackboneOpt = DEFAULTS.backbone, imgsz: ImgszOpt = DEFAULTS.imgsz, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id,
+              tiles: TilesOpt = DEFAULTS.tiles_text,
               c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds, synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed,
               uncertain: UncertainOpt = True, heads: HeadsOpt = "",
               cache: CacheOpt = Path(".cache/verifier"), validation_csv: ValidationCsvOpt = None, verbose: VerboseOpt = False) -> None:
@@ -67,7 +72,7 @@ def register(app: typer.Typer) -> None:
         from pipelines.verifier.run import train as run_train
 
         setup_logging(verbose)
-        options = _options(backbone, verifier_id, tiles, c, folds, synth, seed, heads)
+        options = _options(backbone, imgsz, verifier_id, tiles, c, folds, synth, seed, heads)
         console = Console(stderr=True)
         try:
             dataset = load_datasets(data, uncertain=uncertain)
@@ -79,7 +84,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(summary(card))
 
     @verifier.command("crossval")
-    def crossval(data: DataOpt, backbone: BackboneOpt = DEFAULTS.backbone, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id,
+    def crossval(data: DataOpt, backbone: BackboneOpt = DEFAULTS.backbone, imgsz: ImgszOpt = DEFAULTS.imgsz,
+                 verifier_id: VerifierIdOpt = DEFAULTS.verifier_id,
                  tiles: TilesOpt = DEFAULTS.tiles_text, c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds,
                  synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed, uncertain: UncertainOpt = True, heads: HeadsOpt = "",
                  cache: CacheOpt = Path(".cache/verifier"), ocr: OcrOpt = "auto", phone_region: PhoneRegionOpt = "CN", out: JsonOutOpt = None,
@@ -97,7 +103,7 @@ def register(app: typer.Typer) -> None:
         from pipelines.verifier.data import DatasetError, load_datasets
 
         setup_logging(verbose)
-        options = _options(backbone, verifier_id, tiles, c, folds, synth, seed, heads)
+        options = _options(backbone, imgsz, verifier_id, tiles, c, folds, synth, seed, heads)
         try:
             dataset = load_datasets(data, uncertain=uncertain)
             with Console(stderr=True).status("cross-validating") as status:
@@ -145,10 +151,11 @@ def register(app: typer.Typer) -> None:
             dataset = load_dataset(data)
             if limit:
                 dataset.photos = dataset.photos[:limit]
-            detector = load_detector(None, features=judgement.needs_features)
+            imgsz = judgement.verifier.heads.card.imgsz if judgement.verifier else 640  # the size the heads read
+            detector = load_detector(None, features=judgement.needs_features, imgsz=imgsz)
             judgement.check(detector)
             with Console(stderr=True).status("judging") as status:
-                figures, rows = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region,
+                figures, rows = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz,
                                          progress=lambda i, n: status.update(f"judging {i}/{n}"))
         except (DatasetError, VerifierError, ValueError) as exc:
             fail(str(exc))
@@ -209,7 +216,10 @@ def _write_verdicts(path: Path, rows: list[dict]) -> None:
 
 def summary(card) -> str:
     """The card's backbone, validation figures against today's rules, and thresholds."""
-    lines = [f"verifier {card.id}: backbone {card.backbone}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics)]
+    from detect.verifier.backbones import is_neck
+
+    size = f" at input {card.imgsz}" if is_neck(card.backbone) else ""
+    lines = [f"verifier {card.id}: backbone {card.backbone}{size}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics)]
     for type_id, spec in card.heads.items():
         how = f" (OCR gate {spec.ocr_gate})" if spec.ocr_gate else ""
         if spec.region == "objects":
