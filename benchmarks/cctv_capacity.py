@@ -170,6 +170,7 @@ def run(cameras: list[int] | None = None, seconds: float = 30.0, warmup_s: float
     clip = make_clip(folder, clip_s)
     detector = load_detector(model, backend=backend, device=device, imgsz=imgsz, max_batch=8, threads=threads,
                              features=judgement.needs_features)
+    judgement.check(detector)  # another detector or input size: a chosen verifier is refused, the promoted one steps aside
     load_start = os.getloadavg()
     steps, capacity = [], {}
     for mode in modes:
