@@ -156,7 +156,7 @@ def test_verifier_refuses_another_detectors_neck_or_input_size(tmp_path):
     with pytest.raises(VerifierError, match="reads the neck of yolo11n, but the detector is yolov8n"):
         verifier.check_detector("yolov8n", True, 640)
     with pytest.raises(VerifierError, match=r"trained on the detector's neck at input 640, but the detector runs at 1280.*--imgsz 640"):
-        verifier.check_detector("yolo11n-1280-dyn", True, 1280)
+        verifier.check_detector("yolo11n", True, 1280)
     with pytest.raises(VerifierError, match="gives no neck features"):
         verifier.check_detector("yolo11n-640-dyn", False, 640)
     verifier.check_detector("yolo11n-640-dyn", True, 640)  # an export of yolo11n at the heads' size: its neck
