@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -137,6 +138,13 @@ def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, mo
                             classes=None, imgsz=320)
     agreement = match_all(standard.detect(images), fast.detect(images), iou_threshold=0.999)
     assert agreement.ref_total > 0 and agreement.recall == agreement.precision == 1.0, agreement.as_dict()
+    # The quantised graph carries the verifier's neck output too (through its Quantize/DequantizeLinear pairs),
+    # close to the fp32 neck's: a city that runs the INT8 export keeps its verifier.
+    assert fast.has_features
+    fp32 = load_detector("yolo11n", imgsz=320, dynamic=False, features=True)
+    for image in images[:2]:
+        a, b = fp32.detect_with_features([image])[0][1].data, fast.detect_with_features([image])[0][1].data
+        assert a.shape == b.shape and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
 
 
 def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_there(bus_jpg, tmp_path, monkeypatch):

@@ -63,12 +63,23 @@ def add_neck_features(path: Path) -> bool:
 
 
 def _channels(model, tensor: str) -> int | None:
-    """Channels of an intermediate tensor, from the producing Conv's weight (shape inference-free)."""
+    """Channels of an intermediate tensor, from the producing Conv's weight (shape inference-free).
+
+    C2f/C3k2 blocks end in a Conv, and SiLU is Mul(x, Sigmoid(x)): follow the first input back to it. An INT8
+    export (`--int8`, QDQ format) puts Quantize/DequantizeLinear pairs between the layers and stores the Conv's
+    weight as an int8 initializer behind a DequantizeLinear: follow those too.
+    """
     inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if tensor in node.output and node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
-            return int(inits[node.input[1]].dims[0])
-        if tensor in node.output and node.op_type in ("Concat", "Mul", "Add", "Sigmoid", "Relu", "SiLU"):
-            # C2f/C3k2 blocks end in a Conv; SiLU is Mul(x, Sigmoid(x)): follow the first input
-            return _channels(model, node.input[0])
+    producers = {out: node for node in model.graph.node for out in node.output}
+    node = producers.get(tensor)
+    while node is not None:
+        if node.op_type == "Conv" and len(node.input) > 1:
+            weight = node.input[1]
+            dq = producers.get(weight)
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                weight = dq.input[0]
+            return int(inits[weight].dims[0]) if weight in inits else None
+        if node.op_type not in ("Concat", "Mul", "Add", "Sigmoid", "Relu", "SiLU", "QuantizeLinear", "DequantizeLinear"):
+            return None
+        node = producers.get(node.input[0])
     return None
