@@ -145,6 +145,18 @@ def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, mo
     for image in images[:2]:
         a, b = fp32.detect_with_features([image])[0][1].data, fast.detect_with_features([image])[0][1].data
         assert a.shape == b.shape and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    # An INT8 export made before that has no neck output: the verifier's caller is told how to export it again,
+    # never handed the fp32 graph in its place.
+    import onnx
+
+    from detect.engine.base import DetectorConfigError
+
+    old = onnx.load(str(fast.model_path))
+    old.graph.output.remove(next(o for o in old.graph.output if o.name == "neck_features"))
+    onnx.save(old, str(fast.model_path))
+    assert not load_detector("yolo11n", imgsz=320, int8=True, dynamic=False).has_features
+    with pytest.raises(DetectorConfigError, match=r"no neck output for the verifier.*--model yolo11n --imgsz 320 --int8 --calib DIR"):
+        load_detector("yolo11n", imgsz=320, int8=True, dynamic=False, features=True)
 
 
 def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_there(bus_jpg, tmp_path, monkeypatch):

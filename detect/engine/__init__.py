@@ -79,6 +79,11 @@ def load_detector(
         detector = OnnxDetector(path, model_id=model_id, device=device, threads=threads, providers=providers,
                                 rect=rect, **common)
         if features and not detector.has_features and Path(str(model)).suffix != ".onnx" and get_card(str(model)).format != "onnx":
+            if int8:  # an INT8 export needs its calibration images: say how, never swap in the fp32 graph unasked
+                raise DetectorConfigError(
+                    f"{path.name} has no neck output for the verifier (an INT8 export made before they carried one): export "
+                    f"it again with `streetwatch models export --model {model} --imgsz {imgsz}{' --dynamic' if dynamic else ''} "
+                    f"--int8 --calib DIR`, or judge without the verifier (--verifier none)")
             log.warning("%s has no neck output for the verifier: exporting %s again once", path.name, model)
             from detect.export import export_onnx
 
