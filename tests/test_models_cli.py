@@ -315,3 +315,6 @@ def test_verifier_show_says_how_each_type_is_judged():
     assert "threshold street_stall: 0.1334 (best tile plus the best of its umbrella, dining table, chair," in result.output
     assert "operating points (validation; `streetwatch verifier threshold --set HEAD=pTARGET`):" in result.output
     assert "parking p0.7: threshold 0.5465: all P 0.50 R 0.07 (2 found, 2 false)" in result.output
+    # measured but not shipped: said so, and no operating points offered for it
+    assert "  exposed_garbage (not shipped: judged by detector classes)\n" in result.output
+    assert "exposed_garbage p0.5" not in result.output and "  street_stall\n" in result.output

@@ -218,8 +218,11 @@ def summary(card) -> str:
     """The card's backbone, validation figures against today's rules, and thresholds."""
     from detect.verifier.backbones import is_neck
 
+    from pipelines.verifier.run import RULE_TYPES
+
     size = f" at input {card.imgsz}" if is_neck(card.backbone) else ""
-    lines = [f"verifier {card.id}: backbone {card.backbone}{size}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics)]
+    unshipped = {name for name in card.metrics if not any(t in card.heads for t in RULE_TYPES.get(name, [name]))}
+    lines = [f"verifier {card.id}: backbone {card.backbone}{size}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics, unshipped)]
     for type_id, spec in card.heads.items():
         how = f" (OCR gate {spec.ocr_gate})" if spec.ocr_gate else ""
         if spec.region == "objects":
@@ -227,7 +230,7 @@ def summary(card) -> str:
         elif spec.object_intercept is not None:
             how += f" (best tile plus the best of its {', '.join(spec.classes)})"
         lines.append(f"  threshold {type_id}: {spec.threshold}{how}")
-    points = [(name, p) for name, m in card.metrics.items() for p in m.get("operating_points") or []]
+    points = [(name, p) for name, m in card.metrics.items() if name not in unshipped for p in m.get("operating_points") or []]
     if points:
         lines.append("  operating points (validation; `streetwatch verifier threshold --set HEAD=pTARGET`):")
     for name, p in points:  # each point holds the sources with positives, as the figures above
@@ -237,11 +240,12 @@ def summary(card) -> str:
     return "\n".join(lines)
 
 
-def table(metrics: dict) -> str:
-    """Per head and source: verifier P/R/F1 (95 % interval of F1) and AP, beside today's detector-only rules."""
+def table(metrics: dict, unshipped: set[str] = frozenset()) -> str:
+    """Per head and source: verifier P/R/F1 (95 % interval of F1) and AP, beside today's detector-only rules.
+    `unshipped`: heads a card measured but does not judge with (their types stay with the detector's classes)."""
     lines = []
     for name, m in metrics.items():
-        lines.append(f"  {name}")
+        lines.append(f"  {name}" + (" (not shipped: judged by detector classes)" if name in unshipped else ""))
         for src, f in m["verifier"].items():
             if not f["positives"]:
                 continue
