@@ -217,7 +217,6 @@ def _write_verdicts(path: Path, rows: list[dict]) -> None:
 def summary(card) -> str:
     """The card's backbone, validation figures against today's rules, and thresholds."""
     from detect.verifier.backbones import is_neck
-
     from pipelines.verifier.run import RULE_TYPES
 
     size = f" at input {card.imgsz}" if is_neck(card.backbone) else ""
