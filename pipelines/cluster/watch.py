@@ -161,7 +161,7 @@ class RemoteDetector:
     def __init__(self, servers: list, facts: dict[str, Any]) -> None:
         self.servers = servers
         self.model_id, self.names, self.backend = facts["model"], facts["names"], facts["backend"]
-        self.has_features = facts["has_features"]
+        self.has_features, self.imgsz = facts["has_features"], facts["imgsz"]  # what `Judgement.check` reads
         self._describe = facts["describe"]
         self._turn = itertools.count()
         self._down: dict[int, float] = {}
@@ -403,7 +403,7 @@ class ClusterWatcher:
             facts = ray.get(self._servers[0].facts.remote())
         except ray.exceptions.RayActorError as exc:
             raise ClusterError(f"the inference actors cannot load the model: {exc}") from None
-        judgement.check(_Facts(facts))
+        judgement.check(RemoteDetector(self._servers, facts))
         checkpoints = ray.remote(Checkpoints).options(num_cpus=0, resources={HEAD_NODE: 0.001}, max_concurrency=1)
         self._checkpoints = checkpoints.remote()
         self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, ModelInfo(facts["model"], facts["sha256"]), facts,
@@ -581,13 +581,6 @@ class ClusterWatcher:
             cameras[cid] = {"status": Status.REFUSED.value, "reason": message}
         return {"cameras": cameras, "cases_opened": opened, "owners": len(self.groups),
                 "restarts": sum(g.restarts for g in self.groups), "cluster": self.info.describe()}
-
-
-class _Facts:
-    """The inference actors' detector as `Judgement.check` reads it."""
-
-    def __init__(self, facts: dict) -> None:
-        self.model_id, self.has_features, self.imgsz = facts["model"], facts["has_features"], facts["imgsz"]
 
 
 def _write_snapshot(folder: Path | None, camera_id: str, jpeg: bytes) -> None:
