@@ -304,6 +304,36 @@ def test_verifier_judges_only_at_the_input_size_its_heads_were_trained_at():
     assert chosen.returncode != 0 and "run it at --imgsz 640 or train heads at 320" in " ".join(chosen.stderr.split())
 
 
+def test_verifier_promote_makes_a_verifier_the_default_and_says_at_which_input_it_judges(tmp_path):
+    """`verifier promote` (untested before): the promoted record names the verifier; one trained at another input size
+    is promoted with a note that it judges only at that size, and a default run (640) then judges without it."""
+    import shutil
+
+    from detect.registry import PROJECT_MODELS
+    from detect.verifier.heads import HeadsCard, HeadSet, write_card
+
+    street_v7 = PROJECT_MODELS / "verifiers" / "street-v7.yaml"
+    folder = tmp_path / "models" / "verifiers"
+    folder.mkdir(parents=True)
+    card = HeadsCard.model_validate({**HeadSet.load(street_v7).card.model_dump(), "id": "t320", "imgsz": 320, "weights": "t320.npz"})
+    write_card(card, folder / "t320.yaml")
+    shutil.copy(street_v7.with_suffix(".npz"), folder / "t320.npz")
+    env = {"STREETWATCH_MODELS": str(tmp_path / "models")}
+    promoted = _streetwatch("verifier", "promote", "t320", env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"promoted t320 ({folder / 'promoted.yaml'})" in promoted.stdout
+    assert "reads the detector's neck at input 320: detect, triage and watch judge with it only when run at --imgsz 320" in \
+        " ".join(promoted.stdout.split())
+    assert "id: t320" in (folder / "promoted.yaml").read_text(encoding="utf-8")
+    stall = SHARED / "datasets" / "street-scenes" / "images" / "mmj" / "IMG_0017.jpg"
+    run = _streetwatch("detect", "--json", str(stall), env=env)
+    assert run.returncode == 0 and json.loads(run.stdout).get("verifier") is None
+    assert "the promoted verifier steps aside: verifier t320 was trained on the detector's neck at input 320" in " ".join(run.stderr.split())
+    missing = _streetwatch("verifier", "promote", "no-such-verifier", env=env)
+    assert missing.returncode != 0 and "no-such-verifier" in missing.stderr
+    assert "id: t320" in (folder / "promoted.yaml").read_text(encoding="utf-8")  # a refused promotion changes nothing
+
+
 def test_verifier_show_says_how_each_type_is_judged():
     """The data team reads the promoted card: thresholds, the OCR gate, and what the parking head looks at."""
     result = runner.invoke(app, ["verifier", "show", "street-v7"])

@@ -180,13 +180,19 @@ def register(app: typer.Typer) -> None:
     @verifier.command("promote")
     def promote(verifier_id: Annotated[str, typer.Argument(help="Verifier id to use by default.")]) -> None:
         """Make a verifier the default of detect, triage, watch, demo and serve."""
-        from detect.verifier import VerifierError, promote_verifier
+        from detect.verifier import VerifierError, find_card, promote_verifier
+        from detect.verifier.backbones import is_neck
+        from detect.verifier.heads import HeadSet
 
         try:
             path = promote_verifier(verifier_id)
+            card = HeadSet.load(find_card(verifier_id)).card
         except VerifierError as exc:
             fail(str(exc))
         typer.echo(f"promoted {verifier_id} ({path})")
+        if is_neck(card.backbone) and card.imgsz != DEFAULTS.imgsz:  # else it steps aside on every default run, with a warning
+            typer.echo(f"note: {verifier_id} reads the detector's neck at input {card.imgsz}: detect, triage and watch judge with it "
+                       f"only when run at --imgsz {card.imgsz} (settings `imgsz`; default {DEFAULTS.imgsz})")
 
     @verifier.command("threshold")
     def threshold(
