@@ -65,9 +65,11 @@ def load_verifier(verifier: str | Path | None = None, known_types: set[str] | No
     return Verifier(HeadSet.load(find_card(verifier), known_types))
 
 
-def promote_verifier(verifier_id: str) -> Path:
+def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
+    """Record `verifier_id` as the promoted verifier beside its card; the record's path and the card (loaded with its
+    heads first: a card whose heads cannot load is refused and nothing is written)."""
     card = find_card(verifier_id)
-    HeadSet.load(card)  # refuse a card whose heads cannot load
+    heads = HeadSet.load(card)
     target = card.parent / PROMOTED
     target.write_text(f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n", encoding="utf-8")
-    return target
+    return target, heads.card

@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
             dataset = load_dataset(data)
             if limit:
                 dataset.photos = dataset.photos[:limit]
-            imgsz = judgement.verifier.heads.card.imgsz if judgement.verifier else 640  # the size the heads read
+            imgsz = judgement.verifier.heads.card.imgsz if judgement.verifier else DEFAULTS.imgsz  # the size the heads read
             detector = load_detector(None, features=judgement.needs_features, imgsz=imgsz)
             judgement.check(detector)
             with Console(stderr=True).status("judging") as status:
@@ -180,13 +180,11 @@ def register(app: typer.Typer) -> None:
     @verifier.command("promote")
     def promote(verifier_id: Annotated[str, typer.Argument(help="Verifier id to use by default.")]) -> None:
         """Make a verifier the default of detect, triage, watch, demo and serve."""
-        from detect.verifier import VerifierError, find_card, promote_verifier
+        from detect.verifier import VerifierError, promote_verifier
         from detect.verifier.backbones import is_neck
-        from detect.verifier.heads import HeadSet
 
         try:
-            path = promote_verifier(verifier_id)
-            card = HeadSet.load(find_card(verifier_id)).card
+            path, card = promote_verifier(verifier_id)
         except VerifierError as exc:
             fail(str(exc))
         typer.echo(f"promoted {verifier_id} ({path})")
