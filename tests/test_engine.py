@@ -7,6 +7,7 @@ import pytest
 
 from detect.engine import DetectorConfigError, load_detector
 from detect.engine.compare import match, match_all
+from detect.engine.letterbox import input_shape, make_batch
 from detect.imageio import read_image
 
 
@@ -36,6 +37,46 @@ def test_onnx_and_torch_agree_on_real_photos(real_photos, torch_detector, rect):
         agreement = match(r, t, iou_threshold=0.9)
         assert agreement.matched == len(r) == len(t), f"{path.name}: {agreement.as_dict()}"
         assert agreement.max_conf_diff <= 0.05, f"{path.name}: {agreement.as_dict()}"
+
+
+def test_torch_runs_one_traced_graph_per_input_shape_with_the_eager_numbers(real_photos, torch_detector):
+    """The torch backend's forward is one TorchScript call (one GIL release, not one per operator:
+    see detect/engine/torch_backend.py); it must give exactly what the eager network gives, neck included."""
+    import torch
+
+    graphs = torch_detector._graphs
+    images = [read_image(p) for p in real_photos]
+    for image in images:
+        torch_detector.detect_with_features([image])
+    shapes = {input_shape(*im.shape[:2], 640, 32, True) for im in images}
+    assert {key[0][2:] for key in graphs._graphs} >= shapes and not graphs.eager
+    assert all(isinstance(g, torch.jit.ScriptFunction) for g in graphs._graphs.values())
+    batch, _ = make_batch([images[0]], input_shape(*images[0].shape[:2], 640, 32, True))
+    x = torch.from_numpy(batch)
+    with torch.inference_mode():
+        traced = graphs(x)
+        eager = graphs._outputs(x)
+    assert len(traced) == len(eager) == 4  # raw head output, P3, P4, P5
+    for a, b in zip(traced, eager, strict=True):
+        assert a.shape == b.shape and torch.equal(a, b)
+
+
+def test_torch_runs_every_call_on_its_own_thread(real_photos, torch_detector, monkeypatch):
+    """cuDNN plans convolutions per thread, so a forward in a new thread re-plans them all (~1 s for
+    yolo11n on an H200): calls from any thread run on the detector's one long-lived thread."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [read_image(p) for p in real_photos[:4]]
+    expected = torch_detector.detect(images)
+    seen: set[int] = set()
+    prepare = torch_detector._prepare
+    monkeypatch.setattr(torch_detector, "_prepare", lambda ims, shape: seen.add(threading.get_ident()) or prepare(ims, shape))
+    with ThreadPoolExecutor(4) as pool:  # new threads, as triage's workers are in each run
+        callers = list(pool.map(lambda im: (threading.get_ident(), torch_detector.detect([im])[0]), images))
+    assert len(seen) == 1 and seen.isdisjoint({ident for ident, _ in callers} | {threading.get_ident()})
+    for (_, got), want in zip(callers, expected, strict=True):
+        assert np.array_equal(got.xyxy, want.xyxy) and np.array_equal(got.class_id, want.class_id)
 
 
 def test_result_does_not_depend_on_batch_company(onnx_detector, real_photos):

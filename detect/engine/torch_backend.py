@@ -4,10 +4,26 @@ On CUDA: fp16 by default, letterboxing on the device (`gpu_preprocess.py`: uint8
 pinned memory), and optionally `torch.compile` (mode "reduce-overhead" records CUDA graphs, which
 removes most per-layer launch cost for small models at small batches). Decoding and NMS stay in the
 shared `postprocess.py`, so boxes agree with the ONNX backend.
+
+The network runs as one TorchScript call per input shape (`_GraphCache`), not module by module from
+Python: PyTorch releases the GIL around every operator, and with other Python threads busy
+(triage's readers, the CCTV readers) taking it back costs up to the interpreter's 5 ms switch
+interval each time. `python -m benchmarks.gil_contention` (2-core CPU, yolo11n at 320): 28 ms alone,
+4.3 s beside three busy Python threads when eager, 0.22 s traced.
+
+And it runs on one long-lived thread of the detector's own (`_run`), whoever calls: cuDNN keeps its
+execution plans per thread (pytorch/pytorch#191617), so the first forward in a new thread plans every
+convolution again. Triage's worker threads are new in every run; on an H200 its `infer` stage took
+0.8-1 s per photo (1.3 photos/s against 12 for a plain predict loop; benchmarks/README.md, "On a GPU"),
+which this is meant to remove (not yet measured on a GPU).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +31,60 @@ import numpy as np
 from detect.engine.base import Detector, DetectorConfigError
 from detect.runtime_env import import_yolo
 
+log = logging.getLogger(__name__)
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+class _GraphCache:
+    """The network traced once per input shape and dtype (TorchScript), so a forward pass is one call
+    that releases the GIL once. Traced graphs are shape-specific (the Detect head's anchors become
+    constants), hence one per shape, the oldest dropped past `size`. Outputs: the raw head output, then
+    the Detect head's inputs P3, P4, P5 when the network has them (the verifier's neck map)."""
+
+    def __init__(self, net, torch, with_neck: bool, size: int = 8) -> None:
+        self.net, self.torch, self.size = net, torch, size
+        self.with_neck = with_neck
+        self._graphs: dict[tuple, object] = {}
+        self._neck: list | None = None
+        self.eager = False
+        if with_neck:
+            net.model[-1].register_forward_pre_hook(lambda _m, args: setattr(self, "_neck", list(args[0])))
+
+    def __call__(self, x) -> tuple:
+        if self.eager:
+            return self._outputs(x)
+        key = (tuple(x.shape), x.dtype, x.device)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._trace(x)
+            if graph is None:
+                return self._outputs(x)
+            self._graphs[key] = graph
+            while len(self._graphs) > self.size:
+                self._graphs.pop(next(iter(self._graphs)))
+        with self.torch.jit.optimized_execution(False):  # the eager kernels, no fusion: same numbers as eager
+            return graph(x)
+
+    def _trace(self, x):
+        """The traced graph, or None (and eager from now on) where this torch cannot trace the network."""
+        torch = self.torch
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), torch.jit.optimized_execution(False):
+                # recent torch marks jit.trace deprecated (it works); the Detect head's shape check is meant to be baked in
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                return torch.jit.trace(self._outputs, x.clone(), check_trace=False)
+        except (AttributeError, RuntimeError) as exc:
+            log.warning("torch backend: tracing the network failed (%s); running it eagerly, which is slow "
+                        "beside other busy Python threads", exc)
+            self.eager = True
+            return None
+
+    def _outputs(self, x) -> tuple:
+        out = self.net(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return (out, *self._neck) if self.with_neck and self._neck is not None else (out,)
 
 
 class TorchDetector(Detector):
@@ -68,8 +137,11 @@ class TorchDetector(Detector):
         names = {int(k): str(v) for k, v in yolo.names.items()}
         self._neck: list | None = None
         head = net.model[-1] if hasattr(net, "model") else None
-        self._has_neck = head is not None and len(getattr(head, "f", [])) == 3
-        if self._has_neck:  # the Detect head's inputs are P3, P4, P5 (see detect.verifier.neck)
+        self._has_neck = head is not None and len(getattr(head, "f", [])) == 3  # P3, P4, P5 (detect.verifier.neck)
+        self._graphs = None if compile_mode else _GraphCache(net, torch, self._has_neck)
+        self._runner_ident: int | None = None
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix=f"torch-{model_id}", initializer=self._mark_runner)
+        if self._has_neck and compile_mode:
             head.register_forward_pre_hook(lambda _m, args: setattr(self, "_neck", list(args[0])))
         super().__init__(
             model_id=model_id,
@@ -81,6 +153,16 @@ class TorchDetector(Detector):
             **kwargs,
         )
 
+    def _run(self, images: list[np.ndarray], features: bool):
+        """The base `_run` on this detector's own thread (see the module docstring), which also makes
+        calls from several threads safe: they queue there."""
+        if threading.get_ident() == self._runner_ident:
+            return super()._run(images, features)
+        return self._runner.submit(super()._run, images, features).result()
+
+    def _mark_runner(self) -> None:
+        self._runner_ident = threading.get_ident()
+
     def _prepare(self, images: list[np.ndarray], shape: tuple[int, int]):
         if self._device_letterbox is None:
             return super()._prepare(images, shape)
@@ -91,9 +173,12 @@ class TorchDetector(Detector):
         x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch).to(self.device, non_blocking=True)
         x = x.half() if self.half else x
         with torch.inference_mode():
-            out = self.net(x)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
+            if self._graphs is None:  # torch.compile'd: its own graphs
+                out = self.net(x)
+                out = out[0] if isinstance(out, (list, tuple)) else out
+            else:
+                out, *neck = self._graphs(x)
+                self._neck = neck or None
         return out.float().cpu().numpy()
 
     @property
