@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import yaml
@@ -136,6 +135,8 @@ def write_clip(path: str | Path, background: np.ndarray, sprites: list[Sprite], 
     ultrafast encodes fastest (tests); faster presets use CABAC and deblocking as cameras do, which
     makes decoding cost realistic (benchmarks).
     """
+    import av  # here, not at the top: the bench harness imports this module on GPU hosts without PyAV
+
     path = Path(path)
     start = start or datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
     h, w = background.shape[:2]

@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--triage-model", default=None,
                         help="another export of --model for triage only (e.g. an INT8 .onnx); default: the same model")
     parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or tensorrt (both loops run there; see run())")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--workers", type=int, default=None, help="triage workers (default: one per core, at most 8)")
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="triage's OCR (auto: the verifier's gated tiles; off: the verifier's own cost alone)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
-    record = run(args.photos, triage_model=args.triage_model, model=args.model, backend=args.backend, imgsz=args.imgsz, conf=args.conf,
+    record = run(args.photos, triage_model=args.triage_model, model=args.model, backend=args.backend, device=args.device, imgsz=args.imgsz, conf=args.conf,
                  workers=args.workers, rounds=args.rounds, verifier=args.verifier, compare_verifier=not args.no_verifier_comparison,
                  ocr=args.ocr)
     t, b, a = record["triage"], record["baseline"], record["agreement_iou50"]
