@@ -19,6 +19,9 @@ from detect.engine.gpu_preprocess import DeviceLetterbox
 from detect.engine.letterbox import input_shape, make_batch
 from detect.engine.profile import StageProfile
 from detect.imageio import read_image
+from detect.judgement import Judgement, load_judgement
+from detect.taxonomy import load_taxonomy
+from detect.verifier.verifier import Verdicts
 from streetwatch.cli import app
 
 _no_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -88,6 +91,29 @@ def test_cuda_fp16_with_pinned_upload_agrees_with_cpu_fp32(photos, torch_detecto
     assert gpu._device_letterbox._staging.is_pinned()
     agreement = match_all(torch_detector.detect(photos), test, iou_threshold=0.5)
     assert agreement.recall >= 0.9 and agreement.precision >= 0.9, agreement.as_dict()
+
+
+def _verdicts(detector, judgement: Judgement, images: list[np.ndarray]) -> list[Verdicts]:
+    """Each photo's verdicts from the verifier reading this detector's neck map."""
+    seen = detector.detect_with_features(images)
+    return [judgement.objects(image, dets, fmap)[1] for image, (dets, fmap) in zip(images, seen, strict=True)]
+
+
+@needs_cuda
+def test_promoted_verifier_on_cuda_fp16_judges_as_on_the_cpu(photos, onnx_detector):
+    """The heads were trained on the CPU ONNX run's neck map; fp16 on the GPU may move a photo's
+    probability by a few hundredths, and flip no verdict that is not such a close call."""
+    judgement = load_judgement(None, load_taxonomy())
+    assert judgement.verifier is not None, "no promoted verifier (models/verifiers/promoted.yaml)"
+    gpu = load_detector("yolo11n", backend="torch", device="cuda", features=True)
+    assert gpu.half and gpu.has_features
+    judgement.check(gpu)
+    for ref, test in zip(_verdicts(onnx_detector, judgement, photos), _verdicts(gpu, judgement, photos), strict=True):
+        assert ref.image.keys() == test.image.keys() and ref.image
+        for type_id, p in ref.image.items():
+            assert abs(p - test.image[type_id]) < 0.05, (type_id, p, test.image[type_id])
+            if abs(p - ref.thresholds[type_id]) >= 0.05:
+                assert ref.found(type_id) == test.found(type_id), (type_id, p, test.image[type_id])
 
 
 @needs_cuda

@@ -3,6 +3,7 @@ and each photo's validation verdict (`verifier train --validation-csv`)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -158,3 +159,24 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
         assert len(mine) == f["photos"] == len(rows)
         assert [sum(v["outcome"] == o for v in mine) for o in ("found", "false finding", "missed")] == [f["tp"], f["fp"], f["fn"]]
     assert figures["shopfront_spillover"]["verifier"]["all"]["tp"] >= 1  # the heads saw these photos: they find spillover
+
+    # The same photos judged by the torch backend (on a GPU: --device cuda), then `verifier diff` of the two runs.
+    result = CliRunner().invoke(app, ["verifier", "eval", "--data", str(tmp_path), "--ocr", "off", "--backend", "torch",
+                                      "--validation-csv", str(tmp_path / "torch.csv")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "torch.csv")])
+    assert result.exit_code == 0, result.output
+    changed = re.findall(r"^(\w+): (\d+) of (\d+) verdicts changed$", result.output, re.M)
+    assert {h for h, _, _ in changed} >= {"street_stall", "shopfront_spillover", "parking"}
+    assert all(int(n) == len(rows) and int(c) <= 1 for _, c, n in changed), result.output  # same network in fp32
+    flipped = dict(verdicts[0], outcome="found" if verdicts[0]["outcome"] == "false finding" else "false finding")
+    with (tmp_path / "edited.csv").open("w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(verdicts[0]))
+        writer.writeheader()
+        writer.writerows([flipped, *verdicts[1:-1]])  # one verdict changed, the last one left out
+    result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "edited.csv")])
+    assert result.exit_code == 0, result.output
+    assert f"  {verdicts[0]['file']}: {verdicts[0]['outcome']} -> {flipped['outcome']}" in result.output
+    assert "(1 verdicts are in one file only and were not compared)" in result.output
+    result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "labels.csv")])
+    assert result.exit_code == 2 and "not a verdicts CSV" in result.output

@@ -48,3 +48,36 @@ def write_validation_csv(path: Path, rows: list[dict]) -> int:
         writer.writeheader()
         writer.writerows(sorted(rows, key=order))
     return len(rows)
+
+
+class VerdictsCsvError(ValueError):
+    """A verdicts CSV that cannot be read or compared; the message names the file."""
+
+
+def read_verdicts(path: Path) -> dict[tuple[str, str], str]:
+    """(head, file) -> outcome of a CSV written by `write_validation_csv`."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise VerdictsCsvError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if rows and not {"head", "file", "outcome"} <= set(rows[0]):
+        raise VerdictsCsvError(f"{path}: not a verdicts CSV (needs the columns head, file, outcome; see --validation-csv)")
+    bad = next((r["outcome"] for r in rows if r["outcome"] not in OUTCOME_ORDER), None)
+    if bad is not None:
+        raise VerdictsCsvError(f"{path}: unknown outcome {bad!r} (expected one of {', '.join(OUTCOME_ORDER)})")
+    return {(r["head"], r["file"]): r["outcome"] for r in rows}
+
+
+def verdict_changes(a: dict[tuple[str, str], str], b: dict[tuple[str, str], str]) -> dict[str, dict]:
+    """Per head: how many photos both judged, and those whose outcome differs (file, outcome in a, in b).
+
+    Why: the same heads judged by another backend, device or precision (a GPU in fp16, an INT8 export)
+    should change few verdicts, and the ones they change are the photos to look at."""
+    out: dict[str, dict] = {}
+    for head, file in sorted(a.keys() & b.keys()):
+        entry = out.setdefault(head, {"compared": 0, "changed": []})
+        entry["compared"] += 1
+        if a[head, file] != b[head, file]:
+            entry["changed"].append((file, a[head, file], b[head, file]))
+    return out

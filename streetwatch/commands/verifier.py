@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.verifier.options import TrainOptions
-from streetwatch.commands.common import fail, judgement_or_fail, setup_logging
+from streetwatch.commands.common import BackendOpt, DeviceOpt, fail, judgement_or_fail, setup_logging
 
 DEFAULTS = TrainOptions()
 """The training defaults the `train` and `crossval` options show (pipelines.verifier.options)."""
@@ -135,8 +135,13 @@ def register(app: typer.Typer) -> None:
         out: JsonOutOpt = None,
         limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N photos (a quick look).")] = None,
         validation_csv: ValidationCsvOpt = None,
+        backend: BackendOpt = "onnx",
+        device: DeviceOpt = "cpu",
     ) -> None:
-        """Judge a labelled folder as triage does, with and without the verifier, and print per-type figures."""
+        """Judge a labelled folder as triage does, with and without the verifier, and print per-type figures.
+
+        `--backend torch --device cuda` judges on a GPU (fp16): compare its `--validation-csv` with the
+        CPU run's to see how many verdicts the GPU path changes."""
         import json
 
         from rich.console import Console
@@ -152,7 +157,7 @@ def register(app: typer.Typer) -> None:
             if limit:
                 dataset.photos = dataset.photos[:limit]
             imgsz = judgement.verifier.heads.card.imgsz if judgement.verifier else DEFAULTS.imgsz  # the size the heads read
-            detector = load_detector(None, features=judgement.needs_features, imgsz=imgsz)
+            detector = load_detector(None, backend=backend, device=device, features=judgement.needs_features, imgsz=imgsz)
             judgement.check(detector)
             with Console(stderr=True).status("judging") as status:
                 figures, rows = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz,
@@ -164,6 +169,28 @@ def register(app: typer.Typer) -> None:
             _write_verdicts(validation_csv, rows)
         if out is not None:
             out.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+
+    @verifier.command("diff")
+    def diff(
+        before: Annotated[Path, typer.Argument(help="Verdicts CSV (--validation-csv of train, crossval or eval).")],
+        after: Annotated[Path, typer.Argument(help="Another run's verdicts CSV of the same photos (e.g. eval --device cuda).")],
+    ) -> None:
+        """Show which photos' verdicts changed between two runs, per type (e.g. CPU against GPU)."""
+        from pipelines.verifier.validation_csv import VerdictsCsvError, read_verdicts, verdict_changes
+
+        try:
+            a, b = read_verdicts(before), read_verdicts(after)
+        except VerdictsCsvError as exc:
+            fail(str(exc))
+        if not a.keys() & b.keys():
+            fail(f"{before} and {after} share no (type, photo) verdict: not runs over the same photos")
+        for head, entry in verdict_changes(a, b).items():
+            typer.echo(f"{head}: {len(entry['changed'])} of {entry['compared']} verdicts changed")
+            for file, was, now in entry["changed"]:
+                typer.echo(f"  {file}: {was} -> {now}")
+        only = len(a.keys() ^ b.keys())
+        if only:
+            typer.echo(f"({only} verdicts are in one file only and were not compared)")
 
     @verifier.command("show")
     def show(verifier_id: Annotated[str, typer.Argument(help="Verifier id or card path (default: the promoted one).")] = "") -> None:
