@@ -11,12 +11,14 @@
 # 3. verdicts: with LABELLED_FOLDER (labels.csv + photos, as for `verifier eval`), the promoted
 #    verifier's per-photo verdicts on the GPU (OCR off) -> OUT_DIR/verdicts-cuda.csv, figures-cuda.json;
 #    compare them with a CPU run's --validation-csv of the same folder
-# 4. triage: photos/s of triage on the GPU against a plain YOLO predict loop on the GPU, 40 photos of
+# 4. threads: a torch detector's first call from a fresh thread against its second, in the calling
+#    thread and through the detector's own thread -> OUT_DIR/threads-cuda.json
+# 5. triage: photos/s of triage on the GPU against a plain YOLO predict loop on the GPU, 40 photos of
 #    12 MP, OCR off -> OUT_DIR/triage-cuda.json
 #
 # Each step has its own time limit (a hung step does not eat the others' time); everything printed
 # goes to OUT_DIR/all.log. Exit status 1 when a step failed. PYTHON picks the interpreter (python3);
-# STEPS="triage tests" runs only those steps, in the order above (default: all four).
+# STEPS="threads triage" runs only those steps, in the order above (default: all five).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: scripts/gpu-check.sh OUT_DIR [LABELLED_FOLDER]}"
@@ -28,7 +30,7 @@ mkdir -p "$out"
 exec > >(tee -a "$out/all.log") 2>&1
 failed=0
 
-steps="${STEPS:-bench tests verdicts triage}"
+steps="${STEPS:-bench tests verdicts threads triage}"
 
 step() {  # step NAME SECONDS COMMAND...
   local name="$1" limit="$2" start rc
@@ -55,6 +57,7 @@ if [ -n "$data" ]; then
   step verdicts 100 "$py" -m streetwatch.cli verifier eval --data "$data" --backend torch --device cuda --ocr off \
     --validation-csv "$out/verdicts-cuda.csv" --out "$out/figures-cuda.json"
 fi
+step threads 60 "$py" -m benchmarks.thread_cold_start --device cuda --threads 4 --out "$out/threads-cuda.json"
 step triage 120 "$py" -m benchmarks.triage_throughput --backend torch --device cuda --ocr off --photos 40 --rounds 2 \
   --out "$out/triage-cuda.json"
 exit "$failed"

@@ -258,3 +258,18 @@ def test_wheelhouse_lists_the_tested_closure_without_the_pytorch_stack(tmp_path)
     requirements = (out / "requirements.txt").read_text().split()
     assert "ultralytics>=8.3" in requirements and not [r for r in requirements if r.startswith("torch")]
     assert not list(out.glob("*.whl"))  # a dry run downloads nothing
+
+
+def test_thread_cold_start_times_first_and_second_calls_in_fresh_threads(tmp_path):
+    """`benchmarks.thread_cold_start` (the open question of triage on a GPU) runs and records both modes;
+    on the CPU neither pays a cold start of its own beyond noise, so only the record is checked here."""
+    from benchmarks.thread_cold_start import main
+
+    out = tmp_path / "threads.json"
+    main(["--threads", "2", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["device"] == "cpu" and record["detector"]["backend"] == "torch"
+    for mode in ("calling_thread", "detector_thread"):
+        pairs = record[mode]["pairs_ms"]
+        assert len(pairs) == 2 and all(a > 0 and b > 0 for a, b in pairs)
+        assert record[mode]["first_call_ms"] > 0 and record[mode]["second_call_ms"] > 0
