@@ -70,7 +70,9 @@ def test_every_photo_is_judged_once_by_heads_that_never_saw_its_group(travel_pho
     assert len(spill_rows) == figures["photos"]
     assert [sum(r["outcome"] == o for r in spill_rows) for o in ("found", "false finding", "missed")] == [figures["tp"], figures["fp"], figures["fn"]]
     assert spill_rows[0]["outcome"] == ("false finding" if figures["fp"] else "missed")
-    assert {r["probability"] for r in spill_rows} == {""}  # the whole judgement has no one probability
+    # beside the whole judgement's outcome, its fold's verifier probability for the head ("" where that fold refused the head)
+    probabilities = [float(r["probability"]) for r in spill_rows if r["probability"]]
+    assert len(probabilities) >= len(spill_rows) // 3 and all(0 <= p <= 1 for p in probabilities)
 
 
 @pytest.mark.parametrize("command", ["crossval", "train"])

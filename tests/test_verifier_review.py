@@ -158,6 +158,8 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
         f = figures[head]["verifier"]["all"]
         assert len(mine) == f["photos"] == len(rows)
         assert [sum(v["outcome"] == o for v in mine) for o in ("found", "false finding", "missed")] == [f["tp"], f["fp"], f["fn"]]
+        assert all(0 <= float(v["probability"]) <= 1 for v in mine)  # the verifier's, for the heads it judges
+    assert {v["probability"] for v in verdicts if v["head"] == "exposed_garbage"} <= {""}  # a head it does not ship
     assert figures["shopfront_spillover"]["verifier"]["all"]["tp"] >= 1  # the heads saw these photos: they find spillover
 
     # The same photos judged by the torch backend (on a GPU: --device cuda), then `verifier diff` of the two runs.
@@ -166,9 +168,11 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "torch.csv")])
     assert result.exit_code == 0, result.output
-    changed = re.findall(r"^(\w+): (\d+) of (\d+) verdicts changed$", result.output, re.M)
-    assert {h for h, _, _ in changed} >= {"street_stall", "shopfront_spillover", "parking"}
-    assert all(int(n) == len(rows) and int(c) <= 1 for _, c, n in changed), result.output  # same network in fp32
+    changed = re.findall(r"^(\w+): (\d+) of (\d+) verdicts changed(?:; probabilities moved by ([\d.]+) at most)?$", result.output, re.M)
+    moved = {h: m for h, _, _, m in changed}
+    assert set(moved) >= {"street_stall", "shopfront_spillover", "parking"} and moved["exposed_garbage"] == ""  # not shipped
+    assert all(int(n) == len(rows) and int(c) <= 1 for _, c, n, _ in changed), result.output  # same network in fp32
+    assert all(float(moved[h]) < 0.01 for h in ("street_stall", "shopfront_spillover", "flyposting", "parking")), result.output
     flipped = dict(verdicts[0], outcome="found" if verdicts[0]["outcome"] == "false finding" else "false finding")
     with (tmp_path / "edited.csv").open("w", newline="", encoding="utf-8-sig") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(verdicts[0]))
@@ -176,7 +180,8 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
         writer.writerows([flipped, *verdicts[1:-1]])  # one verdict changed, the last one left out
     result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "edited.csv")])
     assert result.exit_code == 0, result.output
-    assert f"  {verdicts[0]['file']}: {verdicts[0]['outcome']} -> {flipped['outcome']}" in result.output
+    p = f" ({float(verdicts[0]['probability']):.3f})" if verdicts[0]["probability"] else ""
+    assert f"  {verdicts[0]['file']}: {verdicts[0]['outcome']}{p} -> {flipped['outcome']}{p}" in result.output
     assert "(1 verdicts are in one file only and were not compared)" in result.output
     result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "labels.csv")])
     assert result.exit_code == 2 and "not a verdicts CSV" in result.output

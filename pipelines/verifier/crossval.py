@@ -42,13 +42,14 @@ class CrossValidation:
     folds: list[dict] = field(default_factory=list)  # per fold: photos trained on and judged, heads shipped and refused
     fold_of: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # per photo: the fold that judged it
     found: list[set[str]] = field(default_factory=list)  # per photo: the violation types the judgement found
+    probabilities: list[dict[str, float]] = field(default_factory=list)  # per photo: its fold's verifier probability per type
 
     def describe(self) -> dict:
         return {"figures": self.figures, "folds": self.folds}
 
     def verdict_rows(self, dataset: Dataset) -> list[dict]:
         """Each photo's verdict per label head, for `validation_csv.write_validation_csv`."""
-        return verdict_rows_by_head(dataset, self.found)
+        return verdict_rows_by_head(dataset, self.found, self.probabilities)
 
 
 def photo_folds(dataset: Dataset, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -69,6 +70,7 @@ def cross_validate(dataset: Dataset, options: TrainOptions, cache: Path, taxonom
     n = len(dataset.photos)
     found_v: list[set[str]] = [set() for _ in range(n)]
     found_r: list[set[str]] = [set() for _ in range(n)]
+    probs: list[dict[str, float]] = [{} for _ in range(n)]
     fold_of = np.full(n, -1)
     folds = []
     splits = photo_folds(dataset, options.folds, options.seed)
@@ -82,14 +84,14 @@ def cross_validate(dataset: Dataset, options: TrainOptions, cache: Path, taxonom
                                    taxonomy)
             judgement.check(detector)
             photos = [dataset.photos[i] for i in held_out]
-            fv, fr = judge(photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=options.imgsz,
-                           progress=progress and (lambda i, total: progress(f"{step}: judging {i}/{total}")))
-            for i, v, r in zip(held_out, fv, fr, strict=True):
-                found_v[i], found_r[i], fold_of[i] = v, r, k
+            fv, fr, fp = judge(photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=options.imgsz,
+                               progress=progress and (lambda i, total: progress(f"{step}: judging {i}/{total}")))
+            for i, v, r, p in zip(held_out, fv, fr, fp, strict=True):
+                found_v[i], found_r[i], probs[i], fold_of[i] = v, r, p, k
             folds.append({"trained_on": len(train), "judged": len(held_out), "heads": sorted(judgement.verified_types),
                           "refused": {h: round(f1, 3) for h, f1 in refused.items()}})
             log.info("%s: %s", step, folds[-1])
-    return CrossValidation(figures_by_head(dataset, found_v, found_r, boot), folds, fold_of, found_v)
+    return CrossValidation(figures_by_head(dataset, found_v, found_r, boot), folds, fold_of, found_v, probs)
 
 
 def _judgement(folder: Path, verifier_id: str, options: TrainOptions, dim: int, results, refused, taxonomy: Taxonomy) -> Judgement:

@@ -23,6 +23,7 @@ from pipelines.triage.pipeline import judge_seen, see_photo
 from pipelines.triage.text import OcrMode, PhotoText
 from pipelines.verifier.data import Dataset, Photo
 from pipelines.verifier.metrics import figures
+from pipelines.verifier.operating_points import head_of
 from pipelines.verifier.run import RULE_TYPES, finds
 from pipelines.verifier.validation_csv import verdict_rows
 
@@ -33,18 +34,20 @@ def evaluate(dataset: Dataset, detector, judgement: Judgement, *, ocr: str = "au
              imgsz: int = 640, boot: int = 1000, progress: Callable[[int, int], None] | None = None) -> tuple[dict, list[dict]]:
     """Figures of the verifier's judgement and of the detector-only rules, per head and source, and each
     photo's verdict per head (`verdict_rows_by_head`)."""
-    found_v, found_r = judge(dataset.photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz, progress=progress)
-    return figures_by_head(dataset, found_v, found_r, boot), verdict_rows_by_head(dataset, found_v)
+    found_v, found_r, probs = judge(dataset.photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz,
+                                    progress=progress)
+    return figures_by_head(dataset, found_v, found_r, boot), verdict_rows_by_head(dataset, found_v, probs)
 
 
 def judge(photos: list[Photo], detector, judgement: Judgement, *, ocr: str = "auto", phone_region: str = "CN", imgsz: int = 640,
-          progress: Callable[[int, int], None] | None = None) -> tuple[list[set[str]], list[set[str]]]:
+          progress: Callable[[int, int], None] | None = None) -> tuple[list[set[str]], list[set[str]], list[dict[str, float]]]:
     """Per photo: the types triage finds (detector, verifier, OCR of posting-like tiles, evidence
-    regions, photo rules) and those the detector-only rules find."""
+    regions, photo rules), those the detector-only rules find, and the verifier's probability per
+    type it judges (`Verdicts.image`; empty without a verifier)."""
     rules = PhotoRules(taxonomy=judgement.taxonomy)
     text = PhotoText(OcrMode(ocr), region=phone_region, gate=judgement.ocr_gate, taxonomy=judgement.taxonomy)
     stages = StageProfile(seconds={})
-    found_v, found_r = [], []
+    found_v, found_r, probs = [], [], []
     for i, photo in enumerate(photos):
         data = photo.path.read_bytes()
         image = decode_image(data, photo.file, max_side=imgsz).image
@@ -53,9 +56,10 @@ def judge(photos: list[Photo], detector, judgement: Judgement, *, ocr: str = "au
         frame = Frame(image, photo.file, WHEN)
         found_v.append({e.violation_type for e in rules.process(frame, dets, verified=judgement.verified_types)})
         found_r.append({e.violation_type for e in rules.process(frame, plain)})
+        probs.append(verdicts.image if verdicts is not None else {})
         if progress:
             progress(i + 1, len(photos))
-    return found_v, found_r
+    return found_v, found_r, probs
 
 
 def figures_by_head(dataset: Dataset, found_v: list[set[str]], found_r: list[set[str]], boot: int = 1000) -> dict:
@@ -74,6 +78,14 @@ def figures_by_head(dataset: Dataset, found_v: list[set[str]], found_r: list[set
     return out
 
 
-def verdict_rows_by_head(dataset: Dataset, found: list[set[str]]) -> list[dict]:
-    """Each photo's verdict per label head from the types the judgement found in it (`validation_csv.write_validation_csv`)."""
-    return [row for head in RULE_TYPES if (dataset.labels(head) >= 0).any() for row in verdict_rows(dataset, head, finds(found, head))]
+def verdict_rows_by_head(dataset: Dataset, found: list[set[str]], probs: list[dict[str, float]] | None = None) -> list[dict]:
+    """Each photo's verdict per label head from the types the judgement found in it, with the verifier's
+    probability for the head (its types' highest; empty where the verifier does not judge the head) when
+    `probs` is given (`validation_csv.write_validation_csv`)."""
+    return [row for head in RULE_TYPES if (dataset.labels(head) >= 0).any()
+            for row in verdict_rows(dataset, head, finds(found, head), None if probs is None else head_probabilities(probs, head))]
+
+
+def head_probabilities(probs: list[dict[str, float]], head: str) -> np.ndarray:
+    """Per photo: the highest verifier probability among the types of `head`; NaN where it judged none of them."""
+    return np.array([max((p for t, p in photo.items() if head_of(t) == head), default=np.nan) for photo in probs])

@@ -5,8 +5,10 @@ Half of `street-v7`'s false stall findings turned out to be café terraces and a
 (docs/verifier.md), which only a look at the photos with the labeller's notes beside them shows.
 `verifier train` writes the heads' out-of-fold verdicts (each photo judged by heads and a threshold
 that never saw its group) with their calibrated probability; `verifier crossval` and `verifier eval`
-the whole judgement's (as triage judges), without one. False findings come first (most confident first),
-then misses (least confident first), then the photos it got right.
+the whole judgement's (as triage judges: OCR and the photo rules may decide beside the heads), with the
+verifier's probability for the head where it judges it. False findings come first (most confident
+first), then misses (least confident first), then the photos it got right. `verifier diff` compares two
+such files of the same photos (another backend, device, precision or card).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ OUTCOME_ORDER = {"false finding": 0, "missed": 1, "found": 2, "rightly not found
 
 
 def verdict_rows(dataset: Dataset, head: str, found: np.ndarray, probability: np.ndarray | None = None) -> list[dict]:
-    """One row per photo labelled for `head`: its outcome from `found` (per photo) and, when given, its probability."""
+    """One row per photo labelled for `head`: its outcome from `found` (per photo) and, when given, its
+    probability (NaN: none for that photo)."""
     y = dataset.labels(head)
     rows = []
     for i in np.flatnonzero(y >= 0):
         p, positive = dataset.photos[i], bool(y[i] == 1)
         outcome = ("found" if found[i] else "missed") if positive else ("false finding" if found[i] else "rightly not found")
-        rows.append({"head": head, "outcome": outcome, "probability": "" if probability is None else round(float(probability[i]), 4),
+        missing = probability is None or np.isnan(probability[i])
+        rows.append({"head": head, "outcome": outcome, "probability": "" if missing else round(float(probability[i]), 4),
                      "file": p.file, "source": p.source, "group": p.group, "label": int(y[i]), "uncertain": int(p.uncertain),
                      "notes": p.notes})
     return rows
@@ -54,30 +58,40 @@ class VerdictsCsvError(ValueError):
     """A verdicts CSV that cannot be read or compared; the message names the file."""
 
 
-def read_verdicts(path: Path) -> dict[tuple[str, str], str]:
-    """(head, file) -> outcome of a CSV written by `write_validation_csv`."""
+def read_verdicts(path: Path) -> dict[tuple[str, str], tuple[str, float | None]]:
+    """(head, file) -> (outcome, probability or None) of a CSV written by `write_validation_csv`."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise VerdictsCsvError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if rows and not {"head", "file", "outcome"} <= set(rows[0]):
-        raise VerdictsCsvError(f"{path}: not a verdicts CSV (needs the columns head, file, outcome; see --validation-csv)")
-    bad = next((r["outcome"] for r in rows if r["outcome"] not in OUTCOME_ORDER), None)
-    if bad is not None:
-        raise VerdictsCsvError(f"{path}: unknown outcome {bad!r} (expected one of {', '.join(OUTCOME_ORDER)})")
-    return {(r["head"], r["file"]): r["outcome"] for r in rows}
+    if rows and not {"head", "file", "outcome", "probability"} <= set(rows[0]):
+        raise VerdictsCsvError(f"{path}: not a verdicts CSV (needs the columns head, file, outcome, probability; see --validation-csv)")
+    out = {}
+    for n, r in enumerate(rows, start=2):
+        if r["outcome"] not in OUTCOME_ORDER:
+            raise VerdictsCsvError(f"{path}: row {n}: unknown outcome {r['outcome']!r} (expected one of {', '.join(OUTCOME_ORDER)})")
+        try:
+            out[r["head"], r["file"]] = (r["outcome"], float(r["probability"]) if r["probability"] else None)
+        except ValueError:
+            raise VerdictsCsvError(f"{path}: row {n}: probability {r['probability']!r} is not a number") from None
+    return out
 
 
-def verdict_changes(a: dict[tuple[str, str], str], b: dict[tuple[str, str], str]) -> dict[str, dict]:
-    """Per head: how many photos both judged, and those whose outcome differs (file, outcome in a, in b).
+def verdict_changes(a: dict[tuple[str, str], tuple[str, float | None]],
+                    b: dict[tuple[str, str], tuple[str, float | None]]) -> dict[str, dict]:
+    """Per head: how many photos both judged, the largest change of probability where both have one, and
+    the photos whose outcome differs (file, (outcome, probability) in a, in b).
 
     Why: the same heads judged by another backend, device or precision (a GPU in fp16, an INT8 export)
-    should change few verdicts, and the ones they change are the photos to look at."""
+    should change few verdicts and move probabilities little; the photos it flips are the ones to look at."""
     out: dict[str, dict] = {}
     for head, file in sorted(a.keys() & b.keys()):
-        entry = out.setdefault(head, {"compared": 0, "changed": []})
+        entry = out.setdefault(head, {"compared": 0, "max_probability_change": None, "changed": []})
         entry["compared"] += 1
-        if a[head, file] != b[head, file]:
+        (was, p), (now, q) = a[head, file], b[head, file]
+        if p is not None and q is not None:
+            entry["max_probability_change"] = max(entry["max_probability_change"] or 0.0, abs(p - q))
+        if was != now:
             entry["changed"].append((file, a[head, file], b[head, file]))
     return out

@@ -184,10 +184,15 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         if not a.keys() & b.keys():
             fail(f"{before} and {after} share no (type, photo) verdict: not runs over the same photos")
+        def shown(verdict: tuple[str, float | None]) -> str:
+            return verdict[0] if verdict[1] is None else f"{verdict[0]} ({verdict[1]:.3f})"
+
         for head, entry in verdict_changes(a, b).items():
-            typer.echo(f"{head}: {len(entry['changed'])} of {entry['compared']} verdicts changed")
+            moved = entry["max_probability_change"]
+            typer.echo(f"{head}: {len(entry['changed'])} of {entry['compared']} verdicts changed"
+                       + (f"; probabilities moved by {moved:.3f} at most" if moved is not None else ""))
             for file, was, now in entry["changed"]:
-                typer.echo(f"  {file}: {was} -> {now}")
+                typer.echo(f"  {file}: {shown(was)} -> {shown(now)}")
         only = len(a.keys() ^ b.keys())
         if only:
             typer.echo(f"({only} verdicts are in one file only and were not compared)")
