@@ -185,3 +185,9 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
     assert "(1 verdicts are in one file only and were not compared)" in result.output
     result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "labels.csv")])
     assert result.exit_code == 2 and "not a verdicts CSV" in result.output
+    with (tmp_path / "other.csv").open("w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(verdicts[0]))
+        writer.writeheader()
+        writer.writerow(dict(verdicts[0], file="images/elsewhere.jpg"))
+    result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "other.csv")])
+    assert result.exit_code == 2 and "share no (type, photo) verdict" in result.output

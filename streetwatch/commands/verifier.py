@@ -184,6 +184,7 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         if not a.keys() & b.keys():
             fail(f"{before} and {after} share no (type, photo) verdict: not runs over the same photos")
+
         def shown(verdict: tuple[str, float | None]) -> str:
             return verdict[0] if verdict[1] is None else f"{verdict[0]} ({verdict[1]:.3f})"
 
