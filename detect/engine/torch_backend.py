@@ -40,17 +40,18 @@ class _GraphCache:
     """The network traced once per input shape and dtype (TorchScript), so a forward pass is one call
     that releases the GIL once. Traced graphs are shape-specific (the Detect head's anchors become
     constants), hence one per shape, the oldest dropped past `size`; each holds its own copy of the
-weights (~11 MB for yolo11n in fp32; a traced module instead of a function took more, not less). Outputs: the raw head output, then
-    the Detect head's inputs P3, P4, P5 when the network has them (the verifier's neck map)."""
+    weights (~11 MB for yolo11n in fp32; a traced module instead of a function took more, not less).
+    `eager`: run the network as given instead (a torch.compile'd one has graphs of its own, and a torch
+    that cannot trace falls back to it). Outputs: the raw head output, then the Detect head's inputs P3,
+    P4, P5 when `head` is given (the verifier's neck map)."""
 
-    def __init__(self, net, torch, with_neck: bool, size: int = 8) -> None:
-        self.net, self.torch, self.size = net, torch, size
-        self.with_neck = with_neck
+    def __init__(self, net, torch, head=None, *, eager: bool = False, size: int = 8) -> None:
+        self.net, self.torch, self.size, self.eager = net, torch, size, eager
+        self.with_neck = head is not None
         self._graphs: dict[tuple, object] = {}
         self._neck: list | None = None
-        self.eager = False
-        if with_neck:
-            net.model[-1].register_forward_pre_hook(lambda _m, args: setattr(self, "_neck", list(args[0])))
+        if head is not None:
+            head.register_forward_pre_hook(lambda _m, args: setattr(self, "_neck", list(args[0])))
 
     def __call__(self, x) -> tuple:
         if self.eager:
@@ -139,11 +140,9 @@ class TorchDetector(Detector):
         self._neck: list | None = None
         head = net.model[-1] if hasattr(net, "model") else None
         self._has_neck = head is not None and len(getattr(head, "f", [])) == 3  # P3, P4, P5 (detect.verifier.neck)
-        self._graphs = None if compile_mode else _GraphCache(net, torch, self._has_neck)
+        self._graphs = _GraphCache(self.net, torch, head if self._has_neck else None, eager=bool(compile_mode))
         self._runner_ident: int | None = None
         self._runner = ThreadPoolExecutor(1, thread_name_prefix=f"torch-{model_id}", initializer=self._mark_runner)
-        if self._has_neck and compile_mode:
-            head.register_forward_pre_hook(lambda _m, args: setattr(self, "_neck", list(args[0])))
         super().__init__(
             model_id=model_id,
             model_path=model_path,
@@ -174,12 +173,8 @@ class TorchDetector(Detector):
         x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch).to(self.device, non_blocking=True)
         x = x.half() if self.half else x
         with torch.inference_mode():
-            if self._graphs is None:  # torch.compile'd: its own graphs
-                out = self.net(x)
-                out = out[0] if isinstance(out, (list, tuple)) else out
-            else:
-                out, *neck = self._graphs(x)
-                self._neck = neck or None
+            out, *neck = self._graphs(x)
+        self._neck = neck or None
         return out.float().cpu().numpy()
 
     @property
