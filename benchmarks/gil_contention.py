@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from pathlib import Path
 
+from benchmarks.harness import default_images
 from detect.engine import load_detector
 from detect.imageio import read_image
-from detect.runtime_env import prepare_ultralytics_env
 
 
 def ms_per_call(detector, image, calls: int) -> float:
@@ -36,10 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    import ultralytics
-
-    prepare_ultralytics_env()
-    image = read_image(Path(ultralytics.__file__).parent / "assets" / "bus.jpg")
+    image = read_image(default_images(1)[0])  # Ultralytics' bus.jpg
     detector = load_detector("yolo11n", backend="torch", device=args.device, threads=1, imgsz=args.imgsz)
     stop = threading.Event()
 

@@ -20,10 +20,10 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.harness import default_images
 from detect.engine import load_detector
 from detect.engine.base import Detector
 from detect.imageio import read_image
-from detect.runtime_env import prepare_ultralytics_env
 
 
 def _ms(fn) -> float:
@@ -47,10 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=4, help="fresh threads per mode")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    import ultralytics
-
-    prepare_ultralytics_env()
-    image = read_image(Path(ultralytics.__file__).parent / "assets" / "bus.jpg")
+    image = read_image(default_images(1)[0])  # Ultralytics' bus.jpg
     detector = load_detector("yolo11n", backend="torch", device=args.device)
     detector.detect([image])  # warm: traced graph, and the detector's own thread
 

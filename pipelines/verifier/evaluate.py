@@ -78,12 +78,12 @@ def figures_by_head(dataset: Dataset, found_v: list[set[str]], found_r: list[set
     return out
 
 
-def verdict_rows_by_head(dataset: Dataset, found: list[set[str]], probs: list[dict[str, float]] | None = None) -> list[dict]:
+def verdict_rows_by_head(dataset: Dataset, found: list[set[str]], probs: list[dict[str, float]]) -> list[dict]:
     """Each photo's verdict per label head from the types the judgement found in it, with the verifier's
-    probability for the head (its types' highest; empty where the verifier does not judge the head) when
-    `probs` is given (`validation_csv.write_validation_csv`)."""
+    probability for the head (its types' highest; empty where the verifier does not judge the head)
+    (`validation_csv.write_validation_csv`)."""
     return [row for head in RULE_TYPES if (dataset.labels(head) >= 0).any()
-            for row in verdict_rows(dataset, head, finds(found, head), None if probs is None else head_probabilities(probs, head))]
+            for row in verdict_rows(dataset, head, finds(found, head), head_probabilities(probs, head))]
 
 
 def head_probabilities(probs: list[dict[str, float]], head: str) -> np.ndarray:
