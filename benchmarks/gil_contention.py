@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             sum(range(1000))
 
     for mode in ("traced", "eager"):
-        detector._graphs.eager = mode == "eager"
+        detector.graphs.eager = mode == "eager"
         alone = ms_per_call(detector, image, args.calls)
         stop.clear()
         threads = [threading.Thread(target=spin, daemon=True) for _ in range(args.busy)]

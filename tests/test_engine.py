@@ -44,13 +44,13 @@ def test_torch_runs_one_traced_graph_per_input_shape_with_the_eager_numbers(real
     see detect/engine/torch_backend.py); it must give exactly what the eager network gives, neck included."""
     import torch
 
-    graphs = torch_detector._graphs
+    graphs = torch_detector.graphs
     images = [read_image(p) for p in real_photos]
     for image in images:
         torch_detector.detect_with_features([image])
     shapes = {input_shape(*im.shape[:2], 640, 32, True) for im in images}
-    assert {key[0][2:] for key in graphs._graphs} >= shapes and not graphs.eager
-    assert all(isinstance(g, torch.jit.ScriptFunction) for g in graphs._graphs.values())
+    assert {key[0][2:] for key in graphs.traced} >= shapes and not graphs.eager
+    assert all(isinstance(g, torch.jit.ScriptFunction) for g in graphs.traced.values())
     batch, _ = make_batch([images[0]], input_shape(*images[0].shape[:2], 640, 32, True))
     x = torch.from_numpy(batch)
     with torch.inference_mode():

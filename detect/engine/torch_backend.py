@@ -5,8 +5,8 @@ pinned memory), and optionally `torch.compile` (mode "reduce-overhead" records C
 removes most per-layer launch cost for small models at small batches). Decoding and NMS stay in the
 shared `postprocess.py`, so boxes agree with the ONNX backend.
 
-The network runs as one TorchScript call per input shape (`_GraphCache`), not module by module from
-Python: PyTorch releases the GIL around every operator, and with other Python threads busy
+The network runs as one TorchScript call per input shape (`GraphCache`, the detector's `graphs`),
+not module by module from Python: PyTorch releases the GIL around every operator, and with other Python threads busy
 (triage's readers, the CCTV readers) taking it back costs up to the interpreter's 5 ms switch
 interval each time. `python -m benchmarks.gil_contention` (2-core CPU, yolo11n at 320): 28 ms alone,
 4.3 s beside three busy Python threads when eager, 0.22 s traced.
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
-class _GraphCache:
+class GraphCache:
     """The network traced once per input shape and dtype (TorchScript), so a forward pass is one call
     that releases the GIL once. Traced graphs are shape-specific (the Detect head's anchors become
     constants), hence one per shape, the oldest dropped past `size`; each holds its own copy of the
@@ -52,6 +52,11 @@ class _GraphCache:
         self._neck: list | None = None
         if head is not None:
             head.register_forward_pre_hook(lambda _m, args: setattr(self, "_neck", list(args[0])))
+
+    @property
+    def traced(self) -> dict[tuple, object]:
+        """The traced graphs held now, by (input shape, dtype, device): for tests and benchmarks to see which ran."""
+        return dict(self._graphs)
 
     def __call__(self, x) -> tuple:
         if self.eager:
@@ -140,7 +145,7 @@ class TorchDetector(Detector):
         self._neck: list | None = None
         head = net.model[-1] if hasattr(net, "model") else None
         self._has_neck = head is not None and len(getattr(head, "f", [])) == 3  # P3, P4, P5 (detect.verifier.neck)
-        self._graphs = _GraphCache(self.net, torch, head if self._has_neck else None, eager=bool(compile_mode))
+        self.graphs = GraphCache(self.net, torch, head if self._has_neck else None, eager=bool(compile_mode))
         self._runner_ident: int | None = None
         self._runner = ThreadPoolExecutor(1, thread_name_prefix=f"torch-{model_id}", initializer=self._mark_runner)
         super().__init__(
@@ -173,7 +178,7 @@ class TorchDetector(Detector):
         x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch).to(self.device, non_blocking=True)
         x = x.half() if self.half else x
         with torch.inference_mode():
-            out, *neck = self._graphs(x)
+            out, *neck = self.graphs(x)
         self._neck = neck or None
         return out.float().cpu().numpy()
 
