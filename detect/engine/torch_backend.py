@@ -6,10 +6,10 @@ removes most per-layer launch cost for small models at small batches). Decoding 
 shared `postprocess.py`, so boxes agree with the ONNX backend.
 
 The network runs as one TorchScript call per input shape (`GraphCache`, the detector's `graphs`),
-not module by module from Python: PyTorch releases the GIL around every operator, and with other Python threads busy
-(triage's readers, the CCTV readers) taking it back costs up to the interpreter's 5 ms switch
-interval each time. `python -m benchmarks.gil_contention` (2-core CPU, yolo11n at 320): 28 ms alone,
-4.3 s beside three busy Python threads when eager, 0.22 s traced.
+not module by module from Python: PyTorch releases the GIL around every operator, and with other
+Python threads busy (triage's readers, the CCTV readers) taking it back costs up to the
+interpreter's 5 ms switch interval each time. `python -m benchmarks.gil_contention` (2-core CPU,
+yolo11n at 320): 28 ms alone, 4.3 s beside three busy Python threads when eager, 0.22 s traced.
 
 And it runs on one long-lived thread of the detector's own (`_run`), whoever calls: cuDNN keeps its
 execution plans per thread (pytorch/pytorch#191617), so the first forward in a new thread plans every

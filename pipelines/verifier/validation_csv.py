@@ -93,5 +93,5 @@ def verdict_changes(a: dict[tuple[str, str], tuple[str, float | None]],
         if p is not None and q is not None:
             entry["max_probability_change"] = max(entry["max_probability_change"] or 0.0, abs(p - q))
         if was != now:
-            entry["changed"].append((file, a[head, file], b[head, file]))
+            entry["changed"].append((file, (was, p), (now, q)))
     return out
