@@ -31,6 +31,8 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.media import real_sample_dir
+
 REPO = Path(__file__).resolve().parents[1]
 KEY = "fault-run-evidence-key-0123456789"
 EVIDENCE_URL = "https://evidence.example/sw"  # attachment URLs only; nothing fetches them here
@@ -264,7 +266,7 @@ def triage_photos(folder: Path, *, spots: int = 8, others: int = 24) -> Path:
                             "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: rational(lat),
                                     piexif.GPSIFD.GPSLongitudeRef: b"E", piexif.GPSIFD.GPSLongitude: rational(lon)}})
         piexif.insert(exif, buf.tobytes(), str(folder / f"spot-{i:02d}.jpg"))
-    shared = Path(os.environ.get("STREETWATCH_SHARED", REPO.parent / "shared")) / "datasets" / "real-sample"
+    shared = real_sample_dir()
     pool = sorted((shared / "street-garbage" / "images").glob("*.jpg")) + sorted((shared / "facades-ads" / "images").glob("*.jpg"))
     for src in pool[:others]:
         shutil.copy(src, folder / f"street-{src.name}")

@@ -30,9 +30,14 @@ PARKING_ZONE = [[0.15, 0.70], [0.85, 0.70], [0.85, 1.0], [0.15, 1.0]]
 """No-parking zone of `parked_vehicle_clip` (normalised): the strip the vehicle stands on."""
 
 
+def shared_datasets() -> Path:
+    """Where the shared datasets sit when this checkout is beside ../shared ($STREETWATCH_SHARED)."""
+    return Path(os.environ.get("STREETWATCH_SHARED", REPO.parent / "shared")) / "datasets"
+
+
 def real_sample_dir() -> Path:
-    """Where the shared real street photos sit when this checkout is beside ../shared ($STREETWATCH_SHARED)."""
-    return Path(os.environ.get("STREETWATCH_SHARED", REPO.parent / "shared")) / "datasets" / "real-sample"
+    """The shared real street photos (street garbage, facades with ads)."""
+    return shared_datasets() / "real-sample"
 
 
 def cut(photo: str | Path, box: tuple[int, int, int, int]) -> np.ndarray:
