@@ -198,6 +198,35 @@ def register(app: typer.Typer) -> None:
         if only:
             typer.echo(f"({only} verdicts are in one file only and were not compared)")
 
+    @verifier.command("to-label")
+    def to_label(
+        results: Annotated[Path, typer.Argument(help="A triage output folder (or its results.jsonl), run with a verifier.")],
+        out: Annotated[Path, typer.Option("--out", help="New folder: labels.csv to fill in, the photos, README.md.")],
+        count: Annotated[int, typer.Option("--count", min=1, help="Photos to pick.")] = 100,
+        types: Annotated[str, typer.Option("--types", help="Comma-separated violation types or label columns (illegal_parking or parking_motor ...; default: every type the verifier judged).")] = "",
+        per_group: Annotated[int, typer.Option("--per-group", min=1, help="At most this many photos of one place and day.")] = 2,
+        source: Annotated[str, typer.Option("--source", help="Source name of these photos in the figures (default: the run folder's name).")] = "",
+        skip: Annotated[list[Path] | None, typer.Option("--skip", help="A folder labelled before (its labels.csv): its photos are not picked again. "
+                                                                        "Repeatable.")] = None,
+    ) -> None:
+        """Pick the photos the verifier was least sure about in a triage run, per type, as a folder to label for `train --data`."""
+        from pipelines.verifier.to_label import ToLabelError, labelled_sha256, pick, read_run, write_folder
+
+        name = source or (results if results.is_dir() else results.parent).resolve().name
+        try:
+            records = read_run(results)
+            picks = pick(records, count, [t for t in types.split(",") if t], per_group, labelled_sha256(skip or []))
+            written, passed_over = write_folder(picks, out, name)
+        except ToLabelError as exc:
+            fail(str(exc))
+        for reason in passed_over:
+            typer.secho(f"passed over {reason}", err=True, fg=typer.colors.YELLOW)
+        typer.echo(f"{len(written)} of {len(records)} judged photos to label in {out / 'labels.csv'} (source {name}):")
+        for t in dict.fromkeys(p.type for p in written):
+            found = sum(p.found for p in written if p.type == t)
+            typer.echo(f"  {t}: {sum(p.type == t for p in written)} ({found} found by the verifier, {sum(p.type == t for p in written) - found} just missed)")
+        typer.echo(f"fill in the label columns (README.md there), then: streetwatch verifier train --data ../shared/datasets/street-scenes --data {out}")
+
     @verifier.command("show")
     def show(verifier_id: Annotated[str, typer.Argument(help="Verifier id or card path (default: the promoted one).")] = "") -> None:
         """Print a verifier's heads, thresholds and validation figures."""

@@ -1,0 +1,264 @@
+"""Which photos to label next: the verifier's close calls in a triage run, as a folder to label.
+
+Labelled positives are scarce (65 stall photos, 28 parking ones: docs/verifier.md), and labelling a
+city's uploads at random mostly yields more negatives. The photos a head is least sure about, whose
+probability lies near its threshold on either side (its false findings and its near misses), hold
+positives far more often: simulated on `street-scenes` (`benchmarks.labelling_strategy`), the first
+150 photos picked so held five times as many stalls and spillover photos as 150 at random; the heads
+refitted on them gained spillover AP +0.02-0.03 and nothing for stalls (their features, not the labels,
+limit them). A triage run already recorded every photo's probability and threshold
+per type (`results.jsonl`), so this judges nothing again: it ranks each type's photos by how close
+they are to its threshold (on the logit scale, where 0.5 -> 0.6 and 0.01 -> 0.02 are alike), takes the
+types in turn so that a rare type gets its share, keeps at most `per_group` photos of one place and
+day (a market photographed 200 times would fill the list otherwise), and writes the folder that
+`streetwatch verifier train --data` reads once the label cells are filled in:
+
+- `labels.csv`: the columns of `street-scenes` (`file`, `group`, one empty cell per label, `uncertain`,
+  `notes`), plus what the labeller may want to see (`picked_for`, the verifier's probabilities) and
+  the provenance (`source_path`, `sha256`);
+- `images/<source>/<photo id>.<ext>`: the photos, copied (a zip member is extracted);
+- `README.md`: how to fill it in (in Chinese and English).
+
+An empty label cell means "not labelled for that type" and trains nothing, so a labeller may answer
+only the type a photo was picked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import shutil
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.triage.journal import RecordError, read_records
+from pipelines.triage.record import PhotoRecord
+from pipelines.verifier.data import LABEL_TYPES
+
+LABEL_COLUMNS = tuple(LABEL_TYPES)
+"""The label columns of a verifier dataset."""
+TYPE_LABEL = {"illegal_parking": "parking_motor", "nonmotor_parking": "parking_nonmotor"}
+"""A violation type's label column where the names differ (the others share their type's name)."""
+RESULTS = "results.jsonl"
+
+
+class ToLabelError(ValueError):
+    """A triage run or output folder that cannot be used; the message names it and the reason."""
+
+
+VISIT_GAP_S = 15 * 60
+"""Photos without a position taken within this gap of each other (EXIF times), in one folder, are one place (a visit)."""
+MAX_MARGIN = math.log(100)
+"""Farther from the threshold than odds 100 times its own, the verifier is sure (a photo without a bicycle
+for non-motor parking): nothing to learn from labelling it."""
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One photo to label: the type it was picked for and how close the verifier was to its threshold."""
+
+    record: PhotoRecord
+    type: str
+    margin: float  # |logit(p) - logit(threshold)|: 0 is a coin toss at the threshold
+    group: str  # place and day (`places`)
+
+    @property
+    def found(self) -> bool:
+        """The verifier finds the type in the photo (else it just misses it)."""
+        verdict = (self.record.verifier or {})[self.type]
+        return verdict.p >= verdict.threshold
+
+
+def label_column(violation_type: str) -> str:
+    return TYPE_LABEL.get(violation_type, violation_type)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)  # records round to 4 decimals: 0 and 1 are "at most 1e-4 away"
+    return math.log(p / (1 - p))
+
+
+def _key(record: PhotoRecord) -> str:
+    return record.sha256 or record.source
+
+
+def places(records: list[PhotoRecord], visit_gap_s: float = VISIT_GAP_S) -> dict[str, str]:
+    """Each photo's `group` for the labels (photos of one place and day stay on one side of every split).
+
+    The place is the 单元网格 cell, else the GPS position to ~100 m, else the visit: photos of one folder
+    whose EXIF times are less than `visit_gap_s` apart (an inspector walking a street). A photo with
+    neither position nor EXIF time is its own place: a file's time is often the copy's or the upload's."""
+    out: dict[str, str] = {}
+    unplaced: dict[str, list[PhotoRecord]] = defaultdict(list)
+    for r in records:
+        day = r.taken_at.date().isoformat() if r.taken_at else "undated"
+        if r.grid_cell:
+            out[_key(r)] = f"{day}@cell {r.grid_cell}"
+        elif r.has_gps:
+            out[_key(r)] = f"{day}@{r.lat:.3f},{r.lon:.3f}"
+        elif r.taken_at is None or r.time_source != "exif":
+            out[_key(r)] = f"{day}@{r.source}"
+        else:
+            unplaced[str(Path(r.path or r.source).parent)].append(r)
+    for folder, photos in unplaced.items():
+        photos.sort(key=lambda r: r.capture_time)
+        start = previous = photos[0].capture_time
+        for r in photos:
+            if (r.capture_time - previous).total_seconds() > visit_gap_s:
+                start = r.capture_time
+            previous = r.capture_time
+            out[_key(r)] = f"{start.date().isoformat()}@{folder} {start:%H:%M}"
+    return out
+
+
+def read_run(results: Path) -> list[PhotoRecord]:
+    """The judged photos of a triage run (`results.jsonl`, or the folder holding it) that the verifier judged."""
+    path = results / RESULTS if results.is_dir() else results
+    if not path.is_file():
+        raise ToLabelError(f"{results}: no {RESULTS} (give a triage output folder or its {RESULTS})")
+    try:
+        records = [r for r in read_records(path) if r.ok]
+    except RecordError as exc:
+        raise ToLabelError(str(exc)) from None
+    judged = [r for r in records if r.verifier]
+    if not judged:
+        raise ToLabelError(f"{path}: none of its {len(records)} judged photos has verifier probabilities "
+                           "(run triage with a verifier, not --verifier none)")
+    return judged
+
+
+def pick(records: list[PhotoRecord], count: int, types: list[str] | None = None, per_group: int = 2,
+         skip_sha256: set[str] = frozenset(), groups: dict[str, str] | None = None) -> list[Pick]:  # type: ignore[assignment]
+    """Up to `count` photos, the types taking turns, each type's closest call to its threshold first (none
+    farther than `MAX_MARGIN`), at most `per_group` of one place and day, none whose SHA-256 is in `skip_sha256`.
+    `groups`: each photo's place and day by SHA-256 (default: `places`)."""
+    known = sorted({t for r in records for t in (r.verifier or {})})
+    by_label = {label: t for t, label in TYPE_LABEL.items()}
+    wanted = [by_label.get(t, t) for t in types] if types else known  # parking_motor names illegal_parking
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise ToLabelError(f"no photo of this run was judged for {', '.join(unknown)} (judged: {', '.join(known)})")
+    group = groups if groups is not None else places(records)
+    queues = {}
+    for t in wanted:
+        scored = [(abs(_logit(v.p) - _logit(v.threshold)), _key(r), r) for r in records
+                  if (v := (r.verifier or {}).get(t)) is not None and (r.sha256 or "") not in skip_sha256]
+        queues[t] = [Pick(r, t, margin, group[key]) for margin, key, r in sorted(scored, key=lambda s: s[:2]) if margin <= MAX_MARGIN]
+    picked: list[Pick] = []
+    taken: set[str] = set()
+    per_place: dict[str, int] = defaultdict(int)
+    position = dict.fromkeys(wanted, 0)
+    while len(picked) < count:
+        progressed = False
+        for t in wanted:
+            queue = queues[t]
+            while position[t] < len(queue):
+                candidate = queue[position[t]]
+                position[t] += 1
+                key = _key(candidate.record)
+                if key in taken or per_place[candidate.group] >= per_group:
+                    continue
+                picked.append(candidate)
+                taken.add(key)
+                per_place[candidate.group] += 1
+                progressed = True
+                break
+            if len(picked) >= count:
+                break
+        if not progressed:
+            break
+    return picked
+
+
+def labelled_sha256(folders: list[Path]) -> set[str]:
+    """The photos (by SHA-256) already in these labelling folders' labels.csv: not picked again."""
+    out: set[str] = set()
+    for folder in folders:
+        path = folder / "labels.csv"
+        if not path.is_file():
+            raise ToLabelError(f"{folder}: no labels.csv (--skip takes a folder written by `verifier to-label` or in its format)")
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                digest = (row.get("sha256") or row.get("sha256_original") or "").strip()
+                if digest:
+                    out.add(digest)
+    return out
+
+
+def _copy_photo(record: PhotoRecord, dst: Path) -> None:
+    """The photo's bytes as triage read them (a zip member is extracted); OSError/KeyError when gone."""
+    if record.member:
+        with zipfile.ZipFile(record.path or record.source) as zf, zf.open(record.member) as src, dst.open("wb") as out:
+            shutil.copyfileobj(src, out)
+    else:
+        shutil.copyfile(record.path or record.source, dst)
+
+
+def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick], list[str]]:
+    """Copy the picked photos under `out/images/<source>/` and write `labels.csv` and `README.md`.
+
+    Returns the picks written and, for each photo that could not be read again (moved, deleted), why:
+    those are passed over, never written half."""
+    if not re.fullmatch(r"[\w.-]+", source):
+        raise ToLabelError(f"source {source!r}: use letters, digits, '-', '_' or '.' (it names a folder under images/)")
+    if (out / "labels.csv").exists():
+        raise ToLabelError(f"{out}: labels.csv exists (labels may have been filled in there): choose another --out")
+    images = out / "images" / source
+    images.mkdir(parents=True, exist_ok=True)
+    judged = sorted({t for p in picks for t in (p.record.verifier or {})})
+    rows, written, passed_over = [], [], []
+    for p in picks:
+        r = p.record
+        rel = f"images/{source}/{r.photo_id or (r.sha256 or '')[:16]}{Path(r.member or r.path or r.source).suffix.lower() or '.jpg'}"
+        try:
+            _copy_photo(r, out / rel)
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            passed_over.append(f"{r.source}: {exc.__class__.__name__}: {exc}")
+            continue
+        verdicts = r.verifier or {}
+        rows.append({"file": rel, "group": p.group, "picked_for": label_column(p.type), "margin": f"{p.margin:.3f}",
+                     "threshold": f"{verdicts[p.type].threshold:.4f}", "source_path": r.source, "sha256": r.sha256 or "",
+                     **{f"p_{t}": f"{verdicts[t].p:.4f}" for t in judged if t in verdicts}})
+        written.append(p)
+    columns = ["file", "group", *LABEL_COLUMNS, "street_scene", "uncertain", "notes", "picked_for", "margin", "threshold",
+               *[f"p_{t}" for t in judged], "source_path", "sha256"]
+    with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "README.md").write_text(README, encoding="utf-8")
+    return written, passed_over
+
+
+README = """# Photos to label / 待标注照片
+
+Picked by `streetwatch verifier to-label`: the photos the verifier was least sure about, per type.
+由 `streetwatch verifier to-label` 选出：核验模型最拿不准的照片（按违规类型）。
+
+Fill in `labels.csv` (UTF-8; keep the columns) / 在 `labels.csv` 中填写（UTF-8，列不要改）：
+
+| column 列 | meaning 含义 |
+|---|---|
+| `street_stall` | 1 = a street stall / 占道经营（流动摊贩） is shown, 0 = not |
+| `shopfront_spillover` | 1 = a shop's goods, tables, racks or boards out on the pavement / 店外经营（出店经营） |
+| `parking_motor` | 1 = a car, van or motorbike parked where it obstructs (footway, crossing, plaza) / 机动车违停 |
+| `parking_nonmotor` | 1 = bicycles or e-bikes parked where they obstruct / 非机动车乱停放 |
+| `flyposting` | 1 = stickers, small ads or posters stuck where they are not allowed / 乱张贴（小广告） |
+| `exposed_garbage` | 1 = garbage piled or spilling in the open / 暴露垃圾 |
+| `street_scene` | 0 = not an outdoor public place (indoors, a close-up of an object); else leave empty / 非街景填 0 |
+| `uncertain` | 1 = a close call (say why in `notes`) / 拿不准填 1，并在 notes 说明 |
+| `notes` | what the photo shows, close calls / 照片内容、疑难说明 |
+
+An empty label cell means "not labelled for that type" and trains nothing: answer at least the type in
+`picked_for`; the other types when you can. `group` keeps photos of one place and day together in
+validation: change it only to merge two groups that show the same place.
+标注格为空表示"未标注该类型"，不参与训练：至少填写 `picked_for` 所列类型。`group` 使同一地点同一天的
+照片在验证时不被拆开，除合并同一地点外不要修改。
+
+Then train with it beside the shared data / 然后与共享数据一起训练：
+
+    streetwatch verifier train --data ../shared/datasets/street-scenes --data THIS_FOLDER --id NEW_ID
+"""

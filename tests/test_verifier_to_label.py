@@ -1,0 +1,182 @@
+"""`streetwatch verifier to-label`: a triage run's close calls become a folder that `verifier train` reads
+once labelled. Real photos of `street-scenes` (Hong Kong streets with their EXIF times, Shanghai and
+travel photos without), one of them inside a zip, judged by a real triage run with the promoted verifier."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.triage import TriageSettings, run_triage
+from pipelines.verifier.data import load_dataset
+from pipelines.verifier.to_label import MAX_MARGIN, places, read_run
+from streetwatch.cli import app
+from tests.test_verifier_parts import STREET_SCENES
+
+LABEL_COLUMNS = ["street_stall", "shopfront_spillover", "flyposting", "exposed_garbage", "parking_motor", "parking_nonmotor"]
+
+
+def _labels(photos: list[Path]) -> dict[str, dict]:
+    """street-scenes' own labels of these photos, by the SHA-256 of their files."""
+    with (STREET_SCENES / "labels.csv").open(newline="", encoding="utf-8") as fh:
+        rows = {row["file"]: row for row in csv.DictReader(fh)}
+    return {hashlib.sha256(p.read_bytes()).hexdigest(): rows[str(p.relative_to(STREET_SCENES))] for p in photos}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, onnx_detector):
+    root = tmp_path_factory.mktemp("to-label")
+    upload = root / "upload"
+    upload.mkdir()
+    images = STREET_SCENES / "images"
+    photos = [*sorted((images / "cn2").glob("lindsay__*.jpg")), *sorted((images / "cn2").glob("rida__*.jpg"))[:8],
+              *sorted((images / "mmj").glob("*.jpg"))[::40][:10]]  # lindsay's have EXIF times (one evening in Hong Kong)
+    for src in photos:
+        shutil.copy(src, upload / src.name)
+    zipped = sorted((images / "cn2").glob("mpig__*.jpg"))[0]
+    with zipfile.ZipFile(upload / "phone.zip", "w") as zf:
+        zf.write(zipped, f"DCIM/{zipped.name}")
+    settings = TriageSettings(out=root / "triage", cases=False, ocr="off")
+    run_triage([upload], settings, detector=onnx_detector, show_progress=False)
+    return {"root": root, "results": settings.out, "records": read_run(settings.out), "truth": _labels([*photos, zipped])}
+
+
+def _to_label(*args: str):
+    return CliRunner().invoke(app, ["verifier", "to-label", *args])
+
+
+def _rows(folder: Path) -> list[dict]:
+    with (folder / "labels.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_the_close_calls_of_each_type_are_picked_and_copied_for_labelling(run):
+    out = run["root"] / "round1"
+    done = _to_label(str(run["results"]), "--out", str(out), "--count", "12", "--per-group", "2", "--source", "city")
+    assert done.exit_code == 0, done.output
+    rows = _rows(out)
+    assert 8 <= len(rows) <= 12 and f"{len(rows)} of {len(run['records'])} judged photos to label" in done.output
+    assert set(LABEL_COLUMNS) <= set(rows[0]) and all(not r[c] for r in rows for c in LABEL_COLUMNS)  # left to the labeller
+    by_sha = {r.sha256: r for r in run["records"]}
+    for row in rows:
+        photo = out / row["file"]
+        assert row["file"].startswith("images/city/") and hashlib.sha256(photo.read_bytes()).hexdigest() == row["sha256"]
+        verdicts = by_sha[row["sha256"]].verifier
+        violation = {"parking_motor": "illegal_parking", "parking_nonmotor": "nonmotor_parking"}.get(row["picked_for"], row["picked_for"])
+        assert float(row[f"p_{violation}"]) == verdicts[violation].p and float(row["threshold"]) == verdicts[violation].threshold
+        assert 0 <= float(row["margin"]) <= MAX_MARGIN
+    # the types take turns, and each type's photos come closest call first
+    picked_for = [r["picked_for"] for r in rows]
+    assert len(set(picked_for[:5])) == len(set(picked_for)) >= 4
+    for label in set(picked_for):
+        margins = [float(r["margin"]) for r in rows if r["picked_for"] == label]
+        assert margins == sorted(margins)
+    # no place and day more than twice; the Chinese photos' EXIF times make visits, the rest have no EXIF time
+    groups = [r["group"] for r in rows]
+    assert max(groups.count(g) for g in groups) <= 2
+    assert (out / "README.md").read_text(encoding="utf-8").count("picked_for") >= 2
+
+
+def test_a_labelled_folder_trains_beside_street_scenes_and_is_not_picked_again(run):
+    out = run["root"] / "round-labelled"
+    assert _to_label(str(run["results"]), "--out", str(out), "--count", "10", "--source", "city").exit_code == 0
+    rows, truth = _rows(out), run["truth"]
+    for row in rows:  # the labeller answers with what street-scenes says of the photo
+        row.update({c: truth[row["sha256"]][c] for c in LABEL_COLUMNS})
+    with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    dataset = load_dataset(out)
+    assert len(dataset.photos) == len(rows) and {p.source for p in dataset.photos} == {"city"}
+    assert {p.group for p in dataset.photos} == {r["group"] for r in rows}
+    stalls = sum(int(truth[r["sha256"]]["street_stall"]) for r in rows)
+    assert int(dataset.labels("street_stall").sum()) == stalls
+
+    again = run["root"] / "round2"
+    done = _to_label(str(run["results"]), "--out", str(again), "--count", "10", "--source", "city", "--skip", str(out))
+    assert done.exit_code == 0, done.output
+    assert not {r["sha256"] for r in _rows(again)} & {r["sha256"] for r in rows}
+
+
+def test_photos_of_one_visit_share_a_group_and_photos_without_exif_time_do_not(run):
+    groups = places(run["records"])
+    exif = [r for r in run["records"] if r.time_source == "exif" and not r.has_gps]
+    others = [r for r in run["records"] if r.time_source != "exif" and not r.has_gps]
+    assert exif and others
+    assert len({groups[r.sha256] for r in others}) == len(others)
+    for a in exif:
+        for b in exif:
+            same_folder = Path(a.path).parent == Path(b.path).parent
+            close = abs((a.capture_time - b.capture_time).total_seconds()) < 60
+            if same_folder and close:
+                assert groups[a.sha256] == groups[b.sha256]
+    assert len({groups[r.sha256] for r in exif}) < len(exif)  # lindsay's photos were taken in series
+
+
+def test_a_moved_photo_is_passed_over_with_the_reason_and_the_rest_written(run, tmp_path):
+    results = tmp_path / "triage"
+    shutil.copytree(run["results"], results)
+    assert _to_label(str(results), "--out", str(tmp_path / "first"), "--count", "1").exit_code == 0
+    first = _rows(tmp_path / "first")[0]["sha256"]  # the first type's closest call: picked at any count
+    records = [json.loads(line) for line in (results / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    moved = next(r for r in records if r["sha256"] == first)
+    moved["path"] = str(tmp_path / "gone" / "photo.jpg")
+    lines = [json.dumps(r) for r in records]
+    (results / "results.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = _to_label(str(results), "--out", str(tmp_path / "out"), "--count", str(len(lines)), "--per-group", "100")
+    assert done.exit_code == 0, done.output
+    assert "passed over" in done.output and "photo.jpg" in done.output
+    rows = _rows(tmp_path / "out")
+    assert moved["sha256"] not in {r["sha256"] for r in rows} and rows
+    member = [r for r in rows if "phone.zip!DCIM/" in r["source_path"]]  # extracted from the zip, byte for byte
+    assert len(member) == 1 and hashlib.sha256((tmp_path / "out" / member[0]["file"]).read_bytes()).hexdigest() == member[0]["sha256"]
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("no-results", "no results.jsonl"),
+    ("no-verifier", "has verifier probabilities"),
+    ("unknown-type", "no photo of this run was judged for street_market"),
+    ("labelled-out", "labels.csv exists"),
+    ("bad-skip", "no labels.csv"),
+    ("bad-source", "source '../city': use letters"),
+])
+def test_bad_input_is_refused_with_the_reason(run, tmp_path, case, reason):
+    results, out, extra = run["results"], tmp_path / "out", []
+    if case == "no-results":
+        results = tmp_path
+    elif case == "no-verifier":
+        results = tmp_path / "triage"
+        results.mkdir()
+        lines = (run["results"] / "results.jsonl").read_text(encoding="utf-8").splitlines()
+        plain = [{k: v for k, v in json.loads(line).items() if k != "verifier"} for line in lines]
+        (results / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain), encoding="utf-8")
+    elif case == "unknown-type":
+        extra = ["--types", "street_stall,street_market"]
+    elif case == "labelled-out":
+        out.mkdir()
+        (out / "labels.csv").write_text("file,group,street_stall\nimages/x/a.jpg,g,1\n", encoding="utf-8")
+    elif case == "bad-skip":
+        extra = ["--skip", str(tmp_path / "nowhere")]
+    elif case == "bad-source":
+        extra = ["--source", "../city"]
+    done = _to_label(str(results), "--out", str(out), *extra)
+    assert done.exit_code == 2 and reason in done.output
+    if case in ("bad-source", "no-results"):
+        assert not out.exists()
+    if case == "labelled-out":
+        assert (out / "labels.csv").read_text(encoding="utf-8").endswith("a.jpg,g,1\n")  # nothing already labelled is lost
+
+
+def test_types_are_named_as_violations_or_as_label_columns(run, tmp_path):
+    done = _to_label(str(run["results"]), "--out", str(tmp_path / "out"), "--types", "parking_motor,street_stall", "--count", "6")
+    assert done.exit_code == 0, done.output
+    assert {r["picked_for"] for r in _rows(tmp_path / "out")} == {"parking_motor", "street_stall"}
+    assert "illegal_parking:" in done.output and "street_stall:" in done.output
