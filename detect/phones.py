@@ -119,11 +119,22 @@ class SmallAdLexicon(ConfigModel):
     """Keywords that mark a text as a small ad (configurable per city: `detect/small_ads.yaml`)."""
 
     keywords: list[str] = Field(title="Keywords", description="Words typical of small ads (办证, 贷款, 开锁 ...).", min_length=1)
+    not_ads: list[str] = Field(
+        default_factory=list, title="Not small ads",
+        description="Phrases of the street's own signs and furniture that hold a keyword (出租车 on a taxi, 可回收 on a "
+                    "sorting bin, 燃气管道 on a gas-pipe marker): a keyword inside one of them does not count.")
 
     def match(self, text: str) -> list[str]:
-        """Keywords present in the text (after full-width folding; spaces between characters ignored)."""
-        folded = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).lower()
+        """Keywords present in the text (after full-width folding; spaces between characters ignored), outside
+        the `not_ads` phrases."""
+        folded = _fold(text)
+        for phrase in self.not_ads:
+            folded = folded.replace(_fold(phrase), "|")  # a separator: the text around it does not join into a keyword
         return [k for k in self.keywords if k.lower() in folded]
+
+
+def _fold(text: str) -> str:
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).lower()
 
 
 def load_lexicon(path: str | Path | None = None) -> SmallAdLexicon:

@@ -115,3 +115,14 @@ def test_camera_new_persisting_text_in_no_posting_zone_is_flyposting(tmp_path: P
     assert opened.violation_type == "flyposting" and opened.zone_id == "wall"
     assert opened.phones == ["13800138000"]
     assert any("开锁" in t for t in opened.texts) and not any("王记" in t for t in opened.texts)
+
+
+def test_a_taxi_companys_sign_in_a_real_shanghai_street_is_not_a_small_ad(reader):
+    """OCR of a real Shanghai street photo (`street-scenes`, no posting in it) reads 上海市出租汽车暨汽车租赁:
+    出租 is a small-ad word, 出租汽车 a taxi (the lexicon's `not_ads`)."""
+    from tests.test_verifier_parts import STREET_SCENES
+
+    image = cv2.imread(str(STREET_SCENES / "images" / "cn2" / "rida__20210523-the-masses-of-shanghai-ep03_20.jpg"))
+    texts = label_texts(reader.read(image))
+    assert any("出租汽车" in t for t in texts.data["text"])
+    assert "small_ad_text" not in set(texts.data["class_name"])

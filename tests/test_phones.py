@@ -56,6 +56,21 @@ def test_lexicon_matches_keywords_across_spaces_and_full_width():
     assert lexicon.match("王记面馆") == []
 
 
+@pytest.mark.parametrize("text, keywords", [
+    ("上海市出租汽车暨汽车租赁", []),  # a taxi company's sign (OCR of a Shanghai street photo of street-scenes)
+    ("出租车 停靠站", []),
+    ("可回收物 Recyclable", []),  # a sorting bin
+    ("地下有燃气管道 严禁开挖", []),
+    ("快照 证件照", []),
+    ("房屋出租 13800138000", ["出租"]),  # the same word on a small ad still counts
+    ("专业疏通管道", ["疏通", "管道"]),
+    ("高价回收 空调", ["回收"]),
+    ("可回收物 旁 办证", ["办证"]),
+])
+def test_keywords_inside_the_streets_own_signs_do_not_count(text, keywords):
+    assert load_lexicon().match(text) == keywords
+
+
 def test_custom_lexicon_file_and_bad_one(tmp_path: Path):
     good = tmp_path / "ads.yaml"
     good.write_text("keywords: [代办, 信用卡]\n", encoding="utf-8")
