@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.triage import TriageSettings, run_triage
-from pipelines.verifier.data import load_dataset
+from pipelines.verifier.data import DatasetError, load_dataset
 from pipelines.verifier.to_label import MAX_MARGIN, places, read_run
 from streetwatch.cli import app
 from tests.test_verifier_parts import STREET_SCENES
@@ -53,7 +53,7 @@ def _to_label(*args: str):
 
 
 def _rows(folder: Path) -> list[dict]:
-    with (folder / "labels.csv").open(newline="", encoding="utf-8") as fh:
+    with (folder / "labels.csv").open(newline="", encoding="utf-8-sig") as fh:  # written with a BOM, for Excel
         return list(csv.DictReader(fh))
 
 
@@ -89,12 +89,20 @@ def test_a_labelled_folder_trains_beside_street_scenes_and_is_not_picked_again(r
     assert _to_label(str(run["results"]), "--out", str(out), "--count", "10", "--source", "city").exit_code == 0
     rows, truth = _rows(out), run["truth"]
     for row in rows:  # the labeller answers with what street-scenes says of the photo
-        row.update({c: truth[row["sha256"]][c] for c in LABEL_COLUMNS})
-    with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        row.update({c: truth[row["sha256"]][c] for c in LABEL_COLUMNS}, notes="路边摊？ close call")
+
+    def save(encoding: str) -> None:
+        with (out / "labels.csv").open("w", newline="", encoding=encoding) as fh:
+            writer = csv.DictWriter(fh, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    save("gbk")  # Excel's plain "CSV" on a Chinese Windows
+    with pytest.raises(DatasetError, match=r"labels.csv: not UTF-8 .*save it as \"CSV UTF-8\""):
+        load_dataset(out)
+    save("utf-8-sig")  # Excel's and WPS's "CSV UTF-8": with a byte-order mark
     dataset = load_dataset(out)
+    assert all(p.notes == "路边摊？ close call" for p in dataset.photos)
     assert len(dataset.photos) == len(rows) and {p.source for p in dataset.photos} == {"city"}
     assert {p.group for p in dataset.photos} == {r["group"] for r in rows}
     stalls = sum(int(truth[r["sha256"]]["street_stall"]) for r in rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -82,6 +83,15 @@ def _source(rel: str, default: str) -> str:
     return parts[1] if len(parts) > 2 and parts[0] == "images" else default
 
 
+def csv_text(path: Path) -> str:
+    """A CSV file's text: UTF-8, with or without the byte-order mark Excel and WPS write when saving
+    "CSV UTF-8"; any other encoding (a "CSV" saved on a Chinese Windows is GBK) is refused by name."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 (byte {exc.start}): save it as \"CSV UTF-8\" (Excel, WPS), not as GBK/ANSI") from None
+
+
 def load_datasets(roots: list[Path], *, uncertain: bool = True) -> Dataset:
     """Several labelled folders as one dataset (street-scenes plus reviewed cases, say); the digest covers all."""
     parts = [load_dataset(r, uncertain=uncertain) for r in roots]
@@ -98,57 +108,55 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     if not labels_csv.is_file():
         raise DatasetError(f"{labels_csv}: not found (a verifier dataset has labels.csv, see docs/verifier.md)")
     digest = hashlib.sha256(labels_csv.read_bytes())
-    with labels_csv.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        missing = [c for c in ("file", "group") if c not in columns]
-        if missing:
-            raise DatasetError(f"{labels_csv}: missing column(s) {', '.join(missing)}")
-        label_cols = [c for c in columns if c in LABEL_TYPES]
-        if not label_cols:
-            raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
-        photos, notes, skipped_uncertain = [], [], 0
-        for n, row in enumerate(reader, start=2):
-            rel = (row.get("file") or "").strip()
-            if not rel:
-                raise DatasetError(f"{labels_csv}: row {n}: empty file name")
-            labels: dict[str, int] = {}
-            for col in label_cols:
-                value = (row.get(col) or "").strip()
-                if value not in ("0", "1", ""):
-                    raise DatasetError(f"{labels_csv}: row {n} ({rel}): {col} is {value!r}, expected 0, 1 or empty (not labelled)")
-                if value:
-                    head = LABEL_TYPES[col]
-                    labels[head] = max(labels.get(head, 0), int(value))
-            path = root / rel
-            if check_files and not path.is_file():
-                raise DatasetError(f"{labels_csv}: row {n}: {path} not found")
-            is_uncertain = (row.get("uncertain") or "0").strip() == "1"
-            if is_uncertain and not uncertain:
-                skipped_uncertain += 1
-                continue
-            street = (row.get("street_scene") or "1").strip() != "0"
-            photos.append(Photo(rel, path, (row.get("group") or "").strip() or rel, _source(rel, root.name), labels, is_uncertain, street,
-                                notes=(row.get("notes") or "").strip()))
+    reader = csv.DictReader(io.StringIO(csv_text(labels_csv), newline=""))
+    columns = reader.fieldnames or []
+    missing = [c for c in ("file", "group") if c not in columns]
+    if missing:
+        raise DatasetError(f"{labels_csv}: missing column(s) {', '.join(missing)}")
+    label_cols = [c for c in columns if c in LABEL_TYPES]
+    if not label_cols:
+        raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
+    photos, notes, skipped_uncertain = [], [], 0
+    for n, row in enumerate(reader, start=2):
+        rel = (row.get("file") or "").strip()
+        if not rel:
+            raise DatasetError(f"{labels_csv}: row {n}: empty file name")
+        labels: dict[str, int] = {}
+        for col in label_cols:
+            value = (row.get(col) or "").strip()
+            if value not in ("0", "1", ""):
+                raise DatasetError(f"{labels_csv}: row {n} ({rel}): {col} is {value!r}, expected 0, 1 or empty (not labelled)")
+            if value:
+                head = LABEL_TYPES[col]
+                labels[head] = max(labels.get(head, 0), int(value))
+        path = root / rel
+        if check_files and not path.is_file():
+            raise DatasetError(f"{labels_csv}: row {n}: {path} not found")
+        is_uncertain = (row.get("uncertain") or "0").strip() == "1"
+        if is_uncertain and not uncertain:
+            skipped_uncertain += 1
+            continue
+        street = (row.get("street_scene") or "1").strip() != "0"
+        photos.append(Photo(rel, path, (row.get("group") or "").strip() or rel, _source(rel, root.name), labels, is_uncertain, street,
+                            notes=(row.get("notes") or "").strip()))
     if skipped_uncertain:
         notes.append(f"{skipped_uncertain} rows with uncertain=1 left out (--no-uncertain)")
     boxes_csv = root / "boxes.csv"
     if boxes_csv.is_file():
         digest.update(boxes_csv.read_bytes())
         by_file = {p.file: p for p in photos}
-        with boxes_csv.open(newline="", encoding="utf-8") as fh:
-            for n, row in enumerate(csv.DictReader(fh), start=2):
-                kind = LABEL_TYPES.get((row.get("type") or "").strip())
-                photo = by_file.get((row.get("file") or "").strip())
-                if kind is None or photo is None:
-                    continue  # a type with no head, or a row left out above
-                try:
-                    box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-                except (KeyError, TypeError, ValueError):
-                    raise DatasetError(f"{boxes_csv}: row {n}: x1, y1, x2, y2 must be numbers") from None
-                if not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-                    raise DatasetError(f"{boxes_csv}: row {n}: box {box} is not inside 0..1 with x1 < x2, y1 < y2")
-                photo.boxes.setdefault(kind, []).append(box)  # type: ignore[arg-type]
+        for n, row in enumerate(csv.DictReader(io.StringIO(csv_text(boxes_csv), newline="")), start=2):
+            kind = LABEL_TYPES.get((row.get("type") or "").strip())
+            photo = by_file.get((row.get("file") or "").strip())
+            if kind is None or photo is None:
+                continue  # a type with no head, or a row left out above
+            try:
+                box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+            except (KeyError, TypeError, ValueError):
+                raise DatasetError(f"{boxes_csv}: row {n}: x1, y1, x2, y2 must be numbers") from None
+            if not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+                raise DatasetError(f"{boxes_csv}: row {n}: box {box} is not inside 0..1 with x1 < x2, y1 < y2")
+            photo.boxes.setdefault(kind, []).append(box)  # type: ignore[arg-type]
     return Dataset(root, photos, digest.hexdigest(), notes)
 
 

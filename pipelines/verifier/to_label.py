@@ -26,6 +26,7 @@ only the type a photo was picked for.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 import shutil
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
-from pipelines.verifier.data import LABEL_TYPES
+from pipelines.verifier.data import LABEL_TYPES, DatasetError, csv_text
 
 LABEL_COLUMNS = tuple(LABEL_TYPES)
 """The label columns of a verifier dataset."""
@@ -180,11 +181,14 @@ def labelled_sha256(folders: list[Path]) -> set[str]:
         path = folder / "labels.csv"
         if not path.is_file():
             raise ToLabelError(f"{folder}: no labels.csv (--skip takes a folder written by `verifier to-label` or in its format)")
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                digest = (row.get("sha256") or row.get("sha256_original") or "").strip()
-                if digest:
-                    out.add(digest)
+        try:
+            text = csv_text(path)
+        except DatasetError as exc:
+            raise ToLabelError(str(exc)) from None
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            digest = (row.get("sha256") or row.get("sha256_original") or "").strip()
+            if digest:
+                out.add(digest)
     return out
 
 
@@ -225,7 +229,7 @@ def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick],
         written.append(p)
     columns = ["file", "group", *LABEL_COLUMNS, "street_scene", "uncertain", "notes", "picked_for", "margin", "threshold",
                *[f"p_{t}" for t in judged], "source_path", "sha256"]
-    with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+    with (out / "labels.csv").open("w", newline="", encoding="utf-8-sig") as fh:  # Excel and WPS read the Chinese right
         writer = csv.DictWriter(fh, columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
@@ -238,7 +242,8 @@ README = """# Photos to label / 待标注照片
 Picked by `streetwatch verifier to-label`: the photos the verifier was least sure about, per type.
 由 `streetwatch verifier to-label` 选出：核验模型最拿不准的照片（按违规类型）。
 
-Fill in `labels.csv` (UTF-8; keep the columns) / 在 `labels.csv` 中填写（UTF-8，列不要改）：
+Fill in `labels.csv` (keep the columns; in Excel or WPS save it as "CSV UTF-8") /
+在 `labels.csv` 中填写（列不要改；用 Excel 或 WPS 时另存为"CSV UTF-8"）：
 
 | column 列 | meaning 含义 |
 |---|---|
