@@ -19,6 +19,16 @@ from detect.config_io import ConfigError
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
 
 
+def csv_text(data: bytes, name: str, other: str = "") -> str:
+    """A CSV file's text: UTF-8, with or without the byte-order mark Excel and WPS write when saving "CSV
+    UTF-8". Any other encoding (a plain "CSV" saved on a Chinese Windows is GBK) is a ConfigError naming
+    the file; `other` adds another way out to the message."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start}): save it as \"CSV UTF-8\" (Excel, WPS), not GBK/ANSI{other}") from None
+
+
 def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     """(row number, {column: value}) per non-empty data row of a CSV or Excel file named `name`.
 
@@ -28,11 +38,7 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     if Path(name).suffix.lower() in EXCEL_SUFFIXES:
         raw = _excel(data, name)
     else:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{name}: not UTF-8 text (save the CSV as UTF-8, or upload the .xlsx)") from None
-        raw = list(csv.reader(io.StringIO(text)))
+        raw = list(csv.reader(io.StringIO(csv_text(data, name, " or upload the .xlsx"))))
     if not raw:
         raise ConfigError(f"{name}: empty file")
     lookup = {alias.strip().lower(): canon for canon, names in aliases.items() for alias in (canon, *names)}

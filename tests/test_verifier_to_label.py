@@ -98,7 +98,7 @@ def test_a_labelled_folder_trains_beside_street_scenes_and_is_not_picked_again(r
             writer.writerows(rows)
 
     save("gbk")  # Excel's plain "CSV" on a Chinese Windows
-    with pytest.raises(DatasetError, match=r"labels.csv: not UTF-8 .*save it as \"CSV UTF-8\""):
+    with pytest.raises(DatasetError, match=r"labels.csv: not UTF-8 text .*save it as \"CSV UTF-8\""):
         load_dataset(out)
     save("utf-8-sig")  # Excel's and WPS's "CSV UTF-8": with a byte-order mark
     dataset = load_dataset(out)

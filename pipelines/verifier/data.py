@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.config_io import ConfigError
+from pipelines.tables import csv_text as decode
+
 #: label column -> violation type whose head it trains
 LABEL_TYPES = {
     "street_stall": "street_stall",
@@ -84,12 +87,11 @@ def _source(rel: str, default: str) -> str:
 
 
 def csv_text(path: Path) -> str:
-    """A CSV file's text: UTF-8, with or without the byte-order mark Excel and WPS write when saving
-    "CSV UTF-8"; any other encoding (a "CSV" saved on a Chinese Windows is GBK) is refused by name."""
+    """A dataset CSV's text (`pipelines.tables.csv_text`: with or without Excel's byte-order mark, never GBK)."""
     try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 (byte {exc.start}): save it as \"CSV UTF-8\" (Excel, WPS), not as GBK/ANSI") from None
+        return decode(path.read_bytes(), str(path))
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def load_datasets(roots: list[Path], *, uncertain: bool = True) -> Dataset:
