@@ -65,9 +65,11 @@ def test_the_close_calls_of_each_type_are_picked_and_copied_for_labelling(run):
     assert 8 <= len(rows) <= 12 and f"{len(rows)} of {len(run['records'])} judged photos to label" in done.output
     assert set(LABEL_COLUMNS) <= set(rows[0]) and all(not r[c] for r in rows for c in LABEL_COLUMNS)  # left to the labeller
     by_sha = {r.sha256: r for r in run["records"]}
-    for row in rows:
+    sheet = (out / "index.html").read_text(encoding="utf-8")
+    for n, row in enumerate(rows, start=1):
         photo = out / row["file"]
-        assert row["file"].startswith("images/city/") and hashlib.sha256(photo.read_bytes()).hexdigest() == row["sha256"]
+        assert row["file"].startswith(f"images/city/{n:04d}-") and hashlib.sha256(photo.read_bytes()).hexdigest() == row["sha256"]
+        assert f'<img src="{row["file"]}"' in sheet and f"row {n + 1} · {photo.name}" in sheet  # the sheet's row number
         verdicts = by_sha[row["sha256"]].verifier
         violation = {"parking_motor": "illegal_parking", "parking_nonmotor": "nonmotor_parking"}.get(row["picked_for"], row["picked_for"])
         assert float(row[f"p_{violation}"]) == verdicts[violation].p and float(row["threshold"]) == verdicts[violation].threshold

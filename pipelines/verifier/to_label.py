@@ -16,7 +16,9 @@ day (a market photographed 200 times would fill the list otherwise), and writes 
 - `labels.csv`: the columns of `street-scenes` (`file`, `group`, one empty cell per label, `uncertain`,
   `notes`), plus what the labeller may want to see (`picked_for`, the verifier's probabilities) and
   the provenance (`source_path`, `sha256`);
-- `images/<source>/<photo id>.<ext>`: the photos, copied (a zip member is extracted);
+- `images/<source>/<row>-<photo id>.<ext>`: the photos, copied (a zip member is extracted), numbered in
+  the sheet's order;
+- `index.html`: the photos with their row numbers and what each was picked for, to look at beside the sheet;
 - `README.md`: how to fill it in (in Chinese and English).
 
 An empty label cell means "not labelled for that type" and trains nothing, so a labeller may answer
@@ -33,8 +35,10 @@ import shutil
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
+from detect.taxonomy import default_taxonomy
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
 from pipelines.verifier.data import LABEL_TYPES, DatasetError, csv_text
@@ -216,7 +220,9 @@ def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick],
     rows, written, passed_over = [], [], []
     for p in picks:
         r = p.record
-        rel = f"images/{source}/{r.photo_id or (r.sha256 or '')[:16]}{Path(r.member or r.path or r.source).suffix.lower() or '.jpg'}"
+        # numbered in the order of labels.csv, so the photo folder lists them as the rows come
+        rel = (f"images/{source}/{len(written) + 1:04d}-{r.photo_id or (r.sha256 or '')[:16]}"
+               f"{Path(r.member or r.path or r.source).suffix.lower() or '.jpg'}")
         try:
             _copy_photo(r, out / rel)
         except (OSError, KeyError, zipfile.BadZipFile) as exc:
@@ -234,7 +240,25 @@ def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick],
         writer.writeheader()
         writer.writerows(rows)
     (out / "README.md").write_text(README, encoding="utf-8")
+    (out / "index.html").write_text(contact_sheet(written, rows), encoding="utf-8")
     return written, passed_over
+
+
+def contact_sheet(picks: list[Pick], rows: list[dict]) -> str:
+    """`index.html`: each photo with its row number and what it was picked for, to look at beside the sheet."""
+    taxonomy = default_taxonomy()
+    cells = []
+    for n, (p, row) in enumerate(zip(picks, rows), start=2):  # the spreadsheet's row number (row 1 is the header)
+        verdict = (p.record.verifier or {})[p.type]
+        name = taxonomy.get(p.type)
+        cells.append(f'<figure><a href="{escape(row["file"])}"><img src="{escape(row["file"])}" loading="lazy" alt=""></a>'
+                     f'<figcaption>row {n} · {escape(row["file"].rsplit("/", 1)[-1])}<br>{escape(row["picked_for"])}: '
+                     f'{escape(name.name_zh)} / {escape(name.name_en)} · p {verdict.p:.2f} (threshold {verdict.threshold:.2f})'
+                     f'</figcaption></figure>')
+    return ("<!doctype html><meta charset=utf-8><title>Photos to label / 待标注照片</title>"
+            "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:.5em;width:420px;vertical-align:top}"
+            "img{width:100%}figcaption{font-size:.85em}</style>"
+            f"<h1>Photos to label / 待标注照片 ({len(cells)})</h1><p>labels.csv, README.md</p>" + "".join(cells))
 
 
 README = """# Photos to label / 待标注照片
@@ -242,8 +266,10 @@ README = """# Photos to label / 待标注照片
 Picked by `streetwatch verifier to-label`: the photos the verifier was least sure about, per type.
 由 `streetwatch verifier to-label` 选出：核验模型最拿不准的照片（按违规类型）。
 
-Fill in `labels.csv` (keep the columns; in Excel or WPS save it as "CSV UTF-8") /
-在 `labels.csv` 中填写（列不要改；用 Excel 或 WPS 时另存为"CSV UTF-8"）：
+Look at the photos in `index.html` (row numbers as in the sheet; the photos in `images/` are numbered in
+the same order) and fill in `labels.csv` (keep the columns; in Excel or WPS save it as "CSV UTF-8") /
+在 `index.html` 中查看照片（行号与表格一致；`images/` 中的照片按同一顺序编号），在 `labels.csv` 中填写
+（列不要改；用 Excel 或 WPS 时另存为"CSV UTF-8"）：
 
 | column 列 | meaning 含义 |
 |---|---|
