@@ -156,7 +156,7 @@ def test_a_moved_photo_is_passed_over_with_the_reason_and_the_rest_written(run, 
     ("unknown-type", "no photo of this run was judged for street_market"),
     ("labelled-out", "labels.csv exists"),
     ("bad-skip", "no labels.csv"),
-    ("bad-source", "source '../city': use letters"),
+    ("bad-source", "source '../city' (--source; default the run folder's name): use letters"),
 ])
 def test_bad_input_is_refused_with_the_reason(run, tmp_path, case, reason):
     results, out, extra = run["results"], tmp_path / "out", []

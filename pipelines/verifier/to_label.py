@@ -211,7 +211,8 @@ def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick],
     Returns the picks written and, for each photo that could not be read again (moved, deleted), why:
     those are passed over, never written half."""
     if not re.fullmatch(r"[\w.-]+", source):
-        raise ToLabelError(f"source {source!r}: use letters, digits, '-', '_' or '.' (it names a folder under images/)")
+        raise ToLabelError(f"source {source!r} (--source; default the run folder's name): use letters, digits, '-', '_' or '.' "
+                           "(it names a folder under images/)")
     if (out / "labels.csv").exists():
         raise ToLabelError(f"{out}: labels.csv exists (labels may have been filled in there): choose another --out")
     images = out / "images" / source

@@ -225,7 +225,8 @@ def register(app: typer.Typer) -> None:
         for t in dict.fromkeys(p.type for p in written):
             found = sum(p.found for p in written if p.type == t)
             typer.echo(f"  {t}: {sum(p.type == t for p in written)} ({found} found by the verifier, {sum(p.type == t for p in written) - found} just missed)")
-        typer.echo(f"fill in the label columns (README.md there), then: streetwatch verifier train --data ../shared/datasets/street-scenes --data {out}")
+        typer.echo(f"look at {out / 'index.html'}, fill in the label columns (README.md there), then: "
+                   f"streetwatch verifier train --data ../shared/datasets/street-scenes --data {out}")
 
     @verifier.command("show")
     def show(verifier_id: Annotated[str, typer.Argument(help="Verifier id or card path (default: the promoted one).")] = "") -> None:
