@@ -193,6 +193,12 @@ def test_uncertain_rows_are_counted_when_left_out(tmp_path):
     assert len(ds.photos) == 1 and ds.notes == ["1 rows with uncertain=1 left out (--no-uncertain)"]
 
 
+def test_rows_labelled_for_no_type_are_counted_and_left_out(tmp_path):
+    ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "flyposting": ""}
+    ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "street_stall": ""}, {**ok, "street_stall": "", "flyposting": "0"}]))
+    assert len(ds.photos) == 2 and ds.notes == [f"{tmp_path / 'labels.csv'}: 1 rows with every label cell empty left out (labelled for no type)"]
+
+
 def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
     """Confirmed -> 1 with its evidence box, rejected as not a violation -> 0, rejected as legal -> nothing;
     types a case says nothing about stay unlabelled, so a confirmed stall never teaches 'no parking'."""
@@ -273,8 +279,9 @@ def test_close_calls_do_not_train_the_parking_head_but_are_still_judged(tmp_path
     from pipelines.verifier.features import Features
     from pipelines.verifier.train import VehicleHead
 
-    row = {"file": "images/a.jpg", "group": "g", "parking_motor": "0", "parking_nonmotor": "0", "uncertain": "0"}
-    rows = [{**row, "parking_motor": "1", "uncertain": "1"}, {**row, "uncertain": "1"}, row, {**row, "parking_motor": "", "parking_nonmotor": ""}]
+    row = {"file": "images/a.jpg", "group": "g", "street_stall": "0", "parking_motor": "0", "parking_nonmotor": "0", "uncertain": "0"}
+    rows = [{**row, "parking_motor": "1", "uncertain": "1"}, {**row, "uncertain": "1"}, row,
+            {**row, "parking_motor": "", "parking_nonmotor": ""}]  # the last is labelled for stalls only
     ds = load_dataset(_dataset(tmp_path, rows))
     assert ds.close_call_negatives("parking").tolist() == [False, True, False, False]
     n = len(rows)

@@ -107,6 +107,17 @@ def test_a_labelled_folder_trains_beside_street_scenes_and_is_not_picked_again(r
     assert all(p.notes == "路边摊？ close call" for p in dataset.photos)
     assert len(dataset.photos) == len(rows) and {p.source for p in dataset.photos} == {"city"}
     assert {p.group for p in dataset.photos} == {r["group"] for r in rows}
+    answered = rows
+    rows = [*answered, *({**r, **dict.fromkeys(LABEL_COLUMNS, "")} for r in answered[:2])]  # two rows not answered yet
+    rows[-2]["file"], rows[-1]["file"] = rows[0]["file"], rows[1]["file"]
+    save("utf-8-sig")
+    assert len(load_dataset(out).photos) == len(answered)
+    shown = CliRunner().invoke(app, ["verifier", "eval", "--data", str(out), "--limit", "1", "--ocr", "off"])
+    assert shown.exit_code == 0, shown.output
+    assert "note: " in shown.output and "2 rows with every label cell empty left out (labelled for no type)" in shown.output
+    rows = answered
+    save("utf-8-sig")
+    dataset = load_dataset(out)
     stalls = sum(int(truth[r["sha256"]]["street_stall"]) for r in rows)
     assert int(dataset.labels("street_stall").sum()) == stalls
 

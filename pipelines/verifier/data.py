@@ -9,7 +9,8 @@ reviewed photos join the training.
 Label columns map to violation types (`LABEL_TYPES`); `parking_motor` and `parking_nonmotor` both
 train the one vehicle-context head. Every row is checked: a missing or unreadable file, or a label
 other than 0/1, stops loading with the file, the row and the reason; rows are never dropped silently
-(`uncertain` rows are counted and kept unless `--no-uncertain`).
+(`uncertain` rows are counted and kept unless `--no-uncertain`; rows with every label cell empty, a
+`to-label` sheet half filled in, are counted and left out).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     label_cols = [c for c in columns if c in LABEL_TYPES]
     if not label_cols:
         raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
-    photos, notes, skipped_uncertain = [], [], 0
+    photos, notes, skipped_uncertain, unlabelled = [], [], 0, 0
     for n, row in enumerate(reader, start=2):
         rel = (row.get("file") or "").strip()
         if not rel:
@@ -134,6 +135,9 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         path = root / rel
         if check_files and not path.is_file():
             raise DatasetError(f"{labels_csv}: row {n}: {path} not found")
+        if not labels:  # a `to-label` row nobody answered yet
+            unlabelled += 1
+            continue
         is_uncertain = (row.get("uncertain") or "0").strip() == "1"
         if is_uncertain and not uncertain:
             skipped_uncertain += 1
@@ -143,6 +147,8 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
                             notes=(row.get("notes") or "").strip()))
     if skipped_uncertain:
         notes.append(f"{skipped_uncertain} rows with uncertain=1 left out (--no-uncertain)")
+    if unlabelled:
+        notes.append(f"{labels_csv}: {unlabelled} rows with every label cell empty left out (labelled for no type)")
     boxes_csv = root / "boxes.csv"
     if boxes_csv.is_file():
         digest.update(boxes_csv.read_bytes())

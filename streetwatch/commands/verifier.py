@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         try:
             dataset = load_datasets(data, uncertain=uncertain)
+            _say_notes(dataset.notes)
             with console.status("training") as status:
                 path, card = run_train(dataset, out, cache, options, progress=lambda msg: status.update(msg), validation_csv=validation_csv)
         except (DatasetError, VerifierError, ValueError) as exc:
@@ -106,6 +107,7 @@ def register(app: typer.Typer) -> None:
         options = _options(backbone, imgsz, verifier_id, tiles, c, folds, synth, seed, heads)
         try:
             dataset = load_datasets(data, uncertain=uncertain)
+            _say_notes(dataset.notes)
             with Console(stderr=True).status("cross-validating") as status:
                 result = cross_validate(dataset, options, cache, load_taxonomy(), ocr=ocr, phone_region=phone_region,
                                         progress=lambda msg: status.update(msg))
@@ -154,6 +156,7 @@ def register(app: typer.Typer) -> None:
         judgement = judgement_or_fail(verifier_id)
         try:
             dataset = load_dataset(data)
+            _say_notes(dataset.notes)
             if limit:
                 dataset.photos = dataset.photos[:limit]
             imgsz = judgement.verifier.heads.card.imgsz if judgement.verifier else DEFAULTS.imgsz  # the size the heads read
@@ -273,6 +276,12 @@ def register(app: typer.Typer) -> None:
         except VerifierError as exc:
             fail(str(exc))
         typer.echo(f"wrote {path}; use it with --verifier {new_id} or `streetwatch verifier promote {new_id}`")
+
+
+def _say_notes(notes: list[str]) -> None:
+    """What loading the data left out, and why (rows are never dropped silently)."""
+    for note in notes:
+        typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
 
 
 def _write_verdicts(path: Path, rows: list[dict]) -> None:
