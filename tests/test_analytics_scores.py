@@ -165,6 +165,9 @@ def test_bad_cutoff_file_names_the_line(tmp_path):
     path.write_text("number,cut_off_at\n13800138000,soon\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"line 2: cut_off_at: 'soon'"):
         CutoffFile(path, TZ)
+    path.write_text("number,cut_off_at,note\n13800138000,2026-11-01,已停机\n", encoding="gbk")  # Excel's plain "CSV" in China
+    with pytest.raises(ConfigError, match=r"cutoffs.csv: not UTF-8 text .*save it as \"CSV UTF-8\""):
+        CutoffFile(path, TZ)
 
 
 def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monkeypatch, bus_event):

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from detect.config_io import ConfigError
 from detect.phones import find_phones
+from pipelines.tables import csv_text
 
 
 class NumberStatus(Protocol):
@@ -40,10 +41,10 @@ class CutoffFile:
         self.path = Path(path)
         self.times: dict[str, datetime] = {}
         try:
-            text = self.path.read_text(encoding="utf-8-sig")
+            text = csv_text(self.path.read_bytes(), str(self.path))
         except FileNotFoundError:
             raise ConfigError(f"{self.path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"{self.path}: cannot read: {exc}") from None
         reader = csv.DictReader(text.splitlines())
         missing = {"number", "cut_off_at"} - set(reader.fieldnames or [])
