@@ -29,9 +29,9 @@ from benchmarks.media import shared_datasets
 from pipelines.triage.record import PhotoRecord, TypeVerdict
 from pipelines.verifier.data import group_folds, load_datasets
 from pipelines.verifier.options import TrainOptions
-from pipelines.verifier.run import features
+from pipelines.verifier.run import features, head_trainer
 from pipelines.verifier.to_label import pick
-from pipelines.verifier.train import TileHead, choose_threshold, tile_grid, tiles_objects_head
+from pipelines.verifier.train import choose_threshold, tile_grid
 
 
 def _probability(logit: np.ndarray) -> np.ndarray:
@@ -47,9 +47,7 @@ def close_calls(head: str, scores: np.ndarray, threshold: float, idx: np.ndarray
 
 
 def simulate(head: str, dataset, feats, options: TrainOptions, start: int, batch: int, rounds: int, repeats: int) -> list[dict]:
-    grid = tile_grid(options.tiles)
-    c = options.c_for(head)
-    trainer = tiles_objects_head(head, dataset, feats, grid, c) if head == "street_stall" else TileHead(head, dataset, feats, grid, c)
+    trainer = head_trainer(head, dataset, feats, tile_grid(options.tiles), options)
     y, sources = trainer.y, trainer.sources
     groups = np.array([p.group for p in dataset.photos])
     runs = []

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.config_io import ConfigError
-from pipelines.tables import csv_text as decode
+from pipelines.tables import csv_text
 
 #: label column -> violation type whose head it trains
 LABEL_TYPES = {
@@ -87,10 +87,10 @@ def _source(rel: str, default: str) -> str:
     return parts[1] if len(parts) > 2 and parts[0] == "images" else default
 
 
-def csv_text(path: Path) -> str:
-    """A dataset CSV's text (`pipelines.tables.csv_text`: with or without Excel's byte-order mark, never GBK)."""
+def _rows(data: bytes, path: Path) -> csv.DictReader:
+    """A dataset CSV's rows (`pipelines.tables.csv_text`: with or without Excel's byte-order mark, never GBK)."""
     try:
-        return decode(path.read_bytes(), str(path))
+        return csv.DictReader(io.StringIO(csv_text(data, str(path)), newline=""))
     except ConfigError as exc:
         raise DatasetError(str(exc)) from None
 
@@ -110,8 +110,9 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     labels_csv = root / "labels.csv"
     if not labels_csv.is_file():
         raise DatasetError(f"{labels_csv}: not found (a verifier dataset has labels.csv, see docs/verifier.md)")
-    digest = hashlib.sha256(labels_csv.read_bytes())
-    reader = csv.DictReader(io.StringIO(csv_text(labels_csv), newline=""))
+    data = labels_csv.read_bytes()
+    digest = hashlib.sha256(data)
+    reader = _rows(data, labels_csv)
     columns = reader.fieldnames or []
     missing = [c for c in ("file", "group") if c not in columns]
     if missing:
@@ -151,9 +152,10 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         notes.append(f"{labels_csv}: {unlabelled} rows with every label cell empty left out (labelled for no type)")
     boxes_csv = root / "boxes.csv"
     if boxes_csv.is_file():
-        digest.update(boxes_csv.read_bytes())
+        data = boxes_csv.read_bytes()
+        digest.update(data)
         by_file = {p.file: p for p in photos}
-        for n, row in enumerate(csv.DictReader(io.StringIO(csv_text(boxes_csv), newline="")), start=2):
+        for n, row in enumerate(_rows(data, boxes_csv), start=2):
             kind = LABEL_TYPES.get((row.get("type") or "").strip())
             photo = by_file.get((row.get("file") or "").strip())
             if kind is None or photo is None:

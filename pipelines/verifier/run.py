@@ -83,12 +83,7 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
     results: dict[str, HeadResult] = {}
     refused: dict[str, float] = {}
     for name in options.heads or heads_to_train(dataset):
-        if name == PARKING:
-            trainer = parking_head(dataset, feats, grid, options.c_for(name), options.seed)
-        elif name in OBJECT_PART_HEADS and len(feats.objects):
-            trainer = tiles_objects_head(name, dataset, feats, grid, options.c_for(name), options.seed)
-        else:
-            trainer = TileHead(name, dataset, feats, grid, options.c_for(name), options.seed)
+        trainer = head_trainer(name, dataset, feats, grid, options)
         log.info("training head %s", name)
         r = results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress, within=within, nested=nested)
         y = dataset.labels(name)
@@ -101,6 +96,16 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
             log.warning("head %s: validation F1 %.3f < %.2f and no better than today's rules: not shipped (its types stay with "
                         "the detector's classes)", name, head["F1"], MIN_SHIP_F1)
     return results, refused
+
+
+def head_trainer(name: str, dataset: Dataset, feats: Features, grid: np.ndarray, options: TrainOptions):
+    """The trainer of head `name`: the parking head's two parts, a tiles head with an object part
+    (`OBJECT_PART_HEADS`), or a tiles head."""
+    if name == PARKING:
+        return parking_head(dataset, feats, grid, options.c_for(name), options.seed)
+    if name in OBJECT_PART_HEADS and len(feats.objects):
+        return tiles_objects_head(name, dataset, feats, grid, options.c_for(name), options.seed)
+    return TileHead(name, dataset, feats, grid, options.c_for(name), options.seed)
 
 
 def ships(head: dict, rules: dict) -> bool:

@@ -38,10 +38,12 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from detect.config_io import ConfigError
 from detect.taxonomy import default_taxonomy
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
-from pipelines.verifier.data import LABEL_TYPES, DatasetError, csv_text
+from pipelines.tables import csv_text
+from pipelines.verifier.data import LABEL_TYPES
 
 LABEL_COLUMNS = tuple(LABEL_TYPES)
 """The label columns of a verifier dataset."""
@@ -186,8 +188,8 @@ def labelled_sha256(folders: list[Path]) -> set[str]:
         if not path.is_file():
             raise ToLabelError(f"{folder}: no labels.csv (--skip takes a folder written by `verifier to-label` or in its format)")
         try:
-            text = csv_text(path)
-        except DatasetError as exc:
+            text = csv_text(path.read_bytes(), str(path))
+        except ConfigError as exc:
             raise ToLabelError(str(exc)) from None
         for row in csv.DictReader(io.StringIO(text, newline="")):
             digest = (row.get("sha256") or row.get("sha256_original") or "").strip()

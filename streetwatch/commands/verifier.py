@@ -213,6 +213,8 @@ def register(app: typer.Typer) -> None:
                                                                         "Repeatable.")] = None,
     ) -> None:
         """Pick the photos the verifier was least sure about in a triage run, per type, as a folder to label for `train --data`."""
+        from collections import Counter
+
         from pipelines.verifier.to_label import ToLabelError, labelled_sha256, pick, read_run, write_folder
 
         name = source or (results if results.is_dir() else results.parent).resolve().name
@@ -225,9 +227,9 @@ def register(app: typer.Typer) -> None:
         for reason in passed_over:
             typer.secho(f"passed over {reason}", err=True, fg=typer.colors.YELLOW)
         typer.echo(f"{len(written)} of {len(records)} judged photos to label in {out / 'labels.csv'} (source {name}):")
-        for t in dict.fromkeys(p.type for p in written):
-            found = sum(p.found for p in written if p.type == t)
-            typer.echo(f"  {t}: {sum(p.type == t for p in written)} ({found} found by the verifier, {sum(p.type == t for p in written) - found} just missed)")
+        picked, found = Counter(p.type for p in written), Counter(p.type for p in written if p.found)
+        for t, n in picked.items():
+            typer.echo(f"  {t}: {n} ({found[t]} found by the verifier, {n - found[t]} just missed)")
         typer.echo(f"look at {out / 'index.html'}, fill in the label columns (README.md there), then: "
                    f"streetwatch verifier train --data ../shared/datasets/street-scenes --data {out}")
 
