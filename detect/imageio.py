@@ -286,9 +286,26 @@ def decode_image(
             except Exception:  # noqa: BLE001 - keep the un-rotated picture over losing it
                 pass
     # One copy out of Pillow, one SIMD channel swap: a third of the non-decode cost of a 12 MP photo.
-    rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    rgb = np.asarray(img if img.mode == "RGB" else _eight_bit(img).convert("RGB"))
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     return DecodedImage(image=bgr, full_size=full_size, exif=exif, format=fmt)
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """Gray images of more than 8 bits per pixel as 8-bit gray, keeping their contrast.
+
+    Pillow's own conversion to RGB clips such values at 255, so a 16-bit PNG or TIFF (a scanner's, a
+    camera app's export) would turn almost white and show the detector nothing. 16-bit modes keep
+    their top byte; 32-bit integer and float pixels, whose range no header states, are stretched
+    from their own minimum to their maximum."""
+    if img.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
+    if img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return Image.fromarray(np.round(scaled).astype(np.uint8))
+    return img
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

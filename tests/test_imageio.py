@@ -122,3 +122,17 @@ def test_a_90_megapixel_png_is_read_under_the_documented_100_mp_limit(tmp_path):
     assert decoded.full_size == (15000, 6000) and decoded.image.shape == (6000, 15000, 3)
     with pytest.raises(ImageReadError, match="image too large: 15000x6000 = 90 MP > limit 80 MP"):
         decode_image(path, max_pixels=80_000_000)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_gray_photos_deeper_than_8_bits_keep_their_picture(tmp_path, bus_jpg, mode):
+    """A 16-bit PNG (or a 32-bit TIFF) used to reach the detector clipped to white."""
+    gray = np.asarray(Image.open(bus_jpg).convert("L"))
+    deep = {"I;16": gray.astype(np.uint16) * 257, "I": gray.astype(np.int32) * 257, "F": gray.astype(np.float32) / 255}[mode]
+    path = tmp_path / ("bus.png" if mode == "I;16" else "bus.tiff")
+    Image.fromarray(deep).save(path)
+    assert Image.open(path).mode == mode
+    image = read_image(path)
+    assert image.shape == (*gray.shape, 3) and image.dtype == np.uint8
+    expected = gray if mode == "I;16" else (gray - int(gray.min())) * (255.0 / (int(gray.max()) - int(gray.min())))
+    assert np.abs(image[..., 1].astype(float) - expected).max() <= 1.0
