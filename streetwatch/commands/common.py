@@ -46,8 +46,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Our INFO lines on stderr; Alembic's INFO (one line per plugin it loads, every time the case
+    store is opened) only with `verbose`, so staff see what the run did, not how it started."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 SettingsOpt = Annotated[
