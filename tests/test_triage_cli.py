@@ -82,6 +82,8 @@ def test_exit_code_is_1_when_nothing_can_be_read_and_the_reasons_are_reported(tm
                        "missing.jpg": "not found"}
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "empty file (0 bytes)" in report and "No violations found" in report
+    for name, reason in reasons.items():  # the terminal names each file not read, with its reason
+        assert f"not read: {bad / name if name != 'missing.jpg' else tmp_path / name}: {reason}" in done.stdout
 
 
 def test_bad_configuration_is_refused_before_any_photo_is_read(tmp_path, bus_jpg):
@@ -147,6 +149,8 @@ def test_every_file_a_folder_holds_gets_a_record_and_special_files_never_hang(tm
     reasons = {Path(r["source"]).name: r.get("reason") for r in records}
     assert reasons == {"good.jpg": None, **expected} and len(records) == len(reasons)  # each once, named twice or not
     assert [r["status"] for r in records if Path(r["source"]).name == "good.jpg"] == ["ok"]
+    named = [line for line in done.stdout.splitlines() if line.startswith("  not read: ")]
+    assert len(named) == 5 and f"... and {len(expected) - 5} more not read (all in {out / 'report.html'})" in done.stdout
 
 
 def test_detect_reports_an_unreadable_file_and_goes_on_with_the_others(tmp_path, bus_jpg):

@@ -28,6 +28,7 @@ from pipelines.triage.record import PhotoRecord, RecordStatus
 
 REPORT = "report.html"
 CASES_CSV = "cases.csv"
+FIRST_ERRORS = 5
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Tally:
     errors: int = 0
     duplicates: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    first_errors: list[tuple[str, str]] = field(default_factory=list)
+    """(input, reason) of the first `FIRST_ERRORS` unreadable inputs, for the terminal: the report lists all."""
 
 
 def collect_members(results: Path) -> tuple[list[Member], Tally]:
@@ -63,6 +66,8 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
             continue
         if not r.ok:
             tally.errors += 1
+            if len(tally.first_errors) < FIRST_ERRORS:
+                tally.first_errors.append((r.source, r.reason or r.status))
             continue
         tally.ok += 1
         tally.positives += bool(r.findings)

@@ -87,6 +87,10 @@ def triage(
     n = len(result.groups)
     typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
                f"{t.errors} errors, {t.duplicates} duplicates")
+    for source, reason in t.first_errors:
+        typer.echo(f"  not read: {source}: {reason}")
+    if t.errors > len(t.first_errors):
+        typer.echo(f"  ... and {t.errors - len(t.first_errors)} more not read (all in {result.files.get('report', 'the report')})")
     written = [r for r in result.refs if r.case_id]
     if written:
         queued = sum(r.state == "queued" for r in written)
