@@ -177,6 +177,7 @@ document.getElementById('f').addEventListener('load', () => {
       zone: s.querySelector('.zone') ? s.querySelector('.zone').textContent : null,
       figures: [...s.querySelectorAll('figure')].map(f => ({source: f.dataset.source, lead: f.classList.contains('lead'),
         img: f.querySelector('img') ? f.querySelector('img').naturalWidth : 0}))})),
+    by_type: Object.fromEntries([...d.querySelectorAll('tr.by-type')].map(r => [r.dataset.type, r.cells[1].textContent])),
     problems: [...d.querySelectorAll('tr.problem')].map(r => [r.querySelector('.source').textContent, r.dataset.status,
       r.querySelector('.reason').textContent]),
   };
@@ -219,6 +220,8 @@ def test_report_in_chromium_shows_the_ranked_cases_and_the_errors(run):
     assert problems["copy_of_bus.jpg"][0] == "duplicate"
     assert "path traversal" in problems["evil.jpg"][1] and "nested zip" in problems["more.zip"][1]
     assert len(problems) == 7
+    counts = run["result"].tally.by_type
+    assert page["by_type"] == {t: f"{n} 张 {'photo' if n == 1 else 'photos'}" for t, n in counts.items()}
 
 
 def test_thumbnails_have_the_evidence_boxes_drawn(run):
