@@ -83,3 +83,24 @@ def test_a_bad_tile_grid_or_input_size_is_refused_before_any_photo_is_read(tmp_p
     run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", command, "--data", str(tmp_path), *option],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and message in run.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "crossval", "eval"])
+def test_a_photo_that_cannot_be_decoded_is_named_with_what_to_do(tmp_path, command):
+    """A dataset row whose file is a truncated JPEG: one error line with its full path, the reason and
+    the remedy, after the photos before it were read for real (issue 13, bad input)."""
+    street = sorted((SHARED / "datasets" / "street-scenes" / "images" / "cn2").glob("*.jpg"))[:2]
+    (tmp_path / "images").mkdir()
+    for photo in street:
+        (tmp_path / "images" / photo.name).write_bytes(photo.read_bytes())
+    broken = tmp_path / "images" / "broken.jpg"
+    broken.write_bytes(street[0].read_bytes()[:20000])
+    rows = [f"images/{street[0].name},g1,1", "images/broken.jpg,g2,0", f"images/{street[1].name},g3,0"]
+    (tmp_path / "labels.csv").write_text("file,group,street_stall\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", command, "--data", str(tmp_path),
+                          *(["--cache", str(tmp_path / "cache")] if command != "eval" else [])],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert f"error: {broken}: corrupt or truncated image data" in run.stderr
+    assert "remove its row from labels.csv" in run.stderr and "Traceback" not in run.stderr

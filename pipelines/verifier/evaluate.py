@@ -50,7 +50,7 @@ def judge(photos: list[Photo], detector, judgement: Judgement, *, ocr: str = "au
     found_v, found_r, probs = [], [], []
     for i, photo in enumerate(photos):
         data = photo.path.read_bytes()
-        image = decode_image(data, photo.file, max_side=imgsz).image
+        image = decode_image(data, str(photo.path), max_side=imgsz).image
         plain, verdicts = see_photo(image, detector, judgement, stages)
         dets = judge_seen(image, data, photo.file, plain, verdicts, judgement, text, stages)
         frame = Frame(image, photo.file, WHEN)

@@ -88,7 +88,7 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
     rules, rules_found = PhotoRules(), []
     when = datetime(2026, 1, 1, 12, tzinfo=UTC)
     for i, photo in enumerate(dataset.photos):
-        image = decode_image(photo.path, photo.file, max_side=max(MAX_SIDE, detector.imgsz)).image
+        image = decode_image(photo.path, str(photo.path), max_side=max(MAX_SIDE, detector.imgsz)).image
         fmap, dets = _features(image, detector, eff)
         out_tiles.append(fmap.pool(grid).astype(np.float32))
         h, w = image.shape[:2]

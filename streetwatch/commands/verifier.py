@@ -52,6 +52,16 @@ def _options(backbone: str, imgsz: int, verifier_id: str, tiles: str, c: float |
                         verifier_id=verifier_id, heads=[h for h in heads.split(",") if h])
 
 
+def _reason(exc: Exception) -> str:
+    """The error line; a photo that cannot be decoded says what to do about it, since nothing is trained
+    around a missing picture (dropping it would change the data the card's digest names)."""
+    from detect.imageio import ImageReadError
+
+    if isinstance(exc, ImageReadError):
+        return f"{exc} (a photo of the dataset: replace the file, or remove its row from labels.csv)"
+    return str(exc)
+
+
 def register(app: typer.Typer) -> None:
     verifier = typer.Typer(help="The verifier: per-type heads that judge stalls, spillover, postings, garbage and parking.",
                            no_args_is_help=True)
@@ -80,7 +90,7 @@ def register(app: typer.Typer) -> None:
             with console.status("training") as status:
                 path, card = run_train(dataset, out, cache, options, progress=lambda msg: status.update(msg), validation_csv=validation_csv)
         except (DatasetError, VerifierError, ValueError) as exc:
-            fail(str(exc))
+            fail(_reason(exc))
         typer.echo(f"wrote {path} and {path.parent / card.weights}" + (f" and {validation_csv}" if validation_csv else ""))
         typer.echo(summary(card))
 
@@ -112,7 +122,7 @@ def register(app: typer.Typer) -> None:
                 result = cross_validate(dataset, options, cache, load_taxonomy(), ocr=ocr, phone_region=phone_region,
                                         progress=lambda msg: status.update(msg))
         except (DatasetError, VerifierError, ValueError) as exc:
-            fail(str(exc))
+            fail(_reason(exc))
         for k, fold in enumerate(result.folds, 1):
             typer.echo(f"fold {k}: heads trained on {fold['trained_on']} photos judged {fold['judged']}: {', '.join(fold['heads']) or 'none'}"
                        + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
@@ -166,7 +176,7 @@ def register(app: typer.Typer) -> None:
                 figures, rows = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz,
                                          progress=lambda i, n: status.update(f"judging {i}/{n}"))
         except (DatasetError, VerifierError, ValueError) as exc:
-            fail(str(exc))
+            fail(_reason(exc))
         typer.echo(table(figures))
         if validation_csv is not None:
             _write_verdicts(validation_csv, rows)
