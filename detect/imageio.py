@@ -301,7 +301,7 @@ def _eight_bit(img: Image.Image) -> Image.Image:
     if img.mode.startswith("I;16"):
         return Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
     if img.mode in ("I", "F"):
-        values = np.asarray(img, dtype=np.float64)
+        values = np.asarray(img, dtype=np.float32)
         low, high = float(values.min()), float(values.max())
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
         return Image.fromarray(np.round(scaled).astype(np.uint8))
