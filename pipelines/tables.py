@@ -32,8 +32,10 @@ def csv_text(data: bytes, name: str, other: str = "") -> str:
 def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     """(row number, {column: value}) per non-empty data row of a CSV or Excel file named `name`.
 
-    `aliases` maps each canonical column to the headers that mean it (case-insensitive). Raises
-    ConfigError naming the file when it cannot be read or a required column is missing.
+    `aliases` maps each canonical column to the headers that mean it (case-insensitive). Several
+    columns meaning one (联系人 and 电话 are both `contact`) are joined, distinct non-empty values
+    in file order, so no cell is dropped. Raises ConfigError naming the file when it cannot be read
+    or a required column is missing.
     """
     if Path(name).suffix.lower() in EXCEL_SUFFIXES:
         raw = _excel(data, name)
@@ -49,7 +51,15 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
         raise ConfigError(f"{name}: header: missing column(s) {known}")
     rows = []
     for number, values in enumerate(raw[1:], start=2):
-        row = {col: _clean(v) for col, v in zip(header, values) if col is not None}
+        row: dict[str, Any] = {}
+        for col, v in zip(header, values):
+            if col is None:
+                continue
+            v, before = _clean(v), row.get(col)
+            if before in (None, ""):
+                row[col] = v
+            elif v not in (None, "") and str(v) != str(before):  # a second column for the same field: keep both
+                row[col] = f"{before} {v}"
         if any(v not in (None, "") for v in row.values()):
             rows.append((number, row))
     return rows

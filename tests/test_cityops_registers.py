@@ -189,3 +189,20 @@ def test_call_out_list_from_flyposting_cases_export_import_round_trip(tmp_path, 
     assert calls.import_results(xlsx.read_bytes(), "callout.xlsx").applied == ["13800138000"]
     entry = calls.get("13800138000")
     assert entry.status is Status.RECONNECTED_AFTER_FINE and entry.amount == 200.0 and entry.cut_off_at is not None
+
+
+def test_register_keeps_every_column_that_means_one_field(tmp_path):
+    """A register with both 联系人 and 电话 (both mean `contact`) keeps the person and the phone: the later
+    column used to overwrite the earlier one, and an empty 电话 cell dropped the contact altogether."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    book = Workbook()
+    book.active.append(["店名", "统一社会信用代码", "联系人", "电话", "摄像头", "图像范围"])
+    book.active.append(["王记面馆", "91330106MA27XY0001", "张三", 13800138000, "cam-01", "0.1,0.5; 0.4,0.5; 0.4,0.9"])
+    book.active.append(["李家水果", "91330106MA27XY0002", "李四", None, "cam-01", "0.5,0.5; 0.8,0.5; 0.8,0.9"])
+    book.active.append(["赵记", "91330106MA27XY0003", "13900001111", "13900001111", "cam-01", "0.1,0.1; 0.2,0.1; 0.2,0.2"])
+    buf = io.BytesIO()
+    book.save(buf)
+    assert register.import_file(buf.getvalue(), "shops.xlsx").errors == []
+    assert register.get("91330106MA27XY0001").contact == "张三 13800138000"
+    assert register.get("91330106MA27XY0002").contact == "李四"
+    assert register.get("91330106MA27XY0003").contact == "13900001111"  # the same value twice is written once
