@@ -206,3 +206,34 @@ def test_register_keeps_every_column_that_means_one_field(tmp_path):
     assert register.get("91330106MA27XY0001").contact == "张三 13800138000"
     assert register.get("91330106MA27XY0002").contact == "李四"
     assert register.get("91330106MA27XY0003").contact == "13900001111"  # the same value twice is written once
+
+
+def _flyposting_list(tmp: Path) -> CallOutList:
+    """A call-out list of three numbers from flyposting cases put straight into a real store."""
+    from tests.analytics_helpers import G1, CaseMaker, local
+
+    store = CaseStore(f"sqlite:///{tmp}/cases.db")
+    CaseMaker(store).add("flyposting", G1, local(3), phones=["13800138000", "13800138001", "13800138002"])
+    calls = CallOutList(store.engine)
+    assert calls.sync() == 3
+    return calls
+
+
+def test_call_out_import_takes_an_edit_of_either_status_column(tmp_path):
+    """Staff edit the Chinese label (状态说明) as often as the English status; an edit of 状态说明 alone used to
+    be ignored silently (the number stayed 待追呼)."""
+    calls = _flyposting_list(tmp_path)
+    path = calls.export(tmp_path / "callout.csv")
+    rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    by_number = {r[0]: r for r in rows[1:]}
+    by_number["13800138000"][2] = "已停机"  # only the Chinese label edited
+    by_number["13800138001"][1] = "called"  # only the English status edited
+    by_number["13800138002"][1:3] = ["fined", "已停机"]  # both edited, differently: refused
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    report = calls.import_results(buf.getvalue().encode("utf-8-sig"), "results.csv")
+    assert sorted(report.applied) == ["13800138000", "13800138001"]
+    assert calls.get("13800138000").status is Status.CUT_OFF and calls.get("13800138001").status is Status.CALLED
+    [error] = report.errors
+    assert error.startswith("results.csv: row ") and "status: fined and status_zh: 已停机 disagree (now to_call)" in error
+    assert calls.get("13800138002").status is Status.TO_CALL

@@ -54,6 +54,7 @@ EXPORT_HEADER = ["number 号码", "status 状态", "status_zh 状态说明", "co
 IMPORT_COLUMNS = {
     "number": ("号码", "电话", "phone", "number 号码"),
     "status": ("状态", "result", "结果", "status 状态"),
+    "status_zh": ("状态说明", "status_zh 状态说明"),
     "cut_off_at": ("停机时间", "cut_off_at 停机时间"),
     "amount": ("罚款金额", "fine", "amount 罚款金额"),
     "note": ("备注", "note 备注"),
@@ -201,10 +202,10 @@ class CallOutList:
             if number is None:
                 report.errors.append(f"{name}: row {line}: number: {row.get('number')!r} is not one phone number")
                 continue
-            status = _STATUS_BY_TEXT.get(str(row.get("status") or "").strip())
-            if status is None:
-                report.errors.append(f"{name}: row {line}: status: {row.get('status')!r} is not one of "
-                                     f"{', '.join(s.value for s in Status)} ({', '.join(LABELS_ZH.values())})")
+            try:
+                status = _row_status(row, self.get(number))
+            except ValueError as exc:
+                report.errors.append(f"{name}: row {line}: {exc}")
                 continue
             try:
                 cut_off_at = self._time(row.get("cut_off_at"))
@@ -261,6 +262,28 @@ class CallOutList:
             except ValueError:
                 raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
         return at if at.tzinfo else at.replace(tzinfo=self.tz)
+
+
+def _row_status(row: dict[str, Any], entry: Entry | None) -> Status:
+    """The status a result row asks for. The export has `status` and its Chinese label `status_zh`, and staff
+    edit either: when the two disagree, the one that differs from the number's current status is the edit
+    (the other is the exported value left as it was); when both differ, the row is refused."""
+    given: dict[str, Status] = {}
+    for column in ("status", "status_zh"):
+        text = str(row.get(column) or "").strip()
+        if column == "status_zh" and not text:
+            continue
+        if text not in _STATUS_BY_TEXT:
+            raise ValueError(f"{column}: {row.get(column)!r} is not one of {', '.join(s.value for s in Status)} "
+                             f"({', '.join(LABELS_ZH.values())})")
+        given[column] = _STATUS_BY_TEXT[text]
+    if len(set(given.values())) == 1 or entry is None:  # an unknown number is reported as such by the caller
+        return given["status"]
+    edited = [s for s in given.values() if s is not entry.status]
+    if len(edited) == 1:
+        return edited[0]
+    raise ValueError(f"status: {given['status'].value} and status_zh: {LABELS_ZH[given['status_zh']]} disagree "
+                     f"(now {entry.status.value}): change one of the two columns")
 
 
 def _entry(row) -> Entry:
