@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,22 @@ def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monke
                             BundleContext(source_kind="camera", source_id="cam-01", grid_cell=G1))
     assert store.get(case.id).details["object_count"] == 12
     store.close()
+
+
+def test_cutoff_file_as_excel_saves_it(tmp_path):
+    """The liaison's list as Excel leaves it: empty rows once used (`,,`) no longer refuse the whole file, and
+    the .xlsx itself (Chinese headers, a number cell, a date cell) is read instead of being called 'not UTF-8'."""
+    from openpyxl import Workbook
+
+    path = tmp_path / "cutoffs.csv"
+    path.write_text("number,cut_off_at,note\n13800138000,2026-11-01 10:00,\n,,\n,,\n", encoding="utf-8-sig")
+    nov = [datetime(2026, 11, 1, tzinfo=TZ), datetime(2026, 12, 1, tzinfo=TZ)]
+    assert CutoffFile(path, TZ).cut_off(["13800138000"], *nov) == {"13800138000": datetime(2026, 11, 1, 10, tzinfo=TZ)}
+    book = Workbook()
+    book.active.append(["号码", "停机时间", "备注"])
+    book.active.append([13800138001, datetime(2026, 11, 30, 23, 59), "电信停机"])
+    book.active.append([None, None, None])
+    book.active.append(["0571-8765 4321", "2026-12-01", None])
+    book.save(tmp_path / "cutoffs.xlsx")
+    assert CutoffFile(tmp_path / "cutoffs.xlsx", TZ).cut_off(["13800138001", "057187654321"], *nov) == {
+        "13800138001": datetime(2026, 11, 30, 23, 59, tzinfo=TZ)}

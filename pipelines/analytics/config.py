@@ -29,7 +29,7 @@ class AnalyticsConfig(ConfigModel):
         description="Assessment sheet the service scores with (/api/v1/scores); default: the shipped example sheet.")
     cutoffs: Path | None = Field(
         None, title="Number status file",
-        description="CSV of phone numbers cut off (停机) and when, for quota items; without it (and without "
+        description="CSV or Excel file of phone numbers cut off (停机) and when, for quota items; without it (and without "
                     "`number_status: callout`) quotas are not scored.")
     number_status: Literal["file", "callout"] = Field(
         "file", title="Number status source",

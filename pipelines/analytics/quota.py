@@ -11,12 +11,13 @@ Shipped: `CutoffFile`, a CSV the telecom liaison keeps:
     0571-8765 4321,2026-11-12,
 
 Numbers are read with the same phone parser as OCR text (`detect.phones`), so `138-0013-8000`
-and `13800138000` are one number; times without an offset are local time.
+and `13800138000` are one number; times without an offset are local time. The file is read like
+the city's other registers (`pipelines.tables.read_rows`): CSV UTF-8 or an Excel workbook, headers
+in English or Chinese (号码, 停机时间), empty rows skipped (Excel writes `,,` for rows once used).
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from detect.config_io import ConfigError
 from detect.phones import find_phones
-from pipelines.tables import csv_text
+from pipelines.tables import read_rows
 
 
 class NumberStatus(Protocol):
@@ -35,28 +36,26 @@ class NumberStatus(Protocol):
 
 
 class CutoffFile:
-    """Number status from a CSV file with columns `number` and `cut_off_at` (others ignored)."""
+    """Number status from a CSV or Excel file with columns `number` and `cut_off_at` (others ignored)."""
+
+    COLUMNS = {"number": ("号码", "电话", "phone"), "cut_off_at": ("停机时间",)}
 
     def __init__(self, path: str | Path, tz: ZoneInfo) -> None:
         self.path = Path(path)
         self.times: dict[str, datetime] = {}
         try:
-            text = csv_text(self.path.read_bytes(), str(self.path))
+            data = self.path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"{self.path}: file not found") from None
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot read: {exc}") from None
-        reader = csv.DictReader(text.splitlines())
-        missing = {"number", "cut_off_at"} - set(reader.fieldnames or [])
-        if missing:
-            raise ConfigError(f"{self.path}: header: missing column(s) {', '.join(sorted(missing))} (need number,cut_off_at)")
-        for line, row in enumerate(reader, start=2):
-            raw, when = (row.get("number") or "").strip(), (row.get("cut_off_at") or "").strip()
+        for line, row in read_rows(data, str(self.path), self.COLUMNS, required=("number", "cut_off_at")):
+            raw, when = str(row.get("number") or "").strip(), row.get("cut_off_at")
             found = find_phones(raw)
             if len(found) != 1:
                 raise ConfigError(f"{self.path}: line {line}: number: {raw!r} is not one phone number")
             try:
-                at = datetime.fromisoformat(when)
+                at = when if isinstance(when, datetime) else datetime.fromisoformat(str(when or "").strip())
             except ValueError:
                 raise ConfigError(f"{self.path}: line {line}: cut_off_at: {when!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
             at = at if at.tzinfo else at.replace(tzinfo=tz)

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         period: Annotated[str, typer.Option("--period", help="2026-11 (month), 2026-Q4, 2026, 2026-W45 or 2026-11-03.")],
         by: UnitOpt = "grid",
         sheet: Annotated[Path | None, typer.Option("--sheet", help="Scoring sheet YAML (default: analytics.sheet, else the shipped example).")] = None,
-        cutoffs: Annotated[Path | None, typer.Option("--cutoffs", help="CSV of numbers cut off (number,cut_off_at) for quota items (default: analytics.cutoffs).")] = None,
+        cutoffs: Annotated[Path | None, typer.Option("--cutoffs", help="CSV or Excel file of numbers cut off (number,cut_off_at) for quota items (default: analytics.cutoffs).")] = None,
         out: Annotated[Path, typer.Option("--out", help="Folder for scores-<period>-<by>.xlsx and .json.")] = Path("."),
         details: Annotated[bool, typer.Option("--details/--no-details", help="List the cases behind each deduction.")] = True,
         config: SettingsOpt = None,
