@@ -83,7 +83,8 @@ def _excel(data: bytes, name: str) -> list[list[Any]]:
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:
-    """UTF-8 with a BOM, so Excel opens Chinese text correctly."""
+    """UTF-8 with a BOM, so Excel opens Chinese text correctly. The folder is made when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
@@ -94,6 +95,7 @@ def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:
 def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[Any]]) -> Path:
     from openpyxl import Workbook
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     book = Workbook()
     ws = book.active
     ws.title = sheet[:31]

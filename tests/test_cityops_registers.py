@@ -237,3 +237,12 @@ def test_call_out_import_takes_an_edit_of_either_status_column(tmp_path):
     [error] = report.errors
     assert error.startswith("results.csv: row ") and "status: fined and status_zh: 已停机 disagree (now to_call)" in error
     assert calls.get("13800138002").status is Status.TO_CALL
+
+
+def test_call_out_export_makes_its_folder(tmp_path):
+    """`streetwatch callout export out/2026-11/追呼.xlsx` into a folder not made yet wrote a traceback
+    (FileNotFoundError) instead of the file; `cases export` and `score` already make theirs."""
+    calls = _flyposting_list(tmp_path)
+    for name in ("追呼.xlsx", "追呼.csv"):
+        path = calls.export(tmp_path / "exports" / "2026-11" / name)
+        assert path.is_file() and path.stat().st_size > 0
