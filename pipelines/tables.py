@@ -17,6 +17,7 @@ from typing import Any
 from detect.config_io import ConfigError
 
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
+HEADER_SEARCH_ROWS = 10  # how far down a sheet the header row may be (below a title)
 
 
 def csv_text(data: bytes, name: str, other: str = "") -> str:
@@ -32,6 +33,9 @@ def csv_text(data: bytes, name: str, other: str = "") -> str:
 def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     """(row number, {column: value}) per non-empty data row of a CSV or Excel file named `name`.
 
+    The header is the first of the top rows that names every `required` column: office sheets often
+    put a title (门前三包登记表, merged across the columns) and blank or note lines above it, which are
+    skipped. Row numbers are the spreadsheet's, counted from its first line.
     `aliases` maps each canonical column to the headers that mean it (case-insensitive). Several
     columns meaning one (联系人 and 电话 are both `contact`) are joined, distinct non-empty values
     in file order, so no cell is dropped. Raises ConfigError naming the file when it cannot be read
@@ -44,13 +48,18 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     if not raw:
         raise ConfigError(f"{name}: empty file")
     lookup = {alias.strip().lower(): canon for canon, names in aliases.items() for alias in (canon, *names)}
-    header = [lookup.get(str(h or "").strip().lower()) for h in raw[0]]
+
+    def columns(cells: list[Any]) -> list[str | None]:
+        return [lookup.get(str(h or "").strip().lower()) for h in cells]
+
+    at = next((i for i, cells in enumerate(raw[:HEADER_SEARCH_ROWS]) if set(required) <= set(columns(cells))), 0)
+    header = columns(raw[at])
     missing = [c for c in required if c not in header]
     if missing:
         known = "; ".join(f"{c} ({'/'.join(aliases[c])})" if aliases.get(c) else c for c in missing)
         raise ConfigError(f"{name}: header: missing column(s) {known}")
     rows = []
-    for number, values in enumerate(raw[1:], start=2):
+    for number, values in enumerate(raw[at + 1:], start=at + 2):
         row: dict[str, Any] = {}
         for col, v in zip(header, values):
             if col is None:

@@ -246,3 +246,22 @@ def test_call_out_export_makes_its_folder(tmp_path):
     for name in ("追呼.xlsx", "追呼.csv"):
         path = calls.export(tmp_path / "exports" / "2026-11" / name)
         assert path.is_file() and path.stat().st_size > 0
+
+
+def test_register_with_a_title_above_its_header(tmp_path):
+    """An office's Excel register: a title merged across the columns and a note line above the header.
+    It was refused as 'missing column(s) name' (the title was taken for the header)."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["文新街道门前三包责任登记表"])
+    sheet.merge_cells("A1:D1")
+    sheet.append(["填表日期：2026年11月"])
+    sheet.append(["店名", "地址", "摄像头", "图像范围"])
+    sheet.append(["王记面馆", "文三路 1 号", "cam-01", "0.1,0.5; 0.4,0.5; 0.4,0.9"])
+    sheet.append(["坏多边形", "文三路 7 号", "cam-01", "nope"])
+    buf = io.BytesIO()
+    book.save(buf)
+    report = register.import_file(buf.getvalue(), "shops.xlsx")
+    assert len(report.imported) == 1 and register.list()[0].name == "王记面馆"
+    assert report.errors[0].startswith("shops.xlsx: row 5: polygon:")  # the sheet's own row number
