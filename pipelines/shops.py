@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -103,10 +104,13 @@ def shop_id(name: str, address: str | None, licence_no: str | None) -> str:
 
 
 def parse_points(text: Any, what: str) -> list[list[float]] | None:
-    """`[[x, y], ...]` (JSON) or `x,y; x,y; ...` -> points; None for an empty cell."""
+    """`[[x, y], ...]` (JSON) or `x,y; x,y; ...` -> points; None for an empty cell.
+
+    Full-width punctuation and digits (`0.1，0.5；…` typed with a Chinese input method) read as their
+    ASCII forms (NFKC)."""
     if text in (None, ""):
         return None
-    text = str(text).strip()
+    text = unicodedata.normalize("NFKC", str(text)).strip()
     try:
         if text.startswith("["):
             points = json.loads(text)

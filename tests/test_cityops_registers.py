@@ -265,3 +265,17 @@ def test_register_with_a_title_above_its_header(tmp_path):
     report = register.import_file(buf.getvalue(), "shops.xlsx")
     assert len(report.imported) == 1 and register.list()[0].name == "王记面馆"
     assert report.errors[0].startswith("shops.xlsx: row 5: polygon:")  # the sheet's own row number
+
+
+def test_register_polygons_typed_with_a_chinese_input_method(tmp_path):
+    """`0.1，0.5；0.4，0.5；…` (full-width comma and semicolon, as a Chinese IME types them) was refused as
+    'not a list of points'; it is the same polygon as the ASCII form."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    data = ("店名,摄像头,图像范围,地图范围\n"
+            "王记面馆,cam-01,0.1，0.5；0.4，0.5；0.4，0.9,\n"
+            "李家水果,,,120.1550，30.2740；120.1552，30.2740；120.1552，30.2742\n").encode("utf-8-sig")
+    report = register.import_file(data, "shops.csv")
+    assert report.errors == [] and len(report.imported) == 2
+    shops = {s.name: s for s in register.list()}
+    assert shops["王记面馆"].frontages[0].polygon == [[0.1, 0.5], [0.4, 0.5], [0.4, 0.9]]
+    assert shops["李家水果"].frontages[0].gps[0] == [120.155, 30.274]
