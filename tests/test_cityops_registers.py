@@ -279,3 +279,13 @@ def test_register_polygons_typed_with_a_chinese_input_method(tmp_path):
     shops = {s.name: s for s in register.list()}
     assert shops["王记面馆"].frontages[0].polygon == [[0.1, 0.5], [0.4, 0.5], [0.4, 0.9]]
     assert shops["李家水果"].frontages[0].gps[0] == [120.155, 30.274]
+
+
+def test_call_out_import_reads_fines_as_staff_type_them(tmp_path):
+    """`200元` and `1,000` were refused as 'could not convert string to float', a message naming no column."""
+    calls = _flyposting_list(tmp_path)
+    data = ("号码,状态,罚款金额\n13800138000,已罚款,200元\n13800138001,fined,\"¥1,000\"\n13800138002,fined,两百\n").encode("utf-8-sig")
+    report = calls.import_results(data, "results.csv")
+    assert sorted(report.applied) == ["13800138000", "13800138001"]
+    assert calls.get("13800138000").amount == 200.0 and calls.get("13800138001").amount == 1000.0
+    assert report.errors == ["results.csv: row 4: amount: '两百' is not an amount in yuan (e.g. 200 or 200元)"]

@@ -209,7 +209,7 @@ class CallOutList:
                 continue
             try:
                 cut_off_at = self._time(row.get("cut_off_at"))
-                amount = float(row["amount"]) if row.get("amount") not in (None, "") else None
+                amount = _amount(row.get("amount"))
             except ValueError as exc:
                 report.errors.append(f"{name}: row {line}: {exc}")
                 continue
@@ -262,6 +262,19 @@ class CallOutList:
             except ValueError:
                 raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
         return at if at.tzinfo else at.replace(tzinfo=self.tz)
+
+
+def _amount(value: Any) -> float | None:
+    """A fine in yuan as staff type it: `200`, `200元`, `¥1,000.50` (Excel's currency and thousands formats)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().replace(",", "").replace("，", "").removeprefix("¥").removeprefix("￥").removesuffix("元").strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"amount: {value!r} is not an amount in yuan (e.g. 200 or 200元)") from None
 
 
 def _row_status(row: dict[str, Any], entry: Entry | None) -> Status:
