@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,27 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
         if any(v not in (None, "") for v in row.values()):
             rows.append((number, row))
     return rows
+
+
+_SLASHED_DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+
+
+def sheet_time(value: Any) -> datetime:
+    """A date/time cell: an Excel date, ISO text (`2026-11-03 10:20`), or the `2026/11/3 10:20` Excel and WPS
+    write when they save a CSV on a Chinese-locale PC (a list opened, edited and saved again). No time zone
+    is added; ValueError when the text is none of these."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    text = str(value if value is not None else "").strip()
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        m = _SLASHED_DATE.fullmatch(text)
+        if m is None:
+            raise
+        return datetime(*(int(g or 0) for g in m.groups()))
 
 
 def _clean(value: Any) -> Any:

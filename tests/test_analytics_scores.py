@@ -213,3 +213,16 @@ def test_cutoff_file_as_excel_saves_it(tmp_path):
     book.save(tmp_path / "cutoffs.xlsx")
     assert CutoffFile(tmp_path / "cutoffs.xlsx", TZ).cut_off(["13800138001", "057187654321"], *nov) == {
         "13800138001": datetime(2026, 11, 30, 23, 59, tzinfo=TZ)}
+
+
+def test_cutoff_file_saved_again_by_excel_on_a_chinese_pc(tmp_path):
+    """Excel/WPS save a CSV they opened with dates as shown on a Chinese-locale PC, `2026/11/3 10:20`; the list
+    was refused at its first line ('is not a date/time')."""
+    path = tmp_path / "cutoffs.csv"
+    path.write_text("number,cut_off_at\n13800138000,2026/11/3 10:20\n13800138001,2026/11/30\n", encoding="utf-8-sig")
+    nov = [datetime(2026, 11, 1, tzinfo=TZ), datetime(2026, 12, 1, tzinfo=TZ)]
+    assert CutoffFile(path, TZ).cut_off(["13800138000", "13800138001"], *nov) == {
+        "13800138000": datetime(2026, 11, 3, 10, 20, tzinfo=TZ), "13800138001": datetime(2026, 11, 30, tzinfo=TZ)}
+    path.write_text("number,cut_off_at\n13800138000,2026/13/3\n", encoding="utf-8-sig")
+    with pytest.raises(ConfigError, match=r"line 2: cut_off_at: '2026/13/3' is not a date/time"):
+        CutoffFile(path, TZ)

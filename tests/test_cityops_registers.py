@@ -289,3 +289,11 @@ def test_call_out_import_reads_fines_as_staff_type_them(tmp_path):
     assert sorted(report.applied) == ["13800138000", "13800138001"]
     assert calls.get("13800138000").amount == 200.0 and calls.get("13800138001").amount == 1000.0
     assert report.errors == ["results.csv: row 4: amount: '两百' is not an amount in yuan (e.g. 200 or 200元)"]
+
+
+def test_call_out_import_reads_times_excel_wrote_on_a_chinese_pc(tmp_path):
+    """The exported CSV opened and saved again in Excel/WPS comes back with `2026/11/12 10:20`; refused before."""
+    calls = _flyposting_list(tmp_path)
+    data = "号码,状态,停机时间\n13800138000,已停机,2026/11/12 10:20\n".encode("utf-8-sig")
+    assert calls.import_results(data, "results.csv").applied == ["13800138000"]
+    assert calls.get("13800138000").cut_off_at.astimezone(calls.tz).strftime("%Y-%m-%d %H:%M") == "2026-11-12 10:20"

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from detect.config_io import ConfigError
 from detect.phones import find_phones
-from pipelines.tables import read_rows
+from pipelines.tables import read_rows, sheet_time
 
 
 class NumberStatus(Protocol):
@@ -55,7 +55,7 @@ class CutoffFile:
             if len(found) != 1:
                 raise ConfigError(f"{self.path}: line {line}: number: {raw!r} is not one phone number")
             try:
-                at = when if isinstance(when, datetime) else datetime.fromisoformat(str(when or "").strip())
+                at = sheet_time(when)
             except ValueError:
                 raise ConfigError(f"{self.path}: line {line}: cut_off_at: {when!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
             at = at if at.tzinfo else at.replace(tzinfo=tz)

@@ -32,7 +32,7 @@ from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
-from pipelines.tables import read_rows, write_csv, write_xlsx
+from pipelines.tables import read_rows, sheet_time, write_csv, write_xlsx
 
 FLYPOSTING = "flyposting"
 
@@ -254,13 +254,10 @@ class CallOutList:
     def _time(self, value: Any) -> datetime | None:
         if value in (None, ""):
             return None
-        if isinstance(value, datetime):
-            at = value
-        else:
-            try:
-                at = datetime.fromisoformat(str(value).strip())
-            except ValueError:
-                raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
+        try:
+            at = sheet_time(value)
+        except ValueError:
+            raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
         return at if at.tzinfo else at.replace(tzinfo=self.tz)
 
 
