@@ -89,7 +89,8 @@ def test_case_export_csv_and_excel_with_filters(api):
     sheet = list(load_workbook(io.BytesIO(both.content)).active.iter_rows(values_only=True))
     assert len(sheet) - 1 == store.search(CaseQuery(grid_cell=G3, limit=1))[1] + store.search(CaseQuery(grid_cell=G4, limit=1))[1] == 26
     for params, detail in (({"type": "ufo"}, "type 'ufo': unknown violation type"), ({"state": "lost"}, "state 'lost'"),
-                           ({"period": "2026-Q9"}, "does not parse"), ({"source": "drone"}, "source")):
+                           ({"period": "2026-Q9"}, "does not parse"), ({"source": "drone"}, "source"),
+                           ({"street": "文新"}, "street '文新': no cell of the grid file")):
         bad = client.get("/api/v1/exports/cases", params=params, headers=who)
         assert bad.status_code == 422 and detail in bad.json()["detail"], bad.text
 

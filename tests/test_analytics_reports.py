@@ -188,6 +188,8 @@ def test_cases_export_with_filters(city, tmp_path):
     (["cases", "export", "--severity", "awful"], "--severity 'awful': not a case severity"),
     (["cases", "export", "--period", "2026-Q5"], "--period '2026-Q5' does not parse"),
     (["cases", "export", "--out", "cases.pdf"], "name a .csv or .xlsx file"),
+    # A misspelt street exported nothing, silently (streets come only from the grid file).
+    (["cases", "export", "--street", "文新"], "--street '文新': no cell of the grid file (analytics.grid) is in it (streets: 文新街道, 蒋村街道)"),
 ])
 def test_bad_input_is_refused_with_a_clear_error(city, tmp_path, monkeypatch, args, message):
     bad_sheet = tmp_path / "bad-sheet.yaml"

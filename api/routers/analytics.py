@@ -175,9 +175,10 @@ def export_cases(
     reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
     severity: list[str] = Query([], description="Case severities: general (一般), major (较重), serious (严重)."),
 ) -> Response:
+    places = _places(ctx)
     flt = _filter(ctx, types=type, states=state, period=period, grid_cells=grid, streets=street, cameras=camera, source=source,
-                  reviewed=reviewed, severities=severity)
-    table = export_table(load_cases(ctx.store.engine, _places(ctx), flt), ctx.taxonomy, _tz(ctx))
+                  reviewed=reviewed, severities=severity, known_streets=places.known_units("street"))
+    table = export_table(load_cases(ctx.store.engine, places, flt), ctx.taxonomy, _tz(ctx))
     name = f"cases-{period or 'all'}"
     if format == "xlsx":
         return Response(xlsx_bytes([table]), media_type=XLSX, headers=_attachment(f"{name}.xlsx"))

@@ -7,7 +7,7 @@ Times are written in local time (the analytics time zone), as city staff read th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from zoneinfo import ZoneInfo
 
 from detect.taxonomy import Severity, Taxonomy
@@ -29,8 +29,11 @@ class FilterError(ValueError):
 def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), states: Sequence[str] = (),
                 period: str | None = None, grid_cells: Sequence[str] = (), streets: Sequence[str] = (),
                 cameras: Sequence[str] = (), source: str | None = None, reviewed: bool | None = None,
-                severities: Sequence[str] = ()) -> CaseFilter:
-    """Check every value (unknown type/state/source, unreadable period) and build the filter."""
+                severities: Sequence[str] = (), known_streets: Collection[str] | None = None) -> CaseFilter:
+    """Check every value (unknown type/state/source, unreadable period) and build the filter.
+
+    `known_streets` (the grid file's streets) refuses a street no cell names: streets come only from the
+    grid file, so a misspelt or unconfigured one would otherwise export nothing, silently."""
     for t in types:
         if t not in taxonomy.types:
             raise FilterError(f"type {t!r}: unknown violation type (known: {', '.join(sorted(taxonomy.types))})")
@@ -40,6 +43,11 @@ def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), 
             raise FilterError(f"state {s!r}: not a case state (states: {', '.join(known_states)})")
     if source is not None and source not in SOURCES:
         raise FilterError(f"source {source!r}: one of {', '.join(SOURCES)}")
+    if known_streets is not None:
+        for s in streets:
+            if s not in known_streets:
+                raise FilterError(f"street {s!r}: no cell of the grid file (analytics.grid) is in it "
+                                  f"(streets: {', '.join(sorted(known_streets)) or 'none; set analytics.grid to a file whose cells name their street'})")
     known_severities = [s.value for s in Severity]
     for s in severities:
         if s not in known_severities:

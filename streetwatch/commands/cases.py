@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
             places = load_places(settings.analytics, taxonomy)
             flt = case_filter(taxonomy, tz, types=vtype or [], states=state or [], period=period, grid_cells=grid or [],
                               streets=street or [], cameras=camera or [], source=source, reviewed=reviewed,
-                              severities=severity or [])
+                              severities=severity or [], known_streets=places.known_units("street"))
         except FilterError as exc:
             fail(f"--{exc}")
         except ConfigError as exc:
