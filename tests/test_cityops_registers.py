@@ -297,3 +297,24 @@ def test_call_out_import_reads_times_excel_wrote_on_a_chinese_pc(tmp_path):
     data = "号码,状态,停机时间\n13800138000,已停机,2026/11/12 10:20\n".encode("utf-8-sig")
     assert calls.import_results(data, "results.csv").applied == ["13800138000"]
     assert calls.get("13800138000").cut_off_at.astimezone(calls.tz).strftime("%Y-%m-%d %H:%M") == "2026-11-12 10:20"
+
+
+def test_call_out_import_of_an_unchanged_export_keeps_when_each_status_was_set(tmp_path):
+    """Importing the list back with nothing changed re-stamped every number's status time with the import's."""
+    calls = _flyposting_list(tmp_path)
+    data = "号码,状态\n13800138000,已追呼\n".encode("utf-8-sig")
+    calls.import_results(data, "first.csv")
+    called_at = calls.get("13800138000").status_at
+    untouched_at = calls.get("13800138001").status_at
+    report = calls.import_results(calls.export(tmp_path / "callout.csv").read_bytes(), "callout.csv")
+    assert sorted(report.applied) == ["13800138000", "13800138001", "13800138002"] and report.errors == []
+    assert calls.get("13800138000").status_at == called_at and calls.get("13800138001").status_at == untouched_at
+    calls.import_results("号码,状态\n13800138000,已停机\n".encode("utf-8-sig"), "second.csv")
+    assert calls.get("13800138000").status_at > called_at  # a real change is stamped
+
+
+def test_call_out_import_explains_a_number_excel_turned_into_a_power_of_ten(tmp_path):
+    calls = _flyposting_list(tmp_path)
+    report = calls.import_results("号码,状态\n1.38001E+10,called\n".encode("utf-8-sig"), "results.csv")
+    assert report.applied == [] and len(report.errors) == 1
+    assert report.errors[0].startswith("results.csv: row 2: number: '1.38001E+10' is not one phone number (Excel showed")

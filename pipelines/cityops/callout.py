@@ -16,6 +16,7 @@ seen, from the grid file's `squad` property).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ IMPORT_COLUMNS = {
     "amount": ("罚款金额", "fine", "amount 罚款金额"),
     "note": ("备注", "note 备注"),
 }
+
+
+_EXCEL_EXPONENT = re.compile(r"\d(\.\d+)?[eE]\+\d+")
+EXCEL_NUMBER_HINT = (" (Excel showed the number as a power of ten and saved it so, digits lost: format the column as text "
+                     "before saving, or use the exported .xlsx)")
 
 
 def normalise_number(text: Any) -> str | None:
@@ -164,13 +170,17 @@ class CallOutList:
     def set_status(self, number: str, status: Status | str, *, amount: float | None = None, note: str | None = None,
                    cut_off_at: datetime | None = None, now: datetime | None = None) -> Entry:
         """Record what the city did with a number. `cut_off_at` defaults to now when it becomes `cut_off`;
-        it is kept afterwards (a reconnected line was still cut off that month). KeyError: unknown number."""
+        it is kept afterwards (a reconnected line was still cut off that month). `status_at` is when the
+        status last changed: the same status again (an export imported back unchanged) keeps it.
+        KeyError: unknown number."""
         status = Status(status)
         now = now or datetime.now(UTC)
         entry = self.get(number)
         if entry is None:
             raise KeyError(number)
-        values: dict[str, Any] = {"status": status.value, "status_at": now, "updated_at": now}
+        values: dict[str, Any] = {"status": status.value, "updated_at": now}
+        if status is not entry.status:
+            values["status_at"] = now
         if cut_off_at is not None:
             values["cut_off_at"] = cut_off_at
         elif status is Status.CUT_OFF and entry.cut_off_at is None:
@@ -200,7 +210,8 @@ class CallOutList:
         for line, row in read_rows(data, name, IMPORT_COLUMNS, required=("number", "status")):
             number = normalise_number(row.get("number"))
             if number is None:
-                report.errors.append(f"{name}: row {line}: number: {row.get('number')!r} is not one phone number")
+                report.errors.append(f"{name}: row {line}: number: {row.get('number')!r} is not one phone number"
+                                     + (EXCEL_NUMBER_HINT if _EXCEL_EXPONENT.fullmatch(str(row.get("number") or "").strip()) else ""))
                 continue
             try:
                 status = _row_status(row, self.get(number))
