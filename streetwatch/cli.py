@@ -44,7 +44,17 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     prepare_ultralytics_env()
-    app()
+    try:
+        app()
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a real fault, keep its traceback
+            raise
+        # An --out under a file, a read-only or full disk, a folder without permission: every command
+        # writes somewhere the user named, and the path with the system's reason says what to change.
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        typer.secho(f"error: {paths}: {reason}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -121,6 +121,21 @@ def test_one_kind_prints_to_stdout_and_unknown_kinds_are_refused(schemas):
     assert refused.exit_code == 2 and "unknown file kind 'scenes'" in refused.output
 
 
+@pytest.mark.parametrize("where, reason", [("a-file/sub", "Not a directory"), ("a-file", "exists and is not a folder")])
+def test_an_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, where, reason):
+    """Any command's --out under a file (or on a read-only disk) ended in a Python traceback."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / where
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "config", "schema", "--out", str(out)], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == f"error: {out}: {reason}"
+
+
 def test_settings_defaults_reach_every_camera_and_a_camera_changes_only_what_it_sets(tmp_path, real_sample_dir, onnx_detector):
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(yaml.safe_dump({"rules": {"update_stable_s": 90, "group_gap": 0.8},
