@@ -95,6 +95,25 @@ def test_gpx_nmea_and_srt_tracks_give_the_same_positions(tmp_path):
     assert gpx.at(START - timedelta(seconds=1)) is None and subs.at(31.5) is None
 
 
+def test_broken_fixes_are_skipped_not_fatal_or_placed(tmp_path):
+    """Checksummed RMC lines with an unreadable date or time crashed the reader (TypeError); ones with
+    no position (0, 0) or an impossible one (99°N), and such GPX points, were placed on the map."""
+    fixes = _fixes(START, 10)
+    path = write_nmea(tmp_path / "t.nmea", fixes)
+    broken = [("020003.50", "A", "3016.2000", "N", "12009.3000", "E", "9.7", "0.0", "320325", "", ""),  # 32 March
+              ("256104.50", "A", "3016.2000", "N", "12009.3000", "E", "9.7", "0.0", "201126", "", ""),  # 25:61
+              ("010004.50", "A", "", "N", "", "E", "9.7", "0.0", "201126", "", ""),  # no position yet
+              ("010005.50", "A", "9959.0000", "N", "12009.3000", "E", "9.7", "0.0", "201126", "", "")]  # 99.98°N
+    lines = path.read_text().splitlines() + [str(pynmea2.RMC("GP", "RMC", b)) for b in broken]
+    path.write_text("\n".join(lines) + "\n", encoding="ascii")
+    track = load_track(path, TZ)
+    assert len(track.fixes) == 11 and all(30 < f.lat < 31 and 120 < f.lon < 121 for f in track.fixes)
+
+    gpx = write_gpx(tmp_path / "t.gpx", [*fixes[:5], (START + timedelta(seconds=5.5), 300.27, ORIGIN[1]), *fixes[5:]])
+    track = load_track(gpx, TZ)
+    assert len(track.fixes) == 11 and all(30 < f.lat < 31 for f in track.fixes)
+
+
 def test_patrol_video_becomes_one_case_and_a_second_patrol_does_not_double_it(tmp_path, clip, onnx_detector, monkeypatch):
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
     deployment = _deployment(tmp_path)

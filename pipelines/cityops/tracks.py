@@ -17,7 +17,7 @@ import bisect
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -121,13 +121,19 @@ def _gpx(path: Path, text: str, tz: ZoneInfo) -> Track:
         if point.time is None:
             raise TrackError(f"{path}: track point at {point.latitude}, {point.longitude} has no <time>: "
                              "the frames cannot be matched to positions")
+        if not _plausible((point.latitude, point.longitude)):
+            continue
         when = point.time if point.time.tzinfo else point.time.replace(tzinfo=UTC)
         fixes.append(Fix(when.astimezone(UTC), point.latitude, point.longitude))
     return Track(path, fixes, video_timed=False)
 
 
 def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
-    """RMC sentences (they carry the date); invalid fixes (status V) and broken lines are skipped."""
+    """RMC sentences (they carry the date); invalid fixes (status V) and broken lines are skipped.
+
+    A line with a good checksum can still be broken: pynmea2 hands back the raw text of a date or time
+    it cannot read (day 32, hour 25), and empty or out-of-range coordinates as numbers (0, 0 or 99°N),
+    so those are checked here like the SRT reader checks its positions."""
     import pynmea2
 
     fixes = []
@@ -137,12 +143,15 @@ def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
             continue
         try:
             msg = pynmea2.parse(line)
-        except pynmea2.ParseError:
+            lat, lon = msg.latitude, msg.longitude
+        except (pynmea2.ParseError, ValueError):
             continue
-        if getattr(msg, "status", "") != "A" or msg.datestamp is None or msg.timestamp is None:
+        if getattr(msg, "status", "") != "A" or not isinstance(msg.datestamp, date) or not isinstance(msg.timestamp, time):
+            continue
+        if not _plausible((lat, lon)):
             continue
         when = datetime.combine(msg.datestamp, msg.timestamp)
-        fixes.append(Fix((when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC), msg.latitude, msg.longitude))
+        fixes.append(Fix((when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC), lat, lon))
     return Track(path, fixes, video_timed=False)
 
 
@@ -164,6 +173,11 @@ def _position(text: str) -> tuple[float, float] | None:
     return None
 
 
+def _plausible(pos: tuple[float, float]) -> bool:
+    """On the globe and not 0, 0 (what receivers write before they have a fix)."""
+    return -90 <= pos[0] <= 90 and -180 <= pos[1] <= 180 and pos != (0.0, 0.0)
+
+
 def _srt(path: Path, text: str, tz: ZoneInfo) -> Track:
     import srt
 
@@ -174,7 +188,7 @@ def _srt(path: Path, text: str, tz: ZoneInfo) -> Track:
     fixes, start = [], None
     for block in blocks:
         pos = _position(block.content)
-        if pos is None or not (-90 <= pos[0] <= 90 and -180 <= pos[1] <= 180) or pos == (0.0, 0.0):
+        if pos is None or not _plausible(pos):
             continue
         offset = block.start.total_seconds()
         fixes.append(Fix(offset, *pos))
