@@ -14,7 +14,7 @@ import srt
 
 from pipelines.cases import CaseStore
 from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
-from pipelines.cityops.patrol import PatrolError, run_patrol
+from pipelines.cityops.patrol import PatrolError, run_patrol, sample_video
 from pipelines.cityops.tracks import load_track
 from streetwatch.demo.media import road_view
 from pipelines.settings import Settings
@@ -167,6 +167,25 @@ def test_bad_tracks_are_named_and_what_can_be_placed_is_processed(tmp_path, clip
     with pytest.raises(PatrolError, match=r"empty\.nmea: no GPS fixes in the file"):
         run_patrol(clip, tmp_path / "empty.nmea", settings.model_copy(update={"out": tmp_path / "d"}), every_m=10, every_s=5,
                    detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
+
+
+def test_a_damaged_video_is_sampled_around_the_damage(tmp_path, clip):
+    """Bytes lost in the middle of the file (a damaged card): the pictures that decode are sampled and
+    the damage is reported; the decoder's error used to end the run with a traceback."""
+    data = bytearray(clip.read_bytes())
+    data[len(data) // 3: len(data) // 3 + len(data) // 4] = b"\xff" * (len(data) // 4)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    track = load_track(write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)), TZ)
+    sampled = sample_video(damaged, track, tmp_path / "frames", every_m=1000, every_s=5, tz=TZ)
+    assert [float(p.stem.split("-t")[1]) for p in sampled.frames][-1] >= 25  # the end of the drive is there
+    assert sampled.bad_packets > 0 and sampled.video_span[1] == "2026-11-20 09:00:29"
+    [message] = sampled.messages
+    assert message.startswith(f"{damaged}: {sampled.bad_packets} damaged packet(s) skipped")
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(PatrolError, match=r"empty\.mp4: not a readable video"):
+        sample_video(tmp_path / "empty.mp4", track, tmp_path / "f2", every_m=10, every_s=5, tz=TZ)
 
 
 def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +65,7 @@ class Sampled:
     frames: list[Path] = field(default_factory=list)
     skipped: int = 0  # at the sampling rate (one per `every_s` of uncovered video)
     uncovered_s: float = 0.0  # video seconds without a position
+    bad_packets: int = 0  # undecodable packets skipped (a damaged file)
     video_span: tuple[str, str] | None = None
     track_span: tuple[str, str] | None = None
     messages: list[str] = field(default_factory=list)
@@ -113,7 +115,7 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
         last_pos: GeoPoint | None = None
         last_t: float | None = None
         first_t = last_seen = None
-        for frame in container.decode(stream):
+        for frame in _pictures(container, stream, video, result):
             if frame.time is None:
                 continue
             t = float(frame.time)
@@ -133,8 +135,13 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
             path.write_bytes(_jpeg(frame.to_ndarray(format="rgb24"), when, pos, tz, quality))
             result.frames.append(path)
             last_pos, last_t = pos, t
-    if first_t is not None:
-        result.video_span = (_local(begin + timedelta(seconds=first_t), tz), _local(begin + timedelta(seconds=last_seen), tz))
+    if first_t is None:
+        raise PatrolError(f"{video}: no picture could be decoded"
+                          + (f" ({result.bad_packets} damaged packet(s))" if result.bad_packets else ""))
+    if result.bad_packets:
+        result.messages.append(f"{video}: {result.bad_packets} damaged packet(s) skipped (a damaged or cut-off file): "
+                               "the pictures around them are missing, the rest processed")
+    result.video_span = (_local(begin + timedelta(seconds=first_t), tz), _local(begin + timedelta(seconds=last_seen), tz))
     if not track.video_timed:
         result.track_span = (_local(track.first, tz), _local(track.last, tz))
     if result.skipped:
@@ -150,6 +157,23 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
                              f"{result.video_span[1]})" if result.track_span and result.video_span else "")
                           + ": nothing could be placed on the map")
     return result
+
+
+def _pictures(container: av.container.InputContainer, stream: av.VideoStream, video: Path,
+              result: Sampled) -> Iterator[av.VideoFrame]:
+    """The decoded pictures. A packet that does not decode is skipped and counted, as players do (a
+    dashcam's file cut off at power-off, a damaged card), and a read error ends the video there: the
+    pictures before it are still worth triaging, where letting the error through lost them all."""
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                result.bad_packets += 1
+                continue
+            yield from frames
+    except (av.FFmpegError, OSError) as exc:
+        result.messages.append(f"{video}: reading stopped early ({exc}): the rest of the video is missing")
 
 
 def _local(t: datetime | float, tz: ZoneInfo) -> str:
