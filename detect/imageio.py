@@ -342,6 +342,15 @@ def _opencv_jpeg(payload: bytes, width: int, height: int, max_side: int | None) 
     return image
 
 
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """A video picture as players show it. `rotation`: the stream's display rotation in degrees
+    counter-clockwise (PyAV's `VideoFrame.rotation`, from the display matrix a phone writes for a video
+    filmed upright instead of turning its pixels), so a portrait video is judged standing, as a photo's
+    EXIF orientation is (`_orient`)."""
+    turn = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}.get(round(rotation / 90) % 4)
+    return image if turn is None else cv2.rotate(image, turn)
+
+
 def _orient(image: np.ndarray, orientation: int | None) -> np.ndarray:
     """Apply an EXIF orientation (2..8) the way `ImageOps.exif_transpose` does."""
     if orientation == 2:

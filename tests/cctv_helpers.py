@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
 import yaml
 
 from detect.evidence import EvidenceBuilder, EvidenceConfig, ModelInfo
@@ -42,3 +47,24 @@ def make_intake(folder: Path, detector_id: str = "yolo11n") -> Intake:
     store = CaseStore(f"sqlite:///{folder}/cases.db")
     builder = EvidenceBuilder(EvidenceConfig(), KEY, ModelInfo(detector_id))
     return Intake(store, LocalEvidenceStore(folder / "evidence"), builder, folder / "spool")
+
+
+def _ffmpeg() -> str:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.fail("ffmpeg is needed: run scripts/install-system-deps.sh")
+    return ffmpeg
+
+
+def rotated_copy(src: Path, dst: Path, degrees: int = 90) -> Path:
+    """`src` with a display rotation and its pixels untouched: what a phone writes for a video filmed upright."""
+    subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(src), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}",
+                    str(dst)], check=True, timeout=60)
+    return dst
+
+
+def played_picture(video: Path, folder: Path) -> np.ndarray:
+    """The first picture of `video` as FFmpeg's player shows it (display rotation applied), BGR."""
+    png = folder / f"{video.stem}-played.png"
+    subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(video), "-frames:v", "1", str(png)], check=True, timeout=60)
+    return cv2.imread(str(png))

@@ -17,7 +17,7 @@ from detect.scenes import Scene
 from pipelines.cctv.config import Camera, CameraConfig
 from pipelines.cctv.reader import CameraReader, ReaderHooks
 from benchmarks.media import Sprite, street_view, write_clip
-from tests.cctv_helpers import SIZE, parked_clip, street
+from tests.cctv_helpers import SIZE, parked_clip, played_picture, rotated_copy, street
 
 
 def _read(url: str, replay: bool = True, reference: str | None = None, **cfg):
@@ -70,6 +70,21 @@ def test_replay_samples_by_media_time_and_keyframes_only_decodes_less(tmp_path, 
     key_frames, _, _, key_reads = _run(str(clip.path), analysis_fps=1, keyframes_only=True)
     assert len(key_reads) == 15 and len(key_frames) == 15  # one key frame every 2 s: the analysis rate is capped by it
     assert [f.ts - clip.start for f in key_frames[:2]] == [timedelta(0), timedelta(seconds=2)]
+
+
+def test_a_portrait_phone_video_is_judged_upright(tmp_path, bus_jpg, real_sample_dir):
+    """A display rotation (a phone filming upright writes landscape pixels and a rotation) is applied as
+    players apply it; the pictures were judged lying on their side, against zones drawn on the upright view."""
+    clip = parked_clip(tmp_path / "c.mp4", bus_jpg, real_sample_dir, duration_s=2, fps=2)
+    portrait = rotated_copy(clip.path, tmp_path / "portrait.mp4")
+    played = played_picture(portrait, tmp_path)
+    assert played.shape == (640, 360, 3)
+    frames, _, status, _ = _run(str(portrait), analysis_fps=1)
+    assert frames[0].image.shape == (640, 360, 3) and frames[0].meta["stream_size"] == (360, 640)
+    assert np.abs(frames[0].image.astype(int) - played).mean() < 2  # the same picture, not merely the same shape
+    assert status[0] == ("online", "360x640")
+    small, _, _, _ = _run(str(portrait), analysis_fps=1, max_side=320)
+    assert small[0].image.shape == (320, 180, 3)
 
 
 def test_configured_start_time_is_local_to_the_camera(tmp_path, bus_jpg, real_sample_dir):

@@ -8,6 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import gpxpy.gpx
+import numpy as np
 import pynmea2
 import pytest
 import srt
@@ -17,6 +18,7 @@ from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
 from pipelines.cityops.patrol import PatrolError, run_patrol, sample_video
 from pipelines.cityops.tracks import load_track
 from streetwatch.demo.media import road_view
+from tests.cctv_helpers import played_picture, rotated_copy
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings
 
@@ -186,6 +188,19 @@ def test_a_damaged_video_is_sampled_around_the_damage(tmp_path, clip):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(PatrolError, match=r"empty\.mp4: not a readable video"):
         sample_video(tmp_path / "empty.mp4", track, tmp_path / "f2", every_m=10, every_s=5, tz=TZ)
+
+
+def test_a_portrait_phone_video_is_sampled_upright(tmp_path, clip):
+    """The frames of a video with a display rotation (a phone held upright) are written as it plays."""
+    from detect.imageio import read_image
+
+    portrait = rotated_copy(clip, tmp_path / "portrait.mp4")
+    track = load_track(write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)), TZ)
+    sampled = sample_video(portrait, track, tmp_path / "frames", every_m=1000, every_s=30, tz=TZ, start=START)
+    image = read_image(sampled.frames[0])
+    played = played_picture(portrait, tmp_path)
+    assert image.shape == played.shape == (640, 360, 3)
+    assert np.abs(image.astype(int) - played).mean() < 4  # JPEG-encoded: the same picture, upright
 
 
 def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):

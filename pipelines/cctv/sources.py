@@ -20,7 +20,7 @@ import av
 import httpx
 import numpy as np
 
-from detect.imageio import ImageReadError, decode_image
+from detect.imageio import ImageReadError, decode_image, upright
 from pipelines.cctv.config import CameraConfig, is_url
 
 log = logging.getLogger(__name__)
@@ -45,20 +45,28 @@ class Picture:
     keyframe: bool = True
 
     @property
+    def rotation(self) -> float:
+        """Display rotation in degrees counter-clockwise (a video filmed on a phone held upright); 0: none."""
+        return 0 if isinstance(self.frame, np.ndarray) else getattr(self.frame, "rotation", 0) or 0  # PyAV >= 14 reads it
+
+    @property
     def size(self) -> tuple[int, int]:
+        """(width, height) as players show the picture (after its display rotation)."""
         if isinstance(self.frame, np.ndarray):
             return int(self.frame.shape[1]), int(self.frame.shape[0])
-        return int(self.frame.width), int(self.frame.height)
+        w, h = int(self.frame.width), int(self.frame.height)
+        return (h, w) if round(self.rotation / 90) % 2 else (w, h)
 
     def to_bgr(self, size: tuple[int, int]) -> np.ndarray:
-        """BGR pixels at `size` (width, height); FFmpeg scales while converting, which is cheap."""
+        """BGR pixels at `size` (width, height), upright; FFmpeg scales while converting, which is cheap."""
         if isinstance(self.frame, np.ndarray):
             if self.size == size:
                 return self.frame
             import cv2
 
             return cv2.resize(self.frame, size, interpolation=cv2.INTER_AREA)
-        return self.frame.to_ndarray(format="bgr24", width=size[0], height=size[1])
+        w, h = size if not round(self.rotation / 90) % 2 else size[::-1]
+        return upright(self.frame.to_ndarray(format="bgr24", width=w, height=h), self.rotation)
 
 
 def capped_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:

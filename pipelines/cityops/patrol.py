@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from detect.frames import GeoPoint
+from detect.imageio import upright
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, load_track
@@ -132,7 +133,8 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
             if last_pos is not None and last_t is not None and distance_m(last_pos, pos) < every_m - TOLERANCE_M and t - last_t < every_s:
                 continue
             path = out / f"frame-{len(result.frames):05d}-t{t:08.2f}.jpg"
-            path.write_bytes(_jpeg(frame.to_ndarray(format="rgb24"), when, pos, tz, quality))
+            rgb = upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))  # PyAV >= 14 reads it
+            path.write_bytes(_jpeg(rgb, when, pos, tz, quality))
             result.frames.append(path)
             last_pos, last_t = pos, t
     if first_t is None:
