@@ -93,9 +93,15 @@ def test_invalid_scene_is_refused_with_file_field_reason_and_others_load(tmp_pat
         {"id": "bad", "url": "a.mp4", "scene": "bad.yaml"},
         {"id": "lost", "url": "a.mp4", "scene": "missing.yaml"},
         {"id": "mixed", "url": "a.mp4", "scene": "other.yaml"},
+        {"id": "typo", "url": "a.mp4", "scene": "typo.yaml", "auto_queue": {"illegal_parkng": "cn-dcm"}},
+        {"id": "any", "url": "a.mp4", "scene": "any.yaml", "auto_queue": {"*": "cn-dcm"}},
     ])
+    (tmp_path / "typo.yaml").write_text("camera_id: typo\nzones: []\n")
+    (tmp_path / "any.yaml").write_text("camera_id: any\nzones: []\n")
     loaded = load_cameras(cams)
-    assert [c.id for c in loaded.cameras] == ["good"]
+    assert [c.id for c in loaded.cameras] == ["good", "any"]
+    # a misspelt type never matched a case: its cases silently waited for review
+    assert loaded.refused["typo"].startswith(f"{cams}: cameras.4.auto_queue: unknown violation type 'illegal_parkng' (known: ")
     assert "cameras.1.scene" in loaded.refused["bad"] and "bad.yaml: zones.0.polygon" in loaded.refused["bad"]
     assert "self-intersecting" in loaded.refused["bad"]
     assert "missing.yaml: file not found" in loaded.refused["lost"]

@@ -170,7 +170,8 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking
     defaults (the settings file's) each camera's own fields change.
 
     Raises `ConfigError` when the file itself is unusable. A camera whose scene is missing or
-    invalid, or names another camera, is refused with a message naming the file, field and reason.
+    invalid, or names another camera, or whose `auto_queue` names a violation type the taxonomy does
+    not know, is refused with a message naming the file, field and reason.
     """
     path = Path(path)
     file = load_model(CamerasFile, path)
@@ -185,6 +186,12 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking
         if not is_url(cfg.url):
             cfg = cfg.model_copy(update={"url": str(_resolve(path.parent, cfg.url))})
         out.scene_files.append(cfg.scene)
+        # A misspelt type would never match a case: its cases would silently wait for review.
+        unknown = sorted(t for t in cfg.auto_queue if t != "*" and t not in taxonomy.types)
+        if unknown:
+            out.refused[cfg.id] = (f"{path}: cameras.{i}.auto_queue: unknown violation type {unknown[0]!r} "
+                                   f"(known: {', '.join(sorted(taxonomy.types))}, or '*' for every type)")
+            continue
         try:
             scene = load_scene(cfg.scene, taxonomy, grades)
         except ConfigError as exc:
