@@ -43,6 +43,9 @@ def test_eight_cameras_one_process_broken_ones_alone(tmp_path, clips, real_sampl
         assert [c.source_id for c in intake.store.list(source_id=cid)] == [cid]
     assert cameras["zero"]["status"] == "failed" and cameras["zero"]["frames_read"] == 0
     assert cameras["cut-mp4"]["status"] == "failed"
+    # the summary printed at exit says why a file failed, as it does for a refused camera
+    assert cameras["zero"]["reason"].startswith(f"camera zero: cannot open {tmp_path / 'empty.mp4'}: ")
+    assert "cut.mp4" in cameras["cut-mp4"]["reason"] and "reason" not in cameras["good-0"] and "reason" not in cameras["cut-ts"]
     assert cameras["cut-ts"]["status"] == "finished" and 0 < cameras["cut-ts"]["frames_analysed"] < 20
     assert cameras["no-server"]["status"] in ("reconnecting", "offline", "stopped") and cameras["no-server"]["frames_read"] == 0
     assert cameras["bad-scene"]["status"] == "refused"

@@ -94,6 +94,7 @@ class CameraReader(threading.Thread):
         self.paced_file = not replay and not is_url(self.cfg.url)
         self.stop_event = threading.Event()
         self.status = Status.STARTING
+        self.detail = ""  # why the camera is in its status (the summary names why a file failed)
         self.frames = 0
         self.bad_packets = 0
         self._delivered = 0
@@ -112,7 +113,7 @@ class CameraReader(threading.Thread):
     # ---- state --------------------------------------------------------------------------
 
     def _set(self, status: Status, detail: str = "") -> None:
-        previous, self.status = self.status, status
+        previous, self.status, self.detail = self.status, status, detail
         if status != previous:
             self.hooks.status(self.camera.id, status, detail)
         now = datetime.now(UTC)

@@ -326,7 +326,8 @@ class Watcher:
     # ---- summary ------------------------------------------------------------------------
 
     def summary(self) -> dict:
-        """Per camera: status and frame counts; cases opened; refusals (printed by the CLI at exit)."""
+        """Per camera: status and frame counts (and the reason of a failed one); cases opened; refusals
+        (printed by the CLI at exit)."""
         m = self.metrics
         cameras = {}
         with self._lock:
@@ -340,6 +341,8 @@ class Watcher:
                 "frames_dropped": int(m.value("streetwatch_cctv_frames_dropped_total", camera=cid)),
                 "bad_packets": runtime.reader.bad_packets,
             }
+            if runtime.reader.status is Status.FAILED:  # e.g. a replayed file that cannot be read: say why
+                cameras[cid]["reason"] = runtime.reader.detail
         for cid, message in self.refused.items():
             cameras[cid] = {"status": Status.REFUSED.value, "reason": message}
         opened = sum(s.value for metric in m.cases_opened.collect() for s in metric.samples if s.name.endswith("_total"))
