@@ -141,3 +141,8 @@ def test_watch_refuses_bad_input_with_the_reason(tmp_path):
     assert result.exit_code == 2
     assert "camera cam-1 refused" in result.output and "s.yaml: zones.0.polygon" in result.output
     assert "no camera can run" in result.output
+
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: cam-1, url: a.mp4, scene: s.yaml, enabled: false}\n")
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml"), "--config", str(settings)], env=env)
+    assert result.exit_code == 2 and "refused" not in result.output  # there were no refusals to point at
+    assert f"{tmp_path / 'cameras.yaml'}: no camera to watch: every camera has enabled: false" in result.output

@@ -110,7 +110,7 @@ def watch(
                           warner=make_warner(settings, intake, taxonomy, shops))
     except ConfigError as exc:
         fail(str(exc))
-    server = _start(watcher, bool(watcher.runtimes), metrics_port, metrics_addr)
+    server = _start(watcher, cameras, bool(watcher.runtimes), metrics_port, metrics_addr)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: watcher.request_reload())
     try:
@@ -156,7 +156,7 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
             watcher = ClusterWatcher(cameras, absolute_paths(settings), info, InferenceOptions(**detector), replay=replay,
                                      verifier=verifier, on_record=on_record, snapshot_dir=snapshots.absolute() if snapshots else None,
                                      snapshot_every_s=snapshot_every, taxonomy=settings.load_taxonomy())
-            server = _start(watcher, bool(watcher.groups), metrics_port, metrics_addr)
+            server = _start(watcher, cameras, bool(watcher.groups), metrics_port, metrics_addr)
             summary = watcher.run()
     except (ClusterError, ConfigError, VerifierError) as exc:
         fail(str(exc))
@@ -168,13 +168,15 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 
-def _start(watcher, running: bool, metrics_port: int | None, metrics_addr: str):
+def _start(watcher, cameras: Path, running: bool, metrics_port: int | None, metrics_addr: str):
     """One machine or a cluster alike: refused cameras as error lines, stop when none can run, then
     the metrics server (returned) and SIGTERM/SIGINT stopping the watcher."""
     for cid, message in watcher.refused.items():
         typer.secho(f"error: camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
     if not running:
-        fail("no camera can run (see the refusals above)")
+        # with nothing refused, pointing at "the refusals above" pointed at nothing: every camera is switched off
+        fail("no camera can run (see the refusals above)" if watcher.refused else
+             f"{cameras}: no camera to watch: every camera has enabled: false")
     server = watcher.metrics.serve(metrics_port, metrics_addr) if metrics_port else None
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
     signal.signal(signal.SIGINT, lambda *_: watcher.stop())
