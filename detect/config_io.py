@@ -53,15 +53,19 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or JSON file whose top level must be a mapping."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # Windows Notepad's "UTF-8 with BOM" too
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # an editor on a Chinese Windows saves GBK ("ANSI") by default
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8, not GBK/ANSI") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+    if data is None and not text.strip():
+        raise ConfigError(f"{path}: empty file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data

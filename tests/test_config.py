@@ -121,6 +121,23 @@ def test_one_kind_prints_to_stdout_and_unknown_kinds_are_refused(schemas):
     assert refused.exit_code == 2 and "unknown file kind 'scenes'" in refused.output
 
 
+def test_settings_and_cameras_files_as_windows_editors_save_them(tmp_path):
+    """Notepad's UTF-8 with a BOM is read; a GBK ("ANSI") save and an empty file are refused with what to do,
+    not a codec error or 'top level must be a mapping, got NoneType'."""
+    text = Path(EXAMPLE_FILES["cameras"][0]).read_text(encoding="utf-8")
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_model(CamerasFile, bom).cameras
+    gbk = tmp_path / "gbk.yaml"
+    gbk.write_bytes((text + "\n# 文三路口 摄像头\n").encode("gbk"))
+    with pytest.raises(ConfigError, match=rf"^{gbk}: not UTF-8 text \(byte \d+\): save it as UTF-8, not GBK/ANSI$"):
+        load_model(CamerasFile, gbk)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{empty}: empty file$"):
+        load_settings(empty)
+
+
 @pytest.mark.parametrize("where, reason", [("a-file/sub", "Not a directory"), ("a-file", "exists and is not a folder")])
 def test_an_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, where, reason):
     """Any command's --out under a file (or on a read-only disk) ended in a Python traceback."""
