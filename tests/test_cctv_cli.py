@@ -146,3 +146,26 @@ def test_watch_refuses_bad_input_with_the_reason(tmp_path):
     result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml"), "--config", str(settings)], env=env)
     assert result.exit_code == 2 and "refused" not in result.output  # there were no refusals to point at
     assert f"{tmp_path / 'cameras.yaml'}: no camera to watch: every camera has enabled: false" in result.output
+
+
+def test_a_replay_that_reads_no_camera_exits_1_with_the_reasons(tmp_path):
+    """Every replayed file unreadable: the summary says why per camera, and the exit code is 1 (it was 0)."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("not a video")
+    for cam in ("cam-1", "cam-2"):
+        (tmp_path / f"{cam}.yaml").write_text(f"camera_id: {cam}\nzones: [{{id: z, kind: no_parking, polygon: [[0, 0], [1, 0], [1, 1]]}}]\n")
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: cam-1, url: empty.mp4, scene: cam-1.yaml}\n"
+                                           "  - {id: cam-2, url: text.mp4, scene: cam-2.yaml}\n")
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                        "evidence_store": {"local_root": str(tmp_path / "ev"), "spool_dir": str(tmp_path / "spool")}}))
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml"), "--config", str(settings), "--replay"],
+                                env={"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_CONFIG": ""})
+    assert result.exit_code == 1, result.output
+    summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    assert {c["status"] for c in summary["cameras"].values()} == {"failed"} and all(c["reason"] for c in summary["cameras"].values())
+    assert "no camera could be replayed" in result.output

@@ -51,7 +51,7 @@ def watch(
     refused with the reason and the others run. SIGHUP, or a change to the cameras file or a
     scene file, reloads them without stopping unchanged cameras. Tracker and rule knobs: the
     settings file's `tracking:` and `rules:`, changed per camera by its own `tracking:`/`rules:`.
-    Prints a JSON summary at exit.
+    Prints a JSON summary at exit; with --replay, exit code 1 when no camera could be read at all.
 
     With --ray the cameras are spread over owner actors of a Ray cluster (each reads, tracks and judges
     its cameras) that share inference actors; an owner that dies is restarted elsewhere from its
@@ -122,6 +122,15 @@ def watch(
             sink.close()
         intake.store.close()
     typer.echo(json.dumps(summary, ensure_ascii=False))
+    _exit_when_nothing_replayed(summary, replay)
+
+
+def _exit_when_nothing_replayed(summary: dict, replay: bool) -> None:
+    """Exit 1 when a --replay read no camera at all (every file unreadable or refused), as triage does
+    when no photo could be read: a script replaying a day's recordings must not take that for success."""
+    cameras = summary.get("cameras", {})
+    if replay and cameras and all(c.get("status") in ("failed", "refused") for c in cameras.values()):
+        fail("no camera could be replayed (each one's reason is in the summary above)", code=1)
 
 
 def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, replay: bool, events: Path | None,
@@ -166,6 +175,7 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
         if sink is not None:
             sink.close()
     typer.echo(json.dumps(summary, ensure_ascii=False))
+    _exit_when_nothing_replayed(summary, replay)
 
 
 def _start(watcher, cameras: Path, running: bool, metrics_port: int | None, metrics_addr: str):
