@@ -56,6 +56,8 @@ def test_scores_as_json_and_excel(api):
 @pytest.mark.parametrize("params, status, detail", [
     ({"period": "2026-13"}, 422, "month must be in 1..12"),
     ({"period": "last month"}, 422, "does not parse"),
+    ({"period": "9999-W52"}, 422, "the year must be 1900–2999"),  # its end and UTC bounds overflow Python's dates (was 500)
+    ({"period": "0001"}, 422, "the year must be 1900–2999"),
     ({"period": "2026-11", "by": "district"}, 422, "by"),
     ({}, 422, "period"),
 ])
@@ -90,7 +92,8 @@ def test_case_export_csv_and_excel_with_filters(api):
     assert len(sheet) - 1 == store.search(CaseQuery(grid_cell=G3, limit=1))[1] + store.search(CaseQuery(grid_cell=G4, limit=1))[1] == 26
     for params, detail in (({"type": "ufo"}, "type 'ufo': unknown violation type"), ({"state": "lost"}, "state 'lost'"),
                            ({"period": "2026-Q9"}, "does not parse"), ({"source": "drone"}, "source"),
-                           ({"street": "文新"}, "street '文新': no cell of the grid file")):
+                           ({"street": "文新"}, "street '文新': no cell of the grid file"),
+                           ({"period": "9999-12-31"}, "the year must be")):
         bad = client.get("/api/v1/exports/cases", params=params, headers=who)
         assert bad.status_code == 422 and detail in bad.json()["detail"], bad.text
 

@@ -145,7 +145,7 @@ def test_bad_sheets_name_file_field_and_reason(tmp_path, change, field, reason):
     assert message.startswith(f"{path}: ") and field in message and reason in message, message
 
 
-@pytest.mark.parametrize("text", ["2026-13", "2026-02-30", "Nov 2026", "2026-W54", "26-11", ""])
+@pytest.mark.parametrize("text", ["2026-13", "2026-02-30", "Nov 2026", "2026-W54", "26-11", "", "0001", "9999-12-31", "9999-W52"])
 def test_bad_periods_are_refused_with_the_accepted_forms(text):
     with pytest.raises(PeriodError, match="period"):
         parse_period(text)

@@ -17,6 +17,10 @@ PeriodKind = Literal["day", "week", "month", "quarter", "year"]
 KINDS: tuple[PeriodKind, ...] = ("day", "week", "month", "quarter", "year")
 NAMES_ZH = {"day": "日研判", "week": "周提示", "month": "月通报", "quarter": "季分析", "year": "年总结"}
 FORMATS = "YYYY-MM-DD, YYYY-Www (ISO week), YYYY-MM, YYYY-Qn or YYYY"
+#: Years a period may fall in. Python's dates end at years 1 and 9999, so a period at either end (`0001`,
+#: `9999-12-31`) has local midnights that do not convert to UTC, nor a next or previous period; cases are
+#: never that old or that far ahead.
+YEARS = range(1900, 3000)
 
 
 class PeriodError(ValueError):
@@ -94,6 +98,8 @@ def parse_period(text: str) -> Period:
     for pattern, build in _PATTERNS:
         m = pattern.fullmatch(value)
         if m:
+            if int(m.group(1)) not in YEARS:
+                raise PeriodError(f"period {text!r}: the year must be {YEARS.start}–{YEARS.stop - 1}")
             try:
                 return build(*map(int, m.groups()))
             except ValueError as exc:  # 2026-13, 2026-02-30, 2026-W54
