@@ -108,6 +108,8 @@ def test_errors_are_problem_documents(service, bus_event):
         (client.get("/api/v1/cases/SW20250101-000000000000", headers=reviewer), 404),
         (client.get("/api/v1/cases?state=bogus", headers=reviewer), 422),
         (client.get("/api/v1/cases?limit=0", headers=reviewer), 422),
+        (client.get("/api/v1/cases", params={"since": "9999-12-31T23:59:59-10:00"}, headers=reviewer), 422),  # no UTC time
+        (client.get("/api/v1/cases", params={"until": "0001-01-01T00:00:00+08:00"}, headers=reviewer), 422),
         (client.post(f"/api/v1/cases/{case_id}/reject", headers=reviewer, json={"reason": "because"}), 422),
         (client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, content=b"{not json",
                      ), 422),

@@ -238,12 +238,22 @@ def list_cases(
     limit: int | None = Query(None, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> dict[str, Any]:
-    aware = lambda t: None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))  # noqa: E731
-    query = CaseQuery(violation_type=type, state=state, source_id=camera, grid_cell=grid_cell, since=aware(since),
-                      until=aware(until), text=q, reviewed=reviewed, severity=severity, sort=sort, descending=order == "desc",
+    query = CaseQuery(violation_type=type, state=state, source_id=camera, grid_cell=grid_cell, since=_utc("since", since),
+                      until=_utc("until", until), text=q, reviewed=reviewed, severity=severity, sort=sort, descending=order == "desc",
                       limit=limit or ctx.service.default_page_size, offset=offset)
     items, total = ctx.store.search(query)
     return {"items": [case_json(c) for c in items], "total": total, "limit": query.limit, "offset": offset}
+
+
+def _utc(name: str, at: datetime | None) -> datetime | None:
+    """`at` in UTC (no offset = UTC); 422 for a time at the ends of Python's dates (`9999-12-31T23:59:59-10:00`)
+    that has no UTC equivalent: the case store converts to UTC and would fail with a 500."""
+    if at is None:
+        return None
+    try:
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise Problem(422, f"{name}: {at.isoformat()} is out of range", slug="validation-error") from None
 
 
 def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
