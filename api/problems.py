@@ -89,7 +89,19 @@ def install(app: FastAPI) -> None:
         return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI reports a body that is not JSON, or not sent as JSON, as invalid values (422) with a message
+        # that does not say so ("Input should be a valid dictionary"); they are a malformed request (400) and
+        # the wrong media type (415), like the upload and webhook routes answer them.
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":
+                where = e.get("loc", ())[-1]
+                return problem_response(400, f"malformed JSON body (character {where}): {e.get('ctx', {}).get('error', e.get('msg'))}",
+                                        "malformed-json")
+        if isinstance(exc.body, bytes) and exc.body:  # FastAPI keeps the raw bytes of a body it did not read as JSON
+            got = request.headers.get("content-type") or "no content type"
+            return problem_response(415, f"send the body as JSON with Content-Type: application/json (got {got})",
+                                    "unsupported-media-type")
         errors = _validation_errors(exc)
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
         return problem_response(422, detail, "validation-error", errors=errors)

@@ -111,8 +111,11 @@ def test_errors_are_problem_documents(service, bus_event):
         (client.get("/api/v1/cases", params={"since": "9999-12-31T23:59:59-10:00"}, headers=reviewer), 422),  # no UTC time
         (client.get("/api/v1/cases", params={"until": "0001-01-01T00:00:00+08:00"}, headers=reviewer), 422),
         (client.post(f"/api/v1/cases/{case_id}/reject", headers=reviewer, json={"reason": "because"}), 422),
-        (client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, content=b"{not json",
-                     ), 422),
+        (client.post(f"/api/v1/cases/{case_id}/confirm", headers={**reviewer, "Content-Type": "application/json"},
+                     content=b"{not json"), 400),  # malformed, as the docs say (FastAPI alone: 422)
+        (client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, content=b'{"dispatch": false}'), 415),  # no JSON type
+        (client.put("/api/v1/callout/13812345678", headers={**reviewer, "Content-Type": "application/x-www-form-urlencoded"},
+                    content=b'{"status": "called"}'), 415),  # curl -d without -H; FastAPI alone: 422 "body.status: Field required"
         (client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"type": "ufo_landing"}), 422),
         (client.get("/api/v1/triage/jobs/../../etc", headers=reviewer), 404),
         (client.get("/api/v1/cameras/cam-99/scene", headers=reviewer), 404),
