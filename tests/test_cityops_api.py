@@ -65,6 +65,22 @@ def test_register_and_call_out_list_through_the_api(city, bus_event):
     result = client.post("/api/v1/callout/import", headers=reviewer, files={"file": ("r.csv", buf.getvalue().encode(), "text/csv")}).json()
     assert result["applied"] == 1 and result["unknown"] == ["13900000000"]
     assert client.get("/api/v1/callout/cutoffs?year=2026", headers=inspector).json() == {"2026-11": {"(未标注 none)": 1}}
+
+    # A fine is a number >= 0 in a results file as in PUT; "nan"/"inf" were kept (and shown as no fine), "-5" kept,
+    # and a cut-off date with no UTC equivalent was a 500.
+    bad = "number,status,amount,cut_off_at\n" + "".join(f"13800138000,fined,{a},\n" for a in ("nan", "inf", "-5", "abc"))
+    bad += "13800138000,cut_off,,0001-01-01\n"
+    result = client.post("/api/v1/callout/import", headers=reviewer, files={"file": ("r.csv", bad.encode(), "text/csv")})
+    assert result.status_code == 200 and result.json()["applied"] == 0, result.text
+    assert [e.split(": ", 2)[2] for e in result.json()["errors"]] == [
+        "amount: 'nan' is not an amount in yuan (a number >= 0)", "amount: 'inf' is not an amount in yuan (a number >= 0)",
+        "amount: '-5' is not an amount in yuan (a number >= 0)", "amount: 'abc' is not an amount in yuan (e.g. 200 or 200元)",
+        "cut_off_at: '0001-01-01' is out of range"]
+    for amount in ("Infinity", "1e400", "NaN"):  # Python's JSON reads these; the list cannot keep them
+        put = client.put("/api/v1/callout/13800138000", headers={**reviewer, "Content-Type": "application/json"},
+                         content=f'{{"status": "fined", "amount": {amount}}}')
+        assert put.status_code == 422, put.text
+    assert client.get("/api/v1/callout", headers=inspector).json()[0]["amount"] == 500
     xlsx = client.get("/api/v1/callout/export?format=xlsx", headers=inspector)
     assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
     assert client.get("/api/v1/warnings", headers=inspector).json() == []

@@ -271,7 +271,7 @@ def get_callout(status: Status | None = Query(None), ctx: AppContext = Depends(g
 
 
 @router.put("/callout/{number}", summary="Record what the city did with a number", responses=problems(401, 403, 404, 422))
-def put_callout(number: str, status: Status = Body(embed=True), amount: float | None = Body(None, embed=True, ge=0),
+def put_callout(number: str, status: Status = Body(embed=True), amount: float | None = Body(None, embed=True, ge=0, allow_inf_nan=False),
                 note: str | None = Body(None, embed=True, max_length=2000), ctx: AppContext = Depends(get_ctx),
                 who: Principal = Depends(REVIEW)) -> CallOutEntry:
     try:

@@ -16,6 +16,7 @@ seen, from the grid file's `squad` property).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -269,20 +270,29 @@ class CallOutList:
             at = sheet_time(value)
         except ValueError:
             raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
-        return at if at.tzinfo else at.replace(tzinfo=self.tz)
+        try:  # stored in UTC: a time at the ends of Python's dates (0001-01-01 in UTC+8) has no UTC equivalent
+            return (at if at.tzinfo else at.replace(tzinfo=self.tz)).astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"cut_off_at: {value!r} is out of range") from None
 
 
 def _amount(value: Any) -> float | None:
-    """A fine in yuan as staff type it: `200`, `200元`, `¥1,000.50` (Excel's currency and thousands formats)."""
+    """A fine in yuan as staff type it (`200`, `200元`, `¥1,000.50`: Excel's currency and thousands formats),
+    a finite number >= 0 as `PUT /api/v1/callout/{number}` requires (`float()` alone takes "nan", "inf"
+    and "-5", which the list would keep and show as no fine or a negative one)."""
     if value in (None, ""):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip().replace(",", "").replace("，", "").removeprefix("¥").removeprefix("￥").removesuffix("元").strip()
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"amount: {value!r} is not an amount in yuan (e.g. 200 or 200元)") from None
+        amount = float(value)
+    else:
+        text = str(value).strip().replace(",", "").replace("，", "").removeprefix("¥").removeprefix("￥").removesuffix("元").strip()
+        try:
+            amount = float(text)
+        except ValueError:
+            raise ValueError(f"amount: {value!r} is not an amount in yuan (e.g. 200 or 200元)") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"amount: {value!r} is not an amount in yuan (a number >= 0)")
+    return amount
 
 
 def _row_status(row: dict[str, Any], entry: Entry | None) -> Status:
