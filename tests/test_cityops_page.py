@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import httpx
 
 from tests.api_helpers import auth
@@ -14,7 +16,9 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
 
     b = site["browser"]
     _login(site)
-    b.get(site["base"] + "/ui/city")
+    b.find_element(By.CSS_SELECTOR, "nav a[href='/ui/city']").click()  # reached from the other pages' navigation
+    _wait(b, lambda d: urlsplit(d.current_url).path == "/ui/city", "the city page")
+    assert b.find_element(By.CSS_SELECTOR, "nav a.active").text == "城市管理 City workflows"
     register = tmp_path / "shops.csv"
     register.write_text(REGISTER, encoding="utf-8")
     b.find_element(By.CSS_SELECTOR, "#shops-import input[type=file]").send_keys(str(register))

@@ -1,7 +1,10 @@
 // City workflows: warnings, the frontage register, the call-out list, patrol uploads (all through /api/v1).
 "use strict";
 
-const STATUSES = ["to_call", "called", "cut_off", "reconnected_after_fine", "fined"];
+// Call-out statuses with the Chinese labels the call-out staff use (pipelines.cityops.callout.LABELS_ZH).
+const STATUSES = [["to_call", "待追呼"], ["called", "已追呼"], ["cut_off", "已停机"], ["reconnected_after_fine", "罚款后复机"],
+                  ["fined", "已罚款"]];
+const WARNING_STATES = { warned: "待复查 warned", complied: "已整改 complied", escalated: "已立案 escalated", lapsed: "未复查 lapsed" };
 
 function local(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : ""; }
 
@@ -16,7 +19,7 @@ async function loadWarnings() {
     const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode) }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, local(w.warned_at)), SW.el("td", {}, w.camera_id),
       SW.el("td", {}, w.violation_type), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
-      SW.el("td", {}, local(w.recheck_at)), SW.el("td", { class: "state" }, w.state), SW.el("td", {}, w.case_id || ""), cell);
+      SW.el("td", {}, local(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);
   }));
 }
 
@@ -34,9 +37,9 @@ async function loadCallout() {
     const select = SW.el("select", { onchange: async (ev) => {
       try {
         await SW.json(`/api/v1/callout/${encodeURIComponent(e.number)}`, { method: "PUT", json: { status: ev.target.value } });
-        SW.say(`${e.number}: ${ev.target.value}`);
+        SW.say(`${e.number}: ${ev.target.selectedOptions[0].textContent}`);
       } catch (err) { SW.say(err.message, true); }
-    } }, ...STATUSES.map((s) => SW.el("option", s === e.status ? { value: s, selected: "selected" } : { value: s }, s)));
+    } }, ...STATUSES.map(([s, zh]) => SW.el("option", s === e.status ? { value: s, selected: "selected" } : { value: s }, `${zh} ${s}`)));
     return SW.el("tr", { "data-number": e.number }, SW.el("td", {}, e.number), SW.el("td", {}, select), SW.el("td", {}, e.count),
       SW.el("td", {}, local(e.first_seen)), SW.el("td", {}, local(e.last_seen)), SW.el("td", {}, e.squad || ""),
       SW.el("td", {}, e.amount == null ? "" : e.amount));
@@ -99,4 +102,5 @@ document.getElementById("patrol").addEventListener("submit", async (ev) => {
   } catch (e) { SW.say(e.message, true); }
 });
 
+SW.nav("city");
 Promise.all([loadWarnings(), loadShops(), loadCallout()]).catch((e) => SW.say(e.message, true));

@@ -100,7 +100,8 @@ const SW = {
 
   nav(active) {
     const links = [["queue", "审核队列 Review queue"], ["upload", "照片上传 Photo upload"], ["cameras", "摄像头 Cameras"],
-                   ["map", "地图 Map"], ["scores", "考核评分 Scores"], ["reports", "分析报告 Reports"]];
+                   ["map", "地图 Map"], ["scores", "考核评分 Scores"], ["reports", "分析报告 Reports"],
+                   ["city", "城市管理 City workflows"]];
     const bar = SW.el("nav", {}, ...links.map(([p, label]) =>
       SW.el("a", { href: "/ui/" + p, class: p === active ? "active" : "" }, label)));
     bar.append(SW.el("a", { href: "/ui/login", class: "right" }, "令牌 Token"));
