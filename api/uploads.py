@@ -5,8 +5,8 @@
   never put more than the limit on disk: the multipart parser's temporary files are closed
   (and, being anonymous temp files, freed) when the count is exceeded.
 - What a file *is* comes from its bytes, never its name or declared type: Pillow must identify it
-  as one of the photo formats triage reads, or `zipfile` as a zip archive. Anything else refuses
-  the whole request with 415 and the offending file names, before a job exists.
+  as one of the photo formats triage reads, or `zipfile` as a zip archive that holds photos (as triage
+  lists it). Anything else refuses the whole request with 415 and the offending file names, before a job exists.
 - Files are stored as `NNNN.<ext>` (ext from the sniffed format) in the job's own folder: the
   client's file name is kept only as a display label.
 """
@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
 from api.problems import Problem
+from pipelines.triage.sources import expand_sources
 
 #: Pillow format -> stored suffix (the formats `detect.imageio` / triage read).
 IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
@@ -131,9 +132,15 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
                 raw.unlink()
                 continue
             path = raw.rename(dest / f"{i:04d}{kind[1]}")
+            if kind[0] == "zip" and not await run_in_threadpool(expand_sources, [path]):
+                # triage would list nothing in it (no photo, no member it refuses with a reason): the job
+                # would end "done, 0 of 0 photos" and the upload would be lost without a word
+                refused.append(f"{label} (a zip archive with no photos in it)")
+                path.unlink()
+                continue
             saved.append(SavedFile(label, path, kind[0], size))
         if refused:
-            raise Problem(415, "only photos (JPEG, PNG, WebP, BMP, TIFF, HEIC) and zip archives are accepted; "
+            raise Problem(415, "only photos (JPEG, PNG, WebP, BMP, TIFF, HEIC) and zip archives of photos are accepted; "
                                f"not recognised by content: {', '.join(refused)}", slug="unsupported-media-type")
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)

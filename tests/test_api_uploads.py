@@ -102,6 +102,15 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     assert pdf.status_code == 415
     empty = client.post(url, headers=h, files=[("files", ("empty.jpg", b"", "image/jpeg"))])
     assert empty.status_code == 415
+    no_photos = io.BytesIO()  # a valid zip that triage would find nothing in: was a job "done, 0 of 0 photos"
+    with zipfile.ZipFile(no_photos, "w") as zf:
+        zf.writestr("readme.txt", "photos to follow")
+        zf.writestr("__MACOSX/._bus.jpg", b"\x00\x05\x16\x07")
+    for archive in (no_photos.getvalue(), b"PK\x05\x06" + b"\x00" * 18):  # and an empty zip
+        zip_only = client.post(url, headers=h, files=[("files", ("ok.jpg", bus_jpg.read_bytes(), "image/jpeg")),
+                                                      ("files", ("材料.zip", archive, "application/zip"))])
+        detail = zip_only.json()["detail"]
+        assert zip_only.status_code == 415 and "材料.zip (a zip archive with no photos in it)" in detail, detail
     as_json = client.post(url, headers=h, json={"files": ["bus.jpg"]})
     assert as_json.status_code == 415
     no_files = client.post(url, headers=h, data={"note": "hello"}, files=[("other", ("a.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
@@ -122,6 +131,6 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     assert several.status_code == 413 and detail.startswith("街道 全景.png: image has too many pixels"), detail
     assert ".upload" not in detail and "0002" not in detail
 
-    for answer in (declared, streamed, text, pdf, empty, as_json, no_files, malformed, refused, several):
+    for answer in (declared, streamed, text, pdf, empty, zip_only, as_json, no_files, malformed, refused, several):
         assert answer.headers["content-type"] == "application/problem+json"
     assert _job_dirs(app) == []  # nothing kept from any refused upload
