@@ -51,7 +51,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     app.state.ctx = ctx
     problems.install(app)
     if service.cors_origins:  # closed by default: the review pages are served from the same origin
-        app.add_middleware(CORSMiddleware, allow_origins=service.cors_origins, allow_methods=["GET", "POST", "PUT", "PATCH"],
+        app.add_middleware(CORSMiddleware, allow_origins=service.cors_origins, allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
 
     @app.middleware("http")

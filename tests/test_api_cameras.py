@@ -109,6 +109,12 @@ def test_cors_is_closed_unless_origins_are_configured(tmp_path, monkeypatch):
     with TestClient(app) as client:
         answer = client.options("/api/v1/cases", headers=preflight)
         assert answer.headers["access-control-allow-origin"] == "https://elsewhere.example"
+        # every method a route has: DELETE /api/v1/shops/{id} was refused at the preflight
+        methods = {m.upper() for operations in app.openapi()["paths"].values() for m in operations}
+        assert "DELETE" in methods
+        for method in methods:
+            answer = client.options("/api/v1/shops/s1", headers={**preflight, "Access-Control-Request-Method": method})
+            assert answer.status_code == 200, (method, answer.text)
 
 
 def test_users_commands_issue_list_and_revoke_hashed_tokens(tmp_path, monkeypatch):
