@@ -387,6 +387,15 @@ def _write_job(folder: Path, job: dict[str, Any]) -> None:
     tmp.replace(folder / "job.json")
 
 
+def _as_uploaded(message: str, folder: Path, job: dict[str, Any]) -> str:
+    """A job's error naming the files as the client sent them: the patrol code names the stored files by their
+    server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`), which the API never shows."""
+    for stored, label in ((job["video"], job["video_label"]), (job.get("track"), job.get("track_label"))):
+        if stored:
+            message = message.replace(str(folder / stored), label)
+    return message.replace(str(folder), "")
+
+
 def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.cityops.patrol import PatrolError, run_patrol
     from pipelines.triage import TriageSettings
@@ -399,10 +408,12 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             every_m=cfg.patrol_every_m, every_s=cfg.patrol_every_s, detector=ctx.jobs.detector(),
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False)
     except (PatrolError, ConfigError, ValueError) as exc:
-        _write_job(folder, {**job, "state": "failed", "error": str(exc), "finished_at": datetime.now(UTC).isoformat()})
+        _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(str(exc), folder, job),
+                            "finished_at": datetime.now(UTC).isoformat()})
         return
     except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
-        _write_job(folder, {**job, "state": "failed", "error": f"{type(exc).__name__}: {exc}", "finished_at": datetime.now(UTC).isoformat()})
+        _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(f"{type(exc).__name__}: {exc}", folder, job),
+                            "finished_at": datetime.now(UTC).isoformat()})
         return
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
