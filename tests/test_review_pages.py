@@ -105,6 +105,9 @@ def test_queue_shows_evidence_and_is_worked_with_the_keyboard(site):
     assert len(b.find_elements(By.CSS_SELECTOR, "#detail svg rect.box")) == 1  # the bus
     assert len(b.find_elements(By.CSS_SELECTOR, "#detail svg polygon.zone")) == 1
     assert "机动车乱停放" in b.find_element(By.CSS_SELECTOR, "#detail h2").text
+    # states in the words staff use, the code beside them (list, detail, the state filter)
+    assert {e.text for e in b.find_elements(By.CSS_SELECTOR, "#cases li span.state")} == {"待审核 candidate"}
+    assert "已立案 accepted" in [o.text for o in b.find_elements(By.CSS_SELECTOR, "#f-state option")]
 
     ActionChains(b).send_keys("j").perform()  # next case
     second = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
@@ -196,6 +199,8 @@ def test_camera_page_draws_the_zones_on_the_snapshot(site):
     assert b.execute_script("return document.getElementById('snapshot-image').naturalWidth") == 810
     assert '"camera_id": "cam-01"' in b.find_element(By.ID, "scene").get_attribute("value")
     assert len(b.find_elements(By.CSS_SELECTOR, "#cameras li")) == 2
+    states = [e.text for e in b.find_elements(By.CSS_SELECTOR, "#cameras li span.state")]
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in states), states  # each status in Chinese too
 
 
 def test_api_docs_render_without_internet(site):

@@ -17,7 +17,7 @@ from api.problems import Problem, problems
 from api.routers.analytics import sheet_for
 from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
-from pipelines.cases.states import CaseState
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import MAX_TAGS, TAG, Case, CaseQuery, severity_of
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
@@ -81,6 +81,7 @@ class Meta(BaseModel):
     types: list[TypeInfo] = Field(description="Violation types (taxonomy).")
     reject_reasons: list[ReasonInfo] = Field(description="Reject reason codes in key order (keys 1-9 of the queue page).")
     states: list[CaseState] = Field(description="Case states.")
+    state_names: dict[str, str] = Field(description="Each case state's Chinese name (待审核, 已立案 ...), as the pages show it.")
     dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
     tags: list[TagInfo] = Field(description="Tags the deployment's scoring sheet counts (what a reviewer may set on a case).")
     severities: list[SeverityInfo] = Field(description="Case severities, least serious first.")
@@ -204,6 +205,7 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "types": [{"id": t.id, "name_zh": t.name_zh, "name_en": t.name_en} for t in ctx.taxonomy.types.values()],
         "reject_reasons": [{"code": c.value, "zh": r.zh, "en": r.en, "hard_negative": r.hard_negative} for c, r in REASONS.items()],
         "states": [s.value for s in CaseState],
+        "state_names": {s.value: STATE_NAMES_ZH[s] for s in CaseState},
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
         "tags": _sheet_tags(ctx),
         "severities": [{"id": s.value, "zh": s.name_zh} for s in Severity],

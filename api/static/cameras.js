@@ -3,9 +3,18 @@
 
 const C = { cameras: [], current: null, objectUrl: null };
 
+// What staff call the watcher's statuses and the health conditions (the codes stay beside them).
+const HEALTH_ZH = {
+  starting: "启动中", online: "在线", running: "运行中", reconnecting: "重连中", offline: "离线", finished: "回放结束",
+  failed: "失败", stopped: "已停止", refused: "配置被拒", unknown: "未知",
+  frozen: "画面冻结", black: "黑屏", covered: "镜头遮挡", moved: "视角偏移", resolution_changed: "分辨率变化",
+};
+
+function zh(code) { return HEALTH_ZH[code] ? `${HEALTH_ZH[code]} ${code}` : code; }
+
 function healthText(h) {
-  const conditions = h.conditions.map((c) => c.kind).join(", ");
-  return `${h.status}${conditions ? " · " + conditions : ""}`;
+  const conditions = h.conditions.map((c) => zh(c.kind)).join(", ");
+  return `${zh(h.status)}${conditions ? " · " + conditions : ""}`;
 }
 
 async function loadCameras() {

@@ -3,6 +3,11 @@
 
 const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false };
 
+function stateName(state) {
+  const zh = (Q.meta.state_names || {})[state];
+  return zh ? `${zh} ${state}` : state;
+}
+
 function typeName(id) {
   const t = (Q.meta.types || []).find((x) => x.id === id);
   return t ? `${t.name_zh} ${t.name_en}` : id;
@@ -11,7 +16,7 @@ function typeName(id) {
 async function loadMeta() {
   Q.meta = await SW.json("/api/v1/meta");
   const state = document.getElementById("f-state");
-  for (const s of Q.meta.states) state.append(SW.el("option", { value: s }, s));
+  for (const s of Q.meta.states) state.append(SW.el("option", { value: s }, stateName(s)));
   const type = document.getElementById("f-type");
   for (const t of Q.meta.types) type.append(SW.el("option", { value: t.id }, `${t.name_zh} ${t.name_en}`));
   const severity = document.getElementById("f-severity");
@@ -43,7 +48,7 @@ function renderList() {
   const list = document.getElementById("cases");
   list.replaceChildren(...Q.items.map((c, i) => SW.el("li", {
     class: i === Q.index ? "current" : "", "data-case": c.id, onclick: () => select(i),
-  }, SW.el("span", { class: "state" }, c.state), typeName(c.violation_type), SW.el("br"),
+  }, SW.el("span", { class: "state" }, stateName(c.state)), typeName(c.violation_type), SW.el("br"),
   SW.el("small", {}, `${c.id} · ${(c.opened_at || "").slice(0, 16).replace("T", " ")}`))));
 }
 
@@ -89,7 +94,7 @@ function renderDetail(d) {
     parts.push(SW.el("p", {}, ev && ev.error ? ev.error : "证据尚未存储 Evidence not stored yet" + (c.reason ? `: ${c.reason}` : "")));
   }
   const rows = [
-    ["状态 State", c.state], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
+    ["状态 State", stateName(c.state)], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
     ["网格 Grid cell", c.grid_cell], ["发现 Opened", c.opened_at], ["描述 Description", c.description],
     ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")],
     ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
@@ -104,7 +109,7 @@ async function act(doing) {
   if (!Q.detail) return;
   try {
     const updated = await doing(Q.detail.case.id);
-    SW.say(`${updated.id}: ${updated.state}${updated.review_decision ? " · " + updated.review_decision : ""}`);
+    SW.say(`${updated.id}: ${stateName(updated.state)}${updated.review_decision ? " · " + updated.review_decision : ""}`);
     await loadList();
   } catch (e) { SW.say(e.message, true); }
 }

@@ -24,6 +24,12 @@ class CaseState(StrEnum):
 
 S = CaseState
 
+STATE_NAMES_ZH: dict[CaseState, str] = {
+    S.CANDIDATE: "待审核", S.QUEUED: "待派遣", S.SUBMITTED: "已上报", S.ACCEPTED: "已立案", S.REJECTED: "已作废",
+    S.CLOSED: "已结案", S.VERIFYING: "核查中", S.VERIFIED_CLEARED: "核查已消除", S.STILL_PRESENT: "核查仍存在",
+}
+"""What city staff call each state (the review pages show it beside the code)."""
+
 ALLOWED: dict[CaseState, frozenset[CaseState]] = {
     S.CANDIDATE: frozenset({S.QUEUED, S.REJECTED}),
     S.QUEUED: frozenset({S.SUBMITTED, S.REJECTED}),
