@@ -134,6 +134,11 @@ class ServiceConfig(ConfigModel):
                                        description="The JSON-lines file `streetwatch watch --events` appends to: camera status and health are read from it.")
     snapshot_dir: Path | None = Field(None, title="Snapshot folder",
                                       description="Folder where a watcher writes the latest frame per camera as <camera id>.jpg.")
+    photo_url_hosts: list[str] | None = Field(
+        None, title="Photo URL hosts",
+        description="Hosts (`host` or `host:port`) whose disposal-photo URLs the service fetches (POST .../disposal-photo "
+                    "{\"url\"}); default: the hosts of the dispatch targets' URLs, the platforms that send them. Any other "
+                    "URL, or a redirect off these hosts, is refused, so a token holder cannot make the service read its own network.")
     cors_origins: list[str] = Field(default_factory=list, title="CORS origins",
                                     description="Origins allowed to call the API from a browser (default: none; the pages are same-origin).")
     url_key_env: str = Field(URL_KEY_ENV, title="URL key variable",
@@ -283,6 +288,13 @@ class Settings(ConfigModel):
                 raise ConfigError(f"{where}: no code table for city {city!r} (cities: {', '.join(sorted(taxonomy.cities()))}); "
                                   "add its file to taxonomy.city_codes")
         return taxonomy
+
+    def photo_url_hosts(self) -> list[str]:
+        """Where disposal photos may be fetched from: `service.photo_url_hosts`, else the hosts (with
+        their ports) of the dispatch targets' URLs."""
+        if self.service.photo_url_hosts is not None:
+            return list(self.service.photo_url_hosts)
+        return sorted({f"{t.url.host}:{t.url.port}" if t.url.port else str(t.url.host) for t in self.dispatch.targets.values()})
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

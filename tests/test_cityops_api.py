@@ -102,6 +102,9 @@ def test_disposal_photo_through_the_api(city, bus_event, zidane_jpg):
     bad = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=integration,
                       files={"file": ("after.jpg", b"GIF89a-not-really", "image/jpeg")})
     assert bad.status_code == 422 and "after.jpg" in bad.json()["detail"]
+    # a URL off the dispatch target's host (127.0.0.1:9 here) is not fetched: no request is even tried
+    inside = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=integration, json={"url": "http://127.0.0.1:10/after.jpg"})
+    assert inside.status_code == 422 and "127.0.0.1:10 is not a host photos are fetched from" in inside.json()["detail"], inside.text
     done = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=integration,
                        files={"file": ("after.jpg", zidane_jpg.read_bytes(), "image/jpeg")})
     assert done.status_code == 200, done.text

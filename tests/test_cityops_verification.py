@@ -159,6 +159,14 @@ def test_disposal_photo_fetched_from_the_platform(tmp_path, bus_event, zidane_jp
         def log_message(self, *args) -> None:
             pass
 
+        def do_GET(self) -> None:
+            if self.path == "/elsewhere":  # a redirect to another host name of this machine
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/after.jpg")
+                self.end_headers()
+                return
+            super().do_GET()
+
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "www")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -168,6 +176,16 @@ def test_disposal_photo_fetched_from_the_platform(tmp_path, bus_event, zidane_jp
         with pytest.raises(DisposalCheckError, match=r"only http\(s\) URLs"):
             fetch_photo("file:///etc/passwd")
         data, name = fetch_photo(f"{base}/after.jpg")
+        # the service fetches only from the platforms' hosts, redirects included (a token must not read its network)
+        port = server.server_address[1]
+        assert fetch_photo(f"{base}/after.jpg", allowed_hosts=[f"127.0.0.1:{port}"])[0] == data
+        with pytest.raises(DisposalCheckError, match=rf"127.0.0.1:{port} is not a host photos are fetched from .*: dcm.example"):
+            fetch_photo(f"{base}/after.jpg", allowed_hosts=["dcm.example"])
+        assert fetch_photo(f"{base}/elsewhere")[0] == data  # redirects are followed...
+        with pytest.raises(DisposalCheckError, match=rf"localhost:{port} is not a host"):  # ...onto the allowed hosts only
+            fetch_photo(f"{base}/elsewhere", allowed_hosts=[f"127.0.0.1:{port}", "localhost:1"])
+        with pytest.raises(DisposalCheckError, match="larger than 0 MB"):
+            fetch_photo(f"{base}/after.jpg", limit=1000)
     finally:
         server.shutdown()
         server.server_close()

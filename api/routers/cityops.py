@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -331,7 +332,7 @@ async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depen
         if not isinstance(url, str):
             raise Problem(422, "send the photo as multipart field 'file', or JSON {\"url\": \"http(s)://...\"}", slug="no-photo")
         try:
-            data, name = await run_in_threadpool(fetch_photo, url)
+            data, name = await run_in_threadpool(partial(fetch_photo, url, allowed_hosts=ctx.settings.photo_url_hosts()))
         except DisposalCheckError as exc:
             raise Problem(422, str(exc), slug="photo-unavailable") from None
     else:

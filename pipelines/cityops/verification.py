@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,24 +120,41 @@ def _plain(dets: sv.Detections) -> sv.Detections:
     return sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id, data=keep)
 
 
-def fetch_photo(url: str, client: httpx.Client | None = None, limit: int = 50 * 2**20) -> tuple[bytes, str]:
-    """The platform's disposal photo at `url` (http/https), or DisposalCheckError saying why not."""
+def fetch_photo(url: str, client: httpx.Client | None = None, limit: int = 50 * 2**20,
+                allowed_hosts: Collection[str] | None = None) -> tuple[bytes, str]:
+    """The platform's disposal photo at `url` (http/https), or DisposalCheckError saying why not.
+
+    With `allowed_hosts` (`host` or `host:port`) the URL, and every redirect it takes, must be on one of
+    them: the service fetches what a token holder names, and must not be made to read its own network.
+    The body is read as it streams and given up past `limit` bytes."""
     if not url.startswith(("http://", "https://")):
         raise DisposalCheckError(f"{url!r}: only http(s) URLs are fetched")
+    allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    def check_host(request: httpx.Request) -> None:
+        host, netloc = request.url.host.lower(), request.url.netloc.decode().lower()
+        if allowed is not None and host not in allowed and netloc not in allowed:
+            raise DisposalCheckError(f"{request.url}: {netloc} is not a host photos are fetched from "
+                                     f"(service.photo_url_hosts, default the dispatch targets' hosts: {', '.join(sorted(allowed)) or 'none'})")
+
     own = client is None
     client = client or httpx.Client(timeout=30, follow_redirects=True)
+    client.event_hooks["request"] = [*client.event_hooks.get("request", []), check_host]
     try:
-        response = client.get(url)
+        with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise DisposalCheckError(f"{url}: HTTP {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise DisposalCheckError(f"{url}: larger than {limit // 2**20} MB")
     except httpx.HTTPError as exc:
         raise DisposalCheckError(f"{url}: cannot fetch: {type(exc).__name__}: {exc}") from None
     finally:
         if own:
             client.close()
-    if response.status_code != 200:
-        raise DisposalCheckError(f"{url}: HTTP {response.status_code}")
-    if len(response.content) > limit:
-        raise DisposalCheckError(f"{url}: larger than {limit // 2**20} MB")
-    return response.content, url.rsplit("/", 1)[-1].split("?")[0] or "disposal.jpg"
+    return bytes(body), url.rsplit("/", 1)[-1].split("?")[0] or "disposal.jpg"
 
 
 @dataclass
