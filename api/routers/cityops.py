@@ -422,7 +422,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
 
 @router.post("/patrol/jobs", status_code=202, summary="Upload a patrol video (field `video`) and its GPS track (field `track`)",
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                 "type": "object", "required": ["video"], "properties": {
+                 "type": "object", "required": ["video", "track"], "properties": {
                      "video": {"type": "string", "format": "binary"},
                      "track": {"type": "string", "format": "binary", "description": "GPX, NMEA (.nmea/.log) or the dashcam's SRT."}}}}}}},
              responses=problems(400, 401, 403, 413, 415, 422))
@@ -433,8 +433,10 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     files = await _form(request, ctx.service.max_upload_bytes, ("video", "track"))
     if "video" not in files:
         raise Problem(400, "no video in form field 'video'", slug="no-files")
-    track_name = files["track"][1] if "track" in files else None
-    if track_name is not None and Path(track_name).suffix.lower() not in SUFFIXES:
+    if "track" not in files:  # the command finds a track beside the video; an upload has nothing beside it
+        raise Problem(400, "no GPS track in form field 'track' (GPX, NMEA .nmea/.log or the dashcam's SRT)", slug="no-files")
+    track_name = files["track"][1]
+    if Path(track_name).suffix.lower() not in SUFFIXES:
         raise Problem(415, f"{track_name}: a GPS track is .gpx, .nmea/.log or a dashcam .srt", slug="unsupported-media-type")
     job_id = uuid.uuid4().hex[:16]
     folder = _patrol_dir(ctx, job_id)
@@ -442,10 +444,9 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     video = "video" + (Path(files["video"][1]).suffix.lower()[:8] or ".mp4")
     (folder / video).write_bytes(files["video"][0])
     job: dict[str, Any] = {"id": job_id, "owner": who.name, "state": "queued", "created_at": datetime.now(UTC).isoformat(),
-                           "video": video, "video_label": files["video"][1], "track": None, "track_label": track_name}
-    if track_name is not None:
-        job["track"] = "track" + Path(track_name).suffix.lower()
-        (folder / job["track"]).write_bytes(files["track"][0])
+                           "video": video, "video_label": files["video"][1], "track": "track" + Path(track_name).suffix.lower(),
+                           "track_label": track_name}
+    (folder / job["track"]).write_bytes(files["track"][0])
     _write_job(folder, job)
     ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
     return PatrolJob(**job)
