@@ -99,6 +99,9 @@ async def receive_files(request: Request, dest: Path, *, limit: int, max_files: 
     try:
         form = await parser.parse()
     except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):  # a well-formed body, just too many files for one request
+            raise Problem(413, f"more than {max_files} files in one upload (service.max_upload_files): send them in "
+                               "several uploads, or as one zip", slug="too-many-files") from None
         raise Problem(400, f"malformed multipart body: {exc.message}", slug="malformed-upload") from None
     uploads = [v for k, v in form.multi_items() if k == field and isinstance(v, UploadFile)]
     try:

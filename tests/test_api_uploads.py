@@ -13,12 +13,13 @@ from PIL import Image
 from tests.api_helpers import auth, make_app, settings_for
 
 LIMIT = 1_000_000
+MAX_FILES = 20
 
 
 @pytest.fixture
 def uploads(tmp_path, monkeypatch, onnx_detector):
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    settings = settings_for(tmp_path, max_upload_bytes=LIMIT, triage={"workers": 1, "ocr": "off"})
+    settings = settings_for(tmp_path, max_upload_bytes=LIMIT, max_upload_files=MAX_FILES, triage={"workers": 1, "ocr": "off"})
     app, tokens = make_app(settings, detector=onnx_detector)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield app, client, tokens
@@ -131,6 +132,9 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     assert several.status_code == 413 and detail.startswith("街道 全景.png: image has too many pixels"), detail
     assert ".upload" not in detail and "0002" not in detail
 
-    for answer in (declared, streamed, text, pdf, empty, zip_only, as_json, no_files, malformed, refused, several):
+    crowd = client.post(url, headers=h, files=[("files", (f"p{i}.jpg", b"x", "image/jpeg")) for i in range(MAX_FILES + 1)])
+    assert crowd.status_code == 413 and crowd.json()["detail"].startswith(f"more than {MAX_FILES} files in one upload"), crowd.text
+
+    for answer in (declared, streamed, text, pdf, empty, zip_only, as_json, no_files, malformed, refused, several, crowd):
         assert answer.headers["content-type"] == "application/problem+json"
     assert _job_dirs(app) == []  # nothing kept from any refused upload
