@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, HttpUrl, field_validator
 
-from detect.config_io import ConfigModel, load_model
+from detect.config_io import ConfigError, ConfigModel, load_model
 from detect.evidence import EvidenceConfig
 from detect.rules import RuleSettings
 from detect.scenes import TimeZoneName
@@ -278,7 +278,6 @@ class Settings(ConfigModel):
         """The taxonomy with this deployment's city code files merged, checked against the cities the
         dispatch targets and the evidence name (a missing table is an error at start, not at the
         first case)."""
-        from detect.config_io import ConfigError
 
         taxonomy = load_taxonomy(self.taxonomy.path, [str(p) for p in self.taxonomy.city_codes])
         wanted = {f"dispatch.targets.{name}.city": t.city for name, t in self.dispatch.targets.items()}
@@ -297,7 +296,32 @@ class Settings(ConfigModel):
         return sorted({f"{t.url.host}:{t.url.port}" if t.url.port else str(t.url.host) for t in self.dispatch.targets.values()})
 
 
+INPUT_FILES = ("taxonomy.path", "taxonomy.city_codes", "triage.scene_zones", "triage.grid", "service.cameras_file",
+               "service.triage.scene_zones", "service.triage.grid", "cityops.grid", "analytics.grid", "analytics.zones",
+               "analytics.sheet", "analytics.cutoffs")
+"""Settings fields naming files the deployment reads (not folders or files it writes)."""
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
-    """The settings file given, else `$STREETWATCH_CONFIG`, else the defaults."""
+    """The settings file given, else `$STREETWATCH_CONFIG`, else the defaults.
+
+    Every file the settings name for reading must exist when they are loaded: a missing one is an error
+    naming the settings file and the field at start, not a bare `nope.geojson: file not found` from
+    whichever command first opens it."""
     path = path or os.environ.get(CONFIG_ENV)
-    return load_model(Settings, path) if path else Settings()
+    if not path:
+        return Settings()
+    settings = load_model(Settings, path)
+    missing = []
+    for dotted in INPUT_FILES:
+        value: Any = settings
+        for part in dotted.split("."):
+            value = getattr(value, part, None)
+        for i, file in enumerate(value if isinstance(value, list) else [value]):
+            if file is not None and not Path(file).is_file():
+                where = f"{dotted}.{i}" if isinstance(value, list) else dotted
+                missing.append(f"{path}: {where}: {file}: file not found (relative paths are read from the folder the "
+                               f"command runs in, {Path.cwd()})")
+    if missing:
+        raise ConfigError("\n".join(missing))
+    return settings

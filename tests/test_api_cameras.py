@@ -143,11 +143,16 @@ def test_users_commands_issue_list_and_revoke_hashed_tokens(tmp_path, monkeypatc
     assert runner.invoke(cli, ["users", "revoke", "nobody", "--config", str(config)]).exit_code == 2
 
 
-def test_example_settings_file_has_a_valid_service_section():
+def test_example_settings_file_has_a_valid_service_section(tmp_path, monkeypatch):
     from api.config import load_service
     from tests.conftest import REPO
 
-    settings, service = load_service(REPO / "docs/examples/streetwatch-settings.yaml")
+    example = REPO / "docs/examples/streetwatch-settings.yaml"
+    monkeypatch.chdir(tmp_path)  # a deployment folder holding the files the example names
+    for name in ("cameras.yaml", "grid-cells.geojson", "city/grid-cells.geojson", "city/zones.geojson", "city/number-cutoffs.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    settings, service = load_service(example)
     assert service.triage.workers == 2 and service.cors_origins == [] and str(service.cameras_file) == "cameras.yaml"
     assert settings.dispatch.targets["hz-dcm"].callback_url.path == "/api/v1/dispatch/hz-dcm/webhook"
 

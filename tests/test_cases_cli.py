@@ -20,14 +20,24 @@ from tests.dispatch_helpers import KEY, Sim, small_event
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "streetwatch-settings.yaml"
 
 
-def test_example_settings_validate_and_bad_ones_name_the_field(tmp_path):
-    settings = load_settings(EXAMPLE)
+def test_example_settings_validate_and_bad_ones_name_the_field(tmp_path, monkeypatch):
+    from detect.config_io import load_model
+    from pipelines.settings import Settings
+
+    settings = load_model(Settings, EXAMPLE)
     assert settings.dispatch.targets["hz-dcm"].field_map["externalId"] == "wbbh"
     assert settings.evidence_store.s3.bucket == "streetwatch-evidence"
     bad = tmp_path / "bad.yaml"
     bad.write_text("dispatch:\n  targets:\n    x: {adapter: fax, url: 'http://a'}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: dispatch.targets.x.adapter: Input should be 'cn-dcm' or 'open311'"):
         load_settings(bad)
+    # loaded for use, every file the settings read must be there: named with the settings file and the field
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as missing:
+        load_settings(EXAMPLE)
+    assert f"{EXAMPLE}: analytics.grid: city/grid-cells.geojson: file not found (relative paths are read from the folder " \
+           f"the command runs in, {tmp_path})" in str(missing.value)
+    assert f"{EXAMPLE}: service.cameras_file: cameras.yaml: file not found" in str(missing.value)
 
 
 @pytest.fixture
