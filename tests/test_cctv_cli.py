@@ -106,6 +106,11 @@ def test_invalid_scene_is_refused_with_file_field_reason_and_others_load(tmp_pat
     assert "self-intersecting" in loaded.refused["bad"]
     assert "missing.yaml: file not found" in loaded.refused["lost"]
     assert "scene of camera 'somebody-else', not 'mixed'" in loaded.refused["mixed"]
+    # with the settings' targets, a target they do not configure is refused too (the dispatcher parked its cases later)
+    checked = load_cameras(cams, dispatch_targets=["hz-dcm"])
+    assert [c.id for c in checked.cameras] == ["good"]
+    assert checked.refused["any"] == f"{cams}: cameras.5.auto_queue: no dispatch target 'cn-dcm' in the settings (dispatch.targets: hz-dcm)"
+    assert [c.id for c in load_cameras(cams, dispatch_targets=["cn-dcm"]).cameras] == ["good", "any"]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ other cameras still start. Only a broken cameras file as a whole stops the servi
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,13 +166,14 @@ def is_url(url: str) -> bool:
 
 
 def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking: TrackingConfig | None = None,
-                 rules: RuleSettings | None = None) -> LoadedCameras:
+                 rules: RuleSettings | None = None, dispatch_targets: Collection[str] | None = None) -> LoadedCameras:
     """Validate the cameras file and every enabled camera's scene; `tracking` and `rules` are the
     defaults (the settings file's) each camera's own fields change.
 
     Raises `ConfigError` when the file itself is unusable. A camera whose scene is missing or
     invalid, or names another camera, or whose `auto_queue` names a violation type the taxonomy does
-    not know, is refused with a message naming the file, field and reason.
+    not know, or (given the settings' `dispatch_targets`) a target they do not configure, is refused
+    with a message naming the file, field and reason.
     """
     path = Path(path)
     file = load_model(CamerasFile, path)
@@ -191,6 +193,11 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking
         if unknown:
             out.refused[cfg.id] = (f"{path}: cameras.{i}.auto_queue: unknown violation type {unknown[0]!r} "
                                    f"(known: {', '.join(sorted(taxonomy.types))}, or '*' for every type)")
+            continue
+        # An unknown target would queue the cases, and the dispatcher park them only later.
+        if dispatch_targets is not None and (stray := sorted(set(cfg.auto_queue.values()) - set(dispatch_targets))):
+            out.refused[cfg.id] = (f"{path}: cameras.{i}.auto_queue: no dispatch target {stray[0]!r} in the settings "
+                                   f"(dispatch.targets: {', '.join(sorted(dispatch_targets)) or 'none'})")
             continue
         try:
             scene = load_scene(cfg.scene, taxonomy, grades)

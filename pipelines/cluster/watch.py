@@ -369,7 +369,8 @@ class ClusterWatcher:
             raise ClusterError("cityops.warn.rules (warn first, then a case) is not supported with --ray: pending warnings live in "
                                "one watcher's memory and each watcher's start lapses all of them; run warn-first cameras "
                                "without --ray")
-        loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules)
+        loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules,
+                              dispatch_targets=list(self.settings.dispatch.targets))
         self.refused = dict(loaded.refused)
         ids = sorted(c.id for c in loaded.cameras)
         size = config.cameras_per_owner
@@ -537,7 +538,8 @@ class ClusterWatcher:
             return
         self._mtime = mtime
         try:
-            loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules)
+            loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules,
+                                  dispatch_targets=list(self.settings.dispatch.targets))
         except Exception as exc:  # noqa: BLE001 - a broken file keeps the cameras running (the owners say so too)
             log.error("cameras file not reloaded: %s", exc)
             return
