@@ -239,7 +239,8 @@ def _row(row: dict[str, Any]) -> tuple[Shop, Frontage]:
     try:
         frontage = Frontage(camera=camera, polygon=polygon, gps=gps)
     except ValueError as exc:
-        raise ValueError(f"{'polygon' if polygon is not None else 'gps_polygon'}: {_reason(exc)}") from None
+        reason = _reason(exc)  # names its field (`polygon: polygon needs at least 3 points`) unless pydantic gave none
+        raise ValueError(reason if ":" in reason else f"{'polygon' if polygon is not None else 'gps_polygon'}: {reason}") from None
     return Shop(id=shop_id(name, address, licence), name=name, address=address, licence_no=licence, contact=contact), frontage
 
 
