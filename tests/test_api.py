@@ -109,6 +109,7 @@ def test_errors_are_problem_documents(service, bus_event):
         (client.get("/api/v1/cases?state=bogus", headers=reviewer), 422),
         (client.get("/api/v1/cases?limit=0", headers=reviewer), 422),
         (client.get("/api/v1/cases", params={"since": "9999-12-31T23:59:59-10:00"}, headers=reviewer), 422),  # no UTC time
+        (client.get("/api/v1/cases", params={"q": "\x00"}, headers=reviewer), 422),  # SQLite reads a NUL as the end of the pattern: every case
         (client.get("/api/v1/cases", params={"until": "0001-01-01T00:00:00+08:00"}, headers=reviewer), 422),
         (client.post(f"/api/v1/cases/{case_id}/reject", headers=reviewer, json={"reason": "because"}), 422),
         (client.post(f"/api/v1/cases/{case_id}/confirm", headers={**reviewer, "Content-Type": "application/json"},

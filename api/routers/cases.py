@@ -232,7 +232,7 @@ def list_cases(
     grid_cell: str | None = Query(None, max_length=64),
     since: datetime | None = Query(None, description="Opened at or after (ISO 8601; no offset = UTC)."),
     until: datetime | None = Query(None, description="Opened before."),
-    q: str | None = Query(None, max_length=200, description="Text in the id, address, description or violation id."),
+    q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Text in the id, address, description or violation id."),
     reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
     severity: Severity | None = Query(None, description="Only cases of this severity (general 一般, major 较重, serious 严重)."),
     sort: Literal[CaseQuery.SORTABLE] = Query("opened_at"),  # type: ignore[valid-type]
