@@ -33,7 +33,7 @@ def serve(
     config: SettingsOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Run the API service and the review pages (/ui/queue, /ui/upload, /ui/cameras, /ui/map, /ui/scores, /ui/reports; API docs at /docs).
+    """Run the API service and the review pages (/ui/queue, /ui/upload, /ui/cameras, /ui/map, /ui/scores, /ui/reports, /ui/city; API docs at /docs).
 
     Uploads become triage jobs on a bounded worker pool; cases are read and reviewed in the case store of --config; tokens come from `streetwatch users add`.
     Ctrl-C / SIGTERM stop after the running triage jobs finish; jobs still queued (or cut off by a kill) resume at the next start.
