@@ -455,3 +455,35 @@ def test_the_triage_plan_uses_gpus_where_the_cluster_has_them_and_one_worker_per
     assert forced.device == "cpu" and forced.stages[0].role == "worker"  # a CPU device given on a GPU cluster stays on CPU
     with pytest.raises(ClusterError, match="has no GPU"):
         plan(ClusterInfo("x", 1, 4.0, 0.0), ClusterConfig(), TriageSettings(out=tmp_path, device="cuda"))
+
+
+def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_path):
+    """An owner killed while sealing a case's bundle, after its state was saved: the restored violation never sends
+    `opened` again by itself, so that case kept no evidence (seen once in CI). Settled spool first, then: no case, or a
+    case without stored or sealed evidence -> announced again at the next sighting; a finished case -> left alone."""
+    import pickle
+
+    from detect.evidence import BundleContext
+    from detect.rules import CameraRules
+    from detect.tracking import TrackingConfig
+    from pipelines.cases.intake import PARTIAL, _new_case
+    from pipelines.cluster.watch import violations_to_reopen
+    from tests.cctv_helpers import make_intake
+    from tests.test_rules_camera import CAR1, CAR2, ROAD, dets, jitter, run, scene
+
+    rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
+    both = lambda t: dets(("car", jitter(CAR1, t)), ("car", jitter(CAR2, t)))  # noqa: E731
+    opened = [event for _, _, event in run(rules, both, end_s=310)]
+    assert len(opened) == 2
+    restored = pickle.loads(pickle.dumps(rules))  # what a checkpoint holds
+    intake = make_intake(tmp_path)
+    ctx = BundleContext(source_kind="camera")
+    half = intake.store.create_case(_new_case(opened[0], ctx), actor="rules:cam-1")  # drafted, its bundle half-built
+    (intake.spool / f"{half.id}{PARTIAL}").mkdir(parents=True)
+    assert sorted(violations_to_reopen(restored, intake)) == sorted(e.violation_id for e in opened)  # one without a case
+    assert not (intake.spool / f"{half.id}{PARTIAL}").exists()  # the dead owner's leftover cleared
+    finished = intake.record_event(opened[0], ctx)  # the announcement again builds the same case's bundle
+    assert finished.id == half.id and finished.evidence_ref is not None
+    assert violations_to_reopen(restored, intake) == [opened[1].violation_id]
+    intake.record_event(opened[1], ctx)
+    assert violations_to_reopen(restored, intake) == []

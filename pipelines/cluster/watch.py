@@ -18,8 +18,9 @@ Restarts: every `cluster.checkpoint_s` of media time an owner saves each camera'
 node. When an owner dies (its process or its node), the supervisor starts its cameras in a new
 owner elsewhere, from those states: violations keep their ids, so an `opened` event seen again
 finds its case (the case store drafts one case per violation id) instead of drafting another,
-and a violation saved as opened whose case never reached the store (the owner died in between)
-is opened again at its next sighting, keeping its own opening time (the case's `opened_at`). A replayed file skips its frames up to the saved state. Not carried over: the
+and a violation saved as opened whose case never reached the store, or reached it without its
+evidence (the owner died in between, or while sealing the bundle), is opened again at its next
+sighting, keeping its own opening time (the case's `opened_at`): the same case gets its bundle. A replayed file skips its frames up to the saved state. Not carried over: the
 ring buffer (the strips of openings just after a restart are shorter) and events in flight
 other than openings (an `updated`/`cleared` being written when the owner died). An inference
 actor that dies is started again by Ray; meanwhile owners send their frames to the others.
@@ -47,6 +48,7 @@ from detect.engine import load_detector
 from detect.evidence import ModelInfo
 from detect.frames import Frame
 from detect.judgement import load_judgement
+from detect.rules import CameraRules
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.intake import Intake
 from pipelines.cctv.config import load_cameras
@@ -292,14 +294,30 @@ class CameraOwner:
                 continue  # the camera changed since its state was saved: it starts afresh
             for name, value in pickle.loads(blob).items():
                 setattr(runtime, name, value)
-            lost = [vid for vid in runtime.rules.opened_ids() if self.intake.store.find(violation_id=vid) is None]
+            lost = violations_to_reopen(runtime.rules, self.intake)
             if lost:
-                log.warning("camera %s: %d opened violation(s) without a case after the restart: opened again", cid, len(lost))
+                log.warning("camera %s: %d opened violation(s) without a case or its evidence after the restart: opened again",
+                            cid, len(lost))
                 runtime.rules.reopen(lost)
             runtime.reader.hooks = replace(runtime.reader.hooks, frame=_after(ts, runtime.reader.hooks.frame))
             self._next_save[cid] = ts + timedelta(seconds=self.spec.checkpoint_s)
             restored.append(cid)
         return restored
+
+
+def violations_to_reopen(rules: CameraRules, intake: Intake) -> list[str]:
+    """Of a restored camera's open violations, those to announce again at their next sighting: the owner died
+    after saving them as opened but before their case reached the store, or while its evidence bundle was
+    being built (the case then has no evidence, stored or sealed in the spool, and nothing else would
+    build it: its `opened` event is not coming again). Bundles the dead owner left in the spool are settled
+    first, sealed ones uploaded and half-built ones cleared, so that "no evidence" is known."""
+    intake.retry_evidence()
+    out = []
+    for vid in rules.opened_ids():
+        case = intake.store.find(violation_id=vid)
+        if case is None or intake.unfinished(case):
+            out.append(vid)
+    return out
 
 
 def _after(ts: datetime, deliver):
