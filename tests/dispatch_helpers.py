@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -43,6 +46,43 @@ class Sim:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class Platform(ThreadingHTTPServer):
+    """A real HTTP server on a free loopback port that answers every request with `answer(handler)`:
+    (status, headers, body). For platforms the simulator does not imitate (redirects, Retry-After,
+    broken encodings ...). `requests` records (method, path, body) of each call."""
+
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler], Answer]):
+        self.answer, self.requests = answer, []
+        super().__init__(("127.0.0.1", 0), _PlatformHandler)
+        self.base = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _PlatformHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.requests.append((self.command, self.path, body))
+        status, headers, data = self.server.answer(self)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
 
 
 def small_event(bus_event):

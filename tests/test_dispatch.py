@@ -19,7 +19,7 @@ from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter
 from pipelines.dispatch.dispatcher import backoff_s
 from pipelines.dispatch.webhook import WebhookError, sign
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings
-from tests.dispatch_helpers import Sim, queue_cases, small_event
+from tests.dispatch_helpers import Platform, Sim, queue_cases, small_event
 
 EVIDENCE_URL = "https://evidence.example/sw"
 FAST = dict(retry=RetryPolicy(base_s=0.02, max_s=0.2), breaker=BreakerPolicy(failures=50, cooldown_s=0.2), lease_s=5.0)
@@ -227,6 +227,27 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
     store.requeue(entry.id, actor="ops")
     assert dispatcher.run_once().delivered == 1 and store.get(case_id).state is CaseState.SUBMITTED
     dispatcher.close()
+
+
+@pytest.mark.parametrize("adapter", ["cn-dcm", "open311"])
+def test_an_answer_that_cannot_be_decoded_is_retried_not_a_crash(tmp_path, world, bus_event, adapter):
+    """A gateway that labels its answer gzip but sends plain bytes: the HTTP client cannot decode it. That is an
+    unreadable answer like any other (retried, the case named), not an exception that stops `dispatch run`."""
+    store, evidence, spool = world
+    platform = Platform(lambda _: (200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b'{"taskNumber": "T1"}'))
+    try:
+        [case_id, other] = queue_cases(store, evidence, spool, small_event(bus_event), 2, "t", prefix=f"cam-gz-{adapter}")
+        config = DispatchConfig(targets={"t": TargetConfig(adapter=adapter, url=f"{platform.base}/x", timeout_s=2)}, **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        stats = dispatcher.run_once()
+        assert stats.retried == 2 and stats.delivered == 0
+        assert any(e.startswith(f"case {case_id}: t: unreadable answer") and "decompress" in e for e in stats.errors)
+        [entry] = store.outbox_entries(case_id=case_id)
+        assert entry.status == "pending" and entry.attempts == 1 and "unreadable answer" in entry.last_error
+        assert store.get(other).state is CaseState.QUEUED
+        dispatcher.close()
+    finally:
+        platform.stop()
 
 
 @pytest.mark.parametrize(("adapter", "honour_key", "lookup"), [

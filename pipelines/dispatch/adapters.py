@@ -88,6 +88,8 @@ def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = Fals
         raise Transient(f"timeout: {type(exc).__name__}") from exc
     except httpx.TransportError as exc:  # refused, reset, closed mid-answer, DNS ...
         raise Transient(f"connection: {type(exc).__name__}: {exc}") from exc
+    except httpx.DecodingError as exc:  # the body contradicts its Content-Encoding (gzip that is not gzip ...)
+        raise Transient(f"unreadable answer: {exc}") from exc
     if response.status_code >= 500 or response.status_code in (408, 429):
         raise Transient(f"HTTP {response.status_code}: {response.text[:200]}")
     if response.status_code == 404 and missing_ok:
