@@ -250,6 +250,33 @@ def test_an_answer_that_cannot_be_decoded_is_retried_not_a_crash(tmp_path, world
         platform.stop()
 
 
+def test_a_damaged_stored_bundle_parks_its_case_and_the_others_still_go(tmp_path, world, bus_event):
+    """A stored manifest or signature that is not a JSON object (damaged in the store) parks that case with the
+    file and the reason, instead of an exception that stopped the pass and every later `dispatch run`."""
+    store, evidence, spool = world
+    platform = Platform(lambda h: (200, {"Content-Type": "application/json"},
+                                   json.dumps({"taskNumber": f"T{len(h.server.requests)}"}).encode()))
+    try:
+        bad_manifest, bad_signature, healthy = queue_cases(store, evidence, spool, small_event(bus_event), 3, "dcm",
+                                                           prefix="cam-dmg")
+        (evidence.path(store.get(bad_manifest).evidence_ref) / "manifest.json").write_text("{truncated", encoding="utf-8")
+        (evidence.path(store.get(bad_signature).evidence_ref) / "signature.json").write_text("[1]", encoding="utf-8")
+        config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2)},
+                                **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        stats = dispatcher.run_once()
+        assert (stats.parked, stats.delivered) == (2, 1)
+        assert store.get(healthy).state is CaseState.SUBMITTED
+        for case_id, why in ((bad_manifest, "manifest.json is unreadable"),
+                             (bad_signature, "signature.json holds a JSON list, not an object")):
+            case = store.get(case_id)
+            assert case.state is CaseState.QUEUED and why in case.reason and case.evidence_ref in case.reason
+        assert [m for m, _, _ in platform.requests] == ["POST"]  # nothing of the damaged ones was sent
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
 @pytest.mark.parametrize(("adapter", "honour_key", "lookup"), [
     pytest.param("cn-dcm", False, True, id="cn-dcm-ignoring-the-key"),
     pytest.param("open311", False, True, id="open311-ignoring-the-key"),

@@ -222,9 +222,10 @@ class Dispatcher:
         target = self.config.targets[entry.target]
         try:
             raw = self.evidence.read_bytes(case.evidence_ref, MANIFEST)
-            manifest = json.loads(raw)
+            manifest = _stored_json(case, MANIFEST, raw)
             check_evidence(case, manifest, hashlib.sha256(raw).hexdigest())
-            signed = json.loads(self.evidence.read_bytes(case.evidence_ref, SIGNATURE)).get("public_key_signature")
+            signed = _stored_json(case, SIGNATURE, self.evidence.read_bytes(case.evidence_ref, SIGNATURE)).get(
+                "public_key_signature")
             by_path = {a["path"]: a for a in manifest["artifacts"]}
             expiry = timedelta(seconds=target.attachment_expiry_s)
             attachments = [{"path": p, "url": self.evidence.url(case.evidence_ref, p, expiry),
@@ -232,6 +233,9 @@ class Dispatcher:
                            for p in manifest["dispatch_attachments"]]
         except StorageError as exc:
             raise Transient(f"evidence store: {exc}") from exc
+        except (KeyError, TypeError, AttributeError) as exc:  # a manifest that is JSON but not one we wrote
+            raise Permanent(f"evidence at {case.evidence_ref}: {MANIFEST} lacks what dispatch needs "
+                            f"({type(exc).__name__}: {exc}): not sent") from exc
         return Delivery(case=case, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
                         attachments=attachments, idempotency_key=entry.idempotency_key, queued_at=entry.created_at,
                         public_signature=signed if isinstance(signed, dict) else None)
@@ -265,6 +269,19 @@ class Dispatcher:
                 if status is not None and apply_status(self.store, case.id, status, actor=f"dispatch:{name}"):
                     stats.status_changes += 1
         return stats
+
+
+def _stored_json(case: Case, name: str, raw: bytes) -> dict:
+    """A JSON object file of the stored bundle; anything else is `Permanent`: the store never holds a half-written
+    manifest (it is renamed in, or written last), so an unreadable one was damaged there and a human must look,
+    rather than the exception stopping every delivery behind it."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise Permanent(f"evidence at {case.evidence_ref}: {name} is unreadable ({exc}): not sent") from None
+    if not isinstance(data, dict):
+        raise Permanent(f"evidence at {case.evidence_ref}: {name} holds a JSON {type(data).__name__}, not an object: not sent")
+    return data
 
 
 def check_evidence(case: Case, manifest: dict, digest: str) -> None:
