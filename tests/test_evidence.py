@@ -147,6 +147,30 @@ def test_missing_extra_manifest_edit_and_wrong_key(tmp_path, bus_event):
     assert report.signature == "invalid" and "manifest.json was changed after signing (digest differs)" in report.problems
 
 
+@pytest.mark.parametrize(("file", "edit", "reported"), [
+    ("manifest.json", lambda m: m.update(artifacts=["annotated/opened.jpg"]), 'artifact entry "annotated/opened.jpg" is not an object'),
+    ("manifest.json", lambda m: m.update(artifacts=None), "`artifacts` is a JSON NoneType, not a list"),
+    ("manifest.json", lambda m: m.update(artifacts={"annotated/opened.jpg": "ab"}), "`artifacts` is a JSON dict, not a list"),
+    ("signature.json", lambda s: [s], "signature.json is unreadable: a JSON list, not an object"),
+])
+def test_a_manifest_or_signature_edited_out_of_shape_is_reported_not_a_traceback(tmp_path, bus_event, file, edit, reported):
+    """An auditor's `evidence verify` on a bundle whose JSON files were rewritten into another shape gets FAIL and
+    the reasons (exit 1), not a Python traceback."""
+    event, all_dets = bus_event
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets)).path
+    data = json.loads((bundle / file).read_text(encoding="utf-8"))
+    data = edit(data) or data
+    (bundle / file).write_text(json.dumps(data), encoding="utf-8")
+    report = verify_bundle(bundle, KEY)
+    assert not report.ok and report.signature == "invalid" and any(reported in p for p in report.problems)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY)
+    cli = subprocess.run([sys.executable, "-m", "streetwatch.cli", "evidence", "verify", str(bundle), "--key-file",
+                          str(key_file), "--no-store"], capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 1 and cli.stdout.startswith("FAIL") and reported in cli.stdout, cli.stderr[-2000:]
+    assert "Traceback" not in cli.stderr
+
+
 def test_update_adds_latest_frame_and_cleared_time(tmp_path, bus_event):
     event, all_dets = bus_event
     builder = EvidenceBuilder(EvidenceConfig(), KEY, MODEL)

@@ -135,8 +135,14 @@ def verify_bundle(bundle: str | Path, key: bytes | None, *, public_keys: list[Ed
         report.problems.append(f"digest {report.digest} is not the one recorded when case {case_id or report.case_id}'s "
                                f"bundle was sealed ({digest}): an older or another bundle")
 
+    if not isinstance(artifacts, list):  # an edited manifest: report it, do not trip over it
+        report.problems.append(f"{MANIFEST}: `artifacts` is a JSON {type(artifacts).__name__}, not a list")
+        artifacts = []
     listed = set()
     for item in artifacts:
+        if not isinstance(item, dict):
+            report.problems.append(f"{MANIFEST}: artifact entry {json.dumps(item, ensure_ascii=False)[:80]} is not an object")
+            continue
         rel = PurePosixPath(str(item.get("path", "")))
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             report.problems.append(f"artifact path {str(rel)!r} points outside the bundle")
@@ -158,6 +164,10 @@ def verify_bundle(bundle: str | Path, key: bytes | None, *, public_keys: list[Ed
     except ValueError as exc:
         report.signature = "invalid"
         report.problems.append(f"{SIGNATURE} is unreadable: {exc}")
+        return report
+    if not isinstance(signature, dict):
+        report.signature = "invalid"
+        report.problems.append(f"{SIGNATURE} is unreadable: a JSON {type(signature).__name__}, not an object")
         return report
     if signature.get("digest") != report.digest:
         report.signature = "invalid"
