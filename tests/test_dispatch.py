@@ -356,6 +356,38 @@ def test_backoff_grows_with_jitter_and_survives_a_restart(tmp_path, world, sim, 
     assert store.outbox_entries(case_id=case_id)[0].attempts == 1
 
 
+@pytest.mark.parametrize("adapter", ["cn-dcm", "open311"])
+@pytest.mark.parametrize(("status", "retry_after", "wait_s"), [
+    pytest.param(429, "120", 120, id="429-seconds"),
+    pytest.param(503, "http-date", 300, id="503-http-date"),
+    pytest.param(503, "86400", 600, id="503-longer-than-max_s"),
+])
+def test_retry_after_is_honoured_up_to_the_longest_back_off(tmp_path, world, bus_event, adapter, status, retry_after,
+                                                            wait_s):
+    """A platform that answers 429/503 with Retry-After is not asked again before it said (seconds or an HTTP
+    date), up to `retry.max_s`; the reason names it. Before, the 2 s back-off hit it again at once."""
+    from email.utils import format_datetime
+
+    if retry_after == "http-date":
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=wait_s), usegmt=True)
+    store, evidence, spool = world
+    platform = Platform(lambda _: (status, {"Retry-After": retry_after}, b"busy"))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "t", prefix=f"cam-ra-{adapter}")
+        config = DispatchConfig(targets={"t": TargetConfig(adapter=adapter, url=f"{platform.base}/x", timeout_s=2)},
+                                retry=RetryPolicy(base_s=2, max_s=600), lease_s=5)
+        dispatcher = Dispatcher(store, evidence, config)
+        before = datetime.now(UTC)
+        assert dispatcher.run_once().retried == 1
+        [entry] = store.outbox_entries(case_id=case_id)
+        waits = (entry.next_attempt_at - before).total_seconds()
+        assert wait_s - 3 <= waits <= wait_s + 3, waits
+        assert f"HTTP {status} (Retry-After: " in entry.last_error
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
 class _WebhookServer(ThreadingHTTPServer):
     """Our side's webhook endpoint for the test: the plain handler function behind a real HTTP server."""
 

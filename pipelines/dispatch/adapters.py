@@ -1,8 +1,9 @@
 """Dispatch adapters: one case -> one HTTP request in the target's protocol, and its answer -> their reference.
 
 Both adapters classify every failure the same way (`send`): timeouts, connection errors, 5xx,
-429 and unreadable answers are `Transient` (retry); other 4xx are `Permanent` (park for a human,
-with their words). Adapters never retry themselves: the dispatcher owns the schedule.
+429 and unreadable answers are `Transient` (retry, with their `Retry-After` if they sent one);
+other 4xx are `Permanent` (park for a human, with their words). Adapters never retry themselves:
+the dispatcher owns the schedule.
 
 A retry after an attempt that may have reached them is safe twice over: it carries the same
 `Idempotency-Key`, and before it is sent the dispatcher asks them whether they already hold the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -35,10 +37,15 @@ class DeliveryError(Exception):
     """A failed attempt; `retry` says whether another attempt can succeed."""
 
     retry = True
+    retry_after_s: float | None = None  # how long they asked us to wait (Retry-After), if they did
 
 
 class Transient(DeliveryError):
     """Worth retrying: they were unreachable, slow, overloaded, or answered something unreadable."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Permanent(DeliveryError):
@@ -91,12 +98,30 @@ def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = Fals
     except httpx.DecodingError as exc:  # the body contradicts its Content-Encoding (gzip that is not gzip ...)
         raise Transient(f"unreadable answer: {exc}") from exc
     if response.status_code >= 500 or response.status_code in (408, 429):
-        raise Transient(f"HTTP {response.status_code}: {response.text[:200]}")
+        wait = retry_after_s(response)
+        asked = f" (Retry-After: {wait:.0f} s)" if wait is not None else ""
+        raise Transient(f"HTTP {response.status_code}{asked}: {response.text[:200]}", retry_after_s=wait)
     if response.status_code == 404 and missing_ok:
         return response
     if response.status_code >= 400:
         raise Permanent(f"HTTP {response.status_code}: {response.text[:500]}")
     return response
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """Seconds their `Retry-After` header asks us to wait (delay-seconds or an HTTP-date), None if absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def answer_json(response: httpx.Response) -> Any:

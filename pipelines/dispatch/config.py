@@ -12,7 +12,7 @@ from detect.config_io import ConfigModel
 
 class RetryPolicy(ConfigModel):
     base_s: float = Field(2.0, title="First back-off", description="Delay before the first retry; doubles per attempt.", gt=0)
-    max_s: float = Field(600.0, title="Longest back-off", description="Cap of the delay between attempts.", gt=0)
+    max_s: float = Field(600.0, title="Longest back-off", description="Cap of the delay between attempts (and of a platform's Retry-After).", gt=0)
     jitter: float = Field(0.5, title="Jitter", description="Fraction of each delay that is random (0 = none, 1 = full jitter).", ge=0, le=1)
     max_attempts: int | None = Field(
         None, title="Attempt limit", description="Park the entry after this many failed attempts (default: retry until delivered).", ge=1)

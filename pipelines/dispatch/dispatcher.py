@@ -14,9 +14,10 @@ Exactly once comes from these pieces together:
   honours it answers a repeat with the first result too.
 
 Failures: transient ones (timeouts, connection errors, 5xx, unreadable answers) are retried with
-exponential back-off and jitter, the next attempt time persisted in the entry so a restart keeps
-the schedule; permanent ones (4xx) park the entry with the reason for a human. A per-target
-circuit breaker stops hammering a system that keeps failing.
+exponential back-off and jitter, never sooner than their Retry-After (up to `max_s`), the next
+attempt time persisted in the entry so a restart keeps the schedule; permanent ones (4xx) park
+the entry with the reason for a human. A per-target circuit breaker stops hammering a system that
+keeps failing.
 """
 
 from __future__ import annotations
@@ -208,7 +209,10 @@ class Dispatcher:
             self.store.park(entry.id, f"gave up after {attempt} attempts; last: {exc}", owner=self.owner)
             stats.parked += 1
             return
-        when = now + timedelta(seconds=backoff_s(attempt, self.config.retry, self.rng))
+        delay = backoff_s(attempt, self.config.retry, self.rng)
+        if exc.retry_after_s is not None:  # they said when (429/503 Retry-After): not before, up to our longest back-off
+            delay = max(delay, min(exc.retry_after_s, self.config.retry.max_s))
+        when = now + timedelta(seconds=delay)
         if breaker.open_until is not None:
             when = max(when, breaker.open_until)
         self.store.schedule_retry(entry.id, reason, when, owner=self.owner)
