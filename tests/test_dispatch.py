@@ -388,6 +388,26 @@ def test_retry_after_is_honoured_up_to_the_longest_back_off(tmp_path, world, bus
         platform.stop()
 
 
+@pytest.mark.parametrize("adapter", ["cn-dcm", "open311"])
+def test_a_redirect_is_not_an_answer_and_the_reason_names_where_it_points(tmp_path, world, bus_event, adapter):
+    """A platform that moved answers 307 (here with a body that looks like a success): nothing is recorded as
+    delivered, and the reason says where they point instead of `HTTP 307 with unreadable body`."""
+    store, evidence, spool = world
+    platform = Platform(lambda _: (307, {"Location": "https://dcm.example.gov.cn/v2/cases", "Content-Type": "application/json"},
+                                   b'{"taskNumber": "T1", "service_request_id": "T1"}'))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "t", prefix=f"cam-307-{adapter}")
+        config = DispatchConfig(targets={"t": TargetConfig(adapter=adapter, url=f"{platform.base}/x", timeout_s=2)}, **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        assert dispatcher.run_once().retried == 1
+        assert store.get(case_id).state is CaseState.QUEUED and store.get(case_id).dispatch_ref is None
+        [entry] = store.outbox_entries(case_id=case_id)
+        assert "HTTP 307 redirect to https://dcm.example.gov.cn/v2/cases, not followed" in entry.last_error
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
 class _WebhookServer(ThreadingHTTPServer):
     """Our side's webhook endpoint for the test: the plain handler function behind a real HTTP server."""
 

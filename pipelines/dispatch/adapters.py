@@ -1,7 +1,7 @@
 """Dispatch adapters: one case -> one HTTP request in the target's protocol, and its answer -> their reference.
 
 Both adapters classify every failure the same way (`send`): timeouts, connection errors, 5xx,
-429 and unreadable answers are `Transient` (retry, with their `Retry-After` if they sent one);
+429, redirects (never followed) and unreadable answers are `Transient` (retry, with their `Retry-After` if they sent one);
 other 4xx are `Permanent` (park for a human, with their words). Adapters never retry themselves:
 the dispatcher owns the schedule.
 
@@ -101,6 +101,10 @@ def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = Fals
         wait = retry_after_s(response)
         asked = f" (Retry-After: {wait:.0f} s)" if wait is not None else ""
         raise Transient(f"HTTP {response.status_code}{asked}: {response.text[:200]}", retry_after_s=wait)
+    if 300 <= response.status_code < 400:  # not followed: a POST would go elsewhere, or turn into a GET
+        where = response.headers.get("Location") or "no Location"
+        raise Transient(f"HTTP {response.status_code} redirect to {where}, not followed; if the platform moved, set the "
+                        "target's url to the new address")
     if response.status_code == 404 and missing_ok:
         return response
     if response.status_code >= 400:
