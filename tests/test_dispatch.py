@@ -408,6 +408,26 @@ def test_a_redirect_is_not_an_answer_and_the_reason_names_where_it_points(tmp_pa
         platform.stop()
 
 
+def test_a_cn_dcm_answer_in_a_data_envelope_is_read_like_the_look_up_reads_it(tmp_path, world, bus_event):
+    """Many 数字城管 platforms wrap every answer as {"code", "msg", "data"}. The look-up read the task number under
+    `data` but the POST's answer did not: the case was POSTed again and again (with `lookup: false`, a duplicate on
+    their side each time)."""
+    store, evidence, spool = world
+    platform = Platform(lambda h: (200, {"Content-Type": "application/json"}, json.dumps(
+        {"code": 0, "msg": "成功", "data": {"rwh": f"HZ-{len(h.server.requests)}"}}).encode()))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix="cam-env")
+        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2,
+                                                            lookup=False, field_map={"taskNumber": "rwh"})}, **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        assert dispatcher.run_once().delivered == 1
+        assert (store.get(case_id).state, store.get(case_id).dispatch_ref) == (CaseState.SUBMITTED, "HZ-1")
+        assert len(platform.requests) == 1
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
 class _WebhookServer(ThreadingHTTPServer):
     """Our side's webhook endpoint for the test: the plain handler function behind a real HTTP server."""
 

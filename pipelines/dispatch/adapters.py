@@ -203,6 +203,8 @@ class CnDcmAdapter:
         response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
         body = answer_json(response)
         key = self.target.field_map.get("taskNumber", "taskNumber")
+        if isinstance(body, dict) and key not in body and isinstance(body.get("data"), dict):
+            body = body["data"]  # {"code": 0, "msg": ..., "data": {...}}: the envelope `look_up` reads too
         ref = body.get(key) if isinstance(body, dict) else None
         if not ref:
             raise Transient(f"HTTP {response.status_code} without {key}: {response.text[:200]!r}")
