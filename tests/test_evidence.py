@@ -171,6 +171,25 @@ def test_a_manifest_or_signature_edited_out_of_shape_is_reported_not_a_traceback
     assert "Traceback" not in cli.stderr
 
 
+def test_symbolic_links_inside_a_bundle_fail_it(tmp_path, bus_event):
+    """A linked folder of unlisted files was not reported (the walk for `extra` files does not enter links) and a
+    listed file replaced by a link to a copy outside the bundle passed: both verified OK."""
+    event, all_dets = bus_event
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets)).path
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "planted.jpg").write_bytes(b"x")
+    (bundle / "crops" / "more").symlink_to(outside, target_is_directory=True)
+    frame = bundle / "annotated" / "opened.jpg"
+    (outside / "opened.jpg").write_bytes(frame.read_bytes())
+    frame.unlink()
+    frame.symlink_to(outside / "opened.jpg")
+    report = verify_bundle(bundle, KEY)
+    assert report.signature == "valid" and not report.ok
+    assert report.problems == [f"annotated/opened.jpg is a symbolic link (to {outside / 'opened.jpg'}); a bundle holds its files itself",
+                               f"crops/more is a symbolic link (to {outside}); a bundle holds its files itself"]
+
+
 def test_update_adds_latest_frame_and_cleared_time(tmp_path, bus_event):
     event, all_dets = bus_event
     builder = EvidenceBuilder(EvidenceConfig(), KEY, MODEL)

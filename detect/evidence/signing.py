@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -155,6 +156,11 @@ def verify_bundle(bundle: str | Path, key: bytes | None, *, public_keys: list[Ed
             report.tampered.append(str(rel))
     present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     report.extra = sorted(present - listed - {MANIFEST, SIGNATURE})
+    # We never write links. A linked folder hides unlisted files from the `extra` check (the walk does not enter
+    # it), and a linked file makes the bundle's content depend on something outside it: both fail the bundle.
+    for link in sorted(p for p in bundle.rglob("*") if p.is_symlink()):
+        report.problems.append(f"{link.relative_to(bundle).as_posix()} is a symbolic link (to {os.readlink(link)}); "
+                               "a bundle holds its files itself")
 
     try:
         signature = json.loads((bundle / SIGNATURE).read_bytes())
