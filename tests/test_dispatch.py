@@ -504,6 +504,14 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
             hook_sim.stop()
 
 
+def test_a_webhook_body_nested_too_deep_is_refused_with_400_not_a_crash(tmp_path, world):
+    store, _, _ = world
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/", timeout_s=2)})
+    with pytest.raises(WebhookError, match="nested too deep") as refused:
+        handle_cn_dcm_webhook(store, config, "dcm", b"[" * 60000, {})
+    assert refused.value.status_code == 400
+
+
 def test_two_dispatcher_processes_never_send_a_case_twice(tmp_path, bus_event):
     """Two `dispatch run` processes on one store, a slow platform, no faults (issue 14, item 2): each
     case is POSTed exactly once. A lease per batch let the second claim what the first had not sent yet."""

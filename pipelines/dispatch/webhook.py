@@ -57,6 +57,8 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WebhookError(400, f"body is not JSON: {exc}") from None
+    except RecursionError:  # JSON nested deeper than the parser goes (a 64 KiB body of '[' is enough)
+        raise WebhookError(400, "body is not usable JSON: nested too deep") from None
     if not isinstance(data, dict):
         raise WebhookError(400, "body must be a JSON object")
     names = {ours: cfg.field_map.get(ours, ours) for ours in ("taskNumber", "externalId", "status", "note")}
