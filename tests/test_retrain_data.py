@@ -262,6 +262,28 @@ def test_from_cases_turns_reviews_into_positives_and_hard_negatives(real_sample_
     assert check_dataset(ds).ok
 
 
+
+def test_from_cases_reports_a_line_whose_frame_size_is_not_a_number(real_sample_dir, tmp_path):
+    """Another tool's export may write the frame size as text ("1920px") or 0: that line is reported and skipped,
+    the others built (it used to stop the whole build with a ValueError traceback)."""
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
+    box = [{"class_name": "garbage", "xyxy": [100, 200, 300, 400]}]
+    lines = [
+        {"case_id": "ok", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[0]),
+         "width": 640, "height": 640, "boxes": box},
+        {"case_id": "px", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[1]),
+         "width": "1920px", "height": 1080, "boxes": box},
+        {"case_id": "neg", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[2]),
+         "width": -640, "height": 640, "boxes": box},
+    ]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
+    assert result.exit_code == 0, result.output
+    assert "review.jsonl:2 (case px): width '1920px' and height 1080 must be positive numbers of pixels" in result.stderr
+    assert "review.jsonl:3 (case neg): width -640 and height 640 must be positive numbers of pixels" in result.stderr
+    assert [f.source for f in Dataset(tmp_path / "cases").files()] == ["cases ok"]
+
 def test_label_parser_is_the_one_definition_of_a_valid_box():
     parsed = parse_labels(b"0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n\n1 0.5 0.5 0.2 0.2\n", nc=2)
     assert parsed.boxes.shape == (2, 5) and parsed.duplicates == 1 and not parsed.problems

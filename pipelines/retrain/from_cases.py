@@ -103,19 +103,33 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             findings.append(Finding(where, f"rejected as {code!r}: the object is real, not a hard negative: skipped", "warning"))
             continue
         boxes = []
-        if decision in POSITIVE:
-            try:
+        try:
+            size = _frame_size(case)
+            if decision in POSITIVE:
                 boxes = _case_boxes(case, taxonomy, classes)
-            except ValueError as exc:
-                findings.append(Finding(where, str(exc)))
-                continue
-        size = (float(case["width"]), float(case["height"])) if case.get("width") and case.get("height") else None
+        except ValueError as exc:
+            findings.append(Finding(where, str(exc)))
+            continue
         pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem), size))
         pic.cases.append(re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{no}")))
         pic.boxes += boxes
         if decision in NEGATIVE:
             pic.rejections.append(f"{case.get('violation_type', '?')}: {case.get('reason') or code or 'no reason given'}")
     return pictures, findings
+
+
+def _frame_size(case: dict) -> tuple[float, float] | None:
+    """(w, h) of the frame the boxes are on, None when the line does not say; another tool's export may write
+    `"1920px"` or 0, which would otherwise stop the whole build or divide by zero: such a line is reported."""
+    if not (case.get("width") and case.get("height")):
+        return None
+    try:
+        size = (float(case["width"]), float(case["height"]))
+    except (TypeError, ValueError):
+        size = (0.0, 0.0)
+    if not all(np.isfinite(size)) or min(size) <= 0:
+        raise ValueError(f"width {case['width']!r} and height {case['height']!r} must be positive numbers of pixels")
+    return size
 
 
 def _case_boxes(case: dict, taxonomy: Taxonomy, classes: ProjectClasses) -> list[tuple[str, list[float]]]:
