@@ -263,9 +263,10 @@ def test_from_cases_turns_reviews_into_positives_and_hard_negatives(real_sample_
 
 
 
-def test_from_cases_reports_a_line_whose_frame_size_is_not_a_number(real_sample_dir, tmp_path):
-    """Another tool's export may write the frame size as text ("1920px") or 0: that line is reported and skipped,
-    the others built (it used to stop the whole build with a ValueError traceback)."""
+def test_from_cases_reports_a_line_whose_frame_size_or_box_is_not_usable(real_sample_dir, tmp_path):
+    """Another tool's export may write the frame size as text ("1920px") or 0, or a box with its corners swapped:
+    that line is reported and skipped, the others built (the size used to stop the whole build with a ValueError
+    traceback; the swapped box made a confirmed case a negative picture, said only by `data check`)."""
     pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
     box = [{"class_name": "garbage", "xyxy": [100, 200, 300, 400]}]
     lines = [
@@ -275,6 +276,8 @@ def test_from_cases_reports_a_line_whose_frame_size_is_not_a_number(real_sample_
          "width": "1920px", "height": 1080, "boxes": box},
         {"case_id": "neg", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[2]),
          "width": -640, "height": 640, "boxes": box},
+        {"case_id": "swapped", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[2]),
+         "boxes": [{"class_name": "garbage", "xyxy": [300, 400, 100, 200]}]},
     ]
     export = tmp_path / "review.jsonl"
     export.write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -282,6 +285,9 @@ def test_from_cases_reports_a_line_whose_frame_size_is_not_a_number(real_sample_
     assert result.exit_code == 0, result.output
     assert "review.jsonl:2 (case px): width '1920px' and height 1080 must be positive numbers of pixels" in result.stderr
     assert "review.jsonl:3 (case neg): width -640 and height 640 must be positive numbers of pixels" in result.stderr
+    # corners swapped: reported, not written as a label line with a negative size (counted as a negative picture)
+    assert "review.jsonl:4 (case swapped): box [300.0, 400.0, 100.0, 200.0] is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2" \
+        in result.stderr
     assert [f.source for f in Dataset(tmp_path / "cases").files()] == ["cases ok"]
 
 def test_label_parser_is_the_one_definition_of_a_valid_box():

@@ -140,6 +140,10 @@ def _case_boxes(case: dict, taxonomy: Taxonomy, classes: ProjectClasses) -> list
         raise ValueError("boxes must be [{class_name, xyxy: [x1, y1, x2, y2]}, …]") from None
     if any(len(xyxy) != 4 for _, xyxy in boxes):
         raise ValueError("every xyxy needs 4 numbers")
+    # a swapped corner would become a label line with a negative size: the picture then counts as a negative
+    bad = [xyxy for _, xyxy in boxes if not (np.isfinite(xyxy).all() and xyxy[0] < xyxy[2] and xyxy[1] < xyxy[3])]
+    if bad:
+        raise ValueError(f"box {bad[0]} is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
     own = [(classes.match(n), xyxy) for n, xyxy in boxes if classes.match(n)]
     if own:
         return own
