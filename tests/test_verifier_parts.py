@@ -229,6 +229,32 @@ def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
     assert ds.labels("parking").tolist() == [-1, 0]  # the stall photo says nothing about parking
 
 
+
+def test_a_picture_in_two_confirmed_cases_keeps_the_boxes_of_both(tmp_path):
+    """One photo often opens a stall case and a spillover case: its one row gets both labels and boxes.csv names that
+    row's file for both boxes (the second case's box named a file of its own case id, which labels.csv does not list,
+    so loading left it out without a word)."""
+    import json
+
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    export = tmp_path / "export"
+    photo = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[0]
+    (export / "evidence").mkdir(parents=True)
+    (export / "evidence" / photo.name).write_bytes(photo.read_bytes())
+    lines = [{"case_id": case, "violation_type": vtype, "decision": "approved", "source_id": "cam-01",
+              "image": f"evidence/{photo.name}", "width": 400, "height": 300,
+              "boxes": [{"class_name": f"verified:{vtype}", "xyxy": xyxy}]}
+             for case, vtype, xyxy in [("c-1", "street_stall", [100, 150, 300, 300]),
+                                       ("c-2", "shopfront_spillover", [0, 0, 200, 150])]]
+    (export / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    _, n, findings = verifier_dataset_from_cases(export, tmp_path / "ds")
+    assert n == 1 and not findings
+    [only] = load_dataset(tmp_path / "ds").photos
+    assert only.file == "images/cases/c-1.jpg"
+    assert only.labels == {"street_stall": 1, "shopfront_spillover": 1}
+    assert only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)], "shopfront_spillover": [(0.0, 0.0, 0.5, 0.5)]}
+
 def _f1_best(scores: np.ndarray, y: np.ndarray) -> float:
     """The plain rule the blurred one replaced: the positive score with the best F1."""
     def f1(th):

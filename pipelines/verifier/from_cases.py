@@ -71,7 +71,8 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             if xyxy:
                 x1, y1 = min(b[0] for b in xyxy) / w, min(b[1] for b in xyxy) / h
                 x2, y2 = max(b[2] for b in xyxy) / w, max(b[3] for b in xyxy) / h
-                boxes.append({"file": rel, "type": column, "x1": f"{max(0.0, x1):.4f}", "y1": f"{max(0.0, y1):.4f}",
+                # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
+                boxes.append({"file": row["file"], "type": column, "x1": f"{max(0.0, x1):.4f}", "y1": f"{max(0.0, y1):.4f}",
                               "x2": f"{min(1.0, x2):.4f}", "y2": f"{min(1.0, y2):.4f}"})
     out.mkdir(parents=True, exist_ok=True)
     columns = ["file", "group", *TYPE_COLUMNS.values()]
