@@ -164,9 +164,11 @@ def test_verifier_refuses_another_detectors_neck_or_input_size(tmp_path):
 
 
 def _dataset(tmp_path: Path, rows: list[dict]) -> Path:
+    """A labels.csv of `rows`; every file they name but images/missing.jpg is a copy of one real photo."""
     (tmp_path / "images").mkdir(exist_ok=True)
     src = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[0]
-    (tmp_path / "images" / "a.jpg").write_bytes(src.read_bytes())
+    for file in {r["file"] for r in rows} - {"images/missing.jpg"}:
+        (tmp_path / file).write_bytes(src.read_bytes())
     with (tmp_path / "labels.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -178,8 +180,11 @@ def test_dataset_rows_are_checked(tmp_path):
     ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "parking_motor": "0", "parking_nonmotor": "1"}
     ds = load_dataset(_dataset(tmp_path, [ok]))
     assert ds.photos[0].labels == {"street_stall": 1, "parking": 1} and len(ds.digest) == 64
-    with pytest.raises(DatasetError, match=r"labels.csv: row 3 \(images/a.jpg\): street_stall is '2', expected 0, 1 or empty"):
-        load_dataset(_dataset(tmp_path, [ok, {**ok, "street_stall": "2"}]))
+    with pytest.raises(DatasetError, match=r"labels.csv: row 3 \(images/b.jpg\): street_stall is '2', expected 0, 1 or empty"):
+        load_dataset(_dataset(tmp_path, [ok, {**ok, "file": "images/b.jpg", "street_stall": "2"}]))
+    # a photo in two rows would count twice (with labels that may disagree) and could sit in two folds
+    with pytest.raises(DatasetError, match=r"labels.csv: row 4 \(images/a.jpg\): the photo is already in row 2; keep one row per photo"):
+        load_dataset(_dataset(tmp_path, [ok, {**ok, "file": "images/b.jpg"}, {**ok, "street_stall": "0"}]))
     with pytest.raises(DatasetError, match=r"labels.csv: row 2: .*images/missing.jpg not found"):
         load_dataset(_dataset(tmp_path, [{**ok, "file": "images/missing.jpg"}]))
     (tmp_path / "labels.csv").write_text("file,street_stall\nimages/a.jpg,1\n", encoding="utf-8")
@@ -189,13 +194,14 @@ def test_dataset_rows_are_checked(tmp_path):
 
 def test_uncertain_rows_are_counted_when_left_out(tmp_path):
     ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "uncertain": "1"}
-    ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "uncertain": "0"}]), uncertain=False)
+    ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "file": "images/b.jpg", "uncertain": "0"}]), uncertain=False)
     assert len(ds.photos) == 1 and ds.notes == ["1 rows with uncertain=1 left out (--no-uncertain)"]
 
 
 def test_rows_labelled_for_no_type_are_counted_and_left_out(tmp_path):
     ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "flyposting": ""}
-    ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "street_stall": ""}, {**ok, "street_stall": "", "flyposting": "0"}]))
+    ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "file": "images/b.jpg", "street_stall": ""},
+                                          {**ok, "file": "images/c.jpg", "street_stall": "", "flyposting": "0"}]))
     assert len(ds.photos) == 2 and ds.notes == [f"{tmp_path / 'labels.csv'}: 1 rows with every label cell empty left out (labelled for no type)"]
 
 
@@ -306,8 +312,9 @@ def test_close_calls_do_not_train_the_parking_head_but_are_still_judged(tmp_path
     from pipelines.verifier.train import VehicleHead
 
     row = {"file": "images/a.jpg", "group": "g", "street_stall": "0", "parking_motor": "0", "parking_nonmotor": "0", "uncertain": "0"}
-    rows = [{**row, "parking_motor": "1", "uncertain": "1"}, {**row, "uncertain": "1"}, row,
-            {**row, "parking_motor": "", "parking_nonmotor": ""}]  # the last is labelled for stalls only
+    rows = [{**row, "parking_motor": "1", "uncertain": "1"}, {**row, "file": "images/b.jpg", "uncertain": "1"},
+            {**row, "file": "images/c.jpg"},
+            {**row, "file": "images/d.jpg", "parking_motor": "", "parking_nonmotor": ""}]  # the last is labelled for stalls only
     ds = load_dataset(_dataset(tmp_path, rows))
     assert ds.close_call_negatives("parking").tolist() == [False, True, False, False]
     n = len(rows)
