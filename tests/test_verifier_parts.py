@@ -82,6 +82,11 @@ def test_bad_heads_are_refused_with_file_and_reason(tmp_path):
     path = _write_heads(tmp_path)
     with pytest.raises(VerifierError, match="head 'street_stall' is not a violation type"):
         HeadSet.load(path, known_types={"flyposting"})
+    weights = (tmp_path / "t.npz").read_bytes()
+    for damaged in (weights[: len(weights) // 2], b"not a weights file\n"):  # a copy cut short; another file under the name
+        (tmp_path / "t.npz").write_bytes(damaged)
+        with pytest.raises(VerifierError, match=r"t.npz: cannot read the heads: not an .npz archive \(cut short, corrupt or another file\)"):
+            HeadSet.load(path)
     (tmp_path / "t.npz").unlink()
     with pytest.raises(VerifierError, match=r"t.npz: weights of verifier t not found"):
         HeadSet.load(path)

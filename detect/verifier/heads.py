@@ -21,6 +21,7 @@ unknown violation type, or whose arrays are missing or malformed, naming the fil
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -162,9 +163,13 @@ class HeadSet:
         weights = card_path.parent / card.weights
         if not weights.is_file():
             raise VerifierError(f"{weights}: weights of verifier {card.id} not found (named by {card_path.name})")
+        # np.load takes any file that is not a zip for a pickle, and its refusal suggests loading it unsafely
+        if not zipfile.is_zipfile(weights):
+            raise VerifierError(f"{weights}: cannot read the heads: not an .npz archive (cut short, corrupt or another file); "
+                                f"copy the weights of verifier {card.id} again")
         try:
             arrays = dict(np.load(weights, allow_pickle=False))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a damaged member
             raise VerifierError(f"{weights}: cannot read the heads: {exc}") from exc
         heads = {}
         for type_id, spec in card.heads.items():
