@@ -334,6 +334,24 @@ def test_verifier_promote_makes_a_verifier_the_default_and_says_at_which_input_i
     assert "id: t320" in (folder / "promoted.yaml").read_text(encoding="utf-8")  # a refused promotion changes nothing
 
 
+
+def test_verifier_promote_of_a_project_card_wins_over_a_record_in_streetwatch_models(tmp_path, monkeypatch):
+    """With $STREETWATCH_MODELS naming a folder whose verifiers/promoted.yaml is read first, promoting a card of the
+    project's own folder must change the default (it wrote beside the card, was outvoted, and said "promoted")."""
+    from detect.registry import PROJECT_MODELS
+    from detect.verifier import promoted_id
+
+    project_record = (PROJECT_MODELS / "verifiers" / "promoted.yaml").read_bytes()
+    folder = tmp_path / "models" / "verifiers"
+    folder.mkdir(parents=True)
+    (folder / "promoted.yaml").write_text("id: city-v1\n", encoding="utf-8")  # promoted there before
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "models"))
+    result = runner.invoke(app, ["verifier", "promote", "street-v7"])
+    assert result.exit_code == 0, result.output
+    assert f"promoted street-v7 ({folder / 'promoted.yaml'})" in result.output
+    assert promoted_id() == "street-v7"
+    assert (PROJECT_MODELS / "verifiers" / "promoted.yaml").read_bytes() == project_record  # the checkout is left alone
+
 def test_verifier_show_says_how_each_type_is_judged():
     """The data team reads the promoted card: thresholds, the OCR gate, and what the parking head looks at."""
     result = runner.invoke(app, ["verifier", "show", "street-v7"])

@@ -2,7 +2,8 @@
 
 Cards and heads live in `models/verifiers/` (shipped with the project: they are ours, trained from
 labelled street photos with `streetwatch verifier train`) or in any folder of `$STREETWATCH_MODELS`.
-`models/verifiers/promoted.yaml` names the default one; `--verifier none` turns it off.
+`promoted.yaml` in the first of those folders that has one names the default one (`verifier promote` writes it
+into the first folder, `$STREETWATCH_MODELS`' before the project's); `--verifier none` turns it off.
 """
 
 from __future__ import annotations
@@ -66,10 +67,15 @@ def load_verifier(verifier: str | Path | None = None, known_types: set[str] | No
 
 
 def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
-    """Record `verifier_id` as the promoted verifier beside its card; the record's path and the card (loaded with its
-    heads first: a card whose heads cannot load is refused and nothing is written)."""
+    """Record `verifier_id` as the promoted verifier; the record's path and the card (loaded with its heads first: a
+    card whose heads cannot load is refused and nothing is written).
+
+    The record goes into the first verifier folder, the one `promoted_id` reads first, wherever the card lives:
+    written beside a card in the project's folder, it lost to a record in `$STREETWATCH_MODELS` and changed nothing.
+    """
     card = find_card(verifier_id)
     heads = HeadSet.load(card)
-    target = card.parent / PROMOTED
+    target = verifier_dirs()[0] / PROMOTED
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n", encoding="utf-8")
     return target, heads.card
