@@ -84,3 +84,13 @@ def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_pat
     stored.write_bytes(stored.read_bytes()[:-100])
     result = runner.invoke(app, ["data", "export-reviews", "--out", str(tmp_path / "reviews2")])
     assert result.exit_code == 0 and f"case {confirmed.id}: " in result.output and "does not match its bundle manifest" in result.output
+
+
+def test_retrain_takes_the_reviewed_cases_from_the_store_or_a_file_not_both(tmp_path):
+    """`--from-store --cases FILE` read the file and never opened the store, without a word."""
+    export = tmp_path / "review.jsonl"
+    export.write_text("", encoding="utf-8")
+    result = runner.invoke(app, ["retrain", "--name", "both", "--from-store", "--cases", str(export), "--work", str(tmp_path / "w")])
+    assert result.exit_code == 2
+    assert f"--from-store and --cases {export} both name the reviewed cases: give one" in result.stderr
+    assert not (tmp_path / "w").exists()

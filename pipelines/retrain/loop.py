@@ -62,7 +62,7 @@ def retrain(
     """Run the loop; `do_promote` makes the model the promoted one if it passes the gate.
 
     `settings` (`pipelines.settings.Settings`): export the reviewed cases from that deployment's
-    case store and evidence store first (instead of, or besides, a `cases` export file).
+    case store and evidence store first (instead of a `cases` export file: with both, the file is read).
     """
     work_dir = Path(work_dir)
     inputs = list(datasets or [])

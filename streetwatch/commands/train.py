@@ -155,7 +155,7 @@ def _print_result(r) -> None:
 def retrain(
     name: NameOpt,
     cases: Annotated[Path | None, typer.Option("--cases", help="Review export of reviewed cases (JSON Lines).")] = None,
-    from_store: Annotated[bool, typer.Option("--from-store", help="Export the reviewed cases from the case store (--config) first.")] = False,
+    from_store: Annotated[bool, typer.Option("--from-store", help="Export the reviewed cases from the case store (--config) first (instead of --cases).")] = False,
     data: Annotated[list[Path] | None, typer.Option("--data", help="Labelled dataset version(s) to train on as well. Repeatable.")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="SOURCE=TARGET class mapping for the merge. Repeatable.")] = None,
     drop_unmapped: Annotated[bool, typer.Option("--drop-unmapped", help="Drop classes that match no project class.")] = False,
@@ -188,6 +188,9 @@ def retrain(
     from pipelines.retrain.loop import retrain as run_loop
     from pipelines.retrain.merge import parse_mapping
 
+    if from_store and cases is not None:  # the loop would read the file and never open the store
+        fail(f"--from-store and --cases {cases} both name the reviewed cases: give one (export the store with "
+             "`streetwatch data export-reviews`, or pass the file)")
     work = work or DEFAULT_CLASSES_PATH.parent / "versions" / name
     try:
         result = run_loop(
