@@ -94,3 +94,21 @@ def test_retrain_takes_the_reviewed_cases_from_the_store_or_a_file_not_both(tmp_
     assert result.exit_code == 2
     assert f"--from-store and --cases {export} both name the reviewed cases: give one" in result.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_retrain_from_the_store_into_an_earlier_runs_work_folder_is_refused_cleanly(tmp_path, monkeypatch):
+    """The nightly job run again with the same --work: its review export is never overwritten, and the refusal is one
+    line naming the file and the option to change (it was a FileExistsError traceback)."""
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
+    }))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    earlier = tmp_path / "w" / "reviews" / "review.jsonl"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}\n", encoding="utf-8")
+    result = runner.invoke(app, ["retrain", "--name", "again", "--from-store", "--config", str(config), "--work", str(tmp_path / "w")])
+    assert result.exit_code == 2, result.output
+    assert f"{earlier} already exists" in result.stderr and f"--work {tmp_path / 'w'} holds an earlier run" in result.stderr
+    assert earlier.read_text(encoding="utf-8") == "{}\n"

@@ -184,6 +184,7 @@ def retrain(
     setup_logging()
     from detect.registry import ModelNotFoundError
     from pipelines.retrain.classes import DEFAULT_CLASSES_PATH, load_classes
+    from pipelines.evidence_store import StorageError
     from pipelines.retrain.dataset import DatasetError
     from pipelines.retrain.loop import retrain as run_loop
     from pipelines.retrain.merge import parse_mapping
@@ -200,8 +201,10 @@ def retrain(
             eval_data=open_dataset(eval_data) if eval_data else None, backend=backend, int8=int8, do_promote=promote,
             tolerance=tolerance, allow_check_failures=allow_check_failures,
         )
-    except (DatasetError, ModelNotFoundError, ValueError) as exc:
+    except (DatasetError, ModelNotFoundError, ValueError, StorageError) as exc:
         fail(str(exc))
+    except FileExistsError as exc:  # the store's export of an earlier run (the nightly job run again): never overwritten
+        fail(f"{exc}; --work {work} holds an earlier run: give another --work (or --name)")
     d = result.decision
     typer.echo(f"model {name} registered; gate vs {d.current}: {'passed' if d.passed else 'refused'}"
                + "".join(f"\n  {r}" for r in d.reasons))
