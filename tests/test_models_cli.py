@@ -107,6 +107,15 @@ def test_models_list_shows_cards_and_files():
     assert "yolo11n" in result.stdout and "yolov8n" in result.stdout
 
 
+
+def test_models_list_names_a_broken_card_without_a_traceback(tmp_path, monkeypatch):
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "stalls-v2.yaml").write_text("id: stalls-v2\nformat: pt\nfiles: []\n", encoding="utf-8")
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path))
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 2, result.output
+    assert f"error: {tmp_path / 'registry' / 'stalls-v2.yaml'}: files: List should have at least 1 item" in result.stderr
+
 def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, monkeypatch):
     calib = tmp_path / "calib"
     calib.mkdir()

@@ -22,10 +22,15 @@ def list_models() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from detect.config_io import ConfigError
     from detect.registry import find_file, list_cards, model_dirs
 
+    try:
+        cards = list_cards()
+    except ConfigError as exc:  # one hand-edited card: its file, field and reason, not a traceback
+        fail(str(exc))
     table = Table("id", "format", "imgsz", "from", "file", "source")
-    for card in list_cards():
+    for card in cards:
         found = find_file(card)
         table.add_row(card.id, card.format + (" int8" if card.int8 else " fp16" if card.half else ""),
                       str(card.imgsz), card.exported_from or "-", str(found) if found else "[red]missing[/red]",
