@@ -8,7 +8,7 @@ reviewed photos join the training.
 
 Label columns map to violation types (`LABEL_TYPES`); `parking_motor` and `parking_nonmotor` both
 train the one vehicle-context head. Every row is checked: a missing or unreadable file, a label
-other than 0/1, or a photo in two rows, stops loading with the file, the row and the reason; rows are never dropped silently
+other than 0/1, or a photo labelled in two rows, stops loading with the file, the row and the reason; rows are never dropped silently
 (`uncertain` rows are counted and kept unless `--no-uncertain`; rows with every label cell empty, a
 `to-label` sheet half filled in, are counted and left out).
 """
@@ -121,14 +121,11 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     if not label_cols:
         raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
     photos, notes, skipped_uncertain, unlabelled = [], [], 0, 0
-    first_row: dict[str, int] = {}  # a photo listed twice would count twice in every figure, and may sit in two folds
+    first_row: dict[str, int] = {}  # a photo labelled in two rows would count twice in every figure, maybe in two folds
     for n, row in enumerate(reader, start=2):
         rel = (row.get("file") or "").strip()
         if not rel:
             raise DatasetError(f"{labels_csv}: row {n}: empty file name")
-        if rel in first_row:
-            raise DatasetError(f"{labels_csv}: row {n} ({rel}): the photo is already in row {first_row[rel]}; keep one row per photo")
-        first_row[rel] = n
         labels: dict[str, int] = {}
         for col in label_cols:
             value = (row.get(col) or "").strip()
@@ -143,6 +140,9 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         if not labels:  # a `to-label` row nobody answered yet
             unlabelled += 1
             continue
+        if rel in first_row:
+            raise DatasetError(f"{labels_csv}: row {n} ({rel}): the photo is already in row {first_row[rel]}; keep one row per photo")
+        first_row[rel] = n
         is_uncertain = (row.get("uncertain") or "0").strip() == "1"
         if is_uncertain and not uncertain:
             skipped_uncertain += 1
