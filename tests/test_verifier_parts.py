@@ -210,6 +210,18 @@ def test_rows_labelled_for_no_type_are_counted_and_left_out(tmp_path):
     assert len(ds.photos) == 2 and ds.notes == [f"{tmp_path / 'labels.csv'}: 1 rows with every label cell empty left out (labelled for no type)"]
 
 
+def test_boxes_of_photos_labels_csv_does_not_list_are_counted_and_left_out(tmp_path):
+    """A typo in boxes.csv's file column used to drop the box without a word."""
+    ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "uncertain": "0"}
+    root = _dataset(tmp_path, [ok, {**ok, "file": "images/b.jpg", "uncertain": "1"}])
+    (root / "boxes.csv").write_text("file,type,x1,y1,x2,y2\nimages/a.jpg,street_stall,0.1,0.2,0.5,0.9\n"
+                                    "images/b.jpg,street_stall,0.1,0.2,0.5,0.9\nimages/A.jpg,street_stall,0,0,1,1\n", encoding="utf-8")
+    ds = load_dataset(root, uncertain=False)
+    assert ds.photos[0].boxes == {"street_stall": [(0.1, 0.2, 0.5, 0.9)]}
+    assert ds.notes == ["1 rows with uncertain=1 left out (--no-uncertain)",  # b.jpg's box goes with its row, unsaid
+                        f"{root / 'boxes.csv'}: 1 rows name a photo labels.csv does not list, left out: row 4 (images/A.jpg)"]
+
+
 def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
     """Confirmed -> 1 with its evidence box, rejected as not a violation -> 0, rejected as legal -> nothing;
     types a case says nothing about stay unlabelled, so a confirmed stall never teaches 'no parking'."""

@@ -122,6 +122,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
     photos, notes, skipped_uncertain, unlabelled = [], [], 0, 0
     first_row: dict[str, int] = {}  # a photo labelled in two rows would count twice in every figure, maybe in two folds
+    listed: set[str] = set()  # every photo labels.csv names, used or left out
     for n, row in enumerate(reader, start=2):
         rel = (row.get("file") or "").strip()
         if not rel:
@@ -137,6 +138,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         path = root / rel
         if check_files and not path.is_file():
             raise DatasetError(f"{labels_csv}: row {n}: {path} not found")
+        listed.add(rel)
         if not labels:  # a `to-label` row nobody answered yet
             unlabelled += 1
             continue
@@ -159,9 +161,14 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         data = boxes_csv.read_bytes()
         digest.update(data)
         by_file = {p.file: p for p in photos}
+        strays: list[str] = []
         for n, row in enumerate(_rows(data, boxes_csv), start=2):
             kind = LABEL_TYPES.get((row.get("type") or "").strip())
-            photo = by_file.get((row.get("file") or "").strip())
+            file = (row.get("file") or "").strip()
+            photo = by_file.get(file)
+            if file not in listed:  # a typo in the file name would drop the box unsaid
+                strays.append(f"row {n} ({file or 'no file'})")
+                continue
             if kind is None or photo is None:
                 continue  # a type with no head, or a row left out above
             try:
@@ -171,6 +178,9 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
             if not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
                 raise DatasetError(f"{boxes_csv}: row {n}: box {box} is not inside 0..1 with x1 < x2, y1 < y2")
             photo.boxes.setdefault(kind, []).append(box)  # type: ignore[arg-type]
+        if strays:
+            notes.append(f"{boxes_csv}: {len(strays)} rows name a photo labels.csv does not list, left out: "
+                         + ", ".join(strays[:5]) + (" ..." if len(strays) > 5 else ""))
     return Dataset(root, photos, digest.hexdigest(), notes)
 
 
