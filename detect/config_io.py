@@ -10,6 +10,7 @@ the JSON schemas `streetwatch config schema` writes for editors and the UI (`jso
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,3 +92,13 @@ def validate_model(model: type[M], data: Any, source: str) -> M:
 def load_model(model: type[M], path: str | Path) -> M:
     """Read a YAML/JSON file and validate it as `model`."""
     return validate_model(model, read_mapping(path), str(path))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a small configuration file (a model card, a promotion record) whole or not at all: a process
+    killed mid-write must not leave a truncated `promoted.yaml` that every pipeline then refuses."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from detect.config_io import load_model
+from detect.config_io import load_model, write_text_atomic
 
 PROJECT_MODELS = Path(__file__).resolve().parents[1] / "models"
 _RELEASE_NAME = re.compile(r"^yolo(v\d+|\d+)[nsmlx]$")
@@ -145,8 +145,7 @@ def save_card(card: ModelCard) -> Path:
     if card.created is None:
         card = card.model_copy(update={"created": datetime.now(timezone.utc)})
     path = registry_dir() / f"{card.id}.yaml"
-    path.write_text(yaml.safe_dump(card.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True))
-    return path
+    return write_text_atomic(path, yaml.safe_dump(card.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True))
 
 
 DEFAULT_MODEL = "yolo11n"
@@ -187,8 +186,7 @@ def default_model() -> str:
 def set_promoted(record: Promotion) -> Path:
     """Make `record.model` the promoted model (in the registry directory)."""
     path = registry_dir() / PROMOTED_FILE
-    path.write_text(yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
-    return path
+    return write_text_atomic(path, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 def _offline() -> bool:

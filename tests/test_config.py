@@ -201,3 +201,15 @@ def test_triage_takes_its_defaults_from_the_settings_file_and_flags_win(tmp_path
 
     thumb = cv2.imread(str(tmp_path / "found" / found["thumb"]))
     assert max(thumb.shape[:2]) == 96  # a knob without a flag, from the file
+
+
+def test_configuration_files_are_replaced_whole(tmp_path):
+    """A promotion record or card is written beside and renamed over the old one: never a truncated file."""
+    from detect.config_io import write_text_atomic
+
+    target = tmp_path / "promoted.yaml"
+    target.write_text("model: old\n", encoding="utf-8")
+    before = target.stat().st_ino
+    assert write_text_atomic(target, "model: 新\n") == target
+    assert target.read_text(encoding="utf-8") == "model: 新\n" and target.stat().st_ino != before  # a new file renamed in
+    assert [p.name for p in tmp_path.iterdir()] == ["promoted.yaml"]  # no temporary file left

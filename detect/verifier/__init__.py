@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from detect.config_io import write_text_atomic
 from detect.verifier.heads import HeadsCard, HeadSet, VerifierError
 from detect.verifier.verifier import Verdicts, Verifier, evidence, verified_class
 
@@ -77,5 +78,5 @@ def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
     heads = HeadSet.load(card)
     target = verifier_dirs()[0] / PROMOTED
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n", encoding="utf-8")
+    write_text_atomic(target, f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n")
     return target, heads.card

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 from pydantic import Field, ValidationError
 
-from detect.config_io import ConfigModel
+from detect.config_io import ConfigModel, write_text_atomic
 
 HEAD_ARRAYS = ("mean", "scale", "coef")
 SCENE_ARRAYS = ("scene_mean", "scene_scale", "scene_coef")
@@ -201,7 +201,7 @@ class HeadSet:
 
 def write_card(card: HeadsCard, card_path: Path) -> None:
     """The card as YAML (its weights file is named in it and not written here)."""
-    card_path.write_text(yaml.safe_dump(card.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text_atomic(card_path, yaml.safe_dump(card.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 def _arrays(arrays: dict, weights: Path, card: HeadsCard, type_id: str, names: tuple[str, ...], dim: int, what: str) -> list[np.ndarray]:
