@@ -155,3 +155,15 @@ def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispa
     assert intake.retry_evidence() == []
     assert not (spool / case_a.id).exists() and len(list((spool / ".rejected").iterdir())) == 1
     store.close()
+
+
+@pytest.mark.parametrize("command", [["cases", "list"], ["cases", "show", "c-1"], ["dispatch", "parked"], ["dispatch", "requeue", "1"]])
+def test_commands_on_existing_cases_refuse_a_missing_store_instead_of_creating_one(tmp_path, monkeypatch, command):
+    """Run in a folder without the deployment's settings, they made streetwatch-data/cases.db there and said nothing
+    (or 'no parked deliveries'), which reads as 'no cases' rather than 'wrong --config'."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREETWATCH_CONFIG", raising=False)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2
+    assert "no case store at sqlite:///streetwatch-data/cases.db (cases.url; give the deployment's settings" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail
+from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, settings_or_fail
 
 
 def register(app: typer.Typer) -> None:
@@ -25,11 +25,11 @@ def register(app: typer.Typer) -> None:
         config: SettingsOpt = None,
     ) -> None:
         """List cases: id, state, type, source, when it opened, dispatch reference and why it waits."""
-        from pipelines.cases import CaseState, CaseStore
+        from pipelines.cases import CaseState
 
         if state is not None and state not in {s.value for s in CaseState}:
             fail(f"--state {state!r}: not a case state (states: {', '.join(s.value for s in CaseState)})")
-        store = CaseStore(settings_or_fail(config).cases.url)
+        store = existing_store_or_fail(settings_or_fail(config).cases.url)
         found = store.list(state=state, source_id=source, limit=limit)
         if as_json:
             for case in found:
@@ -55,10 +55,10 @@ def register(app: typer.Typer) -> None:
         config: SettingsOpt = None,
     ) -> None:
         """One case: its facts, evidence reference and boxes, review, dispatch deliveries and state history."""
-        from pipelines.cases import CaseNotFound, CaseStore
+        from pipelines.cases import CaseNotFound
         from pipelines.cases.vocabulary import OutboxStatus
 
-        store = CaseStore(settings_or_fail(config).cases.url)
+        store = existing_store_or_fail(settings_or_fail(config).cases.url)
         try:
             case = store.get(case_id)
         except CaseNotFound as exc:

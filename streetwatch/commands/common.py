@@ -61,6 +61,17 @@ SettingsOpt = Annotated[
 ]
 
 
+def existing_store_or_fail(url: str):
+    """The case store at `url` for a command that only reads or changes existing cases. A SQLite file that
+    is not there is one error line: opening it would create an empty store (in the folder the command
+    happens to run in) and report nothing, which reads as "no cases" rather than "wrong --config"."""
+    from pipelines.cases import CaseStore
+
+    if not CaseStore.exists(url):
+        fail(f"no case store at {url} (cases.url; give the deployment's settings with --config or $STREETWATCH_CONFIG)")
+    return CaseStore(url)
+
+
 def settings_or_fail(path: Path | None):
     """The deployment settings, or one clear error line naming file, field and reason."""
     from detect.config_io import ConfigError

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, settings_or_fail, setup_logging
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")]
 
@@ -87,10 +87,9 @@ def register(app: typer.Typer) -> None:
     @dispatch.command("parked")
     def parked(config: SettingsOpt = None) -> None:
         """List deliveries parked for a human (the other side refused them), with their reasons."""
-        from pipelines.cases import CaseStore
         from pipelines.cases.vocabulary import OutboxStatus
 
-        store = CaseStore(settings_or_fail(config).cases.url)
+        store = existing_store_or_fail(settings_or_fail(config).cases.url)
         entries = store.outbox_entries(status=OutboxStatus.PARKED)
         for e in entries:
             typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\tattempts {e.attempts}\t{e.parked_reason}")
@@ -104,9 +103,9 @@ def register(app: typer.Typer) -> None:
         config: SettingsOpt = None,
     ) -> None:
         """Deliver a parked entry again (same idempotency key, so it cannot create a duplicate)."""
-        from pipelines.cases import CaseStore, CaseStoreError
+        from pipelines.cases import CaseStoreError
 
-        store = CaseStore(settings_or_fail(config).cases.url)
+        store = existing_store_or_fail(settings_or_fail(config).cases.url)
         try:
             store.requeue(entry_id, actor=actor)
         except CaseStoreError as exc:
