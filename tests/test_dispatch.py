@@ -428,6 +428,28 @@ def test_a_cn_dcm_answer_in_a_data_envelope_is_read_like_the_look_up_reads_it(tm
         platform.stop()
 
 
+@pytest.mark.parametrize("answer", [{"taskNumber": {"id": 1}}, {"taskNumber": [7]}, {"taskNumber": True}, "NaN"])
+def test_a_task_number_that_is_not_one_is_retried_not_stored(tmp_path, world, bus_event, answer):
+    """`{"taskNumber": {"id": 1}}` (or NaN) was stored as the case's reference ("{'id': 1}", "nan"): nobody's case."""
+    store, evidence, spool = world
+    body = '{"taskNumber": NaN}' if answer == "NaN" else json.dumps(answer)
+    platform = Platform(lambda h: (200, {"Content-Type": "application/json"}, body.encode()))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix="cam-tn")
+        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2,
+                                                            lookup=False)}, **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        stats = dispatcher.run_once()
+        assert stats.delivered == 0 and stats.retried == 1, stats
+        case = store.get(case_id)
+        assert case.state is CaseState.QUEUED and case.dispatch_ref is None
+        [entry] = store.outbox_entries()
+        assert "is not a task number" in entry.last_error, entry.last_error
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
 class _WebhookServer(ThreadingHTTPServer):
     """Our side's webhook endpoint for the test: the plain handler function behind a real HTTP server."""
 

@@ -14,6 +14,7 @@ and adopts the reference they created, so a platform that ignores the key gets n
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -128,6 +129,18 @@ def retry_after_s(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def task_number(value: Any) -> str | None:
+    """A platform's task number as we store it: text, or a whole number (JSON has no other kind of id); None for
+    an object, a list, a boolean or NaN, which stored as text (`"{'id': 1}"`, `"nan"`) would be nobody's case."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return None
+
+
 def answer_json(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -208,7 +221,9 @@ class CnDcmAdapter:
         ref = body.get(key) if isinstance(body, dict) else None
         if not ref:
             raise Transient(f"HTTP {response.status_code} without {key}: {response.text[:200]!r}")
-        return str(ref)
+        if (number := task_number(ref)) is None:
+            raise Transient(f"HTTP {response.status_code}: {key} {ref!r} is not a task number: {response.text[:200]!r}")
+        return number
 
     def look_up(self, client: httpx.Client, d: Delivery) -> str | None:
         """Their task number for our case if they already hold it (an earlier attempt reached them), else None.
@@ -236,8 +251,8 @@ class CnDcmAdapter:
             body = body["data"]
         items = body if isinstance(body, list) else [body]
         key = self.target.field_map.get("taskNumber", "taskNumber")
-        found = [i for i in items if isinstance(i, dict) and i.get(key) and str(i.get(external, d.case.id)) == d.case.id]
-        return str(found[0][key]) if found else None
+        found = [i for i in items if isinstance(i, dict) and task_number(i.get(key)) and str(i.get(external, d.case.id)) == d.case.id]
+        return task_number(found[0][key]) if found else None
 
     def _auth(self) -> dict[str, str]:
         token = self.target.secret(self.target.token_env)
