@@ -450,6 +450,55 @@ def test_a_task_number_that_is_not_one_is_retried_not_stored(tmp_path, world, bu
         platform.stop()
 
 
+def test_a_platform_dripping_its_answer_is_cut_off_at_the_targets_timeout(tmp_path, world, bus_event):
+    """httpx's timeout is per read: an answer sent a byte every 0.3 s held a 1 s request for as long as the
+    platform liked, past the lease that keeps it the only request in flight. The whole answer is bounded now."""
+    import time
+
+    store, evidence, spool = world
+
+    class Drip(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(404)  # the look-up: they do not hold the case
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"taskNumber": "SLOW-1"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:
+                pass  # we hung up: what this test wants
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "slow", prefix="cam-drip")
+        url = f"http://127.0.0.1:{server.server_address[1]}/cases"
+        config = DispatchConfig(targets={"slow": TargetConfig(adapter="cn-dcm", url=url, timeout_s=1)}, **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        stats = dispatcher.run_once()
+        assert stats.delivered == 0 and stats.retried == 1, stats
+        [entry] = store.outbox_entries()
+        assert "timeout" in entry.last_error and "answer not complete after 1 s" in entry.last_error, entry.last_error
+        assert store.get(case_id).dispatch_ref is None
+        dispatcher.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _WebhookServer(ThreadingHTTPServer):
     """Our side's webhook endpoint for the test: the plain handler function behind a real HTTP server."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -89,11 +90,15 @@ class Delivery:
 
 
 def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = False, **kw: Any) -> httpx.Response:
-    """One request with failures classified (see module doc); `missing_ok`: a 404 is an answer, not a failure."""
+    """One request with failures classified (see module doc); `missing_ok`: a 404 is an answer, not a failure.
+
+    The client's read timeout (the target's `timeout_s`) bounds the whole answer, not each read: httpx
+    waits that long per read, so a platform sending its body a byte at a time could hold a request past
+    the lease that makes it the only one in flight (`lease_s` > 2 x `timeout_s`)."""
     try:
-        response = client.request(method, url, **kw)
+        response = _request(client, method, url, **kw)
     except httpx.TimeoutException as exc:
-        raise Transient(f"timeout: {type(exc).__name__}") from exc
+        raise Transient(f"timeout: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")) from exc
     except httpx.TransportError as exc:  # refused, reset, closed mid-answer, DNS ...
         raise Transient(f"connection: {type(exc).__name__}: {exc}") from exc
     except httpx.DecodingError as exc:  # the body contradicts its Content-Encoding (gzip that is not gzip ...)
@@ -110,6 +115,21 @@ def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = Fals
         return response
     if response.status_code >= 400:
         raise Permanent(f"HTTP {response.status_code}: {response.text[:500]}")
+    return response
+
+
+def _request(client: httpx.Client, method: str, url: str, **kw: Any) -> httpx.Response:
+    """`client.request`, its body read before `timeout.read` seconds have passed since it was sent."""
+    limit = client.timeout.read
+    deadline = time.monotonic() + limit if limit else None
+    with client.stream(method, url, **kw) as streamed:
+        raw = bytearray()
+        for chunk in streamed.iter_raw():
+            raw += chunk
+            if deadline is not None and time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"answer not complete after {limit:g} s", request=streamed.request)
+    response = httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(raw), request=streamed.request)
+    response.read()  # decodes the body by its Content-Encoding, as client.request does (DecodingError if it lies)
     return response
 
 
