@@ -129,3 +129,12 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
     log = [json.loads(line) for line in (models / "registry" / "promotions.jsonl").read_text().splitlines()]
     assert [(d["candidate"], d["passed"], d["forced"], d["promoted"]) for d in log] == [
         ("tiny-ft", False, False, False), ("tiny-ft", False, True, True), ("tiny-ft-160-dyn", True, False, True)]
+
+    # the promoted model's card deleted: nothing to compare with, so it is refused plainly and replaced only with --force
+    (models / "registry" / "tiny-ft-160-dyn.yaml").unlink()
+    result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split])
+    assert result.exit_code == 2 and "the promoted model 'tiny-ft-160-dyn'" in result.output, result.output
+    assert "has no card any more" in result.output and "--force --reason" in result.output
+    result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split, "--force", "--reason", "card lost"])
+    assert result.exit_code == 0, result.output
+    assert promoted().model == "tiny-ft" and promoted().forced and promoted().previous == "tiny-ft-160-dyn"

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detect.registry import Promotion, default_model, get_card, promoted_model, registry_dir, set_promoted
+from detect.registry import (PROMOTED_FILE, ModelNotFoundError, Promotion, default_model, get_card, promoted_model,
+                             registry_dir, set_promoted)
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.retrain.dataset import Dataset
 from pipelines.retrain.evaluate import EvalResult, can_show, evaluate_model
@@ -97,8 +98,17 @@ def promote(
     common = dict(backend=backend, device=device, imgsz=imgsz, taxonomy=taxonomy)
     if candidate_eval is None or candidate_eval.cases.digest != dataset.digest:
         candidate_eval = evaluate_model(model_id, dataset, out_dir=out_dir / "candidate", **common)
-    current_eval = evaluate_model(current_id, dataset, out_dir=out_dir / "current", **common)
-    decision = gate(candidate_eval, current_eval, tolerance=tolerance, taxonomy=taxonomy)
+    try:
+        get_card(current_id)
+    except ModelNotFoundError:  # its card deleted: every pipeline refuses it, and only a promotion gets them going
+        if not force:
+            raise ValueError(f"the promoted model '{current_id}' ({registry_dir() / PROMOTED_FILE}) has no card any more, "
+                             "so there is nothing to compare with: promote with --force --reason to replace it") from None
+        decision = GateDecision(model_id, current_id, dataset.digest, tolerance, False,
+                                reasons=[f"the promoted model '{current_id}' has no card: not compared"])
+    else:
+        current_eval = evaluate_model(current_id, dataset, out_dir=out_dir / "current", **common)
+        decision = gate(candidate_eval, current_eval, tolerance=tolerance, taxonomy=taxonomy)
     decision.forced, decision.reason = force and not decision.passed, reason.strip()
     if apply and (decision.passed or force):
         set_promoted(Promotion(
