@@ -100,6 +100,23 @@ def test_every_route_checks_its_role(service, bus_event):
     assert client.get("/ui/queue").status_code == 200 and client.get("/ui/nope").status_code == 404
 
 
+
+def test_pages_cannot_be_framed_and_run_only_their_own_scripts(service):
+    """A review page framed by another site would act with the token in this origin's localStorage (a lured
+    click or key press confirms a case): every page forbids framing and inline scripts, and has none itself."""
+    from api.routers.pages import PAGES, STATIC
+
+    _, client, _, _ = service
+    for page, name in PAGES.items():
+        answer = client.get(f"/ui/{page}")
+        assert answer.status_code == 200
+        assert answer.headers["x-frame-options"] == "DENY" and answer.headers["x-content-type-options"] == "nosniff"
+        policy = answer.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy and "unsafe-inline" not in policy
+        html = (STATIC / name).read_text(encoding="utf-8")
+        assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == [], page  # the policy would block it
+        assert not re.search(r"\son[a-z]+\s*=", html), page
+
 def test_errors_are_problem_documents(service, bus_event):
     app, client, tokens, _ = service
     reviewer = auth(tokens["reviewer"])
