@@ -64,6 +64,16 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         ctx.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
         return response
 
+    @app.middleware("http")
+    async def _no_store(request: Request, call_next):
+        # Cases, photos, snapshots and exports are personal data: no browser keeps them on disk (a review PC is
+        # shared), whatever a route answers with (a FileResponse's ETag and Last-Modified invite caching).
+        response = await call_next(request)
+        if request.url.path.startswith((API_PREFIX + "/", "/evidence/", "/metrics")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
     for module in (ops, triage, cases, cameras, dispatch, analytics, cityops):
         app.include_router(module.router, prefix="" if module is ops else API_PREFIX)
     app.include_router(evidence.router)

@@ -135,3 +135,18 @@ def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, mon
     assert client.post("/api/v1/dispatch/nowhere/webhook", content=body, headers=auth(tokens["integration"])).status_code == 404
     huge = client.post(hook, content=b"{" + b" " * 70_000 + b"}", headers=auth(tokens["integration"]))
     assert huge.status_code == 413
+
+
+def test_evidence_and_api_answers_are_not_kept_by_browsers(service, bus_event):
+    """Evidence photos, cases and snapshots are personal data on shared review PCs: no-store, never a cache lifetime."""
+    app, client, tokens, _ = service
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    inspector = auth(tokens["inspector"])
+    detail = client.get(f"/api/v1/cases/{case_id}", headers=inspector)
+    answers = [detail, client.get(detail.json()["evidence"]["boxes"]["url"]),
+               client.get("/api/v1/cameras/cam-01/snapshot", headers=inspector),  # a file: ETag and Last-Modified
+               client.get("/api/v1/cases", headers=inspector)]
+    for answer in answers:
+        assert answer.status_code == 200, answer.url
+        assert answer.headers["cache-control"] == "no-store", answer.url
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.url

@@ -81,7 +81,7 @@ def evidence_file(case_id: str, path: str, exp: int = Query(ge=0, le=2**40), sig
     except StorageError as exc:
         raise Problem(404, f"evidence of case {case_id} unreadable: {exc}") from None
     return Response(data, media_type=listed[path].get("content_type") or "application/octet-stream",
-                    headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"})
+                    headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/attachments/{case_id}/{path:path}", summary="A dispatched case's attachment (for the dispatch platform)",
