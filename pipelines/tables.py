@@ -132,9 +132,18 @@ def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[An
     ws.title = sheet[:31]
     ws.append(header)
     for r in rows:
-        ws.append([_cell(v) for v in r])
+        append_text_row(ws, [_cell(v) for v in r])
     book.save(path)
     return path
+
+
+def append_text_row(ws, values: list[Any]) -> None:
+    """`ws.append(values)`, but text stays text: openpyxl writes a string starting with `=` as a formula, and a
+    case description, shop name or note such as `=HYPERLINK("http://…", "…")` would run in whoever opens the file."""
+    ws.append(values)
+    for cell in ws[ws.max_row]:
+        if cell.data_type == "f":
+            cell.data_type = "s"
 
 
 def _cell(value: Any) -> Any:

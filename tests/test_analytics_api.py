@@ -217,3 +217,23 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
     column = COLUMNS.index("严重程度 severity")
     assert sorted(r[column] for r in table.rows) == ["general", "serious"]
     store.close()
+
+
+def test_case_text_in_an_excel_export_is_text_never_a_formula(tmp_path):
+    """A description (or shop name, note) starting with `=` is written as text: openpyxl would otherwise store it
+    as a formula that runs in the Excel of whoever opens the export (=HYPERLINK, =WEBSERVICE sending cells out)."""
+    from datetime import datetime
+
+    from pipelines.analytics.export import COLUMNS
+
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    stall = CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ))
+    reviewer = auth(tokens["reviewer"])
+    text = '=HYPERLINK("http://127.0.0.1:9/?leak="&A2,"查看 open")'
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"description": text}).status_code == 200
+        answer = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
+    assert answer.status_code == 200
+    row = load_workbook(io.BytesIO(answer.content)).active[2]
+    cell = row[COLUMNS.index("描述 description")]
+    assert (cell.value, cell.data_type) == (text, "s")

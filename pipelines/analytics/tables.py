@@ -18,6 +18,8 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
+from pipelines.tables import append_text_row
+
 _BAD_SHEET_CHARS = str.maketrans({c: "_" for c in "[]:*?/\\"})
 
 
@@ -54,7 +56,7 @@ def workbook(tables: list[Table]) -> Workbook:
         for cell in sheet[1]:
             cell.font = Font(bold=True)
         for row in t.rows:
-            sheet.append([_cell(v) for v in row])
+            append_text_row(sheet, [_cell(v) for v in row])
         sheet.freeze_panes = "A2"
         for i, column in enumerate(t.columns, start=1):
             width = max([len(str(column))] + [len(str(_cell(r[i - 1]) or "")) for r in t.rows[:500]])
