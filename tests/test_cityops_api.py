@@ -137,3 +137,18 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
     # the errors name the files as uploaded, never the server's paths
     assert badgps["state"] == "failed" and badgps["error"].startswith("轨迹.gpx: not a readable GPX file"), badgps
     assert str(app.state.ctx.service.data_dir) not in badgps["error"]
+
+
+def test_a_patrol_video_name_is_only_a_label(city):
+    """The stored video is `video<suffix>` with a suffix of letters and digits: a name with a NUL (a client can send
+    one in a raw multipart body) was a 500 that left an empty job folder behind."""
+    app, client, tokens = city
+    body = (b'--XX\r\nContent-Disposition: form-data; name="video"; filename="drive.m\x00p4"\r\nContent-Type: video/mp4\r\n\r\n'
+            b'not a video\r\n--XX\r\nContent-Disposition: form-data; name="track"; filename="drive.gpx"\r\n\r\n<gpx/>\r\n--XX--\r\n')
+    answer = client.post("/api/v1/patrol/jobs", content=body, headers={**auth(tokens["inspector"]),
+                                                                       "Content-Type": "multipart/form-data; boundary=XX"})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert job["video"] == "video.mp4" and job["video_label"] == "drive.m\x00p4"
+    folders = list((app.state.ctx.service.data_dir / "patrol").iterdir())
+    assert [f.name for f in folders] == [job["id"]] and (folders[0] / "video.mp4").read_bytes() == b"not a video"

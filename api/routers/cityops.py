@@ -7,6 +7,7 @@ All the work is in `pipelines.cityops`; these routes check roles, take files (mu
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from functools import partial
@@ -441,7 +442,8 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     job_id = uuid.uuid4().hex[:16]
     folder = _patrol_dir(ctx, job_id)
     folder.mkdir(parents=True)
-    video = "video" + (Path(files["video"][1]).suffix.lower()[:8] or ".mp4")
+    suffix = Path(files["video"][1]).suffix.lower()  # a label's suffix: letters and digits only reach the disk (no NUL)
+    video = "video" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ".mp4")
     (folder / video).write_bytes(files["video"][0])
     job: dict[str, Any] = {"id": job_id, "owner": who.name, "state": "queued", "created_at": datetime.now(UTC).isoformat(),
                            "video": video, "video_label": files["video"][1], "track": "track" + Path(track_name).suffix.lower(),
