@@ -48,6 +48,40 @@ def test_folders_are_searched_recursively_and_zips_read_member_by_member(tmp_pat
     archives.close()
 
 
+def _zip_with_raw_names(path, entries) -> None:
+    """A zip whose entry names are the given bytes, without the UTF-8 flag (as Windows' built-in zip
+    writes them: the ANSI code page, GBK on a Chinese Windows). zipfile always flags non-ASCII names,
+    so ASCII stand-ins of the same length are written and then replaced (the CRC covers the data only)."""
+    stand_ins = [(f"N{i}".encode() + b"x" * (len(raw) - 2), raw) for i, (raw, _) in enumerate(entries)]
+    with zipfile.ZipFile(path, "w") as zf:
+        for (stand_in, _), (_, photo) in zip(stand_ins, entries, strict=True):
+            zf.write(photo, stand_in.decode())
+    data = path.read_bytes()
+    for stand_in, raw in stand_ins:
+        data = data.replace(stand_in, raw)
+    path.write_bytes(data)
+
+
+def test_chinese_folder_names_in_zips_from_windows_macos_and_linux(tmp_path, bus_jpg, zidane_jpg):
+    windows = tmp_path / "windows.zip"  # GBK names, no UTF-8 flag
+    _zip_with_raw_names(windows, [("城管/巡查一/照片1.jpg".encode("gbk"), bus_jpg), ("城管/巡查二/照片2.jpg".encode("gbk"), zidane_jpg)])
+    unflagged = tmp_path / "unflagged.zip"  # UTF-8 names without the flag (older 7-Zip, some Linux tools)
+    _zip_with_raw_names(unflagged, [("城管/早上/照片3.jpg".encode(), bus_jpg)])
+    flagged = tmp_path / "flagged.zip"
+    with zipfile.ZipFile(flagged, "w") as zf:
+        zf.write(zidane_jpg, "城管/下午/照片4.jpg")
+    dos = tmp_path / "dos.zip"  # neither UTF-8 nor GBK: the standard's code page 437
+    _zip_with_raw_names(dos, [("caf\x82.jpg".encode("latin-1"), bus_jpg)])
+
+    items = expand_sources([windows, unflagged, flagged, dos])
+    assert [i.member for i in items] == ["城管/巡查一/照片1.jpg", "城管/巡查二/照片2.jpg", "城管/早上/照片3.jpg", "城管/下午/照片4.jpg", "café.jpg"]
+    assert items[0].name == f"{windows}!城管/巡查一/照片1.jpg"
+    archives = ArchiveCache()
+    assert [i.read_bytes(archives) for i in items] == [p.read_bytes() for p in (bus_jpg, zidane_jpg, bus_jpg, zidane_jpg, bus_jpg)]
+    assert all(i.modified_at(archives, SHANGHAI) is not None for i in items)
+    archives.close()
+
+
 def test_hostile_and_unreadable_archives_are_refused_with_reasons(tmp_path, bus_jpg):
     inner = tmp_path / "inner.zip"
     with zipfile.ZipFile(inner, "w") as zf:

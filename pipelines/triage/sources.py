@@ -10,6 +10,13 @@ archive directories only), so the run knows its total for the progress bar and E
 Only regular files are read, and no more than the size limit (a link to /dev/zero, a FIFO): such
 inputs, images in formats that are not read (GIF, SVG), dangling links and link loops in folders
 are recorded with their reason, like any bad photo, instead of hanging the run or vanishing.
+
+Zip entry names are text in an encoding the archive rarely states: only names flagged as UTF-8
+say so. Windows' built-in "Send to > Compressed folder" writes the unflagged names in the
+system's ANSI code page, GBK on a Chinese Windows, which the zip standard's default (IBM code
+page 437) turns into box-drawing characters (`城管/照片1.jpg` read as `│╟╣▄/╒╒╞¼1.jpg`).
+`open_archive` reads such names as UTF-8 when they are (macOS, Linux and older 7-Zip write it
+without the flag), else as GB18030 (a superset of GBK), and only then as code page 437.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ if TYPE_CHECKING:
     from pipelines.triage.record import PhotoRecord
 
 ARCHIVE_SUFFIXES = {".zip"}
+#: Encodings tried, in order, for the entry names of an archive not flagged as UTF-8 (module docstring).
+NAME_ENCODINGS = ("utf-8", "gb18030")
+_UTF8_NAME = 0x800  # general purpose flag bit 11: the entry's name is UTF-8
 #: Largest file read into memory (the same limit as every image file read).
 MAX_PHOTO_BYTES = MAX_FILE_BYTES
 
@@ -114,7 +124,7 @@ class ArchiveCache:
         with self._lock:
             zf = self._open.get(archive)
             if zf is None:
-                zf = self._open[archive] = zipfile.ZipFile(archive)
+                zf = self._open[archive] = open_archive(archive)
             return zf
 
     def read(self, archive: Path, member: str) -> bytes:
@@ -168,7 +178,7 @@ def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
         mode = archive.stat().st_mode
         if not stat.S_ISREG(mode):  # a FIFO named .zip would block the listing forever
             return [Refused(str(archive), not_regular(mode))]
-        with zipfile.ZipFile(archive) as zf:
+        with open_archive(archive) as zf:
             infos = zf.infolist()
     except zipfile.BadZipFile as exc:
         return [Refused(str(archive), f"not a valid zip archive ({exc})")]
@@ -188,6 +198,24 @@ def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
         elif suffix in IMAGE_SUFFIXES:
             out.append(PhotoSource(archive, info.filename))
     return out
+
+
+def open_archive(archive: str | Path) -> zipfile.ZipFile:
+    """A zip archive open for reading, its unflagged entry names decoded as its writer most likely
+    wrote them (module docstring): the names triage lists, records and reads members back by."""
+    zf = zipfile.ZipFile(archive)
+    raw = [i.orig_filename.encode("cp437") for i in zf.infolist() if not i.flag_bits & _UTF8_NAME]
+    if all(name.isascii() for name in raw):
+        return zf
+    for encoding in NAME_ENCODINGS:
+        try:
+            for name in raw:
+                name.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        zf.close()
+        return zipfile.ZipFile(archive, metadata_encoding=encoding)
+    return zf
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:

@@ -42,6 +42,7 @@ from detect.config_io import ConfigError
 from detect.taxonomy import default_taxonomy
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
+from pipelines.triage.sources import open_archive
 from pipelines.tables import csv_text
 from pipelines.verifier.data import LABEL_TYPES
 
@@ -201,7 +202,7 @@ def labelled_sha256(folders: list[Path]) -> set[str]:
 def _copy_photo(record: PhotoRecord, dst: Path) -> None:
     """The photo's bytes as triage read them (a zip member is extracted); OSError/KeyError when gone."""
     if record.member:
-        with zipfile.ZipFile(record.path or record.source) as zf, zf.open(record.member) as src, dst.open("wb") as out:
+        with open_archive(record.path or record.source) as zf, zf.open(record.member) as src, dst.open("wb") as out:
             shutil.copyfileobj(src, out)
     else:
         shutil.copyfile(record.path or record.source, dst)
