@@ -147,6 +147,16 @@ def test_broken_exif_becomes_warnings_and_keeps_the_picture(tmp_path, zidane_jpg
     assert any("capture time unreadable" in w and "yesterday" in w for w in facts.warnings)
     assert any("GPS unreadable" in w for w in facts.warnings)
 
+    # an original the camera never set: the file's DateTime, read with its own offset tag, not OffsetTimeOriginal
+    unset = phone_photo(zidane_jpg, tmp_path / "unset.jpg", offset="+08:00", exif_extra={
+        "Exif": {piexif.ExifIFD.DateTimeOriginal: b"0000:00:00 00:00:00", piexif.ExifIFD.DateTimeDigitized: b"0000:00:00 00:00:00",
+                 piexif.ExifIFD.OffsetTime: b"-03:00"},
+        "0th": {piexif.ImageIFD.DateTime: b"2024:06:03 10:00:00"},
+    })
+    facts = read_facts(decode_image(unset).exif, SHANGHAI)
+    assert facts.taken_at == datetime(2024, 6, 3, 13, 0, tzinfo=UTC)
+    assert facts.warnings == ["EXIF capture time unreadable: '0000:00:00 00:00:00' is not 'YYYY:MM:DD HH:MM:SS'"]
+
     no_fix = phone_photo(zidane_jpg, tmp_path / "nofix.jpg", gps=(0.0, 0.0))
     facts = read_facts(decode_image(no_fix).exif, SHANGHAI)
     assert facts.geo is None and any("no GPS fix" in w for w in facts.warnings)

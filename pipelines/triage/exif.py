@@ -2,10 +2,14 @@
 
 Phones write the capture time as local wall-clock text (`2024:05:01 14:03:22`), with the UTC
 offset in a separate tag only on recent models, so a photo without an offset is read in the
-configured time zone of the city. GPS is degrees/minutes/seconds rationals with N/S and E/W
-references; (0, 0) is what some phones write when they had no fix, so it is dropped with a
-warning rather than placing a violation in the Gulf of Guinea. Broken EXIF never costs the
-picture: every unreadable field becomes a warning in the photo's record.
+configured time zone of the city. Each time tag has its own offset tag (`DateTimeOriginal` with
+`OffsetTimeOriginal`, `DateTime` with `OffsetTime`); the best readable pair wins, so a
+`0000:00:00 00:00:00` original (a camera whose clock was never set, an app that blanked it) falls
+back to the file's `DateTime` before the file's modification time, with a warning. GPS is
+degrees/minutes/seconds rationals with N/S and E/W references; (0, 0) is what some phones write
+when they had no fix, so it is dropped with a warning rather than placing a violation in the Gulf
+of Guinea. Broken EXIF never costs the picture: every unreadable field becomes a warning in the
+photo's record.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ EXIF_IFD = 0x8769
 GPS_IFD = 0x8825
 DATETIME = 0x0132
 DATETIME_ORIGINAL = 0x9003
+DATETIME_DIGITIZED = 0x9004
+OFFSET_TIME = 0x9010
 OFFSET_TIME_ORIGINAL = 0x9011
+OFFSET_TIME_DIGITIZED = 0x9012
+#: Capture-time tags, best first, each with the offset tag that belongs to it (both in the EXIF
+#: sub-IFD, except `DateTime`, which is in IFD0).
+TIME_TAGS = ((DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL), (DATETIME_DIGITIZED, OFFSET_TIME_DIGITIZED), (DATETIME, OFFSET_TIME))
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 
 
@@ -46,12 +56,16 @@ def read_facts(exif: Image.Exif | None, tz: ZoneInfo) -> PhotoFacts:
     except Exception as exc:  # noqa: BLE001 - a broken sub-IFD must not lose the photo
         facts.warnings.append(f"EXIF sub-directory unreadable: {exc}")
         sub = {}
-    raw_time = sub.get(DATETIME_ORIGINAL) or exif.get(DATETIME)
-    if raw_time:
+    for time_tag, offset_tag in TIME_TAGS:
+        raw_time = (exif if time_tag == DATETIME else sub).get(time_tag)
+        if not raw_time:
+            continue
         try:
-            facts.taken_at = parse_exif_time(raw_time, sub.get(OFFSET_TIME_ORIGINAL), tz)
+            facts.taken_at = parse_exif_time(raw_time, sub.get(offset_tag), tz)
+            break
         except ValueError as exc:
-            facts.warnings.append(f"EXIF capture time unreadable: {exc}")
+            if (warning := f"EXIF capture time unreadable: {exc}") not in facts.warnings:  # all three tags alike: once
+                facts.warnings.append(warning)
     try:
         gps = exif.get_ifd(GPS_IFD)
     except Exception as exc:  # noqa: BLE001
