@@ -168,3 +168,21 @@ def test_detect_reports_an_unreadable_file_and_goes_on_with_the_others(tmp_path,
                              text=True, timeout=300)
     assert scanned.returncode == 0 and "good.jpg (810x1080)" in scanned.stdout
     assert all(f"{folder / name}: {reason}" in scanned.stderr for name, reason in expected.items())
+
+
+def test_detect_out_keeps_one_annotated_copy_per_image_when_names_repeat(tmp_path, bus_jpg, zidane_jpg):
+    """Phones number photos per folder: `a/IMG_0001.jpg` and `b/IMG_0001.jpg` each get their own copy."""
+    import cv2
+
+    for folder, photo in (("a", bus_jpg), ("b", zidane_jpg)):
+        (tmp_path / "day" / folder).mkdir(parents=True)
+        shutil.copy(photo, tmp_path / "day" / folder / "IMG_0001.jpg")
+    out = tmp_path / "annotated"
+    done = subprocess.run([sys.executable, "-m", "streetwatch.cli", "detect", str(tmp_path / "day"), "--out", str(out), "--json",
+                           "--verifier", "none"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["IMG_0001-2.jpg", "IMG_0001.jpg"]
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(Path(r["image"]).parent.name, Path(r["annotated"]).name) for r in records] == [("a", "IMG_0001.jpg"), ("b", "IMG_0001-2.jpg")]
+    for r in records:  # each copy is its own image, not the other drawn over it
+        assert cv2.imread(r["annotated"]).shape[:2] == (r["height"], r["width"])

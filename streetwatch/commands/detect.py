@@ -25,7 +25,8 @@ def detect(
     model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
-    out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here (NAME.jpg; NAME-2.jpg for "
+                                             "the next image of the same name, e.g. from another folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image instead of text.")] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per inference batch.")] = 8,
     verifier: VerifierOpt = None,
@@ -56,6 +57,7 @@ def detect(
         out.mkdir(parents=True, exist_ok=True)
 
     ok = 0
+    annotated: set[str] = set()
     for start in range(0, len(files), batch):
         chunk, images = [], []
         for f in files[start : start + batch]:
@@ -77,12 +79,14 @@ def detect(
             if verdicts is not None:
                 record["verifier"] = verdicts.to_json()
                 record["verified"] = sorted(t for t in verdicts.thresholds if verdicts.found(t))
+            if out:
+                record["annotated"] = str(out / annotated_name(f, annotated))
             if as_json:
                 typer.echo(json.dumps(record, ensure_ascii=False))
             else:
                 typer.echo(summary_line(record))
             if out:
-                write_annotated(out / f"{f.stem}.jpg", im, dets)
+                write_annotated(Path(record["annotated"]), im, dets)
     if ok == 0:
         fail("no image could be read", code=1)
 
@@ -109,6 +113,18 @@ def summary_line(record: dict) -> str:
     if "verifier" in record:
         line += "; verifier: " + (", ".join(f"{t} {record['verifier'][t]['p']:.2f}" for t in record["verified"]) or "nothing found")
     return line
+
+
+def annotated_name(path: Path, taken: set[str]) -> str:
+    """`NAME.jpg` for the annotated copy of `path`, or `NAME-2.jpg`, `NAME-3.jpg` ... when an earlier image of
+    this run took it: phones number photos per folder, so `a/IMG_0001.jpg` and `b/IMG_0001.jpg` (or
+    `IMG_1.jpg` and `IMG_1.png`) would otherwise overwrite each other's copy. `taken` is updated."""
+    name, n = f"{path.stem}.jpg", 1
+    while name.lower() in taken:  # case-insensitive: the same file on macOS and Windows volumes
+        n += 1
+        name = f"{path.stem}-{n}.jpg"
+    taken.add(name.lower())
+    return name
 
 
 def write_annotated(path: Path, image, dets) -> None:
