@@ -3,6 +3,7 @@ delivered to the dispatch simulator (a real HTTP server process on loopback); a 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -179,3 +180,34 @@ def test_a_run_killed_while_sealing_bundles_is_finished_by_resume(tmp_path, bus_
         assert report.ok, (case.id, report.as_dict())
         assert report.digest == case.evidence_digest
     store.close()
+
+
+def test_a_case_led_by_a_photo_without_gps_keeps_the_place_of_its_re_take(tmp_path, bus_jpg, onnx_detector, monkeypatch):
+    """The first shot had no GPS fix and leads (same picture, taken first); its re-take a minute later has one.
+    They are one case by their perceptual hashes, and the case, its CSV row and its report keep the re-take's
+    position and grid cell instead of going out without a place."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    day = tmp_path / "photos"
+    phone_photo(bus_jpg, day / "0900_no_fix.jpg", taken=datetime(2024, 6, 3, 9, 0))
+    phone_photo(bus_jpg, day / "0901_gps.jpg", taken=datetime(2024, 6, 3, 9, 1), gps=HERE)
+    grid = tmp_path / "grid.geojson"
+    grid.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "330102001001"},
+        "geometry": {"type": "Polygon", "coordinates": [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]}}]}))
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    deployment = load_model(Settings, config)
+    settings = TriageSettings(out=tmp_path / "out", grid=grid, cases=True, verifier="none")
+    result = run_triage([day], settings, detector=onnx_detector, deployment=deployment, show_progress=False)
+
+    [group] = result.groups
+    assert [Path(m.source).name for m in group.members] == ["0900_no_fix.jpg", "0901_gps.jpg"] and not group.lead.has_gps
+    case = CaseStore(deployment.cases.url).get(result.refs[0].case_id)
+    assert (case.lat, case.lon, case.grid_cell) == (pytest.approx(HERE[0], abs=1e-6), pytest.approx(HERE[1], abs=1e-6), "330102001001")
+    manifest = read_manifest(Path(deployment.evidence_store.local_root) / case.id)
+    assert manifest["location"]["grid_cell"] == "330102001001" and manifest["location"]["lat"] == case.lat
+    with (settings.out / "cases.csv").open(encoding="utf-8-sig") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert (row["lat"], row["grid_cell"]) == (str(case.lat), "330102001001")
+    report = (settings.out / "report.html").read_text(encoding="utf-8")
+    assert f'<dd class="place">{case.lat:.6f}, {case.lon:.6f}</dd>' in report and '<dd class="grid">330102001001</dd>' in report

@@ -90,13 +90,14 @@ class TriageCases:
         lead_frame = self._frame(lead)
         first_frame = self._frame(first) if first is not lead else None
         others = [m for m in group.members if m is not lead and m is not first]
-        geo = GeoPoint(lat=lead.lat, lon=lead.lon) if lead.has_gps else None
+        placed = group.placed
+        geo = GeoPoint(lat=placed.lat, lon=placed.lon) if placed is not None else None
         event = lead.finding.event(lead.record, vid, lead_frame, first_seen=first.taken_at, first_frame=first_frame,
                                    group=[m.finding for m in group.members if m is not lead])
         ctx = BundleContext(
             source_kind="photo_batch",
             source_id=self.batch_id,
-            grid_cell=lead.record.grid_cell,
+            grid_cell=placed.record.grid_cell if placed is not None else None,
             geo=geo,
             photo_ids=[m.sha256 for m in group.members],
             strip=[self._frame(m, STRIP_SIDE) for m in others],

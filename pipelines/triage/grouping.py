@@ -89,6 +89,13 @@ class Group:
     def score(self) -> float:
         return self.lead.score
 
+    @property
+    def placed(self) -> Member | None:
+        """The member whose position and grid cell are the case's: the lead when it has GPS, else the best
+        member that has (a shot without a fix joins the others by its perceptual hash, and the case must
+        not lose the place its re-takes recorded); None when no photo of the case has GPS."""
+        return next((m for m in self.members if m.has_gps), None)
+
 
 def perceptual_hash(image_bgr: np.ndarray) -> int:
     """64-bit pHash of a BGR image, as an int (stored as 16 hex digits in the JSONL)."""

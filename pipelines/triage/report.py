@@ -85,12 +85,12 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
         w.writerow(["rank", "case_id", "type", "name_zh", "name_en", "score", "photos", "lead_photo", "all_photos",
                     "first_taken_at", "last_taken_at", "lat", "lon", "grid_cell", "severity", "phones", "texts", "evidence", "state", "case_note"])
         for rank, (g, ref) in enumerate(zip(groups, refs, strict=True), 1):
-            lead, times = g.lead, sorted(m.taken_at for m in g.members)
+            lead, placed, times = g.lead, g.placed, sorted(m.taken_at for m in g.members)
             w.writerow([
                 rank, ref.case_id or "", g.type, lead.finding.name_zh, lead.finding.name_en, f"{g.score:.3f}",
                 len(g.members), lead.source, ";".join(m.source for m in g.members),
                 times[0].astimezone(tz).isoformat(), times[-1].astimezone(tz).isoformat(),
-                "" if lead.lat is None else lead.lat, "" if lead.lon is None else lead.lon, lead.record.grid_cell or "",
+                *((placed.lat, placed.lon, placed.record.grid_cell or "") if placed is not None else ("", "", "")),
                 str(Severity.most_serious(m.finding.severity for m in g.members)),
                 ";".join(sorted({p for m in g.members for p in m.finding.phones})),
                 " | ".join(dict.fromkeys(t for m in g.members for t in m.finding.texts)),
