@@ -86,9 +86,15 @@ class CityZones:
         return [self.zones[i] for _, i in sorted(hits)]
 
 
-def load_city_zones(path: str | Path, taxonomy: Taxonomy | None = None) -> CityZones:
-    """Load a GeoJSON FeatureCollection of zones; errors name file, feature and reason."""
+def load_city_zones(path: str | Path, taxonomy: Taxonomy | None = None, timezone: str | None = None) -> CityZones:
+    """Load a GeoJSON FeatureCollection of zones; errors name file, feature and reason.
+
+    `timezone`: the schedules' time zone when the file names none (a triage run's `--timezone`: a city
+    outside China would otherwise have its `07:00`-`21:00` checked in Shanghai time); default Asia/Shanghai.
+    """
     data = load_model(CityZonesFile, path)
+    if timezone is not None and "timezone" not in data.model_fields_set:
+        data.timezone = timezone
     taxonomy = taxonomy or load_taxonomy()
     zones = [f.properties for f in data.features]
     check_types(zones, taxonomy, str(path), "features.{i}.properties")

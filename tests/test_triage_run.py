@@ -147,6 +147,25 @@ def test_violations_follow_map_zones_and_their_hours(run):
     assert recs["1000_people.jpg"]["detections"]  # ...but they were detected
 
 
+def test_zone_hours_without_a_zone_file_timezone_follow_the_run_timezone(tmp_path, bus_jpg, onnx_detector):
+    """São Paulo's inspectors run with --timezone America/Sao_Paulo and a zones file that names no time zone:
+    its 07:00-21:00 no-parking hours are São Paulo's, not Shanghai's (where 06:00 local is 17:00)."""
+    paulista = (-23.55, -46.63)
+    day = tmp_path / "photos"
+    phone_photo(bus_jpg, day / "0600_before_hours.jpg", taken=datetime(2024, 6, 3, 6, 0), gps=paulista)
+    phone_photo(bus_jpg, day / "1000_in_hours.jpg", taken=datetime(2024, 6, 3, 10, 0), gps=paulista, crop=0.05)
+    zones = _geojson(tmp_path / "zones.geojson", [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": _ring(-46.64, -23.56, -46.62, -23.54)},
+         "properties": {"id": "av-paulista", "kind": "no_parking", "schedule": [{"start": "07:00", "end": "21:00"}]}},
+    ])
+    settings = TriageSettings(out=tmp_path / "out", scene_zones=zones, timezone="America/Sao_Paulo", cases=False, verifier="none")
+    run_triage([day], settings, detector=onnx_detector, show_progress=False)
+    records = {Path(r["source"]).name: r for r in map(json.loads, (settings.out / "results.jsonl").read_text().splitlines())}
+    assert records["0600_before_hours.jpg"]["taken_at"] == "2024-06-03T06:00:00-03:00"
+    assert records["0600_before_hours.jpg"]["findings"] == []
+    assert [(f["type"], f["zone_id"]) for f in records["1000_in_hours.jpg"]["findings"]] == [("illegal_parking", "av-paulista")]
+
+
 def test_near_duplicates_become_one_case_led_by_the_best_photo(run):
     groups = run["result"].groups
     bus_cases = [g for g in groups if any("bus" in m.source for m in g.members)]

@@ -93,7 +93,7 @@ def run_triage(
     """
     deployment = deployment or load_settings()
     taxonomy = taxonomy or deployment.load_taxonomy()
-    city_zones = load_city_zones(settings.scene_zones, taxonomy) if settings.scene_zones else None
+    city_zones = load_city_zones(settings.scene_zones, taxonomy, settings.timezone) if settings.scene_zones else None
     grid = load_grid(settings.grid, taxonomy) if settings.grid else None
     judgement = load_judgement(settings.verifier, taxonomy)
     photos = photos or LocalPhotos()
