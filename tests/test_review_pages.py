@@ -213,3 +213,25 @@ def test_api_docs_render_without_internet(site):
     assert "/api/v1/cases/{case_id}/confirm" in b.find_element(By.TAG_NAME, "body").text
     scripts = [s.get_attribute("src") for s in b.find_elements(By.TAG_NAME, "script") if s.get_attribute("src")]
     assert scripts and all(s.startswith(site["base"] + "/docs/assets/") for s in scripts), scripts
+
+
+def test_queue_shows_times_in_the_citys_local_time(site):
+    """The API's times are UTC; staff read them in the city's (their browser's) time: the bus was seen at
+    02:00 UTC, 10:00 in Hangzhou."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Shanghai"})
+    try:
+        case_id = next(i for i in site["ids"] if _case(site, i)["state"] == "candidate")  # one the other tests left
+        _login(site)
+        item = f"#cases li[data-case='{case_id}']"
+        listed = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, item + " small").text, "the bus case in the queue")
+        assert listed.endswith("2025-03-14 10:00"), listed
+        _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the first case's detail")  # before picking ours
+        b.find_element(By.CSS_SELECTOR, item).click()
+        facts = _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text
+                      and d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the bus case's facts")
+        assert "发现 Opened 2025-03-14 10:00" in facts, facts
+    finally:
+        b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})

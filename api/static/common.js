@@ -36,6 +36,14 @@ const SW = {
     return node;
   },
 
+  // An ISO 8601 time (the API's are UTC) in the reader's local time, the city's on its office PCs: "2025-03-14 10:00".
+  time(iso) {
+    const d = iso ? new Date(iso) : null;
+    if (!d || isNaN(d)) return iso || "";
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+  },
+
   say(text, bad = false) {
     const box = document.getElementById("status");
     if (!box) return;

@@ -49,7 +49,7 @@ function renderList() {
   list.replaceChildren(...Q.items.map((c, i) => SW.el("li", {
     class: i === Q.index ? "current" : "", "data-case": c.id, onclick: () => select(i),
   }, SW.el("span", { class: "state" }, stateName(c.state)), typeName(c.violation_type), SW.el("br"),
-  SW.el("small", {}, `${c.id} · ${(c.opened_at || "").slice(0, 16).replace("T", " ")}`))));
+  SW.el("small", {}, `${c.id} · ${SW.time(c.opened_at)}`))));
 }
 
 async function select(i) {
@@ -95,7 +95,7 @@ function renderDetail(d) {
   }
   const rows = [
     ["状态 State", stateName(c.state)], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
-    ["网格 Grid cell", c.grid_cell], ["发现 Opened", c.opened_at], ["描述 Description", c.description],
+    ["网格 Grid cell", c.grid_cell], ["发现 Opened", SW.time(c.opened_at)], ["描述 Description", c.description],
     ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")],
     ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
     ["审核 Review", c.review_decision ? `${c.review_decision} · ${c.reviewer} · ${c.review_reason || ""}` : ""],

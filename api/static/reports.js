@@ -6,7 +6,7 @@ async function load() {
   const head = SW.el("tr", {}, ...["报告 report", "期间 period", "案件 cases", "较上期 change", "生成 generated", "文件 files"].map((h) => SW.el("th", {}, h)));
   const rows = list.map((r) => SW.el("tr", { "data-report": r.name }, SW.el("td", {}, r.title), SW.el("td", {}, `${r.start} – ${r.end}`),
     SW.el("td", {}, r.summary ? r.summary.cases : ""), SW.el("td", {}, r.summary ? r.summary.change : ""),
-    SW.el("td", {}, (r.generated_at || "").replace("T", " ").slice(0, 16)),
+    SW.el("td", {}, SW.time(r.generated_at)),
     SW.el("td", {}, ...r.files.map((f) => SW.el("button", {
       type: "button", "data-file": f,
       onclick: () => (/\.(html|pdf)$/.test(f) ? SW.open(`/api/v1/reports/${r.name}/${f}`)

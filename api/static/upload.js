@@ -60,7 +60,7 @@ async function listJobs() {
   const jobs = await SW.json("/api/v1/triage/jobs");
   document.getElementById("jobs").replaceChildren(...jobs.slice(0, 20).map((j) => SW.el("li", {},
     SW.el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); follow(j.id); } }, j.id),
-    ` ${j.created_at.slice(0, 19).replace("T", " ")} · ${j.files.length} 文件 files · ${j.state}`)));
+    ` ${SW.time(j.created_at)} · ${j.files.length} 文件 files · ${j.state}`)));
 }
 
 document.getElementById("upload").addEventListener("submit", async (ev) => {
