@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -235,3 +236,27 @@ def test_queue_shows_times_in_the_citys_local_time(site):
         assert "发现 Opened 2025-03-14 10:00" in facts, facts
     finally:
         b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+
+
+def test_queue_never_acts_on_a_case_other_than_the_one_picked(site):
+    """A case whose detail does not load (503) says so, and `c` then confirms nothing: not the case shown
+    before, whose detail the page held on to (as it does while the next one loads)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the first case's detail")
+    first = b.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case")
+    # every case detail answers 503 from now on (the server is busy)
+    b.execute_script("""const real = window.fetch;
+      window.fetch = (url, opts) => /\\/api\\/v1\\/cases\\/[^/?]+$/.test(url)
+        ? Promise.resolve(new Response(JSON.stringify({detail: 'busy'}), {status: 503})) : real(url, opts);""")
+    ActionChains(b).send_keys("j").perform()  # the next case (the same one, when it is the last): its detail reloads
+    _wait(b, lambda d: "503: busy" in d.find_element(By.ID, "detail").text, "the failed detail said in the detail pane")
+    assert "503: busy" in b.find_element(By.ID, "status").text
+    ActionChains(b).send_keys("c").perform()
+    time.sleep(1)
+    assert _case(site, first)["state"] == "candidate"
+    errors = [e["message"] for e in b.get_log("browser") if "Uncaught" in e["message"]]
+    assert errors == []

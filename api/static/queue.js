@@ -54,13 +54,26 @@ function renderList() {
 
 async function select(i) {
   Q.index = i;
+  Q.detail = null;  // until this case's detail is in, c and r act on nothing (not on the case still shown)
   renderList();
   const section = document.getElementById("detail");
-  if (i < 0) { section.replaceChildren(SW.el("p", {}, "没有待审案件 No case to review.")); Q.detail = null; return; }
+  if (i < 0) { section.replaceChildren(SW.el("p", {}, "没有待审案件 No case to review.")); return; }
   const current = document.querySelector("#cases li.current");
   if (current) current.scrollIntoView({ block: "nearest" });
-  Q.detail = await SW.json("/api/v1/cases/" + encodeURIComponent(Q.items[i].id));
-  renderDetail(Q.detail);
+  const id = Q.items[i].id;
+  let detail;
+  try {
+    detail = await SW.json("/api/v1/cases/" + encodeURIComponent(id));
+  } catch (e) {
+    if (Q.index === i) {
+      section.replaceChildren(SW.el("p", { class: "status bad" }, `案件无法加载 Case ${id} could not be loaded: ${e.message}`));
+      SW.say(e.message, true);
+    }
+    return;
+  }
+  if (Q.index !== i || Q.items[i].id !== id) return;  // another case was picked meanwhile
+  Q.detail = detail;
+  renderDetail(detail);
 }
 
 function renderDetail(d) {
