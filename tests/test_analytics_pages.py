@@ -146,3 +146,20 @@ def test_review_pages_export_the_filtered_cases(site):
     sheet = list(load_workbook(folder / "cases-all.xlsx").active.iter_rows(values_only=True))
     # What the queue shows: unreviewed candidates (the one in G2), not the approved ones still in `candidate`.
     assert len(sheet) == 2 and sheet[1][1:4] == ("street_stall", "占道经营 / 无照经营游商", "candidate") and sheet[1][18] is None  # 审核 review: not reviewed yet
+
+
+def test_map_says_when_a_cells_cases_do_not_load(site):
+    """A click on a cell whose case list answers 503 says so in the list's place, not "loading" for ever."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/map")
+    cell = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G3}"), "a grid cell on the map")
+    b.execute_script("""const real = window.fetch;
+      window.fetch = (url, opts) => String(url).includes('/api/v1/map/cases')
+        ? Promise.resolve(new Response(JSON.stringify({detail: 'busy'}), {status: 503})) : real(url, opts);""")
+    ActionChains(b).move_to_element_with_offset(cell, 0, -cell.size["height"] // 3).click().perform()
+    _wait(b, lambda d: "503: busy" in d.find_element(By.ID, "feature").text, "the failure in the cell's list")
+    assert "loading" not in b.find_element(By.ID, "feature").text
+    assert "503: busy" in b.find_element(By.ID, "status").text

@@ -43,7 +43,13 @@ async function showCases(layer, p) {
   q.set("id", p.id);
   const box = document.getElementById("feature");
   box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)), SW.el("p", {}, "加载中 loading…"));
-  const page = await SW.json("/api/v1/map/cases?" + q);
+  let page;
+  try {
+    page = await SW.json("/api/v1/map/cases?" + q);
+  } catch (e) {  // not left on "loading"
+    box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)), SW.el("p", { class: "status bad" }, `案件无法加载 Cases could not be loaded: ${e.message}`));
+    throw e;
+  }
   const list = SW.el("ul", { id: "feature-cases", class: "list" }, ...page.items.map((c) => SW.el("li", { "data-case": c.id },
     SW.el("span", { class: "state" }, c.state), `${typeName(c.type)} · ${c.id}`, SW.el("br"),
     SW.el("small", {}, `${c.opened_at.slice(0, 16).replace("T", " ")} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
