@@ -181,6 +181,7 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
     b = site["browser"]
     _login(site)
     b.get(site["base"] + "/ui/upload")
+    _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the empty job list said")
     b.find_element(By.ID, "files").send_keys(str(bus_jpg))
     b.find_element(By.CSS_SELECTOR, "#upload button").click()
     _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)

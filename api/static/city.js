@@ -6,6 +6,12 @@ const STATUSES = [["to_call", "待追呼"], ["called", "已追呼"], ["cut_off",
                   ["fined", "已罚款"]];
 const WARNING_STATES = { warned: "待复查 warned", complied: "已整改 complied", escalated: "已立案 escalated", lapsed: "未复查 lapsed" };
 
+// A table's rows, or one row saying there are none (an empty table reads like a page that did not load).
+function fill(selector, rows, none) {
+  const columns = document.querySelectorAll(selector.replace("tbody", "thead th")).length;
+  document.querySelector(selector).replaceChildren(...(rows.length ? rows : [SW.el("tr", { class: "none" }, SW.el("td", { colspan: columns }, none))]));
+}
+
 function local(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : ""; }
 
 async function frame(id, cell) {
@@ -15,25 +21,26 @@ async function frame(id, cell) {
 
 async function loadWarnings() {
   const rows = await SW.json("/api/v1/warnings");
-  document.querySelector("#warnings tbody").replaceChildren(...rows.map((w) => {
+  fill("#warnings tbody", rows.map((w) => {
     const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode) }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, local(w.warned_at)), SW.el("td", {}, w.camera_id),
       SW.el("td", {}, w.violation_type), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
       SW.el("td", {}, local(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);
-  }));
+  }), "暂无劝导告知 No warnings yet");
 }
 
 async function loadShops() {
   const shops = await SW.json("/api/v1/shops");
-  document.querySelector("#shops tbody").replaceChildren(...shops.map((s) => SW.el("tr", {
+  fill("#shops tbody", shops.map((s) => SW.el("tr", {
     "data-shop": s.id, onclick: () => { document.getElementById("shop-json").value = JSON.stringify(s, null, 2); },
   }, SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
-  SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))));
+  SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))),
+  "登记为空，请导入 CSV/Excel The register is empty: import a CSV or Excel file");
 }
 
 async function loadCallout() {
   const entries = await SW.json("/api/v1/callout");
-  document.querySelector("#callout tbody").replaceChildren(...entries.map((e) => {
+  fill("#callout tbody", entries.map((e) => {
     const select = SW.el("select", { onchange: async (ev) => {
       try {
         await SW.json(`/api/v1/callout/${encodeURIComponent(e.number)}`, { method: "PUT", json: { status: ev.target.value } });
@@ -43,7 +50,7 @@ async function loadCallout() {
     return SW.el("tr", { "data-number": e.number }, SW.el("td", {}, e.number), SW.el("td", {}, select), SW.el("td", {}, e.count),
       SW.el("td", {}, local(e.first_seen)), SW.el("td", {}, local(e.last_seen)), SW.el("td", {}, e.squad || ""),
       SW.el("td", {}, e.amount == null ? "" : e.amount));
-  }));
+  }), "暂无号码 No numbers on the call-out list");
 }
 
 async function download(format) {

@@ -61,6 +61,7 @@ async function listJobs() {
   document.getElementById("jobs").replaceChildren(...jobs.slice(0, 20).map((j) => SW.el("li", {},
     SW.el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); follow(j.id); } }, j.id),
     ` ${SW.time(j.created_at)} · ${j.files.length} 文件 files · ${j.state}`)));
+  if (!jobs.length) document.getElementById("jobs").replaceChildren(SW.el("li", {}, "还没有任务 No jobs yet"));
 }
 
 document.getElementById("upload").addEventListener("submit", async (ev) => {
