@@ -261,3 +261,17 @@ def test_queue_never_acts_on_a_case_other_than_the_one_picked(site):
     assert _case(site, first)["state"] == "candidate"
     errors = [e["message"] for e in b.get_log("browser") if "Uncaught" in e["message"]]
     assert errors == []
+
+
+def test_a_refused_token_is_said_on_the_login_page(site):
+    """A revoked token sends the user from any page to the login page, which says why (not a blank form)."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/login")
+    b.execute_script("localStorage.setItem('sw_token', 'swt_revoked');")
+    b.get(site["base"] + "/ui/cameras")
+    _wait(b, lambda d: urlsplit(d.current_url).path == "/ui/login", "the login page")
+    status = _wait(b, lambda d: d.find_element(By.ID, "status").text, "the login page's message")
+    assert "令牌已失效" in status and "refused" in status
+    _login(site)  # the good token again, for the tests after this one

@@ -5,7 +5,7 @@ const SW = {
   token() { return localStorage.getItem("sw_token") || ""; },
   setToken(t) { localStorage.setItem("sw_token", t.trim()); },
 
-  // fetch with the bearer token; a 401 sends the user to the login page.
+  // fetch with the bearer token; a 401 sends the user to the login page (saying so when a token was refused).
   async api(path, opts = {}) {
     const headers = Object.assign({}, opts.headers || {}, { Authorization: "Bearer " + SW.token() });
     if (opts.json !== undefined) {
@@ -14,7 +14,7 @@ const SW = {
     }
     const res = await fetch(path, Object.assign({}, opts, { headers }));
     if (res.status === 401) {
-      location.href = "/ui/login?next=" + encodeURIComponent(location.pathname);
+      location.href = "/ui/login?next=" + encodeURIComponent(location.pathname) + (SW.token() ? "&refused=1" : "");
       throw new Error("not logged in / 未登录");
     }
     if (!res.ok) {

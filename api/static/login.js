@@ -1,6 +1,7 @@
 // The login page: keep the pasted token (localStorage) once the API accepts it, then go on to `next`.
 "use strict";
 
+if (new URLSearchParams(location.search).get("refused")) SW.say("令牌已失效（已吊销或已更换），请粘贴新令牌 Your token was refused (revoked or replaced): paste a new one", true);
 document.getElementById("login").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   SW.setToken(document.getElementById("token").value);
