@@ -106,6 +106,7 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     scores = {r.get_attribute("data-unit"): r.find_element(By.CSS_SELECTOR, "td.score").text
               for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")}
     assert scores == {"一中队": "42", "二中队": "26"}
+    assert b.find_element(By.CSS_SELECTOR, "#scores thead th").text == "中队 squad"  # the unit in Chinese too
     b.find_element(By.CSS_SELECTOR, "#scores tr[data-unit='一中队']").click()
     market = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#unit li[data-item=road_market]"), "the unit's deductions")
     assert "−5 (1)" in market.text and len(market.find_element(By.CSS_SELECTOR, "small.cases").text.split(", ")) == 3

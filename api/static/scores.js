@@ -8,7 +8,7 @@ function query(format) {
 }
 
 function cell(item) {
-  if (item.note && item.note.startsWith("不适用")) return "n/a";
+  if (item.note && item.note.startsWith("不适用")) return "不适用 n/a";
   return item.deduction ? `−${item.deduction} (${item.count})` : "0";
 }
 
@@ -31,7 +31,7 @@ async function load() {
   S.table = t;
   document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
     + (t.include_candidates ? " · 含候选案件 candidates count" : "");
-  const head = SW.el("tr", {}, SW.el("th", {}, t.by), SW.el("th", {}, "得分 score"), ...t.items.map((i) => SW.el("th", { title: i.name }, i.name)));
+  const head = SW.el("tr", {}, SW.el("th", {}, document.querySelector(`#f-by option[value="${t.by}"]`).textContent), SW.el("th", {}, "得分 score"), ...t.items.map((i) => SW.el("th", { title: i.name }, i.name)));
   const rows = t.units.map((u) => SW.el("tr", { "data-unit": u.unit, onclick: () => showUnit(u) },
     SW.el("td", {}, u.unit), SW.el("td", { class: "score" }, u.score),
     ...t.items.map((i) => SW.el("td", {}, cell(u.sections.flatMap((s) => s.items).find((x) => x.id === i.id))))));
