@@ -189,6 +189,8 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
     assert b.execute_script("return document.getElementById('upload-progress').value") == 1
     row = b.find_element(By.CSS_SELECTOR, "#results tr")
     assert "bus.jpg" in row.text and "机动车乱停放" in row.text and row.get_attribute("data-status") == "ok"
+    assert "已读取 ok" in row.text  # the photo's outcome in staff's words, the code beside it
+    _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "jobs").text, "the job list to show the job done")
 
 
 def test_camera_page_draws_the_zones_on_the_snapshot(site):

@@ -1,6 +1,10 @@
 // Triage upload: send files with upload progress (XHR), then poll the job until it is done.
 "use strict";
 
+// What staff call a photo's outcome and a job's state (the code stays beside it).
+const STATUS_ZH = { ok: "已读取", error: "无法读取", duplicate: "重复", queued: "排队中", running: "处理中", done: "完成", failed: "失败" };
+function zh(code) { return STATUS_ZH[code] ? `${STATUS_ZH[code]} ${code}` : code; }
+
 function send(files) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
@@ -37,7 +41,7 @@ function showJob(job) {
 async function showResults(jobId) {
   const rows = await SW.json(`/api/v1/triage/jobs/${jobId}/results`);
   document.getElementById("results").replaceChildren(...rows.map((r) => SW.el("tr", { "data-status": r.status },
-    SW.el("td", {}, r.source), SW.el("td", {}, r.status),
+    SW.el("td", {}, r.source), SW.el("td", {}, zh(r.status)),
     SW.el("td", {}, (r.findings || []).map((f) => `${f.name_zh} ${f.name_en} ${f.score.toFixed(2)}`).join("; ")),
     SW.el("td", {}, r.reason || ""))));
 }
@@ -60,7 +64,7 @@ async function listJobs() {
   const jobs = await SW.json("/api/v1/triage/jobs");
   document.getElementById("jobs").replaceChildren(...jobs.slice(0, 20).map((j) => SW.el("li", {},
     SW.el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); follow(j.id); } }, j.id),
-    ` ${SW.time(j.created_at)} · ${j.files.length} 文件 files · ${j.state}`)));
+    ` ${SW.time(j.created_at)} · ${j.files.length} 文件 files · ${zh(j.state)}`)));
   if (!jobs.length) document.getElementById("jobs").replaceChildren(SW.el("li", {}, "还没有任务 No jobs yet"));
 }
 
