@@ -120,8 +120,7 @@ def _plain(dets: sv.Detections) -> sv.Detections:
     return sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id, data=keep)
 
 
-def fetch_photo(url: str, client: httpx.Client | None = None, limit: int = 50 * 2**20,
-                allowed_hosts: Collection[str] | None = None) -> tuple[bytes, str]:
+def fetch_photo(url: str, limit: int = 50 * 2**20, allowed_hosts: Collection[str] | None = None) -> tuple[bytes, str]:
     """The platform's disposal photo at `url` (http/https), or DisposalCheckError saying why not.
 
     With `allowed_hosts` (`host` or `host:port`) the URL, and every redirect it takes, must be on one of
@@ -137,11 +136,9 @@ def fetch_photo(url: str, client: httpx.Client | None = None, limit: int = 50 * 
             raise DisposalCheckError(f"{request.url}: {netloc} is not a host photos are fetched from "
                                      f"(service.photo_url_hosts, default the dispatch targets' hosts: {', '.join(sorted(allowed)) or 'none'})")
 
-    own = client is None
-    client = client or httpx.Client(timeout=30, follow_redirects=True)
-    client.event_hooks["request"] = [*client.event_hooks.get("request", []), check_host]
     try:
-        with client.stream("GET", url) as response:
+        with httpx.Client(timeout=30, follow_redirects=True, event_hooks={"request": [check_host]}) as client, \
+                client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise DisposalCheckError(f"{url}: HTTP {response.status_code}")
             body = bytearray()
@@ -151,9 +148,6 @@ def fetch_photo(url: str, client: httpx.Client | None = None, limit: int = 50 * 
                     raise DisposalCheckError(f"{url}: larger than {limit // 2**20} MB")
     except httpx.HTTPError as exc:
         raise DisposalCheckError(f"{url}: cannot fetch: {type(exc).__name__}: {exc}") from None
-    finally:
-        if own:
-            client.close()
     return bytes(body), url.rsplit("/", 1)[-1].split("?")[0] or "disposal.jpg"
 
 
