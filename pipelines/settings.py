@@ -278,7 +278,6 @@ class Settings(ConfigModel):
         """The taxonomy with this deployment's city code files merged, checked against the cities the
         dispatch targets and the evidence name (a missing table is an error at start, not at the
         first case)."""
-
         taxonomy = load_taxonomy(self.taxonomy.path, [str(p) for p in self.taxonomy.city_codes])
         wanted = {f"dispatch.targets.{name}.city": t.city for name, t in self.dispatch.targets.items()}
         wanted["evidence.city"] = self.evidence.city

@@ -183,8 +183,8 @@ def retrain(
     """
     setup_logging()
     from detect.registry import ModelNotFoundError
-    from pipelines.retrain.classes import DEFAULT_CLASSES_PATH, load_classes
     from pipelines.evidence_store import StorageError
+    from pipelines.retrain.classes import DEFAULT_CLASSES_PATH, load_classes
     from pipelines.retrain.dataset import DatasetError
     from pipelines.retrain.loop import retrain as run_loop
     from pipelines.retrain.merge import parse_mapping
