@@ -44,6 +44,12 @@ const SW = {
     return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
   },
 
+  // A case state as staff read it, its code beside it ("待审核 candidate"), from GET /api/v1/meta's state_names.
+  stateName(meta, state) {
+    const zh = ((meta && meta.state_names) || {})[state];
+    return zh ? `${zh} ${state}` : state;
+  },
+
   say(text, bad = false) {
     const box = document.getElementById("status");
     if (!box) return;

@@ -27,7 +27,7 @@ function typeName(id) {
 async function loadMeta() {
   M.meta = await SW.json("/api/v1/meta");
   for (const t of M.meta.types) document.getElementById("f-type").append(SW.el("option", { value: t.id }, `${t.name_zh} ${t.name_en}`));
-  for (const s of M.meta.states) document.getElementById("f-state").append(SW.el("option", { value: s }, `${M.meta.state_names[s] || ""} ${s}`.trim()));
+  for (const s of M.meta.states) document.getElementById("f-state").append(SW.el("option", { value: s }, SW.stateName(M.meta, s)));
 }
 
 function featureLabel(layer, p) {

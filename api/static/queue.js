@@ -3,10 +3,7 @@
 
 const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false };
 
-function stateName(state) {
-  const zh = (Q.meta.state_names || {})[state];
-  return zh ? `${zh} ${state}` : state;
-}
+function stateName(state) { return SW.stateName(Q.meta, state); }
 
 function typeName(id) {
   const t = (Q.meta.types || []).find((x) => x.id === id);

@@ -40,10 +40,10 @@ from pathlib import Path
 
 from detect.config_io import ConfigError
 from detect.taxonomy import default_taxonomy
+from pipelines.tables import csv_text
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.sources import open_archive
-from pipelines.tables import csv_text
 from pipelines.verifier.data import LABEL_TYPES
 
 LABEL_COLUMNS = tuple(LABEL_TYPES)
