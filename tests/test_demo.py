@@ -52,7 +52,9 @@ def test_demo_opens_camera_cases_with_valid_evidence_and_clears_one(demo_run):
     key = out / "evidence.key"
     for case in cases:
         assert case.evidence_ref and case.evidence_digest, case
-        verified = _cli("evidence", "verify", str(out / "evidence" / case.id), "--key-file", str(key), "--json")
+        # against the demo's own store: with no --config a store the checkout happens to hold would be asked instead
+        verified = _cli("evidence", "verify", str(out / "evidence" / case.id), "--key-file", str(key), "--json",
+                        "--config", str(out / "settings.yaml"))
         assert verified.returncode == 0, verified.stdout + verified.stderr
     flyposting = next(c for c in camera if c.violation_type == "flyposting")
     manifest = json.loads((out / "evidence" / flyposting.id / "manifest.json").read_text(encoding="utf-8"))
