@@ -278,6 +278,43 @@ def test_a_picture_in_two_confirmed_cases_keeps_the_boxes_of_both(tmp_path):
     assert only.labels == {"street_stall": 1, "shopfront_spillover": 1}
     assert only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)], "shopfront_spillover": [(0.0, 0.0, 0.5, 0.5)]}
 
+
+def test_reviewed_cases_with_a_bad_size_swapped_box_or_altered_picture_are_reported_and_skipped(tmp_path):
+    """The checks of the detector path (`data from-cases`), on `--verifier` too: a frame size that is no number of pixels
+    was a TypeError traceback, a box with its corners swapped a boxes.csv row that stopped the dataset from loading, and
+    a picture altered since review (sha256 differs) became training data. Each such line is said and left out."""
+    import json
+
+    from detect.digests import sha256_file
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    export = tmp_path / "export"
+    (export / "evidence").mkdir(parents=True)
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:5]
+    for photo in photos:
+        (export / "evidence" / photo.name).write_bytes(photo.read_bytes())
+    box = [{"class_name": "verified:street_stall", "xyxy": [100, 150, 300, 300]}]
+    lines = [{"case_id": case, "violation_type": "street_stall", "decision": "approved", "source_id": "cam-01",
+              "image": f"evidence/{photo.name}", "image_sha256": sha256_file(photo), "width": 400, "height": 300, "boxes": box}
+             | change for case, photo, change in [
+                 ("ok", photos[0], {}),
+                 ("px", photos[1], {"width": "1920px"}),
+                 ("neg", photos[2], {"height": -300}),
+                 ("swapped", photos[3], {"boxes": [{"class_name": "verified:street_stall", "xyxy": [300, 300, 100, 150]}]}),
+                 ("altered", photos[4], {"image_sha256": "0" * 64})]]
+    (export / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    _, n, findings = verifier_dataset_from_cases(export, tmp_path / "ds")
+    assert n == 1
+    assert [(f.path, f.reason) for f in findings] == [
+        ("review.jsonl: line 2", "width '1920px' and height 300 must be positive numbers of pixels: skipped"),
+        ("review.jsonl: line 3", "width 400 and height -300 must be positive numbers of pixels: skipped"),
+        ("review.jsonl: line 4", "box [300.0, 300.0, 100.0, 150.0] is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2: skipped"),
+        ("review.jsonl: line 5", f"image {export / 'evidence' / photos[4].name} does not match its recorded sha256 "
+                                 "(evidence altered?): skipped")]
+    [only] = load_dataset(tmp_path / "ds").photos
+    assert only.file == "images/cases/ok.jpg" and only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)]}
+
+
 def _f1_best(scores: np.ndarray, y: np.ndarray) -> float:
     """The plain rule the blurred one replaced: the positive score with the best F1."""
     def f1(th):

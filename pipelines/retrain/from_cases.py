@@ -87,16 +87,10 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         if decision not in POSITIVE | NEGATIVE:
             findings.append(Finding(where, f"decision {case.get('decision')!r} is not confirmed/approved/rejected: skipped", "warning"))
             continue
-        if not case.get("image"):
-            findings.append(Finding(where, "no image path"))
-            continue
-        image = Path(case["image"])
-        image = image if image.is_absolute() else Path(path).parent / image
-        if not image.is_file():
-            findings.append(Finding(where, f"image {image} not found"))
-            continue
-        if case.get("image_sha256") and sha256_file(image) != case["image_sha256"]:
-            findings.append(Finding(where, f"image {image} does not match its recorded sha256 (evidence altered?)"))
+        try:
+            image = case_image(case, Path(path))
+        except ValueError as exc:
+            findings.append(Finding(where, str(exc)))
             continue
         code = str(case.get("reason_code") or "").lower()
         if decision in NEGATIVE and not is_hard_negative(code):
@@ -104,9 +98,9 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             continue
         boxes = []
         try:
-            size = _frame_size(case)
+            size = frame_size(case)
             if decision in POSITIVE:
-                boxes = _case_boxes(case, taxonomy, classes)
+                boxes = _training_boxes(case, taxonomy, classes)
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
             continue
@@ -118,7 +112,23 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
     return pictures, findings
 
 
-def _frame_size(case: dict) -> tuple[float, float] | None:
+def case_image(case: dict, export: Path) -> Path:
+    """The picture a review line names (relative to the export's folder, or absolute). ValueError when the line names
+    none, it is missing, or its sha256 differs from the recorded one: evidence altered after review must teach nothing."""
+    if not case.get("image"):
+        raise ValueError("no image path")
+    if not isinstance(case["image"], str):
+        raise ValueError(f"image {case['image']!r} is not a path")
+    image = Path(case["image"])
+    image = image if image.is_absolute() else export.parent / image
+    if not image.is_file():
+        raise ValueError(f"image {image} not found")
+    if case.get("image_sha256") and sha256_file(image) != case["image_sha256"]:
+        raise ValueError(f"image {image} does not match its recorded sha256 (evidence altered?)")
+    return image
+
+
+def frame_size(case: dict) -> tuple[float, float] | None:
     """(w, h) of the frame the boxes are on, None when the line does not say; another tool's export may write
     `"1920px"` or 0, which would otherwise stop the whole build or divide by zero: such a line is reported."""
     if not (case.get("width") and case.get("height")):
@@ -132,7 +142,9 @@ def _frame_size(case: dict) -> tuple[float, float] | None:
     return size
 
 
-def _case_boxes(case: dict, taxonomy: Taxonomy, classes: ProjectClasses) -> list[tuple[str, list[float]]]:
+def case_boxes(case: dict) -> list[tuple[str, list[float]]]:
+    """The line's boxes as (class name, [x1, y1, x2, y2]) in pixels; ValueError when one is not such a box. A swapped
+    corner would become a label with a negative size (the picture then counts as a negative, or the set fails to load)."""
     raw = case.get("boxes") or []
     try:
         boxes = [(str(b["class_name"]), [float(v) for v in b["xyxy"]]) for b in raw]
@@ -140,10 +152,15 @@ def _case_boxes(case: dict, taxonomy: Taxonomy, classes: ProjectClasses) -> list
         raise ValueError("boxes must be [{class_name, xyxy: [x1, y1, x2, y2]}, …]") from None
     if any(len(xyxy) != 4 for _, xyxy in boxes):
         raise ValueError("every xyxy needs 4 numbers")
-    # a swapped corner would become a label line with a negative size: the picture then counts as a negative
     bad = [xyxy for _, xyxy in boxes if not (np.isfinite(xyxy).all() and xyxy[0] < xyxy[2] and xyxy[1] < xyxy[3])]
     if bad:
         raise ValueError(f"box {bad[0]} is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
+    return boxes
+
+
+def _training_boxes(case: dict, taxonomy: Taxonomy, classes: ProjectClasses) -> list[tuple[str, list[float]]]:
+    """The confirmed case's boxes in project classes: its own, else their union labelled with the type's class."""
+    boxes = case_boxes(case)
     own = [(classes.match(n), xyxy) for n, xyxy in boxes if classes.match(n)]
     if own:
         return own

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.retrain.check import Finding
 from pipelines.cases.vocabulary import is_hard_negative
-from pipelines.retrain.from_cases import NEGATIVE, POSITIVE
+from pipelines.retrain.from_cases import NEGATIVE, POSITIVE, case_boxes, case_image, frame_size
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -46,7 +46,6 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             case = json.loads(line)
             column = TYPE_COLUMNS.get(case["violation_type"])
             decision = case["decision"]
-            image = export.parent / case["image"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             findings.append(Finding(where, f"not a review line: {exc}"))
             continue
@@ -58,22 +57,20 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         if decision not in POSITIVE | NEGATIVE:
             findings.append(Finding(where, f"decision {decision!r} is neither confirmed nor rejected: skipped"))
             continue
-        if not image.is_file():
-            findings.append(Finding(where, f"{image} not found: skipped"))
+        try:  # the detector path's checks: a picture altered since review, a size or box no frame can have
+            image = case_image(case, export)
+            size = frame_size(case)
+            xyxy = [b for _, b in case_boxes(case)] if decision in POSITIVE else []
+        except ValueError as exc:
+            findings.append(Finding(where, f"{exc}: skipped"))
             continue
         rel = f"images/{SOURCE}/{case.get('case_id', n)}{image.suffix.lower()}"
         row = rows.setdefault(str(image), {"file": rel, "group": case.get("source_id") or rel, "_src": image})
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
-        w, h = case.get("width"), case.get("height")
-        if value and w and h:
-            xyxy = [b["xyxy"] for b in case.get("boxes", []) if len(b.get("xyxy", [])) == 4]
-            if xyxy:
-                x1, y1 = min(b[0] for b in xyxy) / w, min(b[1] for b in xyxy) / h
-                x2, y2 = max(b[2] for b in xyxy) / w, max(b[3] for b in xyxy) / h
-                # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
-                boxes.append({"file": row["file"], "type": column, "x1": f"{max(0.0, x1):.4f}", "y1": f"{max(0.0, y1):.4f}",
-                              "x2": f"{min(1.0, x2):.4f}", "y2": f"{min(1.0, y2):.4f}"})
+        if xyxy and size:
+            # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
+            boxes.append({"file": row["file"], "type": column, **_normalised_union(xyxy, size)})
     out.mkdir(parents=True, exist_ok=True)
     columns = ["file", "group", *TYPE_COLUMNS.values()]
     with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -89,3 +86,11 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         writer.writeheader()
         writer.writerows(boxes)
     return out / "labels.csv", len(rows), findings
+
+
+def _normalised_union(xyxy: list[list[float]], size: tuple[float, float]) -> dict[str, str]:
+    """One box around all of a case's evidence boxes, as fractions of its frame clipped to 0..1 (boxes.csv's x1..y2)."""
+    w, h = size
+    x1, y1 = min(b[0] for b in xyxy) / w, min(b[1] for b in xyxy) / h
+    x2, y2 = max(b[2] for b in xyxy) / w, max(b[3] for b in xyxy) / h
+    return {"x1": f"{max(0.0, x1):.4f}", "y1": f"{max(0.0, y1):.4f}", "x2": f"{min(1.0, x2):.4f}", "y2": f"{min(1.0, y2):.4f}"}
