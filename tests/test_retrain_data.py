@@ -116,6 +116,37 @@ def test_check_reports_bad_input_per_file_with_reasons(garbage, bus_jpg, tmp_pat
     assert result.exit_code == 2 and "FAILS data check" in result.stderr and "--allow-check-failures" in result.stderr
 
 
+@pytest.mark.parametrize("taken, why", [
+    ("yolo11n-640-dyn", "the registry already has the onnx model 'yolo11n-640-dyn' (exported from yolo11n"),  # an export
+    ("yolo11n", "the registry already has the pt model 'yolo11n' (Ultralytics YOLO11n COCO release"),  # shipped card
+    ("yolov8s", "the registry already has the pt model 'yolov8s' (Ultralytics release"),  # a release name, no card
+    ("street-v3", "'street-v3' is the promoted model (registry/promoted.yaml)")])  # promoted, its card since removed
+def test_train_refuses_a_name_another_model_answers_to(garbage, tmp_path, monkeypatch, taken, why):
+    """`train --name` wrote models/registry/NAME.yaml whatever had that id: an export's card was replaced (its .onnx
+    then unreachable), a shipped card or a release name shadowed (`--model yolo11n` loaded the fine-tune), a promoted
+    id made the untested model every pipeline's default. Refused before any training, naming the model and a free id."""
+    models = tmp_path / "models"
+    (models / "registry").mkdir(parents=True)
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    export_card = models / "registry" / "yolo11n-640-dyn.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "models" / "registry" / "yolo11n-640-dyn.yaml", export_card)
+    (models / "registry" / "promoted.yaml").write_text("model: street-v3\npromoted_at: 2025-03-01T00:00:00Z\n")
+    before = export_card.read_bytes()
+    result = runner.invoke(app, ["data", "import", str(garbage), "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    ds = split_dataset(Dataset(tmp_path / "v"), tmp_path / "split", val_fraction=0.3)
+    result = runner.invoke(app, ["train", "--data", str(ds.root), "--name", taken, "--epochs", "1", "--imgsz", "32",
+                                 "--batch", "2"])
+    assert result.exit_code == 2, result.output
+    assert f"--name {taken}: {why}" in result.stderr and f"choose another --name, e.g. {taken}-ft" in result.stderr
+    assert export_card.read_bytes() == before
+    assert not (models / f"{taken}.pt").exists() and not (models / "runs" / taken).exists()
+    # the nightly loop is refused before it exports, merges and splits anything
+    result = runner.invoke(app, ["retrain", "--name", taken, "--data", str(ds.root), "--work", str(tmp_path / "work")])
+    assert result.exit_code == 2 and f"--name {taken}: {why}" in result.stderr
+    assert not (tmp_path / "work").exists()
+
+
 def test_wrong_class_counts_are_refused_at_import(garbage, tmp_path):
     (garbage / "classes.txt").unlink()
     (garbage / "data.yaml").write_text("nc: 2\nnames: [garbage]\n")

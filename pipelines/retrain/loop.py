@@ -23,7 +23,7 @@ from pipelines.retrain.from_cases import dataset_from_cases
 from pipelines.retrain.merge import merge_datasets
 from pipelines.retrain.promote import DEFAULT_TOLERANCE, GateDecision, promote
 from pipelines.retrain.split import split_dataset
-from pipelines.retrain.train import runs_dir, train_model, update_card
+from pipelines.retrain.train import ensure_new_model_id, runs_dir, train_model, update_card
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def retrain(
     `settings` (`pipelines.settings.Settings`): export the reviewed cases from that deployment's
     case store and evidence store first (instead of a `cases` export file: with both, the file is read).
     """
+    ensure_new_model_id(name)  # before the night's export and datasets, not after them
     work_dir = Path(work_dir)
     inputs = list(datasets or [])
     summary: dict = {"name": name, "base_model": base_model, "work_dir": str(work_dir), "steps": {}}

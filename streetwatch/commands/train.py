@@ -19,7 +19,8 @@ TrainImgszOpt = Annotated[int, typer.Option("--imgsz", min=32, help="Training in
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Images per training batch.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Data-loader worker processes (0 on small CPUs).")]
 AllowOpt = Annotated[bool, typer.Option("--allow-check-failures", help="Train even when `data check` reports errors.")]
-NameOpt = Annotated[str, typer.Option("--name", help="Id of the new model in the registry (letters, digits, . _ -).")]
+NameOpt = Annotated[str, typer.Option("--name", help="Id of the new model in the registry (letters, digits, . _ -); "
+                                                      "not one a registered or promoted model already has.")]
 BaseOpt = Annotated[str, typer.Option("--base", help="Checkpoint to fine-tune: model id or .pt file.")]
 
 
