@@ -220,12 +220,12 @@ def test_api_docs_render_without_internet(site):
 
 
 def test_queue_shows_times_in_the_citys_local_time(site):
-    """The API's times are UTC; staff read them in the city's (their browser's) time: the bus was seen at
-    02:00 UTC, 10:00 in Hangzhou."""
+    """The API's times are UTC; staff read them on the city's clock (analytics.timezone, Asia/Shanghai here),
+    whatever their PC's zone: the bus was seen at 02:00 UTC, 10:00 in Hangzhou, and a PC set to UTC showed 02:00."""
     from selenium.webdriver.common.by import By
 
     b = site["browser"]
-    b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Shanghai"})
+    b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
     try:
         case_id = next(i for i in site["ids"] if _case(site, i)["state"] == "candidate")  # one the other tests left
         _login(site)
@@ -237,6 +237,7 @@ def test_queue_shows_times_in_the_citys_local_time(site):
         facts = _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text
                       and d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the bus case's facts")
         assert "发现 Opened 2025-03-14 10:00" in facts, facts
+        assert b.find_element(By.ID, "zone").text == "时区 Time zone: Asia/Shanghai"  # the zone named, the PC's being another
     finally:
         b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
 

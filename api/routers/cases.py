@@ -85,6 +85,8 @@ class Meta(BaseModel):
     dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
     tags: list[TagInfo] = Field(description="Tags the deployment's scoring sheet counts (what a reviewer may set on a case).")
     severities: list[SeverityInfo] = Field(description="Case severities, least serious first.")
+    timezone: str = Field(description="The city's IANA time zone (`analytics.timezone`): the pages show every time in it, "
+                          "whatever the zone of the PC they run on.")
 
 
 class CaseView(BaseModel):
@@ -198,7 +200,7 @@ def case_json(case: Case) -> dict[str, Any]:
     return data
 
 
-@router.get("/meta", summary="Violation types, reject reasons, states and dispatch targets (for forms)",
+@router.get("/meta", summary="Violation types, reject reasons, states, dispatch targets and the city's time zone (for the pages)",
             response_model=Meta, responses=problems(401, 403))
 def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> dict[str, Any]:
     return {
@@ -209,6 +211,7 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
         "tags": _sheet_tags(ctx),
         "severities": [{"id": s.value, "zh": s.name_zh} for s in Severity],
+        "timezone": ctx.settings.analytics.timezone,
     }
 
 

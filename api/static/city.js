@@ -12,8 +12,6 @@ function fill(selector, rows, none) {
   document.querySelector(selector).replaceChildren(...(rows.length ? rows : [SW.el("tr", { class: "none" }, SW.el("td", { colspan: columns }, none))]));
 }
 
-function local(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : ""; }
-
 async function frame(id, cell) {
   const blob = await (await SW.api(`/api/v1/warnings/${encodeURIComponent(id)}/image`)).blob();
   cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: "warning frame", class: "thumb" }));
@@ -23,9 +21,9 @@ async function loadWarnings() {
   const rows = await SW.json("/api/v1/warnings");
   fill("#warnings tbody", rows.map((w) => {
     const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode) }, "查看 View") : "");
-    return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, local(w.warned_at)), SW.el("td", {}, w.camera_id),
+    return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, SW.time(w.warned_at)), SW.el("td", {}, w.camera_id),
       SW.el("td", {}, w.violation_type), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
-      SW.el("td", {}, local(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);
+      SW.el("td", {}, SW.time(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);
   }), "暂无劝导告知 No warnings yet");
 }
 
@@ -48,7 +46,7 @@ async function loadCallout() {
       } catch (err) { SW.say(err.message, true); }
     } }, ...STATUSES.map(([s, zh]) => SW.el("option", s === e.status ? { value: s, selected: "selected" } : { value: s }, `${zh} ${s}`)));
     return SW.el("tr", { "data-number": e.number }, SW.el("td", {}, e.number), SW.el("td", {}, select), SW.el("td", {}, e.count),
-      SW.el("td", {}, local(e.first_seen)), SW.el("td", {}, local(e.last_seen)), SW.el("td", {}, e.squad || ""),
+      SW.el("td", {}, SW.time(e.first_seen)), SW.el("td", {}, SW.time(e.last_seen)), SW.el("td", {}, e.squad || ""),
       SW.el("td", {}, e.amount == null ? "" : e.amount));
   }), "暂无号码 No numbers on the call-out list");
 }
@@ -110,4 +108,4 @@ document.getElementById("patrol").addEventListener("submit", async (ev) => {
 });
 
 SW.nav("city");
-Promise.all([loadWarnings(), loadShops(), loadCallout()]).catch((e) => SW.say(e.message, true));
+SW.meta().then(() => Promise.all([loadWarnings(), loadShops(), loadCallout()])).catch((e) => SW.say(e.message, true));

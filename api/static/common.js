@@ -36,12 +36,34 @@ const SW = {
     return node;
   },
 
-  // An ISO 8601 time (the API's are UTC) in the reader's local time, the city's on its office PCs: "2025-03-14 10:00".
+  // GET /api/v1/meta, asked once per page (a failed answer is asked again next time): the forms' lists, the
+  // Chinese names, and the city's time zone, which it keeps in SW.zone for SW.time.
+  meta() {
+    if (!SW.metaAnswer) {
+      SW.metaAnswer = SW.json("/api/v1/meta").then((m) => { SW.zone = m.timezone; SW.showZone(); return m; },
+                                                    (e) => { SW.metaAnswer = null; throw e; });
+    }
+    return SW.metaAnswer;
+  },
+  metaAnswer: null,
+  zone: null,  // the city's IANA time zone (analytics.timezone), once SW.meta() has answered
+
+  // An ISO 8601 time (the API's are UTC) on the city's clock, whatever the zone of the PC the page runs on
+  // (an office PC set to UTC showed a 10:00 Hangzhou case as 02:00): "2025-03-14 10:00". Pages show times
+  // after SW.meta(); before it answers the zone is unknown and the time is shown in UTC, saying so.
   time(iso) {
     const d = iso ? new Date(iso) : null;
     if (!d || isNaN(d)) return iso || "";
-    const p = (n) => String(n).padStart(2, "0");
-    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+    const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {
+      timeZone: SW.zone || "UTC", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    }).formatToParts(d).map((p) => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}${SW.zone ? "" : " UTC"}`;
+  },
+
+  // The zone the times are in, named in the navigation bar (the reader's PC may be set to another).
+  showZone() {
+    const box = document.getElementById("zone");
+    if (box && SW.zone) box.textContent = `时区 Time zone: ${SW.zone}`;
   },
 
   // A case state as staff read it, its code beside it ("待审核 candidate"), from GET /api/v1/meta's state_names.
@@ -118,7 +140,9 @@ const SW = {
                    ["city", "城市管理 City workflows"]];
     const bar = SW.el("nav", {}, ...links.map(([p, label]) =>
       SW.el("a", { href: "/ui/" + p, class: p === active ? "active" : "" }, label)));
-    bar.append(SW.el("a", { href: "/ui/login", class: "right" }, "令牌 Token"));
+    bar.append(SW.el("span", { id: "zone", class: "right" }), SW.el("a", { href: "/ui/login" }, "令牌 Token"));
     document.body.prepend(bar);
+    SW.showZone();
+    SW.meta().catch(() => {});  // the page that needs the answer says why it failed
   },
 };

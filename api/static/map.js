@@ -25,7 +25,7 @@ function typeName(id) {
 }
 
 async function loadMeta() {
-  M.meta = await SW.json("/api/v1/meta");
+  M.meta = await SW.meta();
   for (const t of M.meta.types) document.getElementById("f-type").append(SW.el("option", { value: t.id }, `${t.name_zh} ${t.name_en}`));
   for (const s of M.meta.states) document.getElementById("f-state").append(SW.el("option", { value: s }, SW.stateName(M.meta, s)));
 }
@@ -52,7 +52,7 @@ async function showCases(layer, p) {
   }
   const list = SW.el("ul", { id: "feature-cases", class: "list" }, ...page.items.map((c) => SW.el("li", { "data-case": c.id },
     SW.el("span", { class: "state" }, c.state), `${typeName(c.type)} · ${c.id}`, SW.el("br"),
-    SW.el("small", {}, `${c.opened_at.slice(0, 16).replace("T", " ")} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
+    SW.el("small", {}, `${SW.time(c.opened_at)} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
   box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)),
     SW.el("p", { id: "feature-total" }, `${page.total} 件 cases${page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : ""}`), list);
 }

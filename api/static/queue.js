@@ -11,7 +11,7 @@ function typeName(id) {
 }
 
 async function loadMeta() {
-  Q.meta = await SW.json("/api/v1/meta");
+  Q.meta = await SW.meta();
   const state = document.getElementById("f-state");
   for (const s of Q.meta.states) state.append(SW.el("option", { value: s }, stateName(s)));
   const type = document.getElementById("f-type");

@@ -17,4 +17,4 @@ async function load() {
 }
 
 SW.nav("reports");
-load().catch((e) => SW.say(e.message, true));
+SW.meta().then(load).catch((e) => SW.say(e.message, true));

@@ -45,7 +45,10 @@ document.getElementById("scores-xlsx").addEventListener("click", () => {
   const q = query("xlsx");
   SW.download("/api/v1/scores?" + q, `scores-${q.get("period")}-${q.get("by")}.xlsx`).catch((e) => SW.say(e.message, true));
 });
-const now = new Date();
-document.getElementById("f-period").value = `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, "0")}`;
 SW.nav("scores");
-load().catch((e) => SW.say(e.message, true));
+SW.meta().then(() => {  // this month on the city's clock (the PC's may be a day off at a month's end)
+  const period = document.getElementById("f-period");
+  if (period.value) return null;  // the reader typed one meanwhile: it loads when they submit
+  period.value = SW.time(new Date().toISOString()).slice(0, 7);
+  return load();
+}).catch((e) => SW.say(e.message, true));

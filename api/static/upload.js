@@ -80,4 +80,4 @@ document.getElementById("upload").addEventListener("submit", async (ev) => {
 });
 
 SW.nav("upload");
-listJobs().catch((e) => SW.say(e.message, true));
+SW.meta().then(listJobs).catch((e) => SW.say(e.message, true));
