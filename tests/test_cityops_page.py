@@ -1,14 +1,23 @@
-"""The /ui/city page in headless Chromium against `streetwatch serve`: register import with its row errors."""
+"""The /ui/city page in headless Chromium against `streetwatch serve`: register import with its row errors,
+the warnings and the call-out list as city staff read them."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
+from detect.evidence import BundleContext
+from detect.frames import GeoPoint
+from detect.taxonomy import load_taxonomy
+from pipelines.cctv.config import load_cameras
+from pipelines.cityops.warnings import Warner
+from pipelines.settings import WarnConfig
 from tests.api_helpers import auth
+from tests.test_cityops_api import _intake
 from tests.test_cityops_registers import REGISTER
-from tests.test_review_pages import _login, _wait, site  # noqa: F401  (fixture)
+from tests.test_review_pages import _login, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
 
 
 def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # noqa: F811
@@ -39,3 +48,39 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
     assert next(s for s in shops if s["id"] == "91330106MA27XY0002")["contact"] == "李女士 13700002222"
     assert b.find_element(By.CSS_SELECTOR, "#warnings tbody").text == "暂无劝导告知 No warnings yet"
     assert b.find_element(By.CSS_SELECTOR, "#callout tbody").text == "暂无号码 No numbers on the call-out list"
+
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory, bus_event, bus_jpg):
+    """The pages served with one warning: the bus parked in bus.jpg (2025-03-14 02:00 UTC), warned on cam-01."""
+    tmp = tmp_path_factory.mktemp("city-page")
+    settings = site_settings(tmp, bus_jpg)
+
+    def prepare(app) -> None:
+        event, _ = bus_event
+        camera = load_cameras(settings.service.cameras_file).cameras[0]
+        warner = Warner(WarnConfig(rules=[{"types": ["illegal_parking"]}], images_dir=tmp / "warnings"), _intake(app), load_taxonomy())
+        warner.warn(camera, event, BundleContext(source_kind="camera", source_id=camera.id, geo=GeoPoint(30.2741, 120.1551),
+                                                 address="文三路 1 号"))
+
+    with served_pages(tmp, settings, prepare) as served:
+        yield served
+
+
+def test_city_page_shows_warnings_as_staff_read_them(city):
+    """The warning's type in Chinese with its id (it was the bare id, illegal_parking), and its times on the
+    city's clock on a PC set to UTC."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
+    try:
+        _login(city)
+        b.get(city["base"] + "/ui/city")
+        row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#warnings tbody tr[data-warning]"), "the warning")
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        assert cells[2] == "机动车乱停放 illegal_parking", cells
+        assert (cells[0], cells[5]) == ("2025-03-14 10:00", "2025-03-14 10:10"), cells  # warned, re-check 600 s later
+    finally:
+        b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})

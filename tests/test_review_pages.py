@@ -6,12 +6,17 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
 
+from pipelines.settings import Settings
 from tests.api_helpers import KEY, auth, draft_cases, make_app, settings_for, write_cameras
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, REPO, start_server, stop_process
 from tests.pg import free_port
@@ -22,22 +27,19 @@ FLAGS = [*CHROMIUM_FLAGS, "--disable-dev-shm-usage", "--window-size=1400,1000",
          "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, bus_event, bus_jpg):
-    """A served app with three candidate cases and two cameras, a reviewer token, and a browser."""
+@contextmanager
+def served_pages(tmp: Path, settings: Settings, prepare: Callable[[Any], Any]) -> Iterator[dict[str, Any]]:
+    """`streetwatch serve` on `settings` once `prepare(app)` has put its data in the case store, and a browser:
+    the base URL, a reviewer token, the browser and what `prepare` returned (`data`)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.fail("chromium and chromium-driver are needed: run scripts/install-system-deps.sh")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    tmp = tmp_path_factory.mktemp("pages")
     mp = pytest.MonkeyPatch()
     mp.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
-    cams = write_cameras(tmp, bus_jpg)
-    settings = settings_for(tmp, dispatch={"targets": {"dcm": {"adapter": "cn-dcm", "url": "http://127.0.0.1:9/x"}}},
-                            cameras_file=str(cams["file"]), triage={"workers": 1, "ocr": "off"})
     app, tokens = make_app(settings, resume_jobs=False)
-    ids = draft_cases(app, bus_event, [{}, {}, {}])
+    data = prepare(app)
     app.state.ctx.store.close()
     config = tmp / "settings.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
@@ -52,11 +54,26 @@ def site(tmp_path_factory, bus_event, bus_jpg):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console lines for failure messages
     browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
     try:
-        yield {"base": f"http://127.0.0.1:{port}", "token": tokens["reviewer"], "ids": ids, "browser": browser}
+        yield {"base": f"http://127.0.0.1:{port}", "token": tokens["reviewer"], "browser": browser, "data": data}
     finally:
         browser.quit()
         stop_process(server)
         mp.undo()
+
+
+def site_settings(tmp: Path, bus_jpg: Path) -> Settings:
+    """The pages' deployment: a dispatch target, two cameras, upload jobs with one worker and no OCR."""
+    cams = write_cameras(tmp, bus_jpg)
+    return settings_for(tmp, dispatch={"targets": {"dcm": {"adapter": "cn-dcm", "url": "http://127.0.0.1:9/x"}}},
+                        cameras_file=str(cams["file"]), triage={"workers": 1, "ocr": "off"})
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, bus_event, bus_jpg):
+    """A served app with three candidate cases and two cameras, a reviewer token, and a browser."""
+    tmp = tmp_path_factory.mktemp("pages")
+    with served_pages(tmp, site_settings(tmp, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}, {}])) as served:
+        yield {**served, "ids": served["data"]}
 
 
 def _wait(browser, condition, what: str, timeout: float = 30):

@@ -18,11 +18,11 @@ async function frame(id, cell) {
 }
 
 async function loadWarnings() {
-  const rows = await SW.json("/api/v1/warnings");
+  const [rows, meta] = await Promise.all([SW.json("/api/v1/warnings"), SW.meta()]);
   fill("#warnings tbody", rows.map((w) => {
     const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode) }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, SW.time(w.warned_at)), SW.el("td", {}, w.camera_id),
-      SW.el("td", {}, w.violation_type), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
+      SW.el("td", {}, SW.typeName(meta, w.violation_type)), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
       SW.el("td", {}, SW.time(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);
   }), "暂无劝导告知 No warnings yet");
 }

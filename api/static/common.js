@@ -66,6 +66,12 @@ const SW = {
     if (box && SW.zone) box.textContent = `时区 Time zone: ${SW.zone}`;
   },
 
+  // A violation type as staff read it, its id beside it ("机动车乱停放 illegal_parking"), from GET /api/v1/meta's types.
+  typeName(meta, id) {
+    const t = ((meta && meta.types) || []).find((x) => x.id === id);
+    return t ? `${t.name_zh} ${id}` : id;
+  },
+
   // A case state as staff read it, its code beside it ("待审核 candidate"), from GET /api/v1/meta's state_names.
   stateName(meta, state) {
     const zh = ((meta && meta.state_names) || {})[state];

@@ -19,11 +19,6 @@ function colour(n, max) {
   return STEPS[Math.min(STEPS.length - 1, Math.floor((n / Math.max(max, 1)) * STEPS.length - 1e-9))];
 }
 
-function typeName(id) {
-  const t = ((M.meta && M.meta.types) || []).find((x) => x.id === id);
-  return t ? t.name_zh : id;
-}
-
 async function loadMeta() {
   M.meta = await SW.meta();
   for (const t of M.meta.types) document.getElementById("f-type").append(SW.el("option", { value: t.id }, `${t.name_zh} ${t.name_en}`));
@@ -51,7 +46,7 @@ async function showCases(layer, p) {
     throw e;
   }
   const list = SW.el("ul", { id: "feature-cases", class: "list" }, ...page.items.map((c) => SW.el("li", { "data-case": c.id },
-    SW.el("span", { class: "state" }, c.state), `${typeName(c.type)} · ${c.id}`, SW.el("br"),
+    SW.el("span", { class: "state" }, c.state), `${SW.typeName(M.meta, c.type)} · ${c.id}`, SW.el("br"),
     SW.el("small", {}, `${SW.time(c.opened_at)} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
   box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)),
     SW.el("p", { id: "feature-total" }, `${page.total} 件 cases${page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : ""}`), list);
