@@ -3,6 +3,7 @@ the warnings and the call-out list as city staff read them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -12,12 +13,15 @@ from detect.evidence import BundleContext
 from detect.frames import GeoPoint
 from detect.taxonomy import load_taxonomy
 from pipelines.cctv.config import load_cameras
+from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.warnings import Warner
 from pipelines.settings import WarnConfig
 from tests.api_helpers import auth
 from tests.test_cityops_api import _intake
 from tests.test_cityops_registers import REGISTER
 from tests.test_review_pages import _login, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
+
+NUMBER = "13800138000"
 
 
 def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # noqa: F811
@@ -53,7 +57,8 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory, bus_event, bus_jpg):
-    """The pages served with one warning: the bus parked in bus.jpg (2025-03-14 02:00 UTC), warned on cam-01."""
+    """The pages served with one warning, the bus parked in bus.jpg (2025-03-14 02:00 UTC) warned on cam-01, and
+    one number on the call-out list, read on a flyposting case of that photo and fined 200 yuan."""
     tmp = tmp_path_factory.mktemp("city-page")
     settings = site_settings(tmp, bus_jpg)
 
@@ -63,6 +68,11 @@ def city(tmp_path_factory, bus_event, bus_jpg):
         warner = Warner(WarnConfig(rules=[{"types": ["illegal_parking"]}], images_dir=tmp / "warnings"), _intake(app), load_taxonomy())
         warner.warn(camera, event, BundleContext(source_kind="camera", source_id=camera.id, geo=GeoPoint(30.2741, 120.1551),
                                                  address="文三路 1 号"))
+        _intake(app).record_event(replace(event, violation_id="photo:0:flyposting", violation_type="flyposting", phones=[NUMBER]),
+                                  BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551)))
+        calls = CallOutList(app.state.ctx.store.engine)
+        calls.sync()
+        calls.set_status(NUMBER, Status.FINED, amount=200)
 
     with served_pages(tmp, settings, prepare) as served:
         yield served
@@ -84,3 +94,14 @@ def test_city_page_shows_warnings_as_staff_read_them(city):
         assert (cells[0], cells[5]) == ("2025-03-14 10:00", "2025-03-14 10:10"), cells  # warned, re-check 600 s later
     finally:
         b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+
+
+def test_city_page_shows_fines_in_yuan(city):
+    """The call-out list's fine column said a bare 200; it says 200 元."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#callout tbody tr[data-number='{NUMBER}']"), "the fined number")
+    assert row.find_elements(By.TAG_NAME, "td")[-1].text == "200 元"

@@ -47,7 +47,7 @@ async function loadCallout() {
     } }, ...STATUSES.map(([s, zh]) => SW.el("option", s === e.status ? { value: s, selected: "selected" } : { value: s }, `${zh} ${s}`)));
     return SW.el("tr", { "data-number": e.number }, SW.el("td", {}, e.number), SW.el("td", {}, select), SW.el("td", {}, e.count),
       SW.el("td", {}, SW.time(e.first_seen)), SW.el("td", {}, SW.time(e.last_seen)), SW.el("td", {}, e.squad || ""),
-      SW.el("td", {}, e.amount == null ? "" : e.amount));
+      SW.el("td", {}, e.amount == null ? "" : `${e.amount} 元`));  // the API's amount is in yuan
   }), "暂无号码 No numbers on the call-out list");
 }
 
