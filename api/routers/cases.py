@@ -21,6 +21,7 @@ from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import MAX_TAGS, TAG, Case, CaseQuery, severity_of
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
+from pipelines.times import as_utc
 
 router = APIRouter(tags=["cases"])
 
@@ -251,13 +252,13 @@ def list_cases(
 
 
 def _utc(name: str, at: datetime | None) -> datetime | None:
-    """`at` in UTC (no offset = UTC); 422 for a time at the ends of Python's dates (`9999-12-31T23:59:59-10:00`)
-    that has no UTC equivalent: the case store converts to UTC and would fail with a 500."""
+    """The query parameter `name` in UTC (no offset = UTC); 422 for one with no UTC equivalent
+    (`9999-12-31T23:59:59-10:00`), which the case store would fail on with a 500."""
     if at is None:
         return None
     try:
-        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError:
+        return as_utc(at, UTC)
+    except ValueError:
         raise Problem(422, f"{name}: {at.isoformat()} is out of range", slug="validation-error") from None
 
 

@@ -16,14 +16,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
-
-
-def as_utc(value: datetime, tz: str) -> datetime:
-    """A configured time: naive means local to the camera's time zone."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(tz))
-    return value.astimezone(UTC)
 
 
 FUTURE_S = 0.25

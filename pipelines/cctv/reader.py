@@ -23,10 +23,11 @@ import cv2
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from detect.frames import Frame
-from pipelines.cctv.clock import MediaClock, Sampler, as_utc
+from pipelines.cctv.clock import MediaClock, Sampler
 from pipelines.cctv.config import Camera, is_url
 from pipelines.cctv.health import HealthEvent, HealthKind, ImageHealth
 from pipelines.cctv.sources import Picture, SourceError, capped_size, open_source
+from pipelines.times import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class CameraReader(threading.Thread):
 
     def _replay_start(self, source) -> datetime:
         if self.cfg.start_time is not None:
-            return as_utc(self.cfg.start_time, self.camera.scene.timezone)
+            return as_utc(self.cfg.start_time, self.camera.scene.tz)  # no offset: the camera's zone
         if source.start_time is not None:
             return source.start_time
         return datetime.fromtimestamp(Path(self.cfg.url).stat().st_mtime, UTC)

@@ -35,6 +35,7 @@ from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
 from pipelines.tables import read_rows, sheet_time, write_csv, write_xlsx
+from pipelines.times import as_utc
 
 FLYPOSTING = "flyposting"
 
@@ -270,9 +271,9 @@ class CallOutList:
             at = sheet_time(value)
         except ValueError:
             raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
-        try:  # stored in UTC: a time at the ends of Python's dates (0001-01-01 in UTC+8) has no UTC equivalent
-            return (at if at.tzinfo else at.replace(tzinfo=self.tz)).astimezone(UTC)
-        except OverflowError:
+        try:  # staff type local times: no offset = the city's zone
+            return as_utc(at, self.tz)
+        except ValueError:
             raise ValueError(f"cut_off_at: {value!r} is out of range") from None
 
 
