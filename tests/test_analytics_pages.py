@@ -4,6 +4,7 @@ non-loopback name is unresolvable, so the map draws the city's own polygons with
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -88,6 +89,8 @@ def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
     _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#feature-cases li")) == len(site["g1_cases"]), "G1's cases listed")
     listed = {li.get_attribute("data-case") for li in b.find_elements(By.CSS_SELECTOR, "#feature-cases li")}
     assert listed == site["g1_cases"]
+    states = [s.text for s in b.find_elements(By.CSS_SELECTOR, "#feature-cases li .state")]
+    assert states and all(re.match(r"^[\u4e00-\u9fff]+ [a-z_]+$", s) for s in states), states  # "待审核 candidate", as staff read it
     assert "文新街道" in b.find_element(By.CSS_SELECTOR, "#feature h2").text
     assert "selected" in b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}").get_attribute("class")
 

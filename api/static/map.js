@@ -46,7 +46,7 @@ async function showCases(layer, p) {
     throw e;
   }
   const list = SW.el("ul", { id: "feature-cases", class: "list" }, ...page.items.map((c) => SW.el("li", { "data-case": c.id },
-    SW.el("span", { class: "state" }, c.state), `${SW.typeName(M.meta, c.type)} · ${c.id}`, SW.el("br"),
+    SW.el("span", { class: "state" }, SW.stateName(M.meta, c.state)), `${SW.typeName(M.meta, c.type)} · ${c.id}`, SW.el("br"),
     SW.el("small", {}, `${SW.time(c.opened_at)} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
   box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)),
     SW.el("p", { id: "feature-total" }, `${page.total} 件 cases${page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : ""}`), list);
