@@ -15,7 +15,7 @@ import pytest
 from detect.taxonomy import load_taxonomy
 from pipelines.cases import CaseState, CaseStore
 from pipelines.dispatch import BreakerPolicy, DispatchConfig, Dispatcher, RetryPolicy, TargetConfig, handle_cn_dcm_webhook
-from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter
+from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter, Permanent, Transient
 from pipelines.dispatch.dispatcher import backoff_s
 from pipelines.dispatch.webhook import WebhookError, sign
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings
@@ -37,7 +37,7 @@ def _calm_sim(request):
     """Each test starts with a simulator that does not fail (tests set their own faults)."""
     if "sim" in request.fixturenames:
         request.getfixturevalue("sim").faults(fail_rate=0.0, latency_ms=0, modes="error,error-after,close,garbage,stall",
-                                              honour_idempotency=True)
+                                              honour_idempotency=True, envelope_errors=False)
 
 
 @pytest.fixture
@@ -424,6 +424,135 @@ def test_a_cn_dcm_answer_in_a_data_envelope_is_read_like_the_look_up_reads_it(tm
         assert (store.get(case_id).state, store.get(case_id).dispatch_ref) == (CaseState.SUBMITTED, "HZ-1")
         assert len(platform.requests) == 1
         dispatcher.close()
+    finally:
+        platform.stop()
+
+
+def test_a_cn_dcm_error_inside_a_200_envelope_is_read_by_its_code(tmp_path, world, sim, bus_event):
+    """Many 数字城管 platforms answer HTTP 200 {"code": <status>, "msg"} to a request that failed. Read only for a task
+    number, every such answer was retried, a refusal too (the same refused bytes until the attempt limit). Now their
+    server-side code (500) is retried and a refusal (400, here a city `field_map` that renames a field their schema
+    requires) parks the case with their code and words."""
+    store, evidence, spool = world
+    ids = queue_cases(store, evidence, spool, small_event(bus_event), 2, "dcm", prefix="cam-envelope")
+    url = f"{sim.base}/cn-dcm/cases"
+    sim.faults(envelope_errors=True, fail_rate=1.0, modes="error")
+    dispatcher = Dispatcher(store, evidence, DispatchConfig(targets={"dcm": TargetConfig(
+        adapter="cn-dcm", url=url, timeout_s=2)}, **FAST))
+    assert dispatcher.run_once().retried == 2
+    assert all("HTTP 200 with platform code 500: injected failure" in e.last_error
+               for i in ids for e in store.outbox_entries(case_id=i))
+    dispatcher.close()
+
+    sim.faults(fail_rate=0.0)
+    dispatcher = Dispatcher(store, evidence, DispatchConfig(targets={"dcm": TargetConfig(
+        adapter="cn-dcm", url=url, timeout_s=2, field_map={"eventType": "sjlx"})}, **FAST))
+    stats = dispatcher.run_once(now=datetime.now(UTC) + timedelta(seconds=5))
+    assert (stats.parked, stats.retried, stats.delivered) == (2, 0, 0), stats
+    for case_id in ids:
+        case = store.get(case_id)
+        assert case.state is CaseState.QUEUED and case.dispatch_ref is None
+        assert "HTTP 200 with platform code 400: " in case.reason and "'eventType' is a required property" in case.reason
+    assert not [c for c in sim.cases("cn-dcm") if c["external_id"] in ids]
+    dispatcher.close()
+
+
+@pytest.mark.parametrize(("answer", "outcome"), [
+    pytest.param({"code": "0", "msg": "成功", "data": {"taskNumber": "T-1"}}, "delivered", id="code-text-0"),
+    pytest.param({"code": 200, "taskNumber": "T-1"}, "delivered", id="code-200"),
+    pytest.param({"success": True, "code": 1, "data": {"taskNumber": "T-1"}}, "delivered", id="success-flag-decides"),
+    pytest.param({"success": False, "msg": "签名校验失败"}, "parked", id="success-false"),
+    pytest.param({"code": "E1001", "message": "区域编码不存在"}, "parked", id="code-text"),
+    pytest.param({"code": 400, "msg": "缺少字段 eventType", "data": None}, "parked", id="code-400"),
+    pytest.param({"code": "503", "msg": "系统繁忙"}, "retried", id="code-503"),
+    pytest.param({"code": 429, "msg": "请求过于频繁"}, "retried", id="code-429"),
+])
+def test_a_cn_dcm_envelope_decides_between_delivered_retried_and_parked(tmp_path, world, bus_event, answer, outcome):
+    store, evidence, spool = world
+    platform = Platform(lambda h: (200, {"Content-Type": "application/json"}, json.dumps(answer).encode()))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix="cam-verdict")
+        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2,
+                                                            lookup=False)}, **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        stats = dispatcher.run_once()
+        assert getattr(stats, outcome) == 1, stats
+        [entry] = store.outbox_entries(case_id=case_id)
+        if outcome == "delivered":
+            assert store.get(case_id).dispatch_ref == "T-1"
+        else:
+            said = answer.get("msg") or answer.get("message")
+            assert said in entry.last_error and ("code" not in answer or f"platform code {answer['code']}" in entry.last_error)
+            assert entry.status == ("parked" if outcome == "parked" else "pending"), entry
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
+@pytest.mark.parametrize(("lookup_answer", "outcome"), [
+    pytest.param({"code": 404, "msg": "无此案件", "data": None}, "delivered", id="404-not-there"),
+    pytest.param({"code": 401, "msg": "token 无效"}, "parked", id="401-refused"),
+])
+def test_a_cn_dcm_look_up_reads_the_envelope_code(tmp_path, world, bus_event, lookup_answer, outcome):
+    """The look-up before re-sending an in-doubt case: a 200 envelope refusing it was read as "not there" and the
+    case was POSTed again past a platform that had just said the request was refused; code 404 still means not there."""
+    store, evidence, spool = world
+
+    def answer(h):
+        if h.command == "GET":
+            return 200, {"Content-Type": "application/json"}, json.dumps(lookup_answer).encode()
+        if sum(m == "POST" for m, _, _ in h.server.requests) == 1:
+            return 502, {}, b"bad gateway"  # the first send may have reached them: the entry is in doubt
+        return 200, {"Content-Type": "application/json"}, json.dumps({"code": 0, "data": {"taskNumber": "T-2"}}).encode()
+
+    platform = Platform(answer)
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix="cam-lookup")
+        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2)},
+                                **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        assert dispatcher.run_once().retried == 1
+        stats = dispatcher.run_once(now=datetime.now(UTC) + timedelta(seconds=5))
+        assert getattr(stats, outcome) == 1, stats
+        methods = [m for m, _, _ in platform.requests]
+        if outcome == "delivered":
+            assert methods == ["POST", "GET", "POST"] and store.get(case_id).dispatch_ref == "T-2"
+        else:
+            assert methods == ["POST", "GET"]
+            reason = store.get(case_id).reason
+            assert "look-up by external id refused" in reason and "platform code 401: token 无效" in reason, reason
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    pytest.param(b'{"code": 404, "msg": "\u4efb\u52a1\u4e0d\u5b58\u5728"}', Permanent, id="404-permanent"),
+    pytest.param(b'{"code": 500, "msg": "busy"}', Transient, id="500-transient"),
+    pytest.param(b'{"code": 0, "msg": "ok"}', None, id="code-0"),
+    pytest.param(b"", None, id="bare-200"),
+    pytest.param(b"OK", None, id="not-json"),
+])
+def test_a_cn_dcm_verification_report_reads_the_envelope_code(tmp_path, world, bus_event, body, error):
+    """A re-check report answered HTTP 200 {"code": 404, "msg": "任务不存在"} was counted as delivered; a bare 2xx
+    without JSON is still an acknowledgement."""
+    from pipelines.dispatch.adapters import VerificationReport
+
+    store, evidence, spool = world
+    platform = Platform(lambda h: (200, {"Content-Type": "application/json"}, body))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix="cam-report")
+        report = VerificationReport(case=store.get(case_id), kind="auto_recheck", outcome="verified_cleared",
+                                    checked_at="2025-03-14T04:00:00+00:00", manifest_sha256="0" * 64, attachments=[],
+                                    idempotency_key="k-1")
+        adapter = CnDcmAdapter("hz", TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2), load_taxonomy())
+        with httpx.Client(timeout=2) as client:
+            if error is None:
+                adapter.report_verification(client, report)
+            else:
+                with pytest.raises(error, match=r"HTTP 200 with platform code \d+: (任务不存在|busy)"):
+                    adapter.report_verification(client, report)
+        assert [m for m, _, _ in platform.requests] == ["POST"]
     finally:
         platform.stop()
 

@@ -2,8 +2,9 @@
 
 Both adapters classify every failure the same way (`send`): timeouts, connection errors, 5xx,
 429, redirects (never followed) and unreadable answers are `Transient` (retry, with their `Retry-After` if they sent one);
-other 4xx are `Permanent` (park for a human, with their words). Adapters never retry themselves:
-the dispatcher owns the schedule.
+other 4xx are `Permanent` (park for a human, with their words). A cn-dcm platform that answers
+HTTP 200 to everything and says what happened in its envelope's code is read the same way
+(`cn_dcm_answer`). Adapters never retry themselves: the dispatcher owns the schedule.
 
 A retry after an attempt that may have reached them is safe twice over: it carries the same
 `Idempotency-Key`, and before it is sent the dispatcher asks them whether they already hold the
@@ -168,6 +169,44 @@ def answer_json(response: httpx.Response) -> Any:
         raise Transient(f"HTTP {response.status_code} with unreadable body: {response.text[:200]!r}") from None
 
 
+SUCCESS_CODES = frozenset({"0", "200"})  # an envelope's `code` that means done, as number or text
+
+
+def cn_dcm_answer(response: httpx.Response, *, missing_ok: bool = False, body_required: bool = True) -> Any:
+    """The JSON of a 2xx cn-dcm answer once its envelope's own verdict is applied.
+
+    Many 数字城管 platforms answer HTTP 200 to everything and say what happened in `{"code", "msg",
+    "data"}` or `{"success", "msg"}`; read only for a task number, `{"code": 400, "msg": "缺少字段
+    eventType"}` was retried until the attempt limit. A `success` flag decides when there is one, else
+    the code: 0 or 200 (number or text), or no code at all, returns the body; a failure numbered
+    like a server-side HTTP status (5xx, 408, 429) is `Transient`; any other is `Permanent`, with
+    their code and message. `missing_ok`: code 404 returns None (a look-up's "we have no such case",
+    as `send` lets an HTTP 404 through). `body_required=False`: an answer that is not JSON is an
+    acknowledgement (None); only a JSON envelope can say otherwise.
+    """
+    try:
+        body = answer_json(response)
+    except Transient:
+        if body_required:
+            raise
+        return None
+    if not isinstance(body, dict):
+        return body
+    raw, success = body.get("code"), body.get("success")
+    code = task_number(raw)  # 0, "0", 200.0 ... as text; None when absent or neither number nor text
+    failed = not success if isinstance(success, bool) else raw is not None and code not in SUCCESS_CODES
+    if not failed:
+        return body
+    if missing_ok and code == "404":
+        return None
+    message = str(body.get("msg") or body.get("message") or "no message")[:500]
+    said = f"HTTP {response.status_code} with platform code {raw}: {message}" if raw is not None else \
+        f"HTTP {response.status_code} with success false: {message}"
+    if code is not None and code.isdigit() and (500 <= int(code) <= 599 or int(code) in (408, 429)):
+        raise Transient(said)
+    raise Permanent(said)
+
+
 def _local(utc_iso: str, tz: str) -> str:
     return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -234,7 +273,7 @@ class CnDcmAdapter:
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
         headers = {IDEMPOTENCY_HEADER: d.idempotency_key, **self._auth()}
         response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
-        body = answer_json(response)
+        body = cn_dcm_answer(response)
         key = self.target.field_map.get("taskNumber", "taskNumber")
         if isinstance(body, dict) and key not in body and isinstance(body.get("data"), dict):
             body = body["data"]  # {"code": 0, "msg": ..., "data": {...}}: the envelope `look_up` reads too
@@ -249,9 +288,10 @@ class CnDcmAdapter:
         """Their task number for our case if they already hold it (an earlier attempt reached them), else None.
 
         GET `lookup_url` (default: the case URL `?externalId=<case id>`); the answer is an object or a
-        list of objects (bare, or under `data`) carrying the task number, and 404 or an empty list
-        means they do not have it. Nothing is sent before they answer: a failed look-up is retried
-        like a failed send, a refused one (other 4xx) parks the entry for a human.
+        list of objects (bare, or under `data`) carrying the task number, and 404 (HTTP, or the
+        envelope's code) or an empty list means they do not have it. Nothing is sent before they
+        answer: a failed look-up is retried like a failed send, a refused one (other 4xx, or another
+        error code in the envelope) parks the entry for a human.
         """
         external = self.target.field_map.get("externalId", "externalId")
         if self.target.lookup_url:
@@ -261,12 +301,12 @@ class CnDcmAdapter:
             url = f"{base}{'&' if '?' in base else '?'}{urlencode({external: d.case.id})}"
         try:
             response = send(client, "GET", url, headers=self._auth(), missing_ok=True)
+            body = None if response.status_code == 404 else cn_dcm_answer(response, missing_ok=True)
         except Permanent as exc:
             raise Permanent(f"look-up by external id refused ({exc}); set `lookup_url`, or `lookup: false` "
                             "if this platform has none") from exc
-        if response.status_code == 404:
+        if body is None:
             return None
-        body = answer_json(response)
         if isinstance(body, dict) and isinstance(body.get("data"), (list, dict)):
             body = body["data"]
         items = body if isinstance(body, list) else [body]
@@ -302,7 +342,7 @@ class CnDcmAdapter:
             "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
                              "usage": "核查", "sha256": a["sha256"]} for a in report.attachments],
         }
-        send(client, "POST", url, json=self.wire(payload), headers=headers)
+        cn_dcm_answer(send(client, "POST", url, json=self.wire(payload), headers=headers), body_required=False)
 
 
 class Open311Adapter:

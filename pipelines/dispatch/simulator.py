@@ -11,7 +11,8 @@
     POST /sim/cases/{ref}/{status}     move a case on "their" side: accepted | rejected | handled | closed;
                                        cn-dcm cases are reported to the webhook (callbackUrl or --webhook-url)
     GET  /sim/received                 everything received, for inspection
-    POST /sim/faults                   change fail_rate / latency_ms / modes / stall_s / honour_idempotency while running
+    POST /sim/faults                   change fail_rate / latency_ms / modes / stall_s / honour_idempotency /
+                                       envelope_errors while running
 
 Like a careful real platform it honours `Idempotency-Key` (a repeated key gets the first answer
 and creates nothing) unless told not to (`--ignore-idempotency-key`: every POST creates a case,
@@ -20,7 +21,10 @@ request search) with probability `fail_rate`; the mode is drawn from `modes`: `e
 nothing stored), `error-after` (stored, then 500), `close` (stored, then the connection is closed
 without an answer), `garbage` (stored, then an HTML body with 200), `stall` (the answer comes
 after `stall_s`, later than any sane client timeout; stored). A look-up stores nothing, so there
-`error-after` is a plain 500. Everything is in memory: restarting the simulator forgets it.
+`error-after` is a plain 500. With `envelope_errors` (`--envelope-errors`) every cn-dcm error is
+answered as many 数字城管 platforms answer them: HTTP 200 with the status as the envelope's code,
+`{"code": 400, "msg": "...", "data": null}`. Everything is in memory: restarting the simulator
+forgets it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Faults:
     modes: tuple[str, ...] = FAULT_MODES
     stall_s: float = 30.0
     honour_idempotency: bool = True
+    envelope_errors: bool = False  # cn-dcm errors as HTTP 200 {"code": <status>, "msg"} instead of the HTTP status
 
     def update(self, data: dict[str, Any]) -> None:
         if "fail_rate" in data:
@@ -60,6 +65,8 @@ class Faults:
             self.stall_s = max(0.0, float(data["stall_s"]))
         if "honour_idempotency" in data:
             self.honour_idempotency = bool(data["honour_idempotency"])
+        if "envelope_errors" in data:
+            self.envelope_errors = bool(data["envelope_errors"])
 
 
 def _rate(value: float) -> float:
@@ -106,7 +113,8 @@ class SimState:
         return {"cases": list(self.cases.values()), "counters": dict(self.counters),
                 "faults": {"fail_rate": self.faults.fail_rate, "latency_ms": self.faults.latency_ms,
                            "modes": list(self.faults.modes), "stall_s": self.faults.stall_s,
-                           "honour_idempotency": self.faults.honour_idempotency}}
+                           "honour_idempotency": self.faults.honour_idempotency,
+                           "envelope_errors": self.faults.envelope_errors}}
 
     def draw_fault(self) -> str | None:
         """The fault for this request, if the dice say so (caller holds the lock)."""
@@ -141,6 +149,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _error(self, status: int, body: Any, protocol: str) -> None:
+        """An error answer: `status` with `body`, or for cn-dcm with `envelope_errors`, HTTP 200 with the
+        status as the envelope's code and the body's message as its msg."""
+        if protocol == "cn-dcm" and self.server.state.faults.envelope_errors:
+            message = body.get("message") or body.get("error") if isinstance(body, dict) else str(body)
+            return self._reply(200, {"code": status, "msg": message, "data": None})
+        self._reply(status, body)
 
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -211,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/cn-dcm/cases":
                 wanted = query.get("externalId")
                 if not wanted:
-                    return self._reply(400, {"code": 400, "message": "externalId is required"})
+                    return self._error(400, {"code": 400, "message": "externalId is required"}, "cn-dcm")
                 answer: Any = [{"taskNumber": c["ref"], "externalId": c["external_id"], "status": c["status"]}
                                for c in state.cases.values() if c["protocol"] == "cn-dcm" and c["external_id"] == wanted]
             else:
@@ -219,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
                           if c["protocol"] == "open311" and _matches(c, ref, query)]
             state.counters["found"] += bool(answer)
         if fault in ("error", "error-after"):
-            return self._reply(500, {"error": "injected failure"})
+            return self._error(500, {"error": "injected failure"}, "cn-dcm" if path == "/cn-dcm/cases" else "open311")
         if fault == "close":
             self.close_connection = True
             return
@@ -248,12 +264,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(status, answer.encode())
             fault = state.draw_fault()
         if fault == "error":
-            return self._reply(500, {"error": "injected failure (nothing stored)"})
+            return self._error(500, {"error": "injected failure (nothing stored)"}, protocol)
         received, problem = (self._cn_dcm(body) if protocol == "cn-dcm" else self._open311(body))
         if problem is not None:
             with state.lock:
                 state.counters["refused"] += 1
-            return self._reply(400, problem)
+            return self._error(400, problem, protocol)
         with state.lock:
             ref = state.next_ref("DCM" if protocol == "cn-dcm" else "311-")
             state.cases[ref] = {"ref": ref, "protocol": protocol, "idempotency_key": key, "status": "received",
@@ -271,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
             if key:
                 state.by_key[key] = (200, text)
         if fault == "error-after":
-            return self._reply(500, {"error": "injected failure (stored)"})
+            return self._error(500, {"error": "injected failure (stored)"}, protocol)
         if fault == "close":
             self.close_connection = True
             return
@@ -323,19 +339,19 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             report = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return self._reply(400, {"code": 400, "message": f"body is not JSON: {exc}"})
+            return self._error(400, {"code": 400, "message": f"body is not JSON: {exc}"}, "cn-dcm")
         problems = [f"{k} missing" for k in ("taskNumber", "checkType", "result", "checkTime") if not isinstance(report, dict) or not report.get(k)]
         if not problems and report["result"] not in ("cleared", "still_present"):
             problems.append(f"result {report['result']!r} is not cleared or still_present")
         if not problems and report["taskNumber"] != ref:
             problems.append(f"taskNumber {report['taskNumber']!r} differs from the URL's {ref!r}")
         if problems:
-            return self._reply(400, {"code": 400, "message": "; ".join(problems)})
+            return self._error(400, {"code": 400, "message": "; ".join(problems)}, "cn-dcm")
         key = self.headers.get("Idempotency-Key")
         with state.lock:
             case = state.cases.get(ref)
             if case is None or case["protocol"] != "cn-dcm":
-                return self._reply(404, {"code": 404, "message": f"no task {ref}"})
+                return self._error(404, {"code": 404, "message": f"no task {ref}"}, "cn-dcm")
             done = case.setdefault("verifications", [])
             if not (key and any(v.get("idempotency_key") == key for v in done)):
                 done.append({**report, "idempotency_key": key, "received_at": datetime.now(UTC).isoformat()})

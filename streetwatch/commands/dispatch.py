@@ -125,6 +125,7 @@ def register(app: typer.Typer) -> None:
         webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="cn-dcm status webhook (when a case carries no callbackUrl).")] = None,
         webhook_secret_env: Annotated[str | None, typer.Option("--webhook-secret-env", help="Variable with the HMAC secret to sign webhooks with.")] = None,
         ignore_idempotency_key: Annotated[bool, typer.Option("--ignore-idempotency-key", help="Create a new case for every POST, repeated Idempotency-Key or not (as many real platforms do).")] = False,
+        envelope_errors: Annotated[bool, typer.Option("--envelope-errors", help="Answer cn-dcm errors with HTTP 200 and the status as the envelope's code ({\"code\": 400, \"msg\"}), as many 数字城管 platforms do.")] = False,
         seed: Annotated[int | None, typer.Option("--seed", help="Seed of the fault dice (repeatable runs).")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
     ) -> None:
@@ -133,7 +134,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             faults = Faults(fail_rate=fail_rate, latency_ms=latency, modes=parse_modes(fail_modes), stall_s=stall_s,
-                            honour_idempotency=not ignore_idempotency_key)
+                            honour_idempotency=not ignore_idempotency_key, envelope_errors=envelope_errors)
         except ValueError as exc:
             fail(str(exc))
         secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None
