@@ -137,6 +137,34 @@ def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, mon
     assert huge.status_code == 413
 
 
+def test_webhook_naming_a_task_number_its_case_was_not_delivered_as_is_refused(service, bus_event):
+    """{externalId: A, taskNumber: T-999} for case A delivered as T-100 moved case A by task T-999's status. Refused
+    now with 409 naming both numbers; the same number (as text or as a JSON number) is applied. A case with no
+    number stored yet (still queued: their answer to our POST may be on its way) is sent back for a retry."""
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    integration = auth(tokens["integration"])
+    hook = "/api/v1/dispatch/dcm/webhook"
+    delivered, queued = draft_cases(app, bus_event, [{}, {"source_id": "cam-02"}])
+    for case_id in (delivered, queued):
+        client.post(f"/api/v1/cases/{case_id}/confirm", headers=auth(tokens["reviewer"]), json={})
+    store.mark_delivered(store.outbox_entries(case_id=delivered)[0].id, "100")
+
+    other = client.post(hook, json={"externalId": delivered, "taskNumber": "T-999", "status": "立案"}, headers=integration)
+    assert other.status_code == 409, other.text
+    assert "'100'" in other.json()["detail"] and "'T-999'" in other.json()["detail"]
+    assert store.get(delivered).state is CaseState.SUBMITTED
+    not_a_number = client.post(hook, json={"externalId": delivered, "taskNumber": {"id": 100}, "status": "立案"},
+                               headers=integration)
+    assert not_a_number.status_code == 400 and "not a task number" in not_a_number.json()["detail"]
+    early = client.post(hook, json={"externalId": queued, "taskNumber": "T-1", "status": "立案"}, headers=integration)
+    assert early.status_code == 409 and "not recorded as delivered yet" in early.json()["detail"]
+    assert store.get(queued).state is CaseState.QUEUED
+
+    same = client.post(hook, json={"externalId": delivered, "taskNumber": 100, "status": "立案"}, headers=integration)
+    assert same.status_code == 200 and same.json()["state"] == "accepted"
+
+
 def test_evidence_and_api_answers_are_not_kept_by_browsers(service, bus_event):
     """Evidence photos, cases and snapshots are personal data on shared review PCs: no-store, never a cache lifetime."""
     app, client, tokens, _ = service

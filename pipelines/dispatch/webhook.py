@@ -2,7 +2,8 @@
 
 The platform POSTs JSON `{taskNumber, externalId, status, note}` (field names through the
 target's `field_map`) whenever a case moves on its side; `status` values map to case states
-through the target's `status_map` (`handled` starts the camera re-check). With
+through the target's `status_map` (`handled` starts the camera re-check). A call naming both
+`externalId` and `taskNumber` must name the task number the case was delivered as. With
 `webhook_secret_env` set, the body must carry `X-Signature: sha256=<HMAC-SHA256 hex of the body>`.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseNotFound, CaseStore
+from pipelines.dispatch.adapters import task_number
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.dispatch.dispatcher import apply_status
 
@@ -75,7 +77,19 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
     return WebhookResult(case=store.get(case.id), changed=changed)
 
 
-def _find(store: CaseStore, target: str, external_id: object, task_number: object) -> Case:
+def _find(store: CaseStore, target: str, external_id: object, number: object) -> Case:
+    """The case a call is about: by our id, else by their task number.
+
+    Named both ways, the two must agree: a status for task B applied to the case delivered as task A
+    (their mix-up, or a call for a duplicate of the case) would move the wrong case. A case with no
+    task number stored has nothing to compare and is found by our id; while it is still `queued`
+    (their answer to our POST is on its way) the caller answers 409, and the platform's retry is
+    compared once the number is stored. Their number is never adopted here: the dispatcher's
+    delivery record (or its look-up) is where a case's task number comes from.
+    """
+    ref = task_number(number)  # as we store it: 123 and "123" are the same task
+    if ref is None and number not in (None, ""):
+        raise WebhookError(400, f"taskNumber {number!r} is not a task number")
     if external_id:
         try:
             case = store.get(str(external_id))
@@ -83,10 +97,13 @@ def _find(store: CaseStore, target: str, external_id: object, task_number: objec
             raise WebhookError(404, f"no case {external_id!r}") from None
         if case.dispatch_target != target:
             raise WebhookError(409, f"case {case.id} was not sent to {target}")
+        if ref is not None and case.dispatch_ref is not None and ref != case.dispatch_ref:
+            raise WebhookError(409, f"case {case.id} was delivered to {target} as task {case.dispatch_ref!r}, "
+                               f"the call names task {ref!r}: not applied")
         return case
-    if task_number:
-        case = store.find(dispatch_ref=str(task_number), target=target)
+    if ref is not None:
+        case = store.find(dispatch_ref=ref, target=target)
         if case is None:
-            raise WebhookError(404, f"no case with task number {task_number!r} at {target}")
+            raise WebhookError(404, f"no case with task number {ref!r} at {target}")
         return case
     raise WebhookError(400, "webhook names neither externalId nor taskNumber")
