@@ -629,10 +629,13 @@ def test_a_platform_dripping_its_answer_is_cut_off_at_the_targets_timeout(tmp_pa
 
 
 class _WebhookServer(ThreadingHTTPServer):
-    """Our side's webhook endpoint for the test: the plain handler function behind a real HTTP server."""
+    """Our side's webhook endpoint for the test: the plain handler function behind a real HTTP server. `calls`
+    records (body, headers) of each call; `now` (unix seconds) sets the clock timestamps are judged by."""
 
     def __init__(self, store: CaseStore, config: DispatchConfig):
         self.store, self.config = store, config
+        self.calls: list[tuple[bytes, dict[str, str]]] = []
+        self.now: float | None = None
         super().__init__(("127.0.0.1", 0), _WebhookHandler)
 
 
@@ -642,8 +645,10 @@ class _WebhookHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.calls.append((body, dict(self.headers)))
         try:
-            result = handle_cn_dcm_webhook(self.server.store, self.server.config, "dcm", body, dict(self.headers))
+            result = handle_cn_dcm_webhook(self.server.store, self.server.config, "dcm", body, dict(self.headers),
+                                           now=self.server.now)
             status, answer = 200, {"case": result.case.id, "state": result.case.state.value, "changed": result.changed}
         except WebhookError as exc:
             status, answer = exc.status_code, {"error": str(exc)}
@@ -696,6 +701,57 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
         bad = httpx.post(hook, content=unknown, headers={"X-Signature": sign("hook-secret-123", unknown)})
         assert bad.status_code == 422 and "unknown status 'teleported'" in bad.json()["error"]
         dispatcher.close()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if hook_sim is not None:
+            hook_sim.stop()
+
+
+def test_a_timestamped_webhook_cannot_be_replayed_later(tmp_path, world, bus_event, monkeypatch):
+    """The signature covered the body only, so a captured `handled` replayed after the re-check found the violation
+    still there moved the case back to `verifying` as if handled again. With `webhook_timestamp_header` the simulator
+    signs "<time>.<body>", and a call older than `webhook_max_age_s`, re-stamped, or unstamped is refused 401."""
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_HOOK_SECRET", "hook-secret-123")
+    with pytest.raises(ValueError, match="webhook_timestamp_header needs webhook_secret_env"):
+        TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/", webhook_timestamp_header="X-Timestamp")
+    server = hook_sim = None
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-ts")
+        server = _WebhookServer(store, DispatchConfig())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        hook = f"http://127.0.0.1:{server.server_address[1]}/webhooks/dcm"
+        hook_sim = Sim(tmp_path, "--webhook-secret-env", "SW_TEST_HOOK_SECRET", "--webhook-timestamp-header", "X-Timestamp")
+        server.config = DispatchConfig(targets={"dcm": TargetConfig(
+            adapter="cn-dcm", url=f"{hook_sim.base}/cn-dcm/cases", callback_url=hook, timeout_s=2,
+            webhook_secret_env="SW_TEST_HOOK_SECRET", webhook_timestamp_header="X-Timestamp")}, **FAST)
+        dispatcher = Dispatcher(store, evidence, server.config)
+        assert dispatcher.run_once().delivered == 1
+        dispatcher.close()
+        ref = store.get(case_id).dispatch_ref
+
+        assert hook_sim.set_status(ref, "handled")["webhook"]["status_code"] == 200
+        assert store.get(case_id).state is CaseState.VERIFYING
+        [(body, headers)] = server.calls
+        stamp = headers["X-Timestamp"]
+        assert headers["X-Signature"] == sign("hook-secret-123", body, stamp) != sign("hook-secret-123", body)
+        store.record_verification(case_id, cleared=False, actor="cctv:cam-ts")  # the re-check: still there
+
+        server.now = int(stamp) + 301  # the captured call, replayed six minutes later
+        replayed = httpx.post(hook, content=body, headers=headers)
+        assert replayed.status_code == 401, replayed.text
+        assert "X-Timestamp" in replayed.json()["error"] and "more than webhook_max_age_s (300)" in replayed.json()["error"]
+        restamped = httpx.post(hook, content=body, headers={**headers, "X-Timestamp": str(server.now)})  # the stamp is signed
+        assert restamped.status_code == 401 and "bad or missing X-Signature" in restamped.json()["error"]
+        server.now = None
+        unstamped = httpx.post(hook, content=body, headers={"X-Signature": sign("hook-secret-123", body)})
+        assert unstamped.status_code == 401 and "missing X-Timestamp" in unstamped.json()["error"]
+        assert store.get(case_id).state is CaseState.STILL_PRESENT
+
+        assert hook_sim.set_status(ref, "handled")["webhook"]["status_code"] == 200  # handled again, for real
+        assert store.get(case_id).state is CaseState.VERIFYING
     finally:
         if server is not None:
             server.shutdown()

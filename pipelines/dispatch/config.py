@@ -48,6 +48,14 @@ class TargetConfig(ConfigModel):
     webhook_secret_env: str | None = Field(
         None, title="Webhook secret variable",
         description="cn-dcm: environment variable with the HMAC secret webhook calls are signed with (X-Signature: sha256=<hex>).")
+    webhook_timestamp_header: str | None = Field(
+        None, title="Webhook timestamp header", min_length=1,
+        description="cn-dcm, opt-in (the platform must agree): header with the call's unix time in seconds (e.g. X-Timestamp); "
+        "the signature then covers `<timestamp>.<body>`, and a call without it or further than `webhook_max_age_s` from now "
+        "is refused, so a captured call cannot be replayed later. Needs `webhook_secret_env`.")
+    webhook_max_age_s: float = Field(
+        300.0, title="Webhook maximum age", gt=0,
+        description="cn-dcm, with `webhook_timestamp_header`: seconds a call's timestamp may be from now (either way).")
     jurisdiction_id: str | None = Field(None, title="Jurisdiction", description="open311: jurisdiction_id, if the server hosts several.")
     attachment_expiry_s: int = Field(7 * 24 * 3600, title="Attachment URL lifetime",
                                      description="Seconds the evidence URLs sent with a case stay valid.", gt=0, le=7 * 24 * 3600)
@@ -66,6 +74,13 @@ class TargetConfig(ConfigModel):
         None, title="Look-up URL",
         description="cn-dcm: URL that finds a case by our external id, `{external_id}` replaced (URL-encoded); default: "
         "the case URL with `?externalId={external_id}` (the parameter named as `field_map` renames externalId).")
+
+    @model_validator(mode="after")
+    def _timestamp_is_signed(self) -> TargetConfig:
+        if self.webhook_timestamp_header and not self.webhook_secret_env:
+            raise ValueError("webhook_timestamp_header needs webhook_secret_env: an unsigned timestamp can be rewritten "
+                             "by whoever replays the call")
+        return self
 
     def secret(self, env: str | None) -> str | None:
         return os.environ.get(env) if env else None

@@ -9,7 +9,9 @@
     GET  /open311/services.json        the taxonomy's service codes
     POST /cn-dcm/cases/{ref}/verification  a re-check result for a task (kept under the case's `verifications`)
     POST /sim/cases/{ref}/{status}     move a case on "their" side: accepted | rejected | handled | closed;
-                                       cn-dcm cases are reported to the webhook (callbackUrl or --webhook-url)
+                                       cn-dcm cases are reported to the webhook (callbackUrl or --webhook-url),
+                                       signed with --webhook-secret-env (with --webhook-timestamp-header, the
+                                       header carries the unix time and the signature covers "<time>.<body>")
     GET  /sim/received                 everything received, for inspection
     POST /sim/faults                   change fail_rate / latency_ms / modes / stall_s / honour_idempotency /
                                        envelope_errors while running
@@ -30,7 +32,6 @@ forgets it.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import random
 import threading
@@ -92,6 +93,7 @@ class SimState:
     open311_token: bool = False
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    webhook_timestamp_header: str | None = None  # send the unix time in it and sign "<time>.<body>"
     seed: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)  # ref -> record
@@ -381,11 +383,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _webhook(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         import httpx
 
+        from pipelines.dispatch.webhook import SIGNATURE_HEADER, sign
+
+        state = self.server.state
         body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json"}
-        if self.server.state.webhook_secret:
-            digest = hmac.new(self.server.state.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-            headers["X-Signature"] = f"sha256={digest}"
+        if state.webhook_secret:
+            stamp = str(int(time.time())) if state.webhook_timestamp_header else None
+            if stamp is not None:
+                headers[state.webhook_timestamp_header] = stamp
+            headers[SIGNATURE_HEADER] = sign(state.webhook_secret, body, stamp)
         try:
             answer = httpx.post(url, content=body, headers=headers, timeout=10)
         except httpx.HTTPError as exc:

@@ -5,6 +5,10 @@ target's `field_map`) whenever a case moves on its side; `status` values map to 
 through the target's `status_map` (`handled` starts the camera re-check). A call naming both
 `externalId` and `taskNumber` must name the task number the case was delivered as. With
 `webhook_secret_env` set, the body must carry `X-Signature: sha256=<HMAC-SHA256 hex of the body>`.
+That alone lets a captured call be replayed later (an old `handled` after the case was reopened);
+a target with `webhook_timestamp_header` (opt-in: the platform must sign so) has the signature
+cover `<timestamp>.<body>` and refuses a call whose timestamp is missing or further than
+`webhook_max_age_s` from now. Inside that window a replay is still possible.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseNotFound, CaseStore
 from pipelines.dispatch.adapters import task_number
-from pipelines.dispatch.config import DispatchConfig
+from pipelines.dispatch.config import DispatchConfig, TargetConfig
 from pipelines.dispatch.dispatcher import apply_status
 
 SIGNATURE_HEADER = "X-Signature"
@@ -38,23 +43,20 @@ class WebhookResult:
     changed: bool
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: str | None = None) -> str:
+    """`sha256=<HMAC hex>` of the body, or of `<timestamp>.<body>` for a target with `webhook_timestamp_header`."""
+    signed = body if timestamp is None else timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str, body: bytes,
-                          headers: Mapping[str, str]) -> WebhookResult:
-    """Apply one status call from `target`; raises WebhookError (with the HTTP status) when refused."""
+                          headers: Mapping[str, str], *, now: float | None = None) -> WebhookResult:
+    """Apply one status call from `target`; raises WebhookError (with the HTTP status) when refused.
+    `now`: unix seconds the call's timestamp is judged against (default: the clock)."""
     cfg = config.targets.get(target)
     if cfg is None or cfg.adapter != "cn-dcm":
         raise WebhookError(404, f"no cn-dcm dispatch target named {target!r}")
-    secret = cfg.secret(cfg.webhook_secret_env)
-    if cfg.webhook_secret_env:
-        if not secret:
-            raise WebhookError(503, f"webhook secret variable {cfg.webhook_secret_env} is not set")
-        given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), "")
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), sign(secret, body).encode()):  # any header text
-            raise WebhookError(401, f"bad or missing {SIGNATURE_HEADER}")
+    _check_signature(cfg, body, headers, time.time() if now is None else now)
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -75,6 +77,33 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
     note = data.get(names["note"])
     changed = apply_status(store, case.id, status, actor=f"dispatch:{target}", note=str(note) if note else None)
     return WebhookResult(case=store.get(case.id), changed=changed)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+
+
+def _check_signature(cfg: TargetConfig, body: bytes, headers: Mapping[str, str], now: float) -> None:
+    """With `webhook_secret_env`: the call is signed with it, and with `webhook_timestamp_header` it is also fresh
+    (the timestamp signed with the body, within `webhook_max_age_s` of `now`); else WebhookError 401 with the reason."""
+    if not cfg.webhook_secret_env:
+        return
+    secret = cfg.secret(cfg.webhook_secret_env)
+    if not secret:
+        raise WebhookError(503, f"webhook secret variable {cfg.webhook_secret_env} is not set")
+    stamp, name = None, cfg.webhook_timestamp_header
+    if name:
+        stamp = _header(headers, name)
+        if not stamp:
+            raise WebhookError(401, f"missing {name} (unix seconds, signed with the body as '<timestamp>.<body>')")
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            raise WebhookError(401, f"{name} {stamp[:40]!r} is not unix seconds")
+    given = _header(headers, SIGNATURE_HEADER) or ""
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), sign(secret, body, stamp).encode()):  # any header text
+        raise WebhookError(401, f"bad or missing {SIGNATURE_HEADER}" + (f" (of '<{name}>.<body>')" if name else ""))
+    if stamp is not None and abs(now - int(stamp)) > cfg.webhook_max_age_s:
+        raise WebhookError(401, f"{name} {stamp} is {abs(now - int(stamp)):.0f} s from now, more than webhook_max_age_s "
+                           f"({cfg.webhook_max_age_s:g}): a replayed or delayed call, or a clock that is off")
 
 
 def _find(store: CaseStore, target: str, external_id: object, number: object) -> Case:

@@ -124,6 +124,7 @@ def register(app: typer.Typer) -> None:
         open311_token: Annotated[bool, typer.Option("--open311-token", help="Answer Open311 POSTs with a token instead of a service_request_id.")] = False,
         webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="cn-dcm status webhook (when a case carries no callbackUrl).")] = None,
         webhook_secret_env: Annotated[str | None, typer.Option("--webhook-secret-env", help="Variable with the HMAC secret to sign webhooks with.")] = None,
+        webhook_timestamp_header: Annotated[str | None, typer.Option("--webhook-timestamp-header", help="Send the unix time in this header (e.g. X-Timestamp) and sign '<time>.<body>' (a target's webhook_timestamp_header); needs --webhook-secret-env.")] = None,
         ignore_idempotency_key: Annotated[bool, typer.Option("--ignore-idempotency-key", help="Create a new case for every POST, repeated Idempotency-Key or not (as many real platforms do).")] = False,
         envelope_errors: Annotated[bool, typer.Option("--envelope-errors", help="Answer cn-dcm errors with HTTP 200 and the status as the envelope's code ({\"code\": 400, \"msg\"}), as many 数字城管 platforms do.")] = False,
         seed: Annotated[int | None, typer.Option("--seed", help="Seed of the fault dice (repeatable runs).")] = None,
@@ -140,8 +141,10 @@ def register(app: typer.Typer) -> None:
         secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None
         if webhook_secret_env and not secret:
             fail(f"{webhook_secret_env} is not set")
+        if webhook_timestamp_header and not secret:
+            fail("--webhook-timestamp-header needs --webhook-secret-env: the timestamp is signed with the body")
         state = SimState(faults=faults, api_key=api_key, open311_token=open311_token, webhook_url=webhook_url,
-                         webhook_secret=secret, seed=seed)
+                         webhook_secret=secret, webhook_timestamp_header=webhook_timestamp_header, seed=seed)
         try:
             server = SimServer(host, port, state, verbose=verbose)
         except OSError as exc:
