@@ -466,6 +466,9 @@ def test_a_cn_dcm_error_inside_a_200_envelope_is_read_by_its_code(tmp_path, worl
     pytest.param({"code": 400, "msg": "缺少字段 eventType", "data": None}, "parked", id="code-400"),
     pytest.param({"code": "503", "msg": "系统繁忙"}, "retried", id="code-503"),
     pytest.param({"code": 429, "msg": "请求过于频繁"}, "retried", id="code-429"),
+    # a platform whose success code is not 0/200: a task number means they hold the case, whatever the code says
+    pytest.param({"code": "00000", "msg": "操作成功", "data": {"taskNumber": "T-1"}}, "delivered", id="task-number-wins"),
+    pytest.param({"code": "00000", "msg": "操作成功"}, "parked", id="unknown-code-no-number"),
 ])
 def test_a_cn_dcm_envelope_decides_between_delivered_retried_and_parked(tmp_path, world, bus_event, answer, outcome):
     store, evidence, spool = world
@@ -483,6 +486,7 @@ def test_a_cn_dcm_envelope_decides_between_delivered_retried_and_parked(tmp_path
         else:
             said = answer.get("msg") or answer.get("message")
             assert said in entry.last_error and ("code" not in answer or f"platform code {answer['code']}" in entry.last_error)
+            assert ("success_codes" in entry.last_error) == (outcome == "parked" and "code" in answer), entry.last_error
             assert entry.status == ("parked" if outcome == "parked" else "pending"), entry
         dispatcher.close()
     finally:
@@ -492,6 +496,7 @@ def test_a_cn_dcm_envelope_decides_between_delivered_retried_and_parked(tmp_path
 @pytest.mark.parametrize(("lookup_answer", "outcome"), [
     pytest.param({"code": 404, "msg": "无此案件", "data": None}, "delivered", id="404-not-there"),
     pytest.param({"code": 401, "msg": "token 无效"}, "parked", id="401-refused"),
+    pytest.param({"code": "00000", "data": [{"taskNumber": "T-9"}]}, "adopted", id="found-whatever-the-code"),
 ])
 def test_a_cn_dcm_look_up_reads_the_envelope_code(tmp_path, world, bus_event, lookup_answer, outcome):
     """The look-up before re-sending an in-doubt case: a 200 envelope refusing it was read as "not there" and the
@@ -513,10 +518,12 @@ def test_a_cn_dcm_look_up_reads_the_envelope_code(tmp_path, world, bus_event, lo
         dispatcher = Dispatcher(store, evidence, config)
         assert dispatcher.run_once().retried == 1
         stats = dispatcher.run_once(now=datetime.now(UTC) + timedelta(seconds=5))
-        assert getattr(stats, outcome) == 1, stats
+        assert (stats.found == 1 if outcome == "adopted" else getattr(stats, outcome) == 1), stats
         methods = [m for m, _, _ in platform.requests]
         if outcome == "delivered":
             assert methods == ["POST", "GET", "POST"] and store.get(case_id).dispatch_ref == "T-2"
+        elif outcome == "adopted":  # they hold it: their number is taken and nothing is sent again
+            assert methods == ["POST", "GET"] and store.get(case_id).dispatch_ref == "T-9"
         else:
             assert methods == ["POST", "GET"]
             reason = store.get(case_id).reason
@@ -532,8 +539,10 @@ def test_a_cn_dcm_look_up_reads_the_envelope_code(tmp_path, world, bus_event, lo
     pytest.param(b'{"code": 0, "msg": "ok"}', None, id="code-0"),
     pytest.param(b"", None, id="bare-200"),
     pytest.param(b"OK", None, id="not-json"),
+    pytest.param(b'{"code": "00000", "msg": "ok"}', Permanent, id="unknown-success-code"),
+    pytest.param(b'{"code": "00000", "msg": "ok"}', None, id="configured-success-code"),
 ])
-def test_a_cn_dcm_verification_report_reads_the_envelope_code(tmp_path, world, bus_event, body, error):
+def test_a_cn_dcm_verification_report_reads_the_envelope_code(tmp_path, world, bus_event, body, error, request):
     """A re-check report answered HTTP 200 {"code": 404, "msg": "任务不存在"} was counted as delivered; a bare 2xx
     without JSON is still an acknowledgement."""
     from pipelines.dispatch.adapters import VerificationReport
@@ -545,12 +554,14 @@ def test_a_cn_dcm_verification_report_reads_the_envelope_code(tmp_path, world, b
         report = VerificationReport(case=store.get(case_id), kind="auto_recheck", outcome="verified_cleared",
                                     checked_at="2025-03-14T04:00:00+00:00", manifest_sha256="0" * 64, attachments=[],
                                     idempotency_key="k-1")
-        adapter = CnDcmAdapter("hz", TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2), load_taxonomy())
+        codes = ["0", "00000"] if request.node.callspec.id == "configured-success-code" else ["0", "200"]
+        adapter = CnDcmAdapter("hz", TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2, success_codes=codes),
+                               load_taxonomy())
         with httpx.Client(timeout=2) as client:
             if error is None:
                 adapter.report_verification(client, report)
             else:
-                with pytest.raises(error, match=r"HTTP 200 with platform code \d+: (任务不存在|busy)"):
+                with pytest.raises(error, match=r"HTTP 200 with platform code \d+: (任务不存在|busy|ok \(if that code means success)"):
                     adapter.report_verification(client, report)
         assert [m for m, _, _ in platform.requests] == ["POST"]
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -169,20 +170,18 @@ def answer_json(response: httpx.Response) -> Any:
         raise Transient(f"HTTP {response.status_code} with unreadable body: {response.text[:200]!r}") from None
 
 
-SUCCESS_CODES = frozenset({"0", "200"})  # an envelope's `code` that means done, as number or text
-
-
-def cn_dcm_answer(response: httpx.Response, *, missing_ok: bool = False, body_required: bool = True) -> Any:
+def cn_dcm_answer(response: httpx.Response, success_codes: Collection[str], *, missing_ok: bool = False,
+                  body_required: bool = True) -> Any:
     """The JSON of a 2xx cn-dcm answer once its envelope's own verdict is applied.
 
     Many 数字城管 platforms answer HTTP 200 to everything and say what happened in `{"code", "msg",
     "data"}` or `{"success", "msg"}`; read only for a task number, `{"code": 400, "msg": "缺少字段
     eventType"}` was retried until the attempt limit. A `success` flag decides when there is one, else
-    the code: 0 or 200 (number or text), or no code at all, returns the body; a failure numbered
-    like a server-side HTTP status (5xx, 408, 429) is `Transient`; any other is `Permanent`, with
-    their code and message. `missing_ok`: code 404 returns None (a look-up's "we have no such case",
-    as `send` lets an HTTP 404 through). `body_required=False`: an answer that is not JSON is an
-    acknowledgement (None); only a JSON envelope can say otherwise.
+    the code: one of the target's `success_codes` (number or text), or no code at all, returns the body;
+    a failure numbered like a server-side HTTP status (5xx, 408, 429) is `Transient`; any other is
+    `Permanent`, with their code and message. `missing_ok`: code 404 returns None (a look-up's "we have
+    no such case", as `send` lets an HTTP 404 through). `body_required=False`: an answer that is not
+    JSON is an acknowledgement (None); only a JSON envelope can say otherwise.
     """
     try:
         body = answer_json(response)
@@ -194,7 +193,7 @@ def cn_dcm_answer(response: httpx.Response, *, missing_ok: bool = False, body_re
         return body
     raw, success = body.get("code"), body.get("success")
     code = task_number(raw)  # 0, "0", 200.0 ... as text; None when absent or neither number nor text
-    failed = not success if isinstance(success, bool) else raw is not None and code not in SUCCESS_CODES
+    failed = not success if isinstance(success, bool) else raw is not None and code not in success_codes
     if not failed:
         return body
     if missing_ok and code == "404":
@@ -204,7 +203,15 @@ def cn_dcm_answer(response: httpx.Response, *, missing_ok: bool = False, body_re
         f"HTTP {response.status_code} with success false: {message}"
     if code is not None and code.isdigit() and (500 <= int(code) <= 599 or int(code) in (408, 429)):
         raise Transient(said)
-    raise Permanent(said)
+    raise Permanent(said + " (if that code means success on this platform, add it to the target's success_codes)"
+                    if raw is not None else said)
+
+
+def _answered_task_number(body: Any, key: str) -> Any:
+    """The task number field of an answer, bare or under the envelope's `data` (as `look_up` reads it)."""
+    if isinstance(body, dict) and key not in body and isinstance(body.get("data"), dict):
+        body = body["data"]
+    return body.get(key) if isinstance(body, dict) else None
 
 
 def _local(utc_iso: str, tz: str) -> str:
@@ -273,11 +280,10 @@ class CnDcmAdapter:
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
         headers = {IDEMPOTENCY_HEADER: d.idempotency_key, **self._auth()}
         response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
-        body = cn_dcm_answer(response)
         key = self.target.field_map.get("taskNumber", "taskNumber")
-        if isinstance(body, dict) and key not in body and isinstance(body.get("data"), dict):
-            body = body["data"]  # {"code": 0, "msg": ..., "data": {...}}: the envelope `look_up` reads too
-        ref = body.get(key) if isinstance(body, dict) else None
+        ref = _answered_task_number(answer_json(response), key)
+        if task_number(ref) is None:  # no task number: what their envelope says went wrong (a task number means they hold it)
+            cn_dcm_answer(response, self.target.success_codes)
         if not ref:
             raise Transient(f"HTTP {response.status_code} without {key}: {response.text[:200]!r}")
         if (number := task_number(ref)) is None:
@@ -301,17 +307,23 @@ class CnDcmAdapter:
             url = f"{base}{'&' if '?' in base else '?'}{urlencode({external: d.case.id})}"
         try:
             response = send(client, "GET", url, headers=self._auth(), missing_ok=True)
-            body = None if response.status_code == 404 else cn_dcm_answer(response, missing_ok=True)
+            if response.status_code == 404:
+                return None
+            found = self._found(answer_json(response), external, d.case.id)
+            if found is None and cn_dcm_answer(response, self.target.success_codes, missing_ok=True) is None:
+                return None  # their envelope's 404: they do not have it
         except Permanent as exc:
             raise Permanent(f"look-up by external id refused ({exc}); set `lookup_url`, or `lookup: false` "
                             "if this platform has none") from exc
-        if body is None:
-            return None
+        return found
+
+    def _found(self, body: Any, external: str, case_id: str) -> str | None:
+        """The task number of our case in a look-up's answer (an object or a list, bare or under `data`), or None."""
         if isinstance(body, dict) and isinstance(body.get("data"), (list, dict)):
             body = body["data"]
         items = body if isinstance(body, list) else [body]
         key = self.target.field_map.get("taskNumber", "taskNumber")
-        found = [i for i in items if isinstance(i, dict) and task_number(i.get(key)) and str(i.get(external, d.case.id)) == d.case.id]
+        found = [i for i in items if isinstance(i, dict) and task_number(i.get(key)) and str(i.get(external, case_id)) == case_id]
         return task_number(found[0][key]) if found else None
 
     def _auth(self) -> dict[str, str]:
@@ -342,7 +354,8 @@ class CnDcmAdapter:
             "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
                              "usage": "核查", "sha256": a["sha256"]} for a in report.attachments],
         }
-        cn_dcm_answer(send(client, "POST", url, json=self.wire(payload), headers=headers), body_required=False)
+        cn_dcm_answer(send(client, "POST", url, json=self.wire(payload), headers=headers), self.target.success_codes,
+                      body_required=False)
 
 
 class Open311Adapter:

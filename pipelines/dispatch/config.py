@@ -56,6 +56,11 @@ class TargetConfig(ConfigModel):
     webhook_max_age_s: float = Field(
         300.0, title="Webhook maximum age", gt=0,
         description="cn-dcm, with `webhook_timestamp_header`: seconds a call's timestamp may be from now (either way).")
+    success_codes: list[str] = Field(
+        ["0", "200"], title="Success codes", min_length=1,
+        description="cn-dcm: values of an answer's envelope `code` that mean done (compared as text: 0 and \"0\" alike), for a "
+        "platform that answers HTTP 200 to everything; another code parks the case (5xx, 408, 429: retried). A `success` flag, "
+        "when the answer has one, decides instead, and an answer that carries a task number is a delivery whatever its code.")
     jurisdiction_id: str | None = Field(None, title="Jurisdiction", description="open311: jurisdiction_id, if the server hosts several.")
     attachment_expiry_s: int = Field(7 * 24 * 3600, title="Attachment URL lifetime",
                                      description="Seconds the evidence URLs sent with a case stay valid.", gt=0, le=7 * 24 * 3600)
