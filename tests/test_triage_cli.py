@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -186,3 +187,49 @@ def test_detect_out_keeps_one_annotated_copy_per_image_when_names_repeat(tmp_pat
     assert [(Path(r["image"]).parent.name, Path(r["annotated"]).name) for r in records] == [("a", "IMG_0001.jpg"), ("b", "IMG_0001-2.jpg")]
     for r in records:  # each copy is its own image, not the other drawn over it
         assert cv2.imread(r["annotated"]).shape[:2] == (r["height"], r["width"])
+
+
+def test_resume_tries_failed_photos_again_and_reports_each_once(tmp_path, bus_jpg, zidane_jpg, real_sample_dir):
+    """A photo whose judging failed (its thumbnail could not be written) and a corrupt file replaced since are
+    tried again by `--resume`; each ends with one record, one report row and one case, none left as an error."""
+    import hashlib
+    from datetime import datetime
+
+    from tests.triage_helpers import phone_photo
+
+    photos = tmp_path / "photos"
+    bus = phone_photo(bus_jpg, photos / "0900_bus.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=(30.2741, 120.1551))
+    shutil.copy(zidane_jpg, photos / "1000_people.jpg")
+    garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[0]
+    (photos / "1100_copying.jpg").write_bytes(garbage.read_bytes()[:3000])  # copied off the phone half way
+    out = tmp_path / "out"
+    blocked = out / "thumbs" / f"{hashlib.sha256(bus.read_bytes()).hexdigest()[:16]}.jpg"
+    blocked.mkdir(parents=True)  # the bus's thumbnail cannot be written: its judging fails
+    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+
+    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    reasons = {Path(r["source"]).name: r.get("reason") for r in map(json.loads, _lines(out / "results.jsonl"))}
+    assert reasons["0900_bus.jpg"].startswith("internal error while judging") and reasons["1000_people.jpg"] is None
+    assert reasons["1100_copying.jpg"].startswith("corrupt or truncated image data")
+    people = next(line for line in _lines(out / "results.jsonl") if "1000_people.jpg" in line)
+
+    blocked.rmdir()
+    shutil.copy(garbage, photos / "1100_copying.jpg")  # the copy finished
+    done = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 already recorded earlier, 2 that failed earlier tried again (2 judged now)" in done.stdout
+    assert "2 inputs that failed there are tried again" in done.stderr
+    assert "3 readable, 1 with violations -> 1 candidate case; 0 errors, 0 duplicates" in done.stdout
+    lines = _lines(out / "results.jsonl")
+    records = [json.loads(line) for line in lines]
+    assert sorted(Path(r["source"]).name for r in records) == ["0900_bus.jpg", "1000_people.jpg", "1100_copying.jpg"]
+    assert all(r["status"] == "ok" for r in records) and lines[0] == people  # the judged photo's record is kept as written
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "internal error while judging" not in report and "corrupt or truncated" not in report
+    with (out / "cases.csv").open(encoding="utf-8-sig") as fh:
+        assert [Path(row["lead_photo"]).name for row in csv.DictReader(fh)] == ["0900_bus.jpg"]
+
+    again = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "3 already recorded earlier" in again.stdout and "tried again (" not in again.stdout
+    assert _lines(out / "results.jsonl") == lines

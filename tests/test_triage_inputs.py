@@ -18,7 +18,7 @@ from pipelines.triage.exif import read_facts
 from pipelines.grid import load_grid
 from pipelines.triage.grouping import Member, group_members, perceptual_hash
 from pipelines.triage.record import PhotoFinding, PhotoRecord
-from pipelines.triage.journal import Journal, JournalExists
+from pipelines.triage.journal import Journal, JournalExists, read_records
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, expand_sources
 from tests.triage_helpers import phone_photo
 
@@ -242,7 +242,23 @@ def test_journal_refuses_to_overwrite_and_cuts_a_torn_line_on_resume(tmp_path):
     with pytest.raises(JournalExists, match="--resume"):
         Journal(tmp_path, resume=False)
     j = Journal(tmp_path, resume=True)
-    assert j.previous == 2 and j.seen("a.jpg", "aa") and j.seen("b.jpg", None) and not j.seen("c.jpg", None)
+    assert j.previous == 2 and j.seen("a.jpg", "aa") and not j.seen("c.jpg", None)
+    assert not j.seen("b.jpg", None) and j.failed == {"b.jpg": "not found"}  # an error is tried again
+    assert j.refused_before("b.jpg", "not found") and not j.refused_before("b.jpg", "permission denied")
     assert j.done_hashes == {"aa": "a.jpg"}
     j.close()
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 2
+
+
+def test_an_error_superseded_by_a_later_record_is_dropped_even_after_a_kill(tmp_path):
+    """A retry run killed before it closed its journal leaves the error and its photo's new record; the
+    next resume takes the new one and drops the error, keeping every other line as written."""
+    j = Journal(tmp_path, resume=False)
+    j.append({"source": "a.jpg", "sha256": "aa", "status": "error", "reason": "detection failed: out of memory"})
+    j.append({"source": "b.jpg", "sha256": "bb", "status": "ok", "findings": []})
+    j.append({"source": "a.jpg", "sha256": "aa", "status": "ok", "findings": []})  # the retry, then killed
+    j._fh.close()  # noqa: SLF001 - no close(): as a killed process leaves it
+    j = Journal(tmp_path, resume=True)
+    assert j.seen("a.jpg", "aa") and j.failed == {} and j.done_hashes == {"bb": "b.jpg", "aa": "a.jpg"}
+    j.close()
+    assert [(r.source, r.status) for r in read_records(tmp_path / "results.jsonl")] == [("b.jpg", "ok"), ("a.jpg", "ok")]

@@ -4,14 +4,19 @@ The journal is the run's memory: records are appended and flushed one by one, so
 at photo 30,000 keeps 30,000 records, and `--resume` continues from them. A record killed half
 way through its line is cut off on resume (its photo is simply done again). The report, the CSV
 and the cases are all built by streaming this file afterwards, so nothing per photo is held in
-memory during a run except the two small resume indexes below.
+memory during a run except the small resume indexes below.
+
+An input whose record is an error is not done: `--resume` tries it again (the detector or a disk
+may have failed, or the file been replaced since; an unreadable file costs one read to retry). Its
+new record supersedes the error, whose line is dropped when the journal is closed, so an input that
+failed and then succeeded is reported once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,15 +58,21 @@ class JournalExists(FileExistsError):
 class Journal:
     """Append-only JSONL of photo records with the resume indexes of earlier runs.
 
-    `done_hashes` maps each content hash already recorded to the first source that had it;
-    `done_pairs` holds (source, hash) pairs, and (source, None) for inputs refused before reading.
+    `done_hashes` maps each content hash judged (`ok`) to the first source that had it; `done_pairs`
+    holds the (source, hash) pairs judged or found duplicate: what a resumed run skips. `failed` maps
+    each input whose latest record is an error to its reason: what a resumed run tries again (module
+    docstring). Lines are only ever appended while a run goes; superseded errors go at `close`.
     """
 
     def __init__(self, out_dir: Path, *, resume: bool) -> None:
         self.path = out_dir / RESULTS
         self.done_hashes: dict[str, str] = {}
         self.done_pairs: set[tuple[str, str | None]] = set()
+        self.failed: dict[str, str] = {}
         self.previous = 0
+        self._lines = 0  # complete lines in the file
+        self._error_lines: dict[str, int] = {}  # source -> line of its latest record, an error
+        self._stale: set[int] = set()  # lines of errors superseded by a later record of the same source
         if self.path.exists() and self.path.stat().st_size:
             if not resume:
                 raise JournalExists(
@@ -85,17 +96,30 @@ class Journal:
                         break
                     raise
                 good_end += len(line)
+                self._lines = number
                 self._index(record)
         if good_end < self.path.stat().st_size:
             with self.path.open("r+b") as fh:
                 fh.truncate(good_end)
 
     def _index(self, record: PhotoRecord) -> None:
-        sha = record.sha256
-        self.done_pairs.add((record.source, sha))
-        if sha and record.status is not RecordStatus.DUPLICATE:
-            self.done_hashes.setdefault(sha, record.source)
+        """Add an earlier run's record (line `self._lines`) to the resume indexes."""
+        self._supersede(record)
         self.previous += 1
+        if record.status is RecordStatus.ERROR:
+            self.failed[record.source] = record.reason or ""
+            return
+        self.failed.pop(record.source, None)
+        self.done_pairs.add((record.source, record.sha256))
+        if record.ok and record.sha256:
+            self.done_hashes.setdefault(record.sha256, record.source)
+
+    def _supersede(self, record: PhotoRecord) -> None:
+        """`record` (line `self._lines`) supersedes its input's earlier error; an error is remembered in turn."""
+        if (earlier := self._error_lines.pop(record.source, None)) is not None:
+            self._stale.add(earlier)
+        if record.status is RecordStatus.ERROR:
+            self._error_lines[record.source] = self._lines
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy sent to another process (a Ray worker reading photos) carries the resume indexes
@@ -103,8 +127,16 @@ class Journal:
         return {**self.__dict__, "_fh": None}
 
     def seen(self, source: str, sha: str | None) -> bool:
-        """This exact input (same name, same content) already has a record."""
+        """This exact input (same name, same content) is already judged or a duplicate."""
         return (source, sha) in self.done_pairs
+
+    def refused_before(self, source: str, reason: str) -> bool:
+        """An input refused unread (`sources.Refused`) whose latest record is this same refusal: nothing to redo."""
+        return self.failed.get(source) == reason
+
+    def retries(self, names: Iterable[str]) -> int:
+        """How many of these inputs failed in an earlier run (and are tried again)."""
+        return sum(name in self.failed for name in names)
 
     def append(self, record: PhotoRecord | dict[str, Any]) -> None:
         """Write one record (a mapping is validated as one first) and push it to the OS (a kill loses at most
@@ -114,12 +146,28 @@ class Journal:
         line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))  # serialise first: never half a line
         self._fh.write(line + "\n")
         self._fh.flush()
+        self._lines += 1
+        self._supersede(record)
 
     def close(self) -> None:
+        """Push the records to disk, then drop the errors that later records superseded."""
         if not self._fh.closed:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
+        if self._stale:
+            self._drop_lines(self._stale)
+            self._stale = set()
+
+    def _drop_lines(self, numbers: set[int]) -> None:
+        """Rewrite the file without lines `numbers` (1-based), atomically: a kill leaves the old file whole,
+        and the next `--resume` finds the superseded errors again."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self.path.open("rb") as src, tmp.open("wb") as dst:
+            dst.writelines(line for number, line in enumerate(src, 1) if number not in numbers)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, self.path)
 
     def records(self) -> Iterator[PhotoRecord]:
         """Stream every record (earlier runs and this one) from disk."""

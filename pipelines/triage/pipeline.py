@@ -66,10 +66,13 @@ class TriageInterrupted(KeyboardInterrupt):
 
 @dataclass
 class RunStats:
-    """Counts of this run (records of earlier runs are `skipped`)."""
+    """Counts of this run (records of earlier runs are `skipped`; inputs that failed in them are tried
+    again: `retried`, of which `recovered` were judged this time)."""
 
     listed: int = 0
     skipped: int = 0
+    retried: int = 0
+    recovered: int = 0
     ok: int = 0
     positives: int = 0
     errors: int = 0
@@ -184,6 +187,9 @@ class _Writer(threading.Thread):
 
     def _count(self, record: PhotoRecord) -> None:
         status = record.status
+        if record.source in self.journal.failed:
+            self.stats.retried += 1
+            self.stats.recovered += status is RecordStatus.OK
         if status is RecordStatus.OK:
             self.stats.ok += 1
             self.stats.positives += bool(record.findings)
@@ -279,7 +285,7 @@ class PhotoSteps:
     """
 
     settings: TriageSettings
-    journal: Journal  # read only: `seen` and `done_hashes`, the resume indexes
+    journal: Journal  # read only: `seen`, `refused_before` and `done_hashes`, the resume indexes
     grid: GridCells | None
     judgement: Judgement
     detector: Detector | None = None  # None: this copy only reads
@@ -300,7 +306,7 @@ class PhotoSteps:
 
     def read(self, item: PhotoSource | Refused) -> Photo | Skipped | PhotoRecord:
         if isinstance(item, Refused):
-            return Skipped(item) if self.journal.seen(item.name, None) else error_record(item.name, item.reason)
+            return Skipped(item) if self.journal.refused_before(item.name, item.reason) else error_record(item.name, item.reason)
         try:
             return load_photo(item, self.archives, self.settings, self.journal, self.grid, self.stages)
         except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the run

@@ -104,10 +104,22 @@ def run_triage(
         case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
-        stats = photos.process(expand_sources(inputs), settings, detector, analyser, journal, grid, judgement, show_progress)
+        sources = expand_sources(inputs)
+        _say_resumed(journal, sources, settings.out)
+        stats = photos.process(sources, settings, detector, analyser, journal, grid, judgement, show_progress)
     finally:
         journal.close()
     return finish(settings, stats, detector, case_writer, show_progress=show_progress)
+
+
+def _say_resumed(journal: Journal, sources: list[PhotoSource | Refused], out: Path) -> None:
+    """Log what a resumed run takes over: the earlier records, and how many inputs that failed there it tries
+    again (a refusal for the same reason is not a retry: the listing has just said so again)."""
+    if not journal.previous:
+        return
+    again = (s.name for s in sources if isinstance(s, PhotoSource) or not journal.refused_before(s.name, s.reason))
+    log.info("resuming %s: %d records of earlier runs; %d inputs that failed there are tried again", out, journal.previous,
+             journal.retries(again))
 
 
 def _case_writer(settings: TriageSettings, deployment: Settings, detector: Detector, taxonomy: Taxonomy) -> TriageCases | None:

@@ -23,4 +23,5 @@ class TriageSettings(TriageOptions):
     dispatch_target: str | None = Field(
         None, title="Dispatch target", description="Queue every case for this dispatch target (the outbox) as soon as its evidence is stored."
     )
-    resume: bool = Field(False, title="Resume", description="Continue the run in `out`, skipping photos already recorded (by content hash).")
+    resume: bool = Field(False, title="Resume", description="Continue the run in `out`, skipping photos already recorded (by name and content hash) "
+                                                          "and trying those recorded as errors again.")

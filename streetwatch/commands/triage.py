@@ -34,7 +34,7 @@ def triage(
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
     dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
     dispatch_target: Annotated[str | None, typer.Option("--dispatch-target", help="Dispatch target for --dispatch (default: the only one in --config).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same content hash) are skipped.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same name and content hash) are skipped; those that failed are tried again.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
     ray: RayOpt = None,
 ) -> None:
@@ -83,7 +83,8 @@ def triage(
              f"run the same command with --resume to continue", code=130)
     s, t = result.stats, result.tally
     typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
-               + (f", {s.skipped} already recorded earlier" if s.skipped else ""))
+               + (f", {s.skipped} already recorded earlier" if s.skipped else "")
+               + (f", {s.retried} that failed earlier tried again ({s.recovered} judged now)" if s.retried else ""))
     n = len(result.groups)
     typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
                f"{t.errors} errors, {t.duplicates} duplicates")
