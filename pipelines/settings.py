@@ -80,7 +80,8 @@ class TriageOptions(ConfigModel):
         "CN", title="Phone region", description="ISO 3166 region whose phone numbers are read without a country code (CN, HK, TW, GB ...).",
         min_length=2, max_length=2)
     ocr_max_side: int = Field(1600, title="OCR resolution", description="Long side of the decode that OCR reads.", ge=320, le=8192)
-    timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset, and of the report.")
+    timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset and of times in file names "
+                          "(IMG_20231129_101522.jpg), and of the report.")
     scene_zones: Path | None = Field(None, title="City zones", description="GeoJSON of city-wide zones (no-parking streets, vending points) for photos with GPS.")
     grid: Path | None = Field(None, title="Grid cells", description="GeoJSON of 单元网格 polygons with an `id` property.")
     group_window_s: float = Field(1800, title="Grouping window", description="Photos of one type taken at most this many seconds apart may be one case.", ge=0)

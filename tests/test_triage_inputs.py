@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from detect.config_io import ConfigError
+from detect.engine.profile import StageProfile
 from detect.frames import GeoPoint
 from detect.imageio import decode_image
 from pipelines.triage.exif import read_facts
@@ -19,6 +22,9 @@ from pipelines.grid import load_grid
 from pipelines.triage.grouping import Member, group_members, perceptual_hash
 from pipelines.triage.record import PhotoFinding, PhotoRecord
 from pipelines.triage.journal import Journal, JournalExists, read_records
+from pipelines.triage.photos import load_photo
+from pipelines.triage.pipeline import STAGES
+from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, expand_sources
 from tests.triage_helpers import phone_photo
 
@@ -160,6 +166,72 @@ def test_broken_exif_becomes_warnings_and_keeps_the_picture(tmp_path, zidane_jpg
     no_fix = phone_photo(zidane_jpg, tmp_path / "nofix.jpg", gps=(0.0, 0.0))
     facts = read_facts(decode_image(no_fix).exif, SHANGHAI)
     assert facts.geo is None and any("no GPS fix" in w for w in facts.warnings)
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+COPIED = datetime(2024, 6, 5, 8, 0, tzinfo=UTC)  # when the photos were copied to the laptop: their file time
+
+
+def _exported(original: Path, dst: Path) -> Path:
+    """The photo as WeChat or an export app hands it on: re-encoded by Pillow without its EXIF, copied later."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(original) as im:
+        assert im.getexif()  # the phone's photo had its EXIF ...
+        im.save(dst, **({"quality": 90} if dst.suffix == ".jpg" else {}))
+    with Image.open(dst) as im:
+        assert not im.getexif()  # ... the export has none
+    os.utime(dst, (COPIED.timestamp(), COPIED.timestamp()))
+    return dst
+
+
+def test_photos_without_exif_time_are_timed_by_the_time_in_their_file_name(tmp_path, zidane_jpg):
+    """mmexport/wx_camera names are milliseconds since 1970; IMG_/PXL_/微信图片/Screenshot names are local times,
+    read in the run's time zone; impossible ones are warnings; the EXIF time still comes first."""
+    original = phone_photo(zidane_jpg, tmp_path / "phone" / "original.jpg", taken=datetime(2023, 11, 29, 10, 15, 22))
+    local = datetime(2023, 11, 29, 10, 15, 22, tzinfo=BERLIN)
+    expected = {  # file name -> (time, source, warning)
+        "mmexport1701249322000.jpg": (datetime(2023, 11, 29, 9, 15, 22, tzinfo=UTC), "name", None),
+        "wx_camera_1701249322123.jpg": (datetime(2023, 11, 29, 9, 15, 22, 123000, tzinfo=UTC), "name", None),
+        "微信图片_20231129101522.jpg": (local, "name", None),
+        "IMG_20231129_101522.jpg": (local, "name", None),
+        "IMG20231129101522.jpg": (local, "name", None),
+        "PXL_20231129_101522123.jpg": (local, "name", None),
+        "VID_20231129_101522.jpg": (local, "name", None),
+        "Screenshot_2023-11-29-10-15-22-123_com.tencent.mm.png": (local, "name", None),
+        "IMG_1234.jpg": (COPIED, "file", None),  # an iPhone's number, not a time
+        "IMG_19991231_235959.jpg": (COPIED, "file", "is before 2000"),
+        "IMG_20991129_101522.jpg": (COPIED, "file", "is in the future"),
+        "IMG_20231330_101522.jpg": (COPIED, "file", "is no date and time (month must be in 1..12)"),
+    }
+    for name in expected:
+        _exported(original, tmp_path / "export" / name)
+    shutil.copy(original, tmp_path / "export" / "IMG_20200101_000000.jpg")  # the EXIF kept: it wins over the name
+    expected["IMG_20200101_000000.jpg"] = (datetime(2023, 11, 29, 10, 15, 22, tzinfo=BERLIN), "exif", None)
+    member = _exported(original, tmp_path / "member" / "IMG_20231129_101522.jpg")
+    with zipfile.ZipFile(tmp_path / "export" / "mmexport1500000000000.zip", "w") as zf:  # the member's name counts
+        zf.write(member, "2024-06-05/IMG_20231129_101522.jpg")
+    expected["mmexport1500000000000.zip!2024-06-05/IMG_20231129_101522.jpg"] = (local, "name", None)
+
+    settings = TriageSettings(out=tmp_path / "out", timezone="Europe/Berlin")
+    journal, archives = Journal(settings.out, resume=False), ArchiveCache()
+    got = {}
+    for source in expand_sources([tmp_path / "export"]):
+        photo = load_photo(source, archives, settings, journal, None, StageProfile(seconds=dict.fromkeys(STAGES, 0.0)))
+        key = f"{source.path.name}!{source.member}" if source.member else source.path.name
+        got[key] = (photo.taken_at, photo.time_source, photo.warnings)
+    archives.close()
+    assert got.keys() == expected.keys()
+    for name, (taken, time_source, warning) in expected.items():
+        at, origin, warnings = got[name]
+        assert (at, origin) == (taken, time_source), name
+        if warning is None:
+            assert warnings == [], name
+        else:
+            [w] = warnings
+            assert w.startswith(f"file name time impossible: {name!r}: ") and w.endswith(warning), name
+    assert got["IMG_20231129_101522.jpg"][0].utcoffset() == timedelta(hours=1)  # Berlin in November, not Shanghai
 
 
 def _ring(x1, y1, x2, y2):

@@ -3,6 +3,7 @@ writer and the API read; a finding goes back to the event the rules made; older 
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from datetime import datetime
@@ -143,3 +144,21 @@ def test_the_api_serves_the_typed_record_without_server_paths(tmp_path, bus_jpg,
     models = spec["components"]["schemas"]
     assert models["PhotoFinding"]["properties"]["boxes"]["items"]["$ref"].endswith("/Box")
     assert set(models["PhotoRecord"]["required"]) == {"source", "status"}
+
+
+def test_a_photo_timed_by_its_file_name_says_so_in_its_record_cases_and_report(tmp_path, bus_jpg, onnx_detector):
+    """A WeChat export (no EXIF) of a parked bus: its case is timed by the name, and the report says where the time came from."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copyfile(bus_jpg, photos / "mmexport1701249322000.jpg")  # the bus photo has no EXIF at all
+    settings = TriageSettings(out=tmp_path / "out", verifier="none", ocr="off", cases=False)
+    result = run_triage([photos], settings, detector=onnx_detector, show_progress=False)
+    [record] = read_records(settings.out / "results.jsonl")
+    assert (record.taken_at.isoformat(), record.time_source) == ("2023-11-29T17:15:22+08:00", "name")
+    [group] = result.groups
+    assert group.type == "illegal_parking"
+    with (settings.out / "cases.csv").open(encoding="utf-8-sig") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["first_taken_at"] == "2023-11-29T17:15:22+08:00"
+    page = (settings.out / "report.html").read_text(encoding="utf-8")
+    assert "2023-11-29 17:15:22" in page and "(无EXIF时间 no EXIF time: 取自文件名 from the file name)" in page

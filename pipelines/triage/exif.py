@@ -1,4 +1,4 @@
-"""When and where a phone photo was taken, from its EXIF (capture time, GPS).
+"""When and where a phone photo was taken: from its EXIF (capture time, GPS), else from its file name.
 
 Phones write the capture time as local wall-clock text (`2024:05:01 14:03:22`), with the UTC
 offset in a separate tag only on recent models, so a photo without an offset is read in the
@@ -10,6 +10,14 @@ degrees/minutes/seconds rationals with N/S and E/W references; (0, 0) is what so
 when they had no fix, so it is dropped with a warning rather than placing a violation in the Gulf
 of Guinea. Broken EXIF never costs the picture: every unreadable field becomes a warning in the
 photo's record.
+
+WeChat and phone exports often strip the EXIF, but their file names carry the time, which is
+closer to the capture than the file's modification time (the day it was copied): `name_time`
+reads `mmexport1701234567890.jpg` and `wx_camera_1701234567890.jpg` (milliseconds since 1970,
+an absolute time) and `微信图片_20231129101522`, `IMG_20231129_101522`, `IMG20231129101522`,
+`PXL_20231129_101522123`, `VID_20231129_101522`, `Screenshot_2023-11-29-10-15-22` (local wall
+clock, read in the configured time zone). A name whose date is impossible (before 2000, after
+now) is not a capture time: it is a warning, and the file's time is used.
 """
 
 from __future__ import annotations
@@ -35,6 +43,12 @@ OFFSET_TIME_DIGITIZED = 0x9012
 #: sub-IFD, except `DateTime`, which is in IFD0).
 TIME_TAGS = ((DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL), (DATETIME_DIGITIZED, OFFSET_TIME_DIGITIZED), (DATETIME, OFFSET_TIME))
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+#: File names that carry their time (module docstring): milliseconds since 1970, or a local date and time.
+_EPOCH_MS_NAME = re.compile(r"^(?:mmexport|wx_camera_)(\d{13})(?!\d)", re.IGNORECASE)
+_LOCAL_NAME = re.compile(r"^(?:IMG|VID|PXL|Screenshot|微信图片)[_-]?(\d{4})-?(\d{2})-?(\d{2})[_-]?(\d{2})-?(\d{2})-?(\d{2})",
+                         re.IGNORECASE)
+#: Capture times before this are a clock never set (or a name that only looks like a time).
+EARLIEST_CAPTURE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -91,6 +105,27 @@ def parse_exif_time(value: str | bytes, offset: str | bytes | None, tz: ZoneInfo
         sign = 1 if m.group(1) == "+" else -1
         return naive.replace(tzinfo=timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))))
     return naive.replace(tzinfo=tz)
+
+
+def name_time(name: str, tz: ZoneInfo) -> datetime | None:
+    """The capture time a phone or app wrote into file name `name` (no folders: a zip member's own name),
+    aware; None when the name carries none. A time in a name that is impossible (before 2000, in the
+    future, no such day) raises ValueError naming the name and why."""
+    if m := _EPOCH_MS_NAME.match(name):
+        taken = datetime.fromtimestamp(int(m.group(1)) / 1000, timezone.utc).astimezone(tz)
+    elif m := _LOCAL_NAME.match(name):
+        year, month, day, hour, minute, second = map(int, m.groups())
+        try:
+            taken = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+        except ValueError as exc:
+            raise ValueError(f"{name!r}: {m.group(0)!r} is no date and time ({exc})") from None
+    else:
+        return None
+    if taken < EARLIEST_CAPTURE:
+        raise ValueError(f"{name!r}: {taken.isoformat()} is before 2000")
+    if taken > datetime.now(timezone.utc):
+        raise ValueError(f"{name!r}: {taken.isoformat()} is in the future")
+    return taken
 
 
 def parse_gps(gps: dict) -> GeoPoint | None:

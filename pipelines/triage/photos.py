@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from detect.engine.profile import StageProfile
 from detect.frames import Frame, GeoPoint
 from detect.grades import Grade
 from detect.imageio import ImageReadError, decode_image
-from pipelines.triage.exif import read_facts
+from pipelines.triage.exif import PhotoFacts, name_time, read_facts
 from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.record import PhotoRecord, RecordStatus
@@ -36,7 +37,7 @@ class Photo:
     image: np.ndarray  # BGR, reduced resolution
     full_size: tuple[int, int]  # (width, height) after EXIF orientation
     taken_at: datetime
-    time_source: str  # exif | file | run
+    time_source: str  # exif | name | file | run
     geo: GeoPoint | None = None
     grid_cell: str | None = None
     grade: Grade | None = None  # the road grade of its grid cell (the rules' types and thresholds for it)
@@ -86,6 +87,22 @@ def error_record(source: str, reason: str, sha256: str | None = None, status: st
     return PhotoRecord(source=source, sha256=sha256, status=status, reason=reason, **extra)
 
 
+def capture_time(source: PhotoSource, facts: PhotoFacts, archives: ArchiveCache, tz: ZoneInfo) -> tuple[datetime, str]:
+    """When the photo was taken and where that came from (`PhotoRecord.time_source`): its EXIF, else the time
+    its file name carries (`exif.name_time`), else the file's modification time (often the day it was copied),
+    else the time of the run. An impossible time in the name becomes a warning in `facts`."""
+    if facts.taken_at is not None:
+        return facts.taken_at, "exif"
+    try:
+        if (named := name_time(source.filename, tz)) is not None:
+            return named, "name"
+    except ValueError as exc:
+        facts.warnings.append(f"file name time impossible: {exc}")
+    if (modified := source.modified_at(archives, tz)) is not None:
+        return modified, "file"
+    return datetime.now(UTC), "run"
+
+
 def load_photo(
     source: PhotoSource,
     archives: ArchiveCache,
@@ -116,11 +133,7 @@ def load_photo(
             facts = read_facts(decoded.exif, settings.tz)
     except ImageReadError as exc:
         return error_record(name, exc.reason, sha)
-    taken_at, time_source = facts.taken_at, "exif"
-    if taken_at is None:
-        taken_at, time_source = source.modified_at(archives, settings.tz), "file"
-    if taken_at is None:
-        taken_at, time_source = datetime.now(UTC), "run"
+    taken_at, time_source = capture_time(source, facts, archives, settings.tz)
     cell = grid.cell_at(facts.geo) if grid is not None and facts.geo is not None else None
     return Photo(
         source=source,

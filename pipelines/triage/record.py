@@ -171,7 +171,8 @@ class PhotoRecord(RecordModel):
     width: int | None = Field(None, description="Full-resolution width, after the EXIF orientation.")
     height: int | None = Field(None, description="Full-resolution height.")
     taken_at: IsoTime | None = Field(None, description="Capture time (ISO 8601 with offset).")
-    time_source: str | None = Field(None, description="Where the time came from: exif, file or run.")
+    time_source: str | None = Field(None, description="Where the time came from: exif, name (the file name: mmexport…, IMG_20231129_101522 …), "
+                                                  "file (its modification time) or run.")
     lat: float | None = Field(None, description="WGS-84 latitude from EXIF GPS (None: no GPS).")
     lon: float | None = Field(None, description="WGS-84 longitude.")
     grid_cell: str | None = Field(None, description="单元网格 cell at that position (with --grid).")

@@ -73,6 +73,11 @@ class PhotoSource:
         return cls(Path(record.path), record.member)
 
     @property
+    def filename(self) -> str:
+        """The photo's own file name, without folders (a zip member's, not the archive's)."""
+        return PurePosixPath(self.member.replace("\\", "/")).name if self.member else self.path.name
+
+    @property
     def suffix(self) -> str:
         return PurePosixPath(self.member).suffix.lower() if self.member else self.path.suffix.lower()
 
