@@ -315,6 +315,41 @@ def test_reviewed_cases_with_a_bad_size_swapped_box_or_altered_picture_are_repor
     assert only.file == "images/cases/ok.jpg" and only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)]}
 
 
+def _review_export(folder: Path, lines: list[dict]) -> Path:
+    """A review export like `data export-reviews` writes: each line's `image` (a real photo) copied under evidence/."""
+    import json
+    import shutil
+
+    (folder / "evidence").mkdir(parents=True)
+    for line in lines:
+        if isinstance(line.get("image"), Path):
+            shutil.copyfile(line["image"], folder / "evidence" / line["image"].name)
+            line["image"] = f"evidence/{line['image'].name}"
+    (folder / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    return folder
+
+
+def test_reviewed_cases_decisions_are_read_as_the_detector_path_reads_them(tmp_path):
+    """"Confirmed" from another tool was skipped as no decision, and a decision that is a list stopped the whole build
+    with a TypeError; the decision is now read by the detector path's own function (case_decision)."""
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:3]
+    box = [{"class_name": "verified:street_stall", "xyxy": [100, 150, 300, 300]}]
+    export = _review_export(tmp_path / "export", [
+        {"case_id": case, "violation_type": "street_stall", "decision": decision, "source_id": "cam-01",
+         "image": photo, "width": 400, "height": 300, "boxes": box}
+        for case, photo, decision in [("upper", photos[0], "Confirmed"), ("list", photos[1], ["confirmed"]),
+                                      ("pending", photos[2], "pending")]])
+    _, n, findings = verifier_dataset_from_cases(export, tmp_path / "ds")
+    assert n == 1
+    assert [(f.path, f.reason, f.severity) for f in findings] == [
+        ("review.jsonl: line 2", "decision ['confirmed'] is not confirmed/approved/rejected: skipped", "warning"),
+        ("review.jsonl: line 3", "decision 'pending' is not confirmed/approved/rejected: skipped", "warning")]
+    [only] = load_dataset(tmp_path / "ds").photos
+    assert only.file == "images/cases/upper.jpg" and only.labels == {"street_stall": 1}
+
+
 def _f1_best(scores: np.ndarray, y: np.ndarray) -> float:
     """The plain rule the blurred one replaced: the positive score with the best F1."""
     def f1(th):

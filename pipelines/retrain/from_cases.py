@@ -83,9 +83,10 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             findings.append(Finding(where, f"not a JSON object: {exc}"))
             continue
         where += f" (case {case.get('case_id', '?')})"
-        decision = str(case.get("decision", "")).lower()
-        if decision not in POSITIVE | NEGATIVE:
-            findings.append(Finding(where, f"decision {case.get('decision')!r} is not confirmed/approved/rejected: skipped", "warning"))
+        try:
+            decision = case_decision(case)
+        except ValueError as exc:
+            findings.append(Finding(where, str(exc), "warning"))
             continue
         try:
             image = case_image(case, Path(path))
@@ -110,6 +111,15 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         if decision in NEGATIVE:
             pic.rejections.append(f"{case.get('violation_type', '?')}: {case.get('reason') or code or 'no reason given'}")
     return pictures, findings
+
+
+def case_decision(case: dict) -> str:
+    """The line's decision as POSITIVE/NEGATIVE spell it; another tool may write "Confirmed". ValueError for any other
+    (pending, a list, none): such a line teaches nothing and is said, never guessed or a TypeError traceback."""
+    decision = str(case.get("decision", "")).lower()
+    if decision not in POSITIVE | NEGATIVE:
+        raise ValueError(f"decision {case.get('decision')!r} is not confirmed/approved/rejected: skipped")
+    return decision
 
 
 def case_image(case: dict, export: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.retrain.check import Finding
 from pipelines.cases.vocabulary import is_hard_negative
-from pipelines.retrain.from_cases import NEGATIVE, POSITIVE, case_boxes, case_image, frame_size
+from pipelines.retrain.from_cases import NEGATIVE, POSITIVE, case_boxes, case_decision, case_image, frame_size
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -45,18 +45,19 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         try:
             case = json.loads(line)
             column = TYPE_COLUMNS.get(case["violation_type"])
-            decision = case["decision"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             findings.append(Finding(where, f"not a review line: {exc}"))
             continue
         if column is None:
             findings.append(Finding(where, f"type {case['violation_type']!r} has no verifier head: skipped"))
             continue
+        try:
+            decision = case_decision(case)
+        except ValueError as exc:
+            findings.append(Finding(where, str(exc), "warning"))
+            continue
         if decision in NEGATIVE and not is_hard_negative(case.get("reason_code")):
             continue  # real but legal / duplicate: says nothing about how the type looks
-        if decision not in POSITIVE | NEGATIVE:
-            findings.append(Finding(where, f"decision {decision!r} is neither confirmed nor rejected: skipped"))
-            continue
         try:  # the detector path's checks: a picture altered since review, a size or box no frame can have
             image = case_image(case, export)
             size = frame_size(case)
