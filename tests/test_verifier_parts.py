@@ -223,8 +223,9 @@ def test_boxes_of_photos_labels_csv_does_not_list_are_counted_and_left_out(tmp_p
 
 
 def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
-    """Confirmed -> 1 with its evidence box, rejected as not a violation -> 0, rejected as legal -> nothing;
-    types a case says nothing about stay unlabelled, so a confirmed stall never teaches 'no parking'."""
+    """Confirmed -> 1 with its evidence box, rejected as not a violation -> 0, rejected as legal -> nothing, said as
+    the detector path says it (it was left out without a word); types a case says nothing about stay unlabelled, so a
+    confirmed stall never teaches 'no parking'."""
     import json
 
     from pipelines.verifier.from_cases import verifier_dataset_from_cases
@@ -243,7 +244,8 @@ def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
                       "boxes": [{"class_name": "verified:street_stall", "xyxy": [100, 150, 300, 300]}]})
     (export / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "{broken\n", encoding="utf-8")
     labels, n, findings = verifier_dataset_from_cases(export, tmp_path / "ds")
-    assert n == 2 and [f.path for f in findings] == ["review.jsonl: line 4"]
+    assert n == 2 and [(f.path, f.severity) for f in findings] == [("review.jsonl: line 3", "warning"), ("review.jsonl: line 4", "error")]
+    assert findings[0].reason == "rejected as 'permitted': the object is real, not a hard negative: skipped"
     ds = load_dataset(tmp_path / "ds")
     by_case = {p.file: p for p in ds.photos}
     stall = by_case["images/cases/c-0.jpg"]

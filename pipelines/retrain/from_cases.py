@@ -93,10 +93,6 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
             continue
-        code = str(case.get("reason_code") or "").lower()
-        if decision in NEGATIVE and not is_hard_negative(code):
-            findings.append(Finding(where, f"rejected as {code!r}: the object is real, not a hard negative: skipped", "warning"))
-            continue
         boxes = []
         try:
             size = frame_size(case)
@@ -109,16 +105,21 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         pic.cases.append(re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{no}")))
         pic.boxes += boxes
         if decision in NEGATIVE:
-            pic.rejections.append(f"{case.get('violation_type', '?')}: {case.get('reason') or code or 'no reason given'}")
+            why = case.get("reason") or case.get("reason_code") or "no reason given"
+            pic.rejections.append(f"{case.get('violation_type', '?')}: {why}")
     return pictures, findings
 
 
 def case_decision(case: dict) -> str:
-    """The line's decision as POSITIVE/NEGATIVE spell it; another tool may write "Confirmed". ValueError for any other
-    (pending, a list, none): such a line teaches nothing and is said, never guessed or a TypeError traceback."""
+    """The line's decision as POSITIVE/NEGATIVE spell it; another tool may write "Confirmed". ValueError when the line
+    teaches nothing: any other decision (pending, a list, none), or a rejection whose reason code says the object is
+    real or says nothing about the picture (`is_hard_negative`). Such a line is said, never guessed or a traceback."""
     decision = str(case.get("decision", "")).lower()
     if decision not in POSITIVE | NEGATIVE:
         raise ValueError(f"decision {case.get('decision')!r} is not confirmed/approved/rejected: skipped")
+    code = str(case.get("reason_code") or "").lower()
+    if decision in NEGATIVE and not is_hard_negative(code):
+        raise ValueError(f"rejected as {code!r}: the object is real, not a hard negative: skipped")
     return decision
 
 

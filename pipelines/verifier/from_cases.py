@@ -5,8 +5,9 @@ pictures, checked against their bundle manifests). Each picture becomes one row:
 labels its type 1 and its evidence boxes say where (boxes.csv, normalised); a rejected case whose
 reason says the scene does not show the type (not a violation, wrong type ...) labels it 0, a hard
 negative; a rejection that says the thing is real but legal or a duplicate teaches nothing about
-looks and is skipped. Types a case says nothing about stay empty (not labelled), so a confirmed
-stall is never taught as "no parking". The camera or photo batch is the split group.
+looks and is reported and skipped (the detector path's `case_decision`). Types a case says nothing
+about stay empty (not labelled), so a confirmed stall is never taught as "no parking". The camera or
+photo batch is the split group.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.cases.vocabulary import is_hard_negative
-from pipelines.retrain.from_cases import NEGATIVE, POSITIVE, case_boxes, case_decision, case_image, frame_size
+from pipelines.retrain.from_cases import POSITIVE, case_boxes, case_decision, case_image, frame_size
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -56,8 +56,6 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         except ValueError as exc:
             findings.append(Finding(where, str(exc), "warning"))
             continue
-        if decision in NEGATIVE and not is_hard_negative(case.get("reason_code")):
-            continue  # real but legal / duplicate: says nothing about how the type looks
         try:  # the detector path's checks: a picture altered since review, a size or box no frame can have
             image = case_image(case, export)
             size = frame_size(case)
