@@ -352,6 +352,28 @@ def test_reviewed_cases_decisions_are_read_as_the_detector_path_reads_them(tmp_p
     assert only.file == "images/cases/upper.jpg" and only.labels == {"street_stall": 1}
 
 
+def test_reviewed_cases_without_a_frame_size_keep_their_boxes_on_the_picture_itself(tmp_path):
+    """A confirmed case whose line names no width/height lost its boxes (the detector path takes the picture's own
+    size); and, as there, a picture that cannot be decoded is reported and skipped, not copied into the set."""
+    import cv2
+
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:2]
+    h, w = cv2.imread(str(photos[0])).shape[:2]
+    line = {"violation_type": "street_stall", "decision": "approved", "source_id": "cam-01"}
+    export = _review_export(tmp_path / "export", [
+        {**line, "case_id": "nosize", "image": photos[0],
+         "boxes": [{"class_name": "verified:street_stall", "xyxy": [w / 4, h / 2, w * 3 / 4, h]}]},
+        {**line, "case_id": "cut", "image": "evidence/cut.jpg", "boxes": []}])
+    (export / "evidence" / "cut.jpg").write_bytes(photos[1].read_bytes()[:2000])  # a copy broken off mid-file
+    _, n, findings = verifier_dataset_from_cases(export, tmp_path / "ds")
+    assert n == 1 and [(f.path, f.reason) for f in findings] == [
+        ("review.jsonl: line 2", f"{export / 'evidence' / 'cut.jpg'}: cannot open image: Truncated File Read: skipped")]
+    [only] = load_dataset(tmp_path / "ds").photos
+    assert only.file == "images/cases/nosize.jpg" and only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)]}
+
+
 def _f1_best(scores: np.ndarray, y: np.ndarray) -> float:
     """The plain rule the blurred one replaced: the positive score with the best F1."""
     def f1(th):

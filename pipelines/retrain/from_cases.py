@@ -153,6 +153,12 @@ def frame_size(case: dict) -> tuple[float, float] | None:
     return size
 
 
+def picture_size(image: Path) -> tuple[int, int]:
+    """(w, h) of the picture as stored (after EXIF orientation): the frame a line's boxes are on when it names none.
+    Decodes a thumbnail's worth only, and so proves the picture readable; ImageReadError (a ValueError) otherwise."""
+    return decode_image(image, max_side=64).full_size
+
+
 def case_boxes(case: dict) -> list[tuple[str, list[float]]]:
     """The line's boxes as (class name, [x1, y1, x2, y2]) in pixels; ValueError when one is not such a box. A swapped
     corner would become a label with a negative size (the picture then counts as a negative, or the set fails to load)."""
@@ -201,7 +207,7 @@ def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy
     items = []
     for pic in pictures.values():
         try:
-            full = decode_image(pic.path, max_side=64).full_size
+            full = picture_size(pic.path)
             w, h = pic.size or full
         except ImageReadError as exc:
             findings.append(Finding(str(pic.path), exc.reason))

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import POSITIVE, case_boxes, case_decision, case_image, frame_size
+from pipelines.retrain.from_cases import POSITIVE, case_boxes, case_decision, case_image, frame_size, picture_size
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -56,9 +56,10 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         except ValueError as exc:
             findings.append(Finding(where, str(exc), "warning"))
             continue
-        try:  # the detector path's checks: a picture altered since review, a size or box no frame can have
+        try:  # the detector path's checks: a picture altered since review or unreadable, a size or box no frame can have
             image = case_image(case, export)
-            size = frame_size(case)
+            full = picture_size(image)
+            size = frame_size(case) or full  # boxes on the picture itself when the line names no frame
             xyxy = [b for _, b in case_boxes(case)] if decision in POSITIVE else []
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
@@ -67,7 +68,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         row = rows.setdefault(str(image), {"file": rel, "group": case.get("source_id") or rel, "_src": image})
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
-        if xyxy and size:
+        if xyxy:
             # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
             boxes.append({"file": row["file"], "type": column, **_normalised_union(xyxy, size)})
     out.mkdir(parents=True, exist_ok=True)
