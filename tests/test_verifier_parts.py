@@ -374,6 +374,28 @@ def test_reviewed_cases_without_a_frame_size_keep_their_boxes_on_the_picture_its
     assert only.file == "images/cases/nosize.jpg" and only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)]}
 
 
+def test_a_reviewed_case_whose_box_lies_off_its_frame_is_reported_and_skipped(tmp_path):
+    """A box with nothing on the 400 x 300 frame the line names (wholly right of it, or starting at its edge) became a
+    boxes.csv row with x1 >= x2 once clipped, and then the whole dataset failed to load. Such a line is said and left
+    out; a box that only overhangs the frame is clipped to it, as before."""
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:3]
+    export = _review_export(tmp_path / "export", [
+        {"case_id": case, "violation_type": "street_stall", "decision": "approved", "source_id": "cam-01",
+         "image": photo, "width": 400, "height": 300,
+         "boxes": [{"class_name": "verified:street_stall", "xyxy": xyxy} for xyxy in boxes]}
+        for case, photo, boxes in [("overhang", photos[0], [[100, 150, 500, 400]]),
+                                   ("off", photos[1], [[100, 150, 300, 300], [450, 10, 600, 100]]),
+                                   ("edge", photos[2], [[400, 10, 420, 100]])]])
+    _, n, findings = verifier_dataset_from_cases(export, tmp_path / "ds")
+    assert n == 1 and [(f.path, f.reason) for f in findings] == [
+        ("review.jsonl: line 2", "box [450.0, 10.0, 600.0, 100.0] lies outside the 400 x 300 frame (wrong width/height?): skipped"),
+        ("review.jsonl: line 3", "box [400.0, 10.0, 420.0, 100.0] lies outside the 400 x 300 frame (wrong width/height?): skipped")]
+    [only] = load_dataset(tmp_path / "ds").photos
+    assert only.file == "images/cases/overhang.jpg" and only.boxes == {"street_stall": [(0.25, 0.5, 1.0, 1.0)]}
+
+
 def _f1_best(scores: np.ndarray, y: np.ndarray) -> float:
     """The plain rule the blurred one replaced: the positive score with the best F1."""
     def f1(th):

@@ -61,6 +61,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             full = picture_size(image)
             size = frame_size(case) or full  # boxes on the picture itself when the line names no frame
             xyxy = [b for _, b in case_boxes(case)] if decision in POSITIVE else []
+            box = _normalised_union(xyxy, size) if xyxy else None
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
             continue
@@ -68,9 +69,9 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         row = rows.setdefault(str(image), {"file": rel, "group": case.get("source_id") or rel, "_src": image})
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
-        if xyxy:
+        if box:
             # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
-            boxes.append({"file": row["file"], "type": column, **_normalised_union(xyxy, size)})
+            boxes.append({"file": row["file"], "type": column, **box})
     out.mkdir(parents=True, exist_ok=True)
     columns = ["file", "group", *TYPE_COLUMNS.values()]
     with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -89,8 +90,15 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
 
 
 def _normalised_union(xyxy: list[list[float]], size: tuple[float, float]) -> dict[str, str]:
-    """One box around all of a case's evidence boxes, as fractions of its frame clipped to 0..1 (boxes.csv's x1..y2)."""
+    """One box around all of a case's evidence boxes, as fractions of its frame clipped to 0..1 (boxes.csv's x1..y2).
+    ValueError when a box has nothing on the frame: clipped, it would have x1 >= x2 and stop the set from loading, and
+    the line's width/height is then likely not the frame its boxes were drawn on."""
     w, h = size
-    x1, y1 = min(b[0] for b in xyxy) / w, min(b[1] for b in xyxy) / h
-    x2, y2 = max(b[2] for b in xyxy) / w, max(b[3] for b in xyxy) / h
-    return {"x1": f"{max(0.0, x1):.4f}", "y1": f"{max(0.0, y1):.4f}", "x2": f"{min(1.0, x2):.4f}", "y2": f"{min(1.0, y2):.4f}"}
+    clipped = []
+    for b in xyxy:
+        c = [round(min(1.0, max(0.0, v / side)), 4) for v, side in zip(b, (w, h, w, h))]
+        if not (c[0] < c[2] and c[1] < c[3]):
+            raise ValueError(f"box {b} lies outside the {w:g} x {h:g} frame (wrong width/height?)")
+        clipped.append(c)
+    union = [min(c[0] for c in clipped), min(c[1] for c in clipped), max(c[2] for c in clipped), max(c[3] for c in clipped)]
+    return {k: f"{v:.4f}" for k, v in zip(("x1", "y1", "x2", "y2"), union)}
