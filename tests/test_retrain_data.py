@@ -14,7 +14,6 @@ from detect.digests import sha256_file
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.classes import load_classes
 from pipelines.retrain.dataset import Dataset, DatasetError, Item, content_digest, parse_labels, write_dataset
-from pipelines.retrain.from_cases import dataset_from_cases
 from pipelines.retrain.importers import import_yolo
 from pipelines.retrain.merge import merge_datasets, parse_mapping
 from pipelines.retrain.split import split_dataset
