@@ -32,7 +32,7 @@ from detect.digests import sha256_file
 from detect.engine.letterbox import make_batch
 from detect.engine.postprocess import RAW_BOX_OUTPUT, RAW_BOX_TASK, RawBoxHead
 from detect.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
-from detect.registry import ModelCard, export_id, registry_dir, resolve_weights, save_card
+from detect.registry import ModelCard, export_id, id_taken, registry_dir, resolve_weights, save_card
 from detect.verifier.neck import add_neck_features
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def export_onnx(
     weights, base_card = resolve_weights(model)
     base_id = base_card.id if base_card else weights.stem
     new_id = export_id(base_id, imgsz, dynamic, half, int8)
+    ensure_export_ids_free(base_id, [new_id, export_id(base_id, imgsz, dynamic, half, int8, raw_box=True)])
     out_dir = registry_dir().parent
     target = out_dir / f"{new_id}.onnx"
 
@@ -112,6 +113,18 @@ def export_onnx(
                             + ("; pooled neck features output for the verifier" if neck else ""), **common)
     save_card(engine_card)
     return ExportedModel(target, card, engine_path, engine_card)
+
+
+def ensure_export_ids_free(base_id: str, ids: list[str]) -> None:
+    """Refuse, before any export work, ids another model answers to (`id_taken`): the export's card would replace a
+    fine-tune's card named like an export (yolo11n-640) or shadow a shipped one, and `--model ID` would then load the
+    export. An earlier export of the same model under that id is this export's own, and is refreshed."""
+    for wanted in ids:
+        taken = id_taken(wanted, replaceable=lambda card: card.format == "onnx" and card.exported_from == base_id)
+        if taken:
+            raise ValueError(f"the export of {base_id} at these settings is named {wanted}, but {taken}: nothing exported; "
+                             "export with other settings, or a copy of the weights under another file name "
+                             "(--model DIR/NAME.pt)")
 
 
 def _ultralytics_export(weights: Path, *, imgsz: int, dynamic: bool, half: bool) -> tuple[Path, RawBoxHead | None]:

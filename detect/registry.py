@@ -13,7 +13,7 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import yaml
 from pydantic import BaseModel, Field
@@ -138,6 +138,32 @@ def resolve_weights(model: str | Path) -> tuple[Path, ModelCard | None]:
         + (f", or unset YOLO_OFFLINE on a machine with internet so Ultralytics downloads {card.download}."
            if card.download else ".")
     )
+
+
+def runs_dir() -> Path:
+    """Where training and evaluation run folders go (ignored by git)."""
+    return registry_dir().parent / "runs"
+
+
+def id_taken(model_id: str, replaceable: Callable[[ModelCard], bool] = lambda card: False) -> str | None:
+    """Why `model_id` cannot name a new model (a card, the promoted pointer, its weights or run folder), or None: a new
+    card of that id would replace an existing card (its files then unreachable) or shadow a shipped card, a release
+    name or the promoted id, so `--model ID` would load weights nobody meant. `replaceable` says which existing card
+    the caller may write over (an export refreshing its own earlier export)."""
+    try:
+        card = get_card(model_id)
+        if replaceable(card):
+            return None
+        return (f"the registry already has the {card.format} model {model_id!r} ({card.source or 'no source given'}), "
+                "which a new card of that id would replace or shadow")
+    except ModelNotFoundError:
+        pass
+    if model_id == promoted_model():
+        return f"{model_id!r} is the promoted model (registry/promoted.yaml), which pipelines load by default"
+    for existing in (registry_dir().parent / f"{model_id}.pt", runs_dir() / model_id):
+        if existing.exists():
+            return f"{existing} already exists (models are never overwritten)"
+    return None
 
 
 def save_card(card: ModelCard) -> Path:

@@ -224,6 +224,28 @@ def test_an_older_cut_export_under_the_standard_name_is_exported_again(tmp_path,
     assert detector.model_path == engine and detector.head is not None and task() == "detect"
 
 
+@pytest.mark.parametrize("folder, card_id, fmt, source", [
+    ("registry", "yolo11n-640", "pt", "fine-tuned from yolo11n on cases-v2"),  # a fine-tune named like an export
+    ("cards", "yolo11n-640", "onnx", "the city's own stall detector"),  # a shipped card the export would shadow
+    ("registry", "yolo11n-640-rawbox", "pt", "fine-tuned from yolo11n on cases-v3")])  # the engine variant's id
+def test_export_refuses_an_id_another_model_answers_to(tmp_path, monkeypatch, folder, card_id, fmt, source):
+    """`models export` wrote models/registry/<export id>.yaml whatever had that id: a fine-tune's card was replaced (its
+    weights unreachable by id) and a shipped card shadowed, so `--model ID` loaded the export. Refused before any
+    export work, naming that model (the check of `train --name`, `id_taken`); an export's own earlier card is not
+    another model's and is refreshed (test_standard_export_runs_in_ultralytics...)."""
+    models = tmp_path / "models"
+    (models / folder).mkdir(parents=True)
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    card = models / folder / f"{card_id}.yaml"
+    card.write_text(f"id: {card_id}\nformat: {fmt}\nfiles: [{card_id}.{fmt}]\nsource: {source}\n", encoding="utf-8")
+    result = runner.invoke(app, ["models", "export", "--model", "yolo11n", "--imgsz", "640"])
+    assert result.exit_code == 2, result.output
+    assert (f"the export of yolo11n at these settings is named {card_id}, but the registry already has the {fmt} model "
+            f"'{card_id}' ({source}), which a new card of that id would replace or shadow: nothing exported") in result.stderr
+    assert get_card(card_id).source == source
+    assert sorted(p.name for p in models.rglob("*")) == sorted([folder, card.name])  # nothing written beside it
+
+
 def _streetwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it (stdout and stderr apart)."""
     exe = os.path.join(os.path.dirname(sys.executable), "streetwatch")

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detect.export import export_onnx
-from detect.registry import save_card
+from detect.registry import runs_dir, save_card
 from pipelines.retrain.dataset import Dataset, DatasetError
 from pipelines.retrain.evaluate import evaluate_model
 from pipelines.retrain.from_cases import dataset_from_cases
 from pipelines.retrain.merge import merge_datasets
 from pipelines.retrain.promote import DEFAULT_TOLERANCE, GateDecision, promote
 from pipelines.retrain.split import split_dataset
-from pipelines.retrain.train import ensure_new_model_id, runs_dir, train_model, update_card
+from pipelines.retrain.train import ensure_new_model_id, train_model, update_card
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detect.registry import ModelCard, ModelNotFoundError, get_card, promoted_model, registry_dir, resolve_weights, save_card
+from detect.registry import ModelCard, get_card, id_taken, registry_dir, resolve_weights, runs_dir, save_card
 from detect.digests import sha256_file
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.dataset import Dataset, DatasetError
@@ -35,11 +35,6 @@ class TrainResult:
     metrics: dict
 
 
-def runs_dir() -> Path:
-    """Where training and evaluation run folders go (ignored by git)."""
-    return registry_dir().parent / "runs"
-
-
 def ensure_trainable(dataset: Dataset, allow_check_failures: bool = False) -> None:
     """Refuse datasets that fail `data check` (unless allowed) or have no train/val split."""
     report = check_dataset(dataset)
@@ -51,29 +46,13 @@ def ensure_trainable(dataset: Dataset, allow_check_failures: bool = False) -> No
 
 
 def ensure_new_model_id(model_id: str) -> None:
-    """Refuse an id another model answers to, before any training: the new card would replace an export's card (its
-    .onnx then unreachable) or shadow a shipped card, a release name or the promoted id, so `--model ID` and the
-    pipelines' default would load weights nobody evaluated. The error names that model and suggests a free id."""
-    reason = _id_taken(model_id)
+    """Refuse an id another model answers to (`id_taken`), before any training: the new card would replace an export's
+    card or shadow a shipped card, a release name or the promoted id, so `--model ID` and the pipelines' default would
+    load weights nobody evaluated. The error names that model and suggests a free id."""
+    reason = id_taken(model_id)
     if reason:
-        free = next(c for c in (f"{model_id}-ft{n if n > 1 else ''}" for n in itertools.count(1)) if not _id_taken(c))
+        free = next(c for c in (f"{model_id}-ft{n if n > 1 else ''}" for n in itertools.count(1)) if not id_taken(c))
         raise ValueError(f"--name {model_id}: {reason}: choose another --name, e.g. {free}")
-
-
-def _id_taken(model_id: str) -> str | None:
-    """Why `model_id` cannot name a new model (a card, the promoted pointer, its weights or run folder), or None."""
-    try:
-        card = get_card(model_id)
-        return (f"the registry already has the {card.format} model {model_id!r} ({card.source or 'no source given'}), "
-                "which a new card of that id would replace or shadow")
-    except ModelNotFoundError:
-        pass
-    if model_id == promoted_model():
-        return f"{model_id!r} is the promoted model (registry/promoted.yaml), which pipelines load by default"
-    for existing in (registry_dir().parent / f"{model_id}.pt", runs_dir() / model_id):
-        if existing.exists():
-            return f"{existing} already exists (models are never overwritten)"
-    return None
 
 
 def train_model(

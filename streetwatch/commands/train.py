@@ -74,9 +74,8 @@ def evaluate(
 ) -> None:
     """Box metrics per class and case precision/recall per violation type (after the photo rules)."""
     setup_logging()
-    from detect.registry import ModelNotFoundError
+    from detect.registry import ModelNotFoundError, runs_dir
     from pipelines.retrain.evaluate import evaluate_model
-    from pipelines.retrain.train import runs_dir
 
     ds = open_dataset(data)
     which = {None: "default", "all": None}.get(split, split)
