@@ -120,7 +120,7 @@ def ensure_export_ids_free(base_id: str, ids: list[str]) -> None:
     fine-tune's card named like an export (yolo11n-640) or shadow a shipped one, and `--model ID` would then load the
     export. An earlier export of the same model under that id is this export's own, and is refreshed."""
     for wanted in ids:
-        taken = id_taken(wanted, replaceable=lambda card: card.format == "onnx" and card.exported_from == base_id)
+        taken = id_taken(wanted, replaceable=lambda card: card.format == "onnx" and card.exported_from == base_id, promoted_ok=True)
         if taken:
             raise ValueError(f"the export of {base_id} at these settings is named {wanted}, but {taken}: nothing exported; "
                              "export with other settings, or a copy of the weights under another file name "

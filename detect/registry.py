@@ -145,11 +145,13 @@ def runs_dir() -> Path:
     return registry_dir().parent / "runs"
 
 
-def id_taken(model_id: str, replaceable: Callable[[ModelCard], bool] = lambda card: False) -> str | None:
+def id_taken(model_id: str, replaceable: Callable[[ModelCard], bool] = lambda card: False, *,
+             promoted_ok: bool = False) -> str | None:
     """Why `model_id` cannot name a new model (a card, the promoted pointer, its weights or run folder), or None: a new
     card of that id would replace an existing card (its files then unreachable) or shadow a shipped card, a release
     name or the promoted id, so `--model ID` would load weights nobody meant. `replaceable` says which existing card
-    the caller may write over (an export refreshing its own earlier export)."""
+    the caller may write over (an export refreshing its own earlier export); `promoted_ok`: the promoted id is no
+    obstacle (an export's id is fixed by its model and settings, so a promotion naming it names this very export)."""
     try:
         card = get_card(model_id)
         if replaceable(card):
@@ -158,7 +160,7 @@ def id_taken(model_id: str, replaceable: Callable[[ModelCard], bool] = lambda ca
                 "which a new card of that id would replace or shadow")
     except ModelNotFoundError:
         pass
-    if model_id == promoted_model():
+    if not promoted_ok and model_id == promoted_model():
         return f"{model_id!r} is the promoted model (registry/promoted.yaml), which pipelines load by default"
     for existing in (registry_dir().parent / f"{model_id}.pt", runs_dir() / model_id):
         if existing.exists():

@@ -246,6 +246,24 @@ def test_export_refuses_an_id_another_model_answers_to(tmp_path, monkeypatch, fo
     assert sorted(p.name for p in models.rglob("*")) == sorted([folder, card.name])  # nothing written beside it
 
 
+def test_a_promoted_export_whose_files_were_deleted_may_be_exported_again(tmp_path, monkeypatch):
+    """A promotion naming an export id whose card and .onnx were deleted names this very export (its id is fixed by
+    the model and settings): exporting it again is not refused as "the promoted model", as a new --name would be."""
+    import yaml
+
+    from detect.export import ensure_export_ids_free
+    from detect.registry import id_taken
+
+    models = tmp_path / "models"
+    (models / "registry").mkdir(parents=True)
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    gone = "yolo11n-1184-dyn"  # an export no test makes, so no card of it exists anywhere
+    (models / "registry" / "promoted.yaml").write_text(yaml.safe_dump(
+        {"model": gone, "promoted_at": "2026-11-21T00:00:00Z", "forced": True, "reason": "test"}), encoding="utf-8")
+    assert "is the promoted model" in id_taken(gone)  # a training run may not take that name
+    ensure_export_ids_free("yolo11n", [gone])  # the export of it may
+
+
 def _streetwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it (stdout and stderr apart)."""
     exe = os.path.join(os.path.dirname(sys.executable), "streetwatch")
