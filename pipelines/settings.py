@@ -7,17 +7,18 @@ section has working defaults (SQLite under `streetwatch-data/`, local evidence f
 targets), so a bare checkout runs without one. Secrets (HMAC key, S3 keys, dispatch tokens) are
 never in the file: it names the environment variables that hold them. `rules:` and `tracking:`
 are the defaults of every camera; a camera in the cameras file changes the fields it sets
-(`detect.config_io.overlay`). `streetwatch config schema` writes this file's JSON schema.
+(`detect.config_io.overlay`). The top-level `timezone` is the city's: every section with a `timezone`
+of its own that the file leaves unset follows it. `streetwatch config schema` writes this file's JSON schema.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, HttpUrl, field_validator
+from pydantic import BeforeValidator, Field, HttpUrl, field_validator, model_validator
 
 from detect.config_io import ConfigError, ConfigModel, load_model
 from detect.evidence import EvidenceConfig
@@ -32,6 +33,7 @@ from pipelines.evidence_store import EvidenceStoreConfig
 
 CONFIG_ENV = "STREETWATCH_CONFIG"
 URL_KEY_ENV = "STREETWATCH_API_URL_KEY"
+Section = TypeVar("Section", bound=ConfigModel)
 
 
 class CaseStoreConfig(ConfigModel):
@@ -81,7 +83,7 @@ class TriageOptions(ConfigModel):
         min_length=2, max_length=2)
     ocr_max_side: int = Field(1600, title="OCR resolution", description="Long side of the decode that OCR reads.", ge=320, le=8192)
     timezone: str = Field("Asia/Shanghai", title="Time zone", description="Zone of EXIF times that carry no UTC offset and of times in file names "
-                          "(IMG_20231129_101522.jpg), and of the report.")
+                          "(IMG_20231129_101522.jpg), and of the report; default: the settings' `timezone`.")
     scene_zones: Path | None = Field(None, title="City zones", description="GeoJSON of city-wide zones (no-parking streets, vending points) for photos with GPS.")
     grid: Path | None = Field(None, title="Grid cells", description="GeoJSON of 单元网格 polygons with an `id` property.")
     group_window_s: float = Field(1800, title="Grouping window", description="Photos of one type taken at most this many seconds apart may be one case.", ge=0)
@@ -189,7 +191,8 @@ class CityOpsConfig(ConfigModel):
     squads, patrol sampling. Kept here, not in `pipelines.cityops`, because the city workflows build on triage,
     which reads these settings."""
 
-    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="Zone in which call-out months are counted.")
+    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone",
+                                   description="Zone in which call-out months are counted; default: the settings' `timezone`.")
     grid: Path | None = Field(
         None, title="Grid cells", description="GeoJSON of 单元网格 (as for triage) with a `squad` property: call-out counts per squad.")
     warn: WarnConfig = Field(default_factory=WarnConfig, title="Warnings", description="Warn, re-check, then a case.")
@@ -251,6 +254,11 @@ class TaxonomyFiles(ConfigModel):
 class Settings(ConfigModel):
     """The deployment settings file."""
 
+    timezone: TimeZoneName = Field(
+        "Asia/Shanghai", title="City time zone",
+        description="The city's IANA zone: the `timezone` of every section that sets none (triage and service.triage: EXIF and "
+        "file-name times, the report; analytics: days and months, the pages' clock; cityops: call-out months; evidence: "
+        "local times in bundles), so one line moves them all; a section's own value still wins.")
     cases: CaseStoreConfig = Field(default_factory=CaseStoreConfig, title="Case store", description="Where cases live.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, title="Evidence",
                                      description="Bundle contents, time zone, signing key source, privacy copies.")
@@ -274,6 +282,27 @@ class Settings(ConfigModel):
                                     description="The violation taxonomy and the city code files merged into it.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, title="Ray cluster",
                                    description="`triage --ray` and `watch --ray`: the local cluster, actors, checkpoints (docs/scale-out.md).")
+
+    @model_validator(mode="after")
+    def _sections_follow_the_city_zone(self) -> Settings:
+        """A city outside UTC+8 that set one section's zone and forgot the others got a call-out export, a city
+        page and a triage report in different zones: a section's unset `timezone` is the city's."""
+        for name in ("triage", "analytics", "cityops", "evidence"):
+            section = getattr(self, name)
+            if (zoned := self._in_city_zone(section)) is not section:
+                setattr(self, name, zoned)
+        jobs = self._in_city_zone(self.service.triage)
+        if jobs is not self.service.triage:
+            self.service = self.service.model_copy(update={"triage": jobs})
+        return self
+
+    def _in_city_zone(self, section: Section) -> Section:
+        """`section`, or when it sets no `timezone` a copy in the city's (a caller's object is left as it is),
+        marked as set so that `model_dump(exclude_unset=True)`, how `streetwatch triage` lays its flags over
+        the file, carries it."""
+        if "timezone" in section.model_fields_set:
+            return section
+        return section.model_copy(update={"timezone": self.timezone})
 
     def load_taxonomy(self) -> Taxonomy:
         """The taxonomy with this deployment's city code files merged, checked against the cities the

@@ -105,7 +105,7 @@ def test_schemas_refuse_what_the_loaders_refuse(schemas, tmp_path):
 def test_settings_schema_covers_every_section(schemas):
     """The sections other issues added (analytics, evidence signing keys, dispatch leases) are in the schema too."""
     props = schemas["settings"]["properties"]
-    assert {"cases", "evidence", "evidence_store", "dispatch", "rules", "tracking", "triage", "analytics", "cityops",
+    assert {"timezone", "cases", "evidence", "evidence_store", "dispatch", "rules", "tracking", "triage", "analytics", "cityops",
             "service"} <= props.keys()
     defs = schemas["settings"]["$defs"]
     assert {"signing_key_file", "published_keys"} <= defs["EvidenceConfig"]["properties"].keys()
@@ -201,6 +201,76 @@ def test_triage_takes_its_defaults_from_the_settings_file_and_flags_win(tmp_path
 
     thumb = cv2.imread(str(tmp_path / "found" / found["thumb"]))
     assert max(thumb.shape[:2]) == 96  # a knob without a flag, from the file
+
+
+ZONED = ("triage", "service.triage", "analytics", "cityops", "evidence")
+
+
+def _zones(settings: Settings) -> dict[str, str]:
+    """Section -> its time zone, for every section that has one."""
+    zones = {}
+    for dotted in ZONED:
+        section = settings
+        for part in dotted.split("."):
+            section = getattr(section, part)
+        zones[dotted] = section.timezone
+    return zones
+
+
+def test_one_city_time_zone_is_every_sections_unless_a_section_sets_its_own(tmp_path):
+    """A city outside UTC+8 that set one section's zone and forgot the others got a call-out export, a city page
+    and a report that disagreed: the top-level `timezone` is every section's; a section's own still wins."""
+    only = tmp_path / "berlin.yaml"
+    only.write_text("timezone: Europe/Berlin\n", encoding="utf-8")
+    assert _zones(load_settings(only)) == dict.fromkeys(ZONED, "Europe/Berlin")
+
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(yaml.safe_dump({"timezone": "Europe/Berlin", "analytics": {"timezone": "America/Sao_Paulo"},
+                                     "service": {"triage": {"timezone": "Asia/Tokyo", "workers": 1}}}), encoding="utf-8")
+    assert _zones(load_settings(mixed)) == {**dict.fromkeys(ZONED, "Europe/Berlin"), "analytics": "America/Sao_Paulo",
+                                            "service.triage": "Asia/Tokyo"}
+
+    older = tmp_path / "older.yaml"  # a file written before the top-level zone: as it was
+    older.write_text(yaml.safe_dump({"cityops": {"timezone": "Europe/Berlin"}}), encoding="utf-8")
+    assert _zones(load_settings(older)) == {**dict.fromkeys(ZONED, "Asia/Shanghai"), "cityops": "Europe/Berlin"}
+    assert _zones(Settings()) == dict.fromkeys(ZONED, "Asia/Shanghai")
+
+    from pipelines.analytics.config import AnalyticsConfig
+
+    given = AnalyticsConfig()  # a section an API caller built: followed by a copy, not changed under it
+    assert Settings(timezone="Europe/Berlin", analytics=given).analytics.timezone == "Europe/Berlin"
+    assert given.timezone == "Asia/Shanghai"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("timezone: Mars/Olympus\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{bad}: timezone: Value error, unknown time zone 'Mars/Olympus'"):
+        load_settings(bad)
+
+
+def test_the_city_time_zone_reaches_the_pages_clock_and_triage_exif_times(tmp_path, bus_jpg, monkeypatch):
+    """Through real consumers: GET /meta (the review pages' clock) and `streetwatch triage --config` reading an
+    EXIF time without an offset, both set by the one top-level line."""
+    from datetime import datetime
+
+    from fastapi.testclient import TestClient
+
+    from tests.api_helpers import auth, make_app
+    from tests.triage_helpers import phone_photo
+
+    monkeypatch.delenv("STREETWATCH_EVIDENCE_KEY", raising=False)
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump({"timezone": "Europe/Berlin", "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                      "service": {"data_dir": str(tmp_path / "service")},
+                                      "triage": {"ocr": "off", "workers": 1, "verifier": "none"}}), encoding="utf-8")
+    app, tokens = make_app(load_settings(config))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/meta", headers=auth(tokens["inspector"])).json()["timezone"] == "Europe/Berlin"
+
+    photo = phone_photo(bus_jpg, tmp_path / "photos" / "bus.jpg", taken=datetime(2023, 11, 29, 10, 15, 22))  # no offset tag
+    result = CliRunner().invoke(cli, ["triage", str(photo), "--out", str(tmp_path / "out"), "--config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    [record] = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert (record["taken_at"], record["time_source"]) == ("2023-11-29T10:15:22+01:00", "exif")  # Berlin's winter, not +08:00
 
 
 def test_configuration_files_are_replaced_whole(tmp_path):

@@ -35,7 +35,8 @@ class EvidenceConfig(ConfigModel):
         "bundles they signed stay verifiable.")
     timezone: str = Field(
         "Asia/Shanghai", title="Local time zone",
-        description="IANA zone for the local times written next to UTC times in the manifest.")
+        description="IANA zone for the local times written next to UTC times in the manifest; in the settings file, default: "
+        "the settings' `timezone`.")
     city: str = Field(
         "default", title="City code table", description="Which city's 大类/小类 codes of the taxonomy the manifest records.",
         min_length=1)

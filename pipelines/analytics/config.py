@@ -17,7 +17,8 @@ class AnalyticsConfig(ConfigModel):
 
     timezone: TimeZoneName = Field(
         "Asia/Shanghai", title="Time zone",
-        description="IANA zone in which days, weeks, months and hours of day are counted (a day starts at local midnight).")
+        description="IANA zone in which days, weeks, months and hours of day are counted (a day starts at local midnight) "
+                    "and the pages show times; default: the settings' `timezone`.")
     grid: Path | None = Field(
         None, title="Grid cells",
         description="GeoJSON of 单元网格 polygons (usually the file triage uses): property `id`, optional `name`, "

@@ -42,7 +42,7 @@ def patrol(
     imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Network input size in pixels (multiple of 32). [default: 640]")] = None,
     ocr: Annotated[str | None, typer.Option("--ocr", help="Read text and phone numbers: auto, all or off (as triage). [default: auto]")] = None,
     verifier: VerifierOpt = None,
-    timezone: Annotated[str | None, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times). [default: Asia/Shanghai]")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times). [default: triage.timezone, else the settings' timezone, Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")] = True,

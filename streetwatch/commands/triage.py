@@ -29,7 +29,7 @@ def triage(
     verifier: Annotated[str | None, typer.Option("--verifier", help="Verifier id or card (docs/verifier.md) that judges stalls, spillover, postings and zone-less parking; none = detector classes alone. [default: the promoted verifier]")] = None,
     ocr: Annotated[str | None, typer.Option("--ocr", help="Read text and phone numbers (flyposting): auto = the 2 most posting-like tiles of photos the verifier gates, and photos where the model saw posters, signs or small ads; all = every photo whole (slow: ~1 s/photo on CPU); off. [default: auto]")] = None,
     phone_region: Annotated[str | None, typer.Option("--phone-region", help="Region whose phone numbers are read without a country code (ISO 3166: CN, HK, TW, GB ...). [default: CN]")] = None,
-    timezone: Annotated[str | None, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset and of times in file names (IMG_20231129_101522.jpg), and of the report. [default: Asia/Shanghai]")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset and of times in file names (IMG_20231129_101522.jpg), and of the report. [default: triage.timezone, else the settings' timezone, Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
     dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
