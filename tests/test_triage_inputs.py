@@ -234,6 +234,37 @@ def test_photos_without_exif_time_are_timed_by_the_time_in_their_file_name(tmp_p
     assert got["IMG_20231129_101522.jpg"][0].utcoffset() == timedelta(hours=1)  # Berlin in November, not Shanghai
 
 
+def test_an_impossible_file_time_is_not_the_capture_time(tmp_path, real_sample_dir):
+    """A real photo without EXIF or a time in its name, whose file time is the zip format's zero (1980-01-01, as zip
+    tools store it), a camera's unset 1970, or in the future: timed by the run, with a warning saying why."""
+    [street] = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:1]
+    phone = phone_photo(street, tmp_path / "phone" / "original.jpg", taken=datetime(2023, 11, 29, 10, 15, 22))
+    file_times = {"zero.jpg": datetime(1980, 1, 1, tzinfo=UTC), "unset.jpg": datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC),
+                  "ahead.jpg": (datetime.now(UTC) + timedelta(days=400)).replace(microsecond=0)}
+    for name, at in file_times.items():
+        os.utime(_exported(phone, tmp_path / "export" / name), (at.timestamp(), at.timestamp()))
+    with zipfile.ZipFile(tmp_path / "export" / "photos.zip", "w") as zf:  # the member's stored date is the zip's zero
+        zf.writestr(zipfile.ZipInfo("day/member.jpg", date_time=(1980, 1, 1, 0, 0, 0)), (tmp_path / "export" / "zero.jpg").read_bytes())
+
+    settings = TriageSettings(out=tmp_path / "out")
+    journal, archives = Journal(settings.out, resume=False), ArchiveCache()
+    before = datetime.now(UTC)
+    got = {}
+    for source in expand_sources([tmp_path / "export"]):
+        photo = load_photo(source, archives, settings, journal, None, StageProfile(seconds=dict.fromkeys(STAGES, 0.0)))
+        got[source.filename] = photo
+    archives.close()
+    after = datetime.now(UTC)
+    expected = {"zero.jpg": "1980-01-01T00:00:00+00:00 is before 2000", "unset.jpg": "1970-01-01T00:00:05+00:00 is before 2000",
+                "ahead.jpg": f"{file_times['ahead.jpg'].isoformat()} is in the future",
+                "member.jpg": "1980-01-01T00:00:00+08:00 is before 2000"}
+    assert got.keys() == expected.keys()
+    for name, why in expected.items():
+        photo = got[name]
+        assert photo.time_source == "run" and before <= photo.taken_at <= after, name
+        assert photo.warnings == [f"file time impossible: {name!r}: {why}; the run's time is used"], name
+
+
 def _ring(x1, y1, x2, y2):
     return [[[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]]
 

@@ -121,6 +121,12 @@ def name_time(name: str, tz: ZoneInfo) -> datetime | None:
             raise ValueError(f"{name!r}: {m.group(0)!r} is no date and time ({exc})") from None
     else:
         return None
+    return possible_capture(taken, name)
+
+
+def possible_capture(taken: datetime, name: str) -> datetime:
+    """`taken` (aware) when it can be when photo `name` was taken; else ValueError naming the name and why: before
+    2000 (a clock never set: 1970, 2000-01-01 00:00 of a camera; 1980-01-01, the zip format's zero) or in the future."""
     if taken < EARLIEST_CAPTURE:
         raise ValueError(f"{name!r}: {taken.isoformat()} is before 2000")
     if taken > datetime.now(timezone.utc):

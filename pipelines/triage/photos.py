@@ -20,7 +20,7 @@ from detect.engine.profile import StageProfile
 from detect.frames import Frame, GeoPoint
 from detect.grades import Grade
 from detect.imageio import ImageReadError, decode_image
-from pipelines.triage.exif import PhotoFacts, name_time, read_facts
+from pipelines.triage.exif import PhotoFacts, name_time, possible_capture, read_facts
 from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.record import PhotoRecord, RecordStatus
@@ -90,7 +90,8 @@ def error_record(source: str, reason: str, sha256: str | None = None, status: st
 def capture_time(source: PhotoSource, facts: PhotoFacts, archives: ArchiveCache, tz: ZoneInfo) -> tuple[datetime, str]:
     """When the photo was taken and where that came from (`PhotoRecord.time_source`): its EXIF, else the time
     its file name carries (`exif.name_time`), else the file's modification time (often the day it was copied),
-    else the time of the run. An impossible time in the name becomes a warning in `facts`."""
+    else the time of the run. An impossible time in the name or of the file (a zip member's 1980-01-01, a camera's
+    1970, a time in the future: `exif.possible_capture`) is not used; it becomes a warning in `facts`."""
     if facts.taken_at is not None:
         return facts.taken_at, "exif"
     try:
@@ -99,7 +100,10 @@ def capture_time(source: PhotoSource, facts: PhotoFacts, archives: ArchiveCache,
     except ValueError as exc:
         facts.warnings.append(f"file name time impossible: {exc}")
     if (modified := source.modified_at(archives, tz)) is not None:
-        return modified, "file"
+        try:
+            return possible_capture(modified, source.filename), "file"
+        except ValueError as exc:
+            facts.warnings.append(f"file time impossible: {exc}; the run's time is used")
     return datetime.now(UTC), "run"
 
 
