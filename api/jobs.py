@@ -4,8 +4,9 @@ A job is a folder `jobs/<id>/`: `input/` holds the uploaded files, the folder it
 output (`results.jsonl`, `report.html`, thumbnails) and `job.json` its state. Jobs run on a
 thread pool of `job_concurrency` threads (the rest wait in order), so the event loop never runs
 triage; one detector is loaded on first use and shared (ONNX Runtime sessions are thread-safe).
-Progress is read from `results.jsonl`, which triage flushes record by record. A job that was
-queued or running when the server stopped is resumed (`resume=True`) at the next start.
+Progress is read from `results.jsonl`, which triage flushes record by record: the inputs it holds a
+record of, each once (`RecordCount`). A job that was queued or running when the server stopped is
+resumed (`resume=True`) at the next start.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,42 @@ class JobNotFound(KeyError):
     pass
 
 
+@dataclass
+class RecordCount:
+    """The inputs recorded in one job's `results.jsonl`, counted as far as its complete lines were read.
+
+    An input has more than one line while a resumed job runs: the error of the earlier run stays until the
+    journal closes (`pipelines.triage.journal`), so lines over-count. Each poll reads only the lines added
+    since the last; the journal's rewrite at its close (a new file: another inode) is read afresh. A finished
+    job's file no longer changes: its count is kept, its inputs' names are let go (`finish`)."""
+
+    file: tuple[int, int]  # (device, inode)
+    offset: int = 0  # end of the last complete line read
+    sources: set[str] = field(default_factory=set)
+    finished: int | None = None
+
+    def read(self, fh: Any) -> int:
+        """Read the complete lines after `offset` from the open binary file; the inputs recorded so far."""
+        if self.finished is not None:
+            return self.finished
+        fh.seek(self.offset)
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # still being written: read next time
+            self.offset += len(line)
+            try:
+                source = json.loads(line).get("source") if line.strip() else None
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                source = None  # not a record: `results` leaves it out too
+            if isinstance(source, str):
+                self.sources.add(source)
+        return len(self.sources)
+
+    def finish(self) -> None:
+        """The job is over (its journal closed): keep the count only."""
+        self.finished, self.sources = len(self.sources), set()
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -56,6 +94,8 @@ class TriageJobs:
         self._state_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(config.job_concurrency, thread_name_prefix="triage-job")
         self.futures: dict[str, Future] = {}
+        self._counts: dict[str, RecordCount] = {}
+        self._counts_lock = threading.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -103,7 +143,7 @@ class TriageJobs:
 
     def progress(self, job: dict[str, Any]) -> dict[str, Any]:
         """Photos recorded so far out of the total (and the phase: photos, then case evidence)."""
-        done = sum(1 for _ in self._lines(job["id"]))
+        done = self._recorded(job["id"], finished=job["state"] not in UNFINISHED)
         total = job.get("total")
         phase = job["state"]
         if job["state"] == "running":
@@ -141,6 +181,22 @@ class TriageJobs:
         if not JOB_ID.match(job_id):
             raise JobNotFound(job_id)
         return self.root / job_id
+
+    def _recorded(self, job_id: str, finished: bool) -> int:
+        """How many inputs the job's `results.jsonl` holds a record of (`RecordCount`); `finished`: the job is over."""
+        try:
+            fh = (self._dir(job_id) / RESULTS).open("rb")
+        except FileNotFoundError:
+            return 0
+        with fh, self._counts_lock:
+            stat = os.fstat(fh.fileno())
+            count = self._counts.get(job_id)
+            if count is None or count.file != (stat.st_dev, stat.st_ino) or stat.st_size < count.offset:
+                count = self._counts[job_id] = RecordCount((stat.st_dev, stat.st_ino))
+            done = count.read(fh)
+            if finished:
+                count.finish()
+            return done
 
     def _lines(self, job_id: str):
         """The complete lines of the job's `results.jsonl` (a line still being written is skipped)."""

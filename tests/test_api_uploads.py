@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import zipfile
 
@@ -74,6 +75,44 @@ def test_upload_photos_and_a_zip_runs_the_triage_pipeline(uploads, bus_jpg, zida
     other = app.state.ctx.accounts.add("inspector-2", "inspector")[1]
     assert client.get(f"/api/v1/triage/jobs/{job['id']}", headers=auth(other)).status_code == 404  # not theirs
     assert client.get("/api/v1/triage/jobs", headers=auth(other)).json() == []
+
+
+def test_a_resumed_jobs_progress_counts_a_retried_photo_once(tmp_path, monkeypatch):
+    """A job stopped with a photo recorded as an error is resumed: the photo's new record is appended and its error
+    line stays until the run ends, so counting lines showed 3 of 3 photos done (and the phase 'cases') with one
+    still to do. Inputs are counted, each once; lines are read as they come (a line still being written waits),
+    the journal's rewrite at its end afresh."""
+    from pipelines.triage.journal import Journal
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)  # this test is the resumed run
+    jobs = app.state.ctx.jobs
+    job_id, inputs = jobs.new_dir()
+    bus, copying, last = (str(inputs / f"000{i}.jpg") for i in (1, 2, 3))
+    stopped = Journal(inputs.parent, resume=False)  # the run the server stopped: one photo judged, one failed
+    stopped.append({"source": bus, "sha256": "aa", "status": "ok", "findings": []})
+    stopped.append({"source": copying, "sha256": "bb", "status": "error", "reason": "corrupt or truncated image data"})
+    stopped.close()
+    jobs._write({"id": job_id, "owner": "inspector-user", "state": "running", "created_at": "2026-01-05T08:00:00+00:00",
+                 "started_at": None, "finished_at": None, "error": None, "total": 3, "cases": [], "files": []})
+    assert jobs.progress(jobs.get(job_id)) == {"done": 2, "total": 3, "phase": "photos"}
+
+    resumed = Journal(inputs.parent, resume=True)  # the resumed run: 0002 tried again, its error line still there
+    resumed.append({"source": copying, "sha256": "cc", "status": "ok", "findings": []})
+    assert jobs.progress(jobs.get(job_id)) == {"done": 2, "total": 3, "phase": "photos"}
+    line = json.dumps({"source": last, "sha256": "dd", "status": "ok", "findings": []}) + "\n"
+    with (inputs.parent / "results.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(line[:20])  # 0003's line, read while it is being written
+        fh.flush()
+        assert jobs.progress(jobs.get(job_id))["done"] == 2
+        fh.write(line[20:])
+    assert jobs.progress(jobs.get(job_id)) == {"done": 3, "total": 3, "phase": "cases"}
+    resumed.close()  # the superseded error is dropped: a new file
+    assert [r["source"] for r in map(json.loads, (inputs.parent / "results.jsonl").read_text().splitlines())] == [bus, copying, last]
+    jobs._update(job_id, state="done")
+    with TestClient(app) as client:
+        job = client.get(f"/api/v1/triage/jobs/{job_id}", headers=auth(tokens["reviewer"])).json()
+    assert job["progress"] == {"done": 3, "total": 3, "phase": "done"}
 
 
 def _job_dirs(app) -> list:

@@ -55,7 +55,7 @@ class JobSummary(BaseModel):
 
 
 class JobProgress(BaseModel):
-    done: int = Field(description="Photos recorded so far.")
+    done: int = Field(description="Photos recorded so far, each once (a photo a resumed job tries again too).")
     total: int | None = Field(description="Photos in the job (None until the job starts).")
     phase: str = Field(description="queued, photos, cases, done or failed.")
 
