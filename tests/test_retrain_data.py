@@ -320,6 +320,39 @@ def test_from_cases_reports_a_line_whose_frame_size_or_box_is_not_usable(real_sa
         in result.stderr
     assert [f.source for f in Dataset(tmp_path / "cases").files()] == ["cases ok"]
 
+def test_from_cases_clips_a_box_that_overhangs_its_picture_and_reports_one_off_it(real_sample_dir, tmp_path):
+    """A box beyond the picture's edge was written as a label line with coordinates above 1, without a word: the
+    manifest then counted the confirmed case as a negative picture and only `data check` said why. A box that only
+    overhangs the picture is clipped to it; a box with nothing on it (wholly beyond, or starting at its edge; on the
+    picture's own 640 x 640 or the frame the line names) is reported with the line, the box and the frame, and that
+    line skipped, as on the --verifier path."""
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:4]
+    lines = [
+        {"case_id": "overhang", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[0]),
+         "boxes": [{"class_name": "garbage", "xyxy": [480, -40, 700, 320]}]},
+        {"case_id": "off", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[1]),
+         "boxes": [{"class_name": "garbage", "xyxy": [100, 200, 300, 400]}, {"class_name": "garbage", "xyxy": [650, 10, 700, 100]}]},
+        {"case_id": "edge", "violation_type": "street_stall", "decision": "confirmed", "image": str(pics[2]),
+         "boxes": [{"class_name": "umbrella", "xyxy": [10, 640, 200, 700]}]},
+        {"case_id": "frame", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[3]),
+         "width": 400, "height": 300, "boxes": [{"class_name": "garbage", "xyxy": [450, 10, 600, 100]}]},
+    ]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert "review.jsonl:2 (case off): box [650.0, 10.0, 700.0, 100.0] lies outside the 640 x 640 frame" in err
+    assert "review.jsonl:3 (case edge): box [10.0, 640.0, 200.0, 700.0] lies outside the 640 x 640 frame" in err
+    assert "review.jsonl:4 (case frame): box [450.0, 10.0, 600.0, 100.0] lies outside the 400 x 300 frame" in err
+    ds = Dataset(tmp_path / "cases")
+    [only] = ds.files()
+    assert only.source == "cases overhang" and ds.manifest.counts["boxes"] == 1
+    box = ds.labels(only).boxes  # clipped to [480, 0, 640, 320]
+    assert np.allclose(box[0, 1:], [560 / 640, 160 / 640, 160 / 640, 320 / 640], atol=1e-5)
+    assert check_dataset(ds).ok
+
+
 def test_label_parser_is_the_one_definition_of_a_valid_box():
     parsed = parse_labels(b"0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n\n1 0.5 0.5 0.2 0.2\n", nc=2)
     assert parsed.boxes.shape == (2, 5) and parsed.duplicates == 1 and not parsed.problems

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.imageio import ImageReadError, decode_image
+from detect.imageio import decode_image
 from detect.digests import sha256_file
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.vocabulary import is_hard_negative
@@ -48,8 +48,7 @@ NEGATIVE = {"rejected"}
 class _Picture:
     path: Path
     group: str
-    size: tuple[float, float] | None = None  # (w, h) of the frame the boxes are on, when the export says
-    boxes: list[tuple[str, list[float]]] = field(default_factory=list)
+    boxes: list[tuple[str, list[float]]] = field(default_factory=list)  # [x1, y1, x2, y2] as fractions of the picture
     cases: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
 
@@ -94,14 +93,14 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             findings.append(Finding(where, str(exc)))
             continue
         boxes = []
-        try:
-            size = frame_size(case)
+        try:  # each line's boxes on its own frame: another line of the same picture may name another size, or none
+            full = picture_size(image)
             if decision in POSITIVE:
-                boxes = _training_boxes(case, taxonomy, classes)
+                boxes = _training_boxes(case, frame_size(case) or full, taxonomy, classes)
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
             continue
-        pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem), size))
+        pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem)))
         pic.cases.append(re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{no}")))
         pic.boxes += boxes
         if decision in NEGATIVE:
@@ -175,9 +174,24 @@ def case_boxes(case: dict) -> list[tuple[str, list[float]]]:
     return boxes
 
 
-def _training_boxes(case: dict, taxonomy: Taxonomy, classes: ProjectClasses) -> list[tuple[str, list[float]]]:
-    """The confirmed case's boxes in project classes: its own, else their union labelled with the type's class."""
-    boxes = case_boxes(case)
+def on_frame(xyxy: list[float], size: tuple[float, float], digits: int = 6) -> list[float]:
+    """A pixel box as fractions of its (w, h) frame, clipped to 0..1 and rounded to the `digits` its file is written
+    with: a box that overhangs the picture is labelled where it is seen. ValueError when nothing of it is on the frame
+    (beyond the edge or starting on it): it would be written with coordinates out of 0..1 or no size, and the line's
+    width/height is then likely not the frame its boxes were drawn on."""
+    w, h = size
+    c = [round(min(1.0, max(0.0, v / side)), digits) for v, side in zip(xyxy, (w, h, w, h))]
+    if not (c[0] < c[2] and c[1] < c[3]):
+        raise ValueError(f"box {xyxy} lies outside the {w:g} x {h:g} frame (wrong width/height?)")
+    return c
+
+
+def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
+                    classes: ProjectClasses) -> list[tuple[str, list[float]]]:
+    """The confirmed case's boxes in project classes, as fractions of its (w, h) frame: its own, else their union
+    labelled with the type's class. Every box is checked against the frame, kept or not: one off it says the line's
+    frame is wrong."""
+    boxes = [(n, on_frame(xyxy, size)) for n, xyxy in case_boxes(case)]
     own = [(classes.match(n), xyxy) for n, xyxy in boxes if classes.match(n)]
     if own:
         return own
@@ -206,14 +220,7 @@ def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy
     index = {c: i for i, c in enumerate(used)}
     items = []
     for pic in pictures.values():
-        try:
-            full = picture_size(pic.path)
-            w, h = pic.size or full
-        except ImageReadError as exc:
-            findings.append(Finding(str(pic.path), exc.reason))
-            continue
-        rows = [[index[c], (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
-                for c, (x1, y1, x2, y2) in pic.boxes]
+        rows = [[index[c], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1] for c, (x1, y1, x2, y2) in pic.boxes]
         note = "" if pic.boxes else "hard negative: rejected " + "; ".join(pic.rejections)
         items.append(Item(src=pic.path, name=f"{pic.cases[0]}{pic.path.suffix.lower()}",
                           label=format_label(np.array(rows).reshape(-1, 5)), group=pic.group,

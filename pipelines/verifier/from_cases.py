@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import POSITIVE, case_boxes, case_decision, case_image, frame_size, picture_size
+from pipelines.retrain.from_cases import POSITIVE, case_boxes, case_decision, case_image, frame_size, on_frame, picture_size
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -90,15 +90,9 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
 
 
 def _normalised_union(xyxy: list[list[float]], size: tuple[float, float]) -> dict[str, str]:
-    """One box around all of a case's evidence boxes, as fractions of its frame clipped to 0..1 (boxes.csv's x1..y2).
-    ValueError when a box has nothing on the frame: clipped, it would have x1 >= x2 and stop the set from loading, and
-    the line's width/height is then likely not the frame its boxes were drawn on."""
-    w, h = size
-    clipped = []
-    for b in xyxy:
-        c = [round(min(1.0, max(0.0, v / side)), 4) for v, side in zip(b, (w, h, w, h))]
-        if not (c[0] < c[2] and c[1] < c[3]):
-            raise ValueError(f"box {b} lies outside the {w:g} x {h:g} frame (wrong width/height?)")
-        clipped.append(c)
+    """One box around all of a case's evidence boxes, as fractions of its frame clipped to 0..1 (boxes.csv's x1..y2,
+    written with 4 decimals). ValueError when a box has nothing on the frame (`on_frame`, the detector path's check):
+    clipped, it would have x1 >= x2 and stop the set from loading."""
+    clipped = [on_frame(b, size, digits=4) for b in xyxy]
     union = [min(c[0] for c in clipped), min(c[1] for c in clipped), max(c[2] for c in clipped), max(c[3] for c in clipped)]
     return {k: f"{v:.4f}" for k, v in zip(("x1", "y1", "x2", "y2"), union)}
