@@ -233,3 +233,29 @@ def test_resume_tries_failed_photos_again_and_reports_each_once(tmp_path, bus_jp
     again = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "3 already recorded earlier" in again.stdout and "tried again (" not in again.stdout
     assert _lines(out / "results.jsonl") == lines
+
+
+def test_resume_keeps_the_result_of_a_photo_judged_earlier_and_moved_since(tmp_path, real_sample_dir):
+    """A photo named on the command line, judged, then moved away before `--resume`, got a 'not found' error
+    beside its judged record: the report and the CSV listed it both ways. Its result is kept, the summary says so
+    once, and a photo never judged that is gone is still reported."""
+    garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    kept, moved = (shutil.copy(src, photos / f"{n}.jpg") for n, src in (("kept", garbage[0]), ("moved", garbage[1])))
+    never = photos / "never.jpg"  # named, but not there in either run
+    out = tmp_path / "out"
+    args = [str(kept), str(moved), str(never), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    judged = _lines(out / "results.jsonl")
+
+    shutil.move(moved, tmp_path / "elsewhere.jpg")  # filed away by the inspector after the first run
+    done = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3 already recorded earlier (1 judged earlier is no longer there; its result is kept)" in done.stdout
+    assert "2 readable" in done.stdout and "1 errors" in done.stdout
+    assert _lines(out / "results.jsonl") == judged  # nothing added: not a second record for the moved photo
+    records = {Path(r["source"]).name: r for r in map(json.loads, judged)}
+    assert records["moved.jpg"]["status"] == "ok" and records["never.jpg"]["reason"] == "not found"
+    assert (out / "report.html").read_text(encoding="utf-8").count("not found") == 1  # the never-there photo only

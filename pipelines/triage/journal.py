@@ -9,7 +9,8 @@ memory during a run except the small resume indexes below.
 An input whose record is an error is not done: `--resume` tries it again (the detector or a disk
 may have failed, or the file been replaced since; an unreadable file costs one read to retry). Its
 new record supersedes the error, whose line is dropped when the journal is closed, so an input that
-failed and then succeeded is reported once.
+failed and then succeeded is reported once. An input judged earlier that is no longer there (moved,
+deleted: refused unread now) keeps its record and gets no error beside it (`judged_before`).
 """
 
 from __future__ import annotations
@@ -59,15 +60,17 @@ class Journal:
     """Append-only JSONL of photo records with the resume indexes of earlier runs.
 
     `done_hashes` maps each content hash judged (`ok`) to the first source that had it; `done_pairs`
-    holds the (source, hash) pairs judged or found duplicate: what a resumed run skips. `failed` maps
-    each input whose latest record is an error to its reason: what a resumed run tries again (module
-    docstring). Lines are only ever appended while a run goes; superseded errors go at `close`.
+    holds the (source, hash) pairs judged or found duplicate: what a resumed run skips; `done_sources`
+    their sources, whatever the content was. `failed` maps each input whose latest record is an error
+    to its reason: what a resumed run tries again (module docstring). Lines are only ever appended
+    while a run goes; superseded errors go at `close`.
     """
 
     def __init__(self, out_dir: Path, *, resume: bool) -> None:
         self.path = out_dir / RESULTS
         self.done_hashes: dict[str, str] = {}
         self.done_pairs: set[tuple[str, str | None]] = set()
+        self.done_sources: set[str] = set()
         self.failed: dict[str, str] = {}
         self.previous = 0
         self._lines = 0  # complete lines in the file
@@ -111,6 +114,7 @@ class Journal:
             return
         self.failed.pop(record.source, None)
         self.done_pairs.add((record.source, record.sha256))
+        self.done_sources.add(record.source)
         if record.ok and record.sha256:
             self.done_hashes.setdefault(record.sha256, record.source)
 
@@ -133,6 +137,11 @@ class Journal:
     def refused_before(self, source: str, reason: str) -> bool:
         """An input refused unread (`sources.Refused`) whose latest record is this same refusal: nothing to redo."""
         return self.failed.get(source) == reason
+
+    def judged_before(self, source: str) -> bool:
+        """This input's latest record is judged or a duplicate: when it is now refused unread (moved or deleted since),
+        that record stands, and an error beside it would list the input both ways in the report and the CSV."""
+        return source in self.done_sources and source not in self.failed
 
     def retries(self, names: Iterable[str]) -> int:
         """How many of these inputs failed in an earlier run (and are tried again)."""

@@ -25,7 +25,7 @@ from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.settings import TriageSettings
-from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
+from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, SourceReadError
 
 
 @dataclass
@@ -78,7 +78,8 @@ class Photo:
 class Skipped:
     """Already recorded by an earlier run (`--resume`)."""
 
-    source: PhotoSource
+    source: PhotoSource | Refused
+    gone: bool = False  # judged earlier, refused unread now (moved, deleted): its record is kept
 
 
 def error_record(source: str, reason: str, sha256: str | None = None, status: str = RecordStatus.ERROR, **extra: Any) -> PhotoRecord:

@@ -66,11 +66,12 @@ class TriageInterrupted(KeyboardInterrupt):
 
 @dataclass
 class RunStats:
-    """Counts of this run (records of earlier runs are `skipped`; inputs that failed in them are tried
-    again: `retried`, of which `recovered` were judged this time)."""
+    """Counts of this run (records of earlier runs are `skipped`, of which `gone` were judged and are no longer
+    there; inputs that failed in them are tried again: `retried`, of which `recovered` were judged this time)."""
 
     listed: int = 0
     skipped: int = 0
+    gone: int = 0
     retried: int = 0
     recovered: int = 0
     ok: int = 0
@@ -285,7 +286,7 @@ class PhotoSteps:
     """
 
     settings: TriageSettings
-    journal: Journal  # read only: `seen`, `refused_before` and `done_hashes`, the resume indexes
+    journal: Journal  # read only: `seen`, `refused_before`, `judged_before` and `done_hashes`, the resume indexes
     grid: GridCells | None
     judgement: Judgement
     detector: Detector | None = None  # None: this copy only reads
@@ -306,6 +307,8 @@ class PhotoSteps:
 
     def read(self, item: PhotoSource | Refused) -> Photo | Skipped | PhotoRecord:
         if isinstance(item, Refused):
+            if self.journal.judged_before(item.name):
+                return Skipped(item, gone=True)
             return Skipped(item) if self.journal.refused_before(item.name, item.reason) else error_record(item.name, item.reason)
         try:
             return load_photo(item, self.archives, self.settings, self.journal, self.grid, self.stages)
@@ -378,6 +381,7 @@ def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Anal
             for item in outcomes:
                 if isinstance(item, Skipped):
                     stats.skipped += 1
+                    stats.gone += item.gone
                     advance()
                 elif isinstance(item, PhotoRecord):
                     writer.put(item)

@@ -84,6 +84,8 @@ def triage(
     s, t = result.stats, result.tally
     typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
+               + (f" ({s.gone} judged earlier {'is' if s.gone == 1 else 'are'} no longer there; "
+                  f"{'its result is' if s.gone == 1 else 'their results are'} kept)" if s.gone else "")
                + (f", {s.retried} that failed earlier tried again ({s.recovered} judged now)" if s.retried else ""))
     n = len(result.groups)
     typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
