@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import jsonschema
@@ -457,6 +460,23 @@ def test_a_cn_dcm_error_inside_a_200_envelope_is_read_by_its_code(tmp_path, worl
     dispatcher.close()
 
 
+@contextmanager
+def _one_case_answered(world, bus_event, body: bytes, prefix: str) -> Iterator[tuple[str, Any, Dispatcher]]:
+    """One queued case sent once to a cn-dcm platform that answers every request HTTP 200 with `body` (no look-up):
+    (case id, the pass's stats, the dispatcher)."""
+    store, evidence, spool = world
+    platform = Platform(lambda h: (200, {"Content-Type": "application/json"}, body))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix=prefix)
+        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2,
+                                                            lookup=False)}, **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        yield case_id, dispatcher.run_once(), dispatcher
+        dispatcher.close()
+    finally:
+        platform.stop()
+
+
 @pytest.mark.parametrize(("answer", "outcome"), [
     pytest.param({"code": "0", "msg": "成功", "data": {"taskNumber": "T-1"}}, "delivered", id="code-text-0"),
     pytest.param({"code": 200, "taskNumber": "T-1"}, "delivered", id="code-200"),
@@ -471,14 +491,8 @@ def test_a_cn_dcm_error_inside_a_200_envelope_is_read_by_its_code(tmp_path, worl
     pytest.param({"code": "00000", "msg": "操作成功"}, "parked", id="unknown-code-no-number"),
 ])
 def test_a_cn_dcm_envelope_decides_between_delivered_retried_and_parked(tmp_path, world, bus_event, answer, outcome):
-    store, evidence, spool = world
-    platform = Platform(lambda h: (200, {"Content-Type": "application/json"}, json.dumps(answer).encode()))
-    try:
-        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix="cam-verdict")
-        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2,
-                                                            lookup=False)}, **FAST)
-        dispatcher = Dispatcher(store, evidence, config)
-        stats = dispatcher.run_once()
+    store = world[0]
+    with _one_case_answered(world, bus_event, json.dumps(answer).encode(), "cam-verdict") as (case_id, stats, _):
         assert getattr(stats, outcome) == 1, stats
         [entry] = store.outbox_entries(case_id=case_id)
         if outcome == "delivered":
@@ -488,9 +502,6 @@ def test_a_cn_dcm_envelope_decides_between_delivered_retried_and_parked(tmp_path
             assert said in entry.last_error and ("code" not in answer or f"platform code {answer['code']}" in entry.last_error)
             assert ("success_codes" in entry.last_error) == (outcome == "parked" and "code" in answer), entry.last_error
             assert entry.status == ("parked" if outcome == "parked" else "pending"), entry
-        dispatcher.close()
-    finally:
-        platform.stop()
 
 
 @pytest.mark.parametrize(("lookup_answer", "outcome"), [
@@ -571,23 +582,14 @@ def test_a_cn_dcm_verification_report_reads_the_envelope_code(tmp_path, world, b
 @pytest.mark.parametrize("answer", [{"taskNumber": {"id": 1}}, {"taskNumber": [7]}, {"taskNumber": True}, "NaN"])
 def test_a_task_number_that_is_not_one_is_retried_not_stored(tmp_path, world, bus_event, answer):
     """`{"taskNumber": {"id": 1}}` (or NaN) was stored as the case's reference ("{'id': 1}", "nan"): nobody's case."""
-    store, evidence, spool = world
+    store = world[0]
     body = '{"taskNumber": NaN}' if answer == "NaN" else json.dumps(answer)
-    platform = Platform(lambda h: (200, {"Content-Type": "application/json"}, body.encode()))
-    try:
-        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", prefix="cam-tn")
-        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2,
-                                                            lookup=False)}, **FAST)
-        dispatcher = Dispatcher(store, evidence, config)
-        stats = dispatcher.run_once()
+    with _one_case_answered(world, bus_event, body.encode(), "cam-tn") as (case_id, stats, _):
         assert stats.delivered == 0 and stats.retried == 1, stats
         case = store.get(case_id)
         assert case.state is CaseState.QUEUED and case.dispatch_ref is None
         [entry] = store.outbox_entries()
         assert "is not a task number" in entry.last_error, entry.last_error
-        dispatcher.close()
-    finally:
-        platform.stop()
 
 
 def test_a_platform_dripping_its_answer_is_cut_off_at_the_targets_timeout(tmp_path, world, bus_event):
