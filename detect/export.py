@@ -32,7 +32,7 @@ from detect.digests import sha256_file
 from detect.engine.letterbox import make_batch
 from detect.engine.postprocess import RAW_BOX_OUTPUT, RAW_BOX_TASK, RawBoxHead
 from detect.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
-from detect.registry import ModelCard, export_id, id_taken, registry_dir, resolve_weights, save_card
+from detect.registry import ModelCard, export_id, id_taken, path_model_id, registry_dir, resolve_weights, save_card
 from detect.verifier.neck import add_neck_features
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,10 @@ def export_onnx(
     calib: Path | None = None,
     calib_max: int = 64,
 ) -> ExportedModel:
-    """Export `model` (id or .pt path) to ONNX, register the standard export and the engine variant."""
+    """Export `model` (id or .pt path) to ONNX, register the standard export and the engine variant.
+
+    A path's export is named by its content (`path_model_id`: best-3fa2c1d0-640-dyn), so runs' many best.pt files
+    each keep their own."""
     if imgsz <= 0 or imgsz % 32:
         raise ValueError(f"--imgsz must be a positive multiple of 32, got {imgsz}")
     if int8 and calib is None:
@@ -73,7 +76,7 @@ def export_onnx(
     if int8 and half:
         raise ValueError("choose one of --int8 and --half")
     weights, base_card = resolve_weights(model)
-    base_id = base_card.id if base_card else weights.stem
+    base_id = base_card.id if base_card else path_model_id(weights)
     new_id = export_id(base_id, imgsz, dynamic, half, int8)
     ensure_export_ids_free(base_id, [new_id, export_id(base_id, imgsz, dynamic, half, int8, raw_box=True)])
     out_dir = registry_dir().parent
@@ -123,8 +126,8 @@ def ensure_export_ids_free(base_id: str, ids: list[str]) -> None:
         taken = id_taken(wanted, replaceable=lambda card: card.format == "onnx" and card.exported_from == base_id, promoted_ok=True)
         if taken:
             raise ValueError(f"the export of {base_id} at these settings is named {wanted}, but {taken}: nothing exported; "
-                             "export with other settings, or a copy of the weights under another file name "
-                             "(--model DIR/NAME.pt)")
+                             "export with other settings, or give that model another id (a copy of these weights "
+                             "under another file name is still this model: a path is named by its content)")
 
 
 def _ultralytics_export(weights: Path, *, imgsz: int, dynamic: bool, half: bool) -> tuple[Path, RawBoxHead | None]:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from detect.config_io import load_model, write_text_atomic
+from detect.digests import sha256_file
 
 PROJECT_MODELS = Path(__file__).resolve().parents[1] / "models"
 _RELEASE_NAME = re.compile(r"^yolo(v\d+|\d+)[nsmlx]$")
@@ -138,6 +139,26 @@ def resolve_weights(model: str | Path) -> tuple[Path, ModelCard | None]:
         + (f", or unset YOLO_OFFLINE on a machine with internet so Ultralytics downloads {card.download}."
            if card.download else ".")
     )
+
+
+PATH_DIGEST_CHARS = 8
+"""Hex digits of a weights file's SHA-256 in the id of a model given by path (`path_model_id`)."""
+
+
+def path_model_id(weights: Path) -> str:
+    """The id a weights file given by path answers to, by its content: the registered model whose id loads these very
+    bytes (a copy of yolo11n's file is yolo11n), else the file's stem and the start of its SHA-256 (best-3fa2c1d0).
+
+    By content, not by name: every training run's weights are `best.pt`, and two of them must neither share one export
+    (its card and .onnx) nor pass for each other's neck (`detect.verifier.backbones.neck_id`); the same file given
+    again must find its own export instead of being exported again."""
+    digest = sha256_file(weights)
+    for card in list_cards():
+        if card.format == "pt" and digest in card.sha256.values():
+            found = find_file(card)
+            if found is not None and sha256_file(found) == digest:
+                return card.id
+    return f"{weights.stem}-{digest[:PATH_DIGEST_CHARS]}"
 
 
 def runs_dir() -> Path:

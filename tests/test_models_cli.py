@@ -224,6 +224,88 @@ def test_an_older_cut_export_under_the_standard_name_is_exported_again(tmp_path,
     assert detector.model_path == engine and detector.head is not None and task() == "detect"
 
 
+def _written_cards(models) -> dict[str, str]:
+    """Each card of a test's registry and when it was written (an export writes its cards anew)."""
+    import yaml
+
+    return {p.name: yaml.safe_load(p.read_text(encoding="utf-8"))["created"] for p in (models / "registry").glob("*.yaml")}
+
+
+def _training_run_weights(weights, best) -> None:
+    """`best` as a training run leaves it: a real checkpoint saved anew (its own date), so no registered model has
+    these bytes."""
+    import torch
+
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=False)
+    checkpoint["date"] = f"2026-12-06T10:00:00 {best.parent.parent.name}"
+    best.parent.mkdir(parents=True)
+    torch.save(checkpoint, best)
+
+
+def test_a_pt_file_given_by_path_is_exported_once_under_an_id_of_its_content(tmp_path, monkeypatch):
+    """`--model runs/x/weights/best.pt` (a path, not an id) was exported again on every load, an Ultralytics export each
+    time a command started, and as best-<imgsz>-dyn whatever its weights, so a second run's best.pt overwrote the first
+    one's card and .onnx. The export is named by the file's content (best-<8 hex of its SHA-256>-...): the same file
+    runs its registered export again, another best.pt gets its own; the torch backend names the file alike, so both
+    backends read the neck of the same id (detect.verifier.backbones.neck_id). An export of it without the neck output
+    is made again for the verifier, as a registered model's is (it stopped with "unknown model 'run1/weights/best.pt'")."""
+    from detect.digests import sha256_file
+    from detect.engine import load_detector
+    from detect.registry import PROJECT_MODELS
+    from detect.verifier.backbones import neck_id
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    first, second = tmp_path / "run1" / "weights" / "best.pt", tmp_path / "run2" / "weights" / "best.pt"
+    for path, weights in ((first, "yolov8n-int8dq.pt"), (second, "yolo11n-int8dq.pt")):
+        _training_run_weights(PROJECT_MODELS / weights, path)
+    id_a, id_b = (f"best-{sha256_file(p)[:8]}" for p in (first, second))
+
+    a = load_detector(first, imgsz=320)
+    assert a.model_id == f"{id_a}-320-dyn-rawbox" and neck_id(a.model_id) == f"{id_a}-neck"
+    cards = _written_cards(models)
+    assert sorted(cards) == [f"{id_a}-320-dyn-rawbox.yaml", f"{id_a}-320-dyn.yaml"]
+    assert get_card(f"{id_a}-320-dyn").exported_from == id_a
+    again = load_detector(first, imgsz=320)
+    assert again.model_id == a.model_id and _written_cards(models) == cards  # its export, not a new one
+
+    b = load_detector(second, imgsz=320)
+    assert id_b != id_a and b.model_id == f"{id_b}-320-dyn-rawbox"
+    after = _written_cards(models)
+    assert {k: v for k, v in after.items() if k in cards} == cards  # the first one's cards untouched
+    assert sorted(after) == sorted([*cards, f"{id_b}-320-dyn-rawbox.yaml", f"{id_b}-320-dyn.yaml"])
+    assert sorted(p.name for p in models.glob("*.onnx")) == sorted(k.replace(".yaml", ".onnx") for k in after)
+    assert load_detector(first, backend="torch", imgsz=320).model_id == id_a
+    # Its export made before exports carried the verifier's neck output is exported again once for the verifier.
+    import onnx
+
+    engine = models / f"{id_a}-320-dyn-rawbox.onnx"
+    old = onnx.load(str(engine))
+    old.graph.output.remove(next(o for o in old.graph.output if o.name == "neck_features"))
+    onnx.save(old, str(engine))
+    assert not load_detector(first, imgsz=320).has_features
+    assert load_detector(first, imgsz=320, features=True).has_features and load_detector(first, imgsz=320).has_features
+
+
+def test_a_path_to_a_registered_models_weights_runs_that_models_export(onnx_detector, tmp_path, monkeypatch):
+    """A .pt file with the very bytes a registered model id loads is that model: its export runs (none is made for the
+    path) and its neck is that model's, so heads trained on yolo11n's neck accept it from either backend."""
+    import shutil
+
+    from detect.engine import load_detector
+    from detect.verifier.backbones import neck_id
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    copy = tmp_path / "elsewhere" / "weights.pt"
+    copy.parent.mkdir()
+    shutil.copyfile(resolve_weights("yolo11n")[0], copy)
+    detector = load_detector(copy)
+    assert detector.model_id == onnx_detector.model_id == "yolo11n-640-dyn-rawbox" and neck_id(detector.model_id) == "yolo11n-neck"
+    assert not models.exists()  # nothing exported
+    assert load_detector(copy, backend="torch").model_id == "yolo11n"
+
+
 @pytest.mark.parametrize("folder, card_id, fmt, source", [
     ("registry", "yolo11n-640", "pt", "fine-tuned from yolo11n on cases-v2"),  # a fine-tune named like an export
     ("cards", "yolo11n-640", "onnx", "the city's own stall detector"),  # a shipped card the export would shadow
@@ -241,7 +323,8 @@ def test_export_refuses_an_id_another_model_answers_to(tmp_path, monkeypatch, fo
     result = runner.invoke(app, ["models", "export", "--model", "yolo11n", "--imgsz", "640"])
     assert result.exit_code == 2, result.output
     assert (f"the export of yolo11n at these settings is named {card_id}, but the registry already has the {fmt} model "
-            f"'{card_id}' ({source}), which a new card of that id would replace or shadow: nothing exported") in result.stderr
+            f"'{card_id}' ({source}), which a new card of that id would replace or shadow: nothing exported; export with "
+            "other settings, or give that model another id") in result.stderr
     assert get_card(card_id).source == source
     assert sorted(p.name for p in models.rglob("*")) == sorted([folder, card.name])  # nothing written beside it
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from detect.engine.base import Detector, DetectorConfigError
 from detect.engine.postprocess import RAW_HEAD_BINS
-from detect.registry import RAW_BOX_SUFFIX, ModelNotFoundError, default_model, find_export, get_card, resolve_weights
+from detect.registry import (RAW_BOX_SUFFIX, ModelNotFoundError, default_model, find_export, get_card, path_model_id,
+                             resolve_weights)
 
 __all__ = ["BACKENDS", "Detector", "DetectorConfigError", "ModelNotFoundError", "load_detector"]
 
@@ -65,7 +66,7 @@ def load_detector(
         weights, card = resolve_weights(model)
         if weights.suffix == ".onnx":
             raise DetectorConfigError(f"{weights}: the torch backend needs a .pt checkpoint, not ONNX")
-        model_id = card.id if card else weights.stem
+        model_id = card.id if card else path_model_id(weights)  # as the ONNX backend's export of it says (neck_id)
         return TorchDetector(weights, model_id=model_id, device=device, threads=threads, rect=rect,
                              half=half, device_preprocess=device_preprocess, compile_mode=compile_mode,
                              **common)
@@ -78,7 +79,7 @@ def load_detector(
         path, model_id = _onnx_file(model, imgsz, dynamic, bool(half), int8)
         detector = OnnxDetector(path, model_id=model_id, device=device, threads=threads, providers=providers,
                                 rect=rect, **common)
-        if features and not detector.has_features and Path(str(model)).suffix != ".onnx" and get_card(str(model)).format != "onnx":
+        if features and not detector.has_features and _exported(model):
             if int8:  # an INT8 export needs its calibration images: say how, never swap in the fp32 graph unasked
                 raise DetectorConfigError(
                     f"{path.name} has no neck output for the verifier (an INT8 export made before they carried one): export "
@@ -98,6 +99,13 @@ def load_detector(
     raise DetectorConfigError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
 
 
+def _exported(model: str | Path) -> bool:
+    """The ONNX backend runs an export of this model, which can be made again: a .pt path (named by its content,
+    `path_model_id`) or an id whose card is not ONNX; not an .onnx file or an ONNX card, which are run as they are."""
+    suffix = Path(str(model)).suffix
+    return suffix == ".pt" or (suffix != ".onnx" and get_card(str(model)).format != "onnx")
+
+
 def _cut_under_standard_name(path: Path) -> bool:
     """An export an older streetwatch cut (raw-box head) but named like a standard one. Needs `onnx` (the
     exporter's extra) to read the metadata cheaply; without it the question does not arise (no re-export)."""
@@ -110,24 +118,28 @@ def _cut_under_standard_name(path: Path) -> bool:
 
 
 def _onnx_file(model: str | Path, imgsz: int, dynamic: bool, half: bool, int8: bool) -> tuple[Path, str]:
-    """The ONNX file for a model: given directly, registered as ONNX, or an export of a .pt model."""
+    """The ONNX file for a model: given directly, registered as ONNX, or an export of a .pt model (a .pt path's export
+    is found by the file's content, `path_model_id`, so the same file is exported once)."""
     p = Path(model)
     if p.suffix == ".onnx":
         if not p.is_file():
             raise ModelNotFoundError(f"model file not found: {p}")
         return p, p.stem
     legacy: tuple[Path, str] | None = None
-    if p.suffix != ".pt":
+    if p.suffix == ".pt":
+        base_id = path_model_id(resolve_weights(p)[0])
+    else:
         card = get_card(str(model))
         if card.format == "onnx":
             path, _ = resolve_weights(card.id)
             return path, card.id
-        for raw_box in (True, False):  # the engine's faster variant first, else the standard export
-            found = find_export(card.id, imgsz, dynamic, half, int8, raw_box=raw_box)
-            if found and (raw_box or int8 or not _cut_under_standard_name(found[0])):
-                return found[0], found[1].id
-            if found:
-                legacy = found[0], found[1].id
+        base_id = card.id
+    for raw_box in (True, False):  # the engine's faster variant first, else the standard export
+        found = find_export(base_id, imgsz, dynamic, half, int8, raw_box=raw_box)
+        if found and (raw_box or int8 or not _cut_under_standard_name(found[0])):
+            return found[0], found[1].id
+        if found:
+            legacy = found[0], found[1].id
     if int8:
         raise ModelNotFoundError(
             f"no INT8 export of '{model}' at imgsz {imgsz}: run `streetwatch models export --model {model} "
