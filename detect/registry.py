@@ -158,7 +158,8 @@ def path_model_id(weights: Path) -> str:
             found = find_file(card)
             if found is not None and sha256_file(found) == digest:
                 return card.id
-    return f"{weights.stem}-{digest[:PATH_DIGEST_CHARS]}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", weights.stem).strip("-.") or "model"  # `my model.pt`, `模型.pt`: an id cards accept
+    return f"{stem}-{digest[:PATH_DIGEST_CHARS]}"
 
 
 def runs_dir() -> Path:

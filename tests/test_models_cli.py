@@ -498,3 +498,17 @@ def test_verifier_show_says_how_each_type_is_judged():
     # measured but not shipped: said so, and no operating points offered for it
     assert "  exposed_garbage (not shipped: judged by detector classes)\n" in result.output
     assert "exposed_garbage p0.5" not in result.output and "  street_stall\n" in result.output
+
+
+@pytest.mark.parametrize(("name", "stem"), [("my model.pt", "my-model"), ("模型.pt", "model"), ("best.pt", "best")])
+def test_a_path_model_is_named_so_a_card_accepts_the_id(tmp_path, name, stem):
+    """A path's id is its stem and a digest of its bytes; `my model.pt` gave an id with a space, which the card refused
+    only after the Ultralytics export had run."""
+    from detect.digests import sha256_file
+    from detect.registry import ModelCard, path_model_id
+
+    weights = tmp_path / name
+    weights.write_bytes(b"bytes of no registered model " + name.encode())
+    model_id = path_model_id(weights)
+    assert model_id == f"{stem}-{sha256_file(weights)[:8]}"
+    ModelCard(id=model_id, format="pt", files=[weights.name])  # accepted

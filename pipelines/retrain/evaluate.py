@@ -211,13 +211,13 @@ def evaluate_model(model: str, dataset: Dataset, *, out_dir: Path, backend: str 
                    imgsz: int | None = None, taxonomy: Taxonomy | None = None, split: str | None = "default") -> EvalResult:
     """Box metrics and case metrics of `model` (id or weights file) on `dataset`; writes eval.json."""
     from detect.engine import load_detector
-    from detect.registry import get_card, resolve_weights
+    from detect.registry import get_card, path_model_id, resolve_weights
 
     taxonomy = taxonomy or load_taxonomy()
     weights, card = resolve_weights(model)
     if card is None and weights.suffix != ".onnx":
         try:
-            card = get_card(weights.stem)
+            card = get_card(path_model_id(weights))  # the card of its export, or of the registered model with these bytes
         except FileNotFoundError:
             card = None
     imgsz = imgsz or (card.imgsz if card else 640)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detect.registry import ModelCard, get_card, id_taken, registry_dir, resolve_weights, runs_dir, save_card
+from detect.registry import ModelCard, get_card, id_taken, path_model_id, registry_dir, resolve_weights, runs_dir, save_card
 from detect.digests import sha256_file
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.dataset import Dataset, DatasetError
@@ -85,7 +85,7 @@ def train_model(
     run_dir = runs_dir() / model_id
     ensure_trainable(dataset, allow_check_failures)
     weights, base_card = resolve_weights(base)
-    base_id = base_card.id if base_card else weights.stem
+    base_id = base_card.id if base_card else path_model_id(weights)  # by content: every run's weights are best.pt
     data_yaml = dataset.ultralytics_yaml(run_dir / "data.yaml")
 
     from detect.runtime_env import import_yolo
