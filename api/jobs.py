@@ -151,7 +151,10 @@ class TriageJobs:
         return {"done": done, "total": total, "phase": phase}
 
     def results(self, job_id: str) -> list[PhotoRecord]:
-        """Per-photo records with server paths replaced by the uploaded file names (the fields each holds)."""
+        """Per-photo records with server paths replaced by the uploaded file names (the fields each holds).
+
+        One record per input, its latest, where the latest line stands: while a resumed job runs, a photo tried
+        again has its earlier error line too until the journal closes (as `RecordCount` counts it once)."""
         job = self.get(job_id)
         labels = {f["name"]: f["label"] for f in job["files"]}
         inputs = re.compile(re.escape(str(self._dir(job_id) / "input")) + r"/([0-9]{4}\.[a-z]+)")
@@ -159,7 +162,7 @@ class TriageJobs:
         def relabel(text: str) -> str:  # "duplicate of /srv/.../input/0001.jpg" -> "duplicate of bus.jpg"
             return inputs.sub(lambda m: labels.get(m.group(1), m.group(1)), text)
 
-        out = []
+        latest: dict[str, PhotoRecord] = {}  # source -> its latest record, in the order of those lines
         for number, line in enumerate(self._lines(job_id), 1):
             try:
                 record = json.loads(line)
@@ -170,10 +173,13 @@ class TriageJobs:
                 if isinstance(record.get(key), str):
                     record[key] = relabel(record[key])
             try:
-                out.append(parse_record(record, f"job {job_id}: {RESULTS}:{number}"))
+                parsed = parse_record(record, f"job {job_id}: {RESULTS}:{number}")
             except RecordError:
                 log.exception("job %s: unreadable record left out", job_id)
-        return out
+                continue
+            latest.pop(parsed.source, None)
+            latest[parsed.source] = parsed
+        return list(latest.values())
 
     # ---- internals -------------------------------------------------------------------------
 

@@ -115,6 +115,32 @@ def test_a_resumed_jobs_progress_counts_a_retried_photo_once(tmp_path, monkeypat
     assert job["progress"] == {"done": 3, "total": 3, "phase": "done"}
 
 
+def test_a_resumed_jobs_results_list_a_retried_photo_once(tmp_path, monkeypatch):
+    """While a resumed job runs, a photo tried again has its error line and its new record in results.jsonl (the
+    error goes when the run ends): the results listed both. One record per input, its latest, where that stands."""
+    from pipelines.triage.journal import Journal
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)  # this test is the resumed run
+    jobs = app.state.ctx.jobs
+    job_id, inputs = jobs.new_dir()
+    bus, copying, last = (str(inputs / f"000{i}.jpg") for i in (1, 2, 3))
+    stopped = Journal(inputs.parent, resume=False)  # the run the server stopped: one photo judged, one failed
+    stopped.append({"source": copying, "sha256": "bb", "status": "error", "reason": "corrupt or truncated image data"})
+    stopped.append({"source": bus, "sha256": "aa", "status": "ok", "findings": []})
+    stopped.close()
+    jobs._write({"id": job_id, "owner": "inspector-user", "state": "running", "created_at": "2026-01-05T08:00:00+00:00",
+                 "started_at": None, "finished_at": None, "error": None, "total": 3, "cases": [], "files": []})
+    resumed = Journal(inputs.parent, resume=True)  # the resumed run: 0002 tried again, its error line still there
+    resumed.append({"source": copying, "sha256": "cc", "status": "ok", "findings": []})
+    resumed.append({"source": last, "sha256": "dd", "status": "error", "reason": "corrupt or truncated image data"})
+    with TestClient(app) as client:
+        listed = client.get(f"/api/v1/triage/jobs/{job_id}/results", headers=auth(tokens["reviewer"])).json()
+        assert [(r["source"], r["status"]) for r in listed] == [("0001.jpg", "ok"), ("0002.jpg", "ok"), ("0003.jpg", "error")]
+        resumed.close()  # the superseded error is dropped: the same list
+        assert client.get(f"/api/v1/triage/jobs/{job_id}/results", headers=auth(tokens["reviewer"])).json() == listed
+
+
 def _job_dirs(app) -> list:
     return [p for p in app.state.ctx.jobs.root.iterdir()]
 
