@@ -22,7 +22,7 @@ from shapely.validation import explain_validity
 from detect.config_io import load_model
 from detect.frames import GeoPoint
 from detect.grades import apply_grades, load_grades
-from detect.scenes import TimeZoneName, ZoneRules, check_types
+from detect.scenes import TimeZoneName, ZoneRules, check_types, follow_zone
 from detect.taxonomy import Taxonomy, load_taxonomy
 
 
@@ -63,7 +63,7 @@ class CityZonesFile(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["FeatureCollection"] = Field(title="Type", description="GeoJSON object type.")
-    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules.")
+    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of the zone schedules; default: the caller's (triage's `timezone`), else Asia/Shanghai.")
     grades: Path | None = Field(None, title="Road grades file", description="The city's grades file (relative to this file) for zones with a `grade`; default: the shipped one.")
     features: list[GeoFeature] = Field(title="Features", description="One feature per zone.")
 
@@ -93,8 +93,7 @@ def load_city_zones(path: str | Path, taxonomy: Taxonomy | None = None, timezone
     outside China would otherwise have its `07:00`-`21:00` checked in Shanghai time); default Asia/Shanghai.
     """
     data = load_model(CityZonesFile, path)
-    if timezone is not None and "timezone" not in data.model_fields_set:
-        data.timezone = timezone
+    follow_zone(data, timezone)
     taxonomy = taxonomy or load_taxonomy()
     zones = [f.properties for f in data.features]
     check_types(zones, taxonomy, str(path), "features.{i}.properties")

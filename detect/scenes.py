@@ -23,7 +23,7 @@ import numpy as np
 import shapely
 import supervision as sv
 from pydantic import (
-    AfterValidator, BeforeValidator, Field, PlainSerializer, PrivateAttr, WithJsonSchema, field_validator, model_validator,
+    AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer, PrivateAttr, WithJsonSchema, field_validator, model_validator,
 )
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
@@ -130,6 +130,14 @@ TimeZoneName = Annotated[str, AfterValidator(_known_timezone)]
 """An IANA time zone name, checked against the system's tz database."""
 
 
+def follow_zone(config: BaseModel, timezone: str | None) -> None:
+    """A scene or city zones file that names no `timezone` takes `timezone` (the settings' city zone): a city
+    outside China would otherwise run its schedules and replay times on the Asia/Shanghai default unless every
+    file named its zone. The file's own `timezone` still wins; None leaves the default."""
+    if timezone is not None and "timezone" not in config.model_fields_set:
+        config.timezone = _known_timezone(timezone)
+
+
 def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, what: str) -> Polygon:
     """A valid shapely polygon from [[x, y], ...] or a ValueError saying why not."""
     if len(points) < 3:
@@ -228,7 +236,10 @@ class Scene(ConfigModel):
     name: str | None = Field(None, title="Name", description="Human-readable camera name.")
     location: Location | None = Field(None, title="Location", description="Where the camera looks (used for cases).")
     grid_cell: str | None = Field(None, title="Grid cell", description="单元网格 code of the area the camera watches.")
-    timezone: TimeZoneName = Field("Asia/Shanghai", title="Time zone", description="IANA time zone of schedules, e.g. Asia/Shanghai.")
+    timezone: TimeZoneName = Field(
+        "Asia/Shanghai", title="Time zone",
+        description="IANA time zone of schedules and of a naive replay start_time, e.g. Europe/Berlin; default: the settings' `timezone` "
+        "(watch, demo), else Asia/Shanghai.")
     reference_snapshot: str | None = Field(
         None, title="Reference snapshot", description="Image of the scene without violations; its text (shop signs) is never flyposting. Relative to the scene file."
     )
@@ -263,14 +274,17 @@ def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_t
                 )
 
 
-def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grades | None = None) -> Scene:
+def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grades | None = None,
+               timezone: str | None = None) -> Scene:
     """Load and validate a scene file; violation types are checked against the taxonomy.
 
     A relative `reference_snapshot` is resolved against the scene file's folder. Zones that name a
     road `grade` get its thresholds and types here (`grades`: default the shipped grades file).
+    `timezone`: the zone of a file that names none (the settings' city zone, `follow_zone`).
     """
     path = Path(path)
     scene = load_model(Scene, path)
+    follow_zone(scene, timezone)
     taxonomy = taxonomy or load_taxonomy()
     check_types(scene.zones, taxonomy, str(path))
     if any(z.grade for z in scene.zones):

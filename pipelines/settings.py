@@ -258,7 +258,8 @@ class Settings(ConfigModel):
         "Asia/Shanghai", title="City time zone",
         description="The city's IANA zone: the `timezone` of every section that sets none (triage and service.triage: EXIF and "
         "file-name times, the report; analytics: days and months, the pages' clock; cityops: call-out months; evidence: "
-        "local times in bundles), so one line moves them all; a section's own value still wins.")
+        "local times in bundles) and of every camera scene file that names none (its schedules, a naive replay start_time), so one "
+        "line moves them all; a section's (a scene's) own value still wins.")
     cases: CaseStoreConfig = Field(default_factory=CaseStoreConfig, title="Case store", description="Where cases live.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, title="Evidence",
                                      description="Bundle contents, time zone, signing key source, privacy copies.")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,31 @@ def test_sigterm_during_work_loses_nothing(tmp_path, bus_jpg, real_sample_dir):
         assert case.evidence_ref is not None and verify_bundle(Path(case.evidence_ref.removeprefix("file://")), KEY.encode()).ok
     assert not any((tmp_path / "spool").iterdir())  # nothing left waiting for upload
     store.close()
+
+
+def test_scene_files_without_a_zone_follow_the_settings_zone(tmp_path, bus_jpg, real_sample_dir):
+    """A Berlin city's scene file naming no timezone was read in Asia/Shanghai: its replay started 7 hours early (and
+    its schedules ran on Shanghai time). It follows the settings' timezone; a scene's own timezone still wins."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    parked_clip(tmp_path / "parked.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=12)
+    scene_for(tmp_path, "cam-berlin", real_sample_dir, dwell_s=4, timezone=None)
+    scene_for(tmp_path, "cam-shanghai", real_sample_dir, dwell_s=4, timezone="Asia/Shanghai")
+    cameras_file(tmp_path / "cameras.yaml", [{"id": cid, "url": "parked.mp4", "scene": f"{cid}.yaml", "start_time": "2026-01-05T08:00:00"}
+                                             for cid in ("cam-berlin", "cam-shanghai")])
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"timezone": "Europe/Berlin", "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                        "evidence_store": {"local_root": str(tmp_path / "ev"), "spool_dir": str(tmp_path / "spool")}}))
+    events = tmp_path / "events.jsonl"
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml"), "--config", str(settings), "--replay",
+                                      "--events", str(events)], env={"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_CONFIG": ""})
+    assert result.exit_code == 0, result.output
+    opened = {r["camera_id"]: datetime.fromisoformat(r["at"]) for r in _opened(events)}
+    # 08:00 local is 07:00 UTC in Berlin (winter), 00:00 UTC in Shanghai; the case opens after the 4 s dwell
+    assert timedelta(0) < opened["cam-berlin"] - datetime(2026, 1, 5, 7, 0, tzinfo=UTC) < timedelta(seconds=12)
+    assert timedelta(0) < opened["cam-shanghai"] - datetime(2026, 1, 5, 0, 0, tzinfo=UTC) < timedelta(seconds=12)
 
 
 def test_documented_example_cameras_file_loads():

@@ -166,9 +166,11 @@ def is_url(url: str) -> bool:
 
 
 def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking: TrackingConfig | None = None,
-                 rules: RuleSettings | None = None, dispatch_targets: Collection[str] | None = None) -> LoadedCameras:
+                 rules: RuleSettings | None = None, dispatch_targets: Collection[str] | None = None,
+                 timezone: str | None = None) -> LoadedCameras:
     """Validate the cameras file and every enabled camera's scene; `tracking` and `rules` are the
-    defaults (the settings file's) each camera's own fields change.
+    defaults (the settings file's) each camera's own fields change, `timezone` (the settings' city zone)
+    the zone of a scene file that names none (`detect.scenes.follow_zone`).
 
     Raises `ConfigError` when the file itself is unusable. A camera whose scene is missing or
     invalid, or names another camera, or whose `auto_queue` names a violation type the taxonomy does
@@ -200,7 +202,7 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking
                                    f"(dispatch.targets: {', '.join(sorted(dispatch_targets)) or 'none'})")
             continue
         try:
-            scene = load_scene(cfg.scene, taxonomy, grades)
+            scene = load_scene(cfg.scene, taxonomy, grades, timezone)
         except ConfigError as exc:
             out.refused[cfg.id] = f"{path}: cameras.{i}.scene: scene refused: {exc}"
             continue

@@ -51,17 +51,19 @@ class Watcher:
                  taxonomy: Taxonomy | None = None, text_reader=None, on_record: Callable[[dict], None] | None = None,
                  on_analysed: Callable[[Frame], None] | None = None, tracking: TrackingConfig | None = None,
                  rules: RuleSettings | None = None, warner=None, judgement: Judgement | None = None,
-                 cameras: Collection[str] | None = None, dispatch_targets: Collection[str] | None = None):
+                 cameras: Collection[str] | None = None, dispatch_targets: Collection[str] | None = None,
+                 timezone: str | None = None):
         """`tracking` and `rules`: the settings file's defaults, which each camera's own fields change.
         `warner` (pipelines.cityops.warnings.Warner): warn first, re-check, then a case (optional).
         `judgement`: the verifier that judges the zones that need it (None: detector classes alone).
         `cameras`: run only these camera ids of the file (`pipelines.cluster.watch` spreads a file over
         several watchers); None: all. `dispatch_targets`: the settings' targets, which a camera's `auto_queue`
-        must name (None: not checked)."""
+        must name (None: not checked). `timezone`: the settings' city zone, that of each scene file naming none
+        (its schedules, a naive replay start_time); None: Asia/Shanghai."""
         self.cameras_path = Path(cameras_path)
         self.dispatch_targets = dispatch_targets
         self.only = set(cameras) if cameras is not None else None
-        self.tracking_defaults, self.rule_defaults = tracking, rules
+        self.tracking_defaults, self.rule_defaults, self.timezone = tracking, rules, timezone
         self.detector, self.replay = detector, replay
         self.metrics = metrics or Metrics()
         self.taxonomy = taxonomy or load_taxonomy()
@@ -182,7 +184,7 @@ class Watcher:
 
     def _load(self) -> LoadedCameras:
         loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.tracking_defaults, rules=self.rule_defaults,
-                              dispatch_targets=self.dispatch_targets)
+                              dispatch_targets=self.dispatch_targets, timezone=self.timezone)
         if self.only is not None:
             loaded.cameras = [c for c in loaded.cameras if c.id in self.only]
             loaded.refused = {cid: reason for cid, reason in loaded.refused.items() if cid in self.only}

@@ -245,7 +245,7 @@ class CameraOwner:
         self.watcher = Watcher(spec.cameras_path, RemoteDetector(servers, spec.facts), self.intake, replay=spec.replay,
                                taxonomy=spec.taxonomy, on_record=self.records.append, on_analysed=self._analysed,
                                judgement=load_judgement(spec.verifier, spec.taxonomy), tracking=settings.tracking,
-                               rules=settings.rules, cameras=camera_ids)
+                               rules=settings.rules, cameras=camera_ids, timezone=settings.timezone)
         self.restored = self._restore(camera_ids)
 
     def ready(self) -> dict:
@@ -388,7 +388,7 @@ class ClusterWatcher:
                                "one watcher's memory and each watcher's start lapses all of them; run warn-first cameras "
                                "without --ray")
         loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules,
-                              dispatch_targets=list(self.settings.dispatch.targets))
+                              dispatch_targets=list(self.settings.dispatch.targets), timezone=self.settings.timezone)
         self.refused = dict(loaded.refused)
         ids = sorted(c.id for c in loaded.cameras)
         size = config.cameras_per_owner
@@ -557,7 +557,7 @@ class ClusterWatcher:
         self._mtime = mtime
         try:
             loaded = load_cameras(self.cameras_path, self.taxonomy, tracking=self.settings.tracking, rules=self.settings.rules,
-                                  dispatch_targets=list(self.settings.dispatch.targets))
+                                  dispatch_targets=list(self.settings.dispatch.targets), timezone=self.settings.timezone)
         except Exception as exc:  # noqa: BLE001 - a broken file keeps the cameras running (the owners say so too)
             log.error("cameras file not reloaded: %s", exc)
             return

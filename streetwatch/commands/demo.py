@@ -47,7 +47,7 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path, judgemen
         try:
             watcher = Watcher(cameras_file, detector, intake, replay=True, on_record=on_record, judgement=judgement,
                               on_analysed=SnapshotWriter(settings.service.snapshot_dir, every_s=2.0),
-                              tracking=settings.tracking, rules=settings.rules)
+                              tracking=settings.tracking, rules=settings.rules, timezone=settings.timezone)
             for cid, message in watcher.refused.items():
                 typer.secho(f"  camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
             return watcher.run()

@@ -107,7 +107,8 @@ def watch(
         watcher = Watcher(cameras, detector, intake, replay=replay, on_record=on_record, judgement=judgement,
                           on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None,
                           tracking=settings.tracking, rules=settings.rules, taxonomy=taxonomy,
-                          warner=make_warner(settings, intake, taxonomy, shops), dispatch_targets=list(settings.dispatch.targets))
+                          warner=make_warner(settings, intake, taxonomy, shops), dispatch_targets=list(settings.dispatch.targets),
+                          timezone=settings.timezone)
     except ConfigError as exc:
         fail(str(exc))
     server = _start(watcher, cameras, bool(watcher.runtimes), metrics_port, metrics_addr)
