@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -83,6 +84,35 @@ def test_reverification_records_still_present_then_verified_cleared(tmp_path, bu
     assert done.state is CaseState.VERIFIED_CLEARED and done.verification_ref != checked.verification_ref
     bundle = intake.evidence.path(done.evidence_ref)
     assert len(list((bundle / "verification").glob("verification_*_original.jpg"))) == 2 and verify_bundle(bundle, KEY).ok
+
+
+def test_replay_starts_at_the_files_time_only_when_a_recording_can_have_begun_then(tmp_path, real_sample_dir, onnx_detector, caplog):
+    """A replayed file with no start_time and no creation_time tag (.ts) is timed by its modification time, which
+    was taken unchecked: a camera's unset 1970, a zip's 1980 or a time in the future dated every frame and case so.
+    Such a time is refused by triage's rule (possible_capture): the replay runs as of now, with a warning naming
+    the file and why; a possible one is still the start."""
+    write_clip(tmp_path / "clip.ts", street_view(street(real_sample_dir), SIZE), [], 2, fps=2)
+    scene_for(tmp_path, "cam-04", real_sample_dir)
+    cameras = [{"id": "cam-04", "url": "clip.ts", "scene": "cam-04.yaml"}]
+    intake = make_intake(tmp_path / "data")
+
+    def first_frame_time(modified: datetime) -> datetime:
+        os.utime(tmp_path / "clip.ts", (modified.timestamp(), modified.timestamp()))
+        times: list[datetime] = []
+        Watcher(cameras_file(tmp_path / "cameras.yaml", cameras), onnx_detector, intake, replay=True,
+                on_analysed=lambda frame: times.append(frame.ts)).run(poll_s=0.1)
+        assert times, "no frame judged"
+        return min(times)
+
+    recorded = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
+    assert first_frame_time(recorded) == recorded
+    for modified, why in ((datetime(1980, 1, 1, tzinfo=UTC), "is before 2000"), (datetime.now(UTC) + timedelta(days=30), "is in the future")):
+        caplog.clear()
+        before = datetime.now(UTC)
+        started = first_frame_time(modified)
+        assert before <= started <= datetime.now(UTC)
+        [warning] = [r.getMessage() for r in caplog.records if "replay start" in r.getMessage()]
+        assert str(tmp_path / "clip.ts") in warning and why in warning and "replayed as of now" in warning
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ class CameraConfig(ConfigModel):
     backoff: Backoff = Field(default_factory=Backoff, title="Reconnect back-off", description="Waits between reconnect attempts.")
     start_time: datetime | None = Field(
         None, title="Media start time",
-        description="Wall-clock time of media time 0 for files (naive = the scene's time zone); default: the file's creation_time tag, else its modification time.")
+        description="Wall-clock time of media time 0 for files (naive = the scene's time zone); default: the file's creation_time tag, else its modification time (unless before 2000 or in the future: then now, with a warning).")
     auto_queue: dict[str, str] = Field(
         default_factory=dict, title="Auto-queue",
         description="Violation type (or '*') -> dispatch target: its cases are queued for dispatch without review. Default: none (human review first).")

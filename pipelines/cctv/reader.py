@@ -27,7 +27,7 @@ from pipelines.cctv.clock import MediaClock, Sampler
 from pipelines.cctv.config import Camera, is_url
 from pipelines.cctv.health import HealthEvent, HealthKind, ImageHealth
 from pipelines.cctv.sources import Picture, SourceError, capped_size, open_source
-from pipelines.times import as_utc
+from pipelines.times import as_utc, possible_capture
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,19 @@ class CameraReader(threading.Thread):
             return as_utc(self.cfg.start_time, self.camera.scene.tz)  # no offset: the camera's zone
         if source.start_time is not None:
             return source.start_time
-        return datetime.fromtimestamp(Path(self.cfg.url).stat().st_mtime, UTC)
+        return self._file_time()
+
+    def _file_time(self) -> datetime:
+        """The replayed file's modification time, when a recording can have begun then (`possible_capture`); a
+        clock never set (1970, a zip's 1980) or a time in the future would date every case by it: now instead,
+        with a warning naming the file and why."""
+        modified = datetime.fromtimestamp(Path(self.cfg.url).stat().st_mtime, UTC)
+        try:
+            return possible_capture(modified, self.cfg.url)
+        except ValueError as exc:
+            log.warning("camera %s: replay start: file time impossible: %s; replayed as of now (set the camera's start_time)",
+                        self.camera.id, exc)
+            return datetime.now(UTC)
 
     def _deliver(self, picture: Picture, ts: datetime, media: float | None) -> None:
         raw = picture.size

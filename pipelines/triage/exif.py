@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from PIL import Image
 
 from detect.frames import GeoPoint
+from pipelines.times import possible_capture
 
 EXIF_IFD = 0x8769
 GPS_IFD = 0x8825
@@ -47,8 +48,6 @@ _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 _EPOCH_MS_NAME = re.compile(r"^(?:mmexport|wx_camera_)(\d{13})(?!\d)", re.IGNORECASE)
 _LOCAL_NAME = re.compile(r"^(?:IMG|VID|PXL|Screenshot|微信图片)[_-]?(\d{4})-?(\d{2})-?(\d{2})[_-]?(\d{2})-?(\d{2})-?(\d{2})",
                          re.IGNORECASE)
-#: Capture times before this are a clock never set (or a name that only looks like a time).
-EARLIEST_CAPTURE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -122,16 +121,6 @@ def name_time(name: str, tz: ZoneInfo) -> datetime | None:
     else:
         return None
     return possible_capture(taken, name)
-
-
-def possible_capture(taken: datetime, name: str) -> datetime:
-    """`taken` (aware) when it can be when photo `name` was taken; else ValueError naming the name and why: before
-    2000 (a clock never set: 1970, 2000-01-01 00:00 of a camera; 1980-01-01, the zip format's zero) or in the future."""
-    if taken < EARLIEST_CAPTURE:
-        raise ValueError(f"{name!r}: {taken.isoformat()} is before 2000")
-    if taken > datetime.now(timezone.utc):
-        raise ValueError(f"{name!r}: {taken.isoformat()} is in the future")
-    return taken
 
 
 def parse_gps(gps: dict) -> GeoPoint | None:

@@ -20,7 +20,8 @@ from detect.engine.profile import StageProfile
 from detect.frames import Frame, GeoPoint
 from detect.grades import Grade
 from detect.imageio import ImageReadError, decode_image
-from pipelines.triage.exif import PhotoFacts, name_time, possible_capture, read_facts
+from pipelines.times import possible_capture
+from pipelines.triage.exif import PhotoFacts, name_time, read_facts
 from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.record import PhotoRecord, RecordStatus
@@ -92,7 +93,7 @@ def capture_time(source: PhotoSource, facts: PhotoFacts, archives: ArchiveCache,
     """When the photo was taken and where that came from (`PhotoRecord.time_source`): its EXIF, else the time
     its file name carries (`exif.name_time`), else the file's modification time (often the day it was copied),
     else the time of the run. An impossible time in the name or of the file (a zip member's 1980-01-01, a camera's
-    1970, a time in the future: `exif.possible_capture`) is not used; it becomes a warning in `facts`."""
+    1970, a time in the future: `pipelines.times.possible_capture`) is not used; it becomes a warning in `facts`."""
     if facts.taken_at is not None:
         return facts.taken_at, "exif"
     try:
