@@ -247,6 +247,20 @@ def test_one_city_time_zone_is_every_sections_unless_a_section_sets_its_own(tmp_
         load_settings(bad)
 
 
+def test_every_sections_unknown_zone_is_refused_alike(tmp_path):
+    """triage (and service.triage) and evidence each had their own copy of the zone check; triage's said only
+    'unknown time zone'. Every section's zone is checked by the one TimeZoneName, naming the field and how to fix it."""
+    for dotted in ("timezone", *(f"{name}.timezone" for name in ZONED)):
+        section: dict = {"timezone": "Mars/Olympus"}
+        for part in reversed(dotted.split(".")[:-1]):
+            section = {part: section}
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump(section), encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(bad)
+        assert f"{bad}: {dotted}: Value error, unknown time zone 'Mars/Olympus' (use an IANA name such as Asia/Shanghai)" in str(caught.value)
+
+
 def test_the_city_time_zone_reaches_the_pages_clock_and_triage_exif_times(tmp_path, bus_jpg, monkeypatch):
     """Through real consumers: GET /meta (the review pages' clock) and `streetwatch triage --config` reading an
     EXIF time without an offset, both set by the one top-level line."""
