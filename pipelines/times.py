@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
 
-#: Capture times before this are a clock never set (or a name that only looks like a time).
-EARLIEST_CAPTURE = datetime(2000, 1, 1, tzinfo=UTC)
+#: Capture times whose local wall clock is before this are a clock never set (or a name that only looks like a
+#: time); this very time is a camera's clock never set too (it is what many reset to).
+EARLIEST_CAPTURE = datetime(2000, 1, 1)
 
 
 def as_utc(at: datetime, naive_zone: tzinfo) -> datetime:
@@ -29,10 +30,14 @@ def as_utc(at: datetime, naive_zone: tzinfo) -> datetime:
 
 def possible_capture(taken: datetime, name: str) -> datetime:
     """`taken` (aware) when it can be when photo or recording `name` was taken; else ValueError naming the name and
-    why: before 2000 (a clock never set: 1970, 2000-01-01 00:00 of a camera; 1980-01-01, the zip format's zero) or in
-    the future."""
-    if taken < EARLIEST_CAPTURE:
+    why: before 2000 (a clock never set: 1970; 1980-01-01, the zip format's zero), 2000-01-01 00:00 (a camera's clock
+    never set) or in the future. The cut-off is the wall clock in `taken`'s own zone, as a clock shows it: compared in
+    UTC, a camera's 2000-01-01 00:00 was refused in Asia/Shanghai and taken west of UTC (and 1999 with it)."""
+    wall = taken.replace(tzinfo=None)
+    if wall < EARLIEST_CAPTURE:
         raise ValueError(f"{name!r}: {taken.isoformat()} is before 2000")
+    if wall == EARLIEST_CAPTURE:
+        raise ValueError(f"{name!r}: {taken.isoformat()} is 2000-01-01 00:00, a camera's clock never set")
     if taken > datetime.now(UTC):
         raise ValueError(f"{name!r}: {taken.isoformat()} is in the future")
     return taken

@@ -17,7 +17,7 @@ from detect.config_io import ConfigError
 from detect.engine.profile import StageProfile
 from detect.frames import GeoPoint
 from detect.imageio import decode_image
-from pipelines.triage.exif import read_facts
+from pipelines.triage.exif import name_time, read_facts
 from pipelines.grid import load_grid
 from pipelines.triage.grouping import Member, group_members, perceptual_hash
 from pipelines.triage.record import PhotoFinding, PhotoRecord
@@ -184,6 +184,16 @@ def _exported(original: Path, dst: Path) -> Path:
         assert not im.getexif()  # ... the export has none
     os.utime(dst, (COPIED.timestamp(), COPIED.timestamp()))
     return dst
+
+
+def test_the_2000_cut_off_is_the_local_wall_clock_in_every_zone():
+    """The cut-off was compared in UTC: a camera's unset 2000-01-01 00:00 (and a 1999 time) in a file name was refused
+    in Asia/Shanghai (UTC+8) but taken in America/Sao_Paulo (UTC-3). The local wall clock is compared, in both zones."""
+    for zone in (ZoneInfo("America/Sao_Paulo"), ZoneInfo("Asia/Shanghai")):
+        for name, why in (("IMG_19991231_233000.jpg", "is before 2000"), ("IMG_20000101_000000.jpg", "a camera's clock never set")):
+            with pytest.raises(ValueError, match=rf"^{name!r}: .* {why}$"):
+                name_time(name, zone)
+        assert name_time("IMG_20000101_080000.jpg", zone) == datetime(2000, 1, 1, 8, 0, tzinfo=zone)
 
 
 def test_photos_without_exif_time_are_timed_by_the_time_in_their_file_name(tmp_path, zidane_jpg):

@@ -206,7 +206,7 @@ class CameraReader(threading.Thread):
         """The replayed file's modification time, when a recording can have begun then (`possible_capture`); a
         clock never set (1970, a zip's 1980) or a time in the future would date every case by it: now instead,
         with a warning naming the file and why."""
-        modified = datetime.fromtimestamp(Path(self.cfg.url).stat().st_mtime, UTC)
+        modified = datetime.fromtimestamp(Path(self.cfg.url).stat().st_mtime, self.camera.scene.tz)  # its clock's zone
         try:
             return possible_capture(modified, self.cfg.url)
         except ValueError as exc:

@@ -16,8 +16,9 @@ closer to the capture than the file's modification time (the day it was copied):
 reads `mmexport1701234567890.jpg` and `wx_camera_1701234567890.jpg` (milliseconds since 1970,
 an absolute time) and `微信图片_20231129101522`, `IMG_20231129_101522`, `IMG20231129101522`,
 `PXL_20231129_101522123`, `VID_20231129_101522`, `Screenshot_2023-11-29-10-15-22` (local wall
-clock, read in the configured time zone). A name whose date is impossible (before 2000, after
-now) is not a capture time: it is a warning, and the file's time is used.
+clock, read in the configured time zone). A name whose date is impossible (before 2000 or 2000-01-01
+00:00 on its local clock, after now: `pipelines.times.possible_capture`) is not a capture time: it is
+a warning, and the file's time is used.
 """
 
 from __future__ import annotations
