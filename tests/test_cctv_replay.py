@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -113,6 +114,34 @@ def test_replay_starts_at_the_files_time_only_when_a_recording_can_have_begun_th
         assert before <= started <= datetime.now(UTC)
         [warning] = [r.getMessage() for r in caplog.records if "replay start" in r.getMessage()]
         assert str(tmp_path / "clip.ts") in warning and why in warning and "replayed as of now" in warning
+
+
+def test_a_creation_time_tag_a_recording_cannot_have_begun_at_gives_way_to_the_files_time(tmp_path, real_sample_dir,
+                                                                                         onnx_detector, caplog):
+    """A recording's creation_time tag was taken unchecked: a camera whose clock was never set writes 1970 there, and
+    every frame and case of the replay was dated so (or 1980, as here). Refused by the same rule as the file's time (possible_capture),
+    with a warning, and the file's time is tried next; a possible tag is still the start."""
+    write_clip(tmp_path / "plain.mp4", street_view(street(real_sample_dir), SIZE), [], 2, fps=2)
+    scene_for(tmp_path, "cam-05", real_sample_dir)
+    intake = make_intake(tmp_path / "data")
+    modified = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
+
+    def first_frame_time(tag: str) -> datetime:
+        clip = tmp_path / "clip.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "plain.mp4"), "-c", "copy",
+                        "-metadata", f"creation_time={tag}", str(clip)], check=True)
+        os.utime(clip, (modified.timestamp(), modified.timestamp()))
+        times: list[datetime] = []
+        Watcher(cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-05", "url": "clip.mp4", "scene": "cam-05.yaml"}]),
+                onnx_detector, intake, replay=True, on_analysed=lambda frame: times.append(frame.ts)).run(poll_s=0.1)
+        assert times, "no frame judged"
+        return min(times)
+
+    assert first_frame_time("2024-05-01T08:00:00.000000Z") == datetime(2024, 5, 1, 8, tzinfo=UTC)
+    caplog.clear()
+    assert first_frame_time("1980-01-01T00:00:00.000000Z") == modified  # (1970, the mp4 "unset", ffmpeg does not read back)
+    [warning] = [r.getMessage() for r in caplog.records if "replay start" in r.getMessage()]
+    assert "creation_time" in warning and "is before 2000" in warning and "the file's time is tried instead" in warning
 
 
 @pytest.mark.slow

@@ -198,8 +198,12 @@ class CameraReader(threading.Thread):
     def _replay_start(self, source) -> datetime:
         if self.cfg.start_time is not None:
             return as_utc(self.cfg.start_time, self.camera.scene.tz)  # no offset: the camera's zone
-        if source.start_time is not None:
-            return source.start_time
+        if source.start_time is not None:  # the recording's creation_time tag: a camera's unset clock writes 1970 there too
+            try:
+                return possible_capture(source.start_time, f"{self.cfg.url} (creation_time tag)")
+            except ValueError as exc:
+                log.warning("camera %s: replay start: creation_time impossible: %s; the file's time is tried instead",
+                            self.camera.id, exc)
         return self._file_time()
 
     def _file_time(self) -> datetime:
