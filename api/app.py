@@ -30,6 +30,8 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: Callable[[], Any] | None = None,
                resume_jobs: bool = True) -> FastAPI:
     ctx = build_context(settings, service, detector_factory)
+    if (unsigned := settings.unsigned_attachments()) is not None:
+        log.warning(unsigned)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

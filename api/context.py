@@ -17,11 +17,11 @@ from api.cameras import Cameras
 from api.config import ServiceConfig
 from api.jobs import TriageJobs
 from api.metrics import ApiMetrics
-from api.signing import UrlSigner
 from detect.taxonomy import Taxonomy
 from pipelines.cases.store import CaseStore
 from pipelines.evidence_store import EvidenceStore, open_evidence_store
 from pipelines.settings import Settings
+from pipelines.url_signing import UrlSigner
 
 
 @dataclass
@@ -50,7 +50,7 @@ def build_context(settings: Settings, service: ServiceConfig, detector_factory: 
     taxonomy = settings.load_taxonomy()
     return AppContext(
         settings=settings, service=service, store=store, accounts=Accounts(engine=store.engine),
-        evidence=open_evidence_store(settings.evidence_store), signer=UrlSigner(service.url_key(), service.url_expiry_s),
+        evidence=open_evidence_store(settings.evidence_store, service.url_key()), signer=UrlSigner(service.url_key(), service.url_expiry_s),
         jobs=TriageJobs(service, settings, metrics, detector_factory),
         cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
         metrics=metrics, taxonomy=taxonomy,

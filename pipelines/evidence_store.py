@@ -4,7 +4,9 @@ One interface, two backends. A bundle is stored whole under its case id, manifes
 reader that finds the manifest finds every artifact it lists. A bundle reference (`file:///...`
 or `s3://bucket/prefix/<case id>`) is what the case store keeps; attachments for dispatch systems
 are handed out as URLs (`url()`): presigned GET URLs with an expiry on S3, `public_base_url` +
-path for a local store served by the API, else `file://` URLs for a single machine.
+path for a local store served by the API (signed with an expiry when the deployment has a URL key,
+`service.url_key_env`: the API's `/attachments` route checks it), else `file://` URLs for a single
+machine.
 
 Network trouble on S3 is retried by the HTTP client the `minio` client runs on (urllib3 `Retry`
 with back-off, on connection errors and 5xx); what still fails raises `StorageError`, and the
@@ -27,6 +29,7 @@ from pydantic import Field, model_validator
 
 from detect.config_io import ConfigModel
 from detect.evidence import MANIFEST, SIGNATURE
+from pipelines.url_signing import ATTACHMENT, UrlSigner
 
 MAX_PRESIGN = timedelta(days=7)  # SigV4 presigned URLs cannot live longer
 
@@ -62,7 +65,8 @@ class EvidenceStoreConfig(ConfigModel):
                             description="Local folder where bundles are built and kept until the store has them (storage outages).")
     public_base_url: str | None = Field(
         None, title="Public base URL",
-        description="Local backend: URL under which the API serves `local_root` (attachment URLs are this + <case>/<path>).")
+        description="Local backend: URL under which the API serves `local_root` (attachment URLs are this + <case>/<path>, "
+                    "signed with an expiry by the key of `service.url_key_env`; point it at <api>/attachments).")
     s3: S3Settings | None = Field(None, title="S3 settings", description="Required when backend is s3.")
 
     @model_validator(mode="after")
@@ -101,11 +105,15 @@ def _files(bundle_dir: Path) -> list[str]:
 
 
 class LocalEvidenceStore:
-    """Bundles under `root/<case id>/`; a replaced bundle is swapped in with renames."""
+    """Bundles under `root/<case id>/`; a replaced bundle is swapped in with renames.
 
-    def __init__(self, root: Path, public_base_url: str | None = None):
+    `url_key` (the deployment's `service.url_key()`) signs the `public_base_url` URLs with their expiry,
+    as the API's `/attachments` route requires when it has the same key; without it they carry none."""
+
+    def __init__(self, root: Path, public_base_url: str | None = None, url_key: bytes | None = None):
         self.root = Path(root).resolve()
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self.signer = UrlSigner(url_key, int(MAX_PRESIGN.total_seconds())) if url_key else None
 
     def put_bundle(self, case_id: str, bundle_dir: Path) -> str:
         files = _files(Path(bundle_dir))
@@ -150,9 +158,13 @@ class LocalEvidenceStore:
 
     def url(self, ref: str, rel_path: str, expires: timedelta | None = None) -> str:
         path = self.path(ref)
-        if self.public_base_url:
-            return f"{self.public_base_url}/{quote(path.name)}/{quote(rel_path)}"
-        return (path / rel_path).as_uri()
+        if not self.public_base_url:
+            return (path / rel_path).as_uri()
+        url = f"{self.public_base_url}/{quote(path.name)}/{quote(rel_path)}"
+        if self.signer is None:
+            return url
+        seconds = None if expires is None else expires.total_seconds()
+        return f"{url}?{self.signer.query(path.name, rel_path, scope=ATTACHMENT, expiry_s=seconds)}"
 
 
 class S3EvidenceStore:
@@ -251,9 +263,10 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {cause or exc}"
 
 
-def open_evidence_store(config: EvidenceStoreConfig | None = None) -> EvidenceStore:
+def open_evidence_store(config: EvidenceStoreConfig | None = None, url_key: bytes | None = None) -> EvidenceStore:
+    """The configured store; `url_key` (`settings.service.url_key()`) signs a local store's attachment URLs."""
     config = config or EvidenceStoreConfig()
     if config.backend == "s3":
         assert config.s3 is not None
         return S3EvidenceStore(config.s3)
-    return LocalEvidenceStore(config.local_root, config.public_base_url)
+    return LocalEvidenceStore(config.local_root, config.public_base_url, url_key)

@@ -136,7 +136,9 @@ class ServiceConfig(ConfigModel):
     cors_origins: list[str] = Field(default_factory=list, title="CORS origins",
                                     description="Origins allowed to call the API from a browser (default: none; the pages are same-origin).")
     url_key_env: str = Field(URL_KEY_ENV, title="URL key variable",
-                             description="Environment variable with the key signing evidence URLs; unset: a random key per process.")
+                             description="Environment variable with the key signing evidence links and a local store's attachment URLs "
+                                         "(set it for `serve` and `dispatch run` alike); unset: a random key per process for "
+                                         "evidence links, and attachment URLs unsigned (a warning at start-up).")
     url_expiry_s: int = Field(900, title="Evidence URL lifetime", description="Seconds a signed evidence URL stays valid.", gt=0, le=7 * 24 * 3600)
     default_page_size: int = Field(50, title="Page size", description="Cases per page when the client does not say.", ge=1, le=500)
 
@@ -308,6 +310,20 @@ class Settings(ConfigModel):
                 raise ConfigError(f"{where}: no code table for city {city!r} (cities: {', '.join(sorted(taxonomy.cities()))}); "
                                   "add its file to taxonomy.city_codes")
         return taxonomy
+
+    def unsigned_attachments(self) -> str | None:
+        """Why a dispatched case's attachments are open to anyone who knows its id, or None when they are not.
+
+        A local evidence store's attachment URLs are signed by `service.url_key_env`'s key, read by both
+        `dispatch run` (signs) and `serve` (checks). Without it each process would have its own random key,
+        so they stay unsigned, as before, rather than break; both commands log this at start-up."""
+        store = self.evidence_store
+        if store.backend != "local" or not store.public_base_url or self.service.url_key():
+            return None
+        return (f"evidence_store.public_base_url is set but ${self.service.url_key_env} (service.url_key_env) is not: "
+                "attachment URLs sent to dispatch platforms carry no signature or expiry, and /attachments serves a "
+                "dispatched case's photos to anyone who knows its id; set it to one secret for `streetwatch serve` and "
+                "`streetwatch dispatch run`")
 
     def photo_url_hosts(self) -> list[str]:
         """Where disposal photos may be fetched from: `service.photo_url_hosts`, else the hosts (with

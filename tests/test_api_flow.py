@@ -1,21 +1,30 @@
 """The whole path through real processes: `streetwatch serve` on loopback, upload -> triage job -> case ->
-confirm -> `streetwatch dispatch run --once` -> the dispatch simulator -> its signed webhook back to the API."""
+confirm -> `streetwatch dispatch run --once` -> the dispatch simulator -> its signed webhook back to the API;
+and the signed attachment URLs the dispatcher sends, as the service checks them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import time
+from urllib.parse import unquote
 
 import httpx
 import pytest
 import yaml
 
+from pipelines.cases import CaseStore
+from pipelines.evidence_store import LocalEvidenceStore
+from pipelines.settings import URL_KEY_ENV
+from pipelines.url_signing import ATTACHMENT, UrlSigner
 from tests.api_helpers import KEY, auth
 from tests.conftest import REPO, start_server, stop_process
-from tests.dispatch_helpers import Sim
+from tests.dispatch_helpers import Sim, queue_cases, small_event
 from tests.pg import free_port
+
+URL_KEY = "url-key-0123456789abcdef-flow"
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -24,9 +33,13 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
+def world(tmp_path, monkeypatch, request):
+    """serve, the simulator and a settings file; the URL key (`request.param`, default URL_KEY; None: unset)
+    is in the environment of both `serve` and `dispatch run`, as docs/service.md says to deploy them."""
     monkeypatch.setenv("SW_FLOW_HOOK", "hook-secret-flow")  # the simulator subprocess signs its webhooks with it
-    env = {**os.environ, "STREETWATCH_EVIDENCE_KEY": KEY, "SW_FLOW_HOOK": "hook-secret-flow", "YOLO_OFFLINE": "1"}
+    url_key = getattr(request, "param", URL_KEY)
+    env = {**{k: v for k, v in os.environ.items() if k != URL_KEY_ENV}, **({URL_KEY_ENV: url_key} if url_key else {}),
+           "STREETWATCH_EVIDENCE_KEY": KEY, "SW_FLOW_HOOK": "hook-secret-flow", "YOLO_OFFLINE": "1"}
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     sim = Sim(tmp_path, "--fail-rate", "0", "--webhook-secret-env", "SW_FLOW_HOOK")
@@ -96,3 +109,63 @@ def test_upload_triage_confirm_dispatch_and_feedback(world, bus_jpg):
         assert final["case"]["state"] == "closed"  # a photo case has no camera to re-check
         assert [h["to"] for h in final["history"]] == ["candidate", "queued", "submitted", "accepted", "closed"]
         assert final["history"][1]["actor"] == "wang-reviewer" and final["history"][-1]["reason"] == "车辆已驶离"
+
+
+def _dispatch_one(world, bus_event) -> tuple[str, list[dict], subprocess.CompletedProcess]:
+    """One case queued for `dcm` through the real intake into the service's store, sent by `dispatch run --once`:
+    its id, the attachments of the payload the platform received, and the run."""
+    api, sim, config, env, _ = world
+    settings = yaml.safe_load(config.read_text(encoding="utf-8"))
+    store = CaseStore(settings["cases"]["url"])
+    try:
+        [case_id] = queue_cases(store, LocalEvidenceStore(settings["evidence_store"]["local_root"]),
+                                settings["evidence_store"]["spool_dir"], small_event(bus_event), 1, "dcm")
+    finally:
+        store.close()
+    run = _cli("dispatch", "run", "--once", "--config", str(config), env=env)
+    assert run.returncode == 0, run.stderr
+    [received] = [c["received"] for c in sim.cases("cn-dcm") if c["received"]["externalId"] == case_id]
+    return case_id, received["attachments"], run
+
+
+def test_attachment_urls_are_signed_and_a_case_id_alone_opens_nothing(world, bus_event):
+    api, *_ = world
+    case_id, attachments, run = _dispatch_one(world, bus_event)
+    assert URL_KEY_ENV not in run.stderr  # the key is set: no warning
+    assert len(attachments) >= 2
+    first, second = attachments[0], attachments[1]
+    got = httpx.get(first["url"], timeout=10)  # what the platform does with the URL in the payload
+    assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == first["sha256"]
+
+    base, query = first["url"].split("?")
+    assert base.startswith(f"{api}/attachments/{case_id}/")
+    path = unquote(base.removeprefix(f"{api}/attachments/{case_id}/"))
+    params = dict(p.split("=") for p in query.split("&"))
+    past = UrlSigner(URL_KEY.encode(), 60).query(case_id, path, scope=ATTACHMENT, now=time.time() - 3600)
+    evidence_link = UrlSigner(URL_KEY.encode(), 60).query(case_id, path)  # the case detail's kind of link
+    refused = {
+        "unsigned": httpx.get(base, timeout=10),
+        "tampered": httpx.get(f"{base}?exp={params['exp']}&sig={params['sig'][:-1]}{'0' if params['sig'][-1] != '0' else '1'}", timeout=10),
+        "stretched": httpx.get(f"{base}?exp={int(params['exp']) + 60}&sig={params['sig']}", timeout=10),
+        "other file": httpx.get(second["url"].split("?")[0] + "?" + query, timeout=10),
+        "expired": httpx.get(f"{base}?{past}", timeout=10),
+        "evidence link": httpx.get(f"{base}?{evidence_link}", timeout=10),
+    }
+    assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(refused, 403)
+    reasons = {name: r.json()["detail"] for name, r in refused.items()}
+    assert reasons["unsigned"] == "attachment link refused: link not signed (no exp and sig)"
+    assert reasons["expired"] == "attachment link refused: link expired"
+    assert reasons["tampered"] == reasons["stretched"] == reasons["other file"] == reasons["evidence link"] == \
+        "attachment link refused: bad signature"
+    assert httpx.get(second["url"], timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("world", [None], indirect=True)
+def test_without_a_url_key_attachments_stay_unsigned_and_both_processes_say_so(world, bus_event, tmp_path):
+    """An install that never set the key keeps working (the platform fetches as before), but not silently."""
+    api, *_ = world
+    case_id, attachments, run = _dispatch_one(world, bus_event)
+    assert "?" not in attachments[0]["url"]
+    assert httpx.get(attachments[0]["url"], timeout=10).status_code == 200
+    for log in (run.stderr, (tmp_path / "serve.log").read_text(encoding="utf-8")):
+        assert f"evidence_store.public_base_url is set but ${URL_KEY_ENV} (service.url_key_env) is not" in log

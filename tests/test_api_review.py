@@ -10,6 +10,7 @@ from PIL import Image
 
 from pipelines.cases.states import CaseState
 from pipelines.dispatch.webhook import sign
+from pipelines.url_signing import ATTACHMENT
 from tests.api_helpers import auth, draft_cases, service  # noqa: F401  (fixture)
 
 
@@ -51,6 +52,22 @@ def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_
         signed = signer.url(case_id, sneaky).replace("..", "%2E%2E")
         refused = client.get(signed)
         assert refused.status_code == 404 and "not a file of" in refused.json()["detail"], sneaky
+
+
+def test_attachments_are_not_served_unsigned_where_no_unsigned_urls_were_handed_out(service, bus_event):
+    """With no `public_base_url` (S3, or no platform fetching from here) and no URL key, /attachments served a
+    queued case's photos to anyone with its id; only a signed URL opens one now (here signed by the app's key)."""
+    app, client, tokens, _ = service
+    [case_id] = draft_cases(app, bus_event, [{}])
+    client.post(f"/api/v1/cases/{case_id}/confirm", headers=auth(tokens["reviewer"]), json={})
+    ctx = app.state.ctx
+    manifest = json.loads(ctx.evidence.read_bytes(ctx.store.get(case_id).evidence_ref, "manifest.json"))
+    path = manifest["dispatch_attachments"][0]
+    assert ctx.settings.unsigned_attachments() is None
+    unsigned = client.get(f"/attachments/{case_id}/{path}")
+    assert unsigned.status_code == 403 and unsigned.json()["detail"] == "attachment link refused: link not signed (no exp and sig)"
+    signed = client.get(f"/attachments/{case_id}/{path}?{ctx.signer.query(case_id, path, scope=ATTACHMENT)}")
+    assert signed.status_code == 200 and signed.headers["content-type"] == "image/jpeg"
 
 
 def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_event):

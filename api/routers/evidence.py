@@ -1,8 +1,9 @@
 """Evidence files behind signed, expiring URLs (local evidence store; S3 uses presigned URLs), and
 the public keys that let anyone verify a bundle.
 
-The URL's signature is the permission (see api/signing.py): it was handed out by the case detail
-to a caller whose role was checked. Only files listed in the case's signed manifest are served;
+The URL's signature is the permission (see pipelines/url_signing.py): an evidence link was handed
+out by the case detail to a caller whose role was checked, an attachment URL was sent with a
+dispatched case to its platform. Only files listed in the case's signed manifest are served;
 the path in the URL is looked up in that list, never joined onto a folder by itself.
 
 The public signing keys (`keys_router`, under /api/v1) need no token: they are public by nature,
@@ -21,6 +22,7 @@ from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
 from detect.evidence import MANIFEST, EvidenceKeyError, published_keys
 from pipelines.evidence_store import StorageError
+from pipelines.url_signing import ATTACHMENT
 
 router = APIRouter(tags=["evidence"])
 keys_router = APIRouter(tags=["evidence"])
@@ -84,12 +86,23 @@ def evidence_file(case_id: str, path: str, exp: int = Query(ge=0, le=2**40), sig
                     headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
-@router.get("/attachments/{case_id}/{path:path}", summary="A dispatched case's attachment (for the dispatch platform)",
-            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, **problems(404)})
-def attachment(case_id: str, path: str, ctx: AppContext = Depends(get_ctx)) -> Response:
+@router.get("/attachments/{case_id}/{path:path}", summary="A dispatched case's attachment (signed URL from the case payload)",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, **problems(403, 404)})
+def attachment(case_id: str, path: str, exp: int | None = Query(None, ge=0, le=2**40), sig: str | None = Query(None, max_length=128),
+               ctx: AppContext = Depends(get_ctx)) -> Response:
     """What `evidence_store.public_base_url` points at for a local evidence store: the platform fetches the
     attachments named in the case payload. Only a case that was queued for dispatch, and only the files
-    its manifest lists under `dispatch_attachments` (the blurred copies when privacy is on) are served."""
+    its manifest lists under `dispatch_attachments` (the blurred copies when privacy is on) are served.
+
+    The URL's expiry and signature (`service.url_key_env`'s key, which `dispatch run` signs with) are
+    required: a missing, bad or expired one is 403, so a case id alone opens nothing. The one exception is
+    a deployment that hands out unsigned URLs (`Settings.unsigned_attachments`: `public_base_url` set, no
+    URL key, so no process could check another's signature): they are served as before, and the service
+    says so at start-up. Without `public_base_url` nobody was given such URLs and none is served unsigned."""
+    if ctx.settings.unsigned_attachments() is None:
+        why = ctx.signer.check(case_id, path, exp, sig, scope=ATTACHMENT)
+        if why is not None:
+            raise Problem(403, f"attachment link refused: {why}", slug="bad-link")
     case = ctx.store.get(case_id)
     if case.dispatch_target is None or case.evidence_ref is None:
         raise Problem(404, f"case {case_id} has no dispatch attachments")

@@ -84,7 +84,7 @@ def _confirm_and_dispatch(settings, api_url: str, token: str, sim) -> dict:
                             json={"dispatch": True, "note": "streetwatch demo: confirmed automatically"}, timeout=30)
         if answer.status_code != 200:
             return {"case_id": case.id, "error": f"confirm answered {answer.status_code}: {answer.text}"}
-        dispatcher = Dispatcher(store, open_evidence_store(settings.evidence_store), settings.dispatch, taxonomy=settings.load_taxonomy())
+        dispatcher = Dispatcher(store, open_evidence_store(settings.evidence_store, settings.service.url_key()), settings.dispatch, taxonomy=settings.load_taxonomy())
         try:
             stats = dispatcher.run_once()
         finally:
@@ -173,6 +173,7 @@ def demo(
     else:
         typer.echo(f"CJK font: {media.font}")
     sim = stack.start_simulator(stack.webhook_secret())
+    stack.url_key()  # the service checks the attachment URLs the demo's dispatcher signs
     api_port = port if not no_serve else stack.free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     settings_path = stack.write_settings(out, api_url, sim.url, media.cameras_file)

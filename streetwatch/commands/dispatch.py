@@ -36,9 +36,11 @@ def register(app: typer.Typer) -> None:
         if not settings.dispatch.targets:
             fail("no dispatch targets configured (dispatch.targets in the settings file)")
         try:
-            evidence = open_evidence_store(settings.evidence_store)
+            evidence = open_evidence_store(settings.evidence_store, settings.service.url_key())
         except StorageError as exc:
             fail(str(exc))
+        if (unsigned := settings.unsigned_attachments()) is not None:
+            logging.getLogger(__name__).warning(unsigned)
         from pipelines.cityops.verification import VerificationReporter
 
         try:

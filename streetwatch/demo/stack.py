@@ -4,7 +4,8 @@ Everything is the production code started in-process: the dispatch simulator of 
 dispatch-sim` (`SimServer`) and the application of `streetwatch serve` (`create_app` under
 uvicorn), each in a thread on 127.0.0.1, configured by a settings file written for the run
 (SQLite case store, local evidence folder, one cn-dcm target pointing at the simulator, whose
-status webhooks are signed with a secret both share, so the service accepts them).
+status webhooks are signed with a secret both share, so the service accepts them; the attachment
+URLs sent to it are signed with a URL key of this process, so the service serves them).
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ def webhook_secret() -> str:
     """The shared secret of the simulator's signed status webhooks: $STREETWATCH_DEMO_WEBHOOK_SECRET, set to a
     random one for this process when unset (the service runs in this process and reads it from there)."""
     return os.environ.setdefault(WEBHOOK_ENV, secrets.token_hex(16))
+
+
+def url_key() -> str:
+    """The key of evidence links and attachment URLs ($STREETWATCH_API_URL_KEY, `service.url_key_env`): set to a random
+    one for this process when unset (the service and the demo's dispatcher both run here and sign with it)."""
+    from pipelines.settings import URL_KEY_ENV
+
+    return os.environ.setdefault(URL_KEY_ENV, secrets.token_hex(32))
 
 
 def write_settings(out: Path, api_url: str, sim_url: str, cameras_file: Path) -> Path:

@@ -1,0 +1,62 @@
+"""Signed, expiring URLs for evidence files served by the API from a local evidence store.
+
+Two kinds of URL carry their own permission, because their reader cannot send a token: the case
+detail's image links (`/evidence/...`: an `<img src>` sends no Authorization header) and the
+attachment URLs a dispatched case sends to a city platform (`public_base_url/<case>/<path>`,
+served by `/attachments/...`). Both carry an expiry time and an HMAC over the scope, the case id,
+the file's bundle path and that time, so a URL cannot be edited to reach another file, live
+longer or be used on the other route. With S3 storage the store's presigned URLs are used
+instead (same idea, signed by the storage server's credentials).
+
+It lives in `pipelines` (not `api`) because `streetwatch dispatch run`, a process of its own,
+signs the attachment URLs that `streetwatch serve` checks: both build a signer from the same
+settings (`service.url_key_env`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from urllib.parse import quote
+
+EVIDENCE = "evidence"
+"""Scope of the case detail's links (`/evidence/<case>/<path>`)."""
+ATTACHMENT = "attachment"
+"""Scope of the attachment URLs sent with a dispatched case (`/attachments/<case>/<path>`)."""
+
+
+class UrlSigner:
+    """Signs and checks `exp` + `sig` query parameters with one key.
+
+    No key given: a random one, so only this process can check what it signed (fine for the case
+    detail of one server, useless across processes)."""
+
+    def __init__(self, key: bytes | None, expiry_s: int):
+        self.key = key or secrets.token_bytes(32)
+        self.expiry_s = expiry_s
+
+    def _sig(self, scope: str, case_id: str, path: str, exp: int) -> str:
+        return hmac.new(self.key, f"{scope}\n{case_id}\n{path}\n{exp}".encode(), hashlib.sha256).hexdigest()
+
+    def query(self, case_id: str, path: str, *, scope: str = EVIDENCE, expiry_s: float | None = None,
+              now: float | None = None) -> str:
+        """`exp=<unix time>&sig=<hex>` for one file, valid `expiry_s` seconds (default: the signer's)."""
+        exp = int((now or time.time()) + (self.expiry_s if expiry_s is None else expiry_s))
+        return f"exp={exp}&sig={self._sig(scope, case_id, path, exp)}"
+
+    def url(self, case_id: str, path: str, now: float | None = None) -> str:
+        """The case detail's link to one evidence file."""
+        return f"/evidence/{quote(case_id)}/{quote(path)}?{self.query(case_id, path, now=now)}"
+
+    def check(self, case_id: str, path: str, exp: int | None, sig: str | None, *, scope: str = EVIDENCE,
+              now: float | None = None) -> str | None:
+        """None when the URL is valid, else why not."""
+        if exp is None or not sig:
+            return "link not signed (no exp and sig)"
+        if exp < (now or time.time()):
+            return "link expired"
+        if not hmac.compare_digest(sig.encode(), self._sig(scope, case_id, path, exp).encode()):  # bytes: any text is comparable
+            return "bad signature"
+        return None
