@@ -182,6 +182,29 @@ def test_webhook_naming_a_task_number_its_case_was_not_delivered_as_is_refused(s
     assert same.status_code == 200 and same.json()["state"] == "accepted"
 
 
+def test_webhook_for_a_case_withdrawn_while_its_delivery_was_in_flight_waits_for_its_number(service, bus_event):
+    """A case rejected here while its POST was in flight has no task number stored and is no longer queued: a call
+    naming it was found by our id alone and answered 200 whatever taskNumber it named. It is the 409 'not recorded
+    as delivered yet' now; once the dispatcher stores the number, the retry is compared like any other."""
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    integration = auth(tokens["integration"])
+    hook = "/api/v1/dispatch/dcm/webhook"
+    [case_id] = draft_cases(app, bus_event, [{}])
+    client.post(f"/api/v1/cases/{case_id}/confirm", headers=auth(tokens["reviewer"]), json={})
+    store.transition(case_id, CaseState.REJECTED, actor="reviewer-user", reason="withdrawn: wrong street")
+
+    early = client.post(hook, json={"externalId": case_id, "taskNumber": "T-999", "status": "立案"}, headers=integration)
+    assert early.status_code == 409, early.text
+    assert "not recorded as delivered yet (no task number stored, case rejected)" in early.json()["detail"]
+    store.mark_delivered(store.outbox_entries(case_id=case_id)[0].id, "555")  # their answer reaches the dispatcher
+    assert store.get(case_id).dispatch_ref == "555"
+    retried = client.post(hook, json={"externalId": case_id, "taskNumber": "T-999", "status": "立案"}, headers=integration)
+    assert retried.status_code == 409 and "'555'" in retried.json()["detail"] and "'T-999'" in retried.json()["detail"]
+    theirs = client.post(hook, json={"externalId": case_id, "taskNumber": "555", "status": "立案"}, headers=integration)
+    assert theirs.status_code == 200 and theirs.json() == {"case_id": case_id, "state": "rejected", "changed": False}
+
+
 def test_evidence_and_api_answers_are_not_kept_by_browsers(service, bus_event):
     """Evidence photos, cases and snapshots are personal data on shared review PCs: no-store, never a cache lifetime."""
     app, client, tokens, _ = service

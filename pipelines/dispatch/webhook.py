@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseNotFound, CaseStore
 from pipelines.dispatch.adapters import task_number
 from pipelines.dispatch.config import DispatchConfig, TargetConfig
@@ -71,9 +70,6 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
     if status is None:
         raise WebhookError(422, f"unknown status {status_value!r} (known: {', '.join(sorted(cfg.status_map))})")
     case = _find(store, target, data.get(names["externalId"]), data.get(names["taskNumber"]))
-    if case.state is CaseState.QUEUED:
-        # Their answer to our POST may still be on its way to the dispatcher: ask them to call again.
-        raise WebhookError(409, f"case {case.id} is not recorded as delivered yet; retry later")
     note = data.get(names["note"])
     changed = apply_status(store, case.id, status, actor=f"dispatch:{target}", note=str(note) if note else None)
     return WebhookResult(case=store.get(case.id), changed=changed)
@@ -111,10 +107,11 @@ def _find(store: CaseStore, target: str, external_id: object, number: object) ->
 
     Named both ways, the two must agree: a status for task B applied to the case delivered as task A
     (their mix-up, or a call for a duplicate of the case) would move the wrong case. A case with no
-    task number stored has nothing to compare and is found by our id; while it is still `queued`
-    (their answer to our POST is on its way) the caller answers 409, and the platform's retry is
-    compared once the number is stored. Their number is never adopted here: the dispatcher's
-    delivery record (or its look-up) is where a case's task number comes from.
+    task number stored has nothing to compare the call with, whatever its state: still `queued` (their
+    answer to our POST is on its way), or withdrawn here (`rejected`) while that POST was in flight. It
+    is refused 409 and the platform's retry is compared once the dispatcher stores the number (the
+    answer to the in-flight POST records it on a withdrawn case too). Their number is never adopted
+    here: the dispatcher's delivery record (or its look-up) is where a case's task number comes from.
     """
     ref = task_number(number)  # as we store it: 123 and "123" are the same task
     if ref is None and number not in (None, ""):
@@ -126,7 +123,10 @@ def _find(store: CaseStore, target: str, external_id: object, number: object) ->
             raise WebhookError(404, f"no case {external_id!r}") from None
         if case.dispatch_target != target:
             raise WebhookError(409, f"case {case.id} was not sent to {target}")
-        if ref is not None and case.dispatch_ref is not None and ref != case.dispatch_ref:
+        if case.dispatch_ref is None:
+            raise WebhookError(409, f"case {case.id} is not recorded as delivered yet (no task number stored, case "
+                               f"{case.state}), so the call cannot be checked against it; retry later")
+        if ref is not None and ref != case.dispatch_ref:
             raise WebhookError(409, f"case {case.id} was delivered to {target} as task {case.dispatch_ref!r}, "
                                f"the call names task {ref!r}: not applied")
         return case
