@@ -43,9 +43,9 @@ def cameras_file(path: Path, cameras: list[dict], **top) -> Path:
     return path
 
 
-def make_intake(folder: Path, detector_id: str = "yolo11n") -> Intake:
+def make_intake(folder: Path, detector_id: str = "yolo11n", *, privacy_blur: bool = False) -> Intake:
     store = CaseStore(f"sqlite:///{folder}/cases.db")
-    builder = EvidenceBuilder(EvidenceConfig(), KEY, ModelInfo(detector_id))
+    builder = EvidenceBuilder(EvidenceConfig(privacy_blur=privacy_blur), KEY, ModelInfo(detector_id))
     return Intake(store, LocalEvidenceStore(folder / "evidence"), builder, folder / "spool")
 
 

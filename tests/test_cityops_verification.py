@@ -65,14 +65,15 @@ def test_camera_recheck_result_reaches_the_platform(tmp_path, bus_jpg, real_samp
     assert (report["taskNumber"], report["externalId"], report["checkType"], report["result"]) == (ref, case.id, "auto_recheck", "cleared")
     assert report["resultName"] == "已整改" and report["checkTime"].startswith("2025-03-14T04:00")
     names = sorted(a["fileName"] for a in report["attachments"])
-    assert names == ["verification_1.jpg", "verification_1_original.jpg"] and all(len(a["sha256"]) == 64 for a in report["attachments"])
+    assert names == ["verification_1.jpg"] and all(len(a["sha256"]) == 64 for a in report["attachments"])  # annotated; never the original
     assert reporter.run_once().delivered == 0  # once per re-check
     assert len([c for c in sim.cases("cn-dcm") if c["ref"] == ref][0]["verifications"]) == 1
     reporter.close()
 
 
-def test_disposal_photo_is_judged_like_triage_and_reported(tmp_path, bus_event, bus_jpg, zidane_jpg, onnx_detector, sim):
-    intake = make_intake(tmp_path / "data")
+@pytest.mark.parametrize("privacy_blur", [False, True])
+def test_disposal_photo_is_judged_like_triage_and_reported(tmp_path, bus_event, bus_jpg, zidane_jpg, onnx_detector, sim, privacy_blur):
+    intake = make_intake(tmp_path / "data", privacy_blur=privacy_blur)
     event, _ = bus_event
     ctx = BundleContext(source_kind="photo_batch", source_id="triage:day1", geo=GeoPoint(30.2741, 120.1551), address="文三路 1 号")
     case = intake.record_event(replace(event, violation_id="photo:bus:illegal_parking"), ctx)
@@ -100,6 +101,11 @@ def test_disposal_photo_is_judged_like_triage_and_reported(tmp_path, bus_event, 
     [theirs] = [c for c in sim.cases("cn-dcm") if c["ref"] == ref]
     assert [(v["checkType"], v["result"]) for v in theirs["verifications"]] == [
         ("disposal_photo", "still_present"), ("disposal_photo", "cleared")]
+    # What leaves the building is what the case's own dispatch may send: the blurred copy with privacy on, else the
+    # annotated frame; never the original (the handler's photo with its EXIF), which /attachments would not serve either.
+    shared = "shared/verification_{}.jpg" if privacy_blur else "verification/verification_{}.jpg"
+    assert [[a["url"].split(second.case.evidence_ref + "/", 1)[1] for a in v["attachments"]] for v in theirs["verifications"]] == [
+        [shared.format(1)], [shared.format(2)]]
     reporter.close()
 
 

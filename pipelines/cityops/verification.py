@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -244,7 +244,7 @@ class VerificationReporter:
             manifest = json.loads(raw)
             check = next((v for v in reversed(manifest.get("verifications", [])) if v.get("artifact") == row["verification_ref"]), None)
             by_path = {a["path"]: a for a in manifest["artifacts"]}
-            paths = [p for p in (row["verification_ref"], _original(check, by_path)) if p and p in by_path]
+            paths = _shareable(check or {"artifact": row["verification_ref"]}, manifest, by_path)
             expiry = timedelta(seconds=target.attachment_expiry_s)
             attachments = [{"path": p, "url": self.evidence.url(case.evidence_ref, p, expiry),
                             "content_type": by_path[p].get("content_type") or content_type(p), "sha256": by_path[p]["sha256"]}
@@ -257,12 +257,14 @@ class VerificationReporter:
                                   idempotency_key=f"streetwatch:{row['target']}:{case.id}:verification:{row['verification_ref']}")
 
 
-def _original(check: dict | None, by_path: dict[str, dict]) -> str | None:
-    """The unannotated frame of a re-check (`verification/verification_N_original.*`)."""
-    if not check:
-        return None
-    stem = check["artifact"].rsplit(".", 1)[0] + "_original"
-    return next((p for p in by_path if p.rsplit(".", 1)[0] == stem), None)
+def _shareable(check: dict, manifest: dict, by_path: dict[str, dict]) -> list[str]:
+    """The re-check's frames that may leave the building, as for the case itself (the manifest's
+    `dispatch_attachments`): its blurred copy when privacy is on, else its annotated frame. Its original
+    (`verification_N_original`, an unblurred CCTV frame or the handler's photo with its EXIF) never: sent
+    before, it reached a platform past the privacy blur through S3's presigned URLs, and /attachments
+    refused it from a local store."""
+    moment = "_" + PurePosixPath(check["artifact"]).stem  # roles: annotated_verification_1, shared_verification_1 ...
+    return [p for p in manifest.get("dispatch_attachments", []) if p in by_path and by_path[p]["role"].endswith(moment)]
 
 
 def list_reports(engine, case_id: str | None = None) -> list[dict[str, Any]]:
