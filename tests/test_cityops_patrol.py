@@ -18,7 +18,7 @@ from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
 from pipelines.cityops.patrol import PatrolError, run_patrol, sample_video
 from pipelines.cityops.tracks import load_track
 from streetwatch.demo.media import road_view
-from tests.cctv_helpers import played_picture, rotated_copy
+from tests.cctv_helpers import played_picture, rotated_copy, ts_copy
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings
 
@@ -201,6 +201,21 @@ def test_a_portrait_phone_video_is_sampled_upright(tmp_path, clip):
     played = played_picture(portrait, tmp_path)
     assert image.shape == played.shape == (640, 360, 3)
     assert np.abs(image.astype(int) - played).mean() < 4  # JPEG-encoded: the same picture, upright
+
+
+def test_a_dashcam_ts_is_timed_from_its_first_frame(tmp_path, clip):
+    """An MPEG-TS's timestamps start where its recorder's clock stood (here 101.4 s): its SRT's blocks and
+    --start count from the first frame, which was placed at 101.4 s, so nothing matched the SRT."""
+    video = ts_copy(clip, tmp_path / "drive.ts", 100)
+    fixes = _fixes(START, 30)
+    subs = load_track(write_srt(tmp_path / "drive.srt", fixes, START), TZ)
+    sampled = sample_video(video, subs, tmp_path / "srt", every_m=1000, every_s=5, tz=TZ)
+    assert sampled.frames[0].name == "frame-00000-t00000.00.jpg" and sampled.skipped == 0
+    assert sampled.video_span == ("2026-11-20 09:00:00", "2026-11-20 09:00:29")
+
+    gpx = load_track(write_gpx(tmp_path / "drive.gpx", fixes), TZ)
+    sampled = sample_video(video, gpx, tmp_path / "gpx", every_m=1000, every_s=5, tz=TZ, start=START)
+    assert sampled.video_span == ("2026-11-20 09:00:00", "2026-11-20 09:00:29") and sampled.skipped == 0
 
 
 def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):

@@ -95,6 +95,14 @@ def video_start(container: av.container.InputContainer) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def media_origin(container: av.container.InputContainer) -> float:
+    """Seconds of the file's own timestamps at which its playback starts: what a player shows as 0:00, the time
+    `--start`, the creation_time tag and an SRT's blocks count from. An MPEG-TS (most dashcams) starts at 1.4 s or
+    wherever its recorder's clock stood, and a cut MP4 may start late too; taking the timestamps as they are shifted
+    every frame by that much against the track (a TS starting at 101.4 s matched no block of its own SRT)."""
+    return container.start_time / av.time_base if container.start_time is not None else 0.0
+
+
 def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_s: float, tz: ZoneInfo,
                  start: datetime | None = None, quality: int = 92) -> Sampled:
     """Write the sampled, placed frames of `video` under `out` (see module doc)."""
@@ -113,13 +121,14 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
             raise PatrolError(f"{video}: no start time: the video has no creation_time tag"
                               + ("" if track.video_timed else " to match the track's clock")
                               + "; give --start 'YYYY-MM-DD HH:MM:SS' (local time)")
+        origin = media_origin(container)
         last_pos: GeoPoint | None = None
         last_t: float | None = None
         first_t = last_seen = None
         for frame in _pictures(container, stream, video, result):
             if frame.time is None:
                 continue
-            t = float(frame.time)
+            t = float(frame.time) - origin
             first_t = t if first_t is None else first_t
             step, last_seen = (t - last_seen if last_seen is not None else 0.0), t
             when = begin + timedelta(seconds=t)
