@@ -63,6 +63,13 @@ def rotated_copy(src: Path, dst: Path, degrees: int = 90) -> Path:
     return dst
 
 
+def retagged_copy(src: Path, dst: Path, creation_time: str) -> Path:
+    """`src` with another creation_time tag (what a camera's clock said when it began the file)."""
+    subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(src), "-c", "copy", "-metadata", f"creation_time={creation_time}",
+                    str(dst)], check=True, timeout=60)
+    return dst
+
+
 def ts_copy(src: Path, dst: Path, offset_s: float) -> Path:
     """`src` remuxed to MPEG-TS (a dashcam's format) whose timestamps start `offset_s` (plus the muxer's 1.4 s) in."""
     subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(src), "-c", "copy", "-output_ts_offset", str(offset_s), str(dst)],

@@ -18,7 +18,7 @@ from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
 from pipelines.cityops.patrol import PatrolError, run_patrol, sample_video
 from pipelines.cityops.tracks import load_track
 from streetwatch.demo.media import road_view
-from tests.cctv_helpers import played_picture, rotated_copy, ts_copy
+from tests.cctv_helpers import played_picture, retagged_copy, rotated_copy, ts_copy
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings
 
@@ -53,10 +53,11 @@ def write_nmea(path: Path, fixes) -> Path:
     return path
 
 
-def write_srt(path: Path, fixes, start: datetime) -> Path:
-    """DJI-style subtitles: one block per second with the local time and [latitude: ..] [longitude: ..]."""
+def write_srt(path: Path, fixes, start: datetime, *, wall_clock: bool = True) -> Path:
+    """DJI-style subtitles: one block per second with the local time (unless not `wall_clock`) and [latitude: ..] [longitude: ..]."""
     blocks = [srt.Subtitle(i + 1, t - start, t - start + timedelta(seconds=1),
-                           f"FrameCnt: {i}\n{t.astimezone(TZ):%Y-%m-%d %H:%M:%S}.000\n[latitude: {lat:.7f}] [longitude: {lon:.7f}] [rel_alt: 1.2]")
+                           f"FrameCnt: {i}\n" + (f"{t.astimezone(TZ):%Y-%m-%d %H:%M:%S}.000\n" if wall_clock else "")
+                           + f"[latitude: {lat:.7f}] [longitude: {lon:.7f}] [rel_alt: 1.2]")
               for i, (t, lat, lon) in enumerate(fixes)]
     path.write_text(srt.compose(blocks), encoding="utf-8")
     return path
@@ -216,6 +217,21 @@ def test_a_dashcam_ts_is_timed_from_its_first_frame(tmp_path, clip):
     gpx = load_track(write_gpx(tmp_path / "drive.gpx", fixes), TZ)
     sampled = sample_video(video, gpx, tmp_path / "gpx", every_m=1000, every_s=5, tz=TZ, start=START)
     assert sampled.video_span == ("2026-11-20 09:00:00", "2026-11-20 09:00:29") and sampled.skipped == 0
+
+
+def test_a_creation_time_tag_of_a_clock_never_set_is_no_start_time(tmp_path, clip):
+    """A dashcam whose clock was never set tags its files 2000-01-01 00:00 (or 1980, or a time to come): with an
+    SRT that places the frames but names no time, every frame and case was dated so; now the run stops asking for
+    --start, and a tag that can be the start is still used."""
+    subs = load_track(write_srt(tmp_path / "drive.srt", _fixes(START, 30), START, wall_clock=False), TZ)
+    assert subs.start is None
+    for tag, why in (("2000-01-01T00:00:00Z", "a camera's clock never set"), ("1980-01-01T00:00:00Z", "is before 2000"),
+                     ("2099-01-01T00:00:00Z", "is in the future")):
+        video = retagged_copy(clip, tmp_path / "unset.mp4", tag)
+        with pytest.raises(PatrolError, match=rf"unset\.mp4: no start time: 'creation_time tag': .*{why}; give --start"):
+            sample_video(video, subs, tmp_path / "frames", every_m=1000, every_s=5, tz=TZ)
+    sampled = sample_video(clip, subs, tmp_path / "frames", every_m=1000, every_s=5, tz=TZ)
+    assert sampled.video_span == ("2026-11-20 09:00:00", "2026-11-20 09:00:29")
 
 
 def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):

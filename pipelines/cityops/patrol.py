@@ -39,6 +39,7 @@ from detect.imageio import upright
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, load_track
+from pipelines.times import possible_capture
 from pipelines.triage.cases import TriageCases
 from pipelines.triage.grouping import Group
 from pipelines.triage.report import CaseRef
@@ -84,15 +85,24 @@ def find_track(video: Path, track: Path | None) -> Path:
                       f"none lies beside the video ({', '.join(video.stem + s for s in SUFFIXES)})")
 
 
-def video_start(container: av.container.InputContainer) -> datetime | None:
+GIVE_START = "give --start 'YYYY-MM-DD HH:MM:SS' (local time)"
+
+
+def video_start(container: av.container.InputContainer, video: Path) -> datetime | None:
+    """The video's creation_time tag, None when it has none. A tag that cannot be when it was filmed is a
+    PatrolError (`possible_capture`: before 2000, 2000-01-01 00:00 or in the future): a dashcam whose clock was
+    never set writes one, and taken as it was it dated every frame and case so (an SRT places frames without it)."""
     tag = container.metadata.get("creation_time") or container.streams.video[0].metadata.get("creation_time")
     if not tag:
         return None
     try:
         when = datetime.fromisoformat(str(tag).replace("Z", "+00:00"))
     except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        raise PatrolError(f"{video}: no start time: its creation_time tag {str(tag)!r} is not a time; {GIVE_START}") from None
+    try:
+        return possible_capture(when if when.tzinfo else when.replace(tzinfo=UTC), "creation_time tag")
+    except ValueError as exc:
+        raise PatrolError(f"{video}: no start time: {exc}; {GIVE_START}") from None
 
 
 def media_origin(container: av.container.InputContainer) -> float:
@@ -116,11 +126,10 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
         if not container.streams.video:
             raise PatrolError(f"{video}: has no video stream")
         stream = container.streams.video[0]
-        begin = start or track.start or video_start(container)
+        begin = start or track.start or video_start(container, video)
         if begin is None:
             raise PatrolError(f"{video}: no start time: the video has no creation_time tag"
-                              + ("" if track.video_timed else " to match the track's clock")
-                              + "; give --start 'YYYY-MM-DD HH:MM:SS' (local time)")
+                              + ("" if track.video_timed else " to match the track's clock") + f"; {GIVE_START}")
         origin = media_origin(container)
         last_pos: GeoPoint | None = None
         last_t: float | None = None
