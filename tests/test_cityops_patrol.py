@@ -172,6 +172,20 @@ def test_bad_tracks_are_named_and_what_can_be_placed_is_processed(tmp_path, clip
                    detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
 
 
+def test_a_second_run_into_the_same_folder_is_refused_before_sampling(tmp_path, clip, onnx_detector):
+    """The default --out is one folder: a second patrol wrote its frames beside the first one's, then triage
+    refused the folder asking for a --resume patrol does not have, and the frames of both runs stayed mixed."""
+    settings = TriageSettings(out=tmp_path / "patrol-out", cases=False, ocr="off", verifier="none")
+    run_patrol(clip, write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)), settings, every_m=10, every_s=5,
+               detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
+    frames = sorted(p.name for p in (tmp_path / "patrol-out" / "frames").iterdir())
+    later = write_gpx(tmp_path / "later.gpx", _fixes(START + timedelta(seconds=10), 30))
+    with pytest.raises(PatrolError, match=r"patrol-out: already holds a run \(frames, results\.jsonl\): choose another --out"):
+        run_patrol(clip, later, settings, every_m=10, every_s=5, detector=onnx_detector, deployment=_deployment(tmp_path),
+                   show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "patrol-out" / "frames").iterdir()) == frames
+
+
 def test_a_damaged_video_is_sampled_around_the_damage(tmp_path, clip):
     """Bytes lost in the middle of the file (a damaged card): the pictures that decode are sampled and
     the damage is reported; the decoder's error used to end the run with a traceback."""

@@ -42,6 +42,7 @@ from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, lo
 from pipelines.times import possible_capture
 from pipelines.triage.cases import TriageCases
 from pipelines.triage.grouping import Group
+from pipelines.triage.journal import RESULTS
 from pipelines.triage.report import CaseRef
 
 if TYPE_CHECKING:
@@ -256,6 +257,15 @@ class PatrolCases(TriageCases):
         return None
 
 
+def check_out_free(out: Path) -> None:
+    """PatrolError when `out` holds an earlier run's frames or results. Checked before sampling: the frames went
+    in beside the earlier ones (another video's, or the same placed by another track) and triage then refused the
+    folder, asking for a --resume patrol does not have; a run after deleting results.jsonl judged both."""
+    held = [p.name for p in (out / FRAMES, out / RESULTS) if p.is_file() and p.stat().st_size or p.is_dir() and any(p.iterdir())]
+    if held:
+        raise PatrolError(f"{out}: already holds a run ({', '.join(held)}): choose another --out, or delete that folder")
+
+
 @dataclass
 class PatrolResult:
     sampled: Sampled
@@ -281,6 +291,7 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float
     except TrackError as exc:
         raise PatrolError(str(exc)) from None
     out = Path(settings.out)
+    check_out_free(out)
     sampled = sample_video(video, track, out / FRAMES, every_m=every_m, every_s=every_s, tz=tz, start=start)
     for message in sampled.messages:
         log.warning("%s", message)
