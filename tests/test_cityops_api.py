@@ -119,7 +119,7 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
     bad = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
                                                                      "track": ("drive.kml", b"<kml/>", "application/xml")})
     assert bad.status_code == 415 and "drive.kml" in bad.json()["detail"]
-    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("巡查 0310.mp4", clip.read_bytes(), "video/mp4"),
                                                                      "track": ("drive.srt", srt_path.read_bytes(), "text/plain")}).json()
     nogps = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4")})
     assert nogps.status_code == 400 and "no GPS track in form field 'track'" in nogps.json()["detail"]  # refused, not a job bound to fail
@@ -133,7 +133,9 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
             break
         time.sleep(0.5)
     assert job["state"] == "done", job
-    assert job["summary"]["frames"] == 15 and job["summary"]["groups"] >= 1
+    assert job["summary"]["frames"] == 15 and job["summary"]["groups"] >= 1 and job["summary"]["cases"]
+    # its cases name the video as uploaded (the stored file is video.mp4 for every upload: all were 'patrol:video')
+    assert {app.state.ctx.store.get(c).source_id for c in job["summary"]["cases"]} == {"patrol:巡查 0310"}
     # the errors name the files as uploaded, never the server's paths
     assert badgps["state"] == "failed" and badgps["error"].startswith("轨迹.gpx: not a readable GPX file"), badgps
     assert str(app.state.ctx.service.data_dir) not in badgps["error"]

@@ -398,6 +398,13 @@ def _as_uploaded(message: str, folder: Path, job: dict[str, Any]) -> str:
     return message.replace(str(folder), "")
 
 
+def _source_name(job: dict[str, Any]) -> str:
+    """The name a job's cases are sourced under (`patrol:<name>`): the video's name as sent, without its suffix and
+    any character that does not print (a client can send a NUL), else the stored file's (`video`)."""
+    label = "".join(c for c in Path(job["video_label"]).stem if c.isprintable()).strip()
+    return label or Path(job["video"]).stem
+
+
 def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.cityops.patrol import PatrolError, run_patrol
     from pipelines.triage import TriageSettings
@@ -408,7 +415,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
         cfg = ctx.settings.cityops
         result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
                             every_m=cfg.patrol_every_m, every_s=cfg.patrol_every_s, detector=ctx.jobs.detector(),
-                            deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False)
+                            deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job))
     except (PatrolError, ConfigError, ValueError) as exc:
         _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(str(exc), folder, job),
                             "finished_at": datetime.now(UTC).isoformat()})

@@ -276,9 +276,11 @@ class PatrolResult:
 
 def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float, every_s: float,
                deployment: Settings, start: datetime | None = None, detector=None, taxonomy=None,
-               show_progress: bool = True) -> PatrolResult:
+               show_progress: bool = True, name: str | None = None) -> PatrolResult:
     """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
-    the settings file (case store, evidence, dispatch; `pipelines.settings`)."""
+    the settings file (case store, evidence, dispatch; `pipelines.settings`). `name`: the video's name in its
+    cases' source (`patrol:<name>`), default the file's stem; an upload's is the name it was sent under, since
+    the service stores every video as `video.<suffix>`."""
     from pipelines.triage.cases import CasesUnavailable, open_triage_cases
     from pipelines.triage.run import run_triage, triage_detector
 
@@ -301,7 +303,7 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float
     if wanted is not False:
         try:
             base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target)
-            writer = PatrolCases(base.intake, base.store, batch_id=f"patrol:{video.stem}", staging=base.staging,
+            writer = PatrolCases(base.intake, base.store, batch_id=f"patrol:{name or video.stem}", staging=base.staging,
                                  radius_m=settings.group_radius_m)
         except CasesUnavailable as exc:
             if wanted:
