@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,6 +27,7 @@ from pipelines.cases.store import make_engine
 
 metadata = sa.MetaData()
 TOKEN_PREFIX = "swt_"
+NAME_MAX = 200  # the column's length
 
 
 class Role(StrEnum):
@@ -85,6 +87,23 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def user_name(name: str) -> str:
+    """`name` as it is stored and looked up: without surrounding spaces, so `users revoke` finds what `users add`
+    stored. Refused (AccountError, naming it) when empty, longer than the column, or holding a control or invisible
+    character: a tab or line break splits the lines of `users list`, and an invisible one makes two names that look
+    alike in the audit log and on the review pages."""
+    name = name.strip()
+    if not name:
+        raise AccountError("user name must not be empty")
+    if len(name) > NAME_MAX:
+        raise AccountError(f"user name {name[:40]!r}… has {len(name)} characters; at most {NAME_MAX}")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise AccountError(f"user name {name!r} holds the control or invisible character U+{ord(bad):04X}; "
+                           "use letters, digits, spaces and punctuation")
+    return name
+
+
 class Accounts:
     """Tokens and audit records. Thread-safe (one SQLAlchemy engine)."""
 
@@ -101,9 +120,7 @@ class Accounts:
     def add(self, name: str, role: Role | str) -> tuple[TokenInfo, str]:
         """A new token for `name`; returns its record and the token itself (shown once, never stored)."""
         role = Role(role)
-        name = name.strip()
-        if not name:
-            raise AccountError("user name must not be empty")
+        name = user_name(name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self._writer.begin() as conn:
@@ -124,6 +141,7 @@ class Accounts:
 
     def revoke(self, name: str) -> int:
         """Revoke the active tokens of user `name`; returns how many."""
+        name = user_name(name)
         with self._writer.begin() as conn:
             result = conn.execute(api_tokens.update().where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
                                   .values(revoked_at=datetime.now(UTC)))

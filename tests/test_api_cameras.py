@@ -143,6 +143,26 @@ def test_users_commands_issue_list_and_revoke_hashed_tokens(tmp_path, monkeypatc
     assert runner.invoke(cli, ["users", "revoke", "nobody", "--config", str(config)]).exit_code == 2
 
 
+def test_user_names_are_revoked_as_added_and_unreadable_ones_refused(tmp_path):
+    """`users add " 王芳 "` stored 王芳 but `users revoke " 王芳 "` found no such user; a name holding a tab or a line
+    break (or an invisible character) was stored and split the lines of `users list`."""
+    settings = settings_for(tmp_path)
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    runner = CliRunner()
+
+    def users(*args: str):
+        return runner.invoke(cli, ["users", *args, "--config", str(config)])
+
+    assert users("add", " 王芳 ", "--role", "inspector").exit_code == 0
+    revoked = users("revoke", " 王芳 ")
+    assert revoked.exit_code == 0 and "revoked 1 token of 王芳" in revoked.output
+    for name, why in (("王\t芳", "U+0009"), ("王芳\n李四", "U+000A"), ("王芳\u200b", "U+200B"), ("王" * 201, "201 characters")):
+        refused = users("add", name)
+        assert refused.exit_code == 2 and why in refused.output, (name, refused.output)
+    assert users("list", "--all").output.count("\n") == 1  # 王芳's revoked token only
+
+
 def test_example_settings_file_has_a_valid_service_section(tmp_path, monkeypatch):
     from api.config import load_service
     from tests.conftest import REPO

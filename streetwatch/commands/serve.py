@@ -57,7 +57,8 @@ def _accounts(config):
 
 @users_app.command("add")
 def users_add(
-    name: Annotated[str, typer.Argument(help="User (or system) name, shown as the reviewer of their actions.")],
+    name: Annotated[str, typer.Argument(help="User (or system) name, shown as the reviewer of their actions "
+                                                  "(at most 200 characters, no tab or line break; spaces around it are dropped).")],
     role: Annotated[str, typer.Option("--role", help=f"Role: {ROLES}.")] = "reviewer",
     config: SettingsOpt = None,
 ) -> None:
@@ -93,9 +94,10 @@ def users_revoke(
     config: SettingsOpt = None,
 ) -> None:
     """Revoke NAME's token (the record stays, for the audit trail)."""
-    from api.accounts import AccountError
+    from api.accounts import AccountError, user_name
 
     try:
+        name = user_name(name)  # as `users add` stored it
         n = _accounts(config).revoke(name)
     except AccountError as exc:
         fail(str(exc))
