@@ -32,6 +32,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     ctx = build_context(settings, service, detector_factory)
     if (unsigned := settings.unsigned_attachments()) is not None:
         log.warning(unsigned)
+    if (no_cases := ctx.jobs.cases_unavailable()) is not None:
+        log.warning(no_cases)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -27,6 +27,7 @@ from typing import Any
 from api.config import ServiceConfig
 from api.metrics import ApiMetrics
 from api.uploads import SavedFile
+from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
@@ -108,6 +109,21 @@ class TriageJobs:
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=True)
+
+    def cases_unavailable(self) -> str | None:
+        """Why upload jobs write no candidate cases, or None when they do (or `service.triage.cases: false` turns
+        them off). With the default `cases: null` triage falls back to its report alone when the evidence key is
+        missing or unusable (what `Intake.from_settings` loads): the job ends `done` and its groups go nowhere, so
+        an inspector was told of candidate cases the review queue never showed. `serve` says this at start-up and
+        each such job's cases carry it as their error."""
+        if self.config.triage.cases is False:
+            return None
+        try:
+            load_hmac_key(self.deployment.evidence)
+            load_signing_key(self.deployment.evidence)
+        except EvidenceKeyError as exc:
+            return f"upload jobs write no candidate cases, only their report: {exc}; set it where `streetwatch serve` runs"
+        return None
 
     # ---- jobs ------------------------------------------------------------------------------
 
@@ -256,6 +272,7 @@ class TriageJobs:
         resume = (folder / RESULTS).exists()
         self._update(job_id, state="running", started_at=_now(), total=len(expand_sources(inputs)))
         self.metrics.jobs_running.inc()
+        no_cases = self.cases_unavailable()  # what run_triage's case writer will find: said on each group
         try:
             result = run_triage(inputs, self._triage_settings(job_id, resume), detector=self.detector(),
                                 deployment=self.deployment, show_progress=False)
@@ -266,7 +283,8 @@ class TriageJobs:
             return
         finally:
             self.metrics.jobs_running.dec()
-        cases = [{"case_id": r.case_id, "state": r.state, "error": r.error, "type": g.type, "score": round(g.score, 4),
+        cases = [{"case_id": r.case_id, "state": r.state, "error": r.error or (no_cases if r.case_id is None else None),
+                  "type": g.type, "score": round(g.score, 4),
                   "photos": len(g.members)} for g, r in zip(result.groups, result.refs, strict=True)]
         t = result.tally
         self._update(job_id, state="done", finished_at=_now(), cases=cases,

@@ -203,3 +203,25 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     for answer in (declared, streamed, text, pdf, empty, zip_only, as_json, no_files, malformed, refused, several, crowd):
         assert answer.headers["content-type"] == "application/problem+json"
     assert _job_dirs(app) == []  # nothing kept from any refused upload
+
+
+def test_without_the_evidence_key_serve_says_so_and_a_jobs_groups_say_why_they_have_no_case(
+        tmp_path, monkeypatch, caplog, onnx_detector, bus_jpg):
+    """With STREETWATCH_EVIDENCE_KEY unset the service started without a word, took uploads, and each job ended `done`
+    listing its groups with no case id and no error (the upload page: "1 件候选案件"), while the review queue stayed
+    empty; the reason was only a log line of the job's thread. Start-up says it, naming the variable, and so does
+    each group of a job."""
+    monkeypatch.delenv("STREETWATCH_EVIDENCE_KEY", raising=False)
+    settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off"})
+    with caplog.at_level("WARNING", logger="api.app"):
+        app, tokens = make_app(settings, detector=onnx_detector)
+    assert any("STREETWATCH_EVIDENCE_KEY is not set" in r.getMessage() and "upload jobs write no candidate cases" in r.getMessage()
+               for r in caplog.records), caplog.text
+    inspector = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+        job = wait_job(client, created.json()["id"], inspector)
+    assert job["state"] == "done" and job["summary"]["with_violations"] == 1
+    [group] = job["cases"]
+    assert group["case_id"] is None and "STREETWATCH_EVIDENCE_KEY is not set" in group["error"]
+    assert app.state.ctx.store.list() == []  # the queue has nothing to show

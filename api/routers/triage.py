@@ -40,7 +40,8 @@ class JobFile(BaseModel):
 class JobCase(BaseModel):
     case_id: str | None = Field(description="The candidate case drafted for this group (None when no case was written).")
     state: str | None = Field(description="The case's state when the job finished.")
-    error: str | None = Field(description="Why the case has no stored evidence (yet).")
+    error: str | None = Field(description="Why the case has no stored evidence (yet), or why no case was written "
+                                          "(the evidence key is not set where the service runs).")
     type: str = Field(description="Violation type id.")
     score: float = Field(description="The group's score.")
     photos: int = Field(description="Photos in the group.")

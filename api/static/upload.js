@@ -38,6 +38,15 @@ function showJob(job) {
     (job.summary ? ` · ${job.cases.length} 件案件 cases` : "") + (job.error ? ` · ${job.error}` : "");
 }
 
+// What a finished job drafted: the cases the review queue shows, and the groups that got none and why (the
+// service has no evidence key: each says so), never a count of groups as if all were cases.
+function done(job) {
+  const written = job.cases.filter((c) => c.case_id).length;
+  const missing = job.cases.find((c) => !c.case_id);
+  return `完成 Done: ${written} 件候选案件 candidate cases → /ui/queue` +
+    (missing ? ` · ${job.cases.length - written} 组未生成案件 groups without a case: ${missing.error || ""}` : "");
+}
+
 async function showResults(jobId) {
   const rows = await SW.json(`/api/v1/triage/jobs/${jobId}/results`);
   document.getElementById("results").replaceChildren(...rows.map((r) => SW.el("tr", { "data-status": r.status },
@@ -52,7 +61,7 @@ async function follow(jobId) {
     await showResults(jobId);  // results first: when the progress says done, the table is complete
     showJob(job);
     if (job.state === "done" || job.state === "failed") {
-      SW.say(job.state === "done" ? `完成 Done: ${job.cases.length} 件候选案件 candidate cases → /ui/queue` : job.error, job.state !== "done");
+      SW.say(job.state === "done" ? done(job) : job.error, job.state !== "done" || job.cases.some((c) => !c.case_id));
       listJobs();
       return job;
     }
