@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import BeforeValidator, Field, HttpUrl, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, HttpUrl, model_validator
 
 from detect.config_io import ConfigError, ConfigModel, load_model
 from detect.evidence import EvidenceConfig
@@ -55,6 +56,26 @@ def ocr_from_yaml(value: Any) -> Any:
 
 #: The OCR mode as files write it (`ocr: off` unquoted included); `pipelines.triage.text.OcrMode` by value.
 OcrSetting = Annotated[Literal["auto", "all", "off"], BeforeValidator(ocr_from_yaml)]
+
+
+def cors_origin(value: str) -> str:
+    """An origin as a browser sends it in `Origin` (`https://host[:port]`, scheme and host in lower case), or `*`.
+
+    The CORS middleware compares the header with each entry as text: one written with a path, a trailing '/' or
+    no scheme never matched, so the API stayed closed to the site it was listed for, without a word."""
+    if value == "*":
+        return value
+    parts = urlsplit(value.strip())
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number
+        port, parts = "", parts._replace(netloc="")
+    web = parts.scheme.lower() in ("http", "https") and parts.hostname
+    if not web or parts.username is not None or parts.path or parts.query or parts.fragment or value.endswith(("?", "#")):
+        example = f"{parts.scheme.lower()}://{parts.hostname}{port}" if web else "https://review.example.gov.cn"
+        raise ValueError(f"{value!r} is not an origin: write scheme://host[:port] as browsers send it, with no path, not "
+                         f"even a trailing '/' (e.g. {example!r})")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 class TriageOptions(ConfigModel):
@@ -133,8 +154,10 @@ class ServiceConfig(ConfigModel):
         description="Hosts (`host` or `host:port`) whose disposal-photo URLs the service fetches (POST .../disposal-photo "
                     "{\"url\"}); default: the hosts of the dispatch targets' URLs, the platforms that send them. Any other "
                     "URL, or a redirect off these hosts, is refused, so a token holder cannot make the service read its own network.")
-    cors_origins: list[str] = Field(default_factory=list, title="CORS origins",
-                                    description="Origins allowed to call the API from a browser (default: none; the pages are same-origin).")
+    cors_origins: list[Annotated[str, AfterValidator(cors_origin)]] = Field(
+        default_factory=list, title="CORS origins",
+        description="Origins allowed to call the API from a browser, as browsers send them: `https://host[:port]` with no "
+                    "path or trailing '/', or `*` (default: none; the pages are same-origin).")
     url_key_env: str = Field(URL_KEY_ENV, title="URL key variable",
                              description="Environment variable with the key signing evidence links and a local store's attachment URLs "
                                          "(set it for `serve` and `dispatch run` alike); unset: a random key per process for "
