@@ -6,12 +6,13 @@ import io
 import json
 import time
 
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from pipelines.cases.states import CaseState
 from pipelines.dispatch.webhook import sign
 from pipelines.url_signing import ATTACHMENT
-from tests.api_helpers import auth, draft_cases, service  # noqa: F401  (fixture)
+from tests.api_helpers import DCM, KEY, auth, draft_cases, make_app, service, settings_for  # noqa: F401  (fixture)
 
 
 def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_event, tmp_path):
@@ -152,6 +153,27 @@ def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, mon
     assert client.post("/api/v1/dispatch/nowhere/webhook", content=body, headers=auth(tokens["integration"])).status_code == 404
     huge = client.post(hook, content=b"{" + b" " * 70_000 + b"}", headers=auth(tokens["integration"]))
     assert huge.status_code == 413
+
+
+def test_serve_warns_at_start_up_of_a_webhook_secret_variable_not_set(tmp_path, monkeypatch, caplog):
+    """A target with `webhook_secret_env` whose variable was not exported where `serve` runs started without a word;
+    every status call of the platform was then refused 503, token or signature, found only at its first call."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    monkeypatch.delenv("SW_TEST_HOOK", raising=False)
+    dispatch = {"targets": {"dcm": {**DCM["targets"]["dcm"], "webhook_secret_env": "SW_TEST_HOOK"}}}
+    with caplog.at_level("WARNING", logger="api.app"):
+        app, tokens = make_app(settings_for(tmp_path / "a", dispatch=dispatch))
+    warned = [r.getMessage() for r in caplog.records if "SW_TEST_HOOK" in r.getMessage()]
+    assert warned == ["dispatch.targets.dcm.webhook_secret_env: $SW_TEST_HOOK is not set, so every status call to "
+                      "/api/v1/dispatch/dcm/webhook is refused (503) until `streetwatch serve` runs with it"]
+    with TestClient(app) as client:  # what the warning foretells
+        refused = client.post("/api/v1/dispatch/dcm/webhook", json={"taskNumber": "T-1", "status": "立案"}, headers=auth(tokens["integration"]))
+        assert refused.status_code == 503 and "SW_TEST_HOOK" in refused.json()["detail"]
+    caplog.clear()
+    monkeypatch.setenv("SW_TEST_HOOK", "hook-secret-0123")
+    with caplog.at_level("WARNING", logger="api.app"):
+        make_app(settings_for(tmp_path / "b", dispatch=dispatch))
+    assert not [r for r in caplog.records if "SW_TEST_HOOK" in r.getMessage()]
 
 
 def test_webhook_naming_a_task_number_its_case_was_not_delivered_as_is_refused(service, bus_event):

@@ -103,6 +103,15 @@ class DispatchConfig(ConfigModel):
         "twice the longest target timeout (a look-up and a send).", gt=0)
     idle_s: float = Field(1.0, title="Idle wait", description="Longest sleep of `dispatch run` when nothing is due.", gt=0)
 
+    def unset_webhook_secrets(self) -> list[str]:
+        """A warning for each target whose `webhook_secret_env` names a variable not set here: the webhook wants its
+        signature, so every status call of that platform, with a token or signed, is refused 503 until the service
+        runs with it. `serve` logs these at start-up rather than at the platform's first call, hours later."""
+        return [f"dispatch.targets.{name}.webhook_secret_env: ${target.webhook_secret_env} is not set, so every status call "
+                f"to /api/v1/dispatch/{name}/webhook is refused (503) until `streetwatch serve` runs with it"
+                for name, target in self.targets.items()
+                if target.webhook_secret_env and not target.secret(target.webhook_secret_env)]
+
     @model_validator(mode="after")
     def _lease_covers_requests(self) -> DispatchConfig:
         for name, target in self.targets.items():
