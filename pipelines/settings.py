@@ -62,7 +62,8 @@ def cors_origin(value: str) -> str:
     """An origin as a browser sends it in `Origin` (`https://host[:port]`, scheme and host in lower case), or `*`.
 
     The CORS middleware compares the header with each entry as text: one written with a path, a trailing '/' or
-    no scheme never matched, so the API stayed closed to the site it was listed for, without a word."""
+    no scheme never matched, so the API stayed closed to the site it was listed for, without a word. A lone
+    trailing '/' (an address pasted from the browser) is dropped; a longer path or no scheme is refused."""
     if value == "*":
         return value
     parts = urlsplit(value.strip())
@@ -71,10 +72,10 @@ def cors_origin(value: str) -> str:
     except ValueError:  # a port that is not a number
         port, parts = "", parts._replace(netloc="")
     web = parts.scheme.lower() in ("http", "https") and parts.hostname
-    if not web or parts.username is not None or parts.path or parts.query or parts.fragment or value.endswith(("?", "#")):
+    if not web or parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#")):
         example = f"{parts.scheme.lower()}://{parts.hostname}{port}" if web else "https://review.example.gov.cn"
-        raise ValueError(f"{value!r} is not an origin: write scheme://host[:port] as browsers send it, with no path, not "
-                         f"even a trailing '/' (e.g. {example!r})")
+        raise ValueError(f"{value!r} is not an origin: write scheme://host[:port] as browsers send it, with no path "
+                         f"(e.g. {example!r})")
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
@@ -157,7 +158,7 @@ class ServiceConfig(ConfigModel):
     cors_origins: list[Annotated[str, AfterValidator(cors_origin)]] = Field(
         default_factory=list, title="CORS origins",
         description="Origins allowed to call the API from a browser, as browsers send them: `https://host[:port]` with no "
-                    "path or trailing '/', or `*` (default: none; the pages are same-origin).")
+                    "path (a trailing '/' is dropped), or `*` (default: none; the pages are same-origin).")
     url_key_env: str = Field(URL_KEY_ENV, title="URL key variable",
                              description="Environment variable with the key signing evidence links and a local store's attachment URLs "
                                          "(set it for `serve` and `dispatch run` alike); unset: a random key per process for "

@@ -119,21 +119,22 @@ def test_cors_is_closed_unless_origins_are_configured(tmp_path, monkeypatch):
 
 def test_a_cors_origin_is_written_as_browsers_send_it(tmp_path, monkeypatch):
     """`cors_origins: ['https://review.example/']` (a URL pasted from the address bar) loaded, and never equalled
-    the browser's `Origin: https://review.example`, so CORS stayed closed to that site without a word."""
+    the browser's `Origin: https://review.example`, so CORS stayed closed to that site without a word: its lone '/'
+    is dropped now; an entry with a path or without a scheme is refused, naming the origin to write."""
     from api.config import load_service
     from detect.config_io import ConfigError
 
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
     config = tmp_path / "settings.yaml"
-    for entry, example in (("https://review.example/", "https://review.example"), ("https://review.example/ui/queue", "https://review.example"),
+    for entry, example in (("https://review.example/ui/queue", "https://review.example"),
                            ("review.example", "https://review.example.gov.cn")):
         config.write_text(f"service:\n  cors_origins: ['https://ok.example', '{entry}']\n", encoding="utf-8")
         with pytest.raises(ConfigError) as refused:
             load_service(config)
         assert f"{config}: service.cors_origins.1: Value error, {entry!r} is not an origin" in str(refused.value)
         assert f"(e.g. {example!r})" in str(refused.value)
-    config.write_text("service:\n  cors_origins: ['https://Review.Example:8443', '*']\n", encoding="utf-8")
-    assert load_service(config)[1].cors_origins == ["https://review.example:8443", "*"]
+    config.write_text("service:\n  cors_origins: ['https://Review.Example:8443', '*', 'https://review.example/']\n", encoding="utf-8")
+    assert load_service(config)[1].cors_origins == ["https://review.example:8443", "*", "https://review.example"]
     app, _ = make_app(settings_for(tmp_path, cors_origins=["HTTPS://Review.Example:8443"]))
     with TestClient(app) as client:
         answer = client.options("/api/v1/cases", headers={"Origin": "https://review.example:8443", "Access-Control-Request-Method": "GET"})
