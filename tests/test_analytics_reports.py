@@ -183,6 +183,9 @@ def test_cases_export_with_filters(city, tmp_path):
     (["score", "--period", "2026-11", "--sheet", "{bad_sheet}"], "bad-sheet.yaml: sections.0.items.0.types.0: unknown violation type 'ufo'"),
     (["report", "--period", "fortnight"], "--period 'fortnight': one of day, week, month, quarter, year"),
     (["report", "--period", "day", "--date", "2026-02-30"], "--date '2026-02-30'"),
+    # A day in year 1 or 9999 stopped with an OverflowError traceback (its period's bounds or previous period).
+    (["report", "--period", "month", "--date", "0001-01-01"], "--date '0001-01-01': the year must be 1900–2999"),
+    (["report", "--period", "year", "--date", "9999-06-01"], "--date '9999-06-01': the year must be 1900–2999"),
     (["cases", "export", "--type", "ufo"], "--type 'ufo': unknown violation type"),
     (["cases", "export", "--state", "lost"], "--state 'lost': not a case state"),
     (["cases", "export", "--severity", "awful"], "--severity 'awful': not a case severity"),

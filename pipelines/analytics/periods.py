@@ -92,14 +92,19 @@ _PATTERNS = [
 ]
 
 
+def check_year(year: int, what: str) -> None:
+    """PeriodError naming `what` (the text a person gave) when `year` is outside YEARS."""
+    if year not in YEARS:
+        raise PeriodError(f"{what}: the year must be {YEARS.start}–{YEARS.stop - 1}")
+
+
 def parse_period(text: str) -> Period:
     """`2026-11` -> November 2026, etc.; PeriodError naming the text and the accepted forms."""
     value = (text or "").strip().upper()
     for pattern, build in _PATTERNS:
         m = pattern.fullmatch(value)
         if m:
-            if int(m.group(1)) not in YEARS:
-                raise PeriodError(f"period {text!r}: the year must be {YEARS.start}–{YEARS.stop - 1}")
+            check_year(int(m.group(1)), f"period {text!r}")
             try:
                 return build(*map(int, m.groups()))
             except ValueError as exc:  # 2026-13, 2026-02-30, 2026-W54

@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an analysis report for a period: report.html, report.pdf (charts), report.xlsx (tables), report.json."""
         from detect.taxonomy import load_taxonomy
-        from pipelines.analytics.periods import KINDS, PeriodError, default_day, period_of
+        from pipelines.analytics.periods import KINDS, PeriodError, check_year, default_day, period_of
         from pipelines.analytics.report import build_report, write_report
 
         if period not in KINDS:
@@ -88,9 +88,13 @@ def register(app: typer.Typer) -> None:
         settings, tz, places, store = _analytics(config)
         try:
             day = date.fromisoformat(on) if on else default_day(tz)
-            when = period_of(period, day)
-        except (ValueError, PeriodError) as exc:
+        except ValueError as exc:
             fail(f"--date {on!r}: {exc} (use YYYY-MM-DD)")
+        try:  # a day in year 1 or 9999 has a period whose bounds or previous period overflow Python's dates
+            check_year(day.year, f"--date {on!r}")
+        except PeriodError as exc:
+            fail(str(exc))
+        when = period_of(period, day)
         data = build_report(store.engine, places, load_taxonomy(), when, tz)
         files = write_report(data, out or settings.analytics.reports_dir / f"{when.kind}-{when.label}")
         store.close()
