@@ -105,6 +105,25 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     assert meta["label"] == "2026-11" and meta["summary"] == report.summary and "by_hour" in meta["tables"]
 
 
+def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
+    """Every table is in full in the HTML, Excel and JSON (the PDF page shows the first rows): repeat cameras
+    stopped at 10, so a district's 11th camera with cases on two days was in none of them."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for i in range(12):
+        for day in (3, 4 + i % 3):
+            make.add("illegal_parking", G3, local(day, 9 + i), camera=f"cam-{i:02d}", zone="kerb")
+    make.add("illegal_parking", G3, local(5), camera="cam-once", zone="kerb")
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
+    rows = report.tables["repeat_cameras"].rows
+    assert sorted(row[0] for row in rows) == [f"cam-{i:02d}" for i in range(12)] and {row[1] for row in rows} == {2}
+    files = write_report(report, tmp_path / "report")
+    sheet = list(load_workbook(files["report.xlsx"])["重复摄像头 Repeat cameras"].iter_rows(values_only=True))
+    assert len(sheet) == 1 + 12
+    store.close()
+
+
 def test_empty_period_gives_an_empty_valid_report(city, tmp_path):
     report = build_report(city["store"].engine, city["places"], load_taxonomy(), parse_period("2027-03-02"), TZ)
     assert report.summary["cases"] == 0 and report.summary["previous_cases"] == 0

@@ -175,7 +175,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
             cams[c.camera].append(c)
     add(Table("repeat_cameras", "重复摄像头 Repeat cameras", ["摄像头 camera", "案件数 cases", "天数 days", "主要类型 main type"],
               [[k, len(g), days_of(g), main_type(g)] for k, g in sorted(cams.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-               if len(g) >= 2][:TOP]))
+               if len(g) >= 2]))
 
     handled = handling_times(engine, [c.id for c in everything])
     by_type_h: dict[str, list[Handling]] = defaultdict(list)
