@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -78,6 +79,23 @@ def test_a_broken_sheet_is_a_server_side_problem(api, tmp_path):
     finally:
         settings.analytics.sheet = None
     assert answer.status_code == 503 and f"{bad}: sections: List should have at least 1 item" in answer.json()["detail"]
+
+
+def test_scores_by_a_squad_no_cell_names_is_a_server_side_problem(api, tmp_path):
+    """Every case fell under (未标注 none) when the grid file names no squad (a GIS export's 中队): now said, with the file."""
+    client, who, _, settings = api
+    grid = tmp_path / "grid.geojson"
+    features = [{**f, "properties": {"id": f["properties"]["id"], "中队": f["properties"]["squad"]}}
+                for f in json.loads(settings.analytics.grid.read_text(encoding="utf-8"))["features"]]
+    grid.write_text(json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False), encoding="utf-8")
+    before, settings.analytics.grid = settings.analytics.grid, grid
+    try:
+        answer = client.get("/api/v1/scores", params={"period": "2026-11", "by": "squad"}, headers=who)
+        by_grid = client.get("/api/v1/scores", params={"period": "2026-11", "by": "grid"}, headers=who)
+    finally:
+        settings.analytics.grid = before
+    assert answer.status_code == 503 and f"{grid}: no cell names its squad (property `squad`; the cells have: id, 中队)" in answer.json()["detail"]
+    assert by_grid.status_code == 200 and {u["unit"] for u in by_grid.json()["units"]} == {G1, G2, G3, G4}
 
 
 def test_case_export_csv_and_excel_with_filters(api):

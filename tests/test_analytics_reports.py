@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -221,6 +222,34 @@ def test_bad_input_is_refused_with_a_clear_error(city, tmp_path, monkeypatch, ar
     done = _run(*[a.replace("{bad_sheet}", str(bad_sheet)) for a in args], "--config", _settings(city))
     assert done.exit_code == 2 and message in done.stderr, done.stderr
     assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+def _grid_in_chinese(tmp_path) -> Path:
+    """The test grid as a GIS export may name its properties: 街道 and 中队 instead of street and squad."""
+    data = json.loads(write_grid(tmp_path / "grid-en.geojson").read_text(encoding="utf-8"))
+    for f in data["features"]:
+        p = f["properties"]
+        f["properties"] = {"id": p["id"], "name": p["name"], "街道": p["street"], "中队": p["squad"]}
+    path = tmp_path / "grid.geojson"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_scores_by_street_or_squad_need_cells_that_name_them(city, tmp_path):
+    """A grid file whose cells name no squad scored every case under (未标注 none), one row, without a word."""
+    grid = _grid_in_chinese(tmp_path)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}, "analytics": {"grid": str(grid)}}, allow_unicode=True))
+    done = _run("score", "--period", "2026-11", "--by", "squad", "--config", str(settings), "--out", str(tmp_path))
+    assert done.exit_code == 2 and not (tmp_path / "scores-2026-11-squad.json").exists(), done.stdout
+    assert (f"--by squad: {grid}: no cell names its squad (property `squad`; the cells have: id, name, 中队, 街道), "
+            "so every case would count under (未标注 none)") in done.stderr, done.stderr
+    no_grid = tmp_path / "no-grid.yaml"
+    no_grid.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}}))
+    done = _run("score", "--period", "2026-11", "--by", "street", "--config", str(no_grid), "--out", str(tmp_path))
+    assert done.exit_code == 2 and "--by street: analytics.grid is not set" in done.stderr, done.stderr
+    done = _run("score", "--period", "2026-11", "--by", "grid", "--config", str(settings), "--out", str(tmp_path))
+    assert done.exit_code == 0 and (tmp_path / "scores-2026-11-grid.json").exists(), done.stderr  # cells are still cells
 
 
 def test_bad_grid_file_names_the_feature(city, tmp_path):

@@ -150,11 +150,13 @@ def scores(
         raise Problem(422, str(exc)) from None
     cfg = _config(ctx)
     sheet = sheet_for(ctx)
+    places = _places(ctx)
     try:
+        places.check_unit(by)
         status = number_status_source(cfg, ctx.store.engine, _tz(ctx))
     except ConfigError as exc:
         raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None
-    table = score_store(ctx.store.engine, _places(ctx), sheet, by, when, _tz(ctx), status)
+    table = score_store(ctx.store.engine, places, sheet, by, when, _tz(ctx), status)
     if format == "xlsx":
         return Response(xlsx_bytes(score_tables(table)), media_type=XLSX, headers=_attachment(f"scores-{when.label}-{by}.xlsx"))
     return table

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from detect.cityzones import CityZonesFile
-from detect.config_io import load_model
+from detect.config_io import ConfigError, load_model
 from detect.scenes import check_types
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.analytics.config import AnalyticsConfig
@@ -40,6 +40,8 @@ class Places:
     cells: dict[str, Cell] = field(default_factory=dict)
     grid_features: list[dict[str, Any]] = field(default_factory=list)
     zone_features: list[dict[str, Any]] = field(default_factory=list)
+    grid_file: str | None = None  # analytics.grid, when set
+    grid_properties: set[str] = field(default_factory=set)  # every property name its cells have (for the error below)
 
     def street_of(self, cell_id: str | None) -> str | None:
         cell = self.cells.get(cell_id or "")
@@ -57,6 +59,16 @@ class Places:
             return sorted({v for c in self.cells.values() if (v := getattr(c, by))})
         return []
 
+    def check_unit(self, by: Unit) -> None:
+        """ConfigError when scoring `by` street or squad would file every case under NONE_UNIT because no cell
+        names one: a grid file without those properties (a GIS export's 街道/中队 or STREET are not read), or none."""
+        if by not in ("street", "squad") or self.known_units(by):
+            return
+        if self.grid_file is None:
+            raise ConfigError(f"analytics.grid is not set: a case's {by} is its grid cell's `{by}` property in that file")
+        raise ConfigError(f"{self.grid_file}: no cell names its {by} (property `{by}`; the cells have: "
+                          f"{', '.join(sorted(self.grid_properties))}), so every case would count under {NONE_UNIT}")
+
     def cells_where(self, *, streets: list[str] | None = None, squads: list[str] | None = None) -> set[str]:
         """Codes of the cells in any of `streets` (and any of `squads`)."""
         return {c.id for c in self.cells.values()
@@ -71,8 +83,10 @@ def load_places(config: AnalyticsConfig, taxonomy: Taxonomy | None = None) -> Pl
     places = Places()
     if config.grid is not None:
         grid = load_model(GridFile, config.grid)
+        places.grid_file = str(config.grid)
         for f in grid.features:
             p = f.properties
+            places.grid_properties |= p.model_fields_set
             places.cells[p.id] = Cell(p.id, p.name, p.street, p.squad)
             places.grid_features.append({"type": "Feature", "geometry": f.geometry, "properties": {
                 "id": p.id, "name": p.name, "street": p.street, "squad": p.squad}})

@@ -58,6 +58,10 @@ def register(app: typer.Typer) -> None:
             fail(f"--period: {exc}")
         settings, tz, places, store = _analytics(config)
         try:
+            places.check_unit(by)
+        except ConfigError as exc:
+            fail(f"--by {by}: {exc}")
+        try:
             the_sheet = load_sheet(sheet or settings.analytics.sheet)
             status = number_status_source(settings.analytics, store.engine, tz, cutoffs)
         except ConfigError as exc:
