@@ -226,3 +226,26 @@ def test_cutoff_file_saved_again_by_excel_on_a_chinese_pc(tmp_path):
     path.write_text("number,cut_off_at\n13800138000,2026/13/3\n", encoding="utf-8-sig")
     with pytest.raises(ConfigError, match=r"line 2: cut_off_at: '2026/13/3' is not a date/time"):
         CutoffFile(path, TZ)
+
+
+def test_a_year_of_cases_behind_one_deduction_fits_excel_cells(tmp_path):
+    """A year's 1,400 flyposting spots in one cell: their case ids in one Deductions cell came to ~35,000
+    characters, past the 32,767 an Excel cell holds, and openpyxl cut the text there without a word (the last
+    ~100 ids lost, one cut in half). They go on on rows of their own (same unit and item, no numbers, 续)."""
+    from openpyxl import load_workbook
+
+    from pipelines.analytics.scoring import score_tables
+    from pipelines.analytics.tables import write_xlsx
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    ids = {make.add("flyposting", G1, local(1 + i % 28, 8 + i % 12, i % 60, month=1 + i % 12)) for i in range(1400)}
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    table = score_store(store.engine, places, load_sheet(), "grid", parse_period("2026"), TZ)
+    store.close()
+    assert table.unit(G1).item("flyposting").count == 1400
+    book = load_workbook(write_xlsx(tmp_path / "scores.xlsx", score_tables(table)))
+    rows = [r for r in book["扣分明细 Deductions"].iter_rows(values_only=True) if r[0] == G1 and r[2].startswith("牛皮癣")]
+    assert len(rows) == 2 and rows[0][3:5] == (1400, -1400) and rows[1][3:5] == (None, None) and rows[1][6] == "续 continued"
+    listed = [case_id for r in rows for case_id in r[5].split(", ")]
+    assert len(listed) == 1400 and set(listed) == ids

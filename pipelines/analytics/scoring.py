@@ -23,7 +23,7 @@ from pipelines.analytics.periods import Period
 from pipelines.analytics.places import NONE_UNIT, Places, Unit
 from pipelines.analytics.quota import NumberStatus
 from pipelines.analytics.sheet import Grouping, Item, Per, Sheet
-from pipelines.analytics.tables import Table
+from pipelines.analytics.tables import Table, cell_runs
 from pipelines.cases.states import CaseState
 
 
@@ -255,6 +255,14 @@ def score_store(engine: Engine, places: Places, sheet: Sheet, by: Unit, period: 
     return score_cases(sheet, by, period, tz, cases, places, quota_cases=quota_cases, number_status=number_status)
 
 
+def _case_rows(head: list[Any], numbers: list[Any], cases: list[str], note: str | None = None) -> list[list[Any]]:
+    """One row: `head`, `numbers`, the case ids (and `note`); case ids that do not fit one Excel cell go on on rows
+    of their own under the same `head`, without the numbers (a sum of the column stays the deductions') and marked 续."""
+    first, *rest = cell_runs(cases)
+    tail, more = ([], []) if note is None else ([note], ["续 continued"])
+    return [head + numbers + [first] + tail] + [head + [None] * len(numbers) + [run] + more for run in rest]
+
+
 def score_tables(table: ScoreTable) -> list[Table]:
     """The score table as sheets for Excel: scores, deductions with their cases, groups, and what was scored."""
     from pipelines.analytics.places import UNIT_NAMES_ZH
@@ -269,11 +277,11 @@ def score_tables(table: ScoreTable) -> list[Table]:
         for s in u.sections:
             for i in s.items:
                 if i.count or i.deduction or i.note:
-                    details.rows.append([u.unit, s.name, i.name, i.count, -i.deduction, i.cases, i.note or ""])
+                    details.rows += _case_rows([u.unit, s.name, i.name], [i.count, -i.deduction], i.cases, i.note or "")
                 for g in i.groups:
                     what = (f"{g['place']} {g['start'][:16]} · {g['stalls']} 摊 stalls · {g['band']}" if "stalls" in g
                             else f"{g['number']} 停机 {g['cut_off_at'][:16]}")
-                    groups.rows.append([u.unit, i.name, what, -g.get("deduction", 0), g["cases"]])
+                    groups.rows += _case_rows([u.unit, i.name, what], [-g.get("deduction", 0)], g["cases"])
     about = Table("about", "说明 About", ["项目 field", "值 value"], [
         ["评分细则 sheet", table.sheet], ["期间 period", table.period], ["单位 by", table.by],
         ["时区 time zone", table.timezone], ["计入候选案件 include candidates", table.include_candidates],

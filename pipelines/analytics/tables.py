@@ -21,6 +21,9 @@ from openpyxl.utils import get_column_letter
 from pipelines.tables import append_text_row
 
 _BAD_SHEET_CHARS = str.maketrans({c: "_" for c in "[]:*?/\\"})
+LIST_SEP = ", "  # how a list (a deduction's case ids) is written into one cell
+#: The most characters an Excel cell holds; openpyxl cuts longer text there without a word.
+EXCEL_CELL_CHARS = 32767
 
 
 @dataclass
@@ -38,8 +41,23 @@ def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)  # Excel has no time zones: local wall-clock times are written
     if isinstance(value, (list, tuple, set)):
-        return ", ".join(map(str, value))
+        return LIST_SEP.join(map(str, value))
     return value
+
+
+def cell_runs(values: list[str], limit: int = EXCEL_CELL_CHARS) -> list[list[str]]:
+    """`values` in runs, in order, each of which written into one cell fits Excel's limit (one run, empty, for none):
+    a year's deduction for a busy squad names thousands of cases, more than one cell holds."""
+    runs: list[list[str]] = [[]]
+    size = 0
+    for v in values:
+        extra = len(v) + (len(LIST_SEP) if runs[-1] else 0)
+        if runs[-1] and size + extra > limit:
+            runs.append([])
+            size, extra = 0, len(v)
+        runs[-1].append(v)
+        size += extra
+    return runs
 
 
 def workbook(tables: list[Table]) -> Workbook:
