@@ -154,3 +154,11 @@ def test_a_patrol_video_name_is_only_a_label(city):
     assert job["video"] == "video.mp4" and job["video_label"] == "drive.m\x00p4"
     folders = list((app.state.ctx.service.data_dir / "patrol").iterdir())
     assert [f.name for f in folders] == [job["id"]] and (folders[0] / "video.mp4").read_bytes() == b"not a video"
+
+
+def test_the_patrol_job_schema_says_a_track_is_always_sent(city):
+    """The job's `track` said "None: no track sent", though an upload without one is refused (400)."""
+    _, client, _ = city
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["PatrolJob"]["properties"]
+    assert "no track sent" not in fields["track"]["description"]
+    assert "every upload sends one (400 without)" in fields["track"]["description"]

@@ -159,8 +159,9 @@ class PatrolJob(BaseModel):
     finished_at: str | None = None
     video: str = Field(description="The stored video's name.")
     video_label: str = Field(description="The file name the client sent.")
-    track: str | None = Field(description="The stored track's name (None: no track sent).")
-    track_label: str | None
+    track: str | None = Field(description="The stored track's name (`track.gpx`, `track.nmea`, `track.srt` ...): every upload "
+                              "sends one (400 without), so None only in a job stored before a track was required.")
+    track_label: str | None = Field(description="The track's file name the client sent (None as for `track`).")
     error: str | None = Field(None, description="Why the job failed.")
     summary: PatrolSummary | None = Field(None, description="When done.")
 
