@@ -16,7 +16,7 @@ import srt
 from pipelines.cases import CaseStore
 from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
 from pipelines.cityops.patrol import PatrolError, run_patrol, sample_video
-from pipelines.cityops.tracks import load_track
+from pipelines.cityops.tracks import TrackError, load_track
 from streetwatch.demo.media import road_view
 from tests.cctv_helpers import played_picture, retagged_copy, rotated_copy, ts_copy
 from pipelines.settings import Settings
@@ -115,6 +115,20 @@ def test_broken_fixes_are_skipped_not_fatal_or_placed(tmp_path):
     gpx = write_gpx(tmp_path / "t.gpx", [*fixes[:5], (START + timedelta(seconds=5.5), 300.27, ORIGIN[1]), *fixes[5:]])
     track = load_track(gpx, TZ)
     assert len(track.fixes) == 11 and all(30 < f.lat < 31 for f in track.fixes)
+
+
+def test_an_nmea_log_of_gga_only_asks_for_rmc(tmp_path):
+    """A receiver logging only GGA (time of day, no date) was 'no GPS fixes in the file'; it names the missing RMC."""
+    lines = []
+    for t, lat, lon in _fixes(START, 5):
+        dm = lambda v, w: f"{int(v):0{w}d}{(v - int(v)) * 60:07.4f}"  # noqa: E731
+        lines += [str(pynmea2.GGA("GP", "GGA", (t.strftime("%H%M%S.00"), dm(lat, 2), "N", dm(lon, 3), "E", "1", "09", "0.9",
+                                                 "12.3", "M", "7.1", "M", "", ""))),
+                  str(pynmea2.GSA("GP", "GSA", ("A", "3", "02", "05", "12", "13", "15", "18", "20", "25", "29", "", "", "", "1.6", "0.9", "1.3")))]
+    (tmp_path / "ublox.nmea").write_text("\r\n".join(lines) + "\r\n", encoding="ascii")
+    with pytest.raises(TrackError, match=r"ublox\.nmea: no RMC sentences, the ones with a date: its 6 GGA sentence\(s\) give the "
+                                         r"time of day but no date"):
+        load_track(tmp_path / "ublox.nmea", TZ)
 
 
 def test_patrol_video_becomes_one_case_and_a_second_patrol_does_not_double_it(tmp_path, clip, onnx_detector, monkeypatch):

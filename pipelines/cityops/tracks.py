@@ -131,16 +131,23 @@ def _gpx(path: Path, text: str, tz: ZoneInfo) -> Track:
 def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
     """RMC sentences (they carry the date); invalid fixes (status V) and broken lines are skipped.
 
+    A log of GGA sentences alone is refused naming that: GGA gives the time of day but no date, and taking the
+    date from the video's start would be wrong across midnight UTC (08:00 in Beijing, mid-patrol), so the
+    simple correct answer is to ask for RMC (or a GPX), which every logger can write.
+
     A line with a good checksum can still be broken: pynmea2 hands back the raw text of a date or time
     it cannot read (day 32, hour 25), and empty or out-of-range coordinates as numbers (0, 0 or 99°N),
     so those are checked here like the SRT reader checks its positions."""
     import pynmea2
 
-    fixes = []
+    fixes, rmc, gga = [], 0, 0
     for line in text.splitlines():
         line = line.strip()
+        if line.startswith("$") and line[3:6] == "GGA":
+            gga += 1
         if not line.startswith("$") or line[3:6] != "RMC":
             continue
+        rmc += 1
         try:
             msg = pynmea2.parse(line)
             lat, lon = msg.latitude, msg.longitude
@@ -152,6 +159,9 @@ def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
             continue
         when = datetime.combine(msg.datestamp, msg.timestamp)
         fixes.append(Fix((when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC), lat, lon))
+    if not rmc and gga:
+        raise TrackError(f"{path}: no RMC sentences, the ones with a date: its {gga} GGA sentence(s) give the time of day "
+                         "but no date, so the frames cannot be matched to positions (log RMC too, or convert the log to GPX)")
     return Track(path, fixes, video_timed=False)
 
 
