@@ -117,6 +117,25 @@ def test_broken_fixes_are_skipped_not_fatal_or_placed(tmp_path):
     assert len(track.fixes) == 11 and all(30 < f.lat < 31 for f in track.fixes)
 
 
+def test_gpx_waypoints_and_routes_are_not_a_track(tmp_path):
+    """A GPX of waypoints or a planned route (what a map app exports as 'favourites' or 'route') said 'no GPS fixes in
+    the file'; it says what the file holds and what a patrol needs."""
+    head = ('<?xml version="1.0" encoding="UTF-8"?>\n<gpx version="1.1" creator="OsmAnd~ 4.6.8" xmlns="http://www.topografix.com/GPX/1/1" '
+            'xmlns:osmand="https://osmand.net" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            'xsi:schemaLocation="http://www.topografix.com/GPX/1/1 http://www.topografix.com/GPX/1/1/gpx.xsd">\n'
+            '  <metadata>\n    <name>favourites</name>\n  </metadata>\n')
+    (tmp_path / "favourites.gpx").write_text(head + "".join(
+        f'  <wpt lat="{lat:.6f}" lon="{lon:.6f}">\n    <name>{name}</name>\n    <type>城管</type>\n  </wpt>\n'
+        for name, (_, lat, lon) in zip(("文三路口", "学院路口"), _fixes(START, 1))) + "</gpx>\n", encoding="utf-8")
+    with pytest.raises(TrackError, match=r"favourites\.gpx: no track points \(<trkpt>\), only 2 waypoint\(s\) \(<wpt>\), places without "
+                                         r"the times they were passed: a patrol needs the recorded track, <trk> with <trkpt>"):
+        load_track(tmp_path / "favourites.gpx", TZ)
+    (tmp_path / "route.gpx").write_text(head + '  <rte>\n    <name>巡查路线</name>\n' + "".join(
+        f'    <rtept lat="{lat:.6f}" lon="{lon:.6f}"/>\n' for _, lat, lon in _fixes(START, 4)) + "  </rte>\n</gpx>\n", encoding="utf-8")
+    with pytest.raises(TrackError, match=r"route\.gpx: no track points \(<trkpt>\), only 1 route\(s\) \(<rte>\) of 5 point\(s\)"):
+        load_track(tmp_path / "route.gpx", TZ)
+
+
 def test_an_nmea_log_of_gga_only_asks_for_rmc(tmp_path):
     """A receiver logging only GGA (time of day, no date) was 'no GPS fixes in the file'; it names the missing RMC."""
     lines = []

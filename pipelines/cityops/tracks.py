@@ -116,8 +116,12 @@ def _gpx(path: Path, text: str, tz: ZoneInfo) -> Track:
         gpx = gpxpy.parse(text)
     except Exception as exc:  # noqa: BLE001 - gpxpy raises its own and XML errors
         raise TrackError(f"{path}: not a readable GPX file: {exc}") from None
+    points = [p for t in gpx.tracks for s in t.segments for p in s.points]
+    if not points:
+        raise TrackError(f"{path}: no track points (<trkpt>)" + _gpx_holds(gpx) + ": a patrol needs the recorded track, "
+                         "<trk> with <trkpt> points and their <time> (export the recording, not the planned route)")
     fixes = []
-    for point in (p for t in gpx.tracks for s in t.segments for p in s.points):
+    for point in points:
         if point.time is None:
             raise TrackError(f"{path}: track point at {point.latitude}, {point.longitude} has no <time>: "
                              "the frames cannot be matched to positions")
@@ -126,6 +130,13 @@ def _gpx(path: Path, text: str, tz: ZoneInfo) -> Track:
         when = point.time if point.time.tzinfo else point.time.replace(tzinfo=UTC)
         fixes.append(Fix(when.astimezone(UTC), point.latitude, point.longitude))
     return Track(path, fixes, video_timed=False)
+
+
+def _gpx_holds(gpx) -> str:
+    """What a GPX without track points holds instead (waypoints, routes), for its refusal."""
+    held = [f"{n} waypoint(s) (<wpt>)" for n in [len(gpx.waypoints)] if n]
+    held += [f"{len(gpx.routes)} route(s) (<rte>) of {n} point(s)" for n in [sum(len(r.points) for r in gpx.routes)] if gpx.routes]
+    return f", only {' and '.join(held)}, places without the times they were passed" if held else ""
 
 
 def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
