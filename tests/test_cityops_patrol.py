@@ -117,6 +117,32 @@ def test_broken_fixes_are_skipped_not_fatal_or_placed(tmp_path):
     assert len(track.fixes) == 11 and all(30 < f.lat < 31 for f in track.fixes)
 
 
+def _gpslogger_gpx(fixes, untimed: set[int] = frozenset()) -> str:
+    """A track as GPSLogger for Android writes it (GPX 1.0, one line); the points numbered in `untimed` without <time>."""
+    points = "".join(f'<trkpt lat="{lat:.7f}" lon="{lon:.7f}"><ele>12.0</ele>'
+                     + ("" if i in untimed else f"<time>{t:%Y-%m-%dT%H:%M:%S}.000Z</time>")
+                     + "<course>0.0</course><speed>5.0</speed><src>gps</src><sat>9</sat></trkpt>" for i, (t, lat, lon) in enumerate(fixes))
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes" ?><gpx version="1.0" creator="GPSLogger 131 - '
+            'http://gpslogger.mendhak.com/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns="http://www.topografix.com/GPX/1/0" '
+            'xsi:schemaLocation="http://www.topografix.com/GPX/1/0 http://www.topografix.com/GPX/1/0/gpx.xsd">'
+            f"<time>{fixes[0][0]:%Y-%m-%dT%H:%M:%S}.000Z</time><trk><trkseg>{points}</trkseg></trk></gpx>")
+
+
+def test_a_gpx_point_without_time_is_skipped_and_said(tmp_path, clip):
+    """One point without <time> refused the whole track; it is skipped, and the run says how many were."""
+    path = tmp_path / "drive.gpx"
+    path.write_text(_gpslogger_gpx(_fixes(START, 30), untimed={7}), encoding="utf-8")
+    track = load_track(path, TZ)
+    assert len(track.fixes) == 30
+    sampled = sample_video(clip, track, tmp_path / "frames", every_m=1000, every_s=5, tz=TZ)
+    assert sampled.messages == [f"{path}: 1 of 31 track points have no <time> (the first at 30.2703148, 120.155) and were "
+                                "skipped; the frames are placed on the others"] and sampled.skipped == 0
+
+    path.write_text(_gpslogger_gpx(_fixes(START, 30), untimed=set(range(31))), encoding="utf-8")
+    with pytest.raises(TrackError, match=r"drive\.gpx: none of its 31 track points has a <time>"):
+        load_track(path, TZ)
+
+
 def test_gpx_waypoints_and_routes_are_not_a_track(tmp_path):
     """A GPX of waypoints or a planned route (what a map app exports as 'favourites' or 'route') said 'no GPS fixes in
     the file'; it says what the file holds and what a patrol needs."""

@@ -118,7 +118,7 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
                  start: datetime | None = None, quality: int = 92) -> Sampled:
     """Write the sampled, placed frames of `video` under `out` (see module doc)."""
     out.mkdir(parents=True, exist_ok=True)
-    result = Sampled()
+    result = Sampled(messages=list(track.warnings))  # what reading the track skipped comes first
     try:
         container = av.open(str(video))
     except (av.FFmpegError, OSError) as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -47,6 +47,7 @@ class Track:
     video_timed: bool  # SRT without wall-clock times: `t` is video seconds
     start: datetime | None = None  # wall clock of video time 0, when the track itself says (SRT with times)
     max_gap_s: float = 10.0
+    warnings: list[str] = field(default_factory=list)  # what was skipped in reading it (the run reports them)
 
     def __post_init__(self) -> None:
         self.fixes.sort(key=lambda f: f.t)
@@ -120,16 +121,22 @@ def _gpx(path: Path, text: str, tz: ZoneInfo) -> Track:
     if not points:
         raise TrackError(f"{path}: no track points (<trkpt>)" + _gpx_holds(gpx) + ": a patrol needs the recorded track, "
                          "<trk> with <trkpt> points and their <time> (export the recording, not the planned route)")
+    untimed = [p for p in points if p.time is None]
+    if len(untimed) == len(points):
+        raise TrackError(f"{path}: none of its {len(points)} track points has a <time>: the frames cannot be matched "
+                         "to positions (export the recording with its times)")
     fixes = []
     for point in points:
-        if point.time is None:
-            raise TrackError(f"{path}: track point at {point.latitude}, {point.longitude} has no <time>: "
-                             "the frames cannot be matched to positions")
-        if not _plausible((point.latitude, point.longitude)):
+        if point.time is None or not _plausible((point.latitude, point.longitude)):
             continue
         when = point.time if point.time.tzinfo else point.time.replace(tzinfo=UTC)
         fixes.append(Fix(when.astimezone(UTC), point.latitude, point.longitude))
-    return Track(path, fixes, video_timed=False)
+    track = Track(path, fixes, video_timed=False)
+    if untimed:
+        first = untimed[0]
+        track.warnings.append(f"{path}: {len(untimed)} of {len(points)} track points have no <time> (the first at "
+                              f"{first.latitude}, {first.longitude}) and were skipped; the frames are placed on the others")
+    return track
 
 
 def _gpx_holds(gpx) -> str:
