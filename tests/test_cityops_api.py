@@ -14,7 +14,8 @@ from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from tests.api_helpers import KEY, MODEL, auth, make_app, settings_for
-from tests.test_cityops_patrol import START, _fixes, clip, write_srt  # noqa: F401  (fixture)
+from tests.cctv_helpers import ts_copy
+from tests.test_cityops_patrol import START, _fixes, clip, write_gpx, write_srt  # noqa: F401  (fixture)
 from tests.test_cityops_registers import REGISTER
 
 
@@ -112,6 +113,16 @@ def test_disposal_photo_through_the_api(city, bus_event, zidane_jpg):
     assert store.get(case.id).verification_ref == "verification/verification_1.jpg"
 
 
+def _finished(client, headers, *jobs: dict) -> list[dict]:
+    """The patrol jobs polled until each is done or failed (or 240 s have passed)."""
+    deadline = time.monotonic() + 240
+    while True:
+        jobs = tuple(client.get(f"/api/v1/patrol/jobs/{j['id']}", headers=headers).json() for j in jobs)
+        if all(j["state"] in ("done", "failed") for j in jobs) or time.monotonic() > deadline:
+            return list(jobs)
+        time.sleep(0.5)
+
+
 def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F811
     app, client, tokens = city
     srt_path = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START)
@@ -125,13 +136,7 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
     assert nogps.status_code == 400 and "no GPS track in form field 'track'" in nogps.json()["detail"]  # refused, not a job bound to fail
     badgps = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("行车 记录.mp4", clip.read_bytes(), "video/mp4"),
                                                                         "track": ("轨迹.gpx", b"not xml", "application/gpx+xml")}).json()
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/patrol/jobs/{job['id']}", headers=inspector).json()
-        badgps = client.get(f"/api/v1/patrol/jobs/{badgps['id']}", headers=inspector).json()
-        if all(j["state"] in ("done", "failed") for j in (job, badgps)):
-            break
-        time.sleep(0.5)
+    job, badgps = _finished(client, inspector, job, badgps)
     assert job["state"] == "done", job
     assert job["summary"]["frames"] == 15 and job["summary"]["groups"] >= 1 and job["summary"]["cases"]
     # its cases name the video as uploaded (the stored file is video.mp4 for every upload: all were 'patrol:video')
@@ -139,6 +144,34 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
     # the errors name the files as uploaded, never the server's paths
     assert badgps["state"] == "failed" and badgps["error"].startswith("轨迹.gpx: not a readable GPX file"), badgps
     assert str(app.state.ctx.service.data_dir) not in badgps["error"]
+
+
+def test_a_patrol_upload_takes_the_start_time_the_video_lacks(city, clip, tmp_path):  # noqa: F811
+    """A dashcam's TS has no creation_time tag: with a GPX its upload could only fail, asking for a --start the API
+    does not have; form field `start` gives the time (local, as --start), and the error names that field."""
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    video = ts_copy(clip, tmp_path / "drive.ts", 100).read_bytes()
+    gpx = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
+
+    def upload(**form):
+        return client.post("/api/v1/patrol/jobs", headers=inspector, data=form,
+                           files={"video": ("行车 0310.ts", video, "video/mp2t"), "track": ("drive.gpx", gpx, "application/gpx+xml")})
+
+    for bad, why in (("20.11.2026 09:00", "'20.11.2026 09:00' is not a time"), ("2099-01-01 09:00:00", "is in the future"),
+                     ("1999-12-31 23:00:00", "is before 2000")):
+        answer = upload(start=bad)
+        assert answer.status_code == 422 and answer.json()["detail"].startswith("form field 'start': ") and why in answer.json()["detail"], answer.text
+    without, given, empty = upload().json(), upload(start="2026-11-20 09:00:00").json(), upload(start="").json()
+    assert given["start"] == "2026-11-20T09:00:00+08:00" and without["start"] is None and empty["start"] is None
+    without, given, empty = _finished(client, inspector, without, given, empty)
+    assert without["state"] == "failed" and "--start" not in without["error"], without
+    assert without["error"] == ("行车 0310.ts: no start time: the video has no creation_time tag to match the track's clock; send the "
+                                "time of its first frame as form field 'start', 'YYYY-MM-DD HH:MM:SS' in local time (Asia/Shanghai); "
+                                "on /ui/city: 开始时间 Start")
+    assert empty["state"] == "failed" and empty["error"] == without["error"]  # the page sends an empty field when none is given
+    assert given["state"] == "done", given
+    assert given["summary"]["frames"] == 15 and given["summary"]["video_span"] == ["2026-11-20 09:00:00", "2026-11-20 09:00:29"]
 
 
 def test_a_patrol_video_name_is_only_a_label(city):

@@ -325,3 +325,19 @@ def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):
     assert "6 frames sampled along the track (0 skipped without a position)" in run.stdout
     summary = json.loads((tmp_path / "out" / "patrol.json").read_text())
     assert summary["track"].endswith("drive.srt") and summary["groups"] >= 1
+
+
+def test_patrol_command_refuses_a_start_the_video_cannot_have(tmp_path, clip):
+    """--start is read by the rule the service's form field is (`given_start`): a time in the future or before 2000
+    would date every frame and case so."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    for start, why in (("2099-01-01 09:00:00", "'--start': 2099-01-01T09:00:00+08:00 is in the future"),
+                       ("1999-12-31T23:00:00+00:00", "'--start': 1999-12-31T23:00:00+00:00 is before 2000")):
+        run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "patrol", str(clip), "--start", start, "--timezone", "Asia/Shanghai",
+                              "--out", str(tmp_path / "out"), "--no-cases", "--no-progress"], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert run.returncode != 0 and why in run.stderr, run.stderr[-2000:]
+        assert not (tmp_path / "out").exists()

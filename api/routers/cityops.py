@@ -162,12 +162,16 @@ class PatrolJob(BaseModel):
     track: str | None = Field(description="The stored track's name (`track.gpx`, `track.nmea`, `track.srt` ...): every upload "
                               "sends one (400 without), so None only in a job stored before a track was required.")
     track_label: str | None = Field(description="The track's file name the client sent (None as for `track`).")
+    start: str | None = Field(None, description="The video's start as sent (form field `start`), ISO 8601 with the offset of the "
+                              "zone it was read in; None: the video's creation_time tag or the SRT's own times.")
     error: str | None = Field(None, description="Why the job failed.")
     summary: PatrolSummary | None = Field(None, description="When done.")
 
 
-async def _form(request: Request, limit: int, fields: tuple[str, ...]) -> dict[str, tuple[bytes, str]]:
-    """Named file fields of a multipart body, size-capped: {field: (bytes, client file name)}."""
+async def _form(request: Request, limit: int, fields: tuple[str, ...],
+                texts: tuple[str, ...] = ()) -> tuple[dict[str, tuple[bytes, str]], dict[str, str]]:
+    """Named file fields of a multipart body, size-capped: {field: (bytes, client file name)}, and its named text
+    fields: {field: value}, a text field sent as a file refused naming it."""
     check_length(request, limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Problem(415, f"send multipart/form-data with field(s) {', '.join(fields)}", slug="unsupported-media-type")
@@ -177,18 +181,24 @@ async def _form(request: Request, limit: int, fields: tuple[str, ...]) -> dict[s
     except MultiPartException as exc:
         raise Problem(400, f"malformed multipart body: {exc.message}", slug="malformed-upload") from None
     try:
-        out = {}
+        files, values = {}, {}
         for name in fields:
             part = form.get(name)
             if isinstance(part, UploadFile):
-                out[name] = (await part.read(), (part.filename or name)[:200])
-        return out
+                files[name] = (await part.read(), (part.filename or name)[:200])
+        for name in texts:
+            part = form.get(name)
+            if isinstance(part, UploadFile):
+                raise Problem(422, f"form field {name!r} is text, not a file", slug="invalid-field")
+            if part is not None:
+                values[name] = part
+        return files, values
     finally:
         await form.close()
 
 
 async def _file(request: Request) -> tuple[bytes, str]:
-    files = await _form(request, FILE_LIMIT, ("file",))
+    files, _ = await _form(request, FILE_LIMIT, ("file",))
     if "file" not in files:
         raise Problem(400, "no file in form field 'file'", slug="no-files")
     return files["file"]
@@ -406,8 +416,34 @@ def _source_name(job: dict[str, Any]) -> str:
     return label or Path(job["video"]).stem
 
 
+def _asking_start(ctx: AppContext) -> str:
+    """How a client gives the video's start: `run_patrol` asks for `--start`, an option the API does not have."""
+    return (f"send the time of its first frame as form field 'start', 'YYYY-MM-DD HH:MM:SS' in local time ({ctx.service.triage.timezone}); "
+            "on /ui/city: 开始时间 Start")
+
+
+def _start_field(ctx: AppContext, text: str | None) -> str | None:
+    """Form field `start` as the job keeps it (ISO 8601 with the offset of the jobs' zone), None when empty; 422 naming
+    the field when it is not a time (read as `--start` is) or cannot be when the video was filmed."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from pipelines.cityops.patrol import PatrolError, given_start
+
+    if text is None or not text.strip():
+        return None
+    try:
+        start = TypeAdapter(datetime).validate_python(text.strip())
+    except ValidationError:
+        raise Problem(422, f"form field 'start': {text.strip()[:60]!r} is not a time: {_asking_start(ctx)}",
+                      slug="invalid-field") from None
+    try:
+        return given_start(start, ctx.service.triage.tz, name="start").isoformat()
+    except PatrolError as exc:
+        raise Problem(422, f"form field {exc}", slug="invalid-field") from None
+
+
 def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
-    from pipelines.cityops.patrol import PatrolError, run_patrol
+    from pipelines.cityops.patrol import NoStartTime, PatrolError, run_patrol
     from pipelines.triage import TriageSettings
 
     _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
@@ -416,7 +452,12 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
         cfg = ctx.settings.cityops
         result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
                             every_m=cfg.patrol_every_m, every_s=cfg.patrol_every_s, detector=ctx.jobs.detector(),
+                            start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job))
+    except NoStartTime as exc:
+        _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(exc.asking(_asking_start(ctx)), folder, job),
+                            "finished_at": datetime.now(UTC).isoformat()})
+        return
     except (PatrolError, ConfigError, ValueError) as exc:
         _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(str(exc), folder, job),
                             "finished_at": datetime.now(UTC).isoformat()})
@@ -433,13 +474,17 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["video", "track"], "properties": {
                      "video": {"type": "string", "format": "binary"},
-                     "track": {"type": "string", "format": "binary", "description": "GPX, NMEA (.nmea/.log) or the dashcam's SRT."}}}}}}},
+                     "track": {"type": "string", "format": "binary", "description": "GPX, NMEA (.nmea/.log) or the dashcam's SRT."},
+                     "start": {"type": "string", "example": "2026-11-20 09:00:00",
+                               "description": "Wall-clock time of the video's first frame, as `streetwatch patrol --start`: "
+                                              "local time in the service's triage zone unless an offset is given. Needed with a GPX "
+                                              "or NMEA track when the video has no usable creation_time tag (a dashcam's TS)."}}}}}}},
              responses=problems(400, 401, 403, 413, 415, 422))
 async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
     """Triaged like an upload of photos taken along the route (docs/city-operations.md); poll the job for its summary."""
     from pipelines.cityops.tracks import SUFFIXES
 
-    files = await _form(request, ctx.service.max_upload_bytes, ("video", "track"))
+    files, texts = await _form(request, ctx.service.max_upload_bytes, ("video", "track"), ("start",))
     if "video" not in files:
         raise Problem(400, "no video in form field 'video'", slug="no-files")
     if "track" not in files:  # the command finds a track beside the video; an upload has nothing beside it
@@ -447,6 +492,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     track_name = files["track"][1]
     if Path(track_name).suffix.lower() not in SUFFIXES:
         raise Problem(415, f"{track_name}: a GPS track is .gpx, .nmea/.log or a dashcam .srt", slug="unsupported-media-type")
+    start = _start_field(ctx, texts.get("start"))
     job_id = uuid.uuid4().hex[:16]
     folder = _patrol_dir(ctx, job_id)
     folder.mkdir(parents=True)
@@ -455,7 +501,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     (folder / video).write_bytes(files["video"][0])
     job: dict[str, Any] = {"id": job_id, "owner": who.name, "state": "queued", "created_at": datetime.now(UTC).isoformat(),
                            "video": video, "video_label": files["video"][1], "track": "track" + Path(track_name).suffix.lower(),
-                           "track_label": track_name}
+                           "track_label": track_name, "start": start}
     (folder / job["track"]).write_bytes(files["track"][0])
     _write_job(folder, job)
     ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)

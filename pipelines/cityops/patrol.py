@@ -61,6 +61,18 @@ class PatrolError(ValueError):
     """A patrol that cannot be processed at all (no GPS, no start time, nothing covered); names the file."""
 
 
+class NoStartTime(PatrolError):
+    """No wall-clock time for the video's first frame. Its message asks for `--start`; `asking(how)` words the same
+    reason for another way of giving the time (the service's form field, an option the API does not have)."""
+
+    def __init__(self, video: Path, reason: str) -> None:
+        self.video, self.reason = video, reason
+        super().__init__(self.asking(GIVE_START))
+
+    def asking(self, how: str) -> str:
+        return f"{self.video}: no start time: {self.reason}; {how}"
+
+
 @dataclass
 class Sampled:
     """What sampling did: frames written, frames skipped for want of a position, and the spans compared."""
@@ -89,6 +101,16 @@ def find_track(video: Path, track: Path | None) -> Path:
 GIVE_START = "give --start 'YYYY-MM-DD HH:MM:SS' (local time)"
 
 
+def given_start(start: datetime, tz: ZoneInfo, name: str = "--start") -> datetime:
+    """The video's start as a person gave it (`--start`, the service's form field `name`): a time without an offset is
+    local in `tz`. PatrolError naming `name` when it cannot be when the video was filmed (`possible_capture`: before
+    2000 or in the future), which would date every frame and case so."""
+    try:
+        return possible_capture(start if start.tzinfo else start.replace(tzinfo=tz), name)
+    except ValueError as exc:
+        raise PatrolError(str(exc)) from None
+
+
 def video_start(container: av.container.InputContainer, video: Path) -> datetime | None:
     """The video's creation_time tag, None when it has none. A tag that cannot be when it was filmed is a
     PatrolError (`possible_capture`: before 2000, 2000-01-01 00:00 or in the future): a dashcam whose clock was
@@ -99,11 +121,11 @@ def video_start(container: av.container.InputContainer, video: Path) -> datetime
     try:
         when = datetime.fromisoformat(str(tag).replace("Z", "+00:00"))
     except ValueError:
-        raise PatrolError(f"{video}: no start time: its creation_time tag {str(tag)!r} is not a time; {GIVE_START}") from None
+        raise NoStartTime(video, f"its creation_time tag {str(tag)!r} is not a time") from None
     try:
         return possible_capture(when if when.tzinfo else when.replace(tzinfo=UTC), "creation_time tag")
     except ValueError as exc:
-        raise PatrolError(f"{video}: no start time: {exc}; {GIVE_START}") from None
+        raise NoStartTime(video, str(exc)) from None
 
 
 def media_origin(container: av.container.InputContainer) -> float:
@@ -129,8 +151,7 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
         stream = container.streams.video[0]
         begin = start or track.start or video_start(container, video)
         if begin is None:
-            raise PatrolError(f"{video}: no start time: the video has no creation_time tag"
-                              + ("" if track.video_timed else " to match the track's clock") + f"; {GIVE_START}")
+            raise NoStartTime(video, "the video has no creation_time tag" + ("" if track.video_timed else " to match the track's clock"))
         origin = media_origin(container)
         last_pos: GeoPoint | None = None
         last_t: float | None = None

@@ -31,7 +31,7 @@ def patrol(
     out: Annotated[Path, typer.Option("--out", help="Output folder: frames/, report.html, results.jsonl, cases.csv, patrol.json.")] = Path("patrol-out"),
     every_m: Annotated[float | None, typer.Option("--every-m", min=0.1, help="Sample a frame every this many metres driven (default: cityops.patrol_every_m, 10).")] = None,
     every_s: Annotated[float | None, typer.Option("--every-s", min=0.1, help="...and at least every this many seconds (default: cityops.patrol_every_s, 5).")] = None,
-    start: Annotated[datetime | None, typer.Option("--start", help="Wall-clock time of the video's first frame (local time unless an offset is given); default: the video's creation_time tag, or the SRT's own times.")] = None,
+    start: Annotated[datetime | None, typer.Option("--start", help="Wall-clock time of the video's first frame, 'YYYY-MM-DD HH:MM:SS' (local time unless an offset is given; not before 2000 or in the future); default: the video's creation_time tag, or the SRT's own times.")] = None,
     scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones applied at each frame's position.")] = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 cells to file each frame under.")] = None,
     radius_m: Annotated[float | None, typer.Option("--radius-m", min=0.0, help="Frames of one type this close are one case; an open case this close is not doubled. [default: triage.group_radius_m, 30]")] = None,
@@ -60,7 +60,7 @@ def patrol(
 
     from detect.config_io import ConfigError
     from detect.engine import DetectorConfigError, ModelNotFoundError
-    from pipelines.cityops.patrol import PatrolError, run_patrol
+    from pipelines.cityops.patrol import PatrolError, given_start, run_patrol
     from pipelines.triage import TriageSettings
     from pipelines.triage.cases import CasesUnavailable
     from pipelines.triage.journal import JournalExists
@@ -70,8 +70,8 @@ def patrol(
                                    scene_zones=scene_zones, grid=grid, cases=cases, group_radius_m=radius_m).items() if v is not None}
     try:
         settings = TriageSettings(**{**deployment.triage.model_dump(exclude_unset=True), **given}, out=out)
-        if start is not None and start.tzinfo is None:
-            start = start.replace(tzinfo=settings.tz)
+        if start is not None:
+            start = given_start(start, settings.tz)
         result = run_patrol(video, track, settings, every_m=every_m or deployment.cityops.patrol_every_m,
                             every_s=every_s or deployment.cityops.patrol_every_s, start=start, deployment=deployment,
                             show_progress=progress)
