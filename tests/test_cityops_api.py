@@ -174,6 +174,20 @@ def test_a_patrol_upload_takes_the_start_time_the_video_lacks(city, clip, tmp_pa
     assert given["summary"]["frames"] == 15 and given["summary"]["video_span"] == ["2026-11-20 09:00:00", "2026-11-20 09:00:29"]
 
 
+def test_a_patrol_summary_names_the_files_as_uploaded(city, clip, tmp_path):  # noqa: F811
+    """The summary's messages named the stored track by its server path (/srv/.../patrol/<id>/track.gpx), as the
+    job's error did before it was worded for the client."""
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    short = write_gpx(tmp_path / "short.gpx", _fixes(START, 20)).read_bytes()  # ends 10 s before the video
+    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                     "track": ("轨迹 0310.gpx", short, "application/gpx+xml")}).json()
+    [job] = _finished(client, inspector, job)
+    assert job["state"] == "done", job
+    [message] = job["summary"]["messages"]
+    assert message.startswith("轨迹 0310.gpx: the track does not cover the whole video") and str(app.state.ctx.service.data_dir) not in message
+
+
 def test_a_patrol_video_name_is_only_a_label(city):
     """The stored video is `video<suffix>` with a suffix of letters and digits: a name with a NUL (a client can send
     one in a raw multipart body) was a 500 that left an empty job folder behind."""

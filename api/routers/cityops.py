@@ -467,6 +467,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
+    summary["messages"] = [_as_uploaded(m, folder, job) for m in summary["messages"]]  # they name the stored files too
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
 
 
