@@ -17,7 +17,9 @@ from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.warnings import Warner
 from pipelines.settings import WarnConfig
 from tests.api_helpers import auth
+from tests.cctv_helpers import ts_copy
 from tests.test_cityops_api import _intake
+from tests.test_cityops_patrol import START, _fixes, clip, write_gpx  # noqa: F401  (fixture)
 from tests.test_cityops_registers import REGISTER
 from tests.test_review_pages import _login, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
 
@@ -105,3 +107,28 @@ def test_city_page_shows_fines_in_yuan(city):
     b.get(city["base"] + "/ui/city")
     row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#callout tbody tr[data-number='{NUMBER}']"), "the fined number")
     assert row.find_elements(By.TAG_NAME, "td")[-1].text == "200 元"
+
+
+def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  # noqa: F811
+    """The patrol result was the job's raw JSON (English keys and states); it is a short summary in Chinese with the
+    English beside it. A dashcam's TS (no creation_time) goes with its start time, and the track is required."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    form = _wait(b, lambda d: d.find_element(By.ID, "patrol"), "the patrol form")
+    assert form.find_element(By.CSS_SELECTOR, "input[name=track]").get_attribute("required") is not None  # the API answers 400 without
+    form.find_element(By.CSS_SELECTOR, "input[name=video]").send_keys(str(ts_copy(clip, tmp_path / "行车 0310.ts", 100)))
+    form.find_element(By.CSS_SELECTOR, "input[name=track]").send_keys(str(write_gpx(tmp_path / "drive.gpx", _fixes(START, 20))))
+    b.execute_script("arguments[0].value = '2026-11-20T09:00:00';", form.find_element(By.CSS_SELECTOR, "input[name=start]"))
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    state = _wait(b, lambda d: "完成 done" in d.find_element(By.CSS_SELECTOR, "#patrol-job p.state").text
+                  and d.find_element(By.CSS_SELECTOR, "#patrol-job p.state"), "the finished patrol job", timeout=240)
+    assert state.text == "行车 0310.ts · 完成 done"
+    lines = [li.text for li in b.find_elements(By.CSS_SELECTOR, "#patrol-job li")]
+    assert lines[0] == "抽取画面 Frames sampled: 11 (2026-11-20 09:00:00 – 2026-11-20 09:00:29)", lines
+    assert lines[1] == "跳过 Skipped: 1 帧无定位，轨迹未覆盖 9.5 秒视频 frames without a position, 9.5 s of video the track does not cover", lines
+    assert lines[2].startswith("发现违规 Violations found: "), lines
+    assert lines[3].startswith("提示 Note: drive.gpx: the track does not cover the whole video"), lines
+    assert "{" not in b.find_element(By.ID, "patrol-job").text

@@ -93,17 +93,39 @@ document.getElementById("callout-import").addEventListener("submit", async (ev) 
 document.getElementById("export-csv").addEventListener("click", (ev) => { ev.preventDefault(); download("csv").catch((e) => SW.say(e.message, true)); });
 document.getElementById("export-xlsx").addEventListener("click", (ev) => { ev.preventDefault(); download("xlsx").catch((e) => SW.say(e.message, true)); });
 
+// A patrol job as staff read it: its state, and once done what was sampled, skipped and found (the API's PatrolSummary).
+function showPatrol(job, meta) {
+  const s = job.summary;
+  const lines = [];
+  if (job.error) lines.push(`原因 Why: ${job.error}`);
+  if (s) {
+    lines.push(`抽取画面 Frames sampled: ${s.frames}` + (s.video_span ? ` (${s.video_span[0]} – ${s.video_span[1]})` : ""));
+    if (s.skipped_without_position) {
+      lines.push(`跳过 Skipped: ${s.skipped_without_position} 帧无定位，轨迹未覆盖 ${s.uncovered_s} 秒视频 ` +
+                 `frames without a position, ${s.uncovered_s} s of video the track does not cover`);
+    }
+    lines.push(`发现违规 Violations found: ${s.groups} · 新案件 New cases: ${s.cases.length}` + (s.cases.length ? ` (${s.cases.join(", ")})` : ""));
+    for (const a of s.already_open) lines.push(`已有案件 Already open: ${a.case_id} ${SW.typeName(meta, a.type)}（未重复立案 not doubled）`);
+    for (const m of s.messages) lines.push(`提示 Note: ${m}`);
+  }
+  const items = lines.map((text) => SW.el("li", {}, text));
+  if (s && (s.cases.length || s.already_open.length)) items.push(SW.el("li", {}, SW.el("a", { href: "/ui/queue" }, "→ 审核队列 Review queue")));
+  document.getElementById("patrol-job").replaceChildren(
+    SW.el("p", { class: "state" }, `${job.video_label} · ${SW.jobStateName(job.state)}`), SW.el("ul", {}, ...items));
+}
+
 document.getElementById("patrol").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
+    const meta = await SW.meta();
     let job = await upload(ev.target, "/api/v1/patrol/jobs");
-    const box = document.getElementById("patrol-job");
+    showPatrol(job, meta);
     while (job.state === "queued" || job.state === "running") {
-      box.textContent = `${job.id}: ${job.state}`;
       await new Promise((r) => setTimeout(r, 2000));
       job = await SW.json(`/api/v1/patrol/jobs/${job.id}`);
+      showPatrol(job, meta);
     }
-    box.textContent = JSON.stringify(job, null, 2);
+    SW.say(job.state === "done" ? `巡查完成 Patrol done: ${job.summary.cases.length} 件新案件 new cases` : job.error, job.state !== "done");
   } catch (e) { SW.say(e.message, true); }
 });
 

@@ -78,6 +78,12 @@ const SW = {
     return zh ? `${zh} ${state}` : state;
   },
 
+  // An upload job's state (triage and patrol jobs alike) as staff read it, its code beside it ("处理中 running").
+  jobStateName(state) {
+    const zh = { queued: "排队中", running: "处理中", done: "完成", failed: "失败" }[state];
+    return zh ? `${zh} ${state}` : state;
+  },
+
   say(text, bad = false) {
     const box = document.getElementById("status");
     if (!box) return;

@@ -2,8 +2,8 @@
 "use strict";
 
 // What staff call a photo's outcome and a job's state (the code stays beside it).
-const STATUS_ZH = { ok: "已读取", error: "无法读取", duplicate: "重复", queued: "排队中", running: "处理中", done: "完成", failed: "失败" };
-function zh(code) { return STATUS_ZH[code] ? `${STATUS_ZH[code]} ${code}` : code; }
+const STATUS_ZH = { ok: "已读取", error: "无法读取", duplicate: "重复" };
+function zh(code) { return STATUS_ZH[code] ? `${STATUS_ZH[code]} ${code}` : SW.jobStateName(code); }
 
 function send(files) {
   return new Promise((resolve, reject) => {
