@@ -46,15 +46,30 @@ def main() -> None:
     prepare_ultralytics_env()
     try:
         app()
-    except OSError as exc:
-        if exc.filename is None:  # not about a path the user gave: a real fault, keep its traceback
+    except Exception as exc:
+        message = _user_error(exc)
+        if message is None:  # a real fault: keep its traceback
             raise
-        # An --out under a file, a read-only or full disk, a folder without permission: every command
-        # writes somewhere the user named, and the path with the system's reason says what to change.
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
+
+
+def _user_error(exc: Exception) -> str | None:
+    """The one line for a fault in what the user named, the same for every command; None for anything else.
+
+    An --out under a file, a read-only or full disk, a folder without permission: every command writes
+    somewhere the user named, and the path with the system's reason says what to change. A case store
+    that cannot be opened (cases.url: a server down, a SQLite path that cannot be opened) fails every
+    command that opens it, and its URL (password masked) with the driver's reason says what to check."""
+    if isinstance(exc, OSError) and exc.filename is not None:
         paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
         reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
-        typer.secho(f"error: {paths}: {reason}", err=True, fg=typer.colors.RED)
-        raise SystemExit(2) from None
+        return f"{paths}: {reason}"
+    from pipelines.cases.store import CaseStoreUnreachable  # here, not at the top: it loads SQLAlchemy
+
+    if isinstance(exc, CaseStoreUnreachable):
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

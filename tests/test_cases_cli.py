@@ -167,3 +167,33 @@ def test_commands_on_existing_cases_refuse_a_missing_store_instead_of_creating_o
     assert result.exit_code == 2
     assert "no case store at sqlite:///streetwatch-data/cases.db (cases.url; give the deployment's settings" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, store", [(["users", "list"], "postgres"), (["cases", "list"], "postgres"),
+                                            (["serve"], "postgres"), (["users", "list"], "folder"), (["serve"], "folder")])
+def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command, store):
+    """A PostgreSQL server that is down (or a SQLite path naming a folder) printed SQLAlchemy's traceback from every
+    command that opens the store; one line names the store, its password masked, the driver's reason and what to check."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.pg import free_port
+
+    if store == "postgres":  # a port nothing listens on: the server is down
+        url, shown, reason = (f"postgresql://streetwatch:s3cret-pw@127.0.0.1:{free_port()}/cases",
+                              "postgresql://streetwatch:***@127.0.0.1:", "Connection refused")
+    else:  # (cases list refuses a SQLite store that is not a file before opening it)
+        (tmp_path / "data").mkdir()
+        url, shown, reason = f"sqlite:///{tmp_path}/data", f"sqlite:///{tmp_path}/data: ", "unable to open database file"
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": url}}))
+    if command == ["serve"]:
+        command = ["serve", "--port", str(free_port())]
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", *command, "--config", str(config)], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: cannot open the case store {shown}") and reason in line
+    assert "(cases.url; check " in line and "s3cret-pw" not in run.stderr

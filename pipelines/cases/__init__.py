@@ -8,12 +8,14 @@ from pipelines.cases.store import (
     CaseQuery,
     CaseStore,
     CaseStoreError,
+    CaseStoreUnreachable,
     HistoryEntry,
     NewCase,
     OutboxEntry,
 )
 
 __all__ = [
-    "ALLOWED", "Case", "CaseNotFound", "CaseQuery", "CaseState", "CaseStore", "CaseStoreError", "HistoryEntry",
+    "ALLOWED", "Case", "CaseNotFound", "CaseQuery", "CaseState", "CaseStore", "CaseStoreError", "CaseStoreUnreachable",
+    "HistoryEntry",
     "InvalidTransition", "NewCase", "OutboxEntry", "OutboxStatus", "RejectReason",
 ]

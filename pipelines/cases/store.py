@@ -42,6 +42,21 @@ class CaseStoreError(RuntimeError):
     """A request the store cannot honour (named case, reason)."""
 
 
+class CaseStoreUnreachable(RuntimeError):
+    """The store's database could not be opened: a server that is down or refuses us, a SQLite file that
+    cannot be opened. Raised in place of SQLAlchemy's connect error so that whoever shows it (the CLI's
+    one error line) can name the store (password masked) and what to check, not the driver's traceback.
+    Not a CaseStoreError: the service must not answer it as a conflict of the request (nor show callers the URL)."""
+
+    def __init__(self, url: str, reason: str):
+        self.url, self.reason = url, reason
+        check = ("that the file's folder exists and can be written, and that the path is not a folder"
+                 if url.startswith("sqlite") else
+                 "that the server runs and accepts connections at that host and port, and the user, password "
+                 "and database name")
+        super().__init__(f"cannot open the case store {url}: {reason} (cases.url; check {check})")
+
+
 TAG = re.compile(r"^[a-z0-9_]{1,32}$")
 MAX_TAGS = 10
 
@@ -220,7 +235,24 @@ def idempotency_key(case_id: str, target: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with the SQLite settings the store relies on (WAL, busy wait, immediate writes)."""
+    """An engine with the SQLite settings the store relies on (WAL, busy wait, immediate writes), whose
+    connect failures raise CaseStoreUnreachable."""
+    engine = _make_engine(url)
+    sa.event.listen(engine, "handle_error", _unreachable_store)
+    return engine
+
+
+def _unreachable_store(ctx: sa.engine.ExceptionContext) -> CaseStoreUnreachable | None:
+    """A failure to connect (no connection yet; not the pool's ping of an old one, which it replaces by
+    itself) as CaseStoreUnreachable naming the engine's URL without its password; other errors unchanged."""
+    if (ctx.connection is not None or ctx.is_pre_ping or ctx.engine is None
+            or not isinstance(ctx.sqlalchemy_exception, (sa.exc.OperationalError, sa.exc.InterfaceError))):
+        return None
+    reason = "; ".join(line.strip() for line in str(ctx.original_exception).splitlines() if line.strip())
+    return CaseStoreUnreachable(ctx.engine.url.render_as_string(hide_password=True), reason)
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":
