@@ -30,7 +30,7 @@ FLAGS = [*CHROMIUM_FLAGS, "--disable-dev-shm-usage", "--window-size=1400,1000",
 @contextmanager
 def served_pages(tmp: Path, settings: Settings, prepare: Callable[[Any], Any]) -> Iterator[dict[str, Any]]:
     """`streetwatch serve` on `settings` once `prepare(app)` has put its data in the case store, and a browser:
-    the base URL, a reviewer token, the browser and what `prepare` returned (`data`)."""
+    the base URL, a reviewer token, one token per role (`tokens`), the browser and what `prepare` returned (`data`)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.fail("chromium and chromium-driver are needed: run scripts/install-system-deps.sh")
     from selenium import webdriver
@@ -54,7 +54,8 @@ def served_pages(tmp: Path, settings: Settings, prepare: Callable[[Any], Any]) -
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console lines for failure messages
     browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
     try:
-        yield {"base": f"http://127.0.0.1:{port}", "token": tokens["reviewer"], "browser": browser, "data": data}
+        yield {"base": f"http://127.0.0.1:{port}", "token": tokens["reviewer"], "tokens": tokens, "browser": browser,
+               "data": data}
     finally:
         browser.quit()
         stop_process(server)
@@ -295,3 +296,20 @@ def test_a_refused_token_is_said_on_the_login_page(site):
     status = _wait(b, lambda d: d.find_element(By.ID, "status").text, "the login page's message")
     assert "令牌已失效" in status and "refused" in status
     _login(site)  # the good token again, for the tests after this one
+
+
+@pytest.mark.parametrize("token, said", [("integration", "此令牌无权使用审核页面 This token's role cannot use the review pages"),
+                                         ("swt_not-a-token", "令牌无效 Invalid token")])
+def test_the_login_page_keeps_only_a_token_the_pages_can_use(site, token, said):
+    """The page kept the pasted token before the API answered, so a refused one replaced the good token kept
+    before, and a valid integration token (403: machines only) was called invalid."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    b.get(site["base"] + "/ui/login?next=/ui/queue")
+    b.find_element(By.ID, "token").send_keys(site["tokens"].get(token, token))
+    b.find_element(By.CSS_SELECTOR, "#login button").click()
+    status = _wait(b, lambda d: d.find_element(By.ID, "status").text, "the login page's answer")
+    assert status == said and urlsplit(b.current_url).path == "/ui/login"
+    assert b.execute_script("return localStorage.getItem('sw_token')") == site["token"]  # the reviewer's, kept

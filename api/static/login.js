@@ -1,12 +1,23 @@
-// The login page: keep the pasted token (localStorage) once the API accepts it, then go on to `next`.
+// The login page: ask the API with the pasted token first, keep it (localStorage) only once the API accepts it,
+// then go on to `next`; a refused token leaves the one kept before as it was.
 "use strict";
 
 if (new URLSearchParams(location.search).get("refused")) SW.say("令牌已失效（已吊销或已更换），请粘贴新令牌 Your token was refused (revoked or replaced): paste a new one", true);
 document.getElementById("login").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  SW.setToken(document.getElementById("token").value);
-  const res = await fetch("/api/v1/meta", { headers: { Authorization: "Bearer " + SW.token() } });
-  if (!res.ok) { SW.say("令牌无效 Token refused (" + res.status + ")", true); return; }
+  const token = document.getElementById("token").value.trim();
+  let res;
+  try {
+    res = await fetch("/api/v1/meta", { headers: { Authorization: "Bearer " + token } });
+  } catch (e) {
+    SW.say("无法连接服务 Cannot reach the service: " + e.message, true);
+    return;
+  }
+  if (res.status === 401) { SW.say("令牌无效 Invalid token", true); return; }
+  // A valid token of a role the pages do not serve (integration: machines' webhook and metrics).
+  if (res.status === 403) { SW.say("此令牌无权使用审核页面 This token's role cannot use the review pages", true); return; }
+  if (!res.ok) { SW.say("服务出错，请稍后再试 The service answered " + res.status + ": try again later", true); return; }
+  SW.setToken(token);
   const next = new URLSearchParams(location.search).get("next") || "/ui/queue";
   location.href = next.startsWith("/ui/") ? next : "/ui/queue";
 });
