@@ -40,10 +40,12 @@ def allowed_roles(roles: Iterable[Role]) -> frozenset[Role]:
 
 
 def authorize(principal: Principal, allowed: frozenset[Role]) -> Principal:
-    """The principal if its role is one of `allowed`, else 403."""
+    """The principal if its role is one of `allowed`, else 403, in Chinese and English: the pages show the
+    detail to staff as it comes (status, type and title stay as clients parse them)."""
     if principal.role not in allowed:
         names = ", ".join(sorted(r.value for r in allowed))
-        raise Problem(403, f"role {principal.role} may not do this (allowed: {names})", slug="forbidden")
+        raise Problem(403, f"角色 {principal.role} 无权执行此操作（允许的角色：{names}） "
+                           f"role {principal.role} may not do this (allowed: {names})", slug="forbidden")
     return principal
 
 

@@ -90,7 +90,9 @@ def test_every_route_checks_its_role(service, bus_event):
                 assert answer.status_code not in (401, 403), (method, path, role, answer.text)
             else:
                 assert answer.status_code == 403, (method, path, role, answer.text)
-                assert answer.json()["title"] == "Forbidden"
+                names = ", ".join(sorted(allowed))  # in staff's words first: the pages show the detail as it comes
+                assert answer.json()["title"] == "Forbidden" and answer.json()["detail"] == \
+                    f"角色 {role} 无权执行此操作（允许的角色：{names}） role {role} may not do this (allowed: {names})"
     for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}:
         assert client.request(method, path).status_code == 200, path
     assert client.get("/api/v1/evidence/keys/0123456789abcdef.pem").status_code == 404  # none configured here
