@@ -166,9 +166,17 @@ def test_serve_warns_at_start_up_of_a_webhook_secret_variable_not_set(tmp_path, 
     warned = [r.getMessage() for r in caplog.records if "SW_TEST_HOOK" in r.getMessage()]
     assert warned == ["dispatch.targets.dcm.webhook_secret_env: $SW_TEST_HOOK is not set, so every status call to "
                       "/api/v1/dispatch/dcm/webhook is refused (503) until `streetwatch serve` runs with it"]
-    with TestClient(app) as client:  # what the warning foretells
-        refused = client.post("/api/v1/dispatch/dcm/webhook", json={"taskNumber": "T-1", "status": "立案"}, headers=auth(tokens["integration"]))
-        assert refused.status_code == 503 and "SW_TEST_HOOK" in refused.json()["detail"]
+    caplog.clear()
+    with TestClient(app) as client, caplog.at_level("ERROR", logger="pipelines.dispatch.webhook"):  # what it foretells
+        body = json.dumps({"taskNumber": "T-1", "status": "立案"}).encode()
+        refused = [client.post("/api/v1/dispatch/dcm/webhook", content=body, headers=auth(tokens["integration"])),
+                   client.post("/api/v1/dispatch/dcm/webhook", content=body, headers={"X-Signature": "sha256=00"})]
+    # The answer names nothing of the server (the second caller sent no token, only a signature header);
+    # the operator's log names the variable.
+    assert [(r.status_code, r.json()["detail"]) for r in refused] == [(503, "webhook not configured on this server")] * 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "dispatch.targets.dcm.webhook_secret_env: $SW_TEST_HOOK is not set, so a status call to its webhook was refused "
+        "(503); run `streetwatch serve` with it"] * 2
     caplog.clear()
     monkeypatch.setenv("SW_TEST_HOOK", "hook-secret-0123")
     with caplog.at_level("WARNING", logger="api.app"):

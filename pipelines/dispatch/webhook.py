@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pipelines.dispatch.config import DispatchConfig, TargetConfig
 from pipelines.dispatch.dispatcher import apply_status
 
 SIGNATURE_HEADER = "X-Signature"
+log = logging.getLogger(__name__)
 
 
 class WebhookError(ValueError):
@@ -55,7 +57,7 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
     cfg = config.targets.get(target)
     if cfg is None or cfg.adapter != "cn-dcm":
         raise WebhookError(404, f"no cn-dcm dispatch target named {target!r}")
-    _check_signature(cfg, body, headers, time.time() if now is None else now)
+    _check_signature(target, cfg, body, headers, time.time() if now is None else now)
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -79,14 +81,19 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
 
 
-def _check_signature(cfg: TargetConfig, body: bytes, headers: Mapping[str, str], now: float) -> None:
+def _check_signature(target: str, cfg: TargetConfig, body: bytes, headers: Mapping[str, str], now: float) -> None:
     """With `webhook_secret_env`: the call is signed with it, and with `webhook_timestamp_header` it is also fresh
-    (the timestamp signed with the body, within `webhook_max_age_s` of `now`); else WebhookError 401 with the reason."""
+    (the timestamp signed with the body, within `webhook_max_age_s` of `now`); else WebhookError 401 with the reason.
+
+    The secret's variable not set here is 503 in words that name nothing of the server: the caller may be anyone
+    who sent an X-Signature header. The operator reads the variable in the log (and in serve's start-up warning)."""
     if not cfg.webhook_secret_env:
         return
     secret = cfg.secret(cfg.webhook_secret_env)
     if not secret:
-        raise WebhookError(503, f"webhook secret variable {cfg.webhook_secret_env} is not set")
+        log.error("dispatch.targets.%s.webhook_secret_env: $%s is not set, so a status call to its webhook was refused "
+                  "(503); run `streetwatch serve` with it", target, cfg.webhook_secret_env)
+        raise WebhookError(503, "webhook not configured on this server")
     stamp, name = None, cfg.webhook_timestamp_header
     if name:
         stamp = _header(headers, name)
