@@ -203,12 +203,30 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
     b.find_element(By.ID, "files").send_keys(str(bus_jpg))
     b.find_element(By.CSS_SELECTOR, "#upload button").click()
     _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)
+    assert b.find_element(By.ID, "job-text").text == "1 / 1 · 完成 done · 1 组 groups · 1 件案件 cases"
     assert b.execute_script("const p = document.getElementById('job-progress'); return [p.value, p.max];") == [1, 1]
     assert b.execute_script("return document.getElementById('upload-progress').value") == 1
     row = b.find_element(By.CSS_SELECTOR, "#results tr")
     assert "bus.jpg" in row.text and "机动车乱停放" in row.text and row.get_attribute("data-status") == "ok"
     assert "已读取 ok" in row.text  # the photo's outcome in staff's words, the code beside it
     _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "jobs").text, "the job list to show the job done")
+
+
+def test_upload_page_counts_groups_as_groups_when_no_case_is_written(tmp_path, bus_jpg):
+    """The progress line counted the job's groups as '件案件 cases', so a service writing no cases
+    (service.triage.cases: false, or no evidence key) said '1 件案件 cases' of a job that wrote none."""
+    from selenium.webdriver.common.by import By
+
+    settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off", "cases": False})
+    with served_pages(tmp_path, settings, lambda app: None) as served:
+        b = served["browser"]
+        _login(served)
+        b.get(served["base"] + "/ui/upload")
+        _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the empty job list said")
+        b.find_element(By.ID, "files").send_keys(str(bus_jpg))
+        b.find_element(By.CSS_SELECTOR, "#upload button").click()
+        _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)
+        assert b.find_element(By.ID, "job-text").text == "1 / 1 · 完成 done · 1 组 groups"
 
 
 def test_camera_page_draws_the_zones_on_the_snapshot(site):

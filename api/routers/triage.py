@@ -52,7 +52,8 @@ class JobSummary(BaseModel):
     with_violations: int = Field(description="Photos with at least one finding.")
     errors: int = Field(description="Files that could not be read.")
     duplicates: int = Field(description="Exact duplicates of another photo.")
-    groups: int = Field(description="Groups (cases) of photos of the same violation.")
+    groups: int = Field(description="Groups of photos of the same violation; each is a candidate case where the service "
+                                    "writes cases (`cases` gives each group's case id, None where none was written).")
 
 
 class JobProgress(BaseModel):

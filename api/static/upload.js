@@ -28,23 +28,30 @@ function send(files) {
   });
 }
 
+// The cases a finished job wrote (the review queue shows them): its groups that got a case id. A group gets
+// none where the service writes no cases (no evidence key, or service.triage.cases: false).
+function written(job) { return job.cases.filter((c) => c.case_id).length; }
+
+// The progress line: photos recorded out of the total and the phase; once done, the job's groups and, only
+// when it wrote any, its cases (job.cases lists groups, with or without a case).
 function showJob(job) {
   const p = job.progress;
   const bar = document.getElementById("job-progress");
   bar.max = p.total || 1;
   bar.value = p.done;
   const phase = { queued: "排队 queued", photos: "识别照片 photos", cases: "生成案件 building cases", done: "完成 done", failed: "失败 failed" }[p.phase] || p.phase;
+  const cases = job.summary && written(job) ? ` · ${written(job)} 件案件 cases` : "";
   document.getElementById("job-text").textContent = `${p.done} / ${p.total ?? "?"} · ${phase}` +
-    (job.summary ? ` · ${job.cases.length} 件案件 cases` : "") + (job.error ? ` · ${job.error}` : "");
+    (job.summary ? ` · ${job.summary.groups} 组 groups${cases}` : "") + (job.error ? ` · ${job.error}` : "");
 }
 
 // What a finished job drafted: the cases the review queue shows, and the groups that got none and why (the
 // service has no evidence key: each says so), never a count of groups as if all were cases.
 function done(job) {
-  const written = job.cases.filter((c) => c.case_id).length;
+  const n = written(job);
   const missing = job.cases.find((c) => !c.case_id);
-  return `完成 Done: ${written} 件候选案件 candidate cases → /ui/queue` +
-    (missing ? ` · ${job.cases.length - written} 组未生成案件 groups without a case: ${missing.error || ""}` : "");
+  return `完成 Done: ${n} 件候选案件 candidate cases → /ui/queue` +
+    (missing ? ` · ${job.cases.length - n} 组未生成案件 groups without a case: ${missing.error || ""}` : "");
 }
 
 async function showResults(jobId) {
