@@ -227,6 +227,10 @@ def test_upload_page_counts_groups_as_groups_when_no_case_is_written(tmp_path, b
         b.find_element(By.CSS_SELECTOR, "#upload button").click()
         _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)
         assert b.find_element(By.ID, "job-text").text == "1 / 1 · 完成 done · 1 组 groups"
+        # and the status says why no case was written (it ended on "groups without a case: " with nothing after)
+        _wait(b, lambda d: "完成 Done" in d.find_element(By.ID, "status").text, "the done message")
+        assert b.find_element(By.ID, "status").text.endswith(
+            "1 组未生成案件 groups without a case（本服务不生成案件 this service writes no cases: service.triage.cases false）")
 
 
 def test_camera_page_draws_the_zones_on_the_snapshot(site):

@@ -51,7 +51,8 @@ function done(job) {
   const n = written(job);
   const missing = job.cases.find((c) => !c.case_id);
   return `完成 Done: ${n} 件候选案件 candidate cases → /ui/queue` +
-    (missing ? ` · ${job.cases.length - n} 组未生成案件 groups without a case: ${missing.error || ""}` : "");
+    (missing ? ` · ${job.cases.length - n} 组未生成案件 groups without a case` +
+      (missing.error ? `: ${missing.error}` : "（本服务不生成案件 this service writes no cases: service.triage.cases false）") : "");
 }
 
 async function showResults(jobId) {
