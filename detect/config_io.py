@@ -50,8 +50,38 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names file, field and reason."""
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key written twice in one YAML mapping, which PyYAML reads as the last value without a word."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(f"key {key!r} is written twice in one mapping (lines {first_line} and {second_line}): "
+                         "YAML would keep the second without a word; delete or rename one")
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key written twice in one mapping: a setting copied down and edited
+    (`deduct: 1` twice, a second `cameras:`) would otherwise make one of the two vanish silently."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden: that is what it is for
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise DuplicateKeyError(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error names it
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_mapping(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON file whose top level must be a mapping."""
+    """Parse a YAML or JSON file whose top level must be a mapping; a YAML key written twice in one mapping is
+    refused (naming both lines) rather than read as the last one."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")  # Windows Notepad's "UTF-8 with BOM" too
@@ -62,7 +92,9 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:  # an editor on a Chinese Windows saves GBK ("ANSI") by default
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8, not GBK/ANSI") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
     if data is None and not text.strip():

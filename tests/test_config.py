@@ -297,3 +297,29 @@ def test_configuration_files_are_replaced_whole(tmp_path):
     assert write_text_atomic(target, "model: 新\n") == target
     assert target.read_text(encoding="utf-8") == "model: 新\n" and target.stat().st_ino != before  # a new file renamed in
     assert [p.name for p in tmp_path.iterdir()] == ["promoted.yaml"]  # no temporary file left
+
+
+def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path):
+    """A line copied down and edited (a second `deduct:` in one sheet item, a second `queue_size:`) was read as the
+    last value without a word; the file is refused naming the key and both lines, nested mappings too, while YAML's
+    `<<:` merge keys may still be overridden (that is what they are for)."""
+    lines = EXAMPLE_SHEET.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip() == "deduct: 1")  # the first item's deduct
+    sheet = tmp_path / "sheet.yaml"
+    sheet.write_text("\n".join(lines[:at + 1] + [lines[at].replace("1", "2")] + lines[at + 1:]) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_model(Sheet, sheet)
+    assert str(refused.value) == (f"{sheet}: key 'deduct' is written twice in one mapping (lines {at + 1} and {at + 2}): "
+                                  "YAML would keep the second without a word; delete or rename one")
+
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(EXAMPLE_FILES["cameras"][0].read_text(encoding="utf-8") + "queue_size: 8\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{cameras}: key 'queue_size' is written twice in one mapping \(lines 9 and \d+\)"):
+        load_model(CamerasFile, cameras)
+
+    merged = tmp_path / "settings.yaml"
+    merged.write_text("x-rules: &rules {update_stable_s: 90, group_gap: 0.8}\nrules:\n  <<: *rules\n  group_gap: 0.5\n",
+                      encoding="utf-8")
+    from detect.config_io import read_mapping
+
+    assert read_mapping(merged)["rules"] == {"update_stable_s": 90, "group_gap": 0.5}
