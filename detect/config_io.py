@@ -9,8 +9,10 @@ the JSON schemas `streetwatch config schema` writes for editors and the UI (`jso
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,29 +81,59 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: Leading bytes of the binary files people hand over where a YAML file is expected, and what to call them.
+_SIGNATURES = ((b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office 97-2003 file (.xls / .doc / WPS .et)"), (b"%PDF-", "a PDF document"),
+               (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"Rar!", "a RAR archive"),
+               (b"7z\xbc\xaf", "a 7-Zip archive"), (b"\x1f\x8b", "a gzip archive"))
+#: Folders inside a zip file that make it an Office document (Excel, WPS and LibreOffice write these).
+_OFFICE_ZIPS = (("xl/", "an Excel workbook (.xlsx)"), ("word/", "a Word document (.docx)"), ("ppt/", "a PowerPoint file (.pptx)"))
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Notepad's "Unicode": text, refused below as not UTF-8
+
+
+def _binary_kind(data: bytes) -> str | None:
+    """What a binary file is (`an Excel workbook (.xlsx)`), or None when it may be text: a sheet kept in Excel and
+    given as `--sheet 细则.xlsx` is otherwise called 'not UTF-8 text', which sends the user to the wrong fix."""
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            names = []
+        return next((what for folder, what in _OFFICE_ZIPS if any(n.startswith(folder) for n in names)), "a zip archive")
+    what = next((what for magic, what in _SIGNATURES if data.startswith(magic)), None)
+    if what is None and b"\x00" in data[:8192] and not data.startswith(_UTF16_BOMS):
+        what = "binary data, not text"
+    return what
+
+
 def read_mapping(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or JSON file whose top level must be a mapping; a YAML key written twice in one mapping is
     refused (naming both lines) rather than read as the last one."""
     path = Path(path)
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        text = path.read_bytes().decode("utf-8-sig")  # Windows Notepad's "UTF-8 with BOM" too
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if what := _binary_kind(data):
+        raise ConfigError(f"{path}: a {kind} file (text, as an editor writes it) is expected, and this is {what}")
+    try:
+        text = data.decode("utf-8-sig")  # Windows Notepad's "UTF-8 with BOM" too
     except UnicodeDecodeError as exc:  # an editor on a Chinese Windows saves GBK ("ANSI") by default
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8, not GBK/ANSI") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_UniqueKeyLoader)
+        parsed = json.loads(text) if kind == "JSON" else yaml.load(text, Loader=_UniqueKeyLoader)
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
-    if data is None and not text.strip():
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
+    if parsed is None and not text.strip():
         raise ConfigError(f"{path}: empty file")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(parsed).__name__}")
+    return parsed
 
 
 def validation_message(source: str, exc: ValidationError) -> str:

@@ -5,6 +5,7 @@ change only the fields it sets; the settings file's `triage:` section sets `stre
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -136,6 +137,29 @@ def test_settings_and_cameras_files_as_windows_editors_save_them(tmp_path):
     empty.write_text("\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{empty}: empty file$"):
         load_settings(empty)
+
+
+def test_a_workbook_or_a_photo_given_for_a_yaml_file_is_named_as_such(tmp_path, bus_jpg):
+    """`--sheet 考核细则.xlsx` (the sheet as the office keeps it in Excel) was refused as 'not UTF-8 text ... save it as
+    UTF-8', which no save of a workbook fixes; a binary file is named for what it is, with what is expected."""
+    from openpyxl import Workbook
+
+    from pipelines.analytics.sheet import load_sheet
+
+    book = Workbook()
+    book.active.append(["考核项目", "扣分标准"])
+    book.active.append(["越门/窗占道经营", "每户扣 1 分"])
+    workbook = tmp_path / "考核细则.xlsx"
+    book.save(workbook)
+    with pytest.raises(ConfigError) as refused:
+        load_sheet(workbook)
+    assert str(refused.value) == f"{workbook}: a YAML file (text, as an editor writes it) is expected, and this is an Excel workbook (.xlsx)"
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/settings.json: a JSON file .* is expected, and this is a JPEG image$"):
+        load_settings(Path(shutil.copy(bus_jpg, tmp_path / "settings.json")))
+    unicode = tmp_path / "cameras.yaml"  # Notepad's "Unicode" (UTF-16) has NUL bytes but is text: told to save as UTF-8
+    unicode.write_bytes(EXAMPLE_FILES["cameras"][0].read_text(encoding="utf-8").encode("utf-16"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0\): save it as UTF-8"):
+        load_model(CamerasFile, unicode)
 
 
 @pytest.mark.parametrize("where, reason", [("a-file/sub", "Not a directory"), ("a-file", "exists and is not a folder")])
