@@ -3,7 +3,9 @@
 Every model of a configuration file (taxonomy, scenes, cameras, settings) derives from
 `ConfigModel`, so an unknown key (usually a typo) is refused everywhere, and every file goes
 through `load_model`, so a bad file is refused the same way everywhere:
-`scenes/cam-01.yaml: zones.0.polygon: polygon needs at least 3 points`. The same models give
+`scenes/cam-01.yaml: zones.0.polygon: polygon needs at least 3 points`, and with the value refused where the
+reason does not quote it: `sheet.yaml: sections.0.items.0.deduct: Input should be a valid number … (got '1分')`.
+The same models give
 the JSON schemas `streetwatch config schema` writes for editors and the UI (`json_schema`).
 """
 
@@ -136,12 +138,31 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     return parsed
 
 
+SHOWN_INPUT_CHARS = 80  # a bad value longer than this is shown cut, with `…`
+
+
+def _given(err: dict[str, Any]) -> str:
+    """` (got '1分')`: the value a field refused, so `deduct: Input should be a valid number` says which line of the
+    file is meant; nothing for a missing field, for a section (a mapping, or a list of them: the dotted field already
+    points at it) or for text the reason already quotes (`unknown time zone 'Mars/Olympus'`)."""
+    value = err.get("input")
+    section = isinstance(value, dict) or isinstance(value, list) and any(isinstance(v, dict) for v in value)
+    if err["type"] == "missing" or "input" not in err or section:
+        return ""
+    shown = repr(value)
+    if isinstance(value, str) and shown in err["msg"]:
+        return ""
+    if len(shown) > SHOWN_INPUT_CHARS:
+        shown = shown[:SHOWN_INPUT_CHARS - 1] + "…"
+    return f" (got {shown})"
+
+
 def validation_message(source: str, exc: ValidationError) -> str:
-    """One line per problem: `source: dotted.field: reason`."""
+    """One line per problem: `source: dotted.field: reason (got value)`."""
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {err['msg']}")
+        lines.append(f"{source}: {where}: {err['msg']}{_given(err)}")
     return "\n".join(lines)
 
 

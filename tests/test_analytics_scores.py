@@ -124,6 +124,8 @@ def test_bands_edges_time_windows_places_and_caps(tmp_path):
     (lambda s: s["sections"][0]["items"][1].update(types=["ufo_landing"]), "sections.0.items.1.types.0", "unknown violation type 'ufo_landing'"),
     (lambda s: s["sections"][1].update(points=-5), "sections.1.points", "greater than or equal to 0"),
     (lambda s: s["sections"][0]["items"][0].update(cap=-1), "sections.0.items.0.cap", "greater than or equal to 0"),
+    (lambda s: s["sections"][0]["items"][0].update(deduct="1分"), "sections.0.items.0.deduct",
+     "Input should be a valid number, unable to parse string as a number (got '1分')"),
     (lambda s: s["sections"][0]["items"][3]["bands"].append({"min": 15, "max": 25, "deduct": 7}),
      "sections.0.items.3.bands", "bands 0 (10–20) and 2 (15–25) overlap"),
     (lambda s: s["sections"][0]["items"][3]["bands"].__setitem__(1, {"min": 20, "deduct": 10}),

@@ -347,3 +347,18 @@ def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path):
     from detect.config_io import read_mapping
 
     assert read_mapping(merged)["rules"] == {"update_stable_s": 90, "group_gap": 0.5}
+
+
+def test_a_refused_value_is_shown_and_a_long_one_cut(tmp_path):
+    """`deduct: 1分` said only 'Input should be a valid number', leaving the user to find which of many lines; the
+    value refused is shown after the reason (cut at 80 characters), not for a missing field or a whole section."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"tracking": {"lost_s": "二十秒" * 40}, "rules": {"group_gap": [0.4]}, "triage": {"cases": {}}},
+                                       allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(settings)
+    lines = str(refused.value).splitlines()
+    long = next(line for line in lines if ": tracking.lost_s: " in line)
+    assert long.endswith(f" (got '{'二十秒' * 26}…)")  # the quote, 78 characters and the … make 80
+    assert f"{settings}: rules.group_gap: Input should be a valid number (got [0.4])" in lines
+    assert f"{settings}: triage.cases: Input should be a valid boolean" in lines  # a mapping is not repeated back
