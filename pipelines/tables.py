@@ -130,7 +130,7 @@ def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[An
     book = Workbook()
     ws = book.active
     ws.title = sheet[:31]
-    ws.append(header)
+    append_text_row(ws, header)
     for r in rows:
         append_text_row(ws, [_cell(v) for v in r])
     book.save(path)

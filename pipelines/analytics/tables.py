@@ -70,7 +70,7 @@ def workbook(tables: list[Table]) -> Workbook:
             name = name[:28] + f"~{len(used)}"
         used.add(name)
         sheet = book.create_sheet(name)
-        sheet.append(t.columns)
+        append_text_row(sheet, list(t.columns))  # a sheet's item names head the score columns: text, never a formula
         for cell in sheet[1]:
             cell.font = Font(bold=True)
         for row in t.rows:
