@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from collections.abc import Iterable
 from datetime import date, datetime, time
@@ -17,7 +18,13 @@ from typing import Any
 
 from detect.config_io import ConfigError
 
+log = logging.getLogger(__name__)
+
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
+#: The most characters an Excel cell holds; openpyxl cuts longer text there without a word.
+EXCEL_CELL_CHARS = 32767
+#: How a text cut to fit one Excel cell ends, so whoever reads the cell sees that more was there.
+CUT_MARK = "…（已截断 truncated）"
 HEADER_SEARCH_ROWS = 10  # how far down a sheet the header row may be (below a title)
 
 
@@ -139,11 +146,24 @@ def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[An
 
 def append_text_row(ws, values: list[Any]) -> None:
     """`ws.append(values)`, but text stays text: openpyxl writes a string starting with `=` as a formula, and a
-    case description, shop name or note such as `=HYPERLINK("http://…", "…")` would run in whoever opens the file."""
-    ws.append(values)
+    case description, shop name or note such as `=HYPERLINK("http://…", "…")` would run in whoever opens the file.
+    Text longer than an Excel cell holds, which openpyxl would cut without a word, is cut here ending in `CUT_MARK`
+    and logged naming the sheet, row and column (the CSV and JSON outputs keep it whole)."""
+    fitted = [_fit_cell(v) for v in values]
+    ws.append(fitted)
     for cell in ws[ws.max_row]:
         if cell.data_type == "f":
             cell.data_type = "s"
+    cut = [cell.column_letter for cell, before, after in zip(ws[ws.max_row], values, fitted) if after is not before]
+    if cut:
+        log.warning("%s: row %d, column %s: text longer than the %d characters an Excel cell holds, cut and marked %r",
+                    ws.title, ws.max_row, ", ".join(cut), EXCEL_CELL_CHARS, CUT_MARK)
+
+
+def _fit_cell(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > EXCEL_CELL_CHARS:
+        return value[:EXCEL_CELL_CHARS - len(CUT_MARK)] + CUT_MARK
+    return value
 
 
 def _cell(value: Any) -> Any:

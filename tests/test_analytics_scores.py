@@ -269,3 +269,24 @@ def test_an_item_named_like_a_formula_heads_its_column_as_text(tmp_path):
     store.close()
     header = load_workbook(write_xlsx(tmp_path / "scores.xlsx", score_tables(table)))["得分 Scores"][1]
     assert [(c.value, c.data_type) for c in header][-1] == (name, "s")
+
+
+def test_text_longer_than_an_excel_cell_is_cut_visibly_and_logged(tmp_path, caplog):
+    """openpyxl cut any cell past 32,767 characters without a word (a description pasted from a complaint, a
+    register's note), in every workbook but the score case lists: the cut cell ends saying so and a warning names
+    the sheet, row and column; the CSV keeps the whole text."""
+    from openpyxl import load_workbook
+
+    from pipelines.analytics.tables import Table, csv_text, write_xlsx
+    from pipelines.tables import CUT_MARK, EXCEL_CELL_CHARS
+
+    note = "占道经营投诉：" + "文三路口早市摊点占用人行道。" * 3000  # 42,007 characters
+    table = Table("cases", "案件 Cases", ["编号 id", "描述 description"], [["c-1", "短"], ["c-2", note]])
+    with caplog.at_level("WARNING", logger="pipelines.tables"):
+        book = load_workbook(write_xlsx(tmp_path / "cases.xlsx", [table]))
+    cell = book["案件 Cases"]["B3"].value
+    assert len(cell) == EXCEL_CELL_CHARS and cell.endswith(CUT_MARK) and note.startswith(cell[:-len(CUT_MARK)])
+    assert book["案件 Cases"]["B2"].value == "短"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"案件 Cases: row 3, column B: text longer than the 32767 characters an Excel cell holds, cut and marked {CUT_MARK!r}"]
+    assert note in csv_text(table)

@@ -1,6 +1,8 @@
 """Plain tables (title, columns, rows) and their Excel and CSV files, shared by every output here.
 
-Excel through openpyxl: one worksheet per table, bold frozen header, widths from the content.
+Excel through openpyxl: one worksheet per table, bold frozen header, widths from the content; a text longer than a
+cell holds is cut visibly (`pipelines.tables.append_text_row`), and the score case lists go on on rows of their own
+(`cell_runs`) so that none is cut.
 CSV in UTF-8 with a byte-order mark, which is what makes Excel on a city office PC open Chinese
 text correctly by double-click.
 """
@@ -18,12 +20,10 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
-from pipelines.tables import append_text_row
+from pipelines.tables import EXCEL_CELL_CHARS, append_text_row
 
 _BAD_SHEET_CHARS = str.maketrans({c: "_" for c in "[]:*?/\\"})
 LIST_SEP = ", "  # how a list (a deduction's case ids) is written into one cell
-#: The most characters an Excel cell holds; openpyxl cuts longer text there without a word.
-EXCEL_CELL_CHARS = 32767
 
 
 @dataclass
