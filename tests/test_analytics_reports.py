@@ -260,3 +260,29 @@ def test_bad_grid_file_names_the_feature(city, tmp_path):
     settings.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}, "analytics": {"grid": str(grid)}}))
     done = _run("score", "--period", "2026-11", "--config", str(settings), "--out", str(tmp_path))
     assert done.exit_code == 2 and f"{grid}: features.0.geometry" in done.stderr and "Polygon" in done.stderr, done.stderr
+
+
+def test_charts_use_the_chinese_font_the_products_one_finder_finds(monkeypatch):
+    """The charts knew only a fixed list of family names, so a machine whose Chinese font was another (here Noto
+    Serif CJK, installed on this machine and on no such list) drew boxes while the demo's posters, which use
+    `pipelines.fonts.find_cjk_font`, had Chinese. The charts take the finder's font, its simplified-Chinese face."""
+    import re
+
+    from pipelines import fonts
+    from pipelines.analytics import charts
+
+    found = fonts.find_cjk_font()
+    assert found is not None, "fonts-noto-cjk missing: run scripts/install-system-deps.sh"
+    assert charts.pick_font().cjk and Path(charts.pick_font().path).parent == found.parent
+    serif = found.parent / "NotoSerifCJK-Regular.ttc"
+    monkeypatch.setattr(fonts, "find_cjk_font", lambda: serif)  # as on a machine whose Chinese font is this one
+    font = charts.pick_font()
+    assert (font.name, font.path, font.cjk) == ("Noto Serif CJK SC", str(serif), True)
+    with charts.style(font):
+        figure = charts.page("月通报 2026-11", "文三路 · 蒋村街道")
+        pdf = io.BytesIO()
+        figure.savefig(pdf, format="pdf")
+    assert {name.split(b"+")[1] for name in re.findall(rb"/BaseFont /([\w+-]+)", pdf.getvalue())} == {
+        b"NotoSerifCJKsc-Bold", b"NotoSerifCJKsc-Regular"}
+    monkeypatch.setattr(fonts, "find_cjk_font", lambda: None)
+    assert "no Chinese font found" in charts.pick_font().describe()

@@ -1,7 +1,8 @@
 """Report charts with Matplotlib (object API, no pyplot state) and a font that renders Chinese.
 
-The font is the first installed family of `CJK_FAMILIES` (Debian `fonts-noto-cjk` gives Noto Sans
-CJK SC); the report prints which one it used, so a page of boxes is explained at once. The same
+The font is the one `pipelines.fonts.find_cjk_font` finds, as the demo's posters and the verifier's
+synthetic ads use it (fontconfig's list of Chinese fonts, else the usual folders; Debian `fonts-noto-cjk`
+gives Noto Sans CJK SC); the report prints which one it used, so a page of boxes is explained at once. The same
 figures become the PDF's pages (`PdfPages`, fonts embedded as TrueType so the text stays text)
 and inline SVG in the HTML report (text as paths, so no font is needed to view it).
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 import io
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 from matplotlib import font_manager
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display needed
 
-CJK_FAMILIES = ["Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN", "WenQuanYi Zen Hei",
-                "WenQuanYi Micro Hei", "Microsoft YaHei", "SimHei", "PingFang SC", "Noto Sans CJK JP"]
+from pipelines import fonts
+
 A4_LANDSCAPE = (11.69, 8.27)
 EMPTY = "本期无案件 No cases in this period"
 PALETTE = ["#1d3557", "#e63946", "#2a9d8f", "#f4a261", "#457b9d", "#8d6a9f", "#e9c46a", "#6c757d", "#264653", "#a8dadc"]
@@ -36,11 +38,26 @@ class FontChoice:
 
 
 def pick_font() -> FontChoice:
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    for family in CJK_FAMILIES:
-        if family in installed:
-            return FontChoice(family, str(font_manager.findfont(font_manager.FontProperties(family=family))), True)
-    return FontChoice("DejaVu Sans", str(font_manager.findfont("DejaVu Sans")), False)
+    """The Chinese font `pipelines.fonts.find_cjk_font` finds (one finder for the whole product), by the family name
+    Matplotlib knows it as; DejaVu Sans, said plainly by `describe`, when there is none."""
+    path = fonts.find_cjk_font()
+    if path is None:
+        return FontChoice("DejaVu Sans", str(font_manager.findfont("DejaVu Sans")), False)
+    family = _family(path)
+    return FontChoice(family, str(font_manager.findfont(font_manager.FontProperties(family=family))), True)
+
+
+def _family(path: Path) -> str:
+    """The family of a font file for Matplotlib, registering the file when Matplotlib's own scan missed it (a
+    folder fontconfig knows and Matplotlib does not). A collection (.ttc) holds one face per region: the
+    simplified-Chinese one (`Noto Sans CJK SC`, not the JP face listed first) and not a monospaced one."""
+    def faces() -> list[str]:
+        return [f.name for f in font_manager.fontManager.ttflist if Path(f.fname) == path]
+
+    if not faces():
+        font_manager.fontManager.addfont(str(path))
+    names = faces() or [font_manager.FontProperties(fname=str(path)).get_name()]
+    return min(names, key=lambda n: (not n.endswith((" SC", " CN")), "Mono" in n, names.index(n)))
 
 
 @contextmanager
