@@ -290,3 +290,17 @@ def test_text_longer_than_an_excel_cell_is_cut_visibly_and_logged(tmp_path, capl
     assert [r.getMessage() for r in caplog.records] == [
         f"案件 Cases: row 3, column B: text longer than the 32767 characters an Excel cell holds, cut and marked {CUT_MARK!r}"]
     assert note in csv_text(table)
+
+
+def test_a_number_not_cut_off_yet_is_listed_and_counts_for_nothing(tmp_path):
+    """The liaison writes a number down when asking the operator to cut it, the time when it is done: a row with an
+    empty cut_off_at refused the whole list ('' is not a date/time), so no quota was scored for anyone."""
+    path = tmp_path / "cutoffs.csv"
+    path.write_text("number,cut_off_at,note\n13800138000,2026-11-03 10:20,电信停机\n13800138001,,已报送 待停机\n"
+                    "0571-8765 4321, ,\n", encoding="utf-8-sig")
+    nov = [datetime(2026, 11, 1, tzinfo=TZ), datetime(2026, 12, 1, tzinfo=TZ)]
+    assert CutoffFile(path, TZ).cut_off(["13800138000", "13800138001", "0571-87654321"], *nov) == {
+        "13800138000": datetime(2026, 11, 3, 10, 20, tzinfo=TZ)}
+    path.write_text("number,cut_off_at\n13800138000,\nhello,\n", encoding="utf-8")  # the number is still checked
+    with pytest.raises(ConfigError, match=r"cutoffs.csv: line 3: number: 'hello' is not one phone number"):
+        CutoffFile(path, TZ)

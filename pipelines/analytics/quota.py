@@ -13,7 +13,9 @@ Shipped: `CutoffFile`, a CSV the telecom liaison keeps:
 Numbers are read with the same phone parser as OCR text (`detect.phones`), so `138-0013-8000`
 and `13800138000` are one number; times without an offset are local time. The file is read like
 the city's other registers (`pipelines.tables.read_rows`): CSV UTF-8 or an Excel workbook, headers
-in English or Chinese (号码, 停机时间), empty rows skipped (Excel writes `,,` for rows once used).
+in English or Chinese (号码, 停机时间), empty rows skipped (Excel writes `,,` for rows once used). A number with
+no `cut_off_at` is listed but not cut off yet (the liaison writes it down when asking the operator): it is
+checked and counts for nothing until its time is filled in.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class NumberStatus(Protocol):
 
 
 class CutoffFile:
-    """Number status from a CSV or Excel file with columns `number` and `cut_off_at` (others ignored)."""
+    """Number status from a CSV or Excel file with columns `number` and `cut_off_at` (others ignored; an empty
+    `cut_off_at`: not cut off yet)."""
 
     COLUMNS = {"number": ("号码", "电话", "phone"), "cut_off_at": ("停机时间",)}
 
@@ -54,6 +57,8 @@ class CutoffFile:
             found = find_phones(raw)
             if len(found) != 1:
                 raise ConfigError(f"{self.path}: line {line}: number: {raw!r} is not one phone number")
+            if when in (None, ""):  # listed, not cut off yet (the operator has not acted): counts for nothing
+                continue
             try:
                 at = sheet_time(when)
             except ValueError:
