@@ -122,6 +122,7 @@ def test_reports_page_lists_the_latest_report(site):
     b.get(site["base"] + "/ui/reports")
     row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#reports tr[data-report='month-2026-11']"), "the report's row")
     assert "月通报 2026-11" in row.text
+    assert row.find_elements(By.TAG_NAME, "td")[1].text == "2026-11-01 – 2026-11-30"  # its last day, not December's first
     assert [e.get_attribute("data-file") for e in row.find_elements(By.CSS_SELECTOR, "button")] == [
         "report.html", "report.pdf", "report.xlsx", "report.json"]
 

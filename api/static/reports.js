@@ -1,10 +1,17 @@
 // The latest analysis reports: period, counts, and their files (opened or downloaded with the token).
 "use strict";
 
+// A period as people read it, first to last day: the API's `end` is the day after (exclusive), so November read
+// "2026-11-01 – 2026-12-01"; a day's report is its one day.
+function days(r) {
+  const last = new Date(Date.parse(`${r.end}T00:00:00Z`) - 86400000).toISOString().slice(0, 10);
+  return last === r.start ? r.start : `${r.start} – ${last}`;
+}
+
 async function load() {
   const list = await SW.json("/api/v1/reports");
   const head = SW.el("tr", {}, ...["报告 report", "期间 period", "案件 cases", "较上期 change", "生成 generated", "文件 files"].map((h) => SW.el("th", {}, h)));
-  const rows = list.map((r) => SW.el("tr", { "data-report": r.name }, SW.el("td", {}, r.title), SW.el("td", {}, `${r.start} – ${r.end}`),
+  const rows = list.map((r) => SW.el("tr", { "data-report": r.name }, SW.el("td", {}, r.title), SW.el("td", {}, days(r)),
     SW.el("td", {}, r.summary ? r.summary.cases : ""), SW.el("td", {}, r.summary ? r.summary.change : ""),
     SW.el("td", {}, SW.time(r.generated_at)),
     SW.el("td", {}, ...r.files.map((f) => SW.el("button", {
