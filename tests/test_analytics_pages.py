@@ -95,6 +95,36 @@ def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
     assert "selected" in b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}").get_attribute("class")
 
 
+LEGEND_CHECK = """
+const wrong = [];
+for (let max = 1; max <= 30; max++) {
+  legend(max);
+  const nodes = [...document.getElementById("legend").childNodes];
+  const steps = nodes.flatMap((node, j) => node.tagName === "I" && j > 1 ? [[node.style.background, parseInt(nodes[j + 1].textContent)]] : []);
+  if (steps.some(([, first], i) => i && first <= steps[i - 1][1])) wrong.push(`max ${max}: legend ${JSON.stringify(steps)}`);
+  for (let n = 1; n <= max; n++) {
+    const drawn = document.createElement("i");
+    drawn.style.background = colour(n, max);
+    const said = steps.filter(([, first]) => first <= n).pop();
+    if (!said || said[0] !== drawn.style.background) wrong.push(`max ${max}: ${n} drawn ${drawn.style.background}, legend ${JSON.stringify(said)}`);
+  }
+}
+return wrong;
+"""
+
+
+def test_map_legend_says_the_counts_each_colour_is_drawn_for(site):
+    """The legend's lower bounds were one too low where the highest count divides by 5 (with 10, a 2 was drawn in the
+    first colour while the legend started the second at 2+): for every highest count up to 30, each count's colour on
+    the map is the legend's step that its number falls in, and no two steps show one number."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/map")
+    _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#map path.sw-cell"), "the map drawn")
+    assert b.execute_script(LEGEND_CHECK) == []
+
+
 def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     from selenium.webdriver.common.by import By
 

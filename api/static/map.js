@@ -52,11 +52,15 @@ async function showCases(layer, p) {
     SW.el("p", { id: "feature-total" }, `${page.total} 件 cases${page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : ""}`), list);
 }
 
+// The colours as colour() gives them: a count n is in step i when n > i·max/steps, so step i starts at
+// floor(i·max/steps) + 1 (with 10 the highest count, 1+ 3+ 5+ 7+ 9+; ceil said 2+ for a 2 drawn in the first
+// step). A step no count reaches (a highest count under 5) is left out rather than shown with its neighbour's number.
 function legend(max) {
   const box = document.getElementById("legend");
-  const cuts = STEPS.map((_, i) => Math.ceil((i * max) / STEPS.length) + (i ? 0 : 1));
+  const firsts = STEPS.map((_, i) => Math.floor((i * max) / STEPS.length) + 1);
+  const reached = STEPS.map((c, i) => [c, firsts[i]]).filter(([, first], i) => i === STEPS.length - 1 || first < firsts[i + 1]);
   box.replaceChildren(SW.el("span", {}, "案件数 cases: "), SW.el("i", { style: "background:#f1f3f5" }), "0 ",
-    ...(max ? STEPS.flatMap((c, i) => [SW.el("i", { style: `background:${c}` }), `${cuts[i]}+ `]) : []));
+    ...(max ? reached.flatMap(([c, first]) => [SW.el("i", { style: `background:${c}` }), `${first}+ `]) : []));
 }
 
 async function load() {
