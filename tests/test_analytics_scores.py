@@ -304,3 +304,22 @@ def test_a_number_not_cut_off_yet_is_listed_and_counts_for_nothing(tmp_path):
     path.write_text("number,cut_off_at\n13800138000,\nhello,\n", encoding="utf-8")  # the number is still checked
     with pytest.raises(ConfigError, match=r"cutoffs.csv: line 3: number: 'hello' is not one phone number"):
         CutoffFile(path, TZ)
+
+
+def test_shops_seen_by_a_camera_without_zones_are_not_one_shop(tmp_path):
+    """A camera whose scene has no zones files its cases under the whole-image zone `image`; `shop_of` took it for a
+    frontage, so every shop that camera saw beyond its door on a day was one shop and one point (place_of already
+    skipped it). Without a shop named or a frontage zone, each case is a shop of its own."""
+    from detect.candidates import WHOLE_IMAGE
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for hour in (9, 11, 15):
+        make.add("shopfront_spillover", G1, local(5, hour), camera="cam-09", zone=WHOLE_IMAGE)
+    make.add("shopfront_spillover", G1, local(5, 9), camera="cam-01", zone="frontage-a")  # a frontage zone is one shop
+    make.add("shopfront_spillover", G1, local(5, 16), camera="cam-01", zone="frontage-a")
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    shops = {**STALL, "id": "shop", "name": "越门经营", "types": ["shopfront_spillover"], "per": "shop"}
+    table = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [shops])), "grid", NOV, TZ)
+    store.close()
+    assert table.unit(G1).item("shop").count == 3 + 1

@@ -109,10 +109,12 @@ def place_of(case: CaseFact, place: str) -> str:
 
 
 def shop_of(case: CaseFact) -> str:
-    """A shop: the one the case names (`details.shop`), else the camera's frontage zone, else the case."""
+    """A shop: the one the case names (`details.shop`), else the camera's frontage zone, else the case. A camera's
+    whole-image zone (a scene with no zones) is no frontage: every shop in view would be one shop, as `place_of`
+    says for its zones."""
     if case.shop:
         return f"shop:{case.shop}"
-    if case.source_kind == "camera" and case.zone_id:
+    if case.source_kind == "camera" and case.zone_id and case.zone_id != WHOLE_IMAGE:
         return f"zone:{case.source_id}/{case.zone_id}"
     return f"case:{case.id}"
 
