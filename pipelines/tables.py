@@ -82,6 +82,18 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     return rows
 
 
+_EXCEL_EXPONENT = re.compile(r"\d(\.\d+)?[eE]\+\d+")
+
+
+def excel_number_hint(value: Any, other: str = "") -> str:
+    """What to add to 'is not one phone number' when Excel is to blame: a long number shown as a power of ten
+    (`1.38001E+10`) is saved so in a CSV, its digits lost; '' otherwise. `other` adds another way out."""
+    if not _EXCEL_EXPONENT.fullmatch(str(value if value is not None else "").strip()):
+        return ""
+    return (" (Excel showed the number as a power of ten and saved it so, digits lost: format the column as text "
+            f"before saving{other})")
+
+
 _SLASHED_DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
 

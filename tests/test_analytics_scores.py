@@ -323,3 +323,17 @@ def test_shops_seen_by_a_camera_without_zones_are_not_one_shop(tmp_path):
     table = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [shops])), "grid", NOV, TZ)
     store.close()
     assert table.unit(G1).item("shop").count == 3 + 1
+
+
+def test_a_number_excel_mangled_in_the_cutoff_list_says_how(tmp_path):
+    """A CSV saved from Excel with the number column too narrow holds `5.71877E+10`, its digits lost; the cut-off list
+    said only 'is not one phone number' where the call-out import says how to avoid it. A landline whose leading 0
+    Excel dropped (`57187654321`) needs no hint: it is read as 0571-87654321."""
+    path = tmp_path / "cutoffs.csv"
+    path.write_text("number,cut_off_at\n57187654321,2026-11-12\n5.71877E+10,2026-11-12\n", encoding="utf-8-sig")
+    with pytest.raises(ConfigError) as refused:
+        CutoffFile(path, TZ)
+    assert str(refused.value) == (f"{path}: line 3: number: '5.71877E+10' is not one phone number (Excel showed the number as a "
+                                  "power of ten and saved it so, digits lost: format the column as text before saving)")
+    path.write_text("number,cut_off_at\n57187654321,2026-11-12\n", encoding="utf-8-sig")
+    assert set(CutoffFile(path, TZ).times) == {"0571-87654321"}

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from detect.config_io import ConfigError
 from detect.phones import find_phones
-from pipelines.tables import read_rows, sheet_time
+from pipelines.tables import excel_number_hint, read_rows, sheet_time
 
 
 class NumberStatus(Protocol):
@@ -56,7 +56,7 @@ class CutoffFile:
             raw, when = str(row.get("number") or "").strip(), row.get("cut_off_at")
             found = find_phones(raw)
             if len(found) != 1:
-                raise ConfigError(f"{self.path}: line {line}: number: {raw!r} is not one phone number")
+                raise ConfigError(f"{self.path}: line {line}: number: {raw!r} is not one phone number{excel_number_hint(raw)}")
             if when in (None, ""):  # listed, not cut off yet (the operator has not acted): counts for nothing
                 continue
             try:

@@ -17,7 +17,6 @@ seen, from the grid file's `squad` property).
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
-from pipelines.tables import read_rows, sheet_time, write_csv, write_xlsx
+from pipelines.tables import excel_number_hint, read_rows, sheet_time, write_csv, write_xlsx
 from pipelines.times import as_utc
 
 FLYPOSTING = "flyposting"
@@ -64,9 +63,6 @@ IMPORT_COLUMNS = {
 }
 
 
-_EXCEL_EXPONENT = re.compile(r"\d(\.\d+)?[eE]\+\d+")
-EXCEL_NUMBER_HINT = (" (Excel showed the number as a power of ten and saved it so, digits lost: format the column as text "
-                     "before saving, or use the exported .xlsx)")
 
 
 def normalise_number(text: Any) -> str | None:
@@ -213,7 +209,7 @@ class CallOutList:
             number = normalise_number(row.get("number"))
             if number is None:
                 report.errors.append(f"{name}: row {line}: number: {row.get('number')!r} is not one phone number"
-                                     + (EXCEL_NUMBER_HINT if _EXCEL_EXPONENT.fullmatch(str(row.get("number") or "").strip()) else ""))
+                                     + excel_number_hint(row.get("number"), " or use the exported .xlsx"))
                 continue
             try:
                 status = _row_status(row, self.get(number))
