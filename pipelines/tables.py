@@ -160,20 +160,28 @@ def append_text_row(ws, values: list[Any]) -> None:
     """`ws.append(values)`, but text stays text: openpyxl writes a string starting with `=` as a formula, and a
     case description, shop name or note such as `=HYPERLINK("http://…", "…")` would run in whoever opens the file.
     Text longer than an Excel cell holds, which openpyxl would cut without a word, is cut here ending in `CUT_MARK`
-    and logged naming the sheet, row and column (the CSV and JSON outputs keep it whole)."""
+    and logged naming the sheet, row and column (the CSV and JSON outputs keep it whole). Control characters no
+    Excel file may hold (a BEL or an ESC in OCR'd text or a pasted note), on which openpyxl stops the whole export
+    with IllegalCharacterError, are left out."""
     fitted = [_fit_cell(v) for v in values]
     ws.append(fitted)
     for cell in ws[ws.max_row]:
         if cell.data_type == "f":
             cell.data_type = "s"
-    cut = [cell.column_letter for cell, before, after in zip(ws[ws.max_row], values, fitted) if after is not before]
+    cut = [cell.column_letter for cell, before in zip(ws[ws.max_row], values)
+           if isinstance(before, str) and len(before) > EXCEL_CELL_CHARS]
     if cut:
         log.warning("%s: row %d, column %s: text longer than the %d characters an Excel cell holds, cut and marked %r",
                     ws.title, ws.max_row, ", ".join(cut), EXCEL_CELL_CHARS, CUT_MARK)
 
 
 def _fit_cell(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > EXCEL_CELL_CHARS:
+    if not isinstance(value, str):
+        return value
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    value = ILLEGAL_CHARACTERS_RE.sub("", value)
+    if len(value) > EXCEL_CELL_CHARS:
         return value[:EXCEL_CELL_CHARS - len(CUT_MARK)] + CUT_MARK
     return value
 

@@ -292,6 +292,18 @@ def test_text_longer_than_an_excel_cell_is_cut_visibly_and_logged(tmp_path, capl
     assert note in csv_text(table)
 
 
+def test_a_control_character_in_a_cell_does_not_stop_the_workbook(tmp_path):
+    """A BEL or ESC in a description (OCR'd text, a note pasted from another system) made openpyxl raise
+    IllegalCharacterError and the whole Excel export failed; such characters are left out, tabs and line breaks kept."""
+    from openpyxl import load_workbook
+
+    from pipelines.analytics.tables import Table, write_xlsx
+
+    table = Table("cases", "案件 Cases", ["编号 id", "描述 description"], [["c-1", "开锁\x07 138\x1b0013\t8000\n文三路"]])
+    book = load_workbook(write_xlsx(tmp_path / "cases.xlsx", [table]))
+    assert book["案件 Cases"]["B2"].value == "开锁 1380013\t8000\n文三路"
+
+
 def test_a_number_not_cut_off_yet_is_listed_and_counts_for_nothing(tmp_path):
     """The liaison writes a number down when asking the operator to cut it, the time when it is done: a row with an
     empty cut_off_at refused the whole list ('' is not a date/time), so no quota was scored for anyone."""
