@@ -43,6 +43,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
             resumed = ctx.jobs.resume_unfinished()
             if resumed:
                 log.info("resuming %d unfinished triage job(s): %s", len(resumed), ", ".join(resumed))
+            if patrols := cityops.resume_patrol_jobs(ctx):
+                log.info("resuming %d unfinished patrol job(s): %s", len(patrols), ", ".join(patrols))
         yield
         ctx.close()
 

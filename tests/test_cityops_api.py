@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
+import httpx
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
+from pipelines.cases.store import CaseStore
 from tests.api_helpers import KEY, MODEL, auth, make_app, settings_for
 from tests.cctv_helpers import ts_copy
+from tests.conftest import REPO, start_server, stop_process
+from tests.pg import free_port
 from tests.test_cityops_patrol import START, _fixes, clip, write_gpx, write_srt  # noqa: F401  (fixture)
 from tests.test_cityops_registers import REGISTER
 
@@ -209,3 +218,85 @@ def test_the_patrol_job_schema_says_a_track_is_always_sent(city):
     fields = client.get("/openapi.json").json()["components"]["schemas"]["PatrolJob"]["properties"]
     assert "no track sent" not in fields["track"]["description"]
     assert "every upload sends one (400 without)" in fields["track"]["description"]
+
+
+@contextmanager
+def _serving(tmp_path, config):
+    """`streetwatch serve --config config` on loopback: its base URL and process, stopped (if still running) after."""
+    port = free_port()
+    server = start_server([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(port), "--config", str(config)],
+                          "127.0.0.1", port, tmp_path / f"serve-{port}.log", timeout_s=60, cwd=REPO,
+                          env={**os.environ, "STREETWATCH_EVIDENCE_KEY": KEY})
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        stop_process(server)
+
+
+def test_patrol_jobs_a_stopped_server_left_are_taken_up_at_its_next_start(tmp_path, clip):  # noqa: F811
+    """Only photo uploads were resumed at start-up: a patrol job queued or running when the server stopped stayed so
+    for ever. `serve` is killed while one job is judging its frames and another waits behind it; started again it
+    finishes both, the first where it was (its frames not sampled again, each judged once, its case not doubled)."""
+    settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off"})
+    app, tokens = make_app(settings, resume_jobs=False)
+    app.state.ctx.store.close()
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    inspector = auth(tokens["inspector"])
+    track = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START).read_bytes()
+    folder = settings.service.data_dir / "patrol"
+
+    with _serving(tmp_path, config) as (base, server):
+        first, second = (httpx.post(f"{base}/api/v1/patrol/jobs", headers=inspector, timeout=60, files={
+            "video": (name, clip.read_bytes(), "video/mp4"), "track": ("drive.srt", track, "text/plain")}).json()
+            for name in ("巡查 A.mp4", "巡查 B.mp4"))
+        results = folder / first["id"] / "out" / "results.jsonl"
+        deadline = time.monotonic() + 240
+        while not (results.is_file() and results.read_bytes().count(b"\n")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.kill()  # a power cut, an OOM kill: nothing is let finish
+        server.wait()
+    stopped = {j["id"]: json.loads((folder / j["id"] / "job.json").read_text(encoding="utf-8"))["state"] for j in (first, second)}
+    assert stopped == {first["id"]: "running", second["id"]: "queued"}, stopped
+    frames = {p.name: p.stat().st_mtime_ns for p in (folder / first["id"] / "out" / "frames").iterdir()}
+    assert len(frames) == 15
+
+    with _serving(tmp_path, config) as (base, _):
+        deadline = time.monotonic() + 240
+        while True:
+            jobs = [httpx.get(f"{base}/api/v1/patrol/jobs/{j['id']}", headers=inspector, timeout=30).json() for j in (first, second)]
+            if all(j["state"] in ("done", "failed") for j in jobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    first, second = jobs
+    assert first["state"] == second["state"] == "done", jobs
+    assert first["summary"]["frames"] == second["summary"]["frames"] == 15 and first["summary"]["cases"]
+    assert {p.name: p.stat().st_mtime_ns for p in (folder / first["id"] / "out" / "frames").iterdir()} == frames  # not sampled again
+    sources = [json.loads(line)["source"] for line in results.read_text(encoding="utf-8").splitlines()]
+    assert len(sources) == len(set(sources)) == 15
+    store = CaseStore(settings.cases.url)
+    try:
+        assert sorted(c.id for c in store.list(source_id="patrol:巡查 A")) == sorted(first["summary"]["cases"])
+    finally:
+        store.close()
+
+
+def test_a_patrol_job_whose_run_cannot_be_taken_up_fails_saying_so(tmp_path, monkeypatch, onnx_detector, clip):  # noqa: F811
+    """A job left running by a release that kept no record of its sampling (sampled.json) had judged frames that could
+    not be told complete: it fails asking for the upload again, rather than staying 'running' or judging anew."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    settings = settings_for(tmp_path)
+    app, tokens = make_app(settings, detector=onnx_detector)
+    folder = settings.service.data_dir / "patrol" / "0123456789abcdef"
+    (folder / "out" / "frames").mkdir(parents=True)
+    (folder / "video.mp4").write_bytes(clip.read_bytes())
+    write_gpx(folder / "track.gpx", _fixes(START, 30))
+    (folder / "out" / "frames" / "frame-00000-t00000.00.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    (folder / "out" / "results.jsonl").write_text('{"source": "frame-00000-t00000.00.jpg", "status": "ok"}\n', encoding="utf-8")
+    (folder / "job.json").write_text(json.dumps({
+        "id": folder.name, "owner": "inspector-user", "state": "running", "created_at": "2026-11-20T01:00:00+00:00",
+        "started_at": "2026-11-20T01:00:01+00:00", "video": "video.mp4", "video_label": "巡查.mp4", "track": "track.gpx",
+        "track_label": "巡查.gpx", "start": None}), encoding="utf-8")
+    with TestClient(app, raise_server_exceptions=False) as client:  # its start takes the job up
+        [job] = _finished(client, auth(tokens["inspector"]), {"id": folder.name})
+    assert job["state"] == "failed" and job["error"] == "服务重启时中断，请重新上传 interrupted by a restart: upload again", job

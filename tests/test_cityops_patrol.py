@@ -15,7 +15,7 @@ import srt
 
 from pipelines.cases import CaseStore
 from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
-from pipelines.cityops.patrol import PatrolError, run_patrol, sample_video
+from pipelines.cityops.patrol import CannotResume, PatrolError, run_patrol, sample_video
 from pipelines.cityops.tracks import TrackError, load_track
 from streetwatch.demo.media import road_view
 from tests.cctv_helpers import played_picture, retagged_copy, rotated_copy, ts_copy
@@ -243,6 +243,27 @@ def test_a_second_run_into_the_same_folder_is_refused_before_sampling(tmp_path, 
         run_patrol(clip, later, settings, every_m=10, every_s=5, detector=onnx_detector, deployment=_deployment(tmp_path),
                    show_progress=False)
     assert sorted(p.name for p in (tmp_path / "patrol-out" / "frames").iterdir()) == frames
+
+
+def test_a_run_stopped_while_sampling_is_resumed_by_sampling_afresh(tmp_path, clip, onnx_detector):
+    """`resume` (the service taking up a job after a restart): a run stopped while sampling had judged nothing, and
+    its frames are sampled again; one that judged frames but kept no record of its sampling (sampled.json, from
+    before runs could be resumed) is refused rather than its frames judged anew."""
+    settings = TriageSettings(out=tmp_path / "out", cases=False, ocr="off", verifier="none")
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    frames = tmp_path / "out" / "frames"
+    frames.mkdir(parents=True)
+    (frames / "frame-00000-t00000.00.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")  # the frame being written when it stopped
+    result = run_patrol(clip, track, settings, every_m=10, every_s=5, detector=onnx_detector, deployment=_deployment(tmp_path),
+                        show_progress=False, resume=True)
+    assert result.summary["frames"] == 15 and result.triage.tally.ok == 15 and result.triage.tally.errors == 0
+    assert len(list(frames.iterdir())) == 15
+
+    (tmp_path / "out" / "sampled.json").unlink()
+    with pytest.raises(CannotResume, match=r"out: cannot be resumed: frames were judged \(results\.jsonl\) but the run kept no "
+                                           r"sampled\.json of its sampling"):
+        run_patrol(clip, track, settings, every_m=10, every_s=5, detector=onnx_detector, deployment=_deployment(tmp_path),
+                   show_progress=False, resume=True)
 
 
 def test_a_damaged_video_is_sampled_around_the_damage(tmp_path, clip):

@@ -7,6 +7,7 @@ All the work is in `pipelines.cityops`; these routes check roles, take files (mu
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
+from api.jobs import UNFINISHED
 from api.problems import Problem, problems
 from api.uploads import _capped, check_length
 from detect.config_io import ConfigError
@@ -34,6 +36,7 @@ from pipelines.cityops.verification import DisposalCheckError, check_disposal_ph
 from pipelines.cityops.warnings import WarningState, list_warnings, warning_image
 from pipelines.shops import Shop, ShopRegister
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["city workflows"])
 CHECK_PHOTO = require(Role.REVIEWER, Role.INTEGRATION)
 FILE_LIMIT = 50 * 2**20
@@ -442,18 +445,27 @@ def _start_field(ctx: AppContext, text: str | None) -> str | None:
         raise Problem(422, f"form field {exc}", slug="invalid-field") from None
 
 
+RESTARTED = "服务重启时中断，请重新上传 interrupted by a restart: upload again"
+"""The error of a job a stopped server left mid-way whose run cannot be taken up (`CannotResume`)."""
+
+
 def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
-    from pipelines.cityops.patrol import NoStartTime, PatrolError, run_patrol
+    from pipelines.cityops.patrol import CannotResume, NoStartTime, PatrolError, run_patrol
     from pipelines.triage import TriageSettings
 
+    out = folder / "out"
     _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
     try:
-        settings = TriageSettings(**ctx.service.triage.model_dump(), out=folder / "out")
+        settings = TriageSettings(**ctx.service.triage.model_dump(), out=out)
         cfg = ctx.settings.cityops
         result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
                             every_m=cfg.patrol_every_m, every_s=cfg.patrol_every_s, detector=ctx.jobs.detector(),
                             start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
-                            deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job))
+                            deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
+                            resume=out.exists())  # a run a stopped server left: taken up where it was
+    except CannotResume:
+        _write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
+        return
     except NoStartTime as exc:
         _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(exc.asking(_asking_start(ctx)), folder, job),
                             "finished_at": datetime.now(UTC).isoformat()})
@@ -469,6 +481,22 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
     summary["messages"] = [_as_uploaded(m, folder, job) for m in summary["messages"]]  # they name the stored files too
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
+
+
+def resume_patrol_jobs(ctx: AppContext) -> list[str]:
+    """Queue again, in upload order, the patrol jobs a stopped server left queued or running, as
+    `TriageJobs.resume_unfinished` does for photo uploads (a queued job was cancelled with the pool, a running one
+    stopped mid-way, and either stayed so for ever); a running one is taken up where it was (`run_patrol(resume=True)`)."""
+    jobs = []
+    for path in (ctx.service.data_dir / "patrol").glob("*/job.json"):
+        try:
+            jobs.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError):
+            log.warning("%s: unreadable patrol job record", path)
+    unfinished = sorted(((f, j) for f, j in jobs if j.get("state") in UNFINISHED), key=lambda fj: fj[1]["created_at"])
+    for folder, job in unfinished:
+        ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
+    return [job["id"] for _, job in unfinished]
 
 
 @router.post("/patrol/jobs", status_code=202, summary="Upload a patrol video (field `video`) and its GPS track (field `track`)",

@@ -13,7 +13,10 @@ successive frames within `group_radius_m` is one case) and evidence bundles. Wha
 - frames the track does not cover (before its first fix, after its last, inside a gap) are
   skipped and counted, with a message naming both time spans; no covered frame at all is an error;
 - a case already open of the same type within `group_radius_m` (an earlier patrol, a camera, an
-  inspector) is not doubled: the group is reported against that case instead.
+  inspector) is not doubled: the group is reported against that case instead;
+- resuming (`run_patrol(resume=True)`, the service after a restart): a run that finished sampling kept
+  what it sampled (`sampled.json`), so its frames are not sampled again and triage resumes over them;
+  one stopped while sampling had judged nothing and samples afresh.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import io
 import json
 import logging
 import math
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 
 FRAMES = "frames"
 SUMMARY = "patrol.json"
+SAMPLED = "sampled.json"  # what sampling did, written once it is over: a resumed run takes it up
 TOLERANCE_M = 0.05  # GPS arithmetic noise: 9.99 m is 10 m
 OPEN_STATES = (CaseState.CANDIDATE, CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
                CaseState.STILL_PRESENT)
@@ -59,6 +64,12 @@ OPEN_STATES = (CaseState.CANDIDATE, CaseState.QUEUED, CaseState.SUBMITTED, CaseS
 
 class PatrolError(ValueError):
     """A patrol that cannot be processed at all (no GPS, no start time, nothing covered); names the file."""
+
+
+class CannotResume(PatrolError):
+    """An interrupted run that cannot be taken up: it judged frames but kept no record of its sampling (`SAMPLED`,
+    written since runs can be resumed), so its frames cannot be told complete; sampling them again would judge
+    anew frames it had judged."""
 
 
 class NoStartTime(PatrolError):
@@ -84,6 +95,23 @@ class Sampled:
     video_span: tuple[str, str] | None = None
     track_span: tuple[str, str] | None = None
     messages: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        """Kept as JSON (frames by name, beside `path` in `FRAMES`), replaced whole: a kill leaves it absent or complete."""
+        data = {**self.__dict__, "frames": [f.name for f in self.frames]}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Sampled | None:
+        """What `save` kept, None when nothing was (sampling never finished)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        spans = {k: tuple(data[k]) if data[k] else None for k in ("video_span", "track_span")}
+        return cls(**{**data, **spans, "frames": [path.parent / FRAMES / name for name in data["frames"]]})
 
 
 def find_track(video: Path, track: Path | None) -> Path:
@@ -295,13 +323,33 @@ class PatrolResult:
     summary: dict[str, Any]
 
 
+def sample_once(video: Path, track: Track, out: Path, *, resume: bool, **sampling: Any) -> Sampled:
+    """The run's frames under `out`, sampled now (`sample_video`, then kept as `SAMPLED`) or, on `resume`, as an
+    interrupted run kept them: triage resumes over those very frames. A run stopped while sampling had judged
+    none (triage starts after), so its frames are removed and sampled afresh; CannotResume when it had."""
+    if resume:
+        done = Sampled.load(out / SAMPLED)
+        if done is not None:
+            return done
+        if (out / RESULTS).is_file():
+            raise CannotResume(f"{out}: cannot be resumed: frames were judged ({RESULTS}) but the run kept no "
+                               f"{SAMPLED} of its sampling; run it again into another folder")
+        shutil.rmtree(out / FRAMES, ignore_errors=True)
+    else:
+        check_out_free(out)
+    sampled = sample_video(video, track, out / FRAMES, **sampling)
+    sampled.save(out / SAMPLED)
+    return sampled
+
+
 def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float, every_s: float,
                deployment: Settings, start: datetime | None = None, detector=None, taxonomy=None,
-               show_progress: bool = True, name: str | None = None) -> PatrolResult:
+               show_progress: bool = True, name: str | None = None, resume: bool = False) -> PatrolResult:
     """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
     the settings file (case store, evidence, dispatch; `pipelines.settings`). `name`: the video's name in its
     cases' source (`patrol:<name>`), default the file's stem; an upload's is the name it was sent under, since
-    the service stores every video as `video.<suffix>`."""
+    the service stores every video as `video.<suffix>`. `resume`: take up the run an interruption left in
+    `settings.out` (`sample_once`; the same video, track and settings), as triage's `--resume` does."""
     from pipelines.triage.cases import CasesUnavailable, open_triage_cases
     from pipelines.triage.run import run_triage, triage_detector
 
@@ -314,8 +362,9 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float
     except TrackError as exc:
         raise PatrolError(str(exc)) from None
     out = Path(settings.out)
-    check_out_free(out)
-    sampled = sample_video(video, track, out / FRAMES, every_m=every_m, every_s=every_s, tz=tz, start=start)
+    sampled = sample_once(video, track, out, resume=resume, every_m=every_m, every_s=every_s, tz=tz, start=start)
+    if resume:
+        settings = settings.model_copy(update={"resume": True})
     for message in sampled.messages:
         log.warning("%s", message)
     detector = detector or triage_detector(settings)
