@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from markupsafe import escape
+
 from api.config import ServiceConfig
 from api.metrics import ApiMetrics
 from api.uploads import SavedFile
@@ -31,6 +33,7 @@ from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
+from pipelines.triage.report import REPORT
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -166,18 +169,25 @@ class TriageJobs:
             phase = "cases" if total is not None and done >= total else "photos"
         return {"done": done, "total": total, "phase": phase}
 
+    def report(self, job_id: str) -> Path:
+        """Where the job's `report.html` is once it is done (the triage run writes it last)."""
+        return self._dir(job_id) / REPORT
+
+    def as_uploaded(self, job: dict[str, Any], html: bool = False) -> Callable[[str], str]:
+        """Text with the job's stored inputs named as uploaded: "duplicate of /srv/.../input/0001.jpg" -> "duplicate of
+        bus.jpg" (a zip's members after its name: "photos.zip!day1/a.jpg"); the API never shows a server path.
+        `html`: the text is HTML (the report), where paths stand escaped and so must the names put in."""
+        named = escape if html else str
+        labels = {f["name"]: f["label"] for f in job["files"]}
+        inputs = re.compile(re.escape(str(named(str(self._dir(job["id"]) / "input")))) + r"/([0-9]{4}\.[a-z]+)")
+        return lambda text: inputs.sub(lambda m: str(named(labels.get(m.group(1), m.group(1)))), text)
+
     def results(self, job_id: str) -> list[PhotoRecord]:
         """Per-photo records with server paths replaced by the uploaded file names (the fields each holds).
 
         One record per input, its latest, where the latest line stands: while a resumed job runs, a photo tried
         again has its earlier error line too until the journal closes (as `RecordCount` counts it once)."""
-        job = self.get(job_id)
-        labels = {f["name"]: f["label"] for f in job["files"]}
-        inputs = re.compile(re.escape(str(self._dir(job_id) / "input")) + r"/([0-9]{4}\.[a-z]+)")
-
-        def relabel(text: str) -> str:  # "duplicate of /srv/.../input/0001.jpg" -> "duplicate of bus.jpg"
-            return inputs.sub(lambda m: labels.get(m.group(1), m.group(1)), text)
-
+        relabel = self.as_uploaded(self.get(job_id))
         latest: dict[str, PhotoRecord] = {}  # source -> its latest record, in the order of those lines
         for number, line in enumerate(self._lines(job_id), 1):
             try:

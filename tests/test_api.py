@@ -25,6 +25,7 @@ ROUTE_ROLES = {
     ("GET", "/api/v1/triage/jobs"): READERS,
     ("GET", "/api/v1/triage/jobs/{job_id}"): READERS,
     ("GET", "/api/v1/triage/jobs/{job_id}/results"): READERS,
+    ("GET", "/api/v1/triage/jobs/{job_id}/report"): READERS,
     ("GET", "/api/v1/meta"): READERS,
     ("GET", "/api/v1/cases"): READERS,
     ("GET", "/api/v1/cases/{case_id}"): READERS,
@@ -58,6 +59,7 @@ ROUTE_ROLES = {
     ("POST", "/api/v1/cases/{case_id}/disposal-photo"): {"reviewer", "integration", "admin"},
     ("POST", "/api/v1/patrol/jobs"): READERS,
     ("GET", "/api/v1/patrol/jobs/{job_id}"): READERS,
+    ("GET", "/api/v1/patrol/jobs/{job_id}/report"): READERS,
 }
 def _routes(app) -> set[tuple[str, str]]:
     """(method, path) of every route, routers included; mounts (static files) as ("MOUNT", path)."""

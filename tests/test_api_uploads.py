@@ -77,6 +77,26 @@ def test_upload_photos_and_a_zip_runs_the_triage_pipeline(uploads, bus_jpg, zida
     assert client.get("/api/v1/triage/jobs", headers=auth(other)).json() == []
 
 
+def test_a_done_jobs_report_is_served_as_the_pages_are(uploads, bus_jpg):
+    """The job writes report.html as `streetwatch triage` does, and no route served it; GET .../report answers it to
+    whoever may read the job, under the pages' policy and kept by no browser, each photo named as uploaded (the run
+    names it by its server path, which the API never shows)."""
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    job = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("街道 <1> bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))]).json()
+    assert wait_job(client, job["id"], inspector)["state"] == "done"
+    report = client.get(f"/api/v1/triage/jobs/{job['id']}/report", headers=inspector)
+    assert report.status_code == 200 and report.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>巡查照片分拣报告 · Photo triage report</h1>" in report.text
+    assert "<b>街道 &lt;1&gt; bus.jpg</b>" in report.text and "<1>" not in report.text  # a name is text, not markup
+    assert str(app.state.ctx.service.data_dir) not in report.text
+    assert report.headers["content-security-policy"] == client.get("/ui/upload").headers["content-security-policy"]
+    assert report.headers["x-frame-options"] == "DENY" and report.headers["cache-control"] == "no-store"
+    other = app.state.ctx.accounts.add("inspector-2", "inspector")[1]
+    assert client.get(f"/api/v1/triage/jobs/{job['id']}/report", headers=auth(other)).status_code == 404  # not theirs
+    assert client.get("/api/v1/triage/jobs/0123456789abcdef/report", headers=inspector).status_code == 404
+
+
 def test_a_resumed_jobs_progress_counts_a_retried_photo_once(tmp_path, monkeypatch):
     """A job stopped with a photo recorded as an error is resumed: the photo's new record is appended and its error
     line stays until the run ends, so counting lines showed 3 of 3 photos done (and the phase 'cases') with one

@@ -197,6 +197,33 @@ def test_a_patrol_summary_names_the_files_as_uploaded(city, clip, tmp_path):  # 
     assert message.startswith("轨迹 0310.gpx: the track does not cover the whole video") and str(app.state.ctx.service.data_dir) not in message
 
 
+def test_a_patrol_jobs_report_is_served_as_the_pages_are(city, clip, tmp_path):  # noqa: F811
+    """The run writes a report.html for each job that no route served; GET .../report answers it to whoever may read
+    the job, under the pages' policy and kept by no browser, its frames named without the server's folders (as the
+    API names files everywhere), and says why a job has none."""
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    srt_path = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START)
+    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("巡查 0310.mp4", clip.read_bytes(), "video/mp4"),
+                                                                     "track": ("drive.srt", srt_path.read_bytes(), "text/plain")}).json()
+    bad = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                     "track": ("轨迹.gpx", b"not xml", "application/gpx+xml")}).json()
+    job, bad = _finished(client, inspector, job, bad)
+    assert job["state"] == "done" and bad["state"] == "failed", (job, bad)
+    report = client.get(f"/api/v1/patrol/jobs/{job['id']}/report", headers=inspector)
+    assert report.status_code == 200 and report.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>巡查照片分拣报告 · Photo triage report</h1>" in report.text
+    assert 'data-source="frame-00000-t00000.00.jpg"' in report.text and str(app.state.ctx.service.data_dir) not in report.text
+    page = client.get("/ui/city")
+    assert report.headers["content-security-policy"] == page.headers["content-security-policy"]
+    assert report.headers["x-frame-options"] == "DENY" and report.headers["cache-control"] == "no-store"
+    assert client.get(f"/api/v1/patrol/jobs/{job['id']}/report", headers=auth(tokens["reviewer"])).status_code == 200
+    other = app.state.ctx.accounts.add("inspector-2", "inspector")[1]
+    assert client.get(f"/api/v1/patrol/jobs/{job['id']}/report", headers=auth(other)).status_code == 404  # not theirs
+    failed = client.get(f"/api/v1/patrol/jobs/{bad['id']}/report", headers=inspector)
+    assert failed.status_code == 404 and failed.json()["detail"] == f"patrol job {bad['id']!r} has no report: it failed"
+
+
 def test_a_patrol_video_name_is_only_a_label(city):
     """The stored video is `video<suffix>` with a suffix of letters and digits: a name with a NUL (a client can send
     one in a raw multipart body) was a 500 that left an empty job folder behind."""

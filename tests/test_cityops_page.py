@@ -111,7 +111,8 @@ def test_city_page_shows_fines_in_yuan(city):
 
 def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  # noqa: F811
     """The patrol result was the job's raw JSON (English keys and states); it is a short summary in Chinese with the
-    English beside it. A dashcam's TS (no creation_time) goes with its start time, and the track is required."""
+    English beside it, and a button opens the run's report. A dashcam's TS (no creation_time) goes with its start time,
+    and the track is required."""
     from selenium.webdriver.common.by import By
 
     b = city["browser"]
@@ -132,3 +133,15 @@ def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  #
     assert lines[2].startswith("发现违规 Violations found: "), lines
     assert lines[3].startswith("提示 Note: drive.gpx: the track does not cover the whole video"), lines
     assert "{" not in b.find_element(By.ID, "patrol-job").text
+
+    # the run's report, which no route served: opened from the summary with the page's token
+    page = b.current_window_handle
+    b.find_element(By.ID, "patrol-report").click()
+    report = _wait(b, lambda d: next((h for h in d.window_handles if h != page), None), "the report's tab")
+    try:
+        b.switch_to.window(report)
+        _wait(b, lambda d: d.title == "巡查照片分拣报告 · Photo triage report", "the patrol report")
+        assert b.find_element(By.CSS_SELECTOR, "figure[data-source^='frame-00000-']")
+    finally:
+        b.close()
+        b.switch_to.window(page)

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
+from markupsafe import escape
 from pydantic import BaseModel, Field, RootModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -28,6 +29,7 @@ from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.jobs import UNFINISHED
 from api.problems import Problem, problems
+from api.routers.pages import job_report
 from api.uploads import _capped, check_length
 from detect.config_io import ConfigError
 from pipelines.cityops.callout import CallOutList, Status
@@ -403,13 +405,19 @@ def _write_job(folder: Path, job: dict[str, Any]) -> None:
     tmp.replace(folder / "job.json")
 
 
-def _as_uploaded(message: str, folder: Path, job: dict[str, Any]) -> str:
+def _as_uploaded(message: str, folder: Path, job: dict[str, Any], html: bool = False) -> str:
     """A job's error naming the files as the client sent them: the patrol code names the stored files by their
-    server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`), which the API never shows."""
+    server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`), which the API never shows, and its
+    frames (`/srv/.../patrol/<id>/out/frames/frame-00000-t00000.00.jpg`) by their names. `html`: the message is HTML
+    (the report), where paths stand escaped and so must the names put in."""
+    from pipelines.cityops.patrol import FRAMES
+
+    named = escape if html else str
+    message = message.replace(str(named(f"{folder / 'out' / FRAMES}/")), "")
     for stored, label in ((job["video"], job["video_label"]), (job.get("track"), job.get("track_label"))):
         if stored:
-            message = message.replace(str(folder / stored), label)
-    return message.replace(str(folder), "")
+            message = message.replace(str(named(str(folder / stored))), str(named(label)))
+    return message.replace(str(named(str(folder))), "")
 
 
 def _source_name(job: dict[str, Any]) -> str:
@@ -488,7 +496,7 @@ def resume_patrol_jobs(ctx: AppContext) -> list[str]:
     `TriageJobs.resume_unfinished` does for photo uploads (a queued job was cancelled with the pool, a running one
     stopped mid-way, and either stayed so for ever); a running one is taken up where it was (`run_patrol(resume=True)`)."""
     jobs = []
-    for path in (ctx.service.data_dir / "patrol").glob("*/job.json"):
+    for path in (ctx.service.data_dir / "patrol").resolve().glob("*/job.json"):  # the folders as `_patrol_dir` names them
         try:
             jobs.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, json.JSONDecodeError):
@@ -537,13 +545,29 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     return PatrolJob(**job)
 
 
-@router.get("/patrol/jobs/{job_id}", summary="A patrol job: state, and when done its summary", responses=problems(401, 403, 404))
-def get_patrol_job(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
-    path = _patrol_dir(ctx, job_id) / "job.json"
+def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:
+    """The job's folder and record, if the caller may see it: inspectors see their own jobs, reviewers and admins all."""
+    folder = _patrol_dir(ctx, job_id)
     try:
-        job = json.loads(path.read_text(encoding="utf-8"))
+        job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found") from None
     if who.role is Role.INSPECTOR and job["owner"] != who.name:
         raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found")
-    return PatrolJob(**job)
+    return folder, job
+
+
+@router.get("/patrol/jobs/{job_id}", summary="A patrol job: state, and when done its summary", responses=problems(401, 403, 404))
+def get_patrol_job(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
+    return PatrolJob(**_patrol_job(ctx, job_id, who)[1])
+
+
+@router.get("/patrol/jobs/{job_id}/report", summary="A done patrol job's report (HTML: its frames, findings and cases)",
+            response_class=HTMLResponse, responses=problems(401, 403, 404))
+def patrol_report(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> HTMLResponse:
+    """The triage report the job's run wrote (`report.html`, self-contained), its frames named without the server's
+    folders; 404 until the job is done."""
+    from pipelines.triage.report import REPORT
+
+    folder, job = _patrol_job(ctx, job_id, who)
+    return job_report(folder / "out" / REPORT, job, "patrol job", partial(_as_uploaded, folder=folder, job=job, html=True))

@@ -6,10 +6,12 @@ in the browser's localStorage), and show evidence through the signed URLs the AP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.problems import Problem
@@ -25,7 +27,23 @@ PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"
                 "Content-Security-Policy": "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
                                            "frame-ancestors 'none'"}
 
+#: A job's report.html (patrol, photo upload), served from the API under the pages' policy (it has no script of its
+#: own) and kept by no browser: it shows the photos and places of cases, personal data on a shared review PC.
+REPORT_HEADERS = {**PAGE_HEADERS, "Cache-Control": "no-store"}
+
 router = APIRouter(include_in_schema=False)
+
+
+def job_report(path: Path, job: dict[str, Any], what: str, as_uploaded: Callable[[str], str]) -> HTMLResponse:
+    """`path`, the report of `job` (a patrol or triage job's record), or 404 naming `what` and why there is none: a job
+    writes its report when it is done, and a failed one never does. The run names each photo by its path on the server
+    (`/srv/.../input/0001.jpg`), which the API never shows: `as_uploaded` names them in the HTML as the client knows them."""
+    state = job["state"]
+    if state != "done" or not path.is_file():
+        why = {"failed": "it failed", "done": f"{path.name} is missing from its folder"}.get(
+            state, f"it is {state}: the report is written when it is done")
+        raise Problem(404, f"{what} {job['id']!r} has no report: {why}", slug="no-report")
+    return HTMLResponse(as_uploaded(path.read_text(encoding="utf-8")), headers=REPORT_HEADERS)
 
 
 @router.get("/", response_class=RedirectResponse)

@@ -6,6 +6,7 @@ import shutil
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from api.accounts import Principal, Role
@@ -13,6 +14,7 @@ from api.auth import UPLOAD
 from api.context import AppContext, get_ctx
 from api.jobs import JobNotFound
 from api.problems import Problem, problems
+from api.routers.pages import job_report
 from api.uploads import receive_files
 from pipelines.triage.record import PhotoRecord
 
@@ -131,3 +133,11 @@ def job_results(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal 
     upload names instead of server paths (no `path`, `member`, `thumb`)."""
     _own_job(ctx, job_id, who)
     return ctx.jobs.results(job_id)
+
+
+@router.get("/jobs/{job_id}/report", summary="A done job's report (HTML: ranked cases, every photo's findings)",
+            response_class=HTMLResponse, responses=problems(401, 403, 404))
+def job_report_page(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> HTMLResponse:
+    """The report `streetwatch triage` writes (`report.html`, self-contained), which the job writes too; 404 until it is done."""
+    job = _own_job(ctx, job_id, who)
+    return job_report(ctx.jobs.report(job_id), job, "triage job", ctx.jobs.as_uploaded(job, html=True))

@@ -110,6 +110,10 @@ function showPatrol(job, meta) {
   }
   const items = lines.map((text) => SW.el("li", {}, text));
   if (s && (s.cases.length || s.already_open.length)) items.push(SW.el("li", {}, SW.el("a", { href: "/ui/queue" }, "→ 审核队列 Review queue")));
+  if (job.state === "done") {  // the run's report: every frame with its findings (the API's, with the token: no plain link)
+    items.push(SW.el("li", {}, SW.el("button", { type: "button", id: "patrol-report",
+      onclick: () => SW.open(`/api/v1/patrol/jobs/${job.id}/report`).catch((e) => SW.say(e.message, true)) }, "巡查报告 Patrol report")));
+  }
   document.getElementById("patrol-job").replaceChildren(
     SW.el("p", { class: "state" }, `${job.video_label} · ${SW.jobStateName(job.state)}`), SW.el("ul", {}, ...items));
 }
