@@ -176,6 +176,19 @@ def test_an_nmea_log_of_gga_only_asks_for_rmc(tmp_path):
         load_track(tmp_path / "ublox.nmea", TZ)
 
 
+def test_an_nmea_log_without_a_fix_says_the_receiver_never_had_one(tmp_path):
+    """A receiver that never got a fix logs RMC sentences of status V (no position): that was the generic 'no GPS fixes
+    in the file', as if the file were of the wrong kind; it names its RMC sentences and their status."""
+    lines = []
+    for t, _, _ in _fixes(START, 4):
+        lines += [str(pynmea2.RMC("GP", "RMC", (t.strftime("%H%M%S.00"), "V", "", "", "", "", "", "", t.strftime("%d%m%y"), "", "", "N"))),
+                  str(pynmea2.GSV("GP", "GSV", ("1", "1", "00")))]
+    (tmp_path / "indoors.nmea").write_text("\r\n".join(lines) + "\r\n", encoding="ascii")
+    with pytest.raises(TrackError, match=r"indoors\.nmea: its 5 RMC sentence\(s\) are all without a fix \(status V\): the receiver "
+                                         r"never had a position while it logged"):
+        load_track(tmp_path / "indoors.nmea", TZ)
+
+
 def test_patrol_video_becomes_one_case_and_a_second_patrol_does_not_double_it(tmp_path, clip, onnx_detector, monkeypatch):
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
     deployment = _deployment(tmp_path)

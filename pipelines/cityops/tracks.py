@@ -151,14 +151,16 @@ def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
 
     A log of GGA sentences alone is refused naming that: GGA gives the time of day but no date, and taking the
     date from the video's start would be wrong across midnight UTC (08:00 in Beijing, mid-patrol), so the
-    simple correct answer is to ask for RMC (or a GPX), which every logger can write.
+    simple correct answer is to ask for RMC (or a GPX), which every logger can write. A log whose RMC sentences
+    all say status V (a receiver that never got a fix: indoors, a dead antenna) is refused saying so, where the
+    generic 'no GPS fixes' left one looking for a wrong format.
 
     A line with a good checksum can still be broken: pynmea2 hands back the raw text of a date or time
     it cannot read (day 32, hour 25), and empty or out-of-range coordinates as numbers (0, 0 or 99°N),
     so those are checked here like the SRT reader checks its positions."""
     import pynmea2
 
-    fixes, rmc, gga = [], 0, 0
+    fixes, rmc, gga, void = [], 0, 0, 0
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("$") and line[3:6] == "GGA":
@@ -168,6 +170,9 @@ def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
         rmc += 1
         try:
             msg = pynmea2.parse(line)
+            if getattr(msg, "status", "") == "V":  # no fix: its position fields are empty or stale
+                void += 1
+                continue
             lat, lon = msg.latitude, msg.longitude
         except (pynmea2.ParseError, ValueError):
             continue
@@ -180,6 +185,10 @@ def _nmea(path: Path, text: str, tz: ZoneInfo) -> Track:
     if not rmc and gga:
         raise TrackError(f"{path}: no RMC sentences, the ones with a date: its {gga} GGA sentence(s) give the time of day "
                          "but no date, so the frames cannot be matched to positions (log RMC too, or convert the log to GPX)")
+    if rmc and void == rmc:
+        raise TrackError(f"{path}: its {rmc} RMC sentence(s) are all without a fix (status V): the receiver never had a "
+                         "position while it logged, so the video cannot be placed on the map (record once the receiver "
+                         "shows a fix)")
     return Track(path, fixes, video_timed=False)
 
 
