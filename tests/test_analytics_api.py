@@ -148,6 +148,9 @@ def test_latest_reports_are_listed_and_served(api):
     assert listed["summary"]["cases"] == report.summary["cases"] and set(listed["files"]) == {"report.html", "report.pdf", "report.xlsx", "report.json"}
     pdf = client.get("/api/v1/reports/month-2026-11/report.pdf", headers=who)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
+    html = client.get("/api/v1/reports/month-2026-11/report.html", headers=who)  # cases and places: no framing, no cache
+    assert html.status_code == 200 and html.headers["x-frame-options"] == "DENY" and html.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in html.headers["content-security-policy"]
     for path in ("/api/v1/reports/month-2026-11/cases.db", "/api/v1/reports/nope/report.pdf", "/api/v1/reports/..%2F..%2Fetc/passwd"):
         assert client.get(path, headers=who).status_code == 404, path
 

@@ -210,6 +210,15 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
     assert "bus.jpg" in row.text and "机动车乱停放" in row.text and row.get_attribute("data-status") == "ok"
     assert "已读取 ok" in row.text  # the photo's outcome in staff's words, the code beside it
     _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "jobs").text, "the job list to show the job done")
+    page = b.current_window_handle  # the job's report, opened with the token (the API serves it; a link carries none)
+    b.find_element(By.ID, "job-report").click()
+    report = _wait(b, lambda d: next((h for h in d.window_handles if h != page), None), "the report's tab")
+    try:
+        b.switch_to.window(report)
+        _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "figure[data-source='bus.jpg']"), "the photo in the report")
+    finally:
+        b.close()
+        b.switch_to.window(page)
 
 
 def test_upload_page_counts_groups_as_groups_when_no_case_is_written(tmp_path, bus_jpg):

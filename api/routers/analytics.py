@@ -21,6 +21,7 @@ from api.accounts import Principal
 from api.auth import READ_CASES
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
+from api.routers.pages import REPORT_HEADERS
 from detect.cityzones import geometry_of
 from detect.config_io import ConfigError
 from pipelines.analytics.casedata import CaseFact, CaseFilter, load_cases
@@ -303,4 +304,5 @@ def report_file(name: str, file: str, ctx: AppContext = Depends(get_ctx), _: Pri
     if folder is None or file not in FILES or not (folder / file).is_file():
         raise Problem(404, f"no report file {name}/{file}")
     return FileResponse(folder / file, media_type=_REPORT_MEDIA[file.rsplit(".", 1)[1]], filename=f"{name}-{file}",
-                        content_disposition_type="inline" if file.endswith((".html", ".pdf")) else "attachment")
+                        content_disposition_type="inline" if file.endswith((".html", ".pdf")) else "attachment",
+                        headers=REPORT_HEADERS)  # a report's cases and places: framed by no site, kept by no browser

@@ -63,11 +63,19 @@ async function showResults(jobId) {
     SW.el("td", {}, r.reason || ""))));
 }
 
+// A finished job's report (every photo with its findings), opened with the token: a plain link would carry none.
+function showReport(job) {
+  const button = document.getElementById("job-report");
+  button.hidden = job.state !== "done";
+  button.onclick = () => SW.open(`/api/v1/triage/jobs/${job.id}/report`).catch((e) => SW.say(e.message, true));
+}
+
 async function follow(jobId) {
   for (;;) {
     const job = await SW.json(`/api/v1/triage/jobs/${jobId}`);
     await showResults(jobId);  // results first: when the progress says done, the table is complete
     showJob(job);
+    showReport(job);
     if (job.state === "done" || job.state === "failed") {
       SW.say(job.state === "done" ? done(job) : job.error, job.state !== "done" || job.cases.some((c) => !c.case_id));
       listJobs();
