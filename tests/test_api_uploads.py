@@ -6,6 +6,7 @@ import io
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -97,6 +98,25 @@ def test_a_done_jobs_report_is_served_as_the_pages_are(uploads, bus_jpg):
     assert client.get("/api/v1/triage/jobs/0123456789abcdef/report", headers=inspector).status_code == 404
 
 
+def _stopped_job(tmp_path, monkeypatch, stopped_records: list[dict]):
+    """A job the server stopped while it ran, with `stopped_records` in its journal; the app resumes nothing (the test
+    is the resumed run). (app, tokens, jobs, job id, the three inputs' paths 0001..0003.jpg as the journal names them)."""
+    from pipelines.triage.journal import Journal
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    jobs = app.state.ctx.jobs
+    job_id, inputs = jobs.new_dir()
+    sources = tuple(str(inputs / f"000{i}.jpg") for i in (1, 2, 3))
+    stopped = Journal(inputs.parent, resume=False)
+    for record in stopped_records:
+        stopped.append({**record, "source": sources[record["source"]]})
+    stopped.close()
+    jobs._write({"id": job_id, "owner": "inspector-user", "state": "running", "created_at": "2026-01-05T08:00:00+00:00",
+                 "started_at": None, "finished_at": None, "error": None, "total": 3, "cases": [], "files": []})
+    return app, tokens, jobs, job_id, sources
+
+
 def test_a_resumed_jobs_progress_counts_a_retried_photo_once(tmp_path, monkeypatch):
     """A job stopped with a photo recorded as an error is resumed: the photo's new record is appended and its error
     line stays until the run ends, so counting lines showed 3 of 3 photos done (and the phase 'cases') with one
@@ -104,17 +124,10 @@ def test_a_resumed_jobs_progress_counts_a_retried_photo_once(tmp_path, monkeypat
     the journal's rewrite at its end afresh."""
     from pipelines.triage.journal import Journal
 
-    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)  # this test is the resumed run
-    jobs = app.state.ctx.jobs
-    job_id, inputs = jobs.new_dir()
-    bus, copying, last = (str(inputs / f"000{i}.jpg") for i in (1, 2, 3))
-    stopped = Journal(inputs.parent, resume=False)  # the run the server stopped: one photo judged, one failed
-    stopped.append({"source": bus, "sha256": "aa", "status": "ok", "findings": []})
-    stopped.append({"source": copying, "sha256": "bb", "status": "error", "reason": "corrupt or truncated image data"})
-    stopped.close()
-    jobs._write({"id": job_id, "owner": "inspector-user", "state": "running", "created_at": "2026-01-05T08:00:00+00:00",
-                 "started_at": None, "finished_at": None, "error": None, "total": 3, "cases": [], "files": []})
+    app, tokens, jobs, job_id, (bus, copying, last) = _stopped_job(tmp_path, monkeypatch, [  # one photo judged, one failed
+        {"source": 0, "sha256": "aa", "status": "ok", "findings": []},
+        {"source": 1, "sha256": "bb", "status": "error", "reason": "corrupt or truncated image data"}])
+    inputs = Path(bus).parent
     assert jobs.progress(jobs.get(job_id)) == {"done": 2, "total": 3, "phase": "photos"}
 
     resumed = Journal(inputs.parent, resume=True)  # the resumed run: 0002 tried again, its error line still there
@@ -140,17 +153,10 @@ def test_a_resumed_jobs_results_list_a_retried_photo_once(tmp_path, monkeypatch)
     error goes when the run ends): the results listed both. One record per input, its latest, where that stands."""
     from pipelines.triage.journal import Journal
 
-    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)  # this test is the resumed run
-    jobs = app.state.ctx.jobs
-    job_id, inputs = jobs.new_dir()
-    bus, copying, last = (str(inputs / f"000{i}.jpg") for i in (1, 2, 3))
-    stopped = Journal(inputs.parent, resume=False)  # the run the server stopped: one photo judged, one failed
-    stopped.append({"source": copying, "sha256": "bb", "status": "error", "reason": "corrupt or truncated image data"})
-    stopped.append({"source": bus, "sha256": "aa", "status": "ok", "findings": []})
-    stopped.close()
-    jobs._write({"id": job_id, "owner": "inspector-user", "state": "running", "created_at": "2026-01-05T08:00:00+00:00",
-                 "started_at": None, "finished_at": None, "error": None, "total": 3, "cases": [], "files": []})
+    app, tokens, jobs, job_id, (bus, copying, last) = _stopped_job(tmp_path, monkeypatch, [  # one photo failed, one judged
+        {"source": 1, "sha256": "bb", "status": "error", "reason": "corrupt or truncated image data"},
+        {"source": 0, "sha256": "aa", "status": "ok", "findings": []}])
+    inputs = Path(bus).parent
     resumed = Journal(inputs.parent, resume=True)  # the resumed run: 0002 tried again, its error line still there
     resumed.append({"source": copying, "sha256": "cc", "status": "ok", "findings": []})
     resumed.append({"source": last, "sha256": "dd", "status": "error", "reason": "corrupt or truncated image data"})
