@@ -672,19 +672,30 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+@contextmanager
+def _webhook_and_sim(store, config: DispatchConfig, tmp_path, *sim_args: str) -> Iterator[tuple[_WebhookServer, str, Sim]]:
+    """Our webhook (`_WebhookServer` over `store`, answering with `config`) on loopback and a simulator started with
+    `sim_args`: (the server, the webhook's URL for target dcm, the simulator); both stopped after."""
+    server = _WebhookServer(store, config)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook_sim = None
+    try:
+        hook_sim = Sim(tmp_path, *sim_args)
+        yield server, f"http://127.0.0.1:{server.server_address[1]}/webhooks/dcm", hook_sim
+    finally:
+        server.shutdown()
+        server.server_close()
+        if hook_sim is not None:
+            hook_sim.stop()
+
+
 def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world, bus_event, monkeypatch):
     store, evidence, spool = world
     monkeypatch.setenv("SW_TEST_HOOK_SECRET", "hook-secret-123")
-    server = None
-    hook_sim = None
-    try:
-        ids = queue_cases(store, evidence, spool, small_event(bus_event), 2, "dcm", prefix="cam-wh")
-        placeholder = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/", timeout_s=2,
-                                                                  webhook_secret_env="SW_TEST_HOOK_SECRET")}, **FAST)
-        server = _WebhookServer(store, placeholder)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        hook = f"http://127.0.0.1:{server.server_address[1]}/webhooks/dcm"
-        hook_sim = Sim(tmp_path, "--webhook-secret-env", "SW_TEST_HOOK_SECRET")
+    ids = queue_cases(store, evidence, spool, small_event(bus_event), 2, "dcm", prefix="cam-wh")
+    placeholder = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/", timeout_s=2,
+                                                              webhook_secret_env="SW_TEST_HOOK_SECRET")}, **FAST)
+    with _webhook_and_sim(store, placeholder, tmp_path, "--webhook-secret-env", "SW_TEST_HOOK_SECRET") as (server, hook, hook_sim):
         config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{hook_sim.base}/cn-dcm/cases",
                                                              callback_url=hook, webhook_secret_env="SW_TEST_HOOK_SECRET",
                                                              timeout_s=2)}, **FAST)
@@ -714,12 +725,6 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
         bad = httpx.post(hook, content=unknown, headers={"X-Signature": sign("hook-secret-123", unknown)})
         assert bad.status_code == 422 and "unknown status 'teleported'" in bad.json()["error"]
         dispatcher.close()
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if hook_sim is not None:
-            hook_sim.stop()
 
 
 def test_a_timestamped_webhook_cannot_be_replayed_later(tmp_path, world, bus_event, monkeypatch):
@@ -730,13 +735,9 @@ def test_a_timestamped_webhook_cannot_be_replayed_later(tmp_path, world, bus_eve
     monkeypatch.setenv("SW_TEST_HOOK_SECRET", "hook-secret-123")
     with pytest.raises(ValueError, match="webhook_timestamp_header needs webhook_secret_env"):
         TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/", webhook_timestamp_header="X-Timestamp")
-    server = hook_sim = None
-    try:
-        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-ts")
-        server = _WebhookServer(store, DispatchConfig())
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        hook = f"http://127.0.0.1:{server.server_address[1]}/webhooks/dcm"
-        hook_sim = Sim(tmp_path, "--webhook-secret-env", "SW_TEST_HOOK_SECRET", "--webhook-timestamp-header", "X-Timestamp")
+    [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-ts")
+    with _webhook_and_sim(store, DispatchConfig(), tmp_path, "--webhook-secret-env", "SW_TEST_HOOK_SECRET",
+                          "--webhook-timestamp-header", "X-Timestamp") as (server, hook, hook_sim):
         server.config = DispatchConfig(targets={"dcm": TargetConfig(
             adapter="cn-dcm", url=f"{hook_sim.base}/cn-dcm/cases", callback_url=hook, timeout_s=2,
             webhook_secret_env="SW_TEST_HOOK_SECRET", webhook_timestamp_header="X-Timestamp")}, **FAST)
@@ -765,12 +766,6 @@ def test_a_timestamped_webhook_cannot_be_replayed_later(tmp_path, world, bus_eve
 
         assert hook_sim.set_status(ref, "handled")["webhook"]["status_code"] == 200  # handled again, for real
         assert store.get(case_id).state is CaseState.VERIFYING
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if hook_sim is not None:
-            hook_sim.stop()
 
 
 def test_a_webhook_body_nested_too_deep_is_refused_with_400_not_a_crash(tmp_path, world):
