@@ -38,6 +38,7 @@ import numpy as np
 import sqlalchemy as sa
 from PIL import Image
 
+from detect.config_io import write_text_atomic
 from detect.frames import GeoPoint
 from detect.imageio import upright
 from pipelines.cases.schema import cases
@@ -99,9 +100,7 @@ class Sampled:
     def save(self, path: Path) -> None:
         """Kept as JSON (frames by name, beside `path` in `FRAMES`), replaced whole: a kill leaves it absent or complete."""
         data = {**self.__dict__, "frames": [f.name for f in self.frames]}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: Path) -> Sampled | None:
