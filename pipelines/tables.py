@@ -163,27 +163,20 @@ def append_text_row(ws, values: list[Any]) -> None:
     and logged naming the sheet, row and column (the CSV and JSON outputs keep it whole). Control characters no
     Excel file may hold (a BEL or an ESC in OCR'd text or a pasted note), on which openpyxl stops the whole export
     with IllegalCharacterError, are left out."""
-    fitted = [_fit_cell(v) for v in values]
-    ws.append(fitted)
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    cleaned = [ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values]
+    cut = [i for i, v in enumerate(cleaned) if isinstance(v, str) and len(v) > EXCEL_CELL_CHARS]
+    for i in cut:
+        cleaned[i] = cleaned[i][:EXCEL_CELL_CHARS - len(CUT_MARK)] + CUT_MARK
+    ws.append(cleaned)
     for cell in ws[ws.max_row]:
         if cell.data_type == "f":
             cell.data_type = "s"
-    cut = [cell.column_letter for cell, before in zip(ws[ws.max_row], values)
-           if isinstance(before, str) and len(before) > EXCEL_CELL_CHARS]
     if cut:
         log.warning("%s: row %d, column %s: text longer than the %d characters an Excel cell holds, cut and marked %r",
-                    ws.title, ws.max_row, ", ".join(cut), EXCEL_CELL_CHARS, CUT_MARK)
-
-
-def _fit_cell(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    value = ILLEGAL_CHARACTERS_RE.sub("", value)
-    if len(value) > EXCEL_CELL_CHARS:
-        return value[:EXCEL_CELL_CHARS - len(CUT_MARK)] + CUT_MARK
-    return value
+                    ws.title, ws.max_row, ", ".join(ws.cell(ws.max_row, i + 1).column_letter for i in cut),
+                    EXCEL_CELL_CHARS, CUT_MARK)
 
 
 def _cell(value: Any) -> Any:
