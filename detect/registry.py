@@ -24,6 +24,10 @@ from detect.digests import sha256_file
 PROJECT_MODELS = Path(__file__).resolve().parents[1] / "models"
 _RELEASE_NAME = re.compile(r"^yolo(v\d+|\d+)[nsmlx]$")
 PROMOTED_FILE = "promoted.yaml"  # in registry/ beside the cards: which model pipelines load by default
+#: A model id: what cards, promotion records, `train --name` and the ids of models given by path are made of (it is
+#: also a file stem in models/).
+MODEL_ID = r"^[A-Za-z0-9._-]+$"
+_NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -33,7 +37,7 @@ class ModelNotFoundError(FileNotFoundError):
 class ModelCard(BaseModel):
     """Metadata of one registered model (a base checkpoint or an export / fine-tune of one)."""
 
-    id: str = Field(title="Model id", description="Name used with --model.", pattern=r"^[A-Za-z0-9._-]+$")
+    id: str = Field(title="Model id", description="Name used with --model.", pattern=MODEL_ID)
     format: Literal["pt", "onnx"] = Field(title="Format", description="pt = Ultralytics/PyTorch, onnx = ONNX Runtime.")
     files: list[str] = Field(title="Files", description="Weight file names looked up in order.", min_length=1)
     download: str | None = Field(None, title="Download name", description="Release asset Ultralytics can download when online.")
@@ -158,7 +162,7 @@ def path_model_id(weights: Path) -> str:
             found = find_file(card)
             if found is not None and sha256_file(found) == digest:
                 return card.id
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", weights.stem).strip("-.") or "model"  # `my model.pt`, `模型.pt`: an id cards accept
+    stem = _NOT_ID_CHARS.sub("-", weights.stem).strip("-.") or "model"  # `my model.pt`, `模型.pt`: an id cards accept
     return f"{stem}-{digest[:PATH_DIGEST_CHARS]}"
 
 
@@ -204,7 +208,7 @@ DEFAULT_MODEL = "yolo11n"
 class Promotion(BaseModel):
     """The promoted model: what pipelines load when no model is named (written by `models promote`)."""
 
-    model: str = Field(title="Model id", pattern=r"^[A-Za-z0-9._-]+$")
+    model: str = Field(title="Model id", pattern=MODEL_ID)
     promoted_at: datetime = Field(title="Promoted at (UTC)")
     previous: str | None = Field(None, title="Previously promoted model")
     forced: bool = Field(False, title="Forced", description="Promoted with --force despite the gate.")

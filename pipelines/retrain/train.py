@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detect.registry import ModelCard, get_card, id_taken, path_model_id, registry_dir, resolve_weights, runs_dir, save_card
+from detect.registry import MODEL_ID, ModelCard, get_card, id_taken, path_model_id, registry_dir, resolve_weights, runs_dir, save_card
 from detect.digests import sha256_file
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.dataset import Dataset, DatasetError
 
-_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+_ID = re.compile(MODEL_ID)
 
 
 @dataclass
