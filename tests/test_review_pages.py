@@ -193,16 +193,25 @@ def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
     _wait(b, lambda d: queue_with("serious") == [case_id], "the queue filtered to serious cases to show ours")
 
 
+def _upload_and_wait(served, photo):
+    """Log in to `served`'s pages, upload `photo` on /ui/upload (its job list empty before) and wait for the job to be
+    done; the browser, on that page."""
+    from selenium.webdriver.common.by import By
+
+    b = served["browser"]
+    _login(served)
+    b.get(served["base"] + "/ui/upload")
+    _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the empty job list said")
+    b.find_element(By.ID, "files").send_keys(str(photo))
+    b.find_element(By.CSS_SELECTOR, "#upload button").click()
+    _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)
+    return b
+
+
 def test_upload_page_shows_progress_and_results(site, bus_jpg):
     from selenium.webdriver.common.by import By
 
-    b = site["browser"]
-    _login(site)
-    b.get(site["base"] + "/ui/upload")
-    _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the empty job list said")
-    b.find_element(By.ID, "files").send_keys(str(bus_jpg))
-    b.find_element(By.CSS_SELECTOR, "#upload button").click()
-    _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)
+    b = _upload_and_wait(site, bus_jpg)
     assert b.find_element(By.ID, "job-text").text == "1 / 1 · 完成 done · 1 组 groups · 1 件案件 cases"
     assert b.execute_script("const p = document.getElementById('job-progress'); return [p.value, p.max];") == [1, 1]
     assert b.execute_script("return document.getElementById('upload-progress').value") == 1
@@ -228,13 +237,7 @@ def test_upload_page_counts_groups_as_groups_when_no_case_is_written(tmp_path, b
 
     settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off", "cases": False})
     with served_pages(tmp_path, settings, lambda app: None) as served:
-        b = served["browser"]
-        _login(served)
-        b.get(served["base"] + "/ui/upload")
-        _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the empty job list said")
-        b.find_element(By.ID, "files").send_keys(str(bus_jpg))
-        b.find_element(By.CSS_SELECTOR, "#upload button").click()
-        _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "job-text").text, "the triage job to finish", timeout=120)
+        b = _upload_and_wait(served, bus_jpg)
         assert b.find_element(By.ID, "job-text").text == "1 / 1 · 完成 done · 1 组 groups"
         # and the status says why no case was written (it ended on "groups without a case: " with nothing after)
         _wait(b, lambda d: "完成 Done" in d.find_element(By.ID, "status").text, "the done message")
