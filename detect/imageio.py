@@ -24,10 +24,14 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import av
 
 try:  # HEIC/HEIF from phones; optional so that lean installs still read JPEG/PNG/WebP.
     import pillow_heif
@@ -349,6 +353,17 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     EXIF orientation is (`_orient`)."""
     turn = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}.get(round(rotation / 90) % 4)
     return image if turn is None else cv2.rotate(image, turn)
+
+
+def media_origin(container: av.container.InputContainer) -> float:
+    """Seconds of a video file's own timestamps at which its playback starts: what a player shows as 0:00, the
+    time a configured start, the creation_time tag and an SRT's blocks count from. An MPEG-TS (dashcams, DVRs)
+    starts at 1.4 s or wherever its recorder's clock stood, a cut MP4 may start late too, and a recording that
+    began between key frames shows its first picture only at its first key frame: timing frames from their own
+    timestamps, or from the first picture decoded, shifts every frame by that much against the wall clock."""
+    import av  # here, not at the top: only video readers need PyAV
+
+    return container.start_time / av.time_base if container.start_time is not None else 0.0
 
 
 def _orient(image: np.ndarray, orientation: int | None) -> np.ndarray:

@@ -70,10 +70,13 @@ def retagged_copy(src: Path, dst: Path, creation_time: str) -> Path:
     return dst
 
 
-def ts_copy(src: Path, dst: Path, offset_s: float) -> Path:
-    """`src` remuxed to MPEG-TS (a dashcam's format) whose timestamps start `offset_s` (plus the muxer's 1.4 s) in."""
-    subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(src), "-c", "copy", "-output_ts_offset", str(offset_s), str(dst)],
-                   check=True, timeout=60)
+def ts_copy(src: Path, dst: Path, offset_s: float, from_s: float = 0.0) -> Path:
+    """`src` remuxed to MPEG-TS (a dashcam's format) whose timestamps start `offset_s` (plus the muxer's 1.4 s) in.
+    `from_s`: only `src` from that second on, cut without waiting for a key frame (a recorder that began between
+    key frames: its playback starts there, its first picture at the next key frame)."""
+    cut = ["-ss", str(from_s), "-copyinkf"] if from_s else []
+    subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(src), *cut, "-c", "copy", "-output_ts_offset", str(offset_s),
+                    str(dst)], check=True, timeout=60)
     return dst
 
 

@@ -17,7 +17,7 @@ from detect.scenes import Scene
 from pipelines.cctv.config import Camera, CameraConfig
 from pipelines.cctv.reader import CameraReader, ReaderHooks
 from benchmarks.media import Sprite, street_view, write_clip
-from tests.cctv_helpers import SIZE, parked_clip, played_picture, rotated_copy, street
+from tests.cctv_helpers import SIZE, parked_clip, played_picture, rotated_copy, street, ts_copy
 
 
 def _read(url: str, replay: bool = True, reference: str | None = None, **cfg):
@@ -70,6 +70,19 @@ def test_replay_samples_by_media_time_and_keyframes_only_decodes_less(tmp_path, 
     key_frames, _, _, key_reads = _run(str(clip.path), analysis_fps=1, keyframes_only=True)
     assert len(key_reads) == 15 and len(key_frames) == 15  # one key frame every 2 s: the analysis rate is capped by it
     assert [f.ts - clip.start for f in key_frames[:2]] == [timedelta(0), timedelta(seconds=2)]
+
+
+def test_a_replayed_mpeg_ts_is_timed_from_its_start_of_playback(tmp_path, bus_jpg, real_sample_dir):
+    """An MPEG-TS's timestamps start at 1.4 s or wherever its recorder's clock stood (here 101.4 s), and one begun
+    between key frames shows its first picture only at the next key frame (here 3 s into playback): its frames are
+    the start time plus their time since the start of playback, as a player shows them. They were timed from the
+    first picture decoded, 3 s too early."""
+    clip = parked_clip(tmp_path / "c.mp4", bus_jpg, real_sample_dir, duration_s=10, fps=2, gop_s=4.0)
+    ts = ts_copy(clip.path, tmp_path / "dvr.ts", 100, from_s=1)  # key frames at 4 s and 8 s of the clip
+    frames, _, status, _ = _run(str(ts), analysis_fps=1, start_time="2025-06-01T08:30:00")  # Asia/Shanghai = UTC+8
+    start = datetime(2025, 6, 1, 0, 30, tzinfo=UTC)
+    assert [f.ts - start for f in frames] == [timedelta(seconds=s) for s in range(3, 9)]
+    assert frames[0].meta["media_s"] == 3.0 and status[-1] == ("finished", "")
 
 
 def test_a_portrait_phone_video_is_judged_upright(tmp_path, bus_jpg, real_sample_dir):

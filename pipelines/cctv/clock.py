@@ -7,7 +7,9 @@ buffered frames after a network stall must not look like one instant to the dwel
   receive time (a camera clock reset, a PTS wrap).
 - Replay of files: `start + media time`, where start is the configured start time (naive
   times are in the camera's time zone), else the file's creation_time tag, else its
-  modification time. Nothing waits:
+  modification time, and media time counts from the start of playback as a player shows it
+  (`detect.imageio.media_origin`: an MPEG-TS starts at 1.4 s or later, a recording begun
+  between key frames shows its first picture seconds in). Nothing waits:
   a 10-minute clip is judged as fast as it decodes, with the rules seeing 10 minutes pass.
 Media time is kept continuous across discontinuities (concatenated segments, PTS restarts).
 """
@@ -25,8 +27,10 @@ FUTURE_S = 0.25
 class MediaClock:
     """Maps the media seconds of one connection to UTC; `reset()` at every (re)connect."""
 
-    def __init__(self, *, replay_start: datetime | None = None, max_drift_s: float = 5.0, max_gap_s: float = 30.0):
+    def __init__(self, *, replay_start: datetime | None = None, origin: float | None = None, max_drift_s: float = 5.0,
+                 max_gap_s: float = 30.0):
         self.replay_start = replay_start
+        self.origin = origin  # raw media seconds of media time 0 (a replayed file's start of playback); None: the first frame
         self.max_drift_s, self.max_gap_s = max_drift_s, max_gap_s
         self.reset()
 
@@ -37,9 +41,10 @@ class MediaClock:
         self._anchor: tuple[float, datetime, float] | None = None  # (media, wall, monotonic)
 
     def media(self, raw: float) -> float:
-        """Continuous media seconds from 0 at the connection's first frame."""
+        """Continuous media seconds from 0 at `origin`, else at the connection's first frame (also when that
+        frame comes before `origin`: nothing is shown before 0)."""
         if self._offset is None:
-            self._offset = -raw
+            self._offset = -min(raw, self.origin if self.origin is not None else raw)
         value = raw + self._offset
         if self._last is not None:
             if value < self._last or value - self._last > self.max_gap_s:  # discontinuity: continue after the last frame

@@ -178,6 +178,7 @@ class CameraReader(threading.Thread):
         try:
             # A file played live is its own capture clock: a reader that falls behind shows as lag, not as a re-anchor.
             clock = MediaClock(replay_start=self._replay_start(source) if self.replay_file else None,
+                               origin=source.origin if self.replay_file else None,
                                max_drift_s=float("inf") if self.paced_file else 5.0)
             sampler = Sampler(self.cfg.analysis_fps)
             for picture in source.pictures(wait=self.stop_event.wait):

@@ -20,7 +20,7 @@ import av
 import httpx
 import numpy as np
 
-from detect.imageio import ImageReadError, decode_image, upright
+from detect.imageio import ImageReadError, decode_image, media_origin, upright
 from pipelines.cctv.config import CameraConfig, is_url
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class VideoSource:
         self.container: av.container.InputContainer | None = None
         self.stream = None
         self.start_time: datetime | None = None  # the file's creation_time tag, if any
+        self.origin: float | None = None  # media seconds at which playback starts (`media_origin`)
 
     def open(self) -> None:
         cfg = self.config
@@ -102,6 +103,7 @@ class VideoSource:
             self.close()
             raise SourceError(f"camera {cfg.id}: {cfg.url} has no video stream")
         self.stream = self.container.streams.video[0]
+        self.origin = media_origin(self.container)
         self.stream.thread_count = cfg.decode_threads
         if cfg.keyframes_only:
             self.stream.codec_context.skip_frame = "NONKEY"
@@ -164,6 +166,7 @@ class SnapshotSource:
         self.config = config
         self.client: httpx.Client | None = None
         self.start_time = None
+        self.origin = None  # no media clock
 
     def open(self) -> None:
         self.client = httpx.Client(timeout=self.config.timeout_s, transport=httpx.HTTPTransport(retries=1), follow_redirects=True)

@@ -40,7 +40,7 @@ from PIL import Image
 
 from detect.config_io import write_text_atomic
 from detect.frames import GeoPoint
-from detect.imageio import upright
+from detect.imageio import media_origin, upright
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, load_track
@@ -153,14 +153,6 @@ def video_start(container: av.container.InputContainer, video: Path) -> datetime
         return possible_capture(when if when.tzinfo else when.replace(tzinfo=UTC), "creation_time tag")
     except ValueError as exc:
         raise NoStartTime(video, str(exc)) from None
-
-
-def media_origin(container: av.container.InputContainer) -> float:
-    """Seconds of the file's own timestamps at which its playback starts: what a player shows as 0:00, the time
-    `--start`, the creation_time tag and an SRT's blocks count from. An MPEG-TS (most dashcams) starts at 1.4 s or
-    wherever its recorder's clock stood, and a cut MP4 may start late too; taking the timestamps as they are shifted
-    every frame by that much against the track (a TS starting at 101.4 s matched no block of its own SRT)."""
-    return container.start_time / av.time_base if container.start_time is not None else 0.0
 
 
 def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_s: float, tz: ZoneInfo,
