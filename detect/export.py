@@ -12,6 +12,10 @@ Every export writes two files, each with its card in the registry (lineage and d
   strides, a description naming the standard file), so Ultralytics refuses it with an error
   instead of returning hundreds of wrong boxes; streetwatch's engine prefers it.
 
+The graph the engine runs (the variant, else the standard file: a head without DFL decoding, such as
+YOLO26's, has no variant) also outputs the verifier's pooled neck features (`detect.verifier.neck`);
+Ultralytics runs a standard file with that extra output as before.
+
 INT8 uses ONNX Runtime's static quantiser with real calibration images fed through our own
 letterbox, and reports how far INT8 drifts from fp32 on those images; the engine variant of an
 INT8 export is cut from the quantised standard graph (the decoding stays float in both).
@@ -92,30 +96,39 @@ def export_onnx(
         shutil.move(fp32_path, target)
     shutil.rmtree(fp32_path.parent, ignore_errors=True)
 
+    engine_id = export_id(base_id, imgsz, dynamic, half, int8, raw_box=True)
+    engine_path = _raw_box_variant(target, head, out_dir / f"{engine_id}.onnx") if head is not None else None
+    # The verifier's features ride on the graph the engine runs (detect.verifier.neck): the variant, else the standard
+    # file itself (a head without DFL decoding to cut, such as YOLO26's, whose export had none, so every load for the
+    # verifier exported it again). An extra output leaves the standard graph runnable in Ultralytics.
+    neck = add_neck_features(engine_path or target)
+    neck_note = "; pooled neck features output for the verifier" if neck else ""
     common = dict(format="onnx", source=f"exported from {base_id} ({weights.name})",
                   license=base_card.license if base_card else "AGPL-3.0", imgsz=imgsz, classes=_onnx_names(target),
                   exported_from=base_id, dynamic=dynamic, half=half, int8=int8, metrics=metrics)
     notes = f"weights sha256 {sha256_file(weights)}"
     card = ModelCard(id=new_id, files=[target.name], sha256={target.name: sha256_file(target)},
-                     notes=notes + "; standard Ultralytics graph (runs in Ultralytics and other ONNX tools)", **common)
+                     notes=notes + "; standard Ultralytics graph (runs in Ultralytics and other ONNX tools)"
+                     + ("" if engine_path else neck_note), **common)
     save_card(card)
-    exported = ExportedModel(target, card)
-    if head is None:
-        return exported
-    engine_id = export_id(base_id, imgsz, dynamic, half, int8, raw_box=True)
-    engine_path = out_dir / f"{engine_id}.onnx"
-    shutil.copyfile(target, engine_path)
-    if not cut_box_decoding(engine_path, head, standard=target.name):
-        log.warning("%s: the head is not the YOLOv8/11 pattern; only the standard export is registered", target)
-        engine_path.unlink()
-        return exported
-    neck = add_neck_features(engine_path)  # the verifier's features ride on the engine's own graph (detect.verifier.neck)
+    if engine_path is None:
+        return ExportedModel(target, card)
     engine_card = ModelCard(id=engine_id, files=[engine_path.name], sha256={engine_path.name: sha256_file(engine_path)},
                             raw_box_head=True, notes=notes + f"; raw-box head: box decoding cut off, only streetwatch's "
-                            f"engine runs it (standard export: {target.name})"
-                            + ("; pooled neck features output for the verifier" if neck else ""), **common)
+                            f"engine runs it (standard export: {target.name})" + neck_note, **common)
     save_card(engine_card)
     return ExportedModel(target, card, engine_path, engine_card)
+
+
+def _raw_box_variant(target: Path, head: RawBoxHead, engine_path: Path) -> Path | None:
+    """The engine's raw-box variant of the standard export `target`, written to `engine_path`; None (nothing written)
+    when the head is not the YOLOv8/11 pattern `cut_box_decoding` cuts."""
+    shutil.copyfile(target, engine_path)
+    if cut_box_decoding(engine_path, head, standard=target.name):
+        return engine_path
+    log.warning("%s: the head is not the YOLOv8/11 pattern; only the standard export is registered", target)
+    engine_path.unlink()
+    return None
 
 
 def ensure_export_ids_free(base_id: str, ids: list[str]) -> None:

@@ -287,6 +287,29 @@ def test_a_pt_file_given_by_path_is_exported_once_under_an_id_of_its_content(tmp
     assert load_detector(first, imgsz=320, features=True).has_features and load_detector(first, imgsz=320).has_features
 
 
+def test_a_head_without_dfl_decoding_carries_the_neck_so_its_export_is_reused_for_the_verifier(tmp_path, monkeypatch):
+    """A YOLO26 head decodes no DFL, so its export has no raw-box variant, and the neck output was added to the variant
+    only: the standard file the engine runs had none, and every load for the verifier exported the model again (and
+    still gave the verifier nothing). The file the engine runs carries the neck whatever the head, so the second load
+    runs the first one's export. No YOLO26 checkpoint is here offline: Ultralytics builds one from its yaml (untrained
+    weights: the graph, not the boxes, is what is tested)."""
+    from detect.engine import load_detector
+    from detect.runtime_env import import_yolo
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    weights = tmp_path / "yolo26n-scratch.pt"
+    import_yolo()("yolo26n.yaml").save(str(weights))
+
+    first = load_detector(weights, imgsz=320, features=True)
+    assert first.has_features and first.head is None and not first.model_path.stem.endswith("-rawbox")
+    cards, made = _written_cards(models), first.model_path.stat()
+    again = load_detector(weights, imgsz=320, features=True)
+    assert again.model_path == first.model_path and again.has_features
+    assert _written_cards(models) == cards and again.model_path.stat().st_mtime_ns == made.st_mtime_ns  # not exported again
+    assert "neck features" in get_card(again.model_id).notes
+
+
 def test_a_path_to_a_registered_models_weights_runs_that_models_export(onnx_detector, tmp_path, monkeypatch):
     """A .pt file with the very bytes a registered model id loads is that model: its export runs (none is made for the
     path) and its neck is that model's, so heads trained on yolo11n's neck accept it from either backend."""
