@@ -138,6 +138,41 @@ def test_map_layers_count_the_cases_of_each_cell_and_zone(api):
     assert client.get("/api/v1/map/cases", params={"layer": "zones", "id": "nowhere"}, headers=who).status_code == 404
 
 
+def test_the_map_without_a_period_counts_the_last_days_and_at_most_its_cap(tmp_path):
+    """Without a period the map read every case the store ever held, so a city with years of cases stalled the
+    service on each look: it counts the last analytics.map_days days (today included, `since` their first day),
+    its case lists likewise, and at most analytics.map_max_cases cases, the newest, saying so (`truncated`)."""
+    from datetime import datetime, timedelta
+
+    settings = settings_for(tmp_path)
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson")
+    app, tokens = make_app(settings, resume_jobs=False)
+    store, now = app.state.ctx.store, datetime.now(TZ)
+    make = CaseMaker(store)
+    old = make.add("street_stall", G1, now - timedelta(days=40))
+    recent = [make.add("street_stall", G1, now - timedelta(days=d)) for d in (4, 3, 2)] + [make.add("street_stall", G2, now - timedelta(days=1))]
+    who = auth(tokens["inspector"])
+
+    def counts(data) -> dict[str, int]:
+        return {f["properties"]["id"]: f["properties"]["count"] for f in data["layers"]["grid"]["features"] if f["properties"]["count"]}
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        data = client.get("/api/v1/map", headers=who).json()
+        assert (data["total"], counts(data), data["truncated"]) == (4, {G1: 3, G2: 1}, False)
+        assert data["since"] == (now.date() - timedelta(days=29)).isoformat()
+        listed = client.get("/api/v1/map/cases", params={"layer": "grid", "id": G1}, headers=who).json()
+        assert {c["id"] for c in listed["items"]} == set(recent[:3]) and old not in str(listed)
+        month = client.get("/api/v1/map", params={"period": f"{now:%Y-%m}"}, headers=who).json()
+        assert month["since"] is None and not month["truncated"]  # a period given is counted as given
+
+        settings.analytics.map_days = 60
+        assert client.get("/api/v1/map", headers=who).json()["total"] == 5
+        settings.analytics.map_max_cases = 2
+        cut = client.get("/api/v1/map", headers=who).json()
+        assert (cut["total"], counts(cut), cut["truncated"]) == (2, {G1: 1, G2: 1}, True)  # the newest two: 1 and 2 days old
+    store.close()
+
+
 def test_latest_reports_are_listed_and_served(api):
     client, who, store, settings = api
     assert client.get("/api/v1/reports", headers=who).json() == []

@@ -95,6 +95,29 @@ def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
     assert "selected" in b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}").get_attribute("class")
 
 
+def test_map_says_what_its_counts_are_of(site):
+    """Without a period the map counts the last analytics.map_days days, and at most analytics.map_max_cases cases: the
+    status line names the first day counted, and says when the service counted only the newest (the answer's
+    `truncated`, set here on the service's real answer: the cap is tested against a real store in test_analytics_api)."""
+    from datetime import datetime, timedelta
+
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/map")
+    since = (datetime.now(TZ).date() - timedelta(days=29)).isoformat()
+    status = _wait(b, lambda d: "件 cases" in (t := d.find_element(By.ID, "status").text) and t, "the map's counts")
+    assert f"{since} 起 since {since}" in status and "仅统计" not in status
+    b.execute_script("""const real = window.fetch;
+      window.fetch = (url, opts) => String(url).includes('/api/v1/map?') ? real(url, opts).then((r) => r.json())
+        .then((d) => new Response(JSON.stringify({...d, truncated: true}), {status: 200})) : real(url, opts);""")
+    b.find_element(By.ID, "f-period").send_keys("2026-11")
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    status = _wait(b, lambda d: "仅统计最新" in (t := d.find_element(By.ID, "status").text) and t, "the notice that the count was cut")
+    assert "起 since" not in status and "only the newest" in status
+    assert "bad" in b.find_element(By.ID, "status").get_attribute("class")
+
+
 LEGEND_CHECK = """
 const wrong = [];
 for (let max = 1; max <= 30; max++) {

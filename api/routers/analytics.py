@@ -27,7 +27,7 @@ from detect.config_io import ConfigError
 from pipelines.analytics.casedata import CaseFact, CaseFilter, load_cases
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.export import FilterError, case_filter, export_table
-from pipelines.analytics.periods import PeriodError, parse_period
+from pipelines.analytics.periods import PeriodError, last_days, parse_period
 from pipelines.analytics.places import Places, load_places
 from pipelines.analytics.report import FILES
 from pipelines.analytics.scoring import ScoreTable, score_store, score_tables
@@ -45,8 +45,14 @@ CSV = "text/csv; charset=utf-8"
 class MapLayers(BaseModel):
     layers: dict[str, dict[str, Any]] = Field(
         description="`grid` and `zones`: GeoJSON FeatureCollections whose features carry `properties.count` (cases in the filter).")
-    total: int = Field(description="Cases in the filter.")
+    total: int = Field(description="Cases counted: those in the filter, at most analytics.map_max_cases.")
     unplaced: int = Field(description="Of them, cases in no grid cell of the grid file.")
+    since: str | None = Field(
+        description="No period given: the local day (YYYY-MM-DD) from which the cases of the last analytics.map_days "
+                    "(30) days are counted; null when a period was given.")
+    truncated: bool = Field(
+        description="More cases matched than analytics.map_max_cases (20000): only that many, the newest, are counted; "
+                    "a shorter period or a narrower filter counts them all.")
     tile_url: str | None = Field(description="XYZ tile URL drawn under the polygons (analytics.tile_url); null: none.")
     tile_attribution: str = Field(description="Credit line of the tiles.")
 
@@ -202,19 +208,33 @@ def _in_feature(places: Places, layer: str, feature_id: str, cases: list[CaseFac
     return [c for c, hit in zip(located, inside) if hit]
 
 
-def _map_filter(ctx: AppContext, period: str | None, type: list[str], state: list[str], source: str | None) -> CaseFilter:
-    return _filter(ctx, types=type, states=state, period=period, source=source)
+def _map_filter(ctx: AppContext, period: str | None, type: list[str], state: list[str],
+                source: str | None) -> tuple[CaseFilter, str | None]:
+    """The map's filter and, when no period is given, the first local day of its default window (the last
+    `analytics.map_days` days): without one, every case the store ever held was read for the map."""
+    flt = _filter(ctx, types=type, states=state, period=period, source=source)
+    if period:
+        return flt, None
+    first, start = last_days(_config(ctx).map_days, _tz(ctx))
+    return replace(flt, start=start), first.isoformat()
+
+
+_MAP_PERIOD = "2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time); none: the last analytics.map_days (30) days."
 
 
 @router.get("/map", summary="The map's layers (grid cells, zones) as GeoJSON with case counts",
             response_model=MapLayers, responses=problems(401, 403, 422, 503))
 def map_layers(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
-    period: str | None = Query(None, max_length=20), type: list[str] = Query([]), state: list[str] = Query([]),
-    source: Literal["camera", "photo"] | None = Query(None),
+    period: str | None = Query(None, max_length=20, description=_MAP_PERIOD), type: list[str] = Query([]),
+    state: list[str] = Query([]), source: Literal["camera", "photo"] | None = Query(None),
 ) -> MapLayers:
     places = _places(ctx)
-    cases = load_cases(ctx.store.engine, places, _map_filter(ctx, period, type, state, source))
+    flt, since = _map_filter(ctx, period, type, state, source)
+    cap = _config(ctx).map_max_cases
+    cases = load_cases(ctx.store.engine, places, flt, newest=cap + 1)  # one more than counted says whether any were left
+    truncated = len(cases) > cap
+    cases = cases[1:] if truncated else cases  # oldest first: the one over the cap is the oldest
     per_cell = Counter(c.grid_cell for c in cases)
     layers = {}
     for layer in ("grid", "zones"):
@@ -226,7 +246,7 @@ def map_layers(
         layers[layer] = {"type": "FeatureCollection", "features": features}
     cfg = _config(ctx)
     return MapLayers(layers=layers, total=len(cases), unplaced=sum(c.grid_cell not in places.cells for c in cases),
-                     tile_url=cfg.tile_url, tile_attribution=cfg.tile_attribution)
+                     since=since, truncated=truncated, tile_url=cfg.tile_url, tile_attribution=cfg.tile_attribution)
 
 
 @router.get("/map/cases", summary="The cases of one grid cell or zone of the map", response_model=MapCases,
@@ -234,11 +254,11 @@ def map_layers(
 def map_cases(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     layer: Literal["grid", "zones"] = Query(), id: str = Query(max_length=200, description="Grid cell code or zone id."),
-    period: str | None = Query(None, max_length=20), type: list[str] = Query([]), state: list[str] = Query([]),
-    source: Literal["camera", "photo"] | None = Query(None),
+    period: str | None = Query(None, max_length=20, description=_MAP_PERIOD), type: list[str] = Query([]),
+    state: list[str] = Query([]), source: Literal["camera", "photo"] | None = Query(None),
 ) -> MapCases:
     places = _places(ctx)
-    flt = _map_filter(ctx, period, type, state, source)
+    flt, _ = _map_filter(ctx, period, type, state, source)
     if layer == "grid":
         flt = replace(flt, grid_cells=(id,))
     found = _in_feature(places, layer, id, load_cases(ctx.store.engine, places, flt))

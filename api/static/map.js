@@ -93,8 +93,17 @@ async function load() {
   if (bounds && bounds.isValid()) M.map.fitBounds(bounds, { padding: [10, 10] });
   else M.map.setView([30.27, 120.15], 12);
   legend(max);
-  SW.say(M.groups.length ? `${data.total} 件 cases · ${data.unplaced} 件不在网格内 outside the grid`
-    : "未配置网格或区域 No grid or zone file configured (analytics.grid / analytics.zones)", !M.groups.length);
+  SW.say(M.groups.length ? counted(data) : "未配置网格或区域 No grid or zone file configured (analytics.grid / analytics.zones)",
+    !M.groups.length || data.truncated);
+}
+
+// What the counts are of: without a period the service counts the last analytics.map_days days (since), and it
+// counts at most analytics.map_max_cases cases, the newest (truncated), so the numbers say which.
+function counted(data) {
+  const parts = [`${data.total} 件 cases`, `${data.unplaced} 件不在网格内 outside the grid`];
+  if (data.since) parts.unshift(`${data.since} 起 since ${data.since}（未选期间 no period chosen）`);
+  if (data.truncated) parts.push(`仅统计最新 ${data.total} 件，请缩短期间或收窄筛选 only the newest ${data.total} counted: choose a shorter period or a narrower filter`);
+  return parts.join(" · ");
 }
 
 document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load().catch((err) => SW.say(err.message, true)); });

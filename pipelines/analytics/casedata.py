@@ -122,8 +122,9 @@ _COLUMNS = [cases.c[name] for name in (
     "opened_at", "created_at", "review_decision", "dispatch_target", "dispatch_ref", "description", "details")]
 
 
-def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter()) -> list[CaseFact]:
-    """Cases matching `flt`, oldest first (the period is on `opened_at`, as in `CaseStore.search`)."""
+def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), newest: int | None = None) -> list[CaseFact]:
+    """Cases matching `flt`, oldest first (the period is on `opened_at`, as in `CaseStore.search`). `newest`: only
+    that many, the newest, read from the store (the map's cap: a city's years of cases are never all in memory)."""
     c = cases.c
     where: list[Any] = []
     if flt.types:
@@ -152,9 +153,14 @@ def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter()) -
         where.append(c.review_decision.is_not(None) if flt.reviewed else c.review_decision.is_(None))
     if flt.severities:
         where.append(recorded_severity().in_([Severity(s).value for s in flt.severities]))
-    query = sa.select(*_COLUMNS).where(*where).order_by(c.opened_at, c.id)
+    query = sa.select(*_COLUMNS).where(*where)
+    if newest is None:
+        query = query.order_by(c.opened_at, c.id)
+    else:
+        query = query.order_by(c.opened_at.desc(), c.id.desc()).limit(newest)
     with engine.connect() as conn:
-        return [_fact(row, places) for row in conn.execute(query)]
+        facts = [_fact(row, places) for row in conn.execute(query)]
+    return facts if newest is None else facts[::-1]
 
 
 @dataclass(frozen=True)

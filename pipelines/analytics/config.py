@@ -44,3 +44,11 @@ class AnalyticsConfig(ConfigModel):
         description="Optional XYZ tile URL template (e.g. http://tiles.internal/{z}/{x}/{y}.png) drawn under the polygons; "
                     "unset: only the city's own polygons are drawn (works offline).", pattern=r"^https?://.*\{z\}.*")
     tile_attribution: str = Field("", title="Tile attribution", description="Credit line shown with the tiles.")
+    map_days: int = Field(
+        30, ge=1, le=3660, title="Map default period (days)",
+        description="/api/v1/map and /ui/map without a period count the cases opened in the last this many days (today "
+                    "and the days before it, local time), so a city with years of cases does not load them all.")
+    map_max_cases: int = Field(
+        20000, ge=1, title="Map case cap",
+        description="The map counts at most this many cases, the newest; when more match, its answer says so "
+                    "(`truncated`) and /ui/map shows it.")

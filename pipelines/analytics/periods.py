@@ -115,3 +115,10 @@ def parse_period(text: str) -> Period:
 def default_day(tz: ZoneInfo, now: datetime | None = None) -> date:
     """Yesterday in local time: a report run in the morning covers the period that just ended."""
     return ((now or datetime.now(UTC)).astimezone(tz) - timedelta(days=1)).date()
+
+
+def last_days(days: int, tz: ZoneInfo, now: datetime | None = None) -> tuple[date, datetime]:
+    """The first local day of the last `days` days, today included, and its local midnight as aware UTC: the window
+    the map counts when no period is given (`analytics.map_days`)."""
+    first = (now or datetime.now(UTC)).astimezone(tz).date() - timedelta(days=days - 1)
+    return first, datetime.combine(first, time(), tz).astimezone(UTC)
