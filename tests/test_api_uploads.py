@@ -251,3 +251,41 @@ def test_without_the_evidence_key_serve_says_so_and_a_jobs_groups_say_why_they_h
     [group] = job["cases"]
     assert group["case_id"] is None and "STREETWATCH_EVIDENCE_KEY is not set" in group["error"]
     assert app.state.ctx.store.list() == []  # the queue has nothing to show
+
+
+def test_the_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
+    """GET /triage/jobs answers the newest 200 but read every job.json the server ever kept to sort them. Folders
+    are taken newest modification first, so the jobs of long ago are not read: here the oldest 40 have records no
+    one can read, and nothing says so, while the list is what it was (by creation time: a job taken up again lately,
+    whose folder changed then, stays where its creation puts it; an upload still arriving is no job yet)."""
+    import logging
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    jobs, start = app.state.ctx.jobs, datetime(2026, 1, 5, 8, tzinfo=UTC)
+    made = []
+    for i in range(260):
+        job_id, inputs = jobs.new_dir()
+        created = start + timedelta(minutes=i)
+        job = {"id": job_id, "owner": "inspector-user" if i % 4 == 0 else "someone-else", "state": "done",
+               "created_at": created.isoformat(), "started_at": None, "finished_at": None, "error": None, "total": 0,
+               "cases": [], "files": []}
+        jobs._write(job)
+        if i < 40:  # long ago, and unreadable now
+            (inputs.parent / "job.json").write_text('{"id": "', encoding="utf-8")
+        modified = datetime.now(UTC) if i == 45 else created  # job 45 was taken up again lately
+        os.utime(inputs.parent, (modified.timestamp(), modified.timestamp()))
+        made.append(job)
+    jobs.new_dir()[1].mkdir(parents=True)  # an upload arriving: its folder, no job.json yet
+
+    def listed(token) -> list[str]:
+        answer = client.get("/api/v1/triage/jobs", headers=auth(token))
+        assert answer.status_code == 200, answer.text
+        return [j["id"] for j in answer.json()]
+
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.WARNING, logger="api.jobs"):
+        assert listed(tokens["reviewer"]) == [j["id"] for j in made[::-1][:200]]
+        assert "unreadable job record" not in caplog.text  # the oldest were not read
+        # An inspector's own: all 55 readable ones (fewer than 200, so every folder is read).
+        assert listed(tokens["inspector"]) == [j["id"] for j in made[::-1] if j["owner"] == "inspector-user" and j in made[40:]]

@@ -19,6 +19,8 @@ from api.uploads import receive_files
 from pipelines.triage.record import PhotoRecord
 
 router = APIRouter(prefix="/triage", tags=["triage"])
+JOBS_LISTED = 200
+"""Jobs `GET /triage/jobs` answers, the newest."""
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -111,13 +113,11 @@ async def create_job(request: Request, ctx: AppContext = Depends(get_ctx), who: 
     return _job_view(ctx, ctx.jobs.create(job_id, who.name, files))
 
 
-@router.get("/jobs", summary="Triage jobs (inspectors: their own), newest first", response_model=list[Job],
+@router.get("/jobs", summary="Triage jobs (inspectors: their own), the newest 200, newest first", response_model=list[Job],
             responses=problems(401, 403))
 def list_jobs(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> list[dict[str, Any]]:
-    jobs = ctx.jobs.list()
-    if who.role is Role.INSPECTOR:
-        jobs = [j for j in jobs if j["owner"] == who.name]
-    return [_job_view(ctx, j) for j in jobs[:200]]
+    jobs = ctx.jobs.list(limit=JOBS_LISTED, owner=who.name if who.role is Role.INSPECTOR else None)
+    return [_job_view(ctx, j) for j in jobs]
 
 
 @router.get("/jobs/{job_id}", summary="One job: state, progress, cases drafted", response_model=Job,
