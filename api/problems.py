@@ -19,11 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detect.config_io import ConfigError
 from pipelines.cases.states import InvalidTransition
-from pipelines.cases.store import CaseNotFound, CaseStoreError
+from pipelines.cases.store import CaseNotFound, CaseStoreError, CaseStoreUnreachable
 from pipelines.dispatch.webhook import WebhookError
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
+#: Seconds a client waits before trying again when the case store cannot be reached (a restart, a failover).
+STORE_RETRY_AFTER_S = 30
 
 
 class ProblemDoc(BaseModel):
@@ -113,6 +115,16 @@ def install(app: FastAPI) -> None:
 
     for exc_type, (status, slug) in DOMAIN_ERRORS.items():
         app.add_exception_handler(exc_type, domain(status, slug))
+
+    @app.exception_handler(CaseStoreUnreachable)
+    async def _store_down(request: Request, exc: CaseStoreUnreachable) -> JSONResponse:
+        # Any route (authentication included: tokens live in the same database) may be the first to find the
+        # store gone; the whole service is unavailable, not the request wrong. The log names the store (password
+        # masked) and the driver's reason; the answer does not, as anyone, without a token too, may receive it.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503, f"案件库暂时无法连接，请稍后重试 the case store cannot be reached; try again in "
+                                     f"{STORE_RETRY_AFTER_S} s (the server log names the store and the reason)",
+                                "case-store-unreachable", {"Retry-After": str(STORE_RETRY_AFTER_S)})
 
     @app.exception_handler(WebhookError)
     async def _webhook(_: Request, exc: WebhookError) -> JSONResponse:

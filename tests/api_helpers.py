@@ -24,14 +24,14 @@ MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
 ROLES = [r.value for r in Role]
 
 
-def settings_for(tmp: Path, *, dispatch: dict | None = None, **service) -> Settings:
-    """Deployment settings with everything under `tmp` (SQLite, local evidence, service data).
+def settings_for(tmp: Path, *, dispatch: dict | None = None, cases_url: str | None = None, **service) -> Settings:
+    """Deployment settings with everything under `tmp` (SQLite unless `cases_url`, local evidence, service data).
 
     Upload jobs judge by detector classes alone (`verifier: none`): these tests are about the service's
     routes, jobs and cases; what the verifier makes of photos is tested in tests/test_verifier_*.py."""
     service["triage"] = {"verifier": "none", **service.get("triage", {})}
     return Settings(
-        cases={"url": f"sqlite:///{tmp}/cases.db"},
+        cases={"url": cases_url or f"sqlite:///{tmp}/cases.db"},
         evidence_store={"local_root": str(tmp / "evidence"), "spool_dir": str(tmp / "spool")},
         dispatch=dispatch or {},
         service={"data_dir": str(tmp / "service"), **service},

@@ -40,6 +40,21 @@ def _as_server_user(root: Path) -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+def _run(root: Path, *args: str | Path | int) -> None:
+    """Run a PostgreSQL tool for the server under `root`, as its user."""
+    sudo = _as_server_user(root)
+    done = subprocess.run([*sudo, *map(str, args)], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
+    if done.returncode:
+        raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+
+
+def pg_ctl(root: Path, *args: str | Path) -> None:
+    """`pg_ctl` on the server `postgres_server(root)` runs: `stop` takes it down while a test runs, `restart`
+    brings it back on the same port (its options kept in postmaster.opts). The server's output goes to pg.log,
+    never to the pipe this waits on."""
+    _run(root, pg_bin() / "pg_ctl", "-D", root / "pgdata", "-l", root / "pg.log", "-w", *args)
+
+
 @contextmanager
 def postgres_server(root: Path) -> Iterator[str]:
     """Yields a SQLAlchemy URL of a fresh database; stops the server and its files afterwards."""
@@ -47,20 +62,13 @@ def postgres_server(root: Path) -> Iterator[str]:
     if bindir is None:
         raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found")
     data, port = root / "pgdata", free_port()
-    sudo = _as_server_user(root)
-    user = "postgres" if sudo else getpass.getuser()
-    env = {**os.environ, "LC_ALL": "C.UTF-8"}
-
-    def run(*args) -> None:
-        done = subprocess.run([*sudo, *map(str, args)], capture_output=True, text=True, env=env)
-        if done.returncode:
-            raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-
-    run(bindir / "initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8")
+    user = "postgres" if _as_server_user(root) else getpass.getuser()
+    _run(root, bindir / "initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8")
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-    run(bindir / "pg_ctl", "-D", data, "-o", opts, "-l", root / "pg.log", "-w", "start")
+    pg_ctl(root, "-o", opts, "start")
     try:
-        run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", user, "cases")
+        _run(root, bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", user, "cases")
         yield f"postgresql+psycopg://{user}@127.0.0.1:{port}/cases"
     finally:
-        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop")
+        if (data / "postmaster.pid").exists():  # a test may have stopped it (pg_ctl) and failed before restarting
+            pg_ctl(root, "-m", "immediate", "stop")

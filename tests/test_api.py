@@ -211,3 +211,44 @@ def test_every_route_documents_what_it_returns(service):
     assert "from" in schemas["HistoryItem"]["properties"]
     get_scene = spec["paths"]["/api/v1/cameras/{camera_id}/scene"]["get"]["responses"]["200"]["content"]["application/json"]
     assert get_scene["schema"]["$ref"].startswith("#/components/schemas/Scene")
+
+
+def test_a_case_store_gone_while_serving_answers_503(tmp_path, monkeypatch):
+    """PostgreSQL stopped while the service runs: every route that needs the store (authentication first) answers
+    503 with Retry-After, in Chinese and English, without the store's URL (anyone may get it); the same requests
+    work again once the server is back, with no restart of the service."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from tests.api_helpers import make_app, settings_for
+    from tests.pg import pg_bin, pg_ctl, postgres_server
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL binaries (initdb/pg_ctl) are not installed: run scripts/install-system-deps.sh")
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    root = Path(tempfile.mkdtemp(prefix="streetwatch-pg-"))  # not pytest's: the server's user must enter it
+    try:
+        with postgres_server(root) as url:
+            app, tokens = make_app(settings_for(tmp_path, cases_url=url))
+            with TestClient(app, raise_server_exceptions=False) as client:
+                reviewer = auth(tokens["reviewer"])
+                assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+                pg_ctl(root, "-m", "fast", "stop")
+                for response in (client.get("/api/v1/cases", headers=reviewer),
+                                 client.post("/api/v1/cases/SW20250101-000000000000/confirm", headers=reviewer, json={})):
+                    assert response.status_code == 503, response.text
+                    assert response.headers["content-type"] == "application/problem+json"
+                    assert int(response.headers["Retry-After"]) > 0
+                    body = response.json()
+                    assert body["type"] == "urn:streetwatch:problem:case-store-unreachable"
+                    assert "案件库暂时无法连接" in body["detail"] and "the case store cannot be reached" in body["detail"]
+                    assert url.split("@")[1].split("/")[0] not in body["detail"]  # host and port stay in the log
+                assert client.get("/healthz").status_code == 200
+                pg_ctl(root, "restart")
+                assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
