@@ -19,12 +19,25 @@ import hashlib
 import hmac
 import secrets
 import time
+from enum import StrEnum
 from urllib.parse import quote
 
 EVIDENCE = "evidence"
 """Scope of the case detail's links (`/evidence/<case>/<path>`)."""
 ATTACHMENT = "attachment"
 """Scope of the attachment URLs sent with a dispatched case (`/attachments/<case>/<path>`)."""
+
+
+class LinkRefusal(StrEnum):
+    """Why a signed URL is refused: the value in English (what clients parse), `zh` for the staff who see it."""
+
+    NOT_SIGNED = "link not signed (no exp and sig)"
+    EXPIRED = "link expired"
+    BAD_SIGNATURE = "bad signature"
+
+    @property
+    def zh(self) -> str:
+        return {"NOT_SIGNED": "链接未签名（缺少 exp 和 sig）", "EXPIRED": "链接已过期", "BAD_SIGNATURE": "签名无效"}[self.name]
 
 
 class UrlSigner:
@@ -51,12 +64,12 @@ class UrlSigner:
         return f"/evidence/{quote(case_id)}/{quote(path)}?{self.query(case_id, path, now=now)}"
 
     def check(self, case_id: str, path: str, exp: int | None, sig: str | None, *, scope: str = EVIDENCE,
-              now: float | None = None) -> str | None:
+              now: float | None = None) -> LinkRefusal | None:
         """None when the URL is valid, else why not."""
         if exp is None or not sig:
-            return "link not signed (no exp and sig)"
+            return LinkRefusal.NOT_SIGNED
         if exp < (now or time.time()):
-            return "link expired"
+            return LinkRefusal.EXPIRED
         if not hmac.compare_digest(sig.encode(), self._sig(scope, case_id, path, exp).encode()):  # bytes: any text is comparable
-            return "bad signature"
+            return LinkRefusal.BAD_SIGNATURE
         return None

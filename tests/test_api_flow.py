@@ -153,10 +153,10 @@ def test_attachment_urls_are_signed_and_a_case_id_alone_opens_nothing(world, bus
     }
     assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(refused, 403)
     reasons = {name: r.json()["detail"] for name, r in refused.items()}
-    assert reasons["unsigned"] == "attachment link refused: link not signed (no exp and sig)"
-    assert reasons["expired"] == "attachment link refused: link expired"
+    assert reasons["unsigned"] == "附件链接被拒绝：链接未签名（缺少 exp 和 sig） attachment link refused: link not signed (no exp and sig)"
+    assert reasons["expired"] == "附件链接被拒绝：链接已过期 attachment link refused: link expired"
     assert reasons["tampered"] == reasons["stretched"] == reasons["other file"] == reasons["evidence link"] == \
-        "attachment link refused: bad signature"
+        "附件链接被拒绝：签名无效 attachment link refused: bad signature"
     assert httpx.get(second["url"], timeout=10).status_code == 200
 
 

@@ -45,9 +45,13 @@ def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_
         client.get(other.split("?")[0] + "?" + query),  # signature of another file
     ]
     assert [r.status_code for r in refused] == [422, 403, 403, 403]
+    assert {r.json()["type"] for r in refused[1:]} == {"urn:streetwatch:problem:bad-link"}
+    assert {r.json()["detail"] for r in refused[1:]} == {  # staff read it on the pages; clients parse the English part
+        "证据链接被拒绝：签名无效，请重新打开案件获取新链接 evidence link refused: bad signature; reload the case for a fresh link"}
     signer = app.state.ctx.signer
-    expired = signer.url(case_id, "originals/opened_original.jpg", now=time.time() - signer.expiry_s - 5)
-    assert client.get(expired).status_code == 403 and "expired" in client.get(expired).json()["detail"]
+    expired = client.get(signer.url(case_id, "originals/opened_original.jpg", now=time.time() - signer.expiry_s - 5))
+    assert expired.status_code == 403 and expired.json()["detail"] == (
+        "证据链接被拒绝：链接已过期，请重新打开案件获取新链接 evidence link refused: link expired; reload the case for a fresh link")
     for sneaky in ("../cases.db", "../../cases.db", "manifest.json/../../cases.db", "/etc/passwd"):
         # A validly signed path that is not a file of the manifest (dots escaped so the client keeps them).
         signed = signer.url(case_id, sneaky).replace("..", "%2E%2E")
@@ -66,7 +70,8 @@ def test_attachments_are_not_served_unsigned_where_no_unsigned_urls_were_handed_
     path = manifest["dispatch_attachments"][0]
     assert ctx.settings.unsigned_attachments() is None
     unsigned = client.get(f"/attachments/{case_id}/{path}")
-    assert unsigned.status_code == 403 and unsigned.json()["detail"] == "attachment link refused: link not signed (no exp and sig)"
+    assert unsigned.status_code == 403 and unsigned.json()["detail"] == (
+        "附件链接被拒绝：链接未签名（缺少 exp 和 sig） attachment link refused: link not signed (no exp and sig)")
     signed = client.get(f"/attachments/{case_id}/{path}?{ctx.signer.query(case_id, path, scope=ATTACHMENT)}")
     assert signed.status_code == 200 and signed.headers["content-type"] == "image/jpeg"
 

@@ -22,7 +22,7 @@ from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
 from detect.evidence import MANIFEST, EvidenceKeyError, published_keys
 from pipelines.evidence_store import StorageError
-from pipelines.url_signing import ATTACHMENT
+from pipelines.url_signing import ATTACHMENT, LinkRefusal
 
 router = APIRouter(tags=["evidence"])
 keys_router = APIRouter(tags=["evidence"])
@@ -38,6 +38,12 @@ class PublicKeyDoc(BaseModel):
 class PublicKeysDoc(BaseModel):
     keys: list[PublicKeyDoc] = Field(description="Every key bundles may be signed with; empty when none is configured.")
     signed: str = Field(description="What the public-key signature in signature.json covers.")
+
+
+def _refused(link_zh: str, link_en: str, why: LinkRefusal, then_zh: str = "", then_en: str = "") -> Problem:
+    """403 for a signed link that does not hold, in Chinese and English as `authorize` words its 403 (staff see the
+    detail on the pages as it comes); the English part, `<link> link refused: <why>`, stays what clients parse."""
+    return Problem(403, f"{link_zh}被拒绝：{why.zh}{then_zh} {link_en} link refused: {why}{then_en}", slug="bad-link")
 
 
 def _keys(ctx: AppContext) -> list:
@@ -70,7 +76,7 @@ def evidence_file(case_id: str, path: str, exp: int = Query(ge=0, le=2**40), sig
                   ctx: AppContext = Depends(get_ctx)) -> Response:
     why = ctx.signer.check(case_id, path, exp, sig)
     if why is not None:
-        raise Problem(403, f"evidence link refused: {why}; reload the case for a fresh link", slug="bad-link")
+        raise _refused("证据链接", "evidence", why, "，请重新打开案件获取新链接", "; reload the case for a fresh link")
     case = ctx.store.get(case_id)
     if case.evidence_ref is None:
         raise Problem(404, f"case {case_id} has no stored evidence yet")
@@ -102,7 +108,7 @@ def attachment(case_id: str, path: str, exp: int | None = Query(None, ge=0, le=2
     if ctx.settings.unsigned_attachments() is None:
         why = ctx.signer.check(case_id, path, exp, sig, scope=ATTACHMENT)
         if why is not None:
-            raise Problem(403, f"attachment link refused: {why}", slug="bad-link")
+            raise _refused("附件链接", "attachment", why)
     case = ctx.store.get(case_id)
     if case.dispatch_target is None or case.evidence_ref is None:
         raise Problem(404, f"case {case_id} has no dispatch attachments")
