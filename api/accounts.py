@@ -5,8 +5,10 @@ tokens are 256-bit random strings, so a fast hash is enough (a slow password has
 argon2 protects guessable secrets; a random token is not guessable), and lookup by hash is one
 indexed query. Revoking keeps the row (who had access, and when) but the token stops working.
 
-Tables live beside the case tables (same URL, SQLite or PostgreSQL) but in their own metadata:
-the case store's migrations do not know about them and `create_all` adds them when missing.
+The tables are the case store's (`pipelines.cases.schema`: same URL, SQLite or PostgreSQL), made and
+upgraded by its migrations like the case tables, so a table made by an older version gets what this one
+needs. The database holds one live token per name (a partial unique index), so two `users add` of one
+name at once cannot both write one.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipelines.cases.schema import UTCDateTime
+from pipelines.cases.schema import api_tokens, audit_log, migrate
 from pipelines.cases.store import make_engine
 
-metadata = sa.MetaData()
 TOKEN_PREFIX = "swt_"
-NAME_MAX = 200  # the column's length
+NAME_MAX = api_tokens.c.name.type.length
+LIVE = api_tokens.c.revoked_at.is_(None)  # a token not revoked
 
 
 class Role(StrEnum):
@@ -35,29 +37,6 @@ class Role(StrEnum):
     REVIEWER = "reviewer"  # reviews cases (confirm, reject, change type, edit), reads cameras
     ADMIN = "admin"  # everything, including scene changes
     INTEGRATION = "integration"  # machines: dispatch webhooks, metrics scraping
-
-
-api_tokens = sa.Table(
-    "api_tokens", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(200), nullable=False, index=True),
-    sa.Column("role", sa.String(32), nullable=False),
-    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("hint", sa.String(16), nullable=False),  # first characters, to tell tokens apart in lists
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("revoked_at", UTCDateTime),
-)
-
-audit_log = sa.Table(
-    "audit_log", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", UTCDateTime, nullable=False, index=True),
-    sa.Column("actor", sa.String(200), nullable=False),
-    sa.Column("role", sa.String(32), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("case_id", sa.String(64), index=True),
-    sa.Column("details", sa.JSON, nullable=False, default=dict),
-)
 
 
 class AccountError(ValueError):
@@ -112,8 +91,8 @@ class Accounts:
             raise ValueError("Accounts needs a database URL or an engine")
         self.engine = engine or make_engine(url)  # type: ignore[arg-type]
         self._writer = self.engine.execution_options(writer=True)
-        with self._writer.begin() as conn:
-            metadata.create_all(conn)
+        with self._writer.begin() as conn:  # the case store's migrations make and upgrade the tables
+            migrate(conn)
 
     # ---- tokens ---------------------------------------------------------------------------
 
@@ -123,19 +102,26 @@ class Accounts:
         name = user_name(name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        with self._writer.begin() as conn:
-            active = conn.execute(sa.select(api_tokens.c.id).where(api_tokens.c.name == name,
-                                                                   api_tokens.c.revoked_at.is_(None))).first()
-            if active is not None:
-                raise AccountError(f"user {name!r} already has an active token (revoke it first to issue a new one)")
-            new_id = conn.execute(api_tokens.insert().values(
-                name=name, role=role.value, token_hash=hash_token(token), hint=token[:8], created_at=now)).inserted_primary_key[0]
+        taken = AccountError(f"user {name!r} already has an active token (revoke it first to issue a new one)")
+        try:
+            with self._writer.begin() as conn:
+                if conn.execute(sa.select(api_tokens.c.id).where(api_tokens.c.name == name, LIVE)).first() is not None:
+                    raise taken
+                new_id = conn.execute(api_tokens.insert().values(
+                    name=name, role=role.value, token_hash=hash_token(token), hint=token[:8], created_at=now)).inserted_primary_key[0]
+        except sa.exc.IntegrityError:
+            # Another `users add` of the name wrote its token after this one looked (the live-name index refused
+            # the second); any other integrity error is not ours to explain.
+            with self.engine.connect() as conn:
+                if conn.execute(sa.select(api_tokens.c.id).where(api_tokens.c.name == name, LIVE)).first() is None:
+                    raise
+            raise taken from None
         return TokenInfo(new_id, name, role, token[:8], now, None), token
 
     def list(self, include_revoked: bool = False) -> list[TokenInfo]:
         query = sa.select(api_tokens).order_by(api_tokens.c.id)
         if not include_revoked:
-            query = query.where(api_tokens.c.revoked_at.is_(None))
+            query = query.where(LIVE)
         with self.engine.connect() as conn:
             return [TokenInfo(r.id, r.name, Role(r.role), r.hint, r.created_at, r.revoked_at) for r in conn.execute(query)]
 
@@ -143,7 +129,7 @@ class Accounts:
         """Revoke the active tokens of user `name`; returns how many."""
         name = user_name(name)
         with self._writer.begin() as conn:
-            result = conn.execute(api_tokens.update().where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
+            result = conn.execute(api_tokens.update().where(api_tokens.c.name == name, LIVE)
                                   .values(revoked_at=datetime.now(UTC)))
         if result.rowcount == 0:
             raise AccountError(f"no active token for user {name!r}")
@@ -153,7 +139,7 @@ class Accounts:
         """The principal of a valid, unrevoked token; None otherwise."""
         if not token.startswith(TOKEN_PREFIX):
             return None
-        query = sa.select(api_tokens).where(api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None))
+        query = sa.select(api_tokens).where(api_tokens.c.token_hash == hash_token(token), LIVE)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else Principal(row.name, Role(row.role), row.id)

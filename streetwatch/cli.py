@@ -60,14 +60,16 @@ def _user_error(exc: Exception) -> str | None:
     An --out under a file, a read-only or full disk, a folder without permission: every command writes
     somewhere the user named, and the path with the system's reason says what to change. A case store
     that cannot be opened (cases.url: a server down, a SQLite path that cannot be opened) fails every
-    command that opens it, and its URL (password masked) with the driver's reason says what to check."""
+    command that opens it, and its URL (password masked) with the driver's reason says what to check; so does one
+    whose schema this version will not migrate (newer than this code, or data the new schema cannot hold)."""
     if isinstance(exc, OSError) and exc.filename is not None:
         paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
         reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
         return f"{paths}: {reason}"
-    from pipelines.cases.store import CaseStoreUnreachable  # here, not at the top: it loads SQLAlchemy
+    from pipelines.cases.schema import SchemaRefused  # here, not at the top: they load SQLAlchemy
+    from pipelines.cases.store import CaseStoreUnreachable
 
-    if isinstance(exc, CaseStoreUnreachable):
+    if isinstance(exc, (CaseStoreUnreachable, SchemaRefused)):
         return str(exc)
     return None
 

@@ -1,5 +1,8 @@
 """Case store tables (SQLAlchemy Core) and their migrations (Alembic, `pipelines/cases/migrations/`).
 
+The database also holds the service's API tokens and audit log (`api/accounts.py` uses them): their tables are
+here too, so one migration chain brings every table of the database to this code's shape.
+
 The tables below are the newest schema; each change to them comes with an Alembic revision in
 `migrations/versions/` that brings an older database to the same shape (a test compares the two on
 SQLite and PostgreSQL). `migrate()` runs whenever a `CaseStore` opens: a new database is built by
@@ -197,6 +200,42 @@ verification_reports = sa.Table(
 )
 
 
+# ---- API tokens and the audit log of review actions (api/accounts.py reads and writes them) ----
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, index=True),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),  # first characters, to tell tokens apart in lists
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+)
+LIVE_TOKEN = sa.text("revoked_at IS NULL")
+# One live (unrevoked) token per name, held by the database: two `users add` of one name at once cannot both
+# write one (a partial index: revoked tokens of the name stay, for the record). SQLite and PostgreSQL alike.
+sa.Index("uq_api_tokens_live_name", api_tokens.c.name, unique=True, sqlite_where=LIVE_TOKEN, postgresql_where=LIVE_TOKEN)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("case_id", sa.String(64), index=True),
+    sa.Column("details", sa.JSON, nullable=False, default=dict),
+)
+
+
+class SchemaRefused(RuntimeError):
+    """A database this code will not migrate, and why (a newer schema, not a case store, data the new schema
+    cannot hold); the CLI shows it as its one error line."""
+
+
 def alembic_config(conn: Connection | None = None) -> Config:
     """Alembic's configuration for the case store, in code (no alembic.ini needed at run time)."""
     cfg = Config()
@@ -217,7 +256,7 @@ def current_revision(conn: Connection) -> str | None:
 
 def migrate(conn: Connection) -> str | None:
     """Bring the database to the newest revision, inside the caller's transaction; returns the revision
-    it was at before (None: a new database). Raises RuntimeError for a database this code cannot own."""
+    it was at before (None: a new database). Raises SchemaRefused for a database this code cannot own."""
     if conn.dialect.name == "postgresql":  # SQLite: the caller's BEGIN IMMEDIATE already serialises this
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
     cfg = alembic_config(conn)
@@ -229,18 +268,18 @@ def migrate(conn: Connection) -> str | None:
             try:
                 ScriptDirectory.from_config(cfg).get_revision(before)
             except CommandError:
-                raise RuntimeError(f"case store schema is at revision {before}, newer than this code ({newest}): "
-                                   "upgrade streetwatch") from None
+                raise SchemaRefused(f"case store schema is at revision {before}, newer than this code ({newest}): "
+                                    "upgrade streetwatch") from None
         if before == newest:
             return before
     elif "schema_version" in tables:  # the first release's hand-written versioning
         version = conn.execute(sa.text("SELECT max(version) FROM schema_version")).scalar()
         if version != 1:
-            raise RuntimeError(f"case store schema_version {version}: not a release this code can upgrade")
+            raise SchemaRefused(f"case store schema_version {version}: not a release this code can upgrade")
         command.stamp(cfg, FIRST_RELEASE)
         before = FIRST_RELEASE
     elif "cases" in tables:
-        raise RuntimeError("database has a `cases` table but no case store version: not a streetwatch case store")
+        raise SchemaRefused("database has a `cases` table but no case store version: not a streetwatch case store")
     else:
         before = None
     command.upgrade(cfg, "head")

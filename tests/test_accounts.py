@@ -1,0 +1,135 @@
+"""API tokens in the case store's database: one live token per name held by the database, and databases made
+before the tokens joined the case store's migrations upgraded, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from alembic import command
+
+from api.accounts import AccountError, Accounts, hash_token
+from pipelines.cases import schema
+from tests.conftest import REPO
+from tests.legacy import accounts_v1
+from tests.test_case_store import _schema_differences, empty_url  # noqa: F401  (fixture)
+
+T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+
+
+def _live_row(name: str, n: int) -> dict:
+    return {"name": name, "role": "reviewer", "token_hash": hash_token(f"swt_{name}{n}"), "hint": f"swt_{n:04d}",
+            "created_at": T0}
+
+
+def _made_before(url: str, *, with_cases: bool) -> str:
+    """A database as the code before this change left it: the case tables at revision 0003 (or none: `users add`
+    was the first command run), and the tokens' tables made by the old Accounts' create_all. Returns 王芳's token."""
+    if with_cases:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            command.upgrade(schema.alembic_config(conn), "0003")
+        engine.dispose()
+    old = accounts_v1.Accounts(url)
+    _, token = old.add("王芳", "reviewer")
+    old.add("李四", "inspector")
+    old.revoke("李四")
+    old.add("李四", "inspector")  # a revoked token and a live one of one name: allowed before and after
+    old.engine.dispose()
+    return token
+
+
+def test_the_database_holds_one_live_token_per_name(empty_url):  # noqa: F811
+    """Whatever writes the table, a second live token of a name is refused by the database itself."""
+    accounts = Accounts(empty_url)
+    accounts.add("王芳", "reviewer")
+    with pytest.raises(sa.exc.IntegrityError), accounts.engine.begin() as conn:
+        conn.execute(schema.api_tokens.insert().values(_live_row("王芳", 2)))
+    accounts.revoke("王芳")
+    accounts.add("王芳", "reviewer")  # revoked ones stay beside the live one
+    assert [t.name for t in accounts.list(include_revoked=True)] == ["王芳", "王芳"]
+    accounts.engine.dispose()
+
+
+def test_two_users_add_of_one_name_at_once_leave_one_live_token(fresh_postgres_url):
+    """Both `users add` look before either writes (held at a barrier, so the race happens every run): one
+    token is written, the other add gets the usual 'already has an active token'. PostgreSQL: SQLite's
+    writers already queue (BEGIN IMMEDIATE), so there the second one looks after the first has written."""
+    accounts = Accounts(fresh_postgres_url)
+    both_looked = threading.Barrier(2, timeout=30)
+
+    @sa.event.listens_for(accounts.engine, "before_cursor_execute")
+    def _wait_for_the_other(conn, cursor, statement, *_):
+        if statement.startswith("INSERT INTO api_tokens") and threading.current_thread().name.startswith("add-"):
+            both_looked.wait()
+
+    outcomes: list[str] = []
+
+    def add() -> None:
+        try:
+            accounts.add("王芳", "reviewer")
+            outcomes.append("added")
+        except AccountError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=add, name=f"add-{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["added", "user '王芳' already has an active token (revoke it first to issue a new one)"]
+    assert len(accounts.list()) == 1
+    accounts.engine.dispose()
+
+
+@pytest.mark.parametrize("with_cases", [True, False], ids=["case-store", "tokens-only"])
+def test_a_database_made_before_gets_the_live_name_index(empty_url, with_cases):  # noqa: F811
+    token = _made_before(empty_url, with_cases=with_cases)
+    accounts = Accounts(empty_url)
+    principal = accounts.authenticate(token)
+    assert principal is not None and (principal.name, principal.role) == ("王芳", "reviewer")  # tokens kept
+    assert [(t.name, t.revoked_at is not None) for t in accounts.list(include_revoked=True)] == [
+        ("王芳", False), ("李四", True), ("李四", False)]
+    indexes = {i["name"]: i for i in sa.inspect(accounts.engine).get_indexes("api_tokens")}
+    assert indexes["uq_api_tokens_live_name"]["unique"]
+    assert _schema_differences(empty_url) == []  # the same tables as a new database
+    with pytest.raises(AccountError, match="already has an active token"):
+        accounts.add("王芳", "admin")
+    with pytest.raises(sa.exc.IntegrityError), accounts.engine.begin() as conn:
+        conn.execute(schema.api_tokens.insert().values(_live_row("李四", 3)))
+    accounts.engine.dispose()
+
+
+def test_an_upgrade_over_names_with_two_live_tokens_is_refused_naming_them(empty_url, tmp_path):  # noqa: F811
+    """Two live tokens of one name (the old race) cannot stay under the index: the upgrade names each such user
+    and its tokens and says how to keep one; nothing is changed until then, and the upgrade goes on after."""
+    _made_before(empty_url, with_cases=True)
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(accounts_v1.api_tokens.insert().values(_live_row("王芳", 2)))
+    engine.dispose()
+    with pytest.raises(schema.SchemaRefused) as refused:
+        Accounts(empty_url)
+    message = str(refused.value)
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": empty_url}}), encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "users", "list", "--config", str(config)], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip() == f"error: {message}"  # one line, no traceback
+    assert "1 user name(s) with more than one active token" in message and "'王芳': id 1 (swt_" in message
+    assert "id 4 (swt_0002… created 2026-12-01 02:00 UTC)" in message
+    assert "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id IN (1)" in message
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        assert schema.current_revision(conn) == "0003"  # refused as a whole
+        conn.execute(sa.text("UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id IN (1)"))  # as it says
+    engine.dispose()
+    accounts = Accounts(empty_url)
+    assert [(t.id, t.name) for t in accounts.list()] == [(3, "李四"), (4, "王芳")]
+    accounts.engine.dispose()
