@@ -3,7 +3,9 @@
 A token is shown once, when `streetwatch users add` makes it; only its SHA-256 is stored. The
 tokens are 256-bit random strings, so a fast hash is enough (a slow password hash such as
 argon2 protects guessable secrets; a random token is not guessable), and lookup by hash is one
-indexed query. Revoking keeps the row (who had access, and when) but the token stops working.
+indexed query. Revoking keeps the row (who had access, and when) but the token stops working. A token
+may be given an expiry (`users add --expires-in 90d`); past it the token is refused saying so, and it
+stays the name's active token until revoked (so `users list` shows it, marked expired).
 
 The tables are the case store's (`pipelines.cases.schema`: same URL, SQLite or PostgreSQL), made and
 upgraded by its migrations like the case tables, so a table made by an older version gets what this one
@@ -14,10 +16,11 @@ name at once cannot both write one.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +46,14 @@ class AccountError(ValueError):
     """A users command that cannot be done (duplicate name, unknown user)."""
 
 
+class TokenExpired(Exception):
+    """A token that was valid until `expires_at`: refused like an unknown one, but saying why and since when."""
+
+    def __init__(self, name: str, expires_at: datetime):
+        super().__init__(f"API token of {name!r} expired at {expires_at.isoformat()}")
+        self.name, self.expires_at = name, expires_at
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the token's user name and role."""
@@ -60,6 +71,22 @@ class TokenInfo:
     hint: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
+
+
+_EXPIRES_IN = re.compile(r"([1-9][0-9]{0,4})([dh])")
+
+
+def parse_expires_in(text: str) -> timedelta:
+    """`--expires-in`: whole days (`90d`) or hours (`12h`), 1 to 99999; AccountError naming `text` otherwise."""
+    found = _EXPIRES_IN.fullmatch(text.strip())
+    if found is None:
+        raise AccountError(f"--expires-in {text!r}: give whole days or hours, from 1 to 99999, e.g. 90d or 12h")
+    n = int(found[1])
+    return timedelta(days=n) if found[2] == "d" else timedelta(hours=n)
 
 
 def hash_token(token: str) -> str:
@@ -83,6 +110,18 @@ def user_name(name: str) -> str:
     return name
 
 
+def _taken(conn: sa.Connection, name: str, now: datetime) -> AccountError | None:
+    """Why `name` cannot be given a token now: it has an active one (saying so when that one has expired, as it
+    still has to be revoked first); None when it has none."""
+    row = conn.execute(sa.select(api_tokens.c.expires_at).where(api_tokens.c.name == name, LIVE)).first()
+    if row is None:
+        return None
+    if row.expires_at is not None and row.expires_at <= now:
+        return AccountError(f"user {name!r} has a token that expired at {row.expires_at:%Y-%m-%d %H:%M} UTC; "
+                            f"revoke it first (streetwatch users revoke) to issue a new one")
+    return AccountError(f"user {name!r} already has an active token (revoke it first to issue a new one)")
+
+
 class Accounts:
     """Tokens and audit records. Thread-safe (one SQLAlchemy engine)."""
 
@@ -96,34 +135,38 @@ class Accounts:
 
     # ---- tokens ---------------------------------------------------------------------------
 
-    def add(self, name: str, role: Role | str) -> tuple[TokenInfo, str]:
-        """A new token for `name`; returns its record and the token itself (shown once, never stored)."""
+    def add(self, name: str, role: Role | str, valid_for: timedelta | None = None) -> tuple[TokenInfo, str]:
+        """A new token for `name`, valid for `valid_for` (None: until revoked); returns its record and the token
+        itself (shown once, never stored)."""
         role = Role(role)
         name = user_name(name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        taken = AccountError(f"user {name!r} already has an active token (revoke it first to issue a new one)")
+        expires_at = None if valid_for is None else now + valid_for
         try:
             with self._writer.begin() as conn:
-                if conn.execute(sa.select(api_tokens.c.id).where(api_tokens.c.name == name, LIVE)).first() is not None:
+                if (taken := _taken(conn, name, now)) is not None:
                     raise taken
                 new_id = conn.execute(api_tokens.insert().values(
-                    name=name, role=role.value, token_hash=hash_token(token), hint=token[:8], created_at=now)).inserted_primary_key[0]
+                    name=name, role=role.value, token_hash=hash_token(token), hint=token[:8], created_at=now,
+                    expires_at=expires_at)).inserted_primary_key[0]
         except sa.exc.IntegrityError:
             # Another `users add` of the name wrote its token after this one looked (the live-name index refused
             # the second); any other integrity error is not ours to explain.
             with self.engine.connect() as conn:
-                if conn.execute(sa.select(api_tokens.c.id).where(api_tokens.c.name == name, LIVE)).first() is None:
-                    raise
+                taken = _taken(conn, name, now)
+            if taken is None:
+                raise
             raise taken from None
-        return TokenInfo(new_id, name, role, token[:8], now, None), token
+        return TokenInfo(new_id, name, role, token[:8], now, None, expires_at), token
 
     def list(self, include_revoked: bool = False) -> list[TokenInfo]:
         query = sa.select(api_tokens).order_by(api_tokens.c.id)
         if not include_revoked:
             query = query.where(LIVE)
         with self.engine.connect() as conn:
-            return [TokenInfo(r.id, r.name, Role(r.role), r.hint, r.created_at, r.revoked_at) for r in conn.execute(query)]
+            return [TokenInfo(r.id, r.name, Role(r.role), r.hint, r.created_at, r.revoked_at, r.expires_at)
+                    for r in conn.execute(query)]
 
     def revoke(self, name: str) -> int:
         """Revoke the active tokens of user `name`; returns how many."""
@@ -136,13 +179,18 @@ class Accounts:
         return result.rowcount
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal of a valid, unrevoked token; None otherwise."""
+        """The principal of a valid, unrevoked token; None for an unknown or revoked one; TokenExpired for one
+        past its expiry."""
         if not token.startswith(TOKEN_PREFIX):
             return None
         query = sa.select(api_tokens).where(api_tokens.c.token_hash == hash_token(token), LIVE)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return None if row is None else Principal(row.name, Role(row.role), row.id)
+        if row is None:
+            return None
+        if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+            raise TokenExpired(row.name, row.expires_at)
+        return Principal(row.name, Role(row.role), row.id)
 
     # ---- audit ----------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Authentication and role checks as FastAPI dependencies (`Depends(require(Role.REVIEWER))`).
 
 Tokens come as `Authorization: Bearer <token>`. A route lists the roles that may call it; `admin`
-may call everything. No token or an unknown/revoked one is 401 (with `WWW-Authenticate`), a valid
-token of another role is 403. Every route authenticates through `current_principal` (the dispatch
+may call everything. No token or an unknown/revoked one is 401 (with `WWW-Authenticate`), so is an expired
+one (saying, in Chinese and English, when it expired), a valid token of another role is 403. Every route authenticates through `current_principal` (the dispatch
 webhook too, which may accept a signed body instead of a token). The test suite walks every route
 of the app and checks it this way, so a route added without a role check fails the tests.
 """
@@ -10,11 +10,12 @@ of the app and checks it this way, so a route added without a role check fails t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.accounts import Principal, Role
+from api.accounts import Principal, Role, TokenExpired
 from api.context import AppContext, get_ctx
 from api.problems import Problem
 
@@ -25,10 +26,16 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 def current_principal(ctx: AppContext = Depends(get_ctx),
                       credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal | None:
     """The caller; None when no token was sent (routes decide whether that is allowed). A token that
-    is sent but unknown or revoked is refused here, whatever the route."""
+    is sent but unknown, revoked or expired is refused here, whatever the route (an expired one saying when, in the
+    city's time, so whoever reads it knows to ask for a new one)."""
     if credentials is None:
         return None
-    principal = ctx.accounts.authenticate(credentials.credentials)
+    try:
+        principal = ctx.accounts.authenticate(credentials.credentials)
+    except TokenExpired as exc:
+        when = exc.expires_at.astimezone(ZoneInfo(ctx.settings.timezone)).isoformat(sep=" ", timespec="minutes")
+        raise Problem(401, f"API 令牌已于 {when} 过期，请向管理员申请新令牌 API token expired at {when}; "
+                           "ask an administrator for a new one", slug="unauthenticated", headers=_CHALLENGE) from None
     if principal is None:
         raise Problem(401, "unknown or revoked API token", slug="unauthenticated", headers=_CHALLENGE)
     return principal

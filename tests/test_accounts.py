@@ -7,14 +7,18 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 import yaml
 from alembic import command
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from api.accounts import AccountError, Accounts, hash_token
+from streetwatch.cli import app as cli
+from tests.api_helpers import auth, make_app, settings_for
 from pipelines.cases import schema
 from tests.conftest import REPO
 from tests.legacy import accounts_v1
@@ -89,13 +93,15 @@ def test_two_users_add_of_one_name_at_once_leave_one_live_token(fresh_postgres_u
 
 
 @pytest.mark.parametrize("with_cases", [True, False], ids=["case-store", "tokens-only"])
-def test_a_database_made_before_gets_the_live_name_index(empty_url, with_cases):  # noqa: F811
+def test_a_database_made_before_gets_the_live_name_index_and_expiry(empty_url, with_cases):  # noqa: F811
     token = _made_before(empty_url, with_cases=with_cases)
     accounts = Accounts(empty_url)
     principal = accounts.authenticate(token)
-    assert principal is not None and (principal.name, principal.role) == ("王芳", "reviewer")  # tokens kept
-    assert [(t.name, t.revoked_at is not None) for t in accounts.list(include_revoked=True)] == [
-        ("王芳", False), ("李四", True), ("李四", False)]
+    assert principal is not None and (principal.name, principal.role) == ("王芳", "reviewer")  # tokens kept, valid as before
+    assert [(t.name, t.revoked_at is not None, t.expires_at) for t in accounts.list(include_revoked=True)] == [
+        ("王芳", False, None), ("李四", True, None), ("李四", False, None)]
+    info, _ = accounts.add("赵六", "inspector", timedelta(days=90))
+    assert accounts.list()[-1].expires_at == info.expires_at == info.created_at + timedelta(days=90)
     indexes = {i["name"]: i for i in sa.inspect(accounts.engine).get_indexes("api_tokens")}
     assert indexes["uq_api_tokens_live_name"]["unique"]
     assert _schema_differences(empty_url) == []  # the same tables as a new database
@@ -133,3 +139,48 @@ def test_an_upgrade_over_names_with_two_live_tokens_is_refused_naming_them(empty
     accounts = Accounts(empty_url)
     assert [(t.id, t.name) for t in accounts.list()] == [(3, "李四"), (4, "王芳")]
     accounts.engine.dispose()
+
+
+def test_a_token_given_an_expiry_is_refused_after_it_saying_when(tmp_path):
+    """`users add --expires-in` (days or hours; anything else refused naming it); past its expiry a token is 401
+    saying when, in Chinese and English and the city's time, `users list` marks it expired, and a new token for the
+    name waits until it is revoked. Tokens without an expiry work as before."""
+    settings = settings_for(tmp_path)
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    runner = CliRunner()
+
+    def users(*args: str):
+        return runner.invoke(cli, ["users", *args, "--config", str(config)])
+
+    before = datetime.now(UTC)
+    added = users("add", "王芳", "--role", "reviewer", "--expires-in", "90d")
+    assert added.exit_code == 0, added.output
+    token = added.stdout.strip().splitlines()[0]
+    [until] = {f"{at + timedelta(days=90):%Y-%m-%d}" for at in (before, datetime.now(UTC))} & {
+        w for w in added.stderr.split() if w[:2] == "20"}  # the day 90 days on (whichever side of a midnight)
+    assert f"valid until {until} " in added.stderr
+    forever = users("add", "李四", "--role", "inspector").stdout.strip().splitlines()[0]
+    for value in ("90", "90m", "1w", "0d", "-3d", "1.5d", "d", "100000d"):
+        refused = users("add", "赵六", "--expires-in", value)
+        assert refused.exit_code == 2 and f"--expires-in {value!r}: give whole days or hours" in refused.output, value
+    listed = users("list").stdout.splitlines()
+    assert listed[0].startswith("王芳\treviewer\t") and f"  expires {until} " in listed[0]
+    assert listed[1].startswith("李四\tinspector\t") and "expire" not in listed[1]
+    assert len(listed) == 2
+
+    app, _ = make_app(settings)
+    with TestClient(app) as client:
+        assert client.get("/api/v1/cases", headers=auth(token)).status_code == 200
+        with app.state.ctx.store.engine.begin() as conn:  # its 90 days are over
+            conn.execute(schema.api_tokens.update().where(schema.api_tokens.c.name == "王芳")
+                         .values(expires_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC)))
+        expired = client.get("/api/v1/cases", headers=auth(token))
+        assert expired.status_code == 401 and expired.headers["WWW-Authenticate"] == "Bearer"
+        assert expired.json()["detail"] == ("API 令牌已于 2026-01-02 11:04+08:00 过期，请向管理员申请新令牌 "
+                                            "API token expired at 2026-01-02 11:04+08:00; ask an administrator for a new one")
+        assert client.get("/api/v1/cases", headers=auth(forever)).status_code == 200
+    assert "  expired 2026-01-02 03:04" in users("list").stdout.splitlines()[0]
+    again = users("add", "王芳", "--role", "reviewer")
+    assert again.exit_code == 2 and "has a token that expired at 2026-01-02 03:04 UTC; revoke it first" in again.output
+    assert users("revoke", "王芳").exit_code == 0 and users("add", "王芳", "--role", "reviewer").exit_code == 0

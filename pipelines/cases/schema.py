@@ -212,6 +212,7 @@ api_tokens = sa.Table(
     sa.Column("hint", sa.String(16), nullable=False),  # first characters, to tell tokens apart in lists
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime),
+    sa.Column("expires_at", UTCDateTime),  # None: valid until revoked
 )
 LIVE_TOKEN = sa.text("revoked_at IS NULL")
 # One live (unrevoked) token per name, held by the database: two `users add` of one name at once cannot both

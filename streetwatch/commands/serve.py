@@ -60,21 +60,26 @@ def users_add(
     name: Annotated[str, typer.Argument(help="User (or system) name, shown as the reviewer of their actions "
                                                   "(at most 200 characters, no tab or line break; spaces around it are dropped).")],
     role: Annotated[str, typer.Option("--role", help=f"Role: {ROLES}.")] = "reviewer",
+    expires_in: Annotated[str | None, typer.Option(
+        "--expires-in", help="The token stops working after this long: whole days or hours, e.g. 90d or 12h "
+                             "(default: until revoked).")] = None,
     config: SettingsOpt = None,
 ) -> None:
     """Create a token for NAME; it is printed once and only its hash is stored."""
-    from api.accounts import AccountError, Role
+    from api.accounts import AccountError, Role, parse_expires_in
 
     try:
         role_value = Role(role)
     except ValueError:
         fail(f"unknown role {role!r}: use {ROLES}")
     try:
-        info, token = _accounts(config).add(name, role_value)
+        valid_for = None if expires_in is None else parse_expires_in(expires_in)
+        info, token = _accounts(config).add(name, role_value, valid_for)
     except AccountError as exc:
         fail(str(exc))
     typer.echo(token)
-    typer.secho(f"token for {info.name} ({info.role}) created; it is shown only now", err=True)
+    until = f", valid until {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else ""
+    typer.secho(f"token for {info.name} ({info.role}) created{until}; it is shown only now", err=True)
 
 
 @users_app.command("list")
@@ -82,10 +87,12 @@ def users_list(
     all_: Annotated[bool, typer.Option("--all", help="Include revoked tokens.")] = False,
     config: SettingsOpt = None,
 ) -> None:
-    """Users with active tokens (name, role, token hint, created; --all adds revoked ones)."""
+    """Users with active tokens (name, role, token hint, created, expiry: `expires …`, or `expired …` for one past
+    it, which stays active until revoked; --all adds revoked ones). Times in UTC."""
     for t in _accounts(config).list(include_revoked=all_):
+        expiry = f"  {'expired' if t.expired() else 'expires'} {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else ""
         revoked = f"  revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else ""
-        typer.echo(f"{t.name}\t{t.role}\t{t.hint}…\t{t.created_at:%Y-%m-%d %H:%M}{revoked}")
+        typer.echo(f"{t.name}\t{t.role}\t{t.hint}…\t{t.created_at:%Y-%m-%d %H:%M}{expiry}{revoked}")
 
 
 @users_app.command("revoke")

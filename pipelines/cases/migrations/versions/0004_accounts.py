@@ -1,9 +1,11 @@
-"""API tokens and the audit log join the case store's chain: one live token per user name, held by the database.
+"""API tokens and the audit log join the case store's chain: one live token per user name, held by the database,
+and tokens that expire.
 
 Until now `api/accounts.py` made its two tables with `create_all`, which never changes a table that exists, so
 a database made then is brought here to the same shape: a new database gets both tables; an existing
-`api_tokens` gets the partial unique index on the names of live (unrevoked) tokens, unless two `users add` of
-one name raced and left it two live tokens, which this refuses naming them (the database could not hold both).
+`api_tokens` gets `expires_at` (empty: its tokens stay valid until revoked, as they were) and the partial unique
+index on the names of live (unrevoked) tokens, unless two `users add` of one name raced and left it two live
+tokens, which this refuses naming them (the database could not hold both).
 
 Revision ID: 0004
 Revises: 0003
@@ -27,6 +29,8 @@ def upgrade() -> None:
     tables = set(sa.inspect(op.get_bind()).get_table_names())
     if "api_tokens" in tables:
         _refuse_names_with_two_live_tokens()
+        with op.batch_alter_table("api_tokens") as batch:
+            batch.add_column(sa.Column("expires_at", sa.DateTime))
     else:
         op.create_table(
             "api_tokens",
@@ -37,6 +41,7 @@ def upgrade() -> None:
             sa.Column("hint", sa.String(16), nullable=False),
             sa.Column("created_at", sa.DateTime, nullable=False),
             sa.Column("revoked_at", sa.DateTime),
+            sa.Column("expires_at", sa.DateTime),
         )
         op.create_index("ix_api_tokens_name", "api_tokens", ["name"])
     live = sa.text("revoked_at IS NULL")
