@@ -54,6 +54,24 @@ def test_folders_are_searched_recursively_and_zips_read_member_by_member(tmp_pat
     archives.close()
 
 
+def test_a_name_a_zip_holds_twice_is_one_photo_its_last_entry(tmp_path, bus_jpg, zidane_jpg):
+    """An archive appended to (a photo retaken and added again) holds a name twice: both entries were listed, both
+    read the last entry by name, and the second was recorded as a duplicate of itself. The name is listed once,
+    the entry reading it gives."""
+    import warnings
+
+    with warnings.catch_warnings(), zipfile.ZipFile(tmp_path / "day.zip", "w") as zf:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name"
+        zf.write(bus_jpg, "0900.jpg")
+        zf.write(zidane_jpg, "0900.jpg")
+        zf.write(bus_jpg, "0901.jpg")
+    items = expand_sources([tmp_path / "day.zip"])
+    assert [i.name.split("!")[-1] for i in items] == ["0900.jpg", "0901.jpg"]
+    archives = ArchiveCache()
+    assert items[0].read_bytes(archives) == zidane_jpg.read_bytes()
+    archives.close()
+
+
 def _zip_with_raw_names(path, entries) -> None:
     """A zip whose entry names are the given bytes, without the UTF-8 flag (as Windows' built-in zip
     writes them: the ANSI code page, GBK on a Chinese Windows). zipfile always flags non-ASCII names,

@@ -178,7 +178,9 @@ def _is_archive(path: Path) -> bool:
 
 
 def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
-    """Photo members of one zip; unsafe, encrypted, nested or oversized members are refused."""
+    """Photo members of one zip; unsafe, encrypted, nested or oversized members are refused. A name the archive holds
+    twice (appended to) is one photo, its last entry (what reading it by name gives, as `unzip` leaves it): an input
+    is recorded once, and a second record of the same name would replace the first (`journal`)."""
     try:
         mode = archive.stat().st_mode
         if not stat.S_ISREG(mode):  # a FIFO named .zip would block the listing forever
@@ -190,7 +192,7 @@ def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
     except OSError as exc:
         return [Refused(str(archive), f"cannot read archive: {exc.strerror or exc}")]
     out: list[PhotoSource | Refused] = []
-    for info in infos:
+    for info in {i.filename: i for i in infos}.values():  # a name written twice: its last entry, the one read by name
         if info.is_dir() or _is_metadata(info.filename):
             continue
         name = f"{archive}!{info.filename}"
