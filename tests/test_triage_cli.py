@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -192,7 +193,6 @@ def test_detect_out_keeps_one_annotated_copy_per_image_when_names_repeat(tmp_pat
 def test_resume_tries_failed_photos_again_and_reports_each_once(tmp_path, bus_jpg, zidane_jpg, real_sample_dir):
     """A photo whose judging failed (its thumbnail could not be written) and a corrupt file replaced since are
     tried again by `--resume`; each ends with one record, one report row and one case, none left as an error."""
-    import hashlib
     from datetime import datetime
 
     from tests.triage_helpers import phone_photo
@@ -259,3 +259,34 @@ def test_resume_keeps_the_result_of_a_photo_judged_earlier_and_moved_since(tmp_p
     records = {Path(r["source"]).name: r for r in map(json.loads, judged)}
     assert records["moved.jpg"]["status"] == "ok" and records["never.jpg"]["reason"] == "not found"
     assert (out / "report.html").read_text(encoding="utf-8").count("not found") == 1  # the never-there photo only
+
+
+def test_resume_judges_again_a_photo_replaced_since_by_another_of_the_same_name(tmp_path, bus_jpg, real_sample_dir):
+    """A photo saved over another of the same name between a run and its `--resume` got a second record beside
+    the first: the report, the CSV and the counts held the old photo and the new one under one name. It is judged
+    again, its new record replaces the old, and the summary says how many changed."""
+    garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, src in (("IMG_0001.jpg", garbage[0]), ("IMG_0002.jpg", garbage[1])):
+        shutil.copy(src, photos / name)
+    out = tmp_path / "out"
+    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    kept = next(line for line in _lines(out / "results.jsonl") if "IMG_0002.jpg" in line)
+
+    shutil.copy(bus_jpg, photos / "IMG_0001.jpg")  # the phone numbered a new photo as an old one
+    done = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("1 photos recorded" in done.stdout and "1 already recorded earlier, "
+            "1 changed since judged earlier and judged again (the new result replaces the old)" in done.stdout)
+    lines = _lines(out / "results.jsonl")
+    records = {Path(r["source"]).name: r for r in map(json.loads, lines)}
+    assert len(lines) == 2 and kept in lines
+    assert records["IMG_0001.jpg"]["sha256"] == hashlib.sha256(bus_jpg.read_bytes()).hexdigest()
+    assert "all runs: 2 readable," in done.stdout and "; 0 errors, 0 duplicates" in done.stdout
+
+    again = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "2 already recorded earlier" in again.stdout and "changed since" not in again.stdout
+    assert _lines(out / "results.jsonl") == lines

@@ -7,10 +7,13 @@ and the cases are all built by streaming this file afterwards, so nothing per ph
 memory during a run except the small resume indexes below.
 
 An input whose record is an error is not done: `--resume` tries it again (the detector or a disk
-may have failed, or the file been replaced since; an unreadable file costs one read to retry). Its
-new record supersedes the error, whose line is dropped when the journal is closed, so an input that
-failed and then succeeded is reported once. An input judged earlier that is no longer there (moved,
-deleted: refused unread now) keeps its record and gets no error beside it (`judged_before`).
+may have failed, or the file been replaced since; an unreadable file costs one read to retry). An
+input judged earlier whose content is not the same now (another photo saved under its name: the
+SHA-256 of its bytes differs from its record's) is judged again. Either way its new record
+supersedes the earlier one, whose line is dropped when the journal is closed, so every input is
+reported, counted and made into cases once, as it is now. An input judged earlier that is no longer
+there (moved, deleted: refused unread now) keeps its record and gets no error beside it
+(`judged_before`).
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ class Journal:
     `done_hashes` maps each content hash judged (`ok`) to the first source that had it; `done_pairs`
     holds the (source, hash) pairs judged or found duplicate: what a resumed run skips; `done_sources`
     their sources, whatever the content was. `failed` maps each input whose latest record is an error
-    to its reason: what a resumed run tries again (module docstring). Lines are only ever appended
-    while a run goes; superseded errors go at `close`.
+    to its reason: what a resumed run tries again (module docstring). `done_sources` and `failed` stay
+    as the earlier runs left them (this run's counts are told against them); `done_pairs` and
+    `done_hashes` forget a content its input no longer has. Lines are only ever appended while a run
+    goes; superseded records go at `close`.
     """
 
     def __init__(self, out_dir: Path, *, resume: bool) -> None:
@@ -74,8 +79,8 @@ class Journal:
         self.failed: dict[str, str] = {}
         self.previous = 0
         self._lines = 0  # complete lines in the file
-        self._error_lines: dict[str, int] = {}  # source -> line of its latest record, an error
-        self._stale: set[int] = set()  # lines of errors superseded by a later record of the same source
+        self._latest: dict[str, tuple[int, str | None]] = {}  # source -> (line, content hash) of its latest record
+        self._stale: set[int] = set()  # lines of records superseded by a later record of the same source
         if self.path.exists() and self.path.stat().st_size:
             if not resume:
                 raise JournalExists(
@@ -119,11 +124,15 @@ class Journal:
             self.done_hashes.setdefault(record.sha256, record.source)
 
     def _supersede(self, record: PhotoRecord) -> None:
-        """`record` (line `self._lines`) supersedes its input's earlier error; an error is remembered in turn."""
-        if (earlier := self._error_lines.pop(record.source, None)) is not None:
-            self._stale.add(earlier)
-        if record.status is RecordStatus.ERROR:
-            self._error_lines[record.source] = self._lines
+        """`record` (line `self._lines`) supersedes its input's earlier record: that line goes at `close`, and the
+        content it held is no longer a reason to skip the input or to call another input its duplicate."""
+        if (earlier := self._latest.get(record.source)) is not None:
+            line, sha = earlier
+            self._stale.add(line)
+            self.done_pairs.discard((record.source, sha))
+            if sha is not None and self.done_hashes.get(sha) == record.source:
+                del self.done_hashes[sha]
+        self._latest[record.source] = (self._lines, record.sha256)
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy sent to another process (a Ray worker reading photos) carries the resume indexes
@@ -159,7 +168,7 @@ class Journal:
         self._supersede(record)
 
     def close(self) -> None:
-        """Push the records to disk, then drop the errors that later records superseded."""
+        """Push the records to disk, then drop the records that later ones of the same input superseded."""
         if not self._fh.closed:
             self._fh.flush()
             os.fsync(self._fh.fileno())
@@ -170,7 +179,7 @@ class Journal:
 
     def _drop_lines(self, numbers: set[int]) -> None:
         """Rewrite the file without lines `numbers` (1-based), atomically: a kill leaves the old file whole,
-        and the next `--resume` finds the superseded errors again."""
+        and the next `--resume` finds the superseded records again."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         with self.path.open("rb") as src, tmp.open("wb") as dst:
             dst.writelines(line for number, line in enumerate(src, 1) if number not in numbers)

@@ -67,13 +67,15 @@ class TriageInterrupted(KeyboardInterrupt):
 @dataclass
 class RunStats:
     """Counts of this run (records of earlier runs are `skipped`, of which `gone` were judged and are no longer
-    there; inputs that failed in them are tried again: `retried`, of which `recovered` were judged this time)."""
+    there; inputs that failed in them are tried again: `retried`, of which `recovered` were judged this time;
+    inputs judged in them whose content is not the same now are judged again: `changed`)."""
 
     listed: int = 0
     skipped: int = 0
     gone: int = 0
     retried: int = 0
     recovered: int = 0
+    changed: int = 0
     ok: int = 0
     positives: int = 0
     errors: int = 0
@@ -191,6 +193,8 @@ class _Writer(threading.Thread):
         if record.source in self.journal.failed:
             self.stats.retried += 1
             self.stats.recovered += status is RecordStatus.OK
+        elif record.source in self.journal.done_sources:  # not skipped: its content is not what was judged
+            self.stats.changed += 1
         if status is RecordStatus.OK:
             self.stats.ok += 1
             self.stats.positives += bool(record.findings)

@@ -34,7 +34,7 @@ def triage(
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
     dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
     dispatch_target: Annotated[str | None, typer.Option("--dispatch-target", help="Dispatch target for --dispatch (default: the only one in --config).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same name and content hash) are skipped; those that failed are tried again.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same name and content hash) are skipped; those that failed, and those whose content changed since, are tried again.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
     ray: RayOpt = None,
 ) -> None:
@@ -86,7 +86,8 @@ def triage(
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
                + (f" ({s.gone} judged earlier {'is' if s.gone == 1 else 'are'} no longer there; "
                   f"{'its result is' if s.gone == 1 else 'their results are'} kept)" if s.gone else "")
-               + (f", {s.retried} that failed earlier tried again ({s.recovered} judged now)" if s.retried else ""))
+               + (f", {s.retried} that failed earlier tried again ({s.recovered} judged now)" if s.retried else "")
+               + (f", {s.changed} changed since judged earlier and judged again (the new result replaces the old)" if s.changed else ""))
     n = len(result.groups)
     typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
                f"{t.errors} errors, {t.duplicates} duplicates")
