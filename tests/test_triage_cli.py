@@ -290,3 +290,34 @@ def test_resume_judges_again_a_photo_replaced_since_by_another_of_the_same_name(
     again = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "2 already recorded earlier" in again.stdout and "changed since" not in again.stdout
     assert _lines(out / "results.jsonl") == lines
+
+
+def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_jpg, zidane_jpg):
+    """A photo recorded as a duplicate of one replaced since (an earlier run's copy, or a photo moved before the
+    replacement was met) stayed 'duplicate of' a photo that no longer held its content, and that content's result
+    went with the superseded record: the bus and its case were gone from the report. The copies are judged
+    themselves, the first of them the bus, the other its duplicate."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(bus_jpg, photos / "b_bus.jpg")
+    shutil.copy(bus_jpg, photos / "c_copy.jpg")
+    out = tmp_path / "out"
+    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "1 readable, 1 with violations -> 1 candidate case; 0 errors, 1 duplicates" in first.stdout
+
+    shutil.move(photos / "b_bus.jpg", photos / "a_moved.jpg")  # listed before the name it left
+    shutil.copy(zidane_jpg, photos / "b_bus.jpg")
+    done = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3 photos recorded" in done.stdout and "already recorded earlier" not in done.stdout
+    assert "1 changed since judged earlier and judged again" in done.stdout
+    assert "2 inputs recorded as duplicates of photos changed since are judged themselves" in done.stderr
+    assert "2 readable, 1 with violations -> 1 candidate case; 0 errors, 1 duplicates" in done.stdout
+    records = {Path(r["source"]).name: r for r in map(json.loads, _lines(out / "results.jsonl"))}
+    assert len(records) == len(_lines(out / "results.jsonl")) == 3
+    assert records["a_moved.jpg"]["status"] == "ok" and records["a_moved.jpg"]["findings"]
+    assert records["c_copy.jpg"]["duplicate_of"] == str(photos / "a_moved.jpg")
+    with (out / "cases.csv").open(encoding="utf-8-sig") as fh:
+        assert [Path(row["lead_photo"]).name for row in csv.DictReader(fh)] == ["a_moved.jpg"]

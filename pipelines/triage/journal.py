@@ -11,7 +11,9 @@ may have failed, or the file been replaced since; an unreadable file costs one r
 input judged earlier whose content is not the same now (another photo saved under its name: the
 SHA-256 of its bytes differs from its record's) is judged again. Either way its new record
 supersedes the earlier one, whose line is dropped when the journal is closed, so every input is
-reported, counted and made into cases once, as it is now. An input judged earlier that is no longer
+reported, counted and made into cases once, as it is now. The inputs recorded as duplicates of such
+a changed input's earlier content are judged themselves (`copies_of_changed`), so that content's
+result is not lost with the record it was in. An input judged earlier that is no longer
 there (moved, deleted: refused unread now) keeps its record and gets no error beside it
 (`judged_before`).
 """
@@ -81,6 +83,7 @@ class Journal:
         self._lines = 0  # complete lines in the file
         self._latest: dict[str, tuple[int, str | None]] = {}  # source -> (line, content hash) of its latest record
         self._stale: set[int] = set()  # lines of records superseded by a later record of the same source
+        self._copies: dict[str, str] = {}  # source -> the input its latest record calls it a duplicate of
         if self.path.exists() and self.path.stat().st_size:
             if not resume:
                 raise JournalExists(
@@ -133,6 +136,9 @@ class Journal:
             if sha is not None and self.done_hashes.get(sha) == record.source:
                 del self.done_hashes[sha]
         self._latest[record.source] = (self._lines, record.sha256)
+        self._copies.pop(record.source, None)
+        if record.status is RecordStatus.DUPLICATE and record.duplicate_of:
+            self._copies[record.source] = record.duplicate_of
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy sent to another process (a Ray worker reading photos) carries the resume indexes
@@ -155,6 +161,18 @@ class Journal:
     def retries(self, names: Iterable[str]) -> int:
         """How many of these inputs failed in an earlier run (and are tried again)."""
         return sum(name in self.failed for name in names)
+
+    def copies_of_changed(self) -> set[str]:
+        """Inputs whose latest record calls them a duplicate of an input whose latest record now holds another content
+        (replaced since): the judgement of their content went with that input's superseded record."""
+        return {source for source, first in self._copies.items()
+                if first in self._latest and self._latest[first][1] != self._latest[source][1]}
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Judge these inputs in this run although their latest records say they are done (`copies_of_changed`)."""
+        for name in names:
+            self.done_pairs.discard((name, self._latest[name][1]))
+            self.done_sources.discard(name)
 
     def append(self, record: PhotoRecord | dict[str, Any]) -> None:
         """Write one record (a mapping is validated as one first) and push it to the OS (a kill loses at most

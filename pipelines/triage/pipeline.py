@@ -88,6 +88,16 @@ class RunStats:
     def recorded(self) -> int:
         return self.ok + self.errors + self.duplicates
 
+    def add(self, other: RunStats, *, skipped: int, duplicates: int) -> None:
+        """The counts of a second pass over some of the same inputs (`run.judge_copies`), `skipped` of which this
+        one skipped and `duplicates` recorded as duplicates: those now count as the second pass recorded them."""
+        self.skipped -= skipped
+        self.duplicates -= duplicates
+        for name in ("ok", "positives", "errors", "duplicates", "changed", "elapsed_s"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for stage, seconds in other.stages.seconds.items():
+            self.stages.add(stage, seconds)
+
     @property
     def rate(self) -> float:
         """Photos recorded per second of this run (decode + detect + rules + writing)."""

@@ -8,6 +8,7 @@ photos of the run, not only on those of its last part.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,9 +108,26 @@ def run_triage(
         sources = expand_sources(inputs)
         _say_resumed(journal, sources, settings.out)
         stats = photos.process(sources, settings, detector, analyser, journal, grid, judgement, show_progress)
+        judge_copies(journal, sources, stats,
+                     lambda again: photos.process(again, settings, detector, analyser, journal, grid, judgement, show_progress))
     finally:
         journal.close()
     return finish(settings, stats, detector, case_writer, show_progress=show_progress)
+
+
+def judge_copies(journal: Journal, sources: list[PhotoSource | Refused], stats: RunStats,
+                 process: Callable[[list[PhotoSource | Refused]], RunStats]) -> None:
+    """Judge the listed inputs recorded as duplicates of a photo replaced since (`Journal.copies_of_changed`): an
+    earlier run's (skipped), or this run's, met before the photo that held their content was found changed. Without
+    this, their content's result would go with the superseded record, and they would stay copies of another photo."""
+    copies = journal.copies_of_changed()
+    again = [s for s in sources if isinstance(s, PhotoSource) and s.name in copies]
+    if not again:
+        return
+    log.info("%d inputs recorded as duplicates of photos changed since are judged themselves", len(again))
+    earlier = sum(s.name in journal.done_sources for s in again)
+    journal.forget(s.name for s in again)
+    stats.add(process(again), skipped=earlier, duplicates=len(again) - earlier)
 
 
 def _say_resumed(journal: Journal, sources: list[PhotoSource | Refused], out: Path) -> None:
