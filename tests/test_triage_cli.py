@@ -321,3 +321,34 @@ def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_
     assert records["c_copy.jpg"]["duplicate_of"] == str(photos / "a_moved.jpg")
     with (out / "cases.csv").open(encoding="utf-8-sig") as fh:
         assert [Path(row["lead_photo"]).name for row in csv.DictReader(fh)] == ["a_moved.jpg"]
+
+
+def test_resume_refuses_an_input_folder_that_is_gone_and_keeps_the_results(tmp_path, real_sample_dir):
+    """The whole input folder gone at `--resume` (a drive not mounted) was recorded as one more 'not found' error
+    and the run went on as done. It is refused before anything is read or written, naming the folder; a folder
+    that was never there is still recorded as before, and resuming without the gone one keeps its results."""
+    garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    day = tmp_path / "stick" / "day"
+    day.mkdir(parents=True)
+    for src in garbage:
+        shutil.copy(src, day / src.name)
+    never = tmp_path / "never"
+    out = tmp_path / "out"
+    opts = ["--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(str(day), str(never), *opts), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    judged = _lines(out / "results.jsonl")
+    report = (out / "report.html").read_bytes()
+
+    shutil.move(tmp_path / "stick", tmp_path / "unmounted")
+    done = subprocess.run(_cli(str(day), str(never), *opts, "--resume"), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"error: {day}: not found, and the run in {out} read 2 photos from it; nothing was changed" in done.stderr
+    assert _lines(out / "results.jsonl") == judged and (out / "report.html").read_bytes() == report
+
+    without = subprocess.run(_cli(str(never), *opts, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert without.returncode == 0, without.stderr
+    assert "1 already recorded earlier" in without.stdout and "all runs: 2 readable" in without.stdout
+    assert _lines(out / "results.jsonl") == judged

@@ -61,6 +61,10 @@ class JournalExists(FileExistsError):
     """The output folder already holds a run; the message says how to continue it."""
 
 
+class InputGone(FileNotFoundError):
+    """A folder or archive the resumed run read photos from is not there now; the message names it and what to do."""
+
+
 class Journal:
     """Append-only JSONL of photo records with the resume indexes of earlier runs.
 
@@ -161,6 +165,11 @@ class Journal:
     def retries(self, names: Iterable[str]) -> int:
         """How many of these inputs failed in an earlier run (and are tried again)."""
         return sum(name in self.failed for name in names)
+
+    def recorded_under(self, folder: str) -> int:
+        """How many inputs recorded earlier were found inside `folder` (a folder's files, an archive's members)."""
+        inside = (folder.rstrip(os.sep) + os.sep, folder + "!")
+        return sum(source.startswith(inside) for source in self._latest)
 
     def copies_of_changed(self) -> set[str]:
         """Inputs whose latest record calls them a duplicate of an input whose latest record now holds another content

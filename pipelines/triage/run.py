@@ -16,6 +16,7 @@ from typing import Protocol
 
 from detect.cityzones import load_city_zones
 from detect.engine import Detector, load_detector
+from detect.imageio import missing_reason
 from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
@@ -24,7 +25,7 @@ from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
 from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
-from pipelines.triage.journal import RESULTS, Journal
+from pipelines.triage.journal import RESULTS, InputGone, Journal
 from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
@@ -100,6 +101,7 @@ def run_triage(
     photos = photos or LocalPhotos()
     journal = Journal(settings.out, resume=settings.resume)
     try:
+        refuse_gone_inputs(inputs, journal)
         detector = detector or photos.load_detector(settings, judgement.needs_features)
         judgement.check(detector)
         case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy)
@@ -113,6 +115,19 @@ def run_triage(
     finally:
         journal.close()
     return finish(settings, stats, detector, case_writer, show_progress=show_progress)
+
+
+def refuse_gone_inputs(inputs: list[Path], journal: Journal) -> None:
+    """`InputGone` for an input folder or archive that is not there now while the earlier runs read photos from it:
+    an unmounted stick or a path resumed from another folder, not photos filed away one by one (those keep their
+    results: `Journal.judged_before`). Going on would add its "not found" to the results of a run it does not
+    concern; refused before any photo is read or record written, the earlier results stand as they were."""
+    for given in inputs:
+        given = given.absolute()  # as `expand_sources` names it
+        if (why := missing_reason(given)) is not None and (n := journal.recorded_under(str(given))):
+            raise InputGone(f"{given}: {why}, and the run in {journal.path.parent} read {n} photo{'' if n == 1 else 's'} "
+                            "from it; nothing was changed: put it back (mount the drive, fix the path) and resume, "
+                            "or resume without it to keep the results it gave")
 
 
 def judge_copies(journal: Journal, sources: list[PhotoSource | Refused], stats: RunStats,

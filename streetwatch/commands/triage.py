@@ -56,7 +56,7 @@ def triage(
     from detect.verifier import VerifierError
     from pipelines.triage import TriageSettings, run_triage
     from pipelines.triage.cases import CasesUnavailable, pick_dispatch_target
-    from pipelines.triage.journal import JournalExists
+    from pipelines.triage.journal import InputGone, JournalExists
     from pipelines.triage.pipeline import TriageInterrupted
 
     deployment = settings_or_fail(config)
@@ -76,7 +76,7 @@ def triage(
             result = _triage_on_ray(ray, inputs, settings, deployment, progress)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable, VerifierError) as exc:
+    except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, InputGone, CasesUnavailable, VerifierError) as exc:
         fail(str(exc))
     except TriageInterrupted:
         fail(f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; "
