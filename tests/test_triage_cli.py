@@ -352,3 +352,34 @@ def test_resume_refuses_an_input_folder_that_is_gone_and_keeps_the_results(tmp_p
     assert without.returncode == 0, without.stderr
     assert "1 already recorded earlier" in without.stdout and "all runs: 2 readable" in without.stdout
     assert _lines(out / "results.jsonl") == judged
+
+
+def test_resume_keeps_a_judged_photo_it_cannot_read_and_replaces_one_truncated_since(tmp_path, real_sample_dir):
+    """A photo judged earlier and unreadable at `--resume` got an error beside its result. One that cannot be read
+    (permission denied: nothing says it changed) keeps its result; one truncated since has changed, and its error
+    replaces the stale result. The summary says which is which."""
+    garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, src in zip(("kept.jpg", "locked.jpg", "cut.jpg"), garbage, strict=True):
+        shutil.copy(src, photos / name)
+    out = tmp_path / "out"
+    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    judged = {Path(json.loads(line)["source"]).name: line for line in _lines(out / "results.jsonl")}
+
+    (photos / "locked.jpg").chmod(0)
+    (photos / "cut.jpg").write_bytes(garbage[2].read_bytes()[:3000])  # copied over again, half way
+    done = subprocess.run(_as_unprivileged() + _cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("1 photos recorded" in done.stdout and "2 already recorded earlier (1 judged earlier cannot be read now; "
+            "its result is kept), 1 changed since judged earlier and judged again (the new result replaces the old; "
+            "1 unreadable now, the error replacing it)" in done.stdout)
+    assert "all runs: 2 readable" in done.stdout and "1 errors, 0 duplicates" in done.stdout
+    lines = _lines(out / "results.jsonl")
+    records = {Path(r["source"]).name: r for r in map(json.loads, lines)}
+    assert len(lines) == 3 and judged["kept.jpg"] in lines and judged["locked.jpg"] in lines
+    assert records["cut.jpg"]["status"] == "error" and records["cut.jpg"]["reason"].startswith("corrupt or truncated")
+    assert "permission denied" not in (out / "report.html").read_text(encoding="utf-8")

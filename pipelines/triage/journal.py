@@ -14,8 +14,10 @@ supersedes the earlier one, whose line is dropped when the journal is closed, so
 reported, counted and made into cases once, as it is now. The inputs recorded as duplicates of such
 a changed input's earlier content are judged themselves (`copies_of_changed`), so that content's
 result is not lost with the record it was in. An input judged earlier that is no longer
-there (moved, deleted: refused unread now) keeps its record and gets no error beside it
-(`judged_before`).
+there (moved, deleted: refused unread now), or whose bytes cannot be read now (permission denied:
+nothing says its content changed), keeps its record and gets no error beside it (`judged_before`);
+one whose bytes are other now and unreadable (truncated, emptied) has changed, and its error
+replaces the record.
 """
 
 from __future__ import annotations
@@ -158,8 +160,9 @@ class Journal:
         return self.failed.get(source) == reason
 
     def judged_before(self, source: str) -> bool:
-        """This input's latest record is judged or a duplicate: when it is now refused unread (moved or deleted since),
-        that record stands, and an error beside it would list the input both ways in the report and the CSV."""
+        """This input's latest record is judged or a duplicate: when it is now refused unread (moved or deleted since)
+        or its bytes cannot be read, that record stands, and an error beside it would list the input both ways in the
+        report and the CSV."""
         return source in self.done_sources and source not in self.failed
 
     def retries(self, names: Iterable[str]) -> int:

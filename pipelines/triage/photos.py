@@ -81,6 +81,7 @@ class Skipped:
 
     source: PhotoSource | Refused
     gone: bool = False  # judged earlier, refused unread now (moved, deleted): its record is kept
+    unreadable: bool = False  # judged earlier, its bytes cannot be read now (permission ...): nothing says it changed
 
 
 def error_record(source: str, reason: str, sha256: str | None = None, status: str = RecordStatus.ERROR, **extra: Any) -> PhotoRecord:
@@ -126,8 +127,8 @@ def load_photo(
         with stages.timed("read"):
             data = source.read_bytes(archives)
             sha = hashlib.sha256(data).hexdigest()
-    except SourceReadError as exc:
-        return error_record(name, str(exc))
+    except SourceReadError as exc:  # a photo judged earlier keeps its result: only other bytes would say it changed
+        return Skipped(source, unreadable=True) if journal.judged_before(name) else error_record(name, str(exc))
     if journal.seen(name, sha):
         return Skipped(source)
     first = journal.done_hashes.get(sha)

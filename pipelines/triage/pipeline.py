@@ -67,15 +67,18 @@ class TriageInterrupted(KeyboardInterrupt):
 @dataclass
 class RunStats:
     """Counts of this run (records of earlier runs are `skipped`, of which `gone` were judged and are no longer
-    there; inputs that failed in them are tried again: `retried`, of which `recovered` were judged this time;
-    inputs judged in them whose content is not the same now are judged again: `changed`)."""
+    there and `unreadable` were judged and cannot be read now; inputs that failed in them are tried again:
+    `retried`, of which `recovered` were judged this time; inputs judged in them whose content is not the same
+    now are judged again: `changed`, of which `changed_unreadable` are unreadable now)."""
 
     listed: int = 0
     skipped: int = 0
     gone: int = 0
+    unreadable: int = 0
     retried: int = 0
     recovered: int = 0
     changed: int = 0
+    changed_unreadable: int = 0
     ok: int = 0
     positives: int = 0
     errors: int = 0
@@ -93,7 +96,7 @@ class RunStats:
         one skipped and `duplicates` recorded as duplicates: those now count as the second pass recorded them."""
         self.skipped -= skipped
         self.duplicates -= duplicates
-        for name in ("ok", "positives", "errors", "duplicates", "changed", "elapsed_s"):
+        for name in ("ok", "positives", "errors", "duplicates", "changed", "changed_unreadable", "elapsed_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for stage, seconds in other.stages.seconds.items():
             self.stages.add(stage, seconds)
@@ -205,6 +208,7 @@ class _Writer(threading.Thread):
             self.stats.recovered += status is RecordStatus.OK
         elif record.source in self.journal.done_sources:  # not skipped: its content is not what was judged
             self.stats.changed += 1
+            self.stats.changed_unreadable += status is RecordStatus.ERROR
         if status is RecordStatus.OK:
             self.stats.ok += 1
             self.stats.positives += bool(record.findings)
@@ -396,6 +400,7 @@ def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Anal
                 if isinstance(item, Skipped):
                     stats.skipped += 1
                     stats.gone += item.gone
+                    stats.unreadable += item.unreadable
                     advance()
                 elif isinstance(item, PhotoRecord):
                     writer.put(item)

@@ -86,8 +86,12 @@ def triage(
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
                + (f" ({s.gone} judged earlier {'is' if s.gone == 1 else 'are'} no longer there; "
                   f"{'its result is' if s.gone == 1 else 'their results are'} kept)" if s.gone else "")
+               + (f" ({s.unreadable} judged earlier cannot be read now; "
+                  f"{'its result is' if s.unreadable == 1 else 'their results are'} kept)" if s.unreadable else "")
                + (f", {s.retried} that failed earlier tried again ({s.recovered} judged now)" if s.retried else "")
-               + (f", {s.changed} changed since judged earlier and judged again (the new result replaces the old)" if s.changed else ""))
+               + (f", {s.changed} changed since judged earlier and judged again (the new result replaces the old"
+                  + (f"; {s.changed_unreadable} unreadable now, the error replacing it" if s.changed_unreadable else "")
+                  + ")" if s.changed else ""))
     n = len(result.groups)
     typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
                f"{t.errors} errors, {t.duplicates} duplicates")
