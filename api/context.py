@@ -7,7 +7,7 @@ includes them: the dependency graph runs app -> routers -> auth -> context, neve
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -19,6 +19,7 @@ from api.jobs import TriageJobs
 from api.metrics import ApiMetrics
 from detect.taxonomy import Taxonomy
 from pipelines.cases.store import CaseStore
+from pipelines.dispatch.webhook import SeenCalls
 from pipelines.evidence_store import EvidenceStore, open_evidence_store
 from pipelines.settings import Settings
 from pipelines.url_signing import UrlSigner
@@ -38,6 +39,7 @@ class AppContext:
     cameras: Cameras
     metrics: ApiMetrics
     taxonomy: Taxonomy
+    webhook_calls: SeenCalls = field(default_factory=SeenCalls)  # timestamped webhook calls taken: this process's memory
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)

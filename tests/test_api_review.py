@@ -160,6 +160,31 @@ def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, mon
     assert huge.status_code == 413
 
 
+def test_the_service_takes_a_timestamped_webhook_call_once(service, bus_event, monkeypatch):
+    """The service's webhook keeps the calls it took for the app (one memory per process): the same signed call
+    sent again within `webhook_max_age_s` is refused 409 as a replay, a new call is taken."""
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    monkeypatch.setenv("SW_TEST_HOOK", "hook-secret-0123")
+    targets = app.state.ctx.settings.dispatch.targets
+    targets["dcm"] = targets["dcm"].model_copy(update={"webhook_secret_env": "SW_TEST_HOOK",
+                                                       "webhook_timestamp_header": "X-Timestamp"})
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    client.post(f"/api/v1/cases/{case_id}/confirm", headers=auth(tokens["reviewer"]), json={})
+    store.mark_delivered(store.outbox_entries(case_id=case_id)[0].id, "T-200")
+
+    hook, stamp = "/api/v1/dispatch/dcm/webhook", str(int(time.time()))
+    body = json.dumps({"taskNumber": "T-200", "status": "立案"}).encode()
+    signed = {"X-Timestamp": stamp, "X-Signature": sign("hook-secret-0123", body, stamp)}
+    assert client.post(hook, content=body, headers=signed).json()["state"] == "accepted"
+    again = client.post(hook, content=body, headers=signed)
+    assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+    assert "accepted already" in again.json()["detail"] and "refused as a replay" in again.json()["detail"]
+    closed = json.dumps({"taskNumber": "T-200", "status": "结案"}).encode()
+    taken = client.post(hook, content=closed, headers={"X-Timestamp": stamp, "X-Signature": sign("hook-secret-0123", closed, stamp)})
+    assert taken.status_code == 200 and store.get(case_id).state is CaseState.CLOSED
+
+
 def test_serve_warns_at_start_up_of_a_webhook_secret_variable_not_set(tmp_path, monkeypatch, caplog):
     """A target with `webhook_secret_env` whose variable was not exported where `serve` runs started without a word;
     every status call of the platform was then refused 503, token or signature, found only at its first call."""

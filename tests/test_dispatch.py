@@ -20,7 +20,7 @@ from pipelines.cases import CaseState, CaseStore
 from pipelines.dispatch import BreakerPolicy, DispatchConfig, Dispatcher, RetryPolicy, TargetConfig, handle_cn_dcm_webhook
 from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter, Permanent, Transient
 from pipelines.dispatch.dispatcher import backoff_s
-from pipelines.dispatch.webhook import WebhookError, sign
+from pipelines.dispatch.webhook import SeenCalls, WebhookError, sign
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings
 from tests.dispatch_helpers import Platform, Sim, queue_cases, small_event
 
@@ -649,6 +649,7 @@ class _WebhookServer(ThreadingHTTPServer):
         self.store, self.config = store, config
         self.calls: list[tuple[bytes, dict[str, str]]] = []
         self.now: float | None = None
+        self.seen = SeenCalls()  # as the API keeps one for its process
         super().__init__(("127.0.0.1", 0), _WebhookHandler)
 
 
@@ -661,7 +662,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         self.server.calls.append((body, dict(self.headers)))
         try:
             result = handle_cn_dcm_webhook(self.server.store, self.server.config, "dcm", body, dict(self.headers),
-                                           now=self.server.now)
+                                           seen=self.server.seen, now=self.server.now)
             status, answer = 200, {"case": result.case.id, "state": result.case.state.value, "changed": result.changed}
         except WebhookError as exc:
             status, answer = exc.status_code, {"error": str(exc)}
@@ -703,7 +704,7 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
         # A status that overtakes our own record of the delivery is sent back for a retry, not lost.
         early = json.dumps({"externalId": ids[0], "status": "accepted"}).encode()
         with pytest.raises(WebhookError, match="not recorded as delivered yet") as refused:
-            handle_cn_dcm_webhook(store, config, "dcm", early, {"X-Signature": sign("hook-secret-123", early)})
+            handle_cn_dcm_webhook(store, config, "dcm", early, {"X-Signature": sign("hook-secret-123", early)}, seen=SeenCalls())
         assert refused.value.status_code == 409 and store.get(ids[0]).state is CaseState.QUEUED
         dispatcher = Dispatcher(store, evidence, config)
         assert dispatcher.run_once().delivered == 2
@@ -764,15 +765,72 @@ def test_a_timestamped_webhook_cannot_be_replayed_later(tmp_path, world, bus_eve
         assert unstamped.status_code == 401 and "missing X-Timestamp" in unstamped.json()["error"]
         assert store.get(case_id).state is CaseState.STILL_PRESENT
 
-        assert hook_sim.set_status(ref, "handled")["webhook"]["status_code"] == 200  # handled again, for real
+        # handled again, for real: another call (within the same second, the same body would be the same call)
+        assert hook_sim.set_status(ref, "handled", note="再次清理")["webhook"]["status_code"] == 200
         assert store.get(case_id).state is CaseState.VERIFYING
+
+
+def test_a_timestamped_webhook_call_is_taken_once_within_its_window(tmp_path, world, bus_event, monkeypatch):
+    """Inside `webhook_max_age_s` a captured call could still be replayed: the platform's `handled`, sent again
+    after the re-check found the violation still there, moved the case back to `verifying`. A call is taken once
+    and its repeat refused 409, the case left as it was; a call refused for another reason is not remembered, so
+    the platform's retry of that same call is taken."""
+    import time
+
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_HOOK_SECRET", "hook-secret-123")
+    [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-once")
+    with _webhook_and_sim(store, DispatchConfig(), tmp_path, "--webhook-secret-env", "SW_TEST_HOOK_SECRET",
+                          "--webhook-timestamp-header", "X-Timestamp") as (server, hook, hook_sim):
+        server.config = DispatchConfig(targets={"dcm": TargetConfig(
+            adapter="cn-dcm", url=f"{hook_sim.base}/cn-dcm/cases", callback_url=hook, timeout_s=2,
+            webhook_secret_env="SW_TEST_HOOK_SECRET", webhook_timestamp_header="X-Timestamp")}, **FAST)
+
+        def call(payload: dict, stamp: int) -> httpx.Response:
+            body = json.dumps(payload).encode()
+            return httpx.post(hook, content=body, headers={"X-Timestamp": str(stamp),
+                                                           "X-Signature": sign("hook-secret-123", body, str(stamp))})
+
+        early, stamp = {"externalId": case_id, "status": "accepted"}, int(time.time())
+        overtaking = call(early, stamp)  # their status overtook our record of the delivery: refused, to retry
+        assert overtaking.status_code == 409 and "not recorded as delivered yet" in overtaking.json()["error"]
+        dispatcher = Dispatcher(store, evidence, server.config)
+        assert dispatcher.run_once().delivered == 1
+        dispatcher.close()
+        assert call(early, stamp).status_code == 200 and store.get(case_id).state is CaseState.ACCEPTED
+
+        ref = store.get(case_id).dispatch_ref
+        assert hook_sim.set_status(ref, "handled")["webhook"]["status_code"] == 200
+        assert store.get(case_id).state is CaseState.VERIFYING
+        body, headers = server.calls[-1]
+        store.record_verification(case_id, cleared=False, actor="cctv:cam-once")  # the re-check: still there
+
+        replayed = httpx.post(hook, content=body, headers=headers)  # the captured call, well inside the window
+        assert replayed.status_code == 409, replayed.text
+        assert replayed.json()["error"] == (f"this call was accepted already (X-Timestamp {headers['X-Timestamp']}, the same "
+                                            "body and signature): a repeat within webhook_max_age_s (300 s) is refused as a "
+                                            "replay; a new status call carries a new timestamp")
+        assert store.get(case_id).state is CaseState.STILL_PRESENT
+        assert hook_sim.set_status(ref, "handled", note="再次清理")["webhook"]["status_code"] == 200  # handled again: a new call
+        assert store.get(case_id).state is CaseState.VERIFYING
+
+
+def test_the_memory_of_webhook_calls_drops_calls_past_their_window_and_full_refuses_rather_than_forgets():
+    seen = SeenCalls(max_calls=2)
+    assert seen.claim(("dcm", "sig-a"), until=1300, now=1000) is True
+    assert seen.claim(("dcm", "sig-a"), until=1300, now=1200) is False  # a repeat inside its window
+    assert seen.claim(("dcm", "sig-b"), until=1400, now=1200) is True
+    assert seen.claim(("dcm", "sig-c"), until=1450, now=1250) is None  # full: refused, nothing forgotten early
+    assert seen.claim(("dcm", "sig-c"), until=1601, now=1301) is True and len(seen) == 2  # sig-a aged out, dropped
+    seen.release(("dcm", "sig-c"))  # not applied: may come again
+    assert seen.claim(("dcm", "sig-c"), until=1601, now=1302) is True
 
 
 def test_a_webhook_body_nested_too_deep_is_refused_with_400_not_a_crash(tmp_path, world):
     store, _, _ = world
     config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/", timeout_s=2)})
     with pytest.raises(WebhookError, match="nested too deep") as refused:
-        handle_cn_dcm_webhook(store, config, "dcm", b"[" * 60000, {})
+        handle_cn_dcm_webhook(store, config, "dcm", b"[" * 60000, {}, seen=SeenCalls())
     assert refused.value.status_code == 400
 
 

@@ -45,7 +45,7 @@ async def webhook(target: str, request: Request, ctx: AppContext = Depends(get_c
     body = await read_capped(request, 64 * 1024)
     try:
         result = await run_in_threadpool(handle_cn_dcm_webhook, ctx.store, ctx.settings.dispatch, target, body,
-                                          dict(request.headers))
+                                          dict(request.headers), seen=ctx.webhook_calls)
     except WebhookError as exc:
         ctx.metrics.webhooks.labels(target if target in ctx.settings.dispatch.targets else "unknown", str(exc.status_code)).inc()
         raise

@@ -52,7 +52,8 @@ class TargetConfig(ConfigModel):
         None, title="Webhook timestamp header", min_length=1,
         description="cn-dcm, opt-in (the platform must agree): header with the call's unix time in seconds (e.g. X-Timestamp); "
         "the signature then covers `<timestamp>.<body>`, and a call without it or further than `webhook_max_age_s` from now "
-        "is refused, so a captured call cannot be replayed later. Needs `webhook_secret_env`.")
+        "is refused, so a captured call cannot be replayed later; within that window a call is taken once (a repeat is "
+        "refused 409). Needs `webhook_secret_env`.")
     webhook_max_age_s: float = Field(
         300.0, title="Webhook maximum age", gt=0,
         description="cn-dcm, with `webhook_timestamp_header`: seconds a call's timestamp may be from now (either way).")

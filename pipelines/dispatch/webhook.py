@@ -8,15 +8,18 @@ through the target's `status_map` (`handled` starts the camera re-check). A call
 That alone lets a captured call be replayed later (an old `handled` after the case was reopened);
 a target with `webhook_timestamp_header` (opt-in: the platform must sign so) has the signature
 cover `<timestamp>.<body>` and refuses a call whose timestamp is missing or further than
-`webhook_max_age_s` from now. Inside that window a replay is still possible.
+`webhook_max_age_s` from now. Inside that window a call is taken once: `SeenCalls` remembers the
+signature of each one taken until its timestamp ages out, and a repeat is refused 409.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +30,8 @@ from pipelines.dispatch.config import DispatchConfig, TargetConfig
 from pipelines.dispatch.dispatcher import apply_status
 
 SIGNATURE_HEADER = "X-Signature"
+#: Signed calls `SeenCalls` remembers at most (about 15 MB): 300 a second for the default 300 s window.
+MAX_SEEN_CALLS = 100_000
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +49,47 @@ class WebhookResult:
     changed: bool
 
 
+class SeenCalls:
+    """The timestamped calls taken, each until its timestamp leaves the `webhook_max_age_s` window (a replay past
+    it is refused for its age), so the same signed call is taken once: a captured `handled` replayed a minute later
+    would move a case the re-check found still there back to `verifying`.
+
+    Kept in this process's memory (`streetwatch serve` runs one): a restart forgets the calls of the last window,
+    and several processes behind one address would each take a call once. Bounded: expired calls are dropped as
+    calls come, and past `max_calls` live ones a new call is refused (`claim` is None), never let through unchecked.
+    Thread-safe (the API handles calls on a thread pool)."""
+
+    def __init__(self, max_calls: int = MAX_SEEN_CALLS) -> None:
+        self.max_calls = max_calls
+        self._until: dict[tuple[str, str], float] = {}  # (target, signature) -> unix second its window closes
+        self._expiry: list[tuple[float, tuple[str, str]]] = []  # heap of the same, soonest first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def claim(self, key: tuple[str, str], until: float, now: float) -> bool | None:
+        """Take the call `key`, remembered until `until` (unix seconds): True; False when it was taken already;
+        None when `max_calls` calls whose window is still open fill the memory. Calls past their window go first."""
+        with self._lock:
+            while self._expiry and self._expiry[0][0] < now:
+                closes, old = heapq.heappop(self._expiry)
+                if self._until.get(old) == closes:
+                    del self._until[old]
+            if key in self._until:
+                return False
+            if len(self._until) >= self.max_calls:
+                return None
+            self._until[key] = until
+            heapq.heappush(self._expiry, (until, key))
+            return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        """The claimed call was not applied (refused, or failed): the platform may send it again."""
+        with self._lock:
+            self._until.pop(key, None)
+
+
 def sign(secret: str, body: bytes, timestamp: str | None = None) -> str:
     """`sha256=<HMAC hex>` of the body, or of `<timestamp>.<body>` for a target with `webhook_timestamp_header`."""
     signed = body if timestamp is None else timestamp.encode() + b"." + body
@@ -51,13 +97,36 @@ def sign(secret: str, body: bytes, timestamp: str | None = None) -> str:
 
 
 def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str, body: bytes,
-                          headers: Mapping[str, str], *, now: float | None = None) -> WebhookResult:
+                          headers: Mapping[str, str], *, seen: SeenCalls, now: float | None = None) -> WebhookResult:
     """Apply one status call from `target`; raises WebhookError (with the HTTP status) when refused.
-    `now`: unix seconds the call's timestamp is judged against (default: the clock)."""
+    `seen`: the timestamped calls taken so far (one per process); `now`: unix seconds the call's timestamp is
+    judged against (default: the clock)."""
     cfg = config.targets.get(target)
     if cfg is None or cfg.adapter != "cn-dcm":
         raise WebhookError(404, f"no cn-dcm dispatch target named {target!r}")
-    _check_signature(target, cfg, body, headers, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    stamp = _check_signature(target, cfg, body, headers, now)
+    if stamp is None:
+        return _apply(store, cfg, target, body)
+    key = (target, _header(headers, SIGNATURE_HEADER) or "")
+    taken = seen.claim(key, int(stamp) + cfg.webhook_max_age_s, now)
+    if taken is None:
+        log.error("dispatch.targets.%s: %d signed webhook calls within webhook_max_age_s are remembered, the most "
+                  "this server holds; a call was refused 503", target, seen.max_calls)
+        raise WebhookError(503, "too many calls within the timestamp window to check this one for a replay; retry later")
+    if not taken:
+        raise WebhookError(409, f"this call was accepted already ({cfg.webhook_timestamp_header} {stamp}, the same body "
+                                f"and signature): a repeat within webhook_max_age_s ({cfg.webhook_max_age_s:g} s) is "
+                                "refused as a replay; a new status call carries a new timestamp")
+    try:
+        return _apply(store, cfg, target, body)
+    except BaseException:
+        seen.release(key)  # not applied: the same call may come again (a 409 asks the platform to retry)
+        raise
+
+
+def _apply(store: CaseStore, cfg: TargetConfig, target: str, body: bytes) -> WebhookResult:
+    """The status a checked call carries, applied to the case it names (WebhookError when it cannot be)."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -81,14 +150,15 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
 
 
-def _check_signature(target: str, cfg: TargetConfig, body: bytes, headers: Mapping[str, str], now: float) -> None:
+def _check_signature(target: str, cfg: TargetConfig, body: bytes, headers: Mapping[str, str], now: float) -> str | None:
     """With `webhook_secret_env`: the call is signed with it, and with `webhook_timestamp_header` it is also fresh
     (the timestamp signed with the body, within `webhook_max_age_s` of `now`); else WebhookError 401 with the reason.
+    Returns the call's timestamp (None for a target without `webhook_timestamp_header`).
 
     The secret's variable not set here is 503 in words that name nothing of the server: the caller may be anyone
     who sent an X-Signature header. The operator reads the variable in the log (and in serve's start-up warning)."""
     if not cfg.webhook_secret_env:
-        return
+        return None
     secret = cfg.secret(cfg.webhook_secret_env)
     if not secret:
         log.error("dispatch.targets.%s.webhook_secret_env: $%s is not set, so a status call to its webhook was refused "
@@ -107,6 +177,7 @@ def _check_signature(target: str, cfg: TargetConfig, body: bytes, headers: Mappi
     if stamp is not None and abs(now - int(stamp)) > cfg.webhook_max_age_s:
         raise WebhookError(401, f"{name} {stamp} is {abs(now - int(stamp)):.0f} s from now, more than webhook_max_age_s "
                            f"({cfg.webhook_max_age_s:g}): a replayed or delayed call, or a clock that is off")
+    return stamp
 
 
 def _find(store: CaseStore, target: str, external_id: object, number: object) -> Case:
