@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 
@@ -40,6 +41,13 @@ class AppContext:
     metrics: ApiMetrics
     taxonomy: Taxonomy
     webhook_calls: SeenCalls = field(default_factory=SeenCalls)  # timestamped webhook calls taken: this process's memory
+
+    @property
+    def page_tz(self) -> ZoneInfo:
+        """The zone the pages show every time in (`GET /meta`'s `timezone`) and read the times staff type in (the
+        patrol upload's 开始时间 Start): `analytics.timezone`, the settings' top-level (city) `timezone` unless that
+        section sets its own. One zone for both, so that a time typed on a page means what the page shows."""
+        return ZoneInfo(self.settings.analytics.timezone)
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)

@@ -24,8 +24,10 @@ MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
 ROLES = [r.value for r in Role]
 
 
-def settings_for(tmp: Path, *, dispatch: dict | None = None, cases_url: str | None = None, **service) -> Settings:
-    """Deployment settings with everything under `tmp` (SQLite unless `cases_url`, local evidence, service data).
+def settings_for(tmp: Path, *, dispatch: dict | None = None, cases_url: str | None = None, timezone: str | None = None,
+                 **service) -> Settings:
+    """Deployment settings with everything under `tmp` (SQLite unless `cases_url`, local evidence, service data);
+    `timezone`: the city's (top-level), else the default.
 
     Upload jobs judge by detector classes alone (`verifier: none`): these tests are about the service's
     routes, jobs and cases; what the verifier makes of photos is tested in tests/test_verifier_*.py."""
@@ -35,6 +37,7 @@ def settings_for(tmp: Path, *, dispatch: dict | None = None, cases_url: str | No
         evidence_store={"local_root": str(tmp / "evidence"), "spool_dir": str(tmp / "spool")},
         dispatch=dispatch or {},
         service={"data_dir": str(tmp / "service"), **service},
+        **({"timezone": timezone} if timezone else {}),
     )
 
 

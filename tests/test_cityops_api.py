@@ -10,6 +10,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -181,6 +182,29 @@ def test_a_patrol_upload_takes_the_start_time_the_video_lacks(city, clip, tmp_pa
     assert empty["state"] == "failed" and empty["error"] == without["error"]  # the page sends an empty field when none is given
     assert given["state"] == "done", given
     assert given["summary"]["frames"] == 15 and given["summary"]["video_span"] == ["2026-11-20 09:00:00", "2026-11-20 09:00:29"]
+
+
+def test_a_patrol_start_is_read_in_the_zone_the_pages_show(tmp_path, monkeypatch, onnx_detector, clip):  # noqa: F811
+    """The form field `start` was read in `service.triage.timezone`, while /ui/city shows times in the city's zone
+    (`GET /meta`): with the city in Berlin and the upload jobs' triage in Shanghai, 09:00 typed on the page was 09:00
+    in Shanghai, seven hours off, and the drive's track covered none of the video. It is read in the pages' zone."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    settings = settings_for(tmp_path, timezone="Europe/Berlin", triage={"timezone": "Asia/Shanghai", "ocr": "off"})
+    assert settings.service.triage.timezone == "Asia/Shanghai" and settings.analytics.timezone == "Europe/Berlin"
+    app, tokens = make_app(settings, detector=onnx_detector)
+    inspector = auth(tokens["inspector"])
+    video = ts_copy(clip, tmp_path / "drive.ts", 100).read_bytes()  # no creation_time: the start is the form's
+    berlin_nine = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)  # 09:00 in Berlin
+    gpx = write_gpx(tmp_path / "drive.gpx", _fixes(berlin_nine, 30)).read_bytes()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/api/v1/meta", headers=inspector).json()["timezone"] == "Europe/Berlin"
+        given, without = (client.post("/api/v1/patrol/jobs", headers=inspector, data=form, files={
+            "video": ("行车 0310.ts", video, "video/mp2t"), "track": ("drive.gpx", gpx, "application/gpx+xml")}).json()
+            for form in ({"start": "2026-11-20 09:00:00"}, {}))
+        assert given["start"] == "2026-11-20T09:00:00+01:00", given
+        given, without = _finished(client, inspector, given, without)
+    assert given["state"] == "done" and given["summary"]["frames"] == 15 and not given["summary"]["messages"], given
+    assert without["state"] == "failed" and "'YYYY-MM-DD HH:MM:SS' in local time (Europe/Berlin)" in without["error"], without
 
 
 def test_a_patrol_summary_names_the_files_as_uploaded(city, clip, tmp_path):  # noqa: F811

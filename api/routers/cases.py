@@ -87,7 +87,8 @@ class Meta(BaseModel):
     tags: list[TagInfo] = Field(description="Tags the deployment's scoring sheet counts (what a reviewer may set on a case).")
     severities: list[SeverityInfo] = Field(description="Case severities, least serious first.")
     timezone: str = Field(description="The city's IANA time zone (`analytics.timezone`): the pages show every time in it, "
-                          "whatever the zone of the PC they run on.")
+                          "whatever the zone of the PC they run on, and the service reads a time typed on them without an offset "
+                          "(the patrol upload's `start`) in it.")
 
 
 class CaseView(BaseModel):
@@ -212,7 +213,7 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
         "tags": _sheet_tags(ctx),
         "severities": [{"id": s.value, "zh": s.name_zh} for s in Severity],
-        "timezone": ctx.settings.analytics.timezone,
+        "timezone": ctx.page_tz.key,
     }
 
 

@@ -429,13 +429,15 @@ def _source_name(job: dict[str, Any]) -> str:
 
 def _asking_start(ctx: AppContext) -> str:
     """How a client gives the video's start: `run_patrol` asks for `--start`, an option the API does not have."""
-    return (f"send the time of its first frame as form field 'start', 'YYYY-MM-DD HH:MM:SS' in local time ({ctx.service.triage.timezone}); "
+    return (f"send the time of its first frame as form field 'start', 'YYYY-MM-DD HH:MM:SS' in local time ({ctx.page_tz.key}); "
             "on /ui/city: 开始时间 Start")
 
 
 def _start_field(ctx: AppContext, text: str | None) -> str | None:
-    """Form field `start` as the job keeps it (ISO 8601 with the offset of the jobs' zone), None when empty; 422 naming
-    the field when it is not a time (read as `--start` is) or cannot be when the video was filmed."""
+    """Form field `start` as the job keeps it (ISO 8601 with its offset), None when empty; 422 naming the field when it
+    is not a time (read as `--start` is) or cannot be when the video was filmed. A time without an offset is local in the
+    pages' zone (`AppContext.page_tz`), the one /ui/city shows times in: it was read in `service.triage.timezone`, so
+    where the two differed a start typed on the page was hours off."""
     from pydantic import TypeAdapter, ValidationError
 
     from pipelines.cityops.patrol import PatrolError, given_start
@@ -448,7 +450,7 @@ def _start_field(ctx: AppContext, text: str | None) -> str | None:
         raise Problem(422, f"form field 'start': {text.strip()[:60]!r} is not a time: {_asking_start(ctx)}",
                       slug="invalid-field") from None
     try:
-        return given_start(start, ctx.service.triage.tz, name="start").isoformat()
+        return given_start(start, ctx.page_tz, name="start").isoformat()
     except PatrolError as exc:
         raise Problem(422, f"form field {exc}", slug="invalid-field") from None
 
@@ -514,8 +516,8 @@ def resume_patrol_jobs(ctx: AppContext) -> list[str]:
                      "track": {"type": "string", "format": "binary", "description": "GPX, NMEA (.nmea/.log) or the dashcam's SRT."},
                      "start": {"type": "string", "example": "2026-11-20 09:00:00",
                                "description": "Wall-clock time of the video's first frame, as `streetwatch patrol --start`: "
-                                              "local time in the service's triage zone unless an offset is given. Needed with a GPX "
-                                              "or NMEA track when the video has no usable creation_time tag (a dashcam's TS)."}}}}}}},
+                                              "local time in the city's zone (`GET /api/v1/meta`'s `timezone`, the one the pages show) "
+                                              "unless an offset is given. Needed with a GPX or NMEA track when the video has no usable creation_time tag (a dashcam's TS)."}}}}}}},
              responses=problems(400, 401, 403, 413, 415, 422))
 async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
     """Triaged like an upload of photos taken along the route (docs/city-operations.md); poll the job for its summary."""
