@@ -112,12 +112,18 @@ async def receive_files(request: Request, dest: Path, *, limit: int, max_files: 
         await form.close()
 
 
+def copy_upload(upload: UploadFile, path: Path) -> int:
+    """Write one parsed part to `path` in chunks of `CHUNK`, never holding the file whole in memory (a patrol video
+    can be the whole upload limit); its size in bytes. Blocking: call it in a thread."""
+    upload.file.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, CHUNK)
+        return out.tell()
+
+
 def _save(upload: UploadFile, raw: Path, label: str) -> tuple[int, tuple[str, str] | None]:
     """Copy one parsed part to `raw`; its size and sniffed kind."""
-    upload.file.seek(0)
-    with raw.open("wb") as out:
-        shutil.copyfileobj(upload.file, out, CHUNK)
-        size = out.tell()
+    size = copy_upload(upload, raw)
     return size, (sniff(raw, label) if size else None)
 
 

@@ -80,6 +80,14 @@ def ts_copy(src: Path, dst: Path, offset_s: float, from_s: float = 0.0) -> Path:
     return dst
 
 
+def cbr_ts_copy(src: Path, dst: Path, mbit_s: float) -> Path:
+    """`src` remuxed to a constant-rate MPEG-TS (`-muxrate`, padded with null packets) as broadcast encoders and some
+    dashcams write it: a 30 s drive of `mbit_s` Mbit/s is a real video of tens of megabytes."""
+    subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(src), "-c", "copy", "-f", "mpegts", "-muxrate", f"{mbit_s}M",
+                    str(dst)], check=True, timeout=60)
+    return dst
+
+
 def played_picture(video: Path, folder: Path) -> np.ndarray:
     """The first picture of `video` as FFmpeg's player shows it (display rotation applied), BGR."""
     png = folder / f"{video.stem}-played.png"

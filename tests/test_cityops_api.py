@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
 import sys
+import threading
 import time
+import tracemalloc
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from detect.digests import sha256_file
 from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore
 from tests.api_helpers import KEY, MODEL, auth, make_app, settings_for
-from tests.cctv_helpers import ts_copy
+from tests.cctv_helpers import cbr_ts_copy, ts_copy
 from tests.conftest import REPO, start_server, stop_process
 from tests.pg import free_port
 from tests.test_cityops_patrol import START, _fixes, clip, write_gpx, write_srt  # noqa: F401  (fixture)
@@ -205,6 +210,63 @@ def test_a_patrol_start_is_read_in_the_zone_the_pages_show(tmp_path, monkeypatch
         given, without = _finished(client, inspector, given, without)
     assert given["state"] == "done" and given["summary"]["frames"] == 15 and not given["summary"]["messages"], given
     assert without["state"] == "failed" and "'YYYY-MM-DD HH:MM:SS' in local time (Europe/Berlin)" in without["error"], without
+
+
+async def _streamed_patrol(app, headers: dict[str, str], video: Path, track: Path, start: str) -> httpx.Response:
+    """POST /api/v1/patrol/jobs straight to the app with the video read from its file as it is sent, in chunks and with
+    no Content-Length (a chunked upload, counted only as it streams): the client never holds the video whole."""
+    boundary = "patrol-upload-boundary"
+
+    async def body():
+        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="start"\r\n\r\n{start}\r\n'
+               f'--{boundary}\r\nContent-Disposition: form-data; name="track"; filename="{track.name}"\r\n\r\n').encode()
+        yield track.read_bytes()
+        yield (f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="{video.name}"\r\n'
+               "Content-Type: video/mp2t\r\n\r\n").encode()
+        with video.open("rb") as fh:
+            while chunk := fh.read(1 << 16):
+                yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        return await client.post("/api/v1/patrol/jobs", content=body(), timeout=120,
+                                 headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def test_a_patrol_video_goes_to_disk_as_it_streams(tmp_path, monkeypatch, onnx_detector, clip):  # noqa: F811
+    """The uploaded video was read whole into the server's memory before it was written (as much as the 512 MiB
+    limit for each upload at once); it is copied to the job's folder in chunks. One over the limit, sent without a
+    length, is refused with 413 naming the limit while it streams, and leaves no job behind."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    video = cbr_ts_copy(clip, tmp_path / "drive.ts", 12)  # a real 30 s TS of 44 MB
+    longer = cbr_ts_copy(clip, tmp_path / "long.ts", 16)
+    limit = video.stat().st_size + 2**20
+    assert video.stat().st_size > 40 * 2**20 and longer.stat().st_size > limit
+    settings = settings_for(tmp_path, max_upload_bytes=limit, triage={"ocr": "off"})
+    app, tokens = make_app(settings, detector=onnx_detector)
+    ctx, inspector = app.state.ctx, auth(tokens["inspector"])
+    gpx = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        release = threading.Event()
+        for _ in range(ctx.service.job_concurrency):  # the job waits its turn while its upload is measured
+            ctx.jobs.pool.submit(release.wait)
+        tracemalloc.start()
+        try:
+            answer = asyncio.run(_streamed_patrol(app, inspector, video, gpx, "2026-11-20 09:00:00"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            release.set()
+        assert answer.status_code == 202, answer.text
+        assert peak < video.stat().st_size / 4, f"{peak} bytes held for a {video.stat().st_size}-byte upload"
+        job = answer.json()
+        assert sha256_file(ctx.service.data_dir / "patrol" / job["id"] / "video.ts") == sha256_file(video)
+
+        over = asyncio.run(_streamed_patrol(app, inspector, longer, gpx, "2026-11-20 09:00:00"))
+        assert over.status_code == 413 and f"upload is over the limit of {limit} bytes" in over.json()["detail"], over.text
+        assert [p.name for p in (ctx.service.data_dir / "patrol").iterdir()] == [job["id"]]
+        [job] = _finished(client, inspector, job)
+    assert job["state"] == "done" and job["summary"]["frames"] == 15, job
 
 
 def test_a_patrol_summary_names_the_files_as_uploaded(city, clip, tmp_path):  # noqa: F811

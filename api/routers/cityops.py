@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -30,7 +33,7 @@ from api.context import AppContext, get_ctx
 from api.jobs import UNFINISHED
 from api.problems import Problem, problems
 from api.routers.pages import job_report
-from api.uploads import _capped, check_length
+from api.uploads import _capped, check_length, copy_upload
 from detect.config_io import ConfigError
 from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
@@ -173,10 +176,13 @@ class PatrolJob(BaseModel):
     summary: PatrolSummary | None = Field(None, description="When done.")
 
 
+@asynccontextmanager
 async def _form(request: Request, limit: int, fields: tuple[str, ...],
-                texts: tuple[str, ...] = ()) -> tuple[dict[str, tuple[bytes, str]], dict[str, str]]:
-    """Named file fields of a multipart body, size-capped: {field: (bytes, client file name)}, and its named text
-    fields: {field: value}, a text field sent as a file refused naming it."""
+                texts: tuple[str, ...] = ()) -> AsyncIterator[tuple[dict[str, tuple[UploadFile, str]], dict[str, str]]]:
+    """Named file fields of a multipart body: {field: (part, client file name)}, and its named text fields: {field:
+    value}, a text field sent as a file refused naming it. The body is counted while it streams (413 past `limit`,
+    the parser's temporary files dropped) and each file spooled by the parser (to disk past 1 MiB), so none is ever
+    held whole in memory: read a small one, copy a large one (`copy_upload`) while the form is open."""
     check_length(request, limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Problem(415, f"send multipart/form-data with field(s) {', '.join(fields)}", slug="unsupported-media-type")
@@ -190,23 +196,25 @@ async def _form(request: Request, limit: int, fields: tuple[str, ...],
         for name in fields:
             part = form.get(name)
             if isinstance(part, UploadFile):
-                files[name] = (await part.read(), (part.filename or name)[:200])
+                files[name] = (part, (part.filename or name)[:200])
         for name in texts:
             part = form.get(name)
             if isinstance(part, UploadFile):
                 raise Problem(422, f"form field {name!r} is text, not a file", slug="invalid-field")
             if part is not None:
                 values[name] = part
-        return files, values
+        yield files, values
     finally:
         await form.close()
 
 
 async def _file(request: Request) -> tuple[bytes, str]:
-    files, _ = await _form(request, FILE_LIMIT, ("file",))
-    if "file" not in files:
-        raise Problem(400, "no file in form field 'file'", slug="no-files")
-    return files["file"]
+    """The small file of form field `file` (a register, a call-out list, a photo: at most `FILE_LIMIT`) and its name."""
+    async with _form(request, FILE_LIMIT, ("file",)) as (files, _):
+        if "file" not in files:
+            raise Problem(400, "no file in form field 'file'", slug="no-files")
+        part, name = files["file"]
+        return await part.read(), name
 
 
 # ---- frontage register -------------------------------------------------------------------
@@ -523,26 +531,30 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     """Triaged like an upload of photos taken along the route (docs/city-operations.md); poll the job for its summary."""
     from pipelines.cityops.tracks import SUFFIXES
 
-    files, texts = await _form(request, ctx.service.max_upload_bytes, ("video", "track"), ("start",))
-    if "video" not in files:
-        raise Problem(400, "no video in form field 'video'", slug="no-files")
-    if "track" not in files:  # the command finds a track beside the video; an upload has nothing beside it
-        raise Problem(400, "no GPS track in form field 'track' (GPX, NMEA .nmea/.log or the dashcam's SRT)", slug="no-files")
-    track_name = files["track"][1]
-    if Path(track_name).suffix.lower() not in SUFFIXES:
-        raise Problem(415, f"{track_name}: a GPS track is .gpx, .nmea/.log or a dashcam .srt", slug="unsupported-media-type")
-    start = _start_field(ctx, texts.get("start"))
-    job_id = uuid.uuid4().hex[:16]
-    folder = _patrol_dir(ctx, job_id)
-    folder.mkdir(parents=True)
-    suffix = Path(files["video"][1]).suffix.lower()  # a label's suffix: letters and digits only reach the disk (no NUL)
-    video = "video" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ".mp4")
-    (folder / video).write_bytes(files["video"][0])
-    job: dict[str, Any] = {"id": job_id, "owner": who.name, "state": "queued", "created_at": datetime.now(UTC).isoformat(),
-                           "video": video, "video_label": files["video"][1], "track": "track" + Path(track_name).suffix.lower(),
-                           "track_label": track_name, "start": start}
-    (folder / job["track"]).write_bytes(files["track"][0])
-    _write_job(folder, job)
+    async with _form(request, ctx.service.max_upload_bytes, ("video", "track"), ("start",)) as (files, texts):
+        if "video" not in files:
+            raise Problem(400, "no video in form field 'video'", slug="no-files")
+        if "track" not in files:  # the command finds a track beside the video; an upload has nothing beside it
+            raise Problem(400, "no GPS track in form field 'track' (GPX, NMEA .nmea/.log or the dashcam's SRT)", slug="no-files")
+        (video_part, video_label), (track_part, track_label) = files["video"], files["track"]
+        if Path(track_label).suffix.lower() not in SUFFIXES:
+            raise Problem(415, f"{track_label}: a GPS track is .gpx, .nmea/.log or a dashcam .srt", slug="unsupported-media-type")
+        start = _start_field(ctx, texts.get("start"))
+        job_id = uuid.uuid4().hex[:16]
+        folder = _patrol_dir(ctx, job_id)
+        suffix = Path(video_label).suffix.lower()  # a label's suffix: letters and digits only reach the disk (no NUL)
+        job: dict[str, Any] = {"id": job_id, "owner": who.name, "state": "queued", "created_at": datetime.now(UTC).isoformat(),
+                               "video": "video" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ".mp4"),
+                               "video_label": video_label, "track": "track" + Path(track_label).suffix.lower(),
+                               "track_label": track_label, "start": start}
+        folder.mkdir(parents=True)
+        try:  # the video in chunks, never whole in memory; a job only once both files are whole on disk
+            await run_in_threadpool(copy_upload, video_part, folder / job["video"])
+            await run_in_threadpool(copy_upload, track_part, folder / job["track"])
+            _write_job(folder, job)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
     return PatrolJob(**job)
 
