@@ -252,7 +252,8 @@ def test_a_second_run_into_the_same_folder_is_refused_before_sampling(tmp_path, 
                detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
     frames = sorted(p.name for p in (tmp_path / "patrol-out" / "frames").iterdir())
     later = write_gpx(tmp_path / "later.gpx", _fixes(START + timedelta(seconds=10), 30))
-    with pytest.raises(PatrolError, match=r"patrol-out: already holds a run \(frames, results\.jsonl\): choose another --out"):
+    with pytest.raises(PatrolError, match=r"patrol-out: already holds a run \(frames, results\.jsonl\): pass --resume to take up a "
+                                          r"stopped run, choose another --out"):
         run_patrol(clip, later, settings, every_m=10, every_s=5, detector=onnx_detector, deployment=_deployment(tmp_path),
                    show_progress=False)
     assert sorted(p.name for p in (tmp_path / "patrol-out" / "frames").iterdir()) == frames
@@ -359,6 +360,60 @@ def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):
     assert "6 frames sampled along the track (0 skipped without a position)" in run.stdout
     summary = json.loads((tmp_path / "out" / "patrol.json").read_text())
     assert summary["track"].endswith("drive.srt") and summary["groups"] >= 1
+
+
+def test_patrol_command_resumes_a_stopped_run(tmp_path, clip):
+    """`run_patrol(resume=True)` took up the service's jobs after a restart, but the command had no --resume: a run
+    killed while judging could only be run again into another folder, judging every frame anew. `--resume` with the
+    same --out takes it up, its frames not sampled again and each judged once, and refuses with the reason a folder
+    that holds no run and a video or track that is not the stopped run's."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    out = tmp_path / "out"
+
+    def command(*args: str, video: Path = clip, track: Path = track) -> list[str]:
+        return [sys.executable, "-m", "streetwatch.cli", "patrol", str(video), "--track", str(track), "--no-cases", "--no-progress",
+                "--ocr", "off", "--verifier", "none", "--every-m", "1", *args]  # every picture: 60 frames to judge
+
+    def run(*args: str, **files: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(command(*args, **files), capture_output=True, text=True, cwd=REPO, timeout=300)
+
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(command("--out", str(out)), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        results = out / "results.jsonl"
+        deadline = time.monotonic() + 240
+        while not (results.is_file() and results.read_bytes().count(b"\n")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.kill()  # as a power cut would: nothing is let finish
+        first.wait()
+    frames = {p.name: p.stat().st_mtime_ns for p in (out / "frames").iterdir()}
+    judged = results.read_bytes().count(b"\n")
+    assert 0 < judged < len(frames) == 60, (judged, len(frames), (tmp_path / "first.log").read_text()[-2000:])
+
+    nothing = run("--out", str(tmp_path / "elsewhere"), "--resume")
+    assert nothing.returncode != 0 and (f"{tmp_path / 'elsewhere'}: nothing to resume: no patrol run was started there "
+                                        "(no frames/, sampled.json or results.jsonl); run without --resume") in nothing.stderr, nothing.stderr
+    other = ts_copy(clip, tmp_path / "other.ts", 0)
+    for files, why in (({"video": other}, f"cannot be resumed with {other}: the stopped run there sampled another video ({clip})"),
+                       ({"track": write_gpx(tmp_path / "later.gpx", _fixes(START, 30, east_m=3))},
+                        f"cannot be resumed with {tmp_path / 'later.gpx'}: the stopped run there sampled another track ({track})")):
+        refused = run("--out", str(out), "--resume", **files)
+        assert refused.returncode != 0 and f"{out}: {why}" in refused.stderr, refused.stderr[-2000:]
+    again = run("--out", str(out))
+    assert again.returncode != 0 and "already holds a run (frames, results.jsonl): pass --resume" in again.stderr, again.stderr[-2000:]
+
+    resumed = run("--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "60 frames sampled along the track (0 skipped without a position)" in resumed.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "frames").iterdir()} == frames  # not sampled again
+    sources = [json.loads(line)["source"] for line in results.read_text(encoding="utf-8").splitlines()]
+    assert len(sources) == len(set(sources)) == 60  # each judged once
+    assert json.loads((out / "patrol.json").read_text(encoding="utf-8"))["frames"] == 60
 
 
 def test_patrol_command_refuses_a_start_the_video_cannot_have(tmp_path, clip):

@@ -14,9 +14,10 @@ successive frames within `group_radius_m` is one case) and evidence bundles. Wha
   skipped and counted, with a message naming both time spans; no covered frame at all is an error;
 - a case already open of the same type within `group_radius_m` (an earlier patrol, a camera, an
   inspector) is not doubled: the group is reported against that case instead;
-- resuming (`run_patrol(resume=True)`, the service after a restart): a run that finished sampling kept
-  what it sampled (`sampled.json`), so its frames are not sampled again and triage resumes over them;
-  one stopped while sampling had judged nothing and samples afresh.
+- resuming (`run_patrol(resume=True)`: `streetwatch patrol --resume`, the service after a restart): a run that
+  finished sampling kept what it sampled and from which video and track (`sampled.json`), so its frames are not
+  sampled again and triage resumes over them, given the same files; one stopped while sampling had judged nothing
+  and samples afresh.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from detect.config_io import write_text_atomic
+from detect.digests import sha256_file
 from detect.frames import GeoPoint
 from detect.imageio import media_origin, upright
 from pipelines.cases.schema import cases
@@ -96,6 +98,17 @@ class Sampled:
     video_span: tuple[str, str] | None = None
     track_span: tuple[str, str] | None = None
     messages: list[str] = field(default_factory=list)
+    inputs: dict[str, dict[str, str]] | None = None  # {"video"/"track": {"path", "sha256"}}; None: kept by an older release
+
+    def check_inputs(self, out: Path, **given: Path) -> None:
+        """PatrolError when a file given to resume the run in `out` (`video=`, `track=`) is not the one it sampled, by
+        content (the same file moved or copied is): its frames are that video's, placed by that track, and triage
+        would take them up as this one's."""
+        for role, path in given.items():
+            kept = (self.inputs or {}).get(role)
+            if kept is not None and sha256_file(path) != kept["sha256"]:
+                raise PatrolError(f"{out}: cannot be resumed with {path}: the stopped run there sampled another {role} "
+                                  f"({kept['path']}); resume with the video and track it was started with, or run into another --out")
 
     def save(self, path: Path) -> None:
         """Kept as JSON (frames by name, beside `path` in `FRAMES`), replaced whole: a kill leaves it absent or complete."""
@@ -300,10 +313,11 @@ class PatrolCases(TriageCases):
 def check_out_free(out: Path) -> None:
     """PatrolError when `out` holds an earlier run's frames or results. Checked before sampling: the frames went
     in beside the earlier ones (another video's, or the same placed by another track) and triage then refused the
-    folder, asking for a --resume patrol does not have; a run after deleting results.jsonl judged both."""
+    folder; a run after deleting results.jsonl judged both. A stopped run is taken up with `resume`."""
     held = [p.name for p in (out / FRAMES, out / RESULTS) if p.is_file() and p.stat().st_size or p.is_dir() and any(p.iterdir())]
     if held:
-        raise PatrolError(f"{out}: already holds a run ({', '.join(held)}): choose another --out, or delete that folder")
+        raise PatrolError(f"{out}: already holds a run ({', '.join(held)}): pass --resume to take up a stopped run, choose "
+                          "another --out, or delete that folder")
 
 
 @dataclass
@@ -315,20 +329,26 @@ class PatrolResult:
 
 
 def sample_once(video: Path, track: Track, out: Path, *, resume: bool, **sampling: Any) -> Sampled:
-    """The run's frames under `out`, sampled now (`sample_video`, then kept as `SAMPLED`) or, on `resume`, as an
-    interrupted run kept them: triage resumes over those very frames. A run stopped while sampling had judged
-    none (triage starts after), so its frames are removed and sampled afresh; CannotResume when it had."""
+    """The run's frames under `out`, sampled now (`sample_video`, then kept as `SAMPLED` with the files sampled) or, on
+    `resume`, as an interrupted run kept them: triage resumes over those very frames, given the same video and
+    track (PatrolError otherwise). A run stopped while sampling had judged none (triage starts after), so its
+    frames are removed and sampled afresh; CannotResume when it had. PatrolError when `out` holds no run at all."""
     if resume:
         done = Sampled.load(out / SAMPLED)
         if done is not None:
+            done.check_inputs(out, video=video, track=track.path)
             return done
         if (out / RESULTS).is_file():
             raise CannotResume(f"{out}: cannot be resumed: frames were judged ({RESULTS}) but the run kept no "
                                f"{SAMPLED} of its sampling; run it again into another folder")
+        if not (out / FRAMES).is_dir():
+            raise PatrolError(f"{out}: nothing to resume: no patrol run was started there (no {FRAMES}/, {SAMPLED} or "
+                              f"{RESULTS}); run without --resume")
         shutil.rmtree(out / FRAMES, ignore_errors=True)
     else:
         check_out_free(out)
     sampled = sample_video(video, track, out / FRAMES, **sampling)
+    sampled.inputs = {role: {"path": str(path), "sha256": sha256_file(path)} for role, path in (("video", video), ("track", track.path))}
     sampled.save(out / SAMPLED)
     return sampled
 
