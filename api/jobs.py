@@ -86,6 +86,32 @@ class RecordCount:
         self.finished, self.sources = len(self.sources), set()
 
 
+class RecordCounts:
+    """The `RecordCount` of each `results.jsonl` polled (photo upload and patrol jobs alike), by path: each poll
+    reads only the lines added since the last."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Path, RecordCount] = {}
+        self._lock = threading.Lock()
+
+    def count(self, path: Path, finished: bool) -> int:
+        """How many inputs the `results.jsonl` at `path` holds a record of (0 before it exists); `finished`: its job
+        is over."""
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return 0
+        with fh, self._lock:
+            stat = os.fstat(fh.fileno())
+            count = self._counts.get(path)
+            if count is None or count.file != (stat.st_dev, stat.st_ino) or stat.st_size < count.offset:
+                count = self._counts[path] = RecordCount((stat.st_dev, stat.st_ino))
+            done = count.read(fh)
+            if finished:
+                count.finish()
+            return done
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -106,8 +132,7 @@ class TriageJobs:
         self._state_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(config.job_concurrency, thread_name_prefix="triage-job")
         self.futures: dict[str, Future] = {}
-        self._counts: dict[str, RecordCount] = {}
-        self._counts_lock = threading.Lock()
+        self.records = RecordCounts()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -253,20 +278,8 @@ class TriageJobs:
         return self.root / job_id
 
     def _recorded(self, job_id: str, finished: bool) -> int:
-        """How many inputs the job's `results.jsonl` holds a record of (`RecordCount`); `finished`: the job is over."""
-        try:
-            fh = (self._dir(job_id) / RESULTS).open("rb")
-        except FileNotFoundError:
-            return 0
-        with fh, self._counts_lock:
-            stat = os.fstat(fh.fileno())
-            count = self._counts.get(job_id)
-            if count is None or count.file != (stat.st_dev, stat.st_ino) or stat.st_size < count.offset:
-                count = self._counts[job_id] = RecordCount((stat.st_dev, stat.st_ino))
-            done = count.read(fh)
-            if finished:
-                count.finish()
-            return done
+        """How many inputs the job's `results.jsonl` holds a record of (`RecordCounts`); `finished`: the job is over."""
+        return self.records.count(self._dir(job_id) / RESULTS, finished)
 
     def _lines(self, job_id: str):
         """The complete lines of the job's `results.jsonl` (a line still being written is skipped)."""

@@ -58,6 +58,7 @@ ROUTE_ROLES = {
     ("GET", "/api/v1/callout/cutoffs"): READERS,
     ("POST", "/api/v1/cases/{case_id}/disposal-photo"): {"reviewer", "integration", "admin"},
     ("POST", "/api/v1/patrol/jobs"): READERS,
+    ("GET", "/api/v1/patrol/jobs"): READERS,
     ("GET", "/api/v1/patrol/jobs/{job_id}"): READERS,
     ("GET", "/api/v1/patrol/jobs/{job_id}/report"): READERS,
 }

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -308,6 +309,57 @@ def test_a_patrol_jobs_report_is_served_as_the_pages_are(city, clip, tmp_path): 
     assert client.get(f"/api/v1/patrol/jobs/{job['id']}/report", headers=auth(other)).status_code == 404  # not theirs
     failed = client.get(f"/api/v1/patrol/jobs/{bad['id']}/report", headers=inspector)
     assert failed.status_code == 404 and failed.json()["detail"] == f"patrol job {bad['id']!r} has no report: it failed"
+
+
+def test_patrol_jobs_are_listed_newest_first_with_their_progress(city, clip, tmp_path):  # noqa: F811
+    """There was no list of patrol jobs, only each job by its id, which /ui/city kept in the page: reloaded while a
+    job ran, the page lost it. GET /patrol/jobs lists them newest first (an inspector's own, reviewers all), at
+    most `limit`, each with its progress: queued, then frames judged out of those sampled, then done."""
+    app, client, tokens = city
+    ctx = app.state.ctx
+    inspector, other = auth(tokens["inspector"]), auth(ctx.accounts.add("inspector-2", "inspector")[1])
+    track = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START).read_bytes()
+
+    def upload(headers: dict[str, str], name: str) -> dict:
+        return client.post("/api/v1/patrol/jobs", headers=headers, files={
+            "video": (name, clip.read_bytes(), "video/mp4"), "track": ("drive.srt", track, "text/plain")}).json()
+
+    assert client.get("/api/v1/patrol/jobs", headers=inspector).json() == []
+    first = upload(inspector, "巡查 A.mp4")
+    [first] = _finished(client, inspector, first)
+    assert first["state"] == "done" and first["progress"] == {"phase": "done", "done": 15, "total": 15}, first
+    theirs = upload(other, "巡查 B.mp4")
+    release = threading.Event()
+    for _ in range(ctx.service.job_concurrency):  # the next job waits behind a busy pool: queued
+        ctx.jobs.pool.submit(release.wait)
+    try:
+        waiting = upload(inspector, "巡查 C.mp4")
+        listed = client.get("/api/v1/patrol/jobs", headers=inspector).json()
+        assert [(j["id"], j["video_label"], j["state"]) for j in listed] == [
+            (waiting["id"], "巡查 C.mp4", "queued"), (first["id"], "巡查 A.mp4", "done")], listed
+        assert listed[0]["progress"] == {"phase": "queued", "done": 0, "total": None}
+        assert listed[1] == first  # each as GET /patrol/jobs/{id} shows it
+        assert [j["video_label"] for j in client.get("/api/v1/patrol/jobs", headers=other).json()] == ["巡查 B.mp4"]
+        everyone = client.get("/api/v1/patrol/jobs", headers=auth(tokens["reviewer"])).json()
+        assert [j["id"] for j in everyone] == [waiting["id"], theirs["id"], first["id"]]
+        assert [j["id"] for j in client.get("/api/v1/patrol/jobs?limit=1", headers=auth(tokens["reviewer"])).json()] == [waiting["id"]]
+        assert client.get("/api/v1/patrol/jobs?limit=0", headers=inspector).status_code == 422
+    finally:
+        release.set()
+
+    # a run a stopped server left mid-way (its folder as it stood: frames sampled, five of them judged)
+    folder = ctx.service.data_dir / "patrol"
+    stopped = "0123456789abcdef"
+    shutil.copytree(folder / first["id"], folder / stopped)
+    results = folder / stopped / "out" / "results.jsonl"
+    results.write_text("".join(results.read_text(encoding="utf-8").splitlines(keepends=True)[:5]), encoding="utf-8")
+    record = json.loads((folder / stopped / "job.json").read_text(encoding="utf-8"))
+    (folder / stopped / "job.json").write_text(json.dumps({**record, "id": stopped, "state": "running", "summary": None,
+                                                           "finished_at": None, "created_at": "2026-11-20T01:00:00+00:00"}))
+    running = client.get(f"/api/v1/patrol/jobs/{stopped}", headers=inspector).json()
+    assert running["progress"] == {"phase": "frames", "done": 5, "total": 15}, running
+    assert client.get("/api/v1/patrol/jobs", headers=inspector).json()[-1] == running  # the oldest: listed last
+    assert [j["state"] for j in _finished(client, auth(tokens["reviewer"]), waiting, theirs)] == ["done", "done"]
 
 
 def test_a_patrol_video_name_is_only_a_label(city):

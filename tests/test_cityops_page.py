@@ -145,3 +145,35 @@ def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  #
     finally:
         b.close()
         b.switch_to.window(page)
+
+
+def test_city_page_lists_patrol_jobs_and_a_reload_finds_the_running_one(city, clip, tmp_path):  # noqa: F811
+    """The page kept the job it had uploaded only in its own memory (there was no list of patrol jobs): reloaded while
+    the job ran, it showed nothing of it. It lists the recent patrol jobs in Chinese, and a reload goes on following
+    the one still running (sampling and judging take seconds, a reload a moment) to its summary and report."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    form = _wait(b, lambda d: d.find_element(By.ID, "patrol"), "the patrol form")
+    headers = [th.text for th in b.find_elements(By.CSS_SELECTOR, "#patrol-jobs thead th")]
+    assert headers == ["上传时间 Uploaded", "视频 Video", "开始时间 Start", "状态 State", "进度 Progress", "详情 Details"]
+    form.find_element(By.CSS_SELECTOR, "input[name=video]").send_keys(str(ts_copy(clip, tmp_path / "巡查 重载.ts", 100)))
+    form.find_element(By.CSS_SELECTOR, "input[name=track]").send_keys(str(write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))))
+    b.execute_script("arguments[0].value = '2026-11-20T09:00:00';", form.find_element(By.CSS_SELECTOR, "input[name=start]"))
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#patrol-job p.state").text.startswith("巡查 重载.ts · "), "the uploaded job")
+    [job] = [j for j in httpx.get(f"{city['base']}/api/v1/patrol/jobs", headers=auth(city["token"]), timeout=10).json()
+             if j["video_label"] == "巡查 重载.ts"]
+    assert job["state"] in ("queued", "running"), job
+
+    b.refresh()
+    row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#patrol-jobs tr[data-job='{job['id']}']"), "the job's row after the reload")
+    assert [td.text for td in row.find_elements(By.TAG_NAME, "td")][1:3] == ["巡查 重载.ts", "2026-11-20 09:00"]
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#patrol-job p.state").text == "巡查 重载.ts · 完成 done",
+          "the followed job's summary", timeout=240)
+    row = b.find_element(By.CSS_SELECTOR, f"#patrol-jobs tr[data-job='{job['id']}']")
+    assert [td.text for td in row.find_elements(By.TAG_NAME, "td")][3:5] == ["完成 done", "15 / 15 帧 frames · 完成 done"]
+    assert b.find_element(By.CSS_SELECTOR, "#patrol-job li").text == "抽取画面 Frames sampled: 15 (2026-11-20 09:00:00 – 2026-11-20 09:00:29)"
+    assert b.find_element(By.ID, "patrol-report").text == "巡查报告 Patrol report"

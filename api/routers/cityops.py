@@ -156,6 +156,16 @@ class PatrolSummary(BaseModel):
     already_open: list[dict[str, Any]] = Field(description="Groups that matched an open case nearby (not doubled).")
 
 
+class PatrolProgress(BaseModel):
+    """How far a patrol job is: sampling the video, then judging the frames sampled, then drafting cases."""
+
+    phase: Literal["queued", "sampling", "frames", "cases", "done", "failed"] = Field(
+        description="queued; sampling (frames taken from the video); frames (judged one by one); cases (all judged, "
+        "cases drafted); done or failed.")
+    done: int = Field(description="While sampling, the frames sampled so far; after, the frames judged (each once).")
+    total: int | None = Field(description="Frames sampled (None until sampling is over).")
+
+
 class PatrolJob(BaseModel):
     """A patrol upload, as `GET /api/v1/patrol/jobs/{id}` shows it."""
 
@@ -174,6 +184,7 @@ class PatrolJob(BaseModel):
                               "zone it was read in; None: the video's creation_time tag or the SRT's own times.")
     error: str | None = Field(None, description="Why the job failed.")
     summary: PatrolSummary | None = Field(None, description="When done.")
+    progress: PatrolProgress
 
 
 @asynccontextmanager
@@ -501,17 +512,44 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
 
 
-def resume_patrol_jobs(ctx: AppContext) -> list[str]:
-    """Queue again, in upload order, the patrol jobs a stopped server left queued or running, as
-    `TriageJobs.resume_unfinished` does for photo uploads (a queued job was cancelled with the pool, a running one
-    stopped mid-way, and either stayed so for ever); a running one is taken up where it was (`run_patrol(resume=True)`)."""
+def _patrol_jobs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:
+    """Every patrol job's folder and record, newest first; an unreadable record is logged and left out."""
     jobs = []
     for path in (ctx.service.data_dir / "patrol").resolve().glob("*/job.json"):  # the folders as `_patrol_dir` names them
         try:
             jobs.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, json.JSONDecodeError):
             log.warning("%s: unreadable patrol job record", path)
-    unfinished = sorted(((f, j) for f, j in jobs if j.get("state") in UNFINISHED), key=lambda fj: fj[1]["created_at"])
+    return sorted(jobs, key=lambda fj: fj[1]["created_at"], reverse=True)
+
+
+def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolProgress:
+    """Frames sampled so far until sampling is over (`sampled.json` written), then frames judged out of those sampled,
+    counted in the run's `results.jsonl` as a photo upload's photos are (`TriageJobs.records`)."""
+    from pipelines.cityops.patrol import FRAMES, SAMPLED, Sampled
+    from pipelines.triage.journal import RESULTS
+
+    out, state = folder / "out", job["state"]
+    sampled = Sampled.load(out / SAMPLED)
+    if sampled is None:
+        if state != "running":
+            return PatrolProgress(phase=state, done=0, total=None)
+        return PatrolProgress(phase="sampling", done=sum(1 for _ in (out / FRAMES).glob("*.jpg")), total=None)
+    total = len(sampled.frames)
+    done = ctx.jobs.records.count(out / RESULTS, finished=state not in UNFINISHED)
+    phase = ("cases" if done >= total else "frames") if state == "running" else state
+    return PatrolProgress(phase=phase, done=done, total=total)
+
+
+def _patrol_view(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolJob:
+    return PatrolJob(**job, progress=_patrol_progress(ctx, folder, job))
+
+
+def resume_patrol_jobs(ctx: AppContext) -> list[str]:
+    """Queue again, in upload order, the patrol jobs a stopped server left queued or running, as
+    `TriageJobs.resume_unfinished` does for photo uploads (a queued job was cancelled with the pool, a running one
+    stopped mid-way, and either stayed so for ever); a running one is taken up where it was (`run_patrol(resume=True)`)."""
+    unfinished = [(f, j) for f, j in reversed(_patrol_jobs(ctx)) if j.get("state") in UNFINISHED]
     for folder, job in unfinished:
         ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
     return [job["id"] for _, job in unfinished]
@@ -556,7 +594,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
             shutil.rmtree(folder, ignore_errors=True)
             raise
     ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
-    return PatrolJob(**job)
+    return _patrol_view(ctx, folder, job)
 
 
 def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:
@@ -571,9 +609,17 @@ def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dic
     return folder, job
 
 
-@router.get("/patrol/jobs/{job_id}", summary="A patrol job: state, and when done its summary", responses=problems(401, 403, 404))
+@router.get("/patrol/jobs", summary="Patrol jobs (inspectors: their own), newest first", responses=problems(401, 403, 422))
+def list_patrol_jobs(limit: int = Query(50, ge=1, le=200, description="At most this many, the newest."),
+                     ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> list[PatrolJob]:
+    """What /ui/city lists, so that a page reloaded while a job runs still finds it."""
+    jobs = [(f, j) for f, j in _patrol_jobs(ctx) if who.role is not Role.INSPECTOR or j["owner"] == who.name]
+    return [_patrol_view(ctx, folder, job) for folder, job in jobs[:limit]]
+
+
+@router.get("/patrol/jobs/{job_id}", summary="A patrol job: state, progress, and when done its summary", responses=problems(401, 403, 404))
 def get_patrol_job(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
-    return PatrolJob(**_patrol_job(ctx, job_id, who)[1])
+    return _patrol_view(ctx, *_patrol_job(ctx, job_id, who))
 
 
 @router.get("/patrol/jobs/{job_id}/report", summary="A done patrol job's report (HTML: its frames, findings and cases)",

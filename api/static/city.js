@@ -118,20 +118,62 @@ function showPatrol(job, meta) {
     SW.el("p", { class: "state" }, `${job.video_label} · ${SW.jobStateName(job.state)}`), SW.el("ul", {}, ...items));
 }
 
+// How far a patrol job is (the API's PatrolProgress): frames sampled from the video, then frames judged of those.
+const PATROL_PHASES = { queued: "排队中 queued", sampling: "抽取画面 sampling", frames: "识别画面 judging frames",
+                        cases: "生成案件 building cases", done: "完成 done", failed: "失败 failed" };
+function patrolProgress(p) {
+  const phase = PATROL_PHASES[p.phase] || p.phase;
+  if (p.phase === "sampling") return `${phase}: ${p.done} 帧 frames`;
+  return p.total == null ? phase : `${p.done} / ${p.total} 帧 frames · ${phase}`;
+}
+
+let following = null;  // the patrol job whose summary #patrol-job shows (one at a time)
+
+// A patrol job's row in the recent jobs: uploaded, video, start (as sent, else the video's own), state, progress.
+function patrolRow(job, meta) {
+  return SW.el("tr", { "data-job": job.id }, SW.el("td", {}, SW.time(job.created_at)), SW.el("td", {}, job.video_label),
+    SW.el("td", {}, job.start ? SW.time(job.start) : "视频自带 from the video"), SW.el("td", { class: "state" }, SW.jobStateName(job.state)),
+    SW.el("td", { class: "progress" }, patrolProgress(job.progress)),
+    SW.el("td", {}, SW.el("button", { type: "button", onclick: () => followPatrol(job, meta).catch((e) => SW.say(e.message, true)) }, "查看 View")));
+}
+
+// The recent patrol jobs (GET /api/v1/patrol/jobs: an inspector's own): a reloaded page finds a job still running.
+async function loadPatrolJobs(meta) {
+  const jobs = await SW.json("/api/v1/patrol/jobs?limit=20");
+  fill("#patrol-jobs tbody", jobs.map((j) => patrolRow(j, meta)), "暂无巡查任务 No patrol jobs yet");
+  return jobs;
+}
+
+// Show a job's summary and follow it until it is done or failed (or another job is chosen), its row kept up to date.
+async function followPatrol(job, meta) {
+  following = job.id;
+  for (;;) {
+    showPatrol(job, meta);
+    document.querySelector(`#patrol-jobs tr[data-job="${job.id}"]`)?.replaceWith(patrolRow(job, meta));
+    if (!(job.state === "queued" || job.state === "running")) return job;
+    await new Promise((r) => setTimeout(r, 2000));
+    if (following !== job.id) return job;
+    job = await SW.json(`/api/v1/patrol/jobs/${job.id}`);
+  }
+}
+
 document.getElementById("patrol").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
     const meta = await SW.meta();
     let job = await upload(ev.target, "/api/v1/patrol/jobs");
-    showPatrol(job, meta);
-    while (job.state === "queued" || job.state === "running") {
-      await new Promise((r) => setTimeout(r, 2000));
-      job = await SW.json(`/api/v1/patrol/jobs/${job.id}`);
-      showPatrol(job, meta);
-    }
+    await loadPatrolJobs(meta);
+    job = await followPatrol(job, meta);
+    if (following !== job.id) return;  // another job was chosen meanwhile
     SW.say(job.state === "done" ? `巡查完成 Patrol done: ${job.summary.cases.length} 件新案件 new cases` : job.error, job.state !== "done");
   } catch (e) { SW.say(e.message, true); }
 });
 
+// On load, the newest patrol job still queued or running is followed: a reload goes on showing it.
+async function loadPatrol(meta) {
+  const running = (await loadPatrolJobs(meta)).find((j) => j.state === "queued" || j.state === "running");
+  if (running) await followPatrol(running, meta);
+}
+
 SW.nav("city");
-SW.meta().then(() => Promise.all([loadWarnings(), loadShops(), loadCallout()])).catch((e) => SW.say(e.message, true));
+SW.meta().then((meta) => Promise.all([loadWarnings(), loadShops(), loadCallout(), loadPatrol(meta)])).catch((e) => SW.say(e.message, true));
