@@ -242,8 +242,12 @@ class TriageJobs:
         `html`: the text is HTML (the report), where paths stand escaped and so must the names put in."""
         named = escape if html else str
         labels = {f["name"]: f["label"] for f in job["files"]}
+        folder = str(named(str(self._dir(job["id"]))))
         inputs = re.compile(re.escape(str(named(str(self._dir(job["id"]) / "input")))) + r"/([0-9]{4}\.[a-z]+)")
-        return lambda text: inputs.sub(lambda m: str(named(labels.get(m.group(1), m.group(1)))), text)
+        # other paths in the job's folder (its input folder, named when a resume finds it gone) from there, the folder
+        # itself by the job's id
+        return lambda text: (inputs.sub(lambda m: str(named(labels.get(m.group(1), m.group(1)))), text)
+                             .replace(folder + "/", "").replace(folder, f"job {job['id']}"))
 
     def results(self, job_id: str) -> list[PhotoRecord]:
         """Per-photo records with server paths replaced by the uploaded file names (the fields each holds).
@@ -339,7 +343,8 @@ class TriageJobs:
                                 deployment=self.deployment, show_progress=False)
         except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
             log.exception("triage job %s failed", job_id)
-            self._update(job_id, state="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}")
+            self._update(job_id, state="failed", finished_at=_now(),
+                         error=self.as_uploaded(self.get(job_id))(f"{type(exc).__name__}: {exc}"))
             self.metrics.jobs.labels("failed").inc()
             return
         finally:

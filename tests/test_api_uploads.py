@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -289,3 +290,17 @@ def test_the_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
         assert "unreadable job record" not in caplog.text  # the oldest were not read
         # An inspector's own: all 55 readable ones (fewer than 200, so every folder is read).
         assert listed(tokens["inspector"]) == [j["id"] for j in made[::-1] if j["owner"] == "inspector-user" and j in made[40:]]
+
+
+def test_a_failed_jobs_error_names_no_server_path(tmp_path, monkeypatch):
+    """A resumed job whose input folder is gone fails with triage's refusal, which names the folder by its server
+    path (/srv/.../jobs/<id>/input); the API never shows one, so the error names it from the job's folder."""
+    app, tokens, jobs, job_id, (bus, _, _) = _stopped_job(tmp_path, monkeypatch, [
+        {"source": 0, "sha256": "aa", "status": "ok", "findings": []}])
+    shutil.rmtree(Path(bus).parent, ignore_errors=True)  # (an upload that had not arrived has none)
+    jobs._detector = object()  # the refusal comes before any photo is judged
+    jobs._run(job_id)
+    with TestClient(app) as client:
+        job = client.get(f"/api/v1/triage/jobs/{job_id}", headers=auth(tokens["reviewer"])).json()
+    assert job["state"] == "failed"
+    assert "input" in job["error"] and str(tmp_path) not in job["error"], job["error"]
