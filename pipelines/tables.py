@@ -26,6 +26,13 @@ EXCEL_CELL_CHARS = 32767
 #: How a text cut to fit one Excel cell ends, so whoever reads the cell sees that more was there.
 CUT_MARK = "…（已截断 truncated）"
 HEADER_SEARCH_ROWS = 10  # how far down a sheet the header row may be (below a title)
+#: How text starts that a spreadsheet program (Excel, WPS, LibreOffice) takes for a formula: `=`, `+`, `-`, `@`, and a tab
+#: or carriage return, which Excel skips before one of those (OWASP's CSV-injection list).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: What a CSV cell here starts with when its text would otherwise be taken for a formula: spreadsheet programs read a
+#: cell after an apostrophe as text, the usual guard (OWASP); `read_rows` leaves it out again.
+TEXT_MARK = "'"
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
 
 def csv_text(data: bytes, name: str, other: str = "") -> str:
@@ -52,7 +59,7 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     if Path(name).suffix.lower() in EXCEL_SUFFIXES:
         raw = _excel(data, name)
     else:
-        raw = list(csv.reader(io.StringIO(csv_text(data, name, " or upload the .xlsx"))))
+        raw = [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(csv_text(data, name, " or upload the .xlsx")))]
     if not raw:
         raise ConfigError(f"{name}: empty file")
     lookup = {alias.strip().lower(): canon for canon, names in aliases.items() for alias in (canon, *names)}
@@ -115,6 +122,28 @@ def sheet_time(value: Any) -> datetime:
         return datetime(*(int(g or 0) for g in m.groups()))
 
 
+def formula_like(text: str) -> bool:
+    """Whether a spreadsheet program would take this text for a formula, which runs in whoever opens the file: a
+    description, note or OCR'd small ad such as `=HYPERLINK("http://…", "…")` or `@SUM(…)`. Text that is one plain number
+    (`-5`, `+3.5` from a text field) is not: it is read as that number, which runs nothing, so it is written as it is
+    rather than shown with a mark. The one rule for every CSV and Excel file written here (`csv_cell`, `append_text_row`)."""
+    return text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as the CSV files here write it: text a spreadsheet would take for a formula (`formula_like`) after
+    `TEXT_MARK`, so that it opens as the text it is; numbers (a negative amount) and other text as they are."""
+    if isinstance(value, str) and formula_like(value):
+        return TEXT_MARK + value
+    return value
+
+
+def _csv_value(text: str) -> str:
+    """A CSV cell's text without the mark `csv_cell` put before text a spreadsheet would take for a formula, so that an
+    export read back (edited or not) gives the note or name it was written from."""
+    return text[len(TEXT_MARK):] if text.startswith(TEXT_MARK) and formula_like(text[len(TEXT_MARK):]) else text
+
+
 def _clean(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
@@ -133,12 +162,13 @@ def _excel(data: bytes, name: str) -> list[list[Any]]:
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:
-    """UTF-8 with a BOM, so Excel opens Chinese text correctly. The folder is made when missing."""
+    """UTF-8 with a BOM, so Excel opens Chinese text correctly; text a spreadsheet would take for a formula is written
+    as text (`csv_cell`). The folder is made when missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows([[_cell(v) for v in r] for r in rows])
+        writer.writerow([csv_cell(h) for h in header])
+        writer.writerows([[csv_cell(_cell(v)) for v in r] for r in rows])
     return path
 
 
@@ -158,7 +188,8 @@ def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[An
 
 def append_text_row(ws, values: list[Any]) -> None:
     """`ws.append(values)`, but text stays text: openpyxl writes a string starting with `=` as a formula, and a
-    case description, shop name or note such as `=HYPERLINK("http://…", "…")` would run in whoever opens the file.
+    case description, shop name or note such as `=HYPERLINK("http://…", "…")` would run in whoever opens the file;
+    text that `formula_like` finds is stored as a text cell (the CSV files mark it instead: `csv_cell`).
     Text longer than an Excel cell holds, which openpyxl would cut without a word, is cut here ending in `CUT_MARK`
     and logged naming the sheet, row and column (the CSV and JSON outputs keep it whole). Control characters no
     Excel file may hold (a BEL or an ESC in OCR'd text or a pasted note), on which openpyxl stops the whole export
@@ -170,8 +201,8 @@ def append_text_row(ws, values: list[Any]) -> None:
     for i in cut:
         cleaned[i] = cleaned[i][:EXCEL_CELL_CHARS - len(CUT_MARK)] + CUT_MARK
     ws.append(cleaned)
-    for cell in ws[ws.max_row]:
-        if cell.data_type == "f":
+    for cell, value in zip(ws[ws.max_row], cleaned):
+        if isinstance(value, str) and formula_like(value):
             cell.data_type = "s"
     if cut:
         log.warning("%s: row %d, column %s: text longer than the %d characters an Excel cell holds, cut and marked %r",

@@ -275,9 +275,10 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
     store.close()
 
 
-def test_case_text_in_an_excel_export_is_text_never_a_formula(tmp_path):
+def test_case_text_in_an_export_is_text_never_a_formula(tmp_path):
     """A description (or shop name, note) starting with `=` is written as text: openpyxl would otherwise store it
-    as a formula that runs in the Excel of whoever opens the export (=HYPERLINK, =WEBSERVICE sending cells out)."""
+    as a formula that runs in the Excel of whoever opens the export (=HYPERLINK, =WEBSERVICE sending cells out), and
+    the CSV export wrote it as it was, which Excel and WPS run just the same when a clerk opens the file."""
     from datetime import datetime
 
     from pipelines.analytics.export import COLUMNS
@@ -289,7 +290,10 @@ def test_case_text_in_an_excel_export_is_text_never_a_formula(tmp_path):
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"description": text}).status_code == 200
         answer = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
-    assert answer.status_code == 200
+        as_csv = client.get("/api/v1/exports/cases", params={"format": "csv"}, headers=reviewer)
+    assert answer.status_code == as_csv.status_code == 200
     row = load_workbook(io.BytesIO(answer.content)).active[2]
     cell = row[COLUMNS.index("描述 description")]
     assert (cell.value, cell.data_type) == (text, "s")
+    [header, row] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+    assert row[header.index("描述 description")] == "'" + text  # after an apostrophe: text to the spreadsheet

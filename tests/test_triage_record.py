@@ -162,3 +162,25 @@ def test_a_photo_timed_by_its_file_name_says_so_in_its_record_cases_and_report(t
     assert row["first_taken_at"] == "2023-11-29T17:15:22+08:00"
     page = (settings.out / "report.html").read_text(encoding="utf-8")
     assert "2023-11-29 17:15:22" in page and "(无EXIF时间 no EXIF time: 取自文件名 from the file name)" in page
+
+
+def test_a_small_ads_text_that_reads_as_a_formula_is_text_in_cases_csv(tmp_path):
+    """A poster's OCR text such as `=HYPERLINK(…)` or `@SUM(…)` went into cases.csv as it was, a formula that runs in
+    whoever opens the file in Excel or WPS; it is written after an apostrophe, as text."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from pipelines.triage.grouping import Group, Member
+    from pipelines.triage.record import PhotoFinding, RecordStatus
+    from pipelines.triage.report import CaseRef, write_csv
+
+    texts = ['=HYPERLINK("http://127.0.0.1:9/","办证")', "@SUM(A1)", "专业开锁"]
+    finding = PhotoFinding(type="flyposting", name_zh="非法小广告", name_en="Flyposting", score=0.9, texts=texts,
+                           phones=["13912345678"])
+    record = PhotoRecord(source="wall.jpg", sha256="ab" * 32, status=RecordStatus.OK, photo_id="ab" * 8,
+                         taken_at=datetime(2024, 6, 4, 7, 30, tzinfo=UTC), findings=[finding])
+    path = tmp_path / "cases.csv"
+    write_csv(path, [Group("flyposting", [Member(record, finding)])], [CaseRef()], ZoneInfo("Asia/Shanghai"))
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["texts"] == "'" + " | ".join(texts) and row["name_zh"] == "非法小广告"

@@ -4,7 +4,7 @@ Excel through openpyxl: one worksheet per table, bold frozen header, widths from
 cell holds is cut visibly (`pipelines.tables.append_text_row`), and the score case lists go on on rows of their own
 (`cell_runs`) so that none is cut.
 CSV in UTF-8 with a byte-order mark, which is what makes Excel on a city office PC open Chinese
-text correctly by double-click.
+text correctly by double-click; in both, text is never a formula (`pipelines.tables.formula_like`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
-from pipelines.tables import EXCEL_CELL_CHARS, append_text_row
+from pipelines.tables import EXCEL_CELL_CHARS, append_text_row, csv_cell
 
 _BAD_SHEET_CHARS = str.maketrans({c: "_" for c in "[]:*?/\\"})
 LIST_SEP = ", "  # how a list (a deduction's case ids) is written into one cell
@@ -95,11 +95,12 @@ def xlsx_bytes(tables: list[Table]) -> bytes:
 
 
 def csv_text(table: Table) -> str:
-    """UTF-8 CSV text with a BOM (encode as utf-8)."""
+    """UTF-8 CSV text with a BOM (encode as utf-8); text a spreadsheet would take for a formula (a description, a sheet
+    item's name heading its column) is written as text (`pipelines.tables.csv_cell`)."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
-    writer.writerow(table.columns)
+    writer.writerow([csv_cell(c) for c in table.columns])
     for row in table.rows:
-        writer.writerow(["" if v is None else _cell(v) for v in row])
+        writer.writerow(["" if v is None else csv_cell(_cell(v)) for v in row])
     return out.getvalue()

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from detect.taxonomy import Severity
+from pipelines.tables import csv_cell
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.journal import read_records
 from pipelines.triage.record import PhotoRecord, RecordStatus
@@ -78,7 +79,8 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
 
 
 def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo) -> None:
-    """One row per candidate case, ranked; UTF-8 with BOM so spreadsheet programs show the Chinese."""
+    """One row per candidate case, ranked; UTF-8 with BOM so spreadsheet programs show the Chinese, and a small ad's
+    text that a spreadsheet would take for a formula (`=HYPERLINK(…)` on a poster) written as text (`csv_cell`)."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="", encoding="utf-8-sig") as fh:
         w = csv.writer(fh)
@@ -86,7 +88,7 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
                     "first_taken_at", "last_taken_at", "lat", "lon", "grid_cell", "severity", "phones", "texts", "evidence", "state", "case_note"])
         for rank, (g, ref) in enumerate(zip(groups, refs, strict=True), 1):
             lead, placed, times = g.lead, g.placed, sorted(m.taken_at for m in g.members)
-            w.writerow([
+            w.writerow([csv_cell(v) for v in [
                 rank, ref.case_id or "", g.type, lead.finding.name_zh, lead.finding.name_en, f"{g.score:.3f}",
                 len(g.members), lead.source, ";".join(m.source for m in g.members),
                 times[0].astimezone(tz).isoformat(), times[-1].astimezone(tz).isoformat(),
@@ -95,7 +97,7 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
                 ";".join(sorted({p for m in g.members for p in m.finding.phones})),
                 " | ".join(dict.fromkeys(t for m in g.members for t in m.finding.texts)),
                 ref.evidence or "", ref.state or "", ref.error or "",
-            ])
+            ]])
     os.replace(tmp, path)
 
 
