@@ -33,6 +33,14 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: cell after an apostrophe as text, the usual guard (OWASP); `read_rows` leaves it out again.
 TEXT_MARK = "'"
 _PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_KEPT_TEXT = re.compile(r'="((?:[^"]|"")*)"')  # how `csv_cell` writes a `PhoneText`
+
+
+class PhoneText(str):
+    """A phone-number cell (one number or several joined): text of digits that a spreadsheet opening a CSV would read
+    as a number, dropping a landline's leading 0 (`0571-87654321`, `02187654321`) and showing a mobile as `1.38E+10`.
+    The CSV files write it as `="0571-87654321"`, a formula whose value is that text, which Excel and WPS show as
+    it is; an Excel file keeps it as a text cell like any other text."""
 
 
 def csv_text(data: bytes, name: str, other: str = "") -> str:
@@ -132,15 +140,21 @@ def formula_like(text: str) -> bool:
 
 def csv_cell(value: Any) -> Any:
     """A value as the CSV files here write it: text a spreadsheet would take for a formula (`formula_like`) after
-    `TEXT_MARK`, so that it opens as the text it is; numbers (a negative amount) and other text as they are."""
+    `TEXT_MARK`, so that it opens as the text it is; a `PhoneText` as `="…"`, so that no digit is lost; numbers (a
+    negative amount) and other text as they are."""
+    if isinstance(value, PhoneText):
+        return '="' + value.replace('"', '""') + '"' if value else ""
     if isinstance(value, str) and formula_like(value):
         return TEXT_MARK + value
     return value
 
 
 def _csv_value(text: str) -> str:
-    """A CSV cell's text without the mark `csv_cell` put before text a spreadsheet would take for a formula, so that an
-    export read back (edited or not) gives the note or name it was written from."""
+    """A CSV cell's text without what `csv_cell` wrapped it in (the mark before text a spreadsheet would take for a
+    formula, a phone number's `="…"`), so that an export read back (edited or not) gives the note or number it was
+    written from."""
+    if kept := _KEPT_TEXT.fullmatch(text):
+        return kept.group(1).replace('""', '"')
     return text[len(TEXT_MARK):] if text.startswith(TEXT_MARK) and formula_like(text[len(TEXT_MARK):]) else text
 
 

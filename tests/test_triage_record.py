@@ -164,9 +164,10 @@ def test_a_photo_timed_by_its_file_name_says_so_in_its_record_cases_and_report(t
     assert "2023-11-29 17:15:22" in page and "(无EXIF时间 no EXIF time: 取自文件名 from the file name)" in page
 
 
-def test_a_small_ads_text_that_reads_as_a_formula_is_text_in_cases_csv(tmp_path):
+def test_a_small_ads_text_and_numbers_are_text_in_cases_csv(tmp_path):
     """A poster's OCR text such as `=HYPERLINK(…)` or `@SUM(…)` went into cases.csv as it was, a formula that runs in
-    whoever opens the file in Excel or WPS; it is written after an apostrophe, as text."""
+    whoever opens the file in Excel or WPS; it is written after an apostrophe, as text. Its one phone number was written
+    as bare digits, which Excel shows as 1.39E+10 (a landline without its leading 0): it is written ="…", text."""
     from datetime import UTC
     from zoneinfo import ZoneInfo
 
@@ -184,3 +185,4 @@ def test_a_small_ads_text_that_reads_as_a_formula_is_text_in_cases_csv(tmp_path)
     with path.open(encoding="utf-8-sig", newline="") as fh:
         [row] = list(csv.DictReader(fh))
     assert row["texts"] == "'" + " | ".join(texts) and row["name_zh"] == "非法小广告"
+    assert row["phones"] == '="13912345678"'

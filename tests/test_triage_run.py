@@ -284,5 +284,5 @@ def test_small_ad_on_a_real_wall_is_flyposting_with_its_phone_number(tmp_path, r
     assert "flyposting" not in {f["type"] for f in recs["clean_wall.jpg"]["findings"]}
     case = next(g for g in result.groups if g.type == "flyposting")
     row = next(r for r in csv.DictReader((settings.out / "cases.csv").open(encoding="utf-8-sig")) if r["type"] == "flyposting")
-    assert row["phones"] == "13912345678" and row["lead_photo"] == case.lead.source
+    assert row["phones"] == '="13912345678"' and row["lead_photo"] == case.lead.source  # text to Excel, not 1.39E+10
     assert "13912345678" in (settings.out / "report.html").read_text(encoding="utf-8")

@@ -15,6 +15,7 @@ from pipelines.analytics.casedata import CaseFact, CaseFilter
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.cases.states import CaseState
 from pipelines.analytics.tables import Table
+from pipelines.tables import PhoneText
 
 SOURCES = {"camera": "camera", "photo": "photo_batch"}
 COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "来源 source", "摄像头/批次 camera or batch",
@@ -69,6 +70,6 @@ def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Tab
 
     rows = [[c.id, c.violation_type, name(c.violation_type), c.state.value, "camera" if c.source_kind == "camera" else "photo",
              c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
-             c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, ";".join(c.phones), ";".join(c.tags),
+             c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, PhoneText(";".join(c.phones)), ";".join(c.tags),
              c.severity.value, c.review_decision, c.dispatch_target, c.dispatch_ref, c.description] for c in cases]
     return Table("cases", "案件 Cases", COLUMNS, rows)

@@ -33,7 +33,7 @@ from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
-from pipelines.tables import excel_number_hint, read_rows, sheet_time, write_csv, write_xlsx
+from pipelines.tables import PhoneText, excel_number_hint, read_rows, sheet_time, write_csv, write_xlsx
 from pipelines.times import as_utc
 
 FLYPOSTING = "flyposting"
@@ -194,8 +194,9 @@ class CallOutList:
     # ---- files ----------------------------------------------------------------------------
 
     def export(self, path: Path, status: Status | None = None) -> Path:
-        """The list for the call-out system: `.xlsx` as Excel, anything else as CSV (UTF-8 with BOM)."""
-        rows = [[e.number, e.status.value, LABELS_ZH[e.status], e.count, self._local(e.first_seen), self._local(e.last_seen),
+        """The list for the call-out system: `.xlsx` as Excel, anything else as CSV (UTF-8 with BOM); numbers as text
+        in both (`PhoneText`), so a landline keeps its leading 0."""
+        rows = [[PhoneText(e.number), e.status.value, LABELS_ZH[e.status], e.count, self._local(e.first_seen), self._local(e.last_seen),
                  [p["address"] or p["grid_cell"] or "" for p in e.places], e.squad or "", e.cases, e.photos,
                  self._local(e.cut_off_at), e.amount, e.note or ""] for e in self.entries(status)]
         if path.suffix.lower() == ".xlsx":

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from detect.taxonomy import Severity
-from pipelines.tables import csv_cell
+from pipelines.tables import PhoneText, csv_cell
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.journal import read_records
 from pipelines.triage.record import PhotoRecord, RecordStatus
@@ -80,7 +80,8 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
 
 def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo) -> None:
     """One row per candidate case, ranked; UTF-8 with BOM so spreadsheet programs show the Chinese, and a small ad's
-    text that a spreadsheet would take for a formula (`=HYPERLINK(…)` on a poster) written as text (`csv_cell`)."""
+    text that a spreadsheet would take for a formula (`=HYPERLINK(…)` on a poster) and its phone numbers (`PhoneText`)
+    written as text (`csv_cell`)."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="", encoding="utf-8-sig") as fh:
         w = csv.writer(fh)
@@ -94,7 +95,7 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
                 times[0].astimezone(tz).isoformat(), times[-1].astimezone(tz).isoformat(),
                 *((placed.lat, placed.lon, placed.record.grid_cell or "") if placed is not None else ("", "", "")),
                 str(Severity.most_serious(m.finding.severity for m in g.members)),
-                ";".join(sorted({p for m in g.members for p in m.finding.phones})),
+                PhoneText(";".join(sorted({p for m in g.members for p in m.finding.phones}))),
                 " | ".join(dict.fromkeys(t for m in g.members for t in m.finding.texts)),
                 ref.evidence or "", ref.state or "", ref.error or "",
             ]])
