@@ -54,13 +54,29 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names file, field and reason."""
 
 
-class DuplicateKeyError(yaml.YAMLError):
-    """A key written twice in one YAML mapping, which PyYAML reads as the last value without a word."""
+class DuplicateKeyError(ValueError):
+    """A key written twice in one YAML mapping or JSON object, which PyYAML and `json` read as the last value without a
+    word. YAML gives both lines; `json` gives no positions, so a JSON file's message names the key alone."""
 
-    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
-        super().__init__(f"key {key!r} is written twice in one mapping (lines {first_line} and {second_line}): "
-                         "YAML would keep the second without a word; delete or rename one")
+    def __init__(self, key: Any, first_line: int | None = None, second_line: int | None = None) -> None:
+        if first_line is None:
+            super().__init__(f"key {key!r} is written twice in one object: JSON would keep the second without a word; "
+                             "delete or rename one")
+        else:
+            super().__init__(f"key {key!r} is written twice in one mapping (lines {first_line} and {second_line}): "
+                             "YAML would keep the second without a word; delete or rename one")
         self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json`'s `object_pairs_hook` that refuses a key written twice in one object, as `_UniqueKeyLoader` does for YAML: a
+    property copied down and edited in a GeoJSON grid or zone file (a second `"squad"`) would otherwise vanish silently."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(key)
+        out[key] = value
+    return out
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -109,8 +125,8 @@ def _binary_kind(data: bytes) -> str | None:
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON file whose top level must be a mapping; a YAML key written twice in one mapping is
-    refused (naming both lines) rather than read as the last one."""
+    """Parse a YAML or JSON file whose top level must be a mapping; a key written twice in one mapping is refused
+    (naming the key, and both lines in YAML) rather than read as the last one."""
     path = Path(path)
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
@@ -126,7 +142,7 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:  # an editor on a Chinese Windows saves GBK ("ANSI") by default
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8, not GBK/ANSI") from None
     try:
-        parsed = json.loads(text) if kind == "JSON" else yaml.load(text, Loader=_UniqueKeyLoader)
+        parsed = json.loads(text, object_pairs_hook=_unique_json_object) if kind == "JSON" else yaml.load(text, Loader=_UniqueKeyLoader)
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:

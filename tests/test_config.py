@@ -349,6 +349,28 @@ def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path):
     assert read_mapping(merged)["rules"] == {"update_stable_s": 90, "group_gap": 0.5}
 
 
+def test_a_key_written_twice_in_a_json_file_is_refused_naming_it(tmp_path):
+    """YAML files (and .geojson ones, read as YAML) refused a key written twice, but a .json one (a grid file exported as
+    grid.json whose cell got a second `"squad"`, a settings .json) was read as the second value without a word: the
+    cell counted for the wrong squad. It is refused the same way, naming the file and the key (`json` gives no lines)."""
+    from pipelines.grid import load_grid
+    from tests.analytics_helpers import write_grid
+
+    grid = write_grid(tmp_path / "grid.json")
+    text = grid.read_text(encoding="utf-8")
+    grid.write_text(text.replace('"squad": "一中队"}', '"squad": "一中队", "squad": "二中队"}', 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_grid(grid)
+    assert str(refused.value) == (f"{grid}: key 'squad' is written twice in one object: JSON would keep the second "
+                                  "without a word; delete or rename one")
+
+    settings = tmp_path / "streetwatch.json"
+    settings.write_text('{"timezone": "Asia/Shanghai", "cases": {}, "timezone": "Europe/Berlin"}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{settings}: key 'timezone' is written twice in one object"):
+        load_settings(settings)
+    assert write_grid(grid) and load_grid(grid)  # the file as written, each key once, still reads
+
+
 def test_a_refused_value_is_shown_and_a_long_one_cut(tmp_path):
     """`deduct: 1分` said only 'Input should be a valid number', leaving the user to find which of many lines; the
     value refused is shown after the reason (cut at 80 characters), not for a missing field or a whole section."""
