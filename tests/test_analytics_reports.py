@@ -19,7 +19,7 @@ from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.periods import parse_period
 from pipelines.analytics.places import load_places
 from pipelines.analytics.report import PAGES, build_report, write_report
-from pipelines.cases.states import CaseState
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import CaseQuery, CaseStore
 from tests.analytics_helpers import G1, G3, TZ, CaseMaker, local, november, write_grid, write_zones
 from streetwatch.cli import app
@@ -63,7 +63,7 @@ def test_report_counts_equal_the_case_store(city):
     assert report.summary["rejected"] == rejected == 1 and report.summary["unreviewed"] == 1
     assert report.summary["previous_cases"] == 1 and report.summary["closed"] == 3  # October's one flyposting spot
     for state in CaseState:
-        assert t["by_state"][state.value][1] == _store_total(store, state=state), state
+        assert t["by_state"][state.value][1:] == [STATE_NAMES_ZH[state], _store_total(store, state=state)], state
     for type_id in ("street_stall", "shopfront_spillover", "flyposting", "illegal_parking"):
         assert t["by_type"][type_id][2] == _store_total(store, violation_type=type_id) - _store_total(
             store, violation_type=type_id, state=CaseState.REJECTED), type_id
@@ -102,6 +102,9 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     assert {"按类型 By type", "按日 By day", "处置效率 Handling times (hours)", "说明 About"} <= set(book.sheetnames)
     rows = list(book["按类型 By type"].iter_rows(values_only=True))
     assert rows[0][0] == "类型 type" and {r[0]: r[2] for r in rows[1:]}["street_stall"] == 30
+    states = {r[0]: r[1] for r in book["按状态 By state"].iter_rows(min_row=2, values_only=True)}
+    assert states["candidate"] == "待审核" and states["rejected"] == "已作废"  # the codes with what city staff call them
+    assert "<td>candidate</td><td>待审核</td>" in html and "待审核" in texts[0]
     meta = json.loads(files["report.json"].read_text(encoding="utf-8"))
     assert meta["label"] == "2026-11" and meta["summary"] == report.summary and "by_hour" in meta["tables"]
 

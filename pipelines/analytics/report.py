@@ -32,7 +32,7 @@ from pipelines.analytics.periods import NAMES_ZH, Period
 from pipelines.analytics.places import NONE_UNIT, UNIT_NAMES_ZH, Places
 from pipelines.analytics.scoring import shop_of
 from pipelines.analytics.tables import Table, write_xlsx
-from pipelines.cases.states import CaseState
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 
 # The PDF's pages in order: (key, title). Every report has all of them, empty or not.
 PAGES = [
@@ -106,7 +106,8 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         tables[t.key] = t
 
     states = Counter(c.state.value for c in everything)
-    add(Table("by_state", "按状态 By state", ["状态 state", "案件数 cases"], [[s.value, states.get(s.value, 0)] for s in CaseState]))
+    add(Table("by_state", "按状态 By state", ["状态 state", "名称 name", "案件数 cases"],
+              [[s.value, STATE_NAMES_ZH[s], states.get(s.value, 0)] for s in CaseState]))
 
     now_types, before_types = Counter(c.violation_type for c in cases), Counter(c.violation_type for c in before)
     type_ids = sorted(set(now_types) | set(before_types), key=lambda t: (-now_types[t], t))
