@@ -265,6 +265,19 @@ def test_bad_grid_file_names_the_feature(city, tmp_path):
     assert done.exit_code == 2 and f"{grid}: features.0.geometry" in done.stderr and "Polygon" in done.stderr, done.stderr
 
 
+def test_the_chinese_font_finder_takes_a_regular_face_over_a_bold_one():
+    """fonts-noto-cjk installs NotoSansCJK-Bold.ttc beside NotoSansCJK-Regular.ttc, and the finder sorted fontconfig's
+    files by name alone, so Bold came first: the demo's posters were bold. It takes the Regular face of the family it
+    prefers (fontconfig's weight 80), and Bold when asked: the verifier's slips stay in the face its heads were trained on."""
+    from pipelines import fonts
+    from pipelines.verifier.synth import slip_font
+
+    found = fonts.find_cjk_font()
+    assert found is not None and (found.parent / "NotoSansCJK-Bold.ttc").is_file(), "fonts-noto-cjk missing"
+    assert found.name == "NotoSansCJK-Regular.ttc"
+    assert fonts.find_cjk_font(fonts.BOLD).name == slip_font().name == "NotoSansCJK-Bold.ttc"
+
+
 def test_charts_use_the_chinese_font_the_products_one_finder_finds(monkeypatch):
     """The charts knew only a fixed list of family names, so a machine whose Chinese font was another (here Noto
     Serif CJK, installed on this machine and on no such list) drew boxes while the demo's posters, which use

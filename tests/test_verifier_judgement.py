@@ -140,10 +140,9 @@ def test_a_small_ad_with_a_phone_number_is_flyposting_with_its_number(tmp_path):
     street (a slip filling about half the width): the shipped OCR gate reads only the ~3 % most
     posting-like street photos, so a slip that is small in a wide street view is not read by default
     (docs/verifier.md says so)."""
-    from pipelines.fonts import find_cjk_font
-    from pipelines.verifier.synth import compose
+    from pipelines.verifier.synth import compose, slip_font
 
-    font = find_cjk_font()
+    font = slip_font()
     assert font is not None, "fonts-noto-cjk missing: run scripts/install-system-deps.sh"
     base = read_image(STREET / "cn2" / "lindsay__IMG_1842.jpg")
     poster, slips = compose(base, np.random.default_rng(2), font, max_slips=2, width=(0.45, 0.6))

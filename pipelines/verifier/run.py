@@ -62,9 +62,9 @@ def features(dataset: Dataset, options: TrainOptions, cache: Path, progress=None
     detector = detector_for(options.backbone, options.imgsz)
     if is_neck(options.backbone) and neck_id(detector.model_id) != options.backbone:
         raise ValueError(f"--backbone {options.backbone}: the detector loaded is {detector.model_id}")
-    from pipelines.fonts import find_cjk_font
+    from pipelines.verifier.synth import slip_font
 
-    font = find_cjk_font() if options.synth else None
+    font = slip_font() if options.synth else None
     if options.synth and font is None:
         raise ValueError("--synth needs a font with Chinese glyphs (Debian: fonts-noto-cjk, scripts/install-system-deps.sh)")
     feats = extract(dataset, options.backbone, detector, options.tiles, cache, synth=options.synth, seed=options.seed,

@@ -18,11 +18,19 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipelines.fonts import BOLD, find_cjk_font
+
 PHRASES = ("开锁", "专业开锁", "换锁芯", "办证", "办证刻章", "刻章", "疏通下水道", "管道疏通", "贷款", "无抵押贷款",
            "信用贷款", "招聘", "高薪招聘", "兼职", "搬家", "回收", "家电维修", "上门服务", "出租", "租房",
            "代开发票", "空调维修", "二手回收", "急用钱", "私家侦探", "打孔", "水电维修")
 PAPER = ((250, 250, 245), (245, 240, 200), (250, 215, 220), (215, 230, 250), (230, 250, 215), (255, 245, 150))
 INK = ((10, 10, 10), (200, 20, 20), (20, 40, 170))
+
+
+def slip_font() -> Path | None:
+    """The Chinese font slips are rendered in: its Bold face, the one the shipped heads' synthetic slips were rendered in
+    (the finder took Bold by its file name then) and the print most small ads use; None without a Chinese font."""
+    return find_cjk_font(BOLD)
 
 
 @dataclass
