@@ -105,6 +105,8 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     states = {r[0]: r[1] for r in book["按状态 By state"].iter_rows(min_row=2, values_only=True)}
     assert states["candidate"] == "待审核" and states["rejected"] == "已作废"  # the codes with what city staff call them
     assert "<td>candidate</td><td>待审核</td>" in html and "待审核" in texts[0]
+    # the summary calls rejected cases by the state's one name too (it said 已驳回 where the state table says 已作废)
+    assert "已作废 rejected<b>" in html and "已驳回" not in html and "已驳回" not in texts[0]
     meta = json.loads(files["report.json"].read_text(encoding="utf-8"))
     assert meta["label"] == "2026-11" and meta["summary"] == report.summary and "by_hour" in meta["tables"]
 

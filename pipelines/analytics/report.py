@@ -205,8 +205,9 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         "grid_cells": len({c.grid_cell for c in cases if c.grid_cell}),
         "cameras": len(cams), "photo_cases": sum(c.source_kind != "camera" for c in cases),
     }
-    labels = {"cases": "案件数（不含驳回）cases (not rejected)", "previous_cases": f"上期 previous ({previous.label})",
-              "change": "变化 change", "confirmed": "已确认 confirmed", "unreviewed": "待审 unreviewed", "rejected": "已驳回 rejected",
+    void = STATE_NAMES_ZH[CaseState.REJECTED]  # the state's one name: a reviewer's rejection and a platform's voiding alike
+    labels = {"cases": f"案件数（不含{void}）cases (not rejected)", "previous_cases": f"上期 previous ({previous.label})",
+              "change": "变化 change", "confirmed": "已确认 confirmed", "unreviewed": "待审 unreviewed", "rejected": f"{void} rejected",
               "closed": "已结案 closed", "grid_cells": "涉及网格 grid cells", "cameras": "摄像头 cameras", "photo_cases": "照片案件 photo cases"}
     add(Table("summary", "概况 Summary", ["指标 measure", "数值 value"], [[labels[k], v] for k, v in summary.items()]))
     title = f"{NAMES_ZH[period.kind]} {period.label}"
@@ -229,7 +230,7 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
             ax = fig.add_axes((0.05, 0.45, 0.4, 0.42))
             charts.table(ax, "概况 Summary", t["summary"].columns, t["summary"].rows, max_rows=12, max_chars=40)
             ax2 = fig.add_axes((0.52, 0.45, 0.43, 0.42))
-            charts.table(ax2, "按状态 By state (含驳回 incl. rejected)", t["by_state"].columns, t["by_state"].rows)
+            charts.table(ax2, f"按状态 By state (含{STATE_NAMES_ZH[CaseState.REJECTED]} incl. rejected)", t["by_state"].columns, t["by_state"].rows)
             ax3 = fig.add_axes((0.05, 0.05, 0.9, 0.33))
             charts.table(ax3, "较上期 Change against the previous period", t["by_type"].columns[1:],
                          [row[1:] for row in t["by_type"].rows], max_rows=9)
@@ -275,7 +276,7 @@ def _html(r: Report, svgs: list[tuple[str, str, str]]) -> str:
     order = ["summary", "by_state", "by_type", "by_severity", "by_day", "by_hour", "by_grid", "by_street", "by_squad", "hot_spots",
              "repeat_places", "repeat_shops", "repeat_numbers", "repeat_cameras", "handling"]
     return env.get_template("report.html").render(
-        r=r, meta=r.meta(), charts=[(k, title, Markup(s)) for k, title, s in svgs], tables=[r.tables[k] for k in order])
+        r=r, meta=r.meta(), rejected=STATE_NAMES_ZH[CaseState.REJECTED], charts=[(k, title, Markup(s)) for k, title, s in svgs], tables=[r.tables[k] for k in order])
 
 
 def write_report(r: Report, out: str | Path) -> dict[str, Path]:
