@@ -2,7 +2,7 @@
 
 Tokens come as `Authorization: Bearer <token>`. A route lists the roles that may call it; `admin`
 may call everything. No token or an unknown/revoked one is 401 (with `WWW-Authenticate`), so is an expired
-one (saying, in Chinese and English, when it expired), a valid token of another role is 403. Every route authenticates through `current_principal` (the dispatch
+one (problem `token-expired`, saying in Chinese and English when it expired), a valid token of another role is 403. Every route authenticates through `current_principal` (the dispatch
 webhook too, which may accept a signed body instead of a token). The test suite walks every route
 of the app and checks it this way, so a route added without a role check fails the tests.
 """
@@ -21,6 +21,9 @@ from api.problems import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="API token from `streetwatch users add NAME --role ROLE`.")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+#: The problem kind of an expired token's 401 (the others are `unauthenticated`): the login page shows its detail,
+#: which says when, instead of calling the token revoked.
+EXPIRED = "token-expired"
 
 
 def current_principal(ctx: AppContext = Depends(get_ctx),
@@ -35,7 +38,7 @@ def current_principal(ctx: AppContext = Depends(get_ctx),
     except TokenExpired as exc:
         when = exc.expires_at.astimezone(ZoneInfo(ctx.settings.timezone)).isoformat(sep=" ", timespec="minutes")
         raise Problem(401, f"API 令牌已于 {when} 过期，请向管理员申请新令牌 API token expired at {when}; "
-                           "ask an administrator for a new one", slug="unauthenticated", headers=_CHALLENGE) from None
+                           "ask an administrator for a new one", slug=EXPIRED, headers=_CHALLENGE) from None
     if principal is None:
         raise Problem(401, "unknown or revoked API token", slug="unauthenticated", headers=_CHALLENGE)
     return principal

@@ -177,6 +177,7 @@ def test_a_token_given_an_expiry_is_refused_after_it_saying_when(tmp_path):
                          .values(expires_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC)))
         expired = client.get("/api/v1/cases", headers=auth(token))
         assert expired.status_code == 401 and expired.headers["WWW-Authenticate"] == "Bearer"
+        assert expired.json()["type"] == "urn:streetwatch:problem:token-expired"  # the login page shows its detail
         assert expired.json()["detail"] == ("API 令牌已于 2026-01-02 11:04+08:00 过期，请向管理员申请新令牌 "
                                             "API token expired at 2026-01-02 11:04+08:00; ask an administrator for a new one")
         assert client.get("/api/v1/cases", headers=auth(forever)).status_code == 200

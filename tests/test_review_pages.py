@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +31,8 @@ FLAGS = [*CHROMIUM_FLAGS, "--disable-dev-shm-usage", "--window-size=1400,1000",
 @contextmanager
 def served_pages(tmp: Path, settings: Settings, prepare: Callable[[Any], Any]) -> Iterator[dict[str, Any]]:
     """`streetwatch serve` on `settings` once `prepare(app)` has put its data in the case store, and a browser:
-    the base URL, a reviewer token, one token per role (`tokens`), the browser and what `prepare` returned (`data`)."""
+    the base URL, a reviewer token, one token per role (`tokens`), the browser, what `prepare` returned (`data`)
+    and the settings."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.fail("chromium and chromium-driver are needed: run scripts/install-system-deps.sh")
     from selenium import webdriver
@@ -55,7 +57,7 @@ def served_pages(tmp: Path, settings: Settings, prepare: Callable[[Any], Any]) -
     browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
     try:
         yield {"base": f"http://127.0.0.1:{port}", "token": tokens["reviewer"], "tokens": tokens, "browser": browser,
-               "data": data}
+               "data": data, "settings": settings}
     finally:
         browser.quit()
         stop_process(server)
@@ -329,6 +331,38 @@ def test_a_refused_token_is_said_on_the_login_page(site):
     _wait(b, lambda d: urlsplit(d.current_url).path == "/ui/login", "the login page")
     status = _wait(b, lambda d: d.find_element(By.ID, "status").text, "the login page's message")
     assert "令牌已失效" in status and "refused" in status
+    _login(site)  # the good token again, for the tests after this one
+
+
+def test_an_expired_token_is_said_with_when_it_expired(site):
+    """Any 401 sent the pages to the login page saying the token was revoked or replaced, and the login page called an
+    expired token pasted on it invalid: both say what the API says, that it expired and when (in the city's time)."""
+    from selenium.webdriver.common.by import By
+
+    from api.accounts import Accounts
+    from pipelines.cases import schema
+
+    accounts = Accounts(site["settings"].cases.url)
+    try:
+        _, token = accounts.add("临时巡查员", "inspector", timedelta(days=90))
+        with accounts.engine.begin() as conn:  # its 90 days are over
+            conn.execute(schema.api_tokens.update().where(schema.api_tokens.c.name == "临时巡查员")
+                         .values(expires_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC)))
+    finally:
+        accounts.engine.dispose()
+    said = ("API 令牌已于 2026-01-02 11:04+08:00 过期，请向管理员申请新令牌 "
+            "API token expired at 2026-01-02 11:04+08:00; ask an administrator for a new one")
+    b = site["browser"]
+    b.get(site["base"] + "/ui/login")
+    b.execute_script("localStorage.setItem('sw_token', arguments[0]);", token)
+    b.get(site["base"] + "/ui/cameras")
+    _wait(b, lambda d: urlsplit(d.current_url).path == "/ui/login", "the login page")
+    assert _wait(b, lambda d: d.find_element(By.ID, "status").text, "the login page's message") == said
+    assert token not in b.current_url
+    b.get(site["base"] + "/ui/login?next=/ui/queue")  # pasted on the login page
+    b.find_element(By.ID, "token").send_keys(token)
+    b.find_element(By.CSS_SELECTOR, "#login button").click()
+    assert _wait(b, lambda d: d.find_element(By.ID, "status").text, "the login page's answer") == said
     _login(site)  # the good token again, for the tests after this one
 
 

@@ -5,7 +5,8 @@ const SW = {
   token() { return localStorage.getItem("sw_token") || ""; },
   setToken(t) { localStorage.setItem("sw_token", t.trim()); },
 
-  // fetch with the bearer token; a 401 sends the user to the login page (saying so when a token was refused).
+  // fetch with the bearer token; a 401 sends the user to the login page (saying so when a token was refused, and why
+  // when the API said: the reason goes in sessionStorage, never the token in the URL).
   async api(path, opts = {}) {
     const headers = Object.assign({}, opts.headers || {}, { Authorization: "Bearer " + SW.token() });
     if (opts.json !== undefined) {
@@ -14,6 +15,8 @@ const SW = {
     }
     const res = await fetch(path, Object.assign({}, opts, { headers }));
     if (res.status === 401) {
+      const why = SW.token() ? await SW.refusal(res) : null;
+      if (why) sessionStorage.setItem("sw_refused", why); else sessionStorage.removeItem("sw_refused");
       location.href = "/ui/login?next=" + encodeURIComponent(location.pathname) + (SW.token() ? "&refused=1" : "");
       throw new Error("not logged in / 未登录");
     }
@@ -23,6 +26,14 @@ const SW = {
       throw new Error(res.status + ": " + detail);
     }
     return res;
+  },
+  // Why the API refused a token (a 401), when the reason is other than unknown or revoked: an expired token's
+  // problem detail says when it expired, in Chinese and English. null otherwise (the page says it in its own words).
+  async refusal(res) {
+    try {
+      const problem = await res.json();
+      return problem.type === "urn:streetwatch:problem:token-expired" ? problem.detail : null;
+    } catch (e) { return null; }  // not JSON
   },
   async json(path, opts) { return (await SW.api(path, opts)).json(); },
 
