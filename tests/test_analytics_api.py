@@ -111,9 +111,18 @@ def test_case_export_csv_and_excel_with_filters(api):
     for params, detail in (({"type": "ufo"}, "type 'ufo': unknown violation type"), ({"state": "lost"}, "state 'lost'"),
                            ({"period": "2026-Q9"}, "does not parse"), ({"source": "drone"}, "source"),
                            ({"street": "文新"}, "street '文新': no cell of the grid file"),
-                           ({"period": "9999-12-31"}, "the year must be")):
+                           ({"period": "9999-12-31"}, "the year must be"),
+                           ({"since": "2026-11"}, "since '2026-11': not a day YYYY-MM-DD"),
+                           ({"since": "2026-02-30"}, "since '2026-02-30': not a day")):
         bad = client.get("/api/v1/exports/cases", params=params, headers=who)
         assert bad.status_code == 422 and detail in bad.json()["detail"], bad.text
+    # since: the cases opened from that local day on (the map's default days, which no period names), within a period
+    late = client.get("/api/v1/exports/cases", params={"since": "2026-11-09", "type": "street_stall", "grid": G3}, headers=who)
+    assert 'filename="cases-since-2026-11-09.csv"' in late.headers["content-disposition"]
+    opened = [r["发现时间 opened (local)"] for r in csv.DictReader(io.StringIO(late.content.decode("utf-8-sig")))]
+    assert len(opened) == 7 and min(opened) == "2026-11-09 08:00:00"  # G3's stalls of the 9th to the 15th
+    within = client.get("/api/v1/exports/cases", params={"since": "2026-11-09", "period": "2026-10", "grid": G2}, headers=who)
+    assert within.status_code == 200 and len(within.content.decode("utf-8-sig").splitlines()) == 1  # October's ended before
 
 
 def test_map_layers_count_the_cases_of_each_cell_and_zone(api):

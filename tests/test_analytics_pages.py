@@ -41,6 +41,7 @@ def site(tmp_path_factory):
                  settings.analytics.reports_dir / "month-2026-11")
     start, end = parse_period("2026-11").bounds(TZ)
     g1_cases = {c.id for c in store.search(CaseQuery(grid_cell=G1, since=start, until=end, limit=500))[0]}
+    opened = {c.id: c.opened_at for c in store.search(CaseQuery(limit=500))[0]}  # every case, when it was opened
     app.state.ctx.close()
     config = tmp / "settings.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True), encoding="utf-8")
@@ -59,7 +60,7 @@ def site(tmp_path_factory):
         browser.execute_script("localStorage.setItem('sw_token', arguments[0]);", tokens["reviewer"])
         downloads = tmp / "downloads"
         browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "downloads": downloads}
+        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "opened": opened, "downloads": downloads}
     finally:
         browser.quit()
         stop_process(server)
@@ -204,6 +205,32 @@ def test_review_pages_export_the_filtered_cases(site):
     sheet = list(load_workbook(folder / "cases-all.xlsx").active.iter_rows(values_only=True))
     # What the queue shows: unreviewed candidates (the one in G2), not the approved ones still in `candidate`.
     assert len(sheet) == 2 and sheet[1][1:4] == ("street_stall", "占道经营 / 无照经营游商", "candidate") and sheet[1][18] is None  # 审核 review: not reviewed yet
+
+
+def test_the_maps_export_covers_the_days_the_map_shows(site):
+    """Without a period the map counts the last analytics.map_days days, but its export buttons sent no period and
+    exported every case ever held: they export from the map's first day (its `since`), and the page says which
+    period an export covers (then the period typed, once there is one)."""
+    import csv
+    from datetime import datetime, timedelta
+
+    from selenium.webdriver.common.by import By
+
+    b, folder = site["browser"], site["downloads"]
+    b.get(site["base"] + "/ui/map")
+    since = (datetime.now(TZ).date() - timedelta(days=29)).isoformat()
+    _wait(b, lambda d: f"since {since}" in d.find_element(By.ID, "status").text, "the map's counts")
+    scope = b.find_element(By.ID, "export-scope").text
+    assert scope == f"导出 {since} 起的案件（地图默认期间）Exports the cases since {since} (the map's default days)"
+    b.find_element(By.ID, "export-csv").click()
+    exported = folder / f"cases-since-{since}.csv"
+    _wait(b, lambda d: exported.is_file(), "the CSV download")
+    with exported.open(encoding="utf-8-sig", newline="") as f:
+        ids = {row["案件编号 id"] for row in csv.DictReader(f)}
+    shown = {i for i, at in site["opened"].items() if at.astimezone(TZ).date().isoformat() >= since}
+    assert ids == shown and ids != set(site["opened"])  # the days the map counts, not October's case nor any before
+    b.find_element(By.ID, "f-period").send_keys("2026-11")
+    assert b.find_element(By.ID, "export-scope").text == "导出期间 Exports period 2026-11"
 
 
 def test_map_says_when_a_cells_cases_do_not_load(site):

@@ -177,6 +177,9 @@ def export_cases(
     type: list[str] = Query([], description="Violation type ids."),
     state: list[str] = Query([], description="Case states."),
     period: str | None = Query(None, max_length=20, description="Opened in this period (local time)."),
+    since: str | None = Query(None, max_length=20, description=(
+        "Opened on or after this local day (YYYY-MM-DD), within `period` if given too: /ui/map exports the days it "
+        "counts without a period by sending its `since`.")),
     grid: list[str] = Query([], description="Grid cell codes."),
     street: list[str] = Query([], description="Streets (from the grid file)."),
     camera: list[str] = Query([], description="Camera ids or photo batch ids."),
@@ -185,10 +188,10 @@ def export_cases(
     severity: list[str] = Query([], description="Case severities: general (一般), major (较重), serious (严重)."),
 ) -> Response:
     places = _places(ctx)
-    flt = _filter(ctx, types=type, states=state, period=period, grid_cells=grid, streets=street, cameras=camera, source=source,
+    flt = _filter(ctx, types=type, states=state, period=period, since=since, grid_cells=grid, streets=street, cameras=camera, source=source,
                   reviewed=reviewed, severities=severity, known_streets=places.known_units("street"))
     table = export_table(load_cases(ctx.store.engine, places, flt), ctx.taxonomy, _tz(ctx))
-    name = f"cases-{period or 'all'}"
+    name = "cases-" + ("-".join(filter(None, [period, since and f"since-{since}"])) or "all")
     if format == "xlsx":
         return Response(xlsx_bytes([table]), media_type=XLSX, headers=_attachment(f"{name}.xlsx"))
     return Response(csv_text(table).encode("utf-8"), media_type=CSV, headers=_attachment(f"{name}.csv"))

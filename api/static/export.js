@@ -1,4 +1,6 @@
 // Case export from a page's filters (#f-type, #f-state, and where present #f-severity, #f-period, #f-source): CSV or Excel.
+// On the map, no period exports the days the map counts without one: #f-since, the first of them, which map.js keeps
+// from the map's answer (`since`); #export-scope says which period an export covers.
 "use strict";
 
 function exportParams(format) {
@@ -11,15 +13,33 @@ function exportParams(format) {
   else if (queue) { q.set("state", "candidate"); q.set("reviewed", "false"); }
   if (value("f-severity")) q.set("severity", value("f-severity"));
   if (value("f-period")) q.set("period", value("f-period"));
+  else if (value("f-since")) q.set("since", value("f-since"));
   if (value("f-source")) q.set("source", value("f-source"));
   return q;
+}
+
+// The map's export waits for the map's window (no period and no `since` yet would export every case ever held).
+const unknownWindow = (q) => document.getElementById("f-since") && !q.get("period") && !q.get("since");
+
+function showExportScope() {
+  const box = document.getElementById("export-scope");
+  if (!box) return;
+  const q = exportParams("csv");
+  box.textContent = q.get("period") ? `导出期间 Exports period ${q.get("period")}`
+    : q.get("since") ? `导出 ${q.get("since")} 起的案件（地图默认期间）Exports the cases since ${q.get("since")} (the map's default days)`
+    : unknownWindow(q) ? "" : "导出全部期间 Exports every period";
 }
 
 for (const format of ["csv", "xlsx"]) {
   const button = document.getElementById("export-" + format);
   if (button) button.addEventListener("click", () => {
     const q = exportParams(format);
-    SW.download("/api/v1/exports/cases?" + q, `cases-${q.get("period") || "all"}.${format}`)
+    if (unknownWindow(q)) { SW.say("地图尚未显示，请先显示地图或填写期间 The map has not answered yet: show it, or give a period", true); return; }
+    const scope = q.get("period") || (q.get("since") ? "since-" + q.get("since") : "all");
+    SW.download("/api/v1/exports/cases?" + q, `cases-${scope}.${format}`)
       .then(() => SW.say("已导出 Exported"), (e) => SW.say(e.message, true));
   });
 }
+const filters = document.getElementById("filters");
+if (filters) { filters.addEventListener("input", showExportScope); filters.addEventListener("change", showExportScope); }
+showExportScope();

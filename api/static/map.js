@@ -93,8 +93,18 @@ async function load() {
   if (bounds && bounds.isValid()) M.map.fitBounds(bounds, { padding: [10, 10] });
   else M.map.setView([30.27, 120.15], 12);
   legend(max);
+  keepSince(data.since);
   SW.say(M.groups.length ? counted(data) : "未配置网格或区域 No grid or zone file configured (analytics.grid / analytics.zones)",
     !M.groups.length || data.truncated);
+}
+
+// The first day the map counts without a period, for export.js: the map's export covers those days. Kept when a
+// period is shown (the answer has none), so clearing the period exports the default window again.
+function keepSince(since) {
+  const field = document.getElementById("f-since");
+  if (!since || field.value === since) return;
+  field.value = since;
+  field.dispatchEvent(new Event("change", { bubbles: true }));  // export.js says the period again
 }
 
 // What the counts are of: without a period the service counts the last analytics.map_days days (since), and it

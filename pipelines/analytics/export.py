@@ -8,6 +8,7 @@ Times are written in local time (the analytics time zone), as city staff read th
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from detect.taxonomy import Severity, Taxonomy
@@ -28,10 +29,13 @@ class FilterError(ValueError):
 
 
 def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), states: Sequence[str] = (),
-                period: str | None = None, grid_cells: Sequence[str] = (), streets: Sequence[str] = (),
+                period: str | None = None, since: str | None = None, grid_cells: Sequence[str] = (), streets: Sequence[str] = (),
                 cameras: Sequence[str] = (), source: str | None = None, reviewed: bool | None = None,
                 severities: Sequence[str] = (), known_streets: Collection[str] | None = None) -> CaseFilter:
-    """Check every value (unknown type/state/source, unreadable period) and build the filter.
+    """Check every value (unknown type/state/source, unreadable period or day) and build the filter.
+
+    `since` (a local day, YYYY-MM-DD) starts the cases there, within `period` if one is given too: the map's
+    default window is its last days, which no period names, and its export covers those days.
 
     `known_streets` (the grid file's streets) refuses a street no cell names: streets come only from the
     grid file, so a misspelt or unconfigured one would otherwise export nothing, silently."""
@@ -59,9 +63,23 @@ def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), 
             start, end = parse_period(period).bounds(tz)
         except PeriodError as exc:
             raise FilterError(str(exc)) from None
+    if since:
+        first = _first_moment(since, tz)
+        start = first if start is None else max(start, first)
     return CaseFilter(types=tuple(types), states=tuple(states), start=start, end=end, grid_cells=tuple(grid_cells),
                       streets=tuple(streets), cameras=tuple(cameras), source_kind=SOURCES.get(source or ""), reviewed=reviewed,
                       severities=tuple(Severity(s) for s in severities))
+
+
+def _first_moment(day: str, tz: ZoneInfo) -> datetime:
+    """The local midnight that starts `day` (YYYY-MM-DD, the `since` filter), as aware UTC."""
+    try:
+        period = parse_period(day)
+    except PeriodError as exc:
+        raise FilterError(f"since {day!r}: not a day YYYY-MM-DD ({exc})") from None
+    if period.kind != "day":
+        raise FilterError(f"since {day!r}: not a day YYYY-MM-DD (the first local day to export)")
+    return period.bounds(tz)[0]
 
 
 def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Table:
