@@ -155,6 +155,7 @@ def test_the_map_without_a_period_counts_the_last_days_and_at_most_its_cap(tmp_p
 
     settings = settings_for(tmp_path)
     settings.analytics.grid = write_grid(tmp_path / "grid.geojson")
+    settings.analytics.zones = write_zones(tmp_path / "zones.geojson")  # over G1 and G2, where the cases are
     app, tokens = make_app(settings, resume_jobs=False)
     store, now = app.state.ctx.store, datetime.now(TZ)
     make = CaseMaker(store)
@@ -179,6 +180,14 @@ def test_the_map_without_a_period_counts_the_last_days_and_at_most_its_cap(tmp_p
         settings.analytics.map_max_cases = 2
         cut = client.get("/api/v1/map", headers=who).json()
         assert (cut["total"], counts(cut), cut["truncated"]) == (2, {G1: 1, G2: 1}, True)  # the newest two: 1 and 2 days old
+        # A cell's or zone's list read every case of its period (a long one loaded them all): the same cap, newest first.
+        a_year = {"period": f"{now:%Y}"} if now.month > 2 else {}  # one the five cases are all in (else the 60 days)
+        cell = client.get("/api/v1/map/cases", params={"layer": "grid", "id": G1, **a_year}, headers=who).json()
+        assert ([c["id"] for c in cell["items"]], cell["total"], cell["truncated"]) == ([recent[2], recent[1]], 2, True)
+        zone = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", **a_year}, headers=who).json()
+        assert ([c["id"] for c in zone["items"]], zone["total"], zone["truncated"]) == ([recent[3], recent[2]], 2, True)
+        settings.analytics.map_max_cases = 20000
+        assert client.get("/api/v1/map/cases", params={"layer": "grid", "id": G1}, headers=who).json()["truncated"] is False
     store.close()
 
 

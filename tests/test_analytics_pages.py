@@ -233,6 +233,24 @@ def test_the_maps_export_covers_the_days_the_map_shows(site):
     assert b.find_element(By.ID, "export-scope").text == "导出期间 Exports period 2026-11"
 
 
+def test_a_cells_list_says_when_only_the_newest_cases_were_looked_at(site):
+    """A cell's list looks at most analytics.map_max_cases cases, as the map counts; when it cut (`truncated`, set here
+    on the service's real answer: the cap is tested against a real store in test_analytics_api) the list says so."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/map")
+    cell = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G3}"), "a grid cell on the map")
+    b.execute_script("""const real = window.fetch;
+      window.fetch = (url, opts) => String(url).includes('/api/v1/map/cases') ? real(url, opts).then((r) => r.json())
+        .then((d) => new Response(JSON.stringify({...d, truncated: true}), {status: 200})) : real(url, opts);""")
+    ActionChains(b).move_to_element_with_offset(cell, 0, -cell.size["height"] // 3).click().perform()
+    total = _wait(b, lambda d: d.find_element(By.ID, "feature-total"), "the cell's list")
+    assert "仅查看最新案件" in total.text and "only the newest cases looked at" in total.text
+    assert "bad" in total.get_attribute("class")
+
+
 def test_map_says_when_a_cells_cases_do_not_load(site):
     """A click on a cell whose case list answers 503 says so in the list's place, not "loading" for ever."""
     from selenium.webdriver.common.action_chains import ActionChains

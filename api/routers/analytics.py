@@ -71,7 +71,12 @@ class MapCase(BaseModel):
 class MapCases(BaseModel):
     layer: Literal["grid", "zones"]
     id: str = Field(description="Grid cell code or zone id.")
-    total: int = Field(description="Cases of the feature; at most MAP_CASES_LIMIT (500) are listed, newest first.")
+    total: int = Field(description="Cases of the feature among at most analytics.map_max_cases read, the newest (a cell's "
+                                   "own; for a zone, the filter's, as the map counts them); at most MAP_CASES_LIMIT (500) "
+                                   "are listed, newest first.")
+    truncated: bool = Field(
+        description="More cases matched than analytics.map_max_cases (20000): only that many, the newest, were looked at; "
+                    "a shorter period or a narrower filter finds them all.")
     items: list[MapCase]
 
 
@@ -222,6 +227,15 @@ def _map_filter(ctx: AppContext, period: str | None, type: list[str], state: lis
     return replace(flt, start=start), first.isoformat()
 
 
+def _newest_cases(ctx: AppContext, places: Places, flt: CaseFilter) -> tuple[list[CaseFact], bool]:
+    """The map's cases of `flt`, oldest first: at most `analytics.map_max_cases`, the newest, and whether more matched.
+    The map and its case lists read no more, so a long period never loads a city's years of cases at once."""
+    cap = _config(ctx).map_max_cases
+    cases = load_cases(ctx.store.engine, places, flt, newest=cap + 1)  # one more than counted says whether any were left
+    truncated = len(cases) > cap
+    return (cases[1:] if truncated else cases), truncated  # oldest first: the one over the cap is the oldest
+
+
 _MAP_PERIOD = "2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time); none: the last analytics.map_days (30) days."
 
 
@@ -234,10 +248,7 @@ def map_layers(
 ) -> MapLayers:
     places = _places(ctx)
     flt, since = _map_filter(ctx, period, type, state, source)
-    cap = _config(ctx).map_max_cases
-    cases = load_cases(ctx.store.engine, places, flt, newest=cap + 1)  # one more than counted says whether any were left
-    truncated = len(cases) > cap
-    cases = cases[1:] if truncated else cases  # oldest first: the one over the cap is the oldest
+    cases, truncated = _newest_cases(ctx, places, flt)
     per_cell = Counter(c.grid_cell for c in cases)
     layers = {}
     for layer in ("grid", "zones"):
@@ -264,13 +275,14 @@ def map_cases(
     flt, _ = _map_filter(ctx, period, type, state, source)
     if layer == "grid":
         flt = replace(flt, grid_cells=(id,))
-    found = _in_feature(places, layer, id, load_cases(ctx.store.engine, places, flt))
+    cases, truncated = _newest_cases(ctx, places, flt)
+    found = _in_feature(places, layer, id, cases)
     found.sort(key=lambda c: c.at, reverse=True)
     tz = _tz(ctx)
     items = [MapCase(id=c.id, type=c.violation_type, state=c.state.value, opened_at=c.at.astimezone(tz).isoformat(),
                      address=c.address, grid_cell=c.grid_cell, source_id=c.source_id, objects=c.object_count)
              for c in found[:MAP_CASES_LIMIT]]
-    return MapCases(layer=layer, id=id, total=len(found), items=items)
+    return MapCases(layer=layer, id=id, total=len(found), truncated=truncated, items=items)
 
 
 def _report_dirs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:

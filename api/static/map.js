@@ -49,7 +49,10 @@ async function showCases(layer, p) {
     SW.el("span", { class: "state" }, SW.stateName(M.meta, c.state)), `${SW.typeName(M.meta, c.type)} · ${c.id}`, SW.el("br"),
     SW.el("small", {}, `${SW.time(c.opened_at)} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
   box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)),
-    SW.el("p", { id: "feature-total" }, `${page.total} 件 cases${page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : ""}`), list);
+    SW.el("p", { id: "feature-total", class: page.truncated ? "status bad" : "" }, `${page.total} 件 cases`
+      + (page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : "")
+      + (page.truncated ? " · 仅查看最新案件，请缩短期间或收窄筛选 only the newest cases looked at: choose a shorter period or a narrower filter" : "")),
+    list);
 }
 
 // The colours as colour() gives them: a count n is in step i when n > i·max/steps, so step i starts at

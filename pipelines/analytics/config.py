@@ -50,5 +50,5 @@ class AnalyticsConfig(ConfigModel):
                     "and the days before it, local time), so a city with years of cases does not load them all.")
     map_max_cases: int = Field(
         20000, ge=1, title="Map case cap",
-        description="The map counts at most this many cases, the newest; when more match, its answer says so "
-                    "(`truncated`) and /ui/map shows it.")
+        description="The map and its case lists (a cell or zone clicked) count at most this many cases, the newest; when "
+                    "more match, the answer says so (`truncated`) and /ui/map shows it.")
