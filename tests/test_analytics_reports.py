@@ -201,6 +201,20 @@ def test_cases_export_with_filters(city, tmp_path):
     assert major.exit_code == 0 and list(csv.DictReader(io.StringIO(major.stdout))) == [], major.stderr
 
 
+def test_cases_export_since_a_local_day(city):
+    """The API exports from a local day (`since`, the map's default days) but the command had no --since: it
+    starts at that day's local midnight (the 00:30 stall of the 6th is still the 5th in UTC), within --period too."""
+    settings = _settings(city)
+    stalls = ("--type", "street_stall", "--grid", G1, "--config", settings)
+    done = _run("cases", "export", "--since", "2026-11-06", *stalls)
+    assert done.exit_code == 0, done.stderr
+    assert [r["发现时间 opened (local)"] for r in csv.DictReader(io.StringIO(done.stdout))] == ["2026-11-06 00:30:00"]
+    within = _run("cases", "export", "--since", "2026-11-05", "--period", "2026-11-05", *stalls)
+    assert within.exit_code == 0 and len(list(csv.DictReader(io.StringIO(within.stdout)))) == 3, within.stderr
+    outside = _run("cases", "export", "--since", "2026-11-06", "--period", "2026-11-05", *stalls)
+    assert outside.exit_code == 0 and list(csv.DictReader(io.StringIO(outside.stdout))) == [], outside.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["score", "--period", "2026-13"], "--period: period '2026-13': month must be in 1..12"),
     (["score", "--period", "Nov"], "does not parse (use YYYY-MM-DD"),
@@ -215,6 +229,8 @@ def test_cases_export_with_filters(city, tmp_path):
     (["cases", "export", "--state", "lost"], "--state 'lost': not a case state"),
     (["cases", "export", "--severity", "awful"], "--severity 'awful': not a case severity"),
     (["cases", "export", "--period", "2026-Q5"], "--period '2026-Q5' does not parse"),
+    (["cases", "export", "--since", "2026-11"], "--since '2026-11': not a day YYYY-MM-DD"),
+    (["cases", "export", "--since", "2026-02-30"], "--since '2026-02-30': not a day"),
     (["cases", "export", "--out", "cases.pdf"], "name a .csv or .xlsx file"),
     # A misspelt street exported nothing, silently (streets come only from the grid file).
     (["cases", "export", "--street", "文新"], "--street '文新': no cell of the grid file (analytics.grid) is in it (streets: 文新街道, 蒋村街道)"),

@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
         vtype: Annotated[list[str] | None, typer.Option("--type", help="Violation type id (repeat for several).")] = None,
         state: Annotated[list[str] | None, typer.Option("--state", help="Case state (repeat for several).")] = None,
         period: Annotated[str | None, typer.Option("--period", help="Opened in 2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time).")] = None,
+        since: Annotated[str | None, typer.Option("--since", help="Opened on or after this local day, YYYY-MM-DD (within --period if given too).")] = None,
         grid: Annotated[list[str] | None, typer.Option("--grid", help="Grid cell code (repeat for several).")] = None,
         street: Annotated[list[str] | None, typer.Option("--street", help="Street (街道) from the grid file (repeat for several).")] = None,
         camera: Annotated[list[str] | None, typer.Option("--camera", help="Camera id or photo batch id (repeat for several).")] = None,
@@ -112,8 +113,8 @@ def register(app: typer.Typer) -> None:
         tz, taxonomy = ZoneInfo(settings.analytics.timezone), load_taxonomy()
         try:
             places = load_places(settings.analytics, taxonomy)
-            flt = case_filter(taxonomy, tz, types=vtype or [], states=state or [], period=period, grid_cells=grid or [],
-                              streets=street or [], cameras=camera or [], source=source, reviewed=reviewed,
+            flt = case_filter(taxonomy, tz, types=vtype or [], states=state or [], period=period, since=since,
+                              grid_cells=grid or [], streets=street or [], cameras=camera or [], source=source, reviewed=reviewed,
                               severities=severity or [], known_streets=places.known_units("street"))
         except FilterError as exc:
             fail(f"--{exc}")
