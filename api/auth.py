@@ -2,7 +2,8 @@
 
 Tokens come as `Authorization: Bearer <token>`. A route lists the roles that may call it; `admin`
 may call everything. No token or an unknown/revoked one is 401 (with `WWW-Authenticate`), so is an expired
-one (problem `token-expired`, saying in Chinese and English when it expired), a valid token of another role is 403. Every route authenticates through `current_principal` (the dispatch
+one (problem `token-expired`, saying when it expired), a valid token of another role is 403; each detail in Chinese
+then English. Every route authenticates through `current_principal` (the dispatch
 webhook too, which may accept a signed body instead of a token). The test suite walks every route
 of the app and checks it this way, so a route added without a role check fails the tests.
 """
@@ -24,6 +25,10 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 #: The problem kind of an expired token's 401 (the others are `unauthenticated`): the login page shows its detail,
 #: which says when, instead of calling the token revoked.
 EXPIRED = "token-expired"
+#: The `unauthenticated` 401s' details, in staff's words first like the others (the pages and the API's clients show
+#: them as they come), then the English that clients may match, as it was.
+UNKNOWN_TOKEN = "API 令牌无效（未知或已吊销） unknown or revoked API token"
+NO_TOKEN = "需要有效的 API 令牌（Authorization: Bearer <令牌>） a valid API token is required (Authorization: Bearer <token>)"
 
 
 def current_principal(ctx: AppContext = Depends(get_ctx),
@@ -40,7 +45,7 @@ def current_principal(ctx: AppContext = Depends(get_ctx),
         raise Problem(401, f"API 令牌已于 {when} 过期，请向管理员申请新令牌 API token expired at {when}; "
                            "ask an administrator for a new one", slug=EXPIRED, headers=_CHALLENGE) from None
     if principal is None:
-        raise Problem(401, "unknown or revoked API token", slug="unauthenticated", headers=_CHALLENGE)
+        raise Problem(401, UNKNOWN_TOKEN, slug="unauthenticated", headers=_CHALLENGE)
     return principal
 
 
@@ -65,8 +70,7 @@ def require(*roles: Role):
 
     def check(principal: Principal | None = Depends(current_principal)) -> Principal:
         if principal is None:
-            raise Problem(401, "a valid API token is required (Authorization: Bearer <token>)", slug="unauthenticated",
-                          headers=_CHALLENGE)
+            raise Problem(401, NO_TOKEN, slug="unauthenticated", headers=_CHALLENGE)
         return authorize(principal, allowed)
 
     check.roles = allowed  # type: ignore[attr-defined]  # for introspection in docs/tests

@@ -85,8 +85,15 @@ def test_every_route_checks_its_role(service, bus_event):
         anonymous = client.request(method, url, **body)
         assert anonymous.status_code == 401, (method, path, anonymous.text)
         assert anonymous.headers["content-type"] == "application/problem+json"
+        assert anonymous.headers["WWW-Authenticate"] == "Bearer" and anonymous.json()["title"] == "Unauthorized"
+        if not path.endswith("/webhook"):  # which asks for a token or a signature (test_api_review)
+            # in staff's words first, as the expired token's and the 403s' (the English as it was, for clients)
+            assert anonymous.json()["detail"] == ("需要有效的 API 令牌（Authorization: Bearer <令牌>） "
+                                                  "a valid API token is required (Authorization: Bearer <token>)"), path
         bad = client.request(method, url, headers=auth("swt_not-a-real-token"), **body)
-        assert bad.status_code == 401, (method, path)
+        assert bad.status_code == 401 and bad.headers["WWW-Authenticate"] == "Bearer", (method, path)
+        assert bad.json()["type"] == "urn:streetwatch:problem:unauthenticated", path
+        assert bad.json()["detail"] == "API 令牌无效（未知或已吊销） unknown or revoked API token", path
         for role in ROLES:
             answer = client.request(method, url, headers=auth(tokens[role]), **body)
             if role in allowed:

@@ -162,7 +162,9 @@ def test_users_commands_issue_list_and_revoke_hashed_tokens(tmp_path, monkeypatc
     with TestClient(app) as client:
         assert client.get("/api/v1/cases", headers=auth(token)).status_code == 200
         assert runner.invoke(cli, ["users", "revoke", "王芳", "--config", str(config)]).exit_code == 0
-        assert client.get("/api/v1/cases", headers=auth(token)).status_code == 401
+        revoked = client.get("/api/v1/cases", headers=auth(token))
+        assert revoked.status_code == 401 and revoked.headers["WWW-Authenticate"] == "Bearer"
+        assert revoked.json()["detail"] == "API 令牌无效（未知或已吊销） unknown or revoked API token"
     assert "revoked" in runner.invoke(cli, ["users", "list", "--all", "--config", str(config)]).stdout
     assert runner.invoke(cli, ["users", "revoke", "nobody", "--config", str(config)]).exit_code == 2
 
