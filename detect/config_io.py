@@ -124,11 +124,16 @@ def _binary_kind(data: bytes) -> str | None:
     return what
 
 
+#: Files read as JSON, whatever YAML would make of them: GeoJSON is JSON, and GIS tools that indent it with tabs write
+#: what YAML refuses (a tab cannot indent YAML).
+JSON_SUFFIXES = (".json", ".geojson")
+
+
 def read_mapping(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON file whose top level must be a mapping; a key written twice in one mapping is refused
-    (naming the key, and both lines in YAML) rather than read as the last one."""
+    """Parse a YAML or JSON file (by its suffix, `JSON_SUFFIXES`) whose top level must be a mapping; a key written
+    twice in one mapping is refused (naming the key, and both lines in YAML) rather than read as the last one."""
     path = Path(path)
-    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+    kind = "JSON" if path.suffix.lower() in JSON_SUFFIXES else "YAML"
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -350,8 +350,7 @@ def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path):
 
 
 def test_a_key_written_twice_in_a_json_file_is_refused_naming_it(tmp_path):
-    """YAML files (and .geojson ones, read as YAML) refused a key written twice, but a .json one (a grid file exported as
-    grid.json whose cell got a second `"squad"`, a settings .json) was read as the second value without a word: the
+    """YAML files refused a key written twice, but a .json one (a grid file exported as grid.json whose cell got a second `"squad"`, a settings .json) was read as the second value without a word: the
     cell counted for the wrong squad. It is refused the same way, naming the file and the key (`json` gives no lines)."""
     from pipelines.grid import load_grid
     from tests.analytics_helpers import write_grid
@@ -369,6 +368,27 @@ def test_a_key_written_twice_in_a_json_file_is_refused_naming_it(tmp_path):
     with pytest.raises(ConfigError, match=rf"^{settings}: key 'timezone' is written twice in one object"):
         load_settings(settings)
     assert write_grid(grid) and load_grid(grid)  # the file as written, each key once, still reads
+
+
+def test_a_geojson_file_is_read_as_json(tmp_path):
+    """A .geojson file was read as YAML, so a valid grid file indented with tabs (as some GIS tools write it) was
+    refused as 'not valid YAML' (a tab cannot indent YAML), and a key written twice there was called a YAML mapping's.
+    It is read as the JSON it is: the analytics grid loads, and a key written twice is refused as in a .json file."""
+    from pipelines.analytics.config import AnalyticsConfig
+    from pipelines.analytics.places import load_places
+    from tests.analytics_helpers import CELLS, write_grid
+
+    grid = write_grid(tmp_path / "grid.geojson")
+    grid.write_text(json.dumps(json.loads(grid.read_text(encoding="utf-8")), ensure_ascii=False, indent="\t"), encoding="utf-8")
+    assert "\n\t\"features\": [" in grid.read_text(encoding="utf-8")  # tab-indented, as a GIS tool writes it
+    places = load_places(AnalyticsConfig(grid=grid))
+    assert places.known_units("street") == sorted({street for _, _, street, _ in CELLS}) and len(places.cells) == len(CELLS)
+
+    text = grid.read_text(encoding="utf-8")
+    grid.write_text(text.replace('"squad": "一中队"', '"squad": "一中队",\n"squad": "二中队"', 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_places(AnalyticsConfig(grid=grid))
+    assert f"{grid}: key 'squad' is written twice in one object: JSON would keep the second without a word" in str(refused.value)
 
 
 def test_a_refused_value_is_shown_and_a_long_one_cut(tmp_path):
