@@ -193,7 +193,8 @@ def test_a_patrol_upload_takes_the_start_time_the_video_lacks(city, clip, tmp_pa
 def test_a_patrol_start_is_read_in_the_zone_the_pages_show(tmp_path, monkeypatch, onnx_detector, clip):  # noqa: F811
     """The form field `start` was read in `service.triage.timezone`, while /ui/city shows times in the city's zone
     (`GET /meta`): with the city in Berlin and the upload jobs' triage in Shanghai, 09:00 typed on the page was 09:00
-    in Shanghai, seven hours off, and the drive's track covered none of the video. It is read in the pages' zone."""
+    in Shanghai, seven hours off, and the drive's track covered none of the video. It is read in the pages' zone, and
+    the run's summary and report are in that zone too, named (they were in Shanghai's, unnamed: 16:00 for 09:00)."""
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
     settings = settings_for(tmp_path, timezone="Europe/Berlin", triage={"timezone": "Asia/Shanghai", "ocr": "off"})
     assert settings.service.triage.timezone == "Asia/Shanghai" and settings.analytics.timezone == "Europe/Berlin"
@@ -209,7 +210,10 @@ def test_a_patrol_start_is_read_in_the_zone_the_pages_show(tmp_path, monkeypatch
             for form in ({"start": "2026-11-20 09:00:00"}, {}))
         assert given["start"] == "2026-11-20T09:00:00+01:00", given
         given, without = _finished(client, inspector, given, without)
+        report = client.get(f"/api/v1/patrol/jobs/{given['id']}/report", headers=inspector).text
     assert given["state"] == "done" and given["summary"]["frames"] == 15 and not given["summary"]["messages"], given
+    assert given["summary"]["video_span"] == ["2026-11-20 09:00:00", "2026-11-20 09:00:29"], given["summary"]
+    assert given["summary"]["timezone"] == "Europe/Berlin" and "Europe/Berlin" in report and "Asia/Shanghai" not in report
     assert without["state"] == "failed" and "'YYYY-MM-DD HH:MM:SS' in local time (Europe/Berlin)" in without["error"], without
 
 

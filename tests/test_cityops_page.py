@@ -128,7 +128,7 @@ def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  #
                   and d.find_element(By.CSS_SELECTOR, "#patrol-job p.state"), "the finished patrol job", timeout=240)
     assert state.text == "行车 0310.ts · 完成 done"
     lines = [li.text for li in b.find_elements(By.CSS_SELECTOR, "#patrol-job li")]
-    assert lines[0] == "抽取画面 Frames sampled: 11 (2026-11-20 09:00:00 – 2026-11-20 09:00:29)", lines
+    assert lines[0] == "抽取画面 Frames sampled: 11 (2026-11-20 09:00:00 – 2026-11-20 09:00:29 Asia/Shanghai)", lines
     assert lines[1] == "跳过 Skipped: 1 帧无定位，轨迹未覆盖 9.5 秒视频 frames without a position, 9.5 s of video the track does not cover", lines
     assert lines[2].startswith("发现违规 Violations found: "), lines
     assert lines[3].startswith("提示 Note: drive.gpx: the track does not cover the whole video"), lines
@@ -175,5 +175,5 @@ def test_city_page_lists_patrol_jobs_and_a_reload_finds_the_running_one(city, cl
           "the followed job's summary", timeout=240)
     row = b.find_element(By.CSS_SELECTOR, f"#patrol-jobs tr[data-job='{job['id']}']")
     assert [td.text for td in row.find_elements(By.TAG_NAME, "td")][3:5] == ["完成 done", "15 / 15 帧 frames · 完成 done"]
-    assert b.find_element(By.CSS_SELECTOR, "#patrol-job li").text == "抽取画面 Frames sampled: 15 (2026-11-20 09:00:00 – 2026-11-20 09:00:29)"
+    assert b.find_element(By.CSS_SELECTOR, "#patrol-job li").text == "抽取画面 Frames sampled: 15 (2026-11-20 09:00:00 – 2026-11-20 09:00:29 Asia/Shanghai)"
     assert b.find_element(By.ID, "patrol-report").text == "巡查报告 Patrol report"

@@ -148,8 +148,10 @@ class PatrolSummary(BaseModel):
     frames: int = Field(description="Frames sampled along the track.")
     skipped_without_position: int = Field(description="Frames the track does not place.")
     uncovered_s: float = Field(description="Seconds of video the track does not cover.")
-    video_span: list[str] | None
-    track_span: list[str] | None
+    video_span: list[str] | None = Field(description="The video's first and last frame, local time in `timezone`.")
+    track_span: list[str] | None = Field(description="The track's first and last fix, local time in `timezone`.")
+    timezone: str | None = Field(None, description="The zone the spans and the report are in: the pages' (`GET /meta`'s `timezone`), "
+                                                   "the one the form field `start` is read in (None for a job done by an earlier release).")
     messages: list[str] = Field(description="What was wrong with the track or the video.")
     groups: int = Field(description="Violations found (groups of frames).")
     cases: list[str] = Field(description="Cases drafted.")
@@ -485,7 +487,8 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     out = folder / "out"
     _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
     try:
-        settings = TriageSettings(**ctx.service.triage.model_dump(), out=out)
+        # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
+        settings = TriageSettings(**{**ctx.service.triage.model_dump(), "timezone": ctx.page_tz.key}, out=out)
         cfg = ctx.settings.cityops
         result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
                             every_m=cfg.patrol_every_m, every_s=cfg.patrol_every_s, detector=ctx.jobs.detector(),

@@ -99,7 +99,9 @@ function showPatrol(job, meta) {
   const lines = [];
   if (job.error) lines.push(`原因 Why: ${job.error}`);
   if (s) {
-    lines.push(`抽取画面 Frames sampled: ${s.frames}` + (s.video_span ? ` (${s.video_span[0]} – ${s.video_span[1]})` : ""));
+    // the span in the run's zone, named (the pages' zone, GET /meta's; a job of an earlier release may lack it)
+    const span = s.video_span ? `${s.video_span[0]} – ${s.video_span[1]}` + (s.timezone ? ` ${s.timezone}` : "") : "";
+    lines.push(`抽取画面 Frames sampled: ${s.frames}` + (span ? ` (${span})` : ""));
     if (s.skipped_without_position) {
       lines.push(`跳过 Skipped: ${s.skipped_without_position} 帧无定位，轨迹未覆盖 ${s.uncovered_s} 秒视频 ` +
                  `frames without a position, ${s.uncovered_s} s of video the track does not cover`);

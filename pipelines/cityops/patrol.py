@@ -396,7 +396,7 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float
     summary = {
         "video": str(video), "track": str(track.path), "frames": len(sampled.frames), "skipped_without_position": sampled.skipped,
         "uncovered_s": round(sampled.uncovered_s, 1),
-        "video_span": sampled.video_span, "track_span": sampled.track_span, "messages": sampled.messages,
+        "video_span": sampled.video_span, "track_span": sampled.track_span, "timezone": tz.key, "messages": sampled.messages,
         "groups": len(result.groups), "cases": [r.case_id for r in result.refs if r.case_id and not (r.error or "").startswith("already open")],
         "already_open": already, "report": str(result.files.get("report")),
     }
