@@ -416,6 +416,41 @@ def test_patrol_command_resumes_a_stopped_run(tmp_path, clip):
     assert json.loads((out / "patrol.json").read_text(encoding="utf-8"))["frames"] == 60
 
 
+def test_a_resume_with_other_sampling_values_is_refused_naming_both(tmp_path, clip):
+    """--resume kept the stopped run's frames, sampled with its --every-m, --every-s and --start, whatever the resume
+    passed, and the run then looked as if it had sampled with those. A value given that is not the stopped run's is
+    refused naming both (the start as the frames were timed, here from the video's own tag); the same values, or none,
+    take the run up, as does a sampled.json of an earlier release, which kept none to compare."""
+    from typer.testing import CliRunner
+
+    from pipelines.cityops.patrol import SAMPLED, sample_once
+    from streetwatch.cli import app
+
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    out = tmp_path / "out"
+    stopped = sample_once(clip, load_track(track, TZ), out, resume=False, tz=TZ, every_m=10, every_s=5)  # sampling over
+    assert stopped.sampling == {"every_m": 10, "every_s": 5, "start": START.isoformat()}  # no --start: the video's tag
+    for args, why in ((["--every-m", "20"], "with --every-m 20: the stopped run there sampled its frames with --every-m 10; "
+                                            "resume without --every-m (or with 10), or run into another --out"),
+                      (["--every-s", "2.5"], "with --every-s 2.5: the stopped run there sampled its frames with --every-s 5; "),
+                      (["--start", "2026-11-20 09:00:05"], "with --start 2026-11-20 09:00:05+08:00: the stopped run there timed its "
+                                                           "frames from a first frame at 2026-11-20 09:00:00+08:00; resume without --start")):
+        refused = CliRunner().invoke(app, ["patrol", str(clip), "--track", str(track), "--out", str(out), "--resume", "--no-cases",
+                                           "--no-progress", "--timezone", "Asia/Shanghai", *args])
+        assert refused.exit_code == 2 and f"{out}: cannot be resumed {why}" in refused.stderr, refused.stderr
+
+    frames = {p.name: p.stat().st_mtime_ns for p in (out / "frames").iterdir()}
+    for given in ({"every_m": 10.0, "every_s": 5, "start": START.astimezone(TZ)}, {}):
+        resumed = sample_once(clip, load_track(track, TZ), out, resume=True, tz=TZ, every_m=99, every_s=99, given=given)
+        assert resumed.frames == stopped.frames and resumed.sampling == stopped.sampling
+    kept = json.loads((out / SAMPLED).read_text(encoding="utf-8"))
+    del kept["sampling"]  # as an earlier release kept it
+    (out / SAMPLED).write_text(json.dumps(kept), encoding="utf-8")
+    older = sample_once(clip, load_track(track, TZ), out, resume=True, tz=TZ, every_m=20, every_s=5, given={"every_m": 20})
+    assert older.frames == stopped.frames and older.sampling is None
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "frames").iterdir()} == frames  # never sampled again
+
+
 def test_patrol_command_refuses_a_start_the_video_cannot_have(tmp_path, clip):
     """--start is read by the rule the service's form field is (`given_start`): a time in the future or before 2000
     would date every frame and case so."""

@@ -489,9 +489,9 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
         settings = TriageSettings(**{**ctx.service.triage.model_dump(), "timezone": ctx.page_tz.key}, out=out)
-        cfg = ctx.settings.cityops
+        # sampled every cityops.patrol_every_m/_s (run_patrol's default); a resumed run keeps the ones it sampled with
         result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
-                            every_m=cfg.patrol_every_m, every_s=cfg.patrol_every_s, detector=ctx.jobs.detector(),
+                            detector=ctx.jobs.detector(),
                             start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
                             resume=out.exists())  # a run a stopped server left: taken up where it was

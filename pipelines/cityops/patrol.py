@@ -15,9 +15,9 @@ successive frames within `group_radius_m` is one case) and evidence bundles. Wha
 - a case already open of the same type within `group_radius_m` (an earlier patrol, a camera, an
   inspector) is not doubled: the group is reported against that case instead;
 - resuming (`run_patrol(resume=True)`: `streetwatch patrol --resume`, the service after a restart): a run that
-  finished sampling kept what it sampled and from which video and track (`sampled.json`), so its frames are not
-  sampled again and triage resumes over them, given the same files; one stopped while sampling had judged nothing
-  and samples afresh.
+  finished sampling kept what it sampled, how and from which video and track (`sampled.json`), so its frames are not
+  sampled again and triage resumes over them, given the same files (and sampling values, where given); one stopped
+  while sampling had judged nothing and samples afresh.
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ class Sampled:
     track_span: tuple[str, str] | None = None
     messages: list[str] = field(default_factory=list)
     inputs: dict[str, dict[str, str]] | None = None  # {"video"/"track": {"path", "sha256"}}; None: kept by an older release
+    #: how the frames were sampled: {"every_m", "every_s", "start": the first frame's time (ISO 8601), whether given or
+    #: the video's or track's own}; None: kept by an older release
+    sampling: dict[str, Any] | None = None
 
     def check_inputs(self, out: Path, **given: Path) -> None:
         """PatrolError when a file given to resume the run in `out` (`video=`, `track=`) is not the one it sampled, by
@@ -109,6 +112,30 @@ class Sampled:
             if kept is not None and sha256_file(path) != kept["sha256"]:
                 raise PatrolError(f"{out}: cannot be resumed with {path}: the stopped run there sampled another {role} "
                                   f"({kept['path']}); resume with the video and track it was started with, or run into another --out")
+
+    def check_sampling(self, out: Path, *, every_m: float | None = None, every_s: float | None = None,
+                       start: datetime | None = None) -> None:
+        """PatrolError naming both values when one given to resume the run in `out` (None: not given) is not the one
+        its frames were sampled with: they are kept as sampled, so a resume with another `--every-m` or `--start`
+        would say it ran with that while its frames, their positions and times, are the stopped run's."""
+        kept = self.sampling
+        if kept is None:  # an older release's sampled.json: nothing to compare with
+            if (every_m, every_s, start) != (None, None, None):
+                log.warning("%s: the stopped run kept no record of its --every-m, --every-s and --start (an earlier "
+                            "release): its frames are kept as it sampled them, whatever is given now", out)
+            return
+        for option, given, was in (("--every-m", every_m, kept["every_m"]), ("--every-s", every_s, kept["every_s"]),
+                                   ("--start", start, datetime.fromisoformat(kept["start"]))):
+            if given is None or given == was:
+                continue
+            if option == "--start":  # both in the zone given now; the stopped run's may be the video's or track's own
+                now, then = given.isoformat(sep=" "), was.astimezone(given.tzinfo).isoformat(sep=" ")
+                how = f"timed its frames from a first frame at {then}"
+            else:
+                now, then = f"{given:g}", f"{was:g}"
+                how = f"sampled its frames with {option} {then}"
+            raise PatrolError(f"{out}: cannot be resumed with {option} {now}: the stopped run there {how}; resume without "
+                              f"{option} (or with {then}), or run into another --out")
 
     def save(self, path: Path) -> None:
         """Kept as JSON (frames by name, beside `path` in `FRAMES`), replaced whole: a kill leaves it absent or complete."""
@@ -184,6 +211,7 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
         begin = start or track.start or video_start(container, video)
         if begin is None:
             raise NoStartTime(video, "the video has no creation_time tag" + ("" if track.video_timed else " to match the track's clock"))
+        result.sampling = {"every_m": every_m, "every_s": every_s, "start": begin.isoformat()}
         origin = media_origin(container)
         last_pos: GeoPoint | None = None
         last_t: float | None = None
@@ -328,15 +356,18 @@ class PatrolResult:
     summary: dict[str, Any]
 
 
-def sample_once(video: Path, track: Track, out: Path, *, resume: bool, **sampling: Any) -> Sampled:
+def sample_once(video: Path, track: Track, out: Path, *, resume: bool, tz: ZoneInfo, every_m: float, every_s: float,
+                start: datetime | None = None, given: dict[str, Any] | None = None) -> Sampled:
     """The run's frames under `out`, sampled now (`sample_video`, then kept as `SAMPLED` with the files sampled) or, on
     `resume`, as an interrupted run kept them: triage resumes over those very frames, given the same video and
-    track (PatrolError otherwise). A run stopped while sampling had judged none (triage starts after), so its
-    frames are removed and sampled afresh; CannotResume when it had. PatrolError when `out` holds no run at all."""
+    track, and the same sampling values where `given` names them (PatrolError otherwise). A run stopped while
+    sampling had judged none (triage starts after), so its frames are removed and sampled afresh; CannotResume when it
+    had. PatrolError when `out` holds no run at all."""
     if resume:
         done = Sampled.load(out / SAMPLED)
         if done is not None:
             done.check_inputs(out, video=video, track=track.path)
+            done.check_sampling(out, **(given or {}))
             return done
         if (out / RESULTS).is_file():
             raise CannotResume(f"{out}: cannot be resumed: frames were judged ({RESULTS}) but the run kept no "
@@ -347,20 +378,22 @@ def sample_once(video: Path, track: Track, out: Path, *, resume: bool, **samplin
         shutil.rmtree(out / FRAMES, ignore_errors=True)
     else:
         check_out_free(out)
-    sampled = sample_video(video, track, out / FRAMES, **sampling)
+    sampled = sample_video(video, track, out / FRAMES, every_m=every_m, every_s=every_s, tz=tz, start=start)
     sampled.inputs = {role: {"path": str(path), "sha256": sha256_file(path)} for role, path in (("video", video), ("track", track.path))}
     sampled.save(out / SAMPLED)
     return sampled
 
 
-def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float, every_s: float,
-               deployment: Settings, start: datetime | None = None, detector=None, taxonomy=None,
+def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Settings, every_m: float | None = None,
+               every_s: float | None = None, start: datetime | None = None, detector=None, taxonomy=None,
                show_progress: bool = True, name: str | None = None, resume: bool = False) -> PatrolResult:
     """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
-    the settings file (case store, evidence, dispatch; `pipelines.settings`). `name`: the video's name in its
-    cases' source (`patrol:<name>`), default the file's stem; an upload's is the name it was sent under, since
-    the service stores every video as `video.<suffix>`. `resume`: take up the run an interruption left in
-    `settings.out` (`sample_once`; the same video, track and settings), as triage's `--resume` does."""
+    the settings file (case store, evidence, dispatch; `pipelines.settings`). `every_m`, `every_s`: the sampling,
+    by default `deployment.cityops.patrol_every_m/_s`. `name`: the video's name in its cases' source
+    (`patrol:<name>`), default the file's stem; an upload's is the name it was sent under, since the service stores
+    every video as `video.<suffix>`. `resume`: take up the run an interruption left in `settings.out` (`sample_once`;
+    the same video and track, its frames as they were sampled: `every_m`, `every_s` and `start`, when given, must be
+    the stopped run's), as triage's `--resume` does."""
     from pipelines.triage.cases import CasesUnavailable, open_triage_cases
     from pipelines.triage.run import run_triage, triage_detector
 
@@ -373,7 +406,11 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, every_m: float
     except TrackError as exc:
         raise PatrolError(str(exc)) from None
     out = Path(settings.out)
-    sampled = sample_once(video, track, out, resume=resume, every_m=every_m, every_s=every_s, tz=tz, start=start)
+    given = {k: v for k, v in (("every_m", every_m), ("every_s", every_s), ("start", start)) if v is not None}
+    cfg = deployment.cityops
+    sampled = sample_once(video, track, out, resume=resume, tz=tz, start=start, given=given,
+                          every_m=cfg.patrol_every_m if every_m is None else every_m,
+                          every_s=cfg.patrol_every_s if every_s is None else every_s)
     if resume:
         settings = settings.model_copy(update={"resume": True})
     for message in sampled.messages:

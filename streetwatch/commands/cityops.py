@@ -46,7 +46,7 @@ def patrol(
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")] = True,
-    resume: Annotated[bool, typer.Option("--resume", help="Take up the run a stop (Ctrl-C, a crash, a power cut) left in --out: give the same video and track (refused otherwise); frames already sampled are kept (so are the --every-m, --every-s and --start they were sampled with) and each is judged once.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Take up the run a stop (Ctrl-C, a crash, a power cut) left in --out: give the same video and track (refused otherwise); frames already sampled are kept, with the --every-m, --every-s and --start they were sampled with (one given now that differs is refused, naming both), and each is judged once.")] = False,
 ) -> None:
     """Triage a patrol car's video along its GPS track like photos taken on the route.
 
@@ -73,8 +73,7 @@ def patrol(
         settings = TriageSettings(**{**deployment.triage.model_dump(exclude_unset=True), **given}, out=out)
         if start is not None:
             start = given_start(start, settings.tz)
-        result = run_patrol(video, track, settings, every_m=every_m or deployment.cityops.patrol_every_m,
-                            every_s=every_s or deployment.cityops.patrol_every_s, start=start, deployment=deployment,
+        result = run_patrol(video, track, settings, every_m=every_m, every_s=every_s, start=start, deployment=deployment,
                             show_progress=progress, resume=resume)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
