@@ -42,8 +42,8 @@ UNFINISHED = ("queued", "running")
 MTIME_SLACK_S = 2.0
 """How far a folder's modification time may lag its job's `created_at` (file times come from a coarse clock, and
 some file systems keep them in whole seconds): `TriageJobs.list` reads folders this much older than it needs."""
-SERVER_FIELDS = ("path", "member", "thumb")
-"""Record fields that name files on the server: never in the API's results."""
+SERVER_FIELDS = ("path", "member", "thumb", "file_size", "file_mtime_ns")
+"""Record fields that name or describe files on the server (the stamp `--resume` reads): never in the API's results."""
 
 
 class JobNotFound(KeyError):

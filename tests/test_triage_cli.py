@@ -370,6 +370,7 @@ def test_resume_keeps_a_judged_photo_it_cannot_read_and_replaces_one_truncated_s
     judged = {Path(json.loads(line)["source"]).name: line for line in _lines(out / "results.jsonl")}
 
     (photos / "locked.jpg").chmod(0)
+    os.utime(photos / "locked.jpg")  # its time changed (saved again): it must be read to tell whether it changed
     (photos / "cut.jpg").write_bytes(garbage[2].read_bytes()[:3000])  # copied over again, half way
     done = subprocess.run(_as_unprivileged() + _cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=300)
@@ -383,3 +384,43 @@ def test_resume_keeps_a_judged_photo_it_cannot_read_and_replaces_one_truncated_s
     assert len(lines) == 3 and judged["kept.jpg"] in lines and judged["locked.jpg"] in lines
     assert records["cut.jpg"]["status"] == "error" and records["cut.jpg"]["reason"].startswith("corrupt or truncated")
     assert "permission denied" not in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_resume_reads_only_the_photos_whose_size_or_time_changed(tmp_path, bus_jpg, real_sample_dir):
+    """`--resume` read and hashed every photo judged earlier to tell whether it changed: on a network share of
+    50,000 photos, the whole run's reading again. A photo whose file has the size and time its record holds is kept
+    unread (here one made unreadable: it is never opened); one touched since is hashed and, the same, keeps its
+    record; one replaced is judged again; a record without a stamp (an earlier release's) is hashed as before."""
+    garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:4]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = ("unchanged.jpg", "touched.jpg", "replaced.jpg", "old_record.jpg")
+    for name, src in zip(names, garbage, strict=True):
+        shutil.copy(src, photos / name)
+    out = tmp_path / "out"
+    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    judged = {Path(json.loads(line)["source"]).name: line for line in _lines(out / "results.jsonl")}
+    stamp = json.loads(judged["unchanged.jpg"])
+    info = (photos / "unchanged.jpg").stat()
+    assert (stamp["file_size"], stamp["file_mtime_ns"]) == (info.st_size, info.st_mtime_ns)
+    old = {k: v for k, v in json.loads(judged["old_record.jpg"]).items() if k not in ("file_size", "file_mtime_ns")}
+    judged["old_record.jpg"] = json.dumps(old, ensure_ascii=False, separators=(",", ":")) + "\n"
+    (out / "results.jsonl").write_text("".join(judged.values()), encoding="utf-8")
+
+    (photos / "unchanged.jpg").chmod(0)  # read, it would be 'cannot be read now'
+    (photos / "old_record.jpg").chmod(0)  # no stamp: read, and so unreadable now
+    touched = (photos / "touched.jpg").stat()
+    os.utime(photos / "touched.jpg", ns=(touched.st_atime_ns, touched.st_mtime_ns + 10**9))
+    shutil.copy(bus_jpg, photos / "replaced.jpg")
+    done = subprocess.run(_as_unprivileged() + _cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("1 photos recorded" in done.stdout and "3 already recorded earlier (1 judged earlier cannot be read now; "
+            "its result is kept), 1 changed since judged earlier and judged again" in done.stdout)
+    lines = _lines(out / "results.jsonl")
+    records = {Path(r["source"]).name: r for r in map(json.loads, lines)}
+    assert len(lines) == 4 and all(judged[n] in lines for n in ("unchanged.jpg", "touched.jpg", "old_record.jpg"))
+    assert records["replaced.jpg"]["sha256"] == hashlib.sha256(bus_jpg.read_bytes()).hexdigest()
+    assert records["replaced.jpg"]["file_size"] == bus_jpg.stat().st_size

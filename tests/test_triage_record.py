@@ -137,7 +137,9 @@ def test_the_api_serves_the_typed_record_without_server_paths(tmp_path, bus_jpg,
         [result] = client.get(f"/api/v1/triage/jobs/{job_id}/results", headers=auth(tokens["inspector"])).json()
         spec = client.get("/openapi.json").json()
     [line] = [json.loads(x) for x in (folder / "results.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert result == {**{k: v for k, v in line.items() if k not in ("path", "member", "thumb")}, "source": "街道 bus.jpg"}
+    assert line["file_size"] == (folder / "input" / "0001.jpg").stat().st_size and "file_mtime_ns" in line
+    assert result == {**{k: v for k, v in line.items() if k not in ("path", "member", "thumb", "file_size", "file_mtime_ns")},
+                      "source": "街道 bus.jpg"}
     assert [f["type"] for f in result["findings"]] == ["illegal_parking"] and result["taken_at"].startswith("2024-06-03T09:00:00")
     answer = spec["paths"]["/api/v1/triage/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert answer["items"]["$ref"].endswith("/PhotoRecord")

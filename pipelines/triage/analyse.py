@@ -64,6 +64,7 @@ class Analyser:
         return PhotoRecord(
             source=photo.source.name,
             **photo.source.locator(),
+            **photo.stamp_fields(),
             sha256=photo.sha256,
             status=RecordStatus.OK,
             photo_id=photo.photo_id,

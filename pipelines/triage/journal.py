@@ -6,6 +6,10 @@ way through its line is cut off on resume (its photo is simply done again). The 
 and the cases are all built by streaming this file afterwards, so nothing per photo is held in
 memory during a run except the small resume indexes below.
 
+An input judged earlier (or found a duplicate) whose file has the size and modification time its record
+holds (`unchanged`) is kept without being read: only a file whose stamp changed is hashed again, and a
+touched but identical one keeps its record. Records without a stamp (earlier releases) are hashed.
+
 An input whose record is an error is not done: `--resume` tries it again (the detector or a disk
 may have failed, or the file been replaced since; an unreadable file costs one read to retry). An
 input judged earlier whose content is not the same now (another photo saved under its name: the
@@ -31,6 +35,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from pipelines.triage.record import PhotoRecord, RecordStatus
+from pipelines.triage.sources import Stamp
 
 RESULTS = "results.jsonl"
 
@@ -90,6 +95,7 @@ class Journal:
         self._latest: dict[str, tuple[int, str | None]] = {}  # source -> (line, content hash) of its latest record
         self._stale: set[int] = set()  # lines of records superseded by a later record of the same source
         self._copies: dict[str, str] = {}  # source -> the input its latest record calls it a duplicate of
+        self._stamps: dict[str, Stamp] = {}  # source -> the stamp of its file its latest record holds (judged, duplicate)
         if self.path.exists() and self.path.stat().st_size:
             if not resume:
                 raise JournalExists(
@@ -143,6 +149,9 @@ class Journal:
                 del self.done_hashes[sha]
         self._latest[record.source] = (self._lines, record.sha256)
         self._copies.pop(record.source, None)
+        self._stamps.pop(record.source, None)
+        if record.status is not RecordStatus.ERROR and record.file_size is not None and record.file_mtime_ns is not None:
+            self._stamps[record.source] = Stamp(record.file_size, record.file_mtime_ns)
         if record.status is RecordStatus.DUPLICATE and record.duplicate_of:
             self._copies[record.source] = record.duplicate_of
 
@@ -154,6 +163,12 @@ class Journal:
     def seen(self, source: str, sha: str | None) -> bool:
         """This exact input (same name, same content) is already judged or a duplicate."""
         return (source, sha) in self.done_pairs
+
+    def unchanged(self, source: str, stamp: Stamp) -> bool:
+        """This input is done (`seen` with its latest record's content) and its file has the stamp that record holds:
+        nothing says its content changed, so it is kept without reading it (a record without a stamp: never)."""
+        latest = self._latest.get(source)
+        return latest is not None and self._stamps.get(source) == stamp and self.seen(source, latest[1])
 
     def refused_before(self, source: str, reason: str) -> bool:
         """An input refused unread (`sources.Refused`) whose latest record is this same refusal: nothing to redo."""

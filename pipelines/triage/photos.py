@@ -26,7 +26,7 @@ from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
 from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.settings import TriageSettings
-from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, SourceReadError
+from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, SourceReadError, Stamp
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Photo:
     grade: Grade | None = None  # the road grade of its grid cell (the rules' types and thresholds for it)
     warnings: list[str] = field(default_factory=list)
     data: bytes | None = None  # the file's bytes, kept only until OCR has had its chance
+    stamp: Stamp | None = None  # its file's size and modification time before it was read (`--resume` skips it unread)
 
     @property
     def photo_id(self) -> str:
@@ -60,6 +61,10 @@ class Photo:
         path = None if self.source.member else str(self.source.path)
         return Frame(image=self.image, source_id=self.photo_id, ts=self.taken_at, frame_id=self.sha256, geo=self.geo,
                      path=path, meta={"source": self.source.name, "full_size": self.full_size})
+
+    def stamp_fields(self) -> dict[str, int]:
+        """The record fields of its `stamp` (none when it could not be taken)."""
+        return self.stamp.fields() if self.stamp else {}
 
     def facts(self) -> dict[str, Any]:
         """The record fields every readable photo has (`PhotoRecord` keyword arguments)."""
@@ -120,9 +125,14 @@ def load_photo(
 ) -> Photo | Skipped | PhotoRecord:
     """Read, hash and decode one photo; an error or duplicate comes back as its finished record.
 
+    An input done earlier whose file has the stamp its record holds is skipped unread (`Journal.unchanged`).
     Times the `read` (bytes + hash) and `decode` (pixels + EXIF facts) stages into `stages`.
     """
     name = source.name
+    stamp = source.stamp()  # before the bytes: a write while they are read changes it
+    if stamp is not None and journal.unchanged(name, stamp):
+        return Skipped(source)
+    stamped = stamp.fields() if stamp else {}
     try:
         with stages.timed("read"):
             data = source.read_bytes(archives)
@@ -133,7 +143,7 @@ def load_photo(
         return Skipped(source)
     first = journal.done_hashes.get(sha)
     if first is not None:
-        return error_record(name, f"duplicate of {first}", sha, status="duplicate", duplicate_of=first)
+        return error_record(name, f"duplicate of {first}", sha, status="duplicate", duplicate_of=first, **stamped)
     try:
         with stages.timed("decode"):
             decoded = decode_image(data, name, max_side=settings.imgsz)
@@ -154,4 +164,5 @@ def load_photo(
         grade=cell[1] if cell else None,
         warnings=facts.warnings,
         data=data,
+        stamp=stamp,
     )

@@ -304,7 +304,7 @@ class PhotoSteps:
     """
 
     settings: TriageSettings
-    journal: Journal  # read only: `seen`, `refused_before`, `judged_before` and `done_hashes`, the resume indexes
+    journal: Journal  # read only: `unchanged`, `seen`, `refused_before`, `judged_before` and `done_hashes`, the resume indexes
     grid: GridCells | None
     judgement: Judgement
     detector: Detector | None = None  # None: this copy only reads
@@ -406,7 +406,7 @@ def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Anal
                     writer.put(item)
                 elif (first := seen_now.get(item[0].sha256)) is not None:
                     writer.put(error_record(item[0].source.name, f"duplicate of {first}", item[0].sha256,
-                                            status="duplicate", duplicate_of=first))
+                                            status="duplicate", duplicate_of=first, **item[0].stamp_fields()))
                 else:
                     seen_now[item[0].sha256] = item[0].source.name
                     writer.put(item)

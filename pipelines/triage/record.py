@@ -11,7 +11,7 @@ A finding goes back to a `ViolationEvent` in one place, `PhotoFinding.event`, th
 Lines stay readable across releases (`--resume` of an older run): a record holds the fields its
 writer set and `to_json` writes only those (an error has no photo facts, a box without text no
 `text`), fields added since the first release have defaults (`path`, `member`, `thresholds`,
-`verifier`), and keys this release does not know are ignored.
+`verifier`, `file_size`), and keys this release does not know are ignored.
 """
 
 from __future__ import annotations
@@ -167,6 +167,10 @@ class PhotoRecord(RecordModel):
     status: RecordStatus = Field(description="ok, error or duplicate.")
     reason: str | None = Field(None, description="Why it is not `ok`.")
     duplicate_of: str | None = Field(None, description="The input with the same content recorded first.")
+    file_size: int | None = Field(None, description="Bytes of the file it was read from (the archive, for a member), "
+                                                    "as it was before it was read.")
+    file_mtime_ns: int | None = Field(None, description="That file's modification time (ns since 1970): while it and "
+                                                        "`file_size` are unchanged, `--resume` keeps the record unread.")
     photo_id: str | None = Field(None, description="First 16 hex digits of the SHA-256: names thumbnails and evidence.")
     width: int | None = Field(None, description="Full-resolution width, after the EXIF orientation.")
     height: int | None = Field(None, description="Full-resolution height.")

@@ -50,6 +50,21 @@ class SourceReadError(OSError):
 
 
 @dataclass(frozen=True)
+class Stamp:
+    """Size and modification time (ns) of the file a photo is read from (the archive, for a member), taken before
+    its bytes are read: while both are as its record says, `--resume` keeps the record without reading the file
+    (rereading 50,000 photos on a network share to hash them would cost the whole run again). A file written after
+    the stamp was taken has another one, so the stamp never vouches for bytes that were not hashed."""
+
+    size: int
+    mtime_ns: int
+
+    def fields(self) -> dict[str, int]:
+        """The `PhotoRecord` fields that hold it."""
+        return {"file_size": self.size, "file_mtime_ns": self.mtime_ns}
+
+
+@dataclass(frozen=True)
 class PhotoSource:
     """One photo to read: a file, or a member of a zip archive (`archive!member`)."""
 
@@ -99,6 +114,15 @@ class PhotoSource:
             if isinstance(exc, SourceReadError):
                 raise
             raise SourceReadError(f"cannot read archive member: {exc}") from None
+
+    def stamp(self) -> Stamp | None:
+        """The `Stamp` of the file it is read from now (through a symbolic link, its target's); None when that
+        cannot be told (gone, no permission to look): the photo is then read as it always was."""
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return Stamp(info.st_size, info.st_mtime_ns)
 
     def modified_at(self, archives: ArchiveCache, tz: tzinfo) -> datetime | None:
         """File modification time (archive members: their stored local time), for photos without EXIF time."""
