@@ -323,6 +323,55 @@ def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_
         assert [Path(row["lead_photo"]).name for row in csv.DictReader(fh)] == ["a_moved.jpg"]
 
 
+def test_copies_of_a_replaced_photo_not_named_on_the_resumed_run_are_judged_where_they_are(tmp_path, bus_jpg, zidane_jpg):
+    """Copies of a photo replaced since, in a folder the resumed run does not name, stayed 'duplicate of' a photo
+    whose content was gone, and that content's result and case went with it. They are judged where their records
+    say they are (a zip member too, and from a record written before duplicates held their path); one no longer there
+    gets an error saying it was such a copy and needs judging."""
+    import zipfile
+
+    day, other = tmp_path / "day", tmp_path / "other"
+    day.mkdir()
+    other.mkdir()
+    shutil.copy(bus_jpg, day / "bus.jpg")
+    shutil.copy(bus_jpg, other / "copy.jpg")
+    shutil.copy(bus_jpg, other / "filed.jpg")
+    with zipfile.ZipFile(other / "phone.zip", "w") as zf:
+        zf.write(bus_jpg, "DCIM/bus.jpg")
+    out = tmp_path / "out"
+    opts = ["--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(str(day), str(other), *opts), cwd=REPO, env=_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "1 readable, 1 with violations -> 1 candidate case; 0 errors, 3 duplicates" in first.stdout
+    records = [json.loads(line) for line in _lines(out / "results.jsonl")]
+    member = next(r for r in records if r["source"].endswith("!DCIM/bus.jpg"))
+    assert (member["path"], member["member"]) == (str(other / "phone.zip"), "DCIM/bus.jpg")
+    (out / "results.jsonl").write_text("".join(  # the zip member's record as duplicates were written before
+        json.dumps({k: v for k, v in r.items() if r is not member or k not in ("path", "member")}, ensure_ascii=False) + "\n"
+        for r in records), encoding="utf-8")
+
+    shutil.copy(zidane_jpg, day / "bus.jpg")  # the phone numbered a new photo as the old one
+    (other / "filed.jpg").unlink()
+    done = subprocess.run(_cli(str(day), *opts, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "4 photos recorded" in done.stdout and "1 changed since judged earlier and judged again" in done.stdout
+    assert ("3 inputs recorded as duplicates of photos changed since are judged themselves (3 of them read where their "
+            "records say, not listed now)") in done.stderr
+    assert "all runs: 2 readable, 1 with violations -> 1 candidate case; 1 errors, 1 duplicates" in done.stdout
+    records = {r["source"]: r for r in map(json.loads, _lines(out / "results.jsonl"))}
+    assert len(records) == len(_lines(out / "results.jsonl")) == 4
+    copy, in_zip = records[str(other / "copy.jpg")], records[f"{other / 'phone.zip'}!DCIM/bus.jpg"]
+    assert copy["status"] == "ok" and copy["findings"] and in_zip["duplicate_of"] == str(other / "copy.jpg")
+    assert records[str(other / "filed.jpg")]["status"] == "error"
+    assert records[str(other / "filed.jpg")]["reason"] == (
+        f"file not found; it was recorded as a duplicate of {day / 'bus.jpg'}, whose content has changed since, and "
+        "needs judging itself: put it back and resume with it among the inputs")
+    with (out / "cases.csv").open(encoding="utf-8-sig") as fh:
+        assert [row["lead_photo"] for row in csv.DictReader(fh)] == [str(other / "copy.jpg")]
+
+
 def test_resume_refuses_an_input_folder_that_is_gone_and_keeps_the_results(tmp_path, real_sample_dir):
     """The whole input folder gone at `--resume` (a drive not mounted) was recorded as one more 'not found' error
     and the run went on as done. It is refused before anything is read or written, naming the folder; a folder

@@ -17,7 +17,8 @@ SHA-256 of its bytes differs from its record's) is judged again. Either way its 
 supersedes the earlier one, whose line is dropped when the journal is closed, so every input is
 reported, counted and made into cases once, as it is now. The inputs recorded as duplicates of such
 a changed input's earlier content are judged themselves (`copies_of_changed`), so that content's
-result is not lost with the record it was in. An input judged earlier that is no longer
+result is not lost with the record it was in, whether or not the resumed run lists them: one that
+cannot be read where it was recorded gets an error saying it needs judging (`why_unread`). An input judged earlier that is no longer
 there (moved, deleted: refused unread now), or whose bytes cannot be read now (permission denied:
 nothing says its content changed), keeps its record and gets no error beside it (`judged_before`);
 one whose bytes are other now and unreadable (truncated, emptied) has changed, and its error
@@ -94,7 +95,8 @@ class Journal:
         self._lines = 0  # complete lines in the file
         self._latest: dict[str, tuple[int, str | None]] = {}  # source -> (line, content hash) of its latest record
         self._stale: set[int] = set()  # lines of records superseded by a later record of the same source
-        self._copies: dict[str, str] = {}  # source -> the input its latest record calls it a duplicate of
+        self._copies: dict[str, PhotoRecord] = {}  # source -> its latest record, when that calls it a duplicate
+        self._orphans: dict[str, str] = {}  # source -> the changed input it was a duplicate of (`forget`)
         self._stamps: dict[str, Stamp] = {}  # source -> the stamp of its file its latest record holds (judged, duplicate)
         if self.path.exists() and self.path.stat().st_size:
             if not resume:
@@ -153,7 +155,7 @@ class Journal:
         if record.status is not RecordStatus.ERROR and record.file_size is not None and record.file_mtime_ns is not None:
             self._stamps[record.source] = Stamp(record.file_size, record.file_mtime_ns)
         if record.status is RecordStatus.DUPLICATE and record.duplicate_of:
-            self._copies[record.source] = record.duplicate_of
+            self._copies[record.source] = record
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy sent to another process (a Ray worker reading photos) carries the resume indexes
@@ -189,17 +191,27 @@ class Journal:
         inside = (folder.rstrip(os.sep) + os.sep, folder + "!")
         return sum(source.startswith(inside) for source in self._latest)
 
-    def copies_of_changed(self) -> set[str]:
-        """Inputs whose latest record calls them a duplicate of an input whose latest record now holds another content
-        (replaced since): the judgement of their content went with that input's superseded record."""
-        return {source for source, first in self._copies.items()
-                if first in self._latest and self._latest[first][1] != self._latest[source][1]}
+    def copies_of_changed(self) -> dict[str, PhotoRecord]:
+        """The latest records of inputs they call a duplicate of an input whose latest record now holds another content
+        (replaced since), by input: the judgement of their content went with that input's superseded record."""
+        return {source: record for source, record in self._copies.items()
+                if record.duplicate_of in self._latest and self._latest[record.duplicate_of][1] != record.sha256}
 
     def forget(self, names: Iterable[str]) -> None:
         """Judge these inputs in this run although their latest records say they are done (`copies_of_changed`)."""
         for name in names:
             self.done_pairs.discard((name, self._latest[name][1]))
             self.done_sources.discard(name)
+            if name in self._copies:
+                self._orphans[name] = self._copies[name].duplicate_of or ""
+
+    def why_unread(self, source: str, reason: str) -> str:
+        """The error of an input that cannot be read (`reason`); for a copy of a changed input taken up to be judged
+        (`forget`), also what it was and why it needs judging, as it may be named nowhere in this run."""
+        if (first := self._orphans.get(source)) is None:
+            return reason
+        return (f"{reason}; it was recorded as a duplicate of {first}, whose content has changed since, and needs "
+                "judging itself: put it back and resume with it among the inputs")
 
     def append(self, record: PhotoRecord | dict[str, Any]) -> None:
         """Write one record (a mapping is validated as one first) and push it to the OS (a kill loses at most

@@ -138,12 +138,14 @@ def load_photo(
             data = source.read_bytes(archives)
             sha = hashlib.sha256(data).hexdigest()
     except SourceReadError as exc:  # a photo judged earlier keeps its result: only other bytes would say it changed
-        return Skipped(source, unreadable=True) if journal.judged_before(name) else error_record(name, str(exc))
+        if journal.judged_before(name):
+            return Skipped(source, unreadable=True)
+        return error_record(name, journal.why_unread(name, str(exc)))
     if journal.seen(name, sha):
         return Skipped(source)
     first = journal.done_hashes.get(sha)
     if first is not None:
-        return error_record(name, f"duplicate of {first}", sha, status="duplicate", duplicate_of=first, **stamped)
+        return error_record(name, f"duplicate of {first}", sha, status="duplicate", duplicate_of=first, **source.locator(), **stamped)
     try:
         with stages.timed("decode"):
             decoded = decode_image(data, name, max_side=settings.imgsz)

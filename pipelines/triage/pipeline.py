@@ -91,10 +91,12 @@ class RunStats:
     def recorded(self) -> int:
         return self.ok + self.errors + self.duplicates
 
-    def add(self, other: RunStats, *, skipped: int, duplicates: int) -> None:
+    def add(self, other: RunStats, *, skipped: int, duplicates: int, gone: int = 0) -> None:
         """The counts of a second pass over some of the same inputs (`run.judge_copies`), `skipped` of which this
-        one skipped and `duplicates` recorded as duplicates: those now count as the second pass recorded them."""
+        one skipped (`gone` of those as no longer there) and `duplicates` recorded as duplicates: those now count as
+        the second pass recorded them."""
         self.skipped -= skipped
+        self.gone -= gone
         self.duplicates -= duplicates
         for name in ("ok", "positives", "errors", "duplicates", "changed", "changed_unreadable", "elapsed_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -406,7 +408,8 @@ def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Anal
                     writer.put(item)
                 elif (first := seen_now.get(item[0].sha256)) is not None:
                     writer.put(error_record(item[0].source.name, f"duplicate of {first}", item[0].sha256,
-                                            status="duplicate", duplicate_of=first, **item[0].stamp_fields()))
+                                            status="duplicate", duplicate_of=first, **item[0].source.locator(),
+                                            **item[0].stamp_fields()))
                 else:
                     seen_now[item[0].sha256] = item[0].source.name
                     writer.put(item)

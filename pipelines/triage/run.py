@@ -27,9 +27,10 @@ from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import RESULTS, InputGone, Journal
 from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
+from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
-from pipelines.triage.sources import PhotoSource, Refused, expand_sources
+from pipelines.triage.sources import PhotoSource, Refused, SourceReadError, expand_sources
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +133,31 @@ def refuse_gone_inputs(inputs: list[Path], journal: Journal) -> None:
 
 def judge_copies(journal: Journal, sources: list[PhotoSource | Refused], stats: RunStats,
                  process: Callable[[list[PhotoSource | Refused]], RunStats]) -> None:
-    """Judge the listed inputs recorded as duplicates of a photo replaced since (`Journal.copies_of_changed`): an
-    earlier run's (skipped), or this run's, met before the photo that held their content was found changed. Without
-    this, their content's result would go with the superseded record, and they would stay copies of another photo."""
+    """Judge the inputs recorded as duplicates of a photo replaced since (`Journal.copies_of_changed`): an earlier
+    run's (skipped), or this run's, met before the photo that held their content was found changed. Without this,
+    their content's result would go with the superseded record, and they would stay copies of another photo. Those
+    this run does not list (an earlier run's input not named now) are read where their records say they are: one
+    that cannot be read there gets an error saying it needs judging (`Journal.why_unread`)."""
     copies = journal.copies_of_changed()
-    again = [s for s in sources if isinstance(s, PhotoSource) and s.name in copies]
-    if not again:
+    if not copies:
         return
-    log.info("%d inputs recorded as duplicates of photos changed since are judged themselves", len(again))
-    earlier = sum(s.name in journal.done_sources for s in again)
-    journal.forget(s.name for s in again)
-    stats.add(process(again), skipped=earlier, duplicates=len(again) - earlier)
+    listed = [s for s in sources if isinstance(s, PhotoSource) and s.name in copies]
+    gone = sum(isinstance(s, Refused) and s.name in copies for s in sources)  # skipped as judged and no longer there
+    earlier = sum(s.name in journal.done_sources for s in listed)
+    journal.forget(copies)
+    named = {s.name for s in listed}
+    again = [*listed, *(_recorded_at(journal, name, record) for name, record in copies.items() if name not in named)]
+    log.info("%d inputs recorded as duplicates of photos changed since are judged themselves (%d of them read where "
+             "their records say, not listed now)", len(again), len(again) - len(listed))
+    stats.add(process(again), skipped=earlier + gone, gone=gone, duplicates=len(listed) - earlier)
+
+
+def _recorded_at(journal: Journal, name: str, record: PhotoRecord) -> PhotoSource | Refused:
+    """The input of `record` where the record says it is (`PhotoSource.from_locator`), or refused with why not."""
+    try:
+        return PhotoSource.from_locator(record)
+    except SourceReadError as exc:
+        return Refused(name, journal.why_unread(name, str(exc)))
 
 
 def _say_resumed(journal: Journal, sources: list[PhotoSource | Refused], out: Path) -> None:

@@ -82,10 +82,19 @@ class PhotoSource:
 
     @classmethod
     def from_locator(cls, record: PhotoRecord) -> PhotoSource:
-        """The photo a record was made from (`SourceReadError` for a record without `path`: an early release's)."""
-        if record.path is None:
+        """The photo a record was made from: its `path` (and `member`). A record without them (a duplicate's before
+        duplicates held them) by its absolute name, `archive.zip!member` where such an archive is, else the file;
+        `SourceReadError` for one named otherwise (an early release's relative name)."""
+        if record.path is not None:
+            return cls(Path(record.path), record.member)
+        name = record.source
+        if not Path(name).is_absolute():
             raise SourceReadError("its record has no file path (written by an early release): triage the photo again")
-        return cls(Path(record.path), record.member)
+        for at in (i for i, c in enumerate(name) if c == "!"):
+            archive = Path(name[:at])
+            if _is_archive(archive) and archive.is_file():
+                return cls(archive, name[at + 1:])
+        return cls(Path(name))
 
     @property
     def filename(self) -> str:
