@@ -55,7 +55,7 @@ class RecordCount:
     """The inputs recorded in one job's `results.jsonl`, counted as far as its complete lines were read.
 
     An input has more than one line while a resumed job runs: its earlier record (an error, or the result of a
-    content replaced since) stays until the journal closes (`pipelines.triage.journal`), so lines over-count. Each poll reads only the lines added
+    content replaced since) stays until the run finishes and its journal closes (`pipelines.triage.journal`; a job stopped part way leaves it), so lines over-count. Each poll reads only the lines added
     since the last; the journal's rewrite at its close (a new file: another inode) is read afresh. A finished
     job's file no longer changes: its count is kept, its inputs' names are let go (`finish`)."""
 
@@ -253,7 +253,7 @@ class TriageJobs:
         """Per-photo records with server paths replaced by the uploaded file names (the fields each holds).
 
         One record per input, its latest, where the latest line stands: while a resumed job runs, a photo tried
-        again has its earlier line too until the journal closes (as `RecordCount` counts it once)."""
+        again has its earlier line too until the run finishes and its journal closes (as `RecordCount` counts it once)."""
         relabel = self.as_uploaded(self.get(job_id))
         latest: dict[str, PhotoRecord] = {}  # source -> its latest record, in the order of those lines
         for number, line in enumerate(self._lines(job_id), 1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -211,3 +212,79 @@ def test_a_case_led_by_a_photo_without_gps_keeps_the_place_of_its_re_take(tmp_pa
     assert (row["lat"], row["grid_cell"]) == (str(case.lat), "330102001001")
     report = (settings.out / "report.html").read_text(encoding="utf-8")
     assert f'<dd class="place">{case.lat:.6f}, {case.lon:.6f}</dd>' in report and '<dd class="grid">330102001001</dd>' in report
+
+
+def test_resume_withdraws_the_candidate_cases_of_photos_replaced_since(tmp_path, bus_jpg, zidane_jpg):
+    """Candidate cases drafted from a photo replaced since stayed in the case store, waiting for a reviewer, while the
+    report and the CSV dropped them. A resumed run withdraws each one nobody reviewed (rejected, the photo named in
+    its history), leaves one a reviewer has queued already, and says both in its summary."""
+    day = tmp_path / "spots"
+    for i, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):  # three places far apart: three cases
+        phone_photo(bus_jpg, day / name, taken=datetime(2024, 6, 3, 9 + i, 0), gps=(30.2 + i * 0.01, 120.1))
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STREETWATCH_EVIDENCE_KEY": KEY, "YOLO_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "streetwatch.cli", "triage", str(day), "--out", str(tmp_path / "out"), "--config", str(config),
+           "--verifier", "none", "--ocr", "off", "--no-progress"]
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    with (tmp_path / "out" / "cases.csv").open(encoding="utf-8-sig") as fh:
+        case_of = {Path(row["lead_photo"]).name: row["case_id"] for row in csv.DictReader(fh)}
+    assert sorted(case_of) == ["a.jpg", "b.jpg", "c.jpg"]
+    store.review(case_of["b.jpg"], approve=True, reviewer="reviewer-1", target="city")
+
+    shutil.copy(zidane_jpg, day / "a.jpg")  # the phone numbered new photos as the old ones
+    phone_photo(zidane_jpg, day / "b.jpg", taken=datetime(2024, 6, 3, 12, 0))
+    done = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (f"case store: 1 candidate case withdrawn, drafted from photos replaced since: {case_of['a.jpg']} "
+            f"({day / 'a.jpg'})") in done.stdout
+    assert (f"  case {case_of['b.jpg']} (queued) was drafted from {day / 'b.jpg'}, replaced since: left as it is, "
+            "reviewed or dispatched already; check whether it still stands") in done.stdout
+    withdrawn = store.get(case_of["a.jpg"])
+    assert withdrawn.state is CaseState.REJECTED and withdrawn.review_decision is None  # not a reviewer's judgement
+    last = store.history(withdrawn.id)[-1]
+    assert (last.from_state, last.to_state, last.actor) == (CaseState.CANDIDATE, CaseState.REJECTED, "triage:out")
+    assert last.reason.startswith(f"撤回 withdrawn: its photo {day / 'a.jpg'} was replaced by another since it was drafted")
+    assert store.get(case_of["b.jpg"]).state is CaseState.QUEUED and store.get(case_of["c.jpg"]).state is CaseState.CANDIDATE
+    with (tmp_path / "out" / "cases.csv").open(encoding="utf-8-sig") as fh:
+        assert [row["case_id"] for row in csv.DictReader(fh)] == [case_of["c.jpg"]]
+    store.close()
+
+
+def test_a_resume_stopped_part_way_leaves_the_replaced_photo_for_the_next_to_withdraw_its_case(
+        tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch):
+    """A resumed run stopped (Ctrl-C) after judging a replaced photo again dropped the photo's earlier record when its
+    journal closed, so the resume that finished never learnt what the photo had held and left its candidate case
+    waiting. The earlier record stays until a run finishes, and that run withdraws the case."""
+    from pipelines.triage.pipeline import TriageInterrupted
+    from pipelines.triage.run import LocalPhotos
+
+    class StoppedAfterThePass(LocalPhotos):
+        def process(self, *args, **kwargs):
+            super().process(*args, **kwargs)
+            raise TriageInterrupted()
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    day = tmp_path / "photos"
+    phone_photo(bus_jpg, day / "a.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    deployment = load_model(Settings, config)
+    settings = TriageSettings(out=tmp_path / "out", cases=True, verifier="none", ocr="off")
+    [ref] = run_triage([day], settings, detector=onnx_detector, deployment=deployment, show_progress=False).refs
+
+    shutil.copy(zidane_jpg, day / "a.jpg")
+    resumed = settings.model_copy(update={"resume": True})
+    with pytest.raises(TriageInterrupted):
+        run_triage([day], resumed, detector=onnx_detector, deployment=deployment, show_progress=False, photos=StoppedAfterThePass())
+    assert len((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()) == 2  # both, for the next
+    done = run_triage([day], resumed, detector=onnx_detector, deployment=deployment, show_progress=False)
+    assert [(case.id, photo) for case, photo in done.withdrawals.withdrawn] == [(ref.case_id, str(day / "a.jpg"))]
+    assert len((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+    store = CaseStore(deployment.cases.url)
+    assert store.get(ref.case_id).state is CaseState.REJECTED and not done.groups
+    store.close()

@@ -16,12 +16,19 @@ every member's id is looked up, so a resumed or repeated run over the same photo
 case it already made (even if a better photo joined the group since) instead of making another.
 A case found without stored or spooled evidence (a run killed while writing its bundle) gets
 its bundle built again, and a case whose evidence is stored is queued if the run auto-queues.
+
+A resumed run that finds a photo replaced by another (or unreadable now) drops what it held from the
+report; a candidate case this batch drafted from that content, not reviewed yet, is withdrawn
+(`rejected`, the photo named in its history), and one reviewed or dispatched already is left to
+the people handling it (`withdraw`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from detect.events import ViolationEvent
@@ -29,10 +36,11 @@ from detect.evidence import BundleContext
 from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
-from pipelines.cases.store import CaseStore
+from pipelines.cases.states import CaseState
+from pipelines.cases.store import Case, CaseStore
 from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.triage.grouping import Group, Member
-from pipelines.triage.record import detections_of
+from pipelines.triage.record import PhotoRecord, detections_of
 from pipelines.triage.report import CaseRef
 from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
 
@@ -41,8 +49,23 @@ log = logging.getLogger(__name__)
 STRIP_SIDE = 1280  # other photos of a group: decoded to about this size for the bundle's strip
 
 
+def photo_violation_id(sha256: str, violation_type: str) -> str:
+    """The violation id of a photo content's finding of one type (module docstring)."""
+    return f"photo:{sha256[:16]}:{violation_type}"
+
+
 def violation_id(member: Member) -> str:
-    return f"photo:{member.sha256[:16]}:{member.type}"
+    return photo_violation_id(member.sha256, member.type)
+
+
+@dataclass
+class Withdrawals:
+    """Cases this batch drafted from photo content a resumed run replaced (`TriageCases.withdraw`), each with the
+    photo that held it: `withdrawn` (candidates not reviewed: now `rejected`), `left` (reviewed or dispatched
+    already: left as they are)."""
+
+    withdrawn: list[tuple[Case, str]] = field(default_factory=list)
+    left: list[tuple[Case, str]] = field(default_factory=list)
 
 
 class TriageCases:
@@ -66,6 +89,27 @@ class TriageCases:
             self.archives.close()
             shutil.rmtree(self.staging, ignore_errors=True)
         return refs
+
+    def withdraw(self, replaced: Iterable[PhotoRecord], current: set[str]) -> Withdrawals:
+        """Withdraw each case this batch drafted from a finding of `replaced` (judged records a resumed run
+        superseded: `Journal.replaced`) that no record holds now (`current`: the violation ids of every finding
+        recorded), while it is a candidate nobody reviewed; the report no longer shows it, and no reviewer should
+        find it waiting. A case reviewed or dispatched already is left to the people handling it."""
+        done = Withdrawals()
+        for record in replaced:
+            for finding in record.findings:
+                vid = photo_violation_id(record.sha256 or "", finding.type)
+                case = None if vid in current else self.store.find(violation_id=vid)
+                if case is None or case.source_id != self.batch_id or case.state is CaseState.REJECTED:
+                    continue
+                if case.state is not CaseState.CANDIDATE or case.review_decision is not None:
+                    done.left.append((case, record.source))
+                    continue
+                reason = (f"撤回 withdrawn: its photo {record.source} was replaced by another since it was drafted "
+                          f"({self.batch_id} resumed); no photo of that run holds what it was drafted from")
+                done.withdrawn.append((self.store.transition(case.id, CaseState.REJECTED, actor=self.batch_id,
+                                                             reason=reason), record.source))
+        return done
 
     def _write(self, group: Group) -> CaseRef:
         """The group's case, finished: drafted if new, its bundle built again if an earlier run stopped

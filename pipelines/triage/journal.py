@@ -14,7 +14,8 @@ An input whose record is an error is not done: `--resume` tries it again (the de
 may have failed, or the file been replaced since; an unreadable file costs one read to retry). An
 input judged earlier whose content is not the same now (another photo saved under its name: the
 SHA-256 of its bytes differs from its record's) is judged again. Either way its new record
-supersedes the earlier one, whose line is dropped when the journal is closed, so every input is
+supersedes the earlier one, whose line is dropped when the journal of a finished run is closed (the
+earlier record of a judged photo going to `replaced`, for its cases to be withdrawn), so every input is
 reported, counted and made into cases once, as it is now. The inputs recorded as duplicates of such
 a changed input's earlier content are judged themselves (`copies_of_changed`), so that content's
 result is not lost with the record it was in, whether or not the resumed run lists them: one that
@@ -98,6 +99,7 @@ class Journal:
         self._copies: dict[str, PhotoRecord] = {}  # source -> its latest record, when that calls it a duplicate
         self._orphans: dict[str, str] = {}  # source -> the changed input it was a duplicate of (`forget`)
         self._stamps: dict[str, Stamp] = {}  # source -> the stamp of its file its latest record holds (judged, duplicate)
+        self.replaced: list[PhotoRecord] = []  # judged records with findings that later ones superseded, dropped at `close`
         if self.path.exists() and self.path.stat().st_size:
             if not resume:
                 raise JournalExists(
@@ -224,13 +226,15 @@ class Journal:
         self._lines += 1
         self._supersede(record)
 
-    def close(self) -> None:
-        """Push the records to disk, then drop the records that later ones of the same input superseded."""
+    def close(self, *, drop: bool = True) -> None:
+        """Push the records to disk, then drop the records that later ones of the same input superseded; those judged
+        with findings go to `replaced`, as cases may have been drafted from what they held (`run.finish` withdraws
+        them). `drop` False (a run stopped part way): they stay, and the resume that finishes finds them again."""
         if not self._fh.closed:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
-        if self._stale:
+        if self._stale and drop:
             self._drop_lines(self._stale)
             self._stale = set()
 
@@ -239,7 +243,11 @@ class Journal:
         and the next `--resume` finds the superseded records again."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         with self.path.open("rb") as src, tmp.open("wb") as dst:
-            dst.writelines(line for number, line in enumerate(src, 1) if number not in numbers)
+            for number, line in enumerate(src, 1):
+                if number not in numbers:
+                    dst.write(line)
+                elif (record := parse_record(line, f"{self.path}:{number}")).ok and record.findings:
+                    self.replaced.append(record)
             dst.flush()
             os.fsync(dst.fileno())
         os.replace(tmp, self.path)

@@ -22,7 +22,7 @@ from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
-from pipelines.triage.cases import CasesUnavailable, TriageCases, open_triage_cases
+from pipelines.triage.cases import CasesUnavailable, TriageCases, Withdrawals, open_triage_cases, violation_id
 from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import RESULTS, InputGone, Journal
@@ -45,6 +45,7 @@ class TriageResult:
     refs: list[CaseRef]
     out: Path
     files: dict[str, Path] = field(default_factory=dict)
+    withdrawals: Withdrawals = field(default_factory=Withdrawals)  # cases drafted from photos replaced since
 
     @property
     def readable(self) -> int:
@@ -101,6 +102,7 @@ def run_triage(
     judgement = load_judgement(settings.verifier, taxonomy)
     photos = photos or LocalPhotos()
     journal = Journal(settings.out, resume=settings.resume)
+    finished = False
     try:
         refuse_gone_inputs(inputs, journal)
         detector = detector or photos.load_detector(settings, judgement.needs_features)
@@ -113,9 +115,10 @@ def run_triage(
         stats = photos.process(sources, settings, detector, analyser, journal, grid, judgement, show_progress)
         judge_copies(journal, sources, stats,
                      lambda again: photos.process(again, settings, detector, analyser, journal, grid, judgement, show_progress))
+        finished = True
     finally:
-        journal.close()
-    return finish(settings, stats, detector, case_writer, show_progress=show_progress)
+        journal.close(drop=finished)  # stopped part way: superseded records stay for the resume that finishes
+    return finish(settings, stats, detector, case_writer, show_progress=show_progress, replaced=journal.replaced)
 
 
 def refuse_gone_inputs(inputs: list[Path], journal: Journal) -> None:
@@ -194,11 +197,15 @@ def triage_detector(settings: TriageSettings, features: bool | None = None) -> D
 
 
 def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_writer: TriageCases | None = None,
-           *, show_progress: bool = True) -> TriageResult:
-    """Group all recorded positives, write cases (optional), cases.csv and report.html."""
+           *, show_progress: bool = True, replaced: list[PhotoRecord] | None = None) -> TriageResult:
+    """Group all recorded positives, write cases (optional), cases.csv and report.html. `replaced`: judged records
+    this run superseded (`Journal.replaced`), whose candidate cases are withdrawn first (`TriageCases.withdraw`)."""
     out = settings.out
     results = out / RESULTS
     members, tally = collect_members(results)
+    withdrawals = Withdrawals()
+    if case_writer is not None and replaced:
+        withdrawals = case_writer.withdraw(replaced, {violation_id(m) for m in members})
     groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits)
     refs = [CaseRef() for _ in groups]
     if case_writer is not None and groups:
@@ -209,4 +216,4 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
     run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")}
     write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases)
     return TriageResult(stats, tally, groups, refs, out,
-                        {"report": out / REPORT, "results": results, "cases": out / CASES_CSV})
+                        {"report": out / REPORT, "results": results, "cases": out / CASES_CSV}, withdrawals)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from streetwatch.commands.common import ModelOpt, RayOpt, SettingsOpt, fail, settings_or_fail, setup_logging
+
+if TYPE_CHECKING:
+    from pipelines.triage.cases import Withdrawals
 
 
 def register(app: typer.Typer) -> None:
@@ -105,6 +108,7 @@ def triage(
         waiting = sum(r.evidence is None for r in written)
         typer.echo(f"case store: {len(written)} candidate cases" + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
                    + (f", {waiting} waiting for evidence storage (see the report)" if waiting else ""))
+    _say_withdrawn(result.withdrawals)
     for name, path in result.files.items():
         typer.echo(f"  {name:8s}{path}")
     if result.readable == 0:
@@ -127,3 +131,15 @@ def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progr
             return result
     except ClusterError as exc:
         fail(str(exc))
+
+
+def _say_withdrawn(w: Withdrawals) -> None:
+    """The cases drafted from photos a resumed run found replaced (`TriageCases.withdraw`): those withdrawn, and each
+    one left as it is because people are on it already, for them to check."""
+    if w.withdrawn:
+        n = len(w.withdrawn)
+        typer.echo(f"case store: {n} candidate case{'' if n == 1 else 's'} withdrawn, drafted from photos replaced since: "
+                   + ", ".join(f"{case.id} ({photo})" for case, photo in w.withdrawn[:5]) + (", ..." if n > 5 else ""))
+    for case, photo in w.left:
+        typer.echo(f"  case {case.id} ({case.state}) was drafted from {photo}, replaced since: left as it is, reviewed "
+                   "or dispatched already; check whether it still stands")
