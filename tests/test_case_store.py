@@ -296,3 +296,15 @@ def test_search_and_revise(store):
     store.review(ids[0], approve=False, reviewer="rev", reason_code="legal")
     with pytest.raises(CaseStoreError, match="only candidate, queued cases can be edited"):
         store.revise(ids[0], actor="rev", description="late")
+
+
+def test_a_transition_only_from_a_state_refuses_a_case_moved_on(store):
+    """A machine withdrawing a candidate it looked up a moment ago (a resumed triage run) must not reject a case a
+    reviewer queued in between: `only_from` checks the state in the move's own transaction."""
+    case = _with_evidence(store)
+    store.review(case.id, approve=True, reviewer="reviewer-1", target="city")
+    with pytest.raises(CaseStoreError, match=f"case {case.id} is queued now, not candidate: left as it is"):
+        store.transition(case.id, CaseState.REJECTED, actor="triage:out", reason="withdrawn", only_from=CaseState.CANDIDATE)
+    assert store.get(case.id).state is CaseState.QUEUED
+    other = _with_evidence(store, 1)
+    assert store.transition(other.id, CaseState.REJECTED, actor="triage:out", only_from=CaseState.CANDIDATE).state is CaseState.REJECTED

@@ -288,3 +288,35 @@ def test_a_resume_stopped_part_way_leaves_the_replaced_photo_for_the_next_to_wit
     store = CaseStore(deployment.cases.url)
     assert store.get(ref.case_id).state is CaseState.REJECTED and not done.groups
     store.close()
+
+
+def test_withdrawing_leaves_a_case_a_reviewer_queued_after_it_was_looked_up(tmp_path):
+    """The withdrawal looks a case up, then moves it: a reviewer who queues it in between must win (the case was
+    rejected anyway, candidate or not). It is listed as left, in the state the reviewer gave it."""
+    from datetime import UTC, timedelta
+
+    from pipelines.cases import NewCase
+    from pipelines.triage.cases import TriageCases, photo_violation_id
+    from pipelines.triage.record import PhotoFinding, PhotoRecord
+
+    sha = "ab" * 32
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    t0 = datetime(2024, 6, 3, 9, 0, tzinfo=UTC)
+    case = store.create_case(NewCase(violation_type="street_stall", source_kind="photo", source_id="triage:out",
+                                     violation_id=photo_violation_id(sha, "street_stall"), first_seen_at=t0,
+                                     opened_at=t0 + timedelta(minutes=1)), now=t0)
+    store.update(case.id, evidence_ref=f"file:///evidence/{case.id}", evidence_digest="d" * 64)
+    looked_up = store.find
+
+    def find_then_review(**kw):
+        found = looked_up(**kw)
+        store.review(case.id, approve=True, reviewer="reviewer-1", target="city")  # the reviewer, a moment later
+        return found
+
+    store.find = find_then_review
+    photo = PhotoRecord(source="/photos/a.jpg", sha256=sha, status="ok",
+                        findings=[PhotoFinding(type="street_stall", name_zh="占道经营", name_en="street stall", score=0.9)])
+    done = TriageCases(None, store, "triage:out", tmp_path / "staging").withdraw([photo], current=set())
+    assert done.withdrawn == [] and [(c.id, c.state, p) for c, p in done.left] == [(case.id, CaseState.QUEUED, "/photos/a.jpg")]
+    assert store.get(case.id).state is CaseState.QUEUED
+    store.close()

@@ -435,9 +435,14 @@ class CaseStore:
             return self._get(conn, case_id)
 
     def transition(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
-                   details: dict[str, Any] | None = None, now: datetime | None = None, **values: Any) -> Case:
-        """Move a case to `to` if the table allows it, record history, and set `values` with it."""
+                   details: dict[str, Any] | None = None, now: datetime | None = None, only_from: CaseState | None = None,
+                   **values: Any) -> Case:
+        """Move a case to `to` if the table allows it, record history, and set `values` with it. `only_from`: only
+        while the case is in that state, checked in the same transaction (CaseStoreError otherwise): a machine
+        withdrawing a candidate it looked up a moment ago must not reject what a reviewer queued since."""
         with self._writer.begin() as conn:
+            if only_from is not None and (current := self._get(conn, case_id).state) is not only_from:
+                raise CaseStoreError(f"case {case_id} is {current.value} now, not {only_from.value}: left as it is")
             return self._transition(conn, case_id, CaseState(to), actor, reason, details or {}, now, values)
 
     def review(self, case_id: str, *, approve: bool, reviewer: str, target: str | None = None,

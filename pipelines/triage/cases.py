@@ -37,7 +37,7 @@ from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
 from pipelines.cases.states import CaseState
-from pipelines.cases.store import Case, CaseStore
+from pipelines.cases.store import Case, CaseStore, CaseStoreError
 from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.record import PhotoRecord, detections_of
@@ -107,8 +107,11 @@ class TriageCases:
                     continue
                 reason = (f"撤回 withdrawn: its photo {record.source} was replaced by another since it was drafted "
                           f"({self.batch_id} resumed); no photo of that run holds what it was drafted from")
-                done.withdrawn.append((self.store.transition(case.id, CaseState.REJECTED, actor=self.batch_id,
-                                                             reason=reason), record.source))
+                try:
+                    done.withdrawn.append((self.store.transition(case.id, CaseState.REJECTED, actor=self.batch_id,
+                                                                 reason=reason, only_from=CaseState.CANDIDATE), record.source))
+                except CaseStoreError:  # reviewed since it was looked up
+                    done.left.append((self.store.get(case.id), record.source))
         return done
 
     def _write(self, group: Group) -> CaseRef:
