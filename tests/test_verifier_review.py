@@ -64,6 +64,8 @@ def test_a_card_with_stricter_thresholds_changes_the_verdict_and_says_where_they
         shutil.copy(f, tmp_path / f.name)
     result = _threshold(str(tmp_path / shipped.name), "--set", "parking=p0.7", "--set", "street_stall=0.99", "--id", "strict")
     assert result.exit_code == 0, result.output
+    # outside the verifier folders the id names nothing: the message gives the card's path (it said --verifier strict)
+    assert f"use it with --verifier {tmp_path / 'strict.yaml'} (it is outside the verifier folders" in " ".join(result.output.split())
     card = yaml.safe_load((tmp_path / "strict.yaml").read_text(encoding="utf-8"))
     point = next(p for p in card["metrics"]["parking"]["operating_points"] if p["precision_target"] == 0.7)
     assert card["id"] == "strict" and card["weights"] == "street-v7.npz"
@@ -73,6 +75,18 @@ def test_a_card_with_stricter_thresholds_changes_the_verdict_and_says_where_they
     taxonomy = load_taxonomy()
     assert "street_stall" in _types(STALL, load_judgement(str(shipped), taxonomy))
     assert "street_stall" not in _types(STALL, load_judgement(str(tmp_path / "strict.yaml"), taxonomy))
+
+
+def test_a_stricter_card_in_a_verifier_folder_is_named_by_its_id(tmp_path, monkeypatch):
+    shipped = find_card("street-v7")
+    folder = tmp_path / "models" / "verifiers"
+    folder.mkdir(parents=True)
+    for f in (shipped, shipped.with_suffix(".npz")):
+        shutil.copy(f, folder / f.name)
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "models"))
+    result = _threshold(str(folder / shipped.name), "--set", "street_stall=0.9", "--id", "strict-here")
+    assert result.exit_code == 0, result.output
+    assert "use it with --verifier strict-here or `streetwatch verifier promote strict-here`" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize(("setting", "reason"), [

@@ -278,7 +278,7 @@ def register(app: typer.Typer) -> None:
         new_id: Annotated[str, typer.Option("--id", help="Id of the new card, written beside the source card.")] = "",
     ) -> None:
         """Write a card with stricter (or looser) thresholds: the same heads, weights and figures; name it with --verifier or promote it."""
-        from detect.verifier import VerifierError, find_card
+        from detect.verifier import VerifierError, find_card, verifier_dirs
         from pipelines.verifier.operating_points import with_thresholds
 
         if not sets:
@@ -287,7 +287,16 @@ def register(app: typer.Typer) -> None:
             path = with_thresholds(find_card(source or None), sets, new_id)
         except VerifierError as exc:
             fail(str(exc))
-        typer.echo(f"wrote {path}; use it with --verifier {new_id} or `streetwatch verifier promote {new_id}`")
+        try:
+            by_id = find_card(path.stem).resolve() == path.resolve()
+        except VerifierError:
+            by_id = False
+        if by_id:
+            typer.echo(f"wrote {path}; use it with --verifier {path.stem} or `streetwatch verifier promote {path.stem}`")
+        else:  # beside a card outside the verifier folders: its id names nothing
+            folders = ", ".join(str(d) for d in verifier_dirs())
+            typer.echo(f"wrote {path}; use it with --verifier {path} (it is outside the verifier folders, {folders}: "
+                       "move it there with the heads file it names to use it by id or promote it)")
 
 
 def _say_notes(notes: list[str]) -> None:
