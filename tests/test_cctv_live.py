@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from detect.scenes import Scene
+from pipelines.cctv.config import Camera, CameraConfig
+from pipelines.cctv.reader import CameraReader, ReaderHooks
 from pipelines.cctv.service import Watcher
 from tests.cctv_helpers import cameras_file, make_intake, parked_clip, scene_for
 from tests.conftest import REPO, start_server, stop_process
@@ -90,3 +94,23 @@ def test_rtsp_stream_end_to_end_with_metrics_and_reload(tmp_path, rtsp_url, bus_
     assert not runner.is_alive()
     summary = watcher.summary()
     assert summary["in_flight"] == 0 and summary["cameras"]["rtsp-1"]["status"] == "stopped"
+
+
+def test_a_cameras_password_is_masked_in_its_status_health_and_log(rtsp_url, caplog):
+    """FFmpeg names the URL in its reasons (`404 Not Found: 'rtsp://admin:PASSWORD@…'`), and they reached the log,
+    the events file, GET /cameras' health and the exit summary with the camera's password; it is shown as ***."""
+    url = rtsp_url.replace("rtsp://", "rtsp://admin:S3cret@").replace("/cam1", "/no-such-path")
+    backoff = {"initial_s": 0.05, "max_s": 0.1, "offline_after": 2}
+    camera = Camera(CameraConfig(id="cam", url=url, scene="unused.yaml", backoff=backoff), Scene(camera_id="cam"))
+    statuses, health = [], []
+    reader = CameraReader(camera, ReaderHooks(frame=lambda frame: None, health=health.append,
+                                              status=lambda cid, status, detail: statuses.append((status.value, detail))))
+    with caplog.at_level(logging.INFO, logger="pipelines.cctv"):
+        reader.start()
+        _until(lambda: any(status == "offline" for status, _ in statuses))
+        reader.stop()
+        reader.join(10)
+    told = [detail for _, detail in statuses] + [event.detail for event in health] + [r.getMessage() for r in caplog.records]
+    assert [s for s, _ in statuses] == ["reconnecting", "offline", "stopped"] and caplog.records
+    assert not [line for line in told if "S3cret" in line]
+    assert "404 Not Found" in statuses[0][1] and "rtsp://admin:***@127.0.0.1" in statuses[0][1]

@@ -180,6 +180,19 @@ def test_snapshot_url_polled_at_the_analysis_rate(snapshot_server):
     assert [(e.kind.value, e.active) for e in health] == [("reconnecting", True), ("offline", True)]
 
 
+def test_a_snapshot_urls_password_is_masked_in_its_status(snapshot_server):
+    """httpx names the URL in its reasons (`for url 'http://admin:PASSWORD@…'`), a snapshot CGI's query holds it too."""
+    base = snapshot_server.replace("http://", "http://admin:S3cret@")
+    reader, frames, health, status, _ = _read(f"{base}/cgi-bin/snap.cgi?usr=admin&pwd=S3cret", snapshot=True,
+                                              backoff={"initial_s": 0.05, "max_s": 0.1, "offline_after": 2})
+    reader.start()
+    _until(lambda: any(s == "offline" for s, _ in status))
+    reader.stop()
+    reader.join(10)
+    assert "404 Not Found" in status[0][1] and "http://admin:***@127.0.0.1" in status[0][1] and "pwd=***" in status[0][1]
+    assert not [d for d in [d for _, d in status] + [e.detail for e in health] if "S3cret" in d]
+
+
 @pytest.fixture
 def mjpeg_server(real_sample_dir):
     """An MJPEG camera on 127.0.0.1 (multipart/x-mixed-replace, about 10 JPEGs a second of the real street)."""

@@ -10,6 +10,7 @@ decoder skip every P/B frame, which is most of the decode cost at 1 analysed fra
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,8 +33,25 @@ MAX_BAD_PACKETS = 200
 UNTIMED_FORMATS = {"mpjpeg", "mjpeg", "jpeg_pipe", "image2pipe"}
 
 
+_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:'\"]*):[^\s/@'\"]*@")
+"""The password of a URL (`rtsp://admin:PASSWORD@host/...`), as FFmpeg and httpx repeat it in their messages."""
+
+_PASSWORD_PARAM = re.compile(r"(?i)(?P<name>[?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*")
+"""A password in a URL's query (a snapshot CGI's `?usr=admin&pwd=PASSWORD`)."""
+
+
+def without_password(text: str) -> str:
+    """`text` with the password of every URL in it shown as *** (the user stays, so the account can be checked):
+    a camera's URL carries it, and a reason reaches the log, the events file, the API's health and the pages."""
+    return _PASSWORD_PARAM.sub(r"\g<name>***", _PASSWORD.sub(r"\g<scheme>\g<user>:***@", text))
+
+
 class SourceError(RuntimeError):
-    """The source cannot be opened or stopped delivering; the message names camera and reason."""
+    """The source cannot be opened or stopped delivering; the message names camera and reason, and the
+    URL without its password (`without_password`)."""
+
+    def __init__(self, message: str):
+        super().__init__(without_password(message))
 
 
 @dataclass
