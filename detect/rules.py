@@ -3,7 +3,8 @@
 Camera: a candidate starts a *pending* violation (internal, never emitted); it *opens* once when
 it has stood still in the zone for `dwell_s` while the zone's schedule applies; it may be
 *updated* when its object count (stalls in a street market) changes and holds; it *clears* once
-when nothing of it was seen for `clear_s`. A violation is one (camera, zone, type, object/group).
+when nothing of it was seen for `clear_s` of frames (a stream outage counts for nothing). A violation
+is one (camera, zone, type, object/group).
 Misses shorter than the tracker's `lost_s` keep the track id; longer ones are bridged here by
 position (a new track where an unseen pending/open violation stood takes it over). After a
 violation clears, a new candidate on the same spot within `cooldown_s` does not open another.
@@ -68,6 +69,11 @@ class _Violation:
     reported_count: int = 0
     pending_count: int | None = None
     count_since: datetime | None = None
+    blind_s: float = 0.0  # seconds since last_seen the camera did not look (`CameraRules._blind_gap`): not absence
+
+    def absent_s(self, ts: datetime) -> float:
+        """Seconds the camera looked and did not see the object, up to `ts`."""
+        return (ts - self.last_seen).total_seconds() - self.blind_s
 
     def event(self, kind: EventKind, at: datetime, frame: Frame, source_id: str, cleared_at: datetime | None = None) -> ViolationEvent:
         c = self.cand
@@ -124,6 +130,7 @@ class CameraRules:
         self._by_key: dict[tuple[str, str, str], str] = {}
         self._cooldowns: list[_Cooldown] = []
         self._groups: dict[tuple[str, str], GroupIds] = {}
+        self._last_ts: datetime | None = None
 
     def process(self, frame: Frame, detections: sv.Detections, verified: Collection[str] = ()) -> list[ViolationEvent]:
         """Track, judge and advance every violation of this camera by one frame.
@@ -132,6 +139,9 @@ class CameraRules:
         if frame.source_id != self.scene.camera_id:
             raise ValueError(f"frame from source {frame.source_id!r} fed to the rules of camera {self.scene.camera_id!r}")
         ts = frame.ts
+        if blind := self._blind_gap(ts):
+            for v in self._violations.values():
+                v.blind_s += blind
         tracked = self.tracker.update(detections, ts)
         views: list[ZoneView] = scene_views(self.scene, tracked, frame.width, frame.height, ts, self.taxonomy)
         cands = candidates(views, tracked, self.taxonomy, frame.width * frame.height, self._object_ids(ts), self.settings.group_gap,
@@ -149,7 +159,7 @@ class CameraRules:
             events.extend(self._observe(v, cand, frame))
         for vid in [vid for vid in self._violations if vid not in seen]:
             v = self._violations[vid]
-            if (ts - v.last_seen).total_seconds() >= v.cand.thresholds.clear_s:
+            if v.absent_s(ts) >= v.cand.thresholds.clear_s:
                 if v.opened_at is not None:
                     events.append(v.event(EventKind.CLEARED, ts, frame, self.scene.camera_id, cleared_at=ts))
                     cool = v.cand.thresholds.cooldown_s
@@ -157,6 +167,16 @@ class CameraRules:
                 self._drop(v)
         self._cooldowns = [c for c in self._cooldowns if c.until > ts]
         return events
+
+    def _blind_gap(self, ts: datetime) -> float:
+        """Seconds since the previous frame in which the camera did not look: a gap longer than the tracker keeps a
+        track (`lost_s`) and than three sampling intervals is a stream that dropped and came back (or an owner that
+        restarted), not time the place was seen empty. Counted as absence, a minute's outage cleared a car parked
+        throughout at the first frame back (its new track is confirmed only at its second sighting), and the
+        cooldown then kept it unreported."""
+        last, self._last_ts = self._last_ts, ts
+        gap = (ts - last).total_seconds() if last is not None else 0.0
+        return gap if gap > max(self.tracking.lost_s, 3 / self.tracking.frame_rate) else 0.0
 
     def opened_ids(self) -> list[str]:
         """Ids of the violations open now (their `opened` event was emitted)."""
@@ -220,7 +240,7 @@ class CameraRules:
 
     def _observe(self, v: _Violation, cand: Candidate, frame: Frame) -> list[ViolationEvent]:
         ts = frame.ts
-        v.cand, v.last_seen, v.frame = cand, ts, frame
+        v.cand, v.last_seen, v.frame, v.blind_s = cand, ts, frame, 0.0
         if v.opened_at is None:
             if not cand.judged:  # out of enforcement hours: dwell does not accumulate
                 self._drop(v)

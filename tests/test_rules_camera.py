@@ -42,15 +42,16 @@ def dets(*objects: tuple[str, tuple[float, float, float, float]], conf: float = 
     )
 
 
-def run(rules: CameraRules, timeline, start=T0, step_s=2.0, end_s=None):
-    """timeline(t_seconds) -> detections; returns [(kind, t_seconds, event)]."""
+def run(rules: CameraRules, timeline, start=T0, step_s=2.0, end_s=None, outage=(0.0, 0.0)):
+    """timeline(t_seconds) -> detections; returns [(kind, t_seconds, event)]. No frame comes in `outage` (from, until)."""
     out = []
     t = 0.0
     end_s = end_s if end_s is not None else 900
     while t <= end_s:
-        frame = Frame(image=IMAGE, source_id="cam-1", ts=start + timedelta(seconds=t))
-        for ev in rules.process(frame, timeline(t)):
-            out.append((ev.kind, t, ev))
+        if not outage[0] <= t < outage[1]:
+            frame = Frame(image=IMAGE, source_id="cam-1", ts=start + timedelta(seconds=t))
+            for ev in rules.process(frame, timeline(t)):
+                out.append((ev.kind, t, ev))
         t += step_s
     return out
 
@@ -126,6 +127,21 @@ def test_detector_misses_and_jitter_do_not_split_a_violation():
     assert events[0][1] == 308.0
     assert events[0][2].first_seen == T0 + timedelta(seconds=8)
     assert len({e.violation_id for _, _, e in events}) == 1
+
+
+def test_a_stream_outage_is_neither_absence_nor_presence():
+    """A stream that dropped for 70 s and came back with the car still parked: the outage counted as absence, so the
+    first frame back (the car's new track is confirmed at its second sighting) cleared it and the cooldown kept it
+    unreported. Time without frames counts now for neither; a car gone during the outage clears after clear_s (60)
+    of frames without it."""
+    rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
+    events = run(rules, lambda t: dets(("car", jitter(CAR1, t))) if t < 600 else dets(), end_s=800, outage=(320, 390))
+    assert [(k, t) for k, t, _ in events] == [(EventKind.OPENED, 302.0), (EventKind.CLEARED, 658.0)]  # last seen at 598
+    assert len({e.violation_id for _, _, e in events}) == 1
+
+    rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
+    events = run(rules, lambda t: dets(("car", jitter(CAR1, t))) if t < 320 else dets(), end_s=800, outage=(320, 390))
+    assert [(k, t) for k, t, _ in events] == [(EventKind.OPENED, 302.0), (EventKind.CLEARED, 450.0)]  # 390 + 60
 
 
 def test_second_car_is_a_second_violation_and_cooldown_blocks_the_same_spot():
