@@ -25,9 +25,10 @@ from typing import Any
 import yaml
 
 from detect.config_io import ConfigError, load_model, read_mapping, validate_model
-from detect.scenes import Scene, check_types
+from detect.grades import Grades
+from detect.scenes import Scene, check_scene
 from detect.taxonomy import Taxonomy
-from pipelines.cctv.config import CameraConfig, CamerasFile
+from pipelines.cctv.config import CameraConfig, CamerasFile, file_grades
 from pipelines.cctv.reader import CameraStatus
 
 
@@ -97,6 +98,11 @@ class Cameras:
             return []
         return load_model(CamerasFile, self.file).cameras
 
+    def grades(self) -> Grades | None:
+        """The road grades the cameras file names for its scenes (None: the shipped ones), as the watcher loads them."""
+        assert self.file is not None
+        return file_grades(load_model(CamerasFile, self.file), self.file, self.taxonomy)
+
     def config(self, camera_id: str) -> CameraConfig:
         for cfg in self.configs():
             if cfg.id == camera_id:
@@ -125,9 +131,7 @@ class Cameras:
 
     def _load_scene(self, cfg: CameraConfig) -> Scene:
         path = self.scene_path(cfg)
-        scene = load_model(Scene, path)
-        check_types(scene.zones, self.taxonomy, str(path))
-        return scene
+        return check_scene(load_model(Scene, path), str(path), self.taxonomy, self.grades())
 
     def scene(self, camera_id: str) -> dict[str, Any]:
         """The scene file as written (times stay 'HH:MM'), validated."""
@@ -140,8 +144,7 @@ class Cameras:
         cfg = self.config(camera_id)
         path = self.scene_path(cfg)
         source = f"scene of camera {camera_id}"
-        scene = validate_model(Scene, data, source)
-        check_types(scene.zones, self.taxonomy, source)
+        scene = check_scene(validate_model(Scene, data, source), source, self.taxonomy, self.grades())
         if scene.camera_id != camera_id:
             raise ConfigError(f"{source}: camera_id: is {scene.camera_id!r}, must be {camera_id!r}")
         current = read_mapping(path).get("reference_snapshot") if path.is_file() else None

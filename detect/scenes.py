@@ -274,9 +274,20 @@ def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_t
                 )
 
 
+def check_scene(scene: Scene, source: str, taxonomy: Taxonomy | None = None, grades: Grades | None = None) -> Scene:
+    """What a scene must pass beyond its model: violation types the taxonomy knows, and road grades the grades file
+    has (`grades`: default the shipped file), folded into the zones here. A scene file at start-up and a scene written
+    through the API pass this one check, so the API never saves a scene the watcher then refuses."""
+    taxonomy = taxonomy or load_taxonomy()
+    check_types(scene.zones, taxonomy, source)
+    if any(z.grade for z in scene.zones):
+        apply_grades(scene.zones, grades or load_grades(taxonomy=taxonomy), source)
+    return scene
+
+
 def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grades | None = None,
                timezone: str | None = None) -> Scene:
-    """Load and validate a scene file; violation types are checked against the taxonomy.
+    """Load and validate a scene file (`check_scene`: violation types, road grades).
 
     A relative `reference_snapshot` is resolved against the scene file's folder. Zones that name a
     road `grade` get its thresholds and types here (`grades`: default the shipped grades file).
@@ -285,10 +296,7 @@ def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grade
     path = Path(path)
     scene = load_model(Scene, path)
     follow_zone(scene, timezone)
-    taxonomy = taxonomy or load_taxonomy()
-    check_types(scene.zones, taxonomy, str(path))
-    if any(z.grade for z in scene.zones):
-        apply_grades(scene.zones, grades or load_grades(taxonomy=taxonomy), str(path))
+    check_scene(scene, str(path), taxonomy, grades)
     if scene.reference_snapshot and not Path(scene.reference_snapshot).is_absolute():
         scene.reference_snapshot = str(path.parent / scene.reference_snapshot)
     return scene

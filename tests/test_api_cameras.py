@@ -70,6 +70,38 @@ def test_scene_get_put_validates_like_a_scene_file(service):
     assert client.get("/api/v1/cameras/scene-schema", headers=reviewer).json()["title"] == "Scene"
 
 
+def test_a_scenes_road_grades_are_checked_as_the_watcher_checks_them(service):
+    """PUT took a zone's `grade` unchecked: a typo ('mian') was saved with 200 and GET /cameras saw no scene error, then
+    the watcher's reload refused the scene and stopped the camera. It is refused now naming the field and the grades
+    there are, and a city's own grade, from the grades file the cameras file names, is taken as the watcher takes it."""
+    from pipelines.cctv.config import load_cameras
+
+    app, client, tokens, cams = service
+    admin = auth(tokens["admin"])
+    scene = client.get("/api/v1/cameras/cam-01/scene", headers=admin).json()
+    assert scene["zones"][1]["grade"] == "main"
+    before = cams["scene"].read_bytes()
+    scene["zones"][1]["grade"] = "mian"
+    refused = client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=scene)
+    assert refused.status_code == 422, refused.text
+    assert "zones.1.grade: unknown grade 'mian' (known: lane, main, secondary)" in refused.json()["detail"]
+    assert cams["scene"].read_bytes() == before
+
+    (cams["file"].parent / "grades.yaml").write_text(yaml.safe_dump({"grades": {"pedestrian_street": {
+        "name_zh": "步行街", "name_en": "Pedestrian street", "thresholds": {"street_stall": {"dwell_s": 0}}}}},
+        allow_unicode=True), encoding="utf-8")
+    cameras = yaml.safe_load(cams["file"].read_text(encoding="utf-8"))
+    cams["file"].write_text(yaml.safe_dump({**cameras, "grades": "grades.yaml"}), encoding="utf-8")
+    scene["zones"][1]["grade"] = "pedestrian_street"
+    saved = client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=scene)
+    assert saved.status_code == 200, saved.text
+    assert [c.id for c in load_cameras(cams["file"]).cameras] == ["cam-01", "cam-02"]  # what the watcher's reload reads
+
+    cams["scene"].write_text(cams["scene"].read_text(encoding="utf-8").replace("pedestrian_street", "mian"), encoding="utf-8")
+    listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=admin).json()}
+    assert "zones.1.grade: unknown grade 'mian' (known: pedestrian_street)" in listed["cam-01"]["scene_error"]
+
+
 def test_snapshot_is_the_latest_frame_or_the_reference(service, bus_jpg, zidane_jpg):
     app, client, tokens, cams = service
     h = auth(tokens["inspector"])

@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from detect.config_io import ConfigError, ConfigModel, load_model, overlay
-from detect.grades import load_grades
+from detect.grades import Grades, load_grades
 from detect.rules import RuleSettings
 from detect.scenes import Scene, load_scene
 from detect.taxonomy import Taxonomy, load_taxonomy
@@ -165,6 +165,11 @@ def is_url(url: str) -> bool:
     return "://" in url
 
 
+def file_grades(file: CamerasFile, path: str | Path, taxonomy: Taxonomy) -> Grades | None:
+    """The road grades the cameras file at `path` names for its scenes (relative to it); None: the shipped ones."""
+    return load_grades(_resolve(Path(path).parent, file.grades), taxonomy) if file.grades else None
+
+
 def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking: TrackingConfig | None = None,
                  rules: RuleSettings | None = None, dispatch_targets: Collection[str] | None = None,
                  timezone: str | None = None) -> LoadedCameras:
@@ -180,7 +185,7 @@ def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking
     path = Path(path)
     file = load_model(CamerasFile, path)
     taxonomy = taxonomy or load_taxonomy()
-    grades = load_grades(_resolve(path.parent, file.grades), taxonomy) if file.grades else None
+    grades = file_grades(file, path, taxonomy)
     tracking, rules = tracking or TrackingConfig(), rules or RuleSettings()
     out = LoadedCameras(file)
     for i, cfg in enumerate(file.cameras):
