@@ -29,7 +29,12 @@ from detect.grades import Grades
 from detect.scenes import Scene, check_scene
 from detect.taxonomy import Taxonomy
 from pipelines.cctv.config import CameraConfig, CamerasFile, file_grades
-from pipelines.cctv.reader import CameraStatus
+from pipelines.cctv.reader import CameraStatus, Status
+
+
+READER_STARTS_OR_ENDS = {Status.STARTING, Status.STOPPED, Status.FINISHED, Status.FAILED, Status.REFUSED}
+"""Statuses that start or end a camera's reader. Its health conditions are its own: a new reader starts with none
+and would never end those an earlier one left active (offline, frozen), so they end here."""
 
 
 class CameraNotFound(KeyError):
@@ -72,6 +77,8 @@ class CameraEvents:
         cid = str(record["camera_id"])
         if (status := CameraStatus.from_record(record)) is not None:
             self.status[cid] = status
+            if status.status in READER_STARTS_OR_ENDS:
+                self.health.pop(cid, None)
         elif record.get("event") == "camera_health":
             conditions = self.health.setdefault(cid, {})
             if record.get("active"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
+import time
 
 import pytest
 import yaml
@@ -12,7 +14,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
+from pipelines.cctv.service import Watcher
 from streetwatch.cli import app as cli
+from tests.cctv_helpers import make_intake, parked_clip
 from tests.api_helpers import auth, make_app, service, settings_for  # noqa: F401  (fixture)
 
 
@@ -38,6 +42,60 @@ def test_cameras_list_health_from_the_watchers_events(service):
         fh.write('{"event": "camera_status", "camera_id": "cam-01", "sta')  # a line still being written
     listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=h).json()}
     assert [c["kind"] for c in listed["cam-01"]["health"]["conditions"]] == ["covered"]
+
+
+def test_a_cameras_health_is_that_of_the_watcher_running_it(service, tmp_path, bus_jpg, real_sample_dir, onnx_detector):
+    """A reader's health conditions stayed active in GET /cameras after it stopped and through the next run: a camera
+    offline in one run showed 在线 online · 离线 offline while the next run's frames flowed. A watcher records `starting`
+    for each camera it starts, and a status that starts or ends a reader ends the camera's conditions."""
+    app, client, tokens, cams = service
+    h = auth(tokens["inspector"])
+
+    def health() -> dict[str, dict]:
+        return {c["id"]: c["health"] for c in client.get("/api/v1/cameras", headers=h).json()}
+
+    def watch(until) -> dict[str, dict]:
+        """Run a watcher writing its records to the events file, as `watch --events` does, until `until(records)`;
+        the health GET /cameras gives then."""
+        with cams["events"].open("a", encoding="utf-8") as sink:
+            def write(record: dict) -> None:
+                sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                sink.flush()
+
+            watcher = Watcher(cams["file"], onnx_detector, make_intake(tmp_path / "data"), on_record=write)
+            runner = threading.Thread(target=lambda: watcher.run(poll_s=0.1))
+            runner.start()
+            try:
+                deadline = time.monotonic() + 60
+                while not until(list(watcher.records)):
+                    assert time.monotonic() < deadline, "the watcher's records never got there"
+                    time.sleep(0.05)
+                return health()
+            finally:
+                watcher.stop()
+                runner.join(60)
+
+    def offline(records: list[dict], camera_id: str) -> bool:
+        return any(r.get("kind") == "offline" and r["camera_id"] == camera_id for r in records)
+
+    cameras = yaml.safe_load(cams["file"].read_text(encoding="utf-8"))  # both cameras' RTSP servers are down
+    for cam in cameras["cameras"]:
+        cam["backoff"] = {"initial_s": 0.05, "max_s": 0.1, "offline_after": 2}
+    cams["file"].write_text(yaml.safe_dump(cameras), encoding="utf-8")
+    seen = watch(lambda records: offline(records, "cam-01") and offline(records, "cam-02"))
+    assert {c["kind"] for c in seen["cam-01"]["conditions"]} == {"reconnecting", "offline"}
+    stopped = health()["cam-01"]
+    assert stopped["status"] == "stopped" and stopped["conditions"] == []
+    lines = cams["events"].read_text(encoding="utf-8").splitlines(keepends=True)  # a watcher killed (-9, a power cut)
+    cams["events"].write_text("".join(line for line in lines if '"stopped"' not in line), encoding="utf-8")  # says nothing
+    assert {c["kind"] for c in health()["cam-01"]["conditions"]} == {"reconnecting", "offline"}
+
+    cameras["cameras"][0]["url"] = str(parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=20).path)
+    cams["file"].write_text(yaml.safe_dump(cameras), encoding="utf-8")  # cam-01's stream is back, cam-02's is not
+    seen = watch(lambda records: offline(records, "cam-02") and any(
+        r["camera_id"] == "cam-01" and r.get("status") == "online" for r in records))
+    assert seen["cam-01"]["status"] == "online" and seen["cam-01"]["conditions"] == []
+    assert {c["kind"] for c in seen["cam-02"]["conditions"]} == {"reconnecting", "offline"}
 
 
 def test_scene_get_put_validates_like_a_scene_file(service):

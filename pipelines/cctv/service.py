@@ -170,7 +170,7 @@ class Watcher:
                     continue
                 self.runtimes[cid] = runtime
                 if start:
-                    runtime.reader.start()
+                    self._start_reader(runtime.reader)
 
     def reload(self) -> bool:
         """Re-read the cameras file and scenes; False (and everything kept) if the file is unusable."""
@@ -214,7 +214,13 @@ class Watcher:
         for i, reader in enumerate(readers):
             if i and stagger_s:
                 time.sleep(stagger_s)
-            reader.start()
+            self._start_reader(reader)
+
+    def _start_reader(self, reader: CameraReader) -> None:
+        """Start a camera's reader, recorded as `starting`: its health starts afresh, so whoever folds the records
+        (the service's camera pages) ends the conditions an earlier reader of the camera left active."""
+        self._status(reader.camera.id, Status.STARTING, "")
+        reader.start()
 
     def stop(self) -> None:
         """Ask for a graceful stop (safe from a signal handler): `run` then shuts down and returns."""
