@@ -103,3 +103,13 @@ def service(tmp_path, monkeypatch, bus_jpg):
         yield app, client, tokens, cams
 
 
+def users_cli(settings: Settings, tmp: Path):
+    """`streetwatch users ARGS --config FILE` through Typer's runner, FILE holding `settings` (written under `tmp`)."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app as cli
+
+    config = tmp / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli, ["users", *args, "--config", str(config)])

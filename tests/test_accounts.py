@@ -14,11 +14,9 @@ import sqlalchemy as sa
 import yaml
 from alembic import command
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from api.accounts import AccountError, Accounts, hash_token
-from streetwatch.cli import app as cli
-from tests.api_helpers import auth, make_app, settings_for
+from tests.api_helpers import auth, make_app, settings_for, users_cli
 from pipelines.cases import schema
 from tests.conftest import REPO
 from tests.legacy import accounts_v1
@@ -146,12 +144,7 @@ def test_a_token_given_an_expiry_is_refused_after_it_saying_when(tmp_path):
     saying when, in Chinese and English and the city's time, `users list` marks it expired, and a new token for the
     name waits until it is revoked. Tokens without an expiry work as before."""
     settings = settings_for(tmp_path)
-    config = tmp_path / "settings.yaml"
-    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
-    runner = CliRunner()
-
-    def users(*args: str):
-        return runner.invoke(cli, ["users", *args, "--config", str(config)])
+    users = users_cli(settings, tmp_path)
 
     before = datetime.now(UTC)
     added = users("add", "王芳", "--role", "reviewer", "--expires-in", "90d")

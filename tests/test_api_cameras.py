@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from pipelines.cctv.service import Watcher
 from streetwatch.cli import app as cli
 from tests.cctv_helpers import make_intake, parked_clip
-from tests.api_helpers import auth, make_app, service, settings_for  # noqa: F401  (fixture)
+from tests.api_helpers import auth, make_app, service, settings_for, users_cli  # noqa: F401  (fixture)
 
 
 def test_cameras_list_health_from_the_watchers_events(service):
@@ -263,12 +263,7 @@ def test_user_names_are_revoked_as_added_and_unreadable_ones_refused(tmp_path):
     """`users add " 王芳 "` stored 王芳 but `users revoke " 王芳 "` found no such user; a name holding a tab or a line
     break (or an invisible character) was stored and split the lines of `users list`."""
     settings = settings_for(tmp_path)
-    config = tmp_path / "settings.yaml"
-    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
-    runner = CliRunner()
-
-    def users(*args: str):
-        return runner.invoke(cli, ["users", *args, "--config", str(config)])
+    users = users_cli(settings, tmp_path)
 
     assert users("add", " 王芳 ", "--role", "inspector").exit_code == 0
     revoked = users("revoke", " 王芳 ")
