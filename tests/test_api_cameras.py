@@ -98,6 +98,68 @@ def test_a_cameras_health_is_that_of_the_watcher_running_it(service, tmp_path, b
     assert {c["kind"] for c in seen["cam-02"]["conditions"]} == {"reconnecting", "offline"}
 
 
+def test_a_scene_broken_mid_run_keeps_the_camera_on_its_last_valid_scene(service, tmp_path, bus_jpg, real_sample_dir,
+                                                                         onnx_detector):
+    """A hand-edited scene file that turned invalid stopped its running camera at the reload, while a broken cameras file's
+    reload is refused with every camera kept. The camera keeps its last valid scene now, the refusal (file, field, reason)
+    is its config_refused health condition in GET /cameras, and the scene is taken once it is fixed."""
+    app, client, tokens, cams = service
+    h = auth(tokens["inspector"])
+    clip = parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=60)
+    cameras = yaml.safe_load(cams["file"].read_text(encoding="utf-8"))
+    cameras["cameras"][0]["url"] = str(clip.path)  # a file played at its own pace, as a live camera
+    cameras["cameras"][1]["enabled"] = False
+    cams["file"].write_text(yaml.safe_dump(cameras), encoding="utf-8")
+    valid = cams["scene"].read_text(encoding="utf-8")
+    assert "grade: main" in valid
+
+    def until(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "not reached in time"
+            time.sleep(0.05)
+
+    def analysed() -> float:
+        return watcher.metrics.value("streetwatch_cctv_frames_analysed_total", camera="cam-01")
+
+    def refusals(active: bool) -> list[dict]:
+        return [r for r in watcher.records if r.get("kind") == "config_refused" and r["active"] is active]
+
+    def health() -> dict:
+        return {c["id"]: c["health"] for c in client.get("/api/v1/cameras", headers=h).json()}["cam-01"]
+
+    with cams["events"].open("a", encoding="utf-8") as sink:
+        def write(record: dict) -> None:  # as `watch --events` does
+            sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            sink.flush()
+
+        watcher = Watcher(cams["file"], onnx_detector, make_intake(tmp_path / "data"), on_record=write)
+        runner = threading.Thread(target=lambda: watcher.run(poll_s=0.1))
+        runner.start()
+        try:
+            until(lambda: analysed() > 0)
+            before = watcher.runtimes["cam-01"]
+            cams["scene"].write_text(valid.replace("grade: main", "grade: mian"), encoding="utf-8")
+            until(lambda: refusals(True))
+            assert watcher.runtimes["cam-01"] is before and before.reader.is_alive()
+            seen = analysed()
+            until(lambda: analysed() > seen)  # still judged, on the scene it had
+            [condition] = health()["conditions"]
+            assert condition["kind"] == "config_refused" and health()["status"] == "online"
+            assert f"{cams['file']}: cameras.0.scene: scene refused: {cams['scene']}: zones.1.grade: unknown grade 'mian'" \
+                in condition["detail"]
+            assert watcher.summary()["cameras"]["cam-01"]["config_refused"] == condition["detail"]
+
+            cams["scene"].write_text(valid.replace("grade: main", "grade: secondary"), encoding="utf-8")  # fixed
+            until(lambda: refusals(False) and watcher.runtimes["cam-01"] is not before)
+            assert watcher.runtimes["cam-01"].camera.scene.zones[1].grade == "secondary" and not watcher.kept
+            assert health()["conditions"] == []
+        finally:
+            watcher.stop()
+            runner.join(60)
+    assert not runner.is_alive()
+
+
 def test_scene_get_put_validates_like_a_scene_file(service):
     app, client, tokens, cams = service
     admin, reviewer = auth(tokens["admin"]), auth(tokens["reviewer"])

@@ -1,4 +1,5 @@
-"""Camera health: the stream's state and what the picture says about the camera itself.
+"""Camera health: the stream's state, what the picture says about the camera itself, and a configuration
+change a reload refused.
 
 Health is reported as events (a condition starting and ending) and metrics, never as violation
 cases: a frozen picture or a covered lens is a maintenance job, not an offence. Picture checks
@@ -36,6 +37,7 @@ class HealthKind(StrEnum):
     COVERED = "covered"  # a featureless picture (lens covered or fogged) for blind_s
     MOVED = "moved"  # the view no longer matches the scene's reference snapshot
     RESOLUTION_CHANGED = "resolution_changed"  # instantaneous: the stream changed its picture size
+    CONFIG_REFUSED = "config_refused"  # a reload refused the camera's changed configuration (scene): it runs on its last valid one
 
 
 @dataclass

@@ -6,7 +6,8 @@
 
 One worker owns every camera's rules, so a camera's frames are judged in order. A camera is
 added, replaced or removed on reload without touching the others; a camera whose scene is
-invalid is refused with the file/field/reason message and the rest run. `stop()` is graceful:
+invalid is refused with the file/field/reason message and the rest run, and one already running
+whose scene turns invalid keeps running on its last valid scene (`config_refused`). `stop()` is graceful:
 readers stop, frames already queued are judged, events are recorded, spooled evidence is retried.
 """
 
@@ -33,7 +34,7 @@ from pipelines.cases.intake import Intake
 from pipelines.cctv.case_sink import CaseSink
 from pipelines.cctv.config import Camera, LoadedCameras, load_cameras
 from pipelines.cctv.frame_queue import FrameQueue
-from pipelines.cctv.health import HealthEvent
+from pipelines.cctv.health import HealthEvent, HealthKind
 from pipelines.cctv.metrics import Metrics
 from pipelines.cctv.reader import CameraReader, CameraStatus, ReaderHooks, Status
 from pipelines.cctv.runtime import CameraRuntime
@@ -74,7 +75,8 @@ class Watcher:
         self.records: deque[dict] = deque(maxlen=RECORDS_KEPT)
         self._on_record = on_record
         self._on_analysed = on_analysed  # called after each judged frame (benchmarks measure lag with it)
-        self.refused: dict[str, str] = {}
+        self.refused: dict[str, str] = {}  # camera id -> why it does not run
+        self.kept: dict[str, str] = {}  # camera id -> why a reload refused it, running on its last valid configuration
         self.runtimes: dict[str, CameraRuntime] = {}
         self._lock = threading.Lock()
         self._generation = 0
@@ -140,37 +142,53 @@ class Watcher:
         return CameraRuntime(camera, rules, FrameRing(self.file.ring_s), reader, generation, text)
 
     def _apply(self, loaded: LoadedCameras, start: bool) -> None:
-        """Make the running cameras match `loaded`: unchanged ones keep running (and their rules state)."""
+        """Make the running cameras match `loaded`: unchanged ones keep running (and their rules state).
+
+        A running camera whose new configuration is refused (a scene hand-edited into an invalid one) keeps
+        running on its last valid one, as a broken cameras file leaves every camera running; the refusal is
+        its `config_refused` health condition until a reload takes its configuration again."""
         wanted = {c.id: c for c in loaded.cameras}
-        for cid, message in loaded.refused.items():
-            if self.refused.get(cid) != message:
-                log.error("camera %s refused: %s", cid, message)
-                self.metrics.status.labels(cid).state(Status.REFUSED.value)
-                self.record(CameraStatus(cid, Status.REFUSED, message, datetime.now(UTC)).to_record())
-        self.refused = dict(loaded.refused)
+        refused = dict(loaded.refused)
         self._watched = [self.cameras_path, *loaded.scene_files]
         self._mtimes = self._watched_mtimes()
         with self._lock:
-            for cid in list(self.runtimes):
-                old = self.runtimes[cid]
-                new = wanted.get(cid)
-                if new is not None and new == old.camera:
-                    continue
-                old.reader.stop()
-                del self.runtimes[cid]
-                log.info("camera %s %s", cid, "reconfigured" if new is not None else "removed")
+            for cid in [cid for cid in self.runtimes if cid not in wanted and cid not in refused]:
+                self.runtimes.pop(cid).reader.stop()
+                log.info("camera %s removed", cid)
             for cid, camera in wanted.items():
-                if cid in self.runtimes or (cid in loaded.refused):
+                old = self.runtimes.get(cid)
+                if old is not None and old.camera == camera:
                     continue
                 try:
                     runtime = self._runtime(camera)
                 except (OSError, ValueError) as exc:  # e.g. an unreadable reference snapshot for OCR
-                    self.refused[cid] = f"camera {cid}: {exc}"
-                    log.error("camera %s refused: %s", cid, exc)
+                    refused[cid] = f"camera {cid}: {exc}"
                     continue
+                if old is not None:
+                    old.reader.stop()
+                    log.info("camera %s reconfigured", cid)
                 self.runtimes[cid] = runtime
                 if start:
                     self._start_reader(runtime.reader)
+            kept = {cid: message for cid, message in refused.items() if cid in self.runtimes}
+        self._refusals({cid: message for cid, message in refused.items() if cid not in kept}, kept)
+
+    def _refusals(self, refused: dict[str, str], kept: dict[str, str]) -> None:
+        """Record what changed: cameras `refused` (not running), and running cameras `kept` on their last valid
+        configuration (their `config_refused` condition starts, or ends once a reload takes the camera's again)."""
+        now = datetime.now(UTC)
+        for cid, message in refused.items():
+            if self.refused.get(cid) != message:
+                log.error("camera %s refused: %s", cid, message)
+                self.metrics.status.labels(cid).state(Status.REFUSED.value)
+                self.record(CameraStatus(cid, Status.REFUSED, message, now).to_record())
+        for cid, message in kept.items():
+            if self.kept.get(cid) != message:
+                log.error("camera %s keeps running on its last valid configuration; its new one is refused: %s", cid, message)
+                self._health(HealthEvent(cid, HealthKind.CONFIG_REFUSED, True, now, message))
+        for cid in self.kept.keys() - kept.keys():
+            self._health(HealthEvent(cid, HealthKind.CONFIG_REFUSED, False, now, "configuration taken"))
+        self.refused, self.kept = refused, kept
 
     def reload(self) -> bool:
         """Re-read the cameras file and scenes; False (and everything kept) if the file is unusable."""
@@ -337,8 +355,8 @@ class Watcher:
     # ---- summary ------------------------------------------------------------------------
 
     def summary(self) -> dict:
-        """Per camera: status and frame counts (and the reason of a failed one); cases opened; refusals
-        (printed by the CLI at exit)."""
+        """Per camera: status and frame counts (and the reason of a failed one, why a running one's new configuration is
+        refused); cases opened; refusals (printed by the CLI at exit)."""
         m = self.metrics
         cameras = {}
         with self._lock:
@@ -354,6 +372,8 @@ class Watcher:
             }
             if runtime.reader.status is Status.FAILED:  # e.g. a replayed file that cannot be read: say why
                 cameras[cid]["reason"] = runtime.reader.detail
+            if cid in self.kept:  # running on its last valid configuration: why the new one is refused
+                cameras[cid]["config_refused"] = self.kept[cid]
         for cid, message in self.refused.items():
             cameras[cid] = {"status": Status.REFUSED.value, "reason": message}
         opened = sum(s.value for metric in m.cases_opened.collect() for s in metric.samples if s.name.endswith("_total"))

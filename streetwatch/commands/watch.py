@@ -49,7 +49,8 @@ def watch(
     cameras through the detector; each camera's tracker and rules open violations, which become
     candidate cases with signed evidence in the case store. A camera whose scene is invalid is
     refused with the reason and the others run. SIGHUP, or a change to the cameras file or a
-    scene file, reloads them without stopping unchanged cameras. Tracker and rule knobs: the
+    scene file, reloads them without stopping unchanged cameras (a running camera whose scene turns
+    invalid keeps its last valid one, the refusal its `config_refused` health condition). Tracker and rule knobs: the
     settings file's `tracking:` and `rules:`, changed per camera by its own `tracking:`/`rules:`.
     Prints a JSON summary at exit; with --replay, exit code 1 when no camera could be read at all.
 
