@@ -146,6 +146,26 @@ class Cameras:
         self._load_scene(cfg)
         return read_mapping(self.scene_path(cfg))
 
+    def scene_file(self, camera_id: str) -> dict[str, Any]:
+        """The scene file as written and why it is refused, if it is: a file hand-edited into an invalid scene, which
+        `scene` refuses, can be loaded to be fixed (`text`; `scene`, unvalidated, where it reads as a mapping)."""
+        cfg = self.config(camera_id)
+        path = self.scene_path(cfg)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError):  # missing, or not UTF-8 text: the error says which
+            text = None
+        try:
+            mapping = read_mapping(path)
+        except ConfigError:
+            mapping = None
+        try:
+            self._load_scene(cfg)
+            error = None
+        except ConfigError as exc:
+            error = str(exc)
+        return {"text": text, "scene": mapping, "error": error}
+
     def put_scene(self, camera_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Validate like a scene file, then replace the file atomically (the watcher reloads it)."""
         cfg = self.config(camera_id)

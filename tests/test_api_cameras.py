@@ -190,6 +190,36 @@ def test_scene_get_put_validates_like_a_scene_file(service):
     assert client.get("/api/v1/cameras/scene-schema", headers=reviewer).json()["title"] == "Scene"
 
 
+def test_a_refused_scene_file_can_be_loaded_to_be_fixed(service):
+    """GET .../scene refuses an invalid scene file (422), so the camera page could not load a hand-edited file gone
+    wrong to fix it. GET .../scene-file answers it as written with why it is refused."""
+    app, client, tokens, cams = service
+    h = auth(tokens["inspector"])
+    valid = client.get("/api/v1/cameras/cam-01/scene-file", headers=h).json()
+    assert valid["error"] is None and valid["text"] == cams["scene"].read_text(encoding="utf-8")
+    assert valid["scene"] == yaml.safe_load(valid["text"])
+
+    broken = valid["text"].replace("grade: main", "grade: mian")
+    cams["scene"].write_text(broken, encoding="utf-8")
+    assert client.get("/api/v1/cameras/cam-01/scene", headers=h).status_code == 422
+    answer = client.get("/api/v1/cameras/cam-01/scene-file", headers=h).json()
+    assert answer["text"] == broken and answer["scene"]["zones"][1]["grade"] == "mian"
+    assert f"{cams['scene']}: zones.1.grade: unknown grade 'mian'" in answer["error"]
+    listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=h).json()}
+    assert answer["error"] == listed["cam-01"]["scene_error"]
+    answer["scene"]["zones"][1]["grade"] = "main"  # fixed, and saved back
+    assert client.put("/api/v1/cameras/cam-01/scene", headers=auth(tokens["admin"]), json=answer["scene"]).status_code == 200
+    assert client.get("/api/v1/cameras/cam-01/scene-file", headers=h).json()["error"] is None
+
+    cams["scene"].write_text("camera_id: cam-01\nzones: [\n", encoding="utf-8")  # not YAML: the text alone
+    answer = client.get("/api/v1/cameras/cam-01/scene-file", headers=h).json()
+    assert answer["text"] == "camera_id: cam-01\nzones: [\n" and answer["scene"] is None and "not valid YAML" in answer["error"]
+    cams["scene"].unlink()
+    assert client.get("/api/v1/cameras/cam-01/scene-file", headers=h).json() == {
+        "text": None, "scene": None, "error": f"{cams['scene']}: file not found"}
+    assert client.get("/api/v1/cameras/cam-09/scene-file", headers=h).status_code == 404
+
+
 def test_a_scenes_road_grades_are_checked_as_the_watcher_checks_them(service):
     """PUT took a zone's `grade` unchecked: a typo ('mian') was saved with 200 and GET /cameras saw no scene error, then
     the watcher's reload refused the scene and stopped the camera. It is refused now naming the field and the grades

@@ -261,6 +261,59 @@ def test_camera_page_draws_the_zones_on_the_snapshot(site):
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in states), states  # each status in Chinese too
 
 
+def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_path, bus_jpg):
+    """The page said 场景错误 scene error without the error and never showed a status's detail; a refused scene could
+    not be loaded (GET .../scene answers 422), so the box kept the camera shown before, whose scene a save would have
+    sent under this camera's id. The page says each, loads a refused file as written, and a camera without one
+    leaves the box empty."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    cams = write_cameras(tmp_path, bus_jpg)
+    broken = {"camera_id": "cam-02", "zones": [{"id": "z", "kind": "no_parking", "polygon": [[0, 0], [1, 1]]}]}
+    (cams["file"].parent / "cam-02.yaml").write_text(yaml.safe_dump(broken), encoding="utf-8")
+    cameras = yaml.safe_load(cams["file"].read_text(encoding="utf-8"))
+    cameras["cameras"].append({"id": "cam-03", "url": "rtsp://127.0.0.1:9/cam-03", "scene": "cam-03.yaml"})  # no such file
+    cams["file"].write_text(yaml.safe_dump(cameras), encoding="utf-8")
+    records = [{"event": "camera_status", "camera_id": "cam-01", "status": "offline", "detail": "Connection refused",
+                "at": "2025-03-14T02:00:00+00:00"},
+               {"event": "camera_health", "camera_id": "cam-02", "kind": "config_refused", "active": True,
+                "at": "2025-03-14T02:01:00+00:00", "detail": "cameras.yaml: cameras.1.scene: scene refused"}]
+    cams["events"].write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    settings = settings_for(tmp_path, cameras_file=str(cams["file"]), camera_events=str(cams["events"]))
+    with served_pages(tmp_path, settings, lambda app: None) as served:
+        served["token"] = served["tokens"]["admin"]
+        b = served["browser"]
+        _login(served)
+        b.get(served["base"] + "/ui/cameras")
+        scene = lambda d: d.find_element(By.ID, "scene").get_attribute("value")  # noqa: E731
+        error = lambda d: d.find_element(By.ID, "scene-error").text  # noqa: E731
+        _wait(b, lambda d: '"camera_id": "cam-01"' in scene(d), "cam-01's scene in the box")
+        item = {li.get_attribute("data-camera"): li.text for li in b.find_elements(By.CSS_SELECTOR, "#cameras li")}
+        assert "离线 offline: Connection refused" in item["cam-01"] and "场景错误" not in item["cam-01"]
+        assert "新配置被拒，沿用上次有效配置 config_refused: cameras.yaml: cameras.1.scene: scene refused" in item["cam-02"]
+        assert "场景错误 scene error: " in item["cam-02"] and "cam-02.yaml: zones.0.polygon" in item["cam-02"]
+
+        b.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-02']").click()
+        _wait(b, lambda d: '"camera_id": "cam-02"' in scene(d), "cam-02's refused scene in the box")
+        assert json.loads(scene(b)) == broken
+        assert error(b).startswith("场景错误 scene error: ") and "zones.0.polygon" in error(b)
+
+        b.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-03']").click()
+        _wait(b, lambda d: "file not found" in error(d), "cam-03's missing scene said")
+        assert scene(b) == ""
+
+        b.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-02']").click()
+        _wait(b, lambda d: '"camera_id": "cam-02"' in scene(d), "cam-02's refused scene in the box again")
+        fixed = {**broken, "zones": [{**broken["zones"][0], "polygon": [[0, 0], [1, 0], [1, 1]]}]}
+        b.execute_script("document.getElementById('scene').value = arguments[0];", json.dumps(fixed))
+        b.find_element(By.ID, "save-scene").click()
+        _wait(b, lambda d: "场景错误" not in d.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-02']").text
+              and not error(d), "the fixed scene saved")
+        assert yaml.safe_load((cams["file"].parent / "cam-02.yaml").read_text(encoding="utf-8")) == fixed
+
+
 def test_api_docs_render_without_internet(site):
     """Swagger UI at /docs comes from the app itself (the browser runs with no route to a CDN)."""
     from selenium.webdriver.common.by import By

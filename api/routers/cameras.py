@@ -45,6 +45,13 @@ class CameraSummary(BaseModel):
     has_snapshot: bool = Field(description="A snapshot (latest frame or reference image) can be fetched.")
 
 
+class SceneFile(BaseModel):
+    text: str | None = Field(description="The scene file as written (None: it cannot be read as UTF-8 text, e.g. missing).")
+    scene: dict[str, Any] | None = Field(
+        description="The file read as a mapping, unvalidated (None: not a YAML/JSON mapping): what to fix and PUT back.")
+    error: str | None = Field(description="Why the scene is refused (file, field, reason), as GET /cameras' scene_error; None when valid.")
+
+
 def _camera(fn, *args):
     """Run a cameras call, answering 404 for an unknown camera and 503 when there is no cameras file."""
     try:
@@ -83,6 +90,14 @@ def scene_schema(_: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
 def get_scene(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
     _cameras_file(ctx)
     return _camera(ctx.cameras.scene, camera_id)
+
+
+@router.get("/{camera_id}/scene-file", summary="A camera's scene file as written, and why it is refused (an invalid one too)",
+            response_model=SceneFile, responses=problems(401, 403, 404))
+def get_scene_file(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
+    """GET .../scene refuses an invalid scene (422); this answers its text with the error, so it can be fixed and PUT."""
+    _cameras_file(ctx)
+    return _camera(ctx.cameras.scene_file, camera_id)
 
 
 @router.put("/{camera_id}/scene", summary="Replace a camera's scene (validated like a scene file; the watcher reloads it)",

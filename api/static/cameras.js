@@ -18,27 +18,50 @@ function healthText(h) {
   return `${zh(h.status)}${conditions ? " · " + conditions : ""}`;
 }
 
+// What the list says under a camera: why it is in its status, each condition's detail, why its scene is refused.
+function notes(cam) {
+  const h = cam.health;
+  const lines = h.detail ? [`${zh(h.status)}: ${h.detail}`] : [];
+  for (const c of h.conditions) if (c.detail && c.detail !== h.detail) lines.push(`${zh(c.kind)}: ${c.detail}`);
+  if (cam.scene_error) lines.push(`场景错误 scene error: ${cam.scene_error}`);
+  return lines.flatMap((line) => [SW.el("br"), SW.el("small", { class: "note" }, line)]);
+}
+
 async function loadCameras() {
   C.cameras = await SW.json("/api/v1/cameras");
   document.getElementById("cameras").replaceChildren(...C.cameras.map((cam) => SW.el("li", {
     "data-camera": cam.id, class: C.current === cam.id ? "current" : "", onclick: () => show(cam.id),
   }, SW.el("span", { class: "state" }, healthText(cam.health)), cam.name || cam.id, SW.el("br"),
-  SW.el("small", {}, `${cam.id} · ${cam.zones} 区域 zones${cam.scene_error ? " · 场景错误 scene error" : ""}`))));
+  SW.el("small", {}, `${cam.id} · ${cam.zones} 区域 zones${cam.scene_error ? " · 场景错误 scene error" : ""}`), ...notes(cam))));
   if (!C.cameras.length) SW.say("未配置摄像头 No cameras configured (service.cameras_file)");
   else if (!C.current) show(C.cameras[0].id);
 }
 
+// The camera's scene file in the box: as JSON where it reads as a mapping (a refused one too, to be fixed and saved),
+// else its text; nothing of the camera shown before stays, whatever answers first.
 async function show(id) {
   C.current = id;
   document.querySelectorAll("#cameras li").forEach((li) => li.classList.toggle("current", li.dataset.camera === id));
   const box = document.getElementById("snapshot");
-  let scene = null;
+  const text = document.getElementById("scene");
+  const error = document.getElementById("scene-error");
+  box.replaceChildren();
+  text.value = "";
+  error.textContent = "";
+  let file = null;
   try {
-    scene = await SW.json(`/api/v1/cameras/${encodeURIComponent(id)}/scene`);
-    document.getElementById("scene").value = JSON.stringify(scene, null, 2);
-  } catch (e) { SW.say(e.message, true); }
+    file = await SW.json(`/api/v1/cameras/${encodeURIComponent(id)}/scene-file`);
+  } catch (e) { if (C.current === id) SW.say(e.message, true); }
+  if (C.current !== id) return;  // another camera was picked meanwhile
+  if (file) {
+    text.value = file.scene ? JSON.stringify(file.scene, null, 2) : (file.text || "");
+    const unreadable = file.scene ? "" : " · 文件不是 YAML/JSON 映射，请改写为 JSON 后保存 not a YAML/JSON mapping: rewrite it as JSON to save";
+    error.textContent = file.error ? `场景错误 scene error: ${file.error}${file.text != null ? unreadable : ""}` : "";
+  }
+  const scene = file && !file.error ? file.scene : null;  // zones are drawn from a valid scene only
   try {
     const blob = await (await SW.api(`/api/v1/cameras/${encodeURIComponent(id)}/snapshot`)).blob();
+    if (C.current !== id) return;
     if (C.objectUrl) URL.revokeObjectURL(C.objectUrl);
     C.objectUrl = URL.createObjectURL(blob);
     const img = SW.el("img", { id: "snapshot-image", src: C.objectUrl, alt: "snapshot 快照" });
@@ -48,7 +71,7 @@ async function show(id) {
     };
     box.replaceChildren(img);
   } catch (e) {
-    box.replaceChildren(SW.el("p", {}, "无快照 No snapshot: " + e.message));
+    if (C.current === id) box.replaceChildren(SW.el("p", {}, "无快照 No snapshot: " + e.message));
   }
 }
 
@@ -58,7 +81,7 @@ document.getElementById("save-scene").addEventListener("click", async () => {
   try {
     await SW.json(`/api/v1/cameras/${encodeURIComponent(C.current)}/scene`, { method: "PUT", json: data });
     SW.say("已保存 Saved");
-    await show(C.current);
+    await Promise.all([loadCameras(), show(C.current)]);  // the list's scene error goes with the fix
   } catch (e) { SW.say(e.message, true); }
 });
 
