@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import cv2
 import numpy as np
 import shapely
 import supervision as sv
@@ -300,6 +301,23 @@ def load_scene(path: str | Path, taxonomy: Taxonomy | None = None, grades: Grade
     if scene.reference_snapshot and not Path(scene.reference_snapshot).is_absolute():
         scene.reference_snapshot = str(path.parent / scene.reference_snapshot)
     return scene
+
+
+def read_reference(scene: Scene) -> np.ndarray | None:
+    """The scene's reference snapshot as a BGR image (None: it names none), as a loaded scene names it.
+
+    The moved-camera check needs it and, where a camera reads text, so does OCR: a file that is missing or not an
+    image is a `ConfigError` naming it and why, which the watcher takes as a warning (no moved-camera check) and
+    `streetwatch rules check` reports, where the scene itself is valid."""
+    if not scene.reference_snapshot:
+        return None
+    path = Path(scene.reference_snapshot)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    image = cv2.imread(str(path))
+    if image is None:
+        raise ConfigError(f"{path}: not an image OpenCV can read")
+    return image
 
 
 def anchor_points(detections: sv.Detections, width: int, height: int, taxonomy: Taxonomy | None = None) -> np.ndarray:

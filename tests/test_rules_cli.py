@@ -28,3 +28,27 @@ def test_check_accepts_the_example_and_refuses_a_bad_scene(tmp_path: Path):
     result = CliRunner().invoke(app, ["rules", "check", str(EXAMPLE), str(bad)])
     assert result.exit_code == 2
     assert "cam.yaml: zones.0.polygon: Value error, polygon is self-intersecting" in result.output
+
+
+def test_check_warns_of_a_reference_snapshot_the_moved_camera_check_cannot_use(tmp_path: Path, bus_jpg: Path):
+    """`rules check` said ok for a scene whose reference snapshot is missing, where the watcher runs the camera without
+    its moved-camera check (and refuses it with OCR on): it warns naming the file, and --strict exits 1."""
+    scene = tmp_path / "cam.yaml"
+
+    def check(reference: str, *options: str):
+        scene.write_text(f"camera_id: cam\nreference_snapshot: {reference}\nzones: []\n", encoding="utf-8")
+        return CliRunner().invoke(app, ["rules", "check", str(scene), *options])
+
+    (tmp_path / "view.jpg").write_bytes(bus_jpg.read_bytes())
+    for options in ((), ("--strict",)):
+        result = check("view.jpg", *options)
+        assert result.exit_code == 0 and result.output == f"ok {scene}: camera cam, 0 zones\n", result.output
+    result = check("moved-away.jpg")
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {scene}: reference_snapshot: {tmp_path / 'moved-away.jpg'}: file not found: "
+            "the moved-camera check will not run for camera cam") in result.output
+    assert f"checked {scene}: camera cam, 0 zones, 1 warning" in result.output and f"ok {scene}" not in result.output
+    strict = check("moved-away.jpg", "--strict")
+    assert strict.exit_code == 1 and "1 of 1 files with warnings (--strict)" in strict.output
+    (tmp_path / "notes.jpg").write_text("not a picture", encoding="utf-8")
+    assert f"{tmp_path / 'notes.jpg'}: not an image OpenCV can read" in check("notes.jpg").output

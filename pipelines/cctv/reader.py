@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-import cv2
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
+from detect.config_io import ConfigError
 from detect.frames import Frame
+from detect.scenes import read_reference
 from pipelines.cctv.clock import MediaClock, Sampler
 from pipelines.cctv.config import Camera, is_url
 from pipelines.cctv.health import HealthEvent, HealthKind, ImageHealth
@@ -101,11 +102,11 @@ class CameraReader(threading.Thread):
         self._delivered = 0
         self._size: tuple[int, int] | None = None
         self._raw_size: tuple[int, int] | None = None
-        reference = None
-        if camera.scene.reference_snapshot:
-            reference = cv2.imread(camera.scene.reference_snapshot)
-            if reference is None:
-                log.warning("camera %s: reference snapshot %s unreadable: no moved-camera check", camera.id, camera.scene.reference_snapshot)
+        try:
+            reference = read_reference(camera.scene)
+        except ConfigError as exc:
+            reference = None
+            log.warning("camera %s: reference snapshot %s: no moved-camera check", camera.id, exc)
         self.health = ImageHealth(camera.id, self.cfg.health, reference)
 
     def stop(self) -> None:

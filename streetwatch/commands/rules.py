@@ -53,21 +53,37 @@ def show_taxonomy(
 def check(
     files: Annotated[list[Path], typer.Argument(help="Scene files (.yaml/.json) and city zone files (.geojson).")],
     taxonomy: TaxonomyOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a file has warnings (e.g. a reference snapshot "
+                                                          "that is missing: no moved-camera check).")] = False,
 ) -> None:
-    """Validate scene and city-zone files; exit 2 naming file, field and reason on the first bad one."""
+    """Validate scene and city-zone files; exit 2 naming file, field and reason on the first bad one.
+
+    A valid scene whose reference snapshot is missing or unreadable is warned about (the watcher runs the camera
+    without its moved-camera check, and refuses it where it reads text); with --strict that exits 1."""
     from detect.cityzones import load_city_zones
     from detect.config_io import ConfigError
-    from detect.scenes import load_scene
+    from detect.scenes import load_scene, read_reference
     from detect.taxonomy import load_taxonomy
 
+    warnings = 0
     try:
         tax = load_taxonomy(taxonomy)
         for path in files:
             if path.suffix.lower() == ".geojson":
                 zones = load_city_zones(path, tax)
                 typer.echo(f"ok {path}: {len(zones.zones)} city zones")
-            else:
-                scene = load_scene(path, tax)
-                typer.echo(f"ok {path}: camera {scene.camera_id}, {len(scene.zones)} zones")
+                continue
+            scene = load_scene(path, tax)
+            try:
+                read_reference(scene)
+            except ConfigError as exc:
+                warnings += 1
+                typer.secho(f"warning: {path}: reference_snapshot: {exc}: the moved-camera check will not run for camera "
+                            f"{scene.camera_id} (and watch refuses it where its ocr_interval_s is set)", err=True, fg=typer.colors.YELLOW)
+                typer.echo(f"checked {path}: camera {scene.camera_id}, {len(scene.zones)} zones, 1 warning")
+                continue
+            typer.echo(f"ok {path}: camera {scene.camera_id}, {len(scene.zones)} zones")
     except ConfigError as exc:
         fail(str(exc))
+    if strict and warnings:
+        fail(f"{warnings} of {len(files)} files with warnings (--strict)", code=1)
