@@ -139,6 +139,22 @@ def test_invalid_scene_is_refused_with_file_field_reason_and_others_load(tmp_pat
     assert [c.id for c in load_cameras(cams, dispatch_targets=["cn-dcm"]).cameras] == ["good", "any"]
 
 
+def test_a_duplicate_camera_id_names_both_entries_without_their_passwords(tmp_path):
+    """The refusal said only `duplicate camera id 'cam-01'`: in a file of hundreds of cameras, which two? It names their
+    positions and URLs, each password written *** as in every other reason."""
+    from detect.config_io import ConfigError
+
+    cams = cameras_file(tmp_path / "cameras.yaml", [
+        {"id": "cam-01", "url": "rtsp://admin:S3cret@10.0.0.1/ch1", "scene": "a.yaml"},
+        {"id": "cam-02", "url": "rtsp://10.0.0.2/ch1", "scene": "b.yaml"},
+        {"id": "cam-01", "url": "http://10.0.0.3/snap.jpg?usr=admin&pwd=S3cret", "scene": "c.yaml", "snapshot": True},
+    ])
+    with pytest.raises(ConfigError) as refused:
+        load_cameras(cams)
+    assert str(refused.value) == (f"{cams}: cameras: Value error, duplicate camera id 'cam-01': cameras.0 (rtsp://admin:***@10.0.0.1/ch1)"
+                                  " and cameras.2 (http://10.0.0.3/snap.jpg?usr=admin&pwd=***)")
+
+
 @pytest.mark.slow
 def test_capacity_benchmark_record(tmp_path):
     """The capacity benchmark end to end on a short clip: every step has its lag, CPU split and batches."""

@@ -9,6 +9,7 @@ other cameras still start. Only a broken cameras file as a whole stops the servi
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -26,6 +27,19 @@ from detect.taxonomy import Taxonomy, load_taxonomy
 from detect.tracking import TrackingConfig
 
 CameraId = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:'\"]*):[^\s/@'\"]*@")
+"""The password of a URL (`rtsp://admin:PASSWORD@host/...`), as FFmpeg and httpx repeat it in their messages."""
+
+_PASSWORD_PARAM = re.compile(r"(?i)(?P<name>[?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*")
+"""A password in a URL's query (a snapshot CGI's `?usr=admin&pwd=PASSWORD`)."""
+
+
+def without_password(text: str) -> str:
+    """`text` with the password of every URL in it shown as *** (the user stays, so the account can be checked):
+    a camera's URL carries it, and a reason reaches the log, the events file, the API's health and the pages."""
+    return _PASSWORD_PARAM.sub(r"\g<name>***", _PASSWORD.sub(r"\g<scheme>\g<user>:***@", text))
 
 
 class Backoff(ConfigModel):
@@ -118,9 +132,11 @@ class CamerasFile(ConfigModel):
     @field_validator("cameras")
     @classmethod
     def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        """Each id once; a file of hundreds of cameras says which entries share one (position, URL without password)."""
         twice = [cid for cid, n in Counter(c.id for c in cameras).items() if n > 1]
         if twice:
-            raise ValueError(f"duplicate camera id {twice[0]!r}")
+            raise ValueError("; ".join(f"duplicate camera id {cid!r}: " + " and ".join(
+                f"cameras.{i} ({without_password(c.url)})" for i, c in enumerate(cameras) if c.id == cid) for cid in twice))
         return cameras
 
     @model_validator(mode="after")

@@ -10,7 +10,6 @@ decoder skip every P/B frame, which is most of the decode cost at 1 analysed fra
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import httpx
 import numpy as np
 
 from detect.imageio import ImageReadError, decode_image, media_origin, upright
-from pipelines.cctv.config import CameraConfig, is_url
+from pipelines.cctv.config import CameraConfig, is_url, without_password
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +30,6 @@ MAX_BAD_PACKETS = 200
 
 
 UNTIMED_FORMATS = {"mpjpeg", "mjpeg", "jpeg_pipe", "image2pipe"}
-
-
-_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:'\"]*):[^\s/@'\"]*@")
-"""The password of a URL (`rtsp://admin:PASSWORD@host/...`), as FFmpeg and httpx repeat it in their messages."""
-
-_PASSWORD_PARAM = re.compile(r"(?i)(?P<name>[?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*")
-"""A password in a URL's query (a snapshot CGI's `?usr=admin&pwd=PASSWORD`)."""
-
-
-def without_password(text: str) -> str:
-    """`text` with the password of every URL in it shown as *** (the user stays, so the account can be checked):
-    a camera's URL carries it, and a reason reaches the log, the events file, the API's health and the pages."""
-    return _PASSWORD_PARAM.sub(r"\g<name>***", _PASSWORD.sub(r"\g<scheme>\g<user>:***@", text))
 
 
 class SourceError(RuntimeError):
