@@ -32,8 +32,8 @@ CameraId = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 _PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:'\"]*):[^\s/@'\"]*@")
 """The password of a URL (`rtsp://admin:PASSWORD@host/...`), as FFmpeg and httpx repeat it in their messages."""
 
-_PASSWORD_PARAM = re.compile(r"(?i)(?P<name>[?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*")
-"""A password in a URL's query (a snapshot CGI's `?usr=admin&pwd=PASSWORD`)."""
+_PASSWORD_PARAM = re.compile(r"(?i)(?P<name>[?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*?(?=[&\s'\"]|:\s|:?$)")
+"""A password in a URL's query (a snapshot CGI's `?usr=admin&pwd=PASSWORD`), up to the `: ` of a reason that names the URL."""
 
 
 def without_password(text: str) -> str:

@@ -181,9 +181,10 @@ class SnapshotSource:
         assert self.client is not None
         try:
             answer = self.client.get(cfg.url)
-            answer.raise_for_status()
         except httpx.HTTPError as exc:
             raise SourceError(f"camera {cfg.id}: snapshot {cfg.url}: {exc}") from None
+        if answer.is_error:  # one line: httpx's raise_for_status adds a second, pointing at developer.mozilla.org
+            raise SourceError(f"camera {cfg.id}: snapshot {cfg.url}: HTTP {answer.status_code} {answer.reason_phrase}")
         try:
             return decode_image(answer.content, cfg.url, max_side=cfg.max_side).image
         except ImageReadError as exc:
