@@ -147,6 +147,32 @@ def test_missing_extra_manifest_edit_and_wrong_key(tmp_path, bus_event):
     assert report.signature == "invalid" and "manifest.json was changed after signing (digest differs)" in report.problems
 
 
+def test_a_bundle_whose_signature_was_removed_is_named_unsigned_for_the_key_given(tmp_path, bus_event):
+    """signature.json deleted: the report said `HMAC missing` and nothing else, no file named, and an auditor who gave
+    only a public key was told of an HMAC nobody asked for while the Ed25519 signature stayed `unchecked`."""
+    from detect.evidence import load_signing_key
+    from detect.evidence.keys import generate_key_pair
+
+    event, all_dets = bus_event
+    private, public, _ = generate_key_pair(tmp_path / "keys")
+    config = EvidenceConfig(signing_key_file=private)
+    bundle = EvidenceBuilder(config, KEY, MODEL, signer=load_signing_key(config)).build(
+        event, tmp_path / "b", CASE, _ctx(all_dets)).path
+    (bundle / "signature.json").unlink()
+    unsigned = "signature.json is missing: the bundle is not signed, so nothing shows its files unaltered"
+
+    with_secret = verify_bundle(bundle, KEY)
+    assert not with_secret.ok and with_secret.signature == "missing" and with_secret.problems == [unsigned]
+    with_public_key = verify_bundle(bundle, None, public_keys=load_public_keys(public))
+    assert not with_public_key.ok and with_public_key.problems == [unsigned]
+    assert (with_public_key.signature, with_public_key.public_signature) == ("unchecked", "missing")
+
+    cli = subprocess.run([sys.executable, "-m", "streetwatch.cli", "evidence", "verify", str(bundle), "--public-key",
+                          str(public), "--no-store"], capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 1
+    assert cli.stdout.splitlines() == [f"FAIL {bundle}  signature: Ed25519 missing", f"  problem: {unsigned}"]
+
+
 @pytest.mark.parametrize(("file", "edit", "reported"), [
     ("manifest.json", lambda m: m.update(artifacts=["annotated/opened.jpg"]), 'artifact entry "annotated/opened.jpg" is not an object'),
     ("manifest.json", lambda m: m.update(artifacts=None), "`artifacts` is a JSON NoneType, not a list"),

@@ -165,7 +165,13 @@ def verify_bundle(bundle: str | Path, key: bytes | None, *, public_keys: list[Ed
     try:
         signature = json.loads((bundle / SIGNATURE).read_bytes())
     except FileNotFoundError:
-        report.signature = "missing"
+        # Unsigned: said in words, and the signature asked for (HMAC with a key, Ed25519 with public keys) is the one
+        # missing; "HMAC missing" alone, for an auditor who gave only a public key, named neither file nor key.
+        report.problems.append(f"{SIGNATURE} is missing: the bundle is not signed, so nothing shows its files unaltered")
+        if key is not None or not public_keys:
+            report.signature = "missing"
+        if public_keys:
+            report.public_signature = "missing"
         return report
     except ValueError as exc:
         report.signature = "invalid"
