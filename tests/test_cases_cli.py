@@ -157,10 +157,11 @@ def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispa
     store.close()
 
 
-@pytest.mark.parametrize("command", [["cases", "list"], ["cases", "show", "c-1"], ["dispatch", "parked"], ["dispatch", "requeue", "1"]])
+@pytest.mark.parametrize("command", [["cases", "list"], ["cases", "show", "c-1"], ["cases", "export"],
+                                     ["cases", "export", "--out", "cases.xlsx"], ["dispatch", "parked"], ["dispatch", "requeue", "1"]])
 def test_commands_on_existing_cases_refuse_a_missing_store_instead_of_creating_one(tmp_path, monkeypatch, command):
     """Run in a folder without the deployment's settings, they made streetwatch-data/cases.db there and said nothing
-    (or 'no parked deliveries'), which reads as 'no cases' rather than 'wrong --config'."""
+    (or 'no parked deliveries', or exported a file of no cases), which reads as 'no cases' rather than 'wrong --config'."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STREETWATCH_CONFIG", raising=False)
     result = CliRunner().invoke(app, command)

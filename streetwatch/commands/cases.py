@@ -105,7 +105,6 @@ def register(app: typer.Typer) -> None:
         from pipelines.analytics.export import FilterError, case_filter, export_table
         from pipelines.analytics.places import load_places
         from pipelines.analytics.tables import csv_text, write_xlsx
-        from pipelines.cases import CaseStore
 
         if out is not None and out.suffix.lower() not in (".csv", ".xlsx"):
             fail(f"--out {out}: name a .csv or .xlsx file")
@@ -120,7 +119,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--{exc}")
         except ConfigError as exc:
             fail(str(exc))
-        store = CaseStore(settings.cases.url)
+        store = existing_store_or_fail(settings.cases.url)  # never an empty one, whose export reads as "no cases"
         table = export_table(load_cases(store.engine, places, flt), taxonomy, tz)
         store.close()
         if out is None:
