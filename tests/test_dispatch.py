@@ -19,7 +19,7 @@ from detect.taxonomy import load_taxonomy
 from pipelines.cases import CaseState, CaseStore
 from pipelines.dispatch import BreakerPolicy, DispatchConfig, Dispatcher, RetryPolicy, TargetConfig, handle_cn_dcm_webhook
 from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter, Permanent, Transient
-from pipelines.dispatch.dispatcher import backoff_s
+from pipelines.dispatch.dispatcher import PassStats, backoff_s
 from pipelines.dispatch.webhook import SeenCalls, WebhookError, sign
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings
 from tests.dispatch_helpers import Platform, Sim, queue_cases, small_event
@@ -230,6 +230,52 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
     store.requeue(entry.id, actor="ops")
     assert dispatcher.run_once().delivered == 1 and store.get(case_id).state is CaseState.SUBMITTED
     dispatcher.close()
+
+
+def test_a_case_withdrawn_while_the_platform_may_hold_it_is_looked_up_and_says_so(tmp_path, world, sim, bus_event):
+    """A reviewer rejected a queued case after an attempt that had reached the platform (its answer lost), or while its
+    POST was on its way: the platform held it, yet the first was parked 'not sent' without asking them and the second
+    took their task number silently, both reading as withdrawn and never sent. Now the platform is asked, and each
+    case keeps their number, with a history line and a reason telling staff to have it voided there, and the pass
+    names it."""
+    store, evidence, spool = world
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)}, **FAST)
+
+    [in_doubt] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-wd-doubt")
+    dispatcher = Dispatcher(store, evidence, config)
+    sim.faults(fail_rate=1.0, modes="close")  # stored on their side, the connection closed without an answer
+    assert dispatcher.run_once().retried == 1
+    sim.faults(fail_rate=0.0)
+    store.review(in_doubt, approve=False, reviewer="王芳", reason_code="not_a_violation")
+    doubt_stats = PassStats()
+    for _ in range(500):  # until the retry is due (bounded by passes, no timing assertion)
+        doubt_stats.add(dispatcher.run_once())
+        if store.outbox_entries(case_id=in_doubt)[0].status != "pending":
+            break
+        threading.Event().wait(0.01)
+    dispatcher.close()
+
+    [in_flight] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-wd-flight")
+
+    def withdraw_as_it_leaves(request: httpx.Request) -> None:  # the reviewer's click lands while the POST is on its way
+        if request.method == "POST" and store.get(in_flight).state is CaseState.QUEUED:
+            store.review(in_flight, approve=False, reviewer="王芳", reason_code="not_a_violation")
+
+    dispatcher = Dispatcher(store, evidence, config, client=httpx.Client(timeout=2, event_hooks={"request": [withdraw_as_it_leaves]}))
+    flight_stats = dispatcher.run_once()
+    dispatcher.close()
+
+    for case_id, stats, how in ((in_doubt, doubt_stats, "found on dcm as"), (in_flight, flight_stats, "delivered as")):
+        [theirs] = [c for c in sim.cases("cn-dcm") if c["external_id"] == case_id]
+        case = store.get(case_id)
+        [entry] = store.outbox_entries(case_id=case_id)
+        assert case.state is CaseState.REJECTED and case.dispatch_ref == theirs["ref"]
+        assert entry.status == "delivered" and entry.remote_ref == theirs["ref"]
+        held = f"撤回后仍送达 dcm，请联系平台作废 — reached dcm after the case was rejected here ({how} {theirs['ref']}"
+        assert case.reason.startswith(held) and case.reason.endswith("ask dcm to void it")
+        last = store.history(case_id)[-1]
+        assert (last.from_state, last.to_state, last.actor, last.reason) == ("rejected", "rejected", "dispatch:dcm", case.reason)
+        assert stats.delivered == 1 and f"case {case_id}: {case.reason}" in stats.errors
 
 
 @pytest.mark.parametrize("adapter", ["cn-dcm", "open311"])

@@ -83,6 +83,13 @@ def check_tags(tags: list[str]) -> list[str]:
     return out
 
 
+def withdrawn_but_held(target: str, state: CaseState, delivered: str) -> str:
+    """What a case withdrawn here says once `target` turns out to hold it (its delivery was in flight, or an earlier
+    attempt had reached them): staff must have it voided there, since no protocol of ours can take it back."""
+    return (f"撤回后仍送达 {target}，请联系平台作废 — reached {target} after the case was {state.value} here "
+            f"({delivered}): ask {target} to void it")
+
+
 @dataclass(frozen=True)
 class NewCase:
     """What the evidence/intake step knows when it drafts a case."""
@@ -586,8 +593,13 @@ class CaseStore:
             if case.state is CaseState.QUEUED:
                 return self._transition(conn, case.id, CaseState.SUBMITTED, f"dispatch:{entry.target}",
                                         why, {"attempts": entry.attempts + (0 if found else 1)}, now, facts)
-            # Rejected by a human while in flight: keep their reference so nobody loses track of it.
-            conn.execute(cases.update().where(cases.c.id == case.id).values(updated_at=now, **facts))
+            # Withdrawn here (rejected) while its delivery was in flight, or after an attempt that reached them: they
+            # hold it all the same. Their reference is kept, and the history and the case's reason say so, for someone
+            # to have it voided there; recorded silently, the case read as withdrawn and never sent.
+            held = withdrawn_but_held(entry.target, case.state, why)
+            conn.execute(cases.update().where(cases.c.id == case.id).values(updated_at=now, **{**facts, "reason": held}))
+            self._history(conn, case.id, case.state, case.state, now, f"dispatch:{entry.target}", held,
+                          {"dispatch_ref": remote_ref, "found": found})
             return self._get(conn, case.id)
 
     def schedule_retry(self, entry_id: int, error: str, next_attempt_at: datetime, *, owner: str | None = None) -> None:

@@ -161,8 +161,7 @@ class Dispatcher:
             return
         case = self.store.get(entry.case_id)
         if case.state is not CaseState.QUEUED:
-            self.store.park(entry.id, f"case is {case.state}, not queued: not sent", owner=self.owner)
-            stats.parked += 1
+            self._withdrawn(entry, case, stats, now)
             return
         client = self.clients[entry.target]
         try:
@@ -171,11 +170,7 @@ class Dispatcher:
                 ref = adapter.look_up(client, delivery)
                 if ref is not None:
                     breaker.success()
-                    self.store.mark_delivered(entry.id, ref, found=True)
-                    stats.delivered += 1
-                    stats.found += 1
-                    log.info("case %s was already on %s as %s (an earlier attempt reached it): adopted",
-                             entry.case_id, entry.target, ref)
+                    self._record(entry, ref, stats, found=True)
                     return
                 self.store.clear_doubt(entry.id, self.owner)
             if not self.store.begin_send(entry.id, self.owner, self.config.lease_s):
@@ -187,9 +182,41 @@ class Dispatcher:
             self._failed(entry, exc, breaker, stats, now)
             return
         breaker.success()
-        self.store.mark_delivered(entry.id, ref)
+        self._record(entry, ref, stats)
+
+    def _withdrawn(self, entry: OutboxEntry, case: Case, stats: PassStats, now: datetime) -> None:
+        """An entry whose case was withdrawn here (rejected) before it was sent: it is not sent now. But an entry in doubt
+        may have reached them on an earlier attempt: they are asked first, and a case they hold is recorded with their
+        reference and the words to have it voided (`_record`), where parking it as 'not sent' lost their number."""
+        target = self.config.targets[entry.target]
+        if entry.in_doubt_since is not None and target.lookup:
+            try:
+                ref = self.adapters[entry.target].look_up(self.clients[entry.target], self._delivery(entry))
+            except DeliveryError as exc:
+                self._failed(entry, exc, self.breakers[entry.target], stats, now)
+                return
+            self.breakers[entry.target].success()
+            if ref is not None:
+                self._record(entry, ref, stats, found=True)
+                return
+        doubt = (f"; an earlier attempt may have reached {entry.target} (look-ups are off): check there"
+                 if entry.in_doubt_since is not None and not target.lookup else "")
+        self.store.park(entry.id, f"case is {case.state}, not queued: not sent{doubt}", owner=self.owner)
+        stats.parked += 1
+
+    def _record(self, entry: OutboxEntry, ref: str, stats: PassStats, *, found: bool = False) -> None:
+        """They hold the case as `ref` (their answer, or `found` by a look-up): recorded, and a case withdrawn here
+        meanwhile is named in the pass's errors, since they will act on it unless someone has it voided."""
+        case = self.store.mark_delivered(entry.id, ref, found=found)
         stats.delivered += 1
-        log.info("case %s delivered to %s as %s (attempt %d)", entry.case_id, entry.target, ref, entry.attempts + 1)
+        stats.found += found
+        if found:
+            log.info("case %s was already on %s as %s (an earlier attempt reached it): adopted", entry.case_id, entry.target, ref)
+        else:
+            log.info("case %s delivered to %s as %s (attempt %d)", entry.case_id, entry.target, ref, entry.attempts + 1)
+        if case.state is CaseState.REJECTED and case.dispatch_ref == ref:
+            stats.errors.append(f"case {case.id}: {case.reason}")
+            log.warning("case %s: %s", case.id, case.reason)
 
     def _failed(self, entry: OutboxEntry, exc: DeliveryError, breaker: CircuitBreaker, stats: PassStats,
                 now: datetime) -> None:
