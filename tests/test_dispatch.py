@@ -191,6 +191,40 @@ def test_open311_requests_carry_the_required_fields_and_status_is_polled(tmp_pat
     dispatcher.close()
 
 
+def test_the_reviewers_description_reaches_the_platform_and_a_long_one_is_cut_to_fit(tmp_path, world, sim, bus_event,
+                                                                                      monkeypatch):
+    """What a reviewer wrote in a case's description (the queue page's 描述, PATCH /cases/{id}) was never sent: the
+    platform's staff got the type, place and dwell we generate and not a word of it. Both protocols carry it now, and
+    cn-dcm's, whose description holds at most 2,000 characters, cuts a longer note with a mark rather than be refused."""
+    from pipelines.tables import CUT_MARK
+
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
+    note = '文三路 "东口", 第二家店\n门前堆放货物'
+    long_note = "商户在门前摆放货架，" * 300  # 3,000 characters
+    short, long = queue_cases(store, evidence, spool, small_event(bus_event), 2, "dcm", prefix="cam-note")
+    [by_311] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "p311", prefix="cam-note-311")
+    for case_id, text in ((short, note), (long, long_note), (by_311, note)):
+        store.revise(case_id, actor="王芳", description=text)
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2),
+                                     "p311": TargetConfig(adapter="open311", url=f"{sim.base}/open311", timeout_s=2,
+                                                          token_env="SW_TEST_311_KEY")}, **FAST)
+    dispatcher = Dispatcher(store, evidence, config)
+    assert dispatcher.run_once().delivered == 3
+    dispatcher.close()
+
+    received = {c["external_id"]: c["received"] for c in sim.cases()}
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    for case_id in (short, long):
+        jsonschema.validate(received[case_id], schema)
+    assert received[short]["description"].endswith(f"；说明：{note}")
+    cut = received[long]["description"]
+    assert len(cut) == 2000 and cut.endswith(CUT_MARK) and f"；说明：{long_note}".startswith(cut[cut.index("；说明："):-len(CUT_MARK)])
+    assert f". Reviewer's note: {note}. Seen by camera/photo cam-note-311" in received[by_311]["description"]
+    assert received[by_311]["description"].endswith(f"streetwatch case {by_311}.")  # the look-up's marker stays last
+    assert all(store.get(i).state is CaseState.SUBMITTED for i in (short, long, by_311))
+
+
 def test_open311_token_answer_is_resolved(tmp_path, world, bus_event, monkeypatch):
     store, evidence, spool = world
     monkeypatch.setenv("SW_TEST_311_KEY", "any")

@@ -31,10 +31,12 @@ import httpx
 from detect.taxonomy import Taxonomy
 from pipelines.cases.store import Case
 from pipelines.dispatch.config import TargetConfig
+from pipelines.tables import CUT_MARK
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "cn-dcm-case.schema.json"
 EVENT_SOURCE = "智能发现/视频AI"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+CN_DCM_DESCRIPTION_MAX = 2000  # the schema's maxLength of `description` (问题描述)
 
 
 class DeliveryError(Exception):
@@ -214,6 +216,12 @@ def _answered_task_number(body: Any, key: str) -> Any:
     return body.get(key) if isinstance(body, dict) else None
 
 
+def reviewer_note(case: Case) -> str | None:
+    """What a reviewer wrote in the case's description (the queue page, PATCH /cases/{id}), for the platform's staff:
+    the words about this case that only a person saw (which shop, which corner), None when there are none."""
+    return (case.description or "").strip() or None
+
+
 def _local(utc_iso: str, tz: str) -> str:
     return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -240,6 +248,11 @@ class CnDcmAdapter:
             parts.append(f"目标 {m['object_count']} 个")
         if phones:
             parts.append("电话：" + "、".join(phones))
+        if note := reviewer_note(case):
+            parts.append(f"说明：{note}")
+        description = "；".join(parts)
+        if len(description) > CN_DCM_DESCRIPTION_MAX:  # a long note is cut, marked, where the platform would refuse it all
+            description = description[:CN_DCM_DESCRIPTION_MAX - len(CUT_MARK)] + CUT_MARK
         payload: dict[str, Any] = {
             "externalId": case.id,
             "eventSource": EVENT_SOURCE,
@@ -249,7 +262,7 @@ class CnDcmAdapter:
             "majorClassCode": code.major_code,
             "minorClassName": vt.minor_class,
             "minorClassCode": code.minor_code,
-            "description": "；".join(parts),
+            "description": description,
             "address": case.address,
             "gridCode": case.grid_cell,
             "longitude": case.lon,
@@ -376,6 +389,8 @@ class Open311Adapter:
             text += f", {m['object_count']} objects"
         if m["text"]["phones"]:
             text += ", phone numbers: " + ", ".join(m["text"]["phones"])
+        if note := reviewer_note(case):
+            text += f". Reviewer's note: {note}"
         text += f". Seen by camera/photo {case.source_id}; evidence digest {d.manifest_sha256[:16]}; {case_marker(case.id)}."
         form = {
             "api_key": self.target.secret(self.target.token_env) or "",
