@@ -98,6 +98,31 @@ def test_a_cameras_health_is_that_of_the_watcher_running_it(service, tmp_path, b
     assert {c["kind"] for c in seen["cam-02"]["conditions"]} == {"reconnecting", "offline"}
 
 
+def test_a_replaced_readers_last_words_are_not_the_cameras(service, tmp_path, onnx_detector):
+    """A reload that reconfigures a camera starts a new reader and stops the old one, whose `stopped` (and an `offline`
+    its blocked read ends in) is written from its own thread, often after the new reader went online: recorded, the
+    camera showed 已停止 stopped, its conditions cleared, while its frames flowed. Only the camera's current reader
+    speaks for it; a camera removed from the file is still recorded stopped."""
+    from datetime import UTC, datetime
+
+    from pipelines.cctv.health import HealthEvent, HealthKind
+    from pipelines.cctv.reader import Status
+
+    _, _, _, cams = service
+    watcher = Watcher(cams["file"], onnx_detector, make_intake(tmp_path / "data"))
+    watcher._apply(watcher._load(), start=False)
+    old = watcher.runtimes["cam-01"]
+    watcher.runtimes["cam-01"] = new = watcher._runtime(old.camera)  # as a reload that reconfigures it does
+    before = len(watcher.records)
+    old.reader.hooks.health(HealthEvent("cam-01", HealthKind.OFFLINE, True, datetime.now(UTC), "read timed out"))
+    old.reader.hooks.status("cam-01", Status.STOPPED, "")
+    new.reader.hooks.status("cam-01", Status.ONLINE, "")
+    assert [(r.get("status"), r.get("kind")) for r in list(watcher.records)[before:]] == [("online", None)]
+    watcher.runtimes.pop("cam-01")  # removed from the cameras file: its reader's last words are the camera's
+    new.reader.hooks.status("cam-01", Status.STOPPED, "")
+    assert list(watcher.records)[-1]["status"] == "stopped"
+
+
 def test_a_scene_broken_mid_run_keeps_the_camera_on_its_last_valid_scene(service, tmp_path, bus_jpg, real_sample_dir,
                                                                          onnx_detector):
     """A hand-edited scene file that turned invalid stopped its running camera at the reload, while a broken cameras file's

@@ -129,7 +129,22 @@ class Watcher:
             if not self.queue.put(frame, block=self.replay):
                 self._count(-1)  # closed: shutting down
 
-        hooks = ReaderHooks(frame=on_frame, health=self._health, status=self._status,
+        def replaced() -> bool:
+            """A reload has put a newer reader in this one's place: what this one still says (its `stopped`, written
+            from its own thread once its blocked read returns, often after the new reader went online) is not the
+            camera's state, and recorded it showed a running camera as stopped, its conditions cleared."""
+            current = self.runtimes.get(camera.id)
+            return current is not None and current.generation != generation
+
+        def on_health(event: HealthEvent) -> None:
+            if not replaced():
+                self._health(event)
+
+        def on_status(camera_id: str, status: Status, detail: str) -> None:
+            if not replaced():
+                self._status(camera_id, status, detail)
+
+        hooks = ReaderHooks(frame=on_frame, health=on_health, status=on_status,
                             read=lambda cid: self.metrics.frames_read.labels(cid).inc())
         reader = CameraReader(camera, hooks, replay=self.replay)
         rules = CameraRules(camera.scene, self.taxonomy, camera.tracking, camera.rules)
