@@ -9,6 +9,8 @@
   lists it). Anything else refuses the whole request with 415 and the offending file names, before a job exists.
 - Files are stored as `NNNN.<ext>` (ext from the sniffed format) in the job's own folder: the
   client's file name is kept only as a display label.
+- A JSON body (a review, a scene, a shop) is at most `JSON_BODY_LIMIT`: FastAPI reads it before the route's
+  dependencies check the token (`CappedBodyRoute`), so without a limit anyone could make the server hold any size.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
+from starlette.responses import Response
 
 import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
 from api.problems import Problem
@@ -33,6 +37,8 @@ from pipelines.triage.sources import expand_sources
 IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
                  "HEIF": ".heic", "AVIF": ".heic"}
 CHUNK = 1 << 20
+JSON_BODY_LIMIT = 1 << 20
+"""The largest JSON body a route takes (a review note, a scene's zones, a shop are a few KiB)."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +72,35 @@ async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
-    """A small body (webhooks), refused with 413 past `limit` whether or not it declared its length."""
+    """A small body (webhooks, JSON bodies), refused with 413 past `limit` whether or not it declared its length."""
     check_length(request, limit)
     return b"".join([chunk async for chunk in _capped(request, limit)])
+
+
+class _ReadRequest(Request):
+    """A request whose body was read already: FastAPI takes it from here (its documented way for a route class to
+    hand a body of its own reading on, as `Request.body` caches it)."""
+
+    def __init__(self, request: Request, body: bytes):
+        super().__init__(request.scope, request.receive)
+        self._body = body
+
+
+class CappedBodyRoute(APIRoute):
+    """A route whose JSON body is read with `read_capped` (413 past `JSON_BODY_LIMIT`, declared or counted) before
+    FastAPI parses it. FastAPI reads a body before it solves the dependencies, the token check among them, so a
+    request without a token was read whole, however large, and only then answered 401. Routes without a body field
+    (uploads, the webhook) read their own, capped, once the token is checked; they are left as they are."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def capped(request: Request) -> Response:
+            return await handler(_ReadRequest(request, await read_capped(request, JSON_BODY_LIMIT)))
+
+        return capped
 
 
 def sniff(path: Path, label: str) -> tuple[str, str] | None:

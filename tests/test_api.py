@@ -260,3 +260,31 @@ def test_a_case_store_gone_while_serving_answers_503(tmp_path, monkeypatch):
                 assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_no_body_is_read_unbounded_before_the_token_is_checked(service):
+    """FastAPI reads a route's JSON body before its dependencies, the token check among them: a PATCH of 300 MB to
+    /api/v1/cases/x without a token was read whole into the server's memory, then answered 401. Every route with a
+    JSON body refuses one over `JSON_BODY_LIMIT` with 413, declared or counted while it streams, before the token."""
+    from fastapi.routing import APIRoute
+
+    from api.uploads import JSON_BODY_LIMIT
+
+    app, client, tokens, _ = service
+    values = {"case_id": "SW20250314-000000000000", "camera_id": "cam-01", "shop_id": "shop-1", "number": "13800138000"}
+    routes = [(m, r.path) for r in iter_route_contexts(app.routes)
+              if isinstance(r.original_route, APIRoute) and r.original_route.body_field is not None for m in r.methods]
+    assert {("PATCH", "/api/v1/cases/{case_id}"), ("PUT", "/api/v1/cameras/{camera_id}/scene"),
+            ("PUT", "/api/v1/shops/{shop_id}")} <= set(routes)
+    too_much = b'{"note": "' + b"x" * JSON_BODY_LIMIT + b'"}'
+    for method, path in routes:
+        url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+        for body in (too_much, iter([too_much[:1000], too_much[1000:]])):  # declared length, then streamed without one
+            answer = client.request(method, url, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 413, (method, path, answer.status_code, answer.text[:200])
+            assert answer.headers["content-type"] == "application/problem+json", (method, path)
+            assert f"limit of {JSON_BODY_LIMIT} bytes" in answer.json()["detail"], (method, path)
+    # a body within the limit is read as before
+    answer = client.request("PATCH", "/api/v1/cases/SW20250314-000000000000", json={"description": "x" * 100},
+                            headers=auth(tokens["reviewer"]))
+    assert answer.status_code == 404, answer.text

@@ -13,10 +13,11 @@ from api.auth import ADMIN, READ_CAMERAS
 from api.cameras import CameraNotFound
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
+from api.uploads import CappedBodyRoute
 from detect.config_io import ConfigError, json_schema
 from detect.scenes import Scene
 
-router = APIRouter(prefix="/cameras", tags=["cameras"])
+router = APIRouter(prefix="/cameras", tags=["cameras"], route_class=CappedBodyRoute)
 
 
 class HealthCondition(BaseModel):

@@ -15,6 +15,7 @@ from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
 from api.routers.analytics import sheet_for
+from api.uploads import CappedBodyRoute
 from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
@@ -23,7 +24,7 @@ from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReaso
 from pipelines.evidence_store import StorageError
 from pipelines.times import as_utc
 
-router = APIRouter(tags=["cases"])
+router = APIRouter(tags=["cases"], route_class=CappedBodyRoute)
 
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
 

@@ -33,7 +33,7 @@ from api.context import AppContext, get_ctx
 from api.jobs import UNFINISHED
 from api.problems import Problem, problems
 from api.routers.pages import job_report
-from api.uploads import _capped, check_length, copy_upload
+from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, _capped, check_length, copy_upload, read_capped
 from detect.config_io import ConfigError
 from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
@@ -42,7 +42,7 @@ from pipelines.cityops.warnings import WarningState, list_warnings, warning_imag
 from pipelines.shops import Shop, ShopRegister
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["city workflows"])
+router = APIRouter(tags=["city workflows"], route_class=CappedBodyRoute)
 CHECK_PHOTO = require(Role.REVIEWER, Role.INTEGRATION)
 FILE_LIMIT = 50 * 2**20
 FILE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -364,7 +364,7 @@ async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depen
     ctx.store.get(case_id)  # 404 before reading a body
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            url = json.loads(await request.body()).get("url")
+            url = json.loads(await read_capped(request, JSON_BODY_LIMIT)).get("url")
         except (json.JSONDecodeError, AttributeError):
             url = None
         if not isinstance(url, str):
