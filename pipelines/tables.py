@@ -11,7 +11,7 @@ import csv
 import io
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,10 @@ EXCEL_CELL_CHARS = 32767
 #: How a text cut to fit one Excel cell ends, so whoever reads the cell sees that more was there.
 CUT_MARK = "…（已截断 truncated）"
 HEADER_SEARCH_ROWS = 10  # how far down a sheet the header row may be (below a title)
+#: The most cells `read_rows` takes from an Excel sheet, each row counted as wide as its last cell and one more: a
+#: register of 20,000 shops in 30 columns is 620,000. A workbook holds its cells compressed, so a few KiB of file can
+#: name billions (one value in column XFD of every row); past this the file is refused, not read into memory.
+EXCEL_MAX_CELLS = 5_000_000
 #: How text starts that a spreadsheet program (Excel, WPS, LibreOffice) takes for a formula: `=`, `+`, `-`, `@`, and a tab
 #: or carriage return, which Excel skips before one of those (OWASP's CSV-injection list).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -162,7 +166,7 @@ def _clean(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-def _excel(data: bytes, name: str) -> list[list[Any]]:
+def _excel(data: bytes, name: str) -> list[Sequence[Any]]:
     from openpyxl import load_workbook
 
     try:
@@ -170,7 +174,19 @@ def _excel(data: bytes, name: str) -> list[list[Any]]:
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
         raise ConfigError(f"{name}: not a readable Excel workbook: {exc}") from None
     try:
-        return [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
+        sheet = book.worksheets[0]
+        # Read-only mode pads every row, and the sheet, to the size the file says it has (its <dimension>): one stray
+        # value in the sheet's last cell (XFD1048576) made a 5 KB workbook 17 billion cells. The rows as they are.
+        sheet.reset_dimensions()
+        rows, cells = [], 0
+        for row in sheet.iter_rows(values_only=True):
+            cells += len(row) + 1
+            if cells > EXCEL_MAX_CELLS:
+                raise ConfigError(f"{name}: its first sheet holds more than {EXCEL_MAX_CELLS:,} cells by row {len(rows) + 1} "
+                                  "(each row counted as wide as its last cell): keep only the list's own rows and columns "
+                                  "on the first sheet")
+            rows.append(row)
+        return rows
     finally:
         book.close()
 

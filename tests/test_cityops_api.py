@@ -469,3 +469,42 @@ def test_a_patrol_job_whose_run_cannot_be_taken_up_fails_saying_so(tmp_path, mon
     with TestClient(app, raise_server_exceptions=False) as client:  # its start takes the job up
         [job] = _finished(client, auth(tokens["inspector"]), {"id": folder.name})
     assert job["state"] == "failed" and job["error"] == "服务重启时中断，请重新上传 interrupted by a restart: upload again", job
+
+
+def test_a_register_workbook_naming_billions_of_cells_is_refused_not_read(tmp_path):
+    """An .xlsx holds its cells compressed, and openpyxl's read-only mode pads each row and the sheet to the size the
+    file claims: a 5 KB register whose one stray value sat in the sheet's last cell (XFD1048576) took 3 GB in 6 s, and
+    the import took the server down. Rows are read as they are, and a sheet of more than EXCEL_MAX_CELLS is refused."""
+    from openpyxl import Workbook
+
+    from pipelines.tables import EXCEL_MAX_CELLS
+
+    app, tokens = make_app(settings_for(tmp_path))
+    reviewer = auth(tokens["reviewer"])
+
+    def register(extra) -> bytes:
+        book = Workbook()
+        sheet = book.active
+        for row in csv.reader(io.StringIO(REGISTER)):
+            sheet.append(row)
+        extra(sheet)
+        buf = io.BytesIO()
+        book.save(buf)
+        return buf.getvalue()
+
+    def wide(sheet) -> None:  # a value in the last column of 400 rows: 6.5 million cells as openpyxl reads them
+        for row in range(10, 410):
+            sheet.cell(row=row, column=16384, value=1)
+
+    def stray(sheet) -> None:  # the workbook claims A1:XFD1048576
+        sheet.cell(row=1048576, column=16384, value="x")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.xlsx", register(wide))})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"].startswith(f"shops.xlsx: its first sheet holds more than {EXCEL_MAX_CELLS:,} cells by row ")
+        assert client.get("/api/v1/shops", headers=reviewer).json() == []
+        data = register(stray)
+        assert len(data) < 10_000
+        answer = client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.xlsx", data)})
+        assert answer.status_code == 200 and answer.json()["imported"] == 2, answer.text  # as the CSV of the same rows
