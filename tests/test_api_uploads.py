@@ -168,6 +168,28 @@ def test_a_resumed_jobs_results_list_a_retried_photo_once(tmp_path, monkeypatch)
         assert client.get(f"/api/v1/triage/jobs/{job_id}/results", headers=auth(tokens["reviewer"])).json() == listed
 
 
+def test_a_zip_bomb_is_refused_unread(uploads, bus_jpg):
+    """Photos hardly compress, deflate packs 200 MB of zeros into 200 KB: a 2 MB upload of ten such entries named
+    IMG_0001.jpg ... kept the job reading and hashing 2 GB for two minutes (a 512 MB upload: hours, every other upload
+    waiting behind it). An archive whose entries add up to more than MAX_ZIP_RATIO times its size is refused unread."""
+    from pipelines.triage.sources import MAX_ZIP_RATIO
+
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(bus_jpg, "IMG_0001.jpg")
+        zf.writestr("IMG_0002.jpg", b"\xff\xd8\xff\xe0" + bytes(60 * 2**20))
+    assert len(archive.getvalue()) < LIMIT and 60 * 2**20 > MAX_ZIP_RATIO * len(archive.getvalue())
+    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("day.zip", archive.getvalue()))])
+    assert created.status_code == 202, created.text
+    job = wait_job(client, created.json()["id"], inspector)
+    assert job["state"] == "done" and job["summary"]["errors"] == 1 and job["summary"]["readable"] == 0, job
+    [record] = client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()
+    assert record["source"] == "day.zip" and record["status"] == "error"
+    assert record["reason"].startswith("zip bomb: its entries expand to 60 MB from 0.2 MB, more than 100 times"), record
+
+
 def _job_dirs(app) -> list:
     return [p for p in app.state.ctx.jobs.root.iterdir()]
 

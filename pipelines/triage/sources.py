@@ -43,6 +43,10 @@ NAME_ENCODINGS = ("utf-8", "gb18030")
 _UTF8_NAME = 0x800  # general purpose flag bit 11: the entry's name is UTF-8
 #: Largest file read into memory (the same limit as every image file read).
 MAX_PHOTO_BYTES = MAX_FILE_BYTES
+MAX_ZIP_RATIO = 100
+"""How many times its own size a zip's entries may add up to. Photos hardly compress (JPEG, HEIC, PNG about 1:1, a
+BMP a few times); deflate packs 200 MB of zeros into 200 KB, so a 2 MB upload of such entries kept a job reading and
+hashing 2 GB. The sizes the entries declare are what reading them gives at most (zipfile stops there)."""
 
 
 class SourceReadError(OSError):
@@ -224,6 +228,8 @@ def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
         return [Refused(str(archive), f"not a valid zip archive ({exc})")]
     except OSError as exc:
         return [Refused(str(archive), f"cannot read archive: {exc.strerror or exc}")]
+    if (bomb := _bomb(infos, archive.stat().st_size)) is not None:
+        return [Refused(str(archive), bomb)]
     out: list[PhotoSource | Refused] = []
     for info in {i.filename: i for i in infos}.values():  # a name written twice: its last entry, the one read by name
         if info.is_dir() or _is_metadata(info.filename):
@@ -256,6 +262,16 @@ def open_archive(archive: str | Path) -> zipfile.ZipFile:
         zf.close()
         return zipfile.ZipFile(archive, metadata_encoding=encoding)
     return zf
+
+
+def _bomb(infos: list[zipfile.ZipInfo], size: int) -> str | None:
+    """Why an archive of `size` bytes whose entries are `infos` is refused whole as a zip bomb (`MAX_ZIP_RATIO`), or
+    None. The whole archive: entries that each look harmless add up (and a lie about one's compressed size is not read)."""
+    total = sum(i.file_size for i in infos)
+    if total <= MAX_ZIP_RATIO * max(size, 1):
+        return None
+    return (f"zip bomb: its entries expand to {total / 2**20:,.0f} MB from {size / 2**20:,.1f} MB, more than "
+            f"{MAX_ZIP_RATIO} times (photos hardly compress): refused unread")
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
