@@ -508,3 +508,19 @@ def test_a_register_workbook_naming_billions_of_cells_is_refused_not_read(tmp_pa
         assert len(data) < 10_000
         answer = client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.xlsx", data)})
         assert answer.status_code == 200 and answer.json()["imported"] == 2, answer.text  # as the CSV of the same rows
+
+
+def test_a_call_out_export_leaves_no_file_on_the_server(tmp_path):
+    """Each GET /callout/export was written to service.data_dir/exports and left there: the phone numbers of people
+    kept on the server for ever, and one more file per request, so any inspector could fill its disk."""
+    app, tokens = make_app(settings_for(tmp_path))
+    inspector = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        csv_answer = client.get("/api/v1/callout/export?format=csv", headers=inspector)
+        xlsx_answer = client.get("/api/v1/callout/export?format=xlsx", headers=inspector)
+    assert csv_answer.status_code == 200 and csv_answer.headers["content-type"] == "text/csv; charset=utf-8"
+    assert csv_answer.headers["content-disposition"] == 'attachment; filename="callout.csv"'
+    assert csv_answer.content.decode("utf-8-sig").startswith("number 号码,status 状态,")
+    assert xlsx_answer.status_code == 200 and xlsx_answer.content[:2] == b"PK"
+    assert xlsx_answer.headers["content-disposition"] == 'attachment; filename="callout.xlsx"'
+    assert [p for p in (tmp_path / "service").rglob("*") if p.is_file()] == []

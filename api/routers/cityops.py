@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from markupsafe import escape
 from pydantic import BaseModel, Field, RootModel
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +33,7 @@ from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.jobs import UNFINISHED
 from api.problems import Problem, problems
+from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, _capped, check_length, copy_upload, read_capped
 from detect.config_io import ConfigError
@@ -321,18 +323,18 @@ def put_callout(number: str, status: Status = Body(embed=True), amount: float | 
     return CallOutEntry(**entry.as_dict())
 
 
-@router.get("/callout/export", summary="The list as CSV or Excel for the call-out system", response_class=FileResponse,
+@router.get("/callout/export", summary="The list as CSV or Excel for the call-out system", response_class=Response,
             responses={200: {"content": {"text/csv": {}, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {}}},
                        **problems(401, 403, 422)})
 def export_callout(format: str = Query("csv", pattern="^(csv|xlsx)$"), ctx: AppContext = Depends(get_ctx),  # noqa: A002
-                   _: Principal = Depends(READ_CASES)) -> FileResponse:
+                   _: Principal = Depends(READ_CASES)) -> Response:
+    """Written in a folder of its own and answered from memory, the folder removed: each export stayed in
+    `service.data_dir`/exports, people's phone numbers kept on the server for ever, one more file per request."""
     calls = _calls(ctx)
     calls.sync()
-    folder = ctx.service.data_dir / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"callout-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.{format}"
-    path = calls.export(folder / name)
-    return FileResponse(path, filename=f"callout.{format}")
+    with tempfile.TemporaryDirectory(prefix="callout-") as folder:
+        data = calls.export(Path(folder) / f"callout.{format}").read_bytes()
+    return Response(data, media_type=XLSX if format == "xlsx" else CSV, headers=_attachment(f"callout.{format}"))
 
 
 @router.post("/callout/import", summary="Import the call-out system's results; unknown numbers are reported, the rest applied",
