@@ -130,6 +130,19 @@ def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     store.close()
 
 
+def test_dollar_signs_in_names_are_text_in_the_charts(tmp_path):
+    """Matplotlib read `$…$` in a label as a formula, so a camera, shop or photo batch named with one (`cam-$\\foo$`)
+    stopped the whole report with a ParseFatalException; the city's names are drawn as the text they are."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for day in (3, 4):
+        make.add("illegal_parking", G3, local(day, 9), camera="cam-$\\foo$", zone="kerb")
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    files = write_report(build_report(store.engine, places, load_taxonomy(), NOV, TZ), tmp_path / "report")
+    assert any("cam-$\\foo$" in page.extract_text() for page in PdfReader(files["report.pdf"]).pages)
+    store.close()
+
+
 def test_empty_period_gives_an_empty_valid_report(city, tmp_path):
     report = build_report(city["store"].engine, city["places"], load_taxonomy(), parse_period("2027-03-02"), TZ)
     assert report.summary["cases"] == 0 and report.summary["previous_cases"] == 0

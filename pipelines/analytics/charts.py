@@ -64,7 +64,8 @@ def _family(path: Path) -> str:
 def style(font: FontChoice):
     rc = {"font.family": [font.name, "DejaVu Sans"], "pdf.fonttype": 42, "svg.fonttype": "path",
           "axes.unicode_minus": False, "axes.spines.top": False, "axes.spines.right": False,
-          "axes.titlesize": 15, "axes.titleweight": "bold", "font.size": 10}
+          "axes.titlesize": 15, "axes.titleweight": "bold", "font.size": 10,
+          "text.parse_math": False}  # labels are the city's text (camera, shop, batch names): `$…$` is text, not a formula
     with matplotlib.rc_context(rc):
         yield
 
