@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from enum import StrEnum
@@ -26,6 +27,9 @@ EVIDENCE = "evidence"
 """Scope of the case detail's links (`/evidence/<case>/<path>`)."""
 ATTACHMENT = "attachment"
 """Scope of the attachment URLs sent with a dispatched case (`/attachments/<case>/<path>`)."""
+SIGNED_ROUTES = ("/evidence/", "/attachments/")
+"""Where the URLs served carry their own permission (`sig`): a log that keeps their query hands it out."""
+_SIG = re.compile(r"(?<=[?&])sig=[^&#]*")
 
 
 class LinkRefusal(StrEnum):
@@ -73,3 +77,12 @@ class UrlSigner:
         if not hmac.compare_digest(sig.encode(), self._sig(scope, case_id, path, exp).encode()):  # bytes: any text is comparable
             return LinkRefusal.BAD_SIGNATURE
         return None
+
+
+def mask_signature(target: str) -> str:
+    """A request target (path and query) as a log may keep it: the `sig` of a signed route's URL written `***`.
+    A signed attachment link opens its file for days (`attachment_expiry_s`) to whoever reads the access log; the
+    expiry is kept (when a 403 says the link expired, the log shows when it did). Other routes' queries are kept."""
+    if not target.startswith(SIGNED_ROUTES):
+        return target
+    return _SIG.sub("sig=***", target)

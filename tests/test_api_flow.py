@@ -160,6 +160,27 @@ def test_attachment_urls_are_signed_and_a_case_id_alone_opens_nothing(world, bus
     assert httpx.get(second["url"], timeout=10).status_code == 200
 
 
+def test_the_access_log_keeps_no_signature_of_a_link(world, bus_event, tmp_path):
+    """serve's access log kept every signed link it served, an attachment link opening its file for 7 days to whoever
+    reads the log; their sig is written ***, the expiry and other routes' queries kept."""
+    api, _, _, _, tokens = world
+    case_id, attachments, _ = _dispatch_one(world, bus_event)
+    link = attachments[0]["url"]
+    base, query = link.split("?")
+    path = unquote(base.removeprefix(f"{api}/attachments/{case_id}/"))
+    evidence = UrlSigner(URL_KEY.encode(), 60).url(case_id, path)
+    assert httpx.get(link, timeout=10).status_code == 200
+    httpx.get(f"{api}{evidence}", timeout=10)
+    assert httpx.get(f"{api}/api/v1/cases?limit=5&sig=not-a-link", headers=auth(tokens["reviewer"]), timeout=10).status_code == 200
+    log = (tmp_path / "serve.log").read_text(encoding="utf-8")
+    signatures = [dict(p.split("=") for p in q.split("&"))["sig"] for q in (query, evidence.split("?")[1])]
+    assert not [s for s in signatures if s in log], log
+    exp = query.split("&")[0]
+    assert f'"GET {base.removeprefix(api)}?{exp}&sig=*** HTTP/1.1" 200' in log, log
+    assert f'"GET {evidence.split("&")[0]}&sig=*** HTTP/1.1"' in log, log
+    assert '"GET /api/v1/cases?limit=5&sig=not-a-link HTTP/1.1" 200' in log, log
+
+
 @pytest.mark.parametrize("world", [None], indirect=True)
 def test_without_a_url_key_attachments_stay_unsigned_and_both_processes_say_so(world, bus_event, tmp_path):
     """An install that never set the key keeps working (the platform fetches as before), but not silently."""

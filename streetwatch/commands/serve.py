@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -45,7 +46,21 @@ def serve(
 
     settings, service = _load(config)
     app = create_app(settings, service)
+    logging.getLogger("uvicorn.access").addFilter(SignedLinkFilter())  # kept by uvicorn's logging set-up (dictConfig)
     uvicorn.run(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False)
+
+
+class SignedLinkFilter(logging.Filter):
+    """Writes the signature of /evidence and /attachments links in uvicorn's access log `***` (`mask_signature`):
+    a signed attachment link read from the log opens its file for days."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pipelines.url_signing import mask_signature
+
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):  # uvicorn's: client, method, target, version, status
+            record.args = (*args[:2], mask_signature(args[2]), *args[3:])
+        return True
 
 
 def _accounts(config):
