@@ -3,9 +3,12 @@ non-loopback name is unresolvable, so the map draws the city's own polygons with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,7 +18,7 @@ from pipelines.analytics.periods import parse_period
 from pipelines.analytics.places import load_places
 from pipelines.analytics.report import build_report, write_report
 from pipelines.cases.store import CaseQuery
-from tests.analytics_helpers import G1, G3, TZ, CaseMaker, november, write_grid, write_zones
+from tests.analytics_helpers import G1, G3, TZ, CaseMaker, cell_polygon, november, write_grid, write_zones
 from tests.api_helpers import make_app, settings_for
 from tests.conftest import CHROMIUM, REPO, start_server, stop_process
 from tests.pg import free_port
@@ -26,9 +29,6 @@ from tests.test_review_pages import CHROMEDRIVER, FLAGS, _wait
 def site(tmp_path_factory):
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.fail("chromium and chromium-driver are needed: run scripts/install-system-deps.sh")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     tmp = tmp_path_factory.mktemp("analytics-pages")
     settings = settings_for(tmp)
     settings.analytics.grid = write_grid(tmp / "grid.geojson")
@@ -43,26 +43,38 @@ def site(tmp_path_factory):
     g1_cases = {c.id for c in store.search(CaseQuery(grid_cell=G1, since=start, until=end, limit=500))[0]}
     opened = {c.id: c.opened_at for c in store.search(CaseQuery(limit=500))[0]}  # every case, when it was opened
     app.state.ctx.close()
+    with _served(settings, tokens["reviewer"], tmp) as (base, browser):
+        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "opened": opened, "downloads": tmp / "downloads"}
+
+
+@contextmanager
+def _served(settings, token: str, tmp: Path):
+    """`streetwatch serve` of `settings` on loopback and headless Chromium signed in with `token`: (base URL, browser);
+    downloads go to tmp/downloads."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     config = tmp / "settings.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True), encoding="utf-8")
     port = free_port()
     server = start_server([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(port), "--config", str(config)],
                           "127.0.0.1", port, tmp / "serve.log", timeout_s=60, cwd=REPO, env=dict(os.environ))
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
     try:
-        base = f"http://127.0.0.1:{port}"
-        browser.get(base + "/ui/login")  # the token lives in the page origin's localStorage
-        browser.execute_script("localStorage.setItem('sw_token', arguments[0]);", tokens["reviewer"])
-        downloads = tmp / "downloads"
-        browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "opened": opened, "downloads": downloads}
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in FLAGS:
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")))
+        try:
+            base = f"http://127.0.0.1:{port}"
+            browser.get(base + "/ui/login")  # the token lives in the page origin's localStorage
+            browser.execute_script("localStorage.setItem('sw_token', arguments[0]);", token)
+            browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp / "downloads")})
+            yield base, browser
+        finally:
+            browser.quit()
     finally:
-        browser.quit()
         stop_process(server)
 
 
@@ -266,3 +278,32 @@ def test_map_says_when_a_cells_cases_do_not_load(site):
     _wait(b, lambda d: "503: busy" in d.find_element(By.ID, "feature").text, "the failure in the cell's list")
     assert "loading" not in b.find_element(By.ID, "feature").text
     assert "503: busy" in b.find_element(By.ID, "status").text
+
+
+def test_map_shows_names_from_the_grid_file_and_the_tile_credit_as_text(tmp_path):
+    """The map's tooltips and tile credit were written as HTML: a grid file (or settings) whose cell name was
+    <img src=x onerror=...> ran its script in every reviewer's browser that hovered the cell. They are text."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    hostile = "<img src=x onerror=\"window.ranFrom='{}'\">"
+    grid = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [cell_polygon(0)]},
+         "properties": {"id": G1, "name": hostile.format("cell"), "street": "文新街道", "squad": "一中队"}}]}
+    settings = settings_for(tmp_path)
+    settings.analytics.grid = tmp_path / "grid.geojson"
+    settings.analytics.grid.write_text(json.dumps(grid, ensure_ascii=False), encoding="utf-8")
+    settings.analytics.tile_url = "http://127.0.0.1:9/{z}/{x}/{y}.png"  # nothing answers there: the credit is drawn all the same
+    settings.analytics.tile_attribution = hostile.format("attribution") + " © 城市底图"
+    app, tokens = make_app(settings, resume_jobs=False)
+    app.state.ctx.close()
+    with _served(settings, tokens["reviewer"], tmp_path) as (base, b):
+        b.get(base + "/ui/map")
+        cell = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}"), "the cell on the map")
+        ActionChains(b).move_to_element(cell).perform()
+        tooltip = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-tooltip"), "the cell's tooltip")
+        assert tooltip.text == f"网格 {G1} {hostile.format('cell')} · 文新街道 · 一中队 · 0 件"
+        credit = b.find_element(By.CSS_SELECTOR, ".leaflet-control-attribution").text
+        assert hostile.format("attribution") + " © 城市底图" in credit, credit
+        assert not b.find_elements(By.CSS_SELECTOR, "#map img[src=x]")
+        assert b.execute_script("return window.ranFrom") is None

@@ -70,7 +70,9 @@ async function load() {
   const data = await SW.json("/api/v1/map?" + filterParams());
   if (!M.map) {
     M.map = L.map("map", { zoomSnap: 0.25, attributionControl: !!data.tile_url });
-    if (data.tile_url) L.tileLayer(data.tile_url, { attribution: data.tile_attribution || "", maxZoom: 19 }).addTo(M.map);
+    // Leaflet writes a credit as HTML: the settings' text is escaped to show as written (never run as markup)
+    const credit = SW.el("span", {}, data.tile_attribution || "").innerHTML;
+    if (data.tile_url) L.tileLayer(data.tile_url, { attribution: credit, maxZoom: 19 }).addTo(M.map);
   }
   M.groups.forEach((g) => g.remove());
   M.groups = [];
@@ -85,7 +87,8 @@ async function load() {
                        dashArray: layer === "grid" ? null : "6 4", fillColor: colour(f.properties.count, max),
                        fillOpacity: layer === "grid" ? 0.75 : 0.25 }),
       onEachFeature: (f, item) => {
-        item.bindTooltip(`${featureLabel(layer, f.properties)} · ${f.properties.count} 件`, { sticky: true });
+        // an element, not a string (Leaflet writes a string as HTML): names from the grid and zone files are text
+        item.bindTooltip(SW.el("span", {}, `${featureLabel(layer, f.properties)} · ${f.properties.count} 件`), { sticky: true });
         item.on("click", () => showCases(layer, f.properties).catch((e) => SW.say(e.message, true)));
         item.on("add", () => item.getElement() && item.getElement().setAttribute("data-feature", `${layer}:${f.properties.id}`));
       },
