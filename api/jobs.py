@@ -41,7 +41,7 @@ JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 UNFINISHED = ("queued", "running")
 MTIME_SLACK_S = 2.0
 """How far a folder's modification time may lag its job's `created_at` (file times come from a coarse clock, and
-some file systems keep them in whole seconds): `TriageJobs.list` reads folders this much older than it needs."""
+some file systems keep them in whole seconds): `newest_jobs` reads folders this much older than it needs."""
 SERVER_FIELDS = ("path", "member", "thumb", "file_size", "file_mtime_ns")
 """Record fields that name or describe files on the server (the stamp `--resume` reads): never in the API's results."""
 
@@ -120,6 +120,51 @@ def _timestamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+def newest_jobs(root: Path, limit: int | None = None, owner: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """The job folders under `root` and their records (job.json), newest first (by `created_at`), only `owner`'s when
+    given, at most `limit`: the photo uploads' (`TriageJobs.list`) and the patrol videos' alike.
+
+    A job's folder is never modified before the job was created (its job.json is written into it then, and each
+    later write renames a new one in), so the folders are read newest modification first and the reading stops
+    once a folder is older than the `limit`-th newest job found: the list page's newest 200 read about 200
+    job.json files, not every one the server ever kept. Folders without a job.json (an upload still arriving)
+    are not jobs yet; an unreadable record is logged and left out."""
+    folders = []
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+                except OSError:
+                    continue
+    except FileNotFoundError:  # no job was ever made
+        return []
+    newest: list[tuple[str, int, Path, dict[str, Any]]] = []  # min-heap of (created_at, n, folder, job): the `limit` newest so far
+    for n, (modified, name) in enumerate(sorted(folders, reverse=True)):
+        if limit is not None and len(newest) >= limit and modified + MTIME_SLACK_S < _timestamp(newest[0][0]):
+            break  # this folder and every older one hold jobs created before all those kept
+        job = read_job(root / name)
+        if job is None or (owner is not None and job.get("owner") != owner):
+            continue
+        heapq.heappush(newest, (job["created_at"], n, root / name, job))
+        if limit is not None and len(newest) > limit:
+            heapq.heappop(newest)
+    return [(folder, job) for _, _, folder, job in sorted(newest, key=lambda item: item[0], reverse=True)]
+
+
+def read_job(folder: Path) -> dict[str, Any] | None:
+    """The job in `folder`; None (an unreadable record logged) when it has no readable job.json."""
+    path = folder / "job.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError):
+        log.warning("%s: unreadable job record", path)
+        return None
+
+
 class TriageJobs:
     def __init__(self, config: ServiceConfig, deployment: Settings, metrics: ApiMetrics,
                  detector_factory: Callable[[], Any] | None = None):
@@ -185,43 +230,8 @@ class TriageJobs:
             raise JobNotFound(job_id) from None
 
     def list(self, limit: int | None = None, owner: str | None = None) -> list[dict[str, Any]]:
-        """Jobs newest first (by `created_at`), only `owner`'s when given, at most `limit`.
-
-        A job's folder is never modified before the job was created (its job.json is written into it then, and each
-        later write renames a new one in), so the folders are read newest modification first and the reading stops
-        once a folder is older than the `limit`-th newest job found: the list page's newest 200 read about 200
-        job.json files, not every one the server ever kept. Folders without a job.json (an upload still arriving)
-        are not jobs yet."""
-        folders = []
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
-                except OSError:
-                    continue
-        newest: list[tuple[str, int, dict[str, Any]]] = []  # min-heap of (created_at, n, job): the `limit` newest so far
-        for n, (modified, name) in enumerate(sorted(folders, reverse=True)):
-            if limit is not None and len(newest) >= limit and modified + MTIME_SLACK_S < _timestamp(newest[0][0]):
-                break  # this folder and every older one hold jobs created before all those kept
-            job = self._read(name)
-            if job is None or (owner is not None and job.get("owner") != owner):
-                continue
-            heapq.heappush(newest, (job["created_at"], n, job))
-            if limit is not None and len(newest) > limit:
-                heapq.heappop(newest)
-        return [job for *_, job in sorted(newest, key=lambda item: item[0], reverse=True)]
-
-    def _read(self, name: str) -> dict[str, Any] | None:
-        """The job in folder `name`; None (an unreadable record logged) when it has no readable job.json."""
-        path = self.root / name / "job.json"
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError):
-            log.warning("%s: unreadable job record", path)
-            return None
+        """Jobs newest first (by `created_at`), only `owner`'s when given, at most `limit` (`newest_jobs`)."""
+        return [job for _, job in newest_jobs(self.root, limit, owner)]
 
     def progress(self, job: dict[str, Any]) -> dict[str, Any]:
         """Photos recorded so far out of the total (and the phase: photos, then case evidence)."""

@@ -366,6 +366,48 @@ def test_patrol_jobs_are_listed_newest_first_with_their_progress(city, clip, tmp
     assert [j["state"] for j in _finished(client, auth(tokens["reviewer"]), waiting, theirs)] == ["done", "done"]
 
 
+
+def test_the_patrol_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
+    """GET /patrol/jobs answered the newest 50 but read every job.json the server ever kept, on each request (the
+    page polls it); it reads as GET /triage/jobs does (`newest_jobs`): the oldest 40 here have records no one can
+    read, and nothing says so, while the list is what it was (by creation time: a job taken up again lately, whose
+    folder changed then, stays where its creation puts it; an upload still arriving is no job yet)."""
+    import logging
+    from datetime import timedelta
+
+    from api.routers.cityops import _write_job
+
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    root, start = app.state.ctx.service.data_dir / "patrol", datetime(2026, 1, 5, 8, tzinfo=UTC)
+    made = []
+    for i in range(260):
+        created = start + timedelta(minutes=i)
+        job = {"id": f"{i:016x}", "owner": "inspector-user" if i % 4 == 0 else "someone-else", "state": "done",
+               "created_at": created.isoformat(), "video": "video.mp4", "video_label": f"巡查 {i}.mp4",
+               "track": "track.srt", "track_label": "drive.srt", "start": None}
+        folder = root / job["id"]
+        folder.mkdir(parents=True)
+        _write_job(folder, job)
+        if i < 40:  # long ago, and unreadable now
+            (folder / "job.json").write_text('{"id": "', encoding="utf-8")
+        modified = datetime.now(UTC) if i == 45 else created  # job 45 was taken up again lately
+        os.utime(folder, (modified.timestamp(), modified.timestamp()))
+        made.append(job)
+    (root / "feedfacefeedface").mkdir()  # an upload arriving: its folder, no job.json yet
+
+    def listed(token: str, limit: int) -> list[str]:
+        answer = client.get(f"/api/v1/patrol/jobs?limit={limit}", headers=auth(token))
+        assert answer.status_code == 200, answer.text
+        return [j["id"] for j in answer.json()]
+
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.WARNING, logger="api.jobs"):
+        assert listed(tokens["reviewer"], 200) == [j["id"] for j in made[::-1][:200]]
+        assert "unreadable" not in caplog.text  # the oldest were not read
+        # An inspector's own: all 55 readable ones (fewer than the limit, so every folder is read).
+        assert listed(tokens["inspector"], 200) == [j["id"] for j in made[::-1] if j["owner"] == "inspector-user" and j in made[40:]]
+        assert f"{made[0]['id']}/job.json: unreadable job record" in caplog.text
+
+
 def test_a_patrol_video_name_is_only_a_label(city):
     """The stored video is `video<suffix>` with a suffix of letters and digits: a name with a NUL (a client can send
     one in a raw multipart body) was a 500 that left an empty job folder behind."""

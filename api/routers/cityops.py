@@ -31,7 +31,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
-from api.jobs import UNFINISHED
+from api.jobs import UNFINISHED, newest_jobs
 from api.problems import Problem, problems
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -517,15 +517,10 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
 
 
-def _patrol_jobs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:
-    """Every patrol job's folder and record, newest first; an unreadable record is logged and left out."""
-    jobs = []
-    for path in (ctx.service.data_dir / "patrol").resolve().glob("*/job.json"):  # the folders as `_patrol_dir` names them
-        try:
-            jobs.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, json.JSONDecodeError):
-            log.warning("%s: unreadable patrol job record", path)
-    return sorted(jobs, key=lambda fj: fj[1]["created_at"], reverse=True)
+def _patrol_jobs(ctx: AppContext, limit: int | None = None, owner: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """The patrol jobs' folders and records, newest first, only `owner`'s when given, at most `limit`, read as the photo
+    uploads' are (`newest_jobs`: the newest folders only); an unreadable record is logged and left out."""
+    return newest_jobs((ctx.service.data_dir / "patrol").resolve(), limit, owner)  # the folders as `_patrol_dir` names them
 
 
 def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolProgress:
@@ -618,8 +613,8 @@ def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dic
 def list_patrol_jobs(limit: int = Query(50, ge=1, le=200, description="At most this many, the newest."),
                      ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> list[PatrolJob]:
     """What /ui/city lists, so that a page reloaded while a job runs still finds it."""
-    jobs = [(f, j) for f, j in _patrol_jobs(ctx) if who.role is not Role.INSPECTOR or j["owner"] == who.name]
-    return [_patrol_view(ctx, folder, job) for folder, job in jobs[:limit]]
+    jobs = _patrol_jobs(ctx, limit, who.name if who.role is Role.INSPECTOR else None)
+    return [_patrol_view(ctx, folder, job) for folder, job in jobs]
 
 
 @router.get("/patrol/jobs/{job_id}", summary="A patrol job: state, progress, and when done its summary", responses=problems(401, 403, 404))
