@@ -36,6 +36,7 @@ ROUTE_ROLES = {
     ("GET", "/api/v1/cameras"): READERS,
     ("GET", "/api/v1/cameras/scene-schema"): READERS,
     ("GET", "/api/v1/cameras/{camera_id}/scene"): READERS,
+    ("GET", "/api/v1/cameras/{camera_id}/scene-file"): READERS,
     ("PUT", "/api/v1/cameras/{camera_id}/scene"): {"admin"},
     ("GET", "/api/v1/cameras/{camera_id}/snapshot"): READERS,
     ("POST", "/api/v1/dispatch/{target}/webhook"): {"integration", "admin"},
