@@ -342,3 +342,31 @@ def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(
     signature["public_key_signature"]["signature"] = base64.b64encode(b"x" * 64).decode()
     (new.path / "signature.json").write_text(json.dumps(signature))
     assert verify_bundle(new.path, None, public_keys=load_public_keys(both)).public_signature == "invalid"
+
+
+def test_crop_names_are_windows_safe_and_old_colon_names_still_verify(tmp_path, bus_event):
+    """A verifier's class (`verified:street_stall`) made `crops/00_verified:street_stall.jpg`, which a Windows PC or share
+    cannot hold; new bundles name it without the colon, and a bundle sealed with the old name verifies as before."""
+    from detect.evidence.signing import read_manifest, write_signed_manifest
+
+    event, all_dets = bus_event
+    verdict = event.detections[:]
+    verdict.data["class_name"] = np.array(["verified:street_stall"] * len(verdict))
+    event = replace(event, violation_type="street_stall", detections=verdict)
+    bundle = EvidenceBuilder(EvidenceConfig(privacy_blur=True), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))
+    names = [p.relative_to(bundle.path).as_posix() for p in bundle.path.rglob("*") if p.is_file()]
+    assert "crops/00_verified-street_stall.jpg" in names and "shared/crop_00_verified-street_stall.jpg" in names
+    assert not [n for n in names if set(n) & set('<>:"\\|?*')]
+    assert verify_bundle(bundle.path, KEY).ok
+
+    # A bundle sealed by the code before: the colon names, listed in its manifest, signed.
+    manifest = read_manifest(bundle.path)
+    for artifact in manifest["artifacts"]:
+        if "verified-" in artifact["path"]:
+            old = artifact["path"].replace("verified-", "verified:")
+            (bundle.path / artifact["path"]).rename(bundle.path / old)
+            artifact["path"] = old
+    write_signed_manifest(bundle.path, manifest, KEY)
+    assert (bundle.path / "crops" / "00_verified:street_stall.jpg").is_file()
+    report = verify_bundle(bundle.path, KEY)
+    assert report.ok, report.as_dict()

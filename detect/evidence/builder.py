@@ -41,6 +41,8 @@ from detect.digests import sha256_bytes, sha256_file
 from detect.frames import Frame, GeoPoint
 
 ZONE_COLOR = sv.Color.from_hex("#ffd400")
+WINDOWS_REFUSED = '<>:"/\\|?*'
+"""Characters Windows refuses in a file name (and `/`, `\\`, which would make a folder)."""
 
 
 @dataclass(frozen=True)
@@ -294,9 +296,10 @@ class EvidenceBuilder:
         for i, (box, name) in enumerate(zip(detections.xyxy, names, strict=True)):
             xyxy = _padded(box, self.config.crop_margin, frame.width, frame.height)
             facts = {"ts": frame.ts.isoformat(), "class_name": str(name), "xyxy": [int(v) for v in xyxy]}
-            writer.image(f"crops/{i:02d}_{name}.jpg", sv.crop_image(frame.image, xyxy), "crop", **facts)
+            part = file_part(str(name))
+            writer.image(f"crops/{i:02d}_{part}.jpg", sv.crop_image(frame.image, xyxy), "crop", **facts)
             if blurred is not None:
-                writer.image(f"shared/crop_{i:02d}_{name}.jpg", sv.crop_image(blurred, xyxy), "shared_crop", **facts)
+                writer.image(f"shared/crop_{i:02d}_{part}.jpg", sv.crop_image(blurred, xyxy), "shared_crop", **facts)
 
     def _sign(self, bundle: Path, manifest: dict[str, Any], artifacts: list[dict[str, Any]]) -> Bundle:
         manifest["artifacts"] = sorted(artifacts, key=lambda a: a["path"])
@@ -376,6 +379,16 @@ def _annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray 
     return sv.draw_text(out, caption, sv.Point(x=w // 2, y=int(24 * scale) + 6), text_color=sv.Color.WHITE,
                         text_scale=scale, text_thickness=max(1, round(scale * 2)), text_padding=6,
                         background_color=sv.Color.BLACK)
+
+
+def file_part(name: str) -> str:
+    """`name` as part of a file name a bundle copied to Windows can hold (`verified:street_stall` ->
+    `verified-street_stall`): its refused characters and control characters become `-`.
+
+    Only names of new files: bundles sealed before keep theirs (`crops/00_verified:street_stall.jpg`), since
+    their manifest lists them and verification reads the manifest.
+    """
+    return "".join("-" if c in WINDOWS_REFUSED or ord(c) < 32 else c for c in name)
 
 
 def _padded(box: np.ndarray, margin: float, width: int, height: int) -> np.ndarray:
