@@ -158,16 +158,45 @@ def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispa
 
 
 @pytest.mark.parametrize("command", [["cases", "list"], ["cases", "show", "c-1"], ["cases", "export"],
-                                     ["cases", "export", "--out", "cases.xlsx"], ["dispatch", "parked"], ["dispatch", "requeue", "1"]])
+                                     ["cases", "export", "--out", "cases.xlsx"], ["dispatch", "parked"], ["dispatch", "requeue", "1"],
+                                     ["score", "--period", "2026-11"], ["report", "--period", "day"],
+                                     ["data", "export-reviews", "--out", "reviews"], ["shops", "list"],
+                                     ["callout", "export", "calls.csv"], ["callout", "import", "calls.csv"],
+                                     ["callout", "cutoffs"], ["retrain", "--name", "n1", "--from-store"]])
 def test_commands_on_existing_cases_refuse_a_missing_store_instead_of_creating_one(tmp_path, monkeypatch, command):
     """Run in a folder without the deployment's settings, they made streetwatch-data/cases.db there and said nothing
-    (or 'no parked deliveries', or exported a file of no cases), which reads as 'no cases' rather than 'wrong --config'."""
+    (or 'no parked deliveries', or exported a file of no cases, scores without deductions, no reviews to train on),
+    which reads as 'no cases' rather than 'wrong --config'."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STREETWATCH_CONFIG", raising=False)
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2
     assert "no case store at sqlite:///streetwatch-data/cases.db (cases.url; give the deployment's settings" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dispatch_run_in_the_wrong_folder_refuses_a_missing_store(tmp_path):
+    """The settings' relative store path, run from another folder: it made an empty store there and said 'outbox: empty'."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("dispatch:\n  targets:\n    hz-dcm: {adapter: cn-dcm, url: 'http://127.0.0.1:9'}\n", encoding="utf-8")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path / "elsewhere")
+        result = CliRunner().invoke(app, ["dispatch", "run", "--once", "--config", str(settings)])
+    assert result.exit_code == 2, result.output
+    assert "no case store at sqlite:///streetwatch-data/cases.db" in result.output and "outbox" not in result.output
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_shop_register_import_still_starts_a_new_store(tmp_path, monkeypatch):
+    """A new deployment's first register comes before any case: the import alone may create the store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREETWATCH_CONFIG", raising=False)
+    (tmp_path / "shops.csv").write_text('name,address,gps_polygon\n老王面馆,文三路 1 号,"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"\n',
+                                          encoding="utf-8")
+    result = CliRunner().invoke(app, ["shops", "import", "shops.csv"])
+    assert result.exit_code == 0, result.output
+    assert "1 shop(s) imported" in result.output and (tmp_path / "streetwatch-data" / "cases.db").is_file()
 
 
 @pytest.mark.parametrize("command, store", [(["users", "list"], "postgres"), (["cases", "list"], "postgres"),

@@ -15,6 +15,7 @@ from detect.evidence import BundleContext, ModelInfo
 from detect.frames import Frame
 from detect.imageio import read_image
 from detect.rules import PhotoRules
+from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.dataset import Dataset
@@ -105,6 +106,7 @@ def test_retrain_from_the_store_into_an_earlier_runs_work_folder_is_refused_clea
         "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
     }))
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    CaseStore(f"sqlite:///{tmp_path}/cases.db").close()  # the deployment's store (retrain --from-store refuses a missing one)
     earlier = tmp_path / "w" / "reviews" / "review.jsonl"
     earlier.parent.mkdir(parents=True)
     earlier.write_text("{}\n", encoding="utf-8")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail
+from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, settings_or_fail
 
 UnitOpt = Annotated[str, typer.Option("--by", help="Score per grid (网格), street (街道), squad (中队) or camera (摄像头).")]
 
@@ -20,14 +20,13 @@ def _analytics(config: Path | None):
 
     from detect.config_io import ConfigError
     from pipelines.analytics.places import load_places
-    from pipelines.cases import CaseStore
 
     settings = settings_or_fail(config)
     try:
         places = load_places(settings.analytics)
     except ConfigError as exc:
         fail(str(exc))
-    return settings, ZoneInfo(settings.analytics.timezone), places, CaseStore(settings.cases.url)
+    return settings, ZoneInfo(settings.analytics.timezone), places, existing_store_or_fail(settings.cases.url)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import ModelOpt, SettingsOpt, VerifierOpt, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, settings_or_fail,
+                                         setup_logging)
 
 
 def register(app: typer.Typer) -> None:
@@ -87,11 +88,13 @@ def patrol(
     typer.echo(f"  report  {s['report']}\n  summary {out / 'patrol.json'}")
 
 
-def _store(config: Path | None):
+def _store(config: Path | None, *, create: bool = False):
+    """Settings and case store. Only an import may `create` the store (a new deployment's first register);
+    a list, export or count of a store that is not there stops rather than reading an empty one."""
     from pipelines.cases import CaseStore
 
     settings = settings_or_fail(config)
-    return settings, CaseStore(settings.cases.url)
+    return settings, CaseStore(settings.cases.url) if create else existing_store_or_fail(settings.cases.url)
 
 
 def shops_import(
@@ -102,7 +105,7 @@ def shops_import(
     from detect.config_io import ConfigError
     from pipelines.shops import ShopRegister
 
-    _, store = _store(config)
+    _, store = _store(config, create=True)
     try:
         data = file.read_bytes()
     except OSError as exc:

@@ -61,14 +61,21 @@ SettingsOpt = Annotated[
 ]
 
 
-def existing_store_or_fail(url: str):
-    """The case store at `url` for a command that only reads or changes existing cases. A SQLite file that
-    is not there is one error line: opening it would create an empty store (in the folder the command
-    happens to run in) and report nothing, which reads as "no cases" rather than "wrong --config"."""
+def require_case_store(url: str) -> None:
+    """Stop unless the case store at `url` is there, for a command that only reads or changes existing cases.
+    A SQLite file that is not there is one error line: opening it would create an empty store (in the folder
+    the command happens to run in) and report nothing, which reads as "no cases" rather than "wrong --config"."""
     from pipelines.cases import CaseStore
 
     if not CaseStore.exists(url):
         fail(f"no case store at {url} (cases.url; give the deployment's settings with --config or $STREETWATCH_CONFIG)")
+
+
+def existing_store_or_fail(url: str):
+    """The case store at `url`, opened once `require_case_store` found it there."""
+    from pipelines.cases import CaseStore
+
+    require_case_store(url)
     return CaseStore(url)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, fail, setup_logging, settings_or_fail
+from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, setup_logging, settings_or_fail
 
 data_app = typer.Typer(help="Training datasets: import, check, stats, split, merge, export-reviews, from-cases "
                             "(docs/retraining.md).",
@@ -216,7 +216,6 @@ def export_reviews_cmd(
     """Reviewed cases from the case store (with their evidence pictures) -> review.jsonl for from-cases."""
     from datetime import datetime, timezone
 
-    from pipelines.cases import CaseStore
     from pipelines.evidence_store import StorageError, open_evidence_store
     from pipelines.retrain.reviews import export_reviews
 
@@ -228,7 +227,7 @@ def export_reviews_cmd(
     if when is not None and when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     try:
-        path, n, findings = export_reviews(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), out,
+        path, n, findings = export_reviews(existing_store_or_fail(settings.cases.url), open_evidence_store(settings.evidence_store), out,
                                            since=when)
     except (FileExistsError, StorageError) as exc:
         fail(str(exc))

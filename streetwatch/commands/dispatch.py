@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, require_case_store, settings_or_fail,
+                                         setup_logging)
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")]
 
@@ -35,6 +36,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_or_fail(config)
         if not settings.dispatch.targets:
             fail("no dispatch targets configured (dispatch.targets in the settings file)")
+        require_case_store(settings.cases.url)  # an empty one would read "outbox: empty", not "wrong --config"
         try:
             evidence = open_evidence_store(settings.evidence_store, settings.service.url_key())
         except StorageError as exc:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import BackendOpt, DeviceOpt, SettingsOpt, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import BackendOpt, DeviceOpt, SettingsOpt, fail, require_case_store, settings_or_fail, setup_logging
 from streetwatch.commands.data import open_dataset
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Dataset version folder (see `streetwatch data`).")]
@@ -193,9 +193,12 @@ def retrain(
         fail(f"--from-store and --cases {cases} both name the reviewed cases: give one (export the store with "
              "`streetwatch data export-reviews`, or pass the file)")
     work = work or DEFAULT_CLASSES_PATH.parent / "versions" / name
+    settings = settings_or_fail(config) if from_store else None
+    if settings is not None:
+        require_case_store(settings.cases.url)  # an empty store would export no reviews and train without them
     try:
         result = run_loop(
-            name=name, base_model=base, work_dir=work, cases=cases, settings=settings_or_fail(config) if from_store else None, datasets=[open_dataset(d) for d in data or []],
+            name=name, base_model=base, work_dir=work, cases=cases, settings=settings, datasets=[open_dataset(d) for d in data or []],
             mapping=parse_mapping(mapping or [], load_classes()), drop_unmapped=drop_unmapped, val_fraction=val, seed=seed,
             epochs=epochs, hours=hours, imgsz=imgsz, batch=batch, device=device, workers=workers,
             eval_data=open_dataset(eval_data) if eval_data else None, backend=backend, int8=int8, do_promote=promote,
