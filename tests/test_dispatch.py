@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from detect.taxonomy import load_taxonomy
-from pipelines.cases import CaseState, CaseStore
+from pipelines.cases import CaseState, CaseStore, CaseStoreError
 from pipelines.dispatch import BreakerPolicy, DispatchConfig, Dispatcher, RetryPolicy, TargetConfig, handle_cn_dcm_webhook
 from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter, Permanent, Transient
 from pipelines.dispatch.dispatcher import PassStats, backoff_s
@@ -310,6 +310,29 @@ def test_a_case_withdrawn_while_the_platform_may_hold_it_is_looked_up_and_says_s
         last = store.history(case_id)[-1]
         assert (last.from_state, last.to_state, last.actor, last.reason) == ("rejected", "rejected", "dispatch:dcm", case.reason)
         assert stats.delivered == 1 and f"case {case_id}: {case.reason}" in stats.errors
+
+
+def test_a_case_withdrawn_before_it_was_sent_is_closed_not_parked_and_keeps_its_reason(world, sim, bus_event):
+    """A reviewer rejected a queued case before any attempt: its entry was parked 'not sent' among the refusals someone
+    must fix, the reviewer's reason overwritten, and `dispatch requeue` took it only for it to be parked again. It is
+    closed as withdrawn, the case keeps its reason, `dispatch parked` does not list it and requeue says why not."""
+    store, evidence, spool = world
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)}, **FAST)
+    [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-wd-early")
+    store.review(case_id, approve=False, reviewer="王芳", reason_code="not_a_violation", note="只是临时停靠")
+    dispatcher = Dispatcher(store, evidence, config)
+    stats = dispatcher.run_once()
+    dispatcher.close()
+
+    assert (stats.withdrawn, stats.parked, stats.delivered, stats.errors) == (1, 0, 0, [])
+    [entry] = store.outbox_entries(case_id=case_id)
+    assert entry.status == "withdrawn" and case_id not in [e.case_id for e in store.outbox_entries(status="parked")]
+    assert store.get(case_id).reason == "只是临时停靠"
+    assert store.history(case_id)[-1].reason == "not sent to dcm: the case was withdrawn before it was sent"
+    assert not [c for c in sim.cases("cn-dcm") if c["external_id"] == case_id]
+    with pytest.raises(CaseStoreError, match=rf"^outbox entry {entry.id}: case {case_id} is rejected, not queued "
+                                             r"\(只是临时停靠\): there is nothing to deliver$"):
+        store.requeue(entry.id, actor="ops")
 
 
 @pytest.mark.parametrize("adapter", ["cn-dcm", "open311"])

@@ -462,9 +462,10 @@ class CaseStore:
         now = now or datetime.now(UTC)
         review = {"review_decision": "approved" if approve else "rejected", "reviewer": reviewer,
                   "reviewed_at": now, "review_reason": reason_code, "review_note": note}
-        if not approve:
-            return self.transition(case_id, CaseState.REJECTED, actor=reviewer,
-                                   reason=note or reason_code or "rejected in review", now=now, **review)
+        if not approve:  # the case's reason is the reviewer's (not a delivery's retry it waited on before)
+            why = note or reason_code or "rejected in review"
+            with self._writer.begin() as conn:
+                return self._transition(conn, case_id, CaseState.REJECTED, reviewer, why, {}, now, {**review, "reason": why})
         if target is None:
             raise CaseStoreError(f"case {case_id}: approving needs the dispatch target to queue it for")
         return self.queue(case_id, target, actor=reviewer, now=now, **review)
@@ -618,6 +619,20 @@ class CaseStore:
             conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, *self._held(owner))
                          .values(lease_until=None, lease_owner=None, next_attempt_at=until))
 
+    def close_withdrawn(self, entry_id: int, *, owner: str | None = None, now: datetime | None = None) -> None:
+        """The entry of a case withdrawn here (rejected) before it was ever sent: closed, not parked, since nobody has
+        anything to fix, and the case keeps the reason its reviewer gave (parking overwrote it)."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            entry = self._entry(conn, entry_id)
+            if entry.status is not OutboxStatus.PENDING or (owner is not None and entry.lease_owner != owner):
+                return
+            conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
+                status=OutboxStatus.WITHDRAWN, lease_until=None, lease_owner=None))
+            case = self._get(conn, entry.case_id)
+            self._history(conn, case.id, case.state, case.state, now, f"dispatch:{entry.target}",
+                          f"not sent to {entry.target}: the case was withdrawn before it was sent", {"outbox_id": entry_id})
+
     def awaiting_status(self, target: str, limit: int = 500) -> list[Case]:
         """Cases at `target` whose outcome on their side is still open (what status polling checks)."""
         states = [CaseState.SUBMITTED.value, CaseState.ACCEPTED.value]
@@ -645,6 +660,10 @@ class CaseStore:
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
+            case = self._get(conn, entry.case_id)
+            if entry.status in (OutboxStatus.PARKED, OutboxStatus.WITHDRAWN) and case.state is not CaseState.QUEUED:
+                raise CaseStoreError(f"outbox entry {entry_id}: case {case.id} is {case.state.value}, not queued "
+                                     f"({case.reason or 'no reason given'}): there is nothing to deliver")
             if entry.status is not OutboxStatus.PARKED:
                 raise CaseStoreError(f"outbox entry {entry_id}: only parked entries can be requeued (it is {entry.status})")
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(

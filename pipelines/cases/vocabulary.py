@@ -83,6 +83,7 @@ class OutboxStatus(StrEnum):
     PENDING = "pending"  # to be delivered (now, or at `next_attempt_at`)
     DELIVERED = "delivered"  # the other side has the case; `remote_ref` is their reference
     PARKED = "parked"  # refused by the other side (or given up): waits for a human (`dispatch requeue`)
+    WITHDRAWN = "withdrawn"  # its case was withdrawn here (rejected) before it was sent: closed, nothing to fix
 
 
 class DispatchTargetError(ValueError):

@@ -88,13 +88,14 @@ class PassStats:
     found: int = 0  # of `delivered`: already on their side (an earlier attempt had reached them), adopted
     retried: int = 0
     parked: int = 0
+    withdrawn: int = 0  # entries of cases withdrawn here before they were sent: closed, never sent
     deferred: int = 0
     lost: int = 0  # entries whose lease ran out and went to another dispatcher before we sent them
     status_changes: int = 0
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: PassStats) -> None:
-        for name in ("delivered", "found", "retried", "parked", "deferred", "lost", "status_changes"):
+        for name in ("delivered", "found", "retried", "parked", "withdrawn", "deferred", "lost", "status_changes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
 
@@ -140,7 +141,7 @@ class Dispatcher:
         while not stop.is_set():
             stats = self.run_once()
             total.add(stats)
-            if stats.delivered or stats.retried or stats.parked:
+            if stats.delivered or stats.retried or stats.parked or stats.withdrawn:
                 continue
             due = self.store.next_due_at()
             wait = self.config.idle_s if due is None else (due - datetime.now(UTC)).total_seconds()
@@ -185,9 +186,11 @@ class Dispatcher:
         self._record(entry, ref, stats)
 
     def _withdrawn(self, entry: OutboxEntry, case: Case, stats: PassStats, now: datetime) -> None:
-        """An entry whose case was withdrawn here (rejected) before it was sent: it is not sent now. But an entry in doubt
-        may have reached them on an earlier attempt: they are asked first, and a case they hold is recorded with their
-        reference and the words to have it voided (`_record`), where parking it as 'not sent' lost their number."""
+        """An entry whose case was withdrawn here (rejected) before it was sent: it is not sent now, and closed as
+        withdrawn (not parked: there is nothing for anyone to fix). But an entry in doubt may have reached them on an
+        earlier attempt: they are asked first, and a case they hold is recorded with their reference and the words to
+        have it voided (`_record`), where parking it as 'not sent' lost their number; with look-ups off it is parked
+        for someone to check there."""
         target = self.config.targets[entry.target]
         if entry.in_doubt_since is not None and target.lookup:
             try:
@@ -199,10 +202,13 @@ class Dispatcher:
             if ref is not None:
                 self._record(entry, ref, stats, found=True)
                 return
-        doubt = (f"; an earlier attempt may have reached {entry.target} (look-ups are off): check there"
-                 if entry.in_doubt_since is not None and not target.lookup else "")
-        self.store.park(entry.id, f"case is {case.state}, not queued: not sent{doubt}", owner=self.owner)
-        stats.parked += 1
+        if entry.in_doubt_since is not None and not target.lookup:
+            self.store.park(entry.id, f"case is {case.state}, not queued: not sent; an earlier attempt may have reached "
+                            f"{entry.target} (look-ups are off): check there", owner=self.owner)
+            stats.parked += 1
+            return
+        self.store.close_withdrawn(entry.id, owner=self.owner)
+        stats.withdrawn += 1
 
     def _record(self, entry: OutboxEntry, ref: str, stats: PassStats, *, found: bool = False) -> None:
         """They hold the case as `ref` (their answer, or `found` by a look-up): recorded, and a case withdrawn here

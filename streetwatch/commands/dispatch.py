@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"verification reports: delivered {reports.delivered}, retrying {reports.retried}, "
                    f"parked {reports.parked}, unsupported by the protocol {reports.unsupported}")
         typer.echo(f"delivered {stats.delivered}, retried {stats.retried}, parked {stats.parked}, "
+                   f"withdrawn before sending {stats.withdrawn}, "
                    f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}; "
                    f"of the delivered, found already on their side {stats.found}; lost to another dispatcher {stats.lost}")
         for error in stats.errors[-20:]:
