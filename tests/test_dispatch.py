@@ -335,6 +335,28 @@ def test_a_case_withdrawn_before_it_was_sent_is_closed_not_parked_and_keeps_its_
         store.requeue(entry.id, actor="ops")
 
 
+def test_a_failing_or_circuit_held_delivery_says_why_its_case_waits(world, sim, bus_event):
+    """A retry left the case's reason empty, so `cases list` showed nothing under "waiting because" for a case that
+    kept failing, or that an open circuit held: the reason names the last error and the next attempt (UTC)."""
+    store, evidence, spool = world
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)},
+                            retry=RetryPolicy(base_s=30, max_s=60), breaker=BreakerPolicy(failures=1, cooldown_s=60), lease_s=5.0)
+    ids = queue_cases(store, evidence, spool, small_event(bus_event), 2, "dcm", prefix="cam-wait")
+    sim.faults(fail_rate=1.0, modes="error")
+    dispatcher = Dispatcher(store, evidence, config)
+    stats = dispatcher.run_once()
+    dispatcher.close()
+
+    assert (stats.retried, stats.deferred) == (1, 1), stats
+    entries = {e.attempts: e for i in ids for e in store.outbox_entries(case_id=i)}
+    failed, held = entries[1], entries[0]
+    assert failed.last_error.startswith("dcm: HTTP 5")
+    for entry, why in ((failed, f"attempt 1 failed ({failed.last_error})"),
+                       (held, f"held while dcm is failing (circuit open); last error: {failed.last_error.removeprefix('dcm: ')}")):
+        assert store.get(entry.case_id).reason == (f"dispatch to dcm: {why}; next attempt "
+                                                   f"{entry.next_attempt_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+
+
 @pytest.mark.parametrize("adapter", ["cn-dcm", "open311"])
 def test_an_answer_that_cannot_be_decoded_is_retried_not_a_crash(tmp_path, world, bus_event, adapter):
     """A gateway that labels its answer gzip but sends plain bytes: the HTTP client cannot decode it. That is an

@@ -604,20 +604,35 @@ class CaseStore:
             return self._get(conn, case.id)
 
     def schedule_retry(self, entry_id: int, error: str, next_attempt_at: datetime, *, owner: str | None = None) -> None:
-        """A failed attempt: count it and persist when to try again (a restart keeps the schedule).
+        """A failed attempt: count it and persist when to try again (a restart keeps the schedule), and say so in the
+        queued case's reason (`cases list`'s "waiting because"), which was left empty however often it failed.
 
         With `owner`, only while that dispatcher still holds the lease (else the entry is another's now).
         """
         with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, *self._held(owner))
-                         .values(attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=next_attempt_at,
-                                 lease_until=None, lease_owner=None))
+            done = conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING,
+                                                      *self._held(owner))
+                                .values(attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=next_attempt_at,
+                                        lease_until=None, lease_owner=None))
+            if done.rowcount == 1:
+                entry = self._entry(conn, entry_id)
+                self._waiting(conn, entry, f"attempt {entry.attempts} failed ({error})", next_attempt_at)
 
-    def defer(self, entry_id: int, until: datetime, *, owner: str | None = None) -> None:
-        """Give a claimed entry back without counting an attempt (its target's circuit is open)."""
+    def defer(self, entry_id: int, until: datetime, why: str, *, owner: str | None = None) -> None:
+        """Give a claimed entry back without counting an attempt (its target's circuit is open); the queued case's
+        reason says `why` (the circuit, its last error) and when it is tried again."""
         with self._writer.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING, *self._held(owner))
-                         .values(lease_until=None, lease_owner=None, next_attempt_at=until))
+            done = conn.execute(outbox.update().where(outbox.c.id == entry_id, outbox.c.status == OutboxStatus.PENDING,
+                                                      *self._held(owner))
+                                .values(lease_until=None, lease_owner=None, next_attempt_at=until))
+            if done.rowcount == 1:
+                self._waiting(conn, self._entry(conn, entry_id), why, until)
+
+    def _waiting(self, conn: Connection, entry: OutboxEntry, why: str, next_attempt_at: datetime) -> None:
+        """A queued case's reason while its delivery waits: why, and when it is tried next (UTC, as `cases list`)."""
+        when = next_attempt_at.astimezone(UTC)
+        conn.execute(cases.update().where(cases.c.id == entry.case_id, cases.c.state == CaseState.QUEUED).values(
+            reason=f"dispatch to {entry.target}: {why}; next attempt {when:%Y-%m-%d %H:%M:%S} UTC"))
 
     def close_withdrawn(self, entry_id: int, *, owner: str | None = None, now: datetime | None = None) -> None:
         """The entry of a case withdrawn here (rejected) before it was ever sent: closed, not parked, since nobody has

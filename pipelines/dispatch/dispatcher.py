@@ -109,6 +109,7 @@ class Dispatcher:
         self.breakers = {name: CircuitBreaker(config.breaker) for name in config.targets}
         self.clients = {name: client or httpx.Client(timeout=t.timeout_s) for name, t in config.targets.items()}
         self.rng = random.Random(seed)
+        self.last_failure: dict[str, str] = {}  # per target: the failure that counts toward its circuit, for held cases' reason
         # Whose lease it is: several dispatchers (processes, machines) may share one store.
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # The first poll waits one interval: a request just delivered has nothing to report yet.
@@ -157,7 +158,8 @@ class Dispatcher:
             return
         breaker = self.breakers[entry.target]
         if not breaker.allows(now):
-            self.store.defer(entry.id, breaker.open_until, owner=self.owner)
+            why = f"held while {entry.target} is failing (circuit open); last error: {self.last_failure.get(entry.target)}"
+            self.store.defer(entry.id, breaker.open_until, why, owner=self.owner)
             stats.deferred += 1
             return
         case = self.store.get(entry.case_id)
@@ -235,6 +237,7 @@ class Dispatcher:
             stats.parked += 1
             log.warning("case %s parked: %s", entry.case_id, reason)
             return
+        self.last_failure[entry.target] = str(exc)
         if breaker.failure(now):
             log.warning("%s: circuit open until %s after %d failures", entry.target, breaker.open_until, breaker.consecutive)
         limit = self.config.retry.max_attempts
