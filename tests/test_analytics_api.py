@@ -290,6 +290,10 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
     table = export_table(load_cases(store.engine, load_places(settings.analytics)), load_taxonomy(), TZ)
     column = COLUMNS.index("严重程度 severity")
     assert sorted(r[column] for r in table.rows) == ["general", "serious"]
+    # Each code has what city staff call it beside it, as the type has, from the one vocabulary each.
+    named = {(r[COLUMNS.index("状态 state")], r[COLUMNS.index("状态名称 state name")], r[COLUMNS.index("来源 source")],
+              r[COLUMNS.index("来源名称 source name")], r[column], r[COLUMNS.index("严重程度名称 severity name")]) for r in table.rows}
+    assert named == {("candidate", "待审核", "photo", "照片", "general", "一般"), ("candidate", "待审核", "photo", "照片", "serious", "严重")}
     store.close()
 
 

@@ -14,14 +14,17 @@ from zoneinfo import ZoneInfo
 from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics.casedata import CaseFact, CaseFilter
 from pipelines.analytics.periods import PeriodError, parse_period
-from pipelines.cases.states import CaseState
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.analytics.tables import Table
 from pipelines.tables import PhoneText
 
 SOURCES = {"camera": "camera", "photo": "photo_batch"}
-COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "来源 source", "摄像头/批次 camera or batch",
-           "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address", "纬度 lat", "经度 lon", "发现时间 opened (local)",
-           "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description"]
+SOURCE_NAMES_ZH = {"camera": "摄像头", "photo": "照片"}
+"""What city staff call each source filter value (the map page's 来源 choices say the same)."""
+COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "状态名称 state name", "来源 source",
+           "来源名称 source name", "摄像头/批次 camera or batch", "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address",
+           "纬度 lat", "经度 lon", "发现时间 opened (local)", "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity",
+           "严重程度名称 severity name", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description"]
 
 
 class FilterError(ValueError):
@@ -86,8 +89,13 @@ def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Tab
     def name(t: str) -> str:
         return taxonomy.types[t].name_zh if t in taxonomy.types else t
 
-    rows = [[c.id, c.violation_type, name(c.violation_type), c.state.value, "camera" if c.source_kind == "camera" else "photo",
-             c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
-             c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, PhoneText(";".join(c.phones)), ";".join(c.tags),
-             c.severity.value, c.review_decision, c.dispatch_target, c.dispatch_ref, c.description] for c in cases]
+    def row(c: CaseFact) -> list:
+        source = "camera" if c.source_kind == "camera" else "photo"
+        return [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
+                SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
+                c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, PhoneText(";".join(c.phones)),
+                ";".join(c.tags), c.severity.value, c.severity.name_zh, c.review_decision, c.dispatch_target,
+                c.dispatch_ref, c.description]
+
+    rows = [row(c) for c in cases]
     return Table("cases", "案件 Cases", COLUMNS, rows)
