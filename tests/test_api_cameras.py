@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 import json
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,6 +46,26 @@ def test_cameras_list_health_from_the_watchers_events(service):
     assert [c["kind"] for c in listed["cam-01"]["health"]["conditions"]] == ["covered"]
 
 
+@contextmanager
+def watching(cams: dict, detector, data: Path):
+    """A watcher of the fixture's cameras file running in a thread, writing its records to the events file as
+    `watch --events` does (what the service's camera pages read); stopped and joined on leaving."""
+    with cams["events"].open("a", encoding="utf-8") as sink:
+        def write(record: dict) -> None:
+            sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            sink.flush()
+
+        watcher = Watcher(cams["file"], detector, make_intake(data), on_record=write)
+        runner = threading.Thread(target=lambda: watcher.run(poll_s=0.1))
+        runner.start()
+        try:
+            yield watcher
+        finally:
+            watcher.stop()
+            runner.join(60)
+    assert not runner.is_alive()
+
+
 def test_a_cameras_health_is_that_of_the_watcher_running_it(service, tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     """A reader's health conditions stayed active in GET /cameras after it stopped and through the next run: a camera
     offline in one run showed 在线 online · 离线 offline while the next run's frames flowed. A watcher records `starting`
@@ -57,23 +79,12 @@ def test_a_cameras_health_is_that_of_the_watcher_running_it(service, tmp_path, b
     def watch(until) -> dict[str, dict]:
         """Run a watcher writing its records to the events file, as `watch --events` does, until `until(records)`;
         the health GET /cameras gives then."""
-        with cams["events"].open("a", encoding="utf-8") as sink:
-            def write(record: dict) -> None:
-                sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-                sink.flush()
-
-            watcher = Watcher(cams["file"], onnx_detector, make_intake(tmp_path / "data"), on_record=write)
-            runner = threading.Thread(target=lambda: watcher.run(poll_s=0.1))
-            runner.start()
-            try:
-                deadline = time.monotonic() + 60
-                while not until(list(watcher.records)):
-                    assert time.monotonic() < deadline, "the watcher's records never got there"
-                    time.sleep(0.05)
-                return health()
-            finally:
-                watcher.stop()
-                runner.join(60)
+        with watching(cams, onnx_detector, tmp_path / "data") as watcher:
+            deadline = time.monotonic() + 60
+            while not until(list(watcher.records)):
+                assert time.monotonic() < deadline, "the watcher's records never got there"
+                time.sleep(0.05)
+            return health()
 
     def offline(records: list[dict], camera_id: str) -> bool:
         return any(r.get("kind") == "offline" and r["camera_id"] == camera_id for r in records)
@@ -153,36 +164,24 @@ def test_a_scene_broken_mid_run_keeps_the_camera_on_its_last_valid_scene(service
     def health() -> dict:
         return {c["id"]: c["health"] for c in client.get("/api/v1/cameras", headers=h).json()}["cam-01"]
 
-    with cams["events"].open("a", encoding="utf-8") as sink:
-        def write(record: dict) -> None:  # as `watch --events` does
-            sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            sink.flush()
+    with watching(cams, onnx_detector, tmp_path / "data") as watcher:
+        until(lambda: analysed() > 0)
+        before = watcher.runtimes["cam-01"]
+        cams["scene"].write_text(valid.replace("grade: main", "grade: mian"), encoding="utf-8")
+        until(lambda: refusals(True))
+        assert watcher.runtimes["cam-01"] is before and before.reader.is_alive()
+        seen = analysed()
+        until(lambda: analysed() > seen)  # still judged, on the scene it had
+        [condition] = health()["conditions"]
+        assert condition["kind"] == "config_refused" and health()["status"] == "online"
+        assert f"{cams['file']}: cameras.0.scene: scene refused: {cams['scene']}: zones.1.grade: unknown grade 'mian'" \
+            in condition["detail"]
+        assert watcher.summary()["cameras"]["cam-01"]["config_refused"] == condition["detail"]
 
-        watcher = Watcher(cams["file"], onnx_detector, make_intake(tmp_path / "data"), on_record=write)
-        runner = threading.Thread(target=lambda: watcher.run(poll_s=0.1))
-        runner.start()
-        try:
-            until(lambda: analysed() > 0)
-            before = watcher.runtimes["cam-01"]
-            cams["scene"].write_text(valid.replace("grade: main", "grade: mian"), encoding="utf-8")
-            until(lambda: refusals(True))
-            assert watcher.runtimes["cam-01"] is before and before.reader.is_alive()
-            seen = analysed()
-            until(lambda: analysed() > seen)  # still judged, on the scene it had
-            [condition] = health()["conditions"]
-            assert condition["kind"] == "config_refused" and health()["status"] == "online"
-            assert f"{cams['file']}: cameras.0.scene: scene refused: {cams['scene']}: zones.1.grade: unknown grade 'mian'" \
-                in condition["detail"]
-            assert watcher.summary()["cameras"]["cam-01"]["config_refused"] == condition["detail"]
-
-            cams["scene"].write_text(valid.replace("grade: main", "grade: secondary"), encoding="utf-8")  # fixed
-            until(lambda: refusals(False) and watcher.runtimes["cam-01"] is not before)
-            assert watcher.runtimes["cam-01"].camera.scene.zones[1].grade == "secondary" and not watcher.kept
-            assert health()["conditions"] == []
-        finally:
-            watcher.stop()
-            runner.join(60)
-    assert not runner.is_alive()
+        cams["scene"].write_text(valid.replace("grade: main", "grade: secondary"), encoding="utf-8")  # fixed
+        until(lambda: refusals(False) and watcher.runtimes["cam-01"] is not before)
+        assert watcher.runtimes["cam-01"].camera.scene.zones[1].grade == "secondary" and not watcher.kept
+        assert health()["conditions"] == []
 
 
 def test_scene_get_put_validates_like_a_scene_file(service):

@@ -168,6 +168,17 @@ def test_a_resumed_jobs_results_list_a_retried_photo_once(tmp_path, monkeypatch)
         assert client.get(f"/api/v1/triage/jobs/{job_id}/results", headers=auth(tokens["reviewer"])).json() == listed
 
 
+def _refused_zip(client, inspector: dict, archive: bytes) -> dict:
+    """Upload `archive` as day.zip: the job ends done with the zip as its one error (nothing read from it); its record."""
+    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("day.zip", archive))])
+    assert created.status_code == 202, created.text
+    job = wait_job(client, created.json()["id"], inspector)
+    assert job["state"] == "done" and job["summary"]["errors"] == 1 and job["summary"]["readable"] == 0, job
+    [record] = client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()
+    assert record["source"] == "day.zip" and record["status"] == "error"
+    return record
+
+
 def test_a_zip_bomb_is_refused_unread(uploads, bus_jpg):
     """Photos hardly compress, deflate packs 200 MB of zeros into 200 KB: a 2 MB upload of ten such entries named
     IMG_0001.jpg ... kept the job reading and hashing 2 GB for two minutes (a 512 MB upload: hours, every other upload
@@ -181,12 +192,7 @@ def test_a_zip_bomb_is_refused_unread(uploads, bus_jpg):
         zf.write(bus_jpg, "IMG_0001.jpg")
         zf.writestr("IMG_0002.jpg", b"\xff\xd8\xff\xe0" + bytes(60 * 2**20))
     assert len(archive.getvalue()) < LIMIT and 60 * 2**20 > MAX_ZIP_RATIO * len(archive.getvalue())
-    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("day.zip", archive.getvalue()))])
-    assert created.status_code == 202, created.text
-    job = wait_job(client, created.json()["id"], inspector)
-    assert job["state"] == "done" and job["summary"]["errors"] == 1 and job["summary"]["readable"] == 0, job
-    [record] = client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()
-    assert record["source"] == "day.zip" and record["status"] == "error"
+    record = _refused_zip(client, inspector, archive.getvalue())
     assert record["reason"].startswith("zip bomb: its entries expand to 60 MB from 0.2 MB, more than 100 times"), record
 
 
@@ -202,12 +208,7 @@ def test_a_zip_of_too_many_entries_is_refused_before_its_directory_is_read(uploa
     with zipfile.ZipFile(archive, "w") as zf:
         for i in range(501):
             zf.writestr(f"IMG_{i:04d}.jpg", b"")
-    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("day.zip", archive.getvalue()))])
-    assert created.status_code == 202, created.text
-    job = wait_job(client, created.json()["id"], inspector)
-    assert job["state"] == "done" and job["summary"]["errors"] == 1 and job["summary"]["readable"] == 0, job
-    [record] = client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()
-    assert record["source"] == "day.zip" and record["status"] == "error"
+    record = _refused_zip(client, inspector, archive.getvalue())
     assert record["reason"].startswith("too many entries: 501 in one zip, more than 500 are not read"), record
 
 
