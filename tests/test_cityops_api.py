@@ -406,6 +406,9 @@ def test_the_patrol_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
         # An inspector's own: all 55 readable ones (fewer than the limit, so every folder is read).
         assert listed(tokens["inspector"], 200) == [j["id"] for j in made[::-1] if j["owner"] == "inspector-user" and j in made[40:]]
         assert f"{made[0]['id']}/job.json: unreadable job record" in caplog.text
+        # one of them asked for by its id: no job, as the list says (its JSON error was a 500)
+        one = client.get(f"/api/v1/patrol/jobs/{made[0]['id']}", headers=auth(tokens["reviewer"]))
+        assert one.status_code == 404 and one.json()["type"].endswith("job-not-found"), one.text
 
 
 def test_a_patrol_video_name_is_only_a_label(city):

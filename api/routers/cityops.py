@@ -31,7 +31,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
-from api.jobs import UNFINISHED, newest_jobs
+from api.jobs import UNFINISHED, newest_jobs, read_job
 from api.problems import Problem, problems
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -600,11 +600,8 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
 def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:
     """The job's folder and record, if the caller may see it: inspectors see their own jobs, reviewers and admins all."""
     folder = _patrol_dir(ctx, job_id)
-    try:
-        job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found") from None
-    if who.role is Role.INSPECTOR and job["owner"] != who.name:
+    job = read_job(folder)  # as the list reads it: an unreadable record (logged) is no job, not a 500
+    if job is None or who.role is Role.INSPECTOR and job["owner"] != who.name:
         raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found")
     return folder, job
 
