@@ -176,9 +176,11 @@ def parked_vehicle_clip(path: str | Path, vehicle_photo: str | Path, street_phot
 
 
 def write_scene(path: str | Path, camera_id: str, *, zones: list[dict] | None = None, reference: np.ndarray | None = None,
-                timezone: str | None = "Asia/Shanghai", dwell_s: float | None = None, clear_s: float | None = None) -> Path:
+                timezone: str | None = "Asia/Shanghai", dwell_s: float | None = None, clear_s: float | None = None,
+                location: dict | None = None) -> Path:
     """A scene file for a test camera: by default one no-parking zone (`PARKING_ZONE`), always enforced;
-    `timezone` None: the file names none (it follows the settings' zone).
+    `timezone` None: the file names none (it follows the settings' zone); `location` ({lat, lon, address}): where
+    the camera looks, which its cases carry (a platform needs it to send a handler).
 
     `dwell_s`/`clear_s` override illegal parking's thresholds in that zone; `reference` is saved
     next to the scene as its reference snapshot (used by the moved-camera check and OCR).
@@ -190,7 +192,8 @@ def write_scene(path: str | Path, camera_id: str, *, zones: list[dict] | None = 
         if overrides:
             zone["thresholds"] = {"illegal_parking": overrides}
         zones = [zone]
-    scene: dict = {"camera_id": camera_id, **({"timezone": timezone} if timezone else {}), "zones": zones}
+    scene: dict = {"camera_id": camera_id, **({"timezone": timezone} if timezone else {}),
+                   **({"location": location} if location else {}), "zones": zones}
     if reference is not None:
         ref = path.with_name(f"{path.stem}-reference.jpg")
         cv2.imwrite(str(ref), reference)

@@ -32,6 +32,10 @@ POSTER_S = 15.0
 PHONE = "138 0013 8000"
 WALL_ZONE = [[0.05, 0.45], [0.95, 0.45], [0.95, 0.80], [0.05, 0.80]]
 PAVEMENT_ZONE = [[0.0, 0.82], [1.0, 0.82], [1.0, 1.0], [0.0, 1.0]]
+#: Where the demo cameras look (made up, in Hangzhou as the example scene): their cases carry it, and a dispatch
+#: platform parks a case that says nowhere.
+LOCATIONS = {"cam-01": {"lat": 30.2788, "lon": 120.1301, "address": "杭州市西湖区文三路（演示摄像头 demo camera 1）"},
+             "cam-02": {"lat": 30.2791, "lon": 120.1310, "address": "杭州市西湖区学院路（演示摄像头 demo camera 2）"}}
 
 
 def ultralytics_photos() -> list[Path]:
@@ -127,10 +131,10 @@ def make_media(folder: Path, *, start: datetime | None = None, regenerate: bool 
     for cid, (view, sprite) in {"cam-01": (road, bus), "cam-02": (wall, ad)}.items():
         if regenerate or not clips[cid].is_file():
             write_clip(clips[cid], view, [sprite], DURATION_S, fps=1.0, gop_s=2.0, preset="ultrafast")
-    write_scene(folder / "cam-01.yaml", "cam-01", reference=road,
+    write_scene(folder / "cam-01.yaml", "cam-01", reference=road, location=LOCATIONS["cam-01"],
                 zones=[_zone("curb", "no_parking", PARKING_ZONE, "illegal_parking", 20, 15),
                        _zone("pavement", "no_vending", [[0.0, 0.5], [1.0, 0.5], [1.0, 0.62], [0.0, 0.62]], "street_stall", 60, 30)])
-    write_scene(folder / "cam-02.yaml", "cam-02", reference=wall,
+    write_scene(folder / "cam-02.yaml", "cam-02", reference=wall, location=LOCATIONS["cam-02"],
                 zones=[_zone("shop-wall", "no_posting", WALL_ZONE, "flyposting", 20, 30),
                        _zone("pavement", "no_vending", PAVEMENT_ZONE, "street_stall", 60, 30)])
     start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=DURATION_S)
