@@ -256,7 +256,7 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
     assert dispatcher.run_once().parked == 2
     case = store.get(case_id)
     assert case.state is CaseState.QUEUED and "HTTP 400" in case.reason and "api_key missing or invalid" in case.reason
-    assert "Open311 needs a place to send a handler to (coordinates or an address)" in store.get(nowhere).reason
+    assert "needs lat/long or an address" in store.get(nowhere).reason
     assert dispatcher.run_once().delivered == 0  # parked entries are left alone
 
     monkeypatch.setenv("SW_TEST_311_KEY", "k-311")  # a human fixed the key
@@ -264,27 +264,6 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
     store.requeue(entry.id, actor="ops")
     assert dispatcher.run_once().delivered == 1 and store.get(case_id).state is CaseState.SUBMITTED
     dispatcher.close()
-
-
-def test_a_cn_dcm_case_without_a_place_is_parked_not_sent_see_coordinates(world, sim, bus_event):
-    """A photo without GPS and no address went to 数字城管 as 地点：见坐标 with no coordinates, a case nobody could be
-    sent to (Open311 parked it): it is parked before any request, the reason saying what is missing and what to do."""
-    store, evidence, spool = world
-    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)}, **FAST)
-    [nowhere] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", geo=None, address=None, prefix="cam-nowhere")
-    [by_address] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", geo=None, prefix="cam-address")
-    dispatcher = Dispatcher(store, evidence, config)
-    stats = dispatcher.run_once()
-    dispatcher.close()
-
-    assert (stats.parked, stats.delivered) == (1, 1)
-    case = store.get(nowhere)
-    assert case.state is CaseState.QUEUED and case.reason.startswith(
-        "dispatch to dcm parked: 缺少地点（无地址、无坐标），平台无法派遣处置 — case "
-        f"{nowhere}: 数字城管 (cn-dcm) needs a place to send a handler to (coordinates or an address) and the case has neither")
-    assert "report it to the platform by hand and withdraw (reject) it here" in case.reason
-    sent = {c["external_id"]: c["received"] for c in sim.cases("cn-dcm")}
-    assert nowhere not in sent and "地点：杭州市西湖区文三路 1 号" in sent[by_address]["description"]
 
 
 def test_a_case_withdrawn_while_the_platform_may_hold_it_is_looked_up_and_says_so(tmp_path, world, sim, bus_event):

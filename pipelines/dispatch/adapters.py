@@ -222,20 +222,6 @@ def reviewer_note(case: Case) -> str | None:
     return (case.description or "").strip() or None
 
 
-NO_PLACE = "缺少地点（无地址、无坐标），平台无法派遣处置"
-
-
-def require_place(case: Case, platform: str) -> None:
-    """Refuse (park, no request sent) a case with neither coordinates nor an address: a platform sends a handler to a
-    place, so a case without one (a photo without GPS, a camera scene without `location`) cannot be acted on there,
-    and cn-dcm's `地点：见坐标` pointed at coordinates it did not have."""
-    if (case.lat is None or case.lon is None) and not (case.address or "").strip():
-        raise Permanent(f"{NO_PLACE} — case {case.id}: {platform} needs a place to send a handler to (coordinates or an "
-                        "address) and the case has neither (a photo without GPS, or a camera scene without `location`). "
-                        "Nothing here adds a place to a case: report it to the platform by hand and withdraw (reject) it "
-                        "here; for a camera, set its scene's location so its next cases carry one")
-
-
 def _local(utc_iso: str, tz: str) -> str:
     return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -305,7 +291,6 @@ class CnDcmAdapter:
         return {**renamed, **self.target.extra_fields}
 
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
-        require_place(d.case, "数字城管 (cn-dcm)")
         headers = {IDEMPOTENCY_HEADER: d.idempotency_key, **self._auth()}
         response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
         key = self.target.field_map.get("taskNumber", "taskNumber")
@@ -427,8 +412,9 @@ class Open311Adapter:
         return form
 
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
-        require_place(d.case, "Open311")
         form = self.form(d)
+        if "lat" not in form and "address_string" not in form:
+            raise Permanent(f"case {d.case.id}: Open311 needs lat/long or an address, the case has neither")
         response = send(client, "POST", f"{self.base}/requests.json", data=form,
                         headers={IDEMPOTENCY_HEADER: d.idempotency_key})
         body = answer_json(response)
