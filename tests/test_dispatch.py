@@ -128,6 +128,26 @@ def test_city_field_mapping_renames_and_adds_fields(tmp_path, world, bus_event):
     assert wire["regionCode"] == "330106" and "externalId" not in wire and "majorClassCode" not in wire
 
 
+def test_a_cn_dcm_description_says_where_or_that_the_case_has_no_place(tmp_path, world, bus_event):
+    """cn-dcm's description said 地点：见坐标 (see the coordinates) for a case without an address, also when it had no
+    coordinates either (a photo without GPS): it gives the coordinates, or says there is no place to ask about."""
+    store, evidence, spool = world
+    [placed] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", address=None)
+    [nowhere] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", geo=None, address=None, prefix="cam-02")
+    target = TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/x", city="default", timeout_s=2)
+    dispatcher = Dispatcher(store, evidence, DispatchConfig(targets={"hz": target}, **FAST))
+    adapter: CnDcmAdapter = dispatcher.adapters["hz"]
+
+    def description(case_id: str) -> str:
+        [entry] = store.outbox_entries(case_id=case_id)
+        return adapter.payload(dispatcher._delivery(entry))["description"]
+
+    case = store.get(placed)
+    assert f"地点：见坐标 {case.lat:.6f}, {case.lon:.6f}" in description(placed)
+    assert "地点：未定位（无地址、无坐标，请联系上报人 no location: ask the reporter）" in description(nowhere)
+    dispatcher.close()
+
+
 def test_a_deployment_names_its_city_code_file_and_payloads_carry_those_codes(tmp_path, world, bus_event):
     """`taxonomy.city_codes` in the settings file merges a city's table; a target naming a city without one is
     refused at start with the field, not at the first case."""

@@ -222,6 +222,17 @@ def reviewer_note(case: Case) -> str | None:
     return (case.description or "").strip() or None
 
 
+def _place(case: Case) -> str:
+    """Where the description says the case is: its address, else its coordinates, else that it has no place (a photo
+    without GPS, a camera scene without `location`), which the platform's staff must ask for; `见坐标` (see the
+    coordinates) pointed at coordinates the case did not have."""
+    if (case.address or "").strip():
+        return case.address
+    if case.lat is not None and case.lon is not None:
+        return f"见坐标 {case.lat:.6f}, {case.lon:.6f}"
+    return "未定位（无地址、无坐标，请联系上报人 no location: ask the reporter）"
+
+
 def _local(utc_iso: str, tz: str) -> str:
     return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -241,7 +252,7 @@ class CnDcmAdapter:
         opened = m["times"]["opened"]["utc"]
         phones = m["text"]["phones"]
         minutes = round(m["dwell_s"] / 60)
-        parts = [f"{vt.minor_class}（{vt.name_zh}）", f"地点：{case.address or '见坐标'}"]
+        parts = [f"{vt.minor_class}（{vt.name_zh}）", f"地点：{_place(case)}"]
         if minutes:
             parts.append(f"持续约 {minutes} 分钟")
         if m["object_count"] > 1:
