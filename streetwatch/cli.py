@@ -7,6 +7,7 @@ import importlib
 import typer
 
 from detect.runtime_env import prepare_ultralytics_env
+from streetwatch.commands.common import print_error
 
 # The single list of command modules (streetwatch/commands/<name>.py, each with `register(app)`).
 COMMAND_MODULES = [
@@ -50,7 +51,7 @@ def main() -> None:
         message = _user_error(exc)
         if message is None:  # a real fault: keep its traceback
             raise
-        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+        print_error(message)
         raise SystemExit(2) from None
 
 

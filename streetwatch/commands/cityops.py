@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, settings_or_fail,
-                                         setup_logging)
+from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, print_error,
+                                         settings_or_fail, setup_logging)
 
 
 def register(app: typer.Typer) -> None:
@@ -115,7 +115,7 @@ def shops_import(
     except ConfigError as exc:
         fail(str(exc))
     for error in report.errors:
-        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        print_error(str(error))
     typer.echo(f"{len(report.imported)} shop(s) imported, {len(report.errors)} row(s) refused")
     if not report.imported and report.errors:
         raise typer.Exit(1)
@@ -178,7 +178,7 @@ def callout_import(
     except (ConfigError, OSError) as exc:
         fail(str(exc))
     for error in report.errors:
-        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        print_error(str(error))
     typer.echo(f"{len(report.applied)} number(s) updated, {len(report.unknown)} unknown, {len(report.errors)} row(s) refused")
 
 

@@ -41,8 +41,13 @@ def judgement_or_fail(verifier: str | None, taxonomy=None):
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear error line and exit non-zero (no traceback for user errors)."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    print_error(message)
     raise typer.Exit(code)
+
+
+def print_error(message: str) -> None:
+    """The one form of an error line on stderr, for `fail` and for the console script's last resort."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
 
 
 def setup_logging(verbose: bool = False) -> None:

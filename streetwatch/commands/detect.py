@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, VerifierOpt, fail, judgement_or_fail, setup_logging,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, VerifierOpt, fail, judgement_or_fail, print_error,
+    setup_logging,
 )
 
 
@@ -43,7 +44,7 @@ def detect(
 
     files, refused = list_inputs(paths)
     for item in refused:
-        typer.secho(f"error: {item.path}: {item.reason}", err=True, fg=typer.colors.RED)
+        print_error(f"{item.path}: {item.reason}")
     if not files:
         fail("no image files found in " + ", ".join(map(str, paths)), code=1 if refused else 2)
     judgement = judgement_or_fail(verifier)
@@ -65,7 +66,7 @@ def detect(
                 images.append(read_image(f))
                 chunk.append(f)
             except ImageReadError as exc:
-                typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+                print_error(str(exc))
         if not images:
             continue
         if judgement.needs_features:

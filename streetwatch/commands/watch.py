@@ -11,7 +11,7 @@ import typer
 
 from streetwatch.commands.common import (
     BackendOpt, ConfOpt, ImgszOpt, ModelOpt, RayOpt, SettingsOpt, VerifierOpt, fail, judgement_or_fail,
-    settings_or_fail, setup_logging,
+    print_error, settings_or_fail, setup_logging,
 )
 
 
@@ -184,7 +184,7 @@ def _start(watcher, cameras: Path, running: bool, metrics_port: int | None, metr
     """One machine or a cluster alike: refused cameras as error lines, stop when none can run, then
     the metrics server (returned) and SIGTERM/SIGINT stopping the watcher."""
     for cid, message in watcher.refused.items():
-        typer.secho(f"error: camera {cid} refused: {message}", err=True, fg=typer.colors.RED)
+        print_error(f"camera {cid} refused: {message}")
     if not running:
         # with nothing refused, pointing at "the refusals above" pointed at nothing: every camera is switched off
         fail("no camera can run (see the refusals above)" if watcher.refused else
