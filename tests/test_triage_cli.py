@@ -190,6 +190,20 @@ def test_detect_out_keeps_one_annotated_copy_per_image_when_names_repeat(tmp_pat
         assert cv2.imread(r["annotated"]).shape[:2] == (r["height"], r["width"])
 
 
+def _first_run(tmp_path: Path, sources: dict[str, Path]) -> tuple[Path, Path, list[str], subprocess.CompletedProcess]:
+    """`sources` copied into a folder under their names and triaged once with the fast options (no verifier, no
+    OCR), as the `--resume` tests start: (the folder, the out folder, the arguments to run again, the first run)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, src in sources.items():
+        shutil.copy(src, photos / name)
+    out = tmp_path / "out"
+    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
+    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    return photos, out, args, first
+
+
 def test_resume_tries_failed_photos_again_and_reports_each_once(tmp_path, bus_jpg, zidane_jpg, real_sample_dir):
     """A photo whose judging failed (its thumbnail could not be written) and a corrupt file replaced since are
     tried again by `--resume`; each ends with one record, one report row and one case, none left as an error."""
@@ -266,14 +280,7 @@ def test_resume_judges_again_a_photo_replaced_since_by_another_of_the_same_name(
     the first: the report, the CSV and the counts held the old photo and the new one under one name. It is judged
     again, its new record replaces the old, and the summary says how many changed."""
     garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name, src in (("IMG_0001.jpg", garbage[0]), ("IMG_0002.jpg", garbage[1])):
-        shutil.copy(src, photos / name)
-    out = tmp_path / "out"
-    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
-    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    photos, out, args, _ = _first_run(tmp_path, {"IMG_0001.jpg": garbage[0], "IMG_0002.jpg": garbage[1]})
     kept = next(line for line in _lines(out / "results.jsonl") if "IMG_0002.jpg" in line)
 
     shutil.copy(bus_jpg, photos / "IMG_0001.jpg")  # the phone numbered a new photo as an old one
@@ -297,14 +304,7 @@ def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_
     replacement was met) stayed 'duplicate of' a photo that no longer held its content, and that content's result
     went with the superseded record: the bus and its case were gone from the report. The copies are judged
     themselves, the first of them the bus, the other its duplicate."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(bus_jpg, photos / "b_bus.jpg")
-    shutil.copy(bus_jpg, photos / "c_copy.jpg")
-    out = tmp_path / "out"
-    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
-    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    photos, out, args, first = _first_run(tmp_path, {"b_bus.jpg": bus_jpg, "c_copy.jpg": bus_jpg})
     assert "1 readable, 1 with violations -> 1 candidate case; 0 errors, 1 duplicates" in first.stdout
 
     shutil.move(photos / "b_bus.jpg", photos / "a_moved.jpg")  # listed before the name it left
@@ -408,14 +408,7 @@ def test_resume_keeps_a_judged_photo_it_cannot_read_and_replaces_one_truncated_s
     (permission denied: nothing says it changed) keeps its result; one truncated since has changed, and its error
     replaces the stale result. The summary says which is which."""
     garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name, src in zip(("kept.jpg", "locked.jpg", "cut.jpg"), garbage, strict=True):
-        shutil.copy(src, photos / name)
-    out = tmp_path / "out"
-    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
-    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    photos, out, args, _ = _first_run(tmp_path, dict(zip(("kept.jpg", "locked.jpg", "cut.jpg"), garbage, strict=True)))
     judged = {Path(json.loads(line)["source"]).name: line for line in _lines(out / "results.jsonl")}
 
     (photos / "locked.jpg").chmod(0)
@@ -441,15 +434,8 @@ def test_resume_reads_only_the_photos_whose_size_or_time_changed(tmp_path, bus_j
     unread (here one made unreadable: it is never opened); one touched since is hashed and, the same, keeps its
     record; one replaced is judged again; a record without a stamp (an earlier release's) is hashed as before."""
     garbage = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:4]
-    photos = tmp_path / "photos"
-    photos.mkdir()
     names = ("unchanged.jpg", "touched.jpg", "replaced.jpg", "old_record.jpg")
-    for name, src in zip(names, garbage, strict=True):
-        shutil.copy(src, photos / name)
-    out = tmp_path / "out"
-    args = [str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"]
-    first = subprocess.run(_cli(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    photos, out, args, _ = _first_run(tmp_path, dict(zip(names, garbage, strict=True)))
     judged = {Path(json.loads(line)["source"]).name: line for line in _lines(out / "results.jsonl")}
     stamp = json.loads(judged["unchanged.jpg"])
     info = (photos / "unchanged.jpg").stat()
