@@ -281,6 +281,32 @@ def test_a_picture_in_two_confirmed_cases_keeps_the_boxes_of_both(tmp_path):
     assert only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)], "shopfront_spillover": [(0.0, 0.0, 0.5, 0.5)]}
 
 
+def test_a_case_id_that_is_no_file_name_names_no_file_outside_the_dataset(tmp_path):
+    """Another tool's case id became the picture's file name as it was: `../../x` copied the photo outside the dataset
+    folder (labels.csv naming images/cases/../../x.jpg), `SW:2026/1` a name Windows cannot hold. The id is made safe as
+    the detector path makes it (`case_file_stem`); two ids alike once made safe keep a file each."""
+    import json
+
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    export = tmp_path / "export"
+    (export / "evidence").mkdir(parents=True)
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:3]
+    for photo in photos:
+        (export / "evidence" / photo.name).write_bytes(photo.read_bytes())
+    lines = [{"case_id": case, "violation_type": "street_stall", "decision": "rejected", "reason_code": "not_a_violation",
+              "source_id": "cam-01", "image": f"evidence/{photo.name}"}
+             for case, photo in [("../../escaped", photos[0]), ("SW:2026/1", photos[1]), ("SW_2026_1", photos[2])]]
+    (export / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    out = tmp_path / "out" / "ds"
+    _, n, findings = verifier_dataset_from_cases(export, out)
+    assert n == 3 and not findings
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg") if "export" not in p.parts) == [
+        "out/ds/images/cases/.._.._escaped.jpg", "out/ds/images/cases/SW_2026_1-line3.jpg", "out/ds/images/cases/SW_2026_1.jpg"]
+    assert sorted(p.file for p in load_dataset(out).photos) == [
+        "images/cases/.._.._escaped.jpg", "images/cases/SW_2026_1-line3.jpg", "images/cases/SW_2026_1.jpg"]
+
+
 def test_reviewed_cases_with_a_bad_size_swapped_box_or_altered_picture_are_reported_and_skipped(tmp_path):
     """The checks of the detector path (`data from-cases`), on `--verifier` too: a frame size that is no number of pixels
     was a TypeError traceback, a box with its corners swapped a boxes.csv row that stopped the dataset from loading, and

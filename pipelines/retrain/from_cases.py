@@ -101,7 +101,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             findings.append(Finding(where, str(exc)))
             continue
         pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem)))
-        pic.cases.append(re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{no}")))
+        pic.cases.append(case_file_stem(case, no))
         pic.boxes += boxes
         if decision in NEGATIVE:
             why = case.get("reason") or case.get("reason_code") or "no reason given"
@@ -120,6 +120,13 @@ def case_decision(case: dict) -> str:
     if decision in NEGATIVE and not is_hard_negative(code):
         raise ValueError(f"rejected as {code!r}: the object is real, not a hard negative: skipped")
     return decision
+
+
+def case_file_stem(case: dict, line: int) -> str:
+    """The name a review line's picture is written under in a dataset: its case id with every character but
+    A-Z a-z 0-9 . _ - made _, or `line<N>` without one. Another tool's case id may hold `/` or `..` (it would write
+    the picture outside the dataset folder) or characters Windows cannot hold in a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{line}"))
 
 
 def case_image(case: dict, export: Path) -> Path:

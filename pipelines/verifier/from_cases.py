@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import POSITIVE, case_boxes, case_decision, case_image, frame_size, on_frame, picture_size
+from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_file_stem, case_image, frame_size, on_frame,
+                                          picture_size)
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -65,7 +66,9 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
             continue
-        rel = f"images/{SOURCE}/{case.get('case_id', n)}{image.suffix.lower()}"
+        rel = f"images/{SOURCE}/{case_file_stem(case, n)}{image.suffix.lower()}"
+        if str(image) not in rows and any(r["file"] == rel for r in rows.values()):
+            rel = f"images/{SOURCE}/{case_file_stem(case, n)}-line{n}{image.suffix.lower()}"  # two ids alike once made safe
         row = rows.setdefault(str(image), {"file": rel, "group": case.get("source_id") or rel, "_src": image})
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
