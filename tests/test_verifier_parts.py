@@ -203,6 +203,22 @@ def test_uncertain_rows_are_counted_when_left_out(tmp_path):
     assert len(ds.photos) == 1 and ds.notes == ["1 rows with uncertain=1 left out (--no-uncertain)"]
 
 
+def test_blank_rows_excel_saves_are_passed_over_and_counted(tmp_path):
+    """An office clears a row's cells in Excel or WPS and saves "CSV UTF-8": the file keeps the row as `,,,,` (byte-order
+    mark and CRLF too). Such a row stopped train, crossval and eval with 'row 4: empty file name'; a row with nothing
+    in any cell is passed over and counted in a note, while a row with labels but no file name is still refused."""
+    _dataset(tmp_path, [{"file": f"images/{x}.jpg", "group": "g", "street_stall": "1", "notes": ""} for x in "ab"])
+    text = "\ufefffile,group,street_stall,notes\r\nimages/a.jpg,g,1,摊点\r\n,,,\r\nimages/b.jpg,g,0,\r\n,,,\r\n"
+    (tmp_path / "labels.csv").write_bytes(text.encode("utf-8"))
+    ds = load_dataset(tmp_path)
+    assert [(p.file, p.labels, p.notes) for p in ds.photos] == [("images/a.jpg", {"street_stall": 1}, "摊点"),
+                                                                ("images/b.jpg", {"street_stall": 0}, "")]
+    assert ds.notes == [f"{tmp_path / 'labels.csv'}: 2 blank rows (every cell empty) passed over"]
+    (tmp_path / "labels.csv").write_bytes((text + ",g,1,\r\n").encode("utf-8"))
+    with pytest.raises(DatasetError, match=r"labels.csv: row 6: empty file name"):
+        load_dataset(tmp_path)
+
+
 def test_rows_labelled_for_no_type_are_counted_and_left_out(tmp_path):
     ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "flyposting": ""}
     ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "file": "images/b.jpg", "street_stall": ""},

@@ -95,6 +95,12 @@ def _rows(data: bytes, path: Path) -> csv.DictReader:
         raise DatasetError(str(exc)) from None
 
 
+def _blank_row(row: dict) -> bool:
+    """Whether a CSV row has no value in any cell (an extra field past the header is a list of cells)."""
+    cells = [c for v in row.values() for c in (v if isinstance(v, list) else [v])]
+    return not any((c or "").strip() for c in cells)
+
+
 def load_datasets(roots: list[Path], *, uncertain: bool = True) -> Dataset:
     """Several labelled folders as one dataset (street-scenes plus reviewed cases, say); the digest covers all."""
     parts = [load_dataset(r, uncertain=uncertain) for r in roots]
@@ -123,7 +129,11 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     photos, notes, skipped_uncertain, unlabelled = [], [], 0, 0
     first_row: dict[str, int] = {}  # a photo labelled in two rows would count twice in every figure, maybe in two folds
     listed: set[str] = set()  # every photo labels.csv names, used or left out
+    blank = 0
     for n, row in enumerate(reader, start=2):
+        if _blank_row(row):  # Excel and WPS save a row whose cells were cleared as `,,,,`: nothing to read there
+            blank += 1
+            continue
         rel = (row.get("file") or "").strip()
         if not rel:
             raise DatasetError(f"{labels_csv}: row {n}: empty file name")
@@ -154,6 +164,8 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
                             notes=(row.get("notes") or "").strip()))
     if skipped_uncertain:
         notes.append(f"{skipped_uncertain} rows with uncertain=1 left out (--no-uncertain)")
+    if blank:
+        notes.append(f"{labels_csv}: {blank} blank rows (every cell empty) passed over")
     if unlabelled:
         notes.append(f"{labels_csv}: {unlabelled} rows with every label cell empty left out (labelled for no type)")
     boxes_csv = root / "boxes.csv"
