@@ -397,3 +397,16 @@ def test_the_api_and_retraining_agree_on_what_a_rejection_means(real_sample_dir,
     assert "(case c0): rejected as 'privacy': the object is real, not a hard negative: skipped" in result.stderr
     assert {f.source for f in Dataset(tmp_path / "cases").files()} == {"cases c1"}
     assert [r.hard_negative for r in REASONS.values()].count(False) == 5
+
+
+def test_from_cases_names_a_review_export_it_cannot_read_for_both_datasets(tmp_path):
+    """A review export another tool wrote in GBK (a Chinese reason) was a UnicodeDecodeError traceback with `--verifier`
+    while the detector dataset said which file and why; both read it through one `review_lines`."""
+    export = tmp_path / "review.jsonl"
+    export.write_bytes(json.dumps({"case_id": "c-1", "violation_type": "street_stall", "decision": "rejected",
+                                   "reason": "不是摊点", "image": "a.jpg"}, ensure_ascii=False).encode("gbk") + b"\n")
+    for extra in ([], ["--verifier"]):
+        result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / f"ds{len(extra)}"), *extra])
+        assert result.exit_code == 2, result.output
+        assert f"{export}: cannot read the review export: 'utf-8' codec can't decode" in result.output
+        assert not (tmp_path / f"ds{len(extra)}").exists()

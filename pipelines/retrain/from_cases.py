@@ -66,11 +66,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
     """Parse the export into pictures with their boxes, and one finding per unusable line/box."""
     pictures: dict[Path, _Picture] = {}
     findings: list[Finding] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read the review export: {exc}") from None
-    for no, line in enumerate(lines, 1):
+    for no, line in enumerate(review_lines(path), 1):
         if not line.strip():
             continue
         where = f"{Path(path).name}:{no}"
@@ -107,6 +103,15 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             why = case.get("reason") or case.get("reason_code") or "no reason given"
             pic.rejections.append(f"{case.get('violation_type', '?')}: {why}")
     return pictures, findings
+
+
+def review_lines(path: Path) -> list[str]:
+    """The review export's lines, for the detector and the verifier dataset alike; DatasetError naming the file and
+    the reason when it cannot be read as UTF-8 text (a folder, a file saved as GBK by another tool)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the review export: {exc}") from None
 
 
 def case_decision(case: dict) -> str:

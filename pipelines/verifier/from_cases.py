@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipelines.retrain.check import Finding
 from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_file_stem, case_image, frame_size, on_frame,
-                                          picture_size)
+                                          picture_size, review_lines)
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -39,7 +39,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
     findings: list[Finding] = []
     rows: dict[str, dict] = {}
     boxes: list[dict] = []
-    for n, line in enumerate(export.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(review_lines(export), start=1):
         if not line.strip():
             continue
         where = f"{export.name}: line {n}"

@@ -193,7 +193,7 @@ def from_cases(
 
         try:
             labels, n, findings = verifier_dataset_from_cases(export, out)
-        except (FileNotFoundError, FileExistsError) as exc:
+        except (FileNotFoundError, FileExistsError, DatasetError) as exc:
             fail(str(exc))
         print_findings(findings)
         typer.echo(f"wrote {n} labelled pictures to {labels}; next: streetwatch verifier train --data <street-scenes> --data {out}")
