@@ -130,6 +130,7 @@ def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     store.close()
 
 
+@pytest.mark.slow  # draws every chart of a report with matplotlib
 def test_dollar_signs_in_names_are_text_in_the_charts(tmp_path):
     """Matplotlib read `$…$` in a label as a formula, so a camera, shop or photo batch named with one (`cam-$\\foo$`)
     stopped the whole report with a ParseFatalException; the city's names are drawn as the text they are."""

@@ -362,6 +362,7 @@ def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):
     assert summary["track"].endswith("drive.srt") and summary["groups"] >= 1
 
 
+@pytest.mark.slow  # three patrol runs of a real video through the CLI
 def test_patrol_command_resumes_a_stopped_run(tmp_path, clip):
     """`run_patrol(resume=True)` took up the service's jobs after a restart, but the command had no --resume: a run
     killed while judging could only be run again into another folder, judging every frame anew. `--resume` with the

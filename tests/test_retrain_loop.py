@@ -11,6 +11,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import onnxruntime as ort
 import yaml
 from typer.testing import CliRunner
@@ -33,6 +34,7 @@ def _source(real_sample_dir, dest, name, n):
     return dest
 
 
+@pytest.mark.slow  # trains a detector for an epoch and exports it: the longest case of the default suite
 def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tmp_path, monkeypatch):
     models = tmp_path / "models"
     monkeypatch.setenv("STREETWATCH_MODELS", str(models))  # registry, weights and runs go here
