@@ -231,7 +231,12 @@ class S3EvidenceStore:
         try:
             for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
                 rel = obj.object_name[len(prefix):]
+                if unsafe := _unsafe_key(rel):
+                    raise StorageError(f"{ref}: object {obj.object_name!r} {unsafe}: not a file of a bundle we store; "
+                                       "nothing fetched")
                 self.client.fget_object(self.bucket, obj.object_name, str(Path(dest) / rel))
+        except StorageError:
+            raise
         except Exception as exc:
             raise StorageError(f"{ref}: cannot fetch evidence: {_reason(exc)}") from exc
         if not (Path(dest) / MANIFEST).is_file():
@@ -255,6 +260,15 @@ class S3EvidenceStore:
         if expires > MAX_PRESIGN:
             raise StorageError(f"presigned URLs live at most {MAX_PRESIGN.days} days, asked for {expires}")
         return self.client.presigned_get_object(self.bucket, self._key(ref, rel_path), expires=expires)
+
+
+def _unsafe_key(rel: str) -> str | None:
+    """Why an object's path inside a bundle cannot be a file of it (a `..`, `.` or empty segment: written by
+    someone else, it would land outside the fetched bundle, and minio refuses it with a bare ValueError); None if fine."""
+    for segment in ("..", ".", ""):
+        if segment in rel.split("/"):
+            return f"has a {segment!r} path segment" if segment else "has an empty path segment (a leading or doubled /)"
+    return None
 
 
 def _reason(exc: Exception) -> str:

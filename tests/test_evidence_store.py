@@ -148,3 +148,36 @@ def test_intake_camera_lifecycle_and_reverification(tmp_path, bus_event):
     checked = intake.record_verification(case.id, later, dets[:0], cleared=False, actor="cctv:cam-01")
     assert checked.state is CaseState.STILL_PRESENT and checked.verification_ref == "verification/verification_1.jpg"
     assert (bundle_path / "verification" / "verification_1.jpg").is_file() and verify_bundle(bundle_path, KEY).ok
+
+
+def test_verify_of_several_s3_bundles_reports_a_planted_key_as_that_bundles_failure(tmp_path, bundle, moto_s3, monkeypatch):
+    """A key with a `..` segment (written by someone else; minio cannot even fetch it) fails its own bundle,
+    named with the reason, and the other bundles are still verified; nothing is written outside the copy."""
+    import boto3
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    store = _s3(moto_s3, bucket="sw-verify-many")
+    cases = ("SW20250314-aaa", "SW20250314-bbb", "SW20250314-ccc", "SW20250314-ddd")
+    refs = [store.put_bundle(case, bundle.path) for case in cases]
+    planted = "cases/SW20250314-bbb/../../planted.txt"
+    absolute = f"cases/SW20250314-ddd/{tmp_path}/escaped.txt"  # a doubled /: it would be fetched to that absolute path
+    client = boto3.client("s3", endpoint_url=f"http://{moto_s3}", aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    for key in (planted, absolute):
+        client.put_object(Bucket="sw-verify-many", Key=key, Body=b"x")
+    config = tmp_path / "sw.yaml"
+    config.write_text(json.dumps({"evidence_store": {"backend": "s3", "s3": {
+        "endpoint": moto_s3, "secure": False, "bucket": "sw-verify-many", "retries": 0}}}))
+    monkeypatch.chdir(tmp_path)
+    env = {"STREETWATCH_EVIDENCE_KEY": KEY.decode(), "STREETWATCH_S3_ACCESS_KEY": "testing",
+           "STREETWATCH_S3_SECRET_KEY": "testing", "COLUMNS": "250"}
+    ran = CliRunner().invoke(app, ["evidence", "verify", *refs, "--config", str(config), "--no-store"], env=env)
+    assert ran.exit_code == 1, ran.output
+    lines = ran.output.splitlines()
+    assert [line.split()[:2] for line in lines if not line.startswith(" ")] == [
+        ["OK", refs[0]], ["FAIL", refs[1]], ["OK", refs[2]], ["FAIL", refs[3]]], ran.output
+    assert f"problem: {refs[1]}: object {planted!r} has a '..' path segment: not a file of a bundle we store" in ran.output
+    assert f"problem: {refs[3]}: object {absolute!r} has an empty path segment (a leading or doubled /)" in ran.output
+    assert not list(tmp_path.rglob("planted.txt")) and not (tmp_path / "escaped.txt").exists()

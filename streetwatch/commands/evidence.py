@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
 
         Exits 0 only when every bundle passes; otherwise lists what is wrong and exits 1.
         """
-        from detect.evidence import EvidenceKeyError, load_hmac_key, load_public_keys, verify_bundle
+        from detect.evidence import EvidenceKeyError, VerifyReport, load_hmac_key, load_public_keys, verify_bundle
+        from pipelines.evidence_store import StorageError
 
         settings = settings_or_fail(config)
         if (case or digest) and len(bundles) > 1:
@@ -70,13 +71,17 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         failed = 0
         store = _store(settings) if use_store else None
+        evidence_store = _evidence_store(settings, bundles)
         for bundle in bundles:
             expected_case = case or _case_of(bundle)
             expected_digest, store_problem = digest, None
             if expected_digest is None and store is not None and expected_case is not None:
                 expected_digest, store_problem = _recorded_digest(store, expected_case)
-            with _local_copy(bundle, settings) as path:
-                report = verify_bundle(path, key, public_keys=publics, case_id=expected_case, digest=expected_digest)
+            try:
+                with _local_copy(bundle, evidence_store) as path:
+                    report = verify_bundle(path, key, public_keys=publics, case_id=expected_case, digest=expected_digest)
+            except StorageError as exc:  # this bundle is not readable: it fails, the others are still checked
+                report = VerifyReport(bundle=bundle, problems=[str(exc)])
             report.bundle = bundle
             if store_problem:
                 report.problems.append(store_problem)
@@ -164,19 +169,28 @@ def _recorded_digest(store, case_id: str) -> tuple[str | None, str | None]:
     return recorded, None if recorded else f"the case store has no sealed digest for case {case_id}"
 
 
+def _evidence_store(settings, bundles: list[str]):
+    """The configured evidence store when a bundle is given as a stored reference (None otherwise); S3
+    credentials missing stop the command."""
+    from pipelines.evidence_store import StorageError, open_evidence_store
+
+    refs = [b for b in bundles if "://" in b]
+    if not refs:
+        return None
+    try:
+        return open_evidence_store(settings.evidence_store)
+    except StorageError as exc:
+        fail(str(exc))
+
+
 @contextmanager
-def _local_copy(bundle: str, settings) -> Iterator[Path]:
-    """A bundle directory as given, or a temporary copy of a stored bundle reference."""
+def _local_copy(bundle: str, evidence_store) -> Iterator[Path]:
+    """A bundle directory as given, or a temporary copy of a stored bundle reference (StorageError when it
+    cannot be fetched)."""
     if "://" not in bundle:
         yield Path(bundle)
         return
     import tempfile
 
-    from pipelines.evidence_store import StorageError, open_evidence_store
-
     with tempfile.TemporaryDirectory(prefix="sw-verify-") as tmp:
-        try:
-            path = open_evidence_store(settings.evidence_store).fetch_bundle(bundle, Path(tmp) / "bundle")
-        except StorageError as exc:
-            fail(str(exc))
-        yield path
+        yield evidence_store.fetch_bundle(bundle, Path(tmp) / "bundle")
