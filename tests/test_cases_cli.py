@@ -110,6 +110,17 @@ def test_evidence_verify_by_stored_reference(deployment):
     assert bad.exit_code == 1 and f'"tampered": ["crops/{crop.name}"]' in bad.output
 
 
+def test_evidence_verify_names_an_s3_reference_on_a_local_store_and_a_path_that_does_not_exist(deployment, tmp_path):
+    ref = "s3://streetwatch-evidence/cases/SW20250314-3f9c2a7b1d0e"
+    s3 = _cli("evidence", "verify", ref)
+    assert s3.exit_code == 2 and (f"{ref} is an S3 reference, but evidence_store.backend is local (settings: "
+                                  f"{tmp_path / 'sw.yaml'}); to fetch it, set evidence_store.backend: s3") in s3.output
+    gone, a_file = tmp_path / "no-such-bundle", tmp_path / "sw.yaml"
+    checked = _cli("evidence", "verify", str(gone), str(a_file), "--no-store")
+    assert checked.exit_code == 1
+    assert f"problem: {gone}: does not exist" in checked.output and f"problem: {a_file}: not a directory" in checked.output
+
+
 def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispatch(deployment, bus_event):
     """Issue 14, item 4: a bundle is tied to its case by case id and by the digest recorded at sealing."""
     import shutil

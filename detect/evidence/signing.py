@@ -116,7 +116,7 @@ def verify_bundle(bundle: str | Path, key: bytes | None, *, public_keys: list[Ed
     bundle = Path(bundle)
     report = VerifyReport(bundle=str(bundle))
     if not bundle.is_dir():
-        report.problems.append(f"{bundle}: not a directory")
+        report.problems.append(f"{bundle}: {'not a directory' if bundle.exists() else 'does not exist'}")
         return report
     try:
         data = (bundle / MANIFEST).read_bytes()

@@ -4,6 +4,7 @@ with the HMAC secret or with a published public key (no secret needed)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,7 +72,7 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         failed = 0
         store = _store(settings) if use_store else None
-        evidence_store = _evidence_store(settings, bundles)
+        evidence_store = _evidence_store(settings, bundles, config)
         for bundle in bundles:
             expected_case = case or _case_of(bundle)
             expected_digest, store_problem = digest, None
@@ -169,14 +170,20 @@ def _recorded_digest(store, case_id: str) -> tuple[str | None, str | None]:
     return recorded, None if recorded else f"the case store has no sealed digest for case {case_id}"
 
 
-def _evidence_store(settings, bundles: list[str]):
-    """The configured evidence store when a bundle is given as a stored reference (None otherwise); S3
-    credentials missing stop the command."""
+def _evidence_store(settings, bundles: list[str], config: Path | None):
+    """The configured evidence store when a bundle is given as a stored reference (None otherwise); an S3
+    reference with the local backend configured, or S3 credentials missing, stop the command naming the fix."""
     from pipelines.evidence_store import StorageError, open_evidence_store
+    from pipelines.settings import CONFIG_ENV
 
     refs = [b for b in bundles if "://" in b]
     if not refs:
         return None
+    s3_refs = [b for b in refs if b.startswith("s3://")]
+    if s3_refs and settings.evidence_store.backend == "local":
+        where = config or os.environ.get(CONFIG_ENV) or "no settings file (--config, $STREETWATCH_CONFIG): the defaults"
+        fail(f"{s3_refs[0]} is an S3 reference, but evidence_store.backend is local (settings: {where}); to fetch it, "
+             "set evidence_store.backend: s3 and evidence_store.s3 (endpoint, bucket) in the settings given with --config")
     try:
         return open_evidence_store(settings.evidence_store)
     except StorageError as exc:
