@@ -365,5 +365,5 @@ class TriageJobs:
         t = result.tally
         self._update(job_id, state="done", finished_at=_now(), cases=cases,
                      summary={"readable": t.ok, "with_violations": t.positives, "errors": t.errors,
-                              "duplicates": t.duplicates, "groups": len(result.groups)})
+                              "duplicates": t.duplicates, "groups": len(result.groups), "spool": result.spool.as_dict()})
         self.metrics.jobs.labels("done").inc()

@@ -320,3 +320,42 @@ def test_withdrawing_leaves_a_case_a_reviewer_queued_after_it_was_looked_up(tmp_
     assert done.withdrawn == [] and [(c.id, c.state, p) for c, p in done.left] == [(case.id, CaseState.QUEUED, "/photos/a.jpg")]
     assert store.get(case.id).state is CaseState.QUEUED
     store.close()
+
+
+def test_the_summary_says_which_spooled_bundles_a_run_uploaded_and_which_still_wait(tmp_path, bus_jpg, onnx_detector, monkeypatch):
+    """Bundles an earlier run left in the spool (the evidence store could not be written) are uploaded by the next run's
+    retry; the summary, printed and in the result, says how many it stored, and each one still waiting with why."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    day = tmp_path / "spots"
+    for i, name in enumerate(("a.jpg", "b.jpg")):  # two places far apart: two cases
+        phone_photo(bus_jpg, day / name, taken=datetime(2024, 6, 3, 9 + i, 0), gps=(30.2 + i * 0.01, 120.1))
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the evidence folder should be: every upload fails")
+    config = tmp_path / "streetwatch.json"
+
+    def deployment(root: Path) -> Settings:
+        config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                      "evidence_store": {"local_root": str(root), "spool_dir": str(tmp_path / "spool")}}))
+        return load_model(Settings, config)
+
+    def triage(out: str, root: Path):
+        return run_triage([day], TriageSettings(out=tmp_path / out, cases=True, verifier="none", ocr="off"),
+                          detector=onnx_detector, deployment=deployment(root), show_progress=False)
+
+    first = triage("out1", blocked)
+    spooled = sorted(r.case_id for r in first.refs)
+    assert len(spooled) == 2 and all(r.evidence is None for r in first.refs)
+    again = triage("out2", blocked)  # still down: nothing uploaded, both named with their reason
+    assert again.spool.uploaded == [] and [c for c, _ in again.spool.waiting] == spooled
+    assert all(reason.startswith("evidence upload failed, will retry: case ") and str(blocked) in reason
+               for _, reason in again.spool.waiting)
+
+    deployment(tmp_path / "evidence")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STREETWATCH_EVIDENCE_KEY": KEY, "YOLO_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "streetwatch.cli", "triage", str(day), "--out", str(tmp_path / "out3"), "--config", str(config),
+           "--verifier", "none", "--ocr", "off", "--no-progress"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "evidence spool: 2 bundles an earlier run could not upload stored now" in done.stdout, done.stdout
+    assert "still waiting" not in done.stdout
+    assert all((tmp_path / "evidence" / case_id / "manifest.json").is_file() for case_id in spooled)

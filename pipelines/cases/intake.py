@@ -111,6 +111,10 @@ class Intake:
                     done.append(case)
         return done
 
+    def spooled(self) -> list[str]:
+        """The cases whose sealed bundle waits in the spool for the evidence store (what `retry_evidence` will try)."""
+        return sorted(p.name for p in self.spool.iterdir() if p.is_dir() and p.name != REJECTED and not p.name.endswith(PARTIAL))
+
     def settle(self, case: Case) -> Case:
         """Queue a case whose evidence is stored if the auto-queue policy wants it and nobody has yet (a run
         stopped between storing the evidence and queuing it); any other case comes back unchanged."""

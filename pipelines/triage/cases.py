@@ -37,7 +37,7 @@ from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
 from pipelines.cases.states import CaseState
-from pipelines.cases.store import Case, CaseStore, CaseStoreError
+from pipelines.cases.store import Case, CaseNotFound, CaseStore, CaseStoreError
 from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.record import PhotoRecord, detections_of
@@ -68,6 +68,19 @@ class Withdrawals:
     left: list[tuple[Case, str]] = field(default_factory=list)
 
 
+@dataclass
+class SpoolRetry:
+    """What the run's retry of the spool did (bundles earlier runs, or cameras, could not upload: storage was down):
+    `uploaded` (case ids stored now) and `waiting` (case id, why it is still spooled)."""
+
+    uploaded: list[str] = field(default_factory=list)
+    waiting: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"uploaded": len(self.uploaded), "waiting": len(self.waiting),
+                "waiting_cases": [{"case_id": case_id, "reason": reason} for case_id, reason in self.waiting]}
+
+
 class TriageCases:
     """Writes ranked groups as candidate cases (and, with `auto_queue` on the intake, queues them)."""
 
@@ -75,10 +88,11 @@ class TriageCases:
         self.intake, self.store, self.batch_id = intake, store, batch_id
         self.staging = staging
         self.archives = ArchiveCache()
+        self.spool = SpoolRetry()
 
     def write(self, groups: list[Group], on_case=None) -> list[CaseRef]:
         """One `CaseRef` per group, in order; a group whose photos cannot be read again gets none."""
-        self.intake.retry_evidence()  # bundles an earlier run could not upload
+        self.spool = self._retry_spool()
         refs = []
         try:
             for group in groups:
@@ -89,6 +103,18 @@ class TriageCases:
             self.archives.close()
             shutil.rmtree(self.staging, ignore_errors=True)
         return refs
+
+    def _retry_spool(self) -> SpoolRetry:
+        """Upload the bundles an earlier run could not, and say which are still spooled and why (the case's reason)."""
+        uploaded = [case.id for case in self.intake.retry_evidence()]
+        waiting = []
+        for case_id in self.intake.spooled():
+            try:
+                reason = self.store.get(case_id).reason or "not uploaded yet"
+            except CaseNotFound:
+                reason = "no such case in the case store"
+            waiting.append((case_id, reason))
+        return SpoolRetry(uploaded, waiting)
 
     def withdraw(self, replaced: Iterable[PhotoRecord], current: set[str]) -> Withdrawals:
         """Withdraw each case this batch drafted from a finding of `replaced` (judged records a resumed run

@@ -22,7 +22,7 @@ from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
-from pipelines.triage.cases import CasesUnavailable, TriageCases, Withdrawals, open_triage_cases, violation_id
+from pipelines.triage.cases import CasesUnavailable, SpoolRetry, TriageCases, Withdrawals, open_triage_cases, violation_id
 from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import RESULTS, InputGone, Journal
@@ -46,6 +46,7 @@ class TriageResult:
     out: Path
     files: dict[str, Path] = field(default_factory=dict)
     withdrawals: Withdrawals = field(default_factory=Withdrawals)  # cases drafted from photos replaced since
+    spool: SpoolRetry = field(default_factory=SpoolRetry)  # bundles earlier runs left in the spool: uploaded, still waiting
 
     @property
     def readable(self) -> int:
@@ -216,4 +217,5 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
     run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")}
     write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases)
     return TriageResult(stats, tally, groups, refs, out,
-                        {"report": out / REPORT, "results": results, "cases": out / CASES_CSV}, withdrawals)
+                        {"report": out / REPORT, "results": results, "cases": out / CASES_CSV}, withdrawals,
+                        case_writer.spool if case_writer is not None else SpoolRetry())
