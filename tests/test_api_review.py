@@ -125,6 +125,39 @@ def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_e
     assert [(h["to"], h["actor"]) for h in history] == [("candidate", "rules:batch-7/bus"), ("queued", "reviewer-user")]
 
 
+def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_field(tmp_path, monkeypatch, bus_event):
+    """PATCH /cases/{id} could not set a place, so a photo without GPS could never be sent anywhere: it takes
+    `address` and `lat`/`lon` (the case filed in the grid cell of `service.triage.grid` they lie in, as upload
+    jobs do), audited like the other edits, and answers a bad place 422 naming the field, Chinese first."""
+    from tests.analytics_helpers import G3, LAT0, LON0, write_grid
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    settings = settings_for(tmp_path, dispatch=DCM, triage={"grid": str(write_grid(tmp_path / "grid.geojson"))})
+    app, tokens = make_app(settings)
+    [a] = draft_cases(app, bus_event, [{"address": None}])
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        edited = client.patch(f"/api/v1/cases/{a}", headers=reviewer,
+                              json={"address": " 文三路 100 号 ", "lat": LAT0 + 0.001, "lon": LON0 + 0.009})
+        assert edited.status_code == 200, edited.text
+        assert {k: edited.json()[k] for k in ("address", "lat", "lon", "grid_cell")} == {
+            "address": "文三路 100 号", "lat": LAT0 + 0.001, "lon": LON0 + 0.009, "grid_cell": G3}
+        [record] = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()
+        assert record["details"]["address"] == {"from": None, "to": "文三路 100 号"}
+        assert record["details"]["grid_cell"] == {"from": "330106001001", "to": G3}
+
+        for body, detail in (({"address": ""}, "address: 地址为空 — the address is empty"),
+                             ({"lon": 120.1}, "lat: 经纬度须同时填写 — give both lat and lon, or neither (lat is missing)"),
+                             ({"lat": 30.2, "lon": 200}, "lon: 坐标超出范围（200.0，应在 -180 到 180 之间） — lon 200.0 is not between")):
+            refused = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json=body)
+            assert refused.status_code == 422 and refused.json()["detail"].startswith(detail), refused.text
+        assert app.state.ctx.store.get(a).address == "文三路 100 号"
+
+        client.post(f"/api/v1/cases/{a}/reject", headers=reviewer, json={"reason": "not_visible"})
+        late = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"address": "学院路 1 号"})
+        assert late.status_code == 409 and "only candidate, queued cases can be edited" in late.json()["detail"]
+
+
 def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, monkeypatch):
     app, client, tokens, _ = service
     store = app.state.ctx.store

@@ -298,6 +298,41 @@ def test_search_and_revise(store):
         store.revise(ids[0], actor="rev", description="late")
 
 
+def test_a_reviewer_sets_the_place_of_a_case_without_one(store, tmp_path):
+    """A photo without GPS had neither address nor coordinates, and nothing could add them, so no platform could
+    send a handler: revise takes an address and coordinates (recorded like the other edits), files the case in the
+    grid cell of the coordinates as intake does, and refuses a place that cannot be one, naming the field."""
+    from pipelines.cases.store import PlaceError
+    from pipelines.grid import load_grid
+    from tests.analytics_helpers import G2, LAT0, LON0, write_grid
+
+    case = store.create_case(NewCase(violation_type="illegal_parking", source_kind="photo_batch", source_id="triage:wechat"))
+    assert (case.address, case.lat, case.lon, case.grid_cell) == (None, None, None, None)
+    grid = load_grid(write_grid(tmp_path / "grid.geojson"))
+    placed = store.revise(case.id, actor="rev", address="  文三路 90 号东门  ", lat=LAT0 + 0.001, lon=LON0 + 0.006, grid=grid)
+    assert (placed.address, placed.lat, placed.lon, placed.grid_cell) == ("文三路 90 号东门", LAT0 + 0.001, LON0 + 0.006, G2)
+    assert [(r["field"], r["from"], r["to"], r["by"]) for r in placed.details["revisions"]] == [
+        ("address", None, "文三路 90 号东门", "rev"), ("lat", None, LAT0 + 0.001, "rev"), ("lon", None, LON0 + 0.006, "rev"),
+        ("grid_cell", None, G2, "rev")]
+    outside = store.revise(case.id, actor="rev", lat=31.0, lon=121.0, grid=grid)
+    assert outside.grid_cell is None and outside.details["revisions"][-1]["field"] == "grid_cell"
+    assert store.revise(case.id, actor="rev", lat=31.0, lon=121.0, grid=grid) == outside  # nothing changed: nothing recorded
+    assert store.revise(case.id, actor="rev", lat=30.5, lon=120.5).grid_cell is None  # no grid: the cell stays
+
+    for kw, message in (({"address": "   "}, "address: 地址为空 — the address is empty"),
+                        ({"address": "路" * 201}, "address: 地址过长（201 字，最多 200） — the address has 201 characters"),
+                        ({"lat": 30.2}, "lon: 经纬度须同时填写 — give both lat and lon, or neither (lon is missing)"),
+                        ({"lat": 91.0, "lon": 120.0}, "lat: 坐标超出范围（91.0，应在 -90 到 90 之间）"),
+                        ({"lat": 30.0, "lon": float("nan")}, "lon: 坐标超出范围（nan")):
+        with pytest.raises(PlaceError) as refused:
+            store.revise(case.id, actor="rev", **kw)
+        assert str(refused.value).startswith(message), kw
+    assert store.get(case.id).address == "文三路 90 号东门"  # what was accepted before stays
+    store.review(case.id, approve=False, reviewer="rev", reason_code="legal")
+    with pytest.raises(CaseStoreError, match="only candidate, queued cases can be edited"):
+        store.revise(case.id, actor="rev", address="学院路 1 号")
+
+
 def test_a_transition_only_from_a_state_refuses_a_case_moved_on(store):
     """A machine withdrawing a candidate it looked up a moment ago (a resumed triage run) must not reject a case a
     reviewer queued in between: `only_from` checks the state in the move's own transaction."""

@@ -94,7 +94,8 @@ class ReportListing(BaseModel):
     files: list[str] = Field(description="Files of the report present in the folder.")
 
 
-def _mtime(path: Path | None) -> int:
+def mtime_of(path: Path | None) -> int:
+    """A file's change stamp for the caches that reload it (0: no file set, -1: unreadable)."""
     try:
         return path.stat().st_mtime_ns if path is not None else 0
     except OSError:
@@ -115,7 +116,7 @@ def sheet_for(ctx: AppContext) -> Sheet:
     """The deployment's scoring sheet (`analytics.sheet`, default the shipped example), loaded again when the file changes."""
     cfg = _config(ctx)
     try:
-        return _sheet_cached(str(cfg.sheet) if cfg.sheet else None, _mtime(cfg.sheet))
+        return _sheet_cached(str(cfg.sheet) if cfg.sheet else None, mtime_of(cfg.sheet))
     except ConfigError as exc:
         raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None
 
@@ -128,7 +129,7 @@ def _places(ctx: AppContext) -> Places:
     """The grid and zone files, loaded once and again when either file changes."""
     cfg = _config(ctx)
     try:
-        return _places_cached(cfg.model_dump_json(), (_mtime(cfg.grid), _mtime(cfg.zones)))
+        return _places_cached(cfg.model_dump_json(), (mtime_of(cfg.grid), mtime_of(cfg.zones)))
     except ConfigError as exc:
         raise Problem(503, f"analytics map files: {exc}", slug="analytics-config") from None
 

@@ -14,14 +14,16 @@ from api.accounts import Principal
 from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from api.routers.analytics import sheet_for
+from api.routers.analytics import mtime_of, sheet_for
 from api.uploads import CappedBodyRoute
+from detect.config_io import ConfigError
 from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.store import MAX_TAGS, TAG, Case, CaseQuery, severity_of
+from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Case, CaseQuery, severity_of
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
+from pipelines.grid import GridCells, load_grid
 from pipelines.times import as_utc
 
 router = APIRouter(tags=["cases"], route_class=CappedBodyRoute)
@@ -48,6 +50,11 @@ class EditBody(BaseModel):
         "/api/v1/meta lists the sheet's). Allowed in any state.", max_length=MAX_TAGS)
     severity: Severity | None = Field(
         None, description="The case's severity: general (一般), major (较重) or serious (严重); what reports count by. Allowed in any state.")
+    address: str | None = Field(None, description=f"The case's address (地址), trimmed, 1-{MAX_ADDRESS} characters: where a platform sends "
+                                "a handler (a photo without GPS has none). Before dispatch, as the description.")
+    lat: float | None = Field(None, description="Latitude (WGS-84), with `lon`: both or neither. New coordinates move the case to "
+                              "the grid cell of `service.triage.grid` they lie in, when that is set.")
+    lon: float | None = Field(None, description="Longitude (WGS-84), with `lat`.")
 
 
 # ---- response bodies --------------------------------------------------------------------------
@@ -334,18 +341,40 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
     return case_json(case)
 
 
-@router.patch("/cases/{case_id}", summary="Change the type or edit the description (before dispatch), set tags or severity",
-              response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
+_GRID: dict[str, Any] = {}  # the last grid loaded: its (path, change stamp, taxonomy) and the cells
+
+
+def upload_grid(ctx: AppContext) -> GridCells | None:
+    """The grid upload jobs file photos by (`service.triage.grid`), so coordinates a reviewer sets put the case in
+    the cell its GPS would have; loaded again when the file changes. None: no grid set."""
+    path = ctx.service.triage.grid
+    if path is None:
+        return None
+    key = (str(path), mtime_of(path), id(ctx.taxonomy))
+    if _GRID.get("key") != key:
+        try:
+            _GRID.update(key=key, cells=load_grid(path, ctx.taxonomy))
+        except ConfigError as exc:
+            raise Problem(503, f"service.triage.grid unusable: {exc}", slug="invalid-config") from None
+    return _GRID["cells"]
+
+
+EDITED = (("type", "violation_type"), ("description", "description"), ("address", "address"), ("lat", "lat"), ("lon", "lon"),
+          ("grid_cell", "grid_cell"))  # what the audit log records of an edit: its name there, the case's field
+
+
+@router.patch("/cases/{case_id}", summary="Change the type, description or place (before dispatch), set tags or severity",
+              response_model=CaseView, responses=problems(401, 403, 404, 409, 422, 503))
 def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
-    if body.type is None and body.description is None and body.tags is None and body.severity is None:
-        raise Problem(422, "nothing to change: give `type`, `description`, `tags` and/or `severity`")
+    if all(value is None for _, value in body):
+        raise Problem(422, "nothing to change: give `type`, `description`, `address`, `lat`/`lon`, `tags` and/or `severity`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
     before = ctx.store.get(case_id)
+    grid = upload_grid(ctx) if body.lat is not None else None
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
-                            severity=body.severity)
-    changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in (("type", "violation_type"), ("description", "description"))
-               if getattr(before, c) != getattr(case, c)}
+                            severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid)
+    changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in EDITED if getattr(before, c) != getattr(case, c)}
     old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
     if old_tags != new_tags:
         changes["tags"] = {"from": old_tags, "to": new_tags}

@@ -16,15 +16,19 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from detect.frames import GeoPoint
 from detect.taxonomy import Severity
 from pipelines.cases.schema import case_history, cases, migrate, outbox
 from pipelines.cases.states import CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
+
+if TYPE_CHECKING:
+    from pipelines.grid import GridCells
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,11 @@ class CaseStoreUnreachable(RuntimeError):
         super().__init__(f"cannot open the case store {url}: {reason} (cases.url; check {check})")
 
 
+class PlaceError(CaseStoreError):
+    """A place a reviewer gave that cannot be one (the field and why, Chinese first for the pages): bad input,
+    not a conflict with the case's state."""
+
+
 TAG = re.compile(r"^[a-z0-9_]{1,32}$")
 MAX_TAGS = 10
 
@@ -81,6 +90,31 @@ def check_tags(tags: list[str]) -> list[str]:
     if len(out) > MAX_TAGS:
         raise CaseStoreError(f"{len(out)} tags: at most {MAX_TAGS} per case")
     return out
+
+
+MAX_ADDRESS = 200  # characters: a street address with a landmark, not a note (that is the description)
+
+
+def check_place(address: str | None, lat: float | None, lon: float | None) -> tuple[str | None, GeoPoint | None]:
+    """The address trimmed and the coordinates as a point (None: not given), or PlaceError naming the field and
+    why: an empty or overlong address, one coordinate without the other, a value outside WGS-84's range."""
+    if address is not None:
+        address = address.strip()
+        if not address:
+            raise PlaceError("address: 地址为空 — the address is empty (give the street and number or a landmark)")
+        if len(address) > MAX_ADDRESS:
+            raise PlaceError(f"address: 地址过长（{len(address)} 字，最多 {MAX_ADDRESS}） — the address has {len(address)} "
+                             f"characters, at most {MAX_ADDRESS} (write notes in the description)")
+    if (lat is None) != (lon is None):
+        missing = "lon" if lon is None else "lat"
+        raise PlaceError(f"{missing}: 经纬度须同时填写 — give both lat and lon, or neither ({missing} is missing)")
+    if lat is None or lon is None:
+        return address, None
+    for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
+        if not -limit <= value <= limit:  # NaN fails this too
+            raise PlaceError(f"{name}: 坐标超出范围（{value}，应在 -{limit} 到 {limit} 之间） — {name} {value} is not "
+                             f"between -{limit} and {limit} (WGS-84 degrees)")
+    return address, GeoPoint(lat, lon)
 
 
 def withdrawn_but_held(target: str, state: CaseState, delivered: str) -> str:
@@ -383,10 +417,16 @@ class CaseStore:
             return [_row_to(Case, r) for r in conn.execute(page)], total
 
     def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
-               tags: list[str] | None = None, severity: Severity | None = None,
+               tags: list[str] | None = None, severity: Severity | None = None, address: str | None = None,
+               lat: float | None = None, lon: float | None = None, grid: GridCells | None = None,
                editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
                now: datetime | None = None) -> Case:
-        """A reviewer corrects the type or the description before the case leaves, or sets its tags or severity.
+        """A reviewer corrects the type, description or place before the case leaves, or sets its tags or severity.
+
+        The place (`address`, and `lat`/`lon` together, checked by `check_place`) is what a platform sends a
+        handler to: a photo without GPS has none until a reviewer adds it. New coordinates move the case to
+        the cell of `grid` they lie in (None outside every cell), as intake files a photo by its GPS; without
+        a grid the cell is left as it was (an address alone names no cell).
 
         Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
         the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
@@ -398,13 +438,20 @@ class CaseStore:
         """
         now = now or datetime.now(UTC)
         tags = check_tags(tags) if tags is not None else None
+        address, point = check_place(address, lat, lon)
         with self._writer.begin() as conn:
             case = self._get(conn, case_id)
             details = dict(case.details or {})
             revisions = list(details.get("revisions", []))
             values: dict[str, Any] = {}
-            for column, new in (("violation_type", violation_type), ("description", description)):
-                if new is not None and new != getattr(case, column):
+            given = {"violation_type": violation_type, "description": description, "address": address}
+            changes = {column: new for column, new in given.items() if new is not None}
+            if point is not None and (point.lat, point.lon) != (case.lat, case.lon):
+                changes.update(lat=point.lat, lon=point.lon)
+                if grid is not None:
+                    changes["grid_cell"] = grid.at(point)
+            for column, new in changes.items():
+                if new != getattr(case, column):
                     revisions.append({"field": column, "from": getattr(case, column), "to": new, "by": actor, "at": now.isoformat()})
                     values[column] = new
             if values and case.state not in editable:
