@@ -195,6 +195,39 @@ def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
     _wait(b, lambda d: queue_with("serious") == [case_id], "the queue filtered to serious cases to show ours")
 
 
+def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_path, bus_jpg):
+    """A WeChat photo's case has neither address nor coordinates, and the page had no way to add them, so no
+    platform could send a handler: the detail says it has no place (未定位), takes 地址 and 经纬度, says a
+    refusal (one coordinate alone) in the status line, and saves the place with 保存修改."""
+    from selenium.webdriver.common.by import By
+
+    from pipelines.cases.store import NewCase
+
+    def wechat_case(app) -> str:
+        return app.state.ctx.store.create_case(NewCase(violation_type="illegal_parking", source_kind="photo_batch",
+                                                       source_id="triage:wechat")).id
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), wechat_case) as served:
+        b, case_id = served["browser"], served["data"]
+        _login(served)
+        facts = _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text
+                      and d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the photo case's facts")
+        assert "地点 Place 未定位：无地址、无坐标，请补充地址后派发" in facts, facts
+        b.find_element(By.ID, "edit-address").send_keys("杭州市西湖区文三路 90 号")
+        b.find_element(By.ID, "edit-lat").send_keys("30.2741")
+        b.find_element(By.ID, "save-edit").click()
+        _wait(b, lambda d: "lon: 经纬度须同时填写" in d.find_element(By.ID, "status").text, "the refusal said")
+        assert _case(served, case_id)["address"] is None  # refused whole: nothing half-saved
+        b.find_element(By.ID, "edit-lon").send_keys("120.1551")
+        b.find_element(By.ID, "save-edit").click()
+        _wait(b, lambda d: _case(served, case_id)["address"] == "杭州市西湖区文三路 90 号", "the address saved")
+        case = _case(served, case_id)
+        assert (case["lat"], case["lon"]) == (30.2741, 120.1551)
+        facts = _wait(b, lambda d: "经纬度 Lat/Lon 30.2741, 120.1551" in (t := d.find_element(By.CSS_SELECTOR, "#detail table.facts").text)
+                      and t, "the place shown")
+        assert "未定位" not in facts and "地址 Address 杭州市西湖区文三路 90 号" in facts
+
+
 def _upload_and_wait(served, photo):
     """Log in to `served`'s pages, upload `photo` on /ui/upload (its job list empty before) and wait for the job to be
     done; the browser, on that page."""

@@ -93,6 +93,12 @@ function renderDetail(d) {
     SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
     SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
     " ", typeSelect, desc, severitySelect, ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
+  // where a platform sends a handler; a photo without GPS has no place until a reviewer types one (saved with 保存修改)
+  parts.push(SW.el("div", { class: "actions place" }, "地点 Place: ",
+    SW.el("input", { id: "edit-address", size: "32", maxlength: "200", value: c.address || "", placeholder: "地址 Address", title: "地址 Address" }),
+    " 经纬度 Lat/Lon: ",
+    SW.el("input", { id: "edit-lat", type: "number", step: "any", min: "-90", max: "90", value: c.lat ?? "", placeholder: "纬度 Lat", title: "纬度 Latitude (WGS-84)" }),
+    SW.el("input", { id: "edit-lon", type: "number", step: "any", min: "-180", max: "180", value: c.lon ?? "", placeholder: "经度 Lon", title: "经度 Longitude (WGS-84)" })));
   if (ev && ev.boxes && ev.boxes.url) {
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
     const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, label: ev.zone.id }] : [];
@@ -105,6 +111,8 @@ function renderDetail(d) {
   }
   const rows = [
     ["状态 State", stateName(c.state)], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
+    ["经纬度 Lat/Lon", c.lat != null && c.lon != null ? `${c.lat}, ${c.lon}` : ""],
+    ["地点 Place", c.address || c.lat != null ? "" : "未定位：无地址、无坐标，请补充地址后派发 no place: add an address before dispatch"],
     ["网格 Grid cell", c.grid_cell], ["发现 Opened", SW.time(c.opened_at)], ["描述 Description", c.description],
     ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")],
     ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
@@ -142,7 +150,21 @@ function saveEdit() {
     severity: document.getElementById("edit-severity").value };
   const boxes = [...document.querySelectorAll("input.edit-tag")];
   if (boxes.length) body.tags = boxes.filter((x) => x.checked).map((x) => x.value);  // no boxes: leave the case's tags alone
-  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: body }));
+  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: Object.assign(body, placeEdit(Q.detail.case)) }));
+}
+
+function placeEdit(c) {
+  // only what the reviewer changed: an emptied address or one coordinate alone is sent, so the service says why not
+  const edit = {};
+  const address = document.getElementById("edit-address").value;
+  if (address.trim() !== (c.address || "")) edit.address = address;
+  const lat = document.getElementById("edit-lat").value, lon = document.getElementById("edit-lon").value;
+  if (lat !== String(c.lat ?? "") || lon !== String(c.lon ?? "")) {
+    if (lat !== "") edit.lat = Number(lat);
+    if (lon !== "") edit.lon = Number(lon);
+    if (lat === "" && lon === "") throw new Error("经纬度不能清除，请填写正确的坐标 coordinates cannot be removed: give the right ones");
+  }
+  return edit;
 }
 
 document.addEventListener("keydown", (ev) => {
