@@ -128,24 +128,51 @@ def test_city_field_mapping_renames_and_adds_fields(tmp_path, world, bus_event):
     assert wire["regionCode"] == "330106" and "externalId" not in wire and "majorClassCode" not in wire
 
 
-def test_a_cn_dcm_description_says_where_or_that_the_case_has_no_place(tmp_path, world, bus_event):
-    """cn-dcm's description said 地点：见坐标 (see the coordinates) for a case without an address, also when it had no
-    coordinates either (a photo without GPS): it gives the coordinates, or says there is no place to ask about."""
+def test_a_cn_dcm_description_says_where_the_case_is(tmp_path, world, bus_event):
+    """cn-dcm's description said 地点：见坐标 (see the coordinates) for a case without an address without giving them:
+    it gives the coordinates (a case with neither is parked before any payload, see below)."""
     store, evidence, spool = world
     [placed] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", address=None)
-    [nowhere] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "hz", geo=None, address=None, prefix="cam-02")
     target = TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/x", city="default", timeout_s=2)
     dispatcher = Dispatcher(store, evidence, DispatchConfig(targets={"hz": target}, **FAST))
     adapter: CnDcmAdapter = dispatcher.adapters["hz"]
-
-    def description(case_id: str) -> str:
-        [entry] = store.outbox_entries(case_id=case_id)
-        return adapter.payload(dispatcher._delivery(entry))["description"]
-
+    [entry] = store.outbox_entries(case_id=placed)
     case = store.get(placed)
-    assert f"地点：见坐标 {case.lat:.6f}, {case.lon:.6f}" in description(placed)
-    assert "地点：未定位（无地址、无坐标，请联系上报人 no location: ask the reporter）" in description(nowhere)
+    assert f"地点：见坐标 {case.lat:.6f}, {case.lon:.6f}" in adapter.payload(dispatcher._delivery(entry))["description"]
     dispatcher.close()
+
+
+def test_a_case_without_a_place_is_parked_until_a_reviewer_adds_one_then_requeued(world, sim, bus_event, monkeypatch):
+    """A photo without GPS (neither address nor coordinates) went to 数字城管 as 地点：未定位, a case nobody could be
+    sent to, and Open311 parked it saying nothing of how to fix it: both park it before any request, the reason
+    naming what is missing and what to do; once a reviewer adds the address, a requeue delivers it with it."""
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
+    config = DispatchConfig(targets={
+        "dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2),
+        "p311": TargetConfig(adapter="open311", url=f"{sim.base}/open311", token_env="SW_TEST_311_KEY", timeout_s=2)}, **FAST)
+    nowhere = {target: queue_cases(store, evidence, spool, small_event(bus_event), 1, target, geo=None, address=None,
+                                   prefix=f"wechat-{target}")[0] for target in ("dcm", "p311")}
+    dispatcher = Dispatcher(store, evidence, config)
+    assert (dispatcher.run_once().parked, dispatcher.run_once().delivered) == (2, 0)
+    for target, platform in (("dcm", "数字城管 (cn-dcm)"), ("p311", "Open311")):
+        case = store.get(nowhere[target])
+        assert case.state is CaseState.QUEUED and case.reason.startswith(
+            f"dispatch to {target} parked: 缺少地点（无地址、无坐标），平台无法派遣处置，请在复核页面补充地址后重新派发 — case "
+            f"{case.id}: {platform} needs a place to send a handler to (coordinates or an address) and the case has neither")
+        assert "add an address on the review page (/ui/queue, 地点), then `streetwatch dispatch requeue` its entry" in case.reason
+    assert not {c["external_id"] for c in sim.cases()} & set(nowhere.values())
+
+    for target, case_id in nowhere.items():
+        store.revise(case_id, actor="reviewer-1", address=f"杭州市西湖区文三路 {target} 号")
+        [entry] = store.outbox_entries(case_id=case_id)
+        store.requeue(entry.id, actor="ops")
+    assert dispatcher.run_once().delivered == 2
+    dispatcher.close()
+    sent = {c["external_id"]: c["received"] for c in sim.cases()}
+    assert "地点：杭州市西湖区文三路 dcm 号" in sent[nowhere["dcm"]]["description"]
+    assert sent[nowhere["p311"]]["address_string"] == "杭州市西湖区文三路 p311 号"
+    assert all(store.get(i).state is CaseState.SUBMITTED for i in nowhere.values())
 
 
 def test_a_deployment_names_its_city_code_file_and_payloads_carry_those_codes(tmp_path, world, bus_event):
@@ -276,7 +303,7 @@ def test_refused_requests_are_parked_with_the_reason_then_requeued(tmp_path, wor
     assert dispatcher.run_once().parked == 2
     case = store.get(case_id)
     assert case.state is CaseState.QUEUED and "HTTP 400" in case.reason and "api_key missing or invalid" in case.reason
-    assert "needs lat/long or an address" in store.get(nowhere).reason
+    assert "Open311 needs a place to send a handler to (coordinates or an address)" in store.get(nowhere).reason
     assert dispatcher.run_once().delivered == 0  # parked entries are left alone
 
     monkeypatch.setenv("SW_TEST_311_KEY", "k-311")  # a human fixed the key

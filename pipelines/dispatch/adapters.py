@@ -222,15 +222,26 @@ def reviewer_note(case: Case) -> str | None:
     return (case.description or "").strip() or None
 
 
+NO_PLACE = "缺少地点（无地址、无坐标），平台无法派遣处置"
+
+
+def require_place(case: Case, platform: str) -> None:
+    """Park (Permanent, no request sent) a case with neither coordinates nor an address: a platform sends a handler
+    to a place, and a case without one (a photo without GPS, a camera scene without `location`) would reach staff who
+    can act on nothing. A reviewer adds the place on the queue page (PATCH /cases/{id}); a requeue then delivers it."""
+    if (case.lat is None or case.lon is None) and not (case.address or "").strip():
+        raise Permanent(f"{NO_PLACE}，请在复核页面补充地址后重新派发 — case {case.id}: {platform} needs a place to send a "
+                        "handler to (coordinates or an address) and the case has neither (a photo without GPS, or a "
+                        "camera scene without `location`): add an address on the review page (/ui/queue, 地点), then "
+                        "`streetwatch dispatch requeue` its entry")
+
+
 def _place(case: Case) -> str:
-    """Where the description says the case is: its address, else its coordinates, else that it has no place (a photo
-    without GPS, a camera scene without `location`), which the platform's staff must ask for; `见坐标` (see the
-    coordinates) pointed at coordinates the case did not have."""
+    """Where the description says the case is: its address, else its coordinates (`require_place` parks a case
+    with neither before any payload is sent)."""
     if (case.address or "").strip():
         return case.address
-    if case.lat is not None and case.lon is not None:
-        return f"见坐标 {case.lat:.6f}, {case.lon:.6f}"
-    return "未定位（无地址、无坐标，请联系上报人 no location: ask the reporter）"
+    return f"见坐标 {case.lat:.6f}, {case.lon:.6f}"
 
 
 def _local(utc_iso: str, tz: str) -> str:
@@ -302,6 +313,7 @@ class CnDcmAdapter:
         return {**renamed, **self.target.extra_fields}
 
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
+        require_place(d.case, "数字城管 (cn-dcm)")
         headers = {IDEMPOTENCY_HEADER: d.idempotency_key, **self._auth()}
         response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
         key = self.target.field_map.get("taskNumber", "taskNumber")
@@ -423,9 +435,8 @@ class Open311Adapter:
         return form
 
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
+        require_place(d.case, "Open311")
         form = self.form(d)
-        if "lat" not in form and "address_string" not in form:
-            raise Permanent(f"case {d.case.id}: Open311 needs lat/long or an address, the case has neither")
         response = send(client, "POST", f"{self.base}/requests.json", data=form,
                         headers={IDEMPOTENCY_HEADER: d.idempotency_key})
         body = answer_json(response)
