@@ -321,6 +321,7 @@ def test_a_reviewer_sets_the_place_of_a_case_without_one(store, tmp_path):
 
     for kw, message in (({"address": "   "}, "address: 地址为空 — the address is empty"),
                         ({"address": "路" * 201}, "address: 地址过长（201 字，最多 200） — the address has 201 characters"),
+                        ({"address": "文三路\x00 1 号"}, "address: 地址含控制字符（换行、制表符等） — the address has a control"),
                         ({"lat": 30.2}, "lon: 经纬度须同时填写 — give both lat and lon, or neither (lon is missing)"),
                         ({"lat": 91.0, "lon": 120.0}, "lat: 坐标超出范围（91.0，应在 -90 到 90 之间）"),
                         ({"lat": 30.0, "lon": float("nan")}, "lon: 坐标超出范围（nan")):

@@ -50,7 +50,7 @@ class EditBody(BaseModel):
         "/api/v1/meta lists the sheet's). Allowed in any state.", max_length=MAX_TAGS)
     severity: Severity | None = Field(
         None, description="The case's severity: general (一般), major (较重) or serious (严重); what reports count by. Allowed in any state.")
-    address: str | None = Field(None, description=f"The case's address (地址), trimmed, 1-{MAX_ADDRESS} characters: where a platform sends "
+    address: str | None = Field(None, description=f"The case's address (地址), trimmed, one line of 1-{MAX_ADDRESS} characters: where a platform sends "
                                 "a handler (a photo without GPS has none). Before dispatch, as the description.")
     lat: float | None = Field(None, description="Latitude (WGS-84), with `lon`: both or neither. New coordinates move the case to "
                               "the grid cell of `service.triage.grid` they lie in, when that is set.")

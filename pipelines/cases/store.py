@@ -97,7 +97,7 @@ MAX_ADDRESS = 200  # characters: a street address with a landmark, not a note (t
 
 def check_place(address: str | None, lat: float | None, lon: float | None) -> tuple[str | None, GeoPoint | None]:
     """The address trimmed and the coordinates as a point (None: not given), or PlaceError naming the field and
-    why: an empty or overlong address, one coordinate without the other, a value outside WGS-84's range."""
+    why: an empty, overlong or multi-line address, one coordinate without the other, a value outside WGS-84's range."""
     if address is not None:
         address = address.strip()
         if not address:
@@ -105,6 +105,9 @@ def check_place(address: str | None, lat: float | None, lon: float | None) -> tu
         if len(address) > MAX_ADDRESS:
             raise PlaceError(f"address: 地址过长（{len(address)} 字，最多 {MAX_ADDRESS}） — the address has {len(address)} "
                              f"characters, at most {MAX_ADDRESS} (write notes in the description)")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in address):  # PostgreSQL refuses NUL; platforms take one line
+            raise PlaceError("address: 地址含控制字符（换行、制表符等） — the address has a control character (a line break, "
+                             "tab or NUL): give it as one line of text")
     if (lat is None) != (lon is None):
         missing = "lon" if lon is None else "lat"
         raise PlaceError(f"{missing}: 经纬度须同时填写 — give both lat and lon, or neither ({missing} is missing)")
