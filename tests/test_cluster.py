@@ -487,3 +487,20 @@ def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_
     assert violations_to_reopen(restored, intake) == [opened[1].violation_id]
     intake.record_event(opened[1], ctx)
     assert violations_to_reopen(restored, intake) == []
+
+
+def test_joining_a_loopback_cluster_by_address_connects_without_the_loopback_variable(ray_cluster):
+    """An operator's shell has no RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: joining 127.0.0.1:PORT used to take this
+    machine's network address for the driver's and wait for a GCS there for ever (without a word)."""
+    script = """
+import sys
+from pipelines.cluster.connect import joined
+from pipelines.settings import ClusterConfig
+with joined(sys.argv[1], ClusterConfig()) as info:
+    print(info.nodes)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    run = subprocess.run([sys.executable, "-c", script, ray_cluster["address"]], cwd=REPO,
+                         env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "2"

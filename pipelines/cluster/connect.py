@@ -61,10 +61,20 @@ class ClusterInfo:
         return {"address": self.address, "nodes": self.nodes, "cpus": self.cpus, "gpus": self.gpus}
 
 
-def prepare_environment(local: bool) -> None:
-    """The environment defaults above, set before Ray is imported (Ray reads them then)."""
+def is_loopback(address: str) -> bool:
+    """`local`, or an address on this machine's loopback interface (`127.0.0.1:6379`, `localhost:6379`)."""
+    host = address.rsplit(":", 1)[0].strip("[]").lower()
+    return address == LOCAL or host in ("localhost", "::1") or host.startswith("127.")
+
+
+def prepare_environment(address: str) -> None:
+    """The environment defaults above, set before Ray is imported (Ray reads them then).
+
+    A cluster on 127.0.0.1 gets the loopback default too, not only `local`: without it Ray takes this
+    machine's network address for the driver's, asks the cluster's GCS there, where nothing listens,
+    and retries for ever without a word (a `ray start`/test cluster on loopback joined by address)."""
     os.environ.setdefault(USAGE_STATS_ENV, "0")
-    if local:
+    if is_loopback(address):
         os.environ.setdefault(LOOPBACK_ENV, "0")
         if "ray" in sys.modules:
             import ray._private.ray_constants as constants
@@ -77,7 +87,7 @@ def connect(address: str, config: ClusterConfig) -> tuple[ClusterInfo, bool]:
     """Start (`local`) or join (`ADDRESS`) the cluster; returns it and whether this call started Ray
     here (and so must stop it). A driver already connected (tests) is used as it is."""
     local = address == LOCAL
-    prepare_environment(local)
+    prepare_environment(address)
     try:
         import ray
     except ImportError:
