@@ -203,6 +203,18 @@ def test_no_readable_image_is_a_clear_error(tmp_path):
     assert "no readable benchmark images" in result.output
 
 
+@pytest.mark.parametrize("option", ["--out", "--markdown"])
+def test_an_output_that_is_a_folder_is_refused_before_running(tmp_path, option):
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("not a picture")
+    result = runner.invoke(app, ["bench", "--images", str(fake), "--count", "1", option, str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"{option} {tmp_path}: is a folder" in result.output
+    under_a_file = runner.invoke(app, ["bench", "--images", str(fake), "--count", "1", option, str(fake / "r.json")])
+    assert under_a_file.exit_code == 2
+    assert f"{fake} exists and is not a folder" in under_a_file.output
+
+
 def _result(precision: str, throughput: float, recall: float) -> VariantResult:
     params = {"backend": "onnx", "device": "cpu", "precision": precision, "batch": 1, "imgsz": 320}
     acc = Accuracy(reference="onnx/cpu/fp32/320", ref_boxes=20, test_boxes=20, matched=int(20 * recall),

@@ -66,6 +66,8 @@ def bench(
     from benchmarks.report import compare, compare_markdown, environment_differences, markdown
     from detect.config_io import ConfigError
 
+    for option, path in (("--out", out), ("--markdown", markdown_out)):
+        _writable_or_fail(path, option)
     try:
         record = load_record(from_record) if from_record else _run(
             suite, model, backend, device, precision, batch, imgsz, duration, count, warmup, images, max_images,
@@ -91,6 +93,18 @@ def bench(
         typer.echo(f"record: {out}")
     if regressions and fail_on_regression:
         raise typer.Exit(1)
+
+
+def _writable_or_fail(path: Path | None, option: str) -> None:
+    """Refuse an output file that is a folder, or under a file, before running: found only after the run,
+    it lost the whole record (minutes to hours of benchmark, GPU time included)."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path}: is a folder; name the file to write (e.g. {path / 'bench.json'})")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        fail(f"{option} {path}: {parent} exists and is not a folder")
 
 
 def _run(suite, model, backend, device, precision, batch, imgsz, duration, count, warmup, images, max_images,
