@@ -504,3 +504,16 @@ with joined(sys.argv[1], ClusterConfig()) as info:
                          env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "2"
+
+
+def test_a_head_address_where_nothing_answers_is_one_clear_error(tmp_path):
+    """Ray retried a GCS that is not there for a minute and more, printing only its retries."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = _cli(["triage", str(tmp_path), "--out", str(tmp_path / "out"), "--no-cases", "--ray", f"127.0.0.1:{port}"],
+               tmp_path, timeout=60)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert f"cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there (Connection refused)" in run.stderr

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,11 +104,25 @@ def connect(address: str, config: ClusterConfig) -> tuple[ClusterInfo, bool]:
                          include_dashboard=config.dashboard, dashboard_host=config.dashboard_host,
                          dashboard_port=config.dashboard_port, **kwargs)
             else:
+                check_reachable(address)
                 ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise ClusterError(f"cannot {'start a local Ray cluster' if local else f'join the Ray cluster at {address}'}: {exc}") from None
         started = True
     return describe_cluster(address), started
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a HOST:PORT where nothing answers before Ray is asked: Ray retries a GCS that is not there
+    for a minute and more, printing only its own retries. `auto` and `ray://` addresses are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: nothing answers there "
+                           f"({exc.strerror or exc}); check the head's address and port (ray status on the head)") from None
 
 
 def describe_cluster(address: str = LOCAL) -> ClusterInfo:
