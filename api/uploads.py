@@ -7,6 +7,10 @@
 - What a file *is* comes from its bytes, never its name or declared type: Pillow must identify it
   as one of the photo formats triage reads, or `zipfile` as a zip archive that holds photos (as triage
   lists it). Anything else refuses the whole request with 415 and the offending file names, before a job exists.
+- A zip that triage would refuse whole, unread (more than `MAX_ZIP_ENTRIES` entries, a zip bomb by `MAX_ZIP_RATIO`,
+  a broken one), refuses the whole request with 422 naming it and triage's reason, in Chinese and English, as it is
+  found by the same listing (`expand_sources`): the job would only have recorded that it read nothing of it. The
+  request is all or nothing, as for 415: the uploader sends the other files again without it.
 - Files are stored as `NNNN.<ext>` (ext from the sniffed format) in the job's own folder: the
   client's file name is kept only as a display label.
 - A JSON body (a review, a scene, a shop) is at most `JSON_BODY_LIMIT`: FastAPI reads it before the route's
@@ -31,7 +35,7 @@ from starlette.responses import Response
 
 import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
 from api.problems import Problem
-from pipelines.triage.sources import expand_sources
+from pipelines.triage.sources import Refused, expand_sources
 
 #: Pillow format -> stored suffix (the formats `detect.imageio` / triage read).
 IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
@@ -159,10 +163,16 @@ def _save(upload: UploadFile, raw: Path, label: str) -> tuple[int, tuple[str, st
     return size, (sniff(raw, label) if size else None)
 
 
+def _refused_whole(listed: list, archive: Path) -> Refused | None:
+    """The refusal of `archive` itself among what triage lists of it (none of it would be read), or None."""
+    return next((r for r in listed if isinstance(r, Refused) and r.name == str(archive.absolute())), None)
+
+
 async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
     dest.mkdir(parents=True, exist_ok=True)
     saved: list[SavedFile] = []
     refused: list[str] = []
+    unread: list[str] = []  # zips triage refuses whole: "label: reason" in Chinese, then English
     try:
         for i, upload in enumerate(uploads, 1):
             label = (upload.filename or f"file {i}")[:200]
@@ -173,16 +183,24 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
                 raw.unlink()
                 continue
             path = raw.rename(dest / f"{i:04d}{kind[1]}")
-            if kind[0] == "zip" and not await run_in_threadpool(expand_sources, [path]):
+            listed = await run_in_threadpool(expand_sources, [path]) if kind[0] == "zip" else []
+            if kind[0] == "zip" and not listed:
                 # triage would list nothing in it (no photo, no member it refuses with a reason): the job
                 # would end "done, 0 of 0 photos" and the upload would be lost without a word
                 refused.append(f"{label} (a zip archive with no photos in it)")
+                path.unlink()
+                continue
+            if (whole := _refused_whole(listed, path)) is not None:
+                unread.append(f"{label}：{whole.zh or '压缩包无法读取'} {label}: {whole.reason}")
                 path.unlink()
                 continue
             saved.append(SavedFile(label, path, kind[0], size))
         if refused:
             raise Problem(415, "only photos (JPEG, PNG, WebP, BMP, TIFF, HEIC) and zip archives of photos are accepted; "
                                f"not recognised by content: {', '.join(refused)}", slug="unsupported-media-type")
+        if unread:
+            raise Problem(422, f"压缩包被拒收，本次上传的文件均未受理 zip refused, nothing of this upload was kept: "
+                               f"{'; '.join(unread)}", slug="zip-refused")
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise

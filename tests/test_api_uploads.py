@@ -168,15 +168,17 @@ def test_a_resumed_jobs_results_list_a_retried_photo_once(tmp_path, monkeypatch)
         assert client.get(f"/api/v1/triage/jobs/{job_id}/results", headers=auth(tokens["reviewer"])).json() == listed
 
 
-def _refused_zip(client, inspector: dict, archive: bytes) -> dict:
-    """Upload `archive` as day.zip: the job ends done with the zip as its one error (nothing read from it); its record."""
-    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("day.zip", archive))])
-    assert created.status_code == 202, created.text
-    job = wait_job(client, created.json()["id"], inspector)
-    assert job["state"] == "done" and job["summary"]["errors"] == 1 and job["summary"]["readable"] == 0, job
-    [record] = client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()
-    assert record["source"] == "day.zip" and record["status"] == "error"
-    return record
+def _refused_zip(app, client, inspector: dict, archive: bytes, photo: Path) -> str:
+    """Upload a photo and `archive` as 街道.zip: a zip triage refuses whole was taken with 202 and its job only recorded
+    that it read nothing of it; the upload is refused 422 naming the zip, nothing kept (all or nothing); the detail."""
+    created = client.post("/api/v1/triage/jobs", headers=inspector,
+                          files=[("files", ("ok.jpg", photo.read_bytes())), ("files", ("街道.zip", archive))])
+    assert created.status_code == 422, created.text
+    problem = created.json()
+    assert problem["type"] == "urn:streetwatch:problem:zip-refused" and "街道.zip：" in problem["detail"], problem
+    assert "ok.jpg" not in problem["detail"] and _job_dirs(app) == []
+    assert client.get("/api/v1/triage/jobs", headers=inspector).json() == []
+    return problem["detail"]
 
 
 def test_a_zip_bomb_is_refused_unread(uploads, bus_jpg):
@@ -192,11 +194,12 @@ def test_a_zip_bomb_is_refused_unread(uploads, bus_jpg):
         zf.write(bus_jpg, "IMG_0001.jpg")
         zf.writestr("IMG_0002.jpg", b"\xff\xd8\xff\xe0" + bytes(60 * 2**20))
     assert len(archive.getvalue()) < LIMIT and 60 * 2**20 > MAX_ZIP_RATIO * len(archive.getvalue())
-    record = _refused_zip(client, inspector, archive.getvalue())
-    assert record["reason"].startswith("zip bomb: its entries expand to 60 MB from 0.2 MB, more than 100 times"), record
+    detail = _refused_zip(app, client, inspector, archive.getvalue(), bus_jpg)
+    assert "疑似压缩炸弹：0.2 MB 的压缩包解压后共 60 MB，超过其 100 倍" in detail, detail
+    assert "街道.zip: zip bomb: its entries expand to 60 MB from 0.2 MB, more than 100 times" in detail, detail
 
 
-def test_a_zip_of_too_many_entries_is_refused_before_its_directory_is_read(uploads, monkeypatch):
+def test_a_zip_of_too_many_entries_is_refused_before_its_directory_is_read(uploads, monkeypatch, bus_jpg):
     """300,000 empty entries in a 29 MB upload took 390 MB and 6 s while the upload was still being checked (zipfile
     reads a zip's whole directory on open); past MAX_ZIP_ENTRIES (small here) the zip is refused with its count."""
     from pipelines.triage import sources
@@ -208,8 +211,9 @@ def test_a_zip_of_too_many_entries_is_refused_before_its_directory_is_read(uploa
     with zipfile.ZipFile(archive, "w") as zf:
         for i in range(501):
             zf.writestr(f"IMG_{i:04d}.jpg", b"")
-    record = _refused_zip(client, inspector, archive.getvalue())
-    assert record["reason"].startswith("too many entries: 501 in one zip, more than 500 are not read"), record
+    detail = _refused_zip(app, client, inspector, archive.getvalue(), bus_jpg)
+    assert "条目过多：一个压缩包有 501 个条目，超过 500 个不予读取" in detail, detail
+    assert "街道.zip: too many entries: 501 in one zip, more than 500 are not read" in detail, detail
 
 
 def _job_dirs(app) -> list:

@@ -103,7 +103,8 @@ def _own_job(ctx: AppContext, job_id: str, who: Principal) -> dict[str, Any]:
 async def create_job(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> dict[str, Any]:
     """Photos and zip archives in the multipart field `files` (several allowed). Answers 202 with the job;
     poll `GET /api/v1/triage/jobs/{id}` for progress. Refused before anything is kept: over the size
-    limit (413), not a photo or zip by content (415), malformed (400)."""
+    limit (413), not a photo or zip by content (415), a zip triage would refuse whole (422: too many entries, a zip
+    bomb), malformed (400)."""
     job_id, dest = ctx.jobs.new_dir()
     try:
         files = await receive_files(request, dest, limit=ctx.service.max_upload_bytes, max_files=ctx.service.max_upload_files)

@@ -59,7 +59,13 @@ _CD_ENTRY = struct.Struct("<4s6H3L5H2L")  # a central directory entry's fixed pa
 
 
 class TooManyEntries(ValueError):
-    """A zip holding more than `MAX_ZIP_ENTRIES` entries: refused before its directory is read into memory."""
+    """A zip holding more than `MAX_ZIP_ENTRIES` entries: refused before its directory is read into memory. `zh` says
+    it for the city staff who upload it (the service answers the upload with it)."""
+
+    def __init__(self, count: str, count_zh: str):
+        super().__init__(f"too many entries: {count} in one zip, more than {MAX_ZIP_ENTRIES:,} are not read "
+                         "(a zip of empty entries fills memory): split the photos into smaller zips")
+        self.zh = f"条目过多：一个压缩包有 {count_zh} 个条目，超过 {MAX_ZIP_ENTRIES:,} 个不予读取，请把照片分成几个较小的压缩包"
 
 
 class SourceReadError(OSError):
@@ -162,10 +168,12 @@ class PhotoSource:
 
 @dataclass(frozen=True)
 class Refused:
-    """An input that is not read at all, with the reason (reported like a bad photo)."""
+    """An input that is not read at all, with the reason (reported like a bad photo). `zh`, where given, is the
+    reason in Chinese for the city staff who uploaded it: the service refuses an upload of a zip refused whole."""
 
     name: str
     reason: str
+    zh: str | None = None
 
 
 class ArchiveCache:
@@ -238,13 +246,13 @@ def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
         with open_archive(archive) as zf:
             infos = zf.infolist()
     except TooManyEntries as exc:
-        return [Refused(str(archive), str(exc))]
+        return [Refused(str(archive), str(exc), exc.zh)]
     except zipfile.BadZipFile as exc:
-        return [Refused(str(archive), f"not a valid zip archive ({exc})")]
+        return [Refused(str(archive), f"not a valid zip archive ({exc})", "不是有效的 zip 压缩包")]
     except OSError as exc:
         return [Refused(str(archive), f"cannot read archive: {exc.strerror or exc}")]
-    if (bomb := _bomb(infos, archive.stat().st_size)) is not None:
-        return [Refused(str(archive), bomb)]
+    if (bomb := _bomb(archive, infos)) is not None:
+        return [bomb]
     out: list[PhotoSource | Refused] = []
     for info in {i.filename: i for i in infos}.values():  # a name written twice: its last entry, the one read by name
         if info.is_dir() or _is_metadata(info.filename):
@@ -292,7 +300,7 @@ def count_entries(archive: str | Path) -> int:
             return 0
         declared, start, size = found
         if declared > MAX_ZIP_ENTRIES:
-            raise TooManyEntries(_too_many(f"{declared:,}"))
+            raise TooManyEntries(f"{declared:,}", f"{declared:,}")
         if start < 0:
             return 0
         fp.seek(start)
@@ -300,17 +308,13 @@ def count_entries(archive: str | Path) -> int:
         while size >= _CD_ENTRY.size and (head := fp.read(_CD_ENTRY.size))[:4] == b"PK\x01\x02":
             count += 1
             if count > MAX_ZIP_ENTRIES:
-                raise TooManyEntries(_too_many(f"more than {MAX_ZIP_ENTRIES:,} (it declares {declared:,})"))
+                raise TooManyEntries(f"more than {MAX_ZIP_ENTRIES:,} (it declares {declared:,})",
+                                     f"{MAX_ZIP_ENTRIES:,} 以上（其目录声明 {declared:,} 个）")
             fields = _CD_ENTRY.unpack(head)
             skip = fields[10] + fields[11] + fields[12]  # name, extra field and comment lengths
             fp.seek(skip, os.SEEK_CUR)
             size -= _CD_ENTRY.size + skip
         return count
-
-
-def _too_many(count: str) -> str:
-    return (f"too many entries: {count} in one zip, more than {MAX_ZIP_ENTRIES:,} are not read "
-            "(a zip of empty entries fills memory): split the photos into smaller zips")
 
 
 def _directory(fp) -> tuple[int, int, int] | None:
@@ -334,14 +338,17 @@ def _directory(fp) -> tuple[int, int, int] | None:
     return entries, record - size, size
 
 
-def _bomb(infos: list[zipfile.ZipInfo], size: int) -> str | None:
-    """Why an archive of `size` bytes whose entries are `infos` is refused whole as a zip bomb (`MAX_ZIP_RATIO`), or
-    None. The whole archive: entries that each look harmless add up (and a lie about one's compressed size is not read)."""
+def _bomb(archive: Path, infos: list[zipfile.ZipInfo]) -> Refused | None:
+    """The refusal of `archive`, whose entries are `infos`, whole as a zip bomb (`MAX_ZIP_RATIO`), or None. The whole
+    archive: entries that each look harmless add up (and a lie about one's compressed size is not read)."""
+    size = archive.stat().st_size
     total = sum(i.file_size for i in infos)
     if total <= MAX_ZIP_RATIO * max(size, 1):
         return None
-    return (f"zip bomb: its entries expand to {total / 2**20:,.0f} MB from {size / 2**20:,.1f} MB, more than "
-            f"{MAX_ZIP_RATIO} times (photos hardly compress): refused unread")
+    mb, of = f"{total / 2**20:,.0f}", f"{size / 2**20:,.1f}"
+    return Refused(str(archive), f"zip bomb: its entries expand to {mb} MB from {of} MB, more than {MAX_ZIP_RATIO} "
+                                 "times (photos hardly compress): refused unread",
+                   f"疑似压缩炸弹：{of} MB 的压缩包解压后共 {mb} MB，超过其 {MAX_ZIP_RATIO} 倍（照片几乎无法压缩），未读取")
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
