@@ -63,6 +63,14 @@ def rotated_copy(src: Path, dst: Path, degrees: int = 90) -> Path:
     return dst
 
 
+def pattern_video(dst: Path, width: int, height: int, creation_time: str, seconds: int = 2) -> Path:
+    """A real H.264 video of FFmpeg's test pattern, `width` x `height` at 2 fps, tagged `creation_time`: a few kB."""
+    subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate=2",
+                    "-t", str(seconds), "-pix_fmt", "yuv420p", "-metadata", f"creation_time={creation_time}", str(dst)],
+                   check=True, timeout=60)
+    return dst
+
+
 def retagged_copy(src: Path, dst: Path, creation_time: str) -> Path:
     """`src` with another creation_time tag (what a camera's clock said when it began the file)."""
     subprocess.run([_ffmpeg(), "-loglevel", "error", "-y", "-i", str(src), "-c", "copy", "-metadata", f"creation_time={creation_time}",

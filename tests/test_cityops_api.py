@@ -28,7 +28,7 @@ from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore
 from tests.api_helpers import KEY, MODEL, auth, make_app, settings_for
-from tests.cctv_helpers import cbr_ts_copy, ts_copy
+from tests.cctv_helpers import cbr_ts_copy, pattern_video, ts_copy
 from tests.conftest import REPO, start_server, stop_process
 from tests.pg import free_port
 from tests.test_cityops_patrol import START, _fixes, clip, write_gpx, write_srt  # noqa: F401  (fixture)
@@ -160,6 +160,23 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
     # the errors name the files as uploaded, never the server's paths
     assert badgps["state"] == "failed" and badgps["error"].startswith("轨迹.gpx: not a readable GPX file"), badgps
     assert str(app.state.ctx.service.data_dir) not in badgps["error"]
+
+
+def test_a_patrol_upload_of_frames_larger_than_a_photo_fails_naming_them(city, tmp_path, monkeypatch):
+    """The service's job refuses a video of frames over the pixel limit (lowered below this real 320 x 240 video) at
+    its start, naming the video as uploaded, its frames' size and the limit; it was decoded frame by frame."""
+    from pipelines.cityops import patrol
+
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    monkeypatch.setattr(patrol, "MAX_FRAME_PIXELS", 320 * 240 - 1)
+    video = pattern_video(tmp_path / "big.mp4", 320, 240, START.isoformat()).read_bytes()
+    gpx = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
+    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("巡查 大画面.mp4", video, "video/mp4"),
+                                                                     "track": ("drive.gpx", gpx, "application/gpx+xml")}).json()
+    [job] = _finished(client, inspector, job)
+    assert job["state"] == "failed" and job["error"] == ("巡查 大画面.mp4: frames of 320 x 240 pixels (76,800), more than the "
+                                                         "76,799 a picture may have (a photo's limit): refused"), job
 
 
 def test_a_patrol_upload_takes_the_start_time_the_video_lacks(city, clip, tmp_path):  # noqa: F811

@@ -18,7 +18,7 @@ from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
 from pipelines.cityops.patrol import CannotResume, PatrolError, run_patrol, sample_video
 from pipelines.cityops.tracks import TrackError, load_track
 from streetwatch.demo.media import road_view
-from tests.cctv_helpers import played_picture, retagged_copy, rotated_copy, ts_copy
+from tests.cctv_helpers import pattern_video, played_picture, retagged_copy, rotated_copy, ts_copy
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings
 
@@ -466,3 +466,23 @@ def test_patrol_command_refuses_a_start_the_video_cannot_have(tmp_path, clip):
                               "--out", str(tmp_path / "out"), "--no-cases", "--no-progress"], capture_output=True, text=True, cwd=REPO, timeout=300)
         assert run.returncode != 0 and why in run.stderr, run.stderr[-2000:]
         assert not (tmp_path / "out").exists()
+
+
+def test_a_video_of_frames_larger_than_a_photo_may_be_is_refused_at_the_start(tmp_path, monkeypatch):
+    """A video declaring huge frames (16,384 x 16,384) was decoded frame by frame, 800 MB a picture, without the pixel
+    limit every photo has; it is refused at the start naming the file, its frames' size and the limit (a real 320 x 240
+    video here, the limit lowered below it), for the command and the service's job alike (both run run_patrol)."""
+    from pipelines.cityops import patrol
+
+    video = pattern_video(tmp_path / "huge.mp4", 320, 240, START.isoformat())
+    track = write_gpx(tmp_path / "huge.gpx", _fixes(START, 30))
+    monkeypatch.setattr(patrol, "MAX_FRAME_PIXELS", 320 * 240 - 1)
+    settings = TriageSettings(out=tmp_path / "out", cases=False, ocr="off", verifier="none")
+    with pytest.raises(PatrolError) as refused:
+        run_patrol(video, track, settings, deployment=_deployment(tmp_path), show_progress=False)
+    assert str(refused.value) == (f"{video}: frames of 320 x 240 pixels (76,800), more than the 76,799 a picture may have "
+                                  "(a photo's limit): refused")
+    assert list((tmp_path / "out" / "frames").glob("*.jpg")) == []
+    monkeypatch.setattr(patrol, "MAX_FRAME_PIXELS", 320 * 240)  # at the limit: sampled
+    sampled = sample_video(video, load_track(track, TZ), tmp_path / "ok", every_m=1000, every_s=1, tz=TZ)
+    assert len(sampled.frames) >= 2

@@ -42,7 +42,7 @@ from PIL import Image
 from detect.config_io import write_text_atomic
 from detect.digests import sha256_file
 from detect.frames import GeoPoint
-from detect.imageio import media_origin, upright
+from detect.imageio import DEFAULT_MAX_PIXELS, media_origin, upright
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, load_track
@@ -61,6 +61,9 @@ FRAMES = "frames"
 SUMMARY = "patrol.json"
 SAMPLED = "sampled.json"  # what sampling did, written once it is over: a resumed run takes it up
 TOLERANCE_M = 0.05  # GPS arithmetic noise: 9.99 m is 10 m
+MAX_FRAME_PIXELS = DEFAULT_MAX_PIXELS
+"""Most pixels a video's frame may have, a photo's limit: a video declaring 16,384 x 16,384 frames was decoded frame by
+frame, each 400 MB as YUV and 800 MB as the RGB written to JPEG."""
 OPEN_STATES = (CaseState.CANDIDATE, CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
                CaseState.STILL_PRESENT)
 
@@ -208,6 +211,7 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
         if not container.streams.video:
             raise PatrolError(f"{video}: has no video stream")
         stream = container.streams.video[0]
+        _check_frame_size(video, stream.codec_context.width, stream.codec_context.height)
         begin = start or track.start or video_start(container, video)
         if begin is None:
             raise NoStartTime(video, "the video has no creation_time tag" + ("" if track.video_timed else " to match the track's clock"))
@@ -232,6 +236,7 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
                 continue
             if last_pos is not None and last_t is not None and distance_m(last_pos, pos) < every_m - TOLERANCE_M and t - last_t < every_s:
                 continue
+            _check_frame_size(video, frame.width, frame.height)  # one that grows past what the stream declared
             path = out / f"frame-{len(result.frames):05d}-t{t:08.2f}.jpg"
             rgb = upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))  # PyAV >= 14 reads it
             path.write_bytes(_jpeg(rgb, when, pos, tz, quality))
@@ -259,6 +264,13 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
                              f"{result.video_span[1]})" if result.track_span and result.video_span else "")
                           + ": nothing could be placed on the map")
     return result
+
+
+def _check_frame_size(video: Path, width: int, height: int) -> None:
+    """PatrolError naming `video`, its frames' size and `MAX_FRAME_PIXELS` when they have more pixels than a photo may."""
+    if width * height > MAX_FRAME_PIXELS:
+        raise PatrolError(f"{video}: frames of {width} x {height} pixels ({width * height:,}), more than the "
+                          f"{MAX_FRAME_PIXELS:,} a picture may have (a photo's limit): refused")
 
 
 def _pictures(container: av.container.InputContainer, stream: av.VideoStream, video: Path,
