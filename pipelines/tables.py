@@ -216,27 +216,40 @@ def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[An
     return path
 
 
-def append_text_row(ws, values: list[Any]) -> None:
+def append_text_row(ws, values: list[Any], *, row: int | None = None, font: Any = None) -> None:
     """`ws.append(values)`, but text stays text: openpyxl writes a string starting with `=` as a formula, and a
     case description, shop name or note such as `=HYPERLINK("http://…", "…")` would run in whoever opens the file;
     text that `formula_like` finds is stored as a text cell (the CSV files mark it instead: `csv_cell`).
     Text longer than an Excel cell holds, which openpyxl would cut without a word, is cut here ending in `CUT_MARK`
     and logged naming the sheet, row and column (the CSV and JSON outputs keep it whole). Control characters no
     Excel file may hold (a BEL or an ESC in OCR'd text or a pasted note), on which openpyxl stops the whole export
-    with IllegalCharacterError, are left out."""
+    with IllegalCharacterError, are left out. The cells are made before they are appended, as a write-only sheet
+    (which keeps no cell to change afterwards) needs, so `row`, the row's number, is given for one (it counts none);
+    `font` (a header's bold) is each cell's."""
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+    from openpyxl.utils import get_column_letter
 
     cleaned = [ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values]
     cut = [i for i, v in enumerate(cleaned) if isinstance(v, str) and len(v) > EXCEL_CELL_CHARS]
     for i in cut:
         cleaned[i] = cleaned[i][:EXCEL_CELL_CHARS - len(CUT_MARK)] + CUT_MARK
-    ws.append(cleaned)
-    for cell, value in zip(ws[ws.max_row], cleaned):
-        if isinstance(value, str) and formula_like(value):
+    cells: list[Any] = []
+    for value in cleaned:
+        text = isinstance(value, str) and formula_like(value)
+        if not text and font is None:
+            cells.append(value)
+            continue
+        cell = WriteOnlyCell(ws, value)
+        if text:
             cell.data_type = "s"
+        if font is not None:
+            cell.font = font
+        cells.append(cell)
+    ws.append(cells)
     if cut:
         log.warning("%s: row %d, column %s: text longer than the %d characters an Excel cell holds, cut and marked %r",
-                    ws.title, ws.max_row, ", ".join(ws.cell(ws.max_row, i + 1).column_letter for i in cut),
+                    ws.title, row or ws.max_row, ", ".join(get_column_letter(i + 1) for i in cut),
                     EXCEL_CELL_CHARS, CUT_MARK)
 
 

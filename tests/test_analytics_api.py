@@ -321,3 +321,49 @@ def test_case_text_in_an_export_is_text_never_a_formula(tmp_path):
     [header, row] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
     assert row[header.index("描述 description")] == "'" + text  # after an apostrophe: text to the spreadsheet
     assert row[header.index("号码 phones")] == '="13800138000"'  # text to Excel, not 1.38E+10
+
+
+def test_a_long_case_export_is_read_in_pages_and_comes_whole(tmp_path, monkeypatch):
+    """GET /exports/cases built every matching case, then the whole file, in the server's memory (a city's years of
+    cases at once); it reads the store a page at a time (a page of 7 here) and streams them out. Every case comes
+    once, in the order of load_cases, across pages whose boundary falls among cases opened at the same moment; the
+    Excel file, written to a temporary file, leaves none behind."""
+    import tempfile
+    from datetime import datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from pipelines.analytics import casedata
+    from pipelines.analytics.casedata import load_cases
+    from pipelines.analytics.export import COLUMNS
+
+    monkeypatch.setattr(casedata, "PAGE", 7)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    app, tokens = make_app(settings_for(tmp_path / "app"), resume_jobs=False)
+    store = app.state.ctx.store
+    make = CaseMaker(store)
+    start = datetime(2026, 12, 1, 9, tzinfo=TZ)
+    made = [make.add("street_stall", (G1, G2)[i % 2], start + timedelta(minutes=i // 4), state="candidate") for i in range(45)]
+    expected = [c.id for c in load_cases(store.engine, load_places(app.state.ctx.settings.analytics))]
+    assert sorted(expected) == sorted(made)
+    selects: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *rest: selects.append(statement) if "FROM cases" in statement else None)
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        as_csv = client.get("/api/v1/exports/cases", headers=reviewer)
+        pages = len(selects)
+        as_xlsx = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
+    assert as_csv.status_code == as_xlsx.status_code == 200
+    assert pages == 7  # 45 cases, 7 a page: six full pages and a last of three
+    [header, *rows] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+    assert header == COLUMNS and header[:2] == ["案件编号 id", "类型 type"]
+    assert [r[0] for r in rows] == expected and {r[header.index("类型名称 type name")] for r in rows} == {"占道经营 / 无照经营游商"}
+    book = load_workbook(io.BytesIO(as_xlsx.content))
+    assert book.sheetnames == ["案件 Cases"]
+    [head, *cells] = list(book.active.iter_rows(values_only=True))
+    assert list(head) == COLUMNS and [r[0] for r in cells] == expected
+    assert book.active["A1"].font.b and book.active.freeze_panes == "A2"
+    assert list(temp.iterdir()) == []  # the workbook's temporary folder is gone

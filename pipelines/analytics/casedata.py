@@ -8,7 +8,7 @@ from the grid file (`places`), not stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -122,9 +122,62 @@ _COLUMNS = [cases.c[name] for name in (
     "opened_at", "created_at", "review_decision", "dispatch_target", "dispatch_ref", "description", "details")]
 
 
+#: Cases read from the store at a time by `iter_cases` (a page of facts is a few MB at most).
+PAGE = 1000
+
+
 def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), newest: int | None = None) -> list[CaseFact]:
     """Cases matching `flt`, oldest first (the period is on `opened_at`, as in `CaseStore.search`). `newest`: only
     that many, the newest, read from the store (the map's cap: a city's years of cases are never all in memory)."""
+    where = _where(places, flt)
+    if where is None:
+        return []
+    c = cases.c
+    query = sa.select(*_COLUMNS).where(*where)
+    if newest is None:
+        query = query.order_by(sa.nulls_first(c.opened_at.asc()), c.id)
+    else:
+        query = query.order_by(c.opened_at.desc(), c.id.desc()).limit(newest)
+    with engine.connect() as conn:
+        facts = [_fact(row, places) for row in conn.execute(query)]
+    return facts if newest is None else facts[::-1]
+
+
+def iter_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), page: int | None = None) -> Iterator[CaseFact]:
+    """The cases of `load_cases`, in its order, read from the store `page` (`PAGE`) at a time after the last one given
+    (by opening time and id, so a case never comes twice), without holding a connection between pages: an export of a
+    city's years of cases streams to the client instead of being built whole in the server's memory."""
+    where = _where(places, flt)
+    if where is None:
+        return
+    page = page or PAGE
+    c = cases.c
+    after: tuple[datetime | None, str] | None = None
+    while True:
+        query = sa.select(*_COLUMNS).where(*where, *_after(after)).order_by(sa.nulls_first(c.opened_at.asc()), c.id)
+        with engine.connect() as conn:
+            rows = conn.execute(query.limit(page)).all()
+        yield from (_fact(row, places) for row in rows)
+        if len(rows) < page:
+            return
+        last = rows[-1]._mapping
+        after = (last["opened_at"], last["id"])
+
+
+def _after(key: tuple[datetime | None, str] | None) -> list[Any]:
+    """The condition for the cases after `key` (opening time, id) in `load_cases`' order, where an unset opening
+    time comes first."""
+    if key is None:
+        return []
+    c = cases.c
+    opened, case_id = key
+    if opened is None:
+        return [sa.or_(c.opened_at.is_not(None), sa.and_(c.opened_at.is_(None), c.id > case_id))]
+    return [sa.or_(c.opened_at > opened, sa.and_(c.opened_at == opened, c.id > case_id))]
+
+
+def _where(places: Places, flt: CaseFilter) -> list[Any] | None:
+    """The store's conditions for `flt`; None when no case can match (streets no cell of the grid file is in)."""
     c = cases.c
     where: list[Any] = []
     if flt.types:
@@ -140,7 +193,7 @@ def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), n
         in_streets = places.cells_where(streets=list(flt.streets))
         cells = (cells & in_streets) if cells else in_streets
         if not cells:
-            return []
+            return None
     if cells:
         where.append(c.grid_cell.in_(sorted(cells)))
     if flt.cameras:
@@ -153,14 +206,7 @@ def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), n
         where.append(c.review_decision.is_not(None) if flt.reviewed else c.review_decision.is_(None))
     if flt.severities:
         where.append(recorded_severity().in_([Severity(s).value for s in flt.severities]))
-    query = sa.select(*_COLUMNS).where(*where)
-    if newest is None:
-        query = query.order_by(c.opened_at, c.id)
-    else:
-        query = query.order_by(c.opened_at.desc(), c.id.desc()).limit(newest)
-    with engine.connect() as conn:
-        facts = [_fact(row, places) for row in conn.execute(query)]
-    return facts if newest is None else facts[::-1]
+    return where
 
 
 @dataclass(frozen=True)

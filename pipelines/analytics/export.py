@@ -7,7 +7,7 @@ Times are written in local time (the analytics time zone), as city staff read th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,8 @@ COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 s
            "来源名称 source name", "摄像头/批次 camera or batch", "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address",
            "纬度 lat", "经度 lon", "发现时间 opened (local)", "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity",
            "严重程度名称 severity name", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description"]
+EXPORT_SHEET = ("cases", "案件 Cases")
+"""The export's table key and sheet title."""
 
 
 class FilterError(ValueError):
@@ -86,16 +88,19 @@ def _first_moment(day: str, tz: ZoneInfo) -> datetime:
 
 
 def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Table:
+    """The export of `cases` as one table (the command line's file)."""
+    return Table(*EXPORT_SHEET, COLUMNS, list(export_rows(cases, taxonomy, tz)))
+
+
+def export_rows(cases: Iterable[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Iterator[list]:
+    """Each case's row of `COLUMNS`, as `cases` gives them: the service streams a city's years of cases through it."""
     def name(t: str) -> str:
         return taxonomy.types[t].name_zh if t in taxonomy.types else t
 
-    def row(c: CaseFact) -> list:
+    for c in cases:
         source = "camera" if c.source_kind == "camera" else "photo"
-        return [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
-                SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
-                c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, PhoneText(";".join(c.phones)),
-                ";".join(c.tags), c.severity.value, c.severity.name_zh, c.review_decision, c.dispatch_target,
-                c.dispatch_ref, c.description]
-
-    rows = [row(c) for c in cases]
-    return Table("cases", "案件 Cases", COLUMNS, rows)
+        yield [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
+               SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
+               c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, PhoneText(";".join(c.phones)),
+               ";".join(c.tags), c.severity.value, c.severity.name_zh, c.review_decision, c.dispatch_target,
+               c.dispatch_ref, c.description]
