@@ -44,7 +44,7 @@ test-slow: install system-deps weights
 BENCH_ARGS ?= --backend onnx,torch --precision fp32,int8 --batch 1,4 --imgsz 320,640 --duration 5
 bench: install weights
 	mkdir -p out
-	$(SW) bench $(BENCH_ARGS) --out out/bench-$$(date +%F).json --markdown out/bench-$$(date +%F).md
+	$(SW) bench $(BENCH_ARGS) --overwrite --out out/bench-$$(date +%F).json --markdown out/bench-$$(date +%F).md
 
 clean:
 	rm -rf .pytest_cache demo-out .cache

@@ -215,6 +215,20 @@ def test_an_output_that_is_a_folder_is_refused_before_running(tmp_path, option):
     assert f"{fake} exists and is not a folder" in under_a_file.output
 
 
+def test_an_existing_output_is_kept_unless_overwrite_is_given(tmp_path, tiny_run):
+    """An earlier record under the --out name (one in benchmarks/results/, the one --compare reads) was replaced
+    without a word; it is refused before running, and --overwrite replaces it."""
+    _, record, _ = tiny_run
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text("{}")
+    kept = runner.invoke(app, ["bench", "--from", str(record), "--out", str(earlier), "--markdown", str(tmp_path / "t.md")])
+    assert kept.exit_code == 2 and f"--out {earlier}: exists" in kept.output and "--overwrite" in kept.output
+    assert earlier.read_text() == "{}" and not (tmp_path / "t.md").exists()
+    replaced = runner.invoke(app, ["bench", "--from", str(record), "--out", str(earlier), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert load_record(earlier).variants()
+
+
 def _result(precision: str, throughput: float, recall: float) -> VariantResult:
     params = {"backend": "onnx", "device": "cpu", "precision": precision, "batch": 1, "imgsz": 320}
     acc = Accuracy(reference="onnx/cpu/fp32/320", ref_boxes=20, test_boxes=20, matched=int(20 * recall),

@@ -46,12 +46,13 @@ def bench(
     torch_compile: Annotated[str | None, typer.Option("--torch-compile", help="torch backend: default, reduce-overhead (CUDA graphs) or max-autotune.")] = None,
     device_preprocess: Annotated[bool | None, typer.Option("--device-preprocess/--host-preprocess", help="torch backend: letterbox on the device or on the CPU (default: device on CUDA).")] = None,
     min_agreement: Annotated[float, typer.Option("--min-agreement", min=0.0, max=1.0, help="Flag variants whose recall or precision vs the fp32 reference is below this.")] = 0.9,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON record here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON record here (refused if the file exists, unless --overwrite).")] = None,
     markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown table (and comparison) here.")] = None,
     compare_to: Annotated[Path | None, typer.Option("--compare", help="Earlier JSON record: print ratios and flag regressions.")] = None,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, help="Noise threshold for --compare (0.10 = 10%).")] = 0.10,
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="Exit 1 when --compare finds a regression.")] = False,
     from_record: Annotated[Path | None, typer.Option("--from", help="Do not run: report on this earlier JSON record (with --markdown / --compare).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out or --markdown file that exists.")] = False,
 ) -> None:
     """Benchmark the detector, the photo-triage job and the CCTV service on real images.
 
@@ -67,7 +68,7 @@ def bench(
     from detect.config_io import ConfigError
 
     for option, path in (("--out", out), ("--markdown", markdown_out)):
-        _writable_or_fail(path, option)
+        _writable_or_fail(path, option, overwrite)
     try:
         record = load_record(from_record) if from_record else _run(
             suite, model, backend, device, precision, batch, imgsz, duration, count, warmup, images, max_images,
@@ -95,13 +96,16 @@ def bench(
         raise typer.Exit(1)
 
 
-def _writable_or_fail(path: Path | None, option: str) -> None:
+def _writable_or_fail(path: Path | None, option: str, overwrite: bool) -> None:
     """Refuse an output file that is a folder, or under a file, before running: found only after the run,
-    it lost the whole record (minutes to hours of benchmark, GPU time included)."""
+    it lost the whole record (minutes to hours of benchmark, GPU time included). An existing file is refused
+    too unless `overwrite`: it may be an earlier record (`benchmarks/results/`, the one `--compare` reads)."""
     if path is None:
         return
     if path.is_dir():
         fail(f"{option} {path}: is a folder; name the file to write (e.g. {path / 'bench.json'})")
+    if path.exists() and not overwrite:
+        fail(f"{option} {path}: exists (an earlier record?); name another file, or pass --overwrite to replace it")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         fail(f"{option} {path}: {parent} exists and is not a folder")
