@@ -359,3 +359,39 @@ def test_the_summary_says_which_spooled_bundles_a_run_uploaded_and_which_still_w
     assert "evidence spool: 2 bundles an earlier run could not upload stored now" in done.stdout, done.stdout
     assert "still waiting" not in done.stdout
     assert all((tmp_path / "evidence" / case_id / "manifest.json").is_file() for case_id in spooled)
+
+
+def test_a_run_without_violations_still_uploads_the_spool_and_says_so(tmp_path, bus_jpg, zidane_jpg, onnx_detector,
+                                                                       moto_s3, monkeypatch):
+    """The spool was retried only while drafting cases, so bundles left there while S3 was down waited for a run with
+    violations, and the runs in between said nothing of them; any run that writes cases retries it and reports."""
+    for name, value in (("STREETWATCH_EVIDENCE_KEY", KEY), ("STREETWATCH_S3_ACCESS_KEY", "testing"),
+                        ("STREETWATCH_S3_SECRET_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    busy, quiet = tmp_path / "busy", tmp_path / "quiet"
+    phone_photo(bus_jpg, busy / "a.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    phone_photo(zidane_jpg, quiet / "b.jpg", taken=datetime(2024, 6, 3, 10, 0), gps=HERE)  # people only: no violation
+    config = tmp_path / "streetwatch.json"
+
+    def triage(photos: Path, out: str, endpoint: str):
+        config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"}, "evidence_store": {
+            "backend": "s3", "spool_dir": str(tmp_path / "spool"),
+            "s3": {"endpoint": endpoint, "secure": False, "bucket": "sw-triage-quiet-run", "retries": 0}}}))
+        return run_triage([photos], TriageSettings(out=tmp_path / out, cases=True, verifier="none", ocr="off"),
+                          detector=onnx_detector, deployment=load_model(Settings, config), show_progress=False)
+
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    first = triage(busy, "out1", down)
+    spooled = [r.case_id for r in first.refs]
+    assert len(spooled) == 1 and first.refs[0].evidence is None
+    still_down = triage(quiet, "out2", down)
+    assert still_down.groups == [] and still_down.spool.uploaded == []
+    assert [case_id for case_id, _ in still_down.spool.waiting] == spooled
+    assert still_down.spool.waiting[0][1].startswith("evidence upload failed, will retry: case ")
+
+    up = triage(quiet, "out3", moto_s3)
+    assert up.groups == [] and up.spool.uploaded == spooled and up.spool.waiting == []
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    assert store.get(spooled[0]).evidence_ref == f"s3://sw-triage-quiet-run/cases/{spooled[0]}"
+    store.close()
+    assert not (tmp_path / "spool" / spooled[0]).exists()

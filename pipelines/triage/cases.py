@@ -88,11 +88,10 @@ class TriageCases:
         self.intake, self.store, self.batch_id = intake, store, batch_id
         self.staging = staging
         self.archives = ArchiveCache()
-        self.spool = SpoolRetry()
 
     def write(self, groups: list[Group], on_case=None) -> list[CaseRef]:
-        """One `CaseRef` per group, in order; a group whose photos cannot be read again gets none."""
-        self.spool = self._retry_spool()
+        """One `CaseRef` per group, in order; a group whose photos cannot be read again gets none. The run retries
+        the spool before (`retry_spool`), groups or not."""
         refs = []
         try:
             for group in groups:
@@ -104,8 +103,10 @@ class TriageCases:
             shutil.rmtree(self.staging, ignore_errors=True)
         return refs
 
-    def _retry_spool(self) -> SpoolRetry:
-        """Upload the bundles an earlier run could not, and say which are still spooled and why (the case's reason)."""
+    def retry_spool(self) -> SpoolRetry:
+        """Upload the bundles an earlier run could not, and say which are still spooled and why (the case's reason).
+        A run with no violations calls it too: else spooled evidence would wait for a run that has some, and the
+        summary of every run until then would not say that it waits."""
         uploaded = [case.id for case in self.intake.retry_evidence()]
         waiting = []
         for case_id in self.intake.spooled():

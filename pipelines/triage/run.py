@@ -209,6 +209,7 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
         withdrawals = case_writer.withdraw(replaced, {violation_id(m) for m in members})
     groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits)
     refs = [CaseRef() for _ in groups]
+    spool = case_writer.retry_spool() if case_writer is not None else SpoolRetry()  # groups or not
     if case_writer is not None and groups:
         with progress_bar(enabled=show_progress, label="cases") as bar:
             task = bar.add_task("cases", total=len(groups), notes="evidence bundles")
@@ -218,4 +219,4 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
     write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases)
     return TriageResult(stats, tally, groups, refs, out,
                         {"report": out / REPORT, "results": results, "cases": out / CASES_CSV}, withdrawals,
-                        case_writer.spool if case_writer is not None else SpoolRetry())
+                        spool)
