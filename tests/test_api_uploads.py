@@ -352,3 +352,34 @@ def test_a_failed_jobs_error_names_no_server_path(tmp_path, monkeypatch):
         job = client.get(f"/api/v1/triage/jobs/{job_id}", headers=auth(tokens["reviewer"])).json()
     assert job["state"] == "failed"
     assert "input" in job["error"] and str(tmp_path) not in job["error"], job["error"]
+
+
+def test_a_jobs_summary_says_what_became_of_the_evidence_spool(uploads, tmp_path, bus_jpg, zidane_jpg):
+    """A job's summary carries `spool`: the bundles earlier jobs left there (storage was down) that it stored, and each
+    one still waiting with its case's reason; a job whose photos show no violation retries the spool too."""
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    root = tmp_path / "evidence"
+    shutil.rmtree(root, ignore_errors=True)
+    root.write_text("a file where the evidence folder should be: every upload fails")
+
+    def job(photo: Path) -> dict:
+        created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", (photo.name, photo.read_bytes(), "image/jpeg"))])
+        done = wait_job(client, created.json()["id"], inspector)
+        assert done["state"] == "done", done
+        return done
+
+    first = job(bus_jpg)
+    [case] = first["cases"]
+    assert case["case_id"] and case["error"].startswith("evidence upload failed, will retry")  # its own: said on its group
+    assert first["summary"]["spool"] == {"uploaded": 0, "waiting": 0, "waiting_cases": []}
+    still_down = job(zidane_jpg)  # people only: no group
+    assert still_down["summary"]["groups"] == 0
+    spool = still_down["summary"]["spool"]
+    assert (spool["uploaded"], spool["waiting"]) == (0, 1) and spool["waiting_cases"][0]["case_id"] == case["case_id"]
+    assert spool["waiting_cases"][0]["reason"].startswith("evidence upload failed, will retry: case ")
+
+    root.unlink()  # storage is back
+    up = job(zidane_jpg)
+    assert up["summary"]["spool"] == {"uploaded": 1, "waiting": 0, "waiting_cases": []}
+    assert app.state.ctx.store.get(case["case_id"]).evidence_ref == (root / case["case_id"]).resolve().as_uri()

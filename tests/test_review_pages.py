@@ -467,3 +467,42 @@ def test_the_login_page_keeps_only_a_token_the_pages_can_use(site, token, said):
     status = _wait(b, lambda d: d.find_element(By.ID, "status").text, "the login page's answer")
     assert status == said and urlsplit(b.current_url).path == "/ui/login"
     assert b.execute_script("return localStorage.getItem('sw_token')") == site["token"]  # the reviewer's, kept
+
+
+def _upload_another(served, photo, jobs: int) -> str:
+    """Upload `photo` once more on the upload page `_upload_and_wait` left open, the job list then holding `jobs`;
+    the progress line once the job is done."""
+    from selenium.webdriver.common.by import By
+
+    b = served["browser"]
+    b.execute_script("document.getElementById('files').value = '';")
+    b.find_element(By.ID, "files").send_keys(str(photo))
+    b.find_element(By.CSS_SELECTOR, "#upload button").click()
+
+    def finished(d) -> bool:  # the job list is listed again once the job is done, the newest first
+        listed = d.find_elements(By.CSS_SELECTOR, "#jobs li")
+        return len(listed) == jobs and "完成 done" in listed[0].text
+
+    _wait(b, finished, f"job {jobs} to finish", timeout=120)
+    return b.find_element(By.ID, "job-text").text
+
+
+def test_upload_page_says_what_became_of_the_evidence_spool(tmp_path, bus_jpg, zidane_jpg):
+    """A job's summary says how many bundles earlier jobs left in the spool (storage was down) it stored and how many
+    still wait; the page showed neither, so staff took a quiet job for evidence safely stored."""
+    from selenium.webdriver.common.by import By
+
+    root = tmp_path / "evidence"
+
+    def storage_down(app) -> None:
+        shutil.rmtree(root, ignore_errors=True)
+        root.write_text("a file where the evidence folder should be: every upload fails")
+
+    settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off"})
+    with served_pages(tmp_path, settings, storage_down) as served:
+        b = _upload_and_wait(served, bus_jpg)  # its own bundle is spooled: said on its group, not as the spool's
+        assert b.find_element(By.ID, "job-text").text == "1 / 1 · 完成 done · 1 组 groups · 1 件案件 cases"
+        assert _upload_another(served, zidane_jpg, 2) == \
+            "1 / 1 · 完成 done · 0 组 groups · 证据待上传 1 份 evidence waiting for storage"
+        root.unlink()  # storage is back
+        assert _upload_another(served, zidane_jpg, 3) == "1 / 1 · 完成 done · 0 组 groups · 证据已补传 1 份 evidence uploaded"

@@ -51,6 +51,17 @@ class JobCase(BaseModel):
     photos: int = Field(description="Photos in the group.")
 
 
+class SpooledCase(BaseModel):
+    case_id: str = Field(description="A case whose sealed bundle still waits in the spool.")
+    reason: str = Field(description="Why (the case's reason: the last upload's failure).")
+
+
+class JobSpool(BaseModel):
+    uploaded: int = Field(description="Bundles earlier jobs or runs left in the spool (storage was down) that this job stored.")
+    waiting: int = Field(description="Bundles still waiting in the spool for the evidence store.")
+    waiting_cases: list[SpooledCase] = Field(description="Each one still waiting, with why.")
+
+
 class JobSummary(BaseModel):
     readable: int = Field(description="Photos that could be read.")
     with_violations: int = Field(description="Photos with at least one finding.")
@@ -58,6 +69,8 @@ class JobSummary(BaseModel):
     duplicates: int = Field(description="Exact duplicates of another photo.")
     groups: int = Field(description="Groups of photos of the same violation; each is a candidate case where the service "
                                     "writes cases (`cases` gives each group's case id, None where none was written).")
+    spool: JobSpool | None = Field(None, description="The job's retry of the evidence spool, violations found or not "
+                                                     "(None for a job finished before the service reported it).")
 
 
 class JobProgress(BaseModel):
