@@ -171,9 +171,14 @@ def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, mon
 
     body = json.dumps({"taskNumber": "T-100", "status": "立案"}).encode()
     hook = "/api/v1/dispatch/dcm/webhook"
-    assert client.post(hook, content=body).status_code == 401  # neither token nor signature
+    neither = client.post(hook, content=body)
+    assert neither.status_code == 401 and neither.json()["type"] == "urn:streetwatch:problem:unauthenticated"
+    assert neither.json()["detail"] == ("需要集成方令牌（Authorization: Bearer）或已签名的请求体（X-Signature） "
+                                        "send an integration token (Authorization: Bearer) or a signed body (X-Signature)")
     bad = client.post(hook, content=body, headers={"X-Signature": "sha256=" + "0" * 64})
     assert bad.status_code == 401 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.json()["type"] == "urn:streetwatch:problem:webhook-refused"  # Chinese first, the English integrators match as it was
+    assert bad.json()["detail"] == "X-Signature 签名错误或缺失 bad or missing X-Signature"
     odd_header = client.post(hook, content=body, headers={"X-Signature": "sha256=é".encode("latin-1")})
     assert odd_header.status_code == 401  # not a 500
     assert store.get(case_id).state is CaseState.SUBMITTED

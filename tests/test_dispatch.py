@@ -929,12 +929,18 @@ def test_a_timestamped_webhook_cannot_be_replayed_later(tmp_path, world, bus_eve
         server.now = int(stamp) + 301  # the captured call, replayed six minutes later
         replayed = httpx.post(hook, content=body, headers=headers)
         assert replayed.status_code == 401, replayed.text
-        assert "X-Timestamp" in replayed.json()["error"] and "more than webhook_max_age_s (300)" in replayed.json()["error"]
+        assert replayed.json()["error"] == ("X-Timestamp 与当前时间相差 301 秒，超过 webhook_max_age_s（300）：重放或延迟的调用，"
+                                            f"或时钟不准 X-Timestamp {stamp} is 301 s from now, more than webhook_max_age_s "
+                                            "(300): a replayed or delayed call, or a clock that is off")
         restamped = httpx.post(hook, content=body, headers={**headers, "X-Timestamp": str(server.now)})  # the stamp is signed
-        assert restamped.status_code == 401 and "bad or missing X-Signature" in restamped.json()["error"]
+        assert restamped.status_code == 401 and restamped.json()["error"] == (
+            "X-Signature 签名错误或缺失（签名 '<X-Timestamp>.<请求体>'） bad or missing X-Signature (of '<X-Timestamp>.<body>')")
         server.now = None
         unstamped = httpx.post(hook, content=body, headers={"X-Signature": sign("hook-secret-123", body)})
-        assert unstamped.status_code == 401 and "missing X-Timestamp" in unstamped.json()["error"]
+        assert unstamped.status_code == 401 and unstamped.json()["error"].startswith("缺少 X-Timestamp（Unix 秒数")
+        assert "missing X-Timestamp (unix seconds" in unstamped.json()["error"]
+        odd = httpx.post(hook, content=body, headers={"X-Signature": sign("hook-secret-123", body), "X-Timestamp": "soon"})
+        assert odd.status_code == 401 and odd.json()["error"] == "X-Timestamp 不是 Unix 秒数 X-Timestamp 'soon' is not unix seconds"
         assert store.get(case_id).state is CaseState.STILL_PRESENT
 
         # handled again, for real: another call (within the same second, the same body would be the same call)

@@ -34,7 +34,8 @@ def webhook_caller(target: str, request: Request, ctx: AppContext = Depends(get_
     cfg = ctx.settings.dispatch.targets.get(target)
     if cfg is not None and cfg.webhook_secret_env and request.headers.get(SIGNATURE_HEADER):
         return f"signed:{target}"
-    raise Problem(401, "send an integration token (Authorization: Bearer) or a signed body (X-Signature)",
+    raise Problem(401, "需要集成方令牌（Authorization: Bearer）或已签名的请求体（X-Signature） "
+                       "send an integration token (Authorization: Bearer) or a signed body (X-Signature)",
                   slug="unauthenticated", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -43,6 +43,12 @@ class WebhookError(ValueError):
         self.status_code = status_code
 
 
+def unauthenticated(zh: str, en: str) -> WebhookError:
+    """A 401 of the webhook, worded as the API's other 401s (api/auth.py): Chinese for the platform's staff first,
+    then the English integrators may match, as it was."""
+    return WebhookError(401, f"{zh} {en}")
+
+
 @dataclass(frozen=True)
 class WebhookResult:
     case: Case
@@ -168,15 +174,19 @@ def _check_signature(target: str, cfg: TargetConfig, body: bytes, headers: Mappi
     if name:
         stamp = _header(headers, name)
         if not stamp:
-            raise WebhookError(401, f"missing {name} (unix seconds, signed with the body as '<timestamp>.<body>')")
+            raise unauthenticated(f"缺少 {name}（Unix 秒数，与请求体一起签名为 '<时间戳>.<请求体>'）",
+                                  f"missing {name} (unix seconds, signed with the body as '<timestamp>.<body>')")
         if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
-            raise WebhookError(401, f"{name} {stamp[:40]!r} is not unix seconds")
+            raise unauthenticated(f"{name} 不是 Unix 秒数", f"{name} {stamp[:40]!r} is not unix seconds")
     given = _header(headers, SIGNATURE_HEADER) or ""
     if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), sign(secret, body, stamp).encode()):  # any header text
-        raise WebhookError(401, f"bad or missing {SIGNATURE_HEADER}" + (f" (of '<{name}>.<body>')" if name else ""))
-    if stamp is not None and abs(now - int(stamp)) > cfg.webhook_max_age_s:
-        raise WebhookError(401, f"{name} {stamp} is {abs(now - int(stamp)):.0f} s from now, more than webhook_max_age_s "
-                           f"({cfg.webhook_max_age_s:g}): a replayed or delayed call, or a clock that is off")
+        raise unauthenticated(f"{SIGNATURE_HEADER} 签名错误或缺失" + (f"（签名 '<{name}>.<请求体>'）" if name else ""),
+                              f"bad or missing {SIGNATURE_HEADER}" + (f" (of '<{name}>.<body>')" if name else ""))
+    if stamp is not None and (off := abs(now - int(stamp))) > cfg.webhook_max_age_s:
+        raise unauthenticated(f"{name} 与当前时间相差 {off:.0f} 秒，超过 webhook_max_age_s（{cfg.webhook_max_age_s:g}）："
+                              "重放或延迟的调用，或时钟不准",
+                              f"{name} {stamp} is {off:.0f} s from now, more than webhook_max_age_s "
+                              f"({cfg.webhook_max_age_s:g}): a replayed or delayed call, or a clock that is off")
     return stamp
 
 
