@@ -48,10 +48,15 @@ class Problem(Exception):
         self.slug = slug or HTTPStatus(status).phrase.lower().replace(" ", "-")
 
 
+def problem_type(slug: str) -> str:
+    """The `type` URI of the problems of kind `slug` (the pages compare the kind alone: api/static/common.js)."""
+    return f"urn:streetwatch:problem:{slug}"
+
+
 def problem_response(status: int, detail: str, slug: str | None = None, headers: dict[str, str] | None = None,
                      errors: list[dict[str, Any]] | None = None) -> JSONResponse:
     slug = slug or HTTPStatus(status).phrase.lower().replace(" ", "-")
-    body: dict[str, Any] = {"type": f"urn:streetwatch:problem:{slug}", "title": HTTPStatus(status).phrase,
+    body: dict[str, Any] = {"type": problem_type(slug), "title": HTTPStatus(status).phrase,
                             "status": status, "detail": detail}
     if errors:
         body["errors"] = errors

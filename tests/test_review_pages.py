@@ -452,6 +452,20 @@ def test_an_expired_token_is_said_with_when_it_expired(site):
     _login(site)  # the good token again, for the tests after this one
 
 
+def test_the_pages_tell_an_expired_token_by_the_kind_the_api_names(site):
+    """The pages compared the whole problem URI, written again in common.js, so a change of the API's URI (made in
+    api/problems.py) or of its kind (api/auth.py) would quietly call expired tokens revoked; they compare the kind,
+    which must be the API's."""
+    from api.auth import EXPIRED
+    from api.problems import problem_type
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/login")
+    assert b.execute_script("return SW.EXPIRED") == EXPIRED
+    assert b.execute_script("return SW.problemKind({type: arguments[0]})", problem_type(EXPIRED)) == EXPIRED
+    _login(site)
+
+
 @pytest.mark.parametrize("token, said", [("integration", "此令牌无权使用审核页面 This token's role cannot use the review pages"),
                                          ("swt_not-a-token", "令牌无效 Invalid token")])
 def test_the_login_page_keeps_only_a_token_the_pages_can_use(site, token, said):

@@ -32,9 +32,13 @@ const SW = {
   async refusal(res) {
     try {
       const problem = await res.json();
-      return problem.type === "urn:streetwatch:problem:token-expired" ? problem.detail : null;
+      return SW.problemKind(problem) === SW.EXPIRED ? problem.detail : null;
     } catch (e) { return null; }  // not JSON
   },
+  // The kind of problem the API answered: its type's last part (urn:streetwatch:problem:<kind>, made in one place,
+  // api/problems.py), so the page names a kind as api/auth.py does and never the URI.
+  problemKind(problem) { return String(problem.type || "").split(":").pop(); },
+  EXPIRED: "token-expired",  // api/auth.py's EXPIRED (tests/test_review_pages.py holds the two the same)
   async json(path, opts) { return (await SW.api(path, opts)).json(); },
 
   el(tag, attrs = {}, ...children) {
