@@ -92,6 +92,18 @@ class EvidenceStore(Protocol):
         """One file of a stored bundle (e.g. its manifest)."""
 
 
+#: The backend that writes each reference scheme, and what to call its references.
+REFERENCE_KINDS = {"file": ("local", "a local reference"), "s3": ("s3", "an S3 reference")}
+
+
+def other_backends_reference(ref: str, backend: str) -> str | None:
+    """Why the `backend` store cannot take `ref` when the other backend wrote it (an S3 reference while
+    evidence_store.backend is local, a file:// one while it is s3), or None: said so, not as a malformed reference,
+    the settings being what to change."""
+    written_by, kind = REFERENCE_KINDS.get(urlparse(ref).scheme, (backend, ""))
+    return None if written_by == backend else f"{ref} is {kind}, but evidence_store.backend is {backend}"
+
+
 def content_type(path: str) -> str:
     return mimetypes.guess_type(path)[0] or "application/octet-stream"
 
@@ -139,7 +151,7 @@ class LocalEvidenceStore:
     def path(self, ref: str) -> Path:
         parsed = urlparse(ref)
         if parsed.scheme != "file":
-            raise StorageError(f"{ref}: not a local evidence reference")
+            raise StorageError(other_backends_reference(ref, "local") or f"{ref}: not a local evidence reference")
         return Path(url2pathname(parsed.path))
 
     def fetch_bundle(self, ref: str, dest: Path) -> Path:
@@ -207,7 +219,7 @@ class S3EvidenceStore:
     def _key(self, ref: str, rel_path: str = "") -> str:
         parsed = urlparse(ref)
         if parsed.scheme != "s3" or parsed.netloc != self.bucket:
-            raise StorageError(f"{ref}: not a reference into s3://{self.bucket}")
+            raise StorageError(other_backends_reference(ref, "s3") or f"{ref}: not a reference into s3://{self.bucket}")
         return parsed.path.lstrip("/").rstrip("/") + "/" + rel_path
 
     def put_bundle(self, case_id: str, bundle_dir: Path) -> str:

@@ -121,6 +121,21 @@ def test_evidence_verify_names_an_s3_reference_on_a_local_store_and_a_path_that_
     assert f"problem: {gone}: does not exist" in checked.output and f"problem: {a_file}: not a directory" in checked.output
 
 
+def test_evidence_verify_names_a_local_reference_on_an_s3_store(deployment, tmp_path):
+    """A file:// reference while the settings' evidence store is S3 failed with 'not a reference into s3://…', as if it
+    were a malformed S3 one; it is said to be a local reference, with the folder to give instead."""
+    _, case, _ = deployment
+    config = tmp_path / "s3.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                      "evidence_store": {"backend": "s3", "s3": {"endpoint": "127.0.0.1:9", "bucket": "sw-evidence"}}}))
+    refused = _cli("evidence", "verify", case.evidence_ref, "--config", str(config))
+    folder = tmp_path / "evidence" / case.id
+    assert refused.exit_code == 2 and (f"{case.evidence_ref} is a local reference, but evidence_store.backend is s3 "
+                                       f"(settings: {config}); to verify it, give its folder ({folder}) instead") in refused.output
+    given = _cli("evidence", "verify", str(folder), "--config", str(config), "--no-store")
+    assert given.exit_code == 0 and given.output.startswith(f"OK  {folder}"), given.output
+
+
 def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispatch(deployment, bus_event):
     """Issue 14, item 4: a bundle is tied to its case by case id and by the digest recorded at sealing."""
     import shutil

@@ -53,6 +53,19 @@ def test_local_round_trip_and_urls(tmp_path, bundle):
         store.put_bundle("x", tmp_path)
 
 
+def test_a_reference_of_the_other_backend_is_named_so(tmp_path):
+    """A store given the other backend's reference says so (the settings' backend is what to change), not that the
+    reference is malformed; one into another bucket is still 'not a reference into' this one."""
+    local, s3 = LocalEvidenceStore(tmp_path / "evidence"), _s3("127.0.0.1:9")  # no server is asked
+    file_ref = (tmp_path / "evidence" / "SW20250314-aaa").as_uri()
+    with pytest.raises(StorageError, match=f"^{file_ref} is a local reference, but evidence_store.backend is s3$"):
+        s3.fetch_bundle(file_ref, tmp_path / "copy")
+    with pytest.raises(StorageError, match="^s3://sw-evidence/cases/x is an S3 reference, but evidence_store.backend is local$"):
+        local.fetch_bundle("s3://sw-evidence/cases/x", tmp_path / "copy")
+    with pytest.raises(StorageError, match="^s3://other/cases/x: not a reference into s3://sw-evidence$"):
+        s3.read_bytes("s3://other/cases/x", "manifest.json")
+
+
 def test_s3_round_trip_content_types_and_presigned_fetch(tmp_path, bundle, moto_s3):
     store = _s3(moto_s3)
     ref = store.put_bundle("SW20250314-aaa", bundle.path)  # creates the bucket

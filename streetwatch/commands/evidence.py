@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import typer
 
@@ -171,23 +173,31 @@ def _recorded_digest(store, case_id: str) -> tuple[str | None, str | None]:
 
 
 def _evidence_store(settings, bundles: list[str], config: Path | None):
-    """The configured evidence store when a bundle is given as a stored reference (None otherwise); an S3
-    reference with the local backend configured, or S3 credentials missing, stop the command naming the fix."""
-    from pipelines.evidence_store import StorageError, open_evidence_store
+    """The configured evidence store when a bundle is given as a stored reference (None otherwise); a reference
+    the other backend wrote (S3 with the local backend configured, file:// with s3), or S3 credentials missing,
+    stop the command naming the fix."""
+    from pipelines.evidence_store import StorageError, open_evidence_store, other_backends_reference
     from pipelines.settings import CONFIG_ENV
 
     refs = [b for b in bundles if "://" in b]
     if not refs:
         return None
-    s3_refs = [b for b in refs if b.startswith("s3://")]
-    if s3_refs and settings.evidence_store.backend == "local":
-        where = config or os.environ.get(CONFIG_ENV) or "no settings file (--config, $STREETWATCH_CONFIG): the defaults"
-        fail(f"{s3_refs[0]} is an S3 reference, but evidence_store.backend is local (settings: {where}); to fetch it, "
-             "set evidence_store.backend: s3 and evidence_store.s3 (endpoint, bucket) in the settings given with --config")
+    for ref in refs:
+        if (why := other_backends_reference(ref, settings.evidence_store.backend)) is not None:
+            where = config or os.environ.get(CONFIG_ENV) or "no settings file (--config, $STREETWATCH_CONFIG): the defaults"
+            fail(f"{why} (settings: {where}); {_fix_for(ref)}")
     try:
         return open_evidence_store(settings.evidence_store)
     except StorageError as exc:
         fail(str(exc))
+
+
+def _fix_for(ref: str) -> str:
+    """What to do about a reference the configured backend cannot fetch (`_evidence_store`)."""
+    if ref.startswith("s3://"):
+        return "to fetch it, set evidence_store.backend: s3 and evidence_store.s3 (endpoint, bucket) in the settings given with --config"
+    return (f"to verify it, give its folder ({url2pathname(urlparse(ref).path)}) instead, or set evidence_store.backend: "
+            "local in the settings given with --config")
 
 
 @contextmanager
