@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
@@ -18,7 +19,7 @@ from typing import Callable, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from detect.config_io import load_model, write_text_atomic
+from detect.config_io import ConfigError, load_model, read_mapping, write_text_atomic
 from detect.digests import sha256_file
 
 PROJECT_MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -32,6 +33,20 @@ _NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 class ModelNotFoundError(FileNotFoundError):
     """No weight file for a model id; the message says where we looked and what to do."""
+
+
+class BrokenCardError(ModelNotFoundError, ConfigError):
+    """The model named has a card that cannot be read or validated; the message names the file and the reason. A
+    `ModelNotFoundError` (every command already answers those with one line) and a `ConfigError` (it is a bad file)."""
+
+
+@dataclass(frozen=True)
+class BrokenCard:
+    """A card file that cannot be used, kept apart so that it refuses only its own model, not the whole registry."""
+
+    id: str  #: the id the file claims (its `id:` when that can be read, else its file name), which it keeps from others
+    path: Path
+    reason: str  #: `ConfigError`'s message: the file, field and why
 
 
 class ModelCard(BaseModel):
@@ -85,24 +100,51 @@ def registry_dir() -> Path:
     return d
 
 
-def list_cards() -> list[ModelCard]:
-    """All cards found, the first occurrence of each id winning."""
-    cards: dict[str, ModelCard] = {}
+def _scan_cards() -> dict[str, ModelCard | BrokenCard]:
+    """Every card found by id, the first occurrence of each id winning, a broken one too: a hand edit gone wrong in
+    registry/ then refuses its model by name instead of letting a shipped card of that id load other weights."""
+    cards: dict[str, ModelCard | BrokenCard] = {}
     for d in model_dirs():
         for sub in ("registry", "cards"):
             for f in sorted((d / sub).glob("*.yaml")):
                 if f.name == PROMOTED_FILE:
                     continue
-                card = load_model(ModelCard, f)
+                try:
+                    card: ModelCard | BrokenCard = load_model(ModelCard, f)
+                except ConfigError as exc:
+                    card = BrokenCard(_claimed_id(f), f, str(exc))
                 cards.setdefault(card.id, card)
-    return list(cards.values())
+    return cards
+
+
+def _claimed_id(path: Path) -> str:
+    """The id a card that failed to load meant: its `id:` when the file reads as a mapping, else its file name."""
+    try:
+        claimed = read_mapping(path).get("id")
+    except ConfigError:
+        claimed = None
+    return claimed if isinstance(claimed, str) and claimed else path.stem
+
+
+def list_cards() -> list[ModelCard]:
+    """All usable cards found, the first occurrence of each id winning (broken ones: `broken_cards`)."""
+    return [c for c in _scan_cards().values() if isinstance(c, ModelCard)]
+
+
+def broken_cards() -> list[BrokenCard]:
+    """Card files that cannot be used, each with its reason, for `models list` to show beside the others."""
+    return [c for c in _scan_cards().values() if isinstance(c, BrokenCard)]
 
 
 def get_card(model_id: str) -> ModelCard:
-    """The card for `model_id`; official Ultralytics release names get an implicit card."""
-    for card in list_cards():
-        if card.id == model_id:
-            return card
+    """The card for `model_id`; official Ultralytics release names get an implicit card.
+
+    Raises `BrokenCardError` when the card of that id cannot be used (only then: other cards' models still load)."""
+    found = _scan_cards().get(model_id)
+    if isinstance(found, BrokenCard):
+        raise BrokenCardError(f"the card of model '{model_id}' cannot be used: {found.reason}")
+    if found is not None:
+        return found
     if _RELEASE_NAME.match(model_id):
         return ModelCard(id=model_id, format="pt", files=[f"{model_id}.pt"], download=f"{model_id}.pt",
                          source="Ultralytics release")
@@ -184,6 +226,8 @@ def id_taken(model_id: str, replaceable: Callable[[ModelCard], bool] = lambda ca
             return None
         return (f"the registry already has the {card.format} model {model_id!r} ({card.source or 'no source given'}), "
                 "which a new card of that id would replace or shadow")
+    except BrokenCardError as exc:  # its file is someone's work to mend, not to be written over
+        return str(exc)
     except ModelNotFoundError:
         pass
     if not promoted_ok and model_id == promoted_model():

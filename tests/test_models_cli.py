@@ -108,13 +108,36 @@ def test_models_list_shows_cards_and_files():
 
 
 
-def test_models_list_names_a_broken_card_without_a_traceback(tmp_path, monkeypatch):
-    (tmp_path / "registry").mkdir()
-    (tmp_path / "registry" / "stalls-v2.yaml").write_text("id: stalls-v2\nformat: pt\nfiles: []\n", encoding="utf-8")
+def test_a_broken_card_refuses_only_its_own_model(bus_jpg, tmp_path, monkeypatch):
+    """One hand-edited card in registry/ took the whole registry down (`models list` listed nothing, every model
+    refused); now only the model it is the card of is refused, naming the file and the reason."""
+    from detect.registry import id_taken
+
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "stalls-v2.yaml").write_text("id: stalls-v2\nformat: pt\nfiles: []\n", encoding="utf-8")
+    (registry / "stalls-v3.yaml").write_text("id: stalls-v3\nformat: [pt\n", encoding="utf-8")  # not even YAML
     monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path))
-    result = runner.invoke(app, ["models", "list"])
-    assert result.exit_code == 2, result.output
-    assert f"error: {tmp_path / 'registry' / 'stalls-v2.yaml'}: files: List should have at least 1 item" in result.stderr
+    v2_reason = f"{registry / 'stalls-v2.yaml'}: files: List should have at least 1 item"
+
+    listed = runner.invoke(app, ["models", "list"], env={"COLUMNS": "600"})
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 2}
+    assert "yolo11n" in rows and "yolov8n" in rows
+    assert "broken card" in rows["stalls-v2"] and v2_reason in rows["stalls-v2"]
+    assert "broken card" in rows["stalls-v3"] and f"{registry / 'stalls-v3.yaml'}: not valid YAML" in rows["stalls-v3"]
+
+    assert resolve_weights("yolo11n")[1].id == "yolo11n"
+    assert runner.invoke(app, ["detect", str(bus_jpg)]).exit_code == 0  # another model: as if nothing were broken
+    for command in (["detect", str(bus_jpg), "--model", "stalls-v2"], ["models", "export", "--model", "stalls-v2"]):
+        refused = runner.invoke(app, command)
+        assert refused.exit_code == 2 and f"the card of model 'stalls-v2' cannot be used: {v2_reason}" in refused.stderr
+    assert v2_reason in id_taken("stalls-v2")  # `train --name stalls-v2` may not write over the file being mended
+
+    (registry / "promoted.yaml").write_text("model: stalls-v3\npromoted_at: 2026-11-21T00:00:00Z\n", encoding="utf-8")
+    refused = runner.invoke(app, ["detect", str(bus_jpg)])  # the promoted model's card broken: said, not yolo11n
+    assert refused.exit_code == 2 and f"{registry / 'stalls-v3.yaml'}: not valid YAML" in refused.stderr
+
 
 def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, monkeypatch):
     calib = tmp_path / "calib"

@@ -132,8 +132,15 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
     assert [(d["candidate"], d["passed"], d["forced"], d["promoted"]) for d in log] == [
         ("tiny-ft", False, False, False), ("tiny-ft", False, True, True), ("tiny-ft-160-dyn", True, False, True)]
 
+    # the promoted model's card broken by a hand edit: the comparison is refused naming the file and the reason
+    card = models / "registry" / "tiny-ft-160-dyn.yaml"
+    card.write_text(card.read_text(encoding="utf-8").replace("format: onnx", "format: tensorrt"), encoding="utf-8")
+    result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split])
+    assert result.exit_code == 2 and f"the card of model 'tiny-ft-160-dyn' cannot be used: {card}: format:" in result.output
+    assert "mend its card" in result.output and promoted().model == "tiny-ft-160-dyn"
+
     # the promoted model's card deleted: nothing to compare with, so it is refused plainly and replaced only with --force
-    (models / "registry" / "tiny-ft-160-dyn.yaml").unlink()
+    card.unlink()
     result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split])
     assert result.exit_code == 2 and "the promoted model 'tiny-ft-160-dyn'" in result.output, result.output
     assert "has no card any more" in result.output and "--force --reason" in result.output

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detect.registry import (PROMOTED_FILE, ModelNotFoundError, Promotion, default_model, get_card, promoted_model,
+from detect.registry import (PROMOTED_FILE, BrokenCardError, ModelNotFoundError, Promotion, default_model, get_card, promoted_model,
                              registry_dir, set_promoted)
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.retrain.dataset import Dataset
@@ -100,12 +100,14 @@ def promote(
         candidate_eval = evaluate_model(model_id, dataset, out_dir=out_dir / "candidate", **common)
     try:
         get_card(current_id)
-    except ModelNotFoundError:  # its card deleted: every pipeline refuses it, and only a promotion gets them going
+    except ModelNotFoundError as exc:  # its card deleted or broken: every pipeline refuses it, and only a promotion
+        # (or mending the card) gets them going
+        why = str(exc) if isinstance(exc, BrokenCardError) else "it has no card any more"
         if not force:
-            raise ValueError(f"the promoted model '{current_id}' ({registry_dir() / PROMOTED_FILE}) has no card any more, "
-                             "so there is nothing to compare with: promote with --force --reason to replace it") from None
+            raise ValueError(f"the promoted model '{current_id}' ({registry_dir() / PROMOTED_FILE}) cannot be compared "
+                             f"with: {why}; mend its card, or promote with --force --reason to replace it") from None
         decision = GateDecision(model_id, current_id, dataset.digest, tolerance, False,
-                                reasons=[f"the promoted model '{current_id}' has no card: not compared"])
+                                reasons=[f"the promoted model '{current_id}' was not compared: {why}"])
     else:
         current_eval = evaluate_model(current_id, dataset, out_dir=out_dir / "current", **common)
         decision = gate(candidate_eval, current_eval, tolerance=tolerance, taxonomy=taxonomy)

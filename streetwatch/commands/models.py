@@ -18,23 +18,23 @@ def register(app: typer.Typer) -> None:
 
 @models_app.command("list")
 def list_models() -> None:
-    """List model cards (models/cards, models/registry, $STREETWATCH_MODELS) and whether files exist."""
+    """List model cards (models/cards, models/registry, $STREETWATCH_MODELS) and whether files exist; a card that
+    cannot be used is listed as broken, with its file and the reason."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from detect.config_io import ConfigError
-    from detect.registry import find_file, list_cards, model_dirs
+    from detect.registry import broken_cards, find_file, list_cards, model_dirs
 
-    try:
-        cards = list_cards()
-    except ConfigError as exc:  # one hand-edited card: its file, field and reason, not a traceback
-        fail(str(exc))
     table = Table("id", "format", "imgsz", "from", "file", "source")
-    for card in cards:
+    for card in list_cards():
         found = find_file(card)
         table.add_row(card.id, card.format + (" int8" if card.int8 else " fp16" if card.half else ""),
                       str(card.imgsz), card.exported_from or "-", str(found) if found else "[red]missing[/red]",
                       card.source)
+    for broken in broken_cards():  # one hand-edited card: its file, field and reason, the other models still listed
+        table.add_row(escape(broken.id), "[red]broken card[/red]", "-", "-", escape(str(broken.path)),
+                      "[red]" + escape(broken.reason) + "[/red]")
     Console().print(table)
     typer.echo("searched: " + ", ".join(str(d) for d in model_dirs()))
 
