@@ -410,3 +410,26 @@ def test_from_cases_names_a_review_export_it_cannot_read_for_both_datasets(tmp_p
         assert result.exit_code == 2, result.output
         assert f"{export}: cannot read the review export: 'utf-8' codec can't decode" in result.output
         assert not (tmp_path / f"ds{len(extra)}").exists()
+
+
+def test_from_cases_refuses_an_export_none_of_whose_lines_can_be_used_for_both_datasets(real_sample_dir, tmp_path):
+    """With every line skipped `--verifier` wrote an empty labels.csv and said 'wrote 0 labelled pictures', while the
+    detector dataset refused with a count of problems but not what they were; both refuse with one message that says
+    why each line was skipped, and write nothing."""
+    pic = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[0]
+    lines = [
+        {"case_id": "c1", "violation_type": "street_stall", "decision": "pending", "image": str(pic)},
+        {"case_id": "c2", "violation_type": "street_stall", "decision": "rejected", "reason_code": "permitted", "image": str(pic)},
+        {"case_id": "c3", "violation_type": "street_stall", "decision": "confirmed", "image": "evidence/missing.jpg"},
+    ]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    for extra in ([], ["--verifier"]):
+        out = tmp_path / f"ds{len(extra)}"
+        result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(out), *extra])
+        assert result.exit_code == 2, result.output
+        assert f"error: {export}: no usable reviewed cases (3 lines skipped):" in result.stderr
+        assert "decision 'pending' is not confirmed/approved/rejected: skipped" in result.stderr
+        assert "rejected as 'permitted': the object is real, not a hard negative: skipped" in result.stderr
+        assert "missing.jpg not found" in result.stderr
+        assert not out.exists()

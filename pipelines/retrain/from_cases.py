@@ -114,6 +114,20 @@ def review_lines(path: Path) -> list[str]:
         raise DatasetError(f"{path}: cannot read the review export: {exc}") from None
 
 
+SHOWN_SKIPS = 20
+"""Skipped lines `no_usable_cases` names at most (then a count of the rest)."""
+
+
+def no_usable_cases(export: Path, findings: list[Finding]) -> DatasetError:
+    """The refusal of a review export none of whose lines can be used, for the detector and the verifier dataset alike:
+    an empty dataset trains nothing, and the reasons the lines were skipped are what to fix in the export."""
+    if not findings:
+        return DatasetError(f"{export}: no usable reviewed cases: the export holds no review line")
+    shown = "".join(f"\n  {f.path}: {f.reason}" for f in findings[:SHOWN_SKIPS])
+    more = f"\n  … and {len(findings) - SHOWN_SKIPS} more" if len(findings) > SHOWN_SKIPS else ""
+    return DatasetError(f"{export}: no usable reviewed cases ({len(findings)} lines skipped):{shown}{more}")
+
+
 def case_decision(case: dict) -> str:
     """The line's decision as POSITIVE/NEGATIVE spell it; another tool may write "Confirmed". ValueError when the line
     teaches nothing: any other decision (pending, a list, none), or a rejection whose reason code says the object is
@@ -227,7 +241,7 @@ def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy
     classes = classes or load_classes()
     pictures, findings = read_review_export(export, taxonomy, classes)
     if not pictures:
-        raise DatasetError(f"{export}: no usable reviewed cases ({len(findings)} problems)")
+        raise no_usable_cases(export, findings)
     used = classes.order({c for p in pictures.values() for c, _ in p.boxes}) or classes.names
     index = {c: i for i, c in enumerate(used)}
     items = []

@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_file_stem, case_image, frame_size, on_frame,
-                                          picture_size, review_lines)
+from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_file_stem, case_image, frame_size,
+                                          no_usable_cases, on_frame, picture_size, review_lines)
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -28,7 +28,8 @@ SOURCE = "cases"
 
 
 def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, list[Finding]]:
-    """Write `out/labels.csv`, `out/boxes.csv` and `out/images/cases/...`; returns (labels file, rows, problems)."""
+    """Write `out/labels.csv`, `out/boxes.csv` and `out/images/cases/...`; returns (labels file, rows, problems).
+    DatasetError (`no_usable_cases`, with the reasons) when no line can be used: nothing is written then."""
     export = Path(export)
     if export.is_dir():
         export = export / "review.jsonl"
@@ -75,6 +76,8 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         if box:
             # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
             boxes.append({"file": row["file"], "type": column, **box})
+    if not rows:
+        raise no_usable_cases(export, findings)
     out.mkdir(parents=True, exist_ok=True)
     columns = ["file", "group", *TYPE_COLUMNS.values()]
     with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
