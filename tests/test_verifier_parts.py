@@ -373,6 +373,25 @@ def _review_export(folder: Path, lines: list[dict]) -> Path:
     return folder
 
 
+def test_reviewed_cases_dataset_csvs_open_in_excel_with_their_chinese_names(tmp_path):
+    """labels.csv and boxes.csv of `from-cases --verifier` had no byte-order mark, while `verifier to-label`'s sheet has
+    one, so Excel showed a Chinese camera or batch name (the group) garbled; every dataset CSV is written by one
+    `write_rows`, and the set still loads with the group as written."""
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    photo = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[0]
+    export = _review_export(tmp_path / "export", [
+        {"case_id": "c-1", "violation_type": "street_stall", "decision": "approved", "source_id": "文三路口-东",
+         "image": photo, "width": 400, "height": 300, "boxes": [{"class_name": "verified:street_stall", "xyxy": [100, 150, 300, 300]}]}])
+    labels, n, _ = verifier_dataset_from_cases(export, tmp_path / "ds")
+    assert n == 1
+    for name in ("labels.csv", "boxes.csv"):
+        assert (tmp_path / "ds" / name).read_bytes().startswith(b"\xef\xbb\xbffile,"), name
+    assert "文三路口-东" in labels.read_text(encoding="utf-8-sig")
+    [only] = load_dataset(tmp_path / "ds").photos
+    assert only.group == "文三路口-东" and only.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)]}
+
+
 def test_reviewed_cases_decisions_are_read_as_the_detector_path_reads_them(tmp_path):
     """"Confirmed" from another tool was skipped as no decision, and a decision that is a list stopped the whole build
     with a TypeError; the decision is now read by the detector path's own function (case_decision)."""

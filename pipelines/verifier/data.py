@@ -95,6 +95,18 @@ def _rows(data: bytes, path: Path) -> csv.DictReader:
         raise DatasetError(str(exc)) from None
 
 
+def write_rows(path: Path, columns: list[str], rows: list[dict]) -> Path:
+    """A dataset CSV (labels.csv, boxes.csv, a validation sheet) as UTF-8 with a byte-order mark: Excel and WPS, where
+    people label and check these, otherwise show the Chinese group and camera names garbled. Keys of a row that are
+    not columns are left out, columns a row lacks are empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def _blank_row(row: dict) -> bool:
     """Whether a CSV row has no value in any cell (an extra field past the header is a list of cells)."""
     cells = [c for v in row.values() for c in (v if isinstance(v, list) else [v])]

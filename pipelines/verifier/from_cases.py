@@ -12,7 +12,6 @@ photo batch is the split group.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from pipelines.retrain.check import Finding
 from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_file_stem, case_image, frame_size,
                                           no_usable_cases, on_frame, picture_size, review_lines)
+from pipelines.verifier.data import write_rows
 
 #: violation type -> label column of the verifier dataset
 TYPE_COLUMNS = {"street_stall": "street_stall", "shopfront_spillover": "shopfront_spillover", "flyposting": "flyposting",
@@ -78,21 +78,13 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             boxes.append({"file": row["file"], "type": column, **box})
     if not rows:
         raise no_usable_cases(export, findings)
-    out.mkdir(parents=True, exist_ok=True)
-    columns = ["file", "group", *TYPE_COLUMNS.values()]
-    with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows.values():
-            target = out / row["file"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(row["_src"], target)
-            writer.writerow({c: row.get(c, "") for c in columns})
-    with (out / "boxes.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["file", "type", "x1", "y1", "x2", "y2"])
-        writer.writeheader()
-        writer.writerows(boxes)
-    return out / "labels.csv", len(rows), findings
+    for row in rows.values():
+        target = out / row["file"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(row["_src"], target)
+    labels = write_rows(out / "labels.csv", ["file", "group", *TYPE_COLUMNS.values()], list(rows.values()))
+    write_rows(out / "boxes.csv", ["file", "type", "x1", "y1", "x2", "y2"], boxes)
+    return labels, len(rows), findings
 
 
 def _normalised_union(xyxy: list[list[float]], size: tuple[float, float]) -> dict[str, str]:

@@ -44,7 +44,7 @@ from pipelines.tables import csv_text
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.sources import open_archive
-from pipelines.verifier.data import LABEL_TYPES
+from pipelines.verifier.data import LABEL_TYPES, write_rows
 
 LABEL_COLUMNS = tuple(LABEL_TYPES)
 """The label columns of a verifier dataset."""
@@ -239,10 +239,7 @@ def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick],
         written.append(p)
     columns = ["file", "group", *LABEL_COLUMNS, "street_scene", "uncertain", "notes", "picked_for", "margin", "threshold",
                *[f"p_{t}" for t in judged], "source_path", "sha256"]
-    with (out / "labels.csv").open("w", newline="", encoding="utf-8-sig") as fh:  # Excel and WPS read the Chinese right
-        writer = csv.DictWriter(fh, columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out / "labels.csv", columns, rows)
     (out / "README.md").write_text(README, encoding="utf-8")
     (out / "index.html").write_text(contact_sheet(written, rows), encoding="utf-8")
     return written, passed_over

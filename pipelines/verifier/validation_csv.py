@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.verifier.data import Dataset
+from pipelines.verifier.data import Dataset, write_rows
 
 FIELDS = ["head", "outcome", "probability", "file", "source", "group", "label", "uncertain", "notes"]
 OUTCOME_ORDER = {"false finding": 0, "missed": 1, "found": 2, "rightly not found": 3}
@@ -46,11 +46,7 @@ def write_validation_csv(path: Path, rows: list[dict]) -> int:
         p = row["probability"] if row["probability"] != "" else 0.0
         return row["head"], OUTCOME_ORDER[row["outcome"]], -p if row["outcome"] in ("false finding", "found") else p, row["file"]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8-sig") as fh:
-        writer = csv.DictWriter(fh, FIELDS)
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=order))
+    write_rows(path, FIELDS, sorted(rows, key=order))
     return len(rows)
 
 
