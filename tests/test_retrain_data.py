@@ -433,3 +433,21 @@ def test_from_cases_refuses_an_export_none_of_whose_lines_can_be_used_for_both_d
         assert "rejected as 'permitted': the object is real, not a hard negative: skipped" in result.stderr
         assert "missing.jpg not found" in result.stderr
         assert not out.exists()
+
+
+def test_from_cases_keeps_two_pictures_whose_case_ids_are_alike_once_made_safe(real_sample_dir, tmp_path):
+    """Cases `a/b` and `a_b` of two different pictures both named their picture `a_b.jpg`, so write_dataset refused the
+    whole export ('two inputs want the same file name'); the second keeps a file of its own, as on the --verifier path."""
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    box = [{"class_name": "garbage", "xyxy": [100, 200, 300, 400]}]
+    lines = [{"case_id": case, "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pic), "boxes": box}
+             for case, pic in (("a/b", pics[0]), ("a_b", pics[1]))]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
+    assert result.exit_code == 0, result.output
+    ds = Dataset(tmp_path / "cases")
+    files = {f.image: f for f in ds.files()}
+    assert sorted(files) == ["images/a_b-line2.jpg", "images/a_b.jpg"]
+    assert files["images/a_b.jpg"].sha256 == sha256_file(pics[0]) and files["images/a_b-line2.jpg"].sha256 == sha256_file(pics[1])
+    assert all(len(ds.labels(f).boxes) == 1 for f in files.values()) and check_dataset(ds).ok

@@ -48,6 +48,7 @@ NEGATIVE = {"rejected"}
 class _Picture:
     path: Path
     group: str
+    stem: str  # its file name in the dataset, without the suffix (`picture_stem`)
     boxes: list[tuple[str, list[float]]] = field(default_factory=list)  # [x1, y1, x2, y2] as fractions of the picture
     cases: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
@@ -66,6 +67,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
     """Parse the export into pictures with their boxes, and one finding per unusable line/box."""
     pictures: dict[Path, _Picture] = {}
     findings: list[Finding] = []
+    stems: set[str] = set()
     for no, line in enumerate(review_lines(path), 1):
         if not line.strip():
             continue
@@ -96,7 +98,10 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
             continue
-        pic = pictures.setdefault(image.resolve(), _Picture(image, str(case.get("source_id") or image.stem)))
+        pic = pictures.get(image.resolve())
+        if pic is None:
+            pic = pictures[image.resolve()] = _Picture(image, str(case.get("source_id") or image.stem),
+                                                       picture_stem(case, no, stems))
         pic.cases.append(case_file_stem(case, no))
         pic.boxes += boxes
         if decision in NEGATIVE:
@@ -146,6 +151,17 @@ def case_file_stem(case: dict, line: int) -> str:
     A-Z a-z 0-9 . _ - made _, or `line<N>` without one. Another tool's case id may hold `/` or `..` (it would write
     the picture outside the dataset folder) or characters Windows cannot hold in a file name."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{line}"))
+
+
+def picture_stem(case: dict, line: int, taken: set[str]) -> str:
+    """The name, without its suffix, a review line's picture gets in a dataset: `case_file_stem`, with `-line<N>` added
+    when another picture has it already (ids alike once made safe, `a/b` and `a_b`), so that each keeps a file (and a
+    label file: those go by this name alone) of its own. The name is added to `taken`, the names given so far."""
+    stem = case_file_stem(case, line)
+    if stem in taken:
+        stem = f"{stem}-line{line}"
+    taken.add(stem)
+    return stem
 
 
 def case_image(case: dict, export: Path) -> Path:
@@ -248,7 +264,7 @@ def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy
     for pic in pictures.values():
         rows = [[index[c], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1] for c, (x1, y1, x2, y2) in pic.boxes]
         note = "" if pic.boxes else "hard negative: rejected " + "; ".join(pic.rejections)
-        items.append(Item(src=pic.path, name=f"{pic.cases[0]}{pic.path.suffix.lower()}",
+        items.append(Item(src=pic.path, name=f"{pic.stem}{pic.path.suffix.lower()}",
                           label=format_label(np.array(rows).reshape(-1, 5)), group=pic.group,
                           source="cases " + ",".join(pic.cases), note=note))
     dataset = write_dataset(out, items, used, name=name, source=f"from-cases {export}")

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_file_stem, case_image, frame_size,
-                                          no_usable_cases, on_frame, picture_size, review_lines)
+from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_image, frame_size, no_usable_cases,
+                                          on_frame, picture_size, picture_stem, review_lines)
 from pipelines.verifier.data import write_rows
 
 #: violation type -> label column of the verifier dataset
@@ -40,6 +40,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
     findings: list[Finding] = []
     rows: dict[str, dict] = {}
     boxes: list[dict] = []
+    stems: set[str] = set()  # the pictures' names so far (`picture_stem`)
     for n, line in enumerate(review_lines(export), start=1):
         if not line.strip():
             continue
@@ -67,10 +68,10 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
             continue
-        rel = f"images/{SOURCE}/{case_file_stem(case, n)}{image.suffix.lower()}"
-        if str(image) not in rows and any(r["file"] == rel for r in rows.values()):
-            rel = f"images/{SOURCE}/{case_file_stem(case, n)}-line{n}{image.suffix.lower()}"  # two ids alike once made safe
-        row = rows.setdefault(str(image), {"file": rel, "group": case.get("source_id") or rel, "_src": image})
+        row = rows.get(str(image))
+        if row is None:  # the picture's first case names it
+            rel = f"images/{SOURCE}/{picture_stem(case, n, stems)}{image.suffix.lower()}"
+            row = rows[str(image)] = {"file": rel, "group": case.get("source_id") or rel, "_src": image}
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
         if box:
