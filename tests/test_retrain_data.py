@@ -451,3 +451,18 @@ def test_from_cases_keeps_two_pictures_whose_case_ids_are_alike_once_made_safe(r
     assert sorted(files) == ["images/a_b-line2.jpg", "images/a_b.jpg"]
     assert files["images/a_b.jpg"].sha256 == sha256_file(pics[0]) and files["images/a_b-line2.jpg"].sha256 == sha256_file(pics[1])
     assert all(len(ds.labels(f).boxes) == 1 for f in files.values()) and check_dataset(ds).ok
+
+
+def test_a_version_refuses_two_pictures_whose_label_files_would_be_one(real_sample_dir, tmp_path):
+    """a.jpg and a.png (a COCO export with both in one folder) were two names, so both were written, but their label
+    files are both labels/a.txt: the second overwrote the first's boxes without a word. Such inputs are refused."""
+    import cv2
+
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), cv2.imread(str(pics[1])))
+    items = [Item(pics[0], "a.jpg", b"0 0.5 0.5 0.2 0.2\n", "g1"), Item(png, "a.png", b"", "g2")]
+    with pytest.raises(DatasetError, match=r"two inputs want the same file name \(label files go by the name without "
+                                           r"its suffix\): a\.jpg, a\.png"):
+        write_dataset(tmp_path / "v", items, ["garbage"], name="v", source="test")
+    assert not (tmp_path / "v").exists()

@@ -252,10 +252,13 @@ def write_dataset(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: already exists and is not empty (dataset versions are never overwritten)")
-    names = Counter(i.name for i in items)
-    clashes = [n for n, c in names.items() if c > 1]
+    # a label file is named by its picture's name without the suffix (as Ultralytics finds it): a.jpg and a.png
+    # would write one labels/a.txt, the second overwriting the first
+    stems = Counter(Path(i.name).stem for i in items)
+    clashes = sorted(i.name for i in items if stems[Path(i.name).stem] > 1)
     if clashes:
-        raise DatasetError(f"{out}: two inputs want the same file name: {', '.join(sorted(clashes)[:5])}")
+        raise DatasetError(f"{out}: two inputs want the same file name (label files go by the name without its "
+                           f"suffix): {', '.join(clashes[:6])}")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(exist_ok=True)
     files, boxes = [], {}
