@@ -466,3 +466,31 @@ def test_a_version_refuses_two_pictures_whose_label_files_would_be_one(real_samp
                                            r"its suffix\): a\.jpg, a\.png"):
         write_dataset(tmp_path / "v", items, ["garbage"], name="v", source="test")
     assert not (tmp_path / "v").exists()
+
+
+def test_from_cases_takes_one_photo_exported_for_two_cases_as_one_picture(real_sample_dir, tmp_path):
+    """`data export-reviews` copies each case's evidence into evidence/<case>/, so a photo that opened a stall case
+    (confirmed) and a spillover case (rejected: not a violation) came as two files, and both datasets wrote it twice:
+    the detector set the stall box on one copy and an empty label (no stall either) on the other. Pictures are one by
+    their content; the photo gets one row with what both cases say."""
+    from pipelines.verifier.data import load_dataset as load_verifier_dataset
+
+    pic = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[0]
+    lines = []
+    for case, vtype, decision, code in (("c-stall", "street_stall", "approved", "confirmed"),
+                                        ("c-spill", "shopfront_spillover", "rejected", "not_a_violation")):
+        (tmp_path / "reviews" / "evidence" / case).mkdir(parents=True)
+        shutil.copy(pic, tmp_path / "reviews" / "evidence" / case / "opened_original.jpg")
+        lines.append({"case_id": case, "violation_type": vtype, "decision": decision, "reason_code": code, "source_id": "batch-1",
+                      "image": f"evidence/{case}/opened_original.jpg", "image_sha256": sha256_file(pic), "width": 640, "height": 640,
+                      "boxes": [{"class_name": "umbrella", "xyxy": [100, 200, 300, 400]}]})
+    export = tmp_path / "reviews" / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    for extra in ([], ["--verifier"]):
+        result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / f"ds{len(extra)}"), *extra])
+        assert result.exit_code == 0, result.output
+    ds = Dataset(tmp_path / "ds0")
+    [only] = ds.files()
+    assert only.source == "cases c-stall,c-spill" and ds.labels(only).boxes[:, 0].tolist() == [ds.classes.index("stall")]
+    [row] = load_verifier_dataset(tmp_path / "ds1").photos
+    assert row.file == "images/cases/c-stall.jpg" and row.labels == {"street_stall": 1, "shopfront_spillover": 0}

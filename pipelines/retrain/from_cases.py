@@ -63,9 +63,9 @@ def training_class_for(type_id: str, taxonomy: Taxonomy, classes: ProjectClasses
     return None
 
 
-def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) -> tuple[dict[Path, _Picture], list[Finding]]:
+def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) -> tuple[dict[str, _Picture], list[Finding]]:
     """Parse the export into pictures with their boxes, and one finding per unusable line/box."""
-    pictures: dict[Path, _Picture] = {}
+    pictures: dict[str, _Picture] = {}  # by `picture_key`
     findings: list[Finding] = []
     stems: set[str] = set()
     for no, line in enumerate(review_lines(path), 1):
@@ -98,10 +98,10 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
             continue
-        pic = pictures.get(image.resolve())
+        key = picture_key(image)
+        pic = pictures.get(key)
         if pic is None:
-            pic = pictures[image.resolve()] = _Picture(image, str(case.get("source_id") or image.stem),
-                                                       picture_stem(case, no, stems))
+            pic = pictures[key] = _Picture(image, str(case.get("source_id") or image.stem), picture_stem(case, no, stems))
         pic.cases.append(case_file_stem(case, no))
         pic.boxes += boxes
         if decision in NEGATIVE:
@@ -151,6 +151,14 @@ def case_file_stem(case: dict, line: int) -> str:
     A-Z a-z 0-9 . _ - made _, or `line<N>` without one. Another tool's case id may hold `/` or `..` (it would write
     the picture outside the dataset folder) or characters Windows cannot hold in a file name."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(case.get("case_id") or f"line{line}"))
+
+
+def picture_key(image: Path) -> str:
+    """What makes two review lines' pictures one picture: their content (SHA-256), not their path. `export-reviews`
+    copies each case's evidence into a folder of its own, so a photo that opened a stall case and a spillover case
+    comes as two files; as two pictures it was written twice, the rejected case's copy an empty label file (no stall
+    either) beside the confirmed case's copy with the stall box."""
+    return sha256_file(image)
 
 
 def picture_stem(case: dict, line: int, taken: set[str]) -> str:

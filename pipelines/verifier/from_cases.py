@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.retrain.check import Finding
 from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_image, frame_size, no_usable_cases,
-                                          on_frame, picture_size, picture_stem, review_lines)
+                                          on_frame, picture_key, picture_size, picture_stem, review_lines)
 from pipelines.verifier.data import write_rows
 
 #: violation type -> label column of the verifier dataset
@@ -38,7 +38,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
     if (out / "labels.csv").exists():
         raise FileExistsError(f"{out / 'labels.csv'} already exists: write into a new folder")
     findings: list[Finding] = []
-    rows: dict[str, dict] = {}
+    rows: dict[str, dict] = {}  # by `picture_key`
     boxes: list[dict] = []
     stems: set[str] = set()  # the pictures' names so far (`picture_stem`)
     for n, line in enumerate(review_lines(export), start=1):
@@ -68,10 +68,11 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
             continue
-        row = rows.get(str(image))
+        key = picture_key(image)
+        row = rows.get(key)
         if row is None:  # the picture's first case names it
             rel = f"images/{SOURCE}/{picture_stem(case, n, stems)}{image.suffix.lower()}"
-            row = rows[str(image)] = {"file": rel, "group": case.get("source_id") or rel, "_src": image}
+            row = rows[key] = {"file": rel, "group": case.get("source_id") or rel, "_src": image}
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
         if box:
