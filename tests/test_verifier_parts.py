@@ -586,3 +586,18 @@ def test_the_stall_head_is_regularised_harder_unless_C_is_set_for_every_head():
     chosen = TrainOptions(c=0.05)
     assert {chosen.c_for(h) for h in ("street_stall", "shopfront_spillover", "parking")} == {0.05}
     assert chosen.c_text == "C=0.05 for every head"
+
+
+def test_the_figures_table_says_what_a_head_labelled_only_0_found():
+    """`verifier eval` on a labelled folder whose one spillover photo is labelled 0 printed the bare line
+    `  shopfront_spillover` with nothing under it, as if the head had judged nothing; it now says how many photos, and
+    on how many of them the verifier and today's rules found the type anyway (figures as `evaluate` writes them)."""
+    from streetwatch.commands.verifier import table
+
+    def fig(fp: int) -> dict:
+        return {"P": 0.0, "R": 0.0, "F1": 0.0, "AP": None, "tp": 0, "fp": fp, "fn": 0, "photos": 3, "positives": 0}
+
+    shown = table({"shopfront_spillover": {"verifier": {"all": fig(1), "triage": fig(1)},
+                                           "rules_today": {"all": fig(2), "triage": fig(2)}}})
+    assert shown.splitlines() == ["  shopfront_spillover",
+                                  "    no photo labelled 1 among 3: found on 1 (false findings)   rules today: found on 2"]

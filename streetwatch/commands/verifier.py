@@ -336,12 +336,23 @@ def summary(card) -> str:
     return "\n".join(lines)
 
 
+def _no_positive_line(m: dict) -> str:
+    """What a head labelled only with 0s can say (its type was left as a bare name, as if nothing had been judged):
+    how many photos, and how many of them the verifier and today's rules found the type on anyway."""
+    f = m["verifier"].get("all") or next(iter(m["verifier"].values()))
+    rules = m["rules_today"].get("all", {})
+    return (f"    no photo labelled 1 among {f['photos']}: found on {f['fp']} (false findings)"
+            f"   rules today: found on {rules.get('fp', 0)}")
+
+
 def table(metrics: dict, unshipped: set[str] = frozenset()) -> str:
     """Per head and source: verifier P/R/F1 (95 % interval of F1) and AP, beside today's detector-only rules.
     `unshipped`: heads a card measured but does not judge with (their types stay with the detector's classes)."""
     lines = []
     for name, m in metrics.items():
         lines.append(f"  {name}" + (" (not shipped: judged by detector classes)" if name in unshipped else ""))
+        if m["verifier"] and not any(f["positives"] for f in m["verifier"].values()):
+            lines.append(_no_positive_line(m))
         for src, f in m["verifier"].items():
             if not f["positives"]:
                 continue
