@@ -127,6 +127,33 @@ def test_a_labelled_folder_trains_beside_street_scenes_and_is_not_picked_again(r
     assert not {r["sha256"] for r in _rows(again)} & {r["sha256"] for r in rows}
 
 
+def test_the_photos_of_reviewed_cases_are_not_picked_again(run, tmp_path):
+    """`--skip` knew a labelled folder's photos by its sha256 column only, which `data from-cases --verifier` does not
+    write: the photos of reviewed cases were picked for labelling again, without a word. A row without that column is
+    known by the photo it names; a row naming a photo that is not there is refused with the row and the reason."""
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    assert _to_label(str(run["results"]), "--out", str(tmp_path / "first"), "--count", "4").exit_code == 0
+    first = _rows(tmp_path / "first")
+    by_sha = {r.sha256: r for r in run["records"]}
+    export = tmp_path / "reviews"
+    (export / "evidence").mkdir(parents=True)
+    lines = []
+    for n, row in enumerate(first[:2]):  # the two closest calls were reviewed as cases, their evidence copied apart
+        shutil.copyfile(by_sha[row["sha256"]].path, export / "evidence" / f"{n}.jpg")
+        lines.append({"case_id": f"c-{n}", "violation_type": "street_stall", "decision": "rejected",
+                      "reason_code": "not_a_violation", "source_id": "batch-1", "image": f"evidence/{n}.jpg"})
+    (export / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    verifier_dataset_from_cases(export, tmp_path / "cases")
+    done = _to_label(str(run["results"]), "--out", str(tmp_path / "next"), "--count", "4", "--skip", str(tmp_path / "cases"))
+    assert done.exit_code == 0, done.output
+    assert {r["sha256"] for r in first[:2]}.isdisjoint(r["sha256"] for r in _rows(tmp_path / "next"))
+
+    (tmp_path / "cases" / "images" / "cases" / "c-1.jpg").unlink()
+    done = _to_label(str(run["results"]), "--out", str(tmp_path / "third"), "--skip", str(tmp_path / "cases"))
+    assert done.exit_code == 2 and f"{tmp_path / 'cases' / 'labels.csv'}: row 3: images/cases/c-1.jpg: No such file" in done.output
+
+
 def test_photos_of_one_visit_share_a_group_and_photos_without_exif_time_do_not(run):
     groups = places(run["records"])
     exif = [r for r in run["records"] if r.time_source == "exif" and not r.has_gps]

@@ -39,6 +39,7 @@ from html import escape
 from pathlib import Path
 
 from detect.config_io import ConfigError
+from detect.digests import sha256_file
 from detect.taxonomy import default_taxonomy
 from pipelines.tables import csv_text
 from pipelines.triage.journal import RecordError, read_records
@@ -182,7 +183,9 @@ def pick(records: list[PhotoRecord], count: int, types: list[str] | None = None,
 
 
 def labelled_sha256(folders: list[Path]) -> set[str]:
-    """The photos (by SHA-256) already in these labelling folders' labels.csv: not picked again."""
+    """The photos (by SHA-256) already in these labelling folders' labels.csv: not picked again. A row without a
+    `sha256` (or street-scenes' `sha256_original`) column, as `data from-cases --verifier` and a hand-made folder write
+    it, is known by the file it names: such a folder skipped nothing, and the reviewed cases' photos were picked again."""
     out: set[str] = set()
     for folder in folders:
         path = folder / "labels.csv"
@@ -192,11 +195,21 @@ def labelled_sha256(folders: list[Path]) -> set[str]:
             text = csv_text(path.read_bytes(), str(path))
         except ConfigError as exc:
             raise ToLabelError(str(exc)) from None
-        for row in csv.DictReader(io.StringIO(text, newline="")):
+        for n, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
             digest = (row.get("sha256") or row.get("sha256_original") or "").strip()
+            if not digest and (row.get("file") or "").strip():
+                digest = _file_sha256(folder, row["file"].strip(), f"{path}: row {n}")
             if digest:
                 out.add(digest)
     return out
+
+
+def _file_sha256(folder: Path, rel: str, where: str) -> str:
+    """The SHA-256 of the photo a labels.csv row names (relative to its folder); ToLabelError when it cannot be read."""
+    try:
+        return sha256_file(folder / rel)
+    except OSError as exc:
+        raise ToLabelError(f"{where}: {rel}: {exc.strerror or exc} (no sha256 column to know the photo by)") from None
 
 
 def _copy_photo(record: PhotoRecord, dst: Path) -> None:
