@@ -346,6 +346,16 @@ def _opencv_jpeg(payload: bytes, width: int, height: int, max_side: int | None) 
     return image
 
 
+def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:
+    """`image` with its long side at most `max_side` (INTER_AREA, never enlarged): `decode_image`'s
+    `max_side` is a floor (a JPEG decodes at a power-of-two reduction above it), this is the ceiling."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    k = max_side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+
+
 def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     """A video picture as players show it. `rotation`: the stream's display rotation in degrees
     counter-clockwise (PyAV's `VideoFrame.rotation`, from the display matrix a phone writes for a video

@@ -126,3 +126,37 @@ def test_a_taxi_companys_sign_in_a_real_shanghai_street_is_not_a_small_ad(reader
     texts = label_texts(reader.read(image))
     assert any("出租汽车" in t for t in texts.data["text"])
     assert "small_ad_text" not in set(texts.data["class_name"])
+
+
+def test_a_12_mp_photo_is_read_at_the_ocr_resolution_not_the_jpeg_decodes(tmp_path: Path, font_path, real_sample_dir):
+    """`ocr_max_side` (1600) is the long side OCR reads: the JPEG decode of a 4000x3000 photo keeps 2000 px,
+    which cost text detection half as much again and read no more; the ad's phone and box still come back
+    in the detector's pixels."""
+    from detect.imageio import decode_image
+    from pipelines.triage.text import OcrMode, PhotoText
+
+    wall = Image.open(sorted((real_sample_dir / "facades-ads" / "images").glob("*.jpg"))[4]).convert("RGB").resize((4000, 3000))
+    draw, font = ImageDraw.Draw(wall), ImageFont.truetype(font_path, 90)
+    draw.rectangle((1500, 1200, 2600, 1800), fill=(248, 248, 240))
+    draw.text((1550, 1250), "专业开锁 疏通", font=font, fill=(10, 10, 10))
+    draw.text((1550, 1550), "139 1234 5678", font=font, fill=(10, 10, 10))
+    wall.save(tmp_path / "ad.jpg", quality=92)
+    data = (tmp_path / "ad.jpg").read_bytes()
+    assert max(decode_image(data, max_side=1600).image.shape) == 2000  # what OCR was given before
+
+    seen = []
+
+    class Spy(TextReader):
+        def read(self, image, lexicon=None, region="CN"):
+            seen.append(image.shape[:2])
+            return super().read(image, lexicon, region)
+
+    text = PhotoText(OcrMode.ALL, max_side=1600)
+    text._evidence = TextEvidence(Spy(), region="CN")
+    small = decode_image(data, max_side=640).image  # the detector's decode (1000x750)
+    out = text.add(data, small, sv.Detections.empty(), "ad.jpg")
+    assert seen == [(1200, 1600)]
+    [i] = [i for i, p in enumerate(out.data["phones"]) if p == "13912345678"]
+    k = small.shape[1] / 4000
+    x1, y1, x2, y2 = out.xyxy[i] / k
+    assert 1500 <= x1 and 1500 <= y1 and x2 <= 2600 and y2 <= 1800

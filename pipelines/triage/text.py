@@ -6,8 +6,11 @@ the photo or a tile passes its flyposting head's OCR gate, its `max_tiles` best 
 is bounded), and the whole photo when the detector saw a class the taxonomy makes an OCR trigger
 (`classes:`: a poster, sticker, small ad, banner or shop sign from a model trained for them);
 `all` reads every photo whole; `off` never reads. Text
-is read from a sharper decode than the detector's (long side up to `max_side`), since ad text is
-small. Phone numbers follow the numbering plan of `region` (CN by default).
+is read from a sharper decode than the detector's, since ad text is small: its long side is
+`max_side` (the JPEG decode keeps up to twice that, 2000 px of a 12 MP photo, and text detection's
+cost grows with the pixels: reading 2000 px inputs at 1600 took about half the CPU and read the same
+phone numbers and small-ad words on the photos docs/triage.md names). Phone numbers follow the
+numbering plan of `region` (CN by default).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import supervision as sv
 
 from detect import fields
-from detect.imageio import decode_image
+from detect.imageio import decode_image, shrink_to
 from detect.ocr import TextEvidence, TextReader, merge_with_texts
 from detect.phones import DEFAULT_REGION, check_region
 from detect.taxonomy import Taxonomy, default_taxonomy
@@ -84,7 +87,7 @@ class PhotoText:
             regions: np.ndarray | None = None) -> sv.Detections:
         """Detector boxes plus text lines (of `regions`, normalised; default the whole photo), all in
         the pixels of `image` (the detector's decode)."""
-        sharp = decode_image(data, source, max_side=self.max_side).image
+        sharp = shrink_to(decode_image(data, source, max_side=self.max_side).image, self.max_side)
         k = sharp.shape[1] / image.shape[1]
         boards = sv.Detections(xyxy=detections.xyxy * k, data={fields.CLASS_NAME: fields.names(detections)}) \
             if len(detections) else None
