@@ -38,14 +38,22 @@ NEW_TEXT = "new_text"
 """Class of any other text line on a camera that its reference snapshot does not show."""
 
 
+RAPIDOCR_SETTINGS: dict[str, object] = {"use_cls": False}
+"""What `TextReader` changes from RapidOCR's defaults (its config.yaml), measured on real photos with
+pasted small ads (docs/rules.md §7): no angle classifier (a line turned 180° is rare on a wall and the
+classifier turned some upright lines over, while it cost 2 % of OCR CPU)."""
+
+
 class TextReader:
-    """RapidOCR behind one call: image (BGR) -> text-line detections (class `TEXT_LINE`)."""
+    """RapidOCR behind one call: image (BGR) -> text-line detections (class `TEXT_LINE`).
+
+    `rapidocr_kwargs` override `RAPIDOCR_SETTINGS` (RapidOCR's own names: `use_cls`, `det_limit_side_len` ...)."""
 
     def __init__(self, min_score: float = 0.5, **rapidocr_kwargs) -> None:
         from rapidocr_onnxruntime import RapidOCR  # onnxruntime sessions: load only when used
 
         self.min_score = min_score
-        self._ocr = RapidOCR(**rapidocr_kwargs)
+        self._ocr = RapidOCR(**{**RAPIDOCR_SETTINGS, **rapidocr_kwargs})
 
     def read(self, image: np.ndarray, lexicon: SmallAdLexicon | None = None, region: str = DEFAULT_REGION) -> sv.Detections:
         """Text lines with score >= min_score, phones (of `region`'s numbering plan) and keywords filled in."""

@@ -160,3 +160,15 @@ def test_a_12_mp_photo_is_read_at_the_ocr_resolution_not_the_jpeg_decodes(tmp_pa
     k = small.shape[1] / 4000
     x1, y1, x2, y2 = out.xyxy[i] / k
     assert 1500 <= x1 and 1500 <= y1 and x2 <= 2600 and y2 <= 1800
+
+
+def test_text_is_read_without_the_angle_classifier(font_path):
+    """RapidOCR's angle classifier is off (`RAPIDOCR_SETTINGS`): the ad still reads whole, and no line goes through it."""
+    reader = TextReader()
+    calls = []
+    classify = reader._ocr.text_cls
+    reader._ocr.text_cls = lambda crops: calls.append(len(crops)) or classify(crops)
+    texts = reader.read(render(font_path, with_ad=True))
+    assert "13800138000" in set(texts.data["phones"])
+    assert {"开锁", "疏通", "办证", "刻章"} <= {k for joined in texts.data["keywords"] for k in joined.split(";") if k}
+    assert calls == []
