@@ -38,10 +38,12 @@ NEW_TEXT = "new_text"
 """Class of any other text line on a camera that its reference snapshot does not show."""
 
 
-RAPIDOCR_SETTINGS: dict[str, object] = {"use_cls": False}
+RAPIDOCR_SETTINGS: dict[str, object] = {"use_cls": False, "intra_op_num_threads": 1, "inter_op_num_threads": 1}
 """What `TextReader` changes from RapidOCR's defaults (its config.yaml), measured on real photos with
 pasted small ads (docs/rules.md §7): no angle classifier (a line turned 180° is rare on a wall and the
-classifier turned some upright lines over, while it cost 2 % of OCR CPU)."""
+classifier turned some upright lines over, while it cost 2 % of OCR CPU); one ONNX Runtime thread per
+session, since triage's workers and a camera's streams already fill the cores (ONNX Runtime's own
+pool, one thread per core, then competes with them and spins)."""
 
 
 class TextReader:

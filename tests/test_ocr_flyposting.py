@@ -172,3 +172,10 @@ def test_text_is_read_without_the_angle_classifier(font_path):
     assert "13800138000" in set(texts.data["phones"])
     assert {"开锁", "疏通", "办证", "刻章"} <= {k for joined in texts.data["keywords"] for k in joined.split(";") if k}
     assert calls == []
+
+
+def test_ocr_sessions_run_on_one_thread(reader):
+    """Triage's workers (and the camera streams) fill the cores; RapidOCR's ONNX sessions take one thread each."""
+    for session in (reader._ocr.text_det.infer.session, reader._ocr.text_rec.session.session):
+        options = session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
