@@ -223,6 +223,9 @@ def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_
         _wait(b, lambda d: _case(served, case_id)["address"] == "杭州市西湖区文三路 90 号", "the address saved")
         case = _case(served, case_id)
         assert (case["lat"], case["lon"]) == (30.2741, 120.1551)
+        # only what was changed is sent: the empty description, the type and severity as they were record nothing
+        assert [r["field"] for r in case["details"]["revisions"]] == ["address", "lat", "lon"], case["details"]["revisions"]
+        assert case["description"] is None
         facts = _wait(b, lambda d: "经纬度 Lat/Lon 30.2741, 120.1551" in (t := d.find_element(By.CSS_SELECTOR, "#detail table.facts").text)
                       and t, "the place shown")
         assert "未定位" not in facts and "地址 Address 杭州市西湖区文三路 90 号" in facts

@@ -146,11 +146,26 @@ function reject(code) {
 }
 
 function saveEdit() {
-  const body = { type: document.getElementById("edit-type").value, description: document.getElementById("edit-description").value,
-    severity: document.getElementById("edit-severity").value };
-  const boxes = [...document.querySelectorAll("input.edit-tag")];
-  if (boxes.length) body.tags = boxes.filter((x) => x.checked).map((x) => x.value);  // no boxes: leave the case's tags alone
-  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: Object.assign(body, placeEdit(Q.detail.case)) }));
+  return act((id) => {
+    const body = Object.assign(factsEdit(Q.detail.case), placeEdit(Q.detail.case));
+    if (!Object.keys(body).length) throw new Error("没有修改 nothing changed: edit the type, description, severity, tags or place first");
+    return SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: body });
+  });
+}
+
+function factsEdit(c) {
+  // only what the reviewer changed: an untouched field sent as it reads would record a revision (no description -> "")
+  const edit = {};
+  const type = document.getElementById("edit-type").value;
+  if (type !== c.violation_type) edit.type = type;
+  const description = document.getElementById("edit-description").value;
+  if (description !== (c.description || "")) edit.description = description;
+  const severity = document.getElementById("edit-severity").value;
+  if (severity !== ((c.details && c.details.severity) || "general")) edit.severity = severity;
+  const boxes = [...document.querySelectorAll("input.edit-tag")];  // no boxes: leave the case's tags alone
+  const tags = boxes.filter((x) => x.checked).map((x) => x.value).sort();
+  if (boxes.length && tags.join() !== [...((c.details && c.details.tags) || [])].sort().join()) edit.tags = tags;
+  return edit;
 }
 
 function placeEdit(c) {
