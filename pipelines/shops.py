@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from detect.cityzones import geometry_of
 from detect.config_io import ConfigModel
 from detect.scenes import _polygon as image_polygon
+from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
 from pipelines.tables import read_rows
 
@@ -55,7 +56,7 @@ COLUMNS = {
 class Frontage(ConfigModel):
     """One frontage: an image polygon of one camera, or a map polygon."""
 
-    camera: str | None = Field(None, title="Camera", description="Camera id whose image `polygon` is drawn in.")
+    camera: OneLine | None = Field(None, title="Camera", description="Camera id whose image `polygon` is drawn in.")
     polygon: list[list[float]] | None = Field(None, title="Image polygon", description="[[x, y], ...] normalised image coordinates (0..1).")
     gps: list[list[float]] | None = Field(None, title="Map polygon", description="[[lon, lat], ...] WGS-84.")
 
@@ -84,12 +85,12 @@ class Frontage(ConfigModel):
 class Shop(ConfigModel):
     """A street-front shop of the register."""
 
-    id: str = Field(title="Shop id", description="Its licence number when it has one, else derived from name and address.",
+    id: OneLine = Field(title="Shop id", description="Its licence number when it has one, else derived from name and address.",
                     min_length=1, max_length=64, pattern=r"^[^/\s]+$")
-    name: str = Field(title="Name", description="Shop name as on its sign or licence.", min_length=1, max_length=200)
-    address: str | None = Field(None, title="Address", description="Street address.", max_length=500)
-    licence_no: str | None = Field(None, title="Licence number", description="营业执照号 / 统一社会信用代码.", max_length=64)
-    contact: str | None = Field(None, title="Contact", description="Person and/or phone the warnings go to.", max_length=200)
+    name: Lines = Field(title="Name", description="Shop name as on its sign or licence.", min_length=1, max_length=200)
+    address: Lines | None = Field(None, title="Address", description="Street address.", max_length=500)
+    licence_no: Lines | None = Field(None, title="Licence number", description="营业执照号 / 统一社会信用代码.", max_length=64)
+    contact: Lines | None = Field(None, title="Contact", description="Person and/or phone the warnings go to.", max_length=200)
     frontages: list[Frontage] = Field(default_factory=list, title="Frontages", description="Where the shop's 门前三包 strip lies.")
 
     def case_details(self) -> dict[str, Any]:

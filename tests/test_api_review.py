@@ -158,6 +158,31 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
         assert late.status_code == 409 and "only candidate, queued cases can be edited" in late.json()["detail"]
 
 
+def test_text_with_a_control_character_is_refused_naming_the_field_on_postgresql(tmp_path, monkeypatch, bus_event,
+                                                                              fresh_postgres_url):
+    """PostgreSQL refuses NUL in text, so a description, a review note, a shop's name or a call-out note with one (a
+    paste) was a 500 there: each is refused 422 naming the field, Chinese first, before anything is written; a
+    description keeps its line breaks and tabs."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, cases_url=fresh_postgres_url))
+    a, b = draft_cases(app, bus_event, [{}, {}])
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for method, path, body, field in (
+                ("patch", f"/api/v1/cases/{a}", {"description": "占道\x00经营"}, "body.description"),
+                ("post", f"/api/v1/cases/{a}/confirm", {"dispatch": False, "note": "ok\x00"}, "body.note"),
+                ("post", f"/api/v1/cases/{b}/reject", {"reason": "legal", "note": "\x00"}, "body.note"),
+                ("put", "/api/v1/callout/13800000000", {"status": "cut_off", "note": "\x00"}, "body.note"),
+                ("put", "/api/v1/shops/s1", {"name": "小吃\x00店", "frontages": [{"camera": "cam-01", "polygon": [[0, 0], [1, 0], [1, 1]]}]},
+                 "shop s1: name")):
+            refused = client.request(method, path, headers=reviewer, json=body)
+            assert refused.status_code == 422, (path, refused.text)
+            assert refused.json()["detail"].startswith(f"{field}: 含控制字符"), refused.text
+        assert app.state.ctx.store.get(a).description is None and app.state.ctx.store.get(b).state is CaseState.CANDIDATE
+        kept = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"description": "摊位两处\n\t伞一把"})
+        assert kept.status_code == 200 and kept.json()["description"] == "摊位两处\n\t伞一把"
+
+
 def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, monkeypatch):
     app, client, tokens, _ = service
     store = app.state.ctx.store

@@ -19,6 +19,7 @@ from api.uploads import CappedBodyRoute
 from detect.config_io import ConfigError
 from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
+from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Case, CaseQuery, severity_of
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
@@ -34,17 +35,17 @@ HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave t
 class ConfirmBody(BaseModel):
     dispatch: bool = Field(True, description="Queue the case for dispatch (needs a dispatch target).")
     target: str | None = Field(None, description="Dispatch target; default: the only configured one.", max_length=64)
-    note: str | None = Field(None, description="Reviewer's note.", max_length=2000)
+    note: Lines | None = Field(None, description="Reviewer's note (line breaks allowed, no other control character).", max_length=2000)
 
 
 class RejectBody(BaseModel):
     reason: RejectReason = Field(description="Reason code (GET /meta lists them; `permitted` is accepted for `legal`).")
-    note: str | None = Field(None, description="Reviewer's note.", max_length=2000)
+    note: Lines | None = Field(None, description="Reviewer's note (line breaks allowed, no other control character).", max_length=2000)
 
 
 class EditBody(BaseModel):
     type: str | None = Field(None, description="Corrected violation type id (from /api/v1/meta).", max_length=64)
-    description: str | None = Field(None, description="New description.", max_length=4000)
+    description: Lines | None = Field(None, description="New description (line breaks allowed, no other control character).", max_length=4000)
     tags: list[Annotated[str, StringConstraints(pattern=TAG.pattern)]] | None = Field(
         None, description="The case's tags, replacing the old ones (what scoring sheets count, e.g. food_on_site; "
         "/api/v1/meta lists the sheet's). Allowed in any state.", max_length=MAX_TAGS)

@@ -37,6 +37,7 @@ from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, _capped, check_length, copy_upload, read_capped
 from detect.config_io import ConfigError
+from detect.text import Lines
 from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
@@ -313,7 +314,7 @@ def get_callout(status: Status | None = Query(None), ctx: AppContext = Depends(g
 
 @router.put("/callout/{number}", summary="Record what the city did with a number", responses=problems(401, 403, 404, 422))
 def put_callout(number: str, status: Status = Body(embed=True), amount: float | None = Body(None, embed=True, ge=0, allow_inf_nan=False),
-                note: str | None = Body(None, embed=True, max_length=2000), ctx: AppContext = Depends(get_ctx),
+                note: Lines | None = Body(None, embed=True, max_length=2000), ctx: AppContext = Depends(get_ctx),
                 who: Principal = Depends(REVIEW)) -> CallOutEntry:
     try:
         entry = _calls(ctx).set_status(number, status, amount=amount, note=note)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from detect.frames import GeoPoint
 from detect.taxonomy import Severity
+from detect.text import control_character
 from pipelines.cases.schema import case_history, cases, migrate, outbox
 from pipelines.cases.states import CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
@@ -105,7 +106,7 @@ def check_place(address: str | None, lat: float | None, lon: float | None) -> tu
         if len(address) > MAX_ADDRESS:
             raise PlaceError(f"address: 地址过长（{len(address)} 字，最多 {MAX_ADDRESS}） — the address has {len(address)} "
                              f"characters, at most {MAX_ADDRESS} (write notes in the description)")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in address):  # PostgreSQL refuses NUL; platforms take one line
+        if control_character(address) is not None:  # PostgreSQL refuses NUL; platforms take one line
             raise PlaceError("address: 地址含控制字符（换行、制表符等） — the address has a control character (a line break, "
                              "tab or NUL): give it as one line of text")
     if (lat is None) != (lon is None):
