@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field
 
 from detect.config_io import ConfigError, ConfigModel, load_model
-from detect.taxonomy import Taxonomy, ThresholdOverrides
+from detect.taxonomy import Severity, Taxonomy, ThresholdOverrides, ViolationType
 
 DEFAULT_GRADES_PATH = Path(__file__).with_name("grades.yaml")
 
@@ -72,3 +72,10 @@ def apply_grades(zones: list, grades: Grades, source: str, field_template: str =
         zone.thresholds = merged
         if zone.types is None and grade.types is not None:
             zone.types = list(grade.types)
+
+
+def graded_severity(vtype: ViolationType, grade: Grade | None) -> Severity:
+    """The severity a case of `vtype` judged as a whole photo gets in a grid cell of `grade` (None: ungraded): the
+    grade's for the type, else the type's, as the rules derive it (`ZoneView.overrides`); what a case moved to
+    another cell is given again."""
+    return vtype.with_overrides(grade.thresholds.get(vtype.id) if grade is not None else None).severity

@@ -128,13 +128,18 @@ def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_e
 def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_field(tmp_path, monkeypatch, bus_event):
     """PATCH /cases/{id} could not set a place, so a photo without GPS could never be sent anywhere: it takes
     `address` and `lat`/`lon` (the case filed in the grid cell of `service.triage.grid` they lie in, as upload
-    jobs do), audited like the other edits, and answers a bad place 422 naming the field, Chinese first."""
+    jobs do, with the severity of that cell's road grade), audited like the other edits, and answers a bad place 422
+    naming the field, Chinese first."""
     from tests.analytics_helpers import G3, LAT0, LON0, write_grid
 
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    settings = settings_for(tmp_path, dispatch=DCM, triage={"grid": str(write_grid(tmp_path / "grid.geojson"))})
+    grid = write_grid(tmp_path / "grid.geojson")
+    cells = json.loads(grid.read_text(encoding="utf-8"))
+    cells["features"][2]["properties"]["grade"] = "main"  # G3: a main road, where parking is 较重 major
+    grid.write_text(json.dumps(cells, ensure_ascii=False), encoding="utf-8")
+    settings = settings_for(tmp_path, dispatch=DCM, triage={"grid": str(grid)})
     app, tokens = make_app(settings)
-    [a] = draft_cases(app, bus_event, [{"address": None}])
+    [a] = draft_cases(app, bus_event, [{"address": None}])  # the bus photo judged as a whole: severity general
     reviewer = auth(tokens["reviewer"])
     with TestClient(app, raise_server_exceptions=False) as client:
         edited = client.patch(f"/api/v1/cases/{a}", headers=reviewer,
@@ -145,6 +150,8 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
         [record] = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()
         assert record["details"]["address"] == {"from": None, "to": "文三路 100 号"}
         assert record["details"]["grid_cell"] == {"from": "330106001001", "to": G3}
+        assert record["details"]["severity"] == {"from": "general", "to": "major"}  # the new cell's road grade
+        assert edited.json()["details"]["revisions"][-1]["derived_from"] == "grid_cell"
 
         for body, detail in (({"address": ""}, "address: 地址为空 — the address is empty"),
                              ({"lon": 120.1}, "lat: 经纬度须同时填写 — give both lat and lon, or neither (lat is missing)"),

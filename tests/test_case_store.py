@@ -334,6 +334,49 @@ def test_a_reviewer_sets_the_place_of_a_case_without_one(store, tmp_path):
         store.revise(case.id, actor="rev", address="学院路 1 号")
 
 
+def test_a_photo_case_moved_to_another_cell_gets_the_severity_of_its_road_grade(store, tmp_path):
+    """Intake gives a photo judged as a whole the severity of its cell's road grade (illegal parking on a main road:
+    较重 major), but a place a reviewer set kept the old one: moving such a case to another cell gives it the new
+    cell's, recorded by the same edit, while a severity a reviewer set, and a camera zone's, stay."""
+    import json
+
+    from detect.taxonomy import Severity, load_taxonomy
+    from pipelines.grid import load_grid
+    from tests.analytics_helpers import G1, G2, LAT0, LON0, write_grid
+
+    path = write_grid(tmp_path / "grid.geojson")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["features"][1]["properties"]["grade"] = "main"  # G2: a main road (detect/grades.yaml)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    grid, taxonomy = load_grid(path), load_taxonomy()
+    in_g1, in_g2 = (LAT0 + 0.001, LON0 + 0.001), (LAT0 + 0.001, LON0 + 0.006)
+
+    def photo(zone_id: str = "image") -> str:
+        return store.create_case(NewCase(violation_type="illegal_parking", source_kind="photo_batch", source_id="triage:wechat",
+                                         zone_id=zone_id, details={"severity": "general"})).id
+
+    def move(case_id: str, at: tuple[float, float], **kw):
+        return store.revise(case_id, actor="rev", lat=at[0], lon=at[1], grid=grid, taxonomy=taxonomy, **kw)
+
+    a = photo()
+    moved = move(a, in_g2)
+    assert (moved.grid_cell, moved.details["severity"]) == (G2, "major")
+    assert [(r["field"], r["from"], r["to"], r["by"], r.get("derived_from")) for r in moved.details["revisions"]][-2:] == [
+        ("grid_cell", None, G2, "rev", None), ("severity", "general", "major", "rev", "grid_cell")]
+    again = move(a, in_g1)  # moved again (the first cell was a mistake): the place's severity again
+    assert (again.grid_cell, again.details["severity"]) == (G1, "general")
+
+    b = photo()
+    store.revise(b, actor="rev", severity=Severity.SERIOUS)  # a reviewer's
+    assert move(b, in_g2).details["severity"] == "serious"
+    c = photo()
+    assert move(c, in_g2, severity=Severity.GENERAL).details["severity"] == "general"  # given with the move: the reviewer's
+    camera = photo(zone_id="no-parking-1")
+    assert move(camera, in_g2).details["severity"] == "general"  # the zone's rules gave it, not the cell
+    d = photo()
+    assert move(d, in_g1).details["severity"] == "general" and move(d, (31.0, 121.0)).grid_cell is None  # ungraded, outside
+
+
 def test_a_transition_only_from_a_state_refuses_a_case_moved_on(store):
     """A machine withdrawing a candidate it looked up a moment ago (a resumed triage run) must not reject a case a
     reviewer queued in between: `only_from` checks the state in the move's own transaction."""

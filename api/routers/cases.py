@@ -374,7 +374,8 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     before = ctx.store.get(case_id)
     grid = upload_grid(ctx) if body.lat is not None else None
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
-                            severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid)
+                            severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
+                            taxonomy=ctx.taxonomy)
     changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in EDITED if getattr(before, c) != getattr(case, c)}
     old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
     if old_tags != new_tags:

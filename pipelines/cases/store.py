@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from detect.candidates import WHOLE_IMAGE
 from detect.frames import GeoPoint
-from detect.taxonomy import Severity
+from detect.grades import Grade, graded_severity
+from detect.taxonomy import Severity, Taxonomy
 from detect.text import control_character
 from pipelines.cases.schema import case_history, cases, migrate, outbox
 from pipelines.cases.states import CaseState, check_transition
@@ -119,6 +121,18 @@ def check_place(address: str | None, lat: float | None, lon: float | None) -> tu
             raise PlaceError(f"{name}: 坐标超出范围（{value}，应在 -{limit} 到 {limit} 之间） — {name} {value} is not "
                              f"between -{limit} and {limit} (WGS-84 degrees)")
     return address, GeoPoint(lat, lon)
+
+
+def _severity_of_cell(case: Case, violation_type: str, cell: tuple[str, Grade | None] | None, taxonomy: Taxonomy,
+                      revisions: list[dict[str, Any]]) -> Severity | None:
+    """The severity intake would give `case` (of `violation_type`) in `cell` (None: outside every cell), or None
+    where the place did not make it: a reviewer set it (a `severity` revision not `derived_from` a place), or a
+    zone's rules did (a camera's zone, a city zone), not the photo's cell."""
+    vtype = taxonomy.types.get(violation_type)
+    chosen = any(r["field"] == "severity" and not r.get("derived_from") for r in revisions)
+    if vtype is None or chosen or case.zone_id not in (None, WHOLE_IMAGE):
+        return None
+    return graded_severity(vtype, cell[1] if cell else None)
 
 
 def withdrawn_but_held(target: str, state: CaseState, delivered: str) -> str:
@@ -423,14 +437,18 @@ class CaseStore:
     def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
                tags: list[str] | None = None, severity: Severity | None = None, address: str | None = None,
                lat: float | None = None, lon: float | None = None, grid: GridCells | None = None,
-               editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
+               taxonomy: Taxonomy | None = None, editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
                now: datetime | None = None) -> Case:
         """A reviewer corrects the type, description or place before the case leaves, or sets its tags or severity.
 
         The place (`address`, and `lat`/`lon` together, checked by `check_place`) is what a platform sends a
         handler to: a photo without GPS has none until a reviewer adds it. New coordinates move the case to
         the cell of `grid` they lie in (None outside every cell), as intake files a photo by its GPS; without
-        a grid the cell is left as it was (an address alone names no cell).
+        a grid the cell is left as it was (an address alone names no cell). A photo's case judged as a whole
+        (zone `image`) moved to another cell gets the severity intake would have given it there (`graded_severity`
+        of the cell's road grade, with `taxonomy`), recorded as a revision of the same edit, unless a reviewer
+        set the severity (a `severity` revision of theirs, or `severity` given now): a camera's zone keeps its own.
+        That revision says `derived_from: grid_cell`, so a later move recomputes it again.
 
         Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
         the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
@@ -450,10 +468,12 @@ class CaseStore:
             values: dict[str, Any] = {}
             given = {"violation_type": violation_type, "description": description, "address": address}
             changes = {column: new for column, new in given.items() if new is not None}
+            cell: tuple[str, Grade | None] | None = None
             if point is not None and (point.lat, point.lon) != (case.lat, case.lon):
                 changes.update(lat=point.lat, lon=point.lon)
                 if grid is not None:
-                    changes["grid_cell"] = grid.at(point)
+                    cell = grid.cell_at(point)
+                    changes["grid_cell"] = cell[0] if cell else None
             for column, new in changes.items():
                 if new != getattr(case, column):
                     revisions.append({"field": column, "from": getattr(case, column), "to": new, "by": actor, "at": now.isoformat()})
@@ -463,9 +483,13 @@ class CaseStore:
             if tags is not None and tags != sorted(details.get("tags") or []):
                 revisions.append({"field": "tags", "from": details.get("tags") or [], "to": tags, "by": actor, "at": now.isoformat()})
                 details["tags"] = tags
-            old_severity = severity_of(details)
+            old_severity, derived = severity_of(details), {}
+            if severity is None and "grid_cell" in values and taxonomy is not None:
+                severity = _severity_of_cell(case, values.get("violation_type", case.violation_type), cell, taxonomy, revisions)
+                derived = {"derived_from": "grid_cell"}  # the place's, not a reviewer's choice: a later move recomputes it
             if severity is not None and severity != old_severity:
-                revisions.append({"field": "severity", "from": old_severity.value, "to": severity.value, "by": actor, "at": now.isoformat()})
+                revisions.append({"field": "severity", "from": old_severity.value, "to": severity.value, "by": actor, "at": now.isoformat(),
+                                  **derived})
                 details["severity"] = severity.value
             if not values and len(revisions) == len(details.get("revisions", [])):
                 return case
