@@ -128,8 +128,8 @@ def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_e
 def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_field(tmp_path, monkeypatch, bus_event):
     """PATCH /cases/{id} could not set a place, so a photo without GPS could never be sent anywhere: it takes
     `address` and `lat`/`lon` (the case filed in the grid cell of `service.triage.grid` they lie in, as upload
-    jobs do, with the severity of that cell's road grade), audited like the other edits, and answers a bad place 422
-    naming the field, Chinese first."""
+    jobs do, with the severity of that cell's road grade; both null remove them), audited like the other edits, and
+    answers a bad place 422 naming the field, Chinese first."""
     from tests.analytics_helpers import G3, LAT0, LON0, write_grid
 
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
@@ -159,6 +159,16 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
             refused = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json=body)
             assert refused.status_code == 422 and refused.json()["detail"].startswith(detail), refused.text
         assert app.state.ctx.store.get(a).address == "文三路 100 号"
+
+        # coordinates set by mistake: both null (not left out) remove them, the cell and that cell's severity with them
+        assert client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"lat": None}).status_code == 422  # not a removal
+        cleared = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"lat": None, "lon": None})
+        assert cleared.status_code == 200, cleared.text
+        assert {k: cleared.json()[k] for k in ("address", "lat", "lon", "grid_cell")} == {
+            "address": "文三路 100 号", "lat": None, "lon": None, "grid_cell": None}
+        assert cleared.json()["details"]["severity"] == "general"
+        record = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()[0]  # newest first
+        assert record["details"]["lat"] == {"from": LAT0 + 0.001, "to": None} and record["details"]["grid_cell"]["to"] is None
 
         client.post(f"/api/v1/cases/{a}/reject", headers=reviewer, json={"reason": "not_visible"})
         late = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"address": "学院路 1 号"})

@@ -198,7 +198,8 @@ def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
 def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_path, bus_jpg):
     """A WeChat photo's case has neither address nor coordinates, and the page had no way to add them, so no
     platform could send a handler: the detail says it has no place (未定位), takes 地址 and 经纬度, says a
-    refusal (one coordinate alone) in the status line, and saves the place with 保存修改."""
+    refusal (one coordinate alone) in the status line, and saves the place with 保存修改; coordinates emptied are
+    removed (they said 经纬度不能清除)."""
     from selenium.webdriver.common.by import By
 
     from pipelines.cases.store import NewCase
@@ -229,6 +230,12 @@ def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_
         facts = _wait(b, lambda d: "经纬度 Lat/Lon 30.2741, 120.1551" in (t := d.find_element(By.CSS_SELECTOR, "#detail table.facts").text)
                       and t, "the place shown")
         assert "未定位" not in facts and "地址 Address 杭州市西湖区文三路 90 号" in facts
+
+        for box in ("edit-lat", "edit-lon"):  # coordinates set by mistake: emptied, they are removed
+            b.find_element(By.ID, box).clear()
+        b.find_element(By.ID, "save-edit").click()
+        _wait(b, lambda d: _case(served, case_id)["lat"] is None, "the coordinates removed")
+        assert (_case(served, case_id)["lon"], _case(served, case_id)["address"]) == (None, "杭州市西湖区文三路 90 号")
 
 
 def _upload_and_wait(served, photo):

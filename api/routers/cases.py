@@ -54,8 +54,13 @@ class EditBody(BaseModel):
     address: str | None = Field(None, description=f"The case's address (地址), trimmed, one line of 1-{MAX_ADDRESS} characters: where a platform sends "
                                 "a handler (a photo without GPS has none). Before dispatch, as the description.")
     lat: float | None = Field(None, description="Latitude (WGS-84), with `lon`: both or neither. New coordinates move the case to "
-                              "the grid cell of `service.triage.grid` they lie in, when that is set.")
+                              "the grid cell of `service.triage.grid` they lie in, when that is set; `lat` and `lon` both "
+                              "null remove coordinates set by mistake (and that cell).")
     lon: float | None = Field(None, description="Longitude (WGS-84), with `lat`.")
+
+    def clears_coordinates(self) -> bool:
+        """`"lat": null, "lon": null` given (not left out): remove the case's coordinates."""
+        return {"lat", "lon"} <= self.model_fields_set and self.lat is None and self.lon is None
 
 
 # ---- response bodies --------------------------------------------------------------------------
@@ -367,15 +372,16 @@ EDITED = (("type", "violation_type"), ("description", "description"), ("address"
 @router.patch("/cases/{case_id}", summary="Change the type, description or place (before dispatch), set tags or severity",
               response_model=CaseView, responses=problems(401, 403, 404, 409, 422, 503))
 def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
-    if all(value is None for _, value in body):
+    clear = body.clears_coordinates()
+    if all(value is None for _, value in body) and not clear:
         raise Problem(422, "nothing to change: give `type`, `description`, `address`, `lat`/`lon`, `tags` and/or `severity`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
     before = ctx.store.get(case_id)
-    grid = upload_grid(ctx) if body.lat is not None else None
+    grid = upload_grid(ctx) if body.lat is not None or clear else None
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
                             severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
-                            taxonomy=ctx.taxonomy)
+                            clear_coordinates=clear, taxonomy=ctx.taxonomy)
     changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in EDITED if getattr(before, c) != getattr(case, c)}
     old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
     if old_tags != new_tags:

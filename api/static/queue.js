@@ -177,7 +177,7 @@ function placeEdit(c) {
   if (lat !== String(c.lat ?? "") || lon !== String(c.lon ?? "")) {
     if (lat !== "") edit.lat = Number(lat);
     if (lon !== "") edit.lon = Number(lon);
-    if (lat === "" && lon === "") throw new Error("经纬度不能清除，请填写正确的坐标 coordinates cannot be removed: give the right ones");
+    if (lat === "" && lon === "") Object.assign(edit, { lat: null, lon: null });  // both emptied: remove coordinates set by mistake
   }
   return edit;
 }

@@ -437,14 +437,15 @@ class CaseStore:
     def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
                tags: list[str] | None = None, severity: Severity | None = None, address: str | None = None,
                lat: float | None = None, lon: float | None = None, grid: GridCells | None = None,
-               taxonomy: Taxonomy | None = None, editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
+               clear_coordinates: bool = False, taxonomy: Taxonomy | None = None, editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
                now: datetime | None = None) -> Case:
         """A reviewer corrects the type, description or place before the case leaves, or sets its tags or severity.
 
         The place (`address`, and `lat`/`lon` together, checked by `check_place`) is what a platform sends a
         handler to: a photo without GPS has none until a reviewer adds it. New coordinates move the case to
         the cell of `grid` they lie in (None outside every cell), as intake files a photo by its GPS; without
-        a grid the cell is left as it was (an address alone names no cell). A photo's case judged as a whole
+        a grid the cell is left as it was (an address alone names no cell). `clear_coordinates` removes coordinates
+        set by mistake (with a grid, the cell too: no point lies in one), as new ones would replace them. A photo's case judged as a whole
         (zone `image`) moved to another cell gets the severity intake would have given it there (`graded_severity`
         of the cell's road grade, with `taxonomy`), recorded as a revision of the same edit, unless a reviewer
         set the severity (a `severity` revision of theirs, or `severity` given now): a camera's zone keeps its own.
@@ -461,6 +462,8 @@ class CaseStore:
         now = now or datetime.now(UTC)
         tags = check_tags(tags) if tags is not None else None
         address, point = check_place(address, lat, lon)
+        if clear_coordinates and point is not None:
+            raise PlaceError("lat: 经纬度不能既清除又填写 — give coordinates or clear them, not both")
         with self._writer.begin() as conn:
             case = self._get(conn, case_id)
             details = dict(case.details or {})
@@ -474,6 +477,8 @@ class CaseStore:
                 if grid is not None:
                     cell = grid.cell_at(point)
                     changes["grid_cell"] = cell[0] if cell else None
+            if clear_coordinates:
+                changes.update(lat=None, lon=None, **({"grid_cell": None} if grid is not None else {}))
             for column, new in changes.items():
                 if new != getattr(case, column):
                     revisions.append({"field": column, "from": getattr(case, column), "to": new, "by": actor, "at": now.isoformat()})
