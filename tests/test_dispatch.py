@@ -495,8 +495,8 @@ def test_circuit_breaker_stops_hammering_a_failing_target(tmp_path, world, sim, 
     ids = queue_cases(store, evidence, spool, small_event(bus_event), 10, "dcm", prefix="cam-cb")
     sim.faults(fail_rate=1.0, modes="error")
     config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)},
-                            retry=RetryPolicy(base_s=0.01, max_s=0.02), breaker=BreakerPolicy(failures=3, cooldown_s=0.3),
-                            lease_s=5)
+                            retry=RetryPolicy(base_s=0.01, max_s=0.02), breaker=BreakerPolicy(failures=3, cooldown_s=3),
+                            lease_s=5)  # the cool-down outlasts one pass over 10 entries on a busy machine (0.3 s did not)
     dispatcher = Dispatcher(store, evidence, config)
     posts_before = sim.received()["counters"]["posts"]
     stats = dispatcher.run_once()
