@@ -21,6 +21,7 @@ from api import problems
 from api.config import ServiceConfig
 from api.context import build_context
 from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
+from detect.text import control_character
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,16 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         return response
 
     @app.middleware("http")
+    async def _no_control_characters(request: Request, call_next):
+        # A NUL in a path or query value (`/cases/x%00`, `?type=%00`) reached the case store's queries, which
+        # PostgreSQL refuses with a 500; no id, filter or name of ours holds a control character, so none is looked up.
+        where = _control_character_in(request)
+        if where is not None:
+            return problems.problem_response(422, f"{where}: 含控制字符 — the request's {where} has a control character "
+                                             "(NUL, a line break …), which no id or filter holds", slug="control-character")
+        return await call_next(request)
+
+    @app.middleware("http")
     async def _no_store(request: Request, call_next):
         # Cases, photos, snapshots and exports are personal data: no browser keeps them on disk (a review PC is
         # shared), whatever a route answers with (a FileResponse's ETag and Last-Modified invite caching).
@@ -89,3 +100,13 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     app.include_router(pages.router)
     pages.mount_static(app)
     return app
+
+
+def _control_character_in(request: Request) -> str | None:
+    """Where a control character stands in the request's decoded path or query (`path`, `query parameter NAME`), or None."""
+    if control_character(request.url.path) is not None:
+        return "path"
+    for name, value in request.query_params.multi_items():
+        if control_character(name) is not None or control_character(value) is not None:
+            return f"query parameter {name!r}"
+    return None

@@ -150,6 +150,10 @@ def test_errors_are_problem_documents(service, bus_event):
         (client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"type": "ufo_landing"}), 422),
         (client.get("/api/v1/triage/jobs/../../etc", headers=reviewer), 404),
         (client.get("/api/v1/cameras/cam-99/scene", headers=reviewer), 404),
+        # A NUL reached the store's queries, a 500 on PostgreSQL: refused before any route runs
+        (client.get("/api/v1/cases", params={"type": "\x00"}, headers=reviewer), 422),
+        (client.get("/api/v1/warnings", params={"camera_id": "cam\x00"}, headers=reviewer), 422),
+        (client.get(f"/api/v1/cases/{case_id}%00/audit", headers=reviewer), 422),
     ]
     for response, status in cases:
         assert response.status_code == status, response.text
