@@ -15,6 +15,8 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -204,7 +206,20 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a small configuration file (a model card, a promotion record) whole or not at all: a process
     killed mid-write must not leave a truncated `promoted.yaml` that every pipeline then refuses."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
+
+
+@contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside `path` (same folder, so the rename cannot cross disks) to write, renamed onto `path`
+    when the block ends and removed when it fails: a file written for minutes (a city's case export) is there
+    whole or not at all, and a failed write leaves the file it was to replace as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -254,7 +254,7 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
     from datetime import datetime
 
     from pipelines.analytics.casedata import load_cases
-    from pipelines.analytics.export import COLUMNS, export_table
+    from pipelines.analytics.export import COLUMNS, export_rows
 
     settings = settings_for(tmp_path)
     app, tokens = make_app(settings, resume_jobs=False)
@@ -287,12 +287,12 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
     report = build_report(store.engine, load_places(settings.analytics), load_taxonomy(), parse_period("2026-12"), TZ)
     rows = {r[0]: r for r in report.tables["by_severity"].rows}
     assert [rows[s][1:3] for s in ("general", "major", "serious")] == [["一般", 1], ["较重", 0], ["严重", 1]]
-    table = export_table(load_cases(store.engine, load_places(settings.analytics)), load_taxonomy(), TZ)
+    rows = list(export_rows(load_cases(store.engine, load_places(settings.analytics)), load_taxonomy(), TZ))
     column = COLUMNS.index("严重程度 severity")
-    assert sorted(r[column] for r in table.rows) == ["general", "serious"]
+    assert sorted(r[column] for r in rows) == ["general", "serious"]
     # Each code has what city staff call it beside it, as the type has, from the one vocabulary each.
     named = {(r[COLUMNS.index("状态 state")], r[COLUMNS.index("状态名称 state name")], r[COLUMNS.index("来源 source")],
-              r[COLUMNS.index("来源名称 source name")], r[column], r[COLUMNS.index("严重程度名称 severity name")]) for r in table.rows}
+              r[COLUMNS.index("来源名称 source name")], r[column], r[COLUMNS.index("严重程度名称 severity name")]) for r in rows}
     assert named == {("candidate", "待审核", "photo", "照片", "general", "一般"), ("candidate", "待审核", "photo", "照片", "serious", "严重")}
     store.close()
 

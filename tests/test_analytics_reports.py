@@ -215,6 +215,58 @@ def test_cases_export_with_filters(city, tmp_path):
     assert major.exit_code == 0 and list(csv.DictReader(io.StringIO(major.stdout))) == [], major.stderr
 
 
+@pytest.fixture
+def case_pages(monkeypatch):
+    """Pages of 10 cases (`casedata.PAGE`), and the store's reads of cases counted: `fail_at` (the n-th read) makes
+    that read fail as a store gone away half way does."""
+    import sqlalchemy as sa
+
+    from pipelines.analytics import casedata
+
+    monkeypatch.setattr(casedata, "PAGE", 10)
+    pages = {"read": 0, "fail_at": None}
+
+    def counted(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("SELECT cases.id,") and "LIMIT" in statement:
+            pages["read"] += 1
+            if pages["read"] == pages["fail_at"]:
+                raise sa.exc.OperationalError(statement, parameters, Exception("disk I/O error"))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", counted)
+    yield pages
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", counted)
+
+
+@pytest.mark.parametrize("name", ["all.csv", "all.xlsx"])
+def test_cases_export_reads_the_store_a_page_at_a_time_and_writes_every_case(city, tmp_path, case_pages, name):
+    """The command built the whole export in memory (every case read at once) where the service streams it: it reads
+    a page at a time too, and every case is in the file, in the store's order, none twice."""
+    out = tmp_path / "exports" / name
+    done = _run("cases", "export", "--out", str(out), "--config", _settings(city))
+    assert done.exit_code == 0 and "wrote 43 cases" in done.stdout, done.output
+    assert case_pages["read"] == 5  # 43 cases, 10 a page
+    if name.endswith(".csv"):
+        ids = [r["案件编号 id"] for r in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig")))]
+    else:
+        ids = [r[0] for r in list(load_workbook(out).active.iter_rows(values_only=True))[1:]]
+    assert ids == [c.id for c in sorted(city["store"].list(limit=1000), key=lambda c: (c.opened_at, c.id))]
+    assert [p.name for p in out.parent.iterdir()] == [name]  # no temporary file left beside it
+    stdout = _run("cases", "export", "--config", _settings(city))
+    assert stdout.exit_code == 0 and [r["案件编号 id"] for r in csv.DictReader(io.StringIO(stdout.stdout))] == ids
+
+
+@pytest.mark.parametrize("name", ["all.csv", "all.xlsx"])
+def test_a_cases_export_that_fails_half_way_leaves_the_earlier_file_and_no_half_file(city, tmp_path, case_pages, name):
+    """Written as it is read, an export the store fails in the middle of must not leave the cases read so far as if
+    they were all: the file is written beside `--out` and renamed onto it only once complete."""
+    out = tmp_path / name
+    out.write_bytes(b"yesterday's export")
+    case_pages["fail_at"] = 3
+    done = _run("cases", "export", "--out", str(out), "--config", _settings(city))
+    assert done.exit_code != 0 and "disk I/O error" in str(done.exception)
+    assert out.read_bytes() == b"yesterday's export" and [p.name for p in tmp_path.iterdir()] == [name]
+
+
 def test_cases_export_since_a_local_day(city):
     """The API exports from a local day (`since`, the map's default days) but the command had no --since: it
     starts at that day's local midnight (the 00:30 stall of the 6th is still the 5th in UTC), within --period too."""

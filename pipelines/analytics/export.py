@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from detect.config_io import replaced_atomically
 from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics.casedata import CaseFact, CaseFilter
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.analytics.tables import Table
+from pipelines.analytics.tables import Table, csv_chunks, write_xlsx_rows
 from pipelines.tables import PhoneText
 
 SOURCES = {"camera": "camera", "photo": "photo_batch"}
@@ -87,9 +89,27 @@ def _first_moment(day: str, tz: ZoneInfo) -> datetime:
     return period.bounds(tz)[0]
 
 
-def export_table(cases: list[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Table:
-    """The export of `cases` as one table (the command line's file)."""
-    return Table(*EXPORT_SHEET, COLUMNS, list(export_rows(cases, taxonomy, tz)))
+def write_export(path: Path, rows: Iterable[list]) -> int:
+    """`rows` (`export_rows`) written to `path` as the service streams them, CSV or, for a .xlsx name, Excel, and
+    how many there were. Written row by row, as they are read (`iter_cases`), to a file beside `path` renamed onto
+    it at the end: a city's years of cases are never in memory at once, and an export that fails half way (the
+    store gone, Ctrl-C, a full disk) leaves no half file and any earlier export of that name as it was."""
+    count = 0
+
+    def counted() -> Iterator[list]:
+        nonlocal count
+        for row in rows:
+            count += 1
+            yield row
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(path) as tmp:
+        if path.suffix.lower() == ".xlsx":
+            write_xlsx_rows(tmp, Table(*EXPORT_SHEET, COLUMNS), counted())
+        else:
+            with tmp.open("w", encoding="utf-8", newline="") as f:
+                f.writelines(csv_chunks(COLUMNS, counted()))
+    return count
 
 
 def export_rows(cases: Iterable[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> Iterator[list]:

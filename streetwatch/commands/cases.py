@@ -101,10 +101,10 @@ def register(app: typer.Typer) -> None:
 
         from detect.config_io import ConfigError
         from detect.taxonomy import load_taxonomy
-        from pipelines.analytics.casedata import load_cases
-        from pipelines.analytics.export import FilterError, case_filter, export_table
+        from pipelines.analytics.casedata import iter_cases
+        from pipelines.analytics.export import COLUMNS, FilterError, case_filter, export_rows, write_export
         from pipelines.analytics.places import load_places
-        from pipelines.analytics.tables import csv_text, write_xlsx
+        from pipelines.analytics.tables import csv_chunks
 
         if out is not None and out.suffix.lower() not in (".csv", ".xlsx"):
             fail(f"--out {out}: name a .csv or .xlsx file")
@@ -120,14 +120,13 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             fail(str(exc))
         store = existing_store_or_fail(settings.cases.url)  # never an empty one, whose export reads as "no cases"
-        table = export_table(load_cases(store.engine, places, flt), taxonomy, tz)
-        store.close()
-        if out is None:
-            typer.echo(csv_text(table).lstrip("\ufeff"), nl=False)
-        elif out.suffix.lower() == ".xlsx":
-            write_xlsx(out, [table])
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(csv_text(table), encoding="utf-8")
-        if out is not None:
-            typer.echo(f"wrote {len(table.rows)} cases to {out}")
+        try:  # read a page at a time and written as read, as GET /api/v1/exports/cases streams it
+            rows = export_rows(iter_cases(store.engine, places, flt), taxonomy, tz)
+            if out is None:
+                for n, chunk in enumerate(csv_chunks(COLUMNS, rows)):
+                    typer.echo(chunk if n else chunk.lstrip("\ufeff"), nl=False)
+                return
+            written = write_export(out, rows)
+        finally:
+            store.close()
+        typer.echo(f"wrote {written} cases to {out}")
