@@ -162,9 +162,10 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
     assert str(app.state.ctx.service.data_dir) not in badgps["error"]
 
 
-def test_a_patrol_upload_of_frames_larger_than_a_photo_fails_naming_them(city, tmp_path, monkeypatch):
-    """The service's job refuses a video of frames over the pixel limit (lowered below this real 320 x 240 video) at
-    its start, naming the video as uploaded, its frames' size and the limit; it was decoded frame by frame."""
+def test_a_patrol_upload_the_job_would_refuse_is_refused_at_once_naming_it(city, tmp_path, monkeypatch):
+    """A video of frames over the pixel limit (lowered below this real 320 x 240 video), or a file that is no video,
+    was answered 202 and its job failed a moment later; the upload is refused 422 naming the video as uploaded and
+    why (Chinese first), no job kept. At the limit the same video is taken."""
     from pipelines.cityops import patrol
 
     app, client, tokens = city
@@ -172,11 +173,25 @@ def test_a_patrol_upload_of_frames_larger_than_a_photo_fails_naming_them(city, t
     monkeypatch.setattr(patrol, "MAX_FRAME_PIXELS", 320 * 240 - 1)
     video = pattern_video(tmp_path / "big.mp4", 320, 240, START.isoformat()).read_bytes()
     gpx = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
-    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("巡查 大画面.mp4", video, "video/mp4"),
-                                                                     "track": ("drive.gpx", gpx, "application/gpx+xml")}).json()
-    [job] = _finished(client, inspector, job)
-    assert job["state"] == "failed" and job["error"] == ("巡查 大画面.mp4: frames of 320 x 240 pixels (76,800), more than the "
-                                                         "76,799 a picture may have (a photo's limit): refused"), job
+    folder = app.state.ctx.service.data_dir / "patrol"
+
+    def upload(name: str, data: bytes):
+        return client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": (name, data, "video/mp4"),
+                                                                            "track": ("drive.gpx", gpx, "application/gpx+xml")})
+
+    big = upload("巡查 大画面.mp4", video)
+    assert big.status_code == 422 and big.json()["type"].endswith("video-refused"), big.text
+    assert big.json()["detail"] == ("巡查 大画面.mp4：画面过大（320 x 240 像素，76,800），超过单张图片上限 76,799 像素，拒收 "
+                                    "巡查 大画面.mp4: frames of 320 x 240 pixels (76,800), more than the 76,799 a picture may have "
+                                    "(a photo's limit): refused")
+    text = upload("巡查.mp4", "一段文字，不是视频".encode())
+    assert text.status_code == 422 and text.json()["detail"].startswith("巡查.mp4：不是可读取的视频文件 巡查.mp4: not a readable "
+                                                                       "video: "), text.text
+    assert str(folder) not in text.text and (not folder.exists() or list(folder.iterdir()) == [])
+    monkeypatch.setattr(patrol, "MAX_FRAME_PIXELS", 320 * 240)  # at the limit: taken
+    taken = upload("巡查.mp4", video)
+    assert taken.status_code == 202 and [p.name for p in folder.iterdir()] == [taken.json()["id"]], taken.text
+    _finished(client, inspector, taken.json())
 
 
 def test_a_patrol_upload_takes_the_start_time_the_video_lacks(city, clip, tmp_path):  # noqa: F811
@@ -428,19 +443,20 @@ def test_the_patrol_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
         assert one.status_code == 404 and one.json()["type"].endswith("job-not-found"), one.text
 
 
-def test_a_patrol_video_name_is_only_a_label(city):
+def test_a_patrol_video_name_is_only_a_label(city, tmp_path):
     """The stored video is `video<suffix>` with a suffix of letters and digits: a name with a NUL (a client can send
     one in a raw multipart body) was a 500 that left an empty job folder behind."""
     app, client, tokens = city
+    video = pattern_video(tmp_path / "drive.mp4", 64, 48, START.isoformat(), seconds=1).read_bytes()
     body = (b'--XX\r\nContent-Disposition: form-data; name="video"; filename="drive.m\x00p4"\r\nContent-Type: video/mp4\r\n\r\n'
-            b'not a video\r\n--XX\r\nContent-Disposition: form-data; name="track"; filename="drive.gpx"\r\n\r\n<gpx/>\r\n--XX--\r\n')
+            + video + b'\r\n--XX\r\nContent-Disposition: form-data; name="track"; filename="drive.gpx"\r\n\r\n<gpx/>\r\n--XX--\r\n')
     answer = client.post("/api/v1/patrol/jobs", content=body, headers={**auth(tokens["inspector"]),
                                                                        "Content-Type": "multipart/form-data; boundary=XX"})
     assert answer.status_code == 202, answer.text
     job = answer.json()
     assert job["video"] == "video.mp4" and job["video_label"] == "drive.m\x00p4"
     folders = list((app.state.ctx.service.data_dir / "patrol").iterdir())
-    assert [f.name for f in folders] == [job["id"]] and (folders[0] / "video.mp4").read_bytes() == b"not a video"
+    assert [f.name for f in folders] == [job["id"]] and (folders[0] / "video.mp4").read_bytes() == video
 
 
 def test_the_patrol_job_schema_says_a_track_is_always_sent(city):

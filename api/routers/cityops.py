@@ -567,7 +567,8 @@ def resume_patrol_jobs(ctx: AppContext) -> list[str]:
                                               "unless an offset is given. Needed with a GPX or NMEA track when the video has no usable creation_time tag (a dashcam's TS)."}}}}}}},
              responses=problems(400, 401, 403, 413, 415, 422))
 async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(UPLOAD)) -> PatrolJob:
-    """Triaged like an upload of photos taken along the route (docs/city-operations.md); poll the job for its summary."""
+    """Triaged like an upload of photos taken along the route (docs/city-operations.md); poll the job for its summary.
+    A video the job would refuse at its start (not a video, frames over the photos' pixel limit) is refused 422 here."""
     from pipelines.cityops.tracks import SUFFIXES
 
     async with _form(request, ctx.service.max_upload_bytes, ("video", "track"), ("start",)) as (files, texts):
@@ -590,12 +591,25 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
         try:  # the video in chunks, never whole in memory; a job only once both files are whole on disk
             await run_in_threadpool(copy_upload, video_part, folder / job["video"])
             await run_in_threadpool(copy_upload, track_part, folder / job["track"])
+            await run_in_threadpool(_check_video, folder, job)
             _write_job(folder, job)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
     ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
     return _patrol_view(ctx, folder, job)
+
+
+def _check_video(folder: Path, job: dict[str, Any]) -> None:
+    """422 naming the video as uploaded and why, Chinese first, when the job would refuse it at its start (not a video,
+    no video stream, frames over `MAX_FRAME_PIXELS`): answered 202, its job failed a moment later, and the client
+    polled for what the upload could have said at once."""
+    from pipelines.cityops.patrol import VideoRefused, open_video
+
+    try:
+        open_video(folder / job["video"]).close()
+    except VideoRefused as exc:
+        raise Problem(422, f"{job['video_label']}：{exc.zh} {_as_uploaded(str(exc), folder, job)}", slug="video-refused") from None
 
 
 def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:

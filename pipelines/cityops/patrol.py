@@ -72,6 +72,14 @@ class PatrolError(ValueError):
     """A patrol that cannot be processed at all (no GPS, no start time, nothing covered); names the file."""
 
 
+class VideoRefused(PatrolError):
+    """A video that is no video whose frames may be sampled (`open_video`); `zh` says why in Chinese, for the pages."""
+
+    def __init__(self, message: str, zh: str) -> None:
+        super().__init__(message)
+        self.zh = zh
+
+
 class CannotResume(PatrolError):
     """An interrupted run that cannot be taken up: it judged frames but kept no record of its sampling (`SAMPLED`,
     written since runs can be resumed), so its frames cannot be told complete; sampling them again would judge
@@ -203,15 +211,8 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
     """Write the sampled, placed frames of `video` under `out` (see module doc)."""
     out.mkdir(parents=True, exist_ok=True)
     result = Sampled(messages=list(track.warnings))  # what reading the track skipped comes first
-    try:
-        container = av.open(str(video))
-    except (av.FFmpegError, OSError) as exc:
-        raise PatrolError(f"{video}: not a readable video: {exc}") from None
-    with container:
-        if not container.streams.video:
-            raise PatrolError(f"{video}: has no video stream")
+    with open_video(video) as container:
         stream = container.streams.video[0]
-        _check_frame_size(video, stream.codec_context.width, stream.codec_context.height)
         begin = start or track.start or video_start(container, video)
         if begin is None:
             raise NoStartTime(video, "the video has no creation_time tag" + ("" if track.video_timed else " to match the track's clock"))
@@ -266,11 +267,31 @@ def sample_video(video: Path, track: Track, out: Path, *, every_m: float, every_
     return result
 
 
+def open_video(video: Path) -> av.container.InputContainer:
+    """`video` opened, once it is a video whose frames may be sampled: VideoRefused naming it when it is not one
+    (not a video, no video stream, frames over `MAX_FRAME_PIXELS`). `sample_video` reads it so; the service's upload
+    opens it so before answering, where a video the job would refuse at its start is refused (422) with nothing kept."""
+    try:
+        container = av.open(str(video))
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoRefused(f"{video}: not a readable video: {exc}", "不是可读取的视频文件") from None
+    try:
+        if not container.streams.video:
+            raise VideoRefused(f"{video}: has no video stream", "文件中没有视频画面")
+        stream = container.streams.video[0]
+        _check_frame_size(video, stream.codec_context.width, stream.codec_context.height)
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
 def _check_frame_size(video: Path, width: int, height: int) -> None:
-    """PatrolError naming `video`, its frames' size and `MAX_FRAME_PIXELS` when they have more pixels than a photo may."""
+    """VideoRefused naming `video`, its frames' size and `MAX_FRAME_PIXELS` when they have more pixels than a photo may."""
     if width * height > MAX_FRAME_PIXELS:
-        raise PatrolError(f"{video}: frames of {width} x {height} pixels ({width * height:,}), more than the "
-                          f"{MAX_FRAME_PIXELS:,} a picture may have (a photo's limit): refused")
+        raise VideoRefused(f"{video}: frames of {width} x {height} pixels ({width * height:,}), more than the "
+                           f"{MAX_FRAME_PIXELS:,} a picture may have (a photo's limit): refused",
+                           f"画面过大（{width} x {height} 像素，{width * height:,}），超过单张图片上限 {MAX_FRAME_PIXELS:,} 像素，拒收")
 
 
 def _pictures(container: av.container.InputContainer, stream: av.VideoStream, video: Path,
