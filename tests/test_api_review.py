@@ -125,6 +125,40 @@ def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_e
     assert [(h["to"], h["actor"]) for h in history] == [("candidate", "rules:batch-7/bus"), ("queued", "reviewer-user")]
 
 
+def test_a_review_action_on_a_case_changed_since_it_was_loaded_is_refused_and_changes_nothing(service, bus_event):
+    """Two reviewers on one queue: 李四 edits and confirms while 王芳's page still shows the cases as they were. 王芳's
+    save (which sends the type, description and severity she saw) overwrote 李四's description and severity, and her
+    reject of the case 李四 had just confirmed and queued went through; each action names the `updated_at` it saw, and
+    one on a case changed since is 409 case-changed, Chinese first, naming who acted last, with nothing done."""
+    app, client, tokens, _ = service
+    store, accounts = app.state.ctx.store, app.state.ctx.accounts
+    a, b = draft_cases(app, bus_event, [{}, {}])
+    wang, li = auth(tokens["reviewer"]), auth(accounts.add("李四", "reviewer")[1])
+    seen = {i: client.get(f"/api/v1/cases/{i}", headers=wang).json()["case"]["updated_at"] for i in (a, b)}  # 王芳's page
+
+    assert client.patch(f"/api/v1/cases/{a}", headers=li, json={"description": "三轮车占道，已拍照", "severity": "serious"}).status_code == 200
+    assert client.post(f"/api/v1/cases/{b}/confirm", headers=li, json={}).status_code == 200
+    before = {i: store.get(i) for i in (a, b)}
+    audits = len(accounts.audit_records())
+
+    refused = [client.patch(f"/api/v1/cases/{a}", headers=wang, json={"type": "illegal_parking", "description": "",
+                                                                       "severity": "general", "expected_updated_at": seen[a]}),
+               client.post(f"/api/v1/cases/{a}/confirm", headers=wang, json={"dispatch": False, "expected_updated_at": seen[a]}),
+               client.post(f"/api/v1/cases/{a}/confirm", headers=wang, json={"expected_updated_at": seen[a]}),
+               client.post(f"/api/v1/cases/{b}/reject", headers=wang, json={"reason": "duplicate", "expected_updated_at": seen[b]})]
+    assert [r.status_code for r in refused] == [409] * 4
+    assert {r.json()["type"] for r in refused} == {"urn:streetwatch:problem:case-changed"}
+    assert refused[0].json()["detail"].startswith(f"案件 {a} 在您打开后已被修改（最后操作人 李四，现为待审核），本次操作未执行，请刷新后再操作 ")
+    assert refused[3].json()["detail"].startswith(f"案件 {b} 在您打开后已被修改（最后操作人 李四，现为待派遣）")
+    assert {i: store.get(i) for i in (a, b)} == before and len(accounts.audit_records()) == audits  # nothing done
+    assert [e.status for e in store.outbox_entries(case_id=b)] == ["pending"]
+
+    fresh = client.get(f"/api/v1/cases/{a}", headers=wang).json()["case"]["updated_at"]  # reloaded: she sees 李四's change
+    kept = client.patch(f"/api/v1/cases/{a}", headers=wang, json={"type": "street_stall", "expected_updated_at": fresh})
+    assert kept.status_code == 200
+    assert (kept.json()["violation_type"], kept.json()["description"]) == ("street_stall", "三轮车占道，已拍照")
+
+
 def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_field(tmp_path, monkeypatch, bus_event):
     """PATCH /cases/{id} could not set a place, so a photo without GPS could never be sent anywhere: it takes
     `address` and `lat`/`lon` (the case filed in the grid cell of `service.triage.grid` they lie in, as upload

@@ -238,6 +238,35 @@ def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_
         assert (_case(served, case_id)["lon"], _case(served, case_id)["address"]) == (None, "杭州市西湖区文三路 90 号")
 
 
+def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_path, bus_jpg, bus_event):
+    """王芳's page shows a case; 李四 edits it meanwhile. Her 保存修改 (changing the severity only) wrote back the
+    description her page held, wiping his; it is refused, said in Chinese in the status line, and the page shows
+    the case as he left it, so her next save keeps his description."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    def prepare(app) -> tuple[str, str]:
+        return draft_cases(app, bus_event, [{}])[0], app.state.ctx.accounts.add("李四", "reviewer")[1]
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b, (case_id, li) = served["browser"], served["data"]
+        _login(served)
+        _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+        answer = httpx.patch(f"{served['base']}/api/v1/cases/{case_id}", headers=auth(li), timeout=10,
+                             json={"description": "三轮车占道，已拍照"})
+        assert answer.status_code == 200
+        Select(b.find_element(By.ID, "edit-severity")).select_by_value("serious")
+        b.find_element(By.ID, "save-edit").click()
+        _wait(b, lambda d: "在您打开后已被修改（最后操作人 李四" in d.find_element(By.ID, "status").text, "the refusal said")
+        assert _case(served, case_id)["description"] == "三轮车占道，已拍照"
+        _wait(b, lambda d: d.find_element(By.ID, "edit-description").get_attribute("value") == "三轮车占道，已拍照",
+              "the page to show 李四's description")
+        Select(b.find_element(By.ID, "edit-severity")).select_by_value("serious")
+        b.find_element(By.ID, "save-edit").click()
+        _wait(b, lambda d: _case(served, case_id)["details"]["severity"] == "serious", "her severity saved")
+        assert _case(served, case_id)["description"] == "三轮车占道，已拍照"
+
+
 def _upload_and_wait(served, photo):
     """Log in to `served`'s pages, upload `photo` on /ui/upload (its job list empty before) and wait for the job to be
     done; the browser, on that page."""

@@ -32,18 +32,27 @@ router = APIRouter(tags=["cases"], route_class=CappedBodyRoute)
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
 
 
-class ConfirmBody(BaseModel):
+class Unchanged(BaseModel):
+    """What a review action acts on: the case as the client loaded it."""
+
+    expected_updated_at: datetime | None = Field(
+        None, description="The case's `updated_at` as the client loaded it: when the case changed since (another reviewer, "
+        "a dispatch status), nothing is done and the answer is 409 `case-changed`, so a page left open does not overwrite "
+        "what it did not show. Left out: no check.")
+
+
+class ConfirmBody(Unchanged):
     dispatch: bool = Field(True, description="Queue the case for dispatch (needs a dispatch target).")
     target: str | None = Field(None, description="Dispatch target; default: the only configured one.", max_length=64)
     note: Lines | None = Field(None, description="Reviewer's note (line breaks allowed, no other control character).", max_length=2000)
 
 
-class RejectBody(BaseModel):
+class RejectBody(Unchanged):
     reason: RejectReason = Field(description="Reason code (GET /meta lists them; `permitted` is accepted for `legal`).")
     note: Lines | None = Field(None, description="Reviewer's note (line breaks allowed, no other control character).", max_length=2000)
 
 
-class EditBody(BaseModel):
+class EditBody(Unchanged):
     type: str | None = Field(None, description="Corrected violation type id (from /api/v1/meta).", max_length=64)
     description: Lines | None = Field(None, description="New description (line breaks allowed, no other control character).", max_length=4000)
     tags: list[Annotated[str, StringConstraints(pattern=TAG.pattern)]] | None = Field(
@@ -327,13 +336,14 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
     case = ctx.store.get(case_id)
     if body.dispatch:
         target = _target(ctx, body.target)
-        case = ctx.store.review(case.id, approve=True, reviewer=who.name, target=target, note=body.note)
+        case = ctx.store.review(case.id, approve=True, reviewer=who.name, target=target, note=body.note,
+                                unchanged_since=body.expected_updated_at)
     else:
         if case.state is not CaseState.CANDIDATE:
             raise Problem(409, f"case {case.id} is {case.state}: only candidate cases can be confirmed", slug="invalid-transition")
         case = ctx.store.update(case.id, review_decision="approved", reviewer=who.name, reviewed_at=datetime.now(UTC),
-                                review_note=body.note)
-    ctx.accounts.audit(who, "confirm", case.id, body.model_dump())
+                                review_note=body.note, unchanged_since=body.expected_updated_at)
+    ctx.accounts.audit(who, "confirm", case.id, body.model_dump(exclude={"expected_updated_at"}))
     ctx.metrics.reviews.labels("confirm").inc()
     return case_json(case)
 
@@ -341,8 +351,9 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
 @router.post("/cases/{case_id}/reject", summary="Reject a case with a reason code", response_model=CaseView,
              responses=problems(401, 403, 404, 409, 422))
 def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
-    case = ctx.store.review(case_id, approve=False, reviewer=who.name, reason_code=body.reason.value, note=body.note)
-    ctx.accounts.audit(who, "reject", case.id, body.model_dump(mode="json"))
+    case = ctx.store.review(case_id, approve=False, reviewer=who.name, reason_code=body.reason.value, note=body.note,
+                            unchanged_since=body.expected_updated_at)
+    ctx.accounts.audit(who, "reject", case.id, body.model_dump(mode="json", exclude={"expected_updated_at"}))
     ctx.metrics.reviews.labels("reject").inc()
     return case_json(case)
 
@@ -373,7 +384,7 @@ EDITED = (("type", "violation_type"), ("description", "description"), ("address"
               response_model=CaseView, responses=problems(401, 403, 404, 409, 422, 503))
 def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     clear = body.clears_coordinates()
-    if all(value is None for _, value in body) and not clear:
+    if all(value is None for name, value in body if name != "expected_updated_at") and not clear:
         raise Problem(422, "nothing to change: give `type`, `description`, `address`, `lat`/`lon`, `tags` and/or `severity`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
@@ -381,7 +392,7 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     grid = upload_grid(ctx) if body.lat is not None or clear else None
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
                             severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
-                            clear_coordinates=clear, taxonomy=ctx.taxonomy)
+                            clear_coordinates=clear, taxonomy=ctx.taxonomy, unchanged_since=body.expected_updated_at)
     changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in EDITED if getattr(before, c) != getattr(case, c)}
     old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
     if old_tags != new_tags:

@@ -21,9 +21,13 @@ const SW = {
       throw new Error("not logged in / 未登录");
     }
     if (!res.ok) {
-      let detail = res.statusText;
-      try { detail = (await res.json()).detail || detail; } catch (e) { /* not JSON */ }
-      throw new Error(res.status + ": " + detail);
+      let detail = res.statusText, kind = null;
+      try {
+        const problem = await res.json();
+        detail = problem.detail || detail;
+        kind = SW.problemKind(problem);
+      } catch (e) { /* not JSON */ }
+      throw Object.assign(new Error(res.status + ": " + detail), { kind });  // kind: what a page may act on
     }
     return res;
   },

@@ -123,18 +123,24 @@ function renderDetail(d) {
   section.replaceChildren(...parts);
 }
 
+// `doing(id, body)` acts on the case shown with `body` (its JSON, what the action adds to it): the case's updated_at
+// as this page loaded it goes with every action, so a page left open while another reviewer confirmed, rejected or
+// edited the case is refused (case-changed) instead of overwriting them, and shows the case as it is now.
 async function act(doing) {
   if (!Q.detail) return;
   try {
-    const updated = await doing(Q.detail.case.id);
+    const updated = await doing(Q.detail.case.id, { expected_updated_at: Q.detail.case.updated_at });
     SW.say(`${updated.id}: ${stateName(updated.state)}${updated.review_decision ? " · " + updated.review_decision : ""}`);
     await loadList();
-  } catch (e) { SW.say(e.message, true); }
+  } catch (e) {
+    if (e.kind === "case-changed") await loadList();
+    SW.say(e.message, true);
+  }
 }
 
 function confirm() {
   const dispatch = Q.meta.dispatch_targets.length > 0;
-  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/confirm`, { method: "POST", json: { dispatch } }));
+  return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/confirm`, { method: "POST", json: Object.assign(body, { dispatch }) }));
 }
 
 function openReasons() { Q.rejecting = true; document.getElementById("reasons").classList.add("open"); }
@@ -142,14 +148,14 @@ function closeReasons() { Q.rejecting = false; document.getElementById("reasons"
 
 function reject(code) {
   closeReasons();
-  return act((id) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reject`, { method: "POST", json: { reason: code } }));
+  return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reject`, { method: "POST", json: Object.assign(body, { reason: code }) }));
 }
 
 function saveEdit() {
-  return act((id) => {
+  return act((id, stamp) => {
     const body = Object.assign(factsEdit(Q.detail.case), placeEdit(Q.detail.case));
     if (!Object.keys(body).length) throw new Error("没有修改 nothing changed: edit the type, description, severity, tags or place first");
-    return SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: body });
+    return SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: Object.assign(body, stamp) });
   });
 }
 

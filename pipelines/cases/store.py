@@ -27,8 +27,9 @@ from detect.grades import Grade, graded_severity
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import control_character
 from pipelines.cases.schema import case_history, cases, migrate, outbox
-from pipelines.cases.states import CaseState, check_transition
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
+from pipelines.times import as_utc
 
 if TYPE_CHECKING:
     from pipelines.grid import GridCells
@@ -62,6 +63,11 @@ class CaseStoreUnreachable(RuntimeError):
                  "that the server runs and accepts connections at that host and port, and the user, password "
                  "and database name")
         super().__init__(f"cannot open the case store {url}: {reason} (cases.url; check {check})")
+
+
+class CaseChanged(CaseStoreError):
+    """The case changed after the reviewer loaded it (another reviewer, a dispatch status): acting on what they
+    saw would overwrite what they did not see, so nothing is done and they reload it (Chinese first, for the pages)."""
 
 
 class PlaceError(CaseStoreError):
@@ -437,8 +443,9 @@ class CaseStore:
     def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
                tags: list[str] | None = None, severity: Severity | None = None, address: str | None = None,
                lat: float | None = None, lon: float | None = None, grid: GridCells | None = None,
-               clear_coordinates: bool = False, taxonomy: Taxonomy | None = None, editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
-               now: datetime | None = None) -> Case:
+               clear_coordinates: bool = False, taxonomy: Taxonomy | None = None,
+               editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
+               now: datetime | None = None, unchanged_since: datetime | None = None) -> Case:
         """A reviewer corrects the type, description or place before the case leaves, or sets its tags or severity.
 
         The place (`address`, and `lat`/`lon` together, checked by `check_place`) is what a platform sends a
@@ -457,7 +464,7 @@ class CaseStore:
         (`details["tags"]`, what scoring sheets count, e.g. `food_on_site`) are the city's own
         bookkeeping, never sent: they may change in any state. So may the severity
         (`details["severity"]`: general, major, serious; set at opening from the type or its road grade),
-        which reports count by.
+        which reports count by. `unchanged_since`: see `check_unchanged`.
         """
         now = now or datetime.now(UTC)
         tags = check_tags(tags) if tags is not None else None
@@ -465,7 +472,7 @@ class CaseStore:
         if clear_coordinates and point is not None:
             raise PlaceError("lat: 经纬度不能既清除又填写 — give coordinates or clear them, not both")
         with self._writer.begin() as conn:
-            case = self._get(conn, case_id)
+            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
             details = dict(case.details or {})
             revisions = list(details.get("revisions", []))
             values: dict[str, Any] = {}
@@ -509,15 +516,16 @@ class CaseStore:
         with self.engine.connect() as conn:
             return [_row_to(HistoryEntry, r) for r in conn.execute(query)]
 
-    def update(self, case_id: str, **values: Any) -> Case:
-        """Change facts of a case that are not its state (evidence reference, the wait reason...)."""
+    def update(self, case_id: str, *, unchanged_since: datetime | None = None, **values: Any) -> Case:
+        """Change facts of a case that are not its state (evidence reference, the wait reason...);
+        `unchanged_since`: see `check_unchanged`."""
         if "state" in values:
             raise CaseStoreError(f"case {case_id}: change the state with transition(), not update()")
         unknown = set(values) - (set(cases.c.keys()) - _FIXED)
         if unknown:
             raise CaseStoreError(f"case {case_id}: cannot update {', '.join(sorted(unknown))}")
         with self._writer.begin() as conn:
-            self._get(conn, case_id)
+            self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
             conn.execute(cases.update().where(cases.c.id == case_id).values(updated_at=datetime.now(UTC), **values))
             return self._get(conn, case_id)
 
@@ -533,11 +541,14 @@ class CaseStore:
             return self._transition(conn, case_id, CaseState(to), actor, reason, details or {}, now, values)
 
     def review(self, case_id: str, *, approve: bool, reviewer: str, target: str | None = None,
-               reason_code: str | None = None, note: str | None = None, now: datetime | None = None) -> Case:
+               reason_code: str | None = None, note: str | None = None, now: datetime | None = None,
+               unchanged_since: datetime | None = None) -> Case:
         """Record a reviewer's decision: approval queues the case for `target`, refusal rejects it.
 
         `reason_code` is the machine-readable why (`not_a_violation`, `wrong_type`, ...): the
-        retraining pipeline turns rejected cases into hard negatives by it.
+        retraining pipeline turns rejected cases into hard negatives by it. `unchanged_since`: see
+        `check_unchanged` (a queued case may still be rejected, so a page that never saw another
+        reviewer confirm it would otherwise reject it over their decision).
         """
         now = now or datetime.now(UTC)
         review = {"review_decision": "approved" if approve else "rejected", "reviewer": reviewer,
@@ -545,17 +556,19 @@ class CaseStore:
         if not approve:  # the case's reason is the reviewer's (not a delivery's retry it waited on before)
             why = note or reason_code or "rejected in review"
             with self._writer.begin() as conn:
+                self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
                 return self._transition(conn, case_id, CaseState.REJECTED, reviewer, why, {}, now, {**review, "reason": why})
         if target is None:
             raise CaseStoreError(f"case {case_id}: approving needs the dispatch target to queue it for")
-        return self.queue(case_id, target, actor=reviewer, now=now, **review)
+        return self.queue(case_id, target, actor=reviewer, now=now, unchanged_since=unchanged_since, **review)
 
     def queue(self, case_id: str, target: str, *, actor: str = "system", now: datetime | None = None,
-              **values: Any) -> Case:
-        """candidate -> queued and the outbox entry for `target`, in one transaction."""
+              unchanged_since: datetime | None = None, **values: Any) -> Case:
+        """candidate -> queued and the outbox entry for `target`, in one transaction (`unchanged_since`: see
+        `check_unchanged`)."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
-            case = self._get(conn, case_id)
+            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
             if case.evidence_ref is None:
                 raise CaseStoreError(f"case {case_id}: cannot queue before its evidence is stored"
                                      + (f" (waiting: {case.reason})" if case.reason else ""))
@@ -795,6 +808,22 @@ class CaseStore:
         if row is None:
             raise CaseNotFound(case_id)
         return _row_to(Case, row)
+
+    def _check_unchanged(self, conn: Connection, case: Case, seen: datetime | None) -> Case:
+        """`case` if it is as the client loaded it: `seen` is its `updated_at` then (None: no check). Otherwise
+        CaseChanged naming when it changed, who last acted on it and its state now, so a page left open
+        does not overwrite what another reviewer did meanwhile. Called inside the writing transaction."""
+        if seen is None or as_utc(seen, UTC) == as_utc(case.updated_at, UTC):
+            return case
+        last = conn.execute(sa.select(case_history.c.actor, case_history.c.at).where(case_history.c.case_id == case.id)
+                            .order_by(case_history.c.id.desc()).limit(1)).first()
+        moves = [(as_utc(last.at, UTC), last.actor)] if last else []
+        moves += [(as_utc(datetime.fromisoformat(r["at"]), UTC), r["by"]) for r in (case.details or {}).get("revisions", [])]
+        by = max(moves)[1] if moves else "?"
+        zh = STATE_NAMES_ZH[case.state]
+        raise CaseChanged(f"案件 {case.id} 在您打开后已被修改（最后操作人 {by}，现为{zh}），本次操作未执行，请刷新后再操作 "
+                          f"case {case.id} changed at {case.updated_at.isoformat()} after it was loaded "
+                          f"(as of {seen.isoformat()}; last by {by}, now {case.state}): nothing done, reload it and act again")
 
     @staticmethod
     def _held(owner: str | None) -> list[Any]:
