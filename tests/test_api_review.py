@@ -159,6 +159,29 @@ def test_a_review_action_on_a_case_changed_since_it_was_loaded_is_refused_and_ch
     assert (kept.json()["violation_type"], kept.json()["description"]) == ("street_stall", "三轮车占道，已拍照")
 
 
+def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bus_event):
+    """A reviewer who lists rejected cases (the state filter) and presses c on one, or corrects the type of a case
+    already sent, read only English on the queue page's status line: each refusal names the states in staff's
+    words first, the English after as it was."""
+    app, client, tokens, _ = service
+    a, b = draft_cases(app, bus_event, [{}, {}])
+    reviewer = auth(tokens["reviewer"])
+    assert client.post(f"/api/v1/cases/{a}/reject", headers=reviewer, json={"reason": "duplicate"}).status_code == 200
+    answers = [client.post(f"/api/v1/cases/{a}/confirm", headers=reviewer, json={}),
+               client.post(f"/api/v1/cases/{a}/confirm", headers=reviewer, json={"dispatch": False}),
+               client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "street_stall"})]
+    assert [r.status_code for r in answers] == [409, 409, 409]
+    assert [r.json()["detail"] for r in answers] == [
+        f"案件 {a} 现为已作废，不能改为待派遣（可改为：无（已是最终状态）） "
+        f"case {a}: cannot move from rejected to queued; allowed from rejected: none (final state)",
+        f"案件 {a} 现为已作废，只有待审核的案件可以确认 case {a} is rejected: only candidate cases can be confirmed",
+        f"案件 {a} 现为已作废，只有待审核、待派遣的案件可以修改类型、描述和地点 "
+        f"case {a} is rejected: only candidate, queued cases can be edited"]
+    assert client.post(f"/api/v1/cases/{b}/confirm", headers=reviewer, json={}).status_code == 200
+    again = client.post(f"/api/v1/cases/{b}/confirm", headers=reviewer, json={})
+    assert again.json()["detail"].startswith(f"案件 {b} 现为待派遣，不能改为待派遣（可改为：已作废、已上报） ")
+
+
 def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_field(tmp_path, monkeypatch, bus_event):
     """PATCH /cases/{id} could not set a place, so a photo without GPS could never be sent anywhere: it takes
     `address` and `lat`/`lon` (the case filed in the grid cell of `service.triage.grid` they lie in, as upload

@@ -45,11 +45,13 @@ ALLOWED: dict[CaseState, frozenset[CaseState]] = {
 
 
 class InvalidTransition(ValueError):
-    """A state change the table above does not allow."""
+    """A state change the table above does not allow; said in Chinese first (the review pages show it to staff)."""
 
     def __init__(self, case_id: str, current: CaseState, wanted: CaseState):
         allowed = ", ".join(sorted(ALLOWED[current])) or "none (final state)"
-        super().__init__(f"case {case_id}: cannot move from {current} to {wanted}; allowed from {current}: {allowed}")
+        allowed_zh = "、".join(STATE_NAMES_ZH[s] for s in sorted(ALLOWED[current])) or "无（已是最终状态）"
+        super().__init__(f"案件 {case_id} 现为{STATE_NAMES_ZH[current]}，不能改为{STATE_NAMES_ZH[wanted]}（可改为：{allowed_zh}） "
+                         f"case {case_id}: cannot move from {current} to {wanted}; allowed from {current}: {allowed}")
         self.case_id, self.current, self.wanted = case_id, current, wanted
 
 

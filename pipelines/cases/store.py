@@ -491,7 +491,9 @@ class CaseStore:
                     revisions.append({"field": column, "from": getattr(case, column), "to": new, "by": actor, "at": now.isoformat()})
                     values[column] = new
             if values and case.state not in editable:
-                raise CaseStoreError(f"case {case_id} is {case.state}: only {', '.join(sorted(editable))} cases can be edited")
+                raise CaseStoreError(f"案件 {case_id} 现为{STATE_NAMES_ZH[case.state]}，只有"
+                                     f"{'、'.join(STATE_NAMES_ZH[s] for s in sorted(editable))}的案件可以修改类型、描述和地点 "
+                                     f"case {case_id} is {case.state}: only {', '.join(sorted(editable))} cases can be edited")
             if tags is not None and tags != sorted(details.get("tags") or []):
                 revisions.append({"field": "tags", "from": details.get("tags") or [], "to": tags, "by": actor, "at": now.isoformat()})
                 details["tags"] = tags
