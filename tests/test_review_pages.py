@@ -267,6 +267,44 @@ def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_
         assert _case(served, case_id)["description"] == "三轮车占道，已拍照"
 
 
+def test_a_long_queue_is_paged_and_every_case_can_be_reached(tmp_path, bus_jpg):
+    """A morning's 201 photo cases: the page listed the newest 200 and said 201 件, with no way to the oldest. It
+    says which of them it lists, 下一页 lists the rest (the oldest), and once that page's last case is reviewed the
+    page before is listed, not an empty one."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from pipelines.cases.store import NewCase
+
+    def morning(app) -> list[str]:  # newest first, as the queue lists them
+        start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+        return [app.state.ctx.store.create_case(NewCase(violation_type="illegal_parking", source_kind="photo_batch",
+                                                        source_id="triage:morning", opened_at=start + timedelta(minutes=i))).id
+                for i in range(201)][::-1]
+
+    def listed(d) -> list[str]:
+        return [li.get_attribute("data-case") for li in d.find_elements(By.CSS_SELECTOR, "#cases li")]
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), morning) as served:
+        b, ids = served["browser"], served["data"]
+        _login(served)
+        _wait(b, lambda d: len(listed(d)) == 200, "the first page")
+        assert listed(b) == ids[:200]
+        assert b.find_element(By.ID, "page-range").text == "第 1–200 件，共 201 件 1–200 of 201"
+        assert not b.find_element(By.ID, "page-prev").is_enabled()
+        b.find_element(By.ID, "page-next").click()
+        _wait(b, lambda d: listed(d) == ids[200:], "the second page: the oldest case")
+        assert b.find_element(By.ID, "page-range").text == "第 201–201 件，共 201 件 201–201 of 201"
+        assert not b.find_element(By.ID, "page-next").is_enabled()
+        _wait(b, lambda d: ids[200] in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the oldest case's detail")
+        ActionChains(b).send_keys("r").perform()
+        _wait(b, lambda d: d.find_element(By.ID, "reasons").is_displayed(), "the reject reasons")
+        ActionChains(b).send_keys("3").perform()
+        _wait(b, lambda d: listed(d) == ids[:200], "the page before, once the last page was reviewed")
+        assert _case(served, ids[200])["state"] == "rejected"
+        assert b.find_element(By.ID, "page-range").text == "第 1–200 件，共 200 件 1–200 of 200"
+
+
 def _upload_and_wait(served, photo):
     """Log in to `served`'s pages, upload `photo` on /ui/upload (its job list empty before) and wait for the job to be
     done; the browser, on that page."""

@@ -1,7 +1,8 @@
 // The review queue: a list of cases and the current case's evidence, worked with the keyboard.
 "use strict";
 
-const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false };
+const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false, offset: 0, total: 0 };
+const PAGE = 200;  // cases a page lists; the rest of a long queue is a 下一页 away (GET /cases: limit, offset)
 
 function stateName(state) { return SW.stateName(Q.meta, state); }
 
@@ -25,7 +26,7 @@ async function loadMeta() {
 }
 
 async function loadList() {
-  const params = new URLSearchParams({ limit: "200", sort: "opened_at", order: "desc" });
+  const params = new URLSearchParams({ limit: String(PAGE), offset: String(Q.offset), sort: "opened_at", order: "desc" });
   const state = document.getElementById("f-state").value;
   if (state) params.set("state", state); else { params.set("state", "candidate"); params.set("reviewed", "false"); }
   const type = document.getElementById("f-type").value;
@@ -35,13 +36,23 @@ async function loadList() {
   const q = document.getElementById("f-q").value.trim();
   if (q) params.set("q", q);
   const page = await SW.json("/api/v1/cases?" + params);
+  if (!page.items.length && Q.offset > 0) {  // the last page's cases were all reviewed (or left the filter): the one before
+    Q.offset = Math.max(0, Q.offset - PAGE);
+    return loadList();
+  }
   Q.items = page.items;
+  Q.total = page.total;
   renderList();
   SW.say(`${page.total} 件 cases`);
   await select(Q.items.length ? Math.min(Math.max(Q.index, 0), Q.items.length - 1) : -1);
 }
 
 function renderList() {
+  const last = Q.offset + Q.items.length;
+  document.getElementById("page-range").textContent = Q.items.length
+    ? `第 ${Q.offset + 1}–${last} 件，共 ${Q.total} 件 ${Q.offset + 1}–${last} of ${Q.total}` : "";
+  document.getElementById("page-prev").disabled = Q.offset === 0;
+  document.getElementById("page-next").disabled = last >= Q.total;
   const list = document.getElementById("cases");
   list.replaceChildren(...Q.items.map((c, i) => SW.el("li", {
     class: i === Q.index ? "current" : "", "data-case": c.id, onclick: () => select(i),
@@ -206,6 +217,9 @@ document.addEventListener("keydown", (ev) => {
   ev.preventDefault();
 });
 
-document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); Q.index = 0; loadList(); });
+document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); Q.index = 0; Q.offset = 0; loadList(); });
+function turn(by) { Q.offset = Math.max(0, Q.offset + by * PAGE); Q.index = 0; loadList().catch((e) => SW.say(e.message, true)); }
+document.getElementById("page-prev").addEventListener("click", () => turn(-1));
+document.getElementById("page-next").addEventListener("click", () => turn(1));
 SW.nav("queue");
 loadMeta().then(loadList).catch((e) => SW.say(e.message, true));
