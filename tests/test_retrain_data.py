@@ -494,3 +494,45 @@ def test_from_cases_takes_one_photo_exported_for_two_cases_as_one_picture(real_s
     assert only.source == "cases c-stall,c-spill" and ds.labels(only).boxes[:, 0].tolist() == [ds.classes.index("stall")]
     [row] = load_verifier_dataset(tmp_path / "ds1").photos
     assert row.file == "images/cases/c-stall.jpg" and row.labels == {"street_stall": 1, "shopfront_spillover": 0}
+
+
+def test_from_cases_keeps_the_verifiers_regions_out_of_the_detector_dataset(real_sample_dir, tmp_path):
+    """A confirmed flyposting case whose evidence was the verifier's `verified:flyposting` region (a tile, or the whole
+    frame) became a full-frame `small_ad` box, teaching the detector that a whole street is a small ad. The verifier's
+    regions are no object boxes: left out of the detector dataset (a case with nothing else skipped with a finding,
+    counted apart, and its picture no hard negative for another case's rejection: an empty label would teach that the
+    confirmed small ad is background), kept as region labels by --verifier."""
+    from pipelines.verifier.data import load_dataset as load_verifier_dataset
+
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    lines = [
+        {"case_id": "c-wall", "violation_type": "flyposting", "decision": "confirmed", "image": str(pics[0]),
+         "boxes": [{"class_name": "verified:flyposting", "xyxy": [0, 0, 640, 640]}]},
+        {"case_id": "c-spill", "violation_type": "shopfront_spillover", "decision": "rejected", "reason_code": "not_a_violation",
+         "image": str(pics[0]), "boxes": []},
+        {"case_id": "c-stall", "violation_type": "street_stall", "decision": "confirmed", "image": str(pics[1]),
+         "boxes": [{"class_name": "verified:street_stall", "xyxy": [0, 0, 640, 320]},
+                   {"class_name": "umbrella", "xyxy": [100, 100, 200, 150]}]},
+    ]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
+    assert result.exit_code == 0, result.output
+    assert ("review.jsonl:1 (case c-wall): its only evidence is the verifier's image/tile regions (verified:flyposting), "
+            "no object box for the detector: skipped") in result.stderr
+    assert ("review.jsonl (cases c-spill): picture left out: no hard negative, as case c-wall confirmed on it what only "
+            "the verifier's regions show") in result.stderr
+    assert ("skipped 1 review lines (1 with only the verifier's image/tile regions, kept by --verifier); 1 pictures left out "
+            "(no hard negative)") in result.stdout
+    ds = Dataset(tmp_path / "cases")
+    [only] = ds.files()
+    assert only.source == "cases c-stall" and ds.classes == ["stall"]
+    box = ds.labels(only).boxes  # the umbrella alone, not the union with the verifier's half frame
+    assert np.allclose(box[0, 1:], [150 / 640, 125 / 640, 100 / 640, 50 / 640], atol=1e-5)
+
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "verifier"), "--verifier"])
+    assert result.exit_code == 0, result.output
+    photos = {p.file: p for p in load_verifier_dataset(tmp_path / "verifier").photos}
+    assert photos["images/cases/c-wall.jpg"].labels == {"flyposting": 1, "shopfront_spillover": 0}
+    boxes = (tmp_path / "verifier" / "boxes.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert "images/cases/c-wall.jpg,flyposting,0.0000,0.0000,1.0000,1.0000" in boxes

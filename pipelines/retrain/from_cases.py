@@ -15,8 +15,13 @@ store), JSON Lines, one reviewed case per line:
 Confirmed cases become positives. Boxes whose class is a project training class are kept as
 labelled; when a case has none (the detector's evidence was COCO classes such as umbrella +
 dining table), the union of its boxes is labelled with the type's training class (the first
-evidence: street_stall -> stall). Rejected cases become hard negatives: the picture with an
-empty label file and the rejection reason in the manifest; except rejections whose reason code
+evidence: street_stall -> stall). The verifier's regions (`verified:<type>`: the whole image or
+its tiles) are no object's box and are left out: a confirmed flyposting case whose evidence is
+the verifier's tile would otherwise teach the detector that a whole wall or street is a small
+ad; a case with nothing else is skipped with a finding (`VERIFIER_REGIONS_ONLY`), and its
+picture is then no hard negative for another case's rejection either. The verifier dataset
+(`pipelines.verifier.from_cases`) keeps them as region labels.
+Rejected cases become hard negatives: the picture with an empty label file and the rejection reason in the manifest; except rejections whose reason code
 says the object is real and only the case is not, or says nothing about the picture
 (`pipelines.cases.vocabulary.REASONS`: a permitted stall still looks like a stall, and teaching
 the detector otherwise would blind it; a privacy rejection is not about what was seen). One picture in several cases
@@ -34,7 +39,7 @@ import numpy as np
 
 from detect.imageio import decode_image
 from detect.digests import sha256_file
-from detect.taxonomy import Taxonomy, load_taxonomy
+from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, load_taxonomy
 from pipelines.cases.vocabulary import is_hard_negative
 from pipelines.retrain.check import Finding
 from pipelines.retrain.classes import ProjectClasses, load_classes
@@ -42,6 +47,19 @@ from pipelines.retrain.dataset import Dataset, DatasetError, Item, format_label,
 
 POSITIVE = {"confirmed", "approved"}
 NEGATIVE = {"rejected"}
+VERIFIER_REGIONS_ONLY = "its only evidence is the verifier's image/tile regions"
+"""Start of the finding of a confirmed case that teaches the detector nothing (`_training_boxes`), counted apart by
+`skipped_summary`: such cases are expected (flyposting is found by the verifier), not a fault of the export."""
+
+
+NOT_A_NEGATIVE = "picture left out: no hard negative"
+"""Start of the finding of a picture `read_review_export` leaves out (not a review line), counted apart by
+`skipped_summary`."""
+
+
+class RegionsOnly(ValueError):
+    """A confirmed case whose only boxes are the verifier's regions (`_training_boxes`): skipped, and its picture is
+    no hard negative either (`read_review_export`)."""
 
 
 @dataclass
@@ -68,6 +86,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
     pictures: dict[str, _Picture] = {}  # by `picture_key`
     findings: list[Finding] = []
     stems: set[str] = set()
+    regions_only: dict[str, list[str]] = {}  # picture_key -> confirmed cases seen by the verifier's regions only
     for no, line in enumerate(review_lines(path), 1):
         if not line.strip():
             continue
@@ -95,6 +114,10 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             full = picture_size(image)
             if decision in POSITIVE:
                 boxes = _training_boxes(case, frame_size(case) or full, taxonomy, classes)
+        except RegionsOnly as exc:
+            findings.append(Finding(where, str(exc)))
+            regions_only.setdefault(picture_key(image), []).append(str(case.get("case_id", "?")))
+            continue
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
             continue
@@ -107,6 +130,13 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         if decision in NEGATIVE:
             why = case.get("reason") or case.get("reason_code") or "no reason given"
             pic.rejections.append(f"{case.get('violation_type', '?')}: {why}")
+    for key, cases in regions_only.items():
+        pic = pictures.get(key)
+        if pic is not None and not pic.boxes:  # an empty label would teach the detector the confirmed thing is background
+            del pictures[key]
+            findings.append(Finding(f"{Path(path).name} (cases {','.join(pic.cases)})",
+                                    f"{NOT_A_NEGATIVE}, as case {', '.join(cases)} confirmed on it what only "
+                                    "the verifier's regions show"))
     return pictures, findings
 
 
@@ -238,14 +268,20 @@ def on_frame(xyxy: list[float], size: tuple[float, float], digits: int = 6) -> l
 
 def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
                     classes: ProjectClasses) -> list[tuple[str, list[float]]]:
-    """The confirmed case's boxes in project classes, as fractions of its (w, h) frame: its own, else their union
-    labelled with the type's class. Every box is checked against the frame, kept or not: one off it says the line's
-    frame is wrong."""
-    boxes = [(n, on_frame(xyxy, size)) for n, xyxy in case_boxes(case)]
+    """The confirmed case's object boxes in project classes, as fractions of its (w, h) frame: its own, else their
+    union labelled with the type's class. The verifier's regions (`verified:<type>`, the image or its tiles) are no
+    object's box: as one, a flyposting tile or the whole frame became a `small_ad` box as large as the street. Every
+    box is checked against the frame, kept or not: one off it says the line's frame is wrong."""
+    checked = [(n, on_frame(xyxy, size)) for n, xyxy in case_boxes(case)]
+    boxes = [(n, xyxy) for n, xyxy in checked if not n.startswith(VERIFIED_PREFIX)]
     own = [(classes.match(n), xyxy) for n, xyxy in boxes if classes.match(n)]
     if own:
         return own
     if not boxes:
+        if checked:
+            regions = ", ".join(sorted({n for n, _ in checked}))
+            raise RegionsOnly(f"{VERIFIER_REGIONS_ONLY} ({regions}), no object box for the detector: skipped "
+                             "(`--verifier` keeps it)")
         raise ValueError("confirmed case without boxes: cannot label it")
     try:
         target = training_class_for(str(case.get("violation_type")), taxonomy, classes)
@@ -256,6 +292,17 @@ def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
                          f"(its evidence classes {', '.join(b[0] for b in boxes)} are not project classes): skipped")
     xyxy = np.array([b[1] for b in boxes])
     return [(target, [*xyxy[:, :2].min(0), *xyxy[:, 2:].max(0)])]
+
+
+def skipped_summary(findings: list[Finding]) -> str:
+    """One line counting the review lines skipped, those whose only evidence is the verifier's regions apart (they
+    are no fault of the export), and the pictures left out, for `data from-cases` to print under its findings."""
+    regions = sum(f.reason.startswith(VERIFIER_REGIONS_ONLY) for f in findings)
+    pictures = sum(f.reason.startswith(NOT_A_NEGATIVE) for f in findings)
+    lines = len(findings) - pictures
+    apart = f" ({regions} with only the verifier's image/tile regions, kept by --verifier)" if regions else ""
+    left_out = f"; {pictures} pictures left out (no hard negative)" if pictures else ""
+    return f"skipped {lines} review lines{apart}{left_out}"
 
 
 def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy: Taxonomy | None = None,

@@ -186,7 +186,7 @@ def from_cases(
 ) -> None:
     """Confirmed cases -> positives with their boxes; rejected cases -> hard negatives with the reason."""
     from pipelines.retrain.dataset import DatasetError
-    from pipelines.retrain.from_cases import dataset_from_cases
+    from pipelines.retrain.from_cases import dataset_from_cases, skipped_summary
 
     if verifier:
         from pipelines.verifier.from_cases import verifier_dataset_from_cases
@@ -205,6 +205,8 @@ def from_cases(
         fail(str(exc))
     print_findings(findings)
     print_version(ds, "built")
+    if findings:
+        typer.echo(skipped_summary(findings))
 
 
 @data_app.command("export-reviews")
