@@ -114,3 +114,32 @@ def test_retrain_from_the_store_into_an_earlier_runs_work_folder_is_refused_clea
     assert result.exit_code == 2, result.output
     assert f"{earlier} already exists" in result.stderr and f"--work {tmp_path / 'w'} holds an earlier run" in result.stderr
     assert earlier.read_text(encoding="utf-8") == "{}\n"
+
+
+def test_export_reviews_without_reviewed_cases_says_so_and_writes_nothing(tmp_path, monkeypatch, bus_event):
+    """With no reviewed case (none reviewed yet, or none since --since) export-reviews wrote an empty review.jsonl and
+    said 'exported 0 reviewed cases; next: streetwatch data from-cases', which then refused it. It refuses, saying what
+    counts as reviewed and where the store's cases went, and leaves no folder behind."""
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
+    }))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    intake = Intake.from_settings(load_settings(config), ModelInfo("garbage-v1", "ab" * 32))
+    bus, _ = bus_event
+    reviewed = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o0"), BundleContext(source_kind="photo_batch"))
+    intake.store.review(reviewed.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
+    intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o1"), BundleContext(source_kind="photo_batch"))
+
+    out = tmp_path / "reviews"
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(out), "--since", "2999-01-01"])
+    assert result.exit_code == 2, result.output
+    assert ("error: no reviewed cases to export (a case counts as reviewed once confirmed or rejected on the review page "
+            "or POST /cases/{id}/confirm or /reject): the store holds 2 cases, 1 not reviewed, 1 reviewed before --since "
+            "2999-01-01T00:00:00+00:00, 0 reviewed but skipped") in result.stderr
+    assert "next:" not in result.output and not out.exists()
+
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])  # without the window: the rejection
+    assert result.exit_code == 0 and "exported 1 reviewed cases" in result.output

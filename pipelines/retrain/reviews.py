@@ -19,21 +19,31 @@ from detect.digests import sha256_bytes
 from pipelines.cases import CaseStore
 from pipelines.evidence_store import EvidenceStore, StorageError
 from pipelines.retrain.check import Finding
+from pipelines.retrain.dataset import DatasetError
 
 EXPORT = "review.jsonl"
+SHOWN_SKIPS = 20
+"""Skipped reviewed cases `no_reviewed_cases` names at most (then a count of the rest)."""
 
 
 def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
                    since: datetime | None = None) -> tuple[Path, int, list[Finding]]:
-    """Write `out_dir/review.jsonl` and `out_dir/evidence/<case>/<picture>`; returns (file, cases, problems)."""
+    """Write `out_dir/review.jsonl` and `out_dir/evidence/<case>/<picture>`; returns (file, cases, problems).
+    DatasetError (`no_reviewed_cases`) when no case can be exported: nothing is written then, since an empty export is
+    refused by `data from-cases` anyway and would only be a file to wonder about."""
     out_dir = Path(out_dir)
     if (out_dir / EXPORT).exists():
         raise FileExistsError(f"{out_dir / EXPORT} already exists: export into a new folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
     findings: list[Finding] = []
     lines = []
+    counts = {"cases": 0, "unreviewed": 0, "before": 0}
     for case in store.list():
-        if case.review_decision not in ("approved", "rejected") or (since and case.reviewed_at and case.reviewed_at < since):
+        counts["cases"] += 1
+        if case.review_decision not in ("approved", "rejected"):
+            counts["unreviewed"] += 1
+            continue
+        if since and case.reviewed_at and case.reviewed_at < since:
+            counts["before"] += 1
             continue
         boxes = case.evidence_boxes or {}
         if not case.evidence_ref or not boxes.get("image"):
@@ -59,6 +69,20 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
             "image_sha256": sha256_bytes(data), "width": boxes.get("width"), "height": boxes.get("height"),
             "boxes": [{"class_name": b["class_name"], "xyxy": b["xyxy"]} for b in boxes.get("boxes", [])],
         })
+    if not lines:
+        raise no_reviewed_cases(counts, since, findings)
     path = out_dir / EXPORT
     path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     return path, len(lines), findings
+
+
+def no_reviewed_cases(counts: dict[str, int], since: datetime | None, findings: list[Finding]) -> DatasetError:
+    """The refusal of an export with no case to write, saying what counts as reviewed and how many cases the store
+    holds, are not reviewed yet, were reviewed before `since`, or were skipped (and why): which of these to change."""
+    window = f", {counts['before']} reviewed before --since {since.isoformat()}" if since else ""
+    skipped = "".join(f"\n  {f.path}: {f.reason}" for f in findings[:SHOWN_SKIPS])
+    more = f"\n  … and {len(findings) - SHOWN_SKIPS} more" if len(findings) > SHOWN_SKIPS else ""
+    return DatasetError(
+        "no reviewed cases to export (a case counts as reviewed once confirmed or rejected on the review page or "
+        f"POST /cases/{{id}}/confirm or /reject): the store holds {counts['cases']} cases, {counts['unreviewed']} not reviewed"
+        f"{window}, {len(findings)} reviewed but skipped{':' if findings else ''}{skipped}{more}")

@@ -219,6 +219,7 @@ def export_reviews_cmd(
     from datetime import datetime, timezone
 
     from pipelines.evidence_store import StorageError, open_evidence_store
+    from pipelines.retrain.dataset import DatasetError
     from pipelines.retrain.reviews import export_reviews
 
     settings = settings_or_fail(config)
@@ -231,7 +232,7 @@ def export_reviews_cmd(
     try:
         path, n, findings = export_reviews(existing_store_or_fail(settings.cases.url), open_evidence_store(settings.evidence_store), out,
                                            since=when)
-    except (FileExistsError, StorageError) as exc:
+    except (FileExistsError, StorageError, DatasetError) as exc:
         fail(str(exc))
     print_findings(findings)
     typer.echo(f"exported {n} reviewed cases to {path}; next: streetwatch data from-cases {path} --out DIR")
