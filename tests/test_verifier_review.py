@@ -205,3 +205,33 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
         writer.writerow(dict(verdicts[0], file="images/elsewhere.jpg"))
     result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "other.csv")])
     assert result.exit_code == 2 and "share no (type, photo) verdict" in result.output
+
+
+def test_eval_says_which_verifier_and_thresholds_it_judged_with_and_how_many_photos(tmp_path):
+    """`verifier eval` printed figures without saying which verifier made them (the promoted one unless --verifier),
+    where its thresholds came from (a `verifier threshold` card judges otherwise) or how many photos it judged."""
+    import csv
+
+    from tests.test_verifier_parts import STREET_SCENES
+
+    rows = [r for r in csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")) if r["file"].startswith("images/cn2/")][:3]
+    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "images").symlink_to(STREET_SCENES / "images")
+    shipped = find_card("street-v7")
+    for f in (shipped, shipped.with_suffix(".npz")):
+        shutil.copy(f, tmp_path / f.name)
+    assert _threshold(str(tmp_path / shipped.name), "--set", "street_stall=0.99", "--id", "strict").exit_code == 0
+
+    result = CliRunner().invoke(app, ["verifier", "eval", "--data", str(tmp_path), "--ocr", "off", "--limit", "1"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert (f"verifier street-v7 ({shipped}, the promoted one; thresholds as trained (each head's best F1 on validation, "
+            f"F0.5 for parking)): judging 1 of 3 photos of {tmp_path}") in result.output
+    result = CliRunner().invoke(app, ["verifier", "eval", "--data", str(tmp_path), "--ocr", "off", "--verifier",
+                                      str(tmp_path / "strict.yaml")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert (f"verifier strict ({tmp_path / 'strict.yaml'}; thresholds set from street-v7 by `streetwatch verifier threshold`): "
+            f"judging 3 photos of {tmp_path}") in result.output

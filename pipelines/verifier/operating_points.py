@@ -12,6 +12,7 @@ take any card.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,10 @@ from detect.verifier.heads import HeadsCard, HeadSet, VerifierError, write_card
 from pipelines.verifier.data import PARKING
 from pipelines.verifier.metrics import figures
 from pipelines.verifier.train import PARKING_TYPES, HeadResult
+
+
+THRESHOLDS_SET_FROM = "Thresholds set from"
+"""How a card's notes say `with_thresholds` set its thresholds (then the source card's id), read by `threshold_source`."""
 
 
 def operating_points(r: HeadResult, y: np.ndarray, m: np.ndarray, sources: np.ndarray, groups: np.ndarray) -> list[dict]:
@@ -64,7 +69,7 @@ def with_thresholds(card_path: Path, settings: list[str], new_id: str) -> Path:
         for t in types:
             changes.append(f"{t} {card.heads[t].threshold} -> {threshold}{how}")
             card.heads[t].threshold = threshold
-    card.notes = (f"{card.notes} Thresholds set from {heads.card.id} (`streetwatch verifier threshold`): {'; '.join(changes)}. "
+    card.notes = (f"{card.notes} {THRESHOLDS_SET_FROM} {heads.card.id} (`streetwatch verifier threshold`): {'; '.join(changes)}. "
                   f"The metrics are those of {heads.card.id}'s thresholds; operating_points give the others.").strip()
     write_card(card, target)
     return target
@@ -93,3 +98,12 @@ def _threshold(card, head: str, value: str, setting: str) -> tuple[float, str]:
     if not 0.0 < p < 1.0:
         raise VerifierError(f"--set {setting!r}: a probability threshold lies between 0 and 1")
     return p, ""
+
+
+def threshold_source(card: HeadsCard) -> str:
+    """Where the card's thresholds come from, for a run to say what it judged with: training's (each head's best F1 on
+    validation, F0.5 for parking) or those `with_thresholds` set from another card (the last, if set more than once)."""
+    sources = re.findall(rf"{THRESHOLDS_SET_FROM} (\S+) \(", card.notes)
+    if sources:
+        return f"thresholds set from {sources[-1]} by `streetwatch verifier threshold`"
+    return "thresholds as trained (each head's best F1 on validation, F0.5 for parking)"
