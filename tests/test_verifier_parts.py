@@ -601,3 +601,53 @@ def test_the_figures_table_says_what_a_head_labelled_only_0_found():
                                            "rules_today": {"all": fig(2), "triage": fig(2)}}})
     assert shown.splitlines() == ["  shopfront_spillover",
                                   "    no photo labelled 1 among 3: found on 1 (false findings)   rules today: found on 2"]
+
+
+def test_a_photo_in_two_data_folders_is_kept_once_with_its_labels_merged(tmp_path):
+    """A to-label sheet and a `from-cases --verifier` folder naming one photo (by content) counted it twice, weighing
+    double in every figure and possibly on both sides of a split. It is kept once, the first folder's row with what
+    the other says merged in, and a note counts them; rows that disagree are refused naming both."""
+    import json
+    import shutil
+
+    from pipelines.verifier.data import load_datasets, write_rows
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:3]
+    sheet = tmp_path / "sheet"
+    (sheet / "images" / "city").mkdir(parents=True)
+    for p in photos:
+        shutil.copy(p, sheet / "images" / "city" / p.name)
+    write_rows(sheet / "labels.csv", ["file", "group", "street_stall", "notes"],
+               [{"file": f"images/city/{p.name}", "group": f"g{i}", "street_stall": int(i == 0), "notes": "路边摊？" * (i == 0)}
+                for i, p in enumerate(photos)])
+
+    def cases(name: str, *lines: tuple[int, str, str, str | None]) -> Path:
+        export = tmp_path / f"{name}-export"
+        (export / "evidence").mkdir(parents=True)
+        rows = []
+        for i, vtype, decision, reason in lines:
+            shutil.copy(photos[i], export / "evidence" / f"{name}-{i}.jpg")  # export-reviews' copy: another file name
+            rows.append({"case_id": f"{name}-{i}", "violation_type": vtype, "decision": decision, "reason_code": reason,
+                         "source_id": "cam-01", "image": f"evidence/{name}-{i}.jpg", "width": 400, "height": 300,
+                         "boxes": [{"class_name": f"verified:{vtype}", "xyxy": [100, 150, 300, 300]}]})
+        (export / "review.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows), encoding="utf-8")
+        verifier_dataset_from_cases(export, tmp_path / name)
+        return tmp_path / name
+
+    agree = cases("agree", (0, "street_stall", "approved", None), (1, "illegal_parking", "rejected", "not_a_violation"))
+    ds = load_datasets([sheet, agree])
+    assert len(ds.photos) == 3 and [p.file for p in ds.photos] == [f"images/city/{p.name}" for p in photos]
+    first, second, _ = ds.photos
+    assert first.labels == {"street_stall": 1} and first.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)]}
+    assert first.group == "g0" and first.notes == "路边摊？"
+    assert second.labels == {"street_stall": 0, "parking": 0}  # the case's type merged into the sheet's row
+    assert f"{agree}: 2 photos are (by content) photos of an earlier --data folder: kept once, their labels merged " \
+           "into its rows" in ds.notes
+    assert ds.digest == load_datasets([sheet, agree]).digest  # the folders' labels, as before
+
+    disagree = cases("disagree", (1, "street_stall", "approved", None))
+    with pytest.raises(DatasetError, match=rf"{sheet / 'labels.csv'} \(images/city/{photos[1].name}\) and "
+                                           rf"{disagree / 'labels.csv'} \(images/cases/disagree-1.jpg\) are the same photo but "
+                                           r"label street_stall 0 and 1: correct or remove one row"):
+        load_datasets([sheet, disagree])

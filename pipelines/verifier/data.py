@@ -9,6 +9,7 @@ reviewed photos join the training.
 Label columns map to violation types (`LABEL_TYPES`); `parking_motor` and `parking_nonmotor` both
 train the one vehicle-context head. Every row is checked: a missing or unreadable file, a label
 other than 0/1, or a photo labelled in two rows, stops loading with the file, the row and the reason; rows are never dropped silently
+(a photo of an earlier `--data` folder, by content, is kept once with its labels merged, and noted)
 (`uncertain` rows are counted and kept unless `--no-uncertain`; rows with every label cell empty, a
 `to-label` sheet half filled in, are counted and left out).
 """
@@ -114,12 +115,60 @@ def _blank_row(row: dict) -> bool:
 
 
 def load_datasets(roots: list[Path], *, uncertain: bool = True) -> Dataset:
-    """Several labelled folders as one dataset (street-scenes plus reviewed cases, say); the digest covers all."""
+    """Several labelled folders as one dataset (street-scenes plus reviewed cases, say); the digest covers all. A photo
+    (by content) already in an earlier folder is kept once (`_one_per_content`); one folder alone loads as it is."""
     parts = [load_dataset(r, uncertain=uncertain) for r in roots]
     if len(parts) == 1:
         return parts[0]
     digest = hashlib.sha256("|".join(p.digest for p in parts).encode()).hexdigest()
-    return Dataset(parts[0].root, [photo for p in parts for photo in p.photos], digest, [n for p in parts for n in p.notes])
+    photos, notes = _one_per_content(parts)
+    return Dataset(parts[0].root, photos, digest, [n for p in parts for n in p.notes] + notes)
+
+
+def _one_per_content(parts: list[Dataset]) -> tuple[list[Photo], list[str]]:
+    """The photos of `parts`, a photo whose content (SHA-256) an earlier folder has already left out, its labels merged
+    into that folder's row. A to-label sheet and a `from-cases --verifier` folder may both name one photo: counted
+    twice it weighed double in every figure and could sit on both sides of a split. Labels that disagree (one
+    says 1, the other 0) are refused naming both rows: which is right is for a person to say. Inside one folder
+    nothing changes (what `street-scenes` loads, and so its heads, stays as trained)."""
+    from detect.digests import sha256_file
+
+    kept: list[Photo] = []
+    seen: dict[str, tuple[Photo, Path]] = {}  # content -> its first photo and folder
+    notes: list[str] = []
+    for part in parts:
+        own: dict[str, Photo] = {}
+        dropped = 0
+        for photo in part.photos:
+            key = sha256_file(photo.path)
+            first = seen.get(key)
+            if first is None:
+                kept.append(photo)
+                own.setdefault(key, photo)
+                continue
+            _merge_into(first[0], first[1], photo, part.root)
+            dropped += 1
+        for key, photo in own.items():
+            seen.setdefault(key, (photo, part.root))
+        if dropped:
+            notes.append(f"{part.root}: {dropped} photos are (by content) photos of an earlier --data folder: "
+                         "kept once, their labels merged into its rows")
+    return kept, notes
+
+
+def _merge_into(first: Photo, first_root: Path, later: Photo, later_root: Path) -> None:
+    """Add to `first` what `later`, the same photo in a later folder, says: the types only it labels, its boxes, its
+    close call and notes. DatasetError naming both rows when they label a type differently."""
+    for head, value in later.labels.items():
+        if first.labels.get(head, value) != value:
+            raise DatasetError(f"{first_root / 'labels.csv'} ({first.file}) and {later_root / 'labels.csv'} ({later.file}) are "
+                               f"the same photo but label {head} {first.labels[head]} and {value}: correct or remove one row")
+    for head, value in later.labels.items():
+        first.labels.setdefault(head, value)
+    for head, boxes in later.boxes.items():
+        first.boxes.setdefault(head, []).extend(b for b in boxes if b not in first.boxes[head])
+    first.uncertain = first.uncertain or later.uncertain
+    first.notes = "; ".join(n for n in dict.fromkeys((first.notes, later.notes)) if n)
 
 
 def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool = True) -> Dataset:
