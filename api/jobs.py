@@ -248,16 +248,33 @@ class TriageJobs:
 
     def as_uploaded(self, job: dict[str, Any], html: bool = False) -> Callable[[str], str]:
         """Text with the job's stored inputs named as uploaded: "duplicate of /srv/.../input/0001.jpg" -> "duplicate of
-        bus.jpg" (a zip's members after its name: "photos.zip!day1/a.jpg"); the API never shows a server path.
-        `html`: the text is HTML (the report), where paths stand escaped and so must the names put in."""
+        bus.jpg" (a zip's members after its name: "photos.zip!day1/a.jpg"), and the evidence store's and spool's
+        folders by their settings (`EvidenceStoreConfig.named_by_setting`: a case's reason names them when storage is
+        down); the API never shows a server path. `html`: the text is HTML (the report), where paths stand escaped and
+        so must the names put in."""
         named = escape if html else str
         labels = {f["name"]: f["label"] for f in job["files"]}
         folder = str(named(str(self._dir(job["id"]))))
         inputs = re.compile(re.escape(str(named(str(self._dir(job["id"]) / "input")))) + r"/([0-9]{4}\.[a-z]+)")
+        evidence = self.deployment.evidence_store
         # other paths in the job's folder (its input folder, named when a resume finds it gone) from there, the folder
         # itself by the job's id
-        return lambda text: (inputs.sub(lambda m: str(named(labels.get(m.group(1), m.group(1)))), text)
-                             .replace(folder + "/", "").replace(folder, f"job {job['id']}"))
+        return lambda text: evidence.named_by_setting(
+            inputs.sub(lambda m: str(named(labels.get(m.group(1), m.group(1)))), text)
+            .replace(folder + "/", "").replace(folder, f"job {job['id']}"), named)
+
+    def shown(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job as the API shows it: its texts (its error, each group's error, why each bundle still waits in the
+        spool) relabelled `as_uploaded`, since they may name the stored inputs or the evidence folders (storage down)."""
+        relabel = self.as_uploaded(job)
+        shown = {**job, "cases": [{**c, "error": c["error"] and relabel(c["error"])} for c in job.get("cases") or []]}
+        if job.get("error"):
+            shown["error"] = relabel(job["error"])
+        spool = (job.get("summary") or {}).get("spool")
+        if spool:
+            waiting = [{**w, "reason": relabel(w["reason"])} for w in spool["waiting_cases"]]
+            shown["summary"] = {**job["summary"], "spool": {**spool, "waiting_cases": waiting}}
+        return shown
 
     def results(self, job_id: str) -> list[PhotoRecord]:
         """Per-photo records with server paths replaced by the uploaded file names (the fields each holds).

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Protocol
@@ -74,6 +76,20 @@ class EvidenceStoreConfig(ConfigModel):
         if self.backend == "s3" and self.s3 is None:
             raise ValueError("backend s3 needs an `s3:` section (endpoint, bucket, ...)")
         return self
+
+    def named_by_setting(self, text: str, named: Callable[[str], str] = str) -> str:
+        """`text` with the local root and the spool named by their settings: a failed upload's reason names the folder
+        it could not write (`cannot write evidence to /srv/.../evidence/SW1: ...`), a stored bundle's reference is
+        a `file://` URI, and the API never shows a server path, so it shows `evidence_store.local_root/SW1`. `named`:
+        how the paths stand in `text` (markupsafe's `escape` for HTML)."""
+        forms: dict[str, str] = {}
+        for setting, path in (("evidence_store.local_root", self.local_root), ("evidence_store.spool_dir", self.spool_dir)):
+            absolute = path.resolve()
+            for form in (absolute.as_uri(), str(absolute), str(path)):  # the intake names the spool as configured
+                forms.setdefault(str(named(form)), setting)
+        pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+        # whole paths only: not /srv/evidence in /srv/evidence2, nor a relative spool inside another path
+        return re.sub(rf"(?<![\w./-])(?:{pattern})(?![\w.-])", lambda m: forms[m.group(0)], text)
 
 
 class EvidenceStore(Protocol):

@@ -354,20 +354,53 @@ def test_a_failed_jobs_error_names_no_server_path(tmp_path, monkeypatch):
     assert "input" in job["error"] and str(tmp_path) not in job["error"], job["error"]
 
 
+def _storage_down(tmp_path: Path) -> Path:
+    """The settings' evidence folder (`settings_for`) made a file: every upload fails until it is removed."""
+    root = tmp_path / "evidence"
+    shutil.rmtree(root, ignore_errors=True)
+    root.write_text("a file where the evidence folder should be: every upload fails")
+    return root
+
+
+def _done_job(client, headers, photo: Path) -> dict:
+    """The job of one uploaded photo once it is done."""
+    created = client.post("/api/v1/triage/jobs", headers=headers, files=[("files", (photo.name, photo.read_bytes(), "image/jpeg"))])
+    done = wait_job(client, created.json()["id"], headers)
+    assert done["state"] == "done", done
+    return done
+
+
+def test_a_jobs_evidence_errors_name_no_server_path(uploads, tmp_path, bus_jpg, zidane_jpg):
+    """With the evidence store unwritable a case's reason names the folder it could not write (`cannot write evidence
+    to /srv/.../evidence/SW...`), and a job showed it as it was in its group's error, in its summary's spool and in
+    its report; the API never shows a server path, so each names the folder by its setting."""
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    _storage_down(tmp_path)
+    first = _done_job(client, inspector, bus_jpg)
+    [case] = first["cases"]
+    assert case["case_id"] and f"cannot write evidence to evidence_store.local_root/{case['case_id']}: " in case["error"]
+    assert str(tmp_path) not in case["error"], case["error"]
+    quiet = _done_job(client, inspector, zidane_jpg)  # people only: its spool's news alone
+    [waiting] = quiet["summary"]["spool"]["waiting_cases"]
+    assert waiting["case_id"] == case["case_id"]
+    assert f"cannot write evidence to evidence_store.local_root/{case['case_id']}: " in waiting["reason"]
+    assert str(tmp_path) not in waiting["reason"], waiting["reason"]
+    listed = client.get("/api/v1/triage/jobs", headers=inspector).json()
+    assert str(tmp_path) not in json.dumps(listed) and str(tmp_path) not in json.dumps(first)
+    report = client.get(f"/api/v1/triage/jobs/{first['id']}/report", headers=inspector).text
+    assert "evidence_store.local_root" in report and str(tmp_path) not in report
+
+
 def test_a_jobs_summary_says_what_became_of_the_evidence_spool(uploads, tmp_path, bus_jpg, zidane_jpg):
     """A job's summary carries `spool`: the bundles earlier jobs left there (storage was down) that it stored, and each
     one still waiting with its case's reason; a job whose photos show no violation retries the spool too."""
     app, client, tokens = uploads
     inspector = auth(tokens["inspector"])
-    root = tmp_path / "evidence"
-    shutil.rmtree(root, ignore_errors=True)
-    root.write_text("a file where the evidence folder should be: every upload fails")
+    root = _storage_down(tmp_path)
 
     def job(photo: Path) -> dict:
-        created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", (photo.name, photo.read_bytes(), "image/jpeg"))])
-        done = wait_job(client, created.json()["id"], inspector)
-        assert done["state"] == "done", done
-        return done
+        return _done_job(client, inspector, photo)
 
     first = job(bus_jpg)
     [case] = first["cases"]

@@ -97,7 +97,7 @@ class Job(BaseModel):
 
 
 def _job_view(ctx: AppContext, job: dict[str, Any]) -> dict[str, Any]:
-    return {**job, "progress": ctx.jobs.progress(job)}
+    return {**ctx.jobs.shown(job), "progress": ctx.jobs.progress(job)}
 
 
 def _own_job(ctx: AppContext, job_id: str, who: Principal) -> dict[str, Any]:
