@@ -404,8 +404,10 @@ def test_a_jobs_summary_says_what_became_of_the_evidence_spool(uploads, tmp_path
 
     first = job(bus_jpg)
     [case] = first["cases"]
-    assert case["case_id"] and case["error"].startswith("evidence upload failed, will retry")  # its own: said on its group
-    assert first["summary"]["spool"] == {"uploaded": 0, "waiting": 0, "waiting_cases": []}
+    assert case["case_id"] and case["error"].startswith("evidence upload failed, will retry")  # said on its group
+    own = first["summary"]["spool"]  # and in the spool's news: its own bundle waits as an earlier job's would
+    assert (own["uploaded"], own["waiting"]) == (0, 1)
+    assert own["waiting_cases"] == [{"case_id": case["case_id"], "reason": case["error"]}]
     still_down = job(zidane_jpg)  # people only: no group
     assert still_down["summary"]["groups"] == 0
     spool = still_down["summary"]["spool"]

@@ -591,8 +591,9 @@ def test_upload_page_says_what_became_of_the_evidence_spool(tmp_path, bus_jpg, z
 
     settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off"})
     with served_pages(tmp_path, settings, storage_down) as served:
-        b = _upload_and_wait(served, bus_jpg)  # its own bundle is spooled: said on its group, not as the spool's
-        assert b.find_element(By.ID, "job-text").text == "1 / 1 · 完成 done · 1 组 groups · 1 件案件 cases"
+        b = _upload_and_wait(served, bus_jpg)  # its own bundle is spooled: it waits as an earlier job's would
+        assert b.find_element(By.ID, "job-text").text == \
+            "1 / 1 · 完成 done · 1 组 groups · 1 件案件 cases · 证据待上传 1 份 evidence waiting for storage"
         assert _upload_another(served, zidane_jpg, 2) == \
             "1 / 1 · 完成 done · 0 组 groups · 证据待上传 1 份 evidence waiting for storage"
         root.unlink()  # storage is back

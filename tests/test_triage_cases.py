@@ -345,6 +345,7 @@ def test_the_summary_says_which_spooled_bundles_a_run_uploaded_and_which_still_w
     first = triage("out1", blocked)
     spooled = sorted(r.case_id for r in first.refs)
     assert len(spooled) == 2 and all(r.evidence is None for r in first.refs)
+    assert first.spool.uploaded == [] and [c for c, _ in first.spool.waiting] == spooled  # its own bundles wait too
     again = triage("out2", blocked)  # still down: nothing uploaded, both named with their reason
     assert again.spool.uploaded == [] and [c for c, _ in again.spool.waiting] == spooled
     assert all(reason.startswith("evidence upload failed, will retry: case ") and str(blocked) in reason

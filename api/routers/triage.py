@@ -58,7 +58,7 @@ class SpooledCase(BaseModel):
 
 class JobSpool(BaseModel):
     uploaded: int = Field(description="Bundles earlier jobs or runs left in the spool (storage was down) that this job stored.")
-    waiting: int = Field(description="Bundles still waiting in the spool for the evidence store.")
+    waiting: int = Field(description="Bundles still waiting in the spool for the evidence store, this job's own included.")
     waiting_cases: list[SpooledCase] = Field(description="Each one still waiting, with why.")
 
 

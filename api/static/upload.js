@@ -33,7 +33,8 @@ function send(files) {
 function written(job) { return job.cases.filter((c) => c.case_id).length; }
 
 // What the job's retry of the evidence spool did (bundles earlier jobs left there while storage was down): stored
-// now, and still waiting (their reasons are in the job's summary.spool); nothing when the spool was empty.
+// now, and still waiting, the job's own included (their reasons are in the job's summary.spool); nothing when the
+// spool is empty.
 function spoolText(job) {
   const s = job.summary && job.summary.spool;
   if (!s) return "";

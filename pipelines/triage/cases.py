@@ -71,7 +71,8 @@ class Withdrawals:
 @dataclass
 class SpoolRetry:
     """What the run's retry of the spool did (bundles earlier runs, or cameras, could not upload: storage was down):
-    `uploaded` (case ids stored now) and `waiting` (case id, why it is still spooled)."""
+    `uploaded` (case ids stored now), and what the spool holds once the run wrote its cases: `waiting` (case id, why it
+    is still spooled), the bundles this run just left there too."""
 
     uploaded: list[str] = field(default_factory=list)
     waiting: list[tuple[str, str]] = field(default_factory=list)
@@ -91,7 +92,7 @@ class TriageCases:
 
     def write(self, groups: list[Group], on_case=None) -> list[CaseRef]:
         """One `CaseRef` per group, in order; a group whose photos cannot be read again gets none. The run retries
-        the spool before (`retry_spool`), groups or not."""
+        the spool before (`retry_spool`) and says what it holds after (`spooled`), groups or not."""
         refs = []
         try:
             for group in groups:
@@ -103,11 +104,16 @@ class TriageCases:
             shutil.rmtree(self.staging, ignore_errors=True)
         return refs
 
-    def retry_spool(self) -> SpoolRetry:
-        """Upload the bundles an earlier run could not, and say which are still spooled and why (the case's reason).
-        A run with no violations calls it too: else spooled evidence would wait for a run that has some, and the
-        summary of every run until then would not say that it waits."""
-        uploaded = [case.id for case in self.intake.retry_evidence()]
+    def retry_spool(self) -> list[str]:
+        """Upload the bundles an earlier run could not: the ids of the cases stored now. A run with no violations calls
+        it too: else spooled evidence would wait for a run that has some, and the summary of every run until then
+        would not say that it waits."""
+        return [case.id for case in self.intake.retry_evidence()]
+
+    def spooled(self, uploaded: list[str]) -> SpoolRetry:
+        """`uploaded` (`retry_spool`) and each bundle the spool still holds with why (the case's reason), called once
+        the run wrote its cases: a bundle it just left there (storage still down) waits as the earlier ones do, and a
+        summary that counted only those said `waiting 0` while the run's own evidence was not stored."""
         waiting = []
         for case_id in self.intake.spooled():
             try:

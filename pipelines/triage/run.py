@@ -209,11 +209,12 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
         withdrawals = case_writer.withdraw(replaced, {violation_id(m) for m in members})
     groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits)
     refs = [CaseRef() for _ in groups]
-    spool = case_writer.retry_spool() if case_writer is not None else SpoolRetry()  # groups or not
+    uploaded = case_writer.retry_spool() if case_writer is not None else []  # groups or not
     if case_writer is not None and groups:
         with progress_bar(enabled=show_progress, label="cases") as bar:
             task = bar.add_task("cases", total=len(groups), notes="evidence bundles")
             refs = case_writer.write(groups, on_case=lambda: bar.advance(task))
+    spool = case_writer.spooled(uploaded) if case_writer is not None else SpoolRetry()  # this run's bundles too
     write_csv(out / CASES_CSV, groups, refs, settings.tz)
     run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")}
     write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases)

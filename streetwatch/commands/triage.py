@@ -136,7 +136,7 @@ def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progr
 
 def _say_spool(spool: SpoolRetry) -> None:
     """The bundles earlier runs left in the spool (storage was down): how many this run uploaded, and each one still
-    waiting with its reason, so nobody takes a quiet run for evidence safely stored."""
+    waiting (this run's own too) with its reason, so nobody takes a quiet run for evidence safely stored."""
     if spool.uploaded:
         n = len(spool.uploaded)
         typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} an earlier run could not upload stored now")
