@@ -165,6 +165,12 @@ def read_job(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[str, Any]:
+    """A job's `spool` (`SpoolRetry.as_dict`) with why each bundle still waits `relabel`led: a failed upload's reason
+    names the evidence folder on the server (a photo upload's `as_uploaded`, a patrol job's alike)."""
+    return {**spool, "waiting_cases": [{**w, "reason": relabel(w["reason"])} for w in spool["waiting_cases"]]}
+
+
 class TriageJobs:
     def __init__(self, config: ServiceConfig, deployment: Settings, metrics: ApiMetrics,
                  detector_factory: Callable[[], Any] | None = None):
@@ -270,10 +276,8 @@ class TriageJobs:
         shown = {**job, "cases": [{**c, "error": c["error"] and relabel(c["error"])} for c in job.get("cases") or []]}
         if job.get("error"):
             shown["error"] = relabel(job["error"])
-        spool = (job.get("summary") or {}).get("spool")
-        if spool:
-            waiting = [{**w, "reason": relabel(w["reason"])} for w in spool["waiting_cases"]]
-            shown["summary"] = {**job["summary"], "spool": {**spool, "waiting_cases": waiting}}
+        if (job.get("summary") or {}).get("spool"):
+            shown["summary"] = {**job["summary"], "spool": spool_shown(job["summary"]["spool"], relabel)}
         return shown
 
     def results(self, job_id: str) -> list[PhotoRecord]:

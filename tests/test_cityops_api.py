@@ -320,6 +320,26 @@ def test_a_patrol_summary_names_the_files_as_uploaded(city, clip, tmp_path):  # 
     assert message.startswith("轨迹 0310.gpx: the track does not cover the whole video") and str(app.state.ctx.service.data_dir) not in message
 
 
+def test_a_patrol_jobs_summary_says_what_became_of_the_evidence_spool(city, clip, tmp_path):  # noqa: F811
+    """A patrol job retries the evidence spool as a photo upload does, and its summary had no spool: with storage down
+    its own bundles waited unsaid. It has the upload's, why each waits naming the evidence folder by its setting."""
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    shutil.rmtree(tmp_path / "evidence", ignore_errors=True)
+    (tmp_path / "evidence").write_text("a file where the evidence folder should be: every upload fails")
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
+    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                     "track": ("drive.gpx", track, "application/gpx+xml")}).json()
+    [job] = _finished(client, inspector, job)
+    assert job["state"] == "done", job
+    cases, spool = job["summary"]["cases"], job["summary"]["spool"]
+    assert cases and (spool["uploaded"], spool["waiting"]) == (0, len(cases))
+    assert sorted(w["case_id"] for w in spool["waiting_cases"]) == sorted(cases)
+    for waiting in spool["waiting_cases"]:
+        assert f"cannot write evidence to evidence_store.local_root/{waiting['case_id']}: " in waiting["reason"], waiting
+        assert str(tmp_path) not in waiting["reason"], waiting
+
+
 def test_a_patrol_jobs_report_is_served_as_the_pages_are(city, clip, tmp_path):  # noqa: F811
     """The run writes a report.html for each job that no route served; GET .../report answers it to whoever may read
     the job, under the pages' policy and kept by no browser, its frames named without the server's folders (as the

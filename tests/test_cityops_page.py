@@ -147,6 +147,36 @@ def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  #
         b.switch_to.window(page)
 
 
+def test_city_page_says_what_became_of_a_patrol_jobs_evidence(city, clip, tmp_path):  # noqa: F811
+    """A patrol job's summary has the evidence spool's news (its own bundles wait while storage is down), which the
+    page said nothing of, as the upload page says it: 证据待上传 N 份."""
+    from selenium.webdriver.common.by import By
+
+    root = city["settings"].evidence_store.local_root
+    aside = root.with_name("evidence-aside")
+    root.rename(aside)
+    root.write_text("a file where the evidence folder should be: every upload fails")
+    try:
+        b = city["browser"]
+        _login(city)
+        b.get(city["base"] + "/ui/city")
+        form = _wait(b, lambda d: d.find_element(By.ID, "patrol"), "the patrol form")
+        form.find_element(By.CSS_SELECTOR, "input[name=video]").send_keys(str(clip))
+        # a kilometre east of the other patrols' bus: a case of its own, not the one they drafted (already open)
+        track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30, east_m=1000))
+        form.find_element(By.CSS_SELECTOR, "input[name=track]").send_keys(str(track))
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        _wait(b, lambda d: "完成 done" in d.find_element(By.CSS_SELECTOR, "#patrol-job p.state").text, "the finished patrol job",
+              timeout=240)
+        lines = [li.text for li in b.find_elements(By.CSS_SELECTOR, "#patrol-job li")]
+        found = next(line for line in lines if line.startswith("发现违规 Violations found: "))
+        new = int(found.split("新案件 New cases: ")[1].split()[0])
+        assert new and f"证据待上传 {new} 份 evidence waiting for storage" in lines, lines
+    finally:
+        root.unlink()
+        aside.rename(root)
+
+
 def test_city_page_lists_patrol_jobs_and_a_reload_finds_the_running_one(city, clip, tmp_path):  # noqa: F811
     """The page kept the job it had uploaded only in its own memory (there was no list of patrol jobs): reloaded while
     the job ran, it showed nothing of it. It lists the recent patrol jobs in Chinese, and a reload goes on following

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -360,6 +361,34 @@ def test_patrol_command_with_a_dashcam_srt_beside_the_video(tmp_path, clip):
     assert "6 frames sampled along the track (0 skipped without a position)" in run.stdout
     summary = json.loads((tmp_path / "out" / "patrol.json").read_text())
     assert summary["track"].endswith("drive.srt") and summary["groups"] >= 1
+
+
+def test_patrol_summary_says_what_became_of_the_evidence_spool(tmp_path, clip):
+    """A patrol run retries the evidence spool (triage's `finish`), but its summary had no word of it, neither in
+    patrol.json nor printed: with storage down its own bundle waited unsaid. It says it as triage does."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    blocked = tmp_path / "evidence"
+    blocked.write_text("a file where the evidence folder should be: every upload fails")
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps(_deployment(tmp_path).model_dump(mode="json")), encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "patrol", str(clip), "--track",
+                          str(write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))), "--out", str(tmp_path / "out"),
+                          "--config", str(config), "--cases", "--no-progress", "--ocr", "off", "--verifier", "none",
+                          "--every-m", "25"], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "STREETWATCH_EVIDENCE_KEY": KEY, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "patrol.json").read_text(encoding="utf-8"))
+    spool = summary["spool"]
+    assert summary["cases"] and (spool["uploaded"], spool["waiting"]) == (0, len(summary["cases"]))
+    assert sorted(w["case_id"] for w in spool["waiting_cases"]) == sorted(summary["cases"])
+    assert all(w["reason"].startswith("evidence upload failed, will retry: case ") for w in spool["waiting_cases"])
+    n = len(summary["cases"])
+    assert f"evidence spool: {n} bundle{'' if n == 1 else 's'} still waiting for the evidence store:" in run.stdout, run.stdout
+    assert f"  {summary['cases'][0]}: evidence upload failed, will retry: " in run.stdout
 
 
 @pytest.mark.slow  # three patrol runs of a real video through the CLI

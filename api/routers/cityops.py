@@ -31,10 +31,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
-from api.jobs import UNFINISHED, newest_jobs, read_job
+from api.jobs import UNFINISHED, newest_jobs, read_job, spool_shown
 from api.problems import Problem, problems
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
+from api.routers.triage import JobSpool
 from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, _capped, check_length, copy_upload, read_capped
 from detect.config_io import ConfigError
 from detect.text import Lines
@@ -159,6 +160,8 @@ class PatrolSummary(BaseModel):
     groups: int = Field(description="Violations found (groups of frames).")
     cases: list[str] = Field(description="Cases drafted.")
     already_open: list[dict[str, Any]] = Field(description="Groups that matched an open case nearby (not doubled).")
+    spool: JobSpool | None = Field(None, description="The run's retry of the evidence spool, as a photo upload's "
+                                                     "(None for a job finished before the service reported it).")
 
 
 class PatrolProgress(BaseModel):
@@ -515,6 +518,8 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
         return
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
     summary["messages"] = [_as_uploaded(m, folder, job) for m in summary["messages"]]  # they name the stored files too
+    # why a bundle waits names the evidence folder it could not write: by its setting, as a photo upload's job says it
+    summary["spool"] = spool_shown(summary["spool"], ctx.settings.evidence_store.named_by_setting)
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
 
 

@@ -103,6 +103,16 @@ const SW = {
     return zh ? `${zh} ${state}` : state;
   },
 
+  // A job's retry of the evidence spool (its summary's spool: a photo upload's or a patrol's) as staff read it: the
+  // bundles earlier jobs left there while storage was down stored now, and those still waiting, the job's own
+  // included (their reasons are in summary.spool); none when the spool is empty or the job is older than the news.
+  spoolNews(summary) {
+    const s = summary && summary.spool;
+    if (!s) return [];
+    return [...(s.uploaded ? [`证据已补传 ${s.uploaded} 份 evidence uploaded`] : []),
+      ...(s.waiting ? [`证据待上传 ${s.waiting} 份 evidence waiting for storage`] : [])];
+  },
+
   say(text, bad = false) {
     const box = document.getElementById("status");
     if (!box) return;

@@ -32,16 +32,6 @@ function send(files) {
 // none where the service writes no cases (no evidence key, or service.triage.cases: false).
 function written(job) { return job.cases.filter((c) => c.case_id).length; }
 
-// What the job's retry of the evidence spool did (bundles earlier jobs left there while storage was down): stored
-// now, and still waiting, the job's own included (their reasons are in the job's summary.spool); nothing when the
-// spool is empty.
-function spoolText(job) {
-  const s = job.summary && job.summary.spool;
-  if (!s) return "";
-  return (s.uploaded ? ` · 证据已补传 ${s.uploaded} 份 evidence uploaded` : "") +
-    (s.waiting ? ` · 证据待上传 ${s.waiting} 份 evidence waiting for storage` : "");
-}
-
 // The progress line: photos recorded out of the total and the phase; once done, the job's groups and, only
 // when it wrote any, its cases (job.cases lists groups, with or without a case), and the spool's news.
 function showJob(job) {
@@ -52,7 +42,7 @@ function showJob(job) {
   const phase = { queued: "排队 queued", photos: "识别照片 photos", cases: "生成案件 building cases", done: "完成 done", failed: "失败 failed" }[p.phase] || p.phase;
   const cases = job.summary && written(job) ? ` · ${written(job)} 件案件 cases` : "";
   document.getElementById("job-text").textContent = `${p.done} / ${p.total ?? "?"} · ${phase}` +
-    (job.summary ? ` · ${job.summary.groups} 组 groups${cases}` : "") + spoolText(job) + (job.error ? ` · ${job.error}` : "");
+    (job.summary ? ` · ${job.summary.groups} 组 groups${cases}` : "") + SW.spoolNews(job.summary).map((t) => ` · ${t}`).join("") + (job.error ? ` · ${job.error}` : "");
 }
 
 // What a finished job drafted: the cases the review queue shows, and the groups that got none and why (the

@@ -469,6 +469,7 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
         "video_span": sampled.video_span, "track_span": sampled.track_span, "timezone": tz.key, "messages": sampled.messages,
         "groups": len(result.groups), "cases": [r.case_id for r in result.refs if r.case_id and not (r.error or "").startswith("already open")],
         "already_open": already, "report": str(result.files.get("report")),
+        "spool": result.spool.as_dict(),  # a patrol run retries the evidence spool as triage does (its `finish`)
     }
     (out / SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     return PatrolResult(sampled, result, already, summary)

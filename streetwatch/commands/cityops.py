@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, print_error,
-                                         settings_or_fail, setup_logging)
+                                         say_spool, settings_or_fail, setup_logging)
 
 
 def register(app: typer.Typer) -> None:
@@ -85,6 +85,7 @@ def patrol(
         typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
     typer.echo(f"{s['frames']} frames sampled along the track ({s['skipped_without_position']} skipped without a position) "
                f"-> {s['groups']} violation(s): {len(s['cases'])} new case(s), {len(s['already_open'])} already open")
+    say_spool(result.triage.spool)
     typer.echo(f"  report  {s['report']}\n  summary {out / 'patrol.json'}")
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from pipelines.triage.cases import SpoolRetry
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="Inference backend: onnx (ONNX Runtime, no torch) or torch (Ultralytics/PyTorch).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx).")]
@@ -93,3 +96,17 @@ def settings_or_fail(path: Path | None):
         return load_settings(path)
     except ConfigError as exc:
         fail(str(exc))
+
+
+def say_spool(spool: SpoolRetry) -> None:
+    """The bundles earlier runs left in the spool (storage was down): how many this run uploaded, and each one still
+    waiting (this run's own too) with its reason, so nobody takes a quiet run for evidence safely stored. Triage and
+    patrol runs alike (both retry the spool in triage's `finish`)."""
+    if spool.uploaded:
+        n = len(spool.uploaded)
+        typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} an earlier run could not upload stored now")
+    if spool.waiting:
+        n = len(spool.waiting)
+        typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} still waiting for the evidence store:")
+        for case_id, reason in spool.waiting:
+            typer.echo(f"  {case_id}: {reason}")

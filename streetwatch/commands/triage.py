@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streetwatch.commands.common import ModelOpt, RayOpt, SettingsOpt, fail, settings_or_fail, setup_logging
+from streetwatch.commands.common import ModelOpt, RayOpt, SettingsOpt, fail, say_spool, settings_or_fail, setup_logging
 
 if TYPE_CHECKING:
-    from pipelines.triage.cases import SpoolRetry, Withdrawals
+    from pipelines.triage.cases import Withdrawals
 
 
 def register(app: typer.Typer) -> None:
@@ -109,7 +109,7 @@ def triage(
         typer.echo(f"case store: {len(written)} candidate cases" + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
                    + (f", {waiting} waiting for evidence storage (see the report)" if waiting else ""))
     _say_withdrawn(result.withdrawals)
-    _say_spool(result.spool)
+    say_spool(result.spool)
     for name, path in result.files.items():
         typer.echo(f"  {name:8s}{path}")
     if result.readable == 0:
@@ -132,19 +132,6 @@ def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progr
             return result
     except ClusterError as exc:
         fail(str(exc))
-
-
-def _say_spool(spool: SpoolRetry) -> None:
-    """The bundles earlier runs left in the spool (storage was down): how many this run uploaded, and each one still
-    waiting (this run's own too) with its reason, so nobody takes a quiet run for evidence safely stored."""
-    if spool.uploaded:
-        n = len(spool.uploaded)
-        typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} an earlier run could not upload stored now")
-    if spool.waiting:
-        n = len(spool.waiting)
-        typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} still waiting for the evidence store:")
-        for case_id, reason in spool.waiting:
-            typer.echo(f"  {case_id}: {reason}")
 
 
 def _say_withdrawn(w: Withdrawals) -> None:
