@@ -320,24 +320,41 @@ def test_a_patrol_summary_names_the_files_as_uploaded(city, clip, tmp_path):  # 
     assert message.startswith("轨迹 0310.gpx: the track does not cover the whole video") and str(app.state.ctx.service.data_dir) not in message
 
 
+def _patrol_with_storage_down(client, headers, clip: Path, tmp_path: Path) -> dict:  # noqa: F811
+    """A patrol job of `clip` done while the settings' evidence folder (`settings_for`) is a file: every upload fails."""
+    shutil.rmtree(tmp_path / "evidence", ignore_errors=True)
+    (tmp_path / "evidence").write_text("a file where the evidence folder should be: every upload fails")
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
+    job = client.post("/api/v1/patrol/jobs", headers=headers, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                   "track": ("drive.gpx", track, "application/gpx+xml")}).json()
+    [job] = _finished(client, headers, job)
+    assert job["state"] == "done", job
+    return job
+
+
 def test_a_patrol_jobs_summary_says_what_became_of_the_evidence_spool(city, clip, tmp_path):  # noqa: F811
     """A patrol job retries the evidence spool as a photo upload does, and its summary had no spool: with storage down
     its own bundles waited unsaid. It has the upload's, why each waits naming the evidence folder by its setting."""
     app, client, tokens = city
     inspector = auth(tokens["inspector"])
-    shutil.rmtree(tmp_path / "evidence", ignore_errors=True)
-    (tmp_path / "evidence").write_text("a file where the evidence folder should be: every upload fails")
-    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
-    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
-                                                                     "track": ("drive.gpx", track, "application/gpx+xml")}).json()
-    [job] = _finished(client, inspector, job)
-    assert job["state"] == "done", job
+    job = _patrol_with_storage_down(client, inspector, clip, tmp_path)
     cases, spool = job["summary"]["cases"], job["summary"]["spool"]
     assert cases and (spool["uploaded"], spool["waiting"]) == (0, len(cases))
     assert sorted(w["case_id"] for w in spool["waiting_cases"]) == sorted(cases)
     for waiting in spool["waiting_cases"]:
         assert f"cannot write evidence to evidence_store.local_root/{waiting['case_id']}: " in waiting["reason"], waiting
         assert str(tmp_path) not in waiting["reason"], waiting
+
+
+def test_a_patrol_jobs_report_names_no_evidence_folder(city, clip, tmp_path):  # noqa: F811
+    """With storage down a patrol job's report said why its case has no stored evidence in the case's words, which name
+    the folder it could not write (/srv/.../evidence/SW...), as a stored bundle's file:// reference does; the photo
+    uploads' report names the folders by their settings, and so does the patrol's."""
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    job = _patrol_with_storage_down(client, inspector, clip, tmp_path)
+    report = client.get(f"/api/v1/patrol/jobs/{job['id']}/report", headers=inspector).text
+    assert f"evidence_store.local_root/{job['summary']['cases'][0]}" in report and str(tmp_path) not in report
 
 
 def test_a_patrol_jobs_report_is_served_as_the_pages_are(city, clip, tmp_path):  # noqa: F811

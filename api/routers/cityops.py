@@ -43,6 +43,7 @@ from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
 from pipelines.cityops.warnings import WarningState, list_warnings, warning_image
+from pipelines.evidence_store import EvidenceStoreConfig
 from pipelines.shops import Shop, ShopRegister
 
 log = logging.getLogger(__name__)
@@ -432,11 +433,13 @@ def _write_job(folder: Path, job: dict[str, Any]) -> None:
     tmp.replace(folder / "job.json")
 
 
-def _as_uploaded(message: str, folder: Path, job: dict[str, Any], html: bool = False) -> str:
+def _as_uploaded(message: str, folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfig, html: bool = False) -> str:
     """A job's error naming the files as the client sent them: the patrol code names the stored files by their
     server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`), which the API never shows, and its
-    frames (`/srv/.../patrol/<id>/out/frames/frame-00000-t00000.00.jpg`) by their names. `html`: the message is HTML
-    (the report), where paths stand escaped and so must the names put in."""
+    frames (`/srv/.../patrol/<id>/out/frames/frame-00000-t00000.00.jpg`) by their names; the evidence folders
+    (`evidence`: the deployment's store, named in a case's reason when storage is down, and in the report's bundle
+    references) by their settings (`EvidenceStoreConfig.named_by_setting`). `html`: the message is HTML (the report),
+    where paths stand escaped and so must the names put in."""
     from pipelines.cityops.patrol import FRAMES
 
     named = escape if html else str
@@ -444,7 +447,7 @@ def _as_uploaded(message: str, folder: Path, job: dict[str, Any], html: bool = F
     for stored, label in ((job["video"], job["video_label"]), (job.get("track"), job.get("track_label"))):
         if stored:
             message = message.replace(str(named(str(folder / stored))), str(named(label)))
-    return message.replace(str(named(str(folder))), "")
+    return evidence.named_by_setting(message.replace(str(named(str(folder))), ""), named)
 
 
 def _source_name(job: dict[str, Any]) -> str:
@@ -491,6 +494,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.triage import TriageSettings
 
     out = folder / "out"
+    shown = partial(_as_uploaded, folder=folder, job=job, evidence=ctx.settings.evidence_store)
     _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
@@ -505,21 +509,20 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
         _write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
         return
     except NoStartTime as exc:
-        _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(exc.asking(_asking_start(ctx)), folder, job),
+        _write_job(folder, {**job, "state": "failed", "error": shown(exc.asking(_asking_start(ctx))),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     except (PatrolError, ConfigError, ValueError) as exc:
-        _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(str(exc), folder, job),
+        _write_job(folder, {**job, "state": "failed", "error": shown(str(exc)),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
-        _write_job(folder, {**job, "state": "failed", "error": _as_uploaded(f"{type(exc).__name__}: {exc}", folder, job),
+        _write_job(folder, {**job, "state": "failed", "error": shown(f"{type(exc).__name__}: {exc}"),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
-    summary["messages"] = [_as_uploaded(m, folder, job) for m in summary["messages"]]  # they name the stored files too
-    # why a bundle waits names the evidence folder it could not write: by its setting, as a photo upload's job says it
-    summary["spool"] = spool_shown(summary["spool"], ctx.settings.evidence_store.named_by_setting)
+    summary["messages"] = [shown(m) for m in summary["messages"]]  # they name the stored files too
+    summary["spool"] = spool_shown(summary["spool"], shown)  # why a bundle waits names the evidence folder it could not write
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
 
 
@@ -647,4 +650,5 @@ def patrol_report(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principa
     from pipelines.triage.report import REPORT
 
     folder, job = _patrol_job(ctx, job_id, who)
-    return job_report(folder / "out" / REPORT, job, "patrol job", partial(_as_uploaded, folder=folder, job=job, html=True))
+    return job_report(folder / "out" / REPORT, job, "patrol job",
+                      partial(_as_uploaded, folder=folder, job=job, evidence=ctx.settings.evidence_store, html=True))
