@@ -390,6 +390,11 @@ def test_a_jobs_evidence_errors_name_no_server_path(uploads, tmp_path, bus_jpg, 
     assert str(tmp_path) not in json.dumps(listed) and str(tmp_path) not in json.dumps(first)
     report = client.get(f"/api/v1/triage/jobs/{first['id']}/report", headers=inspector).text
     assert "evidence_store.local_root" in report and str(tmp_path) not in report
+    # the case itself (its reason, on the queue page) and its history, as the job names them
+    detail = client.get(f"/api/v1/cases/{case['case_id']}", headers=inspector).json()
+    assert f"cannot write evidence to evidence_store.local_root/{case['case_id']}: " in detail["case"]["reason"]
+    cases = client.get("/api/v1/cases", headers=inspector).json()
+    assert str(tmp_path) not in json.dumps(detail) and str(tmp_path) not in json.dumps(cases)
 
 
 def test_a_jobs_summary_says_what_became_of_the_evidence_spool(uploads, tmp_path, bus_jpg, zidane_jpg):

@@ -215,11 +215,13 @@ class AuditRecord(BaseModel):
     details: dict[str, Any]
 
 
-def case_json(case: Case) -> dict[str, Any]:
+def case_json(case: Case, ctx: AppContext) -> dict[str, Any]:
     data = {k: v for k, v in asdict(case).items() if k not in HIDDEN}
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()
+    if case.reason:  # a failed upload's reason names the evidence folder, and the API never shows a server path
+        data["reason"] = ctx.settings.evidence_store.named_by_setting(case.reason)
     data["state"] = str(case.state)
     data["has_evidence"] = case.evidence_ref is not None
     return data
@@ -272,7 +274,7 @@ def list_cases(
                       until=_utc("until", until), text=q, reviewed=reviewed, severity=severity, sort=sort, descending=order == "desc",
                       limit=limit or ctx.service.default_page_size, offset=offset)
     items, total = ctx.store.search(query)
-    return {"items": [case_json(c) for c in items], "total": total, "limit": query.limit, "offset": offset}
+    return {"items": [case_json(c, ctx) for c in items], "total": total, "limit": query.limit, "offset": offset}
 
 
 def _utc(name: str, at: datetime | None) -> datetime | None:
@@ -317,8 +319,9 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
                    "parked_reason": e.parked_reason, "delivered_at": e.delivered_at.isoformat() if e.delivered_at else None}
                   for e in ctx.store.outbox_entries(case_id=case.id)]
     history = [{"from": h.from_state and str(h.from_state), "to": str(h.to_state), "at": h.at.isoformat(), "actor": h.actor,
-                "reason": h.reason} for h in ctx.store.history(case.id)]
-    return {"case": case_json(case), "evidence": _evidence(ctx, case), "deliveries": deliveries, "history": history}
+                "reason": h.reason and ctx.settings.evidence_store.named_by_setting(h.reason)}
+               for h in ctx.store.history(case.id)]
+    return {"case": case_json(case, ctx), "evidence": _evidence(ctx, case), "deliveries": deliveries, "history": history}
 
 
 def _target(ctx: AppContext, wanted: str | None) -> str:
@@ -346,7 +349,7 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
                                 review_note=body.note, unchanged_since=body.expected_updated_at)
     ctx.accounts.audit(who, "confirm", case.id, body.model_dump(exclude={"expected_updated_at"}))
     ctx.metrics.reviews.labels("confirm").inc()
-    return case_json(case)
+    return case_json(case, ctx)
 
 
 @router.post("/cases/{case_id}/reject", summary="Reject a case with a reason code", response_model=CaseView,
@@ -356,7 +359,7 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
                             unchanged_since=body.expected_updated_at)
     ctx.accounts.audit(who, "reject", case.id, body.model_dump(mode="json", exclude={"expected_updated_at"}))
     ctx.metrics.reviews.labels("reject").inc()
-    return case_json(case)
+    return case_json(case, ctx)
 
 
 _GRID: dict[str, Any] = {}  # the last grid loaded: its (path, change stamp, taxonomy) and the cells
@@ -404,7 +407,7 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     if changes:
         ctx.accounts.audit(who, "edit", case.id, changes)
         ctx.metrics.reviews.labels("edit").inc()
-    return case_json(case)
+    return case_json(case, ctx)
 
 
 @router.get("/cases/{case_id}/audit", summary="Audit log of review actions on a case", response_model=list[AuditRecord],
