@@ -80,9 +80,14 @@ def test_disposal_photo_is_judged_like_triage_and_reported(tmp_path, bus_event, 
     config = _config(sim)
     ref = _deliver(intake, config, case.id)
 
+    # A file that is no photo is no claim of handling: refused, and the case stays where the platform has it (it was
+    # moved to verifying, with a history entry "disposal photo received", before the file was read).
+    at_platform, history = intake.store.get(case.id), intake.store.history(case.id)
     with pytest.raises(DisposalCheckError, match=r"notes\.txt: "):
         check_disposal_photo(intake, onnx_detector, case.id, b"not a photo", "notes.txt", actor="city")
-    assert intake.store.get(case.id).state is CaseState.VERIFYING  # nothing recorded for the unreadable file
+    after = intake.store.get(case.id)
+    assert after.state is at_platform.state is CaseState.SUBMITTED and after.updated_at == at_platform.updated_at
+    assert intake.store.history(case.id) == history
 
     # The handler's photo still shows the bus: still present; a second photo without it: cleared.
     first = check_disposal_photo(intake, onnx_detector, case.id, bus_jpg.read_bytes(), "after-1.jpg", actor="city")

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = (CaseState.VERIFIED_CLEARED.value, CaseState.STILL_PRESENT.value)
 DISPOSAL_ACTOR = "disposal-photo"
+WAITS_FOR_PHOTO = (CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING, CaseState.STILL_PRESENT)
+"""States in which a handler's after-photo is checked: the case is at the dispatch system."""
 TEXT_TYPES = ("flyposting",)
 """Types judged from text: the after-photo is read by OCR too (as triage does with `ocr: all`)."""
 
@@ -83,16 +85,16 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
 
     taxonomy = taxonomy or load_taxonomy()
     case = intake.store.get(case_id)
-    if case.state in (CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.STILL_PRESENT):
-        case = intake.store.apply_remote_state(case.id, CaseState.VERIFYING, actor=actor,
-                                               reason="handled: disposal photo received, check pending")
-    if case.state is not CaseState.VERIFYING:
+    if case.state not in WAITS_FOR_PHOTO:
         raise DisposalCheckError(f"case {case.id} is {case.state}: a disposal photo is checked once the case is at the "
                                  f"dispatch system (submitted, accepted, verifying or still_present)", conflict=True)
-    try:
+    try:  # read before the case moves: a file that is no photo is no claim of handling it
         decoded = decode_image(data, name)
     except ImageReadError as exc:
         raise DisposalCheckError(f"{name}: {exc.reason}") from None
+    if case.state is not CaseState.VERIFYING:
+        case = intake.store.apply_remote_state(case.id, CaseState.VERIFYING, actor=actor,
+                                               reason="handled: disposal photo received, check pending")
     sha = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix="disposal-") as tmp:
         path = Path(tmp) / f"disposal-{sha[:16]}{Path(name).suffix.lower() or '.jpg'}"
