@@ -46,7 +46,7 @@ COLUMNS = {
     "name": ("店名", "商户名称", "名称", "shop"),
     "address": ("地址",),
     "licence_no": ("licence", "license", "license_no", "营业执照号", "统一社会信用代码", "许可证号"),
-    "contact": ("联系人", "联系方式", "电话"),
+    "contact": ("联系人", "联系方式", "电话", "联系电话", "手机", "手机号码"),
     "camera": ("camera_id", "摄像头", "摄像头编号"),
     "polygon": ("image_polygon", "图像范围", "画面范围"),
     "gps_polygon": ("map_polygon", "GPS范围", "地图范围"),

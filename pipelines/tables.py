@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
@@ -63,7 +64,8 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     The header is the first of the top rows that names every `required` column: office sheets often
     put a title (门前三包登记表, merged across the columns) and blank or note lines above it, which are
     skipped. Row numbers are the spreadsheet's, counted from its first line.
-    `aliases` maps each canonical column to the headers that mean it (case-insensitive). Several
+    `aliases` maps each canonical column to the headers that mean it (compared by `header_key`: case, width and
+    whitespace aside, a bracketed note after the name too: `商户名称（招牌）` is `商户名称`). Several
     columns meaning one (联系人 and 电话 are both `contact`) are joined, distinct non-empty values
     in file order, so no cell is dropped. Raises ConfigError naming the file when it cannot be read
     or a required column is missing.
@@ -74,10 +76,11 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
         raw = [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(csv_text(data, name, " or upload the .xlsx")))]
     if not raw:
         raise ConfigError(f"{name}: empty file")
-    lookup = {alias.strip().lower(): canon for canon, names in aliases.items() for alias in (canon, *names)}
+    lookup = {header_key(alias): canon for canon, names in aliases.items() for alias in (canon, *names)}
 
     def columns(cells: list[Any]) -> list[str | None]:
-        return [lookup.get(str(h or "").strip().lower()) for h in cells]
+        keys = [header_key(h) for h in cells]
+        return [lookup.get(k) or lookup.get(_HEADER_NOTE.sub("", k)) for k in keys]
 
     at = next((i for i, cells in enumerate(raw[:HEADER_SEARCH_ROWS]) if set(required) <= set(columns(cells))), 0)
     header = columns(raw[at])
@@ -99,6 +102,18 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
         if any(v not in (None, "") for v in row.values()):
             rows.append((number, row))
     return rows
+
+
+#: A note in brackets after a header's name, as office sheets write them: `商户名称（招牌）`, `图像范围【x,y；…】`.
+_HEADER_NOTE = re.compile(r"(?:\([^()]*\)|\[[^\[\]]*\]|【[^【】]*】)$")
+
+
+def header_key(text: Any) -> str:
+    """A header cell as `read_rows` compares it with the aliases: full-width forms as ASCII (NFKC: `（` is `(`), without
+    whitespace (a header wrapped over two lines in its cell, `联系 电话`), lower case. `read_rows` also tries it
+    without a bracketed note at its end (`_HEADER_NOTE`), so a register's own wording of a known column is not
+    taken for a column it does not know and left out."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", str(text if text is not None else ""))).lower()
 
 
 _EXCEL_EXPONENT = re.compile(r"\d(\.\d+)?[eE]\+\d+")

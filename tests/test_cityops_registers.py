@@ -369,3 +369,21 @@ def test_call_out_numbers_stay_text_when_excel_opens_the_export(tmp_path):
     sheet = load_workbook(calls.export(tmp_path / "callout.xlsx")).active
     cells = [row[0] for row in sheet.iter_rows(min_row=2)]
     assert sorted(c.value for c in cells) == sorted(numbers) and {c.data_type for c in cells} == {"s"}
+
+
+def test_register_headers_as_an_office_words_them(tmp_path):
+    """A WPS register names its columns with a note in full-width brackets (`商户名称（招牌）`), wraps a long header
+    over two lines in its cell and calls the phone column 联系电话: the whole file was refused as 'missing column(s)
+    name', and once the name was found the 联系电话 column was left out without a word, the shop's phone lost."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    book = Workbook()
+    book.active.append(["序号", "商户名称（招牌）", "统一社会信用代码\n(营业执照号)", "联系人", "联系电话", "摄像头编号",
+                        "图像范围【x,y；…】"])
+    book.active.append([1, "王记面馆", "91330106MA27XY0001", "王五", 13800138000, "cam-01", "0.1,0.5; 0.4,0.5; 0.4,0.9"])
+    buf = io.BytesIO()
+    book.save(buf)
+    report = register.import_file(buf.getvalue(), "门前三包.xlsx")
+    assert report.errors == [] and report.imported == ["91330106MA27XY0001"]
+    shop = register.get("91330106MA27XY0001")
+    assert (shop.name, shop.contact) == ("王记面馆", "王五 13800138000")
+    assert shop.frontages[0].camera == "cam-01" and len(shop.frontages[0].polygon) == 3
