@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,12 @@ def csv_text(data: bytes, name: str, other: str = "") -> str:
 def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     """(row number, {column: value}) per non-empty data row of a CSV or Excel file named `name`.
 
-    The header is the first of the top rows that names every `required` column: office sheets often
-    put a title (门前三包登记表, merged across the columns) and blank or note lines above it, which are
-    skipped. Row numbers are the spreadsheet's, counted from its first line.
+    The header is the first of the top rows that names every `required` column, alone or with the row below it:
+    office sheets often put a title (门前三包登记表, merged across the columns) and blank or note lines above it,
+    which are skipped, and some head a group of columns with a merged cell (联系方式) over their own names in the
+    next row, which is header too. An Excel sheet's merged cells read as their value in every cell they cover
+    (`_merged_values`): a shop's name merged down the rows of its frontages names each. Row numbers are the
+    spreadsheet's, counted from its first line.
     `aliases` maps each canonical column to the headers that mean it (compared by `header_key`: case, width and
     whitespace aside, a bracketed note after the name too: `商户名称（招牌）` is `商户名称`). Several
     columns meaning one (联系人 and 电话 are both `contact`) are joined, distinct non-empty values
@@ -82,14 +86,21 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
         keys = [header_key(h) for h in cells]
         return [lookup.get(k) or lookup.get(_HEADER_NOTE.sub("", k)) for k in keys]
 
-    at = next((i for i, cells in enumerate(raw[:HEADER_SEARCH_ROWS]) if set(required) <= set(columns(cells))), 0)
-    header = columns(raw[at])
+    named = [columns(cells) for cells in raw[:HEADER_SEARCH_ROWS + 1]] + [[]]
+    at = next((i for i in range(min(len(raw), HEADER_SEARCH_ROWS))
+               if any(named[i]) and set(required) <= set(named[i]) | set(named[i + 1])), 0)
+    header, first = named[at], at + 1
+    while first < len(raw) and any(below := columns(raw[first])):
+        # A header over two rows: a group merged across columns (联系方式) above the names of each (联系人, 联系电话);
+        # the lower name decides where it gives one, and the row is no shop.
+        header = [sub or top for top, sub in zip_longest(header, below)]
+        first += 1
     missing = [c for c in required if c not in header]
     if missing:
         known = "; ".join(f"{c} ({'/'.join(aliases[c])})" if aliases.get(c) else c for c in missing)
         raise ConfigError(f"{name}: header: missing column(s) {known}")
     rows = []
-    for number, values in enumerate(raw[at + 1:], start=at + 2):
+    for number, values in enumerate(raw[first:], start=first + 1):
         row: dict[str, Any] = {}
         for col, v in zip(header, values):
             if col is None:
@@ -201,9 +212,48 @@ def _excel(data: bytes, name: str) -> list[Sequence[Any]]:
                                   "(each row counted as wide as its last cell): keep only the list's own rows and columns "
                                   "on the first sheet")
             rows.append(row)
-        return rows
+        return _merged_values(sheet, rows, cells, name)
     finally:
         book.close()
+
+
+def _merged_values(sheet, rows: list[Sequence[Any]], cells: int, name: str) -> list[Sequence[Any]]:
+    """`rows` with each merged range's value (its top-left cell's) in every cell of it, as the sheet shows it: Excel
+    keeps it in the first cell only, so a shop's name merged down its frontage rows left the others nameless, and a
+    header merged across two columns named one. Read-only openpyxl gives no merged ranges, so they are read from the
+    sheet's XML (its `<mergeCell ref="B6:B7"/>`, streamed). The cells they add count towards `EXCEL_MAX_CELLS`, and so
+    do all they cover (a few KiB of ranges can cover the sheet many times over)."""
+    from openpyxl.utils.cell import range_boundaries
+    from openpyxl.xml.functions import iterparse
+
+    width, covered = max((len(r) for r in rows), default=0), 0
+    out: list[list[Any]] | None = None
+    with sheet._get_source() as src:  # noqa: SLF001 - the sheet's XML part, as openpyxl's own reader opens it
+        for _, element in iterparse(src):
+            if not element.tag.endswith("}mergeCell"):
+                if not element.tag.endswith("}mergeCells"):
+                    element.clear()
+                continue
+            try:
+                left, top, right, bottom = range_boundaries(element.get("ref", ""))
+            except (TypeError, ValueError):
+                continue  # a range Excel would not have written: the cells read as they are
+            out = out if out is not None else [list(r) for r in rows]
+            if top > len(out) or left > len(out[top - 1]):
+                continue
+            value = out[top - 1][left - 1]
+            for r in range(top, min(bottom, len(out)) + 1):
+                row = out[r - 1]
+                end = min(right, width)
+                cells += max(end - len(row), 0)
+                covered += max(end - left + 1, 0)
+                if cells > EXCEL_MAX_CELLS or covered > EXCEL_MAX_CELLS:
+                    raise ConfigError(f"{name}: its first sheet's merged cells cover more than {EXCEL_MAX_CELLS:,} cells "
+                                      f"by row {r}: keep only the list's own rows and columns on the first sheet")
+                row.extend([None] * (end - len(row)))
+                for c in range(left, end + 1):
+                    row[c - 1] = value
+    return rows if out is None else out
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:

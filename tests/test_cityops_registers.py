@@ -387,3 +387,28 @@ def test_register_headers_as_an_office_words_them(tmp_path):
     shop = register.get("91330106MA27XY0001")
     assert (shop.name, shop.contact) == ("王记面馆", "王五 13800138000")
     assert shop.frontages[0].camera == "cam-01" and len(shop.frontages[0].polygon) == 3
+
+
+def test_register_with_merged_cells_as_offices_draw_them(tmp_path):
+    """An office register merges cells: 联系方式 across its 联系人 and 联系电话 columns above their names, the header
+    cells beside it down both header rows, and a shop's name and address down the rows of its frontages. Excel keeps
+    a merged value in the first cell only, so the second header row was refused as a shop without a name, the phone
+    column (no header of its own) was left out without a word, and the shop's second frontage refused ('name: empty')."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["西湖区门前三包责任登记表"])
+    sheet.append(["序号", "店名", "地址", "联系方式", None, "摄像头", "图像范围"])
+    sheet.append([None, None, None, "联系人", "联系电话", None, None])
+    sheet.append([1, "李家超市", "文三路 3 号", "李四", 13900139000, "cam-01", "0.5,0.5; 0.8,0.5; 0.8,0.9"])
+    sheet.append([None, None, None, None, None, "cam-03", "0.1,0.5; 0.4,0.5; 0.4,0.9"])
+    sheet.append([2, "王记面馆", "文二路 8 号", "王六", 13800138000, "cam-02", "nope"])
+    for cells in ("A1:G1", "D2:E2", "A2:A3", "B2:B3", "C2:C3", "F2:F3", "G2:G3", "A4:A5", "B4:B5", "C4:C5", "D4:D5", "E4:E5"):
+        sheet.merge_cells(cells)
+    buf = io.BytesIO()
+    book.save(buf)
+    report = register.import_file(buf.getvalue(), "门前三包.xlsx")
+    assert len(report.errors) == 1 and report.errors[0].startswith("门前三包.xlsx: row 6: polygon:"), report.errors
+    [shop] = register.list()
+    assert (shop.name, shop.address, shop.contact) == ("李家超市", "文三路 3 号", "李四 13900139000")
+    assert [f.camera for f in shop.frontages] == ["cam-01", "cam-03"]
