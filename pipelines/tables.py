@@ -13,7 +13,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -140,21 +140,33 @@ def excel_number_hint(value: Any, other: str = "") -> str:
 
 
 _SLASHED_DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+_CHINESE_DATE = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日\s*(?:(\d{1,2})(?::|时)(\d{2})分?(?::(\d{2})秒?)?)?")
+#: The Excel date numbers `sheet_time` reads as dates: 2000-01-01 to 2099-12-31. A number outside is no time a list
+#: here records (`2026` or a phone number in the wrong column), refused rather than read as a day of 1905.
+EXCEL_SERIALS = (36526, 73051)
+#: How `sheet_time` reads a date, for the messages refusing one.
+SHEET_TIME_FORMS = "YYYY-MM-DD[ HH:MM], 2026/11/12 10:20, 2026年11月12日 10:20 or an Excel date"
 
 
 def sheet_time(value: Any) -> datetime:
-    """A date/time cell: an Excel date, ISO text (`2026-11-03 10:20`), or the `2026/11/3 10:20` Excel and WPS
-    write when they save a CSV on a Chinese-locale PC (a list opened, edited and saved again). No time zone
-    is added; ValueError when the text is none of these."""
+    """A date/time cell: an Excel date, ISO text (`2026-11-03 10:20`), the `2026/11/3 10:20` Excel and WPS
+    write when they save a CSV on a Chinese-locale PC (a list opened, edited and saved again), `2026年11月3日 10:20`
+    (WPS's Chinese date format), or an Excel date number (`46338.4375`: a date cell formatted as General or
+    Number, in a workbook or saved so in a CSV) in `EXCEL_SERIALS`. No time zone is added; ValueError when the
+    value is none of these (`SHEET_TIME_FORMS` says which they are)."""
     if isinstance(value, datetime):
         return value
     if isinstance(value, date):
         return datetime.combine(value, time())
-    text = str(value if value is not None else "").strip()
+    text = unicodedata.normalize("NFKC", str(value if value is not None else "")).strip()
+    if _PLAIN_NUMBER.fullmatch(text) and EXCEL_SERIALS[0] <= float(text) < EXCEL_SERIALS[1] + 1:
+        from openpyxl.utils.datetime import from_excel
+
+        return (from_excel(float(text)) + timedelta(milliseconds=500)).replace(microsecond=0)  # to the second Excel shows
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        m = _SLASHED_DATE.fullmatch(text)
+        m = _SLASHED_DATE.fullmatch(text) or _CHINESE_DATE.fullmatch(text)
         if m is None:
             raise
         return datetime(*(int(g or 0) for g in m.groups()))

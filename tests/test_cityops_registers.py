@@ -412,3 +412,26 @@ def test_register_with_merged_cells_as_offices_draw_them(tmp_path):
     [shop] = register.list()
     assert (shop.name, shop.address, shop.contact) == ("李家超市", "文三路 3 号", "李四 13900139000")
     assert [f.camera for f in shop.frontages] == ["cam-01", "cam-03"]
+
+
+def test_call_out_import_reads_dates_as_excel_and_wps_keep_them(tmp_path):
+    """The operator's result sheet with its 停机时间 column formatted as General holds Excel date numbers (46338.4375,
+    also what a CSV saved from it says), and WPS's Chinese date format writes 2026年11月12日 10:30: both were refused
+    as 'not a date/time'. A number that is no date of this century is still refused, naming the forms read."""
+    calls = _flyposting_list(tmp_path)
+    book = Workbook()
+    book.active.append(["号码", "状态", "停机时间"])
+    book.active.append(["+86 138 0013 8000", "已停机", 46338.4375])
+    book.active.append(["138-0013-8001", "已停机", "2026年11月12日 10:30"])
+    book.active.append(["13800138002", "已停机", 2026])
+    buf = io.BytesIO()
+    book.save(buf)
+    report = calls.import_results(buf.getvalue(), "结果.xlsx")
+    assert sorted(report.applied) == ["13800138000", "13800138001"]
+    for number in report.applied:
+        assert calls.get(number).cut_off_at.astimezone(calls.tz).strftime("%Y-%m-%d %H:%M:%S") == "2026-11-12 10:30:00"
+    assert report.errors == ["结果.xlsx: row 4: cut_off_at: 2026 is not a date/time (YYYY-MM-DD[ HH:MM], 2026/11/12 10:20, "
+                             "2026年11月12日 10:20 or an Excel date)"]
+    assert calls.get("13800138002").status is Status.TO_CALL
+    csv_data = "号码,状态,停机时间\n13800138002,已停机,46338.4375\n".encode("utf-8-sig")
+    assert calls.import_results(csv_data, "结果.csv").applied == ["13800138002"]

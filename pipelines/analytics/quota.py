@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from detect.config_io import ConfigError
 from detect.phones import find_phones
-from pipelines.tables import excel_number_hint, read_rows, sheet_time
+from pipelines.tables import SHEET_TIME_FORMS, excel_number_hint, read_rows, sheet_time
 
 
 class NumberStatus(Protocol):
@@ -62,7 +62,7 @@ class CutoffFile:
             try:
                 at = sheet_time(when)
             except ValueError:
-                raise ConfigError(f"{self.path}: line {line}: cut_off_at: {when!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
+                raise ConfigError(f"{self.path}: line {line}: cut_off_at: {when!r} is not a date/time ({SHEET_TIME_FORMS})") from None
             at = at if at.tzinfo else at.replace(tzinfo=tz)
             number = found[0].number
             self.times[number] = min(at, self.times.get(number, at))  # the first cut-off counts

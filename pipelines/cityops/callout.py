@@ -33,7 +33,7 @@ from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
-from pipelines.tables import PhoneText, excel_number_hint, read_rows, sheet_time, write_csv, write_xlsx
+from pipelines.tables import SHEET_TIME_FORMS, PhoneText, excel_number_hint, read_rows, sheet_time, write_csv, write_xlsx
 from pipelines.times import as_utc
 
 FLYPOSTING = "flyposting"
@@ -267,7 +267,7 @@ class CallOutList:
         try:
             at = sheet_time(value)
         except ValueError:
-            raise ValueError(f"cut_off_at: {value!r} is not a date/time (YYYY-MM-DD[ HH:MM])") from None
+            raise ValueError(f"cut_off_at: {value!r} is not a date/time ({SHEET_TIME_FORMS})") from None
         try:  # staff type local times: no offset = the city's zone
             return as_utc(at, self.tz)
         except ValueError:
