@@ -42,7 +42,9 @@ def _deliver(intake, config, case_id: str, target: str = "city") -> str:
 
 
 def test_camera_recheck_result_reaches_the_platform(tmp_path, bus_jpg, real_sample_dir, onnx_detector, sim):
-    scene_for(tmp_path, "cam-v", real_sample_dir, dwell_s=10, clear_s=10)
+    # where the camera looks: a platform sends a handler there, and a case without a place is parked, not sent
+    scene_for(tmp_path, "cam-v", real_sample_dir, dwell_s=10, clear_s=10,
+              location={"lat": 30.2741, "lon": 120.1551, "address": "文三路 1 号"})
     intake = make_intake(tmp_path / "data")
     cam = {"id": "cam-v", "scene": "cam-v.yaml", "verify_every_s": 5}
     parked_clip(tmp_path / "parked.mp4", bus_jpg, real_sample_dir, duration_s=30, arrive_s=2, leave_s=30)
