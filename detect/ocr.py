@@ -36,6 +36,9 @@ SMALL_AD_TEXT = "small_ad_text"
 """Class of a text line with a phone number or a small-ad keyword."""
 NEW_TEXT = "new_text"
 """Class of any other text line on a camera that its reference snapshot does not show."""
+PLAIN_TEXT = (TEXT_LINE, NEW_TEXT)
+"""Classes of the text lines that carry no phone number or small-ad keyword (`label_texts`): text read, not the box of
+a small ad (`data from-cases` keeps them out of a flyposting case's `small_ad` box)."""
 
 
 RAPIDOCR_SETTINGS: dict[str, object] = {"use_cls": False, "intra_op_num_threads": 1, "inter_op_num_threads": 1}

@@ -536,3 +536,62 @@ def test_from_cases_keeps_the_verifiers_regions_out_of_the_detector_dataset(real
     assert photos["images/cases/c-wall.jpg"].labels == {"flyposting": 1, "shopfront_spillover": 0}
     boxes = (tmp_path / "verifier" / "boxes.csv").read_text(encoding="utf-8-sig").splitlines()
     assert "images/cases/c-wall.jpg,flyposting,0.0000,0.0000,1.0000,1.0000" in boxes
+
+
+def test_from_cases_makes_only_the_text_lines_that_carried_the_finding_a_small_ad(real_sample_dir, tmp_path):
+    """A confirmed flyposting case with no project-class box had the union of all its boxes labelled `small_ad`, the
+    OCR lines of a shop's sign (`text`, or `new_text` on a camera) with the pasted ad's phone line: the detector learnt
+    a sign as part of a small ad. Only the lines that carried a phone number or small-ad keyword (`small_ad_text`)
+    make the box; a case with no such line is skipped, and its picture is no hard negative either."""
+    pics = sorted((real_sample_dir / "facades-ads" / "images").glob("*.jpg"))[:2]
+    lines = [
+        {"case_id": "c-ad", "violation_type": "flyposting", "decision": "confirmed", "image": str(pics[0]),
+         "width": 640, "height": 640,
+         "boxes": [{"class_name": "text", "xyxy": [20, 10, 600, 60]},  # the shop's sign across the facade
+                   {"class_name": "small_ad_text", "xyxy": [300, 400, 380, 420]},  # 办证 138…
+                   {"class_name": "small_ad_text", "xyxy": [300, 425, 370, 440]},
+                   {"class_name": "verified:flyposting", "xyxy": [0, 320, 640, 640]}]},
+        {"case_id": "c-sign", "violation_type": "flyposting", "decision": "confirmed", "image": str(pics[1]),
+         "width": 640, "height": 640,
+         "boxes": [{"class_name": "new_text", "xyxy": [20, 10, 600, 60]}, {"class_name": "text", "xyxy": [50, 500, 90, 520]}]},
+        {"case_id": "c-spill", "violation_type": "shopfront_spillover", "decision": "rejected",
+         "reason_code": "not_a_violation", "image": str(pics[1]), "boxes": []},
+    ]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
+    assert result.exit_code == 0, result.output
+    assert ("review.jsonl:2 (case c-sign): its only boxes are text lines without a phone number or small-ad keyword "
+            "(new_text, text), no object box for the detector: skipped") in result.stderr
+    assert ("review.jsonl (cases c-spill): picture left out: no hard negative, as case c-sign confirmed on it what only "
+            "text lines without a phone number or small-ad keyword show") in result.stderr
+    assert "skipped 1 review lines; 1 pictures left out (no hard negative)" in result.stdout
+    ds = Dataset(tmp_path / "cases")
+    [only] = ds.files()
+    assert only.source == "cases c-ad" and ds.classes == ["small_ad"]
+    box = ds.labels(only).boxes  # the two phone lines' union: not the sign above, not the verifier's half frame
+    assert box[:, 0].tolist() == [0]
+    assert np.allclose(box[0, 1:], [340 / 640, 420 / 640, 80 / 640, 40 / 640], atol=1e-5)
+
+
+def test_retrain_summary_counts_the_verifier_only_cases_apart(real_sample_dir, tmp_path):
+    """retrain.json's from_cases step listed the skipped lines as problems, the flyposting cases the verifier alone
+    found (expected) among the export's faults; it counts them apart, as `data from-cases` does."""
+    from pipelines.retrain.from_cases import dataset_from_cases
+    from pipelines.retrain.loop import from_cases_step
+
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
+    lines = [
+        {"case_id": "c-wall", "violation_type": "flyposting", "decision": "confirmed", "image": str(pics[0]),
+         "boxes": [{"class_name": "verified:flyposting", "xyxy": [0, 0, 640, 640]}]},
+        {"case_id": "c-pending", "violation_type": "exposed_garbage", "decision": "pending", "image": str(pics[1])},
+        {"case_id": "c-pile", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[1]),
+         "boxes": [{"class_name": "garbage", "xyxy": [10, 10, 200, 200]}]},
+    ]
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    ds, findings = dataset_from_cases(export, tmp_path / "cases")
+    step = from_cases_step(ds, findings)
+    assert step["skipped"] == {"lines": 2, "verifier_regions_only": 1, "pictures_left_out": 0}
+    assert len(step["problems"]) == 2 and step["counts"]["images"] == 1 and step["digest"] == ds.digest
+    json.dumps(step)  # written to retrain.json as it is

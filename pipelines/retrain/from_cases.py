@@ -15,7 +15,9 @@ store), JSON Lines, one reviewed case per line:
 Confirmed cases become positives. Boxes whose class is a project training class are kept as
 labelled; when a case has none (the detector's evidence was COCO classes such as umbrella +
 dining table), the union of its boxes is labelled with the type's training class (the first
-evidence: street_stall -> stall). The verifier's regions (`verified:<type>`: the whole image or
+evidence: street_stall -> stall). OCR text lines without a phone number or small-ad keyword (`text`, `new_text`: a
+shop's sign, a notice) are no small ad's box and are left out of that union; only the lines that carried the finding
+(`small_ad_text`) may become it. The verifier's regions (`verified:<type>`: the whole image or
 its tiles) are no object's box and are left out: a confirmed flyposting case whose evidence is
 the verifier's tile would otherwise teach the detector that a whole wall or street is a small
 ad; a case with nothing else is skipped with a finding (`VERIFIER_REGIONS_ONLY`), and its
@@ -39,6 +41,7 @@ import numpy as np
 
 from detect.imageio import decode_image
 from detect.digests import sha256_file
+from detect.ocr import PLAIN_TEXT
 from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, load_taxonomy
 from pipelines.cases.vocabulary import is_hard_negative
 from pipelines.retrain.check import Finding
@@ -57,9 +60,18 @@ NOT_A_NEGATIVE = "picture left out: no hard negative"
 `skipped_summary`."""
 
 
-class RegionsOnly(ValueError):
-    """A confirmed case whose only boxes are the verifier's regions (`_training_boxes`): skipped, and its picture is
-    no hard negative either (`read_review_export`)."""
+class NoObjectBox(ValueError):
+    """A confirmed case whose boxes are none of an object (`_training_boxes`): skipped, and its picture is no hard
+    negative either (`read_review_export`), as an empty label would teach the detector the confirmed thing is
+    background. `shows` ends the finding that leaves the picture out: what the case's boxes were."""
+
+    shows = "only text lines without a phone number or small-ad keyword show"
+
+
+class RegionsOnly(NoObjectBox):
+    """A confirmed case whose only boxes are the verifier's regions: counted apart (`skipped_summary`)."""
+
+    shows = "only the verifier's regions show"
 
 
 @dataclass
@@ -86,7 +98,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
     pictures: dict[str, _Picture] = {}  # by `picture_key`
     findings: list[Finding] = []
     stems: set[str] = set()
-    regions_only: dict[str, list[str]] = {}  # picture_key -> confirmed cases seen by the verifier's regions only
+    no_object: dict[str, dict[str, list[str]]] = {}  # picture_key -> what they show -> confirmed cases of no object box
     for no, line in enumerate(review_lines(path), 1):
         if not line.strip():
             continue
@@ -114,9 +126,9 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             full = picture_size(image)
             if decision in POSITIVE:
                 boxes = _training_boxes(case, frame_size(case) or full, taxonomy, classes)
-        except RegionsOnly as exc:
+        except NoObjectBox as exc:
             findings.append(Finding(where, str(exc)))
-            regions_only.setdefault(picture_key(image), []).append(str(case.get("case_id", "?")))
+            no_object.setdefault(picture_key(image), {}).setdefault(exc.shows, []).append(str(case.get("case_id", "?")))
             continue
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
@@ -130,13 +142,12 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         if decision in NEGATIVE:
             why = case.get("reason") or case.get("reason_code") or "no reason given"
             pic.rejections.append(f"{case.get('violation_type', '?')}: {why}")
-    for key, cases in regions_only.items():
+    for key, shown in no_object.items():
         pic = pictures.get(key)
         if pic is not None and not pic.boxes:  # an empty label would teach the detector the confirmed thing is background
             del pictures[key]
-            findings.append(Finding(f"{Path(path).name} (cases {','.join(pic.cases)})",
-                                    f"{NOT_A_NEGATIVE}, as case {', '.join(cases)} confirmed on it what only "
-                                    "the verifier's regions show"))
+            why = "; ".join(f"case {', '.join(cases)} confirmed on it what {shows}" for shows, cases in shown.items())
+            findings.append(Finding(f"{Path(path).name} (cases {','.join(pic.cases)})", f"{NOT_A_NEGATIVE}, as {why}"))
     return pictures, findings
 
 
@@ -270,18 +281,23 @@ def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
                     classes: ProjectClasses) -> list[tuple[str, list[float]]]:
     """The confirmed case's object boxes in project classes, as fractions of its (w, h) frame: its own, else their
     union labelled with the type's class. The verifier's regions (`verified:<type>`, the image or its tiles) are no
-    object's box: as one, a flyposting tile or the whole frame became a `small_ad` box as large as the street. Every
-    box is checked against the frame, kept or not: one off it says the line's frame is wrong."""
+    object's box: as one, a flyposting tile or the whole frame became a `small_ad` box as large as the street. Nor is
+    a text line that carried no phone number or small-ad keyword (`PLAIN_TEXT`): a shop sign beside the pasted ad
+    became part of the `small_ad` box. Every box is checked against the frame, kept or not: one off it says the
+    line's frame is wrong."""
     checked = [(n, on_frame(xyxy, size)) for n, xyxy in case_boxes(case)]
-    boxes = [(n, xyxy) for n, xyxy in checked if not n.startswith(VERIFIED_PREFIX)]
+    boxes = [(n, xyxy) for n, xyxy in checked if not n.startswith(VERIFIED_PREFIX) and n not in PLAIN_TEXT]
     own = [(classes.match(n), xyxy) for n, xyxy in boxes if classes.match(n)]
     if own:
         return own
     if not boxes:
-        if checked:
-            regions = ", ".join(sorted({n for n, _ in checked}))
+        regions = ", ".join(sorted({n for n, _ in checked if n.startswith(VERIFIED_PREFIX)}))
+        if regions:
             raise RegionsOnly(f"{VERIFIER_REGIONS_ONLY} ({regions}), no object box for the detector: skipped "
                              "(`--verifier` keeps it)")
+        if checked:
+            raise NoObjectBox(f"its only boxes are text lines without a phone number or small-ad keyword "
+                              f"({', '.join(sorted({n for n, _ in checked}))}), no object box for the detector: skipped")
         raise ValueError("confirmed case without boxes: cannot label it")
     try:
         target = training_class_for(str(case.get("violation_type")), taxonomy, classes)
@@ -294,15 +310,23 @@ def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
     return [(target, [*xyxy[:, :2].min(0), *xyxy[:, 2:].max(0)])]
 
 
-def skipped_summary(findings: list[Finding]) -> str:
-    """One line counting the review lines skipped, those whose only evidence is the verifier's regions apart (they
-    are no fault of the export), and the pictures left out, for `data from-cases` to print under its findings."""
-    regions = sum(f.reason.startswith(VERIFIER_REGIONS_ONLY) for f in findings)
+def skipped_counts(findings: list[Finding]) -> dict[str, int]:
+    """The review lines skipped, of them those whose only evidence is the verifier's regions (no fault of the export:
+    flyposting is found by the verifier), and the pictures left out: `data from-cases`'s last line and `retrain`'s
+    summary count alike."""
     pictures = sum(f.reason.startswith(NOT_A_NEGATIVE) for f in findings)
-    lines = len(findings) - pictures
+    return {"lines": len(findings) - pictures,
+            "verifier_regions_only": sum(f.reason.startswith(VERIFIER_REGIONS_ONLY) for f in findings),
+            "pictures_left_out": pictures}
+
+
+def skipped_summary(findings: list[Finding]) -> str:
+    """One line of `skipped_counts`, for `data from-cases` to print under its findings."""
+    counts = skipped_counts(findings)
+    regions, pictures = counts["verifier_regions_only"], counts["pictures_left_out"]
     apart = f" ({regions} with only the verifier's image/tile regions, kept by --verifier)" if regions else ""
     left_out = f"; {pictures} pictures left out (no hard negative)" if pictures else ""
-    return f"skipped {lines} review lines{apart}{left_out}"
+    return f"skipped {counts['lines']} review lines{apart}{left_out}"
 
 
 def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy: Taxonomy | None = None,

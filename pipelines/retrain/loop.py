@@ -19,7 +19,8 @@ from detect.export import export_onnx
 from detect.registry import runs_dir, save_card
 from pipelines.retrain.dataset import Dataset, DatasetError
 from pipelines.retrain.evaluate import evaluate_model
-from pipelines.retrain.from_cases import dataset_from_cases
+from pipelines.retrain.check import Finding
+from pipelines.retrain.from_cases import dataset_from_cases, skipped_counts
 from pipelines.retrain.merge import merge_datasets
 from pipelines.retrain.promote import DEFAULT_TOLERANCE, GateDecision, promote
 from pipelines.retrain.split import split_dataset
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 class RetrainResult:
     summary: dict
     decision: GateDecision
+
+
+def from_cases_step(ds: Dataset, findings: list[Finding]) -> dict:
+    """`retrain.json`'s record of the cases' dataset: with the problems, the skipped lines counted as `data from-cases`
+    counts them (`skipped_counts`), so that the cases left out for their verifier's regions alone (expected, not a
+    fault of the export) are not read as a broken export, nor missed."""
+    return {"dataset": str(ds.root), "digest": ds.digest, "counts": ds.manifest.counts,
+            "problems": [str(f) for f in findings], "skipped": skipped_counts(findings)}
 
 
 def retrain(
@@ -79,8 +88,7 @@ def retrain(
         steps["export_reviews"] = {"file": str(cases), "cases": n, "problems": [str(f) for f in problems]}
     if cases is not None:
         ds, findings = dataset_from_cases(cases, work_dir / "cases", name=f"{name}-cases")
-        steps["from_cases"] = {"dataset": str(ds.root), "digest": ds.digest, "counts": ds.manifest.counts,
-                               "problems": [str(f) for f in findings]}
+        steps["from_cases"] = from_cases_step(ds, findings)
         inputs.append(ds)
     if not inputs:
         raise DatasetError("nothing to train on: give --cases and/or --data")
