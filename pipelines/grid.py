@@ -79,6 +79,11 @@ class GridCells:
         i = self._index(point)
         return None if i is None else (self.codes[i], self._grades[i])
 
+    def cell(self, code: str) -> tuple[str, Grade | None] | None:
+        """Code and road grade of the cell named `code`, as `cell_at` gives them; None: no such cell (the grid file
+        changed since a case was filed in it)."""
+        return (code, self._grades[self.codes.index(code)]) if code in self.codes else None
+
     def _index(self, point: GeoPoint) -> int | None:
         hits = self._tree.query(shapely.Point(point.lon, point.lat), predicate="intersects")
         if len(hits) == 0:

@@ -209,6 +209,12 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
         assert record["details"]["grid_cell"] == {"from": "330106001001", "to": G3}
         assert record["details"]["severity"] == {"from": "general", "to": "major"}  # the new cell's road grade
         assert edited.json()["details"]["revisions"][-1]["derived_from"] == "grid_cell"
+        retyped = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "nonmotor_parking"})
+        assert retyped.status_code == 200 and retyped.json()["details"]["severity"] == "general"  # that type on a main road
+        assert client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()[0]["details"]["severity"] == {
+            "from": "major", "to": "general"}
+        assert client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "illegal_parking"}).json()["details"][
+            "severity"] == "major"
 
         for body, detail in (({"address": ""}, "address: 地址为空 — the address is empty"),
                              ({"lon": 120.1}, "lat: 经纬度须同时填写 — give both lat and lon, or neither (lat is missing)"),

@@ -377,6 +377,52 @@ def test_a_photo_case_moved_to_another_cell_gets_the_severity_of_its_road_grade(
     assert move(d, in_g1).details["severity"] == "general" and move(d, (31.0, 121.0)).grid_cell is None  # ungraded, outside
 
 
+def test_a_photo_case_retyped_gets_the_severity_of_its_new_type(store, tmp_path):
+    """Intake gives a photo judged as a whole the severity of its type in its cell's road grade (illegal parking on a
+    main road: 较重 major; non-motor parking there: 一般 general), but a reviewer's new type kept the old type's:
+    retyping such a case recomputes it (`derived_from: violation_type`), while a severity a reviewer set, a camera
+    zone's, and one whose cell's grade is unknown (no grid given) stay."""
+    import json
+
+    from detect.taxonomy import Severity, load_taxonomy
+    from pipelines.grid import load_grid
+    from tests.analytics_helpers import G2, LAT0, LON0, write_grid
+
+    path = write_grid(tmp_path / "grid.geojson")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["features"][1]["properties"]["grade"] = "main"  # G2: a main road (detect/grades.yaml)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    grid, taxonomy = load_grid(path), load_taxonomy()
+
+    def photo(zone_id: str = "image", grid_cell: str | None = G2) -> str:
+        return store.create_case(NewCase(violation_type="illegal_parking", source_kind="photo_batch", source_id="triage:wechat",
+                                         zone_id=zone_id, grid_cell=grid_cell, lat=LAT0 + 0.001, lon=LON0 + 0.006,
+                                         details={"severity": "major"})).id
+
+    def retype(case_id: str, to: str, **kw):
+        return store.revise(case_id, actor="rev", violation_type=to, taxonomy=taxonomy, **{"grid": grid, **kw})
+
+    a = photo()
+    retyped = retype(a, "nonmotor_parking")
+    assert retyped.details["severity"] == "general"
+    assert [(r["field"], r["from"], r["to"], r.get("derived_from")) for r in retyped.details["revisions"]][-2:] == [
+        ("violation_type", "illegal_parking", "nonmotor_parking", None), ("severity", "major", "general", "violation_type")]
+    assert retype(a, "illegal_parking").details["severity"] == "major"  # back again: derived, so recomputed again
+
+    b = photo()
+    store.revise(b, actor="rev", severity=Severity.SERIOUS)  # a reviewer's
+    assert retype(b, "nonmotor_parking").details["severity"] == "serious"
+    c = photo()
+    assert retype(c, "nonmotor_parking", severity=Severity.MAJOR).details["severity"] == "major"  # given with it
+    camera = photo(zone_id="no-parking-1")
+    assert retype(camera, "nonmotor_parking").details["severity"] == "major"  # the zone's rules gave it
+    unknown = photo()
+    assert retype(unknown, "nonmotor_parking", grid=None).details["severity"] == "major"  # its cell's grade not known here
+    nowhere = store.create_case(NewCase(violation_type="illegal_parking", source_kind="photo_batch", source_id="triage:wechat",
+                                        zone_id="image", details={"severity": "major"})).id
+    assert retype(nowhere, "nonmotor_parking", grid=None).details["severity"] == "general"  # in no cell: the type's
+
+
 def test_a_transition_only_from_a_state_refuses_a_case_moved_on(store):
     """A machine withdrawing a candidate it looked up a moment ago (a resumed triage run) must not reject a case a
     reviewer queued in between: `only_from` checks the state in the move's own transaction."""

@@ -393,7 +393,7 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
     before = ctx.store.get(case_id)
-    grid = upload_grid(ctx) if body.lat is not None or clear else None
+    grid = upload_grid(ctx) if body.lat is not None or clear or body.type is not None else None  # a cell's grade
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
                             severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
                             clear_coordinates=clear, taxonomy=ctx.taxonomy, unchanged_since=body.expected_updated_at)

@@ -456,7 +456,9 @@ class CaseStore:
         (zone `image`) moved to another cell gets the severity intake would have given it there (`graded_severity`
         of the cell's road grade, with `taxonomy`), recorded as a revision of the same edit, unless a reviewer
         set the severity (a `severity` revision of theirs, or `severity` given now): a camera's zone keeps its own.
-        That revision says `derived_from: grid_cell`, so a later move recomputes it again.
+        That revision says `derived_from: grid_cell`, so a later move recomputes it again. A new type likewise gives
+        such a case the severity intake gives that type in its cell (with `grid` to read the cell's grade; without
+        it, or in a cell the grid no longer has, a case in a cell keeps its severity), `derived_from: violation_type`.
 
         Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
         the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
@@ -498,9 +500,13 @@ class CaseStore:
                 revisions.append({"field": "tags", "from": details.get("tags") or [], "to": tags, "by": actor, "at": now.isoformat()})
                 details["tags"] = tags
             old_severity, derived = severity_of(details), {}
-            if severity is None and "grid_cell" in values and taxonomy is not None:
+            source = next((column for column in ("grid_cell", "violation_type") if column in values), None)
+            if source == "violation_type" and case.grid_cell is not None:  # retyped where it is: that cell's grade
+                cell = grid.cell(case.grid_cell) if grid is not None else None
+                source = source if cell is not None else None  # its grade unknown here: the severity left as it is
+            if severity is None and source is not None and taxonomy is not None:
                 severity = _severity_of_cell(case, values.get("violation_type", case.violation_type), cell, taxonomy, revisions)
-                derived = {"derived_from": "grid_cell"}  # the place's, not a reviewer's choice: a later move recomputes it
+                derived = {"derived_from": source}  # the place's or type's, not a reviewer's choice: recomputed again
             if severity is not None and severity != old_severity:
                 revisions.append({"field": "severity", "from": old_severity.value, "to": severity.value, "by": actor, "at": now.isoformat(),
                                   **derived})
