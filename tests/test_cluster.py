@@ -517,3 +517,21 @@ def test_a_head_address_where_nothing_answers_is_one_clear_error(tmp_path):
                tmp_path, timeout=60)
     assert run.returncode == 2, run.stderr[-2000:]
     assert f"cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there (Connection refused)" in run.stderr
+
+
+def test_a_join_the_head_refuses_names_token_authentication(monkeypatch):
+    """A head that found ~/.ray/auth_token requires token authentication, and Ray 2.60 tells a driver joining without
+    RAY_AUTH_MODE only `Failed to connect to Ray cluster at …` (its ConnectionError, ray/_private/worker.py): the
+    refusal names the likely cause, this process's RAY_AUTH_MODE and where the docs explain it."""
+    from pipelines.cluster.connect import join_refused
+
+    refused = ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379")  # as Ray 2.60 raises it
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert join_refused("127.0.0.1:6379", refused) == (
+        "cannot join the Ray cluster at 127.0.0.1:6379: Failed to connect to Ray cluster at 127.0.0.1:6379; the cluster "
+        "may require token authentication (RAY_AUTH_MODE is not set here): set RAY_AUTH_MODE=token, with the same "
+        "~/.ray/auth_token, the same on every node and in the shell that runs streetwatch (docs/scale-out.md, Plain machines)")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert "(RAY_AUTH_MODE is 'token' here)" in join_refused("10.0.0.10:6379", refused)
+    assert "RAY_AUTH_MODE" in (REPO / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    assert "### Plain machines" in (REPO / "docs" / "scale-out.md").read_text(encoding="utf-8")

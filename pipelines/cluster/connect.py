@@ -37,6 +37,8 @@ LOCAL = "local"
 #: Ray reads it at import time; "0" makes a local cluster a loopback-only single node.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+"""Ray's token authentication: a head that found ~/.ray/auth_token turns it on, and refuses a driver without it."""
 HEAD_NODE = "node:__internal_head__"
 """Ray's resource on the head node: actors that must outlive worker nodes ask for a sliver of it."""
 
@@ -106,10 +108,28 @@ def connect(address: str, config: ClusterConfig) -> tuple[ClusterInfo, bool]:
             else:
                 check_reachable(address)
                 ray.init(address=address, **kwargs)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise ClusterError(f"cannot {'start a local Ray cluster' if local else f'join the Ray cluster at {address}'}: {exc}") from None
+        except (ConnectionError, ValueError, RuntimeError, auth_error_of(ray)) as exc:
+            if local or isinstance(exc, ValueError):  # ValueError: an argument Ray refuses, not the cluster
+                raise ClusterError(f"cannot {'start a local Ray cluster' if local else f'join the Ray cluster at {address}'}: {exc}") from None
+            raise ClusterError(join_refused(address, exc)) from None
         started = True
     return describe_cluster(address), started
+
+
+def auth_error_of(ray) -> type[Exception]:
+    """Ray's AuthenticationError (a wrong token; Ray 2.5x before token authentication has none: RuntimeError)."""
+    return getattr(ray.exceptions, "AuthenticationError", RuntimeError)
+
+
+def join_refused(address: str, exc: Exception) -> str:
+    """Why joining the cluster at `address` failed once something answered there (`check_reachable`), with the likely
+    cause: Ray 2.60 says only `Failed to connect to Ray cluster at …` to a driver without token authentication that a
+    head started with ~/.ray/auth_token requires, so `RAY_AUTH_MODE` is named, as this process has it."""
+    mode = os.environ.get(AUTH_MODE_ENV)
+    here = f"{AUTH_MODE_ENV} is {mode!r} here" if mode else f"{AUTH_MODE_ENV} is not set here"
+    return (f"cannot join the Ray cluster at {address}: {exc}; the cluster may require token authentication ({here}): "
+            f"set {AUTH_MODE_ENV}=token, with the same ~/.ray/auth_token, the same on every node and in the shell that "
+            "runs streetwatch (docs/scale-out.md, Plain machines)")
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
