@@ -188,3 +188,48 @@ def test_a_small_ads_text_and_numbers_are_text_in_cases_csv(tmp_path):
         [row] = list(csv.DictReader(fh))
     assert row["texts"] == "'" + " | ".join(texts) and row["name_zh"] == "非法小广告"
     assert row["phones"] == '="13912345678"'
+
+
+def test_a_triage_file_that_fails_half_way_leaves_the_earlier_one_and_no_temporary_file(tmp_path):
+    """cases.csv, report.html and the journal's rewrite at close were written to a temporary file beside them by hand
+    and renamed at the end, so a write that failed half way left `cases.csv.tmp`, `report.html.tmp` or
+    `results.jsonl.tmp` in the run's folder; written through `replaced_atomically`, a failed one leaves the earlier
+    file as it was and nothing beside it."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from pipelines.triage.grouping import Group, Member
+    from pipelines.triage.record import PhotoFinding, RecordStatus
+    from pipelines.triage.report import CaseRef, Tally, write_csv, write_report
+
+    finding = PhotoFinding(type="flyposting", name_zh="非法小广告", name_en="Flyposting", score=0.9, texts=["办证"])
+    record = PhotoRecord(source="wall.jpg", sha256="ab" * 32, status=RecordStatus.OK, photo_id="ab" * 8,
+                         taken_at=datetime(2024, 6, 4, 7, 30, tzinfo=UTC), findings=[finding])
+    groups, tz = [Group("flyposting", [Member(record, finding)])] * 2, ZoneInfo("Asia/Shanghai")
+    out = tmp_path / "run"
+    out.mkdir()
+    csv_path, page = out / "cases.csv", out / "report.html"
+    csv_path.write_text("earlier run\n", encoding="utf-8")
+    page.write_text("<p>earlier run</p>\n", encoding="utf-8")
+    with pytest.raises(ValueError):  # one case reference for two groups: fails after the first row is written
+        write_csv(csv_path, groups, [CaseRef()], tz)
+    results = out / "results.jsonl"  # a judged photo, then a line that is no record: the page fails while it is written
+    results.write_text(record.model_dump_json() + "\n" + json.dumps({"source": "x.jpg"}) + "\n", encoding="utf-8")
+    with pytest.raises(RecordError):
+        write_report(page, results, groups[:1], [CaseRef()], Tally(photos=2), {"model": "m", "backend": "onnx", "conf": 0.25,
+                                                                             "finished": "2024-06-04 08:00:00"}, tz, 10)
+    assert csv_path.read_text(encoding="utf-8") == "earlier run\n"
+    assert page.read_text(encoding="utf-8") == "<p>earlier run</p>\n"
+
+    # the journal drops a superseded record at close: a line that is no record among them stops the rewrite half way
+    again = record.model_copy(update={"findings": []})
+    lines = [record.model_copy(update={"source": "kept.jpg"}).model_dump_json(), record.model_dump_json(),
+             again.model_dump_json()]
+    results.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    journal = Journal(out, resume=True)
+    bad = "".join(line + "\n" for line in [lines[0], json.dumps({"source": "wall.jpg"}), lines[2]])
+    results.write_text(bad, encoding="utf-8")  # the superseded line changed under the open journal
+    with pytest.raises(RecordError):
+        journal.close()
+    assert results.read_text(encoding="utf-8") == bad
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "report.html", "results.jsonl"]

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from detect.config_io import replaced_atomically
 from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.sources import Stamp
 
@@ -240,9 +241,9 @@ class Journal:
 
     def _drop_lines(self, numbers: set[int]) -> None:
         """Rewrite the file without lines `numbers` (1-based), atomically: a kill leaves the old file whole,
-        and the next `--resume` finds the superseded records again."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with self.path.open("rb") as src, tmp.open("wb") as dst:
+        and the next `--resume` finds the superseded records again; a rewrite that fails (a full disk, a line that is
+        no record) leaves no temporary file beside it (`replaced_atomically`)."""
+        with replaced_atomically(self.path) as tmp, self.path.open("rb") as src, tmp.open("wb") as dst:
             for number, line in enumerate(src, 1):
                 if number not in numbers:
                     dst.write(line)
@@ -250,7 +251,6 @@ class Journal:
                     self.replaced.append(record)
             dst.flush()
             os.fsync(dst.fileno())
-        os.replace(tmp, self.path)
 
     def records(self) -> Iterator[PhotoRecord]:
         """Stream every record (earlier runs and this one) from disk."""

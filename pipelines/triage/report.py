@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from detect.config_io import replaced_atomically
 from detect.taxonomy import Severity
 from pipelines.tables import PhoneText, csv_cell
 from pipelines.triage.grouping import Group, Member
@@ -81,9 +81,9 @@ def collect_members(results: Path) -> tuple[list[Member], Tally]:
 def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo) -> None:
     """One row per candidate case, ranked; UTF-8 with BOM so spreadsheet programs show the Chinese, and a small ad's
     text that a spreadsheet would take for a formula (`=HYPERLINK(…)` on a poster) and its phone numbers (`PhoneText`)
-    written as text (`csv_cell`)."""
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8-sig") as fh:
+    written as text (`csv_cell`). Written beside it and renamed onto it (`replaced_atomically`): a failed write
+    leaves an earlier run's file as it was and no half file."""
+    with replaced_atomically(path) as tmp, tmp.open("w", newline="", encoding="utf-8-sig") as fh:
         w = csv.writer(fh)
         w.writerow(["rank", "case_id", "type", "name_zh", "name_en", "score", "photos", "lead_photo", "all_photos",
                     "first_taken_at", "last_taken_at", "lat", "lon", "grid_cell", "severity", "phones", "texts", "evidence", "state", "case_note"])
@@ -99,7 +99,6 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
                 " | ".join(dict.fromkeys(t for m in g.members for t in m.finding.texts)),
                 ref.evidence or "", ref.state or "", ref.error or "",
             ]])
-    os.replace(tmp, path)
 
 
 def _env() -> Environment:
@@ -118,7 +117,8 @@ def write_report(
     tz: ZoneInfo,
     max_thumb_cases: int,
 ) -> None:
-    """Render the report by streaming (the page for 50,000 photos is never one string in memory)."""
+    """Render the report by streaming (the page for 50,000 photos is never one string in memory), into a file renamed
+    onto `path` at the end (`replaced_atomically`), as `write_csv`."""
     out_dir = path.parent
 
     def local(value: datetime | str | None) -> str:
@@ -140,11 +140,9 @@ def write_report(
 
     type_names = {g.type: (g.lead.finding.name_zh, g.lead.finding.name_en) for g in groups}
     template = _env().get_template("report.html")
-    tmp = path.with_suffix(".html.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with replaced_atomically(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for chunk in template.generate(
             cases=list(zip(groups, refs, strict=True)), tally=tally, run=run, local=local, data_uri=data_uri,
             problems=problems, negatives=negatives, max_thumb_cases=max_thumb_cases, timezone=str(tz), type_names=type_names,
         ):
             fh.write(chunk)
-    os.replace(tmp, path)
