@@ -86,7 +86,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that make every error a problem document."""
+    """Register the handlers that make every error a problem document, and say so in /openapi.json."""
+    _document_unprocessable(app)
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -141,3 +142,22 @@ def install(app: FastAPI) -> None:
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def _document_unprocessable(app: FastAPI) -> None:
+    """/openapi.json gives every operation a 422 problem document: any route answers one for a control character in
+    its path or query (api/app.py), and FastAPI's own 422 entry says `application/json` with its validation-error
+    body, where we answer `application/problem+json` (`_invalid`)."""
+    base = app.openapi
+    unprocessable = problems(422)[422]
+    doc = {"description": unprocessable["description"], "content": unprocessable["content"]}
+
+    def openapi() -> dict[str, Any]:
+        schema = base()  # built once and kept by FastAPI; setting the entries again is idempotent
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict) and "responses" in operation:
+                    operation["responses"]["422"] = doc
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
