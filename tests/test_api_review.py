@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
 from fastapi.testclient import TestClient
@@ -157,6 +158,40 @@ def test_a_review_action_on_a_case_changed_since_it_was_loaded_is_refused_and_ch
     kept = client.patch(f"/api/v1/cases/{a}", headers=wang, json={"type": "street_stall", "expected_updated_at": fresh})
     assert kept.status_code == 200
     assert (kept.json()["violation_type"], kept.json()["description"]) == ("street_stall", "三轮车占道，已拍照")
+
+
+def test_a_confirm_without_dispatch_checks_the_case_in_the_transaction_that_approves_it(service, bus_event, monkeypatch):
+    """Confirm with `dispatch: false` looked the case up, found a candidate, and wrote the approval separately: 李四's
+    rejection landing in between (his thread runs right after 王芳's request read the case) was overwritten with an
+    approval on a rejected case, and a second reviewer's confirm overwrote the first's approval. The check and the
+    write are one transaction: the later action is refused naming why, the earlier one stands."""
+    app, client, tokens, _ = service
+    store, accounts = app.state.ctx.store, app.state.ctx.accounts
+    a, b = draft_cases(app, bus_event, [{}, {}])
+    wang, li = auth(tokens["reviewer"]), auth(accounts.add("李四", "reviewer")[1])
+    rival = threading.Thread(target=lambda: client.post(f"/api/v1/cases/{a}/reject", headers=li, json={"reason": "duplicate"}))
+    read = store.get
+
+    def read_then_rival_acts(case_id: str):
+        case = read(case_id)
+        if case_id == a and not rival.ident:  # 王芳's request has read the case: 李四's rejection goes through now
+            rival.start()
+            rival.join()
+        return case
+
+    monkeypatch.setattr(store, "get", read_then_rival_acts)
+    late = client.post(f"/api/v1/cases/{a}/confirm", headers=wang, json={"dispatch": False})
+    assert rival.ident and late.status_code == 409 and late.json()["type"] == "urn:streetwatch:problem:invalid-transition"
+    assert late.json()["detail"].startswith(f"案件 {a} 现为已作废，只有待审核的案件可以确认 ")
+    case = store.get(a)
+    assert (case.state, case.review_decision, case.reviewer) == (CaseState.REJECTED, "rejected", "李四")
+    assert [r["action"] for r in client.get(f"/api/v1/cases/{a}/audit", headers=wang).json()] == ["reject"]
+
+    assert client.post(f"/api/v1/cases/{b}/confirm", headers=li, json={"dispatch": False, "note": "属实"}).status_code == 200
+    again = client.post(f"/api/v1/cases/{b}/confirm", headers=wang, json={"dispatch": False})
+    assert again.status_code == 409 and again.json()["detail"].startswith(f"案件 {b} 已由 李四 确认（未派遣），本次确认未执行")
+    assert (store.get(b).reviewer, store.get(b).review_note) == ("李四", "属实")
+    assert client.post(f"/api/v1/cases/{b}/confirm", headers=wang, json={}).json()["state"] == "queued"  # dispatch it later
 
 
 def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bus_event):

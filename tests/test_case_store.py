@@ -176,6 +176,46 @@ def test_concurrent_claims_never_share_an_entry(store):
     assert len(claimed) == 30 and len(set(claimed)) == 30
 
 
+def test_an_approval_without_dispatch_and_a_rejection_at_once_leave_one_decision(store):
+    """A reviewer approving a candidate (no dispatch) while another rejects it, or approves it too: the check and the
+    write are one transaction, so each case ends with one decision, the one that was not refused."""
+    from pipelines.cases.store import NotCandidate
+
+    ids = [_with_evidence(store, n).id for n in range(6)]
+    outcome: dict[tuple[str, str], str] = {}
+
+    def act(case_id: str, who: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            if who == "rejecter":
+                store.review(case_id, approve=False, reviewer=who, reason_code="duplicate")
+            else:
+                store.approve(case_id, reviewer=who)
+            outcome[case_id, who] = "done"
+        except NotCandidate:
+            outcome[case_id, who] = "not a candidate"
+        except CaseStoreError:
+            outcome[case_id, who] = "approved already"
+
+    for i, case_id in enumerate(ids):
+        barrier = threading.Barrier(2)
+        rival = "rejecter" if i % 2 else "approver-2"
+        threads = [threading.Thread(target=act, args=(case_id, who, barrier)) for who in ("approver-1", rival)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        case = store.get(case_id)
+        if rival == "rejecter":  # an approval first is then rejected (allowed); one after the rejection is refused
+            assert (case.state, case.review_decision, case.reviewer) == (CaseState.REJECTED, "rejected", "rejecter")
+            assert outcome[case_id, "approver-1"] in ("done", "not a candidate")
+        else:
+            winner = case.reviewer
+            assert case.state is CaseState.CANDIDATE and case.review_decision == "approved"
+            assert sorted(outcome[case_id, w] for w in ("approver-1", "approver-2")) == ["approved already", "done"]
+            assert outcome[case_id, winner] == "done"
+
+
 def _schema_differences(url: str) -> list:
     """What Alembic's autogenerate would change to make the database match the current tables."""
     from alembic.autogenerate import compare_metadata

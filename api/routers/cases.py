@@ -342,11 +342,7 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
         case = ctx.store.review(case.id, approve=True, reviewer=who.name, target=target, note=body.note,
                                 unchanged_since=body.expected_updated_at)
     else:
-        if case.state is not CaseState.CANDIDATE:
-            raise Problem(409, f"案件 {case.id} 现为{STATE_NAMES_ZH[case.state]}，只有{STATE_NAMES_ZH[CaseState.CANDIDATE]}的案件可以确认 "
-                               f"case {case.id} is {case.state}: only candidate cases can be confirmed", slug="invalid-transition")
-        case = ctx.store.update(case.id, review_decision="approved", reviewer=who.name, reviewed_at=datetime.now(UTC),
-                                review_note=body.note, unchanged_since=body.expected_updated_at)
+        case = ctx.store.approve(case.id, reviewer=who.name, note=body.note, unchanged_since=body.expected_updated_at)
     ctx.accounts.audit(who, "confirm", case.id, body.model_dump(exclude={"expected_updated_at"}))
     ctx.metrics.reviews.labels("confirm").inc()
     return case_json(case, ctx)

@@ -70,6 +70,11 @@ class CaseChanged(CaseStoreError):
     saw would overwrite what they did not see, so nothing is done and they reload it (Chinese first, for the pages)."""
 
 
+class NotCandidate(CaseStoreError):
+    """An action only a candidate takes (an approval without dispatch) asked of a case in another state (both states
+    named, Chinese first): answered as an invalid transition."""
+
+
 class PlaceError(CaseStoreError):
     """A place a reviewer gave that cannot be one (the field and why, Chinese first for the pages): bad input,
     not a conflict with the case's state."""
@@ -569,6 +574,37 @@ class CaseStore:
         if target is None:
             raise CaseStoreError(f"case {case_id}: approving needs the dispatch target to queue it for")
         return self.queue(case_id, target, actor=reviewer, now=now, unchanged_since=unchanged_since, **review)
+
+    def approve(self, case_id: str, *, reviewer: str, note: str | None = None, now: datetime | None = None,
+                unchanged_since: datetime | None = None) -> Case:
+        """Record a reviewer's approval of a candidate without queuing it (no dispatch). The check that it is still an
+        unapproved candidate and the write are one transaction, and the write is conditional on both, so a reviewer
+        confirming at the moment another rejects or queues it (or approved it first) cannot record an approval on a
+        case that is no longer one to approve, nor overwrite the earlier approval: NotCandidate / CaseStoreError,
+        nothing done. `unchanged_since`: see `check_unchanged`."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+            self._approvable(case)
+            done = conn.execute(cases.update().where(cases.c.id == case_id, cases.c.state == CaseState.CANDIDATE.value,
+                                                     cases.c.review_decision.is_(None))
+                                .values(review_decision="approved", reviewer=reviewer, reviewed_at=now, review_note=note,
+                                        updated_at=now))
+            if done.rowcount != 1:  # only possible without BEGIN IMMEDIATE / row locks: say what it is now
+                self._approvable(self._get(conn, case_id))
+                raise CaseStoreError(f"case {case_id}: changed concurrently while approving it")
+            return self._get(conn, case_id)
+
+    @staticmethod
+    def _approvable(case: Case) -> None:
+        """Nothing when `case` may be approved without dispatch: a candidate nobody approved yet."""
+        if case.state is not CaseState.CANDIDATE:
+            raise NotCandidate(f"案件 {case.id} 现为{STATE_NAMES_ZH[case.state]}，只有{STATE_NAMES_ZH[CaseState.CANDIDATE]}的案件可以确认 "
+                               f"case {case.id} is {case.state}: only candidate cases can be confirmed")
+        if case.review_decision is not None:
+            raise CaseStoreError(f"案件 {case.id} 已由 {case.reviewer} 确认（未派遣），本次确认未执行；要派遣请选择派遣 "
+                                 f"case {case.id} was already approved by {case.reviewer}: nothing done (confirm with "
+                                 f"dispatch to queue it)")
 
     def queue(self, case_id: str, target: str, *, actor: str = "system", now: datetime | None = None,
               unchanged_since: datetime | None = None, **values: Any) -> Case:
