@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detect.config_io import ConfigError
 from pipelines.cases.states import InvalidTransition
-from pipelines.cases.store import CaseChanged, CaseNotFound, CaseStoreError, CaseStoreUnreachable, NotCandidate, PlaceError
+from pipelines.cases.store import CaseChanged, CaseNotFound, CaseStoreError, CaseStoreUnreachable, NotCandidate, NotReopenable, PlaceError
 from pipelines.dispatch.webhook import WebhookError
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidTransition: (409, "invalid-transition"),
     CaseStoreError: (409, "case-conflict"),
     NotCandidate: (409, "invalid-transition"),
+    NotReopenable: (409, "not-reopenable"),  # why (a platform voided it, triage withdrew it, too late)
     CaseChanged: (409, "case-changed"),  # the client acted on the case as it was: it reloads it
     PlaceError: (422, "validation-error"),  # a CaseStoreError, but the request's input is wrong, not the case's state
     ConfigError: (422, "invalid-config"),

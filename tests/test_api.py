@@ -31,6 +31,7 @@ ROUTE_ROLES = {
     ("GET", "/api/v1/cases/{case_id}"): READERS,
     ("POST", "/api/v1/cases/{case_id}/confirm"): REVIEWERS,
     ("POST", "/api/v1/cases/{case_id}/reject"): REVIEWERS,
+    ("POST", "/api/v1/cases/{case_id}/reopen"): REVIEWERS,
     ("PATCH", "/api/v1/cases/{case_id}"): REVIEWERS,
     ("GET", "/api/v1/cases/{case_id}/audit"): REVIEWERS,
     ("GET", "/api/v1/cameras"): READERS,

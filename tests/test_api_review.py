@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -192,6 +193,55 @@ def test_a_confirm_without_dispatch_checks_the_case_in_the_transaction_that_appr
     assert again.status_code == 409 and again.json()["detail"].startswith(f"案件 {b} 已由 李四 确认（未派遣），本次确认未执行")
     assert (store.get(b).reviewer, store.get(b).review_note) == ("李四", "属实")
     assert client.post(f"/api/v1/cases/{b}/confirm", headers=wang, json={}).json()["state"] == "queued"  # dispatch it later
+
+
+def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_ago_is_not(service, bus_event):
+    """Rejected was final, so a reviewer's mis-click could not be undone. POST /cases/{id}/reopen makes a case rejected
+    in review a candidate again (unreviewed, back in the queue), with who, why and whose rejection in its history and
+    the audit log, within `service.reopen_within_days`; a case a platform voided, triage withdrew, that was queued
+    before its rejection, or rejected too long ago is 409 not-reopenable naming why, Chinese first, with nothing done."""
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    a, b, c, d, e = draft_cases(app, bus_event, [{}, {}, {}, {}, {}])
+    reviewer = auth(tokens["reviewer"])
+    assert client.post(f"/api/v1/cases/{a}/reject", headers=reviewer, json={"reason": "duplicate", "note": "点错了"}).status_code == 200
+    assert client.get(f"/api/v1/cases/{a}", headers=reviewer).json()["reopen"] == {"allowed": True, "why_not": None}
+    assert client.get(f"/api/v1/cases/{b}", headers=reviewer).json()["reopen"] is None  # not rejected: nothing to undo
+    blank = client.post(f"/api/v1/cases/{a}/reopen", headers=reviewer, json={"note": "  "})
+    assert blank.status_code == 422 and blank.json()["detail"].startswith("note: 请填写重新打开的原因")
+    reopened = client.post(f"/api/v1/cases/{a}/reopen", headers=reviewer, json={"note": "误点驳回，应为违法"})
+    assert reopened.status_code == 200
+    case = store.get(a)
+    assert (case.state, case.review_decision, case.reviewer, case.review_reason) == (CaseState.CANDIDATE, None, None, None)
+    last = store.history(a)[-1]
+    assert (last.from_state, last.to_state, last.actor, last.reason) == (CaseState.REJECTED, CaseState.CANDIDATE,
+                                                                         "reviewer-user", "误点驳回，应为违法")
+    assert last.details["reopened"]["rejected_by"] == "reviewer-user" and last.details["reopened"]["review_note"] == "点错了"
+    [audit] = [r for r in client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json() if r["action"] == "reopen"]
+    assert audit["details"]["note"] == "误点驳回，应为违法" and audit["details"]["review_reason"] == "duplicate"
+    queue = client.get("/api/v1/cases", headers=reviewer, params={"state": "candidate", "reviewed": "false"}).json()
+    assert a in [i["id"] for i in queue["items"]]
+    assert client.post(f"/api/v1/cases/{a}/confirm", headers=reviewer, json={}).json()["state"] == "queued"
+
+    assert client.post(f"/api/v1/cases/{b}/confirm", headers=reviewer, json={}).status_code == 200
+    store.apply_remote_state(b, CaseState.REJECTED, actor="dispatch:dcm", reason="平台作废")
+    store.transition(c, CaseState.REJECTED, actor="triage:job-1", reason="照片已重新分拣", only_from=CaseState.CANDIDATE)
+    store.review(d, approve=False, reviewer="reviewer-user", reason_code="other", now=datetime.now(UTC) - timedelta(days=8))
+    assert client.post(f"/api/v1/cases/{e}/confirm", headers=reviewer, json={}).status_code == 200
+    assert client.post(f"/api/v1/cases/{e}/reject", headers=reviewer, json={"reason": "other"}).status_code == 200
+    before = {i: store.get(i) for i in (b, c, d, e)}
+    refused = {i: client.post(f"/api/v1/cases/{i}/reopen", headers=reviewer, json={"note": "重新打开"}) for i in (b, c, d, e)}
+    assert {r.status_code for r in refused.values()} == {409}
+    assert {r.json()["type"] for r in refused.values()} == {"urn:streetwatch:problem:not-reopenable"}
+    assert refused[b].json()["detail"].startswith(f"案件 {b} 由派遣平台作废（dispatch:dcm：平台作废），不能在此重新打开 ")
+    assert refused[c].json()["detail"].startswith(f"案件 {c} 由 triage:job-1 撤回（照片已重新分拣），不是审核驳回，不能重新打开 ")
+    assert "已超过 7 天，不能重新打开" in refused[d].json()["detail"]
+    assert refused[e].json()["detail"].startswith(f"案件 {e} 驳回前已进入派遣队列（dcm），不能重新打开 ")
+    assert {i: store.get(i) for i in (b, c, d, e)} == before
+    shown = client.get(f"/api/v1/cases/{c}", headers=reviewer).json()["reopen"]
+    assert shown == {"allowed": False, "why_not": refused[c].json()["detail"]}
+    again = client.post(f"/api/v1/cases/{b}/reopen", headers=reviewer, json={"note": "x"})
+    assert again.status_code == 409
 
 
 def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bus_event):

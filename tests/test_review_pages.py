@@ -267,6 +267,47 @@ def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_
         assert _case(served, case_id)["description"] == "三轮车占道，已拍照"
 
 
+def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg, bus_event):
+    """A reviewer who rejected a case by mistake had no way back: listing 已作废 cases, one rejected in review shows
+    重新打开 with a reason box (refused without a reason), and reopening puts it back in the queue; one withdrawn by
+    triage shows no button, the reason it cannot be reopened instead."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from pipelines.cases.states import CaseState
+
+    def prepare(app) -> tuple[str, str]:
+        mistaken, withdrawn = draft_cases(app, bus_event, [{}, {}])
+        store = app.state.ctx.store
+        store.review(mistaken, approve=False, reviewer="reviewer-user", reason_code="duplicate")
+        store.transition(withdrawn, CaseState.REJECTED, actor="triage:job-1", reason="照片已重新分拣", only_from=CaseState.CANDIDATE)
+        return mistaken, withdrawn
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b, (mistaken, withdrawn) = served["browser"], served["data"]
+        _login(served)
+        Select(b.find_element(By.ID, "f-state")).select_by_value("rejected")
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 2, "the two rejected cases")
+        b.find_element(By.CSS_SELECTOR, f"#cases li[data-case='{withdrawn}']").click()
+        facts = _wait(b, lambda d: withdrawn in d.find_element(By.CSS_SELECTOR, "#detail h2").text
+                      and d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the withdrawn case's facts")
+        assert f"不能重新打开 cannot reopen: 案件 {withdrawn} 由 triage:job-1 撤回（照片已重新分拣）" in facts, facts
+        assert not b.find_elements(By.ID, "reopen")
+        b.find_element(By.CSS_SELECTOR, f"#cases li[data-case='{mistaken}']").click()
+        button = _wait(b, lambda d: mistaken in d.find_element(By.CSS_SELECTOR, "#detail h2").text
+                       and d.find_element(By.ID, "reopen"), "the 重新打开 button")
+        assert button.text == "重新打开 Reopen"
+        button.click()
+        _wait(b, lambda d: "请填写重新打开的原因" in d.find_element(By.ID, "status").text, "a reason asked for")
+        assert _case(served, mistaken)["state"] == "rejected"
+        b.find_element(By.ID, "reopen-note").send_keys("误点驳回")
+        b.find_element(By.ID, "reopen").click()
+        _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 1, "the reopened case to leave the list")
+        reopened = _case(served, mistaken)
+        assert (reopened["state"], reopened["review_decision"]) == ("candidate", None)
+
+
 def test_a_long_queue_is_paged_and_every_case_can_be_reached(tmp_path, bus_jpg):
     """A morning's 201 photo cases: the page listed the newest 200 and said 201 件, with no way to the oldest. It
     says which of them it lists, 下一页 lists the rest (the oldest), and once that page's last case is reviewed the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -50,6 +50,11 @@ class ConfirmBody(Unchanged):
 class RejectBody(Unchanged):
     reason: RejectReason = Field(description="Reason code (GET /meta lists them; `permitted` is accepted for `legal`).")
     note: Lines | None = Field(None, description="Reviewer's note (line breaks allowed, no other control character).", max_length=2000)
+
+
+class ReopenBody(Unchanged):
+    note: Lines = Field(description="Why the rejection is undone (required; the history and the audit log keep it).",
+                        min_length=1, max_length=2000)
 
 
 class EditBody(Unchanged):
@@ -198,11 +203,17 @@ class HistoryItem(BaseModel):
     reason: str | None
 
 
+class Reopen(BaseModel):
+    allowed: bool = Field(description="A reviewer may reopen the case now (POST /cases/{id}/reopen).")
+    why_not: str | None = Field(description="Why not, Chinese first (a platform voided it, triage withdrew it, too late).")
+
+
 class CaseDetail(BaseModel):
     case: CaseView
     evidence: Evidence | None = Field(description="None while the case has no stored evidence.")
     deliveries: list[Delivery] = Field(description="Dispatch deliveries (outbox entries).")
     history: list[HistoryItem] = Field(description="State changes, oldest first.")
+    reopen: Reopen | None = Field(description="For a rejected case: whether its rejection can be undone (None otherwise).")
 
 
 class AuditRecord(BaseModel):
@@ -210,7 +221,7 @@ class AuditRecord(BaseModel):
     at: str
     actor: str
     role: str
-    action: str = Field(description="confirm, reject, edit or put_scene.")
+    action: str = Field(description="confirm, reject, reopen, edit or put_scene.")
     case_id: str | None
     details: dict[str, Any]
 
@@ -321,7 +332,16 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
     history = [{"from": h.from_state and str(h.from_state), "to": str(h.to_state), "at": h.at.isoformat(), "actor": h.actor,
                 "reason": h.reason and ctx.settings.evidence_store.named_by_setting(h.reason)}
                for h in ctx.store.history(case.id)]
-    return {"case": case_json(case, ctx), "evidence": _evidence(ctx, case), "deliveries": deliveries, "history": history}
+    reopen = None
+    if case.state is CaseState.REJECTED:
+        why_not = ctx.store.reopen_refusal(case.id, within=_reopen_window(ctx))
+        reopen = {"allowed": why_not is None, "why_not": why_not}
+    return {"case": case_json(case, ctx), "evidence": _evidence(ctx, case), "deliveries": deliveries, "history": history,
+            "reopen": reopen}
+
+
+def _reopen_window(ctx: AppContext) -> timedelta:
+    return timedelta(days=ctx.service.reopen_within_days)
 
 
 def _target(ctx: AppContext, wanted: str | None) -> str:
@@ -355,6 +375,20 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
                             unchanged_since=body.expected_updated_at)
     ctx.accounts.audit(who, "reject", case.id, body.model_dump(mode="json", exclude={"expected_updated_at"}))
     ctx.metrics.reviews.labels("reject").inc()
+    return case_json(case, ctx)
+
+
+@router.post("/cases/{case_id}/reopen", summary="Undo a rejection made in review: the case is a candidate again",
+             response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
+def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
+    if not body.note.strip():
+        raise Problem(422, "note: 请填写重新打开的原因 — give why the rejection is undone", slug="validation-error")
+    before = ctx.store.get(case_id)
+    case = ctx.store.reopen(case_id, actor=who.name, note=body.note, within=_reopen_window(ctx),
+                            unchanged_since=body.expected_updated_at)
+    ctx.accounts.audit(who, "reopen", case.id, {"note": body.note, "rejected_by": before.reviewer,
+                                                "review_reason": before.review_reason, "review_note": before.review_note})
+    ctx.metrics.reviews.labels("reopen").inc()
     return case_json(case, ctx)
 
 

@@ -110,6 +110,11 @@ function renderDetail(d) {
     " 经纬度 Lat/Lon: ",
     SW.el("input", { id: "edit-lat", type: "number", step: "any", min: "-90", max: "90", value: c.lat ?? "", placeholder: "纬度 Lat", title: "纬度 Latitude (WGS-84)" }),
     SW.el("input", { id: "edit-lon", type: "number", step: "any", min: "-180", max: "180", value: c.lon ?? "", placeholder: "经度 Lon", title: "经度 Longitude (WGS-84)" })));
+  if (d.reopen && d.reopen.allowed) {  // a rejection in review, recent: a mis-click is undone with a reason
+    parts.push(SW.el("div", { class: "actions reopen" },
+      SW.el("input", { id: "reopen-note", size: "40", maxlength: "2000", placeholder: "重新打开原因（必填） Why reopen (required)" }),
+      SW.el("button", { id: "reopen", onclick: reopen }, "重新打开 Reopen")));
+  }
   if (ev && ev.boxes && ev.boxes.url) {
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
     const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, label: ev.zone.id }] : [];
@@ -128,6 +133,7 @@ function renderDetail(d) {
     ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")],
     ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
     ["审核 Review", c.review_decision ? `${c.review_decision} · ${c.reviewer} · ${c.review_reason || ""}` : ""],
+    ["重新打开 Reopen", d.reopen && !d.reopen.allowed ? `不能重新打开 cannot reopen: ${d.reopen.why_not}` : ""],
   ];
   parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
     ([k, v]) => SW.el("tr", {}, SW.el("td", {}, k), SW.el("td", {}, v)))));
@@ -160,6 +166,14 @@ function closeReasons() { Q.rejecting = false; document.getElementById("reasons"
 function reject(code) {
   closeReasons();
   return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reject`, { method: "POST", json: Object.assign(body, { reason: code }) }));
+}
+
+function reopen() {
+  return act((id, body) => {
+    const note = document.getElementById("reopen-note").value.trim();
+    if (!note) throw new Error("请填写重新打开的原因 give why the rejection is undone");
+    return SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reopen`, { method: "POST", json: Object.assign(body, { note }) });
+  });
 }
 
 function saveEdit() {

@@ -44,6 +44,12 @@ ALLOWED: dict[CaseState, frozenset[CaseState]] = {
 }
 
 
+REOPEN: tuple[CaseState, CaseState] = (S.REJECTED, S.CANDIDATE)
+"""The one move back outside the table: a reviewer undoes a rejection made in review here (a mis-click), which
+`CaseStore.reopen` alone makes after checking the rejection was one (not a platform's voiding, nor a triage
+withdrawal) and recent. For every other caller `rejected` stays final."""
+
+
 class InvalidTransition(ValueError):
     """A state change the table above does not allow; said in Chinese first (the review pages show it to staff)."""
 
@@ -55,6 +61,9 @@ class InvalidTransition(ValueError):
         self.case_id, self.current, self.wanted = case_id, current, wanted
 
 
-def check_transition(case_id: str, current: CaseState, wanted: CaseState) -> None:
+def check_transition(case_id: str, current: CaseState, wanted: CaseState, *, reopening: bool = False) -> None:
+    """Nothing when the table allows `current` -> `wanted` (or it is the `REOPEN` move and `reopening` says so)."""
+    if reopening and (current, wanted) == REOPEN:
+        return
     if wanted not in ALLOWED[current]:
         raise InvalidTransition(case_id, current, wanted)

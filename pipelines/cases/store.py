@@ -75,6 +75,11 @@ class NotCandidate(CaseStoreError):
     named, Chinese first): answered as an invalid transition."""
 
 
+class NotReopenable(CaseStoreError):
+    """A case whose rejection cannot be undone here: not rejected, rejected by a platform or by triage rather than in
+    review, queued for dispatch before, or rejected longer ago than the window (why, Chinese first, for the pages)."""
+
+
 class PlaceError(CaseStoreError):
     """A place a reviewer gave that cannot be one (the field and why, Chinese first for the pages): bad input,
     not a conflict with the case's state."""
@@ -623,6 +628,60 @@ class CaseStore:
                 status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, created_at=now))
             return case
 
+    def reopen(self, case_id: str, *, actor: str, note: str, within: timedelta, now: datetime | None = None,
+               unchanged_since: datetime | None = None) -> Case:
+        """Undo a rejection made in review (a mis-click): the case is a candidate again, unreviewed (back in the queue),
+        its history saying who reopened it, why (`note`) and whose rejection it undid. Only what `reopen_refusal`
+        allows, checked in the same transaction (NotReopenable naming why). `unchanged_since`: see `check_unchanged`."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+            refusal = self._reopen_refusal(conn, case, within, now)
+            if refusal is not None:
+                raise NotReopenable(refusal)
+            undone = {"rejected_by": case.reviewer, "rejected_at": case.reviewed_at and case.reviewed_at.isoformat(),
+                      "review_reason": case.review_reason, "review_note": case.review_note}
+            cleared = dict.fromkeys(("review_decision", "reviewer", "reviewed_at", "review_reason", "review_note", "reason"))
+            return self._transition(conn, case_id, CaseState.CANDIDATE, actor, note, {"reopened": undone}, now, cleared,
+                                    reopening=True)
+
+    def reopen_refusal(self, case_id: str, *, within: timedelta, now: datetime | None = None) -> str | None:
+        """Why `reopen` would refuse the case now (Chinese first), or None when a reviewer may reopen it."""
+        with self.engine.connect() as conn:
+            return self._reopen_refusal(conn, self._get(conn, case_id), within, now or datetime.now(UTC))
+
+    def _reopen_refusal(self, conn: Connection, case: Case, within: timedelta, now: datetime) -> str | None:
+        """Only a reviewer's rejection of a candidate here is undone: `review_decision` rejected and the move into
+        `rejected` theirs. A platform's voiding (the case was queued and sent; they hold it voided) and a triage
+        withdrawal (the photo batch, run again, no longer makes the case; a rerun would not know it came back) leave
+        `review_decision` as it was; a case queued before its rejection has a delivery that may have reached a platform."""
+        zh = STATE_NAMES_ZH[case.state]
+        if case.state is not CaseState.REJECTED:
+            return (f"案件 {case.id} 现为{zh}，只有{STATE_NAMES_ZH[CaseState.REJECTED]}的案件可以重新打开 "
+                    f"case {case.id} is {case.state}: only rejected cases can be reopened")
+        row = conn.execute(sa.select(case_history).where(case_history.c.case_id == case.id,
+                                                         case_history.c.to_state == CaseState.REJECTED.value,
+                                                         case_history.c.from_state != CaseState.REJECTED.value)
+                           .order_by(case_history.c.id.desc()).limit(1)).first()
+        actor, why = (row.actor, row.reason or "") if row else ("?", "")
+        entries = conn.execute(sa.select(outbox.c.target).where(outbox.c.case_id == case.id)).scalars().all()
+        if case.review_decision != "rejected" or actor != case.reviewer:
+            if entries or case.dispatch_ref:
+                return (f"案件 {case.id} 由派遣平台作废（{actor}：{why}），不能在此重新打开 "
+                        f"case {case.id} was voided by the dispatch platform ({actor}: {why}): only a rejection in review here can be undone")
+            return (f"案件 {case.id} 由 {actor} 撤回（{why}），不是审核驳回，不能重新打开 "
+                    f"case {case.id} was withdrawn by {actor} ({why}), not rejected in review: only a rejection in review here can be undone")
+        if entries:
+            return (f"案件 {case.id} 驳回前已进入派遣队列（{entries[0]}），不能重新打开 "
+                    f"case {case.id} was queued for dispatch to {entries[0]} before it was rejected: only a candidate's rejection can be undone")
+        rejected_at = as_utc(case.reviewed_at, UTC) if case.reviewed_at else None
+        if rejected_at is None or now - rejected_at > within:
+            days = within / timedelta(days=1)
+            at = f"{rejected_at:%Y-%m-%d %H:%M} UTC" if rejected_at else "?"
+            return (f"案件 {case.id} 于 {at} 驳回，已超过 {days:g} 天，不能重新打开 "
+                    f"case {case.id} was rejected at {at}, more than {days:g} days ago: too late to reopen")
+        return None
+
     def apply_remote_state(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
                            details: dict[str, Any] | None = None, now: datetime | None = None) -> Case:
         """A status from the dispatch system (poll or webhook). Repeats are no-ops, so a webhook
@@ -881,10 +940,10 @@ class CaseStore:
         return _row_to(OutboxEntry, row)
 
     def _transition(self, conn: Connection, case_id: str, to: CaseState, actor: str, reason: str | None,
-                    details: dict[str, Any], now: datetime | None, values: dict[str, Any]) -> Case:
+                    details: dict[str, Any], now: datetime | None, values: dict[str, Any], *, reopening: bool = False) -> Case:
         now = now or datetime.now(UTC)
         current = self._get(conn, case_id).state
-        check_transition(case_id, current, to)
+        check_transition(case_id, current, to, reopening=reopening)
         result = conn.execute(cases.update().where(cases.c.id == case_id, cases.c.state == current.value)
                               .values(state=to.value, updated_at=now, **values))
         if result.rowcount != 1:  # only possible without BEGIN IMMEDIATE / row locks; be explicit anyway
