@@ -308,6 +308,50 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
         assert (reopened["state"], reopened["review_decision"]) == ("candidate", None)
 
 
+def test_the_queue_page_shows_a_case_s_history_and_revisions_on_the_city_s_clock(tmp_path, bus_jpg, bus_event):
+    """The detail showed a case's facts but not how it got there: who rejected it and why, who reopened it, who changed
+    its type from what. It lists the state changes (时间, 操作人, 状态 from → to, 原因) and the revisions (field from → to),
+    oldest first, times on the city's clock (Asia/Shanghai) on a PC set to UTC."""
+    from zoneinfo import ZoneInfo
+
+    from selenium.webdriver.common.by import By
+
+    from detect.taxonomy import Severity
+
+    def prepare(app) -> str:
+        [case_id] = draft_cases(app, bus_event, [{}])
+        store = app.state.ctx.store
+        store.revise(case_id, actor="李四", violation_type="street_stall", severity=Severity.SERIOUS)
+        store.review(case_id, approve=False, reviewer="李四", reason_code="duplicate", note="与另一案件重复")
+        store.reopen(case_id, actor="王芳", note="误点驳回", within=timedelta(days=7))
+        return case_id
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b, case_id = served["browser"], served["data"]
+        b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
+        _login(served)
+        _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+        detail = httpx.get(f"{served['base']}/api/v1/cases/{case_id}", headers=auth(served["token"]), timeout=10).json()
+
+        def local(at: str) -> str:
+            return datetime.fromisoformat(at).astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in b.find_elements(By.CSS_SELECTOR, "#history tr")[1:]]
+        h = detail["history"]
+        assert rows == [
+            [local(h[0]["at"]), "rules:batch-7/bus", "待审核 candidate", "case drafted"],
+            [local(h[1]["at"]), "李四", "待审核 candidate → 已作废 rejected", "与另一案件重复"],
+            [local(h[2]["at"]), "王芳", "已作废 rejected → 待审核 candidate", "误点驳回"]]
+        revisions = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                     for tr in b.find_elements(By.CSS_SELECTOR, "#revisions tr")[1:]]
+        r = detail["case"]["details"]["revisions"]
+        assert revisions == [
+            [local(r[0]["at"]), "李四", "类型 Type", "机动车乱停放 Illegal parking (motor vehicle) → 占道经营 / 无照经营游商 Street stall (unlicensed vending on the street)"],
+            [local(r[1]["at"]), "李四", "严重程度 Severity", "一般 general → 严重 serious"]]
+        assert [th.text for th in b.find_elements(By.CSS_SELECTOR, "#history th")] == ["时间 Time", "操作人 By", "状态 State", "原因 Reason"]
+
+
 def test_a_long_queue_is_paged_and_every_case_can_be_reached(tmp_path, bus_jpg):
     """A morning's 201 photo cases: the page listed the newest 200 and said 201 件, with no way to the oldest. It
     says which of them it lists, 下一页 lists the rest (the oldest), and once that page's last case is reviewed the

@@ -137,7 +137,43 @@ function renderDetail(d) {
   ];
   parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
     ([k, v]) => SW.el("tr", {}, SW.el("td", {}, k), SW.el("td", {}, v)))));
+  parts.push(...changeLog(d));
   section.replaceChildren(...parts);
+}
+
+// What a revision changed, in the words of the form above (details.revisions: field, from, to, by, at).
+const FIELD_NAMES = {
+  violation_type: "类型 Type", description: "描述 Description", address: "地址 Address", lat: "纬度 Lat", lon: "经度 Lon",
+  grid_cell: "网格 Grid cell", tags: "标签 Tags", severity: "严重程度 Severity",
+};
+
+function revisionValue(field, v) {
+  if (v == null || v === "" || (Array.isArray(v) && !v.length)) return "（空）";
+  if (field === "violation_type") return typeName(v);
+  if (field === "severity") return `${(Q.meta.severities.find((s) => s.id === v) || { zh: "" }).zh} ${v}`.trim();
+  return Array.isArray(v) ? v.join(", ") : String(v);
+}
+
+function logTable(id, heads, rows) {
+  return SW.el("table", { id, class: "log" }, SW.el("tr", {}, ...heads.map((h) => SW.el("th", {}, h))),
+    ...rows.map((cells) => SW.el("tr", {}, ...cells.map((v) => SW.el("td", {}, v)))));
+}
+
+// The case's history (state changes: who, when, why) and its revisions (field from → to: who, when), oldest first,
+// times on the city's clock like every other time on the page.
+function changeLog(d) {
+  const moves = d.history.map((h) => [SW.time(h.at), h.actor,
+    h.from && h.from !== h.to ? `${stateName(h.from)} → ${stateName(h.to)}` : stateName(h.to), h.reason || ""]);
+  const revisions = ((d.case.details && d.case.details.revisions) || []).map((r) => [SW.time(r.at), r.by,
+    FIELD_NAMES[r.field] || r.field,
+    `${revisionValue(r.field, r.from)} → ${revisionValue(r.field, r.to)}${r.derived_from ? "（随网格推算 from the grid cell）" : ""}`]);
+  return [
+    SW.el("h3", {}, "处理记录 History"),
+    logTable("history", ["时间 Time", "操作人 By", "状态 State", "原因 Reason"], moves),
+    SW.el("h3", {}, "修改记录 Revisions"),
+    revisions.length ? logTable("revisions", ["时间 Time", "操作人 By", "字段 Field", "修改 Change"], revisions)
+      : SW.el("p", { id: "revisions" }, "无修改 No revisions"),
+  ];
 }
 
 // `doing(id, body)` acts on the case shown with `body` (its JSON, what the action adds to it): the case's updated_at
