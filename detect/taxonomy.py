@@ -326,6 +326,14 @@ class Taxonomy(ConfigModel):
         """Cities for which at least one type has codes."""
         return {city for t in self.types.values() for city in t.city_codes}
 
+    def types_named(self, text: str) -> list[str]:
+        """Ids of the types whose Chinese or English name holds `text` (case-insensitive; 占道经营, "street stall"): a
+        search typed in staff's words finds the cases of that type, whose rows hold only the id."""
+        wanted = text.strip().casefold()
+        if not wanted:
+            return []
+        return [t.id for t in self.types.values() if wanted in t.name_zh.casefold() or wanted in t.name_en.casefold()]
+
     def types_for_class(self, class_name: str) -> list[ViolationType]:
         """Types for which a detector class counts as evidence."""
         return [t for t in self.types.values() if class_name in t.evidence]

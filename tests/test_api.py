@@ -201,6 +201,26 @@ def test_case_search_filters_pages_and_sorts(service, bus_event):
     assert search(reviewed="false")["total"] == 3 and search(state="rejected")["items"][0]["id"] == ids[0]
 
 
+def test_a_search_in_a_type_s_name_finds_the_cases_of_that_type(service, bus_event):
+    """Cases hold their type's id, so typing 占道经营 or "street stall" in the queue's search box found nothing; `q`
+    matches the taxonomy's Chinese and English names too (case-insensitive, any part), besides the text it searched."""
+    app, client, tokens, _ = service
+    ids = draft_cases(app, bus_event, [{"violation_type": "illegal_parking"}, {"violation_type": "street_stall"},
+                                       {"violation_type": "flyposting", "address": "占道经营市场东门"}])
+    h = auth(tokens["inspector"])
+
+    def found(q: str, **params) -> set[str]:
+        answer = client.get("/api/v1/cases", headers=h, params={"q": q, **params})
+        assert answer.status_code == 200, answer.text
+        return {c["id"] for c in answer.json()["items"]}
+
+    assert found("占道经营") == {ids[1], ids[2]}  # the stall by its type's name, the poster by its address
+    assert found("street stall") == found("STALL") == {ids[1]}
+    assert found("乱停") == {ids[0]}
+    assert found("占道经营", type="flyposting") == {ids[2]}  # still AND with the other filters
+    assert found("违停") == set()  # a name no type has
+
+
 def _is_model(schema: dict) -> bool:
     """A named model, or a list of one."""
     return "$ref" in schema or (schema.get("type") == "array" and "$ref" in schema.get("items", {}))

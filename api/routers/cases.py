@@ -273,7 +273,8 @@ def list_cases(
     grid_cell: str | None = Query(None, max_length=64),
     since: datetime | None = Query(None, description="Opened at or after (ISO 8601; no offset = UTC)."),
     until: datetime | None = Query(None, description="Opened before."),
-    q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Text in the id, address, description or violation id."),
+    q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Text in the id, address, description or violation id, or in the name of the case's type "
+                   "(Chinese or English: 占道经营, street stall)."),
     reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
     severity: Severity | None = Query(None, description="Only cases of this severity (general 一般, major 较重, serious 严重)."),
     sort: Literal[CaseQuery.SORTABLE] = Query("opened_at"),  # type: ignore[valid-type]
@@ -282,8 +283,9 @@ def list_cases(
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> dict[str, Any]:
     query = CaseQuery(violation_type=type, state=state, source_id=camera, grid_cell=grid_cell, since=_utc("since", since),
-                      until=_utc("until", until), text=q, reviewed=reviewed, severity=severity, sort=sort, descending=order == "desc",
-                      limit=limit or ctx.service.default_page_size, offset=offset)
+                      until=_utc("until", until), text=q, text_types=tuple(ctx.taxonomy.types_named(q or "")), reviewed=reviewed,
+                      severity=severity, sort=sort, descending=order == "desc", limit=limit or ctx.service.default_page_size,
+                      offset=offset)
     items, total = ctx.store.search(query)
     return {"items": [case_json(c, ctx) for c in items], "total": total, "limit": query.limit, "offset": offset}
 

@@ -254,6 +254,7 @@ class CaseQuery:
     since: datetime | None = None  # opened at or after
     until: datetime | None = None  # opened before
     text: str | None = None  # in the id, address, description or violation id (case-insensitive)
+    text_types: tuple[str, ...] = ()  # type ids whose name holds `text` (Taxonomy.types_named): their cases match it too
     reviewed: bool | None = None  # True: has a review decision; False: none yet
     severity: Severity | None = None  # `details.severity` (cases recorded before it: general)
     sort: str = "opened_at"
@@ -285,7 +286,8 @@ class CaseQuery:
         if self.text:
             pattern = "%" + self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(sa.or_(*(sa.func.lower(col).like(pattern, escape="\\")
-                                  for col in (c.id, c.address, c.description, c.violation_id))))
+                                  for col in (c.id, c.address, c.description, c.violation_id)),
+                                *([c.violation_type.in_(self.text_types)] if self.text_types else [])))
         return where
 
 
