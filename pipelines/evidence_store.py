@@ -206,7 +206,8 @@ class S3EvidenceStore:
         access_key = access_key if access_key is not None else os.environ.get(settings.access_key_env)
         secret_key = secret_key if secret_key is not None else os.environ.get(settings.secret_key_env)
         if not access_key or not secret_key:
-            raise StorageError(f"S3 evidence store: set {settings.access_key_env} and {settings.secret_key_env}")
+            raise StorageError(f"evidence_store.s3: set the environment variables {settings.access_key_env} and "
+                               f"{settings.secret_key_env} (access_key_env, secret_key_env) to the S3 access key and secret key")
         retry = urllib3.Retry(total=settings.retries, backoff_factor=settings.backoff_s,
                               status_forcelist=[500, 502, 503, 504])
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=settings.connect_timeout_s,

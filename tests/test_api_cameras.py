@@ -413,6 +413,21 @@ def test_serve_refuses_a_bad_service_section(tmp_path):
     assert f"{config}: service.job_concurency: Extra inputs are not permitted" in result.output
 
 
+@pytest.mark.parametrize("section, reason", [
+    ("evidence_store: {backend: s3, s3: {endpoint: 127.0.0.1:9, bucket: evidence}}\n",
+     "evidence_store.s3: set the environment variables STREETWATCH_S3_ACCESS_KEY and STREETWATCH_S3_SECRET_KEY"),
+    ("evidence: {city: hangzhou}\n", "evidence.city: no code table for city 'hangzhou'"),
+])
+def test_serve_refuses_what_its_settings_name_but_cannot_be_used_naming_the_file(tmp_path, monkeypatch, section, reason):
+    """An S3 store whose key variables are not set, or a city with no code table, stopped `serve` with a traceback."""
+    monkeypatch.delenv("STREETWATCH_S3_ACCESS_KEY", raising=False)
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"cases: {{url: 'sqlite:///{tmp_path}/cases.db'}}\n{section}", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
+    assert result.exit_code == 2, result.exception
+    assert f"error: {config}: {reason}" in result.output
+
+
 def test_ocr_off_may_be_written_unquoted_in_yaml(tmp_path):
     """Issue 14, item 7: YAML reads `ocr: off` as false; it was refused with "Input should be a valid string"."""
     from api.config import load_service

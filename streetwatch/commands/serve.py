@@ -42,12 +42,26 @@ def serve(
     setup_logging(verbose)
     import uvicorn
 
-    from api.app import create_app
-
     settings, service = _load(config)
-    app = create_app(settings, service)
+    app = _app_or_fail(settings, service, config)
     logging.getLogger("uvicorn.access").addFilter(SignedLinkFilter())  # kept by uvicorn's logging set-up (dictConfig)
     uvicorn.run(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False)
+
+
+def _app_or_fail(settings, service, config):
+    """The app, or one line naming the settings file when what it names cannot be used at start-up: an S3 store
+    whose key variables are not set, a city with no code table (a traceback before, that named neither)."""
+    import os
+
+    from api.app import create_app
+    from detect.config_io import ConfigError
+    from pipelines.evidence_store import StorageError
+    from pipelines.settings import CONFIG_ENV
+
+    try:
+        return create_app(settings, service)
+    except (ConfigError, StorageError) as exc:
+        fail(f"{config or os.environ.get(CONFIG_ENV) or 'the default settings'}: {exc}")
 
 
 class SignedLinkFilter(logging.Filter):
