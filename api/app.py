@@ -35,6 +35,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         log.warning(unsigned)
     if (no_cases := ctx.jobs.cases_unavailable()) is not None:
         log.warning(no_cases)
+    if (no_cameras := ctx.cameras.unusable()) is not None:
+        log.warning(no_cameras)
     for unset in settings.dispatch.unset_webhook_secrets():
         log.warning(unset)
 

@@ -105,6 +105,16 @@ class Cameras:
             return []
         return load_model(CamerasFile, self.file).cameras
 
+    def unusable(self) -> str | None:
+        """Why the cameras file cannot be read (for the start-up log), or None. It is read again at every request, so
+        a broken one does not stop `serve`; but it was found only when someone opened the cameras page (a 503)."""
+        try:
+            self.configs()
+        except ConfigError as exc:
+            return (f"service.cameras_file: {exc}; the cameras routes and page answer 503 until it is fixed "
+                    "(it is read again at each request)")
+        return None
+
     def grades(self) -> Grades | None:
         """The road grades the cameras file names for its scenes (None: the shipped ones), as the watcher loads them."""
         assert self.file is not None

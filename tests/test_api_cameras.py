@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from pipelines.cctv.service import Watcher
 from streetwatch.cli import app as cli
 from tests.cctv_helpers import make_intake, parked_clip
-from tests.api_helpers import auth, make_app, service, settings_for, users_cli  # noqa: F401  (fixture)
+from tests.api_helpers import auth, make_app, service, settings_for, users_cli, write_cameras  # noqa: F401  (fixture)
 
 
 def test_cameras_list_health_from_the_watchers_events(service):
@@ -426,6 +426,18 @@ def test_serve_refuses_what_its_settings_name_but_cannot_be_used_naming_the_file
     result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
     assert result.exit_code == 2, result.exception
     assert f"error: {config}: {reason}" in result.output
+
+
+def test_serve_warns_at_start_up_of_a_cameras_file_it_cannot_read(tmp_path, bus_jpg, caplog):
+    """A cameras file with a typo (`analysis_fsp`) started `serve` without a word; the cameras page answered 503."""
+    cams = write_cameras(tmp_path, bus_jpg)
+    text = cams["file"].read_text(encoding="utf-8")
+    cams["file"].write_text(text.replace("id: cam-02", "id: cam-02\n  analysis_fsp: 0.5"), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="api.app"):
+        make_app(settings_for(tmp_path, cameras_file=str(cams["file"])))
+    warned = [r.getMessage() for r in caplog.records if "cameras_file" in r.getMessage()]
+    assert warned == [f"service.cameras_file: {cams['file']}: cameras.1.analysis_fsp: Extra inputs are not permitted (got 0.5); "
+                      "the cameras routes and page answer 503 until it is fixed (it is read again at each request)"]
 
 
 def test_ocr_off_may_be_written_unquoted_in_yaml(tmp_path):
