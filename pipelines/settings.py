@@ -5,7 +5,8 @@ cluster (`--ray`).
 One YAML/JSON file (`--config`, or `$STREETWATCH_CONFIG`) with one section per concern; every
 section has working defaults (SQLite under `streetwatch-data/`, local evidence folder, no dispatch
 targets), so a bare checkout runs without one. Secrets (HMAC key, S3 keys, dispatch tokens) are
-never in the file: it names the environment variables that hold them. `rules:` and `tracking:`
+never in the file: it names the environment variables that hold them; a PostgreSQL case store's
+password is read by its client from $PGPASSWORD or ~/.pgpass, so `cases.url` need not carry it. `rules:` and `tracking:`
 are the defaults of every camera; a camera in the cameras file changes the fields it sets
 (`detect.config_io.overlay`). The top-level `timezone` is the city's: every section with a `timezone`
 of its own that the file leaves unset follows it. `streetwatch config schema` writes this file's JSON schema.
@@ -39,7 +40,8 @@ Section = TypeVar("Section", bound=ConfigModel)
 
 class CaseStoreConfig(ConfigModel):
     url: str = Field(DEFAULT_URL, title="Database URL",
-                     description="SQLAlchemy URL: sqlite:///path.db (default, WAL) or postgresql+psycopg://user@host/db.",
+                     description="SQLAlchemy URL: sqlite:///path.db (default, WAL) or postgresql+psycopg://user@host/db "
+                                 "(the password: $PGPASSWORD or ~/.pgpass where the command runs, not this file).",
                      min_length=1)
 
 

@@ -40,10 +40,11 @@ def _as_server_user(root: Path) -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-def _run(root: Path, *args: str | Path | int) -> None:
-    """Run a PostgreSQL tool for the server under `root`, as its user."""
+def _run(root: Path, *args: str | Path | int, password: str | None = None) -> None:
+    """Run a PostgreSQL tool for the server under `root`, as its user (`password`: the server asks for one)."""
     sudo = _as_server_user(root)
-    done = subprocess.run([*sudo, *map(str, args)], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
+    env = {**os.environ, "LC_ALL": "C.UTF-8", **({"PGPASSWORD": password} if password else {})}
+    done = subprocess.run([*sudo, *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
 
@@ -56,18 +57,24 @@ def pg_ctl(root: Path, *args: str | Path) -> None:
 
 
 @contextmanager
-def postgres_server(root: Path) -> Iterator[str]:
-    """Yields a SQLAlchemy URL of a fresh database; stops the server and its files afterwards."""
+def postgres_server(root: Path, password: str | None = None) -> Iterator[str]:
+    """Yields a SQLAlchemy URL of a fresh database; stops the server and its files afterwards. With `password` the
+    server asks every client for it (scram-sha-256, as a city's does); the URL carries none."""
     bindir = pg_bin()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found")
     data, port = root / "pgdata", free_port()
     user = "postgres" if _as_server_user(root) else getpass.getuser()
-    _run(root, bindir / "initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8")
+    auth = ["--auth=trust"]
+    if password:
+        (root / "pwfile").write_text(password)
+        (root / "pwfile").chmod(0o644)  # read by initdb, which runs as `postgres` under root
+        auth = ["--auth=scram-sha-256", f"--pwfile={root / 'pwfile'}"]
+    _run(root, bindir / "initdb", "-D", data, "-U", user, *auth, "-E", "UTF8")
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
     pg_ctl(root, "-o", opts, "start")
     try:
-        _run(root, bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", user, "cases")
+        _run(root, bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", user, "cases", password=password)
         yield f"postgresql+psycopg://{user}@127.0.0.1:{port}/cases"
     finally:
         if (data / "postmaster.pid").exists():  # a test may have stopped it (pg_ctl) and failed before restarting

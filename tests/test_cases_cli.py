@@ -225,6 +225,38 @@ def test_a_shop_register_import_still_starts_a_new_store(tmp_path, monkeypatch):
     assert "1 shop(s) imported" in result.output and (tmp_path / "streetwatch-data" / "cases.db").is_file()
 
 
+def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_where_it_goes(tmp_path):
+    """The settings file keeps no secret, yet nothing said where the case store's password goes: a server asking for
+    one refused `fe_sendauth: no password supplied`, and the hint named no place for it. libpq reads $PGPASSWORD
+    (or ~/.pgpass): the refusal names them, and with PGPASSWORD set the same settings open the store."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.conftest import REPO
+    from tests.pg import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL binaries (initdb/pg_ctl) are not installed: run scripts/install-system-deps.sh")
+    root = Path(tempfile.mkdtemp(prefix="streetwatch-pg-"))  # not pytest's: the server's user must enter it
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"} | {"PYTHONPATH": str(REPO)}
+    try:
+        with postgres_server(root, password="s3cret-pw") as url:
+            config = tmp_path / "sw.yaml"
+            config.write_text(yaml.safe_dump({"cases": {"url": url}}))
+            users = [sys.executable, "-m", "streetwatch.cli", "users", "list", "--config", str(config)]
+            refused = subprocess.run(users, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 2 and "no password supplied" in refused.stderr, refused.stderr
+            assert "in $PGPASSWORD or ~/.pgpass where the command runs" in refused.stderr
+            opened = subprocess.run(users, cwd=REPO, env={**env, "PGPASSWORD": "s3cret-pw"}, capture_output=True, text=True,
+                                    timeout=120)
+            assert opened.returncode == 0, opened.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.parametrize("command, store", [(["users", "list"], "postgres"), (["cases", "list"], "postgres"),
                                             (["serve"], "postgres"), (["users", "list"], "folder"), (["serve"], "folder")])
 def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command, store):

@@ -51,8 +51,9 @@ class CaseStoreError(RuntimeError):
 
 
 class CaseStoreUnreachable(RuntimeError):
-    """The store's database could not be opened: a server that is down or refuses us, a SQLite file that
-    cannot be opened. Raised in place of SQLAlchemy's connect error so that whoever shows it (the CLI's
+    """The store's database could not be opened: a server that is down or refuses us (a password missing or wrong:
+    libpq reads it from the URL, $PGPASSWORD or ~/.pgpass, the last two keeping it out of the settings file), a
+    SQLite file that cannot be opened. Raised in place of SQLAlchemy's connect error so that whoever shows it (the CLI's
     one error line) can name the store (password masked) and what to check, not the driver's traceback.
     Not a CaseStoreError: the service must not answer it as a conflict of the request (nor show callers the URL)."""
 
@@ -61,7 +62,8 @@ class CaseStoreUnreachable(RuntimeError):
         check = ("that the file's folder exists and can be written, and that the path is not a folder"
                  if url.startswith("sqlite") else
                  "that the server runs and accepts connections at that host and port, and the user, password "
-                 "and database name")
+                 "and database name; the password is best kept out of the settings file, in $PGPASSWORD or "
+                 "~/.pgpass where the command runs")
         super().__init__(f"cannot open the case store {url}: {reason} (cases.url; check {check})")
 
 
