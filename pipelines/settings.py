@@ -15,12 +15,14 @@ of its own that the file leaves unset follows it. `streetwatch config schema` wr
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+from collections.abc import Iterator
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BeforeValidator, Field, HttpUrl, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, HttpUrl, model_validator
 
 from detect.config_io import ConfigError, ConfigModel, load_model
 from detect.evidence import EvidenceConfig
@@ -368,23 +370,48 @@ INPUT_FILES = ("taxonomy.path", "taxonomy.city_codes", "triage.scene_zones", "tr
 """Settings fields naming files the deployment reads (not folders or files it writes)."""
 
 
+WINDOWS_PATH = re.compile(r"^[A-Za-z]:|\\")
+"""A drive letter (`C:\\`, `D:/`) or a backslash: a path copied from a Windows machine."""
+
+
+def windows_path(path: PurePath) -> bool:
+    """Whether `path` is written the Windows way on a machine that reads paths as Linux does: there
+    `C:\\streetwatch\\service` is one relative file name, so `serve` made a folder called that in the folder it ran in
+    and kept its jobs there, and an input file such a path names was only 'not found'."""
+    return os.name != "nt" and bool(WINDOWS_PATH.search(str(path)))
+
+
+def windows_paths(value: Any, where: str = "") -> Iterator[tuple[str, PurePath]]:
+    """(dotted field, path) of every path in `value` (settings, a section, a list or mapping of them) that `windows_path` finds."""
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from windows_paths(getattr(value, name), f"{where}.{name}" if where else name)
+    elif isinstance(value, dict | list):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            yield from windows_paths(item, f"{where}.{key}")
+    elif isinstance(value, PurePath) and windows_path(value):
+        yield where, value
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """The settings file given, else `$STREETWATCH_CONFIG`, else the defaults.
 
     Every file the settings name for reading must exist when they are loaded: a missing one is an error
     naming the settings file and the field at start, not a bare `nope.geojson: file not found` from
-    whichever command first opens it."""
+    whichever command first opens it. A path written the Windows way is refused the same way (`windows_path`)."""
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
         return Settings()
     settings = load_model(Settings, path)
-    missing = []
+    missing = [f"{path}: {where}: {file}: a Windows path (drive letter or backslash); this machine reads paths as Linux "
+               "does, where it is one file name in the folder the command runs in: write it with / (e.g. /srv/streetwatch/...)"
+               for where, file in windows_paths(settings)]
     for dotted in INPUT_FILES:
         value: Any = settings
         for part in dotted.split("."):
             value = getattr(value, part, None)
         for i, file in enumerate(value if isinstance(value, list) else [value]):
-            if file is not None and not Path(file).is_file():
+            if file is not None and not Path(file).is_file() and not windows_path(file):
                 where = f"{dotted}.{i}" if isinstance(value, list) else dotted
                 missing.append(f"{path}: {where}: {file}: file not found (relative paths are read from the folder the "
                                f"command runs in, {Path.cwd()})")

@@ -404,3 +404,20 @@ def test_a_refused_value_is_shown_and_a_long_one_cut(tmp_path):
     assert long.endswith(f" (got '{'二十秒' * 26}…)")  # the quote, 78 characters and the … make 80
     assert f"{settings}: rules.group_gap: Input should be a valid number (got [0.4])" in lines
     assert f"{settings}: triage.cases: Input should be a valid boolean" in lines  # a mapping is not repeated back
+
+
+def test_a_windows_path_in_the_settings_is_refused_naming_the_file_and_the_field(tmp_path, monkeypatch):
+    """`data_dir: C:\\streetwatch\\service`, copied from a Windows machine, is one relative file name on Linux: `serve`
+    made a folder of that name where it ran and kept its jobs there, without a word. Every such path is refused
+    (an input file among them once, not also as 'file not found'); nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "settings.yaml"
+    config.write_text("service:\n  data_dir: C:\\streetwatch\\service\nevidence_store:\n  local_root: D:/evidence\n"
+                      "taxonomy:\n  city_codes: [city\\hangzhou.yaml]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    lines = str(refused.value).splitlines()
+    assert [line.split(": a Windows path")[0] for line in lines] == [
+        f"{config}: evidence_store.local_root: D:/evidence", f"{config}: service.data_dir: C:\\streetwatch\\service",
+        f"{config}: taxonomy.city_codes.0: city\\hangzhou.yaml"]
+    assert all("write it with /" in line for line in lines) and list(tmp_path.iterdir()) == [config]
