@@ -37,7 +37,7 @@ from detect.config_io import ConfigModel
 from detect.scenes import _polygon as image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
-from pipelines.tables import read_rows
+from pipelines.tables import RowError, read_rows, row_message
 
 DETAILS_KEY = "shop"
 """The case details key naming the responsible shop (its id); the analytics count per shop by it."""
@@ -118,9 +118,10 @@ def parse_points(text: Any, what: str) -> list[list[float]] | None:
         else:
             points = [[float(v) for v in pair.split(",")] for pair in text.split(";") if pair.strip()]
     except (ValueError, json.JSONDecodeError):
-        raise ValueError(f"{what}: {text[:60]!r} is not a list of points ([[x, y], ...] or 'x,y; x,y; ...')") from None
+        raise RowError(what, f"{text[:60]!r} 不是点的列表（[[x, y], ...] 或 x,y; x,y; ...）",
+                       f"{what}: {text[:60]!r} is not a list of points ([[x, y], ...] or 'x,y; x,y; ...')") from None
     if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 2 for p in points):
-        raise ValueError(f"{what}: expected points as [x, y] pairs")
+        raise RowError(what, "每个点应为 [x, y] 两个数", f"{what}: expected points as [x, y] pairs")
     return points
 
 
@@ -179,7 +180,7 @@ class ShopRegister:
             try:
                 shop, frontage = _row(row)
             except ValueError as exc:
-                report.errors.append(f"{name}: row {number}: {_reason(exc)}")
+                report.errors.append(row_message(name, number, _refusal(exc), COLUMNS))
                 continue
             known = found.setdefault(shop.id, shop)
             known.frontages.append(frontage)
@@ -228,21 +229,35 @@ def _shop(row) -> Shop:
 def _row(row: dict[str, Any]) -> tuple[Shop, Frontage]:
     name = str(row.get("name") or "").strip()
     if not name:
-        raise ValueError("name: empty")
+        raise RowError("name", "店名为空", "name: empty")
     address = str(row["address"]) if row.get("address") not in (None, "") else None
     licence = str(row["licence_no"]) if row.get("licence_no") not in (None, "") else None
     contact = str(row["contact"]) if row.get("contact") not in (None, "") else None
     polygon = parse_points(row.get("polygon"), "polygon")
     gps = parse_points(row.get("gps_polygon"), "gps_polygon")
     if polygon is None and gps is None:
-        raise ValueError("polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
+        raise RowError("polygon", "没有可用的门前范围：请填写图像范围（及摄像头）或 GPS范围",
+                       "polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
     camera = str(row["camera"]) if row.get("camera") not in (None, "") else None
     try:
         frontage = Frontage(camera=camera, polygon=polygon, gps=gps)
     except ValueError as exc:
         reason = _reason(exc)  # names its field (`polygon: polygon needs at least 3 points`) unless pydantic gave none
-        raise ValueError(reason if ":" in reason else f"{'polygon' if polygon is not None else 'gps_polygon'}: {reason}") from None
+        column = "polygon" if polygon is not None else "gps_polygon"
+        raise RowError(column, "范围不可用（原因见英文）", reason if ":" in reason else f"{column}: {reason}") from None
     return Shop(id=shop_id(name, address, licence), name=name, address=address, licence_no=licence, contact=contact), frontage
+
+
+def _refusal(exc: ValueError) -> RowError:
+    """Why a register row is refused, for `row_message`: a `RowError` as it is; another (the shop's own checks: a name
+    over 200 characters, a licence number with a `/`) with the column pydantic names and its English reason."""
+    if isinstance(exc, RowError):
+        return exc
+    errors = getattr(exc, "errors", None)
+    locs = [e["loc"] for e in errors()] if callable(errors) else []
+    column = str(locs[0][0]) if locs and locs[0] else "name"
+    column = "licence_no" if column == "id" else column  # the id is the licence number when there is one
+    return RowError(column, "取值不可用（原因见英文）", _reason(exc))
 
 
 def _reason(exc: Exception) -> str:

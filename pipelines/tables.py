@@ -1,6 +1,7 @@
 """Rows in and out of CSV and Excel files, for the registers city staff keep in spreadsheets.
 
-City offices hand over and take back lists as Excel or CSV (UTF-8, often with a BOM from Excel).
+City offices hand over and take back lists as Excel or CSV (UTF-8, often with a BOM from Excel, or GBK: a plain
+"CSV" saved on a Chinese Windows).
 Headers may be English or Chinese; each reader names its columns with aliases. Rows come back as
 dicts keyed by the canonical column name, with the spreadsheet's row number for error messages.
 """
@@ -52,11 +53,46 @@ class PhoneText(str):
 def csv_text(data: bytes, name: str, other: str = "") -> str:
     """A CSV file's text: UTF-8, with or without the byte-order mark Excel and WPS write when saving "CSV
     UTF-8". Any other encoding (a plain "CSV" saved on a Chinese Windows is GBK) is a ConfigError naming
-    the file; `other` adds another way out to the message."""
+    the file; `other` adds another way out to the message. The city's own sheets are read by `sheet_text`."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start}): save it as \"CSV UTF-8\" (Excel, WPS), not GBK/ANSI{other}") from None
+
+
+def sheet_text(data: bytes, name: str) -> str:
+    """A city office's CSV sheet as text: UTF-8 (with or without Excel's byte-order mark), else GB18030, a superset of
+    the GBK that Excel and WPS write for a plain "CSV" on a Chinese Windows, the office's default. Chinese text in GBK
+    is practically never valid UTF-8, so the order decides nothing a person wrote. Bytes that are neither (UTF-16,
+    a workbook renamed .csv) are a ConfigError in Chinese first, naming the file."""
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise ConfigError(f"{name}：既不是 UTF-8 也不是 GBK 编码的 CSV 文本，请在 Excel 或 WPS 中另存为“CSV UTF-8”或上传 .xlsx 文件 — "
+                      f"{name}: neither UTF-8 nor GBK text: save it as \"CSV UTF-8\" (Excel, WPS) or upload the .xlsx")
+
+
+class RowError(ValueError):
+    """Why a sheet's row is refused, for the city staff who read it on /ui/city: `zh` in Chinese, `column` the canonical
+    column it concerns, and the English as it was said before (`str()`: `column: reason`), kept for whoever matches it.
+    `row_message` names file, row and column."""
+
+    def __init__(self, column: str, zh: str, en: str):
+        super().__init__(en)
+        self.column, self.zh = column, zh
+
+
+def column_zh(column: str, aliases: dict[str, tuple[str, ...]]) -> str:
+    """A column as staff name it: its first Chinese header (`polygon` is 图像范围), else its own name."""
+    return next((a for a in aliases.get(column, ()) if re.search(r"[\u4e00-\u9fff]", a)), column)
+
+
+def row_message(name: str, line: int, exc: RowError, aliases: dict[str, tuple[str, ...]]) -> str:
+    """A refused row as the import reports say it: Chinese first, naming file, row and column, then the English
+    (`shops.csv 第 5 行「图像范围」：… — shops.csv: row 5: polygon: …`)."""
+    return f"{name} 第 {line} 行「{column_zh(exc.column, aliases)}」：{exc.zh} — {name}: row {line}: {exc}"
 
 
 def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
@@ -77,9 +113,9 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     if Path(name).suffix.lower() in EXCEL_SUFFIXES:
         raw = _excel(data, name)
     else:
-        raw = [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(csv_text(data, name, " or upload the .xlsx")))]
+        raw = [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(sheet_text(data, name)))]
     if not raw:
-        raise ConfigError(f"{name}: empty file")
+        raise ConfigError(f"{name}：文件是空的 — {name}: empty file")
     lookup = {header_key(alias): canon for canon, names in aliases.items() for alias in (canon, *names)}
 
     def columns(cells: list[Any]) -> list[str | None]:
@@ -98,7 +134,7 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     missing = [c for c in required if c not in header]
     if missing:
         known = "; ".join(f"{c} ({'/'.join(aliases[c])})" if aliases.get(c) else c for c in missing)
-        raise ConfigError(f"{name}: header: missing column(s) {known}")
+        raise ConfigError(f"{name}：表头缺少列 {'、'.join(column_zh(c, aliases) for c in missing)} — {name}: header: missing column(s) {known}")
     rows = []
     for number, values in enumerate(raw[first:], start=first + 1):
         row: dict[str, Any] = {}

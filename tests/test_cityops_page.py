@@ -37,12 +37,13 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
     # empty tables say so (an empty register asks for an import), rather than look like a page that did not load
     _wait(b, lambda d: "import a CSV or Excel file" in d.find_element(By.CSS_SELECTOR, "#shops tbody tr.none").text, "the empty register")
     register = tmp_path / "shops.csv"
-    register.write_text(REGISTER, encoding="utf-8")
+    register.write_bytes(REGISTER.encode("gbk"))  # a plain "CSV" from Excel or WPS on a Chinese Windows
     b.find_element(By.CSS_SELECTOR, "#shops-import input[type=file]").send_keys(str(register))
     b.find_element(By.CSS_SELECTOR, "#shops-import button").click()
     _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#shops tbody tr")) == 2, "two imported shops")
     errors = [li.text for li in b.find_elements(By.CSS_SELECTOR, "#import-errors li")]
     assert len(errors) == 3 and "row 5: polygon: no usable frontage" in errors[0]
+    assert errors[0].startswith("shops.csv 第 5 行「图像范围」：没有可用的门前范围")  # staff read Chinese first
     assert "导入 2 家商户" in b.find_element(By.ID, "status").text
 
     b.find_element(By.CSS_SELECTOR, "#shops tbody tr[data-shop='91330106MA27XY0002']").click()

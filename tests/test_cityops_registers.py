@@ -36,6 +36,11 @@ REGISTER = """name,address,licence_no,contact,camera,polygon,gps_polygon
 """
 
 
+def english(errors: list[str]) -> list[str]:
+    """The English half of import errors (Chinese first, then the English: `pipelines.tables.row_message`)."""
+    return [e.split(" — ", 1)[1] for e in errors]
+
+
 def _intake(tmp: Path) -> Intake:
     store = CaseStore(f"sqlite:///{tmp}/cases.db")
     builder = EvidenceBuilder(EvidenceConfig(), KEY.encode(), ModelInfo("yolo11n"))
@@ -47,9 +52,9 @@ def test_register_import_reports_bad_rows_and_keeps_the_rest(tmp_path):
     report = register.import_file(REGISTER.encode("utf-8-sig"), "shops.csv")
     assert sorted(report.imported) == ["91330106MA27XY0001", "91330106MA27XY0002"]
     assert len(report.errors) == 3
-    assert report.errors[0] == ("shops.csv: row 5: polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
-    assert report.errors[1].startswith("shops.csv: row 6: polygon: polygon is self-intersecting"), report.errors[1]  # the field named once
-    assert report.errors[2].startswith("shops.csv: row 7: polygon:") and "outside [0, 1]" in report.errors[2]
+    assert english(report.errors)[0] == ("shops.csv: row 5: polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
+    assert english(report.errors)[1].startswith("shops.csv: row 6: polygon: polygon is self-intersecting"), report.errors[1]  # the field named once
+    assert english(report.errors)[2].startswith("shops.csv: row 7: polygon:") and "outside [0, 1]" in report.errors[2]
     wang = register.get("91330106MA27XY0001")
     assert wang.contact == "王师傅 13900001111" and len(wang.frontages) == 2  # image and map frontage from two rows
 
@@ -235,7 +240,7 @@ def test_call_out_import_takes_an_edit_of_either_status_column(tmp_path):
     assert sorted(report.applied) == ["13800138000", "13800138001"]
     assert calls.get("13800138000").status is Status.CUT_OFF and calls.get("13800138001").status is Status.CALLED
     [error] = report.errors
-    assert error.startswith("results.csv: row ") and "status: fined and status_zh: 已停机 disagree (now to_call)" in error
+    assert english([error])[0].startswith("results.csv: row ") and "status: fined and status_zh: 已停机 disagree (now to_call)" in error
     assert calls.get("13800138002").status is Status.TO_CALL
 
 
@@ -264,7 +269,7 @@ def test_register_with_a_title_above_its_header(tmp_path):
     book.save(buf)
     report = register.import_file(buf.getvalue(), "shops.xlsx")
     assert len(report.imported) == 1 and register.list()[0].name == "王记面馆"
-    assert report.errors[0].startswith("shops.xlsx: row 5: polygon:")  # the sheet's own row number
+    assert english(report.errors)[0].startswith("shops.xlsx: row 5: polygon:")  # the sheet's own row number
 
 
 def test_register_polygons_typed_with_a_chinese_input_method(tmp_path):
@@ -288,7 +293,7 @@ def test_call_out_import_reads_fines_as_staff_type_them(tmp_path):
     report = calls.import_results(data, "results.csv")
     assert sorted(report.applied) == ["13800138000", "13800138001"]
     assert calls.get("13800138000").amount == 200.0 and calls.get("13800138001").amount == 1000.0
-    assert report.errors == ["results.csv: row 4: amount: '两百' is not an amount in yuan (e.g. 200 or 200元)"]
+    assert english(report.errors) == ["results.csv: row 4: amount: '两百' is not an amount in yuan (e.g. 200 or 200元)"]
 
 
 def test_call_out_import_reads_times_excel_wrote_on_a_chinese_pc(tmp_path):
@@ -317,7 +322,7 @@ def test_call_out_import_explains_a_number_excel_turned_into_a_power_of_ten(tmp_
     calls = _flyposting_list(tmp_path)
     report = calls.import_results("号码,状态\n1.38001E+10,called\n".encode("utf-8-sig"), "results.csv")
     assert report.applied == [] and len(report.errors) == 1
-    assert report.errors[0].startswith("results.csv: row 2: number: '1.38001E+10' is not one phone number (Excel showed")
+    assert english(report.errors)[0].startswith("results.csv: row 2: number: '1.38001E+10' is not one phone number (Excel showed")
 
 
 def test_call_out_csv_writes_formula_text_as_text_and_reads_it_back(tmp_path):
@@ -408,7 +413,7 @@ def test_register_with_merged_cells_as_offices_draw_them(tmp_path):
     buf = io.BytesIO()
     book.save(buf)
     report = register.import_file(buf.getvalue(), "门前三包.xlsx")
-    assert len(report.errors) == 1 and report.errors[0].startswith("门前三包.xlsx: row 6: polygon:"), report.errors
+    assert len(report.errors) == 1 and english(report.errors)[0].startswith("门前三包.xlsx: row 6: polygon:"), report.errors
     [shop] = register.list()
     assert (shop.name, shop.address, shop.contact) == ("李家超市", "文三路 3 号", "李四 13900139000")
     assert [f.camera for f in shop.frontages] == ["cam-01", "cam-03"]
@@ -430,8 +435,35 @@ def test_call_out_import_reads_dates_as_excel_and_wps_keep_them(tmp_path):
     assert sorted(report.applied) == ["13800138000", "13800138001"]
     for number in report.applied:
         assert calls.get(number).cut_off_at.astimezone(calls.tz).strftime("%Y-%m-%d %H:%M:%S") == "2026-11-12 10:30:00"
-    assert report.errors == ["结果.xlsx: row 4: cut_off_at: 2026 is not a date/time (YYYY-MM-DD[ HH:MM], 2026/11/12 10:20, "
+    assert english(report.errors) == ["结果.xlsx: row 4: cut_off_at: 2026 is not a date/time (YYYY-MM-DD[ HH:MM], 2026/11/12 10:20, "
                              "2026年11月12日 10:20 or an Excel date)"]
     assert calls.get("13800138002").status is Status.TO_CALL
     csv_data = "号码,状态,停机时间\n13800138002,已停机,46338.4375\n".encode("utf-8-sig")
     assert calls.import_results(csv_data, "结果.csv").applied == ["13800138002"]
+
+
+def test_register_saved_as_plain_csv_on_a_chinese_pc_is_read_and_errors_are_chinese_first(tmp_path):
+    """Excel and WPS save a plain "CSV" on a Chinese Windows as GBK, the office's default: it was refused whole, in
+    English, on a page city staff read. It is read (GB18030, GBK's superset), its refused rows say why in Chinese first,
+    naming file, row and column, then the English; bytes that are neither UTF-8 nor GBK are refused in Chinese."""
+    from detect.config_io import ConfigError
+
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    report = register.import_file(REGISTER.encode("gbk"), "门前三包.csv")
+    assert sorted(report.imported) == ["91330106MA27XY0001", "91330106MA27XY0002"]
+    assert register.get("91330106MA27XY0001").name == "王记面馆"
+    assert report.errors[0] == ("门前三包.csv 第 5 行「图像范围」：没有可用的门前范围：请填写图像范围（及摄像头）或 GPS范围 — "
+                                "门前三包.csv: row 5: polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
+    with pytest.raises(ConfigError, match=r"^门前三包\.csv：既不是 UTF-8 也不是 GBK 编码的 CSV 文本.* — 门前三包\.csv: neither UTF-8 nor GBK"):
+        register.import_file("店名\n王记".encode("utf-16"), "门前三包.csv")
+    with pytest.raises(ConfigError, match=r"^shops\.csv：表头缺少列 店名 — shops\.csv: header: missing column\(s\) name"):
+        register.import_file(b"shop_name,address\nx,y\n", "shops.csv")
+
+    calls = _flyposting_list(tmp_path)
+    results = "号码,状态,罚款金额\n13900009999,已停机,\n13800138000,已停机,两百\n".encode("gbk")
+    report = calls.import_results(results, "结果.csv")
+    assert report.errors == [
+        "结果.csv 第 2 行「号码」：13900009999 不在追呼清单上（没有小广告案件带有这个号码） — "
+        "结果.csv: row 2: number 13900009999: not on the call-out list (no flyposting case carries it)",
+        "结果.csv 第 3 行「罚款金额」：'两百' 不是以元计的金额（如 200 或 200元） — "
+        "结果.csv: row 3: amount: '两百' is not an amount in yuan (e.g. 200 or 200元)"]

@@ -12,7 +12,7 @@ Shipped: `CutoffFile`, a CSV the telecom liaison keeps:
 
 Numbers are read with the same phone parser as OCR text (`detect.phones`), so `138-0013-8000`
 and `13800138000` are one number; times without an offset are local time. The file is read like
-the city's other registers (`pipelines.tables.read_rows`): CSV UTF-8 or an Excel workbook, headers
+the city's other registers (`pipelines.tables.read_rows`): CSV (UTF-8 or GBK) or an Excel workbook, headers
 in English or Chinese (号码, 停机时间), empty rows skipped (Excel writes `,,` for rows once used). A number with
 no `cut_off_at` is listed but not cut off yet (the liaison writes it down when asking the operator): it is
 checked and counts for nothing until its time is filled in.

@@ -33,7 +33,8 @@ from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
-from pipelines.tables import SHEET_TIME_FORMS, PhoneText, excel_number_hint, read_rows, sheet_time, write_csv, write_xlsx
+from pipelines.tables import (SHEET_TIME_FORMS, PhoneText, RowError, excel_number_hint, read_rows, row_message, sheet_time,
+                             write_csv, write_xlsx)
 from pipelines.times import as_utc
 
 FLYPOSTING = "flyposting"
@@ -207,27 +208,21 @@ class CallOutList:
         """Apply the call-out system's results (number, status, optional cut_off_at, amount, note)."""
         report = ImportReport()
         for line, row in read_rows(data, name, IMPORT_COLUMNS, required=("number", "status")):
-            number = normalise_number(row.get("number"))
-            if number is None:
-                report.errors.append(f"{name}: row {line}: number: {row.get('number')!r} is not one phone number"
-                                     + excel_number_hint(row.get("number"), " or use the exported .xlsx"))
-                continue
             try:
+                number = _row_number(row.get("number"))
                 status = _row_status(row, self.get(number))
-            except ValueError as exc:
-                report.errors.append(f"{name}: row {line}: {exc}")
-                continue
-            try:
                 cut_off_at = self._time(row.get("cut_off_at"))
                 amount = _amount(row.get("amount"))
-            except ValueError as exc:
-                report.errors.append(f"{name}: row {line}: {exc}")
+            except RowError as exc:
+                report.errors.append(row_message(name, line, exc, IMPORT_COLUMNS))
                 continue
             try:
                 self.set_status(number, status, amount=amount, note=row.get("note") or None, cut_off_at=cut_off_at)
             except KeyError:
                 report.unknown.append(number)
-                report.errors.append(f"{name}: row {line}: number {number}: not on the call-out list (no flyposting case carries it)")
+                report.errors.append(row_message(name, line, RowError(
+                    "number", f"{number} 不在追呼清单上（没有小广告案件带有这个号码）",
+                    f"number {number}: not on the call-out list (no flyposting case carries it)"), IMPORT_COLUMNS))
                 continue
             report.applied.append(number)
         return report
@@ -267,11 +262,12 @@ class CallOutList:
         try:
             at = sheet_time(value)
         except ValueError:
-            raise ValueError(f"cut_off_at: {value!r} is not a date/time ({SHEET_TIME_FORMS})") from None
+            raise RowError("cut_off_at", f"{value!r} 不是日期时间（可写 2026-11-12 10:20、2026/11/12 10:20、2026年11月12日 10:20 或 Excel 日期）",
+                           f"cut_off_at: {value!r} is not a date/time ({SHEET_TIME_FORMS})") from None
         try:  # staff type local times: no offset = the city's zone
             return as_utc(at, self.tz)
         except ValueError:
-            raise ValueError(f"cut_off_at: {value!r} is out of range") from None
+            raise RowError("cut_off_at", f"{value!r} 超出可用的时间范围", f"cut_off_at: {value!r} is out of range") from None
 
 
 def _amount(value: Any) -> float | None:
@@ -287,10 +283,22 @@ def _amount(value: Any) -> float | None:
         try:
             amount = float(text)
         except ValueError:
-            raise ValueError(f"amount: {value!r} is not an amount in yuan (e.g. 200 or 200元)") from None
+            raise RowError("amount", f"{value!r} 不是以元计的金额（如 200 或 200元）",
+                           f"amount: {value!r} is not an amount in yuan (e.g. 200 or 200元)") from None
     if not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"amount: {value!r} is not an amount in yuan (a number >= 0)")
+        raise RowError("amount", f"{value!r} 不是以元计的金额（应为不小于 0 的数）", f"amount: {value!r} is not an amount in yuan (a number >= 0)")
     return amount
+
+
+def _row_number(value: Any) -> str:
+    """A result row's number as the list keeps it (`normalise_number`), or RowError saying why it is none."""
+    number = normalise_number(value)
+    if number is None:
+        hint = excel_number_hint(value, " or use the exported .xlsx")
+        raise RowError("number", f"{value!r} 不是一个电话号码" + ("（Excel 把长数字显示成了科学计数法并这样保存，位数已丢失："
+                                                              "保存前把该列设为文本，或使用导出的 .xlsx）" if hint else ""),
+                       f"number: {value!r} is not one phone number{hint}")
+    return number
 
 
 def _row_status(row: dict[str, Any], entry: Entry | None) -> Status:
@@ -303,16 +311,19 @@ def _row_status(row: dict[str, Any], entry: Entry | None) -> Status:
         if column == "status_zh" and not text:
             continue
         if text not in _STATUS_BY_TEXT:
-            raise ValueError(f"{column}: {row.get(column)!r} is not one of {', '.join(s.value for s in Status)} "
-                             f"({', '.join(LABELS_ZH.values())})")
+            raise RowError(column, f"{row.get(column)!r} 不是可用的状态（{'、'.join(LABELS_ZH.values())}）",
+                           f"{column}: {row.get(column)!r} is not one of {', '.join(s.value for s in Status)} "
+                           f"({', '.join(LABELS_ZH.values())})")
         given[column] = _STATUS_BY_TEXT[text]
     if len(set(given.values())) == 1 or entry is None:  # an unknown number is reported as such by the caller
         return given["status"]
     edited = [s for s in given.values() if s is not entry.status]
     if len(edited) == 1:
         return edited[0]
-    raise ValueError(f"status: {given['status'].value} and status_zh: {LABELS_ZH[given['status_zh']]} disagree "
-                     f"(now {entry.status.value}): change one of the two columns")
+    raise RowError("status", f"状态 {LABELS_ZH[given['status']]} 与状态说明 {LABELS_ZH[given['status_zh']]} 不一致"
+                             f"（现为 {LABELS_ZH[entry.status]}）：只改其中一列",
+                   f"status: {given['status'].value} and status_zh: {LABELS_ZH[given['status_zh']]} disagree "
+                   f"(now {entry.status.value}): change one of the two columns")
 
 
 def _entry(row) -> Entry:
