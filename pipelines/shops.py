@@ -33,6 +33,7 @@ from shapely.geometry import Polygon
 from sqlalchemy.engine import Engine
 
 from detect.cityzones import geometry_of
+from detect.phones import find_phones
 from detect.config_io import ConfigModel
 from detect.scenes import _polygon as image_polygon
 from detect.text import Lines, OneLine
@@ -131,9 +132,10 @@ class ImportReport:
 
     imported: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # rows imported with something staff should check
 
     def as_dict(self) -> dict[str, Any]:
-        return {"imported": len(self.imported), "shops": self.imported, "errors": self.errors}
+        return {"imported": len(self.imported), "shops": self.imported, "errors": self.errors, "warnings": self.warnings}
 
 
 class ShopRegister:
@@ -182,6 +184,8 @@ class ShopRegister:
             except ValueError as exc:
                 report.errors.append(row_message(name, number, _refusal(exc), COLUMNS))
                 continue
+            shop.contact, doubts = restore_phones(shop.contact)
+            report.warnings += [row_message(name, number, doubt, COLUMNS) for doubt in doubts]
             known = found.setdefault(shop.id, shop)
             known.frontages.append(frontage)
             for attr in ("address", "licence_no", "contact"):  # a later row may fill what an earlier one left empty
@@ -258,6 +262,33 @@ def _refusal(exc: ValueError) -> RowError:
     column = str(locs[0][0]) if locs and locs[0] else "name"
     column = "licence_no" if column == "id" else column  # the id is the licence number when there is one
     return RowError(column, "取值不可用（原因见英文）", _reason(exc))
+
+
+#: Digits a spreadsheet kept as a number in a contact cell: 9 or more, not after a 0 (a number that kept its trunk 0 is
+#: text), nor inside a written-out number (`0571-87654321`); a number cell's `.0` goes with it.
+_BARE_NUMBER = re.compile(r"(?<![\d\-+])[1-9]\d{8,}(?:\.0)?(?![\d\-])")
+
+
+def restore_phones(contact: str | None) -> tuple[str | None, list[RowError]]:
+    """`contact` with each phone number a spreadsheet kept as a number written as the call-out list writes numbers
+    (`detect.phones`, the rule its import reads them by): Excel and WPS drop a landline's leading 0 (`57187654321` is
+    `0571-87654321`), which the numbering plan tells back. Digits it cannot tell as one number (`5718765432`: 0571's
+    numbers have 8 digits) are kept as given, with a `RowError` to warn of: the shop is still registered."""
+    if not contact:
+        return contact, []
+    doubts: list[RowError] = []
+
+    def restore(m: re.Match) -> str:
+        digits = m.group(0).removesuffix(".0")
+        found = find_phones(digits)
+        if len(found) == 1:
+            return found[0].number
+        doubts.append(RowError("contact", f"{digits} 不是有效的电话号码：表格把号码存成数字时会丢掉开头的 0，请核对后改为文本重新导入",
+                               f"contact: {digits} is not a valid phone number: a spreadsheet keeping it as a number "
+                               "drops a leading 0; check it and import it as text"))
+        return digits
+
+    return _BARE_NUMBER.sub(restore, contact), doubts
 
 
 def _reason(exc: Exception) -> str:

@@ -75,7 +75,7 @@ def sheet_text(data: bytes, name: str) -> str:
 
 
 class RowError(ValueError):
-    """Why a sheet's row is refused, for the city staff who read it on /ui/city: `zh` in Chinese, `column` the canonical
+    """Why a sheet's row is refused (or imported with a warning), for the city staff who read it on /ui/city: `zh` in Chinese, `column` the canonical
     column it concerns, and the English as it was said before (`str()`: `column: reason`), kept for whoever matches it.
     `row_message` names file, row and column."""
 

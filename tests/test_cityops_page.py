@@ -56,6 +56,14 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
     assert b.find_element(By.CSS_SELECTOR, "#warnings tbody").text == "暂无劝导告知 No warnings yet"
     assert b.find_element(By.CSS_SELECTOR, "#callout tbody").text == "暂无号码 No numbers on the call-out list"
 
+    # a phone number a spreadsheet kept as a number, with no way to tell its leading 0 back: imported, and said
+    register.write_text("店名,联系电话,GPS范围\n赵记,5718765432,\"120.1,30.2; 120.2,30.2; 120.2,30.3\"\n", encoding="utf-8")
+    b.find_element(By.CSS_SELECTOR, "#shops-import input[type=file]").send_keys(str(register))
+    b.find_element(By.CSS_SELECTOR, "#shops-import button").click()
+    _wait(b, lambda d: "1 行待核对" in d.find_element(By.ID, "status").text, "the import with a row to check")
+    [warning] = [li.text for li in b.find_elements(By.CSS_SELECTOR, "#import-errors li")]
+    assert warning.startswith("提醒 shops.csv 第 2 行「联系人」：5718765432 不是有效的电话号码")
+
 
 
 @pytest.fixture(scope="module")

@@ -467,3 +467,27 @@ def test_register_saved_as_plain_csv_on_a_chinese_pc_is_read_and_errors_are_chin
         "结果.csv: row 2: number 13900009999: not on the call-out list (no flyposting case carries it)",
         "结果.csv 第 3 行「罚款金额」：'两百' 不是以元计的金额（如 200 或 200元） — "
         "结果.csv: row 3: amount: '两百' is not an amount in yuan (e.g. 200 or 200元)"]
+
+
+def test_register_phone_kept_as_a_number_gets_its_leading_0_back_or_a_warning(tmp_path):
+    """Excel keeps a typed phone number as a number, so a landline loses its trunk 0: 57187654321 was registered as the
+    shop's contact, a number nobody can call, without a word. The numbering plan tells it back as the call-out list
+    writes it (0571-87654321); digits it cannot tell (5718765432: Hangzhou's numbers have 8 digits) are kept, the row
+    imported with a warning naming it."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    book = Workbook()
+    book.active.append(["店名", "营业执照号", "联系人", "联系电话", "GPS范围"])
+    gps = "120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"
+    book.active.append(["王记面馆", "91330106MA27XY0001", "王师傅", 57187654321, gps])
+    book.active.append(["李家水果", "91330106MA27XY0002", "李女士", 5718765432, gps])
+    book.active.append(["张记五金", "91330106MA27XY0003", "张先生", 13900001111, gps])
+    buf = io.BytesIO()
+    book.save(buf)
+    report = register.import_file(buf.getvalue(), "门前三包.xlsx")
+    assert len(report.imported) == 3 and report.errors == []
+    assert register.get("91330106MA27XY0001").contact == "王师傅 0571-87654321"
+    assert register.get("91330106MA27XY0002").contact == "李女士 5718765432"  # kept as given: nothing accepted is lost
+    assert register.get("91330106MA27XY0003").contact == "张先生 13900001111"
+    assert report.warnings == ["门前三包.xlsx 第 3 行「联系人」：5718765432 不是有效的电话号码：表格把号码存成数字时会丢掉开头的 0，"
+                               "请核对后改为文本重新导入 — 门前三包.xlsx: row 3: contact: 5718765432 is not a valid phone number: "
+                               "a spreadsheet keeping it as a number drops a leading 0; check it and import it as text"]

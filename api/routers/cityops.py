@@ -62,6 +62,8 @@ class ShopImport(BaseModel):
     imported: int = Field(description="Shops written.")
     shops: list[str] = Field(description="Their ids.")
     errors: list[str] = Field(description="Rows refused: `row N: field: reason`.")
+    warnings: list[str] = Field(default_factory=list, description="Rows imported with something to check (a phone number "
+                                                                   "that may have lost its leading 0).")
 
 
 class Deleted(BaseModel):

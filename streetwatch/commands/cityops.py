@@ -117,7 +117,10 @@ def shops_import(
         fail(str(exc))
     for error in report.errors:
         print_error(str(error))
-    typer.echo(f"{len(report.imported)} shop(s) imported, {len(report.errors)} row(s) refused")
+    for warning in report.warnings:
+        print_error(f"warning: {warning}")
+    typer.echo(f"{len(report.imported)} shop(s) imported, {len(report.errors)} row(s) refused"
+               + (f", {len(report.warnings)} to check" if report.warnings else ""))
     if not report.imported and report.errors:
         raise typer.Exit(1)
 
