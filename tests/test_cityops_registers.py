@@ -491,3 +491,19 @@ def test_register_phone_kept_as_a_number_gets_its_leading_0_back_or_a_warning(tm
     assert report.warnings == ["门前三包.xlsx 第 3 行「联系人」：5718765432 不是有效的电话号码：表格把号码存成数字时会丢掉开头的 0，"
                                "请核对后改为文本重新导入 — 门前三包.xlsx: row 3: contact: 5718765432 is not a valid phone number: "
                                "a spreadsheet keeping it as a number drops a leading 0; check it and import it as text"]
+
+
+def test_call_out_import_reads_the_operators_words_for_a_status(tmp_path):
+    """The operator's sheet says 停机 and 复机, not the list's own 已停机 and 罚款后复机: such rows were refused, the
+    cut-offs not applied. The common words read as their status (`STATUS_WORDS`); a word none of them is still
+    refused, naming the words read."""
+    calls = _flyposting_list(tmp_path)
+    results = "号码,状态\n13800138000,停机\n13800138001, 已复机 \n13800138002,CUT_OFF\n".encode()
+    report = calls.import_results(results, "结果.csv")
+    assert sorted(report.applied) == ["13800138000", "13800138001", "13800138002"] and report.errors == []
+    assert [calls.get(f"1380013800{i}").status for i in range(3)] == [Status.CUT_OFF, Status.RECONNECTED_AFTER_FINE, Status.CUT_OFF]
+    report = calls.import_results("号码,状态\n13800138000,欠费\n".encode(), "结果.csv")
+    [error] = report.errors
+    assert error.startswith("结果.csv 第 2 行「状态」：'欠费' 不是可用的状态（待追呼、已追呼、已停机、罚款后复机、已罚款、停机、")
+    assert "status: '欠费' is not one of to_call, called, cut_off, reconnected_after_fine, fined (待追呼" in error
+    assert calls.get("13800138000").status is Status.CUT_OFF

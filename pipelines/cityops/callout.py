@@ -17,6 +17,8 @@ seen, from the grid file's `squad` property).
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,7 +52,13 @@ class Status(StrEnum):
 
 LABELS_ZH = {Status.TO_CALL: "待追呼", Status.CALLED: "已追呼", Status.CUT_OFF: "已停机",
              Status.RECONNECTED_AFTER_FINE: "罚款后复机", Status.FINED: "已罚款"}
-_STATUS_BY_TEXT = {**{s.value: s for s in Status}, **{zh: s for s, zh in LABELS_ZH.items()}}
+#: The words operators and call-out systems write in a result sheet for a status besides the list's own labels (the
+#: operator's 停机/复机 without the list's wording); one mapping, read by `_row_status` and named in its refusal.
+STATUS_WORDS = {"停机": Status.CUT_OFF, "关停": Status.CUT_OFF, "已关停": Status.CUT_OFF,
+                "复机": Status.RECONNECTED_AFTER_FINE, "已复机": Status.RECONNECTED_AFTER_FINE,
+                "罚款": Status.FINED, "已处罚": Status.FINED,
+                "已呼叫": Status.CALLED, "已拨打": Status.CALLED, "未追呼": Status.TO_CALL, "待呼叫": Status.TO_CALL}
+_STATUS_BY_TEXT = {**{s.value: s for s in Status}, **{zh: s for s, zh in LABELS_ZH.items()}, **STATUS_WORDS}
 
 EXPORT_HEADER = ["number 号码", "status 状态", "status_zh 状态说明", "count 次数", "first_seen 首次发现", "last_seen 最近发现",
                  "places 地点", "squad 中队", "cases 案件", "photos 照片", "cut_off_at 停机时间", "amount 罚款金额", "note 备注"]
@@ -307,13 +315,14 @@ def _row_status(row: dict[str, Any], entry: Entry | None) -> Status:
     (the other is the exported value left as it was); when both differ, the row is refused."""
     given: dict[str, Status] = {}
     for column in ("status", "status_zh"):
-        text = str(row.get(column) or "").strip()
+        text = re.sub(r"\s+", "", unicodedata.normalize("NFKC", str(row.get(column) or ""))).lower()
         if column == "status_zh" and not text:
             continue
         if text not in _STATUS_BY_TEXT:
-            raise RowError(column, f"{row.get(column)!r} 不是可用的状态（{'、'.join(LABELS_ZH.values())}）",
+            words = "、".join([*LABELS_ZH.values(), *STATUS_WORDS])
+            raise RowError(column, f"{row.get(column)!r} 不是可用的状态（{words}）",
                            f"{column}: {row.get(column)!r} is not one of {', '.join(s.value for s in Status)} "
-                           f"({', '.join(LABELS_ZH.values())})")
+                           f"({words})")
         given[column] = _STATUS_BY_TEXT[text]
     if len(set(given.values())) == 1 or entry is None:  # an unknown number is reported as such by the caller
         return given["status"]
