@@ -9,7 +9,7 @@ the shop whose map frontage holds the photo's position. The case carries it as
 `details["shop_name"]` for people.
 
 The register lives in the case store's database (`pipelines.cases.schema.shops`), is imported
-from CSV/Excel (one row per frontage; rows of one shop share its licence number) and edited in the
+from CSV/Excel (one row per frontage; rows of one shop share its licence number, or say "as above": `_carry_down`) and edited in the
 service. Import validates every row: a row without a usable polygon is reported with its row
 number and reason, and the other rows are imported; shops not in the file are kept.
 """
@@ -38,7 +38,7 @@ from detect.config_io import ConfigModel
 from detect.scenes import _polygon as image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
-from pipelines.tables import RowError, read_rows, row_message
+from pipelines.tables import RowError, column_zh, read_rows, row_message
 
 DETAILS_KEY = "shop"
 """The case details key naming the responsible shop (its id); the analytics count per shop by it."""
@@ -178,7 +178,15 @@ class ShopRegister:
         rows = read_rows(data, name, COLUMNS, required=("name",))
         report = ImportReport()
         found: dict[str, Shop] = {}
+        above: dict[str, Any] | None = None
         for number, row in rows:
+            try:
+                row = _carry_down(row, above)
+            except RowError as exc:
+                report.errors.append(row_message(name, number, exc, COLUMNS))
+                above = None  # a ditto that could not be read leaves nothing the next row may copy
+                continue
+            above = row
             try:
                 shop, frontage = _row(row)
             except ValueError as exc:
@@ -228,6 +236,48 @@ def _shop(row) -> Shop:
     m = row._mapping
     return Shop(id=m["id"], name=m["name"], address=m["address"], licence_no=m["licence_no"], contact=m["contact"],
                 frontages=[Frontage(**f) for f in (m["frontages"] or [])])
+
+
+#: How a register says "as the row above" in a cell: 同上, 同前, 仝上, the ditto marks 〃 and ″, a lone `"`.
+DITTO = frozenset({"同上", "同前", "仝上", "〃", "″", '"'})
+#: The columns a ditto mark may stand in; the others (camera, polygons) are each frontage's own.
+DITTO_COLUMNS = ("name", "address", "licence_no", "contact")
+
+
+def _carry_down(row: dict[str, Any], above: dict[str, Any] | None) -> dict[str, Any]:
+    """`row` with what it takes from the row above, `above` as this already made it (None for the first row, or
+    after a row whose ditto could not be read):
+
+    - a ditto mark (`DITTO`) in a `DITTO_COLUMNS` cell is the value above, whichever shop that is (the sheet says
+      so); RowError naming the column when there is none above to copy;
+    - a row continuing the shop above (the same name, and no other licence number or address: the next frontage of
+      one shop, its name repeated or merged down) takes the address and licence number it leaves blank from it, so it joins
+      that shop instead of becoming another without them. A blank under another shop stays blank: nothing says
+      it is the same.
+    """
+    out = dict(row)
+    for column in DITTO_COLUMNS:
+        if str(out.get(column) or "").strip() not in DITTO:
+            continue
+        if above is None or above.get(column) in (None, ""):
+            label = column_zh(column, COLUMNS)
+            raise RowError(column, f"写的是「{str(out[column]).strip()}」（同上），但上一行没有可沿用的{label}：请填写{label}",
+                           f"{column}: {str(out[column]).strip()!r} (ditto) but the row above gives none to copy: write it out")
+        out[column] = above[column]
+
+    def blank(column: str) -> bool:
+        return out.get(column) in (None, "")
+
+    def agrees(column: str) -> bool:  # with the row above: the same, or one of them blank
+        return blank(column) or above.get(column) in (None, "") or str(out[column]).strip() == str(above[column]).strip()  # type: ignore[union-attr]
+
+    same_shop = (above is not None and not blank("name") and str(out["name"]).strip() == str(above.get("name") or "").strip()
+                 and agrees("licence_no") and agrees("address"))
+    if same_shop:
+        for column in ("address", "licence_no"):
+            if blank(column):
+                out[column] = above.get(column)  # type: ignore[union-attr]
+    return out
 
 
 def _row(row: dict[str, Any]) -> tuple[Shop, Frontage]:

@@ -507,3 +507,27 @@ def test_call_out_import_reads_the_operators_words_for_a_status(tmp_path):
     assert error.startswith("结果.csv 第 2 行「状态」：'欠费' 不是可用的状态（待追呼、已追呼、已停机、罚款后复机、已罚款、停机、")
     assert "status: '欠费' is not one of to_call, called, cut_off, reconnected_after_fine, fined (待追呼" in error
     assert calls.get("13800138000").status is Status.CUT_OFF
+
+
+def test_register_rows_saying_as_above_join_the_shop_above(tmp_path):
+    """An office writes a shop's second frontage under its first with the address left blank or 同上 (ditto), often
+    without a licence number: each became another shop, without licence number (or with 同上 as its address). A ditto
+    mark is the value above; a blank under the same shop (same name, nothing contradicting it) is that shop's; a blank
+    under another shop stays blank, and a ditto with nothing above to copy refuses the row, naming the column."""
+    gps = "120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"
+    sheet = ("店名,地址,营业执照号,GPS范围\n"
+             f"同上,文三路 0 号,,\"{gps}\"\n"                            # row 2: nothing above: refused
+             f"王记面馆,文三路 1 号,91330106MA27XY0001,\"{gps}\"\n"
+             f"王记面馆,同上,,\"{gps}\"\n"                               # row 4: ditto, same shop
+             f"王记面馆,,,\"{gps}\"\n"                                   # row 5: blank under the same shop
+             f"李家水果,〃,,\"{gps}\"\n"                                 # row 6: ditto under another shop: its address
+             f"张记五金,,,\"{gps}\"\n"                                   # row 7: blank under another shop: stays blank
+             f"张记五金,文三路 5 号,,\"{gps}\"\n")                        # row 8: its own address: not the blank one above
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    report = register.import_file(sheet.encode(), "门前三包.csv")
+    assert report.errors == ["门前三包.csv 第 2 行「店名」：写的是「同上」（同上），但上一行没有可沿用的店名：请填写店名 — "
+                             "门前三包.csv: row 2: name: '同上' (ditto) but the row above gives none to copy: write it out"]
+    shops = {s.name + (s.address or ""): s for s in register.list()}
+    assert sorted(shops) == ["张记五金", "张记五金文三路 5 号", "李家水果文三路 1 号", "王记面馆文三路 1 号"]
+    assert len(shops["王记面馆文三路 1 号"].frontages) == 3 and shops["王记面馆文三路 1 号"].id == "91330106MA27XY0001"
+    assert shops["李家水果文三路 1 号"].licence_no is None
