@@ -601,7 +601,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
         try:  # the video in chunks, never whole in memory; a job only once both files are whole on disk
             await run_in_threadpool(copy_upload, video_part, folder / job["video"])
             await run_in_threadpool(copy_upload, track_part, folder / job["track"])
-            await run_in_threadpool(_check_video, folder, job)
+            await run_in_threadpool(_check_video, folder, job, ctx.settings.evidence_store)
             _write_job(folder, job)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -610,7 +610,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     return _patrol_view(ctx, folder, job)
 
 
-def _check_video(folder: Path, job: dict[str, Any]) -> None:
+def _check_video(folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfig) -> None:
     """422 naming the video as uploaded and why, Chinese first, when the job would refuse it at its start (not a video,
     no video stream, frames over `MAX_FRAME_PIXELS`): answered 202, its job failed a moment later, and the client
     polled for what the upload could have said at once."""
@@ -619,7 +619,7 @@ def _check_video(folder: Path, job: dict[str, Any]) -> None:
     try:
         open_video(folder / job["video"]).close()
     except VideoRefused as exc:
-        raise Problem(422, f"{job['video_label']}：{exc.zh} {_as_uploaded(str(exc), folder, job)}", slug="video-refused") from None
+        raise Problem(422, f"{job['video_label']}：{exc.zh} {_as_uploaded(str(exc), folder, job, evidence)}", slug="video-refused") from None
 
 
 def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:
