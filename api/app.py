@@ -21,6 +21,8 @@ from api import problems
 from api.config import ServiceConfig
 from api.context import build_context
 from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
+from detect.config_io import ConfigError
+from detect.evidence import EvidenceKeyError, check_key_files
 from detect.text import control_character
 from pipelines.settings import Settings
 
@@ -30,6 +32,10 @@ API_PREFIX = "/api/v1"
 
 def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: Callable[[], Any] | None = None,
                resume_jobs: bool = True) -> FastAPI:
+    try:  # a key file the settings name but that does not load: refused here, an unset key only warned of below
+        check_key_files(settings.evidence)
+    except EvidenceKeyError as exc:
+        raise ConfigError(str(exc)) from None
     ctx = build_context(settings, service, detector_factory)
     if (unsigned := settings.unsigned_attachments()) is not None:
         log.warning(unsigned)

@@ -209,7 +209,8 @@ class TriageJobs:
             load_hmac_key(self.deployment.evidence)
             load_signing_key(self.deployment.evidence)
         except EvidenceKeyError as exc:
-            return f"upload jobs write no candidate cases, only their report: {exc}; set it where `streetwatch serve` runs"
+            unset = "" if exc.field else "; set it where `streetwatch serve` runs"  # a key file: the message names it
+            return f"upload jobs write no candidate cases, only their report: {exc}{unset}"
         return None
 
     # ---- jobs ------------------------------------------------------------------------------

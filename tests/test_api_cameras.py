@@ -428,6 +428,24 @@ def test_serve_refuses_what_its_settings_name_but_cannot_be_used_naming_the_file
     assert f"error: {config}: {reason}" in result.output
 
 
+@pytest.mark.parametrize("field, name, reason", [
+    ("hmac_key_file", "missing.key", "cannot read evidence key: No such file or directory"),
+    ("hmac_key_file", "keys", "cannot read evidence key: Is a directory"),
+    ("signing_key_file", "keys", "cannot read evidence signing key: Is a directory"),
+])
+def test_serve_refuses_an_evidence_key_file_it_cannot_read_naming_the_field(tmp_path, monkeypatch, field, name, reason):
+    """A configured key file that could not be read started `serve` with a warning naming neither the field nor the
+    file's trouble, advising to 'set it where streetwatch serve runs', and every upload job wrote no case."""
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)  # a serve that starts returns at once
+    (tmp_path / "keys").mkdir()
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"cases: {{url: 'sqlite:///{tmp_path}/cases.db'}}\nevidence: {{{field}: {tmp_path / name}}}\n",
+                      encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
+    assert result.exit_code == 2, result.exception
+    assert f"error: {config}: evidence.{field}: {tmp_path / name}: {reason}" in result.output
+
+
 def test_serve_warns_at_start_up_of_a_cameras_file_it_cannot_read(tmp_path, bus_jpg, caplog):
     """A cameras file with a typo (`analysis_fsp`) started `serve` without a word; the cameras page answered 503."""
     cams = write_cameras(tmp_path, bus_jpg)

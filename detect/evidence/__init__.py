@@ -2,12 +2,12 @@
 
 from detect.evidence.builder import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo
 from detect.evidence.config import EvidenceConfig, EvidenceKeyError, load_hmac_key
-from detect.evidence.keys import PublishedKey, load_public_keys, load_signing_key, public_key_id, published_keys
+from detect.evidence.keys import PublishedKey, check_key_files, load_public_keys, load_signing_key, public_key_id, published_keys
 from detect.evidence.ring import FrameRing
 from detect.evidence.signing import MANIFEST, SIGNATURE, VerifyReport, read_manifest, verify_bundle
 
 __all__ = [
     "MANIFEST", "SIGNATURE", "Bundle", "BundleContext", "EvidenceBuilder", "EvidenceConfig", "EvidenceError",
-    "EvidenceKeyError", "FrameRing", "ModelInfo", "PublishedKey", "VerifyReport", "load_hmac_key", "load_public_keys",
+    "EvidenceKeyError", "FrameRing", "ModelInfo", "PublishedKey", "VerifyReport", "check_key_files", "load_hmac_key", "load_public_keys",
     "load_signing_key", "public_key_id", "published_keys", "read_manifest", "verify_bundle",
 ]

@@ -14,7 +14,13 @@ MIN_KEY_BYTES = 16
 
 
 class EvidenceKeyError(ValueError):
-    """No usable HMAC key: the message says where it was looked for."""
+    """No usable HMAC key: the message says where it was looked for. `field` names the settings field of a key file
+    that is configured but cannot be used (an admin's error, which `serve` refuses at start-up); None when no key is
+    set where one is looked for (a choice, which it only warns of)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class EvidenceConfig(ConfigModel):
@@ -54,17 +60,19 @@ class EvidenceConfig(ConfigModel):
 
 def load_hmac_key(config: EvidenceConfig) -> bytes:
     """The signing secret from the key file or the environment variable; refuses short keys."""
+    field = None
     if config.hmac_key_file is not None:
+        field = "evidence.hmac_key_file"
+        where = f"{field}: {config.hmac_key_file}"
         try:
             key = config.hmac_key_file.read_bytes().rstrip(b"\r\n")
         except OSError as exc:
-            raise EvidenceKeyError(f"{config.hmac_key_file}: cannot read evidence key: {exc.strerror}") from None
-        where = str(config.hmac_key_file)
+            raise EvidenceKeyError(f"{where}: cannot read evidence key: {exc.strerror}", field) from None
     else:
         key = os.environ.get(config.hmac_key_env, "").encode()
         where = f"environment variable {config.hmac_key_env}"
         if not key:
             raise EvidenceKeyError(f"{where} is not set: evidence bundles are signed with an HMAC key from it")
     if len(key) < MIN_KEY_BYTES:
-        raise EvidenceKeyError(f"{where}: evidence key has {len(key)} bytes; use at least {MIN_KEY_BYTES}")
+        raise EvidenceKeyError(f"{where}: evidence key has {len(key)} bytes; use at least {MIN_KEY_BYTES}", field)
     return key

@@ -23,7 +23,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from detect.evidence.config import EvidenceConfig, EvidenceKeyError
+from detect.evidence.config import EvidenceConfig, EvidenceKeyError, load_hmac_key
 
 ALGORITHM = "Ed25519"
 
@@ -55,15 +55,25 @@ def load_signing_key(config: EvidenceConfig) -> Ed25519PrivateKey | None:
     path = config.signing_key_file
     if path is None:
         return None
+    field = "evidence.signing_key_file"
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
-        raise EvidenceKeyError(f"{path}: cannot read evidence signing key: {exc.strerror}") from None
+        raise EvidenceKeyError(f"{field}: {path}: cannot read evidence signing key: {exc.strerror}", field) from None
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise EvidenceKeyError(f"{path}: not an unencrypted PEM private key: {exc}") from None
+        raise EvidenceKeyError(f"{field}: {path}: not an unencrypted PEM private key: {exc}", field) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise EvidenceKeyError(f"{path}: evidence signing key must be Ed25519, not {type(key).__name__}")
+        raise EvidenceKeyError(f"{field}: {path}: evidence signing key must be Ed25519, not {type(key).__name__}", field)
     return key
+
+
+def check_key_files(config: EvidenceConfig) -> None:
+    """Load the key files the settings name (`hmac_key_file`, `signing_key_file`); EvidenceKeyError naming the field,
+    the file and the reason when one cannot be used. A configured key file that does not load is an admin's error,
+    so `serve` refuses to start on it; an unset key (`hmac_key_env` empty) is not checked here: serve warns of it."""
+    if config.hmac_key_file is not None:
+        load_hmac_key(config)
+    load_signing_key(config)
 
 
 def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
