@@ -58,8 +58,10 @@ def ocr_from_yaml(value: Any) -> Any:
     return value
 
 
-#: The OCR mode as files write it (`ocr: off` unquoted included); `pipelines.triage.text.OcrMode` by value.
-OcrSetting = Annotated[Literal["auto", "all", "off"], BeforeValidator(ocr_from_yaml)]
+#: The OCR mode as files write it (`ocr: off` unquoted included); `pipelines.triage.text.OcrMode` by value. The
+#: schema (`config schema`) takes false too, as the loader does: an editor reading YAML 1.1 sees `off` as false.
+OcrSetting = Annotated[Literal["auto", "all", "off"],
+                       BeforeValidator(ocr_from_yaml, json_schema_input_type=Literal["auto", "all", "off", False])]
 
 
 def cors_origin(value: str) -> str:

@@ -103,6 +103,16 @@ def test_schemas_refuse_what_the_loaders_refuse(schemas, tmp_path):
         "cityops.warn.rules.0.recheck_after_s", "rules", "tracking.lost_s"]
 
 
+def test_settings_schema_takes_ocr_off_unquoted_as_the_loader_does(schemas, tmp_path):
+    """YAML 1.1 reads `ocr: off` as false: the loader took it as off while the schema refused the settings file."""
+    path = tmp_path / "settings.yaml"
+    path.write_text("triage:\n  ocr: off\nservice:\n  triage:\n    ocr: off\n", encoding="utf-8")
+    assert _errors(schemas["settings"], _yaml(path)) == []
+    settings = load_settings(path)
+    assert settings.triage.ocr == "off" and settings.service.triage.ocr == "off"
+    assert _errors(schemas["settings"], {"triage": {"ocr": True}}) != []  # on/yes/true: refused by both
+
+
 def test_settings_schema_covers_every_section(schemas):
     """The sections other issues added (analytics, evidence signing keys, dispatch leases) are in the schema too."""
     props = schemas["settings"]["properties"]
