@@ -396,7 +396,8 @@ def windows_paths(value: Any, where: str = "") -> Iterator[tuple[str, PurePath]]
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
-    """The settings file given, else `$STREETWATCH_CONFIG`, else the defaults.
+    """The settings file given, else `$STREETWATCH_CONFIG`, else the defaults (one the variable names and that is
+    not there is refused saying so: a stale variable is easy to forget).
 
     Every file the settings name for reading must exist when they are loaded: a missing one is an error
     naming the settings file and the field at start, not a bare `nope.geojson: file not found` from
@@ -404,6 +405,10 @@ def load_settings(path: str | Path | None = None) -> Settings:
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
         return Settings()
+    if str(path) == os.environ.get(CONFIG_ENV) and not Path(path).exists():
+        # commands take `--config` from the variable too (SettingsOpt): a bare 'file not found' named no origin
+        raise ConfigError(f"{path}: file not found (the settings file the environment variable {CONFIG_ENV} names, "
+                          "where the command runs: correct it, or unset it)")
     settings = load_model(Settings, path)
     missing = [f"{path}: {where}: {file}: a Windows path (drive letter or backslash); this machine reads paths as Linux "
                "does, where it is one file name in the folder the command runs in: write it with / (e.g. /srv/streetwatch/...)"

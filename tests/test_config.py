@@ -431,3 +431,18 @@ def test_a_windows_path_in_the_settings_is_refused_naming_the_file_and_the_field
         f"{config}: evidence_store.local_root: D:/evidence", f"{config}: service.data_dir: C:\\streetwatch\\service",
         f"{config}: taxonomy.city_codes.0: city\\hangzhou.yaml"]
     assert all("write it with /" in line for line in lines) and list(tmp_path.iterdir()) == [config]
+
+
+def test_a_missing_settings_file_named_by_the_environment_says_so(tmp_path, monkeypatch):
+    """`STREETWATCH_CONFIG=/nope.yaml` said only '/nope.yaml: file not found', naming no origin for a path the
+    command line never gave (commands read the variable as their --config)."""
+    missing = tmp_path / "nope.yaml"
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(missing))
+    with pytest.raises(ConfigError, match=f"^{missing}: file not found \\(the settings file the environment variable "
+                                          "STREETWATCH_CONFIG names"):
+        load_settings()
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2 and "environment variable STREETWATCH_CONFIG" in result.output, result.output
+    monkeypatch.delenv("STREETWATCH_CONFIG")
+    with pytest.raises(ConfigError, match=f"^{missing}: file not found$"):  # given on the command line: no variable named
+        load_settings(missing)
