@@ -31,7 +31,7 @@ from detect.scenes import TimeZoneName
 from detect.taxonomy import Taxonomy, ZoneKind, load_taxonomy
 from detect.tracking import TrackingConfig
 from pipelines.analytics.config import AnalyticsConfig
-from pipelines.cases.store import DEFAULT_URL
+from pipelines.cases.store import DEFAULT_URL, sqlite_file
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStoreConfig
 
@@ -383,8 +383,9 @@ def windows_path(path: PurePath) -> bool:
     return os.name != "nt" and bool(WINDOWS_PATH.search(str(path)))
 
 
-def windows_paths(value: Any, where: str = "") -> Iterator[tuple[str, PurePath]]:
-    """(dotted field, path) of every path in `value` (settings, a section, a list or mapping of them) that `windows_path` finds."""
+def windows_paths(value: Any, where: str = "") -> Iterator[tuple[str, PurePath | str]]:
+    """(dotted field, path) of every path in `value` (settings, a section, a list or mapping of them) that `windows_path`
+    finds, a SQLite URL's database file among them (`cases.url: sqlite:///C:\\streetwatch\\cases.db`, given whole)."""
     if isinstance(value, BaseModel):
         for name in type(value).model_fields:
             yield from windows_paths(getattr(value, name), f"{where}.{name}" if where else name)
@@ -392,6 +393,8 @@ def windows_paths(value: Any, where: str = "") -> Iterator[tuple[str, PurePath]]
         for key, item in value.items() if isinstance(value, dict) else enumerate(value):
             yield from windows_paths(item, f"{where}.{key}")
     elif isinstance(value, PurePath) and windows_path(value):
+        yield where, value
+    elif isinstance(value, str) and (database := sqlite_file(value)) is not None and windows_path(PurePath(database)):
         yield where, value
 
 
@@ -411,7 +414,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
                           "where the command runs: correct it, or unset it)")
     settings = load_model(Settings, path)
     missing = [f"{path}: {where}: {file}: a Windows path (drive letter or backslash); this machine reads paths as Linux "
-               "does, where it is one file name in the folder the command runs in: write it with / (e.g. /srv/streetwatch/...)"
+               "does, where it is one file name in the folder the command runs in: write it with / (e.g. "
+               f"{'sqlite:////srv/streetwatch/cases.db' if isinstance(file, str) else '/srv/streetwatch/...'})"
                for where, file in windows_paths(settings)]
     for dotted in INPUT_FILES:
         value: Any = settings

@@ -423,14 +423,17 @@ def test_a_windows_path_in_the_settings_is_refused_naming_the_file_and_the_field
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "settings.yaml"
     config.write_text("service:\n  data_dir: C:\\streetwatch\\service\nevidence_store:\n  local_root: D:/evidence\n"
-                      "taxonomy:\n  city_codes: [city\\hangzhou.yaml]\n", encoding="utf-8")
+                      "taxonomy:\n  city_codes: [city\\hangzhou.yaml]\ncases:\n  url: sqlite:///C:\\streetwatch\\cases.db\n",
+                      encoding="utf-8")
     with pytest.raises(ConfigError) as refused:
         load_settings(config)
     lines = str(refused.value).splitlines()
     assert [line.split(": a Windows path")[0] for line in lines] == [
+        f"{config}: cases.url: sqlite:///C:\\streetwatch\\cases.db",  # a SQLite URL's file too
         f"{config}: evidence_store.local_root: D:/evidence", f"{config}: service.data_dir: C:\\streetwatch\\service",
         f"{config}: taxonomy.city_codes.0: city\\hangzhou.yaml"]
     assert all("write it with /" in line for line in lines) and list(tmp_path.iterdir()) == [config]
+    assert "(e.g. sqlite:////srv/streetwatch/cases.db)" in lines[0]
 
 
 def test_a_missing_settings_file_named_by_the_environment_says_so(tmp_path, monkeypatch):

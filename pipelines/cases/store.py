@@ -331,10 +331,21 @@ def _unreachable_store(ctx: sa.engine.ExceptionContext) -> CaseStoreUnreachable 
     return CaseStoreUnreachable(ctx.engine.url.render_as_string(hide_password=True), reason)
 
 
+def sqlite_file(url: str) -> str | None:
+    """The database file a SQLite URL names (`sqlite:///streetwatch-data/cases.db`: `streetwatch-data/cases.db`);
+    None for another database, an in-memory one or a URL that does not parse (`create_engine` says why)."""
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        database = sa.engine.make_url(url).database
+    except sa.exc.ArgumentError:
+        return None
+    return database if database and database != ":memory:" else None
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        database = sa.engine.make_url(url).database
-        if database and database != ":memory:":
+        if (database := sqlite_file(url)) is not None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
@@ -376,8 +387,8 @@ class CaseStore:
         """Whether there is a store to read at `url` (a SQLite file must exist; other URLs are servers)."""
         if not url.startswith("sqlite"):
             return True
-        database = sa.engine.make_url(url).database
-        return bool(database) and database != ":memory:" and Path(database).is_file()
+        database = sqlite_file(url)
+        return database is not None and Path(database).is_file()
 
     def sealed_digest(self, case_id: str) -> str | None:
         """The digest recorded when the case's bundle was sealed (CaseNotFound if there is no such case).
