@@ -396,12 +396,13 @@ def test_example_settings_file_has_a_valid_service_section(tmp_path, monkeypatch
 
     example = REPO / "docs/examples/streetwatch-settings.yaml"
     monkeypatch.chdir(tmp_path)  # a deployment folder holding the files the example names
-    for name in ("cameras.yaml", "grid-cells.geojson", "city/grid-cells.geojson", "city/zones.geojson", "city/number-cutoffs.csv"):
+    for name in ("cameras.yaml", "city/grid-cells.geojson", "city/zones.geojson", "city/number-cutoffs.csv"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     settings, service = load_service(example)
     assert service.triage.workers == 2 and service.cors_origins == [] and str(service.cameras_file) == "cameras.yaml"
     assert settings.dispatch.targets["hz-dcm"].callback_url.path == "/api/v1/dispatch/hz-dcm/webhook"
+    assert settings.cityops.grid == settings.analytics.grid  # one grid file, not two a copied example asks for
 
 
 def test_serve_refuses_a_bad_service_section(tmp_path):
