@@ -265,8 +265,14 @@ def test_hmac_key_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "short")
     with pytest.raises(EvidenceKeyError, match="use at least 16"):
         load_hmac_key(EvidenceConfig())
-    with pytest.raises(EvidenceKeyError, match="nope: cannot read evidence key"):
+    with pytest.raises(EvidenceKeyError, match="^evidence.hmac_key_file: .*nope: cannot read evidence key"):
         load_hmac_key(EvidenceConfig(hmac_key_file=tmp_path / "nope"))
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app as cli
+    given = CliRunner().invoke(cli, ["evidence", "verify", str(tmp_path), "--key-file", str(tmp_path / "nope"), "--no-store"])
+    assert given.exit_code == 2 and f"--key-file: {tmp_path / 'nope'}: cannot read evidence key" in given.output, given.output
+    assert "hmac_key_file" not in given.output  # the command line's file, not the settings'
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
     assert load_hmac_key(EvidenceConfig()) == KEY
 

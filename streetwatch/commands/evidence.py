@@ -70,8 +70,8 @@ def register(app: typer.Typer) -> None:
                 cfg = cfg.model_copy(update={"hmac_key_file": key_file})
             if key_file is not None or not publics:
                 key = load_hmac_key(cfg)
-        except EvidenceKeyError as exc:
-            fail(str(exc))
+        except EvidenceKeyError as exc:  # a --key-file is no settings field: named as given
+            fail(str(exc).replace(f"{exc.field}:", "--key-file:", 1) if key_file is not None else str(exc))
         failed = 0
         store = _store(settings) if use_store else None
         evidence_store = _evidence_store(settings, bundles, config)
