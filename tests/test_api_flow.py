@@ -86,6 +86,9 @@ def test_upload_triage_confirm_dispatch_and_feedback(world, bus_jpg):
 
         queue = client.get("/api/v1/cases", headers=reviewer, params={"state": "candidate", "reviewed": "false"}).json()
         assert [c["id"] for c in queue["items"]] == [case_id]
+        # bus.jpg has no GPS: the case has no place, which a platform needs to send a handler; the reviewer adds it
+        placed = client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"address": "杭州市西湖区文三路 1 号"})
+        assert placed.status_code == 200 and placed.json()["address"] == "杭州市西湖区文三路 1 号", placed.text
         confirmed = client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, json={"note": "公交车占道"})
         assert confirmed.status_code == 200 and confirmed.json()["state"] == "queued"
 
@@ -93,6 +96,7 @@ def test_upload_triage_confirm_dispatch_and_feedback(world, bus_jpg):
         assert run.returncode == 0, run.stderr
         [received] = sim.cases("cn-dcm")
         payload = received["received"]
+        assert payload["address"] == "杭州市西湖区文三路 1 号"
         assert payload["externalId"] == case_id and payload["callbackUrl"].endswith("/api/v1/dispatch/dcm/webhook")
         attachment = httpx.get(payload["attachments"][0]["url"], timeout=10)  # the platform fetches our evidence
         assert attachment.status_code == 200 and attachment.headers["content-type"] == "image/jpeg"
