@@ -250,7 +250,9 @@ def dispatch_fault_run(work: Path, n: int, *, event=None, fail_rate: float = 0.3
 
 def triage_photos(folder: Path, *, spots: int = 8, others: int = 24) -> Path:
     """Real photos to triage: Ultralytics' bus.jpg re-shot at `spots` places far apart (one case each,
-    phone EXIF time and GPS) and `others` real street photos from ../shared (mostly no violation)."""
+    phone EXIF time and GPS) and `others` real street photos from ../shared (mostly no violation), each
+    with a phone's GPS too: a case without a place is parked before any platform sees it, and this run
+    is about delivering every case once, not about places."""
     import cv2
     import piexif
 
@@ -260,17 +262,23 @@ def triage_photos(folder: Path, *, spots: int = 8, others: int = 24) -> Path:
     image = cv2.imread(str(bus))
     for i in range(spots):
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90 - i])  # other bytes, same scene
-        lat, lon = 30.2 + i * 0.01, 120.1
-        rational = lambda v: ((int(v), 1), (int((v % 1) * 60), 1), (round(((v * 60) % 1) * 60 * 100), 100))  # noqa: E731
-        exif = piexif.dump({"Exif": {piexif.ExifIFD.DateTimeOriginal: f"2024:06:03 {9 + i:02d}:00:00".encode()},
-                            "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: rational(lat),
-                                    piexif.GPSIFD.GPSLongitudeRef: b"E", piexif.GPSIFD.GPSLongitude: rational(lon)}})
-        piexif.insert(exif, buf.tobytes(), str(folder / f"spot-{i:02d}.jpg"))
+        piexif.insert(_phone_exif(30.2 + i * 0.01, 120.1, f"2024:06:03 {9 + i:02d}:00:00"), buf.tobytes(),
+                      str(folder / f"spot-{i:02d}.jpg"))
     shared = real_sample_dir()
     pool = sorted((shared / "street-garbage" / "images").glob("*.jpg")) + sorted((shared / "facades-ads" / "images").glob("*.jpg"))
-    for src in pool[:others]:
-        shutil.copy(src, folder / f"street-{src.name}")
+    for j, src in enumerate(pool[:others]):
+        piexif.insert(_phone_exif(30.5 + j * 0.01, 120.3), src.read_bytes(), str(folder / f"street-{src.name}"))
     return folder
+
+
+def _phone_exif(lat: float, lon: float, taken: str | None = None) -> bytes:
+    """EXIF as a phone writes it: GPS (north, east) and, when given, the time taken (`YYYY:MM:DD HH:MM:SS`)."""
+    import piexif
+
+    rational = lambda v: ((int(v), 1), (int((v % 1) * 60), 1), (round(((v * 60) % 1) * 60 * 100), 100))  # noqa: E731
+    return piexif.dump({"Exif": {piexif.ExifIFD.DateTimeOriginal: taken.encode()} if taken else {},
+                        "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: rational(lat),
+                                piexif.GPSIFD.GPSLongitudeRef: b"E", piexif.GPSIFD.GPSLongitude: rational(lon)}})
 
 
 def triage_fault_run(work: Path, *, spots: int = 8, others: int = 24, limit_s: float = 600) -> dict:
