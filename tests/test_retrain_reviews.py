@@ -25,7 +25,9 @@ from streetwatch.cli import app
 runner = CliRunner()
 
 
-def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_path, monkeypatch, real_sample_dir, bus_event):
+def _intake(tmp_path, monkeypatch) -> Intake:
+    """A case store and evidence folders under `tmp_path`, named by a settings file the commands find through
+    STREETWATCH_CONFIG, and the intake a garbage model's findings go through."""
     config = tmp_path / "sw.yaml"
     config.write_text(yaml.safe_dump({
         "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
@@ -33,7 +35,11 @@ def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_pat
     }))
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
     monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
-    intake = Intake.from_settings(load_settings(config), ModelInfo("garbage-v1", "ab" * 32))
+    return Intake.from_settings(load_settings(config), ModelInfo("garbage-v1", "ab" * 32))
+
+
+def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_path, monkeypatch, real_sample_dir, bus_event):
+    intake = _intake(tmp_path, monkeypatch)
     store = intake.store
 
     # a street-garbage photo with the box a garbage model gives (its label), through the real photo rules
@@ -120,14 +126,7 @@ def test_export_reviews_without_reviewed_cases_says_so_and_writes_nothing(tmp_pa
     """With no reviewed case (none reviewed yet, or none since --since) export-reviews wrote an empty review.jsonl and
     said 'exported 0 reviewed cases; next: streetwatch data from-cases', which then refused it. It refuses, saying what
     counts as reviewed and where the store's cases went, and leaves no folder behind."""
-    config = tmp_path / "sw.yaml"
-    config.write_text(yaml.safe_dump({
-        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
-        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
-    }))
-    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
-    intake = Intake.from_settings(load_settings(config), ModelInfo("garbage-v1", "ab" * 32))
+    intake = _intake(tmp_path, monkeypatch)
     bus, _ = bus_event
     reviewed = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o0"), BundleContext(source_kind="photo_batch"))
     intake.store.review(reviewed.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
