@@ -244,6 +244,16 @@ def test_stats_counts_sizes_and_draws_contact_sheets(garbage, tmp_path):
     assert sheet is not None and sheet.shape[1] == 6 * 128 and sheet.std() > 20  # real crops, not a blank page
 
 
+def from_cases_run(tmp_path: Path, lines: list[dict], *extra: str, out: str = "cases"):
+    """Write `lines` as tmp_path/review.jsonl and run `data from-cases` on it into tmp_path/`out` (with `extra`
+    options); the CLI's result, checked to have succeeded."""
+    export = tmp_path / "review.jsonl"
+    export.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / out), *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_from_cases_turns_reviews_into_positives_and_hard_negatives(real_sample_dir, tmp_path):
     src = real_sample_dir / "street-garbage" / "images"
     pics = sorted(src.glob("*.jpg"))[:4]
@@ -309,10 +319,7 @@ def test_from_cases_reports_a_line_whose_frame_size_or_box_is_not_usable(real_sa
         {"case_id": "swapped", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[2]),
          "boxes": [{"class_name": "garbage", "xyxy": [300, 400, 100, 200]}]},
     ]
-    export = tmp_path / "review.jsonl"
-    export.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
-    assert result.exit_code == 0, result.output
+    result = from_cases_run(tmp_path, lines)
     assert "review.jsonl:2 (case px): width '1920px' and height 1080 must be positive numbers of pixels" in result.stderr
     assert "review.jsonl:3 (case neg): width -640 and height 640 must be positive numbers of pixels" in result.stderr
     # corners swapped: reported, not written as a label line with a negative size (counted as a negative picture)
@@ -337,10 +344,7 @@ def test_from_cases_clips_a_box_that_overhangs_its_picture_and_reports_one_off_i
         {"case_id": "frame", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pics[3]),
          "width": 400, "height": 300, "boxes": [{"class_name": "garbage", "xyxy": [450, 10, 600, 100]}]},
     ]
-    export = tmp_path / "review.jsonl"
-    export.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
-    assert result.exit_code == 0, result.output
+    result = from_cases_run(tmp_path, lines)
     err = result.stderr
     assert "review.jsonl:2 (case off): box [650.0, 10.0, 700.0, 100.0] lies outside the 640 x 640 frame" in err
     assert "review.jsonl:3 (case edge): box [10.0, 640.0, 200.0, 700.0] lies outside the 640 x 640 frame" in err
@@ -390,10 +394,7 @@ def test_the_api_and_retraining_agree_on_what_a_rejection_means(real_sample_dir,
     pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:2]
     lines = [{"case_id": f"c{i}", "violation_type": "exposed_garbage", "decision": "rejected", "reason_code": code,
               "image": str(pic)} for i, (code, pic) in enumerate(zip(("privacy", "not_a_violation"), pics, strict=True))]
-    export = tmp_path / "review.jsonl"
-    export.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
-    assert result.exit_code == 0, result.output
+    result = from_cases_run(tmp_path, lines)
     assert "(case c0): rejected as 'privacy': the object is real, not a hard negative: skipped" in result.stderr
     assert {f.source for f in Dataset(tmp_path / "cases").files()} == {"cases c1"}
     assert [r.hard_negative for r in REASONS.values()].count(False) == 5
@@ -442,10 +443,7 @@ def test_from_cases_keeps_two_pictures_whose_case_ids_are_alike_once_made_safe(r
     box = [{"class_name": "garbage", "xyxy": [100, 200, 300, 400]}]
     lines = [{"case_id": case, "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(pic), "boxes": box}
              for case, pic in (("a/b", pics[0]), ("a_b", pics[1]))]
-    export = tmp_path / "review.jsonl"
-    export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
-    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
-    assert result.exit_code == 0, result.output
+    from_cases_run(tmp_path, lines)
     ds = Dataset(tmp_path / "cases")
     files = {f.image: f for f in ds.files()}
     assert sorted(files) == ["images/a_b-line2.jpg", "images/a_b.jpg"]
@@ -514,10 +512,7 @@ def test_from_cases_keeps_the_verifiers_regions_out_of_the_detector_dataset(real
          "boxes": [{"class_name": "verified:street_stall", "xyxy": [0, 0, 640, 320]},
                    {"class_name": "umbrella", "xyxy": [100, 100, 200, 150]}]},
     ]
-    export = tmp_path / "review.jsonl"
-    export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
-    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
-    assert result.exit_code == 0, result.output
+    result = from_cases_run(tmp_path, lines)
     assert ("review.jsonl:1 (case c-wall): its only evidence is the verifier's image/tile regions (verified:flyposting), "
             "no object box for the detector: skipped") in result.stderr
     assert ("review.jsonl (cases c-spill): picture left out: no hard negative, as case c-wall confirmed on it what only "
@@ -530,8 +525,7 @@ def test_from_cases_keeps_the_verifiers_regions_out_of_the_detector_dataset(real
     box = ds.labels(only).boxes  # the umbrella alone, not the union with the verifier's half frame
     assert np.allclose(box[0, 1:], [150 / 640, 125 / 640, 100 / 640, 50 / 640], atol=1e-5)
 
-    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "verifier"), "--verifier"])
-    assert result.exit_code == 0, result.output
+    from_cases_run(tmp_path, lines, "--verifier", out="verifier")
     photos = {p.file: p for p in load_verifier_dataset(tmp_path / "verifier").photos}
     assert photos["images/cases/c-wall.jpg"].labels == {"flyposting": 1, "shopfront_spillover": 0}
     boxes = (tmp_path / "verifier" / "boxes.csv").read_text(encoding="utf-8-sig").splitlines()
@@ -557,10 +551,7 @@ def test_from_cases_makes_only_the_text_lines_that_carried_the_finding_a_small_a
         {"case_id": "c-spill", "violation_type": "shopfront_spillover", "decision": "rejected",
          "reason_code": "not_a_violation", "image": str(pics[1]), "boxes": []},
     ]
-    export = tmp_path / "review.jsonl"
-    export.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
-    result = runner.invoke(app, ["data", "from-cases", str(export), "--out", str(tmp_path / "cases")])
-    assert result.exit_code == 0, result.output
+    result = from_cases_run(tmp_path, lines)
     assert ("review.jsonl:2 (case c-sign): its only boxes are text lines without a phone number or small-ad keyword "
             "(new_text, text), no object box for the detector: skipped") in result.stderr
     assert ("review.jsonl (cases c-spill): picture left out: no hard negative, as case c-sign confirmed on it what only "
