@@ -494,6 +494,28 @@ def test_from_cases_takes_one_photo_exported_for_two_cases_as_one_picture(real_s
     assert row.file == "images/cases/c-stall.jpg" and row.labels == {"street_stall": 1, "shopfront_spillover": 0}
 
 
+def test_from_cases_decodes_each_picture_once_however_many_lines_name_it(real_sample_dir, tmp_path, monkeypatch):
+    """Both datasets decoded a thumbnail of the picture (its size, and proof it is readable) for every review line
+    naming it: a photo in many cases, or copied once per case by `export-reviews`, was decoded as often. Once per
+    picture, by path and by content."""
+    import pipelines.retrain.from_cases as from_cases
+
+    decodes: list[str] = []
+    decode = from_cases.decode_image
+    monkeypatch.setattr(from_cases, "decode_image", lambda path, **kw: decodes.append(str(path)) or decode(path, **kw))
+    pic = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[0]
+    shutil.copy(pic, tmp_path / "copy.jpg")
+    lines = [{"case_id": f"c{i}", "violation_type": "exposed_garbage", "decision": "confirmed", "image": str(image),
+              "boxes": [{"class_name": "garbage", "xyxy": [10 + i, 10, 200, 200]}]}
+             for i, image in enumerate([pic, pic, pic, tmp_path / "copy.jpg"])]
+    for extra in ([], ["--verifier"]):
+        decodes.clear()
+        from_cases_run(tmp_path, lines, *extra, out=f"ds{len(extra)}")
+        assert len(decodes) == 1, decodes
+    counts = Dataset(tmp_path / "ds0").manifest.counts
+    assert (counts["images"], counts["boxes"]) == (1, 4)
+
+
 def test_from_cases_keeps_the_verifiers_regions_out_of_the_detector_dataset(real_sample_dir, tmp_path):
     """A confirmed flyposting case whose evidence was the verifier's `verified:flyposting` region (a tile, or the whole
     frame) became a full-frame `small_ad` box, teaching the detector that a whole street is a small ad. The verifier's

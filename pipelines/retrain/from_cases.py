@@ -99,6 +99,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
     findings: list[Finding] = []
     stems: set[str] = set()
     no_object: dict[str, dict[str, list[str]]] = {}  # picture_key -> what they show -> confirmed cases of no object box
+    seen = SeenPictures()
     for no, line in enumerate(review_lines(path), 1):
         if not line.strip():
             continue
@@ -123,17 +124,16 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             continue
         boxes = []
         try:  # each line's boxes on its own frame: another line of the same picture may name another size, or none
-            full = picture_size(image)
+            key, full = seen.key_and_size(image)
             if decision in POSITIVE:
                 boxes = _training_boxes(case, frame_size(case) or full, taxonomy, classes)
         except NoObjectBox as exc:
             findings.append(Finding(where, str(exc)))
-            no_object.setdefault(picture_key(image), {}).setdefault(exc.shows, []).append(str(case.get("case_id", "?")))
+            no_object.setdefault(key, {}).setdefault(exc.shows, []).append(str(case.get("case_id", "?")))
             continue
         except ValueError as exc:
             findings.append(Finding(where, str(exc)))
             continue
-        key = picture_key(image)
         pic = pictures.get(key)
         if pic is None:
             pic = pictures[key] = _Picture(image, str(case.get("source_id") or image.stem), picture_stem(case, no, stems))
@@ -200,6 +200,26 @@ def picture_key(image: Path) -> str:
     comes as two files; as two pictures it was written twice, the rejected case's copy an empty label file (no stall
     either) beside the confirmed case's copy with the stall box."""
     return sha256_file(image)
+
+
+@dataclass
+class SeenPictures:
+    """Each picture's `picture_key` and `picture_size`, worked out once however many review lines name it (by path,
+    then by content: `export-reviews` copies a photo once per case): decoding a thumbnail for every line of a
+    picture named by many lines cost as many decodes."""
+
+    by_path: dict[Path, tuple[str, tuple[int, int]]] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # by picture_key
+
+    def key_and_size(self, image: Path) -> tuple[str, tuple[int, int]]:
+        """(`picture_key`, `picture_size`) of `image`; ImageReadError (a ValueError) when it cannot be decoded."""
+        path = Path(image).resolve()
+        if path not in self.by_path:
+            key = picture_key(path)
+            if key not in self.sizes:
+                self.sizes[key] = picture_size(path)
+            self.by_path[path] = (key, self.sizes[key])
+        return self.by_path[path]
 
 
 def picture_stem(case: dict, line: int, taken: set[str]) -> str:

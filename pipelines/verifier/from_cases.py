@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import (POSITIVE, case_boxes, case_decision, case_image, frame_size, no_usable_cases,
-                                          on_frame, picture_key, picture_size, picture_stem, review_lines)
+from pipelines.retrain.from_cases import (POSITIVE, SeenPictures, case_boxes, case_decision, case_image, frame_size,
+                                          no_usable_cases, on_frame, picture_stem, review_lines)
 from pipelines.verifier.data import write_rows
 
 #: violation type -> label column of the verifier dataset
@@ -41,6 +41,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
     rows: dict[str, dict] = {}  # by `picture_key`
     boxes: list[dict] = []
     stems: set[str] = set()  # the pictures' names so far (`picture_stem`)
+    seen = SeenPictures()
     for n, line in enumerate(review_lines(export), start=1):
         if not line.strip():
             continue
@@ -61,14 +62,13 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             continue
         try:  # the detector path's checks: a picture altered since review or unreadable, a size or box no frame can have
             image = case_image(case, export)
-            full = picture_size(image)
+            key, full = seen.key_and_size(image)
             size = frame_size(case) or full  # boxes on the picture itself when the line names no frame
             xyxy = [b for _, b in case_boxes(case)] if decision in POSITIVE else []
             box = _normalised_union(xyxy, size) if xyxy else None
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
             continue
-        key = picture_key(image)
         row = rows.get(key)
         if row is None:  # the picture's first case names it
             rel = f"images/{SOURCE}/{picture_stem(case, n, stems)}{image.suffix.lower()}"
