@@ -195,6 +195,15 @@ def candidates(
     return out
 
 
+def object_members(vtype: ViolationType, xyxy: np.ndarray, group_gap: float) -> list[list[int]]:
+    """Which of `vtype`'s evidence boxes (pixels) make one object: for a grouped type the boxes near each other
+    (`group_components`: the lines of one posting, a stall's umbrella and table), else each box alone. The rules judge
+    each object; `data from-cases` labels each object of a confirmed case with one box."""
+    if vtype.group:
+        return group_components(np.asarray(xyxy, dtype=float).reshape(-1, 4), group_gap)
+    return [[i] for i in range(len(xyxy))]
+
+
 def _objects(
     view: ZoneView,
     vtype: ViolationType,
@@ -210,10 +219,7 @@ def _objects(
     """Selected detections of one zone and type -> objects (tracks or groups) with enough evidence."""
     if len(idx) == 0:
         return []
-    if vtype.group:
-        objects = [idx[c] for c in group_components(detections.xyxy[idx], group_gap)]
-    else:
-        objects = [idx[i : i + 1] for i in range(len(idx))]
+    objects = [idx[c] for c in object_members(vtype, detections.xyxy[idx], group_gap)]
     out = []
     for members, oid in zip(objects, object_ids(view.zone_id, vtype.id, objects, detections)):
         member_names = names[members].tolist()

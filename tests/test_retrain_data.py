@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import supervision as sv
 from typer.testing import CliRunner
 
 from detect.digests import sha256_file
@@ -585,6 +588,43 @@ def test_from_cases_makes_only_the_text_lines_that_carried_the_finding_a_small_a
     box = ds.labels(only).boxes  # the two phone lines' union: not the sign above, not the verifier's half frame
     assert box[:, 0].tolist() == [0]
     assert np.allclose(box[0, 1:], [340 / 640, 420 / 640, 80 / 640, 40 / 640], atol=1e-5)
+
+
+def test_from_cases_makes_one_small_ad_box_per_slip_not_one_across_the_wall(tmp_path):
+    """A photo's flyposting case holds the small-ad lines of every slip in the photo (its events merged per type), and
+    from-cases labelled one `small_ad` box around all of them: two slips far apart taught the wall between them as
+    one small ad. One box per object as the rules group them: the lines of a slip make one box, each slip its own.
+    Real OCR of two slips composed onto a real street photo, through the photo rules to the case's boxes."""
+    from detect.evidence.builder import detections_json
+    from detect.imageio import read_image
+    from detect.ocr import TextReader, label_texts, merge_with_texts
+    from detect.rules import PhotoRules
+    from detect.frames import Frame
+    from pipelines.triage.findings import merge_events
+    from pipelines.verifier.synth import compose, slip_font
+    from tests.test_verifier_judgement import STREET
+
+    photo = read_image(STREET / "cn2" / "lindsay__IMG_1842.jpg")
+    photo, first = compose(photo, np.random.default_rng(1), slip_font(), max_slips=1, width=(0.25, 0.3))
+    photo, second = compose(photo, np.random.default_rng(2), slip_font(), max_slips=1, width=(0.25, 0.3))
+    slips = [s.box for s in first + second]
+    assert slips[0][0] > slips[1][2] + 80  # far apart on the wall
+    texts = label_texts(TextReader().read(photo))
+    frame = Frame(image=photo, source_id="photo-1", ts=datetime(2026, 12, 6, 9, 0, tzinfo=UTC))
+    [finding] = merge_events(PhotoRules().process(frame, merge_with_texts(sv.Detections.empty(), texts)))
+    boxes = detections_json(finding.event.detections)
+    assert finding.type == "flyposting" and finding.objects == 2
+    assert sum(b["class_name"] == "small_ad_text" for b in boxes) == 3  # two lines on one slip, one on the other
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    from_cases_run(tmp_path, [{"case_id": "c-ads", "violation_type": "flyposting", "decision": "confirmed",
+                               "image": str(tmp_path / "photo.png"), "boxes": boxes}])
+    ds = Dataset(tmp_path / "cases")
+    [only] = ds.files()
+    h, w = photo.shape[:2]
+    labelled = [(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2) for _, cx, cy, bw, bh in ds.labels(only).boxes]
+    assert len(labelled) == 2
+    for (x1, y1, x2, y2), slip in zip(sorted(labelled, reverse=True), slips):  # each box on its own slip
+        assert slip[0] <= x1 * w and x2 * w <= slip[2] and slip[1] <= y1 * h and y2 * h <= slip[3]
 
 
 def test_retrain_summary_counts_the_verifier_only_cases_apart(real_sample_dir, tmp_path):

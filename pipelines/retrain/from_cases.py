@@ -14,9 +14,10 @@ store), JSON Lines, one reviewed case per line:
 
 Confirmed cases become positives. Boxes whose class is a project training class are kept as
 labelled; when a case has none (the detector's evidence was COCO classes such as umbrella +
-dining table), the union of its boxes is labelled with the type's training class (the first
+dining table), a box around each object of its boxes (nearby boxes are one object, as the rules group them:
+two slips far apart on one wall are two boxes) is labelled with the type's training class (the first
 evidence: street_stall -> stall). OCR text lines without a phone number or small-ad keyword (`text`, `new_text`: a
-shop's sign, a notice) are no small ad's box and are left out of that union; only the lines that carried the finding
+shop's sign, a notice) are no small ad's box and are left out of those boxes; only the lines that carried the finding
 (`small_ad_text`) may become it. The verifier's regions (`verified:<type>`: the whole image or
 its tiles) are no object's box and are left out: a confirmed flyposting case whose evidence is
 the verifier's tile would otherwise teach the detector that a whole wall or street is a small
@@ -39,10 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.imageio import decode_image
+from detect.candidates import object_members
 from detect.digests import sha256_file
+from detect.imageio import decode_image
 from detect.ocr import PLAIN_TEXT
-from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, load_taxonomy
+from detect.rules import RuleSettings
+from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, ViolationType, load_taxonomy
 from pipelines.cases.vocabulary import is_hard_negative
 from pipelines.retrain.check import Finding
 from pipelines.retrain.classes import ProjectClasses, load_classes
@@ -299,8 +302,8 @@ def on_frame(xyxy: list[float], size: tuple[float, float], digits: int = 6) -> l
 
 def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
                     classes: ProjectClasses) -> list[tuple[str, list[float]]]:
-    """The confirmed case's object boxes in project classes, as fractions of its (w, h) frame: its own, else their
-    union labelled with the type's class. The verifier's regions (`verified:<type>`, the image or its tiles) are no
+    """The confirmed case's object boxes in project classes, as fractions of its (w, h) frame: its own, else a box
+    around each object of them (`object_boxes`) labelled with the type's class. The verifier's regions (`verified:<type>`, the image or its tiles) are no
     object's box: as one, a flyposting tile or the whole frame became a `small_ad` box as large as the street. Nor is
     a text line that carried no phone number or small-ad keyword (`PLAIN_TEXT`): a shop sign beside the pasted ad
     became part of the `small_ad` box. Every box is checked against the frame, kept or not: one off it says the
@@ -320,14 +323,25 @@ def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
                               f"({', '.join(sorted({n for n, _ in checked}))}), no object box for the detector: skipped")
         raise ValueError("confirmed case without boxes: cannot label it")
     try:
-        target = training_class_for(str(case.get("violation_type")), taxonomy, classes)
+        vtype = taxonomy.get(str(case.get("violation_type")))
     except KeyError as exc:
         raise ValueError(str(exc).strip('"')) from None
+    target = training_class_for(vtype.id, taxonomy, classes)
     if target is None:
         raise ValueError(f"no training class stands for violation type {case.get('violation_type')!r} "
                          f"(its evidence classes {', '.join(b[0] for b in boxes)} are not project classes): skipped")
-    xyxy = np.array([b[1] for b in boxes])
-    return [(target, [*xyxy[:, :2].min(0), *xyxy[:, 2:].max(0)])]
+    return [(target, box) for box in object_boxes(vtype, [b for _, b in boxes], size)]
+
+
+def object_boxes(vtype: ViolationType, xyxy: list[list[float]], size: tuple[float, float]) -> list[list[float]]:
+    """One box around each object of a case's evidence boxes (fractions of its (w, h) frame), the objects as the rules
+    make them (`object_members`, with the rules' default group gap, in the frame's pixels): a photo case holds every
+    object of its type in the photo (`pipelines.triage.findings`), and one box around them all spanned the wall
+    between two small-ad slips, or the street between two stalls."""
+    scale = np.array([*size, *size])
+    fractions = np.array(xyxy, dtype=float).reshape(-1, 4)
+    members = object_members(vtype, fractions * scale, RuleSettings().group_gap)
+    return [[*fractions[m, :2].min(0), *fractions[m, 2:].max(0)] for m in members]
 
 
 def skipped_counts(findings: list[Finding]) -> dict[str, int]:
