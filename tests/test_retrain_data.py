@@ -592,8 +592,9 @@ def test_from_cases_makes_only_the_text_lines_that_carried_the_finding_a_small_a
 
 def test_from_cases_makes_one_small_ad_box_per_slip_not_one_across_the_wall(tmp_path):
     """A photo's flyposting case holds the small-ad lines of every slip in the photo (its events merged per type), and
-    from-cases labelled one `small_ad` box around all of them: two slips far apart taught the wall between them as
-    one small ad. One box per object as the rules group them: the lines of a slip make one box, each slip its own.
+    from-cases labelled one `small_ad` box around all of them (one boxes.csv region with --verifier): two slips far
+    apart taught the wall between them as one small ad. One box per object as the rules group them: the lines of a
+    slip make one box, each slip its own.
     Real OCR of two slips composed onto a real street photo, through the photo rules to the case's boxes."""
     from detect.evidence.builder import detections_json
     from detect.imageio import read_image
@@ -622,9 +623,14 @@ def test_from_cases_makes_one_small_ad_box_per_slip_not_one_across_the_wall(tmp_
     [only] = ds.files()
     h, w = photo.shape[:2]
     labelled = [(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2) for _, cx, cy, bw, bh in ds.labels(only).boxes]
-    assert len(labelled) == 2
+    from_cases_run(tmp_path, [{"case_id": "c-ads", "violation_type": "flyposting", "decision": "confirmed",
+                               "image": str(tmp_path / "photo.png"), "boxes": boxes}], "--verifier", out="verifier")
+    rows = (tmp_path / "verifier" / "boxes.csv").read_text(encoding="utf-8-sig").splitlines()[1:]
+    regions = [tuple(float(v) for v in row.split(",")[2:]) for row in rows]  # the verifier's region labels alike
+    assert len(labelled) == len(regions) == 2
     for (x1, y1, x2, y2), slip in zip(sorted(labelled, reverse=True), slips):  # each box on its own slip
         assert slip[0] <= x1 * w and x2 * w <= slip[2] and slip[1] <= y1 * h and y2 * h <= slip[3]
+    assert np.allclose(sorted(regions, reverse=True), sorted(labelled, reverse=True), atol=1e-3)
 
 
 def test_retrain_summary_counts_the_verifier_only_cases_apart(real_sample_dir, tmp_path):

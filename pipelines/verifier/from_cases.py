@@ -17,8 +17,9 @@ import shutil
 from pathlib import Path
 
 from pipelines.retrain.check import Finding
+from detect.taxonomy import ViolationType, load_taxonomy
 from pipelines.retrain.from_cases import (POSITIVE, SeenPictures, case_boxes, case_decision, case_image, frame_size,
-                                          no_usable_cases, on_frame, picture_stem, review_lines)
+                                          no_usable_cases, object_boxes, on_frame, picture_stem, review_lines)
 from pipelines.verifier.data import write_rows
 
 #: violation type -> label column of the verifier dataset
@@ -42,6 +43,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
     boxes: list[dict] = []
     stems: set[str] = set()  # the pictures' names so far (`picture_stem`)
     seen = SeenPictures()
+    taxonomy = load_taxonomy()
     for n, line in enumerate(review_lines(export), start=1):
         if not line.strip():
             continue
@@ -65,7 +67,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             key, full = seen.key_and_size(image)
             size = frame_size(case) or full  # boxes on the picture itself when the line names no frame
             xyxy = [b for _, b in case_boxes(case)] if decision in POSITIVE else []
-            box = _normalised_union(xyxy, size) if xyxy else None
+            regions = _normalised_objects(taxonomy.get(case["violation_type"]), xyxy, size)
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
             continue
@@ -75,9 +77,8 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             row = rows[key] = {"file": rel, "group": case.get("source_id") or rel, "_src": image}
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
-        if box:
-            # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
-            boxes.append({"file": row["file"], "type": column, **box})
+        # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
+        boxes += [{"file": row["file"], "type": column, **box} for box in regions]
     if not rows:
         raise no_usable_cases(export, findings)
     for row in rows.values():
@@ -89,10 +90,10 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
     return labels, len(rows), findings
 
 
-def _normalised_union(xyxy: list[list[float]], size: tuple[float, float]) -> dict[str, str]:
-    """One box around all of a case's evidence boxes, as fractions of its frame clipped to 0..1 (boxes.csv's x1..y2,
-    written with 4 decimals). ValueError when a box has nothing on the frame (`on_frame`, the detector path's check):
-    clipped, it would have x1 >= x2 and stop the set from loading."""
+def _normalised_objects(vtype: ViolationType, xyxy: list[list[float]], size: tuple[float, float]) -> list[dict[str, str]]:
+    """A box around each object of a case's evidence boxes (`object_boxes`, as the detector dataset's: two small-ad
+    slips far apart are two boxes, not one spanning the wall between them), as fractions of its frame clipped to 0..1
+    (boxes.csv's x1..y2, written with 4 decimals). ValueError when a box has nothing on the frame (`on_frame`, the
+    detector path's check): clipped, it would have x1 >= x2 and stop the set from loading."""
     clipped = [on_frame(b, size, digits=4) for b in xyxy]
-    union = [min(c[0] for c in clipped), min(c[1] for c in clipped), max(c[2] for c in clipped), max(c[3] for c in clipped)]
-    return {k: f"{v:.4f}" for k, v in zip(("x1", "y1", "x2", "y2"), union)}
+    return [{k: f"{v:.4f}" for k, v in zip(("x1", "y1", "x2", "y2"), box)} for box in object_boxes(vtype, clipped, size)]
