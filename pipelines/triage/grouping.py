@@ -6,6 +6,8 @@ the GPS radius when both photos have a position, else with perceptual hashes (pH
 `imagehash` package) a few bits apart, which catches re-takes and burst shots of one scene.
 Grouping is transitive (union-find), and the best-scoring photo leads its case. Only positive
 photos take part, each with a few scalars, so this stays small for a 50,000-photo day.
+A case is not a training split's group: `verifier to-label` keeps the photos of a place and day together
+(`pipelines.verifier.to_label.places`), coarser on purpose and of any type.
 """
 
 from __future__ import annotations

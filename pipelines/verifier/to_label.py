@@ -99,7 +99,9 @@ def places(records: list[PhotoRecord], visit_gap_s: float = VISIT_GAP_S) -> dict
 
     The place is the 单元网格 cell, else the GPS position to ~100 m, else the visit: photos of one folder
     whose EXIF times are less than `visit_gap_s` apart (an inspector walking a street). A photo with
-    neither position nor EXIF time is its own place: a file's time is often the copy's or the upload's."""
+    neither position nor EXIF time is its own place: a file's time is often the copy's or the upload's. Not triage's
+    near-duplicate grouping (`pipelines.triage.grouping`), which joins one violation's re-takes into one case (one
+    type, minutes and metres apart): a split group keeps every photo of a place and day together, of any type."""
     out: dict[str, str] = {}
     unplaced: dict[str, list[PhotoRecord]] = defaultdict(list)
     for r in records:
