@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,6 +15,18 @@ class GeoPoint:
 
     lat: float
     lon: float
+
+
+EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
+
+
+def distance_m(a: GeoPoint, b: GeoPoint) -> float:
+    """Great-circle distance in metres (haversine; plenty for the tens of metres that group photos and patrol fixes).
+    Anything with `lat` and `lon` in degrees will do."""
+    p1, p2 = math.radians(a.lat), math.radians(b.lat)
+    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
 
 
 @dataclass

@@ -41,11 +41,11 @@ from PIL import Image
 
 from detect.config_io import write_text_atomic
 from detect.digests import sha256_file
-from detect.frames import GeoPoint
+from detect.frames import GeoPoint, distance_m
 from detect.imageio import DEFAULT_MAX_PIXELS, media_origin, upright
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
-from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, distance_m, load_track
+from pipelines.cityops.tracks import SUFFIXES, Track, TrackError, load_track
 from pipelines.times import possible_capture
 from pipelines.triage.cases import TriageCases
 from pipelines.triage.grouping import Group

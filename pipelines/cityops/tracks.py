@@ -14,7 +14,6 @@ only when the maker writes one (local time, in the configured zone).
 from __future__ import annotations
 
 import bisect
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -24,7 +23,6 @@ from zoneinfo import ZoneInfo
 from detect.frames import GeoPoint
 
 SUFFIXES = {".gpx": "gpx", ".nmea": "nmea", ".nma": "nmea", ".log": "nmea", ".srt": "srt"}
-EARTH_RADIUS_M = 6_371_008.8
 
 
 class TrackError(ValueError):
@@ -81,14 +79,6 @@ class Track:
             return None
         w = (k - keys[i - 1]) / span
         return GeoPoint(round(a.lat + (b.lat - a.lat) * w, 7), round(a.lon + (b.lon - a.lon) * w, 7))
-
-
-def distance_m(a: GeoPoint, b: GeoPoint) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
 
 
 def load_track(path: str | Path, tz: ZoneInfo, max_gap_s: float = 10.0) -> Track:

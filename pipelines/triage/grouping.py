@@ -12,7 +12,6 @@ A case is not a training split's group: `verifier to-label` keeps the photos of 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,9 +19,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from detect.frames import distance_m
 from pipelines.triage.record import PhotoFinding, PhotoRecord
-
-EARTH_RADIUS_M = 6_371_008.8
 
 
 @dataclass
@@ -102,14 +100,6 @@ class Group:
 def perceptual_hash(image_bgr: np.ndarray) -> int:
     """64-bit pHash of a BGR image, as an int (stored as 16 hex digits in the JSONL)."""
     return int(str(imagehash.phash(Image.fromarray(image_bgr[:, :, ::-1]))), 16)
-
-
-def distance_m(a: Member, b: Member) -> float:
-    """Great-circle distance in metres (haversine; plenty for tens of metres)."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)  # type: ignore[arg-type]
-    dp, dl = p2 - p1, math.radians(b.lon - a.lon)  # type: ignore[operator]
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
 
 
 def same_spot(a: Member, b: Member, radius_m: float, max_bits: int) -> bool:
