@@ -198,8 +198,10 @@ def test_a_confirm_without_dispatch_checks_the_case_in_the_transaction_that_appr
 def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_ago_is_not(service, bus_event):
     """Rejected was final, so a reviewer's mis-click could not be undone. POST /cases/{id}/reopen makes a case rejected
     in review a candidate again (unreviewed, back in the queue), with who, why and whose rejection in its history and
-    the audit log, within `service.reopen_within_days`; a case a platform voided, triage withdrew, that was queued
-    before its rejection, or rejected too long ago is 409 not-reopenable naming why, Chinese first, with nothing done."""
+    the audit log, within `service.reopen_within_days`; a case a platform voided, triage withdrew, whose withdrawn
+    delivery a dispatcher is settling, or rejected too long ago is 409 not-reopenable naming why, Chinese first, with
+    nothing done. One queued before its rejection is reopened once its entry is closed unsent, and confirmed again it
+    gets that entry back (one delivery)."""
     app, client, tokens, _ = service
     store = app.state.ctx.store
     a, b, c, d, e = draft_cases(app, bus_event, [{}, {}, {}, {}, {}])
@@ -229,6 +231,8 @@ def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_
     store.review(d, approve=False, reviewer="reviewer-user", reason_code="other", now=datetime.now(UTC) - timedelta(days=8))
     assert client.post(f"/api/v1/cases/{e}/confirm", headers=reviewer, json={}).status_code == 200
     assert client.post(f"/api/v1/cases/{e}/reject", headers=reviewer, json={"reason": "other"}).status_code == 200
+    [entry] = store.outbox_entries(case_id=e)
+    store.claim_due(owner="dispatcher-1")  # a dispatcher is settling its withdrawn delivery right now
     before = {i: store.get(i) for i in (b, c, d, e)}
     refused = {i: client.post(f"/api/v1/cases/{i}/reopen", headers=reviewer, json={"note": "重新打开"}) for i in (b, c, d, e)}
     assert {r.status_code for r in refused.values()} == {409}
@@ -236,8 +240,12 @@ def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_
     assert refused[b].json()["detail"].startswith(f"案件 {b} 由派遣平台作废（dispatch:dcm：平台作废），不能在此重新打开 ")
     assert refused[c].json()["detail"].startswith(f"案件 {c} 由 triage:job-1 撤回（照片已重新分拣），不是审核驳回，不能重新打开 ")
     assert "已超过 7 天，不能重新打开" in refused[d].json()["detail"]
-    assert refused[e].json()["detail"].startswith(f"案件 {e} 驳回前已进入派遣队列（dcm），不能重新打开 ")
+    assert refused[e].json()["detail"].startswith(f"案件 {e} 正在撤回对 dcm 的派遣，请稍后再试 ")
     assert {i: store.get(i) for i in (b, c, d, e)} == before
+    store.close_withdrawn(entry.id, owner="dispatcher-1")  # settled: never sent, so the rejection can be undone
+    assert client.post(f"/api/v1/cases/{e}/reopen", headers=reviewer, json={"note": "误点驳回"}).status_code == 200
+    assert client.post(f"/api/v1/cases/{e}/confirm", headers=reviewer, json={}).json()["state"] == "queued"
+    assert [(x.id, x.status) for x in store.outbox_entries(case_id=e)] == [(entry.id, "pending")]  # the same entry back
     shown = client.get(f"/api/v1/cases/{c}", headers=reviewer).json()["reopen"]
     assert shown == {"allowed": False, "why_not": refused[c].json()["detail"]}
     again = client.post(f"/api/v1/cases/{b}/reopen", headers=reviewer, json={"note": "x"})

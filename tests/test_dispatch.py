@@ -328,6 +328,8 @@ def test_a_case_withdrawn_while_the_platform_may_hold_it_is_looked_up_and_says_s
     assert dispatcher.run_once().retried == 1
     sim.faults(fail_rate=0.0)
     store.review(in_doubt, approve=False, reviewer="王芳", reason_code="not_a_violation")
+    assert store.reopen_refusal(in_doubt, within=timedelta(days=7)).startswith(  # it may be theirs: settled first
+        f"案件 {in_doubt} 正在撤回对 dcm 的派遣，请稍后再试 ")
     doubt_stats = PassStats()
     for _ in range(500):  # until the retry is due (bounded by passes, no timing assertion)
         doubt_stats.add(dispatcher.run_once())
@@ -380,6 +382,45 @@ def test_a_case_withdrawn_before_it_was_sent_is_closed_not_parked_and_keeps_its_
     with pytest.raises(CaseStoreError, match=rf"^outbox entry {entry.id}: case {case_id} is rejected, not queued "
                                              r"\(只是临时停靠\): there is nothing to deliver$"):
         store.requeue(entry.id, actor="ops")
+
+
+def test_a_case_rejected_after_it_was_queued_is_reopened_and_then_delivered_once(world, sim, bus_event):
+    """A reviewer who rejected a queued case by mistake could not reopen it (409 not-reopenable), its withdrawn outbox
+    entry blocking a second one. A case no delivery of which can have reached the platform is reopened, whether the
+    dispatcher had closed its entry yet or not; confirmed again, the same entry goes back out and the platform (which
+    here would take a repeat as a second case) gets it once. One the platform holds, or whose delivery is in doubt,
+    is still refused, naming why."""
+    store, evidence, spool = world
+    sim.faults(honour_idempotency=False)  # a second POST would be a second case there
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)}, **FAST)
+    week = timedelta(days=7)
+    early, settled = queue_cases(store, evidence, spool, small_event(bus_event), 2, "dcm", prefix="cam-reopen")
+    for case_id in (early, settled):
+        store.review(case_id, approve=False, reviewer="王芳", reason_code="not_a_violation", note="点错了")
+    store.reopen(early, actor="王芳", note="误点驳回", within=week)  # before any pass: its pending entry closes with it
+    dispatcher = Dispatcher(store, evidence, config)
+    assert (dispatcher.run_once().withdrawn, store.reopen_refusal(settled, within=week)) == (1, None)
+    store.reopen(settled, actor="王芳", note="误点驳回", within=week)
+    for case_id in (early, settled):
+        case, [entry] = store.get(case_id), store.outbox_entries(case_id=case_id)
+        assert (case.state, case.review_decision, case.dispatch_target, entry.status) == (CaseState.CANDIDATE, None, None,
+                                                                                          "withdrawn")
+    assert dispatcher.run_once().delivered == 0  # candidates again: nothing leaves
+    for case_id in (early, settled):
+        store.review(case_id, approve=True, reviewer="王芳", target="dcm")
+    _drain(dispatcher, store, [early, settled])
+    assert dispatcher.run_once().delivered == 0
+    dispatcher.close()
+    for case_id in (early, settled):
+        [theirs] = [c for c in sim.cases("cn-dcm") if c["external_id"] == case_id]
+        case, [entry] = store.get(case_id), store.outbox_entries(case_id=case_id)
+        assert (case.state, case.dispatch_ref, entry.status, entry.remote_ref) == (CaseState.SUBMITTED, theirs["ref"],
+                                                                                   "delivered", theirs["ref"])
+
+    store.review(settled, approve=False, reviewer="王芳", reason_code="not_a_violation")  # after the platform got it
+    assert store.get(settled).state is CaseState.REJECTED
+    with pytest.raises(CaseStoreError, match=rf"^案件 {settled} 驳回后仍送达 dcm（{theirs['ref']}），不能重新打开，请联系平台作废 "):
+        store.reopen(settled, actor="王芳", note="误点驳回", within=week)
 
 
 def test_a_failing_or_circuit_held_delivery_says_why_its_case_waits(world, sim, bus_event):

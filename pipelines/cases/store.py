@@ -79,7 +79,8 @@ class NotCandidate(CaseStoreError):
 
 class NotReopenable(CaseStoreError):
     """A case whose rejection cannot be undone here: not rejected, rejected by a platform or by triage rather than in
-    review, queued for dispatch before, or rejected longer ago than the window (why, Chinese first, for the pages)."""
+    review, a delivery that reached (or may have reached) a platform, or rejected longer ago than the window (why,
+    Chinese first, for the pages)."""
 
 
 class PlaceError(CaseStoreError):
@@ -158,6 +159,28 @@ def withdrawn_but_held(target: str, state: CaseState, delivered: str) -> str:
     attempt had reached them): staff must have it voided there, since no protocol of ours can take it back."""
     return (f"撤回后仍送达 {target}，请联系平台作废 — reached {target} after the case was {state.value} here "
             f"({delivered}): ask {target} to void it")
+
+
+def _delivery_refusal(case: Case, entry: OutboxEntry, now: datetime) -> str | None:
+    """Why `entry` (of `case`, rejected in review after it was queued) keeps the case from being reopened, or None: an
+    entry withdrawn unsent, or pending, never sent and not leased, is no delivery anyone holds. Delivered, the
+    platform holds the case (staff were told to have it voided there: reopening would count it unsent); parked, it
+    may have reached them (someone must check there first); pending but leased or in doubt, a dispatcher is settling
+    it now (look-up, then delivered or withdrawn): after that the answer is one of the others."""
+    if entry.status is OutboxStatus.DELIVERED:
+        return (f"案件 {case.id} 驳回后仍送达 {entry.target}（{entry.remote_ref}），不能重新打开，请联系平台作废 "
+                f"case {case.id} reached {entry.target} as {entry.remote_ref} after it was rejected: it cannot be reopened "
+                f"here; ask {entry.target} to void it")
+    if entry.status is OutboxStatus.PARKED:
+        return (f"案件 {case.id} 的派遣已挂起（{entry.target}：{entry.parked_reason}），可能已送达平台，不能重新打开 "
+                f"case {case.id}: its delivery to {entry.target} was parked ({entry.parked_reason}) and may have reached "
+                f"them: it cannot be reopened")
+    leased = entry.lease_until is not None and as_utc(entry.lease_until, UTC) >= now
+    if entry.status is OutboxStatus.PENDING and (leased or entry.in_doubt_since is not None):
+        return (f"案件 {case.id} 正在撤回对 {entry.target} 的派遣，请稍后再试 "
+                f"case {case.id}: its delivery to {entry.target} is being withdrawn (an attempt may have reached them): "
+                f"try again once the dispatcher has settled it")
+    return None
 
 
 @dataclass(frozen=True)
@@ -629,7 +652,9 @@ class CaseStore:
     def queue(self, case_id: str, target: str, *, actor: str = "system", now: datetime | None = None,
               unchanged_since: datetime | None = None, **values: Any) -> Case:
         """candidate -> queued and the outbox entry for `target`, in one transaction (`unchanged_since`: see
-        `check_unchanged`)."""
+        `check_unchanged`). A case reopened after its entry for `target` was withdrawn unsent gets that entry back
+        (pending, same idempotency key, its doubt kept so a look-up comes first): one entry per case and target,
+        so it is delivered once."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
@@ -638,9 +663,14 @@ class CaseStore:
                                      + (f" (waiting: {case.reason})" if case.reason else ""))
             case = self._transition(conn, case_id, CaseState.QUEUED, actor, f"queued for {target}", {"target": target},
                                     now, {"dispatch_target": target, "reason": None, **values})
-            conn.execute(outbox.insert().values(
-                case_id=case_id, target=target, idempotency_key=idempotency_key(case_id, target),
-                status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, created_at=now))
+            revived = conn.execute(outbox.update().where(  # queued for it before, withdrawn unsent, then reopened
+                outbox.c.case_id == case_id, outbox.c.target == target, outbox.c.status == OutboxStatus.WITHDRAWN,
+            ).values(status=OutboxStatus.PENDING, next_attempt_at=now, lease_until=None, lease_owner=None,
+                     last_error=None, parked_reason=None))
+            if revived.rowcount == 0:
+                conn.execute(outbox.insert().values(
+                    case_id=case_id, target=target, idempotency_key=idempotency_key(case_id, target),
+                    status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, created_at=now))
             return case
 
     def reopen(self, case_id: str, *, actor: str, note: str, within: timedelta, now: datetime | None = None,
@@ -656,9 +686,25 @@ class CaseStore:
                 raise NotReopenable(refusal)
             undone = {"rejected_by": case.reviewer, "rejected_at": case.reviewed_at and case.reviewed_at.isoformat(),
                       "review_reason": case.review_reason, "review_note": case.review_note}
-            cleared = dict.fromkeys(("review_decision", "reviewer", "reviewed_at", "review_reason", "review_note", "reason"))
-            return self._transition(conn, case_id, CaseState.CANDIDATE, actor, note, {"reopened": undone}, now, cleared,
-                                    reopening=True)
+            withdrawn = self._withdraw_unsent(conn, case_id, now)
+            cleared = dict.fromkeys(("review_decision", "reviewer", "reviewed_at", "review_reason", "review_note", "reason",
+                                     "dispatch_target"))
+            return self._transition(conn, case_id, CaseState.CANDIDATE, actor, note,
+                                    {"reopened": undone, **({"withdrawn_outbox": withdrawn} if withdrawn else {})}, now,
+                                    cleared, reopening=True)
+
+    @staticmethod
+    def _withdraw_unsent(conn: Connection, case_id: str, now: datetime) -> list[int]:
+        """Close as withdrawn the pending entries of a case being reopened, which `_reopen_refusal` let through only as
+        never sent and not leased (no dispatcher has got to them since the rejection): a reopened candidate has no
+        live delivery, and confirming it again revives its entry (`queue`). The ids closed."""
+        unsent = [outbox.c.case_id == case_id, outbox.c.status == OutboxStatus.PENDING, outbox.c.in_doubt_since.is_(None),
+                  sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)]
+        ids = list(conn.execute(sa.select(outbox.c.id).where(*unsent)).scalars())
+        if ids:
+            conn.execute(outbox.update().where(outbox.c.id.in_(ids), *unsent)
+                         .values(status=OutboxStatus.WITHDRAWN, lease_until=None, lease_owner=None))
+        return ids
 
     def reopen_refusal(self, case_id: str, *, within: timedelta, now: datetime | None = None) -> str | None:
         """Why `reopen` would refuse the case now (Chinese first), or None when a reviewer may reopen it."""
@@ -669,7 +715,8 @@ class CaseStore:
         """Only a reviewer's rejection of a candidate here is undone: `review_decision` rejected and the move into
         `rejected` theirs. A platform's voiding (the case was queued and sent; they hold it voided) and a triage
         withdrawal (the photo batch, run again, no longer makes the case; a rerun would not know it came back) leave
-        `review_decision` as it was; a case queued before its rejection has a delivery that may have reached a platform."""
+        `review_decision` as it was. A case queued before its rejection is reopened only while no delivery of it can
+        have reached a platform (`_delivery_refusal`): they would hold a case we no longer count as sent."""
         zh = STATE_NAMES_ZH[case.state]
         if case.state is not CaseState.REJECTED:
             return (f"案件 {case.id} 现为{zh}，只有{STATE_NAMES_ZH[CaseState.REJECTED]}的案件可以重新打开 "
@@ -679,16 +726,16 @@ class CaseStore:
                                                          case_history.c.from_state != CaseState.REJECTED.value)
                            .order_by(case_history.c.id.desc()).limit(1)).first()
         actor, why = (row.actor, row.reason or "") if row else ("?", "")
-        entries = conn.execute(sa.select(outbox.c.target).where(outbox.c.case_id == case.id)).scalars().all()
+        entries = [_row_to(OutboxEntry, r) for r in conn.execute(sa.select(outbox).where(outbox.c.case_id == case.id))]
         if case.review_decision != "rejected" or actor != case.reviewer:
             if entries or case.dispatch_ref:
                 return (f"案件 {case.id} 由派遣平台作废（{actor}：{why}），不能在此重新打开 "
                         f"case {case.id} was voided by the dispatch platform ({actor}: {why}): only a rejection in review here can be undone")
             return (f"案件 {case.id} 由 {actor} 撤回（{why}），不是审核驳回，不能重新打开 "
                     f"case {case.id} was withdrawn by {actor} ({why}), not rejected in review: only a rejection in review here can be undone")
-        if entries:
-            return (f"案件 {case.id} 驳回前已进入派遣队列（{entries[0]}），不能重新打开 "
-                    f"case {case.id} was queued for dispatch to {entries[0]} before it was rejected: only a candidate's rejection can be undone")
+        refusal = next((r for e in entries if (r := _delivery_refusal(case, e, now)) is not None), None)
+        if refusal is not None:
+            return refusal
         rejected_at = as_utc(case.reviewed_at, UTC) if case.reviewed_at else None
         if rejected_at is None or now - rejected_at > within:
             days = within / timedelta(days=1)
