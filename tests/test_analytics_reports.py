@@ -15,6 +15,7 @@ from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from detect.taxonomy import load_taxonomy
+from pipelines.analytics.casedata import handling_times
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.periods import parse_period
 from pipelines.analytics.places import load_places
@@ -82,6 +83,29 @@ def test_report_counts_equal_the_case_store(city):
     # Handling: reviewed 1 h after drafting, dispatched 2.5 h after, closed 3 / 27 / 51 h after opening.
     parking = t["handling"]["机动车乱停放"]
     assert parking[1:] == [3, 3, 1.0, 3, 2.5, 3, 27.0, 51.0]
+
+
+def test_a_reopened_case_counts_as_reviewed_only_when_reviewed_again(tmp_path):
+    """A case reopened after a rejection had its undone rejection (or, queued before, its queuing) counted as its
+    review, so a case waiting in the queue again read as reviewed 1 h after drafting. It is not reviewed until a
+    reviewer decides again, and then its review time is that latest decision; an auto-queued case keeps its queuing."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    at = local(12, 9)
+    waiting, confirmed, rejected, was_queued, auto = (make.add("illegal_parking", G3, at, state="candidate") for _ in range(5))
+    for case_id in (was_queued, auto):
+        store.update(case_id, evidence_ref=f"local:{case_id}")
+    store.review(was_queued, approve=True, reviewer="审核员", target="dcm", now=at + timedelta(minutes=30))
+    store.queue(auto, "dcm", now=at + timedelta(minutes=15))
+    for case_id in (waiting, confirmed, rejected, was_queued):
+        store.review(case_id, approve=False, reviewer="审核员", reason_code="duplicate", now=at + timedelta(hours=1))
+        store.reopen(case_id, actor="审核员", note="误点驳回", within=timedelta(days=7), now=at + timedelta(hours=2))
+    store.approve(confirmed, reviewer="审核员", now=at + timedelta(hours=5))
+    store.review(rejected, approve=False, reviewer="审核员", reason_code="legal", now=at + timedelta(hours=6))
+    handled = handling_times(store.engine, [waiting, confirmed, rejected, was_queued, auto])
+    store.close()
+    assert {i: handled[i].to_review for i in (waiting, confirmed, rejected, was_queued, auto)} == {
+        waiting: None, confirmed: 5.0, rejected: 6.0, was_queued: None, auto: 0.25}
 
 
 def test_report_files_pdf_pages_and_font(city, tmp_path):

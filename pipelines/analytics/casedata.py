@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from detect.taxonomy import Severity
 from pipelines.analytics.places import NONE_UNIT, Places, Unit
 from pipelines.cases.schema import case_history, cases
-from pipelines.cases.states import CaseState
+from pipelines.cases.states import REOPEN, CaseState
 from pipelines.cases.store import recorded_severity, severity_of
 
 # A case a person (or the auto-queue) has let through: approved in review, or past `candidate`.
@@ -214,13 +214,15 @@ class Handling:
     """How long a case took through review and dispatch (hours; None where it has not got there)."""
 
     case_id: str
-    to_review: float | None  # created -> reviewed (a person's decision), else -> queued (auto-queue)
+    to_review: float | None  # created -> its latest review decision, else -> queued or rejected unreviewed (auto-queue,
+    # a withdrawal) since last reopened; None while a reopened case waits for review again
     to_dispatch: float | None  # created -> submitted (the platform acknowledged it)
     to_close: float | None  # opened -> closed or verified_cleared
 
 
 def handling_times(engine: Engine, case_ids: Iterable[str]) -> dict[str, Handling]:
-    """From the state history: the first time each case reached each milestone."""
+    """From the state history: the first time each case reached each milestone; review, the case's latest decision
+    (`reviewed_at`), else `_decided_since_reopened`."""
     ids = list(case_ids)
     firsts: dict[str, dict[str, datetime]] = {i: {} for i in ids}
     h = case_history.c
@@ -231,10 +233,11 @@ def handling_times(engine: Engine, case_ids: Iterable[str]) -> dict[str, Handlin
                      .group_by(h.case_id, h.to_state))
             for case_id, state, at in conn.execute(query):
                 firsts[case_id][state] = at
+            decided = _decided_since_reopened(conn, chunk)
             times = sa.select(cases.c.id, cases.c.created_at, cases.c.opened_at, cases.c.reviewed_at).where(cases.c.id.in_(chunk))
             for case_id, created, opened, reviewed in conn.execute(times):
                 firsts[case_id]["_created"], firsts[case_id]["_opened"] = created, opened or created
-                if reviewed is not None:
+                if (reviewed := reviewed or decided.get(case_id)) is not None:
                     firsts[case_id]["_reviewed"] = reviewed
 
     def hours(a: datetime | None, b: datetime | None) -> float | None:
@@ -244,9 +247,25 @@ def handling_times(engine: Engine, case_ids: Iterable[str]) -> dict[str, Handlin
     for case_id, f in firsts.items():
         if "_created" not in f:
             continue
-        reviewed = f.get("_reviewed") or min((f[s] for s in (CaseState.QUEUED.value, CaseState.REJECTED.value) if s in f),
-                                             default=None)
+        reviewed = f.get("_reviewed")
         done = min((f[s] for s in _DONE if s in f), default=None)
         out[case_id] = Handling(case_id, hours(f["_created"], reviewed), hours(f["_created"], f.get(CaseState.SUBMITTED.value)),
                                 hours(f["_opened"], done))
     return out
+
+
+def _decided_since_reopened(conn: Connection, case_ids: list[str]) -> dict[str, datetime]:
+    """Per case, its first move into queued or rejected since a reviewer last reopened it (`REOPEN`), or since it was
+    drafted: when it was let through or turned away without a recorded review (auto-queued, withdrawn). A reopened
+    case waiting for review has none, not its undone rejection's (the review columns, cleared then, say the rest)."""
+    h = case_history.c
+    decisive = (CaseState.QUEUED.value, CaseState.REJECTED.value)
+    query = (sa.select(h.case_id, h.from_state, h.to_state, h.at)
+             .where(h.case_id.in_(case_ids), h.to_state.in_((*decisive, CaseState.CANDIDATE.value))).order_by(h.id))
+    first: dict[str, datetime] = {}
+    for case_id, before, after, at in conn.execute(query):
+        if (before, after) == (REOPEN[0].value, REOPEN[1].value):
+            first.pop(case_id, None)
+        elif after in decisive and before != after:
+            first.setdefault(case_id, at)
+    return first
