@@ -5,7 +5,8 @@ tokens are 256-bit random strings, so a fast hash is enough (a slow password has
 argon2 protects guessable secrets; a random token is not guessable), and lookup by hash is one
 indexed query. Revoking keeps the row (who had access, and when) but the token stops working. A token
 may be given an expiry (`users add --expires-in 90d`); past it the token is refused saying so, and it
-stays the name's active token until revoked (so `users list` shows it, marked expired).
+stays the name's active token (so `users list` shows it, marked expired) until revoked or replaced: `users add`
+of that name revokes it and issues the new one in one step, as an admin renewing a lapsed token expects.
 
 The tables are the case store's (`pipelines.cases.schema`: same URL, SQLite or PostgreSQL), made and
 upgraded by its migrations like the case tables, so a table made by an older version gets what this one
@@ -19,7 +20,7 @@ import hashlib
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -72,6 +73,7 @@ class TokenInfo:
     created_at: datetime
     revoked_at: datetime | None
     expires_at: datetime | None = None
+    replaces: TokenInfo | None = None  # from `add`: the name's expired token it revoked to take its place
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
@@ -110,15 +112,22 @@ def user_name(name: str) -> str:
     return name
 
 
+def _info(r: sa.Row) -> TokenInfo:
+    return TokenInfo(r.id, r.name, Role(r.role), r.hint, r.created_at, r.revoked_at, r.expires_at)
+
+
+def _live(conn: sa.Connection, name: str) -> TokenInfo | None:
+    """The token of `name` not revoked (the database holds at most one), expired or not."""
+    r = conn.execute(sa.select(api_tokens).where(api_tokens.c.name == name, LIVE)).first()
+    return None if r is None else _info(r)
+
+
 def _taken(conn: sa.Connection, name: str, now: datetime) -> AccountError | None:
-    """Why `name` cannot be given a token now: it has an active one (saying so when that one has expired, as it
-    still has to be revoked first); None when it has none."""
-    row = conn.execute(sa.select(api_tokens.c.expires_at).where(api_tokens.c.name == name, LIVE)).first()
-    if row is None:
+    """Why `name` cannot be given a token now: it has one that still works; None when it has none, or only an expired
+    one (which `add` replaces)."""
+    live = _live(conn, name)
+    if live is None or live.expired(now):
         return None
-    if row.expires_at is not None and row.expires_at <= now:
-        return AccountError(f"user {name!r} has a token that expired at {row.expires_at:%Y-%m-%d %H:%M} UTC; "
-                            f"revoke it first (streetwatch users revoke) to issue a new one")
     return AccountError(f"user {name!r} already has an active token (revoke it first to issue a new one)")
 
 
@@ -137,7 +146,9 @@ class Accounts:
 
     def add(self, name: str, role: Role | str, valid_for: timedelta | None = None) -> tuple[TokenInfo, str]:
         """A new token for `name`, valid for `valid_for` (None: until revoked); returns its record and the token
-        itself (shown once, never stored)."""
+        itself (shown once, never stored). A token of `name` that still works refuses it (AccountError); one that has
+        expired is revoked in the same transaction (kept for the record, `replaces` in the answer): renewing a lapsed
+        token is one step, where the admin had to revoke a token that no longer worked first."""
         role = Role(role)
         name = user_name(name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -147,6 +158,9 @@ class Accounts:
             with self._writer.begin() as conn:
                 if (taken := _taken(conn, name, now)) is not None:
                     raise taken
+                if (replaces := _live(conn, name)) is not None:  # expired: revoked, so the new one is the name's
+                    conn.execute(api_tokens.update().where(api_tokens.c.id == replaces.id, LIVE).values(revoked_at=now))
+                    replaces = replace(replaces, revoked_at=now)
                 new_id = conn.execute(api_tokens.insert().values(
                     name=name, role=role.value, token_hash=hash_token(token), hint=token[:8], created_at=now,
                     expires_at=expires_at)).inserted_primary_key[0]
@@ -158,15 +172,14 @@ class Accounts:
             if taken is None:
                 raise
             raise taken from None
-        return TokenInfo(new_id, name, role, token[:8], now, None, expires_at), token
+        return TokenInfo(new_id, name, role, token[:8], now, None, expires_at, replaces), token
 
     def list(self, include_revoked: bool = False) -> list[TokenInfo]:
         query = sa.select(api_tokens).order_by(api_tokens.c.id)
         if not include_revoked:
             query = query.where(LIVE)
         with self.engine.connect() as conn:
-            return [TokenInfo(r.id, r.name, Role(r.role), r.hint, r.created_at, r.revoked_at, r.expires_at)
-                    for r in conn.execute(query)]
+            return [_info(r) for r in conn.execute(query)]
 
     def revoke(self, name: str) -> int:
         """Revoke the active tokens of user `name`; returns how many."""

@@ -141,8 +141,9 @@ def test_an_upgrade_over_names_with_two_live_tokens_is_refused_naming_them(empty
 
 def test_a_token_given_an_expiry_is_refused_after_it_saying_when(tmp_path):
     """`users add --expires-in` (days or hours; anything else refused naming it); past its expiry a token is 401
-    saying when, in Chinese and English and the city's time, `users list` marks it expired, and a new token for the
-    name waits until it is revoked. Tokens without an expiry work as before."""
+    saying when, in Chinese and English and the city's time, and `users list` marks it expired. `users add` of the
+    name was refused until someone revoked a token that no longer worked; it replaces it (revoked, kept for the
+    record, said on stderr), while a working token is still not replaced. Tokens without an expiry work as before."""
     settings = settings_for(tmp_path)
     users = users_cli(settings, tmp_path)
 
@@ -175,6 +176,17 @@ def test_a_token_given_an_expiry_is_refused_after_it_saying_when(tmp_path):
                                             "API token expired at 2026-01-02 11:04+08:00; ask an administrator for a new one")
         assert client.get("/api/v1/cases", headers=auth(forever)).status_code == 200
     assert "  expired 2026-01-02 03:04" in users("list").stdout.splitlines()[0]
-    again = users("add", "王芳", "--role", "reviewer")
-    assert again.exit_code == 2 and "has a token that expired at 2026-01-02 03:04 UTC; revoke it first" in again.output
-    assert users("revoke", "王芳").exit_code == 0 and users("add", "王芳", "--role", "reviewer").exit_code == 0
+    again = users("add", "王芳", "--role", "reviewer")  # renewing it is one step: the expired token is replaced
+    assert again.exit_code == 0, again.output
+    renewed = again.stdout.strip().splitlines()[0]
+    assert (f"replaced 王芳's token {token[:8]}… (reviewer), which expired at 2026-01-02 03:04 UTC: revoked "
+            "(users list --all keeps it)") in again.stderr
+    assert [line.split("\t")[:3] for line in users("list").stdout.splitlines() if line.startswith("王芳\t")] == [
+        ["王芳", "reviewer", f"{renewed[:8]}…"]]
+    [old] = [line for line in users("list", "--all").stdout.splitlines() if line.split("\t")[2] == f"{token[:8]}…"]
+    assert "  expired 2026-01-02 03:04" in old and "  revoked " in old
+    with TestClient(app) as client:
+        assert client.get("/api/v1/cases", headers=auth(token)).json()["type"] == "urn:streetwatch:problem:unauthenticated"
+        assert client.get("/api/v1/cases", headers=auth(renewed)).status_code == 200
+    refused = users("add", "王芳", "--role", "reviewer")  # one that still works is not replaced
+    assert refused.exit_code == 2 and "user '王芳' already has an active token (revoke it first" in refused.output

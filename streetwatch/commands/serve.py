@@ -95,7 +95,8 @@ def users_add(
                              "(default: until revoked).")] = None,
     config: SettingsOpt = None,
 ) -> None:
-    """Create a token for NAME; it is printed once and only its hash is stored."""
+    """Create a token for NAME; it is printed once and only its hash is stored. A token of NAME that has expired is
+    revoked and replaced by it (said on stderr); one that still works must be revoked first."""
     from api.accounts import AccountError, Role, parse_expires_in
 
     try:
@@ -109,6 +110,9 @@ def users_add(
         fail(str(exc))
     typer.echo(token)
     until = f", valid until {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else ""
+    if (old := info.replaces) is not None:
+        typer.secho(f"replaced {old.name}'s token {old.hint}… ({old.role}), which expired at {old.expires_at:%Y-%m-%d %H:%M} "
+                    f"UTC: revoked (users list --all keeps it)", err=True)
     typer.secho(f"token for {info.name} ({info.role}) created{until}; it is shown only now", err=True)
 
 
@@ -118,7 +122,7 @@ def users_list(
     config: SettingsOpt = None,
 ) -> None:
     """Users with active tokens (name, role, token hint, created, expiry: `expires …`, or `expired …` for one past
-    it, which stays active until revoked; --all adds revoked ones). Times in UTC."""
+    it, which stays listed until revoked or replaced by `users add`; --all adds revoked ones). Times in UTC."""
     for t in _accounts(config).list(include_revoked=all_):
         expiry = f"  {'expired' if t.expired() else 'expires'} {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else ""
         revoked = f"  revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else ""
