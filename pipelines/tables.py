@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from detect.config_io import ConfigError
+from detect.phones import find_phones
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +170,27 @@ _EXCEL_EXPONENT = re.compile(r"\d(\.\d+)?[eE]\+\d+")
 def excel_number_hint(value: Any, other: str = "") -> str:
     """What to add to 'is not one phone number' when Excel is to blame: a long number shown as a power of ten
     (`1.38001E+10`) is saved so in a CSV, its digits lost; '' otherwise. `other` adds another way out."""
-    if not _EXCEL_EXPONENT.fullmatch(str(value if value is not None else "").strip()):
+    if not _excel_exponent(value):
         return ""
     return (" (Excel showed the number as a power of ten and saved it so, digits lost: format the column as text "
             f"before saving{other})")
+
+
+def _excel_exponent(value: Any) -> bool:
+    return bool(_EXCEL_EXPONENT.fullmatch(str(value if value is not None else "").strip()))
+
+
+def row_phone(value: Any, column: str, other: tuple[str, str] = ("", "")) -> str:
+    """A sheet cell's phone number as cases store it (`detect.phones`, as OCR text is read), or a `RowError` for
+    `row_message` naming `column`, Chinese first, when the cell is not one number; a number Excel saved as a power of
+    ten says how to avoid that. `other`: another way out, (Chinese, English), such as using the exported .xlsx."""
+    found = find_phones(str(value if value is not None else "").strip())
+    if len(found) == 1:
+        return found[0].number
+    hint_zh = (f"（Excel 把长数字显示成了科学计数法并这样保存，位数已丢失：保存前把该列设为文本{other[0]}）"
+               if _excel_exponent(value) else "")
+    raise RowError(column, f"{value!r} 不是一个电话号码{hint_zh}",
+                   f"{column}: {value!r} is not one phone number{excel_number_hint(value, other[1])}")
 
 
 _SLASHED_DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
@@ -182,6 +200,7 @@ _CHINESE_DATE = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日\s*(?:(\d{1,2})(?
 EXCEL_SERIALS = (36526, 73051)
 #: How `sheet_time` reads a date, for the messages refusing one.
 SHEET_TIME_FORMS = "YYYY-MM-DD[ HH:MM], 2026/11/12 10:20, 2026年11月12日 10:20 or an Excel date"
+SHEET_TIME_FORMS_ZH = "2026-11-12 10:20、2026/11/12 10:20、2026年11月12日 10:20 或 Excel 日期"
 
 
 def sheet_time(value: Any) -> datetime:
@@ -206,6 +225,16 @@ def sheet_time(value: Any) -> datetime:
         if m is None:
             raise
         return datetime(*(int(g or 0) for g in m.groups()))
+
+
+def row_time(value: Any, column: str) -> datetime:
+    """A sheet cell's date/time (`sheet_time`), or a `RowError` for `row_message` naming `column` and the forms it
+    reads, Chinese first."""
+    try:
+        return sheet_time(value)
+    except ValueError:
+        raise RowError(column, f"{value!r} 不是日期时间（可写 {SHEET_TIME_FORMS_ZH}）",
+                       f"{column}: {value!r} is not a date/time ({SHEET_TIME_FORMS})") from None
 
 
 def formula_like(text: str) -> bool:

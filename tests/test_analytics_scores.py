@@ -163,10 +163,11 @@ def test_periods_are_local_days():
 def test_bad_cutoff_file_names_the_line(tmp_path):
     path = tmp_path / "cutoffs.csv"
     path.write_text("number,cut_off_at\n13800138000,2026-11-01\nhello,2026-11-02\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"cutoffs.csv: line 3: number: 'hello' is not one phone number"):
+    with pytest.raises(ConfigError, match=r"cutoffs.csv 第 3 行「号码」：'hello' 不是一个电话号码 — "
+                                          r".*cutoffs.csv: row 3: number: 'hello' is not one phone number"):
         CutoffFile(path, TZ)
     path.write_text("number,cut_off_at\n13800138000,soon\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"line 2: cut_off_at: 'soon'"):
+    with pytest.raises(ConfigError, match=r"第 2 行「停机时间」：'soon' 不是日期时间（可写 .*） — .*row 2: cut_off_at: 'soon'"):
         CutoffFile(path, TZ)
     path.write_text("number,cut_off_at,note\n13800138000,2026-11-01,已停机\n", encoding="gbk")  # Excel's plain "CSV" in China: read
     assert list(CutoffFile(path, TZ).cut_off(["13800138000"], *parse_period("2026-11").bounds(TZ))) == ["13800138000"]
@@ -228,7 +229,7 @@ def test_cutoff_file_saved_again_by_excel_on_a_chinese_pc(tmp_path):
     assert CutoffFile(path, TZ).cut_off(["13800138000", "13800138001"], *nov) == {
         "13800138000": datetime(2026, 11, 3, 10, 20, tzinfo=TZ), "13800138001": datetime(2026, 11, 30, tzinfo=TZ)}
     path.write_text("number,cut_off_at\n13800138000,2026/13/3\n", encoding="utf-8-sig")
-    with pytest.raises(ConfigError, match=r"line 2: cut_off_at: '2026/13/3' is not a date/time"):
+    with pytest.raises(ConfigError, match=r"row 2: cut_off_at: '2026/13/3' is not a date/time"):
         CutoffFile(path, TZ)
 
 
@@ -316,7 +317,7 @@ def test_a_number_not_cut_off_yet_is_listed_and_counts_for_nothing(tmp_path):
     assert CutoffFile(path, TZ).cut_off(["13800138000", "13800138001", "0571-87654321"], *nov) == {
         "13800138000": datetime(2026, 11, 3, 10, 20, tzinfo=TZ)}
     path.write_text("number,cut_off_at\n13800138000,\nhello,\n", encoding="utf-8")  # the number is still checked
-    with pytest.raises(ConfigError, match=r"cutoffs.csv: line 3: number: 'hello' is not one phone number"):
+    with pytest.raises(ConfigError, match=r"cutoffs.csv: row 3: number: 'hello' is not one phone number"):
         CutoffFile(path, TZ)
 
 
@@ -347,7 +348,9 @@ def test_a_number_excel_mangled_in_the_cutoff_list_says_how(tmp_path):
     path.write_text("number,cut_off_at\n57187654321,2026-11-12\n5.71877E+10,2026-11-12\n", encoding="utf-8-sig")
     with pytest.raises(ConfigError) as refused:
         CutoffFile(path, TZ)
-    assert str(refused.value) == (f"{path}: line 3: number: '5.71877E+10' is not one phone number (Excel showed the number as a "
-                                  "power of ten and saved it so, digits lost: format the column as text before saving)")
+    assert str(refused.value) == (f"{path} 第 3 行「号码」：'5.71877E+10' 不是一个电话号码（Excel 把长数字显示成了科学计数法并这样保存，"
+                                  f"位数已丢失：保存前把该列设为文本） — {path}: row 3: number: '5.71877E+10' is not one phone "
+                                  "number (Excel showed the number as a power of ten and saved it so, digits lost: format the "
+                                  "column as text before saving)")
     path.write_text("number,cut_off_at\n57187654321,2026-11-12\n", encoding="utf-8-sig")
     assert set(CutoffFile(path, TZ).times) == {"0571-87654321"}

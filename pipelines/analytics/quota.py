@@ -27,8 +27,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from detect.config_io import ConfigError
-from detect.phones import find_phones
-from pipelines.tables import SHEET_TIME_FORMS, excel_number_hint, read_rows, sheet_time
+from pipelines.tables import RowError, read_rows, row_message, row_phone, row_time
 
 
 class NumberStatus(Protocol):
@@ -52,19 +51,17 @@ class CutoffFile:
             raise ConfigError(f"{self.path}: file not found") from None
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot read: {exc}") from None
-        for line, row in read_rows(data, str(self.path), self.COLUMNS, required=("number", "cut_off_at")):
-            raw, when = str(row.get("number") or "").strip(), row.get("cut_off_at")
-            found = find_phones(raw)
-            if len(found) != 1:
-                raise ConfigError(f"{self.path}: line {line}: number: {raw!r} is not one phone number{excel_number_hint(raw)}")
-            if when in (None, ""):  # listed, not cut off yet (the operator has not acted): counts for nothing
-                continue
+        name = str(self.path)
+        for line, row in read_rows(data, name, self.COLUMNS, required=("number", "cut_off_at")):
             try:
-                at = sheet_time(when)
-            except ValueError:
-                raise ConfigError(f"{self.path}: line {line}: cut_off_at: {when!r} is not a date/time ({SHEET_TIME_FORMS})") from None
+                number = row_phone(row.get("number"), "number")
+                when = row.get("cut_off_at")
+                if when in (None, ""):  # listed, not cut off yet (the operator has not acted): counts for nothing
+                    continue
+                at = row_time(when, "cut_off_at")
+            except RowError as exc:  # said as the registers say it: Chinese first, naming file, row and column
+                raise ConfigError(row_message(name, line, exc, self.COLUMNS)) from None
             at = at if at.tzinfo else at.replace(tzinfo=tz)
-            number = found[0].number
             self.times[number] = min(at, self.times.get(number, at))  # the first cut-off counts
 
     def cut_off(self, numbers: Iterable[str], start: datetime, end: datetime) -> dict[str, datetime]:

@@ -31,12 +31,10 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from detect.phones import find_phones
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cityops.schema import callout_numbers
-from pipelines.tables import (SHEET_TIME_FORMS, PhoneText, RowError, excel_number_hint, read_rows, row_message, sheet_time,
-                             write_csv, write_xlsx)
+from pipelines.tables import PhoneText, RowError, read_rows, row_message, row_phone, row_time, write_csv, write_xlsx
 from pipelines.times import as_utc
 
 FLYPOSTING = "flyposting"
@@ -72,12 +70,6 @@ IMPORT_COLUMNS = {
 }
 
 
-
-
-def normalise_number(text: Any) -> str | None:
-    """The number as cases store it (detect.phones), or None when the text is not one number."""
-    found = find_phones(str(text or ""))
-    return found[0].number if len(found) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -217,7 +209,7 @@ class CallOutList:
         report = ImportReport()
         for line, row in read_rows(data, name, IMPORT_COLUMNS, required=("number", "status")):
             try:
-                number = _row_number(row.get("number"))
+                number = row_phone(row.get("number"), "number", ("，或使用导出的 .xlsx", " or use the exported .xlsx"))
                 status = _row_status(row, self.get(number))
                 cut_off_at = self._time(row.get("cut_off_at"))
                 amount = _amount(row.get("amount"))
@@ -267,11 +259,7 @@ class CallOutList:
     def _time(self, value: Any) -> datetime | None:
         if value in (None, ""):
             return None
-        try:
-            at = sheet_time(value)
-        except ValueError:
-            raise RowError("cut_off_at", f"{value!r} 不是日期时间（可写 2026-11-12 10:20、2026/11/12 10:20、2026年11月12日 10:20 或 Excel 日期）",
-                           f"cut_off_at: {value!r} is not a date/time ({SHEET_TIME_FORMS})") from None
+        at = row_time(value, "cut_off_at")
         try:  # staff type local times: no offset = the city's zone
             return as_utc(at, self.tz)
         except ValueError:
@@ -296,17 +284,6 @@ def _amount(value: Any) -> float | None:
     if not math.isfinite(amount) or amount < 0:
         raise RowError("amount", f"{value!r} 不是以元计的金额（应为不小于 0 的数）", f"amount: {value!r} is not an amount in yuan (a number >= 0)")
     return amount
-
-
-def _row_number(value: Any) -> str:
-    """A result row's number as the list keeps it (`normalise_number`), or RowError saying why it is none."""
-    number = normalise_number(value)
-    if number is None:
-        hint = excel_number_hint(value, " or use the exported .xlsx")
-        raise RowError("number", f"{value!r} 不是一个电话号码" + ("（Excel 把长数字显示成了科学计数法并这样保存，位数已丢失："
-                                                              "保存前把该列设为文本，或使用导出的 .xlsx）" if hint else ""),
-                       f"number: {value!r} is not one phone number{hint}")
-    return number
 
 
 def _row_status(row: dict[str, Any], entry: Entry | None) -> Status:
