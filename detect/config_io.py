@@ -3,7 +3,7 @@
 Every model of a configuration file (taxonomy, scenes, cameras, settings) derives from
 `ConfigModel`, so an unknown key (usually a typo) is refused everywhere, and every file goes
 through `load_model`, so a bad file is refused the same way everywhere:
-`scenes/cam-01.yaml: zones.0.polygon: polygon needs at least 3 points`, and with the value refused where the
+`scenes/cam-01.yaml: zones.0.polygon: 多边形至少需要 3 个点… — polygon needs at least 3 points`, and with the value refused where the
 reason does not quote it: `sheet.yaml: sections.0.items.0.deduct: Input should be a valid number … (got '1分')`.
 The same models give
 the JSON schemas `streetwatch config schema` writes for editors and the UI (`json_schema`).
@@ -178,6 +178,20 @@ def _given(err: dict[str, Any]) -> str:
     if len(shown) > SHOWN_INPUT_CHARS:
         shown = shown[:SHOWN_INPUT_CHARS - 1] + "…"
     return f" (got {shown})"
+
+
+#: How a refusal worded for city staff joins its Chinese and its English: `多边形自相交 — polygon is self-intersecting`.
+ZH_EN = " — "
+
+
+def zh_en(message: str) -> tuple[str | None, str]:
+    """A refusal's Chinese and English halves when it is worded Chinese first (`中文 — English`, as the polygon and text
+    checks word theirs), so a report that says its own Chinese first can put each where it goes; (None, message)
+    when it has no Chinese half."""
+    zh, sep, en = message.partition(ZH_EN)
+    if sep and any("\u4e00" <= ch <= "\u9fff" for ch in zh):
+        return zh, en
+    return None, message
 
 
 def validation_message(source: str, exc: ValidationError) -> str:

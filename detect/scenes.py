@@ -26,6 +26,7 @@ import supervision as sv
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer, PrivateAttr, WithJsonSchema, field_validator, model_validator,
 )
+from pydantic_core import PydanticCustomError
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
@@ -139,22 +140,32 @@ def follow_zone(config: BaseModel, timezone: str | None) -> None:
         config.timezone = _known_timezone(timezone)
 
 
-def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, what: str) -> Polygon:
-    """A valid shapely polygon from [[x, y], ...] or a ValueError saying why not."""
+#: Where a camera's image polygons lie, as `_polygon`'s refusal names it: (Chinese, English).
+IMAGE_SPACE = ("[0, 1] 范围（归一化图像坐标）", "[0, 1] (normalised image coordinates)")
+
+
+def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, what: tuple[str, str]) -> Polygon:
+    """A valid shapely polygon from [[x, y], ...], or a refusal saying why not, Chinese first, for the staff who draw
+    zones and frontages on the cameras page and in the register (`what`: where the points must lie, Chinese and English)."""
     if len(points) < 3:
-        raise ValueError(f"polygon needs at least 3 points, got {len(points)}")
+        raise _refused("多边形至少需要 3 个点，现有 {n} 个 — polygon needs at least 3 points, got {n}", n=len(points))
     for i, p in enumerate(points):
         if len(p) != 2:
-            raise ValueError(f"point {i} must be [x, y], got {p}")
+            raise _refused("点 {i} 应写作 [x, y]，现为 {p} — point {i} must be [x, y], got {p}", i=i, p=str(p))
         x, y = p
         if not (lo <= x <= hi_x and lo <= y <= hi_y):
-            raise ValueError(f"point {i} {p} is outside {what}")
+            raise _refused("点 {i} {p} 超出 {zh} — point {i} {p} is outside {en}", i=i, p=str(p), zh=what[0], en=what[1])
     poly = Polygon(points)
     if not poly.is_valid:
-        raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(poly)})")
+        raise _refused("多边形自相交或无效（{why}） — polygon is self-intersecting or invalid ({why})", why=explain_validity(poly))
     if poly.area == 0:
-        raise ValueError("polygon has zero area (points are collinear or repeated)")
+        raise _refused("多边形面积为零（各点共线或重复） — polygon has zero area (points are collinear or repeated)")
     return poly
+
+
+def _refused(message: str, **context: Any) -> PydanticCustomError:
+    """A polygon's refusal as pydantic reports it: `message` as it is (no 'Value error, ' before the Chinese)."""
+    return PydanticCustomError("polygon", message, context)
 
 
 class ZoneRules(ConfigModel):
@@ -206,7 +217,7 @@ class Zone(ZoneRules):
     @field_validator("polygon")
     @classmethod
     def _valid_polygon(cls, points: list[list[float]]) -> list[list[float]]:
-        _polygon(points, 0.0, 1.0, 1.0, "[0, 1] (normalised image coordinates)")
+        _polygon(points, 0.0, 1.0, 1.0, IMAGE_SPACE)
         return points
 
     def model_post_init(self, __context: Any) -> None:

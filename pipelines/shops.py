@@ -34,8 +34,8 @@ from sqlalchemy.engine import Engine
 
 from detect.cityzones import geometry_of
 from detect.phones import find_phones
-from detect.config_io import ConfigModel
-from detect.scenes import _polygon as image_polygon
+from detect.config_io import ConfigModel, zh_en
+from detect.scenes import IMAGE_SPACE, _polygon as image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
 from pipelines.tables import RowError, column_zh, read_rows, row_message
@@ -65,7 +65,7 @@ class Frontage(ConfigModel):
     @classmethod
     def _image(cls, points: list[list[float]] | None) -> list[list[float]] | None:
         if points is not None:
-            image_polygon(points, 0.0, 1.0, 1.0, "[0, 1] (normalised image coordinates)")
+            image_polygon(points, 0.0, 1.0, 1.0, IMAGE_SPACE)
         return points
 
     @field_validator("gps")
@@ -296,9 +296,10 @@ def _row(row: dict[str, Any]) -> tuple[Shop, Frontage]:
     try:
         frontage = Frontage(camera=camera, polygon=polygon, gps=gps)
     except ValueError as exc:
-        reason = _reason(exc)  # names its field (`polygon: polygon needs at least 3 points`) unless pydantic gave none
+        zh, reason = _reason(exc)  # names its field (`polygon: polygon needs at least 3 points`) unless pydantic gave none
         column = "polygon" if polygon is not None else "gps_polygon"
-        raise RowError(column, "范围不可用（原因见英文）", reason if ":" in reason else f"{column}: {reason}") from None
+        raise RowError(column, f"范围不可用：{zh}" if zh else "范围不可用（原因见英文）",
+                       reason if ":" in reason else f"{column}: {reason}") from None
     return Shop(id=shop_id(name, address, licence), name=name, address=address, licence_no=licence, contact=contact), frontage
 
 
@@ -311,7 +312,8 @@ def _refusal(exc: ValueError) -> RowError:
     locs = [e["loc"] for e in errors()] if callable(errors) else []
     column = str(locs[0][0]) if locs and locs[0] else "name"
     column = "licence_no" if column == "id" else column  # the id is the licence number when there is one
-    return RowError(column, "取值不可用（原因见英文）", _reason(exc))
+    zh, reason = _reason(exc)
+    return RowError(column, f"取值不可用：{zh}" if zh else "取值不可用（原因见英文）", reason)
 
 
 #: Digits a spreadsheet kept as a number in a contact cell: 9 or more, not after a 0 (a number that kept its trunk 0 is
@@ -341,13 +343,18 @@ def restore_phones(contact: str | None) -> tuple[str | None, list[RowError]]:
     return _BARE_NUMBER.sub(restore, contact), doubts
 
 
-def _reason(exc: Exception) -> str:
-    """A pydantic error's messages without its boilerplate."""
+def _reason(exc: Exception) -> tuple[str | None, str]:
+    """A pydantic error's messages without its boilerplate: their Chinese (None unless every one is worded Chinese
+    first, as the polygon and text checks word theirs: `config_io.zh_en`) and their English, each naming its field."""
     errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
-                         for e in errors())
-    return str(exc)
+    if not callable(errors):
+        return zh_en(str(exc))
+    zh, en = [], []
+    for e in errors():
+        said_zh, said_en = zh_en(e["msg"].removeprefix("Value error, "))
+        zh.append(said_zh)
+        en.append(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{said_en}")
+    return ("；".join(zh) if all(zh) else None), "; ".join(en)
 
 
 def responsible_shop(register: ShopRegister, event, ctx, taxonomy=None) -> dict[str, Any]:

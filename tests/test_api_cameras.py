@@ -199,7 +199,12 @@ def test_scene_get_put_validates_like_a_scene_file(service):
 
     before = cams["scene"].read_bytes()
     bad_cases = [
-        ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1]]}]}, "zones.0.polygon"),
+        ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1]]}]},  # why, in Chinese first, on the cameras page
+         "zones.0.polygon: 多边形至少需要 3 个点，现有 2 个 — polygon needs at least 3 points, got 2"),
+        ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}]},
+         "zones.0.polygon: 多边形自相交或无效（Self-intersection[0.5 0.5]） — polygon is self-intersecting"),
+        ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1.5, 0], [1, 1]]}]},
+         "zones.0.polygon: 点 1 [1.5, 0.0] 超出 [0, 1] 范围（归一化图像坐标） — point 1 [1.5, 0.0] is outside [0, 1]"),
         ({**scene, "zones": [{**scene["zones"][0], "types": ["ufo_landing"]}]}, "unknown violation type"),
         ({**scene, "camera_id": "cam-02"}, "camera_id"),
         ({**scene, "reference_snapshot": "/etc/passwd"}, "reference_snapshot"),

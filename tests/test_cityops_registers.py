@@ -54,6 +54,7 @@ def test_register_import_reports_bad_rows_and_keeps_the_rest(tmp_path):
     assert len(report.errors) == 3
     assert english(report.errors)[0] == ("shops.csv: row 5: polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
     assert english(report.errors)[1].startswith("shops.csv: row 6: polygon: polygon is self-intersecting"), report.errors[1]  # the field named once
+    assert report.errors[1].startswith("shops.csv 第 6 行「图像范围」：范围不可用：多边形自相交或无效（"), report.errors[1]  # why, in Chinese too
     assert english(report.errors)[2].startswith("shops.csv: row 7: polygon:") and "outside [0, 1]" in report.errors[2]
     wang = register.get("91330106MA27XY0001")
     assert wang.contact == "王师傅 13900001111" and len(wang.frontages) == 2  # image and map frontage from two rows

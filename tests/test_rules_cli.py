@@ -27,7 +27,7 @@ def test_check_accepts_the_example_and_refuses_a_bad_scene(tmp_path: Path):
     bad.write_text("camera_id: c\nzones:\n- {id: z, kind: no_parking, polygon: [[0, 0], [1, 1], [1, 0], [0, 1]]}\n")
     result = CliRunner().invoke(app, ["rules", "check", str(EXAMPLE), str(bad)])
     assert result.exit_code == 2
-    assert "cam.yaml: zones.0.polygon: Value error, polygon is self-intersecting" in result.output
+    assert "cam.yaml: zones.0.polygon: 多边形自相交或无效" in result.output
 
 
 def test_check_warns_of_a_reference_snapshot_the_moved_camera_check_cannot_use(tmp_path: Path, bus_jpg: Path):

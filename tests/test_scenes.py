@@ -77,9 +77,9 @@ BASE = {"camera_id": "cam", "zones": [{"id": "z", "kind": "no_parking", "polygon
 @pytest.mark.parametrize(
     ("zone_patch", "message"),
     [
-        ({"polygon": [[0, 0], [1, 1]]}, r"zones.0.polygon: Value error, polygon needs at least 3 points, got 2"),
-        ({"polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}, r"zones.0.polygon: Value error, polygon is self-intersecting"),
-        ({"polygon": [[0, 0], [1.2, 0], [1, 1]]}, r"zones.0.polygon: Value error, point 1 \[1.2, 0(.0)?\] is outside \[0, 1\]"),
+        ({"polygon": [[0, 0], [1, 1]]}, r"zones.0.polygon: 多边形至少需要 3 个点，现有 2 个 — polygon needs at least 3 points, got 2"),
+        ({"polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}, r"zones.0.polygon: 多边形自相交或无效（.*） — polygon is self-intersecting"),
+        ({"polygon": [[0, 0], [1.2, 0], [1, 1]]}, r"zones.0.polygon: 点 1 \[1.2, 0(.0)?\] 超出 \[0, 1\] 范围（归一化图像坐标） — point 1 \[1.2, 0(.0)?\] is outside \[0, 1\]"),
         ({"kind": "no_smoking"}, r"zones.0.kind: Input should be 'no_parking', 'sidewalk'"),
         ({"schedule": [{"start": "21:00", "end": "21:00"}]}, r"zones.0.schedule.0: Value error, bad time range: start equals end"),
         ({"schedule": [{"start": "25:00", "end": "21:00"}]}, r"zones.0.schedule.0.start: Value error, bad time '25:00'"),
