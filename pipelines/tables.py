@@ -1,7 +1,7 @@
 """Rows in and out of CSV and Excel files, for the registers city staff keep in spreadsheets.
 
 City offices hand over and take back lists as Excel or CSV (UTF-8, often with a BOM from Excel, or GBK: a plain
-"CSV" saved on a Chinese Windows).
+"CSV" saved on a Chinese Windows; an older list from an English Windows in Windows-1252: `SHEET_ENCODINGS`).
 Headers may be English or Chinese; each reader names its columns with aliases. Rows come back as
 dicts keyed by the canonical column name, with the spreadsheet's row number for error messages.
 """
@@ -54,25 +54,50 @@ class PhoneText(str):
 def csv_text(data: bytes, name: str, other: str = "") -> str:
     """A CSV file's text: UTF-8, with or without the byte-order mark Excel and WPS write when saving "CSV
     UTF-8". Any other encoding (a plain "CSV" saved on a Chinese Windows is GBK) is a ConfigError naming
-    the file; `other` adds another way out to the message. The city's own sheets are read by `sheet_text`."""
+    the file; `other` adds another way out to the message. The city's own sheets are read by `read_rows` (`SHEET_ENCODINGS`)."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start}): save it as \"CSV UTF-8\" (Excel, WPS), not GBK/ANSI{other}") from None
 
 
-def sheet_text(data: bytes, name: str) -> str:
-    """A city office's CSV sheet as text: UTF-8 (with or without Excel's byte-order mark), else GB18030, a superset of
-    the GBK that Excel and WPS write for a plain "CSV" on a Chinese Windows, the office's default. Chinese text in GBK
-    is practically never valid UTF-8, so the order decides nothing a person wrote. Bytes that are neither (UTF-16,
-    a workbook renamed .csv) are a ConfigError in Chinese first, naming the file."""
-    for encoding in ("utf-8-sig", "gb18030"):
+#: The encodings a city office's CSV sheet is read in, in this order (`read_rows`), with the names its messages give:
+#: UTF-8 (with or without the byte-order mark Excel writes for "CSV UTF-8"); GB18030, a superset of the GBK that Excel and
+#: WPS write for a plain "CSV" on a Chinese Windows, the office's default; Windows-1252, what they write on an English or
+#: Western European Windows (an older list with é or £).
+SHEET_ENCODINGS = {"utf-8-sig": "UTF-8", "gb18030": "GB18030 (GBK)", "cp1252": "Windows-1252"}
+
+
+def _csv_sheet(data: bytes, name: str, aliases: dict[str, tuple[str, ...]],
+               required: tuple[str, ...]) -> tuple[list[list[str]], list[str | None], int]:
+    """A CSV sheet's rows, header and first data row (`_header`), read in the first of `SHEET_ENCODINGS` that reads it
+    and finds its header. Valid UTF-8 is taken as UTF-8 (Chinese text in GBK practically never is); GB18030 reads most
+    bytes without error, so Windows-1252 text (`Café`) can come out of it as Chinese characters where a header
+    should be: Windows-1252 is taken when GB18030 does not read the file or finds no header in it. Bytes none of them
+    reads as a sheet (UTF-16, a workbook renamed .csv) are a ConfigError in Chinese first, naming the encodings tried."""
+    tried: list[str] = []
+    unfound: list[str] = []  # the columns missing from the first header read past UTF-8 (GB18030's, else Windows-1252's)
+    for encoding, label in SHEET_ENCODINGS.items():
         try:
-            return data.decode(encoding)
+            text = data.decode(encoding)
         except UnicodeDecodeError:
+            tried.append(label)
             continue
-    raise ConfigError(f"{name}：既不是 UTF-8 也不是 GBK 编码的 CSV 文本，请在 Excel 或 WPS 中另存为“CSV UTF-8”或上传 .xlsx 文件 — "
-                      f"{name}: neither UTF-8 nor GBK text: save it as \"CSV UTF-8\" (Excel, WPS) or upload the .xlsx")
+        if "\x00" in text and encoding != "utf-8-sig":  # UTF-16 or a binary file: no text sheet in the others
+            tried = list(SHEET_ENCODINGS.values())
+            break
+        raw = [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))]
+        header, first, missing = _header(raw, name, aliases, required)
+        if not missing:
+            return raw, header, first
+        if encoding == "utf-8-sig":
+            raise _missing(name, missing, aliases)
+        tried.append(label)
+        unfound = unfound or missing
+    if unfound:
+        raise _missing(name, unfound, aliases, tried)
+    raise ConfigError(f"{name}：不是 {'、'.join(tried)} 编码的 CSV 文本，请在 Excel 或 WPS 中另存为“CSV UTF-8”或上传 .xlsx 文件 — "
+                      f"{name}: not {', '.join(tried)} text: save it as \"CSV UTF-8\" (Excel, WPS) or upload the .xlsx")
 
 
 class RowError(ValueError):
@@ -108,34 +133,16 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     `aliases` maps each canonical column to the headers that mean it (compared by `header_key`: case, width and
     whitespace aside, a bracketed note after the name too: `商户名称（招牌）` is `商户名称`). Several
     columns meaning one (联系人 and 电话 are both `contact`) are joined, distinct non-empty values
-    in file order, so no cell is dropped. Raises ConfigError naming the file when it cannot be read
-    or a required column is missing.
+    in file order, so no cell is dropped. A CSV is read in the first of `SHEET_ENCODINGS` in which its header is found
+    (`_csv_sheet`). Raises ConfigError naming the file when it cannot be read or a required column is missing.
     """
-    if Path(name).suffix.lower() in EXCEL_SUFFIXES:
-        raw = _excel(data, name)
+    if Path(name).suffix.lower() not in EXCEL_SUFFIXES:
+        raw, header, first = _csv_sheet(data, name, aliases, required)
     else:
-        raw = [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(sheet_text(data, name)))]
-    if not raw:
-        raise ConfigError(f"{name}：文件是空的 — {name}: empty file")
-    lookup = {header_key(alias): canon for canon, names in aliases.items() for alias in (canon, *names)}
-
-    def columns(cells: list[Any]) -> list[str | None]:
-        keys = [header_key(h) for h in cells]
-        return [lookup.get(k) or lookup.get(_HEADER_NOTE.sub("", k)) for k in keys]
-
-    named = [columns(cells) for cells in raw[:HEADER_SEARCH_ROWS + 1]] + [[]]
-    at = next((i for i in range(min(len(raw), HEADER_SEARCH_ROWS))
-               if any(named[i]) and set(required) <= set(named[i]) | set(named[i + 1])), 0)
-    header, first = named[at], at + 1
-    while first < len(raw) and any(below := columns(raw[first])):
-        # A header over two rows: a group merged across columns (联系方式) above the names of each (联系人, 联系电话);
-        # the lower name decides where it gives one, and the row is no shop.
-        header = [sub or top for top, sub in zip_longest(header, below)]
-        first += 1
-    missing = [c for c in required if c not in header]
-    if missing:
-        known = "; ".join(f"{c} ({'/'.join(aliases[c])})" if aliases.get(c) else c for c in missing)
-        raise ConfigError(f"{name}：表头缺少列 {'、'.join(column_zh(c, aliases) for c in missing)} — {name}: header: missing column(s) {known}")
+        raw = _excel(data, name)
+        header, first, missing = _header(raw, name, aliases, required)
+        if missing:
+            raise _missing(name, missing, aliases)
     rows = []
     for number, values in enumerate(raw[first:], start=first + 1):
         row: dict[str, Any] = {}
@@ -150,6 +157,39 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
         if any(v not in (None, "") for v in row.values()):
             rows.append((number, row))
     return rows
+
+
+def _header(raw: list[Sequence[Any]], name: str, aliases: dict[str, tuple[str, ...]],
+            required: tuple[str, ...]) -> tuple[list[str | None], int, list[str]]:
+    """The sheet's header as `read_rows` finds it (the canonical column of each cell, None where it names none), the
+    index of its first data row, and the `required` columns it lacks; ConfigError when the sheet is empty."""
+    if not raw:
+        raise ConfigError(f"{name}：文件是空的 — {name}: empty file")
+    lookup = {header_key(alias): canon for canon, names in aliases.items() for alias in (canon, *names)}
+
+    def columns(cells: Sequence[Any]) -> list[str | None]:
+        keys = [header_key(h) for h in cells]
+        return [lookup.get(k) or lookup.get(_HEADER_NOTE.sub("", k)) for k in keys]
+
+    named = [columns(cells) for cells in raw[:HEADER_SEARCH_ROWS + 1]] + [[]]
+    at = next((i for i in range(min(len(raw), HEADER_SEARCH_ROWS))
+               if any(named[i]) and set(required) <= set(named[i]) | set(named[i + 1])), 0)
+    header, first = named[at], at + 1
+    while first < len(raw) and any(below := columns(raw[first])):
+        # A header over two rows: a group merged across columns (联系方式) above the names of each (联系人, 联系电话);
+        # the lower name decides where it gives one, and the row is no shop.
+        header = [sub or top for top, sub in zip_longest(header, below)]
+        first += 1
+    return header, first, [c for c in required if c not in header]
+
+
+def _missing(name: str, missing: list[str], aliases: dict[str, tuple[str, ...]], tried: list[str] | None = None) -> ConfigError:
+    """The refusal of a sheet whose header lacks `missing`; `tried`: the encodings a CSV was read in without finding it."""
+    known = "; ".join(f"{c} ({'/'.join(aliases[c])})" if aliases.get(c) else c for c in missing)
+    zh = f"（已尝试 {'、'.join(tried)} 编码）" if tried else ""
+    en = f" (tried {', '.join(tried)})" if tried else ""
+    return ConfigError(f"{name}：表头缺少列 {'、'.join(column_zh(c, aliases) for c in missing)}{zh} — "
+                       f"{name}: header: missing column(s) {known}{en}")
 
 
 #: A note in brackets after a header's name, as office sheets write them: `商户名称（招牌）`, `图像范围【x,y；…】`.

@@ -171,8 +171,8 @@ def test_bad_cutoff_file_names_the_line(tmp_path):
         CutoffFile(path, TZ)
     path.write_text("number,cut_off_at,note\n13800138000,2026-11-01,已停机\n", encoding="gbk")  # Excel's plain "CSV" in China: read
     assert list(CutoffFile(path, TZ).cut_off(["13800138000"], *parse_period("2026-11").bounds(TZ))) == ["13800138000"]
-    path.write_bytes("number,cut_off_at\n".encode("utf-16"))  # neither UTF-8 nor GBK: refused, Chinese first
-    with pytest.raises(ConfigError, match=r"cutoffs.csv：既不是 UTF-8 也不是 GBK.* — .*cutoffs.csv: neither UTF-8 nor GBK text"):
+    path.write_bytes("number,cut_off_at\n".encode("utf-16"))  # neither UTF-8, GBK nor Windows-1252: refused, Chinese first
+    with pytest.raises(ConfigError, match=r"cutoffs.csv：不是 UTF-8、GB18030 \(GBK\)、Windows-1252 编码.* — .*cutoffs.csv: not UTF-8, GB18030 \(GBK\), Windows-1252 text"):
         CutoffFile(path, TZ)
 
 

@@ -443,6 +443,35 @@ def test_call_out_import_reads_dates_as_excel_and_wps_keep_them(tmp_path):
     assert calls.import_results(csv_data, "结果.csv").applied == ["13800138002"]
 
 
+def test_register_saved_on_an_english_windows_is_read_as_windows_1252(tmp_path):
+    """An older list exported from an English Excel is a plain "CSV" in Windows-1252 (é, £). It was read as GB18030:
+    bytes that are none of it refused the file as 'neither UTF-8 nor GBK', and where GB18030 read it, a header's note
+    (`name [Société]`) became Chinese characters and the header was missing its name column. Windows-1252 is read
+    where GB18030 does not read the file or finds no header in it; a header no encoding finds says which were tried."""
+    from detect.config_io import ConfigError
+
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    noted = tmp_path / "shops-2019.csv"  # GB18030 reads every byte of it, wrongly
+    noted.write_text('name [Société],address,licence_no,camera,polygon\n'
+                     'Crème Brûlée,12 Rue de la Paix,91330106MA27XY0011,cam-01,"[[0.1, 0.5], [0.4, 0.5], [0.4, 0.9]]"\n',
+                     encoding="cp1252")
+    assert register.import_file(noted.read_bytes(), noted.name).imported == ["91330106MA27XY0011"]
+    assert register.get("91330106MA27XY0011").name == "Crème Brûlée"
+    priced = tmp_path / "shops-2020.csv"  # GB18030 cannot read it
+    priced.write_text('name,address,licence_no,camera,polygon\n'
+                      'Café Rouge,£5 Lane 3,91330106MA27XY0012,cam-01,"[[0.1, 0.5], [0.4, 0.5], [0.4, 0.9]]"\n', encoding="cp1252")
+    assert register.import_file(priced.read_bytes(), priced.name).imported == ["91330106MA27XY0012"]
+    assert register.get("91330106MA27XY0012").address == "£5 Lane 3"
+    unknown = tmp_path / "shops-2021.csv"
+    unknown.write_text("shop name,address\nCafé Rouge,£5 Lane 3\n", encoding="cp1252")
+    with pytest.raises(ConfigError, match=r"^shops-2021\.csv：表头缺少列 店名（已尝试 UTF-8、GB18030 \(GBK\)、Windows-1252 编码） — "
+                                          r"shops-2021\.csv: header: missing column\(s\) name \(.*\) \(tried UTF-8, GB18030 \(GBK\), Windows-1252\)$"):
+        register.import_file(unknown.read_bytes(), unknown.name)
+    gbk = tmp_path / "门前三包.csv"  # a Chinese office's GBK sheet is still GBK
+    gbk.write_text(REGISTER, encoding="gbk")
+    assert register.import_file(gbk.read_bytes(), gbk.name).imported and register.get("91330106MA27XY0001").name == "王记面馆"
+
+
 def test_register_saved_as_plain_csv_on_a_chinese_pc_is_read_and_errors_are_chinese_first(tmp_path):
     """Excel and WPS save a plain "CSV" on a Chinese Windows as GBK, the office's default: it was refused whole, in
     English, on a page city staff read. It is read (GB18030, GBK's superset), its refused rows say why in Chinese first,
@@ -455,7 +484,8 @@ def test_register_saved_as_plain_csv_on_a_chinese_pc_is_read_and_errors_are_chin
     assert register.get("91330106MA27XY0001").name == "王记面馆"
     assert report.errors[0] == ("门前三包.csv 第 5 行「图像范围」：没有可用的门前范围：请填写图像范围（及摄像头）或 GPS范围 — "
                                 "门前三包.csv: row 5: polygon: no usable frontage: give `polygon` (with `camera`) or `gps_polygon`")
-    with pytest.raises(ConfigError, match=r"^门前三包\.csv：既不是 UTF-8 也不是 GBK 编码的 CSV 文本.* — 门前三包\.csv: neither UTF-8 nor GBK"):
+    with pytest.raises(ConfigError, match=r"^门前三包\.csv：不是 UTF-8、GB18030 \(GBK\)、Windows-1252 编码的 CSV 文本.* — "
+                                          r"门前三包\.csv: not UTF-8, GB18030 \(GBK\), Windows-1252 text"):
         register.import_file("店名\n王记".encode("utf-16"), "门前三包.csv")
     with pytest.raises(ConfigError, match=r"^shops\.csv：表头缺少列 店名 — shops\.csv: header: missing column\(s\) name"):
         register.import_file(b"shop_name,address\nx,y\n", "shops.csv")
