@@ -31,6 +31,7 @@ from api.config import ServiceConfig
 from api.metrics import ApiMetrics
 from api.uploads import SavedFile
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
+from pipelines.evidence_store import EvidenceStoreConfig
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
@@ -165,6 +166,22 @@ def read_job(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def as_uploaded(folder: Path, labels: dict[str, str], evidence: EvidenceStoreConfig, *, inside: tuple[str, ...] = (),
+                itself: str = "", html: bool = False) -> Callable[[str], str]:
+    """What names a job's texts (its errors, a report) as the client knows them, since the API never shows a server
+    path: each stored file (`labels`: its path in the job's `folder` -> the name it was sent as; a zip's members follow
+    it: "photos.zip!day1/a.jpg"), a file in one of the `inside` folders (stored inputs, a run's frames) by its own name,
+    any other path in the folder from there, the folder itself as `itself`, and the evidence store's and spool's
+    folders by their settings (`EvidenceStoreConfig.named_by_setting`: a case's reason names them when storage is
+    down). `html`: the text is HTML (a report), where paths stand escaped and so must the names put in."""
+    named = escape if html else str
+    root = str(named(str(folder)))
+    forms = {str(named(str(folder / stored))): str(named(label)) for stored, label in labels.items()}
+    forms |= {str(named(f"{folder / sub}/")): "" for sub in inside} | {f"{root}/": "", root: str(named(itself))}
+    pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+    return lambda text: evidence.named_by_setting(pattern.sub(lambda m: forms[m.group(0)], text), named)
+
+
 def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[str, Any]:
     """A job's `spool` (`SpoolRetry.as_dict`) with why each bundle still waits `relabel`led: a failed upload's reason
     names the evidence folder on the server (a photo upload's `as_uploaded`, a patrol job's alike)."""
@@ -254,21 +271,10 @@ class TriageJobs:
         return self._dir(job_id) / REPORT
 
     def as_uploaded(self, job: dict[str, Any], html: bool = False) -> Callable[[str], str]:
-        """Text with the job's stored inputs named as uploaded: "duplicate of /srv/.../input/0001.jpg" -> "duplicate of
-        bus.jpg" (a zip's members after its name: "photos.zip!day1/a.jpg"), and the evidence store's and spool's
-        folders by their settings (`EvidenceStoreConfig.named_by_setting`: a case's reason names them when storage is
-        down); the API never shows a server path. `html`: the text is HTML (the report), where paths stand escaped and
-        so must the names put in."""
-        named = escape if html else str
-        labels = {f["name"]: f["label"] for f in job["files"]}
-        folder = str(named(str(self._dir(job["id"]))))
-        inputs = re.compile(re.escape(str(named(str(self._dir(job["id"]) / "input")))) + r"/([0-9]{4}\.[a-z]+)")
-        evidence = self.deployment.evidence_store
-        # other paths in the job's folder (its input folder, named when a resume finds it gone) from there, the folder
-        # itself by the job's id
-        return lambda text: evidence.named_by_setting(
-            inputs.sub(lambda m: str(named(labels.get(m.group(1), m.group(1)))), text)
-            .replace(folder + "/", "").replace(folder, f"job {job['id']}"), named)
+        """Text with the job's stored inputs named as uploaded ("duplicate of /srv/.../input/0001.jpg" -> "duplicate of
+        bus.jpg"), its other paths from its folder, the folder by the job's id (`as_uploaded`)."""
+        return as_uploaded(self._dir(job["id"]), {f"input/{f['name']}": f["label"] for f in job["files"]},
+                           self.deployment.evidence_store, inside=("input",), itself=f"job {job['id']}", html=html)
 
     def shown(self, job: dict[str, Any]) -> dict[str, Any]:
         """The job as the API shows it: its texts (its error, each group's error, why each bundle still waits in the

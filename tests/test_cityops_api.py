@@ -320,6 +320,25 @@ def test_a_patrol_summary_names_the_files_as_uploaded(city, clip, tmp_path):  # 
     assert message.startswith("轨迹 0310.gpx: the track does not cover the whole video") and str(app.state.ctx.service.data_dir) not in message
 
 
+def test_a_patrol_jobs_texts_name_its_files_by_the_upload_jobs_rule(tmp_path):
+    """The patrol jobs named their files by a rule of their own beside the upload jobs' (api.jobs.as_uploaded), which
+    cut the job's folder out of any other path in it and left '/out/results.jsonl'; one rule names both: stored files
+    as sent, frames by their names, other paths from the job's folder, the evidence folder by its setting."""
+    from markupsafe import escape
+
+    from api.routers.cityops import _as_uploaded
+    from pipelines.evidence_store import EvidenceStoreConfig
+
+    folder = tmp_path / "patrol" / "0123456789abcdef"
+    job = {"video": "video.mp4", "video_label": "行车 <0310>.mp4", "track": "track.gpx", "track_label": "轨迹.gpx"}
+    evidence = EvidenceStoreConfig(local_root=tmp_path / "evidence")
+    text = (f"{folder}/track.gpx: ends early; {folder}/out/frames/frame-00001.jpg; {folder}/out/results.jsonl; "
+            f"{folder}/video.mp4; cannot write evidence to {tmp_path / 'evidence'}/SW1")
+    assert _as_uploaded(folder, job, evidence)(text) == ("轨迹.gpx: ends early; frame-00001.jpg; out/results.jsonl; 行车 <0310>.mp4; "
+                                                         "cannot write evidence to evidence_store.local_root/SW1")
+    assert _as_uploaded(folder, job, evidence, html=True)(str(escape(f"<a>{folder}/video.mp4</a>"))) == "&lt;a&gt;行车 &lt;0310&gt;.mp4&lt;/a&gt;"
+
+
 def _patrol_with_storage_down(client, headers, clip: Path, tmp_path: Path) -> dict:  # noqa: F811
     """A patrol job of `clip` done while the settings' evidence folder (`settings_for`) is a file: every upload fails."""
     shutil.rmtree(tmp_path / "evidence", ignore_errors=True)

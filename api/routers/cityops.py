@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from markupsafe import escape
 from pydantic import BaseModel, Field, RootModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -31,7 +30,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
-from api.jobs import UNFINISHED, newest_jobs, read_job, spool_shown
+from api.jobs import UNFINISHED, as_uploaded, newest_jobs, read_job, spool_shown
 from api.problems import Problem, problems
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -435,21 +434,16 @@ def _write_job(folder: Path, job: dict[str, Any]) -> None:
     tmp.replace(folder / "job.json")
 
 
-def _as_uploaded(message: str, folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfig, html: bool = False) -> str:
-    """A job's error naming the files as the client sent them: the patrol code names the stored files by their
-    server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`), which the API never shows, and its
-    frames (`/srv/.../patrol/<id>/out/frames/frame-00000-t00000.00.jpg`) by their names; the evidence folders
-    (`evidence`: the deployment's store, named in a case's reason when storage is down, and in the report's bundle
-    references) by their settings (`EvidenceStoreConfig.named_by_setting`). `html`: the message is HTML (the report),
-    where paths stand escaped and so must the names put in."""
+def _as_uploaded(folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfig, html: bool = False) -> Callable[[str], str]:
+    """What names a patrol job's texts as the client knows them (`api.jobs.as_uploaded`): the patrol code names the
+    stored files by their server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`) and its frames
+    (`/srv/.../patrol/<id>/out/frames/frame-00000-t00000.00.jpg`), which the API never shows; they are named as sent
+    and by their names."""
     from pipelines.cityops.patrol import FRAMES
 
-    named = escape if html else str
-    message = message.replace(str(named(f"{folder / 'out' / FRAMES}/")), "")
-    for stored, label in ((job["video"], job["video_label"]), (job.get("track"), job.get("track_label"))):
-        if stored:
-            message = message.replace(str(named(str(folder / stored))), str(named(label)))
-    return evidence.named_by_setting(message.replace(str(named(str(folder))), ""), named)
+    labels = {stored: label for stored, label in ((job["video"], job["video_label"]), (job.get("track"), job.get("track_label")))
+              if stored}
+    return as_uploaded(folder, labels, evidence, inside=(f"out/{FRAMES}",), html=html)
 
 
 def _source_name(job: dict[str, Any]) -> str:
@@ -496,7 +490,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.triage import TriageSettings
 
     out = folder / "out"
-    shown = partial(_as_uploaded, folder=folder, job=job, evidence=ctx.settings.evidence_store)
+    shown = _as_uploaded(folder, job, ctx.settings.evidence_store)
     _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
@@ -619,7 +613,7 @@ def _check_video(folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfi
     try:
         open_video(folder / job["video"]).close()
     except VideoRefused as exc:
-        raise Problem(422, f"{job['video_label']}：{exc.zh} {_as_uploaded(str(exc), folder, job, evidence)}", slug="video-refused") from None
+        raise Problem(422, f"{job['video_label']}：{exc.zh} {_as_uploaded(folder, job, evidence)(str(exc))}", slug="video-refused") from None
 
 
 def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:
@@ -653,4 +647,4 @@ def patrol_report(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principa
 
     folder, job = _patrol_job(ctx, job_id, who)
     return job_report(folder / "out" / REPORT, job, "patrol job",
-                      partial(_as_uploaded, folder=folder, job=job, evidence=ctx.settings.evidence_store, html=True))
+                      _as_uploaded(folder, job, ctx.settings.evidence_store, html=True))
