@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from pipelines.cases import ALLOWED, CaseState, CaseStore, CaseStoreError, InvalidTransition, NewCase
+from pipelines.cases import ALLOWED, CaseState, CaseStore, CaseStoreError, CaseStoreUnreachable, InvalidTransition, NewCase
 from pipelines.cases import schema
 
 T0 = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
@@ -298,6 +300,31 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.close()
+
+
+def test_sqlite_file_deleted_under_an_open_store_refuses_the_next_write(tmp_path):
+    """The store's folder removed while it runs (a cleanup, a wrong rm -r): SQLite's open connection went on writing
+    into the deleted file, each case "stored" and lost with it. The next transaction names the database file."""
+    folder = tmp_path / "data"
+    database = folder / "cases.db"
+    store = CaseStore(f"sqlite:///{database}")
+    _draft(store, 1)
+    shutil.rmtree(folder)
+    with pytest.raises(CaseStoreUnreachable, match=re.escape(f"{database}: the database file was deleted")):
+        _draft(store, 2)
+    with pytest.raises(CaseStoreUnreachable, match="unable to open database file"):  # not reopened in the deleted file
+        _draft(store, 2)
+    folder.mkdir()
+    moved = tmp_path / "moved.db"
+    other = CaseStore(f"sqlite:///{database}")
+    _draft(other, 3)
+    database.rename(moved)  # replaced by another file: the store's connections no longer write the file at the path
+    CaseStore(f"sqlite:///{database}").close()
+    with pytest.raises(CaseStoreUnreachable, match="deleted or replaced"):
+        other.list()
+    assert [c.violation_id for c in other.list()] == []  # the file now at the path, read afresh
+    store.close()
+    other.close()
 
 
 def test_search_and_revise(store):

@@ -10,6 +10,7 @@ transaction too, so a crash can never leave a queued case without a delivery or 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from collections.abc import Collection
@@ -366,14 +367,42 @@ def sqlite_file(url: str) -> str | None:
     return database if database and database != ":memory:" else None
 
 
+OPENED_FILE = "streetwatch_sqlite_file"
+"""Key of a pooled SQLite connection's `info`: the (device, inode) of the database file when it was opened."""
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`; None when there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _check_same_file(conn: Connection, url: str, database: str) -> None:
+    """`CaseStoreUnreachable` naming `database` when the file an open connection holds is no longer the one at that
+    path (the folder or the file deleted, or replaced, while the store was open): SQLite would go on reading and
+    writing the deleted file, every write "succeeding" and lost with it. The connection is dropped; the next one opens
+    whatever is at the path then (or fails to, naming it)."""
+    opened = conn.connection.info.get(OPENED_FILE)
+    if opened is None or _file_id(database) == opened:
+        return
+    conn.invalidate()
+    raise CaseStoreUnreachable(url, f"{database}: the database file was deleted or replaced while the store had it "
+                                    "open; nothing more is written to the deleted one (restore the file, or restart "
+                                    "with the store where it is now)")
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         if (database := sqlite_file(url)) is not None:
+            database = os.path.abspath(database)  # as the connections opened it, whatever the working folder later
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record) -> None:
+        def _sqlite_connect(dbapi_conn, record) -> None:
             dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" below issue BEGIN
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -381,9 +410,13 @@ def _make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            if database is not None:
+                record.info[OPENED_FILE] = _file_id(database)
 
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:
+            if database is not None:
+                _check_same_file(conn, url, database)
             # Writers take the write lock up front (a deferred transaction that later writes can
             # fail with "database is locked" instead of waiting); readers stay deferred (WAL lets
             # them run beside a writer).
