@@ -290,6 +290,75 @@ def test_a_resume_stopped_part_way_leaves_the_replaced_photo_for_the_next_to_wit
     store.close()
 
 
+KILLED_AT_WITHDRAWAL = """
+import os, signal, sys
+from pathlib import Path
+from detect.config_io import load_model
+from pipelines.settings import Settings
+from pipelines.triage import TriageSettings, run_triage
+from pipelines.triage.cases import TriageCases
+TriageCases.withdraw = lambda *a, **kw: os.kill(os.getpid(), signal.SIGKILL)  # killed as the withdrawal begins
+day, out, config = map(Path, sys.argv[1:])
+run_triage([day], TriageSettings(out=out, cases=True, verifier="none", ocr="off", resume=True),
+           deployment=load_model(Settings, config), show_progress=False)
+"""
+
+
+def _one_case_then_replaced(tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch):
+    """A run with cases over one bus photo (one candidate case), then the photo replaced by another: the settings of a
+    resume, its deployment and settings file, the photo folder and the case."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    day = tmp_path / "photos"
+    phone_photo(bus_jpg, day / "a.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    deployment = load_model(Settings, config)
+    settings = TriageSettings(out=tmp_path / "out", cases=True, verifier="none", ocr="off")
+    [ref] = run_triage([day], settings, detector=onnx_detector, deployment=deployment, show_progress=False).refs
+    shutil.copy(zidane_jpg, day / "a.jpg")
+    return settings.model_copy(update={"resume": True}), deployment, config, day, ref
+
+
+def test_a_resume_killed_after_its_journal_dropped_a_replaced_photo_leaves_the_withdrawal_to_the_next(
+        tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch):
+    """A resume killed after its journal's rewrite had dropped a replaced photo's earlier record, before it withdrew the
+    case drafted from that record, left nothing saying the case was to be withdrawn: the next run found one record per
+    photo and the candidate case waited for a reviewer forever. The dropped records are kept (withdraw.jsonl) until
+    a run has withdrawn their cases."""
+    resumed, deployment, config, day, ref = _one_case_then_replaced(tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch)
+    out = resumed.out
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_WITHDRAWAL, str(day), str(out), str(config)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1"}, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert len((out / "results.jsonl").read_text(encoding="utf-8").splitlines()) == 1  # rewritten: the old record gone
+    store = CaseStore(deployment.cases.url)
+    assert store.get(ref.case_id).state is CaseState.CANDIDATE
+    done = run_triage([day], resumed, detector=onnx_detector, deployment=deployment, show_progress=False)
+    assert [(case.id, photo) for case, photo in done.withdrawals.withdrawn] == [(ref.case_id, str(day / "a.jpg"))]
+    assert store.get(ref.case_id).state is CaseState.REJECTED and not (out / "withdraw.jsonl").exists()
+    again = run_triage([day], resumed, detector=onnx_detector, deployment=deployment, show_progress=False)
+    assert again.withdrawals.withdrawn == [] and again.withdrawals.left == []
+    store.close()
+
+
+def test_a_resume_without_cases_leaves_the_withdrawal_to_the_next_run_that_writes_cases(
+        tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch):
+    """A --no-cases resume that found a photo replaced dropped its earlier record, and with it the only word that the
+    case drafted from it should go; a later run with cases never withdrew it. A run without cases leaves the case store
+    alone, and the first run after it that writes cases withdraws the case."""
+    resumed, deployment, _, day, ref = _one_case_then_replaced(tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch)
+    report_only = run_triage([day], resumed.model_copy(update={"cases": False}), detector=onnx_detector,
+                             deployment=deployment, show_progress=False)
+    store = CaseStore(deployment.cases.url)
+    assert report_only.withdrawals.withdrawn == [] and store.get(ref.case_id).state is CaseState.CANDIDATE
+    done = run_triage([day], resumed, detector=onnx_detector, deployment=deployment, show_progress=False)
+    assert [(case.id, photo) for case, photo in done.withdrawals.withdrawn] == [(ref.case_id, str(day / "a.jpg"))]
+    assert store.get(ref.case_id).state is CaseState.REJECTED
+    store.close()
+
+
 def test_withdrawing_leaves_a_case_a_reviewer_queued_after_it_was_looked_up(tmp_path):
     """The withdrawal looks a case up, then moves it: a reviewer who queues it in between must win (the case was
     rejected anyway, candidate or not). It is listed as left, in the state the reviewer gave it."""

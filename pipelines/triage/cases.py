@@ -20,7 +20,8 @@ its bundle built again, and a case whose evidence is stored is queued if the run
 A resumed run that finds a photo replaced by another (or unreadable now) drops what it held from the
 report; a candidate case this batch drafted from that content, not reviewed yet, is withdrawn
 (`rejected`, the photo named in its history), and one reviewed or dispatched already is left to
-the people handling it (`withdraw`).
+the people handling it (`withdraw`). What to withdraw waits in the run folder (`journal.WITHDRAW`) until a run
+writing cases has done it: a run killed first, or one without cases, leaves it to the next.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ may have failed, or the file been replaced since; an unreadable file costs one r
 input judged earlier whose content is not the same now (another photo saved under its name: the
 SHA-256 of its bytes differs from its record's) is judged again. Either way its new record
 supersedes the earlier one, whose line is dropped when the journal of a finished run is closed (the
-earlier record of a judged photo going to `replaced`, for its cases to be withdrawn), so every input is
+earlier record of a judged photo going to `replaced` and `WITHDRAW`, for its cases to be withdrawn), so every input is
 reported, counted and made into cases once, as it is now. The inputs recorded as duplicates of such
 a changed input's earlier content are judged themselves (`copies_of_changed`), so that content's
 result is not lost with the record it was in, whether or not the resumed run lists them: one that
@@ -41,6 +41,10 @@ from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.sources import Stamp
 
 RESULTS = "results.jsonl"
+WITHDRAW = "withdraw.jsonl"
+"""The judged records with findings that a finished run dropped from `results.jsonl` (superseded: `Journal.replaced`),
+written before that rewrite and removed once a run writing cases has withdrawn the cases drafted from them
+(`settle_withdrawals`): a run killed in between, or one without cases (`--no-cases`, no key), leaves them for the next."""
 
 
 class RecordError(ValueError):
@@ -100,13 +104,15 @@ class Journal:
         self._copies: dict[str, PhotoRecord] = {}  # source -> its latest record, when that calls it a duplicate
         self._orphans: dict[str, str] = {}  # source -> the changed input it was a duplicate of (`forget`)
         self._stamps: dict[str, Stamp] = {}  # source -> the stamp of its file its latest record holds (judged, duplicate)
-        self.replaced: list[PhotoRecord] = []  # judged records with findings that later ones superseded, dropped at `close`
+        self.pending = out_dir / WITHDRAW
         if self.path.exists() and self.path.stat().st_size:
             if not resume:
                 raise JournalExists(
                     f"{self.path} already exists: pass --resume to continue that run, or choose another --out"
                 )
             self._load()
+        # judged records with findings that later ones superseded, dropped at `close`: an earlier run's not withdrawn yet
+        self.replaced: list[PhotoRecord] = list(read_records(self.pending)) if self.pending.exists() else []
         out_dir.mkdir(parents=True, exist_ok=True)
         self._fh: IO[str] = self.path.open("a", encoding="utf-8")
 
@@ -221,8 +227,7 @@ class Journal:
         the line being written)."""
         if not isinstance(record, PhotoRecord):
             record = parse_record(record, f"{self.path}: new record")
-        line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))  # serialise first: never half a line
-        self._fh.write(line + "\n")
+        self._fh.write(record_line(record))  # serialised first: never half a line
         self._fh.flush()
         self._lines += 1
         self._supersede(record)
@@ -242,19 +247,44 @@ class Journal:
     def _drop_lines(self, numbers: set[int]) -> None:
         """Rewrite the file without lines `numbers` (1-based), atomically: a kill leaves the old file whole,
         and the next `--resume` finds the superseded records again; a rewrite that fails (a full disk, a line that is
-        no record) leaves no temporary file beside it (`replaced_atomically`)."""
+        no record) leaves no temporary file beside it (`replaced_atomically`). The judged records with findings among
+        them are written to `WITHDRAW` before the new file replaces the old: once they are out of the journal, that
+        file is all that says which cases to withdraw."""
+        dropped: list[PhotoRecord] = []
         with replaced_atomically(self.path) as tmp, self.path.open("rb") as src, tmp.open("wb") as dst:
             for number, line in enumerate(src, 1):
                 if number not in numbers:
                     dst.write(line)
                 elif (record := parse_record(line, f"{self.path}:{number}")).ok and record.findings:
-                    self.replaced.append(record)
+                    dropped.append(record)
             dst.flush()
             os.fsync(dst.fileno())
+            if dropped:
+                self._keep_for_withdrawal(dropped)
+
+    def _keep_for_withdrawal(self, dropped: list[PhotoRecord]) -> None:
+        """Add `dropped` to `replaced` and write them all to `WITHDRAW`, whole (`replaced_atomically`) and on disk
+        (fsync), each record once (a rewrite killed before its rename drops the same lines again)."""
+        kept = {(r.source, r.sha256) for r in self.replaced}
+        self.replaced += [r for r in dropped if (r.source, r.sha256) not in kept]
+        with replaced_atomically(self.pending) as tmp, tmp.open("w", encoding="utf-8") as fh:
+            fh.writelines(record_line(r) for r in self.replaced)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def records(self) -> Iterator[PhotoRecord]:
         """Stream every record (earlier runs and this one) from disk."""
         yield from read_records(self.path)
+
+
+def record_line(record: PhotoRecord) -> str:
+    """`record` as its line of `results.jsonl` (or `WITHDRAW`)."""
+    return json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def settle_withdrawals(out_dir: Path) -> None:
+    """The cases drafted from the records `WITHDRAW` keeps were withdrawn (or left to their reviewers): forget them."""
+    (out_dir / WITHDRAW).unlink(missing_ok=True)
 
 
 def read_records(path: Path) -> Iterator[PhotoRecord]:

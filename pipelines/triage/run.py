@@ -25,7 +25,7 @@ from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, SpoolRetry, TriageCases, Withdrawals, open_triage_cases, violation_id
 from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
-from pipelines.triage.journal import RESULTS, InputGone, Journal
+from pipelines.triage.journal import RESULTS, WITHDRAW, InputGone, Journal, settle_withdrawals
 from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
@@ -200,13 +200,19 @@ def triage_detector(settings: TriageSettings, features: bool | None = None) -> D
 def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_writer: TriageCases | None = None,
            *, show_progress: bool = True, replaced: list[PhotoRecord] | None = None) -> TriageResult:
     """Group all recorded positives, write cases (optional), cases.csv and report.html. `replaced`: judged records
-    this run superseded (`Journal.replaced`), whose candidate cases are withdrawn first (`TriageCases.withdraw`)."""
+    this run or an earlier one superseded (`Journal.replaced`), whose candidate cases are withdrawn first
+    (`TriageCases.withdraw`); without cases they are kept (`journal.WITHDRAW`) for the next run that writes them."""
     out = settings.out
     results = out / RESULTS
     members, tally = collect_members(results)
     withdrawals = Withdrawals()
     if case_writer is not None and replaced:
         withdrawals = case_writer.withdraw(replaced, {violation_id(m) for m in members})
+        settle_withdrawals(out)
+    elif replaced:
+        log.warning("%d photo%s replaced since judged: candidate cases drafted from what they held are withdrawn by the "
+                    "next run in %s that writes cases (%s keeps them)", len(replaced), "" if len(replaced) == 1 else "s",
+                    out, WITHDRAW)
     groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits)
     refs = [CaseRef() for _ in groups]
     uploaded = case_writer.retry_spool() if case_writer is not None else []  # groups or not
