@@ -21,7 +21,7 @@ from detect.evidence import read_manifest, verify_bundle
 from pipelines.cases import CaseState, CaseStore
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings, run_triage
-from pipelines.triage.cases import CasesUnavailable
+from pipelines.triage.cases import CasesUnavailable, batch_id
 from tests.conftest import start_server, stop_process
 from tests.pg import free_port
 from tests.triage_helpers import phone_photo
@@ -356,6 +356,40 @@ def test_a_resume_without_cases_leaves_the_withdrawal_to_the_next_run_that_write
     done = run_triage([day], resumed, detector=onnx_detector, deployment=deployment, show_progress=False)
     assert [(case.id, photo) for case, photo in done.withdrawals.withdrawn] == [(ref.case_id, str(day / "a.jpg"))]
     assert store.get(ref.case_id).state is CaseState.REJECTED
+    store.close()
+
+
+def test_two_run_folders_of_the_same_name_are_two_batches(tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch):
+    """Batches were named by the out folder's name alone: a second `out` (or the default `triage-out` run from another
+    folder) was the same batch as the first, listed with it, and its resume withdrew the first's case when a photo it
+    shared was replaced in the second. The second folder is `triage:out-2`, kept in its batch.json for its resumes."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    deployment = load_model(Settings, config)
+    runs = {}
+    for place in ("north", "south"):  # the same photo sent to two offices, each running triage into its own out/
+        phone_photo(bus_jpg, tmp_path / place / "photos" / "a.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+        runs[place] = TriageSettings(out=tmp_path / place / "out", cases=True, verifier="none", ocr="off")
+        run_triage([tmp_path / place / "photos"], runs[place], detector=onnx_detector, deployment=deployment,
+                   show_progress=False)
+    store = CaseStore(deployment.cases.url)
+    [case] = store.list()
+    assert case.source_id == "triage:out"
+
+    shutil.copy(zidane_jpg, tmp_path / "south" / "photos" / "a.jpg")  # replaced in the second folder only
+    done = run_triage([tmp_path / "south" / "photos"], runs["south"].model_copy(update={"resume": True}),
+                      detector=onnx_detector, deployment=deployment, show_progress=False)
+    assert done.withdrawals.withdrawn == [] and store.get(case.id).state is CaseState.CANDIDATE  # the north's case stands
+    assert [json.loads((tmp_path / p / "out" / "batch.json").read_text())["batch_id"] for p in runs] == [
+        "triage:out", "triage:out-2"]
+    north = tmp_path / "north" / "out"
+    (north / "batch.json").unlink()  # a folder an earlier release ran in: its cases keep their batch
+    assert batch_id(north, store) == "triage:out"
+    (north / "batch.json").write_text("{", encoding="utf-8")
+    with pytest.raises(CasesUnavailable, match=f"{north / 'batch.json'}: not a batch record"):
+        batch_id(north, store)
     store.close()
 
 

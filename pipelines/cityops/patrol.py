@@ -453,8 +453,9 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
     wanted = settings.cases if settings.dispatch_target is None else True
     if wanted is not False:
         try:
-            base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target)
-            writer = PatrolCases(base.intake, base.store, batch_id=f"patrol:{name or video.stem}", staging=base.staging,
+            base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target,
+                                     batch=f"patrol:{name or video.stem}")
+            writer = PatrolCases(base.intake, base.store, batch_id=base.batch_id, staging=base.staging,
                                  radius_m=settings.group_radius_m)
         except CasesUnavailable as exc:
             if wanted:

@@ -26,12 +26,14 @@ writing cases has done it: a run killed first, or one without cases, leaves it t
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detect.config_io import replaced_atomically
 from detect.events import ViolationEvent
 from detect.evidence import BundleContext
 from detect.frames import Frame, GeoPoint
@@ -41,12 +43,15 @@ from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseNotFound, CaseStore, CaseStoreError
 from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.triage.grouping import Group, Member
+from pipelines.triage.journal import RESULTS
 from pipelines.triage.record import PhotoRecord, detections_of
 from pipelines.triage.report import CaseRef
 from pipelines.triage.sources import ArchiveCache, PhotoSource, SourceReadError
 
 log = logging.getLogger(__name__)
 
+BATCH = "batch.json"
+"""In the run folder: the batch id its cases were written under (`batch_id`)."""
 STRIP_SIDE = 1280  # other photos of a group: decoded to about this size for the bundle's strip
 
 
@@ -206,8 +211,10 @@ class CasesUnavailable(RuntimeError):
     """Cases were asked for but cannot be written (no evidence key, unknown dispatch target...)."""
 
 
-def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None) -> TriageCases:
-    """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`).
+def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None,
+                      batch: str | None = None) -> TriageCases:
+    """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`); `batch`: its batch id
+    (a patrol video's), else the folder's (`batch_id`).
 
     Raises `CasesUnavailable` with the fix when the evidence key or storage credentials are
     missing or the dispatch target is not configured, before any photo is read.
@@ -230,7 +237,34 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     from pipelines.shops import attach_shops
 
     attach_shops(intake)  # shop-front cases name the responsible shop (frontage register, by GPS)
-    return TriageCases(intake, intake.store, batch_id=f"triage:{out.resolve().name}", staging=out / "evidence-staging")
+    return TriageCases(intake, intake.store, batch_id=batch or batch_id(out, intake.store), staging=out / "evidence-staging")
+
+
+def batch_id(out: Path, store: CaseStore) -> str:
+    """The batch id of the run in `out` (its cases' `source_id`, the actor of their withdrawal), kept in `BATCH` from
+    the first run that writes cases: `triage:<out folder name>`, or `triage:<name>-2`, `-3`... when cases of another
+    folder of that name (a second `triage-out`, the default) hold it already. Named by the folder name alone, the
+    batches of two folders were one: listed together, and a resume in one withdrew the other's cases. A folder an
+    earlier release ran in (records, no `BATCH`) keeps the name its cases have."""
+    path = out / BATCH
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["batch_id"]
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CasesUnavailable(f"{path}: not a batch record ({exc}); it names this folder's cases in the case store: "
+                               "restore it, or delete it if no run in this folder wrote cases") from None
+    chosen = name = f"triage:{out.resolve().name}"
+    results = out / RESULTS
+    if not (results.exists() and results.stat().st_size):  # a new run: a name no other batch has
+        n = 1
+        while store.list(source_id=chosen, limit=1):
+            n += 1
+            chosen = f"{name}-{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(json.dumps({"batch_id": chosen}, ensure_ascii=False) + "\n", encoding="utf-8")
+    return chosen
 
 
 def pick_dispatch_target(deployment, name: str | None) -> str:
