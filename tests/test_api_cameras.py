@@ -438,14 +438,18 @@ def test_serve_refuses_what_its_settings_name_but_cannot_be_used_naming_the_file
     ("hmac_key_file", "missing.key", "cannot read evidence key: No such file or directory"),
     ("hmac_key_file", "keys", "cannot read evidence key: Is a directory"),
     ("signing_key_file", "keys", "cannot read evidence signing key: Is a directory"),
+    ("published_keys", "missing.pem", "cannot read public key: No such file or directory"),
+    ("published_keys", "settings.yaml", "no PEM public key in it"),
 ])
 def test_serve_refuses_an_evidence_key_file_it_cannot_read_naming_the_field(tmp_path, monkeypatch, field, name, reason):
     """A configured key file that could not be read started `serve` with a warning naming neither the field nor the
-    file's trouble, advising to 'set it where streetwatch serve runs', and every upload job wrote no case."""
+    file's trouble, advising to 'set it where streetwatch serve runs', and every upload job wrote no case; an earlier
+    public key (`published_keys`, a list) that could not be read started it too, /evidence/keys answering 503."""
     monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)  # a serve that starts returns at once
     (tmp_path / "keys").mkdir()
     config = tmp_path / "settings.yaml"
-    config.write_text(f"cases: {{url: 'sqlite:///{tmp_path}/cases.db'}}\nevidence: {{{field}: {tmp_path / name}}}\n",
+    value = [str(tmp_path / name)] if field == "published_keys" else str(tmp_path / name)
+    config.write_text(f"cases: {{url: 'sqlite:///{tmp_path}/cases.db'}}\n" + yaml.safe_dump({"evidence": {field: value}}),
                       encoding="utf-8")
     result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
     assert result.exit_code == 2, result.exception

@@ -322,6 +322,11 @@ def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(
             downloads[kid] = tmp_path / f"published-{kid}.pem"
             downloads[kid].write_text(pem.text)
         assert client.get("/api/v1/evidence/keys/0123456789abcdef.pem").status_code == 404
+        first.rename(first.with_suffix(".gone"))  # unreadable after start: the keys cannot be listed in full
+        gone = client.get("/api/v1/evidence/keys")
+        detail = gone.json()["detail"]
+        assert gone.status_code == 503 and "evidence.published_keys" in detail and "cannot read public key" in detail
+        first.with_suffix(".gone").rename(first)
     old_id = json.loads((old.path / "signature.json").read_text())["public_key_signature"]["key_id"]
     new_id = json.loads((new.path / "signature.json").read_text())["public_key_signature"]["key_id"]
     assert keys[new_id]["current"] and not keys[old_id]["current"]

@@ -68,32 +68,35 @@ def load_signing_key(config: EvidenceConfig) -> Ed25519PrivateKey | None:
 
 
 def check_key_files(config: EvidenceConfig) -> None:
-    """Load the key files the settings name (`hmac_key_file`, `signing_key_file`); EvidenceKeyError naming the field,
-    the file and the reason when one cannot be used. A configured key file that does not load is an admin's error,
-    so `serve` refuses to start on it; an unset key (`hmac_key_env` empty) is not checked here: serve warns of it."""
+    """Load the key files the settings name (`hmac_key_file`, `signing_key_file`, `published_keys`); EvidenceKeyError
+    naming the field, the file and the reason when one cannot be used. A configured key file that does not load is an
+    admin's error, so `serve` refuses to start on it (an unreadable published key answered 503 at /evidence/keys
+    instead); an unset key (`hmac_key_env` empty) is not checked here: serve warns of it."""
     if config.hmac_key_file is not None:
         load_hmac_key(config)
-    load_signing_key(config)
+    published_keys(config)  # loads signing_key_file too
 
 
-def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
-    """Every Ed25519 public key (PEM) in one file; several may be concatenated."""
+def load_public_keys(path: Path, field: str | None = None) -> list[Ed25519PublicKey]:
+    """Every Ed25519 public key (PEM) in one file; several may be concatenated. `field`: the settings field naming
+    the file (`evidence.published_keys`), which errors then name first; None for a file given on the command line."""
+    where = f"{field}: {path}" if field else str(path)
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise EvidenceKeyError(f"{path}: cannot read public key: {exc.strerror}") from None
+        raise EvidenceKeyError(f"{where}: cannot read public key: {exc.strerror}", field) from None
     marker = b"-----BEGIN PUBLIC KEY-----"
     blocks = [marker + part for part in text.split(marker)[1:]]
     if not blocks:
-        raise EvidenceKeyError(f"{path}: no PEM public key in it (-----BEGIN PUBLIC KEY----- ...)")
+        raise EvidenceKeyError(f"{where}: no PEM public key in it (-----BEGIN PUBLIC KEY----- ...)", field)
     keys = []
     for block in blocks:
         try:
             key = serialization.load_pem_public_key(block)
         except (ValueError, UnsupportedAlgorithm) as exc:
-            raise EvidenceKeyError(f"{path}: unreadable public key: {exc}") from None
+            raise EvidenceKeyError(f"{where}: unreadable public key: {exc}", field) from None
         if not isinstance(key, Ed25519PublicKey):
-            raise EvidenceKeyError(f"{path}: public key must be Ed25519, not {type(key).__name__}")
+            raise EvidenceKeyError(f"{where}: public key must be Ed25519, not {type(key).__name__}", field)
         keys.append(key)
     return keys
 
@@ -106,7 +109,7 @@ def published_keys(config: EvidenceConfig) -> list[PublishedKey]:
         pub = signer.public_key()
         out[public_key_id(pub)] = PublishedKey(public_key_id(pub), pub, current=True)
     for path in config.published_keys:
-        for pub in load_public_keys(path):
+        for pub in load_public_keys(path, "evidence.published_keys"):
             out.setdefault(public_key_id(pub), PublishedKey(public_key_id(pub), pub, current=False))
     return list(out.values())
 
