@@ -456,6 +456,19 @@ def test_serve_refuses_an_evidence_key_file_it_cannot_read_naming_the_field(tmp_
     assert f"error: {config}: evidence.{field}: {tmp_path / name}: {reason}" in result.output
 
 
+def test_serve_refuses_an_evidence_key_variable_shorter_than_16_bytes(tmp_path, monkeypatch):
+    """A key variable holding too short a key started `serve` under a warning, every upload job writing no case; an
+    unset one is still only warned of (tests/test_api_uploads.py)."""
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)  # a serve that starts returns at once
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "short-key")
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"cases: {{url: 'sqlite:///{tmp_path}/cases.db'}}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
+    assert result.exit_code == 2, result.exception
+    assert (f"error: {config}: environment variable STREETWATCH_EVIDENCE_KEY: evidence key has 9 bytes; use at least 16"
+            in result.output)
+
+
 def test_serve_warns_at_start_up_of_a_cameras_file_it_cannot_read(tmp_path, bus_jpg, caplog):
     """A cameras file with a typo (`analysis_fsp`) started `serve` without a word; the cameras page answered 503."""
     cams = write_cameras(tmp_path, bus_jpg)

@@ -102,6 +102,17 @@ def test_bad_configuration_is_refused_before_any_photo_is_read(tmp_path, bus_jpg
     assert ok.returncode == 0 and "1 with violations -> 1 candidate case;" in ok.stdout  # the same command without the grid
 
 
+def test_an_evidence_key_variable_shorter_than_16_bytes_is_refused_before_any_photo_is_read(tmp_path, bus_jpg):
+    """A key too short to sign with took the run on report-only under a warning (cases default to `when the key is
+    set`), as if no key were set; the operator's set key is refused, naming the variable and the minimum."""
+    env = {**_env(), "STREETWATCH_EVIDENCE_KEY": "short-key"}
+    done = subprocess.run(_cli(str(bus_jpg), "--out", str(tmp_path / "out"), "--no-progress"), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "environment variable STREETWATCH_EVIDENCE_KEY: evidence key has 9 bytes; use at least 16" in done.stderr
+    assert "--no-cases" in done.stderr and not (tmp_path / "out").exists()
+
+
 def _as_unprivileged() -> list[str]:
     """A command prefix under which permission bits apply: root drops the capabilities that bypass them."""
     if os.geteuid() != 0:

@@ -14,9 +14,10 @@ MIN_KEY_BYTES = 16
 
 
 class EvidenceKeyError(ValueError):
-    """No usable HMAC key: the message says where it was looked for. `field` names the settings field of a key file
-    that is configured but cannot be used (an admin's error, which `serve` refuses at start-up); None when no key is
-    set where one is looked for (a choice, which it only warns of)."""
+    """No usable HMAC key: the message says where it was looked for. `field` names the settings field of a key that
+    is configured but cannot be used (a key file, or a key variable holding too short a key: an admin's error, which
+    `serve` and `triage` refuse at start-up); None when no key is set where one is looked for (a choice, which they
+    only warn of)."""
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -59,7 +60,8 @@ class EvidenceConfig(ConfigModel):
 
 
 def load_hmac_key(config: EvidenceConfig) -> bytes:
-    """The signing secret from the key file or the environment variable; refuses short keys."""
+    """The signing secret from the key file or the environment variable; refuses short keys (a short HMAC key can be
+    guessed, and every bundle signed with it forged)."""
     field = None
     if config.hmac_key_file is not None:
         field = "evidence.hmac_key_file"
@@ -71,6 +73,7 @@ def load_hmac_key(config: EvidenceConfig) -> bytes:
     else:
         key = os.environ.get(config.hmac_key_env, "").encode()
         where = f"environment variable {config.hmac_key_env}"
+        field = "evidence.hmac_key_env"  # a short key is set, not unset: refused like a bad key file
         if not key:
             raise EvidenceKeyError(f"{where} is not set: evidence bundles are signed with an HMAC key from it")
     if len(key) < MIN_KEY_BYTES:

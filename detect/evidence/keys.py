@@ -68,12 +68,16 @@ def load_signing_key(config: EvidenceConfig) -> Ed25519PrivateKey | None:
 
 
 def check_key_files(config: EvidenceConfig) -> None:
-    """Load the key files the settings name (`hmac_key_file`, `signing_key_file`, `published_keys`); EvidenceKeyError
-    naming the field, the file and the reason when one cannot be used. A configured key file that does not load is an
-    admin's error, so `serve` refuses to start on it (an unreadable published key answered 503 at /evidence/keys
-    instead); an unset key (`hmac_key_env` empty) is not checked here: serve warns of it."""
-    if config.hmac_key_file is not None:
+    """Load the keys the settings name (`hmac_key_file` or the `hmac_key_env` variable, `signing_key_file`,
+    `published_keys`); EvidenceKeyError naming the field (the variable), the file and the reason when one cannot be
+    used. A configured key that does not load is an admin's error, so `serve` and `triage` refuse to start on it (an
+    unreadable published key answered 503 at /evidence/keys instead, a short key variable only warned of); an unset
+    key variable passes here: they warn of it."""
+    try:
         load_hmac_key(config)
+    except EvidenceKeyError as exc:
+        if exc.field is not None:
+            raise
     published_keys(config)  # loads signing_key_file too
 
 

@@ -10,6 +10,8 @@ import typer
 from streetwatch.commands.common import ModelOpt, RayOpt, SettingsOpt, fail, say_spool, settings_or_fail, setup_logging
 
 if TYPE_CHECKING:
+    from pipelines.settings import Settings
+    from pipelines.triage import TriageSettings
     from pipelines.triage.cases import Withdrawals
 
 
@@ -34,7 +36,7 @@ def triage(
     phone_region: Annotated[str | None, typer.Option("--phone-region", help="Region whose phone numbers are read without a country code (ISO 3166: CN, HK, TW, GB ...). [default: CN]")] = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="Time zone of EXIF times without a UTC offset and of times in file names (IMG_20231129_101522.jpg), and of the report. [default: triage.timezone, else the settings' timezone, Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
-    cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set.")] = None,
+    cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases with signed evidence bundles to the case store (--config). Default: when the evidence key is set (a key set but unusable, e.g. shorter than 16 bytes, stops the run).")] = None,
     dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
     dispatch_target: Annotated[str | None, typer.Option("--dispatch-target", help="Dispatch target for --dispatch (default: the only one in --config).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same name and content hash) are skipped; those that failed, and those whose content changed since, are tried again.")] = False,
@@ -73,6 +75,7 @@ def triage(
             fail("--dispatch-target needs --dispatch")
         options = deployment.triage.model_dump(exclude_unset=True)
         settings = TriageSettings(**{**options, **given}, out=out, dispatch_target=dispatch_target if dispatch else None, resume=resume)
+        _check_keys(deployment, settings)
         if ray is None:
             result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
         else:
@@ -114,6 +117,20 @@ def triage(
         typer.echo(f"  {name:8s}{path}")
     if result.readable == 0:
         fail("no photo could be read (reasons in the report and results.jsonl)", code=1)
+
+
+def _check_keys(deployment: Settings, settings: TriageSettings) -> None:
+    """Refuse a run that writes cases when a key the settings name cannot be used (a key variable shorter than 16
+    bytes, a key file that does not load), before any photo is read: by default (`cases` unset) such a run went on
+    report-only under a warning, as it still does when no key is set at all."""
+    from detect.evidence import EvidenceKeyError, check_key_files
+
+    if settings.cases is False and settings.dispatch_target is None:
+        return
+    try:
+        check_key_files(deployment.evidence)
+    except EvidenceKeyError as exc:
+        fail(f"{exc}; or pass --no-cases for the report only")
 
 
 def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progress: bool):
