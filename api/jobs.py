@@ -31,7 +31,6 @@ from api.config import ServiceConfig
 from api.metrics import ApiMetrics
 from api.uploads import SavedFile
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
-from pipelines.evidence_store import EvidenceStoreConfig
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
@@ -166,20 +165,20 @@ def read_job(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def as_uploaded(folder: Path, labels: dict[str, str], evidence: EvidenceStoreConfig, *, inside: tuple[str, ...] = (),
+def as_uploaded(folder: Path, labels: dict[str, str], settings: Settings, *, inside: tuple[str, ...] = (),
                 itself: str = "", html: bool = False) -> Callable[[str], str]:
     """What names a job's texts (its errors, a report) as the client knows them, since the API never shows a server
     path: each stored file (`labels`: its path in the job's `folder` -> the name it was sent as; a zip's members follow
     it: "photos.zip!day1/a.jpg"), a file in one of the `inside` folders (stored inputs, a run's frames) by its own name,
     any other path in the folder from there, the folder itself as `itself`, and the evidence store's and spool's
-    folders by their settings (`EvidenceStoreConfig.named_by_setting`: a case's reason names them when storage is
-    down). `html`: the text is HTML (a report), where paths stand escaped and so must the names put in."""
+    folders and the evidence key files by their settings (`Settings.named_by_setting`: a case's reason names the
+    folders when storage is down, its error a key file unreadable since start-up). `html`: the text is HTML (a report), where paths stand escaped and so must the names put in."""
     named = escape if html else str
     root = str(named(str(folder)))
     forms = {str(named(str(folder / stored))): str(named(label)) for stored, label in labels.items()}
     forms |= {str(named(f"{folder / sub}/")): "" for sub in inside} | {f"{root}/": "", root: str(named(itself))}
     pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
-    return lambda text: evidence.named_by_setting(pattern.sub(lambda m: forms[m.group(0)], text), named)
+    return lambda text: settings.named_by_setting(pattern.sub(lambda m: forms[m.group(0)], text), named)
 
 
 def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[str, Any]:
@@ -274,7 +273,7 @@ class TriageJobs:
         """Text with the job's stored inputs named as uploaded ("duplicate of /srv/.../input/0001.jpg" -> "duplicate of
         bus.jpg"), its other paths from its folder, the folder by the job's id (`as_uploaded`)."""
         return as_uploaded(self._dir(job["id"]), {f"input/{f['name']}": f["label"] for f in job["files"]},
-                           self.deployment.evidence_store, inside=("input",), itself=f"job {job['id']}", html=html)
+                           self.deployment, inside=("input",), itself=f"job {job['id']}", html=html)
 
     def shown(self, job: dict[str, Any]) -> dict[str, Any]:
         """The job as the API shows it: its texts (its error, each group's error, why each bundle still waits in the

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Protocol
@@ -77,19 +77,31 @@ class EvidenceStoreConfig(ConfigModel):
             raise ValueError("backend s3 needs an `s3:` section (endpoint, bucket, ...)")
         return self
 
-    def named_by_setting(self, text: str, named: Callable[[str], str] = str) -> str:
+    def named_by_setting(self, text: str, named: Callable[[str], str] = str,
+                         also: Iterable[tuple[str, Path]] = ()) -> str:
         """`text` with the local root and the spool named by their settings: a failed upload's reason names the folder
         it could not write (`cannot write evidence to /srv/.../evidence/SW1: ...`), a stored bundle's reference is
         a `file://` URI, and the API never shows a server path, so it shows `evidence_store.local_root/SW1`. `named`:
-        how the paths stand in `text` (markupsafe's `escape` for HTML)."""
-        forms: dict[str, str] = {}
-        for setting, path in (("evidence_store.local_root", self.local_root), ("evidence_store.spool_dir", self.spool_dir)):
-            absolute = path.resolve()
-            for form in (absolute.as_uri(), str(absolute), str(path)):  # the intake names the spool as configured
-                forms.setdefault(str(named(form)), setting)
-        pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-        # whole paths only: not /srv/evidence in /srv/evidence2, nor a relative spool inside another path
-        return re.sub(rf"(?<![\w./-])(?:{pattern})(?![\w.-])", lambda m: forms[m.group(0)], text)
+        how the paths stand in `text` (markupsafe's `escape` for HTML); `also`: more (setting, path) pairs named so
+        (the evidence key files, `Settings.named_by_setting`)."""
+        return paths_named_by_setting(
+            text, [("evidence_store.local_root", self.local_root), ("evidence_store.spool_dir", self.spool_dir), *also], named)
+
+
+def paths_named_by_setting(text: str, paths: Iterable[tuple[str, Path]], named: Callable[[str], str] = str) -> str:
+    """`text` with each path (absolute, as a `file://` URI, or as configured) replaced by the setting that names it;
+    `setting: path` (how the key files' errors read) becomes the setting once."""
+    forms: dict[str, str] = {}
+    for setting, path in paths:
+        absolute = path.resolve()
+        for form in (absolute.as_uri(), str(absolute), str(path)):  # the intake names the spool as configured
+            forms.setdefault(str(named(form)), setting)
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    # whole paths only: not /srv/evidence in /srv/evidence2, nor a relative spool inside another path; a setting that
+    # already stands before its path is not said twice
+    return re.sub(rf"(?:([\w.]+): )?(?<![\w./-])({pattern})(?![\w.-])",
+                  lambda m: forms[m.group(2)] if m.group(1) == forms[m.group(2)] else
+                  (f"{m.group(1)}: " if m.group(1) else "") + forms[m.group(2)], text)
 
 
 class EvidenceStore(Protocol):

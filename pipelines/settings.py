@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -343,6 +343,11 @@ class Settings(ConfigModel):
                 raise ConfigError(f"{where}: no code table for city {city!r} (cities: {', '.join(sorted(taxonomy.cities()))}); "
                                   "add its file to taxonomy.city_codes")
         return taxonomy
+
+    def named_by_setting(self, text: str, named: Callable[[str], str] = str) -> str:
+        """`text` with the evidence folders and key files named by their settings (`EvidenceStoreConfig.named_by_setting`):
+        a key file unreadable since start-up stops a job's cases with an error naming it, which the API shows."""
+        return self.evidence_store.named_by_setting(text, named, also=self.evidence.key_files())
 
     def unsigned_attachments(self) -> str | None:
         """Why a dispatched case's attachments are open to anyone who knows its id, or None when they are not.

@@ -302,6 +302,28 @@ def test_without_the_evidence_key_serve_says_so_and_a_jobs_groups_say_why_they_h
     assert app.state.ctx.store.list() == []  # the queue has nothing to show
 
 
+def test_a_key_file_unreadable_since_start_up_is_named_by_its_setting_in_a_jobs_errors(tmp_path, onnx_detector, bus_jpg):
+    """A key file that loaded at start-up and could not be read later stopped each group's case with an error naming
+    the file's server path (`/srv/keys/evidence.key: cannot read ...`), which the API never shows; it names the
+    setting, as the evidence folders are named."""
+    from detect.evidence import EvidenceConfig
+
+    key = tmp_path / "keys" / "evidence.key"
+    key.parent.mkdir()
+    key.write_text("a-file-key-0123456789abcdef\n")
+    settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off"})
+    app, tokens = make_app(settings.model_copy(update={"evidence": EvidenceConfig(hmac_key_file=key)}), detector=onnx_detector)
+    key.unlink()  # gone after start-up (a redeploy, a permissions change)
+    inspector = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+        job = wait_job(client, created.json()["id"], inspector)
+    [group] = job["cases"]
+    assert group["case_id"] is None, group
+    assert "evidence.hmac_key_file: cannot read evidence key: No such file or directory" in group["error"], group["error"]
+    assert str(tmp_path) not in json.dumps(job, ensure_ascii=False)
+
+
 def test_the_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
     """GET /triage/jobs answers the newest 200 but read every job.json the server ever kept to sort them. Folders
     are taken newest modification first, so the jobs of long ago are not read: here the oldest 40 have records no

@@ -42,7 +42,7 @@ from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
 from pipelines.cityops.warnings import WarningState, list_warnings, warning_image
-from pipelines.evidence_store import EvidenceStoreConfig
+from pipelines.settings import Settings
 from pipelines.shops import Shop, ShopRegister
 
 log = logging.getLogger(__name__)
@@ -410,7 +410,8 @@ def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
     try:
         intake = Intake.from_settings(ctx.settings, ModelInfo.of(detector), taxonomy=ctx.taxonomy)
     except (EvidenceKeyError, StorageError) as exc:
-        raise Problem(503, f"cannot add to the evidence: {exc}", slug="evidence-unavailable") from None
+        raise Problem(503, f"cannot add to the evidence: {ctx.settings.named_by_setting(str(exc))}",
+                      slug="evidence-unavailable") from None
     try:
         return check_disposal_photo(intake, detector, case_id, data, name, actor=actor, taxonomy=ctx.taxonomy,
                                     judgement=_judgement(ctx, detector))
@@ -434,7 +435,7 @@ def _write_job(folder: Path, job: dict[str, Any]) -> None:
     tmp.replace(folder / "job.json")
 
 
-def _as_uploaded(folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfig, html: bool = False) -> Callable[[str], str]:
+def _as_uploaded(folder: Path, job: dict[str, Any], settings: Settings, html: bool = False) -> Callable[[str], str]:
     """What names a patrol job's texts as the client knows them (`api.jobs.as_uploaded`): the patrol code names the
     stored files by their server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`) and its frames
     (`/srv/.../patrol/<id>/out/frames/frame-00000-t00000.00.jpg`), which the API never shows; they are named as sent
@@ -443,7 +444,7 @@ def _as_uploaded(folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfi
 
     labels = {stored: label for stored, label in ((job["video"], job["video_label"]), (job.get("track"), job.get("track_label")))
               if stored}
-    return as_uploaded(folder, labels, evidence, inside=(f"out/{FRAMES}",), html=html)
+    return as_uploaded(folder, labels, settings, inside=(f"out/{FRAMES}",), html=html)
 
 
 def _source_name(job: dict[str, Any]) -> str:
@@ -490,7 +491,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.triage import TriageSettings
 
     out = folder / "out"
-    shown = _as_uploaded(folder, job, ctx.settings.evidence_store)
+    shown = _as_uploaded(folder, job, ctx.settings)
     _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
@@ -595,7 +596,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
         try:  # the video in chunks, never whole in memory; a job only once both files are whole on disk
             await run_in_threadpool(copy_upload, video_part, folder / job["video"])
             await run_in_threadpool(copy_upload, track_part, folder / job["track"])
-            await run_in_threadpool(_check_video, folder, job, ctx.settings.evidence_store)
+            await run_in_threadpool(_check_video, folder, job, ctx.settings)
             _write_job(folder, job)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -604,7 +605,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
     return _patrol_view(ctx, folder, job)
 
 
-def _check_video(folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfig) -> None:
+def _check_video(folder: Path, job: dict[str, Any], settings: Settings) -> None:
     """422 naming the video as uploaded and why, Chinese first, when the job would refuse it at its start (not a video,
     no video stream, frames over `MAX_FRAME_PIXELS`): answered 202, its job failed a moment later, and the client
     polled for what the upload could have said at once."""
@@ -613,7 +614,7 @@ def _check_video(folder: Path, job: dict[str, Any], evidence: EvidenceStoreConfi
     try:
         open_video(folder / job["video"]).close()
     except VideoRefused as exc:
-        raise Problem(422, f"{job['video_label']}：{exc.zh} {_as_uploaded(folder, job, evidence)(str(exc))}", slug="video-refused") from None
+        raise Problem(422, f"{job['video_label']}：{exc.zh} {_as_uploaded(folder, job, settings)(str(exc))}", slug="video-refused") from None
 
 
 def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:
@@ -647,4 +648,4 @@ def patrol_report(job_id: str, ctx: AppContext = Depends(get_ctx), who: Principa
 
     folder, job = _patrol_job(ctx, job_id, who)
     return job_report(folder / "out" / REPORT, job, "patrol job",
-                      _as_uploaded(folder, job, ctx.settings.evidence_store, html=True))
+                      _as_uploaded(folder, job, ctx.settings, html=True))

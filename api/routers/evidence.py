@@ -50,7 +50,9 @@ def _keys(ctx: AppContext) -> list:
     try:
         return published_keys(ctx.settings.evidence)
     except EvidenceKeyError as exc:
-        raise Problem(503, f"evidence signing keys unavailable: {exc}", slug="keys-unavailable") from None
+        # public: the key file named by its setting, never by its server path
+        raise Problem(503, f"evidence signing keys unavailable: {ctx.settings.named_by_setting(str(exc))}",
+                      slug="keys-unavailable") from None
 
 
 @keys_router.get("/evidence/keys", summary="Public keys that verify evidence bundles (no token needed)",

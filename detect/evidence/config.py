@@ -58,6 +58,13 @@ class EvidenceConfig(ConfigModel):
         8, title="Frame strip length", description="Most frames kept from the ring buffer around the opening.", ge=0, le=64)
     strip_width: int = Field(640, title="Frame strip width", description="Width in pixels of strip frames.", ge=64)
 
+    def key_files(self) -> list[tuple[str, Path]]:
+        """(settings field, file) of every key file set: what the API names by its field, never by its server path,
+        when one becomes unreadable after start-up (`Settings.named_by_setting`)."""
+        files = [("evidence.hmac_key_file", self.hmac_key_file), ("evidence.signing_key_file", self.signing_key_file),
+                 *(("evidence.published_keys", path) for path in self.published_keys)]
+        return [(field, path) for field, path in files if path is not None]
+
 
 def load_hmac_key(config: EvidenceConfig) -> bytes:
     """The signing secret from the key file or the environment variable; refuses short keys (a short HMAC key can be
