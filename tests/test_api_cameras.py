@@ -440,6 +440,7 @@ def test_serve_refuses_what_its_settings_name_but_cannot_be_used_naming_the_file
     ("signing_key_file", "keys", "cannot read evidence signing key: Is a directory"),
     ("published_keys", "missing.pem", "cannot read public key: No such file or directory"),
     ("published_keys", "settings.yaml", "no PEM public key in it"),
+    ("previous_hmac_key_files", "missing.key", "cannot read evidence key: No such file or directory"),
 ])
 def test_serve_refuses_an_evidence_key_file_it_cannot_read_naming_the_field(tmp_path, monkeypatch, field, name, reason):
     """A configured key file that could not be read started `serve` with a warning naming neither the field nor the
@@ -448,7 +449,7 @@ def test_serve_refuses_an_evidence_key_file_it_cannot_read_naming_the_field(tmp_
     monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)  # a serve that starts returns at once
     (tmp_path / "keys").mkdir()
     config = tmp_path / "settings.yaml"
-    value = [str(tmp_path / name)] if field == "published_keys" else str(tmp_path / name)
+    value = [str(tmp_path / name)] if field in ("published_keys", "previous_hmac_key_files") else str(tmp_path / name)
     config.write_text(f"cases: {{url: 'sqlite:///{tmp_path}/cases.db'}}\n" + yaml.safe_dump({"evidence": {field: value}}),
                       encoding="utf-8")
     result = CliRunner().invoke(cli, ["serve", "--config", str(config)])

@@ -194,3 +194,53 @@ def test_verify_of_several_s3_bundles_reports_a_planted_key_as_that_bundles_fail
     assert f"problem: {refs[1]}: object {planted!r} has a '..' path segment: not a file of a bundle we store" in ran.output
     assert f"problem: {refs[3]}: object {absolute!r} has an empty path segment (a leading or doubled /)" in ran.output
     assert not list(tmp_path.rglob("planted.txt")) and not (tmp_path / "escaped.txt").exists()
+
+
+def test_bundles_spooled_before_an_hmac_key_rotation_upload_once_the_earlier_key_is_kept(tmp_path, bus_event):
+    """Storage was down, the operator rotated the HMAC key, and the bundles waiting in the spool, checked against the
+    one new key, were refused and moved aside, their photo cases never built again. With the earlier key's file in
+    `evidence.previous_hmac_key_files` they upload and `evidence verify` checks them; without it they wait, their
+    case naming the key id and the setting."""
+    from typer.testing import CliRunner
+
+    from detect.evidence.signing import key_id
+    from pipelines.settings import Settings
+    from streetwatch.cli import app as cli
+
+    event, dets = bus_event
+    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    old.write_text("old-key-0123456789abcdef\n")
+    new.write_text("new-key-0123456789abcdef\n")
+    root = tmp_path / "evidence"
+    root.write_text("a file where the store's folder should be")  # storage down
+
+    def settings(**evidence) -> Settings:
+        return Settings(cases={"url": f"sqlite:///{tmp_path}/cases.db"}, evidence=evidence,
+                        evidence_store={"local_root": str(root), "spool_dir": str(tmp_path / "spool")})
+
+    before = Intake.from_settings(settings(hmac_key_file=str(old)), MODEL)
+    case = before.record_event(event, replace(CTX, privacy_detections=dets))
+    assert case.evidence_ref is None and "cannot write evidence" in case.reason
+    before.store.close()
+    root.unlink()  # storage back, after the rotation
+
+    rotated = Intake.from_settings(settings(hmac_key_file=str(new)), MODEL)
+    assert rotated.retry_evidence() == []
+    reason = rotated.store.get(case.id).reason
+    assert f"key id {key_id(b'old-key-0123456789abcdef')}" in reason and "evidence.previous_hmac_key_files" in reason, reason
+    assert rotated.spooled() == [case.id] and not (tmp_path / "spool" / ".rejected").exists()  # waits, not refused
+    rotated.store.close()
+
+    kept = settings(hmac_key_file=str(new), previous_hmac_key_files=[str(old)])
+    after = Intake.from_settings(kept, MODEL)
+    [stored] = after.retry_evidence()
+    assert stored.id == case.id and stored.reason is None and stored.evidence_ref == (root / case.id).as_uri()
+    after.store.close()
+
+    config = tmp_path / "settings.yaml"
+    config.write_text(json.dumps(kept.model_dump(mode="json", exclude_unset=True)), encoding="utf-8")
+    checked = CliRunner().invoke(cli, ["evidence", "verify", str(root / case.id), "--config", str(config)])
+    assert checked.exit_code == 0 and "HMAC valid" in checked.output, checked.output
+    config.write_text(json.dumps(settings(hmac_key_file=str(new)).model_dump(mode="json", exclude_unset=True)), encoding="utf-8")
+    refused = CliRunner().invoke(cli, ["evidence", "verify", str(root / case.id), "--config", str(config)])
+    assert refused.exit_code == 1 and "signed with key id" in refused.output, refused.output

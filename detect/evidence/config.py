@@ -31,6 +31,11 @@ class EvidenceConfig(ConfigModel):
         min_length=1)
     hmac_key_file: Path | None = Field(
         None, title="HMAC key file", description="File whose bytes (trailing newline removed) are the signing secret.")
+    previous_hmac_key_files: list[Path] = Field(
+        default_factory=list, title="Earlier HMAC key files",
+        description="Files holding HMAC secrets used before a rotation (one key a file, as `hmac_key_file`): bundles "
+        "they signed that still wait in the spool are uploaded, and `evidence verify` checks the bundles they signed. "
+        "New bundles are signed with the current key only.")
     signing_key_file: Path | None = Field(
         None, title="Public-key signing key",
         description="Ed25519 private key (unencrypted PEM; `streetwatch evidence keygen`) that also signs every bundle's "
@@ -62,6 +67,7 @@ class EvidenceConfig(ConfigModel):
         """(settings field, file) of every key file set: what the API names by its field, never by its server path,
         when one becomes unreadable after start-up (`Settings.named_by_setting`)."""
         files = [("evidence.hmac_key_file", self.hmac_key_file), ("evidence.signing_key_file", self.signing_key_file),
+                 *(("evidence.previous_hmac_key_files", path) for path in self.previous_hmac_key_files),
                  *(("evidence.published_keys", path) for path in self.published_keys)]
         return [(field, path) for field, path in files if path is not None]
 
@@ -69,20 +75,31 @@ class EvidenceConfig(ConfigModel):
 def load_hmac_key(config: EvidenceConfig) -> bytes:
     """The signing secret from the key file or the environment variable; refuses short keys (a short HMAC key can be
     guessed, and every bundle signed with it forged)."""
-    field = None
     if config.hmac_key_file is not None:
-        field = "evidence.hmac_key_file"
-        where = f"{field}: {config.hmac_key_file}"
-        try:
-            key = config.hmac_key_file.read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise EvidenceKeyError(f"{where}: cannot read evidence key: {exc.strerror}", field) from None
-    else:
-        key = os.environ.get(config.hmac_key_env, "").encode()
-        where = f"environment variable {config.hmac_key_env}"
-        field = "evidence.hmac_key_env"  # a short key is set, not unset: refused like a bad key file
-        if not key:
-            raise EvidenceKeyError(f"{where} is not set: evidence bundles are signed with an HMAC key from it")
+        return _read_key_file(config.hmac_key_file, "evidence.hmac_key_file")
+    key = os.environ.get(config.hmac_key_env, "").encode()
+    where = f"environment variable {config.hmac_key_env}"
+    if not key:
+        raise EvidenceKeyError(f"{where} is not set: evidence bundles are signed with an HMAC key from it")
+    return _long_enough(key, where, "evidence.hmac_key_env")  # a short key is set, not unset: refused like a bad file
+
+
+def load_previous_hmac_keys(config: EvidenceConfig) -> list[bytes]:
+    """The secrets of `previous_hmac_key_files` (earlier keys, kept to check what they signed), refused as the current
+    key's file is when one cannot be read or is short."""
+    return [_read_key_file(path, "evidence.previous_hmac_key_files") for path in config.previous_hmac_key_files]
+
+
+def _read_key_file(path: Path, field: str) -> bytes:
+    where = f"{field}: {path}"
+    try:
+        key = path.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise EvidenceKeyError(f"{where}: cannot read evidence key: {exc.strerror}", field) from None
+    return _long_enough(key, where, field)
+
+
+def _long_enough(key: bytes, where: str, field: str) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise EvidenceKeyError(f"{where}: evidence key has {len(key)} bytes; use at least {MIN_KEY_BYTES}", field)
     return key

@@ -23,7 +23,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from detect.evidence.config import EvidenceConfig, EvidenceKeyError, load_hmac_key
+from detect.evidence.config import EvidenceConfig, EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
 
 ALGORITHM = "Ed25519"
 
@@ -68,8 +68,8 @@ def load_signing_key(config: EvidenceConfig) -> Ed25519PrivateKey | None:
 
 
 def check_key_files(config: EvidenceConfig) -> None:
-    """Load the keys the settings name (`hmac_key_file` or the `hmac_key_env` variable, `signing_key_file`,
-    `published_keys`); EvidenceKeyError naming the field (the variable), the file and the reason when one cannot be
+    """Load the keys the settings name (`hmac_key_file` or the `hmac_key_env` variable, `previous_hmac_key_files`,
+    `signing_key_file`, `published_keys`); EvidenceKeyError naming the field (the variable), the file and the reason when one cannot be
     used. A configured key that does not load is an admin's error, so `serve` and `triage` refuse to start on it (an
     unreadable published key answered 503 at /evidence/keys instead, a short key variable only warned of); an unset
     key variable passes here: they warn of it."""
@@ -78,6 +78,7 @@ def check_key_files(config: EvidenceConfig) -> None:
     except EvidenceKeyError as exc:
         if exc.field is not None:
             raise
+    load_previous_hmac_keys(config)
     published_keys(config)  # loads signing_key_file too
 
 

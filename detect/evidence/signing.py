@@ -39,6 +39,23 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"streetwatch-key-id:" + key).hexdigest()[:16]
 
 
+def signed_key_id(bundle: Path) -> str | None:
+    """The HMAC key id the bundle's `signature.json` names; None when it names none (unsigned, unreadable)."""
+    try:
+        named = json.loads((bundle / SIGNATURE).read_bytes()).get("key_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(named) if named else None
+
+
+def hmac_key_for(bundle: Path, keys: list[bytes]) -> bytes | None:
+    """Of `keys` (the current HMAC key first, then earlier ones kept after a rotation), the one whose id the bundle's
+    `signature.json` names; the first when it names none (`verify_bundle` then says why the bundle fails); None when
+    it names a key not among them (signed with a key since rotated away and not kept)."""
+    named = signed_key_id(bundle)
+    return keys[0] if named is None else {key_id(key): key for key in keys}.get(named)
+
+
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     """Stable serialisation (sorted keys, UTF-8 kept readable for 中文 names)."""
     return (json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")

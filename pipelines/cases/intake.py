@@ -37,8 +37,8 @@ from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import (
-    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifyReport, load_hmac_key,
-    load_signing_key, verify_bundle,
+    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifyReport, hmac_key_for, load_hmac_key,
+    load_previous_hmac_keys, load_signing_key, signed_key_id, verify_bundle,
 )
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
@@ -64,8 +64,11 @@ class Intake:
     one writer per bundle keeps the spool simple; safe to call from several camera threads."""
 
     def __init__(self, store: CaseStore, evidence: EvidenceStore, builder: EvidenceBuilder, spool_dir: str | Path, *,
-                 auto_queue: str | AutoQueue | None = None):
+                 auto_queue: str | AutoQueue | None = None, previous_keys: list[bytes] | None = None):
         self.store, self.evidence, self.builder = store, evidence, builder
+        # HMAC keys a spooled bundle may be signed with: the builder's, then those it replaced (a rotation while
+        # bundles waited for storage; `evidence.previous_hmac_key_files`)
+        self.keys = [builder.key, *(previous_keys or [])]
         self.spool = Path(spool_dir)
         self.spool.mkdir(parents=True, exist_ok=True)
         # Which cases are queued as soon as their evidence is stored, for which target (no review):
@@ -88,7 +91,8 @@ class Intake:
         builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy or settings.load_taxonomy(),
                                   signer=load_signing_key(settings.evidence))
         return cls(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), builder,
-                   settings.evidence_store.spool_dir, auto_queue=auto_queue)
+                   settings.evidence_store.spool_dir, auto_queue=auto_queue,
+                   previous_keys=load_previous_hmac_keys(settings.evidence))
 
     def record_event(self, event: ViolationEvent, ctx: BundleContext | None = None) -> Case | None:
         """Apply one violation event; returns the case (None for an update of an unknown violation)."""
@@ -269,9 +273,17 @@ class Intake:
 
         Only a bundle this intake sealed for this case is stored (its HMAC checks out and its
         manifest names the case); its digest is what the case store records and what the
-        dispatcher and `evidence verify` later compare against.
+        dispatcher and `evidence verify` later compare against. One signed with an HMAC key this
+        intake does not hold (rotated away while it waited) stays in the spool, its case saying so.
         """
-        report = verify_bundle(bundle_dir, self.builder.key, case_id=case_id)
+        key = hmac_key_for(bundle_dir, self.keys)
+        if key is None:
+            reason = (f"evidence bundle waits in the spool: signed with an earlier HMAC key (key id {signed_key_id(bundle_dir)}) "
+                      "that is not the current key nor in evidence.previous_hmac_key_files; add that key's file there")
+            log.warning("case %s: %s", case_id, reason)
+            self.store.update(case_id, reason=reason)
+            return None
+        report = verify_bundle(bundle_dir, key, case_id=case_id)
         if not report.ok:
             self._reject_spooled(case_id, bundle_dir, report)
             return None

@@ -19,7 +19,8 @@ from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail
 
 KeyFileOpt = Annotated[
     Path | None,
-    typer.Option("--key-file", help="File holding the HMAC secret (default: $STREETWATCH_EVIDENCE_KEY, or the config's key)."),
+    typer.Option("--key-file", help="File holding the HMAC secret (default: $STREETWATCH_EVIDENCE_KEY, or the config's key, with the "
+                            "earlier keys of evidence.previous_hmac_key_files for bundles signed before a rotation)."),
 ]
 
 
@@ -55,14 +56,16 @@ def register(app: typer.Typer) -> None:
 
         Exits 0 only when every bundle passes; otherwise lists what is wrong and exits 1.
         """
-        from detect.evidence import EvidenceKeyError, VerifyReport, load_hmac_key, load_public_keys, verify_bundle
+        from detect.evidence import (
+            EvidenceKeyError, VerifyReport, hmac_key_for, load_hmac_key, load_previous_hmac_keys, load_public_keys, verify_bundle,
+        )
         from pipelines.evidence_store import StorageError
 
         settings = settings_or_fail(config)
         if (case or digest) and len(bundles) > 1:
             fail("--case and --digest name one bundle: give one bundle with them")
         cfg = settings.evidence
-        key, publics = None, []
+        key, earlier, publics = None, [], []
         try:
             for path in public_key or []:
                 publics += load_public_keys(path)
@@ -70,6 +73,8 @@ def register(app: typer.Typer) -> None:
                 cfg = cfg.model_copy(update={"hmac_key_file": key_file})
             if key_file is not None or not publics:
                 key = load_hmac_key(cfg)
+            if key_file is None and key is not None:  # the settings' key: and those it replaced, for older bundles
+                earlier = load_previous_hmac_keys(cfg)
         except EvidenceKeyError as exc:  # a --key-file is no settings field: named as given
             fail(str(exc).replace(f"{exc.field}:", "--key-file:", 1) if key_file is not None else str(exc))
         failed = 0
@@ -82,7 +87,8 @@ def register(app: typer.Typer) -> None:
                 expected_digest, store_problem = _recorded_digest(store, expected_case)
             try:
                 with _local_copy(bundle, evidence_store) as path:
-                    report = verify_bundle(path, key, public_keys=publics, case_id=expected_case, digest=expected_digest)
+                    hmac = None if key is None else hmac_key_for(path, [key, *earlier]) or key  # unknown id: said as such
+                    report = verify_bundle(path, hmac, public_keys=publics, case_id=expected_case, digest=expected_digest)
             except StorageError as exc:  # this bundle is not readable: it fails, the others are still checked
                 report = VerifyReport(bundle=bundle, problems=[str(exc)])
             report.bundle = bundle
