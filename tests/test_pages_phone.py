@@ -1,0 +1,71 @@
+"""The pages on an inspector's phone (360 x 800 CSS px, touch), in headless Chromium against `streetwatch serve`:
+layout facts (widths, boxes), not pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tests.api_helpers import draft_cases
+from tests.conftest import CHROMIUM
+from tests.test_review_pages import CHROMEDRIVER, FLAGS, _wait, served_pages, site_settings
+
+#: A common Android phone as Chromium's device emulation has it: the page's own <meta name="viewport"> decides
+#: whether it is laid out 360 px wide or as a desktop page shrunk to a third.
+PHONE = {"deviceMetrics": {"width": 360, "height": 800, "pixelRatio": 2.0, "touch": True, "mobile": True}}
+PAGES = ["queue", "upload", "cameras", "map", "scores", "reports", "city", "login"]
+FINGER_PX = 44  # the smallest target a finger hits reliably (Apple's and WCAG 2.5.5's 44 CSS px)
+
+
+@contextmanager
+def phone(served: dict[str, Any]) -> Iterator[Any]:
+    """A second browser as a phone, holding `served`'s reviewer token."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_experimental_option("mobileEmulation", PHONE)
+    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        browser.get(served["base"] + "/ui/login")
+        browser.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
+        yield browser
+    finally:
+        browser.quit()
+
+
+#: What a phone shows of the page: the layout width, the page's full width, and the visible controls a finger must
+#: hit that are shorter than FINGER_PX (tag, id or text, height).
+LAYOUT = """
+const small = [...document.querySelectorAll('button, select, input:not([type=checkbox]):not([type=radio]):not([type=hidden])')]
+  .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().height < arguments[0])
+  .map((e) => [e.tagName, e.id || e.textContent.trim().slice(0, 20), Math.round(e.getBoundingClientRect().height)]);
+return [document.documentElement.clientWidth, document.documentElement.scrollWidth, small];
+"""
+
+
+def test_every_page_fits_a_phone_and_its_buttons_a_finger(tmp_path, bus_jpg, bus_event):
+    """The pages had no viewport setting, so a phone laid them out 980 px wide and shrank them to a third (text and
+    buttons too small to read or tap); with one, the queue's two columns, the navigation bar, the upload page's
+    progress bars and the wide tables ran off a 360 px screen. Each page is as wide as the phone (a wide table scrolls
+    in its own box), the evidence image fits, and every button, field and list is at least a finger high."""
+    from selenium.webdriver.common.by import By
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served, \
+            phone(served) as b:
+        for page in PAGES:
+            b.get(f"{served['base']}/ui/{page}")
+            if page == "queue":  # the case's detail and its evidence image drawn: the widest the page gets
+                loaded = "const i = document.getElementById('evidence-image'); return !!i && i.complete && i.naturalWidth > 0;"
+                _wait(b, lambda d: d.execute_script(loaded), "the evidence image on the phone")
+                image = b.find_element(By.ID, "evidence-image").rect
+                assert image["x"] >= 0 and image["x"] + image["width"] <= 360, image
+            elif page != "login":  # the navigation bar names the city's zone once the page's lists are in
+                _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} loaded on the phone")
+            width, page_width, small = b.execute_script(LAYOUT, FINGER_PX)
+            assert (width, page_width) == (360, 360), f"/ui/{page} is {page_width} px wide on a {width} px layout"
+            assert small == [], f"/ui/{page}: controls under {FINGER_PX} px high: {small}"
