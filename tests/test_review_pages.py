@@ -238,6 +238,41 @@ def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_
         assert (_case(served, case_id)["lon"], _case(served, case_id)["address"]) == (None, "杭州市西湖区文三路 90 号")
 
 
+def test_a_reviewer_works_the_case_form_by_keyboard(tmp_path, bus_jpg, bus_event):
+    """Enter in the address field did nothing (保存修改 is four Shift+Tabs back) and Esc did not leave it, so the next
+    j went into the address; an action re-drew the case and dropped the focus to the page, so a reviewer working by
+    Tab and Enter started again at the navigation bar. Enter saves, Esc leaves the field, and the focus stays on the
+    control it was on, the next case's 确认 after a confirm."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    focused = "return document.activeElement.id;"
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}])) as served:
+        b = served["browser"]
+        _login(served)
+        first = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
+        _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "its detail")
+        b.find_element(By.ID, "edit-address").clear()  # the camera's 文三路 1 号, corrected
+        b.find_element(By.ID, "edit-address").send_keys("杭州市西湖区文三路 90 号", Keys.ENTER)
+        _wait(b, lambda d: _case(served, first)["address"] == "杭州市西湖区文三路 90 号", "the address saved by Enter")
+        _wait(b, lambda d: "地址 Address 杭州市西湖区文三路 90 号" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text,
+              "the case drawn again with its address")
+        assert b.execute_script(focused) == "edit-address"
+
+        ActionChains(b).send_keys(Keys.ESCAPE, "j").perform()  # out of the field, then the next case
+        second = _wait(b, lambda d: (c := d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case")) != first
+                       and c, "the next case by j after Esc")
+        assert _case(served, first)["address"] == "杭州市西湖区文三路 90 号"  # no j typed into it
+
+        _wait(b, lambda d: second in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the second case's detail")
+        b.find_element(By.ID, "confirm").send_keys(Keys.ENTER)  # a reviewer who Tabbed to 确认
+        _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 1, "the confirmed case to leave the queue")
+        _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the remaining case's detail")
+        assert _case(served, second)["review_decision"] == "approved"
+        assert b.execute_script(focused) == "confirm"  # Enter again confirms the case shown, no Tab through the page
+
+
 def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_path, bus_jpg, bus_event):
     """王芳's page shows a case; 李四 edits it meanwhile. Her 保存修改 (changing the severity only) wrote back the
     description her page held, wiping his; it is refused, said in Chinese in the status line, and the page shows

@@ -138,7 +138,11 @@ function renderDetail(d) {
   parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
     ([k, v]) => SW.el("tr", {}, SW.el("td", {}, k), SW.el("td", {}, v)))));
   parts.push(...changeLog(d));
+  const focused = section.contains(document.activeElement) ? document.activeElement.id : "";
   section.replaceChildren(...parts);
+  // a reviewer working by Tab and Enter stays where they were (the next case's 确认, the field just saved), rather than
+  // being sent back to the top of the page to Tab through the navigation and filters again
+  if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
 }
 
 // What a revision changed, in the words of the form above (details.revisions: field, from, to, by, at).
@@ -249,8 +253,21 @@ function placeEdit(c) {
   return edit;
 }
 
+// Enter in a field of the case's form does what its button does (保存修改 for description and place, 重新打开 for the
+// reopen reason: the buttons are elsewhere in the Tab order); Esc leaves a field, so j/k/c/r act again. An Enter or Esc
+// that ends a Chinese input method's composition is the input method's.
+function fieldKey(ev) {
+  if (ev.isComposing || ev.keyCode === 229) return;
+  if (ev.key === "Escape") ev.target.blur();
+  else if (ev.key === "Enter" && ev.target.matches("#detail input:not([type=checkbox])")) {
+    (ev.target.id === "reopen-note" ? reopen : saveEdit)();
+  } else return;
+  ev.preventDefault();
+}
+
 document.addEventListener("keydown", (ev) => {
-  if (ev.target.matches("input, select, textarea") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.target.matches("input, select, textarea")) { fieldKey(ev); return; }
   if (Q.rejecting) {
     const n = parseInt(ev.key, 10);
     if (ev.key === "Escape") closeReasons();
