@@ -256,6 +256,7 @@ def test_a_reviewer_works_the_case_form_by_keyboard(tmp_path, bus_jpg, bus_event
         b.find_element(By.ID, "edit-address").clear()  # the camera's 文三路 1 号, corrected
         b.find_element(By.ID, "edit-address").send_keys("杭州市西湖区文三路 90 号", Keys.ENTER)
         _wait(b, lambda d: _case(served, first)["address"] == "杭州市西湖区文三路 90 号", "the address saved by Enter")
+        _wait(b, lambda d: d.find_element(By.ID, "status").text.startswith(f"已保存 saved: {first}"), "the save said")
         _wait(b, lambda d: "地址 Address 杭州市西湖区文三路 90 号" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text,
               "the case drawn again with its address")
         assert b.execute_script(focused) == "edit-address"
@@ -270,6 +271,7 @@ def test_a_reviewer_works_the_case_form_by_keyboard(tmp_path, bus_jpg, bus_event
         _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 1, "the confirmed case to leave the queue")
         _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the remaining case's detail")
         assert _case(served, second)["review_decision"] == "approved"
+        _wait(b, lambda d: d.find_element(By.ID, "status").text == f"已确认 confirmed: {second} · 待派遣 queued", "the confirm said")
         assert b.execute_script(focused) == "confirm"  # Enter again confirms the case shown, no Tab through the page
 
 

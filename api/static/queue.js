@@ -183,12 +183,14 @@ function changeLog(d) {
 // `doing(id, body)` acts on the case shown with `body` (its JSON, what the action adds to it): the case's updated_at
 // as this page loaded it goes with every action, so a page left open while another reviewer confirmed, rejected or
 // edited the case is refused (case-changed) instead of overwriting them, and shows the case as it is now.
-async function act(doing) {
+// `done` names the action as staff read it ("已确认 confirmed"); it is said once the list is in again, whose own
+// count ("N 件 cases") wrote over it, so a reviewer never saw that a save or a confirm had gone through.
+async function act(doing, done) {
   if (!Q.detail) return;
   try {
     const updated = await doing(Q.detail.case.id, { expected_updated_at: Q.detail.case.updated_at });
-    SW.say(`${updated.id}: ${stateName(updated.state)}${updated.review_decision ? " · " + updated.review_decision : ""}`);
     await loadList();
+    SW.say(`${done}: ${updated.id} · ${stateName(updated.state)}`);
   } catch (e) {
     if (e.kind === "case-changed") await loadList();
     SW.say(e.message, true);
@@ -197,7 +199,8 @@ async function act(doing) {
 
 function confirm() {
   const dispatch = Q.meta.dispatch_targets.length > 0;
-  return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/confirm`, { method: "POST", json: Object.assign(body, { dispatch }) }));
+  return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/confirm`, { method: "POST", json: Object.assign(body, { dispatch }) }),
+    "已确认 confirmed");
 }
 
 function openReasons() { Q.rejecting = true; document.getElementById("reasons").classList.add("open"); }
@@ -205,7 +208,8 @@ function closeReasons() { Q.rejecting = false; document.getElementById("reasons"
 
 function reject(code) {
   closeReasons();
-  return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reject`, { method: "POST", json: Object.assign(body, { reason: code }) }));
+  return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reject`, { method: "POST", json: Object.assign(body, { reason: code }) }),
+    "已驳回 rejected");
 }
 
 function reopen() {
@@ -213,7 +217,7 @@ function reopen() {
     const note = document.getElementById("reopen-note").value.trim();
     if (!note) throw new Error("请填写重新打开的原因 give why the rejection is undone");
     return SW.json(`/api/v1/cases/${encodeURIComponent(id)}/reopen`, { method: "POST", json: Object.assign(body, { note }) });
-  });
+  }, "已重新打开 reopened");
 }
 
 function saveEdit() {
@@ -221,7 +225,7 @@ function saveEdit() {
     const body = Object.assign(factsEdit(Q.detail.case), placeEdit(Q.detail.case));
     if (!Object.keys(body).length) throw new Error("没有修改 nothing changed: edit the type, description, severity, tags or place first");
     return SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: Object.assign(body, stamp) });
-  });
+  }, "已保存 saved");
 }
 
 function factsEdit(c) {
