@@ -156,6 +156,38 @@ def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  #
         b.switch_to.window(page)
 
 
+def test_a_patrol_video_on_a_slow_network_shows_its_upload_and_is_sent_once(city, clip, tmp_path):  # noqa: F811
+    """The patrol form sent the video with fetch, which reports no progress: on a phone's network the page showed
+    nothing until the whole video was in, and 上传 could be pressed again, sending it twice. The page shows the
+    upload going (MB sent of the total) with the button disabled, saying 上传中, until the service has it."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    form = _wait(b, lambda d: d.find_element(By.ID, "patrol"), "the patrol form")
+    form.find_element(By.CSS_SELECTOR, "input[name=video]").send_keys(str(clip))
+    form.find_element(By.CSS_SELECTOR, "input[name=track]").send_keys(str(write_gpx(tmp_path / "slow.gpx", _fixes(START, 30))))
+    size_mb = f"{clip.stat().st_size / 1048576:.1f}"
+    button = form.find_element(By.CSS_SELECTOR, "button[type=submit]")
+    b.execute_cdp_cmd("Network.enable", {})
+    b.execute_cdp_cmd("Network.emulateNetworkConditions",  # a weak mobile uplink: 16 KB/s
+                      {"offline": False, "latency": 100, "downloadThroughput": 200_000, "uploadThroughput": 16_000})
+    try:
+        button.click()
+        _wait(b, lambda d: button.get_attribute("disabled") is not None and button.text == "上传中… Uploading…"
+              and d.find_element(By.ID, "patrol-upload-text").text.endswith(f" / {size_mb} MB"), "the upload shown going")
+    finally:
+        b.execute_cdp_cmd("Network.emulateNetworkConditions",
+                          {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    _wait(b, lambda d: "完成 done" in d.find_element(By.CSS_SELECTOR, "#patrol-job p.state").text, "the patrol job done", timeout=240)
+    assert (button.get_attribute("disabled"), button.text) == (None, "上传 Upload")
+    assert b.execute_script("return document.getElementById('patrol-progress').value") == 1
+    assert b.find_element(By.ID, "patrol-upload-text").text == f"{size_mb} / {size_mb} MB"
+    jobs = httpx.get(f"{city['base']}/api/v1/patrol/jobs", headers=auth(city["token"]), timeout=10).json()
+    assert [j["video_label"] for j in jobs].count(clip.name) == 1
+
+
 def test_city_page_says_what_became_of_a_patrol_jobs_evidence(city, clip, tmp_path):  # noqa: F811
     """A patrol job's summary has the evidence spool's news (its own bundles wait while storage is down), which the
     page said nothing of, as the upload page says it: 证据待上传 N 份."""

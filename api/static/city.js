@@ -167,7 +167,8 @@ document.getElementById("patrol").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
     const meta = await SW.meta();
-    let job = await upload(ev.target, "/api/v1/patrol/jobs");
+    let job = await SW.busy(ev.submitter || ev.target.querySelector("button"), "上传中… Uploading…", () => SW.upload(
+      "/api/v1/patrol/jobs", new FormData(ev.target), document.getElementById("patrol-progress"), document.getElementById("patrol-upload-text")));
     await loadPatrolJobs(meta);
     job = await followPatrol(job, meta);
     if (following !== job.id) return;  // another job was chosen meanwhile

@@ -1,4 +1,4 @@
-// Triage upload: send files with upload progress (XHR), then poll the job until it is done.
+// Triage upload: send files with upload progress (SW.upload), then poll the job until it is done.
 "use strict";
 
 // What staff call a photo's outcome and a job's state (the code stays beside it).
@@ -6,26 +6,9 @@ const STATUS_ZH = { ok: "已读取", error: "无法读取", duplicate: "重复" 
 function zh(code) { return STATUS_ZH[code] ? `${STATUS_ZH[code]} ${code}` : SW.jobStateName(code); }
 
 function send(files) {
-  return new Promise((resolve, reject) => {
-    const form = new FormData();
-    for (const f of files) form.append("files", f, f.name);
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/api/v1/triage/jobs");
-    xhr.setRequestHeader("Authorization", "Bearer " + SW.token());
-    xhr.upload.onprogress = (ev) => {
-      if (!ev.lengthComputable) return;
-      document.getElementById("upload-progress").value = ev.loaded / ev.total;
-      document.getElementById("upload-text").textContent = `${(ev.loaded / 1048576).toFixed(1)} / ${(ev.total / 1048576).toFixed(1)} MB`;
-    };
-    xhr.onload = () => {
-      document.getElementById("upload-progress").value = 1;  // the server answered: the body is all there
-      let body = {};
-      try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
-      if (xhr.status === 202) resolve(body); else reject(new Error(`${xhr.status}: ${body.detail || xhr.statusText}`));
-    };
-    xhr.onerror = () => reject(new Error("上传失败 upload failed (network)"));
-    xhr.send(form);
-  });
+  const form = new FormData();
+  for (const f of files) form.append("files", f, f.name);
+  return SW.upload("/api/v1/triage/jobs", form, document.getElementById("upload-progress"), document.getElementById("upload-text"));
 }
 
 // The cases a finished job wrote (the review queue shows them): its groups that got a case id. A group gets
@@ -98,7 +81,7 @@ document.getElementById("upload").addEventListener("submit", async (ev) => {
   const files = document.getElementById("files").files;
   if (!files.length) { SW.say("请选择文件 Choose files first", true); return; }
   try {
-    const job = await send(files);
+    const job = await SW.busy(ev.submitter || ev.target.querySelector("button"), "上传中… Uploading…", () => send(files));
     SW.say(`任务 Job ${job.id}`);
     await follow(job.id);
   } catch (e) { SW.say(e.message, true); }
