@@ -515,3 +515,23 @@ def test_a_video_of_frames_larger_than_a_photo_may_be_is_refused_at_the_start(tm
     monkeypatch.setattr(patrol, "MAX_FRAME_PIXELS", 320 * 240)  # at the limit: sampled
     sampled = sample_video(video, load_track(track, TZ), tmp_path / "ok", every_m=1000, every_s=1, tz=TZ)
     assert len(sampled.frames) >= 2
+
+
+def test_patrol_with_cases_refuses_an_evidence_key_it_cannot_use_before_sampling(tmp_path, clip, monkeypatch):
+    """A key variable shorter than 16 bytes, or a key file the settings name that does not load, was taken as no key:
+    the patrol warned and ran report-only, every case unwritten. It is refused as triage refuses it (one check), naming
+    the variable or the field, before a frame is sampled; --no-cases runs the report only."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"evidence:\n  hmac_key_file: {tmp_path / 'missing.key'}\n", encoding="utf-8")
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "short-key")
+    for args, why in (([], "environment variable STREETWATCH_EVIDENCE_KEY: evidence key has 9 bytes; use at least 16"),
+                      (["--config", str(settings)], "evidence.hmac_key_file: ")):
+        out = tmp_path / f"out{len(args)}"
+        refused = CliRunner().invoke(app, ["patrol", str(clip), "--track", str(track), "--out", str(out), "--no-progress", *args])
+        assert refused.exit_code == 2 and why in refused.stderr and "--no-cases" in refused.stderr, refused.stderr
+        assert not out.exists()

@@ -211,6 +211,21 @@ class CasesUnavailable(RuntimeError):
     """Cases were asked for but cannot be written (no evidence key, unknown dispatch target...)."""
 
 
+def check_keys(deployment, settings) -> None:
+    """Refuse a run that writes cases (`settings`, a `TriageSettings`: `cases` not False, or a dispatch target) when a
+    key the deployment settings name cannot be used (a key variable shorter than 16 bytes, a key file that does not
+    load), before any photo or frame is read: by default (`cases` unset) such a run went on report-only under a
+    warning, as it still does when no key is set at all. `streetwatch triage` and `streetwatch patrol` both ask."""
+    from detect.evidence import EvidenceKeyError, check_key_files
+
+    if settings.cases is False and settings.dispatch_target is None:
+        return
+    try:
+        check_key_files(deployment.evidence)
+    except EvidenceKeyError as exc:
+        raise CasesUnavailable(f"{exc}; or pass --no-cases for the report only") from None
+
+
 def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None,
                       batch: str | None = None) -> TriageCases:
     """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`); `batch`: its batch id

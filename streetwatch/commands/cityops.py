@@ -45,7 +45,7 @@ def patrol(
     verifier: VerifierOpt = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times). [default: triage.timezone, else the settings' timezone, Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
-    cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set).")] = None,
+    cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set; a key set but unusable, e.g. shorter than 16 bytes, stops the run).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Take up the run a stop (Ctrl-C, a crash, a power cut) left in --out: give the same video and track (refused otherwise); frames already sampled are kept, with the --every-m, --every-s and --start they were sampled with (one given now that differs is refused, naming both), and each is judged once.")] = False,
 ) -> None:
@@ -64,7 +64,7 @@ def patrol(
     from detect.engine import DetectorConfigError, ModelNotFoundError
     from pipelines.cityops.patrol import PatrolError, given_start, run_patrol
     from pipelines.triage import TriageSettings
-    from pipelines.triage.cases import CasesUnavailable
+    from pipelines.triage.cases import CasesUnavailable, check_keys
     from pipelines.triage.journal import JournalExists
 
     deployment = settings_or_fail(config)
@@ -72,6 +72,7 @@ def patrol(
                                    scene_zones=scene_zones, grid=grid, cases=cases, group_radius_m=radius_m).items() if v is not None}
     try:
         settings = TriageSettings(**{**deployment.triage.model_dump(exclude_unset=True), **given}, out=out)
+        check_keys(deployment, settings)
         if start is not None:
             start = given_start(start, settings.tz)
         result = run_patrol(video, track, settings, every_m=every_m, every_s=every_s, start=start, deployment=deployment,

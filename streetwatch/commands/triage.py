@@ -10,8 +10,6 @@ import typer
 from streetwatch.commands.common import ModelOpt, RayOpt, SettingsOpt, fail, say_spool, settings_or_fail, setup_logging
 
 if TYPE_CHECKING:
-    from pipelines.settings import Settings
-    from pipelines.triage import TriageSettings
     from pipelines.triage.cases import Withdrawals
 
 
@@ -60,7 +58,7 @@ def triage(
     from detect.engine import DetectorConfigError, ModelNotFoundError
     from detect.verifier import VerifierError
     from pipelines.triage import TriageSettings, run_triage
-    from pipelines.triage.cases import CasesUnavailable, pick_dispatch_target
+    from pipelines.triage.cases import CasesUnavailable, check_keys, pick_dispatch_target
     from pipelines.triage.journal import InputGone, JournalExists
     from pipelines.triage.pipeline import TriageInterrupted
 
@@ -75,7 +73,7 @@ def triage(
             fail("--dispatch-target needs --dispatch")
         options = deployment.triage.model_dump(exclude_unset=True)
         settings = TriageSettings(**{**options, **given}, out=out, dispatch_target=dispatch_target if dispatch else None, resume=resume)
-        _check_keys(deployment, settings)
+        check_keys(deployment, settings)
         if ray is None:
             result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
         else:
@@ -117,20 +115,6 @@ def triage(
         typer.echo(f"  {name:8s}{path}")
     if result.readable == 0:
         fail("no photo could be read (reasons in the report and results.jsonl)", code=1)
-
-
-def _check_keys(deployment: Settings, settings: TriageSettings) -> None:
-    """Refuse a run that writes cases when a key the settings name cannot be used (a key variable shorter than 16
-    bytes, a key file that does not load), before any photo is read: by default (`cases` unset) such a run went on
-    report-only under a warning, as it still does when no key is set at all."""
-    from detect.evidence import EvidenceKeyError, check_key_files
-
-    if settings.cases is False and settings.dispatch_target is None:
-        return
-    try:
-        check_key_files(deployment.evidence)
-    except EvidenceKeyError as exc:
-        fail(f"{exc}; or pass --no-cases for the report only")
 
 
 def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progress: bool):
