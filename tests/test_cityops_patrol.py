@@ -219,6 +219,10 @@ def test_patrol_video_becomes_one_case_and_a_second_patrol_does_not_double_it(tm
                         detector=onnx_detector, deployment=deployment, show_progress=False)
     assert [a["case_id"] for a in second.already_open] == [case.id] and second.summary["cases"] == []
     assert len([c for c in store.list() if c.violation_type == "illegal_parking"]) == 1
+    # The other car's video has the same name: its batch is its own (patrol:drive, shared, let a resume of one withdraw
+    # the other's cases), chosen as triage's is and kept in its folder for its resumes.
+    assert [json.loads((tmp_path / p / "batch.json").read_text())["batch_id"] for p in ("p1", "p2")] == [
+        "patrol:drive", "patrol:drive-2"]
 
 
 def test_bad_tracks_are_named_and_what_can_be_placed_is_processed(tmp_path, clip, onnx_detector):

@@ -423,8 +423,8 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
     """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
     the settings file (case store, evidence, dispatch; `pipelines.settings`). `every_m`, `every_s`: the sampling,
     by default `deployment.cityops.patrol_every_m/_s`. `name`: the video's name in its cases' source
-    (`patrol:<name>`), default the file's stem; an upload's is the name it was sent under, since the service stores
-    every video as `video.<suffix>`. `resume`: take up the run an interruption left in `settings.out` (`sample_once`;
+    (`patrol:<name>`, or `patrol:<name>-2`... when another run's cases hold it: `batch_id`), default the file's stem;
+    an upload's is the name it was sent under, since the service stores every video as `video.<suffix>`. `resume`: take up the run an interruption left in `settings.out` (`sample_once`;
     the same video and track, its frames as they were sampled: `every_m`, `every_s` and `start`, when given, must be
     the stopped run's), as triage's `--resume` does."""
     from pipelines.triage.cases import CasesUnavailable, open_triage_cases

@@ -228,8 +228,8 @@ def check_keys(deployment, settings) -> None:
 
 def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None,
                       batch: str | None = None) -> TriageCases:
-    """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`); `batch`: its batch id
-    (a patrol video's), else the folder's (`batch_id`).
+    """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`); `batch`: the name its
+    batch id is chosen from (`batch_id`: a patrol video's `patrol:<name>`), else the folder's `triage:<name>`.
 
     Raises `CasesUnavailable` with the fix when the evidence key or storage credentials are
     missing or the dispatch target is not configured, before any photo is read.
@@ -252,15 +252,16 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     from pipelines.shops import attach_shops
 
     attach_shops(intake)  # shop-front cases name the responsible shop (frontage register, by GPS)
-    return TriageCases(intake, intake.store, batch_id=batch or batch_id(out, intake.store), staging=out / "evidence-staging")
+    return TriageCases(intake, intake.store, batch_id=batch_id(out, intake.store, batch), staging=out / "evidence-staging")
 
 
-def batch_id(out: Path, store: CaseStore) -> str:
+def batch_id(out: Path, store: CaseStore, name: str | None = None) -> str:
     """The batch id of the run in `out` (its cases' `source_id`, the actor of their withdrawal), kept in `BATCH` from
-    the first run that writes cases: `triage:<out folder name>`, or `triage:<name>-2`, `-3`... when cases of another
-    folder of that name (a second `triage-out`, the default) hold it already. Named by the folder name alone, the
-    batches of two folders were one: listed together, and a resume in one withdrew the other's cases. A folder an
-    earlier release ran in (records, no `BATCH`) keeps the name its cases have."""
+    the first run that writes cases: `name` (default `triage:<out folder name>`; a patrol's `patrol:<video name>`), or
+    `<name>-2`, `-3`... when cases of another folder hold it already (a second `triage-out`, the default; a second
+    phone's `VID_0001.mp4`). Named by the name alone, the batches of two folders were one: listed together, and a
+    resume in one withdrew the other's cases. A folder an earlier release ran in (records, no `BATCH`) keeps the name
+    its cases have."""
     path = out / BATCH
     try:
         return json.loads(path.read_text(encoding="utf-8"))["batch_id"]
@@ -269,7 +270,7 @@ def batch_id(out: Path, store: CaseStore) -> str:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CasesUnavailable(f"{path}: not a batch record ({exc}); it names this folder's cases in the case store: "
                                "restore it, or delete it if no run in this folder wrote cases") from None
-    chosen = name = f"triage:{out.resolve().name}"
+    chosen = name = name or f"triage:{out.resolve().name}"
     results = out / RESULTS
     if not (results.exists() and results.stat().st_size):  # a new run: a name no other batch has
         n = 1
