@@ -108,6 +108,22 @@ def test_a_reopened_case_counts_as_reviewed_only_when_reviewed_again(tmp_path):
         waiting: None, confirmed: 5.0, rejected: 6.0, was_queued: None, auto: 0.25}
 
 
+def test_a_case_withdrawn_by_triage_unreviewed_has_no_review_time(tmp_path):
+    """A candidate that triage withdrew (its photo replaced in a resumed run) before anyone reviewed it had the
+    withdrawal counted as its review, 1 h after drafting: nobody reviewed it, so it has no review time; a reviewer's
+    rejection still has one."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    at = local(12, 9)
+    withdrawn, rejected = (make.add("illegal_parking", G3, at, state="candidate") for _ in range(2))
+    store.transition(withdrawn, CaseState.REJECTED, actor="triage:out", reason="撤回 withdrawn: its photo was replaced",
+                     only_from=CaseState.CANDIDATE, now=at + timedelta(hours=1))
+    store.review(rejected, approve=False, reviewer="审核员", reason_code="legal", now=at + timedelta(hours=2))
+    handled = handling_times(store.engine, [withdrawn, rejected])
+    store.close()
+    assert {i: handled[i].to_review for i in (withdrawn, rejected)} == {withdrawn: None, rejected: 2.0}
+
+
 def test_report_files_pdf_pages_and_font(city, tmp_path):
     store, places = city["store"], city["places"]
     report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)

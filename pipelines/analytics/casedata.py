@@ -214,8 +214,8 @@ class Handling:
     """How long a case took through review and dispatch (hours; None where it has not got there)."""
 
     case_id: str
-    to_review: float | None  # created -> its latest review decision, else -> queued or rejected unreviewed (auto-queue,
-    # a withdrawal) since last reopened; None while a reopened case waits for review again
+    to_review: float | None  # created -> its latest review decision, else -> queued unreviewed (auto-queue) since last
+    # reopened; None for a case never reviewed (waiting, or withdrawn by triage unreviewed) or reopened and waiting again
     to_dispatch: float | None  # created -> submitted (the platform acknowledged it)
     to_close: float | None  # opened -> closed or verified_cleared
 
@@ -255,17 +255,19 @@ def handling_times(engine: Engine, case_ids: Iterable[str]) -> dict[str, Handlin
 
 
 def _decided_since_reopened(conn: Connection, case_ids: list[str]) -> dict[str, datetime]:
-    """Per case, its first move into queued or rejected since a reviewer last reopened it (`REOPEN`), or since it was
-    drafted: when it was let through or turned away without a recorded review (auto-queued, withdrawn). A reopened
-    case waiting for review has none, not its undone rejection's (the review columns, cleared then, say the rest)."""
+    """Per case, its first move into queued since a reviewer last reopened it (`REOPEN`), or since it was drafted: when
+    it was let through without a recorded review (auto-queued). A move into rejected without one is no review: a
+    reviewer's rejection records it (`reviewed_at`), so it is a withdrawal (triage's, its photo replaced), which counted
+    as the case's review although nobody saw it. A reopened case waiting for review has none, not its undone
+    rejection's (the review columns, cleared then, say the rest)."""
     h = case_history.c
-    decisive = (CaseState.QUEUED.value, CaseState.REJECTED.value)
     query = (sa.select(h.case_id, h.from_state, h.to_state, h.at)
-             .where(h.case_id.in_(case_ids), h.to_state.in_((*decisive, CaseState.CANDIDATE.value))).order_by(h.id))
+             .where(h.case_id.in_(case_ids), h.to_state.in_((CaseState.QUEUED.value, CaseState.CANDIDATE.value)))
+             .order_by(h.id))
     first: dict[str, datetime] = {}
     for case_id, before, after, at in conn.execute(query):
         if (before, after) == (REOPEN[0].value, REOPEN[1].value):
             first.pop(case_id, None)
-        elif after in decisive and before != after:
+        elif after == CaseState.QUEUED.value and before != after:
             first.setdefault(case_id, at)
     return first
