@@ -423,6 +423,44 @@ def test_a_case_rejected_after_it_was_queued_is_reopened_and_then_delivered_once
         store.reopen(settled, actor="王芳", note="误点驳回", within=week)
 
 
+def test_an_entry_for_a_platform_the_case_is_no_longer_queued_for_is_not_sent(world, sim, bus_event, monkeypatch):
+    """A case queued for dcm, rejected, reopened and queued for city311 while its dcm entry stayed pending (a dispatcher's
+    claim between the reopening's check and its withdrawal, on PostgreSQL, leaves it so) was sent to both: the
+    dispatcher checked only that the case was queued. The stale entry is not sent: closed as withdrawn saying why, or
+    parked for someone to check dcm when an earlier attempt may have reached it; the case goes to city311 once."""
+    import sqlalchemy as sa
+
+    from pipelines.cases.schema import outbox
+
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
+    config = DispatchConfig(targets={
+        "dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2, lookup=False),
+        "city311": TargetConfig(adapter="open311", url=f"{sim.base}/open311", timeout_s=2, token_env="SW_TEST_311_KEY")}, **FAST)
+    unsent, in_doubt = queue_cases(store, evidence, spool, small_event(bus_event), 2, "dcm", prefix="cam-stale")
+    for case_id in (unsent, in_doubt):
+        store.review(case_id, approve=False, reviewer="王芳", reason_code="wrong_type", note="应派 12345")
+        store.reopen(case_id, actor="王芳", note="改派 city311", within=timedelta(days=7))
+        with store.engine.begin() as conn:  # as the race leaves it: pending, the dcm attempt in doubt for one of them
+            conn.execute(sa.update(outbox).where(outbox.c.case_id == case_id, outbox.c.target == "dcm").values(
+                status="pending", in_doubt_since=datetime.now(UTC) if case_id == in_doubt else None))
+        store.review(case_id, approve=True, reviewer="王芳", target="city311")
+    dispatcher = Dispatcher(store, evidence, config)
+    _drain(dispatcher, store, [unsent, in_doubt])
+    dispatcher.close()
+
+    assert not [c for c in sim.cases("cn-dcm") if c["external_id"] in (unsent, in_doubt)]
+    for case_id in (unsent, in_doubt):
+        [theirs] = [c for c in sim.cases("open311") if c["external_id"] == case_id]
+        assert (store.get(case_id).state, store.get(case_id).dispatch_ref) == (CaseState.SUBMITTED, theirs["ref"])
+    [stale] = [e for e in store.outbox_entries(case_id=unsent) if e.target == "dcm"]
+    assert stale.status == "withdrawn"
+    assert "not sent to dcm: the case is queued for city311 now" in [h.reason for h in store.history(unsent)]
+    [parked] = [e for e in store.outbox_entries(case_id=in_doubt) if e.target == "dcm"]
+    assert (parked.status, parked.parked_reason) == ("parked", "not sent to dcm: the case is queued for city311 now; "
+                                                               "an earlier attempt may have reached dcm: check there")
+
+
 def test_a_failing_or_circuit_held_delivery_says_why_its_case_waits(world, sim, bus_event):
     """A retry left the case's reason empty, so `cases list` showed nothing under "waiting because" for a case that
     kept failing, or that an open circuit held: the reason names the last error and the next attempt (UTC)."""

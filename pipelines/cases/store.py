@@ -925,9 +925,11 @@ class CaseStore:
         conn.execute(cases.update().where(cases.c.id == entry.case_id, cases.c.state == CaseState.QUEUED).values(
             reason=f"dispatch to {entry.target}: {why}; next attempt {when:%Y-%m-%d %H:%M:%S} UTC"))
 
-    def close_withdrawn(self, entry_id: int, *, owner: str | None = None, now: datetime | None = None) -> None:
+    def close_withdrawn(self, entry_id: int, *, owner: str | None = None, now: datetime | None = None,
+                        why: str | None = None) -> None:
         """The entry of a case withdrawn here (rejected) before it was ever sent: closed, not parked, since nobody has
-        anything to fix, and the case keeps the reason its reviewer gave (parking overwrote it)."""
+        anything to fix, and the case keeps the reason its reviewer gave (parking overwrote it). `why`: the history's
+        words when it is closed for another reason (the case is queued for another platform now)."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
@@ -937,7 +939,8 @@ class CaseStore:
                 status=OutboxStatus.WITHDRAWN, lease_until=None, lease_owner=None))
             case = self._get(conn, entry.case_id)
             self._history(conn, case.id, case.state, case.state, now, f"dispatch:{entry.target}",
-                          f"not sent to {entry.target}: the case was withdrawn before it was sent", {"outbox_id": entry_id})
+                          why or f"not sent to {entry.target}: the case was withdrawn before it was sent",
+                          {"outbox_id": entry_id})
 
     def awaiting_status(self, target: str, limit: int = 500) -> list[Case]:
         """Cases at `target` whose outcome on their side is still open (what status polling checks)."""

@@ -88,7 +88,7 @@ class PassStats:
     found: int = 0  # of `delivered`: already on their side (an earlier attempt had reached them), adopted
     retried: int = 0
     parked: int = 0
-    withdrawn: int = 0  # entries of cases withdrawn here before they were sent: closed, never sent
+    withdrawn: int = 0  # entries of cases withdrawn here, or queued for another target since, before they were sent: closed, never sent
     deferred: int = 0
     lost: int = 0  # entries whose lease ran out and went to another dispatcher before we sent them
     status_changes: int = 0
@@ -166,6 +166,9 @@ class Dispatcher:
         if case.state is not CaseState.QUEUED:
             self._withdrawn(entry, case, stats, now)
             return
+        if case.dispatch_target != entry.target:
+            self._stale(entry, case, stats)
+            return
         client = self.clients[entry.target]
         try:
             delivery = self._delivery(entry)
@@ -211,6 +214,22 @@ class Dispatcher:
             return
         self.store.close_withdrawn(entry.id, owner=self.owner)
         stats.withdrawn += 1
+
+    def _stale(self, entry: OutboxEntry, case: Case, stats: PassStats) -> None:
+        """An entry for a platform the queued case is not queued for (it was queued for another since, as a reopening
+        that raced a dispatcher's claim on PostgreSQL can leave it): sent, the case would reach both platforms. Not
+        sent: closed as withdrawn, the case's history saying why; one in doubt may have reached them on an earlier
+        attempt, so it is parked for someone to check there (adopting their reference would take the case off the
+        platform it is queued for)."""
+        why = f"not sent to {entry.target}: the case is queued for {case.dispatch_target} now"
+        if entry.in_doubt_since is not None:
+            why += f"; an earlier attempt may have reached {entry.target}: check there"
+            self.store.park(entry.id, why, owner=self.owner)
+            stats.parked += 1
+        else:
+            self.store.close_withdrawn(entry.id, owner=self.owner, why=why)
+            stats.withdrawn += 1
+        log.warning("case %s: %s", case.id, why)
 
     def _record(self, entry: OutboxEntry, ref: str, stats: PassStats, *, found: bool = False) -> None:
         """They hold the case as `ref` (their answer, or `found` by a look-up): recorded, and a case withdrawn here
