@@ -499,3 +499,21 @@ def test_a_run_without_violations_still_uploads_the_spool_and_says_so(tmp_path, 
     assert store.get(spooled[0]).evidence_ref == f"s3://sw-triage-quiet-run/cases/{spooled[0]}"
     store.close()
     assert not (tmp_path / "spool" / spooled[0]).exists()
+
+
+def test_two_new_run_folders_of_one_name_started_together_claim_two_batches(tmp_path):
+    """`batch_id` looked for cases holding the name, then wrote it to the folder: two new folders of one name started at
+    the same moment, neither having written a case yet, both chose `triage:out`. The id is claimed in the case store
+    in one transaction, so the second gets `triage:out-2` (and several at once, one each); a resume keeps its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    first, second = (tmp_path / place / "out" for place in ("north", "south"))
+    assert [batch_id(first, store), batch_id(second, store), batch_id(first, store)] == [
+        "triage:out", "triage:out-2", "triage:out"]
+    folders = [tmp_path / f"office-{i}" / "out" for i in range(6)]
+    with ThreadPoolExecutor(len(folders)) as pool:
+        chosen = list(pool.map(lambda out: batch_id(out, store), folders))
+    store.close()
+    assert sorted(chosen) == sorted(f"triage:out-{n}" for n in range(3, 9))
+

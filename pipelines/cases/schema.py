@@ -200,6 +200,17 @@ verification_reports = sa.Table(
 )
 
 
+batches = sa.Table(
+    "batches",
+    metadata,
+    # A photo batch's id (`triage:<folder name>`, `patrol:<video name>`, `-2`, `-3`... for the next of that name): the
+    # source id of its cases, claimed by its run folder before any case exists, so two runs cannot choose one.
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("folder", sa.Text, nullable=False),  # the run folder that claimed it (for whoever wonders whose it is)
+    sa.Column("claimed_at", UTCDateTime, nullable=False),
+)
+
+
 # ---- API tokens and the audit log of review actions (api/accounts.py reads and writes them) ----
 
 api_tokens = sa.Table(

@@ -27,7 +27,7 @@ from detect.frames import GeoPoint
 from detect.grades import Grade, graded_severity
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import control_character
-from pipelines.cases.schema import case_history, cases, migrate, outbox
+from pipelines.cases.schema import batches, case_history, cases, migrate, outbox
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
 from pipelines.times import as_utc
@@ -510,6 +510,27 @@ class CaseStore:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_row_to(Case, r) for r in conn.execute(query)]
+
+    def claim_batch(self, name: str, folder: str, *, now: datetime | None = None) -> str:
+        """The batch id for a new run in `folder`: `name`, or `name-2`, `-3`... the first that no case holds as its
+        source and no other run has claimed, claimed in the same transaction (`batches`). Checked and then written
+        to the folder, two folders of one name started together both chose `name` before either wrote a case. On
+        PostgreSQL two claims may both find an id free: the second's insert fails on the key and it looks again."""
+        now = now or datetime.now(UTC)
+        for _ in range(10):
+            try:
+                with self._writer.begin() as conn:
+                    chosen, n = name, 1
+                    while (conn.execute(sa.select(batches.c.id).where(batches.c.id == chosen)).first() is not None
+                           or conn.execute(sa.select(cases.c.id).where(cases.c.source_id == chosen).limit(1)).first()
+                           is not None):
+                        n += 1
+                        chosen = f"{name}-{n}"
+                    conn.execute(batches.insert().values(id=chosen, folder=folder, claimed_at=now))
+                return chosen
+            except sa.exc.IntegrityError:
+                continue
+        raise CaseStoreError(f"batch {name}: could not claim an id for {folder} (others claimed each one tried)")
 
     def search(self, query: CaseQuery) -> tuple[list[Case], int]:
         """One page of cases matching `query`, and how many match in all (for paging)."""

@@ -259,9 +259,9 @@ def batch_id(out: Path, store: CaseStore, name: str | None = None) -> str:
     """The batch id of the run in `out` (its cases' `source_id`, the actor of their withdrawal), kept in `BATCH` from
     the first run that writes cases: `name` (default `triage:<out folder name>`; a patrol's `patrol:<video name>`), or
     `<name>-2`, `-3`... when cases of another folder hold it already (a second `triage-out`, the default; a second
-    phone's `VID_0001.mp4`). Named by the name alone, the batches of two folders were one: listed together, and a
-    resume in one withdrew the other's cases. A folder an earlier release ran in (records, no `BATCH`) keeps the name
-    its cases have."""
+    phone's `VID_0001.mp4`) or another new folder claimed it (`CaseStore.claim_batch`, so two started together differ).
+    Named by the name alone, the batches of two folders were one: listed together, and a resume in one withdrew the
+    other's cases. A folder an earlier release ran in (records, no `BATCH`) keeps the name its cases have."""
     path = out / BATCH
     try:
         return json.loads(path.read_text(encoding="utf-8"))["batch_id"]
@@ -272,11 +272,8 @@ def batch_id(out: Path, store: CaseStore, name: str | None = None) -> str:
                                "restore it, or delete it if no run in this folder wrote cases") from None
     chosen = name = name or f"triage:{out.resolve().name}"
     results = out / RESULTS
-    if not (results.exists() and results.stat().st_size):  # a new run: a name no other batch has
-        n = 1
-        while store.list(source_id=chosen, limit=1):
-            n += 1
-            chosen = f"{name}-{n}"
+    if not (results.exists() and results.stat().st_size):  # a new run: a name no other batch has, claimed in the store
+        chosen = store.claim_batch(name, str(out.resolve()))
     out.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path) as tmp:
         tmp.write_text(json.dumps({"batch_id": chosen}, ensure_ascii=False) + "\n", encoding="utf-8")
