@@ -500,3 +500,26 @@ def test_a_transition_only_from_a_state_refuses_a_case_moved_on(store):
     assert store.get(case.id).state is CaseState.QUEUED
     other = _with_evidence(store, 1)
     assert store.transition(other.id, CaseState.REJECTED, actor="triage:out", only_from=CaseState.CANDIDATE).state is CaseState.REJECTED
+
+
+def test_a_dispatcher_lease_taken_between_the_reopen_check_and_its_withdrawal_refuses_the_reopening(store, monkeypatch):
+    """On PostgreSQL a dispatcher can lease a rejected case's pending entry after `reopen` checked it was unleased and
+    before it closed it; the reopening went on and left a live delivery under a candidate. It is refused as the check
+    would have refused it a moment later, and nothing of it is kept."""
+    case = _with_evidence(store)
+    store.review(case.id, approve=True, reviewer="王芳", target="cn-dcm", now=T0)
+    store.review(case.id, approve=False, reviewer="王芳", reason_code="not_a_violation", now=T0 + timedelta(minutes=1))
+    now = T0 + timedelta(minutes=2)
+    checked = CaseStore._reopen_refusal
+
+    def lease_after_the_check(self, conn, case_, within, at):
+        refusal = checked(self, conn, case_, within, at)
+        conn.execute(schema.outbox.update().where(schema.outbox.c.case_id == case_.id)  # the dispatcher's claim lands
+                     .values(lease_until=at + timedelta(minutes=1), lease_owner="dispatcher-b"))
+        return refusal
+
+    monkeypatch.setattr(CaseStore, "_reopen_refusal", lease_after_the_check)
+    with pytest.raises(CaseStoreError, match=rf"^案件 {case.id} 正在撤回对 cn-dcm 的派遣，请稍后再试 "):
+        store.reopen(case.id, actor="王芳", note="误点驳回", within=timedelta(days=7), now=now)
+    [entry] = store.outbox_entries(case_id=case.id)
+    assert (store.get(case.id).state, entry.status, entry.lease_owner) == (CaseState.REJECTED, "pending", None)

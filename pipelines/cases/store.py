@@ -178,10 +178,14 @@ def _delivery_refusal(case: Case, entry: OutboxEntry, now: datetime) -> str | No
                 f"them: it cannot be reopened")
     leased = entry.lease_until is not None and as_utc(entry.lease_until, UTC) >= now
     if entry.status is OutboxStatus.PENDING and (leased or entry.in_doubt_since is not None):
-        return (f"案件 {case.id} 正在撤回对 {entry.target} 的派遣，请稍后再试 "
-                f"case {case.id}: its delivery to {entry.target} is being withdrawn (an attempt may have reached them): "
-                f"try again once the dispatcher has settled it")
+        return being_withdrawn(case.id, entry.target)
     return None
+
+
+def being_withdrawn(case_id: str, target: str) -> str:
+    """Why a case whose delivery a dispatcher is settling cannot be reopened yet (Chinese first)."""
+    return (f"案件 {case_id} 正在撤回对 {target} 的派遣，请稍后再试 case {case_id}: its delivery to {target} is being "
+            "withdrawn (an attempt may have reached them): try again once the dispatcher has settled it")
 
 
 @dataclass(frozen=True)
@@ -751,13 +755,20 @@ class CaseStore:
     def _withdraw_unsent(conn: Connection, case_id: str, now: datetime) -> list[int]:
         """Close as withdrawn the pending entries of a case being reopened, which `_reopen_refusal` let through only as
         never sent and not leased (no dispatcher has got to them since the rejection): a reopened candidate has no
-        live delivery, and confirming it again revives its entry (`queue`). The ids closed."""
+        live delivery, and confirming it again revives its entry (`queue`). The ids closed.
+
+        On PostgreSQL a dispatcher may lease an entry between that check and this update (SQLite's writer lock keeps
+        it out): the update leaves a leased entry alone, and then the reopening is refused, as the check would have
+        refused it a moment later, rather than leave a live delivery under a candidate."""
         unsent = [outbox.c.case_id == case_id, outbox.c.status == OutboxStatus.PENDING, outbox.c.in_doubt_since.is_(None),
                   sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)]
-        ids = list(conn.execute(sa.select(outbox.c.id).where(*unsent)).scalars())
-        if ids:
-            conn.execute(outbox.update().where(outbox.c.id.in_(ids), *unsent)
-                         .values(status=OutboxStatus.WITHDRAWN, lease_until=None, lease_owner=None))
+        ids = list(conn.execute(outbox.update().where(*unsent)
+                                .values(status=OutboxStatus.WITHDRAWN, lease_until=None, lease_owner=None)
+                                .returning(outbox.c.id)).scalars())
+        held = conn.execute(sa.select(outbox.c.target).where(outbox.c.case_id == case_id,
+                                                             outbox.c.status == OutboxStatus.PENDING)).scalars().first()
+        if held is not None:
+            raise NotReopenable(being_withdrawn(case_id, held))
         return ids
 
     def reopen_refusal(self, case_id: str, *, within: timedelta, now: datetime | None = None) -> str | None:
