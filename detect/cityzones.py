@@ -17,32 +17,30 @@ import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from shapely.validation import explain_validity
 
 from detect.config_io import load_model
 from detect.frames import GeoPoint
 from detect.grades import apply_grades, load_grades
-from detect.scenes import TimeZoneName, ZoneRules, check_types, follow_zone
+from detect.scenes import TimeZoneName, ZoneRules, check_types, checked_shape, follow_zone, refusal
 from detect.taxonomy import Taxonomy, load_taxonomy
 
 
 def geometry_of(geom: dict[str, Any]) -> BaseGeometry:
-    """A valid lon/lat Polygon/MultiPolygon or a ValueError saying why not."""
+    """A valid lon/lat Polygon/MultiPolygon, or a refusal (a ValueError) saying why not, Chinese first as a camera's
+    polygon says it (`scenes.refusal`): staff read it on the upload pages and in the register import."""
     if not isinstance(geom, dict) or geom.get("type") not in ("Polygon", "MultiPolygon"):
         got = geom.get("type") if isinstance(geom, dict) else type(geom).__name__
-        raise ValueError(f"geometry must be a Polygon or MultiPolygon, got {got}")
+        raise refusal("几何类型应为 Polygon 或 MultiPolygon，现为 {got} — geometry must be a Polygon or MultiPolygon, got {got}",
+                      got=str(got))
     try:
         shp = shape(geom)
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
-        raise ValueError(f"bad coordinates: {exc}") from None
+        raise refusal("坐标无法读取（{why}） — bad coordinates: {why}", why=str(exc)) from None
     minx, miny, maxx, maxy = shp.bounds
-    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
-        raise ValueError(f"coordinates outside lon [-180, 180] / lat [-90, 90]: bounds {shp.bounds}")
-    if not shp.is_valid:
-        raise ValueError(f"polygon is self-intersecting or invalid ({explain_validity(shp)})")
-    if shp.is_empty or shp.area == 0:
-        raise ValueError("polygon needs at least 3 distinct points")
-    return shp
+    if not shp.is_empty and not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise refusal("坐标超出经度 [-180, 180] / 纬度 [-90, 90]（范围 {bounds}；应先写经度后写纬度） — "
+                      "coordinates outside lon [-180, 180] / lat [-90, 90]: bounds {bounds}", bounds=str(shp.bounds))
+    return checked_shape(shp)
 
 
 class GeoFeature(BaseModel):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cv2
@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from detect import fields
@@ -148,23 +149,32 @@ def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, wha
     """A valid shapely polygon from [[x, y], ...], or a refusal saying why not, Chinese first, for the staff who draw
     zones and frontages on the cameras page and in the register (`what`: where the points must lie, Chinese and English)."""
     if len(points) < 3:
-        raise _refused("多边形至少需要 3 个点，现有 {n} 个 — polygon needs at least 3 points, got {n}", n=len(points))
+        raise refusal("多边形至少需要 3 个点，现有 {n} 个 — polygon needs at least 3 points, got {n}", n=len(points))
     for i, p in enumerate(points):
         if len(p) != 2:
-            raise _refused("点 {i} 应写作 [x, y]，现为 {p} — point {i} must be [x, y], got {p}", i=i, p=str(p))
+            raise refusal("点 {i} 应写作 [x, y]，现为 {p} — point {i} must be [x, y], got {p}", i=i, p=str(p))
         x, y = p
         if not (lo <= x <= hi_x and lo <= y <= hi_y):
-            raise _refused("点 {i} {p} 超出 {zh} — point {i} {p} is outside {en}", i=i, p=str(p), zh=what[0], en=what[1])
-    poly = Polygon(points)
-    if not poly.is_valid:
-        raise _refused("多边形自相交或无效（{why}） — polygon is self-intersecting or invalid ({why})", why=explain_validity(poly))
-    if poly.area == 0:
-        raise _refused("多边形面积为零（各点共线或重复） — polygon has zero area (points are collinear or repeated)")
-    return poly
+            raise refusal("点 {i} {p} 超出 {zh} — point {i} {p} is outside {en}", i=i, p=str(p), zh=what[0], en=what[1])
+    return checked_shape(Polygon(points))
 
 
-def _refused(message: str, **context: Any) -> PydanticCustomError:
-    """A polygon's refusal as pydantic reports it: `message` as it is (no 'Value error, ' before the Chinese)."""
+S = TypeVar("S", bound=BaseGeometry)
+
+
+def checked_shape(shape: S) -> S:
+    """`shape` if it is a valid polygon with an area, else a refusal saying why, Chinese first: one wording for a camera's
+    image polygon and a map polygon (a GeoJSON zone or grid cell, a register's `gps_polygon`: `cityzones.geometry_of`)."""
+    if not shape.is_valid:
+        raise refusal("多边形自相交或无效（{why}） — polygon is self-intersecting or invalid ({why})", why=explain_validity(shape))
+    if shape.is_empty or shape.area == 0:
+        raise refusal("多边形面积为零（各点共线或重复） — polygon has zero area (points are collinear or repeated)")
+    return shape
+
+
+def refusal(message: str, **context: Any) -> PydanticCustomError:
+    """A polygon's refusal as pydantic reports it: `message` (Chinese — English, `config_io.zh_en`) as it is, no
+    'Value error, ' before the Chinese; a ValueError where it is raised outside a model."""
     return PydanticCustomError("polygon", message, context)
 
 

@@ -127,9 +127,10 @@ def test_city_geojson_zones_by_gps(tmp_path: Path):
 @pytest.mark.parametrize(
     ("geometry", "props", "message"),
     [
-        ({"type": "Point", "coordinates": [120, 30]}, {}, r"features.0.geometry: Value error, geometry must be a Polygon or MultiPolygon, got Point"),
-        ({"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]}, {}, r"features.0.geometry: Value error, polygon is self-intersecting"),
-        ({"type": "Polygon", "coordinates": [[[200, 0], [201, 0], [201, 1], [200, 0]]]}, {}, r"features.0.geometry: Value error, coordinates outside lon"),
+        ({"type": "Point", "coordinates": [120, 30]}, {}, r"features.0.geometry: 几何类型应为 Polygon 或 MultiPolygon，现为 Point — geometry must be a Polygon or MultiPolygon, got Point"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]}, {}, r"features.0.geometry: 多边形自相交或无效（.*） — polygon is self-intersecting"),
+        ({"type": "Polygon", "coordinates": [[[200, 0], [201, 0], [201, 1], [200, 0]]]}, {}, r"features.0.geometry: 坐标超出经度 \[-180, 180\] / 纬度 \[-90, 90\].*应先写经度后写纬度） — coordinates outside lon"),
+        ({"type": "Polygon", "coordinates": []}, {}, r"features.0.geometry: 多边形面积为零（各点共线或重复） — polygon has zero area"),
         ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}, {"types": ["flyposter"]}, r"features.0.properties: unknown violation type 'flyposter'"),
     ],
 )

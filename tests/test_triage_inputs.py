@@ -313,7 +313,7 @@ def test_grid_cells_from_geojson(tmp_path):
 
     cells["features"][1]["geometry"]["coordinates"] = [[[120.16, 30.27], [120.17, 30.28], [120.16, 30.28], [120.17, 30.27], [120.16, 30.27]]]
     path.write_text(json.dumps(cells))
-    with pytest.raises(ConfigError, match=r"grid.geojson: features\.1\.geometry: .*self-intersecting"):
+    with pytest.raises(ConfigError, match=r"grid.geojson: features\.1\.geometry: 多边形自相交或无效（.*） — polygon is self-intersecting"):
         load_grid(path)
 
 
