@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from detect.cityzones import geometry_of
 from detect.phones import find_phones
-from detect.config_io import ConfigModel, zh_en
+from detect.config_io import ZH_EN, ConfigModel, zh_en
 from detect.scenes import IMAGE_SPACE, _polygon as image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
@@ -78,9 +78,10 @@ class Frontage(ConfigModel):
 
     def model_post_init(self, __context: Any) -> None:
         if self.polygon is not None and not self.camera:
-            raise ValueError("an image polygon needs the camera it is drawn in")
+            raise ValueError(f"图像范围需填写它所在的摄像头{ZH_EN}an image polygon needs the camera it is drawn in")
         if self.polygon is None and self.gps is None:
-            raise ValueError("a frontage needs an image polygon (with its camera) or a map polygon")
+            raise ValueError(f"门前范围需填写图像范围（及摄像头）或 GPS范围{ZH_EN}"
+                             "a frontage needs an image polygon (with its camera) or a map polygon")
 
 
 class Shop(ConfigModel):
@@ -280,6 +281,10 @@ def _carry_down(row: dict[str, Any], above: dict[str, Any] | None) -> dict[str, 
     return out
 
 
+#: The register column each field of a frontage is read from, to name it where a row's frontage is refused.
+FRONTAGE_COLUMNS = {"camera": "camera", "polygon": "polygon", "gps": "gps_polygon"}
+
+
 def _row(row: dict[str, Any]) -> tuple[Shop, Frontage]:
     name = str(row.get("name") or "").strip()
     if not name:
@@ -296,8 +301,9 @@ def _row(row: dict[str, Any]) -> tuple[Shop, Frontage]:
     try:
         frontage = Frontage(camera=camera, polygon=polygon, gps=gps)
     except ValueError as exc:
-        zh, reason = _reason(exc)  # names its field (`polygon: polygon needs at least 3 points`) unless pydantic gave none
-        column = "polygon" if polygon is not None else "gps_polygon"
+        zh, reason = _reason(exc, FRONTAGE_COLUMNS)  # names its column (`gps_polygon: …`) unless pydantic gave none
+        # the column of the polygon refused, or for the frontage's own checks the polygon given, or none
+        column = _column(exc, FRONTAGE_COLUMNS) or ("polygon" if polygon is not None else "gps_polygon")
         raise RowError(column, f"范围不可用：{zh}" if zh else "范围不可用（原因见英文）",
                        reason if ":" in reason else f"{column}: {reason}") from None
     return Shop(id=shop_id(name, address, licence), name=name, address=address, licence_no=licence, contact=contact), frontage
@@ -308,12 +314,17 @@ def _refusal(exc: ValueError) -> RowError:
     over 200 characters, a licence number with a `/`) with the column pydantic names and its English reason."""
     if isinstance(exc, RowError):
         return exc
-    errors = getattr(exc, "errors", None)
-    locs = [e["loc"] for e in errors()] if callable(errors) else []
-    column = str(locs[0][0]) if locs and locs[0] else "name"
-    column = "licence_no" if column == "id" else column  # the id is the licence number when there is one
+    column = _column(exc, {"id": "licence_no"}) or "name"  # the id is the licence number when there is one
     zh, reason = _reason(exc)
     return RowError(column, f"取值不可用：{zh}" if zh else "取值不可用（原因见英文）", reason)
+
+
+def _column(exc: ValueError, columns: dict[str, str]) -> str | None:
+    """The register column a pydantic error's first problem concerns (its field, or the column `columns` reads that
+    field from); None when it names no field (a model's own check)."""
+    errors = getattr(exc, "errors", None)
+    locs = [e["loc"] for e in errors()] if callable(errors) else []
+    return columns.get(str(locs[0][0]), str(locs[0][0])) if locs and locs[0] else None
 
 
 #: Digits a spreadsheet kept as a number in a contact cell: 9 or more, not after a 0 (a number that kept its trunk 0 is
@@ -343,9 +354,10 @@ def restore_phones(contact: str | None) -> tuple[str | None, list[RowError]]:
     return _BARE_NUMBER.sub(restore, contact), doubts
 
 
-def _reason(exc: Exception) -> tuple[str | None, str]:
+def _reason(exc: Exception, columns: dict[str, str] | None = None) -> tuple[str | None, str]:
     """A pydantic error's messages without its boilerplate: their Chinese (None unless every one is worded Chinese
-    first, as the polygon and text checks word theirs: `config_io.zh_en`) and their English, each naming its field."""
+    first, as the polygon and text checks word theirs: `config_io.zh_en`) and their English, each naming its field,
+    or the register column `columns` reads it from (a frontage's `gps` is the `gps_polygon` column)."""
     errors = getattr(exc, "errors", None)
     if not callable(errors):
         return zh_en(str(exc))
@@ -353,7 +365,8 @@ def _reason(exc: Exception) -> tuple[str | None, str]:
     for e in errors():
         said_zh, said_en = zh_en(e["msg"].removeprefix("Value error, "))
         zh.append(said_zh)
-        en.append(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{said_en}")
+        loc = [(columns or {}).get(str(part), part) for part in e["loc"]]
+        en.append(f"{'.'.join(map(str, loc)) + ': ' if loc else ''}{said_en}")
     return ("；".join(zh) if all(zh) else None), "; ".join(en)
 
 

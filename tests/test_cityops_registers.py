@@ -74,6 +74,25 @@ def test_register_import_reports_bad_rows_and_keeps_the_rest(tmp_path):
         register.import_file(b"shop_name,address\nx,y\n", "shops.csv")
 
 
+def test_a_refused_map_frontage_says_why_in_chinese_naming_its_column(tmp_path):
+    """A row's map polygon (gps_polygon) said 范围不可用（原因见英文）, a polygon without its camera likewise, and a row
+    with both polygons whose map one was refused named 图像范围: each says its reason in Chinese and names its column."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    sheet = ("name,licence_no,camera,polygon,gps_polygon\n"
+             "交叉,L1,,,\"120.1550,30.2740; 120.1552,30.2742; 120.1552,30.2740; 120.1550,30.2742\"\n"
+             "写反,L2,,,\"30.2740,120.1550; 30.2740,120.1552; 30.2742,120.1552\"\n"
+             "两种,L3,cam-01,\"[[0.3, 0.6], [0.7, 0.6], [0.7, 1.0]]\",\"120.1550,30.2740; 120.1552,30.2740\"\n"
+             "无摄像头,L4,,\"[[0.3, 0.6], [0.7, 0.6], [0.7, 1.0]]\",\n")
+    errors = register.import_file(sheet.encode(), "shops.csv").errors
+    assert len(errors) == 4 and not register.list()
+    assert errors[0].startswith("shops.csv 第 2 行「GPS范围」：范围不可用：多边形自相交或无效（Self-intersection"), errors[0]
+    assert english(errors)[0].startswith("shops.csv: row 2: gps_polygon: polygon is self-intersecting"), errors[0]
+    assert errors[1].startswith("shops.csv 第 3 行「GPS范围」：范围不可用：坐标超出经度 [-180, 180] / 纬度 [-90, 90]"), errors[1]
+    assert errors[2].startswith("shops.csv 第 4 行「GPS范围」：范围不可用：多边形自相交或无效（Too few points"), errors[2]
+    assert errors[3] == ("shops.csv 第 5 行「图像范围」：范围不可用：图像范围需填写它所在的摄像头 — "
+                         "shops.csv: row 5: polygon: an image polygon needs the camera it is drawn in")
+
+
 def test_spillover_cases_name_the_responsible_shop(tmp_path, bus_event):
     """The real bus event stands in for a spill-over (the judgement is another engineer's): its boxes stand
     in 王记's image frontage; a photo case by GPS lands in 王记's map frontage."""
