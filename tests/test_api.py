@@ -288,6 +288,30 @@ def test_a_case_store_gone_while_serving_answers_503(tmp_path, monkeypatch):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_a_sqlite_case_store_file_deleted_while_serving_answers_503_not_an_empty_store(tmp_path, monkeypatch):
+    """The SQLite file alone deleted while the service runs (its folder kept): the next connection made an empty
+    database there and requests failed 500 'no such table'. Each answers 503 case-store-unreachable, no empty file is
+    made, and the same requests work again once the file is restored, with no restart of the service."""
+    from fastapi.testclient import TestClient
+
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path))
+    database, aside = tmp_path / "cases.db", tmp_path / "aside.db"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reviewer = auth(tokens["reviewer"])
+        assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+        database.rename(aside)
+        for _ in range(3):  # the open connection's check, then new connections
+            response = client.get("/api/v1/cases", headers=reviewer)
+            assert response.status_code == 503, response.text
+            assert response.json()["type"] == "urn:streetwatch:problem:case-store-unreachable"
+        assert not database.exists()
+        aside.rename(database)
+        assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+
+
 def test_no_body_is_read_unbounded_before_the_token_is_checked(service):
     """FastAPI reads a route's JSON body before its dependencies, the token check among them: a PATCH of 300 MB to
     /api/v1/cases/x without a token was read whole into the server's memory, then answered 401. Every route with a

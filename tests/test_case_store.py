@@ -312,7 +312,7 @@ def test_sqlite_file_deleted_under_an_open_store_refuses_the_next_write(tmp_path
     shutil.rmtree(folder)
     with pytest.raises(CaseStoreUnreachable, match=re.escape(f"{database}: the database file was deleted")):
         _draft(store, 2)
-    with pytest.raises(CaseStoreUnreachable, match="unable to open database file"):  # not reopened in the deleted file
+    with pytest.raises(CaseStoreUnreachable, match="deleted after the store opened it"):  # not reopened, nor made anew
         _draft(store, 2)
     folder.mkdir()
     moved = tmp_path / "moved.db"
@@ -325,6 +325,28 @@ def test_sqlite_file_deleted_under_an_open_store_refuses_the_next_write(tmp_path
     assert [c.violation_id for c in other.list()] == []  # the file now at the path, read afresh
     store.close()
     other.close()
+
+
+def test_sqlite_file_deleted_under_an_open_store_is_not_made_anew_empty(tmp_path):
+    """The database file alone deleted (its folder kept) while the store runs: the next connection made an empty
+    database at the path and the write after failed with 'no such table: cases'. Every one is refused naming the file,
+    nothing is made at the path, and the store works again once the file is back; a new store is still made."""
+    database = tmp_path / "cases.db"
+    store = CaseStore(f"sqlite:///{database}")
+    _draft(store, 1)
+    aside = tmp_path / "aside.db"
+    database.rename(aside)
+    with pytest.raises(CaseStoreUnreachable, match=re.escape(f"{database}: the database file was deleted or replaced")):
+        _draft(store, 2)  # the connection that held it (today's check)
+    for _ in range(2):  # each new connection
+        with pytest.raises(CaseStoreUnreachable, match=re.escape(f"{database}: the database file was deleted after the "
+                                                                 "store opened it; no empty one is made in its place")):
+            _draft(store, 2)
+    assert not database.exists()
+    aside.rename(database)
+    _draft(store, 2)
+    assert sorted(c.violation_id for c in store.list()) == ["cam-01:z1:illegal_parking:t1", "cam-01:z1:illegal_parking:t2"]
+    store.close()
 
 
 def test_search_and_revise(store):

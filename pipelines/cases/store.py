@@ -393,9 +393,22 @@ def _check_same_file(conn: Connection, url: str, database: str) -> None:
     if opened is None or _file_id(database) == opened:
         return
     conn.invalidate()
-    raise CaseStoreUnreachable(url, f"{database}: the database file was deleted or replaced while the store had it "
-                                    "open; nothing more is written to the deleted one (restore the file, or restart "
-                                    "with the store where it is now)")
+    raise _lost_file(url, database, "was deleted or replaced while the store had it open; nothing more is written to "
+                                    "the deleted one")
+
+
+def _check_still_there(url: str, database: str) -> None:
+    """`CaseStoreUnreachable` naming `database` when a new connection would open it after it was deleted (the file
+    alone, its folder kept): SQLite would make an empty database in its place, and the next write fail with 'no such
+    table: cases', or a later start take the empty file for the store."""
+    if _file_id(database) is None:
+        raise _lost_file(url, database, "was deleted after the store opened it; no empty one is made in its place")
+
+
+def _lost_file(url: str, database: str, what: str) -> CaseStoreUnreachable:
+    """The refusal of a store whose SQLite file is no longer the one it opened (`what` happened to it)."""
+    return CaseStoreUnreachable(url, f"{database}: the database file {what} (restore the file, or restart with the "
+                                     "store where it is now)")
 
 
 def _make_engine(url: str) -> Engine:
@@ -404,9 +417,17 @@ def _make_engine(url: str) -> Engine:
             database = os.path.abspath(database)  # as the connections opened it, whatever the working folder later
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
+        opened = False  # once a connection has opened (or made) the file, a missing one is a lost store, not a new one
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _sqlite_open(_dialect, _record, _cargs, _cparams) -> None:
+            if opened and database is not None:
+                _check_still_there(url, database)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, record) -> None:
+            nonlocal opened
+            opened = True
             dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" below issue BEGIN
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
