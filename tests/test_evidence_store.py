@@ -244,3 +244,66 @@ def test_bundles_spooled_before_an_hmac_key_rotation_upload_once_the_earlier_key
     config.write_text(json.dumps(settings(hmac_key_file=str(new)).model_dump(mode="json", exclude_unset=True)), encoding="utf-8")
     refused = CliRunner().invoke(cli, ["evidence", "verify", str(root / case.id), "--config", str(config)])
     assert refused.exit_code == 1 and "signed with key id" in refused.output, refused.output
+
+
+def test_a_spooled_bundle_under_a_key_not_held_leaves_the_spool(tmp_path, bus_event):
+    """A spooled bundle whose signature named an HMAC key not held waited in the spool for good, a warning at every
+    retry, even one with a made-up key id: never uploaded, never out of the spool listing. One whose files or
+    manifest are not what was sealed is refused at once; one that is waits `UNKNOWN_KEY_WAIT` for its key, then
+    goes to `.rejected/`, its case saying how to bring it back, which uploads it once the key is kept."""
+    import os
+    import shutil
+
+    from detect.evidence.signing import key_id
+    from pipelines.cases.intake import UNKNOWN_KEY_WAIT
+    from pipelines.settings import Settings
+
+    event, dets = bus_event
+    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    old.write_text("old-key-0123456789abcdef\n")
+    new.write_text("new-key-0123456789abcdef\n")
+    root, spool = tmp_path / "evidence", tmp_path / "spool"
+    root.write_text("a file where the store's folder should be")  # storage down
+
+    def settings(**evidence) -> Settings:
+        return Settings(cases={"url": f"sqlite:///{tmp_path}/cases.db"}, evidence=evidence,
+                        evidence_store={"local_root": str(root), "spool_dir": str(spool)})
+
+    before = Intake.from_settings(settings(hmac_key_file=str(old)), MODEL)
+    kept_case = before.record_event(event, replace(CTX, privacy_detections=dets))
+    forged_case = before.record_event(replace(event, violation_id="forged"), replace(CTX, privacy_detections=dets))
+    before.store.close()
+    root.unlink()  # storage back, after the rotation
+    forged = spool / forged_case.id
+    (forged / "manifest.json").write_text((forged / "manifest.json").read_text().replace("文三路", "文二路"))
+    signature = json.loads((forged / "signature.json").read_text())
+    (forged / "signature.json").write_text(json.dumps({**signature, "key_id": "0123456789abcdef"}))
+
+    rotated = Intake.from_settings(settings(hmac_key_file=str(new)), MODEL)
+    assert rotated.retry_evidence() == []
+    assert rotated.spooled() == [kept_case.id]  # the forged one is refused at once
+    reason = rotated.store.get(forged_case.id).reason
+    assert reason.startswith("spooled evidence bundle refused (signed with HMAC key id 0123456789abcdef"), reason
+    waiting = rotated.store.get(kept_case.id).reason
+    assert f"key id {key_id(b'old-key-0123456789abcdef')}" in waiting and "7 days" in waiting, waiting
+    assert rotated.retry_evidence() == [] and rotated.spooled() == [kept_case.id]  # within the wait: still waits
+
+    marker = spool / f"{kept_case.id}.unknown-key"
+    stale = spool / f"{forged_case.id}.unknown-key"  # a bundle that waited, since removed by hand
+    stale.write_text("0123456789abcdef")
+    assert rotated.retry_evidence() == [] and not stale.exists() and marker.exists()  # its wait goes with it
+    begun = marker.stat().st_mtime - UNKNOWN_KEY_WAIT.total_seconds() - 60
+    os.utime(marker, (begun, begun))  # the wait began a week and a minute ago
+    assert rotated.retry_evidence() == [] and rotated.spooled() == [] and not marker.exists()
+    reason = rotated.store.get(kept_case.id).reason
+    [aside] = [p for p in (spool / ".rejected").iterdir() if p.name.startswith(kept_case.id)]
+    assert f"signed with HMAC key id {key_id(b'old-key-0123456789abcdef')}" in reason, reason
+    assert reason.endswith(f"add that key's file to evidence.previous_hmac_key_files and move {aside} back to "
+                           f"{spool / kept_case.id}"), reason
+    rotated.store.close()
+
+    shutil.move(aside, spool / kept_case.id)  # as the reason says
+    after = Intake.from_settings(settings(hmac_key_file=str(new), previous_hmac_key_files=[str(old)]), MODEL)
+    [stored] = after.retry_evidence()
+    assert stored.id == kept_case.id and stored.reason is None and verify_bundle(root / kept_case.id, b"old-key-0123456789abcdef").ok
+    after.store.close()

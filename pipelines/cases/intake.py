@@ -28,7 +28,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,11 @@ PARTIAL = ".partial"  # suffix of a bundle being built (detect.evidence.builder 
 REJECTED = ".rejected"  # spooled bundles refused for storage (not this case's sealed bundle), kept for a human
 REBUILT = "it is built again when the pipeline meets this violation again"
 INTERRUPTED = f"evidence bundle interrupted before it was sealed (the process stopped); {REBUILT}"
+# A spooled bundle signed with an HMAC key not held waits this long for its key to be kept (an operator who rotated the
+# key without keeping the old one reads the case's reason and adds it), then goes to `.rejected/` with its case saying
+# how to bring it back: neither a forged key id nor a lost key keeps a bundle in the spool for good.
+UNKNOWN_KEY_WAIT = timedelta(days=7)
+UNKNOWN_KEY = ".unknown-key"  # spool/<case>.unknown-key: a file holding the key id; its time is when the wait began
 
 
 class Intake:
@@ -113,6 +118,9 @@ class Intake:
                     self._interrupted(bundle)
                 elif (case := self._upload(bundle.name, bundle)) is not None:
                     done.append(case)
+            for marker in self.spool.glob(f"*{UNKNOWN_KEY}"):  # its bundle went another way (removed by hand, rebuilt)
+                if not (self.spool / marker.name.removesuffix(UNKNOWN_KEY)).is_dir():
+                    marker.unlink(missing_ok=True)
         return done
 
     def spooled(self) -> list[str]:
@@ -180,13 +188,14 @@ class Intake:
 
     # ---- steps ----------------------------------------------------------------------------
 
-    def _reject_spooled(self, case_id: str, bundle_dir: Path, report: VerifyReport) -> None:
+    def _reject_spooled(self, case_id: str, bundle_dir: Path, report: VerifyReport, remedy: str = REBUILT) -> None:
         """A spooled bundle that is not this case's sealed bundle (another case's copied in, edited,
         torn by a kill during an update): never stored. It is moved to `spool/.rejected/` for a
-        human; the case keeps the bundle already stored, or is marked unfinished to be built again."""
+        human; the case keeps the bundle already stored, or its reason says why and `remedy` (`{aside}`:
+        where the bundle went), by default that it is built again."""
         why = "; ".join(report.problems + [f"{k}: {', '.join(v)}" for k, v in
                                            (("tampered", report.tampered), ("missing", report.missing), ("extra", report.extra)) if v]
-                        + ([] if report.signature == "valid" else [f"signature {report.signature}"]))
+                        + ([] if report.signature in ("valid", "unchecked") else [f"signature {report.signature}"]))
         aside = self.spool / REJECTED / f"{case_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         bundle_dir.rename(aside)
@@ -202,7 +211,42 @@ class Intake:
             except (StorageError, ValueError, KeyError) as exc:
                 log.warning("case %s: stored evidence digest not re-read: %s", case_id, exc)
             return
-        self.store.update(case_id, reason=f"spooled evidence bundle refused ({why}); {REBUILT}")
+        self.store.update(case_id, reason=f"spooled evidence bundle refused ({why}); {remedy.format(aside=aside)}")
+
+    def _unknown_key(self, case_id: str, bundle_dir: Path) -> None:
+        """A spooled bundle whose signature names an HMAC key not held (rotated away and not kept, or a made-up id).
+        Its files, its case and the digest recorded at sealing are still checked: one that fails is refused at once.
+        One that passes is what we sealed, under a key the operator may still add: it waits, its case saying so, for
+        `UNKNOWN_KEY_WAIT` from the first retry that found it so, then is refused with how to bring it back."""
+        named = signed_key_id(bundle_dir)
+        marker = self.spool / f"{case_id}{UNKNOWN_KEY}"
+        unknown = (f"signed with HMAC key id {named}, which is neither the current key nor one of "
+                   "evidence.previous_hmac_key_files")
+        try:
+            recorded = self.store.sealed_digest(case_id)
+        except CaseNotFound:
+            recorded = None
+        report = verify_bundle(bundle_dir, None, case_id=case_id, digest=recorded)
+        if report.problems or report.tampered or report.missing or report.extra or report.signature != "unchecked":
+            marker.unlink(missing_ok=True)
+            report.problems.insert(0, unknown)
+            self._reject_spooled(case_id, bundle_dir, report)
+            return
+        if not marker.is_file() or marker.read_text(encoding="utf-8") != named:  # the wait begins (again, for a new id)
+            marker.write_text(named, encoding="utf-8")
+            reason = (f"evidence bundle waits in the spool: {unknown}; add that key's file there "
+                      f"(moved to {REJECTED}/ if not kept within {UNKNOWN_KEY_WAIT.days} days)")
+            log.warning("case %s: %s", case_id, reason)
+            self.store.update(case_id, reason=reason)
+            return
+        since = datetime.fromtimestamp(marker.stat().st_mtime, UTC)
+        if datetime.now(UTC) - since < UNKNOWN_KEY_WAIT:
+            return  # its case says so since the wait began
+        marker.unlink()
+        report.problems.insert(0, f"{unknown} since {since:%Y-%m-%d %H:%M} UTC")
+        self._reject_spooled(case_id, bundle_dir, report, remedy=(
+            "to upload it, add that key's file to evidence.previous_hmac_key_files and move {aside} back to "
+            f"{self.spool / case_id}"))
 
     def _interrupted(self, partial: Path) -> None:
         """A bundle left half-built by a killed process: remove it and mark its case unfinished."""
@@ -274,15 +318,13 @@ class Intake:
         Only a bundle this intake sealed for this case is stored (its HMAC checks out and its
         manifest names the case); its digest is what the case store records and what the
         dispatcher and `evidence verify` later compare against. One signed with an HMAC key this
-        intake does not hold (rotated away while it waited) stays in the spool, its case saying so.
+        intake does not hold (rotated away while it waited) waits in the spool for a while (`_unknown_key`).
         """
         key = hmac_key_for(bundle_dir, self.keys)
         if key is None:
-            reason = (f"evidence bundle waits in the spool: signed with an earlier HMAC key (key id {signed_key_id(bundle_dir)}) "
-                      "that is not the current key nor in evidence.previous_hmac_key_files; add that key's file there")
-            log.warning("case %s: %s", case_id, reason)
-            self.store.update(case_id, reason=reason)
+            self._unknown_key(case_id, bundle_dir)
             return None
+        (self.spool / f"{case_id}{UNKNOWN_KEY}").unlink(missing_ok=True)
         report = verify_bundle(bundle_dir, key, case_id=case_id)
         if not report.ok:
             self._reject_spooled(case_id, bundle_dir, report)
