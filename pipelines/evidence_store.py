@@ -77,16 +77,6 @@ class EvidenceStoreConfig(ConfigModel):
             raise ValueError("backend s3 needs an `s3:` section (endpoint, bucket, ...)")
         return self
 
-    def named_by_setting(self, text: str, named: Callable[[str], str] = str,
-                         also: Iterable[tuple[str, Path]] = ()) -> str:
-        """`text` with the local root and the spool named by their settings: a failed upload's reason names the folder
-        it could not write (`cannot write evidence to /srv/.../evidence/SW1: ...`), a stored bundle's reference is
-        a `file://` URI, and the API never shows a server path, so it shows `evidence_store.local_root/SW1`. `named`:
-        how the paths stand in `text` (markupsafe's `escape` for HTML); `also`: more (setting, path) pairs named so
-        (the evidence key files, `Settings.named_by_setting`)."""
-        return paths_named_by_setting(
-            text, [("evidence_store.local_root", self.local_root), ("evidence_store.spool_dir", self.spool_dir), *also], named)
-
 
 def paths_named_by_setting(text: str, paths: Iterable[tuple[str, Path]], named: Callable[[str], str] = str) -> str:
     """`text` with each path (absolute, as a `file://` URI, or as configured) replaced by the setting that names it;

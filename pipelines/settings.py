@@ -33,7 +33,7 @@ from detect.tracking import TrackingConfig
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.cases.store import DEFAULT_URL, sqlite_file
 from pipelines.dispatch.config import DispatchConfig
-from pipelines.evidence_store import EvidenceStoreConfig
+from pipelines.evidence_store import EvidenceStoreConfig, paths_named_by_setting
 
 CONFIG_ENV = "STREETWATCH_CONFIG"
 URL_KEY_ENV = "STREETWATCH_API_URL_KEY"
@@ -345,9 +345,15 @@ class Settings(ConfigModel):
         return taxonomy
 
     def named_by_setting(self, text: str, named: Callable[[str], str] = str) -> str:
-        """`text` with the evidence folders and key files named by their settings (`EvidenceStoreConfig.named_by_setting`):
-        a key file unreadable since start-up stops a job's cases with an error naming it, which the API shows."""
-        return self.evidence_store.named_by_setting(text, named, also=self.evidence.key_files())
+        """`text` with the evidence folders and key files named by their settings, the one way the API and pages name
+        them (it never shows a server path): a failed upload's reason names the folder it could not write
+        (`cannot write evidence to /srv/.../evidence/SW1: ...`), a stored bundle's reference is a `file://` URI, a key
+        file unreadable since start-up stops a job's cases with an error naming it; they read
+        `evidence_store.local_root/SW1`, `evidence.hmac_key_file: ...`. `named`: how the paths stand in `text`
+        (markupsafe's `escape` for HTML)."""
+        store = self.evidence_store
+        return paths_named_by_setting(text, [("evidence_store.local_root", store.local_root),
+                                             ("evidence_store.spool_dir", store.spool_dir), *self.evidence.key_files()], named)
 
     def unsigned_attachments(self) -> str | None:
         """Why a dispatched case's attachments are open to anyone who knows its id, or None when they are not.

@@ -324,6 +324,31 @@ def test_a_key_file_unreadable_since_start_up_is_named_by_its_setting_in_a_jobs_
     assert str(tmp_path) not in json.dumps(job, ensure_ascii=False)
 
 
+
+def test_a_cases_reason_names_key_files_by_their_settings_too(tmp_path, bus_event):
+    """The case routes named a case's reason and its history's by the evidence folders only (the store's own
+    `named_by_setting`, beside `Settings.named_by_setting`, which names the key files too), so a reason naming a key
+    file showed its server path; they go through the one that names both."""
+    from detect.evidence import EvidenceConfig
+    from pipelines.cases import CaseState
+    from tests.api_helpers import draft_cases
+
+    key = tmp_path / "keys" / "evidence.key"
+    key.parent.mkdir()
+    key.write_text("a-file-key-0123456789abcdef\n")
+    settings = settings_for(tmp_path)
+    app, tokens = make_app(settings.model_copy(update={"evidence": EvidenceConfig(hmac_key_file=key)}))
+    [case_id] = draft_cases(app, bus_event, [{}])
+    why = f"evidence.hmac_key_file: {key}: cannot read evidence key: Permission denied"
+    app.state.ctx.store.transition(case_id, CaseState.REJECTED, actor="test", reason=why)
+    app.state.ctx.store.update(case_id, reason=f"{why} (in {settings.evidence_store.spool_dir.resolve()})")
+    with TestClient(app) as client:
+        detail = client.get(f"/api/v1/cases/{case_id}", headers=auth(tokens["reviewer"])).json()
+    named = "evidence.hmac_key_file: cannot read evidence key: Permission denied"
+    assert detail["case"]["reason"] == f"{named} (in evidence_store.spool_dir)", detail["case"]["reason"]
+    assert detail["history"][-1]["reason"] == named, detail["history"]
+    assert str(tmp_path) not in json.dumps(detail, ensure_ascii=False)
+
 def test_the_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
     """GET /triage/jobs answers the newest 200 but read every job.json the server ever kept to sort them. Folders
     are taken newest modification first, so the jobs of long ago are not read: here the oldest 40 have records no

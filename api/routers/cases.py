@@ -231,8 +231,8 @@ def case_json(case: Case, ctx: AppContext) -> dict[str, Any]:
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()
-    if case.reason:  # a failed upload's reason names the evidence folder, and the API never shows a server path
-        data["reason"] = ctx.settings.evidence_store.named_by_setting(case.reason)
+    if case.reason:  # a failed upload's reason names the evidence folder (or a key file), never shown as a server path
+        data["reason"] = ctx.settings.named_by_setting(case.reason)
     data["state"] = str(case.state)
     data["has_evidence"] = case.evidence_ref is not None
     return data
@@ -332,12 +332,12 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
                    "parked_reason": e.parked_reason, "delivered_at": e.delivered_at.isoformat() if e.delivered_at else None}
                   for e in ctx.store.outbox_entries(case_id=case.id)]
     history = [{"from": h.from_state and str(h.from_state), "to": str(h.to_state), "at": h.at.isoformat(), "actor": h.actor,
-                "reason": h.reason and ctx.settings.evidence_store.named_by_setting(h.reason)}
+                "reason": h.reason and ctx.settings.named_by_setting(h.reason)}
                for h in ctx.store.history(case.id)]
     reopen = None
     if case.state is CaseState.REJECTED:
         why_not = ctx.store.reopen_refusal(case.id, within=_reopen_window(ctx))
-        reopen = {"allowed": why_not is None, "why_not": why_not}
+        reopen = {"allowed": why_not is None, "why_not": why_not and ctx.settings.named_by_setting(why_not)}  # quotes a reason
     return {"case": case_json(case, ctx), "evidence": _evidence(ctx, case), "deliveries": deliveries, "history": history,
             "reopen": reopen}
 
