@@ -225,6 +225,25 @@ def test_a_shop_register_import_still_starts_a_new_store(tmp_path, monkeypatch):
     assert "1 shop(s) imported" in result.output and (tmp_path / "streetwatch-data" / "cases.db").is_file()
 
 
+def test_a_call_out_import_that_applies_no_row_exits_non_zero(deployment, tmp_path):
+    """Every row refused (a number no flyposting case carries, a status nobody uses) exited 0 and said
+    '0 number(s) updated, 1 unknown, 2 row(s) refused', counting the unknown number twice: a cron import whose whole
+    file was refused read as done. It exits 1, as `shops import` does, and says how many refused rows were unknown."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    results = tmp_path / "results.csv"
+    results.write_text("number,status\n13800138000,已停机\n13900139000,挂起\n", encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "callout", "import", str(results)], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stdout.strip() == "0 number(s) updated, 2 row(s) refused (1 of them not on the list)"
+    assert "13800138000 不在追呼清单上" in run.stderr and "第 3 行「状态」" in run.stderr
+
+
 def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_where_it_goes(tmp_path):
     """The settings file keeps no secret, yet nothing said where the case store's password goes: a server asking for
     one refused `fe_sendauth: no password supplied`, and the hint named no place for it. libpq reads $PGPASSWORD

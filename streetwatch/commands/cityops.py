@@ -173,7 +173,10 @@ def callout_import(
     file: Annotated[Path, typer.Argument(help="The call-out system's results: number, status (+ cut_off_at, amount, note), CSV or .xlsx.")],
     config: SettingsOpt = None,
 ) -> None:
-    """Apply the call-out results; unknown numbers and bad rows are reported, the rest applied."""
+    """Apply the call-out results; unknown numbers and bad rows are reported, the rest applied.
+
+    Exit code 1 when rows were refused and none applied (as `shops import`): a cron job whose whole file was
+    refused (wrong column, every number unknown) must not read as done."""
     from detect.config_io import ConfigError
 
     calls = _calls(config)
@@ -184,7 +187,10 @@ def callout_import(
         fail(str(exc))
     for error in report.errors:
         print_error(str(error))
-    typer.echo(f"{len(report.applied)} number(s) updated, {len(report.unknown)} unknown, {len(report.errors)} row(s) refused")
+    typer.echo(f"{len(report.applied)} number(s) updated, {len(report.errors)} row(s) refused"
+               + (f" ({len(report.unknown)} of them not on the list)" if report.unknown else ""))
+    if not report.applied and report.errors:
+        raise typer.Exit(1)
 
 
 def callout_cutoffs(
