@@ -304,3 +304,28 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
     line = run.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: cannot open the case store {shown}") and reason in line
     assert "(cases.url; check " in line and "s3cret-pw" not in run.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_error_line_before_jobs_resume(tmp_path):
+    """uvicorn binds after the app's start-up: serve on a port another server holds resumed the unfinished upload
+    jobs that server was running (two servers on one job folder), then printed uvicorn's log lines and exited 3.
+    The port is tried first: one line naming it and why, exit 2 as every other refused setting, nothing started."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                      "service": {"data_dir": str(tmp_path / "service")}}))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(port), "--config", str(config)],
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use (--host, --port)"
+    assert "startup" not in run.stderr

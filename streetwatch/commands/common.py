@@ -53,6 +53,26 @@ def print_error(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
 
 
+def port_free_or_fail(host: str, port: int) -> None:
+    """Stop with one line unless `host:port` can be bound now. uvicorn binds only after the app's start-up has run,
+    so `serve` on a port in use resumed the unfinished upload and patrol jobs another server was running, then
+    printed uvicorn's log lines and exited 3; the probe socket is closed unused (it never listened)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a port in TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(cannot_listen(host, port, exc))
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """The one wording of a port a server command cannot listen on (`serve`, `dispatch-sim`)."""
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc} (--host, --port)"
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Our INFO lines on stderr; Alembic's INFO (one line per plugin it loads, every time the case
     store is opened) only with `verbose`, so staff see what the run did, not how it started."""

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, require_case_store, settings_or_fail,
-                                         setup_logging)
+from streetwatch.commands.common import (SettingsOpt, cannot_listen, existing_store_or_fail, fail, require_case_store,
+                                         settings_or_fail, setup_logging)
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")]
 
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         try:
             server = SimServer(host, port, state, verbose=verbose)
         except OSError as exc:
-            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+            fail(cannot_listen(host, port, exc))
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
         typer.echo(f"dispatch-sim listening on http://{host}:{server.server_address[1]} "
                    f"(cn-dcm: /cn-dcm/cases, open311: /open311)", err=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, fail, setup_logging
+from streetwatch.commands.common import SettingsOpt, fail, port_free_or_fail, setup_logging
 
 users_app = typer.Typer(help="API tokens and their roles (inspector, reviewer, admin, integration).", no_args_is_help=True)
 ROLES = "inspector, reviewer, admin or integration"
@@ -43,6 +43,7 @@ def serve(
     import uvicorn
 
     settings, service = _load(config)
+    port_free_or_fail(host, port)  # before the app starts up and resumes jobs
     app = _app_or_fail(settings, service, config)
     logging.getLogger("uvicorn.access").addFilter(SignedLinkFilter())  # kept by uvicorn's logging set-up (dictConfig)
     uvicorn.run(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False)
