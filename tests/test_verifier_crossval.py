@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,42 @@ def test_a_bad_tile_grid_or_input_size_is_refused_before_any_photo_is_read(tmp_p
     run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", command, "--data", str(tmp_path), *option],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and message in run.stderr
+
+
+def _labelled(folder: Path, count: int = 2) -> Path:
+    """A labelled folder of `count` real street photos (labels.csv, as `train --data` reads it)."""
+    street = sorted((SHARED / "datasets" / "street-scenes" / "images" / "cn2").glob("*.jpg"))[:count]
+    (folder / "images").mkdir(parents=True)
+    for photo in street:
+        (folder / "images" / photo.name).symlink_to(photo)
+    rows = [f"images/{photo.name},g{n},{n % 2}" for n, photo in enumerate(street)]
+    (folder / "labels.csv").write_text("file,group,street_stall\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("option, name", [("--out", "figures.json"), ("--validation-csv", "verdicts.csv")])
+def test_an_eval_output_that_cannot_be_written_is_refused_before_judging(tmp_path, option, name):
+    """--out naming a folder (or a file under a file) was found only when the figures were written, after every photo
+    had been judged (hours on a city's labelled set), losing them; and --out in a folder not made yet failed the same
+    way though --validation-csv made its folder. Both are checked before judging, and the folder is made."""
+    data = _labelled(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def evaluate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", "eval", "--data", str(data), "--ocr", "off", *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    (tmp_path / "taken").mkdir()
+    refused = evaluate(option, str(tmp_path / "taken"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == f"error: {option} {tmp_path / 'taken'}: is a folder; name the file to write (e.g. {tmp_path / 'taken' / name})"
+    assert "judging" not in refused.stdout
+    under_a_file = evaluate(option, str(data / "labels.csv" / name))
+    assert under_a_file.returncode == 2 and f"{data / 'labels.csv'} exists and is not a folder" in under_a_file.stderr
+    assert "judging" not in under_a_file.stdout
+    written = evaluate(option, str(tmp_path / "new" / name))
+    assert written.returncode == 0, written.stderr
+    assert (tmp_path / "new" / name).stat().st_size > 0
 
 
 @pytest.mark.parametrize("command", ["train", "crossval", "eval"])

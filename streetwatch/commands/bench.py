@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from detect.imageio import expand_inputs
-from streetwatch.commands.common import fail, setup_logging
+from streetwatch.commands.common import fail, setup_logging, writable_or_fail
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +68,7 @@ def bench(
     from detect.config_io import ConfigError
 
     for option, path in (("--out", out), ("--markdown", markdown_out)):
-        _writable_or_fail(path, option, overwrite)
+        writable_or_fail(path, option, overwrite=overwrite, example="bench.json")
     try:
         record = load_record(from_record) if from_record else _run(
             suite, model, backend, device, precision, batch, imgsz, duration, count, warmup, images, max_images,
@@ -94,21 +94,6 @@ def bench(
         typer.echo(f"record: {out}")
     if regressions and fail_on_regression:
         raise typer.Exit(1)
-
-
-def _writable_or_fail(path: Path | None, option: str, overwrite: bool) -> None:
-    """Refuse an output file that is a folder, or under a file, before running: found only after the run,
-    it lost the whole record (minutes to hours of benchmark, GPU time included). An existing file is refused
-    too unless `overwrite`: it may be an earlier record (`benchmarks/results/`, the one `--compare` reads)."""
-    if path is None:
-        return
-    if path.is_dir():
-        fail(f"{option} {path}: is a folder; name the file to write (e.g. {path / 'bench.json'})")
-    if path.exists() and not overwrite:
-        fail(f"{option} {path}: exists (an earlier record?); name another file, or pass --overwrite to replace it")
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        fail(f"{option} {path}: {parent} exists and is not a folder")
 
 
 def _run(suite, model, backend, device, precision, batch, imgsz, duration, count, warmup, images, max_images,

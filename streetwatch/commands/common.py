@@ -53,6 +53,22 @@ def print_error(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
 
 
+def writable_or_fail(path: Path | None, option: str, *, overwrite: bool = True, example: str = "out.json") -> None:
+    """Refuse an output file that is a folder, or under a file, before running: found only after the run,
+    it lost the whole record (minutes to hours of benchmark or verifier evaluation, GPU time included). An existing
+    file is refused too unless `overwrite`: it may be an earlier record (`benchmarks/results/`, the one `bench
+    --compare` reads). A folder that is not there yet is made when the file is written."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path}: is a folder; name the file to write (e.g. {path / example})")
+    if path.exists() and not overwrite:
+        fail(f"{option} {path}: exists (an earlier record?); name another file, or pass --overwrite to replace it")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        fail(f"{option} {path}: {parent} exists and is not a folder")
+
+
 def port_free_or_fail(host: str, port: int) -> None:
     """Stop with one line unless `host:port` can be bound now. uvicorn binds only after the app's start-up has run,
     so `serve` on a port in use resumed the unfinished upload and patrol jobs another server was running, then

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.verifier.options import TrainOptions
-from streetwatch.commands.common import BackendOpt, DeviceOpt, fail, judgement_or_fail, setup_logging
+from streetwatch.commands.common import BackendOpt, DeviceOpt, fail, judgement_or_fail, setup_logging, writable_or_fail
 
 DEFAULTS = TrainOptions()
 """The training defaults the `train` and `crossval` options show (pipelines.verifier.options)."""
@@ -83,6 +83,7 @@ def register(app: typer.Typer) -> None:
 
         setup_logging(verbose)
         options = _options(backbone, imgsz, verifier_id, tiles, c, folds, synth, seed, heads)
+        _outputs_or_fail(None, validation_csv)
         console = Console(stderr=True)
         try:
             dataset = load_datasets(data, uncertain=uncertain)
@@ -104,8 +105,6 @@ def register(app: typer.Typer) -> None:
         """Judge every photo as triage does (detector, heads, OCR, rules) with heads trained without its group, and print
         per-type figures beside today's rules: the whole judgement on a group split of the training data (slow: one training
         per fold and a detector pass over every photo). Takes the options of `train`."""
-        import json
-
         from rich.console import Console
 
         from detect.taxonomy import load_taxonomy
@@ -115,6 +114,7 @@ def register(app: typer.Typer) -> None:
 
         setup_logging(verbose)
         options = _options(backbone, imgsz, verifier_id, tiles, c, folds, synth, seed, heads)
+        _outputs_or_fail(out, validation_csv)
         try:
             dataset = load_datasets(data, uncertain=uncertain)
             _say_notes(dataset.notes)
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
 
             record = {"command": "streetwatch verifier crossval " + " ".join(shlex.quote(a) for a in sys.argv[3:]),
                       "date": datetime.now(UTC).isoformat(timespec="seconds"), **result.describe()}
-            out.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+            _write_json(out, record)
 
     @verifier.command("eval")
     def evaluate(
@@ -154,8 +154,6 @@ def register(app: typer.Typer) -> None:
 
         `--backend torch --device cuda` judges on a GPU (fp16): compare its `--validation-csv` with the
         CPU run's to see how many verdicts the GPU path changes."""
-        import json
-
         from rich.console import Console
 
         from detect.engine import load_detector
@@ -163,6 +161,7 @@ def register(app: typer.Typer) -> None:
         from pipelines.verifier.data import DatasetError, load_dataset
         from pipelines.verifier.evaluate import evaluate as run_eval
 
+        _outputs_or_fail(out, validation_csv)
         judgement = judgement_or_fail(verifier_id)
         try:
             dataset = load_dataset(data)
@@ -184,7 +183,7 @@ def register(app: typer.Typer) -> None:
         if validation_csv is not None:
             _write_verdicts(validation_csv, rows)
         if out is not None:
-            out.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+            _write_json(out, figures)
 
     @verifier.command("diff")
     def diff(
@@ -318,6 +317,21 @@ def _say_notes(notes: list[str]) -> None:
     """What loading the data left out, and why (rows are never dropped silently)."""
     for note in notes:
         typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
+
+
+def _outputs_or_fail(out: Path | None, validation_csv: Path | None) -> None:
+    """Refuse --out or --validation-csv naming a folder, or a path under a file, before the (slow) judging: found
+    after it, the figures of minutes to hours of detector passes were lost with one error line."""
+    writable_or_fail(out, "--out", example="figures.json")
+    writable_or_fail(validation_csv, "--validation-csv", example="verdicts.csv")
+
+
+def _write_json(path: Path, record) -> None:
+    """`record` as JSON at `path`, its folder made as --validation-csv's is."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def _write_verdicts(path: Path, rows: list[dict]) -> None:
