@@ -654,3 +654,39 @@ def test_retrain_summary_counts_the_verifier_only_cases_apart(real_sample_dir, t
     assert step["skipped"] == {"lines": 2, "verifier_regions_only": 1, "pictures_left_out": 0}
     assert len(step["problems"]) == 2 and step["counts"]["images"] == 1 and step["digest"] == ds.digest
     json.dumps(step)  # written to retrain.json as it is
+
+
+def test_an_import_stopped_half_way_leaves_no_version_and_can_be_run_again(tmp_path):
+    """Ctrl-C while the pictures were being copied left images/ and labels/ without a manifest at --out: not a
+    version (`data check` said so), yet the same command run again refused it as one ('already exists and is not
+    empty'). A version is written beside --out and renamed onto it once whole: stopped, --out is not there and no
+    partial folder is left; the same import then makes the version."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO, SHARED
+
+    source = tmp_path / "street"  # every street photo, as negatives: an import that takes seconds
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    (source / "classes.txt").write_text("street_stall\n", encoding="utf-8")
+    for photo in sorted((SHARED / "datasets" / "street-scenes" / "images").glob("*/*.jpg")):
+        name = f"{photo.parent.name}__{photo.name}"
+        (source / "images" / name).symlink_to(photo)
+        (source / "labels" / f"{Path(name).stem}.txt").write_text("")
+    out = tmp_path / "versions" / "v1"
+    command = [sys.executable, "-m", "streetwatch.cli", "data", "import", str(source), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not any((tmp_path / "versions").glob("*/images/*")) and run.poll() is None:  # (hidden folders too)
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in stderr, stderr
+    assert list((tmp_path / "versions").iterdir()) == []
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"imported {out}: 2096 images" in again.stdout and Dataset(out).manifest.counts["negatives"] == 2096

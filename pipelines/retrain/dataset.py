@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -224,10 +226,11 @@ class Dataset:
         """The split evaluation uses: `val` when split, else None (all images)."""
         return "val" if self.is_split else None
 
-    def ultralytics_yaml(self, dest: Path) -> Path:
-        """Write an Ultralytics data YAML for this folder (absolute path, so it works from anywhere)."""
+    def ultralytics_yaml(self, dest: Path, root: Path | None = None) -> Path:
+        """Write an Ultralytics data YAML for this folder (absolute path, so it works from anywhere), or for `root`
+        where the folder is to be moved (a version written aside, `write_dataset`)."""
         lists = ("train.txt", "val.txt") if self.is_split else ("all.txt", "all.txt")
-        data = {"path": str(self.root.resolve()), "train": lists[0], "val": lists[1],
+        data = {"path": str((root or self.root).resolve()), "train": lists[0], "val": lists[1],
                 "names": dict(enumerate(self.classes))}
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(f"# dataset {self.name} digest {self.digest}\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
@@ -259,16 +262,40 @@ def write_dataset(
     if clashes:
         raise DatasetError(f"{out}: two inputs want the same file name (label files go by the name without its "
                            f"suffix): {', '.join(clashes[:6])}")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(exist_ok=True)
+    with _version_folder(out) as tmp:
+        _write_version(tmp, out, items, classes, name=name, source=source, parents=parents, link=link)
+    return Dataset(out)
+
+
+@contextmanager
+def _version_folder(out: Path) -> Iterator[Path]:
+    """A hidden folder beside `out` to write a version in, renamed onto `out` (absent or empty) when the block ends
+    and removed when it fails: an import, split, merge or from-cases stopped half way (Ctrl-C, a full disk, a picture
+    that cannot be read) left images and labels without a manifest at `out`, which the same command run again
+    refused as a version that exists ('never overwritten'). Beside `out`, so hard links and the rename stay on its disk."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.resolve().with_name(f".{out.resolve().name}.{os.getpid()}.partial")
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.rename(tmp, out)  # replaces an empty folder, as `write_dataset` accepts one
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_version(tmp: Path, out: Path, items: list[Item], classes: list[str], *, name: str, source: str,
+                   parents: list[str] | None, link: bool) -> None:
+    """The pictures, labels, lists, manifest and data.yaml of the version `write_dataset` makes at `out`, in `tmp`."""
+    (tmp / "images").mkdir()
+    (tmp / "labels").mkdir()
     files, boxes = [], {}
     for item in sorted(items, key=lambda i: i.name):
-        image = out / "images" / item.name
+        image = tmp / "images" / item.name
         _place(item.src, image, link)
         entry = FileEntry(image=f"images/{item.name}", sha256=sha256_file(image), group=item.group,
                           split=item.split, source=item.source, note=item.note)
         if item.label is not None:
-            label = out / "labels" / (Path(item.name).stem + ".txt")
+            label = tmp / "labels" / (Path(item.name).stem + ".txt")
             label.write_bytes(item.label)
             parsed = parse_labels(item.label, len(classes))
             boxes[entry.image] = parsed.boxes
@@ -287,11 +314,9 @@ def write_dataset(
     )
     for list_name, selected in [("all", files)] + [(s, [f for f in files if f.split == s]) for s in SPLITS]:
         if list_name == "all" or selected:
-            (out / f"{list_name}.txt").write_text("".join(f"./{f.image}\n" for f in selected))
-    (out / MANIFEST).write_text(manifest.model_dump_json(indent=1))
-    dataset = Dataset(out)
-    dataset.ultralytics_yaml(out / "data.yaml")
-    return dataset
+            (tmp / f"{list_name}.txt").write_text("".join(f"./{f.image}\n" for f in selected))
+    (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1))
+    Dataset(tmp).ultralytics_yaml(tmp / "data.yaml", root=out)
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
