@@ -720,3 +720,49 @@ def test_upload_page_says_what_became_of_the_evidence_spool(tmp_path, bus_jpg, z
             "1 / 1 · 完成 done · 0 组 groups · 证据待上传 1 份 evidence waiting for storage"
         root.unlink()  # storage is back
         assert _upload_another(served, zidane_jpg, 3) == "1 / 1 · 完成 done · 0 组 groups · 证据已补传 1 份 evidence uploaded"
+
+
+def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_click_outside(tmp_path, bus_jpg, bus_event):
+    """While the reject reasons were open every key was swallowed, Tab included, and the focus stayed behind them, so a
+    keyboard user could not Tab to a reason, and a click outside left them open. The focus moves into them, Tab and
+    Shift+Tab go round their buttons (j moves nowhere meanwhile), Enter picks the one focused, and Esc or a click
+    outside closes them, the focus back on 驳回."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    focused = "const a = document.activeElement; return a.id || a.dataset.reason || a.tagName;"
+    is_open = lambda d: d.find_element(By.ID, "reasons").is_displayed()  # noqa: E731
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}])) as served:
+        b = served["browser"]
+        _login(served)
+        first = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
+        _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "its detail")
+        ActionChains(b).send_keys("r").perform()
+        _wait(b, is_open, "the reject reasons")
+        reasons = [e.get_attribute("data-reason") for e in b.find_elements(By.CSS_SELECTOR, "#reasons button")]
+        assert len(reasons) >= 3 and b.execute_script(focused) == reasons[0]  # the focus in the dialog
+        ActionChains(b).send_keys(*[Keys.TAB] * len(reasons)).perform()
+        assert b.execute_script(focused) == reasons[0]  # round the buttons, never out of the dialog
+        ActionChains(b).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+        assert b.execute_script(focused) == reasons[-1]
+        ActionChains(b).send_keys("j").perform()
+        assert is_open(b) and b.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case") == first
+        ActionChains(b).send_keys(Keys.ESCAPE).perform()
+        assert not is_open(b) and b.execute_script(focused) == "reject"
+
+        ActionChains(b).send_keys(Keys.ENTER).perform()  # 驳回 pressed from the keyboard opens them again
+        _wait(b, is_open, "the reject reasons again")
+        b.find_element(By.TAG_NAME, "h1").click()  # a click outside
+        assert not is_open(b) and b.execute_script(focused) == "reject"
+
+        ActionChains(b).send_keys("r").perform()
+        _wait(b, is_open, "the reject reasons a third time")
+        ActionChains(b).send_keys(Keys.TAB, Keys.TAB).perform()
+        assert b.execute_script(focused) == reasons[2]
+        ActionChains(b).send_keys(Keys.ENTER).perform()
+        _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 1, "the rejected case to leave the queue")
+        assert (_case(served, first)["state"], _case(served, first)["review_reason"]) == ("rejected", reasons[2])
+        assert not is_open(b)
+        _wait(b, lambda d: first not in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the next case's detail")
+        assert b.execute_script(focused) == "reject"  # on the next case's 驳回, as after any action

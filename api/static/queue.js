@@ -203,8 +203,36 @@ function confirm() {
     "已确认 confirmed");
 }
 
-function openReasons() { Q.rejecting = true; document.getElementById("reasons").classList.add("open"); }
-function closeReasons() { Q.rejecting = false; document.getElementById("reasons").classList.remove("open"); }
+// The reject reasons are a small dialog: the focus moves into it, Tab and Shift+Tab go round its buttons, a digit picks
+// a reason, and Esc or a click outside it closes it; the focus then goes back to 驳回 (the reject button), as it does
+// after a reason is picked, so a reviewer on the keyboard goes on from where they were.
+function openReasons() {
+  Q.rejecting = true;
+  const box = document.getElementById("reasons");
+  box.classList.add("open");
+  box.querySelector("button").focus();
+}
+
+function closeReasons() {
+  Q.rejecting = false;
+  document.getElementById("reasons").classList.remove("open");
+  const button = document.getElementById("reject");
+  if (button) button.focus();
+}
+
+// A key while the reasons are open: Esc, a reason's digit, Tab round the buttons; Enter or Space presses the button
+// that has the focus; every other key (j, c …) does nothing while the dialog is open.
+function reasonsKey(ev) {
+  const buttons = [...document.querySelectorAll("#reasons button")];
+  const n = parseInt(ev.key, 10);
+  if (ev.key === "Escape") closeReasons();
+  else if (n >= 1 && n <= Q.meta.reject_reasons.length) reject(Q.meta.reject_reasons[n - 1].code);
+  else if (ev.key === "Tab") {
+    const at = buttons.indexOf(document.activeElement);
+    buttons[(at + (ev.shiftKey ? -1 : 1) + buttons.length) % buttons.length].focus();
+  } else if (ev.key === "Enter" || ev.key === " ") return;
+  ev.preventDefault();
+}
 
 function reject(code) {
   closeReasons();
@@ -272,13 +300,7 @@ function fieldKey(ev) {
 document.addEventListener("keydown", (ev) => {
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.target.matches("input, select, textarea")) { fieldKey(ev); return; }
-  if (Q.rejecting) {
-    const n = parseInt(ev.key, 10);
-    if (ev.key === "Escape") closeReasons();
-    else if (n >= 1 && n <= Q.meta.reject_reasons.length) reject(Q.meta.reject_reasons[n - 1].code);
-    ev.preventDefault();
-    return;
-  }
+  if (Q.rejecting) { reasonsKey(ev); return; }
   const moves = { j: 1, ArrowDown: 1, ArrowRight: 1, k: -1, ArrowUp: -1, ArrowLeft: -1 };
   if (ev.key in moves && Q.items.length) {
     select(Math.min(Math.max(Q.index + moves[ev.key], 0), Q.items.length - 1));
@@ -288,6 +310,11 @@ document.addEventListener("keydown", (ev) => {
   ev.preventDefault();
 });
 
+document.addEventListener("mousedown", (ev) => {  // a click outside the open reasons closes them
+  if (!Q.rejecting || document.getElementById("reasons").contains(ev.target)) return;
+  ev.preventDefault();  // the focus goes back to 驳回, not to what was clicked
+  closeReasons();
+});
 document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); Q.index = 0; Q.offset = 0; loadList(); });
 function turn(by) { Q.offset = Math.max(0, Q.offset + by * PAGE); Q.index = 0; loadList().catch((e) => SW.say(e.message, true)); }
 document.getElementById("page-prev").addEventListener("click", () => turn(-1));
