@@ -766,3 +766,34 @@ def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_clic
         assert not is_open(b)
         _wait(b, lambda d: first not in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the next case's detail")
         assert b.execute_script(focused) == "reject"  # on the next case's 驳回, as after any action
+
+
+def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(tmp_path, bus_jpg, bus_event):
+    """王芳 types an address and a description; 李四 sets the severity meanwhile. Her save is refused (case-changed) and
+    the page drew the case again as it is now, dropping what she had typed. What she typed is put back over his
+    change (his severity shown), the page says so, and her next save keeps both."""
+    from selenium.webdriver.common.by import By
+
+    def prepare(app) -> tuple[str, str]:
+        return draft_cases(app, bus_event, [{}])[0], app.state.ctx.accounts.add("李四", "reviewer")[1]
+
+    value = lambda d, field: d.find_element(By.ID, field).get_attribute("value")  # noqa: E731
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b, (case_id, li) = served["browser"], served["data"]
+        _login(served)
+        _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+        answer = httpx.patch(f"{served['base']}/api/v1/cases/{case_id}", headers=auth(li), timeout=10, json={"severity": "serious"})
+        assert answer.status_code == 200
+        b.find_element(By.ID, "edit-address").clear()
+        b.find_element(By.ID, "edit-address").send_keys("杭州市西湖区文三路 90 号")
+        b.find_element(By.ID, "edit-description").send_keys("三轮车占道")
+        b.find_element(By.ID, "save-edit").click()
+        status = _wait(b, lambda d: "已重新载入" in (t := d.find_element(By.ID, "status").text) and t, "the refusal said")
+        assert status.startswith("已有他人修改，已重新载入；您填写的内容已保留，请核对后再保存 — ") and "最后操作人 李四" in status
+        _wait(b, lambda d: "严重 serious" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "李四's severity drawn")
+        assert (value(b, "edit-address"), value(b, "edit-description"), value(b, "edit-severity")) == \
+            ("杭州市西湖区文三路 90 号", "三轮车占道", "serious")
+        b.find_element(By.ID, "save-edit").click()
+        _wait(b, lambda d: _case(served, case_id)["address"] == "杭州市西湖区文三路 90 号", "her save")
+        case = _case(served, case_id)
+        assert (case["description"], case["details"]["severity"]) == ("三轮车占道", "serious")

@@ -185,16 +185,43 @@ function changeLog(d) {
 // edited the case is refused (case-changed) instead of overwriting them, and shows the case as it is now.
 // `done` names the action as staff read it ("已确认 confirmed"); it is said once the list is in again, whose own
 // count ("N 件 cases") wrote over it, so a reviewer never saw that a save or a confirm had gone through.
+// A refusal because the case changed reloads it, and what this reviewer had typed or chosen and not saved (address,
+// description, reopen reason …) is put back over the case as it is now, so nothing typed is lost: they check it
+// against the other reviewer's change and save again.
 async function act(doing, done) {
   if (!Q.detail) return;
+  const id = Q.detail.case.id;
   try {
-    const updated = await doing(Q.detail.case.id, { expected_updated_at: Q.detail.case.updated_at });
+    const updated = await doing(id, { expected_updated_at: Q.detail.case.updated_at });
     await loadList();
     SW.say(`${done}: ${updated.id} · ${stateName(updated.state)}`);
   } catch (e) {
-    if (e.kind === "case-changed") await loadList();
-    SW.say(e.message, true);
+    if (e.kind !== "case-changed") { SW.say(e.message, true); return; }
+    const typed = unsaved();
+    await loadList();
+    const kept = typed.length && Q.detail && Q.detail.case.id === id && restore(typed);
+    SW.say(kept ? `已有他人修改，已重新载入；您填写的内容已保留，请核对后再保存 — ${e.message}` : e.message, true);
   }
+}
+
+// The case form's fields the reviewer changed since the case was drawn: [selector, value] (a tag box: its checked).
+function unsaved() {
+  const changed = (x) => x.type === "checkbox" ? x.checked !== x.defaultChecked
+    : x.tagName === "SELECT" ? [...x.options].some((o) => o.selected !== o.defaultSelected) : x.value !== x.defaultValue;
+  return [...document.querySelectorAll("#detail input, #detail select")].filter(changed).map((x) =>
+    x.type === "checkbox" ? [`input.edit-tag[value="${CSS.escape(x.value)}"]`, x.checked] : ["#" + CSS.escape(x.id), x.value]);
+}
+
+// Puts `typed` (unsaved()'s) back in the form drawn again; true once any field took its value.
+function restore(typed) {
+  let any = false;
+  for (const [selector, value] of typed) {
+    const field = document.querySelector(selector);
+    if (!field) continue;  // no longer offered (a reopen reason once the case is no longer reopenable)
+    if (field.type === "checkbox") field.checked = value; else field.value = value;
+    any = true;
+  }
+  return any;
 }
 
 function confirm() {
