@@ -797,3 +797,19 @@ def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(t
         _wait(b, lambda d: _case(served, case_id)["address"] == "杭州市西湖区文三路 90 号", "her save")
         case = _case(served, case_id)
         assert (case["description"], case["details"]["severity"]) == ("三轮车占道", "serious")
+
+
+def test_a_refused_filter_is_said_in_the_status_line(site):
+    """A search the API refuses (over 200 characters: 422) left the list as it was without a word: the filter's
+    error was never caught. It is said in the status line, Chinese first."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the first case's detail")
+    b.find_element(By.ID, "f-q").send_keys("文三路" * 70)
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    status = _wait(b, lambda d: "422" in (t := d.find_element(By.ID, "status").text) and t, "the refusal said")
+    assert status == "案件列表无法加载 Cases could not be listed: 422: query.q: String should have at most 200 characters"
+    assert "bad" in b.find_element(By.ID, "status").get_attribute("class")
+    b.find_element(By.ID, "f-q").clear()  # for the tests after this one

@@ -342,9 +342,15 @@ document.addEventListener("mousedown", (ev) => {  // a click outside the open re
   ev.preventDefault();  // the focus goes back to 驳回, not to what was clicked
   closeReasons();
 });
-document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); Q.index = 0; Q.offset = 0; loadList(); });
-function turn(by) { Q.offset = Math.max(0, Q.offset + by * PAGE); Q.index = 0; loadList().catch((e) => SW.say(e.message, true)); }
-document.getElementById("page-prev").addEventListener("click", () => turn(-1));
-document.getElementById("page-next").addEventListener("click", () => turn(1));
+// The list again from `offset` (a filter: the first page), a refusal said in the status line, Chinese first (a
+// filter's was never said: a search over 200 characters left the list as it was, without a word).
+function relist(offset) {
+  Q.offset = Math.max(0, offset);
+  Q.index = 0;
+  loadList().catch((e) => SW.say(`案件列表无法加载 Cases could not be listed: ${e.message}`, true));
+}
+document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); relist(0); });
+document.getElementById("page-prev").addEventListener("click", () => relist(Q.offset - PAGE));
+document.getElementById("page-next").addEventListener("click", () => relist(Q.offset + PAGE));
 SW.nav("queue");
 loadMeta().then(loadList).catch((e) => SW.say(e.message, true));
