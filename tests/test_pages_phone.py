@@ -52,7 +52,8 @@ def test_every_page_fits_a_phone_and_its_buttons_a_finger(tmp_path, bus_jpg, bus
     """The pages had no viewport setting, so a phone laid them out 980 px wide and shrank them to a third (text and
     buttons too small to read or tap); with one, the queue's two columns, the navigation bar, the upload page's
     progress bars and the wide tables ran off a 360 px screen. Each page is as wide as the phone (a wide table scrolls
-    in its own box), the evidence image fits, and every button, field and list is at least a finger high."""
+    in its own box), the evidence image fits, and every button, field and list is at least a finger high; the queue's
+    key line, of no use without a keyboard, is hidden."""
     from selenium.webdriver.common.by import By
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served, \
@@ -64,6 +65,7 @@ def test_every_page_fits_a_phone_and_its_buttons_a_finger(tmp_path, bus_jpg, bus
                 _wait(b, lambda d: d.execute_script(loaded), "the evidence image on the phone")
                 image = b.find_element(By.ID, "evidence-image").rect
                 assert image["x"] >= 0 and image["x"] + image["width"] <= 360, image
+                assert not b.find_element(By.CSS_SELECTOR, "p.keys").is_displayed()  # no keyboard to press them on
             elif page != "login":  # the navigation bar names the city's zone once the page's lists are in
                 _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} loaded on the phone")
             width, page_width, small = b.execute_script(LAYOUT, FINGER_PX)

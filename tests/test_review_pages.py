@@ -813,3 +813,39 @@ def test_a_refused_filter_is_said_in_the_status_line(site):
     assert status == "案件列表无法加载 Cases could not be listed: 422: query.q: String should have at most 200 characters"
     assert "bad" in b.find_element(By.ID, "status").get_attribute("class")
     b.find_element(By.ID, "f-q").clear()  # for the tests after this one
+
+
+def test_the_case_list_is_reached_and_worked_by_keyboard(tmp_path, bus_jpg, bus_event):
+    """The cases could be picked by mouse or j/k only: Tab never reached the list and nothing showed where the keyboard
+    was, and the key line did not name ←/→, which move too. The list is one Tab stop (the current case, with a focus
+    ring), ↓ picks the next with the focus going along, Enter picks the case focused, and the next Tab goes on to 确认."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    focused = "return document.activeElement.dataset.case || document.activeElement.id;"
+    ring = "const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth];"
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}, {}])) as served:
+        b = served["browser"]
+        _login(served)
+        _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cases li")) == 3, "three cases in the queue")
+        ids = [li.get_attribute("data-case") for li in b.find_elements(By.CSS_SELECTOR, "#cases li")]
+        _wait(b, lambda d: ids[0] in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the first case's detail")
+        keys = b.find_element(By.CSS_SELECTOR, "p.keys").text
+        assert "j/↓/→ 下一条 next" in keys and "k/↑/← 上一条 previous" in keys, keys
+
+        b.execute_script("document.getElementById('export-xlsx').focus();")  # the filters' last control
+        ActionChains(b).send_keys(Keys.TAB).perform()
+        assert b.execute_script(focused) == ids[0]
+        assert b.execute_script(ring) == ["solid", "3px"]
+        ActionChains(b).send_keys(Keys.ARROW_DOWN).perform()
+        _wait(b, lambda d: ids[1] in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the second case by ↓")
+        assert b.execute_script(focused) == ids[1]  # the focus went along with the pick
+        assert b.execute_script(ring) == ["solid", "3px"]
+        b.execute_script("document.querySelector(arguments[0]).focus();", f"#cases li[data-case='{ids[2]}']")
+        ActionChains(b).send_keys(Keys.ENTER).perform()
+        _wait(b, lambda d: ids[2] in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the third case by Enter")
+        assert b.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case") == ids[2]
+        assert b.execute_script(focused) == ids[2]
+        ActionChains(b).send_keys(Keys.TAB).perform()  # one Tab stop: on to the case's 确认, not the other cases
+        assert b.execute_script(focused) == "confirm"

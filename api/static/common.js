@@ -80,6 +80,17 @@ const SW = {
     try { return await work(); } finally { button.disabled = false; button.textContent = label; }
   },
 
+  // The attributes that make a row or list item picked by keyboard as by mouse (a case, a shop, a unit): a Tab stop
+  // (tabindex 0), and Enter or Space on it does what a click does.
+  pickable(pick) {
+    return {
+      tabindex: "0", onclick: pick,
+      onkeydown: (ev) => {
+        if ((ev.key === "Enter" || ev.key === " ") && ev.target === ev.currentTarget) { ev.preventDefault(); pick(ev); }
+      },
+    };
+  },
+
   el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {

@@ -53,11 +53,16 @@ function renderList() {
     ? `第 ${Q.offset + 1}–${last} 件，共 ${Q.total} 件 ${Q.offset + 1}–${last} of ${Q.total}` : "";
   document.getElementById("page-prev").disabled = Q.offset === 0;
   document.getElementById("page-next").disabled = last >= Q.total;
+  // One Tab stop, the current case (not 200 on the way to the detail); ↑/↓ (j/k) pick the one above or below, the
+  // focus going with the pick, and Enter or a click picks the one focused.
   const list = document.getElementById("cases");
-  list.replaceChildren(...Q.items.map((c, i) => SW.el("li", {
-    class: i === Q.index ? "current" : "", "data-case": c.id, onclick: () => select(i),
-  }, SW.el("span", { class: "state" }, stateName(c.state)), typeName(c.violation_type), SW.el("br"),
+  const focused = list.contains(document.activeElement);
+  list.replaceChildren(...Q.items.map((c, i) => SW.el("li", Object.assign(SW.pickable(() => select(i)), {
+    class: i === Q.index ? "current" : "", "data-case": c.id, role: "option", "aria-selected": String(i === Q.index),
+    tabindex: i === Math.max(Q.index, 0) ? "0" : "-1",
+  }), SW.el("span", { class: "state" }, stateName(c.state)), typeName(c.violation_type), SW.el("br"),
   SW.el("small", {}, `${c.id} · ${SW.time(c.opened_at)}`))));
+  if (focused && list.querySelector("li[tabindex='0']")) list.querySelector("li[tabindex='0']").focus();
 }
 
 async function select(i) {
