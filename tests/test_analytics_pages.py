@@ -162,7 +162,9 @@ def test_map_legend_says_the_counts_each_colour_is_drawn_for(site):
 
 
 def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     b = site["browser"]
     b.get(site["base"] + "/ui/scores")
@@ -179,6 +181,12 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     b.find_element(By.CSS_SELECTOR, "#scores tr[data-unit='一中队']").click()
     market = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#unit li[data-item=road_market]"), "the unit's deductions")
     assert "−5 (1)" in market.text and len(market.find_element(By.CSS_SELECTOR, "small.cases").text.split(", ")) == 3
+    # by keyboard (the rows opened by mouse only): Tab from the row clicked to the next, Enter shows that unit
+    ActionChains(b).send_keys(Keys.TAB).perform()
+    assert b.execute_script("return document.activeElement.dataset.unit;") == "二中队"
+    ActionChains(b).send_keys(Keys.ENTER).perform()
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#unit h2").text.startswith("二中队: 26"), "二中队's deductions")
+    assert b.find_element(By.CSS_SELECTOR, "#scores tr.current").get_attribute("data-unit") == "二中队"
 
 
 def test_reports_page_lists_the_latest_report(site):

@@ -3,6 +3,7 @@ the warnings and the call-out list as city staff read them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -27,7 +28,9 @@ NUMBER = "13800138000"
 
 
 def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     b = site["browser"]
     _login(site)
@@ -53,6 +56,14 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
     _wait(b, lambda d: "已保存" in d.find_element(By.ID, "status").text, "the saved shop")
     shops = httpx.get(f"{site['base']}/api/v1/shops", headers=auth(site["token"]), timeout=10).json()
     assert next(s for s in shops if s["id"] == "91330106MA27XY0002")["contact"] == "李女士 13700002222"
+    # by keyboard (a row opened by mouse only): Tab from the import reaches the first shop, Enter opens it to edit
+    b.execute_script("document.querySelector('#shops-import button').focus();")
+    ActionChains(b).send_keys(Keys.TAB).perform()
+    first = b.execute_script("return document.activeElement.dataset.shop;")
+    assert first == b.find_element(By.CSS_SELECTOR, "#shops tbody tr").get_attribute("data-shop")
+    ActionChains(b).send_keys(Keys.ENTER).perform()
+    assert b.execute_script("return document.activeElement.id;") == "shop-json"
+    assert json.loads(box.get_attribute("value"))["id"] == first
     assert b.find_element(By.CSS_SELECTOR, "#warnings tbody").text == "暂无劝导告知 No warnings yet"
     assert b.find_element(By.CSS_SELECTOR, "#callout tbody").text == "暂无号码 No numbers on the call-out list"
 

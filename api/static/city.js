@@ -29,11 +29,18 @@ async function loadWarnings() {
 
 async function loadShops() {
   const shops = await SW.json("/api/v1/shops");
-  fill("#shops tbody", shops.map((s) => SW.el("tr", {
-    "data-shop": s.id, onclick: () => { document.getElementById("shop-json").value = JSON.stringify(s, null, 2); },
-  }, SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
+  fill("#shops tbody", shops.map((s) => SW.el("tr", Object.assign({ "data-shop": s.id }, SW.pickable(() => editShop(s))),
+    SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
   SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))),
   "登记为空，请导入 CSV/Excel The register is empty: import a CSV or Excel file");
+}
+
+// A shop picked in the register (a click, or Enter on its row) is opened for editing: its JSON in the box, and the
+// focus there, so a keyboard user edits it at once.
+function editShop(shop) {
+  const box = document.getElementById("shop-json");
+  box.value = JSON.stringify(shop, null, 2);
+  box.focus();
 }
 
 async function loadCallout() {

@@ -32,7 +32,7 @@ async function load() {
   document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
     + (t.include_candidates ? " · 含候选案件 candidates count" : "");
   const head = SW.el("tr", {}, SW.el("th", {}, document.querySelector(`#f-by option[value="${t.by}"]`).textContent), SW.el("th", {}, "得分 score"), ...t.items.map((i) => SW.el("th", { title: i.name }, i.name)));
-  const rows = t.units.map((u) => SW.el("tr", { "data-unit": u.unit, onclick: () => showUnit(u) },
+  const rows = t.units.map((u) => SW.el("tr", Object.assign({ "data-unit": u.unit }, SW.pickable(() => showUnit(u))),
     SW.el("td", {}, u.unit), SW.el("td", { class: "score" }, u.score),
     ...t.items.map((i) => SW.el("td", {}, cell(u.sections.flatMap((s) => s.items).find((x) => x.id === i.id))))));
   document.getElementById("scores").replaceChildren(SW.el("thead", {}, head), SW.el("tbody", {}, ...rows));
