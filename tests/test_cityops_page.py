@@ -129,6 +129,26 @@ def test_city_page_shows_fines_in_yuan(city):
     assert row.find_elements(By.TAG_NAME, "td")[-1].text == "200 元"
 
 
+def test_city_page_exports_the_call_out_list(city, tmp_path):
+    """导出 CSV downloads the call-out list with the page's token, through SW.download (the page had a copy of its own,
+    which never released the file's object URL)."""
+    import csv
+
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#callout tbody tr[data-number='{NUMBER}']"), "the fined number")
+    b.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    b.find_element(By.ID, "export-csv").click()
+    exported = tmp_path / "callout.csv"
+    _wait(b, lambda d: exported.is_file() and not list(tmp_path.glob("*.crdownload")), "the CSV download")
+    with exported.open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    assert [row[:3] for row in rows[1:]] == [[f'="{NUMBER}"', "fined", "已罚款"]]  # the number kept as text for Excel
+
+
 def test_city_page_shows_a_patrol_job_as_staff_read_it(city, clip, tmp_path):  # noqa: F811
     """The patrol result was the job's raw JSON (English keys and states); it is a short summary in Chinese with the
     English beside it, and a button opens the run's report. A dashcam's TS (no creation_time) goes with its start time,
