@@ -452,6 +452,10 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
     row = b.find_element(By.CSS_SELECTOR, "#results tr")
     assert "bus.jpg" in row.text and "机动车乱停放" in row.text and row.get_attribute("data-status") == "ok"
     assert "已读取 ok" in row.text  # the photo's outcome in staff's words, the code beside it
+    # on to the queue by a link (it was the text "→ /ui/queue")
+    _wait(b, lambda d: "完成 Done" in d.find_element(By.ID, "status").text, "the done message")
+    assert b.find_element(By.ID, "status").text == "完成 Done: 1 件候选案件 candidate cases → 审核队列 Review queue"
+    assert b.find_element(By.CSS_SELECTOR, "#status a").get_attribute("href") == site["base"] + "/ui/queue"
     _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "jobs").text, "the job list to show the job done")
     page = b.current_window_handle  # the job's report, opened with the token (the API serves it; a link carries none)
     b.find_element(By.ID, "job-report").click()

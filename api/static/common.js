@@ -159,10 +159,11 @@ const SW = {
       ...(s.waiting ? [`证据待上传 ${s.waiting} 份 evidence waiting for storage`] : [])];
   },
 
+  // The page's message line: `text`, a string or a list of strings and nodes (a link on to the next page).
   say(text, bad = false) {
     const box = document.getElementById("status");
     if (!box) return;
-    box.textContent = text;
+    box.replaceChildren(...[].concat(text));
     box.className = bad ? "status bad" : "status";
   },
 

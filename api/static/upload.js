@@ -29,13 +29,13 @@ function showJob(job) {
 }
 
 // What a finished job drafted: the cases the review queue shows, and the groups that got none and why (the
-// service has no evidence key: each says so), never a count of groups as if all were cases.
+// service has no evidence key: each says so), never a count of groups as if all were cases; a link on to the queue.
 function done(job) {
   const n = written(job);
   const missing = job.cases.find((c) => !c.case_id);
-  return `完成 Done: ${n} 件候选案件 candidate cases → /ui/queue` +
-    (missing ? ` · ${job.cases.length - n} 组未生成案件 groups without a case` +
-      (missing.error ? `: ${missing.error}` : "（本服务不生成案件 this service writes no cases: service.triage.cases false）") : "");
+  return [`完成 Done: ${n} 件候选案件 candidate cases → `, SW.el("a", { href: "/ui/queue" }, "审核队列 Review queue"),
+    missing ? ` · ${job.cases.length - n} 组未生成案件 groups without a case` +
+      (missing.error ? `: ${missing.error}` : "（本服务不生成案件 this service writes no cases: service.triage.cases false）") : ""];
 }
 
 async function showResults(jobId) {
