@@ -218,6 +218,81 @@ def test_an_approval_without_dispatch_and_a_rejection_at_once_leave_one_decision
             assert outcome[case_id, winner] == "done"
 
 
+def _paused_after_first_read(store: CaseStore, act, thread_name: str):
+    """Run `act` on a thread named `thread_name` that stops right after its first read of the cases table (inside its
+    transaction) until the returned `go` event is set; returns (thread, read, go, outcome)."""
+    read, go, outcome = threading.Event(), threading.Event(), {}
+
+    def pause(conn, cursor, statement, *args) -> None:
+        if threading.current_thread().name == thread_name and not read.is_set() and "FROM cases" in statement:
+            read.set()
+            go.wait()
+
+    sa.event.listen(store.engine, "after_cursor_execute", pause)
+
+    def run() -> None:
+        try:
+            outcome["case"] = act()
+        except CaseStoreError as exc:
+            outcome["refused"] = exc
+
+    return threading.Thread(target=run, name=thread_name), read, go, outcome
+
+
+def _waiting_on_a_lock(url: str) -> bool:
+    """Whether a session of the database of `url` waits for a row lock another holds."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock'")).scalar()
+    engine.dispose()
+    return n > 0
+
+
+@pytest.mark.parametrize("second", ["edit", "reject", "confirm"])
+def test_two_reviewers_acting_on_one_loaded_case_on_postgresql_one_is_refused(fresh_postgres_url, second):
+    """Two reviewers act at once on a case as both loaded it (`unchanged_since` its updated_at): on PostgreSQL the
+    check read the row without locking it, so both passed it and both writes went through (a reviewer's edit kept
+    and at once overwritten, or a case rejected over a description it never showed). The writer locks the row it
+    reads, so the second waits for the first and is refused as changed."""
+    from pipelines.cases.store import CaseChanged
+
+    store = CaseStore(fresh_postgres_url)
+    case = _with_evidence(store)
+    seen = case.updated_at
+    actions = {
+        "edit": lambda: store.revise(case.id, actor="wang", description="王：车停在人行道上", unchanged_since=seen),
+        "reject": lambda: store.review(case.id, approve=False, reviewer="wang", reason_code="duplicate", unchanged_since=seen),
+        "confirm": lambda: store.review(case.id, approve=True, reviewer="wang", target="cn-dcm", unchanged_since=seen),
+    }
+    first, read, go, first_outcome = _paused_after_first_read(
+        store, lambda: store.revise(case.id, actor="li", description="李：占用盲道", unchanged_since=seen), "reviewer-li")
+    first.start()
+    read.wait()  # li has read the case and checked it, and has not written yet
+    second_outcome: dict = {}
+
+    def act() -> None:
+        try:
+            second_outcome["case"] = actions[second]()
+        except CaseStoreError as exc:
+            second_outcome["refused"] = exc
+
+    rival = threading.Thread(target=act)
+    rival.start()
+    while rival.is_alive() and not _waiting_on_a_lock(fresh_postgres_url):
+        rival.join(0.05)
+    go.set()
+    first.join()
+    rival.join()
+    store.close()
+    assert "case" in first_outcome and first_outcome["case"].description == "李：占用盲道"
+    assert isinstance(second_outcome.get("refused"), CaseChanged), second_outcome
+    after = CaseStore(fresh_postgres_url)
+    final = after.get(case.id)
+    after.close()
+    assert (final.state, final.description, final.reviewer) == (CaseState.CANDIDATE, "李：占用盲道", None)
+
+
 def _schema_differences(url: str) -> list:
     """What Alembic's autogenerate would change to make the database match the current tables."""
     from alembic.autogenerate import compare_metadata

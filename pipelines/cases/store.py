@@ -601,7 +601,7 @@ class CaseStore:
         if clear_coordinates and point is not None:
             raise PlaceError("lat: 经纬度不能既清除又填写 — give coordinates or clear them, not both")
         with self._writer.begin() as conn:
-            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+            case = self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
             details = dict(case.details or {})
             revisions = list(details.get("revisions", []))
             values: dict[str, Any] = {}
@@ -660,7 +660,7 @@ class CaseStore:
         if unknown:
             raise CaseStoreError(f"case {case_id}: cannot update {', '.join(sorted(unknown))}")
         with self._writer.begin() as conn:
-            self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+            self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
             conn.execute(cases.update().where(cases.c.id == case_id).values(updated_at=datetime.now(UTC), **values))
             return self._get(conn, case_id)
 
@@ -671,7 +671,7 @@ class CaseStore:
         while the case is in that state, checked in the same transaction (CaseStoreError otherwise): a machine
         withdrawing a candidate it looked up a moment ago must not reject what a reviewer queued since."""
         with self._writer.begin() as conn:
-            if only_from is not None and (current := self._get(conn, case_id).state) is not only_from:
+            if only_from is not None and (current := self._lock(conn, case_id).state) is not only_from:
                 raise CaseStoreError(f"case {case_id} is {current.value} now, not {only_from.value}: left as it is")
             return self._transition(conn, case_id, CaseState(to), actor, reason, details or {}, now, values)
 
@@ -691,7 +691,7 @@ class CaseStore:
         if not approve:  # the case's reason is the reviewer's (not a delivery's retry it waited on before)
             why = note or reason_code or "rejected in review"
             with self._writer.begin() as conn:
-                self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+                self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
                 return self._transition(conn, case_id, CaseState.REJECTED, reviewer, why, {}, now, {**review, "reason": why})
         if target is None:
             raise CaseStoreError(f"case {case_id}: approving needs the dispatch target to queue it for")
@@ -706,7 +706,7 @@ class CaseStore:
         nothing done. `unchanged_since`: see `check_unchanged`."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
-            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+            case = self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
             self._approvable(case)
             done = conn.execute(cases.update().where(cases.c.id == case_id, cases.c.state == CaseState.CANDIDATE.value,
                                                      cases.c.review_decision.is_(None))
@@ -736,7 +736,7 @@ class CaseStore:
         so it is delivered once."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
-            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+            case = self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
             if case.evidence_ref is None:
                 raise CaseStoreError(f"case {case_id}: cannot queue before its evidence is stored"
                                      + (f" (waiting: {case.reason})" if case.reason else ""))
@@ -759,7 +759,7 @@ class CaseStore:
         allows, checked in the same transaction (NotReopenable naming why). `unchanged_since`: see `check_unchanged`."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
-            case = self._check_unchanged(conn, self._get(conn, case_id), unchanged_since)
+            case = self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
             refusal = self._reopen_refusal(conn, case, within, now)
             if refusal is not None:
                 raise NotReopenable(refusal)
@@ -835,7 +835,7 @@ class CaseStore:
         """A status from the dispatch system (poll or webhook). Repeats are no-ops, so a webhook
         delivered twice or a poll that sees the same status again changes nothing."""
         with self._writer.begin() as conn:
-            case = self._get(conn, case_id)
+            case = self._lock(conn, case_id)
             if case.state is CaseState(to):
                 return case
             return self._transition(conn, case_id, CaseState(to), actor, reason, details or {}, now, {})
@@ -931,7 +931,7 @@ class CaseStore:
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
                 status=OutboxStatus.DELIVERED, remote_ref=remote_ref, delivered_at=now, lease_until=None, lease_owner=None,
                 in_doubt_since=None, attempts=outbox.c.attempts + (0 if found else 1), last_error=None))
-            case = self._get(conn, entry.case_id)
+            case = self._lock(conn, entry.case_id)
             facts = {"dispatch_target": entry.target, "dispatch_ref": remote_ref, "reason": None}
             why = (f"found on {entry.target} as {remote_ref} (an earlier attempt had reached it)" if found
                    else f"delivered as {remote_ref}")
@@ -1063,6 +1063,15 @@ class CaseStore:
             raise CaseNotFound(case_id)
         return _row_to(Case, row)
 
+    def _lock(self, conn: Connection, case_id: str) -> Case:
+        """The case, its row held until the writing transaction ends (FOR UPDATE; SQLite's BEGIN IMMEDIATE holds the
+        whole file already). A writer checks what it read (`check_unchanged`, the state it moves from) and then writes:
+        on PostgreSQL an unlocked read let two reviewers both pass the check on one case and both write."""
+        row = conn.execute(sa.select(cases).where(cases.c.id == case_id).with_for_update()).first()
+        if row is None:
+            raise CaseNotFound(case_id)
+        return _row_to(Case, row)
+
     def _check_unchanged(self, conn: Connection, case: Case, seen: datetime | None) -> Case:
         """`case` if it is as the client loaded it: `seen` is its `updated_at` then (None: no check). Otherwise
         CaseChanged naming when it changed, who last acted on it and its state now, so a page left open
@@ -1093,7 +1102,7 @@ class CaseStore:
     def _transition(self, conn: Connection, case_id: str, to: CaseState, actor: str, reason: str | None,
                     details: dict[str, Any], now: datetime | None, values: dict[str, Any], *, reopening: bool = False) -> Case:
         now = now or datetime.now(UTC)
-        current = self._get(conn, case_id).state
+        current = self._lock(conn, case_id).state
         check_transition(case_id, current, to, reopening=reopening)
         result = conn.execute(cases.update().where(cases.c.id == case_id, cases.c.state == current.value)
                               .values(state=to.value, updated_at=now, **values))
