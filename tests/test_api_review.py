@@ -514,3 +514,32 @@ def test_evidence_and_api_answers_are_not_kept_by_browsers(service, bus_event):
         assert answer.status_code == 200, answer.url
         assert answer.headers["cache-control"] == "no-store", answer.url
         assert answer.headers["x-content-type-options"] == "nosniff", answer.url
+
+
+def test_an_edit_overwriting_another_at_once_is_audited_with_what_it_overwrote_on_postgresql(tmp_path, monkeypatch,
+                                                                                              bus_event, fresh_postgres_url):
+    """Two reviewers edit one case's description at once, without `expected_updated_at` (the last write wins): the
+    audit log's `from` was the case as the route read it before the store's transaction, so the second edit was
+    audited as changing the description from nothing, and the text it overwrote was in no audit record. It is what
+    the store replaced, as the case's own revisions say."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, cases_url=fresh_postgres_url))
+    [a] = draft_cases(app, bus_event, [{}])
+    li = app.state.ctx.accounts.add("李四", "reviewer")[1]
+    store, revise = app.state.ctx.store, app.state.ctx.store.revise
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def first_li_then(*args, **kw):  # 王芳's request has read the case; 李四's edit lands before hers is written
+            if kw["actor"] == "reviewer-user":
+                other = threading.Thread(target=lambda: client.patch(f"/api/v1/cases/{a}", headers=auth(li),
+                                                                     json={"description": "李四：三轮车占道"}))
+                other.start()
+                other.join()
+            return revise(*args, **kw)
+
+        monkeypatch.setattr(store, "revise", first_li_then)
+        done = client.patch(f"/api/v1/cases/{a}", headers=auth(tokens["reviewer"]), json={"description": "王芳：摊位两处"})
+        assert done.status_code == 200 and done.json()["description"] == "王芳：摊位两处"
+        audit = client.get(f"/api/v1/cases/{a}/audit", headers=auth(tokens["reviewer"])).json()  # newest first
+    assert [(r["actor"], r["details"]["description"]) for r in audit] == [
+        ("reviewer-user", {"from": "李四：三轮车占道", "to": "王芳：摊位两处"}), ("李四", {"from": None, "to": "李四：三轮车占道"})]
+    assert [(r["by"], r["from"]) for r in store.get(a).details["revisions"]] == [("李四", None), ("reviewer-user", "李四：三轮车占道")]

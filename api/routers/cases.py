@@ -21,7 +21,7 @@ from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Case, CaseQuery, severity_of
+from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Case, CaseQuery
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
@@ -412,8 +412,15 @@ def upload_grid(ctx: AppContext) -> GridCells | None:
     return _GRID["cells"]
 
 
-EDITED = (("type", "violation_type"), ("description", "description"), ("address", "address"), ("lat", "lat"), ("lon", "lon"),
-          ("grid_cell", "grid_cell"))  # what the audit log records of an edit: its name there, the case's field
+AUDIT_NAMES = {"violation_type": "type"}  # a revised field the audit log names otherwise (the others by their own name)
+
+
+def edit_changes(case: Case, actor: str, at: datetime) -> dict[str, dict[str, Any]]:
+    """What the edit of `actor` at `at` changed, as the store's transaction recorded it in the case's revisions (field,
+    from, to): read before that transaction, the case missed an edit another reviewer wrote in between, and the audit
+    log said the text it overwrote was never there."""
+    return {AUDIT_NAMES.get(r["field"], r["field"]): {"from": r["from"], "to": r["to"]}
+            for r in (case.details or {}).get("revisions", []) if r["by"] == actor and r["at"] == at.isoformat()}
 
 
 @router.patch("/cases/{case_id}", summary="Change the type, description or place (before dispatch), set tags or severity",
@@ -424,19 +431,13 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
         raise Problem(422, "nothing to change: give `type`, `description`, `address`, `lat`/`lon`, `tags` and/or `severity`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
-    before = ctx.store.get(case_id)
+    ctx.store.get(case_id)  # an unknown case is 404 before an unusable grid's 503
     grid = upload_grid(ctx) if body.lat is not None or clear or body.type is not None else None  # a cell's grade
+    now = datetime.now(UTC)
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
                             severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
-                            clear_coordinates=clear, taxonomy=ctx.taxonomy, unchanged_since=body.expected_updated_at)
-    changes = {k: {"from": getattr(before, c), "to": getattr(case, c)} for k, c in EDITED if getattr(before, c) != getattr(case, c)}
-    old_tags, new_tags = (before.details or {}).get("tags") or [], (case.details or {}).get("tags") or []
-    if old_tags != new_tags:
-        changes["tags"] = {"from": old_tags, "to": new_tags}
-    old_severity, new_severity = severity_of(before.details), severity_of(case.details)
-    if old_severity != new_severity:
-        changes["severity"] = {"from": old_severity.value, "to": new_severity.value}
-    if changes:
+                            clear_coordinates=clear, taxonomy=ctx.taxonomy, now=now, unchanged_since=body.expected_updated_at)
+    if changes := edit_changes(case, who.name, now):
         ctx.accounts.audit(who, "edit", case.id, changes)
         ctx.metrics.reviews.labels("edit").inc()
     return case_json(case, ctx)
