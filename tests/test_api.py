@@ -338,3 +338,39 @@ def test_no_body_is_read_unbounded_before_the_token_is_checked(service):
     answer = client.request("PATCH", "/api/v1/cases/SW20250314-000000000000", json={"description": "x" * 100},
                             headers=auth(tokens["reviewer"]))
     assert answer.status_code == 404, answer.text
+
+
+def test_liveness_answers_while_every_worker_thread_is_busy_on_postgresql(tmp_path, monkeypatch, fresh_postgres_url):
+    """/healthz ran on the worker threads that serve the case routes, so under a burst of case lists and exports (120
+    at once took every one of them for seconds) it waited its turn and a liveness probe read a busy service as dead,
+    restarting it mid-review. It answers from the event loop: here while the only worker thread is held by a case
+    list."""
+    import threading
+
+    import anyio.to_thread
+    from fastapi.testclient import TestClient
+
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path, cases_url=fresh_postgres_url))
+    store = app.state.ctx.store
+    search, held, answered, order = store.search, threading.Event(), threading.Event(), []
+
+    def held_search(query):
+        held.set()
+        answered.wait(60)  # only a bound: the order below is what the test reads
+        order.append("case list")
+        return search(query)
+
+    monkeypatch.setattr(store, "search", held_search)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.portal.call(lambda: setattr(anyio.to_thread.current_default_thread_limiter(), "total_tokens", 1))
+        busy = threading.Thread(target=lambda: client.get("/api/v1/cases", headers=auth(tokens["reviewer"])))
+        busy.start()
+        held.wait()
+        alive = client.get("/healthz")
+        order.append("healthz")
+        answered.set()
+        busy.join()
+    assert alive.json() == {"status": "ok"} and order == ["healthz", "case list"]

@@ -25,7 +25,9 @@ class Readiness(BaseModel):
 
 
 @router.get("/healthz", summary="Liveness: the process answers", response_model=Liveness)
-def healthz() -> Liveness:
+async def healthz() -> Liveness:
+    """On the event loop, not a worker thread: busy with a burst of case lists and exports, those would keep a liveness
+    probe waiting and the service would be restarted as dead."""
     return Liveness(status="ok")
 
 
