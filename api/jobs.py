@@ -82,8 +82,10 @@ class RecordCount:
         return len(self.sources)
 
     def finish(self) -> None:
-        """The job is over (its journal closed): keep the count only."""
-        self.finished, self.sources = len(self.sources), set()
+        """The job is over (its journal closed): keep the count only. Every later poll of the job finishes it again: its
+        count stays (taken again from the names let go, it read 0 from the job's third poll on)."""
+        if self.finished is None:
+            self.finished, self.sources = len(self.sources), set()
 
 
 class RecordCounts:

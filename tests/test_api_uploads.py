@@ -57,6 +57,8 @@ def test_upload_photos_and_a_zip_runs_the_triage_pipeline(uploads, bus_jpg, zida
     job = wait_job(client, job["id"], inspector)
     assert job["state"] == "done", job
     assert job["progress"] == {"done": 4, "total": 4, "phase": "done"}
+    for _ in range(3):  # polled again (the upload page's list, an inspector's reload): a finished job said 0 of 4 done
+        assert client.get(f"/api/v1/triage/jobs/{job['id']}", headers=inspector).json()["progress"]["done"] == 4
     assert job["summary"]["readable"] == 2 and job["summary"]["errors"] == 1 and job["summary"]["duplicates"] == 1
     results = {r["source"]: r for r in client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()}
     assert set(results) == {"街道 bus.jpg", "phone-export.zip!day1/zidane.jpg", "phone-export.zip!day1/bus-again.jpg",
