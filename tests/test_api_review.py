@@ -543,3 +543,36 @@ def test_an_edit_overwriting_another_at_once_is_audited_with_what_it_overwrote_o
     assert [(r["actor"], r["details"]["description"]) for r in audit] == [
         ("reviewer-user", {"from": "李四：三轮车占道", "to": "王芳：摊位两处"}), ("李四", {"from": None, "to": "李四：三轮车占道"})]
     assert [(r["by"], r["from"]) for r in store.get(a).details["revisions"]] == [("李四", None), ("reviewer-user", "李四：三轮车占道")]
+
+
+def test_a_reopening_is_audited_with_the_rejection_it_undid_not_an_earlier_one(service, bus_event, monkeypatch):
+    """The reopen route read the case, then reopened it, and audited whose rejection it undid from that read:
+    when 李四 reopened the case and 张伟 rejected it again in between (a 'duplicate' becoming 'not a violation'), the first
+    reviewer's audit record named their own earlier rejection while the reopening undid 张伟's. It names the one undone."""
+    app, client, tokens, _ = service
+    store, accounts = app.state.ctx.store, app.state.ctx.accounts
+    [a] = draft_cases(app, bus_event, [{}])
+    wang, li, zhang = auth(tokens["reviewer"]), auth(accounts.add("李四", "reviewer")[1]), auth(accounts.add("张伟", "reviewer")[1])
+    assert client.post(f"/api/v1/cases/{a}/reject", headers=wang, json={"reason": "duplicate"}).status_code == 200
+
+    def others_act():
+        assert client.post(f"/api/v1/cases/{a}/reopen", headers=li, json={"note": "再看看"}).status_code == 200
+        assert client.post(f"/api/v1/cases/{a}/reject", headers=zhang,
+                           json={"reason": "not_a_violation", "note": "非违法"}).status_code == 200
+
+    rival = threading.Thread(target=others_act)
+    reopen = store.reopen
+
+    def others_act_first(case_id: str, **kw):
+        if case_id == a and threading.current_thread() is not rival and not rival.ident:  # 王芳's request is under way
+            rival.start()
+            rival.join()
+        return reopen(case_id, **kw)
+
+    monkeypatch.setattr(store, "reopen", others_act_first)
+    assert client.post(f"/api/v1/cases/{a}/reopen", headers=wang, json={"note": "误点驳回"}).status_code == 200
+    assert rival.ident
+    audits = [r for r in client.get(f"/api/v1/cases/{a}/audit", headers=wang).json() if r["action"] == "reopen"]
+    mine = [r for r in audits if r["details"]["note"] == "误点驳回"]
+    assert [(r["details"]["rejected_by"], r["details"]["review_reason"], r["details"]["review_note"]) for r in mine] == [
+        ("张伟", "not_a_violation", "非违法")]

@@ -385,11 +385,13 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
 def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     if not body.note.strip():
         raise Problem(422, "note: 请填写重新打开的原因 — give why the rejection is undone", slug="validation-error")
-    before = ctx.store.get(case_id)
     case = ctx.store.reopen(case_id, actor=who.name, note=body.note, within=_reopen_window(ctx),
                             unchanged_since=body.expected_updated_at)
-    ctx.accounts.audit(who, "reopen", case.id, {"note": body.note, "rejected_by": before.reviewer,
-                                                "review_reason": before.review_reason, "review_note": before.review_note})
+    # whose rejection this undid, as the reopening recorded it in its transaction (a copy read before it may hold an
+    # earlier rejection, undone and made again by others in between)
+    undone = next(h.details["reopened"] for h in reversed(ctx.store.history(case.id)) if "reopened" in h.details)
+    ctx.accounts.audit(who, "reopen", case.id, {"note": body.note, "rejected_by": undone["rejected_by"],
+                                                "review_reason": undone["review_reason"], "review_note": undone["review_note"]})
     ctx.metrics.reviews.labels("reopen").inc()
     return case_json(case, ctx)
 
