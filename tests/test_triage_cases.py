@@ -267,18 +267,7 @@ def test_a_resume_stopped_part_way_leaves_the_replaced_photo_for_the_next_to_wit
             super().process(*args, **kwargs)
             raise TriageInterrupted()
 
-    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
-    day = tmp_path / "photos"
-    phone_photo(bus_jpg, day / "a.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
-    config = tmp_path / "streetwatch.json"
-    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
-                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
-    deployment = load_model(Settings, config)
-    settings = TriageSettings(out=tmp_path / "out", cases=True, verifier="none", ocr="off")
-    [ref] = run_triage([day], settings, detector=onnx_detector, deployment=deployment, show_progress=False).refs
-
-    shutil.copy(zidane_jpg, day / "a.jpg")
-    resumed = settings.model_copy(update={"resume": True})
+    resumed, deployment, _, day, ref = _one_case_then_replaced(tmp_path, bus_jpg, zidane_jpg, onnx_detector, monkeypatch)
     with pytest.raises(TriageInterrupted):
         run_triage([day], resumed, detector=onnx_detector, deployment=deployment, show_progress=False, photos=StoppedAfterThePass())
     assert len((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()) == 2  # both, for the next
