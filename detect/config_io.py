@@ -229,11 +229,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def replaced_atomically(path: str | Path) -> Iterator[Path]:
     """A temporary file beside `path` (same folder, so the rename cannot cross disks) to write, renamed onto `path`
     when the block ends and removed when it fails: a file written for minutes (a city's case export) is there
-    whole or not at all, and a failed write leaves the file it was to replace as it was."""
+    whole or not at all, and a failed write leaves the file it was to replace as it was. An OSError naming the
+    temporary file (a folder that cannot hold files, `path` a folder) is raised naming `path`, the file the user
+    gave: the hidden name is nothing they can find or change."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename not in (tmp, str(tmp)):
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -305,6 +308,25 @@ def test_a_cases_export_that_fails_half_way_leaves_the_earlier_file_and_no_half_
     done = _run("cases", "export", "--out", str(out), "--config", _settings(city))
     assert done.exit_code != 0 and "disk I/O error" in str(done.exception)
     assert out.read_bytes() == b"yesterday's export" and [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def _cli(*args: str, **popen) -> subprocess.CompletedProcess:
+    """The console script in its own process, as an operator or cron runs it (its own exit code and stderr)."""
+    return subprocess.run([sys.executable, "-m", "streetwatch.cli", *args], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300, **popen)
+
+
+def test_an_export_that_cannot_be_written_names_the_out_path_not_its_temporary_file(city, tmp_path):
+    """`cases export --out /proc/x.csv` said `/proc/.x.csv.7078.tmp: No such file or directory`, a hidden name the
+    user never gave; the error names --out."""
+    folder = tmp_path / "cases.csv"  # a folder where the file is to go: the rename onto it fails
+    folder.mkdir()
+    done = _cli("cases", "export", "--out", str(folder), "--config", _settings(city))
+    assert done.returncode == 2 and done.stderr.strip() == f"error: {folder}: Is a directory", done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["cases.csv"]
+    if Path("/proc/self").is_dir():  # a folder no file can be made in
+        done = _cli("cases", "export", "--out", "/proc/x.csv", "--config", _settings(city))
+        assert done.returncode == 2 and done.stderr.strip() == "error: /proc/x.csv: No such file or directory", done.stderr
 
 
 def test_cases_export_since_a_local_day(city):
