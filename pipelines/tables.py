@@ -19,7 +19,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from detect.config_io import ConfigError
+from detect.config_io import ConfigError, replaced_atomically
 from detect.phones import find_phones
 
 log = logging.getLogger(__name__)
@@ -375,9 +375,11 @@ def _merged_values(sheet, rows: list[Sequence[Any]], cells: int, name: str) -> l
 
 def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:
     """UTF-8 with a BOM, so Excel opens Chinese text correctly; text a spreadsheet would take for a formula is written
-    as text (`csv_cell`). The folder is made when missing."""
+    as text (`csv_cell`). The folder is made when missing. Written beside `path` and renamed onto it
+    (`replaced_atomically`): a list another system picks up (the call-out list) is never there half written after a
+    Ctrl-C or a full disk, and one being read as it is replaced is read whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+    with replaced_atomically(path) as tmp, tmp.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow([csv_cell(h) for h in header])
         writer.writerows([[csv_cell(_cell(v)) for v in r] for r in rows])
@@ -385,6 +387,7 @@ def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:
 
 
 def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[Any]]) -> Path:
+    """One sheet of `header` and `rows`, written whole or not at all as `write_csv`."""
     from openpyxl import Workbook
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,7 +397,8 @@ def write_xlsx(path: Path, sheet: str, header: list[str], rows: Iterable[list[An
     append_text_row(ws, header)
     for r in rows:
         append_text_row(ws, [_cell(v) for v in r])
-    book.save(path)
+    with replaced_atomically(path) as tmp:
+        book.save(tmp)
     return path
 
 

@@ -472,3 +472,38 @@ def test_the_usage_lines_of_the_analytics_doc_name_every_option():
         missing += [f"{name}: {p.opts[0]}" for p in command.params
                     if p.opts[0] != "--config" and not documented & {*p.opts, *p.secondary_opts}]
     assert sorted(lines) == ["cases export", "report", "score"] and missing == []
+
+
+def test_outputs_others_pick_up_are_replaced_whole_never_rewritten_in_place(city, tmp_path):
+    """The call-out list (the file the call-out system picks up), the score sheets and the report files were written
+    in place: a Ctrl-C or a full disk half way left a truncated file that looked complete, and a reader that had the
+    earlier file open read the new one half written. Each is written beside its name and renamed onto it: a reader of
+    the earlier file reads it whole to the end, the new file is whole, and nothing else is left in the folder."""
+    settings = _settings(city)
+    report_dir, score_dir, list_dir = tmp_path / "report", tmp_path / "scores", tmp_path / "lists"
+    outputs = [list_dir / "calls.csv", list_dir / "calls.xlsx", score_dir / "scores-2026-11-squad.xlsx",
+               score_dir / "scores-2026-11-squad.json", *(report_dir / name for name in ("report.pdf", "report.html",
+                                                                                       "report.xlsx", "report.json"))]
+    for path in outputs:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"yesterday's " + path.name.encode() + b"\n" * 100_000)
+    readers = [path.open("rb") for path in outputs]  # a pick-up under way
+    try:
+        for args in (["callout", "export", str(list_dir / "calls.csv")], ["callout", "export", str(list_dir / "calls.xlsx")],
+                     ["score", "--period", "2026-11", "--by", "squad", "--out", str(score_dir)],
+                     ["report", "--period", "month", "--date", "2026-11-15", "--out", str(report_dir)]):
+            done = _cli(*args, "--config", settings)
+            assert done.returncode == 0, done.stderr
+        for path, reader in zip(outputs, readers):
+            assert reader.read() == b"yesterday's " + path.name.encode() + b"\n" * 100_000, path
+            assert not path.read_bytes().startswith(b"yesterday's"), path
+    finally:
+        for reader in readers:
+            reader.close()
+    listed = list(csv.reader(io.StringIO((list_dir / "calls.csv").read_text(encoding="utf-8-sig"))))
+    assert len(listed) > 1 and load_workbook(list_dir / "calls.xlsx")["追呼清单"].max_row == len(listed)
+    for folder, names in ((list_dir, ["calls.csv", "calls.xlsx"]), (score_dir, ["scores-2026-11-squad.json", "scores-2026-11-squad.xlsx"]),
+                          (report_dir, ["report.html", "report.json", "report.pdf", "report.xlsx"])):
+        assert sorted(p.name for p in folder.iterdir()) == names
+    assert json.loads((score_dir / "scores-2026-11-squad.json").read_text(encoding="utf-8"))
+    assert len(PdfReader(report_dir / "report.pdf").pages) == len(PAGES)

@@ -25,6 +25,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
+from detect.config_io import replaced_atomically, write_text_atomic
 from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics import charts
 from pipelines.analytics.casedata import CaseFact, CaseFilter, Handling, handling_times, load_cases
@@ -280,20 +281,23 @@ def _html(r: Report, svgs: list[tuple[str, str, str]]) -> str:
 
 
 def write_report(r: Report, out: str | Path) -> dict[str, Path]:
-    """Write the four files into `out`; returns them by name."""
+    """Write the four files into `out`; returns them by name. Each is written beside its name and renamed onto it
+    (`replaced_atomically`), so a run stopped half way (Ctrl-C, a full disk) leaves no truncated file that the
+    service lists as a report, and a file written earlier as it was."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in FILES}
     with charts.style(r.font):
         figures = _figures(r)
-        with PdfPages(files["report.pdf"], metadata={"Title": r.title, "Subject": f"streetwatch {r.period.kind} report"}) as pdf:
+        with replaced_atomically(files["report.pdf"]) as tmp, \
+                PdfPages(tmp, metadata={"Title": r.title, "Subject": f"streetwatch {r.period.kind} report"}) as pdf:
             for _, _, fig in figures:
                 pdf.savefig(fig)
         svgs = [(k, title, charts.svg(fig)) for k, title, fig in figures]
-    files["report.html"].write_text(_html(r, svgs), encoding="utf-8")
+    write_text_atomic(files["report.html"], _html(r, svgs))
     write_xlsx(files["report.xlsx"], list(r.tables.values()) + [Table("about", "说明 About", ["项目 field", "值 value"],
                                                                     [[k, json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v]
                                                                      for k, v in r.meta().items()])])
     data = {**r.meta(), "tables": {k: {"title": t.title, "columns": t.columns, "rows": t.rows} for k, t in r.tables.items()}}
-    files["report.json"].write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    write_text_atomic(files["report.json"], json.dumps(data, ensure_ascii=False, indent=1, default=str))
     return files

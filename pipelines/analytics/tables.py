@@ -22,6 +22,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
+from detect.config_io import replaced_atomically
 from pipelines.tables import EXCEL_CELL_CHARS, append_text_row, csv_cell
 
 _BAD_SHEET_CHARS = str.maketrans({c: "_" for c in "[]:*?/\\"})
@@ -112,8 +113,12 @@ def write_xlsx_rows(path: Path, table: Table, rows: Iterable[list[Any]]) -> Path
 
 
 def write_xlsx(path: Path, tables: list[Table]) -> Path:
+    """`tables` as one workbook at `path`, written beside it and renamed onto it (`replaced_atomically`): a score sheet
+    or report stopped half way (Ctrl-C, a full disk) leaves no truncated file and an earlier one as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    workbook(tables).save(path)
+    book = workbook(tables)
+    with replaced_atomically(path) as tmp:
+        book.save(tmp)
     return path
 
 

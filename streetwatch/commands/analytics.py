@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         config: SettingsOpt = None,
     ) -> None:
         """Score an assessment sheet for a period: score per unit, deductions per item and the cases behind each."""
-        from detect.config_io import ConfigError
+        from detect.config_io import ConfigError, write_text_atomic
         from pipelines.analytics.periods import PeriodError, parse_period
         from pipelines.analytics.places import UNITS
         from pipelines.analytics.scoring import score_store, score_tables
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"scores-{when.label}-{by}"
         write_xlsx(stem.with_suffix(".xlsx"), score_tables(table))
-        stem.with_suffix(".json").write_text(json.dumps(table.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+        write_text_atomic(stem.with_suffix(".json"), json.dumps(table.to_json(), ensure_ascii=False, indent=1))
         typer.echo(f"wrote {stem}.xlsx and {stem}.json")
 
     @app.command("report")
