@@ -7,7 +7,7 @@ import importlib
 import typer
 
 from detect.runtime_env import prepare_ultralytics_env
-from streetwatch.commands.common import print_error
+from streetwatch.commands.common import interrupted_code, print_error, stop_like_ctrl_c
 
 # The single list of command modules (streetwatch/commands/<name>.py, each with `register(app)`).
 COMMAND_MODULES = [
@@ -43,16 +43,34 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"streetwatch.commands.{_name}").register(app)
 
 
+#: Said when a command without a Ctrl-C handler of its own is stopped (what it writes whole is never left half written).
+INTERRUPTED = ("interrupted (已中断) before the end: what it printed above was done; a file it writes whole (an export, "
+               "the call-out list, a score sheet, a report, a dataset version) is left as it was before the run")
+
+
 def main() -> None:
     prepare_ultralytics_env()
+    stop_like_ctrl_c()
     try:
         app()
+    except SystemExit as exc:
+        if not _unhandled_interrupt(exc):
+            raise
+        print_error(INTERRUPTED)
+        raise SystemExit(interrupted_code()) from None
     except Exception as exc:
         message = _user_error(exc)
         if message is None:  # a real fault: keep its traceback
             raise
         print_error(message)
         raise SystemExit(2) from None
+
+
+def _unhandled_interrupt(exc: SystemExit) -> bool:
+    """Whether the command was stopped by Ctrl-C or SIGTERM that it did not handle itself: Typer turns such a
+    KeyboardInterrupt into exit 130 without a word (`raise Exit(130) from` it), while a command that handles it
+    (triage) says what was kept and exits through `fail`, its Exit caused by nothing."""
+    return isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt)
 
 
 def _user_error(exc: Exception) -> str | None:

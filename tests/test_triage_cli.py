@@ -470,3 +470,43 @@ def test_resume_reads_only_the_photos_whose_size_or_time_changed(tmp_path, bus_j
     assert len(lines) == 4 and all(judged[n] in lines for n in ("unchanged.jpg", "touched.jpg", "old_record.jpg"))
     assert records["replaced.jpg"]["sha256"] == hashlib.sha256(bus_jpg.read_bytes()).hexdigest()
     assert records["replaced.jpg"]["file_size"] == bus_jpg.stat().st_size
+
+
+def test_sigterm_stops_triage_as_ctrl_c_does_and_says_to_resume(tmp_path, real_sample_dir):
+    """SIGTERM (systemd stopping the unit, `timeout`) killed triage at once: exit 143 and not a word, when the docs
+    said 130 when interrupted and Ctrl-C says what was recorded and to continue with --resume. It stops the run as
+    Ctrl-C does, says the same, and exits 143 (a shell's code for SIGTERM, 130 staying Ctrl-C's)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:40]:
+        shutil.copy(src, photos / src.name)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli(str(photos), "--out", str(out), "--workers", "1", "--no-progress"), cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while len(_lines(out / "results.jsonl")) < 3 and proc.poll() is None:
+        time.sleep(0.01)
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert running, "the run finished (or failed) before it could be stopped"
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    assert f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; run the same command with --resume" in stderr
+    recorded = _lines(out / "results.jsonl")
+    assert all(line.endswith("\n") for line in recorded) and len(recorded) < 40
+
+
+def test_ctrl_c_or_sigterm_in_a_command_without_its_own_handler_says_so(tmp_path):
+    """Ctrl-C in detect (verifier eval, data import, cases export...) exited 130 without a word, a stopped run looking
+    like a failure nobody explained; one line says it was interrupted and what is left, exit 130 (143 for SIGTERM)."""
+    from streetwatch.cli import INTERRUPTED
+    from tests.conftest import SHARED
+
+    photos = SHARED / "datasets" / "street-scenes" / "images" / "cn2"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, "-m", "streetwatch.cli", "detect", str(photos), "--batch", "1", "--verifier", "none"],
+                                cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()  # one image done: the command is under way
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=300)
+        assert " detections" in first and proc.returncode == 128 + sig, (sig, stderr)
+        assert stderr.splitlines()[-1] == f"error: {INTERRUPTED}" and "Traceback" not in stderr

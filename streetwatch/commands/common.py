@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -40,6 +41,29 @@ def judgement_or_fail(verifier: str | None, taxonomy=None):
         return load_judgement(verifier, taxonomy or load_taxonomy())
     except VerifierError as exc:
         fail(str(exc))
+
+
+#: The signal that stopped the command (`stop_like_ctrl_c`): SIGINT until another is received.
+_STOPPED_BY = {"signal": signal.SIGINT}
+
+
+def stop_like_ctrl_c() -> None:
+    """Make SIGTERM (systemd stopping a unit, `timeout`, `kill`) stop a command as Ctrl-C does: a KeyboardInterrupt
+    where the command is, so what it does on Ctrl-C (triage's journal and its --resume line, a dataset version's
+    hidden folder removed, an atomic write's temporary file removed) runs on SIGTERM too, instead of Python dying
+    at once. Which signal it was is kept for `interrupted_code`. Commands that handle the signals themselves (watch,
+    dispatch run, serve) replace these handlers."""
+    def stopped(signum: int, _frame) -> None:
+        _STOPPED_BY["signal"] = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stopped)
+
+
+def interrupted_code() -> int:
+    """The exit code of a command stopped by a signal, as a shell reports one: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + _STOPPED_BY["signal"]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

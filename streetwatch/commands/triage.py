@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streetwatch.commands.common import ModelOpt, RayOpt, SettingsOpt, fail, say_spool, settings_or_fail, setup_logging
+from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, interrupted_code, say_spool, settings_or_fail,
+                                         setup_logging)
 
 if TYPE_CHECKING:
     from pipelines.triage.cases import Withdrawals
@@ -49,7 +50,8 @@ def triage(
     apply when neither says otherwise.
     With --ray the photos are read, decoded and seen by tasks and actors of a Ray cluster (docs/scale-out.md);
     the results are the same.
-    Exit code: 1 only when no photo at all could be read; 130 when interrupted (continue with --resume).
+    Exit code: 1 only when no photo at all could be read; 130 when interrupted by Ctrl-C, 143 by SIGTERM (systemd's
+    stop, `timeout`), each after recording what was finished (continue with --resume).
     """
     setup_logging()
     from pydantic import ValidationError
@@ -84,7 +86,7 @@ def triage(
         fail(str(exc))
     except TriageInterrupted:
         fail(f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; "
-             f"run the same command with --resume to continue", code=130)
+             f"run the same command with --resume to continue", code=interrupted_code())
     s, t = result.stats, result.tally
     typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
