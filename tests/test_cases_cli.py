@@ -244,6 +244,21 @@ def test_a_call_out_import_that_applies_no_row_exits_non_zero(deployment, tmp_pa
     assert "13800138000 不在追呼清单上" in run.stderr and "第 3 行「状态」" in run.stderr
 
 
+def test_a_call_out_import_of_a_file_not_there_is_the_usual_one_line(deployment, tmp_path):
+    """`callout import` of a missing file printed Python's `[Errno 2] No such file or directory: '…'`, where
+    `shops import` and every other command say `PATH: reason`."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    missing = tmp_path / "results.csv"
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "callout", "import", str(missing)], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip() == f"error: {missing}: No such file or directory", run.stderr
+
+
 def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_where_it_goes(tmp_path):
     """The settings file keeps no secret, yet nothing said where the case store's password goes: a server asking for
     one refused `fe_sendauth: no password supplied`, and the hint named no place for it. libpq reads $PGPASSWORD

@@ -108,10 +108,7 @@ def shops_import(
     from pipelines.shops import ShopRegister
 
     _, store = _store(config, create=True)
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        fail(f"{file}: {exc.strerror}")
+    data = _read_or_fail(file)
     try:
         report = ShopRegister(store.engine).import_file(data, file.name)
     except ConfigError as exc:
@@ -133,6 +130,14 @@ def shops_list(config: SettingsOpt = None) -> None:
     _, store = _store(config)
     for shop in ShopRegister(store.engine).list():
         typer.echo(json.dumps(shop.model_dump(exclude_none=True), ensure_ascii=False))
+
+
+def _read_or_fail(file: Path) -> bytes:
+    """The bytes of a file to import, or the one `PATH: reason` line (not Python's `[Errno 2] ...: 'PATH'`)."""
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        fail(f"{file}: {exc.strerror or exc}")
 
 
 def _calls(config: Path | None):
@@ -180,10 +185,11 @@ def callout_import(
     from detect.config_io import ConfigError
 
     calls = _calls(config)
+    data = _read_or_fail(file)  # before the list is brought up to date: a file not there changes nothing
     calls.sync()
     try:
-        report = calls.import_results(file.read_bytes(), file.name)
-    except (ConfigError, OSError) as exc:
+        report = calls.import_results(data, file.name)
+    except ConfigError as exc:
         fail(str(exc))
     for error in report.errors:
         print_error(str(error))
