@@ -167,14 +167,19 @@ def test_every_file_a_folder_holds_gets_a_record_and_special_files_never_hang(tm
 
 
 def test_detect_reports_an_unreadable_file_and_goes_on_with_the_others(tmp_path, bus_jpg):
-    """Issue 14, item 7: `detect` refused the whole batch for one file it could not read."""
+    """Issue 14, item 7: `detect` refused the whole batch for one file it could not read. With --json the files
+    not read were said on stderr only, so a script reading stdout never learnt which failed: each is a record
+    `{"image", "error"}` there too."""
     folder = tmp_path / "day"
     expected = _special_files(folder, bus_jpg)
     cmd = [sys.executable, "-m", "streetwatch.cli", "detect", str(folder / "good.jpg"), str(folder / "locked.jpg"),
            str(folder / "zero.jpg"), str(folder / "pipe.jpg"), "--json"]
     done = subprocess.run(_as_unprivileged() + cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert [Path(json.loads(line)["image"]).name for line in done.stdout.splitlines()] == ["good.jpg"]
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [Path(r["image"]).name for r in records if "error" not in r] == ["good.jpg"]
+    assert [(r["image"], r["error"]) for r in records if "error" in r] == [
+        (str(folder / name), expected[name]) for name in ("locked.jpg", "zero.jpg", "pipe.jpg")]
     for name in ("locked.jpg", "zero.jpg", "pipe.jpg"):
         assert f"{folder / name}: {expected[name]}" in done.stderr
     scanned = subprocess.run(_as_unprivileged() + cmd[:4] + [str(folder)], cwd=REPO, env=_env(), capture_output=True,

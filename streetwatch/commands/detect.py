@@ -36,7 +36,8 @@ def detect(
 
     Each image also gets the verifier's per-type probabilities and what it finds (`verifier` and
     `verified` in --json; docs/verifier.md), unless --verifier none. Bad files are reported one by one
-    (file and reason) and never stop the batch; the exit code is non-zero only when no image could be read.
+    (file and reason; with --json also as an object {"image", "error"} on stdout) and never stop the batch;
+    the exit code is non-zero only when no image could be read.
     """
     setup_logging()
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
@@ -44,7 +45,7 @@ def detect(
 
     files, refused = list_inputs(paths)
     for item in refused:
-        print_error(f"{item.path}: {item.reason}")
+        _not_read(item.path, item.reason, as_json)
     if not files:
         fail("no image files found in " + ", ".join(map(str, paths)), code=1 if refused else 2)
     judgement = judgement_or_fail(verifier)
@@ -66,7 +67,7 @@ def detect(
                 images.append(read_image(f))
                 chunk.append(f)
             except ImageReadError as exc:
-                print_error(str(exc))
+                _not_read(exc.source, exc.reason, as_json)
         if not images:
             continue
         if judgement.needs_features:
@@ -90,6 +91,14 @@ def detect(
                 write_annotated(Path(record["annotated"]), im, dets)
     if ok == 0:
         fail("no image could be read", code=1)
+
+
+def _not_read(path: Path | str, reason: str, as_json: bool) -> None:
+    """An input that could not be read: its `PATH: reason` line on stderr and, with --json, its record on stdout
+    (`{"image", "error"}`), so a script reading only stdout learns which inputs failed and why."""
+    print_error(f"{path}: {reason}")
+    if as_json:
+        typer.echo(json.dumps({"image": str(path), "error": reason}, ensure_ascii=False))
 
 
 def detections_record(path: Path, width: int, height: int, dets) -> dict:
