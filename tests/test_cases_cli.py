@@ -100,6 +100,47 @@ def test_dispatch_parked_and_requeue(deployment):
     assert again.exit_code == 2 and "only parked entries can be requeued" in again.output
 
 
+def test_dispatch_once_exits_non_zero_when_a_person_must_look(deployment, bus_event, tmp_path):
+    """`dispatch run --once` exited 0 whatever happened, so a cron pass whose every delivery failed (the platform
+    down) or was parked read as done. It exits 0 when nothing was due or what was due went out, 4 when deliveries
+    were due and none went out, 3 when one was parked for a person."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    intake, case_a, sim = deployment
+    with socket.socket() as s:  # a port nothing listens on: the platform is down
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    settings = yaml.safe_load(Path(os.environ["STREETWATCH_CONFIG"]).read_text(encoding="utf-8"))
+    settings["dispatch"]["targets"]["down"] = {"adapter": "cn-dcm", "url": f"http://127.0.0.1:{closed}/cases", "timeout_s": 2}
+    config = tmp_path / "with-down.yaml"
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+
+    def once() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streetwatch.cli", "dispatch", "run", "--once", "--config", str(config)],
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+
+    def another_case(n: int):
+        event = replace(small_event(bus_event), violation_id=f"cam-07:z1:illegal_parking:t{n}", source_id="cam-07")
+        return intake.record_event(event, BundleContext(source_kind="camera", address=f"文三路 {n} 号"))
+
+    nothing = once()
+    assert nothing.returncode == 0 and "delivered 0, retried 0, parked 0" in nothing.stdout, nothing.stderr
+    intake.store.review(case_a.id, approve=True, reviewer="li.wei", target="down")
+    down = once()
+    assert down.returncode == 4 and "delivered 0, retried 1, parked 0" in down.stdout, down.stdout + down.stderr
+    intake.store.review(another_case(2).id, approve=True, reviewer="li.wei", target="sim")
+    delivered = once()
+    assert delivered.returncode == 0 and "delivered 1," in delivered.stdout, delivered.stdout + delivered.stderr
+    intake.store.review(another_case(3).id, approve=True, reviewer="li.wei", target="gone")  # no such target: parked
+    parked = once()
+    assert parked.returncode == 3 and "parked 1" in parked.stdout, parked.stdout + parked.stderr
+
+
 def test_evidence_verify_by_stored_reference(deployment):
     intake, case, _ = deployment
     ok = _cli("evidence", "verify", case.evidence_ref)
@@ -171,7 +212,7 @@ def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispa
     store = CaseStore(load_settings().cases.url)
     store.queue(case_a.id, "sim", actor="ops")
     run = _cli("dispatch", "run", "--once")
-    assert run.exit_code == 0 and "parked 1" in run.output, run.output
+    assert run.exit_code == 3 and "parked 1" in run.output, run.output
     assert f"belongs to case {case_b.id}, not {case_a.id}" in store.get(case_a.id).reason
     assert sim.cases() == []
 

@@ -6,14 +6,34 @@ import logging
 import os
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from pipelines.cityops.verification import ReportStats
+    from pipelines.dispatch.dispatcher import PassStats
 
 from streetwatch.commands.common import (SettingsOpt, cannot_listen, existing_store_or_fail, fail, require_case_store,
                                          settings_or_fail, setup_logging)
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")]
+
+#: `dispatch run --once`'s exit codes for cron beside 0 (docs/cases-and-dispatch.md): something parked for a person
+#: this pass; deliveries due and none of them delivered.
+PARKED_EXIT, UNDELIVERED_EXIT = 3, 4
+
+
+def once_exit_code(stats: PassStats, reports: ReportStats) -> int:
+    """The exit code of one pass, so a cron job notices what a person must see: `PARKED_EXIT` when a delivery or a
+    verification report was parked (`dispatch parked` says why), `UNDELIVERED_EXIT` when some were due and none went
+    out (retried or deferred: the platform down, refusing for now, its circuit open); 0 when nothing was due or what
+    was due went out (some retried beside deliveries that went out: the platform answers, the next pass retries)."""
+    if stats.parked or reports.parked:
+        return PARKED_EXIT
+    if not stats.delivered and not reports.delivered and (stats.retried or stats.deferred or reports.retried):
+        return UNDELIVERED_EXIT
+    return 0
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +46,11 @@ def register(app: typer.Typer) -> None:
         once: Annotated[bool, typer.Option("--once", help="One pass over what is due now (and due status polls), then exit.")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every attempt.")] = False,
     ) -> None:
-        """Deliver outbox entries (retries with back-off, circuit breaker, idempotency keys); Ctrl-C or SIGTERM stops cleanly."""
+        """Deliver outbox entries (retries with back-off, circuit breaker, idempotency keys); Ctrl-C or SIGTERM stops cleanly.
+
+        With --once, for cron: exit code 0 when nothing was due or what was due was delivered, 3 when something was
+        parked for a person (`dispatch parked`), 4 when deliveries were due and none could be delivered (retried or
+        deferred: the platform down or its circuit open)."""
         setup_logging(verbose)
         from detect.config_io import ConfigError
         from pipelines.cases import CaseStore
@@ -88,6 +112,8 @@ def register(app: typer.Typer) -> None:
         for error in stats.errors[-20:]:
             typer.echo(f"  {error}")
         typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"))
+        if once and (code := once_exit_code(stats, reports)):
+            raise typer.Exit(code)
 
     @dispatch.command("parked")
     def parked(config: SettingsOpt = None) -> None:
