@@ -327,16 +327,16 @@ def test_a_patrol_jobs_texts_name_its_files_by_the_upload_jobs_rule(tmp_path):
     from markupsafe import escape
 
     from api.routers.cityops import _as_uploaded
-    from pipelines.evidence_store import EvidenceStoreConfig
+    from pipelines.settings import Settings
 
     folder = tmp_path / "patrol" / "0123456789abcdef"
     job = {"video": "video.mp4", "video_label": "行车 <0310>.mp4", "track": "track.gpx", "track_label": "轨迹.gpx"}
-    evidence = EvidenceStoreConfig(local_root=tmp_path / "evidence")
+    settings = Settings.model_validate({"evidence_store": {"local_root": str(tmp_path / "evidence")}})
     text = (f"{folder}/track.gpx: ends early; {folder}/out/frames/frame-00001.jpg; {folder}/out/results.jsonl; "
             f"{folder}/video.mp4; cannot write evidence to {tmp_path / 'evidence'}/SW1")
-    assert _as_uploaded(folder, job, evidence)(text) == ("轨迹.gpx: ends early; frame-00001.jpg; out/results.jsonl; 行车 <0310>.mp4; "
+    assert _as_uploaded(folder, job, settings)(text) == ("轨迹.gpx: ends early; frame-00001.jpg; out/results.jsonl; 行车 <0310>.mp4; "
                                                          "cannot write evidence to evidence_store.local_root/SW1")
-    assert _as_uploaded(folder, job, evidence, html=True)(str(escape(f"<a>{folder}/video.mp4</a>"))) == "&lt;a&gt;行车 &lt;0310&gt;.mp4&lt;/a&gt;"
+    assert _as_uploaded(folder, job, settings, html=True)(str(escape(f"<a>{folder}/video.mp4</a>"))) == "&lt;a&gt;行车 &lt;0310&gt;.mp4&lt;/a&gt;"
 
 
 def _patrol_with_storage_down(client, headers, clip: Path, tmp_path: Path) -> dict:  # noqa: F811
