@@ -730,7 +730,8 @@ def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_clic
     """While the reject reasons were open every key was swallowed, Tab included, and the focus stayed behind them, so a
     keyboard user could not Tab to a reason, and a click outside left them open. The focus moves into them, Tab and
     Shift+Tab go round their buttons (j moves nowhere meanwhile), Enter picks the one focused, and Esc or a click
-    outside closes them, the focus back on 驳回."""
+    outside closes them, the focus back on 驳回; a click outside on another case only closes them (it opened that
+    case too)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -757,8 +758,11 @@ def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_clic
 
         ActionChains(b).send_keys(Keys.ENTER).perform()  # 驳回 pressed from the keyboard opens them again
         _wait(b, is_open, "the reject reasons again")
-        b.find_element(By.TAG_NAME, "h1").click()  # a click outside
+        other = next(e for e in b.find_elements(By.CSS_SELECTOR, "#cases li") if e.get_attribute("data-case") != first)
+        other.click()  # a click outside, on the other case: it only closes them, the case shown stays
         assert not is_open(b) and b.execute_script(focused) == "reject"
+        assert b.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case") == first
+        assert first in b.find_element(By.CSS_SELECTOR, "#detail h2").text
 
         ActionChains(b).send_keys("r").perform()
         _wait(b, is_open, "the reject reasons a third time")

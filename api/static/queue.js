@@ -342,11 +342,17 @@ document.addEventListener("keydown", (ev) => {
   ev.preventDefault();
 });
 
-document.addEventListener("mousedown", (ev) => {  // a click outside the open reasons closes them
-  if (!Q.rejecting || document.getElementById("reasons").contains(ev.target)) return;
-  ev.preventDefault();  // the focus goes back to 驳回, not to what was clicked
+// A click outside the open reasons only closes them: what was clicked (another case in the list, a filter) does
+// nothing, as a click outside any dialog. Its press keeps the focus from moving there (it goes back to 驳回), and
+// its click is caught on the way down, before the case list's own handler opens another case.
+function outsideReasons(ev) { return Q.rejecting && !document.getElementById("reasons").contains(ev.target); }
+document.addEventListener("mousedown", (ev) => { if (outsideReasons(ev)) ev.preventDefault(); });
+document.addEventListener("click", (ev) => {
+  if (!outsideReasons(ev)) return;
+  ev.preventDefault();
+  ev.stopPropagation();
   closeReasons();
-});
+}, true);
 // The list again from `offset` (a filter: the first page), a refusal said in the status line, Chinese first (a
 // filter's was never said: a search over 200 characters left the list as it was, without a word).
 function relist(offset) {
