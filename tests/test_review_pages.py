@@ -808,6 +808,33 @@ def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(t
         assert (case["description"], case["details"]["severity"]) == ("三轮车占道", "serious")
 
 
+def test_what_a_reviewer_typed_is_written_out_when_the_case_left_the_queue_meanwhile(tmp_path, bus_jpg, bus_event):
+    """王芳 types an address and a description; 李四 confirms the case meanwhile. Her save is refused (case-changed),
+    the case is no longer in her queue to put them back on, and they were dropped without a word. The status line
+    says the case left the list and writes out what she typed, field by field, for her to copy."""
+    from selenium.webdriver.common.by import By
+
+    def prepare(app) -> tuple[str, str]:
+        return draft_cases(app, bus_event, [{}])[0], app.state.ctx.accounts.add("李四", "reviewer")[1]
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b, (case_id, li) = served["browser"], served["data"]
+        _login(served)
+        _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+        answer = httpx.post(f"{served['base']}/api/v1/cases/{case_id}/confirm", headers=auth(li), timeout=10,
+                            json={"dispatch": False})
+        assert answer.status_code == 200, answer.text
+        b.find_element(By.ID, "edit-address").clear()
+        b.find_element(By.ID, "edit-address").send_keys("杭州市西湖区文三路 90 号")
+        b.find_element(By.ID, "edit-description").send_keys("三轮车占道")
+        b.find_element(By.ID, "save-edit").click()
+        status = _wait(b, lambda d: "已不在列表中" in (t := d.find_element(By.ID, "status").text) and t, "the refusal said")
+        assert f"案件 {case_id} 已不在列表中" in status and "已重新载入；您填写的内容已保留" not in status, status
+        assert "地址 Address: 「杭州市西湖区文三路 90 号」" in status and "描述 Description: 「三轮车占道」" in status, status
+        assert not b.find_elements(By.CSS_SELECTOR, "#cases li")
+        assert _case(served, case_id)["address"] != "杭州市西湖区文三路 90 号"  # nothing saved behind her back
+
+
 def test_a_refused_filter_is_said_in_the_status_line(site):
     """A search the API refuses (over 200 characters: 422) left the list as it was without a word: the filter's
     error was never caught. It is said in the status line, Chinese first. (The search box takes no more than the API

@@ -93,7 +93,7 @@ function renderDetail(d) {
   const c = d.case, ev = d.evidence;
   const section = document.getElementById("detail");
   const parts = [SW.el("h2", {}, `${typeName(c.violation_type)} · ${c.id}`)];
-  const typeSelect = SW.el("select", { id: "edit-type" }, ...Q.meta.types.map((t) =>
+  const typeSelect = SW.el("select", { id: "edit-type", title: "类型 Type" }, ...Q.meta.types.map((t) =>
     SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
   const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", placeholder: "描述 Description" });
   const caseTags = (c.details && c.details.tags) || [];
@@ -192,7 +192,9 @@ function changeLog(d) {
 // count ("N 件 cases") wrote over it, so a reviewer never saw that a save or a confirm had gone through.
 // A refusal because the case changed reloads it, and what this reviewer had typed or chosen and not saved (address,
 // description, reopen reason …) is put back over the case as it is now, so nothing typed is lost: they check it
-// against the other reviewer's change and save again.
+// against the other reviewer's change and save again. What has nowhere to go back to (the case left the list: the
+// other reviewer confirmed it; a reopen reason once it can no longer be reopened) is written out in the status line,
+// field by field, for the reviewer to copy, rather than dropped without a word.
 async function act(doing, done) {
   if (!Q.detail) return;
   const id = Q.detail.case.id;
@@ -204,29 +206,42 @@ async function act(doing, done) {
     if (e.kind !== "case-changed") { SW.say(e.message, true); return; }
     const typed = unsaved();
     await loadList();
-    const kept = typed.length && Q.detail && Q.detail.case.id === id && restore(typed);
-    SW.say(kept ? `已有他人修改，已重新载入；您填写的内容已保留，请核对后再保存 — ${e.message}` : e.message, true);
+    const shown = Q.detail !== null && Q.detail.case.id === id;
+    const lost = shown ? restore(typed) : typed;
+    const kept = typed.length > lost.length ? "已有他人修改，已重新载入；您填写的内容已保留，请核对后再保存 — " : "";
+    SW.say(kept + e.message + lostLine(id, shown, lost), true);
   }
 }
 
-// The case form's fields the reviewer changed since the case was drawn: [selector, value] (a tag box: its checked).
+// What was typed and could not be put back, for the reviewer to copy: "" when nothing was lost.
+function lostLine(id, shown, lost) {
+  if (!lost.length) return "";
+  const where = shown ? "" : `案件 ${id} 已不在列表中 the case has left the list; `;
+  return ` — ${where}以下填写的内容未保存，请复制留存 not saved, copy what you need: ` +
+    lost.map((x) => `${x.label}: ${x.shown}`).join("；");
+}
+
+// The case form's fields the reviewer changed since the case was drawn: selector, value (a tag box: its checked),
+// and the field's name and value as the reviewer reads them (for a line saying what could not be kept).
 function unsaved() {
   const changed = (x) => x.type === "checkbox" ? x.checked !== x.defaultChecked
     : x.tagName === "SELECT" ? [...x.options].some((o) => o.selected !== o.defaultSelected) : x.value !== x.defaultValue;
-  return [...document.querySelectorAll("#detail input, #detail select")].filter(changed).map((x) =>
-    x.type === "checkbox" ? [`input.edit-tag[value="${CSS.escape(x.value)}"]`, x.checked] : ["#" + CSS.escape(x.id), x.value]);
+  return [...document.querySelectorAll("#detail input, #detail select")].filter(changed).map((x) => x.type === "checkbox"
+    ? { selector: `input.edit-tag[value="${CSS.escape(x.value)}"]`, value: x.checked,
+        label: `标签 Tag ${x.value}`, shown: x.checked ? "勾选 ticked" : "不选 unticked" }
+    : { selector: "#" + CSS.escape(x.id), value: x.value, label: x.title || x.placeholder || x.id,
+        shown: x.tagName === "SELECT" ? x.selectedOptions[0].text : `「${x.value}」` });
 }
 
-// Puts `typed` (unsaved()'s) back in the form drawn again; true once any field took its value.
+// Puts `typed` (unsaved()'s) back in the form drawn again; what it could not put back (a field no longer offered).
 function restore(typed) {
-  let any = false;
-  for (const [selector, value] of typed) {
-    const field = document.querySelector(selector);
-    if (!field) continue;  // no longer offered (a reopen reason once the case is no longer reopenable)
-    if (field.type === "checkbox") field.checked = value; else field.value = value;
-    any = true;
+  const lost = [];
+  for (const t of typed) {
+    const field = document.querySelector(t.selector);
+    if (!field) { lost.push(t); continue; }  // a reopen reason once the case is no longer reopenable
+    if (field.type === "checkbox") field.checked = t.value; else field.value = t.value;
   }
-  return any;
+  return lost;
 }
 
 function confirm() {
