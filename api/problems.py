@@ -36,6 +36,8 @@ class ProblemDoc(BaseModel):
     status: int = Field(description="The HTTP status code.")
     detail: str = Field(description="What went wrong with this request, in words.")
     errors: list[dict[str, Any]] | None = Field(None, description="Field-level problems (validation errors).")
+    case: dict[str, Any] | None = Field(None, description="case-changed: the case as it is now (id, state, last_by, "
+                                                          "updated_at), for a client that reloads it by itself.")
 
 
 class Problem(Exception):
@@ -54,12 +56,14 @@ def problem_type(slug: str) -> str:
 
 
 def problem_response(status: int, detail: str, slug: str | None = None, headers: dict[str, str] | None = None,
-                     errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+                     errors: list[dict[str, Any]] | None = None, case: dict[str, Any] | None = None) -> JSONResponse:
     slug = slug or HTTPStatus(status).phrase.lower().replace(" ", "-")
     body: dict[str, Any] = {"type": problem_type(slug), "title": HTTPStatus(status).phrase,
                             "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
+    if case:
+        body["case"] = case
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
@@ -120,7 +124,7 @@ def install(app: FastAPI) -> None:
 
     def domain(status: int, slug: str):
         async def handler(_: Request, exc: Exception) -> JSONResponse:
-            return problem_response(status, str(exc), slug)
+            return problem_response(status, str(exc), slug, case=getattr(exc, "case", None))
         return handler
 
     for exc_type, (status, slug) in DOMAIN_ERRORS.items():

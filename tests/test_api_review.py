@@ -152,6 +152,9 @@ def test_a_review_action_on_a_case_changed_since_it_was_loaded_is_refused_and_ch
     assert {r.json()["type"] for r in refused} == {"urn:streetwatch:problem:case-changed"}
     assert refused[0].json()["detail"].startswith(f"案件 {a} 在您打开后已被修改（最后操作人 李四，现为待审核），本次操作未执行，请刷新后再操作 ")
     assert refused[3].json()["detail"].startswith(f"案件 {b} 在您打开后已被修改（最后操作人 李四，现为待派遣）")
+    # the same facts apart, for a page that reloads by itself and says so in its own words
+    assert refused[0].json()["case"] == {"id": a, "state": "candidate", "last_by": "李四", "updated_at": store.get(a).updated_at.isoformat()}
+    assert refused[3].json()["case"] == {"id": b, "state": "queued", "last_by": "李四", "updated_at": store.get(b).updated_at.isoformat()}
     assert {i: store.get(i) for i in (a, b)} == before and len(accounts.audit_records()) == audits  # nothing done
     assert [e.status for e in store.outbox_entries(case_id=b)] == ["pending"]
 

@@ -780,7 +780,8 @@ def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_clic
 def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(tmp_path, bus_jpg, bus_event):
     """王芳 types an address and a description; 李四 sets the severity meanwhile. Her save is refused (case-changed) and
     the page drew the case again as it is now, dropping what she had typed. What she typed is put back over his
-    change (his severity shown), the page says so, and her next save keeps both."""
+    change (his severity shown), the page says so in its own words (the service's told her to reload, which the page
+    had done), and her next save keeps both."""
     from selenium.webdriver.common.by import By
 
     def prepare(app) -> tuple[str, str]:
@@ -798,7 +799,10 @@ def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(t
         b.find_element(By.ID, "edit-description").send_keys("三轮车占道")
         b.find_element(By.ID, "save-edit").click()
         status = _wait(b, lambda d: "已重新载入" in (t := d.find_element(By.ID, "status").text) and t, "the refusal said")
-        assert status.startswith("已有他人修改，已重新载入；您填写的内容已保留，请核对后再保存 — ") and "最后操作人 李四" in status
+        # in the page's words: it has reloaded the case, so not the service's 请刷新后再操作 (reload and act again)
+        assert status.startswith(f"案件 {case_id} 在您打开后已被修改（最后操作人 李四，现为 待审核 candidate），本次操作未执行；"
+                                 "已重新载入 changed meanwhile: nothing done, reloaded — 您填写的内容已保留，请核对后再保存 "), status
+        assert "请刷新" not in status and "reload it" not in status, status
         _wait(b, lambda d: "严重 serious" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "李四's severity drawn")
         assert (value(b, "edit-address"), value(b, "edit-description"), value(b, "edit-severity")) == \
             ("杭州市西湖区文三路 90 号", "三轮车占道", "serious")
@@ -829,7 +833,7 @@ def test_what_a_reviewer_typed_is_written_out_when_the_case_left_the_queue_meanw
         b.find_element(By.ID, "edit-description").send_keys("三轮车占道")
         b.find_element(By.ID, "save-edit").click()
         status = _wait(b, lambda d: "已不在列表中" in (t := d.find_element(By.ID, "status").text) and t, "the refusal said")
-        assert f"案件 {case_id} 已不在列表中" in status and "已重新载入；您填写的内容已保留" not in status, status
+        assert "本次操作未执行；已不在列表中" in status and "已重新载入" not in status and "内容已保留" not in status, status
         assert "地址 Address: 「杭州市西湖区文三路 90 号」" in status and "描述 Description: 「三轮车占道」" in status, status
         assert not b.find_elements(By.CSS_SELECTOR, "#cases li")
         assert _case(served, case_id)["address"] != "杭州市西湖区文三路 90 号"  # nothing saved behind her back

@@ -24,13 +24,14 @@ const SW = {
       throw new Error("not logged in / 未登录");
     }
     if (!res.ok) {
-      let detail = res.statusText, kind = null;
+      let detail = res.statusText, kind = null, problem = null;
       try {
-        const problem = await res.json();
+        problem = await res.json();
         detail = problem.detail || detail;
         kind = SW.problemKind(problem);
       } catch (e) { /* not JSON */ }
-      throw Object.assign(new Error(res.status + ": " + detail), { kind });  // kind: what a page may act on
+      // kind: what a page may act on; problem: the whole document, for a page that says it in its own words
+      throw Object.assign(new Error(res.status + ": " + detail), { kind, problem });
     }
     return res;
   },

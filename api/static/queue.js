@@ -194,7 +194,8 @@ function changeLog(d) {
 // description, reopen reason …) is put back over the case as it is now, so nothing typed is lost: they check it
 // against the other reviewer's change and save again. What has nowhere to go back to (the case left the list: the
 // other reviewer confirmed it; a reopen reason once it can no longer be reopened) is written out in the status line,
-// field by field, for the reviewer to copy, rather than dropped without a word.
+// field by field, for the reviewer to copy, rather than dropped without a word. The line is the page's own
+// (changedLine): the service's detail tells an API client to reload and act again, which the page has done.
 async function act(doing, done) {
   if (!Q.detail) return;
   const id = Q.detail.case.id;
@@ -208,17 +209,20 @@ async function act(doing, done) {
     await loadList();
     const shown = Q.detail !== null && Q.detail.case.id === id;
     const lost = shown ? restore(typed) : typed;
-    const kept = typed.length > lost.length ? "已有他人修改，已重新载入；您填写的内容已保留，请核对后再保存 — " : "";
-    SW.say(kept + e.message + lostLine(id, shown, lost), true);
+    SW.say(changedLine(id, (e.problem && e.problem.case) || {}, shown, typed.length > lost.length, lost), true);
   }
 }
 
-// What was typed and could not be put back, for the reviewer to copy: "" when nothing was lost.
-function lostLine(id, shown, lost) {
-  if (!lost.length) return "";
-  const where = shown ? "" : `案件 ${id} 已不在列表中 the case has left the list; `;
-  return ` — ${where}以下填写的内容未保存，请复制留存 not saved, copy what you need: ` +
-    lost.map((x) => `${x.label}: ${x.shown}`).join("；");
+// What became of an action refused because the case changed (`now`: the problem's case, id, state, last_by), once
+// the page has reloaded it: who changed it and its state, nothing done, the case reloaded or gone from the list,
+// what was typed kept, and what could not be kept written out for the reviewer to copy.
+function changedLine(id, now, shown, kept, lost) {
+  const who = now.last_by ? `（最后操作人 ${now.last_by}，现为 ${stateName(now.state)}）` : "";
+  const line = [`案件 ${id} 在您打开后已被修改${who}，本次操作未执行；` + (shown ? "已重新载入 changed meanwhile: nothing done, reloaded"
+    : "已不在列表中 changed meanwhile: nothing done, it has left the list")];
+  if (kept) line.push("您填写的内容已保留，请核对后再保存 what you typed is kept: check it and save again");
+  if (lost.length) line.push("以下填写的内容未保存，请复制留存 not saved, copy what you need: " + lost.map((x) => `${x.label}: ${x.shown}`).join("；"));
+  return line.join(" — ");
 }
 
 // The case form's fields the reviewer changed since the case was drawn: selector, value (a tag box: its checked),

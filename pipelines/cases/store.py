@@ -70,7 +70,12 @@ class CaseStoreUnreachable(RuntimeError):
 
 class CaseChanged(CaseStoreError):
     """The case changed after the reviewer loaded it (another reviewer, a dispatch status): acting on what they
-    saw would overwrite what they did not see, so nothing is done and they reload it (Chinese first, for the pages)."""
+    saw would overwrite what they did not see, so nothing is done and they reload it (Chinese first, for the pages).
+    `case` is what the page needs to say so in its own words (it reloads by itself): id, state, last_by, updated_at."""
+
+    def __init__(self, message: str, case: dict[str, Any]):
+        super().__init__(message)
+        self.case = case
 
 
 class NotCandidate(CaseStoreError):
@@ -1086,7 +1091,8 @@ class CaseStore:
         zh = STATE_NAMES_ZH[case.state]
         raise CaseChanged(f"案件 {case.id} 在您打开后已被修改（最后操作人 {by}，现为{zh}），本次操作未执行，请刷新后再操作 "
                           f"case {case.id} changed at {case.updated_at.isoformat()} after it was loaded "
-                          f"(as of {seen.isoformat()}; last by {by}, now {case.state}): nothing done, reload it and act again")
+                          f"(as of {seen.isoformat()}; last by {by}, now {case.state}): nothing done, reload it and act again",
+                          {"id": case.id, "state": case.state, "last_by": by, "updated_at": case.updated_at.isoformat()})
 
     @staticmethod
     def _held(owner: str | None) -> list[Any]:
