@@ -579,3 +579,16 @@ def test_a_reopening_is_audited_with_the_rejection_it_undid_not_an_earlier_one(s
     mine = [r for r in audits if r["details"]["note"] == "误点驳回"]
     assert [(r["details"]["rejected_by"], r["details"]["review_reason"], r["details"]["review_note"]) for r in mine] == [
         ("张伟", "not_a_violation", "非违法")]
+
+
+def test_a_confirm_without_dispatch_is_named_as_the_last_action_of_a_changed_case(service, bus_event):
+    """A confirm without dispatch moves no state and revises nothing, so the 409 case-changed of a reviewer whose page
+    was older named whoever had acted before it (the rules that drafted the case) instead of the reviewer who confirmed."""
+    app, client, tokens, _ = service
+    [a] = draft_cases(app, bus_event, [{}])
+    wang, li = auth(tokens["reviewer"]), auth(app.state.ctx.accounts.add("李四", "reviewer")[1])
+    seen = client.get(f"/api/v1/cases/{a}", headers=wang).json()["case"]["updated_at"]
+    assert client.post(f"/api/v1/cases/{a}/confirm", headers=li, json={"dispatch": False}).status_code == 200
+    late = client.post(f"/api/v1/cases/{a}/reject", headers=wang, json={"reason": "duplicate", "expected_updated_at": seen})
+    assert late.status_code == 409 and late.json()["case"]["last_by"] == "李四"
+    assert late.json()["detail"].startswith(f"案件 {a} 在您打开后已被修改（最后操作人 李四，现为待审核）")

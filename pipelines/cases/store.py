@@ -1087,6 +1087,8 @@ class CaseStore:
                             .order_by(case_history.c.id.desc()).limit(1)).first()
         moves = [(as_utc(last.at, UTC), last.actor)] if last else []
         moves += [(as_utc(datetime.fromisoformat(r["at"]), UTC), r["by"]) for r in (case.details or {}).get("revisions", [])]
+        if case.reviewer and case.reviewed_at:  # a confirm without dispatch moves no state and revises nothing
+            moves.append((as_utc(case.reviewed_at, UTC), case.reviewer))
         by = max(moves)[1] if moves else "?"
         zh = STATE_NAMES_ZH[case.state]
         raise CaseChanged(f"案件 {case.id} 在您打开后已被修改（最后操作人 {by}，现为{zh}），本次操作未执行，请刷新后再操作 "
