@@ -539,3 +539,31 @@ def test_patrol_with_cases_refuses_an_evidence_key_it_cannot_use_before_sampling
         refused = CliRunner().invoke(app, ["patrol", str(clip), "--track", str(track), "--out", str(out), "--no-progress", *args])
         assert refused.exit_code == 2 and why in refused.stderr and "--no-cases" in refused.stderr, refused.stderr
         assert not out.exists()
+
+
+def test_patrol_stopped_while_judging_says_to_resume_as_triage_does(tmp_path, clip):
+    """Ctrl-C or SIGTERM while patrol's triage judged its frames gave the generic 'interrupted (已中断)' line, which
+    says nothing of --resume; it says what was recorded and to run again with --resume, as triage does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"out-{sig.name}"
+        results = out / "results.jsonl"
+        proc = subprocess.Popen([sys.executable, "-m", "streetwatch.cli", "patrol", str(clip), "--track", str(track), "--out", str(out),
+                                 "--no-cases", "--no-progress", "--ocr", "off", "--verifier", "none", "--every-m", "1"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while not (results.is_file() and results.read_bytes().count(b"\n")) and proc.poll() is None:
+            time.sleep(0.02)
+        running = proc.poll() is None
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=300)
+        assert running, ("the run finished (or failed) before it could be stopped", stderr[-2000:])
+        assert proc.returncode == 128 + sig and "Traceback" not in stderr, (sig, stderr[-2000:])
+        assert stderr.splitlines()[-1] == (f"error: interrupted: the frames finished so far are in {results}; "
+                                           "run the same command with --resume to continue"), stderr[-2000:]

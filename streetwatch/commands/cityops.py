@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, print_error,
-                                         say_spool, settings_or_fail, setup_logging)
+from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
+                                         print_error, say_spool, settings_or_fail, setup_logging)
 
 
 def register(app: typer.Typer) -> None:
@@ -66,6 +66,7 @@ def patrol(
     from pipelines.triage import TriageSettings
     from pipelines.triage.cases import CasesUnavailable, check_keys
     from pipelines.triage.journal import JournalExists
+    from pipelines.triage.pipeline import TriageInterrupted
 
     deployment = settings_or_fail(config)
     given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, ocr=ocr, verifier=verifier, timezone=timezone,
@@ -81,6 +82,8 @@ def patrol(
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (PatrolError, ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable) as exc:
         fail(str(exc))
+    except TriageInterrupted:
+        fail_interrupted(out, "frames")
     s = result.summary
     for message in s["messages"]:
         typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, interrupted_code, say_spool, settings_or_fail,
+from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, fail_interrupted, say_spool, settings_or_fail,
                                          setup_logging)
 
 if TYPE_CHECKING:
@@ -85,8 +85,7 @@ def triage(
     except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, InputGone, CasesUnavailable, VerifierError) as exc:
         fail(str(exc))
     except TriageInterrupted:
-        fail(f"interrupted: the photos finished so far are in {out / 'results.jsonl'}; "
-             f"run the same command with --resume to continue", code=interrupted_code())
+        fail_interrupted(out)
     s, t = result.stats, result.tally
     typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
