@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from detect.registry import ModelNotFoundError, get_card, resolve_weights
@@ -67,6 +68,22 @@ def test_detect_command_prints_bus_and_writes_json_and_images(bus_jpg, tmp_path)
     assert names == ["bus", "person", "person", "person", "person"]
     assert all(len(d["xyxy"]) == 4 and 0 < d["conf"] <= 1 for d in record["detections"])
     assert (tmp_path / "bus.jpg").stat().st_size > 10_000
+
+
+def test_detect_out_replaces_an_annotated_copy_whole_never_in_place(bus_jpg, tmp_path):
+    """Annotated copies were written in place (cv2.imwrite): a Ctrl-C or a full disk half way left a truncated JPEG
+    under the name, and a copy from an earlier run being read was rewritten under its reader. Each is written beside
+    its name and renamed onto it: the reader of the earlier copy reads it whole, and nothing else is left in --out."""
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = b"yesterday's bus.jpg" + b"\n" * 100_000
+    (out / "bus.jpg").write_bytes(earlier)
+    with (out / "bus.jpg").open("rb") as reader:  # someone looking at yesterday's copy
+        result = runner.invoke(app, ["detect", str(bus_jpg), "--out", str(out), "--verifier", "none"])
+        assert result.exit_code == 0, result.output
+        assert reader.read() == earlier
+    assert [p.name for p in out.iterdir()] == ["bus.jpg"]
+    assert np.asarray(Image.open(out / "bus.jpg")).shape == (1080, 810, 3)
 
 
 def test_detect_command_reports_bad_files_and_continues(bus_jpg, tmp_path):

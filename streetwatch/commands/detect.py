@@ -138,12 +138,20 @@ def annotated_name(path: Path, taken: set[str]) -> str:
 
 
 def write_annotated(path: Path, image, dets) -> None:
+    """The annotated copy, written beside `path` and renamed onto it once whole (`replaced_atomically`): written in
+    place, a Ctrl-C or a full disk half way left a truncated JPEG under the name, and a copy from an earlier run
+    being read was rewritten under its reader."""
     import cv2
     import supervision as sv
 
     from detect import fields
+    from detect.config_io import replaced_atomically
 
     labels = [f"{n} {c:.2f}" for n, c in zip(fields.names(dets), dets.confidence, strict=True)]
     canvas = sv.BoxAnnotator(thickness=2).annotate(image.copy(), dets)
     canvas = sv.LabelAnnotator(text_scale=0.5).annotate(canvas, dets, labels=labels)
-    cv2.imwrite(str(path), canvas)
+    ok, jpeg = cv2.imencode(path.suffix, canvas)
+    if not ok:
+        raise ValueError(f"{path}: the annotated copy could not be encoded as {path.suffix}")
+    with replaced_atomically(path) as tmp:
+        tmp.write_bytes(jpeg.tobytes())
