@@ -48,12 +48,16 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if resume_jobs:
-            resumed = ctx.jobs.resume_unfinished()
-            if resumed:
-                log.info("resuming %d unfinished triage job(s): %s", len(resumed), ", ".join(resumed))
-            if patrols := cityops.resume_patrol_jobs(ctx):
-                log.info("resuming %d unfinished patrol job(s): %s", len(patrols), ", ".join(patrols))
+        try:
+            if resume_jobs:
+                resumed = ctx.jobs.resume_unfinished()
+                if resumed:
+                    log.info("resuming %d unfinished triage job(s): %s", len(resumed), ", ".join(resumed))
+                if patrols := cityops.resume_patrol_jobs(ctx):
+                    log.info("resuming %d unfinished patrol job(s): %s", len(patrols), ", ".join(patrols))
+        except Exception as exc:  # kept for `serve`: uvicorn only logs it and exits 3
+            app.state.startup_error = exc
+            raise
         yield
         ctx.close()
 

@@ -362,6 +362,49 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
     assert "(cases.url; check " in line and "s3cret-pw" not in run.stderr
 
 
+def test_serve_whose_start_up_fails_is_one_error_line_and_exit_2(tmp_path):
+    """A failure in the app's own start-up (resuming the patrol jobs of a service.data_dir whose patrol/ is a file)
+    printed uvicorn's traceback and exited 3, uvicorn's code; it is the one `PATH: reason` line and exit 2, as every
+    other refused setting."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.pg import free_port
+
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "patrol").write_text("not a folder")
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                      "service": {"data_dir": str(tmp_path / "service")}}))
+    run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(free_port()), "--config", str(config)],
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'service' / 'patrol'}: Not a directory"
+
+
+def test_serve_stopped_by_sigterm_shuts_down_and_exits_0(tmp_path):
+    """systemd's stop: uvicorn shuts the app down and raises SIGTERM again once stopped; `serve` catches it as
+    uvicorn.run does, so the stop is exit 0, not the 'interrupted (已中断)' line and 143 of a command cut short."""
+    import os
+    import signal
+    import sys
+
+    from tests.conftest import REPO, start_server
+    from tests.pg import free_port
+
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                      "service": {"data_dir": str(tmp_path / "service")}}))
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = start_server([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(port), "--config", str(config)],
+                        "127.0.0.1", port, log, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    assert "Application shutdown complete." in log.read_text() and "error:" not in log.read_text()
+
+
 def test_serve_on_a_port_in_use_is_one_error_line_before_jobs_resume(tmp_path):
     """uvicorn binds after the app's start-up: serve on a port another server holds resumed the unfinished upload
     jobs that server was running (two servers on one job folder), then printed uvicorn's log lines and exited 3.

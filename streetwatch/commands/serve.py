@@ -46,7 +46,30 @@ def serve(
     port_free_or_fail(host, port)  # before the app starts up and resumes jobs
     app = _app_or_fail(settings, service, config)
     logging.getLogger("uvicorn.access").addFilter(SignedLinkFilter())  # kept by uvicorn's logging set-up (dictConfig)
-    uvicorn.run(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False)
+    logging.getLogger("uvicorn.error").addFilter(StartupTracebackFilter(app))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C and SIGTERM again once it has stopped (as uvicorn.run, exit 0)
+        pass
+    except SystemExit:  # uvicorn's exit 3: the app's start-up failed, or binding the port did after it
+        if (error := getattr(app.state, "startup_error", None)) is not None:
+            raise error from None  # the console script's line for a fault in what the user named (exit 2), else its traceback
+        fail(f"the service did not start on {host}:{port} (the reason is logged above)")
+
+
+class StartupTracebackFilter(logging.Filter):
+    """Drops the traceback uvicorn logs when the app's start-up fails (resuming the jobs in a `service.data_dir` that
+    cannot be read): `serve` raises that error again once uvicorn stops, so the console script says it as every
+    command does (`PATH: reason`, exit 2) rather than uvicorn's traceback and exit 3."""
+
+    def __init__(self, app) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failed = getattr(self.app.state, "startup_error", None) is not None
+        return not (failed and isinstance(record.msg, str) and record.msg.startswith("Traceback"))
 
 
 def _app_or_fail(settings, service, config):
