@@ -194,6 +194,22 @@ def zh_en(message: str) -> tuple[str | None, str]:
     return None, message
 
 
+#: pydantic's own checks worded in Chinese (`pydantic_zh`), for the half of a refusal city staff read.
+PYDANTIC_ZH = {"string_too_long": "超过 {max_length} 个字符", "string_too_short": "少于 {min_length} 个字符"}
+#: A text of an annotated type (`detect.text.OneLine`) is measured after its validator, and pydantic then calls a
+#: text too long a Value's `too_long` ("at most 64 items"): the same check as `string_too_long`.
+_TEXT_AFTER_VALIDATOR = {"too_long": "string_too_long", "too_short": "string_too_short"}
+
+
+def pydantic_zh(error: dict[str, Any]) -> str | None:
+    """The Chinese of one of pydantic's own errors (a text too long or too short, with its limit), None for the
+    others: a model's own checks word theirs Chinese first (`zh_en`)."""
+    ctx = error.get("ctx") or {}
+    kind = _TEXT_AFTER_VALIDATOR.get(error.get("type", ""), "") if ctx.get("field_type") == "Value" else error.get("type", "")
+    template = PYDANTIC_ZH.get(kind)
+    return template.format(**ctx) if template else None
+
+
 def validation_message(source: str, exc: ValidationError) -> str:
     """One line per problem: `source: dotted.field: reason (got value)`."""
     lines = []

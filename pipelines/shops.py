@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from detect.cityzones import geometry_of
 from detect.phones import find_phones
-from detect.config_io import ZH_EN, ConfigModel, zh_en
+from detect.config_io import ZH_EN, ConfigModel, pydantic_zh, zh_en
 from detect.scenes import IMAGE_SPACE, _polygon as image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
@@ -319,6 +319,11 @@ def _refusal(exc: ValueError) -> RowError:
     return RowError(column, f"取值不可用：{zh}" if zh else "取值不可用（原因见英文）", reason)
 
 
+#: The Chinese of a field's pattern refused (pydantic's own words name the regular expression): the shop id is its
+#: licence number when it has one, and an id is one part of the API's paths.
+PATTERN_ZH = {"id": "不能含“/”或空白（营业执照号用作店铺编号）"}
+
+
 def _column(exc: ValueError, columns: dict[str, str]) -> str | None:
     """The register column a pydantic error's first problem concerns (its field, or the column `columns` reads that
     field from); None when it names no field (a model's own check)."""
@@ -364,10 +369,12 @@ def _reason(exc: Exception, columns: dict[str, str] | None = None) -> tuple[str 
     zh, en = [], []
     for e in errors():
         said_zh, said_en = zh_en(e["msg"].removeprefix("Value error, "))
-        zh.append(said_zh)
+        if e["type"] == "string_pattern_mismatch" and e["loc"]:
+            said_zh = PATTERN_ZH.get(str(e["loc"][0]))
+        zh.append(said_zh or pydantic_zh(e))
         loc = [(columns or {}).get(str(part), part) for part in e["loc"]]
         en.append(f"{'.'.join(map(str, loc)) + ': ' if loc else ''}{said_en}")
-    return ("；".join(zh) if all(zh) else None), "; ".join(en)
+    return ("；".join(dict.fromkeys(zh)) if all(zh) else None), "; ".join(en)  # (a licence number too long: id and licence_no)
 
 
 def responsible_shop(register: ShopRegister, event, ctx, taxonomy=None) -> dict[str, Any]:

@@ -93,6 +93,20 @@ def test_a_refused_map_frontage_says_why_in_chinese_naming_its_column(tmp_path):
                          "shops.csv: row 5: polygon: an image polygon needs the camera it is drawn in")
 
 
+def test_a_row_refused_by_the_shops_own_checks_says_why_in_chinese(tmp_path):
+    """A name over 200 characters, a licence number with a '/' (the shop id, one part of the API's paths) or over 64
+    characters said 取值不可用（原因见英文）: the Chinese says the limit or what may not be in it."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    gps = '"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"'
+    sheet = (f"name,licence_no,gps_polygon\n{'长' * 201},L1,{gps}\n好店,91330106/MA27,{gps}\n老店,{'9' * 65},{gps}\n")
+    errors = register.import_file(sheet.encode(), "shops.csv").errors
+    assert [e.split(" — ")[0] for e in errors] == [
+        "shops.csv 第 2 行「店名」：取值不可用：超过 200 个字符",
+        "shops.csv 第 3 行「营业执照号」：取值不可用：不能含“/”或空白（营业执照号用作店铺编号）",
+        "shops.csv 第 4 行「营业执照号」：取值不可用：超过 64 个字符"]
+    assert english(errors)[1] == r"shops.csv: row 3: id: String should match pattern '^[^/\s]+$'" and not register.list()
+
+
 def test_spillover_cases_name_the_responsible_shop(tmp_path, bus_event):
     """The real bus event stands in for a spill-over (the judgement is another engineer's): its boxes stand
     in 王记's image frontage; a photo case by GPS lands in 王记's map frontage."""
