@@ -166,10 +166,28 @@ def checked_shape(shape: S) -> S:
     """`shape` if it is a valid polygon with an area, else a refusal saying why, Chinese first: one wording for a camera's
     image polygon and a map polygon (a GeoJSON zone or grid cell, a register's `gps_polygon`: `cityzones.geometry_of`)."""
     if not shape.is_valid:
-        raise refusal("多边形自相交或无效（{why}） — polygon is self-intersecting or invalid ({why})", why=explain_validity(shape))
+        why = explain_validity(shape)
+        raise refusal("多边形自相交或无效（{why_zh}） — polygon is self-intersecting or invalid ({why})", why=why, why_zh=validity_zh(why))
     if shape.is_empty or shape.area == 0:
         raise refusal("多边形面积为零（各点共线或重复） — polygon has zero area (points are collinear or repeated)")
     return shape
+
+
+#: GEOS's reasons a polygon is invalid (shapely's `explain_validity`, the point it names in brackets after) in Chinese.
+VALIDITY_ZH = {"Self-intersection": "自相交", "Ring Self-intersection": "边界自相交", "Too few points in geometry component": "点数太少",
+               "Too few distinct points in geometry component": "不同的点太少", "Hole lies outside shell": "内洞在外边界之外",
+               "Holes are nested": "内洞相互嵌套", "Interior is disconnected": "内部不连通", "Nested shells": "外边界相互嵌套",
+               "Duplicate Rings": "边界重复", "Invalid Coordinate": "坐标无效", "Ring is not closed": "边界未闭合"}
+
+
+def validity_zh(why: str) -> str:
+    """`explain_validity`'s reason for the Chinese half of a refusal (`Self-intersection[0.5 0.5]` read as `自相交，位于 0.5 0.5`):
+    shapely's English stays in the English half; a reason not in `VALIDITY_ZH` is pointed to there."""
+    reason, bracket, where = why.partition("[")
+    zh = VALIDITY_ZH.get(reason.strip())
+    if zh is None:
+        return "原因见英文"
+    return f"{zh}，位于 {where.removesuffix(']')}" if bracket else zh
 
 
 def refusal(message: str, **context: Any) -> PydanticCustomError:

@@ -202,7 +202,7 @@ def test_scene_get_put_validates_like_a_scene_file(service):
         ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1]]}]},  # why, in Chinese first, on the cameras page
          "zones.0.polygon: 多边形至少需要 3 个点，现有 2 个 — polygon needs at least 3 points, got 2"),
         ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}]},
-         "zones.0.polygon: 多边形自相交或无效（Self-intersection[0.5 0.5]） — polygon is self-intersecting"),
+         "zones.0.polygon: 多边形自相交或无效（自相交，位于 0.5 0.5） — polygon is self-intersecting or invalid (Self-intersection[0.5 0.5])"),
         ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1.5, 0], [1, 1]]}]},
          "zones.0.polygon: 点 1 [1.5, 0.0] 超出 [0, 1] 范围（归一化图像坐标） — point 1 [1.5, 0.0] is outside [0, 1]"),
         ({**scene, "zones": [{**scene["zones"][0], "types": ["ufo_landing"]}]}, "unknown violation type"),

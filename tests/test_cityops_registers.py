@@ -85,10 +85,10 @@ def test_a_refused_map_frontage_says_why_in_chinese_naming_its_column(tmp_path):
              "无摄像头,L4,,\"[[0.3, 0.6], [0.7, 0.6], [0.7, 1.0]]\",\n")
     errors = register.import_file(sheet.encode(), "shops.csv").errors
     assert len(errors) == 4 and not register.list()
-    assert errors[0].startswith("shops.csv 第 2 行「GPS范围」：范围不可用：多边形自相交或无效（Self-intersection"), errors[0]
+    assert errors[0].startswith("shops.csv 第 2 行「GPS范围」：范围不可用：多边形自相交或无效（自相交，位于 120.1551 30.2741） — "), errors[0]
     assert english(errors)[0].startswith("shops.csv: row 2: gps_polygon: polygon is self-intersecting"), errors[0]
     assert errors[1].startswith("shops.csv 第 3 行「GPS范围」：范围不可用：坐标超出经度 [-180, 180] / 纬度 [-90, 90]"), errors[1]
-    assert errors[2].startswith("shops.csv 第 4 行「GPS范围」：范围不可用：多边形自相交或无效（Too few points"), errors[2]
+    assert errors[2].startswith("shops.csv 第 4 行「GPS范围」：范围不可用：多边形自相交或无效（点数太少，位于 "), errors[2]
     assert errors[3] == ("shops.csv 第 5 行「图像范围」：范围不可用：图像范围需填写它所在的摄像头 — "
                          "shops.csv: row 5: polygon: an image polygon needs the camera it is drawn in")
 
