@@ -9,7 +9,8 @@ stays the name's active token (so `users list` shows it, marked expired) until r
 of that name revokes it and issues the new one in one step, as an admin renewing a lapsed token expects.
 
 The tables are the case store's (`pipelines.cases.schema`: same URL, SQLite or PostgreSQL), made and
-upgraded by its migrations like the case tables, so a table made by an older version gets what this one
+upgraded by its migrations like the case tables (so a review action's audit record is written in the action's own
+transaction, `CaseStore` writes' `audit`), so a table made by an older version gets what this one
 needs. The database holds one live token per name (a partial unique index), so two `users add` of one
 name at once cannot both write one.
 """
@@ -207,10 +208,17 @@ class Accounts:
 
     # ---- audit ----------------------------------------------------------------------------
 
-    def audit(self, who: Principal, action: str, case_id: str | None, details: dict[str, Any] | None = None) -> None:
+    def audit(self, who: Principal, action: str, case_id: str | None, details: dict[str, Any] | None = None, *,
+              conn: sa.Connection | None = None) -> None:
+        """Record `who`'s `action`. `conn`: in that transaction, the action's own (a case store write's `audit`
+        callback), so an action is never done without its record; otherwise in a transaction of its own."""
+        record = audit_log.insert().values(at=datetime.now(UTC), actor=who.name, role=who.role.value, action=action,
+                                           case_id=case_id, details=details or {})
+        if conn is not None:
+            conn.execute(record)
+            return
         with self._writer.begin() as conn:
-            conn.execute(audit_log.insert().values(at=datetime.now(UTC), actor=who.name, role=who.role.value,
-                                                   action=action, case_id=case_id, details=details or {}))
+            conn.execute(record)
 
     def audit_records(self, case_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)

@@ -592,3 +592,45 @@ def test_a_confirm_without_dispatch_is_named_as_the_last_action_of_a_changed_cas
     late = client.post(f"/api/v1/cases/{a}/reject", headers=wang, json={"reason": "duplicate", "expected_updated_at": seen})
     assert late.status_code == 409 and late.json()["case"]["last_by"] == "李四"
     assert late.json()["detail"].startswith(f"案件 {a} 在您打开后已被修改（最后操作人 李四，现为待审核）")
+
+
+def test_a_review_action_whose_audit_record_cannot_be_written_is_not_done_on_postgresql(tmp_path, monkeypatch, bus_event,
+                                                                                        fresh_postgres_url):
+    """The audit record of a confirm, reject, reopen or edit was written in a transaction of its own after the action's:
+    when that write failed the action stood with no audit record, and the reviewer, answered an error, might act
+    again. The action and its record are one transaction: the audit log refusing the record (a trigger here), nothing
+    is done; once it takes records again, each action is done once and recorded once."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, cases_url=fresh_postgres_url))
+    store, accounts = app.state.ctx.store, app.state.ctx.accounts
+    a, b, c, d = draft_cases(app, bus_event, [{}, {}, {}, {}])
+    reviewer = auth(tokens["reviewer"])
+    actions = [("patch", f"/api/v1/cases/{a}", {"description": "三轮车占道"}),
+               ("post", f"/api/v1/cases/{a}/confirm", {}),
+               ("post", f"/api/v1/cases/{b}/confirm", {"dispatch": False}),
+               ("post", f"/api/v1/cases/{c}/reject", {"reason": "duplicate"}),
+               ("post", f"/api/v1/cases/{d}/reopen", {"note": "误点驳回"})]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post(f"/api/v1/cases/{d}/reject", headers=reviewer, json={"reason": "duplicate"}).status_code == 200
+        before = {i: (store.get(i), store.history(i), store.outbox_entries(case_id=i)) for i in (a, b, c, d)}
+        audits = accounts.audit_records()
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN "
+                                 "RAISE EXCEPTION 'audit log refuses records'; END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW "
+                                 "EXECUTE FUNCTION refuse_audit()")
+        refused = [client.request(method, path, headers=reviewer, json=body) for method, path, body in actions]
+        assert [r.status_code for r in refused] == [500] * len(actions)
+        assert {i: (store.get(i), store.history(i), store.outbox_entries(case_id=i)) for i in (a, b, c, d)} == before
+        assert accounts.audit_records() == audits
+
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_audit ON audit_log")
+        done = [client.request(method, path, headers=reviewer, json=body) for method, path, body in actions]
+        assert [r.status_code for r in done] == [200] * len(actions), [r.text for r in done]
+    new = accounts.audit_records()[:len(actions)]  # newest first
+    assert [(r["action"], r["case_id"]) for r in reversed(new)] == [("edit", a), ("confirm", a), ("confirm", b),
+                                                                    ("reject", c), ("reopen", d)]
+    assert len(accounts.audit_records()) == len(audits) + len(actions)
+    assert (store.get(a).state, store.get(b).review_decision, store.get(c).state, store.get(d).state) == (
+        CaseState.QUEUED, "approved", CaseState.REJECTED, CaseState.CANDIDATE)

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy.engine import Connection
 
 from api.accounts import Principal
 from api.auth import READ_CASES, REVIEW
@@ -21,7 +22,7 @@ from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Case, CaseQuery
+from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Audit, Case, CaseQuery
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
@@ -342,6 +343,12 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
             "reopen": reopen}
 
 
+def _audit(ctx: AppContext, who: Principal, action: str, details: dict[str, Any]) -> Audit:
+    """The store's `audit` callback recording `who`'s `action` in the action's own transaction: recorded after it, a
+    failed audit write left the action done with no record, and the reviewer answered an error."""
+    return lambda conn, case: ctx.accounts.audit(who, action, case.id, details, conn=conn)
+
+
 def _reopen_window(ctx: AppContext) -> timedelta:
     return timedelta(days=ctx.service.reopen_within_days)
 
@@ -359,13 +366,14 @@ def _target(ctx: AppContext, wanted: str | None) -> str:
              response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
 def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     case = ctx.store.get(case_id)
+    record = _audit(ctx, who, "confirm", body.model_dump(exclude={"expected_updated_at"}))
     if body.dispatch:
         target = _target(ctx, body.target)
         case = ctx.store.review(case.id, approve=True, reviewer=who.name, target=target, note=body.note,
-                                unchanged_since=body.expected_updated_at)
+                                unchanged_since=body.expected_updated_at, audit=record)
     else:
-        case = ctx.store.approve(case.id, reviewer=who.name, note=body.note, unchanged_since=body.expected_updated_at)
-    ctx.accounts.audit(who, "confirm", case.id, body.model_dump(exclude={"expected_updated_at"}))
+        case = ctx.store.approve(case.id, reviewer=who.name, note=body.note, unchanged_since=body.expected_updated_at,
+                                 audit=record)
     ctx.metrics.reviews.labels("confirm").inc()
     return case_json(case, ctx)
 
@@ -374,8 +382,8 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
              responses=problems(401, 403, 404, 409, 422))
 def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     case = ctx.store.review(case_id, approve=False, reviewer=who.name, reason_code=body.reason.value, note=body.note,
-                            unchanged_since=body.expected_updated_at)
-    ctx.accounts.audit(who, "reject", case.id, body.model_dump(mode="json", exclude={"expected_updated_at"}))
+                            unchanged_since=body.expected_updated_at,
+                            audit=_audit(ctx, who, "reject", body.model_dump(mode="json", exclude={"expected_updated_at"})))
     ctx.metrics.reviews.labels("reject").inc()
     return case_json(case, ctx)
 
@@ -385,13 +393,17 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
 def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     if not body.note.strip():
         raise Problem(422, "note: 请填写重新打开的原因 — give why the rejection is undone", slug="validation-error")
+
+    def record(conn: Connection, case: Case) -> None:
+        # whose rejection this undid, as the reopening recorded it in its transaction (a copy read before it may hold an
+        # earlier rejection, undone and made again by others in between)
+        undone = next(h.details["reopened"] for h in reversed(ctx.store.history(case.id, conn=conn)) if "reopened" in h.details)
+        ctx.accounts.audit(who, "reopen", case.id, {"note": body.note, "rejected_by": undone["rejected_by"],
+                                                    "review_reason": undone["review_reason"],
+                                                    "review_note": undone["review_note"]}, conn=conn)
+
     case = ctx.store.reopen(case_id, actor=who.name, note=body.note, within=_reopen_window(ctx),
-                            unchanged_since=body.expected_updated_at)
-    # whose rejection this undid, as the reopening recorded it in its transaction (a copy read before it may hold an
-    # earlier rejection, undone and made again by others in between)
-    undone = next(h.details["reopened"] for h in reversed(ctx.store.history(case.id)) if "reopened" in h.details)
-    ctx.accounts.audit(who, "reopen", case.id, {"note": body.note, "rejected_by": undone["rejected_by"],
-                                                "review_reason": undone["review_reason"], "review_note": undone["review_note"]})
+                            unchanged_since=body.expected_updated_at, audit=record)
     ctx.metrics.reviews.labels("reopen").inc()
     return case_json(case, ctx)
 
@@ -436,11 +448,16 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     ctx.store.get(case_id)  # an unknown case is 404 before an unusable grid's 503
     grid = upload_grid(ctx) if body.lat is not None or clear or body.type is not None else None  # a cell's grade
     now = datetime.now(UTC)
+
+    def record(conn: Connection, case: Case) -> None:
+        if changes := edit_changes(case, who.name, now):
+            ctx.accounts.audit(who, "edit", case.id, changes, conn=conn)
+
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
                             severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
-                            clear_coordinates=clear, taxonomy=ctx.taxonomy, now=now, unchanged_since=body.expected_updated_at)
-    if changes := edit_changes(case, who.name, now):
-        ctx.accounts.audit(who, "edit", case.id, changes)
+                            clear_coordinates=clear, taxonomy=ctx.taxonomy, now=now, unchanged_since=body.expected_updated_at,
+                            audit=record)
+    if edit_changes(case, who.name, now):
         ctx.metrics.reviews.labels("edit").inc()
     return case_json(case, ctx)
 
