@@ -55,7 +55,7 @@ class AppContext:
 
 
 def build_context(settings: Settings, service: ServiceConfig, detector_factory: Callable[[], Any] | None = None) -> AppContext:
-    store = CaseStore(settings.cases.url)
+    store = settings.cases.open()
     metrics = ApiMetrics()
     taxonomy = settings.load_taxonomy()
     return AppContext(

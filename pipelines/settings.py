@@ -31,7 +31,7 @@ from detect.scenes import TimeZoneName
 from detect.taxonomy import Taxonomy, ZoneKind, load_taxonomy
 from detect.tracking import TrackingConfig
 from pipelines.analytics.config import AnalyticsConfig
-from pipelines.cases.store import DEFAULT_URL, sqlite_file
+from pipelines.cases.store import DEFAULT_URL, CaseStore, PoolLimits, sqlite_file
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStoreConfig, paths_named_by_setting
 
@@ -45,6 +45,22 @@ class CaseStoreConfig(ConfigModel):
                      description="SQLAlchemy URL: sqlite:///path.db (default, WAL) or postgresql+psycopg://user@host/db "
                                  "(the password: $PGPASSWORD or ~/.pgpass where the command runs, not this file).",
                      min_length=1)
+    pool_size: int = Field(PoolLimits.pool_size, title="Connections kept", ge=1, le=1000,
+                           description="Connections to the database each process keeps open once opened.")
+    max_overflow: int = Field(PoolLimits.max_overflow, title="Connections beyond them", ge=0, le=1000,
+                              description="Connections opened beyond pool_size while all are in use, closed when "
+                                          "returned: pool_size + max_overflow is the most a process holds at once "
+                                          "(serve: 40 worker threads and its background jobs).")
+    pool_timeout: float = Field(PoolLimits.pool_timeout, title="Wait for a connection (s)", gt=0, le=3600,
+                                description="Seconds a request waits for a free connection before it fails.")
+
+    def pool(self) -> PoolLimits:
+        """The store's pool limits as set here."""
+        return PoolLimits(self.pool_size, self.max_overflow, self.pool_timeout)
+
+    def open(self) -> CaseStore:
+        """The case store at `url` with the pool set here."""
+        return CaseStore(self.url, pool=self.pool())
 
 
 def ocr_from_yaml(value: Any) -> Any:

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from detect.config_io import ConfigError
 from pipelines.cases import ALLOWED, CaseState, CaseStore, CaseStoreError, CaseStoreUnreachable, InvalidTransition, NewCase
 from pipelines.cases import schema
+from pipelines.settings import CaseStoreConfig, load_settings
 
 T0 = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
 
@@ -620,3 +622,29 @@ def test_a_dispatcher_lease_taken_between_the_reopen_check_and_its_withdrawal_re
         store.reopen(case.id, actor="王芳", note="误点驳回", within=timedelta(days=7), now=now)
     [entry] = store.outbox_entries(case_id=case.id)
     assert (store.get(case.id).state, entry.status, entry.lease_owner) == (CaseState.REJECTED, "pending", None)
+
+
+def test_the_store_serves_serve_s_threads_at_once_and_takes_the_pool_settings_on_postgresql(fresh_postgres_url, tmp_path):
+    """The PostgreSQL pool was SQLAlchemy's (5 kept, 10 more): the 16th of `serve`'s 40 worker threads waited for a
+    connection and failed after 30 s. By default a store holds 40 at once and more for its background work;
+    `cases.pool_size`, `cases.max_overflow` and `cases.pool_timeout` set it, and a value out of range is refused
+    naming the setting."""
+    store = CaseStoreConfig(url=fresh_postgres_url).open()
+    held = [store.engine.connect() for _ in range(41)]  # every worker thread in a query, and one job more
+    assert [c.exec_driver_sql("SELECT 1").scalar() for c in held] == [1] * 41
+    for conn in held:
+        conn.close()
+    store.close()
+
+    small = CaseStoreConfig(url=fresh_postgres_url, pool_size=1, max_overflow=0, pool_timeout=0.1).open()
+    with small.engine.connect(), pytest.raises(sa.exc.TimeoutError):
+        small.engine.connect()  # the one connection is in use: the next waits pool_timeout, then fails
+    small.close()
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"cases:\n  url: {fresh_postgres_url}\n  pool_size: 0\n  pool_timeout: -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(settings)
+    lines = str(refused.value).splitlines()
+    assert any(line.startswith(f"{settings}: cases.pool_size: ") for line in lines), lines
+    assert any(line.startswith(f"{settings}: cases.pool_timeout: ") for line in lines), lines

@@ -95,7 +95,7 @@ class Intake:
         """
         builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy or settings.load_taxonomy(),
                                   signer=load_signing_key(settings.evidence))
-        return cls(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store), builder,
+        return cls(settings.cases.open(), open_evidence_store(settings.evidence_store), builder,
                    settings.evidence_store.spool_dir, auto_queue=auto_queue,
                    previous_keys=load_previous_hmac_keys(settings.evidence))
 

@@ -79,11 +79,10 @@ def retrain(
     summary: dict = {"name": name, "base_model": base_model, "work_dir": str(work_dir), "steps": {}}
     steps = summary["steps"]
     if settings is not None and cases is None:
-        from pipelines.cases import CaseStore
         from pipelines.evidence_store import open_evidence_store
         from pipelines.retrain.reviews import export_reviews
 
-        cases, n, problems = export_reviews(CaseStore(settings.cases.url), open_evidence_store(settings.evidence_store),
+        cases, n, problems = export_reviews(settings.cases.open(), open_evidence_store(settings.evidence_store),
                                             work_dir / "reviews")
         steps["export_reviews"] = {"file": str(cases), "cases": n, "problems": [str(f) for f in problems]}
     if cases is not None:

@@ -96,10 +96,9 @@ def patrol(
 def _store(config: Path | None, *, create: bool = False):
     """Settings and case store. Only an import may `create` the store (a new deployment's first register);
     a list, export or count of a store that is not there stops rather than reading an empty one."""
-    from pipelines.cases import CaseStore
 
     settings = settings_or_fail(config)
-    return settings, CaseStore(settings.cases.url) if create else existing_store_or_fail(settings.cases.url)
+    return settings, settings.cases.open() if create else existing_store_or_fail(settings.cases.url)
 
 
 def shops_import(

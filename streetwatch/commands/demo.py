@@ -69,11 +69,10 @@ def _confirm_and_dispatch(settings, api_url: str, token: str, sim) -> dict:
     let the simulator accept and handle it: its signed status webhooks move the case (handled -> verifying)."""
     import httpx
 
-    from pipelines.cases import CaseStore
     from pipelines.dispatch import Dispatcher
     from pipelines.evidence_store import open_evidence_store
 
-    store = CaseStore(settings.cases.url)
+    store = settings.cases.open()
     try:
         candidates = [c for c in store.list(state="candidate") if c.source_kind == "camera" and c.evidence_ref]
         candidates.sort(key=lambda c: (c.violation_type != "flyposting", c.cleared_at is not None))
@@ -112,9 +111,8 @@ def _platform_status(sim, ref: str, status: str) -> dict:
 
 
 def _cases(settings) -> list[dict]:
-    from pipelines.cases import CaseStore
 
-    store = CaseStore(settings.cases.url)
+    store = settings.cases.open()
     try:
         return [{"id": c.id, "type": c.violation_type, "state": str(c.state), "source": c.source_id,
                  "cleared": c.cleared_at is not None, "evidence_ref": c.evidence_ref, "dispatch_ref": c.dispatch_ref}

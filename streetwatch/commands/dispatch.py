@@ -53,7 +53,6 @@ def register(app: typer.Typer) -> None:
         deferred: the platform down or its circuit open)."""
         setup_logging(verbose)
         from detect.config_io import ConfigError
-        from pipelines.cases import CaseStore
         from pipelines.dispatch import Dispatcher
         from pipelines.evidence_store import StorageError, open_evidence_store
 
@@ -73,7 +72,7 @@ def register(app: typer.Typer) -> None:
             taxonomy = settings.load_taxonomy()  # with the deployment's city code files
         except ConfigError as exc:
             fail(str(exc))
-        store = CaseStore(settings.cases.url)
+        store = settings.cases.open()
         dispatcher = Dispatcher(store, evidence, settings.dispatch, taxonomy=taxonomy)
         reporter = VerificationReporter(store, evidence, settings.dispatch, taxonomy=taxonomy)  # re-check outcomes back to the platforms
         try:
