@@ -567,3 +567,36 @@ def test_patrol_stopped_while_judging_says_to_resume_as_triage_does(tmp_path, cl
         assert proc.returncode == 128 + sig and "Traceback" not in stderr, (sig, stderr[-2000:])
         assert stderr.splitlines()[-1] == (f"error: interrupted: the frames finished so far are in {results}; "
                                            "run the same command with --resume to continue"), stderr[-2000:]
+
+
+def test_patrol_stopped_while_sampling_says_to_resume(tmp_path, bus_jpg):
+    """Ctrl-C or SIGTERM while patrol still sampled its video gave the generic 'interrupted (已中断)' line, though
+    --resume takes such a run up (it samples afresh); it says nothing was judged yet and to run again with --resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    seconds = 300  # every frame sampled (--every-s 0.1): long enough to be stopped half way
+    video = tmp_path / "long.mp4"
+    write_clip(video, road_view(bus_jpg, (640, 360)), [], seconds, fps=4, start=START, osd=False)
+    track = write_gpx(tmp_path / "long.gpx", _fixes(START, seconds))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"out-{sig.name}"
+        proc = subprocess.Popen([sys.executable, "-m", "streetwatch.cli", "patrol", str(video), "--track", str(track), "--out", str(out),
+                                 "--no-cases", "--no-progress", "--ocr", "off", "--verifier", "none", "--every-m", "0.1", "--every-s", "0.1"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while not any((out / "frames").glob("*.jpg")) and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=300)
+        assert not (out / "sampled.json").exists(), ("sampling was over before it could be stopped", stderr[-2000:])
+        assert proc.returncode == 128 + sig and "Traceback" not in stderr, (sig, stderr[-2000:])
+        assert stderr.splitlines()[-1] == (f"error: interrupted: stopped while sampling the video into {out / 'frames'}, before "
+                                           "any frame was judged; run the same command with --resume to continue"), stderr[-2000:]
+    resumed = subprocess.run([sys.executable, "-m", "streetwatch.cli", "patrol", str(video), "--track", str(track), "--out", str(out),
+                              "--no-cases", "--no-progress", "--ocr", "off", "--verifier", "none", "--resume", "--every-m", "300", "--every-s", "120"],
+                             cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and (out / "sampled.json").is_file(), resumed.stderr[-2000:]

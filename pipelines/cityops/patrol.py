@@ -86,6 +86,11 @@ class CannotResume(PatrolError):
     anew frames it had judged."""
 
 
+class SamplingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, as the CLI makes it) while the video was being sampled: no frame was judged yet, so
+    `resume` samples afresh; told apart from triage's own `TriageInterrupted` so the CLI can say so."""
+
+
 class NoStartTime(PatrolError):
     """No wall-clock time for the video's first frame. Its message asks for `--start`; `asking(how)` words the same
     reason for another way of giving the time (the service's form field, an option the API does not have)."""
@@ -395,7 +400,7 @@ def sample_once(video: Path, track: Track, out: Path, *, resume: bool, tz: ZoneI
     `resume`, as an interrupted run kept them: triage resumes over those very frames, given the same video and
     track, and the same sampling values where `given` names them (PatrolError otherwise). A run stopped while
     sampling had judged none (triage starts after), so its frames are removed and sampled afresh; CannotResume when it
-    had. PatrolError when `out` holds no run at all."""
+    had. PatrolError when `out` holds no run at all; SamplingInterrupted when Ctrl-C stops the sampling."""
     if resume:
         done = Sampled.load(out / SAMPLED)
         if done is not None:
@@ -411,9 +416,12 @@ def sample_once(video: Path, track: Track, out: Path, *, resume: bool, tz: ZoneI
         shutil.rmtree(out / FRAMES, ignore_errors=True)
     else:
         check_out_free(out)
-    sampled = sample_video(video, track, out / FRAMES, every_m=every_m, every_s=every_s, tz=tz, start=start)
-    sampled.inputs = {role: {"path": str(path), "sha256": sha256_file(path)} for role, path in (("video", video), ("track", track.path))}
-    sampled.save(out / SAMPLED)
+    try:
+        sampled = sample_video(video, track, out / FRAMES, every_m=every_m, every_s=every_s, tz=tz, start=start)
+        sampled.inputs = {role: {"path": str(path), "sha256": sha256_file(path)} for role, path in (("video", video), ("track", track.path))}
+        sampled.save(out / SAMPLED)
+    except KeyboardInterrupt:
+        raise SamplingInterrupted() from None
     return sampled
 
 

@@ -62,7 +62,7 @@ def patrol(
 
     from detect.config_io import ConfigError
     from detect.engine import DetectorConfigError, ModelNotFoundError
-    from pipelines.cityops.patrol import PatrolError, given_start, run_patrol
+    from pipelines.cityops.patrol import PatrolError, SamplingInterrupted, given_start, run_patrol
     from pipelines.triage import TriageSettings
     from pipelines.triage.cases import CasesUnavailable, check_keys
     from pipelines.triage.journal import JournalExists
@@ -84,6 +84,8 @@ def patrol(
         fail(str(exc))
     except TriageInterrupted:
         fail_interrupted(out, "frames")
+    except SamplingInterrupted:
+        fail_interrupted(out, done=f"stopped while sampling the video into {out / 'frames'}, before any frame was judged")
     s = result.summary
     for message in s["messages"]:
         typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)

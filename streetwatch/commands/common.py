@@ -66,11 +66,12 @@ def interrupted_code() -> int:
     return 128 + _STOPPED_BY["signal"]
 
 
-def fail_interrupted(out: Path, what: str = "photos") -> NoReturn:
+def fail_interrupted(out: Path, what: str = "photos", *, done: str | None = None) -> NoReturn:
     """Triage's line when Ctrl-C or SIGTERM stopped it (`TriageInterrupted`): what was recorded and how to go on, one
-    wording for every command that runs triage (triage, patrol), where Typer would exit 130 without a word."""
-    fail(f"interrupted: the {what} finished so far are in {out / 'results.jsonl'}; "
-         f"run the same command with --resume to continue", code=interrupted_code())
+    wording for every command that runs triage (triage, patrol), where Typer would exit 130 without a word. `done`
+    says what was done instead when nothing was recorded yet (patrol stopped while sampling its video)."""
+    done = done or f"the {what} finished so far are in {out / 'results.jsonl'}"
+    fail(f"interrupted: {done}; run the same command with --resume to continue", code=interrupted_code())
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
