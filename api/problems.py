@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from detect.config_io import ConfigError
+from detect.config_io import ConfigError, pydantic_en
 from pipelines.cases.states import InvalidTransition
 from pipelines.cases.store import CaseChanged, CaseNotFound, CaseStoreError, CaseStoreUnreachable, NotCandidate, NotReopenable, PlaceError
 from pipelines.dispatch.webhook import WebhookError
@@ -74,7 +74,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": pydantic_en(e), "type": str(e.get("type", ""))}
             for e in exc.errors()]
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticKnownError
 
 M = TypeVar("M", bound=BaseModel)
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -201,13 +202,26 @@ PYDANTIC_ZH = {"string_too_long": "超过 {max_length} 个字符", "string_too_s
 _TEXT_AFTER_VALIDATOR = {"too_long": "string_too_long", "too_short": "string_too_short"}
 
 
+def _kind(error: dict[str, Any]) -> str:
+    """The type of one of pydantic's errors, a text measured after its validator (`_TEXT_AFTER_VALIDATOR`) as the
+    text check it is."""
+    kind = error.get("type", "")
+    return _TEXT_AFTER_VALIDATOR.get(kind, kind) if (error.get("ctx") or {}).get("field_type") == "Value" else kind
+
+
 def pydantic_zh(error: dict[str, Any]) -> str | None:
     """The Chinese of one of pydantic's own errors (a text too long or too short, with its limit), None for the
     others: a model's own checks word theirs Chinese first (`zh_en`)."""
-    ctx = error.get("ctx") or {}
-    kind = _TEXT_AFTER_VALIDATOR.get(error.get("type", ""), "") if ctx.get("field_type") == "Value" else error.get("type", "")
-    template = PYDANTIC_ZH.get(kind)
-    return template.format(**ctx) if template else None
+    template = PYDANTIC_ZH.get(_kind(error))
+    return template.format(**error["ctx"]) if template else None
+
+
+def pydantic_en(error: dict[str, Any]) -> str:
+    """The English of one of pydantic's errors: its message, but a text measured after its validator worded as
+    pydantic words a text's length ('String should have at most 64 characters'), not as a Value's ('at most 64
+    items after validation, not 65'), which reads as a list to whoever typed a licence number or a note."""
+    kind = _kind(error)
+    return PydanticKnownError(kind, error["ctx"]).message() if kind != error.get("type") else str(error.get("msg", ""))
 
 
 def validation_message(source: str, exc: ValidationError) -> str:
@@ -215,7 +229,7 @@ def validation_message(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {err['msg']}{_given(err)}")
+        lines.append(f"{source}: {where}: {pydantic_en(err)}{_given(err)}")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from detect.cityzones import geometry_of
 from detect.phones import find_phones
-from detect.config_io import ZH_EN, ConfigModel, pydantic_zh, zh_en
+from detect.config_io import ZH_EN, ConfigModel, pydantic_en, pydantic_zh, zh_en
 from detect.scenes import IMAGE_SPACE, _polygon as image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
@@ -368,7 +368,7 @@ def _reason(exc: Exception, columns: dict[str, str] | None = None) -> tuple[str 
         return zh_en(str(exc))
     zh, en = [], []
     for e in errors():
-        said_zh, said_en = zh_en(e["msg"].removeprefix("Value error, "))
+        said_zh, said_en = zh_en(pydantic_en(e).removeprefix("Value error, "))
         if e["type"] == "string_pattern_mismatch" and e["loc"]:
             said_zh = PATTERN_ZH.get(str(e["loc"][0]))
         zh.append(said_zh or pydantic_zh(e))

@@ -359,6 +359,18 @@ def test_text_with_a_control_character_is_refused_naming_the_field_on_postgresql
         assert kept.status_code == 200 and kept.json()["description"] == "摊位两处\n\t伞一把"
 
 
+def test_a_note_or_description_too_long_is_refused_in_characters(service, bus_event):
+    """A review note over 2000 characters or a description over 4000 was refused 'Value should have at most 2000
+    items after validation, not 2001' (pydantic measures them after their text check): it says characters."""
+    app, client, tokens, _ = service
+    [a] = draft_cases(app, bus_event, [{}])
+    reviewer = auth(tokens["reviewer"])
+    note = client.post(f"/api/v1/cases/{a}/confirm", headers=reviewer, json={"dispatch": False, "note": "属" * 2001})
+    description = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"description": "占" * 4001})
+    assert [r.json()["detail"] for r in (note, description)] == ["body.note: String should have at most 2000 characters",
+                                                                "body.description: String should have at most 4000 characters"]
+
+
 def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, monkeypatch):
     app, client, tokens, _ = service
     store = app.state.ctx.store

@@ -107,6 +107,18 @@ def test_a_row_refused_by_the_shops_own_checks_says_why_in_chinese(tmp_path):
     assert english(errors)[1] == r"shops.csv: row 3: id: String should match pattern '^[^/\s]+$'" and not register.list()
 
 
+def test_a_text_too_long_says_characters_in_the_english_half_too(tmp_path):
+    """A licence number or a contact too long read 'Value should have at most 64 items after validation, not 65' in
+    the English half (pydantic measures those texts after their validator): it says characters, as the Chinese does."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    gps = '"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"'
+    sheet = f"name,licence_no,contact,gps_polygon\n老店,{'9' * 65},,{gps}\n新店,L2,{'张' * 201},{gps}\n"
+    errors = register.import_file(sheet.encode(), "shops.csv").errors
+    assert english(errors) == ["shops.csv: row 2: id: String should have at most 64 characters; "
+                               "licence_no: String should have at most 64 characters",
+                               "shops.csv: row 3: contact: String should have at most 200 characters"], errors
+
+
 def test_spillover_cases_name_the_responsible_shop(tmp_path, bus_event):
     """The real bus event stands in for a spill-over (the judgement is another engineer's): its boxes stand
     in 王记's image frontage; a photo case by GPS lands in 王记's map frontage."""
