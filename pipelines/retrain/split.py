@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
 from pipelines.retrain.check import NEAR_DUPLICATE_BITS, image_phash
 from pipelines.retrain.dataset import Dataset, DatasetError, derive, write_dataset
@@ -60,26 +62,26 @@ def assign_groups(groups: dict[str, Counter], val_fraction: float, seed: int = 0
 
 
 def near_duplicate_groups(dataset: Dataset, groups: dict[str, str], bits: int = NEAR_DUPLICATE_BITS) -> dict[str, str]:
-    """`groups` (image -> group) with the groups of near-identical pictures joined into one."""
+    """`groups` (image -> group) with the groups of near-identical pictures joined into one, named after the first
+    of its groups by name (scipy's `connected_components` over the groups, as triage's cases)."""
     names = [f.image for f in dataset.files()]
     hashes = {n: h for n in names if (h := image_phash(dataset.path(n))) is not None}
-    parent = {g: g for g in set(groups.values())}
-
-    def find(g: str) -> str:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
+    ordered = sorted(set(groups.values()))
+    index = {g: k for k, g in enumerate(ordered)}
+    rows, cols = [], []  # the groups of near-identical pictures
     keyed = [n for n in names if n in hashes]
     if keyed:
         matrix = np.stack([hashes[n] for n in keyed])
         for i, n in enumerate(keyed):
             for j in np.flatnonzero((matrix[i + 1:] != matrix[i]).sum(axis=1) <= bits) + i + 1:
-                a, b = find(groups[n]), find(groups[keyed[j]])
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return {n: find(g) for n, g in groups.items()}
+                rows.append(index[groups[n]])
+                cols.append(index[groups[keyed[j]]])
+    joined = coo_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(ordered), len(ordered)))
+    labels = connected_components(joined, directed=False)[1]
+    first: dict[int, str] = {}
+    for g, label in zip(ordered, labels, strict=True):
+        first.setdefault(int(label), g)
+    return {n: first[int(labels[index[g]])] for n, g in groups.items()}
 
 
 def split_dataset(dataset: Dataset, out: Path, *, val_fraction: float = 0.2, seed: int = 0,

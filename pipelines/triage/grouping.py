@@ -4,7 +4,7 @@ Inspectors take several shots of one stall or one parked car. Two findings of th
 the same violation when they were taken within the time window and at the same spot: within
 the GPS radius when both photos have a position, else with perceptual hashes (pHash, from the
 `imagehash` package) a few bits apart, which catches re-takes and burst shots of one scene.
-Grouping is transitive (union-find), and the best-scoring photo leads its case. Only positive
+Grouping is transitive (connected components), and the best-scoring photo leads its case. Only positive
 photos take part, each with a few scalars, so this stays small for a 50,000-photo day.
 A case is not a training split's group: `verifier to-label` keeps the photos of a place and day together
 (`pipelines.verifier.to_label.places`), coarser on purpose and of any type.
@@ -18,6 +18,8 @@ from datetime import datetime
 import imagehash
 import numpy as np
 from PIL import Image
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
 from detect.frames import distance_m
 from pipelines.triage.record import PhotoFinding, PhotoRecord
@@ -111,16 +113,10 @@ def same_spot(a: Member, b: Member, radius_m: float, max_bits: int) -> bool:
 
 
 def group_members(members: list[Member], window_s: float, radius_m: float, max_bits: int) -> list[Group]:
-    """Cases ranked by lead score (then photo count); members of each case best first."""
-    parent = list(range(len(members)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    """Cases ranked by lead score (then photo count); members of each case best first. A case is a connected
+    component of photos pairwise at the same spot (scipy's `connected_components`, as retrain's near-duplicates)."""
     order = sorted(range(len(members)), key=lambda i: (members[i].type, members[i].taken_at))
+    rows, cols = [], []  # the pairs at the same spot
     for pos, i in enumerate(order):
         a = members[i]
         for j in order[pos + 1 :]:
@@ -128,9 +124,11 @@ def group_members(members: list[Member], window_s: float, radius_m: float, max_b
             if b.type != a.type or (b.taken_at - a.taken_at).total_seconds() > window_s:
                 break
             if same_spot(a, b, radius_m, max_bits):
-                parent[root(j)] = root(i)
+                rows.append(i)
+                cols.append(j)
+    same = coo_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(members), len(members)))
     clusters: dict[int, list[Member]] = {}
-    for i, m in enumerate(members):
-        clusters.setdefault(root(i), []).append(m)
+    for label, m in zip(connected_components(same, directed=False)[1], members, strict=True):
+        clusters.setdefault(int(label), []).append(m)
     groups = [Group(ms[0].type, sorted(ms, key=lambda m: (-m.score, m.taken_at, m.source))) for ms in clusters.values()]
     return sorted(groups, key=lambda g: (-g.score, -len(g.members), g.lead.taken_at, g.lead.source))
