@@ -276,12 +276,11 @@ def test_a_reviewer_works_the_case_form_by_keyboard(tmp_path, bus_jpg, bus_event
         assert b.execute_script(focused) == "confirm"  # Enter again confirms the case shown, no Tab through the page
 
 
-def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_path, bus_jpg, bus_event):
-    """王芳's page shows a case; 李四 edits it meanwhile. Her 保存修改 (changing the severity only) wrote back the
-    description her page held, wiping his; it is refused, said in Chinese in the status line, and the page shows
-    the case as he left it, so her next save keeps his description."""
+@contextmanager
+def _a_case_shown_and_a_second_reviewer(tmp_path: Path, bus_jpg: Path, bus_event) -> Iterator[tuple[dict, Any, str, str]]:
+    """The pages served with one drafted case, logged in and showing it, and 李四's token (a second reviewer acting on
+    it meanwhile): (served, browser, case id, 李四's token)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     def prepare(app) -> tuple[str, str]:
         return draft_cases(app, bus_event, [{}])[0], app.state.ctx.accounts.add("李四", "reviewer")[1]
@@ -290,6 +289,17 @@ def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_
         b, (case_id, li) = served["browser"], served["data"]
         _login(served)
         _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+        yield served, b, case_id, li
+
+
+def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_path, bus_jpg, bus_event):
+    """王芳's page shows a case; 李四 edits it meanwhile. Her 保存修改 (changing the severity only) wrote back the
+    description her page held, wiping his; it is refused, said in Chinese in the status line, and the page shows
+    the case as he left it, so her next save keeps his description."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with _a_case_shown_and_a_second_reviewer(tmp_path, bus_jpg, bus_event) as (served, b, case_id, li):
         answer = httpx.patch(f"{served['base']}/api/v1/cases/{case_id}", headers=auth(li), timeout=10,
                              json={"description": "三轮车占道，已拍照"})
         assert answer.status_code == 200
@@ -784,14 +794,8 @@ def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(t
     had done), and her next save keeps both."""
     from selenium.webdriver.common.by import By
 
-    def prepare(app) -> tuple[str, str]:
-        return draft_cases(app, bus_event, [{}])[0], app.state.ctx.accounts.add("李四", "reviewer")[1]
-
     value = lambda d, field: d.find_element(By.ID, field).get_attribute("value")  # noqa: E731
-    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
-        b, (case_id, li) = served["browser"], served["data"]
-        _login(served)
-        _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+    with _a_case_shown_and_a_second_reviewer(tmp_path, bus_jpg, bus_event) as (served, b, case_id, li):
         answer = httpx.patch(f"{served['base']}/api/v1/cases/{case_id}", headers=auth(li), timeout=10, json={"severity": "serious"})
         assert answer.status_code == 200
         b.find_element(By.ID, "edit-address").clear()
@@ -818,13 +822,7 @@ def test_what_a_reviewer_typed_is_written_out_when_the_case_left_the_queue_meanw
     says the case left the list and writes out what she typed, field by field, for her to copy."""
     from selenium.webdriver.common.by import By
 
-    def prepare(app) -> tuple[str, str]:
-        return draft_cases(app, bus_event, [{}])[0], app.state.ctx.accounts.add("李四", "reviewer")[1]
-
-    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
-        b, (case_id, li) = served["browser"], served["data"]
-        _login(served)
-        _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+    with _a_case_shown_and_a_second_reviewer(tmp_path, bus_jpg, bus_event) as (served, b, case_id, li):
         answer = httpx.post(f"{served['base']}/api/v1/cases/{case_id}/confirm", headers=auth(li), timeout=10,
                             json={"dispatch": False})
         assert answer.status_code == 200, answer.text
