@@ -474,6 +474,7 @@ def test_the_usage_lines_of_the_analytics_doc_name_every_option():
     assert sorted(lines) == ["cases export", "report", "score"] and missing == []
 
 
+@pytest.mark.slow  # four CLI runs (call-out lists, scores, a report with its PDF) while readers hold the earlier files
 def test_outputs_others_pick_up_are_replaced_whole_never_rewritten_in_place(city, tmp_path):
     """The call-out list (the file the call-out system picks up), the score sheets and the report files were written
     in place: a Ctrl-C or a full disk half way left a truncated file that looked complete, and a reader that had the

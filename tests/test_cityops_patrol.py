@@ -569,6 +569,7 @@ def test_patrol_stopped_while_judging_says_to_resume_as_triage_does(tmp_path, cl
                                            "run the same command with --resume to continue"), stderr[-2000:]
 
 
+@pytest.mark.slow  # two patrol runs of a real video stopped by signals, then resumed
 def test_patrol_stopped_while_sampling_says_to_resume(tmp_path, bus_jpg):
     """Ctrl-C or SIGTERM while patrol still sampled its video gave the generic 'interrupted (已中断)' line, though
     --resume takes such a run up (it samples afresh); it says nothing was judged yet and to run again with --resume."""

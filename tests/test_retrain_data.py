@@ -656,6 +656,7 @@ def test_retrain_summary_counts_the_verifier_only_cases_apart(real_sample_dir, t
     json.dumps(step)  # written to retrain.json as it is
 
 
+@pytest.mark.slow  # a dataset import in a subprocess, interrupted, then run again
 def test_an_import_stopped_half_way_leaves_no_version_and_can_be_run_again(tmp_path):
     """Ctrl-C while the pictures were being copied left images/ and labels/ without a manifest at --out: not a
     version (`data check` said so), yet the same command run again refused it as one ('already exists and is not
