@@ -67,9 +67,11 @@ def problem_response(status: int, detail: str, slug: str | None = None, headers:
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
-#: For route decorators: `responses=problems(404, 409)` documents the error bodies in OpenAPI.
+#: For route decorators: `responses=problems(404, 409)` documents the error bodies in OpenAPI, as
+#: `application/problem+json` only. With a `model` FastAPI would add the route's own media type beside it
+#: (`application/json`, a report's `text/html`), which no error is sent as; `install` adds ProblemDoc's schema.
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": ProblemDoc, "description": HTTPStatus(s).phrase,
+    return {s: {"description": HTTPStatus(s).phrase,
                 "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDoc"}}}} for s in statuses}
 
 
@@ -153,13 +155,15 @@ def install(app: FastAPI) -> None:
 def _document_unprocessable(app: FastAPI) -> None:
     """/openapi.json gives every operation a 422 problem document: any route answers one for a control character in
     its path or query (api/app.py), and FastAPI's own 422 entry says `application/json` with its validation-error
-    body, where we answer `application/problem+json` (`_invalid`)."""
+    body, where we answer `application/problem+json` (`_invalid`). It also holds ProblemDoc's schema, which
+    `problems()` refers to without naming the model."""
     base = app.openapi
     unprocessable = problems(422)[422]
     doc = {"description": unprocessable["description"], "content": unprocessable["content"]}
 
     def openapi() -> dict[str, Any]:
         schema = base()  # built once and kept by FastAPI; setting the entries again is idempotent
+        schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDoc"] = ProblemDoc.model_json_schema()
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 if isinstance(operation, dict) and "responses" in operation:

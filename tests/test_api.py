@@ -247,6 +247,23 @@ def test_every_route_documents_what_it_returns(service):
     assert get_scene["schema"]["$ref"].startswith("#/components/schemas/Scene")
 
 
+def test_errors_are_documented_as_problem_documents_only(service):
+    """Every error is sent as application/problem+json; /openapi.json listed the route's own media type beside it
+    (`application/json`, a report's `text/html`), which a generated client may ask for or parse an error as."""
+    _, client, tokens, _ = service
+    spec = client.get("/openapi.json").json()
+    other = sorted(f"{method.upper()} {path} {code}: {', '.join(r['content'])}"
+                   for path, operations in spec["paths"].items() for method, op in operations.items()
+                   for code, r in op["responses"].items()
+                   if "ProblemDoc" in str(r) and list(r.get("content", {})) != ["application/problem+json"])
+    assert other == []
+    assert spec["components"]["schemas"]["ProblemDoc"]["required"] == ["type", "title", "status", "detail"]
+    report = spec["paths"]["/api/v1/triage/jobs/{job_id}/report"]["get"]["responses"]
+    assert list(report["200"]["content"]) == ["text/html"] and list(report["404"]["content"]) == ["application/problem+json"]
+    answer = client.get("/api/v1/triage/jobs/0000000000000000/report", headers=auth(tokens["inspector"]))
+    assert answer.status_code == 404 and answer.headers["content-type"] == "application/problem+json"
+
+
 def test_a_case_store_gone_while_serving_answers_503(tmp_path, monkeypatch):
     """PostgreSQL stopped while the service runs: every route that needs the store (authentication first) answers
     503 with Retry-After, in Chinese and English, without the store's URL (anyone may get it); the same requests
