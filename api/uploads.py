@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
-from api.problems import Problem
+from api.problems import Problem, problems
 from pipelines.triage.sources import Refused, expand_sources
 
 #: Pillow format -> stored suffix (the formats `detect.imageio` / triage read).
@@ -94,7 +94,15 @@ class CappedBodyRoute(APIRoute):
     """A route whose JSON body is read with `read_capped` (413 past `JSON_BODY_LIMIT`, declared or counted) before
     FastAPI parses it. FastAPI reads a body before it solves the dependencies, the token check among them, so a
     request without a token was read whole, however large, and only then answered 401. Routes without a body field
-    (uploads, the webhook) read their own, capped, once the token is checked; they are left as they are."""
+    (uploads, the webhook) read their own, capped, once the token is checked; they are left as they are.
+
+    A route with a body documents the answers to the body itself in /openapi.json, for generated clients: 400 not
+    JSON (`malformed-json`), 413 over the limit, 415 not sent as JSON (`api.problems`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.body_field is not None:
+            self.responses = {**problems(400, 413, 415), **self.responses}
 
     def get_route_handler(self):
         handler = super().get_route_handler()

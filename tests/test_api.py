@@ -264,6 +264,25 @@ def test_errors_are_documented_as_problem_documents_only(service):
     assert answer.status_code == 404 and answer.headers["content-type"] == "application/problem+json"
 
 
+def test_json_body_routes_document_the_answers_to_their_body(service, bus_event):
+    """A body that is not JSON (400), too large (413) or not sent as JSON (415) is refused by every route taking a
+    JSON body; /openapi.json listed none of the three, so a generated client had no type for them."""
+    app, client, tokens, _ = service
+    spec = client.get("/openapi.json").json()
+    json_routes = {f"{method.upper()} {path}": set(op["responses"]) for path, operations in spec["paths"].items()
+                   for method, op in operations.items() if "application/json" in op.get("requestBody", {}).get("content", {})}
+    assert {"PATCH /api/v1/cases/{case_id}", "POST /api/v1/cases/{case_id}/confirm", "PUT /api/v1/callout/{number}",
+            "PUT /api/v1/shops/{shop_id}", "PUT /api/v1/cameras/{camera_id}/scene"} <= json_routes.keys()
+    assert {route: {"400", "413", "415"} - codes for route, codes in json_routes.items() if {"400", "413", "415"} - codes} == {}
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    url, reviewer = f"/api/v1/cases/{case_id}/reject", auth(tokens["reviewer"])
+    sent = [client.post(url, headers={**reviewer, "Content-Type": "application/json"}, content=b"\x00"),
+            client.post(url, headers=reviewer, content=b'{"reason": "duplicate"}'),
+            client.post(url, headers={**reviewer, "Content-Type": "application/json"}, content=b" " * (2 << 20))]
+    assert [a.status_code for a in sent] == [400, 415, 413]
+    assert all(a.headers["content-type"] == "application/problem+json" for a in sent)
+
+
 def test_a_case_store_gone_while_serving_answers_503(tmp_path, monkeypatch):
     """PostgreSQL stopped while the service runs: every route that needs the store (authentication first) answers
     503 with Retry-After, in Chinese and English, without the store's URL (anyone may get it); the same requests
