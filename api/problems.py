@@ -80,6 +80,18 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             for e in exc.errors()]
 
 
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+
+
+def invalid(loc: list[str], msg: str) -> Problem:
+    """422 for one field that a route's own check refuses (an unknown violation type or dispatch target, a missing
+    reason): the problem FastAPI's validation gives (`validation-error`, the detail `body.type: …`, `errors[].loc`
+    naming the field), so a client finds the field one way whichever check refused it."""
+    errors = [{"loc": loc, "msg": msg, "type": "value_error"}]
+    return Problem(422, _validation_detail(errors), slug="validation-error", errors=errors)
+
+
 #: Exceptions of the layers below, answered with their message: (status, problem kind).
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     CaseNotFound: (404, "case-not-found"),
@@ -121,8 +133,7 @@ def install(app: FastAPI) -> None:
             return problem_response(415, f"send the body as JSON with Content-Type: application/json (got {got})",
                                     "unsupported-media-type")
         errors = _validation_errors(exc)
-        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
-        return problem_response(422, detail, "validation-error", errors=errors)
+        return problem_response(422, _validation_detail(errors), "validation-error", errors=errors)
 
     def domain(status: int, slug: str):
         async def handler(_: Request, exc: Exception) -> JSONResponse:

@@ -264,6 +264,29 @@ def test_errors_are_documented_as_problem_documents_only(service):
     assert answer.status_code == 404 and answer.headers["content-type"] == "application/problem+json"
 
 
+def test_a_value_refused_by_a_route_names_its_field(service, bus_event):
+    """An unknown type or dispatch target was 422 `unprocessable-entity` with neither the field in the detail nor
+    `errors`, where FastAPI's own refusals (a bad severity) are `validation-error` with `errors[].loc`: a client
+    could not tell which field to fix. Every refusal of one field now reads the same."""
+    app, client, tokens, _ = service
+    reviewer = auth(tokens["reviewer"])
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    answers = {("body", "type"): client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"type": "ufo"}),
+               ("body", "severity"): client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={"severity": "x"}),
+               ("body",): client.patch(f"/api/v1/cases/{case_id}", headers=reviewer, json={}),
+               ("body", "target"): client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer,
+                                               json={"dispatch": True, "target": "nope"}),
+               ("query", "until"): client.get("/api/v1/cases", params={"until": "0001-01-01T00:00:00+08:00"}, headers=reviewer)}
+    for loc, answer in answers.items():
+        body = answer.json()
+        assert answer.status_code == 422 and body["type"] == "urn:streetwatch:problem:validation-error", (loc, body)
+        assert [e["loc"] for e in body["errors"]] == [list(loc)], body
+        assert body["detail"] == f"{'.'.join(loc)}: {body['errors'][0]['msg']}"
+    assert answers[("body", "type")].json()["errors"][0]["msg"].startswith("unknown violation type 'ufo' (known: ")
+    assert answers[("body", "target")].json()["detail"] == "body.target: unknown dispatch target 'nope' (configured: dcm)"
+    assert client.get(f"/api/v1/cases/{case_id}", headers=reviewer).json()["case"]["violation_type"] == bus_event[0].violation_type
+
+
 def test_json_body_routes_document_the_answers_to_their_body(service, bus_event):
     """A body that is not JSON (400), too large (413) or not sent as JSON (415) is refused by every route taking a
     JSON body; /openapi.json listed none of the three, so a generated client had no type for them."""

@@ -213,7 +213,7 @@ def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_
     assert client.get(f"/api/v1/cases/{a}", headers=reviewer).json()["reopen"] == {"allowed": True, "why_not": None}
     assert client.get(f"/api/v1/cases/{b}", headers=reviewer).json()["reopen"] is None  # not rejected: nothing to undo
     blank = client.post(f"/api/v1/cases/{a}/reopen", headers=reviewer, json={"note": "  "})
-    assert blank.status_code == 422 and blank.json()["detail"].startswith("note: 请填写重新打开的原因")
+    assert blank.status_code == 422 and blank.json()["detail"].startswith("body.note: 请填写重新打开的原因")
     reopened = client.post(f"/api/v1/cases/{a}/reopen", headers=reviewer, json={"note": "误点驳回，应为违法"})
     assert reopened.status_code == 200
     case = store.get(a)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from api.accounts import Principal
 from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
-from api.problems import Problem, problems
+from api.problems import Problem, invalid, problems
 from api.routers.analytics import mtime_of, sheet_for
 from api.uploads import CappedBodyRoute
 from detect.config_io import ConfigError
@@ -299,7 +299,7 @@ def _utc(name: str, at: datetime | None) -> datetime | None:
     try:
         return as_utc(at, UTC)
     except ValueError:
-        raise Problem(422, f"{name}: {at.isoformat()} is out of range", slug="validation-error") from None
+        raise invalid(["query", name], f"{at.isoformat()} is out of range") from None
 
 
 def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
@@ -359,7 +359,7 @@ def _target(ctx: AppContext, wanted: str | None) -> str:
     except DispatchTargetError as exc:
         if exc.kind == "none":
             raise Problem(409, f"{exc}: confirm with dispatch=false", slug="no-dispatch-target") from None
-        raise Problem(422, f"{exc} in `target`" if exc.kind == "several" else str(exc)) from None
+        raise invalid(["body", "target"], str(exc)) from None
 
 
 @router.post("/cases/{case_id}/confirm", summary="Confirm a candidate case (and queue it for dispatch)",
@@ -392,7 +392,7 @@ def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), w
              response_model=CaseView, responses=problems(401, 403, 404, 409, 422))
 def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     if not body.note.strip():
-        raise Problem(422, "note: 请填写重新打开的原因 — give why the rejection is undone", slug="validation-error")
+        raise invalid(["body", "note"], "请填写重新打开的原因 — give why the rejection is undone")
 
     def record(conn: Connection, case: Case) -> None:
         # whose rejection this undid, as the reopening recorded it in its transaction (a copy read before it may hold an
@@ -442,9 +442,9 @@ def edit_changes(case: Case, actor: str, at: datetime) -> dict[str, dict[str, An
 def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     clear = body.clears_coordinates()
     if all(value is None for name, value in body if name != "expected_updated_at") and not clear:
-        raise Problem(422, "nothing to change: give `type`, `description`, `address`, `lat`/`lon`, `tags` and/or `severity`")
+        raise invalid(["body"], "nothing to change: give `type`, `description`, `address`, `lat`/`lon`, `tags` and/or `severity`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
-        raise Problem(422, f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
+        raise invalid(["body", "type"], f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
     ctx.store.get(case_id)  # an unknown case is 404 before an unusable grid's 503
     grid = upload_grid(ctx) if body.lat is not None or clear or body.type is not None else None  # a cell's grade
     now = datetime.now(UTC)
