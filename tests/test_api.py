@@ -287,6 +287,22 @@ def test_a_value_refused_by_a_route_names_its_field(service, bus_event):
     assert client.get(f"/api/v1/cases/{case_id}", headers=reviewer).json()["case"]["violation_type"] == bus_event[0].violation_type
 
 
+def test_a_disposal_photo_body_that_is_not_json_is_a_malformed_request(service, bus_event):
+    """The disposal-photo route reads its JSON body itself: bytes that are not UTF-8 were a 500 (UnicodeDecodeError)
+    and text that is not JSON a 422 asking for the photo; both are 400 `malformed-json` with the reason, as for every
+    JSON body, and a JSON body without a `url` still says what to send."""
+    app, client, tokens, _ = service
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    url, headers = f"/api/v1/cases/{case_id}/disposal-photo", {**auth(tokens["integration"]), "Content-Type": "application/json"}
+    for body, why in ((b'{"url": "\xff"}', "can't decode byte 0xff"), (b"{url: x}", "Expecting property name")):
+        answer = client.post(url, headers=headers, content=body)
+        assert answer.status_code == 400 and answer.headers["content-type"] == "application/problem+json", answer.text
+        assert answer.json()["type"] == "urn:streetwatch:problem:malformed-json" and why in answer.json()["detail"]
+    for body in (b"[]", b'{"photo": "x"}', b'{"url": 1}'):
+        answer = client.post(url, headers=headers, content=body)
+        assert answer.status_code == 422 and answer.json()["type"] == "urn:streetwatch:problem:no-photo", answer.text
+
+
 def test_json_body_routes_document_the_answers_to_their_body(service, bus_event):
     """A body that is not JSON (400), too large (413) or not sent as JSON (415) is refused by every route taking a
     JSON body; /openapi.json listed none of the three, so a generated client had no type for them."""

@@ -372,9 +372,10 @@ async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depen
     ctx.store.get(case_id)  # 404 before reading a body
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            url = json.loads(await read_capped(request, JSON_BODY_LIMIT)).get("url")
-        except (json.JSONDecodeError, AttributeError):
-            url = None
+            sent = json.loads(await read_capped(request, JSON_BODY_LIMIT))
+        except ValueError as exc:  # not JSON, or not UTF-8 (a UnicodeDecodeError, which was a 500)
+            raise Problem(400, f"malformed JSON body: {exc}", slug="malformed-json") from None
+        url = sent.get("url") if isinstance(sent, dict) else None
         if not isinstance(url, str):
             raise Problem(422, "send the photo as multipart field 'file', or JSON {\"url\": \"http(s)://...\"}", slug="no-photo")
         try:
