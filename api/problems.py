@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detect.config_io import ConfigError, pydantic_en
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 #: Seconds a client waits before trying again when the case store cannot be reached (a restart, a failover).
 STORE_RETRY_AFTER_S = 30
+#: Seconds a client waits before trying again when every connection of the store's pool was in use (a burst of requests).
+POOL_RETRY_AFTER_S = 5
 
 
 class ProblemDoc(BaseModel):
@@ -152,6 +155,22 @@ def install(app: FastAPI) -> None:
         return problem_response(503, f"案件库暂时无法连接，请稍后重试 the case store cannot be reached; try again in "
                                      f"{STORE_RETRY_AFTER_S} s (the server log names the store and the reason)",
                                 "case-store-unreachable", {"Retry-After": str(STORE_RETRY_AFTER_S)})
+
+    @app.exception_handler(PoolTimeout)
+    async def _store_busy(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every connection of the pool was in use for `cases.pool_timeout` (a burst, or slow queries holding them):
+        # the store is there but busy, so the request may be tried again soon; a 500 said the service was broken.
+        cases = request.app.state.ctx.settings.cases
+        log.error("%s %s: no free case store connection after cases.pool_timeout (%s s; cases.pool_size %s, "
+                  "cases.max_overflow %s): %s", request.method, request.url.path, cases.pool_timeout, cases.pool_size,
+                  cases.max_overflow, exc)
+        return problem_response(503, f"案件库连接已全部占用，等待超过 cases.pool_timeout（{cases.pool_timeout:g} 秒），"
+                                     f"请 {POOL_RETRY_AFTER_S} 秒后重试；若常见，请管理员调大 cases.pool_size / "
+                                     f"cases.max_overflow — every case store connection was in use for longer than "
+                                     f"cases.pool_timeout ({cases.pool_timeout:g} s); try again in {POOL_RETRY_AFTER_S} s, "
+                                     f"and if it is frequent have cases.pool_size / cases.max_overflow raised "
+                                     f"(now {cases.pool_size} + {cases.max_overflow})",
+                                "case-store-busy", {"Retry-After": str(POOL_RETRY_AFTER_S)})
 
     @app.exception_handler(WebhookError)
     async def _webhook(_: Request, exc: WebhookError) -> JSONResponse:

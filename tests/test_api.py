@@ -387,6 +387,35 @@ def test_a_sqlite_case_store_file_deleted_while_serving_answers_503_not_an_empty
         assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
 
 
+def test_a_request_finding_every_store_connection_in_use_past_pool_timeout_answers_503(tmp_path, monkeypatch):
+    """A request that waited `cases.pool_timeout` for a connection of the store's pool, all in use, failed 500
+    (internal error (TimeoutError)), as if the service were broken. It answers 503 with Retry-After, saying in Chinese
+    and English that the store is busy and which settings size the pool; a connection returned, the same request works."""
+    from fastapi.testclient import TestClient
+
+    from pipelines.settings import CaseStoreConfig
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    settings = settings_for(tmp_path)
+    settings = settings.model_copy(update={"cases": CaseStoreConfig(url=settings.cases.url, pool_size=1, max_overflow=0,
+                                                                    pool_timeout=0.5)})
+    app, tokens = make_app(settings)
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+        with app.state.ctx.store.engine.connect():  # the pool's one connection, held: the request waits, then fails
+            response = client.get("/api/v1/cases", headers=reviewer)
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert int(response.headers["Retry-After"]) > 0
+        body = response.json()
+        assert body["type"] == "urn:streetwatch:problem:case-store-busy"
+        assert body["detail"].startswith("案件库连接已全部占用，等待超过 cases.pool_timeout（0.5 秒）")
+        assert "cases.pool_size" in body["detail"].split(" — ")[0] and "cases.pool_size" in body["detail"].split(" — ")[1]
+        assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+
+
 def test_no_body_is_read_unbounded_before_the_token_is_checked(service):
     """FastAPI reads a route's JSON body before its dependencies, the token check among them: a PATCH of 300 MB to
     /api/v1/cases/x without a token was read whole into the server's memory, then answered 401. Every route with a
