@@ -38,6 +38,7 @@ from detect.config_io import ZH_EN, ConfigModel, pydantic_en, pydantic_zh, zh_en
 from detect.scenes import IMAGE_SPACE, _polygon as image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
+from pipelines.cases.store import Audit, audited
 from pipelines.tables import RowError, column_zh, read_rows, row_message
 
 DETAILS_KEY = "shop"
@@ -144,6 +145,7 @@ class ShopRegister:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._writer = engine.execution_options(writer=True)  # SQLite: BEGIN IMMEDIATE, as the store's writes
 
     # ---- records --------------------------------------------------------------------------
 
@@ -156,26 +158,36 @@ class ShopRegister:
             row = conn.execute(sa.select(shops).where(shops.c.id == shop_id_)).first()
         return None if row is None else _shop(row)
 
-    def put(self, shop: Shop) -> Shop:
-        """Insert or replace one shop."""
+    def put(self, shop: Shop, *, audit: Audit[Shop] | None = None) -> Shop:
+        """Insert or replace one shop; `audit`: its record, in the same transaction (`audited`)."""
+        with self._writer.begin() as conn:
+            return audited(conn, self._put(conn, shop), audit)
+
+    @staticmethod
+    def _put(conn: sa.Connection, shop: Shop) -> Shop:
         values = {**shop.model_dump(exclude={"frontages"}), "frontages": [f.model_dump(exclude_none=True) for f in shop.frontages],
                   "updated_at": datetime.now(UTC)}
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(shops.c.id).where(shops.c.id == shop.id)).first() is None:
-                conn.execute(shops.insert().values(**values))
-            else:
-                conn.execute(shops.update().where(shops.c.id == shop.id).values(**values))
+        if conn.execute(sa.select(shops.c.id).where(shops.c.id == shop.id)).first() is None:
+            conn.execute(shops.insert().values(**values))
+        else:
+            conn.execute(shops.update().where(shops.c.id == shop.id).values(**values))
         return shop
 
-    def delete(self, shop_id_: str) -> bool:
-        with self.engine.begin() as conn:
+    def delete(self, shop_id_: str, *, audit: Audit[str] | None = None) -> bool:
+        """Remove a shop (False: there was none); `audit`: the removal's record, given the id, in the same transaction
+        (`audited`; not called when there was nothing to remove)."""
+        with self._writer.begin() as conn:
             gone = conn.execute(shops.delete().where(shops.c.id == shop_id_)).rowcount == 1
+            if gone:
+                audited(conn, shop_id_, audit)
         return gone
 
     # ---- import ---------------------------------------------------------------------------
 
-    def import_file(self, data: bytes, name: str) -> ImportReport:
-        """Import a CSV/Excel register (one row per frontage); see the module doc for what is kept."""
+    def import_file(self, data: bytes, name: str, *, audit: Audit[ImportReport] | None = None) -> ImportReport:
+        """Import a CSV/Excel register (one row per frontage); see the module doc for what is kept. The shops read are
+        written in one transaction, with `audit`'s record of the import (`audited`): all of them or, on a failure,
+        none (a shop per transaction left those before a failure written, unrecorded)."""
         rows = read_rows(data, name, COLUMNS, required=("name",))
         report = ImportReport()
         found: dict[str, Shop] = {}
@@ -200,10 +212,11 @@ class ShopRegister:
             for attr in ("address", "licence_no", "contact"):  # a later row may fill what an earlier one left empty
                 if getattr(known, attr) is None:
                     setattr(known, attr, getattr(shop, attr))
-        for shop in found.values():
-            self.put(shop)
-            report.imported.append(shop.id)
-        return report
+        with self._writer.begin() as conn:
+            for shop in found.values():
+                self._put(conn, shop)
+                report.imported.append(shop.id)
+            return audited(conn, report, audit)
 
     # ---- who is responsible ---------------------------------------------------------------
 

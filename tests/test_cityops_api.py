@@ -658,3 +658,63 @@ def test_a_call_out_export_leaves_no_file_on_the_server(tmp_path):
     assert xlsx_answer.status_code == 200 and xlsx_answer.content[:2] == b"PK"
     assert xlsx_answer.headers["content-disposition"] == 'attachment; filename="callout.xlsx"'
     assert [p for p in (tmp_path / "service").rglob("*") if p.is_file()] == []
+
+
+def test_a_register_change_whose_audit_record_cannot_be_written_is_not_made(tmp_path, monkeypatch, bus_event):
+    """A shop saved, removed or imported, and a call-out status set or imported, were written in a transaction of their
+    own and the audit record in another after: when the record could not be written the change stood unrecorded and
+    the reviewer, answered 500, might make it again. Each change and its record are one transaction: the audit log
+    refusing records (a trigger), nothing changes; once it takes them again, each change is made and recorded once."""
+    from pipelines.cityops.callout import CallOutList
+    from pipelines.shops import ShopRegister
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    app, tokens = make_app(settings_for(tmp_path))
+    ctx = app.state.ctx
+    reviewer, admin = auth(tokens["reviewer"]), auth(tokens["admin"])
+    event, _ = bus_event
+    _intake(app).record_event(replace(event, violation_id="photo:0:flyposting", violation_type="flyposting", phones=["13800138000"]),
+                              BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551),
+                                            address="文三路 1 号", grid_cell="330106001001"))
+    new_shop = "name,licence_no,camera,polygon\n赵记茶叶,91330106MA27XY0011,cam-01,\"0.3,0.6; 0.7,0.6; 0.7,1.0\"\n"
+    shop = {"name": "钱记烟酒", "frontages": [{"camera": "cam-01", "polygon": [[0.2, 0.5], [0.8, 0.5], [0.8, 1.0]]}]}
+
+    def changes(client) -> list:
+        return [client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.csv", new_shop.encode(), "text/csv")}),
+                client.put("/api/v1/shops/s1", headers=reviewer, json=shop),
+                client.delete("/api/v1/shops/91330106MA27XY0002", headers=admin),
+                client.put("/api/v1/callout/13800138000", headers=reviewer, json={"status": "called", "note": "已拨打三次"}),
+                client.post("/api/v1/callout/import", headers=reviewer,
+                            files={"file": ("r.csv", b"number,status,amount\n13800138000,fined,200\n", "text/csv")})]
+
+    def state() -> tuple:
+        return ShopRegister(ctx.store.engine).list(), CallOutList(ctx.store.engine).entries()
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/api/v1/shops/import", headers=reviewer,
+                           files={"file": ("shops.csv", REGISTER.encode(), "text/csv")}).status_code == 200
+        assert [e["status"] for e in client.get("/api/v1/callout", headers=reviewer).json()] == ["to_call"]
+        before, audits = state(), ctx.accounts.audit_records()
+        with ctx.store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
+                                 "BEGIN SELECT RAISE(ABORT, 'audit log refuses records'); END")
+        refused = changes(client)
+        assert [r.status_code for r in refused] == [500] * len(refused), [r.text for r in refused]
+        assert state() == before
+        assert ctx.accounts.audit_records() == audits
+
+        with ctx.store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_audit")
+        done = changes(client)
+        assert [r.status_code for r in done] == [200] * len(done), [r.text for r in done]
+    shops, [entry] = state()
+    assert {s.name for s in shops} == {"王记面馆", "赵记茶叶", "钱记烟酒"}
+    assert (entry.status.value, entry.amount, entry.note) == ("fined", 200, "已拨打三次")
+    new = ctx.accounts.audit_records()
+    assert new[len(done):] == audits
+    assert [(r["action"], r["actor"], r["details"]) for r in reversed(new[:len(done)])] == [
+        ("import_shops", "reviewer-user", {"file": "shops.csv", "imported": 1, "errors": 0}),
+        ("put_shop", "reviewer-user", {"shop_id": "s1", "frontages": 1}),
+        ("delete_shop", "admin-user", {"shop_id": "91330106MA27XY0002"}),
+        ("callout_status", "reviewer-user", {"number": "13800138000", "status": "called"}),
+        ("import_callout", "reviewer-user", {"file": "r.csv", "applied": 1, "unknown": 0})]

@@ -343,7 +343,7 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
             "reopen": reopen}
 
 
-def _audit(ctx: AppContext, who: Principal, action: str, details: dict[str, Any]) -> Audit:
+def _audit(ctx: AppContext, who: Principal, action: str, details: dict[str, Any]) -> Audit[Case]:
     """The store's `audit` callback recording `who`'s `action` in the action's own transaction: recorded after it, a
     failed audit write left the action done with no record, and the reviewer answered an error."""
     return lambda conn, case: ctx.accounts.audit(who, action, case.id, details, conn=conn)

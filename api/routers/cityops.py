@@ -38,6 +38,7 @@ from api.routers.triage import JobSpool
 from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, _capped, check_length, copy_upload, read_capped
 from detect.config_io import ConfigError
 from detect.text import Lines
+from pipelines.cases.store import Audit, T
 from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
@@ -238,6 +239,13 @@ async def _file(request: Request) -> tuple[bytes, str]:
         return await part.read(), name
 
 
+def _audit(ctx: AppContext, who: Principal, action: str, details: Callable[[T], dict[str, Any]]) -> Audit[T]:
+    """The `audit` callback of a register write (a shop, the call-out list) recording `who`'s `action`, its details
+    from what the write did, in the write's own transaction: recorded after it, a failed audit write left the change
+    standing with no record and the person, answered an error, doing it again."""
+    return lambda conn, done: ctx.accounts.audit(who, action, None, details(done), conn=conn)
+
+
 # ---- frontage register -------------------------------------------------------------------
 
 def _shops(ctx: AppContext) -> ShopRegister:
@@ -257,16 +265,13 @@ def put_shop(shop_id: str, body: dict[str, Any] = Body(description="A shop: name
     from detect.config_io import validate_model
 
     shop = validate_model(Shop, {**body, "id": shop_id}, f"shop {shop_id}")
-    _shops(ctx).put(shop)
-    ctx.accounts.audit(who, "put_shop", None, {"shop_id": shop_id, "frontages": len(shop.frontages)})
-    return shop
+    return _shops(ctx).put(shop, audit=_audit(ctx, who, "put_shop", lambda s: {"shop_id": s.id, "frontages": len(s.frontages)}))
 
 
 @router.delete("/shops/{shop_id}", summary="Remove a shop from the register", responses=problems(401, 403, 404))
 def delete_shop(shop_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ADMIN)) -> Deleted:
-    if not _shops(ctx).delete(shop_id):
+    if not _shops(ctx).delete(shop_id, audit=_audit(ctx, who, "delete_shop", lambda gone: {"shop_id": gone})):
         raise Problem(404, f"no shop {shop_id!r} in the register", slug="shop-not-found")
-    ctx.accounts.audit(who, "delete_shop", None, {"shop_id": shop_id})
     return Deleted(deleted=shop_id)
 
 
@@ -274,8 +279,8 @@ def delete_shop(shop_id: str, ctx: AppContext = Depends(get_ctx), who: Principal
              openapi_extra=FILE_BODY, responses=problems(400, 401, 403, 413, 415, 422))
 async def import_shops(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> ShopImport:
     data, name = await _file(request)
-    report = await run_in_threadpool(_shops(ctx).import_file, data, name)
-    ctx.accounts.audit(who, "import_shops", None, {"file": name, "imported": len(report.imported), "errors": len(report.errors)})
+    record = _audit(ctx, who, "import_shops", lambda r: {"file": name, "imported": len(r.imported), "errors": len(r.errors)})
+    report = await run_in_threadpool(partial(_shops(ctx).import_file, data, name, audit=record))
     return ShopImport(**report.as_dict())
 
 
@@ -322,10 +327,10 @@ def put_callout(number: str, status: Status = Body(embed=True), amount: float | 
                 note: Lines | None = Body(None, embed=True, max_length=2000), ctx: AppContext = Depends(get_ctx),
                 who: Principal = Depends(REVIEW)) -> CallOutEntry:
     try:
-        entry = _calls(ctx).set_status(number, status, amount=amount, note=note)
+        entry = _calls(ctx).set_status(number, status, amount=amount, note=note, audit=_audit(
+            ctx, who, "callout_status", lambda e: {"number": e.number, "status": e.status.value}))
     except KeyError:
         raise Problem(404, f"number {number!r} is not on the call-out list", slug="number-not-found") from None
-    ctx.accounts.audit(who, "callout_status", None, {"number": number, "status": status.value})
     return CallOutEntry(**entry.as_dict())
 
 
@@ -349,8 +354,8 @@ async def import_callout(request: Request, ctx: AppContext = Depends(get_ctx), w
     data, name = await _file(request)
     calls = _calls(ctx)
     await run_in_threadpool(calls.sync)
-    report = await run_in_threadpool(calls.import_results, data, name)
-    ctx.accounts.audit(who, "import_callout", None, {"file": name, "applied": len(report.applied), "unknown": len(report.unknown)})
+    record = _audit(ctx, who, "import_callout", lambda r: {"file": name, "applied": len(r.applied), "unknown": len(r.unknown)})
+    report = await run_in_threadpool(partial(calls.import_results, data, name, audit=record))
     return CallOutImport(**report.as_dict())
 
 

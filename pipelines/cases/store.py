@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -41,9 +41,20 @@ DEFAULT_URL = "sqlite:///streetwatch-data/cases.db"
 # Columns `update()` may change; the state only moves through `transition()`, ids never change.
 _FIXED = {"id", "state", "created_at", "updated_at"}
 
-Audit = Callable[[Connection, "Case"], None]
-"""Writes the audit record of a reviewer's action on the connection of the transaction that did it, given the case as
-that transaction wrote it: the action and its record commit together or not at all (`CaseStore._audited`)."""
+T = TypeVar("T")
+Audit = Callable[[Connection, T], None]
+"""Writes the audit record of a person's action on the connection of the transaction that did it, given what that
+transaction wrote (a case, a shop, an import's report): the action and its record commit together or not at all
+(`audited`; the store's review writes, the frontage register's and the call-out list's)."""
+
+
+def audited(conn: Connection, done: T, audit: Audit[T] | None) -> T:
+    """`done`, once `audit` (if given) has written its record in the transaction of `conn`, before it commits: written
+    after the action's own transaction, a failed audit write left the action done with no record of it, and the person,
+    answered an error, acting again. A failing `audit` rolls the action back with it."""
+    if audit is not None:
+        audit(conn, done)
+    return done
 
 
 class CaseNotFound(KeyError):
@@ -595,7 +606,7 @@ class CaseStore:
                lat: float | None = None, lon: float | None = None, grid: GridCells | None = None,
                clear_coordinates: bool = False, taxonomy: Taxonomy | None = None,
                editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
-               now: datetime | None = None, unchanged_since: datetime | None = None, audit: Audit | None = None) -> Case:
+               now: datetime | None = None, unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
         """A reviewer corrects the type, description or place before the case leaves, or sets its tags or severity.
 
         The place (`address`, and `lat`/`lon` together, checked by `check_place`) is what a platform sends a
@@ -616,7 +627,7 @@ class CaseStore:
         (`details["tags"]`, what scoring sheets count, e.g. `food_on_site`) are the city's own
         bookkeeping, never sent: they may change in any state. So may the severity
         (`details["severity"]`: general, major, serious; set at opening from the type or its road grade),
-        which reports count by. `unchanged_since`: see `check_unchanged`; `audit`: see `_audited` (not called when
+        which reports count by. `unchanged_since`: see `check_unchanged`; `audit`: see `audited` (not called when
         nothing changed).
         """
         now = now or datetime.now(UTC)
@@ -668,7 +679,7 @@ class CaseStore:
                 details.setdefault("detected_type", case.violation_type)
             details["revisions"] = revisions
             conn.execute(cases.update().where(cases.c.id == case_id).values(updated_at=now, details=details, **values))
-            return self._audited(conn, self._get(conn, case_id), audit)
+            return audited(conn, self._get(conn, case_id), audit)
 
     def history(self, case_id: str, *, conn: Connection | None = None) -> list[HistoryEntry]:
         """The case's state history, oldest first; `conn`: read in that transaction (an `Audit` callback's)."""
@@ -704,13 +715,13 @@ class CaseStore:
 
     def review(self, case_id: str, *, approve: bool, reviewer: str, target: str | None = None,
                reason_code: str | None = None, note: str | None = None, now: datetime | None = None,
-               unchanged_since: datetime | None = None, audit: Audit | None = None) -> Case:
+               unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
         """Record a reviewer's decision: approval queues the case for `target`, refusal rejects it.
 
         `reason_code` is the machine-readable why (`not_a_violation`, `wrong_type`, ...): the
         retraining pipeline turns rejected cases into hard negatives by it. `unchanged_since`: see
         `check_unchanged` (a queued case may still be rejected, so a page that never saw another
-        reviewer confirm it would otherwise reject it over their decision). `audit`: see `_audited`.
+        reviewer confirm it would otherwise reject it over their decision). `audit`: see `audited`.
         """
         now = now or datetime.now(UTC)
         review = {"review_decision": "approved" if approve else "rejected", "reviewer": reviewer,
@@ -719,19 +730,19 @@ class CaseStore:
             why = note or reason_code or "rejected in review"
             with self._writer.begin() as conn:
                 self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
-                return self._audited(conn, self._transition(conn, case_id, CaseState.REJECTED, reviewer, why, {}, now,
+                return audited(conn, self._transition(conn, case_id, CaseState.REJECTED, reviewer, why, {}, now,
                                                             {**review, "reason": why}), audit)
         if target is None:
             raise CaseStoreError(f"case {case_id}: approving needs the dispatch target to queue it for")
         return self.queue(case_id, target, actor=reviewer, now=now, unchanged_since=unchanged_since, audit=audit, **review)
 
     def approve(self, case_id: str, *, reviewer: str, note: str | None = None, now: datetime | None = None,
-                unchanged_since: datetime | None = None, audit: Audit | None = None) -> Case:
+                unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
         """Record a reviewer's approval of a candidate without queuing it (no dispatch). The check that it is still an
         unapproved candidate and the write are one transaction, and the write is conditional on both, so a reviewer
         confirming at the moment another rejects or queues it (or approved it first) cannot record an approval on a
         case that is no longer one to approve, nor overwrite the earlier approval: NotCandidate / CaseStoreError,
-        nothing done. `unchanged_since`: see `check_unchanged`; `audit`: see `_audited`."""
+        nothing done. `unchanged_since`: see `check_unchanged`; `audit`: see `audited`."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             case = self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
@@ -743,7 +754,7 @@ class CaseStore:
             if done.rowcount != 1:  # only possible without BEGIN IMMEDIATE / row locks: say what it is now
                 self._approvable(self._get(conn, case_id))
                 raise CaseStoreError(f"case {case_id}: changed concurrently while approving it")
-            return self._audited(conn, self._get(conn, case_id), audit)
+            return audited(conn, self._get(conn, case_id), audit)
 
     @staticmethod
     def _approvable(case: Case) -> None:
@@ -757,9 +768,9 @@ class CaseStore:
                                  f"dispatch to queue it)")
 
     def queue(self, case_id: str, target: str, *, actor: str = "system", now: datetime | None = None,
-              unchanged_since: datetime | None = None, audit: Audit | None = None, **values: Any) -> Case:
+              unchanged_since: datetime | None = None, audit: Audit[Case] | None = None, **values: Any) -> Case:
         """candidate -> queued and the outbox entry for `target`, in one transaction (`unchanged_since`: see
-        `check_unchanged`; `audit`: see `_audited`). A case reopened after its entry for `target` was withdrawn unsent gets that entry back
+        `check_unchanged`; `audit`: see `audited`). A case reopened after its entry for `target` was withdrawn unsent gets that entry back
         (pending, same idempotency key, its doubt kept so a look-up comes first): one entry per case and target,
         so it is delivered once."""
         now = now or datetime.now(UTC)
@@ -778,14 +789,14 @@ class CaseStore:
                 conn.execute(outbox.insert().values(
                     case_id=case_id, target=target, idempotency_key=idempotency_key(case_id, target),
                     status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, created_at=now))
-            return self._audited(conn, case, audit)
+            return audited(conn, case, audit)
 
     def reopen(self, case_id: str, *, actor: str, note: str, within: timedelta, now: datetime | None = None,
-               unchanged_since: datetime | None = None, audit: Audit | None = None) -> Case:
+               unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
         """Undo a rejection made in review (a mis-click): the case is a candidate again, unreviewed (back in the queue),
         its history saying who reopened it, why (`note`) and whose rejection it undid. Only what `reopen_refusal`
         allows, checked in the same transaction (NotReopenable naming why). `unchanged_since`: see `check_unchanged`;
-        `audit`: see `_audited` (`history(conn=)` on its connection ends with the reopening, naming what it undid)."""
+        `audit`: see `audited` (`history(conn=)` on its connection ends with the reopening, naming what it undid)."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             case = self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
@@ -800,7 +811,7 @@ class CaseStore:
             case = self._transition(conn, case_id, CaseState.CANDIDATE, actor, note,
                                     {"reopened": undone, **({"withdrawn_outbox": withdrawn} if withdrawn else {})}, now,
                                     cleared, reopening=True)
-            return self._audited(conn, case, audit)
+            return audited(conn, case, audit)
 
     @staticmethod
     def _withdraw_unsent(conn: Connection, case_id: str, now: datetime) -> list[int]:
@@ -1120,15 +1131,6 @@ class CaseStore:
                           f"case {case.id} changed at {case.updated_at.isoformat()} after it was loaded "
                           f"(as of {seen.isoformat()}; last by {by}, now {case.state}): nothing done, reload it and act again",
                           {"id": case.id, "state": case.state, "last_by": by, "updated_at": case.updated_at.isoformat()})
-
-    @staticmethod
-    def _audited(conn: Connection, case: Case, audit: Audit | None) -> Case:
-        """`case`, once `audit` (if given) has written its record in the transaction of `conn`: written after the
-        action's own transaction, a failed audit write left the action done with no record of it, and the reviewer,
-        answered an error, acting again. A failing `audit` rolls the action back with it."""
-        if audit is not None:
-            audit(conn, case)
-        return case
 
     @staticmethod
     def _held(owner: str | None) -> list[Any]:

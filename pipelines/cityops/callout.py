@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
+from pipelines.cases.store import Audit, audited
 from pipelines.cityops.schema import callout_numbers
 from pipelines.tables import PhoneText, RowError, read_rows, row_message, row_phone, row_time, write_csv, write_xlsx
 from pipelines.times import as_utc
@@ -111,6 +112,7 @@ class CallOutList:
 
     def __init__(self, engine: Engine, squad_of: Callable[[str | None], str | None] | None = None, tz: ZoneInfo | None = None):
         self.engine = engine
+        self._writer = engine.execution_options(writer=True)  # SQLite: BEGIN IMMEDIATE, as the store's writes
         self.squad_of = squad_of or (lambda cell: None)
         self.tz = tz or ZoneInfo("Asia/Shanghai")
 
@@ -161,20 +163,31 @@ class CallOutList:
 
     def get(self, number: str) -> Entry | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(callout_numbers).where(callout_numbers.c.number == number)).first()
+            return self._get(conn, number)
+
+    @staticmethod
+    def _get(conn: sa.Connection, number: str) -> Entry | None:
+        row = conn.execute(sa.select(callout_numbers).where(callout_numbers.c.number == number)).first()
         return None if row is None else _entry(row)
 
     # ---- the city's updates ---------------------------------------------------------------
 
     def set_status(self, number: str, status: Status | str, *, amount: float | None = None, note: str | None = None,
-                   cut_off_at: datetime | None = None, now: datetime | None = None) -> Entry:
+                   cut_off_at: datetime | None = None, now: datetime | None = None, audit: Audit[Entry] | None = None) -> Entry:
         """Record what the city did with a number. `cut_off_at` defaults to now when it becomes `cut_off`;
         it is kept afterwards (a reconnected line was still cut off that month). `status_at` is when the
-        status last changed: the same status again (an export imported back unchanged) keeps it.
-        KeyError: unknown number."""
+        status last changed: the same status again (an export imported back unchanged) keeps it. `audit`: the
+        update's record, in its transaction (`audited`). KeyError: unknown number."""
+        with self._writer.begin() as conn:
+            return audited(conn, self._set_status(conn, number, status, amount=amount, note=note, cut_off_at=cut_off_at,
+                                                  now=now), audit)
+
+    def _set_status(self, conn: sa.Connection, number: str, status: Status | str, *, amount: float | None,
+                    note: str | None, cut_off_at: datetime | None, now: datetime | None = None) -> Entry:
+        """`set_status` in the transaction of `conn`: the entry as it is after."""
         status = Status(status)
         now = now or datetime.now(UTC)
-        entry = self.get(number)
+        entry = self._get(conn, number)
         if entry is None:
             raise KeyError(number)
         values: dict[str, Any] = {"status": status.value, "updated_at": now}
@@ -188,9 +201,8 @@ class CallOutList:
             values["amount"] = float(amount)
         if note is not None:
             values["note"] = note
-        with self.engine.begin() as conn:
-            conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**values))
-        return self.get(number)  # type: ignore[return-value]
+        conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**values))
+        return self._get(conn, number)  # type: ignore[return-value]
 
     # ---- files ----------------------------------------------------------------------------
 
@@ -204,28 +216,31 @@ class CallOutList:
             return write_xlsx(path, "追呼清单", EXPORT_HEADER, rows)
         return write_csv(path, EXPORT_HEADER, rows)
 
-    def import_results(self, data: bytes, name: str) -> ImportReport:
-        """Apply the call-out system's results (number, status, optional cut_off_at, amount, note)."""
+    def import_results(self, data: bytes, name: str, *, audit: Audit[ImportReport] | None = None) -> ImportReport:
+        """Apply the call-out system's results (number, status, optional cut_off_at, amount, note), in one transaction
+        with `audit`'s record of the import (`audited`): every row applied or, on a failure, none."""
         report = ImportReport()
-        for line, row in read_rows(data, name, IMPORT_COLUMNS, required=("number", "status")):
-            try:
-                number = row_phone(row.get("number"), "number", ("，或使用导出的 .xlsx", " or use the exported .xlsx"))
-                status = _row_status(row, self.get(number))
-                cut_off_at = self._time(row.get("cut_off_at"))
-                amount = _amount(row.get("amount"))
-            except RowError as exc:
-                report.errors.append(row_message(name, line, exc, IMPORT_COLUMNS))
-                continue
-            try:
-                self.set_status(number, status, amount=amount, note=row.get("note") or None, cut_off_at=cut_off_at)
-            except KeyError:
-                report.unknown.append(number)
-                report.errors.append(row_message(name, line, RowError(
-                    "number", f"{number} 不在追呼清单上（没有小广告案件带有这个号码）",
-                    f"number {number}: not on the call-out list (no flyposting case carries it)"), IMPORT_COLUMNS))
-                continue
-            report.applied.append(number)
-        return report
+        rows = read_rows(data, name, IMPORT_COLUMNS, required=("number", "status"))
+        with self._writer.begin() as conn:
+            for line, row in rows:
+                try:
+                    number = row_phone(row.get("number"), "number", ("，或使用导出的 .xlsx", " or use the exported .xlsx"))
+                    status = _row_status(row, self._get(conn, number))
+                    cut_off_at = self._time(row.get("cut_off_at"))
+                    amount = _amount(row.get("amount"))
+                except RowError as exc:
+                    report.errors.append(row_message(name, line, exc, IMPORT_COLUMNS))
+                    continue
+                try:
+                    self._set_status(conn, number, status, amount=amount, note=row.get("note") or None, cut_off_at=cut_off_at)
+                except KeyError:
+                    report.unknown.append(number)
+                    report.errors.append(row_message(name, line, RowError(
+                        "number", f"{number} 不在追呼清单上（没有小广告案件带有这个号码）",
+                        f"number {number}: not on the call-out list (no flyposting case carries it)"), IMPORT_COLUMNS))
+                    continue
+                report.applied.append(number)
+            return audited(conn, report, audit)
 
     # ---- quota ----------------------------------------------------------------------------
 
