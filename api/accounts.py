@@ -9,9 +9,9 @@ stays the name's active token (so `users list` shows it, marked expired) until r
 of that name revokes it and issues the new one in one step, as an admin renewing a lapsed token expects.
 
 The tables are the case store's (`pipelines.cases.schema`: same URL, SQLite or PostgreSQL), made and
-upgraded by its migrations like the case tables (so a review action's audit record is written in the action's own
-transaction, `CaseStore` writes' `audit`), so a table made by an older version gets what this one
-needs. The database holds one live token per name (a partial unique index), so two `users add` of one
+upgraded by its migrations like the case tables (so an action's audit record is written in the action's own
+transaction: the `audit` callback of a case store or register write, `recorded` for a scene file), so a table made
+by an older version gets what this one needs. The database holds one live token per name (a partial unique index), so two `users add` of one
 name at once cannot both write one.
 """
 
@@ -21,6 +21,8 @@ import hashlib
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -209,16 +211,23 @@ class Accounts:
     # ---- audit ----------------------------------------------------------------------------
 
     def audit(self, who: Principal, action: str, case_id: str | None, details: dict[str, Any] | None = None, *,
-              conn: sa.Connection | None = None) -> None:
-        """Record `who`'s `action`. `conn`: in that transaction, the action's own (a case store write's `audit`
-        callback), so an action is never done without its record; otherwise in a transaction of its own."""
-        record = audit_log.insert().values(at=datetime.now(UTC), actor=who.name, role=who.role.value, action=action,
-                                           case_id=case_id, details=details or {})
-        if conn is not None:
-            conn.execute(record)
-            return
+              conn: sa.Connection) -> None:
+        """Record `who`'s `action` in the transaction of `conn`, the action's own (a store or register write's `audit`
+        callback, `pipelines.cases.store.audited`; `recorded` for an action outside the database), so that an action is
+        never done without its record: written in a transaction of its own after the action, a record that could not
+        be written left the action standing unrecorded."""
+        conn.execute(audit_log.insert().values(at=datetime.now(UTC), actor=who.name, role=who.role.value, action=action,
+                                               case_id=case_id, details=details or {}))
+
+    @contextmanager
+    def recorded(self, who: Principal, action: str, case_id: str | None,
+                 details: dict[str, Any] | None = None) -> Iterator[sa.Connection]:
+        """A transaction that has written `who`'s `action` record, committed when the block ends without an error: the
+        action outside the database (a scene file) is done in the block, so a record that cannot be written stops it
+        before it is done; a commit that fails after it is for the block's caller to undo (`Cameras.put_scene`)."""
         with self._writer.begin() as conn:
-            conn.execute(record)
+            self.audit(who, action, case_id, details, conn=conn)
+            yield conn
 
     def audit_records(self, case_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)

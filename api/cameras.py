@@ -17,14 +17,15 @@ Paths come from those files only; a client names a camera id, which must be in t
 from __future__ import annotations
 
 import json
-import os
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from detect.config_io import ConfigError, load_model, read_mapping, validate_model
+from detect.config_io import ConfigError, load_model, read_mapping, replaced_atomically, validate_model, write_text_atomic
 from detect.grades import Grades
 from detect.scenes import Scene, check_scene
 from detect.taxonomy import Taxonomy
@@ -176,8 +177,16 @@ class Cameras:
             error = str(exc)
         return {"text": text, "scene": mapping, "error": error}
 
-    def put_scene(self, camera_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Validate like a scene file, then replace the file atomically (the watcher reloads it)."""
+    def put_scene(self, camera_id: str, data: dict[str, Any],
+                  audit: Callable[[dict[str, Any]], AbstractContextManager[object]] | None = None) -> dict[str, Any]:
+        """Validate like a scene file, then replace the file atomically (the watcher reloads it).
+
+        `audit(data)`, called once `data` is found valid: the transaction holding the change's audit record
+        (`Accounts.recorded`), entered (the record written) before the file is replaced and left (committed) after. A
+        record that cannot be written leaves the file as it was; a commit that fails puts the previous file back. So a
+        scene never stays changed without its record (a watcher may load the new one in between, then the old again);
+        recorded after the file was replaced, a record that could not be written left the change standing unrecorded,
+        the admin answered an error."""
         cfg = self.config(camera_id)
         path = self.scene_path(cfg)
         source = f"scene of camera {camera_id}"
@@ -189,9 +198,16 @@ class Cameras:
             raise ConfigError(f"{source}: reference_snapshot: cannot be changed through the API (it is {current!r})")
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         with self._write_lock:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            previous = path.read_bytes() if path.is_file() else None
+            replaced = False
+            try:
+                with audit(data) if audit is not None else nullcontext():
+                    write_text_atomic(path, text)
+                    replaced = True
+            except BaseException:
+                if replaced:
+                    _put_back(path, previous)
+                raise
         return data
 
     def snapshot(self, camera_id: str) -> Path | None:
@@ -209,3 +225,12 @@ class Cameras:
             path = Path(reference) if Path(reference).is_absolute() else self.scene_path(cfg).parent / reference
             return path if path.is_file() else None
         return None
+
+
+def _put_back(path: Path, previous: bytes | None) -> None:
+    """The file at `path` as it was (`previous`: its bytes, None: there was none), replaced atomically."""
+    if previous is None:
+        path.unlink(missing_ok=True)
+        return
+    with replaced_atomically(path) as tmp:
+        tmp.write_bytes(previous)

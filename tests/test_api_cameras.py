@@ -498,3 +498,46 @@ def test_ocr_off_may_be_written_unquoted_in_yaml(tmp_path):
     config.write_text("service:\n  triage:\n    ocr: on\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"service.triage.ocr: Value error, write auto, all or off"):
         load_service(config)
+
+
+def test_a_scene_change_whose_audit_record_cannot_be_written_does_not_stand_on_postgresql(tmp_path, monkeypatch, bus_jpg,
+                                                                                         fresh_postgres_url):
+    """A scene change was saved to its file and its audit record written after, in a transaction of its own: when the
+    record could not be written the new scene stood unrecorded (the watcher applying it) and the admin, answered 500,
+    might change it again. The record is written first, in a transaction committed once the file is replaced: the
+    audit log refusing the record (a trigger), the file is not replaced; the record refused only when its transaction
+    commits (a deferred constraint trigger), the file replaced is put back. Once the log takes records, the change is
+    saved and recorded once."""
+    from tests.api_helpers import DCM
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    cams = write_cameras(tmp_path, bus_jpg)
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, cameras_file=str(cams["file"]), cases_url=fresh_postgres_url))
+    accounts, admin = app.state.ctx.accounts, auth(tokens["admin"])
+    refusals = {"on insert": "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+                "on commit": "CREATE CONSTRAINT TRIGGER refuse_audit AFTER INSERT ON audit_log DEFERRABLE INITIALLY DEFERRED "
+                             "FOR EACH ROW EXECUTE FUNCTION refuse_audit()"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        scene = client.get("/api/v1/cameras/cam-01/scene", headers=admin).json()
+        scene["zones"].append({"id": "new-stall-zone", "kind": "no_vending", "polygon": [[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]]})
+        before, audits = cams["scene"].read_bytes(), accounts.audit_records()
+        with accounts.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN "
+                                 "RAISE EXCEPTION 'audit log refuses records'; END $$ LANGUAGE plpgsql")
+        for when, trigger in refusals.items():
+            with accounts.engine.begin() as conn:
+                conn.exec_driver_sql(trigger)
+            refused = client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=scene)
+            assert refused.status_code == 500, (when, refused.text)
+            assert cams["scene"].read_bytes() == before, when
+            assert accounts.audit_records() == audits, when
+            with accounts.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TRIGGER refuse_audit ON audit_log")
+
+        saved = client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=scene)
+        assert saved.status_code == 200, saved.text
+    assert yaml.safe_load(cams["scene"].read_text(encoding="utf-8"))["zones"][-1]["id"] == "new-stall-zone"
+    record, *earlier = accounts.audit_records()  # newest first
+    assert earlier == audits and (record["action"], record["actor"], record["details"]) == ("put_scene", "admin-user",
+                                                                      {"camera_id": "cam-01", "zones": len(scene["zones"])})
+    assert [p.name for p in cams["scene"].parent.iterdir() if p.name.startswith(".")] == []  # no temporary file left

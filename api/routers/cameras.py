@@ -106,9 +106,8 @@ def get_scene_file(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Princi
 def put_scene(camera_id: str, scene: dict[str, Any] = Body(description="The scene, as in a scene file (see scene-schema)."),
               ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ADMIN)) -> dict[str, Any]:
     _cameras_file(ctx)
-    saved = _camera(ctx.cameras.put_scene, camera_id, scene)
-    ctx.accounts.audit(who, "put_scene", None, {"camera_id": camera_id, "zones": len(saved.get("zones") or [])})
-    return saved
+    return _camera(ctx.cameras.put_scene, camera_id, scene, lambda valid: ctx.accounts.recorded(
+        who, "put_scene", None, {"camera_id": camera_id, "zones": len(valid.get("zones") or [])}))
 
 
 @router.get("/{camera_id}/snapshot", summary="Latest snapshot (or the scene's reference image)", response_class=FileResponse,
