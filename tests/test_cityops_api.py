@@ -27,6 +27,7 @@ from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore
+from pipelines.settings import Settings
 from tests.api_helpers import KEY, MODEL, auth, make_app, settings_for
 from tests.cctv_helpers import cbr_ts_copy, pattern_video, ts_copy
 from tests.conftest import REPO, start_server, stop_process
@@ -160,6 +161,30 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
     # the errors name the files as uploaded, never the server's paths
     assert badgps["state"] == "failed" and badgps["error"].startswith("轨迹.gpx: not a readable GPX file"), badgps
     assert str(app.state.ctx.service.data_dir) not in badgps["error"]
+
+
+def test_a_patrol_job_whose_cases_cannot_be_written_fails_saying_why(tmp_path, clip, onnx_detector):  # noqa: F811
+    """A key file the settings name that no longer loads (replaced by a short key after `serve` started, which checks it
+    then) made the job warn in the log and end done with its report only, every violation in no review queue, where
+    `streetwatch patrol` refuses; the job fails before sampling, its error saying why, Chinese first, the key named by
+    its setting."""
+    key = tmp_path / "evidence.key"
+    key.write_text(KEY, encoding="utf-8")
+    base = settings_for(tmp_path).model_dump(mode="json")
+    app, tokens = make_app(Settings.model_validate({**base, "evidence": {**base["evidence"], "hmac_key_file": str(key)}}),
+                           detector=onnx_detector)
+    inspector = auth(tokens["inspector"])
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        key.write_text("short", encoding="utf-8")  # a rotation gone wrong
+        job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                         "track": ("drive.gpx", track, "application/gpx+xml")}).json()
+        [job] = _finished(client, inspector, job)
+    assert job["state"] == "failed", job
+    assert job["error"] == ("无法生成候选案件，巡查未处理，请联系管理员 cases cannot be written: evidence.hmac_key_file: evidence key "
+                            "has 5 bytes; use at least 16; fix it and upload again, or set service.triage.cases: false for "
+                            "reports without cases"), job["error"]
+    assert not (app.state.ctx.service.data_dir / "patrol" / job["id"] / "out" / "frames").exists()  # refused before sampling
 
 
 def test_a_patrol_upload_the_job_would_refuse_is_refused_at_once_naming_it(city, tmp_path, monkeypatch):

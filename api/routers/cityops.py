@@ -492,9 +492,18 @@ RESTARTED = "服务重启时中断，请重新上传 interrupted by a restart: u
 """The error of a job a stopped server left mid-way whose run cannot be taken up (`CannotResume`)."""
 
 
+def _no_cases(reason: str) -> str:
+    """The error of a job that cannot write its candidate cases (`CasesUnavailable`: a key the settings name that does
+    not load now, the evidence store...): failed before sampling, as `streetwatch patrol` refuses, rather than done with
+    its violations in no review queue. The inspector cannot mend it; the admin reads the English half."""
+    return (f"无法生成候选案件，巡查未处理，请联系管理员 cases cannot be written: {reason}; fix it and upload again, "
+            "or set service.triage.cases: false for reports without cases")
+
+
 def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.cityops.patrol import CannotResume, NoStartTime, PatrolError, run_patrol
     from pipelines.triage import TriageSettings
+    from pipelines.triage.cases import CasesUnavailable, check_keys
 
     out = folder / "out"
     shown = _as_uploaded(folder, job, ctx.settings)
@@ -502,6 +511,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
         settings = TriageSettings(**{**ctx.service.triage.model_dump(), "timezone": ctx.page_tz.key}, out=out)
+        check_keys(ctx.settings, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
         # sampled every cityops.patrol_every_m/_s (run_patrol's default); a resumed run keeps the ones it sampled with
         result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
                             detector=ctx.jobs.detector(),
@@ -510,6 +520,10 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             resume=out.exists())  # a run a stopped server left: taken up where it was
     except CannotResume:
         _write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
+        return
+    except CasesUnavailable as exc:
+        _write_job(folder, {**job, "state": "failed", "error": shown(_no_cases(exc.reason)),
+                            "finished_at": datetime.now(UTC).isoformat()})
         return
     except NoStartTime as exc:
         _write_job(folder, {**job, "state": "failed", "error": shown(exc.asking(_asking_start(ctx))),

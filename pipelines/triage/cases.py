@@ -208,7 +208,13 @@ class TriageCases:
 
 
 class CasesUnavailable(RuntimeError):
-    """Cases were asked for but cannot be written (no evidence key, unknown dispatch target...)."""
+    """Cases were asked for but cannot be written (no evidence key, unknown dispatch target...). `reason`: what is
+    wrong, without `hint`, the command's way round it (`--no-cases`), which a caller without that option (the
+    service's patrol job) replaces with its own."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason + hint)
+        self.reason = reason
 
 
 def check_keys(deployment, settings) -> None:
@@ -223,7 +229,7 @@ def check_keys(deployment, settings) -> None:
     try:
         check_key_files(deployment.evidence)
     except EvidenceKeyError as exc:
-        raise CasesUnavailable(f"{exc}; or pass --no-cases for the report only") from None
+        raise CasesUnavailable(str(exc), "; or pass --no-cases for the report only") from None
 
 
 def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None,
@@ -246,7 +252,7 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     try:
         intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy)
     except EvidenceKeyError as exc:
-        raise CasesUnavailable(f"{exc}; set it to write signed candidate cases, or pass --no-cases for the report only") from None
+        raise CasesUnavailable(str(exc), "; set it to write signed candidate cases, or pass --no-cases for the report only") from None
     except StorageError as exc:
         raise CasesUnavailable(f"evidence store: {exc}") from None
     from pipelines.shops import attach_shops
