@@ -601,3 +601,58 @@ def test_patrol_stopped_while_sampling_says_to_resume(tmp_path, bus_jpg):
                               "--no-cases", "--no-progress", "--ocr", "off", "--verifier", "none", "--resume", "--every-m", "300", "--every-s", "120"],
                              cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0 and (out / "sampled.json").is_file(), resumed.stderr[-2000:]
+
+
+def test_patrol_stopped_before_judging_or_in_its_report_says_what_a_resume_does(tmp_path, clip, monkeypatch):
+    """Ctrl-C or SIGTERM once sampling was over but before a frame was judged (the model loading), or once every frame
+    was judged while the cases and the report were written, gave the generic 'interrupted (已中断)' line, which says
+    nothing of --resume; each says what was done and to run again with --resume, and a resume does what it says:
+    the frames kept and judged, or none judged again and the cases written once."""
+    from typer.testing import CliRunner
+
+    from pipelines.triage import run as triage_run
+    from streetwatch.cli import app
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps(_deployment(tmp_path).model_dump(mode="json")), encoding="utf-8")
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+
+    def patrol(out: Path, *args: str):
+        return CliRunner().invoke(app, ["patrol", str(clip), "--track", str(track), "--out", str(out), "--config", str(config),
+                                        "--no-progress", "--ocr", "off", "--verifier", "none", "--every-m", "25", *args])
+
+    def stop(*_args, **_kw):
+        raise KeyboardInterrupt  # as Ctrl-C there
+
+    def judged(out: Path) -> list[str]:
+        return [json.loads(line)["source"] for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    out = tmp_path / "before"
+    with monkeypatch.context() as m:
+        m.setattr(triage_run, "triage_detector", stop)
+        stopped = patrol(out, "--no-cases")
+    assert stopped.exit_code == 130 and stopped.stderr.splitlines()[-1] == (
+        f"error: interrupted: stopped once the video was sampled into {out / 'frames'} (kept, with sampled.json), before its "
+        "frames were judged; run the same command with --resume to continue"), stopped.stderr
+    frames = {p.name: p.stat().st_mtime_ns for p in (out / "frames").iterdir()}
+    assert len(frames) == 6 and not (out / "results.jsonl").is_file()
+    resumed = patrol(out, "--no-cases", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "frames").iterdir()} == frames and sorted(judged(out)) == sorted(
+        str((out / "frames" / name).absolute()) for name in frames)
+
+    out = tmp_path / "report"
+    with monkeypatch.context() as m:
+        m.setattr(triage_run, "write_report", stop)
+        stopped = patrol(out, "--cases")
+    assert stopped.exit_code == 130 and stopped.stderr.splitlines()[-1] == (
+        f"error: interrupted: every frame is judged in {out / 'results.jsonl'}; stopped while writing the cases and the report, "
+        "which a resume writes without judging a frame again; run the same command with --resume to continue"), stopped.stderr
+    records, store = judged(out), CaseStore(_deployment(tmp_path).cases.url)
+    drafted = sorted(c.id for c in store.list())
+    assert len(records) == 6 and drafted and not (out / "report.html").exists()
+    resumed = patrol(out, "--cases", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert judged(out) == records and (out / "report.html").is_file()  # no frame judged again
+    assert sorted(json.loads((out / "patrol.json").read_text(encoding="utf-8"))["cases"]) == drafted == sorted(c.id for c in store.list())

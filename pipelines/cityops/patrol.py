@@ -91,6 +91,11 @@ class SamplingInterrupted(KeyboardInterrupt):
     `resume` samples afresh; told apart from triage's own `TriageInterrupted` so the CLI can say so."""
 
 
+class JudgingNotStarted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) once sampling was over (`SAMPLED` kept) and before triage judged a frame, while the model,
+    the case store and triage's settings were loaded: `resume` judges the frames as they were sampled."""
+
+
 class NoStartTime(PatrolError):
     """No wall-clock time for the video's first frame. Its message asks for `--start`; `asking(how)` words the same
     reason for another way of giving the time (the service's form field, an option the API does not have)."""
@@ -435,8 +440,8 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
     an upload's is the name it was sent under, since the service stores every video as `video.<suffix>`. `resume`: take up the run an interruption left in `settings.out` (`sample_once`;
     the same video and track, its frames as they were sampled: `every_m`, `every_s` and `start`, when given, must be
     the stopped run's), as triage's `--resume` does."""
-    from pipelines.triage.cases import CasesUnavailable, open_triage_cases
-    from pipelines.triage.run import run_triage, triage_detector
+    from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
+    from pipelines.triage.run import run_triage
 
     video = Path(video)
     if not video.is_file():
@@ -456,23 +461,47 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
         settings = settings.model_copy(update={"resume": True})
     for message in sampled.messages:
         log.warning("%s", message)
+    try:
+        detector, writer = _judging_setup(settings, deployment, detector, taxonomy, out, batch=f"patrol:{name or video.stem}")
+        result = run_triage([out / FRAMES], settings, detector=detector, taxonomy=taxonomy, deployment=deployment,
+                            show_progress=show_progress, case_writer=writer)
+    except (TriageInterrupted, ReportInterrupted):
+        raise
+    except KeyboardInterrupt:  # before the first frame was judged: the model or the case store was being loaded
+        raise JudgingNotStarted() from None
+    try:
+        summary = _summary(video, track, sampled, result, writer, tz)
+        (out / SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    except KeyboardInterrupt:  # every frame judged, the report written: patrol.json is what a resume writes again
+        raise ReportInterrupted() from None
+    return PatrolResult(sampled, result, summary["already_open"], summary)
+
+
+def _judging_setup(settings, deployment: Settings, detector, taxonomy, out: Path, *, batch: str) -> tuple[Any, PatrolCases | None]:
+    """The detector and the case writer of a run (None when cases are off, or optional and cannot be written: the
+    report only, under a warning)."""
+    from pipelines.triage.cases import CasesUnavailable, open_triage_cases
+    from pipelines.triage.run import triage_detector
+
     detector = detector or triage_detector(settings)
-    writer = None
     wanted = settings.cases if settings.dispatch_target is None else True
-    if wanted is not False:
-        try:
-            base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target,
-                                     batch=f"patrol:{name or video.stem}")
-            writer = PatrolCases(base.intake, base.store, batch_id=base.batch_id, staging=base.staging,
+    if wanted is False:
+        return detector, None
+    try:
+        base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target, batch=batch)
+    except CasesUnavailable as exc:
+        if wanted:
+            raise
+        log.warning("no candidate cases written, report only: %s", exc)
+        return detector, None
+    return detector, PatrolCases(base.intake, base.store, batch_id=base.batch_id, staging=base.staging,
                                  radius_m=settings.group_radius_m)
-        except CasesUnavailable as exc:
-            if wanted:
-                raise
-            log.warning("no candidate cases written, report only: %s", exc)
-    result = run_triage([out / FRAMES], settings, detector=detector, taxonomy=taxonomy, deployment=deployment,
-                        show_progress=show_progress, case_writer=writer)
+
+
+def _summary(video: Path, track: Track, sampled: Sampled, result, writer: PatrolCases | None, tz: ZoneInfo) -> dict[str, Any]:
+    """What patrol.json holds (and the command prints)."""
     already = writer.already_open if writer is not None else []
-    summary = {
+    return {
         "video": str(video), "track": str(track.path), "frames": len(sampled.frames), "skipped_without_position": sampled.skipped,
         "uncovered_s": round(sampled.uncovered_s, 1),
         "video_span": sampled.video_span, "track_span": sampled.track_span, "timezone": tz.key, "messages": sampled.messages,
@@ -480,5 +509,3 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
         "already_open": already, "report": str(result.files.get("report")),
         "spool": result.spool.as_dict(),  # a patrol run retries the evidence spool as triage does (its `finish`)
     }
-    (out / SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-    return PatrolResult(sampled, result, already, summary)

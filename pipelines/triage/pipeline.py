@@ -64,6 +64,11 @@ class TriageInterrupted(KeyboardInterrupt):
     """The run was stopped (Ctrl-C); every photo finished so far is in results.jsonl."""
 
 
+class ReportInterrupted(KeyboardInterrupt):
+    """Stopped (Ctrl-C) once every photo was recorded, while the cases, cases.csv and the report were written
+    (`run.finish`): a resume judges no photo again and writes them (its own cases found, not doubled)."""
+
+
 @dataclass
 class RunStats:
     """Counts of this run (records of earlier runs are `skipped`, of which `gone` were judged and are no longer

@@ -26,7 +26,7 @@ from pipelines.triage.cases import CasesUnavailable, SpoolRetry, TriageCases, Wi
 from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import RESULTS, WITHDRAW, InputGone, Journal, settle_withdrawals
-from pipelines.triage.pipeline import RunStats, detector_threads, process_photos, progress_bar
+from pipelines.triage.pipeline import ReportInterrupted, RunStats, detector_threads, process_photos, progress_bar
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
@@ -119,7 +119,10 @@ def run_triage(
         finished = True
     finally:
         journal.close(drop=finished)  # stopped part way: superseded records stay for the resume that finishes
-    return finish(settings, stats, detector, case_writer, show_progress=show_progress, replaced=journal.replaced)
+    try:
+        return finish(settings, stats, detector, case_writer, show_progress=show_progress, replaced=journal.replaced)
+    except KeyboardInterrupt:
+        raise ReportInterrupted() from None
 
 
 def refuse_gone_inputs(inputs: list[Path], journal: Journal) -> None:

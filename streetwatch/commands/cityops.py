@@ -62,11 +62,11 @@ def patrol(
 
     from detect.config_io import ConfigError
     from detect.engine import DetectorConfigError, ModelNotFoundError
-    from pipelines.cityops.patrol import PatrolError, SamplingInterrupted, given_start, run_patrol
+    from pipelines.cityops.patrol import SAMPLED, JudgingNotStarted, PatrolError, SamplingInterrupted, given_start, run_patrol
     from pipelines.triage import TriageSettings
     from pipelines.triage.cases import CasesUnavailable, check_keys
-    from pipelines.triage.journal import JournalExists
-    from pipelines.triage.pipeline import TriageInterrupted
+    from pipelines.triage.journal import RESULTS, JournalExists
+    from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
 
     deployment = settings_or_fail(config)
     given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, ocr=ocr, verifier=verifier, timezone=timezone,
@@ -86,6 +86,12 @@ def patrol(
         fail_interrupted(out, "frames")
     except SamplingInterrupted:
         fail_interrupted(out, done=f"stopped while sampling the video into {out / 'frames'}, before any frame was judged")
+    except JudgingNotStarted:
+        fail_interrupted(out, done=f"stopped once the video was sampled into {out / 'frames'} (kept, with {SAMPLED}), "
+                                   "before its frames were judged")
+    except ReportInterrupted:
+        fail_interrupted(out, done=f"every frame is judged in {out / RESULTS}; stopped while writing the cases and the "
+                                   "report, which a resume writes without judging a frame again")
     s = result.summary
     for message in s["messages"]:
         typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)

@@ -69,7 +69,8 @@ def interrupted_code() -> int:
 def fail_interrupted(out: Path, what: str = "photos", *, done: str | None = None) -> NoReturn:
     """Triage's line when Ctrl-C or SIGTERM stopped it (`TriageInterrupted`): what was recorded and how to go on, one
     wording for every command that runs triage (triage, patrol), where Typer would exit 130 without a word. `done`
-    says what was done instead when nothing was recorded yet (patrol stopped while sampling its video)."""
+    says what was done instead where the frames finished so far are not the point (patrol stopped while sampling its
+    video, before judging it, or while writing its cases and report)."""
     done = done or f"the {what} finished so far are in {out / 'results.jsonl'}"
     fail(f"interrupted: {done}; run the same command with --resume to continue", code=interrupted_code())
 
