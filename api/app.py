@@ -7,6 +7,7 @@ resource, auth as a dependency (`api.auth`), problem+json errors, Prometheus met
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -16,10 +17,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 
 from api import problems
 from api.config import ServiceConfig
-from api.context import build_context
+from api.context import AppContext, build_context
 from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
 from detect.config_io import ConfigError
 from detect.evidence import EvidenceKeyError, check_key_files
@@ -58,7 +60,9 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         except Exception as exc:  # kept for `serve`: uvicorn only logs it and exits 3
             app.state.startup_error = exc
             raise
+        retries = asyncio.create_task(_retry_spool_every(ctx, service.spool_retry_s))
         yield
+        retries.cancel()
         ctx.close()
 
     # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc load their JavaScript from this app
@@ -112,6 +116,20 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     app.include_router(pages.router)
     pages.mount_static(app)
     return app
+
+
+async def _retry_spool_every(ctx: AppContext, seconds: float) -> None:
+    """Retry the evidence spool every `seconds` (`service.spool_retry_s`) for as long as the app runs, in a worker
+    thread (storage calls block): without it only a job's run retried it. A failed retry is logged and tried again."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            stored = await run_in_threadpool(ctx.jobs.retry_spool)
+        except Exception:  # noqa: BLE001 - the case store or storage down: the next round tries again
+            log.exception("evidence spool retry failed")
+            continue
+        if stored:
+            log.info("evidence spool: %d bundle(s) stored: %s", len(stored), ", ".join(stored))
 
 
 def _control_character_in(request: Request) -> str | None:

@@ -231,6 +231,24 @@ class TriageJobs:
             return f"upload jobs write no candidate cases, only their report: {exc}{unset}"
         return None
 
+    def retry_spool(self) -> list[str]:
+        """Upload what the evidence spool holds (`Intake.retry_evidence`), as each job's run does first; the ids of the
+        cases stored now. `serve` calls it every `service.spool_retry_s` too: else bundles left while storage was down
+        waited for the next upload, and one signed with a key rotated away began its 7 days' wait only then. Nothing to
+        retry with when no evidence key is set (jobs write no cases: `cases_unavailable`)."""
+        from detect.evidence import ModelInfo
+        from pipelines.cases.intake import Intake
+
+        try:  # the model signs no bundle here: a retry uploads those sealed, as `watch` checks the stores with one
+            intake = Intake.from_settings(self.deployment, ModelInfo("spool-retry"))
+        except EvidenceKeyError as exc:
+            log.debug("evidence spool not retried: %s", exc)
+            return []
+        try:
+            return [case.id for case in intake.retry_evidence()]
+        finally:
+            intake.store.close()
+
     # ---- jobs ------------------------------------------------------------------------------
 
     def new_dir(self) -> tuple[str, Path]:

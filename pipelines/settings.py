@@ -187,6 +187,9 @@ class ServiceConfig(ConfigModel):
                                          "evidence links, and attachment URLs unsigned (a warning at start-up).")
     url_expiry_s: int = Field(900, title="Evidence URL lifetime", description="Seconds a signed evidence URL stays valid.", gt=0, le=7 * 24 * 3600)
     default_page_size: int = Field(50, title="Page size", description="Cases per page when the client does not say.", ge=1, le=500)
+    spool_retry_s: float = Field(600.0, title="Evidence spool retry",
+                                 description="Seconds between the service's retries of the evidence spool (bundles storage could not "
+                                             "take, ones signed with a key rotated away), jobs or none: each job retries it too.", gt=0)
     reopen_within_days: int = Field(7, title="Reopen window",
                                     description="Days after a rejection in review during which a reviewer may reopen the case "
                                                 "(POST /cases/{id}/reopen: a mis-click undone); later it stays rejected.", ge=1, le=365)

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.api_helpers import auth, make_app, settings_for
+from tests.api_helpers import KEY, auth, draft_cases, make_app, settings_for
 
 LIMIT = 1_000_000
 MAX_FILES = 20
@@ -472,3 +472,22 @@ def test_a_jobs_summary_says_what_became_of_the_evidence_spool(uploads, tmp_path
     up = job(zidane_jpg)
     assert up["summary"]["spool"] == {"uploaded": 1, "waiting": 0, "waiting_cases": []}
     assert app.state.ctx.store.get(case["case_id"]).evidence_ref == (root / case["case_id"]).resolve().as_uri()
+
+
+def test_the_server_retries_the_evidence_spool_with_no_job_running(tmp_path, monkeypatch, bus_event):
+    """`serve` retried the evidence spool only when a job ran: a bundle left while storage was down waited for the next
+    upload, and one signed with a key rotated away began its 7 days' wait only then. The server retries it every
+    `service.spool_retry_s` on its own (a tiny interval here), and the bundle is stored with no job run."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    app, _ = make_app(settings_for(tmp_path, spool_retry_s=0.05))
+    store = app.state.ctx.store
+    root = _storage_down(tmp_path)
+    [case_id] = draft_cases(app, bus_event, [{}])
+    assert store.get(case_id).evidence_ref is None and (tmp_path / "spool" / case_id).is_dir()  # spooled
+    root.unlink()  # storage is back
+    with TestClient(app):
+        deadline = time.monotonic() + 60
+        while store.get(case_id).evidence_ref is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert store.get(case_id).evidence_ref == (root / case_id).resolve().as_uri()
+    assert not (tmp_path / "spool" / case_id).exists() and app.state.ctx.jobs.list() == []  # no job ran
