@@ -71,3 +71,35 @@ def test_every_page_fits_a_phone_and_its_buttons_a_finger(tmp_path, bus_jpg, bus
             width, page_width, small = b.execute_script(LAYOUT, FINGER_PX)
             assert (width, page_width) == (360, 360), f"/ui/{page} is {page_width} px wide on a {width} px layout"
             assert small == [], f"/ui/{page}: controls under {FINGER_PX} px high: {small}"
+
+
+#: The navigation bar's items by the line each is on (their offsetTop) and the page's widths, once the zone is named.
+NAV_LINES = """
+return [[...document.querySelectorAll('nav > *')].map((e) => [e.textContent, e.offsetTop]),
+        document.documentElement.clientWidth, document.documentElement.scrollWidth];
+"""
+
+
+def test_the_navigation_bar_is_one_line_on_an_office_screen_and_wraps_on_a_phone(tmp_path, bus_jpg):
+    """Letting the bar wrap for phones put its last item (令牌 Token) on a second line on a 1366 px office screen, the
+    most common, and the time zone with it at 1280 px. At both, on every page, its items share one line (the scroll bar
+    a long page has included); on a 360 px phone it wraps and the page is no wider than the screen."""
+    from selenium.webdriver.common.by import By
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: None) as served, phone(served) as handset:
+        b = served["browser"]
+        b.get(served["base"] + "/ui/login")
+        b.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
+        for width in (1366, 1280):
+            b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+            for page in PAGES[:-1]:  # the login page has no bar
+                b.get(f"{served['base']}/ui/{page}")
+                _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} at {width} px")
+                items, _, _ = b.execute_script(NAV_LINES)
+                assert len(items) == 9 and len({top for _, top in items}) == 1, f"/ui/{page} at {width} px: {items}"
+        for page in PAGES[:-1]:
+            handset.get(f"{served['base']}/ui/{page}")
+            _wait(handset, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} on the phone")
+            items, width, page_width = handset.execute_script(NAV_LINES)
+            assert len({top for _, top in items}) > 1 and (width, page_width) == (360, 360), (page, items, page_width)
