@@ -41,7 +41,7 @@ def phone(served: dict[str, Any]) -> Iterator[Any]:
 #: What a phone shows of the page: the layout width, the page's full width, and the visible controls a finger must
 #: hit that are shorter than FINGER_PX (tag, id or text, height).
 LAYOUT = """
-const small = [...document.querySelectorAll('button, select, input:not([type=checkbox]):not([type=radio]):not([type=hidden])')]
+const small = [...document.querySelectorAll('button, label.file-button, select, input:not([type=checkbox]):not([type=radio]):not([type=hidden])')]
   .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().height < arguments[0])
   .map((e) => [e.tagName, e.id || e.textContent.trim().slice(0, 20), Math.round(e.getBoundingClientRect().height)]);
 return [document.documentElement.clientWidth, document.documentElement.scrollWidth, small];

@@ -906,3 +906,48 @@ def test_the_search_box_takes_no_more_than_the_api_searches(site):
     box.send_keys("文三路" * 70)
     assert len(box.get_attribute("value")) == limit == 200
     box.clear()  # for the tests after this one
+
+
+#: Each file field of the page: its label's words, the line beside it, its width, and whether it is in the Tab order.
+FILE_FIELDS = """
+return [...document.querySelectorAll('input[type=file]')].map((i) => [
+  [...i.labels].map((l) => l.textContent).join(' | '), (document.getElementById(i.id + '-chosen') || {}).textContent,
+  i.getBoundingClientRect().width, i.tabIndex]);
+"""
+
+
+def test_the_file_fields_are_buttons_in_chinese_worked_by_mouse_and_keyboard(site, bus_jpg, zidane_jpg):
+    """A file field is the browser's own button and line, in the browser's language ("Choose Files", "No file chosen"
+    on an English Windows), which city staff do not read. Each is a button in Chinese (选择照片 Choose photos, …), the
+    field's own label, with what was chosen beside it in Chinese; the field itself, out of sight, is still a Tab stop
+    whose focus ring the button shows, and still takes the files."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    b = site["browser"]
+    _login(site)
+    b.get(site["base"] + "/ui/city")
+    _wait(b, lambda d: d.find_element(By.ID, "zone").text, "the city page")
+    assert b.execute_script(FILE_FIELDS) == [
+        ["选择商户表 Choose the register", "未选择文件 No file chosen", 1, 0],
+        ["选择结果表 Choose the results", "未选择文件 No file chosen", 1, 0],
+        ["选择视频 Choose the video", "未选择文件 No file chosen", 1, 0],
+        ["选择轨迹 Choose the track", "未选择文件 No file chosen", 1, 0]]
+
+    b.get(site["base"] + "/ui/upload")
+    _wait(b, lambda d: d.find_element(By.ID, "zone").text, "the upload page")
+    assert b.execute_script(FILE_FIELDS) == [["选择照片 Choose photos", "未选择文件 No file chosen", 1, 0]]
+    button = b.find_element(By.CSS_SELECTOR, "label[for=files]")
+    assert button.is_displayed() and button.rect["height"] >= 30  # a button's size, the field's 1 px out of sight
+    ring = "return getComputedStyle(document.querySelector('label[for=files]')).outlineStyle;"
+    assert b.execute_script(ring) == "none"
+    b.execute_script("document.querySelector('nav a[href=\"/ui/login\"]').focus();")  # the bar's last stop
+    ActionChains(b).send_keys(Keys.TAB).perform()
+    assert b.execute_script("return document.activeElement.id") == "files"
+    assert b.execute_script(ring) == "solid"  # the keyboard's focus shown on the button
+    field = b.find_element(By.ID, "files")
+    field.send_keys(str(bus_jpg))
+    assert b.find_element(By.ID, "files-chosen").text == "已选择 bus.jpg"
+    field.send_keys(str(zidane_jpg))  # a second file added to the choice
+    assert b.find_element(By.ID, "files-chosen").text == "已选择 2 个文件 2 files chosen"

@@ -187,5 +187,6 @@ async function loadPatrol(meta) {
   if (running) await followPatrol(running, meta);
 }
 
+SW.filePickers();
 SW.nav("city");
 SW.meta().then((meta) => Promise.all([loadWarnings(), loadShops(), loadCallout(), loadPatrol(meta)])).catch((e) => SW.say(e.message, true));

@@ -223,6 +223,32 @@ const SW = {
     window.open(url, "_blank");
   },
 
+  // Each file field of the page (data-pick: the button's words, 选择照片 Choose photos) as a button in the staff's words
+  // with what was chosen beside it in Chinese, in place of the browser's own "Choose Files / No file chosen", which is
+  // in the browser's language. The field stays, out of sight but in the Tab order: the button is its <label for=>, so
+  // a click on it opens the chooser, and Tab stops on the field (its focus ring drawn on the button), Enter or Space
+  // opening the chooser. Called by each page with such a field.
+  filePickers() {
+    for (const input of document.querySelectorAll("input[type=file][data-pick]")) {
+      if (!input.id) input.id = `${input.form.id}-${input.name}`;
+      const chosen = SW.el("span", { id: `${input.id}-chosen`, class: "file-chosen", "aria-live": "polite" });
+      const show = () => { chosen.textContent = SW.chosenFiles(input.files); };
+      input.classList.add("file-input");
+      input.setAttribute("aria-describedby", chosen.id);
+      input.after(SW.el("label", { for: input.id, class: "file-button" }, input.dataset.pick), " ", chosen);
+      input.addEventListener("change", show);
+      input.form.addEventListener("reset", () => setTimeout(show));  // after the reset has emptied the field
+      show();
+    }
+  },
+
+  // What a file field holds, as its line beside the button says it: none, the one file's name, or how many.
+  chosenFiles(files) {
+    if (!files.length) return "未选择文件 No file chosen";
+    if (files.length === 1) return `已选择 ${files[0].name}`;
+    return `已选择 ${files.length} 个文件 ${files.length} files chosen`;
+  },
+
   nav(active) {
     const links = [["queue", "审核队列 Review queue"], ["upload", "照片上传 Photo upload"], ["cameras", "摄像头 Cameras"],
                    ["map", "地图 Map"], ["scores", "考核评分 Scores"], ["reports", "分析报告 Reports"],

@@ -87,5 +87,6 @@ document.getElementById("upload").addEventListener("submit", async (ev) => {
   } catch (e) { SW.say(e.message, true); }
 });
 
+SW.filePickers();
 SW.nav("upload");
 SW.meta().then(listJobs).catch((e) => SW.say(e.message, true));
