@@ -951,3 +951,36 @@ def test_the_file_fields_are_buttons_in_chinese_worked_by_mouse_and_keyboard(sit
     assert b.find_element(By.ID, "files-chosen").text == "已选择 bus.jpg"
     field.send_keys(str(zidane_jpg))  # a second file added to the choice
     assert b.find_element(By.ID, "files-chosen").text == "已选择 2 个文件 2 files chosen"
+
+
+def test_a_press_and_release_on_either_side_of_the_reject_reasons_leaves_them_open(tmp_path, bus_jpg, bus_event):
+    """A click outside the reject reasons closed them, but Chromium sends a press inside and a release outside (a reason
+    pressed, then the pointer slid off it) as a click on what holds both, outside them, so the dialog closed under a
+    reviewer who had only changed their mind, and likewise for a press outside released on a reason. They close only
+    when both the press and the release are outside; either way round they stay open with nothing else done."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    is_open = lambda d: d.find_element(By.ID, "reasons").is_displayed()  # noqa: E731
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}])) as served:
+        b = served["browser"]
+        _login(served)
+        first = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
+        _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "its detail")
+        other = next(e for e in b.find_elements(By.CSS_SELECTOR, "#cases li") if e.get_attribute("data-case") != first)
+        ActionChains(b).send_keys("r").perform()
+        _wait(b, is_open, "the reject reasons")
+        reason = b.find_element(By.CSS_SELECTOR, "#reasons button")
+        ActionChains(b).move_to_element(reason).click_and_hold().move_to_element(other).release().perform()
+        assert is_open(b), "a press on a reason released on another case closed the reasons"
+        ActionChains(b).move_to_element(other).click_and_hold().move_to_element(reason).release().perform()
+        assert is_open(b), "a press on another case released on a reason closed the reasons"
+        assert b.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case") == first
+        assert (_case(served, first)["state"], _case(served, other.get_attribute("data-case"))["state"]) == ("candidate", "candidate")
+        ActionChains(b).move_to_element(other).click().perform()  # both outside: closed, and only that
+        assert not is_open(b) and b.execute_script("return document.activeElement.id") == "reject"
+        assert b.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case") == first
+        ActionChains(b).send_keys("r").perform()  # the dialog works on as before
+        _wait(b, is_open, "the reject reasons again")
+        ActionChains(b).move_to_element(b.find_element(By.CSS_SELECTOR, "#reasons button")).click().perform()
+        _wait(b, lambda d: _case(served, first)["state"] == "rejected", "the case rejected with the reason clicked")

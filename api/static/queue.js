@@ -1,7 +1,8 @@
 // The review queue: a list of cases and the current case's evidence, worked with the keyboard.
 "use strict";
 
-const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false, offset: 0, total: 0 };
+// pointer: whether the press and release of the click under way fell outside the open reasons (null: no press seen)
+const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false, offset: 0, total: 0, pointer: null };
 const PAGE = 200;  // cases a page lists; the rest of a long queue is a 下一页 away (GET /cases: limit, offset)
 
 function stateName(state) { return SW.stateName(Q.meta, state); }
@@ -363,14 +364,20 @@ document.addEventListener("keydown", (ev) => {
 
 // A click outside the open reasons only closes them: what was clicked (another case in the list, a filter) does
 // nothing, as a click outside any dialog. Its press keeps the focus from moving there (it goes back to 驳回), and
-// its click is caught on the way down, before the case list's own handler opens another case.
+// its click is caught on the way down, before the case list's own handler opens another case. Outside means both the
+// press and the release: Chromium sends a press inside and a release outside (a reason pressed, the pointer slid off
+// it), or the other way round, as a click on what holds both, outside the reasons; such a click is only swallowed.
 function outsideReasons(ev) { return Q.rejecting && !document.getElementById("reasons").contains(ev.target); }
+document.addEventListener("pointerdown", (ev) => { Q.pointer = { down: outsideReasons(ev) }; }, true);
+document.addEventListener("pointerup", (ev) => { if (Q.pointer) Q.pointer.up = outsideReasons(ev); }, true);
 document.addEventListener("mousedown", (ev) => { if (outsideReasons(ev)) ev.preventDefault(); });
 document.addEventListener("click", (ev) => {
-  if (!outsideReasons(ev)) return;
+  const landed = outsideReasons(ev), { down = landed, up = landed } = Q.pointer || {};  // no press: a script's click
+  Q.pointer = null;
+  if (!Q.rejecting || !(down || up || landed)) return;
   ev.preventDefault();
   ev.stopPropagation();
-  closeReasons();
+  if (down && up) closeReasons();
 }, true);
 // The list again from `offset` (a filter: the first page), a refusal said in the status line, Chinese first (a
 // filter's was never said: a search over 200 characters left the list as it was, without a word).
