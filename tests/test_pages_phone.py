@@ -103,3 +103,38 @@ def test_the_navigation_bar_is_one_line_on_an_office_screen_and_wraps_on_a_phone
             _wait(handset, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} on the phone")
             items, width, page_width = handset.execute_script(NAV_LINES)
             assert len({top for _, top in items}) > 1 and (width, page_width) == (360, 360), (page, items, page_width)
+
+
+#: Each form label holding a field whose field is not on the line of the label's words: the words, and the two tops.
+LABELS_APART = """
+return [...document.querySelectorAll('form label')].flatMap((label) => {
+  const field = label.querySelector('input:not([type=checkbox]):not([type=radio]), select');
+  const words = [...label.childNodes].find((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+  if (!field || !words || field.offsetParent === null) return [];
+  const range = document.createRange();
+  range.selectNodeContents(words);
+  const w = range.getBoundingClientRect(), f = field.getBoundingClientRect();
+  return f.top < w.bottom && f.bottom > w.top ? [] : [[words.textContent.trim(), Math.round(w.top), Math.round(f.top)]];
+});
+"""
+
+
+def test_a_label_and_its_field_share_a_line_on_an_office_screen(tmp_path, bus_jpg):
+    """The queue's filters wrapped at 1366 px between 搜索 Search and its box, the words at the end of one line and the
+    box at the start of the next (a list of types 540 px wide, for its longest name, pushed them there); on the map's
+    and the scores' filters alike. At 1366 and 1280 px every form's label is on the line of its field."""
+    from selenium.webdriver.common.by import By
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: None) as served:
+        b = served["browser"]
+        b.get(served["base"] + "/ui/login")
+        b.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
+        for width in (1366, 1280):
+            b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+            for page in ("queue", "map", "scores", "city"):
+                b.get(f"{served['base']}/ui/{page}")
+                _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} at {width} px")
+                _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option, #f-by option")) > 1 or page == "city",
+                      f"/ui/{page}'s lists filled")
+                assert b.execute_script(LABELS_APART) == [], f"/ui/{page} at {width} px"
