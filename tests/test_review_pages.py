@@ -984,3 +984,16 @@ def test_a_press_and_release_on_either_side_of_the_reject_reasons_leaves_them_op
         _wait(b, is_open, "the reject reasons again")
         ActionChains(b).move_to_element(b.find_element(By.CSS_SELECTOR, "#reasons button")).click().perform()
         _wait(b, lambda d: _case(served, first)["state"] == "rejected", "the case rejected with the reason clicked")
+
+
+def test_the_reports_page_with_none_names_the_command_as_code(site):
+    """With no report yet the reports page said to run `streetwatch report --period month`, the backticks shown as
+    they are, Markdown that no page renders; it says it in Chinese first and sets the command in code type."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    b.get(site["base"] + "/ui/reports")
+    status = _wait(b, lambda d: d.find_element(By.ID, "status").text, "the reports page's status line")
+    assert status == "还没有报告，请运行 No reports yet: run streetwatch report --period month"
+    assert b.find_element(By.CSS_SELECTOR, "#status code").text == "streetwatch report --period month"

@@ -20,7 +20,8 @@ async function load() {
         : SW.download(`/api/v1/reports/${r.name}/${f}`, `${r.name}-${f}`)).catch((e) => SW.say(e.message, true)),
     }, f.split(".").pop().toUpperCase())))));
   document.getElementById("reports").replaceChildren(SW.el("thead", {}, head), SW.el("tbody", {}, ...rows));
-  SW.say(list.length ? `${list.length} 份报告 reports` : "还没有报告 No reports yet: run `streetwatch report --period month`");
+  SW.say(list.length ? `${list.length} 份报告 reports`  // the command to run set as code, not between Markdown's backticks
+    : ["还没有报告，请运行 No reports yet: run ", SW.el("code", {}, "streetwatch report --period month")]);
 }
 
 SW.nav("reports");
