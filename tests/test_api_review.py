@@ -255,6 +255,24 @@ def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_
     assert again.status_code == 409
 
 
+def test_a_reopen_refusal_names_a_folder_by_its_setting(service, bus_event):
+    """A refusal to reopen quotes the reason the case was rejected with, which may name an evidence folder (a job's
+    case stopped because its evidence could not be written): POST /cases/{id}/reopen answered it with the server's
+    path, which the case's detail already named by its setting; both name it `evidence_store.local_root`."""
+    app, client, tokens, _ = service
+    ctx = app.state.ctx
+    root = ctx.settings.evidence_store.local_root.resolve()
+    [a] = draft_cases(app, bus_event, [{}])
+    ctx.store.transition(a, CaseState.REJECTED, actor="triage:job-1", only_from=CaseState.CANDIDATE,
+                         reason=f"cannot write evidence to {root}/{a}: disk full")
+    refused = client.post(f"/api/v1/cases/{a}/reopen", headers=auth(tokens["reviewer"]), json={"note": "重新打开"})
+    assert refused.status_code == 409 and refused.json()["type"] == "urn:streetwatch:problem:not-reopenable"
+    detail = refused.json()["detail"]
+    assert f"cannot write evidence to evidence_store.local_root/{a}: disk full" in detail and str(root) not in detail
+    shown = client.get(f"/api/v1/cases/{a}", headers=auth(tokens["reviewer"])).json()["reopen"]
+    assert shown == {"allowed": False, "why_not": detail}
+
+
 def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bus_event):
     """A reviewer who lists rejected cases (the state filter) and presses c on one, or corrects the type of a case
     already sent, read only English on the queue page's status line: each refusal names the states in staff's

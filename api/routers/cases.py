@@ -22,7 +22,7 @@ from detect.evidence import MANIFEST
 from detect.taxonomy import Severity
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Audit, Case, CaseQuery
+from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
@@ -402,8 +402,11 @@ def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), w
                                                     "review_reason": undone["review_reason"],
                                                     "review_note": undone["review_note"]}, conn=conn)
 
-    case = ctx.store.reopen(case_id, actor=who.name, note=body.note, within=_reopen_window(ctx),
-                            unchanged_since=body.expected_updated_at, audit=record)
+    try:
+        case = ctx.store.reopen(case_id, actor=who.name, note=body.note, within=_reopen_window(ctx),
+                                unchanged_since=body.expected_updated_at, audit=record)
+    except NotReopenable as exc:  # quotes the rejection's reason, which may name an evidence folder
+        raise NotReopenable(ctx.settings.named_by_setting(str(exc))) from exc
     ctx.metrics.reviews.labels("reopen").inc()
     return case_json(case, ctx)
 
