@@ -461,6 +461,45 @@ def test_an_entry_for_a_platform_the_case_is_no_longer_queued_for_is_not_sent(wo
                                                                "an earlier attempt may have reached dcm: check there")
 
 
+def test_a_stale_entry_parked_leaves_the_case_s_reason_for_its_own_platform(world, bus_event):
+    """Parking a stale entry (dcm, in doubt, while the case is queued for city311) wrote `dispatch to dcm parked: ...`
+    over the case's reason, which said why its city311 delivery waits, so `cases list` showed the other platform's
+    words. The case keeps its reason; the parking is said in its history."""
+    import sqlalchemy as sa
+
+    from pipelines.cases.schema import outbox
+
+    store, evidence, spool = world
+    down = Platform(lambda _: (503, {"Content-Type": "application/json"}, b'{"error": "maintenance"}'))
+    try:
+        config = DispatchConfig(targets={
+            "dcm": TargetConfig(adapter="cn-dcm", url=f"{down.base}/cn-dcm/cases", timeout_s=2, lookup=False),
+            "city311": TargetConfig(adapter="open311", url=f"{down.base}/open311", timeout_s=2)},
+            retry=RetryPolicy(base_s=30, max_s=60), lease_s=5.0)
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-stale-why")
+        store.review(case_id, approve=False, reviewer="王芳", reason_code="wrong_type", note="应派 12345")
+        store.reopen(case_id, actor="王芳", note="改派 city311", within=timedelta(days=7))
+        dcm = (outbox.c.case_id == case_id) & (outbox.c.target == "dcm")
+        with store.engine.begin() as conn:  # as the race leaves it: pending, in doubt, due only after city311's try
+            conn.execute(sa.update(outbox).where(dcm).values(status="pending", in_doubt_since=datetime.now(UTC),
+                                                             next_attempt_at=datetime.now(UTC) + timedelta(hours=1)))
+        store.review(case_id, approve=True, reviewer="王芳", target="city311")
+        dispatcher = Dispatcher(store, evidence, config)
+        assert dispatcher.run_once().retried == 1
+        waiting = store.get(case_id).reason
+        assert waiting.startswith("dispatch to city311: attempt 1 failed")
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(outbox).where(dcm).values(next_attempt_at=datetime.now(UTC)))
+        assert dispatcher.run_once().parked == 1
+        dispatcher.close()
+    finally:
+        down.stop()
+    assert [e.status for e in store.outbox_entries(case_id=case_id) if e.target == "dcm"] == ["parked"]
+    assert store.get(case_id).reason == waiting
+    assert ("dispatch to dcm parked: not sent to dcm: the case is queued for city311 now; an earlier attempt may have "
+            "reached dcm: check there") in [h.reason for h in store.history(case_id)]
+
+
 def test_a_failing_or_circuit_held_delivery_says_why_its_case_waits(world, sim, bus_event):
     """A retry left the case's reason empty, so `cases list` showed nothing under "waiting because" for a case that
     kept failing, or that an open circuit held: the reason names the last error and the next attempt (UTC)."""

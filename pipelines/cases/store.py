@@ -1046,7 +1046,9 @@ class CaseStore:
             return [_row_to(Case, r) for r in conn.execute(query)]
 
     def park(self, entry_id: int, reason: str, *, now: datetime | None = None, owner: str | None = None) -> None:
-        """Stop retrying an entry the other side refused; the case stays `queued` with the reason."""
+        """Stop retrying an entry the other side refused; the case stays `queued` with the reason. The case's reason
+        says why its delivery to the platform it is queued for waits, so an entry for another platform (stale: the
+        case was queued elsewhere since) leaves it alone and is said in the case's history instead."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
@@ -1055,8 +1057,13 @@ class CaseStore:
             conn.execute(outbox.update().where(outbox.c.id == entry_id).values(
                 status=OutboxStatus.PARKED, parked_reason=reason, last_error=reason, lease_until=None, lease_owner=None,
                 attempts=outbox.c.attempts + 1))
-            conn.execute(cases.update().where(cases.c.id == entry.case_id).values(
-                reason=f"dispatch to {entry.target} parked: {reason}", updated_at=now))
+            why = f"dispatch to {entry.target} parked: {reason}"
+            case = self._get(conn, entry.case_id)
+            if case.dispatch_target not in (None, entry.target):
+                self._history(conn, case.id, case.state, case.state, now, f"dispatch:{entry.target}", why,
+                              {"outbox_id": entry_id})
+                return
+            conn.execute(cases.update().where(cases.c.id == entry.case_id).values(reason=why, updated_at=now))
 
     def requeue(self, entry_id: int, *, actor: str, now: datetime | None = None) -> None:
         """A human fixed the cause of a parked entry: deliver it again (same idempotency key)."""
