@@ -27,7 +27,7 @@ import yaml
 
 from detect.config_io import ConfigError, load_model, read_mapping, replaced_atomically, validate_model, write_text_atomic
 from detect.grades import Grades
-from detect.scenes import Scene, check_scene
+from detect.scenes import Scene, ZoneRules, check_scene
 from detect.taxonomy import Taxonomy
 from pipelines.cctv.config import CameraConfig, CamerasFile, file_grades
 from pipelines.cctv.reader import CameraStatus, Status
@@ -150,6 +150,18 @@ class Cameras:
     def _load_scene(self, cfg: CameraConfig) -> Scene:
         path = self.scene_path(cfg)
         return check_scene(load_model(Scene, path), str(path), self.taxonomy, self.grades())
+
+    def zone(self, camera_id: str, zone_id: str) -> ZoneRules | None:
+        """Zone `zone_id` of the camera's scene as the watcher loads it (its road grade folded in), what the rules
+        judged the camera's cases there by; None when no cameras file is set or the camera or zone is no longer in
+        it. ConfigError when the cameras file or the scene cannot be read."""
+        if self.file is None:
+            return None
+        try:
+            scene = self._load_scene(self.config(camera_id))
+        except CameraNotFound:
+            return None
+        return next((z for z in scene.zones if z.id == zone_id), None)
 
     def scene(self, camera_id: str) -> dict[str, Any]:
         """The scene file as written (times stay 'HH:MM'), validated."""

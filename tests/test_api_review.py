@@ -273,6 +273,30 @@ def test_a_reopen_refusal_names_a_folder_by_its_setting(service, bus_event):
     assert shown == {"allowed": False, "why_not": detail}
 
 
+def test_a_retyped_camera_case_gets_the_severity_its_zone_gives_the_new_type(service, bus_event):
+    """A camera's case kept the severity its zone gave its first type when a reviewer retyped it: a bike case in
+    cam-01's sidewalk-north (a main road: parked cars 较重 major, bikes the type's 一般 general) retyped as a parked car
+    stayed general. The new type gets the zone's severity, as the rules would give it; a case whose zone is no longer
+    in the scene keeps its own, and a scene that cannot be read is 503 naming the camera, nothing changed."""
+    app, client, tokens, cams = service
+    a, b = draft_cases(app, bus_event, [{"violation_type": "nonmotor_parking", "zone_id": "sidewalk-north", "severity": "general"},
+                                        {"violation_type": "nonmotor_parking", "zone_id": "gone", "severity": "general"}])
+    reviewer = auth(tokens["reviewer"])
+    retyped = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "illegal_parking"})
+    assert retyped.status_code == 200, retyped.text
+    assert retyped.json()["details"]["severity"] == "major"
+    assert retyped.json()["details"]["revisions"][-1] | {"at": None} == {
+        "field": "severity", "from": "general", "to": "major", "by": "reviewer-user", "at": None, "derived_from": "violation_type"}
+    back = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "nonmotor_parking"})
+    assert back.json()["details"]["severity"] == "general"
+    kept = client.patch(f"/api/v1/cases/{b}", headers=reviewer, json={"type": "illegal_parking"})
+    assert kept.status_code == 200 and kept.json()["details"]["severity"] == "general"
+    cams["scene"].write_text("zones: [", encoding="utf-8")  # hand-edited into a file no watcher loads
+    unusable = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "illegal_parking"})
+    assert unusable.status_code == 503 and unusable.json()["detail"].startswith("scene of camera cam-01 unusable: ")
+    assert app.state.ctx.store.get(a).violation_type == "nonmotor_parking"
+
+
 def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bus_event):
     """A reviewer who lists rejected cases (the state filter) and presses c on one, or corrects the type of a case
     already sent, read only English on the queue page's status line: each refusal names the states in staff's

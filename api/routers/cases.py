@@ -17,8 +17,10 @@ from api.context import AppContext, get_ctx
 from api.problems import Problem, invalid, problems
 from api.routers.analytics import mtime_of, sheet_for
 from api.uploads import CappedBodyRoute
+from detect.candidates import WHOLE_IMAGE
 from detect.config_io import ConfigError
 from detect.evidence import MANIFEST
+from detect.scenes import ZoneRules
 from detect.taxonomy import Severity
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
@@ -429,6 +431,17 @@ def upload_grid(ctx: AppContext) -> GridCells | None:
     return _GRID["cells"]
 
 
+def camera_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
+    """The scene zone a camera's case was opened in, as the watcher loads it, so that a new type gets the severity
+    the zone's rules give it; None for a photo's case or a camera or zone no longer in the cameras file."""
+    if case.source_kind != "camera" or case.zone_id in (None, WHOLE_IMAGE):
+        return None
+    try:
+        return ctx.cameras.zone(case.source_id, case.zone_id)
+    except ConfigError as exc:
+        raise Problem(503, f"scene of camera {case.source_id} unusable: {exc}", slug="invalid-config") from None
+
+
 AUDIT_NAMES = {"violation_type": "type"}  # a revised field the audit log names otherwise (the others by their own name)
 
 
@@ -448,8 +461,9 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
         raise invalid(["body"], "nothing to change: give `type`, `description`, `address`, `lat`/`lon`, `tags` and/or `severity`")
     if body.type is not None and body.type not in ctx.taxonomy.types:
         raise invalid(["body", "type"], f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
-    ctx.store.get(case_id)  # an unknown case is 404 before an unusable grid's 503
+    current = ctx.store.get(case_id)  # an unknown case is 404 before an unusable grid's or scene's 503
     grid = upload_grid(ctx) if body.lat is not None or clear or body.type is not None else None  # a cell's grade
+    zone = camera_zone(ctx, current) if body.type is not None else None  # a camera zone's rules
     now = datetime.now(UTC)
 
     def record(conn: Connection, case: Case) -> None:
@@ -458,8 +472,8 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
 
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
                             severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
-                            clear_coordinates=clear, taxonomy=ctx.taxonomy, now=now, unchanged_since=body.expected_updated_at,
-                            audit=record)
+                            clear_coordinates=clear, taxonomy=ctx.taxonomy, zone=zone, now=now,
+                            unchanged_since=body.expected_updated_at, audit=record)
     if edit_changes(case, who.name, now):
         ctx.metrics.reviews.labels("edit").inc()
     return case_json(case, ctx)

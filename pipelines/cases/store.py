@@ -33,6 +33,7 @@ from pipelines.cases.vocabulary import OutboxStatus
 from pipelines.times import as_utc
 
 if TYPE_CHECKING:
+    from detect.scenes import ZoneRules
     from pipelines.grid import GridCells
 
 log = logging.getLogger(__name__)
@@ -163,16 +164,32 @@ def check_place(address: str | None, lat: float | None, lon: float | None) -> tu
     return address, GeoPoint(lat, lon)
 
 
-def _severity_of_cell(case: Case, violation_type: str, cell: tuple[str, Grade | None] | None, taxonomy: Taxonomy,
-                      revisions: list[dict[str, Any]]) -> Severity | None:
-    """The severity intake would give `case` (of `violation_type`) in `cell` (None: outside every cell), or None
-    where the place did not make it: a reviewer set it (a `severity` revision not `derived_from` a place), or a
-    zone's rules did (a camera's zone, a city zone), not the photo's cell."""
-    vtype = taxonomy.types.get(violation_type)
-    chosen = any(r["field"] == "severity" and not r.get("derived_from") for r in revisions)
-    if vtype is None or chosen or case.zone_id not in (None, WHOLE_IMAGE):
+def _derived_severity(case: Case, values: dict[str, Any], cell: tuple[str, Grade | None] | None, grid: GridCells | None,
+                      zone: ZoneRules | None, taxonomy: Taxonomy, revisions: list[dict[str, Any]]) -> tuple[Severity, str] | None:
+    """The severity the rules would give `case` after an edit setting `values` (a new `grid_cell`, whose `cell` it is,
+    or `violation_type`), and what it derives from; None where the edit does not make it: a reviewer set it (a
+    `severity` revision not `derived_from` a place or type), or its grade or zone is not known here.
+
+    A photo judged as a whole gets its cell's road grade for its type (`graded_severity`; a case in a cell `grid` does
+    not have keeps its severity). A case of a zone (a camera's) keeps it when moved, as the zone's rules gave it, but
+    retyped it gets the zone's thresholds for the new type (the grade folded in), as the rules derive it
+    (`ZoneView.overrides`), when `zone` is that zone."""
+    vtype = taxonomy.types.get(values.get("violation_type", case.violation_type))
+    if vtype is None or any(r["field"] == "severity" and not r.get("derived_from") for r in revisions):
         return None
-    return graded_severity(vtype, cell[1] if cell else None)
+    if case.zone_id not in (None, WHOLE_IMAGE):
+        if "violation_type" not in values or zone is None or zone.id != case.zone_id:
+            return None
+        return vtype.with_overrides(zone.thresholds.get(vtype.id)).severity, "violation_type"
+    if "grid_cell" in values:
+        return graded_severity(vtype, cell[1] if cell else None), "grid_cell"
+    if "violation_type" not in values:
+        return None
+    if case.grid_cell is not None:  # retyped where it is: that cell's grade
+        cell = grid.cell(case.grid_cell) if grid is not None else None
+        if cell is None:
+            return None
+    return graded_severity(vtype, cell[1] if cell else None), "violation_type"
 
 
 def withdrawn_but_held(target: str, state: CaseState, delivered: str) -> str:
@@ -604,7 +621,7 @@ class CaseStore:
     def revise(self, case_id: str, *, actor: str, violation_type: str | None = None, description: str | None = None,
                tags: list[str] | None = None, severity: Severity | None = None, address: str | None = None,
                lat: float | None = None, lon: float | None = None, grid: GridCells | None = None,
-               clear_coordinates: bool = False, taxonomy: Taxonomy | None = None,
+               clear_coordinates: bool = False, taxonomy: Taxonomy | None = None, zone: ZoneRules | None = None,
                editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
                now: datetime | None = None, unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
         """A reviewer corrects the type, description or place before the case leaves, or sets its tags or severity.
@@ -619,7 +636,9 @@ class CaseStore:
         set the severity (a `severity` revision of theirs, or `severity` given now): a camera's zone keeps its own.
         That revision says `derived_from: grid_cell`, so a later move recomputes it again. A new type likewise gives
         such a case the severity intake gives that type in its cell (with `grid` to read the cell's grade; without
-        it, or in a cell the grid no longer has, a case in a cell keeps its severity), `derived_from: violation_type`.
+        it, or in a cell the grid no longer has, a case in a cell keeps its severity), `derived_from: violation_type`,
+        and a camera's case the severity its zone's rules give that type (`zone`: the case's zone as the watcher
+        loads it; None, or another zone, keeps its severity) (`_derived_severity`).
 
         Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
         the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
@@ -662,12 +681,9 @@ class CaseStore:
                 revisions.append({"field": "tags", "from": details.get("tags") or [], "to": tags, "by": actor, "at": now.isoformat()})
                 details["tags"] = tags
             old_severity, derived = severity_of(details), {}
-            source = next((column for column in ("grid_cell", "violation_type") if column in values), None)
-            if source == "violation_type" and case.grid_cell is not None:  # retyped where it is: that cell's grade
-                cell = grid.cell(case.grid_cell) if grid is not None else None
-                source = source if cell is not None else None  # its grade unknown here: the severity left as it is
-            if severity is None and source is not None and taxonomy is not None:
-                severity = _severity_of_cell(case, values.get("violation_type", case.violation_type), cell, taxonomy, revisions)
+            if severity is None and taxonomy is not None and (
+                    found := _derived_severity(case, values, cell, grid, zone, taxonomy, revisions)) is not None:
+                severity, source = found
                 derived = {"derived_from": source}  # the place's or type's, not a reviewer's choice: recomputed again
             if severity is not None and severity != old_severity:
                 revisions.append({"field": "severity", "from": old_severity.value, "to": severity.value, "by": actor, "at": now.isoformat(),
