@@ -465,16 +465,18 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     grid = upload_grid(ctx) if body.lat is not None or clear or body.type is not None else None  # a cell's grade
     zone = camera_zone(ctx, current) if body.type is not None else None  # a camera zone's rules
     now = datetime.now(UTC)
+    changed: dict[str, dict[str, Any]] = {}  # what the transaction recorded, for the metric once it committed
 
     def record(conn: Connection, case: Case) -> None:
         if changes := edit_changes(case, who.name, now):
             ctx.accounts.audit(who, "edit", case.id, changes, conn=conn)
+            changed.update(changes)
 
     case = ctx.store.revise(case_id, actor=who.name, violation_type=body.type, description=body.description, tags=body.tags,
                             severity=body.severity, address=body.address, lat=body.lat, lon=body.lon, grid=grid,
                             clear_coordinates=clear, taxonomy=ctx.taxonomy, zone=zone, now=now,
                             unchanged_since=body.expected_updated_at, audit=record)
-    if edit_changes(case, who.name, now):
+    if changed:
         ctx.metrics.reviews.labels("edit").inc()
     return case_json(case, ctx)
 
