@@ -2,13 +2,14 @@
 
 from detect.evidence.builder import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo
 from detect.evidence.config import EvidenceConfig, EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
-from detect.evidence.keys import PublishedKey, check_key_files, load_public_keys, load_signing_key, public_key_id, published_keys
+from detect.evidence.keys import (PublishedKey, SigningKeys, check_key_files, load_public_keys, load_signing_key, load_signing_keys,
+                                  public_key_id, published_keys)
 from detect.evidence.ring import FrameRing
 from detect.evidence.signing import MANIFEST, SIGNATURE, VerifyReport, hmac_key_for, read_manifest, signed_key_id, verify_bundle
 
 __all__ = [
     "MANIFEST", "SIGNATURE", "Bundle", "BundleContext", "EvidenceBuilder", "EvidenceConfig", "EvidenceError",
-    "EvidenceKeyError", "FrameRing", "ModelInfo", "PublishedKey", "VerifyReport", "check_key_files", "hmac_key_for", "load_hmac_key",
-    "load_previous_hmac_keys", "load_public_keys", "load_signing_key", "public_key_id", "published_keys", "read_manifest", "signed_key_id",
+    "EvidenceKeyError", "FrameRing", "ModelInfo", "PublishedKey", "SigningKeys", "VerifyReport", "check_key_files", "hmac_key_for", "load_hmac_key",
+    "load_previous_hmac_keys", "load_public_keys", "load_signing_key", "load_signing_keys", "public_key_id", "published_keys", "read_manifest", "signed_key_id",
     "verify_bundle",
 ]

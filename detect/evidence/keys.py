@@ -67,19 +67,38 @@ def load_signing_key(config: EvidenceConfig) -> Ed25519PrivateKey | None:
     return key
 
 
-def check_key_files(config: EvidenceConfig) -> None:
+@dataclass(frozen=True)
+class SigningKeys:
+    """The keys a case writer signs bundles with, loaded once (`load_signing_keys`, or `check_key_files` at start-up)
+    and handed to it: the HMAC key, those it replaced (`previous_hmac_key_files`) and the Ed25519 signer (None: not
+    set up)."""
+
+    hmac: bytes
+    previous_hmac: list[bytes]
+    signer: Ed25519PrivateKey | None
+
+
+def load_signing_keys(config: EvidenceConfig) -> SigningKeys:
+    """The keys `config` names; EvidenceKeyError naming the field when one cannot be used (an unset key variable too)."""
+    return SigningKeys(load_hmac_key(config), load_previous_hmac_keys(config), load_signing_key(config))
+
+
+def check_key_files(config: EvidenceConfig) -> SigningKeys | None:
     """Load the keys the settings name (`hmac_key_file` or the `hmac_key_env` variable, `previous_hmac_key_files`,
     `signing_key_file`, `published_keys`); EvidenceKeyError naming the field (the variable), the file and the reason when one cannot be
     used. A configured key that does not load is an admin's error, so `serve` and `triage` refuse to start on it (an
     unreadable published key answered 503 at /evidence/keys instead, a short key variable only warned of); an unset
-    key variable passes here: they warn of it."""
+    key variable passes here: they warn of it. The keys loaded, for the case writer, or None when that variable is
+    unset (the writer says so when it opens)."""
     try:
-        load_hmac_key(config)
+        hmac: bytes | None = load_hmac_key(config)
     except EvidenceKeyError as exc:
         if exc.field is not None:
             raise
-    load_previous_hmac_keys(config)
-    published_keys(config)  # loads signing_key_file too
+        hmac = None
+    previous, signer = load_previous_hmac_keys(config), load_signing_key(config)
+    _published(config, signer)
+    return SigningKeys(hmac, previous, signer) if hmac is not None else None
 
 
 def load_public_keys(path: Path, field: str | None = None) -> list[Ed25519PublicKey]:
@@ -108,8 +127,12 @@ def load_public_keys(path: Path, field: str | None = None) -> list[Ed25519Public
 
 def published_keys(config: EvidenceConfig) -> list[PublishedKey]:
     """The current signing key's public half and every earlier public key, by id (no duplicates)."""
+    return _published(config, load_signing_key(config))
+
+
+def _published(config: EvidenceConfig, signer: Ed25519PrivateKey | None) -> list[PublishedKey]:
+    """`published_keys` with the signing key `config` names already loaded."""
     out: dict[str, PublishedKey] = {}
-    signer = load_signing_key(config)
     if signer is not None:
         pub = signer.public_key()
         out[public_key_id(pub)] = PublishedKey(public_key_id(pub), pub, current=True)

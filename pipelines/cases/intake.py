@@ -37,8 +37,8 @@ from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import (
-    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifyReport, hmac_key_for, load_hmac_key,
-    load_previous_hmac_keys, load_signing_key, signed_key_id, verify_bundle,
+    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, SigningKeys, VerifyReport, hmac_key_for,
+    load_signing_keys, signed_key_id, verify_bundle,
 )
 from detect.evidence.builder import detections_json
 from detect.frames import Frame
@@ -87,17 +87,17 @@ class Intake:
 
     @classmethod
     def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | AutoQueue | None = None,
-                      taxonomy: Taxonomy | None = None) -> Intake:
-        """Wire the case store, evidence store, signing key and builder from the deployment settings.
+                      taxonomy: Taxonomy | None = None, keys: SigningKeys | None = None) -> Intake:
+        """Wire the case store, evidence store, signing key and builder from the deployment settings. `keys`: those
+        `check_key_files` loaded at start-up (None: loaded here).
 
         Raises EvidenceKeyError (no HMAC key, or an unreadable Ed25519 signing key) or StorageError
         (S3 credentials missing).
         """
-        builder = EvidenceBuilder(settings.evidence, load_hmac_key(settings.evidence), model, taxonomy or settings.load_taxonomy(),
-                                  signer=load_signing_key(settings.evidence))
+        keys = keys or load_signing_keys(settings.evidence)
+        builder = EvidenceBuilder(settings.evidence, keys.hmac, model, taxonomy or settings.load_taxonomy(), signer=keys.signer)
         return cls(settings.cases.open(), open_evidence_store(settings.evidence_store), builder,
-                   settings.evidence_store.spool_dir, auto_queue=auto_queue,
-                   previous_keys=load_previous_hmac_keys(settings.evidence))
+                   settings.evidence_store.spool_dir, auto_queue=auto_queue, previous_keys=keys.previous_hmac)
 
     def record_event(self, event: ViolationEvent, ctx: BundleContext | None = None) -> Case | None:
         """Apply one violation event; returns the case (None for an update of an unknown violation)."""

@@ -53,6 +53,7 @@ from pipelines.triage.journal import RESULTS
 from pipelines.triage.report import CaseRef
 
 if TYPE_CHECKING:
+    from detect.evidence import SigningKeys
     from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -432,14 +433,16 @@ def sample_once(video: Path, track: Track, out: Path, *, resume: bool, tz: ZoneI
 
 def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Settings, every_m: float | None = None,
                every_s: float | None = None, start: datetime | None = None, detector=None, taxonomy=None,
-               show_progress: bool = True, name: str | None = None, resume: bool = False) -> PatrolResult:
+               show_progress: bool = True, name: str | None = None, resume: bool = False,
+               keys: SigningKeys | None = None) -> PatrolResult:
     """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
     the settings file (case store, evidence, dispatch; `pipelines.settings`). `every_m`, `every_s`: the sampling,
     by default `deployment.cityops.patrol_every_m/_s`. `name`: the video's name in its cases' source
     (`patrol:<name>`, or `patrol:<name>-2`... when another run's cases hold it: `batch_id`), default the file's stem;
     an upload's is the name it was sent under, since the service stores every video as `video.<suffix>`. `resume`: take up the run an interruption left in `settings.out` (`sample_once`;
     the same video and track, its frames as they were sampled: `every_m`, `every_s` and `start`, when given, must be
-    the stopped run's), as triage's `--resume` does."""
+    the stopped run's), as triage's `--resume` does. `keys`: the evidence keys `check_keys` loaded (None: the case
+    writer loads them)."""
     from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
     from pipelines.triage.run import run_triage
 
@@ -462,7 +465,8 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
     for message in sampled.messages:
         log.warning("%s", message)
     try:
-        detector, writer = _judging_setup(settings, deployment, detector, taxonomy, out, batch=f"patrol:{name or video.stem}")
+        detector, writer = _judging_setup(settings, deployment, detector, taxonomy, out, batch=f"patrol:{name or video.stem}",
+                                          keys=keys)
         result = run_triage([out / FRAMES], settings, detector=detector, taxonomy=taxonomy, deployment=deployment,
                             show_progress=show_progress, case_writer=writer)
     except (TriageInterrupted, ReportInterrupted):
@@ -477,7 +481,8 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
     return PatrolResult(sampled, result, summary["already_open"], summary)
 
 
-def _judging_setup(settings, deployment: Settings, detector, taxonomy, out: Path, *, batch: str) -> tuple[Any, PatrolCases | None]:
+def _judging_setup(settings, deployment: Settings, detector, taxonomy, out: Path, *, batch: str,
+                   keys: SigningKeys | None = None) -> tuple[Any, PatrolCases | None]:
     """The detector and the case writer of a run (None when cases are off, or optional and cannot be written: the
     report only, under a warning)."""
     from pipelines.triage.cases import CasesUnavailable, open_triage_cases
@@ -488,7 +493,7 @@ def _judging_setup(settings, deployment: Settings, detector, taxonomy, out: Path
     if wanted is False:
         return detector, None
     try:
-        base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target, batch=batch)
+        base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target, batch=batch, keys=keys)
     except CasesUnavailable as exc:
         if wanted:
             raise

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from detect.config_io import replaced_atomically
 from detect.events import ViolationEvent
-from detect.evidence import BundleContext
+from detect.evidence import BundleContext, SigningKeys
 from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
@@ -217,25 +217,27 @@ class CasesUnavailable(RuntimeError):
         self.reason = reason
 
 
-def check_keys(deployment, settings) -> None:
+def check_keys(deployment, settings) -> SigningKeys | None:
     """Refuse a run that writes cases (`settings`, a `TriageSettings`: `cases` not False, or a dispatch target) when a
     key the deployment settings name cannot be used (a key variable shorter than 16 bytes, a key file that does not
     load), before any photo or frame is read: by default (`cases` unset) such a run went on report-only under a
-    warning, as it still does when no key is set at all. `streetwatch triage` and `streetwatch patrol` both ask."""
+    warning, as it still does when no key is set at all. `streetwatch triage` and `streetwatch patrol` both ask. The
+    keys loaded, for the run's case writer (`open_triage_cases`), or None (no cases, or no key set: it says so)."""
     from detect.evidence import EvidenceKeyError, check_key_files
 
     if settings.cases is False and settings.dispatch_target is None:
-        return
+        return None
     try:
-        check_key_files(deployment.evidence)
+        return check_key_files(deployment.evidence)
     except EvidenceKeyError as exc:
         raise CasesUnavailable(str(exc), "; or pass --no-cases for the report only") from None
 
 
 def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None,
-                      batch: str | None = None) -> TriageCases:
+                      batch: str | None = None, keys: SigningKeys | None = None) -> TriageCases:
     """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`); `batch`: the name its
-    batch id is chosen from (`batch_id`: a patrol video's `patrol:<name>`), else the folder's `triage:<name>`.
+    batch id is chosen from (`batch_id`: a patrol video's `patrol:<name>`), else the folder's `triage:<name>`; `keys`:
+    those `check_keys` loaded (None: loaded here).
 
     Raises `CasesUnavailable` with the fix when the evidence key or storage credentials are
     missing or the dispatch target is not configured, before any photo is read.
@@ -250,7 +252,7 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
             raise CasesUnavailable(f"{exc}; add it under dispatch.targets in the --config file") from None
     model = ModelInfo.of(detector)
     try:
-        intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy)
+        intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy, keys=keys)
     except EvidenceKeyError as exc:
         raise CasesUnavailable(str(exc), "; set it to write signed candidate cases, or pass --no-cases for the report only") from None
     except StorageError as exc:

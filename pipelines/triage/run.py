@@ -16,6 +16,7 @@ from typing import Protocol
 
 from detect.cityzones import load_city_zones
 from detect.engine import Detector, load_detector
+from detect.evidence import SigningKeys
 from detect.imageio import missing_reason
 from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules
@@ -87,6 +88,7 @@ def run_triage(
     show_progress: bool = True,
     case_writer: TriageCases | None = None,
     photos: PhotoRunner | None = None,
+    keys: SigningKeys | None = None,
 ) -> TriageResult:
     """Triage `inputs` into `settings.out` (see docs/triage.md).
 
@@ -94,7 +96,8 @@ def run_triage(
     (`pipelines.settings`; the defaults when None). Configuration errors (zones, grid, model, evidence key when cases are
     required, dispatch target) raise before any photo is read. `case_writer` replaces the one the
     settings would open (patrol video writes its cases through its own). `photos`: where the
-    per-photo steps run (default: worker threads here; `pipelines.cluster.triage.RayPhotos`: a Ray cluster).
+    per-photo steps run (default: worker threads here; `pipelines.cluster.triage.RayPhotos`: a Ray cluster). `keys`:
+    the evidence keys `check_keys` loaded, which the case writer signs with (None: it loads them).
     """
     deployment = deployment or load_settings()
     taxonomy = taxonomy or deployment.load_taxonomy()
@@ -108,7 +111,7 @@ def run_triage(
         refuse_gone_inputs(inputs, journal)
         detector = detector or photos.load_detector(settings, judgement.needs_features)
         judgement.check(detector)
-        case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy)
+        case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy, keys)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         sources = expand_sources(inputs)
@@ -177,13 +180,14 @@ def _say_resumed(journal: Journal, sources: list[PhotoSource | Refused], out: Pa
              journal.retries(again))
 
 
-def _case_writer(settings: TriageSettings, deployment: Settings, detector: Detector, taxonomy: Taxonomy) -> TriageCases | None:
+def _case_writer(settings: TriageSettings, deployment: Settings, detector: Detector, taxonomy: Taxonomy,
+                 keys: SigningKeys | None) -> TriageCases | None:
     """The case writer the settings ask for; None when cases are off (or optional and impossible)."""
     wanted = settings.cases if settings.dispatch_target is None else True
     if wanted is False:
         return None
     try:
-        return open_triage_cases(deployment, detector, taxonomy, settings.out, settings.dispatch_target)
+        return open_triage_cases(deployment, detector, taxonomy, settings.out, settings.dispatch_target, keys=keys)
     except CasesUnavailable as exc:
         if wanted:
             raise

@@ -73,11 +73,11 @@ def patrol(
                                    scene_zones=scene_zones, grid=grid, cases=cases, group_radius_m=radius_m).items() if v is not None}
     try:
         settings = TriageSettings(**{**deployment.triage.model_dump(exclude_unset=True), **given}, out=out)
-        check_keys(deployment, settings)
+        keys = check_keys(deployment, settings)
         if start is not None:
             start = given_start(start, settings.tz)
         result = run_patrol(video, track, settings, every_m=every_m, every_s=every_s, start=start, deployment=deployment,
-                            show_progress=progress, resume=resume)
+                            show_progress=progress, resume=resume, keys=keys)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (PatrolError, ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, CasesUnavailable) as exc:

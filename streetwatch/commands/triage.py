@@ -75,11 +75,11 @@ def triage(
             fail("--dispatch-target needs --dispatch")
         options = deployment.triage.model_dump(exclude_unset=True)
         settings = TriageSettings(**{**options, **given}, out=out, dispatch_target=dispatch_target if dispatch else None, resume=resume)
-        check_keys(deployment, settings)
+        keys = check_keys(deployment, settings)
         if ray is None:
-            result = run_triage(inputs, settings, deployment=deployment, show_progress=progress)
+            result = run_triage(inputs, settings, deployment=deployment, show_progress=progress, keys=keys)
         else:
-            result = _triage_on_ray(ray, inputs, settings, deployment, progress)
+            result = _triage_on_ray(ray, inputs, settings, deployment, progress, keys)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (ConfigError, DetectorConfigError, ModelNotFoundError, JournalExists, InputGone, CasesUnavailable, VerifierError) as exc:
@@ -118,7 +118,7 @@ def triage(
         fail("no photo could be read (reasons in the report and results.jsonl)", code=1)
 
 
-def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progress: bool):
+def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progress: bool, keys):
     """`run_triage` with the per-photo steps on the cluster; a cluster it cannot use is one error line."""
     from pipelines.cluster.connect import ClusterError, check_shared_stores, joined
     from pipelines.cluster.triage import RayPhotos
@@ -129,7 +129,7 @@ def _triage_on_ray(address: str, inputs: list[Path], settings, deployment, progr
             check_shared_stores(deployment, info, cases=settings.cases is not False or settings.dispatch_target is not None,
                                 or_else="--no-cases for the report only")
             photos = RayPhotos(info, deployment.cluster)
-            result = run_triage(inputs, settings, deployment=deployment, show_progress=progress, photos=photos)
+            result = run_triage(inputs, settings, deployment=deployment, show_progress=progress, photos=photos, keys=keys)
             typer.echo(photos.summary())
             return result
     except ClusterError as exc:
