@@ -141,21 +141,19 @@ def follow_zone(config: BaseModel, timezone: str | None) -> None:
         config.timezone = _known_timezone(timezone)
 
 
-#: Where a camera's image polygons lie, as `_polygon`'s refusal names it: (Chinese, English).
-IMAGE_SPACE = ("[0, 1] 范围（归一化图像坐标）", "[0, 1] (normalised image coordinates)")
-
-
-def _polygon(points: list[list[float]], lo: float, hi_x: float, hi_y: float, what: tuple[str, str]) -> Polygon:
-    """A valid shapely polygon from [[x, y], ...], or a refusal saying why not, Chinese first, for the staff who draw
-    zones and frontages on the cameras page and in the register (`what`: where the points must lie, Chinese and English)."""
+def image_polygon(points: list[list[float]]) -> Polygon:
+    """A valid shapely polygon from [[x, y], ...] in a camera's normalised image coordinates, or a refusal saying why
+    not, Chinese first, for the staff who draw zones (a scene's) and frontages (the shops register's) on the cameras
+    page and in the register: one check for both."""
     if len(points) < 3:
         raise refusal("多边形至少需要 3 个点，现有 {n} 个 — polygon needs at least 3 points, got {n}", n=len(points))
     for i, p in enumerate(points):
         if len(p) != 2:
             raise refusal("点 {i} 应写作 [x, y]，现为 {p} — point {i} must be [x, y], got {p}", i=i, p=str(p))
         x, y = p
-        if not (lo <= x <= hi_x and lo <= y <= hi_y):
-            raise refusal("点 {i} {p} 超出 {zh} — point {i} {p} is outside {en}", i=i, p=str(p), zh=what[0], en=what[1])
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise refusal("点 {i} {p} 超出 [0, 1] 范围（归一化图像坐标） — point {i} {p} is outside [0, 1] (normalised image "
+                          "coordinates)", i=i, p=str(p))
     return checked_shape(Polygon(points))
 
 
@@ -245,7 +243,7 @@ class Zone(ZoneRules):
     @field_validator("polygon")
     @classmethod
     def _valid_polygon(cls, points: list[list[float]]) -> list[list[float]]:
-        _polygon(points, 0.0, 1.0, 1.0, IMAGE_SPACE)
+        image_polygon(points)
         return points
 
     def model_post_init(self, __context: Any) -> None:

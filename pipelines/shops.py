@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 from detect.cityzones import geometry_of
 from detect.phones import find_phones
 from detect.config_io import ZH_EN, ConfigModel, pydantic_en, pydantic_zh, zh_en
-from detect.scenes import IMAGE_SPACE, _polygon as image_polygon
+from detect.scenes import image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
 from pipelines.cases.store import Audit, audited
@@ -66,7 +66,7 @@ class Frontage(ConfigModel):
     @classmethod
     def _image(cls, points: list[list[float]] | None) -> list[list[float]] | None:
         if points is not None:
-            image_polygon(points, 0.0, 1.0, 1.0, IMAGE_SPACE)
+            image_polygon(points)
         return points
 
     @field_validator("gps")
