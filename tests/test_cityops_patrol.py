@@ -647,8 +647,9 @@ def test_patrol_stopped_before_judging_or_in_its_report_says_what_a_resume_does(
         m.setattr(triage_run, "write_report", stop)
         stopped = patrol(out, "--cases")
     assert stopped.exit_code == 130 and stopped.stderr.splitlines()[-1] == (
-        f"error: interrupted: every frame is judged in {out / 'results.jsonl'}; stopped while writing the cases and the report, "
-        "which a resume writes without judging a frame again; run the same command with --resume to continue"), stopped.stderr
+        f"error: interrupted: every frame is recorded in {out / 'results.jsonl'}; stopped while writing the cases and the report, "
+        "which a resume writes without judging a frame again (only those that failed are tried again); run the same command "
+        "with --resume to continue"), stopped.stderr
     records, store = judged(out), CaseStore(_deployment(tmp_path).cases.url)
     drafted = sorted(c.id for c in store.list())
     assert len(records) == 6 and drafted and not (out / "report.html").exists()

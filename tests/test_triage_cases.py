@@ -506,3 +506,41 @@ def test_two_new_run_folders_of_one_name_started_together_claim_two_batches(tmp_
     store.close()
     assert sorted(chosen) == sorted(f"triage:out-{n}" for n in range(3, 9))
 
+
+
+def test_triage_stopped_while_writing_its_report_says_a_resume_writes_it(tmp_path, photos, monkeypatch):
+    """Ctrl-C or SIGTERM once every photo was recorded, while the cases and the report were written (`ReportInterrupted`),
+    gave the generic 'interrupted (已中断)' line, which says nothing of --resume; it says every photo is recorded and a
+    resume writes them without judging one again, and the resume does: no record added, the cases found, not doubled."""
+    from typer.testing import CliRunner
+
+    from pipelines.triage import run as triage_run
+    from streetwatch.cli import app
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    out = tmp_path / "out"
+
+    def triage(*args: str):
+        return CliRunner().invoke(app, ["triage", str(photos), "--out", str(out), "--config", str(config), "--cases",
+                                        "--no-progress", "--ocr", "off", "--verifier", "none", *args])
+
+    def stop(*_args, **_kw):
+        raise KeyboardInterrupt  # as Ctrl-C there
+
+    with monkeypatch.context() as m:
+        m.setattr(triage_run, "write_report", stop)
+        stopped = triage()
+    assert stopped.exit_code == 130 and stopped.stderr.splitlines()[-1] == (
+        f"error: interrupted: every photo is recorded in {out / 'results.jsonl'}; stopped while writing the cases and the report, "
+        "which a resume writes without judging a photo again (only those that failed are tried again); run the same command "
+        "with --resume to continue"), stopped.stderr
+    records = (out / "results.jsonl").read_text(encoding="utf-8")
+    drafted = sorted(c.id for c in CaseStore(f"sqlite:///{tmp_path / 'cases.db'}").list())
+    assert len(records.splitlines()) == 4 and drafted and not (out / "report.html").exists()
+    resumed = triage("--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert (out / "results.jsonl").read_text(encoding="utf-8") == records and (out / "report.html").is_file()
+    assert sorted(c.id for c in CaseStore(f"sqlite:///{tmp_path / 'cases.db'}").list()) == drafted

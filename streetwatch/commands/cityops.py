@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
-                                         print_error, say_spool, settings_or_fail, setup_logging)
+                                         fail_report_interrupted, print_error, say_spool, settings_or_fail, setup_logging)
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +65,7 @@ def patrol(
     from pipelines.cityops.patrol import SAMPLED, JudgingNotStarted, PatrolError, SamplingInterrupted, given_start, run_patrol
     from pipelines.triage import TriageSettings
     from pipelines.triage.cases import CasesUnavailable, check_keys
-    from pipelines.triage.journal import RESULTS, JournalExists
+    from pipelines.triage.journal import JournalExists
     from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
 
     deployment = settings_or_fail(config)
@@ -90,8 +90,7 @@ def patrol(
         fail_interrupted(out, done=f"stopped once the video was sampled into {out / 'frames'} (kept, with {SAMPLED}), "
                                    "before its frames were judged")
     except ReportInterrupted:
-        fail_interrupted(out, done=f"every frame is judged in {out / RESULTS}; stopped while writing the cases and the "
-                                   "report, which a resume writes without judging a frame again")
+        fail_report_interrupted(out, "frame")
     s = result.summary
     for message in s["messages"]:
         typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)

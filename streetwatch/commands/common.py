@@ -75,6 +75,15 @@ def fail_interrupted(out: Path, what: str = "photos", *, done: str | None = None
     fail(f"interrupted: {done}; run the same command with --resume to continue", code=interrupted_code())
 
 
+def fail_report_interrupted(out: Path, what: str = "photo") -> NoReturn:
+    """The line of a run stopped once every input was recorded, while its cases and report were written
+    (`ReportInterrupted`): the generic 'interrupted' line said nothing of --resume, and the photos-finished-so-far
+    line would have a resume look like more judging. One wording for triage and patrol (`what`: photo, frame)."""
+    fail_interrupted(out, done=f"every {what} is recorded in {out / 'results.jsonl'}; stopped while writing the cases and "
+                               f"the report, which a resume writes without judging a {what} again (only those that failed "
+                               "are tried again)")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear error line and exit non-zero (no traceback for user errors)."""
     print_error(message)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, fail_interrupted, say_spool, settings_or_fail,
-                                         setup_logging)
+from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted, say_spool,
+                                         settings_or_fail, setup_logging)
 
 if TYPE_CHECKING:
     from pipelines.triage.cases import Withdrawals
@@ -62,7 +62,7 @@ def triage(
     from pipelines.triage import TriageSettings, run_triage
     from pipelines.triage.cases import CasesUnavailable, check_keys, pick_dispatch_target
     from pipelines.triage.journal import InputGone, JournalExists
-    from pipelines.triage.pipeline import TriageInterrupted
+    from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
 
     deployment = settings_or_fail(config)
     given = {k: v for k, v in dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz, workers=workers, ocr=ocr,
@@ -86,6 +86,8 @@ def triage(
         fail(str(exc))
     except TriageInterrupted:
         fail_interrupted(out)
+    except ReportInterrupted:
+        fail_report_interrupted(out)
     s, t = result.stats, result.tally
     typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
