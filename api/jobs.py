@@ -183,6 +183,15 @@ def as_uploaded(folder: Path, labels: dict[str, str], settings: Settings, *, ins
     return lambda text: settings.named_by_setting(pattern.sub(lambda m: forms[m.group(0)], text), named)
 
 
+def no_cases_error(reason: str) -> str:
+    """The error of an upload job (photos or a patrol video) that cannot write its candidate cases
+    (`CasesUnavailable`: a key the settings name that does not load now, no key with `service.triage.cases: true`, the
+    evidence store...): failed before reading anything, as `streetwatch triage` and `patrol` refuse, rather than done
+    with its violations in no review queue. The inspector cannot mend it; the admin reads the English half."""
+    return (f"无法生成候选案件，任务未处理，请联系管理员 cases cannot be written: {reason}; fix it and upload again, "
+            "or set service.triage.cases: false for reports without cases")
+
+
 def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[str, Any]:
     """A job's `spool` (`SpoolRetry.as_dict`) with why each bundle still waits `relabel`led: a failed upload's reason
     names the evidence folder on the server (a photo upload's `as_uploaded`, a patrol job's alike)."""
@@ -385,8 +394,14 @@ class TriageJobs:
 
         return triage_detector(self._triage_settings("0" * 16, False))
 
+    def _failed(self, job_id: str, error: str) -> None:
+        """End the job failed with `error`, its server paths named as the client knows them (`as_uploaded`)."""
+        self._update(job_id, state="failed", finished_at=_now(), error=self.as_uploaded(self.get(job_id))(error))
+        self.metrics.jobs.labels("failed").inc()
+
     def _run(self, job_id: str) -> None:
         from pipelines.triage import run_triage
+        from pipelines.triage.cases import CasesUnavailable, check_keys
         from pipelines.triage.sources import expand_sources
 
         folder = self._dir(job_id)
@@ -396,13 +411,15 @@ class TriageJobs:
         self.metrics.jobs_running.inc()
         no_cases = self.cases_unavailable()  # what run_triage's case writer will find: said on each group
         try:
-            result = run_triage(inputs, self._triage_settings(job_id, resume), detector=self.detector(),
-                                deployment=self.deployment, show_progress=False)
+            settings = self._triage_settings(job_id, resume)
+            check_keys(self.deployment, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
+            result = run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False)
+        except CasesUnavailable as exc:
+            self._failed(job_id, no_cases_error(exc.reason))
+            return
         except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
             log.exception("triage job %s failed", job_id)
-            self._update(job_id, state="failed", finished_at=_now(),
-                         error=self.as_uploaded(self.get(job_id))(f"{type(exc).__name__}: {exc}"))
-            self.metrics.jobs.labels("failed").inc()
+            self._failed(job_id, f"{type(exc).__name__}: {exc}")
             return
         finally:
             self.metrics.jobs_running.dec()

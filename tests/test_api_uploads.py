@@ -304,10 +304,11 @@ def test_without_the_evidence_key_serve_says_so_and_a_jobs_groups_say_why_they_h
     assert app.state.ctx.store.list() == []  # the queue has nothing to show
 
 
-def test_a_key_file_unreadable_since_start_up_is_named_by_its_setting_in_a_jobs_errors(tmp_path, onnx_detector, bus_jpg):
-    """A key file that loaded at start-up and could not be read later stopped each group's case with an error naming
-    the file's server path (`/srv/keys/evidence.key: cannot read ...`), which the API never shows; it names the
-    setting, as the evidence folders are named."""
+def test_a_job_whose_key_file_is_unreadable_since_start_up_fails_naming_it_by_its_setting(tmp_path, onnx_detector, bus_jpg):
+    """A key file that loaded at start-up and could not be read later ended the job `done` with its report only, each
+    group's case stopped (its error naming the file's server path at first, `/srv/keys/evidence.key: cannot read ...`),
+    where `streetwatch triage` refuses and a patrol job fails; the job fails before reading a photo, with the patrol
+    job's error (`no_cases_error`), the key named by its setting, never by the server's path."""
     from detect.evidence import EvidenceConfig
 
     key = tmp_path / "keys" / "evidence.key"
@@ -320,11 +321,12 @@ def test_a_key_file_unreadable_since_start_up_is_named_by_its_setting_in_a_jobs_
     with TestClient(app, raise_server_exceptions=False) as client:
         created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
         job = wait_job(client, created.json()["id"], inspector)
-    [group] = job["cases"]
-    assert group["case_id"] is None, group
-    assert "evidence.hmac_key_file: cannot read evidence key: No such file or directory" in group["error"], group["error"]
+    assert job["state"] == "failed" and not job["cases"], job
+    assert job["error"] == ("无法生成候选案件，任务未处理，请联系管理员 cases cannot be written: evidence.hmac_key_file: cannot read "
+                            "evidence key: No such file or directory; fix it and upload again, or set service.triage.cases: "
+                            "false for reports without cases"), job["error"]
     assert str(tmp_path) not in json.dumps(job, ensure_ascii=False)
-
+    assert not (app.state.ctx.jobs.root / job["id"] / "results.jsonl").exists()  # refused before a photo was read
 
 
 def test_a_cases_reason_names_key_files_by_their_settings_too(tmp_path, bus_event):

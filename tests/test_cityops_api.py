@@ -181,7 +181,7 @@ def test_a_patrol_job_whose_cases_cannot_be_written_fails_saying_why(tmp_path, c
                                                                          "track": ("drive.gpx", track, "application/gpx+xml")}).json()
         [job] = _finished(client, inspector, job)
     assert job["state"] == "failed", job
-    assert job["error"] == ("无法生成候选案件，巡查未处理，请联系管理员 cases cannot be written: evidence.hmac_key_file: evidence key "
+    assert job["error"] == ("无法生成候选案件，任务未处理，请联系管理员 cases cannot be written: evidence.hmac_key_file: evidence key "
                             "has 5 bytes; use at least 16; fix it and upload again, or set service.triage.cases: false for "
                             "reports without cases"), job["error"]
     assert not (app.state.ctx.service.data_dir / "patrol" / job["id"] / "out" / "frames").exists()  # refused before sampling

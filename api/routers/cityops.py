@@ -30,7 +30,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
-from api.jobs import UNFINISHED, as_uploaded, newest_jobs, read_job, spool_shown
+from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown
 from api.problems import Problem, problems
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -492,14 +492,6 @@ RESTARTED = "服务重启时中断，请重新上传 interrupted by a restart: u
 """The error of a job a stopped server left mid-way whose run cannot be taken up (`CannotResume`)."""
 
 
-def _no_cases(reason: str) -> str:
-    """The error of a job that cannot write its candidate cases (`CasesUnavailable`: a key the settings name that does
-    not load now, the evidence store...): failed before sampling, as `streetwatch patrol` refuses, rather than done with
-    its violations in no review queue. The inspector cannot mend it; the admin reads the English half."""
-    return (f"无法生成候选案件，巡查未处理，请联系管理员 cases cannot be written: {reason}; fix it and upload again, "
-            "or set service.triage.cases: false for reports without cases")
-
-
 def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.cityops.patrol import CannotResume, NoStartTime, PatrolError, run_patrol
     from pipelines.triage import TriageSettings
@@ -522,7 +514,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
         _write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
         return
     except CasesUnavailable as exc:
-        _write_job(folder, {**job, "state": "failed", "error": shown(_no_cases(exc.reason)),
+        _write_job(folder, {**job, "state": "failed", "error": shown(no_cases_error(exc.reason)),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     except NoStartTime as exc:
