@@ -228,8 +228,8 @@ class TriageJobs:
         """Why upload jobs write no candidate cases, or None when they do (or `service.triage.cases: false` turns
         them off). With the default `cases: null` triage falls back to its report alone when the evidence key is
         missing or unusable (what `Intake.from_settings` loads): the job ends `done` and its groups go nowhere, so
-        an inspector was told of candidate cases the review queue never showed. `serve` says this at start-up and
-        each such job's cases carry it as their error."""
+        an inspector was told of candidate cases the review queue never showed. `serve` says this at start-up, each
+        such job's cases carry it as their error and a patrol job's summary as its `no_cases`."""
         if self.config.triage.cases is False:
             return None
         try:

@@ -187,6 +187,27 @@ def test_a_patrol_job_whose_cases_cannot_be_written_fails_saying_why(tmp_path, c
     assert not (app.state.ctx.service.data_dir / "patrol" / job["id"] / "out" / "frames").exists()  # refused before sampling
 
 
+def test_a_patrol_job_without_the_evidence_key_says_why_its_violations_have_no_case(tmp_path, clip, onnx_detector,  # noqa: F811
+                                                                                  monkeypatch):
+    """With no evidence key set and `service.triage.cases` unset a patrol job ended done with its report only and a
+    summary of violations and no case, not saying why (the page: 新案件 New cases: 0), where a photo upload's groups
+    say it; its summary says it in the same words (`TriageJobs.cases_unavailable`), naming the variable."""
+    monkeypatch.delenv("STREETWATCH_EVIDENCE_KEY", raising=False)
+    app, tokens = make_app(settings_for(tmp_path), detector=onnx_detector)
+    inspector = auth(tokens["inspector"])
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        job = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                         "track": ("drive.gpx", track, "application/gpx+xml")}).json()
+        [job] = _finished(client, inspector, job)
+    summary = job["summary"]
+    assert job["state"] == "done" and summary["groups"] >= 1 and summary["cases"] == [], job
+    assert summary["no_cases"].startswith("upload jobs write no candidate cases, only their report: ") and (
+        "STREETWATCH_EVIDENCE_KEY is not set" in summary["no_cases"]), summary["no_cases"]
+    assert summary["no_cases"] == app.state.ctx.jobs.cases_unavailable()  # a photo upload's groups say the same
+    assert app.state.ctx.store.list() == []
+
+
 def test_a_patrol_upload_the_job_would_refuse_is_refused_at_once_naming_it(city, tmp_path, monkeypatch):
     """A video of frames over the pixel limit (lowered below this real 320 x 240 video), or a file that is no video,
     was answered 202 and its job failed a moment later; the upload is refused 422 naming the video as uploaded and

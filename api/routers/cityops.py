@@ -165,6 +165,9 @@ class PatrolSummary(BaseModel):
     already_open: list[dict[str, Any]] = Field(description="Groups that matched an open case nearby (not doubled).")
     spool: JobSpool | None = Field(None, description="The run's retry of the evidence spool, as a photo upload's "
                                                      "(None for a job finished before the service reported it).")
+    no_cases: str | None = Field(None, description="Why its violations got no case, as a photo upload's groups say it: the "
+                                                   "service writes none (no evidence key set, `service.triage.cases` unset); "
+                                                   "None when cases were written or turned off, or nothing was found.")
 
 
 class PatrolProgress(BaseModel):
@@ -500,6 +503,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     out = folder / "out"
     shown = _as_uploaded(folder, job, ctx.settings)
     _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
+    no_cases = ctx.jobs.cases_unavailable()  # what run_patrol's case writer will find, as a photo upload's job says it
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
         settings = TriageSettings(**{**ctx.service.triage.model_dump(), "timezone": ctx.page_tz.key}, out=out)
@@ -532,6 +536,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
     summary["messages"] = [shown(m) for m in summary["messages"]]  # they name the stored files too
     summary["spool"] = spool_shown(summary["spool"], shown)  # why a bundle waits names the evidence folder it could not write
+    summary["no_cases"] = shown(no_cases) if no_cases and summary["groups"] else None  # else only "0 new cases", no why
     _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
 
 

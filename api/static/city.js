@@ -116,6 +116,7 @@ function showPatrol(job, meta) {
     }
     lines.push(`发现违规 Violations found: ${s.groups} · 新案件 New cases: ${s.cases.length}` + (s.cases.length ? ` (${s.cases.join(", ")})` : ""));
     for (const a of s.already_open) lines.push(`已有案件 Already open: ${a.case_id} ${SW.typeName(meta, a.type)}（未重复立案 not doubled）`);
+    if (s.no_cases) lines.push(`未生成案件 No cases written: ${s.no_cases}`);  // as an upload of photos says on its groups
     lines.push(...SW.spoolNews(s));  // the run retried the evidence spool, as an upload of photos does
     for (const m of s.messages) lines.push(`提示 Note: ${m}`);
   }
