@@ -475,7 +475,7 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
         raise JudgingNotStarted() from None
     try:
         summary = _summary(video, track, sampled, result, writer, tz)
-        (out / SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_text_atomic(out / SUMMARY, json.dumps(summary, ensure_ascii=False, indent=1))  # whole or not at all
     except KeyboardInterrupt:  # every frame judged, the report written: patrol.json is what a resume writes again
         raise ReportInterrupted() from None
     return PatrolResult(sampled, result, summary["already_open"], summary)
