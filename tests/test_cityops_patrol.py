@@ -657,3 +657,35 @@ def test_patrol_stopped_before_judging_or_in_its_report_says_what_a_resume_does(
     assert resumed.exit_code == 0, resumed.stderr
     assert judged(out) == records and (out / "report.html").is_file()  # no frame judged again
     assert sorted(json.loads((out / "patrol.json").read_text(encoding="utf-8"))["cases"]) == drafted == sorted(c.id for c in store.list())
+
+
+def test_patrol_stopped_once_its_frames_were_judged_says_they_are_recorded(tmp_path, clip, monkeypatch):
+    """Ctrl-C or SIGTERM in the step between judging the frames and writing the report (triage's `judge_copies`, the
+    copies of inputs replaced since looked up) said the frames were kept 'before its frames were judged', when every
+    one was; it says they are recorded, as a stop while judging does, and the resume judges none again."""
+    from typer.testing import CliRunner
+
+    from pipelines.triage.journal import Journal
+    from streetwatch.cli import app
+
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))
+    out = tmp_path / "out"
+
+    def patrol(*args: str):
+        return CliRunner().invoke(app, ["patrol", str(clip), "--track", str(track), "--out", str(out), "--no-cases",
+                                        "--no-progress", "--ocr", "off", "--verifier", "none", "--every-m", "25", *args])
+
+    def stop(*_args, **_kw):
+        raise KeyboardInterrupt  # as Ctrl-C there
+
+    with monkeypatch.context() as m:
+        m.setattr(Journal, "copies_of_changed", stop)
+        stopped = patrol()
+    assert stopped.exit_code == 130 and stopped.stderr.splitlines()[-1] == (
+        f"error: interrupted: the frames finished so far are in {out / 'results.jsonl'}; run the same command with --resume "
+        "to continue"), stopped.stderr
+    records = (out / "results.jsonl").read_text(encoding="utf-8")
+    assert len(records.splitlines()) == 6 and not (out / "report.html").exists()
+    resumed = patrol("--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert (out / "results.jsonl").read_text(encoding="utf-8") == records and (out / "report.html").is_file()

@@ -27,7 +27,8 @@ from pipelines.triage.cases import CasesUnavailable, SpoolRetry, TriageCases, Wi
 from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import RESULTS, WITHDRAW, InputGone, Journal, settle_withdrawals
-from pipelines.triage.pipeline import ReportInterrupted, RunStats, detector_threads, process_photos, progress_bar
+from pipelines.triage.pipeline import (ReportInterrupted, RunStats, TriageInterrupted, detector_threads, process_photos,
+                                      progress_bar)
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
@@ -117,8 +118,13 @@ def run_triage(
         sources = expand_sources(inputs)
         _say_resumed(journal, sources, settings.out)
         stats = photos.process(sources, settings, detector, analyser, journal, grid, judgement, show_progress)
-        judge_copies(journal, sources, stats,
-                     lambda again: photos.process(again, settings, detector, analyser, journal, grid, judgement, show_progress))
+        try:
+            judge_copies(journal, sources, stats,
+                         lambda again: photos.process(again, settings, detector, analyser, journal, grid, judgement, show_progress))
+        except TriageInterrupted:
+            raise
+        except KeyboardInterrupt:  # every input recorded, their copies being looked up: the resume goes on from there
+            raise TriageInterrupted() from None
         finished = True
     finally:
         journal.close(drop=finished)  # stopped part way: superseded records stay for the resume that finishes
