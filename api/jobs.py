@@ -412,8 +412,9 @@ class TriageJobs:
         no_cases = self.cases_unavailable()  # what run_triage's case writer will find: said on each group
         try:
             settings = self._triage_settings(job_id, resume)
-            check_keys(self.deployment, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
-            result = run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False)
+            keys = check_keys(self.deployment, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
+            result = run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False,
+                                keys=keys)
         except CasesUnavailable as exc:
             self._failed(job_id, no_cases_error(exc.reason))
             return

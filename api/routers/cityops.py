@@ -507,13 +507,13 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
         settings = TriageSettings(**{**ctx.service.triage.model_dump(), "timezone": ctx.page_tz.key}, out=out)
-        check_keys(ctx.settings, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
+        keys = check_keys(ctx.settings, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
         # sampled every cityops.patrol_every_m/_s (run_patrol's default); a resumed run keeps the ones it sampled with
         result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
                             detector=ctx.jobs.detector(),
                             start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
-                            resume=out.exists())  # a run a stopped server left: taken up where it was
+                            resume=out.exists(), keys=keys)  # resume: a run a stopped server left, taken up where it was
     except CannotResume:
         _write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
         return
