@@ -1,6 +1,7 @@
 """`streetwatch verifier to-label`: a triage run's close calls become a folder that `verifier train` reads
 once labelled. Real photos of `street-scenes` (Hong Kong streets with their EXIF times, Shanghai and
-travel photos without), one of them inside a zip, judged by a real triage run with the promoted verifier."""
+travel photos without, three more with a phone's GPS written in), one of them inside a zip, judged by a real
+triage run with the promoted verifier."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from datetime import datetime
+
 import pytest
 from typer.testing import CliRunner
 
@@ -19,15 +22,19 @@ from pipelines.verifier.data import DatasetError, load_dataset
 from pipelines.verifier.to_label import MAX_MARGIN, places, read_run
 from streetwatch.cli import app
 from tests.test_verifier_parts import STREET_SCENES
+from tests.triage_helpers import phone_photo
 
+#: Where the GPS photos were taken, one morning: two 5.6 m apart either side of a 3-decimal boundary of latitude
+#: (22.281 | 22.282), one 300 m north.
+GPS_PHOTOS = {"gps-a.jpg": (22.28148, 114.158), "gps-b.jpg": (22.28153, 114.158), "gps-far.jpg": (22.2842, 114.158)}
 LABEL_COLUMNS = ["street_stall", "shopfront_spillover", "flyposting", "exposed_garbage", "parking_motor", "parking_nonmotor"]
 
 
-def _labels(photos: list[Path]) -> dict[str, dict]:
-    """street-scenes' own labels of these photos, by the SHA-256 of their files."""
+def _labels(photos: dict[Path, Path]) -> dict[str, dict]:
+    """street-scenes' own labels of these photos (file -> the street-scenes photo it is or was made from), by the SHA-256 of their files."""
     with (STREET_SCENES / "labels.csv").open(newline="", encoding="utf-8") as fh:
         rows = {row["file"]: row for row in csv.DictReader(fh)}
-    return {hashlib.sha256(p.read_bytes()).hexdigest(): rows[str(p.relative_to(STREET_SCENES))] for p in photos}
+    return {hashlib.sha256(p.read_bytes()).hexdigest(): rows[str(src.relative_to(STREET_SCENES))] for p, src in photos.items()}
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +47,14 @@ def run(tmp_path_factory, onnx_detector):
               *sorted((images / "mmj").glob("*.jpg"))[::40][:10]]  # lindsay's have EXIF times (one evening in Hong Kong)
     for src in photos:
         shutil.copy(src, upload / src.name)
+    made = {phone_photo(src, upload / name, taken=datetime(2026, 11, 3, 9, n), offset="+08:00", gps=gps): src
+            for n, ((name, gps), src) in enumerate(zip(GPS_PHOTOS.items(), sorted((images / "cn2").glob("rida__*.jpg"))[8:11], strict=True))}
     zipped = sorted((images / "cn2").glob("mpig__*.jpg"))[0]
     with zipfile.ZipFile(upload / "phone.zip", "w") as zf:
         zf.write(zipped, f"DCIM/{zipped.name}")
     settings = TriageSettings(out=root / "triage", cases=False, ocr="off")
     run_triage([upload], settings, detector=onnx_detector, show_progress=False)
-    return {"root": root, "results": settings.out, "records": read_run(settings.out), "truth": _labels([*photos, zipped])}
+    return {"root": root, "results": settings.out, "records": read_run(settings.out), "truth": _labels({**{p: p for p in [*photos, zipped]}, **made})}
 
 
 def _to_label(*args: str):
@@ -167,6 +176,22 @@ def test_photos_of_one_visit_share_a_group_and_photos_without_exif_time_do_not(r
             if same_folder and close:
                 assert groups[a.sha256] == groups[b.sha256]
     assert len({groups[r.sha256] for r in exif}) < len(exif)  # lindsay's photos were taken in series
+
+
+def test_picked_photos_metres_apart_across_a_cell_edge_share_a_group(run, tmp_path):
+    """Picking groups photos by GPS to 3 decimals, so two photos 5.6 m apart either side of 22.2815 were two groups in
+    labels.csv, and could fall on both sides of a train/validation split. The picked photos within 100 m of each other
+    on one day share the group named first; one 300 m away keeps its own."""
+    gps = {r.sha256: Path(r.path).name for r in run["records"] if r.has_gps}
+    assert sorted(gps.values()) == sorted(GPS_PHOTOS)
+    groups = places(run["records"])
+    near = {Path(r.path).name: groups[r.sha256] for r in run["records"] if r.has_gps}
+    assert near["gps-a.jpg"] != near["gps-b.jpg"]  # picking still counts them as two places
+    done = _to_label(str(run["results"]), "--out", str(tmp_path / "out"), "--count", str(len(run["records"])), "--per-group", "1")
+    assert done.exit_code == 0, done.output
+    rows = {gps[r["sha256"]]: r["group"] for r in _rows(tmp_path / "out") if r["sha256"] in gps}
+    assert rows == {"gps-a.jpg": "2026-11-03@22.281,114.158", "gps-b.jpg": "2026-11-03@22.281,114.158",
+                    "gps-far.jpg": "2026-11-03@22.284,114.158"}
 
 
 def test_a_moved_photo_is_passed_over_with_the_reason_and_the_rest_written(run, tmp_path):

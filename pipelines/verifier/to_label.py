@@ -14,7 +14,7 @@ day (a market photographed 200 times would fill the list otherwise), and writes 
 `streetwatch verifier train --data` reads once the label cells are filled in:
 
 - `labels.csv`: the columns of `street-scenes` (`file`, `group`, one empty cell per label, `uncertain`,
-  `notes`), plus what the labeller may want to see (`picked_for`, the verifier's probabilities) and
+  `notes`; the groups of picked photos within 100 m of each other on one day joined, `joined_groups`), plus what the labeller may want to see (`picked_for`, the verifier's probabilities) and
   the provenance (`source_path`, `sha256`);
 - `images/<source>/<row>-<photo id>.<ext>`: the photos, copied (a zip member is extracted), numbered in
   the sheet's order;
@@ -34,12 +34,17 @@ import re
 import shutil
 import zipfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
 
+import numpy as np
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
+
 from detect.config_io import ConfigError
 from detect.digests import sha256_file
+from detect.frames import EARTH_RADIUS_M, distance_m
 from detect.taxonomy import default_taxonomy
 from pipelines.tables import csv_text
 from pipelines.triage.journal import RecordError, read_records
@@ -60,6 +65,8 @@ class ToLabelError(ValueError):
 
 VISIT_GAP_S = 15 * 60
 """Photos without a position taken within this gap of each other (EXIF times), in one folder, are one place (a visit)."""
+JOIN_RADIUS_M = 100.0
+"""Picked photos of one day this close to each other share a group in labels.csv, whatever place cells they fell in."""
 MAX_MARGIN = math.log(100)
 """Farther from the threshold than odds 100 times its own, the verifier is sure (a photo without a bicycle
 for non-motor parking): nothing to learn from labelling it."""
@@ -94,6 +101,11 @@ def _key(record: PhotoRecord) -> str:
     return record.sha256 or record.source
 
 
+def _day(record: PhotoRecord) -> str:
+    """The day of a photo's group: its capture date, else `undated`."""
+    return record.taken_at.date().isoformat() if record.taken_at else "undated"
+
+
 def places(records: list[PhotoRecord], visit_gap_s: float = VISIT_GAP_S) -> dict[str, str]:
     """Each photo's `group` for the labels (photos of one place and day stay on one side of every split).
 
@@ -105,7 +117,7 @@ def places(records: list[PhotoRecord], visit_gap_s: float = VISIT_GAP_S) -> dict
     out: dict[str, str] = {}
     unplaced: dict[str, list[PhotoRecord]] = defaultdict(list)
     for r in records:
-        day = r.taken_at.date().isoformat() if r.taken_at else "undated"
+        day = _day(r)
         if r.grid_cell:
             out[_key(r)] = f"{day}@cell {r.grid_cell}"
         elif r.has_gps:
@@ -184,6 +196,35 @@ def pick(records: list[PhotoRecord], count: int, types: list[str] | None = None,
     return picked
 
 
+def joined_groups(picks: list[Pick], radius_m: float = JOIN_RADIUS_M) -> list[Pick]:
+    """The picks, the groups of photos taken on one day within `radius_m` of each other joined into one, named after
+    the first of its groups by name (scipy's `connected_components`, as triage's cases and retrain's near-duplicates).
+
+    `places` cuts positions into bounded cells (GPS to 3 decimals, 单元网格 cells), so that `--per-group` bounds what
+    one place gives; but two photos a few metres apart across a cell's edge fall in two groups, and could land on both
+    sides of a train/validation split. Joining every pair within 100 m while picking chains a busy day into one group
+    (50,000 photos over 11 km were one), so only the picked photos, few and spread out, are joined, as labels.csv
+    is written; a joined group may so hold more than `per_group` photos."""
+    ordered = sorted({p.group for p in picks})
+    index = {g: k for k, g in enumerate(ordered)}
+    placed = sorted((p for p in picks if p.record.has_gps), key=lambda p: p.record.lat)
+    band = math.degrees(radius_m / EARTH_RADIUS_M)  # the latitude difference past which no pair is that close
+    rows, cols = [], []
+    for i, a in enumerate(placed):
+        for b in placed[i + 1:]:
+            if b.record.lat - a.record.lat > band:
+                break
+            if b.group != a.group and _day(a.record) == _day(b.record) and distance_m(a.record, b.record) <= radius_m:
+                rows.append(index[a.group])
+                cols.append(index[b.group])
+    joined = coo_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(ordered), len(ordered)))
+    labels = connected_components(joined, directed=False)[1]
+    first: dict[int, str] = {}
+    for g, label in zip(ordered, labels, strict=True):
+        first.setdefault(int(label), g)
+    return [replace(p, group=first[int(labels[index[p.group]])]) for p in picks]
+
+
 def labelled_sha256(folders: list[Path]) -> set[str]:
     """The photos (by SHA-256) already in these labelling folders' labels.csv: not picked again. A row without a
     `sha256` (or street-scenes' `sha256_original`) column, as `data from-cases --verifier` and a hand-made folder write
@@ -226,8 +267,8 @@ def _copy_photo(record: PhotoRecord, dst: Path) -> None:
 def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick], list[str]]:
     """Copy the picked photos under `out/images/<source>/` and write `labels.csv` and `README.md`.
 
-    Returns the picks written and, for each photo that could not be read again (moved, deleted), why:
-    those are passed over, never written half."""
+    Returns the picks written (their groups joined: `joined_groups`) and, for each photo that could not be read
+    again (moved, deleted), why: those are passed over, never written half."""
     if not re.fullmatch(r"[\w.-]+", source):
         raise ToLabelError(f"source {source!r} (--source; default the run folder's name): use letters, digits, '-', '_' or '.' "
                            "(it names a folder under images/)")
@@ -235,6 +276,7 @@ def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick],
         raise ToLabelError(f"{out}: labels.csv exists (labels may have been filled in there): choose another --out")
     images = out / "images" / source
     images.mkdir(parents=True, exist_ok=True)
+    picks = joined_groups(picks)
     judged = sorted({t for p in picks for t in (p.record.verifier or {})})
     rows, written, passed_over = [], [], []
     for p in picks:
