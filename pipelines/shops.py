@@ -134,7 +134,7 @@ class ImportReport:
 
     imported: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # rows imported with something staff should check
+    warnings: list[str] = field(default_factory=list)  # rows imported with something staff should check, the file's encoding
 
     def as_dict(self) -> dict[str, Any]:
         return {"imported": len(self.imported), "shops": self.imported, "errors": self.errors, "warnings": self.warnings}
@@ -184,12 +184,14 @@ class ShopRegister:
 
     # ---- import ---------------------------------------------------------------------------
 
-    def import_file(self, data: bytes, name: str, *, audit: Audit[ImportReport] | None = None) -> ImportReport:
+    def import_file(self, data: bytes, name: str, encoding: str | None = None, *,
+                    audit: Audit[ImportReport] | None = None) -> ImportReport:
         """Import a CSV/Excel register (one row per frontage); see the module doc for what is kept. The shops read are
         written in one transaction, with `audit`'s record of the import (`audited`): all of them or, on a failure,
-        none (a shop per transaction left those before a failure written, unrecorded)."""
-        rows = read_rows(data, name, COLUMNS, required=("name",))
+        none (a shop per transaction left those before a failure written, unrecorded). `encoding`: the CSV's
+        (`pipelines.tables.sheet_encoding`), else it is found; a note on the one found is among the warnings."""
         report = ImportReport()
+        rows = read_rows(data, name, COLUMNS, required=("name",), encoding=encoding, notes=report.warnings)
         found: dict[str, Shop] = {}
         above: dict[str, Any] | None = None
         for number, row in rows:

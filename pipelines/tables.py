@@ -8,6 +8,7 @@ dicts keyed by the canonical column name, with the spreadsheet's row number for 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -68,29 +69,56 @@ def csv_text(data: bytes, name: str, other: str = "") -> str:
 SHEET_ENCODINGS = {"utf-8-sig": "UTF-8", "gb18030": "GB18030 (GBK)", "cp1252": "Windows-1252"}
 
 
-def _csv_sheet(data: bytes, name: str, aliases: dict[str, tuple[str, ...]],
-               required: tuple[str, ...]) -> tuple[list[list[str]], list[str | None], int]:
+#: Codec names (Python's) that stand for one of `SHEET_ENCODINGS` when a sheet's encoding is given (`sheet_encoding`).
+_SAME_ENCODING = {"utf-8": "utf-8-sig", "gbk": "gb18030", "gb2312": "gb18030"}
+#: The longest cell text a note about a sheet's encoding quotes.
+_QUOTED_CHARS = 40
+
+
+def sheet_encoding(given: str) -> str:
+    """The `SHEET_ENCODINGS` key that an encoding named by staff (`--encoding`) stands for: utf-8, gbk or gb18030,
+    cp1252 or windows-1252, in any spelling Python knows; ConfigError naming it otherwise."""
+    try:
+        codec = codecs.lookup(given).name
+    except LookupError:
+        codec = ""
+    codec = _SAME_ENCODING.get(codec, codec)
+    if codec not in SHEET_ENCODINGS:
+        raise ConfigError(f"编码 {given!r} 不可用，请用 utf-8、gbk 或 cp1252 — "
+                          f"encoding {given!r}: use utf-8, gbk (gb18030) or cp1252 (windows-1252)")
+    return codec
+
+
+def _csv_sheet(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...],
+               encoding: str | None = None, notes: list[str] | None = None) -> tuple[list[list[str]], list[str | None], int]:
     """A CSV sheet's rows, header and first data row (`_header`), read in the first of `SHEET_ENCODINGS` that reads it
-    and finds its header. Valid UTF-8 is taken as UTF-8 (Chinese text in GBK practically never is); GB18030 reads most
-    bytes without error, so Windows-1252 text (`Café`) can come out of it as Chinese characters where a header
-    should be: Windows-1252 is taken when GB18030 does not read the file or finds no header in it. Bytes none of them
-    reads as a sheet (UTF-16, a workbook renamed .csv) are a ConfigError in Chinese first, naming the encodings tried."""
+    and finds its header, or in `encoding` alone (a key of them) when given. Valid UTF-8 is taken as UTF-8 (Chinese
+    text in GBK practically never is); GB18030 reads most bytes without error, so Windows-1252 text (`Café`) can come
+    out of it as Chinese characters where a header should be: Windows-1252 is taken when GB18030 does not read the file
+    or finds no header in it. Where both read it, header and all (an English header over `Crème`), no rule on the bytes
+    tells them apart (charset_normalizer took 10 of 990 such one-row Windows-1252 sheets for GB18030): GB18030 is
+    taken, the office's default, and `notes` gets a line quoting a cell both ways and how to read it as Windows-1252.
+    Bytes none of them reads as a sheet (UTF-16, a workbook renamed .csv) are a ConfigError in Chinese first, naming
+    the encodings tried."""
+    encodings = {encoding: SHEET_ENCODINGS[encoding]} if encoding else SHEET_ENCODINGS
     tried: list[str] = []
     unfound: list[str] = []  # the columns missing from the first header read past UTF-8 (GB18030's, else Windows-1252's)
-    for encoding, label in SHEET_ENCODINGS.items():
+    for codec, label in encodings.items():
         try:
-            text = data.decode(encoding)
+            text = data.decode(codec)
         except UnicodeDecodeError:
             tried.append(label)
             continue
-        if "\x00" in text and encoding != "utf-8-sig":  # UTF-16 or a binary file: no text sheet in the others
-            tried = list(SHEET_ENCODINGS.values())
+        if "\x00" in text and codec != "utf-8-sig":  # UTF-16 or a binary file: no text sheet in the others
+            tried = list(encodings.values())
             break
-        raw = [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))]
+        raw = _csv_raw(text)
         header, first, missing = _header(raw, name, aliases, required)
         if not missing:
+            if codec == "gb18030" and not encoding and notes is not None and (note := _also_cp1252(data, raw, name, aliases, required)):
+                notes.append(note)
             return raw, header, first
-        if encoding == "utf-8-sig":
+        if codec == "utf-8-sig":
             raise _missing(name, missing, aliases)
         tried.append(label)
         unfound = unfound or missing
@@ -98,6 +126,29 @@ def _csv_sheet(data: bytes, name: str, aliases: dict[str, tuple[str, ...]],
         raise _missing(name, unfound, aliases, tried)
     raise ConfigError(f"{name}：不是 {'、'.join(tried)} 编码的 CSV 文本，请在 Excel 或 WPS 中另存为“CSV UTF-8”或上传 .xlsx 文件 — "
                       f"{name}: not {', '.join(tried)} text: save it as \"CSV UTF-8\" (Excel, WPS) or upload the .xlsx")
+
+
+def _csv_raw(text: str) -> list[list[str]]:
+    return [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))]
+
+
+def _also_cp1252(data: bytes, raw: list[list[str]], name: str, aliases: dict[str, tuple[str, ...]],
+                 required: tuple[str, ...]) -> str | None:
+    """The note on a sheet read as GB18030 (`raw`) that Windows-1252 reads too, its header found: the first cell the
+    two read differently, both ways, and how to have it read as Windows-1252. None when Windows-1252 does not read it.
+    The cells line up: no byte of a GB18030 character is a comma, quote or line end."""
+    try:
+        other = _csv_raw(data.decode("cp1252"))
+    except UnicodeDecodeError:
+        return None
+    if _header(other, name, aliases, required)[2]:
+        return None
+    as_gb, as_1252 = next(((a, b) for row_a, row_b in zip(raw, other) for a, b in zip(row_a, row_b) if a != b), ("", ""))
+    as_gb, as_1252 = as_gb[:_QUOTED_CHARS], as_1252[:_QUOTED_CHARS]
+    return (f"{name}：已按 {SHEET_ENCODINGS['gb18030']} 编码读取（“{as_gb}”），但它也可按 Windows-1252 读取（“{as_1252}”）；"
+            f"若后者才对，请用 --encoding cp1252 重新导入，或另存为“CSV UTF-8” — "
+            f"{name}: read as {SHEET_ENCODINGS['gb18030']} ('{as_gb}'), but it reads as Windows-1252 too ('{as_1252}'); "
+            f"if that is right, import it again with --encoding cp1252, or save it as \"CSV UTF-8\"")
 
 
 class RowError(ValueError):
@@ -121,7 +172,8 @@ def row_message(name: str, line: int, exc: RowError, aliases: dict[str, tuple[st
     return f"{name} 第 {line} 行「{column_zh(exc.column, aliases)}」：{exc.zh} — {name}: row {line}: {exc}"
 
 
-def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
+def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], required: tuple[str, ...], *,
+              encoding: str | None = None, notes: list[str] | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(row number, {column: value}) per non-empty data row of a CSV or Excel file named `name`.
 
     The header is the first of the top rows that names every `required` column, alone or with the row below it:
@@ -133,11 +185,13 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     `aliases` maps each canonical column to the headers that mean it (compared by `header_key`: case, width and
     whitespace aside, a bracketed note after the name too: `商户名称（招牌）` is `商户名称`). Several
     columns meaning one (联系人 and 电话 are both `contact`) are joined, distinct non-empty values
-    in file order, so no cell is dropped. A CSV is read in the first of `SHEET_ENCODINGS` in which its header is found
-    (`_csv_sheet`). Raises ConfigError naming the file when it cannot be read or a required column is missing.
+    in file order, so no cell is dropped. A CSV is read in the first of `SHEET_ENCODINGS` in which its header is found,
+    or in `encoding` (a name `sheet_encoding` takes; an Excel file has none); `notes` gets a line when GB18030 was taken
+    where Windows-1252 reads it too (`_csv_sheet`). Raises ConfigError naming the file when it cannot be read or a
+    required column is missing.
     """
     if Path(name).suffix.lower() not in EXCEL_SUFFIXES:
-        raw, header, first = _csv_sheet(data, name, aliases, required)
+        raw, header, first = _csv_sheet(data, name, aliases, required, sheet_encoding(encoding) if encoding else None, notes)
     else:
         raw = _excel(data, name)
         header, first, missing = _header(raw, name, aliases, required)

@@ -266,6 +266,26 @@ def test_a_shop_register_import_still_starts_a_new_store(tmp_path, monkeypatch):
     assert "1 shop(s) imported" in result.output and (tmp_path / "streetwatch-data" / "cases.db").is_file()
 
 
+def test_a_shop_register_gbk_and_windows_1252_both_read_is_read_as_the_encoding_given(tmp_path, monkeypatch):
+    """`shops import` of a Windows-1252 sheet that GB18030 reads too imported `Cr鑝e` without a word and no option
+    read it otherwise: it warns, naming `--encoding cp1252`, which reads it as Windows-1252."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREETWATCH_CONFIG", raising=False)
+    (tmp_path / "shops.csv").write_bytes('name,address,licence_no,gps_polygon\nCrème,12 Rue de la Paix,91330106MA27XY0021,'
+                                         '"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"\n'.encode("cp1252"))
+    result = CliRunner().invoke(app, ["shops", "import", "shops.csv"])
+    assert result.exit_code == 0, result.output
+    assert "warning: shops.csv：已按 GB18030 (GBK) 编码读取（“Cr鑝e”），但它也可按 Windows-1252 读取（“Crème”）" in result.output
+    result = CliRunner().invoke(app, ["shops", "import", "shops.csv", "--encoding", "cp1252"])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    listed = CliRunner().invoke(app, ["shops", "list"])
+    assert [json.loads(line)["name"] for line in listed.output.splitlines()] == ["Crème"]
+    result = CliRunner().invoke(app, ["shops", "import", "shops.csv", "--encoding", "latin-9"])
+    assert result.exit_code == 2 and "encoding 'latin-9': use utf-8, gbk (gb18030) or cp1252" in result.output
+
+
 def test_a_call_out_import_that_applies_no_row_exits_non_zero(deployment, tmp_path):
     """Every row refused (a number no flyposting case carries, a status nobody uses) exited 0 and said
     '0 number(s) updated, 1 unknown, 2 row(s) refused', counting the unknown number twice: a cron import whose whole

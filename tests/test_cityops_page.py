@@ -45,8 +45,10 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
     b.find_element(By.CSS_SELECTOR, "#shops-import button").click()
     _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#shops tbody tr")) == 2, "two imported shops")
     errors = [li.text for li in b.find_elements(By.CSS_SELECTOR, "#import-errors li")]
-    assert len(errors) == 3 and "row 5: polygon: no usable frontage" in errors[0]
+    assert len(errors) == 4 and "row 5: polygon: no usable frontage" in errors[0]
     assert errors[0].startswith("shops.csv 第 5 行「图像范围」：没有可用的门前范围")  # staff read Chinese first
+    # GBK under an English header reads as Windows-1252 too: the page says which it was read as, quoting a cell both ways
+    assert errors[3].startswith("提醒 shops.csv：已按 GB18030 (GBK) 编码读取（“王记面馆”），但它也可按 Windows-1252 读取")
     assert "导入 2 家商户" in b.find_element(By.ID, "status").text
 
     b.find_element(By.CSS_SELECTOR, "#shops tbody tr[data-shop='91330106MA27XY0002']").click()

@@ -517,6 +517,44 @@ def test_register_saved_on_an_english_windows_is_read_as_windows_1252(tmp_path):
     assert register.import_file(gbk.read_bytes(), gbk.name).imported and register.get("91330106MA27XY0001").name == "王记面馆"
 
 
+def test_a_sheet_gbk_and_windows_1252_both_read_warns_and_reads_in_the_encoding_given(tmp_path):
+    """A Windows-1252 sheet with an English header and `Crème` in it reads as GB18030 too, header and all, and was
+    imported as `Cr鑝e` without a word (no rule on the bytes tells the two apart). It is still read as GB18030, the
+    office's default, with a warning quoting the cell both ways and naming `--encoding cp1252`, which reads it right;
+    an encoding not one of the three is refused naming it. A GBK sheet with a Chinese header gets no warning."""
+    from detect.config_io import ConfigError
+
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    sheet = ('name,address,licence_no,gps_polygon\r\n'
+             'Crème de la Crème,12 Rue de la Paix,91330106MA27XY0021,"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"\r\n')
+    data = sheet.encode("cp1252")
+    report = register.import_file(data, "shops-paris.csv")
+    assert report.imported == ["91330106MA27XY0021"] and register.get("91330106MA27XY0021").name == "Cr鑝e de la Cr鑝e"
+    assert report.warnings == [
+        "shops-paris.csv：已按 GB18030 (GBK) 编码读取（“Cr鑝e de la Cr鑝e”），但它也可按 Windows-1252 读取（“Crème de la Crème”）；"
+        "若后者才对，请用 --encoding cp1252 重新导入，或另存为“CSV UTF-8” — shops-paris.csv: read as GB18030 (GBK) "
+        "('Cr鑝e de la Cr鑝e'), but it reads as Windows-1252 too ('Crème de la Crème'); if that is right, import it again "
+        "with --encoding cp1252, or save it as \"CSV UTF-8\""]
+    for given in ("cp1252", "Windows-1252"):
+        again = register.import_file(data, "shops-paris.csv", encoding=given)
+        assert again.warnings == [] and register.get("91330106MA27XY0021").name == "Crème de la Crème"
+    assert register.import_file(sheet.encode("utf-8"), "shops-paris.csv", encoding="utf8").warnings == []
+    with pytest.raises(ConfigError, match=r"^编码 'latin-9' 不可用.* — encoding 'latin-9': use utf-8, gbk \(gb18030\) or cp1252"):
+        register.import_file(data, "shops-paris.csv", encoding="latin-9")
+    with pytest.raises(ConfigError, match=r"^shops-paris\.csv：不是 UTF-8 编码的 CSV 文本"):  # the encoding given, alone
+        register.import_file(data, "shops-paris.csv", encoding="utf-8")
+    chinese = "店名,地址,GPS范围\r\n老王烧烤,建国路 88 号,\"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742\"\r\n".encode("gbk")
+    assert register.import_file(chinese, "门前三包.csv").warnings == []
+
+    calls = _flyposting_list(tmp_path)
+    results = "number,status,note\r\n13800138000,cut_off,Mme Hélène\r\n".encode("cp1252")
+    report = calls.import_results(results, "results.csv")
+    assert report.applied == ["13800138000"] and report.as_dict()["warnings"] == report.warnings
+    assert len(report.warnings) == 1 and "('Mme Hélène')" in report.warnings[0]
+    assert calls.import_results(results, "results.csv", encoding="cp1252").warnings == []
+    assert calls.get("13800138000").note == "Mme Hélène"
+
+
 def test_register_saved_as_plain_csv_on_a_chinese_pc_is_read_and_errors_are_chinese_first(tmp_path):
     """Excel and WPS save a plain "CSV" on a Chinese Windows as GBK, the office's default: it was refused whole, in
     English, on a page city staff read. It is read (GB18030, GBK's superset), its refused rows say why in Chinese first,

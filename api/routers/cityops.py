@@ -63,7 +63,8 @@ class ShopImport(BaseModel):
     shops: list[str] = Field(description="Their ids.")
     errors: list[str] = Field(description="Rows refused: `row N: field: reason`.")
     warnings: list[str] = Field(default_factory=list, description="Rows imported with something to check (a phone number "
-                                                                   "that may have lost its leading 0).")
+                                                                   "that may have lost its leading 0), or the file (a CSV read "
+                                                                   "as GB18030 that Windows-1252 reads too).")
 
 
 class Deleted(BaseModel):
@@ -120,6 +121,8 @@ class CallOutImport(BaseModel):
     numbers: list[str] = Field(description="Which.")
     unknown: list[str] = Field(description="Numbers the list does not hold (not applied).")
     errors: list[str] = Field(description="Rows refused: `row N: field: reason`.")
+    warnings: list[str] = Field(default_factory=list, description="Something to check about the file: a CSV read as GB18030 "
+                                                                   "that Windows-1252 reads too.")
 
 
 class CutOffs(RootModel[dict[str, dict[str, int]]]):

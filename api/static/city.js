@@ -60,7 +60,10 @@ async function loadCallout() {
 
 async function upload(form, path, errorsId) {
   const res = await SW.json(path, { method: "POST", body: new FormData(form) });
-  if (errorsId) document.getElementById(errorsId).replaceChildren(...(res.errors || []).map((e) => SW.el("li", {}, e)));
+  // the refused rows, then what to check: rows imported with a phone number that may have lost its leading 0, a CSV
+  // read as GBK that Windows-1252 reads too
+  if (errorsId) document.getElementById(errorsId).replaceChildren(...(res.errors || []).map((e) => SW.el("li", {}, e)),
+    ...(res.warnings || []).map((w) => SW.el("li", {}, `提醒 ${w}`)));
   return res;
 }
 
@@ -68,8 +71,6 @@ document.getElementById("shops-import").addEventListener("submit", async (ev) =>
   ev.preventDefault();
   try {
     const r = await upload(ev.target, "/api/v1/shops/import", "import-errors");
-    // rows imported with something to check (a phone number that may have lost its leading 0) follow the refused ones
-    document.getElementById("import-errors").append(...(r.warnings || []).map((w) => SW.el("li", {}, `提醒 ${w}`)));
     SW.say(`导入 ${r.imported} 家商户 imported; ${r.errors.length} 行错误 rows refused; ${(r.warnings || []).length} 行待核对 to check`,
       r.errors.length + (r.warnings || []).length > 0);
     await loadShops();
@@ -89,7 +90,7 @@ document.getElementById("callout-import").addEventListener("submit", async (ev) 
   ev.preventDefault();
   try {
     const r = await upload(ev.target, "/api/v1/callout/import", "callout-errors");
-    SW.say(`更新 ${r.applied} 个号码 updated; 未知 unknown: ${r.unknown.join(", ") || "-"}`, r.errors.length > 0);
+    SW.say(`更新 ${r.applied} 个号码 updated; 未知 unknown: ${r.unknown.join(", ") || "-"}`, r.errors.length + (r.warnings || []).length > 0);
     await loadCallout();
   } catch (e) { SW.say(e.message, true); }
 });

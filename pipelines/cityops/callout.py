@@ -101,9 +101,11 @@ class ImportReport:
     applied: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the file read with something to check (its encoding)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"applied": len(self.applied), "numbers": self.applied, "unknown": self.unknown, "errors": self.errors}
+        return {"applied": len(self.applied), "numbers": self.applied, "unknown": self.unknown, "errors": self.errors,
+                "warnings": self.warnings}
 
 
 class CallOutList:
@@ -216,11 +218,13 @@ class CallOutList:
             return write_xlsx(path, "追呼清单", EXPORT_HEADER, rows)
         return write_csv(path, EXPORT_HEADER, rows)
 
-    def import_results(self, data: bytes, name: str, *, audit: Audit[ImportReport] | None = None) -> ImportReport:
+    def import_results(self, data: bytes, name: str, encoding: str | None = None, *,
+                       audit: Audit[ImportReport] | None = None) -> ImportReport:
         """Apply the call-out system's results (number, status, optional cut_off_at, amount, note), in one transaction
-        with `audit`'s record of the import (`audited`): every row applied or, on a failure, none."""
+        with `audit`'s record of the import (`audited`): every row applied or, on a failure, none. `encoding`: the
+        CSV's (`pipelines.tables.sheet_encoding`), else it is found; a note on the one found is in the warnings."""
         report = ImportReport()
-        rows = read_rows(data, name, IMPORT_COLUMNS, required=("number", "status"))
+        rows = read_rows(data, name, IMPORT_COLUMNS, required=("number", "status"), encoding=encoding, notes=report.warnings)
         with self._writer.begin() as conn:
             for line, row in rows:
                 try:

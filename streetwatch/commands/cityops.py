@@ -108,8 +108,14 @@ def _store(config: Path | None, *, create: bool = False):
     return settings, settings.cases.open() if create else existing_store_or_fail(settings.cases.url)
 
 
+EncodingOpt = Annotated[str | None, typer.Option(
+    "--encoding", help="The CSV's encoding: utf-8, gbk or cp1252 (default: found; a sheet GBK and Windows-1252 both read is "
+                       "read as GBK, with a warning).")]
+
+
 def shops_import(
     file: Annotated[Path, typer.Argument(help="CSV (UTF-8) or Excel (.xlsx): name, address, licence_no, contact, camera, polygon, gps_polygon (Chinese headers too).")],
+    encoding: EncodingOpt = None,
     config: SettingsOpt = None,
 ) -> None:
     """Import shops and frontages; each bad row is reported with its reason and the rest are imported."""
@@ -119,7 +125,7 @@ def shops_import(
     _, store = _store(config, create=True)
     data = _read_or_fail(file)
     try:
-        report = ShopRegister(store.engine).import_file(data, file.name)
+        report = ShopRegister(store.engine).import_file(data, file.name, encoding)
     except ConfigError as exc:
         fail(str(exc))
     for error in report.errors:
@@ -185,6 +191,7 @@ def callout_export(
 
 def callout_import(
     file: Annotated[Path, typer.Argument(help="The call-out system's results: number, status (+ cut_off_at, amount, note), CSV or .xlsx.")],
+    encoding: EncodingOpt = None,
     config: SettingsOpt = None,
 ) -> None:
     """Apply the call-out results; unknown numbers and bad rows are reported, the rest applied.
@@ -197,11 +204,13 @@ def callout_import(
     data = _read_or_fail(file)  # before the list is brought up to date: a file not there changes nothing
     calls.sync()
     try:
-        report = calls.import_results(data, file.name)
+        report = calls.import_results(data, file.name, encoding)
     except ConfigError as exc:
         fail(str(exc))
     for error in report.errors:
         print_error(str(error))
+    for warning in report.warnings:
+        print_error(f"warning: {warning}")
     typer.echo(f"{len(report.applied)} number(s) updated, {len(report.errors)} row(s) refused"
                + (f" ({len(report.unknown)} of them not on the list)" if report.unknown else ""))
     if not report.applied and report.errors:
