@@ -267,8 +267,9 @@ def test_a_shop_register_import_still_starts_a_new_store(tmp_path, monkeypatch):
 
 
 def test_a_shop_register_gbk_and_windows_1252_both_read_is_read_as_the_encoding_given(tmp_path, monkeypatch):
-    """`shops import` of a Windows-1252 sheet that GB18030 reads too imported `Cr鑝e` without a word and no option
-    read it otherwise: it warns, naming `--encoding cp1252`, which reads it as Windows-1252."""
+    """`shops import` of a Windows-1252 sheet that GB18030 reads too imported `Cr鑝e`: it is read as Windows-1252
+    (charset_normalizer's choice between the two), with a warning naming it and `--encoding gbk`, which reads it the
+    other way; `--encoding cp1252` reads it without one."""
     import json
 
     monkeypatch.chdir(tmp_path)
@@ -277,11 +278,16 @@ def test_a_shop_register_gbk_and_windows_1252_both_read_is_read_as_the_encoding_
                                          '"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"\n'.encode("cp1252"))
     result = CliRunner().invoke(app, ["shops", "import", "shops.csv"])
     assert result.exit_code == 0, result.output
-    assert "warning: shops.csv：已按 GB18030 (GBK) 编码读取（“Cr鑝e”），但它也可按 Windows-1252 读取（“Crème”）" in result.output
-    result = CliRunner().invoke(app, ["shops", "import", "shops.csv", "--encoding", "cp1252"])
-    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert ("warning: shops.csv：已按 Windows-1252 编码读取（“Crème”），但它也可按 GB18030 (GBK) 读取（“Cr鑝e”）；"
+            "若后者才对，请用 --encoding gbk") in result.output
     listed = CliRunner().invoke(app, ["shops", "list"])
     assert [json.loads(line)["name"] for line in listed.output.splitlines()] == ["Crème"]
+    result = CliRunner().invoke(app, ["shops", "import", "shops.csv", "--encoding", "gbk"])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    listed = CliRunner().invoke(app, ["shops", "list"])
+    assert [json.loads(line)["name"] for line in listed.output.splitlines()] == ["Cr鑝e"]
+    result = CliRunner().invoke(app, ["shops", "import", "shops.csv", "--encoding", "cp1252"])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
     result = CliRunner().invoke(app, ["shops", "import", "shops.csv", "--encoding", "latin-9"])
     assert result.exit_code == 2 and "encoding 'latin-9': use utf-8, gbk (gb18030) or cp1252" in result.output
 

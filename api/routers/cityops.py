@@ -63,8 +63,8 @@ class ShopImport(BaseModel):
     shops: list[str] = Field(description="Their ids.")
     errors: list[str] = Field(description="Rows refused: `row N: field: reason`.")
     warnings: list[str] = Field(default_factory=list, description="Rows imported with something to check (a phone number "
-                                                                   "that may have lost its leading 0), or the file (a CSV read "
-                                                                   "as GB18030 that Windows-1252 reads too).")
+                                                                   "that may have lost its leading 0), or the file (a CSV that "
+                                                                   "GB18030 and Windows-1252 both read: which it was read as).")
 
 
 class Deleted(BaseModel):
@@ -121,8 +121,8 @@ class CallOutImport(BaseModel):
     numbers: list[str] = Field(description="Which.")
     unknown: list[str] = Field(description="Numbers the list does not hold (not applied).")
     errors: list[str] = Field(description="Rows refused: `row N: field: reason`.")
-    warnings: list[str] = Field(default_factory=list, description="Something to check about the file: a CSV read as GB18030 "
-                                                                   "that Windows-1252 reads too.")
+    warnings: list[str] = Field(default_factory=list, description="Something to check about the file: a CSV that "
+                                                                   "GB18030 and Windows-1252 both read (which it was read as).")
 
 
 class CutOffs(RootModel[dict[str, dict[str, int]]]):

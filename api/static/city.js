@@ -61,7 +61,7 @@ async function loadCallout() {
 async function upload(form, path, errorsId) {
   const res = await SW.json(path, { method: "POST", body: new FormData(form) });
   // the refused rows, then what to check: rows imported with a phone number that may have lost its leading 0, a CSV
-  // read as GBK that Windows-1252 reads too
+  // that GBK and Windows-1252 both read, and which it was read as
   if (errorsId) document.getElementById(errorsId).replaceChildren(...(res.errors || []).map((e) => SW.el("li", {}, e)),
     ...(res.warnings || []).map((w) => SW.el("li", {}, `提醒 ${w}`)));
   return res;

@@ -109,8 +109,8 @@ def _store(config: Path | None, *, create: bool = False):
 
 
 EncodingOpt = Annotated[str | None, typer.Option(
-    "--encoding", help="The CSV's encoding: utf-8, gbk or cp1252 (default: found; a sheet GBK and Windows-1252 both read is "
-                       "read as GBK, with a warning).")]
+    "--encoding", help="The CSV's encoding: utf-8, gbk or cp1252 (default: found; of GBK and Windows-1252, where both read a "
+                       "sheet, the one charset_normalizer takes, with a warning).")]
 
 
 def shops_import(
