@@ -71,6 +71,9 @@ def csv_text(data: bytes, name: str, other: str = "") -> str:
 SHEET_ENCODINGS = {"utf-8-sig": "UTF-8", "gb18030": "GB18030 (GBK)", "cp1252": "Windows-1252"}
 
 
+#: How staff name each of `SHEET_ENCODINGS` when they give a sheet's encoding, the one list of them: the value (the
+#: `--encoding` option, the API imports' form field `encoding`) and its label in /ui/city's select beside each import.
+SHEET_ENCODING_CHOICES = {"utf-8-sig": ("utf-8", "UTF-8"), "gb18030": ("gbk", "GBK"), "cp1252": ("cp1252", "cp1252")}
 #: Codec names (Python's) that stand for one of `SHEET_ENCODINGS` when a sheet's encoding is given (`sheet_encoding`).
 _SAME_ENCODING = {"utf-8": "utf-8-sig", "gbk": "gb18030", "gb2312": "gb18030"}
 #: The longest cell text a note about a sheet's encoding quotes.
@@ -78,16 +81,18 @@ _QUOTED_CHARS = 40
 
 
 def sheet_encoding(given: str) -> str:
-    """The `SHEET_ENCODINGS` key that an encoding named by staff (`--encoding`) stands for: utf-8, gbk or gb18030,
-    cp1252 or windows-1252, in any spelling Python knows; ConfigError naming it otherwise."""
+    """The `SHEET_ENCODINGS` key that an encoding named by staff (`--encoding`, the API's form field `encoding`) stands
+    for: one of `SHEET_ENCODING_CHOICES` (utf-8, gbk or gb18030, cp1252 or windows-1252) in any spelling Python knows;
+    ConfigError naming it otherwise."""
     try:
         codec = codecs.lookup(given).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name (a form field can hold one)
         codec = ""
     codec = _SAME_ENCODING.get(codec, codec)
     if codec not in SHEET_ENCODINGS:
-        raise ConfigError(f"编码 {given!r} 不可用，请用 utf-8、gbk 或 cp1252 — "
-                          f"encoding {given!r}: use utf-8, gbk (gb18030) or cp1252 (windows-1252)")
+        *others, last = (value for value, _ in SHEET_ENCODING_CHOICES.values())
+        raise ConfigError(f"编码 {given!r} 不可用，请用 {'、'.join(others)} 或 {last} — "
+                          f"encoding {given!r}: use {', '.join(others)} or {last}")
     return codec
 
 
@@ -157,20 +162,20 @@ def _gb18030_or_cp1252(data: bytes, as_gb18030: tuple[list[list[str]], list[str 
     return (raw, header, first) if chosen == "cp1252" else as_gb18030
 
 
-#: The `--encoding` value that reads a sheet in each of `SHEET_ENCODINGS`, for the notes saying how.
-_ENCODING_OPTION = {"utf-8-sig": "utf-8", "gb18030": "gbk", "cp1252": "cp1252"}
-
-
 def _both_read_note(name: str, chosen: str, other: str, as_gb18030: list[list[str]], as_cp1252: list[list[str]]) -> str:
     """The note on a sheet GB18030 and Windows-1252 both read (`_gb18030_or_cp1252`): which was taken, the first cell
-    the two read differently as each, and how to have it read as the `other`."""
+    the two read differently as each, and how to have it read as the `other`: the encoding to give, in words that fit
+    wherever the note is shown (the command line, /ui/city, the API's answer)."""
     cell = next(((a, b) for row_a, row_b in zip(as_gb18030, as_cp1252) for a, b in zip(row_a, row_b) if a != b), ("", ""))
     quoted = dict(zip(("gb18030", "cp1252"), (c[:_QUOTED_CHARS] for c in cell)))
-    taken, left, option = SHEET_ENCODINGS[chosen], SHEET_ENCODINGS[other], _ENCODING_OPTION[other]
+    taken, left = SHEET_ENCODINGS[chosen], SHEET_ENCODINGS[other]
+    value, label = SHEET_ENCODING_CHOICES[other]
     return (f"{name}：已按 {taken} 编码读取（“{quoted[chosen]}”），但它也可按 {left} 读取（“{quoted[other]}”）；"
-            f"若后者才对，请用 --encoding {option} 重新导入，或另存为“CSV UTF-8” — "
+            f"若后者才对，请指定编码 {value} 重新导入（命令行 --encoding {value}，/ui/city 页面导入旁的“编码”选 {label}），"
+            f"或另存为“CSV UTF-8” — "
             f"{name}: read as {taken} ('{quoted[chosen]}'), but it reads as {left} too ('{quoted[other]}'); "
-            f"if that is right, import it again with --encoding {option}, or save it as \"CSV UTF-8\"")
+            f"if that is right, import it again with encoding {value} (--encoding {value} on the command line, "
+            f"编码 {label} beside the import on /ui/city, form field encoding={value} in the API), or save it as \"CSV UTF-8\"")
 
 
 class RowError(ValueError):
@@ -212,8 +217,9 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
     or Windows-1252 where both read it (`_csv_sheet`). Raises ConfigError naming the file when it cannot be read or a
     required column is missing.
     """
+    given = sheet_encoding(encoding) if encoding else None  # refused naming it for an Excel file too, which has none
     if Path(name).suffix.lower() not in EXCEL_SUFFIXES:
-        raw, header, first = _csv_sheet(data, name, aliases, required, sheet_encoding(encoding) if encoding else None, notes)
+        raw, header, first = _csv_sheet(data, name, aliases, required, given, notes)
     else:
         raw = _excel(data, name)
         header, first, missing = _header(raw, name, aliases, required)

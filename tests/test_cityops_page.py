@@ -281,3 +281,52 @@ def test_city_page_lists_patrol_jobs_and_a_reload_finds_the_running_one(city, cl
     assert [td.text for td in row.find_elements(By.TAG_NAME, "td")][3:5] == ["完成 done", "15 / 15 帧 frames · 完成 done"]
     assert b.find_element(By.CSS_SELECTOR, "#patrol-job li").text == "抽取画面 Frames sampled: 15 (2026-11-20 09:00:00 – 2026-11-20 09:00:29 Asia/Shanghai)"
     assert b.find_element(By.ID, "patrol-report").text == "巡查报告 Patrol report"
+
+
+def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_path):
+    """A sheet GBK and Windows-1252 both read is read as one with a warning naming the other; on the page there was no
+    way to read it as the other (only the CLI's `--encoding`). Each import has a select, 自动 / UTF-8 / GBK / cp1252,
+    sent as the form field `encoding` that the API takes, validated as the CLI option is, and the warning names it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from pipelines.tables import SHEET_ENCODING_CHOICES
+
+    headers = auth(city["token"])
+    refused = httpx.post(f"{city['base']}/api/v1/shops/import", headers=headers, data={"encoding": "latin-9"},
+                         files={"file": ("shops.csv", b"name\nx\n", "text/csv")}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["detail"] == (
+        "编码 'latin-9' 不可用，请用 utf-8、gbk 或 cp1252 — encoding 'latin-9': use utf-8, gbk or cp1252"), refused.text
+    assert "x" not in {s["name"] for s in httpx.get(f"{city['base']}/api/v1/shops", headers=headers, timeout=10).json()}
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#callout tbody tr[data-number='{NUMBER}']"), "the call-out list")
+    for form in ("shops-import", "callout-import"):
+        options = b.find_elements(By.CSS_SELECTOR, f"#{form} select[name=encoding] option")
+        assert [(o.get_attribute("value"), o.text) for o in options] == [("", "自动"), *SHEET_ENCODING_CHOICES.values()]
+
+    sheet = tmp_path / "shops.csv"  # one Windows-1252 row charset_normalizer takes for GBK
+    sheet.write_bytes('name,gps_polygon\r\nGénéral,"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"\r\n'.encode("cp1252"))
+    b.find_element(By.CSS_SELECTOR, "#shops-import input[type=file]").send_keys(str(sheet))
+    b.find_element(By.CSS_SELECTOR, "#shops-import button").click()
+    _wait(b, lambda d: "1 行待核对" in d.find_element(By.ID, "status").text, "the import with its warning")
+    [warning] = [li.text for li in b.find_elements(By.CSS_SELECTOR, "#import-errors li")]
+    assert warning.startswith("提醒 shops.csv：已按 GB18030 (GBK) 编码读取（“G閚閞al”），但它也可按 Windows-1252 读取（“Général”）；"
+                              "若后者才对，请指定编码 cp1252 重新导入（命令行 --encoding cp1252，/ui/city 页面导入旁的“编码”选 cp1252）"), warning
+    Select(b.find_element(By.CSS_SELECTOR, "#shops-import select[name=encoding]")).select_by_visible_text("cp1252")
+    b.find_element(By.CSS_SELECTOR, "#shops-import input[type=file]").send_keys(str(sheet))
+    b.find_element(By.CSS_SELECTOR, "#shops-import button").click()
+    _wait(b, lambda d: "0 行待核对" in d.find_element(By.ID, "status").text, "the import read as Windows-1252")
+    assert "Général" in {s["name"] for s in httpx.get(f"{city['base']}/api/v1/shops", headers=headers, timeout=10).json()}
+
+    results = tmp_path / "results.csv"  # the fine as it is, with a note charset_normalizer reads as GBK alone
+    results.write_bytes(f"number,status,amount,note\r\n{NUMBER},fined,200,Côte\r\n".encode("cp1252"))
+    Select(b.find_element(By.CSS_SELECTOR, "#callout-import select[name=encoding]")).select_by_visible_text("cp1252")
+    b.find_element(By.CSS_SELECTOR, "#callout-import input[type=file]").send_keys(str(results))
+    b.find_element(By.CSS_SELECTOR, "#callout-import button").click()
+    _wait(b, lambda d: "更新 1 个号码" in d.find_element(By.ID, "status").text, "the results read as Windows-1252")
+    assert b.find_elements(By.CSS_SELECTOR, "#callout-errors li") == []
+    [entry] = httpx.get(f"{city['base']}/api/v1/callout", headers=headers, timeout=10).json()
+    assert (entry["note"], entry["amount"]) == ("Côte", 200)

@@ -535,20 +535,24 @@ def test_a_sheet_gbk_and_windows_1252_both_read_is_read_as_charset_normalizer_ta
     assert [register.get(s).name for s in report.imported] == names
     assert report.warnings == [
         "shops-paris.csv：已按 Windows-1252 编码读取（“Crème de la Crème”），但它也可按 GB18030 (GBK) 读取（“Cr鑝e de la Cr鑝e”）；"
-        "若后者才对，请用 --encoding gbk 重新导入，或另存为“CSV UTF-8” — shops-paris.csv: read as Windows-1252 "
-        "('Crème de la Crème'), but it reads as GB18030 (GBK) too ('Cr鑝e de la Cr鑝e'); if that is right, import it again "
-        "with --encoding gbk, or save it as \"CSV UTF-8\""]
+        "若后者才对，请指定编码 gbk 重新导入（命令行 --encoding gbk，/ui/city 页面导入旁的“编码”选 GBK），或另存为“CSV UTF-8” — "
+        "shops-paris.csv: read as Windows-1252 ('Crème de la Crème'), but it reads as GB18030 (GBK) too ('Cr鑝e de la Cr鑝e'); "
+        "if that is right, import it again with encoding gbk (--encoding gbk on the command line, 编码 GBK beside the import "
+        "on /ui/city, form field encoding=gbk in the API), or save it as \"CSV UTF-8\""]
     assert register.import_file(data, "shops-paris.csv", encoding="gbk").warnings == []  # the encoding given wins
     assert register.get("91330106MA27XY0020").name == "Cr鑝e de la Cr鑝e"
     chinese_names = register.import_file(REGISTER.encode("gbk"), "门前三包.csv")
     assert register.get("91330106MA27XY0001").name == "王记面馆" and chinese_names.warnings[-1].startswith(
-        "门前三包.csv：已按 GB18030 (GBK) 编码读取（“王记面馆”），但它也可按 Windows-1252 读取（“Íõ¼ÇÃæ¹Ý”）；若后者才对，请用 --encoding cp1252")
+        "门前三包.csv：已按 GB18030 (GBK) 编码读取（“王记面馆”），但它也可按 Windows-1252 读取（“Íõ¼ÇÃæ¹Ý”）；若后者才对，请指定编码 cp1252")
     for given in ("cp1252", "Windows-1252"):
         again = register.import_file(data, "shops-paris.csv", encoding=given)
         assert again.warnings == [] and register.get("91330106MA27XY0020").name == "Crème de la Crème"
     assert register.import_file(sheet.encode("utf-8"), "shops-paris.csv", encoding="utf8").warnings == []
-    with pytest.raises(ConfigError, match=r"^编码 'latin-9' 不可用.* — encoding 'latin-9': use utf-8, gbk \(gb18030\) or cp1252"):
-        register.import_file(data, "shops-paris.csv", encoding="latin-9")
+    for file in ("shops-paris.csv", "shops-paris.xlsx"):  # an Excel file has no encoding, but one that names none is refused too
+        with pytest.raises(ConfigError, match=r"^编码 'latin-9' 不可用，请用 utf-8、gbk 或 cp1252 — encoding 'latin-9': use utf-8, gbk or cp1252$"):
+            register.import_file(data, file, encoding="latin-9")
+    with pytest.raises(ConfigError, match=r"^编码 'utf-8\\x00' 不可用"):  # not Python's ValueError (a 500 in the API)
+        register.import_file(data, "shops-paris.csv", encoding="utf-8\x00")
     with pytest.raises(ConfigError, match=r"^shops-paris\.csv：不是 UTF-8 编码的 CSV 文本"):  # the encoding given, alone
         register.import_file(data, "shops-paris.csv", encoding="utf-8")
     chinese = "店名,地址,GPS范围\r\n老王烧烤,建国路 88 号,\"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742\"\r\n".encode("gbk")

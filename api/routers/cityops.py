@@ -45,6 +45,7 @@ from pipelines.cityops.verification import DisposalCheckError, check_disposal_ph
 from pipelines.cityops.warnings import WarningState, list_warnings, warning_image
 from pipelines.settings import Settings
 from pipelines.shops import Shop, ShopRegister
+from pipelines.tables import SHEET_ENCODING_CHOICES, sheet_encoding
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["city workflows"], route_class=CappedBodyRoute)
@@ -52,6 +53,13 @@ CHECK_PHOTO = require(Role.REVIEWER, Role.INTEGRATION)
 FILE_LIMIT = 50 * 2**20
 FILE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+#: A sheet import's body (`_sheet`): the file, and the encoding of a CSV when it is not to be found.
+SHEET_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "encoding": {"type": "string", "enum": ["", *(value for value, _ in SHEET_ENCODING_CHOICES.values())],
+                     "description": "The CSV's encoding (empty or left out: found; a sheet GBK and Windows-1252 both read "
+                                    "is read as one of them with a warning, and this reads it as the other)."}}}}}}}
 
 
 # ---- response bodies --------------------------------------------------------------------------
@@ -236,13 +244,23 @@ async def _form(request: Request, limit: int, fields: tuple[str, ...],
         await form.close()
 
 
-async def _file(request: Request) -> tuple[bytes, str]:
-    """The small file of form field `file` (a register, a call-out list, a photo: at most `FILE_LIMIT`) and its name."""
-    async with _form(request, FILE_LIMIT, ("file",)) as (files, _):
+async def _file(request: Request, texts: tuple[str, ...] = ()) -> tuple[bytes, str, dict[str, str]]:
+    """The small file of form field `file` (a register, a call-out list, a photo: at most `FILE_LIMIT`), its name and
+    the form's `texts` fields that were sent."""
+    async with _form(request, FILE_LIMIT, ("file",), texts) as (files, values):
         if "file" not in files:
             raise Problem(400, "no file in form field 'file'", slug="no-files")
         part, name = files["file"]
-        return await part.read(), name
+        return await part.read(), name, values
+
+
+async def _sheet(request: Request) -> tuple[bytes, str, str | None]:
+    """A register or results sheet (`_file`) and the encoding of a CSV that its optional form field `encoding` names
+    (`sheet_encoding`, as the CLI's `--encoding`; empty, the page's 自动, is none: found), refused (422) naming it
+    before anything is imported."""
+    data, name, texts = await _file(request, ("encoding",))
+    given = texts.get("encoding", "").strip()
+    return data, name, sheet_encoding(given) if given else None
 
 
 def _audit(ctx: AppContext, who: Principal, action: str, details: Callable[[T], dict[str, Any]]) -> Audit[T]:
@@ -282,11 +300,11 @@ def delete_shop(shop_id: str, ctx: AppContext = Depends(get_ctx), who: Principal
 
 
 @router.post("/shops/import", summary="Import a CSV/Excel register; bad rows are reported, the rest imported",
-             openapi_extra=FILE_BODY, responses=problems(400, 401, 403, 413, 415, 422))
+             openapi_extra=SHEET_BODY, responses=problems(400, 401, 403, 413, 415, 422))
 async def import_shops(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> ShopImport:
-    data, name = await _file(request)
+    data, name, encoding = await _sheet(request)
     record = _audit(ctx, who, "import_shops", lambda r: {"file": name, "imported": len(r.imported), "errors": len(r.errors)})
-    report = await run_in_threadpool(partial(_shops(ctx).import_file, data, name, audit=record))
+    report = await run_in_threadpool(partial(_shops(ctx).import_file, data, name, encoding, audit=record))
     return ShopImport(**report.as_dict())
 
 
@@ -355,13 +373,13 @@ def export_callout(format: str = Query("csv", pattern="^(csv|xlsx)$"), ctx: AppC
 
 
 @router.post("/callout/import", summary="Import the call-out system's results; unknown numbers are reported, the rest applied",
-             openapi_extra=FILE_BODY, responses=problems(400, 401, 403, 413, 415, 422))
+             openapi_extra=SHEET_BODY, responses=problems(400, 401, 403, 413, 415, 422))
 async def import_callout(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> CallOutImport:
-    data, name = await _file(request)
+    data, name, encoding = await _sheet(request)
     calls = _calls(ctx)
     await run_in_threadpool(calls.sync)
     record = _audit(ctx, who, "import_callout", lambda r: {"file": name, "applied": len(r.applied), "unknown": len(r.unknown)})
-    report = await run_in_threadpool(partial(calls.import_results, data, name, audit=record))
+    report = await run_in_threadpool(partial(calls.import_results, data, name, encoding, audit=record))
     return CallOutImport(**report.as_dict())
 
 
@@ -394,7 +412,7 @@ async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depen
         except DisposalCheckError as exc:
             raise Problem(422, str(exc), slug="photo-unavailable") from None
     else:
-        data, name = await _file(request)
+        data, name, _ = await _file(request)
     result = await run_in_threadpool(_check, ctx, case_id, data, name, who.name)
     return DisposalCheck(case_id=case_id, state=str(result.case.state), cleared=result.cleared, boxes=result.boxes,
                          reports=[VerificationReportView(**r) for r in list_reports(ctx.store.engine, case_id)])
