@@ -287,6 +287,31 @@ def test_a_value_refused_by_a_route_names_its_field(service, bus_event):
     assert client.get(f"/api/v1/cases/{case_id}", headers=reviewer).json()["case"]["violation_type"] == bus_event[0].violation_type
 
 
+def test_a_scene_and_a_shop_body_are_typed_and_a_refusal_names_its_field(service):
+    """PUT of a scene and of a shop took any mapping: /openapi.json said `object`, so `{}` passed the schema, and was
+    then refused 422 `invalid-config` with no `errors`. Both bodies are their models: typed in the document, a refusal
+    naming its field in `errors[].loc` as FastAPI's validation does, and what was taken is still taken."""
+    _, client, tokens, cams = service
+    admin = auth(tokens["admin"])
+    spec = client.get("/openapi.json").json()
+    for path in ("/api/v1/cameras/{camera_id}/scene", "/api/v1/shops/{shop_id}"):
+        body = spec["paths"][path]["put"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body.get("$ref", "").startswith("#/components/schemas/"), (path, body)
+        assert spec["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["required"], path
+    answers = {("body", "camera_id"): client.put("/api/v1/cameras/cam-01/scene", headers=admin, json={}),
+               ("body", "name"): client.put("/api/v1/shops/s1", headers=admin, json={}),
+               ("path", "shop_id"): client.put("/api/v1/shops/s%201", headers=admin, json={"name": "王记"})}
+    for loc, answer in answers.items():
+        body = answer.json()
+        assert answer.status_code == 422 and body["type"] == "urn:streetwatch:problem:validation-error", (loc, body)
+        assert [e["loc"] for e in body["errors"]] == [list(loc)], body
+    scene = client.get("/api/v1/cameras/cam-01/scene", headers=admin).json()
+    assert client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=scene).json() == scene
+    saved = client.put("/api/v1/shops/s1", headers=admin, json={"id": "elsewhere", "name": "王记", "frontages": [
+        {"camera": "cam-01", "polygon": [[0.2, 0.5], [0.8, 0.5], [0.8, 1.0]]}]})
+    assert saved.status_code == 200 and saved.json()["id"] == "s1", saved.text
+
+
 def test_a_disposal_photo_body_that_is_not_json_is_a_malformed_request(service, bus_event):
     """The disposal-photo route reads its JSON body itself: bytes that are not UTF-8 were a 500 (UnicodeDecodeError)
     and text that is not JSON a 422 asking for the photo; both are 400 `malformed-json` with the reason, as for every

@@ -392,7 +392,7 @@ def test_text_with_a_control_character_is_refused_naming_the_field_on_postgresql
                 ("post", f"/api/v1/cases/{b}/reject", {"reason": "legal", "note": "\x00"}, "body.note"),
                 ("put", "/api/v1/callout/13800000000", {"status": "cut_off", "note": "\x00"}, "body.note"),
                 ("put", "/api/v1/shops/s1", {"name": "小吃\x00店", "frontages": [{"camera": "cam-01", "polygon": [[0, 0], [1, 0], [1, 1]]}]},
-                 "shop s1: name")):
+                 "body.name")):
             refused = client.request(method, path, headers=reviewer, json=body)
             assert refused.status_code == 422, (path, refused.text)
             assert refused.json()["detail"].startswith(f"{field}: 含控制字符"), refused.text

@@ -103,10 +103,14 @@ def get_scene_file(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Princi
 
 @router.put("/{camera_id}/scene", summary="Replace a camera's scene (validated like a scene file; the watcher reloads it)",
             response_model=Scene, response_model_exclude_unset=True, responses=problems(401, 403, 404, 422))
-def put_scene(camera_id: str, scene: dict[str, Any] = Body(description="The scene, as in a scene file (see scene-schema)."),
+def put_scene(camera_id: str, scene: Scene = Body(description="The scene, as in a scene file (see scene-schema)."),
               ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ADMIN)) -> dict[str, Any]:
+    """The body is declared a `Scene`, so /openapi.json types it and a refusal by the model names its field in
+    `errors[].loc` (`body.zones.0.polygon`); the file gets the keys it set (times `HH:MM`), as GET answers them.
+    What the model cannot check (the taxonomy's types, road grades, the camera's id) is `Cameras.put_scene`'s."""
     _cameras_file(ctx)
-    return _camera(ctx.cameras.put_scene, camera_id, scene, lambda valid: ctx.accounts.recorded(
+    data = scene.model_dump(mode="json", exclude_unset=True)
+    return _camera(ctx.cameras.put_scene, camera_id, data, lambda valid: ctx.accounts.recorded(
         who, "put_scene", None, {"camera_id": camera_id, "zones": len(valid.get("zones") or [])}))
 
 

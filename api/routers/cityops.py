@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from pydantic import BaseModel, Field, RootModel
+from pydantic import BaseModel, Field, RootModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -31,13 +31,13 @@ from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown
-from api.problems import Problem, problems
+from api.problems import Problem, invalid, problems
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.routers.triage import JobSpool
 from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, _capped, check_length, copy_upload, read_capped
-from detect.config_io import ConfigError
-from detect.text import Lines
+from detect.config_io import ConfigError, pydantic_en
+from detect.text import Lines, OneLine
 from pipelines.cases.store import Audit, T
 from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
@@ -272,6 +272,14 @@ def _audit(ctx: AppContext, who: Principal, action: str, details: Callable[[T], 
 
 # ---- frontage register -------------------------------------------------------------------
 
+class ShopBody(Shop):
+    """A shop as `PUT /shops/{shop_id}` takes it: typed, so /openapi.json shows the fields and a refusal names its field
+    in `errors[].loc` (a free-form mapping let `{}` through the schema, then refused with no field named). The id is the
+    path's; one in the body (the register page sends the shop as listed) is not used."""
+
+    id: OneLine | None = Field(None, title="Shop id", description="Not used: the path's `shop_id` is the shop's id.")  # type: ignore[assignment]
+
+
 def _shops(ctx: AppContext) -> ShopRegister:
     return ShopRegister(ctx.store.engine)
 
@@ -284,11 +292,12 @@ def list_shops(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_C
 
 @router.put("/shops/{shop_id}", summary="Add or replace one shop (validated like an import row)", response_model=Shop,
             response_model_exclude_none=True, responses=problems(401, 403, 422))
-def put_shop(shop_id: str, body: dict[str, Any] = Body(description="A shop: name, address, licence_no, contact, frontages."),
+def put_shop(shop_id: str, body: ShopBody = Body(description="A shop: name, address, licence_no, contact, frontages."),
              ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> Shop:
-    from detect.config_io import validate_model
-
-    shop = validate_model(Shop, {**body, "id": shop_id}, f"shop {shop_id}")
+    try:
+        shop = Shop.model_validate({**body.model_dump(exclude_unset=True), "id": shop_id})
+    except ValidationError as exc:  # the body is a valid shop already: only the path's id can be refused here
+        raise invalid(["path", "shop_id"], "; ".join(pydantic_en(e) for e in exc.errors())) from None
     return _shops(ctx).put(shop, audit=_audit(ctx, who, "put_shop", lambda s: {"shop_id": s.id, "frontages": len(s.frontages)}))
 
 
