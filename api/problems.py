@@ -103,7 +103,6 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NotCandidate: (409, "invalid-transition"),
     NotReopenable: (409, "not-reopenable"),  # why (a platform voided it, triage withdrew it, too late)
     CaseChanged: (409, "case-changed"),  # the client acted on the case as it was: it reloads it
-    PlaceError: (422, "validation-error"),  # a CaseStoreError, but the request's input is wrong, not the case's state
     ConfigError: (422, "invalid-config"),
 }
 
@@ -115,6 +114,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.detail, exc.slug, exc.headers, exc.errors)
+
+    @app.exception_handler(PlaceError)
+    async def _place(request: Request, exc: PlaceError) -> JSONResponse:
+        # a CaseStoreError, but the request's input is wrong, not the case's state: a field of the body, named as
+        # FastAPI names one (errors[].loc), its reason Chinese first as the store words it
+        return await _problem(request, invalid(["body", exc.field], exc.reason))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -66,6 +66,7 @@ def test_bad_score_requests(api, params, status, detail):
     client, who, _, _ = api
     answer = client.get("/api/v1/scores", params=params, headers=who)
     assert answer.status_code == status and detail in answer.json()["detail"], answer.text
+    assert [e["loc"] for e in answer.json()["errors"]] == [["query", "by" if "by" in params else "period"]], answer.text
     assert answer.headers["content-type"] == "application/problem+json"
 
 
@@ -109,6 +110,7 @@ def test_case_export_csv_and_excel_with_filters(api):
     sheet = list(load_workbook(io.BytesIO(both.content)).active.iter_rows(values_only=True))
     assert len(sheet) - 1 == store.search(CaseQuery(grid_cell=G3, limit=1))[1] + store.search(CaseQuery(grid_cell=G4, limit=1))[1] == 26
     for params, detail in (({"type": "ufo"}, "type 'ufo': unknown violation type"), ({"state": "lost"}, "state 'lost'"),
+                           ({"severity": "awful"}, "severity 'awful'"),
                            ({"period": "2026-Q9"}, "does not parse"), ({"source": "drone"}, "source"),
                            ({"street": "文新"}, "street '文新': no cell of the grid file"),
                            ({"period": "9999-12-31"}, "the year must be"),
@@ -116,6 +118,7 @@ def test_case_export_csv_and_excel_with_filters(api):
                            ({"since": "2026-02-30"}, "since '2026-02-30': not a day")):
         bad = client.get("/api/v1/exports/cases", params=params, headers=who)
         assert bad.status_code == 422 and detail in bad.json()["detail"], bad.text
+        assert [e["loc"] for e in bad.json()["errors"]] == [["query", *params]], bad.text  # the field, as FastAPI names one
     # since: the cases opened from that local day on (the map's default days, which no period names), within a period
     late = client.get("/api/v1/exports/cases", params={"since": "2026-11-09", "type": "street_stall", "grid": G3}, headers=who)
     assert 'filename="cases-since-2026-11-09.csv"' in late.headers["content-disposition"]

@@ -354,11 +354,13 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
         assert client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "illegal_parking"}).json()["details"][
             "severity"] == "major"
 
+        # each refusal names its field in errors[].loc, as FastAPI's own do (it was only the detail's first word)
         for body, detail in (({"address": ""}, "address: 地址为空 — the address is empty"),
                              ({"lon": 120.1}, "lat: 经纬度须同时填写 — give both lat and lon, or neither (lat is missing)"),
                              ({"lat": 30.2, "lon": 200}, "lon: 坐标超出范围（200.0，应在 -180 到 180 之间） — lon 200.0 is not between")):
             refused = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json=body)
-            assert refused.status_code == 422 and refused.json()["detail"].startswith(detail), refused.text
+            assert refused.status_code == 422 and refused.json()["detail"].startswith(f"body.{detail}"), refused.text
+            assert [e["loc"] for e in refused.json()["errors"]] == [["body", detail.split(":")[0]]], refused.text
         assert app.state.ctx.store.get(a).address == "文三路 100 号"
 
         # coordinates set by mistake: both null (not left out) remove them, the cell and that cell's severity with them

@@ -255,7 +255,11 @@ def test_a_patrol_upload_takes_the_start_time_the_video_lacks(city, clip, tmp_pa
     for bad, why in (("20.11.2026 09:00", "'20.11.2026 09:00' is not a time"), ("2099-01-01 09:00:00", "is in the future"),
                      ("1999-12-31 23:00:00", "is before 2000")):
         answer = upload(start=bad)
-        assert answer.status_code == 422 and answer.json()["detail"].startswith("form field 'start': ") and why in answer.json()["detail"], answer.text
+        assert answer.status_code == 422 and answer.json()["detail"].startswith("body.start: ") and why in answer.json()["detail"], answer.text
+        assert [e["loc"] for e in answer.json()["errors"]] == [["body", "start"]], answer.text  # as FastAPI names a field
+    as_file = client.post("/api/v1/patrol/jobs", headers=inspector, files={
+        "video": ("行车 0310.ts", video, "video/mp2t"), "start": ("s.txt", b"09:00")})  # a text field sent as a file
+    assert as_file.status_code == 422 and as_file.json()["detail"] == "body.start: a text field, not a file", as_file.text
     without, given, empty = upload().json(), upload(start="2026-11-20 09:00:00").json(), upload(start="").json()
     assert given["start"] == "2026-11-20T09:00:00+08:00" and without["start"] is None and empty["start"] is None
     without, given, empty = _finished(client, inspector, without, given, empty)

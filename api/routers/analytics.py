@@ -24,7 +24,7 @@ from api.accounts import Principal
 from api.auth import READ_CASES
 from api.context import AppContext, get_ctx
 from api.uploads import CHUNK
-from api.problems import Problem, problems
+from api.problems import Problem, invalid, problems
 from api.routers.pages import REPORT_HEADERS
 from detect.cityzones import geometry_of
 from detect.config_io import ConfigError
@@ -146,7 +146,7 @@ def _filter(ctx: AppContext, **values: Any) -> CaseFilter:
     try:
         return case_filter(ctx.taxonomy, _tz(ctx), **values)
     except FilterError as exc:
-        raise Problem(422, str(exc)) from None
+        raise invalid(["query", exc.field], str(exc)) from None
 
 
 def _attachment(name: str) -> dict[str, str]:
@@ -164,7 +164,7 @@ def scores(
     try:
         when = parse_period(period)
     except PeriodError as exc:
-        raise Problem(422, str(exc)) from None
+        raise invalid(["query", "period"], str(exc)) from None
     cfg = _config(ctx)
     sheet = sheet_for(ctx)
     places = _places(ctx)

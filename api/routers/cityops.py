@@ -236,7 +236,7 @@ async def _form(request: Request, limit: int, fields: tuple[str, ...],
         for name in texts:
             part = form.get(name)
             if isinstance(part, UploadFile):
-                raise Problem(422, f"form field {name!r} is text, not a file", slug="invalid-field")
+                raise invalid(["body", name], "a text field, not a file")
             if part is not None:
                 values[name] = part
         yield files, values
@@ -513,12 +513,11 @@ def _start_field(ctx: AppContext, text: str | None) -> str | None:
     try:
         start = TypeAdapter(datetime).validate_python(text.strip())
     except ValidationError:
-        raise Problem(422, f"form field 'start': {text.strip()[:60]!r} is not a time: {_asking_start(ctx)}",
-                      slug="invalid-field") from None
+        raise invalid(["body", "start"], f"{text.strip()[:60]!r} is not a time: {_asking_start(ctx)}") from None
     try:
         return given_start(start, ctx.page_tz, name="start").isoformat()
-    except PatrolError as exc:
-        raise Problem(422, f"form field {exc}", slug="invalid-field") from None
+    except PatrolError as exc:  # `'start': … is in the future`: the field is named by errors[].loc
+        raise invalid(["body", "start"], str(exc).removeprefix("'start': ")) from None
 
 
 RESTARTED = "服务重启时中断，请重新上传 interrupted by a restart: upload again"

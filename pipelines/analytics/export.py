@@ -32,7 +32,12 @@ EXPORT_SHEET = ("cases", "案件 Cases")
 
 
 class FilterError(ValueError):
-    """A filter value that cannot be used; the message names the filter."""
+    """A filter value that cannot be used; the message names the filter, and `field` too (the API's query parameter
+    and the command's option of that name), so the service's 422 names it in `errors[].loc` as for any other field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), states: Sequence[str] = (),
@@ -48,28 +53,28 @@ def case_filter(taxonomy: Taxonomy, tz: ZoneInfo, *, types: Sequence[str] = (), 
     grid file, so a misspelt or unconfigured one would otherwise export nothing, silently."""
     for t in types:
         if t not in taxonomy.types:
-            raise FilterError(f"type {t!r}: unknown violation type (known: {', '.join(sorted(taxonomy.types))})")
+            raise FilterError("type", f"type {t!r}: unknown violation type (known: {', '.join(sorted(taxonomy.types))})")
     known_states = [s.value for s in CaseState]
     for s in states:
         if s not in known_states:
-            raise FilterError(f"state {s!r}: not a case state (states: {', '.join(known_states)})")
+            raise FilterError("state", f"state {s!r}: not a case state (states: {', '.join(known_states)})")
     if source is not None and source not in SOURCES:
-        raise FilterError(f"source {source!r}: one of {', '.join(SOURCES)}")
+        raise FilterError("source", f"source {source!r}: one of {', '.join(SOURCES)}")
     if known_streets is not None:
         for s in streets:
             if s not in known_streets:
-                raise FilterError(f"street {s!r}: no cell of the grid file (analytics.grid) is in it "
+                raise FilterError("street", f"street {s!r}: no cell of the grid file (analytics.grid) is in it "
                                   f"(streets: {', '.join(sorted(known_streets)) or 'none; set analytics.grid to a file whose cells name their street'})")
     known_severities = [s.value for s in Severity]
     for s in severities:
         if s not in known_severities:
-            raise FilterError(f"severity {s!r}: not a case severity (severities: {', '.join(known_severities)})")
+            raise FilterError("severity", f"severity {s!r}: not a case severity (severities: {', '.join(known_severities)})")
     start = end = None
     if period:
         try:
             start, end = parse_period(period).bounds(tz)
         except PeriodError as exc:
-            raise FilterError(str(exc)) from None
+            raise FilterError("period", str(exc)) from None
     if since:
         first = _first_moment(since, tz)
         start = first if start is None else max(start, first)
@@ -83,9 +88,9 @@ def _first_moment(day: str, tz: ZoneInfo) -> datetime:
     try:
         period = parse_period(day)
     except PeriodError as exc:
-        raise FilterError(f"since {day!r}: not a day YYYY-MM-DD ({exc})") from None
+        raise FilterError("since", f"since {day!r}: not a day YYYY-MM-DD ({exc})") from None
     if period.kind != "day":
-        raise FilterError(f"since {day!r}: not a day YYYY-MM-DD (the first local day to export)")
+        raise FilterError("since", f"since {day!r}: not a day YYYY-MM-DD (the first local day to export)")
     return period.bounds(tz)[0]
 
 

@@ -107,7 +107,12 @@ class NotReopenable(CaseStoreError):
 
 class PlaceError(CaseStoreError):
     """A place a reviewer gave that cannot be one (the field and why, Chinese first for the pages): bad input,
-    not a conflict with the case's state."""
+    not a conflict with the case's state. `field` and `reason` apart, so the service's 422 names the field in
+    `errors[].loc` as for any other; the message is `field: reason`."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
 
 
 TAG = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -145,21 +150,21 @@ def check_place(address: str | None, lat: float | None, lon: float | None) -> tu
     if address is not None:
         address = address.strip()
         if not address:
-            raise PlaceError("address: 地址为空 — the address is empty (give the street and number or a landmark)")
+            raise PlaceError("address", "地址为空 — the address is empty (give the street and number or a landmark)")
         if len(address) > MAX_ADDRESS:
-            raise PlaceError(f"address: 地址过长（{len(address)} 字，最多 {MAX_ADDRESS}） — the address has {len(address)} "
+            raise PlaceError("address", f"地址过长（{len(address)} 字，最多 {MAX_ADDRESS}） — the address has {len(address)} "
                              f"characters, at most {MAX_ADDRESS} (write notes in the description)")
         if control_character(address) is not None:  # PostgreSQL refuses NUL; platforms take one line
-            raise PlaceError("address: 地址含控制字符（换行、制表符等） — the address has a control character (a line break, "
+            raise PlaceError("address", "地址含控制字符（换行、制表符等） — the address has a control character (a line break, "
                              "tab or NUL): give it as one line of text")
     if (lat is None) != (lon is None):
         missing = "lon" if lon is None else "lat"
-        raise PlaceError(f"{missing}: 经纬度须同时填写 — give both lat and lon, or neither ({missing} is missing)")
+        raise PlaceError(missing, f"经纬度须同时填写 — give both lat and lon, or neither ({missing} is missing)")
     if lat is None or lon is None:
         return address, None
     for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
         if not -limit <= value <= limit:  # NaN fails this too
-            raise PlaceError(f"{name}: 坐标超出范围（{value}，应在 -{limit} 到 {limit} 之间） — {name} {value} is not "
+            raise PlaceError(name, f"坐标超出范围（{value}，应在 -{limit} 到 {limit} 之间） — {name} {value} is not "
                              f"between -{limit} and {limit} (WGS-84 degrees)")
     return address, GeoPoint(lat, lon)
 
@@ -653,7 +658,7 @@ class CaseStore:
         tags = check_tags(tags) if tags is not None else None
         address, point = check_place(address, lat, lon)
         if clear_coordinates and point is not None:
-            raise PlaceError("lat: 经纬度不能既清除又填写 — give coordinates or clear them, not both")
+            raise PlaceError("lat", "经纬度不能既清除又填写 — give coordinates or clear them, not both")
         with self._writer.begin() as conn:
             case = self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
             details = dict(case.details or {})
