@@ -95,6 +95,19 @@ def invalid(loc: list[str], msg: str) -> Problem:
     return Problem(422, _validation_detail(errors), slug="validation-error", errors=errors)
 
 
+#: FastAPI's detail for a body it parses as JSON and could not read other than as bad JSON (bytes that are not UTF-8,
+#: JSON nested deeper than the parser goes); the HTTPException's cause says why.
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+def malformed_json(reason: BaseException | str) -> Problem:
+    """400 `malformed-json` with why a JSON body cannot be read: one answer whether FastAPI read the body (bad JSON,
+    not UTF-8) or the route did (a disposal photo's `{"url"}`)."""
+    if isinstance(reason, RecursionError):
+        reason = "nested too deep"
+    return Problem(400, f"malformed JSON body: {reason}", slug="malformed-json")
+
+
 #: Exceptions of the layers below, answered with their message: (status, problem kind).
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     CaseNotFound: (404, "case-not-found"),
@@ -122,7 +135,9 @@ def install(app: FastAPI) -> None:
         return await _problem(request, invalid(["body", exc.field], exc.reason))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_UNREADABLE_BODY and exc.__cause__ is not None:
+            return await _problem(request, malformed_json(exc.__cause__))  # FastAPI's words said nothing of why
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
@@ -134,8 +149,7 @@ def install(app: FastAPI) -> None:
         for e in exc.errors():
             if e.get("type") == "json_invalid":
                 where = e.get("loc", ())[-1]
-                return problem_response(400, f"malformed JSON body (character {where}): {e.get('ctx', {}).get('error', e.get('msg'))}",
-                                        "malformed-json")
+                return await _problem(request, malformed_json(f"{e.get('ctx', {}).get('error', e.get('msg'))} (character {where})"))
         if isinstance(exc.body, bytes) and exc.body:  # FastAPI keeps the raw bytes of a body it did not read as JSON
             got = request.headers.get("content-type") or "no content type"
             return problem_response(415, f"send the body as JSON with Content-Type: application/json (got {got})",

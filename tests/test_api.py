@@ -328,6 +328,25 @@ def test_a_disposal_photo_body_that_is_not_json_is_a_malformed_request(service, 
         assert answer.status_code == 422 and answer.json()["type"] == "urn:streetwatch:problem:no-photo", answer.text
 
 
+def test_a_json_body_fastapi_cannot_read_is_a_malformed_request_with_the_reason(service, bus_event):
+    """A body FastAPI parses that was not UTF-8, or JSON nested deeper than the parser goes, was 400 'There was an error
+    parsing the body' (the generic `bad-request`), which said neither what was wrong nor that it was the JSON; it is
+    400 `malformed-json` with the reason, worded as for bad JSON and as the routes reading their own bodies say it."""
+    app, client, tokens, _ = service
+    case_id = draft_cases(app, bus_event, [{}])[0]
+    reviewer = {**auth(tokens["reviewer"]), "Content-Type": "application/json"}
+    photo = f"/api/v1/cases/{case_id}/disposal-photo"
+    for url, body, why in ((f"/api/v1/cases/{case_id}", b'{"description": "\xff"}', "can't decode byte 0xff"),
+                           (f"/api/v1/cases/{case_id}/reject", b"[" * 100_000, "nested too deep"),
+                           (f"/api/v1/cases/{case_id}", b'{"description": ', "Expecting value (character 16)"),
+                           (photo, b"[" * 100_000, "nested too deep")):
+        answer = client.patch(url, headers=reviewer, content=body) if url.endswith(case_id) else \
+            client.post(url, headers=reviewer, content=body)
+        assert answer.status_code == 400 and answer.headers["content-type"] == "application/problem+json", answer.text
+        assert answer.json()["type"] == "urn:streetwatch:problem:malformed-json", answer.text
+        assert answer.json()["detail"].startswith("malformed JSON body: ") and why in answer.json()["detail"], answer.text
+
+
 def test_json_body_routes_document_the_answers_to_their_body(service, bus_event):
     """A body that is not JSON (400), too large (413) or not sent as JSON (415) is refused by every route taking a
     JSON body; /openapi.json listed none of the three, so a generated client had no type for them."""

@@ -31,7 +31,7 @@ from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown
-from api.problems import Problem, invalid, problems
+from api.problems import Problem, invalid, malformed_json, problems
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.routers.triage import JobSpool
@@ -411,8 +411,8 @@ async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depen
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             sent = json.loads(await read_capped(request, JSON_BODY_LIMIT))
-        except ValueError as exc:  # not JSON, or not UTF-8 (a UnicodeDecodeError, which was a 500)
-            raise Problem(400, f"malformed JSON body: {exc}", slug="malformed-json") from None
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8 (a UnicodeDecodeError), nested too deep
+            raise malformed_json(exc) from None
         url = sent.get("url") if isinstance(sent, dict) else None
         if not isinstance(url, str):
             raise Problem(422, "send the photo as multipart field 'file', or JSON {\"url\": \"http(s)://...\"}", slug="no-photo")
