@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from detect.config_io import ConfigError, pydantic_en
 from pipelines.cases.states import InvalidTransition
@@ -139,7 +141,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == FASTAPI_UNREADABLE_BODY and exc.__cause__ is not None:
             return await _problem(request, malformed_json(exc.__cause__))  # FastAPI's words said nothing of why
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(request)}
+        return problem_response(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -199,6 +204,15 @@ def install(app: FastAPI) -> None:
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def _allowed(request: Request) -> str:
+    """The `Allow` of a 405: every method of every route whose path is the request's. Starlette answers with the first
+    such route's methods, so `DELETE /cases/{id}` said `Allow: GET` (its PATCH left out) and `POST /callout/export`
+    `Allow: PUT`, the methods of `/callout/{number}`, listed first, instead of the export's GET."""
+    methods = {m for route in iter_route_contexts(request.app.routes)  # the included routers' routes too
+               if route.methods and route.matches(request.scope)[0] is not Match.NONE for m in route.methods}
+    return ", ".join(sorted(methods))
 
 
 def _document_unprocessable(app: FastAPI) -> None:

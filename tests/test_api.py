@@ -347,6 +347,20 @@ def test_a_json_body_fastapi_cannot_read_is_a_malformed_request_with_the_reason(
         assert answer.json()["detail"].startswith("malformed JSON body: ") and why in answer.json()["detail"], answer.text
 
 
+def test_a_method_the_path_does_not_take_is_answered_with_every_method_it_does(service):
+    """A 405 listed the methods of the first route whose path matched: `DELETE /cases/{id}` said `Allow: GET`, its
+    PATCH left out, and `POST /callout/export` said `Allow: PUT`, the methods of `/callout/{number}` listed before it,
+    though GET is what the export takes. Allow lists every method of every route the path matches."""
+    _, client, tokens, _ = service
+    admin = auth(tokens["admin"])
+    for method, path, allow in (("DELETE", "/api/v1/cases/0123", "GET, PATCH"), ("POST", "/api/v1/callout/export", "GET, PUT"),
+                                ("POST", "/api/v1/callout/cutoffs", "GET, PUT"), ("POST", "/api/v1/shops/s1", "DELETE, PUT"),
+                                ("PUT", "/api/v1/cases", "GET")):
+        answer = client.request(method, path, headers=admin)
+        assert answer.status_code == 405 and answer.headers["allow"] == allow, (method, path, answer.headers.get("allow"))
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
 def test_json_body_routes_document_the_answers_to_their_body(service, bus_event):
     """A body that is not JSON (400), too large (413) or not sent as JSON (415) is refused by every route taking a
     JSON body; /openapi.json listed none of the three, so a generated client had no type for them."""
