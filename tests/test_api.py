@@ -312,6 +312,23 @@ def test_a_scene_and_a_shop_body_are_typed_and_a_refusal_names_its_field(service
     assert saved.status_code == 200 and saved.json()["id"] == "s1", saved.text
 
 
+def test_a_case_search_takes_its_times_as_iso_8601_not_as_numbers(service, bus_event):
+    """`since=1700000000` or `until=0.5` were read as Unix seconds (pydantic's lax datetime), though the schema and
+    docs/service.md say ISO 8601: a timestamp in milliseconds or a count sent by mistake searched from some moment,
+    silently. A number is refused naming the field; an ISO 8601 time is taken as before."""
+    app, client, tokens, _ = service
+    reviewer = auth(tokens["reviewer"])
+    draft_cases(app, bus_event, [{}])
+    for name, value in (("since", "1700000000"), ("until", "0.5"), ("since", " -1e9")):
+        answer = client.get("/api/v1/cases", params={name: value}, headers=reviewer)
+        assert answer.status_code == 422 and [e["loc"] for e in answer.json()["errors"]] == [["query", name]], answer.text
+        assert answer.json()["detail"] == f"query.{name}: {value.strip()} is a number, not a date-time: give ISO 8601, " \
+                                          "e.g. 2026-11-20T09:00:00+08:00"
+    taken = client.get("/api/v1/cases", params={"since": "2000-01-01T00:00:00+08:00", "until": "2999-01-01T00:00:00"},
+                       headers=reviewer)
+    assert taken.status_code == 200 and taken.json()["total"] == 1, taken.text
+
+
 def test_a_disposal_photo_body_that_is_not_json_is_a_malformed_request(service, bus_event):
     """The disposal-photo route reads its JSON body itself: bytes that are not UTF-8 were a 500 (UnicodeDecodeError)
     and text that is not JSON a 422 asking for the photo; both are 400 `malformed-json` with the reason, as for every

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import Connection
 
 from api.accounts import Principal
@@ -266,6 +268,22 @@ def _sheet_tags(ctx: AppContext) -> list[dict[str, Any]]:
             for tag, items in sorted(sheet.tags().items())]
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _not_a_number(value: Any) -> Any:
+    """pydantic reads a number (`1700000000`, `0.5`) as Unix seconds, where the schema and docs/service.md say ISO 8601:
+    a timestamp in milliseconds or a count sent by mistake searched from some moment silently. It is refused."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise PydanticCustomError("datetime_number", "{value} is a number, not a date-time: give ISO 8601, e.g. "
+                                  "2026-11-20T09:00:00+08:00", {"value": value.strip()})
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
+"""A query's date-time, ISO 8601 only (a number refused, not read as Unix seconds)."""
+
+
 @router.get("/cases", summary="Search cases (filters, paging, sorting)", response_model=CasePage,
             responses=problems(401, 403, 422))
 def list_cases(
@@ -274,8 +292,8 @@ def list_cases(
     state: CaseState | None = Query(None),
     camera: str | None = Query(None, max_length=200, description="Source id: camera id or photo batch id."),
     grid_cell: str | None = Query(None, max_length=64),
-    since: datetime | None = Query(None, description="Opened at or after (ISO 8601; no offset = UTC)."),
-    until: datetime | None = Query(None, description="Opened before."),
+    since: IsoDateTime | None = Query(None, description="Opened at or after (ISO 8601; no offset = UTC)."),
+    until: IsoDateTime | None = Query(None, description="Opened before (ISO 8601)."),
     q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Text in the id, address, description or violation id, or in the name of the case's type "
                    "(Chinese or English: 占道经营, street stall)."),
     reviewed: bool | None = Query(None, description="Only reviewed (true) or unreviewed (false) cases."),
