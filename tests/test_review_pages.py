@@ -218,7 +218,9 @@ def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_
         b.find_element(By.ID, "edit-address").send_keys("杭州市西湖区文三路 90 号")
         b.find_element(By.ID, "edit-lat").send_keys("30.2741")
         b.find_element(By.ID, "save-edit").click()
-        _wait(b, lambda d: "lon: 经纬度须同时填写" in d.find_element(By.ID, "status").text, "the refusal said")
+        said = _wait(b, lambda d: "经纬度须同时填写" in d.find_element(By.ID, "status").text
+                     and d.find_element(By.ID, "status").text, "the refusal said")
+        assert "body.lon" not in said, said  # our own Chinese words, not the API's field path
         assert _case(served, case_id)["address"] is None  # refused whole: nothing half-saved
         b.find_element(By.ID, "edit-lon").send_keys("120.1551")
         b.find_element(By.ID, "save-edit").click()

@@ -27,13 +27,20 @@ const SW = {
       let detail = res.statusText, kind = null, problem = null;
       try {
         problem = await res.json();
-        detail = problem.detail || detail;
+        detail = SW.refusalText(problem) || detail;
         kind = SW.problemKind(problem);
       } catch (e) { /* not JSON */ }
       // kind: what a page may act on; problem: the whole document, for a page that says it in its own words
       throw Object.assign(new Error(res.status + ": " + detail), { kind, problem });
     }
     return res;
+  },
+  // What a refusal says to staff: a field refusal (validation-error, errors[]) worded in Chinese by our own checks
+  // without its location ("body.lon: 经纬度须同时填写…" reads "经纬度须同时填写…"), one in FastAPI's English with it.
+  refusalText(problem) {
+    if (!Array.isArray(problem.errors) || !problem.errors.length) return problem.detail;
+    return problem.errors.map((e) => /^[\u3400-\u9fff]/.test(e.msg || "") ? e.msg
+      : (e.loc || []).join(".") + ": " + e.msg).join("; ");
   },
   // Why the API refused a token (a 401), when the reason is other than unknown or revoked: an expired token's
   // problem detail says when it expired, in Chinese and English. null otherwise (the page says it in its own words).
