@@ -142,6 +142,8 @@ class CameraRules:
         if blind := self._blind_gap(ts):
             for v in self._violations.values():
                 v.blind_s += blind
+                if v.opened_at is None:  # dwell is time the camera saw it stand there: the gap is not presence either
+                    v.since += timedelta(seconds=blind)
         tracked = self.tracker.update(detections, ts)
         views: list[ZoneView] = scene_views(self.scene, tracked, frame.width, frame.height, ts, self.taxonomy)
         cands = candidates(views, tracked, self.taxonomy, frame.width * frame.height, self._object_ids(ts), self.settings.group_gap,

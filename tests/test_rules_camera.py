@@ -144,6 +144,17 @@ def test_a_stream_outage_is_neither_absence_nor_presence():
     assert [(k, t) for k, t, _ in events] == [(EventKind.OPENED, 302.0), (EventKind.CLEARED, 450.0)]  # 390 + 60
 
 
+def test_a_stream_outage_does_not_count_towards_dwell():
+    """A car seen for 3 minutes before the stream dropped for 2 minutes: the outage counted as presence, so the first
+    frames back opened it (dwell 300 s 'reached', 180 s of it seen). Dwell is time the camera saw the car stand there:
+    it opens once it has been seen for the other 2 minutes, and its dwell_s says what was seen."""
+    rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
+    events = run(rules, lambda t: dets(("car", jitter(CAR1, t))), end_s=600, outage=(182, 302))
+    [(kind, t_open, opened)] = events
+    assert kind is EventKind.OPENED and 420.0 <= t_open <= 424.0  # 180 s seen before (2..182) + 120 s seen after 302
+    assert opened.first_seen == T0 + timedelta(seconds=2) and opened.dwell_s == 300.0
+
+
 def test_second_car_is_a_second_violation_and_cooldown_blocks_the_same_spot():
     rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
 
