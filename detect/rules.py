@@ -180,6 +180,11 @@ class CameraRules:
         gap = (ts - last).total_seconds() if last is not None else 0.0
         return gap if gap > max(self.tracking.lost_s, 3 / self.tracking.frame_rate) else 0.0
 
+    @property
+    def last_frame_at(self) -> datetime | None:
+        """Capture time of the last frame judged (None: none yet)."""
+        return self._last_ts
+
     def opened_ids(self) -> list[str]:
         """Ids of the violations open now (their `opened` event was emitted)."""
         return [vid for vid, v in self._violations.items() if v.opened_at is not None]

@@ -157,3 +157,28 @@ def test_ten_minute_clip_tests_the_default_five_minute_dwell(tmp_path, bus_jpg, 
     assert timedelta(seconds=330) <= case.opened_at - clip.start <= timedelta(seconds=336)
     assert timedelta(seconds=509) <= case.cleared_at - clip.start <= timedelta(seconds=516)
     assert [k for k, _ in _violations(watcher)] == ["opened", "cleared"]
+
+
+def test_a_restart_with_saved_rules_states_keeps_the_violation_and_its_one_case(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
+    """`watch` stopped and started again while a bus stood in the zone: the restarted watcher began every camera
+    afresh, so the bus opened a second case at its next dwell and the first was never cleared. With `state_path`
+    the stop saves each camera's rules and the start restores them: the same violation goes on, one case, cleared."""
+    start = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    scene_for(tmp_path, "cam-01", real_sample_dir, dwell_s=4, clear_s=3)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-01", "url": "cam-01.mp4", "scene": "cam-01.yaml", "analysis_fps": 2}])
+    intake = make_intake(tmp_path / "data")
+    state = tmp_path / "state" / "cctv-rules.pickle"
+
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=1, leave_s=12, start=start)
+    Watcher(cams, onnx_detector, intake, replay=True, state_path=state).run(poll_s=0.1)
+    [case] = intake.store.list()
+    assert case.cleared_at is None and state.is_file()
+
+    # The camera's next recording: the bus still stands there, and drives off 6 s in.
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=6,
+                start=start + timedelta(seconds=12))
+    again = Watcher(cams, onnx_detector, intake, replay=True, state_path=state)
+    summary = again.run(poll_s=0.1)
+    assert summary["cases_opened"] == 0 and _violations(again) == [("cleared", case.violation_id)]
+    [case] = intake.store.list()
+    assert case.cleared_at is not None

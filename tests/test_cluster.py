@@ -467,7 +467,7 @@ def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_
     from detect.rules import CameraRules
     from detect.tracking import TrackingConfig
     from pipelines.cases.intake import PARTIAL, _new_case
-    from pipelines.cluster.watch import violations_to_reopen
+    from pipelines.cctv.state import violations_to_reopen
     from tests.cctv_helpers import make_intake
     from tests.test_rules_camera import CAR1, CAR2, ROAD, dets, jitter, run, scene
 

@@ -38,6 +38,7 @@ from pipelines.cctv.health import HealthEvent, HealthKind
 from pipelines.cctv.metrics import Metrics
 from pipelines.cctv.reader import CameraReader, CameraStatus, ReaderHooks, Status
 from pipelines.cctv.runtime import CameraRuntime
+from pipelines.cctv.state import capture, load_file, restore, save_file
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,17 @@ class Watcher:
                  on_analysed: Callable[[Frame], None] | None = None, tracking: TrackingConfig | None = None,
                  rules: RuleSettings | None = None, warner=None, judgement: Judgement | None = None,
                  cameras: Collection[str] | None = None, dispatch_targets: Collection[str] | None = None,
-                 timezone: str | None = None):
+                 timezone: str | None = None, state_path: str | Path | None = None):
         """`tracking` and `rules`: the settings file's defaults, which each camera's own fields change.
         `warner` (pipelines.cityops.warnings.Warner): warn first, re-check, then a case (optional).
         `judgement`: the verifier that judges the zones that need it (None: detector classes alone).
         `cameras`: run only these camera ids of the file (`pipelines.cluster.watch` spreads a file over
         several watchers); None: all. `dispatch_targets`: the settings' targets, which a camera's `auto_queue`
         must name (None: not checked). `timezone`: the settings' city zone, that of each scene file naming none
-        (its schedules, a naive replay start_time); None: Asia/Shanghai."""
+        (its schedules, a naive replay start_time); None: Asia/Shanghai. `state_path`: where each camera's rules
+        state is saved at the end of `shutdown` and restored from at `start` (`pipelines.cctv.state`); None: not kept."""
         self.cameras_path = Path(cameras_path)
+        self.state_path = Path(state_path) if state_path is not None else None
         self.dispatch_targets = dispatch_targets
         self.only = set(cameras) if cameras is not None else None
         self.tracking_defaults, self.rule_defaults, self.timezone = tracking, rules, timezone
@@ -240,6 +243,7 @@ class Watcher:
     def start(self, stagger_s: float = 0.0) -> None:
         """Start the threads; `stagger_s` spaces reader starts (files played live would otherwise all
         deliver their frames at the same instants, unlike real cameras)."""
+        self._restore_states()
         self.sink.start()
         self._worker.start()
         with self._lock:
@@ -308,9 +312,35 @@ class Watcher:
         self.queue.close()
         if self._worker.is_alive():
             self._worker.join()
+        self._save_states()  # the worker, which owns the rules, is done
         self.sink.close()
         if self.sink.is_alive():
             self.sink.join()
+
+    def _restore_states(self) -> None:
+        """Each camera's rules state as the last stop saved it, when the camera's configuration is unchanged."""
+        if self.state_path is None:
+            return
+        saved = load_file(self.state_path)
+        with self._lock:
+            runtimes = dict(self.runtimes)
+        for cid, runtime in runtimes.items():
+            if cid in saved and restore(runtime, saved[cid], self.sink.intake):
+                log.info("camera %s: rules state restored from %s (last frame judged %s)", cid, self.state_path,
+                         saved[cid][1].isoformat())
+
+    def _save_states(self) -> None:
+        if self.state_path is None:
+            return
+        with self._lock:
+            runtimes = dict(self.runtimes)
+        states = {cid: capture(r, r.rules.last_frame_at) for cid, r in runtimes.items() if r.rules.last_frame_at is not None}
+        try:
+            save_file(self.state_path, states)
+        except OSError as exc:
+            log.error("%s: rules states not saved (%s); the cameras will start afresh", self.state_path, exc)
+            return
+        log.info("rules states of %d camera(s) saved to %s", len(states), self.state_path)
 
     # ---- inference worker ---------------------------------------------------------------
 

@@ -14,7 +14,7 @@ file, with a detector that calls the inference actors (`RemoteDetector`). One ow
 camera's tracking, rules and dwell, so its frames are judged in order, as on one machine.
 
 Restarts: every `cluster.checkpoint_s` of media time an owner saves each camera's rules state
-(tracker, open violations, OCR and re-check schedule: `SAVED`) in the checkpoint actor on the head
+(tracker, open violations, OCR and re-check schedule: `pipelines.cctv.state.SAVED`) in the checkpoint actor on the head
 node. When an owner dies (its process or its node), the supervisor starts its cameras in a new
 owner elsewhere, from those states: violations keep their ids, so an `opened` event seen again
 finds its case (the case store drafts one case per violation id) instead of drafting another,
@@ -29,14 +29,12 @@ actor that dies is started again by Ray; meanwhile owners send their frames to t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import os
-import pickle
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,12 +46,12 @@ from detect.engine import load_detector
 from detect.evidence import ModelInfo
 from detect.frames import Frame
 from detect.judgement import load_judgement
-from detect.rules import CameraRules
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.intake import Intake
 from pipelines.cctv.config import load_cameras
 from pipelines.cctv.reader import Status
 from pipelines.cctv.service import Watcher
+from pipelines.cctv.state import capture, restore
 from pipelines.cluster.connect import HEAD_NODE, ClusterError, ClusterInfo
 from pipelines.cluster.metrics import ClusterMetrics
 from pipelines.settings import Settings
@@ -61,8 +59,6 @@ from pipelines.shops import attach_shops
 
 log = logging.getLogger(__name__)
 
-#: The fields of a camera's runtime that a checkpoint saves (`pipelines.cctv.runtime.CameraRuntime`).
-SAVED = ("rules", "texts", "next_ocr", "next_verify", "strips_due")
 RECORDS_KEPT = 10_000
 CALL_TIMEOUT_S = 120.0
 """An inference call that takes longer than this is given up and sent to another inference actor."""
@@ -83,11 +79,6 @@ class WatchSpec:
     replay: bool
     snapshot_every_s: float | None  # None: no snapshots
     checkpoint_s: float
-
-
-def camera_key(camera) -> str:
-    """Identifies a camera's configuration: a saved state is restored only into the same camera."""
-    return hashlib.sha256(repr((camera.config, camera.scene, camera.tracking, camera.rules)).encode()).hexdigest()[:16]
 
 
 # ---- inference actors -------------------------------------------------------------------------
@@ -281,53 +272,19 @@ class CameraOwner:
         if runtime is None or (due is not None and frame.ts < due):
             return
         self._next_save[cid] = frame.ts + timedelta(seconds=self.spec.checkpoint_s)
-        state = pickle.dumps({name: getattr(runtime, name) for name in SAVED}, protocol=5)
-        self.checkpoints.put.remote(cid, camera_key(runtime.camera), frame.ts, state)
+        self.checkpoints.put.remote(cid, *capture(runtime, frame.ts))
 
     def _restore(self, camera_ids: list[str]) -> list[str]:
         import ray
 
         restored = []
-        for cid, (key, ts, blob) in ray.get(self.checkpoints.get.remote(camera_ids)).items():
+        for cid, state in ray.get(self.checkpoints.get.remote(camera_ids)).items():
             runtime = self.watcher.runtimes.get(cid)
-            if runtime is None or key != camera_key(runtime.camera):
+            if runtime is None or not restore(runtime, state, self.intake):
                 continue  # the camera changed since its state was saved: it starts afresh
-            for name, value in pickle.loads(blob).items():
-                setattr(runtime, name, value)
-            lost = violations_to_reopen(runtime.rules, self.intake)
-            if lost:
-                log.warning("camera %s: %d opened violation(s) without a case or its evidence after the restart: opened again",
-                            cid, len(lost))
-                runtime.rules.reopen(lost)
-            runtime.reader.hooks = replace(runtime.reader.hooks, frame=_after(ts, runtime.reader.hooks.frame))
-            self._next_save[cid] = ts + timedelta(seconds=self.spec.checkpoint_s)
+            self._next_save[cid] = state[1] + timedelta(seconds=self.spec.checkpoint_s)
             restored.append(cid)
         return restored
-
-
-def violations_to_reopen(rules: CameraRules, intake: Intake) -> list[str]:
-    """Of a restored camera's open violations, those to announce again at their next sighting: the owner died
-    after saving them as opened but before their case reached the store, or while its evidence bundle was
-    being built (the case then has no evidence, stored or sealed in the spool, and nothing else would
-    build it: its `opened` event is not coming again). Bundles the dead owner left in the spool are settled
-    first, sealed ones uploaded and half-built ones cleared, so that "no evidence" is known."""
-    intake.retry_evidence()
-    out = []
-    for vid in rules.opened_ids():
-        case = intake.store.find(violation_id=vid)
-        if case is None or intake.unfinished(case):
-            out.append(vid)
-    return out
-
-
-def _after(ts: datetime, deliver):
-    """A reader's frame hook that drops the frames a restored state has already judged (replayed files)."""
-
-    def frame(f: Frame) -> None:
-        if f.ts > ts:
-            deliver(f)
-
-    return frame
 
 
 # ---- the supervisor -----------------------------------------------------------------------------

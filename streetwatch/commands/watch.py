@@ -38,6 +38,9 @@ def watch(
                                                                      "here as <camera id>.jpg (the service's snapshot_dir).")] = None,
     snapshot_every: Annotated[float, typer.Option("--snapshot-every", min=0.0,
                                                   help="Seconds between snapshot writes per camera.")] = 10.0,
+    state: Annotated[Path | None, typer.Option("--state", help="Save each camera's rules state (tracks, dwell, open violations) "
+                                                               "here at stop and restore it at start: a restart does not open a "
+                                                               "second case for what stood there throughout.")] = None,
     config: SettingsOpt = None,
     verifier: VerifierOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
@@ -75,6 +78,8 @@ def watch(
     except ConfigError as exc:
         fail(str(exc))
     if ray is not None:
+        if state is not None:
+            fail("--state: not with --ray (the cluster restores its owners from its own checkpoints, docs/scale-out.md)")
         return _watch_on_ray(ray, cameras, settings, dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz),
                              replay=replay, events=events, snapshots=snapshots, snapshot_every=snapshot_every, verifier=verifier,
                              metrics_port=metrics_port, metrics_addr=metrics_addr)
@@ -109,7 +114,7 @@ def watch(
                           on_analysed=SnapshotWriter(snapshots, snapshot_every) if snapshots else None,
                           tracking=settings.tracking, rules=settings.rules, taxonomy=taxonomy,
                           warner=make_warner(settings, intake, taxonomy, shops), dispatch_targets=list(settings.dispatch.targets),
-                          timezone=settings.timezone)
+                          timezone=settings.timezone, state_path=state)
     except ConfigError as exc:
         fail(str(exc))
     server = _start(watcher, cameras, bool(watcher.runtimes), metrics_port, metrics_addr)

@@ -1,0 +1,108 @@
+"""A camera's rules state saved and restored: across a `watch` restart (`--state FILE`) and an owner's restart
+on a Ray cluster (`pipelines.cluster.watch`, from its checkpoint actor).
+
+Without it a restarted watcher started every camera afresh: a car parked throughout got a new violation id
+at its next dwell, so a second case, and its first case was never cleared. Restored, violations keep their
+ids (the case store drafts one case per violation id), an opened one whose case or evidence never reached the
+store is opened again at its next sighting (`violations_to_reopen`), and the time the watcher was down is a
+stream outage for the rules (neither absence nor presence). A state is restored only into the same camera
+configuration (`camera_key`): a changed camera starts afresh, as a reload restarts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from detect.frames import Frame
+from detect.rules import CameraRules
+from pipelines.cases.intake import Intake
+from pipelines.cctv.runtime import CameraRuntime
+
+log = logging.getLogger(__name__)
+
+#: The fields of a camera's runtime that a saved state holds (`pipelines.cctv.runtime.CameraRuntime`).
+SAVED = ("rules", "texts", "next_ocr", "next_verify", "strips_due")
+
+#: A camera's saved state: (its `camera_key`, the time of the last frame judged, the pickled SAVED fields).
+State = tuple[str, datetime, bytes]
+
+
+def camera_key(camera) -> str:
+    """Identifies a camera's configuration: a saved state is restored only into the same camera."""
+    return hashlib.sha256(repr((camera.config, camera.scene, camera.tracking, camera.rules)).encode()).hexdigest()[:16]
+
+
+def capture(runtime: CameraRuntime, ts: datetime) -> State:
+    """The runtime's state as of the frame at `ts` (call it from the thread that judges the camera's frames)."""
+    return camera_key(runtime.camera), ts, pickle.dumps({name: getattr(runtime, name) for name in SAVED}, protocol=5)
+
+
+def restore(runtime: CameraRuntime, state: State, intake: Intake) -> bool:
+    """Put a saved state into a runtime whose reader has not started; False when the camera changed since."""
+    key, ts, blob = state
+    if key != camera_key(runtime.camera):
+        return False
+    for name, value in pickle.loads(blob).items():
+        setattr(runtime, name, value)
+    lost = violations_to_reopen(runtime.rules, intake)
+    if lost:
+        log.warning("camera %s: %d opened violation(s) without a case or its evidence after the restart: opened again",
+                    runtime.id, len(lost))
+        runtime.rules.reopen(lost)
+    runtime.reader.hooks = replace(runtime.reader.hooks, frame=frames_after(ts, runtime.reader.hooks.frame))
+    return True
+
+
+def violations_to_reopen(rules: CameraRules, intake: Intake) -> list[str]:
+    """Of a restored camera's open violations, those to announce again at their next sighting: the owner died
+    after saving them as opened but before their case reached the store, or while its evidence bundle was
+    being built (the case then has no evidence, stored or sealed in the spool, and nothing else would
+    build it: its `opened` event is not coming again). Bundles the dead owner left in the spool are settled
+    first, sealed ones uploaded and half-built ones cleared, so that "no evidence" is known."""
+    intake.retry_evidence()
+    out = []
+    for vid in rules.opened_ids():
+        case = intake.store.find(violation_id=vid)
+        if case is None or intake.unfinished(case):
+            out.append(vid)
+    return out
+
+
+def frames_after(ts: datetime, deliver: Callable[[Frame], None]) -> Callable[[Frame], None]:
+    """A reader's frame hook that drops the frames a restored state has already judged (replayed files)."""
+
+    def frame(f: Frame) -> None:
+        if f.ts > ts:
+            deliver(f)
+
+    return frame
+
+
+def save_file(path: Path, states: dict[str, State]) -> None:
+    """Write the cameras' states to `path`, replaced whole (a stop killed mid-write leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(states, protocol=5))
+    os.replace(tmp, path)
+
+
+def load_file(path: Path) -> dict[str, State]:
+    """The states saved in `path`; {} when there is none yet. One that cannot be read (damaged, from another
+    version) is named with the reason and the cameras start afresh: a watcher must start whatever the file holds."""
+    if not path.exists():
+        return {}
+    try:
+        states = pickle.loads(path.read_bytes())
+        if not isinstance(states, dict):
+            raise ValueError(f"holds a {type(states).__name__}, not the cameras' states")
+        return states
+    except Exception as exc:  # noqa: BLE001 - unpickling can raise almost anything
+        log.warning("%s: saved rules states cannot be read (%s: %s); every camera starts afresh", path, type(exc).__name__, exc)
+        return {}
