@@ -114,3 +114,32 @@ def test_a_cameras_password_is_masked_in_its_status_health_and_log(rtsp_url, cap
     assert [s for s, _ in statuses] == ["reconnecting", "offline", "stopped"] and caplog.records
     assert not [line for line in told if "S3cret" in line]
     assert "404 Not Found" in statuses[0][1] and "rtsp://admin:***@127.0.0.1" in statuses[0][1]
+
+
+def test_a_camera_restarted_by_a_reload_ends_its_readers_health_gauges(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
+    """A camera offline (no server at its URL) whose URL was fixed in the cameras file: the reload's new reader went
+    online, but streetwatch_cctv_health_active{kind="offline"} and {kind="reconnecting"} stayed 1 for good (the new
+    reader never ends its predecessor's conditions), so an alert on them never resolved. A reader that starts sets
+    them to 0; so does removing a camera."""
+    parked_clip(tmp_path / "local.mp4", bus_jpg, real_sample_dir, duration_s=30, arrive_s=30, leave_s=30)
+    for cid in ("cam", "gone"):
+        scene_for(tmp_path, cid, real_sample_dir)
+    backoff = {"initial_s": 0.05, "max_s": 0.1, "offline_after": 2}
+    dead = {"id": "cam", "url": f"rtsp://127.0.0.1:{free_port()}/cam", "scene": "cam.yaml", "backoff": backoff}
+    gone = {"id": "gone", "url": f"rtsp://127.0.0.1:{free_port()}/gone", "scene": "gone.yaml", "backoff": backoff}
+    cams = cameras_file(tmp_path / "cameras.yaml", [dead, gone])
+    watcher = Watcher(cams, onnx_detector, make_intake(tmp_path / "data"))
+    active = lambda cid, kind: watcher.metrics.value("streetwatch_cctv_health_active", camera=cid, kind=kind)  # noqa: E731
+    runner = threading.Thread(target=lambda: watcher.run(poll_s=0.1))
+    runner.start()
+    try:
+        _until(lambda: all(active(cid, "offline") == 1 for cid in ("cam", "gone")))
+        assert active("cam", "reconnecting") == 1
+        time.sleep(0.05)
+        cameras_file(cams, [{**dead, "url": "local.mp4"}])  # its URL fixed, and the other camera taken out
+        _until(lambda: watcher.metrics.value("streetwatch_cctv_frames_analysed_total", camera="cam") > 0)
+        assert watcher.runtimes["cam"].reader.status == "online" and "gone" not in watcher.runtimes
+        assert [active(cid, kind) for cid in ("cam", "gone") for kind in ("reconnecting", "offline")] == [0, 0, 0, 0]
+    finally:
+        watcher.stop()
+        runner.join(60)

@@ -29,6 +29,14 @@ class Metrics:
         self.health_active = Gauge("streetwatch_cctv_health_active", "1 while a health condition holds", ["camera", "kind"], registry=r)
         self.health_events = Counter("streetwatch_cctv_health_events", "Health conditions that started", ["camera", "kind"], registry=r)
 
+    def end_health(self, camera_id: str, keep: frozenset[str] = frozenset()) -> None:
+        """Set the camera's active health conditions, but those of the kinds in `keep`, to 0: a reader that starts
+        (a reload, a camera removed) begins its conditions afresh and never ends those of the reader before it."""
+        for metric in self.health_active.collect():
+            for sample in metric.samples:
+                if sample.labels["camera"] == camera_id and sample.value and sample.labels["kind"] not in keep:
+                    self.health_active.labels(camera_id, sample.labels["kind"]).set(0)
+
     def serve(self, port: int, addr: str = "127.0.0.1"):
         """Expose /metrics on `addr:port`; returns the server (call `.shutdown()` to stop it)."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)

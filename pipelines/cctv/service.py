@@ -42,6 +42,9 @@ from pipelines.cctv.state import capture, load_file, restore, save_file
 
 log = logging.getLogger(__name__)
 
+READER_KEEPS = frozenset({str(HealthKind.CONFIG_REFUSED)})
+"""Health kinds the watcher holds whatever the reader (a reload's refusal); every other is the reader's own."""
+
 RECORDS_KEPT = 10_000
 """Recent records kept in memory (tests and the demo read them); all of them go to the log and --events."""
 
@@ -172,6 +175,7 @@ class Watcher:
         with self._lock:
             for cid in [cid for cid in self.runtimes if cid not in wanted and cid not in refused]:
                 self.runtimes.pop(cid).reader.stop()
+                self.metrics.end_health(cid, keep=READER_KEEPS)
                 log.info("camera %s removed", cid)
             for cid, camera in wanted.items():
                 old = self.runtimes.get(cid)
@@ -257,6 +261,7 @@ class Watcher:
         """Start a camera's reader, recorded as `starting`: its health starts afresh, so whoever folds the records
         (the service's camera pages) ends the conditions an earlier reader of the camera left active."""
         self._status(reader.camera.id, Status.STARTING, "")
+        self.metrics.end_health(reader.camera.id, keep=READER_KEEPS)
         reader.start()
 
     def stop(self) -> None:
