@@ -182,3 +182,29 @@ def test_a_restart_with_saved_rules_states_keeps_the_violation_and_its_one_case(
     assert summary["cases_opened"] == 0 and _violations(again) == [("cleared", case.violation_id)]
     [case] = intake.store.list()
     assert case.cleared_at is not None
+
+
+def test_saved_rules_states_that_cannot_be_read_are_named_and_the_cameras_start_afresh(tmp_path, bus_jpg, real_sample_dir,
+                                                                                        onnx_detector, caplog):
+    """A state file cut short (a full disk) or a camera's state saved by another version: `watch` must start all the
+    same, each camera afresh, with a warning naming the file and why."""
+    import pickle
+
+    from pipelines.cctv.state import camera_key
+
+    scene_for(tmp_path, "cam-01", real_sample_dir, dwell_s=2, clear_s=3)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-01", "url": "cam-01.mp4", "scene": "cam-01.yaml", "analysis_fps": 2}])
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=6, arrive_s=1, leave_s=6)
+    state = tmp_path / "cctv-rules.pickle"
+    for damage in ("file", "camera"):
+        intake = make_intake(tmp_path / damage)
+        watcher = Watcher(cams, onnx_detector, intake, replay=True, state_path=state)
+        key = camera_key(watcher.runtimes["cam-01"].camera)
+        state.write_bytes(b"\x80\x05\x95 cut short" if damage == "file" else
+                          pickle.dumps({"cam-01": (key, datetime(2025, 3, 14, tzinfo=UTC), b"not a state")}))
+        with caplog.at_level("WARNING", logger="pipelines.cctv"):
+            summary = watcher.run(poll_s=0.1)
+        assert summary["cases_opened"] == 1 and summary["cameras"]["cam-01"]["frames_analysed"] == 12
+        [warning] = [r.getMessage() for r in caplog.records if str(state) in r.getMessage()]
+        assert "starts afresh" in warning or "start afresh" in warning
+        caplog.clear()

@@ -330,7 +330,15 @@ class Watcher:
         with self._lock:
             runtimes = dict(self.runtimes)
         for cid, runtime in runtimes.items():
-            if cid in saved and restore(runtime, saved[cid], self.sink.intake):
+            if cid not in saved:
+                continue
+            try:
+                restored = restore(runtime, saved[cid], self.sink.intake)
+            except Exception as exc:  # noqa: BLE001 - a state another version saved: the camera must start all the same
+                log.warning("camera %s: saved rules state in %s cannot be restored (%s: %s); it starts afresh", cid,
+                            self.state_path, type(exc).__name__, exc)
+                continue
+            if restored:
                 log.info("camera %s: rules state restored from %s (last frame judged %s)", cid, self.state_path,
                          saved[cid][1].isoformat())
 
