@@ -384,6 +384,38 @@ def test_a_case_withdrawn_before_it_was_sent_is_closed_not_parked_and_keeps_its_
         store.requeue(entry.id, actor="ops")
 
 
+def test_a_rejected_case_parked_in_doubt_with_look_ups_off_keeps_the_reviewer_s_reason(world, sim, bus_event):
+    """A case rejected after an attempt whose answer was lost, its platform not asked (look-ups off): parking its entry
+    for someone to check there wrote `dispatch to dcm parked: ...` over the reviewer's reason. The case keeps it; the
+    parking is said in its history and the entry's own error."""
+    store, evidence, spool = world
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2,
+                                                         lookup=False)}, **FAST)
+    [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-wd-nolookup")
+    dispatcher = Dispatcher(store, evidence, config)
+    sim.faults(fail_rate=1.0, modes="close")  # stored on their side, the connection closed without an answer
+    assert dispatcher.run_once().retried == 1
+    sim.faults(fail_rate=0.0)
+    store.review(case_id, approve=False, reviewer="王芳", reason_code="not_a_violation", note="只是临时停靠")
+    stats = PassStats()
+    for _ in range(500):  # until the retry is due (bounded by passes, no timing assertion)
+        stats.add(dispatcher.run_once())
+        if store.outbox_entries(case_id=case_id)[0].status != "pending":
+            break
+        threading.Event().wait(0.01)
+    dispatcher.close()
+
+    why = ("case is rejected, not queued: not sent; an earlier attempt may have reached dcm (look-ups are off): "
+           "check there")
+    [entry] = store.outbox_entries(case_id=case_id)
+    assert (stats.parked, entry.status, entry.last_error) == (1, "parked", why)
+    case = store.get(case_id)
+    assert (case.state, case.reason) == (CaseState.REJECTED, "只是临时停靠")
+    last = store.history(case_id)[-1]
+    assert (last.from_state, last.to_state, last.actor, last.reason) == ("rejected", "rejected", "dispatch:dcm",
+                                                                         f"dispatch to dcm parked: {why}")
+
+
 def test_a_case_rejected_after_it_was_queued_is_reopened_and_then_delivered_once(world, sim, bus_event):
     """A reviewer who rejected a queued case by mistake could not reopen it (409 not-reopenable), its withdrawn outbox
     entry blocking a second one. A case no delivery of which can have reached the platform is reopened, whether the

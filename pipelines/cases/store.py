@@ -1068,8 +1068,9 @@ class CaseStore:
 
     def park(self, entry_id: int, reason: str, *, now: datetime | None = None, owner: str | None = None) -> None:
         """Stop retrying an entry the other side refused; the case stays `queued` with the reason. The case's reason
-        says why its delivery to the platform it is queued for waits, so an entry for another platform (stale: the
-        case was queued elsewhere since) leaves it alone and is said in the case's history instead."""
+        says why its delivery to the platform it is queued for waits, so an entry of a case not queued for this
+        platform (stale: queued elsewhere since; or rejected here, its reason the reviewer's) leaves it alone and is
+        said in the case's history instead."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             entry = self._entry(conn, entry_id)
@@ -1080,7 +1081,7 @@ class CaseStore:
                 attempts=outbox.c.attempts + 1))
             why = f"dispatch to {entry.target} parked: {reason}"
             case = self._get(conn, entry.case_id)
-            if case.dispatch_target not in (None, entry.target):
+            if case.state is not CaseState.QUEUED or case.dispatch_target not in (None, entry.target):
                 self._history(conn, case.id, case.state, case.state, now, f"dispatch:{entry.target}", why,
                               {"outbox_id": entry_id})
                 return

@@ -195,7 +195,7 @@ class Dispatcher:
         withdrawn (not parked: there is nothing for anyone to fix). But an entry in doubt may have reached them on an
         earlier attempt: they are asked first, and a case they hold is recorded with their reference and the words to
         have it voided (`_record`), where parking it as 'not sent' lost their number; with look-ups off it is parked
-        for someone to check there."""
+        for someone to check there (said in the case's history: its reason stays the reviewer's)."""
         target = self.config.targets[entry.target]
         if entry.in_doubt_since is not None and target.lookup:
             try:
