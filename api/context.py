@@ -49,6 +49,12 @@ class AppContext:
         section sets its own. One zone for both, so that a time typed on a page means what the page shows."""
         return ZoneInfo(self.settings.analytics.timezone)
 
+    def config_error(self, exc: Exception) -> str:
+        """A configuration file's error as the API answers it: each file named by its setting, a camera's scene and
+        grades files as the cameras file names them (`Cameras.files`), never by its server path (the log may keep it):
+        `Settings.named_by_setting`."""
+        return self.settings.named_by_setting(str(exc), files=self.cameras.files())
+
     def close(self) -> None:
         self.jobs.shutdown(wait=True)
         self.store.close()

@@ -118,7 +118,6 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NotCandidate: (409, "invalid-transition"),
     NotReopenable: (409, "not-reopenable"),  # why (a platform voided it, triage withdrew it, too late)
     CaseChanged: (409, "case-changed"),  # the client acted on the case as it was: it reloads it
-    ConfigError: (422, "invalid-config"),
 }
 
 
@@ -169,6 +168,11 @@ def install(app: FastAPI) -> None:
 
     for exc_type, (status, slug) in DOMAIN_ERRORS.items():
         app.add_exception_handler(exc_type, domain(status, slug))
+
+    @app.exception_handler(ConfigError)
+    async def _config(request: Request, exc: ConfigError) -> JSONResponse:
+        # a file read by a route (a camera's scene) named by its setting, not the server's path
+        return problem_response(422, request.app.state.ctx.config_error(exc), "invalid-config")
 
     @app.exception_handler(CaseStoreUnreachable)
     async def _store_down(request: Request, exc: CaseStoreUnreachable) -> JSONResponse:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -363,16 +363,33 @@ class Settings(ConfigModel):
                                   "add its file to taxonomy.city_codes")
         return taxonomy
 
-    def named_by_setting(self, text: str, named: Callable[[str], str] = str) -> str:
-        """`text` with the evidence folders and key files named by their settings, the one way the API and pages name
-        them (it never shows a server path): a failed upload's reason names the folder it could not write
-        (`cannot write evidence to /srv/.../evidence/SW1: ...`), a stored bundle's reference is a `file://` URI, a key
-        file unreadable since start-up stops a job's cases with an error naming it; they read
-        `evidence_store.local_root/SW1`, `evidence.hmac_key_file: ...`. `named`: how the paths stand in `text`
-        (markupsafe's `escape` for HTML)."""
+    def named_by_setting(self, text: str, named: Callable[[str], str] = str,
+                         files: Iterable[tuple[str, Path]] = ()) -> str:
+        """`text` with the evidence folders, key files and input files named by their settings, the one way the API
+        and pages name them (it never shows a server path): a failed upload's reason names the folder it could not
+        write (`cannot write evidence to /srv/.../evidence/SW1: ...`), a stored bundle's reference is a `file://` URI,
+        a key file unreadable since start-up stops a job's cases with an error naming it, a grid file edited into one
+        that cannot be read is refused naming it; they read `evidence_store.local_root/SW1`,
+        `evidence.hmac_key_file: ...`, `service.triage.grid: ...`. `named`: how the paths stand in `text` (markupsafe's
+        `escape` for HTML); `files`: (name, file) of files no setting names itself, as the cameras file names each
+        camera's scene (`api.cameras.Cameras.files`)."""
         store = self.evidence_store
         return paths_named_by_setting(text, [("evidence_store.local_root", store.local_root),
-                                             ("evidence_store.spool_dir", store.spool_dir), *self.evidence.key_files()], named)
+                                             ("evidence_store.spool_dir", store.spool_dir), *self.evidence.key_files(),
+                                             *self.input_files(), *files], named)
+
+    def input_files(self) -> list[tuple[str, Path]]:
+        """(settings field, file) of every file set that `INPUT_FILES` names, a list's by its index
+        (`taxonomy.city_codes.0`): what `load_settings` finds missing, and the API names by its field."""
+        files = []
+        for dotted in INPUT_FILES:
+            value: Any = self
+            for part in dotted.split("."):
+                value = getattr(value, part, None)
+            for i, file in enumerate(value if isinstance(value, list) else [value]):
+                if file is not None:
+                    files.append((f"{dotted}.{i}" if isinstance(value, list) else dotted, Path(file)))
+        return files
 
     def unsigned_attachments(self) -> str | None:
         """Why a dispatched case's attachments are open to anyone who knows its id, or None when they are not.
@@ -447,15 +464,10 @@ def load_settings(path: str | Path | None = None) -> Settings:
                "does, where it is one file name in the folder the command runs in: write it with / (e.g. "
                f"{'sqlite:////srv/streetwatch/cases.db' if isinstance(file, str) else '/srv/streetwatch/...'})"
                for where, file in windows_paths(settings)]
-    for dotted in INPUT_FILES:
-        value: Any = settings
-        for part in dotted.split("."):
-            value = getattr(value, part, None)
-        for i, file in enumerate(value if isinstance(value, list) else [value]):
-            if file is not None and not Path(file).is_file() and not windows_path(file):
-                where = f"{dotted}.{i}" if isinstance(value, list) else dotted
-                missing.append(f"{path}: {where}: {file}: file not found (relative paths are read from the folder the "
-                               f"command runs in, {Path.cwd()})")
+    for where, file in settings.input_files():
+        if not file.is_file() and not windows_path(file):
+            missing.append(f"{path}: {where}: {file}: file not found (relative paths are read from the folder the "
+                           f"command runs in, {Path.cwd()})")
     if missing:
         raise ConfigError("\n".join(missing))
     return settings

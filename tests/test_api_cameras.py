@@ -230,10 +230,11 @@ def test_a_refused_scene_file_can_be_loaded_to_be_fixed(service):
 
     broken = valid["text"].replace("grade: main", "grade: mian")
     cams["scene"].write_text(broken, encoding="utf-8")
-    assert client.get("/api/v1/cameras/cam-01/scene", headers=h).status_code == 422
+    refused = client.get("/api/v1/cameras/cam-01/scene", headers=h)
+    assert refused.status_code == 422 and refused.json()["detail"].startswith("scene file of camera cam-01: zones.1.grade")
     answer = client.get("/api/v1/cameras/cam-01/scene-file", headers=h).json()
     assert answer["text"] == broken and answer["scene"]["zones"][1]["grade"] == "mian"
-    assert f"{cams['scene']}: zones.1.grade: unknown grade 'mian'" in answer["error"]
+    assert answer["error"].startswith("scene file of camera cam-01: zones.1.grade: unknown grade 'mian'")
     listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=h).json()}
     assert answer["error"] == listed["cam-01"]["scene_error"]
     answer["scene"]["zones"][1]["grade"] = "main"  # fixed, and saved back
@@ -245,8 +246,37 @@ def test_a_refused_scene_file_can_be_loaded_to_be_fixed(service):
     assert answer["text"] == "camera_id: cam-01\nzones: [\n" and answer["scene"] is None and "not valid YAML" in answer["error"]
     cams["scene"].unlink()
     assert client.get("/api/v1/cameras/cam-01/scene-file", headers=h).json() == {
-        "text": None, "scene": None, "error": f"{cams['scene']}: file not found"}
+        "text": None, "scene": None, "error": "scene file of camera cam-01: file not found"}
     assert client.get("/api/v1/cameras/cam-09/scene-file", headers=h).status_code == 404
+
+
+def test_a_config_file_s_error_names_it_by_its_setting_not_its_server_path(service):
+    """GET /cameras, a scene file's error and the cameras file's 503 quoted the config error as the loader wrote it,
+    with the server's path of the file (/srv/.../cameras/cam-01.yaml: ...), on the cameras page. Each file is named by
+    what names it: `service.cameras_file`, the scene file of its camera, the cameras file's grades file."""
+    app, client, tokens, cams = service
+    h = auth(tokens["inspector"])
+    folder = str(cams["file"].parent)
+    (cams["file"].parent / "grades.yaml").write_text("grades: [", encoding="utf-8")
+    cameras = yaml.safe_load(cams["file"].read_text(encoding="utf-8"))
+    cams["file"].write_text(yaml.safe_dump({**cameras, "grades": "grades.yaml"}), encoding="utf-8")
+    listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=h).json()}
+    assert listed["cam-01"]["scene_error"].startswith("grades file of service.cameras_file: not valid YAML")
+    assert folder not in listed["cam-01"]["scene_error"]
+    cams["file"].write_text(yaml.safe_dump(cameras), encoding="utf-8")
+
+    cams["scene"].write_text("camera_id: cam-01\nzones: [\n", encoding="utf-8")
+    listed = {c["id"]: c for c in client.get("/api/v1/cameras", headers=h).json()}
+    assert listed["cam-01"]["scene_error"].startswith("scene file of camera cam-01: not valid YAML")
+    assert folder not in listed["cam-01"]["scene_error"]
+    refused = client.get("/api/v1/cameras/cam-01/scene", headers=h)
+    assert refused.status_code == 422 and refused.json()["detail"].startswith("scene file of camera cam-01: not valid YAML")
+
+    cams["file"].write_text("cameras: [", encoding="utf-8")
+    unusable = client.get("/api/v1/cameras", headers=h)
+    assert unusable.status_code == 503, unusable.text
+    assert unusable.json()["detail"].startswith("cameras file unusable: service.cameras_file: not valid YAML")
+    assert folder not in unusable.json()["detail"]
 
 
 def test_a_scenes_road_grades_are_checked_as_the_watcher_checks_them(service):

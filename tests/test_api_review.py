@@ -293,7 +293,9 @@ def test_a_retyped_camera_case_gets_the_severity_its_zone_gives_the_new_type(ser
     assert kept.status_code == 200 and kept.json()["details"]["severity"] == "general"
     cams["scene"].write_text("zones: [", encoding="utf-8")  # hand-edited into a file no watcher loads
     unusable = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "illegal_parking"})
-    assert unusable.status_code == 503 and unusable.json()["detail"].startswith("scene of camera cam-01 unusable: ")
+    assert unusable.status_code == 503 and unusable.json()["detail"].startswith(
+        "scene of camera cam-01 unusable: scene file of camera cam-01: not valid YAML")  # named, not by its server path
+    assert str(cams["scene"].parent) not in unusable.json()["detail"]
     assert app.state.ctx.store.get(a).violation_type == "nonmotor_parking"
 
 
@@ -362,6 +364,14 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
             assert refused.status_code == 422 and refused.json()["detail"].startswith(f"body.{detail}"), refused.text
             assert [e["loc"] for e in refused.json()["errors"]] == [["body", detail.split(":")[0]]], refused.text
         assert app.state.ctx.store.get(a).address == "文三路 100 号"
+
+        kept = grid.read_text(encoding="utf-8")
+        grid.write_text("{", encoding="utf-8")  # hand-edited into a file no job loads: named by its setting, not path
+        unusable = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"lat": LAT0, "lon": LON0})
+        assert unusable.status_code == 503, unusable.text
+        assert unusable.json()["detail"].startswith("service.triage.grid unusable: service.triage.grid: not valid JSON")
+        assert str(tmp_path) not in unusable.json()["detail"]
+        grid.write_text(kept, encoding="utf-8")
 
         # coordinates set by mistake: both null (not left out) remove them, the cell and that cell's severity with them
         assert client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"lat": None}).status_code == 422  # not a removal

@@ -67,7 +67,7 @@ def _cameras_file(ctx: AppContext) -> None:
     try:
         ctx.cameras.configs()
     except ConfigError as exc:
-        raise Problem(503, f"cameras file unusable: {exc}", slug="cameras-file") from None
+        raise Problem(503, f"cameras file unusable: {ctx.config_error(exc)}", slug="cameras-file") from None
 
 
 @router.get("", summary="Cameras with their status and health", response_model=list[CameraSummary],
@@ -76,7 +76,7 @@ def list_cameras(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ
     if ctx.cameras.file is None:
         return []
     _cameras_file(ctx)
-    return ctx.cameras.summary()
+    return [{**c, "scene_error": c["scene_error"] and ctx.config_error(c["scene_error"])} for c in ctx.cameras.summary()]
 
 
 @router.get("/scene-schema", summary="JSON schema of a scene (what PUT .../scene accepts)", response_model=dict[str, Any],
@@ -98,7 +98,8 @@ def get_scene(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Principal =
 def get_scene_file(camera_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CAMERAS)) -> dict[str, Any]:
     """GET .../scene refuses an invalid scene (422); this answers its text with the error, so it can be fixed and PUT."""
     _cameras_file(ctx)
-    return _camera(ctx.cameras.scene_file, camera_id)
+    answer = _camera(ctx.cameras.scene_file, camera_id)
+    return {**answer, "error": answer["error"] and ctx.config_error(answer["error"])}
 
 
 @router.put("/{camera_id}/scene", summary="Replace a camera's scene (validated like a scene file; the watcher reloads it)",

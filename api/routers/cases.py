@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
 from pipelines.times import as_utc
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["cases"], route_class=CappedBodyRoute)
 
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
@@ -445,7 +447,8 @@ def upload_grid(ctx: AppContext) -> GridCells | None:
         try:
             _GRID.update(key=key, cells=load_grid(path, ctx.taxonomy))
         except ConfigError as exc:
-            raise Problem(503, f"service.triage.grid unusable: {exc}", slug="invalid-config") from None
+            log.error("service.triage.grid unusable: %s", exc)
+            raise Problem(503, f"service.triage.grid unusable: {ctx.config_error(exc)}", slug="invalid-config") from None
     return _GRID["cells"]
 
 
@@ -457,7 +460,9 @@ def camera_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
     try:
         return ctx.cameras.zone(case.source_id, case.zone_id)
     except ConfigError as exc:
-        raise Problem(503, f"scene of camera {case.source_id} unusable: {exc}", slug="invalid-config") from None
+        log.error("scene of camera %s unusable: %s", case.source_id, exc)
+        raise Problem(503, f"scene of camera {case.source_id} unusable: {ctx.config_error(exc)}",
+                      slug="invalid-config") from None
 
 
 AUDIT_NAMES = {"violation_type": "type"}  # a revised field the audit log names otherwise (the others by their own name)

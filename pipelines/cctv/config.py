@@ -186,6 +186,13 @@ def file_grades(file: CamerasFile, path: str | Path, taxonomy: Taxonomy) -> Grad
     return load_grades(_resolve(Path(path).parent, file.grades), taxonomy) if file.grades else None
 
 
+def named_files(file: CamerasFile, path: str | Path) -> list[tuple[str, Path]]:
+    """(name, file) of the files the cameras file at `path` names (each camera's scene, its road grades file), as the
+    API names them in what it answers, never by their server path (`Settings.named_by_setting`)."""
+    named = [(f"scene file of camera {cfg.id}", _resolve(Path(path).parent, cfg.scene)) for cfg in file.cameras]
+    return named + ([("grades file of service.cameras_file", _resolve(Path(path).parent, file.grades))] if file.grades else [])
+
+
 def load_cameras(path: str | Path, taxonomy: Taxonomy | None = None, *, tracking: TrackingConfig | None = None,
                  rules: RuleSettings | None = None, dispatch_targets: Collection[str] | None = None,
                  timezone: str | None = None) -> LoadedCameras:
