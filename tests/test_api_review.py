@@ -299,6 +299,38 @@ def test_a_retyped_camera_case_gets_the_severity_its_zone_gives_the_new_type(ser
     assert app.state.ctx.store.get(a).violation_type == "nonmotor_parking"
 
 
+def test_a_retyped_photo_case_in_a_map_zone_gets_the_severity_the_zone_gives_the_new_type(tmp_path, monkeypatch,
+                                                                                         bus_event):
+    """A photo's case opened in a map zone (`service.triage.scene_zones`) kept the severity the zone gave its first type
+    when a reviewer retyped it: a bike case on a main road's no-parking street retyped as a parked car stayed 一般
+    general. It gets the zone's severity for the new type, as upload jobs' rules give it; a zone no longer in the file
+    keeps its own, and a file that cannot be read is 503 naming its setting, nothing changed."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
+    zones = tmp_path / "zones.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
+         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": "main"}}]}), encoding="utf-8")
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
+    photo = {"source_kind": "photo_batch", "source_id": "batch-1", "violation_type": "nonmotor_parking", "severity": "general"}
+    a, b = draft_cases(app, bus_event, [{**photo, "zone_id": "wensan-road"}, {**photo, "zone_id": "gone"}])
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        retyped = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "illegal_parking"})
+        assert retyped.status_code == 200, retyped.text
+        assert retyped.json()["details"]["severity"] == "major"
+        assert retyped.json()["details"]["revisions"][-1]["derived_from"] == "violation_type"
+        kept = client.patch(f"/api/v1/cases/{b}", headers=reviewer, json={"type": "illegal_parking"})
+        assert kept.status_code == 200 and kept.json()["details"]["severity"] == "general"
+        zones.write_text("{", encoding="utf-8")
+        unusable = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "nonmotor_parking"})
+        assert unusable.status_code == 503, unusable.text
+        assert unusable.json()["detail"].startswith(
+            "service.triage.scene_zones unusable: service.triage.scene_zones: not valid JSON")
+        assert str(tmp_path) not in unusable.json()["detail"]
+    assert app.state.ctx.store.get(a).violation_type == "illegal_parking"
+
+
 def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bus_event):
     """A reviewer who lists rejected cases (the state filter) and presses c on one, or corrects the type of a case
     already sent, read only English on the queue page's status line: each refusal names the states in staff's

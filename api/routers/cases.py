@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -21,6 +23,7 @@ from api.problems import Problem, invalid, problems
 from api.routers.analytics import mtime_of, sheet_for
 from api.uploads import CappedBodyRoute
 from detect.candidates import WHOLE_IMAGE
+from detect.cityzones import load_city_zones
 from detect.config_io import ConfigError
 from detect.evidence import MANIFEST
 from detect.scenes import ZoneRules
@@ -433,30 +436,43 @@ def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), w
     return case_json(case, ctx)
 
 
-_GRID: dict[str, Any] = {}  # the last grid loaded: its (path, change stamp, taxonomy) and the cells
+T = TypeVar("T")
+_LOADED: dict[str, tuple[tuple[str, int, int], Any]] = {}
+"""Per setting, the last file loaded: its (path, change stamp, taxonomy) and what it held."""
+
+
+def _upload_file(ctx: AppContext, setting: str, path: Path | None, load: Callable[[Path], T]) -> T | None:
+    """The file `setting` names, that upload jobs judge photos by, as `load` reads it; loaded again when it changes.
+    None: not set. One that cannot be read is 503 naming it by its setting (the log gives its path)."""
+    if path is None:
+        return None
+    key = (str(path), mtime_of(path), id(ctx.taxonomy))
+    if (loaded := _LOADED.get(setting)) is None or loaded[0] != key:
+        try:
+            loaded = _LOADED[setting] = (key, load(path))
+        except ConfigError as exc:
+            log.error("%s unusable: %s", setting, exc)
+            raise Problem(503, f"{setting} unusable: {ctx.config_error(exc)}", slug="invalid-config") from None
+    return loaded[1]
 
 
 def upload_grid(ctx: AppContext) -> GridCells | None:
     """The grid upload jobs file photos by (`service.triage.grid`), so coordinates a reviewer sets put the case in
-    the cell its GPS would have; loaded again when the file changes. None: no grid set."""
-    path = ctx.service.triage.grid
-    if path is None:
-        return None
-    key = (str(path), mtime_of(path), id(ctx.taxonomy))
-    if _GRID.get("key") != key:
-        try:
-            _GRID.update(key=key, cells=load_grid(path, ctx.taxonomy))
-        except ConfigError as exc:
-            log.error("service.triage.grid unusable: %s", exc)
-            raise Problem(503, f"service.triage.grid unusable: {ctx.config_error(exc)}", slug="invalid-config") from None
-    return _GRID["cells"]
+    the cell its GPS would have. None: no grid set."""
+    return _upload_file(ctx, "service.triage.grid", ctx.service.triage.grid, lambda path: load_grid(path, ctx.taxonomy))
 
 
-def camera_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
-    """The scene zone a camera's case was opened in, as the watcher loads it, so that a new type gets the severity
-    the zone's rules give it; None for a photo's case or a camera or zone no longer in the cameras file."""
-    if case.source_kind != "camera" or case.zone_id in (None, WHOLE_IMAGE):
+def case_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
+    """The zone a case was opened in, as what opened it loads it, so that a new type gets the severity the zone's rules
+    give it: a camera's scene zone as the watcher loads it, a photo's map zone as upload jobs do
+    (`service.triage.scene_zones`); None for a case judged as a whole, or a camera or zone no longer there."""
+    if case.zone_id in (None, WHOLE_IMAGE):
         return None
+    if case.source_kind != "camera":
+        triage = ctx.service.triage
+        zones = _upload_file(ctx, "service.triage.scene_zones", triage.scene_zones,
+                             lambda path: load_city_zones(path, ctx.taxonomy, triage.timezone))
+        return next((z for z in zones.zones if z.id == case.zone_id), None) if zones is not None else None
     try:
         return ctx.cameras.zone(case.source_id, case.zone_id)
     except ConfigError as exc:
@@ -486,7 +502,7 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
         raise invalid(["body", "type"], f"unknown violation type {body.type!r} (known: {', '.join(sorted(ctx.taxonomy.types))})")
     current = ctx.store.get(case_id)  # an unknown case is 404 before an unusable grid's or scene's 503
     grid = upload_grid(ctx) if body.lat is not None or clear or body.type is not None else None  # a cell's grade
-    zone = camera_zone(ctx, current) if body.type is not None else None  # a camera zone's rules
+    zone = case_zone(ctx, current) if body.type is not None else None  # a scene or map zone's rules
     now = datetime.now(UTC)
     changed: dict[str, dict[str, Any]] = {}  # what the transaction recorded, for the metric once it committed
 

@@ -176,7 +176,8 @@ def _derived_severity(case: Case, values: dict[str, Any], cell: tuple[str, Grade
     `severity` revision not `derived_from` a place or type), or its grade or zone is not known here.
 
     A photo judged as a whole gets its cell's road grade for its type (`graded_severity`; a case in a cell `grid` does
-    not have keeps its severity). A case of a zone (a camera's) keeps it when moved, as the zone's rules gave it, but
+    not have keeps its severity). A case of a zone (a camera's scene zone, a photo's map zone) keeps it when moved, as
+    the zone's rules gave it, but
     retyped it gets the zone's thresholds for the new type (the grade folded in), as the rules derive it
     (`ZoneView.overrides`), when `zone` is that zone."""
     vtype = taxonomy.types.get(values.get("violation_type", case.violation_type))
@@ -642,8 +643,8 @@ class CaseStore:
         That revision says `derived_from: grid_cell`, so a later move recomputes it again. A new type likewise gives
         such a case the severity intake gives that type in its cell (with `grid` to read the cell's grade; without
         it, or in a cell the grid no longer has, a case in a cell keeps its severity), `derived_from: violation_type`,
-        and a camera's case the severity its zone's rules give that type (`zone`: the case's zone as the watcher
-        loads it; None, or another zone, keeps its severity) (`_derived_severity`).
+        and a case of a zone (a camera's, a photo's map zone) the severity its zone's rules give that type (`zone`: the
+        case's zone as what opened it loads it; None, or another zone, keeps its severity) (`_derived_severity`).
 
         Each change is appended to `details["revisions"]` (who, when, field, from, to) and the type
         the detector proposed is kept once as `details["detected_type"]`, so retraining can tell a
