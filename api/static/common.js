@@ -175,13 +175,17 @@ const SW = {
     box.className = bad ? "status bad" : "status";
   },
 
-  // An <svg> laid over an image: boxes in pixels of a (width x height) image, polygons in 0..1 coordinates.
+  // Shapes laid over an image, boxes in pixels of a (width x height) image and polygons in 0..1 coordinates, in an
+  // <svg> stretched to it, and their labels ("bus 0.94", a zone's id) as text in CSS pixels placed over it by
+  // percentage: in the svg they scaled with the image, ~7 px and unreadable with the 810 px photo shown 380 px wide
+  // (a phone, or an office screen's 62vh). A box's label sits above it (inside it at the image's top edge), a zone's
+  // by its first point; one running past the image is cut at its edge.
   overlay(width, height, boxes = [], polygons = []) {
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.setAttribute("preserveAspectRatio", "none");
-    svg.setAttribute("class", "overlay");
+    const labels = [];
     const stroke = Math.max(2, Math.round(width / 300));
     for (const p of polygons) {
       const poly = document.createElementNS(ns, "polygon");
@@ -189,15 +193,8 @@ const SW = {
       poly.setAttribute("class", "zone " + (p.kind || ""));
       poly.setAttribute("stroke-width", stroke);
       svg.append(poly);
-      if (p.label) {
-        const t = document.createElementNS(ns, "text");
-        t.setAttribute("x", p.points[0][0] * width + 4);
-        t.setAttribute("y", p.points[0][1] * height + stroke * 8);
-        t.setAttribute("font-size", stroke * 7);
-        t.setAttribute("class", "zone-label");
-        t.textContent = p.label;
-        svg.append(t);
-      }
+      if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, `calc(${p.points[0][0] * 100}% + 4px)`,
+        `min(calc(${p.points[0][1] * 100}% + 2px), calc(100% - 1.2em))`));
     }
     for (const b of boxes) {
       const [x1, y1, x2, y2] = b.xyxy;
@@ -205,15 +202,16 @@ const SW = {
       Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke, class: "box" })
         .forEach(([k, v]) => r.setAttribute(k, v));
       svg.append(r);
-      const t = document.createElementNS(ns, "text");
-      t.setAttribute("x", x1 + stroke);
-      t.setAttribute("y", Math.max(y1 - stroke, stroke * 7));
-      t.setAttribute("font-size", stroke * 7);
-      t.setAttribute("class", "box-label");
-      t.textContent = `${b.class_name || "?"} ${b.confidence != null ? b.confidence.toFixed(2) : ""}`;
-      svg.append(t);
+      labels.push(SW.overlayLabel("box-label", `${b.class_name || "?"} ${b.confidence != null ? b.confidence.toFixed(2) : ""}`,
+        `${(x1 / width) * 100}%`, `max(0px, calc(${(y1 / height) * 100}% - 1.2em))`));
     }
-    return svg;
+    return SW.el("div", { class: "overlay" }, svg, ...labels);
+  },
+  // One label of SW.overlay at (left, top), CSS lengths over the image (set through the CSSOM, not a style attribute).
+  overlayLabel(kind, text, left, top) {
+    const label = SW.el("span", { class: kind }, text);
+    Object.assign(label.style, { left, top });
+    return label;
   },
 
   // A file from the API (auth header needed, so no plain link): saved under `filename`, or opened in a tab.
