@@ -180,3 +180,30 @@ def test_the_labels_on_the_evidence_image_are_readable_however_small_it_is_shown
                 if page == "queue":
                     assert any(text.startswith("bus 0.") for text, _, _ in shown), shown
                 assert all(size >= LABEL_PX and inside for _, size, inside in shown), (page, screen, width, shown)
+
+
+#: The case's fields a reviewer changes and the names each must show before it, Chinese first.
+CASE_FIELDS = {"edit-type": "类型 Type", "edit-description": "描述 Description", "edit-severity": "严重程度 Severity"}
+
+
+def test_the_case_s_type_severity_and_description_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
+    """In the queue's case the type and severity lists and the description field had no name on the page, only a
+    tooltip (a phone shows none) or a placeholder gone once something is typed. On a phone and a 1366 px screen each
+    has its name shown, Chinese first, as its <label for>, which is its accessible name."""
+    from selenium.webdriver.common.by import By
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served, \
+            phone(served) as handset:
+        office = served["browser"]
+        office.get(served["base"] + "/ui/login")
+        office.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
+        office.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        for b, screen in ((handset, "phone"), (office, "1366 px")):
+            b.get(served["base"] + "/ui/queue")
+            _wait(b, lambda d: d.find_elements(By.ID, "edit-type"), f"the case's detail on the {screen}")
+            for field_id, name in CASE_FIELDS.items():
+                labels = b.find_elements(By.CSS_SELECTOR, f"label[for='{field_id}']")
+                assert [label.text for label in labels] == [name], (screen, field_id)
+                assert labels[0].is_displayed() and labels[0].size["height"] > 0, (screen, field_id)
+                assert b.find_element(By.ID, field_id).accessible_name == name, (screen, field_id)

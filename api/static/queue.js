@@ -90,13 +90,20 @@ async function select(i) {
   renderDetail(detail);
 }
 
+// A case field with its name shown before it, Chinese first, as its <label for> (its accessible name): a tooltip or
+// placeholder alone left a reviewer guessing which list was the type and which the severity, and the placeholder
+// went once a description was typed. The label holds only the name (one holding a list would name it by its choice too).
+function fieldLabel(text, field) {
+  return SW.el("span", { class: "field" }, SW.el("label", { for: field.id }, text), " ", field);
+}
+
 function renderDetail(d) {
   const c = d.case, ev = d.evidence;
   const section = document.getElementById("detail");
   const parts = [SW.el("h2", {}, `${typeName(c.violation_type)} · ${c.id}`)];
-  const typeSelect = SW.el("select", { id: "edit-type", title: "类型 Type" }, ...Q.meta.types.map((t) =>
+  const typeSelect = SW.el("select", { id: "edit-type" }, ...Q.meta.types.map((t) =>
     SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
-  const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", placeholder: "描述 Description" });
+  const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "" });
   const caseTags = (c.details && c.details.tags) || [];
   // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has
   const offered = Q.meta.tags.filter((t) => t.types.includes(c.violation_type) || caseTags.includes(t.tag));
@@ -104,12 +111,13 @@ function renderDetail(d) {
     SW.el("input", Object.assign({ type: "checkbox", class: "edit-tag", value: t.tag }, caseTags.includes(t.tag) ? { checked: "" } : {})),
     ` ${t.items[0] || t.tag} (${t.tag})`));
   const severity = (c.details && c.details.severity) || "general";
-  const severitySelect = SW.el("select", { id: "edit-severity", title: "严重程度 Severity" }, ...Q.meta.severities.map((s) =>
+  const severitySelect = SW.el("select", { id: "edit-severity" }, ...Q.meta.severities.map((s) =>
     SW.el("option", Object.assign({ value: s.id }, s.id === severity ? { selected: "" } : {}), `${s.zh} ${s.id}`)));
   parts.push(SW.el("div", { class: "actions" },
     SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
     SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
-    " ", typeSelect, desc, severitySelect, ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
+    " ", fieldLabel("类型 Type", typeSelect), fieldLabel("描述 Description", desc), fieldLabel("严重程度 Severity", severitySelect),
+    ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
   // where a platform sends a handler; a photo without GPS has no place until a reviewer types one (saved with 保存修改)
   parts.push(SW.el("div", { class: "actions place" }, "地点 Place: ",
     SW.el("input", { id: "edit-address", size: "32", maxlength: "200", value: c.address || "", placeholder: "地址 Address", title: "地址 Address" }),
@@ -234,7 +242,7 @@ function unsaved() {
   return [...document.querySelectorAll("#detail input, #detail select")].filter(changed).map((x) => x.type === "checkbox"
     ? { selector: `input.edit-tag[value="${CSS.escape(x.value)}"]`, value: x.checked,
         label: `标签 Tag ${x.value}`, shown: x.checked ? "勾选 ticked" : "不选 unticked" }
-    : { selector: "#" + CSS.escape(x.id), value: x.value, label: x.title || x.placeholder || x.id,
+    : { selector: "#" + CSS.escape(x.id), value: x.value, label: x.labels.length ? x.labels[0].textContent : x.title || x.placeholder || x.id,
         shown: x.tagName === "SELECT" ? x.selectedOptions[0].text : `「${x.value}」` });
 }
 
