@@ -283,6 +283,45 @@ def test_city_page_lists_patrol_jobs_and_a_reload_finds_the_running_one(city, cl
     assert b.find_element(By.ID, "patrol-report").text == "巡查报告 Patrol report"
 
 
+def test_the_patrol_start_is_typed_as_the_city_writes_a_time_and_checked_before_the_upload(city, clip, tmp_path):  # noqa: F811
+    """The patrol form's 开始时间 was the browser's own date-time field, in the browser's language and clock: mm/dd/yyyy
+    with AM/PM on an English browser, which city staff misread. It is typed as the API takes it, 2026-11-20 09:00 on the
+    24-hour clock, with the format and zone said beside it; a start in another form or no such date is refused before
+    the video is sent, the status line saying why in Chinese first, and a good one reaches the job as the city's time."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    form = _wait(b, lambda d: d.find_element(By.ID, "patrol"), "the patrol form")
+    hint = b.find_element(By.ID, "patrol-start-hint")
+    assert hint.is_displayed() and hint.text.startswith("开始时间：年-月-日 时:分[:秒]，24 小时制"), hint.text
+    video = ts_copy(clip, tmp_path / "开始时间.ts", 100)  # a dashcam's TS: no creation time, the start needed
+    form.find_element(By.CSS_SELECTOR, "input[name=video]").send_keys(str(video))
+    form.find_element(By.CSS_SELECTOR, "input[name=track]").send_keys(str(write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))))
+    start = form.find_element(By.CSS_SELECTOR, "input[name=start]")
+
+    def jobs() -> list[dict]:
+        answer = httpx.get(f"{city['base']}/api/v1/patrol/jobs", headers=auth(city["token"]), timeout=10).json()
+        return [j for j in answer if j["video_label"] == video.name]
+
+    for typed, said in (("11/20/2026 9:00 AM", "开始时间「11/20/2026 9:00 AM」格式不对，请按 年-月-日 时:分[:秒] 填写"),
+                        ("2026-02-30 09:00", "开始时间「2026-02-30 09:00」没有这个日期或时间")):
+        start.clear()
+        start.send_keys(typed)
+        assert start.get_attribute("value") == typed
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        _wait(b, lambda d: d.find_element(By.ID, "status").text.startswith(said), f"{typed!r} refused on the page")
+        assert b.execute_script("return document.getElementById('patrol-progress').value") == 0  # nothing sent
+        assert jobs() == []
+    start.clear()
+    start.send_keys("2026-11-20 09:00")
+    assert start.get_attribute("value") == "2026-11-20 09:00"
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    job = _wait(b, lambda d: next((j for j in jobs() if j["state"] in ("done", "failed")), None), "the patrol job ended", timeout=240)
+    assert (job["state"], job["start"]) == ("done", "2026-11-20T09:00:00+08:00"), job
+
+
 def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_path):
     """A sheet GBK and Windows-1252 both read is read as one with a warning naming the other; on the page there was no
     way to read it as the other (only the CLI's `--encoding`). Each import has a select, 自动 / UTF-8 / GBK / cp1252,

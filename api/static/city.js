@@ -170,8 +170,31 @@ async function followPatrol(job, meta) {
   }
 }
 
+// The patrol's start as typed (form field start, the API's 'YYYY-MM-DD HH:MM[:SS]' in the city's zone): a text field,
+// since the browser's own date-time field spoke its language (mm/dd/yyyy AM/PM on an English browser). What is wrong
+// with it, Chinese first, or "" when it is empty or a real date and time: checked as it is typed (the browser then
+// refuses the form, saying so) and again on sending, so a video is not uploaded only to be refused for its start.
+const START_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/;
+function startProblem(text) {
+  const typed = text.trim(), m = START_TIME.exec(typed);
+  if (!typed) return "";
+  const wrong = `开始时间「${typed}」`;
+  if (!m) return `${wrong}格式不对，请按 年-月-日 时:分[:秒] 填写，如 2026-11-20 09:00 Start: not YYYY-MM-DD HH:MM[:SS]`;
+  const [y, mo, d, h, mi, sec] = m.slice(1).map((x) => Number(x || 0));
+  const day = new Date(Date.UTC(y, mo - 1, d));
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d || h > 23 || mi > 59 || sec > 59) {
+    return `${wrong}没有这个日期或时间 Start: no such date or time`;
+  }
+  return "";
+}
+const startField = document.getElementById("patrol-start");
+startField.addEventListener("input", () => startField.setCustomValidity(startProblem(startField.value)));
+startField.addEventListener("invalid", () => SW.say(startField.validationMessage, true));
+
 document.getElementById("patrol").addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  startField.setCustomValidity(startProblem(startField.value));
+  if (!startField.reportValidity()) return;  // the status line says why (its invalid event)
   try {
     const meta = await SW.meta();
     let job = await SW.busy(ev.submitter || ev.target.querySelector("button"), "上传中… Uploading…", () => SW.upload(
