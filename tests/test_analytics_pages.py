@@ -189,6 +189,26 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     assert b.find_element(By.CSS_SELECTOR, "#scores tr.current").get_attribute("data-unit") == "二中队"
 
 
+def test_scores_page_says_when_there_is_no_unit_to_score(site):
+    """A period with no case counted, scored by a unit none is configured for, showed the table's head alone, which
+    reads like a page that did not load; a row across the table says there is none, as the city page's tables do."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/scores")
+    _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#scores thead th"), "this month scored")
+    period = b.find_element(By.ID, "f-period")
+    period.clear()
+    period.send_keys("2025-01")
+    b.find_element(By.CSS_SELECTOR, "#f-by option[value=camera]").click()
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    _wait(b, lambda d: "2025-01" in d.find_element(By.ID, "sheet").text, "January 2025 scored")
+    rows = b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")
+    assert [r.text for r in rows] == ["没有可评分的单位：本期没有计分案件，也没有配置单位 No units: no case counted this period and none configured"]
+    columns = len(b.find_elements(By.CSS_SELECTOR, "#scores thead th"))
+    assert rows[0].find_element(By.TAG_NAME, "td").get_attribute("colspan") == str(columns) and columns > 2
+
+
 def test_reports_page_lists_the_latest_report(site):
     from selenium.webdriver.common.by import By
 

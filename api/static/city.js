@@ -6,12 +6,6 @@ const STATUSES = [["to_call", "待追呼"], ["called", "已追呼"], ["cut_off",
                   ["fined", "已罚款"]];
 const WARNING_STATES = { warned: "待复查 warned", complied: "已整改 complied", escalated: "已立案 escalated", lapsed: "未复查 lapsed" };
 
-// A table's rows, or one row saying there are none (an empty table reads like a page that did not load).
-function fill(selector, rows, none) {
-  const columns = document.querySelectorAll(selector.replace("tbody", "thead th")).length;
-  document.querySelector(selector).replaceChildren(...(rows.length ? rows : [SW.el("tr", { class: "none" }, SW.el("td", { colspan: columns }, none))]));
-}
-
 async function frame(id, cell) {
   const blob = await (await SW.api(`/api/v1/warnings/${encodeURIComponent(id)}/image`)).blob();
   cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: "warning frame", class: "thumb" }));
@@ -19,7 +13,7 @@ async function frame(id, cell) {
 
 async function loadWarnings() {
   const [rows, meta] = await Promise.all([SW.json("/api/v1/warnings"), SW.meta()]);
-  fill("#warnings tbody", rows.map((w) => {
+  SW.fill("#warnings tbody", rows.map((w) => {
     const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode) }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, SW.time(w.warned_at)), SW.el("td", {}, w.camera_id),
       SW.el("td", {}, SW.typeName(meta, w.violation_type)), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
@@ -29,7 +23,7 @@ async function loadWarnings() {
 
 async function loadShops() {
   const shops = await SW.json("/api/v1/shops");
-  fill("#shops tbody", shops.map((s) => SW.el("tr", Object.assign({ "data-shop": s.id }, SW.pickable(() => editShop(s))),
+  SW.fill("#shops tbody", shops.map((s) => SW.el("tr", Object.assign({ "data-shop": s.id }, SW.pickable(() => editShop(s))),
     SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
   SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))),
   "登记为空，请导入 CSV/Excel The register is empty: import a CSV or Excel file");
@@ -45,7 +39,7 @@ function editShop(shop) {
 
 async function loadCallout() {
   const entries = await SW.json("/api/v1/callout");
-  fill("#callout tbody", entries.map((e) => {
+  SW.fill("#callout tbody", entries.map((e) => {
     const select = SW.el("select", { onchange: async (ev) => {
       try {
         await SW.json(`/api/v1/callout/${encodeURIComponent(e.number)}`, { method: "PUT", json: { status: ev.target.value } });
@@ -153,7 +147,7 @@ function patrolRow(job, meta) {
 // The recent patrol jobs (GET /api/v1/patrol/jobs: an inspector's own): a reloaded page finds a job still running.
 async function loadPatrolJobs(meta) {
   const jobs = await SW.json("/api/v1/patrol/jobs?limit=20");
-  fill("#patrol-jobs tbody", jobs.map((j) => patrolRow(j, meta)), "暂无巡查任务 No patrol jobs yet");
+  SW.fill("#patrol-jobs tbody", jobs.map((j) => patrolRow(j, meta)), "暂无巡查任务 No patrol jobs yet");
   return jobs;
 }
 

@@ -167,6 +167,14 @@ const SW = {
       ...(s.waiting ? [`证据待上传 ${s.waiting} 份 evidence waiting for storage`] : [])];
   },
 
+  // A table's rows (`selector`: its tbody), or one row saying there are none (`none`, Chinese first) across its
+  // columns: an empty table reads like a page that did not load.
+  fill(selector, rows, none) {
+    const columns = document.querySelectorAll(selector.replace("tbody", "thead th")).length;
+    document.querySelector(selector).replaceChildren(...(rows.length ? rows
+      : [SW.el("tr", { class: "none" }, SW.el("td", { colspan: columns }, none))]));
+  },
+
   // The page's message line: `text`, a string or a list of strings and nodes (a link on to the next page).
   say(text, bad = false) {
     const box = document.getElementById("status");

@@ -35,7 +35,8 @@ async function load() {
   const rows = t.units.map((u) => SW.el("tr", Object.assign({ "data-unit": u.unit }, SW.pickable(() => showUnit(u))),
     SW.el("td", {}, u.unit), SW.el("td", { class: "score" }, u.score),
     ...t.items.map((i) => SW.el("td", {}, cell(u.sections.flatMap((s) => s.items).find((x) => x.id === i.id))))));
-  document.getElementById("scores").replaceChildren(SW.el("thead", {}, head), SW.el("tbody", {}, ...rows));
+  document.getElementById("scores").replaceChildren(SW.el("thead", {}, head), SW.el("tbody"));
+  SW.fill("#scores tbody", rows, "没有可评分的单位：本期没有计分案件，也没有配置单位 No units: no case counted this period and none configured");
   document.getElementById("unit").replaceChildren();
   SW.say(`${t.units.length} 个单位 units`);
 }
