@@ -80,10 +80,21 @@ return [[...document.querySelectorAll('nav > *')].map((e) => [e.textContent, e.o
 """
 
 
+#: Where the words of each of two elements begin on the screen (the top of their text, not of their box).
+TEXT_TOPS = """
+return [arguments[0], arguments[1]].map((selector) => {
+  const range = document.createRange();
+  range.selectNodeContents(document.querySelector(selector));
+  return range.getClientRects()[0].top;
+});
+"""
+
+
 def test_the_navigation_bar_is_one_line_on_an_office_screen_and_wraps_on_a_phone(tmp_path, bus_jpg):
     """Letting the bar wrap for phones put its last item (令牌 Token) on a second line on a 1366 px office screen, the
     most common, and the time zone with it at 1280 px. At both, on every page, its items share one line (the scroll bar
-    a long page has included); on a 360 px phone it wraps and the page is no wider than the screen."""
+    a long page has included); on a 360 px phone it wraps and the page is no wider than the screen, the time zone's
+    words on the line of 令牌 Token's (they stood half a line above, the links padded for a finger and the zone not)."""
     from selenium.webdriver.common.by import By
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: None) as served, phone(served) as handset:
@@ -103,6 +114,8 @@ def test_the_navigation_bar_is_one_line_on_an_office_screen_and_wraps_on_a_phone
             _wait(handset, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} on the phone")
             items, width, page_width = handset.execute_script(NAV_LINES)
             assert len({top for _, top in items}) > 1 and (width, page_width) == (360, 360), (page, items, page_width)
+            zone, token = handset.execute_script(TEXT_TOPS, "#zone", "nav a[href='/ui/login']")
+            assert abs(zone - token) < 1, f"/ui/{page} on the phone: the zone's words at {zone} px, 令牌 Token's at {token} px"
 
 
 #: Each form label holding a field whose field is not on the line of the label's words: the words, and the two tops.
