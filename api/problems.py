@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +24,9 @@ from detect.config_io import ConfigError, pydantic_en
 from pipelines.cases.states import InvalidTransition
 from pipelines.cases.store import CaseChanged, CaseNotFound, CaseStoreError, CaseStoreUnreachable, NotCandidate, NotReopenable, PlaceError
 from pipelines.dispatch.webhook import WebhookError
+
+if TYPE_CHECKING:
+    from api.context import AppContext
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -95,6 +98,13 @@ def invalid(loc: list[str], msg: str) -> Problem:
     naming the field), so a client finds the field one way whichever check refused it."""
     errors = [{"loc": loc, "msg": msg, "type": "value_error"}]
     return Problem(422, _validation_detail(errors), slug="validation-error", errors=errors)
+
+
+def unusable(ctx: AppContext, what: str, exc: ConfigError, slug: str = "invalid-config") -> Problem:
+    """503 for a configuration file a route reads that cannot be read (`what: why`): the answer names the file by its
+    setting (`AppContext.config_error`), never by the server's path, which the log keeps for whoever fixes it."""
+    log.error("%s: %s", what, exc)
+    return Problem(503, f"{what}: {ctx.config_error(exc)}", slug=slug)
 
 
 #: FastAPI's detail for a body it parses as JSON and could not read other than as bad JSON (bytes that are not UTF-8,

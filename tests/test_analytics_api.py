@@ -79,7 +79,7 @@ def test_a_broken_sheet_is_a_server_side_problem(api, tmp_path):
         answer = client.get("/api/v1/scores", params={"period": "2026-11"}, headers=who)
     finally:
         settings.analytics.sheet = None
-    assert answer.status_code == 503 and f"{bad}: sections: List should have at least 1 item" in answer.json()["detail"]
+    assert answer.status_code == 503 and "analytics.sheet: sections: List should have at least 1 item" in answer.json()["detail"]
 
 
 def test_scores_by_a_squad_no_cell_names_is_a_server_side_problem(api, tmp_path):
@@ -95,8 +95,33 @@ def test_scores_by_a_squad_no_cell_names_is_a_server_side_problem(api, tmp_path)
         by_grid = client.get("/api/v1/scores", params={"period": "2026-11", "by": "grid"}, headers=who)
     finally:
         settings.analytics.grid = before
-    assert answer.status_code == 503 and f"{grid}: no cell names its squad (property `squad`; the cells have: id, 中队)" in answer.json()["detail"]
+    assert answer.status_code == 503 and "analytics.grid: no cell names its squad (property `squad`; the cells have: id, 中队)" in answer.json()["detail"]
     assert by_grid.status_code == 200 and {u["unit"] for u in by_grid.json()["units"]} == {G1, G2, G3, G4}
+
+
+@pytest.mark.parametrize("setting, name, text, path, params, detail", [
+    ("cityops.grid", "grid.geojson", "{", "/api/v1/callout", {}, "cityops.grid unusable: cityops.grid: not valid JSON"),
+    ("analytics.sheet", "sheet.yaml", "sections: [", "/api/v1/scores", {"period": "2026-11"}, "analytics: analytics.sheet: not valid YAML"),
+    ("analytics.zones", "zones.geojson", "{", "/api/v1/scores", {"period": "2026-11"}, "analytics map files: analytics.zones: not valid JSON"),
+    ("analytics.cutoffs", "cutoffs.csv", "号码,停机时间\n12,yesterday\n", "/api/v1/scores", {"period": "2026-11"},
+     "analytics: analytics.cutoffs"),
+])
+def test_a_config_file_that_cannot_be_read_is_named_by_its_setting_not_its_server_path(api, tmp_path, setting, name, text,
+                                                                                      path, params, detail):
+    """The call-out list's and the analytics' 503s quoted the loader's error as it was written, with the server's path
+    of the file (/srv/.../grid.geojson: not valid JSON), to whoever called; each names the file by its setting."""
+    client, who, _, settings = api
+    section, field = setting.split(".")
+    bad = tmp_path / name
+    bad.write_text(text, encoding="utf-8")
+    before = getattr(getattr(settings, section), field)
+    setattr(getattr(settings, section), field, bad)
+    try:
+        answer = client.get(path, params=params, headers=who)
+    finally:
+        setattr(getattr(settings, section), field, before)
+    assert answer.status_code == 503 and answer.json()["detail"].startswith(detail), answer.text
+    assert str(tmp_path) not in answer.json()["detail"]
 
 
 def test_case_export_csv_and_excel_with_filters(api):

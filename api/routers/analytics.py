@@ -24,7 +24,7 @@ from api.accounts import Principal
 from api.auth import READ_CASES
 from api.context import AppContext, get_ctx
 from api.uploads import CHUNK
-from api.problems import Problem, invalid, problems
+from api.problems import Problem, invalid, problems, unusable
 from api.routers.pages import REPORT_HEADERS
 from detect.cityzones import geometry_of
 from detect.config_io import ConfigError
@@ -122,7 +122,7 @@ def sheet_for(ctx: AppContext) -> Sheet:
     try:
         return _sheet_cached(str(cfg.sheet) if cfg.sheet else None, mtime_of(cfg.sheet))
     except ConfigError as exc:
-        raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None
+        raise unusable(ctx, "analytics", exc, "analytics-config") from None
 
 
 def _config(ctx: AppContext) -> AnalyticsConfig:
@@ -135,7 +135,7 @@ def _places(ctx: AppContext) -> Places:
     try:
         return _places_cached(cfg.model_dump_json(), (mtime_of(cfg.grid), mtime_of(cfg.zones)))
     except ConfigError as exc:
-        raise Problem(503, f"analytics map files: {exc}", slug="analytics-config") from None
+        raise unusable(ctx, "analytics map files", exc, "analytics-config") from None
 
 
 def _tz(ctx: AppContext) -> ZoneInfo:
@@ -172,7 +172,7 @@ def scores(
         places.check_unit(by)
         status = number_status_source(cfg, ctx.store.engine, _tz(ctx))
     except ConfigError as exc:
-        raise Problem(503, f"analytics: {exc}", slug="analytics-config") from None
+        raise unusable(ctx, "analytics", exc, "analytics-config") from None
     table = score_store(ctx.store.engine, places, sheet, by, when, _tz(ctx), status)
     if format == "xlsx":
         return Response(xlsx_bytes(score_tables(table)), media_type=XLSX, headers=_attachment(f"scores-{when.label}-{by}.xlsx"))

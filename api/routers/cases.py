@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,7 +18,7 @@ from sqlalchemy.engine import Connection
 from api.accounts import Principal
 from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
-from api.problems import Problem, invalid, problems
+from api.problems import Problem, invalid, problems, unusable
 from api.routers.analytics import mtime_of, sheet_for
 from api.uploads import CappedBodyRoute
 from detect.candidates import WHOLE_IMAGE
@@ -36,7 +35,6 @@ from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
 from pipelines.times import as_utc
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["cases"], route_class=CappedBodyRoute)
 
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
@@ -451,8 +449,7 @@ def _upload_file(ctx: AppContext, setting: str, path: Path | None, load: Callabl
         try:
             loaded = _LOADED[setting] = (key, load(path))
         except ConfigError as exc:
-            log.error("%s unusable: %s", setting, exc)
-            raise Problem(503, f"{setting} unusable: {ctx.config_error(exc)}", slug="invalid-config") from None
+            raise unusable(ctx, f"{setting} unusable", exc) from None
     return loaded[1]
 
 
@@ -476,9 +473,7 @@ def case_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
     try:
         return ctx.cameras.zone(case.source_id, case.zone_id)
     except ConfigError as exc:
-        log.error("scene of camera %s unusable: %s", case.source_id, exc)
-        raise Problem(503, f"scene of camera {case.source_id} unusable: {ctx.config_error(exc)}",
-                      slug="invalid-config") from None
+        raise unusable(ctx, f"scene of camera {case.source_id} unusable", exc) from None
 
 
 AUDIT_NAMES = {"violation_type": "type"}  # a revised field the audit log names otherwise (the others by their own name)

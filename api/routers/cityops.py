@@ -31,7 +31,7 @@ from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown
-from api.problems import Problem, invalid, malformed_json, problems
+from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.routers.triage import JobSpool
@@ -342,7 +342,7 @@ def _calls(ctx: AppContext) -> CallOutList:
     try:
         squads = squads_of(cfg.grid)
     except ConfigError as exc:
-        raise Problem(503, f"cityops.grid unusable: {exc}", slug="invalid-config") from None
+        raise unusable(ctx, "cityops.grid unusable", exc) from None
     return CallOutList(ctx.store.engine, squads, ZoneInfo(cfg.timezone))
 
 
