@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from detect.config_io import load_model
+from detect.config_io import ConfigError, load_model
 from detect.frames import GeoPoint
 from detect.grades import apply_grades, load_grades
 from detect.scenes import TimeZoneName, ZoneRules, check_types, checked_shape, follow_zone, refusal
@@ -96,6 +96,22 @@ def load_city_zones(path: str | Path, taxonomy: Taxonomy | None = None, timezone
     zones = [f.properties for f in data.features]
     check_types(zones, taxonomy, str(path), "features.{i}.properties")
     if any(z.grade for z in zones):
-        grades_file = Path(path).parent / data.grades if data.grades else None
-        apply_grades(zones, load_grades(grades_file, taxonomy), str(path), "features.{i}.properties")
+        apply_grades(zones, load_grades(grades_file(data, path), taxonomy), str(path), "features.{i}.properties")
     return CityZones(data)
+
+
+def grades_file(data: CityZonesFile, path: str | Path) -> Path | None:
+    """The road grades file the map-zones file at `path` names (its `grades`, relative to it); None: the shipped one."""
+    return Path(path).parent / data.grades if data.grades else None
+
+
+def named_files(path: str | Path, setting: str) -> list[tuple[str, Path]]:
+    """(name, file) of the files the map-zones file that `setting` names at `path` names itself (its grades file), as
+    the API names them in what it answers, never by their server path (`Settings.named_by_setting`), as the cameras
+    file's are (`pipelines.cctv.config.named_files`). Nothing while the zones file cannot be read (its own error is named
+    by `setting`)."""
+    try:
+        file = grades_file(load_model(CityZonesFile, path), path)
+    except ConfigError:
+        return []
+    return [(f"grades file of {setting}", file)] if file else []

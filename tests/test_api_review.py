@@ -331,6 +331,29 @@ def test_a_retyped_photo_case_in_a_map_zone_gets_the_severity_the_zone_gives_the
     assert app.state.ctx.store.get(a).violation_type == "illegal_parking"
 
 
+def test_a_map_zones_grades_file_that_cannot_be_read_is_named_not_by_its_server_path(tmp_path, monkeypatch, bus_event):
+    """The grades file a map-zones file names (its `grades:`) is named by no setting, so the 503 of a retype whose
+    zones it made unreadable quoted its server path (/srv/.../grades.yaml: not valid YAML); it is named as the cameras
+    file's is, the grades file of `service.triage.scene_zones`."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
+    zones, grades = tmp_path / "zones" / "zones.geojson", tmp_path / "zones" / "grades.yaml"
+    zones.parent.mkdir()
+    zones.write_text(json.dumps({"type": "FeatureCollection", "grades": "grades.yaml", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
+         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": "main"}}]}), encoding="utf-8")
+    grades.write_text("grades: [", encoding="utf-8")
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
+    [a] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "batch-1", "zone_id": "wensan-road",
+                                        "violation_type": "nonmotor_parking", "severity": "general"}])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        unusable = client.patch(f"/api/v1/cases/{a}", headers=auth(tokens["reviewer"]), json={"type": "illegal_parking"})
+    assert unusable.status_code == 503, unusable.text
+    assert unusable.json()["detail"].startswith(
+        "service.triage.scene_zones unusable: grades file of service.triage.scene_zones: not valid YAML"), unusable.text
+    assert str(tmp_path) not in unusable.json()["detail"]
+
+
 def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bus_event):
     """A reviewer who lists rejected cases (the state filter) and presses c on one, or corrects the type of a case
     already sent, read only English on the queue page's status line: each refusal names the states in staff's
