@@ -164,6 +164,30 @@ def test_a_review_action_on_a_case_changed_since_it_was_loaded_is_refused_and_ch
     assert (kept.json()["violation_type"], kept.json()["description"]) == ("street_stall", "三轮车占道，已拍照")
 
 
+def test_a_review_action_s_expected_updated_at_is_iso_8601_not_a_number(service, bus_event):
+    """`expected_updated_at` in a body took a JSON number as Unix seconds (pydantic's lax datetime), though the schema
+    and docs/service.md say ISO 8601, as the case gives its `updated_at`: a client sending a timestamp had its check
+    made against some moment. A number is refused 422 naming the field, as the case search's `since` is, nothing done."""
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    [a] = draft_cases(app, bus_event, [{}])
+    reviewer = auth(tokens["reviewer"])
+    before = store.get(a)
+    seconds = before.updated_at.timestamp()
+    for send in (lambda body: client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "street_stall", **body}),
+                 lambda body: client.post(f"/api/v1/cases/{a}/confirm", headers=reviewer, json={"dispatch": False, **body}),
+                 lambda body: client.post(f"/api/v1/cases/{a}/reject", headers=reviewer, json={"reason": "duplicate", **body})):
+        for number in (seconds, int(seconds), str(int(seconds))):
+            refused = send({"expected_updated_at": number})
+            assert refused.status_code == 422, refused.text
+            assert [e["loc"] for e in refused.json()["errors"]] == [["body", "expected_updated_at"]], refused.text
+            assert f"{number} is a number, not a date-time: give ISO 8601" in refused.json()["detail"]
+    assert store.get(a) == before
+    taken = client.patch(f"/api/v1/cases/{a}", headers=reviewer,
+                         json={"type": "street_stall", "expected_updated_at": before.updated_at.isoformat()})
+    assert taken.status_code == 200 and taken.json()["violation_type"] == "street_stall", taken.text
+
+
 def test_a_confirm_without_dispatch_checks_the_case_in_the_transaction_that_approves_it(service, bus_event, monkeypatch):
     """Confirm with `dispatch: false` looked the case up, found a candidate, and wrote the approval separately: 李四's
     rejection landing in between (his thread runs right after 王芳's request read the case) was overwritten with an

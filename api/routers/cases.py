@@ -40,13 +40,31 @@ router = APIRouter(tags=["cases"], route_class=CappedBodyRoute)
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _not_a_number(value: Any) -> Any:
+    """pydantic reads a number (`1700000000`, `0.5`, in a query's text or a JSON body's number) as Unix seconds, where
+    the schema and docs/service.md say ISO 8601: a timestamp in milliseconds or a count sent by mistake searched from
+    some moment, or passed a review's check against a case's `updated_at`, silently. It is refused."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        raise PydanticCustomError("datetime_number", "{value} is a number, not a date-time: give ISO 8601, e.g. "
+                                  "2026-11-20T09:00:00+08:00", {"value": str(value).strip()})
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
+"""A date-time a request gives (a query's, a body's), ISO 8601 only (a number refused, not read as Unix seconds)."""
+
+
 class Unchanged(BaseModel):
     """What a review action acts on: the case as the client loaded it."""
 
-    expected_updated_at: datetime | None = Field(
-        None, description="The case's `updated_at` as the client loaded it: when the case changed since (another reviewer, "
-        "a dispatch status), nothing is done and the answer is 409 `case-changed`, so a page left open does not overwrite "
-        "what it did not show. Left out: no check.")
+    expected_updated_at: IsoDateTime | None = Field(
+        None, description="The case's `updated_at` as the client loaded it (ISO 8601, as the case gives it; a number is "
+        "refused): when the case changed since (another reviewer, a dispatch status), nothing is done and the answer is "
+        "409 `case-changed`, so a page left open does not overwrite what it did not show. Left out: no check.")
 
 
 class ConfirmBody(Unchanged):
@@ -269,22 +287,6 @@ def _sheet_tags(ctx: AppContext) -> list[dict[str, Any]]:
         return []
     return [{"tag": tag, "items": [i.name for i in items], "types": sorted({t for i in items for t in i.types})}
             for tag, items in sorted(sheet.tags().items())]
-
-
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _not_a_number(value: Any) -> Any:
-    """pydantic reads a number (`1700000000`, `0.5`) as Unix seconds, where the schema and docs/service.md say ISO 8601:
-    a timestamp in milliseconds or a count sent by mistake searched from some moment silently. It is refused."""
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        raise PydanticCustomError("datetime_number", "{value} is a number, not a date-time: give ISO 8601, e.g. "
-                                  "2026-11-20T09:00:00+08:00", {"value": value.strip()})
-    return value
-
-
-IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
-"""A query's date-time, ISO 8601 only (a number refused, not read as Unix seconds)."""
 
 
 @router.get("/cases", summary="Search cases (filters, paging, sorting)", response_model=CasePage,
