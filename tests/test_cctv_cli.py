@@ -100,6 +100,44 @@ def test_scene_files_without_a_zone_follow_the_settings_zone(tmp_path, bus_jpg, 
     assert timedelta(0) < opened["cam-shanghai"] - datetime(2026, 1, 5, 0, 0, tzinfo=UTC) < timedelta(seconds=12)
 
 
+def test_a_restart_without_any_flag_keeps_the_standing_violation_and_its_one_case(tmp_path, bus_jpg, real_sample_dir):
+    """Saving the rules state took `--state FILE`, so a 24/7 deployment that never heard of it opened a second case for a
+    bus standing through each restart, its first case never cleared. `watch` keeps the state beside the cameras file
+    by default; `--no-state` with `--state` is refused."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    start = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    scene_for(tmp_path, "cam-01", real_sample_dir, dwell_s=4, clear_s=3)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-01", "url": "cam-01.mp4", "scene": "cam-01.yaml", "analysis_fps": 2}])
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                        "evidence_store": {"local_root": str(tmp_path / "ev"), "spool_dir": str(tmp_path / "spool")}}))
+    events = tmp_path / "events.jsonl"
+    args = ["watch", "--cameras", str(cams), "--config", str(settings), "--replay", "--events", str(events)]
+    env = {"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_CONFIG": ""}
+
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=1, leave_s=12, start=start)
+    first = CliRunner().invoke(app, args, env=env)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout.strip().splitlines()[-1])["cases_opened"] == 1
+    assert (tmp_path / "cameras.yaml.state").is_file()
+
+    # the camera's next recording: the bus still stands there, and drives off 6 s in
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=6, start=start + timedelta(seconds=12))
+    again = CliRunner().invoke(app, args, env=env)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout.strip().splitlines()[-1])["cases_opened"] == 0
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    [case] = store.list()
+    store.close()
+    assert case.cleared_at is not None and len(_opened(events)) == 1
+
+    both = CliRunner().invoke(app, [*args, "--state", str(tmp_path / "other.state"), "--no-state"], env=env)
+    assert both.exit_code == 2 and "--state and --no-state" in both.output
+
+
 def test_documented_example_cameras_file_loads():
     loaded = load_cameras(REPO / "docs" / "examples" / "cameras.yaml")
     assert loaded.refused == {}

@@ -34,6 +34,13 @@ SAVED = ("rules", "texts", "next_ocr", "next_verify", "strips_due")
 State = tuple[str, datetime, bytes]
 
 
+def default_path(cameras_file: Path) -> Path:
+    """Where `watch` keeps its cameras' states unless told otherwise: beside the cameras file, as `<its name>.state`.
+    One file per cameras file, so two watchers on one machine never overwrite each other's; on by default because
+    a 24/7 deployment that never heard of `--state` duplicated every standing case at each restart."""
+    return cameras_file.with_name(cameras_file.name + ".state")
+
+
 def camera_key(camera) -> str:
     """Identifies a camera's configuration: a saved state is restored only into the same camera."""
     return hashlib.sha256(repr((camera.config, camera.scene, camera.tracking, camera.rules)).encode()).hexdigest()[:16]

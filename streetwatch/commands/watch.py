@@ -40,7 +40,10 @@ def watch(
                                                   help="Seconds between snapshot writes per camera.")] = 10.0,
     state: Annotated[Path | None, typer.Option("--state", help="Save each camera's rules state (tracks, dwell, open violations) "
                                                                "here at stop and restore it at start: a restart does not open a "
-                                                               "second case for what stood there throughout.")] = None,
+                                                               "second case for what stood there throughout. [default: the cameras "
+                                                               "file's name + .state, beside it; not with --ray]")] = None,
+    no_state: Annotated[bool, typer.Option("--no-state", help="Start every camera afresh and save no state "
+                                                              "(a replay judged again from its start).")] = False,
     config: SettingsOpt = None,
     verifier: VerifierOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
@@ -55,11 +58,14 @@ def watch(
     scene file, reloads them without stopping unchanged cameras (a running camera whose scene turns
     invalid keeps its last valid one, the refusal its `config_refused` health condition). Tracker and rule knobs: the
     settings file's `tracking:` and `rules:`, changed per camera by its own `tracking:`/`rules:`.
-    Prints a JSON summary at exit; with --replay, exit code 1 when no camera could be read at all.
+    Each camera's rules state is saved at a stop and restored at the next start (--state, beside the cameras file
+    by default; --no-state to start afresh). Prints a JSON summary at exit; with --replay, exit code 1 when no
+    camera could be read at all.
 
     With --ray the cameras are spread over owner actors of a Ray cluster (each reads, tracks and judges
     its cameras) that share inference actors; an owner that dies is restarted elsewhere from its
-    cameras' saved rules states (docs/scale-out.md). Warn-first rules (cityops.warn) do not run with --ray.
+    cameras' saved rules states (docs/scale-out.md), but none is kept across a stop of `watch --ray`.
+    Warn-first rules (cityops.warn) do not run with --ray.
     """
     setup_logging(verbose)
     from detect.config_io import ConfigError, load_model
@@ -77,6 +83,8 @@ def watch(
         load_model(CamerasFile, cameras)  # a broken cameras file fails before the model loads
     except ConfigError as exc:
         fail(str(exc))
+    if state is not None and no_state:
+        fail("--state and --no-state: give one of them")
     if ray is not None:
         if state is not None:
             fail("--state: not with --ray (the cluster restores its owners from its own checkpoints, docs/scale-out.md)")
@@ -84,6 +92,10 @@ def watch(
                              replay=replay, events=events, snapshots=snapshots, snapshot_every=snapshot_every, verifier=verifier,
                              metrics_port=metrics_port, metrics_addr=metrics_addr)
     device = device or "cpu"
+    if not no_state:  # on by default: a deployment that never heard of it must not duplicate cases at each restart
+        from pipelines.cctv.state import default_path
+
+        state = state or default_path(cameras)
     try:
         taxonomy = settings.load_taxonomy()  # the deployment's taxonomy file and city code tables
     except ConfigError as exc:
