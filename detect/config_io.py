@@ -57,6 +57,12 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names file, field and reason."""
 
 
+def one_line(message: str) -> str:
+    """A refusal `message` as one line, for logs of one line per record: a YAML error's lines (its position, the line
+    it quotes) joined, the caret line under the quote dropped (its column says where)."""
+    return " ".join(part for line in message.splitlines() if (part := line.strip()) and part != "^")
+
+
 class DuplicateKeyError(ValueError):
     """A key written twice in one YAML mapping or JSON object, which PyYAML and `json` read as the last value without a
     word. YAML gives both lines; `json` gives no positions, so a JSON file's message names the key alone."""

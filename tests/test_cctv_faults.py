@@ -82,3 +82,24 @@ def test_resolution_change_mid_stream_keeps_one_violation(tmp_path, bus_jpg, rea
     [case] = intake.store.list()
     kinds = [r["kind"] for r in watcher.records if r["event"] == "violation"]
     assert kinds == ["opened", "cleared"] and case.cleared_at is not None
+
+
+def test_a_refusal_is_logged_on_one_line_with_yaml_s_position(tmp_path, real_sample_dir, onnx_detector, caplog):
+    """A scene or cameras file broken as YAML was logged over four lines (YAML's position, the line it quotes, a caret),
+    though logs are one line per record: whatever reads the log took the three after the first for records of their
+    own. A camera refused at start, a running one kept on its last scene and a reload refused each log one line."""
+    for cid in ("cam-01", "cam-02"):
+        scene_for(tmp_path, cid, real_sample_dir)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": cid, "url": "a.mp4", "scene": f"{cid}.yaml"} for cid in ("cam-01", "cam-02")])
+    (tmp_path / "cam-02.yaml").write_text("camera_id: cam-02\nzones: x: y\n")
+    with caplog.at_level("ERROR", logger="pipelines.cctv"):
+        watcher = Watcher(cams, onnx_detector, make_intake(tmp_path / "data"))
+        (tmp_path / "cam-01.yaml").write_text("camera_id: cam-01\nzones: x: y\n")
+        assert watcher.reload() and "cam-01" in watcher.kept
+        cams.write_text(cams.read_text() + "oops: a: b\n")
+        assert not watcher.reload()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert [m.split(":")[0] for m in errors] == ["camera cam-02 refused", "camera cam-01 keeps running on its last valid configuration; "
+                                                 "its new one is refused", "reload refused, keeping the running cameras"]
+    for message in errors:
+        assert "\n" not in message and "mapping values are not allowed here" in message and ", line " in message, message

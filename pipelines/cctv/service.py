@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
-from detect.config_io import ConfigError
+from detect.config_io import ConfigError, one_line
 from detect.events import EventKind
 from detect.evidence import FrameRing
 from detect.frames import Frame
@@ -201,12 +201,12 @@ class Watcher:
         now = datetime.now(UTC)
         for cid, message in refused.items():
             if self.refused.get(cid) != message:
-                log.error("camera %s refused: %s", cid, message)
+                log.error("camera %s refused: %s", cid, one_line(message))
                 self.metrics.status.labels(cid).state(Status.REFUSED.value)
                 self.record(CameraStatus(cid, Status.REFUSED, message, now).to_record())
         for cid, message in kept.items():
             if self.kept.get(cid) != message:
-                log.error("camera %s keeps running on its last valid configuration; its new one is refused: %s", cid, message)
+                log.error("camera %s keeps running on its last valid configuration; its new one is refused: %s", cid, one_line(message))
                 self._health(HealthEvent(cid, HealthKind.CONFIG_REFUSED, True, now, message))
         for cid in self.kept.keys() - kept.keys():
             self._health(HealthEvent(cid, HealthKind.CONFIG_REFUSED, False, now, "configuration taken"))
@@ -217,7 +217,7 @@ class Watcher:
         try:
             loaded = self._load()
         except ConfigError as exc:
-            log.error("reload refused, keeping the running cameras: %s", exc)
+            log.error("reload refused, keeping the running cameras: %s", one_line(str(exc)))
             return False
         self._apply(loaded, start=True)
         return True
