@@ -143,3 +143,31 @@ def test_a_camera_restarted_by_a_reload_ends_its_readers_health_gauges(tmp_path,
     finally:
         watcher.stop()
         runner.join(60)
+
+
+def test_a_camera_that_stays_offline_logs_its_first_failures_then_a_line_per_interval(tmp_path, caplog):
+    """A camera offline for days logged a warning at every retry, one a minute per camera at the longest wait, for
+    ever. Its first `offline_after` failures are logged each, then one 'still offline' line per `log_every_s`; every
+    attempt still reaches the reader's retry hook (streetwatch_cctv_reconnect_attempts_total)."""
+    url = f"rtsp://127.0.0.1:{free_port()}/cam"  # nothing listens there: each attempt is refused
+    for log_every_s in (3600.0, 0.001):
+        backoff = {"initial_s": 0.01, "max_s": 0.02, "offline_after": 2, "log_every_s": log_every_s}
+        camera = Camera(CameraConfig(id="cam", url=url, scene="unused.yaml", backoff=backoff), Scene(camera_id="cam"))
+        attempts = []
+        reader = CameraReader(camera, ReaderHooks(frame=lambda frame: None, health=lambda event: None,
+                                                  status=lambda cid, status, detail: None, retry=attempts.append))
+        with caplog.at_level(logging.WARNING, logger="pipelines.cctv"):
+            reader.start()
+            _until(lambda: len(attempts) >= 12)
+            reader.stop()
+            reader.join(10)
+        lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.cctv.reader"]
+        caplog.clear()
+        each = [line for line in lines if "; attempt " in line]
+        still = [line for line in lines if "still offline" in line]
+        assert [line.split("; attempt ")[1].split(",")[0] for line in each] == ["1", "2"] and len(lines) == len(each) + len(still)
+        if log_every_s == 3600.0:  # 12 and more attempts, two lines
+            assert still == []
+        else:  # every attempt past the second is over an interval after the line before
+            assert len(still) == len(attempts) - 2
+            assert still[0].startswith("camera cam: still offline for 0 min, 3 attempts; last: camera cam: cannot open rtsp://127.0.0.1:")

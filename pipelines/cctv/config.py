@@ -49,6 +49,10 @@ class Backoff(ConfigModel):
     max_s: float = Field(60.0, title="Longest wait", description="Cap of the doubling wait between attempts.", gt=0)
     offline_after: int = Field(
         3, title="Offline after", description="Failed attempts in a row after which the camera is reported offline (reconnecting before).", ge=1)
+    log_every_s: float = Field(
+        600.0, title="Log while offline", description="Past the first `offline_after` failed attempts, each logged, seconds between "
+        "the log lines of a camera that stays offline ('still offline for N min, M attempts'); every attempt is still counted "
+        "in streetwatch_cctv_reconnect_attempts_total.", gt=0)
 
 
 class HealthConfig(ConfigModel):

@@ -27,6 +27,7 @@ class Metrics:
         self.reverifications = Counter("streetwatch_cctv_reverifications", "Re-checks of handled cases", ["camera", "outcome"], registry=r)
         self.status = Enum("streetwatch_cctv_camera_status", "Camera stream state", cam, states=[s.value for s in Status], registry=r)
         self.health_active = Gauge("streetwatch_cctv_health_active", "1 while a health condition holds", ["camera", "kind"], registry=r)
+        self.reconnect_attempts = Counter("streetwatch_cctv_reconnect_attempts", "Failed connection attempts, each retried", cam, registry=r)
         self.health_events = Counter("streetwatch_cctv_health_events", "Health conditions that started", ["camera", "kind"], registry=r)
 
     def end_health(self, camera_id: str, keep: frozenset[str] = frozenset()) -> None:

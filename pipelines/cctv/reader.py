@@ -82,6 +82,7 @@ class ReaderHooks:
     health: Callable[[HealthEvent], None]
     status: Callable[[str, Status, str], None]
     read: Callable[[str], None] = lambda camera_id: None  # one picture decoded
+    retry: Callable[[str], None] = lambda camera_id: None  # one failed connection attempt, to be retried
 
 
 class _Stopped(Exception):
@@ -102,6 +103,7 @@ class CameraReader(threading.Thread):
         self._delivered = 0
         self._size: tuple[int, int] | None = None
         self._raw_size: tuple[int, int] | None = None
+        self._logged_at = 0.0  # monotonic time of the last failed attempt logged
         try:
             reference = read_reference(camera.scene)
         except ConfigError as exc:
@@ -131,8 +133,22 @@ class CameraReader(threading.Thread):
         exc = rs.outcome.exception() if rs.outcome else None
         failing = Status.OFFLINE if rs.attempt_number >= self.cfg.backoff.offline_after else Status.RECONNECTING
         wait = rs.next_action.sleep if rs.next_action else 0
-        log.warning("%s; attempt %d, next in %.1fs", exc, rs.attempt_number, wait)
+        self.hooks.retry(self.camera.id)
+        self._log_failure(rs, exc, wait)
         self._set(failing, str(exc))
+
+    def _log_failure(self, rs: RetryCallState, exc: BaseException | None, wait: float) -> None:
+        """Log the first `offline_after` failed attempts of an outage each, then one line per `log_every_s`: a camera
+        offline for days logged a warning at every retry (one a minute at the longest wait, for each such camera)."""
+        now = time.monotonic()
+        if rs.attempt_number <= self.cfg.backoff.offline_after:
+            log.warning("%s; attempt %d, next in %.1fs", exc, rs.attempt_number, wait)
+        elif now - self._logged_at >= self.cfg.backoff.log_every_s:
+            log.warning("camera %s: still offline for %d min, %d attempts; last: %s", self.camera.id,
+                        int(rs.seconds_since_start or 0) // 60, rs.attempt_number, exc)
+        else:
+            return
+        self._logged_at = now
 
     # ---- loop ---------------------------------------------------------------------------
 

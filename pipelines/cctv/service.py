@@ -151,7 +151,8 @@ class Watcher:
                 self._status(camera_id, status, detail)
 
         hooks = ReaderHooks(frame=on_frame, health=on_health, status=on_status,
-                            read=lambda cid: self.metrics.frames_read.labels(cid).inc())
+                            read=lambda cid: self.metrics.frames_read.labels(cid).inc(),
+                            retry=lambda cid: self.metrics.reconnect_attempts.labels(cid).inc())
         reader = CameraReader(camera, hooks, replay=self.replay)
         rules = CameraRules(camera.scene, self.taxonomy, camera.tracking, camera.rules)
         text = None
