@@ -87,6 +87,38 @@ def test_reverification_records_still_present_then_verified_cleared(tmp_path, bu
     assert len(list((bundle / "verification").glob("verification_*_original.jpg"))) == 2 and verify_bundle(bundle, KEY).ok
 
 
+def test_a_case_closed_in_review_while_verifying_leaves_no_absence_behind(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
+    """The re-check remembered since when each `verifying` case was not seen, and forgot it only when the camera
+    re-checked the case; a case closed in review in the meantime stayed remembered for as long as the watcher ran,
+    one more per such case. It is forgotten at the camera's next re-check."""
+    import supervision as sv
+
+    from detect.frames import Frame
+
+    scene_for(tmp_path, "cam-02", real_sample_dir, dwell_s=4, clear_s=600)
+    intake = make_intake(tmp_path / "data")
+    cam = {"id": "cam-02", "scene": "cam-02.yaml", "verify_every_s": 2}
+    parked_clip(tmp_path / "parked.mp4", bus_jpg, real_sample_dir, duration_s=10, arrive_s=1, leave_s=10)
+    _watch(tmp_path, onnx_detector, intake, [{**cam, "url": "parked.mp4"}])
+    [case] = intake.store.list()
+    intake.store.review(case.id, approve=True, reviewer="li.wei", target="cn-dcm")
+    [entry] = intake.store.claim_due()
+    intake.store.mark_delivered(entry.id, "DCM-1")
+    intake.store.mark_handled(case.id, actor="dispatch:cn-dcm")
+
+    empty = street_view(street(real_sample_dir), SIZE)
+    write_clip(tmp_path / "empty.mp4", empty, [], 6, fps=2)  # gone, but not for the 600 s clear time yet
+    watcher, _ = _watch(tmp_path, onnx_detector, intake, [{**cam, "url": "empty.mp4", "start_time": "2025-03-14T12:00:00"}])
+    assert intake.store.get(case.id).state is CaseState.VERIFYING and watcher.sink._absent_since  # its absence remembered
+
+    intake.store.transition(case.id, CaseState.CLOSED, actor="li.wei", reason="closed in review")
+    later = Frame(empty, "cam-02", datetime(2025, 3, 14, 4, 1, tzinfo=UTC), frame_id="later")
+    watcher.sink.post_check(watcher.runtimes["cam-02"].camera, later, sv.Detections.empty())
+    watcher.sink.close()
+    watcher.sink.run()  # what was posted, in this thread
+    assert not watcher.sink._absent_since
+
+
 def test_replay_starts_at_the_files_time_only_when_a_recording_can_have_begun_then(tmp_path, real_sample_dir, onnx_detector, caplog):
     """A replayed file with no start_time and no creation_time tag (.ts) is timed by its modification time, which
     was taken unchecked: a camera's unset 1970, a zip's 1980 or a time in the future dated every frame and case so.

@@ -62,7 +62,7 @@ class CaseSink(threading.Thread):
         self.verified = verified  # types whose verdicts frames carry: re-checks judge them the same way
         self._queue: queue.Queue = queue.Queue()
         self._cameras: dict[str, Camera] = {}
-        self._absent_since: dict[str, datetime] = {}
+        self._absent_since: dict[str, dict[str, datetime]] = {}  # camera id -> its verifying cases not seen since
         # Cameras' `auto_queue` (type -> target) is the policy the intake applies when evidence is stored.
         intake.auto_queue = self._auto_queue_target
 
@@ -138,18 +138,28 @@ class CaseSink(threading.Thread):
             for record in self.warner.check(cam.id, frame, item.detections, lambda zone_id, vtype: present(
                     cam.scene, self.taxonomy, frame, item.detections, zone_id, vtype, cam.rules.group_gap, verified=self.verified)):
                 self.on_record(record)
-        for case in self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id):
+        verifying = self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id)
+        absent = self._still_verifying(cam.id, {case.id for case in verifying})
+        for case in verifying:
             found = present(cam.scene, self.taxonomy, frame, item.detections, case.zone_id, case.violation_type, cam.rules.group_gap,
                             verified=self.verified)
             if len(found):
-                self._absent_since.pop(case.id, None)
+                absent.pop(case.id, None)
                 self._verified(cam, case, frame, found, cleared=False)
                 continue
-            since = self._absent_since.setdefault(case.id, frame.ts)
+            since = absent.setdefault(case.id, frame.ts)
             clear_s = self._clear_s(cam, case)
             if case.cleared_at is not None or (frame.ts - since).total_seconds() >= clear_s:
-                self._absent_since.pop(case.id, None)
+                absent.pop(case.id, None)
                 self._verified(cam, case, frame, found, cleared=True)
+        if absent:
+            self._absent_since[cam.id] = absent
+
+    def _still_verifying(self, camera_id: str, verifying: set[str]) -> dict[str, datetime]:
+        """The camera's absences, but those of cases no longer in `verifying`: one closed in review (or re-checked by
+        another process) left its entry here for as long as the watcher ran."""
+        held = self._absent_since.pop(camera_id, {})
+        return {case_id: since for case_id, since in held.items() if case_id in verifying}
 
     def _verified(self, cam: Camera, case: Case, frame: Frame, found: sv.Detections, cleared: bool) -> None:
         checked = self.intake.record_verification(case.id, frame, found, cleared, actor=f"cctv:{cam.id}")
