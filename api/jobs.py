@@ -30,6 +30,7 @@ from markupsafe import escape
 from api.config import ServiceConfig
 from api.metrics import ApiMetrics
 from api.uploads import SavedFile
+from detect.config_io import write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
@@ -153,6 +154,12 @@ def newest_jobs(root: Path, limit: int | None = None, owner: str | None = None) 
         if limit is not None and len(newest) > limit:
             heapq.heappop(newest)
     return [(folder, job) for _, _, folder, job in sorted(newest, key=lambda item: item[0], reverse=True)]
+
+
+def write_job(folder: Path, job: dict[str, Any]) -> None:
+    """`folder/job.json`, replaced whole (`write_text_atomic`): a page polling it never reads half a record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "job.json", json.dumps(job, ensure_ascii=False, indent=1, default=str))
 
 
 def read_job(folder: Path) -> dict[str, Any] | None:
@@ -363,11 +370,7 @@ class TriageJobs:
             return
 
     def _write(self, job: dict[str, Any]) -> None:
-        folder = self._dir(job["id"])
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "job.json.tmp"
-        tmp.write_text(json.dumps(job, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, folder / "job.json")
+        write_job(self._dir(job["id"]), job)
 
     def _update(self, job_id: str, **values: Any) -> dict[str, Any]:
         with self._state_lock:

@@ -261,6 +261,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` whole or not at all (`replaced_atomically`): a camera's snapshot that the service
+    reads while `watch` replaces it, a saved rules state a stop killed mid-write."""
+    path = Path(path)
+    with replaced_atomically(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
 @contextmanager
 def replaced_atomically(path: str | Path) -> Iterator[Path]:
     """A temporary file beside `path` (same folder, so the rename cannot cross disks) to write, renamed onto `path`

@@ -30,7 +30,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
-from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown
+from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown, write_job
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -468,12 +468,6 @@ def _patrol_dir(ctx: AppContext, job_id: str) -> Path:
     return (ctx.service.data_dir / "patrol" / job_id).resolve()
 
 
-def _write_job(folder: Path, job: dict[str, Any]) -> None:
-    tmp = folder / "job.json.tmp"
-    tmp.write_text(json.dumps(job, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-    tmp.replace(folder / "job.json")
-
-
 def _as_uploaded(folder: Path, job: dict[str, Any], settings: Settings, html: bool = False) -> Callable[[str], str]:
     """What names a patrol job's texts as the client knows them (`api.jobs.as_uploaded`): the patrol code names the
     stored files by their server paths (`/srv/.../patrol/<id>/track.gpx: not a readable GPX file`) and its frames
@@ -531,7 +525,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
 
     out = folder / "out"
     shown = _as_uploaded(folder, job, ctx.settings)
-    _write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
+    write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
     no_cases = ctx.jobs.cases_unavailable()  # what run_patrol's case writer will find, as a photo upload's job says it
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
@@ -544,29 +538,29 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
                             resume=out.exists(), keys=keys)  # resume: a run a stopped server left, taken up where it was
     except CannotResume:
-        _write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
+        write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
         return
     except CasesUnavailable as exc:
-        _write_job(folder, {**job, "state": "failed", "error": shown(no_cases_error(exc.reason)),
+        write_job(folder, {**job, "state": "failed", "error": shown(no_cases_error(exc.reason)),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     except NoStartTime as exc:
-        _write_job(folder, {**job, "state": "failed", "error": shown(exc.asking(_asking_start(ctx))),
+        write_job(folder, {**job, "state": "failed", "error": shown(exc.asking(_asking_start(ctx))),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     except (PatrolError, ConfigError, ValueError) as exc:
-        _write_job(folder, {**job, "state": "failed", "error": shown(str(exc)),
+        write_job(folder, {**job, "state": "failed", "error": shown(str(exc)),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
-        _write_job(folder, {**job, "state": "failed", "error": shown(f"{type(exc).__name__}: {exc}"),
+        write_job(folder, {**job, "state": "failed", "error": shown(f"{type(exc).__name__}: {exc}"),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
     summary["messages"] = [shown(m) for m in summary["messages"]]  # they name the stored files too
     summary["spool"] = spool_shown(summary["spool"], shown)  # why a bundle waits names the evidence folder it could not write
     summary["no_cases"] = shown(no_cases) if no_cases and summary["groups"] else None  # else only "0 new cases", no why
-    _write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
+    write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
 
 
 def _patrol_jobs(ctx: AppContext, limit: int | None = None, owner: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
@@ -643,7 +637,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
             await run_in_threadpool(copy_upload, video_part, folder / job["video"])
             await run_in_threadpool(copy_upload, track_part, folder / job["track"])
             await run_in_threadpool(_check_video, folder, job, ctx.settings)
-            _write_job(folder, job)
+            write_job(folder, job)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

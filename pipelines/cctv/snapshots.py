@@ -7,13 +7,19 @@ throttled per camera so a JPEG encode does not ride on every analysed frame.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import cv2
 
+from detect.config_io import write_bytes_atomic
 from detect.frames import Frame
+
+
+def write_snapshot(folder: Path, camera_id: str, jpeg: bytes) -> None:
+    """`<folder>/<camera id>.jpg`, replaced atomically: the service never reads a half-written picture."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(folder / f"{camera_id}.jpg", jpeg)
 
 
 class SnapshotWriter:
@@ -33,8 +39,5 @@ class SnapshotWriter:
         ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             return
-        target = self.folder / f"{frame.source_id}.jpg"
-        tmp = target.with_suffix(".jpg.tmp")
-        tmp.write_bytes(jpeg.tobytes())
-        os.replace(tmp, target)  # readers never see a half-written picture
+        write_snapshot(self.folder, frame.source_id, jpeg.tobytes())
         self._last[frame.source_id] = now

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from detect.config_io import write_bytes_atomic
 from detect.frames import Frame
 from detect.rules import CameraRules
 from pipelines.cases.intake import Intake
@@ -95,9 +95,7 @@ def frames_after(ts: datetime, deliver: Callable[[Frame], None]) -> Callable[[Fr
 def save_file(path: Path, states: dict[str, State]) -> None:
     """Write the cameras' states to `path`, replaced whole (a stop killed mid-write leaves the previous file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(states, protocol=5))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, pickle.dumps(states, protocol=5))
 
 
 def load_file(path: Path) -> dict[str, State]:

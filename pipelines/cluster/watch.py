@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from pipelines.cases.intake import Intake
 from pipelines.cctv.config import load_cameras
 from pipelines.cctv.reader import Status
 from pipelines.cctv.service import Watcher
+from pipelines.cctv.snapshots import write_snapshot
 from pipelines.cctv.state import capture, restore
 from pipelines.cluster.connect import HEAD_NODE, ClusterError, ClusterInfo
 from pipelines.cluster.metrics import ClusterMetrics
@@ -561,11 +561,6 @@ class ClusterWatcher:
 
 
 def _write_snapshot(folder: Path | None, camera_id: str, jpeg: bytes) -> None:
-    """`<folder>/<camera id>.jpg`, replaced atomically (as `pipelines.cctv.snapshots.SnapshotWriter` does)."""
-    if folder is None:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{camera_id}.jpg"
-    tmp = target.with_suffix(".jpg.tmp")
-    tmp.write_bytes(jpeg)
-    os.replace(tmp, target)
+    """`<folder>/<camera id>.jpg` (`pipelines.cctv.snapshots.write_snapshot`), when snapshots are kept."""
+    if folder is not None:
+        write_snapshot(folder, camera_id, jpeg)
