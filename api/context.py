@@ -16,6 +16,7 @@ from fastapi import Request
 from api.accounts import Accounts
 from api.cameras import Cameras
 from api.config import ServiceConfig
+from api.exports import ExportGate
 from api.jobs import TriageJobs
 from api.metrics import ApiMetrics
 from detect.cityzones import named_files
@@ -41,6 +42,7 @@ class AppContext:
     cameras: Cameras
     metrics: ApiMetrics
     taxonomy: Taxonomy
+    exports: ExportGate  # the case and call-out exports' own threads (`service.export_concurrency`)
     webhook_calls: SeenCalls = field(default_factory=SeenCalls)  # timestamped webhook calls taken: this process's memory
 
     @property
@@ -72,7 +74,7 @@ def build_context(settings: Settings, service: ServiceConfig, detector_factory: 
         evidence=open_evidence_store(settings.evidence_store, service.url_key()), signer=UrlSigner(service.url_key(), service.url_expiry_s),
         jobs=TriageJobs(service, settings, metrics, detector_factory),
         cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
-        metrics=metrics, taxonomy=taxonomy,
+        metrics=metrics, taxonomy=taxonomy, exports=ExportGate(service.export_concurrency, service.export_queue),
     )
 
 

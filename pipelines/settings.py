@@ -165,6 +165,13 @@ class ServiceConfig(ConfigModel):
     max_upload_files: int = Field(1000, title="Files per upload", description="Most files in one upload request.", ge=1)
     job_concurrency: int = Field(1, title="Concurrent jobs",
                                  description="Triage jobs running at once (each uses `triage.workers` threads); the rest wait in order.", ge=1, le=16)
+    export_concurrency: int = Field(2, title="Concurrent exports",
+                                    description="Case and call-out exports (CSV, Excel) running at once, each on a worker thread of "
+                                                "its own; the rest wait in order without holding one of the threads every "
+                                                "other request needs.", ge=1, le=16)
+    export_queue: int = Field(20, title="Exports waiting",
+                              description="Exports that may wait for one of those threads; one more is answered 503 with "
+                                          "Retry-After.", ge=0, le=1000)
     triage: JobTriageOptions = Field(default_factory=JobTriageOptions, title="Triage", description="How upload jobs are triaged.")
     cameras_file: Path | None = Field(None, title="Cameras file",
                                       description="The cameras file `streetwatch watch --cameras` runs (cameras and their scene files).")

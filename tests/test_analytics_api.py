@@ -395,3 +395,47 @@ def test_a_long_case_export_is_read_in_pages_and_comes_whole(tmp_path, monkeypat
     assert list(head) == COLUMNS and [r[0] for r in cells] == expected
     assert book.active["A1"].font.b and book.active.freeze_panes == "A2"
     assert list(temp.iterdir()) == []  # the workbook's temporary folder is gone
+
+
+def test_a_burst_of_exports_waits_on_threads_of_its_own_and_past_its_queue_is_told_to_come_back(tmp_path):
+    """Exports ran on the worker threads every route shares, each for as long as it took: a burst of 200 held all of
+    them and every other request waited (p50 16 s). They run on `service.export_concurrency` threads of their own,
+    waiting on the event loop without a thread; past `service.export_queue` waiting, one more is answered 503 with
+    Retry-After. Here the test holds the one export thread: three exports wait holding no shared thread, a case list
+    is answered, a fourth export is refused, and once the thread is free the three come whole."""
+    import threading
+    import time
+    from datetime import datetime
+
+    import anyio.to_thread
+
+    app, tokens = make_app(settings_for(tmp_path, export_concurrency=1, export_queue=2), resume_jobs=False)
+    CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ))
+    gate, reviewer, answers = app.state.ctx.exports, auth(tokens["reviewer"]), []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        shared = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+        client.portal.call(lambda: setattr(shared, "total_tokens", 3))  # as many as the exports that wait
+        holder = object()
+        client.portal.call(gate.limiter.acquire_on_behalf_of, holder)
+        waiting = [threading.Thread(target=lambda: answers.append(client.get("/api/v1/exports/cases", headers=reviewer)))
+                   for _ in range(3)]
+        for thread in waiting:
+            thread.start()
+        for _ in range(6000):  # until all three wait for the export thread (a bound, not a timing)
+            if client.portal.call(gate.limiter.statistics).tasks_waiting == 3:
+                break
+            time.sleep(0.01)
+        assert client.portal.call(gate.limiter.statistics).tasks_waiting == 3 and gate.admitted == 3
+        assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting exports hold no shared thread
+        assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+        refused = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+        assert refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
+        assert refused.json()["detail"].startswith("导出请求过多：已有 3 个导出在进行或排队（service.export_concurrency 同时 1 个，"
+                                                   "service.export_queue 排队 2 个）")
+        client.portal.call(gate.limiter.release_on_behalf_of, holder)
+        for thread in waiting:
+            thread.join()
+        assert [a.status_code for a in answers] == [200] * 3
+        assert all(len(list(csv.reader(io.StringIO(a.content.decode("utf-8-sig"))))) == 2 for a in answers)
+        assert gate.admitted == 0 and client.get("/api/v1/callout/export", headers=reviewer).status_code == 200

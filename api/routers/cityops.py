@@ -30,6 +30,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
+from api.exports import Export
 from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown, write_job
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
@@ -369,16 +370,21 @@ def put_callout(number: str, status: Status = Body(embed=True), amount: float | 
 
 @router.get("/callout/export", summary="The list as CSV or Excel for the call-out system", response_class=Response,
             responses={200: {"content": {"text/csv": {}, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {}}},
-                       **problems(401, 403, 422)})
-def export_callout(format: str = Query("csv", pattern="^(csv|xlsx)$"), ctx: AppContext = Depends(get_ctx),  # noqa: A002
-                   _: Principal = Depends(READ_CASES)) -> Response:
+                       **problems(401, 403, 422, 503)})
+async def export_callout(format: str = Query("csv", pattern="^(csv|xlsx)$"), ctx: AppContext = Depends(get_ctx),  # noqa: A002
+                         _: Principal = Depends(READ_CASES)) -> Response:
     """Written in a folder of its own and answered from memory, the folder removed: each export stayed in
-    `service.data_dir`/exports, people's phone numbers kept on the server for ever, one more file per request."""
-    calls = _calls(ctx)
-    calls.sync()
-    with tempfile.TemporaryDirectory(prefix="callout-") as folder:
-        data = calls.export(Path(folder) / f"callout.{format}").read_bytes()
-    return Response(data, media_type=XLSX if format == "xlsx" else CSV, headers=_attachment(f"callout.{format}"))
+    `service.data_dir`/exports, people's phone numbers kept on the server for ever, one more file per request. Run on
+    the exports' own threads, as the case export (`api.exports`)."""
+
+    def build() -> Export:
+        calls = _calls(ctx)
+        calls.sync()
+        with tempfile.TemporaryDirectory(prefix="callout-") as folder:
+            data = calls.export(Path(folder) / f"callout.{format}").read_bytes()
+        return Export(data, XLSX if format == "xlsx" else CSV, _attachment(f"callout.{format}"))
+
+    return await ctx.exports.answer(build)
 
 
 @router.post("/callout/import", summary="Import the call-out system's results; unknown numbers are reported, the rest applied",
