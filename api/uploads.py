@@ -4,6 +4,9 @@
   and the body is counted while it streams (chunked uploads have no length), so a client can
   never put more than the limit on disk: the multipart parser's temporary files are closed
   (and, being anonymous temp files, freed) when the count is exceeded.
+- A file part past 1 MiB spools to disk in the service's own `service.data_dir`/uploads (`multipart_parser`), not the
+  system's temporary folder (Starlette's choice), often small and apart from the data disk on a city server, where a
+  patrol video or a zip of photos could fill it.
 - What a file *is* comes from its bytes, never its name or declared type: Pillow must identify it
   as one of the photo formats triage reads, or `zipfile` as a zip archive that holds photos (as triage
   lists it). Anything else refuses the whole request with 415 and the offending file names, before a job exists.
@@ -24,6 +27,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import SpooledTemporaryFile
 
 from PIL import Image
 from fastapi.routing import APIRoute
@@ -73,6 +77,29 @@ async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
         if seen > limit:
             raise Problem(413, f"upload is over the limit of {limit} bytes (stopped reading at {seen})", slug="upload-too-large")
         yield chunk
+
+
+class _SpooledIn(MultiPartParser):
+    """Starlette's multipart parser, its file parts spooled in `folder`: Starlette's own spool (SpooledTemporaryFile)
+    takes no folder and goes to the system's temporary folder, a process-wide setting (`tempfile.tempdir`)."""
+
+    def __init__(self, *args, folder: Path, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.folder = folder
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        upload = self._current_part.file
+        if upload is not None:  # a file part begins: its spool, still empty and in memory, is made again in `folder`
+            upload.file = self._files_to_close_on_error[-1] = SpooledTemporaryFile(max_size=self.spool_max_size, dir=self.folder)
+
+
+def multipart_parser(request: Request, limit: int, spool: Path, *, max_files: int) -> MultiPartParser:
+    """The parser of a multipart upload: the body counted as it streams (413 past `limit`), at most `max_files` files
+    and 10 fields, each file spooled to disk past 1 MiB in `spool` (`ServiceConfig.upload_spool`, on the data disk),
+    as an anonymous file, freed when closed."""
+    spool.mkdir(parents=True, exist_ok=True)
+    return _SpooledIn(request.headers, _capped(request, limit), max_files=max_files, max_fields=10, folder=spool)
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -132,14 +159,16 @@ def sniff(path: Path, label: str) -> tuple[str, str] | None:
     return ("zip", ".zip") if zipfile.is_zipfile(path) else None
 
 
-async def receive_files(request: Request, dest: Path, *, limit: int, max_files: int, field: str = "files") -> list[SavedFile]:
-    """Parse the multipart body into `dest` (created); refuses with 400/413/415 and leaves nothing behind."""
+async def receive_files(request: Request, dest: Path, *, limit: int, max_files: int, spool: Path,
+                        field: str = "files") -> list[SavedFile]:
+    """Parse the multipart body into `dest` (created), spooling it in `spool` (`multipart_parser`); refuses with
+    400/413/415 and leaves nothing behind."""
     check_length(request, limit)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise Problem(415, f"send the photos as multipart/form-data in field {field!r} (got {content_type or 'no content type'})",
                       slug="unsupported-media-type")
-    parser = MultiPartParser(request.headers, _capped(request, limit), max_files=max_files, max_fields=10)
+    parser = multipart_parser(request, limit, spool, max_files=max_files)
     try:
         form = await parser.parse()
     except MultiPartException as exc:

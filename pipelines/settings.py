@@ -159,7 +159,8 @@ class ServiceConfig(ConfigModel):
     """`service:` in the settings file (`streetwatch serve`). Every field has a working default for one machine."""
 
     data_dir: Path = Field(Path("streetwatch-data/service"), title="Data folder",
-                           description="Upload jobs live here (jobs/<id>/input, jobs/<id>/out); never named by a client.")
+                           description="Upload jobs live here (jobs/<id>/input, jobs/<id>/out), and uploads spool here while "
+                                       "received (uploads/, not the system's temporary folder); never named by a client.")
     max_upload_bytes: int = Field(512 * 2**20, title="Upload limit",
                                   description="Largest upload request (all files together); refused with 413 before it fills the disk.", gt=0)
     max_upload_files: int = Field(1000, title="Files per upload", description="Most files in one upload request.", ge=1)
@@ -208,6 +209,12 @@ class ServiceConfig(ConfigModel):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def upload_spool(self) -> Path:
+        """Where an upload's files spool while it is received (`api.uploads.multipart_parser`): on the data disk, beside
+        the jobs they are copied into, not in the system's temporary folder."""
+        return self.data_dir / "uploads"
 
 
 class WarnRule(ConfigModel):

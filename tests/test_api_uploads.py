@@ -493,3 +493,41 @@ def test_the_server_retries_the_evidence_spool_with_no_job_running(tmp_path, mon
             time.sleep(0.05)
     assert store.get(case_id).evidence_ref == (root / case_id).resolve().as_uri()
     assert not (tmp_path / "spool" / case_id).exists() and app.state.ctx.jobs.list() == []  # no job ran
+
+
+def test_an_upload_spools_on_the_data_disk_not_in_the_system_temp_folder(tmp_path, monkeypatch, onnx_detector):
+    """The multipart parser spooled every file part past 1 MiB to the system's temporary folder (/tmp), often small and
+    apart from the data disk on a city server, which a patrol video or a zip of photos could fill. A part spools in
+    `service.data_dir`/uploads, as an anonymous file that is gone once the upload is stored."""
+    import os
+
+    from api import uploads as uploads_module
+    from tests.conftest import SHARED
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    photos = sorted((SHARED / "datasets/street-scenes/images/mmj").glob("*.jpg"))[:8]  # real street photos
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for photo in photos:
+            zf.write(photo, photo.name)
+    assert archive.getbuffer().nbytes > 1 << 20  # past the parser's 1 MiB in memory
+    settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off", "cases": False})
+    app, tokens = make_app(settings, detector=onnx_detector)
+    spool = settings.service.upload_spool
+    save, spooled = uploads_module._save, []
+
+    def observed(upload, raw, label):  # while the stored copy is made, the part is in its spool file
+        assert not upload._in_memory
+        spooled.append((upload, Path(os.readlink(f"/proc/self/fd/{upload.file.fileno()}")).parent))
+        return save(upload, raw, label)
+
+    monkeypatch.setattr(uploads_module, "_save", observed)
+    inspector = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = client.post("/api/v1/triage/jobs", headers=inspector,
+                              files=[("files", ("photos.zip", archive.getvalue(), "application/zip"))])
+        assert created.status_code == 202, created.text
+        wait_job(client, created.json()["id"], inspector)
+    [(upload, folder)] = spooled
+    assert folder == spool.resolve()
+    assert upload.file.closed and list(spool.iterdir()) == []  # nothing left behind

@@ -323,8 +323,19 @@ async def _streamed_patrol(app, headers: dict[str, str], video: Path, track: Pat
 def test_a_patrol_video_goes_to_disk_as_it_streams(tmp_path, monkeypatch, onnx_detector, clip):  # noqa: F811
     """The uploaded video was read whole into the server's memory before it was written (as much as the 512 MiB
     limit for each upload at once); it is copied to the job's folder in chunks. One over the limit, sent without a
-    length, is refused with 413 naming the limit while it streams, and leaves no job behind."""
+    length, is refused with 413 naming the limit while it streams, and leaves no job behind. The parser spools it in
+    `service.data_dir`/uploads, on the data disk, not in the system's temporary folder (/tmp)."""
+    from api.routers import cityops
+
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    copy, spools = cityops.copy_upload, set()
+
+    def observed(upload, path):  # while the part is copied to the job, it is in its spool file (past 1 MiB: on disk)
+        if not upload._in_memory:
+            spools.add(Path(os.readlink(f"/proc/self/fd/{upload.file.fileno()}")).parent)
+        return copy(upload, path)
+
+    monkeypatch.setattr(cityops, "copy_upload", observed)
     video = cbr_ts_copy(clip, tmp_path / "drive.ts", 12)  # a real 30 s TS of 44 MB
     longer = cbr_ts_copy(clip, tmp_path / "long.ts", 16)
     limit = video.stat().st_size + 2**20
@@ -348,6 +359,7 @@ def test_a_patrol_video_goes_to_disk_as_it_streams(tmp_path, monkeypatch, onnx_d
         assert peak < video.stat().st_size / 4, f"{peak} bytes held for a {video.stat().st_size}-byte upload"
         job = answer.json()
         assert sha256_file(ctx.service.data_dir / "patrol" / job["id"] / "video.ts") == sha256_file(video)
+        assert spools == {ctx.service.upload_spool.resolve()} and list(ctx.service.upload_spool.iterdir()) == []
 
         over = asyncio.run(_streamed_patrol(app, inspector, longer, gpx, "2026-11-20 09:00:00"))
         assert over.status_code == 413 and f"upload is over the limit of {limit} bytes" in over.json()["detail"], over.text

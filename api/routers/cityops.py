@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field, RootModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.formparsers import MultiPartException
 
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
@@ -36,7 +36,7 @@ from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.routers.triage import JobSpool
-from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, _capped, check_length, copy_upload, read_capped
+from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, check_length, copy_upload, multipart_parser, read_capped
 from detect.config_io import ConfigError, pydantic_en
 from detect.text import Lines, OneLine
 from pipelines.cases.store import Audit, T
@@ -218,12 +218,12 @@ async def _form(request: Request, limit: int, fields: tuple[str, ...],
                 texts: tuple[str, ...] = ()) -> AsyncIterator[tuple[dict[str, tuple[UploadFile, str]], dict[str, str]]]:
     """Named file fields of a multipart body: {field: (part, client file name)}, and its named text fields: {field:
     value}, a text field sent as a file refused naming it. The body is counted while it streams (413 past `limit`,
-    the parser's temporary files dropped) and each file spooled by the parser (to disk past 1 MiB), so none is ever
+    the parser's temporary files dropped) and each file spooled by the parser (to disk past 1 MiB, in `service.data_dir`/uploads), so none is ever
     held whole in memory: read a small one, copy a large one (`copy_upload`) while the form is open."""
     check_length(request, limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Problem(415, f"send multipart/form-data with field(s) {', '.join(fields)}", slug="unsupported-media-type")
-    parser = MultiPartParser(request.headers, _capped(request, limit), max_files=len(fields), max_fields=10)
+    parser = multipart_parser(request, limit, request.app.state.ctx.service.upload_spool, max_files=len(fields))
     try:
         form = await parser.parse()
     except MultiPartException as exc:

@@ -120,7 +120,8 @@ async def create_job(request: Request, ctx: AppContext = Depends(get_ctx), who: 
     bomb), malformed (400)."""
     job_id, dest = ctx.jobs.new_dir()
     try:
-        files = await receive_files(request, dest, limit=ctx.service.max_upload_bytes, max_files=ctx.service.max_upload_files)
+        files = await receive_files(request, dest, limit=ctx.service.max_upload_bytes, max_files=ctx.service.max_upload_files,
+                                    spool=ctx.service.upload_spool)
     except BaseException:
         shutil.rmtree(dest.parent, ignore_errors=True)
         raise
