@@ -525,7 +525,7 @@ def test_the_patrol_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
     import logging
     from datetime import timedelta
 
-    from api.routers.cityops import _write_job
+    from api.jobs import write_job
 
     app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
     root, start = app.state.ctx.service.data_dir / "patrol", datetime(2026, 1, 5, 8, tzinfo=UTC)
@@ -537,7 +537,7 @@ def test_the_patrol_job_list_reads_only_the_newest_jobs(tmp_path, caplog):
                "track": "track.srt", "track_label": "drive.srt", "start": None}
         folder = root / job["id"]
         folder.mkdir(parents=True)
-        _write_job(folder, job)
+        write_job(folder, job)
         if i < 40:  # long ago, and unreadable now
             (folder / "job.json").write_text('{"id": "', encoding="utf-8")
         modified = datetime.now(UTC) if i == 45 else created  # job 45 was taken up again lately
