@@ -195,18 +195,28 @@ def test_the_labels_on_the_evidence_image_are_readable_however_small_it_is_shown
                 assert all(size >= LABEL_PX and inside for _, size, inside in shown), (page, screen, width, shown)
 
 
-#: The case's fields a reviewer changes and the names each must show before it, Chinese first.
-CASE_FIELDS = {"edit-type": "类型 Type", "edit-description": "描述 Description", "edit-severity": "严重程度 Severity"}
+#: The case's fields a reviewer changes and the names each must show before it, Chinese first: the facts, the place
+#: (where a platform sends a handler) and the reason a rejection is undone for.
+CASE_FIELDS = {"edit-type": "类型 Type", "edit-description": "描述 Description", "edit-severity": "严重程度 Severity",
+               "edit-address": "地址 Address", "edit-lat": "纬度 Lat", "edit-lon": "经度 Lon",
+               "reopen-note": "重新打开原因（必填） Why reopen (required)"}
 
 
-def test_the_case_s_type_severity_and_description_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
-    """In the queue's case the type and severity lists and the description field had no name on the page, only a
-    tooltip (a phone shows none) or a placeholder gone once something is typed. On a phone and a 1366 px screen each
-    has its name shown, Chinese first, as its <label for>, which is its accessible name."""
+def test_the_case_s_fields_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
+    """In the queue's case the type and severity lists, the description, the address and coordinates and the reopen
+    reason had no name on the page, only a tooltip (a phone shows none) or a placeholder gone once something is typed
+    (地点 Place and 经纬度 Lat/Lon were words beside the fields, tied to none). On a phone and a 1366 px screen each
+    field of a case rejected in review has its name shown, Chinese first, as its <label for>, which is its accessible
+    name; the place's fields are a group named 地点 Place."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
-    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served, \
-            phone(served) as handset:
+    def rejected(app) -> str:
+        case_id, = draft_cases(app, bus_event, [{}])
+        app.state.ctx.store.review(case_id, approve=False, reviewer="reviewer-user", reason_code="duplicate")
+        return case_id
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), rejected) as served, phone(served) as handset:
         office = served["browser"]
         office.get(served["base"] + "/ui/login")
         office.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
@@ -214,9 +224,15 @@ def test_the_case_s_type_severity_and_description_are_named_on_the_page(tmp_path
                                {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
         for b, screen in ((handset, "phone"), (office, "1366 px")):
             b.get(served["base"] + "/ui/queue")
-            _wait(b, lambda d: d.find_elements(By.ID, "edit-type"), f"the case's detail on the {screen}")
+            _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-state option")) > 1, f"the states on the {screen}")
+            Select(b.find_element(By.ID, "f-state")).select_by_value("rejected")
+            b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+            _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, f"#cases li[data-case='{served['data']}']"),
+                  f"the rejected case listed on the {screen}")[0].click()
+            _wait(b, lambda d: d.find_elements(By.ID, "reopen-note"), f"the rejected case's detail on the {screen}")
             for field_id, name in CASE_FIELDS.items():
                 labels = b.find_elements(By.CSS_SELECTOR, f"label[for='{field_id}']")
                 assert [label.text for label in labels] == [name], (screen, field_id)
                 assert labels[0].is_displayed() and labels[0].size["height"] > 0, (screen, field_id)
                 assert b.find_element(By.ID, field_id).accessible_name == name, (screen, field_id)
+            assert b.find_element(By.CSS_SELECTOR, "#detail .place").accessible_name == "地点 Place:", screen

@@ -118,15 +118,16 @@ function renderDetail(d) {
     SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
     " ", fieldLabel("类型 Type", typeSelect), fieldLabel("描述 Description", desc), fieldLabel("严重程度 Severity", severitySelect),
     ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
-  // where a platform sends a handler; a photo without GPS has no place until a reviewer types one (saved with 保存修改)
-  parts.push(SW.el("div", { class: "actions place" }, "地点 Place: ",
-    SW.el("input", { id: "edit-address", size: "32", maxlength: "200", value: c.address || "", placeholder: "地址 Address", title: "地址 Address" }),
-    " 经纬度 Lat/Lon: ",
-    SW.el("input", { id: "edit-lat", type: "number", step: "any", min: "-90", max: "90", value: c.lat ?? "", placeholder: "纬度 Lat", title: "纬度 Latitude (WGS-84)" }),
-    SW.el("input", { id: "edit-lon", type: "number", step: "any", min: "-180", max: "180", value: c.lon ?? "", placeholder: "经度 Lon", title: "经度 Longitude (WGS-84)" })));
+  // where a platform sends a handler; a photo without GPS has no place until a reviewer types one (saved with 保存修改).
+  // 地点 Place names the row as a group, each field its own label (a placeholder or tooltip alone was no name).
+  parts.push(SW.el("div", { class: "actions place", role: "group", "aria-labelledby": "place-name" },
+    SW.el("span", { id: "place-name", class: "field" }, "地点 Place:"),
+    fieldLabel("地址 Address", SW.el("input", { id: "edit-address", size: "32", maxlength: "200", value: c.address || "" })),
+    fieldLabel("纬度 Lat", SW.el("input", { id: "edit-lat", type: "number", step: "any", min: "-90", max: "90", value: c.lat ?? "", title: "纬度 Latitude (WGS-84)" })),
+    fieldLabel("经度 Lon", SW.el("input", { id: "edit-lon", type: "number", step: "any", min: "-180", max: "180", value: c.lon ?? "", title: "经度 Longitude (WGS-84)" }))));
   if (d.reopen && d.reopen.allowed) {  // a rejection in review, recent: a mis-click is undone with a reason
     parts.push(SW.el("div", { class: "actions reopen" },
-      SW.el("input", { id: "reopen-note", size: "40", maxlength: "2000", placeholder: "重新打开原因（必填） Why reopen (required)" }),
+      fieldLabel("重新打开原因（必填） Why reopen (required)", SW.el("input", { id: "reopen-note", size: "40", maxlength: "2000", "aria-required": "true" })),
       SW.el("button", { id: "reopen", onclick: reopen }, "重新打开 Reopen")));
   }
   if (ev && ev.boxes && ev.boxes.url) {
