@@ -165,13 +165,24 @@ return [[...document.querySelectorAll('.box-label, .zone-label')].map((e) => {
 }), image.width];
 """
 LABEL_PX = 12  # the smallest type a reviewer reads on a phone held at arm's length, or an office screen
+#: Each outline over the evidence image (a box's, a zone's): its class and its width on the screen in CSS px, its
+#: stroke width times the scale it is drawn at unless it is a non-scaling stroke.
+OUTLINES = """
+return [...document.querySelectorAll('.overlay svg rect, .overlay svg polygon')].map((e) => {
+  const style = getComputedStyle(e), ctm = e.getScreenCTM();
+  const scale = style.vectorEffect === 'non-scaling-stroke' ? 1 : Math.min(Math.abs(ctm.a), Math.abs(ctm.d));
+  return [e.getAttribute('class'), parseFloat(style.strokeWidth) * scale];
+});
+"""
+OUTLINE_PX = 2  # an outline a reviewer sees on the photo at a glance
 
 
-def test_the_labels_on_the_evidence_image_are_readable_however_small_it_is_shown(tmp_path, bus_jpg, bus_event):
+def test_the_labels_and_outlines_on_the_evidence_image_are_seen_however_small_it_is_shown(tmp_path, bus_jpg, bus_event):
     """The labels of the evidence image's boxes and zones (bus 0.94) were drawn in the image's pixels and scaled with
     it: the 810 px photo shown about 340 px wide on a phone and 360 px on a 1366 px office screen (62 % of its height)
-    put them at 7 to 9 px, unreadable. On the queue's case and the camera page's snapshot, at both widths, each label
-    is at least 12 CSS px, over the image."""
+    put them at 7 to 9 px, unreadable, and the outlines (width/300 image px) at about 1 px. On the queue's case and the
+    camera page's snapshot, at both widths, each label is at least 12 CSS px, over the image, and each outline at
+    least 2 CSS px wide."""
     from selenium.webdriver.common.by import By
 
     loaded = "const i = document.getElementById(arguments[0]); return !!i && i.complete && i.naturalWidth > 0;"
@@ -193,6 +204,8 @@ def test_the_labels_on_the_evidence_image_are_readable_however_small_it_is_shown
                 if page == "queue":
                     assert any(text.startswith("bus 0.") for text, _, _ in shown), shown
                 assert all(size >= LABEL_PX and inside for _, size, inside in shown), (page, screen, width, shown)
+                outlines = b.execute_script(OUTLINES)
+                assert len(outlines) >= labels and all(px >= OUTLINE_PX for _, px in outlines), (page, screen, outlines)
 
 
 #: The case's fields a reviewer changes and the names each must show before it, Chinese first: the facts, the place

@@ -187,19 +187,18 @@ const SW = {
   // <svg> stretched to it, and their labels ("bus 0.94", a zone's id) as text in CSS pixels placed over it by
   // percentage: in the svg they scaled with the image, ~7 px and unreadable with the 810 px photo shown 380 px wide
   // (a phone, or an office screen's 62vh). A box's label sits above it (inside it at the image's top edge), a zone's
-  // by its first point; one running past the image is cut at its edge.
+  // by its first point; one running past the image is cut at its edge. The outlines are drawn 2 CSS px wide however
+  // the image is scaled (app.css, non-scaling-stroke): a width in the image's pixels was about 1 px on a phone.
   overlay(width, height, boxes = [], polygons = []) {
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.setAttribute("preserveAspectRatio", "none");
     const labels = [];
-    const stroke = Math.max(2, Math.round(width / 300));
     for (const p of polygons) {
       const poly = document.createElementNS(ns, "polygon");
       poly.setAttribute("points", p.points.map(([x, y]) => `${x * width},${y * height}`).join(" "));
       poly.setAttribute("class", "zone " + (p.kind || ""));
-      poly.setAttribute("stroke-width", stroke);
       svg.append(poly);
       if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, `calc(${p.points[0][0] * 100}% + 4px)`,
         `min(calc(${p.points[0][1] * 100}% + 2px), calc(100% - 1.2em))`));
@@ -207,7 +206,7 @@ const SW = {
     for (const b of boxes) {
       const [x1, y1, x2, y2] = b.xyxy;
       const r = document.createElementNS(ns, "rect");
-      Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke, class: "box" })
+      Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, class: "box" })
         .forEach(([k, v]) => r.setAttribute(k, v));
       svg.append(r);
       labels.push(SW.overlayLabel("box-label", `${b.class_name || "?"} ${b.confidence != null ? b.confidence.toFixed(2) : ""}`,
