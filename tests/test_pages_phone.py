@@ -161,7 +161,7 @@ const image = document.getElementById(arguments[0]).getBoundingClientRect();
 return [[...document.querySelectorAll('.box-label, .zone-label')].map((e) => {
   const scale = e.getScreenCTM ? e.getScreenCTM().a : 1, r = e.getBoundingClientRect();
   return [e.textContent, parseFloat(getComputedStyle(e).fontSize) * scale,
-          r.left >= image.left - 1 && r.top >= image.top - 1 && r.top < image.bottom];
+          r.left >= image.left - 1 && r.right <= image.right + 1 && r.top >= image.top - 1 && r.bottom <= image.bottom + 1];
 }), image.width];
 """
 LABEL_PX = 12  # the smallest type a reviewer reads on a phone held at arm's length, or an office screen
@@ -180,9 +180,10 @@ OUTLINE_PX = 2  # an outline a reviewer sees on the photo at a glance
 def test_the_labels_and_outlines_on_the_evidence_image_are_seen_however_small_it_is_shown(tmp_path, bus_jpg, bus_event):
     """The labels of the evidence image's boxes and zones (bus 0.94) were drawn in the image's pixels and scaled with
     it: the 810 px photo shown about 340 px wide on a phone and 360 px on a 1366 px office screen (62 % of its height)
-    put them at 7 to 9 px, unreadable, and the outlines (width/300 image px) at about 1 px. On the queue's case and the
-    camera page's snapshot, at both widths, each label is at least 12 CSS px, over the image, and each outline at
-    least 2 CSS px wide."""
+    put them at 7 to 9 px, unreadable, and the outlines (width/300 image px) at about 1 px; readable, a zone's label
+    beside its first point ran off the image's right edge (sidewalk-north (sidewalk) from its middle on a phone). On
+    the queue's case and the camera page's snapshot, at both widths, each label is at least 12 CSS px and wholly within
+    the image, and each outline at least 2 CSS px wide."""
     from selenium.webdriver.common.by import By
 
     loaded = "const i = document.getElementById(arguments[0]); return !!i && i.complete && i.naturalWidth > 0;"

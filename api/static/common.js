@@ -187,8 +187,9 @@ const SW = {
   // <svg> stretched to it, and their labels ("bus 0.94", a zone's id) as text in CSS pixels placed over it by
   // percentage: in the svg they scaled with the image, ~7 px and unreadable with the 810 px photo shown 380 px wide
   // (a phone, or an office screen's 62vh). A box's label sits above it (inside it at the image's top edge), a zone's
-  // by its first point; one running past the image is cut at its edge. The outlines are drawn 2 CSS px wide however
-  // the image is scaled (app.css, non-scaling-stroke): a width in the image's pixels was about 1 px on a phone.
+  // by its first point, each kept within the image's width (SW.overlayLabel); one wider than the image is cut at its
+  // edge. Labels are not moved apart: zones whose first points are close have overlapping labels. The outlines are
+  // drawn 2 CSS px wide however the image is scaled (app.css, non-scaling-stroke): in image pixels, ~1 px on a phone.
   overlay(width, height, boxes = [], polygons = []) {
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
@@ -200,7 +201,7 @@ const SW = {
       poly.setAttribute("points", p.points.map(([x, y]) => `${x * width},${y * height}`).join(" "));
       poly.setAttribute("class", "zone " + (p.kind || ""));
       svg.append(poly);
-      if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, `calc(${p.points[0][0] * 100}% + 4px)`,
+      if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, p.points[0][0], 4,
         `min(calc(${p.points[0][1] * 100}% + 2px), calc(100% - 1.2em))`));
     }
     for (const b of boxes) {
@@ -210,14 +211,17 @@ const SW = {
         .forEach(([k, v]) => r.setAttribute(k, v));
       svg.append(r);
       labels.push(SW.overlayLabel("box-label", `${b.class_name || "?"} ${b.confidence != null ? b.confidence.toFixed(2) : ""}`,
-        `${(x1 / width) * 100}%`, `max(0px, calc(${(y1 / height) * 100}% - 1.2em))`));
+        x1 / width, 0, `max(0px, calc(${(y1 / height) * 100}% - 1.2em))`));
     }
     return SW.el("div", { class: "overlay" }, svg, ...labels);
   },
-  // One label of SW.overlay at (left, top), CSS lengths over the image (set through the CSSOM, not a style attribute).
-  overlayLabel(kind, text, left, top) {
+  // One label of SW.overlay by its anchor at x (0..1 of the image's width), `pad` CSS px to its right, and at `top`,
+  // a CSS length (set through the CSSOM, not a style attribute). It is moved left by x of its own width, so one at the
+  // image's left starts at its anchor and one at its right ends there (the pad turned to the left): a label as wide
+  // as the image less the pad stays within it, where one beside its anchor ran off the right of a phone's image.
+  overlayLabel(kind, text, x, pad, top) {
     const label = SW.el("span", { class: kind }, text);
-    Object.assign(label.style, { left, top });
+    Object.assign(label.style, { left: `calc(${x * 100}% + ${pad * (1 - 2 * x)}px)`, top, transform: `translateX(${-x * 100}%)` });
     return label;
   },
 
