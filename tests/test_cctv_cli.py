@@ -254,3 +254,23 @@ def test_a_replay_that_reads_no_camera_exits_1_with_the_reasons(tmp_path):
     summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
     assert {c["status"] for c in summary["cameras"].values()} == {"failed"} and all(c["reason"] for c in summary["cameras"].values())
     assert "no camera could be replayed" in result.output
+
+
+def test_a_camera_refused_at_start_is_one_error_line(tmp_path):
+    """A scene broken as YAML: the refusal's error line on stderr ran over four lines (YAML's position, the quoted line,
+    a caret) beside the log record that says it on one; the error line is one line too, position and quote joined."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    (tmp_path / "s.yaml").write_text("camera_id: cam-1\nzones: x: y\n")
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: cam-1, url: a.mp4, scene: s.yaml}\n")
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+                                        "evidence_store": {"local_root": str(tmp_path / "ev"), "spool_dir": str(tmp_path / "spool")}}))
+    result = CliRunner().invoke(app, ["watch", "--cameras", str(tmp_path / "cameras.yaml"), "--config", str(settings)],
+                                env={"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_CONFIG": ""})
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: camera cam-1 refused")]
+    assert "mapping values are not allowed here" in line and ", line 2, column " in line and "zones: x: y" in line, result.stderr
+    assert not any(line.strip() == "^" for line in result.stderr.splitlines()), result.stderr

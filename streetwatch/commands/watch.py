@@ -198,10 +198,13 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
 
 
 def _start(watcher, cameras: Path, running: bool, metrics_port: int | None, metrics_addr: str):
-    """One machine or a cluster alike: refused cameras as error lines, stop when none can run, then
-    the metrics server (returned) and SIGTERM/SIGINT stopping the watcher."""
+    """One machine or a cluster alike: refused cameras as error lines (one line each, as the log's: a YAML error's
+    position and quoted line joined), stop when none can run, then the metrics server (returned) and SIGTERM/SIGINT
+    stopping the watcher."""
+    from detect.config_io import one_line
+
     for cid, message in watcher.refused.items():
-        print_error(f"camera {cid} refused: {message}")
+        print_error(f"camera {cid} refused: {one_line(message)}")
     if not running:
         # with nothing refused, pointing at "the refusals above" pointed at nothing: every camera is switched off
         fail("no camera can run (see the refusals above)" if watcher.refused else
