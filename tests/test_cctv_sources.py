@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import pytest
 
 from detect.scenes import Scene
 from pipelines.cctv.config import Camera, CameraConfig
-from pipelines.cctv.reader import CameraReader, ReaderHooks
+from pipelines.cctv.reader import BoundedLog, CameraReader, ReaderHooks
 from benchmarks.media import Sprite, street_view, write_clip
 from tests.cctv_helpers import SIZE, parked_clip, played_picture, rotated_copy, street, ts_copy
 
@@ -140,12 +142,17 @@ def test_moved_camera_against_the_reference_snapshot(tmp_path, real_sample_dir, 
 
 @pytest.fixture
 def snapshot_server(tmp_path, real_sample_dir):
-    """A camera's /snapshot.jpg on 127.0.0.1 (a real JPEG of the street), and a 404 elsewhere."""
+    """A camera's /snapshot.jpg on 127.0.0.1 (a real JPEG of the street), /flapping.jpg the same but every third
+    request a 503 (a camera that answers, drops and answers again), and a 404 elsewhere."""
     ok, jpeg = cv2.imencode(".jpg", street_view(street(real_sample_dir), (1280, 720)))
+    flapping = itertools.count(1)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path != "/snapshot.jpg":
+            if self.path == "/flapping.jpg" and next(flapping) % 3 == 0:
+                self.send_error(503)
+                return
+            if self.path not in ("/snapshot.jpg", "/flapping.jpg"):
                 self.send_error(404)
                 return
             self.send_response(200)
@@ -193,6 +200,38 @@ def test_a_snapshot_urls_password_is_masked_in_its_status(snapshot_server):
     masked = snapshot_server.replace("http://", "http://admin:***@")
     assert status[0][1] == f"camera cam: snapshot {masked}/cgi-bin/snap.cgi?usr=admin&pwd=***: HTTP 404 Not Found"
     assert not [d for d in [d for _, d in status] + [e.detail for e in health] if "S3cret" in d]
+
+
+def test_a_flapping_camera_logs_its_first_losses_then_a_line_per_interval(snapshot_server, caplog):
+    """A camera that connects, sends and drops again logged 'stream lost' at every drop, with no limit. Losses in a
+    row, each after less than `log_every_s` of frames, are logged as an outage's failed attempts are: the first
+    `offline_after` each, then a line per interval; each loss is still a reconnecting health event (the metrics')."""
+    each = f"camera cam: stream lost: camera cam: snapshot {snapshot_server}/flapping.jpg: HTTP 503 Service Unavailable"
+    for log_every_s in (3600.0, 1e-6):
+        backoff = {"initial_s": 0.01, "max_s": 0.02, "offline_after": 2, "log_every_s": log_every_s}
+        reader, frames, health, status, _ = _read(f"{snapshot_server}/flapping.jpg", replay=False, snapshot=True,
+                                                  analysis_fps=30, backoff=backoff)
+        losses = lambda: [now for before, now in zip(status, status[1:]) if before[0] == "online" and now[0] == "reconnecting"]  # noqa: E731
+        with caplog.at_level(logging.WARNING, logger="pipelines.cctv"):
+            reader.start()
+            _until(lambda: len(losses()) >= 8)
+            reader.stop()
+            reader.join(10)
+        lost = [r.getMessage() for r in caplog.records if "stream lost" in r.getMessage()]
+        caplog.clear()
+        assert len(losses()) >= 8 and len([e for e in health if e.kind == "reconnecting" and e.active]) >= len(losses())
+        if log_every_s == 3600.0:  # 8 and more losses, each after well under an hour of frames: two lines
+            assert lost == [each] * 2
+        else:  # each loss after longer than the interval of frames: a stream lost now and then, logged each time
+            assert lost == [each] * len(losses())
+
+
+def test_a_recurring_failure_is_logged_first_each_then_once_per_interval():
+    """The one rule for an outage's failed attempts and a flapping camera's losses, at given monotonic times."""
+    bounded = BoundedLog(first=2, every_s=600.0)
+    due = [bounded.due(n, now) for n, now in [(1, 0.0), (2, 1.0), (3, 2.0), (4, 590.0), (5, 601.0), (6, 700.0), (7, 1201.0)]]
+    assert due == ["each", "each", None, None, "summary", None, "summary"]  # an interval after the line before
+    assert BoundedLog(first=2, every_s=600.0).due(3, 0.0) == "summary"  # nothing logged yet: the first line past `first`
 
 
 @pytest.fixture

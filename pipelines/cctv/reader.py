@@ -11,6 +11,7 @@ fails it. Nothing here can stop another camera.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,29 @@ class _Stopped(Exception):
     pass
 
 
+class BoundedLog:
+    """Which occurrences of a recurring failure get a log line: the first `first` of a run each, then one summary
+    line per `every_s`. One rule for a camera's failed attempts while offline and its streams lost while flapping,
+    so neither floods the log; the caller counts the run (and its metrics every occurrence, logged or not)."""
+
+    EACH, SUMMARY = "each", "summary"
+
+    def __init__(self, first: int, every_s: float) -> None:
+        self.first, self.every_s = first, every_s
+        self._logged_at = -math.inf  # monotonic time of the last line
+
+    def due(self, n: int, now: float) -> str | None:
+        """The line for the `n`th occurrence of a run at monotonic `now`: EACH, SUMMARY, or None for no line."""
+        if n <= self.first:
+            line = self.EACH
+        elif now - self._logged_at >= self.every_s:
+            line = self.SUMMARY
+        else:
+            return None
+        self._logged_at = now
+        return line
+
+
 class CameraReader(threading.Thread):
     def __init__(self, camera: Camera, hooks: ReaderHooks, *, replay: bool = False):
         super().__init__(name=f"reader-{camera.id}", daemon=True)
@@ -103,7 +127,10 @@ class CameraReader(threading.Thread):
         self._delivered = 0
         self._size: tuple[int, int] | None = None
         self._raw_size: tuple[int, int] | None = None
-        self._logged_at = 0.0  # monotonic time of the last failed attempt logged
+        self._attempts_log = BoundedLog(self.cfg.backoff.offline_after, self.cfg.backoff.log_every_s)
+        self._losses_log = BoundedLog(self.cfg.backoff.offline_after, self.cfg.backoff.log_every_s)
+        self._losses, self._losses_since = 0, 0.0  # streams lost in a row, each after less than log_every_s of frames
+        self._flowing_since = 0.0  # monotonic time the stream came online
         try:
             reference = read_reference(camera.scene)
         except ConfigError as exc:
@@ -138,17 +165,30 @@ class CameraReader(threading.Thread):
         self._set(failing, str(exc))
 
     def _log_failure(self, rs: RetryCallState, exc: BaseException | None, wait: float) -> None:
-        """Log the first `offline_after` failed attempts of an outage each, then one line per `log_every_s`: a camera
-        offline for days logged a warning at every retry (one a minute at the longest wait, for each such camera)."""
-        now = time.monotonic()
-        if rs.attempt_number <= self.cfg.backoff.offline_after:
+        """A failed attempt of an outage: a camera offline for days logged a warning at every retry (one a minute at
+        the longest wait, for each such camera); the first attempts are logged each, then a line per interval."""
+        line = self._attempts_log.due(rs.attempt_number, time.monotonic())
+        if line is BoundedLog.EACH:
             log.warning("%s; attempt %d, next in %.1fs", exc, rs.attempt_number, wait)
-        elif now - self._logged_at >= self.cfg.backoff.log_every_s:
+        elif line is BoundedLog.SUMMARY:
             log.warning("camera %s: still offline for %d min, %d attempts; last: %s", self.camera.id,
                         int(rs.seconds_since_start or 0) // 60, rs.attempt_number, exc)
-        else:
-            return
-        self._logged_at = now
+
+    def _stream_lost(self, exc: SourceError) -> None:
+        """A stream lost after frames: a camera that connects, sends and drops again (flapping) logged every loss.
+        Losses each after less than `log_every_s` of frames are one run, logged as the failed attempts of an outage
+        are; a loss after a longer flow starts a fresh run, so a stream lost now and then is logged each time."""
+        now = time.monotonic()
+        if now - self._flowing_since >= self.cfg.backoff.log_every_s:
+            self._losses, self._losses_since = 0, now
+        self._losses += 1
+        line = self._losses_log.due(self._losses, now)
+        if line is BoundedLog.EACH:
+            log.warning("camera %s: stream lost: %s", self.camera.id, exc)
+        elif line is BoundedLog.SUMMARY:
+            log.warning("camera %s: stream lost %d times in %d min, back for less than %d s each time; last: %s",
+                        self.camera.id, self._losses, int(now - self._losses_since) // 60,
+                        int(self.cfg.backoff.log_every_s), exc)
 
     # ---- loop ---------------------------------------------------------------------------
 
@@ -165,7 +205,7 @@ class CameraReader(threading.Thread):
                     if self.replay_file:
                         self._set(Status.FAILED, str(exc))
                         return
-                    log.warning("camera %s: stream lost: %s", self.camera.id, exc)  # after frames: a fresh back-off
+                    self._stream_lost(exc)  # after frames: a fresh back-off
                     self._set(Status.RECONNECTING, str(exc))
                     self._sleep(b.initial_s)
                     continue
@@ -249,6 +289,7 @@ class CameraReader(threading.Thread):
         self.frames += 1
         self._delivered += 1
         if self.status != Status.ONLINE:
+            self._flowing_since = time.monotonic()
             self._set(Status.ONLINE, f"{raw[0]}x{raw[1]}")
         for event in self.health.observe(image, ts):
             self.hooks.health(event)
