@@ -14,7 +14,7 @@ import io
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from itertools import zip_longest
 from pathlib import Path
@@ -225,8 +225,12 @@ def read_rows(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requi
         header, first, missing = _header(raw, name, aliases, required)
         if missing:
             raise _missing(name, missing, aliases)
-    rows = []
+    rows, columns = [], _column_namer(aliases)
     for number, values in enumerate(raw[first:], start=first + 1):
+        if _repeats_header(columns(values), header):
+            if notes is not None:
+                notes.append(f"{name} 第 {number} 行与表头相同，已跳过 — {name}: row {number} repeats the header, skipped")
+            continue
         row: dict[str, Any] = {}
         for col, v in zip(header, values):
             if col is None:
@@ -247,22 +251,51 @@ def _header(raw: list[Sequence[Any]], name: str, aliases: dict[str, tuple[str, .
     index of its first data row, and the `required` columns it lacks; ConfigError when the sheet is empty."""
     if not raw:
         raise ConfigError(f"{name}：文件是空的 — {name}: empty file")
+    columns = _column_namer(aliases)
+    named = [columns(cells) for cells in raw[:HEADER_SEARCH_ROWS + 1]] + [[]]
+    at = next((i for i in range(min(len(raw), HEADER_SEARCH_ROWS))
+               if any(named[i]) and set(required) <= set(named[i]) | set(named[i + 1])), 0)
+    header, first, top = named[at], at + 1, raw[at]
+    while first < len(raw) and _names_a_group(top, raw[first], below := columns(raw[first])):
+        # A header over two rows: a group merged across columns (联系方式) above the names of each (联系人, 联系电话);
+        # the lower name decides where it gives one, and the row is no shop.
+        header = [sub or above for above, sub in zip_longest(header, below)]
+        first += 1
+    return header, first, [c for c in required if c not in header]
+
+
+def _column_namer(aliases: dict[str, tuple[str, ...]]) -> Callable[[Sequence[Any]], list[str | None]]:
+    """The canonical column each cell of a row names as a header (None where it names none), as `read_rows` reads
+    headers: by `header_key`, with or without a bracketed note at its end."""
     lookup = {header_key(alias): canon for canon, names in aliases.items() for alias in (canon, *names)}
 
     def columns(cells: Sequence[Any]) -> list[str | None]:
         keys = [header_key(h) for h in cells]
         return [lookup.get(k) or lookup.get(_HEADER_NOTE.sub("", k)) for k in keys]
+    return columns
 
-    named = [columns(cells) for cells in raw[:HEADER_SEARCH_ROWS + 1]] + [[]]
-    at = next((i for i in range(min(len(raw), HEADER_SEARCH_ROWS))
-               if any(named[i]) and set(required) <= set(named[i]) | set(named[i + 1])), 0)
-    header, first = named[at], at + 1
-    while first < len(raw) and any(below := columns(raw[first])):
-        # A header over two rows: a group merged across columns (联系方式) above the names of each (联系人, 联系电话);
-        # the lower name decides where it gives one, and the row is no shop.
-        header = [sub or top for top, sub in zip_longest(header, below)]
-        first += 1
-    return header, first, [c for c in required if c not in header]
+
+def _names_a_group(top: Sequence[Any], cells: Sequence[Any], named: list[str | None]) -> bool:
+    """Whether the row under the header row `top` is the header's lower row: each of its cells names a column
+    (`named`) or repeats the cell above (merged down both rows), and one names a column under an empty cell or under a
+    group's (联系方式 merged across columns: Excel repeats it in each, a CSV leaves the cells after it empty). A shop
+    that happens to be called `Shop` or `名称` names a column too, but under the header's own name and beside cells
+    that name none, so it stays a shop."""
+    above = [header_key(c) for c in top]
+    keys = [header_key(c) for c in cells]
+    above += [""] * (len(keys) - len(above))
+    if any(k and n is None and k != a for k, n, a in zip(keys, named, above)):
+        return False
+
+    def under_group(i: int) -> bool:
+        return not above[i] or above[i] in above[max(i - 1, 0):i] or above[i + 1:i + 2] in ([above[i]], [""])
+    return any(n and keys[i] != above[i] and under_group(i) for i, n in enumerate(named))
+
+
+def _repeats_header(named: list[str | None], header: list[str | None]) -> bool:
+    """Whether a data row, its cells named as headers (`named`), is the header again (a sheet pasted below another):
+    every cell names the column it stands in, and every column of the header is named."""
+    return any(header) and all(n == h for n, h in zip_longest(named, header))
 
 
 def _missing(name: str, missing: list[str], aliases: dict[str, tuple[str, ...]], tried: list[str] | None = None) -> ConfigError:

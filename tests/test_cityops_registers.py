@@ -465,6 +465,26 @@ def test_register_with_merged_cells_as_offices_draw_them(tmp_path):
     assert [f.camera for f in shop.frontages] == ["cam-01", "cam-03"]
 
 
+def test_a_first_row_that_names_a_column_is_a_row_and_a_repeated_header_is_said(tmp_path):
+    """A shop called `Shop` (an alias of `name`) in the first row, or a call-out result noted 备注, made the row a
+    second header row, dropped without a word. Such a row is imported; a row that is the header again (sheets pasted
+    one below the other) is skipped with a warning naming its row, wherever it is."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    header = "name,address,licence_no,camera,polygon\n"
+    sheet = (header + 'Shop,文三路 1 号,91330106MA27XY0001,cam-01,"0.1,0.5; 0.4,0.5; 0.4,0.9"\n'
+             + header + '李家水果,文三路 3 号,91330106MA27XY0002,cam-01,"0.5,0.5; 0.8,0.5; 0.8,0.9"\n')
+    report = register.import_file(sheet.encode("utf-8"), "shops.csv")
+    assert report.errors == [] and sorted(report.imported) == ["91330106MA27XY0001", "91330106MA27XY0002"]
+    assert register.get("91330106MA27XY0001").name == "Shop"
+    assert report.warnings == ["shops.csv 第 3 行与表头相同，已跳过 — shops.csv: row 3 repeats the header, skipped"]
+    calls = _flyposting_list(tmp_path)
+    results = "号码,状态,备注\n13800138000,已停机,备注\n号码,状态,备注\n13800138001,已追呼,\n".encode("utf-8")
+    report = calls.import_results(results, "结果.csv")
+    assert sorted(report.applied) == ["13800138000", "13800138001"] and report.errors == []
+    assert calls.get("13800138000").status is Status.CUT_OFF
+    assert english(report.warnings) == ["结果.csv: row 3 repeats the header, skipped"]
+
+
 def test_call_out_import_reads_dates_as_excel_and_wps_keep_them(tmp_path):
     """The operator's result sheet with its 停机时间 column formatted as General holds Excel date numbers (46338.4375,
     also what a CSV saved from it says), and WPS's Chinese date format writes 2026年11月12日 10:30: both were refused
