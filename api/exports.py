@@ -1,4 +1,4 @@
-"""Heavy exports (the case list, the call-out list, as CSV or Excel) on worker threads of their own.
+"""Heavy exports (the case list, the call-out list, as CSV or Excel; the scores workbook) on worker threads of their own.
 
 A plain `def` route runs on the worker threads every route shares (anyio's default limiter, 40 threads) for as long
 as it takes: a burst of 200 case exports held all of them, and every other request waited for a thread (p50 16 s in

@@ -167,7 +167,7 @@ class ServiceConfig(ConfigModel):
     job_concurrency: int = Field(1, title="Concurrent jobs",
                                  description="Triage jobs running at once (each uses `triage.workers` threads); the rest wait in order.", ge=1, le=16)
     export_concurrency: int = Field(2, title="Concurrent exports",
-                                    description="Case and call-out exports (CSV, Excel) running at once, each on a worker thread of "
+                                    description="Case and call-out exports (CSV, Excel) and scores workbooks running at once, each on a worker thread of "
                                                 "its own; the rest wait in order without holding one of the threads every "
                                                 "other request needs.", ge=1, le=16)
     export_queue: int = Field(20, title="Exports waiting",

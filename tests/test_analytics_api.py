@@ -439,3 +439,43 @@ def test_a_burst_of_exports_waits_on_threads_of_its_own_and_past_its_queue_is_to
         assert [a.status_code for a in answers] == [200] * 3
         assert all(len(list(csv.reader(io.StringIO(a.content.decode("utf-8-sig"))))) == 2 for a in answers)
         assert gate.admitted == 0 and client.get("/api/v1/callout/export", headers=reviewer).status_code == 200
+
+
+def test_a_scores_workbook_waits_on_the_exports_threads_and_past_their_queue_is_told_to_come_back(tmp_path):
+    """GET /scores?format=xlsx built its workbook on the worker threads every route shares, as many at once as were
+    asked for, where the case and call-out exports wait on `service.export_concurrency` threads of their own. It goes
+    through the same gate: with the one export thread held it waits holding no shared thread, the JSON scores are
+    answered meanwhile, a second workbook past `service.export_queue` (0) is refused 503, and once the thread is free
+    the first comes whole."""
+    import threading
+    import time
+    from datetime import datetime
+
+    import anyio.to_thread
+
+    app, tokens = make_app(settings_for(tmp_path, export_concurrency=1, export_queue=0), resume_jobs=False)
+    CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 11, 3, 10, tzinfo=TZ))
+    gate, who, answers = app.state.ctx.exports, auth(tokens["inspector"]), []
+    params = {"period": "2026-11", "by": "camera", "format": "xlsx"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        shared = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+        holder = object()
+        client.portal.call(gate.limiter.acquire_on_behalf_of, holder)
+        waiting = threading.Thread(target=lambda: answers.append(client.get("/api/v1/scores", params=params, headers=who)))
+        waiting.start()
+        for _ in range(6000):  # until it waits for the export thread (a bound, not a timing)
+            if client.portal.call(gate.limiter.statistics).tasks_waiting == 1 or answers:
+                break
+            time.sleep(0.01)
+        assert answers == [] and gate.admitted == 1 and client.portal.call(gate.limiter.statistics).tasks_waiting == 1
+        assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting workbook holds no shared thread
+        assert client.get("/api/v1/scores", params={**params, "format": "json"}, headers=who).status_code == 200
+        refused = client.get("/api/v1/scores", params=params, headers=who)
+        assert refused.status_code == 503 and refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
+        client.portal.call(gate.limiter.release_on_behalf_of, holder)
+        waiting.join()
+        [book] = answers
+        assert book.status_code == 200 and 'filename="scores-2026-11-camera.xlsx"' in book.headers["content-disposition"]
+        assert "得分 Scores" in load_workbook(io.BytesIO(book.content)).sheetnames and gate.admitted == 0
+        assert client.get("/api/v1/scores", params={**params, "period": "2026-13"}, headers=who).status_code == 422
+        assert gate.admitted == 0

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import shapely
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.accounts import Principal
@@ -156,12 +157,26 @@ def _attachment(name: str) -> dict[str, str]:
 
 @router.get("/scores", summary="Assessment scores for a period, per grid cell, street, squad or camera",
             response_model=ScoreTable, responses={200: {"content": {XLSX: {}}}, **problems(401, 403, 422, 503)})
-def scores(
+async def scores(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     period: str = Query(max_length=20, description="2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time)."),
     by: Literal["grid", "street", "squad", "camera"] = Query("grid"),
     format: Literal["json", "xlsx"] = Query("json", description="json, or an Excel workbook (scores, deductions, groups)."),
 ) -> Any:
+    """JSON on the threads every route shares, as before; the Excel workbook, an export, on the exports' own threads
+    (`api.exports`) as the case and call-out exports are, 503 `exports-busy` when `service.export_queue` wait already."""
+    if format == "json":
+        return await run_in_threadpool(_score_table, ctx, period, by)
+
+    def build() -> Export:
+        table = _score_table(ctx, period, by)
+        return Export(xlsx_bytes(score_tables(table)), XLSX, _attachment(f"scores-{table.period}-{by}.xlsx"))
+
+    return await ctx.exports.answer(build)
+
+
+def _score_table(ctx: AppContext, period: str, by: str) -> ScoreTable:
+    """The scores of `period` by `by` from the store (blocking), or the Problem saying why not."""
     try:
         when = parse_period(period)
     except PeriodError as exc:
@@ -174,10 +189,7 @@ def scores(
         status = number_status_source(cfg, ctx.store.engine, _tz(ctx))
     except ConfigError as exc:
         raise unusable(ctx, "analytics", exc, "analytics-config") from None
-    table = score_store(ctx.store.engine, places, sheet, by, when, _tz(ctx), status)
-    if format == "xlsx":
-        return Response(xlsx_bytes(score_tables(table)), media_type=XLSX, headers=_attachment(f"scores-{when.label}-{by}.xlsx"))
-    return table
+    return score_store(ctx.store.engine, places, sheet, by, when, _tz(ctx), status)
 
 
 @router.get("/exports/cases", summary="Cases as CSV or Excel, with filters", response_class=Response,
