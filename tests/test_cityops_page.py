@@ -369,3 +369,28 @@ def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_pa
     assert b.find_elements(By.CSS_SELECTOR, "#callout-errors li") == []
     [entry] = httpx.get(f"{city['base']}/api/v1/callout", headers=headers, timeout=10).json()
     assert (entry["note"], entry["amount"]) == ("Côte", 200)
+
+
+def test_a_patrol_done_without_cases_says_why_on_the_status_line(tmp_path, bus_jpg, clip):  # noqa: F811
+    """With no evidence key set (`service.triage.cases` unset) a patrol job ends done with its report and no case;
+    the status line said only 巡查完成 Patrol done: 0 件新案件 new cases, the reason (the summary's `no_cases`) said
+    only in the list below it. The status line says it too, as a warning."""
+    from selenium.webdriver.common.by import By
+
+    settings = site_settings(tmp_path, bus_jpg)
+    settings.evidence.hmac_key_env = "STREETWATCH_TEST_KEY_NOT_SET"  # the served process has no such variable
+    with served_pages(tmp_path, settings, lambda app: None) as served:
+        b = served["browser"]
+        _login(served)
+        b.get(served["base"] + "/ui/city")
+        form = _wait(b, lambda d: d.find_element(By.ID, "patrol"), "the patrol form")
+        form.find_element(By.CSS_SELECTOR, "input[name=video]").send_keys(str(clip))
+        form.find_element(By.CSS_SELECTOR, "input[name=track]").send_keys(str(write_gpx(tmp_path / "drive.gpx", _fixes(START, 30))))
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        status = _wait(b, lambda d: d.find_element(By.ID, "status").text.startswith("巡查完成 Patrol done")
+                       and d.find_element(By.ID, "status"), "the patrol done", timeout=240)
+        found = next(li.text for li in b.find_elements(By.CSS_SELECTOR, "#patrol-job li") if li.text.startswith("发现违规"))
+        assert "新案件 New cases: 0" in found, found  # a violation found, no case written
+        assert status.text.startswith("巡查完成 Patrol done: 0 件新案件 new cases；未生成案件 No cases written: upload jobs "
+                                      "write no candidate cases, only their report: "), status.text
+        assert "STREETWATCH_TEST_KEY_NOT_SET is not set" in status.text and "bad" in status.get_attribute("class")

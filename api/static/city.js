@@ -185,6 +185,13 @@ const startField = document.getElementById("patrol-start");
 startField.addEventListener("input", () => startField.setCustomValidity(startProblem(startField.value)));
 startField.addEventListener("invalid", () => SW.say(startField.validationMessage, true));
 
+// The status line on a patrol job done: its new cases, and why there are none where cases cannot be written (the
+// summary's no_cases, which the list below says too): "0 new cases" alone read as a video with nothing to report.
+function patrolDone(s) {
+  const done = `巡查完成 Patrol done: ${s.cases.length} 件新案件 new cases`;
+  return s.no_cases ? `${done}；未生成案件 No cases written: ${s.no_cases}` : done;
+}
+
 document.getElementById("patrol").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   startField.setCustomValidity(startProblem(startField.value));
@@ -196,7 +203,7 @@ document.getElementById("patrol").addEventListener("submit", async (ev) => {
     await loadPatrolJobs(meta);
     job = await followPatrol(job, meta);
     if (following !== job.id) return;  // another job was chosen meanwhile
-    SW.say(job.state === "done" ? `巡查完成 Patrol done: ${job.summary.cases.length} 件新案件 new cases` : job.error, job.state !== "done");
+    SW.say(job.state === "done" ? patrolDone(job.summary) : job.error, job.state !== "done" || Boolean(job.summary.no_cases));
   } catch (e) { SW.say(e.message, true); }
 });
 
