@@ -72,7 +72,7 @@ def build_context(settings: Settings, service: ServiceConfig, detector_factory: 
     return AppContext(
         settings=settings, service=service, store=store, accounts=Accounts(engine=store.engine),
         evidence=open_evidence_store(settings.evidence_store, service.url_key()), signer=UrlSigner(service.url_key(), service.url_expiry_s),
-        jobs=TriageJobs(service, settings, metrics, detector_factory),
+        jobs=TriageJobs(service, settings, metrics, detector_factory, store=store),
         cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
         metrics=metrics, taxonomy=taxonomy, exports=ExportGate(service.export_concurrency, service.export_queue),
     )

@@ -32,6 +32,7 @@ from api.metrics import ApiMetrics
 from api.uploads import SavedFile
 from detect.config_io import write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
+from pipelines.cases.store import CaseStore
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
@@ -207,10 +208,12 @@ def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[st
 
 class TriageJobs:
     def __init__(self, config: ServiceConfig, deployment: Settings, metrics: ApiMetrics,
-                 detector_factory: Callable[[], Any] | None = None):
+                 detector_factory: Callable[[], Any] | None = None, store: CaseStore | None = None):
+        """`store`: the service's open store of `deployment.cases`, which the jobs, the patrol jobs and the spool retry
+        write through (one connection pool per process, as docs/service.md budgets them); None: each opens its own."""
         self.root = config.jobs_dir.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config, self.deployment, self.metrics = config, deployment, metrics
+        self.config, self.deployment, self.metrics, self.store = config, deployment, metrics, store
         self._detector_factory = detector_factory
         self._detector = None
         self._detector_lock = threading.Lock()
@@ -256,14 +259,15 @@ class TriageJobs:
         from pipelines.cases.intake import Intake
 
         try:  # the model signs no bundle here: a retry uploads those sealed, as `watch` checks the stores with one
-            intake = Intake.from_settings(self.deployment, ModelInfo("spool-retry"))
+            intake = Intake.from_settings(self.deployment, ModelInfo("spool-retry"), store=self.store)
         except EvidenceKeyError as exc:
             log.debug("evidence spool not retried: %s", exc)
             return []
         try:
             return [case.id for case in intake.retry_evidence()]
         finally:
-            intake.store.close()
+            if self.store is None:  # opened for the retry
+                intake.store.close()
 
     # ---- jobs ------------------------------------------------------------------------------
 
@@ -417,7 +421,7 @@ class TriageJobs:
             settings = self._triage_settings(job_id, resume)
             keys = check_keys(self.deployment, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
             result = run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False,
-                                keys=keys)
+                                keys=keys, store=self.store)
         except CasesUnavailable as exc:
             self._failed(job_id, no_cases_error(exc.reason))
             return

@@ -780,3 +780,35 @@ def test_a_register_change_whose_audit_record_cannot_be_written_is_not_made(tmp_
         ("delete_shop", "admin-user", {"shop_id": "91330106MA27XY0002"}),
         ("callout_status", "reviewer-user", {"number": "13800138000", "status": "called"}),
         ("import_callout", "reviewer-user", {"file": "r.csv", "applied": 1, "unknown": 0})]
+
+
+def test_jobs_write_their_cases_through_the_services_own_case_store(city, clip, bus_jpg, tmp_path, monkeypatch):  # noqa: F811
+    """Each running upload or patrol job (and each spool retry and disposal-photo check) opened a case store of its
+    own, a connection pool counted against PostgreSQL's max_connections on top of the service's, where docs/service.md
+    budgets one pool per process. They run in threads of the service's process: they write through its store
+    (`ctx.store`), and no store is opened while a photo job, a patrol job, a spool retry and a check run."""
+    from tests.test_api_uploads import wait_job
+
+    app, client, tokens = city
+    inspector, opened = auth(tokens["inspector"]), []
+    real_init = CaseStore.__init__
+
+    def counted(self, *args, **kwargs):
+        opened.append(args[0] if args else kwargs.get("url"))
+        real_init(self, *args, **kwargs)
+    monkeypatch.setattr(CaseStore, "__init__", counted)
+    photos = client.post("/api/v1/triage/jobs", headers=inspector,
+                         files=[("files", (bus_jpg.name, bus_jpg.read_bytes(), "image/jpeg"))]).json()
+    track = write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)).read_bytes()
+    patrol = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("drive.mp4", clip.read_bytes(), "video/mp4"),
+                                                                         "track": ("drive.gpx", track, "application/gpx+xml")}).json()
+    photos = wait_job(client, photos["id"], inspector)
+    [patrol] = _finished(client, inspector, patrol)
+    assert photos["state"] == "done" and patrol["state"] == "done", (photos, patrol)
+    app.state.ctx.jobs.retry_spool()
+    written = [c["case_id"] for c in photos["cases"] if c["case_id"]] + patrol["summary"]["cases"]
+    early = client.post(f"/api/v1/cases/{written[0]}/disposal-photo", headers=auth(tokens["integration"]),
+                        files={"file": ("after.jpg", bus_jpg.read_bytes(), "image/jpeg")})  # a disposal check, too soon
+    assert early.status_code == 409 and "is candidate" in early.json()["detail"], early.text
+    assert opened == []
+    assert written and all(app.state.ctx.store.get(c) for c in written)

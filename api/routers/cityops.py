@@ -453,7 +453,7 @@ def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
 
     detector = ctx.jobs.detector()
     try:
-        intake = Intake.from_settings(ctx.settings, ModelInfo.of(detector), taxonomy=ctx.taxonomy)
+        intake = Intake.from_settings(ctx.settings, ModelInfo.of(detector), taxonomy=ctx.taxonomy, store=ctx.store)
     except (EvidenceKeyError, StorageError) as exc:
         raise Problem(503, f"cannot add to the evidence: {ctx.settings.named_by_setting(str(exc))}",
                       slug="evidence-unavailable") from None
@@ -462,8 +462,6 @@ def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
                                     judgement=_judgement(ctx, detector))
     except DisposalCheckError as exc:
         raise Problem(409 if exc.conflict else 422, str(exc), slug="disposal-check") from None
-    finally:
-        intake.store.close()
 
 
 # ---- patrol uploads ----------------------------------------------------------------------
@@ -542,7 +540,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             detector=ctx.jobs.detector(),
                             start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
-                            resume=out.exists(), keys=keys)  # resume: a run a stopped server left, taken up where it was
+                            resume=out.exists(), keys=keys, store=ctx.store)  # resume: a run a stopped server left, taken up where it was
     except CannotResume:
         write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
         return

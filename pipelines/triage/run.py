@@ -21,6 +21,7 @@ from detect.imageio import missing_reason
 from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
+from pipelines.cases.store import CaseStore
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, SpoolRetry, TriageCases, Withdrawals, open_triage_cases, violation_id
@@ -90,6 +91,7 @@ def run_triage(
     case_writer: TriageCases | None = None,
     photos: PhotoRunner | None = None,
     keys: SigningKeys | None = None,
+    store: CaseStore | None = None,
 ) -> TriageResult:
     """Triage `inputs` into `settings.out` (see docs/triage.md).
 
@@ -98,7 +100,8 @@ def run_triage(
     required, dispatch target) raise before any photo is read. `case_writer` replaces the one the
     settings would open (patrol video writes its cases through its own). `photos`: where the
     per-photo steps run (default: worker threads here; `pipelines.cluster.triage.RayPhotos`: a Ray cluster). `keys`:
-    the evidence keys `check_keys` loaded, which the case writer signs with (None: it loads them).
+    the evidence keys `check_keys` loaded, which the case writer signs with (None: it loads them). `store`: the open
+    case store of `deployment.cases` the case writer writes through (`serve`'s own; None: it opens one).
     """
     deployment = deployment or load_settings()
     taxonomy = taxonomy or deployment.load_taxonomy()
@@ -112,7 +115,7 @@ def run_triage(
         refuse_gone_inputs(inputs, journal)
         detector = detector or photos.load_detector(settings, judgement.needs_features)
         judgement.check(detector)
-        case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy, keys)
+        case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy, keys, store)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         sources = expand_sources(inputs)
@@ -187,13 +190,13 @@ def _say_resumed(journal: Journal, sources: list[PhotoSource | Refused], out: Pa
 
 
 def _case_writer(settings: TriageSettings, deployment: Settings, detector: Detector, taxonomy: Taxonomy,
-                 keys: SigningKeys | None) -> TriageCases | None:
+                 keys: SigningKeys | None, store: CaseStore | None = None) -> TriageCases | None:
     """The case writer the settings ask for; None when cases are off (or optional and impossible)."""
     wanted = settings.cases if settings.dispatch_target is None else True
     if wanted is False:
         return None
     try:
-        return open_triage_cases(deployment, detector, taxonomy, settings.out, settings.dispatch_target, keys=keys)
+        return open_triage_cases(deployment, detector, taxonomy, settings.out, settings.dispatch_target, keys=keys, store=store)
     except CasesUnavailable as exc:
         if wanted:
             raise
