@@ -38,7 +38,7 @@ from pipelines.cctv.health import HealthEvent, HealthKind
 from pipelines.cctv.metrics import Metrics
 from pipelines.cctv.reader import CameraReader, CameraStatus, ReaderHooks, Status
 from pipelines.cctv.runtime import CameraRuntime
-from pipelines.cctv.state import capture, load_file, restore, save_file
+from pipelines.cctv.state import State, capture_last, keep_file, load_file, restore_saved
 
 log = logging.getLogger(__name__)
 
@@ -331,30 +331,18 @@ class Watcher:
         with self._lock:
             runtimes = dict(self.runtimes)
         for cid, runtime in runtimes.items():
-            if cid not in saved:
-                continue
-            try:
-                restored = restore(runtime, saved[cid], self.sink.intake)
-            except Exception as exc:  # noqa: BLE001 - a state another version saved: the camera must start all the same
-                log.warning("camera %s: saved rules state in %s cannot be restored (%s: %s); it starts afresh", cid,
-                            self.state_path, type(exc).__name__, exc)
-                continue
-            if restored:
-                log.info("camera %s: rules state restored from %s (last frame judged %s)", cid, self.state_path,
-                         saved[cid][1].isoformat())
+            if cid in saved:
+                restore_saved(runtime, saved[cid], self.sink.intake, self.state_path)
 
-    def _save_states(self) -> None:
-        if self.state_path is None:
-            return
+    def last_states(self) -> dict[str, State]:
+        """Each camera's rules state as of its last judged frame (`state.capture_last`): call it once `run` returned."""
         with self._lock:
             runtimes = dict(self.runtimes)
-        states = {cid: capture(r, r.rules.last_frame_at) for cid, r in runtimes.items() if r.rules.last_frame_at is not None}
-        try:
-            save_file(self.state_path, states)
-        except OSError as exc:
-            log.error("%s: rules states not saved (%s); the cameras will start afresh", self.state_path, exc)
-            return
-        log.info("rules states of %d camera(s) saved to %s", len(states), self.state_path)
+        return capture_last(runtimes)
+
+    def _save_states(self) -> None:
+        if self.state_path is not None:
+            keep_file(self.state_path, self.last_states())
 
     # ---- inference worker ---------------------------------------------------------------
 

@@ -51,6 +51,26 @@ def capture(runtime: CameraRuntime, ts: datetime) -> State:
     return camera_key(runtime.camera), ts, pickle.dumps({name: getattr(runtime, name) for name in SAVED}, protocol=5)
 
 
+def capture_last(runtimes: dict[str, CameraRuntime]) -> dict[str, State]:
+    """Each camera's state as of its last judged frame (after its frames stopped coming); none for a camera that judged
+    none: what a graceful stop keeps."""
+    return {cid: capture(r, r.rules.last_frame_at) for cid, r in runtimes.items() if r.rules.last_frame_at is not None}
+
+
+def restore_saved(runtime: CameraRuntime, state: State, intake: Intake, source: object) -> bool:
+    """`restore`, where a state that cannot be restored (saved by another version) is named with `source` (its file or
+    checkpoint) and the reason, and the camera starts afresh: a camera must start whatever was saved."""
+    try:
+        restored = restore(runtime, state, intake)
+    except Exception as exc:  # noqa: BLE001 - unpickling another version's state can raise almost anything
+        log.warning("camera %s: saved rules state in %s cannot be restored (%s: %s); it starts afresh", runtime.id, source,
+                    type(exc).__name__, exc)
+        return False
+    if restored:
+        log.info("camera %s: rules state restored from %s (last frame judged %s)", runtime.id, source, state[1].isoformat())
+    return restored
+
+
 def restore(runtime: CameraRuntime, state: State, intake: Intake) -> bool:
     """Put a saved state into a runtime whose reader has not started; False when the camera changed since."""
     key, ts, blob = state
@@ -96,6 +116,17 @@ def save_file(path: Path, states: dict[str, State]) -> None:
     """Write the cameras' states to `path`, replaced whole (a stop killed mid-write leaves the previous file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, pickle.dumps(states, protocol=5))
+
+
+def keep_file(path: Path, states: dict[str, State]) -> None:
+    """`save_file` at a stop, which must end whatever happens: a folder that cannot be written is logged (the cameras
+    will start afresh), not raised."""
+    try:
+        save_file(path, states)
+    except OSError as exc:
+        log.error("%s: rules states not saved (%s); the cameras will start afresh", path, exc)
+        return
+    log.info("rules states of %d camera(s) saved to %s", len(states), path)
 
 
 def load_file(path: Path) -> dict[str, State]:
