@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -303,11 +303,12 @@ def four_cameras(tmp_path_factory, bus_jpg, real_sample_dir):
 
 @pytest.fixture(scope="module")
 def watch_reference(tmp_path_factory, four_cameras, postgres_url, moto_s3):
-    """The single-process `watch --replay` of the four cameras into its own PostgreSQL database."""
+    """The single-process `watch --replay` of the four cameras into its own PostgreSQL database. Every run of the four
+    cameras is `--no-state`: each replays the same files from their start (a kept state would skip them)."""
     url = new_database(postgres_url)
     tmp = tmp_path_factory.mktemp("cluster-watch-ref")
     config = _settings(tmp / "settings.yaml", url, moto_s3, "sw-watch-ref")
-    run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay"], tmp)
+    run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay", "--no-state"], tmp)
     assert run.returncode == 0, run.stderr[-3000:]
     cases = _cases(url)
     assert len(cases) == 4 and all(c[5] is not None for c in cases)  # each camera: one case, opened and cleared
@@ -319,7 +320,7 @@ def test_four_replayed_cameras_across_two_nodes_open_the_same_cases(tmp_path, ra
                                                                     fresh_postgres_url, moto_s3):
     config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch", cameras_per_owner=2)
     events = tmp_path / "events.jsonl"
-    run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay", "--events", str(events),
+    run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay", "--no-state", "--events", str(events),
                 "--snapshots", str(tmp_path / "snaps"), "--snapshot-every", "1", "--ray", ray_cluster["address"]], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
@@ -339,7 +340,7 @@ def test_an_owner_killed_mid_replay_restarts_from_its_saved_state_with_the_same_
     config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch-kill", cameras_per_owner=2, checkpoint_s=5)
     events = tmp_path / "events.jsonl"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "streetwatch"), "watch", "--cameras", str(four_cameras), "--config",
-                             str(config), "--replay", "--events", str(events), "--ray", ray_cluster["address"]],
+                             str(config), "--replay", "--no-state", "--events", str(events), "--ray", ray_cluster["address"]],
                             cwd=REPO, env={**os.environ, **ENV, "YOLO_CONFIG_DIR": str(REPO / ".cache" / "ultralytics")},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
@@ -360,6 +361,45 @@ def test_an_owner_killed_mid_replay_restarts_from_its_saved_state_with_the_same_
     restarted = [cam for cam in summary["cameras"].values() if cam["owner_restarts"] == 1]
     assert len(restarted) == 2 and all(cam["frames_analysed"] < 80 for cam in restarted)  # carried on from the saved states
     assert _cases(fresh_postgres_url) == watch_reference  # none lost, none doubled, same times and evidence
+
+
+@pytest.mark.slow  # two `watch --ray` runs, each starting a CLI, inference actors and an owner: ~1 min
+def test_a_stop_and_start_of_watch_on_ray_keeps_the_standing_violation_and_its_one_case(
+        tmp_path, ray_cluster, bus_jpg, real_sample_dir, fresh_postgres_url, moto_s3):
+    """`watch --ray`'s checkpoint actor was created afresh at each start and `--state` refused, so a stop and start
+    opened a second case for a bus standing throughout, its first never cleared. As on one machine, the driver keeps
+    the owners' last states in `<cameras file>.state` at a graceful stop and the owners restore them at the next start
+    (`cluster.checkpoint_s` longer than the clip: the state kept is the one each owner saves at its stop)."""
+    from pipelines.cases import CaseStore
+    from pipelines.cctv.state import load_file
+    from tests.cctv_helpers import cameras_file, parked_clip, scene_for
+
+    start = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    scene_for(tmp_path, "cam-01", real_sample_dir, dwell_s=4, clear_s=3)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-01", "url": "cam-01.mp4", "scene": "cam-01.yaml", "analysis_fps": 2}])
+    config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch-state", checkpoint_s=60)
+    events = tmp_path / "events.jsonl"
+    args = ["watch", "--cameras", str(cams), "--config", str(config), "--replay", "--events", str(events),
+            "--ray", ray_cluster["address"]]
+
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=1, leave_s=12, start=start)
+    first = _cli(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads(first.stdout.strip().splitlines()[-1])["cases_opened"] == 1
+    assert set(load_file(tmp_path / "cameras.yaml.state")) == {"cam-01"}  # one file, `watch`'s format
+
+    # the camera's next recording: the bus still stands there, and drives off 6 s in
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=6,
+                start=start + timedelta(seconds=12))
+    again = _cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["cases_opened"] == 0
+    store = CaseStore(fresh_postgres_url)
+    [case] = store.list()
+    store.close()
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [r["kind"] for r in records if r.get("event") == "violation" and r["kind"] in ("opened", "cleared")] == ["opened", "cleared"]
+    assert case.cleared_at is not None
 
 
 # ---- operations ---------------------------------------------------------------------------------------

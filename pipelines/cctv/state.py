@@ -1,5 +1,5 @@
-"""A camera's rules state saved and restored: across a `watch` restart (`--state FILE`) and an owner's restart
-on a Ray cluster (`pipelines.cluster.watch`, from its checkpoint actor).
+"""A camera's rules state saved and restored: across a `watch` restart (`--state FILE`, with or without `--ray`) and
+an owner's restart on a Ray cluster (`pipelines.cluster.watch`, from its checkpoint actor).
 
 Without it a restarted watcher started every camera afresh: a car parked throughout got a new violation id
 at its next dwell, so a second case, and its first case was never cleared. Restored, violations keep their
@@ -53,7 +53,7 @@ def capture(runtime: CameraRuntime, ts: datetime) -> State:
 
 def capture_last(runtimes: dict[str, CameraRuntime]) -> dict[str, State]:
     """Each camera's state as of its last judged frame (after its frames stopped coming); none for a camera that judged
-    none: what a graceful stop keeps."""
+    none. What a graceful stop keeps, on one machine (`Watcher`) and on a cluster (each owner, for the driver)."""
     return {cid: capture(r, r.rules.last_frame_at) for cid, r in runtimes.items() if r.rules.last_frame_at is not None}
 
 

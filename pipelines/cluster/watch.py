@@ -24,6 +24,11 @@ sighting, keeping its own opening time (the case's `opened_at`): the same case g
 ring buffer (the strips of openings just after a restart are shorter) and events in flight
 other than openings (an `updated`/`cleared` being written when the owner died). An inference
 actor that dies is started again by Ray; meanwhile owners send their frames to the others.
+
+Across a stop of `watch --ray`, as of `watch` on one machine (`--state`, `pipelines.cctv.state`: one file, one
+format): at a graceful stop each owner checkpoints its cameras as of their last judged frame, and the driver writes
+the checkpoint actor's states to the state file; the next start seeds the checkpoint actor from it, so each owner
+restores its cameras as after an owner's death.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from pipelines.cctv.config import load_cameras
 from pipelines.cctv.reader import Status
 from pipelines.cctv.service import Watcher
 from pipelines.cctv.snapshots import write_snapshot
-from pipelines.cctv.state import capture, restore
+from pipelines.cctv.state import State, capture, keep_file, load_file, restore_saved
 from pipelines.cluster.connect import HEAD_NODE, ClusterError, ClusterInfo
 from pipelines.cluster.metrics import ClusterMetrics
 from pipelines.settings import Settings
@@ -206,15 +211,16 @@ class RemoteDetector:
 
 
 class Checkpoints:
-    """The latest saved rules state of each camera (an actor on the head node: it outlives worker nodes)."""
+    """The latest saved rules state of each camera (an actor on the head node: it outlives worker nodes); `saved`:
+    the states the last stop kept (`--state`), which the owners restore at the start."""
 
-    def __init__(self) -> None:
-        self.saved: dict[str, tuple[str, datetime, bytes]] = {}
+    def __init__(self, saved: dict[str, State] | None = None) -> None:
+        self.saved: dict[str, State] = dict(saved or {})
 
     def put(self, camera_id: str, key: str, ts: datetime, blob: bytes) -> None:
         self.saved[camera_id] = (key, ts, blob)
 
-    def get(self, camera_ids: list[str]) -> dict[str, tuple[str, datetime, bytes]]:
+    def get(self, camera_ids: list[str]) -> dict[str, State]:
         return {cid: self.saved[cid] for cid in camera_ids if cid in self.saved}
 
 
@@ -243,7 +249,13 @@ class CameraOwner:
         return {"node": self.node, "restored": self.restored, "refused": dict(self.watcher.refused)}
 
     def run(self, poll_s: float = 1.0) -> dict:
-        return self.watcher.run(poll_s=poll_s)
+        """Watch until stopped (or the replay ends), then checkpoint each camera as of its last judged frame, as a
+        graceful stop on one machine saves it: the driver keeps these across the stop (its `--state` file)."""
+        import ray
+
+        summary = self.watcher.run(poll_s=poll_s)
+        ray.get([self.checkpoints.put.remote(cid, *state) for cid, state in self.watcher.last_states().items()])
+        return summary
 
     def stop(self) -> None:
         self.watcher.stop()
@@ -280,8 +292,8 @@ class CameraOwner:
         restored = []
         for cid, state in ray.get(self.checkpoints.get.remote(camera_ids)).items():
             runtime = self.watcher.runtimes.get(cid)
-            if runtime is None or not restore(runtime, state, self.intake):
-                continue  # the camera changed since its state was saved: it starts afresh
+            if runtime is None or not restore_saved(runtime, state, self.intake, "the cluster's checkpoint"):
+                continue  # the camera changed since its state was saved (or it cannot be read): it starts afresh
             self._next_save[cid] = state[1] + timedelta(seconds=self.spec.checkpoint_s)
             restored.append(cid)
         return restored
@@ -336,6 +348,7 @@ class ClusterWatcher:
     snapshot_dir: Path | None = None
     snapshot_every_s: float = 10.0
     taxonomy: Taxonomy = field(default_factory=load_taxonomy)
+    state_path: Path | None = None  # the cameras' rules states kept across a stop (`pipelines.cctv.state`); None: not kept
 
     def __post_init__(self) -> None:
         self.cameras_path = self.cameras_path.absolute()
@@ -381,7 +394,7 @@ class ClusterWatcher:
             raise ClusterError(f"the inference actors cannot load the model: {exc}") from None
         judgement.check(RemoteDetector(self._servers, facts))
         checkpoints = ray.remote(Checkpoints).options(num_cpus=0, resources={HEAD_NODE: 0.001}, max_concurrency=1)
-        self._checkpoints = checkpoints.remote()
+        self._checkpoints = checkpoints.remote(load_file(self.state_path) if self.state_path is not None else None)
         self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, ModelInfo(facts["model"], facts["sha256"]), facts,
                                self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
                                self.settings.cluster.checkpoint_s)
@@ -537,6 +550,23 @@ class ClusterWatcher:
             ray.wait([g.run for g in live], num_returns=len(live), timeout=60)
             self._collect([g.run for g in live])
         self._drain_all(wait_s=10.0)
+        self._save_states()
+
+    def _save_states(self) -> None:
+        """The cameras' latest checkpoints (each owner stopped gracefully has put its last) into the state file. A
+        camera whose owner failed keeps its last periodic checkpoint; one that judged nothing, the state it started from."""
+        import ray
+
+        if self.state_path is None or self._checkpoints is None:
+            return
+        held = [cid for g in self.groups for cid in g.camera_ids]
+        try:
+            states = ray.get(self._checkpoints.get.remote(held), timeout=CALL_TIMEOUT_S)
+        except ray.exceptions.RayError as exc:
+            log.error("%s: rules states not saved (the checkpoint actor: %s); the cameras will start afresh",
+                      self.state_path, type(exc).__name__)
+            return
+        keep_file(self.state_path, states)
 
     # ---- summary --------------------------------------------------------------------------
 

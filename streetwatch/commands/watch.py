@@ -41,7 +41,8 @@ def watch(
     state: Annotated[Path | None, typer.Option("--state", help="Save each camera's rules state (tracks, dwell, open violations) "
                                                                "here at stop and restore it at start: a restart does not open a "
                                                                "second case for what stood there throughout. [default: the cameras "
-                                                               "file's name + .state, beside it; not with --ray]")] = None,
+                                                               "file's name + .state, beside it; with --ray too, on the "
+                                                               "driver's machine]")] = None,
     no_state: Annotated[bool, typer.Option("--no-state", help="Start every camera afresh and save no state "
                                                               "(a replay judged again from its start).")] = False,
     config: SettingsOpt = None,
@@ -64,8 +65,8 @@ def watch(
 
     With --ray the cameras are spread over owner actors of a Ray cluster (each reads, tracks and judges
     its cameras) that share inference actors; an owner that dies is restarted elsewhere from its
-    cameras' saved rules states (docs/scale-out.md), but none is kept across a stop of `watch --ray`.
-    Warn-first rules (cityops.warn) do not run with --ray.
+    cameras' saved rules states (docs/scale-out.md), and the states are kept across a stop as without --ray
+    (--state, written by the driver). Warn-first rules (cityops.warn) do not run with --ray.
     """
     setup_logging(verbose)
     from detect.config_io import ConfigError, load_model
@@ -85,17 +86,15 @@ def watch(
         fail(str(exc))
     if state is not None and no_state:
         fail("--state and --no-state: give one of them")
-    if ray is not None:
-        if state is not None:
-            fail("--state: not with --ray (the cluster restores its owners from its own checkpoints, docs/scale-out.md)")
-        return _watch_on_ray(ray, cameras, settings, dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz),
-                             replay=replay, events=events, snapshots=snapshots, snapshot_every=snapshot_every, verifier=verifier,
-                             metrics_port=metrics_port, metrics_addr=metrics_addr)
-    device = device or "cpu"
     if not no_state:  # on by default: a deployment that never heard of it must not duplicate cases at each restart
         from pipelines.cctv.state import default_path
 
         state = state or default_path(cameras)
+    if ray is not None:
+        return _watch_on_ray(ray, cameras, settings, dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz),
+                             replay=replay, events=events, snapshots=snapshots, snapshot_every=snapshot_every, verifier=verifier,
+                             metrics_port=metrics_port, metrics_addr=metrics_addr, state=state)
+    device = device or "cpu"
     try:
         taxonomy = settings.load_taxonomy()  # the deployment's taxonomy file and city code tables
     except ConfigError as exc:
@@ -154,8 +153,9 @@ def _exit_when_nothing_replayed(summary: dict, replay: bool) -> None:
 
 def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, replay: bool, events: Path | None,
                   snapshots: Path | None, snapshot_every: float, verifier: str | None, metrics_port: int | None,
-                  metrics_addr: str) -> None:
-    """`watch` on a Ray cluster: the supervisor here, owners and inference actors on the nodes."""
+                  metrics_addr: str, state: Path | None) -> None:
+    """`watch` on a Ray cluster: the supervisor here, owners and inference actors on the nodes; `state`: the rules
+    states file the driver reads at the start and writes at a graceful stop (None: --no-state)."""
     from detect.config_io import ConfigError
     from detect.evidence import EvidenceKeyError, ModelInfo
     from detect.verifier import VerifierError
@@ -183,7 +183,8 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
             retire_idle_actors(settings.cluster.namespace)  # warm triage actors hold CPUs the owners need
             watcher = ClusterWatcher(cameras, absolute_paths(settings), info, InferenceOptions(**detector), replay=replay,
                                      verifier=verifier, on_record=on_record, snapshot_dir=snapshots.absolute() if snapshots else None,
-                                     snapshot_every_s=snapshot_every, taxonomy=settings.load_taxonomy())
+                                     snapshot_every_s=snapshot_every, taxonomy=settings.load_taxonomy(),
+                                     state_path=state.absolute() if state else None)
             server = _start(watcher, cameras, bool(watcher.groups), metrics_port, metrics_addr)
             summary = watcher.run()
     except (ClusterError, ConfigError, VerifierError) as exc:
