@@ -542,7 +542,7 @@ def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_pat
         item = {li.get_attribute("data-camera"): li.text for li in b.find_elements(By.CSS_SELECTOR, "#cameras li")}
         assert "离线 offline: Connection refused" in item["cam-01"] and "场景错误" not in item["cam-01"]
         assert "新配置被拒，沿用上次有效配置 config_refused: cameras.yaml: cameras.1.scene: scene refused" in item["cam-02"]
-        assert "场景错误 scene error: " in item["cam-02"] and "cam-02.yaml: zones.0.polygon" in item["cam-02"]
+        assert "场景错误 scene error: " in item["cam-02"] and "scene file of camera cam-02: zones.0.polygon" in item["cam-02"]  # by name, not path
 
         b.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-02']").click()
         _wait(b, lambda d: '"camera_id": "cam-02"' in scene(d), "cam-02's refused scene in the box")
