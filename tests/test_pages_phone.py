@@ -18,6 +18,17 @@ PAGES = ["queue", "upload", "cameras", "map", "scores", "reports", "city", "logi
 FINGER_PX = 44  # the smallest target a finger hits reliably (Apple's and WCAG 2.5.5's 44 CSS px)
 
 
+def office_screens(served: dict[str, Any]) -> Iterator[int]:
+    """The served browser, logged in, made a 1366 then a 1280 px wide office screen: each width in turn."""
+    b = served["browser"]
+    b.get(served["base"] + "/ui/login")
+    b.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
+    for width in (1366, 1280):
+        b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        yield width
+
+
 @contextmanager
 def phone(served: dict[str, Any]) -> Iterator[Any]:
     """A second browser as a phone, holding `served`'s reviewer token."""
@@ -99,11 +110,7 @@ def test_the_navigation_bar_is_one_line_on_an_office_screen_and_wraps_on_a_phone
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: None) as served, phone(served) as handset:
         b = served["browser"]
-        b.get(served["base"] + "/ui/login")
-        b.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
-        for width in (1366, 1280):
-            b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                              {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        for width in office_screens(served):
             for page in PAGES[:-1]:  # the login page has no bar
                 b.get(f"{served['base']}/ui/{page}")
                 _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} at {width} px")
@@ -140,11 +147,7 @@ def test_a_label_and_its_field_share_a_line_on_an_office_screen(tmp_path, bus_jp
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: None) as served:
         b = served["browser"]
-        b.get(served["base"] + "/ui/login")
-        b.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
-        for width in (1366, 1280):
-            b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                              {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        for width in office_screens(served):
             for page in ("queue", "map", "scores", "city"):
                 b.get(f"{served['base']}/ui/{page}")
                 _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} at {width} px")

@@ -110,6 +110,17 @@ def _login(site) -> None:
     _wait(b, lambda d: urlsplit(d.current_url).path == "/ui/queue", "the queue page")
 
 
+def _current_case(site) -> str:
+    """Log in and wait for the queue's current case and its detail; its id."""
+    from selenium.webdriver.common.by import By
+
+    _login(site)
+    b = site["browser"]
+    first = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
+    _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "its detail")
+    return first
+
+
 def _case(site, case_id: str) -> dict:
     return httpx.get(f"{site['base']}/api/v1/cases/{case_id}", headers=auth(site["token"]), timeout=10).json()["case"]
 
@@ -253,9 +264,7 @@ def test_a_reviewer_works_the_case_form_by_keyboard(tmp_path, bus_jpg, bus_event
     focused = "return document.activeElement.id;"
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}])) as served:
         b = served["browser"]
-        _login(served)
-        first = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
-        _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "its detail")
+        first = _current_case(served)
         b.find_element(By.ID, "edit-address").clear()  # the camera's 文三路 1 号, corrected
         b.find_element(By.ID, "edit-address").send_keys("杭州市西湖区文三路 90 号", Keys.ENTER)
         _wait(b, lambda d: _case(served, first)["address"] == "杭州市西湖区文三路 90 号", "the address saved by Enter")
@@ -753,9 +762,7 @@ def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_clic
     is_open = lambda d: d.find_element(By.ID, "reasons").is_displayed()  # noqa: E731
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}])) as served:
         b = served["browser"]
-        _login(served)
-        first = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
-        _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "its detail")
+        first = _current_case(served)
         ActionChains(b).send_keys("r").perform()
         _wait(b, is_open, "the reject reasons")
         reasons = [e.get_attribute("data-reason") for e in b.find_elements(By.CSS_SELECTOR, "#reasons button")]
@@ -966,9 +973,7 @@ def test_a_press_and_release_on_either_side_of_the_reject_reasons_leaves_them_op
     is_open = lambda d: d.find_element(By.ID, "reasons").is_displayed()  # noqa: E731
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}, {}])) as served:
         b = served["browser"]
-        _login(served)
-        first = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cases li.current").get_attribute("data-case"), "a current case")
-        _wait(b, lambda d: first in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "its detail")
+        first = _current_case(served)
         other = next(e for e in b.find_elements(By.CSS_SELECTOR, "#cases li") if e.get_attribute("data-case") != first)
         ActionChains(b).send_keys("r").perform()
         _wait(b, is_open, "the reject reasons")
