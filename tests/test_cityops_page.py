@@ -371,6 +371,7 @@ def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_pa
     assert (entry["note"], entry["amount"]) == ("Côte", 200)
 
 
+@pytest.mark.slow  # a patrol video sampled and judged by a real job, then read on the page (8.6 s in CI)
 def test_a_patrol_done_without_cases_says_why_on_the_status_line(tmp_path, bus_jpg, clip):  # noqa: F811
     """With no evidence key set (`service.triage.cases` unset) a patrol job ends done with its report and no case;
     the status line said only 巡查完成 Patrol done: 0 件新案件 new cases, the reason (the summary's `no_cases`) said

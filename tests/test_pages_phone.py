@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from tests.api_helpers import draft_cases
 from tests.conftest import CHROMIUM
 from tests.test_review_pages import CHROMEDRIVER, FLAGS, _wait, served_pages, site_settings
@@ -101,6 +103,7 @@ return [arguments[0], arguments[1]].map((selector) => {
 """
 
 
+@pytest.mark.slow  # every page at two office widths and on the phone (6.4 s in CI)
 def test_the_navigation_bar_is_one_line_on_an_office_screen_and_wraps_on_a_phone(tmp_path, bus_jpg):
     """Letting the bar wrap for phones put its last item (令牌 Token) on a second line on a 1366 px office screen, the
     most common, and the time zone with it at 1280 px. At both, on every page, its items share one line (the scroll bar
@@ -219,6 +222,7 @@ CASE_FIELDS = {"edit-type": "类型 Type", "edit-description": "描述 Descripti
                "reopen-note": "重新打开原因（必填） Why reopen (required)"}
 
 
+@pytest.mark.slow  # a rejected case opened on a phone and at an office width (6.0 s in CI)
 def test_the_case_s_fields_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
     """In the queue's case the type and severity lists, the description, the address and coordinates and the reopen
     reason had no name on the page, only a tooltip (a phone shows none) or a placeholder gone once something is typed
