@@ -20,14 +20,20 @@ PAGES = ["queue", "upload", "cameras", "map", "scores", "reports", "city", "logi
 FINGER_PX = 44  # the smallest target a finger hits reliably (Apple's and WCAG 2.5.5's 44 CSS px)
 
 
-def office_screens(served: dict[str, Any]) -> Iterator[int]:
-    """The served browser, logged in, made a 1366 then a 1280 px wide office screen: each width in turn."""
+def office_screen(served: dict[str, Any], width: int = 1366) -> Any:
+    """The served browser, logged in, made a `width` px wide office screen."""
     b = served["browser"]
     b.get(served["base"] + "/ui/login")
     b.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
+    b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+    return b
+
+
+def office_screens(served: dict[str, Any]) -> Iterator[int]:
+    """The served browser, logged in, made a 1366 then a 1280 px wide office screen: each width in turn."""
     for width in (1366, 1280):
-        b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                          {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        office_screen(served, width)
         yield width
 
 
@@ -195,11 +201,7 @@ def test_the_labels_and_outlines_on_the_evidence_image_are_seen_however_small_it
     loaded = "const i = document.getElementById(arguments[0]); return !!i && i.complete && i.naturalWidth > 0;"
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served, \
             phone(served) as handset:
-        office = served["browser"]
-        office.get(served["base"] + "/ui/login")
-        office.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
-        office.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        office = office_screen(served)
         for b, screen in ((handset, "phone"), (office, "1366 px")):
             for page, image, labels in (("queue", "evidence-image", 2), ("cameras", "snapshot-image", 7)):
                 b.get(f"{served['base']}/ui/{page}")
@@ -238,11 +240,7 @@ def test_the_case_s_fields_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
         return case_id
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), rejected) as served, phone(served) as handset:
-        office = served["browser"]
-        office.get(served["base"] + "/ui/login")
-        office.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
-        office.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        office = office_screen(served)
         for b, screen in ((handset, "phone"), (office, "1366 px")):
             b.get(served["base"] + "/ui/queue")
             _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-state option")) > 1, f"the states on the {screen}")
