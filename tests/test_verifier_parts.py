@@ -67,6 +67,17 @@ def _write_heads(folder: Path, dim: int = 8, **arrays) -> Path:
     return folder / "t.yaml"
 
 
+def test_overlapping_tiles_merge_into_one_region_through_a_chain_and_apart_ones_stay_apart():
+    """The evidence box of one thing lit up in several tiles is drawn from their group: tiles that overlap directly or
+    through a chain are one group, tiles that only touch at an edge are not; groups keep the tiles' order."""
+    from detect.verifier.verifier import _merge_tiles
+
+    tiles = np.array([[0, 0, 4, 4], [20, 0, 24, 4], [3, 3, 7, 7], [6, 6, 10, 10], [24, 0, 28, 4], [21, 2, 23, 3]], float)
+    groups = [g.tolist() for g in _merge_tiles(tiles)]
+    assert groups == [[0, 2, 3], [1, 5], [4]]
+    assert _merge_tiles(tiles[:0]) == []
+
+
 def test_heads_round_trip_and_fold_the_standardiser(tmp_path):
     mean, scale, coef = np.arange(8.0), np.full(8, 2.0), np.linspace(-1, 1, 8)
     path = _write_heads(tmp_path, **{"street_stall/mean": mean, "street_stall/scale": scale, "street_stall/coef": coef})

@@ -261,25 +261,14 @@ class Verifier:
 
 
 def _merge_tiles(tiles: np.ndarray) -> list[np.ndarray]:
-    """Groups of overlapping tiles (indices), so one thing lit up in two tiles is one region."""
-    n = len(tiles)
-    parent = list(range(n))
+    """Groups of overlapping tiles (indices, ascending, groups in order of their first tile), so one thing lit up in
+    two tiles is one region: the connected components of the tiles' overlap graph."""
+    from scipy.sparse.csgraph import connected_components
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b = tiles[i], tiles[j]
-            if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
-                parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return [np.array(g) for g in groups.values()]
+    x0, y0, x1, y1 = (tiles[:, k][:, None] for k in range(4))
+    overlap = (np.minimum(x1, x1.T) > np.maximum(x0, x0.T)) & (np.minimum(y1, y1.T) > np.maximum(y0, y0.T))
+    count, labels = connected_components(overlap, directed=False)
+    return [np.flatnonzero(labels == k) for k in range(count)]
 
 
 def evidence(
