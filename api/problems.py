@@ -22,7 +22,8 @@ from starlette.routing import Match
 
 from detect.config_io import ConfigError, pydantic_en
 from pipelines.cases.states import InvalidTransition
-from pipelines.cases.store import CaseChanged, CaseNotFound, CaseStoreError, CaseStoreUnreachable, NotCandidate, NotReopenable, PlaceError
+from pipelines.cases.store import (CaseChanged, CaseNotFound, CaseOnPlatform, CaseStoreError, CaseStoreUnreachable, NotCandidate,
+                                   NotReopenable, PlaceError)
 from pipelines.dispatch.webhook import WebhookError
 
 if TYPE_CHECKING:
@@ -45,7 +46,9 @@ class ProblemDoc(BaseModel):
     detail: str = Field(description="What went wrong with this request, in words.")
     errors: list[dict[str, Any]] | None = Field(None, description="Field-level problems (validation errors).")
     case: dict[str, Any] | None = Field(None, description="case-changed: the case as it is now (id, state, last_by, "
-                                                          "updated_at), for a client that reloads it by itself.")
+                                                          "updated_at), for a client that reloads it by itself; "
+                                                          "case-on-platform: the platform holding it (id, state, "
+                                                          "dispatch_target, dispatch_ref).")
 
 
 class Problem(Exception):
@@ -128,6 +131,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NotCandidate: (409, "invalid-transition"),
     NotReopenable: (409, "not-reopenable"),  # why (a platform voided it, triage withdrew it, too late)
     CaseChanged: (409, "case-changed"),  # the client acted on the case as it was: it reloads it
+    CaseOnPlatform: (409, "case-on-platform"),  # a reviewer's reject of a case a platform holds: void it there
 }
 
 

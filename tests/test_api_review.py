@@ -401,6 +401,44 @@ def test_an_action_the_case_s_state_refuses_is_said_in_chinese_first(service, bu
     assert again.json()["detail"].startswith(f"案件 {b} 现为待派遣，不能改为待派遣（可改为：已作废、已上报） ")
 
 
+def test_a_reviewer_cannot_reject_a_case_a_platform_holds_and_the_platform_s_voiding_moves_it(service, bus_event):
+    """A reviewer rejected a case the platform had (已上报, 已立案): here it read 已作废 with their reason, status updates
+    stopped, and the platform went on sending a handler. It is 409 case-on-platform naming the platform and its task
+    number, Chinese first, nothing done (no audit record); the platform's 作废 by webhook moves it to rejected. A
+    queued case is still rejected here (withdrawn before it leaves)."""
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    reviewer, integration = auth(tokens["reviewer"]), auth(tokens["integration"])
+    held, queued = draft_cases(app, bus_event, [{}, {"source_id": "cam-02"}])
+    for case_id in (held, queued):
+        client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, json={})
+    store.mark_delivered(store.outbox_entries(case_id=held)[0].id, "T-300")
+    hook = "/api/v1/dispatch/dcm/webhook"
+
+    for state, zh, status in ((CaseState.SUBMITTED, "已上报", "立案"), (CaseState.ACCEPTED, "已立案", None)):
+        before = store.get(held)
+        refused = client.post(f"/api/v1/cases/{held}/reject", headers=reviewer,
+                              json={"reason": "not_a_violation", "expected_updated_at": before.updated_at.isoformat()})
+        assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["type"] == "urn:streetwatch:problem:case-on-platform"
+        assert problem["detail"] == (f"案件 {held} 已上报 dcm（任务号 T-300，现为{zh}），由平台处理，不能在此作废：请在平台作废，"
+                                     f"平台的状态更新会同步到这里 — case {held} is held by dcm as T-300 ({state.value}): it "
+                                     "cannot be rejected here; void it on the platform, whose status update then moves it here")
+        assert problem["case"] == {"id": held, "state": state.value, "dispatch_target": "dcm", "dispatch_ref": "T-300"}
+        assert store.get(held) == before
+        if status:
+            assert client.post(hook, json={"taskNumber": "T-300", "status": status}, headers=integration).status_code == 200
+    assert "reject" not in [r["action"] for r in client.get(f"/api/v1/cases/{held}/audit", headers=reviewer).json()]
+
+    voided = client.post(hook, json={"taskNumber": "T-300", "status": "作废", "note": "非违法"}, headers=integration)
+    assert voided.status_code == 200 and voided.json()["state"] == "rejected"
+    last = store.history(held)[-1]
+    assert (last.from_state, last.to_state, last.actor) == (CaseState.ACCEPTED, CaseState.REJECTED, "dispatch:dcm")
+    withdrawn = client.post(f"/api/v1/cases/{queued}/reject", headers=reviewer, json={"reason": "duplicate"})
+    assert withdrawn.status_code == 200 and withdrawn.json()["state"] == "rejected"
+
+
 def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_field(tmp_path, monkeypatch, bus_event):
     """PATCH /cases/{id} could not set a place, so a photo without GPS could never be sent anywhere: it takes
     `address` and `lat`/`lon` (the case filed in the grid cell of `service.triage.grid` they lie in, as upload

@@ -359,6 +359,8 @@ def test_a_case_withdrawn_while_the_platform_may_hold_it_is_looked_up_and_says_s
         last = store.history(case_id)[-1]
         assert (last.from_state, last.to_state, last.actor, last.reason) == ("rejected", "rejected", "dispatch:dcm", case.reason)
         assert stats.delivered == 1 and f"case {case_id}: {case.reason}" in stats.errors
+        assert store.reopen_refusal(case_id, within=timedelta(days=7)).startswith(
+            f"案件 {case_id} 驳回后仍送达 dcm（{theirs['ref']}），不能重新打开，请联系平台作废 ")
 
 
 def test_a_case_withdrawn_before_it_was_sent_is_closed_not_parked_and_keeps_its_reason(world, sim, bus_event):
@@ -420,8 +422,8 @@ def test_a_case_rejected_after_it_was_queued_is_reopened_and_then_delivered_once
     """A reviewer who rejected a queued case by mistake could not reopen it (409 not-reopenable), its withdrawn outbox
     entry blocking a second one. A case no delivery of which can have reached the platform is reopened, whether the
     dispatcher had closed its entry yet or not; confirmed again, the same entry goes back out and the platform (which
-    here would take a repeat as a second case) gets it once. One the platform holds, or whose delivery is in doubt,
-    is still refused, naming why."""
+    here would take a repeat as a second case) gets it once. One the platform holds cannot be rejected here at all
+    (void it there)."""
     store, evidence, spool = world
     sim.faults(honour_idempotency=False)  # a second POST would be a second case there
     config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)}, **FAST)
@@ -449,10 +451,9 @@ def test_a_case_rejected_after_it_was_queued_is_reopened_and_then_delivered_once
         assert (case.state, case.dispatch_ref, entry.status, entry.remote_ref) == (CaseState.SUBMITTED, theirs["ref"],
                                                                                    "delivered", theirs["ref"])
 
-    store.review(settled, approve=False, reviewer="王芳", reason_code="not_a_violation")  # after the platform got it
-    assert store.get(settled).state is CaseState.REJECTED
-    with pytest.raises(CaseStoreError, match=rf"^案件 {settled} 驳回后仍送达 dcm（{theirs['ref']}），不能重新打开，请联系平台作废 "):
-        store.reopen(settled, actor="王芳", note="误点驳回", within=week)
+    with pytest.raises(CaseStoreError, match=rf"^案件 {settled} 已上报 dcm（任务号 {theirs['ref']}，现为已上报）"):
+        store.review(settled, approve=False, reviewer="王芳", reason_code="not_a_violation")  # after the platform got it
+    assert store.get(settled).state is CaseState.SUBMITTED  # theirs: voided there, their status moves it
 
 
 def test_an_entry_for_a_platform_the_case_is_no_longer_queued_for_is_not_sent(world, sim, bus_event, monkeypatch):

@@ -406,6 +406,8 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
 @router.post("/cases/{case_id}/reject", summary="Reject a case with a reason code", response_model=CaseView,
              responses=problems(401, 403, 404, 409, 422))
 def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
+    """A case a dispatch platform holds (submitted 已上报, accepted 已立案) is refused 409 `case-on-platform`, naming the
+    platform and its task number: it is voided on the platform, whose status update moves it here."""
     case = ctx.store.review(case_id, approve=False, reviewer=who.name, reason_code=body.reason.value, note=body.note,
                             unchanged_since=body.expected_updated_at,
                             audit=_audit(ctx, who, "reject", body.model_dump(mode="json", exclude={"expected_updated_at"})))

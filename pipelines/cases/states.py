@@ -15,7 +15,7 @@ class CaseState(StrEnum):
     QUEUED = "queued"  # approved; an outbox entry will deliver it
     SUBMITTED = "submitted"  # the dispatch system acknowledged it and gave a task number
     ACCEPTED = "accepted"  # the dispatch system opened a case (立案)
-    REJECTED = "rejected"  # refused by a reviewer here or voided by the dispatch system (作废)
+    REJECTED = "rejected"  # refused by a reviewer here (before a platform holds it) or voided by the dispatch system (作废)
     CLOSED = "closed"  # finished (结案)
     VERIFYING = "verifying"  # marked handled on the other side; the camera re-checks the scene
     VERIFIED_CLEARED = "verified_cleared"  # the re-check found the scene clear
@@ -42,6 +42,12 @@ ALLOWED: dict[CaseState, frozenset[CaseState]] = {
     S.REJECTED: frozenset(),
     S.CLOSED: frozenset(),
 }
+
+
+ON_PLATFORM: frozenset[CaseState] = frozenset({S.SUBMITTED, S.ACCEPTED})
+"""A dispatch platform holds the case and has not finished with it: it owns the case now, so only its status updates
+move it on (status polling asks about these), and a reviewer's reject here is refused (`CaseOnPlatform`): the store
+would say 已作废 while the platform still sends a handler."""
 
 
 REOPEN: tuple[CaseState, CaseState] = (S.REJECTED, S.CANDIDATE)

@@ -28,7 +28,7 @@ from detect.grades import Grade, graded_severity
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import control_character
 from pipelines.cases.schema import batches, case_history, cases, migrate, outbox
-from pipelines.cases.states import STATE_NAMES_ZH, CaseState, check_transition
+from pipelines.cases.states import ON_PLATFORM, STATE_NAMES_ZH, CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
 from pipelines.times import as_utc
 
@@ -103,6 +103,22 @@ class NotReopenable(CaseStoreError):
     """A case whose rejection cannot be undone here: not rejected, rejected by a platform or by triage rather than in
     review, a delivery that reached (or may have reached) a platform, or rejected longer ago than the window (why,
     Chinese first, for the pages)."""
+
+
+class CaseOnPlatform(CaseStoreError):
+    """A reviewer's reject of a case a dispatch platform holds (`ON_PLATFORM`): the platform owns it and may send a
+    handler, so the store must not say 已作废 here on the reviewer's word alone. Staff void it on the platform, whose
+    status update (作废 by webhook, a poll) then moves the case here. Names the platform and its task number, Chinese
+    first; `case`: id, state, dispatch_target and dispatch_ref, for a client that says it in its own words."""
+
+    def __init__(self, case: Case):
+        target, ref = case.dispatch_target or "?", case.dispatch_ref or "?"
+        super().__init__(f"案件 {case.id} 已上报 {target}（任务号 {ref}，现为{STATE_NAMES_ZH[case.state]}），由平台处理，"
+                         f"不能在此作废：请在平台作废，平台的状态更新会同步到这里 — case {case.id} is held by {target} as "
+                         f"{ref} ({case.state.value}): it cannot be rejected here; void it on the platform, whose status "
+                         "update then moves it here")
+        self.case = {"id": case.id, "state": case.state.value, "dispatch_target": case.dispatch_target,
+                     "dispatch_ref": case.dispatch_ref}
 
 
 class PlaceError(CaseStoreError):
@@ -738,7 +754,8 @@ class CaseStore:
     def review(self, case_id: str, *, approve: bool, reviewer: str, target: str | None = None,
                reason_code: str | None = None, note: str | None = None, now: datetime | None = None,
                unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
-        """Record a reviewer's decision: approval queues the case for `target`, refusal rejects it.
+        """Record a reviewer's decision: approval queues the case for `target`, refusal rejects it, but not once a
+        platform holds it (`ON_PLATFORM`: CaseOnPlatform, nothing done; the platform's voiding moves it).
 
         `reason_code` is the machine-readable why (`not_a_violation`, `wrong_type`, ...): the
         retraining pipeline turns rejected cases into hard negatives by it. `unchanged_since`: see
@@ -751,7 +768,8 @@ class CaseStore:
         if not approve:  # the case's reason is the reviewer's (not a delivery's retry it waited on before)
             why = note or reason_code or "rejected in review"
             with self._writer.begin() as conn:
-                self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)
+                if (case := self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)).state in ON_PLATFORM:
+                    raise CaseOnPlatform(case)
                 return audited(conn, self._transition(conn, case_id, CaseState.REJECTED, reviewer, why, {}, now,
                                                             {**review, "reason": why}), audit)
         if target is None:
@@ -1060,7 +1078,7 @@ class CaseStore:
 
     def awaiting_status(self, target: str, limit: int = 500) -> list[Case]:
         """Cases at `target` whose outcome on their side is still open (what status polling checks)."""
-        states = [CaseState.SUBMITTED.value, CaseState.ACCEPTED.value]
+        states = [s.value for s in ON_PLATFORM]
         query = (sa.select(cases).where(cases.c.dispatch_target == target, cases.c.state.in_(states),
                                         cases.c.dispatch_ref.is_not(None))
                  .order_by(cases.c.updated_at).limit(limit))
