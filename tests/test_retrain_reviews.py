@@ -17,6 +17,7 @@ from detect.imageio import read_image
 from detect.rules import PhotoRules
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake
+from pipelines.dispatch.dispatcher import apply_status
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.dataset import Dataset
 from pipelines.settings import load_settings
@@ -91,6 +92,32 @@ def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_pat
     stored.write_bytes(stored.read_bytes()[:-100])
     result = runner.invoke(app, ["data", "export-reviews", "--out", str(tmp_path / "reviews2")])
     assert result.exit_code == 0 and f"case {confirmed.id}: " in result.output and "does not match its bundle manifest" in result.output
+
+
+def test_a_case_its_platform_voided_is_left_out_of_the_review_export(tmp_path, monkeypatch, bus_event):
+    """A case approved here and then voided by its platform (作废) was exported as a positive (its review still says
+    approved), though the voiding may mean not a violation, a duplicate or not theirs. It is left out, reported with
+    the platform and its why, and counted among the skipped when nothing else is left."""
+    intake = _intake(tmp_path, monkeypatch)
+    store = intake.store
+    bus, _ = bus_event
+    voided = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o0"), BundleContext(source_kind="photo_batch"))
+    store.review(voided.id, approve=True, reviewer="li.wei", target="dcm", reason_code="confirmed")
+    store.mark_delivered(store.outbox_entries(case_id=voided.id)[0].id, "T-300")
+    assert apply_status(store, voided.id, "rejected", actor="dispatch:dcm", note="重复上报")
+    skip = (f"case {voided.id}: approved here, then voided by dispatch:dcm (作废: 重复上报): whether it is a violation "
+            "is unknown, neither a positive nor a negative: skipped")
+
+    out = tmp_path / "reviews"
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert "1 reviewed but skipped:" in result.stderr and skip in result.stderr
+
+    rejected = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o1"), BundleContext(source_kind="photo_batch"))
+    store.review(rejected.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
+    assert result.exit_code == 0 and "exported 1 reviewed cases" in result.output and skip in result.stderr
+    assert [json.loads(x)["case_id"] for x in (out / "review.jsonl").read_text().splitlines()] == [rejected.id]
 
 
 def test_retrain_takes_the_reviewed_cases_from_the_store_or_a_file_not_both(tmp_path):

@@ -301,6 +301,13 @@ class Case:
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def voided_by_platform(self) -> bool:
+        """Rejected though its review approved it: only a dispatch platform's 作废 does that (a reviewer's reject records
+        `review_decision` rejected, triage withdraws only unreviewed candidates). The platform's why (not a violation,
+        a duplicate, not theirs) is not known here, so neither is whether the case was a violation."""
+        return self.state is CaseState.REJECTED and self.review_decision == "approved"
+
 
 @dataclass(frozen=True)
 class HistoryEntry:

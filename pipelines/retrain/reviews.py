@@ -4,7 +4,8 @@ The case store keeps, per case, the review decision (approved/rejected), reason 
 the evidence reference, and the evidence boxes with the bundle path of the picture they were
 drawn on (`evidence_boxes`). This copies each reviewed case's picture out of the evidence store
 (checking it against the sha256 its bundle manifest lists, so altered evidence never becomes
-training data) and writes one line per case. The export is a plain folder, so a reviewer can
+training data) and writes one line per case; a case its platform voided after approval (作废) is left
+out, its label unknown. The export is a plain folder, so a reviewer can
 look at it, and `data from-cases` stays testable without a database.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from detect.evidence.signing import MANIFEST
 from detect.digests import sha256_bytes
-from pipelines.cases import CaseStore
+from pipelines.cases import Case, CaseStore
 from pipelines.evidence_store import EvidenceStore, StorageError
 from pipelines.retrain.check import Finding
 from pipelines.retrain.dataset import DatasetError
@@ -44,6 +45,9 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
             continue
         if since and case.reviewed_at and case.reviewed_at < since:
             counts["before"] += 1
+            continue
+        if case.voided_by_platform:
+            findings.append(Finding(f"case {case.id}", voided_skip(store, case)))
             continue
         boxes = case.evidence_boxes or {}
         if not case.evidence_ref or not boxes.get("image"):
@@ -74,6 +78,15 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
     path = out_dir / EXPORT
     path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     return path, len(lines), findings
+
+
+def voided_skip(store: CaseStore, case: Case) -> str:
+    """Why a case approved here and voided by its platform (作废) is left out: the platform's voiding may mean not a
+    violation, a duplicate or not theirs, so the case is neither a positive (as its approval says) nor a hard negative."""
+    last = store.history(case.id)[-1]
+    why = f": {last.reason}" if last.reason else ""
+    return (f"approved here, then voided by {last.actor} (作废{why}): whether it is a violation is unknown, "
+            "neither a positive nor a negative: skipped")
 
 
 def no_reviewed_cases(counts: dict[str, int], since: datetime | None, findings: list[Finding]) -> DatasetError:
