@@ -131,7 +131,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NotCandidate: (409, "invalid-transition"),
     NotReopenable: (409, "not-reopenable"),  # why (a platform voided it, triage withdrew it, too late)
     CaseChanged: (409, "case-changed"),  # the client acted on the case as it was: it reloads it
-    CaseOnPlatform: (409, "case-on-platform"),  # a reviewer's reject of a case a platform holds: void it there
+    CaseOnPlatform: (409, "case-on-platform"),  # a reviewer's reject of a case a platform holds: void (or close) it there
 }
 
 

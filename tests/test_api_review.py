@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from pipelines.cases.states import CaseState
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState
+from pipelines.dispatch.dispatcher import apply_status
 from pipelines.dispatch.webhook import sign
 from pipelines.url_signing import ATTACHMENT
 from tests.api_helpers import DCM, KEY, auth, draft_cases, make_app, service, settings_for  # noqa: F401  (fixture)
@@ -437,6 +438,32 @@ def test_a_reviewer_cannot_reject_a_case_a_platform_holds_and_the_platform_s_voi
     assert (last.from_state, last.to_state, last.actor) == (CaseState.ACCEPTED, CaseState.REJECTED, "dispatch:dcm")
     withdrawn = client.post(f"/api/v1/cases/{queued}/reject", headers=reviewer, json={"reason": "duplicate"})
     assert withdrawn.status_code == 200 and withdrawn.json()["state"] == "rejected"
+
+
+def test_the_refusal_to_reject_a_case_open311_holds_says_to_close_it_there(tmp_path, monkeypatch, bus_event):
+    """The 409 said 请在平台作废 for every platform, but Open311 has no voided status: a request the city closes comes
+    back as handled. For an Open311 target it says to close it there and what that moves the case to here (a camera
+    case is re-checked, a photo case closed), which the closing then does."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    city = {"targets": {"city311": {"adapter": "open311", "url": "http://127.0.0.1:9/open311"}}}
+    app, tokens = make_app(settings_for(tmp_path, dispatch=city))
+    store, reviewer = app.state.ctx.store, auth(tokens["reviewer"])
+    kinds = {"camera": CaseState.VERIFYING, "photo_batch": CaseState.CLOSED}
+    drafted = draft_cases(app, bus_event, [{"source_kind": kind, "source_id": f"src-{kind}"} for kind in kinds])
+    with TestClient(app) as client:
+        for i, (case_id, after) in enumerate(zip(drafted, kinds.values())):
+            confirmed = client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, json={})
+            assert confirmed.status_code == 200, confirmed.text
+            store.mark_delivered(store.outbox_entries(case_id=case_id)[0].id, f"SR-{i}")
+            refused = client.post(f"/api/v1/cases/{case_id}/reject", headers=reviewer, json={"reason": "duplicate"})
+            assert refused.status_code == 409 and refused.json()["type"] == "urn:streetwatch:problem:case-on-platform"
+            assert refused.json()["detail"] == (
+                f"案件 {case_id} 已上报 city311（任务号 SR-{i}，现为已上报），由平台处理，不能在此作废：city311 没有作废状态，"
+                f"请在平台办结/关闭，关闭后这里转为{STATE_NAMES_ZH[after]} — case {case_id} is held by city311 as SR-{i} "
+                f"(submitted): it cannot be rejected here; city311 has no voided status: close it there, and its closing "
+                f"moves the case here to {after.value}")
+            assert apply_status(store, case_id, "handled", actor="dispatch:city311")
+            assert store.get(case_id).state is after
 
 
 def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_field(tmp_path, monkeypatch, bus_event):

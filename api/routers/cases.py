@@ -31,6 +31,7 @@ from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
+from pipelines.dispatch.adapters import target_voids
 from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
 from pipelines.times import as_utc
@@ -407,9 +408,11 @@ def confirm(case_id: str, body: ConfirmBody, ctx: AppContext = Depends(get_ctx),
              responses=problems(401, 403, 404, 409, 422))
 def reject(case_id: str, body: RejectBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
     """A case a dispatch platform holds (submitted 已上报, accepted 已立案) is refused 409 `case-on-platform`, naming the
-    platform and its task number: it is voided on the platform, whose status update moves it here."""
+    platform and its task number: it is voided on the platform (or closed there, where it cannot void: Open311), whose
+    status update moves it here."""
     case = ctx.store.review(case_id, approve=False, reviewer=who.name, reason_code=body.reason.value, note=body.note,
                             unchanged_since=body.expected_updated_at,
+                            voids=lambda target: target_voids(ctx.settings.dispatch.targets, target),
                             audit=_audit(ctx, who, "reject", body.model_dump(mode="json", exclude={"expected_updated_at"})))
     ctx.metrics.reviews.labels("reject").inc()
     return case_json(case, ctx)

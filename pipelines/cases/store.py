@@ -108,15 +108,21 @@ class NotReopenable(CaseStoreError):
 class CaseOnPlatform(CaseStoreError):
     """A reviewer's reject of a case a dispatch platform holds (`ON_PLATFORM`): the platform owns it and may send a
     handler, so the store must not say 已作废 here on the reviewer's word alone. Staff void it on the platform, whose
-    status update (作废 by webhook, a poll) then moves the case here. Names the platform and its task number, Chinese
-    first; `case`: id, state, dispatch_target and dispatch_ref, for a client that says it in its own words."""
+    status update (作废 by webhook, a poll) then moves the case here; a platform without a voided status (`voids`
+    False: Open311) is told to close it, which reads here as handled (`handled_state`). Names the platform and its task
+    number, Chinese first; `case`: id, state, dispatch_target and dispatch_ref, for a client that says it in its own words."""
 
-    def __init__(self, case: Case):
+    def __init__(self, case: Case, *, voids: bool = True):
         target, ref = case.dispatch_target or "?", case.dispatch_ref or "?"
+        if voids:
+            zh, en = "请在平台作废，平台的状态更新会同步到这里", "void it on the platform, whose status update then moves it here"
+        else:
+            after = handled_state(case)
+            zh = f"{target} 没有作废状态，请在平台办结/关闭，关闭后这里转为{STATE_NAMES_ZH[after]}"
+            en = f"{target} has no voided status: close it there, and its closing moves the case here to {after.value}"
         super().__init__(f"案件 {case.id} 已上报 {target}（任务号 {ref}，现为{STATE_NAMES_ZH[case.state]}），由平台处理，"
-                         f"不能在此作废：请在平台作废，平台的状态更新会同步到这里 — case {case.id} is held by {target} as "
-                         f"{ref} ({case.state.value}): it cannot be rejected here; void it on the platform, whose status "
-                         "update then moves it here")
+                         f"不能在此作废：{zh} — case {case.id} is held by {target} as {ref} ({case.state.value}): it "
+                         f"cannot be rejected here; {en}")
         self.case = {"id": case.id, "state": case.state.value, "dispatch_target": case.dispatch_target,
                      "dispatch_ref": case.dispatch_ref}
 
@@ -307,6 +313,12 @@ class Case:
         `review_decision` rejected, triage withdraws only unreviewed candidates). The platform's why (not a violation,
         a duplicate, not theirs) is not known here, so neither is whether the case was a violation."""
         return self.state is CaseState.REJECTED and self.review_decision == "approved"
+
+
+def handled_state(case: Case) -> CaseState:
+    """Where a case goes when its platform says it was dealt with: a camera case is re-checked (`verifying`); a photo
+    case has no camera to look again, so it is `closed`."""
+    return CaseState.VERIFYING if case.source_kind == "camera" else CaseState.CLOSED
 
 
 @dataclass(frozen=True)
@@ -760,9 +772,12 @@ class CaseStore:
 
     def review(self, case_id: str, *, approve: bool, reviewer: str, target: str | None = None,
                reason_code: str | None = None, note: str | None = None, now: datetime | None = None,
-               unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
+               unchanged_since: datetime | None = None, audit: Audit[Case] | None = None,
+               voids: Callable[[str | None], bool] | None = None) -> Case:
         """Record a reviewer's decision: approval queues the case for `target`, refusal rejects it, but not once a
-        platform holds it (`ON_PLATFORM`: CaseOnPlatform, nothing done; the platform's voiding moves it).
+        platform holds it (`ON_PLATFORM`: CaseOnPlatform, nothing done; the platform's voiding moves it). `voids`:
+        whether the platform a case went to (its dispatch target) can void it, which words that refusal's advice (void
+        it there, or close it); None: every platform can.
 
         `reason_code` is the machine-readable why (`not_a_violation`, `wrong_type`, ...): the
         retraining pipeline turns rejected cases into hard negatives by it. `unchanged_since`: see
@@ -776,7 +791,7 @@ class CaseStore:
             why = note or reason_code or "rejected in review"
             with self._writer.begin() as conn:
                 if (case := self._check_unchanged(conn, self._lock(conn, case_id), unchanged_since)).state in ON_PLATFORM:
-                    raise CaseOnPlatform(case)
+                    raise CaseOnPlatform(case, voids=voids is None or voids(case.dispatch_target))
                 return audited(conn, self._transition(conn, case_id, CaseState.REJECTED, reviewer, why, {}, now,
                                                             {**review, "reason": why}), audit)
         if target is None:
@@ -932,8 +947,7 @@ class CaseStore:
                      now: datetime | None = None) -> Case:
         """The other side says the case was dealt with. A camera case enters `verifying` (the camera
         re-checks the scene); a photo case has no camera to look again, so it is `closed`."""
-        case = self.get(case_id)
-        to = CaseState.VERIFYING if case.source_kind == "camera" else CaseState.CLOSED
+        to = handled_state(self.get(case_id))
         return self.apply_remote_state(case_id, to, actor=actor,
                                        reason=note or "handled on the dispatch side" + ("; re-check pending" if to is CaseState.VERIFYING else ""),
                                        now=now)

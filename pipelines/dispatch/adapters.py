@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -251,6 +251,9 @@ def _local(utc_iso: str, tz: str) -> str:
 class CnDcmAdapter:
     """数字城管 JSON (schema: pipelines/dispatch/schemas/cn-dcm-case.schema.json), field names per city."""
 
+    voids: ClassVar[bool] = True
+    """Its 作废 (a webhook status, `status_map`) moves a case to rejected: staff drop a case there by voiding it."""
+
     def __init__(self, name: str, target: TargetConfig, taxonomy: Taxonomy):
         self.name, self.target, self.taxonomy = name, target, taxonomy
 
@@ -397,6 +400,9 @@ class CnDcmAdapter:
 class Open311Adapter:
     """Open311 GeoReport v2: form POST {base}/requests.json, GET {base}/requests/{id}.json for status."""
 
+    voids: ClassVar[bool] = False
+    """GeoReport v2 has no voided status: a request they close reads as handled (`status`), whatever the reason."""
+
     def __init__(self, name: str, target: TargetConfig, taxonomy: Taxonomy):
         self.name, self.target, self.taxonomy = name, target, taxonomy
         self.base = str(target.url).rstrip("/")
@@ -494,6 +500,12 @@ def case_marker(case_id: str) -> str:
 
 
 ADAPTERS = {"cn-dcm": CnDcmAdapter, "open311": Open311Adapter}
+
+
+def target_voids(targets: Mapping[str, TargetConfig], name: str | None) -> bool:
+    """Whether the dispatch target `name` can void a case (作废) by its adapter; True for one no longer configured."""
+    target = targets.get(name or "")
+    return target is None or ADAPTERS[target.adapter].voids
 
 
 def make_adapter(name: str, target: TargetConfig, taxonomy: Taxonomy) -> CnDcmAdapter | Open311Adapter:
