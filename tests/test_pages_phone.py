@@ -3,11 +3,13 @@ layout facts (widths, boxes), not pixels."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.api_helpers import draft_cases
 from tests.conftest import CHROMIUM
@@ -255,3 +257,63 @@ def test_the_case_s_fields_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
                 assert labels[0].is_displayed() and labels[0].size["height"] > 0, (screen, field_id)
                 assert b.find_element(By.ID, field_id).accessible_name == name, (screen, field_id)
             assert b.find_element(By.CSS_SELECTOR, "#detail .place").accessible_name == "地点 Place:", screen
+
+
+#: The zone labels over the camera page's snapshot, once placed (SW.placeLabels runs before a frame is painted, so two
+#: frames on they are): each one's text, its rectangle on the screen (left, top, right, bottom) and whether its words
+#: are cut (wider than its box); the image's rectangle; and the ends of each leader line on the screen.
+PLACED_LABELS = """
+const done = arguments[arguments.length - 1];
+requestAnimationFrame(() => requestAnimationFrame(() => {
+  const rect = (r) => [r.left, r.top, r.right, r.bottom];
+  const svg = document.querySelector('#snapshot svg'), m = svg.getScreenCTM();
+  const end = (x, y) => { const p = new DOMPoint(x, y).matrixTransform(m); return [p.x, p.y]; };
+  done([[...document.querySelectorAll('#snapshot .zone-label')].map((e) =>
+          [e.textContent, rect(e.getBoundingClientRect()), e.scrollWidth > e.clientWidth]),
+        rect(document.getElementById('snapshot-image').getBoundingClientRect()),
+        [...svg.querySelectorAll('line.leader')].map((l) =>
+          [end(l.x1.baseVal.value, l.y1.baseVal.value), end(l.x2.baseVal.value, l.y2.baseVal.value)])]);
+}));
+"""
+#: Two zones whose labels' anchors (their first points) are about 2 px apart on a phone.
+CLOSE_ZONES = [{"id": "gate-east", "kind": "no_parking", "polygon": [[0.40, 0.20], [0.60, 0.20], [0.60, 0.30], [0.40, 0.30]]},
+               {"id": "gate-west", "kind": "no_parking", "polygon": [[0.405, 0.205], [0.405, 0.31], [0.30, 0.31], [0.30, 0.21]]}]
+
+
+def _gap(point: tuple[float, float], rect: list[float]) -> float:
+    """How far `point` is from `rect` (left, top, right, bottom), 0 inside it."""
+    (x, y), (left, top, right, bottom) = point, rect
+    return math.hypot(max(left - x, 0, x - right), max(top - y, 0, y - bottom))
+
+
+@pytest.mark.slow  # a served camera page on a phone (about 4 s)
+def test_the_zone_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus_jpg):
+    """Each zone's label was put by its first point whatever else was there, so two zones starting a few pixels apart
+    had their labels drawn over each other, unreadable on a phone. On the camera page on a phone no two labels
+    intersect, each is within the image and each touches its zone's first point (6 px or less) or a leader line
+    runs from that point to it."""
+    scene_file = tmp_path / "cameras" / "cam-01.yaml"
+    settings = site_settings(tmp_path, bus_jpg)
+    scene = yaml.safe_load(scene_file.read_text(encoding="utf-8"))
+    scene["zones"] += CLOSE_ZONES
+    scene_file.write_text(yaml.safe_dump(scene, allow_unicode=True), encoding="utf-8")
+    firsts = {f"{z['id']} ({z['kind']})": z["polygon"][0] for z in scene["zones"]}
+
+    loaded = "const i = document.getElementById('snapshot-image'); return !!i && i.complete && i.naturalWidth > 0;"
+    with served_pages(tmp_path, settings, lambda app: None) as served, phone(served) as b:
+        b.get(served["base"] + "/ui/cameras")
+        _wait(b, lambda d: d.execute_script(loaded), "the snapshot on the phone")
+        _wait(b, lambda d: len(d.execute_script("return document.querySelectorAll('#snapshot .zone-label')")) == len(firsts),
+              "the zones' labels")
+        labels, image, leaders = b.execute_async_script(PLACED_LABELS)
+    assert image[2] - image[0] < 360, image
+    assert {text for text, _, _ in labels} == set(firsts)
+    for i, (text, (left, top, right, bottom), _) in enumerate(labels):
+        assert image[0] - 1 <= left and right <= image[2] + 1 and image[1] - 1 <= top and bottom <= image[3] + 1, (text, image)
+        for other, (l2, t2, r2, b2), _ in labels[i + 1:]:
+            overlap = min(right, r2) - max(left, l2), min(bottom, b2) - max(top, t2)
+            assert min(overlap) <= 0.5, f"{text!r} and {other!r} overlap by {overlap} px"
+        x, y = firsts[text]
+        anchor = (image[0] + x * (image[2] - image[0]), image[1] + y * (image[3] - image[1]))
+        pointed = any(_gap(a, [*anchor, *anchor]) <= 1.5 and _gap(b_, [left, top, right, bottom]) <= 1.5 for a, b_ in leaders)
+        assert _gap(anchor, [left, top, right, bottom]) <= 6 or pointed, (text, anchor, (left, top, right, bottom), leaders)

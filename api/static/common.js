@@ -184,12 +184,10 @@ const SW = {
   },
 
   // Shapes laid over an image, boxes in pixels of a (width x height) image and polygons in 0..1 coordinates, in an
-  // <svg> stretched to it, and their labels ("bus 0.94", a zone's id) as text in CSS pixels placed over it by
-  // percentage: in the svg they scaled with the image, ~7 px and unreadable with the 810 px photo shown 380 px wide
-  // (a phone, or an office screen's 62vh). A box's label sits above it (inside it at the image's top edge), a zone's
-  // by its first point, each kept within the image's width (SW.overlayLabel); one wider than the image is cut at its
-  // edge. Labels are not moved apart: zones whose first points are close have overlapping labels. The outlines are
-  // drawn 2 CSS px wide however the image is scaled (app.css, non-scaling-stroke): in image pixels, ~1 px on a phone.
+  // <svg> stretched to it, and their labels ("bus 0.94", a zone's id) as text in CSS pixels placed over it (in the svg
+  // they scaled with the image, ~7 px and unreadable with the 810 px photo shown 380 px wide: a phone, or an office
+  // screen's 62vh). The labels are placed by SW.placeLabels whenever the image is shown at a new size. The outlines
+  // are drawn 2 CSS px wide however the image is scaled (app.css, non-scaling-stroke): in image pixels, ~1 px on a phone.
   overlay(width, height, boxes = [], polygons = []) {
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
@@ -201,8 +199,8 @@ const SW = {
       poly.setAttribute("points", p.points.map(([x, y]) => `${x * width},${y * height}`).join(" "));
       poly.setAttribute("class", "zone " + (p.kind || ""));
       svg.append(poly);
-      if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, p.points[0][0], 4,
-        `min(calc(${p.points[0][1] * 100}% + 2px), calc(100% - 1.2em))`));
+      const [x, y] = p.points[0];
+      if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, [x, y, x, y]));
     }
     for (const b of boxes) {
       const [x1, y1, x2, y2] = b.xyxy;
@@ -211,18 +209,60 @@ const SW = {
         .forEach(([k, v]) => r.setAttribute(k, v));
       svg.append(r);
       labels.push(SW.overlayLabel("box-label", `${b.class_name || "?"} ${b.confidence != null ? b.confidence.toFixed(2) : ""}`,
-        x1 / width, 0, `max(0px, calc(${(y1 / height) * 100}% - 1.2em))`));
+        [x1 / width, y1 / height, x2 / width, y2 / height]));
     }
-    return SW.el("div", { class: "overlay" }, svg, ...labels);
+    const overlay = SW.el("div", { class: "overlay" }, svg, ...labels);
+    new ResizeObserver(() => SW.placeLabels(overlay)).observe(overlay);  // its first call once it is shown
+    return overlay;
   },
-  // One label of SW.overlay by its anchor at x (0..1 of the image's width), `pad` CSS px to its right, and at `top`,
-  // a CSS length (set through the CSSOM, not a style attribute). It is moved left by x of its own width, so one at the
-  // image's left starts at its anchor and one at its right ends there (the pad turned to the left): a label as wide
-  // as the image less the pad stays within it, where one beside its anchor ran off the right of a phone's image.
-  overlayLabel(kind, text, x, pad, top) {
+  // One label of SW.overlay, naming `anchor` ([x1, y1, x2, y2] in 0..1 of the image: a box, or a zone's first point).
+  overlayLabel(kind, text, anchor) {
     const label = SW.el("span", { class: kind }, text);
-    Object.assign(label.style, { left: `calc(${x * 100}% + ${pad * (1 - 2 * x)}px)`, top, transform: `translateX(${-x * 100}%)` });
+    label.anchor = anchor;
     return label;
+  },
+  // Places the labels of an overlay as it is shown now, in CSS px, one after the other so none covers another (two
+  // zones whose first points were close had their labels drawn over each other, unreadable on a phone): each is
+  // tried above its anchor, below it and inside it (a zone's first below its point, then above), then a label's
+  // height further down at a time to the image's bottom, then up from above it, and put at the first place free of
+  // the labels already placed (at its first where none is). Across, a label is moved left by its anchor's share of
+  // the image's width, so one at the left starts at its anchor and one at the right ends there, and it is kept within
+  // the image. One placed away from its anchor has a leader line from the anchor to it.
+  placeLabels(overlay) {
+    const W = overlay.clientWidth, H = overlay.clientHeight;
+    if (!W || !H) return;  // not shown
+    const svg = overlay.querySelector("svg"), view = svg.viewBox.baseVal;
+    svg.querySelectorAll("line.leader").forEach((line) => line.remove());
+    const placed = [];
+    const free = (l, t, w, h) => placed.every(([l2, t2, r2, b2]) => l + w <= l2 || r2 <= l || t + h <= t2 || b2 <= t);
+    for (const label of overlay.querySelectorAll(".box-label, .zone-label")) {
+      Object.assign(label.style, { left: "0px", top: "0px" });  // measured at the image's full width
+      const { width: w, height: h } = label.getBoundingClientRect();
+      const [x1, y1, x2, y2] = label.anchor.map((v, i) => v * (i % 2 ? H : W));
+      const isBox = label.classList.contains("box-label"), gap = isBox ? 0 : 2, pad = isBox ? 0 : 4;
+      const share = label.anchor[0];
+      const left = Math.min(Math.max(x1 + pad * (1 - 2 * share) - share * w, 0), Math.max(W - w, 0));
+      const above = y1 - h - gap, inside = y1 + gap, below = y2 + gap;
+      const tops = isBox ? [above, below, inside] : [inside, above];
+      for (let t = inside + h; t < H; t += h) tops.push(t);
+      for (let t = above - h; t > -h; t -= h) tops.push(t);
+      const within = tops.map((t) => Math.min(Math.max(t, 0), Math.max(H - h, 0)));
+      const top = within.find((t) => free(left, t, w, h)) ?? within[0];
+      Object.assign(label.style, { left: `${left}px`, top: `${top}px` });
+      placed.push([left, top, left + w, top + h]);
+      SW.leader(svg, [x1, y1, x2, y2], [left, top, left + w, top + h], view.width / W, view.height / H);
+    }
+  },
+  // A line from an anchor to its label (both [left, top, right, bottom] in CSS px) between their nearest points,
+  // drawn in the svg's units (`sx`, `sy` per CSS px) where the label is more than 6 px from its anchor.
+  leader(svg, anchor, label, sx, sy) {
+    const near = (a1, a2, b1, b2) => a2 < b1 ? [a2, b1] : b2 < a1 ? [a1, b2]
+      : Array(2).fill((Math.max(a1, b1) + Math.min(a2, b2)) / 2);
+    const [ax, lx] = near(anchor[0], anchor[2], label[0], label[2]), [ay, ly] = near(anchor[1], anchor[3], label[1], label[3]);
+    if (Math.hypot(lx - ax, ly - ay) <= 6) return;
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    Object.entries({ x1: ax * sx, y1: ay * sy, x2: lx * sx, y2: ly * sy, class: "leader" }).forEach(([k, v]) => line.setAttribute(k, v));
+    svg.append(line);
   },
 
   // A file from the API (auth header needed, so no plain link): saved under `filename`, or opened in a tab.
