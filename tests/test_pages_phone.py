@@ -275,9 +275,12 @@ requestAnimationFrame(() => requestAnimationFrame(() => {
           [end(l.x1.baseVal.value, l.y1.baseVal.value), end(l.x2.baseVal.value, l.y2.baseVal.value)])]);
 }));
 """
-#: Two zones whose labels' anchors (their first points) are about 2 px apart on a phone.
-CLOSE_ZONES = [{"id": "gate-east", "kind": "no_parking", "polygon": [[0.40, 0.20], [0.60, 0.20], [0.60, 0.30], [0.40, 0.30]]},
-               {"id": "gate-west", "kind": "no_parking", "polygon": [[0.405, 0.205], [0.405, 0.31], [0.30, 0.31], [0.30, 0.21]]}]
+#: Two zones whose labels' anchors (their first points) are about 2 px apart on a phone, and one whose label is
+#: wider than the image shown on a phone.
+ZONES = [{"id": "gate-east", "kind": "no_parking", "polygon": [[0.40, 0.20], [0.60, 0.20], [0.60, 0.30], [0.40, 0.30]]},
+         {"id": "gate-west", "kind": "no_parking", "polygon": [[0.405, 0.205], [0.405, 0.31], [0.30, 0.31], [0.30, 0.21]]},
+         {"id": "wensan-road-north-sidewalk-in-front-of-the-xueyuan-road-primary-school-gate", "kind": "vending_permitted",
+          "polygon": [[0.70, 0.05], [0.95, 0.05], [0.95, 0.15], [0.70, 0.15]]}]
 
 
 def _gap(point: tuple[float, float], rect: list[float]) -> float:
@@ -289,13 +292,14 @@ def _gap(point: tuple[float, float], rect: list[float]) -> float:
 @pytest.mark.slow  # a served camera page on a phone (about 4 s)
 def test_the_zone_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus_jpg):
     """Each zone's label was put by its first point whatever else was there, so two zones starting a few pixels apart
-    had their labels drawn over each other, unreadable on a phone. On the camera page on a phone no two labels
-    intersect, each is within the image and each touches its zone's first point (6 px or less) or a leader line
-    runs from that point to it."""
+    had their labels drawn over each other, unreadable on a phone, and a label wider than the image ran off its edge
+    and was cut. On the camera page on a phone no two labels intersect, each is within the image with its words whole
+    (the long one wrapped) and each touches its zone's first point (6 px or less) or a leader line runs from that
+    point to it."""
     scene_file = tmp_path / "cameras" / "cam-01.yaml"
     settings = site_settings(tmp_path, bus_jpg)
     scene = yaml.safe_load(scene_file.read_text(encoding="utf-8"))
-    scene["zones"] += CLOSE_ZONES
+    scene["zones"] += ZONES
     scene_file.write_text(yaml.safe_dump(scene, allow_unicode=True), encoding="utf-8")
     firsts = {f"{z['id']} ({z['kind']})": z["polygon"][0] for z in scene["zones"]}
 
@@ -308,8 +312,10 @@ def test_the_zone_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path
         labels, image, leaders = b.execute_async_script(PLACED_LABELS)
     assert image[2] - image[0] < 360, image
     assert {text for text, _, _ in labels} == set(firsts)
-    for i, (text, (left, top, right, bottom), _) in enumerate(labels):
-        assert image[0] - 1 <= left and right <= image[2] + 1 and image[1] - 1 <= top and bottom <= image[3] + 1, (text, image)
+    for i, (text, (left, top, right, bottom), cut) in enumerate(labels):
+        assert image[0] - 1 <= left and right <= image[2] + 1 and image[1] - 1 <= top and bottom <= image[3] + 1, \
+            (text, (left, top, right, bottom), image)
+        assert not cut, text
         for other, (l2, t2, r2, b2), _ in labels[i + 1:]:
             overlap = min(right, r2) - max(left, l2), min(bottom, b2) - max(top, t2)
             assert min(overlap) <= 0.5, f"{text!r} and {other!r} overlap by {overlap} px"

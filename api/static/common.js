@@ -227,7 +227,8 @@ const SW = {
   // height further down at a time to the image's bottom, then up from above it, and put at the first place free of
   // the labels already placed (at its first where none is). Across, a label is moved left by its anchor's share of
   // the image's width, so one at the left starts at its anchor and one at the right ends there, and it is kept within
-  // the image. One placed away from its anchor has a leader line from the anchor to it.
+  // the image (one wider than the image is wrapped to its width: app.css). One placed away from its anchor has a
+  // leader line from the anchor to it.
   placeLabels(overlay) {
     const W = overlay.clientWidth, H = overlay.clientHeight;
     if (!W || !H) return;  // not shown
