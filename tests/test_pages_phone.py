@@ -289,7 +289,7 @@ def _gap(point: tuple[float, float], rect: list[float]) -> float:
     return math.hypot(max(left - x, 0, x - right), max(top - y, 0, y - bottom))
 
 
-@pytest.mark.slow  # a served camera page on a phone (about 4 s)
+@pytest.mark.slow  # a served camera page and a second browser as a phone (15 s on this loaded 2-core machine)
 def test_the_zone_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus_jpg):
     """Each zone's label was put by its first point whatever else was there, so two zones starting a few pixels apart
     had their labels drawn over each other, unreadable on a phone, and a label wider than the image ran off its edge
