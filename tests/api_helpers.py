@@ -71,8 +71,8 @@ def auth(token: str) -> dict[str, str]:
 
 def draft_cases(app, bus_event, specs: list[dict]) -> list[str]:
     """Candidate cases through the real intake (evidence bundle built and stored); each spec overrides
-    the event (`violation_type`, `at`, `zone_id`, `severity`) or the bundle context (`source_kind`, `source_id`,
-    `grid_cell`, `address`)."""
+    the event (`violation_type`, `at`, `zone_id`, `zone_kind`, `severity`) or the bundle context (`source_kind`, `source_id`,
+    `grid_cell`, `address`, `zone_polygon`)."""
     ctx = app.state.ctx
     intake = Intake(ctx.store, ctx.evidence, EvidenceBuilder(EvidenceConfig(), KEY.encode(), MODEL),
                     ctx.settings.evidence_store.spool_dir)
@@ -82,11 +82,12 @@ def draft_cases(app, bus_event, specs: list[dict]) -> list[str]:
         ev = replace(event, violation_id=f"test:{i}:{spec.get('violation_type', event.violation_type)}",
                      violation_type=spec.get("violation_type", event.violation_type),
                      opened_at=spec.get("at", event.opened_at), at=spec.get("at", event.at),
-                     zone_id=spec.get("zone_id", event.zone_id), severity=spec.get("severity", event.severity))
+                     zone_id=spec.get("zone_id", event.zone_id), zone_kind=spec.get("zone_kind", event.zone_kind),
+                     severity=spec.get("severity", event.severity))
         bundle = BundleContext(source_kind=spec.get("source_kind", "camera"), source_id=spec.get("source_id", "cam-01"),
                                grid_cell=spec.get("grid_cell", "330106001001"), address=spec.get("address", "文三路 1 号"),
                                geo=GeoPoint(30.2741, 120.1551),
-                               zone_polygon=[(0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0)])
+                               zone_polygon=spec.get("zone_polygon", [(0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0)]))
         ids.append(intake.record_event(ev, bundle).id)
     return ids
 

@@ -20,7 +20,7 @@ from tests.api_helpers import DCM, KEY, auth, draft_cases, make_app, service, se
 
 def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_event, tmp_path):
     app, client, tokens, _ = service
-    case_id = draft_cases(app, bus_event, [{}])[0]
+    case_id, in_curb_lane = draft_cases(app, bus_event, [{}, {"zone_id": "curb-lane"}])
     answer = client.get(f"/api/v1/cases/{case_id}", headers=auth(tokens["inspector"]))
     assert answer.status_code == 200
     text = answer.text
@@ -28,7 +28,9 @@ def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_
     detail = answer.json()
     ev = detail["evidence"]
     assert ev["boxes"]["image"] == "originals/opened_original.jpg" and ev["boxes"]["boxes"][0]["class_name"] == "bus"
-    assert ev["zone"]["polygon"] == [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
+    assert ev["zone"]["polygon"] == [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]] and ev["zone"]["name"] is None
+    named = client.get(f"/api/v1/cases/{in_curb_lane}", headers=auth(tokens["inspector"])).json()["evidence"]["zone"]
+    assert (named["id"], named["name"]) == ("curb-lane", "文三路北侧路边")  # its scene's name, for the queue page's label
     assert {i["role"] for i in ev["images"]} >= {"original_opened", "annotated_opened", "crop"}
     assert [h["to"] for h in detail["history"]] == ["candidate"]
 

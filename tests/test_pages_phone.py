@@ -259,67 +259,106 @@ def test_the_case_s_fields_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
             assert b.find_element(By.CSS_SELECTOR, "#detail .place").accessible_name == "地点 Place:", screen
 
 
-#: The zone labels over the camera page's snapshot, once placed (SW.placeLabels runs before a frame is painted, so two
-#: frames on they are): each one's text, its rectangle on the screen (left, top, right, bottom) and whether its words
-#: are cut (wider than its box); the image's rectangle; and the ends of each leader line on the screen.
+#: The labels over a figure's image (arguments[0]: the element holding it), once placed (SW.placeLabels runs before a
+#: frame is painted, so two frames on they are): each one's class, text, title, its rectangle on the screen (left, top,
+#: right, bottom) and whether its words are cut (wider than its box); the image's rectangle; the evidence boxes'
+#: rectangles; and the ends of each leader line on the screen.
 PLACED_LABELS = """
-const done = arguments[arguments.length - 1];
+const done = arguments[arguments.length - 1], figure = document.querySelector(arguments[0]);
 requestAnimationFrame(() => requestAnimationFrame(() => {
   const rect = (r) => [r.left, r.top, r.right, r.bottom];
-  const svg = document.querySelector('#snapshot svg'), m = svg.getScreenCTM();
+  const svg = figure.querySelector('svg'), m = svg.getScreenCTM();
   const end = (x, y) => { const p = new DOMPoint(x, y).matrixTransform(m); return [p.x, p.y]; };
-  done([[...document.querySelectorAll('#snapshot .zone-label')].map((e) =>
-          [e.textContent, rect(e.getBoundingClientRect()), e.scrollWidth > e.clientWidth]),
-        rect(document.getElementById('snapshot-image').getBoundingClientRect()),
+  done([[...figure.querySelectorAll('.box-label, .zone-label')].map((e) =>
+          [e.className, e.textContent, e.title, rect(e.getBoundingClientRect()), e.scrollWidth > e.clientWidth]),
+        rect(figure.querySelector('img').getBoundingClientRect()),
+        [...svg.querySelectorAll('rect.box')].map((r) => rect(r.getBoundingClientRect())),
         [...svg.querySelectorAll('line.leader')].map((l) =>
           [end(l.x1.baseVal.value, l.y1.baseVal.value), end(l.x2.baseVal.value, l.y2.baseVal.value)])]);
 }));
 """
-#: Two zones whose labels' anchors (their first points) are about 2 px apart on a phone, and one whose label is
+#: Two zones whose labels' anchors (their first points) are about 2 px apart on a phone, and one whose name is
 #: wider than the image shown on a phone.
-ZONES = [{"id": "gate-east", "kind": "no_parking", "polygon": [[0.40, 0.20], [0.60, 0.20], [0.60, 0.30], [0.40, 0.30]]},
-         {"id": "gate-west", "kind": "no_parking", "polygon": [[0.405, 0.205], [0.405, 0.31], [0.30, 0.31], [0.30, 0.21]]},
-         {"id": "wensan-road-north-sidewalk-in-front-of-the-xueyuan-road-primary-school-gate", "kind": "vending_permitted",
+ZONES = [{"id": "gate-east", "name": "北门人行道", "kind": "no_parking",
+          "polygon": [[0.40, 0.20], [0.60, 0.20], [0.60, 0.30], [0.40, 0.30]]},
+         {"id": "gate-west", "name": "西门人行道", "kind": "no_parking",
+          "polygon": [[0.405, 0.205], [0.405, 0.31], [0.30, 0.31], [0.30, 0.21]]},
+         {"id": "school-gate", "name": "文三路北侧人行道学院路小学校门前至教工路口流动摊贩临时疏导点", "kind": "vending_permitted",
           "polygon": [[0.70, 0.05], [0.95, 0.05], [0.95, 0.15], [0.70, 0.15]]}]
+
+
+def _placed(b: Any, figure: str, points: dict[str, tuple[float, float]]) -> tuple[list, list[float], list, list]:
+    """The labels over `figure` on the phone (PLACED_LABELS), checked: no two intersect, each is within the image with
+    its words whole, and each touches its anchor by 6 px or less or a leader line runs from the anchor to it (a zone's
+    anchor is its point in `points`, its label's text -> (x, y) in 0..1 of the image; an evidence box's its rectangle).
+    The labels, the image's rectangle, the boxes' and the leader lines."""
+    labels, image, boxes, leaders = b.execute_async_script(PLACED_LABELS, figure)
+    assert image[2] - image[0] < 360, image
+    anchors = {text: _on_screen(image, *point) for text, point in points.items()}
+    anchors |= {text: box for (_, text, _, _, _), box in zip([x for x in labels if x[0] == "box-label"], boxes)}
+    assert sorted(text for _, text, _, _, _ in labels) == sorted(anchors)
+    for i, (_, text, _, (left, top, right, bottom), cut) in enumerate(labels):
+        assert image[0] - 1 <= left and right <= image[2] + 1 and image[1] - 1 <= top and bottom <= image[3] + 1, \
+            (text, (left, top, right, bottom), image)
+        assert not cut, text
+        for _, other, _, (l2, t2, r2, b2), _ in labels[i + 1:]:
+            overlap = min(right, r2) - max(left, l2), min(bottom, b2) - max(top, t2)
+            assert min(overlap) <= 0.5, f"{text!r} and {other!r} overlap by {overlap} px"
+        anchor, rect = anchors[text], [left, top, right, bottom]
+        pointed = any(_gap(a, anchor) <= 1.5 and _gap(b_, rect) <= 1.5 for a, b_ in leaders)
+        assert _apart(anchor, rect) <= 6 or pointed, (text, anchor, rect, leaders)
+    return labels, image, boxes, leaders
 
 
 def _gap(point: tuple[float, float], rect: list[float]) -> float:
     """How far `point` is from `rect` (left, top, right, bottom), 0 inside it."""
-    (x, y), (left, top, right, bottom) = point, rect
-    return math.hypot(max(left - x, 0, x - right), max(top - y, 0, y - bottom))
+    return _apart([*point, *point], rect)
 
 
-@pytest.mark.slow  # a served camera page and a second browser as a phone (15 s on this loaded 2-core machine)
-def test_the_zone_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus_jpg):
+def _apart(a: list[float], b: list[float]) -> float:
+    """How far rectangles `a` and `b` (left, top, right, bottom) are apart, 0 where they meet."""
+    return math.hypot(max(a[0] - b[2], 0, b[0] - a[2]), max(a[1] - b[3], 0, b[1] - a[3]))
+
+
+def _on_screen(image: list[float], x: float, y: float) -> list[float]:
+    """The point (x, y) in 0..1 of `image` (its rectangle on the screen), on the screen, as a rectangle."""
+    px, py = image[0] + x * (image[2] - image[0]), image[1] + y * (image[3] - image[1])
+    return [px, py, px, py]
+
+
+@pytest.mark.slow  # the served camera and queue pages in a second browser as a phone (30 s on a loaded 2-core machine)
+def test_the_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus_jpg, bus_event):
     """Each zone's label was put by its first point whatever else was there, so two zones starting a few pixels apart
     had their labels drawn over each other, unreadable on a phone, and a label wider than the image ran off its edge
-    and was cut. On the camera page on a phone no two labels intersect, each is within the image with its words whole
-    (the long one wrapped) and each touches its zone's first point (6 px or less) or a leader line runs from that
-    point to it."""
+    and was cut. On the camera page and the queue's evidence on a phone no two labels intersect, each is within the
+    image with its words whole (the long name wrapped) and each touches its anchor (6 px or less) or a leader line
+    runs from the anchor to it. A zone is labelled by its name (北门人行道) where it has one, its id and kind in the
+    tooltip (the pages showed the id only)."""
     scene_file = tmp_path / "cameras" / "cam-01.yaml"
     settings = site_settings(tmp_path, bus_jpg)
     scene = yaml.safe_load(scene_file.read_text(encoding="utf-8"))
     scene["zones"] += ZONES
     scene_file.write_text(yaml.safe_dump(scene, allow_unicode=True), encoding="utf-8")
-    firsts = {f"{z['id']} ({z['kind']})": z["polygon"][0] for z in scene["zones"]}
+    titles = {z.get("name") or f"{z['id']} ({z['kind']})": f"{z['id']} ({z['kind']})" for z in scene["zones"]}
+    firsts = {z.get("name") or f"{z['id']} ({z['kind']})": z["polygon"][0] for z in scene["zones"]}
+    event, _ = bus_event
+    (height, width), (x1, y1, _, _) = event.frame.image.shape[:2], event.detections.xyxy[0].tolist()
+    corner = (x1 / width + 0.05, y1 / height - 0.015)  # a zone starting just above the bus's box
+    in_curb_lane = {"source_id": "cam-01", "zone_id": "curb-lane", "zone_kind": "no_parking", "zone_polygon": [
+        corner, (corner[0] + 0.2, corner[1]), (corner[0] + 0.2, corner[1] + 0.1), (corner[0], corner[1] + 0.1)]}
 
-    loaded = "const i = document.getElementById('snapshot-image'); return !!i && i.complete && i.naturalWidth > 0;"
-    with served_pages(tmp_path, settings, lambda app: None) as served, phone(served) as b:
+    loaded = "const i = document.getElementById(arguments[0]); return !!i && i.complete && i.naturalWidth > 0;"
+    with served_pages(tmp_path, settings, lambda app: draft_cases(app, bus_event, [in_curb_lane])) as served, \
+            phone(served) as b:
         b.get(served["base"] + "/ui/cameras")
-        _wait(b, lambda d: d.execute_script(loaded), "the snapshot on the phone")
+        _wait(b, lambda d: d.execute_script(loaded, "snapshot-image"), "the snapshot on the phone")
         _wait(b, lambda d: len(d.execute_script("return document.querySelectorAll('#snapshot .zone-label')")) == len(firsts),
               "the zones' labels")
-        labels, image, leaders = b.execute_async_script(PLACED_LABELS)
-    assert image[2] - image[0] < 360, image
-    assert {text for text, _, _ in labels} == set(firsts)
-    for i, (text, (left, top, right, bottom), cut) in enumerate(labels):
-        assert image[0] - 1 <= left and right <= image[2] + 1 and image[1] - 1 <= top and bottom <= image[3] + 1, \
-            (text, (left, top, right, bottom), image)
-        assert not cut, text
-        for other, (l2, t2, r2, b2), _ in labels[i + 1:]:
-            overlap = min(right, r2) - max(left, l2), min(bottom, b2) - max(top, t2)
-            assert min(overlap) <= 0.5, f"{text!r} and {other!r} overlap by {overlap} px"
-        x, y = firsts[text]
-        anchor = (image[0] + x * (image[2] - image[0]), image[1] + y * (image[3] - image[1]))
-        pointed = any(_gap(a, [*anchor, *anchor]) <= 1.5 and _gap(b_, [left, top, right, bottom]) <= 1.5 for a, b_ in leaders)
-        assert _gap(anchor, [left, top, right, bottom]) <= 6 or pointed, (text, anchor, (left, top, right, bottom), leaders)
+        labels, _, _, _ = _placed(b, "#snapshot", firsts)
+        assert {text: title for _, text, title, _, _ in labels} == titles
+
+        b.get(served["base"] + "/ui/queue")
+        _wait(b, lambda d: d.execute_script(loaded, "evidence-image"), "the evidence image on the phone")
+        labels, _, _, _ = _placed(b, "#detail .figure", {"文三路北侧路边": corner})  # curb-lane's name
+    [(_, _, title, _, _)] = [x for x in labels if x[0] == "zone-label"]
+    assert title == "curb-lane (no_parking)"

@@ -203,7 +203,9 @@ class Evidence(BaseModel):
 
     images: list[EvidenceImage]
     boxes: dict[str, Any] | None = Field(description="Evidence boxes and the image they are drawn on (`url`).")
-    zone: Any = Field(description="The zone polygon and its meaning, when the case has one.")
+    zone: Any = Field(description="The zone polygon and its meaning, when the case has one: `id`, `kind` and `polygon` as the "
+                      "evidence holds them, `name` (北门人行道) from the zone's scene or the city's zones as they are now, null "
+                      "where it has none.")
     error: str | None = Field(None, description="Set when the bundle could not be read.")
     digest: str | None = None
     model: Any = Field(None, description="The model that saw it (id, digest).")
@@ -328,6 +330,19 @@ def _utc(name: str, at: datetime | None) -> datetime | None:
         raise invalid(["query", name], f"{at.isoformat()} is out of range") from None
 
 
+def _named_zone(ctx: AppContext, case: Case, zone: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The evidence's zone (id, kind, polygon, as signed) with the zone's `name` (北门人行道) from its scene or the city's
+    zones as they are now, which the manifest does not hold, so the queue page labels it as city staff know it; the name
+    null where the zone has none, is no longer there or its file cannot be read (the evidence is shown all the same)."""
+    if not zone:
+        return zone
+    try:
+        rules = case_zone(ctx, case)
+    except Problem:
+        rules = None
+    return {**zone, "name": rules.name if rules is not None else None}
+
+
 def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
     """The bundle's files with URLs the browser can load, the evidence boxes and the zone."""
     if case.evidence_ref is None:
@@ -346,7 +361,7 @@ def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
     boxes = dict(case.evidence_boxes or {})
     if boxes.get("image"):
         boxes["url"] = url(boxes["image"])
-    return {"images": images, "boxes": boxes, "zone": manifest.get("zone"), "digest": case.evidence_digest,
+    return {"images": images, "boxes": boxes, "zone": _named_zone(ctx, case, manifest.get("zone")), "digest": case.evidence_digest,
             "model": manifest.get("model"), "times": manifest.get("times"), "texts": manifest.get("texts"),
             "phones": manifest.get("phones"), "url_expires_s": ctx.service.url_expiry_s}
 

@@ -66,7 +66,7 @@ async function show(id) {
     C.objectUrl = URL.createObjectURL(blob);
     const img = SW.el("img", { id: "snapshot-image", src: C.objectUrl, alt: "snapshot 快照" });
     img.onload = () => {
-      const zones = ((scene && scene.zones) || []).map((z) => ({ points: z.polygon, kind: z.kind, label: `${z.id} (${z.kind})` }));
+      const zones = ((scene && scene.zones) || []).map((z) => ({ points: z.polygon, kind: z.kind, ...SW.zoneLabel(z) }));
       box.replaceChildren(img, SW.overlay(img.naturalWidth, img.naturalHeight, [], zones));
     };
     box.replaceChildren(img);

@@ -200,7 +200,7 @@ const SW = {
       poly.setAttribute("class", "zone " + (p.kind || ""));
       svg.append(poly);
       const [x, y] = p.points[0];
-      if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, [x, y, x, y]));
+      if (p.label) labels.push(SW.overlayLabel("zone-label", p.label, [x, y, x, y], p.title));
     }
     for (const b of boxes) {
       const [x1, y1, x2, y2] = b.xyxy;
@@ -215,11 +215,19 @@ const SW = {
     new ResizeObserver(() => SW.placeLabels(overlay)).observe(overlay);  // its first call once it is shown
     return overlay;
   },
-  // One label of SW.overlay, naming `anchor` ([x1, y1, x2, y2] in 0..1 of the image: a box, or a zone's first point).
-  overlayLabel(kind, text, anchor) {
-    const label = SW.el("span", { class: kind }, text);
+  // One label of SW.overlay, naming `anchor` ([x1, y1, x2, y2] in 0..1 of the image: a box, or a zone's first point),
+  // `title` its tooltip.
+  overlayLabel(kind, text, anchor, title) {
+    const label = SW.el("span", title ? { class: kind, title } : { class: kind }, text);
     label.anchor = anchor;
     return label;
+  },
+  // A zone ({id, name, kind}: a scene's or the evidence's) as SW.overlay labels it: by its name where it has one
+  // (北门人行道, as city staff know it), its id and kind in the tooltip, the label kept short on a phone; by its id
+  // and kind otherwise.
+  zoneLabel(zone) {
+    const id = zone.kind ? `${zone.id} (${zone.kind})` : zone.id;
+    return { label: zone.name || id, title: id };
   },
   // Places the labels of an overlay as it is shown now, in CSS px, one after the other so none covers another (two
   // zones whose first points were close had their labels drawn over each other, unreadable on a phone): each is

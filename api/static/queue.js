@@ -132,7 +132,7 @@ function renderDetail(d) {
   }
   if (ev && ev.boxes && ev.boxes.url) {
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
-    const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, label: ev.zone.id }] : [];
+    const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, ...SW.zoneLabel(ev.zone) }] : [];
     parts.push(SW.el("div", { class: "figure" }, img, SW.overlay(ev.boxes.width, ev.boxes.height, ev.boxes.boxes || [], zone)));
     const thumbs = ev.images.filter((x) => x.path !== ev.boxes.image).map((x) =>
       SW.el("a", { href: x.url, target: "_blank", title: x.role }, SW.el("img", { src: x.url, alt: x.role })));
