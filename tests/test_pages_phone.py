@@ -333,7 +333,9 @@ def test_the_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus
     and was cut. On the camera page and the queue's evidence on a phone no two labels intersect, each is within the
     image with its words whole (the long name wrapped) and each touches its anchor (6 px or less) or a leader line
     runs from the anchor to it. A zone is labelled by its name (北门人行道) where it has one, its id and kind in the
-    tooltip (the pages showed the id only)."""
+    tooltip (the pages showed the id only); and the evidence box's label keeps its first place above the box, where a
+    zone's label placed before it had pushed it below the box (the zone's label, pushed off its point, has a leader
+    line to it)."""
     scene_file = tmp_path / "cameras" / "cam-01.yaml"
     settings = site_settings(tmp_path, bus_jpg)
     scene = yaml.safe_load(scene_file.read_text(encoding="utf-8"))
@@ -343,7 +345,7 @@ def test_the_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus
     firsts = {z.get("name") or f"{z['id']} ({z['kind']})": z["polygon"][0] for z in scene["zones"]}
     event, _ = bus_event
     (height, width), (x1, y1, _, _) = event.frame.image.shape[:2], event.detections.xyxy[0].tolist()
-    corner = (x1 / width + 0.05, y1 / height - 0.015)  # a zone starting just above the bus's box
+    corner = (x1 / width + 0.05, y1 / height - 0.015)  # a zone starting just above the bus's box, at its label's first place
     in_curb_lane = {"source_id": "cam-01", "zone_id": "curb-lane", "zone_kind": "no_parking", "zone_polygon": [
         corner, (corner[0] + 0.2, corner[1]), (corner[0] + 0.2, corner[1] + 0.1), (corner[0], corner[1] + 0.1)]}
 
@@ -359,6 +361,11 @@ def test_the_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus
 
         b.get(served["base"] + "/ui/queue")
         _wait(b, lambda d: d.execute_script(loaded, "evidence-image"), "the evidence image on the phone")
-        labels, _, _, _ = _placed(b, "#detail .figure", {"文三路北侧路边": corner})  # curb-lane's name
-    [(_, _, title, _, _)] = [x for x in labels if x[0] == "zone-label"]
+        labels, image, [box], leaders = _placed(b, "#detail .figure", {"文三路北侧路边": corner})  # curb-lane's name
+    [(_, bus, _, (_, _, _, bus_bottom), _)] = [x for x in labels if x[0] == "box-label"]
+    [(_, _, title, zone_label, _)] = [x for x in labels if x[0] == "zone-label"]
     assert title == "curb-lane (no_parking)"
+    assert bus.startswith("bus ") and abs(bus_bottom - box[1]) <= 1, (bus_bottom, box)  # right above its box
+    anchor = _on_screen(image, *corner)  # the zone's label pushed off its point by the box's, a leader line to it
+    assert _apart(anchor, zone_label) > 6 and any(_gap(a, anchor) <= 1.5 and _gap(b_, zone_label) <= 1.5 for a, b_ in leaders), \
+        (anchor, zone_label, leaders)

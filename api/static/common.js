@@ -230,13 +230,14 @@ const SW = {
     return { label: zone.name || id, title: id };
   },
   // Places the labels of an overlay as it is shown now, in CSS px, one after the other so none covers another (two
-  // zones whose first points were close had their labels drawn over each other, unreadable on a phone): each is
-  // tried above its anchor, below it and inside it (a zone's first below its point, then above), then a label's
-  // height further down at a time to the image's bottom, then up from above it, and put at the first place free of
-  // the labels already placed (at its first where none is). Across, a label is moved left by its anchor's share of
-  // the image's width, so one at the left starts at its anchor and one at the right ends there, and it is kept within
-  // the image (one wider than the image is wrapped to its width: app.css). One placed away from its anchor has a
-  // leader line from the anchor to it.
+  // zones whose first points were close had their labels drawn over each other, unreadable on a phone), the evidence
+  // boxes' first (a box is what a reviewer judges: a zone's label placed before it pushed "bus 0.94" off its place
+  // above the box): each is tried above its anchor, below it and inside it (a zone's first below its point, then
+  // above), then a label's height further down at a time to the image's bottom, then up from above it, and put at
+  // the first place free of the labels already placed (at its first where none is). Across, a label is moved left by
+  // its anchor's share of the image's width, so one at the left starts at its anchor and one at the right ends there,
+  // and it is kept within the image (one wider than the image is wrapped to its width: app.css). One placed away from
+  // its anchor has a leader line from the anchor to it.
   placeLabels(overlay) {
     const W = overlay.clientWidth, H = overlay.clientHeight;
     if (!W || !H) return;  // not shown
@@ -244,7 +245,7 @@ const SW = {
     svg.querySelectorAll("line.leader").forEach((line) => line.remove());
     const placed = [];
     const free = (l, t, w, h) => placed.every(([l2, t2, r2, b2]) => l + w <= l2 || r2 <= l || t + h <= t2 || b2 <= t);
-    for (const label of overlay.querySelectorAll(".box-label, .zone-label")) {
+    for (const label of [...overlay.querySelectorAll(".box-label"), ...overlay.querySelectorAll(".zone-label")]) {
       Object.assign(label.style, { left: "0px", top: "0px" });  // measured at the image's full width
       const { width: w, height: h } = label.getBoundingClientRect();
       const [x1, y1, x2, y2] = label.anchor.map((v, i) => v * (i % 2 ? H : W));
