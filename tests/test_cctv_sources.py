@@ -143,16 +143,18 @@ def test_moved_camera_against_the_reference_snapshot(tmp_path, real_sample_dir, 
 @pytest.fixture
 def snapshot_server(tmp_path, real_sample_dir):
     """A camera's /snapshot.jpg on 127.0.0.1 (a real JPEG of the street), /flapping.jpg the same but every third
-    request a 503 (a camera that answers, drops and answers again), and a 404 elsewhere."""
+    request a 503 (a camera that answers, drops and answers again), /flaky.jpg two requests answered and two 503s
+    (a camera that drops and fails its first reconnect attempt), and a 404 elsewhere."""
     ok, jpeg = cv2.imencode(".jpg", street_view(street(real_sample_dir), (1280, 720)))
-    flapping = itertools.count(1)
+    flapping, flaky = itertools.count(1), itertools.count(1)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path == "/flapping.jpg" and next(flapping) % 3 == 0:
+            if ((self.path == "/flapping.jpg" and next(flapping) % 3 == 0)
+                    or (self.path == "/flaky.jpg" and next(flaky) % 4 in (0, 3))):
                 self.send_error(503)
                 return
-            if self.path not in ("/snapshot.jpg", "/flapping.jpg"):
+            if self.path not in ("/snapshot.jpg", "/flapping.jpg", "/flaky.jpg"):
                 self.send_error(404)
                 return
             self.send_response(200)
@@ -224,6 +226,33 @@ def test_a_flapping_camera_logs_its_first_losses_then_a_line_per_interval(snapsh
             assert lost == [each] * 2
         else:  # each loss after longer than the interval of frames: a stream lost now and then, logged each time
             assert lost == [each] * len(losses())
+
+
+def test_a_flapping_camera_logs_its_first_reconnect_attempts_once_across_drops(snapshot_server, caplog):
+    """Each drop of a flapping camera began a fresh outage whose failed attempts were counted from 1, so a camera that
+    dropped and failed its first reconnect attempt logged 'attempt 1' at every drop. The attempts are counted across
+    a run of losses: the first `offline_after` of the run logged each, as the first outage's are; a drop after a
+    longer flow starts afresh; every attempt still counted (streetwatch_cctv_reconnect_attempts_total's hook)."""
+    each = f"camera cam: snapshot {snapshot_server}/flaky.jpg: HTTP 503 Service Unavailable; attempt 1, next in 0.0s"
+    for log_every_s in (3600.0, 1e-6):
+        backoff = {"initial_s": 0.01, "max_s": 0.02, "offline_after": 2, "log_every_s": log_every_s}
+        reader, frames, health, status, _ = _read(f"{snapshot_server}/flaky.jpg", replay=False, snapshot=True,
+                                                  analysis_fps=30, backoff=backoff)
+        retries = []
+        reader.hooks.retry = retries.append
+        losses = lambda: [now for before, now in zip(status, status[1:]) if before[0] == "online" and now[0] == "reconnecting"]  # noqa: E731
+        with caplog.at_level(logging.WARNING, logger="pipelines.cctv"):
+            reader.start()
+            _until(lambda: len(losses()) >= 6)
+            reader.stop()
+            reader.join(10)
+        attempts = [r.getMessage() for r in caplog.records if "attempt" in r.getMessage()]
+        caplog.clear()
+        assert len(retries) >= len(losses()) - 1 >= 5  # each drop's failed attempt counted, logged or not
+        if log_every_s == 3600.0:  # 5 and more drops within the hour, one failed attempt each: the first two logged
+            assert attempts == [each] * 2
+        else:  # each drop after longer than the interval of frames: an outage now and then, its attempts logged each
+            assert len(attempts) >= len(losses()) - 1 and set(attempts) == {each}
 
 
 def test_a_recurring_failure_is_logged_first_each_then_once_per_interval():

@@ -130,6 +130,7 @@ class CameraReader(threading.Thread):
         self._attempts_log = BoundedLog(self.cfg.backoff.offline_after, self.cfg.backoff.log_every_s)
         self._losses_log = BoundedLog(self.cfg.backoff.offline_after, self.cfg.backoff.log_every_s)
         self._losses, self._losses_since = 0, 0.0  # streams lost in a row, each after less than log_every_s of frames
+        self._run_attempts = 0  # failed reconnect attempts since that run's first loss (since the start before one)
         self._flowing_since = 0.0  # monotonic time the stream came online
         try:
             reference = read_reference(camera.scene)
@@ -166,10 +167,18 @@ class CameraReader(threading.Thread):
 
     def _log_failure(self, rs: RetryCallState, exc: BaseException | None, wait: float) -> None:
         """A failed attempt of an outage: a camera offline for days logged a warning at every retry (one a minute at
-        the longest wait, for each such camera); the first attempts are logged each, then a line per interval."""
-        line = self._attempts_log.due(rs.attempt_number, time.monotonic())
+        the longest wait, for each such camera); the first attempts are logged each, then a line per interval. The
+        attempts are counted across the outages of a flapping camera's run of losses: counted per outage, a camera
+        that dropped and failed to reconnect at once logged 'attempt 1' again at every drop."""
+        self._run_attempts += 1
+        line = self._attempts_log.due(self._run_attempts, time.monotonic())
         if line is BoundedLog.EACH:
             log.warning("%s; attempt %d, next in %.1fs", exc, rs.attempt_number, wait)
+        elif line is BoundedLog.SUMMARY and self._losses > 1:
+            log.warning("camera %s: %d failed reconnect attempts after %d streams lost in %d min, this time %d in %d s; "
+                        "last: %s", self.camera.id, self._run_attempts, self._losses,
+                        int(time.monotonic() - self._losses_since) // 60, rs.attempt_number,
+                        int(rs.seconds_since_start or 0), exc)
         elif line is BoundedLog.SUMMARY:
             log.warning("camera %s: still offline for %d min, %d attempts; last: %s", self.camera.id,
                         int(rs.seconds_since_start or 0) // 60, rs.attempt_number, exc)
@@ -179,8 +188,8 @@ class CameraReader(threading.Thread):
         Losses each after less than `log_every_s` of frames are one run, logged as the failed attempts of an outage
         are; a loss after a longer flow starts a fresh run, so a stream lost now and then is logged each time."""
         now = time.monotonic()
-        if now - self._flowing_since >= self.cfg.backoff.log_every_s:
-            self._losses, self._losses_since = 0, now
+        if not self._losses or now - self._flowing_since >= self.cfg.backoff.log_every_s:
+            self._losses, self._losses_since, self._run_attempts = 0, now, 0
         self._losses += 1
         line = self._losses_log.due(self._losses, now)
         if line is BoundedLog.EACH:
