@@ -343,3 +343,17 @@ def test_hls_over_http_is_sampled_by_media_time(hls_server):
     assert status[0][0] == "online"
     # A camera's playlist that ends is a dropped stream, not a finished file: the reader reconnects.
     assert ("reconnecting", "end of stream") in status and status[-1][0] == "stopped"
+
+
+def test_a_stream_that_ends_cleanly_is_logged_as_reopened(hls_server, caplog):
+    """A server that ends its stream cleanly (a camera's playlist that ends; an RTSP server's end of stream) had the
+    reader reopen it without a line, so nothing in the log said why the camera's frames stopped for a while. Each end
+    is logged naming the camera, bounded as lost streams are: the first `offline_after` of a run, then by interval."""
+    backoff = {"initial_s": 0.01, "max_s": 0.02, "offline_after": 2, "log_every_s": 3600.0}
+    reader, frames, health, status, reads = _read(hls_server, replay=False, analysis_fps=1, backoff=backoff)
+    with caplog.at_level(logging.WARNING, logger="pipelines.cctv"):
+        reader.start()
+        _until(lambda: status.count(("reconnecting", "end of stream")) >= 4, timeout_s=60)
+        reader.stop()
+        reader.join(15)
+    assert [r.getMessage() for r in caplog.records if "end of stream" in r.getMessage()] == ["camera cam: end of stream, reopening"] * 2

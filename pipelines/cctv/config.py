@@ -52,9 +52,10 @@ class Backoff(ConfigModel):
     log_every_s: float = Field(
         600.0, title="Log while offline", description="Past the first `offline_after` failed attempts, each logged, seconds between "
         "the log lines of a camera that stays offline ('still offline for N min, M attempts'); every attempt is still counted "
-        "in streetwatch_cctv_reconnect_attempts_total. Streams lost in a row, each after less than this of frames (a flapping "
-        "camera), are logged the same way ('stream lost N times in M min'), each still a reconnecting health event, and the "
-        "failed attempts after them are counted on across those losses ('N failed reconnect attempts after K streams lost').", gt=0)
+        "in streetwatch_cctv_reconnect_attempts_total. Streams lost or ended cleanly in a row, each after less than this of "
+        "frames (a flapping camera), are logged the same way ('stream lost or ended N times in M min'), each still a "
+        "reconnecting health event, and the failed attempts after them are counted on across those losses ('N failed "
+        "reconnect attempts after K streams lost or ended').", gt=0)
 
 
 class HealthConfig(ConfigModel):

@@ -129,7 +129,7 @@ class CameraReader(threading.Thread):
         self._raw_size: tuple[int, int] | None = None
         self._attempts_log = BoundedLog(self.cfg.backoff.offline_after, self.cfg.backoff.log_every_s)
         self._losses_log = BoundedLog(self.cfg.backoff.offline_after, self.cfg.backoff.log_every_s)
-        self._losses, self._losses_since = 0, 0.0  # streams lost in a row, each after less than log_every_s of frames
+        self._losses, self._losses_since = 0, 0.0  # streams lost or ended in a row, each after less than log_every_s of frames
         self._run_attempts = 0  # failed reconnect attempts since that run's first loss (since the start before one)
         self._flowing_since = 0.0  # monotonic time the stream came online
         try:
@@ -175,7 +175,7 @@ class CameraReader(threading.Thread):
         if line is BoundedLog.EACH:
             log.warning("%s; attempt %d, next in %.1fs", exc, rs.attempt_number, wait)
         elif line is BoundedLog.SUMMARY and self._losses > 1:
-            log.warning("camera %s: %d failed reconnect attempts after %d streams lost in %d min, this time %d in %d s; "
+            log.warning("camera %s: %d failed reconnect attempts after %d streams lost or ended in %d min, this time %d in %d s; "
                         "last: %s", self.camera.id, self._run_attempts, self._losses,
                         int(time.monotonic() - self._losses_since) // 60, rs.attempt_number,
                         int(rs.seconds_since_start or 0), exc)
@@ -183,21 +183,22 @@ class CameraReader(threading.Thread):
             log.warning("camera %s: still offline for %d min, %d attempts; last: %s", self.camera.id,
                         int(rs.seconds_since_start or 0) // 60, rs.attempt_number, exc)
 
-    def _stream_lost(self, exc: SourceError) -> None:
-        """A stream lost after frames: a camera that connects, sends and drops again (flapping) logged every loss.
-        Losses each after less than `log_every_s` of frames are one run, logged as the failed attempts of an outage
-        are; a loss after a longer flow starts a fresh run, so a stream lost now and then is logged each time."""
+    def _stream_stopped(self, why: str) -> None:
+        """A stream lost after frames, or ended cleanly (a server's end of stream, a live file's end): a camera that
+        connects, sends and drops again (flapping) logged every loss, and a clean end was reopened without a line.
+        Stops each after less than `log_every_s` of frames are one run, logged as the failed attempts of an outage
+        are; a stop after a longer flow starts a fresh run, so a stream lost now and then is logged each time."""
         now = time.monotonic()
-        if not self._losses or now - self._flowing_since >= self.cfg.backoff.log_every_s:
+        if not self._losses or (self._delivered and now - self._flowing_since >= self.cfg.backoff.log_every_s):
             self._losses, self._losses_since, self._run_attempts = 0, now, 0
         self._losses += 1
         line = self._losses_log.due(self._losses, now)
         if line is BoundedLog.EACH:
-            log.warning("camera %s: stream lost: %s", self.camera.id, exc)
+            log.warning("camera %s: %s", self.camera.id, why)
         elif line is BoundedLog.SUMMARY:
-            log.warning("camera %s: stream lost %d times in %d min, back for less than %d s each time; last: %s",
+            log.warning("camera %s: stream lost or ended %d times in %d min, back for less than %d s each time; last: %s",
                         self.camera.id, self._losses, int(now - self._losses_since) // 60,
-                        int(self.cfg.backoff.log_every_s), exc)
+                        int(self.cfg.backoff.log_every_s), why)
 
     # ---- loop ---------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class CameraReader(threading.Thread):
                     if self.replay_file:
                         self._set(Status.FAILED, str(exc))
                         return
-                    self._stream_lost(exc)  # after frames: a fresh back-off
+                    self._stream_stopped(f"stream lost: {exc}")  # after frames: a fresh back-off
                     self._set(Status.RECONNECTING, str(exc))
                     self._sleep(b.initial_s)
                     continue
@@ -222,6 +223,7 @@ class CameraReader(threading.Thread):
                     self._set(Status.FINISHED if self.frames else Status.FAILED, "" if self.frames else "no frames in file")
                     return
                 if not self.stop_event.is_set():  # a live file ended (or a stream closed cleanly): reopen
+                    self._stream_stopped("end of stream, reopening")
                     self._set(Status.RECONNECTING, "end of stream")
                     self._sleep(b.initial_s)
         except _Stopped:
