@@ -497,6 +497,22 @@ def test_the_triage_plan_uses_gpus_where_the_cluster_has_them_and_one_worker_per
         plan(ClusterInfo("x", 1, 4.0, 0.0), ClusterConfig(), TriageSettings(out=tmp_path, device="cuda"))
 
 
+def test_a_restored_state_names_where_it_came_from_the_state_file_or_the_running_cluster(tmp_path):
+    """The checkpoint actor is seeded from the state file at the start, yet an owner restoring from it logged
+    'restored from the cluster's checkpoint' either way. Each state keeps its origin: the state file by path until an
+    owner of this run checkpoints the camera, the running cluster's checkpoint after (an owner restarted)."""
+    from pipelines.cluster.watch import Checkpoints
+
+    at = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    state_file = tmp_path / "cameras.yaml.state"
+    checkpoints = Checkpoints({"cam-01": ("key", at, b"kept"), "cam-02": ("key", at, b"kept")}, f"state file {state_file}")
+    checkpoints.put("cam-01", "key", at + timedelta(seconds=5), b"newer")
+    assert checkpoints.restorable(["cam-01", "cam-02", "cam-03"]) == {
+        "cam-01": (("key", at + timedelta(seconds=5), b"newer"), "the running cluster's checkpoint"),
+        "cam-02": (("key", at, b"kept"), f"state file {state_file}")}  # its owner died before checkpointing it
+    assert checkpoints.get(["cam-02"]) == {"cam-02": ("key", at, b"kept")}  # what the driver writes at a stop
+
+
 def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_path):
     """An owner killed while sealing a case's bundle, after its state was saved: the restored violation never sends
     `opened` again by itself, so that case kept no evidence (seen once in CI). Settled spool first, then: no case, or a

@@ -212,16 +212,25 @@ class RemoteDetector:
 
 class Checkpoints:
     """The latest saved rules state of each camera (an actor on the head node: it outlives worker nodes); `saved`:
-    the states the last stop kept (`--state`), which the owners restore at the start."""
+    the states the last stop kept (`--state`), which the owners restore at the start, `saved_in` naming where (the
+    state file). Each state's origin goes with it, so an owner's log says where a restored state really came from."""
 
-    def __init__(self, saved: dict[str, State] | None = None) -> None:
+    RUNNING = "the running cluster's checkpoint"  # what an owner of this run put: restored from after a restart
+
+    def __init__(self, saved: dict[str, State] | None = None, saved_in: str = "the state file") -> None:
         self.saved: dict[str, State] = dict(saved or {})
+        self.origin: dict[str, str] = dict.fromkeys(self.saved, saved_in)
 
     def put(self, camera_id: str, key: str, ts: datetime, blob: bytes) -> None:
         self.saved[camera_id] = (key, ts, blob)
+        self.origin[camera_id] = self.RUNNING
 
     def get(self, camera_ids: list[str]) -> dict[str, State]:
         return {cid: self.saved[cid] for cid in camera_ids if cid in self.saved}
+
+    def restorable(self, camera_ids: list[str]) -> dict[str, tuple[State, str]]:
+        """Their states, each with where it came from (`saved_in`, or `RUNNING` once an owner of this run put it)."""
+        return {cid: (state, self.origin[cid]) for cid, state in self.get(camera_ids).items()}
 
 
 class CameraOwner:
@@ -290,9 +299,9 @@ class CameraOwner:
         import ray
 
         restored = []
-        for cid, state in ray.get(self.checkpoints.get.remote(camera_ids)).items():
+        for cid, (state, origin) in ray.get(self.checkpoints.restorable.remote(camera_ids)).items():
             runtime = self.watcher.runtimes.get(cid)
-            if runtime is None or not restore_saved(runtime, state, self.intake, "the cluster's checkpoint"):
+            if runtime is None or not restore_saved(runtime, state, self.intake, origin):
                 continue  # the camera changed since its state was saved (or it cannot be read): it starts afresh
             self._next_save[cid] = state[1] + timedelta(seconds=self.spec.checkpoint_s)
             restored.append(cid)
@@ -394,7 +403,8 @@ class ClusterWatcher:
             raise ClusterError(f"the inference actors cannot load the model: {exc}") from None
         judgement.check(RemoteDetector(self._servers, facts))
         checkpoints = ray.remote(Checkpoints).options(num_cpus=0, resources={HEAD_NODE: 0.001}, max_concurrency=1)
-        self._checkpoints = checkpoints.remote(load_file(self.state_path) if self.state_path is not None else None)
+        saved = load_file(self.state_path) if self.state_path is not None else None
+        self._checkpoints = checkpoints.remote(saved, f"state file {self.state_path}")
         self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, ModelInfo(facts["model"], facts["sha256"]), facts,
                                self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
                                self.settings.cluster.checkpoint_s)
