@@ -297,6 +297,10 @@ class ClusterConfig(ConfigModel):
     max_restarts: int = Field(
         10, title="Restarts per owner", description="Watch: times a failed owner's cameras are started again before they are "
         "reported failed.", ge=0)
+    stop_wait_s: float = Field(
+        60.0, title="Owners' stop wait", description="Watch: seconds a graceful stop waits for the owners to judge their "
+        "queued frames and checkpoint their cameras; an owner slower than that is named in the log with each of its cameras "
+        "and the state the state file keeps for it (its latest checkpoint in the cluster, not its state at the stop).", gt=0)
 
 
 class TaxonomyFiles(ConfigModel):

@@ -402,6 +402,73 @@ def test_a_stop_and_start_of_watch_on_ray_keeps_the_standing_violation_and_its_o
     assert case.cleared_at is not None
 
 
+@pytest.mark.slow  # a `watch --ray` run (a CLI, inference actors and an owner), stopped while its camera hangs: ~1 min
+def test_an_owner_slower_to_stop_than_the_stop_wait_is_named_with_the_state_its_camera_keeps(
+        tmp_path, ray_cluster, real_sample_dir, fresh_postgres_url, moto_s3):
+    """At a graceful stop the driver fetched each owner's result without a timeout (after a fixed 60 s wait that bound
+    nothing), so an owner slow to stop held the driver's stop, and the state file, for as long as it took, without a
+    word. It waits `cluster.stop_wait_s`, then names each camera of a late owner with the state the file keeps for it.
+    The owner here is slow for real: its camera's snapshot URL stops answering, and a reader stuck in its request holds
+    the owner's stop for 15 s (`Watcher.shutdown`'s wait for its readers)."""
+    import http.server
+    import signal
+    import threading
+
+    import cv2
+
+    from benchmarks.media import street_view
+    from pipelines.cctv.state import load_file
+    from tests.cctv_helpers import SIZE, cameras_file, scene_for, street
+    from tests.test_cctv_sources import _serve
+
+    _, jpeg = cv2.imencode(".jpg", street_view(street(real_sample_dir), SIZE))
+    served, hang = [], threading.Event()
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            served.append(self.path)
+            if len(served) > 6:  # the camera stops answering
+                hang.wait(120)
+                self.send_error(503)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(jpeg)))
+            self.end_headers()
+            self.wfile.write(jpeg.tobytes())
+
+        def log_message(self, *args):
+            pass
+
+    scene_for(tmp_path, "cam-01", real_sample_dir)
+    config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch-late", checkpoint_s=1, stop_wait_s=2)
+    snaps = tmp_path / "snaps"
+    with _serve(Camera) as base:
+        cams = cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-01", "url": f"{base}/snapshot.jpg", "snapshot": True,
+                                                         "scene": "cam-01.yaml", "analysis_fps": 2, "timeout_s": 60}])
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "streetwatch"), "watch", "--cameras", str(cams), "--config",
+                                 str(config), "--snapshots", str(snaps), "--snapshot-every", "0", "--ray", ray_cluster["address"]],
+                                cwd=REPO, env={**os.environ, **ENV, "YOLO_CONFIG_DIR": str(REPO / ".cache" / "ultralytics")},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not ((snaps / "cam-01.jpg").exists() and len(served) > 6) and proc.poll() is None:
+                assert time.monotonic() < deadline, "the camera's frames were never judged"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)  # a frame judged (a checkpoint put), the reader stuck in its request
+            _, stderr = proc.communicate(timeout=300)
+        finally:
+            hang.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    state = tmp_path / "cameras.yaml.state"
+    late = (f"camera cam-01: owner-000 did not stop within 2 s (cluster.stop_wait_s): {state} keeps its state from "
+            "the running cluster's checkpoint (last frame judged ")
+    assert late in stderr, stderr[-3000:]
+    assert set(load_file(state)) == {"cam-01"}  # its latest checkpoint, kept
+
+
 # ---- operations ---------------------------------------------------------------------------------------
 
 

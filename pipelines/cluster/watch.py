@@ -550,33 +550,52 @@ class ClusterWatcher:
             self._start_owner(group)
 
     def _shutdown(self) -> None:
-        """Stop every owner gracefully (frames queued are judged, events recorded), then take their last records."""
+        """Stop every owner gracefully (frames queued are judged, events recorded), then take their last records. An
+        owner not stopped within `cluster.stop_wait_s` is left behind, its cameras named in the log: its result was
+        fetched without a timeout, so one slow or hung owner held the stop, every camera's state file with it."""
         import ray
 
         live = [g for g in self.groups if g.summary is None and g.failed is None and g.owner is not None]
         for g in live:
             g.owner.stop.remote()
+        late: list[_Group] = []
         if live:
-            ray.wait([g.run for g in live], num_returns=len(live), timeout=60)
-            self._collect([g.run for g in live])
+            done, _ = ray.wait([g.run for g in live], num_returns=len(live), timeout=self.settings.cluster.stop_wait_s)
+            self._collect(done)
+            late = [g for g in live if g.run not in done]
         self._drain_all(wait_s=10.0)
-        self._save_states()
+        self._save_states(late)
 
-    def _save_states(self) -> None:
+    def _save_states(self, late: list[_Group]) -> None:
         """The cameras' latest checkpoints (each owner stopped gracefully has put its last) into the state file. A
-        camera whose owner failed keeps its last periodic checkpoint; one that judged nothing, the state it started from."""
+        camera whose owner failed, or did not stop in time (`late`: each camera named in the log), keeps its latest
+        checkpoint in the cluster; one that judged nothing, the state it started from."""
         import ray
 
-        if self.state_path is None or self._checkpoints is None:
+        if self._checkpoints is None or (self.state_path is None and not late):
             return
         held = [cid for g in self.groups for cid in g.camera_ids]
         try:
-            states = ray.get(self._checkpoints.get.remote(held), timeout=CALL_TIMEOUT_S)
+            states = ray.get(self._checkpoints.restorable.remote(held), timeout=CALL_TIMEOUT_S)
         except ray.exceptions.RayError as exc:
             log.error("%s: rules states not saved (the checkpoint actor: %s); the cameras will start afresh",
                       self.state_path, type(exc).__name__)
             return
-        keep_file(self.state_path, states)
+        for g in late:
+            for cid in g.camera_ids:
+                log.warning("camera %s: %s did not stop within %g s (cluster.stop_wait_s): %s", cid, g.name,
+                            self.settings.cluster.stop_wait_s, self._kept(states.get(cid)))
+        if self.state_path is not None:
+            keep_file(self.state_path, {cid: state for cid, (state, _) in states.items()})
+
+    def _kept(self, saved: tuple[State, str] | None) -> str:
+        """Which state of a camera the state file keeps, for the log line of an owner that did not stop in time."""
+        if self.state_path is None:
+            return "no state kept (--no-state)"
+        if saved is None:
+            return f"{self.state_path} keeps no state of it: it starts afresh"
+        (_, ts, _), origin = saved
+        return f"{self.state_path} keeps its state from {origin} (last frame judged {ts.isoformat()}), not its state at the stop"
 
     # ---- summary --------------------------------------------------------------------------
 
