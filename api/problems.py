@@ -24,7 +24,7 @@ from detect.config_io import ConfigError, pydantic_en
 from pipelines.cases.states import InvalidTransition
 from pipelines.cases.store import (CaseChanged, CaseNotFound, CaseOnPlatform, CaseStoreError, CaseStoreUnreachable, NotCandidate,
                                    NotReopenable, PlaceError)
-from pipelines.dispatch.webhook import WebhookError
+from pipelines.dispatch.webhook import UnreadableBody, WebhookError
 
 if TYPE_CHECKING:
     from api.context import AppContext
@@ -215,7 +215,9 @@ def install(app: FastAPI) -> None:
                                 "case-store-busy", {"Retry-After": str(POOL_RETRY_AFTER_S)})
 
     @app.exception_handler(WebhookError)
-    async def _webhook(_: Request, exc: WebhookError) -> JSONResponse:
+    async def _webhook(request: Request, exc: WebhookError) -> JSONResponse:
+        if isinstance(exc, UnreadableBody):  # unreadable as on every route; a readable call refused is the webhook's
+            return await _problem(request, malformed_json(exc.reason))
         return problem_response(exc.status_code, str(exc), "webhook-refused")
 
     @app.exception_handler(Exception)

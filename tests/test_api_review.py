@@ -611,6 +611,23 @@ def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, mon
     assert huge.status_code == 413
 
 
+def test_an_unreadable_webhook_body_is_malformed_json_as_on_every_route(service):
+    """A webhook body that could not be read as JSON (not JSON, not UTF-8, nested too deep) was 400 `webhook-refused`,
+    where every other route answers `malformed-json` with the reason; it is that now, and a readable call the webhook
+    refuses (not an object) stays `webhook-refused`."""
+    _, client, tokens, _ = service
+    hook, integration = "/api/v1/dispatch/dcm/webhook", auth(tokens["integration"])
+    for body, why in ((b'{"status": ', "Expecting value"), (b'{"status": "\xff"}', "can't decode byte 0xff"),
+                      (b"[" * 60_000, "nested too deep")):
+        answer = client.post(hook, content=body, headers=integration)
+        assert answer.status_code == 400 and answer.headers["content-type"] == "application/problem+json", answer.text
+        assert answer.json()["type"] == "urn:streetwatch:problem:malformed-json", answer.text
+        assert answer.json()["detail"].startswith("malformed JSON body: ") and why in answer.json()["detail"], answer.text
+    listed = client.post(hook, content=b"[]", headers=integration)
+    assert listed.status_code == 400 and listed.json()["type"] == "urn:streetwatch:problem:webhook-refused"
+    assert listed.json()["detail"] == "body must be a JSON object"
+
+
 def test_the_service_takes_a_timestamped_webhook_call_once(service, bus_event, monkeypatch):
     """The service's webhook keeps the calls it took for the app (one memory per process): the same signed call
     sent again within `webhook_max_age_s` is refused 409 as a replay, a new call is taken."""

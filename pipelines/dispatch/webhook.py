@@ -43,6 +43,16 @@ class WebhookError(ValueError):
         self.status_code = status_code
 
 
+class UnreadableBody(WebhookError):
+    """A call whose body cannot be read as JSON (not JSON, not UTF-8, nested too deep), `reason` saying why: the API
+    answers it as it answers every unreadable JSON body (400 `malformed-json`), a readable call it refuses
+    (not an object, an unknown status) staying a WebhookError."""
+
+    def __init__(self, reason: BaseException | str):
+        super().__init__(400, f"body is not usable JSON: {'nested too deep' if isinstance(reason, RecursionError) else reason}")
+        self.reason = reason
+
+
 def unauthenticated(zh: str, en: str) -> WebhookError:
     """A 401 of the webhook, worded as the API's other 401s (api/auth.py): Chinese for the platform's staff first,
     then the English integrators may match, as it was."""
@@ -135,10 +145,8 @@ def _apply(store: CaseStore, cfg: TargetConfig, target: str, body: bytes) -> Web
     """The status a checked call carries, applied to the case it names (WebhookError when it cannot be)."""
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WebhookError(400, f"body is not JSON: {exc}") from None
-    except RecursionError:  # JSON nested deeper than the parser goes (a 64 KiB body of '[' is enough)
-        raise WebhookError(400, "body is not usable JSON: nested too deep") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: JSON nested deeper
+        raise UnreadableBody(exc) from None  # than the parser goes (a 64 KiB body of '[' is enough)
     if not isinstance(data, dict):
         raise WebhookError(400, "body must be a JSON object")
     names = {ours: cfg.field_map.get(ours, ours) for ours in ("taskNumber", "externalId", "status", "note")}
