@@ -235,18 +235,26 @@ def _allowed(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+#: The schemas FastAPI adds for its own 422 body (`{"detail": [...]}`), which no answer of ours is.
+FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
 def _document_unprocessable(app: FastAPI) -> None:
     """/openapi.json gives every operation a 422 problem document: any route answers one for a control character in
     its path or query (api/app.py), and FastAPI's own 422 entry says `application/json` with its validation-error
     body, where we answer `application/problem+json` (`_invalid`). It also holds ProblemDoc's schema, which
-    `problems()` refers to without naming the model."""
+    `problems()` refers to without naming the model, and not FastAPI's HTTPValidationError and ValidationError, which
+    only its replaced 422 entries referred to: a generated client would have types for a body no route sends."""
     base = app.openapi
     unprocessable = problems(422)[422]
     doc = {"description": unprocessable["description"], "content": unprocessable["content"]}
 
     def openapi() -> dict[str, Any]:
         schema = base()  # built once and kept by FastAPI; setting the entries again is idempotent
-        schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDoc"] = ProblemDoc.model_json_schema()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["ProblemDoc"] = ProblemDoc.model_json_schema()
+        for unused in FASTAPI_422_SCHEMAS:
+            schemas.pop(unused, None)
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 if isinstance(operation, dict) and "responses" in operation:
