@@ -23,13 +23,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import escape
 
 from api.config import ServiceConfig
 from api.metrics import ApiMetrics
-from api.uploads import SavedFile
 from detect.config_io import write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
 from pipelines.cases.store import CaseStore
@@ -37,6 +36,9 @@ from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import REPORT
+
+if TYPE_CHECKING:  # api.uploads checks a caller with api.auth, which needs the context and so this module
+    from api.uploads import SavedFile
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")

@@ -115,6 +115,14 @@ def unusable(ctx: AppContext, what: str, exc: ConfigError, slug: str = "invalid-
 FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
 
 
+def unreadable_json(exc: BaseException) -> bool:
+    """Whether FastAPI refused a JSON body it could not read (bad JSON, not UTF-8, nested too deep), answered
+    `malformed-json` below: it raises so before it solves the route's dependencies, the token check among them."""
+    if isinstance(exc, RequestValidationError):
+        return any(e.get("type") == "json_invalid" for e in exc.errors())
+    return isinstance(exc, StarletteHTTPException) and exc.status_code == 400 and exc.detail == FASTAPI_UNREADABLE_BODY
+
+
 def malformed_json(reason: BaseException | str) -> Problem:
     """400 `malformed-json` with why a JSON body cannot be read: one answer whether FastAPI read the body (bad JSON,
     not UTF-8) or the route did (a disposal photo's `{"url"}`)."""

@@ -38,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
-from api.problems import Problem, problems
+from api.auth import check_caller_first
+from api.problems import Problem, problems, unreadable_json
 from pipelines.triage.sources import Refused, expand_sources
 
 #: Pillow format -> stored suffix (the formats `detect.imageio` / triage read).
@@ -120,8 +121,10 @@ class _ReadRequest(Request):
 class CappedBodyRoute(APIRoute):
     """A route whose JSON body is read with `read_capped` (413 past `JSON_BODY_LIMIT`, declared or counted) before
     FastAPI parses it. FastAPI reads a body before it solves the dependencies, the token check among them, so a
-    request without a token was read whole, however large, and only then answered 401. Routes without a body field
-    (uploads, the webhook) read their own, capped, once the token is checked; they are left as they are.
+    request without a token was read whole, however large, and only then answered 401; and one whose body it cannot
+    read is refused before the token is checked, so the route's role check answers first (an anonymous caller gets
+    401, not 400 `malformed-json`, whatever it sent). Routes without a body field (uploads, the webhook) read their own,
+    capped, once the token is checked; they are left as they are.
 
     A route with a body documents the answers to the body itself in /openapi.json, for generated clients: 400 not
     JSON (`malformed-json`), 413 over the limit, 415 not sent as JSON (`api.problems`)."""
@@ -137,7 +140,12 @@ class CappedBodyRoute(APIRoute):
             return handler
 
         async def capped(request: Request) -> Response:
-            return await handler(_ReadRequest(request, await read_capped(request, JSON_BODY_LIMIT)))
+            try:
+                return await handler(_ReadRequest(request, await read_capped(request, JSON_BODY_LIMIT)))
+            except Exception as exc:
+                if unreadable_json(exc):
+                    await check_caller_first(request, self.dependant)
+                raise
 
         return capped
 

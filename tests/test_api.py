@@ -381,6 +381,23 @@ def test_a_json_body_fastapi_cannot_read_is_a_malformed_request_with_the_reason(
         assert answer.json()["detail"].startswith("malformed JSON body: ") and why in answer.json()["detail"], answer.text
 
 
+def test_a_caller_without_a_token_is_answered_401_before_a_body_that_cannot_be_read(service):
+    """FastAPI reads a JSON body before it solves the route's dependencies, so an anonymous request with bad JSON was
+    answered 400 `malformed-json` where one with a readable body got 401: the token is checked first whatever the
+    body (401 without a valid one, 403 for another role), and only a caller the route takes hears of its JSON."""
+    _, client, tokens, _ = service
+    callers = {"none": {}, "unknown": auth("no-such-token"), "inspector": auth(tokens["inspector"]),
+               "reviewer": auth(tokens["reviewer"])}
+    for method, url in (("PATCH", "/api/v1/cases/0123456789abcdef"), ("PUT", "/api/v1/shops/s1")):
+        for body in (b'{"description": ', b'{"name": "\xff"}', b"[" * 100_000):
+            answers = {who: client.request(method, url, content=body, headers={**headers, "Content-Type": "application/json"})
+                       for who, headers in callers.items()}
+            got = {who: (a.status_code, a.json()["type"].rsplit(":", 1)[1]) for who, a in answers.items()}
+            assert got == {"none": (401, "unauthenticated"), "unknown": (401, "unauthenticated"),
+                           "inspector": (403, "forbidden"), "reviewer": (400, "malformed-json")}, (url, body[:20], got)
+            assert answers["none"].headers["www-authenticate"] == "Bearer"
+
+
 def test_a_method_the_path_does_not_take_is_answered_with_every_method_it_does(service):
     """A 405 listed the methods of the first route whose path matched: `DELETE /cases/{id}` said `Allow: GET`, its
     PATCH left out, and `POST /callout/export` said `Allow: PUT`, the methods of `/callout/{number}` listed before it,
