@@ -54,6 +54,15 @@ CHECK_PHOTO = require(Role.REVIEWER, Role.INTEGRATION)
 FILE_LIMIT = 50 * 2**20
 FILE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+#: A disposal photo's body (`disposal_photo` reads it itself): the photo in form field `file`, or a link to it on the
+#: platform as JSON; declared so a generated client can send either.
+PHOTO_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": {
+        "type": "string", "format": "binary", "description": "The after-photo (JPEG, PNG, WebP, BMP, TIFF or HEIC), "
+                                                             f"at most {FILE_LIMIT >> 20} MiB; its kind read from its bytes."}}}},
+    "application/json": {"schema": {"type": "object", "required": ["url"], "properties": {"url": {
+        "type": "string", "format": "uri", "description": "http(s) link to the photo on a host the server fetches photos "
+                                                          "from (`service.photo_url_hosts`, by default the dispatch targets' hosts)."}}}}}}}
 #: A sheet import's body (`_sheet`): the file, and the encoding of a CSV when it is not to be found.
 SHEET_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {
@@ -408,7 +417,7 @@ def callout_cutoffs(year: int = Query(default_factory=lambda: datetime.now(UTC).
 
 @router.post("/cases/{case_id}/disposal-photo",
              summary="Check the handler's after-photo (multipart `file`, or JSON {\"url\"} to fetch it from the platform)",
-             responses=problems(400, 401, 403, 404, 409, 413, 415, 422))
+             openapi_extra=PHOTO_BODY, responses=problems(400, 401, 403, 404, 409, 413, 415, 422))
 async def disposal_photo(case_id: str, request: Request, ctx: AppContext = Depends(get_ctx),
                          who: Principal = Depends(CHECK_PHOTO)) -> DisposalCheck:
     """Judged like a triage photo; the outcome (verified_cleared / still_present) and the photo go into the case's

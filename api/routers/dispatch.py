@@ -18,6 +18,17 @@ router = APIRouter(prefix="/dispatch", tags=["dispatch"])
 WEBHOOK_ROLES = allowed_roles([Role.INTEGRATION])
 
 
+#: The status call's body (`handle_cn_dcm_webhook` reads it itself, to check its signature over the bytes sent),
+#: declared so a generated client can send it: the field names are the target's `field_map`'s when it renames them.
+WEBHOOK_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["status"], "additionalProperties": True, "properties": {
+        "taskNumber": {"type": ["string", "integer"], "description": "The platform's task number the case was delivered as."},
+        "externalId": {"type": "string", "description": "Our case id (sent as `externalId` with the case)."},
+        "status": {"type": "string", "description": "The platform's status, one of the target's `status_map` keys."},
+        "note": {"type": "string", "description": "The platform's note, kept in the case's history."}},
+    "example": {"taskNumber": "T-100", "externalId": "0123456789abcdef", "status": "handled", "note": "已处理"}}}}}}
+
+
 class WebhookResult(BaseModel):
     case_id: str = Field(description="The case the status was for.")
     state: CaseState = Field(description="The case's state after the status was applied.")
@@ -40,7 +51,7 @@ def webhook_caller(target: str, request: Request, ctx: AppContext = Depends(get_
 
 
 @router.post("/{target}/webhook", summary="cn-dcm status webhook: {taskNumber, externalId, status, note}",
-             response_model=WebhookResult, responses=problems(400, 401, 403, 404, 409, 413, 422, 503))
+             openapi_extra=WEBHOOK_BODY, response_model=WebhookResult, responses=problems(400, 401, 403, 404, 409, 413, 422, 503))
 async def webhook(target: str, request: Request, ctx: AppContext = Depends(get_ctx),
                   caller: str = Depends(webhook_caller)) -> WebhookResult:
     body = await read_capped(request, 64 * 1024)
