@@ -42,7 +42,7 @@ class AppContext:
     cameras: Cameras
     metrics: ApiMetrics
     taxonomy: Taxonomy
-    exports: ExportGate  # the case, call-out and scores-workbook exports' own threads (`service.export_concurrency`)
+    exports: ExportGate  # the case, call-out and scores-workbook exports' and the map's own threads (`service.export_concurrency`)
     webhook_calls: SeenCalls = field(default_factory=SeenCalls)  # timestamped webhook calls taken: this process's memory
 
     @property

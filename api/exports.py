@@ -1,4 +1,5 @@
-"""Heavy exports (the case list, the call-out list, as CSV or Excel; the scores workbook) on worker threads of their own.
+"""Heavy exports (the case list, the call-out list, as CSV or Excel; the scores workbook) and the map's layers and case
+lists (up to `analytics.map_max_cases` cases read and counted, seconds each) on worker threads of their own.
 
 A plain `def` route runs on the worker threads every route shares (anyio's default limiter, 40 threads) for as long
 as it takes: a burst of 200 case exports held all of them, and every other request waited for a thread (p50 16 s in
@@ -56,9 +57,9 @@ class ExportGate:
 
     def _admit(self) -> None:
         if self.admitted >= self.concurrency + self.queue:
-            raise Problem(503, f"导出请求过多：已有 {self.admitted} 个导出在进行或排队（service.export_concurrency 同时 "
+            raise Problem(503, f"导出和地图请求过多：已有 {self.admitted} 个导出或地图在进行或排队（service.export_concurrency 同时 "
                                f"{self.concurrency} 个，service.export_queue 排队 {self.queue} 个），请 {EXPORT_RETRY_AFTER_S} "
-                               f"秒后重试 — too many exports at once: {self.admitted} running or waiting "
+                               f"秒后重试 — too many exports and map views at once: {self.admitted} running or waiting "
                                f"(service.export_concurrency {self.concurrency}, service.export_queue {self.queue}); "
                                f"try again in {EXPORT_RETRY_AFTER_S} s",
                           slug="exports-busy", headers={"Retry-After": str(EXPORT_RETRY_AFTER_S)})

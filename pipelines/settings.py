@@ -167,11 +167,11 @@ class ServiceConfig(ConfigModel):
     job_concurrency: int = Field(1, title="Concurrent jobs",
                                  description="Triage jobs running at once (each uses `triage.workers` threads); the rest wait in order.", ge=1, le=16)
     export_concurrency: int = Field(2, title="Concurrent exports",
-                                    description="Case and call-out exports (CSV, Excel) and scores workbooks running at once, each on a worker thread of "
-                                                "its own; the rest wait in order without holding one of the threads every "
+                                    description="Case and call-out exports (CSV, Excel), scores workbooks and map views (layers, a cell's or "
+                                                "zone's cases) running at once, each on a worker thread of its own; the rest wait in order without holding one of the threads every "
                                                 "other request needs.", ge=1, le=16)
     export_queue: int = Field(20, title="Exports waiting",
-                              description="Exports that may wait for one of those threads; one more is answered 503 with "
+                              description="Exports and map views that may wait for one of those threads; one more is answered 503 with "
                                           "Retry-After.", ge=0, le=1000)
     triage: JobTriageOptions = Field(default_factory=JobTriageOptions, title="Triage", description="How upload jobs are triaged.")
     cameras_file: Path | None = Field(None, title="Cameras file",

@@ -431,7 +431,7 @@ def test_a_burst_of_exports_waits_on_threads_of_its_own_and_past_its_queue_is_to
         refused = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
         assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
         assert refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
-        assert refused.json()["detail"].startswith("导出请求过多：已有 3 个导出在进行或排队（service.export_concurrency 同时 1 个，"
+        assert refused.json()["detail"].startswith("导出和地图请求过多：已有 3 个导出或地图在进行或排队（service.export_concurrency 同时 1 个，"
                                                    "service.export_queue 排队 2 个）")
         client.portal.call(gate.limiter.release_on_behalf_of, holder)
         for thread in waiting:
@@ -439,6 +439,54 @@ def test_a_burst_of_exports_waits_on_threads_of_its_own_and_past_its_queue_is_to
         assert [a.status_code for a in answers] == [200] * 3
         assert all(len(list(csv.reader(io.StringIO(a.content.decode("utf-8-sig"))))) == 2 for a in answers)
         assert gate.admitted == 0 and client.get("/api/v1/callout/export", headers=reviewer).status_code == 200
+
+
+def test_the_map_and_its_case_lists_wait_on_the_exports_threads_and_past_their_queue_are_told_to_come_back(tmp_path):
+    """The map and a zone's case list read up to analytics.map_max_cases cases and count them in every zone, 3-5 s and
+    about 1 MB a map at that cap (a 3,600-cell grid, 100 zones), on the worker threads every route shares, as many at
+    once as were asked for. They go through the exports' gate: with its one thread held a map waits holding no shared
+    thread, the case list is answered meanwhile, a zone's list past `service.export_queue` (0) is refused 503, and
+    once the thread is free the map comes whole."""
+    import threading
+    import time
+    from datetime import datetime
+
+    import anyio.to_thread
+
+    settings = settings_for(tmp_path, export_concurrency=1, export_queue=0)
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson")
+    settings.analytics.zones = write_zones(tmp_path / "zones.geojson")
+    app, tokens = make_app(settings, resume_jobs=False)
+    CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 11, 3, 10, tzinfo=TZ))
+    gate, who, answers = app.state.ctx.exports, auth(tokens["inspector"]), []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        shared = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+        holder = object()
+        client.portal.call(gate.limiter.acquire_on_behalf_of, holder)
+        waiting = threading.Thread(target=lambda: answers.append(client.get("/api/v1/map", params={"period": "2026-11"}, headers=who)))
+        waiting.start()
+        for _ in range(6000):  # until it waits for the export thread (a bound, not a timing)
+            if client.portal.call(gate.limiter.statistics).tasks_waiting == 1 or answers:
+                break
+            time.sleep(0.01)
+        assert answers == [] and gate.admitted == 1 and client.portal.call(gate.limiter.statistics).tasks_waiting == 1
+        assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting map holds no shared thread
+        assert client.get("/api/v1/cases", headers=who).status_code == 200
+        refused = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", "period": "2026-11"},
+                             headers=who)
+        assert refused.status_code == 503 and refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
+        assert refused.json()["detail"].startswith("导出和地图请求过多")
+        client.portal.call(gate.limiter.release_on_behalf_of, holder)
+        waiting.join()
+        [layers] = answers
+        assert layers.status_code == 200 and layers.headers["content-type"] == "application/json", layers.text
+        counts = {f["properties"]["id"]: f["properties"]["count"] for f in layers.json()["layers"]["grid"]["features"]}
+        assert counts == {G1: 1, G2: 0, G3: 0, G4: 0} and layers.json()["total"] == 1 and gate.admitted == 0
+        listed = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", "period": "2026-11"},
+                            headers=who)
+        assert listed.status_code == 200 and listed.json()["total"] == 1 and gate.admitted == 0
+        unknown = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "nowhere"}, headers=who)
+        assert unknown.status_code == 404 and gate.admitted == 0
 
 
 def test_a_scores_workbook_waits_on_the_exports_threads_and_past_their_queue_is_told_to_come_back(tmp_path):

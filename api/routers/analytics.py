@@ -7,7 +7,7 @@ import json
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import lru_cache
 from itertools import chain, islice
@@ -281,11 +281,17 @@ _MAP_PERIOD = "2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time); none
 
 @router.get("/map", summary="The map's layers (grid cells, zones) as GeoJSON with case counts",
             response_model=MapLayers, responses=problems(401, 403, 422, 503))
-def map_layers(
+async def map_layers(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     period: str | None = Query(None, max_length=20, description=_MAP_PERIOD), type: list[str] = Query([]),
     state: list[str] = Query([]), source: Literal["camera", "photo"] | None = Query(None),
-) -> MapLayers:
+) -> Response:
+    """Built on the exports' own threads (`api.exports`, `_gated_json`), 503 `exports-busy` past `service.export_queue`."""
+    return await _gated_json(ctx, lambda: _map_layers(ctx, period, type, state, source))
+
+
+def _map_layers(ctx: AppContext, period: str | None, type: list[str], state: list[str], source: str | None) -> MapLayers:
+    """The map's layers with the counts of the filter's cases (blocking)."""
     places = _places(ctx)
     flt, since = _map_filter(ctx, period, type, state, source)
     cases, truncated = _newest_cases(ctx, places, flt)
@@ -305,12 +311,19 @@ def map_layers(
 
 @router.get("/map/cases", summary="The cases of one grid cell or zone of the map", response_model=MapCases,
             responses=problems(401, 403, 404, 422, 503))
-def map_cases(
+async def map_cases(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     layer: Literal["grid", "zones"] = Query(), id: str = Query(max_length=200, description="Grid cell code or zone id."),
     period: str | None = Query(None, max_length=20, description=_MAP_PERIOD), type: list[str] = Query([]),
     state: list[str] = Query([]), source: Literal["camera", "photo"] | None = Query(None),
-) -> MapCases:
+) -> Response:
+    """Built on the exports' own threads (`api.exports`, `_gated_json`), 503 `exports-busy` past `service.export_queue`."""
+    return await _gated_json(ctx, lambda: _map_cases(ctx, layer, id, period, type, state, source))
+
+
+def _map_cases(ctx: AppContext, layer: str, id: str, period: str | None, type: list[str], state: list[str],
+               source: str | None) -> MapCases:
+    """The cases of one cell or zone of the map, newest first (blocking)."""
     places = _places(ctx)
     flt, _ = _map_filter(ctx, period, type, state, source)
     if layer == "grid":
@@ -323,6 +336,14 @@ def map_cases(
                      address=c.address, grid_cell=c.grid_cell, source_id=c.source_id, objects=c.object_count)
              for c in found[:MAP_CASES_LIMIT]]
     return MapCases(layer=layer, id=id, total=len(found), truncated=truncated, items=items)
+
+
+async def _gated_json(ctx: AppContext, build: Callable[[], BaseModel]) -> Response:
+    """The JSON of the model `build` makes, built and encoded on the exports' threads (`ctx.exports`). The map and its
+    case lists read up to analytics.map_max_cases cases and count them in every zone: at that cap, on a 60 x 60 grid
+    with 100 zones, 3.4-5 s a map (about 1 MB of GeoJSON) and 2.5 s a zone's list, measured on SQLite, each holding one
+    of the threads every route shares; a few views at once stalled the case list and review as the exports did."""
+    return await ctx.exports.answer(lambda: Export(build().model_dump_json().encode("utf-8"), "application/json"))
 
 
 def _report_dirs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:
