@@ -194,6 +194,35 @@ def test_picked_photos_metres_apart_across_a_cell_edge_share_a_group(run, tmp_pa
                     "gps-far.jpg": "2026-11-03@22.284,114.158"}
 
 
+def test_a_photo_picked_near_one_labelled_before_takes_its_group(run, tmp_path):
+    """Groups were joined within one labels.csv only: a round run with --skip could pick a photo 5.6 m from one labelled
+    before and give it another group, so the two could fall on both sides of a split. A photo picked within 100 m of
+    one labelled before on its day takes that photo's group, its position from this run's record of it or, for a
+    photo this run did not judge, from its file's EXIF; the earlier groups stay; one that cannot be read is counted."""
+    by_name = {Path(r.path).name: r for r in run["records"] if r.has_gps}
+    earlier = tmp_path / "round1"
+    (earlier / "images").mkdir(parents=True)
+    shutil.copyfile(by_name["gps-a.jpg"].path, earlier / "images" / "a.jpg")
+    lat, lon = GPS_PHOTOS["gps-far.jpg"]
+    kiosk = phone_photo(sorted((STREET_SCENES / "images" / "cn2").glob("mpig__*.jpg"))[1], earlier / "images" / "kiosk.jpg",
+                        taken=datetime(2026, 11, 3, 10, 0), gps=(lat + 0.0002, lon))  # 22 m north, not judged by this run
+    with (earlier / "labels.csv").open("w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, ["file", "group", "street_stall", "sha256"])
+        writer.writeheader()
+        writer.writerows([
+            {"file": "images/a.jpg", "group": "2026-11-03@market", "street_stall": "0", "sha256": by_name["gps-a.jpg"].sha256},
+            {"file": "images/kiosk.jpg", "group": "2026-11-03@kiosk", "street_stall": "1",
+             "sha256": hashlib.sha256(kiosk.read_bytes()).hexdigest()},
+            {"file": "images/gone.jpg", "group": "2026-11-03@gone", "street_stall": "1", "sha256": "0" * 64}])
+    done = _to_label(str(run["results"]), "--out", str(tmp_path / "round2"), "--count", str(len(run["records"])),
+                     "--per-group", "1", "--skip", str(earlier))
+    assert done.exit_code == 0, done.output
+    names = {r.sha256: name for name, r in by_name.items()}
+    rows = {names[r["sha256"]]: r["group"] for r in _rows(tmp_path / "round2") if r["sha256"] in names}
+    assert rows == {"gps-b.jpg": "2026-11-03@market", "gps-far.jpg": "2026-11-03@kiosk"}
+    assert "warning: 1 photos labelled before (--skip) could not be read for their position" in done.output
+
+
 def test_a_moved_photo_is_passed_over_with_the_reason_and_the_rest_written(run, tmp_path):
     results = tmp_path / "triage"
     shutil.copytree(run["results"], results)

@@ -14,7 +14,8 @@ day (a market photographed 200 times would fill the list otherwise), and writes 
 `streetwatch verifier train --data` reads once the label cells are filled in:
 
 - `labels.csv`: the columns of `street-scenes` (`file`, `group`, one empty cell per label, `uncertain`,
-  `notes`; the groups of picked photos within 100 m of each other on one day joined, `joined_groups`), plus what the labeller may want to see (`picked_for`, the verifier's probabilities) and
+  `notes`; the groups of picked photos within 100 m of each other on one day joined, and a photo that near one
+  labelled in an earlier round (`--skip`) given that photo's group, `joined_groups`), plus what the labeller may want to see (`picked_for`, the verifier's probabilities) and
   the provenance (`source_path`, `sha256`);
 - `images/<source>/<row>-<photo id>.<ext>`: the photos, copied (a zip member is extracted), numbered in
   the sheet's order;
@@ -37,8 +38,11 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
@@ -47,6 +51,7 @@ from detect.digests import sha256_file
 from detect.frames import EARTH_RADIUS_M, distance_m
 from detect.taxonomy import default_taxonomy
 from pipelines.tables import csv_text
+from pipelines.triage.exif import read_facts
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.sources import open_archive
@@ -86,6 +91,30 @@ class Pick:
         """The verifier finds the type in the photo (else it just misses it)."""
         verdict = (self.record.verifier or {})[self.type]
         return verdict.p >= verdict.threshold
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A photo of an earlier labelling folder (`--skip`): not picked again, and its group, where and on which day it was
+    taken (when known) so that a photo picked now close to it joins its group (`joined_groups`)."""
+
+    sha256: str
+    group: str
+    lat: float | None = None
+    lon: float | None = None
+    day: str | None = None
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The photos of the earlier labelling folders, and how many of them could not be read for their position."""
+
+    photos: list[Labelled]
+    unread: int = 0
+
+    @property
+    def sha256(self) -> set[str]:
+        return {p.sha256 for p in self.photos}
 
 
 def label_column(violation_type: str) -> str:
@@ -196,7 +225,17 @@ def pick(records: list[PhotoRecord], count: int, types: list[str] | None = None,
     return picked
 
 
-def joined_groups(picks: list[Pick], radius_m: float = JOIN_RADIUS_M) -> list[Pick]:
+class _Point(NamedTuple):
+    """A photo placed for `joined_groups`: a pick, or one labelled in an earlier round."""
+
+    lat: float
+    lon: float
+    day: str
+    group: str
+    earlier: bool
+
+
+def joined_groups(picks: list[Pick], radius_m: float = JOIN_RADIUS_M, earlier: list[Labelled] = ()) -> list[Pick]:  # type: ignore[assignment]
     """The picks, the groups of photos taken on one day within `radius_m` of each other joined into one, named after
     the first of its groups by name (scipy's `connected_components`, as triage's cases and retrain's near-duplicates).
 
@@ -204,32 +243,44 @@ def joined_groups(picks: list[Pick], radius_m: float = JOIN_RADIUS_M) -> list[Pi
     one place gives; but two photos a few metres apart across a cell's edge fall in two groups, and could land on both
     sides of a train/validation split. Joining every pair within 100 m while picking chains a busy day into one group
     (50,000 photos over 11 km were one), so only the picked photos, few and spread out, are joined, as labels.csv
-    is written; a joined group may so hold more than `per_group` photos."""
-    ordered = sorted({p.group for p in picks})
+    is written; a joined group may so hold more than `per_group` photos.
+
+    The photos labelled in `earlier` rounds split with these: a pick that close to one on its day takes its group
+    (the first by name of the earlier groups its joined group reaches), and the earlier groups never change."""
+    points = [_Point(p.record.lat, p.record.lon, _day(p.record), p.group, False) for p in picks if p.record.has_gps]
+    points += [_Point(e.lat, e.lon, e.day, e.group, True) for e in earlier if e.lat is not None and e.lon is not None and e.group]
+    ordered = sorted({p.group for p in picks} | {pt.group for pt in points})
     index = {g: k for k, g in enumerate(ordered)}
-    placed = sorted((p for p in picks if p.record.has_gps), key=lambda p: p.record.lat)
+    points.sort(key=lambda pt: pt.lat)
     band = math.degrees(radius_m / EARTH_RADIUS_M)  # the latitude difference past which no pair is that close
     rows, cols = [], []
-    for i, a in enumerate(placed):
-        for b in placed[i + 1:]:
-            if b.record.lat - a.record.lat > band:
+    for i, a in enumerate(points):
+        for b in points[i + 1:]:
+            if b.lat - a.lat > band:
                 break
-            if b.group != a.group and _day(a.record) == _day(b.record) and distance_m(a.record, b.record) <= radius_m:
+            if b.group != a.group and not (a.earlier and b.earlier) and a.day == b.day and distance_m(a, b) <= radius_m:
                 rows.append(index[a.group])
                 cols.append(index[b.group])
     joined = coo_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(ordered), len(ordered)))
     labels = connected_components(joined, directed=False)[1]
+    kept = {e.group for e in earlier}
     first: dict[int, str] = {}
-    for g, label in zip(ordered, labels, strict=True):
-        first.setdefault(int(label), g)
+    for g in [g for g in ordered if g in kept] + ordered:  # an earlier group names its joined group
+        first.setdefault(int(labels[index[g]]), g)
     return [replace(p, group=first[int(labels[index[p.group]])]) for p in picks]
 
 
-def labelled_sha256(folders: list[Path]) -> set[str]:
-    """The photos (by SHA-256) already in these labelling folders' labels.csv: not picked again. A row without a
-    `sha256` (or street-scenes' `sha256_original`) column, as `data from-cases --verifier` and a hand-made folder write
-    it, is known by the file it names: such a folder skipped nothing, and the reviewed cases' photos were picked again."""
-    out: set[str] = set()
+def read_labelled(folders: list[Path], records: list[PhotoRecord], tz: ZoneInfo) -> Earlier:
+    """The photos already in these labelling folders' labels.csv (`--skip`): not picked again, and their groups kept for
+    the photos picked now near them (`joined_groups`).
+
+    A photo is known by its SHA-256. A row without a `sha256` (or street-scenes' `sha256_original`) column, as `data
+    from-cases --verifier` and a hand-made folder write it, is known by the file it names: such a folder skipped nothing,
+    and the reviewed cases' photos were picked again. labels.csv holds no position: a photo's position and day are its
+    record's in this run (`records`), else its file's EXIF (times without an offset read in `tz`, as triage reads them);
+    a photo whose file cannot be read is counted in `Earlier.unread`."""
+    by_sha = {r.sha256: r for r in records if r.sha256}
+    photos, unread = [], 0
     for folder in folders:
         path = folder / "labels.csv"
         if not path.is_file():
@@ -240,11 +291,33 @@ def labelled_sha256(folders: list[Path]) -> set[str]:
             raise ToLabelError(str(exc)) from None
         for n, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
             digest = (row.get("sha256") or row.get("sha256_original") or "").strip()
-            if not digest and (row.get("file") or "").strip():
-                digest = _file_sha256(folder, row["file"].strip(), f"{path}: row {n}")
-            if digest:
-                out.add(digest)
-    return out
+            rel = (row.get("file") or "").strip()
+            if not digest and rel:
+                digest = _file_sha256(folder, rel, f"{path}: row {n}")
+            if not digest:
+                continue
+            group = (row.get("group") or "").strip()
+            record = by_sha.get(digest)
+            if record is not None:
+                place = (record.lat, record.lon, _day(record)) if record.has_gps else (None, None, None)
+            else:
+                place = _exif_place(folder / rel, tz) if rel else None
+                unread += place is None
+            photos.append(Labelled(digest, group, *(place or (None, None, None))))
+    return Earlier(photos, unread)
+
+
+def _exif_place(photo: Path, tz: ZoneInfo) -> tuple[float | None, float | None, str | None] | None:
+    """Where and on which day a labelled photo was taken, from its EXIF, as triage reads it (Nones without GPS);
+    None when the file cannot be read."""
+    try:
+        with Image.open(photo) as img:
+            facts = read_facts(img.getexif(), tz)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    if facts.geo is None:
+        return None, None, None
+    return facts.geo.lat, facts.geo.lon, facts.taken_at.date().isoformat() if facts.taken_at else "undated"
 
 
 def _file_sha256(folder: Path, rel: str, where: str) -> str:
@@ -264,10 +337,11 @@ def _copy_photo(record: PhotoRecord, dst: Path) -> None:
         shutil.copyfile(record.path or record.source, dst)
 
 
-def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick], list[str]]:
+def write_folder(picks: list[Pick], out: Path, source: str, earlier: list[Labelled] = ()) -> tuple[list[Pick], list[str]]:  # type: ignore[assignment]
     """Copy the picked photos under `out/images/<source>/` and write `labels.csv` and `README.md`.
 
-    Returns the picks written (their groups joined: `joined_groups`) and, for each photo that could not be read
+    Returns the picks written (their groups joined, with those of the `earlier` labelled photos near them:
+    `joined_groups`) and, for each photo that could not be read
     again (moved, deleted), why: those are passed over, never written half."""
     if not re.fullmatch(r"[\w.-]+", source):
         raise ToLabelError(f"source {source!r} (--source; default the run folder's name): use letters, digits, '-', '_' or '.' "
@@ -276,7 +350,7 @@ def write_folder(picks: list[Pick], out: Path, source: str) -> tuple[list[Pick],
         raise ToLabelError(f"{out}: labels.csv exists (labels may have been filled in there): choose another --out")
     images = out / "images" / source
     images.mkdir(parents=True, exist_ok=True)
-    picks = joined_groups(picks)
+    picks = joined_groups(picks, earlier=earlier)
     judged = sorted({t for p in picks for t in (p.record.verifier or {})})
     rows, written, passed_over = [], [], []
     for p in picks:

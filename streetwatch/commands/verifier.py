@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from pipelines.verifier.options import TrainOptions
-from streetwatch.commands.common import BackendOpt, DeviceOpt, fail, judgement_or_fail, setup_logging, writable_or_fail
+from streetwatch.commands.common import (BackendOpt, DeviceOpt, SettingsOpt, fail, judgement_or_fail, settings_or_fail, setup_logging,
+                                         writable_or_fail)
 
 DEFAULTS = TrainOptions()
 """The training defaults the `train` and `crossval` options show (pipelines.verifier.options)."""
@@ -221,23 +222,29 @@ def register(app: typer.Typer) -> None:
         types: Annotated[str, typer.Option("--types", help="Comma-separated violation types or label columns (illegal_parking or parking_motor ...; default: every type the verifier judged).")] = "",
         per_group: Annotated[int, typer.Option("--per-group", min=1, help="At most this many photos of one place and day.")] = 2,
         source: Annotated[str, typer.Option("--source", help="Source name of these photos in the figures (default: the run folder's name).")] = "",
-        skip: Annotated[list[Path] | None, typer.Option("--skip", help="A folder labelled before (its labels.csv): its photos are not picked again. "
-                                                                        "Repeatable.")] = None,
+        skip: Annotated[list[Path] | None, typer.Option("--skip", help="A folder labelled before (its labels.csv): its photos are not picked again, "
+                                                                        "and a photo picked within 100 m of one on its day takes its group. Repeatable.")] = None,
+        config: SettingsOpt = None,
     ) -> None:
         """Pick the photos the verifier was least sure about in a triage run, per type, as a folder to label for `train --data`."""
         from collections import Counter
 
-        from pipelines.verifier.to_label import ToLabelError, labelled_sha256, pick, read_run, write_folder
+        from pipelines.verifier.to_label import Earlier, ToLabelError, pick, read_labelled, read_run, write_folder
 
         name = source or (results if results.is_dir() else results.parent).resolve().name
         try:
             records = read_run(results)
-            picks = pick(records, count, [t for t in types.split(",") if t], per_group, labelled_sha256(skip or []))
-            written, passed_over = write_folder(picks, out, name)
+            # the settings only for --skip: the zone of its photos' EXIF times without an offset, as triage reads them
+            earlier = read_labelled(skip, records, settings_or_fail(config).triage.tz) if skip else Earlier([])
+            picks = pick(records, count, [t for t in types.split(",") if t], per_group, earlier.sha256)
+            written, passed_over = write_folder(picks, out, name, earlier.photos)
         except ToLabelError as exc:
             fail(str(exc))
         for reason in passed_over:
             typer.secho(f"passed over {reason}", err=True, fg=typer.colors.YELLOW)
+        if earlier.unread:
+            typer.secho(f"warning: {earlier.unread} photos labelled before (--skip) could not be read for their position: "
+                        "a photo picked now near one of them may have another group", err=True, fg=typer.colors.YELLOW)
         typer.echo(f"{len(written)} of {len(records)} judged photos to label in {out / 'labels.csv'} (source {name}):")
         picked, found = Counter(p.type for p in written), Counter(p.type for p in written if p.found)
         for t, n in picked.items():
