@@ -99,6 +99,23 @@ def test_scores_by_a_squad_no_cell_names_is_a_server_side_problem(api, tmp_path)
     assert by_grid.status_code == 200 and {u["unit"] for u in by_grid.json()["units"]} == {G1, G2, G3, G4}
 
 
+def test_scores_carry_the_cutoff_files_warnings_naming_it_by_its_setting(api, tmp_path):
+    """A row of the cut-off file that repeats the header was skipped without a word; the scores' answer says so, the
+    file named by its setting (analytics.cutoffs), not by the server's path."""
+    client, who, _, settings = api
+    assert client.get("/api/v1/scores", params={"period": "2026-11"}, headers=who).json()["warnings"] == []
+    pasted = tmp_path / "cutoffs.csv"
+    pasted.write_text(settings.analytics.cutoffs.read_text(encoding="utf-8") + "号码,停机时间\n", encoding="utf-8")
+    before, settings.analytics.cutoffs = settings.analytics.cutoffs, pasted
+    try:
+        answer = client.get("/api/v1/scores", params={"period": "2026-11", "by": "squad"}, headers=who)
+    finally:
+        settings.analytics.cutoffs = before
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["warnings"] == ["analytics.cutoffs 第 11 行与表头相同，已跳过 — analytics.cutoffs: row 11 repeats the header, skipped"]
+    assert {u["unit"]: u["score"] for u in answer.json()["units"]} == {"一中队": 42, "二中队": 26}  # the rows above it count
+
+
 @pytest.mark.parametrize("setting, name, text, path, params, detail", [
     ("cityops.grid", "grid.geojson", "{", "/api/v1/callout", {}, "cityops.grid unusable: cityops.grid: not valid JSON"),
     ("analytics.sheet", "sheet.yaml", "sections: [", "/api/v1/scores", {"period": "2026-11"}, "analytics: analytics.sheet: not valid YAML"),

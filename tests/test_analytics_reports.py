@@ -227,6 +227,18 @@ def test_score_command_prints_and_writes_excel_and_json(city, tmp_path):
     assert market[3:5] == (1, -5) and len(market[5].split(", ")) == 3
 
 
+def test_score_command_says_the_cutoff_files_warnings(city, tmp_path):
+    """A row of the cut-off file that repeats the header was skipped without a word; score says so on stderr and in
+    the scores' JSON."""
+    pasted = tmp_path / "cutoffs.csv"
+    pasted.write_text(city["config"].cutoffs.read_text(encoding="utf-8") + "number,cut_off_at,note\n", encoding="utf-8")
+    done = _run("score", "--period", "2026-11", "--by", "squad", "--cutoffs", str(pasted), "--out", str(tmp_path),
+                "--config", _settings(city))
+    said = f"{pasted} 第 11 行与表头相同，已跳过 — {pasted}: row 11 repeats the header, skipped"
+    assert done.exit_code == 0 and f"warning: {said}" in done.stderr.replace("\n", ""), done.stderr
+    assert json.loads((tmp_path / "scores-2026-11-squad.json").read_text(encoding="utf-8"))["warnings"] == [said]
+
+
 def test_report_command_writes_into_the_reports_folder(city):
     done = _run("report", "--period", "month", "--date", "2026-11-15", "--config", _settings(city))
     assert done.exit_code == 0, done.stderr

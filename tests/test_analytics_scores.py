@@ -176,6 +176,21 @@ def test_bad_cutoff_file_names_the_line(tmp_path):
         CutoffFile(path, TZ)
 
 
+def test_a_repeated_header_row_in_the_cutoff_file_is_skipped_with_a_warning_the_scores_carry(city, tmp_path):
+    """The registers warn of a row that repeats the header (two sheets pasted one under the other); the cut-off file
+    skipped it without a word. It is a warning of the file, which the scores carry; the rows below it still count."""
+    store, places, november_cutoffs = city
+    assert november_cutoffs.warnings == []
+    path = tmp_path / "pasted.csv"
+    path.write_text("number,cut_off_at\n13800138000,2026-11-10\nnumber,cut_off_at\n13800138001,2026-11-11\n", encoding="utf-8")
+    cutoffs = CutoffFile(path, TZ)
+    said = f"{path} 第 3 行与表头相同，已跳过 — {path}: row 3 repeats the header, skipped"
+    assert cutoffs.warnings == [said]
+    assert sorted(cutoffs.cut_off([N[0], N[1]], *NOV.bounds(TZ))) == [N[0], N[1]]
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, cutoffs)
+    assert table.warnings == [said] and table.to_json()["warnings"] == [said]
+
+
 def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monkeypatch, bus_event):
     """A market that grows after opening: the `updated` events' counts reach the case (the sheet counts the peak)."""
     from dataclasses import replace

@@ -189,7 +189,9 @@ def _score_table(ctx: AppContext, period: str, by: str) -> ScoreTable:
         status = number_status_source(cfg, ctx.store.engine, _tz(ctx))
     except ConfigError as exc:
         raise unusable(ctx, "analytics", exc, "analytics-config") from None
-    return score_store(ctx.store.engine, places, sheet, by, when, _tz(ctx), status)
+    table = score_store(ctx.store.engine, places, sheet, by, when, _tz(ctx), status)
+    table.warnings = [ctx.settings.named_by_setting(w) for w in table.warnings]  # the cut-off file as analytics.cutoffs
+    return table
 
 
 @router.get("/exports/cases", summary="Cases as CSV or Excel, with filters", response_class=Response,

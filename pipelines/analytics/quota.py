@@ -15,12 +15,13 @@ and `13800138000` are one number; times without an offset are local time. The fi
 the city's other registers (`pipelines.tables.read_rows`): CSV (UTF-8 or GBK) or an Excel workbook, headers
 in English or Chinese (号码, 停机时间), empty rows skipped (Excel writes `,,` for rows once used). A number with
 no `cut_off_at` is listed but not cut off yet (the liaison writes it down when asking the operator): it is
-checked and counts for nothing until its time is filled in.
+checked and counts for nothing until its time is filled in. What the file has to check (a row that repeats the
+header, skipped; the encoding guessed) is in `CutoffFile.warnings`, which the scores carry (`ScoreTable.warnings`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,8 @@ from pipelines.tables import RowError, read_rows, row_message, row_phone, row_ti
 
 
 class NumberStatus(Protocol):
+    warnings: Sequence[str]  # what the source had to check (its file's skipped rows), said with the scores
+
     def cut_off(self, numbers: Iterable[str], start: datetime, end: datetime) -> dict[str, datetime]:
         """Of `numbers` (normalised as on cases), those cut off in [start, end), with the time of cut-off."""
         ...
@@ -45,6 +48,7 @@ class CutoffFile:
     def __init__(self, path: str | Path, tz: ZoneInfo) -> None:
         self.path = Path(path)
         self.times: dict[str, datetime] = {}
+        self.warnings: list[str] = []  # as the registers' import reports: a repeated header row skipped, the encoding
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -52,7 +56,7 @@ class CutoffFile:
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot read: {exc}") from None
         name = str(self.path)
-        for line, row in read_rows(data, name, self.COLUMNS, required=("number", "cut_off_at")):
+        for line, row in read_rows(data, name, self.COLUMNS, required=("number", "cut_off_at"), notes=self.warnings):
             try:
                 number = row_phone(row.get("number"), "number")
                 when = row.get("cut_off_at")

@@ -84,6 +84,7 @@ class ScoreTable:
     generated_at: str
     items: list[dict[str, str]]  # section id/name, item id/name, in sheet order (the columns)
     units: list[UnitScore]
+    warnings: list[str] = field(default_factory=list)  # what the number status source had to check (the cut-off file's rows)
 
     def unit(self, name: str) -> UnitScore:
         return next(u for u in self.units if u.unit == name)
@@ -244,6 +245,7 @@ def score_cases(sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, cases: lis
         points=sheet.points, cases_counted=len(counted), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         items=[{"section": s.id, "section_name": s.name, "id": i.id, "name": i.name} for s, i in sheet.items()],
         units=[scorer.score(u, per_unit.get(u, []), quota_per_unit.get(u, [])) for u in units],
+        warnings=list(number_status.warnings) if number_status is not None else [],
     )
 
 

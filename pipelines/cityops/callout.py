@@ -112,6 +112,8 @@ class CallOutList:
     """The list, in the case store's database (`engine` of an open `CaseStore`). `squad_of(grid_cell)` names a
     cell's squad (or None)."""
 
+    warnings: tuple[str, ...] = ()  # a number status source (`analytics.quota.NumberStatus`) with nothing to check
+
     def __init__(self, engine: Engine, squad_of: Callable[[str | None], str | None] | None = None, tz: ZoneInfo | None = None):
         self.engine = engine
         self._writer = engine.execution_options(writer=True)  # SQLite: BEGIN IMMEDIATE, as the store's writes

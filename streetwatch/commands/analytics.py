@@ -68,6 +68,8 @@ def register(app: typer.Typer) -> None:
         table = score_store(store.engine, places, the_sheet, by, when, tz, status)
         store.close()
         _print_scores(table, details)
+        for warning in table.warnings:
+            typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"scores-{when.label}-{by}"
         write_xlsx(stem.with_suffix(".xlsx"), score_tables(table))
