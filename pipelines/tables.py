@@ -1,7 +1,8 @@
 """Rows in and out of CSV and Excel files, for the registers city staff keep in spreadsheets.
 
 City offices hand over and take back lists as Excel or CSV (UTF-8, often with a BOM from Excel, or GBK: a plain
-"CSV" saved on a Chinese Windows; an older list from an English Windows in Windows-1252: `SHEET_ENCODINGS`).
+"CSV" saved on a Chinese Windows; an older list from an English Windows in Windows-1252: `SHEET_ENCODINGS`, in
+`pipelines.sheet_encodings`).
 Headers may be English or Chinese; each reader names its columns with aliases. Rows come back as
 dicts keyed by the canonical column name, with the spreadsheet's row number for error messages.
 """
@@ -24,6 +25,7 @@ import charset_normalizer
 
 from detect.config_io import ConfigError, replaced_atomically
 from detect.phones import find_phones
+from pipelines.sheet_encodings import SHEET_ENCODING_CHOICES, SHEET_ENCODINGS, listed_encodings
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,6 @@ def csv_text(data: bytes, name: str, other: str = "") -> str:
         raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start}): save it as \"CSV UTF-8\" (Excel, WPS), not GBK/ANSI{other}") from None
 
 
-#: The encodings a city office's CSV sheet is read in, in this order (`read_rows`), with the names its messages give:
-#: UTF-8 (with or without the byte-order mark Excel writes for "CSV UTF-8"); GB18030, a superset of the GBK that Excel and
-#: WPS write for a plain "CSV" on a Chinese Windows, the office's default; Windows-1252, what they write on an English or
-#: Western European Windows (an older list with é or £).
-SHEET_ENCODINGS = {"utf-8-sig": "UTF-8", "gb18030": "GB18030 (GBK)", "cp1252": "Windows-1252"}
-
-
-#: How staff name each of `SHEET_ENCODINGS` when they give a sheet's encoding, the one list of them: the value (the
-#: `--encoding` option, the API imports' form field `encoding`) and its label in /ui/city's select beside each import.
-SHEET_ENCODING_CHOICES = {"utf-8-sig": ("utf-8", "UTF-8"), "gb18030": ("gbk", "GBK"), "cp1252": ("cp1252", "cp1252")}
 #: Codec names (Python's) that stand for one of `SHEET_ENCODINGS` when a sheet's encoding is given (`sheet_encoding`).
 _SAME_ENCODING = {"utf-8": "utf-8-sig", "gbk": "gb18030", "gb2312": "gb18030"}
 #: The longest cell text a note about a sheet's encoding quotes.
@@ -90,9 +82,8 @@ def sheet_encoding(given: str) -> str:
         codec = ""
     codec = _SAME_ENCODING.get(codec, codec)
     if codec not in SHEET_ENCODINGS:
-        *others, last = (value for value, _ in SHEET_ENCODING_CHOICES.values())
-        raise ConfigError(f"编码 {given!r} 不可用，请用 {'、'.join(others)} 或 {last} — "
-                          f"encoding {given!r}: use {', '.join(others)} or {last}")
+        raise ConfigError(f"编码 {given!r} 不可用，请用 {listed_encodings('、', ' 或 ')} — "
+                          f"encoding {given!r}: use {listed_encodings()}")
     return codec
 
 

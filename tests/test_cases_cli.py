@@ -292,6 +292,38 @@ def test_a_shop_register_gbk_and_windows_1252_both_read_is_read_as_the_encoding_
     assert result.exit_code == 2 and "encoding 'latin-9': use utf-8, gbk or cp1252" in result.output
 
 
+#: Imports the city commands as the CLI does, adds an encoding to the choices, and prints both imports' --help.
+HELP_WITH_ONE_MORE_ENCODING = """
+import importlib, sys
+import typer
+from typer.testing import CliRunner
+import streetwatch.commands.cityops as cityops
+print("pipelines.tables imported:", "pipelines.tables" in sys.modules)
+import pipelines.tables as tables
+tables.SHEET_ENCODING_CHOICES["utf-16"] = ("utf-16", "UTF-16")
+importlib.reload(cityops)
+app = typer.Typer()
+cityops.register(app)
+for command in (["shops", "import"], ["callout", "import"]):
+    print(CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "250"}).output)
+"""
+
+
+def test_encoding_help_lists_the_encodings_the_imports_take():
+    """The --encoding help listed utf-8, gbk or cp1252 in its own words, beside SHEET_ENCODING_CHOICES, which the
+    imports take: one more choice would be taken and not listed. The help lists that constant, and the command module
+    reads it without loading pipelines.tables (the CLI loads pipelines lazily)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HELP_WITH_ONE_MORE_ENCODING], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "pipelines.tables imported: False" in text
+    assert text.count("The CSV's encoding: utf-8, gbk, cp1252 or utf-16 (default: found;") == 2, text
+
+
 def test_a_call_out_import_that_applies_no_row_exits_non_zero(deployment, tmp_path):
     """Every row refused (a number no flyposting case carries, a status nobody uses) exited 0 and said
     '0 number(s) updated, 1 unknown, 2 row(s) refused', counting the unknown number twice: a cron import whose whole

@@ -46,7 +46,8 @@ from pipelines.cityops.verification import DisposalCheckError, check_disposal_ph
 from pipelines.cityops.warnings import WarningState, list_warnings, warning_image
 from pipelines.settings import Settings
 from pipelines.shops import Shop, ShopRegister
-from pipelines.tables import SHEET_ENCODING_CHOICES, sheet_encoding
+from pipelines.sheet_encodings import SHEET_ENCODING_CHOICES
+from pipelines.tables import sheet_encoding
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["city workflows"], route_class=CappedBodyRoute)

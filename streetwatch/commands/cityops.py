@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.sheet_encodings import listed_encodings  # no import of its own: the command modules load pipelines lazily
 from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
                                          fail_report_interrupted, print_error, say_spool, settings_or_fail, setup_logging)
 
@@ -109,7 +110,7 @@ def _store(config: Path | None, *, create: bool = False):
 
 
 EncodingOpt = Annotated[str | None, typer.Option(
-    "--encoding", help="The CSV's encoding: utf-8, gbk or cp1252 (default: found; of GBK and Windows-1252, where both read a "
+    "--encoding", help=f"The CSV's encoding: {listed_encodings()} (default: found; of GBK and Windows-1252, where both read a "
                        "sheet, the one charset_normalizer takes, with a warning).")]
 
 
