@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, settings_or_fail
+from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, print_warning, settings_or_fail
 
 UnitOpt = Annotated[str, typer.Option("--by", help="Score per grid (网格), street (街道), squad (中队) or camera (摄像头).")]
 
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         store.close()
         _print_scores(table, details)
         for warning in table.warnings:
-            typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+            print_warning(warning)
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"scores-{when.label}-{by}"
         write_xlsx(stem.with_suffix(".xlsx"), score_tables(table))

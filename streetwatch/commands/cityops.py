@@ -11,7 +11,7 @@ import typer
 
 from pipelines.sheet_encodings import listed_encodings  # no import of its own: the command modules load pipelines lazily
 from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
-                                         fail_report_interrupted, print_error, say_spool, settings_or_fail, setup_logging)
+                                         fail_report_interrupted, print_error, print_warning, say_spool, settings_or_fail, setup_logging)
 
 
 def register(app: typer.Typer) -> None:
@@ -94,7 +94,7 @@ def patrol(
         fail_report_interrupted(out, "frame")
     s = result.summary
     for message in s["messages"]:
-        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+        print_warning(message)
     typer.echo(f"{s['frames']} frames sampled along the track ({s['skipped_without_position']} skipped without a position) "
                f"-> {s['groups']} violation(s): {len(s['cases'])} new case(s), {len(s['already_open'])} already open")
     say_spool(result.triage.spool)
@@ -132,7 +132,7 @@ def shops_import(
     for error in report.errors:
         print_error(str(error))
     for warning in report.warnings:
-        print_error(f"warning: {warning}")
+        print_warning(warning)
     typer.echo(f"{len(report.imported)} shop(s) imported, {len(report.errors)} row(s) refused"
                + (f", {len(report.warnings)} to check" if report.warnings else ""))
     if not report.imported and report.errors:
@@ -211,7 +211,7 @@ def callout_import(
     for error in report.errors:
         print_error(str(error))
     for warning in report.warnings:
-        print_error(f"warning: {warning}")
+        print_warning(warning)
     typer.echo(f"{len(report.applied)} number(s) updated, {len(report.errors)} row(s) refused"
                + (f" ({len(report.unknown)} of them not on the list)" if report.unknown else ""))
     if not report.applied and report.errors:

@@ -95,6 +95,12 @@ def print_error(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
 
 
+def print_warning(message: str) -> None:
+    """The one form of a warning line on stderr: what a run did but someone should check (a register row imported
+    to check, a skipped row), which read `error: warning: …` when printed as an error."""
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
 def writable_or_fail(path: Path | None, option: str, *, overwrite: bool = True, example: str = "out.json") -> None:
     """Refuse an output file that is a folder, or under a file, before running: found only after the run,
     it lost the whole record (minutes to hours of benchmark or verifier evaluation, GPU time included). An existing

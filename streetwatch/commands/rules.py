@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import fail
+from streetwatch.commands.common import fail, print_warning
 
 rules_app = typer.Typer(help="Violation taxonomy, scene files and city zones (see docs/rules.md).", no_args_is_help=True)
 
@@ -78,8 +78,8 @@ def check(
                 read_reference(scene)
             except ConfigError as exc:
                 warnings += 1
-                typer.secho(f"warning: {path}: reference_snapshot: {exc}: the moved-camera check will not run for camera "
-                            f"{scene.camera_id} (and watch refuses it where its ocr_interval_s is set)", err=True, fg=typer.colors.YELLOW)
+                print_warning(f"{path}: reference_snapshot: {exc}: the moved-camera check will not run for camera "
+                              f"{scene.camera_id} (and watch refuses it where its ocr_interval_s is set)")
                 typer.echo(f"checked {path}: camera {scene.camera_id}, {len(scene.zones)} zones, 1 warning")
                 continue
             typer.echo(f"ok {path}: camera {scene.camera_id}, {len(scene.zones)} zones")

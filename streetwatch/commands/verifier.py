@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from pipelines.verifier.options import TrainOptions
-from streetwatch.commands.common import (BackendOpt, DeviceOpt, SettingsOpt, fail, judgement_or_fail, settings_or_fail, setup_logging,
-                                         writable_or_fail)
+from streetwatch.commands.common import (BackendOpt, DeviceOpt, SettingsOpt, fail, judgement_or_fail, print_warning, settings_or_fail,
+                                         setup_logging, writable_or_fail)
 
 DEFAULTS = TrainOptions()
 """The training defaults the `train` and `crossval` options show (pipelines.verifier.options)."""
@@ -243,8 +243,8 @@ def register(app: typer.Typer) -> None:
         for reason in passed_over:
             typer.secho(f"passed over {reason}", err=True, fg=typer.colors.YELLOW)
         if earlier.unread:
-            typer.secho(f"warning: {earlier.unread} photos labelled before (--skip) could not be read for their position: "
-                        "a photo picked now near one of them may have another group", err=True, fg=typer.colors.YELLOW)
+            print_warning(f"{earlier.unread} photos labelled before (--skip) could not be read for their position: "
+                          "a photo picked now near one of them may have another group")
         typer.echo(f"{len(written)} of {len(records)} judged photos to label in {out / 'labels.csv'} (source {name}):")
         picked, found = Counter(p.type for p in written), Counter(p.type for p in written if p.found)
         for t, n in picked.items():
