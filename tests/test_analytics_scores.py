@@ -191,6 +191,24 @@ def test_a_repeated_header_row_in_the_cutoff_file_is_skipped_with_a_warning_the_
     assert table.warnings == [said] and table.to_json()["warnings"] == [said]
 
 
+def test_the_scores_workbook_lists_the_cutoff_files_warnings(city, tmp_path):
+    """Staff read the workbook, not the JSON: the cut-off file's warnings were in the JSON alone. Its 说明 About
+    sheet has a 提醒 row for each (none when there is nothing to check)."""
+    from openpyxl import load_workbook
+
+    from pipelines.analytics.scoring import score_tables
+    from pipelines.analytics.tables import write_xlsx
+
+    store, places, november_cutoffs = city
+    path = tmp_path / "pasted.csv"
+    path.write_text("number,cut_off_at\n13800138000,2026-11-10\n号码,停机时间\n13800138001,2026-11-11\n", encoding="utf-8")
+    said = f"{path} 第 3 行与表头相同，已跳过 — {path}: row 3 repeats the header, skipped"
+    for cutoffs, warned in ((november_cutoffs, []), (CutoffFile(path, TZ), [said])):
+        table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, cutoffs)
+        about = load_workbook(write_xlsx(tmp_path / "scores.xlsx", score_tables(table)))["说明 About"]
+        assert [value for field, value in about.iter_rows(values_only=True) if field == "提醒 warning"] == warned
+
+
 def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monkeypatch, bus_event):
     """A market that grows after opening: the `updated` events' counts reach the case (the sheet counts the peak)."""
     from dataclasses import replace

@@ -268,7 +268,8 @@ def _case_rows(head: list[Any], numbers: list[Any], cases: list[str], note: str 
 
 
 def score_tables(table: ScoreTable) -> list[Table]:
-    """The score table as sheets for Excel: scores, deductions with their cases, groups, and what was scored."""
+    """The score table as sheets for Excel: scores, deductions with their cases, groups, and what was scored with
+    the warnings of its sources (说明 About, one 提醒 row each, as the city page lists the registers' imports')."""
     from pipelines.analytics.places import UNIT_NAMES_ZH
 
     unit_col = f"{UNIT_NAMES_ZH[table.by]} {table.by}"
@@ -289,5 +290,6 @@ def score_tables(table: ScoreTable) -> list[Table]:
     about = Table("about", "说明 About", ["项目 field", "值 value"], [
         ["评分细则 sheet", table.sheet], ["期间 period", table.period], ["单位 by", table.by],
         ["时区 time zone", table.timezone], ["计入候选案件 include candidates", table.include_candidates],
-        ["计分案件数 cases counted", table.cases_counted], ["生成时间 generated (UTC)", table.generated_at]])
+        ["计分案件数 cases counted", table.cases_counted], ["生成时间 generated (UTC)", table.generated_at]]
+        + [["提醒 warning", w] for w in table.warnings])  # staff read the workbook, not the JSON: the cut-off file's rows to check
     return [scores, details, groups, about]
