@@ -44,7 +44,8 @@ def site(tmp_path_factory):
     opened = {c.id: c.opened_at for c in store.search(CaseQuery(limit=500))[0]}  # every case, when it was opened
     app.state.ctx.close()
     with _served(settings, tokens["reviewer"], tmp) as (base, browser):
-        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "opened": opened, "downloads": tmp / "downloads"}
+        yield {"base": base, "browser": browser, "g1_cases": g1_cases, "opened": opened, "downloads": tmp / "downloads",
+               "cutoffs": settings.analytics.cutoffs}
 
 
 @contextmanager
@@ -187,6 +188,28 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     ActionChains(b).send_keys(Keys.ENTER).perform()
     _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#unit h2").text.startswith("二中队: 26"), "二中队's deductions")
     assert b.find_element(By.CSS_SELECTOR, "#scores tr.current").get_attribute("data-unit") == "二中队"
+
+
+@pytest.mark.slow  # the scores page loaded once more to read a warning the API tests already check (the suite's budget)
+def test_scores_page_lists_the_cutoff_files_warnings(site):
+    """The cut-off file's warnings (a row repeating the header, skipped) were in the JSON alone, which staff do not
+    read: the page lists them above the table, 提醒 first as the city page's imports, and its status line counts them."""
+    from selenium.webdriver.common.by import By
+
+    cutoffs = site["cutoffs"]
+    kept = cutoffs.read_bytes()
+    b = site["browser"]
+    try:
+        cutoffs.write_bytes(kept + "号码,停机时间\n".encode("utf-8"))  # the server reads the file at each scoring
+        b.get(site["base"] + "/ui/scores")  # this month scored: the warning is the file's, whatever the period
+        listed = _wait(b, lambda d: [li.text for li in d.find_elements(By.CSS_SELECTOR, "#warnings li")], "the warnings listed")
+    finally:
+        cutoffs.write_bytes(kept)
+    assert listed == ["提醒 analytics.cutoffs 第 11 行与表头相同，已跳过 — analytics.cutoffs: row 11 repeats the header, skipped"]
+    assert "1 条提醒 to check" in b.find_element(By.ID, "status").text
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()  # the file as it was: nothing to check
+    _wait(b, lambda d: not d.find_elements(By.CSS_SELECTOR, "#warnings li") and "提醒" not in d.find_element(By.ID, "status").text,
+          "the warnings gone")
 
 
 def test_scores_page_says_when_there_is_no_unit_to_score(site):

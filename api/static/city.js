@@ -57,7 +57,7 @@ async function upload(form, path, errorsId) {
   // the refused rows, then what to check: rows imported with a phone number that may have lost its leading 0, a CSV
   // that GBK and Windows-1252 both read, and which it was read as
   if (errorsId) document.getElementById(errorsId).replaceChildren(...(res.errors || []).map((e) => SW.el("li", {}, e)),
-    ...(res.warnings || []).map((w) => SW.el("li", {}, `提醒 ${w}`)));
+    ...SW.warningItems(res.warnings));
   return res;
 }
 

@@ -167,6 +167,12 @@ const SW = {
       ...(s.waiting ? [`证据待上传 ${s.waiting} 份 evidence waiting for storage`] : [])];
   },
 
+  // What a file read had to check (an answer's `warnings`: a register's import, the scores' cut-off file), one list
+  // item each, marked 提醒 before its Chinese-first text: the city page's imports and the scores page show them alike.
+  warningItems(warnings) {
+    return (warnings || []).map((w) => SW.el("li", {}, `提醒 ${w}`));
+  },
+
   // A table's rows (`selector`: its tbody), or one row saying there are none (`none`, Chinese first) across its
   // columns: an empty table reads like a page that did not load.
   fill(selector, rows, none) {

@@ -38,7 +38,9 @@ async function load() {
   document.getElementById("scores").replaceChildren(SW.el("thead", {}, head), SW.el("tbody"));
   SW.fill("#scores tbody", rows, "没有可评分的单位：本期没有计分案件，也没有配置单位 No units: no case counted this period and none configured");
   document.getElementById("unit").replaceChildren();
-  SW.say(`${t.units.length} 个单位 units`);
+  // the cut-off file's rows to check (a repeated header skipped): in the JSON alone, staff never saw them
+  document.getElementById("warnings").replaceChildren(...SW.warningItems(t.warnings));
+  SW.say(`${t.units.length} 个单位 units` + (t.warnings.length ? `; ${t.warnings.length} 条提醒 to check` : ""), t.warnings.length > 0);
 }
 
 document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load().catch((err) => SW.say(err.message, true)); });
