@@ -29,7 +29,7 @@ from detect.config_io import ConfigError, load_model, read_mapping, replaced_ato
 from detect.grades import Grades
 from detect.scenes import Scene, ZoneRules, check_scene
 from detect.taxonomy import Taxonomy
-from pipelines.cctv.config import CameraConfig, CamerasFile, file_grades, named_files
+from pipelines.cctv.config import CameraConfig, CamerasFile, file_grades
 from pipelines.cctv.reader import CameraStatus, Status
 
 
@@ -115,15 +115,6 @@ class Cameras:
             return (f"service.cameras_file: {exc}; the cameras routes and page answer 503 until it is fixed "
                     "(it is read again at each request)")
         return None
-
-    def files(self) -> list[tuple[str, Path]]:
-        """(name, file) of the scene and grades files the cameras file names, for `Settings.named_by_setting`: a scene's
-        error read `/srv/.../scenes/cam-01.yaml: zones.1.grade: ...`, the server's path, on the cameras page. None
-        while the cameras file cannot be read (its own error is named by its setting, `service.cameras_file`)."""
-        try:
-            return named_files(load_model(CamerasFile, self.file), self.file) if self.file is not None else []
-        except ConfigError:
-            return []
 
     def grades(self) -> Grades | None:
         """The road grades the cameras file names for its scenes (None: the shipped ones), as the watcher loads them."""

@@ -15,11 +15,10 @@ from fastapi import Request
 
 from api.accounts import Accounts
 from api.cameras import Cameras
-from api.config import ServiceConfig
+from api.config import ServiceConfig, named_files
 from api.exports import ExportGate
 from api.jobs import TriageJobs
 from api.metrics import ApiMetrics
-from detect.cityzones import named_files
 from detect.taxonomy import Taxonomy
 from pipelines.cases.store import CaseStore
 from pipelines.dispatch.webhook import SeenCalls
@@ -54,11 +53,9 @@ class AppContext:
 
     def config_error(self, exc: Exception) -> str:
         """A configuration file's error as the API answers it: each file named by its setting, a camera's scene and
-        grades files as the cameras file names them (`Cameras.files`), the map zones' grades file as theirs does
-        (`cityzones.named_files`), never by its server path (the log may keep it): `Settings.named_by_setting`."""
-        zones = self.service.triage.scene_zones
-        files = named_files(zones, "service.triage.scene_zones") if zones is not None else []
-        return self.settings.named_by_setting(str(exc), files=[*self.cameras.files(), *files])
+        grades files as the cameras file names them, the map zones' grades file as theirs does (`api.config.named_files`),
+        never by its server path (the log may keep it): `Settings.named_by_setting`."""
+        return self.settings.named_by_setting(str(exc), files=named_files(self.service))
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)

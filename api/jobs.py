@@ -11,6 +11,7 @@ resumed (`resume=True`) at the next start.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import logging
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import escape
 
-from api.config import ServiceConfig
+from api.config import ServiceConfig, named_files
 from api.metrics import ApiMetrics
 from detect.config_io import write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
@@ -183,14 +184,17 @@ def as_uploaded(folder: Path, labels: dict[str, str], settings: Settings, *, ins
     path: each stored file (`labels`: its path in the job's `folder` -> the name it was sent as; a zip's members follow
     it: "photos.zip!day1/a.jpg"), a file in one of the `inside` folders (stored inputs, a run's frames) by its own name,
     any other path in the folder from there, the folder itself as `itself`, and the evidence store's and spool's
-    folders and the evidence key files by their settings (`Settings.named_by_setting`: a case's reason names the
-    folders when storage is down, its error a key file unreadable since start-up). `html`: the text is HTML (a report), where paths stand escaped and so must the names put in."""
+    folders, the evidence key files and the input files by their settings, the files those name as the 503s name them
+    (`Settings.named_by_setting`, `api.config.named_files`: a case's reason names the folders when storage is down,
+    its error a key file unreadable since start-up, a job's error the map zones' grades file it could not read).
+    `html`: the text is HTML (a report), where paths stand escaped and so must the names put in."""
     named = escape if html else str
     root = str(named(str(folder)))
     forms = {str(named(str(folder / stored))): str(named(label)) for stored, label in labels.items()}
     forms |= {str(named(f"{folder / sub}/")): "" for sub in inside} | {f"{root}/": "", root: str(named(itself))}
     pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
-    return lambda text: settings.named_by_setting(pattern.sub(lambda m: forms[m.group(0)], text), named)
+    files = functools.cache(lambda: named_files(settings.service))  # read only for a text to name: most jobs have none
+    return lambda text: settings.named_by_setting(pattern.sub(lambda m: forms[m.group(0)], text), named, files())
 
 
 def no_cases_error(reason: str) -> str:

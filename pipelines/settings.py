@@ -390,7 +390,7 @@ class Settings(ConfigModel):
         that cannot be read is refused naming it; they read `evidence_store.local_root/SW1`,
         `evidence.hmac_key_file: ...`, `service.triage.grid: ...`. `named`: how the paths stand in `text` (markupsafe's
         `escape` for HTML); `files`: (name, file) of files no setting names itself, as the cameras file names each
-        camera's scene (`api.cameras.Cameras.files`)."""
+        camera's scene (`api.config.named_files`)."""
         store = self.evidence_store
         return paths_named_by_setting(text, [("evidence_store.local_root", store.local_root),
                                              ("evidence_store.spool_dir", store.spool_dir), *self.evidence.key_files(),

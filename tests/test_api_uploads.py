@@ -531,3 +531,25 @@ def test_an_upload_spools_on_the_data_disk_not_in_the_system_temp_folder(tmp_pat
     [(upload, folder)] = spooled
     assert folder == spool.resolve()
     assert upload.file.closed and list(spool.iterdir()) == []  # nothing left behind
+
+
+def test_a_job_failed_by_the_map_zones_grades_file_names_it_by_its_setting(tmp_path, onnx_detector, bus_jpg):
+    """A job whose `service.triage.scene_zones` names a road grades file that cannot be read failed with the loader's
+    error as is, its server path in it (`ConfigError: /srv/.../grades.yaml: not valid YAML`), where the 503s name it
+    `grades file of service.triage.scene_zones` (`AppContext.config_error`); the job names it the same way."""
+    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
+    zones = tmp_path / "zones" / "zones.geojson"
+    zones.parent.mkdir()
+    zones.write_text(json.dumps({"type": "FeatureCollection", "grades": "grades.yaml", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
+         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": "main"}}]}), encoding="utf-8")
+    (zones.parent / "grades.yaml").write_text("grades: [", encoding="utf-8")
+    settings = settings_for(tmp_path, triage={"workers": 1, "ocr": "off", "cases": False, "scene_zones": str(zones)})
+    app, tokens = make_app(settings, detector=onnx_detector)
+    inspector = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+        job = wait_job(client, created.json()["id"], inspector)
+    assert job["state"] == "failed", job
+    assert job["error"].startswith("ConfigError: grades file of service.triage.scene_zones: not valid YAML"), job["error"]
+    assert str(tmp_path) not in json.dumps(job, ensure_ascii=False)
