@@ -51,7 +51,7 @@ class AppContext:
         section sets its own. One zone for both, so that a time typed on a page means what the page shows."""
         return ZoneInfo(self.settings.analytics.timezone)
 
-    def config_error(self, exc: Exception) -> str:
+    def config_error(self, exc: Exception | str) -> str:
         """A configuration file's error as the API answers it: each file named by its setting, a camera's scene and
         grades files as the cameras file names them, the map zones' grades file as theirs does (`api.config.named_files`),
         never by its server path (the log may keep it): `Settings.named_by_setting`."""

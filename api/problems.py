@@ -103,9 +103,10 @@ def invalid(loc: list[str], msg: str) -> Problem:
     return Problem(422, _validation_detail(errors), slug="validation-error", errors=errors)
 
 
-def unusable(ctx: AppContext, what: str, exc: ConfigError, slug: str = "invalid-config") -> Problem:
-    """503 for a configuration file a route reads that cannot be read (`what: why`): the answer names the file by its
-    setting (`AppContext.config_error`), never by the server's path, which the log keeps for whoever fixes it."""
+def unusable(ctx: AppContext, what: str, exc: Exception | str, slug: str = "invalid-config") -> Problem:
+    """503 for a configuration file a route reads that cannot be read (`what: why`, the why a loader's error or its
+    text): the answer names the file by its setting (`AppContext.config_error`), never by the server's path, which the
+    log keeps for whoever fixes it."""
     log.error("%s: %s", what, exc)
     return Problem(503, f"{what}: {ctx.config_error(exc)}", slug=slug)
 

@@ -82,14 +82,20 @@ class ModelCard(BaseModel):
 
 def model_dirs() -> list[Path]:
     """Directories searched for weights and cards, in priority order (duplicates removed)."""
-    dirs = [Path(p).expanduser() for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
-    dirs += [PROJECT_MODELS, Path.cwd() / "models"]
+    return [d for _, d in named_model_dirs()]
+
+
+def named_model_dirs() -> list[tuple[str, Path]]:
+    """(name, directory) of `model_dirs`, each named as the docs name it (`$STREETWATCH_MODELS`, the project's `models`,
+    `./models`): how the service names them in what it answers, never by the server's path (`api.config.named_files`)."""
+    dirs = [("$STREETWATCH_MODELS", Path(p).expanduser()) for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
+    dirs += [("models", PROJECT_MODELS), ("./models", Path.cwd() / "models")]
     seen, out = set(), []
-    for d in dirs:
+    for name, d in dirs:
         key = d.resolve() if d.exists() else d.absolute()
         if key not in seen:
             seen.add(key)
-            out.append(d)
+            out.append((name, d))
     return out
 
 

@@ -159,6 +159,35 @@ def test_a_client_built_from_the_document_sends_the_disposal_photo_and_the_webho
     assert store.get(case.id).verification_ref == "verification/verification_1.jpg"
 
 
+@pytest.mark.parametrize("verifier, why", [
+    ("street-v99", "service.triage.verifier: verifier 'street-v99' not found in models/verifiers"),
+    ("cards/street.yaml", "service.triage.verifier: not a verifier card"),
+])
+def test_a_verifier_that_cannot_judge_is_a_503_naming_its_setting_not_its_folder(tmp_path, monkeypatch, onnx_detector,
+                                                                                  bus_event, zidane_jpg, caplog, verifier, why):
+    """A disposal photo checked while `service.triage.verifier` could not be loaded was answered 503 `cannot judge
+    photos: ` and the verifier's error as is, in English only and with the server's path of the model folder or card
+    (`verifier 'street-v99' not found in /srv/.../models/verifiers`); the folders and the card are named by what names
+    them (`models/verifiers`, `service.triage.verifier`), Chinese first, the server log keeping the full error."""
+    import logging
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "street.yaml").write_text("kind: [", encoding="utf-8")
+    card = str(tmp_path / verifier) if verifier.endswith(".yaml") else verifier
+    app, tokens = make_app(settings_for(tmp_path, triage={"verifier": card}), detector=onnx_detector)
+    event, _ = bus_event
+    case = _intake(app).record_event(replace(event, violation_id="photo:bus:illegal_parking"),
+                                     BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551)))
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR, logger="api.problems"):
+        refused = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=auth(tokens["integration"]),
+                              files={"file": ("after.jpg", zidane_jpg.read_bytes(), "image/jpeg")})
+    assert refused.status_code == 503 and refused.json()["type"].endswith(":verifier-unavailable"), refused.text
+    assert refused.json()["detail"].startswith(f"照片无法判定，请联系管理员 cannot judge photos: {why}"), refused.json()["detail"]
+    assert str(REPO) not in refused.text and str(tmp_path) not in refused.text
+    assert (str(REPO / "models" / "verifiers") if verifier == "street-v99" else card) in caplog.text  # the log keeps it
+
+
 def _finished(client, headers, *jobs: dict) -> list[dict]:
     """The patrol jobs polled until each is done or failed (or 240 s have passed)."""
     deadline = time.monotonic() + 240

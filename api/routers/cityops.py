@@ -451,8 +451,9 @@ def _judgement(ctx: AppContext, detector):
     try:
         judgement = load_judgement(ctx.service.triage.verifier, ctx.taxonomy)
         judgement.check(detector)
-    except VerifierError as exc:
-        raise Problem(503, f"cannot judge photos: {exc}", slug="verifier-unavailable") from None
+    except VerifierError as exc:  # its card, weights or model folder named by what names them, the log keeping the paths
+        raise unusable(ctx, "照片无法判定，请联系管理员 cannot judge photos", f"service.triage.verifier: {exc}",
+                       slug="verifier-unavailable") from None
     return judgement
 
 
