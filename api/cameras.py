@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from detect.config_io import ConfigError, load_model, read_mapping, replaced_atomically, validate_model, write_text_atomic
+from detect.config_io import ConfigError, FieldError, load_model, read_mapping, replaced_atomically, validate_model, write_text_atomic
 from detect.grades import Grades
 from detect.scenes import Scene, ZoneRules, check_scene
 from detect.taxonomy import Taxonomy
@@ -198,16 +198,17 @@ class Cameras:
         record that cannot be written leaves the file as it was; a commit that fails puts the previous file back. So a
         scene never stays changed without its record (a watcher may load the new one in between, then the old again);
         recorded after the file was replaced, a record that could not be written left the change standing unrecorded,
-        the admin answered an error."""
+        the admin answered an error. A check the scene model cannot make refuses a field of `data` (`FieldError`: an
+        unknown violation type or road grade, another camera's id, a changed `reference_snapshot`)."""
         cfg = self.config(camera_id)
         path = self.scene_path(cfg)
         source = f"scene of camera {camera_id}"
         scene = check_scene(validate_model(Scene, data, source), source, self.taxonomy, self.grades())
         if scene.camera_id != camera_id:
-            raise ConfigError(f"{source}: camera_id: is {scene.camera_id!r}, must be {camera_id!r}")
+            raise FieldError(source, "camera_id", f"is {scene.camera_id!r}, must be {camera_id!r}")
         current = read_mapping(path).get("reference_snapshot") if path.is_file() else None
         if data.get("reference_snapshot") != current:
-            raise ConfigError(f"{source}: reference_snapshot: cannot be changed through the API (it is {current!r})")
+            raise FieldError(source, "reference_snapshot", f"cannot be changed through the API (it is {current!r})")
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         with self._write_lock:
             previous = path.read_bytes() if path.is_file() else None

@@ -57,6 +57,16 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names file, field and reason."""
 
 
+class FieldError(ConfigError):
+    """A `ConfigError` of one field, found by a check the file's model cannot make (a violation type the taxonomy does
+    not know, a road grade): `source: dotted.field: reason`, the field kept as its path too, so that the API refuses a
+    request body's field naming it in `errors[].loc` as the model's own refusals are (`api.problems.invalid`)."""
+
+    def __init__(self, source: str, field: str, reason: str) -> None:
+        super().__init__(f"{source}: {field}: {reason}")
+        self.source, self.field, self.reason = source, tuple(field.split(".")), reason
+
+
 def one_line(message: str) -> str:
     """A refusal `message` as one line, for logs of one line per record: a YAML error's lines (its position, the line
     it quotes) joined, the caret line under the quote dropped (its column says where)."""

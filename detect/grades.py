@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from detect.config_io import ConfigError, ConfigModel, load_model
+from detect.config_io import ConfigError, ConfigModel, FieldError, load_model
 from detect.taxonomy import Severity, Taxonomy, ThresholdOverrides, ViolationType
 
 DEFAULT_GRADES_PATH = Path(__file__).with_name("grades.yaml")
@@ -61,8 +61,8 @@ def apply_grades(zones: list, grades: Grades, source: str, field_template: str =
             continue
         grade = grades.grades.get(zone.grade)
         if grade is None:
-            raise ConfigError(f"{source}: {field_template.format(i=i)}.grade: unknown grade {zone.grade!r} "
-                              f"(known: {', '.join(sorted(grades.grades))})")
+            raise FieldError(source, f"{field_template.format(i=i)}.grade",
+                             f"unknown grade {zone.grade!r} (known: {', '.join(sorted(grades.grades))})")
         merged = {}
         for type_id in {*grade.thresholds, *zone.thresholds}:
             base = grade.thresholds.get(type_id)

@@ -32,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from detect import fields
-from detect.config_io import ConfigError, ConfigModel, load_model
+from detect.config_io import ConfigError, ConfigModel, FieldError, load_model
 from detect.grades import Grades, apply_grades, load_grades
 from detect.taxonomy import (
     Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, default_taxonomy, load_taxonomy,
@@ -220,10 +220,6 @@ class ZoneRules(ConfigModel):
         """Whether the zone's schedule applies at this local time (no schedule: always)."""
         return not self.schedule or any(w.contains(local) for w in self.schedule)
 
-    def type_ids(self) -> list[str]:
-        """Every violation type id the zone names (for checking against the taxonomy)."""
-        return [*(self.types or []), *self.thresholds]
-
 
 def resolve_thresholds(vtype: ViolationType | None, zone: ZoneRules | None) -> Thresholds:
     """The thresholds a type has in a zone: the taxonomy's defaults for the type with the zone's overrides
@@ -303,13 +299,14 @@ class Scene(ConfigModel):
 
 
 def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_template: str = "zones.{i}") -> None:
-    """Refuse zones that name violation types the taxonomy does not know."""
+    """Refuse zones that name violation types the taxonomy does not know, naming the field (`zones.2.types.0`,
+    `zones.2.thresholds.<type>`)."""
     for i, zone in enumerate(zones):
-        for type_id in zone.type_ids():
+        named = [(f"types.{j}", t) for j, t in enumerate(zone.types or [])] + [(f"thresholds.{t}", t) for t in zone.thresholds]
+        for field, type_id in named:
             if type_id not in taxonomy.types:
-                raise ConfigError(
-                    f"{source}: {field_template.format(i=i)}: unknown violation type {type_id!r} (known: {', '.join(sorted(taxonomy.types))})"
-                )
+                raise FieldError(source, f"{field_template.format(i=i)}.{field}",
+                                 f"unknown violation type {type_id!r} (known: {', '.join(sorted(taxonomy.types))})")
 
 
 def check_scene(scene: Scene, source: str, taxonomy: Taxonomy | None = None, grades: Grades | None = None) -> Scene:

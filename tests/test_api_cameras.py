@@ -219,6 +219,37 @@ def test_scene_get_put_validates_like_a_scene_file(service):
     assert client.get("/api/v1/cameras/scene-schema", headers=reviewer).json()["title"] == "Scene"
 
 
+def test_a_scene_check_the_model_cannot_make_names_its_field_as_the_model_does(service):
+    """What the scene model checks (a polygon) was refused 422 `validation-error` with `errors[].loc` naming the field,
+    what it cannot (a violation type the taxonomy does not know, a road grade, the camera's id, the reference image)
+    422 `invalid-config` with the detail alone (`scene of camera cam-01: zones.7: unknown violation type ...`), so a
+    client found the field only by reading the words. Each is refused as the model's refusals are."""
+    app, client, tokens, cams = service
+    admin = auth(tokens["admin"])
+    scene = client.get("/api/v1/cameras/cam-01/scene", headers=admin).json()
+    added, n = {"id": "stalls", "kind": "no_vending", "polygon": [[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]]}, str(len(scene["zones"]))
+    cases = [
+        ({**scene, "zones": [*scene["zones"], {**added, "types": ["street_stall", "ufo_landing"]}]},
+         ["body", "zones", n, "types", "1"], "unknown violation type 'ufo_landing' (known: "),
+        ({**scene, "zones": [*scene["zones"], {**added, "thresholds": {"ufo_landing": {"dwell_s": 5}}}]},
+         ["body", "zones", n, "thresholds", "ufo_landing"], "unknown violation type 'ufo_landing' (known: "),
+        ({**scene, "zones": [scene["zones"][0], {**scene["zones"][1], "grade": "mian"}]},
+         ["body", "zones", "1", "grade"], "unknown grade 'mian' (known: lane, main, secondary)"),
+        ({**scene, "camera_id": "cam-02"}, ["body", "camera_id"], "is 'cam-02', must be 'cam-01'"),
+        ({**scene, "reference_snapshot": "/etc/passwd"}, ["body", "reference_snapshot"], "cannot be changed through the API"),
+        ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1]]}]}, ["body", "zones", "0", "polygon"], "多边形"),
+    ]
+    before = cams["scene"].read_bytes()
+    for body, loc, msg in cases:
+        refused = client.put("/api/v1/cameras/cam-01/scene", headers=admin, json=body)
+        problem = refused.json()
+        assert refused.status_code == 422 and problem["type"].endswith(":validation-error"), refused.text
+        [error] = problem["errors"]
+        assert error["loc"] == loc and error["msg"].startswith(msg), error
+        assert problem["detail"].startswith(f"{'.'.join(loc)}: {msg}"), problem["detail"]
+    assert cams["scene"].read_bytes() == before
+
+
 def test_a_refused_scene_file_can_be_loaded_to_be_fixed(service):
     """GET .../scene refuses an invalid scene file (422), so the camera page could not load a hand-edited file gone
     wrong to fix it. GET .../scene-file answers it as written with why it is refused."""

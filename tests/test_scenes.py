@@ -84,8 +84,8 @@ BASE = {"camera_id": "cam", "zones": [{"id": "z", "kind": "no_parking", "polygon
         ({"schedule": [{"start": "21:00", "end": "21:00"}]}, r"zones.0.schedule.0: Value error, bad time range: start equals end"),
         ({"schedule": [{"start": "25:00", "end": "21:00"}]}, r"zones.0.schedule.0.start: Value error, bad time '25:00'"),
         ({"schedule": [{"days": ["someday"], "start": "07:00", "end": "21:00"}]}, r"zones.0.schedule.0.days.0: Input should be 'mon'"),
-        ({"types": ["illegal_parkin"]}, r"zones.0: unknown violation type 'illegal_parkin'"),
-        ({"thresholds": {"street_stal": {"dwell_s": 5}}}, r"zones.0: unknown violation type 'street_stal'"),
+        ({"types": ["illegal_parkin"]}, r"zones.0.types.0: unknown violation type 'illegal_parkin'"),
+        ({"thresholds": {"street_stal": {"dwell_s": 5}}}, r"zones.0.thresholds.street_stal: unknown violation type 'street_stal'"),
         ({"thresholds": {"street_stall": {"dwell_s": -5}}}, r"zones.0.thresholds.street_stall.dwell_s: Input should be greater than or equal to 0"),
     ],
 )
@@ -131,7 +131,7 @@ def test_city_geojson_zones_by_gps(tmp_path: Path):
         ({"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]}, {}, r"features.0.geometry: 多边形自相交或无效（.*） — polygon is self-intersecting"),
         ({"type": "Polygon", "coordinates": [[[200, 0], [201, 0], [201, 1], [200, 0]]]}, {}, r"features.0.geometry: 坐标超出经度 \[-180, 180\] / 纬度 \[-90, 90\].*应先写经度后写纬度） — coordinates outside lon"),
         ({"type": "Polygon", "coordinates": []}, {}, r"features.0.geometry: 多边形面积为零（各点共线或重复） — polygon has zero area"),
-        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}, {"types": ["flyposter"]}, r"features.0.properties: unknown violation type 'flyposter'"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}, {"types": ["flyposter"]}, r"features.0.properties.types.0: unknown violation type 'flyposter'"),
     ],
 )
 def test_bad_city_zones_name_file_feature_and_reason(tmp_path: Path, geometry, props, message):

@@ -12,9 +12,9 @@ from api.accounts import Principal
 from api.auth import ADMIN, READ_CAMERAS
 from api.cameras import CameraNotFound
 from api.context import AppContext, get_ctx
-from api.problems import Problem, problems
+from api.problems import Problem, invalid, problems
 from api.uploads import CappedBodyRoute
-from detect.config_io import ConfigError, json_schema
+from detect.config_io import ConfigError, FieldError, json_schema
 from detect.scenes import Scene
 
 router = APIRouter(prefix="/cameras", tags=["cameras"], route_class=CappedBodyRoute)
@@ -108,11 +108,15 @@ def put_scene(camera_id: str, scene: Scene = Body(description="The scene, as in 
               ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ADMIN)) -> dict[str, Any]:
     """The body is declared a `Scene`, so /openapi.json types it and a refusal by the model names its field in
     `errors[].loc` (`body.zones.0.polygon`); the file gets the keys it set (times `HH:MM`), as GET answers them.
-    What the model cannot check (the taxonomy's types, road grades, the camera's id) is `Cameras.put_scene`'s."""
+    What the model cannot check (the taxonomy's types, road grades, the camera's id) is `Cameras.put_scene`'s, refused
+    the same way (`body.zones.2.types.0`)."""
     _cameras_file(ctx)
     data = scene.model_dump(mode="json", exclude_unset=True)
-    return _camera(ctx.cameras.put_scene, camera_id, data, lambda valid: ctx.accounts.recorded(
-        who, "put_scene", None, {"camera_id": camera_id, "zones": len(valid.get("zones") or [])}))
+    try:
+        return _camera(ctx.cameras.put_scene, camera_id, data, lambda valid: ctx.accounts.recorded(
+            who, "put_scene", None, {"camera_id": camera_id, "zones": len(valid.get("zones") or [])}))
+    except FieldError as exc:  # a field of the body, refused as the model refuses one (`errors[].loc`)
+        raise invalid(["body", *exc.field], exc.reason) from None
 
 
 @router.get("/{camera_id}/snapshot", summary="Latest snapshot (or the scene's reference image)", response_class=FileResponse,
