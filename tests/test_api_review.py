@@ -358,6 +358,40 @@ def test_a_retyped_photo_case_in_a_map_zone_gets_the_severity_the_zone_gives_the
     assert app.state.ctx.store.get(a).violation_type == "illegal_parking"
 
 
+def test_a_changed_map_zones_file_is_read_again_for_a_retype(tmp_path, monkeypatch, bus_event):
+    """The map zones a retype gives a photo case its zone's severity by (`service.triage.scene_zones`) are loaded once and
+    again when the file changes: a street regraded from main to secondary gives a parked car the type's severity, not
+    the main road's it had when the file was first read."""
+    import os
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
+    zones = tmp_path / "zones.geojson"
+
+    def graded(grade: str) -> None:
+        zones.write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
+             "properties": {"id": "wensan-road", "kind": "no_parking", "grade": grade}}]}), encoding="utf-8")
+
+    graded("main")
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
+    [a] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "batch-1", "zone_id": "wensan-road",
+                                        "violation_type": "nonmotor_parking", "severity": "general"}])
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def retyped(vtype: str) -> str:
+            answer = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": vtype})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["details"]["severity"]
+
+        assert retyped("illegal_parking") == "major"  # a main road's
+        stamp = zones.stat().st_mtime_ns
+        graded("secondary")
+        os.utime(zones, ns=(stamp + 10**9, stamp + 10**9))  # changed a second later, whatever the clock's steps
+        assert retyped("nonmotor_parking") == "general"
+        assert retyped("illegal_parking") == "general"  # the type's: a secondary road's raises it no more
+
+
 def test_a_map_zones_grades_file_that_cannot_be_read_is_named_not_by_its_server_path(tmp_path, monkeypatch, bus_event):
     """The grades file a map-zones file names (its `grades:`) is named by no setting, so the 503 of a retype whose
     zones it made unreadable quoted its server path (/srv/.../grades.yaml: not valid YAML); it is named as the cameras

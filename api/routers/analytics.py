@@ -7,12 +7,12 @@ import json
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 from functools import lru_cache
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import shapely
@@ -108,21 +108,44 @@ def mtime_of(path: Path | None) -> int:
         return -1
 
 
-@lru_cache(maxsize=4)
-def _places_cached(config_json: str, _stamp: tuple[int, int]) -> Places:
+T = TypeVar("T")
+
+
+class Same:
+    """`value` as a cache's key by identity: what a loader is given that is no hashable value (the app's taxonomy)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.value is self.value
+
+
+def loaded_file(load: Callable[..., T], *args: Hashable, files: tuple[Path | None, ...]) -> T:
+    """`load(*args)` read once and again only when one of `files` (what it reads) changes (`mtime_of`): the one cache
+    of the configuration files routes read (the analytics sheet and map files, the grid and map zones a retype or a
+    move reads), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
+    `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept."""
+    return _loaded(load, args, tuple(mtime_of(f) for f in files))
+
+
+@lru_cache(maxsize=8)
+def _loaded(load: Callable[..., Any], args: tuple[Hashable, ...], _stamps: tuple[int, ...]) -> Any:
+    return load(*(a.value if isinstance(a, Same) else a for a in args))
+
+
+def _places_of(config_json: str) -> Places:
     return load_places(AnalyticsConfig.model_validate_json(config_json))
-
-
-@lru_cache(maxsize=4)
-def _sheet_cached(path: str | None, _stamp: int) -> Sheet:
-    return load_sheet(path)
 
 
 def sheet_for(ctx: AppContext) -> Sheet:
     """The deployment's scoring sheet (`analytics.sheet`, default the shipped example), loaded again when the file changes."""
     cfg = _config(ctx)
     try:
-        return _sheet_cached(str(cfg.sheet) if cfg.sheet else None, mtime_of(cfg.sheet))
+        return loaded_file(load_sheet, str(cfg.sheet) if cfg.sheet else None, files=(cfg.sheet,))
     except ConfigError as exc:
         raise unusable(ctx, "analytics", exc, "analytics-config") from None
 
@@ -135,7 +158,7 @@ def _places(ctx: AppContext) -> Places:
     """The grid and zone files, loaded once and again when either file changes."""
     cfg = _config(ctx)
     try:
-        return _places_cached(cfg.model_dump_json(), (mtime_of(cfg.grid), mtime_of(cfg.zones)))
+        return loaded_file(_places_of, cfg.model_dump_json(), files=(cfg.grid, cfg.zones))
     except ConfigError as exc:
         raise unusable(ctx, "analytics map files", exc, "analytics-config") from None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ from api.accounts import Principal
 from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
 from api.problems import Problem, invalid, problems, unusable
-from api.routers.analytics import mtime_of, sheet_for
+from api.routers.analytics import Same, loaded_file, sheet_for
 from api.uploads import CappedBodyRoute
 from detect.candidates import WHOLE_IMAGE
 from detect.cityzones import load_city_zones
@@ -457,28 +457,24 @@ def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), w
 
 
 T = TypeVar("T")
-_LOADED: dict[str, tuple[tuple[str, int, int], Any]] = {}
-"""Per setting, the last file loaded: its (path, change stamp, taxonomy) and what it held."""
 
 
-def _upload_file(ctx: AppContext, setting: str, path: Path | None, load: Callable[[Path], T]) -> T | None:
-    """The file `setting` names, that upload jobs judge photos by, as `load` reads it; loaded again when it changes.
-    None: not set. One that cannot be read is 503 naming it by its setting (the log gives its path)."""
+def _upload_file(ctx: AppContext, setting: str, path: Path | None, load: Callable[..., T], *args: Hashable) -> T | None:
+    """The file `setting` names, that upload jobs judge photos by, as `load(path, taxonomy, *args)` reads it with the
+    app's taxonomy; loaded again when it changes (`loaded_file`). None: not set. One that cannot be read is 503 naming
+    it by its setting (the log gives its path)."""
     if path is None:
         return None
-    key = (str(path), mtime_of(path), id(ctx.taxonomy))
-    if (loaded := _LOADED.get(setting)) is None or loaded[0] != key:
-        try:
-            loaded = _LOADED[setting] = (key, load(path))
-        except ConfigError as exc:
-            raise unusable(ctx, f"{setting} unusable", exc) from None
-    return loaded[1]
+    try:
+        return loaded_file(load, path, Same(ctx.taxonomy), *args, files=(path,))
+    except ConfigError as exc:
+        raise unusable(ctx, f"{setting} unusable", exc) from None
 
 
 def upload_grid(ctx: AppContext) -> GridCells | None:
     """The grid upload jobs file photos by (`service.triage.grid`), so coordinates a reviewer sets put the case in
     the cell its GPS would have. None: no grid set."""
-    return _upload_file(ctx, "service.triage.grid", ctx.service.triage.grid, lambda path: load_grid(path, ctx.taxonomy))
+    return _upload_file(ctx, "service.triage.grid", ctx.service.triage.grid, load_grid)
 
 
 def case_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
@@ -490,7 +486,7 @@ def case_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
     if case.source_kind != "camera":
         triage = ctx.service.triage
         zones = _upload_file(ctx, "service.triage.scene_zones", triage.scene_zones,
-                             lambda path: load_city_zones(path, ctx.taxonomy, triage.timezone))
+                             load_city_zones, triage.timezone)
         return next((z for z in zones.zones if z.id == case.zone_id), None) if zones is not None else None
     try:
         return ctx.cameras.zone(case.source_id, case.zone_id)
