@@ -580,6 +580,44 @@ def test_a_restored_state_names_where_it_came_from_the_state_file_or_the_running
     assert checkpoints.get(["cam-02"]) == {"cam-02": ("key", at, b"kept")}  # what the driver writes at a stop
 
 
+def _two_owners(tmp_path: Path, real_sample_dir: Path, state: Path | None):
+    """A `watch --ray` driver over two cameras, one per owner, that nothing has started (no Ray): what its stop and its
+    summary make of owners as the test leaves them."""
+    from pipelines.cluster.connect import ClusterInfo
+    from pipelines.cluster.watch import ClusterWatcher, InferenceOptions
+    from pipelines.settings import Settings
+    from tests.cctv_helpers import cameras_file, scene_for
+
+    for cid in ("cam-01", "cam-02"):
+        scene_for(tmp_path, cid, real_sample_dir)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": cid, "url": f"{cid}.mp4", "scene": f"{cid}.yaml"}
+                                                    for cid in ("cam-01", "cam-02")])
+    settings = Settings.model_validate({"cluster": {"cameras_per_owner": 1, "stop_wait_s": 2}})
+    return ClusterWatcher(cams, settings, ClusterInfo("local", 1, 2.0, 0.0), InferenceOptions(), state_path=state)
+
+
+def test_a_late_owner_with_no_state_asks_nothing_of_the_checkpoint_actor_and_an_unwritten_file_is_named(
+        tmp_path, real_sample_dir, caplog):
+    """With --no-state a late owner's cameras asked the checkpoint actor for states never written, and its failure was
+    logged as 'None: rules states not saved …'. Nothing is asked of it then; with a state file, its failure names the
+    file and what failed, and each late camera the state the file keeps."""
+    from ray.exceptions import RayActorError
+
+    watcher = _two_owners(tmp_path, real_sample_dir, state=None)
+    watcher._checkpoints = object()  # started, and never asked: --no-state keeps nothing
+    with caplog.at_level("WARNING", logger="pipelines.cluster.watch"):
+        watcher._save_states([watcher.groups[1]])
+    assert [r.getMessage() for r in caplog.records] == [
+        "camera cam-02: owner-001 did not stop within 2 s (cluster.stop_wait_s): no state kept (--no-state)"]
+
+    state = tmp_path / "cameras.yaml.state"
+    watcher = _two_owners(tmp_path, real_sample_dir, state=state)
+    assert watcher._not_saved(RayActorError()) == (f"{state}: rules states not saved: the checkpoint actor failed "
+                                                   "(RayActorError); the file keeps what the stop before wrote, if anything")
+    assert watcher._kept("cam-02", None) == (f"{state} not written (the checkpoint actor failed): it keeps what the stop "
+                                             "before wrote")
+
+
 def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_path):
     """An owner killed while sealing a case's bundle, after its state was saved: the restored violation never sends
     `opened` again by itself, so that case kept no evidence (seen once in CI). Settled spool first, then: no case, or a

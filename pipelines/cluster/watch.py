@@ -572,29 +572,38 @@ class ClusterWatcher:
         checkpoint in the cluster; one that judged nothing, the state it started from."""
         import ray
 
-        if self._checkpoints is None or (self.state_path is None and not late):
+        if self._checkpoints is None:
             return
-        held = [cid for g in self.groups for cid in g.camera_ids]
-        try:
-            states = ray.get(self._checkpoints.restorable.remote(held), timeout=CALL_TIMEOUT_S)
-        except ray.exceptions.RayError as exc:
-            log.error("%s: rules states not saved (the checkpoint actor: %s); the cameras will start afresh",
-                      self.state_path, type(exc).__name__)
-            return
+        states: dict[str, tuple[State, str]] | None = None
+        if self.state_path is not None:
+            held = [cid for g in self.groups for cid in g.camera_ids]
+            try:
+                states = ray.get(self._checkpoints.restorable.remote(held), timeout=CALL_TIMEOUT_S)
+            except ray.exceptions.RayError as exc:
+                log.error("%s", self._not_saved(exc))
         for g in late:
             for cid in g.camera_ids:
                 log.warning("camera %s: %s did not stop within %g s (cluster.stop_wait_s): %s", cid, g.name,
-                            self.settings.cluster.stop_wait_s, self._kept(states.get(cid)))
-        if self.state_path is not None:
+                            self.settings.cluster.stop_wait_s, self._kept(cid, states))
+        if self.state_path is not None and states is not None:
             keep_file(self.state_path, {cid: state for cid, (state, _) in states.items()})
 
-    def _kept(self, saved: tuple[State, str] | None) -> str:
-        """Which state of a camera the state file keeps, for the log line of an owner that did not stop in time."""
+    def _not_saved(self, exc: Exception) -> str:
+        """The error line of a state file not written because the checkpoint actor failed (`--state` only: with
+        `--no-state` nothing is asked of it, so no line names a file that is not there)."""
+        return (f"{self.state_path}: rules states not saved: the checkpoint actor failed ({type(exc).__name__}); the file "
+                "keeps what the stop before wrote, if anything")
+
+    def _kept(self, cid: str, states: dict[str, tuple[State, str]] | None) -> str:
+        """Which state of a camera the state file keeps (`states`: None when the checkpoint actor could not be read),
+        for the log line of a camera whose owner did not stop in time."""
         if self.state_path is None:
             return "no state kept (--no-state)"
-        if saved is None:
+        if states is None:
+            return f"{self.state_path} not written (the checkpoint actor failed): it keeps what the stop before wrote"
+        if cid not in states:
             return f"{self.state_path} keeps no state of it: it starts afresh"
-        (_, ts, _), origin = saved
+        (_, ts, _), origin = states[cid]
         return f"{self.state_path} keeps its state from {origin} (last frame judged {ts.isoformat()}), not its state at the stop"
 
     # ---- summary --------------------------------------------------------------------------
