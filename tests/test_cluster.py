@@ -618,6 +618,21 @@ def test_a_late_owner_with_no_state_asks_nothing_of_the_checkpoint_actor_and_an_
                                              "before wrote")
 
 
+def test_a_camera_whose_owner_is_left_behind_at_the_stop_has_its_line_in_the_summary(tmp_path, real_sample_dir):
+    """An owner that did not stop within cluster.stop_wait_s returns no summary, so its cameras were missing from the
+    one `watch --ray` prints at exit: each has its status and the state kept for it, in the log line's words."""
+    watcher = _two_owners(tmp_path, real_sample_dir, state=None)
+    done, late = watcher.groups
+    done.summary = {"cameras": {"cam-01": {"status": "stopped", "frames_analysed": 7}}, "cases_opened": 1}
+    watcher._checkpoints = object()  # started, and never asked: --no-state keeps nothing
+    watcher._save_states([late])
+    summary = watcher.summary()
+    assert summary["cameras"]["cam-02"] == {
+        "status": "left_behind", "reason": "owner-001 did not stop within 2 s (cluster.stop_wait_s): no state kept (--no-state)",
+        "owner": "owner-001", "node": None, "owner_restarts": 0}
+    assert summary["cameras"]["cam-01"]["status"] == "stopped" and summary["cases_opened"] == 1
+
+
 def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_path):
     """An owner killed while sealing a case's bundle, after its state was saved: the restored violation never sends
     `opened` again by itself, so that case kept no evidence (seen once in CI). Settled spool first, then: no case, or a

@@ -69,6 +69,9 @@ CALL_TIMEOUT_S = 120.0
 """An inference call that takes longer than this is given up and sent to another inference actor."""
 DOWN_S = 10.0
 """An inference actor that failed a call is left alone this long, then probed before it gets frames again."""
+LEFT_BEHIND = "left_behind"
+"""A camera's status in the summary when its owner did not stop within `cluster.stop_wait_s` (its reason: which state
+the state file keeps for it)."""
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,7 @@ class _Group:
     summary: dict | None = None
     failed: str | None = None
     drain: Any = None
+    left_behind: dict[str, str] = field(default_factory=dict)  # camera id: why and which state it keeps (a late stop)
 
 
 @dataclass
@@ -568,8 +572,8 @@ class ClusterWatcher:
 
     def _save_states(self, late: list[_Group]) -> None:
         """The cameras' latest checkpoints (each owner stopped gracefully has put its last) into the state file. A
-        camera whose owner failed, or did not stop in time (`late`: each camera named in the log), keeps its latest
-        checkpoint in the cluster; one that judged nothing, the state it started from."""
+        camera whose owner failed, or did not stop in time (`late`: each camera named in the log and the summary), keeps
+        its latest checkpoint in the cluster; one that judged nothing, the state it started from."""
         import ray
 
         if self._checkpoints is None:
@@ -583,8 +587,9 @@ class ClusterWatcher:
                 log.error("%s", self._not_saved(exc))
         for g in late:
             for cid in g.camera_ids:
-                log.warning("camera %s: %s did not stop within %g s (cluster.stop_wait_s): %s", cid, g.name,
-                            self.settings.cluster.stop_wait_s, self._kept(cid, states))
+                g.left_behind[cid] = (f"{g.name} did not stop within {self.settings.cluster.stop_wait_s:g} s "
+                                      f"(cluster.stop_wait_s): {self._kept(cid, states)}")
+                log.warning("camera %s: %s", cid, g.left_behind[cid])
         if self.state_path is not None and states is not None:
             keep_file(self.state_path, {cid: state for cid, (state, _) in states.items()})
 
@@ -596,7 +601,7 @@ class ClusterWatcher:
 
     def _kept(self, cid: str, states: dict[str, tuple[State, str]] | None) -> str:
         """Which state of a camera the state file keeps (`states`: None when the checkpoint actor could not be read),
-        for the log line of a camera whose owner did not stop in time."""
+        for the log line and the summary of a camera whose owner did not stop in time."""
         if self.state_path is None:
             return "no state kept (--no-state)"
         if states is None:
@@ -618,6 +623,8 @@ class ClusterWatcher:
             for cid in g.camera_ids:
                 if g.failed is not None:
                     cameras[cid] = {"status": Status.FAILED.value, "reason": g.failed}
+                elif cid in g.left_behind:  # its owner did not stop in time: no summary of its own
+                    cameras[cid] = {"status": LEFT_BEHIND, "reason": g.left_behind[cid]}
                 if cid in cameras:
                     cameras[cid]["owner"] = g.name
                     cameras[cid]["node"] = g.node
