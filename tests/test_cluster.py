@@ -394,6 +394,9 @@ def test_a_stop_and_start_of_watch_on_ray_keeps_the_standing_violation_and_its_o
     again = _cli(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["cases_opened"] == 0
+    # the owner's INFO line, in the command's stderr (Ray forwards the owner's), once: an actor had no handler at INFO
+    restored = f"INFO pipelines.cctv.state: camera cam-01: rules state restored from state file {tmp_path / 'cameras.yaml.state'} ("
+    assert again.stderr.count(restored) == 1, again.stderr[-3000:]
     store = CaseStore(fresh_postgres_url)
     [case] = store.list()
     store.close()

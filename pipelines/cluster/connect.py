@@ -4,8 +4,10 @@
 on the loopback interface: Ray treats the machine as a single node when
 `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` is set before Ray is imported (its node address becomes
 127.0.0.1 and its servers listen there, not on every interface); usage statistics are off
-(`RAY_USAGE_STATS_ENABLED=0`); the dashboard is off unless `cluster.dashboard` asks for it, and
-then listens on `cluster.dashboard_host` (127.0.0.1 by default). Both variables are defaults: a
+(`RAY_USAGE_STATS_ENABLED=0`); an actor's log lines reach the driver's stderr each as written (`RAY_DEDUP_LOGS=0`:
+Ray merged lines alike but for their numbers, two cameras' among them) and without colour codes (`RAY_COLOR_PREFIX=0`);
+the dashboard is off unless `cluster.dashboard` asks for it, and
+then listens on `cluster.dashboard_host` (127.0.0.1 by default). The variables are defaults: a
 value already in the environment wins.
 
 `--ray ADDRESS` joins a running cluster (`ray start --head` on a machine, or a KubeRay
@@ -37,6 +39,11 @@ LOCAL = "local"
 #: Ray reads it at import time; "0" makes a local cluster a loopback-only single node.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
+DEDUP_LOGS_ENV = "RAY_DEDUP_LOGS"
+"""Ray's driver-side merging of "similar" lines from several actors (numbers ignored): 'camera cam-01: rules state
+restored …' from one owner hid the same line of cam-02 from another, printed later as '[repeated 2x across cluster]'."""
+COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"
+"""'0': the '(CameraOwner pid=…)' prefix of an actor's forwarded line without terminal colour codes (the log is a file)."""
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 """Ray's token authentication: a head that found ~/.ray/auth_token turns it on, and refuses a driver without it."""
 HEAD_NODE = "node:__internal_head__"
@@ -77,6 +84,8 @@ def prepare_environment(address: str) -> None:
     machine's network address for the driver's, asks the cluster's GCS there, where nothing listens,
     and retries for ever without a word (a `ray start`/test cluster on loopback joined by address)."""
     os.environ.setdefault(USAGE_STATS_ENV, "0")
+    os.environ.setdefault(DEDUP_LOGS_ENV, "0")
+    os.environ.setdefault(COLOR_PREFIX_ENV, "0")
     if is_loopback(address):
         os.environ.setdefault(LOOPBACK_ENV, "0")
         if "ray" in sys.modules:

@@ -59,6 +59,7 @@ from pipelines.cctv.snapshots import write_snapshot
 from pipelines.cctv.state import State, capture, keep_file, load_file, restore_saved
 from pipelines.cluster.connect import HEAD_NODE, ClusterError, ClusterInfo
 from pipelines.cluster.metrics import ClusterMetrics
+from pipelines.logs import setup_logging
 from pipelines.settings import Settings
 from pipelines.shops import attach_shops
 
@@ -87,6 +88,7 @@ class WatchSpec:
     replay: bool
     snapshot_every_s: float | None  # None: no snapshots
     checkpoint_s: float
+    log_level: int  # the driver's: an owner logs as `watch` does, into its stderr, which Ray forwards to the driver's
 
 
 # ---- inference actors -------------------------------------------------------------------------
@@ -242,6 +244,7 @@ class CameraOwner:
     def __init__(self, spec: WatchSpec, camera_ids: list[str], servers: list, checkpoints) -> None:
         import ray
 
+        setup_logging(spec.log_level)  # else its INFO lines (a state restored, a stream reopened) reach no one
         self.spec, self.checkpoints = spec, checkpoints
         self.node = ray.get_runtime_context().get_node_id()[:12]
         settings = spec.settings
@@ -411,7 +414,7 @@ class ClusterWatcher:
         self._checkpoints = checkpoints.remote(saved, f"state file {self.state_path}")
         self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, ModelInfo(facts["model"], facts["sha256"]), facts,
                                self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
-                               self.settings.cluster.checkpoint_s)
+                               self.settings.cluster.checkpoint_s, logging.getLogger().getEffectiveLevel())
         self.facts = facts
         for group in self.groups:
             self._start_owner(group)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -138,12 +137,11 @@ def cannot_listen(host: str, port: int, exc: OSError) -> str:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Our INFO lines on stderr; Alembic's INFO (one line per plugin it loads, every time the case
-    store is opened) only with `verbose`, so staff see what the run did, not how it started."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    """Our INFO lines on stderr, DEBUG with `verbose` (`pipelines.logs.setup_logging`: the actors of a --ray command
+    log the same way at the same level)."""
+    from pipelines.logs import setup_logging as setup
+
+    setup(logging.DEBUG if verbose else logging.INFO)
 
 
 SettingsOpt = Annotated[
