@@ -459,7 +459,7 @@ def test_an_owner_slower_to_stop_than_the_stop_wait_is_named_with_the_state_its_
                 assert time.monotonic() < deadline, "the camera's frames were never judged"
                 time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)  # a frame judged (a checkpoint put), the reader stuck in its request
-            _, stderr = proc.communicate(timeout=300)
+            stdout, stderr = proc.communicate(timeout=300)
         finally:
             hang.set()
             if proc.poll() is None:
@@ -470,6 +470,8 @@ def test_an_owner_slower_to_stop_than_the_stop_wait_is_named_with_the_state_its_
             "the running cluster's checkpoint (last frame judged ")
     assert late in stderr, stderr[-3000:]
     assert set(load_file(state)) == {"cam-01"}  # its latest checkpoint, kept
+    cam = json.loads(stdout.strip().splitlines()[-1])["cameras"]["cam-01"]  # in the summary too, in the same words
+    assert cam["status"] == "left_behind" and f"camera cam-01: {cam['reason']}" in stderr
 
 
 # ---- operations ---------------------------------------------------------------------------------------
