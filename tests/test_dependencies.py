@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import re
+import subprocess
 import sys
 import tomllib
 
@@ -73,3 +74,14 @@ def test_every_imported_third_party_module_is_declared():
         if not dists & declared:
             undeclared[module] = (sorted(dists), where[:2])
     assert undeclared == {}, "imported but not declared in pyproject.toml: " + repr(undeclared)
+
+
+def test_a_command_whose_extra_is_not_installed_names_the_extra():
+    """`pip install streetwatch` without the api extra, then `serve`: one line naming the extra, not uvicorn's
+    ModuleNotFoundError traceback (the module is hidden as an install without it lacks it)."""
+    code = ("import sys; sys.modules['uvicorn'] = None; sys.argv = ['streetwatch', 'serve']; "
+            "from streetwatch.cli import main; main()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == ("error: this command needs the api extra (uvicorn is not installed): "
+                                  "pip install 'streetwatch[api]'")
