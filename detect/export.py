@@ -304,11 +304,9 @@ def _copy_metadata(src: Path, dst: Path) -> None:
 
 
 def _onnx_names(path: Path) -> list[str]:
-    import onnxruntime as ort
+    from detect.engine.onnx_backend import open_session, parse_names, read_metadata
 
-    from detect.engine.onnx_backend import parse_names, read_metadata
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = open_session(path)
     names = parse_names(read_metadata(sess), path)
     return [names[i] for i in sorted(names)]
 

@@ -575,3 +575,14 @@ def test_a_path_model_is_named_so_a_card_accepts_the_id(tmp_path, name, stem):
     model_id = path_model_id(weights)
     assert model_id == f"{stem}-{sha256_file(weights)[:8]}"
     ModelCard(id=model_id, format="pt", files=[weights.name])  # accepted
+
+
+@pytest.mark.parametrize("size", [0, 100_000], ids=["empty", "truncated"])
+def test_detect_names_an_onnx_file_onnx_runtime_cannot_load(tmp_path, bus_jpg, onnx_detector, size):
+    """An export cut short by a copy (or an empty file) was answered with ONNX Runtime's traceback; one line naming
+    the file and the reason."""
+    broken = tmp_path / "yolo11n-640-dyn-rawbox.onnx"
+    broken.write_bytes(onnx_detector.model_path.read_bytes()[:size])
+    result = runner.invoke(app, ["detect", str(bus_jpg), "--model", str(broken)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{broken}: ONNX Runtime cannot load this model" in result.stderr
