@@ -662,3 +662,18 @@ def test_a_photo_in_two_data_folders_is_kept_once_with_its_labels_merged(tmp_pat
                                            rf"{disagree / 'labels.csv'} \(images/cases/disagree-1.jpg\) are the same photo but "
                                            r"label street_stall 0 and 1: correct or remove one row"):
         load_datasets([sheet, disagree])
+
+
+def test_detect_without_a_promoted_verifier_says_what_to_do(tmp_path, monkeypatch, bus_jpg):
+    """A pip-installed streetwatch has no models/verifiers/ (the checkout's): detect stopped with only the missing
+    promoted.yaml's path; it says where to put a verifier and how to run without one."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    monkeypatch.setattr("detect.registry.PROJECT_MODELS", tmp_path)
+    monkeypatch.delenv("STREETWATCH_MODELS", raising=False)
+    result = CliRunner().invoke(app, ["detect", str(bus_jpg)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert str(tmp_path / "verifiers" / "promoted.yaml") in result.stderr
+    assert "$STREETWATCH_MODELS" in result.stderr and "--verifier none" in result.stderr

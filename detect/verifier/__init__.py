@@ -31,6 +31,14 @@ def verifier_dirs() -> list[Path]:
     return [*extra, PROJECT_MODELS / "verifiers"]
 
 
+_NONE_PROMOTED = (
+    "no promoted verifier ({missing} missing): put the project's models/verifiers/ (promoted.yaml, the cards and their "
+    ".npz heads) in a folder of $STREETWATCH_MODELS as verifiers/, promote one (`streetwatch verifier promote ID`), or "
+    "pass --verifier none to judge by the detector's classes alone")
+"""Said when none is promoted: a pip-installed streetwatch has none (models/ is the checkout's, not in the wheel), and
+the folders alone did not say what to do."""
+
+
 def promoted_id() -> str | None:
     for folder in verifier_dirs():
         f = folder / PROMOTED
@@ -47,7 +55,7 @@ def find_card(verifier: str | Path | None = None) -> Path:
     if verifier is None:
         verifier = promoted_id()
         if verifier is None:
-            raise VerifierError(f"no promoted verifier ({' or '.join(str(d / PROMOTED) for d in verifier_dirs())} missing)")
+            raise VerifierError(_NONE_PROMOTED.format(missing=" or ".join(str(d / PROMOTED) for d in verifier_dirs())))
     p = Path(verifier)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
