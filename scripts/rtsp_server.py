@@ -17,12 +17,6 @@ import signal
 import sys
 from pathlib import Path
 
-import gi
-
-gi.require_version("Gst", "1.0")
-gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
-
 DEMUXERS = {".mp4": "qtdemux", ".mov": "qtdemux", ".m4v": "qtdemux", ".ts": "tsdemux", ".mkv": "matroskademux"}
 
 
@@ -41,6 +35,7 @@ def main() -> int:
         print(f"error: {args.file}: unsupported container (use {', '.join(DEMUXERS)})", file=sys.stderr)
         return 2
 
+    GLib, Gst, GstRtspServer = _gstreamer()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address(args.host)
@@ -59,6 +54,21 @@ def main() -> int:
     print(f"ready rtsp://{args.host}:{args.port}{args.path}", flush=True)
     loop.run()
     return 0
+
+
+def _gstreamer():
+    """GLib, Gst and GstRtspServer through python3-gi; without them (the project's virtualenv, or a machine without the
+    Debian packages) one line saying what to install, where the import's traceback said only `No module named 'gi'`."""
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        gi.require_version("GstRtspServer", "1.0")
+        from gi.repository import GLib, Gst, GstRtspServer
+    except (ImportError, ValueError) as exc:  # ValueError: gi without the GstRtspServer typelib
+        sys.exit(f"error: GStreamer's RTSP server is not available to {sys.executable} ({exc}): run this script with "
+                 "/usr/bin/python3 after `bash scripts/install-system-deps.sh` (python3-gi, gir1.2-gst-rtsp-server-1.0)")
+    return GLib, Gst, GstRtspServer
 
 
 if __name__ == "__main__":

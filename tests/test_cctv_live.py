@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -171,3 +173,17 @@ def test_a_camera_that_stays_offline_logs_its_first_failures_then_a_line_per_int
         else:  # every attempt past the second is over an interval after the line before
             assert len(still) == len(attempts) - 2
             assert still[0].startswith("camera cam: still offline for 0 min, 3 attempts; last: camera cam: cannot open rtsp://127.0.0.1:")
+
+
+def test_rtsp_server_without_gstreamer_says_what_to_install(tmp_path, bus_jpg, real_sample_dir):
+    """Run by a Python without python3-gi (the project's virtualenv, a machine without the Debian packages), the RTSP
+    helper died in a traceback ending `No module named 'gi'`; one line says what to install and which Python to use."""
+    clip = parked_clip(tmp_path / "served.mp4", bus_jpg, real_sample_dir, duration_s=2, arrive_s=0, leave_s=2)
+    without_gi = ("import runpy, sys; sys.modules['gi'] = None; sys.argv = sys.argv[1:]; "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", without_gi, str(REPO / "scripts" / "rtsp_server.py"), str(clip.path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    line, = out.stderr.splitlines()
+    assert line.startswith("error: GStreamer's RTSP server is not available") and "/usr/bin/python3" in line
+    assert "scripts/install-system-deps.sh" in line and "gir1.2-gst-rtsp-server-1.0" in line
