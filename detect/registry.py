@@ -3,8 +3,10 @@
 A model card (`models/cards/<id>.yaml` shipped with the project, `models/registry/<id>.yaml`
 written by `models export` and the retraining pipeline) names a model's files, source, classes,
 input size, digest and lineage. Weight lookup order: an explicit path, then each directory in
-`$STREETWATCH_MODELS` (os.pathsep-separated), then the project's `models/` and `./models`. Online
-users may instead let Ultralytics download the official release file.
+`$STREETWATCH_MODELS` (os.pathsep-separated), then the checkout's `models/` and `./models` (a pip-installed
+streetwatch: `./models`, then the copy of the committed `models/` its wheel ships as `streetwatch_models`). Online
+users may instead let Ultralytics download the official release file. New cards, exports and weights go into the
+first writable of these folders, never the wheel's copy (`writable_models_dir`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from pydantic import BaseModel, Field
 from detect.config_io import ConfigError, load_model, read_mapping, write_text_atomic
 from detect.digests import sha256_file
 
-PROJECT_MODELS = Path(__file__).resolve().parents[1] / "models"
+_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MODELS = _ROOT / "streetwatch_models"
+"""The wheel's copy of the checkout's committed `models/` (cards, verifier heads; setup.py ships it), beside this
+package in site-packages: a pip install judges with the same default verifier as a checkout. Read, never written."""
+PROJECT_MODELS = SHIPPED_MODELS if SHIPPED_MODELS.is_dir() else _ROOT / "models"
 _RELEASE_NAME = re.compile(r"^yolo(v\d+|\d+)[nsmlx]$")
 PROMOTED_FILE = "promoted.yaml"  # in registry/ beside the cards: which model pipelines load by default
 #: A model id: what cards, promotion records, `train --name` and the ids of models given by path are made of (it is
@@ -89,7 +95,10 @@ def named_model_dirs() -> list[tuple[str, Path]]:
     """(name, directory) of `model_dirs`, each named as the docs name it (`$STREETWATCH_MODELS`, the project's `models`,
     `./models`): how the service names them in what it answers, never by the server's path (`api.config.named_files`)."""
     dirs = [("$STREETWATCH_MODELS", Path(p).expanduser()) for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
-    dirs += [("models", PROJECT_MODELS), ("./models", Path.cwd() / "models")]
+    local = ("./models", Path.cwd() / "models")
+    # the wheel's copy comes last: the deployer's folders (their promotions, exports) before the shipped defaults
+    project = ("models", PROJECT_MODELS)
+    dirs += [local, project] if PROJECT_MODELS == SHIPPED_MODELS else [project, local]
     seen, out = set(), []
     for name, d in dirs:
         key = d.resolve() if d.exists() else d.absolute()
@@ -99,9 +108,29 @@ def named_model_dirs() -> list[tuple[str, Path]]:
     return out
 
 
+def writable_models_dir() -> Path:
+    """The model folder new cards, exports, weights and promotions go into: the first of `model_dirs` this user may
+    write (`$STREETWATCH_MODELS`' first, else the checkout's `models/`, else `./models`), never the wheel's copy in
+    site-packages, which a reinstall replaces and other users share. Raises `PermissionError` naming the folders."""
+    candidates = [d for d in model_dirs() if d != SHIPPED_MODELS]
+    for d in candidates:
+        if _may_write(d):
+            return d
+    raise PermissionError("no writable model folder: " + ", ".join(str(d) for d in candidates)
+                          + " cannot be written; set $STREETWATCH_MODELS to a folder you may write")
+
+
+def _may_write(folder: Path) -> bool:
+    """Whether `folder` can be written or created: its nearest existing ancestor is a writable folder."""
+    d = folder.absolute()
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
+
+
 def registry_dir() -> Path:
-    """Where new cards are written: the first model directory (created if needed)."""
-    d = model_dirs()[0] / "registry"
+    """Where new cards are written: `registry/` in `writable_models_dir` (created if needed)."""
+    d = writable_models_dir() / "registry"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -304,7 +333,7 @@ def _download(card: ModelCard) -> Path:
     prepare_ultralytics_env()
     from ultralytics.utils.downloads import attempt_download_asset
 
-    target = model_dirs()[0]
+    target = writable_models_dir()
     target.mkdir(parents=True, exist_ok=True)
     path = Path(attempt_download_asset(str(target / card.download)))
     if not path.is_file():

@@ -665,14 +665,13 @@ def test_a_photo_in_two_data_folders_is_kept_once_with_its_labels_merged(tmp_pat
 
 
 def test_detect_without_a_promoted_verifier_says_what_to_do(tmp_path, monkeypatch, bus_jpg):
-    """A pip-installed streetwatch has no models/verifiers/ (the checkout's): detect stopped with only the missing
+    """No verifier folder has a promoted.yaml (one removed by hand): detect stopped with only the missing
     promoted.yaml's path; it says where to put a verifier and how to run without one."""
     from typer.testing import CliRunner
 
     from streetwatch.cli import app
 
-    monkeypatch.setattr("detect.registry.PROJECT_MODELS", tmp_path)
-    monkeypatch.delenv("STREETWATCH_MODELS", raising=False)
+    monkeypatch.setattr("detect.verifier.verifier_dirs", lambda: [tmp_path / "verifiers"])
     result = CliRunner().invoke(app, ["detect", str(bus_jpg)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert str(tmp_path / "verifiers" / "promoted.yaml") in result.stderr

