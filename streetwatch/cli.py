@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as md
-import re
-import tomllib
-from pathlib import Path
 
 import typer
-from packaging.requirements import Requirement
 
 from detect.runtime_env import prepare_ultralytics_env
-from streetwatch.commands.common import interrupted_code, print_error, stop_like_ctrl_c
+from streetwatch.commands.common import interrupted_code, missing_extra, print_error, stop_like_ctrl_c
 
 # The single list of command modules (streetwatch/commands/<name>.py, each with `register(app)`).
 COMMAND_MODULES = [
@@ -87,9 +82,8 @@ def _user_error(exc: Exception) -> str | None:
     command that opens it, and its URL (password masked) with the driver's reason says what to check; so does one
     whose schema this version will not migrate (newer than this code, or data the new schema cannot hold). A module
     of an extra not installed (uvicorn for `serve`, ultralytics for `models export`) names the extra to install."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name and (extra := _extra_providing(exc.name)):
-        return (f"this command needs the {extra} extra ({exc.name} is not installed): "
-                f"pip install 'streetwatch[{extra}]'")
+    if isinstance(exc, ModuleNotFoundError) and exc.name and (line := missing_extra(exc.name)):
+        return line
     if isinstance(exc, OSError) and exc.filename is not None:
         paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
         reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
@@ -100,45 +94,6 @@ def _user_error(exc: Exception) -> str | None:
     if isinstance(exc, (CaseStoreUnreachable, SchemaRefused)):
         return str(exc)
     return None
-
-
-#: Modules named unlike the distribution that installs them; the others are their distribution's name, `_` for `-`.
-_DISTRIBUTION_OF = {"sklearn": "scikit-learn", "multipart": "python-multipart", "python_multipart": "python-multipart"}
-
-
-def _extra_providing(module: str) -> str | None:
-    """The extra of pyproject.toml that installs `module` (torch, api, postgres, ray), None for one of no extra.
-
-    A deployer who installed less than everything (`pip install streetwatch`, no api) and ran `serve` met a
-    ModuleNotFoundError traceback for uvicorn; the extra's name is what to install."""
-    top = module.split(".")[0]
-    wanted = _normal(_DISTRIBUTION_OF.get(top, top))
-    for extra, requirements in _extras().items():
-        if extra != "all" and any(_normal(Requirement(r).name) == wanted for r in requirements):
-            return extra
-    return None
-
-
-def _extras() -> dict[str, list[str]]:
-    """Each extra's requirements: a source checkout's pyproject.toml (what it declares now, where an editable
-    install's metadata may be older), else the installed distribution's metadata."""
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    if pyproject.is_file():
-        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"].get("optional-dependencies", {})
-    try:
-        requires = md.requires("streetwatch") or []
-    except md.PackageNotFoundError:
-        return {}
-    extras: dict[str, list[str]] = {}
-    for line in requires:
-        if found := re.search(r"""extra\s*==\s*["']([^"']+)["']""", line):
-            extras.setdefault(found.group(1), []).append(line.split(";")[0])
-    return extras
-
-
-def _normal(name: str) -> str:
-    """PEP 503 name: `fastapi_offline` and `fastapi-offline` are one distribution."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 if __name__ == "__main__":

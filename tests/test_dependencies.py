@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from tests.conftest import REPO
 
 PACKAGES = ("detect", "pipelines", "api", "streetwatch", "benchmarks")
@@ -85,3 +87,32 @@ def test_a_command_whose_extra_is_not_installed_names_the_extra():
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == ("error: this command needs the api extra (uvicorn is not installed): "
                                   "pip install 'streetwatch[api]'")
+
+
+@pytest.mark.parametrize("module, extra", [("uvicorn", "api"), ("ultralytics", "torch")])
+def test_demo_without_an_extra_it_needs_names_it_before_doing_anything(tmp_path, module, extra):
+    """`demo` without the api extra loaded the detector, made the footage and started the simulator before failing on
+    uvicorn; without the torch extra it stopped at the photos with its own words. Both say the extra first, nothing
+    written."""
+    out_dir = tmp_path / "demo-out"
+    code = (f"import sys; sys.modules[{module!r}] = None; "
+            f"sys.argv = ['streetwatch', 'demo', '--no-serve', '--out', {str(out_dir)!r}]; "
+            "from streetwatch.cli import main; main()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (f"error: this command needs the {extra} extra ({module} is not installed): "
+                                  f"pip install 'streetwatch[{extra}]'")
+    assert not out_dir.exists()
+
+
+def test_demo_photos_without_ultralytics_name_the_torch_extra(monkeypatch):
+    """The demo's footage made without the ultralytics package (its photos): the console script's line for a missing
+    module names the extra, as for any command, instead of 'run make install'."""
+    from streetwatch.cli import _user_error
+    from streetwatch.demo.media import ultralytics_photos
+
+    monkeypatch.setitem(sys.modules, "ultralytics", None)
+    with pytest.raises(ModuleNotFoundError) as caught:
+        ultralytics_photos()
+    assert _user_error(caught.value) == ("this command needs the torch extra (ultralytics is not installed): "
+                                         "pip install 'streetwatch[torch]'")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
+import importlib.util
 import logging
+import re
 import signal
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+from packaging.requirements import Requirement
 
 if TYPE_CHECKING:
     from pipelines.triage.cases import SpoolRetry
@@ -192,3 +197,59 @@ def say_spool(spool: SpoolRetry) -> None:
         typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} still waiting for the evidence store:")
         for case_id, reason in spool.waiting:
             typer.echo(f"  {case_id}: {reason}")
+
+
+def missing_extra(module: str) -> str | None:
+    """The one line for `module` not installed when an extra of pyproject.toml installs it, None for one of no extra:
+    which extra to install, the same words for every command (`cli` answers a ModuleNotFoundError with it)."""
+    extra = _extra_providing(module)
+    if extra is None:
+        return None
+    return f"this command needs the {extra} extra ({module} is not installed): pip install 'streetwatch[{extra}]'"
+
+
+def require_modules(*modules: str) -> None:
+    """Stop with `missing_extra`'s line for the first of `modules` not installed: a command that imports one only
+    minutes in (demo: uvicorn once the detector, media and simulator are up) checks them before doing anything."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            fail(missing_extra(module) or f"this command needs {module}, which is not installed")
+
+
+#: Modules named unlike the distribution that installs them; the others are their distribution's name, `_` for `-`.
+_DISTRIBUTION_OF = {"sklearn": "scikit-learn", "multipart": "python-multipart", "python_multipart": "python-multipart"}
+
+
+def _extra_providing(module: str) -> str | None:
+    """The extra of pyproject.toml that installs `module` (torch, api, postgres, ray), None for one of no extra.
+
+    A deployer who installed less than everything (`pip install streetwatch`, no api) and ran `serve` met a
+    ModuleNotFoundError traceback for uvicorn; the extra's name is what to install."""
+    top = module.split(".")[0]
+    wanted = _normal(_DISTRIBUTION_OF.get(top, top))
+    for extra, requirements in _extras().items():
+        if extra != "all" and any(_normal(Requirement(r).name) == wanted for r in requirements):
+            return extra
+    return None
+
+
+def _extras() -> dict[str, list[str]]:
+    """Each extra's requirements: a source checkout's pyproject.toml (what it declares now, where an editable
+    install's metadata may be older), else the installed distribution's metadata."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if pyproject.is_file():
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"].get("optional-dependencies", {})
+    try:
+        requires = md.requires("streetwatch") or []
+    except md.PackageNotFoundError:
+        return {}
+    extras: dict[str, list[str]] = {}
+    for line in requires:
+        if found := re.search(r"""extra\s*==\s*["']([^"']+)["']""", line):
+            extras.setdefault(found.group(1), []).append(line.split(";")[0])
+    return extras
+
+
+def _normal(name: str) -> str:
+    """PEP 503 name: `fastapi_offline` and `fastapi-offline` are one distribution."""
+    return re.sub(r"[-_.]+", "-", name).lower()

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import BackendOpt, DeviceOpt, ModelOpt, fail, judgement_or_fail
+from streetwatch.commands.common import BackendOpt, DeviceOpt, ModelOpt, fail, judgement_or_fail, require_modules
 
 
 def register(app: typer.Typer) -> None:
@@ -121,6 +121,11 @@ def _cases(settings) -> list[dict]:
         store.close()
 
 
+DEMO_NEEDS = ("uvicorn", "fastapi", "ultralytics")
+"""Modules of extras the demo needs: the service (api) and the photos its footage is made from (torch: the ultralytics
+package's assets). Checked first: uvicorn was imported only after the detector, media and simulator were up."""
+
+
 def demo(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the service and review pages (127.0.0.1).")] = 8000,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Exit after the first pass instead of serving until Ctrl-C.")] = False,
@@ -137,6 +142,7 @@ def demo(
     the service run on 127.0.0.1. Each run starts the case store afresh; photos dropped into
     <out>/inbox/ are triaged too. See docs/demo.md.
     """
+    require_modules(*DEMO_NEEDS)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
     from detect.evidence import EvidenceKeyError

@@ -44,7 +44,8 @@ def ultralytics_photos() -> list[Path]:
 
     spec = importlib.util.find_spec("ultralytics")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError("the ultralytics package is not installed: run `make install` (pip install -e '.[all]')")
+        # the console script answers it with the line naming the extra (`streetwatch[torch]`), as for any command
+        raise ModuleNotFoundError("No module named 'ultralytics' (the demo's photos are its assets)", name="ultralytics")
     assets = Path(spec.origin).parent / "assets"
     photos = [assets / "bus.jpg", assets / "zidane.jpg"]
     missing = [str(p) for p in photos if not p.is_file()]
