@@ -34,6 +34,7 @@ PROMOTED_FILE = "promoted.yaml"  # in registry/ beside the cards: which model pi
 #: A model id: what cards, promotion records, `train --name` and the ids of models given by path are made of (it is
 #: also a file stem in models/).
 MODEL_ID = r"^[A-Za-z0-9._-]+$"
+WEIGHT_SUFFIXES = (".pt", ".onnx")  #: weights files `--model` takes by path (Ultralytics/PyTorch, ONNX Runtime)
 _NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -184,6 +185,11 @@ def get_card(model_id: str) -> ModelCard:
         return ModelCard(id=model_id, format="pt", files=[f"{model_id}.pt"], download=f"{model_id}.pt",
                          source="Ultralytics release")
     known = ", ".join(sorted(c.id for c in list_cards())) or "none"
+    path = Path(model_id)
+    if path.exists():  # a file or folder given by mistake: "nor a file path" was wrong about it
+        what = "a folder" if path.is_dir() else f"a {path.suffix} file" if path.suffix else "a file without a suffix"
+        raise ModelNotFoundError(f"model '{model_id}' is {what}, not a model: give a registered id (known: {known}) or "
+                                 f"a weights file ({' or '.join(WEIGHT_SUFFIXES)})")
     raise ModelNotFoundError(f"unknown model '{model_id}': not a registered id (known: {known}) nor a file path")
 
 
@@ -202,7 +208,7 @@ def resolve_weights(model: str | Path) -> tuple[Path, ModelCard | None]:
     Raises `ModelNotFoundError` with the searched directories and the fix.
     """
     path = Path(model)
-    if path.suffix in (".pt", ".onnx") or path.is_file():
+    if path.suffix in WEIGHT_SUFFIXES:  # another file is refused by get_card, saying what it is
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path}")
         return path, None

@@ -46,6 +46,19 @@ def test_release_names_get_an_implicit_card_and_unknown_ids_are_refused():
         get_card("street-magic")
 
 
+@pytest.mark.parametrize("name, what", [("notes.txt", "a .txt file"), ("weights", "a folder"), ("Modelfile", "a file without a suffix")])
+def test_a_model_given_as_a_file_of_another_kind_says_what_it_is(tmp_path, monkeypatch, name, what):
+    """--model naming an existing file that is not .pt/.onnx, or a folder, was told it is "nor a file path"; the line
+    says what it is and what --model takes (the torch backend, through resolve_weights, took any file as weights)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir() if what == "a folder" else (tmp_path / name).write_text("not weights", encoding="utf-8")
+    for lookup in (get_card, resolve_weights):
+        with pytest.raises(ModelNotFoundError) as err:
+            lookup(name)
+        assert str(err.value).startswith(f"model '{name}' is {what}, not a model: give a registered id (known: ")
+        assert str(err.value).endswith(") or a weights file (.pt or .onnx)")
+
+
 def test_ultralytics_plots_offline_with_the_local_font():
     """Plotting (training curves, labels) must find Arial.ttf locally instead of fetching it."""
     code = (
