@@ -32,7 +32,7 @@ from api.config import ServiceConfig, named_files
 from api.metrics import ApiMetrics
 from detect.config_io import write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
-from pipelines.cases.store import CaseStore
+from pipelines.cases.store import CaseStore, CaseStoreUnreachable
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
@@ -204,6 +204,20 @@ def no_cases_error(reason: str) -> str:
     with its violations in no review queue. The inspector cannot mend it; the admin reads the English half."""
     return (f"无法生成候选案件，任务未处理，请联系管理员 cases cannot be written: {reason}; fix it and upload again, "
             "or set service.triage.cases: false for reports without cases")
+
+
+STORE_DOWN = ("案件库暂时无法连接，任务未完成，请稍后重新上传 the case store could not be reached while the job ran; "
+              "upload again once it is back (the server log names the store and the reason)")
+"""The error of an upload job (photos or a patrol video) that found the case store unreachable (a database restarted
+or down): its URL and the driver's reason stay in the server log, as the API's 503 case-store-unreachable keeps them."""
+
+
+def job_failure(what: str, exc: Exception) -> str:
+    """The error a job (`what`: "triage job ID", "patrol job ID") that failed on `exc` shows its uploader, logged with
+    its traceback: the case store unreachable is `STORE_DOWN` (the driver's words named the database's host, port, user
+    and name, or a SQLite file's server path), anything else its type and message."""
+    log.error("%s failed", what, exc_info=exc)
+    return STORE_DOWN if isinstance(exc, CaseStoreUnreachable) else f"{type(exc).__name__}: {exc}"
 
 
 def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[str, Any]:
@@ -432,8 +446,7 @@ class TriageJobs:
             self._failed(job_id, no_cases_error(exc.reason))
             return
         except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
-            log.exception("triage job %s failed", job_id)
-            self._failed(job_id, f"{type(exc).__name__}: {exc}")
+            self._failed(job_id, job_failure(f"triage job {job_id}", exc))
             return
         finally:
             self.metrics.jobs_running.dec()

@@ -553,3 +553,48 @@ def test_a_job_failed_by_the_map_zones_grades_file_names_it_by_its_setting(tmp_p
     assert job["state"] == "failed", job
     assert job["error"].startswith("ConfigError: grades file of service.triage.scene_zones: not valid YAML"), job["error"]
     assert str(tmp_path) not in json.dumps(job, ensure_ascii=False)
+
+
+def _store_gone_on_first_use(app, detector, database: Path) -> Path:
+    """The job's detector, loaded on first use (at the job's start), with the SQLite case store's file moved aside at
+    that moment, as a database restarted under a running `serve`: the job finds the store unreachable. Where it went."""
+    aside = database.with_name("aside.db")
+
+    def load():
+        database.rename(aside)
+        return detector
+
+    app.state.ctx.jobs._detector_factory = load
+    return aside
+
+
+def _ended(folder: Path, deadline_s: float = 120) -> dict:
+    """The job in `folder` once it ended, read from its job.json (the API needs the case store for the token)."""
+    from api.jobs import read_job
+
+    end = time.monotonic() + deadline_s
+    while (job := read_job(folder))["state"] in ("queued", "running"):
+        assert time.monotonic() < end, job
+        time.sleep(0.2)
+    return job
+
+
+def test_a_job_finding_the_case_store_unreachable_says_so_without_naming_it(uploads, tmp_path, onnx_detector, bus_jpg, caplog):
+    """Soak (the database restarted under `serve`): a job running then failed 'CaseStoreUnreachable: cannot open the
+    case store postgresql+psycopg://user@host:port/db: connection failed: …' (a SQLite file's server path), shown to
+    the inspector, in English; it says in Chinese and English that the case store could not be reached and to upload
+    again, the server log naming the store and the reason, as the API's 503 case-store-unreachable does."""
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    database = tmp_path / "cases.db"
+    aside = _store_gone_on_first_use(app, onnx_detector, database)
+    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+    assert created.status_code == 202, created.text
+    assert _ended(app.state.ctx.jobs.root / created.json()["id"])["state"] == "failed"
+    aside.rename(database)
+    job = client.get(f"/api/v1/triage/jobs/{created.json()['id']}", headers=inspector).json()
+    assert job["state"] == "failed"
+    assert job["error"].startswith("案件库暂时无法连接，任务未完成，请稍后重新上传 the case store could not be reached"), job["error"]
+    assert str(tmp_path) not in job["error"] and "CaseStoreUnreachable" not in job["error"]
+    logged = [r for r in caplog.records if r.getMessage() == f"triage job {job['id']} failed"]
+    assert logged and str(database) in str(logged[0].exc_info[1])  # the log keeps the store and the reason

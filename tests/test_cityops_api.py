@@ -198,6 +198,30 @@ def _finished(client, headers, *jobs: dict) -> list[dict]:
         time.sleep(0.5)
 
 
+def test_a_patrol_job_finding_the_case_store_unreachable_says_so_without_naming_it(city, clip, tmp_path, onnx_detector, caplog):  # noqa: F811
+    """Soak (the database restarted under `serve`): a patrol job running then failed with the store's URL and the
+    driver's words shown to the inspector (a SQLite file's server path) and nothing in the server log; it says what a
+    photo upload's job says (`api.jobs.STORE_DOWN`), the log keeping the store and the reason."""
+    from tests.test_api_uploads import _ended, _store_gone_on_first_use
+
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    database = tmp_path / "cases.db"
+    aside = _store_gone_on_first_use(app, onnx_detector, database)
+    srt_path = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START)
+    created = client.post("/api/v1/patrol/jobs", headers=inspector, files={"video": ("巡查 0310.mp4", clip.read_bytes(), "video/mp4"),
+                                                                         "track": ("drive.srt", srt_path.read_bytes(), "text/plain")})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    _ended(tmp_path / "service" / "patrol" / job_id)
+    aside.rename(database)
+    job = client.get(f"/api/v1/patrol/jobs/{job_id}", headers=inspector).json()
+    assert job["state"] == "failed" and job["error"].startswith("案件库暂时无法连接，任务未完成，请稍后重新上传"), job["error"]
+    assert str(tmp_path) not in job["error"]
+    logged = [r for r in caplog.records if r.getMessage() == f"patrol job {job_id} failed"]
+    assert logged and str(database) in str(logged[0].exc_info[1])
+
+
 def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F811
     app, client, tokens = city
     srt_path = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START)

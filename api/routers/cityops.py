@@ -31,7 +31,7 @@ from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.exports import Export
-from api.jobs import UNFINISHED, as_uploaded, newest_jobs, no_cases_error, read_job, spool_shown, write_job
+from api.jobs import UNFINISHED, as_uploaded, job_failure, newest_jobs, no_cases_error, read_job, spool_shown, write_job
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -568,7 +568,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
-        write_job(folder, {**job, "state": "failed", "error": shown(f"{type(exc).__name__}: {exc}"),
+        write_job(folder, {**job, "state": "failed", "error": shown(job_failure(f"patrol job {job['id']}", exc)),
                             "finished_at": datetime.now(UTC).isoformat()})
         return
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
