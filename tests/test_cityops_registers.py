@@ -678,3 +678,41 @@ def test_register_rows_saying_as_above_join_the_shop_above(tmp_path):
     assert sorted(shops) == ["张记五金", "张记五金文三路 5 号", "李家水果文三路 1 号", "王记面馆文三路 1 号"]
     assert len(shops["王记面馆文三路 1 号"].frontages) == 3 and shops["王记面馆文三路 1 号"].id == "91330106MA27XY0001"
     assert shops["李家水果文三路 1 号"].licence_no is None
+
+
+def test_two_syncs_of_the_call_out_list_at_once_both_answer(fresh_postgres_url):
+    """Soak: two clerks opening the city page at once (GET /callout syncs the list first, as its export does) both
+    looked for a new number before either wrote it, and the second insert failed on the key: a 500 (IntegrityError
+    UniqueViolation on callout_numbers_pkey). Held at a barrier so the race happens every run; both lists answer, the
+    number once. PostgreSQL: SQLite's writers queue (BEGIN IMMEDIATE), the second looking after the first wrote."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from tests.analytics_helpers import G1, CaseMaker, local
+
+    store = CaseStore(fresh_postgres_url)
+    CaseMaker(store).add("flyposting", G1, local(3), phones=["13800138000"])
+    both_looked = threading.Barrier(2, timeout=30)
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def _wait_for_the_other(conn, cursor, statement, *_):
+        if statement.startswith("INSERT INTO callout_numbers") and threading.current_thread().name.startswith("sync-"):
+            both_looked.wait()
+
+    outcomes: list = []
+
+    def sync() -> None:
+        try:
+            outcomes.append(CallOutList(store.engine).sync())
+        except Exception as exc:  # noqa: BLE001 - the outcome compared
+            outcomes.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    threads = [threading.Thread(target=sync, name=f"sync-{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == [1, 1]
+    assert [e.number for e in CallOutList(store.engine).entries()] == ["13800138000"]
+    store.close()

@@ -145,15 +145,25 @@ class CallOutList:
                     if image:
                         s["photos"].append(f"{m['id']}/{image}")
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        facts = {number: {"first_seen": s["first"], "last_seen": s["last"], "count": len(s["cases"]), "cases": s["cases"],
+                          "places": s["places"], "photos": s["photos"], "squad": self.squad_of(s["cell"]), "updated_at": now}
+                 for number, s in seen.items()}
+        try:
+            return self._write_sightings(facts)
+        except sa.exc.IntegrityError:
+            # Another sync (the city page's list, an export: each syncs first) inserted a new number after this one
+            # looked; PostgreSQL only (SQLite's writers queue). It is known now: written again, its facts updated.
+            return self._write_sightings(facts)
+
+    def _write_sightings(self, facts: dict[str, dict[str, Any]]) -> int:
+        """Each number's `facts` in one transaction: updated when listed, else entered as `to_call`; the list's length."""
+        with self._writer.begin() as conn:
             known = {r.number for r in conn.execute(sa.select(callout_numbers.c.number))}
-            for number, s in seen.items():
-                facts = {"first_seen": s["first"], "last_seen": s["last"], "count": len(s["cases"]), "cases": s["cases"],
-                         "places": s["places"], "photos": s["photos"], "squad": self.squad_of(s["cell"]), "updated_at": now}
+            for number, values in facts.items():
                 if number in known:
-                    conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**facts))
+                    conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**values))
                 else:
-                    conn.execute(callout_numbers.insert().values(number=number, status=Status.TO_CALL.value, **facts))
+                    conn.execute(callout_numbers.insert().values(number=number, status=Status.TO_CALL.value, **values))
             return conn.execute(sa.select(sa.func.count()).select_from(callout_numbers)).scalar_one()
 
     # ---- reading --------------------------------------------------------------------------
