@@ -648,3 +648,18 @@ def test_the_store_serves_serve_s_threads_at_once_and_takes_the_pool_settings_on
     lines = str(refused.value).splitlines()
     assert any(line.startswith(f"{settings}: cases.pool_size: ") for line in lines), lines
     assert any(line.startswith(f"{settings}: cases.pool_timeout: ") for line in lines), lines
+
+
+def test_a_connection_lost_under_a_query_is_the_store_unreachable_and_the_next_query_works(fresh_postgres_url):
+    """Soak (the database server restarted under `serve`): a query in flight on a connection the server closed raised
+    the driver's OperationalError ('consuming input failed: server closed the connection unexpectedly'), which `serve`
+    answered 500 with its traceback and a running job showed in the driver's words; it is CaseStoreUnreachable, as a
+    connection that cannot be opened is (503 case-store-unreachable), and the pool opens a new one for the next query."""
+    from pipelines.cases import CaseQuery
+
+    store = CaseStore(fresh_postgres_url)
+    with pytest.raises(CaseStoreUnreachable, match="connection lost while in use: .*terminating connection"):
+        with store.engine.connect() as conn:  # the server ends the connection under its query, as a restart ends each
+            conn.execute(sa.text("select pg_terminate_backend(pg_backend_pid())"))
+    assert store.search(CaseQuery())[1] == 0  # a new connection: the store works again
+    store.close()

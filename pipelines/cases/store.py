@@ -440,12 +440,16 @@ def make_engine(url: str, pool: PoolLimits | None = None) -> Engine:
 
 
 def _unreachable_store(ctx: sa.engine.ExceptionContext) -> CaseStoreUnreachable | None:
-    """A failure to connect (no connection yet; not the pool's ping of an old one, which it replaces by
-    itself) as CaseStoreUnreachable naming the engine's URL without its password; other errors unchanged."""
-    if (ctx.connection is not None or ctx.is_pre_ping or ctx.engine is None
+    """A failure to connect (no connection yet; not the pool's ping of an old one, which it replaces by itself), or a
+    connection lost while in use (the database server restarted or stopped under a query: the driver's disconnect,
+    which `serve` answered 500 with a traceback and a job showed in the driver's words), as CaseStoreUnreachable
+    naming the engine's URL without its password; other errors unchanged."""
+    if (ctx.is_pre_ping or ctx.engine is None or (ctx.connection is not None and not ctx.is_disconnect)
             or not isinstance(ctx.sqlalchemy_exception, (sa.exc.OperationalError, sa.exc.InterfaceError))):
         return None
     reason = "; ".join(line.strip() for line in str(ctx.original_exception).splitlines() if line.strip())
+    if ctx.connection is not None:
+        reason = f"connection lost while in use: {reason}"
     return CaseStoreUnreachable(ctx.engine.url.render_as_string(hide_password=True), reason)
 
 
