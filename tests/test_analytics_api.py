@@ -95,7 +95,8 @@ def test_scores_by_a_squad_no_cell_names_is_a_server_side_problem(api, tmp_path)
         by_grid = client.get("/api/v1/scores", params={"period": "2026-11", "by": "grid"}, headers=who)
     finally:
         settings.analytics.grid = before
-    assert answer.status_code == 503 and "analytics.grid: no cell names its squad (property `squad`; the cells have: id, 中队)" in answer.json()["detail"]
+    assert answer.status_code == 503 and answer.json()["detail"].startswith("analytics: analytics.grid：网格中没有单元格标明中队（属性 `squad`），无法按中队评分 — ")
+    assert "analytics.grid: no cell names its squad (property `squad`; the cells have: id, 中队)" in answer.json()["detail"]
     assert by_grid.status_code == 200 and {u["unit"] for u in by_grid.json()["units"]} == {G1, G2, G3, G4}
 
 
@@ -114,6 +115,20 @@ def test_scores_carry_the_cutoff_files_warnings_naming_it_by_its_setting(api, tm
     assert answer.status_code == 200, answer.text
     assert answer.json()["warnings"] == ["analytics.cutoffs 第 11 行与表头相同，已跳过 — analytics.cutoffs: row 11 repeats the header, skipped"]
     assert {u["unit"]: u["score"] for u in answer.json()["units"]} == {"一中队": 42, "二中队": 26}  # the rows above it count
+
+
+def test_scores_by_street_without_a_grid_say_why_in_chinese_first(api):
+    """Soak: the scores page offers 街道 street and 中队 squad whatever the settings; without `analytics.grid` (the
+    default) it showed '503: analytics: analytics.grid is not set: …', English alone, to city staff."""
+    client, who, _, settings = api
+    before, settings.analytics.grid = settings.analytics.grid, None
+    try:
+        answer = client.get("/api/v1/scores", params={"period": "2026-11", "by": "street"}, headers=who)
+    finally:
+        settings.analytics.grid = before
+    assert answer.status_code == 503
+    assert answer.json()["detail"] == ("analytics: 未设置网格文件 analytics.grid，无法按街道评分 — analytics.grid is not set: a "
+                                       "case's street is its grid cell's `street` property in that file")
 
 
 @pytest.mark.parametrize("setting, name, text, path, params, detail", [

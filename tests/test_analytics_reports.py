@@ -403,12 +403,12 @@ def test_scores_by_street_or_squad_need_cells_that_name_them(city, tmp_path):
     settings.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}, "analytics": {"grid": str(grid)}}, allow_unicode=True))
     done = _run("score", "--period", "2026-11", "--by", "squad", "--config", str(settings), "--out", str(tmp_path))
     assert done.exit_code == 2 and not (tmp_path / "scores-2026-11-squad.json").exists(), done.stdout
-    assert (f"--by squad: {grid}: no cell names its squad (property `squad`; the cells have: id, name, 中队, 街道), "
-            "so every case would count under (未标注 none)") in done.stderr, done.stderr
+    assert (f"--by squad: {grid}：网格中没有单元格标明中队（属性 `squad`），无法按中队评分 — {grid}: no cell names its squad "
+            "(property `squad`; the cells have: id, name, 中队, 街道), so every case would count under (未标注 none)") in done.stderr, done.stderr
     no_grid = tmp_path / "no-grid.yaml"
     no_grid.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}}))
     done = _run("score", "--period", "2026-11", "--by", "street", "--config", str(no_grid), "--out", str(tmp_path))
-    assert done.exit_code == 2 and "--by street: analytics.grid is not set" in done.stderr, done.stderr
+    assert done.exit_code == 2 and "--by street: 未设置网格文件 analytics.grid，无法按街道评分 — analytics.grid is not set" in done.stderr, done.stderr
     done = _run("score", "--period", "2026-11", "--by", "grid", "--config", str(settings), "--out", str(tmp_path))
     assert done.exit_code == 0 and (tmp_path / "scores-2026-11-grid.json").exists(), done.stderr  # cells are still cells
 

@@ -64,10 +64,13 @@ class Places:
         names one: a grid file without those properties (a GIS export's 街道/中队 or STREET are not read), or none."""
         if by not in ("street", "squad") or self.known_units(by):
             return
+        zh = UNIT_NAMES_ZH[by]  # the scores page shows the reason to city staff as it comes: Chinese first
         if self.grid_file is None:
-            raise ConfigError(f"analytics.grid is not set: a case's {by} is its grid cell's `{by}` property in that file")
-        raise ConfigError(f"{self.grid_file}: no cell names its {by} (property `{by}`; the cells have: "
-                          f"{', '.join(sorted(self.grid_properties))}), so every case would count under {NONE_UNIT}")
+            raise ConfigError(f"未设置网格文件 analytics.grid，无法按{zh}评分 — analytics.grid is not set: a case's {by} is "
+                              f"its grid cell's `{by}` property in that file")
+        raise ConfigError(f"{self.grid_file}：网格中没有单元格标明{zh}（属性 `{by}`），无法按{zh}评分 — {self.grid_file}: no cell "
+                          f"names its {by} (property `{by}`; the cells have: {', '.join(sorted(self.grid_properties))}), "
+                          f"so every case would count under {NONE_UNIT}")
 
     def cells_where(self, *, streets: list[str] | None = None, squads: list[str] | None = None) -> set[str]:
         """Codes of the cells in any of `streets` (and any of `squads`)."""
