@@ -94,8 +94,11 @@ def model_dirs() -> list[Path]:
 
 def named_model_dirs() -> list[tuple[str, Path]]:
     """(name, directory) of `model_dirs`, each named as the docs name it (`$STREETWATCH_MODELS`, the project's `models`,
-    `./models`): how the service names them in what it answers, never by the server's path (`api.config.named_files`)."""
-    dirs = [("$STREETWATCH_MODELS", Path(p).expanduser()) for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
+    `./models`): how the service names them in what it answers, never by the server's path (`api.config.named_files`).
+    Several `$STREETWATCH_MODELS` folders are named by their place in it, counted from 1 (`$STREETWATCH_MODELS[2]`),
+    so an admin can tell which one an error means."""
+    env = [Path(p).expanduser() for p in os.environ.get("STREETWATCH_MODELS", "").split(os.pathsep) if p]
+    dirs = [(f"$STREETWATCH_MODELS[{i}]" if len(env) > 1 else "$STREETWATCH_MODELS", d) for i, d in enumerate(env, 1)]
     local = ("./models", Path.cwd() / "models")
     # the wheel's copy comes last: the deployer's folders (their promotions, exports) before the shipped defaults
     project = ("models", PROJECT_MODELS)

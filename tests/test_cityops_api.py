@@ -188,6 +188,23 @@ def test_a_verifier_that_cannot_judge_is_a_503_naming_its_setting_not_its_folder
     assert (str(REPO / "models" / "verifiers") if verifier == "street-v99" else card) in caplog.text  # the log keeps it
 
 
+def test_several_model_folders_are_named_by_their_place_in_streetwatch_models(tmp_path, monkeypatch):
+    """Every folder of `$STREETWATCH_MODELS` was named `$STREETWATCH_MODELS` in what the API answers, so with several
+    an admin could not tell which one an error meant; each is named by its place in it, counted from 1."""
+    from api.config import named_files
+    from detect.verifier import VerifierError, find_card
+
+    monkeypatch.setenv("STREETWATCH_MODELS", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]))
+    settings = settings_for(tmp_path, triage={"verifier": "street-v99"})
+    with pytest.raises(VerifierError) as err:
+        find_card("street-v99")
+    named = settings.named_by_setting(str(err.value), files=named_files(settings.service))
+    assert named.startswith("verifier 'street-v99' not found in $STREETWATCH_MODELS[1]/verifiers, "
+                            "$STREETWATCH_MODELS[2]/verifiers, models/verifiers"), named
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "a"))  # one folder: its name alone
+    assert [name for name, _ in named_files(settings.service)][0] == "$STREETWATCH_MODELS"
+
+
 def _finished(client, headers, *jobs: dict) -> list[dict]:
     """The patrol jobs polled until each is done or failed (or 240 s have passed)."""
     deadline = time.monotonic() + 240
