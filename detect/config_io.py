@@ -17,6 +17,7 @@ import os
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,10 +149,43 @@ def _binary_kind(data: bytes) -> str | None:
 JSON_SUFFIXES = (".json", ".geojson")
 
 
+#: A file's change stamp (modified time in ns, size, inode; None: it cannot be read), what `files_read` records.
+Stamp = tuple[int, int, int] | None
+_READ: ContextVar[list[tuple[Path, Stamp]] | None] = ContextVar("files_read", default=None)
+
+
+def stamp_of(path: Path) -> Stamp:
+    """`path`'s change stamp: its modified time, size and inode, so an edit within the clock's tick or a file replaced
+    by another (`write_text_atomic`) changes it too."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+@contextmanager
+def files_read() -> Iterator[list[tuple[Path, Stamp]]]:
+    """(path, stamp before reading) of every file `read_mapping` reads within the block, those it could not read
+    too, and those of a block within it: what a cache of a loaded file (`api.routers.analytics.loaded_file`) checks, as
+    a map-zones file's grades file, which no setting names, is read through the zones file."""
+    outer = _READ.get()
+    read: list[tuple[Path, Stamp]] = []
+    token = _READ.set(read)
+    try:
+        yield read
+    finally:
+        _READ.reset(token)
+        if outer is not None:
+            outer.extend(read)
+
+
 def read_mapping(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or JSON file (by its suffix, `JSON_SUFFIXES`) whose top level must be a mapping; a key written
     twice in one mapping is refused (naming the key, and both lines in YAML) rather than read as the last one."""
     path = Path(path)
+    if (read := _READ.get()) is not None:
+        read.append((path, stamp_of(path)))
     kind = "JSON" if path.suffix.lower() in JSON_SUFFIXES else "YAML"
     try:
         data = path.read_bytes()

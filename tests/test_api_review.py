@@ -392,6 +392,39 @@ def test_a_changed_map_zones_file_is_read_again_for_a_retype(tmp_path, monkeypat
         assert retyped("illegal_parking") == "general"  # the type's: a secondary road's raises it no more
 
 
+def test_a_changed_grades_file_of_the_map_zones_is_read_again_for_a_retype(tmp_path, monkeypatch, bus_event):
+    """The map zones were loaded again when their file changed, not when the grades file it names did (no setting
+    names it), so a main road whose grade was made milder while `serve` ran still gave a retyped parked car the main
+    road's severity; an edit of the grades file alone is taken at the next retype."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
+    zones, grades = tmp_path / "zones" / "zones.geojson", tmp_path / "zones" / "grades.yaml"
+    zones.parent.mkdir()
+    zones.write_text(json.dumps({"type": "FeatureCollection", "grades": "grades.yaml", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
+         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": "main"}}]}), encoding="utf-8")
+
+    def main_road(illegal_parking: str) -> None:
+        grades.write_text("grades:\n  main:\n    name_zh: 主要道路\n    name_en: Main road\n    thresholds:\n"
+                          f"      illegal_parking: {illegal_parking}\n", encoding="utf-8")
+
+    main_road("{dwell_s: 60, severity: major}")
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
+    [a] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "batch-1", "zone_id": "wensan-road",
+                                        "violation_type": "nonmotor_parking", "severity": "general"}])
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def retyped(vtype: str) -> str:
+            answer = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": vtype})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["details"]["severity"]
+
+        assert retyped("illegal_parking") == "major"  # the main road's, as first read
+        main_road("{dwell_s: 120}")  # the zones file untouched
+        assert retyped("nonmotor_parking") == "general"
+        assert retyped("illegal_parking") == "general"  # the type's: the milder main road raises it no more
+
+
 def test_a_map_zones_grades_file_that_cannot_be_read_is_named_not_by_its_server_path(tmp_path, monkeypatch, bus_event):
     """The grades file a map-zones file names (its `grades:`) is named by no setting, so the 503 of a retype whose
     zones it made unreadable quoted its server path (/srv/.../grades.yaml: not valid YAML); it is named as the cameras

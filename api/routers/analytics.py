@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
-from functools import lru_cache
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -29,7 +29,7 @@ from api.uploads import CHUNK
 from api.problems import Problem, invalid, problems, unusable
 from api.routers.pages import REPORT_HEADERS
 from detect.cityzones import geometry_of
-from detect.config_io import ConfigError
+from detect.config_io import ConfigError, Stamp, files_read, stamp_of
 from pipelines.analytics.casedata import CaseFact, CaseFilter, iter_cases, load_cases
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.export import COLUMNS, EXPORT_SHEET, FilterError, case_filter, export_rows
@@ -100,14 +100,6 @@ class ReportListing(BaseModel):
     files: list[str] = Field(description="Files of the report present in the folder.")
 
 
-def mtime_of(path: Path | None) -> int:
-    """A file's change stamp for the caches that reload it (0: no file set, -1: unreadable)."""
-    try:
-        return path.stat().st_mtime_ns if path is not None else 0
-    except OSError:
-        return -1
-
-
 T = TypeVar("T")
 
 
@@ -124,17 +116,35 @@ class Same:
         return isinstance(other, Same) and other.value is self.value
 
 
-def loaded_file(load: Callable[..., T], *args: Hashable, files: tuple[Path | None, ...]) -> T:
-    """`load(*args)` read once and again only when one of `files` (what it reads) changes (`mtime_of`): the one cache
-    of the configuration files routes read (the analytics sheet and map files, the grid and map zones a retype or a
-    move reads), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
+#: Loaded files kept (`loaded_file`): the sheet, the map's, the case routes' grid and zones, and one description per
+#: report folder, which `GET /reports` lists (a few years of daily, weekly and monthly reports).
+LOADED_FILES_KEPT = 4096
+_LOADED: OrderedDict[tuple[Callable[..., Any], tuple[Hashable, ...]], tuple[list[tuple[Path, Stamp]], Any]] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded_file(load: Callable[..., T], *args: Hashable) -> T:
+    """`load(*args)` read once and again only when a file it read changes (`config_io.stamp_of` of each file
+    `config_io.files_read` saw it read, a map-zones file's grades file too): the one cache of the configuration files
+    routes read (the analytics sheet and map files, the grid and map zones a retype or a move reads, the reports'
+    descriptions), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
     `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept."""
-    return _loaded(load, args, tuple(mtime_of(f) for f in files))
-
-
-@lru_cache(maxsize=8)
-def _loaded(load: Callable[..., Any], args: tuple[Hashable, ...], _stamps: tuple[int, ...]) -> Any:
-    return load(*(a.value if isinstance(a, Same) else a for a in args))
+    key = (load, args)
+    with _LOADED_LOCK:
+        kept = _LOADED.get(key)
+    if kept is not None and all(stamp_of(path) == stamp for path, stamp in kept[0]):
+        with _LOADED_LOCK:
+            if key in _LOADED:
+                _LOADED.move_to_end(key)
+        return kept[1]
+    with files_read() as read:
+        value = load(*(a.value if isinstance(a, Same) else a for a in args))
+    with _LOADED_LOCK:
+        _LOADED[key] = (read, value)
+        _LOADED.move_to_end(key)
+        while len(_LOADED) > LOADED_FILES_KEPT:
+            _LOADED.popitem(last=False)
+    return value
 
 
 def _places_of(config_json: str) -> Places:
@@ -145,7 +155,7 @@ def sheet_for(ctx: AppContext) -> Sheet:
     """The deployment's scoring sheet (`analytics.sheet`, default the shipped example), loaded again when the file changes."""
     cfg = _config(ctx)
     try:
-        return loaded_file(load_sheet, str(cfg.sheet) if cfg.sheet else None, files=(cfg.sheet,))
+        return loaded_file(load_sheet, str(cfg.sheet) if cfg.sheet else None)
     except ConfigError as exc:
         raise unusable(ctx, "analytics", exc, "analytics-config") from None
 
@@ -158,7 +168,7 @@ def _places(ctx: AppContext) -> Places:
     """The grid and zone files, loaded once and again when either file changes."""
     cfg = _config(ctx)
     try:
-        return loaded_file(_places_of, cfg.model_dump_json(), files=(cfg.grid, cfg.zones))
+        return loaded_file(_places_of, cfg.model_dump_json())
     except ConfigError as exc:
         raise unusable(ctx, "analytics map files", exc, "analytics-config") from None
 

@@ -461,12 +461,12 @@ T = TypeVar("T")
 
 def _upload_file(ctx: AppContext, setting: str, path: Path | None, load: Callable[..., T], *args: Hashable) -> T | None:
     """The file `setting` names, that upload jobs judge photos by, as `load(path, taxonomy, *args)` reads it with the
-    app's taxonomy; loaded again when it changes (`loaded_file`). None: not set. One that cannot be read is 503 naming
-    it by its setting (the log gives its path)."""
+    app's taxonomy; loaded again when it or a file it names (its grades file) changes (`loaded_file`). None: not set.
+    One that cannot be read is 503 naming it by its setting (the log gives its path)."""
     if path is None:
         return None
     try:
-        return loaded_file(load, path, Same(ctx.taxonomy), *args, files=(path,))
+        return loaded_file(load, path, Same(ctx.taxonomy), *args)
     except ConfigError as exc:
         raise unusable(ctx, f"{setting} unusable", exc) from None
 
