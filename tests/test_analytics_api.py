@@ -268,6 +268,44 @@ def test_latest_reports_are_listed_and_served(api):
         assert client.get(path, headers=who).status_code == 404, path
 
 
+def test_a_report_json_that_cannot_be_read_is_logged_once_and_a_rewritten_one_listed_anew(tmp_path, caplog):
+    """GET /reports read every folder's whole report.json (tables included) at each listing and passed over one it
+    could not read without a word; each description is read once per change of its file, and one that cannot be read
+    is logged once per change, naming the report, the others listed all the same."""
+    import logging
+
+    settings = settings_for(tmp_path)
+    settings.analytics.reports_dir = tmp_path / "reports"
+    app, tokens = make_app(settings, resume_jobs=False)
+
+    def report(name: str, text: str) -> None:
+        (settings.analytics.reports_dir / name).mkdir(parents=True, exist_ok=True)
+        (settings.analytics.reports_dir / name / "report.json").write_text(text, encoding="utf-8")
+
+    def described(title: str, generated_at: str) -> str:
+        return json.dumps({"title": title, "kind": "month", "label": "2026-11", "generated_at": generated_at,
+                           "summary": {"cases": 3}, "tables": {"by_type": {"title": "t", "columns": ["a"], "rows": [[1]]}}},
+                          ensure_ascii=False)
+
+    report("month-2026-11", described("月通报 2026-11", "2026-12-01T08:00:00+08:00"))
+    report("month-2026-10", '{"title": "月通报 2026-10", ')  # cut short
+    with TestClient(app, raise_server_exceptions=False) as client, \
+            caplog.at_level(logging.WARNING, logger="api.routers.analytics"):
+        def listed() -> list[tuple[str, str]]:
+            answer = client.get("/api/v1/reports", headers=auth(tokens["inspector"]))
+            assert answer.status_code == 200, answer.text
+            assert str(tmp_path) not in answer.text and all("tables" not in r for r in answer.json())
+            return [(r["name"], r["title"]) for r in answer.json()]
+
+        assert listed() == listed() == [("month-2026-11", "月通报 2026-11")]
+        unreadable = [r.getMessage() for r in caplog.records if "month-2026-10" in r.getMessage()]
+        assert len(unreadable) == 1, unreadable  # once, not at each listing
+        assert unreadable[0].startswith("GET /reports: report month-2026-10 is not listed: its report.json cannot be read: ")
+        report("month-2026-11", described("月通报 2026-11（修订）", "2026-12-01T08:00:00+08:00"))
+        report("month-2026-10", described("月通报 2026-10", "2026-11-01T08:00:00+08:00"))
+        assert listed() == [("month-2026-11", "月通报 2026-11（修订）"), ("month-2026-10", "月通报 2026-10")]
+
+
 def test_a_reviewer_tags_a_stall_food_on_site_and_the_score_counts_it_as_such(tmp_path):
     """The example sheet deducts 2 for a stall that cooks food on the spot (tag food_on_site) instead of 1: a reviewer
     sets the tag on the case (PATCH, as the queue page does) and the score follows; the sheet's tags are in /meta."""

@@ -3,7 +3,7 @@ with counts, and the latest analysis reports (docs/analytics.md)."""
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 import tempfile
 import threading
@@ -29,7 +29,7 @@ from api.uploads import CHUNK
 from api.problems import Problem, invalid, problems, unusable
 from api.routers.pages import REPORT_HEADERS
 from detect.cityzones import geometry_of
-from detect.config_io import ConfigError, Stamp, files_read, stamp_of
+from detect.config_io import ConfigError, Stamp, files_read, read_mapping, stamp_of
 from pipelines.analytics.casedata import CaseFact, CaseFilter, iter_cases, load_cases
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.export import COLUMNS, EXPORT_SHEET, FilterError, case_filter, export_rows
@@ -43,6 +43,7 @@ from pipelines.cityops.callout import number_status_source
 
 router = APIRouter(tags=["analytics"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 MAP_CASES_LIMIT = 500
 CSV = "text/csv; charset=utf-8"
@@ -382,18 +383,29 @@ async def _gated_json(ctx: AppContext, build: Callable[[], BaseModel]) -> Respon
 
 
 def _report_dirs(ctx: AppContext) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, description) of each report in `analytics.reports_dir`, newest first; one whose report.json cannot be
+    read is left out (`_report_description` logs it)."""
     root = _config(ctx).reports_dir
     out = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         meta_file = folder / "report.json"
         if folder.is_dir() and _NAME.match(folder.name) and meta_file.is_file():
-            try:
-                meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            meta.pop("tables", None)
-            out.append((folder, meta))
+            if (meta := loaded_file(_report_description, meta_file)) is not None:
+                out.append((folder, meta))
     return sorted(out, key=lambda fm: str(fm[1].get("generated_at", "")), reverse=True)
+
+
+def _report_description(meta_file: Path) -> dict[str, Any] | None:
+    """A report's description: its report.json without its tables, which a listing does not show (read once per
+    change of the file, `loaded_file`, not at each listing). None: it cannot be read, logged naming the report (once
+    per change, the None kept as a description is) with the reason, which gives its path."""
+    try:
+        meta = read_mapping(meta_file)
+    except ConfigError as exc:
+        log.warning("GET /reports: report %s is not listed: its report.json cannot be read: %s", meta_file.parent.name, exc)
+        return None
+    meta.pop("tables", None)
+    return meta
 
 
 @router.get("/reports", summary="The latest analysis reports (newest first)", response_model=list[ReportListing],
