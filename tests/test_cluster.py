@@ -10,6 +10,7 @@ by address, exactly as on a real cluster. Ray keeps every port on 127.0.0.1 here
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -583,6 +584,21 @@ def test_a_restored_state_names_where_it_came_from_the_state_file_or_the_running
         "cam-01": (("key", at + timedelta(seconds=5), b"newer"), "the running cluster's checkpoint"),
         "cam-02": (("key", at, b"kept"), f"state file {state_file}")}  # its owner died before checkpointing it
     assert checkpoints.get(["cam-02"]) == {"cam-02": ("key", at, b"kept")}  # what the driver writes at a stop
+
+
+def test_an_inference_actor_sets_up_logging_at_the_drivers_level_before_it_loads_its_detector(monkeypatch):
+    """An inference actor's process had no log handler (the owners set one up, it did not): its INFO lines were lost
+    and its warnings (a model exported on first use) came bare through Python's last resort. It sets up logging as
+    `watch` does, at the level the driver passes, before the load that may warn."""
+    from pipelines.cluster import watch
+
+    calls: list = []
+    load = watch.load_detector
+    monkeypatch.setattr(watch, "setup_logging", lambda level: calls.append(("logging", level)))
+    monkeypatch.setattr(watch, "load_detector", lambda *a, **kw: calls.append(("detector",)) or load(*a, **kw))
+    server = watch.InferenceServer("yolo11n", "onnx", "cpu", 0.25, 320, False, 8, 0.05, 1, logging.DEBUG)
+    assert calls == [("logging", logging.DEBUG), ("detector",)]
+    assert server.facts()["model"] == server.detector.model_id
 
 
 def _two_owners(tmp_path: Path, real_sample_dir: Path, state: Path | None):

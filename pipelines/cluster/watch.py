@@ -97,10 +97,12 @@ class WatchSpec:
 class InferenceServer:
     """A detector shared by several owners: concurrent calls are merged into one detector call of up
     to `max_batch` images (images are batched by input shape, so a frame's boxes never depend on the
-    others). Runs as an async Ray actor; the detector itself runs in a worker thread."""
+    others). Runs as an async Ray actor; the detector itself runs in a worker thread. `log_level`: the driver's, as
+    an owner's (`WatchSpec.log_level`)."""
 
     def __init__(self, model: str | None, backend: str, device: str, conf: float, imgsz: int, features: bool,
-                 max_batch: int, batch_wait_s: float, threads: int | None) -> None:
+                 max_batch: int, batch_wait_s: float, threads: int | None, log_level: int) -> None:
+        setup_logging(log_level)  # first: the detector's load warns (an export made once) as `watch` would, not bare
         self.detector = load_detector(model, backend=backend, device=device, conf=conf, imgsz=imgsz, features=features,
                                       max_batch=max_batch, threads=threads)
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_s
@@ -400,10 +402,11 @@ class ClusterWatcher:
         if device != "cpu" and not gpus:
             raise ClusterError(f"--device {device}, but the Ray cluster at {self.info.address} has no GPU")
         count = o.actors or self.settings.cluster.inference_actors or (gpus if device != "cpu" else max(1, self.info.nodes))
+        log_level = logging.getLogger().getEffectiveLevel()  # the actors log as the driver does, into the stderr Ray forwards
         server = ray.remote(InferenceServer).options(num_cpus=1, num_gpus=1 if device != "cpu" else 0, max_restarts=-1,
                                                       scheduling_strategy="SPREAD", max_concurrency=64)
         self._servers = [server.remote(o.model, o.backend, device, o.conf, o.imgsz, judgement.needs_features, o.max_batch,
-                                       o.batch_wait_s, o.threads) for _ in range(count)]
+                                       o.batch_wait_s, o.threads, log_level) for _ in range(count)]
         try:
             facts = ray.get(self._servers[0].facts.remote())
         except ray.exceptions.RayActorError as exc:
@@ -414,7 +417,7 @@ class ClusterWatcher:
         self._checkpoints = checkpoints.remote(saved, f"state file {self.state_path}")
         self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, ModelInfo(facts["model"], facts["sha256"]), facts,
                                self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
-                               self.settings.cluster.checkpoint_s, logging.getLogger().getEffectiveLevel())
+                               self.settings.cluster.checkpoint_s, log_level)
         self.facts = facts
         for group in self.groups:
             self._start_owner(group)
