@@ -33,9 +33,10 @@ from pipelines.cctv.config import CameraConfig, CamerasFile, file_grades
 from pipelines.cctv.reader import CameraStatus, Status
 
 
-READER_STARTS_OR_ENDS = {Status.STARTING, Status.STOPPED, Status.FINISHED, Status.FAILED, Status.REFUSED}
+READER_STARTS_OR_ENDS = {Status.STARTING, Status.STOPPED, Status.FINISHED, Status.FAILED, Status.REFUSED, Status.LEFT_BEHIND}
 """Statuses that start or end a camera's reader. Its health conditions are its own: a new reader starts with none
-and would never end those an earlier one left active (offline, frozen), so they end here."""
+and would never end those an earlier one left active (offline, frozen), so they end here (`left_behind`: the driver
+exits after it, and the owner's actor with it)."""
 
 
 class CameraNotFound(KeyError):

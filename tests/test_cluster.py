@@ -654,6 +654,36 @@ def test_a_camera_whose_owner_is_left_behind_at_the_stop_has_its_line_in_the_sum
     assert summary["cameras"]["cam-01"]["status"] == "stopped" and summary["cases_opened"] == 1
 
 
+def test_a_camera_whose_owner_is_left_behind_at_the_stop_gets_its_status_in_the_events_the_pages_read(
+        tmp_path, real_sample_dir):
+    """A late owner writes no `stopped` of its own, and the driver wrote none for it, so the cameras page showed the
+    camera as it was before the stop (online, or offline through the next run). The driver writes its
+    `camera_status`, `left_behind` with the log line's words, which ends the conditions its reader had left."""
+    from api.cameras import CameraEvents
+
+    events = tmp_path / "events.jsonl"
+    before = [{"event": "camera_status", "camera_id": "cam-02", "status": "online", "detail": "", "at": "2025-03-14T02:00:00+00:00"},
+              {"event": "camera_health", "camera_id": "cam-02", "kind": "frozen", "active": True, "at": "2025-03-14T02:01:00+00:00"}]
+    events.write_text("".join(json.dumps(r) + "\n" for r in before), encoding="utf-8")
+    watcher = _two_owners(tmp_path, real_sample_dir, state=None)
+
+    def append(data: dict) -> None:  # as `watch --events` does
+        with events.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(data) + "\n")
+
+    watcher.on_record = append
+    watcher._checkpoints = object()  # started, and never asked: --no-state keeps nothing
+    watcher._save_states([watcher.groups[1]])
+    [record] = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()][2:]
+    reason = "owner-001 did not stop within 2 s (cluster.stop_wait_s): no state kept (--no-state)"
+    assert {k: record[k] for k in ("event", "camera_id", "status", "detail")} == {
+        "event": "camera_status", "camera_id": "cam-02", "status": "left_behind", "detail": reason}
+    shown = CameraEvents(events)
+    shown.refresh()
+    assert shown.of("cam-02") == {"status": "left_behind", "detail": reason, "since": record["at"], "conditions": []}
+    assert watcher.summary()["cameras"]["cam-02"]["status"] == "left_behind"  # the summary's word, the same
+
+
 def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_path):
     """An owner killed while sealing a case's bundle, after its state was saved: the restored violation never sends
     `opened` again by itself, so that case kept no evidence (seen once in CI). Settled spool first, then: no case, or a

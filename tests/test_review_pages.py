@@ -537,7 +537,9 @@ def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_pat
     records = [{"event": "camera_status", "camera_id": "cam-01", "status": "offline", "detail": "Connection refused",
                 "at": "2025-03-14T02:00:00+00:00"},
                {"event": "camera_health", "camera_id": "cam-02", "kind": "config_refused", "active": True,
-                "at": "2025-03-14T02:01:00+00:00", "detail": "cameras.yaml: cameras.1.scene: scene refused"}]
+                "at": "2025-03-14T02:01:00+00:00", "detail": "cameras.yaml: cameras.1.scene: scene refused"},
+               {"event": "camera_status", "camera_id": "cam-03", "status": "left_behind", "at": "2025-03-14T02:02:00+00:00",
+                "detail": "owner-001 did not stop within 60 s (cluster.stop_wait_s): no state kept (--no-state)"}]
     cams["events"].write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     settings = settings_for(tmp_path, cameras_file=str(cams["file"]), camera_events=str(cams["events"]))
     with served_pages(tmp_path, settings, lambda app: None) as served:
@@ -552,6 +554,7 @@ def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_pat
         assert "离线 offline: Connection refused" in item["cam-01"] and "场景错误" not in item["cam-01"]
         assert "新配置被拒，沿用上次有效配置 config_refused: cameras.yaml: cameras.1.scene: scene refused" in item["cam-02"]
         assert "场景错误 scene error: " in item["cam-02"] and "scene file of camera cam-02: zones.0.polygon" in item["cam-02"]  # by name, not path
+        assert "未按时停止 left_behind: owner-001 did not stop within 60 s" in item["cam-03"]  # watch --ray's late owner
 
         b.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-02']").click()
         _wait(b, lambda d: '"camera_id": "cam-02"' in scene(d), "cam-02's refused scene in the box")

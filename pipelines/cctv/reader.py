@@ -43,6 +43,7 @@ class Status(StrEnum):
     FAILED = "failed"  # replay: the file cannot be read
     STOPPED = "stopped"
     REFUSED = "refused"  # invalid configuration (scene): never started
+    LEFT_BEHIND = "left_behind"  # watch --ray: its owner did not stop within cluster.stop_wait_s (the detail: the state kept)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from detect.judgement import load_judgement
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.intake import Intake
 from pipelines.cctv.config import load_cameras
-from pipelines.cctv.reader import Status
+from pipelines.cctv.reader import CameraStatus, Status
 from pipelines.cctv.service import Watcher
 from pipelines.cctv.snapshots import write_snapshot
 from pipelines.cctv.state import State, capture, keep_file, load_file, restore_saved
@@ -70,9 +70,6 @@ CALL_TIMEOUT_S = 120.0
 """An inference call that takes longer than this is given up and sent to another inference actor."""
 DOWN_S = 10.0
 """An inference actor that failed a call is left alone this long, then probed before it gets frames again."""
-LEFT_BEHIND = "left_behind"
-"""A camera's status in the summary when its owner did not stop within `cluster.stop_wait_s` (its reason: which state
-the state file keeps for it)."""
 
 
 @dataclass(frozen=True)
@@ -482,12 +479,13 @@ class ClusterWatcher:
         self._start_owner(group)
 
     def _status(self, group: _Group, status: Status, detail: str) -> None:
-        from datetime import UTC
-
-        from pipelines.cctv.reader import CameraStatus
-
         for cid in group.camera_ids:
-            self._record(CameraStatus(cid, status, detail, datetime.now(UTC)).to_record())
+            self._camera_status(cid, status, detail)
+
+    def _camera_status(self, camera_id: str, status: Status, detail: str) -> None:
+        """A `camera_status` record of the driver's (an owner cannot write its own: it died, or is left behind), which
+        the events file keeps and the cameras page shows."""
+        self._record(CameraStatus(camera_id, status, detail, datetime.now(UTC)).to_record())
 
     def _record(self, data: dict) -> None:
         self.records.append(data)
@@ -596,6 +594,7 @@ class ClusterWatcher:
                 g.left_behind[cid] = (f"{g.name} did not stop within {self.settings.cluster.stop_wait_s:g} s "
                                       f"(cluster.stop_wait_s): {self._kept(cid, states)}")
                 log.warning("camera %s: %s", cid, g.left_behind[cid])
+                self._camera_status(cid, Status.LEFT_BEHIND, g.left_behind[cid])  # else the pages show its status before the stop
         if self.state_path is not None and states is not None:
             keep_file(self.state_path, {cid: state for cid, (state, _) in states.items()})
 
@@ -630,7 +629,7 @@ class ClusterWatcher:
                 if g.failed is not None:
                     cameras[cid] = {"status": Status.FAILED.value, "reason": g.failed}
                 elif cid in g.left_behind:  # its owner did not stop in time: no summary of its own
-                    cameras[cid] = {"status": LEFT_BEHIND, "reason": g.left_behind[cid]}
+                    cameras[cid] = {"status": Status.LEFT_BEHIND.value, "reason": g.left_behind[cid]}
                 if cid in cameras:
                     cameras[cid]["owner"] = g.name
                     cameras[cid]["node"] = g.node
