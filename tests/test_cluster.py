@@ -333,6 +333,10 @@ def test_four_replayed_cameras_across_two_nodes_open_the_same_cases(tmp_path, ra
     opened = sorted(r["camera_id"] for r in records if r.get("event") == "violation" and r["kind"] == "opened")
     assert opened == ["cam-00", "cam-01", "cam-02", "cam-03"]  # every owner's records reach the one events file
     assert sorted(p.name for p in (tmp_path / "snaps").glob("*.jpg")) == [f"cam-0{i}.jpg" for i in range(4)]
+    # each camera's start line in the command's stderr, from both owners: Ray merged lines alike but for their numbers
+    # across processes, so the second owner's cameras were hidden behind the first's (RAY_DEDUP_LOGS=0)
+    for cid in ("cam-00", "cam-01", "cam-02", "cam-03"):
+        assert f'"event": "camera_status", "camera_id": "{cid}", "status": "starting"' in run.stderr, run.stderr[-3000:]
 
 
 @pytest.mark.slow
