@@ -251,6 +251,46 @@ def test_the_map_without_a_period_counts_the_last_days_and_at_most_its_cap(tmp_p
     store.close()
 
 
+def test_the_map_counts_each_of_several_zones_as_its_case_list_does(tmp_path):
+    """Overlapping zones, a multi-polygon, one whose edge runs through cases' points (counted: inside or on the edge)
+    and one with none; a case without a position is in no zone. Each zone's count on the map is its list's total."""
+    from datetime import datetime, timedelta
+
+    from tests.analytics_helpers import LAT0, LON0
+
+    def box(x0, x1, y0=LAT0, y1=LAT0 + 0.004):
+        return [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]
+
+    g3_point = LON0 + 0.004 * 2 + 0.002  # where CaseMaker puts G3's cases (the same float, through the JSON)
+    zones = {"g1-only": {"type": "Polygon", "coordinates": box(LON0, LON0 + 0.004)},
+             "g1-g2": {"type": "Polygon", "coordinates": box(LON0 + 0.001, LON0 + 0.007, LAT0 + 0.0005, LAT0 + 0.0015)},
+             "edge-at-g3": {"type": "Polygon", "coordinates": box(g3_point, g3_point + 0.001)},
+             "g1-and-g4": {"type": "MultiPolygon", "coordinates": [box(LON0 + 0.001, LON0 + 0.003), box(LON0 + 0.013, LON0 + 0.015)]},
+             "elsewhere": {"type": "Polygon", "coordinates": box(LON0 + 0.1, LON0 + 0.11)}}
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": geometry, "properties": {"id": zid, "name": zid, "kind": "no_vending"}}
+        for zid, geometry in zones.items()]}), encoding="utf-8")
+    settings = settings_for(tmp_path)
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson")
+    settings.analytics.zones = path
+    app, tokens = make_app(settings, resume_jobs=False)
+    make, now = CaseMaker(app.state.ctx.store), datetime.now(TZ)
+    for cell, n in ((G1, 2), (G2, 1), (G3, 3), (G4, 1), (None, 1)):
+        for k in range(n):
+            make.add("street_stall", cell, now - timedelta(hours=k + 1))
+    who = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        data = client.get("/api/v1/map", headers=who).json()
+        counts = {f["properties"]["id"]: f["properties"]["count"] for f in data["layers"]["zones"]["features"]}
+        assert counts == {"g1-only": 2, "g1-g2": 3, "edge-at-g3": 3, "g1-and-g4": 3, "elsewhere": 0}
+        assert (data["total"], data["unplaced"]) == (8, 1)
+        for zid, n in counts.items():
+            listed = client.get("/api/v1/map/cases", params={"layer": "zones", "id": zid}, headers=who).json()
+            assert listed["total"] == len(listed["items"]) == n, zid
+    app.state.ctx.store.close()
+
+
 def test_latest_reports_are_listed_and_served(api):
     client, who, store, settings = api
     assert client.get("/api/v1/reports", headers=who).json() == []

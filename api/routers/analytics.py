@@ -285,11 +285,23 @@ def _in_feature(places: Places, layer: str, feature_id: str, cases: list[CaseFac
     feature = next((f for f in places.zone_features if f["properties"]["id"] == feature_id), None)
     if feature is None:
         raise Problem(404, f"no zone {feature_id!r} on the map")
+    return _in_zones([feature], cases)[0]
+
+
+def _in_zones(zones: list[dict[str, Any]], cases: list[CaseFact]) -> list[list[CaseFact]]:
+    """The cases inside (or on the edge of) each zone polygon, in `cases`' order, cases without a position in none.
+    The points are made once and indexed (an STRtree) for all the zones: rebuilt for each zone, 20,000 cases in 100
+    zones took 1.2 s of each map."""
     located = [c for c in cases if c.lat is not None and c.lon is not None]
-    if not located:
-        return []
-    inside = shapely.intersects_xy(geometry_of(feature["geometry"]), [c.lon for c in located], [c.lat for c in located])
-    return [c for c, hit in zip(located, inside) if hit]
+    found: list[list[CaseFact]] = [[] for _ in zones]
+    if not located or not zones:
+        return found
+    points = shapely.STRtree(shapely.points([c.lon for c in located], [c.lat for c in located]))
+    # (zone, point) pairs where the zone intersects the point, as shapely.intersects_xy judged each before
+    zone_of, point_of = points.query([geometry_of(z["geometry"]) for z in zones], predicate="intersects")
+    for z, i in sorted(zip(zone_of.tolist(), point_of.tolist())):
+        found[z].append(located[i])
+    return found
 
 
 def _map_filter(ctx: AppContext, period: str | None, type: list[str], state: list[str],
@@ -331,14 +343,14 @@ def _map_layers(ctx: AppContext, period: str | None, type: list[str], state: lis
     places = _places(ctx)
     flt, since = _map_filter(ctx, period, type, state, source)
     cases, truncated = _newest_cases(ctx, places, flt)
-    per_cell = Counter(c.grid_cell for c in cases)
+    zones: dict[str, dict[str, Any]] = {}
+    for f in places.zone_features:  # a zone id's features are counted as its first, as /map/cases looks it up
+        zones.setdefault(f["properties"]["id"], f)
+    counts = {"grid": Counter(c.grid_cell for c in cases),
+              "zones": {zid: len(found) for zid, found in zip(zones, _in_zones(list(zones.values()), cases))}}
     layers = {}
     for layer in ("grid", "zones"):
-        features = []
-        for f in places.layer(layer):
-            fid = f["properties"]["id"]
-            n = per_cell[fid] if layer == "grid" else len(_in_feature(places, layer, fid, cases))
-            features.append({**f, "properties": {**f["properties"], "count": n}})
+        features = [{**f, "properties": {**f["properties"], "count": counts[layer][f["properties"]["id"]]}} for f in places.layer(layer)]
         layers[layer] = {"type": "FeatureCollection", "features": features}
     cfg = _config(ctx)
     return MapLayers(layers=layers, total=len(cases), unplaced=sum(c.grid_cell not in places.cells for c in cases),
