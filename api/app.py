@@ -115,6 +115,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     app.include_router(evidence.keys_router, prefix=API_PREFIX)
     app.include_router(pages.router)
     pages.mount_static(app)
+    dispatch.document_webhook_headers(app, ctx)
     return app
 
 

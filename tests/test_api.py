@@ -297,6 +297,30 @@ def test_the_routes_reading_their_own_body_declare_it(service):
     assert {"taskNumber", "externalId", "status", "note"} == hook["content"]["application/json"]["schema"]["properties"].keys()
 
 
+def test_the_webhook_declares_its_signature_and_timestamp_headers(service, monkeypatch):
+    """The dispatch webhook reads X-Signature and a target's timestamp header itself, so /openapi.json declared
+    neither and a client generated from it could not sign its calls: X-Signature is declared, and each timestamp
+    header under the name a target gives it (`webhook_timestamp_header`), optional as the targets differ."""
+    app, client, _, _ = service
+
+    def headers() -> dict[str, dict]:
+        operation = client.get("/openapi.json").json()["paths"]["/api/v1/dispatch/{target}/webhook"]["post"]
+        assert [p["name"] for p in operation["parameters"] if p["in"] == "path"] == ["target"]
+        return {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+
+    unsigned = headers()
+    assert list(unsigned) == ["X-Signature"] and not unsigned["X-Signature"]["required"]
+    assert "`webhook_secret_env`" in unsigned["X-Signature"]["description"]
+    assert unsigned["X-Signature"]["schema"]["pattern"] == "^sha256=[0-9a-f]{64}$"
+    targets = app.state.ctx.settings.dispatch.targets
+    monkeypatch.setitem(targets, "dcm", targets["dcm"].model_copy(
+        update={"webhook_secret_env": "SW_TEST_HOOK", "webhook_timestamp_header": "X-Dcm-Time"}))
+    stamped = headers()
+    assert list(stamped) == ["X-Signature", "X-Dcm-Time"] and not stamped["X-Dcm-Time"]["required"]
+    assert "naming X-Dcm-Time as its `webhook_timestamp_header`" in stamped["X-Dcm-Time"]["description"]
+    assert stamped["X-Dcm-Time"]["schema"] == {"type": "string", "pattern": "^[0-9]{1,12}$"}
+
+
 def test_a_value_refused_by_a_route_names_its_field(service, bus_event):
     """An unknown type or dispatch target was 422 `unprocessable-entity` with neither the field in the detail nor
     `errors`, where FastAPI's own refusals (a bad severity) are `validation-error` with `errors[].loc`: a client

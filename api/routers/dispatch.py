@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +15,7 @@ from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
 from api.uploads import read_capped
 from pipelines.cases.states import CaseState
+from pipelines.dispatch.config import DispatchConfig
 from pipelines.dispatch.webhook import SIGNATURE_HEADER, WebhookError, handle_cn_dcm_webhook
 
 router = APIRouter(prefix="/dispatch", tags=["dispatch"])
@@ -27,6 +31,44 @@ WEBHOOK_BODY = {"requestBody": {"required": True, "content": {"application/json"
         "status": {"type": "string", "description": "The platform's status, one of the target's `status_map` keys."},
         "note": {"type": "string", "description": "The platform's note, kept in the case's history."}},
     "example": {"taskNumber": "T-100", "externalId": "0123456789abcdef", "status": "handled", "note": "已处理"}}}}}}
+
+
+def webhook_headers(config: DispatchConfig) -> list[dict[str, Any]]:
+    """The status call's headers for /openapi.json, which the handler reads itself: X-Signature, and each timestamp
+    header a target names (`webhook_timestamp_header`, a name each target chooses, so read from the settings). Both
+    are optional in the document: which target needs them is its configuration, said in their descriptions."""
+    signature = {"name": SIGNATURE_HEADER, "in": "header", "required": False,
+                 "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+                 "description": "`sha256=<HMAC-SHA256 hex>` with the target's secret, of the body, or of `<timestamp>.<body>` "
+                                "for a target with a timestamp header. Required by a target that signs its calls "
+                                "(`webhook_secret_env`), token or not; without a token it is what lets the call in. "
+                                "Not read by the others."}
+    stamps = {t.webhook_timestamp_header.lower(): t.webhook_timestamp_header
+              for t in config.targets.values() if t.webhook_timestamp_header}
+    return [signature] + [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+         "description": "The call's unix time in seconds, signed with the body (X-Signature of `<timestamp>.<body>`). "
+                        f"Required by a target naming {name} as its `webhook_timestamp_header`, which refuses a call "
+                        "without it or more than `webhook_max_age_s` from now (401) and the same call again (409). "
+                        "Not read by the others."}
+        for _, name in sorted(stamps.items())]
+
+
+def document_webhook_headers(app: FastAPI, ctx: AppContext) -> None:
+    """/openapi.json declares the status call's headers (`webhook_headers`) as the settings name them when it is asked
+    for: the document FastAPI builds once has none, as the handler reads the headers itself."""
+    base = app.openapi
+    path = next(route.path_format for route in iter_route_contexts(app.routes)  # the included routers' routes too
+                if getattr(route.original_route, "endpoint", None) is webhook)
+
+    def openapi() -> dict[str, Any]:
+        schema = base()  # built once and kept by FastAPI: the headers are set again, not added
+        operation = schema["paths"][path]["post"]
+        kept = [p for p in operation.get("parameters", []) if p.get("in") != "header"]
+        operation["parameters"] = kept + webhook_headers(ctx.settings.dispatch)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class WebhookResult(BaseModel):
