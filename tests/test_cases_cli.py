@@ -391,10 +391,12 @@ def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_w
 
 
 @pytest.mark.parametrize("command, store", [(["users", "list"], "postgres"), (["cases", "list"], "postgres"),
-                                            (["serve"], "postgres"), (["users", "list"], "folder"), (["serve"], "folder")])
+                                            (["serve"], "postgres"), (["users", "list"], "folder"), (["serve"], "folder"),
+                                            (["cases", "list"], "not a database")])
 def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command, store):
-    """A PostgreSQL server that is down (or a SQLite path naming a folder) printed SQLAlchemy's traceback from every
-    command that opens the store; one line names the store, its password masked, the driver's reason and what to check."""
+    """A PostgreSQL server that is down (or a SQLite path naming a folder, or a file that is not a SQLite database)
+    printed SQLAlchemy's traceback from every command that opens the store; one line names the store, its password
+    masked, the driver's reason and what to check."""
     import os
     import subprocess
     import sys
@@ -405,9 +407,12 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
     if store == "postgres":  # a port nothing listens on: the server is down
         url, shown, reason = (f"postgresql://streetwatch:s3cret-pw@127.0.0.1:{free_port()}/cases",
                               "postgresql://streetwatch:***@127.0.0.1:", "Connection refused")
-    else:  # (cases list refuses a SQLite store that is not a file before opening it)
+    elif store == "folder":  # (cases list refuses a SQLite store that is not a file before opening it)
         (tmp_path / "data").mkdir()
         url, shown, reason = f"sqlite:///{tmp_path}/data", f"sqlite:///{tmp_path}/data: ", "unable to open database file"
+    else:  # cases.url naming another file (here the settings themselves): SQLite's DatabaseError, not OperationalError
+        (tmp_path / "cases.db").write_text("cases:\n  url: sqlite:///streetwatch-data/cases.db\n" * 20)
+        url, shown, reason = f"sqlite:///{tmp_path}/cases.db", f"sqlite:///{tmp_path}/cases.db: ", "file is not a database"
     config = tmp_path / "sw.yaml"
     config.write_text(yaml.safe_dump({"cases": {"url": url}}))
     if command == ["serve"]:
@@ -418,6 +423,8 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
     line = run.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: cannot open the case store {shown}") and reason in line
     assert "(cases.url; check " in line and "s3cret-pw" not in run.stderr
+    if store == "not a database":
+        assert "this file is not a SQLite database" in line
 
 
 def test_serve_whose_start_up_fails_is_one_error_line_and_exit_2(tmp_path):

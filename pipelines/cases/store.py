@@ -76,12 +76,19 @@ class CaseStoreUnreachable(RuntimeError):
 
     def __init__(self, url: str, reason: str):
         self.url, self.reason = url, reason
-        check = ("that the file's folder exists and can be written, and that the path is not a folder"
-                 if url.startswith("sqlite") else
-                 "that the server runs and accepts connections at that host and port, and the user, password "
-                 "and database name; the password is best kept out of the settings file, in $PGPASSWORD or "
-                 "~/.pgpass where the command runs")
-        super().__init__(f"cannot open the case store {url}: {reason} (cases.url; check {check})")
+        super().__init__(f"cannot open the case store {url}: {reason} (cases.url; check {_what_to_check(url, reason)})")
+
+
+def _what_to_check(url: str, reason: str) -> str:
+    """What to look at when the store at `url` could not be opened for `reason` (the driver's words)."""
+    if not url.startswith("sqlite"):
+        return ("that the server runs and accepts connections at that host and port, and the user, password "
+                "and database name; the password is best kept out of the settings file, in $PGPASSWORD or "
+                "~/.pgpass where the command runs")
+    if "not a database" in reason:  # SQLite's SQLITE_NOTADB: a file of another kind, or one damaged or cut short
+        return ("that it names the store's database file: this file is not a SQLite database (another file given, "
+                "or the store damaged: restore it from its backup)")
+    return "that the file's folder exists and can be written, and that the path is not a folder"
 
 
 class CaseChanged(CaseStoreError):
@@ -440,12 +447,12 @@ def make_engine(url: str, pool: PoolLimits | None = None) -> Engine:
 
 
 def _unreachable_store(ctx: sa.engine.ExceptionContext) -> CaseStoreUnreachable | None:
-    """A failure to connect (no connection yet; not the pool's ping of an old one, which it replaces by itself), or a
-    connection lost while in use (the database server restarted or stopped under a query: the driver's disconnect,
-    which `serve` answered 500 with a traceback and a job showed in the driver's words), as CaseStoreUnreachable
-    naming the engine's URL without its password; other errors unchanged."""
+    """A failure to connect (no connection yet; not the pool's ping of an old one, which it replaces by itself; a file
+    that is not a SQLite database: its DatabaseError), or a connection lost while in use (the database server restarted
+    or stopped under a query: the driver's disconnect, which `serve` answered 500 with a traceback and a job showed in
+    the driver's words), as CaseStoreUnreachable naming the engine's URL without its password; other errors unchanged."""
     if (ctx.is_pre_ping or ctx.engine is None or (ctx.connection is not None and not ctx.is_disconnect)
-            or not isinstance(ctx.sqlalchemy_exception, (sa.exc.OperationalError, sa.exc.InterfaceError))):
+            or not isinstance(ctx.sqlalchemy_exception, (sa.exc.DatabaseError, sa.exc.InterfaceError))):
         return None
     reason = "; ".join(line.strip() for line in str(ctx.original_exception).splitlines() if line.strip())
     if ctx.connection is not None:
