@@ -67,7 +67,7 @@ cases = sa.Table(
     sa.Column("grid_cell", sa.String(64)),
     sa.Column("description", sa.Text),
     sa.Column("first_seen_at", UTCDateTime),
-    sa.Column("opened_at", UTCDateTime),
+    sa.Column("opened_at", UTCDateTime, index=True),  # the lists' order and period filters
     sa.Column("cleared_at", UTCDateTime),
     sa.Column("evidence_ref", sa.Text),
     sa.Column("evidence_digest", sa.String(64)),
@@ -87,6 +87,7 @@ cases = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("ix_cases_dispatch", "dispatch_target", "dispatch_ref"),
+    sa.Index("ix_cases_state_opened_at", "state", "opened_at"),  # one state's cases, newest first (the queue)
 )
 
 case_history = sa.Table(
