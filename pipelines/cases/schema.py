@@ -269,7 +269,17 @@ def current_revision(conn: Connection) -> str | None:
 
 def migrate(conn: Connection) -> str | None:
     """Bring the database to the newest revision, inside the caller's transaction; returns the revision
-    it was at before (None: a new database). Raises SchemaRefused for a database this code cannot own."""
+    it was at before (None: a new database). Raises SchemaRefused for a database this code cannot own, naming the
+    database (its URL, password masked): the one line a command stops with must say which store, as its
+    CaseStoreUnreachable does, where an office keeps several (a copy, last year's, a test one)."""
+    try:
+        return _migrate(conn)
+    except SchemaRefused as exc:
+        raise SchemaRefused(f"case store {conn.engine.url.render_as_string(hide_password=True)}: {exc}") from None
+
+
+def _migrate(conn: Connection) -> str | None:
+    """`migrate`, its refusals not yet naming the database."""
     if conn.dialect.name == "postgresql":  # SQLite: the caller's BEGIN IMMEDIATE already serialises this
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
     cfg = alembic_config(conn)
@@ -281,18 +291,18 @@ def migrate(conn: Connection) -> str | None:
             try:
                 ScriptDirectory.from_config(cfg).get_revision(before)
             except CommandError:
-                raise SchemaRefused(f"case store schema is at revision {before}, newer than this code ({newest}): "
-                                    "upgrade streetwatch") from None
+                raise SchemaRefused(f"schema at revision {before}, newer than this code ({newest}): upgrade streetwatch "
+                                    "to the release that upgraded the store (nothing was changed)") from None
         if before == newest:
             return before
     elif "schema_version" in tables:  # the first release's hand-written versioning
         version = conn.execute(sa.text("SELECT max(version) FROM schema_version")).scalar()
         if version != 1:
-            raise SchemaRefused(f"case store schema_version {version}: not a release this code can upgrade")
+            raise SchemaRefused(f"schema_version {version}: not a release this code can upgrade")
         command.stamp(cfg, FIRST_RELEASE)
         before = FIRST_RELEASE
     elif "cases" in tables:
-        raise SchemaRefused("database has a `cases` table but no case store version: not a streetwatch case store")
+        raise SchemaRefused("a `cases` table but no case store version: not a streetwatch case store")
     else:
         before = None
     command.upgrade(cfg, "head")
