@@ -80,8 +80,9 @@ def _user_error(exc: Exception) -> str | None:
     somewhere the user named, and the path with the system's reason says what to change. A case store
     that cannot be opened (cases.url: a server down, a SQLite path that cannot be opened) fails every
     command that opens it, and its URL (password masked) with the driver's reason says what to check; so does one
-    whose schema this version will not migrate (newer than this code, or data the new schema cannot hold). A module
-    of an extra not installed (uvicorn for `serve`, ultralytics for `models export`) names the extra to install."""
+    whose schema this version will not migrate (newer than this code, or data the new schema cannot hold), and one
+    whose disk is full (where to free space). A module of an extra not installed (uvicorn for `serve`, ultralytics
+    for `models export`) names the extra to install."""
     if isinstance(exc, ModuleNotFoundError) and exc.name and (line := missing_extra(exc.name)):
         return line
     if isinstance(exc, OSError) and exc.filename is not None:
@@ -89,9 +90,9 @@ def _user_error(exc: Exception) -> str | None:
         reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
         return f"{paths}: {reason}"
     from pipelines.cases.schema import SchemaRefused  # here, not at the top: they load SQLAlchemy
-    from pipelines.cases.store import CaseStoreUnreachable
+    from pipelines.cases.store import CaseStoreFull, CaseStoreUnreachable
 
-    if isinstance(exc, (CaseStoreUnreachable, SchemaRefused)):
+    if isinstance(exc, (CaseStoreUnreachable, CaseStoreFull, SchemaRefused)):
         return str(exc)
     return None
 

@@ -692,3 +692,33 @@ def test_a_page_of_cases_reads_an_index_not_every_case(tmp_path, query):
     assert len(plans) == 2 and not any(re.search(r"\bSCAN cases\b(?! USING)", plan) for plan in plans.values()), plans
     [page] = [plan for sql, plan in plans.items() if "ORDER BY" in sql]
     assert "USE TEMP B-TREE FOR ORDER BY" not in page, plans
+
+
+def test_a_write_to_a_full_disk_is_one_line_naming_the_store_and_keeps_what_it_held(tmp_path):
+    """A write the disk had no room for (SQLite's 'database or disk is full'; a tiny tmpfs did it, here a page cap
+    does) printed SQLAlchemy's traceback from every command that writes (users add, triage): it is CaseStoreFull, the
+    CLI's one line naming the store and where to free space; the cases stored before are all there afterwards."""
+    from pipelines.cases.store import CaseStoreFull
+    from streetwatch.cli import _user_error
+
+    url = f"sqlite:///{tmp_path}/cases.db"
+    store = CaseStore(url)
+    kept = [_draft(store, 0).id]
+    store.engine.dispose()
+
+    @sa.event.listens_for(store.engine, "connect")
+    def _no_room_left(dbapi_conn, _record) -> None:  # the file may grow by 8 pages only, as on a disk nearly full
+        pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages + 8}")
+
+    with pytest.raises(CaseStoreFull) as full:
+        for n in range(1, 50):
+            kept.append(_draft(store, n, description="占道经营，" * 400).id)
+    store.close()
+    line = _user_error(full.value)
+    assert line == f"case store {url}: database or disk is full: this write was not kept (what the store held before " \
+                   f"is); free space on the disk holding {tmp_path}/cases.db (and its -wal file beside it) and run the " \
+                   "command again"
+    again = CaseStore(url)
+    assert sorted(c.id for c in again.list()) == sorted(kept) and len(kept) > 1
+    again.close()

@@ -91,6 +91,21 @@ def _what_to_check(url: str, reason: str) -> str:
     return "that the file's folder exists and can be written, and that the path is not a folder"
 
 
+class CaseStoreFull(RuntimeError):
+    """A write the store's disk had no room for (SQLite's SQLITE_FULL 'database or disk is full', PostgreSQL's
+    disk_full 53100): raised in place of SQLAlchemy's error, whose traceback every command printed, so that whoever
+    shows it (the CLI's one error line) names the store and where to free space. The write's transaction is rolled
+    back: nothing of it is kept, and nothing already stored is lost."""
+
+    def __init__(self, url: str, reason: str):
+        self.url, self.reason = url, reason
+        database = sqlite_file(url)
+        where = (f"the disk holding {database} (and its -wal file beside it)" if database is not None else
+                 "the database server's data disk")
+        super().__init__(f"case store {url}: {reason}: this write was not kept (what the store held before is); free "
+                         f"space on {where} and run the command again")
+
+
 class CaseChanged(CaseStoreError):
     """The case changed after the reviewer loaded it (another reviewer, a dispatch status): acting on what they
     saw would overwrite what they did not see, so nothing is done and they reload it (Chinese first, for the pages).
@@ -442,8 +457,24 @@ def make_engine(url: str, pool: PoolLimits | None = None) -> Engine:
     connect failures raise CaseStoreUnreachable; `pool`: its connection pool (None: `PoolLimits()`), for a database
     server or a SQLite file (an in-memory SQLite database has one connection per thread)."""
     engine = _make_engine(url, pool or PoolLimits())
-    sa.event.listen(engine, "handle_error", _unreachable_store)
+    sa.event.listen(engine, "handle_error", _store_error)
     return engine
+
+
+def _store_error(ctx: sa.engine.ExceptionContext) -> RuntimeError | None:
+    """The store's own error for a driver's error that says what to do about it (a full disk, a store that cannot be
+    opened); None leaves SQLAlchemy's."""
+    return _full_store(ctx) or _unreachable_store(ctx)
+
+
+def _full_store(ctx: sa.engine.ExceptionContext) -> CaseStoreFull | None:
+    """A write refused for want of disk space as CaseStoreFull naming the engine's URL without its password."""
+    error = ctx.original_exception
+    if ctx.engine is None or not (getattr(error, "sqlite_errorname", None) == "SQLITE_FULL"
+                                  or getattr(error, "sqlstate", None) == "53100"):  # PostgreSQL's disk_full
+        return None
+    reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return CaseStoreFull(ctx.engine.url.render_as_string(hide_password=True), reason)
 
 
 def _unreachable_store(ctx: sa.engine.ExceptionContext) -> CaseStoreUnreachable | None:
