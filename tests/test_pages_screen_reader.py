@@ -1,0 +1,61 @@
+"""The review pages as a screen reader reads them and a keyboard works them: Chromium's accessibility tree (CDP) of
+each page served by `streetwatch serve`, in headless Chromium (Selenium and Debian's chromium-driver)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.analytics_helpers import write_grid, write_zones
+from tests.api_helpers import draft_cases
+from tests.test_review_pages import _wait, served_pages, site_settings
+
+PAGES = ["login", "queue", "upload", "cameras", "map", "scores", "reports", "city"]
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, bus_event, bus_jpg):
+    """The pages served with two candidate cases, two cameras, a grid and zones; the browser holds an admin's token."""
+    tmp = tmp_path_factory.mktemp("a11y")
+    settings = site_settings(tmp, bus_jpg)
+    settings.analytics.grid = write_grid(tmp / "grid.geojson")
+    settings.analytics.zones = write_zones(tmp / "zones.geojson")
+    with served_pages(tmp, settings, lambda app: draft_cases(app, bus_event, [{}, {}])) as served:
+        served["browser"].get(served["base"] + "/ui/login")
+        served["browser"].execute_script("localStorage.setItem('sw_token', arguments[0]);", served["tokens"]["admin"])
+        yield served
+
+
+def _open(site, page: str) -> Any:
+    """The browser on /ui/<page>, once its script has run (the navigation bar drawn; the login page has none)."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(f"{site['base']}/ui/{page}")
+    if page != "login":
+        _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "nav a"), f"the {page} page's navigation bar")
+    return b
+
+
+def _ax(browser, selector: str) -> dict[str, Any]:
+    """The accessibility node Chromium gives the element `selector` finds: role, name and properties (live, focusable …)."""
+    root = browser.execute_cdp_cmd("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    node = browser.execute_cdp_cmd("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    assert node, f"no element {selector}"
+    ax = browser.execute_cdp_cmd("Accessibility.getPartialAXTree", {"nodeId": node, "fetchRelatives": False})["nodes"][0]
+    return {"role": ax.get("role", {}).get("value"), "name": ax.get("name", {}).get("value", ""),
+            **{p["name"]: p["value"].get("value") for p in ax.get("properties", [])}}
+
+
+@pytest.mark.slow  # eight pages loaded in a browser to read one attribute each (the suite's budget)
+def test_every_pages_status_line_is_announced(site):
+    """The status line (a job finished, an import counted, a refusal) was a plain paragraph: a screen reader said
+    nothing when it changed, so a reviewer who cannot see it never heard that an upload failed. It is a live region
+    (role status, announced politely) on every page."""
+    for page in PAGES:
+        b = _open(site, page)
+        status = _ax(b, "#status")
+        assert (status["role"], status.get("live")) == ("status", "polite"), (page, status)
