@@ -59,3 +59,26 @@ def test_every_pages_status_line_is_announced(site):
         b = _open(site, page)
         status = _ax(b, "#status")
         assert (status["role"], status.get("live")) == ("status", "polite"), (page, status)
+
+
+@pytest.mark.slow  # the map drawn in a browser and worked by keys (the suite's budget)
+def test_a_map_cell_is_named_and_lists_its_cases_by_keyboard(site):
+    """The map's cells and zones answered a mouse alone: Tab reached them, but a screen reader named each "graphics
+    symbol" without its cell or count, and Enter on one did nothing, so a keyboard user could not list a cell's cases.
+    Each is a button named as its tooltip, and Enter (or Space) lists its cases as a click does."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.analytics_helpers import G1, G3
+
+    b = _open(site, "map")
+    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#map path.sw-cell")) == 4, "the four grid cells on the map")
+    cell = _ax(b, f"#map path.sw-grid-{G1}")
+    assert cell["role"] == "button" and cell.get("focusable"), cell
+    assert cell["name"].startswith(f"网格 {G1} ") and cell["name"].endswith(" · 0 件"), cell  # no case in G1 here
+    assert _ax(b, "#map path.sw-zone")["name"].startswith("区域 "), "the zone named too"
+    b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}").send_keys(Keys.ENTER)
+    _wait(b, lambda d: G1 in d.find_element(By.CSS_SELECTOR, "#feature h2").text, "G1's cases listed by Enter")
+    b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G3}").send_keys(" ")
+    _wait(b, lambda d: G3 in d.find_element(By.CSS_SELECTOR, "#feature h2").text, "G3's cases listed by Space")
+    assert "0 件 cases" in b.find_element(By.ID, "feature-total").text

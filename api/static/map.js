@@ -55,6 +55,16 @@ async function showCases(layer, p) {
     list);
 }
 
+// A cell's or zone's shape as a keyboard and a screen reader reach it (Leaflet's shapes answer a mouse alone, and a
+// reader heard "graphics symbol" with no name): a Tab stop named as its tooltip ("网格 … · 3 件"), Enter or Space
+// listing its cases as a click does.
+function pickableShape(shape, feature, name, open) {
+  if (!shape) return;
+  const { tabindex, onkeydown } = SW.pickable(open);
+  Object.entries({ "data-feature": feature, tabindex, role: "button", "aria-label": name }).forEach(([k, v]) => shape.setAttribute(k, v));
+  shape.addEventListener("keydown", onkeydown);
+}
+
 // The colours as colour() gives them: a count n is in step i when n > i·max/steps, so step i starts at
 // floor(i·max/steps) + 1 (with 10 the highest count, 1+ 3+ 5+ 7+ 9+; ceil said 2+ for a 2 drawn in the first
 // step). A step no count reaches (a highest count under 5) is left out rather than shown with its neighbour's number.
@@ -87,10 +97,12 @@ async function load() {
                        dashArray: layer === "grid" ? null : "6 4", fillColor: colour(f.properties.count, max),
                        fillOpacity: layer === "grid" ? 0.75 : 0.25 }),
       onEachFeature: (f, item) => {
+        const name = `${featureLabel(layer, f.properties)} · ${f.properties.count} 件`;
+        const open = () => showCases(layer, f.properties).catch((e) => SW.say(e.message, true));
         // an element, not a string (Leaflet writes a string as HTML): names from the grid and zone files are text
-        item.bindTooltip(SW.el("span", {}, `${featureLabel(layer, f.properties)} · ${f.properties.count} 件`), { sticky: true });
-        item.on("click", () => showCases(layer, f.properties).catch((e) => SW.say(e.message, true)));
-        item.on("add", () => item.getElement() && item.getElement().setAttribute("data-feature", `${layer}:${f.properties.id}`));
+        item.bindTooltip(SW.el("span", {}, name), { sticky: true });
+        item.on("click", open);
+        item.on("add", () => pickableShape(item.getElement(), `${layer}:${f.properties.id}`, name, open));
       },
     }).addTo(M.map);
     M.groups.push(group);
