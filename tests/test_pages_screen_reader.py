@@ -82,3 +82,30 @@ def test_a_map_cell_is_named_and_lists_its_cases_by_keyboard(site):
     b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G3}").send_keys(" ")
     _wait(b, lambda d: G3 in d.find_element(By.CSS_SELECTOR, "#feature h2").text, "G3's cases listed by Space")
     assert "0 件 cases" in b.find_element(By.ID, "feature-total").text
+
+
+@pytest.mark.slow  # a case's evidence and a camera's snapshot loaded in a browser (the suite's budget)
+def test_evidence_images_say_what_they_show(site):
+    """The evidence photo's alt text was "evidence 证据" whatever the case, its thumbnails were read by their codes
+    ("crop", "annotated_opened"), the boxes' drawing an unnamed image, and a camera's snapshot "snapshot 快照"
+    whichever camera: each says what it shows, in Chinese first (the case's type, source and time; which image of the
+    bundle; the camera), and the drawing is left to its labels."""
+    from selenium.webdriver.common.by import By
+
+    b = _open(site, "queue")
+    img = _wait(b, lambda d: d.find_element(By.ID, "evidence-image"), "the current case's evidence photo")
+    alt = img.get_attribute("alt")
+    assert re.fullmatch(r"证据照片 Evidence photo: 机动车乱停放 Illegal parking \(motor vehicle\) · cam-01 · "
+                        r"2025-03-14 10:00 · 检出框 \d+ 个 boxes", alt), alt
+    thumbs = [t.get_attribute("alt") for t in b.find_elements(By.CSS_SELECTOR, "#detail .thumbs img")]
+    assert thumbs and all(t.endswith(" · 机动车乱停放 Illegal parking (motor vehicle)") for t in thumbs), thumbs
+    assert "标注图 annotated（立案时 at opening） · 机动车乱停放 Illegal parking (motor vehicle)" in thumbs
+    assert "目标截图 crop · 机动车乱停放 Illegal parking (motor vehicle)" in thumbs
+    images = [n for n in b.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+              if not n.get("ignored") and n.get("role", {}).get("value") == "image"]
+    assert [n.get("name", {}).get("value", "") for n in images if not CJK.search(n.get("name", {}).get("value", ""))] == []
+
+    b = _open(site, "cameras")
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-01']"), "cam-01 listed").click()
+    _wait(b, lambda d: d.find_element(By.ID, "snapshot-image").get_attribute("alt").startswith("摄像头 cam-01 快照 Camera snapshot，"),
+          "cam-01's snapshot named")

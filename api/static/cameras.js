@@ -64,7 +64,8 @@ async function show(id) {
     if (C.current !== id) return;
     if (C.objectUrl) URL.revokeObjectURL(C.objectUrl);
     C.objectUrl = URL.createObjectURL(blob);
-    const img = SW.el("img", { id: "snapshot-image", src: C.objectUrl, alt: "snapshot 快照" });
+    const zoneCount = scene ? `，${(scene.zones || []).length} 个区域 zones` : "";
+    const img = SW.el("img", { id: "snapshot-image", src: C.objectUrl, alt: `摄像头 ${id} 快照 Camera snapshot${zoneCount}` });
     img.onload = () => {
       const zones = ((scene && scene.zones) || []).map((z) => ({ points: z.polygon, kind: z.kind, ...SW.zoneLabel(z) }));
       box.replaceChildren(img, SW.overlay(img.naturalWidth, img.naturalHeight, [], zones));

@@ -6,15 +6,16 @@ const STATUSES = [["to_call", "待追呼"], ["called", "已追呼"], ["cut_off",
                   ["fined", "已罚款"]];
 const WARNING_STATES = { warned: "待复查 warned", complied: "已整改 complied", escalated: "已立案 escalated", lapsed: "未复查 lapsed" };
 
-async function frame(id, cell) {
+// A warning's frame, shown in its row's cell; `what` (its camera and type) is what its alt text says it shows.
+async function frame(id, cell, what) {
   const blob = await (await SW.api(`/api/v1/warnings/${encodeURIComponent(id)}/image`)).blob();
-  cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: "warning frame", class: "thumb" }));
+  cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: `劝导告知画面 Warning frame: ${what}`, class: "thumb" }));
 }
 
 async function loadWarnings() {
   const [rows, meta] = await Promise.all([SW.json("/api/v1/warnings"), SW.meta()]);
   SW.fill("#warnings tbody", rows.map((w) => {
-    const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode) }, "查看 View") : "");
+    const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode, `${w.camera_id} · ${SW.typeName(meta, w.violation_type)}`) }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, SW.time(w.warned_at)), SW.el("td", {}, w.camera_id),
       SW.el("td", {}, SW.typeName(meta, w.violation_type)), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
       SW.el("td", {}, SW.time(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);

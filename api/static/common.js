@@ -199,6 +199,7 @@ const SW = {
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("aria-hidden", "true");  // the shapes, unnamed, read as an empty image; their labels are the text
     const labels = [];
     for (const p of polygons) {
       const poly = document.createElementNS(ns, "polygon");

@@ -12,6 +12,20 @@ function typeName(id) {
   return t ? `${t.name_zh} ${t.name_en}` : id;
 }
 
+// What an evidence image is, as its alt text and tooltip say it (a role of the bundle's manifest, detect/evidence: its
+// kind, then the moment it was taken): a screen reader read the thumbnails by their codes alone ("crop").
+const IMAGE_KINDS = { original: "原图 original", annotated: "标注图 annotated", shared: "打码图 shared (blurred)",
+                      strip: "连拍 strip", crop: "目标截图 crop", shared_crop: "打码截图 shared crop" };
+const IMAGE_MOMENTS = { opened: "立案时 at opening", latest: "最新 latest", first_seen: "首次发现 first seen" };
+
+function imageRole(role) {
+  if (IMAGE_KINDS[role]) return IMAGE_KINDS[role];
+  const [, kind, when] = role.match(/^(original|annotated|shared)_(.+)$/) || [];
+  if (!kind) return `证据图 evidence image ${role}`;
+  const check = when.match(/^verification_(\d+)$/);
+  return `${IMAGE_KINDS[kind]}（${check ? `第 ${check[1]} 次核查 check ${check[1]}` : IMAGE_MOMENTS[when] || when}）`;
+}
+
 async function loadMeta() {
   Q.meta = await SW.meta();
   const state = document.getElementById("f-state");
@@ -131,11 +145,14 @@ function renderDetail(d) {
       SW.el("button", { id: "reopen", onclick: reopen }, "重新打开 Reopen")));
   }
   if (ev && ev.boxes && ev.boxes.url) {
-    const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url, alt: "evidence 证据" });
+    const boxes = (ev.boxes.boxes || []).length;
+    const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url,
+      alt: `证据照片 Evidence photo: ${typeName(c.violation_type)} · ${c.source_id} · ${SW.time(c.opened_at)} · 检出框 ${boxes} 个 boxes` });
     const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, ...SW.zoneLabel(ev.zone) }] : [];
     parts.push(SW.el("div", { class: "figure" }, img, SW.overlay(ev.boxes.width, ev.boxes.height, ev.boxes.boxes || [], zone)));
     const thumbs = ev.images.filter((x) => x.path !== ev.boxes.image).map((x) =>
-      SW.el("a", { href: x.url, target: "_blank", title: x.role }, SW.el("img", { src: x.url, alt: x.role })));
+      SW.el("a", { href: x.url, target: "_blank", title: imageRole(x.role) },
+        SW.el("img", { src: x.url, alt: `${imageRole(x.role)} · ${typeName(c.violation_type)}` })));
     parts.push(SW.el("div", { class: "thumbs" }, ...thumbs));
   } else {
     parts.push(SW.el("p", {}, ev && ev.error ? ev.error : "证据尚未存储 Evidence not stored yet" + (c.reason ? `: ${c.reason}` : "")));
