@@ -109,3 +109,36 @@ def test_evidence_images_say_what_they_show(site):
     _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cameras li[data-camera='cam-01']"), "cam-01 listed").click()
     _wait(b, lambda d: d.find_element(By.ID, "snapshot-image").get_attribute("alt").startswith("摄像头 cam-01 快照 Camera snapshot，"),
           "cam-01's snapshot named")
+
+
+def _unnamed(browser) -> list[tuple[str, str]]:
+    """The page's controls a screen reader cannot name in the staff's language: (role, name) of each button, link,
+    field, list, progress bar or other Tab stop whose accessible name is empty or has no Chinese (a placeholder such as
+    swt_… is no name). A list's options are named by their data (UTF-8, a case's id) and left out."""
+    controls = {"button", "link", "textbox", "combobox", "spinbutton", "checkbox", "listbox", "progressbar", "searchbox"}
+    found = []
+    for node in browser.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]:
+        if node.get("ignored"):
+            continue
+        role, name = node.get("role", {}).get("value"), node.get("name", {}).get("value", "")
+        focusable = any(p["name"] == "focusable" and p["value"].get("value") for p in node.get("properties", []))
+        if (role in controls or focusable) and role not in {"RootWebArea", "option", "row", "listitem"} and not CJK.search(name):
+            found.append((role, name))
+    return found
+
+
+@pytest.mark.slow  # the eight pages loaded in a browser and their accessibility trees read (the suite's budget)
+def test_every_control_has_a_chinese_name(site):
+    """A screen reader read the login's token field as "swt_…" (its placeholder), the scene and shop editors and the
+    upload progress bars as nothing, and the map as "map" with "Zoom in" / "Zoom out": each control is named in
+    Chinese, the staff's language, as the others were."""
+    from selenium.webdriver.common.by import By
+
+    ready = {"queue": "#detail h2", "map": "#map path.sw-cell", "cameras": "#cameras li"}
+    unnamed = {}
+    for page in PAGES:
+        b = _open(site, page)
+        if page in ready:
+            _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, ready[page]), f"the {page} page drawn")
+        unnamed[page] = _unnamed(b)
+    assert unnamed == {page: [] for page in PAGES}

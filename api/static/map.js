@@ -79,7 +79,9 @@ function legend(max) {
 async function load() {
   const data = await SW.json("/api/v1/map?" + filterParams());
   if (!M.map) {
-    M.map = L.map("map", { zoomSnap: 0.25, attributionControl: !!data.tile_url });
+    // its zoom buttons named in the staff's language (Leaflet's own say "Zoom in" / "Zoom out")
+    M.map = L.map("map", { zoomSnap: 0.25, attributionControl: !!data.tile_url, zoomControl: false });
+    L.control.zoom({ zoomInTitle: "放大 Zoom in", zoomOutTitle: "缩小 Zoom out" }).addTo(M.map);
     // Leaflet writes a credit as HTML: the settings' text is escaped to show as written (never run as markup)
     const credit = SW.el("span", {}, data.tile_attribution || "").innerHTML;
     if (data.tile_url) L.tileLayer(data.tile_url, { attribution: credit, maxZoom: 19 }).addTo(M.map);
