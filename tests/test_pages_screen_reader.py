@@ -142,3 +142,23 @@ def test_every_control_has_a_chinese_name(site):
             _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, ready[page]), f"the {page} page drawn")
         unnamed[page] = _unnamed(b)
     assert unnamed == {page: [] for page in PAGES}
+
+
+@pytest.mark.slow  # the cameras page worked by keys in a browser (the suite's budget)
+def test_a_camera_is_picked_by_keyboard(site):
+    """The cameras list answered a click alone: Tab went from the navigation bar past it to the first camera's scene,
+    so a keyboard user could open no other camera, and the one shown was marked by its background alone. Each camera
+    is a Tab stop that Enter opens, the one shown marked current for a screen reader."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    b = _open(site, "cameras")
+    _wait(b, lambda d: d.find_element(By.ID, "snapshot-image").get_attribute("alt").startswith("摄像头 cam-01 "), "cam-01 shown")
+    b.execute_script("document.querySelector('nav a[href=\"/ui/login\"]').focus();")  # the bar's last link
+    ActionChains(b).send_keys(Keys.TAB, Keys.TAB).perform()
+    assert b.execute_script("return document.activeElement.dataset.camera;") == "cam-02"
+    ActionChains(b).send_keys(Keys.ENTER).perform()
+    _wait(b, lambda d: '"camera_id": "cam-02"' in d.find_element(By.ID, "scene").get_attribute("value"), "cam-02's scene")
+    current = [li.get_attribute("aria-current") for li in b.find_elements(By.CSS_SELECTOR, "#cameras li")]
+    assert current == ["false", "true"]

@@ -29,9 +29,10 @@ function notes(cam) {
 
 async function loadCameras() {
   C.cameras = await SW.json("/api/v1/cameras");
-  document.getElementById("cameras").replaceChildren(...C.cameras.map((cam) => SW.el("li", {
-    "data-camera": cam.id, class: C.current === cam.id ? "current" : "", onclick: () => show(cam.id),
-  }, SW.el("span", { class: "state" }, healthText(cam.health)), cam.name || cam.id, SW.el("br"),
+  // a camera is picked by keyboard as by mouse (a Tab stop, Enter or Space), the one shown marked for a screen reader
+  document.getElementById("cameras").replaceChildren(...C.cameras.map((cam) => SW.el("li", Object.assign({
+    "data-camera": cam.id, class: C.current === cam.id ? "current" : "", "aria-current": String(C.current === cam.id),
+  }, SW.pickable(() => show(cam.id))), SW.el("span", { class: "state" }, healthText(cam.health)), cam.name || cam.id, SW.el("br"),
   SW.el("small", {}, `${cam.id} · ${cam.zones} 区域 zones${cam.scene_error ? " · 场景错误 scene error" : ""}`), ...notes(cam))));
   if (!C.cameras.length) SW.say("未配置摄像头 No cameras configured (service.cameras_file)");
   else if (!C.current) show(C.cameras[0].id);
@@ -41,7 +42,10 @@ async function loadCameras() {
 // else its text; nothing of the camera shown before stays, whatever answers first.
 async function show(id) {
   C.current = id;
-  document.querySelectorAll("#cameras li").forEach((li) => li.classList.toggle("current", li.dataset.camera === id));
+  document.querySelectorAll("#cameras li").forEach((li) => {
+    li.classList.toggle("current", li.dataset.camera === id);
+    li.setAttribute("aria-current", String(li.dataset.camera === id));
+  });
   const box = document.getElementById("snapshot");
   const text = document.getElementById("scene");
   const error = document.getElementById("scene-error");
