@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from api import problems
 from api.config import ServiceConfig
 from api.context import AppContext, build_context
+from api.jobs import SWEEP_EVERY_S
 from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
 from detect.config_io import ConfigError
 from detect.evidence import EvidenceKeyError, check_key_files
@@ -34,6 +35,8 @@ API_PREFIX = "/api/v1"
 
 def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: Callable[[], Any] | None = None,
                resume_jobs: bool = True) -> FastAPI:
+    """The app of `settings`' service. `resume_jobs`: at start-up, take up the job folders (unfinished jobs resumed,
+    expired ones removed: `TriageJobs.remove_expired`); tests that lay out job folders by hand turn it off."""
     try:  # a key file the settings name but that does not load: refused here, an unset key only warned of below
         check_key_files(settings.evidence)
     except EvidenceKeyError as exc:
@@ -50,6 +53,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if resume_jobs:
+            await _logged(ctx.jobs.remove_expired, "jobs retention sweep")
         try:
             if resume_jobs:
                 resumed = ctx.jobs.resume_unfinished()
@@ -60,9 +65,11 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         except Exception as exc:  # kept for `serve`: uvicorn only logs it and exits 3
             app.state.startup_error = exc
             raise
-        retries = asyncio.create_task(_retry_spool_every(ctx, service.spool_retry_s))
+        periodic = [asyncio.create_task(_every(service.spool_retry_s, lambda: _retry_spool(ctx), "evidence spool retry")),
+                    asyncio.create_task(_every(SWEEP_EVERY_S, ctx.jobs.remove_expired, "jobs retention sweep"))]
         yield
-        retries.cancel()
+        for task in periodic:
+            task.cancel()
         ctx.close()
 
     # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc load their JavaScript from this app
@@ -119,18 +126,28 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     return app
 
 
-async def _retry_spool_every(ctx: AppContext, seconds: float) -> None:
-    """Retry the evidence spool every `seconds` (`service.spool_retry_s`) for as long as the app runs, in a worker
-    thread (storage calls block): without it only a job's run retried it. A failed retry is logged and tried again."""
+async def _every(seconds: float, work: Callable[[], Any], what: str) -> None:
+    """Run `work` every `seconds` for as long as the app runs (`_logged`): the evidence spool's retry
+    (`service.spool_retry_s`), the jobs' retention sweep (`api.jobs.SWEEP_EVERY_S`)."""
     while True:
         await asyncio.sleep(seconds)
-        try:
-            stored = await run_in_threadpool(ctx.jobs.retry_spool)
-        except Exception:  # noqa: BLE001 - the case store or storage down: the next round tries again
-            log.exception("evidence spool retry failed")
-            continue
-        if stored:
-            log.info("evidence spool: %d bundle(s) stored: %s", len(stored), ", ".join(stored))
+        await _logged(work, what)
+
+
+async def _logged(work: Callable[[], Any], what: str) -> None:
+    """Run `work` in a worker thread (storage calls block); a failure is logged as `what` failed, and the next round
+    tries again."""
+    try:
+        await run_in_threadpool(work)
+    except Exception:  # noqa: BLE001 - the case store or storage down: the next round tries again
+        log.exception("%s failed", what)
+
+
+def _retry_spool(ctx: AppContext) -> None:
+    """Retry the evidence spool (`TriageJobs.retry_spool`): without the server's own rounds only a job's run retried it."""
+    stored = ctx.jobs.retry_spool()
+    if stored:
+        log.info("evidence spool: %d bundle(s) stored: %s", len(stored), ", ".join(stored))
 
 
 def _control_character_in(request: Request) -> str | None:

@@ -198,6 +198,11 @@ class ServiceConfig(ConfigModel):
     spool_retry_s: float = Field(600.0, title="Evidence spool retry",
                                  description="Seconds between the service's retries of the evidence spool (bundles storage could not "
                                              "take, ones signed with a key rotated away), jobs or none: each job retries it too.", gt=0)
+    jobs_keep_days: int = Field(30, title="Job retention",
+                                description="Days a finished upload or patrol job (done or failed) is kept after it finished: its "
+                                            "folder (the photos or video as uploaded, its report) is then removed, at start-up and "
+                                            "hourly, and its id answers 404 saying so. Its cases' evidence lives in the evidence "
+                                            "store and stays. 0: kept for ever.", ge=0)
     reopen_within_days: int = Field(7, title="Reopen window",
                                     description="Days after a rejection in review during which a reviewer may reopen the case "
                                                 "(POST /cases/{id}/reopen: a mis-click undone); later it stays rejected.", ge=1, le=365)
@@ -209,6 +214,10 @@ class ServiceConfig(ConfigModel):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def patrol_dir(self) -> Path:
+        return self.data_dir / "patrol"
 
     @property
     def upload_spool(self) -> Path:

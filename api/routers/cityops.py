@@ -31,7 +31,8 @@ from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.exports import Export
-from api.jobs import UNFINISHED, as_uploaded, job_failure, newest_jobs, no_cases_error, read_job, spool_shown, write_job
+from api.jobs import (UNFINISHED, as_uploaded, job_failure, newest_jobs, no_cases_error, not_found, read_job, spool_shown,
+                      write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -480,7 +481,7 @@ def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
 def _patrol_dir(ctx: AppContext, job_id: str) -> Path:
     if not (len(job_id) == 16 and all(c in "0123456789abcdef" for c in job_id)):
         raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found")
-    return (ctx.service.data_dir / "patrol" / job_id).resolve()
+    return (ctx.service.patrol_dir / job_id).resolve()
 
 
 def _as_uploaded(folder: Path, job: dict[str, Any], settings: Settings, html: bool = False) -> Callable[[str], str]:
@@ -581,7 +582,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
 def _patrol_jobs(ctx: AppContext, limit: int | None = None, owner: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """The patrol jobs' folders and records, newest first, only `owner`'s when given, at most `limit`, read as the photo
     uploads' are (`newest_jobs`: the newest folders only); an unreadable record is logged and left out."""
-    return newest_jobs((ctx.service.data_dir / "patrol").resolve(), limit, owner)  # the folders as `_patrol_dir` names them
+    return newest_jobs(ctx.service.patrol_dir.resolve(), limit, owner)  # the folders as `_patrol_dir` names them
 
 
 def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolProgress:
@@ -673,10 +674,14 @@ def _check_video(folder: Path, job: dict[str, Any], settings: Settings) -> None:
 
 
 def _patrol_job(ctx: AppContext, job_id: str, who: Principal) -> tuple[Path, dict[str, Any]]:
-    """The job's folder and record, if the caller may see it: inspectors see their own jobs, reviewers and admins all."""
+    """The job's folder and record, if the caller may see it: inspectors see their own jobs, reviewers and admins all;
+    one removed by the retention (`service.jobs_keep_days`) is 404 saying so."""
     folder = _patrol_dir(ctx, job_id)
     job = read_job(folder)  # as the list reads it: an unreadable record (logged) is no job, not a 500
-    if job is None or who.role is Role.INSPECTOR and job["owner"] != who.name:
+    owner = who.name if who.role is Role.INSPECTOR else None
+    if job is None:
+        raise Problem(404, not_found(folder.parent, job_id, "patrol job", owner), slug="job-not-found")
+    if owner is not None and job["owner"] != owner:
         raise Problem(404, f"no patrol job {job_id!r}", slug="job-not-found")
     return folder, job
 

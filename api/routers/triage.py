@@ -101,11 +101,13 @@ def _job_view(ctx: AppContext, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _own_job(ctx: AppContext, job_id: str, who: Principal) -> dict[str, Any]:
-    """The job, if the caller may see it: inspectors see their own jobs, reviewers and admins all."""
+    """The job, if the caller may see it: inspectors see their own jobs, reviewers and admins all; one removed by the
+    retention (`service.jobs_keep_days`) is 404 saying so."""
     try:
         job = ctx.jobs.get(job_id)
     except JobNotFound:
-        raise Problem(404, f"no triage job {job_id!r}", slug="job-not-found") from None
+        raise Problem(404, ctx.jobs.not_found(job_id, who.name if who.role is Role.INSPECTOR else None),
+                      slug="job-not-found") from None
     if who.role is Role.INSPECTOR and job["owner"] != who.name:
         raise Problem(404, f"no triage job {job_id!r}", slug="job-not-found")
     return job
