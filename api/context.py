@@ -6,6 +6,7 @@ includes them: the dependency graph runs app -> routers -> auth -> context, neve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from detect.taxonomy import Taxonomy
 from pipelines.cases.store import CaseStore
 from pipelines.dispatch.webhook import SeenCalls
 from pipelines.evidence_store import EvidenceStore, open_evidence_store
+from pipelines.logs import RecurringLog
 from pipelines.settings import Settings
 from pipelines.url_signing import UrlSigner
 
@@ -43,6 +45,8 @@ class AppContext:
     taxonomy: Taxonomy
     exports: ExportGate  # the case, call-out and scores-workbook exports' and the map's own threads (`service.export_concurrency`)
     webhook_calls: SeenCalls = field(default_factory=SeenCalls)  # timestamped webhook calls taken: this process's memory
+    #: The errors a request may meet on every call while they last (the store down, a setting not set), logged bounded
+    errors_log: RecurringLog = field(default_factory=lambda: RecurringLog(logging.getLogger("api.problems")))
 
     @property
     def page_tz(self) -> ZoneInfo:

@@ -107,7 +107,7 @@ def unusable(ctx: AppContext, what: str, exc: Exception | str, slug: str = "inva
     """503 for a configuration file a route reads that cannot be read (`what: why`, the why a loader's error or its
     text): the answer names the file by its setting (`AppContext.config_error`), never by the server's path, which the
     log keeps for whoever fixes it."""
-    log.error("%s: %s", what, exc)
+    ctx.errors_log.error(f"{what}: {exc}", "%s: %s", what, exc)  # a page asks again at each click: not a line each
     return Problem(503, f"{what}: {ctx.config_error(exc)}", slug=slug)
 
 
@@ -202,7 +202,8 @@ def install(app: FastAPI) -> None:
         # Any route (authentication included: tokens live in the same database) may be the first to find the
         # store gone; the whole service is unavailable, not the request wrong. The log names the store (password
         # masked) and the driver's reason; the answer does not, as anyone, without a token too, may receive it.
-        log.error("%s %s: %s", request.method, request.url.path, exc)
+        # Every request meets it during an outage: the first few are logged, then a line per interval (RecurringLog).
+        request.app.state.ctx.errors_log.error("case-store-unreachable", "%s %s: %s", request.method, request.url.path, exc)
         return problem_response(503, f"案件库暂时无法连接，请稍后重试 the case store cannot be reached; try again in "
                                      f"{STORE_RETRY_AFTER_S} s (the server log names the store and the reason)",
                                 "case-store-unreachable", {"Retry-After": str(STORE_RETRY_AFTER_S)})
@@ -212,7 +213,7 @@ def install(app: FastAPI) -> None:
         # Every connection of the pool was in use for `cases.pool_timeout` (a burst, or slow queries holding them):
         # the store is there but busy, so the request may be tried again soon; a 500 said the service was broken.
         cases = request.app.state.ctx.settings.cases
-        log.error("%s %s: no free case store connection after cases.pool_timeout (%s s; cases.pool_size %s, "
+        request.app.state.ctx.errors_log.error("case-store-busy", "%s %s: no free case store connection after cases.pool_timeout (%s s; cases.pool_size %s, "
                   "cases.max_overflow %s): %s", request.method, request.url.path, cases.pool_timeout, cases.pool_size,
                   cases.max_overflow, exc)
         return problem_response(503, f"案件库连接已全部占用，等待超过 cases.pool_timeout（{cases.pool_timeout:g} 秒），"

@@ -6,7 +6,11 @@ warnings came through (Python's last-resort handler, bare), never its INFO lines
 from __future__ import annotations
 
 import logging
+import math
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -18,3 +22,59 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT)
     if level > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class BoundedLog:
+    """Which occurrences of a recurring failure get a log line: the first `first` of a run each, then one summary
+    line per `every_s`. One rule for a camera's failed attempts while offline and its streams lost while flapping
+    (pipelines.cctv.reader), and for the service's errors that every request may meet (`RecurringLog`), so none floods
+    the log; the caller counts the run (and its metrics every occurrence, logged or not)."""
+
+    EACH, SUMMARY = "each", "summary"
+
+    def __init__(self, first: int, every_s: float) -> None:
+        self.first, self.every_s = first, every_s
+        self._logged_at = -math.inf  # monotonic time of the last line
+
+    def due(self, n: int, now: float) -> str | None:
+        """The line for the `n`th occurrence of a run at monotonic `now`: EACH, SUMMARY, or None for no line."""
+        if n <= self.first:
+            line = self.EACH
+        elif now - self._logged_at >= self.every_s:
+            line = self.SUMMARY
+        else:
+            return None
+        self._logged_at = now
+        return line
+
+
+class RecurringLog:
+    """A failure each request may meet while it lasts (the case store down, a setting not set that a page asks for on
+    every click) logged by `BoundedLog`'s rule per `key`: a line each for the first `first` of a run, then one per
+    `every_s` saying how many were not logged since the line before. A run ends after `every_s` without one, so the
+    next failure after a quiet spell is logged in full again. The answers are the caller's, unchanged."""
+
+    KEYS = 100  # runs kept before those ended are dropped
+
+    def __init__(self, logger: logging.Logger, first: int = 3, every_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.first, self.every_s, self.clock = logger, first, every_s, clock
+        self._runs: dict[str, tuple[BoundedLog, int, float, int]] = {}  # key: rule, run length, last seen, not logged
+        self._lock = threading.Lock()  # requests are answered on several threads
+
+    def error(self, key: str, msg: str, *args: object) -> None:
+        """Log `msg % args` at ERROR if this occurrence of `key`'s failure is due a line."""
+        with self._lock:
+            now = self.clock()
+            bounded, n, seen, unlogged = self._runs.get(key, (None, 0, -math.inf, 0))
+            if bounded is None or now - seen >= self.every_s:
+                bounded, n, unlogged = BoundedLog(self.first, self.every_s), 0, 0
+            n += 1
+            line = bounded.due(n, now)
+            self._runs[key] = (bounded, n, now, 0 if line else unlogged + 1)
+            if len(self._runs) > self.KEYS:  # keys made of messages: the ended runs are forgotten
+                self._runs = {k: run for k, run in self._runs.items() if now - run[2] < self.every_s}
+        if line is BoundedLog.SUMMARY:
+            msg, args = msg + " (and %d more like it not logged in the last %d s)", (*args, unlogged, int(self.every_s))
+        if line is not None:
+            self.logger.error(msg, *args)

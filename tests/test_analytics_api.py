@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 
 import pytest
 from fastapi.testclient import TestClient
@@ -117,18 +118,24 @@ def test_scores_carry_the_cutoff_files_warnings_naming_it_by_its_setting(api, tm
     assert {u["unit"]: u["score"] for u in answer.json()["units"]} == {"一中队": 42, "二中队": 26}  # the rows above it count
 
 
-def test_scores_by_street_without_a_grid_say_why_in_chinese_first(api):
+def test_scores_by_street_without_a_grid_say_why_in_chinese_first(api, caplog):
     """Soak: the scores page offers 街道 street and 中队 squad whatever the settings; without `analytics.grid` (the
-    default) it showed '503: analytics: analytics.grid is not set: …', English alone, to city staff."""
+    default) it showed '503: analytics: analytics.grid is not set: …', English alone, to city staff, and each click
+    logged the same ERROR line: the first few are logged, then one line per interval, each click answered alike."""
     client, who, _, settings = api
     before, settings.analytics.grid = settings.analytics.grid, None
     try:
-        answer = client.get("/api/v1/scores", params={"period": "2026-11", "by": "street"}, headers=who)
+        with caplog.at_level(logging.ERROR, logger="api.problems"):
+            answers = [client.get("/api/v1/scores", params={"period": "2026-11", "by": "street"}, headers=who)
+                       for _ in range(8)]
     finally:
         settings.analytics.grid = before
-    assert answer.status_code == 503
-    assert answer.json()["detail"] == ("analytics: 未设置网格文件 analytics.grid，无法按街道评分 — analytics.grid is not set: a "
-                                       "case's street is its grid cell's `street` property in that file")
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.json()["detail"] == ("analytics: 未设置网格文件 analytics.grid，无法按街道评分 — analytics.grid is not set: a "
+                                           "case's street is its grid cell's `street` property in that file")
+    logged = [r.getMessage() for r in caplog.records if "analytics.grid is not set" in r.getMessage()]
+    assert len(logged) == 3, logged  # RecurringLog's first, within its interval
 
 
 @pytest.mark.parametrize("setting, name, text, path, params, detail", [

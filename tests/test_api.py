@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -536,6 +537,35 @@ def test_a_sqlite_case_store_file_deleted_while_serving_answers_503_not_an_empty
         assert not database.exists()
         aside.rename(database)
         assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+
+
+def test_a_store_outage_logs_its_first_requests_then_a_line_per_interval(tmp_path, monkeypatch, caplog):
+    """Soak: while the case store was down every request logged an ERROR line (340 in 25 s). The first few of the
+    outage are logged each, then one line per interval saying how many were not; every request still answers 503."""
+    from fastapi.testclient import TestClient
+
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path))
+    now = [1000.0]
+    app.state.ctx.errors_log.clock = lambda: now[0]  # the interval passed by hand: no test waits for it
+    database = tmp_path / "cases.db"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reviewer = auth(tokens["reviewer"])
+        assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+        database.rename(tmp_path / "aside.db")
+        with caplog.at_level(logging.ERROR, logger="api.problems"):
+            codes = []
+            for _ in range(10):  # a request each 10 s: the interval (60 s) passes at the 9th
+                codes.append(client.get("/api/v1/cases", headers=reviewer).status_code)
+                now[0] += 10
+            now[0] += 60  # a quiet minute: the next failure begins a new run, logged in full
+            codes.append(client.get("/api/v1/cases", headers=reviewer).status_code)
+    assert codes == [503] * 11
+    logged = [r.getMessage() for r in caplog.records if r.name == "api.problems"]
+    assert len(logged) == 5 and all(line.startswith("GET /api/v1/cases: cannot open the case store") for line in logged), logged
+    assert logged[3].endswith("(and 5 more like it not logged in the last 60 s)") and "more like it" not in logged[4]
 
 
 def test_a_request_finding_every_store_connection_in_use_past_pool_timeout_answers_503(tmp_path, monkeypatch):

@@ -17,7 +17,8 @@ import pytest
 
 from detect.scenes import Scene
 from pipelines.cctv.config import Camera, CameraConfig
-from pipelines.cctv.reader import BoundedLog, CameraReader, ReaderHooks
+from pipelines.cctv.reader import CameraReader, ReaderHooks
+from pipelines.logs import BoundedLog
 from benchmarks.media import Sprite, street_view, write_clip
 from tests.cctv_helpers import SIZE, parked_clip, played_picture, rotated_copy, street, ts_copy
 

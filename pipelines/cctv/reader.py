@@ -11,7 +11,6 @@ fails it. Nothing here can stop another camera.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pipelines.cctv.clock import MediaClock, Sampler
 from pipelines.cctv.config import Camera, is_url
 from pipelines.cctv.health import HealthEvent, HealthKind, ImageHealth
 from pipelines.cctv.sources import Picture, SourceError, capped_size, open_source
+from pipelines.logs import BoundedLog
 from pipelines.times import as_utc, possible_capture
 
 log = logging.getLogger(__name__)
@@ -89,29 +89,6 @@ class ReaderHooks:
 
 class _Stopped(Exception):
     pass
-
-
-class BoundedLog:
-    """Which occurrences of a recurring failure get a log line: the first `first` of a run each, then one summary
-    line per `every_s`. One rule for a camera's failed attempts while offline and its streams lost while flapping,
-    so neither floods the log; the caller counts the run (and its metrics every occurrence, logged or not)."""
-
-    EACH, SUMMARY = "each", "summary"
-
-    def __init__(self, first: int, every_s: float) -> None:
-        self.first, self.every_s = first, every_s
-        self._logged_at = -math.inf  # monotonic time of the last line
-
-    def due(self, n: int, now: float) -> str | None:
-        """The line for the `n`th occurrence of a run at monotonic `now`: EACH, SUMMARY, or None for no line."""
-        if n <= self.first:
-            line = self.EACH
-        elif now - self._logged_at >= self.every_s:
-            line = self.SUMMARY
-        else:
-            return None
-        self._logged_at = now
-        return line
 
 
 class CameraReader(threading.Thread):
