@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detect.config_io import ConfigError, pydantic_en
 from pipelines.cases.states import InvalidTransition
@@ -230,10 +231,45 @@ def install(app: FastAPI) -> None:
             return await _problem(request, malformed_json(exc.reason))
         return problem_response(exc.status_code, str(exc), "webhook-refused")
 
+    app.add_middleware(_Unhandled)  # the first added: the innermost, so the other middlewares see its 500
+
     @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, f"internal error ({type(exc).__name__}); see the server log")
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        # a bug in a middleware outside _Unhandled: Starlette raises it on to the server, which logs its traceback
+        return internal_error(exc)
+
+
+def internal_error(exc: Exception) -> JSONResponse:
+    """The 500 of a bug: its kind, never its internals (the log has them)."""
+    return problem_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+class _Unhandled:
+    """A route's unexpected error answered 500 and logged once, naming the request. Handled by an exception handler
+    for `Exception`, Starlette answers it and then raises it on to the server (uvicorn), which logged its traceback a
+    second time, and the middlewares between (the request metrics, the no-store headers) never saw the 500. A response
+    already begun cannot become a 500: the error is logged and the server closes the connection it left unfinished."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not started:
+                await internal_error(exc)(scope, receive, send)
 
 
 def _allowed(request: Request) -> str:

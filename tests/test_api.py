@@ -568,6 +568,49 @@ def test_a_store_outage_logs_its_first_requests_then_a_line_per_interval(tmp_pat
     assert logged[3].endswith("(and 5 more like it not logged in the last 60 s)") and "more like it" not in logged[4]
 
 
+def test_a_route_s_bug_is_one_traceback_in_the_server_log_and_a_counted_500(tmp_path, monkeypatch, caplog):
+    """Soak: each 500 printed two tracebacks, our handler's and uvicorn's (Starlette raises the error on to the server
+    after its handler answers), and the request metrics never counted it. Through uvicorn on loopback, as `serve`
+    runs: one traceback, naming the request; the answer the 500 problem document; the 500 counted."""
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, _ = make_app(settings_for(tmp_path))
+
+    def broken() -> None:
+        raise ZeroDivisionError("a bug")
+
+    app.add_api_route("/api/v1/broken", broken)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, proxy_headers=False))  # its lines reach caplog
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    with caplog.at_level(logging.INFO):
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            while not server.started:
+                assert thread.is_alive(), caplog.text
+                threading.Event().wait(0.05)
+            answer = httpx.get(f"{url}/api/v1/broken", timeout=30)
+        finally:
+            server.should_exit = True
+            thread.join(30)
+            sock.close()
+    assert answer.status_code == 500 and answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == "internal error (ZeroDivisionError); see the server log"
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in tracebacks] == ["unhandled error on GET /api/v1/broken"], caplog.text
+    counted = {"method": "GET", "handler": "broken", "status": "500"}
+    assert app.state.ctx.metrics.registry.get_sample_value("streetwatch_api_requests_total", counted) == 1
+
+
 def test_a_request_finding_every_store_connection_in_use_past_pool_timeout_answers_503(tmp_path, monkeypatch):
     """A request that waited `cases.pool_timeout` for a connection of the store's pool, all in use, failed 500
     (internal error (TimeoutError)), as if the service were broken. It answers 503 with Retry-After, saying in Chinese
