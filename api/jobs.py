@@ -22,7 +22,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,17 +84,14 @@ class RecordCount:
     An input has more than one line while a resumed job runs: its earlier record (an error, or the result of a
     content replaced since) stays until the run finishes and its journal closes (`pipelines.triage.journal`; a job stopped part way leaves it), so lines over-count. Each poll reads only the lines added
     since the last; the journal's rewrite at its close (a new file: another inode) is read afresh. A finished
-    job's file no longer changes: its count is kept, its inputs' names are let go (`finish`)."""
+    job's count is not kept here (`RecordCounts`)."""
 
     file: tuple[int, int]  # (device, inode)
     offset: int = 0  # end of the last complete line read
     sources: set[str] = field(default_factory=set)
-    finished: int | None = None
 
     def read(self, fh: Any) -> int:
         """Read the complete lines after `offset` from the open binary file; the inputs recorded so far."""
-        if self.finished is not None:
-            return self.finished
         fh.seek(self.offset)
         for line in fh:
             if not line.endswith(b"\n"):
@@ -108,16 +105,12 @@ class RecordCount:
                 self.sources.add(source)
         return len(self.sources)
 
-    def finish(self) -> None:
-        """The job is over (its journal closed): keep the count only. Every later poll of the job finishes it again: its
-        count stays (taken again from the names let go, it read 0 from the job's third poll on)."""
-        if self.finished is None:
-            self.finished, self.sources = len(self.sources), set()
-
 
 class RecordCounts:
-    """The `RecordCount` of each `results.jsonl` polled (photo upload and patrol jobs alike), by path: each poll
-    reads only the lines added since the last."""
+    """The `RecordCount` of each running job's `results.jsonl` polled (photo upload and patrol jobs alike), by path:
+    each poll reads only the lines added since the last. A finished job's is let go once counted (`count` with
+    `finished`): its count is kept in its record (`recorded`, `finished_record`), so nothing here grows with the jobs
+    a server has run."""
 
     def __init__(self) -> None:
         self._counts: dict[Path, RecordCount] = {}
@@ -125,10 +118,11 @@ class RecordCounts:
 
     def count(self, path: Path, finished: bool) -> int:
         """How many inputs the `results.jsonl` at `path` holds a record of (0 before it exists); `finished`: its job
-        is over."""
+        is over, its count let go (read whole again if asked again)."""
         try:
             fh = path.open("rb")
         except FileNotFoundError:
+            self.forget(path)
             return 0
         with fh, self._lock:
             stat = os.fstat(fh.fileno())
@@ -137,14 +131,30 @@ class RecordCounts:
                 count = self._counts[path] = RecordCount((stat.st_dev, stat.st_ino))
             done = count.read(fh)
             if finished:
-                count.finish()
+                del self._counts[path]
             return done
 
     def forget(self, folder: Path) -> None:
-        """Let go of the counts of the files under `folder` (a job removed): else each job ever polled stayed in memory."""
+        """Let go of the counts at or under `folder`: a job ended (a poll that found it still running may have counted
+        its file) or removed (else each job ever polled stayed in memory)."""
         with self._lock:
             for path in [p for p in self._counts if p.is_relative_to(folder)]:
                 del self._counts[path]
+
+
+def finished_record(records: RecordCounts, path: Path, job: dict[str, Any]) -> dict[str, Any]:
+    """`job` ended (`state` done or failed) with `recorded`, the inputs its `results.jsonl` at `path` holds a record of,
+    so that its progress is read from its record, never from the file again nor kept in `records`."""
+    return {**job, "recorded": records.count(path, finished=True), "finished_at": _now()}
+
+
+def recorded(records: RecordCounts, path: Path, job: dict[str, Any]) -> int:
+    """The inputs `job`'s `results.jsonl` at `path` holds a record of: while it runs counted by `records`, once it ended
+    its `recorded` (a job ended before that was kept is counted afresh, nothing kept)."""
+    finished = job["state"] not in UNFINISHED
+    if finished and isinstance(job.get("recorded"), int):
+        return job["recorded"]
+    return records.count(path, finished)
 
 
 def _now() -> str:
@@ -379,7 +389,6 @@ class TriageJobs:
         self._detector_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(config.job_concurrency, thread_name_prefix="triage-job")
-        self.futures: dict[str, Future] = {}
         self.records = RecordCounts()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -403,7 +412,6 @@ class TriageJobs:
             swept.jobs += done.jobs
             swept.bytes += done.bytes
             for job_id in done.jobs:
-                self.futures.pop(job_id, None)
                 self.records.forget(root / job_id)
         if keep:
             log.info("jobs retention (service.jobs_keep_days: %d): %d finished job(s) removed, %d bytes (%.1f MB) freed",
@@ -481,7 +489,7 @@ class TriageJobs:
 
     def progress(self, job: dict[str, Any]) -> dict[str, Any]:
         """Photos recorded so far out of the total (and the phase: photos, then case evidence)."""
-        done = self._recorded(job["id"], finished=job["state"] not in UNFINISHED)
+        done = recorded(self.records, self._dir(job["id"]) / RESULTS, job)
         total = job.get("total")
         phase = job["state"]
         if job["state"] == "running":
@@ -541,10 +549,6 @@ class TriageJobs:
             raise JobNotFound(job_id)
         return self.root / job_id
 
-    def _recorded(self, job_id: str, finished: bool) -> int:
-        """How many inputs the job's `results.jsonl` holds a record of (`RecordCounts`); `finished`: the job is over."""
-        return self.records.count(self._dir(job_id) / RESULTS, finished)
-
     def _lines(self, job_id: str):
         """The complete lines of the job's `results.jsonl` (a line still being written is skipped)."""
         path = self._dir(job_id) / RESULTS
@@ -565,8 +569,15 @@ class TriageJobs:
             self._write(job)
             return job
 
+    def _end(self, job_id: str, **values: Any) -> None:
+        """End the job with `values` (its state, done or failed), its count of inputs recorded kept in its record."""
+        path = self._dir(job_id) / RESULTS
+        with self._state_lock:
+            self._write(finished_record(self.records, path, {**self.get(job_id), **values}))
+        self.records.forget(path)  # a poll that read the job running as it ended
+
     def _submit(self, job_id: str) -> None:
-        self.futures[job_id] = self.pool.submit(self._run, job_id)
+        self.pool.submit(self._run, job_id)  # nothing kept per job: its record says how it goes
 
     def detector(self):
         with self._detector_lock:
@@ -586,7 +597,7 @@ class TriageJobs:
 
     def _failed(self, job_id: str, error: str) -> None:
         """End the job failed with `error`, its server paths named as the client knows them (`as_uploaded`)."""
-        self._update(job_id, state="failed", finished_at=_now(), error=self.as_uploaded(self.get(job_id))(error))
+        self._end(job_id, state="failed", error=self.as_uploaded(self.get(job_id))(error))
         self.metrics.jobs.labels("failed").inc()
 
     def _run(self, job_id: str) -> None:
@@ -617,7 +628,7 @@ class TriageJobs:
                   "type": g.type, "score": round(g.score, 4),
                   "photos": len(g.members)} for g, r in zip(result.groups, result.refs, strict=True)]
         t = result.tally
-        self._update(job_id, state="done", finished_at=_now(), cases=cases,
+        self._end(job_id, state="done", cases=cases,
                      summary={"readable": t.ok, "with_violations": t.positives, "errors": t.errors,
                               "duplicates": t.duplicates, "groups": len(result.groups), "spool": result.spool.as_dict()})
         self.metrics.jobs.labels("done").inc()

@@ -65,6 +65,12 @@ def make_app(settings: Settings, detector=None, **kw):
     return app, tokens
 
 
+def kept_per_job(holder) -> dict[str, int]:
+    """The containers among `holder`'s attributes that hold anything, by name, and their sizes: after jobs ended,
+    what a long-running server would still hold for each."""
+    return {name: len(value) for name, value in vars(holder).items() if isinstance(value, dict | list | set) and value}
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.api_helpers import KEY, auth, draft_cases, make_app, settings_for
+from tests.api_helpers import KEY, auth, draft_cases, kept_per_job, make_app, settings_for
 
 LIMIT = 1_000_000
 MAX_FILES = 20
@@ -79,6 +79,28 @@ def test_upload_photos_and_a_zip_runs_the_triage_pipeline(uploads, bus_jpg, zida
     other = app.state.ctx.accounts.add("inspector-2", "inspector")[1]
     assert client.get(f"/api/v1/triage/jobs/{job['id']}", headers=auth(other)).status_code == 404  # not theirs
     assert client.get("/api/v1/triage/jobs", headers=auth(other)).json() == []
+
+
+def test_finished_jobs_leave_nothing_kept_per_job_and_their_progress_stands(uploads, bus_jpg, zidane_jpg):
+    """Soak: the jobs kept a future per job submitted, which nothing read, and each job's count of photos recorded,
+    polled, for as long as the server ran. After several jobs, done and failed, polled while they ran and after,
+    nothing is kept per job; each finished job's progress stands, from its record (`recorded`)."""
+    app, client, tokens = uploads
+    jobs, inspector = app.state.ctx.jobs, auth(tokens["inspector"])
+    photos = [("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg")), ("files", ("zidane.jpg", zidane_jpg.read_bytes(), "image/jpeg"))]
+    finished = []
+    for _ in range(3):
+        created = client.post("/api/v1/triage/jobs", headers=inspector, files=photos)
+        assert created.status_code == 202, created.text
+        finished.append(wait_job(client, created.json()["id"], inspector))
+    jobs._failed(finished[-1]["id"], "a failure")  # a job ended failed is let go alike
+    for job in finished:
+        for _ in range(2):  # polled again after it ended (the upload page's list, a reload)
+            progress = client.get(f"/api/v1/triage/jobs/{job['id']}", headers=inspector).json()["progress"]
+            assert progress["done"] == progress["total"] == 2, progress
+    assert len(client.get("/api/v1/triage/jobs", headers=inspector).json()) == 3
+    assert kept_per_job(jobs) == kept_per_job(jobs.records) == {}
+    assert [jobs.get(job["id"])["recorded"] for job in finished] == [2, 2, 2]
 
 
 def test_a_done_jobs_report_is_served_as_the_pages_are(uploads, bus_jpg):

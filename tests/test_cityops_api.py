@@ -30,7 +30,7 @@ from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore
 from pipelines.settings import Settings
-from tests.api_helpers import KEY, MODEL, auth, make_app, settings_for
+from tests.api_helpers import KEY, MODEL, auth, kept_per_job, make_app, settings_for
 from tests.cctv_helpers import cbr_ts_copy, pattern_video, ts_copy
 from tests.conftest import REPO, start_server, stop_process
 from tests.pg import free_port
@@ -581,6 +581,7 @@ def test_patrol_jobs_are_listed_newest_first_with_their_progress(city, clip, tmp
     first = upload(inspector, "巡查 A.mp4")
     [first] = _finished(client, inspector, first)
     assert first["state"] == "done" and first["progress"] == {"phase": "done", "done": 15, "total": 15}, first
+    assert kept_per_job(ctx.jobs.records) == {}  # a finished job's count is in its record (`recorded`), not kept for ever
     theirs = upload(other, "巡查 B.mp4")
     release = threading.Event()
     for _ in range(ctx.service.job_concurrency):  # the next job waits behind a busy pool: queued

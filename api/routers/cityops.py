@@ -31,8 +31,8 @@ from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.exports import Export
-from api.jobs import (UNFINISHED, as_uploaded, job_failure, newest_jobs, no_cases_error, not_found, read_job, spool_shown,
-                      write_job)
+from api.jobs import (UNFINISHED, as_uploaded, finished_record, job_failure, newest_jobs, no_cases_error, not_found, read_job,
+                      recorded, spool_shown, write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -538,10 +538,16 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     from pipelines.cityops.patrol import CannotResume, NoStartTime, PatrolError, run_patrol
     from pipelines.triage import TriageSettings
     from pipelines.triage.cases import CasesUnavailable, check_keys
+    from pipelines.triage.journal import RESULTS
 
     out = folder / "out"
     shown = _as_uploaded(folder, job, ctx.settings)
     write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
+
+    def end(**values: Any) -> None:  # as a photo upload's job ends: its count of frames judged kept in its record
+        write_job(folder, finished_record(ctx.jobs.records, out / RESULTS, {**job, **values}))
+        ctx.jobs.records.forget(out / RESULTS)  # a poll that read the job running as it ended
+
     no_cases = ctx.jobs.cases_unavailable()  # what run_patrol's case writer will find, as a photo upload's job says it
     try:
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
@@ -554,29 +560,25 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
                             resume=out.exists(), keys=keys, store=ctx.store)  # resume: a run a stopped server left, taken up where it was
     except CannotResume:
-        write_job(folder, {**job, "state": "failed", "error": RESTARTED, "finished_at": datetime.now(UTC).isoformat()})
+        end(state="failed", error=RESTARTED)
         return
     except CasesUnavailable as exc:
-        write_job(folder, {**job, "state": "failed", "error": shown(no_cases_error(exc.reason)),
-                            "finished_at": datetime.now(UTC).isoformat()})
+        end(state="failed", error=shown(no_cases_error(exc.reason)))
         return
     except NoStartTime as exc:
-        write_job(folder, {**job, "state": "failed", "error": shown(exc.asking(_asking_start(ctx))),
-                            "finished_at": datetime.now(UTC).isoformat()})
+        end(state="failed", error=shown(exc.asking(_asking_start(ctx))))
         return
     except (PatrolError, ConfigError, ValueError) as exc:
-        write_job(folder, {**job, "state": "failed", "error": shown(str(exc)),
-                            "finished_at": datetime.now(UTC).isoformat()})
+        end(state="failed", error=shown(str(exc)))
         return
     except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
-        write_job(folder, {**job, "state": "failed", "error": shown(job_failure(f"patrol job {job['id']}", exc)),
-                            "finished_at": datetime.now(UTC).isoformat()})
+        end(state="failed", error=shown(job_failure(f"patrol job {job['id']}", exc)))
         return
     summary = {k: v for k, v in result.summary.items() if k not in ("video", "track", "report")}
     summary["messages"] = [shown(m) for m in summary["messages"]]  # they name the stored files too
     summary["spool"] = spool_shown(summary["spool"], shown)  # why a bundle waits names the evidence folder it could not write
     summary["no_cases"] = shown(no_cases) if no_cases and summary["groups"] else None  # else only "0 new cases", no why
-    write_job(folder, {**job, "state": "done", "summary": summary, "finished_at": datetime.now(UTC).isoformat()})
+    end(state="done", summary=summary)
 
 
 def _patrol_jobs(ctx: AppContext, limit: int | None = None, owner: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
@@ -587,7 +589,7 @@ def _patrol_jobs(ctx: AppContext, limit: int | None = None, owner: str | None = 
 
 def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolProgress:
     """Frames sampled so far until sampling is over (`sampled.json` written), then frames judged out of those sampled,
-    counted in the run's `results.jsonl` as a photo upload's photos are (`TriageJobs.records`)."""
+    counted in the run's `results.jsonl` as a photo upload's photos are (`api.jobs.recorded`)."""
     from pipelines.cityops.patrol import FRAMES, SAMPLED, Sampled
     from pipelines.triage.journal import RESULTS
 
@@ -598,7 +600,7 @@ def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> Patr
             return PatrolProgress(phase=state, done=0, total=None)
         return PatrolProgress(phase="sampling", done=sum(1 for _ in (out / FRAMES).glob("*.jpg")), total=None)
     total = len(sampled.frames)
-    done = ctx.jobs.records.count(out / RESULTS, finished=state not in UNFINISHED)
+    done = recorded(ctx.jobs.records, out / RESULTS, job)
     phase = ("cases" if done >= total else "frames") if state == "running" else state
     return PatrolProgress(phase=phase, done=done, total=total)
 
