@@ -342,6 +342,33 @@ def test_a_scenes_road_grades_are_checked_as_the_watcher_checks_them(service):
     assert "zones.1.grade: unknown grade 'mian' (known: pedestrian_street)" in listed["cam-01"]["scene_error"]
 
 
+def test_the_camera_list_reads_the_cameras_file_as_often_for_200_cameras_as_for_2(service, monkeypatch):
+    """GET /cameras read the cameras file three times more for each camera (its road grades for the scene, then the
+    camera and its scene again for the snapshot): a district's 200 cameras took 90 s, the page blank meanwhile. The
+    list reads the file and its grades once, however many cameras it names, each still with its scene and snapshot."""
+    import api.cameras
+    from pipelines.cctv.config import CamerasFile
+
+    app, client, tokens, cams = service
+    reads = []
+    load = api.cameras.load_model
+    monkeypatch.setattr(api.cameras, "load_model", lambda model, path: (reads.append(model), load(model, path))[1])
+
+    def reads_listing() -> tuple[int, list[dict]]:
+        reads.clear()
+        listed = client.get("/api/v1/cameras", headers=auth(tokens["inspector"]))
+        assert listed.status_code == 200, listed.text
+        return reads.count(CamerasFile), listed.json()
+
+    two, _ = reads_listing()
+    cameras = yaml.safe_load(cams["file"].read_text(encoding="utf-8"))
+    more = [{**cameras["cameras"][0], "id": f"cam-{i:03d}", "url": f"rtsp://127.0.0.1:9/cam-{i:03d}"} for i in range(3, 201)]
+    cams["file"].write_text(yaml.safe_dump({**cameras, "cameras": cameras["cameras"] + more}), encoding="utf-8")
+    many, listed = reads_listing()
+    assert len(listed) == 200 and many == two <= 3
+    assert {(c["zones"], c["has_snapshot"], c["scene_error"]) for c in listed if c["id"] != "cam-02"} == {(7, True, None)}
+
+
 def test_snapshot_is_the_latest_frame_or_the_reference(service, bus_jpg, zidane_jpg):
     app, client, tokens, cams = service
     h = auth(tokens["inspector"])
