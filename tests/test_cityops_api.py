@@ -103,7 +103,31 @@ def test_register_and_call_out_list_through_the_api(city, bus_event):
     assert client.get("/api/v1/callout", headers=inspector).json()[0]["amount"] == 500
     xlsx = client.get("/api/v1/callout/export?format=xlsx", headers=inspector)
     assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
-    assert client.get("/api/v1/warnings", headers=inspector).json() == []
+    assert client.get("/api/v1/warnings", headers=inspector).json() == {"items": [], "total": 0, "limit": 200, "offset": 0}
+
+
+def test_warnings_are_listed_a_page_at_a_time_with_how_many_there_are(city):
+    """GET /warnings answered the newest 200 alone, so a district's thousands of warnings a year showed as 200 on
+    /ui/city, the rest out of reach and nothing saying so. It answers a page, with the total the filters match."""
+    from datetime import timedelta
+
+    from pipelines.cases.schema import warnings
+
+    app, client, tokens = city
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [{"id": f"w{i:03d}", "violation_id": f"v{i}", "violation_type": "outside_store_operation", "camera_id": f"cam-0{i % 2}",
+             "state": "warned" if i % 5 else "lapsed", "warned_at": start + timedelta(hours=i),
+             "recheck_at": start + timedelta(hours=i, minutes=30), "details": {}} for i in range(250)]
+    with app.state.ctx.store.engine.begin() as conn:
+        conn.execute(warnings.insert(), rows)
+    inspector = auth(tokens["inspector"])
+    first = client.get("/api/v1/warnings", headers=inspector).json()
+    assert (len(first["items"]), first["total"], first["items"][0]["id"]) == (200, 250, "w249")  # newest first
+    rest = client.get("/api/v1/warnings", params={"offset": 200}, headers=inspector).json()
+    assert [w["id"] for w in rest["items"]] == [f"w{i:03d}" for i in range(49, -1, -1)]
+    lapsed = client.get("/api/v1/warnings", params={"state": "lapsed", "camera_id": "cam-00", "limit": 10}, headers=inspector).json()
+    assert (lapsed["total"], len(lapsed["items"]), lapsed["limit"]) == (25, 10, 10)
+    assert client.get("/api/v1/warnings", params={"limit": 501}, headers=inspector).status_code == 422
 
 
 def test_disposal_photo_through_the_api(city, bus_event, zidane_jpg):

@@ -395,3 +395,35 @@ def test_a_patrol_done_without_cases_says_why_on_the_status_line(tmp_path, bus_j
         assert status.text.startswith("巡查完成 Patrol done: 0 件新案件 new cases；未生成案件 No cases written: upload jobs "
                                       "write no candidate cases, only their report: "), status.text
         assert "STREETWATCH_TEST_KEY_NOT_SET is not set" in status.text and "bad" in status.get_attribute("class")
+
+
+@pytest.mark.slow  # its own served pages and browser, 250 warnings on the page (about 15 s here)
+def test_city_page_pages_through_the_warnings(tmp_path, bus_jpg):
+    """The page listed the newest 200 warnings and no more, a district's thousands a year out of reach and nothing
+    saying so. It shows a page of 200, which rows of how many, and 下一页 to the rest."""
+    from datetime import UTC, datetime, timedelta
+
+    from selenium.webdriver.common.by import By
+
+    from pipelines.cases.schema import warnings
+
+    def prepare(app) -> None:
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        with app.state.ctx.store.engine.begin() as conn:
+            conn.execute(warnings.insert(), [{"id": f"w{i:03d}", "violation_id": f"v{i}", "violation_type": "illegal_parking",
+                                              "camera_id": "cam-01", "state": "warned", "warned_at": start + timedelta(hours=i),
+                                              "recheck_at": start + timedelta(hours=i, minutes=10), "details": {}} for i in range(250)])
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b = served["browser"]
+        _login(served)
+        b.get(served["base"] + "/ui/city")
+        pager = b.find_element(By.ID, "warnings-pager")
+        _wait(b, lambda d: "共 250 条" in pager.text, "the warnings' pager")
+        assert len(b.find_elements(By.CSS_SELECTOR, "#warnings tbody tr[data-warning]")) == 200
+        assert pager.find_element(By.CLASS_NAME, "prev").get_attribute("disabled") is not None
+        pager.find_element(By.CLASS_NAME, "next").click()
+        _wait(b, lambda d: "第 201–250 条，共 250 条" in pager.text, "the second page")
+        rows = b.find_elements(By.CSS_SELECTOR, "#warnings tbody tr[data-warning]")
+        assert [r.get_attribute("data-warning") for r in rows] == [f"w{i:03d}" for i in range(49, -1, -1)]
+        assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None

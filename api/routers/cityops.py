@@ -44,7 +44,7 @@ from pipelines.cases.store import Audit, T
 from pipelines.cityops.callout import CallOutList, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
-from pipelines.cityops.warnings import WarningState, list_warnings, warning_image
+from pipelines.cityops.warnings import WarningState, count_warnings, list_warnings, warning_image
 from pipelines.settings import Settings
 from pipelines.shops import Shop, ShopRegister
 from pipelines.sheet_encodings import SHEET_ENCODING_CHOICES
@@ -109,6 +109,16 @@ class WarningView(BaseModel):
     notify_error: str | None
     details: dict[str, Any]
     has_image: bool = Field(description="The warning frame can be fetched (`.../image`).")
+
+
+class WarningPage(BaseModel):
+    """A page of the warnings, newest first: a district gives thousands a year, and a list of the newest 200 alone
+    did not say there were more."""
+
+    items: list[WarningView]
+    total: int = Field(description="Warnings matching the filters (all pages).")
+    limit: int
+    offset: int
 
 
 class Place(BaseModel):
@@ -331,11 +341,16 @@ async def import_shops(request: Request, ctx: AppContext = Depends(get_ctx), who
 
 # ---- warnings ----------------------------------------------------------------------------
 
-@router.get("/warnings", summary="Warnings given before cases (warn, re-check, then a case)", responses=problems(401, 403))
+@router.get("/warnings", summary="Warnings given before cases (warn, re-check, then a case), a page at a time, newest first",
+            response_model=WarningPage, responses=problems(401, 403, 422))
 def get_warnings(state: WarningState | None = Query(None, description="Only warnings in this state."),
-                 camera_id: str | None = Query(None, max_length=200), ctx: AppContext = Depends(get_ctx),
-                 _: Principal = Depends(READ_CASES)) -> list[WarningView]:
-    return [WarningView(**w) for w in list_warnings(ctx.store.engine, state=state, camera_id=camera_id)]
+                 camera_id: str | None = Query(None, max_length=200),
+                 limit: int = Query(200, ge=1, le=500, description="At most this many (a page)."),
+                 offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many of the newest first."),
+                 ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> WarningPage:
+    found = dict(state=state, camera_id=camera_id)
+    items = [WarningView(**w) for w in list_warnings(ctx.store.engine, **found, limit=limit, offset=offset)]
+    return WarningPage(items=items, total=count_warnings(ctx.store.engine, **found), limit=limit, offset=offset)
 
 
 @router.get("/warnings/{warning_id}/image", summary="The warning frame with its evidence boxes", response_class=FileResponse,

@@ -12,9 +12,25 @@ async function frame(id, cell, what) {
   cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: `劝导告知画面 Warning frame: ${what}`, class: "thumb" }));
 }
 
+const PAGE = 200;  // rows a long list's table shows; the rest are a 下一页 away (the API's limit, offset)
+const offsets = { warnings: 0 };  // where each paged table's page starts
+
+// The pager under table `name` (#NAME-pager) for `page` of a long list ({items, total, offset}): which rows of how
+// many it shows, and 上一页/下一页 loading the page before or after through `load`.
+function pager(name, page, load) {
+  const box = document.getElementById(`${name}-pager`);
+  const last = page.offset + page.items.length;
+  box.querySelector(".range").textContent = page.items.length
+    ? `第 ${page.offset + 1}–${last} 条，共 ${page.total} 条 ${page.offset + 1}–${last} of ${page.total}` : "";
+  const go = (offset) => () => { offsets[name] = offset; load().catch((e) => SW.say(e.message, true)); };
+  Object.assign(box.querySelector(".prev"), { disabled: page.offset === 0, onclick: go(Math.max(0, page.offset - PAGE)) });
+  Object.assign(box.querySelector(".next"), { disabled: last >= page.total, onclick: go(last) });
+}
+
 async function loadWarnings() {
-  const [rows, meta] = await Promise.all([SW.json("/api/v1/warnings"), SW.meta()]);
-  SW.fill("#warnings tbody", rows.map((w) => {
+  const [page, meta] = await Promise.all([SW.json(`/api/v1/warnings?limit=${PAGE}&offset=${offsets.warnings}`), SW.meta()]);
+  pager("warnings", page, loadWarnings);
+  SW.fill("#warnings tbody", page.items.map((w) => {
     const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode, `${w.camera_id} · ${SW.typeName(meta, w.violation_type)}`) }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, SW.time(w.warned_at)), SW.el("td", {}, w.camera_id),
       SW.el("td", {}, SW.typeName(meta, w.violation_type)), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),

@@ -298,15 +298,27 @@ def _text(name_zh: str, shop: str | None, address: str | None, recheck_at: datet
     return f"{who}您门前{where}发现{name_zh}，请于{round(after_s / 60)}分钟内自行整改，届时将复查，未整改将立案处理。"
 
 
-def list_warnings(engine: Engine, *, state: str | None = None, camera_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Warnings newest first (for the service)."""
-    query = sa.select(warnings).order_by(warnings.c.warned_at.desc()).limit(limit)
+def _selected(query: sa.Select, state: str | None, camera_id: str | None) -> sa.Select:
+    """`query` narrowed to the warnings in `state` of `camera_id` (each when given)."""
     if state is not None:
         query = query.where(warnings.c.state == state)
     if camera_id is not None:
         query = query.where(warnings.c.camera_id == camera_id)
+    return query
+
+
+def count_warnings(engine: Engine, *, state: str | None = None, camera_id: str | None = None) -> int:
+    """How many warnings `list_warnings` pages through with these filters (all pages)."""
     with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(query)]
+        return conn.execute(_selected(sa.select(sa.func.count()).select_from(warnings), state, camera_id)).scalar_one()
+
+
+def list_warnings(engine: Engine, *, state: str | None = None, camera_id: str | None = None, limit: int = 200,
+                  offset: int = 0) -> list[dict[str, Any]]:
+    """Warnings newest first (for the service), `limit` of them from the `offset`-th (`count_warnings`: how many)."""
+    query = _selected(sa.select(warnings), state, camera_id).order_by(warnings.c.warned_at.desc(), warnings.c.id)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query.limit(limit).offset(offset))]
     for r in rows:
         for k, v in r.items():
             if isinstance(v, datetime):
