@@ -38,7 +38,7 @@ from detect.config_io import ZH_EN, ConfigModel, pydantic_en, pydantic_zh, zh_en
 from detect.scenes import image_polygon
 from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
-from pipelines.cases.store import Audit, audited
+from pipelines.cases.store import Audit, audited, holding
 from pipelines.tables import RowError, column_zh, read_rows, row_message
 
 DETAILS_KEY = "shop"
@@ -152,6 +152,15 @@ class ShopRegister:
     def list(self) -> list[Shop]:
         with self.engine.connect() as conn:
             return [_shop(r) for r in conn.execute(sa.select(shops).order_by(shops.c.name, shops.c.id))]
+
+    def page(self, *, q: str | None = None, limit: int, offset: int = 0) -> tuple[list[Shop], int]:
+        """`limit` shops from the `offset`-th in `list`'s order, those whose id, name, address, licence number or
+        contact holds `q` when given, and how many there are (all pages): a district's register is thousands."""
+        where = sa.or_(*holding(q, (shops.c.id, shops.c.name, shops.c.address, shops.c.licence_no, shops.c.contact))) if q else sa.true()
+        query = sa.select(shops).where(where).order_by(shops.c.name, shops.c.id).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(shops).where(where)).scalar_one()
+            return [_shop(r) for r in conn.execute(query)], total
 
     def get(self, shop_id_: str) -> Shop | None:
         with self.engine.connect() as conn:

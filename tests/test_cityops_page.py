@@ -56,10 +56,10 @@ def test_city_page_imports_the_register_and_shows_bad_rows(site, tmp_path):  # n
     b.execute_script("const s = JSON.parse(arguments[0].value); s.contact = '李女士 13700002222'; arguments[0].value = JSON.stringify(s);", box)
     b.find_element(By.ID, "save-shop").click()
     _wait(b, lambda d: "已保存" in d.find_element(By.ID, "status").text, "the saved shop")
-    shops = httpx.get(f"{site['base']}/api/v1/shops", headers=auth(site["token"]), timeout=10).json()
+    shops = httpx.get(f"{site['base']}/api/v1/shops", headers=auth(site["token"]), timeout=10).json()["items"]
     assert next(s for s in shops if s["id"] == "91330106MA27XY0002")["contact"] == "李女士 13700002222"
-    # by keyboard (a row opened by mouse only): Tab from the import reaches the first shop, Enter opens it to edit
-    b.execute_script("document.querySelector('#shops-import button').focus();")
+    # by keyboard (a row opened by mouse only): Tab from the register's search reaches the first shop, Enter opens it
+    b.execute_script("document.querySelector('#shops-search button').focus();")
     ActionChains(b).send_keys(Keys.TAB).perform()
     first = b.execute_script("return document.activeElement.dataset.shop;")
     assert first == b.find_element(By.CSS_SELECTOR, "#shops tbody tr").get_attribute("data-shop")
@@ -336,7 +336,7 @@ def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_pa
                          files={"file": ("shops.csv", b"name\nx\n", "text/csv")}, timeout=10)
     assert refused.status_code == 422 and refused.json()["detail"] == (
         "编码 'latin-9' 不可用，请用 utf-8、gbk 或 cp1252 — encoding 'latin-9': use utf-8, gbk or cp1252"), refused.text
-    assert "x" not in {s["name"] for s in httpx.get(f"{city['base']}/api/v1/shops", headers=headers, timeout=10).json()}
+    assert "x" not in {s["name"] for s in httpx.get(f"{city['base']}/api/v1/shops", headers=headers, timeout=10).json()["items"]}
 
     b = city["browser"]
     _login(city)
@@ -358,7 +358,7 @@ def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_pa
     b.find_element(By.CSS_SELECTOR, "#shops-import input[type=file]").send_keys(str(sheet))
     b.find_element(By.CSS_SELECTOR, "#shops-import button").click()
     _wait(b, lambda d: "0 行待核对" in d.find_element(By.ID, "status").text, "the import read as Windows-1252")
-    assert "Général" in {s["name"] for s in httpx.get(f"{city['base']}/api/v1/shops", headers=headers, timeout=10).json()}
+    assert "Général" in {s["name"] for s in httpx.get(f"{city['base']}/api/v1/shops", headers=headers, timeout=10).json()["items"]}
 
     results = tmp_path / "results.csv"  # the fine as it is, with a note charset_normalizer reads as GBK alone
     results.write_bytes(f"number,status,amount,note\r\n{NUMBER},fined,200,Côte\r\n".encode("cp1252"))
@@ -427,3 +427,32 @@ def test_city_page_pages_through_the_warnings(tmp_path, bus_jpg):
         rows = b.find_elements(By.CSS_SELECTOR, "#warnings tbody tr[data-warning]")
         assert [r.get_attribute("data-warning") for r in rows] == [f"w{i:03d}" for i in range(49, -1, -1)]
         assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None
+
+
+@pytest.mark.slow  # its own served pages and browser, 250 shops on the page (about 15 s here)
+def test_city_page_pages_through_the_register_and_finds_a_shop(tmp_path, bus_jpg):
+    """The page put the whole register in one table, a district's 2,000 shops at once, found only with the browser's
+    search. It shows 200 by name, which of how many, 下一页 to the rest, and a search the register answers."""
+    from selenium.webdriver.common.by import By
+
+    from pipelines.shops import Shop, ShopRegister
+
+    def prepare(app) -> None:
+        register = ShopRegister(app.state.ctx.store.engine)
+        for i in range(250):
+            register.put(Shop(id=f"91330106MA{i:08d}", name=f"商户{i:03d}号店", address=f"文三路 {i} 号"))
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b = served["browser"]
+        _login(served)
+        b.get(served["base"] + "/ui/city")
+        pager = b.find_element(By.ID, "shops-pager")
+        _wait(b, lambda d: "第 1–200 条，共 250 条" in pager.text, "the register's pager")
+        assert len(b.find_elements(By.CSS_SELECTOR, "#shops tbody tr[data-shop]")) == 200
+        pager.find_element(By.CLASS_NAME, "next").click()
+        _wait(b, lambda d: "第 201–250 条，共 250 条" in pager.text, "the register's second page")
+        assert b.find_element(By.CSS_SELECTOR, "#shops tbody tr[data-shop]").get_attribute("data-shop") == "91330106MA00000200"
+        b.find_element(By.ID, "shops-q").send_keys("商户007")
+        b.find_element(By.CSS_SELECTOR, "#shops-search button").click()
+        _wait(b, lambda d: "第 1–1 条，共 1 条" in pager.text, "the shop found")
+        assert [r.get_attribute("data-shop") for r in b.find_elements(By.CSS_SELECTOR, "#shops tbody tr[data-shop]")] == ["91330106MA00000007"]

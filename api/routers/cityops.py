@@ -306,10 +306,25 @@ def _shops(ctx: AppContext) -> ShopRegister:
     return ShopRegister(ctx.store.engine)
 
 
-@router.get("/shops", summary="The frontage register (门前三包): shops and their frontages", response_model=list[Shop],
-            response_model_exclude_none=True, responses=problems(401, 403))
-def list_shops(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> list[Shop]:
-    return _shops(ctx).list()
+class ShopPage(BaseModel):
+    """A page of the frontage register, by name: a district's is thousands of shops, which the register page listed
+    at once in one table."""
+
+    items: list[Shop]
+    total: int = Field(description="Shops matching `q` (all pages).")
+    limit: int
+    offset: int
+
+
+@router.get("/shops", summary="The frontage register (门前三包): shops and their frontages, a page at a time, by name",
+            response_model=ShopPage, response_model_exclude_none=True, responses=problems(401, 403, 422))
+def list_shops(q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Only shops whose id, name, "
+                                     "address, licence number or contact holds this (case aside)."),
+               limit: int = Query(200, ge=1, le=500, description="At most this many (a page)."),
+               offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many, by name."),
+               ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> ShopPage:
+    items, total = _shops(ctx).page(q=q, limit=limit, offset=offset)
+    return ShopPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.put("/shops/{shop_id}", summary="Add or replace one shop (validated like an import row)", response_model=Shop,

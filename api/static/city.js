@@ -13,7 +13,7 @@ async function frame(id, cell, what) {
 }
 
 const PAGE = 200;  // rows a long list's table shows; the rest are a 下一页 away (the API's limit, offset)
-const offsets = { warnings: 0 };  // where each paged table's page starts
+const offsets = { warnings: 0, shops: 0 };  // where each paged table's page starts
 
 // The pager under table `name` (#NAME-pager) for `page` of a long list ({items, total, offset}): which rows of how
 // many it shows, and 上一页/下一页 loading the page before or after through `load`.
@@ -38,13 +38,28 @@ async function loadWarnings() {
   }), "暂无劝导告知 No warnings yet");
 }
 
+// The register a page at a time, by name, only the shops holding the search's text when one is given.
 async function loadShops() {
-  const shops = await SW.json("/api/v1/shops");
-  SW.fill("#shops tbody", shops.map((s) => SW.el("tr", Object.assign({ "data-shop": s.id }, SW.pickable(() => editShop(s))),
+  const q = document.getElementById("shops-q").value.trim();
+  const params = new URLSearchParams({ limit: String(PAGE), offset: String(offsets.shops) });
+  if (q) params.set("q", q);
+  const page = await SW.json("/api/v1/shops?" + params);
+  if (!page.items.length && offsets.shops > 0) {  // the last page's shops were removed: the page before
+    offsets.shops = Math.max(0, offsets.shops - PAGE);
+    return loadShops();
+  }
+  pager("shops", page, loadShops);
+  SW.fill("#shops tbody", page.items.map((s) => SW.el("tr", Object.assign({ "data-shop": s.id }, SW.pickable(() => editShop(s))),
     SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
   SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))),
-  "登记为空，请导入 CSV/Excel The register is empty: import a CSV or Excel file");
+  q ? `没有含「${q}」的商户 No shop holds ${q}` : "登记为空，请导入 CSV/Excel The register is empty: import a CSV or Excel file");
 }
+
+document.getElementById("shops-search").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  offsets.shops = 0;
+  loadShops().catch((e) => SW.say(e.message, true));
+});
 
 // A shop picked in the register (a click, or Enter on its row) is opened for editing: its JSON in the box, and the
 // focus there, so a keyboard user edits it at once.

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +47,12 @@ Audit = Callable[[Connection, T], None]
 """Writes the audit record of a person's action on the connection of the transaction that did it, given what that
 transaction wrote (a case, a shop, an import's report): the action and its record commit together or not at all
 (`audited`; the store's review writes, the frontage register's and the call-out list's)."""
+
+
+def holding(text: str, columns: Iterable[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[bool]]:
+    """For each of `columns`, whether it holds `text`, case aside, its %, _ and \\ taken as written (a search box's)."""
+    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return [sa.func.lower(col).like(pattern, escape="\\") for col in columns]
 
 
 def audited(conn: Connection, done: T, audit: Audit[T] | None) -> T:
@@ -414,9 +420,7 @@ class CaseQuery:
         if self.severity is not None:
             where.append(recorded_severity() == Severity(self.severity).value)
         if self.text:
-            pattern = "%" + self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append(sa.or_(*(sa.func.lower(col).like(pattern, escape="\\")
-                                  for col in (c.id, c.address, c.description, c.violation_id)),
+            where.append(sa.or_(*holding(self.text, (c.id, c.address, c.description, c.violation_id)),
                                 *([c.violation_type.in_(self.text_types)] if self.text_types else [])))
         return where
 
