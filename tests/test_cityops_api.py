@@ -72,7 +72,7 @@ def test_register_and_call_out_list_through_the_api(city, bus_event):
         intake.record_event(replace(event, violation_id=f"photo:{i}:flyposting", violation_type="flyposting", phones=["13800138000"]),
                             BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551),
                                           address="文三路 1 号", grid_cell="330106001001"))
-    [entry] = client.get("/api/v1/callout", headers=inspector).json()
+    [entry] = client.get("/api/v1/callout", headers=inspector).json()["items"]
     assert (entry["number"], entry["count"], entry["status"], entry["status_zh"]) == ("13800138000", 2, "to_call", "待追呼")
     assert client.put("/api/v1/callout/13800138000", headers=reviewer, json={"status": "called"}).json()["status"] == "called"
     assert client.put("/api/v1/callout/13900000000", headers=reviewer, json={"status": "called"}).status_code == 404
@@ -101,7 +101,7 @@ def test_register_and_call_out_list_through_the_api(city, bus_event):
         put = client.put("/api/v1/callout/13800138000", headers={**reviewer, "Content-Type": "application/json"},
                          content=f'{{"status": "fined", "amount": {amount}}}')
         assert put.status_code == 422, put.text
-    assert client.get("/api/v1/callout", headers=inspector).json()[0]["amount"] == 500
+    assert client.get("/api/v1/callout", headers=inspector).json()["items"][0]["amount"] == 500
     xlsx = client.get("/api/v1/callout/export?format=xlsx", headers=inspector)
     assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
     assert client.get("/api/v1/warnings", headers=inspector).json() == {"items": [], "total": 0, "limit": 200, "offset": 0}
@@ -126,6 +126,39 @@ def test_the_register_is_listed_a_page_at_a_time_and_searched(city):
     assert found("13800001111") == ["91330106MA00000007"] and found("文三路 24") == [f"91330106MA{i:08d}" for i in (24, *range(240, 250))]
     assert found("%_") == ["s100pct"] and found("ma00000012") == ["91330106MA00000012"]
     assert client.get("/api/v1/shops", params={"q": "a\x00"}, headers=inspector).status_code == 422
+
+
+def numbers_on_the_list(engine, n: int) -> list[str]:
+    """`n` numbers on the call-out list, as years of flyposting cases leave it (the newest last seen first), the
+    fifth of them cut off; their numbers, last seen first."""
+    from datetime import timedelta
+
+    from pipelines.cases.schema import callout_numbers
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [{"number": f"1390000{i:04d}", "first_seen": start + timedelta(hours=i), "last_seen": start + timedelta(hours=i),
+             "count": 1, "places": [], "cases": [], "photos": [], "status": "cut_off" if i % 5 == 0 else "to_call",
+             "updated_at": start} for i in range(n)]
+    with engine.begin() as conn:
+        conn.execute(callout_numbers.insert(), rows)
+    return [r["number"] for r in reversed(rows)]
+
+
+def test_the_call_out_list_is_listed_a_page_at_a_time_and_searched(city):
+    """GET /callout answered every number at once, which /ui/city listed with a status menu each: a district's
+    hundreds of numbers, 600 KB. It answers a page, last seen first, with the total, and `q` finds a number."""
+    app, client, tokens = city
+    numbers = numbers_on_the_list(app.state.ctx.store.engine, 250)
+    inspector = auth(tokens["inspector"])
+    first = client.get("/api/v1/callout", headers=inspector).json()
+    assert ([e["number"] for e in first["items"]], first["total"], first["limit"]) == (numbers[:200], 250, 200)
+    rest = client.get("/api/v1/callout", params={"offset": 200}, headers=inspector).json()
+    assert [e["number"] for e in rest["items"]] == numbers[200:]
+    cut = client.get("/api/v1/callout", params={"status": "cut_off", "limit": 20}, headers=inspector).json()
+    assert (cut["total"], len(cut["items"]), {e["status"] for e in cut["items"]}) == (50, 20, {"cut_off"})
+    found = client.get("/api/v1/callout", params={"q": "00012"}, headers=inspector).json()
+    assert [e["number"] for e in found["items"]] == [f"139000001{i}" for i in range(29, 19, -1)] + ["13900000012"]
+    assert found["total"] == 11
 
 
 def test_warnings_are_listed_a_page_at_a_time_with_how_many_there_are(city):
@@ -901,7 +934,7 @@ def test_a_register_change_whose_audit_record_cannot_be_written_is_not_made(tmp_
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.post("/api/v1/shops/import", headers=reviewer,
                            files={"file": ("shops.csv", REGISTER.encode(), "text/csv")}).status_code == 200
-        assert [e["status"] for e in client.get("/api/v1/callout", headers=reviewer).json()] == ["to_call"]
+        assert [e["status"] for e in client.get("/api/v1/callout", headers=reviewer).json()["items"]] == ["to_call"]
         before, audits = state(), ctx.accounts.audit_records()
         with ctx.store.engine.begin() as conn:
             conn.exec_driver_sql("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "

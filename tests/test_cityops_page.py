@@ -367,7 +367,7 @@ def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_pa
     b.find_element(By.CSS_SELECTOR, "#callout-import button").click()
     _wait(b, lambda d: "更新 1 个号码" in d.find_element(By.ID, "status").text, "the results read as Windows-1252")
     assert b.find_elements(By.CSS_SELECTOR, "#callout-errors li") == []
-    [entry] = httpx.get(f"{city['base']}/api/v1/callout", headers=headers, timeout=10).json()
+    [entry] = httpx.get(f"{city['base']}/api/v1/callout", headers=headers, timeout=10).json()["items"]
     assert (entry["note"], entry["amount"]) == ("Côte", 200)
 
 
@@ -456,3 +456,29 @@ def test_city_page_pages_through_the_register_and_finds_a_shop(tmp_path, bus_jpg
         b.find_element(By.CSS_SELECTOR, "#shops-search button").click()
         _wait(b, lambda d: "第 1–1 条，共 1 条" in pager.text, "the shop found")
         assert [r.get_attribute("data-shop") for r in b.find_elements(By.CSS_SELECTOR, "#shops tbody tr[data-shop]")] == ["91330106MA00000007"]
+
+
+@pytest.mark.slow  # its own served pages and browser, 250 numbers on the page (about 15 s here)
+def test_city_page_pages_through_the_call_out_list_and_finds_a_number(tmp_path, bus_jpg):
+    """The page listed every number of the call-out list at once, a status menu each: a district's hundreds. It
+    shows 200, last seen first, which of how many, 下一页 to the rest, and finds a number by its digits."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_cityops_api import numbers_on_the_list
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: numbers_on_the_list(app.state.ctx.store.engine, 250)) as served:
+        numbers = served["data"]
+        b = served["browser"]
+        _login(served)
+        b.get(served["base"] + "/ui/city")
+        pager = b.find_element(By.ID, "callout-pager")
+        _wait(b, lambda d: "第 1–200 条，共 250 条" in pager.text, "the call-out list's pager")
+        assert len(b.find_elements(By.CSS_SELECTOR, "#callout tbody tr[data-number]")) == 200
+        pager.find_element(By.CLASS_NAME, "next").click()
+        _wait(b, lambda d: "第 201–250 条，共 250 条" in pager.text, "the list's second page")
+        assert [r.get_attribute("data-number") for r in b.find_elements(By.CSS_SELECTOR, "#callout tbody tr[data-number]")] == numbers[200:]
+        b.find_element(By.ID, "callout-q").send_keys("13900000007")
+        b.find_element(By.CSS_SELECTOR, "#callout-search button").click()
+        _wait(b, lambda d: "第 1–1 条，共 1 条" in pager.text, "the number found")
+        [row] = b.find_elements(By.CSS_SELECTOR, "#callout tbody tr[data-number]")
+        assert row.get_attribute("data-number") == "13900000007" and "待追呼" in row.text

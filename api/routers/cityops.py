@@ -388,13 +388,27 @@ def _calls(ctx: AppContext) -> CallOutList:
     return CallOutList(ctx.store.engine, squads, ZoneInfo(cfg.timezone))
 
 
-@router.get("/callout", summary="The call-out list (追呼/停机), brought up to date with the flyposting cases",
-            responses=problems(401, 403, 422))
-def get_callout(status: Status | None = Query(None), ctx: AppContext = Depends(get_ctx),
-                _: Principal = Depends(READ_CASES)) -> list[CallOutEntry]:
+class CallOutPage(BaseModel):
+    """A page of the call-out list, last seen first: a district's is hundreds of numbers, which /ui/city listed at
+    once, a status menu each."""
+
+    items: list[CallOutEntry]
+    total: int = Field(description="Numbers matching the filters (all pages).")
+    limit: int
+    offset: int
+
+
+@router.get("/callout", summary="The call-out list (追呼/停机), brought up to date with the flyposting cases, a page at a time",
+            response_model=CallOutPage, responses=problems(401, 403, 422))
+def get_callout(status: Status | None = Query(None, description="Only the numbers in this status."),
+                q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Only the numbers holding this."),
+                limit: int = Query(200, ge=1, le=500, description="At most this many (a page)."),
+                offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many, last seen first."),
+                ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> CallOutPage:
     calls = _calls(ctx)
     calls.sync()
-    return [CallOutEntry(**e.as_dict()) for e in calls.entries(status)]
+    items, total = calls.page(status, q=q, limit=limit, offset=offset)
+    return CallOutPage(items=[CallOutEntry(**e.as_dict()) for e in items], total=total, limit=limit, offset=offset)
 
 
 @router.put("/callout/{number}", summary="Record what the city did with a number", responses=problems(401, 403, 404, 422))

@@ -13,7 +13,7 @@ async function frame(id, cell, what) {
 }
 
 const PAGE = 200;  // rows a long list's table shows; the rest are a 下一页 away (the API's limit, offset)
-const offsets = { warnings: 0, shops: 0 };  // where each paged table's page starts
+const offsets = { warnings: 0, shops: 0, callout: 0 };  // where each paged table's page starts
 
 // The pager under table `name` (#NAME-pager) for `page` of a long list ({items, total, offset}): which rows of how
 // many it shows, and 上一页/下一页 loading the page before or after through `load`.
@@ -69,9 +69,14 @@ function editShop(shop) {
   box.focus();
 }
 
+// The call-out list a page at a time, last seen first, only the numbers holding the search's digits when given.
 async function loadCallout() {
-  const entries = await SW.json("/api/v1/callout");
-  SW.fill("#callout tbody", entries.map((e) => {
+  const q = document.getElementById("callout-q").value.trim();
+  const params = new URLSearchParams({ limit: String(PAGE), offset: String(offsets.callout) });
+  if (q) params.set("q", q);
+  const page = await SW.json("/api/v1/callout?" + params);
+  pager("callout", page, loadCallout);
+  SW.fill("#callout tbody", page.items.map((e) => {
     const select = SW.el("select", { onchange: async (ev) => {
       try {
         await SW.json(`/api/v1/callout/${encodeURIComponent(e.number)}`, { method: "PUT", json: { status: ev.target.value } });
@@ -81,8 +86,14 @@ async function loadCallout() {
     return SW.el("tr", { "data-number": e.number }, SW.el("td", {}, e.number), SW.el("td", {}, select), SW.el("td", {}, e.count),
       SW.el("td", {}, SW.time(e.first_seen)), SW.el("td", {}, SW.time(e.last_seen)), SW.el("td", {}, e.squad || ""),
       SW.el("td", {}, e.amount == null ? "" : `${e.amount} 元`));  // the API's amount is in yuan
-  }), "暂无号码 No numbers on the call-out list");
+  }), q ? `没有含「${q}」的号码 No number holds ${q}` : "暂无号码 No numbers on the call-out list");
 }
+
+document.getElementById("callout-search").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  offsets.callout = 0;
+  loadCallout().catch((e) => SW.say(e.message, true));
+});
 
 async function upload(form, path, errorsId) {
   const res = await SW.json(path, { method: "POST", body: new FormData(form) });

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
-from pipelines.cases.store import Audit, audited
+from pipelines.cases.store import Audit, audited, holding
 from pipelines.cityops.schema import callout_numbers
 from pipelines.tables import PhoneText, RowError, read_rows, row_message, row_phone, row_time, write_csv, write_xlsx
 from pipelines.times import as_utc
@@ -169,11 +169,24 @@ class CallOutList:
     # ---- reading --------------------------------------------------------------------------
 
     def entries(self, status: Status | None = None) -> list[Entry]:
-        query = sa.select(callout_numbers).order_by(callout_numbers.c.last_seen.desc(), callout_numbers.c.number)
-        if status is not None:
-            query = query.where(callout_numbers.c.status == Status(status).value)
         with self.engine.connect() as conn:
-            return [_entry(r) for r in conn.execute(query)]
+            return [_entry(r) for r in conn.execute(self._listed(status))]
+
+    def page(self, status: Status | None = None, *, q: str | None = None, limit: int, offset: int = 0) -> tuple[list[Entry], int]:
+        """`limit` entries from the `offset`-th in `entries`' order, only the numbers holding `q` when given, and how
+        many there are (all pages): a district's list is hundreds of numbers, thousands over the years."""
+        query = self._listed(status)
+        if q:
+            query = query.where(*holding(q, (callout_numbers.c.number,)))
+        with self.engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+            return [_entry(r) for r in conn.execute(query.limit(limit).offset(offset))], total
+
+    @staticmethod
+    def _listed(status: Status | None) -> sa.Select:
+        """The numbers, last seen first, only those in `status` when given."""
+        query = sa.select(callout_numbers).order_by(callout_numbers.c.last_seen.desc(), callout_numbers.c.number)
+        return query if status is None else query.where(callout_numbers.c.status == Status(status).value)
 
     def get(self, number: str) -> Entry | None:
         with self.engine.connect() as conn:
