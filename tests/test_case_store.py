@@ -407,6 +407,24 @@ def test_sqlite_file_deleted_under_an_open_store_refuses_the_next_write(tmp_path
     other.close()
 
 
+def test_an_empty_sqlite_file_is_refused_not_made_a_new_empty_store(tmp_path):
+    """A 0-byte file at cases.url (a copy or restore that failed) was taken by SQLite for a new database and the
+    store's migration built an empty store in it, the lost cases then missing without a word. Opening it is refused
+    naming the file and what to do, and the file is left empty; deleted, a new store is made there."""
+    database = tmp_path / "cases.db"
+    database.write_bytes(b"")
+    with pytest.raises(CaseStoreUnreachable) as refused:
+        CaseStore(f"sqlite:///{database}")
+    assert f"{database}: the database file is empty (0 bytes), not a case store" in str(refused.value)
+    assert "restore the store from its backup, or delete the empty file to start a new store" in str(refused.value)
+    assert database.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["cases.db"]
+    database.unlink()
+    store = CaseStore(f"sqlite:///{database}")
+    _draft(store, 1)
+    assert len(store.list()) == 1
+    store.close()
+
+
 def test_sqlite_file_deleted_under_an_open_store_is_not_made_anew_empty(tmp_path):
     """The database file alone deleted (its folder kept) while the store runs: the next connection made an empty
     database at the path and the write after failed with 'no such table: cases'. Every one is refused naming the file,

@@ -392,9 +392,11 @@ def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_w
 
 @pytest.mark.parametrize("command, store", [(["users", "list"], "postgres"), (["cases", "list"], "postgres"),
                                             (["serve"], "postgres"), (["users", "list"], "folder"), (["serve"], "folder"),
-                                            (["cases", "list"], "not a database")])
+                                            (["cases", "list"], "not a database"), (["cases", "list"], "empty"),
+                                            (["serve"], "empty")])
 def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command, store):
-    """A PostgreSQL server that is down (or a SQLite path naming a folder, or a file that is not a SQLite database)
+    """A PostgreSQL server that is down (or a SQLite path naming a folder, a file that is not a SQLite database or an
+    empty one, a failed copy that serve made a new empty store of)
     printed SQLAlchemy's traceback from every command that opens the store; one line names the store, its password
     masked, the driver's reason and what to check."""
     import os
@@ -410,6 +412,9 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
     elif store == "folder":  # (cases list refuses a SQLite store that is not a file before opening it)
         (tmp_path / "data").mkdir()
         url, shown, reason = f"sqlite:///{tmp_path}/data", f"sqlite:///{tmp_path}/data: ", "unable to open database file"
+    elif store == "empty":  # a copy that failed: SQLite would take it for a new database
+        (tmp_path / "cases.db").write_bytes(b"")
+        url, shown, reason = f"sqlite:///{tmp_path}/cases.db", f"sqlite:///{tmp_path}/cases.db: ", "file is empty (0 bytes)"
     else:  # cases.url naming another file (here the settings themselves): SQLite's DatabaseError, not OperationalError
         (tmp_path / "cases.db").write_text("cases:\n  url: sqlite:///streetwatch-data/cases.db\n" * 20)
         url, shown, reason = f"sqlite:///{tmp_path}/cases.db", f"sqlite:///{tmp_path}/cases.db: ", "file is not a database"
@@ -425,6 +430,8 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
     assert "(cases.url; check " in line and "s3cret-pw" not in run.stderr
     if store == "not a database":
         assert "this file is not a SQLite database" in line
+    if store == "empty":
+        assert "delete the empty file to start a new store" in line and (tmp_path / "cases.db").stat().st_size == 0
 
 
 def test_serve_whose_start_up_fails_is_one_error_line_and_exit_2(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
@@ -94,6 +95,9 @@ def _what_to_check(url: str, reason: str) -> str:
     if "not a database" in reason:  # SQLite's SQLITE_NOTADB: a file of another kind, or one damaged or cut short
         return ("that it names the store's database file: this file is not a SQLite database (another file given, "
                 "or the store damaged: restore it from its backup)")
+    if EMPTY_FILE in reason:
+        return ("that it names the store's database file: this one is empty, no store (restore the store from its "
+                "backup, or delete the empty file to start a new store)")
     return "that the file's folder exists and can be written, and that the path is not a folder"
 
 
@@ -514,10 +518,10 @@ OPENED_FILE = "streetwatch_sqlite_file"
 def _file_id(path: str) -> tuple[int, int] | None:
     """The (device, inode) of the file at `path`; None when there is none."""
     try:
-        stat = os.stat(path)
+        found = os.stat(path)
     except FileNotFoundError:
         return None
-    return stat.st_dev, stat.st_ino
+    return found.st_dev, found.st_ino
 
 
 def _check_same_file(conn: Connection, url: str, database: str) -> None:
@@ -541,6 +545,23 @@ def _check_still_there(url: str, database: str) -> None:
         raise _lost_file(url, database, "was deleted after the store opened it; no empty one is made in its place")
 
 
+EMPTY_FILE = "the database file is empty (0 bytes)"
+"""The reason a SQLite store whose file is empty is refused (`_check_not_empty`); `_what_to_check` reads it."""
+
+
+def _check_not_empty(url: str, database: str) -> None:
+    """`CaseStoreUnreachable` naming `database` when its file is there and empty (a copy or restore that failed, a
+    disk that filled while it was written): SQLite takes an empty file for a new database, and the store's migration
+    quietly built an empty store in it, every case of the lost one then missing without a word. A store this code
+    makes is never empty once its first connection has set WAL mode (that writes the file's header)."""
+    try:
+        found = os.stat(database)
+    except OSError:  # not there: a new store, or `_check_still_there`'s lost one
+        return
+    if stat.S_ISREG(found.st_mode) and found.st_size == 0:  # (a folder: SQLite says why)
+        raise CaseStoreUnreachable(url, f"{database}: {EMPTY_FILE}, not a case store (a copy or restore that failed?)")
+
+
 def _lost_file(url: str, database: str, what: str) -> CaseStoreUnreachable:
     """The refusal of a store whose SQLite file is no longer the one it opened (`what` happened to it)."""
     return CaseStoreUnreachable(url, f"{database}: the database file {what} (restore the file, or restart with the "
@@ -558,8 +579,10 @@ def _make_engine(url: str, pool: PoolLimits) -> Engine:
 
         @sa.event.listens_for(engine, "do_connect")
         def _sqlite_open(_dialect, _record, _cargs, _cparams) -> None:
-            if opened and database is not None:
-                _check_still_there(url, database)
+            if database is not None:
+                if opened:
+                    _check_still_there(url, database)
+                _check_not_empty(url, database)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, record) -> None:
