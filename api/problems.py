@@ -23,8 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detect.config_io import ConfigError, pydantic_en
 from pipelines.cases.states import InvalidTransition
-from pipelines.cases.store import (CaseChanged, CaseNotFound, CaseOnPlatform, CaseStoreError, CaseStoreUnreachable, NotCandidate,
-                                   NotReopenable, PlaceError)
+from pipelines.cases.store import (CaseChanged, CaseNotFound, CaseOnPlatform, CaseStoreError, CaseStoreFull, CaseStoreUnreachable,
+                                   NotCandidate, NotReopenable, PlaceError)
 from pipelines.dispatch.webhook import UnreadableBody, WebhookError
 
 if TYPE_CHECKING:
@@ -208,6 +208,19 @@ def install(app: FastAPI) -> None:
         return problem_response(503, f"案件库暂时无法连接，请稍后重试 the case store cannot be reached; try again in "
                                      f"{STORE_RETRY_AFTER_S} s (the server log names the store and the reason)",
                                 "case-store-unreachable", {"Retry-After": str(STORE_RETRY_AFTER_S)})
+
+    @app.exception_handler(CaseStoreFull)
+    async def _store_full(request: Request, exc: CaseStoreFull) -> JSONResponse:
+        # A write the store's disk had no room for: rolled back, what the store held kept. Any route that writes may
+        # meet it (a 500 said the service was broken); reads still work, and writes again once space is freed. The log
+        # names the store and the disk to free, the answer names the store by its setting only.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503,
+                                f"案件库（cases.url）所在磁盘已满，本次修改未保存（原有数据未受影响），请通知管理员释放磁盘空间后，"
+                                f"{STORE_RETRY_AFTER_S} 秒后重试 — the disk of the case store (cases.url) is full: this change "
+                                f"was not saved (what the store held is kept); have an administrator free space on it, then "
+                                f"try again in {STORE_RETRY_AFTER_S} s (the server log names the store and the disk)",
+                                "case-store-full", {"Retry-After": str(STORE_RETRY_AFTER_S)})
 
     @app.exception_handler(PoolTimeout)
     async def _store_busy(request: Request, exc: PoolTimeout) -> JSONResponse:

@@ -640,6 +640,45 @@ def test_a_request_finding_every_store_connection_in_use_past_pool_timeout_answe
         assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
 
 
+def test_a_write_the_store_s_disk_has_no_room_for_answers_503_and_keeps_what_the_store_held(tmp_path, monkeypatch, caplog):
+    """A write to a full disk (SQLite's 'database or disk is full'; a page cap here, as a tiny tmpfs did) raised
+    CaseStoreFull, which no handler answered: 500 internal error, as if the service were broken. It answers 503
+    case-store-full with Retry-After, Chinese first, the store named by its setting and not by the server's path, which
+    the log keeps; the shops stored before are all there, and reads still work."""
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path))
+    reviewer, engine = auth(tokens["reviewer"]), app.state.ctx.store.engine
+    shop = {"name": "文三路便利店", "address": "文三路 1 号，" * 60}  # 1.3 kB each
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_room_left(dbapi_conn, _record) -> None:  # the file may grow by 8 pages only, as on a disk nearly full
+        pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages + 8}")
+
+    engine.dispose()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        kept, response = [], None
+        for n in range(200):
+            response = client.put(f"/api/v1/shops/s{n}", headers=reviewer, json=shop)
+            if response.status_code != 200:
+                break
+            kept.append(f"s{n}")
+        assert response is not None and response.status_code == 503 and kept, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert int(response.headers["Retry-After"]) > 0
+        body = response.json()
+        assert body["type"] == "urn:streetwatch:problem:case-store-full"
+        assert body["detail"].startswith("案件库（cases.url）所在磁盘已满，本次修改未保存") and "disk of the case store" in body["detail"]
+        assert str(tmp_path) not in body["detail"] and f"free space on the disk holding {tmp_path}/cases.db" in caplog.text
+        listed = client.get("/api/v1/shops", headers=reviewer)
+        assert listed.status_code == 200 and sorted(s["id"] for s in listed.json()) == sorted(kept)
+
+
 def test_no_body_is_read_unbounded_before_the_token_is_checked(service):
     """FastAPI reads a route's JSON body before its dependencies, the token check among them: a PATCH of 300 MB to
     /api/v1/cases/x without a token was read whole into the server's memory, then answered 401. Every route with a
