@@ -1,4 +1,5 @@
-"""`streetwatch cases list|show|export`: what the case store holds, for people, the demo and spreadsheets."""
+"""`streetwatch cases list|show|export|backup`: what the case store holds, for people, the demo and spreadsheets, and
+a copy of it to restore from."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, settings_or_fail
+from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, require_case_store, settings_or_fail,
+                                         writable_or_fail)
 
 
 def register(app: typer.Typer) -> None:
@@ -80,6 +82,39 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"delivery {e.id} to {e.target}: {e.status}, {e.attempts} attempts"
                        + (f", ref {e.remote_ref}" if e.remote_ref else "")
                        + (f", last error: {e.last_error}" if e.last_error and e.status is not OutboxStatus.DELIVERED else ""))
+
+    @cases.command("backup")
+    def backup(
+        out: Annotated[Path, typer.Argument(help="File to write: the SQLite copy (cases-2026-12-06.db), or pg_dump's archive for PostgreSQL.")],
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+        config: SettingsOpt = None,
+    ) -> None:
+        """Back the case store up while the service runs: SQLite's online backup (never a file copy of cases.db, which
+        misses what its -wal file holds), PostgreSQL's pg_dump -Fc; restore: docs/cases-and-dispatch.md."""
+        import shutil
+
+        from pipelines.cases import CaseStore
+        from pipelines.cases.backup import BackupError, backup_sqlite, libpq_url, pg_dump
+
+        url = settings_or_fail(config).cases.url
+        writable_or_fail(out, "OUT", overwrite=overwrite, example="cases-backup.db")
+        try:
+            if url.startswith("postgresql"):
+                if (exe := shutil.which("pg_dump")) is None:
+                    fail(f"pg_dump (PostgreSQL's client tools) is not on PATH: run it where they are installed, as "
+                         f"pg_dump -Fc --file {out} '{libpq_url(url)[0]}' (the password from $PGPASSWORD or ~/.pgpass)")
+                pg_dump(exe, url, out)
+                typer.echo(f"wrote {out} (pg_dump -Fc of {libpq_url(url)[0]}; restore with pg_restore)")
+                return
+            require_case_store(url)
+            store = CaseStore(url, migrate_schema=False)
+            try:
+                count = backup_sqlite(store, out)
+            finally:
+                store.close()
+        except BackupError as exc:
+            fail(str(exc))
+        typer.echo(f"wrote {out}: {count} case{'' if count == 1 else 's'}")
 
     @cases.command("export")
     def export(
