@@ -425,6 +425,30 @@ def test_an_empty_sqlite_file_is_refused_not_made_a_new_empty_store(tmp_path):
     store.close()
 
 
+def test_a_store_another_connection_is_making_at_that_instant_is_opened_not_refused_as_empty(tmp_path):
+    """A brand-new store's file is empty for the instant between SQLite making it and the first connection writing its
+    header (WAL mode); a second process or thread of the service opening it then was refused as an empty file (a failed
+    copy). An empty file is looked at again for a moment first, so the store being made is opened."""
+    import sqlite3
+
+    database = tmp_path / "cases.db"
+    database.write_bytes(b"")  # as SQLite leaves it before the maker's first write
+
+    def finish_making() -> None:
+        threading.Event().wait(0.2)
+        maker = sqlite3.connect(database)
+        maker.execute("PRAGMA journal_mode=WAL")
+        maker.close()
+
+    maker = threading.Thread(target=finish_making)
+    maker.start()
+    store = CaseStore(f"sqlite:///{database}")
+    maker.join()
+    _draft(store, 1)
+    assert len(store.list()) == 1
+    store.close()
+
+
 def test_sqlite_file_deleted_under_an_open_store_is_not_made_anew_empty(tmp_path):
     """The database file alone deleted (its folder kept) while the store runs: the next connection made an empty
     database at the path and the write after failed with 'no such table: cases'. Every one is refused naming the file,

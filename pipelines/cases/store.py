@@ -550,16 +550,30 @@ EMPTY_FILE = "the database file is empty (0 bytes)"
 
 
 def _check_not_empty(url: str, database: str) -> None:
-    """`CaseStoreUnreachable` naming `database` when its file is there and empty (a copy or restore that failed, a
+    """`CaseStoreUnreachable` naming `database` when its file is there and stays empty (a copy or restore that failed, a
     disk that filled while it was written): SQLite takes an empty file for a new database, and the store's migration
     quietly built an empty store in it, every case of the lost one then missing without a word. A store this code
-    makes is never empty once its first connection has set WAL mode (that writes the file's header)."""
-    try:
-        found = os.stat(database)
-    except OSError:  # not there: a new store, or `_check_still_there`'s lost one
-        return
-    if stat.S_ISREG(found.st_mode) and found.st_size == 0:  # (a folder: SQLite says why)
+    makes is never empty once its first connection has set WAL mode (that writes the file's header); until then, for
+    an instant, it is, so an empty file is looked at again for `EMPTY_GRACE_S` before it is refused (another process
+    or thread of the service opening a brand-new store at that instant was refused)."""
+    import tenacity
+
+    def empty() -> bool:
+        try:
+            found = os.stat(database)
+        except OSError:  # not there: a new store, or `_check_still_there`'s lost one
+            return False
+        return stat.S_ISREG(found.st_mode) and found.st_size == 0  # (a folder: SQLite says why)
+
+    waited = tenacity.Retrying(retry=tenacity.retry_if_result(bool), wait=tenacity.wait_fixed(0.05),
+                               stop=tenacity.stop_after_delay(EMPTY_GRACE_S), retry_error_callback=lambda rs: True)
+    if waited(empty):
         raise CaseStoreUnreachable(url, f"{database}: {EMPTY_FILE}, not a case store (a copy or restore that failed?)")
+
+
+EMPTY_GRACE_S = 1.0
+"""How long an empty SQLite file may stay empty before `_check_not_empty` refuses it: a store being made by another
+connection writes its header within milliseconds; a failed copy stays empty."""
 
 
 def _lost_file(url: str, database: str, what: str) -> CaseStoreUnreachable:
