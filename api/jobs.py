@@ -34,7 +34,7 @@ from api.config import ServiceConfig, named_files
 from api.metrics import ApiMetrics
 from detect.config_io import write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
-from pipelines.cases.store import CaseStore, CaseStoreUnreachable
+from pipelines.cases.store import CaseStore, CaseStoreFull, CaseStoreUnreachable
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
@@ -362,12 +362,20 @@ STORE_DOWN = ("案件库暂时无法连接，任务未完成，请稍后重新�
 or down): its URL and the driver's reason stay in the server log, as the API's 503 case-store-unreachable keeps them."""
 
 
+STORE_FULL = ("案件库所在磁盘已满，任务未完成，请联系管理员腾出空间后重新上传 the case store's disk is full, so the job did "
+              "not finish; upload again once an administrator has freed space (the server log names the store and the disk)")
+"""The error of an upload job that found the case store's disk full: as `STORE_DOWN`, the store's URL (a SQLite file's
+server path) stays in the server log, as the API's 503 case-store-full keeps it."""
+
+
 def job_failure(what: str, exc: Exception) -> str:
     """The error a job (`what`: "triage job ID", "patrol job ID") that failed on `exc` shows its uploader, logged with
-    its traceback: the case store unreachable is `STORE_DOWN` (the driver's words named the database's host, port, user
-    and name, or a SQLite file's server path), anything else its type and message."""
+    its traceback: the case store unreachable is `STORE_DOWN`, its disk full `STORE_FULL` (the driver's words named
+    the database's host, port, user and name, or a SQLite file's server path), anything else its type and message."""
     log.error("%s failed", what, exc_info=exc)
-    return STORE_DOWN if isinstance(exc, CaseStoreUnreachable) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, CaseStoreUnreachable):
+        return STORE_DOWN
+    return STORE_FULL if isinstance(exc, CaseStoreFull) else f"{type(exc).__name__}: {exc}"
 
 
 def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[str, Any]:

@@ -590,6 +590,27 @@ def _store_gone_on_first_use(app, detector, database: Path) -> Path:
     return aside
 
 
+def _store_full_on_first_use(app, detector) -> None:
+    """The job's detector, loaded on first use, with the case store's disk then full: each write into the cases table
+    meets SQLite's own 'database or disk is full' from the driver (a page cap cannot do it here: a case row still fits
+    in its table's last page), through SQLAlchemy's error handling as a real one does."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    def _disk_full(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO CASES"):
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode, full.sqlite_errorname = sqlite3.SQLITE_FULL, "SQLITE_FULL"  # as the driver sets them
+            raise full
+
+    def load():
+        sa.event.listen(app.state.ctx.store.engine, "before_cursor_execute", _disk_full)
+        return detector
+
+    app.state.ctx.jobs._detector_factory = load
+
+
 def _ended(folder: Path, deadline_s: float = 120) -> dict:
     """The job in `folder` once it ended, read from its job.json (the API needs the case store for the token)."""
     from api.jobs import read_job
@@ -620,3 +641,20 @@ def test_a_job_finding_the_case_store_unreachable_says_so_without_naming_it(uplo
     assert str(tmp_path) not in job["error"] and "CaseStoreUnreachable" not in job["error"]
     logged = [r for r in caplog.records if r.getMessage() == f"triage job {job['id']} failed"]
     assert logged and str(database) in str(logged[0].exc_info[1])  # the log keeps the store and the reason
+
+
+def test_a_job_finding_the_case_store_s_disk_full_says_so_without_naming_it(uploads, tmp_path, onnx_detector, bus_jpg, caplog):
+    """A job whose case write found the store's disk full failed 'CaseStoreFull: case store sqlite:////srv/…: …',
+    English and the server's path, shown to the inspector; it says in Chinese and English that the disk is full and to
+    upload again once space is freed, the server log naming the store, as the API's 503 case-store-full does."""
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    _store_full_on_first_use(app, onnx_detector)
+    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+    assert created.status_code == 202, created.text
+    job = _ended(app.state.ctx.jobs.root / created.json()["id"])
+    assert job["state"] == "failed", job
+    assert job["error"].startswith("案件库所在磁盘已满，任务未完成"), job["error"]
+    assert str(tmp_path) not in job["error"] and "CaseStoreFull" not in job["error"]
+    logged = [r for r in caplog.records if r.getMessage() == f"triage job {job['id']} failed"]
+    assert logged and "cases.db" in str(logged[0].exc_info[1])  # the log keeps the store
