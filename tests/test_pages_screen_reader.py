@@ -50,6 +50,42 @@ def _ax(browser, selector: str) -> dict[str, Any]:
             **{p["name"]: p["value"].get("value") for p in ax.get("properties", [])}}
 
 
+def _ax_text(browser, selector: str) -> str:
+    """What a screen reader reads as the text of the element `selector` finds: its accessibility tree's text nodes,
+    in order (CSS generated content included, as Chromium gives it)."""
+    nodes = browser.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    by_id = {n["nodeId"]: n for n in nodes}
+    root = browser.execute_cdp_cmd("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    dom = browser.execute_cdp_cmd("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    backend = browser.execute_cdp_cmd("DOM.describeNode", {"nodeId": dom})["node"]["backendNodeId"]
+    start = next(n for n in nodes if n.get("backendDOMNodeId") == backend)
+
+    def text(node: dict[str, Any]) -> str:
+        if node.get("role", {}).get("value") == "StaticText":
+            return node.get("name", {}).get("value", "")
+        return "".join(text(by_id[c]) for c in node.get("childIds", []) if c in by_id)
+    return text(start)
+
+
+@pytest.mark.slow  # an upload refused and a warning shown in a browser (the suite's budget)
+def test_an_error_in_the_status_line_is_said_in_words(site):
+    """An error in the status line was shown by its red background alone: a screen reader (and a reader who cannot
+    tell red) got the words of the refusal with nothing saying it was one. An error is marked 错误 Error, a warning
+    (work done, something to check) 请核对 Check, read with the line; a plain message has no mark, and the line's own
+    text is unchanged."""
+    from selenium.webdriver.common.by import By
+
+    b = _open(site, "upload")
+    b.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()  # no file chosen: refused
+    _wait(b, lambda d: d.find_element(By.ID, "status").text == "请选择文件 Choose files first", "the refusal")
+    assert _ax_text(b, "#status") == "错误 Error：请选择文件 Choose files first"
+    b.execute_script("SW.say('导入 3 家商户 imported; 1 行错误 rows refused', 'warn');")
+    assert _ax_text(b, "#status") == "请核对 Check：导入 3 家商户 imported; 1 行错误 rows refused"
+    assert "bad" in b.find_element(By.ID, "status").get_attribute("class")
+    b.execute_script("SW.say('任务 Job 1');")
+    assert _ax_text(b, "#status") == "任务 Job 1"
+
+
 @pytest.mark.slow  # eight pages loaded in a browser to read one attribute each (the suite's budget)
 def test_every_pages_status_line_is_announced(site):
     """The status line (a job finished, an import counted, a refusal) was a plain paragraph: a screen reader said

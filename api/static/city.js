@@ -109,7 +109,7 @@ document.getElementById("shops-import").addEventListener("submit", async (ev) =>
   try {
     const r = await upload(ev.target, "/api/v1/shops/import", "import-errors");
     SW.say(`导入 ${r.imported} 家商户 imported; ${r.errors.length} 行错误 rows refused; ${(r.warnings || []).length} 行待核对 to check`,
-      r.errors.length + (r.warnings || []).length > 0);
+      r.errors.length + (r.warnings || []).length > 0 && "warn");
     await loadShops();
   } catch (e) { SW.say(e.message, true); }
 });
@@ -127,7 +127,7 @@ document.getElementById("callout-import").addEventListener("submit", async (ev) 
   ev.preventDefault();
   try {
     const r = await upload(ev.target, "/api/v1/callout/import", "callout-errors");
-    SW.say(`更新 ${r.applied} 个号码 updated; 未知 unknown: ${r.unknown.join(", ") || "-"}`, r.errors.length + (r.warnings || []).length > 0);
+    SW.say(`更新 ${r.applied} 个号码 updated; 未知 unknown: ${r.unknown.join(", ") || "-"}`, r.errors.length + (r.warnings || []).length > 0 && "warn");
     await loadCallout();
   } catch (e) { SW.say(e.message, true); }
 });
@@ -246,7 +246,7 @@ document.getElementById("patrol").addEventListener("submit", async (ev) => {
     await loadPatrolJobs(meta);
     job = await followPatrol(job, meta);
     if (following !== job.id) return;  // another job was chosen meanwhile
-    SW.say(job.state === "done" ? patrolDone(job.summary) : job.error, job.state !== "done" || Boolean(job.summary.no_cases));
+    SW.say(job.state === "done" ? patrolDone(job.summary) : job.error, job.state !== "done" || (Boolean(job.summary.no_cases) && "warn"));
   } catch (e) { SW.say(e.message, true); }
 });
 

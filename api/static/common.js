@@ -181,12 +181,15 @@ const SW = {
       : [SW.el("tr", { class: "none" }, SW.el("td", { colspan: columns }, none))]));
   },
 
-  // The page's message line: `text`, a string or a list of strings and nodes (a link on to the next page).
+  // The page's message line: `text`, a string or a list of strings and nodes (a link on to the next page). `bad`: true
+  // for an error (something failed or was refused), "warn" for work done with something to check (rows refused, a
+  // job's photo with no case). Both are drawn on red, and each is marked in words too (app.css: ✖ 错误 Error：,
+  // ⚠ 请核对 Check：), which a screen reader reads with the line: the red alone said nothing to one who cannot see it.
   say(text, bad = false) {
     const box = document.getElementById("status");
     if (!box) return;
     box.replaceChildren(...[].concat(text));
-    box.className = bad ? "status bad" : "status";
+    box.className = bad === "warn" ? "status bad warn" : bad ? "status bad error" : "status";
   },
 
   // Shapes laid over an image, boxes in pixels of a (width x height) image and polygons in 0..1 coordinates, in an

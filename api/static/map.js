@@ -115,7 +115,7 @@ async function load() {
   legend(max);
   keepSince(data.since);
   SW.say(M.groups.length ? counted(data) : "未配置网格或区域 No grid or zone file configured (analytics.grid / analytics.zones)",
-    !M.groups.length || data.truncated);
+    (!M.groups.length || data.truncated) && "warn");
 }
 
 // The first day the map counts without a period, for export.js: the map's export covers those days. Kept when a

@@ -40,7 +40,7 @@ async function load() {
   document.getElementById("unit").replaceChildren();
   // the cut-off file's rows to check (a repeated header skipped): in the JSON alone, staff never saw them
   document.getElementById("warnings").replaceChildren(...SW.warningItems(t.warnings));
-  SW.say(`${t.units.length} 个单位 units` + (t.warnings.length ? `; ${t.warnings.length} 条提醒 to check` : ""), t.warnings.length > 0);
+  SW.say(`${t.units.length} 个单位 units` + (t.warnings.length ? `; ${t.warnings.length} 条提醒 to check` : ""), t.warnings.length > 0 && "warn");
 }
 
 document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load().catch((err) => SW.say(err.message, true)); });

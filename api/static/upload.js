@@ -60,7 +60,7 @@ async function follow(jobId) {
     showJob(job);
     showReport(job);
     if (job.state === "done" || job.state === "failed") {
-      SW.say(job.state === "done" ? done(job) : job.error, job.state !== "done" || job.cases.some((c) => !c.case_id));
+      SW.say(job.state === "done" ? done(job) : job.error, job.state !== "done" || (job.cases.some((c) => !c.case_id) && "warn"));
       listJobs();
       return job;
     }
