@@ -198,3 +198,49 @@ def test_a_camera_is_picked_by_keyboard(site):
     _wait(b, lambda d: '"camera_id": "cam-02"' in d.find_element(By.ID, "scene").get_attribute("value"), "cam-02's scene")
     current = [li.get_attribute("aria-current") for li in b.find_elements(By.CSS_SELECTOR, "#cameras li")]
     assert current == ["false", "true"]
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG's contrast ratio of two CSS colours as the browser computes them (rgb(r, g, b) or rgba(…))."""
+    def luminance(colour: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"[\d.]+", colour)[:3]]
+        r, g, b = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    hi, lo = sorted([luminance(a), luminance(b)], reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _mark(browser, selector: str) -> tuple[str, str]:
+    """The colour of the inset bar drawn on the element `selector` finds (none: "none") and its background's."""
+    return tuple(browser.execute_script(
+        "const s = getComputedStyle(document.querySelector(arguments[0]));"
+        "const bar = s.boxShadow === 'none' ? 'none' : s.boxShadow.match(/rgba?\\([^)]*\\)/)[0];"
+        "const row = getComputedStyle(document.querySelector(arguments[0]).closest('li, tr'));"
+        "return [bar, row.backgroundColor];", selector))
+
+
+@pytest.mark.slow  # the cameras and scores pages worked in a browser (the suite's budget)
+def test_the_current_page_camera_and_unit_are_marked(site):
+    """The navigation bar's link to the page shown had no aria-current, so a screen reader did not say which page it
+    was on, and the camera and the scores' unit shown were marked by a light background 1.3:1 against the others'
+    (the unit's row not marked for a screen reader at all). Each is aria-current, and the camera and the unit carry a
+    dark bar at their left, at least 3:1 against their background."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    b = _open(site, "cameras")
+    # (CDP's accessibility tree gives no aria-current: the attribute is what Chromium hands a screen reader)
+    assert {a.get_attribute("href").rsplit("/", 1)[-1]: a.get_attribute("aria-current")
+            for a in b.find_elements(By.CSS_SELECTOR, "nav a")}["cameras"] == "page"
+    assert [a.get_attribute("aria-current") for a in b.find_elements(By.CSS_SELECTOR, "nav a")].count("page") == 1
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cameras li.current"), "cam-01 shown")
+    bar, background = _mark(b, "#cameras li.current")
+    assert bar != "none" and _contrast(bar, background) >= 3, (bar, background)
+
+    b = _open(site, "scores")
+    row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#scores tbody tr[data-unit]"), "a unit scored")
+    row.send_keys(Keys.ENTER)
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#unit h2"), "the unit's deductions")
+    assert [r.get_attribute("aria-current") for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr[data-unit]")][0] == "true"
+    bar, background = _mark(b, "#scores tr.current td:first-child")
+    assert bar != "none" and _contrast(bar, background) >= 3, (bar, background)

@@ -42,10 +42,7 @@ async function loadCameras() {
 // else its text; nothing of the camera shown before stays, whatever answers first.
 async function show(id) {
   C.current = id;
-  document.querySelectorAll("#cameras li").forEach((li) => {
-    li.classList.toggle("current", li.dataset.camera === id);
-    li.setAttribute("aria-current", String(li.dataset.camera === id));
-  });
+  SW.markCurrent(document.querySelectorAll("#cameras li"), (li) => li.dataset.camera === id);
   const box = document.getElementById("snapshot");
   const text = document.getElementById("scene");
   const error = document.getElementById("scene-error");

@@ -13,9 +13,7 @@ function cell(item) {
 }
 
 function showUnit(unit) {
-  document.querySelectorAll("#scores tr.current").forEach((r) => r.classList.remove("current"));
-  const row = document.querySelector(`#scores tr[data-unit="${CSS.escape(unit.unit)}"]`);
-  if (row) row.classList.add("current");
+  SW.markCurrent(document.querySelectorAll("#scores tbody tr[data-unit]"), (row) => row.dataset.unit === unit.unit);
   const parts = [SW.el("h2", {}, `${unit.unit}: ${unit.score} / ${unit.points}`)];
   for (const s of unit.sections) {
     parts.push(SW.el("h3", {}, `${s.name} (−${s.deduction} / ${s.points})`));
