@@ -4,6 +4,7 @@ the warnings and the call-out list as city staff read them."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from tests.cctv_helpers import ts_copy
 from tests.test_cityops_api import _intake
 from tests.test_cityops_patrol import START, _fixes, clip, write_gpx  # noqa: F401  (fixture)
 from tests.test_cityops_registers import REGISTER
+from tests.test_pages_screen_reader import _ax
 from tests.test_review_pages import _login, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
 
 NUMBER = "13800138000"
@@ -118,6 +120,20 @@ def test_city_page_shows_warnings_as_staff_read_them(city):
         assert (cells[0], cells[5]) == ("2025-03-14 10:00", "2025-03-14 10:10"), cells  # warned, re-check 600 s later
     finally:
         b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+
+
+def test_a_warnings_view_button_says_which_warning(city):
+    """Every warning's button was read "查看 View", with nothing saying which warning's frame it would show: a screen
+    reader user going down the buttons heard the same word in each row. Each is named by its warning: its camera, type
+    and time, after the words it shows."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#warnings tbody tr[data-warning] button"), "the warning's button")
+    name = _ax(b, "#warnings tbody tr[data-warning] button")["name"]
+    assert re.fullmatch(r"查看 View：劝导告知画面 warning frame cam-01 · 机动车乱停放 illegal_parking · \d{4}-\d\d-\d\d \d\d:\d\d", name), name
 
 
 def test_city_page_shows_fines_in_yuan(city):
@@ -275,6 +291,8 @@ def test_city_page_lists_patrol_jobs_and_a_reload_finds_the_running_one(city, cl
     b.refresh()
     row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#patrol-jobs tr[data-job='{job['id']}']"), "the job's row after the reload")
     assert [td.text for td in row.find_elements(By.TAG_NAME, "td")][1:3] == ["巡查 重载.ts", "2026-11-20 09:00"]
+    # its 查看 View named by the job (each row's said the same)
+    assert _ax(b, f"#patrol-jobs tr[data-job='{job['id']}'] button")["name"].startswith("查看 View：巡查任务 patrol job 巡查 重载.ts · ")
     _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#patrol-job p.state").text == "巡查 重载.ts · 完成 done",
           "the followed job's summary", timeout=240)
     row = b.find_element(By.CSS_SELECTOR, f"#patrol-jobs tr[data-job='{job['id']}']")

@@ -244,3 +244,22 @@ def test_the_current_page_camera_and_unit_are_marked(site):
     assert [r.get_attribute("aria-current") for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr[data-unit]")][0] == "true"
     bar, background = _mark(b, "#scores tr.current td:first-child")
     assert bar != "none" and _contrast(bar, background) >= 3, (bar, background)
+
+
+@pytest.mark.slow  # a photo uploaded and triaged through the page (the suite's budget)
+def test_an_upload_jobs_link_says_which_job(site, bus_jpg):
+    """Each upload job's link was named by its job id alone, a code that told a screen reader user neither when nor
+    what was uploaded. It is named as a triage job with its time and number of files, its id kept (the words shown)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_review_pages import _upload_and_wait
+
+    try:
+        b = _upload_and_wait(site, bus_jpg)
+        _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "jobs").text, "the job listed done")
+        link = b.find_element(By.CSS_SELECTOR, "#jobs li a")
+        name = _ax(b, "#jobs li a")["name"]
+        assert re.fullmatch(rf"分拣任务 Triage job {re.escape(link.text)} · \d{{4}}-\d\d-\d\d \d\d:\d\d · 1 文件 files", name), name
+    finally:  # the admin's token back for the module's other tests
+        b = site["browser"]
+        b.execute_script("localStorage.setItem('sw_token', arguments[0]);", site["tokens"]["admin"])

@@ -31,7 +31,10 @@ async function loadWarnings() {
   const [page, meta] = await Promise.all([SW.json(`/api/v1/warnings?limit=${PAGE}&offset=${offsets.warnings}`), SW.meta()]);
   pager("warnings", page, loadWarnings);
   SW.fill("#warnings tbody", page.items.map((w) => {
-    const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode, `${w.camera_id} · ${SW.typeName(meta, w.violation_type)}`) }, "查看 View") : "");
+    // its 查看 View button named by its warning (each row's said the same), beginning with the words shown
+    const what = `${w.camera_id} · ${SW.typeName(meta, w.violation_type)}`;
+    const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode, what),
+      "aria-label": `查看 View：劝导告知画面 warning frame ${what} · ${SW.time(w.warned_at)}` }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, SW.time(w.warned_at)), SW.el("td", {}, w.camera_id),
       SW.el("td", {}, SW.typeName(meta, w.violation_type)), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
       SW.el("td", {}, SW.time(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);
@@ -184,7 +187,8 @@ function patrolRow(job, meta) {
   return SW.el("tr", { "data-job": job.id }, SW.el("td", {}, SW.time(job.created_at)), SW.el("td", {}, job.video_label),
     SW.el("td", {}, job.start ? SW.time(job.start) : "视频自带 from the video"), SW.el("td", { class: "state" }, SW.jobStateName(job.state)),
     SW.el("td", { class: "progress" }, patrolProgress(job.progress)),
-    SW.el("td", {}, SW.el("button", { type: "button", onclick: () => followPatrol(job, meta).catch((e) => SW.say(e.message, true)) }, "查看 View")));
+    SW.el("td", {}, SW.el("button", { type: "button", onclick: () => followPatrol(job, meta).catch((e) => SW.say(e.message, true)),
+      "aria-label": `查看 View：巡查任务 patrol job ${job.video_label} · ${SW.time(job.created_at)}` }, "查看 View")));
 }
 
 // The recent patrol jobs (GET /api/v1/patrol/jobs: an inspector's own): a reloaded page finds a job still running.

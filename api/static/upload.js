@@ -71,7 +71,8 @@ async function follow(jobId) {
 async function listJobs() {
   const jobs = await SW.json("/api/v1/triage/jobs");
   document.getElementById("jobs").replaceChildren(...jobs.slice(0, 20).map((j) => SW.el("li", {},
-    SW.el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); follow(j.id); } }, j.id),
+    SW.el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); follow(j.id); },  // named by more than its id
+      "aria-label": `分拣任务 Triage job ${j.id} · ${SW.time(j.created_at)} · ${j.files.length} 文件 files` }, j.id),
     ` ${SW.time(j.created_at)} · ${j.files.length} 文件 files · ${zh(j.state)}`)));
   if (!jobs.length) document.getElementById("jobs").replaceChildren(SW.el("li", {}, "还没有任务 No jobs yet"));
 }
