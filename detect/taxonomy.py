@@ -107,6 +107,11 @@ class ClassRoles(ConfigModel):
         description="The point of its box that decides its zone: `bottom_center` (where it stands) or `center`. "
         "Default: center for text classes, bottom_center for everything else.")
 
+    name_zh: str | None = Field(
+        None, title="Chinese name", min_length=1,
+        description="The class as city staff read it in the box labels over the evidence (客车 for `bus`): the review "
+        "pages show it before the class name. Default: the class name alone.")
+
     @property
     def zone_anchor(self) -> Anchor:
         """`anchor`, or its default (centre for text)."""
@@ -291,7 +296,7 @@ class Taxonomy(ConfigModel):
     classes: dict[str, ClassRoles] = Field(
         default_factory=dict, title="Class roles",
         description="Class name -> its roles besides evidence: text, OCR trigger, signboard, privacy blur, tracker family, "
-        "zone anchor. Classes not listed have none.")
+        "zone anchor; and its Chinese name. Classes not listed have none.")
 
     @model_validator(mode="before")
     @classmethod
@@ -366,6 +371,13 @@ class Taxonomy(ConfigModel):
     def privacy_regions(self) -> dict[str, PrivacyRegion]:
         """Class name -> the part of its box blurred in shared evidence copies."""
         return {name: r.privacy for name, r in self.classes.items() if r.privacy is not None}
+
+    @property
+    def class_names_zh(self) -> dict[str, str]:
+        """Class name -> its Chinese name, for the box labels over the evidence: `classes:`'s name_zh, and each type's
+        name_zh for its verifier's class `verified:<type id>`."""
+        return {**{name: r.name_zh for name, r in self.classes.items() if r.name_zh},
+                **{f"verified:{t.id}": t.name_zh for t in self.types.values()}}
 
     @property
     def families(self) -> dict[str, str]:

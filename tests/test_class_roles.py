@@ -51,6 +51,17 @@ def test_the_shipped_taxonomy_gives_the_roles_the_code_had():
     assert tax.roles("umbrella").zone_anchor == "bottom_center" and not tax.roles("umbrella").triggers_ocr
 
 
+def test_every_evidence_class_has_a_chinese_name_for_the_box_labels():
+    """The evidence's box labels were the detector's English class names (bus 0.94) on pages city staff read in
+    Chinese: every class a type weighs as evidence has one (`classes:` name_zh; a verifier's `verified:<type>` is its
+    type's), so none is labelled in English alone."""
+    tax = load_taxonomy()
+    names = tax.class_names_zh
+    evidence = {name for t in tax.types.values() for name in t.evidence}
+    assert sorted(evidence - names.keys()) == []
+    assert (names["bus"], names["verified:illegal_parking"]) == ("客车", "机动车乱停放")
+
+
 def test_a_new_models_classes_plug_in_through_the_taxonomy_file(tmp_path):
     tax = _taxonomy(tmp_path, {
         "wall_ad": {"text": True},  # a flyposting model's class: on a wall, worth reading

@@ -213,7 +213,7 @@ def test_the_labels_and_outlines_on_the_evidence_image_are_seen_however_small_it
                 shown, width = b.execute_script(OVERLAY_LABELS, image)
                 assert width < 500, f"/ui/{page} on the {screen}: the image is shown {width} px wide, not small"
                 if page == "queue":
-                    assert any(text.startswith("bus 0.") for text, _, _ in shown), shown
+                    assert any(text.startswith("客车 bus 0.") for text, _, _ in shown), shown
                 assert all(size >= LABEL_PX and inside for _, size, inside in shown), (page, screen, width, shown)
                 outlines = b.execute_script(OUTLINES)
                 assert len(outlines) >= labels and all(px >= OUTLINE_PX for _, px in outlines), (page, screen, outlines)
@@ -365,7 +365,7 @@ def test_the_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus
     [(_, bus, _, (_, _, _, bus_bottom), _)] = [x for x in labels if x[0] == "box-label"]
     [(_, _, title, zone_label, _)] = [x for x in labels if x[0] == "zone-label"]
     assert title == "curb-lane (no_parking)"
-    assert bus.startswith("bus ") and abs(bus_bottom - box[1]) <= 1, (bus_bottom, box)  # right above its box
+    assert bus.startswith("客车 bus ") and abs(bus_bottom - box[1]) <= 1, (bus_bottom, box)  # right above its box
     anchor = _on_screen(image, *corner)  # the zone's label pushed off its point by the box's, a leader line to it
     assert _apart(anchor, zone_label) > 6 and any(_gap(a, anchor) <= 1.5 and _gap(b_, zone_label) <= 1.5 for a, b_ in leaders), \
         (anchor, zone_label, leaders)

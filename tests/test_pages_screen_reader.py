@@ -125,7 +125,8 @@ def test_evidence_images_say_what_they_show(site):
     """The evidence photo's alt text was "evidence 证据" whatever the case, its thumbnails were read by their codes
     ("crop", "annotated_opened"), the boxes' drawing an unnamed image, and a camera's snapshot "snapshot 快照"
     whichever camera: each says what it shows, in Chinese first (the case's type, source and time; which image of the
-    bundle; the camera), and the drawing is left to its labels."""
+    bundle; the camera), and the drawing is left to its labels, which name the boxes' classes in Chinese (客车 bus 0.94)
+    where they were the detector's English alone."""
     from selenium.webdriver.common.by import By
 
     b = _open(site, "queue")
@@ -137,6 +138,9 @@ def test_evidence_images_say_what_they_show(site):
     assert thumbs and all(t.endswith(" · 机动车乱停放 Illegal parking (motor vehicle)") for t in thumbs), thumbs
     assert "标注图 annotated（立案时 at opening） · 机动车乱停放 Illegal parking (motor vehicle)" in thumbs
     assert "目标截图 crop · 机动车乱停放 Illegal parking (motor vehicle)" in thumbs
+    # the boxes' labels name their class as staff read it, the detector's name beside it (it was "bus 0.94" alone)
+    labels = [label.text for label in b.find_elements(By.CSS_SELECTOR, "#detail .box-label")]
+    assert labels and all(re.fullmatch(r"客车 bus 0\.\d\d", text) for text in labels), labels
     images = [n for n in b.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
               if not n.get("ignored") and n.get("role", {}).get("value") == "image"]
     assert [n.get("name", {}).get("value", "") for n in images if not CJK.search(n.get("name", {}).get("value", ""))] == []

@@ -138,6 +138,8 @@ class Meta(BaseModel):
     reject_reasons: list[ReasonInfo] = Field(description="Reject reason codes in key order (keys 1-9 of the queue page).")
     states: list[CaseState] = Field(description="Case states.")
     state_names: dict[str, str] = Field(description="Each case state's Chinese name (待审核, 已立案 ...), as the pages show it.")
+    class_names: dict[str, str] = Field(description="Detector classes' Chinese names (taxonomy `classes:` name_zh; a "
+                                        "`verified:<type>` class its type's), shown before the class in the evidence's box labels.")
     dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
     tags: list[TagInfo] = Field(description="Tags the deployment's scoring sheet counts (what a reviewer may set on a case).")
     severities: list[SeverityInfo] = Field(description="Case severities, least serious first.")
@@ -275,6 +277,7 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "reject_reasons": [{"code": c.value, "zh": r.zh, "en": r.en, "hard_negative": r.hard_negative} for c, r in REASONS.items()],
         "states": [s.value for s in CaseState],
         "state_names": {s.value: STATE_NAMES_ZH[s] for s in CaseState},
+        "class_names": ctx.taxonomy.class_names_zh,
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
         "tags": _sheet_tags(ctx),
         "severities": [{"id": s.value, "zh": s.name_zh} for s in Severity],

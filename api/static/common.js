@@ -203,11 +203,11 @@ const SW = {
   },
 
   // Shapes laid over an image, boxes in pixels of a (width x height) image and polygons in 0..1 coordinates, in an
-  // <svg> stretched to it, and their labels ("bus 0.94", a zone's id) as text in CSS pixels placed over it (in the svg
+  // <svg> stretched to it, and their labels ("客车 bus 0.94" by SW.boxLabel with `meta`, a zone's id) as text in CSS pixels placed over it (in the svg
   // they scaled with the image, ~7 px and unreadable with the 810 px photo shown 380 px wide: a phone, or an office
   // screen's 62vh). The labels are placed by SW.placeLabels whenever the image is shown at a new size. The outlines
   // are drawn 2 CSS px wide however the image is scaled (app.css, non-scaling-stroke): in image pixels, ~1 px on a phone.
-  overlay(width, height, boxes = [], polygons = []) {
+  overlay(width, height, boxes = [], polygons = [], meta = null) {
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -228,12 +228,17 @@ const SW = {
       Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, class: "box" })
         .forEach(([k, v]) => r.setAttribute(k, v));
       svg.append(r);
-      labels.push(SW.overlayLabel("box-label", `${b.class_name || "?"} ${b.confidence != null ? b.confidence.toFixed(2) : ""}`,
-        [x1 / width, y1 / height, x2 / width, y2 / height]));
+      labels.push(SW.overlayLabel("box-label", SW.boxLabel(meta, b), [x1 / width, y1 / height, x2 / width, y2 / height]));
     }
     const overlay = SW.el("div", { class: "overlay" }, svg, ...labels);
     new ResizeObserver(() => SW.placeLabels(overlay)).observe(overlay);  // its first call once it is shown
     return overlay;
+  },
+  // An evidence box's label: its class as staff read it, the detector's name beside it, and its confidence ("客车 bus
+  // 0.94"; GET /api/v1/meta's class_names, from the taxonomy), the class name alone where the taxonomy has no Chinese.
+  boxLabel(meta, box) {
+    const name = box.class_name || "?", zh = ((meta && meta.class_names) || {})[name];
+    return `${zh ? `${zh} ${name}` : name} ${box.confidence != null ? box.confidence.toFixed(2) : ""}`;
   },
   // One label of SW.overlay, naming `anchor` ([x1, y1, x2, y2] in 0..1 of the image: a box, or a zone's first point),
   // `title` its tooltip.

@@ -149,7 +149,7 @@ function renderDetail(d) {
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url,
       alt: `证据照片 Evidence photo: ${typeName(c.violation_type)} · ${c.source_id} · ${SW.time(c.opened_at)} · 检出框 ${boxes} 个 boxes` });
     const zone = ev.zone && ev.zone.polygon ? [{ points: ev.zone.polygon, kind: ev.zone.kind, ...SW.zoneLabel(ev.zone) }] : [];
-    parts.push(SW.el("div", { class: "figure" }, img, SW.overlay(ev.boxes.width, ev.boxes.height, ev.boxes.boxes || [], zone)));
+    parts.push(SW.el("div", { class: "figure" }, img, SW.overlay(ev.boxes.width, ev.boxes.height, ev.boxes.boxes || [], zone, Q.meta)));
     const thumbs = ev.images.filter((x) => x.path !== ev.boxes.image).map((x) =>
       SW.el("a", { href: x.url, target: "_blank", title: imageRole(x.role) },
         SW.el("img", { src: x.url, alt: `${imageRole(x.role)} · ${typeName(c.violation_type)}` })));
