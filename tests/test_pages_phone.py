@@ -233,6 +233,7 @@ def test_the_case_s_fields_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
     (地点 Place and 经纬度 Lat/Lon were words beside the fields, tied to none). On a phone and a 1366 px screen each
     field of a case rejected in review has its name shown, Chinese first, as its <label for>, which is its accessible
     name; the place's fields are a group named 地点 Place."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -251,12 +252,17 @@ def test_the_case_s_fields_are_named_on_the_page(tmp_path, bus_jpg, bus_event):
             _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, f"#cases li[data-case='{served['data']}']"),
                   f"the rejected case listed on the {screen}")[0].click()
             _wait(b, lambda d: d.find_elements(By.ID, "reopen-note"), f"the rejected case's detail on the {screen}")
-            for field_id, name in CASE_FIELDS.items():
-                labels = b.find_elements(By.CSS_SELECTOR, f"label[for='{field_id}']")
-                assert [label.text for label in labels] == [name], (screen, field_id)
-                assert labels[0].is_displayed() and labels[0].size["height"] > 0, (screen, field_id)
-                assert b.find_element(By.ID, field_id).accessible_name == name, (screen, field_id)
-            assert b.find_element(By.CSS_SELECTOR, "#detail .place").accessible_name == "地点 Place:", screen
+            for attempt in range(3):  # the detail may be drawn once more (the list reloaded, then the click): read afresh
+                try:
+                    for field_id, name in CASE_FIELDS.items():
+                        labels = b.find_elements(By.CSS_SELECTOR, f"label[for='{field_id}']")
+                        assert [label.text for label in labels] == [name], (screen, field_id)
+                        assert labels[0].is_displayed() and labels[0].size["height"] > 0, (screen, field_id)
+                        assert b.find_element(By.ID, field_id).accessible_name == name, (screen, field_id)
+                    assert b.find_element(By.CSS_SELECTOR, "#detail .place").accessible_name == "地点 Place:", screen
+                    break
+                except StaleElementReferenceException:
+                    assert attempt < 2, f"the case's detail on the {screen} kept being redrawn"
 
 
 #: The labels over a figure's image (arguments[0]: the element holding it), once placed (SW.placeLabels runs before a
