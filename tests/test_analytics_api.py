@@ -308,10 +308,10 @@ def test_the_map_counts_each_of_several_zones_as_its_case_list_does(tmp_path):
 
 def test_latest_reports_are_listed_and_served(api):
     client, who, store, settings = api
-    assert client.get("/api/v1/reports", headers=who).json() == []
+    assert client.get("/api/v1/reports", headers=who).json() == {"items": [], "total": 0, "limit": 200, "offset": 0}
     report = build_report(store.engine, load_places(settings.analytics), load_taxonomy(), NOV, TZ)
     write_report(report, settings.analytics.reports_dir / "month-2026-11")
-    [listed] = client.get("/api/v1/reports", headers=who).json()
+    [listed] = client.get("/api/v1/reports", headers=who).json()["items"]
     assert listed["name"] == "month-2026-11" and listed["title"] == "月通报 2026-11"
     assert listed["summary"]["cases"] == report.summary["cases"] and set(listed["files"]) == {"report.html", "report.pdf", "report.xlsx", "report.json"}
     pdf = client.get("/api/v1/reports/month-2026-11/report.pdf", headers=who)
@@ -349,8 +349,8 @@ def test_a_report_json_that_cannot_be_read_is_logged_once_and_a_rewritten_one_li
         def listed() -> list[tuple[str, str]]:
             answer = client.get("/api/v1/reports", headers=auth(tokens["inspector"]))
             assert answer.status_code == 200, answer.text
-            assert str(tmp_path) not in answer.text and all("tables" not in r for r in answer.json())
-            return [(r["name"], r["title"]) for r in answer.json()]
+            assert str(tmp_path) not in answer.text and all("tables" not in r for r in answer.json()["items"])
+            return [(r["name"], r["title"]) for r in answer.json()["items"]]
 
         assert listed() == listed() == [("month-2026-11", "月通报 2026-11")]
         unreadable = [r.getMessage() for r in caplog.records if "month-2026-10" in r.getMessage()]
@@ -359,6 +359,28 @@ def test_a_report_json_that_cannot_be_read_is_logged_once_and_a_rewritten_one_li
         report("month-2026-11", described("月通报 2026-11（修订）", "2026-12-01T08:00:00+08:00"))
         report("month-2026-10", described("月通报 2026-10", "2026-11-01T08:00:00+08:00"))
         assert listed() == [("month-2026-11", "月通报 2026-11（修订）"), ("month-2026-10", "月通报 2026-10")]
+
+
+def test_reports_are_listed_a_page_at_a_time_with_how_many_there_are(tmp_path):
+    """GET /reports answered the newest 50 alone, with no offset and no total, so a few years of daily reports showed
+    as 50 on /ui/reports, the rest out of reach and nothing saying so. It answers a page, newest first, and the total."""
+    settings = settings_for(tmp_path)
+    settings.analytics.reports_dir = tmp_path / "reports"
+    for day in range(1, 31):  # day-2026-11-DD, generated in the order of their days
+        folder = settings.analytics.reports_dir / f"day-2026-11-{day:02d}"
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text(json.dumps({"title": f"日研判 2026-11-{day:02d}", "kind": "day", "label": f"2026-11-{day:02d}",
+                                                        "generated_at": f"2026-11-{day:02d}T08:00:00+08:00", "summary": {}}), encoding="utf-8")
+    app, tokens = make_app(settings, resume_jobs=False)
+    who = auth(tokens["inspector"])
+    with TestClient(app) as client:
+        first = client.get("/api/v1/reports", params={"limit": 20}, headers=who).json()
+        assert (len(first["items"]), first["total"], first["limit"], first["offset"]) == (20, 30, 20, 0)
+        assert first["items"][0]["name"] == "day-2026-11-30"  # newest first
+        rest = client.get("/api/v1/reports", params={"limit": 20, "offset": 20}, headers=who).json()
+        assert [r["name"] for r in rest["items"]] == [f"day-2026-11-{d:02d}" for d in range(10, 0, -1)]
+        assert client.get("/api/v1/reports", headers=who).json()["total"] == 30
+        assert client.get("/api/v1/reports", params={"limit": 501}, headers=who).status_code == 422
 
 
 def test_a_reviewer_tags_a_stall_food_on_site_and_the_score_counts_it_as_such(tmp_path):

@@ -1007,3 +1007,36 @@ def test_the_reports_page_with_none_names_the_command_as_code(site):
     status = _wait(b, lambda d: d.find_element(By.ID, "status").text, "the reports page's status line")
     assert status == "还没有报告，请运行 No reports yet: run streetwatch report --period month"
     assert b.find_element(By.CSS_SELECTOR, "#status code").text == "streetwatch report --period month"
+
+
+@pytest.mark.slow  # its own served pages and browser, 205 reports on the page (about 15 s here)
+def test_the_reports_page_pages_through_the_reports(tmp_path, bus_jpg):
+    """The reports page listed the newest 50 reports and no more, a few years of daily reports out of reach and nothing
+    saying so. It shows a page of 200, which rows of how many, and 下一页 to the rest (the city page's SW.pager)."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    settings = site_settings(tmp_path, bus_jpg)
+    settings.analytics.reports_dir = tmp_path / "reports"
+    names = [f"day-{2026 - i // 365}-{i % 365:03d}" for i in range(205)]  # newest first, as generated_at orders them
+    for i, name in enumerate(names):
+        (settings.analytics.reports_dir / name).mkdir(parents=True)
+        (settings.analytics.reports_dir / name / "report.json").write_text(json.dumps({
+            "title": name, "kind": "day", "label": name, "start": "2026-11-01", "end": "2026-11-02",
+            "generated_at": f"{10_000 - i:05d}", "summary": {}}), encoding="utf-8")
+    with served_pages(tmp_path, settings, lambda app: None) as served:
+        b = served["browser"]
+        _login(served)
+        b.get(served["base"] + "/ui/reports")
+        pager = b.find_element(By.ID, "reports-pager")
+        _wait(b, lambda d: "第 1–200 条，共 205 条" in pager.text, "the reports' pager")
+        assert len(b.find_elements(By.CSS_SELECTOR, "#reports tbody tr[data-report]")) == 200
+        assert pager.find_element(By.CLASS_NAME, "prev").get_attribute("disabled") is not None
+        pager.find_element(By.CLASS_NAME, "next").click()
+        _wait(b, lambda d: "第 201–205 条，共 205 条" in pager.text, "the second page")
+        rows = b.find_elements(By.CSS_SELECTOR, "#reports tbody tr[data-report]")
+        assert [r.get_attribute("data-report") for r in rows] == names[200:]
+        assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None
+        pager.find_element(By.CLASS_NAME, "prev").click()
+        _wait(b, lambda d: "第 1–200 条，共 205 条" in pager.text, "the first page again")

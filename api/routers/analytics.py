@@ -424,12 +424,24 @@ def _report_description(meta_file: Path) -> dict[str, Any] | None:
     return meta
 
 
-@router.get("/reports", summary="The latest analysis reports (newest first)", response_model=list[ReportListing],
-            responses=problems(401, 403))
+class ReportPage(BaseModel):
+    """A page of the reports, newest first, and how many there are: a few years of daily reports are thousands."""
+
+    items: list[ReportListing]
+    total: int = Field(description="Reports listed in all (every page).")
+    limit: int
+    offset: int
+
+
+@router.get("/reports", summary="The analysis reports, a page at a time (newest first)", response_model=ReportPage,
+            responses=problems(401, 403, 422))
 def reports(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
-            limit: int = Query(50, ge=1, le=500)) -> list[ReportListing]:
-    return [ReportListing(**{**meta, "name": folder.name, "files": [f for f in FILES if (folder / f).is_file()]})
-            for folder, meta in _report_dirs(ctx)[:limit]]
+            limit: int = Query(200, ge=1, le=500, description="At most this many (a page)."),
+            offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many of the newest first.")) -> ReportPage:
+    listed = _report_dirs(ctx)
+    items = [ReportListing(**{**meta, "name": folder.name, "files": [f for f in FILES if (folder / f).is_file()]})
+             for folder, meta in listed[offset:offset + limit]]
+    return ReportPage(items=items, total=len(listed), limit=limit, offset=offset)
 
 
 class ReportTable(BaseModel):

@@ -12,24 +12,14 @@ async function frame(id, cell, what) {
   cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: `劝导告知画面 Warning frame: ${what}`, class: "thumb" }));
 }
 
-const PAGE = 200;  // rows a long list's table shows; the rest are a 下一页 away (the API's limit, offset)
 const offsets = { warnings: 0, shops: 0, callout: 0 };  // where each paged table's page starts
 
-// The pager under table `name` (#NAME-pager) for `page` of a long list ({items, total, offset}): which rows of how
-// many it shows, and 上一页/下一页 loading the page before or after through `load`.
-function pager(name, page, load) {
-  const box = document.getElementById(`${name}-pager`);
-  const last = page.offset + page.items.length;
-  box.querySelector(".range").textContent = page.items.length
-    ? `第 ${page.offset + 1}–${last} 条，共 ${page.total} 条 ${page.offset + 1}–${last} of ${page.total}` : "";
-  const go = (offset) => () => { offsets[name] = offset; load().catch((e) => SW.say(e.message, true)); };
-  Object.assign(box.querySelector(".prev"), { disabled: page.offset === 0, onclick: go(Math.max(0, page.offset - PAGE)) });
-  Object.assign(box.querySelector(".next"), { disabled: last >= page.total, onclick: go(last) });
-}
+// What paged table `name`'s 上一页/下一页 do (SW.pager's `go`): keep the page's offset, and `load` the table there.
+const turn = (name, load) => (offset) => { offsets[name] = offset; return load(); };
 
 async function loadWarnings() {
-  const [page, meta] = await Promise.all([SW.json(`/api/v1/warnings?limit=${PAGE}&offset=${offsets.warnings}`), SW.meta()]);
-  pager("warnings", page, loadWarnings);
+  const [page, meta] = await Promise.all([SW.json(`/api/v1/warnings?limit=${SW.PAGE}&offset=${offsets.warnings}`), SW.meta()]);
+  SW.pager("warnings", page, turn("warnings", loadWarnings));
   SW.fill("#warnings tbody", page.items.map((w) => {
     // its 查看 View button named by its warning (each row's said the same), beginning with the words shown
     const what = `${w.camera_id} · ${SW.typeName(meta, w.violation_type)}`;
@@ -44,14 +34,14 @@ async function loadWarnings() {
 // The register a page at a time, by name, only the shops holding the search's text when one is given.
 async function loadShops() {
   const q = document.getElementById("shops-q").value.trim();
-  const params = new URLSearchParams({ limit: String(PAGE), offset: String(offsets.shops) });
+  const params = new URLSearchParams({ limit: String(SW.PAGE), offset: String(offsets.shops) });
   if (q) params.set("q", q);
   const page = await SW.json("/api/v1/shops?" + params);
   if (!page.items.length && offsets.shops > 0) {  // the last page's shops were removed: the page before
-    offsets.shops = Math.max(0, offsets.shops - PAGE);
+    offsets.shops = Math.max(0, offsets.shops - SW.PAGE);
     return loadShops();
   }
-  pager("shops", page, loadShops);
+  SW.pager("shops", page, turn("shops", loadShops));
   SW.fill("#shops tbody", page.items.map((s) => SW.el("tr", Object.assign({ "data-shop": s.id }, SW.pickable(() => editShop(s))),
     SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
   SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))),
@@ -75,10 +65,10 @@ function editShop(shop) {
 // The call-out list a page at a time, last seen first, only the numbers holding the search's digits when given.
 async function loadCallout() {
   const q = document.getElementById("callout-q").value.trim();
-  const params = new URLSearchParams({ limit: String(PAGE), offset: String(offsets.callout) });
+  const params = new URLSearchParams({ limit: String(SW.PAGE), offset: String(offsets.callout) });
   if (q) params.set("q", q);
   const page = await SW.json("/api/v1/callout?" + params);
-  pager("callout", page, loadCallout);
+  SW.pager("callout", page, turn("callout", loadCallout));
   SW.fill("#callout tbody", page.items.map((e) => {
     const select = SW.el("select", { onchange: async (ev) => {
       try {

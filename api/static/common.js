@@ -183,6 +183,21 @@ const SW = {
     return (warnings || []).map((w) => SW.el("li", {}, `提醒 ${w}`));
   },
 
+  PAGE: 200,  // rows a long list's table shows (the API's limit); the rest are a 下一页 away (its offset)
+
+  // The pager under table `name` (#NAME-pager: .prev, .range, .next) for `page` of a long list ({items, total, limit,
+  // offset}: the city page's warnings, shops and call-out numbers, the reports): which rows of how many it shows, and
+  // 上一页/下一页 calling `go` with the offset of the page before or after, which loads it.
+  pager(name, page, go) {
+    const box = document.getElementById(`${name}-pager`);
+    const last = page.offset + page.items.length;
+    box.querySelector(".range").textContent = page.items.length
+      ? `第 ${page.offset + 1}–${last} 条，共 ${page.total} 条 ${page.offset + 1}–${last} of ${page.total}` : "";
+    const turn = (offset) => () => Promise.resolve(go(offset)).catch((e) => SW.say(e.message, true));
+    Object.assign(box.querySelector(".prev"), { disabled: page.offset === 0, onclick: turn(Math.max(0, page.offset - page.limit)) });
+    Object.assign(box.querySelector(".next"), { disabled: last >= page.total, onclick: turn(last) });
+  },
+
   // A table's rows (`selector`: its tbody), or one row saying there are none (`none`, Chinese first) across its
   // columns: an empty table reads like a page that did not load.
   fill(selector, rows, none) {

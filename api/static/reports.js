@@ -8,8 +8,12 @@ function days(r) {
   return last === r.start ? r.start : `${r.start} – ${last}`;
 }
 
-async function load() {
-  const list = await SW.json("/api/v1/reports");
+// The reports a page at a time (SW.PAGE), newest first, from `offset`.
+async function load(offset = 0) {
+  const page = await SW.json(`/api/v1/reports?limit=${SW.PAGE}&offset=${offset}`);
+  if (!page.items.length && offset > 0) return load(Math.max(0, offset - SW.PAGE));  // the last page's reports were removed
+  SW.pager("reports", page, load);
+  const list = page.items;
   const head = SW.el("tr", {}, ...["报告 report", "期间 period", "案件 cases", "较上期 change", "生成 generated", "文件 files"].map((h) => SW.el("th", {}, h)));
   const rows = list.map((r) => SW.el("tr", { "data-report": r.name }, SW.el("td", {}, r.title), SW.el("td", {}, days(r)),
     SW.el("td", {}, r.summary ? r.summary.cases : ""), SW.el("td", {}, r.summary ? r.summary.change : ""),
@@ -20,9 +24,9 @@ async function load() {
         : SW.download(`/api/v1/reports/${r.name}/${f}`, `${r.name}-${f}`)).catch((e) => SW.say(e.message, true)),
     }, f.split(".").pop().toUpperCase())))));
   document.getElementById("reports").replaceChildren(SW.el("thead", {}, head), SW.el("tbody", {}, ...rows));
-  SW.say(list.length ? `${list.length} 份报告 reports`  // the command to run set as code, not between Markdown's backticks
+  SW.say(page.total ? `${page.total} 份报告 reports`  // the command to run set as code, not between Markdown's backticks
     : ["还没有报告，请运行 No reports yet: run ", SW.el("code", {}, "streetwatch report --period month")]);
 }
 
 SW.nav("reports");
-SW.meta().then(load).catch((e) => SW.say(e.message, true));
+SW.meta().then(() => load()).catch((e) => SW.say(e.message, true));
