@@ -56,6 +56,7 @@ ROUTE_ROLES = {
     ("GET", "/api/v1/warnings"): READERS,
     ("GET", "/api/v1/warnings/{warning_id}/image"): READERS,
     ("GET", "/api/v1/callout"): READERS,
+    ("GET", "/api/v1/callout/{number}"): READERS,
     ("PUT", "/api/v1/callout/{number}"): REVIEWERS,
     ("GET", "/api/v1/callout/export"): READERS,
     ("POST", "/api/v1/callout/import"): REVIEWERS,

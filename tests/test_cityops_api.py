@@ -161,6 +161,41 @@ def test_the_call_out_list_is_listed_a_page_at_a_time_and_searched(city):
     assert found["total"] == 11
 
 
+def test_the_call_out_list_syncs_only_when_the_cases_changed_and_lists_a_numbers_newest_cases(city, bus_event, monkeypatch):
+    """Each GET /callout synced every flyposting case and wrote every number (0.6-3 s at 3,300 cases), and each entry
+    carried every case id and photo, though the page shows their count. It syncs when the flyposting cases changed,
+    a new case still counted; the list carries the newest few ids, GET /callout/{number} them all with the photos."""
+    from pipelines.cityops.callout import CallOutList
+
+    app, client, tokens = city
+    inspector = auth(tokens["inspector"])
+    synced = []
+    sync = CallOutList.sync
+    monkeypatch.setattr(CallOutList, "sync", lambda self: synced.append(1) or sync(self))
+    event, _ = bus_event
+    intake = _intake(app)
+
+    def poster(i: int) -> None:
+        intake.record_event(replace(event, violation_id=f"photo:{i}:flyposting", violation_type="flyposting", phones=["13800138000"]),
+                            BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551),
+                                          address=f"文三路 {i} 号", grid_cell="330106001001"))
+
+    for i in range(6):
+        poster(i)
+    [entry] = client.get("/api/v1/callout", headers=inspector).json()["items"]
+    assert client.get("/api/v1/callout", headers=inspector).json()["items"] == [entry] and len(synced) == 1  # unchanged: not again
+    full = client.get("/api/v1/callout/13800138000", headers=inspector).json()
+    assert len(synced) == 1 and (full["count"], len(full["cases"]), len(full["photos"]), len(full["places"])) == (6, 6, 6, 6)
+    assert entry["count"] == 6 and entry["recent_cases"] == full["cases"][::-1][:5]  # the newest five, newest first
+    assert not {"cases", "photos", "places"} & set(entry)
+    poster(6)  # a new flyposting case: counted at the next GET
+    [entry] = client.get("/api/v1/callout", headers=inspector).json()["items"]
+    assert (entry["count"], len(synced)) == (7, 2)
+    assert entry["recent_cases"][0] == client.get("/api/v1/callout/13800138000", headers=inspector).json()["cases"][-1]
+    missing = client.get("/api/v1/callout/13900000000", headers=inspector)
+    assert missing.status_code == 404 and missing.json()["detail"] == "number '13900000000' is not on the call-out list"
+
+
 def test_warnings_are_listed_a_page_at_a_time_with_how_many_there_are(city):
     """GET /warnings answered the newest 200 alone, so a district's thousands of warnings a year showed as 200 on
     /ui/city, the rest out of reach and nothing saying so. It answers a page, with the total the filters match."""

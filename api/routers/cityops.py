@@ -34,14 +34,14 @@ from api.exports import Export
 from api.jobs import (UNFINISHED, as_uploaded, finished_record, job_failure, newest_jobs, no_cases_error, not_found, read_job,
                       recorded, spool_shown, write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
-from api.routers.analytics import CSV, XLSX, _attachment
+from api.routers.analytics import CSV, XLSX, _attachment, loaded_file
 from api.routers.pages import job_report
 from api.routers.triage import JobSpool
 from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, check_length, copy_upload, multipart_parser, read_capped
 from detect.config_io import ConfigError, pydantic_en
 from detect.text import Lines, OneLine
 from pipelines.cases.store import Audit, T
-from pipelines.cityops.callout import CallOutList, Status
+from pipelines.cityops.callout import CallOutList, Entry, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
 from pipelines.cityops.warnings import WarningState, count_warnings, list_warnings, warning_image
@@ -127,8 +127,8 @@ class Place(BaseModel):
     squad: str | None
 
 
-class CallOutEntry(BaseModel):
-    """One phone number of the call-out list (追呼/停机)."""
+class _CallOutNumber(BaseModel):
+    """One phone number of the call-out list (追呼/停机): what the list and the number's own answer both carry."""
 
     number: str
     status: Status
@@ -136,14 +136,36 @@ class CallOutEntry(BaseModel):
     count: int = Field(description="Flyposting cases carrying the number.")
     first_seen: str | None
     last_seen: str | None
-    places: list[Place]
-    cases: list[str] = Field(description="Case ids.")
-    photos: list[str] = Field(description="`<case id>/<bundle path>` of each case's opening photo.")
     squad: str | None = Field(description="Squad of the grid cell where it was first seen.")
     cut_off_at: str | None
     amount: float | None = Field(description="Fine in yuan.")
     note: str | None
     status_at: str | None
+
+
+#: Case ids a number carries in the list's answer: a number on a district's walls is on a hundred cases and more,
+#: and the list shows their count.
+RECENT_CASES = 5
+
+
+class CallOutListed(_CallOutNumber):
+    """A number as `GET /callout` lists it: its count and its newest cases; all of them, with the places and photos,
+    at `GET /callout/{number}`."""
+
+    recent_cases: list[str] = Field(description=f"The newest {RECENT_CASES} of its case ids, newest first.")
+
+    @classmethod
+    def of(cls, entry: Entry) -> CallOutListed:
+        """`entry` as listed (its cases are kept oldest first, as `CallOutList.sync` meets them)."""
+        return cls(**entry.as_dict(), recent_cases=entry.cases[::-1][:RECENT_CASES])
+
+
+class CallOutEntry(_CallOutNumber):
+    """One phone number of the call-out list with every case, place and photo (`GET`, `PUT /callout/{number}`)."""
+
+    places: list[Place]
+    cases: list[str] = Field(description="Case ids, oldest first.")
+    photos: list[str] = Field(description="`<case id>/<bundle path>` of each case's opening photo.")
 
 
 class CallOutImport(BaseModel):
@@ -380,9 +402,11 @@ def get_warning_image(warning_id: str, ctx: AppContext = Depends(get_ctx), _: Pr
 # ---- call-out list -----------------------------------------------------------------------
 
 def _calls(ctx: AppContext) -> CallOutList:
+    """The list with the squads of `cityops.grid`, read once per change of the file (`loaded_file`): the same squads
+    object while it stands, so `CallOutList.sync_if_changed` knows the list synced with them."""
     cfg = ctx.settings.cityops
     try:
-        squads = squads_of(cfg.grid)
+        squads = loaded_file(squads_of, cfg.grid)
     except ConfigError as exc:
         raise unusable(ctx, "cityops.grid unusable", exc) from None
     return CallOutList(ctx.store.engine, squads, ZoneInfo(cfg.timezone))
@@ -392,7 +416,7 @@ class CallOutPage(BaseModel):
     """A page of the call-out list, last seen first: a district's is hundreds of numbers, which /ui/city listed at
     once, a status menu each."""
 
-    items: list[CallOutEntry]
+    items: list[CallOutListed]
     total: int = Field(description="Numbers matching the filters (all pages).")
     limit: int
     offset: int
@@ -406,9 +430,9 @@ def get_callout(status: Status | None = Query(None, description="Only the number
                 offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many, last seen first."),
                 ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> CallOutPage:
     calls = _calls(ctx)
-    calls.sync()
+    calls.sync_if_changed()
     items, total = calls.page(status, q=q, limit=limit, offset=offset)
-    return CallOutPage(items=[CallOutEntry(**e.as_dict()) for e in items], total=total, limit=limit, offset=offset)
+    return CallOutPage(items=[CallOutListed.of(e) for e in items], total=total, limit=limit, offset=offset)
 
 
 @router.put("/callout/{number}", summary="Record what the city did with a number", responses=problems(401, 403, 404, 422))
@@ -419,7 +443,7 @@ def put_callout(number: str, status: Status = Body(embed=True), amount: float | 
         entry = _calls(ctx).set_status(number, status, amount=amount, note=note, audit=_audit(
             ctx, who, "callout_status", lambda e: {"number": e.number, "status": e.status.value}))
     except KeyError:
-        raise Problem(404, f"number {number!r} is not on the call-out list", slug="number-not-found") from None
+        raise _not_listed(number) from None
     return CallOutEntry(**entry.as_dict())
 
 
@@ -434,7 +458,7 @@ async def export_callout(format: str = Query("csv", pattern="^(csv|xlsx)$"), ctx
 
     def build() -> Export:
         calls = _calls(ctx)
-        calls.sync()
+        calls.sync_if_changed()
         with tempfile.TemporaryDirectory(prefix="callout-") as folder:
             data = calls.export(Path(folder) / f"callout.{format}").read_bytes()
         return Export(data, XLSX if format == "xlsx" else CSV, _attachment(f"callout.{format}"))
@@ -447,7 +471,7 @@ async def export_callout(format: str = Query("csv", pattern="^(csv|xlsx)$"), ctx
 async def import_callout(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> CallOutImport:
     data, name, encoding = await _sheet(request)
     calls = _calls(ctx)
-    await run_in_threadpool(calls.sync)
+    await run_in_threadpool(calls.sync_if_changed)
     record = _audit(ctx, who, "import_callout", lambda r: {"file": name, "applied": len(r.applied), "unknown": len(r.unknown)})
     report = await run_in_threadpool(partial(calls.import_results, data, name, encoding, audit=record))
     return CallOutImport(**report.as_dict())
@@ -457,6 +481,23 @@ async def import_callout(request: Request, ctx: AppContext = Depends(get_ctx), w
 def callout_cutoffs(year: int = Query(default_factory=lambda: datetime.now(UTC).year, ge=2000, le=2100),
                     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> CutOffs:
     return CutOffs(_calls(ctx).monthly_cut_offs(year))
+
+
+@router.get("/callout/{number}", summary="One number of the call-out list with all its cases, places and photos",
+            responses=problems(401, 403, 404))
+def get_callout_number(number: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> CallOutEntry:
+    """After /callout/export and /callout/cutoffs, which it would otherwise take for numbers."""
+    calls = _calls(ctx)
+    calls.sync_if_changed()
+    entry = calls.get(number)
+    if entry is None:
+        raise _not_listed(number)
+    return CallOutEntry(**entry.as_dict())
+
+
+def _not_listed(number: str) -> Problem:
+    """The 404 of a number the call-out list does not hold."""
+    return Problem(404, f"number {number!r} is not on the call-out list", slug="number-not-found")
 
 
 # ---- disposal photos ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -108,6 +109,12 @@ class ImportReport:
                 "warnings": self.warnings}
 
 
+#: Per case store (its URL): the squads and the flyposting cases' stamp the list was last synced with in this process
+#: (`sync_if_changed`).
+_SYNCED: dict[str, tuple[Callable[[str | None], str | None], tuple[int, datetime | None]]] = {}
+_SYNCED_LOCK = threading.Lock()
+
+
 class CallOutList:
     """The list, in the case store's database (`engine` of an open `CaseStore`). `squad_of(grid_cell)` names a
     cell's squad (or None)."""
@@ -154,6 +161,31 @@ class CallOutList:
             # Another sync (the city page's list, an export: each syncs first) inserted a new number after this one
             # looked; PostgreSQL only (SQLite's writers queue). It is known now: written again, its facts updated.
             return self._write_sightings(facts)
+
+    def cases_stamp(self) -> tuple[int, datetime | None]:
+        """How many flyposting cases there are and when the latest of them changed: every write to a case sets its
+        updated_at and none is deleted, so while this stamp stands `sync` would write what it wrote at it (a case
+        retyped away lowers the count, one retyped in or rejected is the latest change). One scan of the cases'
+        types, about 10 ms at 20,000 cases on SQLite."""
+        query = sa.select(sa.func.count(), sa.func.max(cases.c.updated_at)).where(cases.c.violation_type == FLYPOSTING)
+        with self.engine.connect() as conn:
+            count, latest = conn.execute(query).one()
+        return count, latest
+
+    def sync_if_changed(self) -> bool:
+        """`sync` unless this process synced the list with the same squads (`squad_of`, the same object: keep it, as
+        the service's `loaded_file` does) at the flyposting cases' present `cases_stamp`; True when it synced. Each GET
+        of the list synced every flyposting case and wrote every number, 0.6-3 s at 3,300 cases, though the cases had
+        not changed since the last. The stamp is taken before the sync, so a case changed meanwhile is synced next."""
+        key = self.engine.url.render_as_string(hide_password=False)
+        stamp = (self.squad_of, self.cases_stamp())
+        with _SYNCED_LOCK:
+            if _SYNCED.get(key) == stamp:
+                return False
+        self.sync()
+        with _SYNCED_LOCK:
+            _SYNCED[key] = stamp
+        return True
 
     def _write_sightings(self, facts: dict[str, dict[str, Any]]) -> int:
         """Each number's `facts` in one transaction: updated when listed, else entered as `to_call`; the list's length."""
