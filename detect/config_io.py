@@ -14,8 +14,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -167,7 +169,7 @@ def stamp_of(path: Path) -> Stamp:
 @contextmanager
 def files_read() -> Iterator[list[tuple[Path, Stamp]]]:
     """(path, stamp before reading) of every file `read_mapping` reads within the block, those it could not read
-    too, and those of a block within it: what a cache of a loaded file (`api.routers.analytics.loaded_file`) checks, as
+    too, and those of a block within it: what a cache of a loaded file (`loaded_file`) checks, as
     a map-zones file's grades file, which no setting names, is read through the zones file."""
     outer = _READ.get()
     read: list[tuple[Path, Stamp]] = []
@@ -178,6 +180,53 @@ def files_read() -> Iterator[list[tuple[Path, Stamp]]]:
         _READ.reset(token)
         if outer is not None:
             outer.extend(read)
+
+
+T = TypeVar("T")
+
+
+class Same:
+    """`value` as a cache's key by identity: what a loader is given that is no hashable value (the app's taxonomy)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.value is self.value
+
+
+#: Loaded files kept (`loaded_file`): the sheet, the map's, the case routes' grid and zones, and one description per
+#: report folder, which `GET /reports` lists (a few years of daily, weekly and monthly reports).
+LOADED_FILES_KEPT = 4096
+_LOADED: OrderedDict[tuple[Callable[..., Any], tuple[Hashable, ...]], tuple[list[tuple[Path, Stamp]], Any]] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded_file(load: Callable[..., T], *args: Hashable) -> T:
+    """`load(*args)` read once and again only when a file it read changes (`stamp_of` of each file
+    `files_read` saw it read, a map-zones file's grades file too): the one cache of the configuration files
+    routes read (the analytics sheet and map files, the grid and map zones a retype or a move reads, the reports'
+    descriptions), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
+    `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept."""
+    key = (load, args)
+    with _LOADED_LOCK:
+        kept = _LOADED.get(key)
+    if kept is not None and all(stamp_of(path) == stamp for path, stamp in kept[0]):
+        with _LOADED_LOCK:
+            if key in _LOADED:
+                _LOADED.move_to_end(key)
+        return kept[1]
+    with files_read() as read:
+        value = load(*(a.value if isinstance(a, Same) else a for a in args))
+    with _LOADED_LOCK:
+        _LOADED[key] = (read, value)
+        _LOADED.move_to_end(key)
+        while len(_LOADED) > LOADED_FILES_KEPT:
+            _LOADED.popitem(last=False)
+    return value
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:

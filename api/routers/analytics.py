@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-import threading
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from itertools import chain, islice
 from pathlib import Path
@@ -29,7 +28,7 @@ from api.uploads import CHUNK
 from api.problems import Problem, invalid, problems, unusable
 from api.routers.pages import REPORT_HEADERS
 from detect.cityzones import geometry_of
-from detect.config_io import ConfigError, Stamp, files_read, read_mapping, stamp_of
+from detect.config_io import ConfigError, loaded_file, read_mapping
 from pipelines.analytics.casedata import CaseFact, CaseFilter, CasePoint, iter_cases, load_cases, load_points
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.export import COLUMNS, EXPORT_SHEET, FilterError, case_filter, export_rows
@@ -100,53 +99,6 @@ class ReportListing(BaseModel):
     generated_at: str | None = None
     summary: dict[str, Any] = Field(default_factory=dict, description="Headline counts of the report.")
     files: list[str] = Field(description="Files of the report present in the folder.")
-
-
-T = TypeVar("T")
-
-
-class Same:
-    """`value` as a cache's key by identity: what a loader is given that is no hashable value (the app's taxonomy)."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __hash__(self) -> int:
-        return id(self.value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Same) and other.value is self.value
-
-
-#: Loaded files kept (`loaded_file`): the sheet, the map's, the case routes' grid and zones, and one description per
-#: report folder, which `GET /reports` lists (a few years of daily, weekly and monthly reports).
-LOADED_FILES_KEPT = 4096
-_LOADED: OrderedDict[tuple[Callable[..., Any], tuple[Hashable, ...]], tuple[list[tuple[Path, Stamp]], Any]] = OrderedDict()
-_LOADED_LOCK = threading.Lock()
-
-
-def loaded_file(load: Callable[..., T], *args: Hashable) -> T:
-    """`load(*args)` read once and again only when a file it read changes (`config_io.stamp_of` of each file
-    `config_io.files_read` saw it read, a map-zones file's grades file too): the one cache of the configuration files
-    routes read (the analytics sheet and map files, the grid and map zones a retype or a move reads, the reports'
-    descriptions), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
-    `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept."""
-    key = (load, args)
-    with _LOADED_LOCK:
-        kept = _LOADED.get(key)
-    if kept is not None and all(stamp_of(path) == stamp for path, stamp in kept[0]):
-        with _LOADED_LOCK:
-            if key in _LOADED:
-                _LOADED.move_to_end(key)
-        return kept[1]
-    with files_read() as read:
-        value = load(*(a.value if isinstance(a, Same) else a for a in args))
-    with _LOADED_LOCK:
-        _LOADED[key] = (read, value)
-        _LOADED.move_to_end(key)
-        while len(_LOADED) > LOADED_FILES_KEPT:
-            _LOADED.popitem(last=False)
-    return value
 
 
 def _places_of(config_json: str) -> Places:

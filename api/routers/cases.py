@@ -19,11 +19,11 @@ from api.accounts import Principal
 from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
 from api.problems import Problem, invalid, problems, unusable
-from api.routers.analytics import Same, loaded_file, sheet_for
+from api.routers.analytics import sheet_for
 from api.uploads import CappedBodyRoute
 from detect.candidates import WHOLE_IMAGE
 from detect.cityzones import load_city_zones
-from detect.config_io import ConfigError
+from detect.config_io import ConfigError, Same, loaded_file
 from detect.evidence import MANIFEST
 from detect.scenes import ZoneRules
 from detect.taxonomy import Severity

@@ -34,11 +34,11 @@ from api.exports import Export
 from api.jobs import (UNFINISHED, as_uploaded, finished_record, job_failure, newest_jobs, no_cases_error, not_found, read_job,
                       recorded, spool_shown, write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
-from api.routers.analytics import CSV, XLSX, _attachment, loaded_file
+from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.routers.triage import JobSpool
 from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, check_length, copy_upload, multipart_parser, read_capped
-from detect.config_io import ConfigError, pydantic_en
+from detect.config_io import ConfigError, loaded_file, pydantic_en
 from detect.text import Lines, OneLine
 from pipelines.cases.store import Audit, T
 from pipelines.cityops.callout import CallOutList, Entry, Status
