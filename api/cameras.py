@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from detect.config_io import ConfigError, FieldError, load_model, read_mapping, replaced_atomically, validate_model, write_text_atomic
+from detect.config_io import (ConfigError, FieldError, Same, load_model, loaded_file, read_mapping, replaced_atomically, validate_model,
+                              write_text_atomic)
 from detect.grades import Grades
 from detect.scenes import Scene, ZoneRules, check_scene
 from detect.taxonomy import Taxonomy
@@ -103,13 +104,16 @@ class Cameras:
         self._write_lock = threading.Lock()
 
     def configs(self) -> list[CameraConfig]:
+        """The cameras file's cameras, read once per change of the file (`loaded_file`): each camera's scene, snapshot
+        and scene file read it again, a page of 200 cameras 200 times."""
         if self.file is None:
             return []
-        return load_model(CamerasFile, self.file).cameras
+        return loaded_file(_cameras_file, self.file).cameras
 
     def unusable(self) -> str | None:
-        """Why the cameras file cannot be read (for the start-up log), or None. It is read again at every request, so
-        a broken one does not stop `serve`; but it was found only when someone opened the cameras page (a 503)."""
+        """Why the cameras file cannot be read (for the start-up log), or None. While it cannot, it is read again at
+        every request, so a broken one does not stop `serve`; but it was found only when someone opened the cameras
+        page (a 503)."""
         try:
             self.configs()
         except ConfigError as exc:
@@ -118,9 +122,10 @@ class Cameras:
         return None
 
     def grades(self) -> Grades | None:
-        """The road grades the cameras file names for its scenes (None: the shipped ones), as the watcher loads them."""
+        """The road grades the cameras file names for its scenes (None: the shipped ones), as the watcher loads them;
+        read once per change of the cameras file or the grades file (`loaded_file`)."""
         assert self.file is not None
-        return file_grades(load_model(CamerasFile, self.file), self.file, self.taxonomy)
+        return loaded_file(_file_grades, self.file, Same(self.taxonomy))
 
     def config(self, camera_id: str) -> CameraConfig:
         for cfg in self.configs():
@@ -160,12 +165,15 @@ class Cameras:
         """The camera's scene, checked with the cameras file's road grades: read now (`"read"`), else `grades` as read
         before (a ConfigError: why they could not be, raised once the scene itself reads, as when read now)."""
         path = self.scene_path(cfg)
-        scene = load_model(Scene, path)
         if isinstance(grades, str):
-            grades = self.grades()
+            try:
+                grades = self.grades()
+            except ConfigError as exc:
+                grades = exc
         if isinstance(grades, ConfigError):
+            load_model(Scene, path)  # a scene that cannot be read says so first
             raise grades
-        return check_scene(scene, str(path), self.taxonomy, grades)
+        return loaded_file(_checked_scene, path, Same(self.taxonomy), Same(grades))
 
     def zone(self, camera_id: str, zone_id: str) -> ZoneRules | None:
         """Zone `zone_id` of the camera's scene as the watcher loads it (its road grade folded in), what the rules
@@ -259,6 +267,22 @@ class Cameras:
             path = Path(reference) if Path(reference).is_absolute() else self.scene_path(cfg).parent / reference
             return path if path.is_file() else None
         return None
+
+
+def _cameras_file(path: Path) -> CamerasFile:
+    """The cameras file at `path` (`loaded_file`'s loader: a function of its own, its key)."""
+    return load_model(CamerasFile, path)
+
+
+def _file_grades(path: Path, taxonomy: Taxonomy) -> Grades | None:
+    """The road grades the cameras file at `path` names, as the watcher loads them (`file_grades`)."""
+    return file_grades(load_model(CamerasFile, path), path, taxonomy)
+
+
+def _checked_scene(path: Path, taxonomy: Taxonomy, grades: Grades | None) -> Scene:
+    """The scene file at `path` checked as the watcher checks it with `grades` (`check_scene`): kept per change of the
+    file (`loaded_file`), as checking a scene took 20-40 ms, each camera of the list on each request."""
+    return check_scene(load_model(Scene, path), str(path), taxonomy, grades)
 
 
 def _put_back(path: Path, previous: bytes | None) -> None:

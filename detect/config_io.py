@@ -198,8 +198,9 @@ class Same:
         return isinstance(other, Same) and other.value is self.value
 
 
-#: Loaded files kept (`loaded_file`): the sheet, the map's, the case routes' grid and zones, and one description per
-#: report folder, which `GET /reports` lists (a few years of daily, weekly and monthly reports).
+#: Loaded files kept (`loaded_file`): the sheet, the map's, the case routes' grid and zones, the call-out squads, the
+#: cameras file and one checked scene per camera (a district's hundreds), and one description per report folder, which
+#: `GET /reports` lists (a few years of daily, weekly and monthly reports).
 LOADED_FILES_KEPT = 4096
 _LOADED: OrderedDict[tuple[Callable[..., Any], tuple[Hashable, ...]], tuple[list[tuple[Path, Stamp]], Any]] = OrderedDict()
 _LOADED_LOCK = threading.Lock()
@@ -209,7 +210,7 @@ def loaded_file(load: Callable[..., T], *args: Hashable) -> T:
     """`load(*args)` read once and again only when a file it read changes (`stamp_of` of each file
     `files_read` saw it read, a map-zones file's grades file too): the one cache of the configuration files
     routes read (the analytics sheet and map files, the grid and map zones a retype or a move reads, the reports'
-    descriptions), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
+    descriptions, the call-out list's squads, the cameras file, its grades and each checked scene), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
     `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept."""
     key = (load, args)
     with _LOADED_LOCK:

@@ -360,6 +360,7 @@ def test_the_camera_list_reads_the_cameras_file_as_often_for_200_cameras_as_for_
         assert listed.status_code == 200, listed.text
         return reads.count(CamerasFile), listed.json()
 
+    cams["file"].write_text(cams["file"].read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")  # read afresh
     two, _ = reads_listing()
     cameras = yaml.safe_load(cams["file"].read_text(encoding="utf-8"))
     more = [{**cameras["cameras"][0], "id": f"cam-{i:03d}", "url": f"rtsp://127.0.0.1:9/cam-{i:03d}"} for i in range(3, 201)]
@@ -367,6 +368,37 @@ def test_the_camera_list_reads_the_cameras_file_as_often_for_200_cameras_as_for_
     many, listed = reads_listing()
     assert len(listed) == 200 and many == two <= 3
     assert {(c["zones"], c["has_snapshot"], c["scene_error"]) for c in listed if c["id"] != "cam-02"} == {(7, True, None)}
+
+
+def test_the_cameras_file_and_each_scene_are_read_and_checked_once_per_change(service, monkeypatch):
+    """GET /cameras read and checked every scene on each request (20-40 ms a camera), and a camera's snapshot and scene
+    file read the cameras file again each call; each is read once per change of its file, an edited scene (or cameras
+    file) taken at the next request."""
+    import api.cameras
+    from detect.scenes import Scene
+    from pipelines.cctv.config import CamerasFile
+
+    app, client, tokens, cams = service
+    h = auth(tokens["inspector"])
+    reads = []
+    load = api.cameras.load_model
+    monkeypatch.setattr(api.cameras, "load_model", lambda model, path: (reads.append((model, Path(path).name)), load(model, path))[1])
+
+    def read(*paths: str) -> list[tuple[type, str]]:
+        reads.clear()
+        for path in paths:
+            assert client.get(path, headers=h).status_code in (200, 404), path  # cam-02 has no snapshot
+        return sorted(reads, key=str)
+
+    listed = client.get("/api/v1/cameras", headers=h).json()
+    assert read("/api/v1/cameras", "/api/v1/cameras/cam-01/snapshot", "/api/v1/cameras/cam-02/snapshot",
+                "/api/v1/cameras/cam-01/scene-file", "/api/v1/cameras/cam-01/scene") == []
+    scene = yaml.safe_load(cams["scene"].read_text(encoding="utf-8"))
+    cams["scene"].write_text(yaml.safe_dump({**scene, "name": "文三路口（改）"}, allow_unicode=True), encoding="utf-8")
+    assert read("/api/v1/cameras", "/api/v1/cameras") == [(Scene, "cam-01.yaml")]  # the edited scene, once
+    assert client.get("/api/v1/cameras", headers=h).json()[0]["name"] == "文三路口（改）" != listed[0]["name"]
+    cams["file"].write_text(cams["file"].read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    assert read("/api/v1/cameras", "/api/v1/cameras/cam-01/snapshot").count((CamerasFile, "cameras.yaml")) == 2  # its cameras, its grades
 
 
 def test_snapshot_is_the_latest_frame_or_the_reference(service, bus_jpg, zidane_jpg):

@@ -519,6 +519,32 @@ def test_camera_page_draws_the_zones_on_the_snapshot(site):
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in states), states  # each status in Chinese too
 
 
+def test_camera_page_finds_a_camera_by_its_id_or_name(site):
+    """The camera list was a district's 200 cameras to scroll through, with no search; a box keeps the cameras whose
+    id or name holds its text, says how many of how many, and says when none does."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    b.get(site["base"] + "/ui/cameras")
+    shown = lambda d: [li.get_attribute("data-camera") for li in d.find_elements(By.CSS_SELECTOR, "#cameras li")]
+    _wait(b, lambda d: shown(d) == ["cam-01", "cam-02"], "the two cameras")
+    box = b.find_element(By.ID, "cameras-q")
+    box.send_keys("学院路")  # in cam-01's scene name
+    _wait(b, lambda d: shown(d) == ["cam-01"], "the camera named so")
+    assert b.find_element(By.ID, "cameras-count").text == "1 / 2"
+    box.clear()
+    box.send_keys("CAM-02")  # its id, whatever the case
+    _wait(b, lambda d: shown(d) == ["cam-02"], "the camera of that id")
+    box.clear()
+    box.send_keys("北京")
+    _wait(b, lambda d: b.find_element(By.CSS_SELECTOR, "#cameras li.none").text == "没有编号或名称含「北京」的摄像头 No camera's id or name holds 北京",
+          "no camera found")
+    box.clear()
+    box.send_keys(" ")
+    _wait(b, lambda d: shown(d) == ["cam-01", "cam-02"], "all of them again")
+
+
 def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_path, bus_jpg):
     """The page said 场景错误 scene error without the error and never showed a status's detail; a refused scene could
     not be loaded (GET .../scene answers 422), so the box kept the camera shown before, whose scene a save would have

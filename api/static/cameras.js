@@ -29,14 +29,26 @@ function notes(cam) {
 
 async function loadCameras() {
   C.cameras = await SW.json("/api/v1/cameras");
-  // a camera is picked by keyboard as by mouse (a Tab stop, Enter or Space), the one shown marked for a screen reader
-  document.getElementById("cameras").replaceChildren(...C.cameras.map((cam) => SW.el("li", Object.assign({
-    "data-camera": cam.id, class: C.current === cam.id ? "current" : "", "aria-current": String(C.current === cam.id),
-  }, SW.pickable(() => show(cam.id))), SW.el("span", { class: "state" }, healthText(cam.health)), cam.name || cam.id, SW.el("br"),
-  SW.el("small", {}, `${cam.id} · ${cam.zones} 区域 zones${cam.scene_error ? " · 场景错误 scene error" : ""}`), ...notes(cam))));
+  listCameras();
   if (!C.cameras.length) SW.say("未配置摄像头 No cameras configured (service.cameras_file)");
   else if (!C.current) show(C.cameras[0].id);
 }
+
+// The cameras whose id or name holds the search box's text (all of them when it is empty), and how many of how many:
+// a district's 200 cameras were one long list to scroll through. Filtered here, as the list comes whole.
+function listCameras() {
+  const q = document.getElementById("cameras-q").value.trim().toLowerCase();
+  const shown = C.cameras.filter((cam) => !q || cam.id.toLowerCase().includes(q) || (cam.name || "").toLowerCase().includes(q));
+  document.getElementById("cameras-count").textContent = q ? `${shown.length} / ${C.cameras.length}` : "";
+  // a camera is picked by keyboard as by mouse (a Tab stop, Enter or Space), the one shown marked for a screen reader
+  document.getElementById("cameras").replaceChildren(...(shown.length ? shown.map((cam) => SW.el("li", Object.assign({
+    "data-camera": cam.id, class: C.current === cam.id ? "current" : "", "aria-current": String(C.current === cam.id),
+  }, SW.pickable(() => show(cam.id))), SW.el("span", { class: "state" }, healthText(cam.health)), cam.name || cam.id, SW.el("br"),
+  SW.el("small", {}, `${cam.id} · ${cam.zones} 区域 zones${cam.scene_error ? " · 场景错误 scene error" : ""}`), ...notes(cam)))
+    : C.cameras.length ? [SW.el("li", { class: "none" }, `没有编号或名称含「${q}」的摄像头 No camera's id or name holds ${q}`)] : []));
+}
+
+document.getElementById("cameras-q").addEventListener("input", listCameras);
 
 // The camera's scene file in the box: as JSON where it reads as a mapping (a refused one too, to be fixed and saved),
 // else its text; nothing of the camera shown before stays, whatever answers first.
