@@ -676,8 +676,9 @@ def test_a_write_the_store_s_disk_has_no_room_for_answers_503_and_keeps_what_the
         assert body["type"] == "urn:streetwatch:problem:case-store-full"
         assert body["detail"].startswith("案件库（cases.url）所在磁盘已满，本次修改未保存") and "disk of the case store" in body["detail"]
         assert str(tmp_path) not in body["detail"] and f"free space on the disk holding {tmp_path}/cases.db" in caplog.text
-        listed = client.get("/api/v1/shops", headers=reviewer)
-        assert listed.status_code == 200 and sorted(s["id"] for s in listed.json()) == sorted(kept)
+        listed = client.get("/api/v1/shops", params={"limit": 500}, headers=reviewer)
+        assert listed.status_code == 200 and listed.json()["total"] == len(kept), listed.text
+        assert sorted(s["id"] for s in listed.json()["items"]) == sorted(kept)
 
 
 def test_no_body_is_read_unbounded_before_the_token_is_checked(service):
