@@ -150,3 +150,35 @@ def test_a_warning_left_waiting_by_a_stopped_watcher_is_resumed_by_the_next_one(
     fourth = _run(tmp_path, onnx_detector, intake, "days-later.mp4", None, recheck_after_s=60, resume_within_s=3600)
     assert [r["outcome"] for r in fourth.records if r["event"] == "warning_recheck"] == ["lapsed"]
     assert sorted(r["state"] for r in list_warnings(intake.store.engine)) == ["complied", "escalated", "lapsed"]
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """A WeCom robot stand-in on 127.0.0.1 that refuses every call (403), its key in the URL as WeCom's is."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_failed_webhook_names_its_url_without_the_robots_key(tmp_path, caplog):
+    """A WeCom or DingTalk robot's webhook URL carries its key (`?key=`, `?access_token=`): a failed call logged the URL
+    and stored httpx's reason, which repeats it, as the warning's notify_error shown on /ui/city; both show it ***."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/cgi-bin/webhook/send?key=robot-key-693a&debug=1"
+        config = WarnConfig(rules=[{"types": ["illegal_parking"]}], webhook_url=url, attempts=1, images_dir=tmp_path / "w")
+        warner = Warner(config, make_intake(tmp_path), load_taxonomy())
+        with caplog.at_level("WARNING", logger="pipelines.cityops.warnings"):
+            notified, error = warner._notify({"warning_id": "W20261206-1"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert notified == "failed" and "403 Forbidden" in error and "send?key=***&debug=1" in error, error
+    assert "webhook/send?key=***&debug=1 failed" in caplog.text, caplog.text
+    assert "robot-key-693a" not in error + caplog.text

@@ -32,13 +32,16 @@ CameraId = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 _PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:'\"]*):[^\s/@'\"]*@")
 """The password of a URL (`rtsp://admin:PASSWORD@host/...`), as FFmpeg and httpx repeat it in their messages."""
 
-_PASSWORD_PARAM = re.compile(r"(?i)(?P<name>[?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*?(?=[&\s'\"]|:\s|:?$)")
-"""A password in a URL's query (a snapshot CGI's `?usr=admin&pwd=PASSWORD`), up to the `: ` of a reason that names the URL."""
+_PASSWORD_PARAM = re.compile(r"(?i)(?P<name>[?&](?:password|passwd|pwd|pass|key|access_token|token|secret|sign)=)[^&\s'\"]*?"
+                             r"(?=[&\s'\"]|:\s|:?$)")
+"""A password or key in a URL's query (a snapshot CGI's `?usr=admin&pwd=PASSWORD`, a WeCom robot's `?key=KEY`, a DingTalk
+robot's `?access_token=TOKEN&sign=SIG`), up to the `: ` of a reason that names the URL."""
 
 
 def without_password(text: str) -> str:
-    """`text` with the password of every URL in it shown as *** (the user stays, so the account can be checked):
-    a camera's URL carries it, and a reason reaches the log, the events file, the API's health and the pages."""
+    """`text` with the password of every URL in it shown as *** (the user stays, so the account can be checked), and
+    a key or token in its query: a camera's URL carries a password and a warnings webhook's (WeCom, DingTalk) its key,
+    and a reason reaches the log, the events file, the API's health and the pages."""
     return _PASSWORD_PARAM.sub(r"\g<name>***", _PASSWORD.sub(r"\g<scheme>\g<user>:***@", text))
 
 

@@ -45,6 +45,7 @@ from detect.frames import Frame
 from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy
 from pipelines.cases.intake import Intake
+from pipelines.cctv.config import without_password
 from pipelines.settings import WarnConfig
 from pipelines.cityops.schema import warnings
 from pipelines.shops import ShopRegister, responsible_shop
@@ -272,9 +273,9 @@ class Warner:
                                     retry=retry_if_exception_type((httpx.TransportError, _Retry)), reraise=True):
                 with attempt:
                     post()
-        except (httpx.HTTPError, _Retry) as exc:
-            log.warning("warning %s: webhook %s failed: %s", message["warning_id"], url, exc)
-            return "failed", f"{type(exc).__name__}: {exc}"
+        except (httpx.HTTPError, _Retry) as exc:  # the URL's key (a WeCom or DingTalk robot's) ***: the log and the pages show it
+            log.warning("warning %s: webhook %s failed: %s", message["warning_id"], without_password(str(url)), without_password(str(exc)))
+            return "failed", without_password(f"{type(exc).__name__}: {exc}")
         return "delivered", None
 
     def _image(self, warning_id: str, event: ViolationEvent) -> Path | None:
