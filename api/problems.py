@@ -8,6 +8,7 @@ any bug into the same JSON shape with the right status, so clients parse one err
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +27,27 @@ from pipelines.cases.states import InvalidTransition
 from pipelines.cases.store import (CaseChanged, CaseNotFound, CaseOnPlatform, CaseStoreError, CaseStoreFull, CaseStoreUnreachable,
                                    NotCandidate, NotReopenable, PlaceError)
 from pipelines.dispatch.webhook import UnreadableBody, WebhookError
+from pipelines.logs import mask_phones
+from pipelines.url_signing import mask_signature
 
 if TYPE_CHECKING:
     from api.context import AppContext
 
 log = logging.getLogger(__name__)
+_CALLOUT_PATH = "/api/v1/callout/"  # PUT /callout/{number}: a phone number in the path
+_SEARCH = re.compile(r"(?<=[?&])q=[^&#]*")  # what a search looked for (a number, a shop's contact)
+
+
+def loggable_target(target: str) -> str:
+    """A request target (path, query) as the service's logs keep it, uvicorn's access log and our error lines alike: a
+    signed link's `sig` *** (`mask_signature`), and a phone number in a call-out path or a search's `q` (the call-out
+    list's, the frontage register's) written `138****5678` (`mask_phones`): staff look numbers up all day, and the log
+    would keep every number they looked at, in full, for as long as the log is kept."""
+    target = mask_signature(target)
+    if target.startswith(_CALLOUT_PATH):
+        path, sep, query = target.partition("?")
+        target = mask_phones(path) + sep + query
+    return _SEARCH.sub(lambda m: mask_phones(m[0]), target)
 MEDIA_TYPE = "application/problem+json"
 #: Seconds a client waits before trying again when the case store cannot be reached (a restart, a failover).
 STORE_RETRY_AFTER_S = 30
@@ -204,7 +221,7 @@ def install(app: FastAPI) -> None:
         # store gone; the whole service is unavailable, not the request wrong. The log names the store (password
         # masked) and the driver's reason; the answer does not, as anyone, without a token too, may receive it.
         # Every request meets it during an outage: the first few are logged, then a line per interval (RecurringLog).
-        request.app.state.ctx.errors_log.error("case-store-unreachable", "%s %s: %s", request.method, request.url.path, exc)
+        request.app.state.ctx.errors_log.error("case-store-unreachable", "%s %s: %s", request.method, loggable_target(request.url.path), exc)
         return problem_response(503, f"案件库暂时无法连接，请稍后重试 the case store cannot be reached; try again in "
                                      f"{STORE_RETRY_AFTER_S} s (the server log names the store and the reason)",
                                 "case-store-unreachable", {"Retry-After": str(STORE_RETRY_AFTER_S)})
@@ -214,7 +231,7 @@ def install(app: FastAPI) -> None:
         # A write the store's disk had no room for: rolled back, what the store held kept. Any route that writes may
         # meet it (a 500 said the service was broken); reads still work, and writes again once space is freed. The log
         # names the store and the disk to free, the answer names the store by its setting only.
-        log.error("%s %s: %s", request.method, request.url.path, exc)
+        log.error("%s %s: %s", request.method, loggable_target(request.url.path), exc)
         return problem_response(503,
                                 f"案件库（cases.url）所在磁盘已满，本次修改未保存（原有数据未受影响），请通知管理员释放磁盘空间后，"
                                 f"{STORE_RETRY_AFTER_S} 秒后重试 — the disk of the case store (cases.url) is full: this change "
@@ -228,7 +245,7 @@ def install(app: FastAPI) -> None:
         # the store is there but busy, so the request may be tried again soon; a 500 said the service was broken.
         cases = request.app.state.ctx.settings.cases
         request.app.state.ctx.errors_log.error("case-store-busy", "%s %s: no free case store connection after cases.pool_timeout (%s s; cases.pool_size %s, "
-                  "cases.max_overflow %s): %s", request.method, request.url.path, cases.pool_timeout, cases.pool_size,
+                  "cases.max_overflow %s): %s", request.method, loggable_target(request.url.path), cases.pool_timeout, cases.pool_size,
                   cases.max_overflow, exc)
         return problem_response(503, f"案件库连接已全部占用，等待超过 cases.pool_timeout（{cases.pool_timeout:g} 秒），"
                                      f"请 {POOL_RETRY_AFTER_S} 秒后重试；若常见，请管理员调大 cases.pool_size / "
@@ -280,7 +297,7 @@ class _Unhandled:
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            log.exception("unhandled error on %s %s", scope["method"], loggable_target(scope["path"]))
             if not started:
                 await internal_error(exc)(scope, receive, send)
 

@@ -1026,3 +1026,29 @@ def test_jobs_write_their_cases_through_the_services_own_case_store(city, clip, 
     assert early.status_code == 409 and "is candidate" in early.json()["detail"], early.text
     assert opened == []
     assert written and all(app.state.ctx.store.get(c) for c in written)
+
+
+@pytest.mark.slow  # starts `serve` (about 8 s), its access log being what is read
+def test_the_access_log_keeps_no_full_phone_number_looked_up(tmp_path):
+    """A reviewer setting a number's status (PUT /callout/+8613912345678) or searching the list or the register for one
+    (q=13912345678) left the number in full in serve's access log, every number staff looked at kept for as long as
+    the log is; the log writes each `139****5678`, other queries and the signature masking as before."""
+    settings = settings_for(tmp_path, triage={"ocr": "off"})
+    app, tokens = make_app(settings, resume_jobs=False)
+    numbers_on_the_list(app.state.ctx.store.engine, 1)
+    app.state.ctx.store.close()
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    reviewer = auth(tokens["reviewer"])
+    with _serving(tmp_path, config) as (base, _):
+        answers = [httpx.put(f"{base}/api/v1/callout/%2B8613912345678", json={"status": "called"}, headers=reviewer, timeout=30),
+                   httpx.put(f"{base}/api/v1/callout/13900000000", json={"status": "called"}, headers=reviewer, timeout=30),
+                   httpx.get(f"{base}/api/v1/callout?q=13912345678&limit=5", headers=reviewer, timeout=30),
+                   httpx.get(f"{base}/api/v1/shops?q=021-61234567", headers=reviewer, timeout=30)]
+    assert [a.status_code for a in answers] == [404, 200, 200, 200], [a.text for a in answers]
+    log = next(tmp_path.glob("serve-*.log")).read_text(encoding="utf-8")
+    assert not [n for n in ("13912345678", "13900000000", "61234567") if n in log], log
+    assert '"PUT /api/v1/callout/%2B86139****5678 HTTP/1.1" 404' in log, log
+    assert '"PUT /api/v1/callout/139****0000 HTTP/1.1" 200' in log, log
+    assert '"GET /api/v1/callout?q=139****5678&limit=5 HTTP/1.1" 200' in log, log
+    assert '"GET /api/v1/shops?q=021-****4567 HTTP/1.1" 200' in log, log

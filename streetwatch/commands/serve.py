@@ -45,7 +45,7 @@ def serve(
     settings, service = _load(config)
     port_free_or_fail(host, port)  # before the app starts up and resumes jobs
     app = _app_or_fail(settings, service, config)
-    logging.getLogger("uvicorn.access").addFilter(SignedLinkFilter())  # kept by uvicorn's logging set-up (dictConfig)
+    logging.getLogger("uvicorn.access").addFilter(AccessLogFilter())  # kept by uvicorn's logging set-up (dictConfig)
     logging.getLogger("uvicorn.error").addFilter(StartupTracebackFilter(app))
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False))
     try:
@@ -89,16 +89,17 @@ def _app_or_fail(settings, service, config):
         fail(f"{config or os.environ.get(CONFIG_ENV) or 'the default settings'}: {exc}")
 
 
-class SignedLinkFilter(logging.Filter):
-    """Writes the signature of /evidence and /attachments links in uvicorn's access log `***` (`mask_signature`):
-    a signed attachment link read from the log opens its file for days."""
+class AccessLogFilter(logging.Filter):
+    """Writes each request target in uvicorn's access log as `loggable_target` does: the signature of /evidence and
+    /attachments links `***` (a signed attachment link read from the log opens its file for days), a phone number
+    looked up or set on the call-out list `138****5678`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from pipelines.url_signing import mask_signature
+        from api.problems import loggable_target
 
         args = record.args
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):  # uvicorn's: client, method, target, version, status
-            record.args = (*args[:2], mask_signature(args[2]), *args[3:])
+            record.args = (*args[:2], loggable_target(args[2]), *args[3:])
         return True
 
 
