@@ -169,3 +169,22 @@ def test_export_reviews_without_reviewed_cases_says_so_and_writes_nothing(tmp_pa
 
     result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])  # without the window: the rejection
     assert result.exit_code == 0 and "exported 1 reviewed cases" in result.output
+
+
+def test_a_case_rejected_for_privacy_leaves_no_copy_of_its_picture_in_the_export(tmp_path, monkeypatch, bus_event):
+    """A reviewer rejecting a case as 涉及隐私 (privacy) kept its picture back, yet export-reviews copied it into the
+    folder handed to the data team, where neither data from-cases nor the verifier's dataset uses it; it stays in the
+    evidence store, the export saying why it was skipped, the other rejections exported as before."""
+    intake = _intake(tmp_path, monkeypatch)
+    bus, _ = bus_event
+    private, other = (intake.record_event(replace(bus, violation_id=f"batch-7:image:illegal_parking:o{i}"),
+                                          BundleContext(source_kind="photo_batch")) for i in (1, 2))
+    intake.store.review(private.id, approve=False, reviewer="li.wei", reason_code="privacy", note="住户窗内")
+    intake.store.review(other.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
+
+    out = tmp_path / "reviews"
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["case_id"] for x in (out / "review.jsonl").read_text().splitlines()] == [other.id]
+    assert sorted(p.name for p in (out / "evidence").iterdir()) == [other.id]
+    assert f"case {private.id}: rejected as 'privacy' (涉及隐私): its picture is not copied" in result.output

@@ -18,6 +18,7 @@ from pathlib import Path
 from detect.evidence.signing import MANIFEST
 from detect.digests import sha256_bytes
 from pipelines.cases import Case, CaseStore
+from pipelines.cases.vocabulary import RejectReason
 from pipelines.evidence_store import EvidenceStore, StorageError
 from pipelines.retrain.check import Finding
 from pipelines.retrain.dataset import DatasetError
@@ -25,6 +26,8 @@ from pipelines.retrain.dataset import DatasetError
 EXPORT = "review.jsonl"
 SHOWN_SKIPS = 20
 """Skipped reviewed cases `no_reviewed_cases` names at most (then a count of the rest)."""
+PRIVATE_SKIP = ("rejected as 'privacy' (涉及隐私): its picture is not copied out of the evidence store (a reviewer judged "
+                "it private, and it teaches the detector nothing): skipped")
 
 
 def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
@@ -48,6 +51,9 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
             continue
         if case.voided_by_platform:
             findings.append(Finding(f"case {case.id}", voided_skip(store, case)))
+            continue
+        if _private(case):
+            findings.append(Finding(f"case {case.id}", PRIVATE_SKIP))
             continue
         boxes = case.evidence_boxes or {}
         if not case.evidence_ref or not boxes.get("image"):
@@ -99,3 +105,13 @@ def no_reviewed_cases(counts: dict[str, int], since: datetime | None, findings: 
         "no reviewed cases to export (a case counts as reviewed once confirmed or rejected on the review page or "
         f"POST /cases/{{id}}/confirm or /reject): the store holds {counts['cases']} cases, {counts['unreviewed']} not reviewed"
         f"{window}, {len(findings)} reviewed but skipped{':' if findings else ''}{skipped}{more}")
+
+
+def _private(case: Case) -> bool:
+    """A case a reviewer rejected for privacy (涉及隐私): its picture stays in the evidence store. Neither `data
+    from-cases` nor the verifier's dataset learns from it (the rejection says nothing about what the picture shows), so
+    a copy in the export, handed to the data team or a vendor, would only spread what the reviewer kept back."""
+    try:
+        return case.review_decision == "rejected" and RejectReason(str(case.review_reason or "").lower()) is RejectReason.PRIVACY
+    except ValueError:
+        return False
