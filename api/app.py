@@ -27,6 +27,7 @@ from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, 
 from detect.config_io import ConfigError
 from detect.evidence import EvidenceKeyError, check_key_files
 from detect.text import control_character
+from pipelines.cityops.warnings import remove_expired_images
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     async def lifespan(app: FastAPI):
         if resume_jobs:
             await _logged(ctx.jobs.remove_expired, "jobs retention sweep")
+            await _logged(lambda: _remove_warning_frames(ctx), "warning frames retention sweep")
         try:
             if resume_jobs:
                 resumed = ctx.jobs.resume_unfinished()
@@ -66,7 +68,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
             app.state.startup_error = exc
             raise
         periodic = [asyncio.create_task(_every(service.spool_retry_s, lambda: _retry_spool(ctx), "evidence spool retry")),
-                    asyncio.create_task(_every(SWEEP_EVERY_S, ctx.jobs.remove_expired, "jobs retention sweep"))]
+                    asyncio.create_task(_every(SWEEP_EVERY_S, ctx.jobs.remove_expired, "jobs retention sweep")),
+                    asyncio.create_task(_every(SWEEP_EVERY_S, lambda: _remove_warning_frames(ctx), "warning frames retention sweep"))]
         yield
         for task in periodic:
             task.cancel()
@@ -126,9 +129,20 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     return app
 
 
+def _remove_warning_frames(ctx: AppContext) -> None:
+    """Remove the frames of warnings decided more than `cityops.warn.images_keep_days` ago (`remove_expired_images`),
+    logging one line of what was freed, as the jobs' sweep does: else every camera frame a warning kept, the street
+    and whoever passed, stayed for ever."""
+    keep = ctx.settings.cityops.warn.images_keep_days
+    frames, freed = remove_expired_images(ctx.store.engine, keep)
+    if keep:
+        log.info("warning frames retention (cityops.warn.images_keep_days: %d): %d frame(s) of decided warnings removed, "
+                 "%d bytes (%.1f MB) freed", keep, frames, freed, freed / 1e6)
+
+
 async def _every(seconds: float, work: Callable[[], Any], what: str) -> None:
     """Run `work` every `seconds` for as long as the app runs (`_logged`): the evidence spool's retry
-    (`service.spool_retry_s`), the jobs' retention sweep (`api.jobs.SWEEP_EVERY_S`)."""
+    (`service.spool_retry_s`), the jobs' and warning frames' retention sweeps (`api.jobs.SWEEP_EVERY_S`)."""
     while True:
         await asyncio.sleep(seconds)
         await _logged(work, what)

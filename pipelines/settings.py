@@ -248,6 +248,11 @@ class WarnConfig(ConfigModel):
     attempts: int = Field(3, title="Attempts", description="Webhook attempts (exponential back-off between them) before the warning is marked not notified.", ge=1, le=10)
     images_dir: Path = Field(Path("streetwatch-data/warnings"), title="Warning images",
                              description="Where the annotated warning frames are kept (shown in the service).")
+    images_keep_days: int = Field(
+        90, title="Warning image retention",
+        description="Days a decided warning's frame (complied, escalated or lapsed) is kept after its re-check: a camera's "
+        "frame of the street and whoever passed, no longer needed once decided (an escalated warning's frame is in its "
+        "case's evidence). `serve` removes it at start-up and hourly; the warning itself stays. 0: kept for ever.", ge=0)
     resume_within_s: float = Field(
         86400.0, title="Resume after a restart",
         description="A watcher started again resumes the warnings still waiting for their re-check, unless the re-check was due more "

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -1052,3 +1053,37 @@ def test_the_access_log_keeps_no_full_phone_number_looked_up(tmp_path):
     assert '"PUT /api/v1/callout/139****0000 HTTP/1.1" 200' in log, log
     assert '"GET /api/v1/callout?q=139****5678&limit=5 HTTP/1.1" 200' in log, log
     assert '"GET /api/v1/shops?q=021-****4567 HTTP/1.1" 200' in log, log
+
+
+def test_the_frames_of_decided_warnings_are_removed_after_their_retention(tmp_path, bus_jpg, caplog):
+    """A warning's frame (a camera's view of the street and whoever passed) was kept for ever under images_dir and
+    shown on /ui/city, though a decided warning needs it no more; serve removes the frames of warnings decided more
+    than cityops.warn.images_keep_days (90) ago, at start-up and hourly, the warnings listed still, a waiting one's
+    frame and a recent one's kept."""
+    from datetime import timedelta
+
+    from pipelines.cases.schema import warnings
+
+    app, tokens = make_app(settings_for(tmp_path))
+    now, folder = datetime.now(UTC), tmp_path / "warnings"
+    folder.mkdir()
+    ages = {"old-complied": ("complied", 100), "old-escalated": ("escalated", 91), "old-waiting": ("warned", 100),
+            "recent-complied": ("complied", 10)}
+    for name in ages:
+        shutil.copyfile(bus_jpg, folder / f"{name}.jpg")
+    with app.state.ctx.store.engine.begin() as conn:
+        conn.execute(warnings.insert(), [
+            {"id": name, "violation_id": name, "violation_type": "illegal_parking", "camera_id": "cam-01", "state": state,
+             "warned_at": now - timedelta(days=days, minutes=10), "recheck_at": now - timedelta(days=days),
+             "checked_at": None if state == "warned" else now - timedelta(days=days), "image": str(folder / f"{name}.jpg"),
+             "details": {}} for name, (state, days) in ages.items()])
+    with caplog.at_level(logging.INFO, logger="api.app"), TestClient(app) as client:
+        listed = client.get("/api/v1/warnings", headers=auth(tokens["inspector"])).json()["items"]
+        images = {name: client.get(f"/api/v1/warnings/{name}/image", headers=auth(tokens["inspector"])).status_code for name in ages}
+    assert {w["id"]: w["has_image"] for w in listed} == {"old-complied": False, "old-escalated": False, "old-waiting": True,
+                                                         "recent-complied": True}
+    assert images == {"old-complied": 404, "old-escalated": 404, "old-waiting": 200, "recent-complied": 200}
+    assert sorted(p.name for p in folder.iterdir()) == ["old-waiting.jpg", "recent-complied.jpg"]
+    size = bus_jpg.stat().st_size
+    assert (f"warning frames retention (cityops.warn.images_keep_days: 90): 2 frame(s) of decided warnings removed, "
+            f"{2 * size} bytes") in caplog.text, caplog.text

@@ -26,7 +26,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,34 @@ def _text(name_zh: str, shop: str | None, address: str | None, recheck_at: datet
     who = f"{shop}：" if shop else ""
     where = f"（{address}）" if address else ""
     return f"{who}您门前{where}发现{name_zh}，请于{round(after_s / 60)}分钟内自行整改，届时将复查，未整改将立案处理。"
+
+
+def remove_expired_images(engine: Engine, keep_days: int, now: datetime | None = None) -> tuple[int, int]:
+    """Delete the frames of the warnings decided (complied, escalated, lapsed) more than `keep_days` ago, by their
+    re-check (`checked_at`), and forget them (`image` NULL, so the list says it has none); returns (frames, bytes).
+    A frame shows the street and whoever passed by, and a decided warning needs it no more: an escalated one's is in
+    its case's signed evidence, which keeps it. A waiting warning keeps its frame; `keep_days` 0 keeps all for ever."""
+    if not keep_days:
+        return 0, 0
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(warnings.c.id, warnings.c.image, warnings.c.checked_at, warnings.c.warned_at).where(
+            warnings.c.state != WarningState.WARNED.value, warnings.c.image.is_not(None))).all()
+    removed = freed = 0
+    for r in (r for r in rows if (r.checked_at or r.warned_at) < cutoff):
+        image = Path(r.image)
+        try:
+            freed += image.stat().st_size
+            image.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # kept listed, tried again at the next sweep
+            log.warning("warning %s: frame %s not removed: %s", r.id, image, exc)
+            continue
+        with engine.begin() as conn:
+            conn.execute(warnings.update().where(warnings.c.id == r.id).values(image=None))
+        removed += 1
+    return removed, freed
 
 
 def _selected(query: sa.Select, state: str | None, camera_id: str | None) -> sa.Select:
