@@ -89,6 +89,7 @@ cases = sa.Table(
     sa.Index("ix_cases_dispatch", "dispatch_target", "dispatch_ref"),
     sa.Index("ix_cases_state_opened_at", "state", "opened_at"),  # one state's cases, newest first (the queue)
     sa.Index("ix_cases_created_at", "created_at", "id"),  # `cases list`'s order: as stored, not as opened (may be NULL)
+    sa.Index("ix_cases_state_created_at", "state", "created_at", "id"),  # the same within a state (`--state`, intake retry)
 )
 
 case_history = sa.Table(
