@@ -165,14 +165,17 @@ def test_the_call_out_list_is_listed_a_page_at_a_time_and_searched(city):
 def test_the_call_out_list_syncs_only_when_the_cases_changed_and_lists_a_numbers_newest_cases(city, bus_event, monkeypatch):
     """Each GET /callout synced every flyposting case and wrote every number (0.6-3 s at 3,300 cases), and each entry
     carried every case id and photo, though the page shows their count. It syncs when the flyposting cases changed,
-    a new case still counted; the list carries the newest few ids, GET /callout/{number} them all with the photos."""
+    a new case still counted, or the list's table did (emptied under the service, as a restore or another process
+    would: it was not rebuilt until a case changed), not for a status set; the list carries the newest few ids,
+    GET /callout/{number} them all with the photos."""
+    from pipelines.cases.schema import callout_numbers
     from pipelines.cityops.callout import CallOutList
 
     app, client, tokens = city
-    inspector = auth(tokens["inspector"])
+    inspector, reviewer = auth(tokens["inspector"]), auth(tokens["reviewer"])
     synced = []
-    sync = CallOutList.sync
-    monkeypatch.setattr(CallOutList, "sync", lambda self: synced.append(1) or sync(self))
+    sync = CallOutList._sync
+    monkeypatch.setattr(CallOutList, "_sync", lambda self: synced.append(1) or sync(self))
     event, _ = bus_event
     intake = _intake(app)
 
@@ -189,9 +192,16 @@ def test_the_call_out_list_syncs_only_when_the_cases_changed_and_lists_a_numbers
     assert len(synced) == 1 and (full["count"], len(full["cases"]), len(full["photos"]), len(full["places"])) == (6, 6, 6, 6)
     assert entry["count"] == 6 and entry["recent_cases"] == full["cases"][::-1][:5]  # the newest five, newest first
     assert not {"cases", "photos", "places"} & set(entry)
+    assert client.put("/api/v1/callout/13800138000", headers=reviewer, json={"status": "called"}).status_code == 200
+    [entry] = client.get("/api/v1/callout", headers=inspector).json()["items"]
+    assert (entry["status"], len(synced)) == ("called", 1)  # a status set: the sightings stand, not synced again
+    with app.state.ctx.store.engine.begin() as conn:  # the table emptied, the cases as they were (a restore would)
+        conn.execute(callout_numbers.delete())
+    [again] = client.get("/api/v1/callout", headers=inspector).json()["items"]
+    assert (again["number"], again["count"], again["status"], len(synced)) == ("13800138000", 6, "to_call", 2)
     poster(6)  # a new flyposting case: counted at the next GET
     [entry] = client.get("/api/v1/callout", headers=inspector).json()["items"]
-    assert (entry["count"], len(synced)) == (7, 2)
+    assert (entry["count"], len(synced)) == (7, 3)
     assert entry["recent_cases"][0] == client.get("/api/v1/callout/13800138000", headers=inspector).json()["cases"][-1]
     missing = client.get("/api/v1/callout/13900000000", headers=inspector)
     assert missing.status_code == 404 and missing.json()["detail"] == "number '13900000000' is not on the call-out list"

@@ -109,9 +109,12 @@ class ImportReport:
                 "warnings": self.warnings}
 
 
-#: Per case store (its URL): the squads and the flyposting cases' stamp the list was last synced with in this process
-#: (`sync_if_changed`).
-_SYNCED: dict[str, tuple[Callable[[str | None], str | None], tuple[int, datetime | None]]] = {}
+#: What the sightings written hold: how many numbers, their cases counted together, the latest sighting (`numbers_stamp`).
+NumbersStamp = tuple[int, int | None, datetime | None]
+
+#: Per case store (its URL): the squads and the flyposting cases' stamp the list was last synced with in this process,
+#: and the list's `numbers_stamp` as that sync left it (`sync_if_changed`).
+_SYNCED: dict[str, tuple[Callable[[str | None], str | None], tuple[int, datetime | None], NumbersStamp]] = {}
 _SYNCED_LOCK = threading.Lock()
 
 
@@ -132,6 +135,10 @@ class CallOutList:
     def sync(self) -> int:
         """Recompute every number's sightings from the flyposting cases (rejected ones excluded);
         new numbers enter as `to_call`. Returns how many numbers the list holds."""
+        return self._sync()[0]
+
+    def _sync(self) -> NumbersStamp:
+        """`sync`, answering the list's `numbers_stamp` as its own transaction left it."""
         query = (sa.select(cases.c.id, cases.c.details, cases.c.address, cases.c.grid_cell, cases.c.first_seen_at,
                            cases.c.opened_at, cases.c.created_at, cases.c.evidence_boxes)
                  .where(cases.c.violation_type == FLYPOSTING, cases.c.state != CaseState.REJECTED.value)
@@ -172,23 +179,39 @@ class CallOutList:
             count, latest = conn.execute(query).one()
         return count, latest
 
+    @staticmethod
+    def numbers_stamp(conn: sa.Connection) -> NumbersStamp:
+        """How many numbers the list holds, their sightings counted together and the latest: what `sync` writes and
+        nothing else does, so it stands while the list's sightings are as written (a status set, by hand or imported,
+        leaves it; the table emptied, restored from a backup or synced elsewhere moves it). One scan of the list."""
+        query = sa.select(sa.func.count(), sa.func.sum(callout_numbers.c.count), sa.func.max(callout_numbers.c.last_seen))
+        rows, sightings, latest = conn.execute(query).one()
+        return rows, None if sightings is None else int(sightings), latest
+
     def sync_if_changed(self) -> bool:
         """`sync` unless this process synced the list with the same squads (`squad_of`, the same object: keep it, as
-        the service's `loaded_file` does) at the flyposting cases' present `cases_stamp`; True when it synced. Each GET
-        of the list synced every flyposting case and wrote every number, 0.6-3 s at 3,300 cases, though the cases had
-        not changed since the last. The stamp is taken before the sync, so a case changed meanwhile is synced next."""
+        the service's `loaded_file` does) at the flyposting cases' present `cases_stamp`, and the list's
+        `numbers_stamp` is still what that sync left; True when it synced. Each GET of the list synced every flyposting
+        case and wrote every number, 0.6-3 s at 3,300 cases, though the cases had not changed since the last; and with
+        the cases alone compared, a list emptied or restored under this process (a restore, another process) stayed
+        so until a case changed. The cases' stamp is taken before the sync, so a case changed meanwhile is synced
+        next; the list's in the sync's transaction, so a change to it after is seen at the next call."""
         key = self.engine.url.render_as_string(hide_password=False)
-        stamp = (self.squad_of, self.cases_stamp())
+        squads, cases_now = self.squad_of, self.cases_stamp()
         with _SYNCED_LOCK:
-            if _SYNCED.get(key) == stamp:
-                return False
-        self.sync()
+            synced = _SYNCED.get(key)
+        if synced is not None and synced[:2] == (squads, cases_now):
+            with self.engine.connect() as conn:
+                if self.numbers_stamp(conn) == synced[2]:
+                    return False
+        numbers = self._sync()
         with _SYNCED_LOCK:
-            _SYNCED[key] = stamp
+            _SYNCED[key] = (squads, cases_now, numbers)
         return True
 
-    def _write_sightings(self, facts: dict[str, dict[str, Any]]) -> int:
-        """Each number's `facts` in one transaction: updated when listed, else entered as `to_call`; the list's length."""
+    def _write_sightings(self, facts: dict[str, dict[str, Any]]) -> NumbersStamp:
+        """Each number's `facts` in one transaction: updated when listed, else entered as `to_call`; the list's
+        `numbers_stamp` after (its length first)."""
         with self._writer.begin() as conn:
             known = {r.number for r in conn.execute(sa.select(callout_numbers.c.number))}
             for number, values in facts.items():
@@ -196,7 +219,7 @@ class CallOutList:
                     conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**values))
                 else:
                     conn.execute(callout_numbers.insert().values(number=number, status=Status.TO_CALL.value, **values))
-            return conn.execute(sa.select(sa.func.count()).select_from(callout_numbers)).scalar_one()
+            return self.numbers_stamp(conn)
 
     # ---- reading --------------------------------------------------------------------------
 
