@@ -215,11 +215,12 @@ def _contrast(a: str, b: str) -> float:
 
 
 def _mark(browser, selector: str) -> tuple[str, str]:
-    """The colour of the inset bar drawn on the element `selector` finds (none: "none") and its background's."""
+    """The colour of the bar drawn on the element `selector` finds (none: "none") and the background of its row, or
+    of the navigation bar."""
     return tuple(browser.execute_script(
         "const s = getComputedStyle(document.querySelector(arguments[0]));"
         "const bar = s.boxShadow === 'none' ? 'none' : s.boxShadow.match(/rgba?\\([^)]*\\)/)[0];"
-        "const row = getComputedStyle(document.querySelector(arguments[0]).closest('li, tr'));"
+        "const row = getComputedStyle(document.querySelector(arguments[0]).closest('li, tr, nav'));"
         "return [bar, row.backgroundColor];", selector))
 
 
@@ -227,8 +228,9 @@ def _mark(browser, selector: str) -> tuple[str, str]:
 def test_the_current_page_camera_and_unit_are_marked(site):
     """The navigation bar's link to the page shown had no aria-current, so a screen reader did not say which page it
     was on, and the camera and the scores' unit shown were marked by a light background 1.3:1 against the others'
-    (the unit's row not marked for a screen reader at all). Each is aria-current, and the camera and the unit carry a
-    dark bar at their left, at least 3:1 against their background."""
+    (the unit's row not marked for a screen reader at all), and the page's link by its white bold text alone, 1.2:1
+    against the others'. Each is aria-current, the camera and the unit carry a dark bar at their left and the page's
+    link a light bar under it, each at least 3:1 against its background."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -237,6 +239,8 @@ def test_the_current_page_camera_and_unit_are_marked(site):
     assert {a.get_attribute("href").rsplit("/", 1)[-1]: a.get_attribute("aria-current")
             for a in b.find_elements(By.CSS_SELECTOR, "nav a")}["cameras"] == "page"
     assert [a.get_attribute("aria-current") for a in b.find_elements(By.CSS_SELECTOR, "nav a")].count("page") == 1
+    bar, background = _mark(b, 'nav a[aria-current="page"]')
+    assert bar != "none" and _contrast(bar, background) >= 3, (bar, background)
     _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#cameras li.current"), "cam-01 shown")
     bar, background = _mark(b, "#cameras li.current")
     assert bar != "none" and _contrast(bar, background) >= 3, (bar, background)
