@@ -195,7 +195,7 @@ def test_a_camera_is_picked_by_keyboard(site):
 
     b = _open(site, "cameras")
     _wait(b, lambda d: d.find_element(By.ID, "snapshot-image").get_attribute("alt").startswith("摄像头 cam-01 "), "cam-01 shown")
-    b.execute_script("document.querySelector('nav a[href=\"/ui/login\"]').focus();")  # the bar's last link
+    b.execute_script("document.getElementById('cameras-q').focus();")  # the list's search box, just before it
     ActionChains(b).send_keys(Keys.TAB, Keys.TAB).perform()
     assert b.execute_script("return document.activeElement.dataset.camera;") == "cam-02"
     ActionChains(b).send_keys(Keys.ENTER).perform()
