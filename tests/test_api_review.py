@@ -6,7 +6,11 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -326,6 +330,41 @@ def test_a_retyped_camera_case_gets_the_severity_its_zone_gives_the_new_type(ser
     assert app.state.ctx.store.get(a).violation_type == "nonmotor_parking"
 
 
+def map_zones(path: Path, *, grade: str = "main", grades: str | None = None) -> Path:
+    """Writes `service.triage.scene_zones`'s map zones at `path`: one no-parking street, wensan-road, of `grade`,
+    naming the grades file `grades` (beside it) where given; a test rewrites it to regrade the street while the app
+    runs, so the zones' loading again on a change is what it sees."""
+    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
+    path.write_text(json.dumps({"type": "FeatureCollection", **({"grades": grades} if grades else {}), "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
+         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": grade}}]}), encoding="utf-8")
+    return path
+
+
+def photo_case_in_map_zone(tmp_path: Path, bus_event, zones: Path) -> tuple[Any, dict[str, str], str]:
+    """An app whose `service.triage.scene_zones` is `zones`, its tokens, and a photo's bike case (一般 general) on
+    wensan-road: a retype then gets its severity from that street's grade."""
+    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
+    [a] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "batch-1", "zone_id": "wensan-road",
+                                        "violation_type": "nonmotor_parking", "severity": "general"}])
+    return app, tokens, a
+
+
+@contextmanager
+def retyping(tmp_path: Path, bus_event, zones: Path) -> Iterator[Callable[[str], str]]:
+    """`retyped(type)`: a reviewer's retype of `photo_case_in_map_zone`'s case to `type` (200) -> its severity after,
+    on one running app, so a test can change the zones' files between retypes."""
+    app, tokens, a = photo_case_in_map_zone(tmp_path, bus_event, zones)
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def retyped(vtype: str) -> str:
+            answer = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": vtype})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["details"]["severity"]
+
+        yield retyped
+
+
 def test_a_retyped_photo_case_in_a_map_zone_gets_the_severity_the_zone_gives_the_new_type(tmp_path, monkeypatch,
                                                                                          bus_event):
     """A photo's case opened in a map zone (`service.triage.scene_zones`) kept the severity the zone gave its first type
@@ -333,11 +372,7 @@ def test_a_retyped_photo_case_in_a_map_zone_gets_the_severity_the_zone_gives_the
     general. It gets the zone's severity for the new type, as upload jobs' rules give it; a zone no longer in the file
     keeps its own, and a file that cannot be read is 503 naming its setting, nothing changed."""
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
-    zones = tmp_path / "zones.geojson"
-    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
-         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": "main"}}]}), encoding="utf-8")
+    zones = map_zones(tmp_path / "zones.geojson")
     app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
     photo = {"source_kind": "photo_batch", "source_id": "batch-1", "violation_type": "nonmotor_parking", "severity": "general"}
     a, b = draft_cases(app, bus_event, [{**photo, "zone_id": "wensan-road"}, {**photo, "zone_id": "gone"}])
@@ -365,28 +400,11 @@ def test_a_changed_map_zones_file_is_read_again_for_a_retype(tmp_path, monkeypat
     import os
 
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
-    zones = tmp_path / "zones.geojson"
-
-    def graded(grade: str) -> None:
-        zones.write_text(json.dumps({"type": "FeatureCollection", "features": [
-            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
-             "properties": {"id": "wensan-road", "kind": "no_parking", "grade": grade}}]}), encoding="utf-8")
-
-    graded("main")
-    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
-    [a] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "batch-1", "zone_id": "wensan-road",
-                                        "violation_type": "nonmotor_parking", "severity": "general"}])
-    reviewer = auth(tokens["reviewer"])
-    with TestClient(app, raise_server_exceptions=False) as client:
-        def retyped(vtype: str) -> str:
-            answer = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": vtype})
-            assert answer.status_code == 200, answer.text
-            return answer.json()["details"]["severity"]
-
+    zones = map_zones(tmp_path / "zones.geojson")
+    with retyping(tmp_path, bus_event, zones) as retyped:
         assert retyped("illegal_parking") == "major"  # a main road's
         stamp = zones.stat().st_mtime_ns
-        graded("secondary")
+        map_zones(zones, grade="secondary")
         os.utime(zones, ns=(stamp + 10**9, stamp + 10**9))  # changed a second later, whatever the clock's steps
         assert retyped("nonmotor_parking") == "general"
         assert retyped("illegal_parking") == "general"  # the type's: a secondary road's raises it no more
@@ -397,28 +415,15 @@ def test_a_changed_grades_file_of_the_map_zones_is_read_again_for_a_retype(tmp_p
     names it), so a main road whose grade was made milder while `serve` ran still gave a retyped parked car the main
     road's severity; an edit of the grades file alone is taken at the next retype."""
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
-    zones, grades = tmp_path / "zones" / "zones.geojson", tmp_path / "zones" / "grades.yaml"
-    zones.parent.mkdir()
-    zones.write_text(json.dumps({"type": "FeatureCollection", "grades": "grades.yaml", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
-         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": "main"}}]}), encoding="utf-8")
+    (tmp_path / "zones").mkdir()
+    zones, grades = map_zones(tmp_path / "zones" / "zones.geojson", grades="grades.yaml"), tmp_path / "zones" / "grades.yaml"
 
     def main_road(illegal_parking: str) -> None:
         grades.write_text("grades:\n  main:\n    name_zh: 主要道路\n    name_en: Main road\n    thresholds:\n"
                           f"      illegal_parking: {illegal_parking}\n", encoding="utf-8")
 
     main_road("{dwell_s: 60, severity: major}")
-    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
-    [a] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "batch-1", "zone_id": "wensan-road",
-                                        "violation_type": "nonmotor_parking", "severity": "general"}])
-    reviewer = auth(tokens["reviewer"])
-    with TestClient(app, raise_server_exceptions=False) as client:
-        def retyped(vtype: str) -> str:
-            answer = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": vtype})
-            assert answer.status_code == 200, answer.text
-            return answer.json()["details"]["severity"]
-
+    with retyping(tmp_path, bus_event, zones) as retyped:
         assert retyped("illegal_parking") == "major"  # the main road's, as first read
         main_road("{dwell_s: 120}")  # the zones file untouched
         assert retyped("nonmotor_parking") == "general"
@@ -430,16 +435,10 @@ def test_a_map_zones_grades_file_that_cannot_be_read_is_named_not_by_its_server_
     zones it made unreadable quoted its server path (/srv/.../grades.yaml: not valid YAML); it is named as the cameras
     file's is, the grades file of `service.triage.scene_zones`."""
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
-    ring = [[[120.15, 30.27], [120.16, 30.27], [120.16, 30.28], [120.15, 30.28], [120.15, 30.27]]]
-    zones, grades = tmp_path / "zones" / "zones.geojson", tmp_path / "zones" / "grades.yaml"
-    zones.parent.mkdir()
-    zones.write_text(json.dumps({"type": "FeatureCollection", "grades": "grades.yaml", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": ring},
-         "properties": {"id": "wensan-road", "kind": "no_parking", "grade": "main"}}]}), encoding="utf-8")
-    grades.write_text("grades: [", encoding="utf-8")
-    app, tokens = make_app(settings_for(tmp_path, dispatch=DCM, triage={"scene_zones": str(zones)}))
-    [a] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "batch-1", "zone_id": "wensan-road",
-                                        "violation_type": "nonmotor_parking", "severity": "general"}])
+    (tmp_path / "zones").mkdir()
+    zones = map_zones(tmp_path / "zones" / "zones.geojson", grades="grades.yaml")
+    (tmp_path / "zones" / "grades.yaml").write_text("grades: [", encoding="utf-8")
+    app, tokens, a = photo_case_in_map_zone(tmp_path, bus_event, zones)
     with TestClient(app, raise_server_exceptions=False) as client:
         unusable = client.patch(f"/api/v1/cases/{a}", headers=auth(tokens["reviewer"]), json={"type": "illegal_parking"})
     assert unusable.status_code == 503, unusable.text
