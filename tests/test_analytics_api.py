@@ -6,6 +6,11 @@ import csv
 import io
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -544,45 +549,55 @@ def test_a_long_case_export_is_read_in_pages_and_comes_whole(tmp_path, monkeypat
     assert list(temp.iterdir()) == []  # the workbook's temporary folder is gone
 
 
+@contextmanager
+def export_thread_held(client: TestClient, gate, requests: list[Callable[[], Any]]) -> Iterator[list[Any]]:
+    """The app's one export thread (`service.export_concurrency` 1) held while `requests` are sent, each on a thread of
+    its own, until they all wait for it (a bounded loop, not a timing) or one was answered first (which the test then
+    sees); on leaving it is freed and their answers, in `answers` as they came, are awaited. Why: what the exports'
+    gate does with those waiting is only seen while its thread is held."""
+    holder, answers = object(), []
+    client.portal.call(gate.limiter.acquire_on_behalf_of, holder)
+    waiting = [threading.Thread(target=lambda request=request: answers.append(request())) for request in requests]
+    try:
+        for thread in waiting:
+            thread.start()
+        for _ in range(6000):
+            if client.portal.call(gate.limiter.statistics).tasks_waiting == len(requests) or answers:
+                break
+            time.sleep(0.01)
+        yield answers
+    finally:
+        client.portal.call(gate.limiter.release_on_behalf_of, holder)
+        for thread in waiting:
+            thread.join()
+
+
 def test_a_burst_of_exports_waits_on_threads_of_its_own_and_past_its_queue_is_told_to_come_back(tmp_path):
     """Exports ran on the worker threads every route shares, each for as long as it took: a burst of 200 held all of
     them and every other request waited (p50 16 s). They run on `service.export_concurrency` threads of their own,
     waiting on the event loop without a thread; past `service.export_queue` waiting, one more is answered 503 with
     Retry-After. Here the test holds the one export thread: three exports wait holding no shared thread, a case list
     is answered, a fourth export is refused, and once the thread is free the three come whole."""
-    import threading
-    import time
     from datetime import datetime
 
     import anyio.to_thread
 
     app, tokens = make_app(settings_for(tmp_path, export_concurrency=1, export_queue=2), resume_jobs=False)
     CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ))
-    gate, reviewer, answers = app.state.ctx.exports, auth(tokens["reviewer"]), []
+    gate, reviewer = app.state.ctx.exports, auth(tokens["reviewer"])
     with TestClient(app, raise_server_exceptions=False) as client:
         shared = client.portal.call(anyio.to_thread.current_default_thread_limiter)
         client.portal.call(lambda: setattr(shared, "total_tokens", 3))  # as many as the exports that wait
-        holder = object()
-        client.portal.call(gate.limiter.acquire_on_behalf_of, holder)
-        waiting = [threading.Thread(target=lambda: answers.append(client.get("/api/v1/exports/cases", headers=reviewer)))
-                   for _ in range(3)]
-        for thread in waiting:
-            thread.start()
-        for _ in range(6000):  # until all three wait for the export thread (a bound, not a timing)
-            if client.portal.call(gate.limiter.statistics).tasks_waiting == 3:
-                break
-            time.sleep(0.01)
-        assert client.portal.call(gate.limiter.statistics).tasks_waiting == 3 and gate.admitted == 3
-        assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting exports hold no shared thread
-        assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
-        refused = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
-        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
-        assert refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
-        assert refused.json()["detail"].startswith("导出和地图请求过多：已有 3 个导出或地图在进行或排队（service.export_concurrency 同时 1 个，"
-                                                   "service.export_queue 排队 2 个）")
-        client.portal.call(gate.limiter.release_on_behalf_of, holder)
-        for thread in waiting:
-            thread.join()
+        export = lambda: client.get("/api/v1/exports/cases", headers=reviewer)  # noqa: E731
+        with export_thread_held(client, gate, [export] * 3) as answers:
+            assert client.portal.call(gate.limiter.statistics).tasks_waiting == 3 and gate.admitted == 3
+            assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting exports hold no shared thread
+            assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
+            refused = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
+            assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+            assert refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
+            assert refused.json()["detail"].startswith("导出和地图请求过多：已有 3 个导出或地图在进行或排队（service.export_concurrency 同时 1 个，"
+                                                       "service.export_queue 排队 2 个）")
         assert [a.status_code for a in answers] == [200] * 3
         assert all(len(list(csv.reader(io.StringIO(a.content.decode("utf-8-sig"))))) == 2 for a in answers)
         assert gate.admitted == 0 and client.get("/api/v1/callout/export", headers=reviewer).status_code == 200
@@ -594,8 +609,6 @@ def test_the_map_and_its_case_lists_wait_on_the_exports_threads_and_past_their_q
     once as were asked for. They go through the exports' gate: with its one thread held a map waits holding no shared
     thread, the case list is answered meanwhile, a zone's list past `service.export_queue` (0) is refused 503, and
     once the thread is free the map comes whole."""
-    import threading
-    import time
     from datetime import datetime
 
     import anyio.to_thread
@@ -605,26 +618,17 @@ def test_the_map_and_its_case_lists_wait_on_the_exports_threads_and_past_their_q
     settings.analytics.zones = write_zones(tmp_path / "zones.geojson")
     app, tokens = make_app(settings, resume_jobs=False)
     CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 11, 3, 10, tzinfo=TZ))
-    gate, who, answers = app.state.ctx.exports, auth(tokens["inspector"]), []
+    gate, who = app.state.ctx.exports, auth(tokens["inspector"])
     with TestClient(app, raise_server_exceptions=False) as client:
         shared = client.portal.call(anyio.to_thread.current_default_thread_limiter)
-        holder = object()
-        client.portal.call(gate.limiter.acquire_on_behalf_of, holder)
-        waiting = threading.Thread(target=lambda: answers.append(client.get("/api/v1/map", params={"period": "2026-11"}, headers=who)))
-        waiting.start()
-        for _ in range(6000):  # until it waits for the export thread (a bound, not a timing)
-            if client.portal.call(gate.limiter.statistics).tasks_waiting == 1 or answers:
-                break
-            time.sleep(0.01)
-        assert answers == [] and gate.admitted == 1 and client.portal.call(gate.limiter.statistics).tasks_waiting == 1
-        assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting map holds no shared thread
-        assert client.get("/api/v1/cases", headers=who).status_code == 200
-        refused = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", "period": "2026-11"},
-                             headers=who)
-        assert refused.status_code == 503 and refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
-        assert refused.json()["detail"].startswith("导出和地图请求过多")
-        client.portal.call(gate.limiter.release_on_behalf_of, holder)
-        waiting.join()
+        with export_thread_held(client, gate, [lambda: client.get("/api/v1/map", params={"period": "2026-11"}, headers=who)]) as answers:
+            assert answers == [] and gate.admitted == 1 and client.portal.call(gate.limiter.statistics).tasks_waiting == 1
+            assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting map holds no shared thread
+            assert client.get("/api/v1/cases", headers=who).status_code == 200
+            refused = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", "period": "2026-11"},
+                                 headers=who)
+            assert refused.status_code == 503 and refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
+            assert refused.json()["detail"].startswith("导出和地图请求过多")
         [layers] = answers
         assert layers.status_code == 200 and layers.headers["content-type"] == "application/json", layers.text
         counts = {f["properties"]["id"]: f["properties"]["count"] for f in layers.json()["layers"]["grid"]["features"]}
@@ -642,33 +646,22 @@ def test_a_scores_workbook_waits_on_the_exports_threads_and_past_their_queue_is_
     through the same gate: with the one export thread held it waits holding no shared thread, the JSON scores are
     answered meanwhile, a second workbook past `service.export_queue` (0) is refused 503, and once the thread is free
     the first comes whole."""
-    import threading
-    import time
     from datetime import datetime
 
     import anyio.to_thread
 
     app, tokens = make_app(settings_for(tmp_path, export_concurrency=1, export_queue=0), resume_jobs=False)
     CaseMaker(app.state.ctx.store).add("street_stall", G1, datetime(2026, 11, 3, 10, tzinfo=TZ))
-    gate, who, answers = app.state.ctx.exports, auth(tokens["inspector"]), []
+    gate, who = app.state.ctx.exports, auth(tokens["inspector"])
     params = {"period": "2026-11", "by": "camera", "format": "xlsx"}
     with TestClient(app, raise_server_exceptions=False) as client:
         shared = client.portal.call(anyio.to_thread.current_default_thread_limiter)
-        holder = object()
-        client.portal.call(gate.limiter.acquire_on_behalf_of, holder)
-        waiting = threading.Thread(target=lambda: answers.append(client.get("/api/v1/scores", params=params, headers=who)))
-        waiting.start()
-        for _ in range(6000):  # until it waits for the export thread (a bound, not a timing)
-            if client.portal.call(gate.limiter.statistics).tasks_waiting == 1 or answers:
-                break
-            time.sleep(0.01)
-        assert answers == [] and gate.admitted == 1 and client.portal.call(gate.limiter.statistics).tasks_waiting == 1
-        assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting workbook holds no shared thread
-        assert client.get("/api/v1/scores", params={**params, "format": "json"}, headers=who).status_code == 200
-        refused = client.get("/api/v1/scores", params=params, headers=who)
-        assert refused.status_code == 503 and refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
-        client.portal.call(gate.limiter.release_on_behalf_of, holder)
-        waiting.join()
+        with export_thread_held(client, gate, [lambda: client.get("/api/v1/scores", params=params, headers=who)]) as answers:
+            assert answers == [] and gate.admitted == 1 and client.portal.call(gate.limiter.statistics).tasks_waiting == 1
+            assert client.portal.call(lambda: shared.borrowed_tokens) == 0  # the waiting workbook holds no shared thread
+            assert client.get("/api/v1/scores", params={**params, "format": "json"}, headers=who).status_code == 200
+            refused = client.get("/api/v1/scores", params=params, headers=who)
+            assert refused.status_code == 503 and refused.json()["type"] == "urn:streetwatch:problem:exports-busy"
         [book] = answers
         assert book.status_code == 200 and 'filename="scores-2026-11-camera.xlsx"' in book.headers["content-disposition"]
         assert "得分 Scores" in load_workbook(io.BytesIO(book.content)).sheetnames and gate.admitted == 0
