@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,6 +37,22 @@ def parked_clip(path: Path, bus_jpg: Path, real_sample_dir: Path, **kw):
 def scene_for(folder: Path, camera_id: str, real_sample_dir: Path, **kw) -> Path:
     """The camera's scene (no-parking strip under the bus) with the empty street as reference snapshot."""
     return write_scene(folder / f"{camera_id}.yaml", camera_id, reference=street_view(street(real_sample_dir), SIZE), **kw)
+
+
+class CameraHandler(http.server.BaseHTTPRequestHandler):
+    """A camera on loopback HTTP for the tests: its requests kept out of the test's output (they would bury the
+    failure), and `send_jpeg` answering a snapshot as a camera's /snapshot.jpg does."""
+
+    def send_jpeg(self, jpeg: bytes) -> None:
+        """200 with `jpeg` (an encoded picture) and its length, as a snapshot camera answers."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(jpeg)))
+        self.end_headers()
+        self.wfile.write(jpeg)
+
+    def log_message(self, *args) -> None:
+        pass
 
 
 def cameras_file(path: Path, cameras: list[dict], **top) -> Path:

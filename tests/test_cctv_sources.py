@@ -20,7 +20,7 @@ from pipelines.cctv.config import Camera, CameraConfig
 from pipelines.cctv.reader import CameraReader, ReaderHooks
 from pipelines.logs import BoundedLog
 from benchmarks.media import Sprite, street_view, write_clip
-from tests.cctv_helpers import SIZE, parked_clip, played_picture, rotated_copy, street, ts_copy
+from tests.cctv_helpers import SIZE, CameraHandler, parked_clip, played_picture, rotated_copy, street, ts_copy
 
 
 def _read(url: str, replay: bool = True, reference: str | None = None, **cfg):
@@ -149,7 +149,7 @@ def snapshot_server(tmp_path, real_sample_dir):
     ok, jpeg = cv2.imencode(".jpg", street_view(street(real_sample_dir), (1280, 720)))
     flapping, flaky = itertools.count(1), itertools.count(1)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(CameraHandler):
         def do_GET(self):
             if ((self.path == "/flapping.jpg" and next(flapping) % 3 == 0)
                     or (self.path == "/flaky.jpg" and next(flaky) % 4 in (0, 3))):
@@ -158,14 +158,7 @@ def snapshot_server(tmp_path, real_sample_dir):
             if self.path not in ("/snapshot.jpg", "/flapping.jpg", "/flaky.jpg"):
                 self.send_error(404)
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(jpeg)))
-            self.end_headers()
-            self.wfile.write(jpeg.tobytes())
-
-        def log_message(self, *args):
-            pass
+            self.send_jpeg(jpeg.tobytes())
 
     with _serve(Handler) as base:
         yield base
@@ -269,7 +262,7 @@ def mjpeg_server(real_sample_dir):
     """An MJPEG camera on 127.0.0.1 (multipart/x-mixed-replace, about 10 JPEGs a second of the real street)."""
     view = street_view(street(real_sample_dir), SIZE)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(CameraHandler):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
@@ -283,9 +276,6 @@ def mjpeg_server(real_sample_dir):
                     time.sleep(0.1)
             except (BrokenPipeError, ConnectionResetError):
                 pass
-
-        def log_message(self, *args):
-            pass
 
     with _serve(Handler) as base:
         yield f"{base}/video"

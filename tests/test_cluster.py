@@ -418,7 +418,6 @@ def test_an_owner_slower_to_stop_than_the_stop_wait_is_named_with_the_state_its_
     word. It waits `cluster.stop_wait_s`, then names each camera of a late owner with the state the file keeps for it.
     The owner here is slow for real: its camera's snapshot URL stops answering, and a reader stuck in its request holds
     the owner's stop for 15 s (`Watcher.shutdown`'s wait for its readers)."""
-    import http.server
     import signal
     import threading
 
@@ -426,27 +425,20 @@ def test_an_owner_slower_to_stop_than_the_stop_wait_is_named_with_the_state_its_
 
     from benchmarks.media import street_view
     from pipelines.cctv.state import load_file
-    from tests.cctv_helpers import SIZE, cameras_file, scene_for, street
+    from tests.cctv_helpers import SIZE, CameraHandler, cameras_file, scene_for, street
     from tests.test_cctv_sources import _serve
 
     _, jpeg = cv2.imencode(".jpg", street_view(street(real_sample_dir), SIZE))
     served, hang = [], threading.Event()
 
-    class Camera(http.server.BaseHTTPRequestHandler):
+    class Camera(CameraHandler):
         def do_GET(self):
             served.append(self.path)
             if len(served) > 6:  # the camera stops answering
                 hang.wait(120)
                 self.send_error(503)
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(jpeg)))
-            self.end_headers()
-            self.wfile.write(jpeg.tobytes())
-
-        def log_message(self, *args):
-            pass
+            self.send_jpeg(jpeg.tobytes())
 
     scene_for(tmp_path, "cam-01", real_sample_dir)
     config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch-late", checkpoint_s=1, stop_wait_s=2)
