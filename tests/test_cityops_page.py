@@ -24,7 +24,7 @@ from tests.test_cityops_api import _intake
 from tests.test_cityops_patrol import START, _fixes, clip, write_gpx  # noqa: F401  (fixture)
 from tests.test_cityops_registers import REGISTER
 from tests.test_pages_screen_reader import _ax
-from tests.test_review_pages import _login, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
+from tests.test_review_pages import _first_page_then_next, _login, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
 
 NUMBER = "13800138000"
 
@@ -433,15 +433,7 @@ def test_city_page_pages_through_the_warnings(tmp_path, bus_jpg):
                                               "recheck_at": start + timedelta(hours=i, minutes=10), "details": {}} for i in range(250)])
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
-        b = served["browser"]
-        _login(served)
-        b.get(served["base"] + "/ui/city")
-        pager = b.find_element(By.ID, "warnings-pager")
-        _wait(b, lambda d: "共 250 条" in pager.text, "the warnings' pager")
-        assert len(b.find_elements(By.CSS_SELECTOR, "#warnings tbody tr[data-warning]")) == 200
-        assert pager.find_element(By.CLASS_NAME, "prev").get_attribute("disabled") is not None
-        pager.find_element(By.CLASS_NAME, "next").click()
-        _wait(b, lambda d: "第 201–250 条，共 250 条" in pager.text, "the second page")
+        b, pager = _first_page_then_next(served, "/ui/city", "warnings", "#warnings tbody tr[data-warning]", 250)
         rows = b.find_elements(By.CSS_SELECTOR, "#warnings tbody tr[data-warning]")
         assert [r.get_attribute("data-warning") for r in rows] == [f"w{i:03d}" for i in range(49, -1, -1)]
         assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None
@@ -461,14 +453,7 @@ def test_city_page_pages_through_the_register_and_finds_a_shop(tmp_path, bus_jpg
             register.put(Shop(id=f"91330106MA{i:08d}", name=f"商户{i:03d}号店", address=f"文三路 {i} 号"))
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
-        b = served["browser"]
-        _login(served)
-        b.get(served["base"] + "/ui/city")
-        pager = b.find_element(By.ID, "shops-pager")
-        _wait(b, lambda d: "第 1–200 条，共 250 条" in pager.text, "the register's pager")
-        assert len(b.find_elements(By.CSS_SELECTOR, "#shops tbody tr[data-shop]")) == 200
-        pager.find_element(By.CLASS_NAME, "next").click()
-        _wait(b, lambda d: "第 201–250 条，共 250 条" in pager.text, "the register's second page")
+        b, pager = _first_page_then_next(served, "/ui/city", "shops", "#shops tbody tr[data-shop]", 250)
         assert b.find_element(By.CSS_SELECTOR, "#shops tbody tr[data-shop]").get_attribute("data-shop") == "91330106MA00000200"
         b.find_element(By.ID, "shops-q").send_keys("商户007")
         b.find_element(By.CSS_SELECTOR, "#shops-search button").click()
@@ -486,14 +471,7 @@ def test_city_page_pages_through_the_call_out_list_and_finds_a_number(tmp_path, 
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: numbers_on_the_list(app.state.ctx.store.engine, 250)) as served:
         numbers = served["data"]
-        b = served["browser"]
-        _login(served)
-        b.get(served["base"] + "/ui/city")
-        pager = b.find_element(By.ID, "callout-pager")
-        _wait(b, lambda d: "第 1–200 条，共 250 条" in pager.text, "the call-out list's pager")
-        assert len(b.find_elements(By.CSS_SELECTOR, "#callout tbody tr[data-number]")) == 200
-        pager.find_element(By.CLASS_NAME, "next").click()
-        _wait(b, lambda d: "第 201–250 条，共 250 条" in pager.text, "the list's second page")
+        b, pager = _first_page_then_next(served, "/ui/city", "callout", "#callout tbody tr[data-number]", 250)
         assert [r.get_attribute("data-number") for r in b.find_elements(By.CSS_SELECTOR, "#callout tbody tr[data-number]")] == numbers[200:]
         b.find_element(By.ID, "callout-q").send_keys("13900000007")
         b.find_element(By.CSS_SELECTOR, "#callout-search button").click()

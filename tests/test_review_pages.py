@@ -110,6 +110,25 @@ def _login(site) -> None:
     _wait(b, lambda d: urlsplit(d.current_url).path == "/ui/queue", "the queue page")
 
 
+def _first_page_then_next(site, page: str, list_id: str, rows: str, total: int):
+    """Logs in, opens `page`, waits for the list `list_id`'s pager (SW.pager, 200 rows a page) to say 第 1–200 条，共
+    `total` 条 over 200 of its `rows` (a CSS selector), 上一页 disabled, and goes to 下一页 until it says the rest:
+    every paged list of the pages shows its first page and the way on alike. -> (browser, pager), for the list's own
+    checks after."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    b.get(site["base"] + page)
+    pager = b.find_element(By.ID, f"{list_id}-pager")
+    _wait(b, lambda d: f"第 1–200 条，共 {total} 条" in pager.text, f"the pager of {list_id}")
+    assert len(b.find_elements(By.CSS_SELECTOR, rows)) == 200
+    assert pager.find_element(By.CLASS_NAME, "prev").get_attribute("disabled") is not None
+    pager.find_element(By.CLASS_NAME, "next").click()
+    _wait(b, lambda d: f"第 201–{total} 条，共 {total} 条" in pager.text, f"the second page of {list_id}")
+    return b, pager
+
+
 def _current_case(site) -> str:
     """Log in and wait for the queue's current case and its detail; its id."""
     from selenium.webdriver.common.by import By
@@ -1052,15 +1071,7 @@ def test_the_reports_page_pages_through_the_reports(tmp_path, bus_jpg):
             "title": name, "kind": "day", "label": name, "start": "2026-11-01", "end": "2026-11-02",
             "generated_at": f"{10_000 - i:05d}", "summary": {}}), encoding="utf-8")
     with served_pages(tmp_path, settings, lambda app: None) as served:
-        b = served["browser"]
-        _login(served)
-        b.get(served["base"] + "/ui/reports")
-        pager = b.find_element(By.ID, "reports-pager")
-        _wait(b, lambda d: "第 1–200 条，共 205 条" in pager.text, "the reports' pager")
-        assert len(b.find_elements(By.CSS_SELECTOR, "#reports tbody tr[data-report]")) == 200
-        assert pager.find_element(By.CLASS_NAME, "prev").get_attribute("disabled") is not None
-        pager.find_element(By.CLASS_NAME, "next").click()
-        _wait(b, lambda d: "第 201–205 条，共 205 条" in pager.text, "the second page")
+        b, pager = _first_page_then_next(served, "/ui/reports", "reports", "#reports tbody tr[data-report]", 205)
         rows = b.find_elements(By.CSS_SELECTOR, "#reports tbody tr[data-report]")
         assert [r.get_attribute("data-report") for r in rows] == names[200:]
         assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None
