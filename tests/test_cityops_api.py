@@ -1069,7 +1069,7 @@ def test_the_frames_of_decided_warnings_are_removed_after_their_retention(tmp_pa
     """A warning's frame (a camera's view of the street and whoever passed) was kept for ever under images_dir and
     shown on /ui/city, though a decided warning needs it no more; serve removes the frames of warnings decided more
     than cityops.warn.images_keep_days (90) ago, at start-up and hourly, the warnings listed still, a waiting one's
-    frame and a recent one's kept."""
+    frame and a recent one's kept, a removed frame's 404 saying it was removed after the setting."""
     from datetime import timedelta
 
     from pipelines.cases.schema import warnings
@@ -1089,7 +1089,13 @@ def test_the_frames_of_decided_warnings_are_removed_after_their_retention(tmp_pa
              "details": {}} for name, (state, days) in ages.items()])
     with caplog.at_level(logging.INFO, logger="api.app"), TestClient(app) as client:
         listed = client.get("/api/v1/warnings", headers=auth(tokens["inspector"])).json()["items"]
-        images = {name: client.get(f"/api/v1/warnings/{name}/image", headers=auth(tokens["inspector"])).status_code for name in ages}
+        answers = {name: client.get(f"/api/v1/warnings/{name}/image", headers=auth(tokens["inspector"])) for name in ages}
+        never = client.get("/api/v1/warnings/no-such/image", headers=auth(tokens["inspector"])).json()["detail"]
+    images = {name: answer.status_code for name, answer in answers.items()}
+    removed = answers["old-complied"].json()["detail"]
+    assert removed.startswith("已过保留期，告知画面已删除") and "the frame of warning 'old-complied' was removed on " in removed
+    assert ", 90 days after its re-check (cityops.warn.images_keep_days)" in removed, removed
+    assert never == "no image for warning 'no-such'"
     assert {w["id"]: w["has_image"] for w in listed} == {"old-complied": False, "old-escalated": False, "old-waiting": True,
                                                          "recent-complied": True}
     assert images == {"old-complied": 404, "old-escalated": 404, "old-waiting": 200, "recent-complied": 200}

@@ -44,7 +44,7 @@ from pipelines.cases.store import Audit, T
 from pipelines.cityops.callout import CallOutList, Entry, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
-from pipelines.cityops.warnings import WarningState, count_warnings, list_warnings, warning_image
+from pipelines.cityops.warnings import WarningState, count_warnings, list_warnings, no_image, warning_image
 from pipelines.settings import Settings
 from pipelines.shops import Shop, ShopRegister
 from pipelines.sheet_encodings import SHEET_ENCODING_CHOICES
@@ -395,7 +395,7 @@ def get_warnings(state: WarningState | None = Query(None, description="Only warn
 def get_warning_image(warning_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES)) -> FileResponse:
     path = warning_image(ctx.store.engine, warning_id)
     if path is None:
-        raise Problem(404, f"no image for warning {warning_id!r}", slug="warning-not-found")
+        raise Problem(404, no_image(ctx.store.engine, warning_id), slug="warning-not-found")
     return FileResponse(path, media_type="image/jpeg")
 
 

@@ -299,16 +299,23 @@ def _text(name_zh: str, shop: str | None, address: str | None, recheck_at: datet
     return f"{who}您门前{where}发现{name_zh}，请于{round(after_s / 60)}分钟内自行整改，届时将复查，未整改将立案处理。"
 
 
+IMAGE_REMOVED = "image_removed"
+"""The key of a warning's details noting its frame's removal by the retention: {removed_at, keep_days}."""
+
+
 def remove_expired_images(engine: Engine, keep_days: int, now: datetime | None = None) -> tuple[int, int]:
     """Delete the frames of the warnings decided (complied, escalated, lapsed) more than `keep_days` ago, by their
     re-check (`checked_at`), and forget them (`image` NULL, so the list says it has none); returns (frames, bytes).
     A frame shows the street and whoever passed by, and a decided warning needs it no more: an escalated one's is in
-    its case's signed evidence, which keeps it. A waiting warning keeps its frame; `keep_days` 0 keeps all for ever."""
+    its case's signed evidence, which keeps it. A waiting warning keeps its frame; `keep_days` 0 keeps all for ever.
+    Each removal is noted in the warning's details (`IMAGE_REMOVED`), so its image's 404 can say why (`no_image`)."""
     if not keep_days:
         return 0, 0
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=keep_days)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(warnings.c.id, warnings.c.image, warnings.c.checked_at, warnings.c.warned_at).where(
+        rows = conn.execute(sa.select(warnings.c.id, warnings.c.image, warnings.c.checked_at, warnings.c.warned_at,
+                                      warnings.c.details).where(
             warnings.c.state != WarningState.WARNED.value, warnings.c.image.is_not(None))).all()
     removed = freed = 0
     for r in (r for r in rows if (r.checked_at or r.warned_at) < cutoff):
@@ -322,7 +329,9 @@ def remove_expired_images(engine: Engine, keep_days: int, now: datetime | None =
             log.warning("warning %s: frame %s not removed: %s", r.id, image, exc)
             continue
         with engine.begin() as conn:
-            conn.execute(warnings.update().where(warnings.c.id == r.id).values(image=None))
+            removal = {"removed_at": now.isoformat(), "keep_days": keep_days}
+            conn.execute(warnings.update().where(warnings.c.id == r.id).values(
+                image=None, details={**(r.details or {}), IMAGE_REMOVED: removal}))
         removed += 1
     return removed, freed
 
@@ -360,3 +369,16 @@ def warning_image(engine: Engine, warning_id: str) -> Path | None:
     with engine.connect() as conn:
         image = conn.execute(sa.select(warnings.c.image).where(warnings.c.id == warning_id)).scalar()
     return Path(image) if image and Path(image).is_file() else None
+
+
+def no_image(engine: Engine, warning_id: str) -> str:
+    """Why warning `warning_id` has no frame to show, for its 404: removed by the retention (`remove_expired_images`),
+    saying when and after which setting, as a removed job's 404 does, or none such."""
+    with engine.connect() as conn:
+        details = conn.execute(sa.select(warnings.c.details).where(warnings.c.id == warning_id)).scalar()
+    removal = (details or {}).get(IMAGE_REMOVED)
+    if not removal:
+        return f"no image for warning {warning_id!r}"
+    return (f"已过保留期，告知画面已删除（告知记录仍保留，已立案的画面在案件的签名证据中） the frame of warning {warning_id!r} "
+            f"was removed on {removal['removed_at'][:10]}, {removal['keep_days']} days after its re-check "
+            "(cityops.warn.images_keep_days); the warning is kept, an escalated one's frame in its case's signed evidence")
