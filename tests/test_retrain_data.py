@@ -388,7 +388,8 @@ def test_cvat_yolo_export_layout_imports(real_sample_dir, tmp_path):
 
 def test_the_api_and_retraining_agree_on_what_a_rejection_means(real_sample_dir, tmp_path):
     """Issue 15.4: one list of reject reasons. `privacy` rejections became hard negatives; `permitted` was
-    a retraining code the API refused."""
+    a retraining code the API refused. A privacy rejection's line was skipped as "the object is real"; it says the
+    picture must not be used."""
     from pipelines.cases.vocabulary import REASONS, RejectReason, is_hard_negative
 
     assert RejectReason("permitted") is RejectReason.LEGAL
@@ -398,7 +399,8 @@ def test_the_api_and_retraining_agree_on_what_a_rejection_means(real_sample_dir,
     lines = [{"case_id": f"c{i}", "violation_type": "exposed_garbage", "decision": "rejected", "reason_code": code,
               "image": str(pic)} for i, (code, pic) in enumerate(zip(("privacy", "not_a_violation"), pics, strict=True))]
     result = from_cases_run(tmp_path, lines)
-    assert "(case c0): rejected as 'privacy': the object is real, not a hard negative: skipped" in result.stderr
+    assert ("(case c0): rejected as 'privacy': 涉及隐私，该图片不得用于训练 a reviewer judged the picture private: it must "
+            "not be used for training") in result.stderr and "the object is real" not in result.stderr, result.stderr
     assert {f.source for f in Dataset(tmp_path / "cases").files()} == {"cases c1"}
     assert [r.hard_negative for r in REASONS.values()].count(False) == 5
 

@@ -46,7 +46,7 @@ from detect.imageio import decode_image
 from detect.ocr import PLAIN_TEXT
 from detect.rules import RuleSettings
 from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, ViolationType, load_taxonomy
-from pipelines.cases.vocabulary import is_hard_negative
+from pipelines.cases.vocabulary import RejectReason, is_hard_negative
 from pipelines.retrain.check import Finding
 from pipelines.retrain.classes import ProjectClasses, load_classes
 from pipelines.retrain.dataset import Dataset, DatasetError, Item, format_label, write_dataset
@@ -177,6 +177,13 @@ def no_usable_cases(export: Path, findings: list[Finding]) -> DatasetError:
     return DatasetError(f"{export}: no usable reviewed cases ({len(findings)} lines skipped):{shown}{more}")
 
 
+REAL = "the object is real, not a hard negative"
+"""Why a rejection that says the object is real and only the case is not (legal, duplicate …) teaches nothing."""
+PRIVATE = ("涉及隐私，该图片不得用于训练 a reviewer judged the picture private: it must not be used for training, "
+           "and the rejection says nothing about what it shows")
+"""Why a privacy rejection (涉及隐私) is left out: not that the object is real, which it need not be."""
+
+
 def case_decision(case: dict) -> str:
     """The line's decision as POSITIVE/NEGATIVE spell it; another tool may write "Confirmed". ValueError when the line
     teaches nothing: any other decision (pending, a list, none), or a rejection whose reason code says the object is
@@ -186,7 +193,7 @@ def case_decision(case: dict) -> str:
         raise ValueError(f"decision {case.get('decision')!r} is not confirmed/approved/rejected: skipped")
     code = str(case.get("reason_code") or "").lower()
     if decision in NEGATIVE and not is_hard_negative(code):
-        raise ValueError(f"rejected as {code!r}: the object is real, not a hard negative: skipped")
+        raise ValueError(f"rejected as {code!r}: {PRIVATE if RejectReason(code) is RejectReason.PRIVACY else REAL}: skipped")
     return decision
 
 
