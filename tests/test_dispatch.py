@@ -1210,3 +1210,32 @@ def test_two_dispatcher_processes_never_send_a_case_twice(tmp_path, bus_event):
     logs = [(tmp_path / f"d{i}.log").read_text() for i in range(2)]
     assert all("delivered to dcm" in log for log in logs)
     store.close()
+
+
+@pytest.mark.parametrize("status", [500, 400])
+def test_a_platform_s_failure_text_is_logged_with_its_phone_numbers_masked(world, bus_event, caplog, status):
+    """A platform's error often echoes the description it was sent, with the numbers read from a posting; the
+    dispatcher logged it whole (an attempt failed at INFO, a parking at WARNING), every such number kept as long as the
+    log. The log writes them 139****5678 (`mask_phones`); the outbox keeps the text whole for staff to act on."""
+    import logging
+
+    store, evidence, spool = world
+    echo = json.dumps({"error": "描述含未脱敏号码：张贴小广告 联系电话 13912345678 / +8613800001234"}, ensure_ascii=False)
+    platform = Platform(lambda _: (status, {"Content-Type": "application/json"}, echo.encode()))
+    try:
+        [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "t", prefix=f"cam-echo-{status}")
+        config = DispatchConfig(targets={"t": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cn-dcm/cases",
+                                                           timeout_s=2, lookup=False)},
+                                retry=RetryPolicy(base_s=30, max_s=60), lease_s=5.0)
+        dispatcher = Dispatcher(store, evidence, config)
+        with caplog.at_level(logging.INFO, logger="pipelines.dispatch.dispatcher"):
+            stats = dispatcher.run_once()
+        dispatcher.close()
+    finally:
+        platform.stop()
+    assert (stats.retried, stats.parked) == ((1, 0) if status == 500 else (0, 1)), stats
+    logged = [r.getMessage() for r in caplog.records if case_id in r.getMessage()]
+    assert any("联系电话 139****5678 / +86138****1234" in line for line in logged), logged
+    assert not [line for line in logged if "13912345678" in line or "13800001234" in line], logged
+    [entry] = store.outbox_entries(case_id=case_id)
+    assert "13912345678" in (entry.last_error if status == 500 else entry.parked_reason), entry

@@ -42,6 +42,7 @@ from pipelines.cases.store import Case, CaseStore, OutboxEntry
 from pipelines.dispatch.adapters import Delivery, DeliveryError, Permanent, Transient, make_adapter
 from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy
 from pipelines.evidence_store import EvidenceStore, StorageError, content_type
+from pipelines.logs import mask_phones
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +244,13 @@ class Dispatcher:
             log.info("case %s delivered to %s as %s (attempt %d)", entry.case_id, entry.target, ref, entry.attempts + 1)
         if case.state is CaseState.REJECTED and case.dispatch_ref == ref:
             stats.errors.append(f"case {case.id}: {case.reason}")
-            log.warning("case %s: %s", case.id, case.reason)
+            log.warning("case %s: %s", case.id, mask_phones(case.reason or ""))
 
     def _failed(self, entry: OutboxEntry, exc: DeliveryError, breaker: CircuitBreaker, stats: PassStats,
                 now: datetime) -> None:
+        """Park or schedule the retry of a failed delivery. The platform's text is kept whole for staff (the outbox,
+        the case's reason) but logged through `mask_phones`: a platform's error often echoes the description sent,
+        with the numbers read from a posting, and a log keeps them for years."""
         attempt = entry.attempts + 1
         reason = f"{entry.target}: {exc}"
         stats.errors.append(f"case {entry.case_id}: {reason}")
@@ -254,7 +258,7 @@ class Dispatcher:
             breaker.success()  # they answered: the system is up, the request was wrong
             self.store.park(entry.id, str(exc), owner=self.owner)
             stats.parked += 1
-            log.warning("case %s parked: %s", entry.case_id, reason)
+            log.warning("case %s parked: %s", entry.case_id, mask_phones(reason))
             return
         self.last_failure[entry.target] = str(exc)
         if breaker.failure(now):
@@ -272,7 +276,7 @@ class Dispatcher:
             when = max(when, breaker.open_until)
         self.store.schedule_retry(entry.id, reason, when, owner=self.owner)
         stats.retried += 1
-        log.info("case %s attempt %d failed (%s); next at %s", entry.case_id, attempt, exc, when.isoformat())
+        log.info("case %s attempt %d failed (%s); next at %s", entry.case_id, attempt, mask_phones(str(exc)), when.isoformat())
 
     def _delivery(self, entry: OutboxEntry) -> Delivery:
         case = self.store.get(entry.case_id)
