@@ -14,13 +14,17 @@ import time
 from collections.abc import Callable
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
-_DIGIT_RUN = re.compile(r"\d{7,}")
+#: A run of 7 or more digits standing alone (a phone number, national or E.164, also after a URL-encoded `+`), not
+#: one inside a word: a case id (SW20261206-...), a platform's task number (DCM-20261206001) stay as they are.
+_DIGIT_RUN = re.compile(r"(?:(?<=%2B)|(?<![A-Za-z0-9_-]))\d{7,}(?![A-Za-z0-9_])")
 
 
 def mask_phones(text: str) -> str:
-    """`text` with each run of 7 or more digits (a phone number, national or E.164) written with the four digits before
-    its last four as `****` (`138****5678`, `+86138****5678`), as Chinese offices print a number: a log is read by
-    whoever runs the server, and keeps for years the numbers the call-out list (追呼/停机) holds for a while."""
+    """`text` with each run of 7 or more digits standing alone (a phone number, national or E.164; `_DIGIT_RUN`)
+    written with the four digits before its last four as `****` (`138****5678`, `+86138****5678`), as Chinese offices
+    print a number: a log is read by whoever runs the server, and keeps for years the numbers the call-out list
+    (追呼/停机) holds for a while. Digits inside an id (SW20261206-…, DCM-20261206001) are kept: the line must still
+    say which case."""
     return _DIGIT_RUN.sub(lambda m: f"{m[0][:-8]}****{m[0][-4:]}", text)
 
 

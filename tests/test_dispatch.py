@@ -1239,3 +1239,17 @@ def test_a_platform_s_failure_text_is_logged_with_its_phone_numbers_masked(world
     assert not [line for line in logged if "13912345678" in line or "13800001234" in line], logged
     [entry] = store.outbox_entries(case_id=case_id)
     assert "13912345678" in (entry.last_error if status == 500 else entry.parked_reason), entry
+
+
+def test_masking_a_log_line_s_phone_numbers_keeps_the_case_ids_and_task_numbers_in_it():
+    """`mask_phones` masked every run of 7 or more digits, so the lines it was put on to hide phone numbers lost what
+    they exist to trace: a case id SW20261206-… read SW****1206-…, a cn-dcm task number DCM-20261206001 read
+    DCM-202****6001. Numbers standing alone (after text, a colon, a URL-encoded +) are masked; digits inside an id are
+    kept."""
+    from pipelines.logs import mask_phones
+
+    line = ("case SW20261206-9595c82db800 parked: 500 {\"tel\": \"13912345678\"} 联系电话13912345678 / +8613812341234 "
+            "task DCM-20261206001 PUT /api/v1/callout/%2B8613912345678 q=13900000000&limit=5")
+    assert mask_phones(line) == (
+        "case SW20261206-9595c82db800 parked: 500 {\"tel\": \"139****5678\"} 联系电话139****5678 / +86138****1234 "
+        "task DCM-20261206001 PUT /api/v1/callout/%2B86139****5678 q=139****0000&limit=5")
