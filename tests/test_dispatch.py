@@ -1237,6 +1237,8 @@ def test_a_platform_s_failure_text_is_logged_with_its_phone_numbers_masked(world
     logged = [r.getMessage() for r in caplog.records if case_id in r.getMessage()]
     assert any("联系电话 139****5678 / +86138****1234" in line for line in logged), logged
     assert not [line for line in logged if "13912345678" in line or "13800001234" in line], logged
+    assert stats.errors and not [e for e in stats.errors if "13912345678" in e], stats.errors  # as dispatch run prints them
+    assert any("联系电话 139****5678" in e for e in stats.errors), stats.errors
     [entry] = store.outbox_entries(case_id=case_id)
     assert "13912345678" in (entry.last_error if status == 500 else entry.parked_reason), entry
 

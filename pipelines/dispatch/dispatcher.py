@@ -93,6 +93,7 @@ class PassStats:
     deferred: int = 0
     lost: int = 0  # entries whose lease ran out and went to another dispatcher before we sent them
     status_changes: int = 0
+    #: what went wrong, as `dispatch run` prints it (a journal keeps it as long as a log): phone numbers masked
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: PassStats) -> None:
@@ -243,7 +244,7 @@ class Dispatcher:
         else:
             log.info("case %s delivered to %s as %s (attempt %d)", entry.case_id, entry.target, ref, entry.attempts + 1)
         if case.state is CaseState.REJECTED and case.dispatch_ref == ref:
-            stats.errors.append(f"case {case.id}: {case.reason}")
+            stats.errors.append(f"case {case.id}: {mask_phones(case.reason or '')}")
             log.warning("case %s: %s", case.id, mask_phones(case.reason or ""))
 
     def _failed(self, entry: OutboxEntry, exc: DeliveryError, breaker: CircuitBreaker, stats: PassStats,
@@ -253,7 +254,7 @@ class Dispatcher:
         with the numbers read from a posting, and a log keeps them for years."""
         attempt = entry.attempts + 1
         reason = f"{entry.target}: {exc}"
-        stats.errors.append(f"case {entry.case_id}: {reason}")
+        stats.errors.append(f"case {entry.case_id}: {mask_phones(reason)}")
         if not exc.retry:
             breaker.success()  # they answered: the system is up, the request was wrong
             self.store.park(entry.id, str(exc), owner=self.owner)
@@ -327,7 +328,7 @@ class Dispatcher:
                         ref = resolved
                     status = adapter.status(self.clients[name], ref)
                 except DeliveryError as exc:
-                    stats.errors.append(f"case {case.id}: status poll: {exc}")
+                    stats.errors.append(f"case {case.id}: status poll: {mask_phones(str(exc))}")
                     continue
                 if status is not None and apply_status(self.store, case.id, status, actor=f"dispatch:{name}"):
                     stats.status_changes += 1
