@@ -147,6 +147,7 @@ def reference(tmp_path_factory, photos, onnx_detector):
     return out
 
 
+@pytest.mark.slow  # a two-node Ray cluster triaging photos (21 s in CI): the default suite's ~15-minute budget
 def test_triage_on_two_nodes_gives_the_single_process_records_report_and_groups(tmp_path, ray_cluster, photos, reference):
     """Resume included: a first run over part of the folder, then `--resume` over all of it."""
     out = tmp_path / "out"
@@ -220,6 +221,7 @@ def test_a_second_run_finds_its_actors_warm_and_idle_ones_give_way_to_other_sett
     assert {p.pid for p in _ray_processes("SeePhotos", ray_cluster)} == other  # the cold run's actors are gone, the warm ones stay
 
 
+@pytest.mark.slow  # a two-node Ray cluster started to be refused (8 s in CI): the default suite's ~15-minute budget
 def test_a_multi_node_run_pointed_at_sqlite_is_refused_with_the_reason(tmp_path, ray_cluster, photos):
     config = _settings(tmp_path / "settings.yaml", None, None, "unused")
     run = _cli(["triage", str(photos / "street"), "--out", str(tmp_path / "out"), "--config", str(config), "--cases",

@@ -69,6 +69,7 @@ return [document.documentElement.clientWidth, document.documentElement.scrollWid
 """
 
 
+@pytest.mark.slow  # every page laid out on a phone in Chromium (10 s in CI): the default suite's ~15-minute budget
 def test_every_page_fits_a_phone_and_its_buttons_a_finger(tmp_path, bus_jpg, bus_event):
     """The pages had no viewport setting, so a phone laid them out 980 px wide and shrank them to a third (text and
     buttons too small to read or tap); with one, the queue's two columns, the navigation bar, the upload page's
@@ -150,6 +151,7 @@ return [...document.querySelectorAll('form label')].flatMap((label) => {
 """
 
 
+@pytest.mark.slow  # the forms at an office width in Chromium (8 s in CI): the default suite's ~15-minute budget
 def test_a_label_and_its_field_share_a_line_on_an_office_screen(tmp_path, bus_jpg):
     """The queue's filters wrapped at 1366 px between 搜索 Search and its box, the words at the end of one line and the
     box at the start of the next (a list of types 540 px wide, for its longest name, pushed them there); on the map's
@@ -191,6 +193,7 @@ return [...document.querySelectorAll('.overlay svg rect, .overlay svg polygon')]
 OUTLINE_PX = 2  # an outline a reviewer sees on the photo at a glance
 
 
+@pytest.mark.slow  # the evidence image at three sizes in Chromium (9 s in CI): the default suite's ~15-minute budget
 def test_the_labels_and_outlines_on_the_evidence_image_are_seen_however_small_it_is_shown(tmp_path, bus_jpg, bus_event):
     """The labels of the evidence image's boxes and zones (bus 0.94) were drawn in the image's pixels and scaled with
     it: the 810 px photo shown about 340 px wide on a phone and 360 px on a 1366 px office screen (62 % of its height)

@@ -226,6 +226,7 @@ def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
     _wait(b, lambda d: queue_with("serious") == [case_id], "the queue filtered to serious cases to show ours")
 
 
+@pytest.mark.slow  # a place set in Chromium (8 s in CI): the default suite's ~15-minute budget
 def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_path, bus_jpg):
     """A WeChat photo's case has neither address nor coordinates, and the page had no way to add them, so no
     platform could send a handler: the detail says it has no place (未定位), takes 地址 and 经纬度, says a
@@ -271,6 +272,7 @@ def test_a_reviewer_adds_the_place_of_a_photo_without_gps_on_the_queue_page(tmp_
         assert (_case(served, case_id)["lon"], _case(served, case_id)["address"]) == (None, "杭州市西湖区文三路 90 号")
 
 
+@pytest.mark.slow  # the case form worked by keys in Chromium (9 s in CI): the default suite's ~15-minute budget
 def test_a_reviewer_works_the_case_form_by_keyboard(tmp_path, bus_jpg, bus_event):
     """Enter in the address field did nothing (保存修改 is four Shift+Tabs back) and Esc did not leave it, so the next
     j went into the address; an action re-drew the case and dropped the focus to the page, so a reviewer working by
@@ -322,6 +324,7 @@ def _a_case_shown_and_a_second_reviewer(tmp_path: Path, bus_jpg: Path, bus_event
         yield served, b, case_id, li
 
 
+@pytest.mark.slow  # two reviewers' pages in Chromium (7 s in CI): the default suite's ~15-minute budget
 def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_path, bus_jpg, bus_event):
     """王芳's page shows a case; 李四 edits it meanwhile. Her 保存修改 (changing the severity only) wrote back the
     description her page held, wiping his; it is refused, said in Chinese in the status line, and the page shows
@@ -345,6 +348,7 @@ def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_
         assert _case(served, case_id)["description"] == "三轮车占道，已拍照"
 
 
+@pytest.mark.slow  # a review round trip in Chromium (8 s in CI): the default suite's ~15-minute budget
 def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg, bus_event):
     """A reviewer who rejected a case by mistake had no way back: listing 已作废 cases, one rejected in review shows
     重新打开 with a reason box (refused without a reason), and reopening puts it back in the queue; one withdrawn by
@@ -386,6 +390,7 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
         assert (reopened["state"], reopened["review_decision"]) == ("candidate", None)
 
 
+@pytest.mark.slow  # a case's history read in Chromium (8 s in CI): the default suite's ~15-minute budget
 def test_the_queue_page_shows_a_case_s_history_and_revisions_on_the_city_s_clock(tmp_path, bus_jpg, bus_event):
     """The detail showed a case's facts but not how it got there: who rejected it and why, who reopened it, who changed
     its type from what. It lists the state changes (时间, 操作人, 状态 from → to, 原因) and the revisions (field from → to),
@@ -430,6 +435,7 @@ def test_the_queue_page_shows_a_case_s_history_and_revisions_on_the_city_s_clock
         assert [th.text for th in b.find_elements(By.CSS_SELECTOR, "#history th")] == ["时间 Time", "操作人 By", "状态 State", "原因 Reason"]
 
 
+@pytest.mark.slow  # a queue of hundreds of cases paged through in Chromium (12 s in CI): the default suite's ~15-minute budget
 def test_a_long_queue_is_paged_and_every_case_can_be_reached(tmp_path, bus_jpg):
     """A morning's 201 photo cases: the page listed the newest 200 and said 201 件, with no way to the oldest. It
     says which of them it lists, 下一页 lists the rest (the oldest), and once that page's last case is reviewed the
@@ -509,6 +515,7 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
         b.switch_to.window(page)
 
 
+@pytest.mark.slow  # an upload judged and shown in Chromium (9 s in CI): the default suite's ~15-minute budget
 def test_upload_page_counts_groups_as_groups_when_no_case_is_written(tmp_path, bus_jpg):
     """The progress line counted the job's groups as '件案件 cases', so a service writing no cases
     (service.triage.cases: false, or no evidence key) said '1 件案件 cases' of a job that wrote none."""
@@ -774,6 +781,7 @@ def _upload_another(served, photo, jobs: int) -> str:
     return b.find_element(By.ID, "job-text").text
 
 
+@pytest.mark.slow  # an upload judged and shown in Chromium (8 s in CI): the default suite's ~15-minute budget
 def test_upload_page_says_what_became_of_the_evidence_spool(tmp_path, bus_jpg, zidane_jpg):
     """A job's summary says how many bundles earlier jobs left in the spool (storage was down) it stored and how many
     still wait; the page showed neither, so staff took a quiet job for evidence safely stored."""
