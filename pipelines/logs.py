@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
-#: A run of 7 or more digits standing alone (a phone number, national or E.164, also after a URL-encoded `+`), not
-#: one inside a word: a case id (SW20261206-...), a platform's task number (DCM-20261206001) stay as they are.
-_DIGIT_RUN = re.compile(r"(?:(?<=%2B)|(?<![A-Za-z0-9_-]))\d{7,}(?![A-Za-z0-9_])")
+#: A run of 7 or more digits standing alone (a phone number, national or E.164, also after a URL-encoded `+` or an
+#: area code and a hyphen: 021-61234567), not one inside a word: a case id (SW20261206-...), a platform's task number
+#: (DCM-20261206001) stay as they are.
+_DIGIT_RUN = re.compile(r"(?:(?<=%2B)|(?<=\d-)|(?<![A-Za-z0-9_-]))\d{7,}(?![A-Za-z0-9_])")
 
 
 def mask_phones(text: str) -> str:

@@ -1251,7 +1251,7 @@ def test_masking_a_log_line_s_phone_numbers_keeps_the_case_ids_and_task_numbers_
     from pipelines.logs import mask_phones
 
     line = ("case SW20261206-9595c82db800 parked: 500 {\"tel\": \"13912345678\"} 联系电话13912345678 / +8613812341234 "
-            "task DCM-20261206001 PUT /api/v1/callout/%2B8613912345678 q=13900000000&limit=5")
+            "task DCM-20261206001 PUT /api/v1/callout/%2B8613912345678 q=13900000000&limit=5 座机 021-61234567")
     assert mask_phones(line) == (
         "case SW20261206-9595c82db800 parked: 500 {\"tel\": \"139****5678\"} 联系电话139****5678 / +86138****1234 "
-        "task DCM-20261206001 PUT /api/v1/callout/%2B86139****5678 q=139****0000&limit=5")
+        "task DCM-20261206001 PUT /api/v1/callout/%2B86139****5678 q=139****0000&limit=5 座机 021-****4567")
