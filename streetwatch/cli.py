@@ -80,7 +80,7 @@ def _user_error(exc: Exception) -> str | None:
     somewhere the user named, and the path with the system's reason says what to change. A case store
     that cannot be opened (cases.url: a server down, a SQLite path that cannot be opened) fails every
     command that opens it, and its URL (password masked) with the driver's reason says what to check; so does one
-    whose schema this version will not migrate (newer than this code, or data the new schema cannot hold), and one
+    whose schema this version will not migrate (at a revision it does not know, or data the new schema cannot hold), and one
     whose disk is full (where to free space). A module of an extra not installed (uvicorn for `serve`, ultralytics
     for `models export`) names the extra to install."""
     if isinstance(exc, ModuleNotFoundError) and exc.name and (line := missing_extra(exc.name)):

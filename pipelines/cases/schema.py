@@ -7,8 +7,8 @@ The tables below are the newest schema; each change to them comes with an Alembi
 `migrations/versions/` that brings an older database to the same shape (a test compares the two on
 SQLite and PostgreSQL). `migrate()` runs whenever a `CaseStore` opens: a new database is built by
 the revisions from the first one on, a database of the first release (hand-written migrations,
-`schema_version` 1) is stamped at its revision and upgraded, and a database newer than this code is
-refused. To change the schema: edit the tables AND add a revision
+`schema_version` 1) is stamped at its revision and upgraded, and a database at a revision this code does not know
+(a newer release's, or another build's: Alembic cannot tell which) is refused. To change the schema: edit the tables AND add a revision
 (`alembic -c pipelines/cases/alembic.ini -x url=sqlite:///dev.db revision --autogenerate -m "..."`).
 """
 
@@ -293,8 +293,9 @@ def _migrate(conn: Connection) -> str | None:
             try:
                 ScriptDirectory.from_config(cfg).get_revision(before)
             except CommandError:
-                raise SchemaRefused(f"schema at revision {before}, newer than this code ({newest}): upgrade streetwatch "
-                                    "to the release that upgraded the store (nothing was changed)") from None
+                raise SchemaRefused(f"schema at revision {before}, unknown to this release (its newest: {newest}): "
+                                    "written by a newer release or by another build; run the streetwatch that last "
+                                    "opened the store (nothing was changed)") from None
         if before == newest:
             return before
     elif "schema_version" in tables:  # the first release's hand-written versioning
