@@ -190,3 +190,44 @@ def test_a_token_given_an_expiry_is_refused_after_it_saying_when(tmp_path):
         assert client.get("/api/v1/cases", headers=auth(renewed)).status_code == 200
     refused = users("add", "王芳", "--role", "reviewer")  # one that still works is not replaced
     assert refused.exit_code == 2 and "user '王芳' already has an active token (revoke it first" in refused.output
+
+
+def test_revision_0004_downgrades_to_0003_and_upgrades_again_keeping_tokens_and_audit(empty_url):  # noqa: F811
+    """0004 had no downgrade, so a store could not be taken back to the release before it. Down to 0003 the tables are
+    as that release made them, its code reading their tokens and audit records; a token given an expiry, which that
+    release would keep valid for ever, is revoked; upgraded again, the store has the current tables and every row."""
+    from pipelines.cases import CaseStore
+    from tests.test_case_store import _draft
+
+    store = CaseStore(empty_url)
+    case = _draft(store, 1)
+    store.close()
+    accounts = Accounts(empty_url)
+    _, kept = accounts.add("王芳", "reviewer")
+    _, expiring = accounts.add("赵六", "inspector", timedelta(days=90))
+    with accounts.recorded(accounts.authenticate(kept), "approve", case.id, {"note": "占道经营"}):
+        pass
+    accounts.engine.dispose()
+
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        command.downgrade(schema.alembic_config(conn), "0003")
+        assert schema.current_revision(conn) == "0003"
+        assert "expires_at" not in {c["name"] for c in sa.inspect(conn).get_columns("api_tokens")}
+        assert "uq_api_tokens_live_name" not in {i["name"] for i in sa.inspect(conn).get_indexes("api_tokens")}
+    engine.dispose()
+    old = accounts_v1.Accounts(empty_url)  # the release before reads them
+    assert old.authenticate(kept).name == "王芳" and old.authenticate(expiring) is None
+    assert [(r["actor"], r["action"], r["details"]) for r in old.audit_records(case.id)] == [
+        ("王芳", "approve", {"note": "占道经营"})]
+    old.engine.dispose()
+
+    store = CaseStore(empty_url)  # upgraded again by opening it
+    assert store.get(case.id).violation_id == case.violation_id
+    store.close()
+    assert _schema_differences(empty_url) == []
+    accounts = Accounts(empty_url)
+    assert accounts.authenticate(kept).name == "王芳" and accounts.authenticate(expiring) is None
+    assert [(t.name, t.revoked_at is not None) for t in accounts.list(include_revoked=True)] == [("王芳", False), ("赵六", True)]
+    assert len(accounts.audit_records(case.id)) == 1
+    accounts.engine.dispose()

@@ -7,12 +7,18 @@ a database made then is brought here to the same shape: a new database gets both
 index on the names of live (unrevoked) tokens, unless two `users add` of one name raced and left it two live
 tokens, which this refuses naming them (the database could not hold both).
 
+Downgraded (to go back to the release before), the two tables stay as that release's `create_all` made them, their
+tokens and audit records kept: the index and `expires_at` go. That release never reads an expiry, so a token given
+one would stay valid for ever there: each is revoked first, at its expiry if that has passed, else now.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-10
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -79,3 +85,15 @@ def _refuse_names_with_two_live_tokens() -> None:
         f"(one per name): {listed}. Keep the one each user holds and revoke the others in the database, e.g. keeping "
         f"the last one issued: UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id IN ({older}); then run the "
         "command again")
+
+
+def downgrade() -> None:
+    conn = op.get_bind()
+    now = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as the columns hold it
+    conn.execute(sa.text("UPDATE api_tokens SET revoked_at = expires_at "
+                         "WHERE revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now"), {"now": now})
+    conn.execute(sa.text("UPDATE api_tokens SET revoked_at = :now WHERE revoked_at IS NULL AND expires_at IS NOT NULL"),
+                 {"now": now})
+    op.drop_index("uq_api_tokens_live_name", table_name="api_tokens")
+    with op.batch_alter_table("api_tokens") as batch:
+        batch.drop_column("expires_at")
