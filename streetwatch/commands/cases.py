@@ -1,5 +1,5 @@
-"""`streetwatch cases list|show|export|backup`: what the case store holds, for people, the demo and spreadsheets, and
-a copy of it to restore from."""
+"""`streetwatch cases list|show|export|backup|copy`: what the case store holds, for people, the demo and spreadsheets, a
+copy of it to restore from, and the whole store moved into another database (SQLite to PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -115,6 +115,39 @@ def register(app: typer.Typer) -> None:
         except BackupError as exc:
             fail(str(exc))
         typer.echo(f"wrote {out}: {count} case{'' if count == 1 else 's'}")
+
+    @cases.command("copy")
+    def copy(
+        source: Annotated[str, typer.Argument(help="The store to copy: its URL (sqlite:///cases.db) or a SQLite file's path; at this release's revision.")],
+        target: Annotated[str, typer.Argument(help="The database to copy it into, empty: postgresql+psycopg://user@host/db, a sqlite:/// URL or a path.")],
+    ) -> None:
+        """Copy a case store whole into an empty database, e.g. a SQLite pilot's cases.db into PostgreSQL: every table,
+        in one transaction on TARGET (built by the store's own migrations), row counts checked; stop everything that
+        writes SOURCE first (docs/cases-and-dispatch.md)."""
+        from sqlalchemy.exc import ArgumentError
+
+        from pipelines.cases.transfer import CopyRefused, copy_store, shown, store_url
+
+        urls = []
+        for name, given in (("SOURCE", source), ("TARGET", target)):
+            try:
+                urls.append(store_url(given))
+            except ArgumentError as exc:
+                fail(f"{name} {given!r}: not a store URL nor a SQLite path ({exc})")
+        reported: dict[str, int] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            """A line per table, and every 10 batches within a long one, on stderr (stdout keeps the summary)."""
+            if done == total or done - reported.get(table, 0) >= 10_000:
+                reported[table] = done
+                typer.echo(f"  {table}: {done}/{total} rows", err=True)
+
+        try:
+            summary = copy_store(*urls, progress=progress)
+        except CopyRefused as exc:
+            fail(str(exc))
+        typer.echo(f"copied {shown(urls[0])} to {shown(urls[1])}: {summary.tables} tables, {summary.rows} rows "
+                   f"({summary.counts['cases']} cases)")
 
     @cases.command("export")
     def export(
