@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import REPO
 
@@ -84,3 +85,64 @@ def test_registry_dir_skips_a_model_folder_that_cannot_be_written(installed, tmp
     with pytest.raises(PermissionError, match="no writable model folder: .*a-file/models, .*work/models cannot be"):
         registry_dir()
     assert not (installed / "registry").exists()
+
+
+def _copy_card(installed: Path, folder: Path, verifier_id: str) -> None:
+    """The shipped street-v7 card and heads copied into `folder` under another id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    card = (installed / "verifiers" / "street-v7.yaml").read_text(encoding="utf-8")
+    (folder / f"{verifier_id}.yaml").write_text(card.replace("id: street-v7", f"id: {verifier_id}"), encoding="utf-8")
+    shutil.copy2(installed / "verifiers" / "street-v7.npz", folder / "street-v7.npz")
+
+
+def test_a_promotion_an_unwritable_folder_read_first_would_outvote_is_refused_naming_it(installed, tmp_path, monkeypatch):
+    """An admin's $STREETWATCH_MODELS this user may not write, whose promoted.yaml names street-v7: promoting another
+    verifier wrote ./models/verifiers/promoted.yaml, which the reader never reached, and said "promoted"; it is refused
+    naming the record that outvotes it, nothing written. Promoting the verifier that record names is in effect already."""
+    import detect.registry
+    from detect.verifier import VerifierError, promote_verifier, promoted_id
+    from streetwatch.cli import app
+
+    locked = tmp_path / "locked"
+    (locked / "verifiers").mkdir(parents=True)
+    (locked / "verifiers" / "promoted.yaml").write_text("id: street-v7\n", encoding="utf-8")
+    may_write = detect.registry._may_write  # root may write anywhere: the folder's owner is another user
+    monkeypatch.setattr(detect.registry, "_may_write", lambda folder: folder != locked and may_write(folder))
+    monkeypatch.setenv("STREETWATCH_MODELS", str(locked))
+    _copy_card(installed, Path.cwd() / "models" / "verifiers", "mine")
+    assert promoted_id() == "street-v7"
+
+    with pytest.raises(VerifierError, match=rf"{locked}/verifiers/promoted.yaml promotes street-v7 and is read before "
+                                            rf".*work/models/verifiers/promoted.yaml.*would change nothing"):
+        promote_verifier("mine")
+    assert promoted_id() == "street-v7" and not (Path.cwd() / "models" / "verifiers" / "promoted.yaml").exists()
+    result = CliRunner().invoke(app, ["verifier", "promote", "mine"])
+    assert result.exit_code != 0 and "promoted mine" not in result.output
+    assert "set $STREETWATCH_MODELS to a folder you may write" in " ".join(result.output.split())
+    assert promote_verifier("street-v7")[0] == locked / "verifiers" / "promoted.yaml"
+    assert not (Path.cwd() / "models" / "verifiers" / "promoted.yaml").exists()
+
+
+def test_a_promotion_into_a_folder_read_first_still_takes_effect(installed, tmp_path, monkeypatch):
+    """The refusal is only for a record read first: with a writable $STREETWATCH_MODELS before ./models, whose record
+    names another verifier, the promotion is written there and read."""
+    from detect.verifier import promote_verifier, promoted_id
+
+    mine = tmp_path / "mine"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(mine))
+    _copy_card(installed, Path.cwd() / "models" / "verifiers", "city-v1")
+    (Path.cwd() / "models" / "verifiers" / "promoted.yaml").write_text("id: city-v1\n", encoding="utf-8")
+    _copy_card(installed, mine / "verifiers", "mine")
+    assert promote_verifier("mine")[0] == mine / "verifiers" / "promoted.yaml" and promoted_id() == "mine"
+
+
+def test_a_broken_promoted_record_is_refused_naming_it(installed, tmp_path):
+    """A promoted.yaml an editor broke is one line naming it and why (config_io's reader), not a YAML traceback."""
+    from streetwatch.cli import app
+
+    record = Path.cwd() / "models" / "verifiers" / "promoted.yaml"
+    record.parent.mkdir(parents=True)
+    record.write_text("id: [street-v7\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["verifier", "show"])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert f"{record}: not valid YAML" in result.output

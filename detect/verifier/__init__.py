@@ -4,16 +4,15 @@ Cards and heads live in `verifiers/` of each model folder (`detect.registry.mode
 `models/verifiers/` (ours, trained from labelled street photos with `streetwatch verifier train`, shipped in the wheel
 too), or that of any folder of `$STREETWATCH_MODELS` or `./models`. `promoted.yaml` in the first of those folders
 that has one names the default one (`verifier promote` writes it into the first writable model folder, never the
-wheel's copy in site-packages); `--verifier none` turns it off.
+wheel's copy in site-packages, and refuses when a record in a folder read before that one names another verifier);
+`--verifier none` turns it off.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from detect.config_io import write_text_atomic
+from detect.config_io import ConfigError, read_mapping, write_text_atomic
 from detect.verifier.heads import HeadsCard, HeadSet, VerifierError
 from detect.verifier.verifier import Verdicts, Verifier, evidence, verified_class
 
@@ -40,14 +39,21 @@ what to do."""
 
 
 def promoted_id() -> str | None:
-    for folder in verifier_dirs():
-        f = folder / PROMOTED
-        if f.is_file():
-            data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-            if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-                raise VerifierError(f"{f}: expected `id: <verifier id>`")
-            return data["id"]
-    return None
+    """The id `promoted.yaml` in the first of `verifier_dirs` that has one names; None when none does."""
+    record = next((f for f in (d / PROMOTED for d in verifier_dirs()) if f.is_file()), None)
+    return None if record is None else _record_id(record)
+
+
+def _record_id(record: Path) -> str:
+    """The id a `promoted.yaml` names; a file that is not YAML, or names none, is refused naming it (config_io's
+    reader, as every other file the project reads)."""
+    try:
+        data = read_mapping(record)
+    except ConfigError as exc:
+        raise VerifierError(str(exc)) from None
+    if not isinstance(data.get("id"), str):
+        raise VerifierError(f"{record}: expected `id: <verifier id>`")
+    return data["id"]
 
 
 def find_card(verifier: str | Path | None = None) -> Path:
@@ -75,19 +81,34 @@ def load_verifier(verifier: str | Path | None = None, known_types: set[str] | No
     return Verifier(HeadSet.load(find_card(verifier), known_types))
 
 
+def _read_before(target: Path) -> Path | None:
+    """The `promoted.yaml` in a verifier folder read before `target`'s, which outvotes a record written to `target`."""
+    dirs = verifier_dirs()
+    return next((d / PROMOTED for d in dirs[:dirs.index(target.parent)] if (d / PROMOTED).is_file()), None)
+
+
 def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
     """Record `verifier_id` as the promoted verifier; the record's path and the card (loaded with its heads first: a
     card whose heads cannot load is refused and nothing is written).
 
     The record goes into the first writable model folder, read before the project's and the wheel's copy, wherever
     the card lives: written beside a card in the project's folder, it lost to a record in `$STREETWATCH_MODELS` and
-    changed nothing; written into site-packages, a reinstall would undo it.
+    changed nothing; written into site-packages, a reinstall would undo it. A record in a folder read before that one
+    (an unwritable `$STREETWATCH_MODELS`) would outvote it: then nothing is written and the error names that record,
+    where the promotion used to be written, reported, and ignored.
     """
     from detect.registry import writable_models_dir
 
     card = find_card(verifier_id)
     heads = HeadSet.load(card)
     target = writable_models_dir() / "verifiers" / PROMOTED
+    if (record := _read_before(target)) is not None:
+        if (current := _record_id(record)) == verifier_id:  # already in effect: nothing to write
+            return record, heads.card
+        raise VerifierError(
+            f"{record} promotes {current} and is read before {target}, where this user may write, so promoting "
+            f"{verifier_id} there would change nothing: have that file's owner write `id: {verifier_id}` in it (or remove "
+            "it), or set $STREETWATCH_MODELS to a folder you may write, which is read first")
     target.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(target, f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n")
     return target, heads.card
