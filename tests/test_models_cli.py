@@ -599,3 +599,28 @@ def test_detect_names_an_onnx_file_onnx_runtime_cannot_load(tmp_path, bus_jpg, o
     result = runner.invoke(app, ["detect", str(bus_jpg), "--model", str(broken)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{broken}: ONNX Runtime cannot load this model" in result.stderr
+
+
+@pytest.mark.parametrize("size", [0, 100_000], ids=["empty", "truncated"])
+def test_a_verifier_on_an_efficientnet_export_onnx_runtime_cannot_load_names_it(tmp_path, bus_jpg, onnx_detector, size,
+                                                                                   monkeypatch):
+    """The EfficientNet-Lite0 backbone opened its export with a bare InferenceSession: a damaged file gave ONNX
+    Runtime's traceback; one line naming the file, the reason and how to get a good one, as the detector's."""
+    from detect.verifier.backbones import EFFICIENTNET_CHANNELS
+    from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec
+
+    models = tmp_path / "models"
+    (models / "verifiers").mkdir(parents=True)
+    broken = models / "efficientnet-lite0-features.onnx"
+    broken.write_bytes(onnx_detector.model_path.read_bytes()[:size])
+    dim = EFFICIENTNET_CHANNELS
+    card = HeadsCard(id="eff", backbone="efficientnet-lite0", feature_dim=dim, weights="eff.npz",
+                     heads={"street_stall": HeadSpec(region="tiles", intercept=0.0, threshold=0.5)})
+    HeadSet(card, {}).save(models / "verifiers" / "eff.yaml", {"street_stall/mean": np.zeros(dim),
+                                                              "street_stall/scale": np.ones(dim), "street_stall/coef": np.ones(dim)})
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    result = runner.invoke(app, ["detect", str(bus_jpg), "--verifier", "eff"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = " ".join(result.stderr.split())
+    assert f"{broken}: ONNX Runtime cannot load this model" in line
+    assert "delete it and efficientnet-lite0 is exported again on its next use" in line

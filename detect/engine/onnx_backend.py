@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
 
 from detect.engine.base import Detector, DetectorConfigError
 from detect.engine.postprocess import RawBoxHead
+from detect.onnx_session import open_session as _open_session
 from detect.verifier.neck import FEATURES_OUTPUT
 
 _PROVIDERS = {
@@ -25,21 +25,12 @@ def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-_LOAD_ERRORS = (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile)
-"""What ONNX Runtime raises for a file it cannot load (its pybind errors share no base but Exception)."""
-
-
 def open_session(path: Path, opts: ort.SessionOptions | None = None,
                  providers: list[str] | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime session on `path`; a file ONNX Runtime cannot load (empty, truncated by a copy, not ONNX)
-    raises `DetectorConfigError` naming it, where `detect --model broken.onnx` printed ONNX Runtime's traceback."""
-    try:
-        return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-    except _LOAD_ERRORS as exc:
-        reason = str(exc).split(" failed:", 1)[-1].strip() or type(exc).__name__
-        raise DetectorConfigError(
-            f"{path}: ONNX Runtime cannot load this model ({reason}); if the file is damaged, copy it again or export "
-            "it again (`streetwatch models export --model ID --format onnx`)") from None
+    """A detector's ONNX Runtime session on `path`; a file ONNX Runtime cannot load (empty, truncated by a copy, not
+    ONNX) raises `DetectorConfigError` naming it, where `detect --model broken.onnx` printed ONNX Runtime's traceback."""
+    return _open_session(path, opts, providers, error=DetectorConfigError, remedy=(
+        "if the file is damaged, copy it again or export it again (`streetwatch models export --model ID --format onnx`)"))
 
 
 def parse_names(meta: dict[str, str], path: Path) -> dict[int, str]:

@@ -65,12 +65,16 @@ class EfficientNetLite0:
     def __init__(self, onnx_path: Path | None = None, side: int = EFFICIENTNET_SIDE, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        from detect.onnx_session import open_session
+
         path = onnx_path or efficientnet_onnx()
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = open_session(path, opts, error=VerifierError, remedy=(
+            f"if the file is damaged, delete it and {EFFICIENTNET} is exported again on its next use (the torch extra: "
+            "pip install 'streetwatch[torch]'), or copy it again"))
         self.input = self.session.get_inputs()[0].name
         self.side = side
 
