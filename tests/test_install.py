@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,22 +21,73 @@ def _committed(folder: str) -> list[str]:
     return out.stdout.split()
 
 
-def test_the_wheel_ships_the_committed_cards_and_verifier_heads_not_a_models_package(tmp_path):
-    """A deployer who installs the wheel judges with the same default verifier as a checkout: every committed file of
-    models/ (cards, heads, promoted.yaml) is in it as streetwatch_models/, and no top-level `models` package is."""
-    src = tmp_path / "src"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel pip builds from our sdist, as a deployer's pip install of the sdist (or a mirror holding only it)
+    does: the committed files of a clone made into an sdist (setuptools' PEP 517 hook, which `python -m build --sdist`
+    calls), and the wheel built from that sdist alone. Only a wheel built from the checkout was checked, so a file the
+    sdist left out would have shipped in no install from it."""
+    tmp = tmp_path_factory.mktemp("dist")
+    src = tmp / "src"
     for name in _committed("."):
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, src / name)
+    sdist = subprocess.run([sys.executable, "-c", "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))",
+                            str(tmp / "sdist")], capture_output=True, text=True, cwd=src, timeout=300)
+    assert sdist.returncode == 0, sdist.stderr
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp / "dist"), str(tmp / "sdist" / sdist.stdout.split()[-1])],
+                           capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
-    [wheel] = (tmp_path / "dist").glob("streetwatch-*.whl")
+    [built] = (tmp / "dist").glob("streetwatch-*.whl")
+    return built
+
+
+def test_the_wheel_ships_the_committed_cards_and_verifier_heads_not_a_models_package(wheel):
+    """A deployer who installs the wheel judges with the same default verifier as a checkout: every committed file of
+    models/ (cards, heads, promoted.yaml) is in it as streetwatch_models/, and no top-level `models` package is; so are
+    the committed files of the packages the code reads (pages, migrations, schemas, taxonomy), all through the sdist."""
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {n.removeprefix("streetwatch_models/") for n in names if n.startswith("streetwatch_models/")}
     assert shipped == {n.removeprefix("models/") for n in _committed("models")}
     assert {"verifiers/promoted.yaml", "verifiers/street-v7.npz", "cards/yolo11n.yaml"} <= shipped
     assert not [n for n in names if n.startswith("models/")]
+    packages = [n for n in _committed(".") if n.split("/")[0] in ("detect", "pipelines", "api", "streetwatch")]
+    assert [n for n in packages if n not in names and not n.endswith("README.md")] == []
+
+
+@pytest.mark.slow  # a fresh virtualenv with the wheel installed, and four runs of it
+def test_the_wheel_built_from_the_sdist_runs_in_a_fresh_virtualenv(wheel, tmp_path):
+    """Installed with --no-deps into a fresh virtualenv (the dependencies from this one's site-packages, read after its
+    own), from an empty folder: the console script answers --help, the promoted verifier's card and heads load from
+    the install's streetwatch_models, and a new case store migrates to the newest revision."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    (purelib / "zz-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                              "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    (tmp_path / "empty").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STREETWATCH_MODELS")}
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=tmp_path / "empty", env=env,
+                              timeout=300)
+
+    helped = run(venv / "bin" / "streetwatch", "--help")
+    assert helped.returncode == 0 and "Usage: streetwatch" in helped.stdout, helped.stderr
+    shown = run(venv / "bin" / "streetwatch", "verifier", "show")
+    assert shown.returncode == 0 and "verifier street-v7: backbone yolo11n-neck at input 640" in shown.stdout, shown.stderr
+    found = run(python, "-c", "from detect.verifier import find_card; print(find_card())")
+    assert found.stdout.strip() == str(purelib / "streetwatch_models" / "verifiers" / "street-v7.yaml"), found.stderr
+    migrated = run(python, "-c", "import sqlalchemy as sa; from pipelines.cases.schema import current_revision, head, migrate\n"
+                                 "with sa.create_engine('sqlite:///cases.db').begin() as c: migrate(c); print(current_revision(c), head())")
+    assert migrated.returncode == 0 and migrated.stdout.split() == ["0006", "0006"], migrated.stderr
 
 
 @pytest.fixture
