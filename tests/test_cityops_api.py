@@ -379,6 +379,8 @@ def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F81
                                                                         "track": ("轨迹.gpx", b"not xml", "application/gpx+xml")}).json()
     job, badgps = _finished(client, inspector, job, badgps)
     assert job["state"] == "done", job
+    for ended in (job, badgps):  # the record a job ends with kept when it started (it was lost, null once finished)
+        assert ended["started_at"] and ended["started_at"] <= ended["finished_at"], ended
     assert job["summary"]["frames"] == 15 and job["summary"]["groups"] >= 1 and job["summary"]["cases"]
     # its cases name the video as uploaded (the stored file is video.mp4 for every upload: all were 'patrol:video')
     assert {app.state.ctx.store.get(c).source_id for c in job["summary"]["cases"]} == {"patrol:巡查 0310"}

@@ -627,7 +627,8 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
 
     out = folder / "out"
     shown = _as_uploaded(folder, job, ctx.settings)
-    write_job(folder, {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()})
+    job = {**job, "state": "running", "started_at": datetime.now(UTC).isoformat()}  # the record it ends with keeps it
+    write_job(folder, job)
 
     def end(**values: Any) -> None:  # as a photo upload's job ends: its count of frames judged kept in its record
         write_job(folder, finished_record(ctx.jobs.records, out / RESULTS, {**job, **values}))
