@@ -21,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from detect.config_io import ConfigError, load_model
 from detect.frames import GeoPoint
 from detect.grades import apply_grades, load_grades
-from detect.scenes import TimeZoneName, ZoneRules, check_types, checked_shape, follow_zone, refusal
+from detect.scenes import TimeZoneName, ZoneRules, check_zones, checked_shape, follow_zone, refusal
 from detect.taxonomy import Taxonomy, load_taxonomy
 
 
@@ -94,7 +94,7 @@ def load_city_zones(path: str | Path, taxonomy: Taxonomy | None = None, timezone
     follow_zone(data, timezone)
     taxonomy = taxonomy or load_taxonomy()
     zones = [f.properties for f in data.features]
-    check_types(zones, taxonomy, str(path), "features.{i}.properties")
+    check_zones(zones, taxonomy, str(path), "features.{i}.properties")
     if any(z.grade for z in zones):
         apply_grades(zones, load_grades(grades_file(data, path), taxonomy), str(path), "features.{i}.properties")
     return CityZones(data)

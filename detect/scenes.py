@@ -32,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from detect import fields
-from detect.config_io import ConfigError, ConfigModel, FieldError, load_model
+from detect.config_io import ZH_EN, ConfigError, ConfigModel, FieldError, load_model
 from detect.grades import Grades, apply_grades, load_grades
 from detect.taxonomy import (
     Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, default_taxonomy, load_taxonomy,
@@ -279,16 +279,6 @@ class Scene(ConfigModel):
     )
     zones: list[Zone] = Field(default_factory=list, title="Zones", description="Zones of the image.")
 
-    @field_validator("zones")
-    @classmethod
-    def _unique_zone_ids(cls, zones: list[Zone]) -> list[Zone]:
-        seen: set[str] = set()
-        for zone in zones:
-            if zone.id in seen:
-                raise ValueError(f"duplicate zone id {zone.id!r}")
-            seen.add(zone.id)
-        return zones
-
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -296,6 +286,32 @@ class Scene(ConfigModel):
     def local_time(self, ts: datetime) -> datetime:
         """A UTC-aware timestamp in the camera's local time (what schedules are written in)."""
         return ts.astimezone(self.tz)
+
+
+def check_zones(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_template: str = "zones.{i}") -> None:
+    """What zones (a scene's, a map-zones file's) must pass beyond their model: ids of their own (`check_unique_ids`)
+    and violation types the taxonomy knows (`check_types`), each refusal naming its field (`FieldError`)."""
+    check_unique_ids(zones, source, field_template)
+    check_types(zones, taxonomy, source, field_template)
+
+
+def check_unique_ids(zones: list[ZoneRules], source: str, field_template: str = "zones.{i}") -> None:
+    """Refuse a zone whose id an earlier zone has, naming its id field and both zones by position and name: a case,
+    a warning and the rules name a zone by its id, so of two zones drawn with one id only one was ever found, the
+    other silently never used."""
+    def named(k: int, zh: bool = False) -> str:  # `zones.0 (北门)`, in Chinese `zones.0（北门）`
+        name = zones[k].name
+        return field_template.format(i=k) + ("" if not name else f"（{name}）" if zh else f" ({name})")
+
+    first: dict[str, int] = {}
+    for i, zone in enumerate(zones):
+        j = first.setdefault(zone.id, i)
+        if j != i:
+            raise FieldError(source, f"{field_template.format(i=i)}.id",
+                             f"区域编号 {zone.id!r} 重复：{named(j, zh=True)} 与 {named(i, zh=True)}；案件按编号找区域，"
+                             f"其中一个将永远用不上，请为每个区域另起编号{ZH_EN}zone id {zone.id!r} is used twice: by "
+                             f"{named(j)} and {named(i)}; cases and rules find a zone by its id, so one of the two would "
+                             "never be used: give each zone an id of its own")
 
 
 def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_template: str = "zones.{i}") -> None:
@@ -310,11 +326,11 @@ def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_t
 
 
 def check_scene(scene: Scene, source: str, taxonomy: Taxonomy | None = None, grades: Grades | None = None) -> Scene:
-    """What a scene must pass beyond its model: violation types the taxonomy knows, and road grades the grades file
-    has (`grades`: default the shipped file), folded into the zones here. A scene file at start-up and a scene written
+    """What a scene must pass beyond its model: zones of their own ids and violation types the taxonomy knows
+    (`check_zones`), and road grades the grades file has (`grades`: default the shipped file), folded into the zones here. A scene file at start-up and a scene written
     through the API pass this one check, so the API never saves a scene the watcher then refuses."""
     taxonomy = taxonomy or load_taxonomy()
-    check_types(scene.zones, taxonomy, source)
+    check_zones(scene.zones, taxonomy, source)
     if any(z.grade for z in scene.zones):
         apply_grades(scene.zones, grades or load_grades(taxonomy=taxonomy), source)
     return scene

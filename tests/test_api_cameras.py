@@ -238,6 +238,8 @@ def test_a_scene_check_the_model_cannot_make_names_its_field_as_the_model_does(s
         ({**scene, "camera_id": "cam-02"}, ["body", "camera_id"], "is 'cam-02', must be 'cam-01'"),
         ({**scene, "reference_snapshot": "/etc/passwd"}, ["body", "reference_snapshot"], "cannot be changed through the API"),
         ({**scene, "zones": [{**scene["zones"][0], "polygon": [[0, 0], [1, 1]]}]}, ["body", "zones", "0", "polygon"], "多边形"),
+        ({**scene, "zones": [*scene["zones"], added, {**added, "name": "东侧"}]},  # the second of one id was never used
+         ["body", "zones", str(len(scene["zones"]) + 1), "id"], f"区域编号 'stalls' 重复：zones.{n} 与 zones.{int(n) + 1}（东侧）"),
     ]
     before = cams["scene"].read_bytes()
     for body, loc, msg in cases:

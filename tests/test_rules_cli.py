@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -28,6 +29,19 @@ def test_check_accepts_the_example_and_refuses_a_bad_scene(tmp_path: Path):
     result = CliRunner().invoke(app, ["rules", "check", str(EXAMPLE), str(bad)])
     assert result.exit_code == 2
     assert "cam.yaml: zones.0.polygon: 多边形自相交或无效" in result.output
+
+
+def test_check_refuses_a_city_zones_file_with_two_zones_of_one_id(tmp_path: Path):
+    """A map-zones file whose second zone had an id the first had passed `rules check`, the second never used."""
+    ring = [[120.1, 30.2], [120.2, 30.2], [120.2, 30.3], [120.1, 30.2]]
+    zones = tmp_path / "zones.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"id": "gate", "kind": kind}}
+        for kind in ("no_parking", "sidewalk")]}), encoding="utf-8")
+    result = CliRunner().invoke(app, ["rules", "check", str(zones)])
+    assert result.exit_code == 2, result.output
+    assert ("zones.geojson: features.1.properties.id: 区域编号 'gate' 重复：features.0.properties 与 features.1.properties"
+            in result.output), result.output
 
 
 def test_check_warns_of_a_reference_snapshot_the_moved_camera_check_cannot_use(tmp_path: Path, bus_jpg: Path):

@@ -103,8 +103,9 @@ def test_bad_timezone_and_duplicate_zone_ids(tmp_path: Path):
     path.write_text(yaml.safe_dump({**BASE, "timezone": "Mars/Olympus"}))
     with pytest.raises(ConfigError, match=r"cam.yaml: timezone: Value error, unknown time zone 'Mars/Olympus'"):
         load_scene(path)
-    path.write_text(yaml.safe_dump({**BASE, "zones": BASE["zones"] * 2}))
-    with pytest.raises(ConfigError, match=r"cam.yaml: zones: Value error, duplicate zone id 'z'"):
+    path.write_text(yaml.safe_dump({**BASE, "zones": [*BASE["zones"], {**BASE["zones"][0], "name": "南门"}]}))
+    with pytest.raises(ConfigError, match=r"cam.yaml: zones.1.id: 区域编号 'z' 重复：zones.0 与 zones.1（南门）.* — "
+                                          r"zone id 'z' is used twice: by zones.0 and zones.1 \(南门\)"):
         load_scene(path)
 
 
@@ -122,6 +123,24 @@ def test_city_geojson_zones_by_gps(tmp_path: Path):
     assert [z.id for z in zones.at(GeoPoint(lat=30.25, lon=120.15))] == ["market", "wensan-road"]
     assert [z.id for z in zones.at(GeoPoint(lat=30.21, lon=120.11))] == ["wensan-road"]
     assert zones.at(GeoPoint(lat=31.0, lon=121.0)) == []
+
+
+def test_city_zones_of_one_id_are_refused_naming_both(tmp_path: Path):
+    """The first zone with an id won and a second drawn with the same id was silently never used; the file is refused
+    at the second's id, naming both features by position and name, as a scene's zones are."""
+    ring = [[120.10, 30.20], [120.20, 30.20], [120.20, 30.30], [120.10, 30.20]]
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _feature("gate", "no_parking", ring, name="北门"), _feature("market", "no_vending", ring),
+        _feature("gate", "sidewalk", ring, name="南门")]}), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_city_zones(path)
+    assert str(err.value) == (
+        f"{path}: features.2.properties.id: 区域编号 'gate' 重复：features.0.properties（北门） 与 features.2.properties（南门）；"
+        "案件按编号找区域，其中一个将永远用不上，请为每个区域另起编号 — zone id 'gate' is used twice: by features.0.properties (北门) "
+        "and features.2.properties (南门); cases and rules find a zone by its id, so one of the two would never be used: "
+        "give each zone an id of its own")
+    assert err.value.field == ("features", "2", "properties", "id")
 
 
 @pytest.mark.parametrize(

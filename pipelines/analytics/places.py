@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from detect.cityzones import CityZonesFile
 from detect.config_io import ConfigError, load_model
-from detect.scenes import check_types
+from detect.scenes import check_zones
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.grid import GridFile
@@ -95,7 +95,7 @@ def load_places(config: AnalyticsConfig, taxonomy: Taxonomy | None = None) -> Pl
                 "id": p.id, "name": p.name, "street": p.street, "squad": p.squad}})
     if config.zones is not None:
         zones = load_model(CityZonesFile, config.zones)
-        check_types([f.properties for f in zones.features], taxonomy or load_taxonomy(), str(config.zones), "features.{i}.properties")
+        check_zones([f.properties for f in zones.features], taxonomy or load_taxonomy(), str(config.zones), "features.{i}.properties")
         for f in zones.features:
             z = f.properties
             places.zone_features.append({"type": "Feature", "geometry": f.geometry, "properties": {
