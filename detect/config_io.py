@@ -15,6 +15,7 @@ import io
 import json
 import os
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -26,6 +27,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticKnownError
+
+from detect.digests import sha256_bytes
 
 M = TypeVar("M", bound=BaseModel)
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -153,12 +156,19 @@ JSON_SUFFIXES = (".json", ".geojson")
 
 #: A file's change stamp (modified time in ns, size, inode; None: it cannot be read), what `files_read` records.
 Stamp = tuple[int, int, int] | None
-_READ: ContextVar[list[tuple[Path, Stamp]] | None] = ContextVar("files_read", default=None)
+#: A file as `files_read` records it: its path, its stamp before it was read, and the digest of what was read while the
+#: stamp could not yet be trusted (`UNSETTLED_NS`), else None.
+Read = tuple[Path, Stamp, str | None]
+_READ: ContextVar[list[Read] | None] = ContextVar("files_read", default=None)
+#: How long after a file's modification an edit in place of the same size may leave its stamp as it was: the file
+#: system's timestamp tick (a jiffy on ext4, up to 2 s on FAT and some network file systems).
+UNSETTLED_NS = 2_000_000_000
 
 
 def stamp_of(path: Path) -> Stamp:
-    """`path`'s change stamp: its modified time, size and inode, so an edit within the clock's tick or a file replaced
-    by another (`write_text_atomic`) changes it too."""
+    """`path`'s change stamp: its modified time, size and inode, so an edit that changes the size within the clock's
+    tick or a file replaced by another (`write_text_atomic`) changes it too; an edit of the same size within the tick
+    does not, which is why a file modified within `UNSETTLED_NS` is recorded with its digest (`files_read`)."""
     try:
         st = path.stat()
     except OSError:
@@ -166,13 +176,45 @@ def stamp_of(path: Path) -> Stamp:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
+def _settled(stamp: Stamp) -> bool:
+    """Whether a file of `stamp` was modified long enough ago (`UNSETTLED_NS`; a time ahead of the clock is not) that
+    an edit now moves its modified time."""
+    return stamp is None or time.time_ns() - stamp[0] >= UNSETTLED_NS
+
+
+def _record(path: Path, stamp: Stamp, data: bytes | None) -> None:
+    """Note `path` (its `stamp` before it was read, `data` what was read) for `files_read`, with its digest while the
+    stamp alone cannot say it is unchanged."""
+    if (read := _READ.get()) is not None:
+        read.append((path, stamp, None if data is None or _settled(stamp) else sha256_bytes(data)))
+
+
+def unchanged(read: list[Read]) -> list[Read] | None:
+    """`read` (`files_read`'s records) as it stands now when no file in it changed, None when one did: its stamp, and
+    for one recorded unsettled its content too (read again; its digest dropped once it has settled, so that the check
+    is a stat again)."""
+    now: list[Read] = []
+    for path, stamp, digest in read:
+        if stamp_of(path) != stamp:
+            return None
+        if digest is not None:
+            try:
+                if sha256_bytes(path.read_bytes()) != digest:
+                    return None
+            except OSError:
+                return None
+            digest = None if _settled(stamp) else digest
+        now.append((path, stamp, digest))
+    return now
+
+
 @contextmanager
-def files_read() -> Iterator[list[tuple[Path, Stamp]]]:
-    """(path, stamp before reading) of every file `read_mapping` reads within the block, those it could not read
-    too, and those of a block within it: what a cache of a loaded file (`loaded_file`) checks, as
-    a map-zones file's grades file, which no setting names, is read through the zones file."""
+def files_read() -> Iterator[list[Read]]:
+    """(path, stamp before reading, digest while unsettled) of every file `read_mapping` reads within the block, those
+    it could not read too, and those of a block within it: what a cache of a loaded file (`loaded_file`) checks
+    (`unchanged`), as a map-zones file's grades file, which no setting names, is read through the zones file."""
     outer = _READ.get()
-    read: list[tuple[Path, Stamp]] = []
+    read: list[Read] = []
     token = _READ.set(read)
     try:
         yield read
@@ -202,22 +244,23 @@ class Same:
 #: cameras file and one checked scene per camera (a district's hundreds), and one description per report folder, which
 #: `GET /reports` lists (a few years of daily, weekly and monthly reports).
 LOADED_FILES_KEPT = 4096
-_LOADED: OrderedDict[tuple[Callable[..., Any], tuple[Hashable, ...]], tuple[list[tuple[Path, Stamp]], Any]] = OrderedDict()
+_LOADED: OrderedDict[tuple[Callable[..., Any], tuple[Hashable, ...]], tuple[list[Read], Any]] = OrderedDict()
 _LOADED_LOCK = threading.Lock()
 
 
 def loaded_file(load: Callable[..., T], *args: Hashable) -> T:
-    """`load(*args)` read once and again only when a file it read changes (`stamp_of` of each file
-    `files_read` saw it read, a map-zones file's grades file too): the one cache of the configuration files
+    """`load(*args)` read once and again only when a file it read changes (`unchanged`: the stamp of each file
+    `files_read` saw it read, a map-zones file's grades file too, and the content of one modified just before): the one cache of the configuration files
     routes read (the analytics sheet and map files, the grid and map zones a retype or a move reads, the reports'
     descriptions, the call-out list's squads, the cameras file, its grades and each checked scene), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
     `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept."""
     key = (load, args)
     with _LOADED_LOCK:
         kept = _LOADED.get(key)
-    if kept is not None and all(stamp_of(path) == stamp for path, stamp in kept[0]):
+    if kept is not None and (now := unchanged(kept[0])) is not None:
         with _LOADED_LOCK:
-            if key in _LOADED:
+            if _LOADED.get(key) is kept:
+                _LOADED[key] = (now, kept[1])
                 _LOADED.move_to_end(key)
         return kept[1]
     with files_read() as read:
@@ -234,15 +277,16 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or JSON file (by its suffix, `JSON_SUFFIXES`) whose top level must be a mapping; a key written
     twice in one mapping is refused (naming the key, and both lines in YAML) rather than read as the last one."""
     path = Path(path)
-    if (read := _READ.get()) is not None:
-        read.append((path, stamp_of(path)))
+    stamp = stamp_of(path)
     kind = "JSON" if path.suffix.lower() in JSON_SUFFIXES else "YAML"
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
+        _record(path, stamp, None)
+        if isinstance(exc, FileNotFoundError):
+            raise ConfigError(f"{path}: file not found") from None
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    _record(path, stamp, data)
     if what := _binary_kind(data):
         raise ConfigError(f"{path}: a {kind} file (text, as an editor writes it) is expected, and this is {what}")
     try:

@@ -5,6 +5,7 @@ change only the fields it sets; the settings file's `triage:` section sets `stre
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from detect.config_io import ConfigError, load_model
+from detect.config_io import ConfigError, load_model, loaded_file, read_mapping
 from detect.grades import DEFAULT_GRADES_PATH, Grades
 from detect.scenes import Scene
 from detect.taxonomy import DEFAULT_TAXONOMY_PATH, CityCodeFile, Taxonomy, load_taxonomy
@@ -449,3 +450,50 @@ def test_a_missing_settings_file_named_by_the_environment_says_so(tmp_path, monk
     monkeypatch.delenv("STREETWATCH_CONFIG")
     with pytest.raises(ConfigError, match=f"^{missing}: file not found$"):  # given on the command line: no variable named
         load_settings(missing)
+
+
+_LOADS: list[Path] = []
+
+
+def _counted(path: Path) -> dict:
+    """`read_mapping`, each read counted: what `loaded_file` caches in the tests below."""
+    _LOADS.append(path)
+    return read_mapping(path)
+
+
+def test_a_file_edited_in_place_within_its_timestamp_tick_is_read_again(tmp_path):
+    """loaded_file kept a file's content by its stamp (modified time, size, inode); an edit in place of the same size
+    within the file system's timestamp tick left all three as they were, and the edit was never seen until the file
+    changed again. A file modified just before it was read is read again at its next use."""
+    path = tmp_path / "squads.yaml"
+    path.write_text("squad: a\n", encoding="utf-8")
+    first = os.stat(path).st_mtime_ns
+    assert loaded_file(_counted, path) == {"squad": "a"}
+    path.write_text("squad: b\n", encoding="utf-8")  # the same size, the same inode
+    os.utime(path, ns=(first, first))  # and the modified time it had: within the tick
+    assert loaded_file(_counted, path) == {"squad": "b"}
+
+
+def test_a_file_just_written_is_read_once_while_it_does_not_change(tmp_path):
+    """A file modified just before it was read is checked by its content until its stamp can be trusted, not loaded
+    again (what a cache that logs a broken file once per change counts on)."""
+    path = tmp_path / "squads.yaml"
+    path.write_text("squad: a\n", encoding="utf-8")
+    _LOADS.clear()
+    assert loaded_file(_counted, path) == loaded_file(_counted, path) == {"squad": "a"}
+    assert _LOADS == [path]
+
+
+def test_a_file_once_settled_is_checked_by_a_stat_alone(tmp_path, monkeypatch):
+    """The content of a file read just after its modification is compared at each check only until its stamp can be
+    trusted; then its digest is dropped and the check is a stat again."""
+    import detect.config_io as config_io
+
+    path = tmp_path / "squads.yaml"
+    path.write_text("squad: a\n", encoding="utf-8")
+    with config_io.files_read() as read:
+        read_mapping(path)
+    [(_, stamp, digest)] = read
+    assert digest is not None and config_io.unchanged(read) == read  # unsettled: its content checked, kept
+    monkeypatch.setattr(config_io, "UNSETTLED_NS", 0)  # as when the tick has passed
+    assert config_io.unchanged(read) == [(path, stamp, None)]
