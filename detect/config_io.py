@@ -253,7 +253,8 @@ def loaded_file(load: Callable[..., T], *args: Hashable) -> T:
     `files_read` saw it read, a map-zones file's grades file too, and the content of one modified just before): the one cache of the configuration files
     routes read (the analytics sheet and map files, the grid and map zones a retype or a move reads, the reports'
     descriptions, the call-out list's squads, the cameras file, its grades and each checked scene), so a file edited while `serve` runs is taken at the next request. A `Same` arg keys by identity;
-    `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept."""
+    `load` itself is a key, so pass a function, not a new lambda. An error (a `ConfigError`) is not kept. `load` may
+    call `loaded_file` itself: the files of what it finds kept count as read by it."""
     key = (load, args)
     with _LOADED_LOCK:
         kept = _LOADED.get(key)
@@ -262,6 +263,8 @@ def loaded_file(load: Callable[..., T], *args: Hashable) -> T:
             if _LOADED.get(key) is kept:
                 _LOADED[key] = (now, kept[1])
                 _LOADED.move_to_end(key)
+        if (outer := _READ.get()) is not None:  # a loader of `loaded_file` calling it: its files are that loader's too
+            outer.extend(now)
         return kept[1]
     with files_read() as read:
         value = load(*(a.value if isinstance(a, Same) else a for a in args))

@@ -497,3 +497,18 @@ def test_a_file_once_settled_is_checked_by_a_stat_alone(tmp_path, monkeypatch):
     assert digest is not None and config_io.unchanged(read) == read  # unsettled: its content checked, kept
     monkeypatch.setattr(config_io, "UNSETTLED_NS", 0)  # as when the tick has passed
     assert config_io.unchanged(read) == [(path, stamp, None)]
+
+
+def _outer(path: Path) -> dict:
+    """A loader calling `loaded_file` itself, as the case page's zone name reads the scene through its cache."""
+    return {"outer": loaded_file(_counted, path)}
+
+
+def test_a_loader_calling_loaded_file_is_loaded_again_when_a_file_of_the_inner_one_changes(tmp_path):
+    """A loader whose `loaded_file` call found its value kept recorded no file read, so it was kept for ever."""
+    path = tmp_path / "squads.yaml"
+    path.write_text("squad: a\n", encoding="utf-8")
+    assert loaded_file(_counted, path) == {"squad": "a"}  # the inner value kept first
+    assert loaded_file(_outer, path) == {"outer": {"squad": "a"}}
+    path.write_text("squad: bb\n", encoding="utf-8")
+    assert loaded_file(_outer, path) == {"outer": {"squad": "bb"}}
