@@ -68,6 +68,28 @@ def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_
         assert refused.status_code == 404 and "not a file of" in refused.json()["detail"], sneaky
 
 
+def test_a_broken_scene_is_logged_once_per_change_not_at_each_view_of_a_case(service, bus_event, caplog):
+    """The case page looked up its zone's name at each view, and a scene file that did not load logged an error each
+    time (a reviewer going through a camera's cases wrote a line a click). It is looked up once per change of the files
+    read, a broken one logged once, the evidence shown all the same; the file fixed, its name is shown at the next view."""
+    import logging
+
+    app, client, tokens, cams = service
+    [case_id] = draft_cases(app, bus_event, [{"zone_id": "curb-lane"}])
+    inspector = auth(tokens["inspector"])
+    scene = cams["scene"].read_text(encoding="utf-8")
+    cams["scene"].write_text(scene.replace("zones:", "zones: [", 1), encoding="utf-8")  # an edit gone wrong
+    with caplog.at_level(logging.ERROR):
+        views = [client.get(f"/api/v1/cases/{case_id}", headers=inspector) for _ in range(3)]
+    assert [v.status_code for v in views] == [200] * 3
+    assert {(v.json()["evidence"]["zone"]["id"], v.json()["evidence"]["zone"]["name"]) for v in views} == {("curb-lane", None)}
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and logged[0].startswith("case page: the name of zone curb-lane is not shown: "), logged
+    cams["scene"].write_text(scene.replace("文三路北侧路边", "文三路北侧路边（改）"), encoding="utf-8")
+    named = client.get(f"/api/v1/cases/{case_id}", headers=inspector).json()["evidence"]["zone"]
+    assert named["name"] == "文三路北侧路边（改）"
+
+
 def test_attachments_are_not_served_unsigned_where_no_unsigned_urls_were_handed_out(service, bus_event):
     """With no `public_base_url` (S3, or no platform fetching from here) and no URL key, /attachments served a
     queued case's photos to anyone with its id; only a signed URL opens one now (here signed by the app's key)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Hashable
 from dataclasses import asdict
@@ -16,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import Connection
 
 from api.accounts import Principal
+from api.cameras import Cameras
 from api.auth import READ_CASES, REVIEW
 from api.context import AppContext, get_ctx
 from api.problems import Problem, invalid, problems, unusable
@@ -26,7 +28,7 @@ from detect.cityzones import load_city_zones
 from detect.config_io import ConfigError, Same, loaded_file
 from detect.evidence import MANIFEST
 from detect.scenes import ZoneRules
-from detect.taxonomy import Severity
+from detect.taxonomy import Severity, Taxonomy
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable
@@ -37,6 +39,7 @@ from pipelines.grid import GridCells, load_grid
 from pipelines.times import as_utc
 
 router = APIRouter(tags=["cases"], route_class=CappedBodyRoute)
+log = logging.getLogger(__name__)
 
 HIDDEN = {"evidence_ref", "verification_ref"}  # storage locations never leave the server
 
@@ -339,11 +342,21 @@ def _named_zone(ctx: AppContext, case: Case, zone: dict[str, Any] | None) -> dic
     null where the zone has none, is no longer there or its file cannot be read (the evidence is shown all the same)."""
     if not zone:
         return zone
+    name = loaded_file(_zone_name, *_zone_of(ctx, case)) if case.zone_id not in (None, WHOLE_IMAGE) else None
+    return {**zone, "name": name}
+
+
+def _zone_name(cameras: Cameras, map_zones: Path | None, taxonomy: Taxonomy, timezone: str | None,
+               camera_id: str | None, zone_id: str) -> str | None:
+    """The name of the zone `_zone_rules` finds, for the case page (`_named_zone`, through `loaded_file`: looked up
+    once per change of the files read); None where it has none or is gone, or where its file cannot be read, which is
+    logged then, once per change of the file, not at each view of each case."""
     try:
-        rules = case_zone(ctx, case)
-    except Problem:
-        rules = None
-    return {**zone, "name": rules.name if rules is not None else None}
+        zone = _zone_rules(cameras, map_zones, taxonomy, timezone, camera_id, zone_id)
+    except ConfigError as exc:
+        log.error("case page: the name of zone %s is not shown: %s", zone_id, exc)
+        return None
+    return zone.name if zone is not None else None
 
 
 def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
@@ -486,15 +499,31 @@ def case_zone(ctx: AppContext, case: Case) -> ZoneRules | None:
     (`service.triage.scene_zones`); None for a case judged as a whole, or a camera or zone no longer there."""
     if case.zone_id in (None, WHOLE_IMAGE):
         return None
-    if case.source_kind != "camera":
-        triage = ctx.service.triage
-        zones = _upload_file(ctx, "service.triage.scene_zones", triage.scene_zones,
-                             load_city_zones, triage.timezone)
-        return next((z for z in zones.zones if z.id == case.zone_id), None) if zones is not None else None
     try:
-        return ctx.cameras.zone(case.source_id, case.zone_id)
+        return loaded_file(_zone_rules, *_zone_of(ctx, case))
     except ConfigError as exc:
-        raise unusable(ctx, f"scene of camera {case.source_id} unusable", exc) from None
+        what = f"scene of camera {case.source_id}" if case.source_kind == "camera" else "service.triage.scene_zones"
+        raise unusable(ctx, f"{what} unusable", exc) from None
+
+
+def _zone_of(ctx: AppContext, case: Case) -> tuple[Hashable, ...]:
+    """What `_zone_rules` finds the zone of `case` by, as `loaded_file` keys it (the loader given them unwrapped)."""
+    triage = ctx.service.triage
+    return (Same(ctx.cameras), triage.scene_zones, Same(ctx.taxonomy), triage.timezone,
+            case.source_id if case.source_kind == "camera" else None, case.zone_id)
+
+
+def _zone_rules(cameras: Cameras, map_zones: Path | None, taxonomy: Taxonomy, timezone: str | None,
+                camera_id: str | None, zone_id: str) -> ZoneRules | None:
+    """Zone `zone_id` of camera `camera_id`'s scene as the watcher loads it, else (a photo's) of the map zones at
+    `map_zones` as upload jobs load them (`loaded_file`); None when it is no longer there or no file is set.
+    ConfigError when the file cannot be read."""
+    if camera_id is not None:
+        return cameras.zone(camera_id, zone_id)
+    if map_zones is None:
+        return None
+    zones = loaded_file(load_city_zones, map_zones, Same(taxonomy), timezone)
+    return next((z for z in zones.zones if z.id == zone_id), None)
 
 
 AUDIT_NAMES = {"violation_type": "type"}  # a revised field the audit log names otherwise (the others by their own name)
