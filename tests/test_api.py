@@ -35,6 +35,7 @@ ROUTE_ROLES = {
     ("POST", "/api/v1/cases/{case_id}/reject"): REVIEWERS,
     ("POST", "/api/v1/cases/{case_id}/reopen"): REVIEWERS,
     ("PATCH", "/api/v1/cases/{case_id}"): REVIEWERS,
+    ("POST", "/api/v1/cases/{case_id}/notes"): REVIEWERS,
     ("GET", "/api/v1/cases/{case_id}/audit"): REVIEWERS,
     ("GET", "/api/v1/cameras"): READERS,
     ("GET", "/api/v1/cameras/scene-schema"): READERS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from detect.evidence import MANIFEST
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.dispatch.dispatcher import apply_status
 from pipelines.dispatch.webhook import sign
@@ -645,6 +647,46 @@ def test_text_with_a_control_character_is_refused_naming_the_field_on_postgresql
         assert app.state.ctx.store.get(a).description is None and app.state.ctx.store.get(b).state is CaseState.CANDIDATE
         kept = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"description": "摊位两处\n\t伞一把"})
         assert kept.status_code == 200 and kept.json()["description"] == "摊位两处\n\t伞一把"
+
+
+def test_a_reviewer_notes_a_case_a_platform_holds_and_nothing_else_on_it_changes(service, bus_event):
+    """A reviewer who found a submitted (已上报) case false had nowhere to say so: reject is refused (the platform
+    voids it) and PATCH edits only candidates and queued cases. A note is added in any state, audited with who and
+    what, listed in the case's detail, and leaves its state, signed evidence and updated_at as they were; a blank
+    or too long note is 422 naming the field, an inspector's 403."""
+    app, client, tokens, _ = service
+    store = app.state.ctx.store
+    reviewer = auth(tokens["reviewer"])
+    [held] = draft_cases(app, bus_event, [{}])
+    client.post(f"/api/v1/cases/{held}/confirm", headers=reviewer, json={})
+    store.mark_delivered(store.outbox_entries(case_id=held)[0].id, "T-400")
+    before = store.get(held)
+    assert before.state is CaseState.SUBMITTED and before.evidence_digest
+    signed = hashlib.sha256(app.state.ctx.evidence.read_bytes(before.evidence_ref, MANIFEST)).hexdigest()
+
+    for text, why in (("", "String should have at least 1 character"), (" \n ", "请填写备注内容 — the note is blank"),
+                      ("注" * 2001, "String should have at most 2000 characters")):
+        refused = client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={"text": text})
+        assert refused.status_code == 422 and refused.json()["detail"] == f"body.text: {why}", refused.text
+    assert client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={}).status_code == 422
+    assert client.post(f"/api/v1/cases/{held}/notes", headers=auth(tokens["inspector"]), json={"text": "x"}).status_code == 403
+    assert client.post("/api/v1/cases/SW-nope/notes", headers=reviewer, json={"text": "x"}).status_code == 404
+    assert store.get(held) == before
+
+    noted = client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={"text": "现场为公交站台，非违停\n请平台作废"})
+    assert noted.status_code == 201, noted.text
+    after = store.get(held)
+    assert (after.state, after.evidence_digest, after.updated_at) == (before.state, before.evidence_digest, before.updated_at)
+    manifest = app.state.ctx.evidence.read_bytes(after.evidence_ref, MANIFEST)
+    assert hashlib.sha256(manifest).hexdigest() == before.evidence_digest == signed
+    [note] = after.details["notes"]
+    assert (note["by"], note["text"]) == ("reviewer-user", "现场为公交站台，非违停\n请平台作废") and note["at"]
+    assert client.get(f"/api/v1/cases/{held}", headers=reviewer).json()["case"]["details"]["notes"] == [note]
+    audit = client.get(f"/api/v1/cases/{held}/audit", headers=reviewer).json()
+    assert [(r["action"], r["actor"], r["role"], r["details"]) for r in audit if r["action"] == "note"] == [
+        ("note", "reviewer-user", "reviewer", {"text": "现场为公交站台，非违停\n请平台作废"})]
+    client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={"text": "第二条"})
+    assert [n["text"] for n in store.get(held).details["notes"]] == ["现场为公交站台，非违停\n请平台作废", "第二条"]
 
 
 def test_a_note_or_description_too_long_is_refused_in_characters(service, bus_event):

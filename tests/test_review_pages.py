@@ -390,6 +390,40 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
         assert (reopened["state"], reopened["review_decision"]) == ("candidate", None)
 
 
+@pytest.mark.slow  # its own served pages and browser for a submitted case (14 s here): the default suite's ~15-minute budget
+def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, bus_jpg, bus_event):
+    """A submitted (已上报) case found false can be neither rejected here nor edited: its page has a 备注 Note box, a
+    blank note is refused in the status line, and one added (Enter) is listed under 备注记录 with who wrote it, the
+    case still 已上报."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    def prepare(app) -> str:
+        [held] = draft_cases(app, bus_event, [{}])
+        store = app.state.ctx.store
+        store.review(held, approve=True, reviewer="reviewer-user", target="dcm")
+        store.mark_delivered(store.outbox_entries(case_id=held)[0].id, "T-500")
+        return held
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), prepare) as served:
+        b, held = served["browser"], served["data"]
+        _login(served)
+        Select(b.find_element(By.ID, "f-state")).select_by_value("submitted")
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _wait(b, lambda d: held in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the submitted case")
+        assert b.find_element(By.ID, "notes").text == "无备注 No notes"
+        assert b.find_element(By.CSS_SELECTOR, "label[for=note-text]").text == "备注 Note"
+        b.find_element(By.ID, "add-note").click()
+        _wait(b, lambda d: "请填写备注内容" in d.find_element(By.ID, "status").text, "a blank note refused")
+        b.find_element(By.ID, "note-text").send_keys("现场为公交站台，非违停", Keys.ENTER)
+        rows = _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "table#notes tr td"), "the note listed")
+        assert [r.text for r in rows][1:] == ["reviewer-user", "现场为公交站台，非违停"]
+        assert "已添加备注 note added" in b.find_element(By.ID, "status").text
+        case = _case(served, held)
+        assert case["state"] == "submitted" and [n["text"] for n in case["details"]["notes"]] == ["现场为公交站台，非违停"]
+
+
 @pytest.mark.slow  # a case's history read in Chromium (8 s in CI): the default suite's ~15-minute budget
 def test_the_queue_page_shows_a_case_s_history_and_revisions_on_the_city_s_clock(tmp_path, bus_jpg, bus_event):
     """The detail showed a case's facts but not how it got there: who rejected it and why, who reopened it, who changed

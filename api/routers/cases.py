@@ -31,7 +31,7 @@ from detect.scenes import ZoneRules
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.store import MAX_ADDRESS, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable
+from pipelines.cases.store import MAX_ADDRESS, MAX_NOTE, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable
 from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
 from pipelines.dispatch.adapters import target_voids
 from pipelines.evidence_store import StorageError
@@ -85,6 +85,11 @@ class RejectBody(Unchanged):
 class ReopenBody(Unchanged):
     note: Lines = Field(description="Why the rejection is undone (required; the history and the audit log keep it).",
                         min_length=1, max_length=2000)
+
+
+class NoteBody(BaseModel):
+    text: Lines = Field(description="The note (备注), e.g. why a case a platform holds is false: line breaks allowed, no other "
+                        f"control character, 1-{MAX_NOTE} characters, not blank.", min_length=1, max_length=MAX_NOTE)
 
 
 class EditBody(Unchanged):
@@ -469,6 +474,20 @@ def reopen(case_id: str, body: ReopenBody, ctx: AppContext = Depends(get_ctx), w
     except NotReopenable as exc:  # quotes the rejection's reason, which may name an evidence folder
         raise NotReopenable(ctx.settings.named_by_setting(str(exc))) from exc
     ctx.metrics.reviews.labels("reopen").inc()
+    return case_json(case, ctx)
+
+
+@router.post("/cases/{case_id}/notes", summary="Add a reviewer's note (备注) to a case in any state",
+             response_model=CaseView, status_code=201, responses=problems(401, 403, 404, 422))
+def add_note(case_id: str, body: NoteBody, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> dict[str, Any]:
+    """A submitted (已上报) or accepted (已立案) case cannot be rejected here (the platform voids it) nor edited: the
+    note is where a reviewer who finds it false records so. Appended to `details.notes` (by, at, text) and audited
+    (`note`); the state, the signed evidence and `updated_at` stay as they were."""
+    if not body.text.strip():
+        raise invalid(["body", "text"], "请填写备注内容 — the note is blank")
+    case = ctx.store.add_note(case_id, actor=who.name, text=body.text,
+                              audit=_audit(ctx, who, "note", {"text": body.text}))
+    ctx.metrics.reviews.labels("note").inc()
     return case_json(case, ctx)
 
 

@@ -144,6 +144,11 @@ function renderDetail(d) {
       fieldLabel("重新打开原因（必填） Why reopen (required)", SW.el("input", { id: "reopen-note", size: "40", maxlength: "2000", "aria-required": "true" })),
       SW.el("button", { id: "reopen", onclick: reopen }, "重新打开 Reopen")));
   }
+  // a note in any state: where a reviewer records that a case a platform holds (已上报, 已立案) is false, which only the
+  // platform voids; it changes nothing else on the case
+  parts.push(SW.el("div", { class: "actions note" },
+    fieldLabel("备注 Note", SW.el("input", { id: "note-text", size: "40", maxlength: "2000" })),
+    SW.el("button", { id: "add-note", onclick: addNote }, "添加备注 Add note")));
   if (ev && ev.boxes && ev.boxes.url) {
     const boxes = (ev.boxes.boxes || []).length;
     const img = SW.el("img", { id: "evidence-image", src: ev.boxes.url,
@@ -203,9 +208,12 @@ function changeLog(d) {
   const revisions = ((d.case.details && d.case.details.revisions) || []).map((r) => [SW.time(r.at), r.by,
     FIELD_NAMES[r.field] || r.field,
     `${revisionValue(r.field, r.from)} → ${revisionValue(r.field, r.to)}${r.derived_from ? "（随网格推算 from the grid cell）" : ""}`]);
+  const notes = ((d.case.details && d.case.details.notes) || []).map((n) => [SW.time(n.at), n.by, n.text]);
   return [
     SW.el("h3", {}, "处理记录 History"),
     logTable("history", ["时间 Time", "操作人 By", "状态 State", "原因 Reason"], moves),
+    SW.el("h3", {}, "备注记录 Notes"),
+    notes.length ? logTable("notes", ["时间 Time", "操作人 By", "备注 Note"], notes) : SW.el("p", { id: "notes" }, "无备注 No notes"),
     SW.el("h3", {}, "修改记录 Revisions"),
     revisions.length ? logTable("revisions", ["时间 Time", "操作人 By", "字段 Field", "修改 Change"], revisions)
       : SW.el("p", { id: "revisions" }, "无修改 No revisions"),
@@ -326,6 +334,15 @@ function reopen() {
   }, "已重新打开 reopened");
 }
 
+// A note goes without the case's updated_at: it changes nothing a colleague acts on, so nothing refuses it.
+function addNote() {
+  return act((id) => {
+    const text = document.getElementById("note-text").value;
+    if (!text.trim()) throw new Error("请填写备注内容 the note is blank");
+    return SW.json(`/api/v1/cases/${encodeURIComponent(id)}/notes`, { method: "POST", json: { text } });
+  }, "已添加备注 note added");
+}
+
 function saveEdit() {
   return act((id, stamp) => {
     const body = Object.assign(factsEdit(Q.detail.case), placeEdit(Q.detail.case));
@@ -364,13 +381,13 @@ function placeEdit(c) {
 }
 
 // Enter in a field of the case's form does what its button does (保存修改 for description and place, 重新打开 for the
-// reopen reason: the buttons are elsewhere in the Tab order); Esc leaves a field, so j/k/c/r act again. An Enter or Esc
+// reopen reason, 添加备注 for the note: the buttons are elsewhere in the Tab order); Esc leaves a field, so j/k/c/r act again. An Enter or Esc
 // that ends a Chinese input method's composition is the input method's.
 function fieldKey(ev) {
   if (ev.isComposing || ev.keyCode === 229) return;
   if (ev.key === "Escape") ev.target.blur();
   else if (ev.key === "Enter" && ev.target.matches("#detail input:not([type=checkbox])")) {
-    (ev.target.id === "reopen-note" ? reopen : saveEdit)();
+    ({ "reopen-note": reopen, "note-text": addNote }[ev.target.id] || saveEdit)();
   } else return;
   ev.preventDefault();
 }

@@ -196,6 +196,7 @@ def check_tags(tags: list[str]) -> list[str]:
 
 
 MAX_ADDRESS = 200  # characters: a street address with a landmark, not a note (that is the description)
+MAX_NOTE = 2000  # characters of a reviewer's note (add_note), as a review action's note
 
 
 def check_place(address: str | None, lat: float | None, lon: float | None) -> tuple[str | None, GeoPoint | None]:
@@ -819,6 +820,24 @@ class CaseStore:
                 details.setdefault("detected_type", case.violation_type)
             details["revisions"] = revisions
             conn.execute(cases.update().where(cases.c.id == case_id).values(updated_at=now, details=details, **values))
+            return audited(conn, self._get(conn, case_id), audit)
+
+    def add_note(self, case_id: str, *, actor: str, text: str, now: datetime | None = None,
+                 audit: Audit[Case] | None = None) -> Case:
+        """Append a reviewer's note (`details["notes"]`: by, at, text) to a case in any state: what a reviewer who finds a
+        case false once a platform holds it (已上报, 已立案: only the platform voids it) has to record it here.
+
+        Nothing else changes: not the state, not the signed evidence, not `updated_at`, which the review actions check
+        a page's copy against (`check_unchanged`): a colleague's note changes nothing they act on, so it must not refuse
+        their confirm or edit as 'changed meanwhile'. `text` is kept as given (the route checks it, 1-`MAX_NOTE`
+        characters, not blank); `audit`: see `audited`."""
+        if not text.strip() or len(text) > MAX_NOTE:
+            raise CaseStoreError(f"case {case_id}: a note is 1-{MAX_NOTE} characters, not blank")
+        at = (now or datetime.now(UTC)).isoformat()
+        with self._writer.begin() as conn:
+            details = dict(self._lock(conn, case_id).details or {})
+            details["notes"] = [*details.get("notes", []), {"by": actor, "at": at, "text": text}]
+            conn.execute(cases.update().where(cases.c.id == case_id).values(details=details))
             return audited(conn, self._get(conn, case_id), audit)
 
     def history(self, case_id: str, *, conn: Connection | None = None) -> list[HistoryEntry]:
