@@ -187,6 +187,39 @@ def test_dollar_signs_in_names_are_text_in_the_charts(tmp_path):
     store.close()
 
 
+def test_a_case_its_platform_voided_is_counted_apart_from_the_rejections(tmp_path):
+    """A case approved here and then voided by its platform (作废) was counted as 已作废 rejected, a false finding of
+    the camera or the verifier, like a reviewer's rejection, though the platform's why is not known here. The report's
+    summary and the scores count it apart (平台作废 voided by platform), out of the rejections and not scored."""
+    from pipelines.analytics.scoring import score_store, score_tables
+    from pipelines.analytics.sheet import load_sheet
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    make.add("illegal_parking", G3, local(3, 9), camera="cam-02", zone="kerb")
+    make.add("illegal_parking", G3, local(4, 9), camera="cam-02", zone="kerb", state="rejected")
+    voided = make.add("illegal_parking", G3, local(5, 9), camera="cam-02", zone="kerb", state="candidate")
+    store.update(voided, evidence_ref=f"local:{voided}")
+    store.review(voided, approve=True, reviewer="审核员", target="dcm", now=local(5, 10))
+    store.mark_delivered(store.claim_due(now=local(5, 10))[0].id, "T-9", now=local(5, 11))
+    store.apply_remote_state(voided, CaseState.REJECTED, actor="dispatch:dcm", reason="作废: 重复上报", now=local(6, 9))
+    assert store.get(voided).voided_by_platform
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+
+    report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
+    assert (report.summary["cases"], report.summary["rejected"], report.summary["voided_by_platform"]) == (1, 1, 1)
+    summary = dict(report.tables["summary"].rows)
+    assert (summary["已作废 rejected"], summary["平台作废 voided by platform"]) == (1, 1)
+    html = write_report(report, tmp_path / "report")["report.html"].read_text(encoding="utf-8")
+    assert "已作废 rejected<b>1</b>" in html and "平台作废 voided by platform<b>1</b>" in html
+
+    table = score_store(store.engine, places, load_sheet(), "grid", NOV, TZ)
+    assert (table.cases_counted, table.voided_by_platform) == (1, 1) and table.to_json()["voided_by_platform"] == 1
+    about = dict(score_tables(table)[-1].rows)
+    assert about["平台作废（不计分） voided by platform (not scored)"] == 1
+    store.close()
+
+
 def test_empty_period_gives_an_empty_valid_report(city, tmp_path):
     report = build_report(city["store"].engine, city["places"], load_taxonomy(), parse_period("2027-03-02"), TZ)
     assert report.summary["cases"] == 0 and report.summary["previous_cases"] == 0

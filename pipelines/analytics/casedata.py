@@ -20,13 +20,15 @@ from detect.taxonomy import Severity
 from pipelines.analytics.places import NONE_UNIT, Places, Unit
 from pipelines.cases.schema import case_history, cases
 from pipelines.cases.states import REOPEN, CaseState
-from pipelines.cases.store import recorded_severity, severity_of
+from pipelines.cases.store import platform_voided, recorded_severity, severity_of
 
 # A case a person (or the auto-queue) has let through: approved in review, or past `candidate`.
 _DISPATCHED = {CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
                CaseState.VERIFIED_CLEARED, CaseState.STILL_PRESENT, CaseState.CLOSED}
 _DONE = {CaseState.CLOSED.value, CaseState.VERIFIED_CLEARED.value}
 T = TypeVar("T")
+VOIDED_BY_PLATFORM = "平台作废"
+"""What the reports and scores call a case its dispatch platform voided after approval here (`CaseFact.voided_by_platform`)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,17 @@ class CaseFact:
     def confirmed(self) -> bool:
         """Approved in review, or already on its way to / at the dispatch system (auto-queued too)."""
         return self.state in _DISPATCHED or (self.state is CaseState.CANDIDATE and self.review_decision == "approved")
+
+    @property
+    def voided_by_platform(self) -> bool:
+        """Voided by its dispatch platform (作废) after approval here (`platform_voided`, as `Case.voided_by_platform`)."""
+        return platform_voided(self.state, self.review_decision)
+
+    @property
+    def rejected_here(self) -> bool:
+        """Rejected in review here or withdrawn (triage): a false finding of the camera, the verifier or a photo, what
+        the reports count as rejected; a case the platform voided is not one (`voided_by_platform`)."""
+        return self.state is CaseState.REJECTED and not self.voided_by_platform
 
     @property
     def camera(self) -> str | None:

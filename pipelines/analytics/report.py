@@ -4,7 +4,9 @@
 `report.pdf` (one chart page after another, `PAGES`), `report.xlsx` (every table) and
 `report.json` (the same tables for machines, and what the service lists). Counts are of cases
 opened in the period that were not rejected (a rejected case is a false alarm, not a problem in
-the street); the state table shows the rejected ones too. An empty period gives the same files
+the street); the state table shows the rejected ones too. The summary's rejected are those rejected here (a reviewer,
+a triage withdrawal), the false findings; a case its platform voided after approval here (平台作废) is counted
+apart, its why not known here. An empty period gives the same files
 with zeros and "no cases" on the charts.
 """
 
@@ -28,7 +30,7 @@ from sqlalchemy.engine import Engine
 from detect.config_io import replaced_atomically, write_text_atomic
 from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics import charts
-from pipelines.analytics.casedata import CaseFact, CaseFilter, Handling, handling_times, load_cases
+from pipelines.analytics.casedata import VOIDED_BY_PLATFORM, CaseFact, CaseFilter, Handling, handling_times, load_cases
 from pipelines.analytics.periods import NAMES_ZH, Period
 from pipelines.analytics.places import NONE_UNIT, UNIT_NAMES_ZH, Places
 from pipelines.analytics.scoring import shop_of
@@ -201,14 +203,17 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         "cases": total, "previous_cases": total_before, "change": _change(total, total_before),
         "confirmed": sum(c.confirmed for c in cases),
         "unreviewed": sum(c.state is CaseState.CANDIDATE and not c.confirmed for c in cases),
-        "rejected": states.get(CaseState.REJECTED.value, 0),
+        "rejected": sum(c.rejected_here for c in everything),
+        "voided_by_platform": sum(c.voided_by_platform for c in everything),
         "closed": sum(c.state.value in ("closed", "verified_cleared") for c in cases),
         "grid_cells": len({c.grid_cell for c in cases if c.grid_cell}),
         "cameras": len(cams), "photo_cases": sum(c.source_kind != "camera" for c in cases),
     }
-    void = STATE_NAMES_ZH[CaseState.REJECTED]  # the state's one name: a reviewer's rejection and a platform's voiding alike
+    # the state's one name; a platform's voiding (平台作废) is counted apart, not as a false finding here
+    void = STATE_NAMES_ZH[CaseState.REJECTED]
     labels = {"cases": f"案件数（不含{void}）cases (not rejected)", "previous_cases": f"上期 previous ({previous.label})",
               "change": "变化 change", "confirmed": "已确认 confirmed", "unreviewed": "待审 unreviewed", "rejected": f"{void} rejected",
+              "voided_by_platform": f"{VOIDED_BY_PLATFORM} voided by platform",
               "closed": "已结案 closed", "grid_cells": "涉及网格 grid cells", "cameras": "摄像头 cameras", "photo_cases": "照片案件 photo cases"}
     add(Table("summary", "概况 Summary", ["指标 measure", "数值 value"], [[labels[k], v] for k, v in summary.items()]))
     title = f"{NAMES_ZH[period.kind]} {period.label}"
@@ -277,7 +282,7 @@ def _html(r: Report, svgs: list[tuple[str, str, str]]) -> str:
     order = ["summary", "by_state", "by_type", "by_severity", "by_day", "by_hour", "by_grid", "by_street", "by_squad", "hot_spots",
              "repeat_places", "repeat_shops", "repeat_numbers", "repeat_cameras", "handling"]
     return env.get_template("report.html").render(
-        r=r, meta=r.meta(), rejected=STATE_NAMES_ZH[CaseState.REJECTED], charts=[(k, title, Markup(s)) for k, title, s in svgs], tables=[r.tables[k] for k in order])
+        r=r, meta=r.meta(), rejected=STATE_NAMES_ZH[CaseState.REJECTED], voided=VOIDED_BY_PLATFORM, charts=[(k, title, Markup(s)) for k, title, s in svgs], tables=[r.tables[k] for k in order])
 
 
 def write_report(r: Report, out: str | Path) -> dict[str, Path]:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 
 from detect.candidates import WHOLE_IMAGE
-from pipelines.analytics.casedata import CaseFact, CaseFilter, load_cases
+from pipelines.analytics.casedata import VOIDED_BY_PLATFORM, CaseFact, CaseFilter, load_cases
 from pipelines.analytics.periods import Period
 from pipelines.analytics.places import NONE_UNIT, Places, Unit
 from pipelines.analytics.quota import NumberStatus
@@ -82,6 +82,7 @@ class ScoreTable:
     points: float
     cases_counted: int
     generated_at: str
+    voided_by_platform: int  # the period's cases voided by their platform after approval here (平台作废): not scored, not rejections
     items: list[dict[str, str]]  # section id/name, item id/name, in sheet order (the columns)
     units: list[UnitScore]
     warnings: list[str] = field(default_factory=list)  # what the number status source had to check (the cut-off file's rows)
@@ -94,7 +95,8 @@ class ScoreTable:
 
 
 def counts(case: CaseFact, sheet: Sheet) -> bool:
-    """Rejected cases never count; candidates only when the sheet says so."""
+    """Rejected cases never count, those rejected here nor those voided by their platform (平台作废, told apart in the
+    table's `voided_by_platform`); candidates only when the sheet says so."""
     return case.state is not CaseState.REJECTED and (case.confirmed or sheet.include_candidates)
 
 
@@ -243,6 +245,7 @@ def score_cases(sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, cases: lis
     return ScoreTable(
         sheet=sheet.name, period=period.label, by=by, timezone=str(tz), include_candidates=sheet.include_candidates,
         points=sheet.points, cases_counted=len(counted), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        voided_by_platform=sum(c.voided_by_platform for c in cases),
         items=[{"section": s.id, "section_name": s.name, "id": i.id, "name": i.name} for s, i in sheet.items()],
         units=[scorer.score(u, per_unit.get(u, []), quota_per_unit.get(u, [])) for u in units],
         warnings=list(number_status.warnings) if number_status is not None else [],
@@ -290,6 +293,7 @@ def score_tables(table: ScoreTable) -> list[Table]:
     about = Table("about", "说明 About", ["项目 field", "值 value"], [
         ["评分细则 sheet", table.sheet], ["期间 period", table.period], ["单位 by", table.by],
         ["时区 time zone", table.timezone], ["计入候选案件 include candidates", table.include_candidates],
-        ["计分案件数 cases counted", table.cases_counted], ["生成时间 generated (UTC)", table.generated_at]]
+        ["计分案件数 cases counted", table.cases_counted],
+        [f"{VOIDED_BY_PLATFORM}（不计分） voided by platform (not scored)", table.voided_by_platform], ["生成时间 generated (UTC)", table.generated_at]]
         + [["提醒 warning", w] for w in table.warnings])  # staff read the workbook, not the JSON: the cut-off file's rows to check
     return [scores, details, groups, about]

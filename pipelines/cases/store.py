@@ -342,10 +342,16 @@ class Case:
 
     @property
     def voided_by_platform(self) -> bool:
-        """Rejected though its review approved it: only a dispatch platform's 作废 does that (a reviewer's reject records
-        `review_decision` rejected, triage withdraws only unreviewed candidates). The platform's why (not a violation,
-        a duplicate, not theirs) is not known here, so neither is whether the case was a violation."""
-        return self.state is CaseState.REJECTED and self.review_decision == "approved"
+        """`platform_voided`: its dispatch platform voided it (作废) after its review here approved it."""
+        return platform_voided(self.state, self.review_decision)
+
+
+def platform_voided(state: CaseState, review_decision: str | None) -> bool:
+    """Rejected though its review approved it: only a dispatch platform's 作废 does that (a reviewer's reject records
+    `review_decision` rejected, triage withdraws only unreviewed candidates). The platform's why (not a violation,
+    a duplicate, not theirs) is not known here, so neither is whether the case was a violation: retraining leaves
+    such a case out and the analytics count it apart from a rejection here (平台作废), not as a false finding."""
+    return state is CaseState.REJECTED and review_decision == "approved"
 
 
 def handled_state(case: Case) -> CaseState:
