@@ -150,3 +150,23 @@ def test_the_route_check_catches_a_wrong_method_path_or_page(routes):
                "`GET /api/v1/evidence/keys/<key id>.pem`, `GET /patrol/job/{id}`, `GET /sim/received`; "
                "open /ui/queue or /ui/review")
     assert route_problems(planted, routes) == ["PUT /cases/{id}/confirm", "GET /patrol/job/{id}", "page /ui/review"]
+
+
+def test_the_camera_status_metric_lists_the_states_a_scrape_can_read_as_the_docs_do():
+    """`streetwatch_cctv_camera_status` listed `left_behind` (docs/cctv.md, and a 0 sample of it in every scrape),
+    which no scrape could ever read as 1: `watch --ray`'s driver decides it only once `cluster.stop_wait_s` has run out
+    at the stop, then exits with its /metrics. The metric's states are those a watcher sets, as the docs list them."""
+    from prometheus_client import generate_latest
+
+    from pipelines.cctv.metrics import Metrics
+    from pipelines.cctv.reader import Status
+
+    metrics = Metrics()
+    metrics.status.labels("cam-01").state(Status.ONLINE.value)
+    scraped = re.findall(r'streetwatch_cctv_camera_status\{camera="cam-01",streetwatch_cctv_camera_status="(\w+)"\}',
+                         generate_latest(metrics.registry).decode())
+    listed = re.search(r"`streetwatch_cctv_camera_status` \(enum: ([a-z_, ]+)[;)]", (REPO / "docs" / "cctv.md").read_text(encoding="utf-8"))
+    assert listed is not None and scraped == listed.group(1).split(", ")
+    assert "left_behind" not in scraped and set(scraped) == {s.value for s in Status} - {"left_behind"}
+    with pytest.raises(ValueError):  # nothing can set what no scrape would see
+        metrics.status.labels("cam-01").state(Status.LEFT_BEHIND.value)

@@ -8,6 +8,12 @@ from pipelines.cctv.reader import Status
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
+CAMERA_STATES = [s.value for s in Status if s is not Status.LEFT_BEHIND]
+"""The states `streetwatch_cctv_camera_status` may show. Not `left_behind`: `watch --ray`'s driver decides it only once
+`cluster.stop_wait_s` has run out at the stop and then exits (state file, summary), its /metrics with it, so no scrape
+could ever read it; during the wait a scrape sees the owner's last polled state, after it the target is down. The
+exit summary, the log line and the events file's `camera_status` record (the cameras page) carry it."""
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -25,7 +31,7 @@ class Metrics:
         self.events = Counter("streetwatch_cctv_violation_events", "Violation events from the rules", ["camera", "type", "kind"], registry=r)
         self.cases_opened = Counter("streetwatch_cctv_cases_opened", "Candidate cases drafted", ["camera", "type"], registry=r)
         self.reverifications = Counter("streetwatch_cctv_reverifications", "Re-checks of handled cases", ["camera", "outcome"], registry=r)
-        self.status = Enum("streetwatch_cctv_camera_status", "Camera stream state", cam, states=[s.value for s in Status], registry=r)
+        self.status = Enum("streetwatch_cctv_camera_status", "Camera stream state", cam, states=CAMERA_STATES, registry=r)
         self.health_active = Gauge("streetwatch_cctv_health_active", "1 while a health condition holds", ["camera", "kind"], registry=r)
         self.reconnect_attempts = Counter("streetwatch_cctv_reconnect_attempts", "Failed connection attempts, each retried", cam, registry=r)
         self.health_events = Counter("streetwatch_cctv_health_events", "Health conditions that started", ["camera", "kind"], registry=r)
