@@ -412,6 +412,62 @@ def test_a_stop_and_start_of_watch_on_ray_keeps_the_standing_violation_and_its_o
     assert case.cleared_at is not None
 
 
+@pytest.mark.slow  # two `watch --ray` runs of four cameras on two owners (a CLI, inference actors, two owners each): ~1.5 min
+def test_a_stop_and_start_of_watch_on_ray_with_two_owners_restores_each_camera_s_state_to_that_camera(
+        tmp_path, ray_cluster, bus_jpg, real_sample_dir, fresh_postgres_url, moto_s3):
+    """No test had several owners save and restore states at once: four cameras on two owners, each recording of its
+    own length (so each state has its own last frame), a bus standing at the stop in two of them. At the next start
+    each camera's state comes back to that camera: its own last frame named, the standing buses' one case each kept
+    and cleared, the empty views' buses opening their first case."""
+    from pipelines.cases import CaseStore
+    from pipelines.cctv.state import load_file
+    from tests.cctv_helpers import cameras_file, parked_clip, scene_for
+
+    start = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    lengths = {"cam-00": 12, "cam-01": 10, "cam-02": 13, "cam-03": 11}  # seconds of the first recording
+    standing = {"cam-00", "cam-02"}  # a bus arrives 1 s in and is still there at the stop; the others see none
+    for cid in lengths:
+        scene_for(tmp_path, cid, real_sample_dir, dwell_s=4, clear_s=3)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": cid, "url": f"{cid}.mp4", "scene": f"{cid}.yaml", "analysis_fps": 2}
+                                                    for cid in lengths])
+    config = _settings(tmp_path / "settings.yaml", fresh_postgres_url, moto_s3, "sw-watch-owners", checkpoint_s=60,
+                       cameras_per_owner=2)
+    args = ["watch", "--cameras", str(cams), "--config", str(config), "--replay", "--ray", ray_cluster["address"]]
+
+    for cid, length in lengths.items():
+        arrive = 1 if cid in standing else length  # length: never in view
+        parked_clip(tmp_path / f"{cid}.mp4", bus_jpg, real_sample_dir, duration_s=length, arrive_s=arrive, leave_s=length,
+                    start=start)
+    first = _cli(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["owners"] == 2 and summary["cases_opened"] == 2, summary
+    last = {cid: start + timedelta(seconds=length - 0.5) for cid, length in lengths.items()}  # 2 fps: the last frame's time
+    saved = load_file(tmp_path / "cameras.yaml.state")
+    assert {cid: ts for cid, (_, ts, _) in saved.items()} == last
+
+    # each camera's next recording, going on where its first ended: a bus stands there from its start and leaves 6 s in
+    for cid, length in lengths.items():
+        parked_clip(tmp_path / f"{cid}.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=6,
+                    start=start + timedelta(seconds=length))
+    again = _cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["owners"] == 2 and summary["cases_opened"] == 2, summary  # the two buses not standing at the stop
+    assert len({cam["owner"] for cam in summary["cameras"].values()}) == 2
+    state_file = tmp_path / "cameras.yaml.state"
+    for cid in lengths:  # each camera restored once, with its own state (its own last frame)
+        line = f"camera {cid}: rules state restored from state file {state_file} (last frame judged {last[cid].isoformat()})"
+        assert again.stderr.count(line) == 1, (cid, again.stderr[-3000:])
+    store = CaseStore(fresh_postgres_url)
+    cases = store.list()
+    store.close()
+    assert sorted(c.source_id for c in cases) == sorted(lengths) and all(c.cleared_at is not None for c in cases)
+    for case in cases:  # a standing bus's one case opened before the stop; the others' in the second recording
+        opened_before_stop = case.opened_at < start + timedelta(seconds=lengths[case.source_id])
+        assert opened_before_stop == (case.source_id in standing), (case.source_id, case.opened_at)
+
+
 @pytest.mark.slow  # a `watch --ray` run (a CLI, inference actors and an owner), stopped while its camera hangs: ~1 min
 def test_an_owner_slower_to_stop_than_the_stop_wait_is_named_with_the_state_its_camera_keeps(
         tmp_path, ray_cluster, real_sample_dir, fresh_postgres_url, moto_s3):
