@@ -311,6 +311,57 @@ def test_the_map_counts_each_of_several_zones_as_its_case_list_does(tmp_path):
     store.close()
 
 
+def test_a_zones_list_reads_the_cases_in_its_bounds_alone(tmp_path, monkeypatch):
+    """A zone's list read the map's every case whole (about 1 s at 20,000) to keep those in the polygon; it reads those
+    in the zone's bounds, then tests them against the polygon: the same list, total and cut as reading them all (the
+    reference below), for cases inside, on the edge, in the bounds outside a triangle, outside, and without a position,
+    at the cap and past it, two opened at one moment."""
+    import shapely
+    import sqlalchemy as sa
+
+    from pipelines.analytics import casedata
+    from pipelines.analytics.casedata import CaseFilter, load_cases
+    from pipelines.cases.schema import cases
+    from tests.analytics_helpers import LAT0, LON0, local
+
+    triangle = [[LON0, LAT0], [LON0 + 0.01, LAT0], [LON0, LAT0 + 0.01], [LON0, LAT0]]
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {
+        "type": "Polygon", "coordinates": [triangle]}, "properties": {"id": "corner", "name": "角", "kind": "no_vending"}}]}))
+    settings = settings_for(tmp_path)
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson")
+    settings.analytics.zones = path
+    app, tokens = make_app(settings, resume_jobs=False)
+    store, make = app.state.ctx.store, CaseMaker(app.state.ctx.store)
+    places = [(0.002, 0.002), (0.0, 0.003), (0.01, 0.0), (0.005, 0.005), (0.008, 0.008), (0.02, 0.002), (0.003, -0.001),
+              None, (0.001, 0.001), (0.0, 0.0)]  # inside, on its west edge, a corner, the hypotenuse, the bounds' far corner ...
+    made_ids = [make.add("street_stall", G1, local(1 + k if k != 9 else 9)) for k in range(len(places))]  # 2 at one moment
+    with store.engine.begin() as conn:
+        for case_id, place in zip(made_ids, places):
+            lon, lat = (None, None) if place is None else (LON0 + place[0], LAT0 + place[1])
+            conn.execute(sa.update(cases).where(cases.c.id == case_id).values(lon=lon, lat=lat))
+    in_bounds = sum(p is not None and 0 <= p[0] <= 0.01 and 0 <= p[1] <= 0.01 for p in places)
+    made = []
+    made_from = casedata._fact
+    monkeypatch.setattr(casedata, "_fact", lambda row, places: made.append(row) or made_from(row, places))
+    who, zone = auth(tokens["inspector"]), shapely.Polygon(triangle)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for cap in (20000, len(places), 6, 1):
+            settings.analytics.map_max_cases = cap
+            start, end = NOV.bounds(TZ)
+            read = load_cases(store.engine, load_places(settings.analytics), CaseFilter(start=start, end=end), newest=cap + 1)
+            window = read[1:] if len(read) > cap else read
+            inside = [c for c in window if c.lat is not None and zone.intersects(shapely.Point(c.lon, c.lat))]
+            inside.sort(key=lambda c: c.at, reverse=True)
+            made.clear()
+            listed = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "corner", "period": "2026-11"}, headers=who).json()
+            assert ([c["id"] for c in listed["items"]], listed["total"], listed["truncated"]) == (
+                [c.id for c in inside], len(inside), len(read) > cap), cap
+            assert len(made) <= in_bounds < len(places), cap  # no case outside the bounds is read whole
+        assert [c["id"] for c in listed["items"]] and listed["truncated"]
+    store.close()
+
+
 def test_latest_reports_are_listed_and_served(api):
     client, who, store, settings = api
     assert client.get("/api/v1/reports", headers=who).json() == {"items": [], "total": 0, "limit": 200, "offset": 0}

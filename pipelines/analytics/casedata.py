@@ -151,10 +151,30 @@ class CasePoint(NamedTuple):
 _POINT_COLUMNS = [cases.c[name] for name in CasePoint._fields]
 
 
-def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), newest: int | None = None) -> list[CaseFact]:
+Box = tuple[float, float, float, float]  # (west, south, east, north): longitudes and latitudes, edges included
+
+
+def load_cases(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), newest: int | None = None, *,
+               after: tuple[datetime, str] | None = None, within: Box | None = None) -> list[CaseFact]:
     """Cases matching `flt`, oldest first (the period is on `opened_at`, as in `CaseStore.search`). `newest`: only
-    that many, the newest, read from the store (the map's cap: a city's years of cases are never all in memory)."""
-    return _load(engine, places, flt, newest, _COLUMNS, lambda row: _fact(row, places))
+    that many, the newest, read from the store (the map's cap: a city's years of cases are never all in memory).
+    `after`: only those after this (opening time, id), as `newest_beyond` gives it; `within`: only those whose
+    position is in this box (a zone's bounds: its list reads the cases near it, not all the map's)."""
+    return _load(engine, places, flt, newest, _COLUMNS, lambda row: _fact(row, places), after=after, within=within)
+
+
+def newest_beyond(engine: Engine, places: Places, flt: CaseFilter, n: int) -> tuple[datetime, str] | None:
+    """(opening time, id) of the newest case of `flt` past its newest `n` (None: no more than `n` match): the cases
+    `after` it are those `load_cases(..., newest=n)` reads, found by their key alone. `flt` must bound the opening
+    time (`start`), as the map's does: a case never opened sorts differently on SQLite and PostgreSQL."""
+    where = _where(places, flt)
+    if where is None:
+        return None
+    c = cases.c
+    query = sa.select(c.opened_at, c.id).where(*where).order_by(c.opened_at.desc(), c.id.desc()).offset(n).limit(1)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else (row.opened_at, row.id)
 
 
 def load_points(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), newest: int | None = None) -> list[CasePoint]:
@@ -164,13 +184,16 @@ def load_points(engine: Engine, places: Places, flt: CaseFilter = CaseFilter(), 
 
 
 def _load(engine: Engine, places: Places, flt: CaseFilter, newest: int | None, columns: list[Any],
-          make: Callable[[Any], T]) -> list[T]:
+          make: Callable[[Any], T], *, after: tuple[datetime, str] | None = None, within: Box | None = None) -> list[T]:
     """`columns` of the cases of `flt` made into `make`'s objects, in `load_cases`' order (see there)."""
     where = _where(places, flt)
     if where is None:
         return []
     c = cases.c
-    query = sa.select(*columns).where(*where)
+    if within is not None:
+        west, south, east, north = within
+        where += [c.lon.between(west, east), c.lat.between(south, north)]
+    query = sa.select(*columns).where(*where, *_after(after))
     if newest is None:
         query = query.order_by(sa.nulls_first(c.opened_at.asc()), c.id)
     else:
@@ -210,7 +233,8 @@ def _after(key: tuple[datetime | None, str] | None) -> list[Any]:
     opened, case_id = key
     if opened is None:
         return [sa.or_(c.opened_at.is_not(None), sa.and_(c.opened_at.is_(None), c.id > case_id))]
-    return [sa.or_(c.opened_at > opened, sa.and_(c.opened_at == opened, c.id > case_id))]
+    # the first condition alone lets the store walk its index of opening times from the key on
+    return [c.opened_at >= opened, sa.or_(c.opened_at > opened, sa.and_(c.opened_at == opened, c.id > case_id))]
 
 
 def _where(places: Places, flt: CaseFilter) -> list[Any] | None:
