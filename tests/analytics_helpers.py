@@ -23,10 +23,11 @@ def cell_polygon(i: int) -> list[list[float]]:
     return [[x, LAT0], [x + 0.004, LAT0], [x + 0.004, LAT0 + 0.004], [x, LAT0 + 0.004], [x, LAT0]]
 
 
-def write_grid(path: Path) -> Path:
+def write_grid(path: Path, cells: list[tuple[str, str, str, str]] = CELLS) -> Path:
+    """The grid file of `cells` (code, name, street, squad), side by side from (LON0, LAT0)."""
     features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [cell_polygon(i)]},
                  "properties": {"id": code, "name": name, "street": street, "squad": squad}}
-                for i, (code, name, street, squad) in enumerate(CELLS)]
+                for i, (code, name, street, squad) in enumerate(cells)]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False), encoding="utf-8")
     return path
 
@@ -38,6 +39,11 @@ def write_zones(path: Path) -> Path:
                  "properties": {"id": "wensan-no-vending", "name": "文三路禁止摆摊区", "kind": "no_vending"}}]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+def many_cells(n: int) -> list[tuple[str, str, str, str]]:
+    """`n` grid cells (a district's hundreds), for the paged lists of units."""
+    return [(f"3301069{i:05d}", f"网格 {i}", "文新街道", "一中队") for i in range(n)]
 
 
 def local(day: int, hour: int = 10, minute: int = 0, month: int = 11) -> datetime:

@@ -60,6 +60,32 @@ def test_scores_as_json_and_excel(api):
     assert {r[0]: r[1] for r in rows[1:]} == {G1: 48, G2: 59, G3: 44, G4: 50}
 
 
+def test_scores_by_grid_are_answered_a_page_at_a_time(tmp_path):
+    """A district's 400 grid cells were one table of about 600 KiB of JSON; the JSON answers a page of units in the
+    table's order (200 by default, limit up to 500, offset) with the total, the workbook every unit."""
+    from tests.analytics_helpers import local, many_cells
+
+    settings = settings_for(tmp_path)
+    cells = many_cells(205)
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson", cells)
+    app, tokens = make_app(settings, resume_jobs=False)
+    CaseMaker(app.state.ctx.store).add("street_stall", cells[0][0], local(3))
+    who, codes = auth(tokens["inspector"]), sorted(c[0] for c in cells)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        first = client.get("/api/v1/scores", params={"period": "2026-11", "by": "grid"}, headers=who).json()
+        assert (first["total"], first["limit"], first["offset"]) == (205, 200, 0)
+        assert [u["unit"] for u in first["units"]] == codes[:200] and first["cases_counted"] == 1
+        rest = client.get("/api/v1/scores", params={"period": "2026-11", "by": "grid", "offset": 200}, headers=who).json()
+        assert [u["unit"] for u in rest["units"]] == codes[200:] and rest["total"] == 205
+        small = client.get("/api/v1/scores", params={"period": "2026-11", "limit": 3, "offset": 1}, headers=who).json()
+        assert [u["unit"] for u in small["units"]] == codes[1:4]
+        assert client.get("/api/v1/scores", params={"period": "2026-11", "limit": 501}, headers=who).status_code == 422
+        book = client.get("/api/v1/scores", params={"period": "2026-11", "by": "grid", "format": "xlsx"}, headers=who)
+        rows = list(load_workbook(io.BytesIO(book.content))["得分 Scores"].iter_rows(values_only=True))
+        assert [r[0] for r in rows[1:]] == codes  # the workbook whole
+    app.state.ctx.store.close()
+
+
 @pytest.mark.parametrize("params, status, detail", [
     ({"period": "2026-13"}, 422, "month must be in 1..12"),
     ({"period": "last month"}, 422, "does not parse"),

@@ -1119,3 +1119,24 @@ def test_the_reports_page_pages_through_the_reports(tmp_path, bus_jpg):
         assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None
         pager.find_element(By.CLASS_NAME, "prev").click()
         _wait(b, lambda d: "第 1–200 条，共 205 条" in pager.text, "the first page again")
+
+
+@pytest.mark.slow  # its own served pages and browser, 205 grid cells scored on the page (about 15 s here)
+def test_the_scores_page_pages_through_the_grid_cells(tmp_path, bus_jpg):
+    """The scores page put a district's 400 grid cells in one table from about 600 KiB of JSON. It shows 200 units a
+    page in the table's order, which rows of how many, and 下一页 to the rest; a unit on the second page still opens."""
+    from selenium.webdriver.common.by import By
+
+    from tests.analytics_helpers import many_cells, write_grid
+
+    settings = site_settings(tmp_path, bus_jpg)
+    codes = sorted(c[0] for c in many_cells(205))
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson", many_cells(205))
+    with served_pages(tmp_path, settings, lambda app: None) as served:
+        b, pager = _first_page_then_next(served, "/ui/scores", "scores", "#scores tbody tr[data-unit]", 205)
+        rows = b.find_elements(By.CSS_SELECTOR, "#scores tbody tr[data-unit]")
+        assert [r.get_attribute("data-unit") for r in rows] == codes[200:]
+        assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None
+        assert "205 个单位" in b.find_element(By.ID, "status").text
+        rows[-1].click()
+        _wait(b, lambda d: codes[-1] in d.find_element(By.CSS_SELECTOR, "#unit h2").text, "the last unit's deductions")

@@ -8,7 +8,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -142,18 +142,33 @@ def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
 
+@dataclass
+class ScorePage(ScoreTable):
+    """The scores with a page of their units, in the table's order, and how many units there are: a district's 400 grid
+    cells, each with its deductions and their cases, were one table of about 600 KiB."""
+
+    total: int = 0  # units scored in all (every page)
+    limit: int = 200
+    offset: int = 0
+
+
 @router.get("/scores", summary="Assessment scores for a period, per grid cell, street, squad or camera",
-            response_model=ScoreTable, responses={200: {"content": {XLSX: {}}}, **problems(401, 403, 422, 503)})
+            response_model=ScorePage, responses={200: {"content": {XLSX: {}}}, **problems(401, 403, 422, 503)})
 async def scores(
     ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES),
     period: str = Query(max_length=20, description="2026-11, 2026-Q4, 2026, 2026-W45 or 2026-11-03 (local time)."),
     by: Literal["grid", "street", "squad", "camera"] = Query("grid"),
     format: Literal["json", "xlsx"] = Query("json", description="json, or an Excel workbook (scores, deductions, groups)."),
+    limit: int = Query(200, ge=1, le=500, description="At most this many units in the JSON (a page); the workbook has all."),
+    offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many units of the table (JSON)."),
 ) -> Any:
-    """JSON on the threads every route shares, as before; the Excel workbook, an export, on the exports' own threads
-    (`api.exports`) as the case and call-out exports are, 503 `exports-busy` when `service.export_queue` wait already."""
+    """JSON on the threads every route shares, as before, a page of units; the Excel workbook, an export, whole, on the
+    exports' own threads (`api.exports`) as the case and call-out exports are, 503 `exports-busy` when
+    `service.export_queue` wait already."""
     if format == "json":
-        return await run_in_threadpool(_score_table, ctx, period, by)
+        table = await run_in_threadpool(_score_table, ctx, period, by)
+        return ScorePage(**{**vars(table), "units": table.units[offset:offset + limit]}, total=len(table.units),
+                         limit=limit, offset=offset)
 
     def build() -> Export:
         table = _score_table(ctx, period, by)

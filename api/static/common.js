@@ -186,7 +186,7 @@ const SW = {
   PAGE: 200,  // rows a long list's table shows (the API's limit); the rest are a 下一页 away (its offset)
 
   // The pager under table `name` (#NAME-pager: .prev, .range, .next) for `page` of a long list ({items, total, limit,
-  // offset}: the city page's warnings, shops and call-out numbers, the reports): which rows of how many it shows, and
+  // offset}: the city page's warnings, shops and call-out numbers, the reports; the scores' units as such a page): which rows of how many it shows, and
   // 上一页/下一页 calling `go` with the offset of the page before or after, which loads it.
   pager(name, page, go) {
     const box = document.getElementById(`${name}-pager`);

@@ -3,8 +3,8 @@
 
 const S = { table: null };
 
-function query(format) {
-  return new URLSearchParams({ period: document.getElementById("f-period").value.trim(), by: document.getElementById("f-by").value, format });
+function query(format, page = {}) {
+  return new URLSearchParams({ period: document.getElementById("f-period").value.trim(), by: document.getElementById("f-by").value, format, ...page });
 }
 
 function cell(item) {
@@ -24,9 +24,11 @@ function showUnit(unit) {
   document.getElementById("unit").replaceChildren(...parts);
 }
 
-async function load() {
-  const t = await SW.json("/api/v1/scores?" + query("json"));
+// A page of the table's units (a district's 400 grid cells are two), 上一页/下一页 under it; the workbook has them all.
+async function load(offset = 0) {
+  const t = await SW.json("/api/v1/scores?" + query("json", { limit: SW.PAGE, offset }));
   S.table = t;
+  SW.pager("scores", { items: t.units, total: t.total, limit: t.limit, offset: t.offset }, load);
   document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
     + (t.voided_by_platform ? ` · 平台作废 ${t.voided_by_platform} 件（不计分）` : "")
     + (t.include_candidates ? " · 含候选案件 candidates count" : "");
@@ -39,10 +41,10 @@ async function load() {
   document.getElementById("unit").replaceChildren();
   // the cut-off file's rows to check (a repeated header skipped): in the JSON alone, staff never saw them
   document.getElementById("warnings").replaceChildren(...SW.warningItems(t.warnings));
-  SW.say(`${t.units.length} 个单位 units` + (t.warnings.length ? `; ${t.warnings.length} 条提醒 to check` : ""), t.warnings.length > 0 && "warn");
+  SW.say(`${t.total} 个单位 units` + (t.warnings.length ? `; ${t.warnings.length} 条提醒 to check` : ""), t.warnings.length > 0 && "warn");
 }
 
-document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load().catch((err) => SW.say(err.message, true)); });
+document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load(0).catch((err) => SW.say(err.message, true)); });
 document.getElementById("scores-xlsx").addEventListener("click", () => {
   const q = query("xlsx");
   SW.download("/api/v1/scores?" + q, `scores-${q.get("period")}-${q.get("by")}.xlsx`).catch((e) => SW.say(e.message, true));
