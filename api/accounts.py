@@ -229,9 +229,17 @@ class Accounts:
             self.audit(who, action, case_id, details, conn=conn)
             yield conn
 
-    def audit_records(self, case_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-        if case_id is not None:
-            query = query.where(audit_log.c.case_id == case_id)
+    def audit_records(self, case_id: str | None = None, limit: int = 200, offset: int = 0) -> list[dict[str, Any]]:
+        """The audit records (of `case_id`'s case, if given), newest first: `limit` of them after the first `offset`."""
+        query = sa.select(audit_log).where(*self._of_case(case_id)).order_by(audit_log.c.id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             return [{**r._mapping, "at": r.at.isoformat()} for r in conn.execute(query)]
+
+    def audit_count(self, case_id: str | None = None) -> int:
+        """How many audit records there are (of `case_id`'s case, if given): the pages of `audit_records` in all."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(audit_log).where(*self._of_case(case_id))).scalar_one()
+
+    @staticmethod
+    def _of_case(case_id: str | None) -> list[sa.ColumnElement[bool]]:
+        return [] if case_id is None else [audit_log.c.case_id == case_id]

@@ -494,7 +494,7 @@ def test_a_reviewer_tags_a_stall_food_on_site_and_the_score_counts_it_as_such(tm
         assert g1_items() == {"food_stall": 2}  # counted by the food item, which replaces the plain stall item
         revision = store.get(case_id).details["revisions"][-1]
         assert (revision["field"], revision["from"], revision["to"], revision["by"]) == ("tags", [], ["food_on_site"], "reviewer-user")
-        audit = client.get(f"/api/v1/cases/{case_id}/audit", headers=reviewer).json()
+        audit = client.get(f"/api/v1/cases/{case_id}/audit", headers=reviewer).json()["items"]
         assert audit[-1]["details"]["tags"] == {"from": [], "to": ["food_on_site"]}
 
         store.review(case_id, approve=False, reviewer="审核员", reason_code="not_a_violation")
@@ -529,7 +529,7 @@ def test_a_reviewer_sets_a_case_severity_and_the_report_counts_cases_by_severity
         assert set_.status_code == 200 and set_.json()["details"]["severity"] == "serious"
         revision = store.get(stall).details["revisions"][-1]
         assert (revision["field"], revision["from"], revision["to"]) == ("severity", "general", "serious")
-        assert client.get(f"/api/v1/cases/{stall}/audit", headers=reviewer).json()[-1]["details"]["severity"] == {"from": "general", "to": "serious"}
+        assert client.get(f"/api/v1/cases/{stall}/audit", headers=reviewer).json()["items"][-1]["details"]["severity"] == {"from": "general", "to": "serious"}
         again = client.patch(f"/api/v1/cases/{stall}", headers=reviewer, json={"severity": "serious"})
         assert again.status_code == 200 and len(store.get(stall).details["revisions"]) == 1  # no change, no revision
         serious = client.get("/api/v1/cases", params={"severity": "serious"}, headers=reviewer).json()

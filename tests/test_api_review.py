@@ -149,13 +149,34 @@ def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_e
     unknown = client.post(f"/api/v1/cases/{c}/confirm", headers=reviewer, json={"target": "nowhere"})
     assert unknown.status_code == 422 and "nowhere" in unknown.json()["detail"]
 
-    audit = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()
+    audit = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()["items"]
     assert [(r["action"], r["actor"], r["role"]) for r in audit] == [("edit", "reviewer-user", "reviewer"),
                                                                       ("confirm", "reviewer-user", "reviewer"),
                                                                       ("edit", "reviewer-user", "reviewer")]
     assert audit[-1]["details"]["type"] == {"from": "illegal_parking", "to": "street_stall"} and audit[0]["at"]
     history = client.get(f"/api/v1/cases/{a}", headers=reviewer).json()["history"]
     assert [(h["to"], h["actor"]) for h in history] == [("candidate", "rules:batch-7/bus"), ("queued", "reviewer-user")]
+
+
+def test_a_case_s_audit_log_is_answered_a_page_at_a_time_newest_first(service, bus_event):
+    """A case's audit log answered its newest 200 records and no more, the older ones out of reach with nothing saying
+    so; it answers a page, newest first ({items, total, limit, offset}), the other case's records apart."""
+    from api.accounts import Principal, Role
+
+    app, client, tokens, _ = service
+    a, b = draft_cases(app, bus_event, [{}, {}])
+    accounts, who = app.state.ctx.accounts, Principal("审核员", Role.REVIEWER, 1)
+    for n in range(205):
+        with accounts.recorded(who, "edit", a if n != 7 else b, {"n": n}):
+            pass
+    reviewer = auth(tokens["reviewer"])
+    first = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()
+    assert (first["total"], first["limit"], first["offset"], len(first["items"])) == (204, 200, 0, 200)
+    older = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer, params={"offset": 200}).json()
+    assert [r["details"]["n"] for r in first["items"] + older["items"]] == [n for n in range(204, -1, -1) if n != 7]
+    small = client.get(f"/api/v1/cases/{b}/audit", headers=reviewer, params={"limit": 1}).json()
+    assert ([r["details"]["n"] for r in small["items"]], small["total"]) == ([7], 1)
+    assert client.get(f"/api/v1/cases/{a}/audit", headers=reviewer, params={"limit": 501}).status_code == 422
 
 
 def test_a_review_action_on_a_case_changed_since_it_was_loaded_is_refused_and_changes_nothing(service, bus_event):
@@ -244,7 +265,7 @@ def test_a_confirm_without_dispatch_checks_the_case_in_the_transaction_that_appr
     assert late.json()["detail"].startswith(f"案件 {a} 现为已作废，只有待审核的案件可以确认 ")
     case = store.get(a)
     assert (case.state, case.review_decision, case.reviewer) == (CaseState.REJECTED, "rejected", "李四")
-    assert [r["action"] for r in client.get(f"/api/v1/cases/{a}/audit", headers=wang).json()] == ["reject"]
+    assert [r["action"] for r in client.get(f"/api/v1/cases/{a}/audit", headers=wang).json()["items"]] == ["reject"]
 
     assert client.post(f"/api/v1/cases/{b}/confirm", headers=li, json={"dispatch": False, "note": "属实"}).status_code == 200
     again = client.post(f"/api/v1/cases/{b}/confirm", headers=wang, json={"dispatch": False})
@@ -277,7 +298,7 @@ def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_
     assert (last.from_state, last.to_state, last.actor, last.reason) == (CaseState.REJECTED, CaseState.CANDIDATE,
                                                                          "reviewer-user", "误点驳回，应为违法")
     assert last.details["reopened"]["rejected_by"] == "reviewer-user" and last.details["reopened"]["review_note"] == "点错了"
-    [audit] = [r for r in client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json() if r["action"] == "reopen"]
+    [audit] = [r for r in client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()["items"] if r["action"] == "reopen"]
     assert audit["details"]["note"] == "误点驳回，应为违法" and audit["details"]["review_reason"] == "duplicate"
     queue = client.get("/api/v1/cases", headers=reviewer, params={"state": "candidate", "reviewed": "false"}).json()
     assert a in [i["id"] for i in queue["items"]]
@@ -522,7 +543,7 @@ def test_a_reviewer_cannot_reject_a_case_a_platform_holds_and_the_platform_s_voi
         assert store.get(held) == before
         if status:
             assert client.post(hook, json={"taskNumber": "T-300", "status": status}, headers=integration).status_code == 200
-    assert "reject" not in [r["action"] for r in client.get(f"/api/v1/cases/{held}/audit", headers=reviewer).json()]
+    assert "reject" not in [r["action"] for r in client.get(f"/api/v1/cases/{held}/audit", headers=reviewer).json()["items"]]
 
     voided = client.post(hook, json={"taskNumber": "T-300", "status": "作废", "note": "非违法"}, headers=integration)
     assert voided.status_code == 200 and voided.json()["state"] == "rejected"
@@ -580,14 +601,14 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
         assert edited.status_code == 200, edited.text
         assert {k: edited.json()[k] for k in ("address", "lat", "lon", "grid_cell")} == {
             "address": "文三路 100 号", "lat": LAT0 + 0.001, "lon": LON0 + 0.009, "grid_cell": G3}
-        [record] = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()
+        [record] = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()["items"]
         assert record["details"]["address"] == {"from": None, "to": "文三路 100 号"}
         assert record["details"]["grid_cell"] == {"from": "330106001001", "to": G3}
         assert record["details"]["severity"] == {"from": "general", "to": "major"}  # the new cell's road grade
         assert edited.json()["details"]["revisions"][-1]["derived_from"] == "grid_cell"
         retyped = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "nonmotor_parking"})
         assert retyped.status_code == 200 and retyped.json()["details"]["severity"] == "general"  # that type on a main road
-        assert client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()[0]["details"]["severity"] == {
+        assert client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()["items"][0]["details"]["severity"] == {
             "from": "major", "to": "general"}
         assert client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"type": "illegal_parking"}).json()["details"][
             "severity"] == "major"
@@ -616,7 +637,7 @@ def test_a_reviewer_sets_a_case_s_place_and_a_bad_one_is_refused_naming_the_fiel
         assert {k: cleared.json()[k] for k in ("address", "lat", "lon", "grid_cell")} == {
             "address": "文三路 100 号", "lat": None, "lon": None, "grid_cell": None}
         assert cleared.json()["details"]["severity"] == "general"
-        record = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()[0]  # newest first
+        record = client.get(f"/api/v1/cases/{a}/audit", headers=reviewer).json()["items"][0]  # newest first
         assert record["details"]["lat"] == {"from": LAT0 + 0.001, "to": None} and record["details"]["grid_cell"]["to"] is None
 
         client.post(f"/api/v1/cases/{a}/reject", headers=reviewer, json={"reason": "not_visible"})
@@ -901,7 +922,7 @@ def test_an_edit_overwriting_another_at_once_is_audited_with_what_it_overwrote_o
         monkeypatch.setattr(store, "revise", first_li_then)
         done = client.patch(f"/api/v1/cases/{a}", headers=auth(tokens["reviewer"]), json={"description": "王芳：摊位两处"})
         assert done.status_code == 200 and done.json()["description"] == "王芳：摊位两处"
-        audit = client.get(f"/api/v1/cases/{a}/audit", headers=auth(tokens["reviewer"])).json()  # newest first
+        audit = client.get(f"/api/v1/cases/{a}/audit", headers=auth(tokens["reviewer"])).json()["items"]  # newest first
     assert [(r["actor"], r["details"]["description"]) for r in audit] == [
         ("reviewer-user", {"from": "李四：三轮车占道", "to": "王芳：摊位两处"}), ("李四", {"from": None, "to": "李四：三轮车占道"})]
     assert [(r["by"], r["from"]) for r in store.get(a).details["revisions"]] == [("李四", None), ("reviewer-user", "李四：三轮车占道")]
@@ -934,7 +955,7 @@ def test_a_reopening_is_audited_with_the_rejection_it_undid_not_an_earlier_one(s
     monkeypatch.setattr(store, "reopen", others_act_first)
     assert client.post(f"/api/v1/cases/{a}/reopen", headers=wang, json={"note": "误点驳回"}).status_code == 200
     assert rival.ident
-    audits = [r for r in client.get(f"/api/v1/cases/{a}/audit", headers=wang).json() if r["action"] == "reopen"]
+    audits = [r for r in client.get(f"/api/v1/cases/{a}/audit", headers=wang).json()["items"] if r["action"] == "reopen"]
     mine = [r for r in audits if r["details"]["note"] == "误点驳回"]
     assert [(r["details"]["rejected_by"], r["details"]["review_reason"], r["details"]["review_note"]) for r in mine] == [
         ("张伟", "not_a_violation", "非违法")]

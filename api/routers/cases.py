@@ -584,8 +584,21 @@ def edit(case_id: str, body: EditBody, ctx: AppContext = Depends(get_ctx), who: 
     return case_json(case, ctx)
 
 
-@router.get("/cases/{case_id}/audit", summary="Audit log of review actions on a case", response_model=list[AuditRecord],
-            responses=problems(401, 403, 404))
-def audit(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(REVIEW)) -> list[dict[str, Any]]:
+class AuditPage(BaseModel):
+    """A page of a case's audit records, newest first, and how many there are: a case edited and reopened for years
+    had its oldest records cut off at 200 with nothing saying so."""
+
+    items: list[AuditRecord]
+    total: int = Field(description="The case's audit records in all (every page).")
+    limit: int
+    offset: int
+
+
+@router.get("/cases/{case_id}/audit", summary="Audit log of review actions on a case, a page at a time (newest first)",
+            response_model=AuditPage, responses=problems(401, 403, 404, 422))
+def audit(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = Depends(REVIEW),
+          limit: int = Query(200, ge=1, le=500, description="At most this many (a page)."),
+          offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many of the newest first.")) -> AuditPage:
     ctx.store.get(case_id)
-    return ctx.accounts.audit_records(case_id)
+    return AuditPage(items=ctx.accounts.audit_records(case_id, limit, offset), total=ctx.accounts.audit_count(case_id),
+                     limit=limit, offset=offset)
