@@ -270,6 +270,31 @@ def _flyposting_list(tmp: Path) -> CallOutList:
     return calls
 
 
+def test_a_sync_of_the_call_out_list_writes_only_the_numbers_whose_sightings_changed(tmp_path):
+    """Each sync wrote every number (a district's 500 rows for one new case); a number whose sightings are as written
+    is left alone, its updated stamp with it, one seen again is updated and a new one entered."""
+    import sqlalchemy as sa
+
+    from pipelines.cases.schema import callout_numbers
+    from tests.analytics_helpers import G1, CaseMaker, local
+
+    calls = _flyposting_list(tmp_path)
+
+    def stamps() -> dict[str, datetime]:
+        with calls.engine.connect() as conn:
+            return dict(conn.execute(sa.select(callout_numbers.c.number, callout_numbers.c.updated_at)).all())
+
+    before = stamps()
+    assert calls.sync() == 3 and stamps() == before  # nothing changed: nothing written
+    maker = CaseMaker(CaseStore(f"sqlite:///{tmp_path}/cases.db"))
+    maker.n = 1  # the list's first case was its maker's first (a violation id the store would take for that case)
+    maker.add("flyposting", G1, local(4), phones=["13800138001", "13900139000"])
+    assert calls.sync() == 4
+    after = stamps()
+    assert {n for n in after if after[n] != before.get(n)} == {"13800138001", "13900139000"}
+    assert [(e.count, len(e.cases)) for e in calls.entries() if e.number == "13800138001"] == [(2, 2)]
+
+
 def test_call_out_import_takes_an_edit_of_either_status_column(tmp_path):
     """Staff edit the Chinese label (状态说明) as often as the English status; an edit of 状态说明 alone used to
     be ignored silently (the number stayed 待追呼)."""

@@ -112,6 +112,9 @@ class ImportReport:
 #: What the sightings written hold: how many numbers, their cases counted together, the latest sighting (`numbers_stamp`).
 NumbersStamp = tuple[int, int | None, datetime | None]
 
+#: What `sync` computes of a number from the cases (with `updated_at`, set when they change).
+_SIGHTINGS = ("first_seen", "last_seen", "count", "cases", "places", "photos", "squad")
+
 #: Per case store (its URL): the squads and the flyposting cases' stamp the list was last synced with in this process,
 #: and the list's `numbers_stamp` as that sync left it (`sync_if_changed`).
 _SYNCED: dict[str, tuple[Callable[[str | None], str | None], tuple[int, datetime | None], NumbersStamp]] = {}
@@ -210,15 +213,17 @@ class CallOutList:
         return True
 
     def _write_sightings(self, facts: dict[str, dict[str, Any]]) -> NumbersStamp:
-        """Each number's `facts` in one transaction: updated when listed, else entered as `to_call`; the list's
-        `numbers_stamp` after (its length first)."""
+        """Each number's `facts` in one transaction: updated when listed with other sightings, else entered as
+        `to_call`; the list's `numbers_stamp` after (its length first). A number whose sightings are as written is
+        left alone, its `updated_at` with it: a new case rewrote a district's every number, 500 rows for one."""
+        columns = [callout_numbers.c[name] for name in _SIGHTINGS]
         with self._writer.begin() as conn:
-            known = {r.number for r in conn.execute(sa.select(callout_numbers.c.number))}
+            written = {r.number: tuple(r)[1:] for r in conn.execute(sa.select(callout_numbers.c.number, *columns))}
             for number, values in facts.items():
-                if number in known:
-                    conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**values))
-                else:
+                if number not in written:
                     conn.execute(callout_numbers.insert().values(number=number, status=Status.TO_CALL.value, **values))
+                elif written[number] != tuple(values[name] for name in _SIGHTINGS):
+                    conn.execute(callout_numbers.update().where(callout_numbers.c.number == number).values(**values))
             return self.numbers_stamp(conn)
 
     # ---- reading --------------------------------------------------------------------------
