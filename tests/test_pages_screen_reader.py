@@ -116,7 +116,9 @@ def test_a_map_cell_is_named_and_lists_its_cases_by_keyboard(site):
     b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}").send_keys(Keys.ENTER)
     _wait(b, lambda d: G1 in d.find_element(By.CSS_SELECTOR, "#feature h2").text, "G1's cases listed by Enter")
     b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G3}").send_keys(" ")
-    _wait(b, lambda d: G3 in d.find_element(By.CSS_SELECTOR, "#feature h2").text, "G3's cases listed by Space")
+    # the heading comes with 加载中 loading… before the list: its total is waited for, not read at once
+    _wait(b, lambda d: G3 in d.find_element(By.CSS_SELECTOR, "#feature h2").text and d.find_elements(By.ID, "feature-total"),
+          "G3's cases listed by Space")
     assert "0 件 cases" in b.find_element(By.ID, "feature-total").text
 
 
