@@ -169,7 +169,9 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
 
     b = site["browser"]
     b.get(site["base"] + "/ui/scores")
-    period = b.find_element(By.ID, "f-period")
+    # the page puts this month in the box once the city's clock is read: typed before, the two ran together
+    period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
+                   "this month in the period box")
     period.clear()
     period.send_keys("2026-11")
     b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
