@@ -26,9 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import sqlalchemy as sa
 from markupsafe import escape
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from api.config import ServiceConfig, named_files
 from api.metrics import ApiMetrics
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # api.uploads checks a caller with api.auth, which needs the 
     from api.uploads import SavedFile
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 UNFINISHED = ("queued", "running")
 MTIME_SLACK_S = 2.0
@@ -362,6 +365,36 @@ STORE_DOWN = ("案件库暂时无法连接，任务未完成，请稍后重新�
 or down): its URL and the driver's reason stay in the server log, as the API's 503 case-store-unreachable keeps them."""
 
 
+STORE_WAITING = ("等待案件库恢复… the case store cannot be reached; the job goes on where it was once it is back "
+                 "(it waits up to service.store_wait_s, then fails)")
+"""What a running upload job shows (its `waiting`, its progress's phase `store`) while it waits for the case store
+(`waiting_for_store`)."""
+STORE_POLL_MAX_S = 15.0
+"""The longest pause between a waiting job's tries of the case store: it goes on within that of the store's return."""
+STORE_OUTAGES = 3
+"""The outages of the case store one job waits out (`waiting_for_store`); at the next it fails (`STORE_DOWN`)."""
+
+
+def waiting_for_store(wait_s: float, attempt: Callable[[], T], answers: Callable[[], None],
+                      waiting: Callable[[str | None], None]) -> T:
+    """`attempt()`, taken up again when it found the case store unreachable and the store `answers` again within `wait_s`
+    seconds (`service.store_wait_s`; asked again and again by tenacity), `waiting(STORE_WAITING)` said meanwhile and
+    `waiting(None)` once it answers. A database restarted under a running job failed it and the inspector uploaded
+    everything again, though a run taken up goes on where it was (its journal keeps the photos judged, the store the
+    cases recorded). The store still down after `wait_s`, or down again more than `STORE_OUTAGES` times: the last
+    `CaseStoreUnreachable` is raised (`STORE_DOWN`)."""
+    for _ in range(STORE_OUTAGES):
+        try:
+            return attempt()
+        except CaseStoreUnreachable:
+            log.warning("case store unreachable: the job waits up to %.0f s for it (service.store_wait_s)", wait_s)
+        waiting(STORE_WAITING)
+        Retrying(retry=retry_if_exception_type(CaseStoreUnreachable), stop=stop_after_delay(wait_s),
+                 wait=wait_exponential(multiplier=0.5, max=STORE_POLL_MAX_S), reraise=True)(answers)
+        waiting(None)
+    return attempt()
+
+
 STORE_FULL = ("案件库所在磁盘已满，任务未完成，请联系管理员腾出空间后重新上传 the case store's disk is full, so the job did "
               "not finish; upload again once an administrator has freed space (the server log names the store and the disk)")
 """The error of an upload job that found the case store's disk full: as `STORE_DOWN`, the store's URL (a SQLite file's
@@ -496,11 +529,14 @@ class TriageJobs:
         return [job for _, job in newest_jobs(self.root, limit, owner)]
 
     def progress(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Photos recorded so far out of the total (and the phase: photos, then case evidence)."""
+        """Photos recorded so far out of the total (and the phase: photos, then case evidence; `store` while the job
+        waits for the case store, `waiting_for_store`)."""
         done = recorded(self.records, self._dir(job["id"]) / RESULTS, job)
         total = job.get("total")
         phase = job["state"]
-        if job["state"] == "running":
+        if job["state"] == "running" and job.get("waiting"):
+            phase = "store"
+        elif job["state"] == "running":
             phase = "cases" if total is not None and done >= total else "photos"
         return {"done": done, "total": total, "phase": phase}
 
@@ -584,6 +620,16 @@ class TriageJobs:
             self._write(finished_record(self.records, path, {**self.get(job_id), **values}))
         self.records.forget(path)  # a poll that read the job running as it ended
 
+    def _store_answers(self) -> None:
+        """Raise `CaseStoreUnreachable` unless the case store answers a query (what a job waiting for it asks)."""
+        store = self.store or self.deployment.cases.open()
+        try:
+            with store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        finally:
+            if self.store is None:  # opened for the question
+                store.close()
+
     def _submit(self, job_id: str) -> None:
         self.pool.submit(self._run, job_id)  # nothing kept per job: its record says how it goes
 
@@ -605,7 +651,7 @@ class TriageJobs:
 
     def _failed(self, job_id: str, error: str) -> None:
         """End the job failed with `error`, its server paths named as the client knows them (`as_uploaded`)."""
-        self._end(job_id, state="failed", error=self.as_uploaded(self.get(job_id))(error))
+        self._end(job_id, state="failed", waiting=None, error=self.as_uploaded(self.get(job_id))(error))
         self.metrics.jobs.labels("failed").inc()
 
     def _run(self, job_id: str) -> None:
@@ -615,15 +661,19 @@ class TriageJobs:
 
         folder = self._dir(job_id)
         inputs = [folder / "input"]
-        resume = (folder / RESULTS).exists()
         self._update(job_id, state="running", started_at=_now(), total=len(expand_sources(inputs)))
         self.metrics.jobs_running.inc()
         no_cases = self.cases_unavailable()  # what run_triage's case writer will find: said on each group
-        try:
-            settings = self._triage_settings(job_id, resume)
+
+        def attempt():  # each try (the first, one after the store came back) takes up what the job's folder holds
+            settings = self._triage_settings(job_id, resume=(folder / RESULTS).exists())
             keys = check_keys(self.deployment, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
-            result = run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False,
-                                keys=keys, store=self.store)
+            return run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False,
+                              keys=keys, store=self.store)
+
+        try:
+            result = waiting_for_store(self.config.store_wait_s, attempt, self._store_answers,
+                                       lambda why: self._update(job_id, waiting=why))
         except CasesUnavailable as exc:
             self._failed(job_id, no_cases_error(exc.reason))
             return
@@ -636,7 +686,7 @@ class TriageJobs:
                   "type": g.type, "score": round(g.score, 4),
                   "photos": len(g.members)} for g, r in zip(result.groups, result.refs, strict=True)]
         t = result.tally
-        self._end(job_id, state="done", cases=cases,
+        self._end(job_id, state="done", cases=cases, waiting=None,
                      summary={"readable": t.ok, "with_violations": t.positives, "errors": t.errors,
                               "duplicates": t.duplicates, "groups": len(result.groups), "spool": result.spool.as_dict()})
         self.metrics.jobs.labels("done").inc()

@@ -628,6 +628,7 @@ def test_a_job_finding_the_case_store_unreachable_says_so_without_naming_it(uplo
     the inspector, in English; it says in Chinese and English that the case store could not be reached and to upload
     again, the server log naming the store and the reason, as the API's 503 case-store-unreachable does."""
     app, client, tokens = uploads
+    app.state.ctx.jobs.config.store_wait_s = 0  # fails at once (the wait: the PostgreSQL tests below)
     inspector = auth(tokens["inspector"])
     database = tmp_path / "cases.db"
     aside = _store_gone_on_first_use(app, onnx_detector, database)
@@ -641,6 +642,128 @@ def test_a_job_finding_the_case_store_unreachable_says_so_without_naming_it(uplo
     assert str(tmp_path) not in job["error"] and "CaseStoreUnreachable" not in job["error"]
     logged = [r for r in caplog.records if r.getMessage() == f"triage job {job['id']} failed"]
     assert logged and str(database) in str(logged[0].exc_info[1])  # the log keeps the store and the reason
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own, which it may stop and start (the session's is shared): (its folder for
+    `pg_ctl`, its URL). The folder is a plain /tmp one: as root the server's user must enter it."""
+    import tempfile
+
+    from tests.pg import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL binaries (initdb/pg_ctl) are not installed: run scripts/install-system-deps.sh")
+    root = Path(tempfile.mkdtemp(prefix="streetwatch-pg-"))
+    try:
+        with postgres_server(root) as url:
+            yield root, url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class CountingDetector:
+    """The real detector, counting the photos it is given: a photo judged again is counted again."""
+
+    def __init__(self, real) -> None:
+        self.real, self.images = real, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def detect(self, images):
+        self.images += len(images)
+        return self.real.detect(images)
+
+    def detect_with_features(self, images):
+        self.images += len(images)
+        return self.real.detect_with_features(images)
+
+
+def _store_stopped_mid_case(monkeypatch, root: Path) -> None:
+    """PostgreSQL stopped (`pg_ctl stop`) while the job records its first case: the case drafted, its evidence bundle
+    about to be built, the case's next write meeting the store gone, as a database restarted under a running job."""
+    from detect.evidence import EvidenceBuilder
+    from tests.pg import pg_ctl
+
+    build, stopped = EvidenceBuilder.build, []
+
+    def stop_then_build(self, *args, **kwargs):
+        if not stopped:
+            stopped.append(True)
+            pg_ctl(root, "-m", "fast", "stop")
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(EvidenceBuilder, "build", stop_then_build)
+
+
+def _waiting(folder: Path, deadline_s: float = 120) -> dict:
+    """The job in `folder` once it says it waits for the case store (or has ended), read from its job.json."""
+    from api.jobs import read_job
+
+    end = time.monotonic() + deadline_s
+    while not (job := read_job(folder)).get("waiting") and job["state"] in ("queued", "running"):
+        assert time.monotonic() < end, job
+        time.sleep(0.1)
+    return job
+
+
+def test_a_job_finding_the_case_store_unreachable_waits_for_it_and_goes_on_where_it_was(tmp_path, monkeypatch, onnx_detector,
+                                                                                        bus_jpg, zidane_jpg, own_postgres):
+    """Soak (PostgreSQL restarted under `serve`): a job that met the store gone while recording its cases failed, and the
+    inspector uploaded every photo again. It waits (`service.store_wait_s`), saying so (等待案件库恢复…, phase `store`),
+    and once the store is back ends done where it was: no photo judged again, the case it had drafted not drafted twice."""
+    from tests.pg import pg_ctl
+
+    root, url = own_postgres
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    detector = CountingDetector(onnx_detector)
+    app, tokens = make_app(settings_for(tmp_path, cases_url=url, store_wait_s=300, triage={"workers": 1, "ocr": "off"}),
+                           detector=detector)
+    _store_stopped_mid_case(monkeypatch, root)
+    inspector = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        files = [("files", (name, path.read_bytes(), "image/jpeg")) for name, path in (("bus.jpg", bus_jpg), ("zidane.jpg", zidane_jpg))]
+        created = client.post("/api/v1/triage/jobs", headers=inspector, files=files)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        waiting = _waiting(app.state.ctx.jobs.root / job_id)
+        assert waiting["state"] == "running" and waiting["waiting"].startswith("等待案件库恢复… the case store cannot be reached")
+        assert app.state.ctx.jobs.progress(waiting)["phase"] == "store"
+        judged = detector.images
+        assert judged == 2
+        pg_ctl(root, "restart")  # back on the same port
+        job = wait_job(client, job_id, inspector)
+    assert job["state"] == "done" and job["error"] is None and job.get("waiting") is None, job
+    assert job["progress"] == {"done": 2, "total": 2, "phase": "done"}
+    assert detector.images == judged  # the photos judged before the outage were not judged again
+    [case] = job["cases"]
+    assert case["case_id"] and case["error"] is None
+    [stored] = app.state.ctx.store.list(source_id=f"triage:{job_id}")  # drafted once, its evidence stored
+    assert stored.id == case["case_id"] and stored.evidence_ref
+
+
+def test_a_job_finding_the_case_store_down_past_its_wait_fails_saying_so(tmp_path, monkeypatch, onnx_detector, bus_jpg,
+                                                                           own_postgres, caplog):
+    """The store still down when `service.store_wait_s` has passed: the job, which said it waited, fails asking for the
+    upload again (`STORE_DOWN`), the log keeping the store and the reason."""
+    root, url = own_postgres
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    app, tokens = make_app(settings_for(tmp_path, cases_url=url, store_wait_s=2, triage={"workers": 1, "ocr": "off"}),
+                           detector=onnx_detector)
+    _store_stopped_mid_case(monkeypatch, root)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = client.post("/api/v1/triage/jobs", headers=auth(tokens["inspector"]),
+                              files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+        assert created.status_code == 202, created.text
+        folder = app.state.ctx.jobs.root / created.json()["id"]
+        assert _waiting(folder).get("waiting", "").startswith("等待案件库恢复")
+        job = _ended(folder)
+    assert job["state"] == "failed" and job.get("waiting") is None, job
+    assert job["error"].startswith("案件库暂时无法连接，任务未完成，请稍后重新上传 the case store could not be reached"), job["error"]
+    assert url.split("@")[1].split("/")[0] not in job["error"]
+    logged = [r for r in caplog.records if r.getMessage() == f"triage job {job['id']} failed"]
+    assert logged and "127.0.0.1" in str(logged[0].exc_info[1])
 
 
 def test_a_job_finding_the_case_store_s_disk_full_says_so_without_naming_it(uploads, tmp_path, onnx_detector, bus_jpg, caplog):

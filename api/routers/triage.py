@@ -76,7 +76,8 @@ class JobSummary(BaseModel):
 class JobProgress(BaseModel):
     done: int = Field(description="Photos recorded so far, each once (a photo a resumed job tries again too).")
     total: int | None = Field(description="Photos in the job (None until the job starts).")
-    phase: str = Field(description="queued, photos, cases, done or failed.")
+    phase: str = Field(description="queued, photos, cases, store (waiting for the case store to come back: "
+                                   "`service.store_wait_s`), done or failed.")
 
 
 class Job(BaseModel):
@@ -89,6 +90,8 @@ class Job(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = Field(None, description="Why the job failed.")
+    waiting: str | None = Field(None, description="What a running job waits for, Chinese first (等待案件库恢复…: the "
+                                                  "case store unreachable; it goes on once it is back); None otherwise.")
     total: int | None = Field(None, description="Photos in the job.")
     files: list[JobFile] = Field(description="The uploaded files.")
     cases: list[JobCase] = Field(default_factory=list, description="Cases drafted (when done), best first.")

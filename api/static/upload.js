@@ -22,7 +22,7 @@ function showJob(job) {
   const bar = document.getElementById("job-progress");
   bar.max = p.total || 1;
   bar.value = p.done;
-  const phase = { queued: "排队 queued", photos: "识别照片 photos", cases: "生成案件 building cases", done: "完成 done", failed: "失败 failed" }[p.phase] || p.phase;
+  const phase = { queued: "排队 queued", photos: "识别照片 photos", cases: "生成案件 building cases", store: "等待案件库恢复… waiting for the case store", done: "完成 done", failed: "失败 failed" }[p.phase] || p.phase;
   const cases = job.summary && written(job) ? ` · ${written(job)} 件案件 cases` : "";
   document.getElementById("job-text").textContent = `${p.done} / ${p.total ?? "?"} · ${phase}` +
     (job.summary ? ` · ${job.summary.groups} 组 groups${cases}` : "") + SW.spoolNews(job.summary).map((t) => ` · ${t}`).join("") + (job.error ? ` · ${job.error}` : "");
