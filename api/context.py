@@ -68,12 +68,13 @@ class AppContext:
 
 def build_context(settings: Settings, service: ServiceConfig, detector_factory: Callable[[], Any] | None = None) -> AppContext:
     store = settings.cases.open()
+    evidence = open_evidence_store(settings.evidence_store, service.url_key())  # one client for the routes and the jobs
     metrics = ApiMetrics()
     taxonomy = settings.load_taxonomy()
     return AppContext(
         settings=settings, service=service, store=store, accounts=Accounts(engine=store.engine),
-        evidence=open_evidence_store(settings.evidence_store, service.url_key()), signer=UrlSigner(service.url_key(), service.url_expiry_s),
-        jobs=TriageJobs(service, settings, metrics, detector_factory, store=store),
+        evidence=evidence, signer=UrlSigner(service.url_key(), service.url_expiry_s),
+        jobs=TriageJobs(service, settings, metrics, detector_factory, store=store, evidence=evidence),
         cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
         metrics=metrics, taxonomy=taxonomy, exports=ExportGate(service.export_concurrency, service.export_queue),
     )

@@ -37,6 +37,7 @@ from api.metrics import ApiMetrics
 from detect.config_io import write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
 from pipelines.cases.store import CaseStore, CaseStoreFull, CaseStoreUnreachable
+from pipelines.evidence_store import EvidenceStore
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
 from pipelines.triage.record import PhotoRecord
@@ -419,12 +420,15 @@ def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[st
 
 class TriageJobs:
     def __init__(self, config: ServiceConfig, deployment: Settings, metrics: ApiMetrics,
-                 detector_factory: Callable[[], Any] | None = None, store: CaseStore | None = None):
+                 detector_factory: Callable[[], Any] | None = None, store: CaseStore | None = None,
+                 evidence: EvidenceStore | None = None):
         """`store`: the service's open store of `deployment.cases`, which the jobs, the patrol jobs and the spool retry
-        write through (one connection pool per process, as docs/service.md budgets them); None: each opens its own."""
+        write through (one connection pool per process, as docs/service.md budgets them); None: each opens its own.
+        `evidence`: the service's open evidence store, which they put bundles in likewise (with S3 a client and its
+        connection pool: one per job was one per upload); None: each opens its own."""
         self.root = config.jobs_dir.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config, self.deployment, self.metrics, self.store = config, deployment, metrics, store
+        self.config, self.deployment, self.metrics, self.store, self.evidence = config, deployment, metrics, store, evidence
         self._detector_factory = detector_factory
         self._detector = None
         self._detector_lock = threading.Lock()
@@ -487,7 +491,7 @@ class TriageJobs:
         from pipelines.cases.intake import Intake
 
         try:  # the model signs no bundle here: a retry uploads those sealed, as `watch` checks the stores with one
-            intake = Intake.from_settings(self.deployment, ModelInfo("spool-retry"), store=self.store)
+            intake = Intake.from_settings(self.deployment, ModelInfo("spool-retry"), store=self.store, evidence=self.evidence)
         except EvidenceKeyError as exc:
             log.debug("evidence spool not retried: %s", exc)
             return []
@@ -669,7 +673,7 @@ class TriageJobs:
             settings = self._triage_settings(job_id, resume=(folder / RESULTS).exists())
             keys = check_keys(self.deployment, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
             return run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False,
-                              keys=keys, store=self.store)
+                              keys=keys, store=self.store, evidence=self.evidence)
 
         try:
             result = waiting_for_store(self.config.store_wait_s, attempt, self._store_answers,

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from pipelines.settings import Settings
 from tests.api_helpers import KEY, auth, draft_cases, kept_per_job, make_app, settings_for
 
 LIMIT = 1_000_000
@@ -764,6 +765,39 @@ def test_a_job_finding_the_case_store_down_past_its_wait_fails_saying_so(tmp_pat
     assert url.split("@")[1].split("/")[0] not in job["error"]
     logged = [r for r in caplog.records if r.getMessage() == f"triage job {job['id']} failed"]
     assert logged and "127.0.0.1" in str(logged[0].exc_info[1])
+
+
+def test_the_jobs_and_the_spool_retry_put_evidence_through_the_service_s_one_evidence_store(tmp_path, monkeypatch, moto_s3,
+                                                                                           onnx_detector, bus_jpg, zidane_jpg):
+    """Each upload job and each retry of the spool opened an evidence store of its own: with S3 a client and its
+    connection pool per upload. They use the one `serve` opened at start-up, and the evidence still lands in S3."""
+    from pipelines.evidence_store import S3EvidenceStore
+
+    for name, value in (("STREETWATCH_EVIDENCE_KEY", KEY), ("STREETWATCH_S3_ACCESS_KEY", "testing"),
+                        ("STREETWATCH_S3_SECRET_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    opened = []
+    real_init = S3EvidenceStore.__init__
+
+    def counted(self, *args, **kwargs):
+        opened.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3EvidenceStore, "__init__", counted)
+    base = settings_for(tmp_path, triage={"workers": 1, "ocr": "off"}).model_dump(mode="json")
+    s3 = {"backend": "s3", "spool_dir": str(tmp_path / "spool"),
+          "s3": {"endpoint": moto_s3, "secure": False, "bucket": "sw-one-client", "retries": 0}}
+    app, tokens = make_app(Settings.model_validate({**base, "evidence_store": s3}), detector=onnx_detector)
+    inspector = auth(tokens["inspector"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        jobs = [client.post("/api/v1/triage/jobs", headers=inspector,
+                            files=[("files", (path.name, path.read_bytes(), "image/jpeg"))]).json() for path in (bus_jpg, zidane_jpg)]
+        jobs = [wait_job(client, job["id"], inspector) for job in jobs]
+        assert app.state.ctx.jobs.retry_spool() == []
+    assert [job["state"] for job in jobs] == ["done", "done"], jobs
+    assert opened == [app.state.ctx.evidence]  # the service's, opened once
+    [case] = jobs[0]["cases"]
+    assert app.state.ctx.store.get(case["case_id"]).evidence_ref == f"s3://sw-one-client/cases/{case['case_id']}"
 
 
 def test_a_job_finding_the_case_store_s_disk_full_says_so_without_naming_it(uploads, tmp_path, onnx_detector, bus_jpg, caplog):

@@ -644,7 +644,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
                             detector=ctx.jobs.detector(),
                             start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
                             deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
-                            resume=out.exists(), keys=keys, store=ctx.store)  # resume: a run a stopped server left, taken up where it was
+                            resume=out.exists(), keys=keys, store=ctx.store, evidence=ctx.evidence)  # resume: a run a stopped server left, taken up where it was
     except CannotResume:
         end(state="failed", error=RESTARTED)
         return

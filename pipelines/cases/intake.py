@@ -88,18 +88,20 @@ class Intake:
     @classmethod
     def from_settings(cls, settings: Settings, model: ModelInfo, *, auto_queue: str | AutoQueue | None = None,
                       taxonomy: Taxonomy | None = None, keys: SigningKeys | None = None,
-                      store: CaseStore | None = None) -> Intake:
+                      store: CaseStore | None = None, evidence: EvidenceStore | None = None) -> Intake:
         """Wire the case store, evidence store, signing key and builder from the deployment settings. `keys`: those
         `check_key_files` loaded at start-up (None: loaded here). `store`: the open store of `settings.cases` to write
         through (the service's own, which its jobs share: each store is a connection pool, counted against the
-        database's connections); None: opened here, the caller's to close.
+        database's connections); None: opened here, the caller's to close. `evidence`: the open evidence store to put
+        bundles in (the service's own, which its jobs and spool retries share: with S3 each is a client and its
+        connection pool); None: opened here.
 
         Raises EvidenceKeyError (no HMAC key, or an unreadable Ed25519 signing key) or StorageError
         (S3 credentials missing).
         """
         keys = keys or load_signing_keys(settings.evidence)
         builder = EvidenceBuilder(settings.evidence, keys.hmac, model, taxonomy or settings.load_taxonomy(), signer=keys.signer)
-        return cls(store or settings.cases.open(), open_evidence_store(settings.evidence_store), builder,
+        return cls(store or settings.cases.open(), evidence or open_evidence_store(settings.evidence_store), builder,
                    settings.evidence_store.spool_dir, auto_queue=auto_queue, previous_keys=keys.previous_hmac)
 
     def record_event(self, event: ViolationEvent, ctx: BundleContext | None = None) -> Case | None:

@@ -55,6 +55,7 @@ from pipelines.triage.report import CaseRef
 if TYPE_CHECKING:
     from detect.evidence import SigningKeys
     from pipelines.cases.store import CaseStore
+    from pipelines.evidence_store import EvidenceStore
     from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -435,7 +436,8 @@ def sample_once(video: Path, track: Track, out: Path, *, resume: bool, tz: ZoneI
 def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Settings, every_m: float | None = None,
                every_s: float | None = None, start: datetime | None = None, detector=None, taxonomy=None,
                show_progress: bool = True, name: str | None = None, resume: bool = False,
-               keys: SigningKeys | None = None, store: CaseStore | None = None) -> PatrolResult:
+               keys: SigningKeys | None = None, store: CaseStore | None = None,
+               evidence: EvidenceStore | None = None) -> PatrolResult:
     """Sample, place and triage one patrol video into `settings.out` (a `TriageSettings`); `deployment`:
     the settings file (case store, evidence, dispatch; `pipelines.settings`). `every_m`, `every_s`: the sampling,
     by default `deployment.cityops.patrol_every_m/_s`. `name`: the video's name in its cases' source
@@ -443,7 +445,8 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
     an upload's is the name it was sent under, since the service stores every video as `video.<suffix>`. `resume`: take up the run an interruption left in `settings.out` (`sample_once`;
     the same video and track, its frames as they were sampled: `every_m`, `every_s` and `start`, when given, must be
     the stopped run's), as triage's `--resume` does. `keys`: the evidence keys `check_keys` loaded (None: the case
-    writer loads them); `store`: the open case store to write through (`serve`'s own; None: the case writer opens one)."""
+    writer loads them); `store`, `evidence`: the open case and evidence stores to write through (`serve`'s own; None: the
+    case writer opens them)."""
     from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
     from pipelines.triage.run import run_triage
 
@@ -467,7 +470,7 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
         log.warning("%s", message)
     try:
         detector, writer = _judging_setup(settings, deployment, detector, taxonomy, out, batch=f"patrol:{name or video.stem}",
-                                          keys=keys, store=store)
+                                          keys=keys, store=store, evidence=evidence)
         result = run_triage([out / FRAMES], settings, detector=detector, taxonomy=taxonomy, deployment=deployment,
                             show_progress=show_progress, case_writer=writer)
     except (TriageInterrupted, ReportInterrupted):
@@ -483,7 +486,8 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
 
 
 def _judging_setup(settings, deployment: Settings, detector, taxonomy, out: Path, *, batch: str,
-                   keys: SigningKeys | None = None, store: CaseStore | None = None) -> tuple[Any, PatrolCases | None]:
+                   keys: SigningKeys | None = None, store: CaseStore | None = None,
+                   evidence: EvidenceStore | None = None) -> tuple[Any, PatrolCases | None]:
     """The detector and the case writer of a run (None when cases are off, or optional and cannot be written: the
     report only, under a warning)."""
     from pipelines.triage.cases import CasesUnavailable, open_triage_cases
@@ -494,7 +498,8 @@ def _judging_setup(settings, deployment: Settings, detector, taxonomy, out: Path
     if wanted is False:
         return detector, None
     try:
-        base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target, batch=batch, keys=keys, store=store)
+        base = open_triage_cases(deployment, detector, taxonomy, out, settings.dispatch_target, batch=batch, keys=keys, store=store,
+                                 evidence=evidence)
     except CasesUnavailable as exc:
         if wanted:
             raise

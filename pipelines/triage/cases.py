@@ -42,6 +42,7 @@ from pipelines.cases.intake import Intake
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseNotFound, CaseStore, CaseStoreError
 from pipelines.cases.vocabulary import DispatchTargetError, pick_target
+from pipelines.evidence_store import EvidenceStore
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.journal import RESULTS
 from pipelines.triage.record import PhotoRecord, detections_of
@@ -234,10 +235,12 @@ def check_keys(deployment, settings) -> SigningKeys | None:
 
 
 def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target: str | None,
-                      batch: str | None = None, keys: SigningKeys | None = None, store: CaseStore | None = None) -> TriageCases:
+                      batch: str | None = None, keys: SigningKeys | None = None, store: CaseStore | None = None,
+                      evidence: EvidenceStore | None = None) -> TriageCases:
     """The case writer for a run, from the deployment settings (`pipelines.settings.Settings`); `batch`: the name its
     batch id is chosen from (`batch_id`: a patrol video's `patrol:<name>`), else the folder's `triage:<name>`; `keys`:
-    those `check_keys` loaded (None: loaded here); `store`: the open case store to write through (`Intake.from_settings`).
+    those `check_keys` loaded (None: loaded here); `store`, `evidence`: the open case and evidence stores to write through
+    (`Intake.from_settings`; None: opened here).
 
     Raises `CasesUnavailable` with the fix when the evidence key or storage credentials are
     missing or the dispatch target is not configured, before any photo is read.
@@ -252,7 +255,8 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
             raise CasesUnavailable(f"{exc}; add it under dispatch.targets in the --config file") from None
     model = ModelInfo.of(detector)
     try:
-        intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy, keys=keys, store=store)
+        intake = Intake.from_settings(deployment, model, auto_queue=dispatch_target, taxonomy=taxonomy, keys=keys, store=store,
+                                      evidence=evidence)
     except EvidenceKeyError as exc:
         raise CasesUnavailable(str(exc), "; set it to write signed candidate cases, or pass --no-cases for the report only") from None
     except StorageError as exc:

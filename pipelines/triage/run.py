@@ -22,6 +22,7 @@ from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from pipelines.cases.store import CaseStore
+from pipelines.evidence_store import EvidenceStore
 from pipelines.settings import Settings, load_settings
 from pipelines.triage.analyse import Analyser
 from pipelines.triage.cases import CasesUnavailable, SpoolRetry, TriageCases, Withdrawals, open_triage_cases, violation_id
@@ -92,6 +93,7 @@ def run_triage(
     photos: PhotoRunner | None = None,
     keys: SigningKeys | None = None,
     store: CaseStore | None = None,
+    evidence: EvidenceStore | None = None,
 ) -> TriageResult:
     """Triage `inputs` into `settings.out` (see docs/triage.md).
 
@@ -101,7 +103,8 @@ def run_triage(
     settings would open (patrol video writes its cases through its own). `photos`: where the
     per-photo steps run (default: worker threads here; `pipelines.cluster.triage.RayPhotos`: a Ray cluster). `keys`:
     the evidence keys `check_keys` loaded, which the case writer signs with (None: it loads them). `store`: the open
-    case store of `deployment.cases` the case writer writes through (`serve`'s own; None: it opens one).
+    case store of `deployment.cases` the case writer writes through (`serve`'s own; None: it opens one); `evidence`: the
+    open evidence store it puts bundles in (`serve`'s own; None: it opens one).
     """
     deployment = deployment or load_settings()
     taxonomy = taxonomy or deployment.load_taxonomy()
@@ -115,7 +118,7 @@ def run_triage(
         refuse_gone_inputs(inputs, journal)
         detector = detector or photos.load_detector(settings, judgement.needs_features)
         judgement.check(detector)
-        case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy, keys, store)
+        case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy, keys, store, evidence)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
                             settings.thumb_side, detector.model_id)
         sources = expand_sources(inputs)
@@ -190,13 +193,15 @@ def _say_resumed(journal: Journal, sources: list[PhotoSource | Refused], out: Pa
 
 
 def _case_writer(settings: TriageSettings, deployment: Settings, detector: Detector, taxonomy: Taxonomy,
-                 keys: SigningKeys | None, store: CaseStore | None = None) -> TriageCases | None:
+                 keys: SigningKeys | None, store: CaseStore | None = None,
+                 evidence: EvidenceStore | None = None) -> TriageCases | None:
     """The case writer the settings ask for; None when cases are off (or optional and impossible)."""
     wanted = settings.cases if settings.dispatch_target is None else True
     if wanted is False:
         return None
     try:
-        return open_triage_cases(deployment, detector, taxonomy, settings.out, settings.dispatch_target, keys=keys, store=store)
+        return open_triage_cases(deployment, detector, taxonomy, settings.out, settings.dispatch_target, keys=keys, store=store,
+                                 evidence=evidence)
     except CasesUnavailable as exc:
         if wanted:
             raise
