@@ -33,11 +33,12 @@ UNKNOWN_TOKEN = "API 令牌无效（未知或已吊销） unknown or revoked API
 NO_TOKEN = "需要有效的 API 令牌（Authorization: Bearer <令牌>） a valid API token is required (Authorization: Bearer <token>)"
 
 
-def current_principal(ctx: AppContext = Depends(get_ctx),
+def current_principal(request: Request, ctx: AppContext = Depends(get_ctx),
                       credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal | None:
     """The caller; None when no token was sent (routes decide whether that is allowed). A token that
     is sent but unknown, revoked or expired is refused here, whatever the route (an expired one saying when, in the
-    city's time, so whoever reads it knows to ask for a new one)."""
+    city's time, so whoever reads it knows to ask for a new one). Kept as `request.state.principal` for a log line of
+    the request's (`caller_of`)."""
     if credentials is None:
         return None
     try:
@@ -48,7 +49,15 @@ def current_principal(ctx: AppContext = Depends(get_ctx),
                            "ask an administrator for a new one", slug=EXPIRED, headers=_CHALLENGE) from None
     if principal is None:
         raise Problem(401, UNKNOWN_TOKEN, slug="unauthenticated", headers=_CHALLENGE)
+    request.state.principal = principal
     return principal
+
+
+def caller_of(request: Request) -> str:
+    """Who sent `request`, as a log line names them: the user its token authenticated (`current_principal`), else
+    `anonymous`."""
+    principal = getattr(request.state, "principal", None)
+    return principal.name if principal is not None else "anonymous"
 
 
 def allowed_roles(roles: Iterable[Role]) -> frozenset[Role]:
@@ -85,7 +94,7 @@ async def check_caller_first(request: Request, dependant: Dependant) -> None:
     JSON was answered 400 where a readable body got 401 (`api.uploads.CappedBodyRoute`)."""
     checks = [d.call for d in dependant.dependencies if hasattr(d.call, "roles")]
     if checks:
-        principal = await run_in_threadpool(current_principal, get_ctx(request), await _bearer(request))
+        principal = await run_in_threadpool(current_principal, request, get_ctx(request), await _bearer(request))
         for check in checks:
             check(principal)
 

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import zipfile
 from collections.abc import AsyncIterator
@@ -32,15 +33,20 @@ from tempfile import SpooledTemporaryFile
 from PIL import Image
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
 import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
-from api.auth import check_caller_first
-from api.problems import Problem, problems, unreadable_json
+from api.auth import caller_of, check_caller_first
+from api.problems import Problem, loggable_target, problems, unreadable_json
 from pipelines.triage.sources import Refused, expand_sources
+
+log = logging.getLogger(__name__)
+# The multipart library logs a malformed body's fault (`Expected boundary character …`) at WARNING before it raises it,
+# naming no request; `parse_form` logs it once with the request's method, path and caller, so the library's is dropped.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 #: Pillow format -> stored suffix (the formats `detect.imageio` / triage read).
 IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
@@ -101,6 +107,22 @@ def multipart_parser(request: Request, limit: int, spool: Path, *, max_files: in
     as an anonymous file, freed when closed."""
     spool.mkdir(parents=True, exist_ok=True)
     return _SpooledIn(request.headers, _capped(request, limit), max_files=max_files, max_fields=10, folder=spool)
+
+
+async def parse_form(request: Request, parser: MultiPartParser, too_many: str | None = None) -> FormData:
+    """The form `parser` (`multipart_parser`) reads from `request`'s body; a malformed body answers 400
+    `malformed-upload` and is logged in one line naming the request (method, path as `loggable_target` writes it, caller)
+    and the fault, and `too_many` (a well-formed body with more files than the route takes), when given, answers 413
+    `too-many-files` with that detail."""
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        if too_many is not None and exc.message.startswith("Too many files"):
+            raise Problem(413, too_many, slug="too-many-files") from None
+        fault = f"{exc.message} ({exc.__cause__})" if exc.__cause__ is not None else exc.message
+        log.warning("malformed multipart body: %s %s from %s: %s", request.method, loggable_target(request.url.path),
+                    caller_of(request), fault)
+        raise Problem(400, f"malformed multipart body: {exc.message}", slug="malformed-upload") from None
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -177,13 +199,8 @@ async def receive_files(request: Request, dest: Path, *, limit: int, max_files: 
         raise Problem(415, f"send the photos as multipart/form-data in field {field!r} (got {content_type or 'no content type'})",
                       slug="unsupported-media-type")
     parser = multipart_parser(request, limit, spool, max_files=max_files)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        if exc.message.startswith("Too many files"):  # a well-formed body, just too many files for one request
-            raise Problem(413, f"more than {max_files} files in one upload (service.max_upload_files): send them in "
-                               "several uploads, or as one zip", slug="too-many-files") from None
-        raise Problem(400, f"malformed multipart body: {exc.message}", slug="malformed-upload") from None
+    form = await parse_form(request, parser, too_many=f"more than {max_files} files in one upload "
+                                                      "(service.max_upload_files): send them in several uploads, or as one zip")
     uploads = [v for k, v in form.multi_items() if k == field and isinstance(v, UploadFile)]
     try:
         if not uploads:

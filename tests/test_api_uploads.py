@@ -815,3 +815,24 @@ def test_a_job_finding_the_case_store_s_disk_full_says_so_without_naming_it(uplo
     assert str(tmp_path) not in job["error"] and "CaseStoreFull" not in job["error"]
     logged = [r for r in caplog.records if r.getMessage() == f"triage job {job['id']} failed"]
     assert logged and "cases.db" in str(logged[0].exc_info[1])  # the log keeps the store
+
+
+def test_a_malformed_multipart_body_is_logged_naming_the_request_and_answered_400(uploads, caplog):
+    """A body broken where its boundary starts logged the multipart library's `Expected boundary character …` at
+    WARNING, naming no request, so the log said nothing of whose upload it was; one line names the method, the path
+    (`loggable_target`), the caller and the fault, the library's own left out, and the answer is 400 as before."""
+    import logging
+
+    app, client, tokens = uploads
+    body = b'--abX\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\nxx\r\n--abc--\r\n'
+    with caplog.at_level(logging.INFO):
+        answer = client.post("/api/v1/triage/jobs", headers={**auth(tokens["inspector"]),
+                                                             "Content-Type": "multipart/form-data; boundary=abc"}, content=body)
+    assert answer.status_code == 400 and answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"] == "urn:streetwatch:problem:malformed-upload"
+    assert answer.json()["detail"] == "malformed multipart body: Invalid multipart data."
+    lines = [r for r in caplog.records if "boundary character" in r.getMessage()]
+    assert [(r.name, r.levelname) for r in lines] == [("api.uploads", "WARNING")], [r.getMessage() for r in lines]
+    assert lines[0].getMessage() == ("malformed multipart body: POST /api/v1/triage/jobs from inspector-user: Invalid "
+                                     "multipart data. (Expected boundary character 99, got 88 at index 6)")
+    assert list((app.state.ctx.jobs.root).iterdir()) == []  # nothing kept

@@ -25,7 +25,6 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field, RootModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
 from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
@@ -37,7 +36,8 @@ from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
 from api.routers.triage import JobSpool
-from api.uploads import JSON_BODY_LIMIT, CappedBodyRoute, check_length, copy_upload, multipart_parser, read_capped
+from api.uploads import (JSON_BODY_LIMIT, CappedBodyRoute, check_length, copy_upload, multipart_parser, parse_form,
+                         read_capped)
 from detect.config_io import ConfigError, loaded_file, pydantic_en
 from detect.text import Lines, OneLine
 from pipelines.cases.store import Audit, T
@@ -266,11 +266,8 @@ async def _form(request: Request, limit: int, fields: tuple[str, ...],
     check_length(request, limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Problem(415, f"send multipart/form-data with field(s) {', '.join(fields)}", slug="unsupported-media-type")
-    parser = multipart_parser(request, limit, request.app.state.ctx.service.upload_spool, max_files=len(fields))
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise Problem(400, f"malformed multipart body: {exc.message}", slug="malformed-upload") from None
+    form = await parse_form(request, multipart_parser(request, limit, request.app.state.ctx.service.upload_spool,
+                                                      max_files=len(fields)))
     try:
         files, values = {}, {}
         for name in fields:
