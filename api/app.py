@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from api import problems
 from api.config import ServiceConfig
 from api.context import AppContext, build_context
-from api.jobs import SWEEP_EVERY_S
+from api.job_retention import SWEEP_EVERY_S
 from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
 from detect.config_io import ConfigError
 from detect.evidence import EvidenceKeyError, check_key_files
@@ -142,7 +142,7 @@ def _remove_warning_frames(ctx: AppContext) -> None:
 
 async def _every(seconds: float, work: Callable[[], Any], what: str) -> None:
     """Run `work` every `seconds` for as long as the app runs (`_logged`): the evidence spool's retry
-    (`service.spool_retry_s`), the jobs' and warning frames' retention sweeps (`api.jobs.SWEEP_EVERY_S`)."""
+    (`service.spool_retry_s`), the jobs' and warning frames' retention sweeps (`api.job_retention.SWEEP_EVERY_S`)."""
     while True:
         await asyncio.sleep(seconds)
         await _logged(work, what)

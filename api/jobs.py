@@ -6,8 +6,8 @@ thread pool of `job_concurrency` threads (the rest wait in order), so the event 
 triage; one detector is loaded on first use and shared (ONNX Runtime sessions are thread-safe).
 Progress is read from `results.jsonl`, which triage flushes record by record: the inputs it holds a
 record of, each once (`RecordCount`). A job that was queued or running when the server stopped is
-resumed (`resume=True`) at the next start. A finished job is removed `service.jobs_keep_days` after it finished
-(`remove_expired`), patrol jobs too; its id then answers 404 saying so (`removed_job`).
+resumed (`resume=True`) at the next start. A finished job is removed `service.jobs_keep_days` after it finished,
+patrol jobs too; its id then answers 404 saying so (`api.job_retention`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,6 +43,7 @@ from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import REPORT
 
 if TYPE_CHECKING:  # api.uploads checks a caller with api.auth, which needs the context and so this module
+    from api.job_retention import Swept
     from api.uploads import SavedFile
 
 log = logging.getLogger(__name__)
@@ -57,28 +57,8 @@ SERVER_FIELDS = ("path", "member", "thumb", "file_size", "file_mtime_ns")
 """Record fields that name or describe files on the server (the stamp `--resume` reads): never in the API's results."""
 
 
-REMOVED = "removed.jsonl"
-"""In a jobs folder (photo uploads', patrol jobs'): one JSON line per job the retention removed (id, owner, finished_at,
-removed_at, keep_days), so that a GET of its id says why it is gone rather than that it never was (`removed_job`); lines
-older than `REMOVED_KEPT_DAYS` are dropped at the next sweep, so the file does not grow for ever either."""
-REMOVED_KEPT_DAYS = 365
-TRASH = ".removing-"
-"""A job folder being removed is renamed to `TRASH + id` first: a reader finds the whole job or none (never a record
-whose files are half gone), and a removal cut short (a stop, a file it could not delete) is finished at the next sweep."""
-SWEEP_EVERY_S = 3600.0
-"""Seconds between the server's sweeps of expired jobs (`remove_expired`; the first at start-up)."""
-
-
 class JobNotFound(KeyError):
     pass
-
-
-@dataclass
-class Swept:
-    """What one retention sweep removed: the jobs' ids and the bytes their folders held."""
-
-    jobs: list[str] = field(default_factory=list)
-    bytes: int = 0
 
 
 @dataclass
@@ -220,118 +200,6 @@ def read_job(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _finished_at(folder: Path, job: dict[str, Any]) -> float | None:
-    """When the finished `job` (its record in `folder`) finished: its `finished_at`, else its record's last change (the
-    finish wrote it); None when neither can be read."""
-    try:
-        return _timestamp(job["finished_at"]) if job.get("finished_at") else (folder / "job.json").stat().st_mtime
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def _bytes_under(folder: Path) -> int:
-    """The bytes of the files under `folder` (what removing it frees); a file gone meanwhile counts nothing."""
-    total = 0
-    for top, _, names in os.walk(folder):  # a link is counted, not followed
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(top, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
-def _remove_folder(folder: Path, swept: Swept) -> bool:
-    """Delete `folder`, adding its bytes to `swept`; False (logged, finished at the next sweep) when a file cannot be."""
-    size = _bytes_under(folder)
-    try:
-        shutil.rmtree(folder)
-    except OSError as exc:
-        log.warning("%s: job folder not removed: %s", folder, exc)
-        return False
-    swept.bytes += size
-    return True
-
-
-def _keep_recent_removals(root: Path, now: datetime) -> None:
-    """Drop the lines of `REMOVED` older than `REMOVED_KEPT_DAYS`, and any that is no removal (cut short by a stop)."""
-    path = root / REMOVED
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)  # damaged bytes: that line only
-    except FileNotFoundError:
-        return
-    oldest = (now - timedelta(days=REMOVED_KEPT_DAYS)).isoformat()
-    kept = [line for line in lines if (removal := _removal(line)) is not None and removal["removed_at"] >= oldest]
-    if len(kept) < len(lines):
-        write_text_atomic(path, "".join(kept))
-
-
-def _removal(line: str) -> dict[str, Any] | None:
-    """One line of `REMOVED`; None when it is none (a line cut short by a stop)."""
-    try:
-        removal = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return removal if isinstance(removal, dict) and isinstance(removal.get("removed_at"), str) else None
-
-
-def sweep_expired(root: Path, keep_days: int, now: datetime | None = None) -> Swept:
-    """Remove the jobs under `root` (photo uploads' or patrol jobs') that finished, done or failed, more than `keep_days`
-    days before `now`, each folder whole (its uploaded files, its report), each recorded in `REMOVED` first. A queued
-    or running job is never removed, whatever its age, nor a folder without a job record (an upload still arriving).
-    Nothing removed when `keep_days` is 0 (kept for ever)."""
-    swept, now = Swept(), now or datetime.now(UTC)
-    if keep_days <= 0 or not root.is_dir():
-        return swept
-    cutoff = (now - timedelta(days=keep_days)).timestamp()
-    _keep_recent_removals(root, now)
-    for folder in sorted(root.iterdir()):
-        if folder.name.startswith(TRASH) and folder.is_dir():  # a removal cut short
-            _remove_folder(folder, swept)
-            continue
-        job = read_job(folder) if JOB_ID.match(folder.name) else None
-        if job is None or job.get("state") in UNFINISHED:
-            continue
-        finished = _finished_at(folder, job)
-        if finished is None or finished > cutoff:
-            continue
-        removal = {"id": folder.name, "owner": job.get("owner"), "finished_at": job.get("finished_at"),
-                   "removed_at": now.isoformat(), "keep_days": keep_days}
-        with (root / REMOVED).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(removal, ensure_ascii=False) + "\n")
-        trash = root / f"{TRASH}{folder.name}"
-        try:
-            folder.rename(trash)
-        except OSError as exc:
-            log.warning("%s: job folder not removed: %s", folder, exc)
-            continue
-        if _remove_folder(trash, swept):
-            swept.jobs.append(folder.name)
-    return swept
-
-
-def removed_job(root: Path, job_id: str) -> dict[str, Any] | None:
-    """The retention's record of job `job_id` under `root` (`REMOVED`), None when it removed no such job."""
-    try:
-        with (root / REMOVED).open(encoding="utf-8", errors="replace") as fh:
-            found = [r for line in fh if job_id in line and (r := _removal(line)) is not None and r.get("id") == job_id]
-    except FileNotFoundError:
-        return None
-    return found[-1] if found else None
-
-
-def not_found(root: Path, job_id: str, what: str, owner: str | None = None) -> str:
-    """Why `what` (triage job, patrol job) `job_id` is not there, for its 404: removed by the retention, saying when and
-    after which setting, or none such. `owner`: the caller sees only that owner's jobs (an inspector): another's
-    removal is no job of theirs."""
-    removal = removed_job(root, job_id)
-    if removal is None or owner is not None and removal.get("owner") != owner:
-        return f"no {what} {job_id!r}"
-    return (f"已过保留期，任务及其上传文件和报告已删除（案件及其证据仍保留） {what} {job_id!r} was removed on "
-            f"{removal['removed_at'][:10]}, {removal['keep_days']} days after it finished (service.jobs_keep_days); "
-            "its cases and their evidence are kept")
-
-
 def as_uploaded(folder: Path, labels: dict[str, str], settings: Settings, *, inside: tuple[str, ...] = (),
                 itself: str = "", html: bool = False) -> Callable[[str], str]:
     """What names a job's texts (its errors, a report) as the client knows them, since the API never shows a server
@@ -446,22 +314,10 @@ class TriageJobs:
         return ids
 
     def remove_expired(self, now: datetime | None = None) -> Swept:
-        """Remove the photo upload and patrol jobs finished more than `service.jobs_keep_days` ago (`sweep_expired`),
-        logging one line of what was freed: `serve` calls it at start-up and every `SWEEP_EVERY_S`. Else every job's
-        folder (photos and videos as uploaded, 0.3 MB a photo job, far more for a patrol video) stayed for ever and a full
-        disk took the case store with it."""
-        keep = self.config.jobs_keep_days
-        swept = Swept()
-        for root in (self.root, self.config.patrol_dir.resolve()):
-            done = sweep_expired(root, keep, now)
-            swept.jobs += done.jobs
-            swept.bytes += done.bytes
-            for job_id in done.jobs:
-                self.records.forget(root / job_id)
-        if keep:
-            log.info("jobs retention (service.jobs_keep_days: %d): %d finished job(s) removed, %d bytes (%.1f MB) freed",
-                     keep, len(swept.jobs), swept.bytes, swept.bytes / 1e6)
-        return swept
+        """Remove the photo upload and patrol jobs finished more than `service.jobs_keep_days` ago (`api.job_retention`)."""
+        from api.job_retention import remove_expired  # the retention reads the jobs' records: it imports this module
+
+        return remove_expired(self, now)
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=True)
@@ -525,7 +381,10 @@ class TriageJobs:
             raise JobNotFound(job_id) from None
 
     def not_found(self, job_id: str, owner: str | None = None) -> str:
-        """The 404's detail for a job `get` did not find: removed by the retention (saying so) or none such (`not_found`)."""
+        """The 404's detail for a job `get` did not find: removed by the retention (saying so) or none such
+        (`api.job_retention.not_found`)."""
+        from api.job_retention import not_found
+
         return not_found(self.root, job_id, "triage job", owner)
 
     def list(self, limit: int | None = None, owner: str | None = None) -> list[dict[str, Any]]:

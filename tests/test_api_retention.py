@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import service_config
-from api.jobs import REMOVED, read_job, write_job
+from api.job_retention import REMOVED
+from api.jobs import read_job, write_job
 from tests.api_helpers import KEY, auth, make_app, settings_for
 
 OLD = (datetime.now(UTC) - timedelta(days=31)).isoformat()  # past the default 30 days

@@ -30,8 +30,9 @@ from api.accounts import Principal, Role
 from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.exports import Export
-from api.jobs import (UNFINISHED, as_uploaded, finished_record, job_failure, newest_jobs, no_cases_error, not_found, read_job,
-                      recorded, spool_shown, write_job)
+from api.job_retention import not_found
+from api.jobs import (UNFINISHED, as_uploaded, finished_record, job_failure, newest_jobs, no_cases_error, read_job, recorded,
+                      spool_shown, write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
