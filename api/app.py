@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from api import problems
 from api.config import ServiceConfig
 from api.context import AppContext, build_context
-from api.job_retention import SWEEP_EVERY_S
+from api.job_retention import SWEEP_EVERY_S, remove_expired
 from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
 from detect.config_io import ConfigError
 from detect.evidence import EvidenceKeyError, check_key_files
@@ -37,7 +38,7 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: Callable[[], Any] | None = None,
                resume_jobs: bool = True) -> FastAPI:
     """The app of `settings`' service. `resume_jobs`: at start-up, take up the job folders (unfinished jobs resumed,
-    expired ones removed: `TriageJobs.remove_expired`); tests that lay out job folders by hand turn it off."""
+    expired ones removed: `api.job_retention.remove_expired`); tests that lay out job folders by hand turn it off."""
     try:  # a key file the settings name but that does not load: refused here, an unset key only warned of below
         check_key_files(settings.evidence)
     except EvidenceKeyError as exc:
@@ -55,7 +56,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if resume_jobs:
-            await _logged(ctx.jobs.remove_expired, "jobs retention sweep")
+            await _logged(partial(remove_expired, ctx.jobs), "jobs retention sweep")
             await _logged(lambda: _remove_warning_frames(ctx), "warning frames retention sweep")
         try:
             if resume_jobs:
@@ -68,7 +69,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
             app.state.startup_error = exc
             raise
         periodic = [asyncio.create_task(_every(service.spool_retry_s, lambda: _retry_spool(ctx), "evidence spool retry")),
-                    asyncio.create_task(_every(SWEEP_EVERY_S, ctx.jobs.remove_expired, "jobs retention sweep")),
+                    asyncio.create_task(_every(SWEEP_EVERY_S, partial(remove_expired, ctx.jobs), "jobs retention sweep")),
                     asyncio.create_task(_every(SWEEP_EVERY_S, lambda: _remove_warning_frames(ctx), "warning frames retention sweep"))]
         yield
         for task in periodic:

@@ -153,7 +153,7 @@ def not_found(root: Path, job_id: str, what: str, owner: str | None = None) -> s
 
 def remove_expired(jobs: TriageJobs, now: datetime | None = None) -> Swept:
     """Remove the photo upload and patrol jobs finished more than `service.jobs_keep_days` ago (`sweep_expired`),
-    logging one line of what was freed: `serve` calls it (`TriageJobs.remove_expired`) at start-up and every
+    logging one line of what was freed: `serve` calls it (`api.app`'s sweep) at start-up and every
     `SWEEP_EVERY_S`. Else every job's folder (photos and videos as uploaded, 0.3 MB a photo job, far more for a patrol
     video) stayed for ever and a full disk took the case store with it."""
     keep = jobs.config.jobs_keep_days

@@ -43,7 +43,6 @@ from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import REPORT
 
 if TYPE_CHECKING:  # api.uploads checks a caller with api.auth, which needs the context and so this module
-    from api.job_retention import Swept
     from api.uploads import SavedFile
 
 log = logging.getLogger(__name__)
@@ -313,12 +312,6 @@ class TriageJobs:
             self._submit(job_id)
         return ids
 
-    def remove_expired(self, now: datetime | None = None) -> Swept:
-        """Remove the photo upload and patrol jobs finished more than `service.jobs_keep_days` ago (`api.job_retention`)."""
-        from api.job_retention import remove_expired  # the retention reads the jobs' records: it imports this module
-
-        return remove_expired(self, now)
-
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=True)
 
@@ -379,13 +372,6 @@ class TriageJobs:
             return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise JobNotFound(job_id) from None
-
-    def not_found(self, job_id: str, owner: str | None = None) -> str:
-        """The 404's detail for a job `get` did not find: removed by the retention (saying so) or none such
-        (`api.job_retention.not_found`)."""
-        from api.job_retention import not_found
-
-        return not_found(self.root, job_id, "triage job", owner)
 
     def list(self, limit: int | None = None, owner: str | None = None) -> list[dict[str, Any]]:
         """Jobs newest first (by `created_at`), only `owner`'s when given, at most `limit` (`newest_jobs`)."""

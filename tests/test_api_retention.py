@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import service_config
-from api.job_retention import REMOVED
+from api.job_retention import REMOVED, remove_expired
 from api.jobs import read_job, write_job
 from tests.api_helpers import KEY, auth, make_app, settings_for
 
@@ -73,7 +73,7 @@ def test_finished_jobs_past_the_retention_are_removed_and_running_ones_kept(tmp_
     held = sum(f.stat().st_size for folder in removed for f in folder.rglob("*") if f.is_file())
     assert held > 4000  # the uploads and the records
     with caplog.at_level(logging.INFO, logger="api.jobs"):
-        swept = ctx.jobs.remove_expired()
+        swept = remove_expired(ctx.jobs)
     assert sorted(swept.jobs) == ["a" * 16, "b" * 16, "c" * 16] and swept.bytes == held
     assert f"jobs retention (service.jobs_keep_days: 30): 3 finished job(s) removed, {held} bytes (0.0 MB) freed" in caplog.text
     assert not any(f.exists() for f in removed) and all(read_job(f) for f in kept)
@@ -145,5 +145,5 @@ def test_the_server_sweeps_expired_jobs_periodically_and_0_keeps_them(tmp_path, 
     app, _ = make_app(settings_for(forever, jobs_keep_days=0))
     folder = _photo_job(app.state.ctx.jobs.root, "b" * 16, "done", "2000-01-01T00:00:00+00:00")
     with TestClient(app):
-        assert app.state.ctx.jobs.remove_expired().jobs == []
+        assert remove_expired(app.state.ctx.jobs).jobs == []
     assert read_job(folder) is not None

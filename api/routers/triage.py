@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from api.accounts import Principal, Role
 from api.auth import UPLOAD
 from api.context import AppContext, get_ctx
+from api.job_retention import not_found
 from api.jobs import JobNotFound
 from api.problems import Problem, problems
 from api.routers.pages import job_report
@@ -109,7 +110,7 @@ def _own_job(ctx: AppContext, job_id: str, who: Principal) -> dict[str, Any]:
     try:
         job = ctx.jobs.get(job_id)
     except JobNotFound:
-        raise Problem(404, ctx.jobs.not_found(job_id, who.name if who.role is Role.INSPECTOR else None),
+        raise Problem(404, not_found(ctx.jobs.root, job_id, "triage job", who.name if who.role is Role.INSPECTOR else None),
                       slug="job-not-found") from None
     if who.role is Role.INSPECTOR and job["owner"] != who.name:
         raise Problem(404, f"no triage job {job_id!r}", slug="job-not-found")
