@@ -79,6 +79,21 @@ def test_a_backup_never_replaces_a_file_unasked_nor_the_store_itself(tmp_path):
     store.close()
 
 
+def test_a_backup_into_a_folder_that_is_not_there_is_refused_naming_it(tmp_path):
+    """OUT in a folder that is not there (a backup disk not mounted: /mnt/backup/…) ended in sqlite3's traceback
+    'unable to open database file'; it is refused in one line naming OUT and the folder, and no folder is made (on an
+    unmounted disk's mount point it would put the backup on the store's own disk)."""
+    database = tmp_path / "cases.db"
+    store = CaseStore(f"sqlite:///{database}")
+    _draft(store, 1)
+    out = tmp_path / "mnt" / "backup" / "cases-2026-12-06.db"
+    refused = _backup(tmp_path, f"sqlite:///{database}", str(out))
+    assert refused.exit_code == 2, refused.output
+    assert f"OUT {out}: folder {out.parent} does not exist (a backup disk not mounted?)" in refused.output
+    assert not (tmp_path / "mnt").exists()
+    store.close()
+
+
 def test_a_postgresql_store_is_backed_up_with_pg_dump_and_restores(tmp_path, monkeypatch, postgres_url):
     """A PostgreSQL store is dumped by pg_dump -Fc, which pg_restore loads into a new database that opens with every
     case; without pg_dump on PATH the command says in one line what to run, the URL without a password."""

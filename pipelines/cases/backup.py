@@ -36,7 +36,10 @@ def backup_sqlite(store: CaseStore, out: Path) -> int:
     source = store.engine.raw_connection()  # through the engine: a lost, empty or foreign file is refused as ever
     try:
         with replaced_atomically(out) as tmp:
-            dest = sqlite3.connect(tmp)
+            try:
+                dest = sqlite3.connect(tmp)
+            except sqlite3.Error as exc:  # a folder it cannot write in: sqlite3 names no file, so OUT is named here
+                raise BackupError(f"{out}: cannot write the copy in {out.parent}: {exc}; nothing was written") from None
             try:
                 source.driver_connection.backup(dest)  # all pages in one step: one read transaction's view
                 return dest.execute("SELECT count(*) FROM cases").fetchone()[0]

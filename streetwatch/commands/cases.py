@@ -98,6 +98,9 @@ def register(app: typer.Typer) -> None:
 
         url = settings_or_fail(config).cases.url
         writable_or_fail(out, "OUT", overwrite=overwrite, example="cases-backup.db")
+        if not out.parent.is_dir():  # not made here: on an unmounted backup disk it would land on the store's own disk
+            fail(f"OUT {out}: folder {out.parent} does not exist (a backup disk not mounted?); make it first, best on "
+                 f"another disk than the store")
         try:
             if url.startswith("postgresql"):
                 if (exe := shutil.which("pg_dump")) is None:
