@@ -393,12 +393,14 @@ def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_w
 @pytest.mark.parametrize("command, store", [(["users", "list"], "postgres"), (["cases", "list"], "postgres"),
                                             (["serve"], "postgres"), (["users", "list"], "folder"), (["serve"], "folder"),
                                             (["cases", "list"], "not a database"), (["cases", "list"], "empty"),
-                                            (["serve"], "empty")])
+                                            (["serve"], "empty"), (["cases", "backup", "{tmp}/backup.db"], "not a database"),
+                                            (["cases", "backup", "{tmp}/backup.db"], "empty")])
 def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command, store):
     """A PostgreSQL server that is down (or a SQLite path naming a folder, a file that is not a SQLite database or an
     empty one, a failed copy that serve made a new empty store of)
     printed SQLAlchemy's traceback from every command that opens the store; one line names the store, its password
-    masked, the driver's reason and what to check."""
+    masked, the driver's reason and what to check. `cases backup` of a damaged store too (its raw connection bypassed
+    the store's error handler: sqlite3's traceback 'file is not a database'), writing nothing."""
     import os
     import subprocess
     import sys
@@ -422,6 +424,7 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
     config.write_text(yaml.safe_dump({"cases": {"url": url}}))
     if command == ["serve"]:
         command = ["serve", "--port", str(free_port())]
+    command = [arg.format(tmp=tmp_path) for arg in command]
     run = subprocess.run([sys.executable, "-m", "streetwatch.cli", *command, "--config", str(config)], cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
@@ -432,6 +435,8 @@ def test_a_case_store_that_cannot_be_opened_is_one_error_line(tmp_path, command,
         assert "this file is not a SQLite database" in line
     if store == "empty":
         assert "delete the empty file to start a new store" in line and (tmp_path / "cases.db").stat().st_size == 0
+    if command[:2] == ["cases", "backup"]:
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.db", "sw.yaml"]  # no backup, no temporary file
 
 
 def test_serve_whose_start_up_fails_is_one_error_line_and_exit_2(tmp_path):

@@ -33,7 +33,9 @@ def backup_sqlite(store: CaseStore, out: Path) -> int:
     if database is None:
         raise BackupError(f"case store {store.url}: not a SQLite file (an in-memory store has nothing to back up)")
     _check_not_the_store(out, Path(database))
-    source = store.engine.raw_connection()  # through the engine: a lost, empty or foreign file is refused as ever
+    # engine.connect(), not raw_connection(): only a Connection's failure to connect goes through the store's error
+    # handler, so a lost, empty or foreign file is CaseStoreUnreachable (one line, exit 2), not sqlite3's traceback
+    source = store.engine.connect()
     try:
         with replaced_atomically(out) as tmp:
             try:
@@ -41,7 +43,7 @@ def backup_sqlite(store: CaseStore, out: Path) -> int:
             except sqlite3.Error as exc:  # a folder it cannot write in: sqlite3 names no file, so OUT is named here
                 raise BackupError(f"{out}: cannot write the copy in {out.parent}: {exc}; nothing was written") from None
             try:
-                source.driver_connection.backup(dest)  # all pages in one step: one read transaction's view
+                source.connection.driver_connection.backup(dest)  # all pages in one step: one read transaction's view
                 return dest.execute("SELECT count(*) FROM cases").fetchone()[0]
             except sqlite3.Error as exc:
                 raise BackupError(f"{out}: the copy of {database} failed: {exc}; nothing was written to {out}") from None
