@@ -139,12 +139,20 @@ def test_a_restart_without_any_flag_keeps_the_standing_violation_and_its_one_cas
 
 
 def test_documented_example_cameras_file_loads():
-    loaded = load_cameras(REPO / "docs" / "examples" / "cameras.yaml")
+    """Loaded as watch loads it, with the dispatch targets of the example settings file, which names it as its
+    service.cameras_file: its first camera's auto_queue named 'cn-dcm', an adapter, not one of those targets (hz-dcm,
+    city-311), so watch refused the camera a deployment copied from the two examples."""
+    from detect.config_io import load_model
+    from pipelines.settings import Settings
+
+    examples = REPO / "docs" / "examples"
+    targets = list(load_model(Settings, examples / "streetwatch-settings.yaml").dispatch.targets)
+    loaded = load_cameras(examples / "cameras.yaml", dispatch_targets=targets)
     assert loaded.refused == {}
     assert [c.id for c in loaded.cameras] == ["hz-xihu-0417", "hz-xihu-0418", "hz-lobby-snapshot"]
     first = loaded.cameras[0]
     assert first.config.url.startswith("rtsp://") and first.config.keyframes_only
-    assert first.config.auto_queue_target("illegal_parking") == "cn-dcm" and first.config.auto_queue_target("street_stall") is None
+    assert first.config.auto_queue_target("illegal_parking") == "hz-dcm" and first.config.auto_queue_target("street_stall") is None
     assert first.scene.zones and first.scene.camera_id == first.id
 
 
