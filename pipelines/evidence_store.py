@@ -51,7 +51,10 @@ class S3Settings(ConfigModel):
                                 description="Environment variable holding the access key.")
     secret_key_env: str = Field("STREETWATCH_S3_SECRET_KEY", title="Secret key variable",
                                 description="Environment variable holding the secret key.")
-    url_expiry_s: int = Field(7 * 24 * 3600, title="URL expiry", description="Lifetime of presigned GET URLs in seconds.",
+    url_expiry_s: int = Field(7 * 24 * 3600, title="URL expiry",
+                              description="Lifetime in seconds of a presigned GET URL asked for without one; streetwatch's "
+                                          "own give theirs (the review pages' images service.url_expiry_s, a dispatch "
+                                          "target's attachments its attachment_expiry_s).",
                               gt=0, le=int(MAX_PRESIGN.total_seconds()))
     retries: int = Field(3, title="Retries", description="Retries per request on connection errors and 5xx answers.", ge=0, le=10)
     backoff_s: float = Field(0.2, title="Back-off", description="Base of the exponential back-off between retries.", ge=0)

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
+import httpx
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -20,6 +22,7 @@ from detect.evidence import MANIFEST
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.dispatch.dispatcher import apply_status
 from pipelines.dispatch.webhook import sign
+from pipelines.evidence_store import EvidenceStoreConfig
 from pipelines.url_signing import ATTACHMENT
 from tests.api_helpers import DCM, KEY, auth, draft_cases, make_app, service, settings_for  # noqa: F401  (fixture)
 
@@ -1014,3 +1017,21 @@ def test_a_review_action_whose_audit_record_cannot_be_written_is_not_done_on_pos
     assert len(accounts.audit_records()) == len(audits) + len(actions)
     assert (store.get(a).state, store.get(b).review_decision, store.get(c).state, store.get(d).state) == (
         CaseState.QUEUED, "approved", CaseState.REJECTED, CaseState.CANDIDATE)
+
+
+def test_evidence_links_from_s3_live_as_long_as_the_local_stores(tmp_path, monkeypatch, bus_event, moto_s3):
+    """With S3 evidence the case detail's image URLs were presigned for evidence_store.s3.url_expiry_s, 7 days by
+    default, where a local store's links live service.url_expiry_s (15 min; docs/service.md, docs/personal-data.md):
+    a link copied off a review PC opened the unblurred originals (faces, plates) for a week. They live
+    service.url_expiry_s whichever the store, and open the image while they do."""
+    monkeypatch.setenv("STREETWATCH_S3_ACCESS_KEY", "testing")
+    monkeypatch.setenv("STREETWATCH_S3_SECRET_KEY", "testing")
+    s3 = EvidenceStoreConfig(backend="s3", spool_dir=tmp_path / "spool", s3={"endpoint": moto_s3, "secure": False, "bucket": "sw-links"})
+    settings = settings_for(tmp_path, url_expiry_s=600).model_copy(update={"evidence_store": s3})
+    assert settings.evidence_store.s3.url_expiry_s == 7 * 24 * 3600
+    app, tokens = make_app(settings)
+    with TestClient(app) as client:
+        case_id = draft_cases(app, bus_event, [{}])[0]
+        images = client.get(f"/api/v1/cases/{case_id}", headers=auth(tokens["reviewer"])).json()["evidence"]["images"]
+    assert images and {parse_qs(urlparse(i["url"]).query)["X-Amz-Expires"][0] for i in images} == {"600"}
+    assert httpx.get(images[0]["url"]).status_code == 200

@@ -373,9 +373,10 @@ def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
     except (StorageError, json.JSONDecodeError) as exc:
         return {"error": f"evidence unreadable: {exc}", "images": [], "boxes": case.evidence_boxes, "zone": None}
     presigned = ctx.settings.evidence_store.backend == "s3"
+    lifetime = timedelta(seconds=ctx.service.url_expiry_s)  # the local links' too: a copied link opens faces and plates
 
     def url(path: str) -> str:
-        return ctx.evidence.url(case.evidence_ref, path) if presigned else ctx.signer.url(case.id, path)
+        return ctx.evidence.url(case.evidence_ref, path, lifetime) if presigned else ctx.signer.url(case.id, path)
 
     images = [{"path": a["path"], "role": a["role"], "url": url(a["path"]), "content_type": a.get("content_type")}
               for a in manifest.get("artifacts", []) if str(a.get("content_type", "")).startswith("image/")]
