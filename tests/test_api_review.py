@@ -706,7 +706,7 @@ def test_a_reviewer_notes_a_case_a_platform_holds_and_nothing_else_on_it_changes
     [note] = after.details["notes"]
     assert (note["by"], note["text"]) == ("reviewer-user", "现场为公交站台，非违停\n请平台作废") and note["at"]
     assert client.get(f"/api/v1/cases/{held}", headers=reviewer).json()["case"]["details"]["notes"] == [note]
-    audit = client.get(f"/api/v1/cases/{held}/audit", headers=reviewer).json()
+    audit = client.get(f"/api/v1/cases/{held}/audit", headers=reviewer).json()["items"]
     assert [(r["action"], r["actor"], r["role"], r["details"]) for r in audit if r["action"] == "note"] == [
         ("note", "reviewer-user", "reviewer", {"text": "现场为公交站台，非违停\n请平台作废"})]
     client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={"text": "第二条"})
