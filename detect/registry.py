@@ -132,6 +132,41 @@ def _may_write(folder: Path) -> bool:
     return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
 
 
+class PromotionOutvoted(ValueError):
+    """A promotion this user may write would change nothing: a record in a model folder read before (an unwritable
+    `$STREETWATCH_MODELS`) names another model or verifier. The message names that record and what to do."""
+
+
+def promotion_target(folder: str, wanted: str, record_id: Callable[[Path], str]) -> tuple[Path, bool]:
+    """Where a promotion of `wanted` (`<folder>/promoted.yaml`: `registry` for models, `verifiers` for verifiers) takes
+    effect, and whether it has already: the first writable model folder's record, since readers take the first record
+    found. A record in a folder read before that one outvotes it; naming `wanted` (`record_id`), it is in effect
+    already (returned, True), else `PromotionOutvoted` names it, so that nothing is written (nor evaluated first) for a
+    promotion the readers would never see. Both `models promote` and `verifier promote` write through here."""
+    target = writable_models_dir() / folder / PROMOTED_FILE
+    dirs = model_dirs()
+    for record in (d / folder / PROMOTED_FILE for d in dirs[:dirs.index(target.parent.parent)]):
+        if not record.is_file():
+            continue
+        if (current := record_id(record)) == wanted:
+            return record, True
+        raise PromotionOutvoted(
+            f"{record} promotes {current} and is read before {target}, where this user may write, so promoting "
+            f"{wanted} there would change nothing: have that file's owner promote {wanted} in it (or remove it), or "
+            "set $STREETWATCH_MODELS to a folder you may write, which is read first")
+    return target, False
+
+
+def write_promotion(folder: str, wanted: str, record_id: Callable[[Path], str], text: str) -> Path:
+    """Write `text`, the record promoting `wanted`, where it takes effect (`promotion_target`); the path read, which
+    is a record read first when that one names `wanted` already (nothing written then)."""
+    target, in_effect = promotion_target(folder, wanted, record_id)
+    if not in_effect:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(target, text)
+    return target
+
+
 def registry_dir() -> Path:
     """Where new cards are written: `registry/` in `writable_models_dir` (created if needed)."""
     d = writable_models_dir() / "registry"
@@ -325,10 +360,16 @@ def default_model() -> str:
     return promoted_model() or DEFAULT_MODEL
 
 
+def promoted_record_model(path: Path) -> str:
+    """The model a `registry/promoted.yaml` names (`promotion_target`'s reader for models)."""
+    return load_model(Promotion, path).model
+
+
 def set_promoted(record: Promotion) -> Path:
-    """Make `record.model` the promoted model (in the registry directory)."""
-    path = registry_dir() / PROMOTED_FILE
-    return write_text_atomic(path, yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    """Make `record.model` the promoted model, written where it takes effect (`write_promotion`: refused with
+    `PromotionOutvoted` when a record read first names another model)."""
+    return write_promotion("registry", record.model, promoted_record_model,
+                           yaml.safe_dump(record.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 def _offline() -> bool:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pipelines.retrain.dataset import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -104,6 +108,46 @@ def postgres_url():
 def fresh_postgres_url(postgres_url):
     """A new, empty database on the session's PostgreSQL server."""
     return new_database(postgres_url)
+
+
+@pytest.fixture
+def coco_dataset(bus_jpg, zidane_jpg, tmp_path, monkeypatch) -> Dataset:
+    """bus.jpg and zidane.jpg labelled by hand in COCO JSON (person, bus), imported as a version (the evaluation set of
+    the gate's tests)."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pipelines.retrain.dataset import Dataset
+    from streetwatch.cli import app
+
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "models"))
+    photos = tmp_path / "coco" / "images"
+    photos.mkdir(parents=True)
+    shutil.copy(bus_jpg, photos)
+    shutil.copy(zidane_jpg, photos)
+    coco = {
+        "images": [{"id": 1, "file_name": "bus.jpg", "width": 810, "height": 1080},
+                   {"id": 2, "file_name": "zidane.jpg", "width": 1280, "height": 720},
+                   {"id": 3, "file_name": "lost.jpg", "width": 640, "height": 480}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 6, "name": "bus"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 6, "bbox": [0, 230, 800, 500]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [48, 398, 194, 506]},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [670, 390, 140, 490]},
+            {"id": 4, "image_id": 2, "category_id": 1, "bbox": [745, 40, 405, 672]},
+            {"id": 5, "image_id": 2, "category_id": 1, "bbox": [120, 195, 1010, 523]},
+            {"id": 6, "image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5]},
+        ],
+    }
+    ann = tmp_path / "coco" / "instances.json"
+    ann.write_text(json.dumps(coco))
+    result = CliRunner().invoke(app, ["data", "import", str(ann), "--out", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    assert "instances.json: annotation 6: unknown category_id 3 (wrong class count?)" in result.output
+    assert "lost.jpg: listed in instances.json (image id 3) but not found" in result.output
+    return Dataset(tmp_path / "ds")
 
 
 def new_database(postgres_url: str) -> str:

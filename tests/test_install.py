@@ -209,6 +209,36 @@ def test_a_broken_promoted_record_is_refused_naming_it(installed, tmp_path):
     assert f"{record}: not valid YAML" in result.output
 
 
+def test_a_model_promotion_an_unwritable_folder_read_first_would_outvote_is_refused_before_evaluating(
+        coco_dataset, installed, locked, monkeypatch):
+    """`models promote` wrote registry/promoted.yaml into ./models while the locked $STREETWATCH_MODELS' record, read
+    first, kept its model promoted, after evaluating both models; it is refused as `verifier promote` is (the same
+    `promotion_target`), naming that record, before any evaluation, nothing written. Promoting the model that record
+    names says it is promoted already."""
+    from datetime import datetime, timezone
+
+    import pipelines.retrain.promote
+    from detect.registry import Promotion, PromotionOutvoted, promoted_model, set_promoted
+    from streetwatch.cli import app
+
+    (locked / "registry").mkdir()
+    record = locked / "registry" / "promoted.yaml"
+    record.write_text(f"model: yolo11n\npromoted_at: '{datetime.now(timezone.utc).isoformat()}'\n", encoding="utf-8")
+    evaluated = []
+    monkeypatch.setattr(pipelines.retrain.promote, "evaluate_model", lambda model_id, *a, **k: evaluated.append(model_id))
+
+    result = CliRunner().invoke(app, ["models", "promote", "yolov8n", "--data", str(coco_dataset.root)])
+    assert result.exit_code == 2 and evaluated == [], result.output
+    said = " ".join(result.output.split())
+    assert f"{record} promotes yolo11n and is read before {Path.cwd() / 'models' / 'registry' / 'promoted.yaml'}" in said
+    assert "set $STREETWATCH_MODELS to a folder you may write" in said
+    with pytest.raises(PromotionOutvoted):
+        set_promoted(Promotion(model="yolov8n", promoted_at=datetime.now(timezone.utc)))
+    assert promoted_model() == "yolo11n" and not (Path.cwd() / "models" / "registry" / "promoted.yaml").exists()
+    result = CliRunner().invoke(app, ["models", "promote", "yolo11n", "--data", str(coco_dataset.root)])
+    assert result.exit_code == 3 and "already the promoted model" in result.output and evaluated == []
+
+
 EFFICIENTNET_ONNX = "efficientnet-lite0-features.onnx"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detect.config_io import ConfigError, read_mapping, write_text_atomic
+from detect.config_io import ConfigError, read_mapping
 from detect.verifier.heads import HeadsCard, HeadSet, VerifierError
 from detect.verifier.verifier import Verdicts, Verifier, evidence, verified_class
 
@@ -81,34 +81,22 @@ def load_verifier(verifier: str | Path | None = None, known_types: set[str] | No
     return Verifier(HeadSet.load(find_card(verifier), known_types))
 
 
-def _read_before(target: Path) -> Path | None:
-    """The `promoted.yaml` in a verifier folder read before `target`'s, which outvotes a record written to `target`."""
-    dirs = verifier_dirs()
-    return next((d / PROMOTED for d in dirs[:dirs.index(target.parent)] if (d / PROMOTED).is_file()), None)
-
-
 def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
     """Record `verifier_id` as the promoted verifier; the record's path and the card (loaded with its heads first: a
     card whose heads cannot load is refused and nothing is written).
 
-    The record goes into the first writable model folder, read before the project's and the wheel's copy, wherever
-    the card lives: written beside a card in the project's folder, it lost to a record in `$STREETWATCH_MODELS` and
-    changed nothing; written into site-packages, a reinstall would undo it. A record in a folder read before that one
-    (an unwritable `$STREETWATCH_MODELS`) would outvote it: then nothing is written and the error names that record,
-    where the promotion used to be written, reported, and ignored.
+    The record goes where it takes effect (`detect.registry.write_promotion`, as `models promote`'s): the first
+    writable model folder, read before the project's and the wheel's copy, wherever the card lives (written beside a
+    card in the project's folder, it lost to a record in `$STREETWATCH_MODELS`; written into site-packages, a
+    reinstall would undo it). A record in a folder read before that one naming another verifier is refused naming it,
+    nothing written; naming this one, it is in effect already and is the path returned.
     """
-    from detect.registry import writable_models_dir
+    from detect.registry import PromotionOutvoted, write_promotion
 
     card = find_card(verifier_id)
     heads = HeadSet.load(card)
-    target = writable_models_dir() / "verifiers" / PROMOTED
-    if (record := _read_before(target)) is not None:
-        if (current := _record_id(record)) == verifier_id:  # already in effect: nothing to write
-            return record, heads.card
-        raise VerifierError(
-            f"{record} promotes {current} and is read before {target}, where this user may write, so promoting "
-            f"{verifier_id} there would change nothing: have that file's owner write `id: {verifier_id}` in it (or remove "
-            "it), or set $STREETWATCH_MODELS to a folder you may write, which is read first")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(target, f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n")
-    return target, heads.card
+    text = f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n"
+    try:
+        return write_promotion("verifiers", verifier_id, _record_id, text), heads.card
+    except PromotionOutvoted as exc:
+        raise VerifierError(str(exc)) from None

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detect.registry import (PROMOTED_FILE, BrokenCardError, ModelNotFoundError, Promotion, default_model, get_card, promoted_model,
-                             registry_dir, set_promoted)
+from detect.registry import (PROMOTED_FILE, BrokenCardError, ModelNotFoundError, Promotion, default_model, get_card,
+                             promoted_model, promoted_record_model, promotion_target, registry_dir, set_promoted)
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.retrain.dataset import Dataset
 from pipelines.retrain.evaluate import EvalResult, can_show, evaluate_model
@@ -85,7 +85,8 @@ def promote(
 ) -> GateDecision:
     """Evaluate candidate and current model on `dataset`, decide, and promote when allowed.
 
-    `apply=False` only decides (the retrain loop without --promote); the decision is logged either way.
+    `apply=False` only decides (the retrain loop without --promote); the decision is logged either way. With `apply`,
+    a promotion a record read first would outvote (`promotion_target`) is refused before anything is evaluated.
     """
     if force and not reason.strip():
         raise ValueError("--force needs --reason: say why the gate is overridden (it is recorded)")
@@ -94,6 +95,8 @@ def promote(
     current_id = default_model()
     if current_id == model_id:
         return GateDecision(model_id, current_id, dataset.digest, tolerance, False, reasons=["already the promoted model"])
+    if apply:  # a record read first that would outvote it refuses the promotion before the evaluations, not after
+        promotion_target("registry", model_id, promoted_record_model)
     out_dir = out_dir or registry_dir().parent / "runs" / f"promote-{model_id}-{dataset.digest[:8]}"
     common = dict(backend=backend, device=device, imgsz=imgsz, taxonomy=taxonomy)
     if candidate_eval is None or candidate_eval.cases.digest != dataset.digest:
