@@ -112,16 +112,23 @@ def named_model_dirs() -> list[tuple[str, Path]]:
     return out
 
 
+class NoWritableModelFolder(PermissionError):
+    """No model folder this user may write: the message names the folders tried and what to do. A `PermissionError`
+    without a file name, which the CLI's line for OS errors (a path and the system's reason) does not cover, so it
+    has its own (`streetwatch.cli._user_error`): every command that writes a model file says this one line."""
+
+
 def writable_models_dir() -> Path:
     """The model folder new cards, exports, weights and promotions go into: the first of `model_dirs` this user may
     write (`$STREETWATCH_MODELS`' first, else the checkout's `models/`, else `./models`), never the wheel's copy in
-    site-packages, which a reinstall replaces and other users share. Raises `PermissionError` naming the folders."""
+    site-packages, which a reinstall replaces and other users share. Raises `NoWritableModelFolder` naming the folders."""
     candidates = [d for d in model_dirs() if d != SHIPPED_MODELS]
     for d in candidates:
         if _may_write(d):
             return d
-    raise PermissionError("no writable model folder: " + ", ".join(str(d) for d in candidates)
-                          + " cannot be written; set $STREETWATCH_MODELS to a folder you may write")
+    raise NoWritableModelFolder(
+        "no model folder this user may write (new cards, exports, weights and promotions go into one): tried "
+        + ", ".join(str(d) for d in candidates) + "; set $STREETWATCH_MODELS to a folder you may write")
 
 
 def _may_write(folder: Path) -> bool:

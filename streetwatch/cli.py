@@ -81,10 +81,15 @@ def _user_error(exc: Exception) -> str | None:
     that cannot be opened (cases.url: a server down, a SQLite path that cannot be opened) fails every
     command that opens it, and its URL (password masked) with the driver's reason says what to check; so does one
     whose schema this version will not migrate (at a revision it does not know, or data the new schema cannot hold), and one
-    whose disk is full (where to free space). A module of an extra not installed (uvicorn for `serve`, ultralytics
-    for `models export`) names the extra to install."""
+    whose disk is full (where to free space). No model folder this user may write (a card, an export, a download, a
+    promotion to write) names the folders tried and $STREETWATCH_MODELS. A module of an extra not installed (uvicorn
+    for `serve`, ultralytics for `models export`) names the extra to install."""
     if isinstance(exc, ModuleNotFoundError) and exc.name and (line := missing_extra(exc.name)):
         return line
+    from detect.registry import NoWritableModelFolder
+
+    if isinstance(exc, NoWritableModelFolder):  # no file name: the folders tried are in its message
+        return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
         paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
         reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)

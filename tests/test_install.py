@@ -134,9 +134,31 @@ def test_registry_dir_skips_a_model_folder_that_cannot_be_written(installed, tmp
     assert registry_dir() == tmp_path / "mine" / "registry"
     monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "a-file" / "models"))
     (tmp_path / "work" / "models").write_text("not a folder either", encoding="utf-8")
-    with pytest.raises(PermissionError, match="no writable model folder: .*a-file/models, .*work/models cannot be"):
+    with pytest.raises(PermissionError, match="no model folder this user may write .*tried .*a-file/models, .*work/models;"):
         registry_dir()
     assert not (installed / "registry").exists()
+
+
+def test_a_command_with_no_model_folder_it_may_write_says_one_line(installed, locked, tmp_path, monkeypatch, capsys):
+    """With the locked $STREETWATCH_MODELS and ./models a file, `verifier promote` ended in a PermissionError's
+    traceback (no file name, so not the CLI's line for OS errors); it is one line naming the folders tried and
+    $STREETWATCH_MODELS, as for every command writing a model file (registry writes, downloads, the EfficientNet
+    export)."""
+    import sys
+
+    import streetwatch.cli
+
+    (tmp_path / "work" / "models").write_text("not a folder", encoding="utf-8")
+    monkeypatch.setattr(streetwatch.cli, "stop_like_ctrl_c", lambda: None)  # the test runner's signals left alone
+    monkeypatch.setattr(sys, "argv", ["streetwatch", "verifier", "promote", "street-v7"])
+    with pytest.raises(SystemExit) as stopped:
+        streetwatch.cli.main()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"error: no model folder this user may write (new cards, exports, weights and promotions go "
+                           f"into one): tried {locked}, {tmp_path / 'work' / 'models'}; set $STREETWATCH_MODELS to a "
+                           "folder you may write"), err
+    assert (installed / "verifiers" / "promoted.yaml").read_text(encoding="utf-8").strip().endswith("id: street-v7")
 
 
 @pytest.fixture
