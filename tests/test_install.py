@@ -46,21 +46,24 @@ def wheel(tmp_path_factory) -> Path:
 def test_the_wheel_ships_the_committed_cards_and_verifier_heads_not_a_models_package(wheel):
     """A deployer who installs the wheel judges with the same default verifier as a checkout: every committed file of
     models/ (cards, heads, promoted.yaml) is in it as streetwatch_models/, and no top-level `models` package is; so are
-    the committed files of the packages the code reads (pages, migrations, schemas, taxonomy), all through the sdist."""
+    the training classes (datasets/classes.yaml, as streetwatch_datasets/) and the committed files of the packages the
+    code reads (pages, migrations, schemas, taxonomy), all through the sdist."""
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {n.removeprefix("streetwatch_models/") for n in names if n.startswith("streetwatch_models/")}
     assert shipped == {n.removeprefix("models/") for n in _committed("models")}
     assert {"verifiers/promoted.yaml", "verifiers/street-v7.npz", "cards/yolo11n.yaml"} <= shipped
     assert not [n for n in names if n.startswith("models/")]
+    assert [n for n in names if n.startswith("streetwatch_datasets/")] == ["streetwatch_datasets/classes.yaml"]
     packages = [n for n in _committed(".") if n.split("/")[0] in ("detect", "pipelines", "api", "streetwatch")]
     assert [n for n in packages if n not in names and not n.endswith("README.md")] == []
 
 
-@pytest.mark.slow  # a fresh virtualenv with the wheel installed, and four runs of it
+@pytest.mark.slow  # a fresh virtualenv with the wheel installed, and five runs of it
 def test_the_wheel_built_from_the_sdist_runs_in_a_fresh_virtualenv(wheel, tmp_path):
     """Installed with --no-deps into a fresh virtualenv (the dependencies from this one's site-packages, read after its
     own), from an empty folder: the console script answers --help, the promoted verifier's card and heads load from
-    the install's streetwatch_models, and a new case store migrates to the newest revision."""
+    the install's streetwatch_models, a new case store migrates to the newest revision, and retrain maps onto the
+    install's training classes (it stopped with 'file not found' for datasets/classes.yaml)."""
     import sysconfig
 
     venv = tmp_path / "venv"
@@ -88,6 +91,10 @@ def test_the_wheel_built_from_the_sdist_runs_in_a_fresh_virtualenv(wheel, tmp_pa
     migrated = run(python, "-c", "import sqlalchemy as sa; from pipelines.cases.schema import current_revision, head, migrate\n"
                                  "with sa.create_engine('sqlite:///cases.db').begin() as c: migrate(c); print(current_revision(c), head())")
     assert migrated.returncode == 0 and migrated.stdout.split() == ["0006", "0006"], migrated.stderr
+    retrained = run(venv / "bin" / "streetwatch", "retrain", "--name", "city-v2", "--map", "shade=stall")
+    assert retrained.returncode == 2 and retrained.stderr.strip() == "error: nothing to train on: give --cases and/or --data", \
+        retrained.stderr  # the wheel's training classes read, none of its own in the empty folder
+    assert not (purelib / "datasets").exists() and not (purelib / "streetwatch_datasets" / "versions").exists()
 
 
 @pytest.fixture
@@ -259,6 +266,40 @@ def test_a_model_promotion_an_unwritable_folder_read_first_would_outvote_is_refu
     assert promoted_model() == "yolo11n" and not (Path.cwd() / "models" / "registry" / "promoted.yaml").exists()
     result = CliRunner().invoke(app, ["models", "promote", "yolo11n", "--data", str(coco_dataset.root)])
     assert result.exit_code == 3 and "already the promoted model" in result.output and evaluated == []
+
+
+def test_the_training_classes_are_the_current_folders_else_the_shipped_ones(installed, monkeypatch):
+    """A pip install has no datasets/classes.yaml beside its code, so data merge, data from-cases and retrain stopped
+    with 'file not found', and retrain's default work folder was beside site-packages: the classes are
+    ./datasets/classes.yaml when there is one (a checkout's root, a data team's edited copy), else the wheel's copy;
+    retrain's dataset versions go into ./datasets/versions/NAME."""
+    import pipelines.retrain.classes as classes
+    import pipelines.retrain.loop
+    from streetwatch.cli import app
+
+    shipped = installed.parent / "streetwatch_datasets" / "classes.yaml"
+    shipped.parent.mkdir()
+    shutil.copy2(REPO / "datasets" / "classes.yaml", shipped)
+    monkeypatch.setattr(classes, "PROJECT_CLASSES", shipped)
+    assert classes.classes_path() == shipped
+    assert classes.load_classes().names == classes.load_classes(REPO / "datasets" / "classes.yaml").names
+    own = Path.cwd() / "datasets" / "classes.yaml"
+    own.parent.mkdir()
+    own.write_text("classes:\n  awning:\n    description: 店外违规搭建的雨棚\n    aliases: [canopy]\n", encoding="utf-8")
+    assert classes.classes_path() == own and classes.load_classes().names == ["awning"]
+
+    ran = {}
+
+    def loop(**kwargs):  # what retrain would run on, the night's training itself left out
+        ran.update(kwargs)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(pipelines.retrain.loop, "retrain", loop)
+    result = CliRunner().invoke(app, ["retrain", "--name", "city-v2", "--map", "shade=awning"])
+    assert "stopped before training" in result.output and result.exit_code != 0, result.output
+    assert ran["work_dir"] == Path.cwd() / "datasets" / "versions" / "city-v2" and ran["mapping"] == {"shade": "awning"}
+    result = CliRunner().invoke(app, ["retrain", "--name", "city-v2", "--map", "shade=stall"])
+    assert f"'stall' is not a project class ({own}: awning)" in " ".join(result.output.split())
 
 
 EFFICIENTNET_ONNX = "efficientnet-lite0-features.onnx"

@@ -1,4 +1,5 @@
-"""The project's training classes (`datasets/classes.yaml`) and name matching onto them.
+"""The project's training classes (`datasets/classes.yaml`, the wheel's copy in a pip install) and name matching onto
+them.
 
 Public datasets call the same thing `Trash`, `trash pile` or `garbage_bag`; merging them onto one
 class list is where label sets silently drift apart, so the matching rule lives in one place:
@@ -16,7 +17,20 @@ from pydantic import Field
 
 from detect.config_io import ConfigModel, load_model
 
-DEFAULT_CLASSES_PATH = Path(__file__).resolve().parents[2] / "datasets" / "classes.yaml"
+_ROOT = Path(__file__).resolve().parents[2]
+CLASSES_FILE = Path("datasets") / "classes.yaml"
+SHIPPED_CLASSES = _ROOT / "streetwatch_datasets" / "classes.yaml"
+"""The wheel's copy of the checkout's `datasets/classes.yaml` (setup.py ships it), beside this package in
+site-packages: a pip install merges and retrains onto the same classes as a checkout. Read, never written."""
+PROJECT_CLASSES = SHIPPED_CLASSES if SHIPPED_CLASSES.is_file() else _ROOT / CLASSES_FILE
+
+
+def classes_path() -> Path:
+    """The training classes file in effect: `datasets/classes.yaml` in the current folder when there is one (a
+    checkout's root, or a data team's own edited copy beside its `datasets/versions/`), else the project's (the
+    checkout's, or the wheel's copy in a pip install, which has no `datasets/` of its own)."""
+    local = Path.cwd() / CLASSES_FILE
+    return local if local.is_file() else PROJECT_CLASSES
 
 
 class TrainingClass(ConfigModel):
@@ -59,5 +73,5 @@ def _load(path: Path) -> ProjectClasses:
 
 
 def load_classes(path: str | Path | None = None) -> ProjectClasses:
-    """The project's training classes (default: `datasets/classes.yaml`), validated."""
-    return _load(Path(path) if path else DEFAULT_CLASSES_PATH)
+    """The project's training classes (default: `classes_path`), validated."""
+    return _load(Path(path) if path else classes_path())

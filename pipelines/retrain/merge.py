@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.retrain.check import check_dataset
-from pipelines.retrain.classes import ProjectClasses, load_classes
+from pipelines.retrain.classes import ProjectClasses, classes_path, load_classes
 from pipelines.retrain.dataset import Dataset, DatasetError, derive, format_label, write_dataset
 
 DROP = "-"
@@ -27,7 +27,7 @@ def parse_mapping(specs: list[str], classes: ProjectClasses) -> dict[str, str | 
             raise DatasetError(f"--map {spec!r}: expected SOURCE=TARGET (TARGET a project class, or - to drop)")
         dst = dst.strip()
         if dst != DROP and dst not in classes.classes:
-            raise DatasetError(f"--map {spec!r}: '{dst}' is not a project class (datasets/classes.yaml: {', '.join(classes.names)})")
+            raise DatasetError(f"--map {spec!r}: '{dst}' is not a project class ({classes_path()}: {', '.join(classes.names)})")
         out[src.strip()] = None if dst == DROP else dst
     return out
 

@@ -163,7 +163,7 @@ def merge(
     drop_unmapped: Annotated[bool, typer.Option("--drop-unmapped", help="Drop boxes of classes that match no project class.")] = False,
     name: Annotated[str, typer.Option("--name", help="Name of the merged dataset.")] = "merged",
 ) -> None:
-    """Merge versions onto the project classes (datasets/classes.yaml), names and aliases matched."""
+    """Merge versions onto the project classes (./datasets/classes.yaml, else the project's), names and aliases matched."""
     from pipelines.retrain.classes import load_classes
     from pipelines.retrain.dataset import DatasetError
     from pipelines.retrain.merge import merge_datasets, parse_mapping

@@ -173,7 +173,7 @@ def retrain(
     int8: Annotated[bool, typer.Option("--int8", help="Also quantise the export to INT8 with the dataset's pictures.")] = False,
     promote: Annotated[bool, typer.Option("--promote", help="Promote the model when it passes the gate.")] = False,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed drop per type and metric.")] = 0.02,
-    work: Annotated[Path | None, typer.Option("--work", help="Folder for the dataset versions (default: datasets/versions/NAME).")] = None,
+    work: Annotated[Path | None, typer.Option("--work", help="Folder for the dataset versions (default: datasets/versions/NAME in the current folder).")] = None,
     allow_check_failures: AllowOpt = False,
     config: SettingsOpt = None,
 ) -> None:
@@ -184,7 +184,7 @@ def retrain(
     setup_logging()
     from detect.registry import ModelNotFoundError
     from pipelines.evidence_store import StorageError
-    from pipelines.retrain.classes import DEFAULT_CLASSES_PATH, load_classes
+    from pipelines.retrain.classes import load_classes
     from pipelines.retrain.dataset import DatasetError
     from pipelines.retrain.loop import retrain as run_loop
     from pipelines.retrain.merge import parse_mapping
@@ -192,7 +192,7 @@ def retrain(
     if from_store and cases is not None:  # the loop would read the file and never open the store
         fail(f"--from-store and --cases {cases} both name the reviewed cases: give one (export the store with "
              "`streetwatch data export-reviews`, or pass the file)")
-    work = work or DEFAULT_CLASSES_PATH.parent / "versions" / name
+    work = work or Path.cwd() / "datasets" / "versions" / name  # never beside a pip install's code in site-packages
     settings = settings_or_fail(config) if from_store else None
     if settings is not None:
         require_case_store(settings.cases.url)  # an empty store would export no reviews and train without them
