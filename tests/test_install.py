@@ -268,6 +268,27 @@ def test_a_model_promotion_an_unwritable_folder_read_first_would_outvote_is_refu
     assert result.exit_code == 3 and "already the promoted model" in result.output and evaluated == []
 
 
+def test_retrain_with_promote_an_outvoting_record_would_undo_is_refused_before_training(coco_dataset, installed, locked,
+                                                                                     monkeypatch, tmp_path):
+    """`train retrain --promote` met the outvoting record only at its gate, after the night's training: refused
+    before any dataset is merged or model trained, as `models promote` is."""
+    from datetime import datetime, timezone
+
+    import pipelines.retrain.loop
+    from detect.registry import PromotionOutvoted
+    from pipelines.retrain.loop import retrain
+
+    (locked / "registry").mkdir()
+    (locked / "registry" / "promoted.yaml").write_text(
+        f"model: yolo11n\npromoted_at: '{datetime.now(timezone.utc).isoformat()}'\n", encoding="utf-8")
+    trained = []
+    monkeypatch.setattr(pipelines.retrain.loop, "train_model", lambda *a, **k: trained.append(a))
+    with pytest.raises(PromotionOutvoted, match="promotes yolo11n and is read before"):
+        retrain(name="city-night-1", base_model="yolo11n", work_dir=tmp_path / "work", datasets=[coco_dataset],
+                do_promote=True)
+    assert trained == [] and not (tmp_path / "work" / "merged").exists()
+
+
 def test_the_training_classes_are_the_current_folders_else_the_shipped_ones(installed, monkeypatch):
     """A pip install has no datasets/classes.yaml beside its code, so data merge, data from-cases and retrain stopped
     with 'file not found', and retrain's default work folder was beside site-packages: the classes are

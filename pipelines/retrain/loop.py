@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detect.export import export_onnx
-from detect.registry import runs_dir, save_card
+from detect.registry import promotion_target, runs_dir, save_card
 from pipelines.retrain.dataset import Dataset, DatasetError
 from pipelines.retrain.evaluate import evaluate_model
 from pipelines.retrain.check import Finding
 from pipelines.retrain.from_cases import dataset_from_cases, skipped_counts
 from pipelines.retrain.merge import merge_datasets
-from pipelines.retrain.promote import DEFAULT_TOLERANCE, GateDecision, promote
+from pipelines.retrain.promote import DEFAULT_TOLERANCE, GateDecision, promote, promoted_record_model
 from pipelines.retrain.split import split_dataset
 from pipelines.retrain.train import ensure_new_model_id, train_model, update_card
 
@@ -74,6 +74,8 @@ def retrain(
     case store and evidence store first (instead of a `cases` export file: with both, the file is read).
     """
     ensure_new_model_id(name)  # before the night's export and datasets, not after them
+    if do_promote:  # a promotion a record read first would outvote is refused now, not after the night's training
+        promotion_target("registry", name, promoted_record_model)
     work_dir = Path(work_dir)
     inputs = list(datasets or [])
     summary: dict = {"name": name, "base_model": base_model, "work_dir": str(work_dir), "steps": {}}
