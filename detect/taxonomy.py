@@ -331,6 +331,13 @@ class Taxonomy(ConfigModel):
         """Cities for which at least one type has codes."""
         return {city for t in self.types.values() for city in t.city_codes}
 
+    def require_city(self, city: str, where: str, remedy: str) -> None:
+        """Refuse a city no code table covers, naming the cities that have one (`where`: the setting or option that
+        named it; `remedy`: where its table goes): one check for the settings (a missing table an error at start, not
+        at the first case) and `rules taxonomy --city` (which showed `-` for every code)."""
+        if city not in self.cities():
+            raise ConfigError(f"{where}: no code table for city {city!r} (cities: {', '.join(sorted(self.cities()))}); {remedy}")
+
     def types_named(self, text: str) -> list[str]:
         """Ids of the types whose Chinese or English name holds `text` (case-insensitive; 占道经营, "street stall"): a
         search typed in staff's words finds the cases of that type, whose rows hold only the id."""

@@ -395,9 +395,7 @@ class Settings(ConfigModel):
         wanted = {f"dispatch.targets.{name}.city": t.city for name, t in self.dispatch.targets.items()}
         wanted["evidence.city"] = self.evidence.city
         for where, city in wanted.items():
-            if city not in taxonomy.cities():
-                raise ConfigError(f"{where}: no code table for city {city!r} (cities: {', '.join(sorted(taxonomy.cities()))}); "
-                                  "add its file to taxonomy.city_codes")
+            taxonomy.require_city(city, where, "add its file to taxonomy.city_codes")
         return taxonomy
 
     def named_by_setting(self, text: str, named: Callable[[str], str] = str,

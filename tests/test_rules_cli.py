@@ -66,3 +66,16 @@ def test_check_warns_of_a_reference_snapshot_the_moved_camera_check_cannot_use(t
     assert strict.exit_code == 1 and "1 of 1 files with warnings (--strict)" in strict.output
     (tmp_path / "notes.jpg").write_text("not a picture", encoding="utf-8")
     assert f"{tmp_path / 'notes.jpg'}: not an image OpenCV can read" in check("notes.jpg").output
+
+
+def test_taxonomy_refuses_a_city_with_no_code_table():
+    """`rules taxonomy --city shanghai` (no code file for it) showed `-` for every code as if the table were empty;
+    it is refused as a deployment naming such a city is, naming the cities that have a table and where one goes."""
+    hangzhou = Path(__file__).resolve().parents[1] / "docs" / "examples" / "city-codes-hangzhou.yaml"
+    result = CliRunner().invoke(app, ["rules", "taxonomy", "--city-file", str(hangzhou), "--city", "shanghai"])
+    assert result.exit_code == 2, result.output
+    assert ("error: --city: no code table for city 'shanghai' (cities: default, hangzhou); pass its code file with "
+            "--city-file (example: docs/examples/city-codes-hangzhou.yaml)") in " ".join(result.output.split()), result.output
+    assert "street_stall" not in result.output
+    shown = CliRunner().invoke(app, ["rules", "taxonomy", "--city-file", str(hangzhou), "--city", "hangzhou"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0 and "13/1301" in shown.output, shown.output

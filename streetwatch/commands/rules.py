@@ -12,6 +12,7 @@ from streetwatch.commands.common import fail, print_warning
 rules_app = typer.Typer(help="Violation taxonomy, scene files and city zones (see docs/rules.md).", no_args_is_help=True)
 
 TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy YAML (default: the shipped detect/taxonomy.yaml).")]
+CITY_CODES_EXAMPLE = "docs/examples/city-codes-hangzhou.yaml"
 CityFileOpt = Annotated[list[Path] | None, typer.Option("--city-file", help="City code file(s) to merge (city + codes).")]
 
 
@@ -34,6 +35,7 @@ def show_taxonomy(
 
     try:
         tax = load_taxonomy(taxonomy, city_files=city_file)
+        tax.require_city(city, "--city", f"pass its code file with --city-file (example: {CITY_CODES_EXAMPLE})")
     except ConfigError as exc:
         fail(str(exc))
     table = Table("id", "名称", "大类/小类", f"codes ({city})", "open311", "zones", "dwell/clear/cooldown s")
