@@ -33,7 +33,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from api.config import ServiceConfig, named_files
 from api.metrics import ApiMetrics
-from detect.config_io import write_text_atomic
+from detect.config_io import ConfigError, write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
 from pipelines.cases.store import CaseStore, CaseStoreFull, CaseStoreUnreachable
 from pipelines.evidence_store import EvidenceStore
@@ -294,7 +294,10 @@ class TriageJobs:
         `evidence`: the service's open evidence store, which they put bundles in likewise (with S3 a client and its
         connection pool: one per job was one per upload); None: each opens its own."""
         self.root = config.jobs_dir.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:  # a settings fault, named by its setting: `serve` said only `/proc/1/nope: No such file or directory`
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"service.data_dir: {exc.filename or self.root}: cannot create: {exc.strerror or exc}") from None
         self.config, self.deployment, self.metrics, self.store, self.evidence = config, deployment, metrics, store, evidence
         self._detector_factory = detector_factory
         self._detector = None

@@ -663,3 +663,14 @@ def test_a_scene_change_whose_audit_record_cannot_be_written_does_not_stand_on_p
     assert earlier == audits and (record["action"], record["actor"], record["details"]) == ("put_scene", "admin-user",
                                                                       {"camera_id": "cam-01", "zones": len(scene["zones"])})
     assert [p.name for p in cams["scene"].parent.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_serve_refuses_a_data_dir_it_cannot_create_naming_the_setting(tmp_path):
+    """A `service.data_dir` that could not be created stopped `serve` with `error: PATH: reason`, naming neither the
+    setting nor the settings file it came from."""
+    config = tmp_path / "settings.yaml"
+    data_dir = tmp_path / "settings.yaml" / "data"  # under a file: never made, whoever runs the test
+    config.write_text(f"cases: {{url: 'sqlite:///{tmp_path}/cases.db'}}\nservice: {{data_dir: '{data_dir}'}}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
+    assert result.exit_code == 2, result.exception
+    assert f"error: {config}: service.data_dir: {data_dir / 'jobs'}: cannot create: Not a directory" in result.output, result.output
