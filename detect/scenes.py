@@ -13,10 +13,12 @@ text is the taxonomy's `classes:` (`anchor`, `text`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cv2
@@ -295,23 +297,50 @@ def check_zones(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_t
     check_types(zones, taxonomy, source, field_template)
 
 
-def check_unique_ids(zones: list[ZoneRules], source: str, field_template: str = "zones.{i}") -> None:
-    """Refuse a zone whose id an earlier zone has, naming its id field and both zones by position and name: a case,
-    a warning and the rules name a zone by its id, so of two zones drawn with one id only one was ever found, the
-    other silently never used."""
+class Identified(Protocol):
+    """What `check_unique_ids` reads of an item: a zone's or a grid cell's properties."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class IdKind:
+    """What the ids `check_unique_ids` checks name, for its refusal, Chinese and English: the thing (区域 zone), why an
+    id of its own matters, and what else to do (a grid cell of several parts is one MultiPolygon feature)."""
+
+    zh: str
+    en: str
+    why_zh: str
+    why_en: str
+    hint_zh: str = ""
+    hint_en: str = ""
+
+
+ZONE_IDS = IdKind("区域", "zone", "案件按编号找区域", "cases and rules find a zone by its id")
+
+
+def check_unique_ids(items: Sequence[Identified], source: str, field_template: str = "zones.{i}",
+                     kind: IdKind = ZONE_IDS) -> None:
+    """Refuse an item (a zone, a grid cell) whose id an earlier one has, naming its id field and both by position and
+    name: cases, warnings and rules name a zone, and cases a grid cell, by its id, so of two drawn with one id only one
+    was ever found, the other silently never used."""
     def named(k: int, zh: bool = False) -> str:  # `zones.0 (北门)`, in Chinese `zones.0（北门）`
-        name = zones[k].name
+        name = items[k].name
         return field_template.format(i=k) + ("" if not name else f"（{name}）" if zh else f" ({name})")
 
     first: dict[str, int] = {}
-    for i, zone in enumerate(zones):
-        j = first.setdefault(zone.id, i)
+    for i, item in enumerate(items):
+        j = first.setdefault(item.id, i)
         if j != i:
             raise FieldError(source, f"{field_template.format(i=i)}.id",
-                             f"区域编号 {zone.id!r} 重复：{named(j, zh=True)} 与 {named(i, zh=True)}；案件按编号找区域，"
-                             f"其中一个将永远用不上，请为每个区域另起编号{ZH_EN}zone id {zone.id!r} is used twice: by "
-                             f"{named(j)} and {named(i)}; cases and rules find a zone by its id, so one of the two would "
-                             "never be used: give each zone an id of its own")
+                             f"{kind.zh}编号 {item.id!r} 重复：{named(j, zh=True)} 与 {named(i, zh=True)}；{kind.why_zh}，"
+                             f"其中一个将永远用不上，请为每个{kind.zh}另起编号{kind.hint_zh}{ZH_EN}{kind.en} id {item.id!r} is "
+                             f"used twice: by {named(j)} and {named(i)}; {kind.why_en}, so one of the two would never be "
+                             f"used: give each {kind.en} an id of its own{kind.hint_en}")
 
 
 def check_types(zones: list[ZoneRules], taxonomy: Taxonomy, source: str, field_template: str = "zones.{i}") -> None:

@@ -21,7 +21,12 @@ from detect.cityzones import geometry_of as valid_polygon
 from detect.config_io import ConfigError, load_model
 from detect.frames import GeoPoint
 from detect.grades import Grade, Grades, load_grades
+from detect.scenes import IdKind, check_unique_ids
 from detect.taxonomy import Taxonomy
+
+CELL_IDS = IdKind("网格", "cell", "案件按网格编号归档，其街道、中队与道路等级也按编号查找",
+                  "a case is filed under its cell's id, and the cell's street, squad and grade are found by it",
+                  "（一个网格有几块的，写成一个 MultiPolygon）", " (a cell of several parts is one MultiPolygon feature)")
 
 
 class GridCellProperties(BaseModel):
@@ -91,10 +96,20 @@ class GridCells:
         return int(min(hits, key=lambda i: self._shapes[i].area))
 
 
+def read_grid_file(path: str | Path) -> GridFile:
+    """The grid file at `path`, validated, each cell's id its own (`check_unique_ids`): of two cells with one id the
+    analytics kept the last one's street and squad and triage filed both under one code without a word. Every reader
+    of a grid file (triage, the case edits' cell, the analytics, the call-out list's squads) reads it here, so each
+    refuses the same file alike."""
+    data = load_model(GridFile, path)
+    check_unique_ids([f.properties for f in data.features], str(path), "features.{i}.properties", CELL_IDS)
+    return data
+
+
 def load_grid(path: str | Path, taxonomy: Taxonomy | None = None) -> GridCells:
     """Load and validate a GeoJSON FeatureCollection of cells; errors name file, feature and reason
     (a cell naming a grade its grades file lacks, too)."""
-    data = load_model(GridFile, path)
+    data = read_grid_file(path)
     graded = [(i, f.properties.grade) for i, f in enumerate(data.features) if f.properties.grade]
     if not graded:
         return GridCells(data)

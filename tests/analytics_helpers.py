@@ -15,6 +15,10 @@ TZ = ZoneInfo("Asia/Shanghai")
 CELLS = [("330106001001", "文三路东", "文新街道", "一中队"), ("330106001002", "文三路西", "蒋村街道", "一中队"),
          ("330106002001", "五常港", "蒋村街道", "二中队"), ("330106002002", "西溪湿地北", "蒋村街道", "二中队")]
 G1, G2, G3, G4 = (c[0] for c in CELLS)
+# The four cells and a fifth drawn with the first one's code (a cell copied in a GIS tool and its code left as it was).
+TWICE_G1 = [*CELLS, (G1, "文三路东延伸段", "蒋村街道", "二中队")]
+TWICE_G1_REFUSED = (f"features.4.properties.id: 网格编号 '{G1}' 重复：features.0.properties（文三路东） 与 "
+                    f"features.4.properties（文三路东延伸段）；案件按网格编号归档")
 LON0, LAT0 = 120.10, 30.27
 
 
@@ -24,7 +28,7 @@ def cell_polygon(i: int) -> list[list[float]]:
 
 
 def write_grid(path: Path, cells: list[tuple[str, str, str, str]] = CELLS) -> Path:
-    """The grid file of `cells` (code, name, street, squad), side by side from (LON0, LAT0)."""
+    """The grid file of `cells` (code, name, street, squad), the i-th cell's polygon `cell_polygon(i)`."""
     features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [cell_polygon(i)]},
                  "properties": {"id": code, "name": name, "street": street, "squad": squad}}
                 for i, (code, name, street, squad) in enumerate(cells)]

@@ -21,7 +21,9 @@ from pipelines.analytics.periods import parse_period
 from pipelines.analytics.places import load_places
 from pipelines.analytics.report import build_report, write_report
 from pipelines.cases.store import CaseQuery
-from tests.analytics_helpers import G1, G2, G3, G4, TZ, CaseMaker, november, write_grid, write_zones
+from tests.analytics_helpers import (
+    G1, G2, G3, G4, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, november, write_grid, write_zones,
+)
 from tests.api_helpers import auth, make_app, settings_for
 
 NOV = parse_period("2026-11")
@@ -171,6 +173,9 @@ def test_scores_by_street_without_a_grid_say_why_in_chinese_first(api, caplog):
 
 @pytest.mark.parametrize("setting, name, text, path, params, detail", [
     ("cityops.grid", "grid.geojson", "{", "/api/v1/callout", {}, "cityops.grid unusable: cityops.grid: not valid JSON"),
+    ("cityops.grid", "grid.geojson", TWICE_G1, "/api/v1/callout", {}, f"cityops.grid unusable: cityops.grid: {TWICE_G1_REFUSED}"),
+    ("analytics.grid", "grid.geojson", TWICE_G1, "/api/v1/scores", {"period": "2026-11", "by": "squad"},
+     f"analytics map files: analytics.grid: {TWICE_G1_REFUSED}"),
     ("analytics.sheet", "sheet.yaml", "sections: [", "/api/v1/scores", {"period": "2026-11"}, "analytics: analytics.sheet: not valid YAML"),
     ("analytics.zones", "zones.geojson", "{", "/api/v1/scores", {"period": "2026-11"}, "analytics map files: analytics.zones: not valid JSON"),
     ("analytics.cutoffs", "cutoffs.csv", "号码,停机时间\n12,yesterday\n", "/api/v1/scores", {"period": "2026-11"},
@@ -183,7 +188,10 @@ def test_a_config_file_that_cannot_be_read_is_named_by_its_setting_not_its_serve
     client, who, _, settings = api
     section, field = setting.split(".")
     bad = tmp_path / name
-    bad.write_text(text, encoding="utf-8")
+    if isinstance(text, list):  # a grid's cells
+        write_grid(bad, text)
+    else:
+        bad.write_text(text, encoding="utf-8")
     before = getattr(getattr(settings, section), field)
     setattr(getattr(settings, section), field, bad)
     try:

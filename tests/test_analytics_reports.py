@@ -25,7 +25,9 @@ from pipelines.analytics.places import load_places
 from pipelines.analytics.report import PAGES, build_report, write_report
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import CaseQuery, CaseStore
-from tests.analytics_helpers import G1, G3, TZ, CaseMaker, local, november, write_grid, write_zones
+from tests.analytics_helpers import (
+    G1, G3, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, local, november, write_grid, write_zones,
+)
 from streetwatch.cli import app
 from tests.conftest import REPO
 
@@ -455,6 +457,18 @@ def test_bad_grid_file_names_the_feature(city, tmp_path):
     done = _run("score", "--period", "2026-11", "--config", str(settings), "--out", str(tmp_path))
     assert done.exit_code == 2 and f"{grid}: features.0.geometry" in done.stderr and "Polygon" in done.stderr, done.stderr
 
+
+
+def test_a_grid_file_with_two_cells_of_one_id_is_refused_by_the_commands(city, tmp_path):
+    """`streetwatch score` and `report` scored by street and squad from a grid file whose two cells had one id, the
+    last cell's street and squad taken for both without a word; each refuses it naming both cells, nothing written."""
+    grid = write_grid(tmp_path / "grid.geojson", TWICE_G1)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}, "analytics": {"grid": str(grid)}}))
+    for command in (("score", "--period", "2026-11", "--by", "squad"), ("report", "--period", "month", "--date", "2026-11-15")):
+        done = _run(*command, "--config", str(settings), "--out", str(tmp_path / "out"))
+        assert done.exit_code == 2 and f"{grid}: {TWICE_G1_REFUSED}" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
 
 def test_the_chinese_font_finder_takes_a_regular_face_over_a_bold_one():
     """fonts-noto-cjk installs NotoSansCJK-Bold.ttc beside NotoSansCJK-Regular.ttc, and the finder sorted fontconfig's

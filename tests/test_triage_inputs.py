@@ -317,6 +317,29 @@ def test_grid_cells_from_geojson(tmp_path):
         load_grid(path)
 
 
+
+def test_a_grid_file_with_two_cells_of_one_id_is_refused_naming_both(tmp_path):
+    """Two cells of one id were taken without a word: triage filed photos in either under the one code, and the
+    analytics kept the last cell's street and squad for both. Each reader (triage, the analytics, the call-out list)
+    refuses the file at the second's id, naming both cells by position and name, Chinese first."""
+    from pipelines.analytics.config import AnalyticsConfig
+    from pipelines.analytics.places import load_places
+    from pipelines.cityops.hooks import squads_of
+    from tests.analytics_helpers import G1, TWICE_G1, TWICE_G1_REFUSED, write_grid
+
+    path = write_grid(tmp_path / "grid.geojson", TWICE_G1)
+    refused = (f"{path}: {TWICE_G1_REFUSED}，其街道、中队与道路等级也按编号查找，其中一个将永远用不上，请为每个网格另起编号"
+               f"（一个网格有几块的，写成一个 MultiPolygon） — cell id '{G1}' is used twice: by features.0.properties (文三路东) "
+               f"and features.4.properties (文三路东延伸段); a case is filed under its cell's id, and the cell's street, squad "
+               "and grade are found by it, so one of the two would never be used: give each cell an id of its own (a cell "
+               "of several parts is one MultiPolygon feature)")
+    for read in (load_grid, lambda p: load_places(AnalyticsConfig(grid=p)), squads_of):
+        with pytest.raises(ConfigError) as refusal:
+            read(path)
+        assert str(refusal.value) == refused
+        assert refusal.value.field == ("features", "4", "properties", "id")
+    assert len(load_grid(write_grid(path, TWICE_G1[:4]))) == 4  # the same cells, each code once, still read
+
 def _member(source, type_, score, minute, gps=None, phash=None):
     record = PhotoRecord(source=source, sha256=source, photo_id=source, status="ok",
                          taken_at=datetime(2024, 6, 3, 9, 0, tzinfo=UTC) + timedelta(minutes=minute),

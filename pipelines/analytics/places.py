@@ -17,7 +17,7 @@ from detect.config_io import ConfigError, load_model
 from detect.scenes import check_zones
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.analytics.config import AnalyticsConfig
-from pipelines.grid import GridFile
+from pipelines.grid import read_grid_file
 
 Unit = Literal["grid", "street", "squad", "camera"]
 UNITS: tuple[Unit, ...] = ("grid", "street", "squad", "camera")
@@ -85,7 +85,7 @@ def load_places(config: AnalyticsConfig, taxonomy: Taxonomy | None = None) -> Pl
     """Validate and load the configured grid and zone files (errors name file, feature and reason)."""
     places = Places()
     if config.grid is not None:
-        grid = load_model(GridFile, config.grid)
+        grid = read_grid_file(config.grid)
         places.grid_file = str(config.grid)
         for f in grid.features:
             p = f.properties

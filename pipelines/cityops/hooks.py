@@ -23,8 +23,7 @@ def squads_of(grid_path):
     """grid cell code -> its squad (the grid file's `squad` property), for the call-out list."""
     if grid_path is None:
         return lambda cell: None
-    from detect.config_io import load_model
-    from pipelines.grid import GridFile
+    from pipelines.grid import read_grid_file
 
-    squads = {f.properties.id: f.properties.squad for f in load_model(GridFile, grid_path).features}
+    squads = {f.properties.id: f.properties.squad for f in read_grid_file(grid_path).features}
     return lambda cell: squads.get(cell or "")
