@@ -588,6 +588,40 @@ def test_case_text_in_an_export_is_text_never_a_formula(tmp_path):
     assert row[header.index("号码 phones")] == '="13800138000"'  # text to Excel, not 1.38E+10
 
 
+
+def test_reviewers_notes_are_exported_in_a_column_of_their_own(tmp_path):
+    """The notes a reviewer adds to a case (POST /cases/{id}/notes: why a case a platform holds is false) were in
+    no export: the 备注 notes column has them, a line each, oldest first, `local time actor: text`, the 描述
+    description as it was; in Excel a text cell, in CSV read back as written (a line starting = is inside the cell)."""
+    from datetime import UTC, datetime
+
+    from pipelines.analytics.export import COLUMNS
+
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    store = app.state.ctx.store
+    make = CaseMaker(store)
+    stall = make.add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ), state="submitted")
+    quiet = make.add("street_stall", G2, datetime(2026, 12, 3, 11, tzinfo=TZ))
+    store.add_note(stall, actor="王工", text="现场核实：摊位已撤", now=datetime(2026, 12, 5, 1, 30, tzinfo=UTC))
+    reviewer = auth(tokens["reviewer"])
+    text = "=1+1 不是公式\n第二行：平台请作废"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post(f"/api/v1/cases/{stall}/notes", headers=reviewer, json={"text": text}).status_code == 201
+        as_csv = client.get("/api/v1/exports/cases", headers=reviewer)
+        as_xlsx = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
+    assert as_csv.status_code == as_xlsx.status_code == 200
+    second = store.get(stall).details["notes"][1]
+    at = datetime.fromisoformat(second["at"]).astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S")
+    expected = f"2026-12-05 09:30:00 王工: 现场核实：摊位已撤\n{at} {second['by']}: {text}"
+    [header, *rows] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+    assert header == COLUMNS and header[-2:] == ["描述 description", "备注 notes"]
+    written = {r[0]: r for r in rows}
+    assert written[stall][-1] == expected and written[quiet][-1] == ""
+    assert written[stall][-2] == written[quiet][-2] == ""  # the description is the case's own text, no note in it
+    book = load_workbook(io.BytesIO(as_xlsx.content)).active
+    cells = {row[0].value: row[COLUMNS.index("备注 notes")] for row in book.iter_rows(min_row=2)}
+    assert (cells[stall].value, cells[stall].data_type) == (expected, "s") and cells[quiet].value is None
+
 def test_a_long_case_export_is_read_in_pages_and_comes_whole(tmp_path, monkeypatch):
     """GET /exports/cases built every matching case, then the whole file, in the server's memory (a city's years of
     cases at once); it reads the store a page at a time (a page of 7 here) and streams them out. Every case comes

@@ -31,6 +31,14 @@ VOIDED_BY_PLATFORM = "平台作废"
 """What the reports and scores call a case its dispatch platform voided after approval here (`CaseFact.voided_by_platform`)."""
 
 
+class CaseNote(NamedTuple):
+    """A reviewer's note on a case (`details.notes`, `CaseStore.add_note`); `at` aware UTC, None where unreadable."""
+
+    at: datetime | None
+    by: str
+    text: str
+
+
 @dataclass(frozen=True)
 class CaseFact:
     """One case as the analytics see it (times aware UTC)."""
@@ -58,6 +66,7 @@ class CaseFact:
     severity: Severity = Severity.GENERAL  # `details.severity` (pipelines.cases.store.severity_of)
     street: str | None = None
     squad: str | None = None
+    notes: tuple[CaseNote, ...] = ()  # reviewers' notes, oldest first (as added)
 
     @property
     def at(self) -> datetime:
@@ -113,6 +122,19 @@ def _int(value: Any, default: int = 1) -> int:
         return default
 
 
+def _notes(details: dict[str, Any]) -> tuple[CaseNote, ...]:
+    """The case's notes as `CaseStore.add_note` appends them, oldest first; a time that does not read is None, the
+    note kept (what a reviewer wrote is never dropped from an export)."""
+    def at(value: Any) -> datetime | None:
+        try:
+            return datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            return None
+
+    return tuple(CaseNote(at(n.get("at")), str(n.get("by") or ""), str(n.get("text") or ""))
+                 for n in details.get("notes") or [] if isinstance(n, dict))
+
+
 def _fact(row: Any, places: Places) -> CaseFact:
     m = row._mapping
     details = m["details"] or {}
@@ -127,7 +149,7 @@ def _fact(row: Any, places: Places) -> CaseFact:
         tags=tuple(str(t) for t in (tags if isinstance(tags, list) else [tags])),
         shop=str(details["shop"]) if details.get("shop") else None,
         severity=severity_of(details),
-        street=places.street_of(m["grid_cell"]), squad=places.squad_of(m["grid_cell"]),
+        street=places.street_of(m["grid_cell"]), squad=places.squad_of(m["grid_cell"]), notes=_notes(details),
     )
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from detect.config_io import replaced_atomically
 from detect.taxonomy import Severity, Taxonomy
-from pipelines.analytics.casedata import CaseFact, CaseFilter
+from pipelines.analytics.casedata import CaseFact, CaseFilter, CaseNote
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.analytics.tables import Table, csv_chunks, write_xlsx_rows
@@ -26,7 +26,10 @@ SOURCE_NAMES_ZH = {"camera": "摄像头", "photo": "照片"}
 COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "状态名称 state name", "来源 source",
            "来源名称 source name", "摄像头/批次 camera or batch", "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address",
            "纬度 lat", "经度 lon", "发现时间 opened (local)", "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity",
-           "严重程度名称 severity name", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description"]
+           "严重程度名称 severity name", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description",
+           "备注 notes"]
+LOCAL_TIME = "%Y-%m-%d %H:%M:%S"
+"""How the export writes a time, in the analytics time zone."""
 EXPORT_SHEET = ("cases", "案件 Cases")
 """The export's table key and sheet title."""
 
@@ -126,6 +129,13 @@ def export_rows(cases: Iterable[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> 
         source = "camera" if c.source_kind == "camera" else "photo"
         yield [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
                SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
-               c.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), c.object_count, PhoneText(";".join(c.phones)),
+               c.at.astimezone(tz).strftime(LOCAL_TIME), c.object_count, PhoneText(";".join(c.phones)),
                ";".join(c.tags), c.severity.value, c.severity.name_zh, c.review_decision, c.dispatch_target,
-               c.dispatch_ref, c.description]
+               c.dispatch_ref, c.description, notes_text(c.notes, tz)]
+
+
+def notes_text(notes: Sequence[CaseNote], tz: ZoneInfo) -> str:
+    """Reviewers' notes in one cell, a line each, oldest first: `local time actor: text`. A column of their own, not
+    in 描述 description, which is the case's own text (sent to the platform); text a spreadsheet would take for a
+    formula is kept text by the writers as any cell's."""
+    return "\n".join(f"{n.at.astimezone(tz).strftime(LOCAL_TIME) if n.at else '?'} {n.by}: {n.text}" for n in notes)
