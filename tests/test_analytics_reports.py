@@ -212,6 +212,13 @@ def test_a_case_its_platform_voided_is_counted_apart_from_the_rejections(tmp_pat
     assert (report.summary["cases"], report.summary["rejected"], report.summary["voided_by_platform"]) == (1, 1, 1)
     summary = dict(report.tables["summary"].rows)
     assert (summary["已作废 rejected"], summary["平台作废 voided by platform"]) == (1, 1)
+    assert summary["案件数（不含已作废、平台作废）cases (not rejected nor voided by platform)"] == 1
+    # The state table counted both in its `rejected` row (2), against the summary's 1 and 1: it counts as the summary
+    # does, the platform's voiding in a row of its own after the rejections, its rows adding up to every case.
+    states = {row[0]: row[1:] for row in report.tables["by_state"].rows}
+    assert states["rejected"] == ["已作废", 1] and states["voided_by_platform"] == ["平台作废", 1]
+    assert list(states).index("voided_by_platform") == list(states).index("rejected") + 1
+    assert sum(n for _, n in states.values()) == 3 and states["candidate"] == ["待审核", 1]
     html = write_report(report, tmp_path / "report")["report.html"].read_text(encoding="utf-8")
     assert "已作废 rejected<b>1</b>" in html and "平台作废 voided by platform<b>1</b>" in html
 

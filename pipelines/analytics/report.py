@@ -6,7 +6,7 @@
 opened in the period that were not rejected (a rejected case is a false alarm, not a problem in
 the street); the state table shows the rejected ones too. The summary's rejected are those rejected here (a reviewer,
 a triage withdrawal), the false findings; a case its platform voided after approval here (平台作废) is counted
-apart, its why not known here. An empty period gives the same files
+apart, its why not known here, in the state table too. An empty period gives the same files
 with zeros and "no cases" on the charts.
 """
 
@@ -95,6 +95,24 @@ def _hours(values: list[float | None]) -> tuple[int, float | None, float | None]
     return len(xs), round(float(np.median(xs)), 2), round(float(np.percentile(xs, 90, method="inverted_cdf")), 2)
 
 
+VOIDED_ROW = "voided_by_platform"
+"""The by-state table's row of the cases their platform voided after approval here (the summary's key too)."""
+
+
+def _by_state(cases: list[CaseFact]) -> Table:
+    """Cases by state, as the summary counts them: the `rejected` row those rejected here, those their dispatch platform
+    voided after approval here (`CaseFact.voided_by_platform`, in the store's `rejected` state too) in a row of their
+    own after it, 平台作废, so that no one reads a platform's voiding as a false finding here. The rows add up to
+    every case of the period."""
+    states = Counter(VOIDED_ROW if c.voided_by_platform else c.state.value for c in cases)
+    rows: list[list[Any]] = []
+    for s in CaseState:
+        rows.append([s.value, STATE_NAMES_ZH[s], states.get(s.value, 0)])
+        if s is CaseState.REJECTED:
+            rows.append([VOIDED_ROW, VOIDED_BY_PLATFORM, states.get(VOIDED_ROW, 0)])
+    return Table("by_state", "按状态 By state", ["状态 state", "名称 name", "案件数 cases"], rows)
+
+
 def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Period, tz: ZoneInfo) -> Report:
     start, end = period.bounds(tz)
     everything = load_cases(engine, places, CaseFilter(start=start, end=end))
@@ -108,9 +126,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
     def add(t: Table) -> None:
         tables[t.key] = t
 
-    states = Counter(c.state.value for c in everything)
-    add(Table("by_state", "按状态 By state", ["状态 state", "名称 name", "案件数 cases"],
-              [[s.value, STATE_NAMES_ZH[s], states.get(s.value, 0)] for s in CaseState]))
+    add(_by_state(everything))
 
     now_types, before_types = Counter(c.violation_type for c in cases), Counter(c.violation_type for c in before)
     type_ids = sorted(set(now_types) | set(before_types), key=lambda t: (-now_types[t], t))
@@ -211,7 +227,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
     }
     # the state's one name; a platform's voiding (平台作废) is counted apart, not as a false finding here
     void = STATE_NAMES_ZH[CaseState.REJECTED]
-    labels = {"cases": f"案件数（不含{void}）cases (not rejected)", "previous_cases": f"上期 previous ({previous.label})",
+    labels = {"cases": f"案件数（不含{void}、{VOIDED_BY_PLATFORM}）cases (not rejected nor voided by platform)", "previous_cases": f"上期 previous ({previous.label})",
               "change": "变化 change", "confirmed": "已确认 confirmed", "unreviewed": "待审 unreviewed", "rejected": f"{void} rejected",
               "voided_by_platform": f"{VOIDED_BY_PLATFORM} voided by platform",
               "closed": "已结案 closed", "grid_cells": "涉及网格 grid cells", "cameras": "摄像头 cameras", "photo_cases": "照片案件 photo cases"}
@@ -236,7 +252,8 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
             ax = fig.add_axes((0.05, 0.45, 0.4, 0.42))
             charts.table(ax, "概况 Summary", t["summary"].columns, t["summary"].rows, max_rows=12, max_chars=40)
             ax2 = fig.add_axes((0.52, 0.45, 0.43, 0.42))
-            charts.table(ax2, f"按状态 By state (含{STATE_NAMES_ZH[CaseState.REJECTED]} incl. rejected)", t["by_state"].columns, t["by_state"].rows)
+            charts.table(ax2, f"按状态 By state (含{STATE_NAMES_ZH[CaseState.REJECTED]}、{VOIDED_BY_PLATFORM} incl. rejected and voided)",
+                         t["by_state"].columns, t["by_state"].rows)
             ax3 = fig.add_axes((0.05, 0.05, 0.9, 0.33))
             charts.table(ax3, "较上期 Change against the previous period", t["by_type"].columns[1:],
                          [row[1:] for row in t["by_type"].rows], max_rows=9)
