@@ -129,7 +129,6 @@ outbox = sa.Table(
     sa.Column("delivered_at", UTCDateTime),
 )
 
-# (version, step) pairs; each step brings a database at version-1 to `version`.
 # ---- city workflows (pipelines/cityops, docs/city-operations.md): facts about cases, beside them ----
 
 shops = sa.Table(
