@@ -725,6 +725,19 @@ def test_a_note_or_description_too_long_is_refused_in_characters(service, bus_ev
                                                                 "body.description: String should have at most 4000 characters"]
 
 
+def test_a_webhook_body_over_its_limit_is_refused_after_the_caller_is_checked(service):
+    """docs/service.md: a webhook call over 64 KiB is 401 without a token or signature (the caller is checked first,
+    before the body is read) and 413 with one; a call within the limit is read as usual."""
+    _, client, tokens, _ = service
+    hook, too_big = "/api/v1/dispatch/dcm/webhook", b'{"note": "' + b"x" * (64 * 1024) + b'"}'
+    nobody = client.post(hook, content=too_big)
+    assert nobody.status_code == 401 and nobody.json()["type"] == "urn:streetwatch:problem:unauthenticated", nobody.text
+    known = client.post(hook, content=too_big, headers=auth(tokens["integration"]))
+    assert known.status_code == 413, known.text
+    small = client.post(hook, content=b'{"note": "x"}', headers=auth(tokens["integration"]))
+    assert small.status_code not in (401, 413), small.text
+
+
 def test_webhook_moves_cases_with_a_token_or_a_signature(service, bus_event, monkeypatch):
     app, client, tokens, _ = service
     store = app.state.ctx.store
