@@ -12,6 +12,7 @@ patrol jobs too; its id then answers 404 saying so (`api.job_retention`).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import heapq
 import json
@@ -54,6 +55,10 @@ MTIME_SLACK_S = 2.0
 some file systems keep them in whole seconds): `newest_jobs` reads folders this much older than it needs."""
 SERVER_FIELDS = ("path", "member", "thumb", "file_size", "file_mtime_ns")
 """Record fields that name or describe files on the server (the stamp `--resume` reads): never in the API's results."""
+
+
+CLAIM = ".claim"
+"""In a job's folder: the file the server process that queued or runs the job holds locked until it ends (`JobClaims`)."""
 
 
 class JobNotFound(KeyError):
@@ -123,6 +128,38 @@ class RecordCounts:
         with self._lock:
             for path in [p for p in self._counts if p.is_relative_to(folder)]:
                 del self._counts[path]
+
+
+class JobClaims:
+    """The jobs this process has queued or runs, each claimed by an exclusive `flock` on its folder's `CLAIM` file,
+    held until the job ends. Several `serve` processes share one `service.data_dir` (docs/service.md): one that
+    started while another ran a job took that job up as one a stopped server left, both running it into one journal
+    and one record (its summary counting the photos twice). A claim held elsewhere is not taken; the kernel lets go
+    of a stopped process's locks, so what it left is resumed at the next start as before. `flock` locks an open
+    file, not a process: a second claim in one process is refused as well."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, int] = {}  # job folder -> the open, locked CLAIM file
+        self._lock = threading.Lock()
+
+    def take(self, folder: Path) -> bool:
+        """Claim the job in `folder`: False when another process (or claim) holds it."""
+        fd = os.open(folder / CLAIM, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        with self._lock:
+            self._held[folder] = fd
+        return True
+
+    def release(self, folder: Path | None = None) -> None:
+        """Let go of the claim on the job in `folder` (it ended), or of every claim (None: the server stops)."""
+        with self._lock:
+            fds = [self._held.pop(f) for f in ([folder] if folder is not None else list(self._held)) if f in self._held]
+        for fd in fds:
+            os.close(fd)
 
 
 def finished_record(records: RecordCounts, path: Path, job: dict[str, Any]) -> dict[str, Any]:
@@ -305,18 +342,38 @@ class TriageJobs:
         self._state_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(config.job_concurrency, thread_name_prefix="triage-job")
         self.records = RecordCounts()
+        self.claims = JobClaims()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def resume_unfinished(self) -> list[str]:
-        """Queue again the jobs a stopped server left queued or running (they resume where they were)."""
-        ids = [j["id"] for j in self.list() if j["state"] in UNFINISHED]
-        for job_id in ids:
-            self._submit(job_id)
-        return ids
+        """Queue again the jobs a stopped server left queued or running (they resume where they were), not those another
+        server process on this data folder has queued or runs (`submit`)."""
+        return [j["id"] for j in self.list() if j["state"] in UNFINISHED and self._submit(j["id"])]
+
+    def submit(self, folder: Path, run: Callable[[], None]) -> bool:
+        """Queue `run`, the run of the job in `folder` (a photo upload's or a patrol job's), claimed for this process
+        until it ends (`JobClaims`); False, nothing queued, when another process holds the job or it is no longer
+        queued or running (it ended after a caller read it so)."""
+        if not self.claims.take(folder):
+            return False
+        job = read_job(folder)
+        if job is None or job.get("state") not in UNFINISHED:
+            self.claims.release(folder)
+            return False
+
+        def claimed() -> None:
+            try:
+                run()
+            finally:
+                self.claims.release(folder)
+
+        self.pool.submit(claimed)
+        return True
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=True)
+        self.claims.release()  # the jobs cancelled while queued: the next start takes them up
 
     def cases_unavailable(self) -> str | None:
         """Why upload jobs write no candidate cases, or None when they do (or `service.triage.cases: false` turns
@@ -482,8 +539,9 @@ class TriageJobs:
             if self.store is None:  # opened for the question
                 store.close()
 
-    def _submit(self, job_id: str) -> None:
-        self.pool.submit(self._run, job_id)  # nothing kept per job: its record says how it goes
+    def _submit(self, job_id: str) -> bool:
+        """`submit` the photo upload job `job_id`: nothing kept per job but its claim, its record says how it goes."""
+        return self.submit(self._dir(job_id), functools.partial(self._run, job_id))
 
     def detector(self):
         with self._detector_lock:

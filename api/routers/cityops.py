@@ -696,11 +696,10 @@ def _patrol_view(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolJo
 def resume_patrol_jobs(ctx: AppContext) -> list[str]:
     """Queue again, in upload order, the patrol jobs a stopped server left queued or running, as
     `TriageJobs.resume_unfinished` does for photo uploads (a queued job was cancelled with the pool, a running one
-    stopped mid-way, and either stayed so for ever); a running one is taken up where it was (`run_patrol(resume=True)`)."""
+    stopped mid-way, and either stayed so for ever); a running one is taken up where it was (`run_patrol(resume=True)`).
+    Not one another server process on this data folder has queued or runs (`TriageJobs.submit`)."""
     unfinished = [(f, j) for f, j in reversed(_patrol_jobs(ctx)) if j.get("state") in UNFINISHED]
-    for folder, job in unfinished:
-        ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
-    return [job["id"] for _, job in unfinished]
+    return [job["id"] for folder, job in unfinished if ctx.jobs.submit(folder, partial(_run_patrol, ctx, folder, job))]
 
 
 @router.post("/patrol/jobs", status_code=202, summary="Upload a patrol video (field `video`) and its GPS track (field `track`)",
@@ -743,7 +742,7 @@ async def create_patrol_job(request: Request, ctx: AppContext = Depends(get_ctx)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-    ctx.jobs.pool.submit(_run_patrol, ctx, folder, job)
+    ctx.jobs.submit(folder, partial(_run_patrol, ctx, folder, job))
     return _patrol_view(ctx, folder, job)
 
 

@@ -1,0 +1,86 @@
+"""Two `serve` processes behind one site (docs/service.md, Several server processes): one case store, one evidence
+store, one `service.data_dir`. Two app instances in this process on the suite's real PostgreSQL stand for them; what
+they share goes through the same files and rows as two processes' would (a job's claim is an `flock` on an open file,
+so two instances in one process hold theirs apart as two processes do)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.config import service_config
+from api.jobs import write_job
+from api.routers.cityops import resume_patrol_jobs
+from tests.api_helpers import auth, make_app, settings_for
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch, fresh_postgres_url):
+    """The settings both processes of one site run with (one PostgreSQL store, one evidence store, one data folder)."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    return settings_for(tmp_path, cases_url=fresh_postgres_url, triage={"workers": 1, "ocr": "off"})
+
+
+def second_server(settings, detector=None):
+    """The site's second process: the same settings, the tokens the first one's store holds."""
+    return create_app(settings, service_config(settings, "test"), detector_factory=(lambda: detector) if detector else None,
+                      resume_jobs=False)
+
+
+def test_a_server_started_beside_one_running_a_job_leaves_that_job_to_it(site, bus_jpg, onnx_detector):
+    """The second process resumed at its start every job the data folder held queued or running, also those the first
+    was running: both ran the job into one journal and one record (a summary of 120 photos read 194). A job another
+    live process holds is left to it; once it ended, nothing is taken up either."""
+    gate = threading.Event()
+    first, tokens = make_app(site, detector=None)
+    first.state.ctx.jobs._detector_factory = lambda: (gate.wait(30), onnx_detector)[1]  # the job runs, held at its detector
+    inspector = auth(tokens["inspector"])
+    with TestClient(first) as client:
+        job = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes()))]).json()
+        second = second_server(site, onnx_detector)
+        try:
+            assert second.state.ctx.jobs.resume_unfinished() == []  # the first runs it
+            assert second.state.ctx.jobs.list()[0]["id"] == job["id"]  # and the second sees it, to answer its polls
+        finally:
+            gate.set()
+        for _ in range(600):
+            if (state := first.state.ctx.jobs.get(job["id"])["state"]) not in ("queued", "running"):
+                break
+            threading.Event().wait(0.05)
+        assert state == "done"
+        assert second.state.ctx.jobs.resume_unfinished() == []
+        second.state.ctx.close()
+    assert first.state.ctx.jobs.get(job["id"])["summary"]["readable"] == 1
+
+
+def test_a_patrol_job_another_server_runs_is_not_resumed_but_a_stopped_ones_is(site, tmp_path):
+    """Patrol jobs alike: the one a live process holds is left to it; the one a stopped process left (no claim) is
+    taken up, as before."""
+    first, _ = make_app(site, resume_jobs=False)
+    second = second_server(site)
+    root = site.service.patrol_dir.resolve()
+    held, left = root / "0000000000000001", root / "0000000000000002"
+    for n, folder in enumerate((held, left)):
+        write_job(folder, {"id": folder.name, "owner": "inspector-user", "state": "running", "video": "video.mp4",
+                           "created_at": f"2026-12-06T08:0{n}:00+00:00"})
+    assert first.state.ctx.jobs.claims.take(held)
+    second.state.ctx.jobs.pool.shutdown()  # nothing runs: which jobs it would take is the test
+    second.state.ctx.jobs.pool = _Recorder()
+    assert resume_patrol_jobs(second.state.ctx) == [left.name]
+    first.state.ctx.jobs.claims.release(held)
+    second.state.ctx.jobs.claims.release()
+    first.state.ctx.close()
+    second.state.ctx.store.close()
+
+
+class _Recorder:
+    """A pool that keeps what it was given to run, running none of it."""
+
+    def __init__(self) -> None:
+        self.submitted: list = []
+
+    def submit(self, fn, *args):
+        self.submitted.append((fn, args))
