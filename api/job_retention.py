@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from api.jobs import JOB_ID, UNFINISHED, TriageJobs, _timestamp, read_job
+from api.jobs import JOB_ID, UNFINISHED, TriageJobs, _timestamp, locked, read_job
 from detect.config_io import write_text_atomic
 
 log = logging.getLogger("api.jobs")  # its lines keep the jobs' logger, as before the retention had a module of its own
@@ -29,6 +29,10 @@ TRASH = ".removing-"
 whose files are half gone), and a removal cut short (a stop, a file it could not delete) is finished at the next sweep."""
 SWEEP_EVERY_S = 3600.0
 """Seconds between the server's sweeps of expired jobs (`remove_expired`; the first at start-up)."""
+SWEEPING = ".sweeping"
+"""Beside a jobs folder (`jobs.sweeping`, `patrol.sweeping` in `service.data_dir`): the file a retention sweep holds
+locked while it runs (`sweep_expired`), so that of several server processes on one data folder one sweeps at a time.
+Not in the folder, which holds the jobs and nothing an upload refused left behind."""
 
 
 @dataclass
@@ -98,10 +102,24 @@ def sweep_expired(root: Path, keep_days: int, now: datetime | None = None) -> Sw
     """Remove the jobs under `root` (photo uploads' or patrol jobs') that finished, done or failed, more than `keep_days`
     days before `now`, each folder whole (its uploaded files, its report), each recorded in `REMOVED` first. A queued
     or running job is never removed, whatever its age, nor a folder without a job record (an upload still arriving).
-    Nothing removed when `keep_days` is 0 (kept for ever)."""
+    Nothing removed when `keep_days` is 0 (kept for ever), nor while another server process sweeps `root` (`SWEEPING`):
+    two sweeps at once, each serve's hourly round, renamed and deleted the same folders under each other, logging
+    `job folder not removed` for folders that were, each job's removal written twice and its bytes counted by neither."""
     swept, now = Swept(), now or datetime.now(UTC)
     if keep_days <= 0 or not root.is_dir():
         return swept
+    fd = locked(root.with_name(root.name + SWEEPING))
+    if fd is None:
+        log.info("service.data_dir/%s: another server process is sweeping expired jobs; this one leaves them to it", root.name)
+        return swept
+    try:
+        return _sweep(root, keep_days, now, swept)
+    finally:
+        os.close(fd)
+
+
+def _sweep(root: Path, keep_days: int, now: datetime, swept: Swept) -> Swept:
+    """`sweep_expired` under its lock."""
     cutoff = (now - timedelta(days=keep_days)).timestamp()
     _keep_recent_removals(root, now)
     for folder in sorted(root.iterdir()):

@@ -130,6 +130,18 @@ class RecordCounts:
                 del self._counts[path]
 
 
+def locked(path: Path) -> int | None:
+    """The file `path` (made if need be) open and locked (`flock`, exclusive) for this caller, or None when another
+    holds it; closing the descriptor lets go. Held by an open file, so a stopped process's locks go with it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class JobClaims:
     """The jobs this process has queued or runs, each claimed by an exclusive `flock` on its folder's `CLAIM` file,
     held until the job ends. Several `serve` processes share one `service.data_dir` (docs/service.md): one that
@@ -144,11 +156,8 @@ class JobClaims:
 
     def take(self, folder: Path) -> bool:
         """Claim the job in `folder`: False when another process (or claim) holds it."""
-        fd = os.open(folder / CLAIM, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = locked(folder / CLAIM)
+        if fd is None:
             return False
         with self._lock:
             self._held[folder] = fd

@@ -5,6 +5,9 @@ so two instances in one process hold theirs apart as two processes do)."""
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import threading
 
 import pytest
@@ -12,9 +15,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import service_config
+from api.job_retention import REMOVED, SWEEPING, remove_expired
 from api.jobs import write_job
 from api.routers.cityops import resume_patrol_jobs
 from tests.api_helpers import auth, make_app, settings_for
+from tests.test_api_retention import OLD, _patrol_job, _photo_job
 
 
 @pytest.fixture
@@ -74,6 +79,28 @@ def test_a_patrol_job_another_server_runs_is_not_resumed_but_a_stopped_ones_is(s
     second.state.ctx.jobs.claims.release()
     first.state.ctx.close()
     second.state.ctx.store.close()
+
+
+def test_one_sweep_at_a_time_removes_the_expired_jobs_of_a_shared_data_folder(site, caplog):
+    """Each process sweeps at its start and hourly: two sweeps at once renamed and deleted the same folders under each
+    other, logging `job folder not removed` for folders that were, writing each removal twice and counting some by
+    neither. While another process sweeps a jobs folder (its lock held), this one leaves it; the next round sweeps."""
+    app, _ = make_app(site, resume_jobs=False)
+    jobs = app.state.ctx.jobs
+    photo = _photo_job(jobs.root, "00000000000000a1", "done", OLD)
+    patrol = _patrol_job(site.service.patrol_dir.resolve(), "00000000000000b1", "failed", OLD)
+    held = os.open(jobs.root.with_name("jobs" + SWEEPING), os.O_RDWR | os.O_CREAT)  # the other process, sweeping the photo jobs now
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        with caplog.at_level(logging.INFO, logger="api.jobs"):
+            swept = remove_expired(jobs)
+        assert swept.jobs == [patrol.name] and photo.is_dir()  # its patrol jobs were nobody's to sweep
+        assert "service.data_dir/jobs: another server process is sweeping expired jobs" in caplog.text
+    finally:
+        os.close(held)
+    assert remove_expired(jobs).jobs == [photo.name] and not photo.exists()
+    assert (jobs.root / REMOVED).read_text(encoding="utf-8").count(photo.name) == 1
+    app.state.ctx.close()
 
 
 class _Recorder:
