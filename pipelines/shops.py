@@ -22,8 +22,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import shapely
@@ -40,6 +41,8 @@ from detect.text import Lines, OneLine
 from pipelines.cases.schema import shops
 from pipelines.cases.store import Audit, audited, holding
 from pipelines.tables import RowError, column_zh, read_rows, row_message
+
+T = TypeVar("T")
 
 DETAILS_KEY = "shop"
 """The case details key naming the responsible shop (its id); the analytics count per shop by it."""
@@ -169,8 +172,19 @@ class ShopRegister:
 
     def put(self, shop: Shop, *, audit: Audit[Shop] | None = None) -> Shop:
         """Insert or replace one shop; `audit`: its record, in the same transaction (`audited`)."""
-        with self._writer.begin() as conn:
-            return audited(conn, self._put(conn, shop), audit)
+        return self._written(lambda conn: audited(conn, self._put(conn, shop), audit))
+
+    def _written(self, write: Callable[[sa.Connection], T]) -> T:
+        """`write` (shops put, with the audit's record) in one transaction, and once more, whole, when another writer
+        inserted one of its shops after it looked (`_put` found none and its insert met the other's row): two `serve`
+        processes importing one register, or adding one shop, at once, the second answered 500. PostgreSQL only
+        (SQLite's writers queue); the second time the shop is known and replaced."""
+        try:
+            with self._writer.begin() as conn:
+                return write(conn)
+        except sa.exc.IntegrityError:
+            with self._writer.begin() as conn:
+                return write(conn)
 
     @staticmethod
     def _put(conn: sa.Connection, shop: Shop) -> Shop:
@@ -223,11 +237,12 @@ class ShopRegister:
             for attr in ("address", "licence_no", "contact"):  # a later row may fill what an earlier one left empty
                 if getattr(known, attr) is None:
                     setattr(known, attr, getattr(shop, attr))
-        with self._writer.begin() as conn:
-            for shop in found.values():
-                self._put(conn, shop)
-                report.imported.append(shop.id)
+
+        def write(conn: sa.Connection) -> ImportReport:
+            report.imported = [self._put(conn, shop).id for shop in found.values()]
             return audited(conn, report, audit)
+
+        return self._written(write)
 
     # ---- who is responsible ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import os
 import threading
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -101,6 +102,54 @@ def test_one_sweep_at_a_time_removes_the_expired_jobs_of_a_shared_data_folder(si
     assert remove_expired(jobs).jobs == [photo.name] and not photo.exists()
     assert (jobs.root / REMOVED).read_text(encoding="utf-8").count(photo.name) == 1
     app.state.ctx.close()
+
+
+REGISTER = ("店名,统一社会信用代码,联系电话,摄像头编号,图像范围\n"
+            "王记面馆,91330106MA27XY0001,13912345678,cam-01,\"0.1,0.5; 0.5,0.5; 0.5,1.0\"\n"
+            "李家水果,91330106MA27XY0002,0571-87654321,cam-01,\"0.5,0.5; 0.9,0.5; 0.9,1.0\"\n")
+
+
+def test_a_register_imported_on_both_servers_at_once_is_imported_by_each(site):
+    """Two clerks import one register, each on a process of the site, and one was answered 500: both looked, found
+    none of its shops and inserted them, the second insert meeting the first's rows (PostgreSQL). The second's import
+    is written again over the first's, each import answered with its shops and recorded once; adding one shop alike."""
+    first, tokens = make_app(site, resume_jobs=False)
+    second = second_server(site)
+    reviewer = auth(tokens["reviewer"])
+    other = second.state.ctx.store.engine
+    raced: list[str] = []
+
+    @sa.event.listens_for(first.state.ctx.store.engine, "before_cursor_execute")
+    def the_other_writes_first(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO shops") and not raced:  # this one looked and found none: the other commits now
+            raced.append(statement)
+            with TestClient(second) as client:
+                assert client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.csv", REGISTER.encode())}).status_code == 200
+            with other.connect() as c:
+                assert c.execute(sa.text("SELECT count(*) FROM shops")).scalar_one() == 2
+
+    with TestClient(first, raise_server_exceptions=False) as client:
+        answer = client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.csv", REGISTER.encode())})
+        assert raced and answer.status_code == 200, answer.text
+        assert answer.json()["shops"] == ["91330106MA27XY0001", "91330106MA27XY0002"]
+        raced.clear()
+        shop = {"name": "赵记茶叶", "frontages": [{"camera": "cam-01", "polygon": [[0.3, 0.6], [0.7, 0.6], [0.7, 1.0]]}]}
+        with TestClient(second) as other_client:  # the other adds the same new shop after this one looked
+            sa.event.remove(first.state.ctx.store.engine, "before_cursor_execute", the_other_writes_first)
+
+            @sa.event.listens_for(first.state.ctx.store.engine, "before_cursor_execute")
+            def the_other_adds_it(conn, cursor, statement, parameters, context, executemany):
+                if statement.startswith("INSERT INTO shops") and not raced:
+                    raced.append(statement)
+                    assert other_client.put("/api/v1/shops/s9", headers=reviewer, json={**shop, "name": "赵记"}).status_code == 200
+
+            put = client.put("/api/v1/shops/s9", headers=reviewer, json=shop)
+        assert raced and put.status_code == 200, put.text
+        assert [s["name"] for s in client.get("/api/v1/shops", headers=reviewer).json()["items"]] == ["李家水果", "王记面馆", "赵记茶叶"]
+    audits = [r for r in first.state.ctx.accounts.audit_records() if r["action"] in ("import_shops", "put_shop")]
+    assert sorted(r["action"] for r in audits) == ["import_shops", "import_shops", "put_shop", "put_shop"]
+    second.state.ctx.close()
+    first.state.ctx.close()
 
 
 class _Recorder:
