@@ -44,6 +44,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
     except EvidenceKeyError as exc:
         raise ConfigError(str(exc)) from None
     ctx = build_context(settings, service, detector_factory)
+    if (own_key := service.own_link_key()) is not None:
+        log.warning(own_key)
     if (unsigned := settings.unsigned_attachments()) is not None:
         log.warning(unsigned)
     if (no_cases := ctx.jobs.cases_unavailable()) is not None:

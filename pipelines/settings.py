@@ -191,8 +191,9 @@ class ServiceConfig(ConfigModel):
                     "path (a trailing '/' is dropped), or `*` (default: none; the pages are same-origin).")
     url_key_env: str = Field(URL_KEY_ENV, title="URL key variable",
                              description="Environment variable with the key signing evidence links and a local store's attachment URLs "
-                                         "(set it for `serve` and `dispatch run` alike); unset: a random key per process for "
-                                         "evidence links, and attachment URLs unsigned (a warning at start-up).")
+                                         "(set it for `serve` and `dispatch run` alike, one secret for every server process of a site); unset: a random "
+                                         "key per process for evidence links, which another process refuses, and attachment URLs unsigned "
+                                         "(each a warning at start-up).")
     url_expiry_s: int = Field(900, title="Evidence URL lifetime", description="Seconds a signed evidence URL stays valid.", gt=0, le=7 * 24 * 3600)
     default_page_size: int = Field(50, title="Page size", description="Cases per page when the client does not say.", ge=1, le=500)
     spool_retry_s: float = Field(600.0, title="Evidence spool retry",
@@ -215,6 +216,18 @@ class ServiceConfig(ConfigModel):
     def url_key(self) -> bytes | None:
         value = os.environ.get(self.url_key_env)
         return value.encode() if value else None
+
+    def own_link_key(self) -> str | None:
+        """Why the evidence links `serve` hands out open on this process only, or None when the URL key is set. Without
+        it each process signs them with a random key of its own, and `serve` started without a word: behind a balancer
+        the other process of the site refused half of a case's images (403 bad signature), and a restart every link
+        already open on a review page. `serve` logs this at start-up."""
+        if self.url_key():
+            return None
+        return (f"${self.url_key_env} (service.url_key_env) is not set: evidence links are signed with a random key of "
+                "this process, so another server process of this site refuses them (403 bad signature) and a restart "
+                "ends every one handed out; set it to one secret for every `streetwatch serve` of the site and "
+                "`streetwatch dispatch run`")
 
     @property
     def jobs_dir(self) -> Path:

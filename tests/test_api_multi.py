@@ -19,7 +19,8 @@ from api.config import service_config
 from api.job_retention import REMOVED, SWEEPING, remove_expired
 from api.jobs import write_job
 from api.routers.cityops import resume_patrol_jobs
-from tests.api_helpers import auth, make_app, settings_for
+from pipelines.settings import URL_KEY_ENV
+from tests.api_helpers import auth, draft_cases, make_app, settings_for
 from tests.test_api_retention import OLD, _patrol_job, _photo_job
 
 
@@ -150,6 +151,32 @@ def test_a_register_imported_on_both_servers_at_once_is_imported_by_each(site):
     assert sorted(r["action"] for r in audits) == ["import_shops", "import_shops", "put_shop", "put_shop"]
     second.state.ctx.close()
     first.state.ctx.close()
+
+
+def test_a_server_without_the_url_key_says_its_evidence_links_open_on_it_alone(site, monkeypatch, caplog, bus_event):
+    """Without `$STREETWATCH_API_URL_KEY` each process signs evidence links with a random key of its own, and `serve`
+    started without a word about it: behind a balancer the other process refused half of a case's images. It says so
+    at start-up, naming the variable; with the key set it says nothing and a link one hands out opens on the other."""
+    monkeypatch.delenv(URL_KEY_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger="api.app"):
+        first, tokens = make_app(site, resume_jobs=False)
+    assert (f"${URL_KEY_ENV} (service.url_key_env) is not set: evidence links are signed with a random key of this "
+            "process, so another server process of this site refuses them (403 bad signature)") in caplog.text
+    reviewer = auth(tokens["reviewer"])
+    case_id = draft_cases(first, bus_event, [{}])[0]
+
+    def link_on_the_other(one, other) -> int:
+        with TestClient(one) as a, TestClient(other) as b:
+            url = a.get(f"/api/v1/cases/{case_id}", headers=reviewer).json()["evidence"]["images"][0]["url"]
+            return b.get(url).status_code
+
+    assert link_on_the_other(first, second_server(site)) == 403
+    monkeypatch.setenv(URL_KEY_ENV, "url-key-0123456789abcdef-site")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="api.app"):
+        keyed = second_server(site), second_server(site)
+    assert URL_KEY_ENV not in caplog.text
+    assert link_on_the_other(*keyed) == 200
 
 
 class _Recorder:
