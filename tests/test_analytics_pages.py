@@ -18,7 +18,7 @@ from pipelines.analytics.periods import parse_period
 from pipelines.analytics.places import load_places
 from pipelines.analytics.report import build_report, write_report
 from pipelines.cases.store import CaseQuery
-from tests.analytics_helpers import G1, G3, TZ, CaseMaker, cell_polygon, november, write_grid, write_zones
+from tests.analytics_helpers import G1, G2, G3, G4, TZ, CaseMaker, cell_polygon, november, write_grid, write_zones
 from tests.api_helpers import make_app, settings_for
 from tests.conftest import CHROMIUM, REPO, start_server, stop_process
 from tests.pg import free_port
@@ -232,6 +232,34 @@ def test_scores_page_says_when_there_is_no_unit_to_score(site):
     assert [r.text for r in rows] == ["没有可评分的单位：本期没有计分案件，也没有配置单位 No units: no case counted this period and none configured"]
     columns = len(b.find_elements(By.CSS_SELECTOR, "#scores thead th"))
     assert rows[0].find_element(By.TAG_NAME, "td").get_attribute("colspan") == str(columns) and columns > 2
+
+
+def test_scores_pager_pages_the_table_shown(site):
+    """上一页/下一页 read the period and unit boxes as they were when clicked: a box changed without 评分 had the next page
+    load the new filter's units under the table shown. They page the table scored. SW.PAGE is set to 2 on the page, so
+    the four grid cells make two pages (205 cells are paged in test_review_pages, with a server of their own)."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/scores")
+    period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
+                   "this month in the period box")
+    b.execute_script("SW.PAGE = 2;")
+    period.clear()
+    period.send_keys("2026-11")
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    pager = b.find_element(By.ID, "scores-pager")
+    _wait(b, lambda d: "第 1–2 条，共 4 条" in pager.text and "2026-11" in d.find_element(By.ID, "sheet").text, "the first two cells")
+    first = [r.get_attribute("data-unit") for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")]
+    period.clear()
+    period.send_keys("2025-01")
+    b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
+    pager.find_element(By.CLASS_NAME, "next").click()
+    _wait(b, lambda d: "第 3–4 条，共 4 条" in pager.text, "the last two cells")
+    second = [r.get_attribute("data-unit") for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")]
+    assert sorted(first + second) == [G1, G2, G3, G4]
+    assert "2026-11" in b.find_element(By.ID, "sheet").text
+    assert b.find_element(By.CSS_SELECTOR, "#scores thead th").text == "网格 grid"
 
 
 def test_reports_page_lists_the_latest_report(site):

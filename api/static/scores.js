@@ -3,8 +3,14 @@
 
 const S = { table: null };
 
-function query(format, page = {}) {
-  return new URLSearchParams({ period: document.getElementById("f-period").value.trim(), by: document.getElementById("f-by").value, format, ...page });
+// The period and unit as the boxes hold them now: what 评分 scores and the workbook has.
+function filter() {
+  return { period: document.getElementById("f-period").value.trim(), by: document.getElementById("f-by").value };
+}
+
+// The API's query for filter `shown` (period, by) as `format`, `page` its limit and offset.
+function query(shown, format, page = {}) {
+  return new URLSearchParams({ ...shown, format, ...page });
 }
 
 function cell(item) {
@@ -25,10 +31,12 @@ function showUnit(unit) {
 }
 
 // A page of the table's units (a district's 400 grid cells are two), 上一页/下一页 under it; the workbook has them all.
-async function load(offset = 0) {
-  const t = await SW.json("/api/v1/scores?" + query("json", { limit: SW.PAGE, offset }));
+// `shown`: the filter scored (filter() at 评分), which the pager keeps: a box changed without 评分 is not paged
+// (read at each page, it loaded the new filter's units under the table shown).
+async function load(shown, offset = 0) {
+  const t = await SW.json("/api/v1/scores?" + query(shown, "json", { limit: SW.PAGE, offset }));
   S.table = t;
-  SW.pager("scores", { items: t.units, total: t.total, limit: t.limit, offset: t.offset }, load);
+  SW.pager("scores", { items: t.units, total: t.total, limit: t.limit, offset: t.offset }, (o) => load(shown, o));
   document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
     + (t.voided_by_platform ? ` · 平台作废 ${t.voided_by_platform} 件（不计分）` : "")
     + (t.include_candidates ? " · 含候选案件 candidates count" : "");
@@ -44,9 +52,9 @@ async function load(offset = 0) {
   SW.say(`${t.total} 个单位 units` + (t.warnings.length ? `; ${t.warnings.length} 条提醒 to check` : ""), t.warnings.length > 0 && "warn");
 }
 
-document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load(0).catch((err) => SW.say(err.message, true)); });
+document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load(filter()).catch((err) => SW.say(err.message, true)); });
 document.getElementById("scores-xlsx").addEventListener("click", () => {
-  const q = query("xlsx");
+  const q = query(filter(), "xlsx");
   SW.download("/api/v1/scores?" + q, `scores-${q.get("period")}-${q.get("by")}.xlsx`).catch((e) => SW.say(e.message, true));
 });
 SW.nav("scores");
@@ -54,5 +62,5 @@ SW.meta().then(() => {  // this month on the city's clock (the PC's may be a day
   const period = document.getElementById("f-period");
   if (period.value) return null;  // the reader typed one meanwhile: it loads when they submit
   period.value = SW.time(new Date().toISOString()).slice(0, 7);
-  return load();
+  return load(filter());
 }).catch((e) => SW.say(e.message, true));
