@@ -22,7 +22,7 @@ from tests.analytics_helpers import G1, G2, G3, G4, TZ, CaseMaker, cell_polygon,
 from tests.api_helpers import make_app, settings_for
 from tests.conftest import CHROMIUM, REPO, start_server, stop_process
 from tests.pg import free_port
-from tests.test_review_pages import CHROMEDRIVER, FLAGS, _wait
+from tests.test_review_pages import CHROMEDRIVER, FLAGS, _first_answer_held, _release_first, _wait
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +260,46 @@ def test_scores_pager_pages_the_table_shown(site):
     assert sorted(first + second) == [G1, G2, G3, G4]
     assert "2026-11" in b.find_element(By.ID, "sheet").text
     assert b.find_element(By.CSS_SELECTOR, "#scores thead th").text == "网格 grid"
+
+
+def test_scores_page_keeps_the_table_asked_for_when_its_first_load_answers_late(site):
+    """The page's own first load (this month by grid) answering after the one the reader submitted drew this month's
+    table over it (a rare failure of the scores test above): a load overtaken is dropped (SW.newest), the table asked
+    for stays."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    with _first_answer_held(b, "/api/v1/scores?"):
+        b.get(site["base"] + "/ui/scores")
+        period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
+                       "this month in the period box")
+        period.clear()
+        period.send_keys("2026-11")
+        b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 2, "two squads scored")
+        _release_first(b)
+    assert [r.get_attribute("data-unit") for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")] == ["一中队", "二中队"]
+    assert "2026-11" in b.find_element(By.ID, "sheet").text
+    assert b.find_element(By.CSS_SELECTOR, "#scores thead th").text == "中队 squad"
+
+
+def test_map_keeps_the_counts_asked_for_when_its_first_load_answers_late(site):
+    """The map's own first load (the last analytics.map_days days) answering after the period the reader submitted
+    drew those days' counts over it: dropped as the scores page's (SW.newest), the period's counts stay."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    with _first_answer_held(b, "/api/v1/map?"):
+        b.get(site["base"] + "/ui/map")
+        _wait(b, lambda d: d.execute_script("return typeof window.releaseFirst === 'function';"), "the map's first load asked")
+        b.find_element(By.ID, "f-period").send_keys("2026-11")
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _wait(b, lambda d: "件 cases" in d.find_element(By.ID, "status").text, "the period's counts")
+        _release_first(b)
+    status = b.find_element(By.ID, "status").text
+    assert "件 cases" in status and "起 since" not in status, status
+    assert b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G3}").get_attribute("fill") == "#a50f15"
 
 
 def test_reports_page_lists_the_latest_report(site):

@@ -24,7 +24,7 @@ from tests.test_cityops_api import _intake
 from tests.test_cityops_patrol import START, _fixes, clip, write_gpx  # noqa: F401  (fixture)
 from tests.test_cityops_registers import REGISTER
 from tests.test_pages_screen_reader import _ax
-from tests.test_review_pages import _first_page_then_next, _login, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
+from tests.test_review_pages import _first_answer_held, _first_page_then_next, _login, _release_first, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
 
 NUMBER = "13800138000"
 
@@ -145,6 +145,24 @@ def test_city_page_shows_fines_in_yuan(city):
     b.get(city["base"] + "/ui/city")
     row = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#callout tbody tr[data-number='{NUMBER}']"), "the fined number")
     assert row.find_elements(By.TAG_NAME, "td")[-1].text == "200 元"
+
+
+def test_a_call_out_search_is_kept_when_the_pages_first_list_answers_late(city):
+    """The page's own first list of the call-out numbers answering after a search the reader submitted drew the whole
+    list over the search's answer: a load overtaken is dropped (SW.newest, as on every paged list), the search's stays."""
+    from selenium.webdriver.common.by import By
+
+    b = city["browser"]
+    _login(city)
+    with _first_answer_held(b, "/api/v1/callout?"):
+        b.get(city["base"] + "/ui/city")
+        _wait(b, lambda d: d.execute_script("return typeof window.releaseFirst === 'function';"), "the page's first list asked")
+        b.find_element(By.ID, "callout-q").send_keys("13999")
+        b.find_element(By.CSS_SELECTOR, "#callout-search button").click()
+        _wait(b, lambda d: "没有含「13999」的号码" in d.find_element(By.CSS_SELECTOR, "#callout tbody").text, "the search's answer")
+        _release_first(b)
+    assert not b.find_elements(By.CSS_SELECTOR, "#callout tbody tr[data-number]")
+    assert b.find_element(By.CSS_SELECTOR, "#callout tbody").text == "没有含「13999」的号码 No number holds 13999"
 
 
 def test_city_page_exports_the_call_out_list(city, tmp_path):

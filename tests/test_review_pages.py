@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 import sys
@@ -96,6 +97,43 @@ def _wait(browser, condition, what: str, timeout: float = 30):
         console = [entry["message"] for entry in browser.get_log("browser")]
         pytest.fail(f"waiting for {what}: timed out after {timeout} s at {browser.current_url}; "
                     f"status line {status!r}; console {console}")
+
+
+# Installed in each page a browser opens (_first_answer_held): the page's first fetch whose URL holds `part` waits for
+# window.releaseFirst(), then answers (or fails, aborted meanwhile); window.firstAnswered once the page has it. Its
+# body is read before it is handed over, so the page has drawn it (all in microtasks) by the time a test sees that.
+HOLD_FIRST = """(() => {
+  const real = window.fetch, part = %s;
+  let asked = 0;
+  window.firstAnswered = false;
+  window.fetch = (url, opts) => {
+    if (!String(url).includes(part) || asked++) return real(url, opts);
+    return new Promise((resolve, reject) => {
+      window.releaseFirst = () => real(url, opts).then((r) => r.text().then((text) => {
+        const res = new Response(text, {status: r.status, statusText: r.statusText, headers: r.headers});
+        res.json = async () => JSON.parse(text);
+        resolve(res);
+      })).catch(reject).finally(() => { window.firstAnswered = true; });
+    });
+  };
+})();"""
+
+
+@contextmanager
+def _first_answer_held(browser, part: str) -> Iterator[None]:
+    """Pages opened in `browser` meanwhile hold their first fetch of a URL holding `part` until the test releases it
+    (HOLD_FIRST): a page's own first load answering late, after the one the reader asked for."""
+    added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_FIRST % json.dumps(part)})
+    try:
+        yield
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]})
+
+
+def _release_first(browser) -> None:
+    """The held first answer handed to the page, and drawn by it unless the page dropped it."""
+    browser.execute_script("window.releaseFirst();")
+    _wait(browser, lambda d: d.execute_script("return window.firstAnswered;"), "the page's first load answered")
 
 
 def _login(site) -> None:
@@ -1004,6 +1042,26 @@ def test_the_search_box_takes_no_more_than_the_api_searches(site):
     box.clear()
     box.send_keys("文三路" * 70)
     assert len(box.get_attribute("value")) == limit == 200
+    box.clear()  # for the tests after this one
+
+
+def test_a_queue_search_is_kept_when_the_pages_first_list_answers_late(site):
+    """The queue's own first list (the unreviewed candidates) answering after a search the reader submitted drew the
+    three candidates over the search's answer: a load overtaken is dropped (SW.newest, as on every paged list)."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _login(site)
+    with _first_answer_held(b, "/api/v1/cases?"):
+        b.get(site["base"] + "/ui/queue")
+        _wait(b, lambda d: d.execute_script("return typeof window.releaseFirst === 'function';"), "the queue's first list asked")
+        box = b.find_element(By.ID, "f-q")
+        box.send_keys("没有这个地址")
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _wait(b, lambda d: d.find_element(By.ID, "status").text == "0 件 cases", "the search's answer")
+        _release_first(b)
+    assert not b.find_elements(By.CSS_SELECTOR, "#cases li")
+    assert b.find_element(By.ID, "status").text == "0 件 cases"
     box.clear()  # for the tests after this one
 
 

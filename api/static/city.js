@@ -18,7 +18,8 @@ const offsets = { warnings: 0, shops: 0, callout: 0 };  // where each paged tabl
 const turn = (name, load) => (offset) => { offsets[name] = offset; return load(); };
 
 async function loadWarnings() {
-  const [page, meta] = await Promise.all([SW.json(`/api/v1/warnings?limit=${SW.PAGE}&offset=${offsets.warnings}`), SW.meta()]);
+  const [page, meta] = await Promise.all([SW.newest("warnings", `/api/v1/warnings?limit=${SW.PAGE}&offset=${offsets.warnings}`), SW.meta()]);
+  if (!page) return;  // a newer load overtook it
   SW.pager("warnings", page, turn("warnings", loadWarnings));
   SW.fill("#warnings tbody", page.items.map((w) => {
     // its 查看 View button named by its warning (each row's said the same), beginning with the words shown
@@ -36,7 +37,8 @@ async function loadShops() {
   const q = document.getElementById("shops-q").value.trim();
   const params = new URLSearchParams({ limit: String(SW.PAGE), offset: String(offsets.shops) });
   if (q) params.set("q", q);
-  const page = await SW.json("/api/v1/shops?" + params);
+  const page = await SW.newest("shops", "/api/v1/shops?" + params);
+  if (!page) return;  // a newer load overtook it (a search or page asked for while this one was on its way)
   if (!page.items.length && offsets.shops > 0) {  // the last page's shops were removed: the page before
     offsets.shops = Math.max(0, offsets.shops - SW.PAGE);
     return loadShops();
@@ -67,7 +69,8 @@ async function loadCallout() {
   const q = document.getElementById("callout-q").value.trim();
   const params = new URLSearchParams({ limit: String(SW.PAGE), offset: String(offsets.callout) });
   if (q) params.set("q", q);
-  const page = await SW.json("/api/v1/callout?" + params);
+  const page = await SW.newest("callout", "/api/v1/callout?" + params);
+  if (!page) return;  // a newer load overtook it (a search or page asked for while this one was on its way)
   SW.pager("callout", page, turn("callout", loadCallout));
   SW.fill("#callout tbody", page.items.map((e) => {
     const select = SW.el("select", { onchange: async (ev) => {

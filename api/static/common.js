@@ -56,6 +56,23 @@ const SW = {
   EXPIRED: "token-expired",  // api/auth.py's EXPIRED (tests/test_review_pages.py holds the two the same)
   async json(path, opts) { return (await SW.api(path, opts)).json(); },
 
+  // GET `path`'s JSON for the list `key` of a page (its table, loaded by the page at its opening, by its filter and
+  // by its pager alike), the load of `key` before it aborted if still on its way: a slow earlier answer (the page's
+  // own first load arriving after the one the reader asked for) drew its list over the newer one. -> the answer, or
+  // null for a load a newer one overtook, of which its caller draws and says nothing (its failure is no longer news).
+  async newest(key, path) {
+    SW.loading[key]?.abort();
+    const mine = SW.loading[key] = new AbortController();
+    try {
+      const answer = await SW.json(path, { signal: mine.signal });
+      return mine.signal.aborted ? null : answer;
+    } catch (e) {
+      if (mine.signal.aborted) return null;
+      throw e;
+    }
+  },
+  loading: {},  // the AbortController of each list's load on its way (SW.newest), by key
+
   // POST a form as SW.json does, showing how much of it has gone in `bar` (a <progress>) and `text` ("1.2 / 35.0 MB"):
   // fetch reports no upload progress, and a photo batch or patrol video on a phone's network otherwise showed
   // nothing for minutes.

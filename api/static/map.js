@@ -40,11 +40,12 @@ async function showCases(layer, p) {
   box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)), SW.el("p", {}, "加载中 loading…"));
   let page;
   try {
-    page = await SW.json("/api/v1/map/cases?" + q);
+    page = await SW.newest("map-cases", "/api/v1/map/cases?" + q);
   } catch (e) {  // not left on "loading"
     box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)), SW.el("p", { class: "status bad" }, `案件无法加载 Cases could not be loaded: ${e.message}`));
     throw e;
   }
+  if (!page) return;  // another cell or zone was clicked while this one's list was on its way
   const list = SW.el("ul", { id: "feature-cases", class: "list" }, ...page.items.map((c) => SW.el("li", { "data-case": c.id },
     SW.el("span", { class: "state" }, SW.stateName(M.meta, c.state)), `${SW.typeName(M.meta, c.type)} · ${c.id}`, SW.el("br"),
     SW.el("small", {}, `${SW.time(c.opened_at)} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
@@ -77,7 +78,8 @@ function legend(max) {
 }
 
 async function load() {
-  const data = await SW.json("/api/v1/map?" + filterParams());
+  const data = await SW.newest("map", "/api/v1/map?" + filterParams());
+  if (!data) return;  // a newer load overtook it (a filter submitted while the page's first was on its way)
   if (!M.map) {
     // its zoom buttons named in the staff's language (Leaflet's own say "Zoom in" / "Zoom out")
     M.map = L.map("map", { zoomSnap: 0.25, attributionControl: !!data.tile_url, zoomControl: false });

@@ -50,7 +50,8 @@ async function loadList() {
   if (severity) params.set("severity", severity);
   const q = document.getElementById("f-q").value.trim();
   if (q) params.set("q", q);
-  const page = await SW.json("/api/v1/cases?" + params);
+  const page = await SW.newest("cases", "/api/v1/cases?" + params);
+  if (!page) return;  // a newer load overtook it (a filter or page asked for while this one was on its way)
   if (!page.items.length && Q.offset > 0) {  // the last page's cases were all reviewed (or left the filter): the one before
     Q.offset = Math.max(0, Q.offset - PAGE);
     return loadList();

@@ -10,7 +10,8 @@ function days(r) {
 
 // The reports a page at a time (SW.PAGE), newest first, from `offset`.
 async function load(offset = 0) {
-  const page = await SW.json(`/api/v1/reports?limit=${SW.PAGE}&offset=${offset}`);
+  const page = await SW.newest("reports", `/api/v1/reports?limit=${SW.PAGE}&offset=${offset}`);
+  if (!page) return;  // a newer load overtook it
   if (!page.items.length && offset > 0) return load(Math.max(0, offset - SW.PAGE));  // the last page's reports were removed
   SW.pager("reports", page, load);
   const list = page.items;

@@ -34,7 +34,8 @@ function showUnit(unit) {
 // `shown`: the filter scored (filter() at 评分), which the pager keeps: a box changed without 评分 is not paged
 // (read at each page, it loaded the new filter's units under the table shown).
 async function load(shown, offset = 0) {
-  const t = await SW.json("/api/v1/scores?" + query(shown, "json", { limit: SW.PAGE, offset }));
+  const t = await SW.newest("scores", "/api/v1/scores?" + query(shown, "json", { limit: SW.PAGE, offset }));
+  if (!t) return;  // a newer load overtook it
   S.table = t;
   SW.pager("scores", { items: t.units, total: t.total, limit: t.limit, offset: t.offset }, (o) => load(shown, o));
   document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
