@@ -281,8 +281,8 @@ or down): its URL and the driver's reason stay in the server log, as the API's 5
 
 STORE_WAITING = ("等待案件库恢复… the case store cannot be reached; the job goes on where it was once it is back "
                  "(it waits up to service.store_wait_s, then fails)")
-"""What a running upload job shows (its `waiting`, its progress's phase `store`) while it waits for the case store
-(`waiting_for_store`)."""
+"""What a running upload job (photos or a patrol video) shows (its `waiting`, its progress's phase `store`) while it
+waits for the case store (`waiting_for_store`)."""
 STORE_POLL_MAX_S = 15.0
 """The longest pause between a waiting job's tries of the case store: it goes on within that of the store's return."""
 STORE_OUTAGES = 3
@@ -538,8 +538,9 @@ class TriageJobs:
             self._write(finished_record(self.records, path, {**self.get(job_id), **values}))
         self.records.forget(path)  # a poll that read the job running as it ended
 
-    def _store_answers(self) -> None:
-        """Raise `CaseStoreUnreachable` unless the case store answers a query (what a job waiting for it asks)."""
+    def store_answers(self) -> None:
+        """Raise `CaseStoreUnreachable` unless the case store answers a query (what a job waiting for it asks, a patrol
+        job's too: `waiting_for_store`)."""
         store = self.store or self.deployment.cases.open()
         try:
             with store.engine.connect() as conn:
@@ -591,7 +592,7 @@ class TriageJobs:
                               keys=keys, store=self.store, evidence=self.evidence)
 
         try:
-            result = waiting_for_store(self.config.store_wait_s, attempt, self._store_answers,
+            result = waiting_for_store(self.config.store_wait_s, attempt, self.store_answers,
                                        lambda why: self._update(job_id, waiting=why))
         except CasesUnavailable as exc:
             self._failed(job_id, no_cases_error(exc.reason))

@@ -205,10 +205,11 @@ class ServiceConfig(ConfigModel):
                                             "hourly, and its id answers 404 saying so. Its cases' evidence lives in the evidence "
                                             "store and stays. 0: kept for ever.", ge=0)
     store_wait_s: float = Field(300.0, title="Case store wait",
-                                description="Seconds an upload job that finds the case store unreachable (a database restarted) "
-                                            "waits for it, showing 等待案件库恢复…, before it fails asking for the upload again; once "
-                                            "the store is back it goes on where it was (photos judged are not judged again, cases "
-                                            "recorded not recorded twice). 0: fail at once.", ge=0)
+                                description="Seconds an upload job (photos or a patrol video) that finds the case store "
+                                            "unreachable (a database restarted) waits for it, showing 等待案件库恢复…, before it "
+                                            "fails asking for the upload again; once the store is back it goes on where it was "
+                                            "(photos or frames judged are not judged again, cases recorded not recorded twice). "
+                                            "0: fail at once.", ge=0)
     reopen_within_days: int = Field(7, title="Reopen window",
                                     description="Days after a rejection in review during which a reviewer may reopen the case "
                                                 "(POST /cases/{id}/reopen: a mis-click undone); later it stays rejected.", ge=1, le=365)

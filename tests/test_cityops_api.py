@@ -37,6 +37,7 @@ from tests.api_helpers import KEY, MODEL, auth, kept_per_job, make_app, settings
 from tests.cctv_helpers import cbr_ts_copy, pattern_video, ts_copy
 from tests.conftest import REPO, start_server, stop_process
 from tests.pg import free_port
+from tests.test_api_uploads import own_postgres  # noqa: F401  (fixture)
 from tests.test_cityops_patrol import START, _fixes, clip, write_gpx, write_srt  # noqa: F401  (fixture)
 from tests.test_cityops_registers import REGISTER
 
@@ -348,6 +349,7 @@ def test_a_patrol_job_finding_the_case_store_unreachable_says_so_without_naming_
     from tests.test_api_uploads import _ended, _store_gone_on_first_use
 
     app, client, tokens = city
+    app.state.ctx.service.store_wait_s = 0  # fails at once (the wait: the PostgreSQL test below)
     inspector = auth(tokens["inspector"])
     database = tmp_path / "cases.db"
     aside = _store_gone_on_first_use(app, onnx_detector, database)
@@ -363,6 +365,42 @@ def test_a_patrol_job_finding_the_case_store_unreachable_says_so_without_naming_
     assert str(tmp_path) not in job["error"]
     logged = [r for r in caplog.records if r.getMessage() == f"patrol job {job_id} failed"]
     assert logged and str(database) in str(logged[0].exc_info[1])
+
+
+def test_a_patrol_job_finding_the_case_store_unreachable_waits_for_it_and_goes_on_where_it_was(
+        tmp_path, monkeypatch, onnx_detector, clip, own_postgres):  # noqa: F811
+    """A patrol job that met the store gone (PostgreSQL restarted under `serve`) failed at once, though a photo
+    upload's job waits for it: it waits as that does (`api.jobs.waiting_for_store`, 等待案件库恢复…, phase `store`) and
+    once the store is back ends done where it was: no frame judged again, the case it had drafted not drafted twice."""
+    from api.routers.cityops import _patrol_progress
+    from tests.pg import pg_ctl
+    from tests.test_api_uploads import CountingDetector, _store_stopped_mid_case, _waiting
+
+    root, url = own_postgres
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    detector = CountingDetector(onnx_detector)
+    app, tokens = make_app(settings_for(tmp_path, cases_url=url, store_wait_s=300), detector=detector)
+    _store_stopped_mid_case(monkeypatch, root)
+    inspector = auth(tokens["inspector"])
+    track = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START).read_bytes()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = client.post("/api/v1/patrol/jobs", headers=inspector, files={
+            "video": ("巡查 0310.mp4", clip.read_bytes(), "video/mp4"), "track": ("drive.srt", track, "text/plain")})
+        assert created.status_code == 202, created.text
+        folder = app.state.ctx.service.patrol_dir / created.json()["id"]
+        waiting = _waiting(folder)
+        assert waiting["state"] == "running" and waiting["waiting"].startswith("等待案件库恢复… the case store cannot be reached"), waiting
+        assert _patrol_progress(app.state.ctx, folder, waiting).phase == "store"
+        judged = detector.images
+        assert judged == 15  # every frame sampled was judged before the outage
+        pg_ctl(root, "restart")  # back on the same port
+        [job] = _finished(client, inspector, created.json())
+    assert job["state"] == "done" and job["error"] is None and job["waiting"] is None, job
+    assert job["progress"] == {"phase": "done", "done": 15, "total": 15}
+    assert detector.images == judged  # the frames judged before the outage were not judged again
+    cases = app.state.ctx.store.list(source_id="patrol:巡查 0310")
+    assert sorted(c.id for c in cases) == sorted(job["summary"]["cases"]) and len(cases) >= 1  # each drafted once
+    assert all(c.evidence_ref for c in cases)
 
 
 def test_patrol_upload_runs_like_the_command(city, clip, tmp_path):  # noqa: F811

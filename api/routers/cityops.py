@@ -32,7 +32,7 @@ from api.context import AppContext, get_ctx
 from api.exports import Export
 from api.job_retention import not_found
 from api.jobs import (UNFINISHED, as_uploaded, finished_record, job_failure, newest_jobs, no_cases_error, read_job, recorded,
-                      spool_shown, write_job)
+                      spool_shown, waiting_for_store, write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
 from api.routers.pages import job_report
@@ -229,9 +229,9 @@ class PatrolSummary(BaseModel):
 class PatrolProgress(BaseModel):
     """How far a patrol job is: sampling the video, then judging the frames sampled, then drafting cases."""
 
-    phase: Literal["queued", "sampling", "frames", "cases", "done", "failed"] = Field(
+    phase: Literal["queued", "sampling", "frames", "cases", "store", "done", "failed"] = Field(
         description="queued; sampling (frames taken from the video); frames (judged one by one); cases (all judged, "
-        "cases drafted); done or failed.")
+        "cases drafted); store (waiting for the case store to come back: `service.store_wait_s`); done or failed.")
     done: int = Field(description="While sampling, the frames sampled so far; after, the frames judged (each once).")
     total: int | None = Field(description="Frames sampled (None until sampling is over).")
 
@@ -253,6 +253,8 @@ class PatrolJob(BaseModel):
     start: str | None = Field(None, description="The video's start as sent (form field `start`), ISO 8601 with the offset of the "
                               "zone it was read in; None: the video's creation_time tag or the SRT's own times.")
     error: str | None = Field(None, description="Why the job failed.")
+    waiting: str | None = Field(None, description="What a running job waits for, Chinese first (等待案件库恢复…: the "
+                                                  "case store unreachable; it goes on once it is back); None otherwise.")
     summary: PatrolSummary | None = Field(None, description="When done.")
     progress: PatrolProgress
 
@@ -629,20 +631,28 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     write_job(folder, job)
 
     def end(**values: Any) -> None:  # as a photo upload's job ends: its count of frames judged kept in its record
-        write_job(folder, finished_record(ctx.jobs.records, out / RESULTS, {**job, **values}))
+        write_job(folder, finished_record(ctx.jobs.records, out / RESULTS, {**job, "waiting": None, **values}))
         ctx.jobs.records.forget(out / RESULTS)  # a poll that read the job running as it ended
 
-    no_cases = ctx.jobs.cases_unavailable()  # what run_patrol's case writer will find, as a photo upload's job says it
-    try:
+    def waiting(why: str | None) -> None:  # the case store gone (`waiting_for_store`): said in the job's record
+        nonlocal job
+        job = {**job, "waiting": why}
+        write_job(folder, job)
+
+    def attempt():  # each try (the first, one after the store came back) takes up what `out` holds
         # in the pages' zone, as its start field is read (`_start_field`): one zone for the start, summary and report
         settings = TriageSettings(**{**ctx.service.triage.model_dump(), "timezone": ctx.page_tz.key}, out=out)
         keys = check_keys(ctx.settings, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
         # sampled every cityops.patrol_every_m/_s (run_patrol's default); a resumed run keeps the ones it sampled with
-        result = run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
-                            detector=ctx.jobs.detector(),
-                            start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
-                            deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
-                            resume=out.exists(), keys=keys, store=ctx.store, evidence=ctx.evidence)  # resume: a run a stopped server left, taken up where it was
+        return run_patrol(folder / job["video"], folder / job["track"] if job.get("track") else None, settings,
+                          detector=ctx.jobs.detector(),
+                          start=datetime.fromisoformat(job["start"]) if job.get("start") else None,
+                          deployment=ctx.settings, taxonomy=ctx.taxonomy, show_progress=False, name=_source_name(job),
+                          resume=out.exists(), keys=keys, store=ctx.store, evidence=ctx.evidence)  # resume: a run a stopped server left (or the store's outage), taken up where it was
+
+    no_cases = ctx.jobs.cases_unavailable()  # what run_patrol's case writer will find, as a photo upload's job says it
+    try:  # the case store gone while it runs: it waits for it as a photo upload's job does
+        result = waiting_for_store(ctx.service.store_wait_s, attempt, ctx.jobs.store_answers, waiting)
     except CannotResume:
         end(state="failed", error=RESTARTED)
         return
@@ -673,19 +683,21 @@ def _patrol_jobs(ctx: AppContext, limit: int | None = None, owner: str | None = 
 
 def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolProgress:
     """Frames sampled so far until sampling is over (`sampled.json` written), then frames judged out of those sampled,
-    counted in the run's `results.jsonl` as a photo upload's photos are (`api.jobs.recorded`)."""
+    counted in the run's `results.jsonl` as a photo upload's photos are (`api.jobs.recorded`); phase `store` while the
+    job waits for the case store (`waiting_for_store`)."""
     from pipelines.cityops.patrol import FRAMES, SAMPLED, Sampled
     from pipelines.triage.journal import RESULTS
 
     out, state = folder / "out", job["state"]
+    waits = state == "running" and job.get("waiting")  # the case store gone: phase `store` (`waiting_for_store`)
     sampled = Sampled.load(out / SAMPLED)
     if sampled is None:
         if state != "running":
             return PatrolProgress(phase=state, done=0, total=None)
-        return PatrolProgress(phase="sampling", done=sum(1 for _ in (out / FRAMES).glob("*.jpg")), total=None)
+        return PatrolProgress(phase="store" if waits else "sampling", done=sum(1 for _ in (out / FRAMES).glob("*.jpg")), total=None)
     total = len(sampled.frames)
     done = recorded(ctx.jobs.records, out / RESULTS, job)
-    phase = ("cases" if done >= total else "frames") if state == "running" else state
+    phase = ("store" if waits else "cases" if done >= total else "frames") if state == "running" else state
     return PatrolProgress(phase=phase, done=done, total=total)
 
 

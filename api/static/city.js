@@ -166,7 +166,8 @@ function showPatrol(job, meta) {
 
 // How far a patrol job is (the API's PatrolProgress): frames sampled from the video, then frames judged of those.
 const PATROL_PHASES = { queued: "排队中 queued", sampling: "抽取画面 sampling", frames: "识别画面 judging frames",
-                        cases: "生成案件 building cases", done: "完成 done", failed: "失败 failed" };
+                        cases: "生成案件 building cases", store: "等待案件库恢复… waiting for the case store", done: "完成 done",
+                        failed: "失败 failed" };
 function patrolProgress(p) {
   const phase = PATROL_PHASES[p.phase] || p.phase;
   if (p.phase === "sampling") return `${phase}: ${p.done} 帧 frames`;
