@@ -307,3 +307,40 @@ def test_a_spooled_bundle_under_a_key_not_held_leaves_the_spool(tmp_path, bus_ev
     [stored] = after.retry_evidence()
     assert stored.id == kept_case.id and stored.reason is None and verify_bundle(root / kept_case.id, b"old-key-0123456789abcdef").ok
     after.store.close()
+
+
+def test_a_case_drafted_before_the_store_dropped_gets_its_digest_and_boxes_when_its_bundle_is_uploaded(tmp_path, bus_event,
+                                                                                                        monkeypatch):
+    """The case store gone (a database restarted, or the process killed) after a case was drafted and its bundle sealed
+    but before the case recorded the bundle's digest and evidence boxes: the resumed run uploaded the spooled bundle but
+    never wrote the boxes, so review and retraining had nothing to draw. The upload completes the case from the bundle,
+    boxes as the drafting run writes them; one case, one bundle."""
+    from pipelines.cases.store import CaseStoreUnreachable
+
+    event, dets = bus_event
+    ctx = replace(CTX, privacy_detections=dets)
+    fine = Intake(CaseStore(f"sqlite:///{tmp_path}/fine.db"), LocalEvidenceStore(tmp_path / "fine"),
+                  EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "fine-spool").record_event(event, ctx)
+    cases, store = CaseStore(f"sqlite:///{tmp_path}/cases.db"), LocalEvidenceStore(tmp_path / "evidence")
+    intake = Intake(cases, store, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
+    update, dropped = CaseStore.update, []
+
+    def dropped_once(self, case_id, **values):  # the write recording the sealed bundle meets the store gone, once
+        if "evidence_boxes" in values and not dropped:
+            dropped.append(case_id)
+            raise CaseStoreUnreachable("sqlite:///cases.db", "connection lost")
+        return update(self, case_id, **values)
+
+    monkeypatch.setattr(CaseStore, "update", dropped_once)
+    with pytest.raises(CaseStoreUnreachable):
+        intake.record_event(event, ctx)
+    [case_id] = dropped
+    assert cases.get(case_id).evidence_boxes is None and (tmp_path / "spool" / case_id).is_dir()
+    [stored] = intake.retry_evidence()  # resumed as a job is: the spool first, then the same violation met again
+    assert intake.record_event(event, ctx).id == stored.id == case_id
+    case = cases.get(case_id)
+    assert case.evidence_ref and case.evidence_digest == verify_bundle(store.path(case.evidence_ref), KEY).digest
+    assert case.evidence_boxes == fine.evidence_boxes and case.evidence_boxes["boxes"]
+    assert [c.id for c in cases.list()] == [case_id]
+    assert len(list((tmp_path / "evidence").rglob("manifest.json"))) == 1
+    assert intake.retry_evidence() == [] and cases.get(case_id).updated_at == case.updated_at  # nothing more to do

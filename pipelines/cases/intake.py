@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING
 
 import supervision as sv
 from filelock import FileLock
+from PIL import Image
 
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import (
     SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, SigningKeys, VerifyReport, hmac_key_for,
     load_signing_keys, signed_key_id, verify_bundle,
 )
-from detect.evidence.builder import detections_json
 from detect.frames import Frame
 from pipelines.cases.states import CaseState, check_transition
 from pipelines.cases.store import Case, CaseNotFound, CaseStore, NewCase
@@ -280,7 +280,7 @@ class Intake:
         except (EvidenceError, OSError) as exc:
             log.error("case %s: evidence could not be built: %s", case.id, exc)
             return self.store.update(case.id, reason=f"evidence could not be built: {exc}")
-        self.store.update(case.id, evidence_digest=bundle.digest, evidence_boxes=_boxes(bundle, event))
+        self.store.update(case.id, evidence_digest=bundle.digest, evidence_boxes=_boxes(bundle))
         return self._upload(case.id, bundle_dir) or self.store.get(case.id)
 
     def _changed(self, event: ViolationEvent, ctx: BundleContext) -> Case | None:
@@ -324,6 +324,9 @@ class Intake:
         manifest names the case); its digest is what the case store records and what the
         dispatcher and `evidence verify` later compare against. One signed with an HMAC key this
         intake does not hold (rotated away while it waited) waits in the spool for a while (`_unknown_key`).
+        A case without its evidence boxes gets them from the bundle too: the store gone (or the process killed)
+        between drafting the case and recording its sealed bundle left it without them, and the retry that
+        uploaded the bundle never wrote them, so review and retraining had no boxes to draw.
         """
         key = hmac_key_for(bundle_dir, self.keys)
         if key is None:
@@ -340,7 +343,8 @@ class Intake:
             log.warning("case %s: evidence upload failed (will retry): %s", case_id, exc)
             self.store.update(case_id, reason=f"evidence upload failed, will retry: {exc}")
             return None
-        case = self.store.update(case_id, evidence_ref=ref, evidence_digest=report.digest, reason=None)
+        boxes = {} if self.store.get(case_id).evidence_boxes else {"evidence_boxes": _boxes(Bundle.read(bundle_dir))}
+        case = self.store.update(case_id, evidence_ref=ref, evidence_digest=report.digest, reason=None, **boxes)
         shutil.rmtree(bundle_dir, ignore_errors=True)
         return self._queue_if_wanted(case)
 
@@ -375,10 +379,12 @@ def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:
     )
 
 
-def _boxes(bundle: Bundle, event: ViolationEvent) -> dict:
-    """The evidence boxes with the image they are on (bundle path and size), for review and retraining."""
-    original = next(a for a in bundle.artifacts() if a["role"] == "original_opened")
-    frame = event.frame
-    assert frame is not None
-    return {"image": original["path"], "width": frame.width, "height": frame.height,
-            "boxes": detections_json(event.detections)}
+def _boxes(bundle: Bundle) -> dict:
+    """The evidence boxes with the image they are on (bundle path and size), for review and retraining: read from the
+    sealed bundle alone (its manifest's detections, the opening frame's size that its annotated copy has), so that a
+    retry holding no event (`_upload`) records what the drafting run would have."""
+    [original] = bundle.artifacts("original_opened")
+    [annotated] = bundle.artifacts("annotated_opened")
+    with Image.open(bundle.path / annotated["path"]) as image:  # drawn on the frame itself: its size
+        width, height = image.size
+    return {"image": original["path"], "width": width, "height": height, "boxes": bundle.manifest["detections"]}
