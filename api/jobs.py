@@ -97,35 +97,38 @@ class RecordCount:
 class RecordCounts:
     """The `RecordCount` of each running job's `results.jsonl` polled (photo upload and patrol jobs alike), by path:
     each poll reads only the lines added since the last. A finished job's is let go once counted (`count` with
-    `finished`): its count is kept in its record (`recorded`, `finished_record`), so nothing here grows with the jobs
+    `finished`): its count is kept in its record (`recorded`, `end_job`), so nothing here grows with the jobs
     a server has run."""
 
     def __init__(self) -> None:
         self._counts: dict[Path, RecordCount] = {}
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
+        """Held while a count is read and kept, and while a job's final record is written (`end_job`)."""
 
-    def count(self, path: Path, finished: bool) -> int:
+    def count(self, path: Path, finished: bool, ended: Callable[[], bool] = lambda: False) -> int:
         """How many inputs the `results.jsonl` at `path` holds a record of (0 before it exists); `finished`: its job
-        is over, its count let go (read whole again if asked again)."""
+        is over, its count let go (read whole again if asked again). `ended`: whether the job's record is final now,
+        asked under the lock `end_job` writes it under: a poll that read the job running just before it ended kept
+        its count after `end_job` had let go of it, for as long as the server ran."""
         try:
             fh = path.open("rb")
         except FileNotFoundError:
             self.forget(path)
             return 0
-        with fh, self._lock:
+        with fh, self.lock:
             stat = os.fstat(fh.fileno())
             count = self._counts.get(path)
             if count is None or count.file != (stat.st_dev, stat.st_ino) or stat.st_size < count.offset:
                 count = self._counts[path] = RecordCount((stat.st_dev, stat.st_ino))
             done = count.read(fh)
-            if finished:
+            if finished or ended():
                 del self._counts[path]
             return done
 
     def forget(self, folder: Path) -> None:
         """Let go of the counts at or under `folder`: a job ended (a poll that found it still running may have counted
         its file) or removed (else each job ever polled stayed in memory)."""
-        with self._lock:
+        with self.lock:
             for path in [p for p in self._counts if p.is_relative_to(folder)]:
                 del self._counts[path]
 
@@ -171,19 +174,23 @@ class JobClaims:
             os.close(fd)
 
 
-def finished_record(records: RecordCounts, path: Path, job: dict[str, Any]) -> dict[str, Any]:
-    """`job` ended (`state` done or failed) with `recorded`, the inputs its `results.jsonl` at `path` holds a record of,
-    so that its progress is read from its record, never from the file again nor kept in `records`."""
-    return {**job, "recorded": records.count(path, finished=True), "finished_at": _now()}
+def end_job(records: RecordCounts, path: Path, folder: Path, job: dict[str, Any]) -> None:
+    """Write `job` ended (`state` done or failed) into `folder` with `recorded`, the inputs its `results.jsonl` at `path`
+    holds a record of, so that its progress is read from its record, never from the file again nor kept in `records`.
+    Counted and written under the counts' lock: a poll that read the job running just before counts under it too and
+    finds the record final (`recorded`), so no count outlives the job (photo uploads' and patrol jobs alike)."""
+    with records.lock:
+        write_job(folder, {**job, "recorded": records.count(path, finished=True), "finished_at": _now()})
 
 
-def recorded(records: RecordCounts, path: Path, job: dict[str, Any]) -> int:
+def recorded(records: RecordCounts, path: Path, job: dict[str, Any], folder: Path) -> int:
     """The inputs `job`'s `results.jsonl` at `path` holds a record of: while it runs counted by `records`, once it ended
-    its `recorded` (a job ended before that was kept is counted afresh, nothing kept)."""
+    its `recorded` (a job ended before that was kept is counted afresh, nothing kept). `folder`: the job's, whose
+    record says whether it has ended since `job` was read (`RecordCounts.count`'s `ended`)."""
     finished = job["state"] not in UNFINISHED
     if finished and isinstance(job.get("recorded"), int):
         return job["recorded"]
-    return records.count(path, finished)
+    return records.count(path, finished, ended=lambda: (read_job(folder) or {}).get("state") not in UNFINISHED)
 
 
 def _now() -> str:
@@ -449,7 +456,7 @@ class TriageJobs:
     def progress(self, job: dict[str, Any]) -> dict[str, Any]:
         """Photos recorded so far out of the total (and the phase: photos, then case evidence; `store` while the job
         waits for the case store, `waiting_for_store`)."""
-        done = recorded(self.records, self._dir(job["id"]) / RESULTS, job)
+        done = recorded(self.records, self._dir(job["id"]) / RESULTS, job, self._dir(job["id"]))
         total = job.get("total")
         phase = job["state"]
         if job["state"] == "running" and job.get("waiting"):
@@ -533,10 +540,8 @@ class TriageJobs:
 
     def _end(self, job_id: str, **values: Any) -> None:
         """End the job with `values` (its state, done or failed), its count of inputs recorded kept in its record."""
-        path = self._dir(job_id) / RESULTS
         with self._state_lock:
-            self._write(finished_record(self.records, path, {**self.get(job_id), **values}))
-        self.records.forget(path)  # a poll that read the job running as it ended
+            end_job(self.records, self._dir(job_id) / RESULTS, self._dir(job_id), {**self.get(job_id), **values})
 
     def store_answers(self) -> None:
         """Raise `CaseStoreUnreachable` unless the case store answers a query (what a job waiting for it asks, a patrol

@@ -104,6 +104,28 @@ def test_finished_jobs_leave_nothing_kept_per_job_and_their_progress_stands(uplo
     assert [jobs.get(job["id"])["recorded"] for job in finished] == [2, 2, 2]
 
 
+def test_a_poll_that_read_a_job_running_as_it_ended_keeps_no_count(uploads, bus_jpg, monkeypatch):
+    """A poll reads the job's record (running), then counts its photos: a job that ended between the two had its
+    count let go by its end, and the poll's count put it back, kept until the job was removed days later. The poll's
+    count lands here right after the end, from the record it read just before (patched in at that point)."""
+    from api.jobs import TriageJobs
+
+    app, client, tokens = uploads
+    jobs, inspector, polled = app.state.ctx.jobs, auth(tokens["inspector"]), []
+    end = TriageJobs._end
+
+    def polled_across_the_end(self, job_id, **values):
+        running = self.get(job_id)  # what a poll read just before the job ended
+        end(self, job_id, **values)
+        polled.append(self.progress(running))  # its count, once the end has let go of the job's
+
+    monkeypatch.setattr(TriageJobs, "_end", polled_across_the_end)
+    created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
+    job = wait_job(client, created.json()["id"], inspector)
+    assert job["state"] == "done" and polled == [{"done": 1, "total": 1, "phase": "cases"}]
+    assert kept_per_job(jobs.records) == {}
+
+
 def test_a_done_jobs_report_is_served_as_the_pages_are(uploads, bus_jpg):
     """The job writes report.html as `streetwatch triage` does, and no route served it; GET .../report answers it to
     whoever may read the job, under the pages' policy and kept by no browser, each photo named as uploaded (the run

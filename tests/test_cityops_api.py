@@ -730,6 +730,29 @@ def test_a_patrol_jobs_report_is_served_as_the_pages_are(city, clip, tmp_path): 
     assert failed.status_code == 404 and failed.json()["detail"] == f"patrol job {bad['id']!r} has no report: it failed"
 
 
+def test_a_poll_that_read_a_patrol_job_running_as_it_ended_keeps_no_count(city, clip, tmp_path, monkeypatch):  # noqa: F811
+    """As for a photo upload's job: a poll that read the patrol job running, its count landing right after the job
+    ended (patched in at that point), kept the count its end had let go of, until the job was removed."""
+    import api.routers.cityops as cityops
+
+    app, client, tokens = city
+    ctx, inspector, polled = app.state.ctx, auth(tokens["inspector"]), []
+    end_job = cityops.end_job
+
+    def polled_across_the_end(records, path, folder, job):
+        running = cityops.read_job(folder)  # what a poll read just before the job ended
+        end_job(records, path, folder, job)
+        polled.append(cityops._patrol_progress(ctx, folder, running))  # its count, once the end has let go of the job's
+
+    monkeypatch.setattr(cityops, "end_job", polled_across_the_end)
+    track = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START).read_bytes()
+    job = client.post("/api/v1/patrol/jobs", headers=inspector, files={
+        "video": ("巡查 A.mp4", clip.read_bytes(), "video/mp4"), "track": ("drive.srt", track, "text/plain")}).json()
+    [job] = _finished(client, inspector, job)
+    assert job["state"] == "done" and [(p.phase, p.done) for p in polled] == [("cases", 15)], (job, polled)
+    assert kept_per_job(ctx.jobs.records) == {}
+
+
 def test_patrol_jobs_are_listed_newest_first_with_their_progress(city, clip, tmp_path):  # noqa: F811
     """There was no list of patrol jobs, only each job by its id, which /ui/city kept in the page: reloaded while a
     job ran, the page lost it. GET /patrol/jobs lists them newest first (an inspector's own, reviewers all), at

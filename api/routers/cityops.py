@@ -31,7 +31,7 @@ from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.exports import Export
 from api.job_retention import not_found
-from api.jobs import (UNFINISHED, as_uploaded, finished_record, job_failure, newest_jobs, no_cases_error, read_job, recorded,
+from api.jobs import (UNFINISHED, as_uploaded, end_job, job_failure, newest_jobs, no_cases_error, read_job, recorded,
                       spool_shown, waiting_for_store, write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
@@ -631,8 +631,7 @@ def _run_patrol(ctx: AppContext, folder: Path, job: dict[str, Any]) -> None:
     write_job(folder, job)
 
     def end(**values: Any) -> None:  # as a photo upload's job ends: its count of frames judged kept in its record
-        write_job(folder, finished_record(ctx.jobs.records, out / RESULTS, {**job, "waiting": None, **values}))
-        ctx.jobs.records.forget(out / RESULTS)  # a poll that read the job running as it ended
+        end_job(ctx.jobs.records, out / RESULTS, folder, {**job, "waiting": None, **values})
 
     def waiting(why: str | None) -> None:  # the case store gone (`waiting_for_store`): said in the job's record
         nonlocal job
@@ -696,7 +695,7 @@ def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> Patr
             return PatrolProgress(phase=state, done=0, total=None)
         return PatrolProgress(phase="store" if waits else "sampling", done=sum(1 for _ in (out / FRAMES).glob("*.jpg")), total=None)
     total = len(sampled.frames)
-    done = recorded(ctx.jobs.records, out / RESULTS, job)
+    done = recorded(ctx.jobs.records, out / RESULTS, job, folder)
     phase = ("store" if waits else "cases" if done >= total else "frames") if state == "running" else state
     return PatrolProgress(phase=phase, done=done, total=total)
 
