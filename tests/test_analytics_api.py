@@ -20,6 +20,7 @@ from detect.taxonomy import load_taxonomy
 from pipelines.analytics.periods import parse_period
 from pipelines.analytics.places import load_places
 from pipelines.analytics.report import build_report, write_report
+from pipelines.cases.states import CaseState
 from pipelines.cases.store import CaseQuery
 from tests.analytics_helpers import (
     G1, G2, G3, G4, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, november, write_grid, write_zones,
@@ -46,6 +47,11 @@ def api(tmp_path_factory):
 def _count(store, **filters) -> int:
     start, end = NOV.bounds(TZ)
     return store.search(CaseQuery(since=start, until=end, limit=1, **filters))[1]
+
+
+def _on_the_map(store, **filters) -> int:
+    """What the map counts without a state chosen: the cases of the period not rejected, as the reports count them."""
+    return _count(store, **filters) - _count(store, state=CaseState.REJECTED, **filters)
 
 
 def test_scores_as_json_and_excel(api):
@@ -236,11 +242,11 @@ def test_map_layers_count_the_cases_of_each_cell_and_zone(api):
     data = client.get("/api/v1/map", params={"period": "2026-11"}, headers=who).json()
     cells = {f["properties"]["id"]: f["properties"] for f in data["layers"]["grid"]["features"]}
     for cell in (G1, G2, G3, G4):
-        assert cells[cell]["count"] == _count(store, grid_cell=cell), cell
+        assert cells[cell]["count"] == _on_the_map(store, grid_cell=cell), cell
     assert cells[G1]["street"] == "文新街道" and cells[G1]["squad"] == "一中队"
     [zone] = data["layers"]["zones"]["features"]
-    assert zone["properties"]["count"] == _count(store, grid_cell=G1) + _count(store, grid_cell=G2)  # it covers both cells
-    assert data["total"] == _count(store) and data["unplaced"] == 0 and data["tile_url"] is None
+    assert zone["properties"]["count"] == _on_the_map(store, grid_cell=G1) + _on_the_map(store, grid_cell=G2)  # it covers both cells
+    assert data["total"] == _on_the_map(store) and data["unplaced"] == 0 and data["tile_url"] is None
     stalls = client.get("/api/v1/map", params={"period": "2026-11", "type": "street_stall"}, headers=who).json()
     assert {f["properties"]["id"]: f["properties"]["count"] for f in stalls["layers"]["grid"]["features"]}[G3] == 15
 
@@ -251,6 +257,25 @@ def test_map_layers_count_the_cases_of_each_cell_and_zone(api):
     in_zone = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", "period": "2026-11"}, headers=who)
     assert in_zone.json()["total"] == zone["properties"]["count"]
     assert client.get("/api/v1/map/cases", params={"layer": "zones", "id": "nowhere"}, headers=who).status_code == 404
+
+
+def test_the_map_counts_what_the_report_counts_and_shows_false_alarms_when_asked(api, tmp_path):
+    """The map without a state chosen counted every case of the period, a reviewer's rejections, triage's withdrawals
+    and the platform's voidings (已作废) too, so a cell was coloured for false alarms and the map's total was more than
+    the report's and the scores' for the same month: it counts the cases not rejected, as they do, and shows the
+    rejected ones when that state is chosen."""
+    client, who, store, settings = api
+    rejected = _count(store, state=CaseState.REJECTED)
+    assert rejected and _count(store, grid_cell=G2, state=CaseState.REJECTED)  # november(): a rejected spot in G2
+    data = client.get("/api/v1/map", params={"period": "2026-11"}, headers=who).json()
+    report = build_report(store.engine, load_places(settings.analytics), load_taxonomy(), NOV, TZ)
+    assert data["total"] == report.summary["cases"] == _count(store) - rejected
+    cells = {f["properties"]["id"]: f["properties"]["count"] for f in data["layers"]["grid"]["features"]}
+    assert cells == {row[0]: row[4] for row in report.tables["by_grid"].rows}
+    listed = client.get("/api/v1/map/cases", params={"layer": "grid", "id": G2, "period": "2026-11"}, headers=who).json()
+    assert listed["total"] == cells[G2] and "rejected" not in {c["state"] for c in listed["items"]}
+    false_alarms = client.get("/api/v1/map", params={"period": "2026-11", "state": "rejected"}, headers=who).json()
+    assert false_alarms["total"] == rejected
 
 
 def test_the_map_without_a_period_counts_the_last_days_and_at_most_its_cap(tmp_path):

@@ -29,7 +29,8 @@ from api.problems import Problem, invalid, problems, unusable
 from api.routers.pages import REPORT_HEADERS
 from detect.cityzones import geometry_of
 from detect.config_io import ConfigError, loaded_file, read_mapping
-from pipelines.analytics.casedata import CaseFact, CaseFilter, CasePoint, iter_cases, load_cases, load_points, newest_beyond
+from pipelines.analytics.casedata import (IN_THE_STREET, CaseFact, CaseFilter, CasePoint, iter_cases, load_cases, load_points,
+                                           newest_beyond)
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.export import COLUMNS, EXPORT_SHEET, FilterError, case_filter, export_rows
 from pipelines.analytics.periods import PeriodError, last_days, parse_period
@@ -278,8 +279,9 @@ def _in_zones(zones: list[dict[str, Any]], cases: list[Placed]) -> list[list[Pla
 def _map_filter(ctx: AppContext, period: str | None, type: list[str], state: list[str],
                 source: str | None) -> tuple[CaseFilter, str | None]:
     """The map's filter and, when no period is given, the first local day of its default window (the last
-    `analytics.map_days` days): without one, every case the store ever held was read for the map."""
-    flt = _filter(ctx, types=type, states=state, period=period, source=source)
+    `analytics.map_days` days): without one, every case the store ever held was read for the map. Without a state, the
+    cases the reports count (`IN_THE_STREET`): a cell coloured for its false alarms disagreed with the report."""
+    flt = _filter(ctx, types=type, states=state or list(IN_THE_STREET), period=period, source=source)
     if period:
         return flt, None
     first, start = last_days(_config(ctx).map_days, _tz(ctx))

@@ -7,10 +7,13 @@ function exportParams(format) {
   const q = new URLSearchParams({ format });
   const value = (id) => { const e = document.getElementById(id); return e ? e.value.trim() : ""; };
   if (value("f-type")) q.append("type", value("f-type"));
-  // On the queue page an empty state means "unreviewed": export what the queue shows.
+  // On the queue page an empty state means "unreviewed": export what the queue shows. On the map it means every state
+  // but rejected (已作废), what the map counts without one (as the reports do): its state options, less that one.
   const queue = !document.getElementById("f-period");
+  const map = !!document.getElementById("f-since");
   if (value("f-state")) q.set("state", value("f-state"));
   else if (queue) { q.set("state", "candidate"); q.set("reviewed", "false"); }
+  else if (map) for (const o of document.getElementById("f-state").options) if (o.value && o.value !== "rejected") q.append("state", o.value);
   if (value("f-severity")) q.set("severity", value("f-severity"));
   if (value("f-period")) q.set("period", value("f-period"));
   else if (value("f-since")) q.set("since", value("f-since"));

@@ -26,6 +26,9 @@ from pipelines.cases.store import platform_voided, recorded_severity, severity_o
 _DISPATCHED = {CaseState.QUEUED, CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING,
                CaseState.VERIFIED_CLEARED, CaseState.STILL_PRESENT, CaseState.CLOSED}
 _DONE = {CaseState.CLOSED.value, CaseState.VERIFIED_CLEARED.value}
+IN_THE_STREET: tuple[str, ...] = tuple(s.value for s in CaseState if s is not CaseState.REJECTED)
+"""The states of a problem in the street, what the reports and the map count: every one but `rejected` (a false alarm
+rejected here, a triage withdrawal, a platform's voiding), which they show only when asked for."""
 T = TypeVar("T")
 VOIDED_BY_PLATFORM = "平台作废"
 """What the reports and scores call a case its dispatch platform voided after approval here (`CaseFact.voided_by_platform`)."""
