@@ -175,6 +175,23 @@ def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     store.close()
 
 
+def test_the_handling_chart_draws_no_bar_for_a_type_none_of_whose_cases_closed(city):
+    """The chart of median hours to close drew a type none of whose cases had closed as a bar of 0 labelled 0, which
+    reads as closed at once: November's stalls, shops and flyposting, none closed, stood at 0 beside parking's hours.
+    It draws the types with a closed case; the table below it lists every type, its median empty."""
+    from pipelines.analytics import charts
+    from pipelines.analytics.report import _figures
+
+    report = build_report(city["store"].engine, city["places"], load_taxonomy(), NOV, TZ)
+    rows = {row[0]: row for row in report.tables["handling"].rows}
+    parking = report.tables["by_type"].rows[[r[0] for r in report.tables["by_type"].rows].index("illegal_parking")][1]
+    assert rows[parking][7] == 27 and all(row[7] is None for name, row in rows.items() if name not in (parking, "合计 all"))
+    with charts.style(report.font):
+        chart = next(fig for key, _, fig in _figures(report) if key == "handling").axes[0]
+        assert [t.get_text() for t in chart.get_yticklabels()] == [parking]
+        assert [t.get_text() for t in chart.texts if t.get_text() != ""] == ["27"]
+
+
 @pytest.mark.slow  # draws every chart of a report with matplotlib
 def test_dollar_signs_in_names_are_text_in_the_charts(tmp_path):
     """Matplotlib read `$…$` in a label as a formula, so a camera, shop or photo batch named with one (`cam-$\\foo$`)

@@ -284,9 +284,10 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
                                 ("repeat_cameras", (0.53, 0.05, 0.42, 0.38))):
                 charts.table(fig.add_axes(box), t[name].title, t[name].columns, t[name].rows, max_rows=8)
         elif key == "handling":
-            rows = [row for row in t["handling"].rows if not str(row[0]).startswith("合计")]
+            # the types with a closed case: a type none closed has no median, and a bar of 0 read as closed at once
+            rows = [row for row in t["handling"].rows if not str(row[0]).startswith("合计") and row[7] is not None]
             ax = fig.add_axes((0.2, 0.42, 0.75, 0.44))
-            charts.hbars(ax, [row[0] for row in rows], [row[7] or 0 for row in rows], "结案用时中位数 Median hours to close",
+            charts.hbars(ax, [row[0] for row in rows], [row[7] for row in rows], "结案用时中位数 Median hours to close",
                          unit="小时 hours", nothing="本期无结案案件 No case of this period closed yet")
             charts.table(fig.add_axes((0.05, 0.04, 0.9, 0.3)), t["handling"].title, t["handling"].columns, t["handling"].rows,
                          max_chars=16)
