@@ -298,6 +298,26 @@ def test_score_command_says_the_cutoff_files_warnings(city, tmp_path):
     assert json.loads((tmp_path / "scores-2026-11-squad.json").read_text(encoding="utf-8"))["warnings"] == [said]
 
 
+def test_an_item_not_scored_is_said_so_where_its_deduction_would_be(city, tmp_path):
+    """Without a cut-off file the squads' quota is not scored, yet its column showed 0 in the command's table and -0
+    in the workbook's 得分 Scores sheet (and an item not applying to grid cells -0 there too), read as a quota met:
+    both say 未评分 not scored (不适用 n/a), the reason in the deductions' note as before."""
+    from pipelines.analytics.scoring import score_store, score_tables
+    from pipelines.analytics.sheet import load_sheet
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": str(city["store"].url)}, "analytics": city["config"].model_dump(
+        mode="json", exclude_none=True, exclude={"cutoffs"})}, allow_unicode=True), encoding="utf-8")
+    done = _run("score", "--period", "2026-11", "--by", "squad", "--no-details", "--out", str(tmp_path), "--config", str(settings))
+    assert done.exit_code == 0, done.output
+    rows = [line for line in done.stdout.splitlines() if "中队 " in line and "│" in line]
+    assert len(rows) == 2 and all(line.rstrip(" │").endswith("未评分 not scored") for line in rows), done.stdout
+    sheet = list(load_workbook(tmp_path / "scores-2026-11-squad.xlsx")["得分 Scores"].iter_rows(values_only=True))
+    assert {row[0]: row[-1] for row in sheet[1:]} == {"一中队": "未评分 not scored", "二中队": "未评分 not scored"}
+    by_grid = score_tables(score_store(city["store"].engine, city["places"], load_sheet(), "grid", NOV, TZ))[0]
+    assert {row[-1] for row in by_grid.rows} == {"不适用 n/a"}
+
+
 def test_report_command_writes_into_the_reports_folder(city):
     done = _run("report", "--period", "month", "--date", "2026-11-15", "--config", _settings(city))
     assert done.exit_code == 0, done.stderr

@@ -13,8 +13,10 @@ function query(shown, format, page = {}) {
   return new URLSearchParams({ ...shown, format, ...page });
 }
 
+// An item not scored for the unit says why in its column (not a 0, read as nothing to deduct), as the workbook and the
+// command do (pipelines.analytics.scoring NOT_APPLICABLE, NOT_SCORED: how its note starts).
 function cell(item) {
-  if (item.note && item.note.startsWith("不适用")) return "不适用 n/a";
+  for (const label of ["不适用 n/a", "未评分 not scored"]) if (item.note && item.note.startsWith(label)) return label;
   return item.deduction ? `−${item.deduction} (${item.count})` : "0";
 }
 

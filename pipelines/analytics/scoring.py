@@ -40,6 +40,11 @@ class Group:
         return sum(c.object_count for c in self.cases)
 
 
+NOT_APPLICABLE, NOT_SCORED = "不适用 n/a", "未评分 not scored"
+"""How an item's note starts when the item was not scored for a unit: it does not apply to the unit (a squad's quota
+by grid, a monthly quota for a week), or its source is missing (no cut-off file); the scores page reads them too."""
+
+
 @dataclass
 class ItemScore:
     id: str
@@ -48,8 +53,14 @@ class ItemScore:
     count: int = 0  # cases, shops, stalls, markets in a band, or numbers cut off
     deduction: float = 0.0
     cases: list[str] = field(default_factory=list)
-    note: str | None = None  # why it was not scored, or the quota's target
+    note: str | None = None  # why it was not scored (NOT_APPLICABLE, NOT_SCORED ...), or the quota's target
     groups: list[dict[str, Any]] = field(default_factory=list)  # road markets / numbers with their cases
+
+    @property
+    def unscored(self) -> str | None:
+        """`NOT_APPLICABLE` or `NOT_SCORED` when the item was not scored for the unit, else None: what a score table
+        shows in its column, where its deduction of 0 read as nothing to deduct (a quota met)."""
+        return next((label for label in (NOT_APPLICABLE, NOT_SCORED) if self.note and self.note.startswith(label)), None)
 
 
 @dataclass
@@ -161,7 +172,7 @@ class _UnitScorer:
                     and (not item.tags or set(item.tags) & set(c.tags))]
             result = ItemScore(item.id, item.name, str(item.per))
             if item.units is not None and self.by not in item.units:
-                result.note = f"不适用 n/a when scoring by {self.by} (applies to: {', '.join(item.units)})"
+                result.note = f"{NOT_APPLICABLE} when scoring by {self.by} (applies to: {', '.join(item.units)})"
             elif item.per is Per.QUOTA:
                 self._quota(item, [c for c in quota_cases if c.violation_type in item.types], result)
             else:
@@ -209,10 +220,10 @@ class _UnitScorer:
     def _quota(self, item: Item, cases: list[CaseFact], result: ItemScore) -> None:
         assert item.monthly_quota is not None and item.deduct is not None
         if self.period.months == 0:
-            result.note = f"不适用 n/a: the quota is monthly; score a month, quarter or year, not a {self.period.kind}"
+            result.note = f"{NOT_APPLICABLE}: the quota is monthly; score a month, quarter or year, not a {self.period.kind}"
             return
         if self.status is None:
-            result.note = "未评分 not scored: no number status source (analytics.cutoffs or --cutoffs)"
+            result.note = f"{NOT_SCORED}: no number status source (analytics.cutoffs or --cutoffs)"
             return
         start, end = self.period.bounds(self.tz)
         numbers: dict[str, list[str]] = defaultdict(list)
@@ -270,6 +281,11 @@ def _case_rows(head: list[Any], numbers: list[Any], cases: list[str], note: str 
     return [head + numbers + [first] + tail] + [head + [None] * len(numbers) + [run] + more for run in rest]
 
 
+def _shown(item: ItemScore) -> float | str:
+    """An item's cell in the 得分 Scores sheet: its deduction (negative), or why it was not scored."""
+    return item.unscored or -item.deduction
+
+
 def score_tables(table: ScoreTable) -> list[Table]:
     """The score table as sheets for Excel: scores, deductions with their cases, groups, and what was scored with
     the warnings of its sources (说明 About, one 提醒 row each, as the city page lists the registers' imports')."""
@@ -281,7 +297,7 @@ def score_tables(table: ScoreTable) -> list[Table]:
                     [unit_col, "分项 section", "扣分项 item", "计数 count", "扣分 deduction", "案件 cases", "说明 note"])
     groups = Table("groups", "马路市场与号码 Groups", [unit_col, "扣分项 item", "明细 detail", "扣分 deduction", "案件 cases"])
     for u in table.units:
-        scores.rows.append([u.unit, u.score, u.points] + [-u.item(i["id"]).deduction for i in table.items])
+        scores.rows.append([u.unit, u.score, u.points] + [_shown(u.item(i["id"])) for i in table.items])
         for s in u.sections:
             for i in s.items:
                 if i.count or i.deduction or i.note:

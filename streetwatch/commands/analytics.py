@@ -116,6 +116,7 @@ def _print_scores(table, details: bool) -> None:
     from rich.table import Table
 
     from pipelines.analytics.places import UNIT_NAMES_ZH
+    from pipelines.analytics.scoring import NOT_APPLICABLE
 
     console = Console()
     grid = Table(title=f"{table.sheet} · {table.period} · {UNIT_NAMES_ZH[table.by]} {table.by} · 满分 {table.points:g}")
@@ -133,13 +134,13 @@ def _print_scores(table, details: bool) -> None:
     for u in table.units:
         for s in u.sections:
             for item in s.items:
-                if item.deduction or item.note and not item.note.startswith("不适用"):
+                if item.deduction or item.note and item.unscored != NOT_APPLICABLE:
                     cases = ", ".join(item.cases) or "-"
                     note = f" ({item.note})" if item.note else ""
                     console.print(f"{u.unit} · {item.name}: -{item.deduction:g} for {item.count}{note}: {cases}", highlight=False)
 
 
 def _cell(item) -> str:
-    if item.note and item.note.startswith("不适用"):
-        return "n/a"
+    if item.unscored:
+        return item.unscored
     return f"-{item.deduction:g} ({item.count})" if item.deduction else "0"
