@@ -238,6 +238,12 @@ def test_a_case_its_platform_voided_is_counted_apart_from_the_rejections(tmp_pat
     assert sum(n for _, n in states.values()) == 3 and states["candidate"] == ["待审核", 1]
     html = write_report(report, tmp_path / "report")["report.html"].read_text(encoding="utf-8")
     assert "已作废 rejected<b>1</b>" in html and "平台作废 voided by platform<b>1</b>" in html
+    # the command's line of counts said "1 rejected" and nothing of the case voided (1 + 1 of the 3 opened)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": str(store.url)}, "analytics": {"grid": str(tmp_path / "grid.geojson")}}))
+    done = _run("report", "--period", "month", "--date", "2026-11-15", "--out", str(tmp_path / "by-command"), "--config", str(settings))
+    assert done.exit_code == 0, done.output
+    assert "1 cases" in done.stdout and "1 rejected, 1 voided by platform (平台作废)" in done.stdout, done.stdout
 
     table = score_store(store.engine, places, load_sheet(), "grid", NOV, TZ)
     assert (table.cases_counted, table.voided_by_platform) == (1, 1) and table.to_json()["voided_by_platform"] == 1

@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
         """Write an analysis report for a period: report.html, report.pdf (charts), report.xlsx (tables), report.json."""
         from detect.taxonomy import load_taxonomy
         from pipelines.analytics.periods import KINDS, PeriodError, check_year, default_day, period_of
+        from pipelines.analytics.casedata import VOIDED_BY_PLATFORM
         from pipelines.analytics.report import build_report, write_report
 
         if period not in KINDS:
@@ -105,7 +106,8 @@ def register(app: typer.Typer) -> None:
         store.close()
         s = data.summary
         typer.echo(f"{data.title}: {s['cases']} cases (previous {data.previous.label}: {s['previous_cases']}, {s['change']}), "
-                   f"{s['confirmed']} confirmed, {s['unreviewed']} unreviewed, {s['rejected']} rejected")
+                   f"{s['confirmed']} confirmed, {s['unreviewed']} unreviewed, {s['rejected']} rejected, "
+                   f"{s['voided_by_platform']} voided by platform ({VOIDED_BY_PLATFORM})")
         typer.echo(f"font: {data.font.describe()}")
         for path in files.values():
             typer.echo(f"wrote {path}")
