@@ -25,7 +25,7 @@ import yaml
 from fastapi.testclient import TestClient
 from schemathesis.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
-from api.jobs import SWEEPING
+from api.job_retention import SWEEPING
 from detect.digests import sha256_file
 from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
 from detect.frames import GeoPoint
