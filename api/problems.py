@@ -27,6 +27,7 @@ from pipelines.cases.states import InvalidTransition
 from pipelines.cases.store import (CaseChanged, CaseNotFound, CaseOnPlatform, CaseStoreError, CaseStoreFull, CaseStoreUnreachable,
                                    NotCandidate, NotReopenable, PlaceError)
 from pipelines.dispatch.webhook import UnreadableBody, WebhookError
+from pipelines.shops import LicenceHeld
 from pipelines.logs import mask_phones
 from pipelines.url_signing import mask_signature
 
@@ -159,6 +160,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NotReopenable: (409, "not-reopenable"),  # why (a platform voided it, triage withdrew it, too late)
     CaseChanged: (409, "case-changed"),  # the client acted on the case as it was: it reloads it
     CaseOnPlatform: (409, "case-on-platform"),  # a reviewer's reject of a case a platform holds: void (or close) it there
+    LicenceHeld: (409, "licence-held"),  # a shop given the licence number another shop of the register holds
 }
 
 

@@ -143,6 +143,24 @@ class ImportReport:
         return {"imported": len(self.imported), "shops": self.imported, "errors": self.errors, "warnings": self.warnings}
 
 
+class LicenceHeld(ValueError):
+    """A shop given a licence number another shop of the register holds (the column is unique: a licence is one
+    shop's): names the number and the shop holding it, Chinese first; nothing is written. An edit giving a shop its
+    neighbour's number, or an import row with the number of a shop added by hand under another id, met the unique
+    constraint and answered 500."""
+
+    def __init__(self, licence_no: str, holder_id: str, holder_name: str):
+        self.licence_no, self.holder_id, self.holder_name = licence_no, holder_id, holder_name
+        self.zh = f"营业执照号 {licence_no} 已登记在店铺 {holder_id}（{holder_name}）名下"
+        super().__init__(f"{self.zh}，未保存{ZH_EN}licence number {licence_no} is held by shop {holder_id} ({holder_name}) "
+                         "of the register: nothing saved")
+
+    def row_error(self) -> RowError:
+        """The refusal as an import row's (`row_message`), in its licence column."""
+        return RowError("licence_no", f"{self.zh}，本行未导入", f"licence_no: {self.licence_no} is held by shop "
+                        f"{self.holder_id} ({self.holder_name}) of the register: row not imported")
+
+
 class ShopRegister:
     """The register, in the case store's database (`engine` of an open `CaseStore`: its migrations made the table)."""
 
@@ -188,6 +206,12 @@ class ShopRegister:
 
     @staticmethod
     def _put(conn: sa.Connection, shop: Shop) -> Shop:
+        """Write `shop`; LicenceHeld, nothing written, when another shop holds its licence number."""
+        if shop.licence_no is not None:
+            holder = conn.execute(sa.select(shops.c.id, shops.c.name)
+                                  .where(shops.c.licence_no == shop.licence_no, shops.c.id != shop.id)).first()
+            if holder is not None:
+                raise LicenceHeld(shop.licence_no, holder.id, holder.name)
         values = {**shop.model_dump(exclude={"frontages"}), "frontages": [f.model_dump(exclude_none=True) for f in shop.frontages],
                   "updated_at": datetime.now(UTC)}
         if conn.execute(sa.select(shops.c.id).where(shops.c.id == shop.id)).first() is None:
@@ -216,30 +240,39 @@ class ShopRegister:
         report = ImportReport()
         rows = read_rows(data, name, COLUMNS, required=("name",), encoding=encoding, notes=report.warnings)
         found: dict[str, Shop] = {}
+        rows_of: dict[str, list[int]] = {}  # a shop's row numbers, to name them when its licence is another's
+        refused: list[tuple[int, str]] = []  # (row number, message)
         above: dict[str, Any] | None = None
         for number, row in rows:
             try:
                 row = _carry_down(row, above)
             except RowError as exc:
-                report.errors.append(row_message(name, number, exc, COLUMNS))
+                refused.append((number, row_message(name, number, exc, COLUMNS)))
                 above = None  # a ditto that could not be read leaves nothing the next row may copy
                 continue
             above = row
             try:
                 shop, frontage = _row(row)
             except ValueError as exc:
-                report.errors.append(row_message(name, number, _refusal(exc), COLUMNS))
+                refused.append((number, row_message(name, number, _refusal(exc), COLUMNS)))
                 continue
             shop.contact, doubts = restore_phones(shop.contact)
             report.warnings += [row_message(name, number, doubt, COLUMNS) for doubt in doubts]
             known = found.setdefault(shop.id, shop)
             known.frontages.append(frontage)
+            rows_of.setdefault(shop.id, []).append(number)
             for attr in ("address", "licence_no", "contact"):  # a later row may fill what an earlier one left empty
                 if getattr(known, attr) is None:
                     setattr(known, attr, getattr(shop, attr))
 
         def write(conn: sa.Connection) -> ImportReport:
-            report.imported = [self._put(conn, shop).id for shop in found.values()]
+            report.imported, held = [], []
+            for shop in found.values():
+                try:
+                    report.imported.append(self._put(conn, shop).id)
+                except LicenceHeld as exc:  # refused before anything of it was written: its rows are row errors
+                    held += [(number, row_message(name, number, exc.row_error(), COLUMNS)) for number in rows_of[shop.id]]
+            report.errors = [message for _, message in sorted(refused + held, key=lambda r: r[0])]
             return audited(conn, report, audit)
 
         return self._written(write)

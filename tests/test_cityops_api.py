@@ -110,6 +110,39 @@ def test_register_and_call_out_list_through_the_api(city, bus_event):
     assert client.get("/api/v1/warnings", headers=inspector).json() == {"items": [], "total": 0, "limit": 200, "offset": 0}
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_licence_number_another_shop_holds_is_refused_naming_that_shop(store, tmp_path, request):
+    """The register holds a licence number once: a shop edited to its neighbour's number, or an import row with the
+    number of a shop added by hand under another id, met the unique column and answered 500. The edit is 409 naming
+    the number and the shop holding it (Chinese first), nothing written; the import names those rows among its errors
+    and imports the rest."""
+    url = request.getfixturevalue("fresh_postgres_url") if store == "postgresql" else None
+    app, tokens = make_app(settings_for(tmp_path, cases_url=url), resume_jobs=False)
+    reviewer = auth(tokens["reviewer"])
+    frontage = {"camera": "cam-01", "polygon": [[0.3, 0.6], [0.7, 0.6], [0.7, 1.0]]}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.csv", REGISTER.encode())}).status_code == 200
+        taken = client.put("/api/v1/shops/s1", headers=reviewer, json={"name": "赵记茶叶", "licence_no": "91330106MA27XY0002",
+                                                                        "frontages": [frontage]})
+        assert taken.status_code == 409, taken.text
+        assert taken.json()["detail"] == ("营业执照号 91330106MA27XY0002 已登记在店铺 91330106MA27XY0002（李家水果）名下，未保存 — licence "
+                                          "number 91330106MA27XY0002 is held by shop 91330106MA27XY0002 (李家水果) of the register: nothing saved")
+        assert client.get("/api/v1/shops", params={"q": "赵记"}, headers=reviewer).json()["total"] == 0
+        assert client.put("/api/v1/shops/s1", headers=reviewer,  # a number of its own is kept, as before
+                          json={"name": "赵记茶叶", "licence_no": "91330106MA27XY0009", "frontages": [frontage]}).status_code == 200
+        sheet = ("name,licence_no,camera,polygon\n钱记烟酒,91330106MA27XY0008,cam-01,\"0.3,0.6; 0.7,0.6; 0.7,1.0\"\n"
+                 "赵记茶叶,91330106MA27XY0009,cam-01,\"0.3,0.6; 0.7,0.6; 0.7,1.0\"\n赵记茶叶,,cam-02,\"0.3,0.6; 0.7,0.6; 0.7,1.0\"\n")
+        answer = client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("more.csv", sheet.encode())})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["shops"] == ["91330106MA27XY0008"]
+        assert answer.json()["errors"] == [
+            f"more.csv 第 {n} 行「营业执照号」：营业执照号 91330106MA27XY0009 已登记在店铺 s1（赵记茶叶）名下，本行未导入 — more.csv: row {n}: "
+            "licence_no: 91330106MA27XY0009 is held by shop s1 (赵记茶叶) of the register: row not imported" for n in (3, 4)]
+        listed = client.get("/api/v1/shops", headers=reviewer).json()["items"]
+        assert sorted(s["id"] for s in listed) == ["91330106MA27XY0001", "91330106MA27XY0002", "91330106MA27XY0008", "s1"]
+    app.state.ctx.close()
+
+
 def test_the_register_is_listed_a_page_at_a_time_and_searched(city):
     """GET /shops answered the whole register at once, which /ui/city put in one table: a district's 2,000 shops,
     400 KB, with no way to find one but the browser's search. It answers a page by name with the total, and `q` finds

@@ -350,7 +350,7 @@ def list_shops(q: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$"
 
 
 @router.put("/shops/{shop_id}", summary="Add or replace one shop (validated like an import row)", response_model=Shop,
-            response_model_exclude_none=True, responses=problems(401, 403, 422))
+            response_model_exclude_none=True, responses=problems(401, 403, 409, 422))
 def put_shop(shop_id: str, body: ShopBody = Body(description="A shop: name, address, licence_no, contact, frontages."),
              ctx: AppContext = Depends(get_ctx), who: Principal = Depends(REVIEW)) -> Shop:
     try:
