@@ -44,7 +44,7 @@ class AppContext:
     metrics: ApiMetrics
     taxonomy: Taxonomy
     exports: ExportGate  # the case, call-out and scores-workbook exports' and the map's own threads (`service.export_concurrency`)
-    webhook_calls: SeenCalls = field(default_factory=SeenCalls)  # timestamped webhook calls taken: this process's memory
+    webhook_calls: SeenCalls  # timestamped webhook calls taken: in the case store, shared by the site's processes
     #: The errors a request may meet on every call while they last (the store down, a setting not set), logged bounded
     errors_log: RecurringLog = field(default_factory=lambda: RecurringLog(logging.getLogger("api.problems")))
 
@@ -77,6 +77,7 @@ def build_context(settings: Settings, service: ServiceConfig, detector_factory: 
         jobs=TriageJobs(service, settings, metrics, detector_factory, store=store, evidence=evidence),
         cameras=Cameras(service.cameras_file, service.camera_events, service.snapshot_dir, taxonomy),
         metrics=metrics, taxonomy=taxonomy, exports=ExportGate(service.export_concurrency, service.export_queue),
+        webhook_calls=SeenCalls(store.engine),
     )
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import json
 import os
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +21,8 @@ from api.config import service_config
 from api.job_retention import REMOVED, SWEEPING, remove_expired
 from api.jobs import write_job
 from api.routers.cityops import resume_patrol_jobs
+from pipelines.cases import CaseState
+from pipelines.dispatch.webhook import sign
 from pipelines.settings import URL_KEY_ENV
 from tests.api_helpers import auth, draft_cases, make_app, settings_for
 from tests.test_api_retention import OLD, _patrol_job, _photo_job
@@ -187,3 +191,32 @@ class _Recorder:
 
     def submit(self, fn, *args):
         self.submitted.append((fn, args))
+
+
+def test_a_webhook_call_one_server_took_is_refused_as_a_replay_by_the_other(tmp_path, fresh_postgres_url, monkeypatch, bus_event):
+    """Each process kept the timestamped webhook calls it took in its own memory: a captured call replayed to the
+    site's other process was taken again (an old 结案 after the case was reopened). The calls taken are in the case
+    store: the other refuses it 409 as the first would, and takes a new call."""
+    monkeypatch.setenv("SW_TEST_HOOK", "hook-secret-0123")
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    target = {"adapter": "cn-dcm", "url": "http://127.0.0.1:9/cn-dcm/cases", "webhook_secret_env": "SW_TEST_HOOK",
+              "webhook_timestamp_header": "X-Timestamp"}
+    site = settings_for(tmp_path, cases_url=fresh_postgres_url, dispatch={"targets": {"dcm": target}})
+    first, tokens = make_app(site, resume_jobs=False)
+    second = second_server(site)
+    store = first.state.ctx.store
+    case_id = draft_cases(first, bus_event, [{}])[0]
+    hook, stamp = "/api/v1/dispatch/dcm/webhook", str(int(time.time()))
+    body = json.dumps({"taskNumber": "T-300", "status": "立案"}).encode()
+    signed = {"X-Timestamp": stamp, "X-Signature": sign("hook-secret-0123", body, stamp)}
+    with TestClient(first) as client, TestClient(second) as other:
+        client.post(f"/api/v1/cases/{case_id}/confirm", headers=auth(tokens["reviewer"]), json={})
+        store.mark_delivered(store.outbox_entries(case_id=case_id)[0].id, "T-300")
+        assert client.post(hook, content=body, headers=signed).json()["state"] == "accepted"
+        replayed = other.post(hook, content=body, headers=signed)
+        assert replayed.status_code == 409 and "refused as a replay" in replayed.json()["detail"], replayed.text
+        closed = json.dumps({"taskNumber": "T-300", "status": "结案"}).encode()
+        taken = other.post(hook, content=closed, headers={"X-Timestamp": stamp, "X-Signature": sign("hook-secret-0123", closed, stamp)})
+        assert taken.status_code == 200 and store.get(case_id).state is CaseState.CLOSED
+    second.state.ctx.close()
+    first.state.ctx.close()

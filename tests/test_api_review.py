@@ -796,7 +796,7 @@ def test_an_unreadable_webhook_body_is_malformed_json_as_on_every_route(service)
 
 
 def test_the_service_takes_a_timestamped_webhook_call_once(service, bus_event, monkeypatch):
-    """The service's webhook keeps the calls it took for the app (one memory per process): the same signed call
+    """The service's webhook keeps the calls it took in the case store (`webhook_calls`): the same signed call
     sent again within `webhook_max_age_s` is refused 409 as a replay, a new call is taken."""
     app, client, tokens, _ = service
     store = app.state.ctx.store

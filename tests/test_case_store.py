@@ -368,6 +368,32 @@ def test_a_new_database_gets_the_current_tables_and_one_at_an_unknown_revision_i
                                   "that last opened the store (nothing was changed)")
 
 
+def test_revision_0007_downgrades_to_0006_and_upgrades_again_with_the_webhook_calls_taken(empty_url):
+    """0007 keeps the dispatch webhook's timestamped calls taken in the store (`webhook_calls`, shared by the site's
+    `serve` processes). Down to 0006 the table and its index are gone, the cases kept; opened again, the store is
+    upgraded to the current tables, and a call taken is refused again there."""
+    from alembic import command
+
+    from pipelines.dispatch.webhook import SeenCalls
+
+    store = CaseStore(empty_url)
+    case = _draft(store, 1)
+    assert SeenCalls(store.engine).claim(("dcm", "sha256=ab"), until=1300, now=1000) is True
+    store.close()
+    engine = sa.create_engine(empty_url)
+    with engine.begin() as conn:
+        command.downgrade(schema.alembic_config(conn), "0006")
+        assert schema.current_revision(conn) == "0006"
+        assert "webhook_calls" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+    store = CaseStore(empty_url)  # upgraded again by opening it
+    assert store.get(case.id).violation_id == case.violation_id
+    seen = SeenCalls(store.engine)
+    assert seen.claim(("dcm", "sha256=ab"), until=1300, now=1000) is True and seen.claim(("dcm", "sha256=ab"), until=1300, now=1001) is False
+    store.close()
+    assert _schema_differences(empty_url) == []
+
+
 def test_a_foreign_database_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path}/other.db"
     engine = sa.create_engine(url)

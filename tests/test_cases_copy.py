@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from api.accounts import Accounts
 from pipelines.cases import CaseStore, NewCase, schema
+from pipelines.dispatch.webhook import SeenCalls
 from streetwatch.cli import app
 from tests.test_case_store import T0, _draft, _with_evidence
 
@@ -31,6 +32,7 @@ def _store_with_every_table(url: str) -> str:
                  now=T0 + timedelta(minutes=10))
     store.review(made[1].id, approve=False, reviewer="李伟", reason_code="not_a_violation", now=T0 + timedelta(minutes=11))
     store.claim_batch("triage:wechat", "/runs/wechat", now=T0)
+    SeenCalls(store.engine).claim(("cn-dcm", "sha256=" + "ab" * 32), until=T0.timestamp() + 300, now=T0.timestamp())
     with store.engine.begin() as conn:  # the city workflows' tables, as their registers write them
         conn.execute(schema.shops.insert().values(id="91330106MA27XY0001", name="张记五金", contact="张先生 13900001111",
                                                   frontages=[{"camera": "cam-01", "polygon": [[0.1, 0.1], [0.2, 0.2]]}],

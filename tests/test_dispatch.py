@@ -972,7 +972,7 @@ class _WebhookServer(ThreadingHTTPServer):
         self.store, self.config = store, config
         self.calls: list[tuple[bytes, dict[str, str]]] = []
         self.now: float | None = None
-        self.seen = SeenCalls()  # as the API keeps one for its process
+        self.seen = SeenCalls(store.engine)  # as the API keeps one, in its case store
         super().__init__(("127.0.0.1", 0), _WebhookHandler)
 
 
@@ -1027,7 +1027,7 @@ def test_cn_dcm_webhook_moves_the_case_and_checks_the_signature(tmp_path, world,
         # A status that overtakes our own record of the delivery is sent back for a retry, not lost.
         early = json.dumps({"externalId": ids[0], "status": "accepted"}).encode()
         with pytest.raises(WebhookError, match="not recorded as delivered yet") as refused:
-            handle_cn_dcm_webhook(store, config, "dcm", early, {"X-Signature": sign("hook-secret-123", early)}, seen=SeenCalls())
+            handle_cn_dcm_webhook(store, config, "dcm", early, {"X-Signature": sign("hook-secret-123", early)}, seen=SeenCalls(store.engine))
         assert refused.value.status_code == 409 and store.get(ids[0]).state is CaseState.QUEUED
         dispatcher = Dispatcher(store, evidence, config)
         assert dispatcher.run_once().delivered == 2
@@ -1144,22 +1144,29 @@ def test_a_timestamped_webhook_call_is_taken_once_within_its_window(tmp_path, wo
         assert store.get(case_id).state is CaseState.VERIFYING
 
 
-def test_the_memory_of_webhook_calls_drops_calls_past_their_window_and_full_refuses_rather_than_forgets():
-    seen = SeenCalls(max_calls=2)
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_webhook_calls_taken_are_kept_in_the_case_store_until_their_window_closes(kind, tmp_path, request):
+    """Kept in a process's memory, a call replayed to another process of the site was taken again; in the store, a
+    call one took is refused by the other (False), each claim removing the calls whose window closed."""
+    url = request.getfixturevalue("fresh_postgres_url") if kind == "postgresql" else f"sqlite:///{tmp_path}/cases.db"
+    one, other = CaseStore(url), CaseStore(url)
+    seen, seen_elsewhere = SeenCalls(one.engine), SeenCalls(other.engine)
     assert seen.claim(("dcm", "sig-a"), until=1300, now=1000) is True
-    assert seen.claim(("dcm", "sig-a"), until=1300, now=1200) is False  # a repeat inside its window
-    assert seen.claim(("dcm", "sig-b"), until=1400, now=1200) is True
-    assert seen.claim(("dcm", "sig-c"), until=1450, now=1250) is None  # full: refused, nothing forgotten early
-    assert seen.claim(("dcm", "sig-c"), until=1601, now=1301) is True and len(seen) == 2  # sig-a aged out, dropped
+    assert seen_elsewhere.claim(("dcm", "sig-a"), until=1300, now=1200) is False  # a repeat inside its window, elsewhere
+    assert seen.claim(("other", "sig-a"), until=1300, now=1200) is True  # another target's
+    assert seen.claim(("dcm", "sig-b"), until=1400, now=1200) is True and len(seen) == 3
+    assert seen_elsewhere.claim(("dcm", "sig-c"), until=1601, now=1301) is True and len(seen) == 2  # sig-a's aged out
     seen.release(("dcm", "sig-c"))  # not applied: may come again
-    assert seen.claim(("dcm", "sig-c"), until=1601, now=1302) is True
+    assert seen_elsewhere.claim(("dcm", "sig-c"), until=1601, now=1302) is True
+    one.close()
+    other.close()
 
 
 def test_a_webhook_body_nested_too_deep_is_refused_with_400_not_a_crash(tmp_path, world):
     store, _, _ = world
     config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url="http://127.0.0.1:1/", timeout_s=2)})
     with pytest.raises(WebhookError, match="nested too deep") as refused:
-        handle_cn_dcm_webhook(store, config, "dcm", b"[" * 60000, {}, seen=SeenCalls())
+        handle_cn_dcm_webhook(store, config, "dcm", b"[" * 60000, {}, seen=SeenCalls(store.engine))
     assert refused.value.status_code == 400
 
 

@@ -129,6 +129,18 @@ outbox = sa.Table(
     sa.Column("delivered_at", UTCDateTime),
 )
 
+# The timestamped dispatch webhook calls taken (pipelines/dispatch/webhook.py `SeenCalls`), each until its timestamp
+# leaves its target's webhook_max_age_s window: here, not in a process's memory, so every `serve` process of a site
+# refuses a call another took, and a restart forgets none (a replay to the other process was taken again).
+webhook_calls = sa.Table(
+    "webhook_calls",
+    metadata,
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("signature", sa.String(80), primary_key=True),  # X-Signature as checked: sha256=<HMAC hex>
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),  # its timestamp + webhook_max_age_s
+)
+
 # ---- city workflows (pipelines/cityops, docs/city-operations.md): facts about cases, beside them ----
 
 shops = sa.Table(

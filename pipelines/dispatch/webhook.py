@@ -8,30 +8,32 @@ through the target's `status_map` (`handled` starts the camera re-check). A call
 That alone lets a captured call be replayed later (an old `handled` after the case was reopened);
 a target with `webhook_timestamp_header` (opt-in: the platform must sign so) has the signature
 cover `<timestamp>.<body>` and refuses a call whose timestamp is missing or further than
-`webhook_max_age_s` from now. Inside that window a call is taken once: `SeenCalls` remembers the
-signature of each one taken until its timestamp ages out, and a repeat is refused 409.
+`webhook_max_age_s` from now. Inside that window a call is taken once: `SeenCalls` keeps the
+signature of each one taken in the case store until its timestamp ages out, and a repeat is refused 409
+(by whichever `serve` process of the site it reaches).
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipelines.cases.schema import webhook_calls
 from pipelines.cases.store import Case, CaseNotFound, CaseStore
 from pipelines.dispatch.adapters import task_number
 from pipelines.dispatch.config import DispatchConfig, TargetConfig
 from pipelines.dispatch.dispatcher import apply_status
 
 SIGNATURE_HEADER = "X-Signature"
-#: Signed calls `SeenCalls` remembers at most (about 15 MB): 300 a second for the default 300 s window.
-MAX_SEEN_CALLS = 100_000
 log = logging.getLogger(__name__)
 
 
@@ -70,40 +72,38 @@ class SeenCalls:
     it is refused for its age), so the same signed call is taken once: a captured `handled` replayed a minute later
     would move a case the re-check found still there back to `verifying`.
 
-    Kept in this process's memory (`streetwatch serve` runs one): a restart forgets the calls of the last window,
-    and several processes behind one address would each take a call once. Bounded: expired calls are dropped as
-    calls come, and past `max_calls` live ones a new call is refused (`claim` is None), never let through unchecked.
-    Thread-safe (the API handles calls on a thread pool)."""
+    Kept in the case store (`webhook_calls`), which every `serve` process of a site shares: a process's own memory took
+    a call replayed to the other process again, and forgot the last window's calls at a restart. A call is claimed by
+    inserting its row, which fails on the key when it was taken already, so two processes given one call at once take
+    it once (the second waits on the first's insert). The calls whose window closed are removed at each claim, by the
+    index on their expiry."""
 
-    def __init__(self, max_calls: int = MAX_SEEN_CALLS) -> None:
-        self.max_calls = max_calls
-        self._until: dict[tuple[str, str], float] = {}  # (target, signature) -> unix second its window closes
-        self._expiry: list[tuple[float, tuple[str, str]]] = []  # heap of the same, soonest first
-        self._lock = threading.Lock()
+    def __init__(self, engine: Engine) -> None:
+        self._writer = engine.execution_options(writer=True)  # SQLite: BEGIN IMMEDIATE, as the store's writes
 
     def __len__(self) -> int:
-        return len(self._until)
+        with self._writer.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(webhook_calls)).scalar_one()
 
-    def claim(self, key: tuple[str, str], until: float, now: float) -> bool | None:
-        """Take the call `key`, remembered until `until` (unix seconds): True; False when it was taken already;
-        None when `max_calls` calls whose window is still open fill the memory. Calls past their window go first."""
-        with self._lock:
-            while self._expiry and self._expiry[0][0] < now:
-                closes, old = heapq.heappop(self._expiry)
-                if self._until.get(old) == closes:
-                    del self._until[old]
-            if key in self._until:
-                return False
-            if len(self._until) >= self.max_calls:
-                return None
-            self._until[key] = until
-            heapq.heappush(self._expiry, (until, key))
-            return True
+    def claim(self, key: tuple[str, str], until: float, now: float) -> bool:
+        """Take the call `key` (target, signature), kept until `until` (unix seconds): True; False when it was taken
+        already. Calls past their window (before `now`) are removed first."""
+        target, signature = key
+        at = datetime.fromtimestamp(now, UTC)
+        try:
+            with self._writer.begin() as conn:
+                conn.execute(webhook_calls.delete().where(webhook_calls.c.expires_at < at))
+                conn.execute(webhook_calls.insert().values(target=target, signature=signature, seen_at=at,
+                                                           expires_at=datetime.fromtimestamp(until, UTC)))
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     def release(self, key: tuple[str, str]) -> None:
         """The claimed call was not applied (refused, or failed): the platform may send it again."""
-        with self._lock:
-            self._until.pop(key, None)
+        target, signature = key
+        with self._writer.begin() as conn:
+            conn.execute(webhook_calls.delete().where(webhook_calls.c.target == target, webhook_calls.c.signature == signature))
 
 
 def sign(secret: str, body: bytes, timestamp: str | None = None) -> str:
@@ -115,7 +115,7 @@ def sign(secret: str, body: bytes, timestamp: str | None = None) -> str:
 def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str, body: bytes,
                           headers: Mapping[str, str], *, seen: SeenCalls, now: float | None = None) -> WebhookResult:
     """Apply one status call from `target`; raises WebhookError (with the HTTP status) when refused.
-    `seen`: the timestamped calls taken so far (one per process); `now`: unix seconds the call's timestamp is
+    `seen`: the timestamped calls taken so far (in the case store); `now`: unix seconds the call's timestamp is
     judged against (default: the clock)."""
     cfg = config.targets.get(target)
     if cfg is None or cfg.adapter != "cn-dcm":
@@ -125,12 +125,7 @@ def handle_cn_dcm_webhook(store: CaseStore, config: DispatchConfig, target: str,
     if stamp is None:
         return _apply(store, cfg, target, body)
     key = (target, _header(headers, SIGNATURE_HEADER) or "")
-    taken = seen.claim(key, int(stamp) + cfg.webhook_max_age_s, now)
-    if taken is None:
-        log.error("dispatch.targets.%s: %d signed webhook calls within webhook_max_age_s are remembered, the most "
-                  "this server holds; a call was refused 503", target, seen.max_calls)
-        raise WebhookError(503, "too many calls within the timestamp window to check this one for a replay; retry later")
-    if not taken:
+    if not seen.claim(key, int(stamp) + cfg.webhook_max_age_s, now):
         raise WebhookError(409, f"this call was accepted already ({cfg.webhook_timestamp_header} {stamp}, the same body "
                                 f"and signature): a repeat within webhook_max_age_s ({cfg.webhook_max_age_s:g} s) is "
                                 "refused as a replay; a new status call carries a new timestamp")
