@@ -3,7 +3,8 @@
 A job is a folder `jobs/<id>/`: `input/` holds the uploaded files, the folder itself is the triage
 output (`results.jsonl`, `report.html`, thumbnails) and `job.json` its state. Jobs run on a
 thread pool of `job_concurrency` threads (the rest wait in order), so the event loop never runs
-triage; one detector is loaded on first use and shared (ONNX Runtime sessions are thread-safe).
+triage; one detector is loaded on first use and shared (ONNX Runtime sessions are thread-safe), and loaded again
+at the first job after `models promote` (`TriageJobs.detector`).
 Progress is read from `results.jsonl`, which triage flushes record by record: the inputs it holds a
 record of, each once (`RecordCount`). A job that was queued or running when the server stopped is
 resumed (`resume=True`) at the next start. A finished job is removed `service.jobs_keep_days` after it finished,
@@ -34,8 +35,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from api.config import ServiceConfig, named_files
 from api.metrics import ApiMetrics
-from detect.config_io import ConfigError, write_text_atomic
+from detect.config_io import ConfigError, stamp_of, write_text_atomic
 from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
+from detect.registry import PROMOTED_FILE, default_model, model_dirs
 from pipelines.cases.store import CaseStore, CaseStoreFull, CaseStoreUnreachable
 from pipelines.evidence_store import EvidenceStore
 from pipelines.settings import Settings
@@ -338,6 +340,12 @@ def spool_shown(spool: dict[str, Any], relabel: Callable[[str], str]) -> dict[st
     return {**spool, "waiting_cases": [{**w, "reason": relabel(w["reason"])} for w in spool["waiting_cases"]]}
 
 
+def promotion_stamp() -> tuple:
+    """The change stamp (`stamp_of`) of `registry/promoted.yaml` in each model folder, absent ones too: what `streetwatch
+    models promote` changes, checked at each job (a stat a folder) before the record is read again."""
+    return tuple(stamp_of(d / "registry" / PROMOTED_FILE) for d in model_dirs())
+
+
 class TriageJobs:
     def __init__(self, config: ServiceConfig, deployment: Settings, metrics: ApiMetrics,
                  detector_factory: Callable[[], Any] | None = None, store: CaseStore | None = None,
@@ -354,6 +362,8 @@ class TriageJobs:
         self.config, self.deployment, self.metrics, self.store, self.evidence = config, deployment, metrics, store, evidence
         self._detector_factory = detector_factory
         self._detector = None
+        self._detector_model: str | None = None  # the promoted model it is (`default_model`), when none is set
+        self._promotion: tuple = ()  # `promotion_stamp` when it was loaded or last found the same
         self._detector_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(config.job_concurrency, thread_name_prefix="triage-job")
@@ -559,9 +569,30 @@ class TriageJobs:
         return self.submit(self._dir(job_id), functools.partial(self._run, job_id))
 
     def detector(self):
+        """The detector a job (an upload, a patrol video, a disposal photo) judges with: loaded at the first and kept,
+        and loaded again when the model it took is no longer the promoted one (`streetwatch models promote` while the
+        server runs: a process restarted after it and one not judged with different models). A running job keeps the
+        detector it was given; the one replaced goes once none holds it. `service.triage.model` naming a model: that
+        one, always."""
         with self._detector_lock:
-            if self._detector is None:
-                self._detector = self._detector_factory() if self._detector_factory else self._load_detector()
+            if self._detector_factory is not None:  # given (tests): as given
+                if self._detector is None:
+                    self._detector = self._detector_factory()
+                return self._detector
+            if self.config.triage.model is not None:
+                if self._detector is None:
+                    self._detector = self._load_detector()
+                return self._detector
+            promotion = promotion_stamp()
+            if self._detector is None or promotion != self._promotion:
+                model = default_model()
+                if self._detector is None or model != self._detector_model:
+                    detector = self._load_detector()
+                    if self._detector is not None:
+                        log.info("service.triage: the promoted model is now %s (was %s): the jobs from now on are judged "
+                                 "by it", model, self._detector_model)
+                    self._detector, self._detector_model = detector, model
+                self._promotion = promotion
             return self._detector
 
     def _triage_settings(self, job_id: str, resume: bool):

@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -858,3 +859,29 @@ def test_a_malformed_multipart_body_is_logged_naming_the_request_and_answered_40
     assert lines[0].getMessage() == ("malformed multipart body: POST /api/v1/triage/jobs from inspector-user: Invalid "
                                      "multipart data. (Expected boundary character 99, got 88 at index 6)")
     assert list((app.state.ctx.jobs.root).iterdir()) == []  # nothing kept
+
+
+def test_a_model_promoted_while_the_server_runs_judges_its_next_job(tmp_path, monkeypatch, bus_jpg, caplog):
+    """`serve` loaded the detector at its first job and kept it: after `streetwatch models promote` a process judged
+    with the model it had loaded until restarted, two processes restarted at different times judging with two models.
+    Each job checks which model is promoted; the job after a promotion is judged by the new one, the switch logged once."""
+    from detect.registry import Promotion, set_promoted
+
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path, triage={"workers": 1, "ocr": "off"}))
+    inspector = auth(tokens["inspector"])
+
+    def models_of(client, job: dict) -> set[str]:
+        return {r["model"] for r in client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()}
+
+    with TestClient(app) as client:
+        assert {m.split("-")[0] for m in models_of(client, _done_job(client, inspector, bus_jpg))} == {"yolo11n"}
+        assert {m.split("-")[0] for m in models_of(client, _done_job(client, inspector, bus_jpg))} == {"yolo11n"}
+        set_promoted(Promotion(model="yolov8n", promoted_at=datetime.now(UTC), forced=True, reason="test"))
+        with caplog.at_level("INFO", logger="api.jobs"):
+            assert {m.split("-")[0] for m in models_of(client, _done_job(client, inspector, bus_jpg))} == {"yolov8n"}
+            assert {m.split("-")[0] for m in models_of(client, _done_job(client, inspector, bus_jpg))} == {"yolov8n"}
+    assert [r.getMessage() for r in caplog.records if "promoted model" in r.getMessage()] == [
+        "service.triage: the promoted model is now yolov8n (was yolo11n): the jobs from now on are judged by it"]
+    app.state.ctx.close()
