@@ -451,3 +451,43 @@ def test_a_zip_of_too_many_entries_is_refused_before_its_directory_is_read(tmp_p
     assert reasons[str(lying)].startswith("too many entries: more than 1,000 (it declares 10) in one zip"), reasons
     monkeypatch.setattr(sources, "MAX_ZIP_ENTRIES", 65_535)
     assert _refusals(expand_sources([zip64]))[str(zip64)].startswith("too many entries: 65,536 in one zip")
+
+
+def test_a_resumed_runs_rate_and_eta_are_those_of_the_photos_it_judges_not_of_its_skips(tmp_path, monkeypatch, bus_jpg,
+                                                                                            zidane_jpg, onnx_detector):
+    """A resume skips the photos recorded earlier by the thousand a second, and the bar's rate and ETA counted them:
+    1,013 skipped of 2,105 made a resume say 64.8 photos/s and ETA 0:00:16 for its first minute, 6 minutes of
+    photos still to judge. The skips are counted in done/total and said in the notes, the pace is this run's records."""
+    import io
+
+    from rich.console import Console
+
+    from pipelines.triage import run_triage
+    from pipelines.triage import pipeline
+
+    day, out = tmp_path / "day", tmp_path / "out"
+    day.mkdir()
+    shutil.copy(bus_jpg, day / "a_bus.jpg")
+    shutil.copy(zidane_jpg, day / "b_people.jpg")
+    settings = TriageSettings(out=out, cases=False, verifier="none", ocr="off", workers=1)
+    run_triage([day], settings, detector=onnx_detector, show_progress=False)
+    phone_photo(bus_jpg, day / "c_bus_later.jpg", taken=datetime(2024, 6, 3, 9, 0))
+    bars = []
+    monkeypatch.setattr(pipeline, "progress_bar", lambda real=pipeline.progress_bar, **kw: bars.append(real(**kw)) or bars[-1])
+    run_triage([day], settings.model_copy(update={"resume": True}), detector=onnx_detector, show_progress=False)
+    [task] = bars[0].tasks
+    assert (task.completed, task.total) == (3, 3)
+    assert task.fields["pace"].done == 1 and task.fields["notes"].endswith(", 2 recorded earlier")
+
+    ticks = iter([0.0, 1.0, 2.0, 3.0])  # four photos judged a second apart, 50 skipped before them at once
+    pace = pipeline.Pace(clock=lambda: next(ticks))
+    console = Console(file=io.StringIO(), width=200)
+    bar = pipeline.progress_bar(console=console)
+    shown = bar.add_task("triage", total=100, notes="", pace=pace)
+    bar.update(shown, advance=50)
+    for _ in range(4):
+        pace.tick()
+        bar.update(shown, advance=1)
+    console.print(bar.make_tasks_table(bar.tasks))
+    line = console.file.getvalue()
+    assert "54/100" in line and "1.0 photos/s" in line and "ETA 0:00:46" in line, line

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -120,20 +121,64 @@ class RunStats:
         return {stage: round(s * 1000 / n, 3) for stage, s in self.stages.seconds.items()}
 
 
+class Pace:
+    """The rate of the inputs a run records itself, over the last `window_s` seconds. A resumed run's inputs recorded
+    earlier are skipped by the thousand a second, and rich's own speed counted them: 1,013 skipped of 2,105 made a
+    resume say 64.8 photos/s and ETA 0:00:16 for its first minute, where 1,092 photos at 2.8/s took 6 minutes. The
+    bar's rate and ETA (`_RateColumn`, `_RemainingColumn`) read this instead when the task has one (`pace` field)."""
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s, self.clock = window_s, clock
+        self.times: deque[float] = deque()
+        self.done = 0
+
+    def tick(self) -> None:
+        """One input recorded by this run."""
+        now = self.clock()
+        self.done += 1
+        self.times.append(now)
+        while self.times[0] < now - self.window_s:
+            self.times.popleft()
+
+    @property
+    def speed(self) -> float | None:
+        """Inputs recorded per second in the window; None until two are."""
+        times = list(self.times)
+        if len(times) < 2 or times[-1] == times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
+
+def _speed(task: Task) -> float | None:
+    pace = task.fields.get("pace")
+    return pace.speed if isinstance(pace, Pace) else task.speed
+
+
 class _RateColumn(ProgressColumn):
     def __init__(self, label: str) -> None:
         super().__init__()
         self.unit = "photos/s" if label == "triage" else f"{label}/s"
 
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:5.1f} {self.unit}", style="progress.data.speed")
+        return Text(f"{_speed(task) or 0:5.1f} {self.unit}", style="progress.data.speed")
+
+
+class _RemainingColumn(TimeRemainingColumn):
+    """The inputs still to go at `_speed` (for a resumed run: at the rate it records them, not its skips')."""
+
+    def render(self, task: Task) -> Text:
+        speed = _speed(task)
+        if task.total is None or task.finished or not speed:
+            return super().render(task)
+        hours, rest = divmod(math.ceil((task.total - task.completed) / speed), 3600)
+        return Text(f"{hours:d}:{rest // 60:02d}:{rest % 60:02d}", style="progress.remaining")
 
 
 def progress_bar(console: Console | None = None, enabled: bool = True, label: str = "triage") -> Progress:
     """Bar with done/total, rate, elapsed and ETA, on stderr (stdout stays for the summary)."""
     return Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), _RateColumn(label), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[notes]}"),
+        TextColumn("ETA"), _RemainingColumn(), TextColumn("{task.fields[notes]}"),
         console=console or Console(stderr=True), disable=not enabled, speed_estimate_period=60,
     )
 
@@ -394,12 +439,18 @@ def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Anal
     seen_now: dict[str, str] = {}  # content hash -> first source of this run (duplicates)
     started = time.perf_counter()
     bar = progress_bar(enabled=show_progress)
-    task = bar.add_task("triage", total=stats.listed, notes="")
+    pace = Pace()  # this run's records only: the skips of a resume are not its rate
+    task = bar.add_task("triage", total=stats.listed, notes="", pace=pace)
 
-    def advance(_record: PhotoRecord | None = None) -> None:
-        bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates")
+    def advance() -> None:
+        bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates"
+                   + (f", {stats.skipped} recorded earlier" if stats.skipped else ""))
 
-    writer = _Writer(journal, analyser, stats, advance)
+    def recorded(_record: PhotoRecord) -> None:
+        pace.tick()
+        advance()
+
+    writer = _Writer(journal, analyser, stats, recorded)
     writer.start()
     with bar:
         try:
