@@ -233,3 +233,18 @@ def test_a_triage_file_that_fails_half_way_leaves_the_earlier_one_and_no_tempora
         journal.close()
     assert results.read_text(encoding="utf-8") == bad
     assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "report.html", "results.jsonl"]
+
+
+def test_the_reports_statuses_missing_place_and_thumbnail_note_are_said_in_chinese(tmp_path, bus_jpg, onnx_detector):
+    """City staff read the report: its errors table showed a bare `error` / `duplicate`, a case without GPS `no GPS`
+    and a case past `report_max_cases` an English note only, beside the Chinese of everything else."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copyfile(bus_jpg, photos / "a_bus.jpg")  # no EXIF, no GPS
+    shutil.copyfile(bus_jpg, photos / "b_bus_copy.jpg")
+    (photos / "c_empty.jpg").write_bytes(b"")
+    settings = TriageSettings(out=tmp_path / "out", verifier="none", ocr="off", cases=False, report_max_cases=0)
+    run_triage([photos], settings, detector=onnx_detector, show_progress=False)
+    page = (settings.out / "report.html").read_text(encoding="utf-8")
+    assert '<td class="status">重复文件 duplicate</td>' in page and '<td class="status">错误 error</td>' in page
+    assert "无GPS定位 no GPS" in page and "仅前 0 个案件显示缩略图" in page
