@@ -491,3 +491,31 @@ def test_a_resumed_runs_rate_and_eta_are_those_of_the_photos_it_judges_not_of_it
     console.print(bar.make_tasks_table(bar.tasks))
     line = console.file.getvalue()
     assert "54/100" in line and "1.0 photos/s" in line and "ETA 0:00:46" in line, line
+
+
+def test_a_run_whose_stderr_is_not_a_terminal_logs_its_progress(tmp_path, monkeypatch, caplog, bus_jpg, zidane_jpg,
+                                                                 onnx_detector):
+    """rich draws its bar only on a terminal: a run under nohup, cron or systemd, its stderr a log file, said nothing
+    from its start to its summary (13 minutes for 2,000 photos). It logs a line every PLAIN_PROGRESS_S (here every
+    input) and one at the end; --no-progress (show_progress=False) none."""
+    import logging
+
+    from pipelines.triage import pipeline, run_triage
+
+    day = tmp_path / "day"
+    day.mkdir()
+    shutil.copy(bus_jpg, day / "a_bus.jpg")
+    shutil.copy(zidane_jpg, day / "b_people.jpg")
+    (day / "c_empty.jpg").write_bytes(b"")
+    monkeypatch.setattr(pipeline, "PLAIN_PROGRESS_S", 0.0, raising=False)  # every input
+    settings = TriageSettings(out=tmp_path / "out", cases=False, verifier="none", ocr="off", workers=1)
+    with caplog.at_level(logging.INFO, logger="pipelines.triage.pipeline"):
+        run_triage([day], settings, detector=onnx_detector, show_progress=True)  # pytest's stderr is no terminal
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("triage: ")]
+    assert [line.split(" inputs")[0] for line in lines] == ["triage: 1/3", "triage: 2/3", "triage: 3/3"], lines
+    assert lines[-1].startswith("triage: 3/3 inputs (100%), ") and "ETA 0:00:00; 1 with violations, 1 errors/duplicates" in lines[-1]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipelines.triage.pipeline"):
+        run_triage([day], settings.model_copy(update={"out": tmp_path / "quiet"}), detector=onnx_detector, show_progress=False)
+    assert not [r for r in caplog.records if r.getMessage().startswith("triage: ")]
