@@ -544,3 +544,29 @@ def test_triage_stopped_while_writing_its_report_says_a_resume_writes_it(tmp_pat
     assert resumed.exit_code == 0, resumed.stderr
     assert (out / "results.jsonl").read_text(encoding="utf-8") == records and (out / "report.html").is_file()
     assert sorted(c.id for c in CaseStore(f"sqlite:///{tmp_path / 'cases.db'}").list()) == drafted
+
+
+def test_a_run_whose_stderr_is_not_a_terminal_logs_the_progress_of_its_evidence_bundles(tmp_path, bus_jpg, zidane_jpg,
+                                                                                          onnx_detector, monkeypatch, caplog):
+    """Sealing the bundles costs about as much per case as a photo's triage, and its bar is rich's, drawn only on a
+    terminal: a run into a log file said nothing while it sealed hundreds. It logs a line every PLAIN_PROGRESS_S (here
+    every case) and one at the end, as the photos' do."""
+    import logging
+
+    from pipelines.triage import pipeline
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    monkeypatch.setattr(pipeline, "PLAIN_PROGRESS_S", 0.0, raising=False)
+    day = tmp_path / "photos"
+    phone_photo(bus_jpg, day / "0900.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    phone_photo(bus_jpg, day / "1500.jpg", taken=datetime(2024, 6, 3, 15, 0), gps=(30.3, 120.3))
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    settings = TriageSettings(out=tmp_path / "out", cases=True, verifier="none", ocr="off", workers=1)
+    with caplog.at_level(logging.INFO, logger="pipelines.triage.pipeline"):
+        result = run_triage([day], settings, detector=onnx_detector, deployment=load_model(Settings, config))  # stderr: no terminal
+    assert len(result.refs) == 2 and all(r.evidence for r in result.refs)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cases: ")]
+    assert [line.split(" (")[0] for line in lines] == ["cases: 1/2 cases", "cases: 2/2 cases"], lines
+    assert lines[-1].startswith("cases: 2/2 cases (100%), ") and lines[-1].endswith("ETA 0:00:00; evidence bundles")

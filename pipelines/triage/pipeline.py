@@ -188,10 +188,13 @@ PLAIN_PROGRESS_S = 30.0
 class PlainProgress:
     """Progress as log lines, every `every_s` seconds and once at the end, for a run whose stderr is not a terminal
     (nohup or cron into a log file, a systemd unit, `2>&1 | tee`): rich draws its bar only on a terminal, so such a
-    run of 2,000 photos said nothing for its 13 minutes, then one line cut to 80 columns."""
+    run of 2,000 photos said nothing for its 13 minutes, then one line cut to 80 columns. `label`: the bar's (triage,
+    cases), `items` what it counts (inputs; cases, whose evidence bundles take as long again), `unit` its rate's."""
 
-    def __init__(self, bar: Progress, task: TaskID, every_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, bar: Progress, task: TaskID, label: str = "triage", items: str = "inputs", unit: str = "photos",
+                 every_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.bar, self.task, self.clock = bar, task, clock
+        self.label, self.items, self.unit = label, items, unit
         self.every_s = PLAIN_PROGRESS_S if every_s is None else every_s
         self.last = clock()
 
@@ -203,8 +206,13 @@ class PlainProgress:
             return
         self.last = now
         done, total = int(task.completed), int(task.total or 0)
-        log.info("triage: %d/%d inputs (%d%%), %.1f photos/s, ETA %s; %s", done, total, 100 * done // max(total, 1),
-                 _speed(task) or 0.0, _time_left(task) or ("0:00:00" if task.finished else "-:--:--"), task.fields["notes"])
+        log.info("%s: %d/%d %s (%d%%), %.1f %s/s, ETA %s; %s", self.label, done, total, self.items, 100 * done // max(total, 1),
+                 _speed(task) or 0.0, self.unit, _time_left(task) or ("0:00:00" if task.finished else "-:--:--"), task.fields["notes"])
+
+    @classmethod
+    def when_no_terminal(cls, bar: Progress, task: TaskID, enabled: bool, **kw: Any) -> Callable[[], None]:
+        """What to call after each item: a `PlainProgress` when the bar is enabled but cannot be drawn, else nothing."""
+        return cls(bar, task, **kw) if enabled and not bar.console.is_terminal else lambda: None
 
 
 def progress_bar(console: Console | None = None, enabled: bool = True, label: str = "triage") -> Progress:
@@ -475,13 +483,12 @@ def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Anal
     pace = Pace()  # this run's records only: the skips of a resume are not its rate
     task = bar.add_task("triage", total=stats.listed, notes="", pace=pace)
 
-    plain = PlainProgress(bar, task) if show_progress and not bar.console.is_terminal else None
+    plain = PlainProgress.when_no_terminal(bar, task, show_progress)
 
     def advance() -> None:
         bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates"
                    + (f", {stats.skipped} recorded earlier" if stats.skipped else ""))
-        if plain is not None:
-            plain()
+        plain()
 
     def recorded(_record: PhotoRecord) -> None:
         pace.tick()

@@ -29,8 +29,8 @@ from pipelines.triage.cases import CasesUnavailable, SpoolRetry, TriageCases, Wi
 from pipelines.grid import GridCells, load_grid
 from pipelines.triage.grouping import Group, group_members
 from pipelines.triage.journal import RESULTS, WITHDRAW, InputGone, Journal, settle_withdrawals
-from pipelines.triage.pipeline import (ReportInterrupted, RunStats, TriageInterrupted, detector_threads, process_photos,
-                                      progress_bar)
+from pipelines.triage.pipeline import (PlainProgress, ReportInterrupted, RunStats, TriageInterrupted, detector_threads,
+                                      process_photos, progress_bar)
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import CASES_CSV, REPORT, CaseRef, Tally, collect_members, write_csv, write_report
 from pipelines.triage.settings import TriageSettings
@@ -240,7 +240,8 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
     if case_writer is not None and groups:
         with progress_bar(enabled=show_progress, label="cases") as bar:
             task = bar.add_task("cases", total=len(groups), notes="evidence bundles")
-            refs = case_writer.write(groups, on_case=lambda: bar.advance(task))
+            plain = PlainProgress.when_no_terminal(bar, task, show_progress, label="cases", items="cases", unit="cases")
+            refs = case_writer.write(groups, on_case=lambda: (bar.advance(task), plain()))
     spool = case_writer.spooled(uploaded) if case_writer is not None else SpoolRetry()  # this run's bundles too
     write_csv(out / CASES_CSV, groups, refs, settings.tz)
     run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")}
