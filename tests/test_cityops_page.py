@@ -165,6 +165,36 @@ def test_a_call_out_search_is_kept_when_the_pages_first_list_answers_late(city):
     assert b.find_element(By.CSS_SELECTOR, "#callout tbody").text == "没有含「13999」的号码 No number holds 13999"
 
 
+def test_the_register_pager_pages_the_search_shown(city):
+    """The register's 上一页/下一页 read its search box as it was when clicked: text typed without 搜索 had the next page
+    load its shops (none, and so the first page of none) under the search shown. They page the search shown (SW.pager,
+    as the call-out list's). SW.PAGE is set to 2 on the page, so the search's three shops make two pages."""
+    from selenium.webdriver.common.by import By
+
+    rows = "".join(f'翻页商户{i},"120.1,30.2; 120.2,30.2; 120.2,30.3"\n' for i in range(3))
+    imported = httpx.post(f"{city['base']}/api/v1/shops/import", headers=auth(city["token"]),
+                          files={"file": ("shops.csv", f"name,gps_polygon\n{rows}".encode(), "text/csv")}, timeout=10)
+    assert imported.status_code == 200 and imported.json()["imported"] == 3, imported.text
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    pager = b.find_element(By.ID, "shops-pager")
+    _wait(b, lambda d: "共" in pager.text, "the register")
+    b.execute_script("SW.PAGE = 2;")
+    b.find_element(By.ID, "shops-q").send_keys("翻页商户")
+    b.find_element(By.CSS_SELECTOR, "#shops-search button").click()
+    _wait(b, lambda d: "第 1–2 条，共 3 条" in pager.text, "the search's first two shops")
+
+    def names(d) -> list[str]:
+        return [r.find_elements(By.TAG_NAME, "td")[1].text for r in d.find_elements(By.CSS_SELECTOR, "#shops tbody tr[data-shop]")]
+
+    first = names(b)
+    b.find_element(By.ID, "shops-q").send_keys("没有")  # not searched
+    pager.find_element(By.CLASS_NAME, "next").click()
+    _wait(b, lambda d: "第 3–3 条，共 3 条" in pager.text, "the search's third shop")
+    assert sorted(first + names(b)) == ["翻页商户0", "翻页商户1", "翻页商户2"]
+
+
 def test_city_page_exports_the_call_out_list(city, tmp_path):
     """导出 CSV downloads the call-out list with the page's token, through SW.download (the page had a copy of its own,
     which never released the file's object URL)."""

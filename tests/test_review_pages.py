@@ -546,6 +546,39 @@ def test_a_long_queue_is_paged_and_every_case_can_be_reached(tmp_path, bus_jpg):
         assert b.find_element(By.ID, "page-range").text == "第 1–200 件，共 200 件 1–200 of 200"
 
 
+@pytest.mark.slow  # its own served pages and browser, for three cases no other test reviews (about 10 s here)
+def test_the_queue_pager_pages_the_list_shown(tmp_path, bus_jpg):
+    """上一页/下一页 read the filter boxes as they were when clicked: a search typed without 筛选 had the next page load
+    its cases (none, and so the first page of none) under the list shown. They page the list filtered (SW.pager, as every
+    paged list). SW.PAGE is set to 2 on the page, so the three cases make two pages."""
+    from selenium.webdriver.common.by import By
+
+    from pipelines.cases.store import NewCase
+
+    def three(app) -> list[str]:
+        start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+        return [app.state.ctx.store.create_case(NewCase(violation_type="illegal_parking", source_kind="photo_batch",
+                                                        source_id="triage:morning", opened_at=start + timedelta(minutes=i))).id
+                for i in range(3)]
+
+    def listed(d) -> list[str]:
+        return [li.get_attribute("data-case") for li in d.find_elements(By.CSS_SELECTOR, "#cases li")]
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), three) as served:
+        b = served["browser"]
+        _login(served)
+        _wait(b, lambda d: len(listed(d)) == 3, "the three cases")
+        b.execute_script("SW.PAGE = 2;")
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _wait(b, lambda d: d.find_element(By.ID, "page-range").text == "第 1–2 件，共 3 件 1–2 of 3", "the first two cases")
+        first = listed(b)
+        b.find_element(By.ID, "f-q").send_keys("没有这样的案件")  # not submitted
+        b.find_element(By.ID, "page-next").click()
+        _wait(b, lambda d: d.find_element(By.ID, "page-range").text == "第 3–3 件，共 3 件 3–3 of 3", "the third case")
+        assert sorted(first + listed(b)) == sorted(served["data"])
+        assert not b.find_element(By.ID, "page-next").is_enabled()
+
+
 def _upload_and_wait(served, photo):
     """Log in to `served`'s pages, upload `photo` on /ui/upload (its job list empty before) and wait for the job to be
     done; the browser, on that page."""

@@ -12,15 +12,22 @@ async function frame(id, cell, what) {
   cell.replaceChildren(SW.el("img", { src: URL.createObjectURL(blob), alt: `劝导告知画面 Warning frame: ${what}`, class: "thumb" }));
 }
 
-const offsets = { warnings: 0, shops: 0, callout: 0 };  // where each paged table's page starts
+// Search box `id`'s text as the API's filter ({q}; {} when empty): what its table's 搜索 lists and its pager pages.
+function search(id) {
+  const q = document.getElementById(id).value.trim();
+  return q ? { q } : {};
+}
 
-// What paged table `name`'s 上一页/下一页 do (SW.pager's `go`): keep the page's offset, and `load` the table there.
-const turn = (name, load) => (offset) => { offsets[name] = offset; return load(); };
+// The list paged table `name` shows (SW.pager's {query, offset}; the whole list's first page before it is drawn):
+// what an import or an edit loads again.
+const drawn = (name) => SW.shown[name] || { query: {}, offset: 0 };
 
-async function loadWarnings() {
-  const [page, meta] = await Promise.all([SW.newest("warnings", `/api/v1/warnings?limit=${SW.PAGE}&offset=${offsets.warnings}`), SW.meta()]);
+// The warnings a page at a time (no filter: `query` is {}, for SW.pager).
+async function loadWarnings(query = {}, offset = 0) {
+  const [page, meta] = await Promise.all([
+    SW.newest("warnings", "/api/v1/warnings?" + new URLSearchParams({ ...query, limit: SW.PAGE, offset })), SW.meta()]);
   if (!page) return;  // a newer load overtook it
-  SW.pager("warnings", page, turn("warnings", loadWarnings));
+  SW.pager("warnings", page, query, loadWarnings);
   SW.fill("#warnings tbody", page.items.map((w) => {
     // its 查看 View button named by its warning (each row's said the same), beginning with the words shown
     const what = `${w.camera_id} · ${SW.typeName(meta, w.violation_type)}`;
@@ -32,28 +39,22 @@ async function loadWarnings() {
   }), "暂无劝导告知 No warnings yet");
 }
 
-// The register a page at a time, by name, only the shops holding the search's text when one is given.
-async function loadShops() {
-  const q = document.getElementById("shops-q").value.trim();
-  const params = new URLSearchParams({ limit: String(SW.PAGE), offset: String(offsets.shops) });
-  if (q) params.set("q", q);
-  const page = await SW.newest("shops", "/api/v1/shops?" + params);
+// The register a page at a time from `offset`, by name, only the shops holding the search's text (`query`: search()
+// at 搜索) when one was given.
+async function loadShops(query = drawn("shops").query, offset = drawn("shops").offset) {
+  const page = await SW.newest("shops", "/api/v1/shops?" + new URLSearchParams({ ...query, limit: SW.PAGE, offset }));
   if (!page) return;  // a newer load overtook it (a search or page asked for while this one was on its way)
-  if (!page.items.length && offsets.shops > 0) {  // the last page's shops were removed: the page before
-    offsets.shops = Math.max(0, offsets.shops - SW.PAGE);
-    return loadShops();
-  }
-  SW.pager("shops", page, turn("shops", loadShops));
+  if (!page.items.length && offset > 0) return loadShops(query, Math.max(0, offset - SW.PAGE));  // its shops were removed
+  SW.pager("shops", page, query, loadShops);
   SW.fill("#shops tbody", page.items.map((s) => SW.el("tr", Object.assign({ "data-shop": s.id }, SW.pickable(() => editShop(s))),
     SW.el("td", {}, s.id), SW.el("td", {}, s.name), SW.el("td", {}, s.address || ""), SW.el("td", {}, s.contact || ""),
   SW.el("td", {}, (s.frontages || []).map((f) => f.camera ? `camera ${f.camera}` : "map").join(", ")))),
-  q ? `没有含「${q}」的商户 No shop holds ${q}` : "登记为空，请导入 CSV/Excel The register is empty: import a CSV or Excel file");
+  query.q ? `没有含「${query.q}」的商户 No shop holds ${query.q}` : "登记为空，请导入 CSV/Excel The register is empty: import a CSV or Excel file");
 }
 
 document.getElementById("shops-search").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  offsets.shops = 0;
-  loadShops().catch((e) => SW.say(e.message, true));
+  loadShops(search("shops-q"), 0).catch((e) => SW.say(e.message, true));
 });
 
 // A shop picked in the register (a click, or Enter on its row) is opened for editing: its JSON in the box, and the
@@ -64,14 +65,12 @@ function editShop(shop) {
   box.focus();
 }
 
-// The call-out list a page at a time, last seen first, only the numbers holding the search's digits when given.
-async function loadCallout() {
-  const q = document.getElementById("callout-q").value.trim();
-  const params = new URLSearchParams({ limit: String(SW.PAGE), offset: String(offsets.callout) });
-  if (q) params.set("q", q);
-  const page = await SW.newest("callout", "/api/v1/callout?" + params);
+// The call-out list a page at a time from `offset`, last seen first, only the numbers holding the search's digits
+// (`query`: search() at 搜索) when given.
+async function loadCallout(query = drawn("callout").query, offset = drawn("callout").offset) {
+  const page = await SW.newest("callout", "/api/v1/callout?" + new URLSearchParams({ ...query, limit: SW.PAGE, offset }));
   if (!page) return;  // a newer load overtook it (a search or page asked for while this one was on its way)
-  SW.pager("callout", page, turn("callout", loadCallout));
+  SW.pager("callout", page, query, loadCallout);
   SW.fill("#callout tbody", page.items.map((e) => {
     const select = SW.el("select", { onchange: async (ev) => {
       try {
@@ -82,13 +81,12 @@ async function loadCallout() {
     return SW.el("tr", { "data-number": e.number }, SW.el("td", {}, e.number), SW.el("td", {}, select), SW.el("td", {}, e.count),
       SW.el("td", {}, SW.time(e.first_seen)), SW.el("td", {}, SW.time(e.last_seen)), SW.el("td", {}, e.squad || ""),
       SW.el("td", {}, e.amount == null ? "" : `${e.amount} 元`));  // the API's amount is in yuan
-  }), q ? `没有含「${q}」的号码 No number holds ${q}` : "暂无号码 No numbers on the call-out list");
+  }), query.q ? `没有含「${query.q}」的号码 No number holds ${query.q}` : "暂无号码 No numbers on the call-out list");
 }
 
 document.getElementById("callout-search").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  offsets.callout = 0;
-  loadCallout().catch((e) => SW.say(e.message, true));
+  loadCallout(search("callout-q"), 0).catch((e) => SW.say(e.message, true));
 });
 
 async function upload(form, path, errorsId) {

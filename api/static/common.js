@@ -202,18 +202,24 @@ const SW = {
 
   PAGE: 200,  // rows a long list's table shows (the API's limit); the rest are a 下一页 away (its offset)
 
-  // The pager under table `name` (#NAME-pager: .prev, .range, .next) for `page` of a long list ({items, total, limit,
-  // offset}: the city page's warnings, shops and call-out numbers, the reports; the scores' units as such a page): which rows of how many it shows, and
-  // 上一页/下一页 calling `go` with the offset of the page before or after, which loads it.
-  pager(name, page, go) {
+  // The pager under list `name` (#NAME-pager: .prev, .range, .next) for `page` of a long list ({items, total, limit,
+  // offset}: the queue's cases, the city page's warnings, shops and call-out numbers, the reports, the scores' units)
+  // that `load(query, offset)` drew from `query` (the API's filter as the boxes held it when the reader asked for the
+  // list: 筛选, 搜索, 评分): which rows of how many it shows (counted in the box's data-unit, 条 else), and 上一页/下一页
+  // loading that query at the offset before or after. The boxes are not read again: a box changed without pressing its
+  // button had the next page load another list's rows under the one shown. SW.shown[name] keeps the query and offset
+  // drawn, for a page that loads the list shown again (after an edit) or asks which query it shows.
+  pager(name, page, query, load) {
+    SW.shown[name] = { query, offset: page.offset };
     const box = document.getElementById(`${name}-pager`);
-    const last = page.offset + page.items.length;
+    const last = page.offset + page.items.length, unit = box.dataset.unit || "条";
     box.querySelector(".range").textContent = page.items.length
-      ? `第 ${page.offset + 1}–${last} 条，共 ${page.total} 条 ${page.offset + 1}–${last} of ${page.total}` : "";
-    const turn = (offset) => () => Promise.resolve(go(offset)).catch((e) => SW.say(e.message, true));
+      ? `第 ${page.offset + 1}–${last} ${unit}，共 ${page.total} ${unit} ${page.offset + 1}–${last} of ${page.total}` : "";
+    const turn = (offset) => () => Promise.resolve(load(query, offset)).catch((e) => SW.say(e.message, true));
     Object.assign(box.querySelector(".prev"), { disabled: page.offset === 0, onclick: turn(Math.max(0, page.offset - page.limit)) });
     Object.assign(box.querySelector(".next"), { disabled: last >= page.total, onclick: turn(last) });
   },
+  shown: {},  // each paged list's {query, offset} as SW.pager last drew it, by name
 
   // A table's rows (`selector`: its tbody), or one row saying there are none (`none`, Chinese first) across its
   // columns: an empty table reads like a page that did not load.

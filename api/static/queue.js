@@ -2,8 +2,7 @@
 "use strict";
 
 // pointer: whether the press and release of the click under way fell outside the open reasons (null: no press seen)
-const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false, offset: 0, total: 0, pointer: null };
-const PAGE = 200;  // cases a page lists; the rest of a long queue is a 下一页 away (GET /cases: limit, offset)
+const Q = { meta: null, items: [], index: -1, detail: null, rejecting: false, pointer: null };
 
 function stateName(state) { return SW.stateName(Q.meta, state); }
 
@@ -40,35 +39,34 @@ async function loadMeta() {
     SW.el("button", { type: "button", "data-reason": r.code, onclick: () => reject(r.code) }, `${i + 1} ${r.zh} ${r.en}`)));
 }
 
-async function loadList() {
-  const params = new URLSearchParams({ limit: String(PAGE), offset: String(Q.offset), sort: "opened_at", order: "desc" });
+// The filter boxes as the API's filter (GET /cases), what 筛选 lists: no state is the unreviewed candidates.
+function filterQuery() {
+  const query = { sort: "opened_at", order: "desc" };
   const state = document.getElementById("f-state").value;
-  if (state) params.set("state", state); else { params.set("state", "candidate"); params.set("reviewed", "false"); }
-  const type = document.getElementById("f-type").value;
-  if (type) params.set("type", type);
-  const severity = document.getElementById("f-severity").value;
-  if (severity) params.set("severity", severity);
-  const q = document.getElementById("f-q").value.trim();
-  if (q) params.set("q", q);
-  const page = await SW.newest("cases", "/api/v1/cases?" + params);
+  Object.assign(query, state ? { state } : { state: "candidate", reviewed: "false" });
+  for (const [id, key] of [["f-type", "type"], ["f-severity", "severity"], ["f-q", "q"]]) {
+    const v = document.getElementById(id).value.trim();
+    if (v) query[key] = v;
+  }
+  return query;
+}
+
+// The cases of `query` (filterQuery() at 筛选) a page (SW.PAGE) at a time from `offset`: by default the list shown
+// (SW.shown: after a confirm or reject), the filter's first page before one is.
+async function loadList(query = (SW.shown.cases || {}).query || filterQuery(), offset = (SW.shown.cases || {}).offset || 0) {
+  const page = await SW.newest("cases", "/api/v1/cases?" + new URLSearchParams({ ...query, limit: SW.PAGE, offset }));
   if (!page) return;  // a newer load overtook it (a filter or page asked for while this one was on its way)
-  if (!page.items.length && Q.offset > 0) {  // the last page's cases were all reviewed (or left the filter): the one before
-    Q.offset = Math.max(0, Q.offset - PAGE);
-    return loadList();
+  if (!page.items.length && offset > 0) {  // the last page's cases were all reviewed (or left the filter): the one before
+    return loadList(query, Math.max(0, offset - SW.PAGE));
   }
   Q.items = page.items;
-  Q.total = page.total;
+  SW.pager("cases", page, query, relist);
   renderList();
   SW.say(`${page.total} 件 cases`);
   await select(Q.items.length ? Math.min(Math.max(Q.index, 0), Q.items.length - 1) : -1);
 }
 
 function renderList() {
-  const last = Q.offset + Q.items.length;
-  document.getElementById("page-range").textContent = Q.items.length
-    ? `第 ${Q.offset + 1}–${last} 件，共 ${Q.total} 件 ${Q.offset + 1}–${last} of ${Q.total}` : "";
-  document.getElementById("page-prev").disabled = Q.offset === 0;
-  document.getElementById("page-next").disabled = last >= Q.total;
   // One Tab stop, the current case (not 200 on the way to the detail); ↑/↓ (j/k) pick the one above or below, the
   // focus going with the pick, and Enter or a click picks the one focused.
   const list = document.getElementById("cases");
@@ -423,15 +421,13 @@ document.addEventListener("click", (ev) => {
   ev.stopPropagation();
   if (down && up) closeReasons();
 }, true);
-// The list again from `offset` (a filter: the first page), a refusal said in the status line, Chinese first (a
-// filter's was never said: a search over 200 characters left the list as it was, without a word).
-function relist(offset) {
-  Q.offset = Math.max(0, offset);
+// The cases of `query` from `offset` (a filter: the first page; 上一页/下一页: SW.pager's), its first case picked, a
+// refusal said in the status line, Chinese first (a filter's was never said: a search over 200 characters left the
+// list as it was, without a word).
+function relist(query, offset) {
   Q.index = 0;
-  loadList().catch((e) => SW.say(`案件列表无法加载 Cases could not be listed: ${e.message}`, true));
+  loadList(query, offset).catch((e) => SW.say(`案件列表无法加载 Cases could not be listed: ${e.message}`, true));
 }
-document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); relist(0); });
-document.getElementById("page-prev").addEventListener("click", () => relist(Q.offset - PAGE));
-document.getElementById("page-next").addEventListener("click", () => relist(Q.offset + PAGE));
+document.getElementById("filters").addEventListener("submit", (ev) => { ev.preventDefault(); relist(filterQuery(), 0); });
 SW.nav("queue");
-loadMeta().then(loadList).catch((e) => SW.say(e.message, true));
+loadMeta().then(() => loadList()).catch((e) => SW.say(e.message, true));

@@ -8,12 +8,12 @@ function days(r) {
   return last === r.start ? r.start : `${r.start} – ${last}`;
 }
 
-// The reports a page at a time (SW.PAGE), newest first, from `offset`.
-async function load(offset = 0) {
-  const page = await SW.newest("reports", `/api/v1/reports?limit=${SW.PAGE}&offset=${offset}`);
+// The reports a page at a time (SW.PAGE), newest first, from `offset` (no filter: `query` is {}, for SW.pager).
+async function load(query = {}, offset = 0) {
+  const page = await SW.newest("reports", "/api/v1/reports?" + new URLSearchParams({ ...query, limit: SW.PAGE, offset }));
   if (!page) return;  // a newer load overtook it
-  if (!page.items.length && offset > 0) return load(Math.max(0, offset - SW.PAGE));  // the last page's reports were removed
-  SW.pager("reports", page, load);
+  if (!page.items.length && offset > 0) return load(query, Math.max(0, offset - SW.PAGE));  // the last page's reports were removed
+  SW.pager("reports", page, query, load);
   const list = page.items;
   const head = SW.el("tr", {}, ...["报告 report", "期间 period", "案件 cases", "较上期 change", "生成 generated", "文件 files"].map((h) => SW.el("th", {}, h)));
   const rows = list.map((r) => SW.el("tr", { "data-report": r.name }, SW.el("td", {}, r.title), SW.el("td", {}, days(r)),

@@ -32,14 +32,13 @@ function showUnit(unit) {
   document.getElementById("unit").replaceChildren(...parts);
 }
 
-// A page of the table's units (a district's 400 grid cells are two), 上一页/下一页 under it; the workbook has them all.
-// `shown`: the filter scored (filter() at 评分), which the pager keeps: a box changed without 评分 is not paged
-// (read at each page, it loaded the new filter's units under the table shown).
+// A page of the table's units (a district's 400 grid cells are two) for `shown`, the filter scored (filter() at 评分),
+// 上一页/下一页 under it paging that filter (SW.pager); the workbook has them all.
 async function load(shown, offset = 0) {
   const t = await SW.newest("scores", "/api/v1/scores?" + query(shown, "json", { limit: SW.PAGE, offset }));
   if (!t) return;  // a newer load overtook it
   S.table = t;
-  SW.pager("scores", { items: t.units, total: t.total, limit: t.limit, offset: t.offset }, (o) => load(shown, o));
+  SW.pager("scores", { items: t.units, total: t.total, limit: t.limit, offset: t.offset }, shown, load);
   document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
     + (t.voided_by_platform ? ` · 平台作废 ${t.voided_by_platform} 件（不计分）` : "")
     + (t.include_candidates ? " · 含候选案件 candidates count" : "");
