@@ -111,6 +111,28 @@ def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
     assert "selected" in b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}").get_attribute("class")
 
 
+def test_a_map_cells_cases_are_those_of_the_map_drawn(site):
+    """A cell's click listed its cases under the filter boxes as they were at the click: a period changed without 筛选
+    listed another period's cases (none) beside the counts drawn. It lists them under the filter of the map drawn."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/map")
+    period = _wait(b, lambda d: d.find_element(By.ID, "f-period"), "the period box")
+    period.send_keys("2026-11")
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    _wait(b, lambda d: "件 cases" in d.find_element(By.ID, "status").text and "since" not in d.find_element(By.ID, "status").text,
+          "November's counts")
+    period.clear()
+    period.send_keys("2025-01")  # not submitted: the map still shows November
+    cell = b.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G1}")
+    ActionChains(b).move_to_element_with_offset(cell, 0, -cell.size["height"] // 3).click().perform()
+    total = _wait(b, lambda d: d.find_element(By.ID, "feature-total"), "G1's cases listed")
+    assert total.text.startswith(f"{len(site['g1_cases'])} 件 cases"), total.text
+    assert {li.get_attribute("data-case") for li in b.find_elements(By.CSS_SELECTOR, "#feature-cases li")} == site["g1_cases"]
+
+
 def test_map_says_what_its_counts_are_of(site):
     """Without a period the map counts the last analytics.map_days days, and at most analytics.map_max_cases cases: the
     status line names the first day counted, and says when the service counted only the newest (the answer's

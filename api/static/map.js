@@ -30,10 +30,12 @@ function featureLabel(layer, p) {
   return `${layer === "grid" ? "网格" : "区域"} ${p.id}${where ? " " + where : ""}`;
 }
 
-async function showCases(layer, p) {
+// The cases of cell or zone `p` under `drawn`, the filter of the map drawn (filterParams() at its load): read at the
+// click, a box changed without 筛选 listed another filter's cases beside the counts shown.
+async function showCases(layer, p, drawn) {
   document.querySelectorAll("#map path.selected").forEach((e) => e.classList.remove("selected"));
   document.querySelectorAll(`#map path[data-feature="${CSS.escape(layer + ":" + p.id)}"]`).forEach((e) => e.classList.add("selected"));
-  const q = filterParams();
+  const q = new URLSearchParams(drawn);
   q.set("layer", layer);
   q.set("id", p.id);
   const box = document.getElementById("feature");
@@ -78,7 +80,8 @@ function legend(max) {
 }
 
 async function load() {
-  const data = await SW.newest("map", "/api/v1/map?" + filterParams());
+  const drawn = filterParams();
+  const data = await SW.newest("map", "/api/v1/map?" + drawn);
   if (!data) return;  // a newer load overtook it (a filter submitted while the page's first was on its way)
   if (!M.map) {
     // its zoom buttons named in the staff's language (Leaflet's own say "Zoom in" / "Zoom out")
@@ -102,7 +105,7 @@ async function load() {
                        fillOpacity: layer === "grid" ? 0.75 : 0.25 }),
       onEachFeature: (f, item) => {
         const name = `${featureLabel(layer, f.properties)} · ${f.properties.count} 件`;
-        const open = () => showCases(layer, f.properties).catch((e) => SW.say(e.message, true));
+        const open = () => showCases(layer, f.properties, drawn).catch((e) => SW.say(e.message, true));
         // an element, not a string (Leaflet writes a string as HTML): names from the grid and zone files are text
         item.bindTooltip(SW.el("span", {}, name), { sticky: true });
         item.on("click", open);
