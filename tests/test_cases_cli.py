@@ -505,3 +505,27 @@ def test_serve_on_a_port_in_use_is_one_error_line_before_jobs_resume(tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use (--host, --port)"
     assert "startup" not in run.stderr
+
+
+def test_case_ids_bear_the_citys_date(tmp_path, monkeypatch, bus_event):
+    """A case drafted at 00:30 in the city bears that day in its id, not the UTC day before (the reports count the
+    case in that day). Through the real intake of a deployment: its clock is the wall clock, so the city is put in
+    Kiritimati (UTC+14) and in Pago Pago (UTC-11), one of which always has a date other than UTC's."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from pipelines.cases.store import new_case_id
+
+    assert new_case_id(datetime(2025, 3, 13, 16, 30, tzinfo=UTC), ZoneInfo("Asia/Shanghai")).startswith("SW20250314-")
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    for n, zone in enumerate(("Pacific/Kiritimati", "Pacific/Pago_Pago")):
+        config = tmp_path / f"sw{n}.yaml"
+        config.write_text(yaml.safe_dump({
+            "timezone": zone, "cases": {"url": f"sqlite:///{tmp_path}/cases{n}.db"},
+            "evidence_store": {"local_root": str(tmp_path / f"evidence{n}"), "spool_dir": str(tmp_path / f"spool{n}")}}))
+        intake = Intake.from_settings(load_settings(config), ModelInfo("yolo11n-int8dq", "ab" * 32))
+        before = datetime.now(ZoneInfo(zone))
+        case = intake.record_event(replace(small_event(bus_event), violation_id=f"cam-07:z1:illegal_parking:t{n}"))
+        after = datetime.now(ZoneInfo(zone))
+        intake.store.close()
+        assert case.id[2:10] in {f"{before:%Y%m%d}", f"{after:%Y%m%d}"}, (zone, case.id)

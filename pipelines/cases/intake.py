@@ -28,9 +28,10 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import supervision as sv
 from filelock import FileLock
@@ -69,8 +70,11 @@ class Intake:
     one writer per bundle keeps the spool simple; safe to call from several camera threads."""
 
     def __init__(self, store: CaseStore, evidence: EvidenceStore, builder: EvidenceBuilder, spool_dir: str | Path, *,
-                 auto_queue: str | AutoQueue | None = None, previous_keys: list[bytes] | None = None):
+                 auto_queue: str | AutoQueue | None = None, previous_keys: list[bytes] | None = None,
+                 zone: tzinfo = UTC):
         self.store, self.evidence, self.builder = store, evidence, builder
+        # The zone whose date names a new case (SW<date>-…): the city's, in which the reports count its day
+        self.zone = zone
         # HMAC keys a spooled bundle may be signed with: the builder's, then those it replaced (a rotation while
         # bundles waited for storage; `evidence.previous_hmac_key_files`)
         self.keys = [builder.key, *(previous_keys or [])]
@@ -102,7 +106,8 @@ class Intake:
         keys = keys or load_signing_keys(settings.evidence)
         builder = EvidenceBuilder(settings.evidence, keys.hmac, model, taxonomy or settings.load_taxonomy(), signer=keys.signer)
         return cls(store or settings.cases.open(), evidence or open_evidence_store(settings.evidence_store), builder,
-                   settings.evidence_store.spool_dir, auto_queue=auto_queue, previous_keys=keys.previous_hmac)
+                   settings.evidence_store.spool_dir, auto_queue=auto_queue, previous_keys=keys.previous_hmac,
+                   zone=ZoneInfo(settings.analytics.timezone))
 
     def record_event(self, event: ViolationEvent, ctx: BundleContext | None = None) -> Case | None:
         """Apply one violation event; returns the case (None for an update of an unknown violation)."""
@@ -271,7 +276,7 @@ class Intake:
             new = _new_case(event, ctx)
             for hook in self.details_hooks:
                 new.details.update(hook(event, ctx))
-            case = self.store.create_case(new, actor=f"rules:{event.source_id}")
+            case = self.store.create_case(new, actor=f"rules:{event.source_id}", zone=self.zone)
         elif not self.unfinished(case):
             return case  # the same violation again (a restarted pipeline): nothing new
         bundle_dir = self.spool / case.id

@@ -16,7 +16,7 @@ import stat
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -446,10 +446,12 @@ def _row_to(cls, row) -> Any:
     return cls(**values)
 
 
-def new_case_id(now: datetime | None = None) -> str:
-    """Readable, sortable by day, unique without coordination: `SW20250314-3f9c2a7b1d0e`."""
+def new_case_id(now: datetime | None = None, zone: tzinfo = UTC) -> str:
+    """Readable, sortable by day, unique without coordination: `SW20250314-3f9c2a7b1d0e`. The day is `now`'s in
+    `zone` (the city's, `analytics.timezone`, in which the reports count days): named by the UTC date, a case opened
+    at 00:30 in Shanghai bore the day before's."""
     now = now or datetime.now(UTC)
-    return f"SW{now:%Y%m%d}-{uuid.uuid4().hex[:12]}"
+    return f"SW{now.astimezone(zone):%Y%m%d}-{uuid.uuid4().hex[:12]}"
 
 
 def idempotency_key(case_id: str, target: str) -> str:
@@ -668,15 +670,17 @@ class CaseStore:
 
     # ---- cases ---------------------------------------------------------------------------
 
-    def create_case(self, new: NewCase, *, actor: str = "system", now: datetime | None = None) -> Case:
-        """Insert a `candidate` case; a second call for the same violation returns the first case."""
+    def create_case(self, new: NewCase, *, actor: str = "system", now: datetime | None = None,
+                    zone: tzinfo = UTC) -> Case:
+        """Insert a `candidate` case; a second call for the same violation returns the first case. `zone`: the one
+        whose date names the case (`new_case_id`)."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             if new.violation_id is not None:
                 existing = conn.execute(sa.select(cases).where(cases.c.violation_id == new.violation_id)).first()
                 if existing is not None:
                     return _row_to(Case, existing)
-            case_id = new_case_id(now)
+            case_id = new_case_id(now, zone)
             values = {f.name: getattr(new, f.name) for f in fields(NewCase)}
             conn.execute(
                 cases.insert().values(
