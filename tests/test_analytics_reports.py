@@ -156,6 +156,31 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     assert meta["label"] == "2026-11" and meta["summary"] == report.summary and "by_hour" in meta["tables"]
 
 
+def test_pdf_labels_fit_their_cells(city):
+    """The PDF's summary cut its first measure to '案件数（不含已作废、平台作废）cases (not rejected nor …' (40
+    characters) and its column, half the table, hid more of it under the value: every heading and measure of every
+    PDF table is whole and within its cell."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from pipelines.analytics import charts
+    from pipelines.analytics.report import _figures
+
+    report = build_report(city["store"].engine, city["places"], load_taxonomy(), NOV, TZ)
+    labels = {row[0] for row in report.tables["summary"].rows}  # 平台作废 voided by platform among them
+    with charts.style(report.font):
+        for key, _, fig in _figures(report):
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            fig.draw(renderer)
+            for table in (t for ax in fig.axes for t in ax.tables):
+                for (row, col), cell in table.get_celld().items():
+                    text = cell.get_text()
+                    if row == 0 or (col == 0 and key == "summary"):
+                        assert "…" not in text.get_text(), (key, text.get_text())
+                        assert text.get_window_extent(renderer).x1 <= cell.get_window_extent(renderer).x1, (key, text.get_text())
+                        labels.discard(text.get_text())
+    assert not labels  # every measure was drawn
+
+
 def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     """Every table is in full in the HTML, Excel and JSON (the PDF page shows the first rows): repeat cameras
     stopped at 10, so a district's 11th camera with cases on two days was in none of them."""

@@ -131,8 +131,10 @@ def columns(ax, labels: list[str], values: list[float], title: str, xlabel: str)
     ax.set_ylabel("件 cases")
 
 
-def table(ax, title: str, columns: list[str], rows: list[list], *, max_rows: int = 10, max_chars: int = 28) -> None:
-    """A small table drawn on the page (the full tables are in the HTML and Excel files)."""
+def table(ax, title: str, columns: list[str], rows: list[list], *, max_rows: int = 10, max_chars: int = 28,
+          widths: list[float] | None = None) -> None:
+    """A small table drawn on the page (the full tables are in the HTML and Excel files). `widths`: each column's
+    share of the axes (None: equal shares); a text wider than its column is hidden under the next column's cell."""
     ax.axis("off")
     ax.set_title(title, loc="left", fontsize=12)
     if not rows:
@@ -144,7 +146,7 @@ def table(ax, title: str, columns: list[str], rows: list[list], *, max_rows: int
         return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
     t = ax.table(cellText=[[cut(v) for v in r] for r in rows[:max_rows]], colLabels=columns, loc="upper left",
-                 cellLoc="left", colLoc="left")
+                 cellLoc="left", colLoc="left", colWidths=widths)
     t.auto_set_font_size(False)
     t.set_fontsize(8)
     t.scale(1, 1.25)

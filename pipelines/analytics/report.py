@@ -249,8 +249,10 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
     for key, title in PAGES:
         fig = charts.page(f"{r.title} · {title}", subtitle)
         if key == "summary":
-            ax = fig.add_axes((0.05, 0.45, 0.4, 0.42))
-            charts.table(ax, "概况 Summary", t["summary"].columns, t["summary"].rows, max_rows=12, max_chars=40)
+            ax = fig.add_axes((0.05, 0.45, 0.45, 0.42))
+            # the measures' column wide enough for the longest (the cases' 58 characters): at half the width it was cut
+            charts.table(ax, "概况 Summary", t["summary"].columns, t["summary"].rows, max_rows=12, max_chars=60,
+                         widths=[0.82, 0.18])
             ax2 = fig.add_axes((0.52, 0.45, 0.43, 0.42))
             charts.table(ax2, f"按状态 By state (含{STATE_NAMES_ZH[CaseState.REJECTED]}、{VOIDED_BY_PLATFORM} incl. rejected and voided)",
                          t["by_state"].columns, t["by_state"].rows)
