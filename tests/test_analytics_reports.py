@@ -139,6 +139,10 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     for (key, title), text in zip(PAGES, texts):
         assert title.split()[0] in text and "月通报 2026-11" in text, (key, text[:200])
     assert "Noto Sans CJK SC" in texts[0] and str(report.summary["cases"]) in texts[0]
+    # the hot spots page lists all 10 the HTML and Excel list (it showed 8)
+    spots = [row[0] for row in report.tables["hot_spots"].rows]
+    page = texts[[key for key, _ in PAGES].index("hot_spots")]
+    assert len(spots) == 10 and [spot for spot in spots if spot not in page] == []
     assert "占道经营" in texts[1] and "按严重程度" in texts[1] and "较重 major" in texts[1]  # types and severities on one page
     html = files["report.html"].read_text(encoding="utf-8")
     assert html.count("<svg") == len(PAGES) - 1 and "Noto Sans CJK SC" in html
