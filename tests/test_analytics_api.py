@@ -257,6 +257,9 @@ def test_map_layers_count_the_cases_of_each_cell_and_zone(api):
     in_zone = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", "period": "2026-11"}, headers=who)
     assert in_zone.json()["total"] == zone["properties"]["count"]
     assert client.get("/api/v1/map/cases", params={"layer": "zones", "id": "nowhere"}, headers=who).status_code == 404
+    # an unknown cell answered 200 with no cases, read as a quiet cell
+    unknown = client.get("/api/v1/map/cases", params={"layer": "grid", "id": "330106999999"}, headers=who)
+    assert unknown.status_code == 404 and "no grid cell '330106999999' on the map" in unknown.text, unknown.text
 
 
 def test_the_map_counts_what_the_report_counts_and_shows_false_alarms_when_asked(api, tmp_path):

@@ -350,6 +350,8 @@ def _map_cases(ctx: AppContext, layer: str, id: str, period: str | None, type: l
     places = _places(ctx)
     flt, _ = _map_filter(ctx, period, type, state, source)
     if layer == "grid":
+        if id not in places.cells:  # an empty list read as a cell without cases, as for a zone not on the map
+            raise Problem(404, f"no grid cell {id!r} on the map")
         found, truncated = _newest(ctx, places, replace(flt, grid_cells=(id,)))
     else:
         found, truncated = _zone_cases(ctx, places, id, flt)
