@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -147,6 +147,9 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     html = files["report.html"].read_text(encoding="utf-8")
     assert html.count("<svg") == len(PAGES) - 1 and "Noto Sans CJK SC" in html
     assert f'<b id="total">{report.summary["cases"]}</b>' in html
+    # made when, in the report's zone as every time in it (the HTML said '…+00:00 UTC'), the PDF too
+    made = datetime.fromisoformat(report.generated_at).astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"生成 generated {made}<br>" in html and f"生成 generated {made}" in texts[0], texts[0][:300]
     book = load_workbook(files["report.xlsx"])
     assert {"按类型 By type", "按日 By day", "处置效率 Handling times (hours)", "说明 About"} <= set(book.sheetnames)
     rows = list(book["按类型 By type"].iter_rows(values_only=True))

@@ -31,6 +31,7 @@ from detect.config_io import replaced_atomically, write_text_atomic
 from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics import charts
 from pipelines.analytics.casedata import VOIDED_BY_PLATFORM, CaseFact, CaseFilter, Handling, handling_times, load_cases
+from pipelines.analytics.export import LOCAL_TIME
 from pipelines.analytics.periods import NAMES_ZH, Period
 from pipelines.analytics.places import NONE_UNIT, UNIT_NAMES_ZH, Places
 from pipelines.analytics.scoring import shop_of
@@ -62,6 +63,11 @@ class Report:
     summary: dict[str, Any]
     tables: dict[str, Table]
     series: dict[str, Any] = field(default_factory=dict)  # chart data not kept as a table (by day per type)
+
+    def generated_local(self) -> str:
+        """When the report was made, in its time zone as every other time in it (`generated_at` is UTC, the files'
+        record): the HTML said '2026-12-01T16:05:00+00:00 UTC', 00:05 on the 2nd in Shanghai."""
+        return datetime.fromisoformat(self.generated_at).astimezone(ZoneInfo(self.timezone)).strftime(LOCAL_TIME)
 
     def meta(self) -> dict[str, Any]:
         return {"title": self.title, "kind": self.period.kind, "label": self.period.label,
@@ -243,7 +249,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
 def _figures(r: Report) -> list[tuple[str, str, Figure]]:
     """One figure per entry of PAGES (built inside the font style)."""
     subtitle = (f"{r.period.start:%Y-%m-%d} – {r.period.end:%Y-%m-%d}（不含 exclusive）· {r.timezone} · "
-                f"字体 font: {r.font.name} · 生成 generated {r.generated_at}")
+                f"字体 font: {r.font.name} · 生成 generated {r.generated_local()}")
     t = r.tables
     out = []
     for key, title in PAGES:
