@@ -377,10 +377,14 @@ def test_cases_export_with_filters(city, tmp_path):
     assert done.exit_code == 0 and "wrote 3 cases" in done.stdout, done.stderr
     sheet = list(load_workbook(out).active.iter_rows(values_only=True))
     assert len(sheet) == 4 and {r[3] for r in sheet[1:]} == {"closed"}
+    # the review decision as the other columns read, Chinese first (it said approved alone)
+    assert {r[sheet[0].index("审核 review")] for r in sheet[1:]} == {"已确认 approved"}
     csv_file = tmp_path / "all.csv"
     assert _run("cases", "export", "--out", str(csv_file), "--config", settings).exit_code == 0
     assert csv_file.read_bytes().startswith(b"\xef\xbb\xbf")  # BOM: Excel opens the Chinese text as UTF-8
     assert len(list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8-sig"))))) == 1 + len(city["store"].list()) == 1 + 43
+    reviews = {r["审核 review"] for r in csv.DictReader(io.StringIO(csv_file.read_text(encoding="utf-8-sig")))}
+    assert reviews == {"已确认 approved", "已驳回 rejected", ""}, reviews
     general = _run("cases", "export", "--severity", "general", "--config", settings)  # none recorded: general
     assert general.exit_code == 0 and len(list(csv.DictReader(io.StringIO(general.stdout)))) == 43, general.stderr
     major = _run("cases", "export", "--severity", "major", "--severity", "serious", "--config", settings)

@@ -17,6 +17,7 @@ from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics.casedata import CaseFact, CaseFilter, CaseNote
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
+from pipelines.cases.vocabulary import review_label
 from pipelines.analytics.tables import Table, csv_chunks, write_xlsx_rows
 from pipelines.tables import PhoneText
 
@@ -130,7 +131,7 @@ def export_rows(cases: Iterable[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> 
         yield [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
                SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
                c.at.astimezone(tz).strftime(LOCAL_TIME), c.object_count, PhoneText(";".join(c.phones)),
-               ";".join(c.tags), c.severity.value, c.severity.name_zh, c.review_decision, c.dispatch_target,
+               ";".join(c.tags), c.severity.value, c.severity.name_zh, review_label(c.review_decision), c.dispatch_target,
                c.dispatch_ref, c.description, notes_text(c.notes, tz)]
 
 

@@ -77,6 +77,16 @@ def is_hard_negative(code: str | None) -> bool:
         return True
 
 
+#: What city staff call a case's review decision (`review_decision`), as the queue page says it once done: the
+#: export's 审核 review column wrote `approved` alone in a file whose every other column reads in Chinese.
+REVIEW_NAMES_ZH: dict[str, str] = {"approved": "已确认", "rejected": "已驳回"}
+
+
+def review_label(decision: str | None) -> str | None:
+    """`已确认 approved`: the decision with its Chinese name first; one this version does not name, as it is."""
+    return f"{REVIEW_NAMES_ZH[decision]} {decision}" if decision in REVIEW_NAMES_ZH else decision
+
+
 class OutboxStatus(StrEnum):
     """Where an outbox entry stands; `pending` entries are in flight only while leased."""
 
