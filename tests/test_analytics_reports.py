@@ -383,8 +383,12 @@ def test_cases_export_with_filters(city, tmp_path):
     assert _run("cases", "export", "--out", str(csv_file), "--config", settings).exit_code == 0
     assert csv_file.read_bytes().startswith(b"\xef\xbb\xbf")  # BOM: Excel opens the Chinese text as UTF-8
     assert len(list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8-sig"))))) == 1 + len(city["store"].list()) == 1 + 43
-    reviews = {r["审核 review"] for r in csv.DictReader(io.StringIO(csv_file.read_text(encoding="utf-8-sig")))}
+    exported = list(csv.DictReader(io.StringIO(csv_file.read_text(encoding="utf-8-sig"))))
+    reviews = {r["审核 review"] for r in exported}
     assert reviews == {"已确认 approved", "已驳回 rejected", ""}, reviews
+    # coordinates to 6 decimals, without the float's noise (120.10199999999999)
+    assert {(r["纬度 lat"], r["经度 lon"]) for r in exported} >= {("30.271", "120.102"), ("30.271", "120.11")}
+    assert all(len(r["经度 lon"].partition(".")[2]) <= 6 for r in exported)
     general = _run("cases", "export", "--severity", "general", "--config", settings)  # none recorded: general
     assert general.exit_code == 0 and len(list(csv.DictReader(io.StringIO(general.stdout)))) == 43, general.stderr
     major = _run("cases", "export", "--severity", "major", "--severity", "serious", "--config", settings)

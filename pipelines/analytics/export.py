@@ -129,10 +129,16 @@ def export_rows(cases: Iterable[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> 
     for c in cases:
         source = "camera" if c.source_kind == "camera" else "photo"
         yield [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
-               SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, c.lat, c.lon,
+               SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, _degrees(c.lat), _degrees(c.lon),
                c.at.astimezone(tz).strftime(LOCAL_TIME), c.object_count, PhoneText(";".join(c.phones)),
                ";".join(c.tags), c.severity.value, c.severity.name_zh, review_label(c.review_decision), c.dispatch_target,
                c.dispatch_ref, c.description, notes_text(c.notes, tz)]
+
+
+def _degrees(value: float | None) -> float | None:
+    """A latitude or longitude to 6 decimals (about 0.1 m): written as stored it showed the float's noise
+    (120.10199999999999 for 120.102)."""
+    return None if value is None else round(value, 6)
 
 
 def notes_text(notes: Sequence[CaseNote], tz: ZoneInfo) -> str:
