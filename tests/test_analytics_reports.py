@@ -26,7 +26,7 @@ from pipelines.analytics.report import PAGES, build_report, write_report
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import CaseQuery, CaseStore
 from tests.analytics_helpers import (
-    G1, G3, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, local, november, write_grid, write_zones,
+    G1, G2, G3, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, local, november, write_grid, write_zones,
 )
 from streetwatch.cli import app
 from tests.conftest import REPO
@@ -186,6 +186,23 @@ def test_pdf_labels_fit_their_cells(city):
                         assert text.get_window_extent(renderer).x1 <= cell.get_window_extent(renderer).x1, (key, text.get_text())
                         labels.discard(text.get_text())
     assert not labels  # every measure was drawn
+
+
+def test_a_spot_names_every_cell_its_cases_fall_in(tmp_path):
+    """A hot spot's and a repeat place's grid was its first case's cell: an address on the edge of two cells, two of
+    its three cases in the second, sent a district head to the first cell's squad alone. They name every cell, the one
+    with most cases first, as the repeat numbers do."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for day, cell in ((3, G1), (4, G2), (5, G2)):
+        make.add("street_stall", cell, local(day, 9), address="文三路 100 号")
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
+    store.close()
+    assert report.tables["hot_spots"].rows[0][:3] == ["文三路 100 号", [G2, G1], 3]
+    assert report.tables["repeat_places"].rows[0][:4] == ["文三路 100 号", [G2, G1], 3, 3]
+    files = write_report(report, tmp_path / "report")
+    assert f"<td>文三路 100 号</td><td>{G2}, {G1}</td>" in files["report.html"].read_text(encoding="utf-8")
 
 
 def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):

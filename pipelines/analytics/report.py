@@ -171,14 +171,20 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
     def days_of(group: list[CaseFact]) -> int:
         return len({local[c.id].date() for c in group})
 
+    def grids_of(group: list[CaseFact]) -> list[str]:
+        """Every cell the cases fall in, the one with most first: a camera's spot or an address on a cell's edge is
+        in two, and naming the first case's alone sent a district head to one squad for both."""
+        counted = Counter(c.grid_cell or NONE_UNIT for c in group)
+        return sorted(counted, key=lambda g: (-counted[g], g))
+
     def main_type(group: list[CaseFact]) -> str:
         return _short(taxonomy, Counter(c.violation_type for c in group).most_common(1)[0][0])
 
     ranked = sorted(spots.items(), key=lambda kv: (-len(kv[1]), -days_of(kv[1]), kv[0]))
-    add(Table("hot_spots", "热点 Top hot spots", ["地点 spot", "网格 grid", "案件数 cases", "天数 days", "主要类型 main type"],
-              [[s, g[0].grid_cell, len(g), days_of(g), main_type(g)] for s, g in ranked[:TOP]]))
-    add(Table("repeat_places", "重复地点 Repeat places", ["地点 spot", "网格 grid", "天数 days", "案件数 cases", "末次 last"],
-              [[s, g[0].grid_cell, days_of(g), len(g), f"{max(local[c.id] for c in g):%Y-%m-%d %H:%M}"]
+    add(Table("hot_spots", "热点 Top hot spots", ["地点 spot", "网格 grids", "案件数 cases", "天数 days", "主要类型 main type"],
+              [[s, grids_of(g), len(g), days_of(g), main_type(g)] for s, g in ranked[:TOP]]))
+    add(Table("repeat_places", "重复地点 Repeat places", ["地点 spot", "网格 grids", "天数 days", "案件数 cases", "末次 last"],
+              [[s, grids_of(g), days_of(g), len(g), f"{max(local[c.id] for c in g):%Y-%m-%d %H:%M}"]
                for s, g in sorted(spots.items(), key=lambda kv: (-days_of(kv[1]), -len(kv[1]), kv[0])) if days_of(g) >= 2]))
     shops: dict[str, list[CaseFact]] = defaultdict(list)
     for c in cases:
@@ -192,7 +198,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         for n in c.phones:
             numbers[n].append(c)
     add(Table("repeat_numbers", "重复号码 Repeat numbers", ["号码 number", "案件数 cases", "网格 grids", "首次 first", "末次 last"],
-              [[n, len(g), sorted({c.grid_cell or NONE_UNIT for c in g}), f"{min(local[c.id] for c in g):%Y-%m-%d}",
+              [[n, len(g), grids_of(g), f"{min(local[c.id] for c in g):%Y-%m-%d}",
                 f"{max(local[c.id] for c in g):%Y-%m-%d}"]
                for n, g in sorted(numbers.items(), key=lambda kv: (-len(kv[1]), kv[0])) if len(g) >= 2]))
     cams: dict[str, list[CaseFact]] = defaultdict(list)
