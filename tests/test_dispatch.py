@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -270,6 +271,60 @@ def test_the_reviewers_description_reaches_the_platform_and_a_long_one_is_cut_to
     assert f". Reviewer's note: {note}. Seen by camera/photo cam-note-311" in received[by_311]["description"]
     assert received[by_311]["description"].endswith(f"streetwatch case {by_311}.")  # the look-up's marker stays last
     assert all(store.get(i).state is CaseState.SUBMITTED for i in (short, long, by_311))
+
+
+def test_the_numbers_read_reach_each_platform_as_its_target_s_phones_setting_says(world, sim, bus_event, monkeypatch):
+    """An Open311 description carried the phone numbers read from a posting whole, and a GeoReport request list is
+    often public. Each target's `phones` says what it is sent: Open311 masked by default (139****5678, as the logs
+    write them), none (the description says how many were withheld) or full; cn-dcm, the city's own platform whose
+    staff chase those numbers, whole by default, in its description and its `phones` alike, or masked when set."""
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
+    read = ["13912345678", "0571-87654321"]
+    posting = replace(small_event(bus_event), phones=read)
+    targets = {"d311": None, "n311": "none", "f311": "full", "dcm": None, "mdcm": "masked"}
+    ids = {name: queue_cases(store, evidence, spool, posting, 1, name, prefix=f"cam-tel-{name}")[0] for name in targets}
+    [no_numbers] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "n311", prefix="cam-tel-nothing")
+    config = DispatchConfig(targets={
+        name: TargetConfig(adapter="cn-dcm" if name.endswith("dcm") else "open311", timeout_s=2, token_env="SW_TEST_311_KEY",
+                           url=f"{sim.base}/cn-dcm/cases" if name.endswith("dcm") else f"{sim.base}/open311", phones=how)
+        for name, how in targets.items()}, **FAST)
+    dispatcher = Dispatcher(store, evidence, config)
+    assert dispatcher.run_once().delivered == 6
+    dispatcher.close()
+
+    received = {c["external_id"]: c["received"] for c in sim.cases()}
+    said = {name: received[case_id]["description"] for name, case_id in ids.items()}
+    assert ", phone numbers: 139****5678, 0571-****4321. " in said["d311"], said["d311"]
+    assert ", 2 phone numbers withheld (含电话号码 2 个). " in said["n311"], said["n311"]
+    assert ", phone numbers: 13912345678, 0571-87654321. " in said["f311"], said["f311"]
+    assert "withheld" not in received[no_numbers]["description"]  # nothing read, nothing said
+    for name in ("d311", "n311"):  # nowhere else in the form either
+        assert not [k for k, v in received[ids[name]].items() if "12345678" in v or "87654321" in v], received[ids[name]]
+    assert "；电话：13912345678、0571-87654321" in said["dcm"] and received[ids["dcm"]]["phones"] == read
+    assert "；电话：139****5678、0571-****4321" in said["mdcm"]
+    assert received[ids["mdcm"]]["phones"] == ["139****5678", "0571-****4321"]
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    for name in ("dcm", "mdcm"):
+        jsonschema.validate(received[ids[name]], schema)
+    assert all(store.get(i).state is CaseState.SUBMITTED for i in (*ids.values(), no_numbers))
+
+
+def test_a_target_s_phones_setting_other_than_full_masked_or_none_names_the_target_and_the_field(tmp_path):
+    """`phones` is one of three words; another (a typo, `partial`) stops the settings file naming the target and the
+    field, rather than sending numbers in a way nobody chose."""
+    from detect.config_io import ConfigError
+    from pipelines.settings import load_settings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dispatch:\n  targets:\n    city311: {adapter: open311, url: 'http://a', phones: partial}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: dispatch.targets.city311.phones: .*'full', 'masked' or 'none'"):
+        load_settings(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("dispatch:\n  targets:\n    city311: {adapter: open311, url: 'http://a'}\n"
+                    "    dcm: {adapter: cn-dcm, url: 'http://b', phones: none}\n")
+    targets = load_settings(good).dispatch.targets
+    assert (targets["city311"].phones_sent, targets["dcm"].phones_sent) == ("masked", "none")
 
 
 def test_open311_token_answer_is_resolved(tmp_path, world, bus_event, monkeypatch):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -30,7 +30,8 @@ import httpx
 
 from detect.taxonomy import Taxonomy
 from pipelines.cases.store import Case
-from pipelines.dispatch.config import TargetConfig
+from pipelines.dispatch.config import PhonesSent, TargetConfig
+from pipelines.logs import mask_phones
 from pipelines.tables import CUT_MARK
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "cn-dcm-case.schema.json"
@@ -244,6 +245,15 @@ def _place(case: Case) -> str:
     return f"见坐标 {case.lat:.6f}, {case.lon:.6f}"
 
 
+def phones_out(phones: Sequence[str], how: PhonesSent) -> list[str]:
+    """The numbers read from a posting as a target's `phones` setting sends them (`TargetConfig.phones_sent`): whole,
+    masked as the logs write them (`mask_phones`, 139****5678), or none. One rule for every field of every adapter
+    that carries them, so no field repeats what another withholds; the evidence bundle keeps them whole."""
+    if how == "none":
+        return []
+    return [mask_phones(p) for p in phones] if how == "masked" else list(phones)
+
+
 def _local(utc_iso: str, tz: str) -> str:
     return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -264,7 +274,8 @@ class CnDcmAdapter:
         code = self.taxonomy.city_code(case.violation_type, self.target.city)
         tz = m["times"]["timezone"]
         opened = m["times"]["opened"]["utc"]
-        phones = m["text"]["phones"]
+        read = m["text"]["phones"]
+        phones = phones_out(read, self.target.phones_sent)
         minutes = round(m["dwell_s"] / 60)
         parts = [f"{vt.minor_class}（{vt.name_zh}）", f"地点：{_place(case)}"]
         if minutes:
@@ -273,6 +284,8 @@ class CnDcmAdapter:
             parts.append(f"目标 {m['object_count']} 个")
         if phones:
             parts.append("电话：" + "、".join(phones))
+        elif read:
+            parts.append(f"含电话号码 {len(read)} 个（未发送）")
         if note := reviewer_note(case):
             parts.append(f"说明：{note}")
         description = "；".join(parts)
@@ -416,8 +429,11 @@ class Open311Adapter:
             text += f", present for about {minutes} min"
         if m["object_count"] > 1:
             text += f", {m['object_count']} objects"
-        if m["text"]["phones"]:
-            text += ", phone numbers: " + ", ".join(m["text"]["phones"])
+        read = m["text"]["phones"]
+        if phones := phones_out(read, self.target.phones_sent):
+            text += ", phone numbers: " + ", ".join(phones)
+        elif read:
+            text += f", {len(read)} phone number{'s' if len(read) > 1 else ''} withheld (含电话号码 {len(read)} 个)"
         if note := reviewer_note(case):
             text += f". Reviewer's note: {note}"
         text += f". Seen by camera/photo {case.source_id}; evidence digest {d.manifest_sha256[:16]}; {case_marker(case.id)}."

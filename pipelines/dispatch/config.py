@@ -23,6 +23,13 @@ class BreakerPolicy(ConfigModel):
     cooldown_s: float = Field(30.0, title="Cool-down", description="Seconds the circuit stays open before one trial delivery.", gt=0)
 
 
+PhonesSent = Literal["full", "masked", "none"]
+#: What an adapter sends of the phone numbers read from a posting when its target sets no `phones`: cn-dcm's
+#: platform is the city's own, whose staff chase the advertiser by those numbers (追呼), so it gets them whole; an
+#: Open311 server often lists its requests to anyone (GET requests.json), so it gets them masked (139****5678).
+PHONES_DEFAULT: dict[str, PhonesSent] = {"cn-dcm": "full", "open311": "masked"}
+
+
 class TargetConfig(ConfigModel):
     """One dispatch system."""
 
@@ -62,6 +69,12 @@ class TargetConfig(ConfigModel):
         description="cn-dcm: values of an answer's envelope `code` that mean done (compared as text: 0 and \"0\" alike), for a "
         "platform that answers HTTP 200 to everything; another code parks the case (5xx, 408, 429: retried). A `success` flag, "
         "when the answer has one, decides instead, and an answer that carries a task number is a delivery whatever its code.")
+    phones: PhonesSent | None = Field(
+        None, title="Phone numbers sent",
+        description="What the platform is sent of the phone numbers read from a posting (the description, and cn-dcm's "
+        "`phones`): full; masked as the logs write them (139****5678); none (the description says how many were "
+        "withheld: 含电话号码 N 个). Default: full for cn-dcm (the city's own platform, whose staff act on them), "
+        "masked for open311 (a GeoReport request list is often public).")
     jurisdiction_id: str | None = Field(None, title="Jurisdiction", description="open311: jurisdiction_id, if the server hosts several.")
     attachment_expiry_s: int = Field(7 * 24 * 3600, title="Attachment URL lifetime",
                                      description="Seconds the evidence URLs sent with a case stay valid.", gt=0, le=7 * 24 * 3600)
@@ -87,6 +100,11 @@ class TargetConfig(ConfigModel):
             raise ValueError("webhook_timestamp_header needs webhook_secret_env: an unsigned timestamp can be rewritten "
                              "by whoever replays the call")
         return self
+
+    @property
+    def phones_sent(self) -> PhonesSent:
+        """`phones`, or its adapter's default (`PHONES_DEFAULT`) when the file sets none."""
+        return self.phones or PHONES_DEFAULT[self.adapter]
 
     def secret(self, env: str | None) -> str | None:
         return os.environ.get(env) if env else None
