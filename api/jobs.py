@@ -137,13 +137,18 @@ class RecordCounts:
 
 def locked(path: Path) -> int | None:
     """The file `path` (made if need be) open and locked (`flock`, exclusive) for this caller, or None when another
-    holds it; closing the descriptor lets go. Held by an open file, so a stopped process's locks go with it."""
+    holds it; closing the descriptor lets go. Held by an open file, so a stopped process's locks go with it. A lock
+    the file system refuses (an NFS share whose lock manager does not answer: ENOLCK) raises that OSError, the file
+    closed: it stayed open, one descriptor lost per upload or sweep."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 

@@ -5,6 +5,7 @@ so two instances in one process hold theirs apart as two processes do)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import json
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.config import service_config
 from api.job_retention import REMOVED, SWEEPING, remove_expired
-from api.jobs import write_job
+from api.jobs import locked, write_job
 from api.routers.cityops import resume_patrol_jobs
 from pipelines.cases import CaseState
 from pipelines.dispatch.webhook import sign
@@ -107,6 +108,22 @@ def test_one_sweep_at_a_time_removes_the_expired_jobs_of_a_shared_data_folder(si
     assert remove_expired(jobs).jobs == [photo.name] and not photo.exists()
     assert (jobs.root / REMOVED).read_text(encoding="utf-8").count(photo.name) == 1
     app.state.ctx.close()
+
+
+def test_a_lock_the_file_system_refuses_closes_its_file(tmp_path, monkeypatch):
+    """A job's claim and a sweep's lock are `flock`s (`locked`); on a share whose lock manager does not answer flock
+    fails with ENOLCK, and the file opened for it stayed open: one descriptor lost per upload or sweep, until the
+    process ran out. The error is raised, the file closed."""
+    def no_lock_manager(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_lock_manager)  # what such a share answers, which a local disk never does
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(OSError) as refused:
+            locked(tmp_path / ".claim")
+        assert refused.value.errno == errno.ENOLCK
+    assert set(os.listdir("/proc/self/fd")) - before == set()
 
 
 REGISTER = ("店名,统一社会信用代码,联系电话,摄像头编号,图像范围\n"
