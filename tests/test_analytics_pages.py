@@ -346,6 +346,8 @@ def test_review_pages_export_the_filtered_cases(site):
     b, folder = site["browser"], site["downloads"]
     b.get(site["base"] + "/ui/map")
     _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option")) > 1, "the type filter")
+    # no state chosen is what the map counts and exports, every state but rejected: its box says so, not 全部 All
+    assert Select(b.find_element(By.ID, "f-state")).first_selected_option.text == "全部（不含已作废） All but rejected"
     b.find_element(By.ID, "f-period").send_keys("2026-11")
     Select(b.find_element(By.ID, "f-type")).select_by_value("flyposting")
     b.find_element(By.ID, "export-csv").click()
