@@ -390,7 +390,8 @@ def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_
 def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg, bus_event):
     """A reviewer who rejected a case by mistake had no way back: listing 已作废 cases, one rejected in review shows
     重新打开 with a reason box (refused without a reason), and reopening puts it back in the queue; one withdrawn by
-    triage shows no button, the reason it cannot be reopened instead."""
+    triage shows no button, the reason it cannot be reopened instead. The rejection's 审核 row says it in Chinese
+    first (已驳回 rejected, 重复案件 duplicate), where it said rejected and duplicate alone."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -417,6 +418,9 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
         b.find_element(By.CSS_SELECTOR, f"#cases li[data-case='{mistaken}']").click()
         button = _wait(b, lambda d: mistaken in d.find_element(By.CSS_SELECTOR, "#detail h2").text
                        and d.find_element(By.ID, "reopen"), "the 重新打开 button")
+        # the decision and its reason in the words staff use (GET /meta's review_names, reject_reasons), codes beside
+        review = [r.text for r in b.find_elements(By.CSS_SELECTOR, "#detail table.facts tr") if r.text.startswith("审核")]
+        assert review == ["审核 Review 已驳回 rejected · reviewer-user · 重复案件 duplicate"], review
         assert button.text == "重新打开 Reopen"
         button.click()
         _wait(b, lambda d: "请填写重新打开的原因" in d.find_element(By.ID, "status").text, "a reason asked for")

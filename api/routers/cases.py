@@ -32,7 +32,7 @@ from detect.taxonomy import Severity, Taxonomy
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import MAX_ADDRESS, MAX_NOTE, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable
-from pipelines.cases.vocabulary import REASONS, DispatchTargetError, RejectReason, pick_target
+from pipelines.cases.vocabulary import REASONS, REVIEW_NAMES_ZH, DispatchTargetError, RejectReason, pick_target
 from pipelines.dispatch.adapters import target_voids
 from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
@@ -146,6 +146,8 @@ class Meta(BaseModel):
     reject_reasons: list[ReasonInfo] = Field(description="Reject reason codes in key order (keys 1-9 of the queue page).")
     states: list[CaseState] = Field(description="Case states.")
     state_names: dict[str, str] = Field(description="Each case state's Chinese name (待审核, 已立案 ...), as the pages show it.")
+    review_names: dict[str, str] = Field(description="Each review decision's Chinese name (`approved` 已确认, `rejected` "
+                                         "已驳回), as the pages and the case export show it.")
     class_names: dict[str, str] = Field(description="Detector classes' Chinese names (taxonomy `classes:` name_zh; a "
                                         "`verified:<type>` class its type's), shown before the class in the evidence's box labels.")
     dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
@@ -285,6 +287,7 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "reject_reasons": [{"code": c.value, "zh": r.zh, "en": r.en, "hard_negative": r.hard_negative} for c, r in REASONS.items()],
         "states": [s.value for s in CaseState],
         "state_names": {s.value: STATE_NAMES_ZH[s] for s in CaseState},
+        "review_names": REVIEW_NAMES_ZH,
         "class_names": ctx.taxonomy.class_names_zh,
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
         "tags": _sheet_tags(ctx),

@@ -178,6 +178,17 @@ const SW = {
     return zh ? `${zh} ${state}` : state;
   },
 
+  // A review decision as staff read it, its code beside it ("已驳回 rejected"), from GET /api/v1/meta's review_names;
+  // its reject reason the same way ("重复案件 duplicate") from the meta's reject_reasons.
+  reviewName(meta, decision) {
+    const zh = ((meta && meta.review_names) || {})[decision];
+    return zh ? `${zh} ${decision}` : decision;
+  },
+  reasonName(meta, code) {
+    const r = ((meta && meta.reject_reasons) || []).find((x) => x.code === code);
+    return r ? `${r.zh} ${code}` : code;
+  },
+
   // An upload job's state (triage and patrol jobs alike) as staff read it, its code beside it ("处理中 running").
   jobStateName(state) {
     const zh = { queued: "排队中", running: "处理中", done: "完成", failed: "失败" }[state];

@@ -168,7 +168,8 @@ function renderDetail(d) {
     ["网格 Grid cell", c.grid_cell], ["发现 Opened", SW.time(c.opened_at)], ["描述 Description", c.description],
     ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")],
     ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
-    ["审核 Review", c.review_decision ? `${c.review_decision} · ${c.reviewer} · ${c.review_reason || ""}` : ""],
+    ["审核 Review", c.review_decision ? [SW.reviewName(Q.meta, c.review_decision), c.reviewer,
+      c.review_reason && SW.reasonName(Q.meta, c.review_reason)].filter(Boolean).join(" · ") : ""],
     ["重新打开 Reopen", d.reopen && !d.reopen.allowed ? `不能重新打开 cannot reopen: ${d.reopen.why_not}` : ""],
   ];
   parts.push(SW.el("table", { class: "facts" }, ...rows.filter((r) => r[1] != null && r[1] !== "").map(
