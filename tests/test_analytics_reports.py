@@ -207,7 +207,8 @@ def test_a_spot_names_every_cell_its_cases_fall_in(tmp_path):
 
 def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     """Every table is in full in the HTML, Excel and JSON (the PDF page shows the first rows): repeat cameras
-    stopped at 10, so a district's 11th camera with cases on two days was in none of them."""
+    stopped at 10, so a district's 11th camera with cases on two days was in none of them. The PDF showed the first 8
+    without saying so, the page read as the period's all: it shows 10, as the hot spots, titled 前 10 条，共 12 条."""
     store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
     make = CaseMaker(store)
     for i in range(12):
@@ -221,6 +222,9 @@ def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     files = write_report(report, tmp_path / "report")
     sheet = list(load_workbook(files["report.xlsx"])["重复摄像头 Repeat cameras"].iter_rows(values_only=True))
     assert len(sheet) == 1 + 12
+    page = PdfReader(files["report.pdf"]).pages[[key for key, _ in PAGES].index("hot_spots")].extract_text()
+    assert "重复摄像头 Repeat cameras（前 10 条，共 12 条 top 10 of 12）" in page, page
+    assert [f"cam-{i:02d}" for i in range(12) if f"\ncam-{i:02d} 2 " in page] == [f"cam-{i:02d}" for i in range(10)], page
     store.close()
 
 

@@ -134,9 +134,12 @@ def columns(ax, labels: list[str], values: list[float], title: str, xlabel: str)
 def table(ax, title: str, columns: list[str], rows: list[list], *, max_rows: int = 10, max_chars: int = 28,
           widths: list[float] | None = None) -> None:
     """A small table drawn on the page (the full tables are in the HTML and Excel files). `widths`: each column's
-    share of the axes (None: equal shares); a text wider than its column is hidden under the next column's cell."""
+    share of the axes (None: equal shares); a text wider than its column is hidden under the next column's cell.
+    A table of more than `max_rows` rows shows its first and says so in its title (前 8 条，共 20 条 top 8 of 20):
+    untold, a page of 8 repeat numbers read as the period's all."""
     ax.axis("off")
-    ax.set_title(title, loc="left", fontsize=12)
+    shown = f"（前 {max_rows} 条，共 {len(rows)} 条 top {max_rows} of {len(rows)}）" if len(rows) > max_rows else ""
+    ax.set_title(title + shown, loc="left", fontsize=12)
     if not rows:
         ax.text(0.0, 0.8, "无 none", color="#888", transform=ax.transAxes)
         return

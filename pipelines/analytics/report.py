@@ -294,11 +294,11 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
             charts.hbars(fig.add_axes((0.62, 0.08, 0.34, 0.78)), [row[0] for row in street], [row[1] for row in street],
                          "街道 Streets")
         elif key == "hot_spots":
-            # the hot spots whole (the TOP the HTML and Excel list: 8 of them left two out); the repeats' first 8
-            for (name, box, most) in (("hot_spots", (0.05, 0.5, 0.9, 0.37), TOP),
-                                      ("repeat_numbers", (0.05, 0.05, 0.42, 0.38), 8),
-                                      ("repeat_cameras", (0.53, 0.05, 0.42, 0.38), 8)):
-                charts.table(fig.add_axes(box), t[name].title, t[name].columns, t[name].rows, max_rows=most)
+            # the hot spots whole (the TOP the HTML and Excel list: 8 of them left two out); the repeats, as many rows
+            # in a box as high, their first TOP, the title saying of how many (charts.table)
+            for (name, box) in (("hot_spots", (0.05, 0.5, 0.9, 0.37)), ("repeat_numbers", (0.05, 0.05, 0.42, 0.38)),
+                                ("repeat_cameras", (0.53, 0.05, 0.42, 0.38))):
+                charts.table(fig.add_axes(box), t[name].title, t[name].columns, t[name].rows, max_rows=TOP)
         elif key == "handling":
             # the types with a closed case: a type none closed has no median, and a bar of 0 read as closed at once
             rows = [row for row in t["handling"].rows if not str(row[0]).startswith("合计") and row[7] is not None]
