@@ -209,6 +209,22 @@ def test_the_scores_workbook_lists_the_cutoff_files_warnings(city, tmp_path):
         assert [value for field, value in about.iter_rows(values_only=True) if field == "提醒 warning"] == warned
 
 
+def test_the_scores_workbook_says_when_it_was_made_on_the_citys_clock(city, tmp_path):
+    """The 说明 About sheet said when the scores were made in UTC ('generated (UTC)' 2026-12-01T16:05:00+00:00), where
+    the reports say it on the city's clock: it says it in the analytics time zone, naming it; the JSON keeps UTC."""
+    from openpyxl import load_workbook
+
+    from pipelines.analytics.scoring import score_tables
+    from pipelines.analytics.tables import write_xlsx
+
+    store, places, cutoffs = city
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, cutoffs)
+    about = dict(load_workbook(write_xlsx(tmp_path / "scores.xlsx", score_tables(table)))["说明 About"].iter_rows(values_only=True))
+    made = datetime.fromisoformat(table.generated_at)
+    assert made.utcoffset().total_seconds() == 0 and table.to_json()["generated_at"] == table.generated_at
+    assert about["生成时间 generated (Asia/Shanghai)"] == made.astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S"), about
+
+
 def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monkeypatch, bus_event):
     """A market that grows after opening: the `updated` events' counts reach the case (the sheet counts the peak)."""
     from dataclasses import replace

@@ -35,6 +35,12 @@ EXPORT_SHEET = ("cases", "案件 Cases")
 """The export's table key and sheet title."""
 
 
+def local_time(at: str, zone: str) -> str:
+    """An ISO time a file records in UTC (`generated_at`) as staff read every other time of a report or workbook: on the
+    clock of `zone`, no offset ('2026-12-01T16:05:00+00:00' was 00:05 on the 2nd in Shanghai)."""
+    return datetime.fromisoformat(at).astimezone(ZoneInfo(zone)).strftime(LOCAL_TIME)
+
+
 class FilterError(ValueError):
     """A filter value that cannot be used; the message names the filter, and `field` too (the API's query parameter
     and the command's option of that name), so the service's 422 names it in `errors[].loc` as for any other field."""

@@ -31,7 +31,7 @@ from detect.config_io import replaced_atomically, write_text_atomic
 from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics import charts
 from pipelines.analytics.casedata import VOIDED_BY_PLATFORM, CaseFact, CaseFilter, Handling, handling_times, load_cases
-from pipelines.analytics.export import LOCAL_TIME
+from pipelines.analytics.export import local_time
 from pipelines.analytics.periods import NAMES_ZH, Period
 from pipelines.analytics.places import NONE_UNIT, UNIT_NAMES_ZH, Places
 from pipelines.analytics.scoring import shop_of
@@ -67,7 +67,7 @@ class Report:
     def generated_local(self) -> str:
         """When the report was made, in its time zone as every other time in it (`generated_at` is UTC, the files'
         record): the HTML said '2026-12-01T16:05:00+00:00 UTC', 00:05 on the 2nd in Shanghai."""
-        return datetime.fromisoformat(self.generated_at).astimezone(ZoneInfo(self.timezone)).strftime(LOCAL_TIME)
+        return local_time(self.generated_at, self.timezone)
 
     def meta(self) -> dict[str, Any]:
         return {"title": self.title, "kind": self.period.kind, "label": self.period.label,

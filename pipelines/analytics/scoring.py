@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from detect.candidates import WHOLE_IMAGE
 from pipelines.analytics.casedata import VOIDED_BY_PLATFORM, CaseFact, CaseFilter, load_cases
+from pipelines.analytics.export import local_time
 from pipelines.analytics.periods import Period
 from pipelines.analytics.places import NONE_UNIT, Places, Unit
 from pipelines.analytics.quota import NumberStatus
@@ -310,6 +311,7 @@ def score_tables(table: ScoreTable) -> list[Table]:
         ["评分细则 sheet", table.sheet], ["期间 period", table.period], ["单位 by", table.by],
         ["时区 time zone", table.timezone], ["计入候选案件 include candidates", table.include_candidates],
         ["计分案件数 cases counted", table.cases_counted],
-        [f"{VOIDED_BY_PLATFORM}（不计分） voided by platform (not scored)", table.voided_by_platform], ["生成时间 generated (UTC)", table.generated_at]]
+        [f"{VOIDED_BY_PLATFORM}（不计分） voided by platform (not scored)", table.voided_by_platform],
+        [f"生成时间 generated ({table.timezone})", local_time(table.generated_at, table.timezone)]]
         + [["提醒 warning", w] for w in table.warnings])  # staff read the workbook, not the JSON: the cut-off file's rows to check
     return [scores, details, groups, about]
