@@ -399,7 +399,11 @@ class TriageJobs:
             finally:
                 self.claims.release(folder)
 
-        self.pool.submit(claimed)
+        try:
+            self.pool.submit(claimed)
+        except BaseException:  # the pool is shut down (an upload as the server stops): else held till the process exits
+            self.claims.release(folder)
+            raise
         return True
 
     def shutdown(self, wait: bool = True) -> None:

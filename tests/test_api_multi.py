@@ -110,6 +110,22 @@ def test_one_sweep_at_a_time_removes_the_expired_jobs_of_a_shared_data_folder(si
     app.state.ctx.close()
 
 
+def test_a_job_submitted_after_shutdown_leaves_no_claim(tmp_path):
+    """An upload as the server stops: its claim was taken, then the stopped pool refused the run and the claim stayed
+    held until the process exited, so another process (or this one's next try) could not take the job up."""
+    app, _ = make_app(settings_for(tmp_path), resume_jobs=False)
+    jobs = app.state.ctx.jobs
+    folder = jobs.root / "00000000000000c1"
+    write_job(folder, {"id": folder.name, "owner": "inspector-user", "state": "queued",
+                       "created_at": "2026-12-06T08:00:00+00:00"})
+    jobs.shutdown()
+    with pytest.raises(RuntimeError):
+        jobs.submit(folder, lambda: None)
+    assert jobs.claims.take(folder)  # free again: the kernel holds no lock for the refused run
+    jobs.claims.release()
+    app.state.ctx.close()
+
+
 def test_a_lock_the_file_system_refuses_closes_its_file(tmp_path, monkeypatch):
     """A job's claim and a sweep's lock are `flock`s (`locked`); on a share whose lock manager does not answer flock
     fails with ENOLCK, and the file opened for it stayed open: one descriptor lost per upload or sweep, until the
