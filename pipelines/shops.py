@@ -267,8 +267,11 @@ class ShopRegister:
 
         def write(conn: sa.Connection) -> ImportReport:
             report.imported, held = [], []
+            refusals = _settle_licences(conn, found)
             for shop in found.values():
                 try:
+                    if shop.id in refusals:
+                        raise refusals[shop.id]
                     report.imported.append(self._put(conn, shop).id)
                 except LicenceHeld as exc:  # refused before anything of it was written: its rows are row errors
                     held += [(number, row_message(name, number, exc.row_error(), COLUMNS)) for number in rows_of[shop.id]]
@@ -303,6 +306,30 @@ class ShopRegister:
                 if shapely.intersects_xy(poly, lon, lat):
                     hits.append((poly.area, shop.id, shop))
         return min(hits, key=lambda h: h[:2])[2] if hits else None
+
+
+def _settle_licences(conn: sa.Connection, found: dict[str, Shop]) -> dict[str, LicenceHeld]:
+    """The shops of an import, by id, whose licence number another shop still holds once the import is written, and
+    why; the numbers the others leave free, cleared in `conn`'s transaction before they are written (the column is
+    unique). Checked shop by shop in file order, a number moving from shop A to shop B was refused for B when B's row
+    came first, and two shops could never swap theirs. A shop refused keeps the number it holds, which may refuse
+    another: repeated until none more is."""
+    held = {r.id: r for r in conn.execute(sa.select(shops.c.id, shops.c.name, shops.c.licence_no)
+                                          .where(shops.c.licence_no.is_not(None)))}
+    holder = {r.licence_no: r for r in held.values()}
+    refusals: dict[str, LicenceHeld] = {}
+    while True:
+        written = found.keys() - refusals.keys()  # their numbers become the file's: any other they held is free
+        more = {shop.id: LicenceHeld(shop.licence_no, other.id, other.name) for shop in found.values()
+                if shop.id in written and shop.licence_no is not None
+                and (other := holder.get(shop.licence_no)) is not None and other.id != shop.id and other.id not in written}
+        if not more:
+            break
+        refusals |= more
+    moving = [{"shop": i} for i in written if i in held and held[i].licence_no != found[i].licence_no]
+    if moving:
+        conn.execute(shops.update().where(shops.c.id == sa.bindparam("shop")).values(licence_no=None), moving)
+    return refusals
 
 
 def _shop(row) -> Shop:
