@@ -318,11 +318,9 @@ def _map_layers(ctx: AppContext, period: str | None, type: list[str], state: lis
     places = _places(ctx)
     flt, since = _map_filter(ctx, period, type, state, source)
     cases, truncated = _newest(ctx, places, flt, load_points)
-    zones: dict[str, dict[str, Any]] = {}
-    for f in places.zone_features:  # a zone id's features are counted as its first, as /map/cases looks it up
-        zones.setdefault(f["properties"]["id"], f)
+    zones = places.zone_features  # each zone id once (`check_zones`)
     counts = {"grid": Counter(c.grid_cell for c in cases),
-              "zones": {zid: len(found) for zid, found in zip(zones, _in_zones(list(zones.values()), cases))}}
+              "zones": {f["properties"]["id"]: len(found) for f, found in zip(zones, _in_zones(zones, cases))}}
     layers = {}
     for layer in ("grid", "zones"):
         features = [{**f, "properties": {**f["properties"], "count": counts[layer][f["properties"]["id"]]}} for f in places.layer(layer)]
