@@ -139,8 +139,10 @@ def locked(path: Path) -> int | None:
     """The file `path` (made if need be) open and locked (`flock`, exclusive) for this caller, or None when another
     holds it; closing the descriptor lets go. Held by an open file, so a stopped process's locks go with it. A lock
     the file system refuses (an NFS share whose lock manager does not answer: ENOLCK) raises that OSError, the file
-    closed: it stayed open, one descriptor lost per upload or sweep."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    closed: it stayed open, one descriptor lost per upload or sweep. Made group-writable, less the umask, as the job
+    folders are made: made 0600, another `serve` process on the data folder running as another user of the group could
+    not open it (Several server processes, docs/service.md)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

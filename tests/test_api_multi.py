@@ -142,6 +142,19 @@ def test_a_lock_the_file_system_refuses_closes_its_file(tmp_path, monkeypatch):
     assert set(os.listdir("/proc/self/fd")) - before == set()
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o660), (0o027, 0o640)])
+def test_a_lock_file_is_made_group_writable_less_the_umask(tmp_path, umask, mode):
+    """Two `serve` processes on one data folder as two users of one group: a claim or sweep lock file made 0600 by one
+    could not be opened by the other. It is made as the job folders are, group-writable less the umask."""
+    before = os.umask(umask)
+    try:
+        fd = locked(tmp_path / ".claim")
+    finally:
+        os.umask(before)
+    os.close(fd)
+    assert (tmp_path / ".claim").stat().st_mode & 0o777 == mode
+
+
 REGISTER = ("店名,统一社会信用代码,联系电话,摄像头编号,图像范围\n"
             "王记面馆,91330106MA27XY0001,13912345678,cam-01,\"0.1,0.5; 0.5,0.5; 0.5,1.0\"\n"
             "李家水果,91330106MA27XY0002,0571-87654321,cam-01,\"0.5,0.5; 0.9,0.5; 0.9,1.0\"\n")
