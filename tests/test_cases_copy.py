@@ -129,3 +129,16 @@ def test_a_source_not_at_this_release_or_a_target_holding_a_store_is_refused_and
                                   "case_history); copy into an empty database; nothing was written")
     assert _rows(f"sqlite:///{target}") == before
     assert not Path(f"{tmp_path}/missing.db").exists()
+
+
+def test_a_sqlite_target_in_a_folder_that_does_not_exist_is_refused_and_nothing_made(tmp_path):
+    """The engine made a new SQLite target's folders: the copy landed on the system disk where a disk was not mounted,
+    and a failed one removed the file and left the folders. A folder that does not exist is refused, naming it, as
+    `cases backup` refuses its OUT's."""
+    _store_with_every_table(f"sqlite:///{tmp_path}/cases.db")
+    target = tmp_path / "mnt" / "pg-move" / "new.db"
+    run = _copy(str(tmp_path / "cases.db"), str(target))
+    assert run.exit_code == 2
+    assert run.stderr.strip() == (f"error: target sqlite:///{target}: folder {target.parent} does not exist (a disk not "
+                                  "mounted?); make it first; nothing was written")
+    assert not (tmp_path / "mnt").exists()

@@ -59,10 +59,14 @@ def shown(url: str) -> str:
 
 def copy_store(source: str, target: str, *, batch: int = BATCH_ROWS, progress: Progress | None = None) -> CopySummary:
     """Copy every table of the store at `source` (at this release's head revision) into the database at `target`,
-    migrated to head first and holding no rows; CopyRefused (nothing written) otherwise."""
+    migrated to head first and holding no rows, a new SQLite file in a folder that exists; CopyRefused (nothing
+    written) otherwise."""
     if not CaseStore.exists(source):
         raise CopyRefused(f"no case store at {shown(source)}")
     made_file = (database := sqlite_file(target)) is not None and not Path(database).exists()
+    if made_file and not (folder := Path(database).absolute().parent).is_dir():
+        raise CopyRefused(f"target {shown(target)}: folder {folder} does not exist (a disk not mounted?); make it "
+                          "first; nothing was written")  # made here, a failed copy removed the file and left the folders
     src, dst = make_engine(source), make_engine(target)
     try:
         with _snapshot(src) as read:
