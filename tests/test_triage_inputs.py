@@ -386,6 +386,44 @@ def test_grouping_without_gps_uses_perceptual_hashes_of_real_photos(tmp_path, re
     assert [[m.source for m in g.members] for g in groups] == [["other"], ["retake", "first"]]
 
 
+def test_grouping_many_photos_of_one_time_compares_only_those_near_in_place_or_hash(monkeypatch):
+    """Photos without EXIF all take their copy time: every pair of a type within the window was compared in
+    Python, 27,250 for these 300 (minutes at 30,000). Only pairs near in place (a k-d tree) or of like hashes
+    (numpy) reach `same_spot`, and the cases are the same: a re-take 10 m on, a re-take 3 bits apart, and a
+    shot with a fix joining a shot without one by its hash."""
+    import random
+
+    from pipelines.triage import grouping
+
+    rng = random.Random(7)
+    members, expected = [], []
+    for k in range(100):  # 100 spots ~111 m apart, the first 10 shot twice 10 m apart
+        members.append(_member(f"gps{k}", "illegal_parking", 0.5, 0, (30.27 + k * 0.001, 120.155)))
+        expected.append({f"gps{k}"})
+        if k < 10:
+            members.append(_member(f"gps{k}b", "illegal_parking", 0.4, 0, (30.27009 + k * 0.001, 120.155)))
+            expected[-1].add(f"gps{k}b")
+    for k in range(100):  # 100 scenes without GPS, the first 10 re-taken
+        phash = rng.getrandbits(64)
+        members.append(_member(f"hash{k}", "illegal_parking", 0.5, 0, phash=phash))
+        expected.append({f"hash{k}"})
+        if k < 10:
+            members.append(_member(f"hash{k}b", "illegal_parking", 0.4, 0, phash=phash ^ 0b111))
+            expected[-1].add(f"hash{k}b")
+        if k == 50:  # the shot at spot 50 had a fix, its re-take none
+            members[50 + 10].record.phash = f"{phash ^ 0b1:016x}"
+            members[50 + 10].phash = phash ^ 0b1
+            expected[-1] |= expected.pop(50)
+    members += [_member(f"other{k}", "street_stall", 0.5, 0, (30.27 + k * 0.001, 120.155)) for k in range(80)]
+    expected += [{f"other{k}"} for k in range(80)]
+    calls = []
+    same_spot = grouping.same_spot
+    monkeypatch.setattr(grouping, "same_spot", lambda *a: calls.append(a) or same_spot(*a))
+    groups = group_members(members, window_s=1800, radius_m=30, max_bits=12)
+    assert sorted(sorted(m.source for m in g.members) for g in groups) == sorted(sorted(e) for e in expected)
+    assert len(calls) == 21  # the 10 + 10 re-takes and the fix's, of 27,250 pairs of a type
+
+
 def test_journal_refuses_to_overwrite_and_cuts_a_torn_line_on_resume(tmp_path):
     j = Journal(tmp_path, resume=False)
     j.append({"source": "a.jpg", "sha256": "aa", "status": "ok", "findings": []})
