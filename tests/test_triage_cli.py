@@ -515,3 +515,17 @@ def test_ctrl_c_or_sigterm_in_a_command_without_its_own_handler_says_so(tmp_path
         _, stderr = proc.communicate(timeout=300)
         assert " detections" in first and proc.returncode == 128 + sig, (sig, stderr)
         assert stderr.splitlines()[-1] == f"error: {INTERRUPTED}" and "Traceback" not in stderr
+
+
+def test_a_run_whose_stderr_is_a_file_logs_its_progress_and_draws_no_bar(tmp_path, bus_jpg):
+    """Into a log file rich drew no bar while the run went but printed its last frame at the end, one line cut to 80
+    columns ("3.7 0:00… phot…") after the progress lines had said it all. The file holds the lines and no bar."""
+    out = tmp_path / "out"
+    with (tmp_path / "run.log").open("w") as log:
+        done = subprocess.run(_cli(str(bus_jpg), "--out", str(out), "--ocr", "off"), cwd=REPO, env=_env(),
+                              stdout=subprocess.PIPE, stderr=log, text=True, timeout=300)
+    assert done.returncode == 0, (tmp_path / "run.log").read_text()
+    logged = (tmp_path / "run.log").read_text()
+    assert "triage: 1/1 inputs (100%)" in logged, logged
+    assert [line for line in logged.splitlines() if "photos/s" in line and "triage: " not in line] == [], logged
+    assert "━" not in logged and "…" not in logged, logged

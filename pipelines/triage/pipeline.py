@@ -216,11 +216,14 @@ class PlainProgress:
 
 
 def progress_bar(console: Console | None = None, enabled: bool = True, label: str = "triage") -> Progress:
-    """Bar with done/total, rate, elapsed and ETA, on stderr (stdout stays for the summary)."""
+    """Bar with done/total, rate, elapsed and ETA, on stderr (stdout stays for the summary). Drawn on a terminal
+    only: elsewhere rich still printed its last frame at the end, one line cut to 80 columns ("3.7 0:00… phot…")
+    after `PlainProgress`'s lines had said it all; its tasks are kept either way, for `PlainProgress` to read."""
+    console = console or Console(stderr=True)
     return Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), _RateColumn(label), TimeElapsedColumn(),
         TextColumn("ETA"), _RemainingColumn(), TextColumn("{task.fields[notes]}"),
-        console=console or Console(stderr=True), disable=not enabled, speed_estimate_period=60,
+        console=console, disable=not (enabled and console.is_terminal), speed_estimate_period=60,
     )
 
 
