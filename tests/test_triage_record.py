@@ -248,3 +248,37 @@ def test_the_reports_statuses_missing_place_and_thumbnail_note_are_said_in_chine
     page = (settings.out / "report.html").read_text(encoding="utf-8")
     assert '<td class="status">重复文件 duplicate</td>' in page and '<td class="status">错误 error</td>' in page
     assert "无GPS定位 no GPS" in page and "仅前 0 个案件显示缩略图" in page
+
+
+def test_the_report_embeds_each_thumbnail_once_and_at_most_twelve_a_case_captioned_in_chinese(tmp_path, bus_jpg,
+                                                                                                onnx_detector):
+    """report_max_cases counted cases, not thumbnails: a case of 500 photos embedded 500, and a photo of two types
+    (a parked car and motorcycles) was embedded in both its cases (25 MB for 2,000 photos). Each photo's thumbnail
+    is embedded once, the cases showing it referring to it, at most THUMBS_PER_CASE a case, the others listed by
+    name (另有 N 张); the boxes' classes are captioned in Chinese first (客车 bus), as the evidence labels are."""
+    import re
+
+    from tests.conftest import SHARED
+    from pipelines.triage.report import THUMBS_PER_CASE, class_label
+
+    photos, spot = tmp_path / "photos", (30.274, 120.155)
+    for i in range(THUMBS_PER_CASE + 2):  # one parked bus shot 14 times from one spot
+        phone_photo(bus_jpg, photos / f"bus_{i:02d}.jpg", taken=datetime(2024, 6, 3, 9, i), gps=spot, crop=0.003 * i)
+    phone_photo(SHARED / "datasets/street-scenes/images/stk/070905DSCF0003.jpg", photos / "car_and_motorcycles.jpg",
+                taken=datetime(2024, 6, 3, 11, 0), gps=(30.28, 120.16))
+    settings = TriageSettings(out=tmp_path / "out", verifier="none", ocr="off", cases=False)
+    result = run_triage([photos], settings, detector=onnx_detector, show_progress=False)
+    page = (settings.out / "report.html").read_text(encoding="utf-8")
+    bus = re.search(r'<section class="case"[^>]*data-photos="14".*?</section>', page, re.S).group(0)
+    assert bus.count("<figure") == bus.count("<use href=") == THUMBS_PER_CASE
+    assert "另有 2 张 · 2 more photos" in bus and bus.count('<li data-source="') == 2
+    two_types = [g for g in result.groups if g.lead.source.endswith("car_and_motorcycles.jpg")]
+    assert sorted(g.type for g in two_types) == ["illegal_parking", "nonmotor_parking"]
+    embedded = re.findall(r'<image id="(thumb-\d+)"[^>]*href="data:image/jpeg;base64,', page)
+    assert len(embedded) == len(set(embedded)) == THUMBS_PER_CASE + 1 and page.count("data:image/jpeg") == len(embedded)
+    thumbs = sum(p.stat().st_size for p in (settings.out / "thumbs").iterdir())  # the 15 thumbnails' bytes
+    assert (settings.out / "report.html").stat().st_size < thumbs * 4 / 3 + 40_000  # each at most once, in base64
+    assert "客车 bus" in bus and "摩托车 motorcycle" in page and "小汽车 car" in page and "得分 score" in bus
+    names = load_taxonomy().class_names_zh
+    assert class_label("verified:street_stall", names) == "占道经营 / 无照经营游商 verified:street_stall"
+    assert class_label("kite", names) == "kite"

@@ -185,8 +185,18 @@ def test_near_duplicates_become_one_case_led_by_the_best_photo(run):
 PROBE = """<!DOCTYPE html><html><body><pre id="out">loading</pre>
 <iframe id="f" src="report.html" style="width:1200px;height:800px"></iframe>
 <script>
-document.getElementById('f').addEventListener('load', () => {
+document.getElementById('f').addEventListener('load', async () => {
   const d = document.getElementById('f').contentDocument;
+  // a figure's thumbnail: the image its <use> refers to (embedded once at the page's end), decoded, and drawn
+  const shown = async (f) => {
+    const use = f.querySelector('svg.thumb use');
+    if (!use) return 0;
+    const img = new Image();
+    img.src = d.getElementById(use.getAttribute('href').slice(1)).getAttribute('href');
+    await img.decode();
+    return f.querySelector('svg.thumb').getBoundingClientRect().height > 0 ? img.naturalWidth : -1;
+  };
+  const thumbs = new Map(await Promise.all([...d.querySelectorAll('figure')].map(async f => [f, await shown(f)])));
   const out = {
     title: d.title,
     counts: Object.fromEntries([...d.querySelectorAll('#summary td[id]')].map(td => [td.id, td.textContent])),
@@ -195,7 +205,7 @@ document.getElementById('f').addEventListener('load', () => {
       grid: s.querySelector('.grid').textContent, time: s.querySelector('.time').textContent,
       zone: s.querySelector('.zone') ? s.querySelector('.zone').textContent : null,
       figures: [...s.querySelectorAll('figure')].map(f => ({source: f.dataset.source, lead: f.classList.contains('lead'),
-        img: f.querySelector('img') ? f.querySelector('img').naturalWidth : 0}))})),
+        img: thumbs.get(f)}))})),
     by_type: Object.fromEntries([...d.querySelectorAll('tr.by-type')].map(r => [r.dataset.type, r.cells[1].textContent])),
     problems: [...d.querySelectorAll('tr.problem')].map(r => [r.querySelector('.source').textContent, r.dataset.status,
       r.querySelector('.reason').textContent]),
@@ -233,7 +243,7 @@ def test_report_in_chromium_shows_the_ranked_cases_and_the_errors(run):
     assert pair["zone"] == "hubin-road (no_parking)"
     assert pair["grid"] == "330102001001" and pair["time"].startswith("2024-06-03 09:00:00 – 2024-06-03 09:02:00")
     assert [f["lead"] for f in pair["figures"]] == [True, False]
-    assert all(f["img"] > 0 for c in page["cases"] for f in c["figures"])  # every thumbnail decoded in the browser
+    assert all(f["img"] > 0 for c in page["cases"] for f in c["figures"])  # every thumbnail decoded and drawn in the browser
     problems = {Path(src.replace("!", "/")).name: (status, reason) for src, status, reason in page["problems"]}
     assert problems["empty.jpg"] == ("error", "empty file (0 bytes)")
     assert problems["copy_of_bus.jpg"][0] == "duplicate"

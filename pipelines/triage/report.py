@@ -4,14 +4,15 @@ Both are rebuilt from `results.jsonl` at the end of every run (and of every resu
 always describe all photos recorded so far. Only positive photos are held in memory (their
 records, for grouping and cases); errors and photos without violations are streamed from the
 journal straight into the page. Thumbnails are embedded as data URIs so the report can be mailed or
-opened from a USB stick; past `report_max_cases` cases they are left out to keep the page light.
+opened from a USB stick, each photo's once (`shown_thumbs`), at most `THUMBS_PER_CASE` a case; past
+`report_max_cases` cases they are left out to keep the page light.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from PIL import Image
 
 from detect.config_io import replaced_atomically
 from detect.taxonomy import Severity
@@ -30,6 +32,19 @@ from pipelines.triage.record import PhotoRecord, RecordStatus
 REPORT = "report.html"
 CASES_CSV = "cases.csv"
 FIRST_ERRORS = 5
+#: Thumbnails shown per case in report.html, the lead's first; the case's other photos are listed by name below
+#: them (另有 N 张): a case of 500 photos embedded 500, and the report of 2,000 photos weighed 25 MB.
+THUMBS_PER_CASE = 12
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """A thumbnail embedded once in the report, as an SVG `<image>` each case showing it refers to (`<use>`)."""
+
+    id: str
+    width: int
+    height: int
+    path: Path
 
 
 @dataclass
@@ -101,6 +116,27 @@ def write_csv(path: Path, groups: list[Group], refs: list[CaseRef], tz: ZoneInfo
             ]])
 
 
+def shown_thumbs(groups: list[Group], out_dir: Path, max_thumb_cases: int) -> dict[str, Thumb]:
+    """Thumbnail file (`PhotoRecord.thumb`) -> its `Thumb`, for the first `THUMBS_PER_CASE` photos of the first
+    `max_thumb_cases` cases: each photo's once, though a photo of two types is in two cases (it was embedded
+    twice). Only their sizes are read here; their bytes go into the page one by one at its end."""
+    thumbs: dict[str, Thumb] = {}
+    for g in groups[:max_thumb_cases]:
+        for m in g.members[:THUMBS_PER_CASE]:
+            rel = m.record.thumb
+            if rel and rel not in thumbs and (out_dir / rel).is_file():
+                with Image.open(out_dir / rel) as im:
+                    thumbs[rel] = Thumb(f"thumb-{len(thumbs)}", im.width, im.height, out_dir / rel)
+    return thumbs
+
+
+def class_label(name: str, names_zh: Mapping[str, str]) -> str:
+    """A box's class as staff read it, the detector's name beside it (`客车 bus`, a verifier's `verified:<type>` after
+    its type's Chinese name), as the review pages label the evidence (`SW.boxLabel`); the name alone without one."""
+    zh = names_zh.get(name)
+    return f"{zh} {name}" if zh else name
+
+
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("pipelines.triage", "templates"), autoescape=select_autoescape(["html"]))
     env.trim_blocks = env.lstrip_blocks = True
@@ -116,9 +152,11 @@ def write_report(
     run: dict[str, Any],
     tz: ZoneInfo,
     max_thumb_cases: int,
+    class_names: Mapping[str, str] | None = None,
 ) -> None:
     """Render the report by streaming (the page for 50,000 photos is never one string in memory), into a file renamed
-    onto `path` at the end (`replaced_atomically`), as `write_csv`."""
+    onto `path` at the end (`replaced_atomically`), as `write_csv`. `class_names`: class name -> Chinese name, for
+    the captions' boxes (`Taxonomy.class_names_zh`)."""
     out_dir = path.parent
 
     def local(value: datetime | str | None) -> str:
@@ -127,10 +165,11 @@ def write_report(
         t = datetime.fromisoformat(value) if isinstance(value, str) else value
         return t.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
-    def data_uri(rel: str | None) -> str | None:
-        if not rel or not (out_dir / rel).is_file():
-            return None
-        return "data:image/jpeg;base64," + base64.b64encode((out_dir / rel).read_bytes()).decode("ascii")
+    def data_uri(thumb: Thumb) -> str:
+        return "data:image/jpeg;base64," + base64.b64encode(thumb.path.read_bytes()).decode("ascii")
+
+    def label(name: str) -> str:
+        return class_label(name, class_names or {})
 
     def problems() -> Iterator[PhotoRecord]:
         return (r for r in read_records(results) if not r.ok)
@@ -144,5 +183,6 @@ def write_report(
         for chunk in template.generate(
             cases=list(zip(groups, refs, strict=True)), tally=tally, run=run, local=local, data_uri=data_uri,
             problems=problems, negatives=negatives, max_thumb_cases=max_thumb_cases, timezone=str(tz), type_names=type_names,
+            thumbs=shown_thumbs(groups, out_dir, max_thumb_cases), thumbs_per_case=THUMBS_PER_CASE, label=label,
         ):
             fh.write(chunk)

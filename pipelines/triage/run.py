@@ -8,7 +8,7 @@ photos of the run, not only on those of its last part.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,7 +135,8 @@ def run_triage(
     finally:
         journal.close(drop=finished)  # stopped part way: superseded records stay for the resume that finishes
     try:
-        return finish(settings, stats, detector, case_writer, show_progress=show_progress, replaced=journal.replaced)
+        return finish(settings, stats, detector, case_writer, show_progress=show_progress, replaced=journal.replaced,
+                      class_names=taxonomy.class_names_zh)
     except KeyboardInterrupt:
         raise ReportInterrupted() from None
 
@@ -219,10 +220,12 @@ def triage_detector(settings: TriageSettings, features: bool | None = None) -> D
 
 
 def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_writer: TriageCases | None = None,
-           *, show_progress: bool = True, replaced: list[PhotoRecord] | None = None) -> TriageResult:
+           *, show_progress: bool = True, replaced: list[PhotoRecord] | None = None,
+           class_names: Mapping[str, str] | None = None) -> TriageResult:
     """Group all recorded positives, write cases (optional), cases.csv and report.html. `replaced`: judged records
     this run or an earlier one superseded (`Journal.replaced`), whose candidate cases are withdrawn first
-    (`TriageCases.withdraw`); without cases they are kept (`journal.WITHDRAW`) for the next run that writes them."""
+    (`TriageCases.withdraw`); without cases they are kept (`journal.WITHDRAW`) for the next run that writes them.
+    `class_names`: the taxonomy's Chinese class names, for the report's captions (`Taxonomy.class_names_zh`)."""
     out = settings.out
     results = out / RESULTS
     members, tally = collect_members(results)
@@ -245,7 +248,7 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
     spool = case_writer.spooled(uploaded) if case_writer is not None else SpoolRetry()  # this run's bundles too
     write_csv(out / CASES_CSV, groups, refs, settings.tz)
     run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")}
-    write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases)
+    write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases, class_names)
     return TriageResult(stats, tally, groups, refs, out,
                         {"report": out / REPORT, "results": results, "cases": out / CASES_CSV}, withdrawals,
                         spool)
