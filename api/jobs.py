@@ -42,6 +42,7 @@ from pipelines.cases.store import CaseStore, CaseStoreFull, CaseStoreUnreachable
 from pipelines.evidence_store import EvidenceStore
 from pipelines.settings import Settings
 from pipelines.triage.journal import RESULTS, RecordError, parse_record
+from pipelines.triage.pipeline import Pace, seconds_left
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.report import REPORT
 
@@ -79,6 +80,9 @@ class RecordCount:
     file: tuple[int, int]  # (device, inode)
     offset: int = 0  # end of the last complete line read
     sources: set[str] = field(default_factory=set)
+    pace: Pace = field(default_factory=Pace)
+    """The inputs each read found recorded since the last, for the job's rate and ETA (those found at the first read
+    were recorded before this process looked: a resumed job's earlier ones among them, never its rate)."""
 
     def read(self, fh: Any) -> int:
         """Read the complete lines after `offset` from the open binary file; the inputs recorded so far."""
@@ -120,12 +124,23 @@ class RecordCounts:
         with fh, self.lock:
             stat = os.fstat(fh.fileno())
             count = self._counts.get(path)
+            before: int | None = None  # a first read: what it finds was recorded before this process looked
             if count is None or count.file != (stat.st_dev, stat.st_ino) or stat.st_size < count.offset:
                 count = self._counts[path] = RecordCount((stat.st_dev, stat.st_ino))
+            else:
+                before = len(count.sources)
             done = count.read(fh)
+            count.pace.tick(0 if before is None else done - before)
             if finished or ended():
                 del self._counts[path]
             return done
+
+    def speed(self, path: Path) -> float | None:
+        """Inputs recorded per second in the `results.jsonl` at `path`, as its polls found them (`RecordCount.pace`);
+        None before two polls of its running job, or once it ended."""
+        with self.lock:
+            count = self._counts.get(path)
+            return count.pace.speed if count is not None else None
 
     def forget(self, folder: Path) -> None:
         """Let go of the counts at or under `folder`: a job ended (a poll that found it still running may have counted
@@ -476,15 +491,19 @@ class TriageJobs:
 
     def progress(self, job: dict[str, Any]) -> dict[str, Any]:
         """Photos recorded so far out of the total (and the phase: photos, then case evidence; `store` while the job
-        waits for the case store, `waiting_for_store`)."""
-        done = recorded(self.records, self._dir(job["id"]) / RESULTS, job, self._dir(job["id"]))
+        waits for the case store, `waiting_for_store`), and while photos are judged their rate and the seconds left
+        at it (`rate`, `eta_s`: of the photos this run records, as the CLI's bar: `Pace`, `seconds_left`)."""
+        results = self._dir(job["id"]) / RESULTS
+        done = recorded(self.records, results, job, self._dir(job["id"]))
         total = job.get("total")
         phase = job["state"]
         if job["state"] == "running" and job.get("waiting"):
             phase = "store"
         elif job["state"] == "running":
             phase = "cases" if total is not None and done >= total else "photos"
-        return {"done": done, "total": total, "phase": phase}
+        rate = self.records.speed(results) if phase == "photos" else None
+        return {"done": done, "total": total, "phase": phase, "rate": rate,
+                "eta_s": seconds_left(total, done, rate)}
 
     def report(self, job_id: str) -> Path:
         """Where the job's `report.html` is once it is done (the triage run writes it last)."""

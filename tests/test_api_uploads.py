@@ -58,7 +58,7 @@ def test_upload_photos_and_a_zip_runs_the_triage_pipeline(uploads, bus_jpg, zida
 
     job = wait_job(client, job["id"], inspector)
     assert job["state"] == "done", job
-    assert job["progress"] == {"done": 4, "total": 4, "phase": "done"}
+    assert job["progress"] == {"done": 4, "total": 4, "phase": "done", "rate": None, "eta_s": None}
     for _ in range(3):  # polled again (the upload page's list, an inspector's reload): a finished job said 0 of 4 done
         assert client.get(f"/api/v1/triage/jobs/{job['id']}", headers=inspector).json()["progress"]["done"] == 4
     assert job["summary"]["readable"] == 2 and job["summary"]["errors"] == 1 and job["summary"]["duplicates"] == 1
@@ -123,7 +123,7 @@ def test_a_poll_that_read_a_job_running_as_it_ended_keeps_no_count(uploads, bus_
     monkeypatch.setattr(TriageJobs, "_end", polled_across_the_end)
     created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
     job = wait_job(client, created.json()["id"], inspector)
-    assert job["state"] == "done" and polled == [{"done": 1, "total": 1, "phase": "cases"}]
+    assert job["state"] == "done" and polled == [{"done": 1, "total": 1, "phase": "cases", "rate": None, "eta_s": None}]
     assert kept_per_job(jobs.records) == {}
 
 
@@ -177,24 +177,86 @@ def test_a_resumed_jobs_progress_counts_a_retried_photo_once(tmp_path, monkeypat
         {"source": 0, "sha256": "aa", "status": "ok", "findings": []},
         {"source": 1, "sha256": "bb", "status": "error", "reason": "corrupt or truncated image data"}])
     inputs = Path(bus).parent
-    assert jobs.progress(jobs.get(job_id)) == {"done": 2, "total": 3, "phase": "photos"}
+    # the first look: the two recorded before it are not this run's rate
+    assert jobs.progress(jobs.get(job_id)) == {"done": 2, "total": 3, "phase": "photos", "rate": None, "eta_s": None}
 
     resumed = Journal(inputs.parent, resume=True)  # the resumed run: 0002 tried again, its error line still there
     resumed.append({"source": copying, "sha256": "cc", "status": "ok", "findings": []})
-    assert jobs.progress(jobs.get(job_id)) == {"done": 2, "total": 3, "phase": "photos"}
+    assert jobs.progress(jobs.get(job_id)) == {"done": 2, "total": 3, "phase": "photos", "rate": 0.0, "eta_s": None}
     line = json.dumps({"source": last, "sha256": "dd", "status": "ok", "findings": []}) + "\n"
     with (inputs.parent / "results.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(line[:20])  # 0003's line, read while it is being written
         fh.flush()
         assert jobs.progress(jobs.get(job_id))["done"] == 2
         fh.write(line[20:])
-    assert jobs.progress(jobs.get(job_id)) == {"done": 3, "total": 3, "phase": "cases"}
+    assert jobs.progress(jobs.get(job_id)) == {"done": 3, "total": 3, "phase": "cases", "rate": None, "eta_s": None}
     resumed.close()  # the superseded error is dropped: a new file
     assert [r["source"] for r in map(json.loads, (inputs.parent / "results.jsonl").read_text().splitlines())] == [bus, copying, last]
     jobs._update(job_id, state="done")
     with TestClient(app) as client:
         job = client.get(f"/api/v1/triage/jobs/{job_id}", headers=auth(tokens["reviewer"])).json()
-    assert job["progress"] == {"done": 3, "total": 3, "phase": "done"}
+    assert job["progress"] == {"done": 3, "total": 3, "phase": "done", "rate": None, "eta_s": None}
+
+
+def test_a_running_jobs_progress_gives_the_rate_of_the_photos_it_records_and_the_time_left(tmp_path, monkeypatch, bus_jpg,
+                                                                                            zidane_jpg, onnx_detector):
+    """A job's progress said done/total and its phase only: a 2,000-photo upload running for 13 minutes gave staff no
+    idea how long was left. While photos are judged it gives their rate (of the photos recorded since the poll
+    before, as the CLI's bar counts this run's: `Pace`) and the seconds left at it (`seconds_left`); none once they
+    all are. The detector judges a photo each time the test lets it, so polls find them recorded one by one."""
+    import math
+    import threading
+
+    from tests.conftest import SHARED
+
+    class Gated:
+        """The real detector, each call waiting for the test to let one through."""
+
+        def __init__(self, real) -> None:
+            self.real, self.gate = real, threading.Semaphore(0)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def detect(self, images):
+            assert self.gate.acquire(timeout=60)
+            return self.real.detect(images)
+
+        def detect_with_features(self, images):
+            assert self.gate.acquire(timeout=60)
+            return self.real.detect_with_features(images)
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    detector = Gated(onnx_detector)
+    app, tokens = make_app(settings_for(tmp_path, triage={"workers": 1, "ocr": "off"}), detector=detector)
+    inspector = auth(tokens["inspector"])
+    photos = [bus_jpg, zidane_jpg, *sorted((SHARED / "datasets/street-scenes/images/mmj").glob("*.jpg"))[:3]]
+
+    def poll(until) -> dict:
+        for _ in range(600):
+            progress = client.get(f"/api/v1/triage/jobs/{job_id}", headers=inspector).json()["progress"]
+            if until(progress):
+                return progress
+            time.sleep(0.1)
+        pytest.fail(f"job {job_id}: {progress}")
+
+    with TestClient(app) as client:
+        created = client.post("/api/v1/triage/jobs", headers=inspector,
+                              files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos])
+        job_id = created.json()["id"]
+        journal = tmp_path / "service" / "jobs" / job_id / "results.jsonl"
+        poll(lambda p: p["phase"] == "photos" and p["total"] == 5 and journal.exists())  # the run has begun
+        first = poll(lambda p: True)  # its first look at the journal, no photo judged yet
+        assert first["done"] == 0 and first["rate"] in (None, 0.0) and first["eta_s"] is None  # none judged: no rate
+        for judged in (1, 2):
+            detector.gate.release()
+            progress = poll(lambda p, n=judged: p["done"] == n)
+            assert progress["phase"] == "photos" and progress["rate"] > 0, progress
+            assert progress["eta_s"] == math.ceil((5 - judged) / progress["rate"]) > 0, progress
+        for _ in range(3):
+            detector.gate.release()
+        done = poll(lambda p: p["phase"] == "done")
+    assert done == {"done": 5, "total": 5, "phase": "done", "rate": None, "eta_s": None}
 
 
 def test_a_resumed_jobs_results_list_a_retried_photo_once(tmp_path, monkeypatch):
@@ -759,7 +821,7 @@ def test_a_job_finding_the_case_store_unreachable_waits_for_it_and_goes_on_where
         pg_ctl(root, "restart")  # back on the same port
         job = wait_job(client, job_id, inspector)
     assert job["state"] == "done" and job["error"] is None and job.get("waiting") is None, job
-    assert job["progress"] == {"done": 2, "total": 2, "phase": "done"}
+    assert job["progress"] == {"done": 2, "total": 2, "phase": "done", "rate": None, "eta_s": None}
     assert detector.images == judged  # the photos judged before the outage were not judged again
     [case] = job["cases"]
     assert case["case_id"] and case["error"] is None

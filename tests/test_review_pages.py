@@ -608,6 +608,10 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
     row = b.find_element(By.CSS_SELECTOR, "#results tr")
     assert "bus.jpg" in row.text and "机动车乱停放" in row.text and row.get_attribute("data-status") == "ok"
     assert "已读取 ok" in row.text  # the photo's outcome in staff's words, the code beside it
+    running = {"progress": {"done": 2, "total": 10, "phase": "photos", "rate": 0.5, "eta_s": 400}, "cases": [], "summary": None,
+               "error": None}  # as the API answers while photos are judged: their rate and the time left
+    assert b.execute_script("showJob(arguments[0]); return document.getElementById('job-text').textContent;", running) == \
+        "2 / 10 · 识别照片 photos · 0.5 张/秒 photos/s · 约剩 7 分钟 about 7 min left"
     # on to the queue by a link (it was the text "→ /ui/queue")
     _wait(b, lambda d: "完成 Done" in d.find_element(By.ID, "status").text, "the done message")
     assert b.find_element(By.ID, "status").text == "完成 Done: 1 件候选案件 candidate cases → 审核队列 Review queue"

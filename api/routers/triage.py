@@ -79,6 +79,9 @@ class JobProgress(BaseModel):
     total: int | None = Field(description="Photos in the job (None until the job starts).")
     phase: str = Field(description="queued, photos, cases, store (waiting for the case store to come back: "
                                    "`service.store_wait_s`), done or failed.")
+    rate: float | None = Field(None, description="While photos are judged: photos recorded per second over about the "
+                                                 "last minute, as this server's polls found them (None until two polls).")
+    eta_s: int | None = Field(None, description="While photos are judged: seconds until the last is, at `rate`.")
 
 
 class Job(BaseModel):

@@ -125,28 +125,39 @@ class Pace:
     """The rate of the inputs a run records itself, over the last `window_s` seconds. A resumed run's inputs recorded
     earlier are skipped by the thousand a second, and rich's own speed counted them: 1,013 skipped of 2,105 made a
     resume say 64.8 photos/s and ETA 0:00:16 for its first minute, where 1,092 photos at 2.8/s took 6 minutes. The
-    bar's rate and ETA (`_RateColumn`, `_RemainingColumn`) read this instead when the task has one (`pace` field)."""
+    bar's rate and ETA (`_RateColumn`, `_RemainingColumn`) read this instead when the task has one (`pace` field);
+    a service job's progress (`api.jobs.RecordCounts`) ticks it with the inputs each poll finds recorded since the last.
+    It keeps (time, inputs so far) samples, the last one before the window too, so a poll after a long pause
+    still spans the pause rather than the next second alone."""
 
     def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s, self.clock = window_s, clock
-        self.times: deque[float] = deque()
+        self.samples: deque[tuple[float, int]] = deque()
         self.done = 0
 
-    def tick(self) -> None:
-        """One input recorded by this run."""
+    def tick(self, n: int = 1) -> None:
+        """`n` inputs recorded by this run (0: none since the last look, which still marks the time)."""
         now = self.clock()
-        self.done += 1
-        self.times.append(now)
-        while self.times[0] < now - self.window_s:
-            self.times.popleft()
+        self.done += n
+        self.samples.append((now, self.done))
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window_s:
+            self.samples.popleft()
 
     @property
     def speed(self) -> float | None:
-        """Inputs recorded per second in the window; None until two are."""
-        times = list(self.times)
-        if len(times) < 2 or times[-1] == times[0]:
+        """Inputs recorded per second over the window; None until two samples span some time."""
+        if len(self.samples) < 2 or self.samples[-1][0] == self.samples[0][0]:
             return None
-        return (len(times) - 1) / (times[-1] - times[0])
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        return (d1 - d0) / (t1 - t0)
+
+
+def seconds_left(total: int | None, done: int, speed: float | None) -> int | None:
+    """Seconds for the inputs still to go at `speed` (a `Pace`'s: this run's, never a resume's skips); None while the
+    total or the rate is not known, or nothing is left. The bar's ETA and a service job's `eta_s` alike."""
+    if total is None or not speed or done >= total:
+        return None
+    return math.ceil((total - done) / speed)
 
 
 def _speed(task: Task) -> float | None:
@@ -166,10 +177,10 @@ class _RateColumn(ProgressColumn):
 def _time_left(task: Task) -> str | None:
     """H:MM:SS for the inputs still to go at `_speed` (for a resumed run: at the rate it records them, not its
     skips'); None while the rate is not known or the task is done."""
-    speed = _speed(task)
-    if task.total is None or task.finished or not speed:
+    left = None if task.finished else seconds_left(None if task.total is None else int(task.total), int(task.completed), _speed(task))
+    if left is None:
         return None
-    hours, rest = divmod(math.ceil((task.total - task.completed) / speed), 3600)
+    hours, rest = divmod(left, 3600)
     return f"{hours:d}:{rest // 60:02d}:{rest % 60:02d}"
 
 
