@@ -28,6 +28,7 @@ from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, 
 from detect.config_io import ConfigError
 from detect.evidence import EvidenceKeyError, check_key_files
 from detect.text import control_character
+from pipelines.cases.retention import prune_rejected_evidence
 from pipelines.cityops.warnings import remove_expired_images
 from pipelines.settings import Settings
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         if resume_jobs:
             await _logged(partial(remove_expired, ctx.jobs), "jobs retention sweep")
             await _logged(lambda: _remove_warning_frames(ctx), "warning frames retention sweep")
+            await _logged(lambda: _prune_rejected_evidence(ctx), "rejected evidence retention sweep")
         try:
             if resume_jobs:
                 resumed = ctx.jobs.resume_unfinished()
@@ -72,7 +74,9 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
             raise
         periodic = [asyncio.create_task(_every(service.spool_retry_s, lambda: _retry_spool(ctx), "evidence spool retry")),
                     asyncio.create_task(_every(SWEEP_EVERY_S, partial(remove_expired, ctx.jobs), "jobs retention sweep")),
-                    asyncio.create_task(_every(SWEEP_EVERY_S, lambda: _remove_warning_frames(ctx), "warning frames retention sweep"))]
+                    asyncio.create_task(_every(SWEEP_EVERY_S, lambda: _remove_warning_frames(ctx), "warning frames retention sweep")),
+                    asyncio.create_task(_every(SWEEP_EVERY_S, lambda: _prune_rejected_evidence(ctx),
+                                               "rejected evidence retention sweep"))]
         yield
         for task in periodic:
             task.cancel()
@@ -143,9 +147,20 @@ def _remove_warning_frames(ctx: AppContext) -> None:
                  "%d bytes (%.1f MB) freed", keep, frames, freed, freed / 1e6)
 
 
+def _prune_rejected_evidence(ctx: AppContext) -> None:
+    """Remove the evidence of cases rejected more than `cases.rejected_evidence_keep_days` ago (`prune_rejected_evidence`),
+    logging one line of what was freed, as the other retention sweeps do."""
+    keep = ctx.settings.cases.rejected_evidence_keep_days
+    pruned = prune_rejected_evidence(ctx.store, ctx.evidence, keep)
+    if keep:
+        log.info("rejected evidence retention (cases.rejected_evidence_keep_days: %d): evidence of %d rejected case(s) "
+                 "removed, %d bytes (%.1f MB) freed%s", keep, len(pruned.cases), pruned.bytes, pruned.bytes / 1e6,
+                 f"; {len(pruned.failed)} not removed (tried again next round)" if pruned.failed else "")
+
+
 async def _every(seconds: float, work: Callable[[], Any], what: str) -> None:
     """Run `work` every `seconds` for as long as the app runs (`_logged`): the evidence spool's retry
-    (`service.spool_retry_s`), the jobs' and warning frames' retention sweeps (`api.job_retention.SWEEP_EVERY_S`)."""
+    (`service.spool_retry_s`), the jobs', warning frames' and rejected cases' evidence retention sweeps (`api.job_retention.SWEEP_EVERY_S`)."""
     while True:
         await asyncio.sleep(seconds)
         await _logged(work, what)

@@ -112,6 +112,13 @@ class EvidenceStore(Protocol):
     def read_bytes(self, ref: str, rel_path: str) -> bytes:
         """One file of a stored bundle (e.g. its manifest)."""
 
+    def bundle_bytes(self, ref: str) -> int:
+        """The bytes a stored bundle holds, every file of it (0 when none is stored there)."""
+
+    def remove_bundle(self, ref: str) -> int:
+        """Delete a stored bundle whole, every file of it (the blurred `shared/` copies, which dispatch attachments are,
+        included); returns the bytes freed, 0 when it was gone already."""
+
 
 #: The backend that writes each reference scheme, and what to call its references.
 REFERENCE_KINDS = {"file": ("local", "a local reference"), "s3": ("s3", "an S3 reference")}
@@ -188,6 +195,24 @@ class LocalEvidenceStore:
             return (self.path(ref) / rel_path).read_bytes()
         except OSError as exc:
             raise StorageError(f"{ref}: cannot read {rel_path}: {exc}") from exc
+
+    def bundle_bytes(self, ref: str) -> int:
+        folder = self.path(ref)
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+    def remove_bundle(self, ref: str) -> int:
+        folder = self.path(ref)
+        if not folder.is_dir():
+            return 0
+        size = self.bundle_bytes(ref)
+        # renamed aside first, as `put_bundle` swaps bundles: a reader finds the whole bundle or none
+        trash = self.root / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
+        try:
+            folder.rename(trash)
+            shutil.rmtree(trash)
+        except OSError as exc:
+            raise StorageError(f"{ref}: cannot remove evidence: {exc}") from exc
+        return size
 
     def url(self, ref: str, rel_path: str, expires: timedelta | None = None) -> str:
         path = self.path(ref)
@@ -288,6 +313,31 @@ class S3EvidenceStore:
                 response.release_conn()
         except Exception as exc:
             raise StorageError(f"{ref}: cannot read {rel_path}: {_reason(exc)}") from exc
+
+    def _objects(self, ref: str) -> list[tuple[str, int]]:
+        """The (key, size) of each object of the bundle at `ref`."""
+        prefix = self._key(ref)
+        return [(o.object_name, o.size or 0) for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
+
+    def bundle_bytes(self, ref: str) -> int:
+        try:
+            return sum(size for _, size in self._objects(ref))
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"{ref}: cannot list evidence: {_reason(exc)}") from exc
+
+    def remove_bundle(self, ref: str) -> int:
+        try:
+            objects = self._objects(ref)
+            # the manifest first: a reader that finds no manifest finds no bundle, never a half of one
+            for key, _ in sorted(objects, key=lambda o: (not o[0].endswith("/" + MANIFEST), o[0])):
+                self.client.remove_object(self.bucket, key)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"{ref}: cannot remove evidence: {_reason(exc)}") from exc
+        return sum(size for _, size in objects)
 
     def url(self, ref: str, rel_path: str, expires: timedelta | None = None) -> str:
         expires = expires or timedelta(seconds=self.settings.url_expiry_s)

@@ -53,6 +53,13 @@ class CaseStoreConfig(ConfigModel):
                                           "(serve: 40 worker threads and its background jobs).")
     pool_timeout: float = Field(PoolLimits.pool_timeout, title="Wait for a connection (s)", gt=0, le=3600,
                                 description="Seconds a request waits for a free connection before it fails.")
+    rejected_evidence_keep_days: int = Field(
+        0, title="Rejected cases' evidence retention", ge=0, le=36500,
+        description="Days the evidence bundle of a rejected case (rejected in review, withdrawn, voided by its platform: "
+                    "the faces and plates of people who did nothing wrong) is kept after its rejection: then every file "
+                    "of it is removed from the evidence store, by serve hourly and `streetwatch cases prune-evidence`; "
+                    "the case and its digest stay, marked (details.evidence_removed_at). Run `streetwatch data "
+                    "export-reviews` before: it takes rejected cases' pictures as hard negatives. 0: kept for ever.")
 
     def pool(self) -> PoolLimits:
         """The store's pool limits as set here."""

@@ -31,7 +31,8 @@ from detect.scenes import ZoneRules
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import Lines
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.store import MAX_ADDRESS, MAX_NOTE, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable
+from pipelines.cases.store import (MAX_ADDRESS, MAX_NOTE, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable,
+                                   evidence_removed)
 from pipelines.cases.vocabulary import REASONS, REVIEW_NAMES_ZH, DispatchTargetError, RejectReason, pick_target
 from pipelines.dispatch.adapters import target_voids
 from pipelines.evidence_store import StorageError
@@ -191,7 +192,8 @@ class CaseView(BaseModel):
     details: dict[str, Any]
     created_at: str
     updated_at: str
-    has_evidence: bool = Field(description="Evidence is stored (the detail has its files).")
+    has_evidence: bool = Field(description="Evidence is stored (the detail has its files); false once the rejected cases' "
+                                           "evidence retention removed it (details.evidence_removed_at).")
 
 
 class CasePage(BaseModel):
@@ -275,7 +277,7 @@ def case_json(case: Case, ctx: AppContext) -> dict[str, Any]:
     if case.reason:  # a failed upload's reason names the evidence folder (or a key file), never shown as a server path
         data["reason"] = ctx.settings.named_by_setting(case.reason)
     data["state"] = str(case.state)
-    data["has_evidence"] = case.evidence_ref is not None
+    data["has_evidence"] = case.evidence_ref is not None and case.evidence_removed_at is None
     return data
 
 
@@ -371,6 +373,9 @@ def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
     """The bundle's files with URLs the browser can load, the evidence boxes and the zone."""
     if case.evidence_ref is None:
         return None
+    if case.evidence_removed_at is not None:  # said so, never a broken image
+        return {"error": evidence_removed(case), "removed_at": case.evidence_removed_at, "images": [],
+                "boxes": case.evidence_boxes, "zone": None, "digest": case.evidence_digest}
     try:
         manifest = json.loads(ctx.evidence.read_bytes(case.evidence_ref, MANIFEST))
     except (StorageError, json.JSONDecodeError) as exc:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
 from detect.evidence import MANIFEST, EvidenceKeyError, published_keys
+from pipelines.cases.store import evidence_removed
 from pipelines.evidence_store import StorageError
 from pipelines.url_signing import ATTACHMENT, LinkRefusal
 
@@ -80,6 +81,8 @@ def evidence_file(case_id: str, path: str, exp: int = Query(ge=0, le=2**40), sig
     if why is not None:
         raise _refused("证据链接", "evidence", why, "，请重新打开案件获取新链接", "; reload the case for a fresh link")
     case = ctx.store.get(case_id)
+    if case.evidence_removed_at is not None:
+        raise Problem(404, f"case {case_id}: {evidence_removed(case)}")
     if case.evidence_ref is None:
         raise Problem(404, f"case {case_id} has no stored evidence yet")
     try:
@@ -112,6 +115,8 @@ def attachment(case_id: str, path: str, exp: int | None = Query(None, ge=0, le=2
         if why is not None:
             raise _refused("附件链接", "attachment", why)
     case = ctx.store.get(case_id)
+    if case.evidence_removed_at is not None:
+        raise Problem(404, f"case {case_id}: {evidence_removed(case)}")
     if case.dispatch_target is None or case.evidence_ref is None:
         raise Problem(404, f"case {case_id} has no dispatch attachments")
     try:

@@ -28,7 +28,7 @@ from detect.frames import GeoPoint
 from detect.grades import Grade, graded_severity
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import control_character
-from pipelines.cases.schema import batches, case_history, cases, migrate, outbox
+from pipelines.cases.schema import audit_log, batches, case_history, cases, migrate, outbox
 from pipelines.cases.states import ON_PLATFORM, STATE_NAMES_ZH, CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
 from pipelines.times import as_utc
@@ -341,9 +341,26 @@ class Case:
     updated_at: datetime
 
     @property
+    def evidence_removed_at(self) -> str | None:
+        """When the rejected cases' evidence retention removed its bundle (`EVIDENCE_REMOVED`), or None: its
+        `evidence_ref` and digest stay, for the record, but nothing is stored there any more."""
+        return (self.details or {}).get(EVIDENCE_REMOVED)
+
+    @property
     def voided_by_platform(self) -> bool:
         """`platform_voided`: its dispatch platform voided it (作废) after its review here approved it."""
         return platform_voided(self.state, self.review_decision)
+
+
+EVIDENCE_REMOVED = "evidence_removed_at"
+"""The key of a case's details noting when `cases.rejected_evidence_keep_days` removed its evidence bundle."""
+
+
+def evidence_removed(case: Case) -> str:
+    """What a reader of `case`'s removed evidence is told (the review page, the export of reviews, a reopening)."""
+    return (f"证据已按保留期删除（{(case.evidence_removed_at or '')[:10]}，驳回案件证据保留期 cases.rejected_evidence_keep_days） "
+            f"evidence removed after the retention period on {(case.evidence_removed_at or '?')[:10]} "
+            "(cases.rejected_evidence_keep_days); the case and its evidence digest are kept")
 
 
 def platform_voided(state: CaseState, review_decision: str | None) -> bool:
@@ -1037,6 +1054,9 @@ class CaseStore:
         refusal = next((r for e in entries if (r := _delivery_refusal(case, e, now)) is not None), None)
         if refusal is not None:
             return refusal
+        if case.evidence_removed_at is not None:  # a candidate without its pictures could be neither judged nor sent
+            return (f"案件 {case.id} 的证据已按保留期删除，无法重新审核，不能重新打开 case {case.id} cannot be reopened: "
+                    f"{evidence_removed(case)}; without it the case can be neither judged nor dispatched")
         rejected_at = as_utc(case.reviewed_at, UTC) if case.reviewed_at else None
         if rejected_at is None or now - rejected_at > within:
             days = within / timedelta(days=1)
@@ -1044,6 +1064,37 @@ class CaseStore:
             return (f"案件 {case.id} 于 {at} 驳回，已超过 {days:g} 天，不能重新打开 "
                     f"case {case.id} was rejected at {at}, more than {days:g} days ago: too late to reopen")
         return None
+
+    def rejected_before(self, cutoff: datetime) -> list[tuple[Case, datetime]]:
+        """The rejected cases whose stored evidence is still there (`evidence_removed_at` unset), each with the time of
+        its rejection (its last move into rejected: a review's, a withdrawal's, a platform's voiding) when that is before
+        `cutoff`, the oldest first. A bundle still in the spool (no `evidence_ref` yet) waits for a later round."""
+        rejected = (sa.select(case_history.c.case_id, sa.func.max(case_history.c.at).label("at"))
+                    .where(case_history.c.to_state == CaseState.REJECTED.value).group_by(case_history.c.case_id).subquery())
+        query = (sa.select(cases, rejected.c.at.label("rejected_at")).join(rejected, rejected.c.case_id == cases.c.id)
+                 .where(cases.c.state == CaseState.REJECTED.value, cases.c.evidence_ref.is_not(None), rejected.c.at < cutoff)
+                 .order_by(rejected.c.at, cases.c.id))
+        with self.engine.connect() as conn:
+            found = [(_row_to(Case, r), as_utc(r.rejected_at, UTC)) for r in conn.execute(query)]
+        return [(case, at) for case, at in found if case.evidence_removed_at is None]
+
+    def remove_evidence(self, case_id: str, remove: Callable[[Case], int], *, record: dict[str, Any],
+                        now: datetime | None = None) -> int | None:
+        """Remove a rejected case's evidence with `remove` (the evidence store's `remove_bundle`; the bytes it freed),
+        then mark the case (`EVIDENCE_REMOVED`) and write the audit record of the removal (actor `retention`, role
+        `system`, `record` its details), all while the case's row is held: a case reopened meanwhile, or marked by
+        another process's round, is left alone (None). The case, its `evidence_ref` and digest stay, for the record."""
+        now = now or datetime.now(UTC)
+        with self._writer.begin() as conn:
+            case = self._lock(conn, case_id)
+            if case.state is not CaseState.REJECTED or case.evidence_ref is None or case.evidence_removed_at is not None:
+                return None
+            freed = remove(case)
+            conn.execute(cases.update().where(cases.c.id == case_id).values(
+                details={**(case.details or {}), EVIDENCE_REMOVED: now.isoformat()}))
+            conn.execute(audit_log.insert().values(at=now, actor="retention", role="system", action="remove_evidence",
+                                                   case_id=case_id, details={**record, "bytes": freed}))
+            return freed
 
     def apply_remote_state(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
                            details: dict[str, Any] | None = None, now: datetime | None = None) -> Case:

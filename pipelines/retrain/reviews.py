@@ -18,6 +18,7 @@ from pathlib import Path
 from detect.evidence.signing import MANIFEST
 from detect.digests import sha256_bytes
 from pipelines.cases import Case, CaseStore
+from pipelines.cases.store import evidence_removed
 from pipelines.cases.vocabulary import RejectReason
 from pipelines.evidence_store import EvidenceStore, StorageError
 from pipelines.retrain.check import Finding
@@ -54,6 +55,10 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
             continue
         if _private(case):
             findings.append(Finding(f"case {case.id}", PRIVATE_SKIP))
+            continue
+        if case.evidence_removed_at is not None:
+            findings.append(Finding(f"case {case.id}", f"{evidence_removed(case)}: skipped (export the reviews before "
+                                                       "the retention removes them)"))
             continue
         boxes = case.evidence_boxes or {}
         if not case.evidence_ref or not boxes.get("image"):

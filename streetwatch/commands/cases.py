@@ -1,5 +1,6 @@
-"""`streetwatch cases list|show|export|backup|copy`: what the case store holds, for people, the demo and spreadsheets, a
-copy of it to restore from, and the whole store moved into another database (SQLite to PostgreSQL)."""
+"""`streetwatch cases list|show|export|backup|copy|prune-evidence`: what the case store holds, for people, the demo and
+spreadsheets, a copy of it to restore from, the whole store moved into another database (SQLite to PostgreSQL), and the
+rejected cases' evidence removed after its retention period."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, require_case_store, settings_or_fail,
-                                         writable_or_fail)
+from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, print_error, require_case_store,
+                                         settings_or_fail, writable_or_fail)
 
 
 def register(app: typer.Typer) -> None:
@@ -201,3 +202,35 @@ def register(app: typer.Typer) -> None:
         finally:
             store.close()
         typer.echo(f"wrote {written} cases to {out}")
+
+    @cases.command("prune-evidence")
+    def prune_evidence(
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed; remove nothing.")] = False,
+        config: SettingsOpt = None,
+    ) -> None:
+        """Remove the evidence of cases rejected more than cases.rejected_evidence_keep_days ago (serve does it hourly);
+        the cases and their digests stay. Run `streetwatch data export-reviews` first: rejected cases are hard negatives."""
+        from pipelines.cases.retention import prune_rejected_evidence
+        from pipelines.evidence_store import StorageError, open_evidence_store
+
+        settings = settings_or_fail(config)
+        keep = settings.cases.rejected_evidence_keep_days
+        if keep == 0:
+            typer.echo("cases.rejected_evidence_keep_days is 0 (kept for ever): nothing removed")
+            return
+        store = existing_store_or_fail(settings.cases.url)
+        try:
+            pruned = prune_rejected_evidence(store, open_evidence_store(settings.evidence_store), keep, dry_run=dry_run)
+        except StorageError as exc:
+            fail(str(exc))
+        finally:
+            store.close()
+        for case_id in pruned.cases:
+            typer.echo(case_id)
+        for failed in pruned.failed:
+            print_error(f"not removed: {failed}")
+        verb = "would remove" if dry_run else "removed"
+        typer.echo(f"{verb} the evidence of {len(pruned.cases)} case{'' if len(pruned.cases) == 1 else 's'} rejected more "
+                   f"than {keep} days ago (cases.rejected_evidence_keep_days): {pruned.bytes} bytes ({pruned.bytes / 1e6:.1f} MB)")
+        if pruned.failed:
+            raise typer.Exit(1)

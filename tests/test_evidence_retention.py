@@ -1,0 +1,164 @@
+"""Retention of rejected cases' evidence (`cases.rejected_evidence_keep_days`): the bundles of false alarms (faces,
+plates, passers-by of people who did nothing wrong) are removed from the evidence store, local or S3, that many days
+after the rejection; the case and its digest stay, marked, and its pages, the export of reviews and a reopening say so."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+import sqlalchemy as sa
+import yaml
+from typer.testing import CliRunner
+
+from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo
+from pipelines.cases import CaseState, CaseStore
+from pipelines.cases.intake import Intake
+from pipelines.cases.retention import prune_rejected_evidence
+from pipelines.cases.schema import audit_log
+from pipelines.cases.store import NotReopenable
+from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings
+from pipelines.retrain.reviews import export_reviews
+from pipelines.settings import load_settings
+from streetwatch.cli import app
+from tests.api_helpers import auth, draft_cases, make_app, settings_for
+
+KEY = b"test-key-0123456789abcdef"
+MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
+REJECTED_AT = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def _cases(intake: Intake, bus_event) -> tuple[str, str, str]:
+    """Three cases of the bus photo with stored evidence: one rejected in review at REJECTED_AT, one confirmed, one
+    still a candidate."""
+    event, _ = bus_event
+    ids = [intake.record_event(replace(event, violation_id=f"batch-7:image:illegal_parking:o{i}"),
+                               BundleContext(source_kind="photo_batch", source_id="batch-7")).id for i in range(3)]
+    rejected, confirmed, candidate = ids
+    intake.store.review(rejected, approve=False, reviewer="li.wei", reason_code="not_a_violation", now=REJECTED_AT)
+    intake.store.review(confirmed, approve=True, reviewer="li.wei", target="sim", now=REJECTED_AT)
+    return rejected, confirmed, candidate
+
+
+def _audits(store: CaseStore) -> list[dict]:
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(audit_log).where(audit_log.c.action == "remove_evidence"))]
+
+
+def test_a_rejected_cases_local_evidence_goes_after_the_retention_the_case_and_digest_stay(tmp_path, bus_event):
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    evidence = LocalEvidenceStore(tmp_path / "evidence")
+    intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
+    rejected, confirmed, candidate = _cases(intake, bus_event)
+    before = store.get(rejected)
+    folder = evidence.path(before.evidence_ref)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    assert prune_rejected_evidence(store, evidence, 0, now=REJECTED_AT + timedelta(days=400)).cases == []  # 0: for ever
+    assert prune_rejected_evidence(store, evidence, 30, now=REJECTED_AT + timedelta(days=29)).cases == []
+    dry = prune_rejected_evidence(store, evidence, 30, now=REJECTED_AT + timedelta(days=31), dry_run=True)
+    assert (dry.cases, dry.bytes) == ([rejected], size) and folder.is_dir() and _audits(store) == []
+
+    now = REJECTED_AT + timedelta(days=31)
+    done = prune_rejected_evidence(store, evidence, 30, now=now)
+    assert (done.cases, done.bytes, done.failed) == ([rejected], size, [])
+    assert not folder.exists() and not list((tmp_path / "evidence").glob(f".{rejected}*"))
+    after = store.get(rejected)
+    assert after.state is CaseState.REJECTED and after.evidence_removed_at == now.isoformat()
+    assert (after.evidence_digest, after.evidence_ref) == (before.evidence_digest, before.evidence_ref)  # for the record
+    [record] = _audits(store)
+    assert (record["case_id"], record["actor"], record["role"]) == (rejected, "retention", "system")
+    assert record["details"] == {"rejected_at": REJECTED_AT.isoformat(), "keep_days": 30,
+                                 "evidence_digest": before.evidence_digest, "bytes": size}
+    for kept in (confirmed, candidate):  # only rejected cases' evidence goes
+        assert evidence.path(store.get(kept).evidence_ref).is_dir() and store.get(kept).evidence_removed_at is None
+    assert prune_rejected_evidence(store, evidence, 30, now=now + timedelta(days=1)).cases == []  # once only
+
+    with pytest.raises(NotReopenable, match="证据已按保留期删除"):  # a candidate without pictures: nothing to judge
+        store.reopen(rejected, actor="wang.fang", note="误点", within=timedelta(days=365), now=now)
+    _, n, findings = export_reviews(store, evidence, tmp_path / "export")
+    assert n == 1 and [str(f) for f in findings if rejected in str(f)] == [
+        f"error: case {rejected}: 证据已按保留期删除（{now:%Y-%m-%d}，驳回案件证据保留期 cases.rejected_evidence_keep_days） evidence "
+        f"removed after the retention period on {now:%Y-%m-%d} (cases.rejected_evidence_keep_days); the case and its "
+        "evidence digest are kept: skipped (export the reviews before the retention removes them)"]
+
+
+def test_a_rejected_cases_s3_evidence_goes_every_object_of_it(tmp_path, bus_event, moto_s3):
+    settings = S3Settings(endpoint=moto_s3, secure=False, bucket="sw-retention")
+    evidence = S3EvidenceStore(settings, access_key="testing", secret_key="testing")
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(privacy_blur=True), KEY, MODEL), tmp_path / "spool")
+    rejected, confirmed, _ = _cases(intake, bus_event)
+
+    def objects(case_id: str) -> dict[str, int]:
+        return {o.object_name: o.size for o in evidence.client.list_objects("sw-retention", prefix=f"cases/{case_id}/",
+                                                                            recursive=True)}
+
+    stored = objects(rejected)
+    assert any("/shared/" in name for name in stored)  # the blurred copies dispatch attaches go with it
+    done = prune_rejected_evidence(store, evidence, 30, now=REJECTED_AT + timedelta(days=31))
+    assert (done.cases, done.bytes) == ([rejected], sum(stored.values()))
+    assert objects(rejected) == {} and objects(confirmed)
+    assert store.get(rejected).evidence_removed_at is not None
+
+
+def test_prune_evidence_command_says_what_it_removes(tmp_path, bus_event, monkeypatch):
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db", "rejected_evidence_keep_days": 30},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    intake = Intake.from_settings(load_settings(config), MODEL)
+    event, _ = bus_event
+    case = intake.record_event(event, BundleContext(source_kind="photo_batch", source_id="batch-7"))
+    intake.store.review(case.id, approve=False, reviewer="li.wei", reason_code="not_a_violation",
+                        now=datetime.now(UTC) - timedelta(days=31))
+    folder = intake.evidence.path(intake.store.get(case.id).evidence_ref)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    runner = CliRunner()
+    dry = runner.invoke(app, ["cases", "prune-evidence", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output == (f"{case.id}\nwould remove the evidence of 1 case rejected more than 30 days ago "
+                          f"(cases.rejected_evidence_keep_days): {size} bytes ({size / 1e6:.1f} MB)\n")
+    assert folder.is_dir()
+    done = runner.invoke(app, ["cases", "prune-evidence"])
+    assert done.exit_code == 0 and done.output.startswith(f"{case.id}\nremoved the evidence of 1 case") and not folder.exists()
+    again = runner.invoke(app, ["cases", "prune-evidence"])
+    assert again.output.startswith("removed the evidence of 0 cases")
+
+
+def test_serve_removes_it_at_start_up_and_the_case_page_says_so_and_refuses_a_reopening(tmp_path, monkeypatch, bus_event,
+                                                                                        caplog):
+    """serve's retention round (at start-up, then hourly beside the jobs' and warning frames'): the case page says
+    证据已按保留期删除 where its images were, an image link handed out before answers 404 saying so, and a reopening,
+    within service.reopen_within_days though it is, is 409: a candidate without its pictures can be neither judged nor
+    sent."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    settings = settings_for(tmp_path)
+    settings = settings.model_copy(update={"cases": settings.cases.model_copy(update={"rejected_evidence_keep_days": 1})})
+    app_, tokens = make_app(settings)
+    ctx = app_.state.ctx
+    old, recent = draft_cases(app_, bus_event, [{}, {}])
+    for case_id, days in ((old, 2), (recent, 0)):
+        ctx.store.review(case_id, approve=False, reviewer="reviewer-user", reason_code="duplicate",
+                         now=datetime.now(UTC) - timedelta(days=days, minutes=1))
+    image = ctx.signer.url(old, "originals/opened_original.jpg")
+    reviewer = auth(tokens["reviewer"])
+    with caplog.at_level(logging.INFO, logger="api.app"), TestClient(app_) as client:
+        detail = client.get(f"/api/v1/cases/{old}", headers=reviewer).json()
+        kept = client.get(f"/api/v1/cases/{recent}", headers=reviewer).json()
+        gone = client.get(image)
+        refused = client.post(f"/api/v1/cases/{old}/reopen", headers=reviewer, json={"note": "误点驳回"})
+    assert detail["case"]["has_evidence"] is False and detail["case"]["evidence_digest"]
+    assert detail["evidence"]["images"] == [] and detail["evidence"]["error"].startswith("证据已按保留期删除")
+    assert kept["case"]["has_evidence"] is True and kept["evidence"]["images"]
+    assert gone.status_code == 404 and "证据已按保留期删除" in gone.json()["detail"]
+    assert refused.status_code == 409 and "证据已按保留期删除" in refused.json()["detail"]
+    assert ctx.store.get(old).state is CaseState.REJECTED
+    assert ("rejected evidence retention (cases.rejected_evidence_keep_days: 1): evidence of 1 rejected case(s) removed"
+            in caplog.text), caplog.text
