@@ -264,7 +264,8 @@ class AuditRecord(BaseModel):
     at: str
     actor: str
     role: str
-    action: str = Field(description="confirm, reject, reopen, edit or put_scene.")
+    action: str = Field(description="confirm, reject, reopen, edit or put_scene; remove_evidence: the rejected cases' evidence "
+                                    "retention (actor retention, role system).")
     case_id: str | None
     details: dict[str, Any]
 
