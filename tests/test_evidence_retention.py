@@ -5,6 +5,7 @@ after the rejection; the case and its digest stay, marked, and its pages, the ex
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +21,7 @@ from pipelines.cases.intake import Intake
 from pipelines.cases.retention import prune_rejected_evidence
 from pipelines.cases.schema import audit_log
 from pipelines.cases.store import NotReopenable
-from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings
+from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings, StorageError
 from pipelines.retrain.reviews import export_reviews
 from pipelines.settings import load_settings
 from streetwatch.cli import app
@@ -162,3 +163,64 @@ def test_serve_removes_it_at_start_up_and_the_case_page_says_so_and_refuses_a_re
     assert ctx.store.get(old).state is CaseState.REJECTED
     assert ("rejected evidence retention (cases.rejected_evidence_keep_days: 1): evidence of 1 rejected case(s) removed"
             in caplog.text), caplog.text
+
+
+def test_the_bundle_is_deleted_after_the_case_is_marked_with_no_write_transaction_open(tmp_path, bus_event, monkeypatch):
+    """The case's row is held only to mark it and write the audit record: while the evidence store deletes the bundle
+    (a folder, or an S3 bundle's objects one by one) another writer (a reviewer, a job) updates another case, where it
+    waited on SQLite for the whole deletion, at every rejected case of the hourly round."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    evidence = LocalEvidenceStore(tmp_path / "evidence")
+    intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
+    rejected, confirmed, _ = _cases(intake, bus_event)
+    remove_bundle, seen = evidence.remove_bundle, {}
+
+    def remove_while_another_writes(ref: str) -> int:
+        probe = sqlite3.connect(tmp_path / "cases.db", timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")  # "database is locked" at once while a write transaction is open
+            probe.execute("ROLLBACK")
+            seen["write lock"] = "free"
+        except sqlite3.OperationalError as exc:
+            seen["write lock"] = str(exc)
+        finally:
+            probe.close()
+        if seen["write lock"] == "free":
+            seen["note"] = store.add_note(confirmed, actor="wang.fang", text="店主已整改", now=REJECTED_AT).details["notes"]
+        seen["marked"], seen["audits"] = store.get(rejected).evidence_removed_at, len(_audits(store))
+        return remove_bundle(ref)
+
+    monkeypatch.setattr(evidence, "remove_bundle", remove_while_another_writes)
+    now = REJECTED_AT + timedelta(days=31)
+    done = prune_rejected_evidence(store, evidence, 30, now=now)
+    assert (done.cases, done.failed) == ([rejected], [])
+    assert seen == {"write lock": "free", "note": [{"by": "wang.fang", "at": REJECTED_AT.isoformat(), "text": "店主已整改"}],
+                    "marked": now.isoformat(), "audits": 1}  # marked and audited, committed, before the deletion
+
+
+def test_a_deletion_that_fails_after_the_mark_is_completed_by_the_next_round(tmp_path, bus_event, monkeypatch):
+    """The case is marked (its page says removed) before its bundle is deleted; a deletion that fails is reported and the
+    next round, finding the bundle of a marked case still there, removes it, audited once."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    evidence = LocalEvidenceStore(tmp_path / "evidence")
+    intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
+    rejected, _, _ = _cases(intake, bus_event)
+    folder = evidence.path(store.get(rejected).evidence_ref)
+    size = evidence.bundle_bytes(store.get(rejected).evidence_ref)
+    remove_bundle = evidence.remove_bundle
+
+    def fails_once(ref: str) -> int:
+        monkeypatch.setattr(evidence, "remove_bundle", remove_bundle)
+        raise StorageError(f"{ref}: cannot remove evidence: [Errno 16] Device or resource busy")
+
+    monkeypatch.setattr(evidence, "remove_bundle", fails_once)
+    now = REJECTED_AT + timedelta(days=31)
+    first = prune_rejected_evidence(store, evidence, 30, now=now)
+    assert first.cases == [] and len(first.failed) == 1 and first.failed[0].startswith(f"{rejected}: ")
+    assert folder.is_dir() and store.get(rejected).evidence_removed_at == now.isoformat() and len(_audits(store)) == 1
+
+    assert prune_rejected_evidence(store, evidence, 30, now=now, dry_run=True).cases == [rejected]  # still to go
+    second = prune_rejected_evidence(store, evidence, 30, now=now + timedelta(hours=1))
+    assert (second.cases, second.bytes, second.failed) == ([rejected], size, []) and not folder.exists()
+    assert len(_audits(store)) == 1 and _audits(store)[0]["details"]["bytes"] == size
+    assert prune_rejected_evidence(store, evidence, 30, now=now + timedelta(hours=2)).cases == []

@@ -25,30 +25,48 @@ class Pruned:
     bytes: int = 0
     failed: list[str] = field(default_factory=list)
 
+    def removed(self, case_id: str, freed: int) -> None:
+        """Count one case's bundle removed (or, dry, to remove)."""
+        self.cases.append(case_id)
+        self.bytes += freed
+
+    def not_removed(self, case_id: str, exc: StorageError) -> None:
+        """Report one case's bundle the evidence store would not remove: the next round tries it again."""
+        log.warning("case %s: rejected case's evidence not removed (tried again at the next round): %s", case_id, exc)
+        self.failed.append(f"{case_id}: {exc}")
+
 
 def prune_rejected_evidence(store: CaseStore, evidence: EvidenceStore, keep_days: int, *, now: datetime | None = None,
                             dry_run: bool = False) -> Pruned:
     """Remove the evidence bundles (every file of each, in the local folder or S3) of the cases rejected more than
-    `keep_days` days before `now`, each removal audited (`CaseStore.remove_evidence`); nothing when `keep_days` is 0.
-    `dry_run`: only count what would go. A bundle the store cannot remove is logged and left for the next round."""
+    `keep_days` days before `now`, each removal audited; nothing when `keep_days` is 0. `dry_run`: only count what
+    would go. Each case is marked and audited first (`CaseStore.mark_evidence_removed`), its bundle deleted after, out
+    of any transaction, so no writer waits on a deletion; a bundle the store did not remove is logged, and the next
+    round, finding it still there under a marked case, removes it."""
     pruned, now = Pruned(), now or datetime.now(UTC)
     if keep_days <= 0:
         return pruned
-    for case, rejected_at in store.rejected_before(now - timedelta(days=keep_days)):
-        assert case.evidence_ref is not None  # rejected_before lists stored bundles only
+    cutoff = now - timedelta(days=keep_days)
+    for case in store.evidence_marked_removed():  # an earlier round's deletion that failed after its mark
+        ref = case.evidence_ref or ""
         try:
-            if dry_run:
-                freed: int | None = evidence.bundle_bytes(case.evidence_ref)
-            else:
-                record = {"rejected_at": rejected_at.isoformat(), "keep_days": keep_days,
-                          "evidence_digest": case.evidence_digest}
-                freed = store.remove_evidence(case.id, lambda c: evidence.remove_bundle(c.evidence_ref or ""),
-                                              record=record, now=now)
+            if (size := evidence.bundle_bytes(ref)) == 0:  # gone: one stat, or one S3 listing, a case
+                continue
+            pruned.removed(case.id, size if dry_run else evidence.remove_bundle(ref))
         except StorageError as exc:
-            log.warning("case %s: rejected case's evidence not removed: %s", case.id, exc)
-            pruned.failed.append(f"{case.id}: {exc}")
-            continue
-        if freed is not None:
-            pruned.cases.append(case.id)
-            pruned.bytes += freed
+            pruned.not_removed(case.id, exc)
+    for case, rejected_at in store.rejected_before(cutoff):
+        ref = case.evidence_ref or ""  # rejected_before lists stored bundles only
+        try:
+            size = evidence.bundle_bytes(ref)
+            if dry_run:
+                pruned.removed(case.id, size)
+                continue
+            record = {"rejected_at": rejected_at.isoformat(), "keep_days": keep_days,
+                      "evidence_digest": case.evidence_digest, "bytes": size}
+            if store.mark_evidence_removed(case.id, cutoff=cutoff, record=record, now=now) is None:
+                continue  # reopened or rejected again meanwhile, or marked by another process's round
+            pruned.removed(case.id, evidence.remove_bundle(ref))
+        except StorageError as exc:
+            pruned.not_removed(case.id, exc)
     return pruned

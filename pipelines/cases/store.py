@@ -1078,23 +1078,35 @@ class CaseStore:
             found = [(_row_to(Case, r), as_utc(r.rejected_at, UTC)) for r in conn.execute(query)]
         return [(case, at) for case, at in found if case.evidence_removed_at is None]
 
-    def remove_evidence(self, case_id: str, remove: Callable[[Case], int], *, record: dict[str, Any],
-                        now: datetime | None = None) -> int | None:
-        """Remove a rejected case's evidence with `remove` (the evidence store's `remove_bundle`; the bytes it freed),
-        then mark the case (`EVIDENCE_REMOVED`) and write the audit record of the removal (actor `retention`, role
-        `system`, `record` its details), all while the case's row is held: a case reopened meanwhile, or marked by
-        another process's round, is left alone (None). The case, its `evidence_ref` and digest stay, for the record."""
+    def mark_evidence_removed(self, case_id: str, *, cutoff: datetime, record: dict[str, Any],
+                              now: datetime | None = None) -> Case | None:
+        """Mark a rejected case's evidence removed (`EVIDENCE_REMOVED`) and write the audit record of the removal (actor
+        `retention`, role `system`, `record` its details), the case's row held only for that: the evidence store deletes
+        the bundle after the commit, since on SQLite every writer (reviewers, jobs) would wait while a folder or an S3
+        bundle's objects went one by one. None, nothing written, when the case is no longer rejected before `cutoff`
+        (reopened, rejected again since) or another round marked it. A deletion that fails after the mark is tried
+        again by the next round (`evidence_marked_removed`). The case, its `evidence_ref` and digest stay."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             case = self._lock(conn, case_id)
-            if case.state is not CaseState.REJECTED or case.evidence_ref is None or case.evidence_removed_at is not None:
+            rejected_at = conn.execute(sa.select(sa.func.max(case_history.c.at)).where(
+                case_history.c.case_id == case_id, case_history.c.to_state == CaseState.REJECTED.value)).scalar()
+            if (case.state is not CaseState.REJECTED or case.evidence_ref is None or case.evidence_removed_at is not None
+                    or rejected_at is None or as_utc(rejected_at, UTC) >= cutoff):
                 return None
-            freed = remove(case)
             conn.execute(cases.update().where(cases.c.id == case_id).values(
                 details={**(case.details or {}), EVIDENCE_REMOVED: now.isoformat()}))
             conn.execute(audit_log.insert().values(at=now, actor="retention", role="system", action="remove_evidence",
-                                                   case_id=case_id, details={**record, "bytes": freed}))
-            return freed
+                                                   case_id=case_id, details=record))
+            return self._get(conn, case_id)
+
+    def evidence_marked_removed(self) -> list[Case]:
+        """The cases whose evidence the retention marked removed (`mark_evidence_removed`): the round that marked each
+        deleted its bundle after the mark, so the next rounds check (through the evidence store) that none is left."""
+        query = (sa.select(cases).where(cases.c.evidence_ref.is_not(None),
+                                        cases.c.details[EVIDENCE_REMOVED].as_string().is_not(None)).order_by(cases.c.id))
+        with self.engine.connect() as conn:
+            return [_row_to(Case, r) for r in conn.execute(query)]
 
     def apply_remote_state(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
                            details: dict[str, Any] | None = None, now: datetime | None = None) -> Case:
