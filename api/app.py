@@ -152,7 +152,7 @@ def _prune_rejected_evidence(ctx: AppContext) -> None:
     logging one line of what was freed, as the other retention sweeps do."""
     keep = ctx.settings.cases.rejected_evidence_keep_days
     pruned = prune_rejected_evidence(ctx.store, ctx.evidence, keep)
-    if keep:
+    if keep or pruned.cases or pruned.failed:  # at 0, an earlier round's leftovers only
         log.info("rejected evidence retention (cases.rejected_evidence_keep_days: %d): evidence of %d rejected case(s) "
                  "removed, %d bytes (%.1f MB) freed%s", keep, len(pruned.cases), pruned.bytes, pruned.bytes / 1e6,
                  f"; {len(pruned.failed)} not removed (tried again next round)" if pruned.failed else "")

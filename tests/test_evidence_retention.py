@@ -224,3 +224,62 @@ def test_a_deletion_that_fails_after_the_mark_is_completed_by_the_next_round(tmp
     assert (second.cases, second.bytes, second.failed) == ([rejected], size, []) and not folder.exists()
     assert len(_audits(store)) == 1 and _audits(store)[0]["details"]["bytes"] == size
     assert prune_rejected_evidence(store, evidence, 30, now=now + timedelta(hours=2)).cases == []
+
+
+def test_a_finished_deletion_is_not_checked_again_and_a_leftover_is_finished_with_keep_days_back_at_0(
+        tmp_path, bus_event, monkeypatch):
+    """Every round checked every case ever marked removed (one S3 listing a case, growing without bound): a deletion
+    is noted finished and later rounds check only the marked cases whose deletion is not; and a deletion that failed
+    after the mark (its page already says removed) is finished even once keep_days went back to 0, by serve's round
+    and by the command."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    evidence = LocalEvidenceStore(tmp_path / "evidence")
+    intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
+    first, _, _ = _cases(intake, bus_event)
+    second = intake.record_event(replace(bus_event[0], violation_id="batch-7:image:illegal_parking:o9"),
+                                 BundleContext(source_kind="photo_batch", source_id="batch-7")).id
+    store.review(second, approve=False, reviewer="li.wei", reason_code="not_a_violation", now=REJECTED_AT)
+    checked: list[str] = []
+    bundle_bytes = LocalEvidenceStore.bundle_bytes
+
+    def counted(self: LocalEvidenceStore, ref: str) -> int:
+        checked.append(ref)
+        return bundle_bytes(self, ref)
+
+    monkeypatch.setattr(LocalEvidenceStore, "bundle_bytes", counted)
+    remove_bundle = LocalEvidenceStore.remove_bundle
+
+    def fails_for_second(self: LocalEvidenceStore, ref: str) -> int:
+        if ref == store.get(second).evidence_ref:
+            raise StorageError(f"{ref}: cannot remove evidence: [Errno 16] Device or resource busy")
+        return remove_bundle(self, ref)
+
+    monkeypatch.setattr(LocalEvidenceStore, "remove_bundle", fails_for_second)
+    now = REJECTED_AT + timedelta(days=31)
+    done = prune_rejected_evidence(store, evidence, 30, now=now)
+    assert done.cases == [first] and len(done.failed) == 1 and done.failed[0].startswith(f"{second}: ")
+    assert store.get(first).details["evidence_removed_done_at"] == now.isoformat()
+    assert "evidence_removed_done_at" not in store.get(second).details
+
+    checked.clear()
+    monkeypatch.setattr(LocalEvidenceStore, "remove_bundle", remove_bundle)
+    assert prune_rejected_evidence(store, evidence, 0, now=now + timedelta(hours=1), dry_run=True).cases == [second]
+    assert checked == [store.get(second).evidence_ref]  # the finished one is not checked again
+
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db", "rejected_evidence_keep_days": 0},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    left = CliRunner().invoke(app, ["cases", "prune-evidence"])
+    assert left.exit_code == 0, left.output
+    assert left.output.startswith(f"{second}\nremoved the evidence of 1 case marked removed by an earlier round "
+                                  "(cases.rejected_evidence_keep_days is now 0): "), left.output
+    assert not evidence.path(store.get(second).evidence_ref).exists()
+    assert store.get(second).details["evidence_removed_done_at"]
+
+    checked.clear()
+    assert prune_rejected_evidence(store, evidence, 30, now=now + timedelta(hours=2)).cases == []
+    assert checked == []  # both finished: no store call at all
+    again = CliRunner().invoke(app, ["cases", "prune-evidence"])
+    assert again.output == "cases.rejected_evidence_keep_days is 0 (kept for ever): nothing removed\n"

@@ -39,22 +39,25 @@ class Pruned:
 def prune_rejected_evidence(store: CaseStore, evidence: EvidenceStore, keep_days: int, *, now: datetime | None = None,
                             dry_run: bool = False) -> Pruned:
     """Remove the evidence bundles (every file of each, in the local folder or S3) of the cases rejected more than
-    `keep_days` days before `now`, each removal audited; nothing when `keep_days` is 0. `dry_run`: only count what
+    `keep_days` days before `now`, each removal audited; no new case when `keep_days` is 0. `dry_run`: only count what
     would go. Each case is marked and audited first (`CaseStore.mark_evidence_removed`), its bundle deleted after, out
-    of any transaction, so no writer waits on a deletion; a bundle the store did not remove is logged, and the next
-    round, finding it still there under a marked case, removes it."""
+    of any transaction, so no writer waits on a deletion, and the deletion then noted finished
+    (`CaseStore.finish_evidence_removal`); a bundle the store did not remove is logged, and the next rounds, even with
+    `keep_days` back at 0 (its page already says removed), check that marked case until its deletion is finished."""
     pruned, now = Pruned(), now or datetime.now(UTC)
-    if keep_days <= 0:
-        return pruned
-    cutoff = now - timedelta(days=keep_days)
     for case in store.evidence_marked_removed():  # an earlier round's deletion that failed after its mark
         ref = case.evidence_ref or ""
         try:
-            if (size := evidence.bundle_bytes(ref)) == 0:  # gone: one stat, or one S3 listing, a case
-                continue
-            pruned.removed(case.id, size if dry_run else evidence.remove_bundle(ref))
+            size = evidence.bundle_bytes(ref)  # one stat, or one S3 listing, a case
+            if size:
+                pruned.removed(case.id, size if dry_run else _delete(store, evidence, case.id, ref, now))
+            elif not dry_run:  # gone already (the deletion finished, its note did not): noted, not checked again
+                store.finish_evidence_removal(case.id, now=now)
         except StorageError as exc:
             pruned.not_removed(case.id, exc)
+    if keep_days <= 0:
+        return pruned
+    cutoff = now - timedelta(days=keep_days)
     for case, rejected_at in store.rejected_before(cutoff):
         ref = case.evidence_ref or ""  # rejected_before lists stored bundles only
         try:
@@ -66,7 +69,15 @@ def prune_rejected_evidence(store: CaseStore, evidence: EvidenceStore, keep_days
                       "evidence_digest": case.evidence_digest, "bytes": size}
             if store.mark_evidence_removed(case.id, cutoff=cutoff, record=record, now=now) is None:
                 continue  # reopened or rejected again meanwhile, or marked by another process's round
-            pruned.removed(case.id, evidence.remove_bundle(ref))
+            pruned.removed(case.id, _delete(store, evidence, case.id, ref, now))
         except StorageError as exc:
             pruned.not_removed(case.id, exc)
     return pruned
+
+
+def _delete(store: CaseStore, evidence: EvidenceStore, case_id: str, ref: str, now: datetime) -> int:
+    """Delete a marked case's bundle and note the deletion finished, so that later rounds no longer check it; the bytes
+    freed."""
+    freed = evidence.remove_bundle(ref)
+    store.finish_evidence_removal(case_id, now=now)
+    return freed

@@ -355,6 +355,10 @@ class Case:
 EVIDENCE_REMOVED = "evidence_removed_at"
 """The key of a case's details noting when `cases.rejected_evidence_keep_days` removed its evidence bundle."""
 
+EVIDENCE_REMOVAL_DONE = "evidence_removed_done_at"
+"""The key of a case's details noting when the evidence store finished deleting the bundle marked `EVIDENCE_REMOVED`
+(the mark comes first, the deletion after it): the later rounds check only the marked cases without it."""
+
 
 def evidence_removed(case: Case) -> str:
     """What a reader of `case`'s removed evidence is told (the review page, the export of reviews, a reopening)."""
@@ -1085,7 +1089,8 @@ class CaseStore:
         the bundle after the commit, since on SQLite every writer (reviewers, jobs) would wait while a folder or an S3
         bundle's objects went one by one. None, nothing written, when the case is no longer rejected before `cutoff`
         (reopened, rejected again since) or another round marked it. A deletion that fails after the mark is tried
-        again by the next round (`evidence_marked_removed`). The case, its `evidence_ref` and digest stay."""
+        again by the next rounds (`evidence_marked_removed`) until one finishes it (`finish_evidence_removal`). The
+        case, its `evidence_ref` and digest stay."""
         now = now or datetime.now(UTC)
         with self._writer.begin() as conn:
             case = self._lock(conn, case_id)
@@ -1101,12 +1106,23 @@ class CaseStore:
             return self._get(conn, case_id)
 
     def evidence_marked_removed(self) -> list[Case]:
-        """The cases whose evidence the retention marked removed (`mark_evidence_removed`): the round that marked each
-        deleted its bundle after the mark, so the next rounds check (through the evidence store) that none is left."""
-        query = (sa.select(cases).where(cases.c.evidence_ref.is_not(None),
-                                        cases.c.details[EVIDENCE_REMOVED].as_string().is_not(None)).order_by(cases.c.id))
+        """The cases whose evidence the retention marked removed (`mark_evidence_removed`) but whose deletion is not
+        known finished (`finish_evidence_removal`): the round that marked each deleted its bundle after the mark, so
+        the next rounds check (through the evidence store) that none is left; only these, not every case ever marked,
+        since on S3 each check is one listing."""
+        details = cases.c.details
+        query = (sa.select(cases).where(cases.c.evidence_ref.is_not(None), details[EVIDENCE_REMOVED].as_string().is_not(None),
+                                        details[EVIDENCE_REMOVAL_DONE].as_string().is_(None)).order_by(cases.c.id))
         with self.engine.connect() as conn:
             return [_row_to(Case, r) for r in conn.execute(query)]
+
+    def finish_evidence_removal(self, case_id: str, *, now: datetime | None = None) -> None:
+        """Note that the evidence store has no bundle left of a case marked removed (`EVIDENCE_REMOVAL_DONE`), so that
+        `evidence_marked_removed` no longer lists it."""
+        at = (now or datetime.now(UTC)).isoformat()
+        with self._writer.begin() as conn:
+            details = {**(self._lock(conn, case_id).details or {}), EVIDENCE_REMOVAL_DONE: at}
+            conn.execute(cases.update().where(cases.c.id == case_id).values(details=details))
 
     def apply_remote_state(self, case_id: str, to: CaseState, *, actor: str, reason: str | None = None,
                            details: dict[str, Any] | None = None, now: datetime | None = None) -> Case:

@@ -208,16 +208,14 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed; remove nothing.")] = False,
         config: SettingsOpt = None,
     ) -> None:
-        """Remove the evidence of cases rejected more than cases.rejected_evidence_keep_days ago (serve does it hourly);
-        the cases and their digests stay. Run `streetwatch data export-reviews` first: rejected cases are hard negatives."""
+        """Remove the evidence of cases rejected more than cases.rejected_evidence_keep_days ago (serve does it hourly),
+        and what an earlier round marked removed but did not finish deleting (even at 0); the cases and digests stay.
+        Run `streetwatch data export-reviews` first: rejected cases are hard negatives."""
         from pipelines.cases.retention import prune_rejected_evidence
         from pipelines.evidence_store import StorageError, open_evidence_store
 
         settings = settings_or_fail(config)
         keep = settings.cases.rejected_evidence_keep_days
-        if keep == 0:
-            typer.echo("cases.rejected_evidence_keep_days is 0 (kept for ever): nothing removed")
-            return
         store = existing_store_or_fail(settings.cases.url)
         try:
             pruned = prune_rejected_evidence(store, open_evidence_store(settings.evidence_store), keep, dry_run=dry_run)
@@ -230,7 +228,12 @@ def register(app: typer.Typer) -> None:
         for failed in pruned.failed:
             print_error(f"not removed: {failed}")
         verb = "would remove" if dry_run else "removed"
-        typer.echo(f"{verb} the evidence of {len(pruned.cases)} case{'' if len(pruned.cases) == 1 else 's'} rejected more "
-                   f"than {keep} days ago (cases.rejected_evidence_keep_days): {pruned.bytes} bytes ({pruned.bytes / 1e6:.1f} MB)")
+        if keep == 0 and not pruned.cases and not pruned.failed:
+            typer.echo("cases.rejected_evidence_keep_days is 0 (kept for ever): nothing removed")
+        else:  # at 0, only what an earlier round marked removed and did not finish deleting
+            which = (f"rejected more than {keep} days ago (cases.rejected_evidence_keep_days)" if keep else
+                     "marked removed by an earlier round (cases.rejected_evidence_keep_days is now 0)")
+            typer.echo(f"{verb} the evidence of {len(pruned.cases)} case{'' if len(pruned.cases) == 1 else 's'} {which}: "
+                       f"{pruned.bytes} bytes ({pruned.bytes / 1e6:.1f} MB)")
         if pruned.failed:
             raise typer.Exit(1)
