@@ -32,6 +32,13 @@ MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
 REJECTED_AT = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cases_url(request, tmp_path) -> str:
+    """The case store's URL: SQLite and the suite's PostgreSQL, where the JSON-path queries of the marked cases
+    (`evidence_marked_removed`) compile differently (JSON_EXTRACT there, ->> here)."""
+    return f"sqlite:///{tmp_path}/cases.db" if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
+
+
 def _cases(intake: Intake, bus_event) -> tuple[str, str, str]:
     """Three cases of the bus photo with stored evidence: one rejected in review at REJECTED_AT, one confirmed, one
     still a candidate."""
@@ -49,8 +56,8 @@ def _audits(store: CaseStore) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(sa.select(audit_log).where(audit_log.c.action == "remove_evidence"))]
 
 
-def test_a_rejected_cases_local_evidence_goes_after_the_retention_the_case_and_digest_stay(tmp_path, bus_event):
-    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+def test_a_rejected_cases_local_evidence_goes_after_the_retention_the_case_and_digest_stay(tmp_path, cases_url, bus_event):
+    store = CaseStore(cases_url)
     evidence = LocalEvidenceStore(tmp_path / "evidence")
     intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
     rejected, confirmed, candidate = _cases(intake, bus_event)
@@ -198,10 +205,10 @@ def test_the_bundle_is_deleted_after_the_case_is_marked_with_no_write_transactio
                     "marked": now.isoformat(), "audits": 1}  # marked and audited, committed, before the deletion
 
 
-def test_a_deletion_that_fails_after_the_mark_is_completed_by_the_next_round(tmp_path, bus_event, monkeypatch):
+def test_a_deletion_that_fails_after_the_mark_is_completed_by_the_next_round(tmp_path, cases_url, bus_event, monkeypatch):
     """The case is marked (its page says removed) before its bundle is deleted; a deletion that fails is reported and the
     next round, finding the bundle of a marked case still there, removes it, audited once."""
-    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    store = CaseStore(cases_url)
     evidence = LocalEvidenceStore(tmp_path / "evidence")
     intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
     rejected, _, _ = _cases(intake, bus_event)
@@ -227,12 +234,12 @@ def test_a_deletion_that_fails_after_the_mark_is_completed_by_the_next_round(tmp
 
 
 def test_a_finished_deletion_is_not_checked_again_and_a_leftover_is_finished_with_keep_days_back_at_0(
-        tmp_path, bus_event, monkeypatch):
+        tmp_path, cases_url, bus_event, monkeypatch):
     """Every round checked every case ever marked removed (one S3 listing a case, growing without bound): a deletion
     is noted finished and later rounds check only the marked cases whose deletion is not; and a deletion that failed
     after the mark (its page already says removed) is finished even once keep_days went back to 0, by serve's round
     and by the command."""
-    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    store = CaseStore(cases_url)
     evidence = LocalEvidenceStore(tmp_path / "evidence")
     intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL), tmp_path / "spool")
     first, _, _ = _cases(intake, bus_event)
@@ -268,7 +275,7 @@ def test_a_finished_deletion_is_not_checked_again_and_a_leftover_is_finished_wit
 
     config = tmp_path / "sw.yaml"
     config.write_text(yaml.safe_dump({
-        "cases": {"url": f"sqlite:///{tmp_path}/cases.db", "rejected_evidence_keep_days": 0},
+        "cases": {"url": cases_url, "rejected_evidence_keep_days": 0},
         "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
     monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
     left = CliRunner().invoke(app, ["cases", "prune-evidence"])
