@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
 import time
 import zipfile
 from datetime import UTC, datetime
@@ -112,17 +113,19 @@ def test_a_poll_that_read_a_job_running_as_it_ended_keeps_no_count(uploads, bus_
     from api.jobs import TriageJobs
 
     app, client, tokens = uploads
-    jobs, inspector, polled = app.state.ctx.jobs, auth(tokens["inspector"]), []
+    jobs, inspector, polled, returned = app.state.ctx.jobs, auth(tokens["inspector"]), [], threading.Event()
     end = TriageJobs._end
 
     def polled_across_the_end(self, job_id, **values):
         running = self.get(job_id)  # what a poll read just before the job ended
         end(self, job_id, **values)
         polled.append(self.progress(running))  # its count, once the end has let go of the job's
+        returned.set()  # the client may see the job done before this line: it waits for it
 
     monkeypatch.setattr(TriageJobs, "_end", polled_across_the_end)
     created = client.post("/api/v1/triage/jobs", headers=inspector, files=[("files", ("bus.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
     job = wait_job(client, created.json()["id"], inspector)
+    assert returned.wait(60)
     assert job["state"] == "done" and polled == [{"done": 1, "total": 1, "phase": "cases", "rate": None, "eta_s": None}]
     assert kept_per_job(jobs.records) == {}
 

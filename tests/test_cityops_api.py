@@ -803,19 +803,21 @@ def test_a_poll_that_read_a_patrol_job_running_as_it_ended_keeps_no_count(city, 
     import api.routers.cityops as cityops
 
     app, client, tokens = city
-    ctx, inspector, polled = app.state.ctx, auth(tokens["inspector"]), []
+    ctx, inspector, polled, returned = app.state.ctx, auth(tokens["inspector"]), [], threading.Event()
     end_job = cityops.end_job
 
     def polled_across_the_end(records, path, folder, job):
         running = cityops.read_job(folder)  # what a poll read just before the job ended
         end_job(records, path, folder, job)
         polled.append(cityops._patrol_progress(ctx, folder, running))  # its count, once the end has let go of the job's
+        returned.set()  # the client may see the job done before this line: it waits for it
 
     monkeypatch.setattr(cityops, "end_job", polled_across_the_end)
     track = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START).read_bytes()
     job = client.post("/api/v1/patrol/jobs", headers=inspector, files={
         "video": ("巡查 A.mp4", clip.read_bytes(), "video/mp4"), "track": ("drive.srt", track, "text/plain")}).json()
     [job] = _finished(client, inspector, job)
+    assert returned.wait(60)
     assert job["state"] == "done" and [(p.phase, p.done) for p in polled] == [("cases", 15)], (job, polled)
     assert kept_per_job(ctx.jobs.records) == {}
 
