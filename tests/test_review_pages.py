@@ -466,6 +466,41 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
         assert case["state"] == "submitted" and [n["text"] for n in case["details"]["notes"]] == ["现场为公交站台，非违停"]
 
 
+#: The page's and the notes table's widths and the note cells' text and right edges.
+NOTES_LAID_OUT = """
+const page = document.documentElement, table = document.getElementById('notes');
+const cells = [...table.querySelectorAll('tr td:last-child')];
+return [page.clientWidth, page.scrollWidth, table.clientWidth, table.scrollWidth,
+        cells.map((c) => c.innerText), cells.map((c) => Math.round(c.getBoundingClientRect().right))];
+"""
+
+
+def test_a_long_or_many_lined_note_stays_within_the_page_on_a_screen_and_a_phone(site):
+    """A note of a 300-character URL made the queue page 2955 px wide on a 1366 px screen (the detail's buttons and
+    fields off to the right), and a note of several lines was shown as one; on a phone each note was one line scrolled
+    sideways in its table. A note's long word breaks at the column's edge and its lines are kept, on both."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    case = _current_case(site)
+    url, lines = "https://example.gov.cn/cases/" + "abcdefghij" * 30, "摊主称已撤离\n次日复查仍在\n已电话告知中队"
+    for text in (url, lines):
+        answer = httpx.post(f"{site['base']}/api/v1/cases/{case}/notes", json={"text": text}, headers=auth(site["token"]), timeout=10)
+        assert answer.status_code == 201, answer.text
+    try:
+        for width, mobile in ((1366, False), (390, True)):
+            b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": mobile})
+            b.get(site["base"] + "/ui/queue")
+            _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "table#notes tr td")) >= 6, f"the notes at {width} px")
+            page, page_width, table, table_width, texts, rights = b.execute_script(NOTES_LAID_OUT)
+            assert page_width == page, f"the queue page is {page_width} px wide on a {page} px screen"
+            assert table_width == table, f"the notes scroll sideways at {width} px: {table_width} px in {table} px"
+            assert texts[-2:] == [url, lines] and max(rights) <= page, (width, texts, rights)
+    finally:
+        b.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 @pytest.mark.slow  # a case's history read in Chromium (8 s in CI): the default suite's ~15-minute budget
 def test_the_queue_page_shows_a_case_s_history_and_revisions_on_the_city_s_clock(tmp_path, bus_jpg, bus_event):
     """The detail showed a case's facts but not how it got there: who rejected it and why, who reopened it, who changed
