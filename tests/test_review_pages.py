@@ -1217,6 +1217,32 @@ def test_a_press_and_release_on_either_side_of_the_reject_reasons_leaves_them_op
         _wait(b, lambda d: _case(served, first)["state"] == "rejected", "the case rejected with the reason clicked")
 
 
+#: Each pager's range text and whether its 上一页/下一页 are seen (offsetParent: laid out, not hidden).
+PAGERS = """
+return [...document.querySelectorAll('p.pager')].map((p) =>
+  [p.id, p.querySelector('.range').textContent, [...p.querySelectorAll('button')].map((b) => b.offsetParent !== null)]);
+"""
+
+
+def test_a_list_whole_on_one_page_has_no_pager_buttons(site):
+    """Every list showed 上一页/下一页 greyed out under it when it had nothing to page: under the queue's few cases, and
+    under the city page's empty warnings and register and the reports page's no reports, two buttons read as a list not
+    yet loaded. A list whole on its first page keeps its 第 1–N 件，共 N 件 and has no buttons."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    _current_case(site)
+    [queue] = _wait(b, lambda d: [p for p in d.execute_script(PAGERS) if p[1]], "the queue's pager")
+    n = len(b.find_elements(By.CSS_SELECTOR, "#cases li"))
+    assert queue == ["cases-pager", f"第 1–{n} 件，共 {n} 件 1–{n} of {n}", [False, False]]
+    # each empty list drawn: the city page's 'none' rows, the reports page's status line (drawn after its pager)
+    city = ", ".join(f"#{name} tbody tr.none" for name in ("warnings", "shops", "callout"))
+    for page, empty, drawn in (("/ui/city", ["warnings", "shops", "callout"], city), ("/ui/reports", ["reports"], "#status code")):
+        b.get(site["base"] + page)
+        _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, drawn)) == len(empty), f"{page}'s empty lists")
+        assert b.execute_script(PAGERS) == [[f"{name}-pager", "", [False, False]] for name in empty]
+
+
 def test_the_reports_page_with_none_names_the_command_as_code(site):
     """With no report yet the reports page said to run `streetwatch report --period month`, the backticks shown as
     they are, Markdown that no page renders; it says it in Chinese first and sets the command in code type."""

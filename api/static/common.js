@@ -219,16 +219,18 @@ const SW = {
   // list: 筛选, 搜索, 评分): which rows of how many it shows (counted in the box's data-unit, 条 else), and 上一页/下一页
   // loading that query at the offset before or after. The boxes are not read again: a box changed without pressing its
   // button had the next page load another list's rows under the one shown. SW.shown[name] keeps the query and offset
-  // drawn, for a page that loads the list shown again (after an edit) or asks which query it shows.
+  // drawn, for a page that loads the list shown again (after an edit) or asks which query it shows. A list whole on its
+  // first page (an empty one too) has no 上一页/下一页: two greyed buttons under 3 cases or none read as a list not loaded.
   pager(name, page, query, load) {
     SW.shown[name] = { query, offset: page.offset };
     const box = document.getElementById(`${name}-pager`);
     const last = page.offset + page.items.length, unit = box.dataset.unit || "条";
+    const whole = page.offset === 0 && last >= page.total;
     box.querySelector(".range").textContent = page.items.length
       ? `第 ${page.offset + 1}–${last} ${unit}，共 ${page.total} ${unit} ${page.offset + 1}–${last} of ${page.total}` : "";
     const turn = (offset) => () => Promise.resolve(load(query, offset)).catch((e) => SW.say(e.message, true));
-    Object.assign(box.querySelector(".prev"), { disabled: page.offset === 0, onclick: turn(Math.max(0, page.offset - page.limit)) });
-    Object.assign(box.querySelector(".next"), { disabled: last >= page.total, onclick: turn(last) });
+    Object.assign(box.querySelector(".prev"), { hidden: whole, disabled: page.offset === 0, onclick: turn(Math.max(0, page.offset - page.limit)) });
+    Object.assign(box.querySelector(".next"), { hidden: whole, disabled: last >= page.total, onclick: turn(last) });
   },
   shown: {},  // each paged list's {query, offset} as SW.pager last drew it, by name
 
