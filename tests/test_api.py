@@ -13,7 +13,7 @@ from tests.api_helpers import ROLES, auth, draft_cases, service  # noqa: F401  (
 
 # Every route of the app and who may call it. A route missing here fails `test_every_route_checks_its_role`.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/ui/{page}"), ("GET", "/openapi.json"),
-          ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
+          ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"), ("GET", "/favicon.ico"),
           ("MOUNT", "/static"), ("MOUNT", "/docs/assets"),
           ("GET", "/api/v1/evidence/keys")}  # public keys that verify evidence: public by nature
 PUBLIC_NOT_FOUND = {("GET", "/api/v1/evidence/keys/{key_id}.pem")}  # public too; 404 for a key not published
@@ -110,7 +110,7 @@ def test_every_route_checks_its_role(service, bus_event):
                 assert answer.json()["title"] == "Forbidden" and answer.json()["detail"] == \
                     f"角色 {role} 无权执行此操作（允许的角色：{names}） role {role} may not do this (allowed: {names})"
     for method, path in PUBLIC - {("GET", "/ui/{page}"), ("MOUNT", "/static"), ("MOUNT", "/docs/assets")}:
-        assert client.request(method, path).status_code == 200, path
+        assert client.request(method, path).status_code == (204 if path == "/favicon.ico" else 200), path  # no icon
     assert client.get("/api/v1/evidence/keys/0123456789abcdef.pem").status_code == 404  # none configured here
     for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):  # no CDN
         assert f'src="/docs/assets/{script}"' in client.get(page).text

@@ -1243,6 +1243,37 @@ def test_a_list_whole_on_one_page_has_no_pager_buttons(site):
         assert b.execute_script(PAGERS) == [[f"{name}-pager", "", [False, False]] for name in empty]
 
 
+@pytest.mark.slow  # a browser of its own, to see its first ask for the icon, opening every page (about 3 s here)
+def test_no_page_logs_an_error_in_the_browser_s_console(site):
+    """Every page's first load logged an error in the console, the browser's ask for /favicon.ico answered 404, the line
+    a reader (or a test's failure message) looking for the page's own errors had to tell apart from them. A new browser
+    opens every page: the console holds no error."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    from api.routers.pages import PAGES
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    b = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # its first ask for the icon: no other page's
+    try:
+        b.get(site["base"] + "/ui/login")
+        b.execute_script("localStorage.setItem('sw_token', arguments[0]);", site["token"])
+        errors = []
+        for page in PAGES:
+            b.get(f"{site['base']}/ui/{page}")
+            if page != "login":  # the bar names the city's zone once the page's own loads are in
+                _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} loaded")
+            errors += [(page, e["message"]) for e in b.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        b.quit()
+
+
 def test_the_reports_page_with_none_names_the_command_as_code(site):
     """With no report yet the reports page said to run `streetwatch report --period month`, the backticks shown as
     they are, Markdown that no page renders; it says it in Chinese first and sets the command in code type."""
