@@ -1312,10 +1312,27 @@ def test_the_reports_page_pages_through_the_reports(tmp_path, bus_jpg):
         _wait(b, lambda d: "第 1–200 条，共 205 条" in pager.text, "the first page again")
 
 
+#: The lines a pager's range (arguments[0]: the pager's id) is laid out in: its characters grouped by the top of each.
+RANGE_LINES = """
+const lines = new Map(), range = document.createRange();
+const walk = document.createTreeWalker(document.querySelector(`#${arguments[0]} .range`), NodeFilter.SHOW_TEXT);
+for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+  for (let i = 0; i < node.length; i++) {
+    range.setStart(node, i); range.setEnd(node, i + 1);
+    const rect = range.getClientRects()[0];
+    if (rect) { const top = Math.round(rect.top); lines.set(top, (lines.get(top) || '') + node.data[i]); }
+  }
+}
+return [...lines.values()].map((line) => line.trim()).filter((line) => line);
+"""
+
+
 @pytest.mark.slow  # its own served pages and browser, 205 grid cells scored on the page (about 15 s here)
 def test_the_scores_page_pages_through_the_grid_cells(tmp_path, bus_jpg):
     """The scores page put a district's 400 grid cells in one table from about 600 KiB of JSON. It shows 200 units a
-    page in the table's order, which rows of how many, and 下一页 to the rest; a unit on the second page still opens."""
+    page in the table's order, which rows of how many, and 下一页 to the rest; a unit on the second page still opens.
+    On a phone the range wrapped where the line ran out (第 1–200 条，共 205 条 1– on a line, 200 of 205 on the next):
+    its Chinese and its English are each one line."""
     from selenium.webdriver.common.by import By
 
     from tests.analytics_helpers import many_cells, write_grid
@@ -1331,3 +1348,8 @@ def test_the_scores_page_pages_through_the_grid_cells(tmp_path, bus_jpg):
         assert "205 个单位" in b.find_element(By.ID, "status").text
         rows[-1].click()
         _wait(b, lambda d: codes[-1] in d.find_element(By.CSS_SELECTOR, "#unit h2").text, "the last unit's deductions")
+        pager.find_element(By.CLASS_NAME, "prev").click()
+        _wait(b, lambda d: "第 1–200 条，共 205 条" in pager.text, "the first page again")
+        b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        assert b.execute_script(RANGE_LINES, "scores-pager") in (
+            ["第 1–200 条，共 205 条 1–200 of 205"], ["第 1–200 条，共 205 条", "1–200 of 205"])

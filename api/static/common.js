@@ -226,8 +226,11 @@ const SW = {
     const box = document.getElementById(`${name}-pager`);
     const last = page.offset + page.items.length, unit = box.dataset.unit || "条";
     const whole = page.offset === 0 && last >= page.total;
-    box.querySelector(".range").textContent = page.items.length
-      ? `第 ${page.offset + 1}–${last} ${unit}，共 ${page.total} ${unit} ${page.offset + 1}–${last} of ${page.total}` : "";
+    // the Chinese and the English each unbroken (on a phone the range wrapped at its dash: 1– on a line, 200 of 209 on
+    // the next), a line broken between them alone
+    box.querySelector(".range").replaceChildren(...(page.items.length
+      ? [SW.el("span", {}, `第 ${page.offset + 1}–${last} ${unit}，共 ${page.total} ${unit}`), " ",
+         SW.el("span", {}, `${page.offset + 1}–${last} of ${page.total}`)] : []));
     const turn = (offset) => () => Promise.resolve(load(query, offset)).catch((e) => SW.say(e.message, true));
     Object.assign(box.querySelector(".prev"), { hidden: whole, disabled: page.offset === 0, onclick: turn(Math.max(0, page.offset - page.limit)) });
     Object.assign(box.querySelector(".next"), { hidden: whole, disabled: last >= page.total, onclick: turn(last) });
