@@ -466,6 +466,38 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
         assert case["state"] == "submitted" and [n["text"] for n in case["details"]["notes"]] == ["现场为公交站台，非违停"]
 
 
+#: Each field of the queue's case detail whose label is broken over lines or stands on another line than the field:
+#: the label, its lines, and the tops of the label and the field.
+FIELDS_APART = """
+return [...document.querySelectorAll('#detail span.field')].filter((span) => span.querySelector('label')).flatMap((span) => {
+  const label = span.querySelector('label'), field = span.querySelector('input, select'), range = document.createRange();
+  range.selectNodeContents(label);
+  const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+  const w = range.getBoundingClientRect(), f = field.getBoundingClientRect();
+  return lines === 1 && f.top < w.bottom && f.bottom > w.top ? [] : [[label.textContent, lines, Math.round(w.top), Math.round(f.top)]];
+});
+"""
+
+
+def test_the_case_detail_s_labels_share_a_line_with_their_fields_on_an_office_screen(site):
+    """At 1366 px the case detail's row of fields ended a line with 描述 and began the next with Description and its
+    box, a label broken in two and away from its field, as the filters' 搜索 Search was before. At 1366 and 1280 px each
+    of the detail's labels is one line, on the line of its field."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    case = _current_case(site)
+    try:
+        for width in (1366, 1280):
+            b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+            b.get(site["base"] + "/ui/queue")
+            _wait(b, lambda d: case in d.find_element(By.CSS_SELECTOR, "#detail h2").text, f"the case's detail at {width} px")
+            assert b.execute_script(FIELDS_APART) == [], f"at {width} px"
+            assert b.execute_script("return document.documentElement.scrollWidth") <= width  # no field pushed off it
+    finally:
+        b.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 #: The page's and the notes table's widths and the note cells' text and right edges.
 NOTES_LAID_OUT = """
 const page = document.documentElement, table = document.getElementById('notes');
