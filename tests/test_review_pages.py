@@ -498,19 +498,23 @@ def test_the_case_detail_s_labels_share_a_line_with_their_fields_on_an_office_sc
         b.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
-#: The page's and the notes table's widths and the note cells' text and right edges.
+#: The page's and the notes table's widths, the note cells' text and right edges, and the most lines a writer's name
+#: (reviewer-user) is shown in.
 NOTES_LAID_OUT = """
 const page = document.documentElement, table = document.getElementById('notes');
-const cells = [...table.querySelectorAll('tr td:last-child')];
+const cells = [...table.querySelectorAll('tr td:last-child')], range = document.createRange();
+const lines = (cell) => { range.selectNodeContents(cell); return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size; };
 return [page.clientWidth, page.scrollWidth, table.clientWidth, table.scrollWidth,
-        cells.map((c) => c.innerText), cells.map((c) => Math.round(c.getBoundingClientRect().right))];
+        cells.map((c) => c.innerText), cells.map((c) => Math.round(c.getBoundingClientRect().right)),
+        Math.max(...[...table.querySelectorAll('tr td:nth-child(2)')].map(lines))];
 """
 
 
 def test_a_long_or_many_lined_note_stays_within_the_page_on_a_screen_and_a_phone(site):
     """A note of a 300-character URL made the queue page 2955 px wide on a 1366 px screen (the detail's buttons and
     fields off to the right), and a note of several lines was shown as one; on a phone each note was one line scrolled
-    sideways in its table. A note's long word breaks at the column's edge and its lines are kept, on both."""
+    sideways in its table. A note's long word breaks at the column's edge and its lines are kept, on both, the writer's
+    name beside it whole (broken anywhere, revi/ewe/r-/user, the name's column was squeezed to a letter's width)."""
     from selenium.webdriver.common.by import By
 
     b = site["browser"]
@@ -525,7 +529,8 @@ def test_a_long_or_many_lined_note_stays_within_the_page_on_a_screen_and_a_phone
                               {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": mobile})
             b.get(site["base"] + "/ui/queue")
             _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "table#notes tr td")) >= 6, f"the notes at {width} px")
-            page, page_width, table, table_width, texts, rights = b.execute_script(NOTES_LAID_OUT)
+            page, page_width, table, table_width, texts, rights, by_lines = b.execute_script(NOTES_LAID_OUT)
+            assert by_lines <= 2, f"reviewer-user in {by_lines} lines at {width} px"  # broken at its hyphen at most
             assert page_width == page, f"the queue page is {page_width} px wide on a {page} px screen"
             assert table_width == table, f"the notes scroll sideways at {width} px: {table_width} px in {table} px"
             assert texts[-2:] == [url, lines] and max(rights) <= page, (width, texts, rights)
