@@ -217,6 +217,14 @@ def recorded(records: RecordCounts, path: Path, job: dict[str, Any], folder: Pat
     return records.count(path, finished, ended=lambda: (read_job(folder) or {}).get("state") not in UNFINISHED)
 
 
+def judging_pace(records: RecordCounts, path: Path, total: int | None, done: int, judging: bool) -> dict[str, Any]:
+    """`rate` and `eta_s` of a job's progress: while its inputs are judged (`judging`: a photo upload's photos, a patrol
+    job's frames), those recorded per second in its `results.jsonl` at `path` as the polls found them
+    (`RecordCounts.speed`) and the seconds left at that rate, as the CLI's bar reckons them (`seconds_left`); else None."""
+    rate = records.speed(path) if judging else None
+    return {"rate": rate, "eta_s": seconds_left(total, done, rate)}
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -501,9 +509,7 @@ class TriageJobs:
             phase = "store"
         elif job["state"] == "running":
             phase = "cases" if total is not None and done >= total else "photos"
-        rate = self.records.speed(results) if phase == "photos" else None
-        return {"done": done, "total": total, "phase": phase, "rate": rate,
-                "eta_s": seconds_left(total, done, rate)}
+        return {"done": done, "total": total, "phase": phase, **judging_pace(self.records, results, total, done, phase == "photos")}
 
     def report(self, job_id: str) -> Path:
         """Where the job's `report.html` is once it is done (the triage run writes it last)."""

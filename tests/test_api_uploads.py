@@ -208,26 +208,8 @@ def test_a_running_jobs_progress_gives_the_rate_of_the_photos_it_records_and_the
     before, as the CLI's bar counts this run's: `Pace`) and the seconds left at it (`seconds_left`); none once they
     all are. The detector judges a photo each time the test lets it, so polls find them recorded one by one."""
     import math
-    import threading
 
     from tests.conftest import SHARED
-
-    class Gated:
-        """The real detector, each call waiting for the test to let one through."""
-
-        def __init__(self, real) -> None:
-            self.real, self.gate = real, threading.Semaphore(0)
-
-        def __getattr__(self, name):
-            return getattr(self.real, name)
-
-        def detect(self, images):
-            assert self.gate.acquire(timeout=60)
-            return self.real.detect(images)
-
-        def detect_with_features(self, images):
-            assert self.gate.acquire(timeout=60)
-            return self.real.detect_with_features(images)
 
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
     detector = Gated(onnx_detector)
@@ -749,6 +731,25 @@ def own_postgres():
             yield root, url
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+class Gated:
+    """The real detector, each call waiting for the test to let one through: a job's polls find its inputs recorded
+    one by one (the rate of a photo upload's and a patrol job's progress)."""
+
+    def __init__(self, real) -> None:
+        self.real, self.gate = real, threading.Semaphore(0)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def detect(self, images):
+        assert self.gate.acquire(timeout=60)
+        return self.real.detect(images)
+
+    def detect_with_features(self, images):
+        assert self.gate.acquire(timeout=60)
+        return self.real.detect_with_features(images)
 
 
 class CountingDetector:

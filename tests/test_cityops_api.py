@@ -463,7 +463,7 @@ def test_a_patrol_job_finding_the_case_store_unreachable_waits_for_it_and_goes_o
         pg_ctl(root, "restart")  # back on the same port
         [job] = _finished(client, inspector, created.json())
     assert job["state"] == "done" and job["error"] is None and job["waiting"] is None, job
-    assert job["progress"] == {"phase": "done", "done": 15, "total": 15}
+    assert job["progress"] == {"phase": "done", "done": 15, "total": 15, "rate": None, "eta_s": None}
     assert detector.images == judged  # the frames judged before the outage were not judged again
     cases = app.state.ctx.store.list(source_id="patrol:巡查 0310")
     assert sorted(c.id for c in cases) == sorted(job["summary"]["cases"]) and len(cases) >= 1  # each drafted once
@@ -838,7 +838,7 @@ def test_patrol_jobs_are_listed_newest_first_with_their_progress(city, clip, tmp
     assert client.get("/api/v1/patrol/jobs", headers=inspector).json() == []
     first = upload(inspector, "巡查 A.mp4")
     [first] = _finished(client, inspector, first)
-    assert first["state"] == "done" and first["progress"] == {"phase": "done", "done": 15, "total": 15}, first
+    assert first["state"] == "done" and first["progress"] == {"phase": "done", "done": 15, "total": 15, "rate": None, "eta_s": None}, first
     assert kept_per_job(ctx.jobs.records) == {}  # a finished job's count is in its record (`recorded`), not kept for ever
     theirs = upload(other, "巡查 B.mp4")
     release = threading.Event()
@@ -849,7 +849,7 @@ def test_patrol_jobs_are_listed_newest_first_with_their_progress(city, clip, tmp
         listed = client.get("/api/v1/patrol/jobs", headers=inspector).json()
         assert [(j["id"], j["video_label"], j["state"]) for j in listed] == [
             (waiting["id"], "巡查 C.mp4", "queued"), (first["id"], "巡查 A.mp4", "done")], listed
-        assert listed[0]["progress"] == {"phase": "queued", "done": 0, "total": None}
+        assert listed[0]["progress"] == {"phase": "queued", "done": 0, "total": None, "rate": None, "eta_s": None}
         assert listed[1] == first  # each as GET /patrol/jobs/{id} shows it
         assert [j["video_label"] for j in client.get("/api/v1/patrol/jobs", headers=other).json()] == ["巡查 B.mp4"]
         everyone = client.get("/api/v1/patrol/jobs", headers=auth(tokens["reviewer"])).json()
@@ -869,10 +869,54 @@ def test_patrol_jobs_are_listed_newest_first_with_their_progress(city, clip, tmp
     (folder / stopped / "job.json").write_text(json.dumps({**record, "id": stopped, "state": "running", "summary": None,
                                                            "finished_at": None, "created_at": "2026-11-20T01:00:00+00:00"}))
     running = client.get(f"/api/v1/patrol/jobs/{stopped}", headers=inspector).json()
-    assert running["progress"] == {"phase": "frames", "done": 5, "total": 15}, running
-    assert client.get("/api/v1/patrol/jobs", headers=inspector).json()[-1] == running  # the oldest: listed last
+    assert running["progress"] == {"phase": "frames", "done": 5, "total": 15, "rate": None, "eta_s": None}, running
+    again = {**running, "progress": {**running["progress"], "rate": 0.0}}  # a second look: no frame judged since
+    assert client.get("/api/v1/patrol/jobs", headers=inspector).json()[-1] == again  # the oldest: listed last
     assert [j["state"] for j in _finished(client, auth(tokens["reviewer"]), waiting, theirs)] == ["done", "done"]
 
+
+
+def test_a_running_patrol_jobs_progress_gives_the_rate_of_the_frames_it_judges_and_the_time_left(
+        tmp_path, monkeypatch, onnx_detector, clip):  # noqa: F811
+    """A patrol job's progress said frames judged of those sampled and its phase only, while a photo upload's gives the
+    rate and the seconds left: a half-hour video's hundreds of frames said 530 / 1800 and nothing of how long was left.
+    While frames are judged it gives them as an upload does (`judging_pace`: of the frames this run records, at the
+    CLI bar's reckoning); none once all are. The detector judges a frame each time the test lets it."""
+    import math
+
+    from tests.test_api_uploads import Gated
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    detector = Gated(onnx_detector)
+    app, tokens = make_app(settings_for(tmp_path, triage={"workers": 1, "ocr": "off"}), detector=detector)
+    inspector = auth(tokens["inspector"])
+    track = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START).read_bytes()
+
+    def poll(until) -> dict:
+        for _ in range(600):
+            progress = client.get(f"/api/v1/patrol/jobs/{job_id}", headers=inspector).json()["progress"]
+            if until(progress):
+                return progress
+            time.sleep(0.1)
+        pytest.fail(f"patrol job {job_id}: {progress}")
+
+    with TestClient(app) as client:
+        job_id = client.post("/api/v1/patrol/jobs", headers=inspector, files={
+            "video": ("巡查 0310.mp4", clip.read_bytes(), "video/mp4"), "track": ("drive.srt", track, "text/plain")}).json()["id"]
+        journal = app.state.ctx.service.patrol_dir / job_id / "out" / "results.jsonl"
+        try:
+            poll(lambda p: p["phase"] == "frames" and p["total"] == 15 and journal.exists())  # the frames' judging has begun
+            first = poll(lambda p: True)  # its first look at the journal, no frame judged yet
+            assert first["done"] == 0 and first["rate"] in (None, 0.0) and first["eta_s"] is None, first  # none judged: no rate
+            for judged in (1, 2):
+                detector.gate.release()
+                progress = poll(lambda p, n=judged: p["done"] == n)
+                assert progress["phase"] == "frames" and progress["rate"] > 0, progress
+                assert progress["eta_s"] == math.ceil((15 - judged) / progress["rate"]) > 0, progress
+        finally:  # the rest judged at once (a failed assertion leaves no job waiting at the gate as the client stops)
+            detector.gate.release(15)
+        done = poll(lambda p: p["phase"] == "done")
+    assert done == {"phase": "done", "done": 15, "total": 15, "rate": None, "eta_s": None}
 
 
 def test_the_patrol_job_list_reads_only_the_newest_jobs(tmp_path, caplog):

@@ -147,6 +147,18 @@ def test_city_page_shows_fines_in_yuan(city):
     assert row.find_elements(By.TAG_NAME, "td")[-1].text == "200 元"
 
 
+def test_a_patrol_jobs_progress_says_the_frames_rate_and_time_left(city):
+    """A patrol job's progress line said frames judged of those sampled only, the upload page's rate and time left
+    beside its photos; while frames are judged it says theirs as that page does (SW.pace), in frames."""
+    _login(city)
+    b = city["browser"]
+    b.get(city["base"] + "/ui/city")
+    _wait(b, lambda d: d.execute_script("return typeof patrolProgress === 'function'"), "the city page's script")
+    judging = {"phase": "frames", "done": 530, "total": 1800, "rate": 0.5, "eta_s": 400}  # as the API answers while frames are judged
+    assert b.execute_script("return patrolProgress(arguments[0])", judging) == \
+        "530 / 1800 帧 frames · 识别画面 judging frames · 0.5 帧/秒 frames/s · 约剩 7 分钟 about 7 min left"
+
+
 def test_a_call_out_search_is_kept_when_the_pages_first_list_answers_late(city):
     """The page's own first list of the call-out numbers answering after a search the reader submitted drew the whole
     list over the search's answer: a load overtaken is dropped (SW.newest, as on every paged list), the search's stays."""

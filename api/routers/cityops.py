@@ -31,7 +31,7 @@ from api.auth import ADMIN, READ_CASES, REVIEW, UPLOAD, require
 from api.context import AppContext, get_ctx
 from api.exports import Export
 from api.job_retention import not_found
-from api.jobs import (UNFINISHED, as_uploaded, end_job, job_failure, newest_jobs, no_cases_error, read_job, recorded,
+from api.jobs import (UNFINISHED, as_uploaded, end_job, job_failure, judging_pace, newest_jobs, no_cases_error, read_job, recorded,
                       spool_shown, waiting_for_store, write_job)
 from api.problems import Problem, invalid, malformed_json, problems, unusable
 from api.routers.analytics import CSV, XLSX, _attachment
@@ -234,6 +234,9 @@ class PatrolProgress(BaseModel):
         "cases drafted); store (waiting for the case store to come back: `service.store_wait_s`); done or failed.")
     done: int = Field(description="While sampling, the frames sampled so far; after, the frames judged (each once).")
     total: int | None = Field(description="Frames sampled (None until sampling is over).")
+    rate: float | None = Field(None, description="While frames are judged: frames recorded per second over about the "
+                                                 "last minute, as this server's polls found them (None until two polls).")
+    eta_s: int | None = Field(None, description="While frames are judged: seconds until the last is, at `rate`.")
 
 
 class PatrolJob(BaseModel):
@@ -682,8 +685,9 @@ def _patrol_jobs(ctx: AppContext, limit: int | None = None, owner: str | None = 
 
 def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolProgress:
     """Frames sampled so far until sampling is over (`sampled.json` written), then frames judged out of those sampled,
-    counted in the run's `results.jsonl` as a photo upload's photos are (`api.jobs.recorded`); phase `store` while the
-    job waits for the case store (`waiting_for_store`)."""
+    counted in the run's `results.jsonl` as a photo upload's photos are (`api.jobs.recorded`), and while frames are
+    judged their rate and the seconds left at it as a photo upload's (`judging_pace`); phase `store` while the job waits
+    for the case store (`waiting_for_store`)."""
     from pipelines.cityops.patrol import FRAMES, SAMPLED, Sampled
     from pipelines.triage.journal import RESULTS
 
@@ -697,7 +701,8 @@ def _patrol_progress(ctx: AppContext, folder: Path, job: dict[str, Any]) -> Patr
     total = len(sampled.frames)
     done = recorded(ctx.jobs.records, out / RESULTS, job, folder)
     phase = ("store" if waits else "cases" if done >= total else "frames") if state == "running" else state
-    return PatrolProgress(phase=phase, done=done, total=total)
+    return PatrolProgress(phase=phase, done=done, total=total,
+                          **judging_pace(ctx.jobs.records, out / RESULTS, total, done, phase == "frames"))
 
 
 def _patrol_view(ctx: AppContext, folder: Path, job: dict[str, Any]) -> PatrolJob:

@@ -162,14 +162,15 @@ function showPatrol(job, meta) {
     SW.el("p", { class: "state" }, `${job.video_label} · ${SW.jobStateName(job.state)}`), SW.el("ul", {}, ...items));
 }
 
-// How far a patrol job is (the API's PatrolProgress): frames sampled from the video, then frames judged of those.
+// How far a patrol job is (the API's PatrolProgress): frames sampled from the video, then frames judged of those,
+// their rate and the minutes left while they are (SW.pace, as the upload page's photos).
 const PATROL_PHASES = { queued: "排队中 queued", sampling: "抽取画面 sampling", frames: "识别画面 judging frames",
                         cases: "生成案件 building cases", store: "等待案件库恢复… waiting for the case store", done: "完成 done",
                         failed: "失败 failed" };
 function patrolProgress(p) {
   const phase = PATROL_PHASES[p.phase] || p.phase;
   if (p.phase === "sampling") return `${phase}: ${p.done} 帧 frames`;
-  return p.total == null ? phase : `${p.done} / ${p.total} 帧 frames · ${phase}`;
+  return p.total == null ? phase : `${p.done} / ${p.total} 帧 frames · ${phase}` + SW.pace(p, "帧/秒 frames/s");
 }
 
 let following = null;  // the patrol job whose summary #patrol-job shows (one at a time)

@@ -195,6 +195,15 @@ const SW = {
     return zh ? `${zh} ${state}` : state;
   },
 
+  // While a job's inputs are judged (a photo upload's photos, a patrol's frames): their rate in `unit` ("张/秒 photos/s")
+  // and the minutes left at it (its progress's rate and eta_s, from the inputs this run records: a resumed job's
+  // earlier ones are not its rate), rounded up, so the last minute says 约剩 1 分钟; "" without a rate.
+  pace(p, unit) {
+    if (p.rate == null) return "";
+    const left = p.eta_s == null ? "" : ` · 约剩 ${Math.ceil(p.eta_s / 60)} 分钟 about ${Math.ceil(p.eta_s / 60)} min left`;
+    return ` · ${p.rate.toFixed(1)} ${unit}${left}`;
+  },
+
   // A job's retry of the evidence spool (its summary's spool: a photo upload's or a patrol's) as staff read it: the
   // bundles earlier jobs left there while storage was down stored now, and those still waiting, the job's own
   // included (their reasons are in summary.spool); none when the spool is empty or the job is older than the news.

@@ -15,14 +15,6 @@ function send(files) {
 // none where the service writes no cases (no evidence key, or service.triage.cases: false).
 function written(job) { return job.cases.filter((c) => c.case_id).length; }
 
-// While photos are judged: their rate and the minutes left at it (the job's rate and eta_s, from the photos this
-// run records: a resumed job's earlier ones are not its rate), rounded up, so the last minute says 约剩 1 分钟.
-function pace(p) {
-  if (p.rate == null) return "";
-  const left = p.eta_s == null ? "" : ` · 约剩 ${Math.ceil(p.eta_s / 60)} 分钟 about ${Math.ceil(p.eta_s / 60)} min left`;
-  return ` · ${p.rate.toFixed(1)} 张/秒 photos/s${left}`;
-}
-
 // The progress line: photos recorded out of the total and the phase; once done, the job's groups and, only
 // when it wrote any, its cases (job.cases lists groups, with or without a case), and the spool's news.
 function showJob(job) {
@@ -32,7 +24,7 @@ function showJob(job) {
   bar.value = p.done;
   const phase = { queued: "排队 queued", photos: "识别照片 photos", cases: "生成案件 building cases", store: "等待案件库恢复… waiting for the case store", done: "完成 done", failed: "失败 failed" }[p.phase] || p.phase;
   const cases = job.summary && written(job) ? ` · ${written(job)} 件案件 cases` : "";
-  document.getElementById("job-text").textContent = `${p.done} / ${p.total ?? "?"} · ${phase}` + pace(p) +
+  document.getElementById("job-text").textContent = `${p.done} / ${p.total ?? "?"} · ${phase}` + SW.pace(p, "张/秒 photos/s") +
     (job.summary ? ` · ${job.summary.groups} 组 groups${cases}` : "") + SW.spoolNews(job.summary).map((t) => ` · ${t}`).join("") + (job.error ? ` · ${job.error}` : "");
 }
 
