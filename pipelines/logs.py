@@ -13,6 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
+import phonenumbers
+from phonenumbers import Leniency
+
+from detect.phones import DEFAULT_REGION
+
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 #: A run of 7 or more digits standing alone (a phone number, national or E.164, also after a URL-encoded `+` or an
 #: area code and a hyphen: 021-61234567), not one inside a word: a case id (SW20261206-...), a platform's task number
@@ -20,13 +25,32 @@ FORMAT = "%(levelname)s %(name)s: %(message)s"
 _DIGIT_RUN = re.compile(r"(?:(?<=%2B)|(?<=\d-)|(?<![A-Za-z0-9_-]))\d{7,}(?![A-Za-z0-9_])")
 
 
-def mask_phones(text: str) -> str:
-    """`text` with each run of 7 or more digits standing alone (a phone number, national or E.164; `_DIGIT_RUN`)
-    written with the four digits before its last four as `****` (`138****5678`, `+86138****5678`), as Chinese offices
-    print a number: a log is read by whoever runs the server, and keeps for years the numbers the call-out list
-    (追呼/停机) holds for a while. Digits inside an id (SW20261206-…, DCM-20261206001) are kept: the line must still
-    say which case."""
-    return _DIGIT_RUN.sub(lambda m: f"{m[0][:-8]}****{m[0][-4:]}", text)
+def mask_phones(text: str, region: str = DEFAULT_REGION) -> str:
+    """`text` with each phone number written with the four digits before its last four as `*` (`138****5678`,
+    `+86138****5678`, `138 **** 8000`, `+86 138-****-8000`), as Chinese offices print a number: a log is read by
+    whoever runs the server, and keeps for years the numbers the call-out list (追呼/停机) holds for a while. A number
+    is a run of 7 or more digits standing alone (national or E.164; `_DIGIT_RUN`) or what `phonenumbers` finds a valid
+    number of `region` (the default phone region, CN) or with its country code, separators and all (400-820-8820,
+    138 0013 8000: the run missed them, so they went out whole). Digits inside an id (SW20261206-…, DCM-20261206001),
+    times and coordinates are kept: the line must still say which case."""
+    spans = sorted([m.span() for m in _DIGIT_RUN.finditer(text)] +
+                   [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=Leniency.VALID)])
+    merged: list[list[int]] = []
+    for start, end in spans:  # a run inside a number found whole (021-61234567's 61234567) is masked with it once
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    for start, end in reversed(merged):
+        text = text[:start] + _masked(text[start:end]) + text[end:]
+    return text
+
+
+def _masked(number: str) -> str:
+    """`number` with the four digits before its last four as `*`, its other characters (+, separators) as written."""
+    digits = [i for i, c in enumerate(number) if c.isdigit()]
+    hidden = set(digits[-8:-4] if len(digits) >= 8 else digits[:-4])
+    return "".join("*" if i in hidden else c for i, c in enumerate(number))
 
 
 def setup_logging(level: int = logging.INFO) -> None:

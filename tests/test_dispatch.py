@@ -1305,6 +1305,22 @@ def test_a_platform_s_failure_text_is_logged_with_its_phone_numbers_masked(world
     assert "13912345678" in (entry.last_error if status == 500 else entry.parked_reason), entry
 
 
+def test_masking_phone_numbers_masks_those_written_with_separators_and_keeps_ids_and_times():
+    """`mask_phones` masked runs of 7 or more digits only, so a number written as postings and platforms write it
+    (400-820-8820, 138 0013 8000, +86 138-0013-8000) went out whole, in the logs and in an Open311 description sent
+    `phones: masked`, a service number's normal form too. Every valid number of the region is masked, its separators
+    kept; case ids, task numbers, times and coordinates are as they were."""
+    from pipelines.dispatch.adapters import phones_out
+    from pipelines.logs import mask_phones
+
+    line = "小广告 400-820-8820，手机 138 0013 8000 / +86 138-0013-8000，座机 0571-8765 4321"
+    assert mask_phones(line) == "小广告 40*-***-8820，手机 138 **** 8000 / +86 138-****-8000，座机 0571-**** 4321"
+    kept = ("case SW20261206-9595c82db800 task DCM-20261206001 at 2026-12-06 18:22:08 (2026-12-06T10:22:08+00:00) "
+            "见坐标 30.274100, 120.155100 frame-00012-t00012.00.jpg")
+    assert mask_phones(kept) == kept
+    assert phones_out(["400-820-8820", "0571-87654321", "13912345678"], "masked") == ["40*-***-8820", "0571-****4321", "139****5678"]
+
+
 def test_masking_a_log_line_s_phone_numbers_keeps_the_case_ids_and_task_numbers_in_it():
     """`mask_phones` masked every run of 7 or more digits, so the lines it was put on to hide phone numbers lost what
     they exist to trace: a case id SW20261206-… read SW****1206-…, a cn-dcm task number DCM-20261206001 read
