@@ -230,16 +230,18 @@ def test_a_running_jobs_progress_gives_the_rate_of_the_photos_it_records_and_the
                               files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos])
         job_id = created.json()["id"]
         journal = tmp_path / "service" / "jobs" / job_id / "results.jsonl"
-        poll(lambda p: p["phase"] == "photos" and p["total"] == 5 and journal.exists())  # the run has begun
-        first = poll(lambda p: True)  # its first look at the journal, no photo judged yet
-        assert first["done"] == 0 and first["rate"] in (None, 0.0) and first["eta_s"] is None  # none judged: no rate
-        for judged in (1, 2):
-            detector.gate.release()
-            progress = poll(lambda p, n=judged: p["done"] == n)
-            assert progress["phase"] == "photos" and progress["rate"] > 0, progress
-            assert progress["eta_s"] == math.ceil((5 - judged) / progress["rate"]) > 0, progress
-        for _ in range(3):
-            detector.gate.release()
+        try:
+            poll(lambda p: p["phase"] == "photos" and p["total"] == 5 and journal.exists())  # the run has begun
+            first = poll(lambda p: True)  # its first look at the journal, no photo judged yet
+            assert first["done"] == 0 and first["rate"] in (None, 0.0) and first["eta_s"] is None  # none judged: no rate
+            for judged in (1, 2):
+                detector.gate.release()
+                progress = poll(lambda p, n=judged: p["done"] == n)
+                assert progress["phase"] == "photos" and progress["rate"] > 0, progress
+                assert progress["eta_s"] == math.ceil((5 - judged) / progress["rate"]) > 0, progress
+        finally:  # a failed assertion must not leave the job held: the client's shutdown would wait for it
+            for _ in range(5):
+                detector.gate.release()
         done = poll(lambda p: p["phase"] == "done")
     assert done == {"done": 5, "total": 5, "phase": "done", "rate": None, "eta_s": None}
 
