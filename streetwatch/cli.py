@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import NoReturn
 
 import typer
 
@@ -53,17 +54,31 @@ def main() -> None:
     stop_like_ctrl_c()
     try:
         app()
+    except KeyboardInterrupt:  # while Typer still built the commands, before its own Ctrl-C handling runs
+        _exit_interrupted()
     except SystemExit as exc:
         if not _unhandled_interrupt(exc):
             raise
-        print_error(INTERRUPTED)
-        raise SystemExit(interrupted_code()) from None
+        _exit_interrupted()
     except Exception as exc:
         message = _user_error(exc)
         if message is None:  # a real fault: keep its traceback
             raise
         print_error(message)
         raise SystemExit(2) from None
+
+
+def _exit_interrupted() -> NoReturn:
+    """The one line and exit 130 (143 for SIGTERM) of a command stopped by a signal it did not handle.
+
+    CPython (3.11) notes a KeyboardInterrupt that leaves code run by exec or eval of a string as unhandled, though a
+    caller catches it, and under `python -m streetwatch.cli` kills the process with SIGINT once finalized: the line
+    said, then death by SIGINT (143 lost), whenever the signal came while an import ran such code (dataclasses,
+    typing's string annotations, numpy), as in serve's start-up. Each eval of a string clears that note first, so one
+    here makes the exit the one said."""
+    print_error(INTERRUPTED)
+    eval("None")
+    raise SystemExit(interrupted_code()) from None
 
 
 def _unhandled_interrupt(exc: SystemExit) -> bool:

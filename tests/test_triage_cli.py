@@ -517,6 +517,54 @@ def test_ctrl_c_or_sigterm_in_a_command_without_its_own_handler_says_so(tmp_path
         assert stderr.splitlines()[-1] == f"error: {INTERRUPTED}" and "Traceback" not in stderr
 
 
+#: A console script (`python -m stopped`) whose one command is stopped by the signal it sends itself: inside code run by
+#: exec of a string (as the dataclasses, typing's string annotations and numpy run at import), or while Typer still
+#: builds the commands (reading the command's signature), before its own Ctrl-C handling.
+STOPPED_MODULE = """
+import os, signal, sys
+from streetwatch import cli
+
+SIG = getattr(signal, sys.argv[2])
+
+
+class Stopper:
+    __name__ = "stop"
+
+    def __call__(self):
+        pass
+
+    @property
+    def __signature__(self):
+        os.kill(os.getpid(), SIG)
+        while True:
+            pass
+
+def in_exec():
+    exec("os.kill(os.getpid(), SIG)\\nwhile True:\\n    pass")
+
+cli.app.command("stop")(in_exec if sys.argv[1] == "exec" else Stopper())
+sys.argv[1:] = ["stop"]
+cli.main()
+"""
+
+
+def test_a_signal_during_start_up_imports_exits_with_the_line_and_the_signals_code(tmp_path):
+    """`serve` stopped during its start-up imports said 'interrupted (已中断)' and then died by SIGINT (exit -2, 143
+    lost for SIGTERM) when the signal came inside code an import ran by exec of a string (CPython then notes the
+    interrupt as unhandled, though the console script handled it); stopped while Typer built the commands it printed a
+    KeyboardInterrupt traceback. Both say the one line and exit 130 (143 for SIGTERM)."""
+    from streetwatch.cli import INTERRUPTED
+
+    (tmp_path / "stopped.py").write_text(STOPPED_MODULE)
+    env = {**_env(), "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    for where in ("exec", "typer"):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            run = subprocess.run([sys.executable, "-m", "stopped", where, sig.name], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 128 + sig and "Traceback" not in run.stderr, (where, sig, run.returncode, run.stderr)
+            assert run.stderr.splitlines() == [f"error: {INTERRUPTED}"], (where, sig, run.stderr)
+
+
 def test_a_run_whose_stderr_is_a_file_logs_its_progress_and_draws_no_bar(tmp_path, bus_jpg):
     """Into a log file rich drew no bar while the run went but printed its last frame at the end, one line cut to 80
     columns ("3.7 0:00… phot…") after the progress lines had said it all. The file holds the lines and no bar."""
