@@ -8,7 +8,7 @@ from typing import NoReturn
 import typer
 
 from detect.runtime_env import prepare_ultralytics_env
-from streetwatch.commands.common import interrupted_code, missing_extra, print_error, stop_like_ctrl_c
+from streetwatch.commands.common import interrupted_code, missing_extra, print_error, signal_received, stop_like_ctrl_c
 
 # The single list of command modules (streetwatch/commands/<name>.py, each with `register(app)`).
 COMMAND_MODULES = [
@@ -61,6 +61,8 @@ def main() -> None:
             raise
         _exit_interrupted()
     except Exception as exc:
+        if signal_received():  # the interrupt turned into another error (a native import cut short)
+            _exit_interrupted()
         message = _user_error(exc)
         if message is None:  # a real fault: keep its traceback
             raise

@@ -542,7 +542,14 @@ class Stopper:
 def in_exec():
     exec("os.kill(os.getpid(), SIG)\\nwhile True:\\n    pass")
 
-cli.app.command("stop")(in_exec if sys.argv[1] == "exec" else Stopper())
+
+def in_native_import():  # as scipy's HiGHS module does when the signal cuts its initialization short
+    try:
+        in_exec()
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed") from None
+
+cli.app.command("stop")({"exec": in_exec, "native": in_native_import}.get(sys.argv[1]) or Stopper())
 sys.argv[1:] = ["stop"]
 cli.main()
 """
@@ -552,12 +559,13 @@ def test_a_signal_during_start_up_imports_exits_with_the_line_and_the_signals_co
     """`serve` stopped during its start-up imports said 'interrupted (已中断)' and then died by SIGINT (exit -2, 143
     lost for SIGTERM) when the signal came inside code an import ran by exec of a string (CPython then notes the
     interrupt as unhandled, though the console script handled it); stopped while Typer built the commands it printed a
-    KeyboardInterrupt traceback. Both say the one line and exit 130 (143 for SIGTERM)."""
+    KeyboardInterrupt traceback; stopped while a native module was imported (scipy's), its ImportError traceback
+    (exit 1). Each says the one line and exits 130 (143 for SIGTERM)."""
     from streetwatch.cli import INTERRUPTED
 
     (tmp_path / "stopped.py").write_text(STOPPED_MODULE)
     env = {**_env(), "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    for where in ("exec", "typer"):
+    for where in ("exec", "typer", "native"):
         for sig in (signal.SIGINT, signal.SIGTERM):
             run = subprocess.run([sys.executable, "-m", "stopped", where, sig.name], cwd=REPO, env=env,
                                  capture_output=True, text=True, timeout=120)

@@ -49,6 +49,8 @@ def judgement_or_fail(verifier: str | None, taxonomy=None):
 
 #: The signal that stopped the command (`stop_like_ctrl_c`): SIGINT until another is received.
 _STOPPED_BY = {"signal": signal.SIGINT}
+#: The signals received (`stop_like_ctrl_c`), for `signal_received`.
+_RECEIVED: set[signal.Signals] = set()
 
 
 def stop_like_ctrl_c() -> None:
@@ -59,10 +61,18 @@ def stop_like_ctrl_c() -> None:
     dispatch run, serve) replace these handlers."""
     def stopped(signum: int, _frame) -> None:
         _STOPPED_BY["signal"] = signal.Signals(signum)
+        _RECEIVED.add(_STOPPED_BY["signal"])
         raise KeyboardInterrupt
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stopped)
+
+
+def signal_received() -> bool:
+    """Whether Ctrl-C or SIGTERM came (`stop_like_ctrl_c`): a native module whose import it cut short turns the
+    KeyboardInterrupt into an ImportError (scipy's `initialization failed`, then `already registered` at the next
+    import), which is the interruption, not a fault."""
+    return bool(_RECEIVED)
 
 
 def interrupted_code() -> int:
