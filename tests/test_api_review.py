@@ -291,6 +291,9 @@ def test_a_rejection_in_review_is_reopened_and_one_by_a_platform_triage_or_long_
     assert client.post(f"/api/v1/cases/{a}/reject", headers=reviewer, json={"reason": "duplicate", "note": "点错了"}).status_code == 200
     assert client.get(f"/api/v1/cases/{a}", headers=reviewer).json()["reopen"] == {"allowed": True, "why_not": None}
     assert client.get(f"/api/v1/cases/{b}", headers=reviewer).json()["reopen"] is None  # not rejected: nothing to undo
+    # what the queue page offers: a rejected case only its tags, severity and notes; a candidate everything
+    assert client.get(f"/api/v1/cases/{a}", headers=reviewer).json()["actions"] == ["tag", "note"]
+    assert client.get(f"/api/v1/cases/{b}", headers=reviewer).json()["actions"] == ["confirm", "reject", "edit", "tag", "note"]
     blank = client.post(f"/api/v1/cases/{a}/reopen", headers=reviewer, json={"note": "  "})
     assert blank.status_code == 422 and blank.json()["detail"].startswith("body.note: 请填写重新打开的原因")
     reopened = client.post(f"/api/v1/cases/{a}/reopen", headers=reviewer, json={"note": "误点驳回，应为违法"})
@@ -529,6 +532,7 @@ def test_a_reviewer_cannot_reject_a_case_a_platform_holds_and_the_platform_s_voi
     held, queued = draft_cases(app, bus_event, [{}, {"source_id": "cam-02"}])
     for case_id in (held, queued):
         client.post(f"/api/v1/cases/{case_id}/confirm", headers=reviewer, json={})
+    assert client.get(f"/api/v1/cases/{queued}", headers=reviewer).json()["actions"] == ["reject", "edit", "tag", "note"]
     store.mark_delivered(store.outbox_entries(case_id=held)[0].id, "T-300")
     hook = "/api/v1/dispatch/dcm/webhook"
 
@@ -539,6 +543,7 @@ def test_a_reviewer_cannot_reject_a_case_a_platform_holds_and_the_platform_s_voi
         assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"
         problem = refused.json()
         assert problem["type"] == "urn:streetwatch:problem:case-on-platform"
+        assert "reject" not in client.get(f"/api/v1/cases/{held}", headers=reviewer).json()["actions"]  # the page offers none
         assert problem["detail"] == (f"案件 {held} 已上报 dcm（任务号 T-300，现为{zh}），由平台处理，不能在此作废：请在平台作废，"
                                      f"平台的状态更新会同步到这里 — case {held} is held by dcm as T-300 ({state.value}): it "
                                      "cannot be rejected here; void it on the platform, whose status update then moves it here")

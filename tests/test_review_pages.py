@@ -415,6 +415,7 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
                       and d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the withdrawn case's facts")
         assert f"不能重新打开 cannot reopen: 案件 {withdrawn} 由 triage:job-1 撤回（照片已重新分拣）" in facts, facts
         assert not b.find_elements(By.ID, "reopen")
+        assert not b.find_elements(By.ID, "confirm") and not b.find_elements(By.ID, "reject")  # 已作废: neither applies
         b.find_element(By.CSS_SELECTOR, f"#cases li[data-case='{mistaken}']").click()
         button = _wait(b, lambda d: mistaken in d.find_element(By.CSS_SELECTOR, "#detail h2").text
                        and d.find_element(By.ID, "reopen"), "the 重新打开 button")
@@ -454,6 +455,16 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
         Select(b.find_element(By.ID, "f-state")).select_by_value("submitted")
         b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
         _wait(b, lambda d: held in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the submitted case")
+        # only what the API allows (the detail's actions): no 确认 or 驳回 (a reject is 409 case-on-platform), nor their
+        # keys; the type, description and place greyed (only a candidate's or a queued case's are changed), the
+        # severity and 保存修改 kept (tags and severity are changed in any state)
+        assert not b.find_elements(By.ID, "confirm") and not b.find_elements(By.ID, "reject")
+        fixed = {f: b.find_element(By.ID, f).is_enabled() for f in
+                 ("edit-type", "edit-description", "edit-address", "edit-lat", "edit-lon", "edit-severity", "save-edit")}
+        assert fixed == {"edit-type": False, "edit-description": False, "edit-address": False, "edit-lat": False,
+                         "edit-lon": False, "edit-severity": True, "save-edit": True}, fixed
+        b.find_element(By.TAG_NAME, "body").send_keys("r")
+        assert "open" not in b.find_element(By.ID, "reasons").get_attribute("class")
         assert b.find_element(By.ID, "notes").text == "无备注 No notes"
         assert b.find_element(By.CSS_SELECTOR, "label[for=note-text]").text == "备注 Note"
         b.find_element(By.ID, "add-note").click()

@@ -30,7 +30,7 @@ from detect.evidence import MANIFEST
 from detect.scenes import ZoneRules
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import Lines
-from pipelines.cases.states import STATE_NAMES_ZH, CaseState
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState, review_actions
 from pipelines.cases.store import (MAX_ADDRESS, MAX_NOTE, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable,
                                    evidence_removed)
 from pipelines.cases.vocabulary import REASONS, REVIEW_NAMES_ZH, DispatchTargetError, RejectReason, pick_target
@@ -257,6 +257,8 @@ class CaseDetail(BaseModel):
     deliveries: list[Delivery] = Field(description="Dispatch deliveries (outbox entries).")
     history: list[HistoryItem] = Field(description="State changes, oldest first.")
     reopen: Reopen | None = Field(description="For a rejected case: whether its rejection can be undone (None otherwise).")
+    actions: list[str] = Field(description="What a reviewer may do in the case's state (the queue page's buttons): confirm, "
+                                           "reject, edit (type, description, place), tag (tags, severity), note; reopen: `reopen`.")
 
 
 class AuditRecord(BaseModel):
@@ -412,7 +414,7 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
         why_not = ctx.store.reopen_refusal(case.id, within=_reopen_window(ctx))
         reopen = {"allowed": why_not is None, "why_not": why_not and ctx.settings.named_by_setting(why_not)}  # quotes a reason
     return {"case": case_json(case, ctx), "evidence": _evidence(ctx, case), "deliveries": deliveries, "history": history,
-            "reopen": reopen}
+            "reopen": reopen, "actions": review_actions(case.state)}
 
 
 def _audit(ctx: AppContext, who: Principal, action: str, details: dict[str, Any]) -> Audit[Case]:

@@ -114,9 +114,12 @@ function renderDetail(d) {
   const c = d.case, ev = d.evidence;
   const section = document.getElementById("detail");
   const parts = [SW.el("h2", {}, `${typeName(c.violation_type)} · ${c.id}`)];
-  const typeSelect = SW.el("select", { id: "edit-type" }, ...Q.meta.types.map((t) =>
+  // only what the API allows in the case's state (the detail's actions): 确认 and 驳回 of a case a platform holds, or
+  // its type or place changed, were offered and refused on a click; what it cannot change is shown greyed, as it reads
+  const fixed = d.actions.includes("edit") ? {} : { disabled: "" };
+  const typeSelect = SW.el("select", { id: "edit-type", ...fixed }, ...Q.meta.types.map((t) =>
     SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
-  const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "" });
+  const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", ...fixed });
   const caseTags = (c.details && c.details.tags) || [];
   // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has
   const offered = Q.meta.tags.filter((t) => t.types.includes(c.violation_type) || caseTags.includes(t.tag));
@@ -127,17 +130,17 @@ function renderDetail(d) {
   const severitySelect = SW.el("select", { id: "edit-severity" }, ...Q.meta.severities.map((s) =>
     SW.el("option", Object.assign({ value: s.id }, s.id === severity ? { selected: "" } : {}), `${s.zh} ${s.id}`)));
   parts.push(SW.el("div", { class: "actions" },
-    SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)"),
-    SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)"),
+    ...(d.actions.includes("confirm") ? [SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)")] : []),
+    ...(d.actions.includes("reject") ? [SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)")] : []),
     " ", fieldLabel("类型 Type", typeSelect), fieldLabel("描述 Description", desc), fieldLabel("严重程度 Severity", severitySelect),
     ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
   // where a platform sends a handler; a photo without GPS has no place until a reviewer types one (saved with 保存修改).
   // 地点 Place names the row as a group, each field its own label (a placeholder or tooltip alone was no name).
   parts.push(SW.el("div", { class: "actions place", role: "group", "aria-labelledby": "place-name" },
     SW.el("span", { id: "place-name", class: "field" }, "地点 Place:"),
-    fieldLabel("地址 Address", SW.el("input", { id: "edit-address", size: "32", maxlength: "200", value: c.address || "" })),
-    fieldLabel("纬度 Lat", SW.el("input", { id: "edit-lat", type: "number", step: "any", min: "-90", max: "90", value: c.lat ?? "", title: "纬度 Latitude (WGS-84)" })),
-    fieldLabel("经度 Lon", SW.el("input", { id: "edit-lon", type: "number", step: "any", min: "-180", max: "180", value: c.lon ?? "", title: "经度 Longitude (WGS-84)" }))));
+    fieldLabel("地址 Address", SW.el("input", { id: "edit-address", size: "32", maxlength: "200", value: c.address || "", ...fixed })),
+    fieldLabel("纬度 Lat", SW.el("input", { id: "edit-lat", type: "number", step: "any", min: "-90", max: "90", value: c.lat ?? "", title: "纬度 Latitude (WGS-84)", ...fixed })),
+    fieldLabel("经度 Lon", SW.el("input", { id: "edit-lon", type: "number", step: "any", min: "-180", max: "180", value: c.lon ?? "", title: "经度 Longitude (WGS-84)", ...fixed }))));
   if (d.reopen && d.reopen.allowed) {  // a rejection in review, recent: a mis-click is undone with a reason
     parts.push(SW.el("div", { class: "actions reopen" },
       fieldLabel("重新打开原因（必填） Why reopen (required)", SW.el("input", { id: "reopen-note", size: "40", maxlength: "2000", "aria-required": "true" })),
@@ -283,6 +286,9 @@ function restore(typed) {
   return lost;
 }
 
+// Whether the case shown offers `action` (the detail's actions): c and r do nothing where 确认 and 驳回 are not shown.
+function allows(action) { return Q.detail !== null && Q.detail.actions.includes(action); }
+
 function confirm() {
   const dispatch = Q.meta.dispatch_targets.length > 0;
   return act((id, body) => SW.json(`/api/v1/cases/${encodeURIComponent(id)}/confirm`, { method: "POST", json: Object.assign(body, { dispatch }) }),
@@ -399,8 +405,8 @@ document.addEventListener("keydown", (ev) => {
   const moves = { j: 1, ArrowDown: 1, ArrowRight: 1, k: -1, ArrowUp: -1, ArrowLeft: -1 };
   if (ev.key in moves && Q.items.length) {
     select(Math.min(Math.max(Q.index + moves[ev.key], 0), Q.items.length - 1));
-  } else if (ev.key === "c") confirm();
-  else if (ev.key === "r") openReasons();
+  } else if (ev.key === "c" && allows("confirm")) confirm();
+  else if (ev.key === "r" && allows("reject")) openReasons();
   else return;
   ev.preventDefault();
 });

@@ -50,6 +50,25 @@ move it on (status polling asks about these), and a reviewer's reject here is re
 would say 已作废 while the platform still sends a handler."""
 
 
+EDITABLE: frozenset[CaseState] = frozenset({S.CANDIDATE, S.QUEUED})
+"""The states whose type, description and place a reviewer may still change (`CaseStore.revise`): before it leaves
+for a platform, which was sent them. Tags, severity and notes are the city's own bookkeeping, changed in any state."""
+
+
+def review_actions(state: CaseState) -> list[str]:
+    """What a reviewer may do to a case in `state`, as the API would allow it (GET /cases/{id}'s `actions`): the queue
+    page offers these buttons alone, where it offered 确认 and 驳回 on a case a platform holds, refused 409 on a click.
+    confirm: a candidate; reject: a case the table lets be rejected that no platform holds (`ON_PLATFORM`); edit: the
+    type, description and place (`EDITABLE`); tag: tags and severity, and note, in any state. Reopening depends on
+    more than the state (who rejected it, when): the detail's `reopen` says it."""
+    actions = ["confirm"] if state is S.CANDIDATE else []
+    if S.REJECTED in ALLOWED[state] and state not in ON_PLATFORM:
+        actions.append("reject")
+    if state in EDITABLE:
+        actions.append("edit")
+    return [*actions, "tag", "note"]
+
+
 REOPEN: tuple[CaseState, CaseState] = (S.REJECTED, S.CANDIDATE)
 """The one move back outside the table: a reviewer undoes a rejection made in review here (a mis-click), which
 `CaseStore.reopen` alone makes after checking the rejection was one (not a platform's voiding, nor a triage

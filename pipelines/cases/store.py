@@ -29,7 +29,7 @@ from detect.grades import Grade, graded_severity
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import control_character
 from pipelines.cases.schema import audit_log, batches, case_history, cases, migrate, outbox
-from pipelines.cases.states import ON_PLATFORM, STATE_NAMES_ZH, CaseState, check_transition
+from pipelines.cases.states import EDITABLE, ON_PLATFORM, STATE_NAMES_ZH, CaseState, check_transition
 from pipelines.cases.vocabulary import OutboxStatus
 from pipelines.times import as_utc
 
@@ -778,7 +778,7 @@ class CaseStore:
                tags: list[str] | None = None, severity: Severity | None = None, address: str | None = None,
                lat: float | None = None, lon: float | None = None, grid: GridCells | None = None,
                clear_coordinates: bool = False, taxonomy: Taxonomy | None = None, zone: ZoneRules | None = None,
-               editable: frozenset[CaseState] = frozenset({CaseState.CANDIDATE, CaseState.QUEUED}),
+               editable: frozenset[CaseState] = EDITABLE,
                now: datetime | None = None, unchanged_since: datetime | None = None, audit: Audit[Case] | None = None) -> Case:
         """A reviewer corrects the type, description or place before the case leaves, or sets its tags or severity.
 
