@@ -436,8 +436,8 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
 @pytest.mark.slow  # its own served pages and browser for a submitted case (14 s here): the default suite's ~15-minute budget
 def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, bus_jpg, bus_event):
     """A submitted (已上报) case found false can be neither rejected here nor edited: its page has a 备注 Note box, a
-    blank note is refused in the status line, and one added (Enter) is listed under 备注记录 with who wrote it, the
-    case still 已上报."""
+    blank note is refused in the status line, and one of two lines (Enter between them, Ctrl+Enter adds it; the box was
+    one line) is listed under 备注记录 with who wrote it, the case still 已上报."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -469,19 +469,24 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
         assert b.find_element(By.CSS_SELECTOR, "label[for=note-text]").text == "备注 Note"
         b.find_element(By.ID, "add-note").click()
         _wait(b, lambda d: "请填写备注内容" in d.find_element(By.ID, "status").text, "a blank note refused")
-        b.find_element(By.ID, "note-text").send_keys("现场为公交站台，非违停", Keys.ENTER)
+        # a box of lines (an input took one line): Enter makes a line, Ctrl+Enter adds the note
+        box = b.find_element(By.ID, "note-text")
+        assert (box.tag_name, box.accessible_name, box.get_attribute("aria-keyshortcuts")) == ("textarea", "备注 Note", "Control+Enter")
+        box.send_keys("现场为公交站台，非违停", Keys.ENTER, "已电话告知中队")
+        assert not b.find_elements(By.CSS_SELECTOR, "table#notes") and box.get_attribute("value") == "现场为公交站台，非违停\n已电话告知中队"
+        box.send_keys(Keys.CONTROL, Keys.ENTER)
         rows = _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "table#notes tr td"), "the note listed")
-        assert [r.text for r in rows][1:] == ["reviewer-user", "现场为公交站台，非违停"]
+        assert [r.text for r in rows][1:] == ["reviewer-user", "现场为公交站台，非违停\n已电话告知中队"]
         assert "已添加备注 note added" in b.find_element(By.ID, "status").text
         case = _case(served, held)
-        assert case["state"] == "submitted" and [n["text"] for n in case["details"]["notes"]] == ["现场为公交站台，非违停"]
+        assert case["state"] == "submitted" and [n["text"] for n in case["details"]["notes"]] == ["现场为公交站台，非违停\n已电话告知中队"]
 
 
 #: Each field of the queue's case detail whose label is broken over lines or stands on another line than the field:
 #: the label, its lines, and the tops of the label and the field.
 FIELDS_APART = """
 return [...document.querySelectorAll('#detail span.field')].filter((span) => span.querySelector('label')).flatMap((span) => {
-  const label = span.querySelector('label'), field = span.querySelector('input, select'), range = document.createRange();
+  const label = span.querySelector('label'), field = span.querySelector('input, select, textarea'), range = document.createRange();
   range.selectNodeContents(label);
   const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
   const w = range.getBoundingClientRect(), f = field.getBoundingClientRect();

@@ -147,9 +147,11 @@ function renderDetail(d) {
       SW.el("button", { id: "reopen", onclick: reopen }, "重新打开 Reopen")));
   }
   // a note in any state: where a reviewer records that a case a platform holds (已上报, 已立案) is false, which only the
-  // platform voids; it changes nothing else on the case
+  // platform voids; it changes nothing else on the case. A box of lines (a one-line input took no note of several
+  // lines, which the API keeps): Enter makes a line, 添加备注 or Ctrl+Enter adds it (noteKey).
   parts.push(SW.el("div", { class: "actions note" },
-    fieldLabel("备注 Note", SW.el("input", { id: "note-text", size: "40", maxlength: "2000" })),
+    fieldLabel("备注 Note", SW.el("textarea", { id: "note-text", rows: "3", cols: "40", maxlength: "2000",
+      "aria-keyshortcuts": "Control+Enter", title: "Enter 换行，Ctrl+Enter 添加 Enter: new line, Ctrl+Enter: add the note" })),
     SW.el("button", { id: "add-note", onclick: addNote }, "添加备注 Add note")));
   if (ev && ev.boxes && ev.boxes.url) {
     const boxes = (ev.boxes.boxes || []).length;
@@ -268,7 +270,7 @@ function changedLine(id, now, shown, kept, lost) {
 function unsaved() {
   const changed = (x) => x.type === "checkbox" ? x.checked !== x.defaultChecked
     : x.tagName === "SELECT" ? [...x.options].some((o) => o.selected !== o.defaultSelected) : x.value !== x.defaultValue;
-  return [...document.querySelectorAll("#detail input, #detail select")].filter(changed).map((x) => x.type === "checkbox"
+  return [...document.querySelectorAll("#detail input, #detail select, #detail textarea")].filter(changed).map((x) => x.type === "checkbox"
     ? { selector: `input.edit-tag[value="${CSS.escape(x.value)}"]`, value: x.checked,
         label: `标签 Tag ${x.value}`, shown: x.checked ? "勾选 ticked" : "不选 unticked" }
     : { selector: "#" + CSS.escape(x.id), value: x.value, label: x.labels.length ? x.labels[0].textContent : x.title || x.placeholder || x.id,
@@ -387,18 +389,21 @@ function placeEdit(c) {
 }
 
 // Enter in a field of the case's form does what its button does (保存修改 for description and place, 重新打开 for the
-// reopen reason, 添加备注 for the note: the buttons are elsewhere in the Tab order); Esc leaves a field, so j/k/c/r act again. An Enter or Esc
-// that ends a Chinese input method's composition is the input method's.
+// reopen reason: the buttons are elsewhere in the Tab order); in the note's box it makes a line, and Ctrl+Enter
+// (⌘+Enter) adds the note. Esc leaves a field, so j/k/c/r act again. An Enter or Esc that ends a Chinese input
+// method's composition is the input method's.
 function fieldKey(ev) {
   if (ev.isComposing || ev.keyCode === 229) return;
   if (ev.key === "Escape") ev.target.blur();
+  else if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey) && ev.target.id === "note-text") addNote();
   else if (ev.key === "Enter" && ev.target.matches("#detail input:not([type=checkbox])")) {
-    ({ "reopen-note": reopen, "note-text": addNote }[ev.target.id] || saveEdit)();
+    ({ "reopen-note": reopen }[ev.target.id] || saveEdit)();
   } else return;
   ev.preventDefault();
 }
 
 document.addEventListener("keydown", (ev) => {
+  if (ev.target.id === "note-text" && (ev.ctrlKey || ev.metaKey)) { fieldKey(ev); return; }
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.target.matches("input, select, textarea")) { fieldKey(ev); return; }
   if (Q.rejecting) { reasonsKey(ev); return; }
