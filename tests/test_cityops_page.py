@@ -136,6 +136,24 @@ def test_a_warnings_view_button_says_which_warning(city):
     assert re.fullmatch(r"查看 View：劝导告知画面 warning frame cam-01 · 机动车乱停放 illegal_parking · \d{4}-\d\d-\d\d \d\d:\d\d", name), name
 
 
+def test_a_patrol_job_waiting_for_the_case_store_says_what_its_api_answer_says(city):
+    """A patrol job's phase names were the city page's own copy of the upload page's (SW.JOB_PHASES is both's), and a
+    job waiting for the case store showed its phase's words alone, not the job's `waiting` sentence saying it goes on
+    once the store is back and how long it waits: a job's row says that sentence while it waits."""
+    from selenium.webdriver.common.by import By
+
+    from api.jobs import STORE_WAITING
+
+    b = city["browser"]
+    _login(city)
+    b.get(city["base"] + "/ui/city")
+    _wait(b, lambda d: d.find_element(By.ID, "patrol"), "the patrol form")
+    waiting = {"progress": {"done": 3, "total": 15, "phase": "store"}, "waiting": STORE_WAITING}  # as the API answers
+    assert b.execute_script("return patrolProgress(arguments[0]);", waiting) == f"3 / 15 帧 frames · {STORE_WAITING}"
+    judging = {"progress": {"done": 3, "total": 15, "phase": "frames"}, "waiting": None}
+    assert b.execute_script("return patrolProgress(arguments[0]);", judging) == "3 / 15 帧 frames · 识别画面 judging frames"
+
+
 def test_city_page_shows_fines_in_yuan(city):
     """The call-out list's fine column said a bare 200; it says 200 元."""
     from selenium.webdriver.common.by import By

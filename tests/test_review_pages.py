@@ -700,6 +700,12 @@ def test_upload_page_shows_progress_and_results(site, bus_jpg):
                "error": None}  # as the API answers while photos are judged: their rate and the time left
     assert b.execute_script("showJob(arguments[0]); return document.getElementById('job-text').textContent;", running) == \
         "2 / 10 · 识别照片 photos · 0.5 张/秒 photos/s · 约剩 7 分钟 about 7 min left"
+    # waiting for the case store: the job's own sentence (its `waiting`), which says it goes on once the store is back
+    from api.jobs import STORE_WAITING
+
+    waiting = {**running, "progress": {**running["progress"], "phase": "store", "rate": None}, "waiting": STORE_WAITING}
+    assert b.execute_script("showJob(arguments[0]); return document.getElementById('job-text').textContent;", waiting) == \
+        f"2 / 10 · {STORE_WAITING}"
     # on to the queue by a link (it was the text "→ /ui/queue")
     _wait(b, lambda d: "完成 Done" in d.find_element(By.ID, "status").text, "the done message")
     assert b.find_element(By.ID, "status").text == "完成 Done: 1 件候选案件 candidate cases → 审核队列 Review queue"

@@ -163,12 +163,9 @@ function showPatrol(job, meta) {
 }
 
 // How far a patrol job is (the API's PatrolProgress): frames sampled from the video, then frames judged of those,
-// their rate and the minutes left while they are (SW.pace, as the upload page's photos).
-const PATROL_PHASES = { queued: "排队中 queued", sampling: "抽取画面 sampling", frames: "识别画面 judging frames",
-                        cases: "生成案件 building cases", store: "等待案件库恢复… waiting for the case store", done: "完成 done",
-                        failed: "失败 failed" };
-function patrolProgress(p) {
-  const phase = PATROL_PHASES[p.phase] || p.phase;
+// their rate and the minutes left while they are (SW.pace); the phase (or what the job waits for) as SW.jobPhase says it.
+function patrolProgress(job) {
+  const p = job.progress, phase = SW.jobPhase(job);
   if (p.phase === "sampling") return `${phase}: ${p.done} 帧 frames`;
   return p.total == null ? phase : `${p.done} / ${p.total} 帧 frames · ${phase}` + SW.pace(p, "帧/秒 frames/s");
 }
@@ -179,7 +176,7 @@ let following = null;  // the patrol job whose summary #patrol-job shows (one at
 function patrolRow(job, meta) {
   return SW.el("tr", { "data-job": job.id }, SW.el("td", {}, SW.time(job.created_at)), SW.el("td", {}, job.video_label),
     SW.el("td", {}, job.start ? SW.time(job.start) : "视频自带 from the video"), SW.el("td", { class: "state" }, SW.jobStateName(job.state)),
-    SW.el("td", { class: "progress" }, patrolProgress(job.progress)),
+    SW.el("td", { class: "progress" }, patrolProgress(job)),
     SW.el("td", {}, SW.el("button", { type: "button", onclick: () => followPatrol(job, meta).catch((e) => SW.say(e.message, true)),
       "aria-label": `查看 View：巡查任务 patrol job ${job.video_label} · ${SW.time(job.created_at)}` }, "查看 View")));
 }

@@ -204,6 +204,16 @@ const SW = {
     return ` · ${p.rate.toFixed(1)} ${unit}${left}`;
   },
 
+  // An upload job's phase (a photo upload's or a patrol video's progress.phase) as staff read it, the code's words
+  // beside it; while the job waits (its `waiting`: the case store gone) the job's own sentence, which says what it
+  // does meanwhile and for how long. One table for both pages (each had its own copy).
+  JOB_PHASES: { queued: "排队中 queued", photos: "识别照片 photos", sampling: "抽取画面 sampling", frames: "识别画面 judging frames",
+                cases: "生成案件 building cases", store: "等待案件库恢复… waiting for the case store", done: "完成 done",
+                failed: "失败 failed" },
+  jobPhase(job) {
+    return job.waiting || SW.JOB_PHASES[job.progress.phase] || job.progress.phase;
+  },
+
   // A job's retry of the evidence spool (its summary's spool: a photo upload's or a patrol's) as staff read it: the
   // bundles earlier jobs left there while storage was down stored now, and those still waiting, the job's own
   // included (their reasons are in summary.spool); none when the spool is empty or the job is older than the news.

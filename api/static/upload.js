@@ -15,14 +15,14 @@ function send(files) {
 // none where the service writes no cases (no evidence key, or service.triage.cases: false).
 function written(job) { return job.cases.filter((c) => c.case_id).length; }
 
-// The progress line: photos recorded out of the total and the phase; once done, the job's groups and, only
+// The progress line: photos recorded out of the total and the phase (or what the job waits for); once done, the job's groups and, only
 // when it wrote any, its cases (job.cases lists groups, with or without a case), and the spool's news.
 function showJob(job) {
   const p = job.progress;
   const bar = document.getElementById("job-progress");
   bar.max = p.total || 1;
   bar.value = p.done;
-  const phase = { queued: "排队 queued", photos: "识别照片 photos", cases: "生成案件 building cases", store: "等待案件库恢复… waiting for the case store", done: "完成 done", failed: "失败 failed" }[p.phase] || p.phase;
+  const phase = SW.jobPhase(job);
   const cases = job.summary && written(job) ? ` · ${written(job)} 件案件 cases` : "";
   document.getElementById("job-text").textContent = `${p.done} / ${p.total ?? "?"} · ${phase}` + SW.pace(p, "张/秒 photos/s") +
     (job.summary ? ` · ${job.summary.groups} 组 groups${cases}` : "") + SW.spoolNews(job.summary).map((t) => ` · ${t}`).join("") + (job.error ? ` · ${job.error}` : "");
