@@ -151,8 +151,9 @@ def _login(site) -> None:
 def _first_page_then_next(site, page: str, list_id: str, rows: str, total: int):
     """Logs in, opens `page`, waits for the list `list_id`'s pager (SW.pager, 200 rows a page) to say 第 1–200 条，共
     `total` 条 over 200 of its `rows` (a CSS selector), 上一页 disabled, and goes to 下一页 until it says the rest:
-    every paged list of the pages shows its first page and the way on alike. -> (browser, pager), for the list's own
-    checks after."""
+    every paged list of the pages shows its first page and the way on alike. The pager is above the list too (under a
+    200-row table alone it was 6,600 px down the page), the same, and its 下一页 is the one pressed. -> (browser, pager
+    under the list), for the list's own checks after."""
     from selenium.webdriver.common.by import By
 
     b = site["browser"]
@@ -162,7 +163,9 @@ def _first_page_then_next(site, page: str, list_id: str, rows: str, total: int):
     _wait(b, lambda d: f"第 1–200 条，共 {total} 条" in pager.text, f"the pager of {list_id}")
     assert len(b.find_elements(By.CSS_SELECTOR, rows)) == 200
     assert pager.find_element(By.CLASS_NAME, "prev").get_attribute("disabled") is not None
-    pager.find_element(By.CLASS_NAME, "next").click()
+    top = b.find_element(By.ID, f"{list_id}-pager-top")
+    assert top.text == pager.text and top.location["y"] < b.find_element(By.CSS_SELECTOR, rows).location["y"]
+    top.find_element(By.CLASS_NAME, "next").click()
     _wait(b, lambda d: f"第 201–{total} 条，共 {total} 条" in pager.text, f"the second page of {list_id}")
     return b, pager
 
@@ -625,6 +628,12 @@ def test_a_long_queue_is_paged_and_every_case_can_be_reached(tmp_path, bus_jpg):
         assert listed(b) == ids[:200]
         assert b.find_element(By.ID, "page-range").text == "第 1–200 件，共 201 件 1–200 of 201"
         assert not b.find_element(By.ID, "page-prev").is_enabled()
+        # above the list too, and 上一页/下一页 on one line in the list's narrow column (下一页 wrapped under the rest)
+        top = b.find_element(By.ID, "cases-pager-top")
+        assert top.text == b.find_element(By.ID, "cases-pager").text and top.location["y"] < b.find_element(By.ID, "cases").location["y"]
+        for pager in (top, b.find_element(By.ID, "cases-pager")):
+            prev, after = pager.find_element(By.CLASS_NAME, "prev"), pager.find_element(By.CLASS_NAME, "next")
+            assert prev.location["y"] == after.location["y"] and prev.size["height"] == after.size["height"], (prev.rect, after.rect)
         b.find_element(By.ID, "page-next").click()
         _wait(b, lambda d: listed(d) == ids[200:], "the second page: the oldest case")
         assert b.find_element(By.ID, "page-range").text == "第 201–201 件，共 201 件 201–201 of 201"
@@ -1276,9 +1285,10 @@ def test_a_press_and_release_on_either_side_of_the_reject_reasons_leaves_them_op
         _wait(b, lambda d: _case(served, first)["state"] == "rejected", "the case rejected with the reason clicked")
 
 
-#: Each pager's range text and whether its 上一页/下一页 are seen (offsetParent: laid out, not hidden).
+#: Each pager's range text and whether its 上一页/下一页 are seen (offsetParent: laid out, not hidden); a pager above
+#: its list is hidden for a list whole on one page (SW.pager), and left out.
 PAGERS = """
-return [...document.querySelectorAll('p.pager')].map((p) =>
+return [...document.querySelectorAll('p.pager:not([hidden])')].map((p) =>
   [p.id, p.querySelector('.range').textContent, [...p.querySelectorAll('button')].map((b) => b.offsetParent !== null)]);
 """
 
