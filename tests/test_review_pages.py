@@ -1312,6 +1312,31 @@ def test_a_list_whole_on_one_page_has_no_pager_buttons(site):
         assert b.execute_script(PAGERS) == [[f"{name}-pager", "", [False, False]] for name in empty]
 
 
+#: The status line's text, height and background colour.
+STATUS_SHOWN = """
+const s = document.getElementById('status'), r = s.getBoundingClientRect();
+return [s.textContent, Math.round(r.height), getComputedStyle(s).backgroundColor];
+"""
+
+
+def test_an_empty_status_line_shows_nothing(site):
+    """With nothing said, the status line was an empty green bar on the login, city, cameras and upload pages, read as
+    a message missing. Empty, it shows nothing (no height, no colour); a message said in it is shown on its green."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/login")
+    assert b.execute_script(STATUS_SHOWN) == ["", 0, "rgba(0, 0, 0, 0)"]
+    _login(site)
+    for page, drawn in (("/ui/city", "#warnings tbody tr"), ("/ui/cameras", "#cameras li"), ("/ui/upload", "#jobs")):
+        b.get(site["base"] + page)
+        _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, drawn).text, f"{page} drawn")
+        assert b.execute_script(STATUS_SHOWN) == ["", 0, "rgba(0, 0, 0, 0)"], page
+    b.execute_script("SW.say('1 件 cases');")
+    text, height, colour = b.execute_script(STATUS_SHOWN)
+    assert (text, colour) == ("1 件 cases", "rgb(232, 241, 232)") and height > 0
+
+
 @pytest.mark.slow  # a browser of its own, to see its first ask for the icon, opening every page (about 3 s here)
 def test_no_page_logs_an_error_in_the_browser_s_console(site):
     """Every page's first load logged an error in the console, the browser's ask for /favicon.ico answered 404, the line
