@@ -219,16 +219,21 @@ def render_report(out: Path) -> dict:
     """Open report.html in headless Chromium and read what a person would see (via a same-folder probe page)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: run `bash scripts/install-system-deps.sh`")
-    (out / "probe.html").write_text(PROBE)
-    dom = subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, "--allow-file-access-from-files",
-         "--virtual-time-budget=10000", "--dump-dom", (out / "probe.html").as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout
-    start = dom.index('<pre id="out">') + len('<pre id="out">')
     import html
 
-    return json.loads(html.unescape(dom[start: dom.index("</pre>", start)]))
+    (out / "probe.html").write_text(PROBE)
+    for budget in (10_000, 30_000, 60_000):  # the thumbnails' decoding is not what virtual time waits for: on a busy
+        # machine the DOM was dumped before the probe wrote its answer (the full suite beside other work, once)
+        dom = subprocess.run(
+            [CHROMIUM, *CHROMIUM_FLAGS, "--allow-file-access-from-files",
+             f"--virtual-time-budget={budget}", "--dump-dom", (out / "probe.html").as_uri()],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+        start = dom.index('<pre id="out">') + len('<pre id="out">')
+        answer = html.unescape(dom[start: dom.index("</pre>", start)])
+        if answer.startswith("{"):
+            return json.loads(answer)
+    pytest.fail(f"the probe page wrote no answer: {answer!r}")
 
 
 def test_report_in_chromium_shows_the_ranked_cases_and_the_errors(run):
