@@ -172,7 +172,8 @@ def test_a_patrol_jobs_progress_says_the_frames_rate_and_time_left(city):
     b = city["browser"]
     b.get(city["base"] + "/ui/city")
     _wait(b, lambda d: d.execute_script("return typeof patrolProgress === 'function'"), "the city page's script")
-    judging = {"phase": "frames", "done": 530, "total": 1800, "rate": 0.5, "eta_s": 400}  # as the API answers while frames are judged
+    judging = {"state": "running", "waiting": None,  # a patrol job as the API answers while its frames are judged
+               "progress": {"phase": "frames", "done": 530, "total": 1800, "rate": 0.5, "eta_s": 400}}
     assert b.execute_script("return patrolProgress(arguments[0])", judging) == \
         "530 / 1800 帧 frames · 识别画面 judging frames · 0.5 帧/秒 frames/s · 约剩 7 分钟 about 7 min left"
 
