@@ -218,12 +218,7 @@ def test_a_running_jobs_progress_gives_the_rate_of_the_photos_it_records_and_the
     photos = [bus_jpg, zidane_jpg, *sorted((SHARED / "datasets/street-scenes/images/mmj").glob("*.jpg"))[:3]]
 
     def poll(until) -> dict:
-        for _ in range(600):
-            progress = client.get(f"/api/v1/triage/jobs/{job_id}", headers=inspector).json()["progress"]
-            if until(progress):
-                return progress
-            time.sleep(0.1)
-        pytest.fail(f"job {job_id}: {progress}")
+        return poll_progress(client, f"/api/v1/triage/jobs/{job_id}", inspector, until)
 
     with TestClient(app) as client:
         created = client.post("/api/v1/triage/jobs", headers=inspector,
@@ -733,6 +728,16 @@ def own_postgres():
             yield root, url
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def poll_progress(client, path: str, headers: dict, until) -> dict:
+    """The job's progress at `path`, polled until `until` holds of it (a minute at most, else the test fails on it)."""
+    for _ in range(600):
+        progress = client.get(path, headers=headers).json()["progress"]
+        if until(progress):
+            return progress
+        time.sleep(0.1)
+    pytest.fail(f"{path}: {progress}")
 
 
 class Gated:

@@ -884,7 +884,7 @@ def test_a_running_patrol_jobs_progress_gives_the_rate_of_the_frames_it_judges_a
     CLI bar's reckoning); none once all are. The detector judges a frame each time the test lets it."""
     import math
 
-    from tests.test_api_uploads import Gated
+    from tests.test_api_uploads import Gated, poll_progress
 
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
     detector = Gated(onnx_detector)
@@ -893,12 +893,7 @@ def test_a_running_patrol_jobs_progress_gives_the_rate_of_the_frames_it_judges_a
     track = write_srt(tmp_path / "drive.srt", _fixes(START, 30), START).read_bytes()
 
     def poll(until) -> dict:
-        for _ in range(600):
-            progress = client.get(f"/api/v1/patrol/jobs/{job_id}", headers=inspector).json()["progress"]
-            if until(progress):
-                return progress
-            time.sleep(0.1)
-        pytest.fail(f"patrol job {job_id}: {progress}")
+        return poll_progress(client, f"/api/v1/patrol/jobs/{job_id}", inspector, until)
 
     with TestClient(app) as client:
         job_id = client.post("/api/v1/patrol/jobs", headers=inspector, files={
