@@ -95,7 +95,8 @@ def promote(
 ) -> None:
     """Make MODEL the one pipelines load, if it is not worse than the current one per violation type.
 
-    Exit 0 when promoted, 3 when the gate refuses (the decision is recorded either way).
+    Exit 0 when promoted (or MODEL is the promoted one already: nothing to do), 3 when the gate refuses (the decision
+    is recorded either way).
     """
     setup_logging()
     from detect.engine import ModelNotFoundError
@@ -107,6 +108,9 @@ def promote(
                      device=device, imgsz=imgsz)
     except (ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
+    if d.current == model:  # a repeated promotion (a nightly script's second run) is not a refusal to alert on
+        typer.echo(f"{model} is the promoted model already; nothing changed")
+        return
     for t, row in d.per_type.items():
         cand, cur = row.get("candidate", {}), row.get("current", {})
         figures = "" if not cand else (f": precision {_f(cand.get('precision'))} vs {_f(cur.get('precision'))}, "
