@@ -142,3 +142,36 @@ def test_a_sqlite_target_in_a_folder_that_does_not_exist_is_refused_and_nothing_
     assert run.stderr.strip() == (f"error: target sqlite:///{target}: folder {target.parent} does not exist (a disk not "
                                   "mounted?); make it first; nothing was written")
     assert not (tmp_path / "mnt").exists()
+
+
+def _sql_nulls(url: str) -> dict[str, int]:
+    """Rows whose nullable JSON column is SQL NULL (`IS NULL`), per column, in the store at `url`."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = {f"{t.name}.{c.name}": conn.execute(sa.select(sa.func.count()).select_from(t).where(c.is_(None)))
+                 .scalar_one() for t in schema.metadata.sorted_tables for c in t.columns
+                 if isinstance(c.type, sa.JSON) and c.nullable}
+    engine.dispose()
+    return found
+
+
+def test_a_sql_null_in_a_nullable_json_column_stays_sql_null_and_a_json_null_json_null(tmp_path, fresh_postgres_url):
+    """Read through the JSON type a SQL NULL and a JSON null are both None, and the copy wrote None back as JSON null:
+    the same case in Python, but `IS NULL` (and any query on the column) found it in the source and not in the copy.
+    Each is copied as the source holds it: the store's own drafts' JSON null as JSON null, a SQL NULL as SQL NULL."""
+    source = f"sqlite:///{tmp_path}/cases.db"
+    _store_with_every_table(source)
+    store = CaseStore(source)
+    json_null, sql_null = _draft(store, 7), _draft(store, 8)  # drafted without evidence: JSON null, as the store writes
+    with store.engine.begin() as conn:  # as a row an older writer left
+        conn.execute(schema.cases.update().where(schema.cases.c.id == sql_null.id).values(evidence_boxes=sa.null()))
+    store.close()
+    assert _sql_nulls(source) == {"cases.evidence_boxes": 1}
+
+    run = _copy(source, fresh_postgres_url)
+    assert run.exit_code == 0, run.output
+    assert _sql_nulls(fresh_postgres_url) == _sql_nulls(source)
+    copied = CaseStore(fresh_postgres_url)
+    assert copied.get(json_null.id).evidence_boxes is None and copied.get(sql_null.id).evidence_boxes is None
+    assert [c.evidence_boxes["width"] for c in copied.list() if c.evidence_boxes is not None] == [810, 810, 810]
+    copied.close()

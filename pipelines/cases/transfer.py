@@ -3,10 +3,11 @@
 A generic copier (pgloader) makes its own column types and no `case_store_version`, a database this code cannot
 trust. Here the target is built by the same migrations that open every store (`schema.migrate`), and every table of
 the schema (`schema.metadata`, in foreign-key order: a new table joins the copy without a change here) is copied
-row for row through the tables' own types, in batches, in one transaction on the target: a copy that fails or is
-refused leaves the target as it was. The source is read in one read transaction, so a store still in use is copied as
-one moment saw it. PostgreSQL's serial/identity sequences are set past the copied ids (else the next insert reuses
-id 1), and each table's rows are counted on both sides before the target commits.
+row for row through the tables' own types (a nullable JSON column's SQL NULL kept SQL NULL, its JSON null JSON
+null), in batches, in one transaction on the target: a copy that fails or is refused leaves the target as it was. The
+source is read in one read transaction, so a store still in use is copied as one moment saw it. PostgreSQL's
+serial/identity sequences are set past the copied ids (else the next insert reuses id 1), and each table's rows are
+counted on both sides before the target commits.
 """
 
 from __future__ import annotations
@@ -139,15 +140,32 @@ def _copy_table(read: Connection, write: Connection, table: sa.Table, batch: int
     JSON); the number of rows copied."""
     total = read.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
     done = 0
-    rows = read.execution_options(yield_per=batch).execute(sa.select(table).order_by(*table.primary_key.columns))
+    nulls = {c.name: c.is_(None).label(f"{c.name} is sql null") for c in _nullable_json(table)}
+    query = sa.select(table, *nulls.values()).order_by(*table.primary_key.columns)
+    rows = read.execution_options(yield_per=batch).execute(query)
     for part in rows.partitions():
-        write.execute(table.insert(), [dict(row._mapping) for row in part])
+        write.execute(table.insert(), [_as_stored(row._mapping, table, nulls) for row in part])
         done += len(part)
         if progress is not None:
             progress(table.name, done, total)
     if progress is not None and total == 0:
         progress(table.name, 0, 0)
     return done
+
+
+def _nullable_json(table: sa.Table) -> list[sa.Column]:
+    """The table's nullable JSON columns (`cases.evidence_boxes`). Read through the type, a SQL NULL and a JSON null
+    are both None, and None written back is JSON null (the store's own writes put that), so a copy would turn a SQL
+    NULL into JSON null: the same in Python, but not to `IS NULL` nor to any query on the column."""
+    return [c for c in table.columns if isinstance(c.type, sa.JSON) and c.nullable]
+
+
+def _as_stored(row: sa.RowMapping, table: sa.Table, nulls: dict[str, sa.Label]) -> dict[str, object]:
+    """A source row's values for the insert, a nullable JSON column's SQL NULL (`nulls`: its `IS NULL` read beside
+    it) written as SQL NULL, its JSON null as JSON null: each as the source has it."""
+    values = {c.name: row[c.name] for c in table.columns}
+    values.update({name: sa.null() for name, is_null in nulls.items() if row[is_null.name]})
+    return values
 
 
 def _reset_sequences(conn: Connection) -> None:
