@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import uuid
 from collections.abc import Callable
@@ -150,15 +151,48 @@ class RecordCounts:
                 del self._counts[path]
 
 
+LOCK_MODE = 0o660
+"""A job claim's or sweep lock's file mode, less the umask: group-writable, as the job folders and their files are."""
+
+
+def umask() -> int | None:
+    """This process's umask, read from /proc (Linux): `os.umask` reads it only by setting it, and a file another
+    thread made in between would get the value set. None where /proc does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split(":", 1)[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def widen(fd: int, path: Path) -> None:
+    """Give the open lock file `fd` the bits a new one gets (`LOCK_MODE` less the umask) that it lacks, if this
+    process owns it: an older release made them 0600, so another `serve` process of the group could not open them
+    however the umask was set later. A file of another user is left to them; a refusal is logged, never raised (the
+    lock still serves this process)."""
+    mask, held = umask(), os.fstat(fd)
+    if mask is None or held.st_uid != os.geteuid() or not (missing := LOCK_MODE & ~mask & ~held.st_mode):
+        return
+    mode = stat.S_IMODE(held.st_mode) | missing
+    try:
+        os.fchmod(fd, mode)
+    except OSError as exc:
+        log.warning("%s: lock file is %o, another server process of the group cannot open it, and making it %o was "
+                    "refused (%s): run chmod %o on it", path, stat.S_IMODE(held.st_mode), mode, exc.strerror, mode)
+
+
 def locked(path: Path) -> int | None:
     """The file `path` (made if need be) open and locked (`flock`, exclusive) for this caller, or None when another
     holds it; closing the descriptor lets go. Held by an open file, so a stopped process's locks go with it. A lock
     the file system refuses (an NFS share whose lock manager does not answer: ENOLCK) raises that OSError, the file
     closed: it stayed open, one descriptor lost per upload or sweep. Made group-writable, less the umask, as the job
     folders are made: made 0600, another `serve` process on the data folder running as another user of the group could
-    not open it (Several server processes, docs/service.md)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+    not open it (Several server processes, docs/service.md); one an older release made 0600 is widened (`widen`)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, LOCK_MODE)
     try:
+        widen(fd, path)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)

@@ -155,6 +155,60 @@ def test_a_lock_file_is_made_group_writable_less_the_umask(tmp_path, umask, mode
     assert (tmp_path / ".claim").stat().st_mode & 0o777 == mode
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o660), (0o027, 0o640)])
+def test_a_lock_file_an_older_release_made_0600_is_widened_on_open(tmp_path, umask, mode):
+    """Lock files made 0600 by a release before the group-writable ones stayed 0600, so another user's `serve` of the
+    group still could not open them. This process, owning one, widens it to a new one's mode when it opens it."""
+    claim = tmp_path / ".claim"
+    claim.touch(mode=0o600)
+    claim.chmod(0o600)
+    before = os.umask(umask)
+    try:
+        os.close(locked(claim))
+    finally:
+        os.umask(before)
+    assert claim.stat().st_mode & 0o777 == mode
+
+
+def test_a_refused_widening_of_a_lock_file_is_logged_and_the_lock_taken(tmp_path, monkeypatch, caplog):
+    """A lock file whose widening is refused (a share that refuses chmod) still locks, and the log names the file and
+    what to run."""
+    ours = tmp_path / ".claim"
+    ours.touch()
+    ours.chmod(0o600)
+
+    def refused(fd, mode):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "fchmod", refused)
+    before = os.umask(0o002)
+    try:
+        fd = locked(ours)
+    finally:
+        os.umask(before)
+    assert fd is not None
+    os.close(fd)
+    assert ours.stat().st_mode & 0o777 == 0o600
+    assert [r.getMessage() for r in caplog.records if r.name == "api.jobs"] == [
+        f"{ours}: lock file is 600, another server process of the group cannot open it, and making it 660 was "
+        "refused (Operation not permitted): run chmod 660 on it"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user, and open it after")
+def test_a_lock_file_of_another_user_is_left_as_it_is(tmp_path):
+    """A lock file of another user is theirs to widen: this process (root here, which may open it) leaves its mode."""
+    theirs = tmp_path / ".claim"
+    theirs.touch()
+    theirs.chmod(0o600)
+    os.chown(theirs, os.geteuid() + 1, -1)
+    before = os.umask(0o002)
+    try:
+        os.close(locked(theirs))
+    finally:
+        os.umask(before)
+    assert theirs.stat().st_mode & 0o777 == 0o600
+
+
 REGISTER = ("店名,统一社会信用代码,联系电话,摄像头编号,图像范围\n"
             "王记面馆,91330106MA27XY0001,13912345678,cam-01,\"0.1,0.5; 0.5,0.5; 0.5,1.0\"\n"
             "李家水果,91330106MA27XY0002,0571-87654321,cam-01,\"0.5,0.5; 0.9,0.5; 0.9,1.0\"\n")
