@@ -115,8 +115,10 @@ class RecordCounts:
     def count(self, path: Path, finished: bool, ended: Callable[[], bool] = lambda: False) -> int:
         """How many inputs the `results.jsonl` at `path` holds a record of (0 before it exists); `finished`: its job
         is over, its count let go (read whole again if asked again). `ended`: whether the job's record is final now,
-        asked under the lock `end_job` writes it under: a poll that read the job running just before it ended kept
-        its count after `end_job` had let go of it, for as long as the server ran."""
+        asked once the count is kept, and its count then let go: a poll that read the job running just before it
+        ended kept its count after `end_job` had let go of it, for as long as the server ran. It is asked outside
+        the lock: it reads job.json, which on a slow share (NFS) held every other poll and job's end for the read;
+        `end_job` writes the final record under the lock, so a count kept after it finds the record final."""
         try:
             fh = path.open("rb")
         except FileNotFoundError:
@@ -132,9 +134,12 @@ class RecordCounts:
                 before = len(count.sources)
             done = count.read(fh)
             count.pace.tick(0 if before is None else done - before)
-            if finished or ended():
+            if finished:
                 del self._counts[path]
-            return done
+                return done
+        if ended():
+            self.forget(path)
+        return done
 
     def speed(self, path: Path) -> float | None:
         """Inputs recorded per second in the `results.jsonl` at `path`, as its polls found them (`RecordCount.pace`);
@@ -235,8 +240,9 @@ class JobClaims:
 def end_job(records: RecordCounts, path: Path, folder: Path, job: dict[str, Any]) -> None:
     """Write `job` ended (`state` done or failed) into `folder` with `recorded`, the inputs its `results.jsonl` at `path`
     holds a record of, so that its progress is read from its record, never from the file again nor kept in `records`.
-    Counted and written under the counts' lock: a poll that read the job running just before counts under it too and
-    finds the record final (`recorded`), so no count outlives the job (photo uploads' and patrol jobs alike)."""
+    Counted and written under the counts' lock: a poll that read the job running just before and counts after it finds
+    the record final (`recorded`, `RecordCounts.count`'s `ended`), so no count outlives the job (photo uploads' and
+    patrol jobs alike)."""
     with records.lock:
         write_job(folder, {**job, "recorded": records.count(path, finished=True), "finished_at": _now()})
 

@@ -130,6 +130,55 @@ def test_a_poll_that_read_a_job_running_as_it_ended_keeps_no_count(uploads, bus_
     assert kept_per_job(jobs.records) == {}
 
 
+def _running_job(root: Path, job_id: str, recorded: int) -> dict:
+    """A photo job's folder as a run leaves it part way: its record (running, 2 photos) and `recorded` of them in its
+    results.jsonl."""
+    from api.jobs import RESULTS, write_job
+
+    job = {"id": job_id, "owner": "inspector-user", "state": "running", "created_at": datetime.now(UTC).isoformat(),
+           "started_at": None, "finished_at": None, "error": None, "total": 2, "cases": [], "files": []}
+    write_job(root / job_id, job)
+    (root / job_id / RESULTS).write_text("".join(json.dumps({"source": f"input/{n:04}.jpg"}) + "\n"
+                                                 for n in range(recorded)))
+    return job
+
+
+def test_a_poll_held_reading_its_job_record_holds_no_other_jobs_progress(tmp_path, monkeypatch):
+    """A poll read its job's job.json under the lock of every job's counts: on a slow share (NFS, the shared data
+    folder) each other poll and each job's end waited out the read. A poll held inside that read leaves another job's
+    progress and this job's end to go on; once its read returns it finds the job ended and keeps no count of it."""
+    import api.jobs
+    from api.jobs import RESULTS, end_job
+
+    app, _ = make_app(settings_for(tmp_path), resume_jobs=False)
+    jobs = app.state.ctx.jobs
+    slow, other = _running_job(jobs.root, "a" * 16, 2), _running_job(jobs.root, "b" * 16, 1)
+    reading, answered, polled = threading.Event(), threading.Event(), []
+    read_job = api.jobs.read_job
+
+    def share_not_answering(folder: Path) -> dict | None:
+        if folder.name == slow["id"]:
+            reading.set()
+            answered.wait()
+        return read_job(folder)
+
+    monkeypatch.setattr(api.jobs, "read_job", share_not_answering)
+    poll = threading.Thread(target=lambda: polled.append(jobs.progress(slow)))
+    poll.start()
+    try:
+        assert reading.wait(60)
+        progressed = threading.Thread(target=lambda: polled.append(jobs.progress(other)))
+        progressed.start()
+        progressed.join(60)  # it waited for the held read, for ever here
+        assert polled == [{"done": 1, "total": 2, "phase": "photos", "rate": None, "eta_s": None}]
+        end_job(jobs.records, jobs.root / slow["id"] / RESULTS, jobs.root / slow["id"], {**slow, "state": "done"})
+    finally:
+        answered.set()
+        poll.join(60)
+    assert polled[1] == {"done": 2, "total": 2, "phase": "cases", "rate": None, "eta_s": None}
+    assert list(jobs.records._counts) == [jobs.root / other["id"] / RESULTS]  # the ended job's let go
+
+
 def test_a_done_jobs_report_is_served_as_the_pages_are(uploads, bus_jpg):
     """The job writes report.html as `streetwatch triage` does, and no route served it; GET .../report answers it to
     whoever may read the job, under the pages' policy and kept by no browser, each photo named as uploaded (the run
