@@ -315,11 +315,22 @@ def test_the_map_without_a_period_counts_the_last_days_and_at_most_its_cap(tmp_p
         cut = client.get("/api/v1/map", headers=who).json()
         assert (cut["total"], counts(cut), cut["truncated"]) == (2, {G1: 1, G2: 1}, True)  # the newest two: 1 and 2 days old
         # A cell's or zone's list read every case of its period (a long one loaded them all): the same cap, newest first.
+        # A cell's looked among its own newest 2 (its total 2 where the map counted 1), a zone's among the map's: both
+        # are of the map's newest 2, their totals their counts on the map and `truncated` the map's.
         a_year = {"period": f"{now:%Y}"} if now.month > 2 else {}  # one the five cases are all in (else the 60 days)
         cell = client.get("/api/v1/map/cases", params={"layer": "grid", "id": G1, **a_year}, headers=who).json()
-        assert ([c["id"] for c in cell["items"]], cell["total"], cell["truncated"]) == ([recent[2], recent[1]], 2, True)
+        assert ([c["id"] for c in cell["items"]], cell["total"], cell["truncated"], cell["max_cases"]) == ([recent[2]], 1, True, 2)
         zone = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", **a_year}, headers=who).json()
-        assert ([c["id"] for c in zone["items"]], zone["total"], zone["truncated"]) == ([recent[3], recent[2]], 2, True)
+        assert ([c["id"] for c in zone["items"]], zone["total"], zone["truncated"], zone["max_cases"]) == ([recent[3], recent[2]], 2, True, 2)
+        quiet = client.get("/api/v1/map/cases", params={"layer": "grid", "id": G3, **a_year}, headers=who).json()
+        assert (quiet["total"], quiet["truncated"]) == (0, True)  # a cell of none: the map's cut all the same
+        settings.analytics.map_max_cases = 4  # the map's newest 4: G1's 3 and G2's 1, the 40-day-old case cut
+        cut = client.get("/api/v1/map", params=a_year, headers=who).json()
+        cell = client.get("/api/v1/map/cases", params={"layer": "grid", "id": G1, **a_year}, headers=who).json()
+        zone = client.get("/api/v1/map/cases", params={"layer": "zones", "id": "wensan-no-vending", **a_year}, headers=who).json()
+        [counted] = cut["layers"]["zones"]["features"]
+        assert (cell["total"], zone["total"]) == (counts(cut)[G1], counted["properties"]["count"]) == (3, 4)
+        assert cell["truncated"] is zone["truncated"] is cut["truncated"] is True
         settings.analytics.map_max_cases = 20000
         assert client.get("/api/v1/map/cases", params={"layer": "grid", "id": G1}, headers=who).json()["truncated"] is False
     store.close()

@@ -394,8 +394,9 @@ def test_the_maps_export_covers_the_days_the_map_shows(site):
 
 
 def test_a_cells_list_says_when_only_the_newest_cases_were_looked_at(site):
-    """A cell's list looks at most analytics.map_max_cases cases, as the map counts; when it cut (`truncated`, set here
-    on the service's real answer: the cap is tested against a real store in test_analytics_api) the list says so."""
+    """A cell's list is of the map's newest analytics.map_max_cases cases, as the map counts; when the map cut
+    (`truncated`, set here on the service's real answer: the cap is tested against a real store in test_analytics_api)
+    the list says so, naming the cap, and a list shorter than its total (500 listed) says which it shows of how many."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -404,10 +405,13 @@ def test_a_cells_list_says_when_only_the_newest_cases_were_looked_at(site):
     cell = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, f"#map path.sw-grid-{G3}"), "a grid cell on the map")
     b.execute_script("""const real = window.fetch;
       window.fetch = (url, opts) => String(url).includes('/api/v1/map/cases') ? real(url, opts).then((r) => r.json())
-        .then((d) => new Response(JSON.stringify({...d, truncated: true}), {status: 200})) : real(url, opts);""")
+        .then((d) => new Response(JSON.stringify({...d, truncated: true, total: d.items.length + 3}), {status: 200}))
+        : real(url, opts);""")
     ActionChains(b).move_to_element_with_offset(cell, 0, -cell.size["height"] // 3).click().perform()
     total = _wait(b, lambda d: d.find_element(By.ID, "feature-total"), "the cell's list")
-    assert "仅查看最新案件" in total.text and "only the newest cases looked at" in total.text
+    n = len(b.find_elements(By.CSS_SELECTOR, "#feature-cases li"))
+    assert n and total.text == (f"前 {n} 条，共 {n + 3} 条 newest {n} of {n + 3} · 仅统计全图最新 20000 件，请缩短期间或收窄筛选 "
+                                "only the map's newest 20000 counted: choose a shorter period or a narrower filter")
     assert "bad" in total.get_attribute("class")
 
 

@@ -79,13 +79,15 @@ class MapCase(BaseModel):
 class MapCases(BaseModel):
     layer: Literal["grid", "zones"]
     id: str = Field(description="Grid cell code or zone id.")
-    total: int = Field(description="Cases of the feature among at most analytics.map_max_cases read, the newest (a cell's "
-                                   "own; for a zone, the filter's, as the map counts them); at most MAP_CASES_LIMIT (500) "
-                                   "are listed, newest first.")
+    total: int = Field(description="The feature's cases as the map counts them (its `count` on the map): those of the "
+                                   "filter among the map's newest `max_cases`.")
     truncated: bool = Field(
-        description="More cases matched than analytics.map_max_cases (20000): only that many, the newest, were looked at; "
-                    "a shorter period or a narrower filter finds them all.")
-    items: list[MapCase]
+        description="More cases of the filter matched on the whole map than `max_cases`: the map counted only that many, "
+                    "the newest, and so do `total` and `items` (the map's own `truncated` for the filter); a shorter "
+                    "period or a narrower filter counts them all.")
+    max_cases: int = Field(description="analytics.map_max_cases (20000): the most cases of the filter, the newest, the map "
+                                       "and each of its case lists count.")
+    items: list[MapCase] = Field(description="The newest MAP_CASES_LIMIT (500) of the `total` cases, newest first.")
 
 
 class ReportListing(BaseModel):
@@ -247,17 +249,23 @@ def _written_xlsx(rows: Iterator[list]) -> Iterator[bytes]:
             yield chunk
 
 
-def _zone_cases(ctx: AppContext, places: Places, zone_id: str, flt: CaseFilter) -> tuple[list[CaseFact], bool]:
-    """The cases inside (or on the edge of) a zone's polygon among the map's newest `analytics.map_max_cases` of
-    `flt`, and whether more than those matched, as the map counts them. Only the cases in the zone's bounds are read
-    (after the newest past the cap, found by its key alone), then tested against the polygon: the map's 20,000 cases
-    read whole for each zone's list took about 1 s of it."""
-    feature = next((f for f in places.zone_features if f["properties"]["id"] == zone_id), None)
-    if feature is None:
-        raise Problem(404, f"no zone {zone_id!r} on the map")
-    edge = newest_beyond(ctx.store.engine, places, flt, _config(ctx).map_max_cases)
-    near = load_cases(ctx.store.engine, places, flt, after=edge, within=geometry_of(feature["geometry"]).bounds)
-    return _in_zones([feature], near)[0], edge is not None
+def _feature_cases(ctx: AppContext, places: Places, layer: str, id: str, flt: CaseFilter) -> tuple[list[CaseFact], bool]:
+    """The cases of one cell or zone among the map's newest `analytics.map_max_cases` of `flt`, as the map counts them,
+    and whether more than those matched on the map (its `truncated`). A cell's list looked among the cell's own newest
+    that many, a zone's among the map's, so a cell's total and `truncated` disagreed with its count on the map. Only
+    the cases after the newest past the cap (found by its key alone) are read, of the cell, or in the zone's bounds and
+    then tested against its polygon: the map's 20,000 cases read whole for each zone's list took about 1 s of it."""
+    if layer == "grid" and id not in places.cells:  # an empty list read as a cell without cases, as for a zone
+        raise Problem(404, f"no grid cell {id!r} on the map")
+    zone = next((f for f in places.zone_features if f["properties"]["id"] == id), None) if layer == "zones" else None
+    if layer == "zones" and zone is None:
+        raise Problem(404, f"no zone {id!r} on the map")
+    engine = ctx.store.engine
+    edge = newest_beyond(engine, places, flt, _config(ctx).map_max_cases)
+    if zone is None:
+        return load_cases(engine, places, replace(flt, grid_cells=(id,)), after=edge), edge is not None
+    near = load_cases(engine, places, flt, after=edge, within=geometry_of(zone["geometry"]).bounds)
+    return _in_zones([zone], near)[0], edge is not None
 
 
 def _in_zones(zones: list[dict[str, Any]], cases: list[Placed]) -> list[list[Placed]]:
@@ -347,18 +355,14 @@ def _map_cases(ctx: AppContext, layer: str, id: str, period: str | None, type: l
     """The cases of one cell or zone of the map, newest first (blocking)."""
     places = _places(ctx)
     flt, _ = _map_filter(ctx, period, type, state, source)
-    if layer == "grid":
-        if id not in places.cells:  # an empty list read as a cell without cases, as for a zone not on the map
-            raise Problem(404, f"no grid cell {id!r} on the map")
-        found, truncated = _newest(ctx, places, replace(flt, grid_cells=(id,)))
-    else:
-        found, truncated = _zone_cases(ctx, places, id, flt)
+    found, truncated = _feature_cases(ctx, places, layer, id, flt)
     found.sort(key=lambda c: c.at, reverse=True)
     tz = _tz(ctx)
     items = [MapCase(id=c.id, type=c.violation_type, state=c.state.value, opened_at=c.at.astimezone(tz).isoformat(),
                      address=c.address, grid_cell=c.grid_cell, source_id=c.source_id, objects=c.object_count)
              for c in found[:MAP_CASES_LIMIT]]
-    return MapCases(layer=layer, id=id, total=len(found), truncated=truncated, items=items)
+    return MapCases(layer=layer, id=id, total=len(found), truncated=truncated, max_cases=_config(ctx).map_max_cases,
+                    items=items)
 
 
 async def _gated_json(ctx: AppContext, build: Callable[[], BaseModel]) -> Response:
@@ -367,7 +371,7 @@ async def _gated_json(ctx: AppContext, build: Callable[[], BaseModel]) -> Respon
     with 100 zones, 3.4-5 s a map (about 1 MB of GeoJSON) and 2.5 s a zone's list, measured on SQLite, each holding one
     of the threads every route shares; a few views at once stalled the case list and review as the exports did. Read as
     points (`load_points`) and counted in an STRtree, a map still takes 0.1-0.9 s there; a zone's list, reading the
-    cases in its bounds alone (`_zone_cases`), 10-50 ms for a small zone, up to 0.3 s for one over a third of the city."""
+    cases in its bounds alone (`_feature_cases`), 10-50 ms for a small zone, up to 0.3 s for one over a third of the city."""
     return await ctx.exports.answer(lambda: Export(build().model_dump_json().encode("utf-8"), "application/json"))
 
 

@@ -52,10 +52,17 @@ async function showCases(layer, p, drawn) {
     SW.el("span", { class: "state" }, SW.stateName(M.meta, c.state)), `${SW.typeName(M.meta, c.type)} · ${c.id}`, SW.el("br"),
     SW.el("small", {}, `${SW.time(c.opened_at)} · ${c.address || ""}${c.objects > 1 ? ` · ${c.objects} 个 objects` : ""}`))));
   box.replaceChildren(SW.el("h2", {}, featureLabel(layer, p)),
-    SW.el("p", { id: "feature-total", class: page.truncated ? "status bad" : "" }, `${page.total} 件 cases`
-      + (page.total > page.items.length ? `（显示前 ${page.items.length} shown）` : "")
-      + (page.truncated ? " · 仅查看最新案件，请缩短期间或收窄筛选 only the newest cases looked at: choose a shorter period or a narrower filter" : "")),
+    SW.el("p", { id: "feature-total", class: page.truncated ? "status bad" : "" }, featureTotal(page)),
     list);
+}
+
+// What a cell's or zone's list shows of what: its total is its count on the map, of the map's newest max_cases cases
+// (truncated: more matched on the whole map), and the list its newest cases, fewer than the total past 500.
+function featureTotal(page) {
+  const n = page.items.length;
+  const shown = page.total > n ? `前 ${n} 条，共 ${page.total} 条 newest ${n} of ${page.total}` : `${page.total} 件 cases`;
+  return shown + (page.truncated ? ` · 仅统计全图最新 ${page.max_cases} 件，请缩短期间或收窄筛选 only the map's newest `
+    + `${page.max_cases} counted: choose a shorter period or a narrower filter` : "");
 }
 
 // A cell's or zone's shape as a keyboard and a screen reader reach it (Leaflet's shapes answer a mouse alone, and a
