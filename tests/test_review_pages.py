@@ -438,7 +438,8 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
 
 @pytest.mark.slow  # its own served pages and browser for a submitted case (14 s here): the default suite's ~15-minute budget
 def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, bus_jpg, bus_event):
-    """A submitted (已上报) case found false can be neither rejected here nor edited: its page has a 备注 Note box, a
+    """A submitted (已上报) case found false can be neither rejected here nor edited (保存修改 with nothing changed names
+    its severity alone, not the greyed type, description and place): its page has a 备注 Note box, a
     blank note is refused in the status line, and one of two lines (Enter between them, Ctrl+Enter adds it; the box was
     one line) is listed under 备注记录 with who wrote it, the case still 已上报."""
     from selenium.webdriver.common.by import By
@@ -466,6 +467,10 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
                  ("edit-type", "edit-description", "edit-address", "edit-lat", "edit-lon", "edit-severity", "save-edit")}
         assert fixed == {"edit-type": False, "edit-description": False, "edit-address": False, "edit-lat": False,
                          "edit-lon": False, "edit-severity": True, "save-edit": True}, fixed
+        # 保存修改 with nothing changed names what could have been: the severity alone (no tag is offered a parked bus)
+        b.find_element(By.ID, "save-edit").click()
+        said = _wait(b, lambda d: "没有修改" in d.find_element(By.ID, "status").text and d.find_element(By.ID, "status").text, "nothing to save")
+        assert said == "没有修改 nothing changed: 请先修改严重程度 edit the severity first", said
         b.find_element(By.TAG_NAME, "body").send_keys("r")
         assert "open" not in b.find_element(By.ID, "reasons").get_attribute("class")
         assert b.find_element(By.ID, "notes").text == "无备注 No notes"

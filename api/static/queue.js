@@ -116,7 +116,7 @@ function renderDetail(d) {
   const parts = [SW.el("h2", {}, `${typeName(c.violation_type)} · ${c.id}`)];
   // only what the API allows in the case's state (the detail's actions): 确认 and 驳回 of a case a platform holds, or
   // its type or place changed, were offered and refused on a click; what it cannot change is shown greyed, as it reads
-  const fixed = d.actions.includes("edit") ? {} : { disabled: "" };
+  const fixed = d.actions.includes("edit") ? {} : { disabled: "" }, untagged = d.actions.includes("tag") ? {} : { disabled: "" };
   const typeSelect = SW.el("select", { id: "edit-type", ...fixed }, ...Q.meta.types.map((t) =>
     SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
   const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", ...fixed });
@@ -124,10 +124,10 @@ function renderDetail(d) {
   // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has
   const offered = Q.meta.tags.filter((t) => t.types.includes(c.violation_type) || caseTags.includes(t.tag));
   const tagBoxes = offered.map((t) => SW.el("label", { title: t.items.join("; ") },
-    SW.el("input", Object.assign({ type: "checkbox", class: "edit-tag", value: t.tag }, caseTags.includes(t.tag) ? { checked: "" } : {})),
+    SW.el("input", Object.assign({ type: "checkbox", class: "edit-tag", value: t.tag, ...untagged }, caseTags.includes(t.tag) ? { checked: "" } : {})),
     ` ${t.items[0] || t.tag} (${t.tag})`));
   const severity = (c.details && c.details.severity) || "general";
-  const severitySelect = SW.el("select", { id: "edit-severity" }, ...Q.meta.severities.map((s) =>
+  const severitySelect = SW.el("select", { id: "edit-severity", ...untagged }, ...Q.meta.severities.map((s) =>
     SW.el("option", Object.assign({ value: s.id }, s.id === severity ? { selected: "" } : {}), `${s.zh} ${s.id}`)));
   parts.push(SW.el("div", { class: "actions" },
     ...(d.actions.includes("confirm") ? [SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)")] : []),
@@ -354,9 +354,23 @@ function addNote() {
 function saveEdit() {
   return act((id, stamp) => {
     const body = Object.assign(factsEdit(Q.detail.case), placeEdit(Q.detail.case));
-    if (!Object.keys(body).length) throw new Error("没有修改 nothing changed: edit the type, description, severity, tags or place first");
+    if (!Object.keys(body).length) throw new Error(`没有修改 nothing changed: ${changeable()}`);
     return SW.json(`/api/v1/cases/${encodeURIComponent(id)}`, { method: "PATCH", json: Object.assign(body, stamp) });
   }, "已保存 saved");
+}
+
+// The parts of the case form and the action of the detail's that lets them be changed (review_actions), in the form's
+// order: 保存修改 with nothing changed named the type, description and place of a case 已上报 too, greyed there.
+const FORM_PARTS = [["edit", "类型", "type"], ["edit", "描述", "description"], ["tag", "严重程度", "severity"],
+                    ["tag", "标签", "tags"], ["edit", "地点", "place"]];
+
+// What the reviewer may change on the case shown, as the line refusing a save with nothing changed says it: the parts
+// its state lets be changed (tags only where the form offers some), or that none can be.
+function changeable() {
+  const parts = FORM_PARTS.filter(([action, , en]) => allows(action) && (en !== "tags" || document.querySelector("input.edit-tag")));
+  if (!parts.length) return "此状态下不可修改 nothing can be changed in this state";
+  const list = (words, or) => words.length > 1 ? `${words.slice(0, -1).join(or[0])}${or[1]}${words.at(-1)}` : words[0];
+  return `请先修改${list(parts.map((p) => p[1]), ["、", "或"])} edit the ${list(parts.map((p) => p[2]), [", ", " or "])} first`;
 }
 
 function factsEdit(c) {
