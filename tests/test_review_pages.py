@@ -426,6 +426,9 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
         review = [r.text for r in b.find_elements(By.CSS_SELECTOR, "#detail table.facts tr") if r.text.startswith("审核")]
         assert review == ["审核 Review 已驳回 rejected · reviewer-user · 重复案件 duplicate"], review
         assert button.text == "重新打开 Reopen"
+        # the key line says Enter in its reason reopens, as it does (fieldKey), and nothing of c, r or saving
+        keys = b.find_element(By.CSS_SELECTOR, "p.keys").text
+        assert "重新打开原因中 in the reopen reason Enter 重新打开 reopen" in keys and not {"确认", "驳回", "保存"} & set(keys.split()), keys
         button.click()
         _wait(b, lambda d: "请填写重新打开的原因" in d.find_element(By.ID, "status").text, "a reason asked for")
         assert _case(served, mistaken)["state"] == "rejected"
@@ -438,7 +441,8 @@ def test_a_rejection_in_review_is_reopened_from_the_queue_page(tmp_path, bus_jpg
 
 @pytest.mark.slow  # its own served pages and browser for a submitted case (14 s here): the default suite's ~15-minute budget
 def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, bus_jpg, bus_event):
-    """A submitted (已上报) case found false can be neither rejected here nor edited (保存修改 with nothing changed names
+    """A submitted (已上报) case found false can be neither rejected here nor edited (the key line lists neither c nor r,
+    nor Enter saving, and 保存修改 with nothing changed names
     its severity alone, not the greyed type, description and place): its page has a 备注 Note box, a
     blank note is refused in the status line, and one of two lines (Enter between them, Ctrl+Enter adds it; the box was
     one line) is listed under 备注记录 with who wrote it, the case still 已上报."""
@@ -473,6 +477,10 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
         assert said == "没有修改 nothing changed: 请先修改严重程度 edit the severity first", said
         b.find_element(By.TAG_NAME, "body").send_keys("r")
         assert "open" not in b.find_element(By.ID, "reasons").get_attribute("class")
+        # nor does the key line list c and r, nor Enter saving the greyed fields: in the note's box it makes a line
+        keys = b.find_element(By.CSS_SELECTOR, "p.keys").text
+        assert "确认" not in keys and "驳回" not in keys and "保存" not in keys, keys
+        assert keys.endswith("在输入框中 in a field: 备注中 in the note Enter 换行 new line, Ctrl+Enter 添加 add, Esc 离开 leave"), keys
         assert b.find_element(By.ID, "notes").text == "无备注 No notes"
         assert b.find_element(By.CSS_SELECTOR, "label[for=note-text]").text == "备注 Note"
         b.find_element(By.ID, "add-note").click()
@@ -1143,7 +1151,8 @@ def test_a_refused_filter_is_said_in_the_status_line(site):
 def test_the_case_list_is_reached_and_worked_by_keyboard(tmp_path, bus_jpg, bus_event):
     """The cases could be picked by mouse or j/k only: Tab never reached the list and nothing showed where the keyboard
     was, and the key line did not name ←/→, which move too. The list is one Tab stop (the current case, with a focus
-    ring), ↓ picks the next with the focus going along, Enter picks the case focused, and the next Tab goes on to 确认."""
+    ring), ↓ picks the next with the focus going along, Enter picks the case focused, and the next Tab goes on to 确认.
+    The key line says Enter saved in any field; in the note's box it makes a line, Ctrl+Enter adding the note."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -1158,6 +1167,10 @@ def test_the_case_list_is_reached_and_worked_by_keyboard(tmp_path, bus_jpg, bus_
         _wait(b, lambda d: ids[0] in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the first case's detail")
         keys = b.find_element(By.CSS_SELECTOR, "p.keys").text
         assert "j/↓/→ 下一条 next" in keys and "k/↑/← 上一条 previous" in keys, keys
+        # a candidate's keys: c and r, Enter saving its fields, and the note's box making a line with it (it said Enter
+        # saved in every field); no reopen reason to reopen by
+        assert "c 确认 confirm · r 驳回 reject" in keys and "Enter 保存 save" in keys and "重新打开" not in keys, keys
+        assert keys.endswith("备注中 in the note Enter 换行 new line, Ctrl+Enter 添加 add, Esc 离开 leave"), keys
 
         b.execute_script("document.getElementById('export-xlsx').focus();")  # the filters' last control
         ActionChains(b).send_keys(Keys.TAB).perform()

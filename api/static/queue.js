@@ -84,7 +84,7 @@ async function select(i) {
   Q.detail = null;  // until this case's detail is in, c and r act on nothing (not on the case still shown)
   renderList();
   const section = document.getElementById("detail");
-  if (i < 0) { section.replaceChildren(SW.el("p", {}, "没有待审案件 No case to review.")); return; }
+  if (i < 0) { section.replaceChildren(SW.el("p", {}, "没有待审案件 No case to review.")); showKeys([]); return; }
   const current = document.querySelector("#cases li.current");
   if (current) current.scrollIntoView({ block: "nearest" });
   const id = Q.items[i].id;
@@ -185,6 +185,14 @@ function renderDetail(d) {
   // a reviewer working by Tab and Enter stays where they were (the next case's 确认, the field just saved), rather than
   // being sent back to the top of the page to Tab through the navigation and filters again
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+  showKeys([...d.actions, ...(d.reopen && d.reopen.allowed ? ["reopen"] : [])]);
+}
+
+// The key line's keys for what the case shown offers (`actions`: the detail's, and reopen where it can be reopened):
+// c and r were listed on a case 已上报, which offers neither, and Enter saving in every field where the fields it saves
+// are greyed (the note's box makes a line with it, Ctrl+Enter adding the note: fieldKey).
+function showKeys(actions) {
+  for (const part of document.querySelectorAll(".keys [data-keys]")) part.hidden = !actions.includes(part.dataset.keys);
 }
 
 // What a revision changed, in the words of the form above (details.revisions: field, from, to, by, at).
