@@ -97,7 +97,7 @@ def test_every_page_fits_a_phone_and_its_buttons_a_finger(tmp_path, bus_jpg, bus
 
 #: The navigation bar's items by the line each is on (their offsetTop) and the page's widths, once the zone is named.
 NAV_LINES = """
-return [[...document.querySelectorAll('nav > *')].map((e) => [e.textContent, e.offsetTop]),
+return [[...document.querySelectorAll('nav.site > *')].map((e) => [e.textContent, e.offsetTop]),
         document.documentElement.clientWidth, document.documentElement.scrollWidth];
 """
 

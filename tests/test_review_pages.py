@@ -152,7 +152,8 @@ def _first_page_then_next(site, page: str, list_id: str, rows: str, total: int):
     """Logs in, opens `page`, waits for the list `list_id`'s pager (SW.pager, 200 rows a page) to say 第 1–200 条，共
     `total` 条 over 200 of its `rows` (a CSS selector), 上一页 disabled, and goes to 下一页 until it says the rest:
     every paged list of the pages shows its first page and the way on alike. The pager is above the list too (under a
-    200-row table alone it was 6,600 px down the page), the same, and its 下一页 is the one pressed. -> (browser, pager
+    200-row table alone it was 6,600 px down the page), the same, and its 下一页 is the one pressed; each is a <nav>
+    named for the list and its place, its buttons for the rows they go to. -> (browser, pager
     under the list), for the list's own checks after."""
     from selenium.webdriver.common.by import By
 
@@ -165,6 +166,13 @@ def _first_page_then_next(site, page: str, list_id: str, rows: str, total: int):
     assert pager.find_element(By.CLASS_NAME, "prev").get_attribute("disabled") is not None
     top = b.find_element(By.ID, f"{list_id}-pager-top")
     assert top.text == pager.text and top.location["y"] < b.find_element(By.CSS_SELECTOR, rows).location["y"]
+    # to a screen reader two landmarks named for the list and their place, 下一页 saying which rows it goes to (two
+    # unnamed pairs of 上一页/下一页 could not be told apart)
+    zh, en = pager.get_attribute("data-list"), pager.get_attribute("data-list-en")
+    buttons = ["上一页 Previous", f"下一页 Next：第 201–{total} 条 201–{total}"]
+    assert zh and [(p.tag_name, p.accessible_name, [x.accessible_name for x in p.find_elements(By.TAG_NAME, "button")])
+                   for p in (top, pager)] == [("nav", f"{zh}分页（上） {en} pages (top)", buttons),
+                                              ("nav", f"{zh}分页（下） {en} pages (bottom)", buttons)]
     top.find_element(By.CLASS_NAME, "next").click()
     _wait(b, lambda d: f"第 201–{total} 条，共 {total} 条" in pager.text, f"the second page of {list_id}")
     return b, pager
@@ -1306,7 +1314,7 @@ def test_a_press_and_release_on_either_side_of_the_reject_reasons_leaves_them_op
 #: Each pager's range text and whether its 上一页/下一页 are seen (offsetParent: laid out, not hidden); a pager above
 #: its list is hidden for a list whole on one page (SW.pager), and left out.
 PAGERS = """
-return [...document.querySelectorAll('p.pager:not([hidden])')].map((p) =>
+return [...document.querySelectorAll('.pager:not([hidden])')].map((p) =>
   [p.id, p.querySelector('.range').textContent, [...p.querySelectorAll('button')].map((b) => b.offsetParent !== null)]);
 """
 

@@ -232,7 +232,7 @@ const SW = {
 
   PAGE: 200,  // rows a long list's table shows (the API's limit); the rest are a 下一页 away (its offset)
 
-  // The pager under list `name` (#NAME-pager: .prev, .range, .next) for `page` of a long list ({items, total, limit,
+  // The pager under list `name` (#NAME-pager, a <nav> named by SW.pagerName: .prev, .range, .next) for `page` of a long list ({items, total, limit,
   // offset}: the queue's cases, the city page's warnings, shops and call-out numbers, the reports, the scores' units)
   // that `load(query, offset)` drew from `query` (the API's filter as the boxes held it when the reader asked for the
   // list: 筛选, 搜索, 评分): which rows of how many it shows (counted in the box's data-unit, 条 else), and 上一页/下一页
@@ -255,9 +255,26 @@ const SW = {
       pager.querySelector(".range").replaceChildren(...(page.items.length
         ? [SW.el("span", {}, `第 ${page.offset + 1}–${last} ${unit}，共 ${page.total} ${unit}`), " ",
            SW.el("span", {}, `${page.offset + 1}–${last} of ${page.total}`)] : []));
-      Object.assign(pager.querySelector(".prev"), { hidden: whole, disabled: page.offset === 0, onclick: turn(Math.max(0, page.offset - page.limit)) });
-      Object.assign(pager.querySelector(".next"), { hidden: whole, disabled: last >= page.total, onclick: turn(last) });
+      const before = Math.max(0, page.offset - page.limit);
+      SW.pageButton(pager.querySelector(".prev"), whole, page.offset === 0, turn(before), before, page.offset, unit);
+      SW.pageButton(pager.querySelector(".next"), whole, last >= page.total, turn(last), last, Math.min(last + page.limit, page.total), unit);
     }
+  },
+
+  // A pager's 上一页 or 下一页 (`button`), which loads rows `from` (an offset) to `to` by `turn`: its name says which rows
+  // it goes to (上一页 Previous：第 1–200 件 1–200), where the top pager's and the bottom one's read alike to a screen
+  // reader, four buttons named 上一页 and 下一页 alone; one disabled has its words alone, going nowhere.
+  pageButton(button, hidden, disabled, turn, from, to, unit) {
+    Object.assign(button, { hidden, disabled, onclick: turn });
+    if (disabled) button.removeAttribute("aria-label");
+    else button.setAttribute("aria-label", `${button.textContent}：第 ${from + 1}–${to} ${unit} ${from + 1}–${to}`);
+  },
+
+  // The name of pager `box` (a <nav>, one of the page's landmarks) above its list (`top`) or under it: the list's, from
+  // its data-list and data-list-en, and where it is (案件列表分页（上） case list pages (top)); two unnamed pagers a list
+  // were two pairs of 上一页/下一页 a screen reader could not tell apart.
+  pagerName(box, top) {
+    return `${box.dataset.list}分页（${top ? "上" : "下"}） ${box.dataset.listEn} pages (${top ? "top" : "bottom"})`;
   },
 
   // The copy of pager `box` above its list (the element just before it in every page: the table, or the queue's list),
@@ -269,6 +286,8 @@ const SW = {
       top.classList.add("top");
       for (const part of top.querySelectorAll("[id]")) part.removeAttribute("id");
       box.previousElementSibling.before(top);
+      box.setAttribute("aria-label", SW.pagerName(box, false));
+      top.setAttribute("aria-label", SW.pagerName(box, true));
     }
     return top;
   },
@@ -435,7 +454,7 @@ const SW = {
     const links = [["queue", "审核队列 Review queue"], ["upload", "照片上传 Photo upload"], ["cameras", "摄像头 Cameras"],
                    ["map", "地图 Map"], ["scores", "考核评分 Scores"], ["reports", "分析报告 Reports"],
                    ["city", "城市管理 City workflows"]];
-    const bar = SW.el("nav", {}, ...links.map(([p, label]) =>
+    const bar = SW.el("nav", { class: "site", "aria-label": "页面 Pages" }, ...links.map(([p, label]) =>
       SW.el("a", p === active ? { href: "/ui/" + p, class: "active", "aria-current": "page" } : { href: "/ui/" + p }, label)));
     bar.append(SW.el("span", { id: "zone", class: "right" }), SW.el("a", { href: "/ui/login" }, "令牌 Token"));
     document.body.prepend(bar);
