@@ -230,9 +230,18 @@ def test_queue_shows_evidence_and_is_worked_with_the_keyboard(site):
     assert set(site["ids"]) - {second, current} == {b.find_element(By.CSS_SELECTOR, "#cases li").get_attribute("data-case")}
 
 
+#: The lines the words of a tag box's label (its box `arguments[0]`'s parent) are shown on, and the page's width.
+TAG_LINES = """
+const range = document.createRange();
+range.selectNodeContents(document.querySelector(arguments[0]).parentElement.lastChild);
+return [new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size, document.documentElement.scrollWidth];
+"""
+
+
 def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
     """The example sheet's 现场加工食品 item counts stalls tagged food_on_site: the queue page offers that tag on a
-    stall case and saves it with the edit, together with the severity chosen in its select (严重 serious)."""
+    stall case and saves it with the edit, together with the severity chosen in its select (严重 serious). Its label,
+    the sheet's item (现场加工食品供人食用摊点（每处扣 2 分）), is one line on an office screen, not broken mid-phrase."""
     from selenium.webdriver.support.ui import Select
     from selenium.webdriver.common.by import By
 
@@ -248,6 +257,9 @@ def test_a_case_is_tagged_on_the_queue_page_with_the_scoring_sheets_tags(site):
     tag = "input.edit-tag[value='food_on_site']"
     label = _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, tag).find_element(By.XPATH, "..").text, "the food_on_site tag offered")
     assert "现场加工食品" in label
+    # the tag whole on a line of an office screen (it ran on from the severity and broke inside 每处扣), the page no wider
+    lines, width = b.execute_script(TAG_LINES, tag)
+    assert lines == 1 and width <= b.execute_script("return document.documentElement.clientWidth"), (lines, width)
 
     def ticked(d) -> bool:
         box = d.find_element(By.CSS_SELECTOR, tag)

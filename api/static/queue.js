@@ -123,7 +123,7 @@ function renderDetail(d) {
   const caseTags = (c.details && c.details.tags) || [];
   // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has
   const offered = Q.meta.tags.filter((t) => t.types.includes(c.violation_type) || caseTags.includes(t.tag));
-  const tagBoxes = offered.map((t) => SW.el("label", { title: t.items.join("; ") },
+  const tagBoxes = offered.map((t) => SW.el("label", { class: "tag", title: t.items.join("; ") },
     SW.el("input", Object.assign({ type: "checkbox", class: "edit-tag", value: t.tag, ...untagged }, caseTags.includes(t.tag) ? { checked: "" } : {})),
     ` ${t.items[0] || t.tag} (${t.tag})`));
   const severity = (c.details && c.details.severity) || "general";
