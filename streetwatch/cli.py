@@ -1,14 +1,21 @@
-"""`streetwatch` console script: builds the Typer app from the command modules."""
+"""`streetwatch` console script: builds the Typer app from the command modules.
+
+It imports the standard library and the signal handling alone: `main` installs the handlers of Ctrl-C and SIGTERM
+first and then imports Typer and the command modules (OpenCV, numpy: about 0.4 s), so that a signal in a command's
+first moments says the one line and exits 130 (143) as a later one does, where it was a KeyboardInterrupt traceback
+(or death without a word for SIGTERM). `from streetwatch.cli import app` (CliRunner) builds the app on first use.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import typer
+from streetwatch.interrupt import interrupted_code, signal_received, stop_like_ctrl_c
 
-from detect.runtime_env import prepare_ultralytics_env
-from streetwatch.commands.common import interrupted_code, missing_extra, print_error, signal_received, stop_like_ctrl_c
+if TYPE_CHECKING:
+    import typer
 
 # The single list of command modules (streetwatch/commands/<name>.py, each with `register(app)`).
 COMMAND_MODULES = [
@@ -31,17 +38,30 @@ COMMAND_MODULES = [
     "cityops",
 ]
 
-app = typer.Typer(
-    name="streetwatch",
-    help="Find street stalls, shop-front spillover, illegal parking and flyposting in camera "
-    "streams and photos, and send evidence-backed candidate cases to dispatch systems.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"streetwatch.commands.{_name}").register(app)
+@functools.cache
+def build_app() -> typer.Typer:
+    """The Typer app with every command module's commands, built once (by `main`, or by the first `cli.app`)."""
+    import typer
+
+    app = typer.Typer(
+        name="streetwatch",
+        help="Find street stalls, shop-front spillover, illegal parking and flyposting in camera "
+        "streams and photos, and send evidence-backed candidate cases to dispatch systems.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"streetwatch.commands.{name}").register(app)
+    return app
+
+
+def __getattr__(name: str):
+    """`app` (PEP 562): built when first asked for, not at import, which `main` keeps free of the heavy imports."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: Said when a command without a Ctrl-C handler of its own is stopped (what it writes whole is never left half written).
@@ -50,11 +70,13 @@ INTERRUPTED = ("interrupted (已中断) before the end: what it printed above wa
 
 
 def main() -> None:
-    prepare_ultralytics_env()
-    stop_like_ctrl_c()
+    stop_like_ctrl_c()  # before any import that takes time: a signal from here on is answered below
     try:
-        app()
-    except KeyboardInterrupt:  # while Typer still built the commands, before its own Ctrl-C handling runs
+        from detect.runtime_env import prepare_ultralytics_env
+
+        prepare_ultralytics_env()
+        build_app()()
+    except KeyboardInterrupt:  # during the imports, or while Typer built the commands, before its own Ctrl-C handling
         _exit_interrupted()
     except SystemExit as exc:
         if not _unhandled_interrupt(exc):
@@ -66,6 +88,8 @@ def main() -> None:
         message = _user_error(exc)
         if message is None:  # a real fault: keep its traceback
             raise
+        from streetwatch.commands.common import print_error
+
         print_error(message)
         raise SystemExit(2) from None
 
@@ -78,6 +102,8 @@ def _exit_interrupted() -> NoReturn:
     said, then death by SIGINT (143 lost), whenever the signal came while an import ran such code (dataclasses,
     typing's string annotations, numpy), as in serve's start-up. Each eval of a string clears that note first, so one
     here makes the exit the one said."""
+    from streetwatch.commands.common import print_error
+
     print_error(INTERRUPTED)
     eval("None")
     raise SystemExit(interrupted_code()) from None
@@ -101,6 +127,8 @@ def _user_error(exc: Exception) -> str | None:
     whose disk is full (where to free space). No model folder this user may write (a card, an export, a download, a
     promotion to write) names the folders tried and $STREETWATCH_MODELS. A module of an extra not installed (uvicorn
     for `serve`, ultralytics for `models export`) names the extra to install."""
+    from streetwatch.commands.common import missing_extra
+
     if isinstance(exc, ModuleNotFoundError) and exc.name and (line := missing_extra(exc.name)):
         return line
     from detect.registry import NoWritableModelFolder

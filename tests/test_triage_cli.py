@@ -573,6 +573,76 @@ def test_a_signal_during_start_up_imports_exits_with_the_line_and_the_signals_co
             assert run.stderr.splitlines() == [f"error: {INTERRUPTED}"], (where, sig, run.stderr)
 
 
+#: The console script (`from streetwatch.cli import main`) run by a program that sends itself the signal when the
+#: module named is first imported: Typer (the first import of the entry point's start-up), OpenCV (its longest) or the
+#: last command module.
+STOPPED_AT_IMPORT = """
+import importlib.abc, os, signal, sys
+
+MODULE, SIG = sys.argv[1], getattr(signal, sys.argv[2])
+
+
+class StopAt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == MODULE:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), SIG)
+            while True:
+                pass
+
+
+sys.meta_path.insert(0, StopAt())
+sys.argv[1:] = ["config", "show"]
+from streetwatch.cli import main
+sys.exit(main())
+"""
+
+
+def test_a_signal_while_the_entry_point_imports_the_commands_exits_with_the_line_and_the_signals_code(tmp_path):
+    """The entry point imported Typer and every command module (OpenCV, numpy: 0.4 s) when it was imported, before
+    main() installed the handlers: Ctrl-C in those first moments of any command was a KeyboardInterrupt traceback and
+    SIGTERM killed it without a word (exit -15). main() installs them first and imports after, so either says the one
+    line and exits 130 (143 for SIGTERM)."""
+    from streetwatch.cli import INTERRUPTED
+
+    (tmp_path / "stopped_at_import.py").write_text(STOPPED_AT_IMPORT)
+    env = {**_env(), "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    for module in ("typer", "cv2", "streetwatch.commands.cityops"):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            run = subprocess.run([sys.executable, "-m", "stopped_at_import", module, sig.name], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 128 + sig, (module, sig, run.returncode, run.stderr)
+            assert run.stderr.splitlines() == [f"error: {INTERRUPTED}"], (module, sig, run.stderr)
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler of its own for `sig` (the SigCgt mask of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # it ended
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+def test_a_signal_the_moment_a_command_can_answer_it_exits_with_the_line_and_the_signals_code(tmp_path):
+    """Real signals, each sent the moment the command has handlers for them (before that, Python's own start-up
+    answers as Python does: nothing of ours has run), a few times each: the one line and 130 (143 for SIGTERM), no
+    traceback, whatever the command was doing then."""
+    from streetwatch.cli import INTERRUPTED
+
+    for attempt in range(3):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            proc = subprocess.Popen([sys.executable, "-m", "streetwatch.cli", "config", "show"], cwd=tmp_path,
+                                    env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            while proc.poll() is None and not _catches(proc.pid, signal.SIGTERM):
+                pass
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 128 + sig, (attempt, sig, proc.returncode, stderr)
+            assert stderr.splitlines() == [f"error: {INTERRUPTED}"], (attempt, sig, stderr)
+
+
 def test_a_run_whose_stderr_is_a_file_logs_its_progress_and_draws_no_bar(tmp_path, bus_jpg):
     """Into a log file rich drew no bar while the run went but printed its last frame at the end, one line cut to 80
     columns ("3.7 0:00… phot…") after the progress lines had said it all. The file holds the lines and no bar."""
