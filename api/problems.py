@@ -11,6 +11,7 @@ import logging
 import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, unquote_plus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,8 +48,18 @@ def loggable_target(target: str) -> str:
     target = mask_signature(target)
     if target.startswith(_CALLOUT_PATH):
         path, sep, query = target.partition("?")
-        target = mask_phones(path) + sep + query
-    return _SEARCH.sub(lambda m: mask_phones(m[0]), target)
+        target = _mask_encoded(path, plus_is_space=False) + sep + query
+    return _SEARCH.sub(lambda m: "q=" + _mask_encoded(m[0][2:], plus_is_space=True), target)
+
+
+def _mask_encoded(text: str, *, plus_is_space: bool) -> str:
+    """`text` (a path, or a query's value where `+` is a space) with the phone numbers of the text it encodes masked
+    (`mask_phones`): 138%200013%208000, 138+0013+8000 and 138%2D0013%2D8000 are 138 0013 8000 and 138-0013-8000 to a
+    browser and to the service, but their escapes hid the number from the masking. Encoded again (`*` as is) where a
+    number was masked, else as it came."""
+    decoded = unquote_plus(text) if plus_is_space else unquote(text)
+    masked = mask_phones(decoded)
+    return text if masked == decoded else quote(masked, safe="/*" if not plus_is_space else "*")
 MEDIA_TYPE = "application/problem+json"
 #: Seconds a client waits before trying again when the case store cannot be reached (a restart, a failover).
 STORE_RETRY_AFTER_S = 30

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,6 +67,28 @@ def make_app(settings: Settings, detector=None, **kw):
     app = create_app(settings, service_config(settings, "test"), detector_factory=(lambda: detector) if detector else None, **kw)
     tokens = {role: app.state.ctx.accounts.add(f"{role}-user", role)[1] for role in ROLES}
     return app, tokens
+
+
+@contextmanager
+def on_loopback(app) -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free loopback port, as `serve` runs it, uvicorn's lines (its access log
+    among them) reaching caplog: its base URL, the server stopped after."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, proxy_headers=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the server stopped before it started"
+            threading.Event().wait(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
 
 
 def kept_per_job(holder) -> dict[str, int]:

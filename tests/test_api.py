@@ -574,13 +574,9 @@ def test_a_route_s_bug_is_one_traceback_in_the_server_log_and_a_counted_500(tmp_
     """Soak: each 500 printed two tracebacks, our handler's and uvicorn's (Starlette raises the error on to the server
     after its handler answers), and the request metrics never counted it. Through uvicorn on loopback, as `serve`
     runs: one traceback, naming the request; the answer the 500 problem document; the 500 counted."""
-    import socket
-    import threading
-
     import httpx
-    import uvicorn
 
-    from tests.api_helpers import make_app, settings_for
+    from tests.api_helpers import make_app, on_loopback, settings_for
 
     monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
     app, _ = make_app(settings_for(tmp_path))
@@ -589,22 +585,8 @@ def test_a_route_s_bug_is_one_traceback_in_the_server_log_and_a_counted_500(tmp_
         raise ZeroDivisionError("a bug")
 
     app.add_api_route("/api/v1/broken", broken)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, proxy_headers=False))  # its lines reach caplog
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    with caplog.at_level(logging.INFO):
-        thread.start()
-        try:
-            url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-            while not server.started:
-                assert thread.is_alive(), caplog.text
-                threading.Event().wait(0.05)
-            answer = httpx.get(f"{url}/api/v1/broken", timeout=30)
-        finally:
-            server.should_exit = True
-            thread.join(30)
-            sock.close()
+    with caplog.at_level(logging.INFO), on_loopback(app) as url:
+        answer = httpx.get(f"{url}/api/v1/broken", timeout=30)
     assert answer.status_code == 500 and answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["detail"] == "internal error (ZeroDivisionError); see the server log"
     tracebacks = [r for r in caplog.records if r.exc_info]

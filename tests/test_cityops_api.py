@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import httpx
 import pytest
@@ -1235,6 +1237,39 @@ def test_the_access_log_keeps_no_full_phone_number_looked_up(tmp_path):
     assert '"PUT /api/v1/callout/139****0000 HTTP/1.1" 200' in log, log
     assert '"GET /api/v1/callout?q=139****5678&limit=5 HTTP/1.1" 200' in log, log
     assert '"GET /api/v1/shops?q=021-****4567 HTTP/1.1" 200' in log, log
+
+
+def test_a_number_looked_up_with_escaped_separators_is_masked_in_the_access_log(tmp_path, caplog):
+    """The access log masked a number searched for or set as the browser writes it only when its digits stood whole:
+    q=138%200013%208000 (spaces), q=138+0013+8000, q=138%2D0013%2D8000 (a hyphen escaped) and a call-out path of
+    138%200013%208000 kept the number in full, the masking reading the escapes between its digits. Through uvicorn
+    on loopback with serve's AccessLogFilter: no line keeps a number whole, whatever its escapes."""
+    from streetwatch.commands.serve import AccessLogFilter
+    from tests.api_helpers import on_loopback
+
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    reviewer = auth(tokens["reviewer"])
+    searches = ["138%200013%208000", "138+0013+8000", "138%2D0013%2D8000", "%2B86%20138-0013%2D8000", "138%2d0013+8000",
+                "%E5%BC%A0%E4%B8%89%20138%200013%208000"]
+    access = logging.getLogger("uvicorn.access")
+    access.addFilter(logged := AccessLogFilter())
+    try:
+        with caplog.at_level(logging.INFO), on_loopback(app) as base:
+            for q in searches:
+                for listing in ("callout", "shops"):
+                    assert httpx.get(f"{base}/api/v1/{listing}?q={q}&limit=5", headers=reviewer, timeout=30).status_code == 200
+            put = httpx.put(f"{base}/api/v1/callout/138%200013%208000", json={"status": "called"}, headers=reviewer, timeout=30)
+    finally:
+        access.removeFilter(logged)
+    assert put.status_code in (200, 404), put.text
+    lines = [r.getMessage() for r in caplog.records if r.name != "httpx"]  # the service's, not the test's client's
+    requests = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(requests) == 2 * len(searches) + 1, lines
+    assert [line for line in lines if "13800138000" in re.sub(r"[^0-9*]", "", unquote_plus(line))] == [], lines
+    logged = " ".join(requests)
+    assert '"GET /api/v1/callout?q=138%20****%208000&limit=5 HTTP/1.1" 200' in logged, requests
+    assert '"GET /api/v1/shops?q=138-****-8000&limit=5 HTTP/1.1" 200' in logged, requests
+    assert '"PUT /api/v1/callout/138%20****%208000 HTTP/1.1"' in logged, requests
 
 
 def test_the_frames_of_decided_warnings_are_removed_after_their_retention(tmp_path, bus_jpg, caplog):
