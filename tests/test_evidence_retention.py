@@ -89,7 +89,7 @@ def test_a_rejected_cases_local_evidence_goes_after_the_retention_the_case_and_d
         store.reopen(rejected, actor="wang.fang", note="误点", within=timedelta(days=365), now=now)
     _, n, findings = export_reviews(store, evidence, tmp_path / "export")
     assert n == 1 and [str(f) for f in findings if rejected in str(f)] == [
-        f"error: case {rejected}: 证据已按保留期删除（{now:%Y-%m-%d}，驳回案件证据保留期 cases.rejected_evidence_keep_days） evidence "
+        f"warning: case {rejected}: 证据已按保留期删除（{now:%Y-%m-%d}，驳回案件证据保留期 cases.rejected_evidence_keep_days） evidence "
         f"removed after the retention period on {now:%Y-%m-%d} (cases.rejected_evidence_keep_days); the case and its "
         "evidence digest are kept: skipped (export the reviews before the retention removes them)"]
 

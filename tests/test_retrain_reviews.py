@@ -116,7 +116,8 @@ def test_a_case_its_platform_voided_is_left_out_of_the_review_export(tmp_path, m
     rejected = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o1"), BundleContext(source_kind="photo_batch"))
     store.review(rejected.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
     result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
-    assert result.exit_code == 0 and "exported 1 reviewed cases" in result.output and skip in result.stderr
+    assert result.exit_code == 0 and "exported 1 reviewed cases" in result.output and skip not in result.output
+    assert "skipped 1 reviewed cases as intended (not errors): 1 平台作废 voided by their platform after approval" in result.stdout
     assert [json.loads(x)["case_id"] for x in (out / "review.jsonl").read_text().splitlines()] == [rejected.id]
 
 
@@ -187,4 +188,43 @@ def test_a_case_rejected_for_privacy_leaves_no_copy_of_its_picture_in_the_export
     assert result.exit_code == 0, result.output
     assert [json.loads(x)["case_id"] for x in (out / "review.jsonl").read_text().splitlines()] == [other.id]
     assert sorted(p.name for p in (out / "evidence").iterdir()) == [other.id]
-    assert f"case {private.id}: rejected as 'privacy' (涉及隐私): its picture is not copied" in result.output
+    assert "skipped 1 reviewed cases as intended (not errors): 1 涉及隐私 rejected for privacy" in result.stdout
+
+
+def test_export_reviews_counts_the_cases_left_out_by_design_in_one_line_and_reports_faults_as_errors(
+        tmp_path, monkeypatch, bus_event):
+    """A case voided by its platform, one rejected for privacy and one whose evidence the retention removed were each
+    an error line (`error: case …: … skipped`), read as failures to chase though the export leaves them out by design;
+    they are counted in one line by reason, in Chinese and English, and only a fault (a picture missing from its
+    bundle) is an error line naming its case."""
+    from datetime import timedelta
+
+    from pipelines.cases.retention import prune_rejected_evidence
+    from pipelines.evidence_store import LocalEvidenceStore
+
+    intake = _intake(tmp_path, monkeypatch)
+    store = intake.store
+    bus, _ = bus_event
+    voided, private, removed, broken, good = (
+        intake.record_event(replace(bus, violation_id=f"batch-7:image:illegal_parking:o{i}"), BundleContext(source_kind="photo_batch"))
+        for i in range(5))
+    store.review(voided.id, approve=True, reviewer="li.wei", target="dcm", reason_code="confirmed")
+    store.mark_delivered(store.outbox_entries(case_id=voided.id)[0].id, "T-300")
+    assert apply_status(store, voided.id, "rejected", actor="dispatch:dcm", note="重复上报")
+    store.review(private.id, approve=False, reviewer="li.wei", reason_code="privacy")
+    store.review(removed.id, approve=False, reviewer="li.wei", reason_code="not_a_violation",
+                 now=datetime.now(UTC) - timedelta(days=40))
+    assert prune_rejected_evidence(store, LocalEvidenceStore(tmp_path / "evidence"), 30).cases == [removed.id]
+    for case in (broken, good):
+        store.review(case.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
+    (tmp_path / "evidence" / broken.id / store.get(broken.id).evidence_boxes["image"]).unlink()
+
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(tmp_path / "reviews")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "skipped 3 reviewed cases as intended (not errors): 1 平台作废 voided by their platform after approval, 1 涉及隐私 "
+        "rejected for privacy, 1 证据已按保留期删除 evidence removed after the retention period",
+        f"exported 1 reviewed cases to {tmp_path / 'reviews' / 'review.jsonl'}; next: streetwatch data from-cases "
+        f"{tmp_path / 'reviews' / 'review.jsonl'} --out DIR"], result.stdout
+    [error] = result.stderr.splitlines()
+    assert error.startswith(f"error: case {broken.id}: evidence unreadable: "), result.stderr

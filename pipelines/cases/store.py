@@ -360,9 +360,13 @@ EVIDENCE_REMOVAL_DONE = "evidence_removed_done_at"
 (the mark comes first, the deletion after it): the later rounds check only the marked cases without it."""
 
 
+#: The Chinese name of a rejected case's evidence removed by the retention (`evidence_removed`).
+EVIDENCE_REMOVED_ZH = "证据已按保留期删除"
+
+
 def evidence_removed(case: Case) -> str:
     """What a reader of `case`'s removed evidence is told (the review page, the export of reviews, a reopening)."""
-    return (f"证据已按保留期删除（{(case.evidence_removed_at or '')[:10]}，驳回案件证据保留期 cases.rejected_evidence_keep_days） "
+    return (f"{EVIDENCE_REMOVED_ZH}（{(case.evidence_removed_at or '')[:10]}，驳回案件证据保留期 cases.rejected_evidence_keep_days） "
             f"evidence removed after the retention period on {(case.evidence_removed_at or '?')[:10]} "
             "(cases.rejected_evidence_keep_days); the case and its evidence digest are kept")
 

@@ -12,14 +12,18 @@ look at it, and `data from-cases` stays testable without a database.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from detect.evidence.signing import MANIFEST
 from detect.digests import sha256_bytes
+from pipelines.analytics.casedata import VOIDED_BY_PLATFORM
 from pipelines.cases import Case, CaseStore
-from pipelines.cases.store import evidence_removed
-from pipelines.cases.vocabulary import RejectReason
+from pipelines.cases.store import EVIDENCE_REMOVED_ZH, evidence_removed
+from pipelines.cases.vocabulary import REASONS, RejectReason
 from pipelines.evidence_store import EvidenceStore, StorageError
 from pipelines.retrain.check import Finding
 from pipelines.retrain.dataset import DatasetError
@@ -27,13 +31,39 @@ from pipelines.retrain.dataset import DatasetError
 EXPORT = "review.jsonl"
 SHOWN_SKIPS = 20
 """Skipped reviewed cases `no_reviewed_cases` names at most (then a count of the rest)."""
+#: What each kind of `Skip` is called in `skips_summary`, in the order it lists them.
+SKIP_NAMES = {
+    "voided": f"{VOIDED_BY_PLATFORM} voided by their platform after approval",
+    "privacy": f"{REASONS[RejectReason.PRIVACY].zh} rejected for privacy",
+    "evidence_removed": f"{EVIDENCE_REMOVED_ZH} evidence removed after the retention period",
+}
 PRIVATE_SKIP = ("rejected as 'privacy' (涉及隐私): its picture is not copied out of the evidence store (a reviewer judged "
                 "it private, and it teaches the detector nothing): skipped")
 
 
+@dataclass(frozen=True)
+class Skip(Finding):
+    """A reviewed case left out by design (`SKIP_NAMES`: voided by its platform, rejected for privacy, its evidence
+    removed by the retention), not a fault: `data export-reviews` counts these in one line (`skips_summary`) where each
+    was an error line, which staff took for failures to chase. Its reason stays, for a refusal and the retrain summary."""
+
+    severity: Literal["error", "warning"] = "warning"
+    kind: str = ""
+
+
+def skips_summary(findings: list[Finding]) -> str | None:
+    """One line counting the `Skip`s among `findings` by kind, None without any."""
+    counts = Counter(f.kind for f in findings if isinstance(f, Skip))
+    if not counts:
+        return None
+    kinds = ", ".join(f"{counts[kind]} {name}" for kind, name in SKIP_NAMES.items() if counts[kind])
+    return f"skipped {counts.total()} reviewed cases as intended (not errors): {kinds}"
+
+
 def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
                    since: datetime | None = None) -> tuple[Path, int, list[Finding]]:
-    """Write `out_dir/review.jsonl` and `out_dir/evidence/<case>/<picture>`; returns (file, cases, problems).
+    """Write `out_dir/review.jsonl` and `out_dir/evidence/<case>/<picture>`; returns (file, cases, problems), the
+    cases left out by design among the problems as `Skip`s.
     DatasetError (`no_reviewed_cases`) when no case can be exported: nothing is written then, since an empty export is
     refused by `data from-cases` anyway and would only be a file to wonder about."""
     out_dir = Path(out_dir)
@@ -51,14 +81,14 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
             counts["before"] += 1
             continue
         if case.voided_by_platform:
-            findings.append(Finding(f"case {case.id}", voided_skip(store, case)))
+            findings.append(Skip(f"case {case.id}", voided_skip(store, case), kind="voided"))
             continue
         if _private(case):
-            findings.append(Finding(f"case {case.id}", PRIVATE_SKIP))
+            findings.append(Skip(f"case {case.id}", PRIVATE_SKIP, kind="privacy"))
             continue
         if case.evidence_removed_at is not None:
-            findings.append(Finding(f"case {case.id}", f"{evidence_removed(case)}: skipped (export the reviews before "
-                                                       "the retention removes them)"))
+            findings.append(Skip(f"case {case.id}", f"{evidence_removed(case)}: skipped (export the reviews before the "
+                                                    "retention removes them)", kind="evidence_removed"))
             continue
         boxes = case.evidence_boxes or {}
         if not case.evidence_ref or not boxes.get("image"):

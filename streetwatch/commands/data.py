@@ -220,7 +220,7 @@ def export_reviews_cmd(
 
     from pipelines.evidence_store import StorageError, open_evidence_store
     from pipelines.retrain.dataset import DatasetError
-    from pipelines.retrain.reviews import export_reviews
+    from pipelines.retrain.reviews import Skip, export_reviews, skips_summary
 
     settings = settings_or_fail(config)
     try:
@@ -234,5 +234,7 @@ def export_reviews_cmd(
                                            since=when)
     except (FileExistsError, StorageError, DatasetError) as exc:
         fail(str(exc))
-    print_findings(findings)
+    print_findings([f for f in findings if not isinstance(f, Skip)])  # faults, case by case
+    if skipped := skips_summary(findings):
+        typer.echo(skipped)
     typer.echo(f"exported {n} reviewed cases to {path}; next: streetwatch data from-cases {path} --out DIR")
