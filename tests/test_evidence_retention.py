@@ -25,6 +25,7 @@ from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Sett
 from pipelines.retrain.reviews import export_reviews
 from pipelines.settings import load_settings
 from streetwatch.cli import app
+from streetwatch.commands.cases import RETENTION_OFF
 from tests.api_helpers import auth, draft_cases, make_app, settings_for
 
 KEY = b"test-key-0123456789abcdef"
@@ -138,6 +139,22 @@ def test_prune_evidence_command_says_what_it_removes(tmp_path, bus_event, monkey
     assert done.exit_code == 0 and done.output.startswith(f"{case.id}\nremoved the evidence of 1 case") and not folder.exists()
     again = runner.invoke(app, ["cases", "prune-evidence"])
     assert again.output.startswith("removed the evidence of 0 cases")
+
+
+def test_prune_evidence_with_the_retention_off_and_no_case_store_says_so_and_opens_nothing(tmp_path, monkeypatch):
+    """With cases.rejected_evidence_keep_days 0 (the default: the retention off) and no case store yet, prune-evidence
+    (a cron line set up before the first case) failed 'no case store at …' (exit 2); nothing can have been marked
+    removed, so it says the retention is off and how to turn it on, exit 0, creating no store, --dry-run alike."""
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    for args in ([], ["--dry-run"]):
+        run = CliRunner().invoke(app, ["cases", "prune-evidence", *args])
+        assert (run.exit_code, run.output) == (0, f"{RETENTION_OFF}\n"), (args, run.output)
+    assert "cases.rejected_evidence_keep_days: N" in RETENTION_OFF
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sw.yaml"]
 
 
 def test_serve_removes_it_at_start_up_and_the_case_page_says_so_and_refuses_a_reopening(tmp_path, monkeypatch, bus_event,
@@ -289,4 +306,4 @@ def test_a_finished_deletion_is_not_checked_again_and_a_leftover_is_finished_wit
     assert prune_rejected_evidence(store, evidence, 30, now=now + timedelta(hours=2)).cases == []
     assert checked == []  # both finished: no store call at all
     again = CliRunner().invoke(app, ["cases", "prune-evidence"])
-    assert again.output == "cases.rejected_evidence_keep_days is 0 (kept for ever): nothing removed\n"
+    assert again.output == f"{RETENTION_OFF}\n"

@@ -15,6 +15,12 @@ from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fa
                                          settings_or_fail, writable_or_fail)
 
 
+#: `cases prune-evidence` with the retention off: what is kept, and the setting that turns it on.
+RETENTION_OFF = ("rejected cases' evidence retention is off (cases.rejected_evidence_keep_days is 0: kept for ever): "
+                 "nothing removed; to remove it N days after the rejection set cases.rejected_evidence_keep_days: N in "
+                 "the settings file (we suggest 180), running streetwatch data export-reviews first")
+
+
 def register(app: typer.Typer) -> None:
     cases = typer.Typer(help="Cases drafted from violations: states, evidence, dispatch references, history.", no_args_is_help=True)
     app.add_typer(cases, name="cases")
@@ -211,11 +217,15 @@ def register(app: typer.Typer) -> None:
         """Remove the evidence of cases rejected more than cases.rejected_evidence_keep_days ago (serve does it hourly),
         and what an earlier round marked removed but did not finish deleting (even at 0); the cases and digests stay.
         Run `streetwatch data export-reviews` first: rejected cases are hard negatives."""
+        from pipelines.cases import CaseStore
         from pipelines.cases.retention import prune_rejected_evidence
         from pipelines.evidence_store import StorageError, open_evidence_store
 
         settings = settings_or_fail(config)
         keep = settings.cases.rejected_evidence_keep_days
+        if keep == 0 and not CaseStore.exists(settings.cases.url):  # off, and no store whose round could have marked one
+            typer.echo(RETENTION_OFF)
+            return
         store = existing_store_or_fail(settings.cases.url)
         try:
             pruned = prune_rejected_evidence(store, open_evidence_store(settings.evidence_store), keep, dry_run=dry_run)
@@ -229,7 +239,7 @@ def register(app: typer.Typer) -> None:
             print_error(f"not removed: {failed}")
         verb = "would remove" if dry_run else "removed"
         if keep == 0 and not pruned.cases and not pruned.failed:
-            typer.echo("cases.rejected_evidence_keep_days is 0 (kept for ever): nothing removed")
+            typer.echo(RETENTION_OFF)
         else:  # at 0, only what an earlier round marked removed and did not finish deleting
             which = (f"rejected more than {keep} days ago (cases.rejected_evidence_keep_days)" if keep else
                      "marked removed by an earlier round (cases.rejected_evidence_keep_days is now 0)")
