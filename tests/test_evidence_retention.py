@@ -157,6 +157,34 @@ def test_prune_evidence_with_the_retention_off_and_no_case_store_says_so_and_ope
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sw.yaml"]
 
 
+def test_serve_finishes_a_deletion_left_over_at_0_and_logs_it(tmp_path, monkeypatch, bus_event, caplog):
+    """A case marked removed by an earlier round whose bundle was not deleted (the deletion failed after the mark),
+    then cases.rejected_evidence_keep_days set back to 0: serve's round (at start-up and hourly) deletes what is left
+    and logs it in its one line, as at N; at 0 with nothing left it logs nothing."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    settings = settings_for(tmp_path)
+    assert settings.cases.rejected_evidence_keep_days == 0
+    app_, _ = make_app(settings)
+    ctx = app_.state.ctx
+    [case_id] = draft_cases(app_, bus_event, [{}])
+    now = datetime.now(UTC)
+    ctx.store.review(case_id, approve=False, reviewer="reviewer-user", reason_code="duplicate", now=now - timedelta(days=2))
+    assert ctx.store.mark_evidence_removed(case_id, cutoff=now - timedelta(days=1), record={"keep_days": 1}, now=now)
+    folder = ctx.evidence.path(ctx.store.get(case_id).evidence_ref)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size
+    with caplog.at_level(logging.INFO, logger="api.app"), TestClient(app_):
+        pass
+    assert not folder.exists() and ctx.store.get(case_id).details["evidence_removed_done_at"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected evidence retention")]
+    assert lines == [f"rejected evidence retention (cases.rejected_evidence_keep_days: 0): evidence of 1 rejected case(s) "
+                     f"removed, {size} bytes ({size / 1e6:.1f} MB) freed"], caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="api.app"), TestClient(app_):
+        pass
+    assert "rejected evidence retention" not in caplog.text
+
+
 def test_serve_removes_it_at_start_up_and_the_case_page_says_so_and_refuses_a_reopening(tmp_path, monkeypatch, bus_event,
                                                                                         caplog):
     """serve's retention round (at start-up, then hourly beside the jobs' and warning frames'): the case page says
