@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import _thread
 import signal
+import sys
 
 #: The signal that stopped the command (`stop_like_ctrl_c`): SIGINT until another is received.
 _STOPPED_BY = {"signal": signal.SIGINT}
@@ -27,6 +29,26 @@ def stop_like_ctrl_c() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stopped)
+    if not getattr(sys.unraisablehook, "interrupts_again", False):
+        sys.unraisablehook = _interrupting_again(sys.unraisablehook)
+
+
+def _interrupting_again(previous):
+    """A `sys.unraisablehook` that delivers the signal again when `stopped`'s KeyboardInterrupt was raised where Python
+    cannot raise it: inside a weakref callback or a `__del__` (importlib's module locks have such callbacks, run at
+    every import) Python prints it as 'Exception ignored' and goes on, so a command stopped there carried on as if no
+    signal had come (serve stopped in its start-up imports started and served until killed). The signal is delivered
+    again from another thread (`_thread.interrupt_main`: called here, the handler would run at once, inside the same
+    callback), so its handler runs at the main thread's next point, out of the callback, where the interrupt stops the
+    command (should it land in such a callback again, it comes here again); any other exception goes to `previous`."""
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _RECEIVED:
+            _thread.start_new_thread(_thread.interrupt_main, (_STOPPED_BY["signal"],))
+        else:
+            previous(unraisable)
+
+    hook.interrupts_again = True
+    return hook
 
 
 def signal_received() -> bool:
