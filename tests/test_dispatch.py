@@ -273,6 +273,29 @@ def test_the_reviewers_description_reaches_the_platform_and_a_long_one_is_cut_to
     assert all(store.get(i).state is CaseState.SUBMITTED for i in (short, long, by_311))
 
 
+def test_an_open311_look_up_takes_no_request_whose_note_names_another_case(world, sim, bus_event, monkeypatch):
+    """A reviewer's description naming another case the way the look-up's marker does (`同一摊位，见 streetwatch case
+    SW…`, pasted from that case's request) made the look-up of that other case, in doubt after a lost answer, take
+    this request for its own: it was recorded as delivered under this case's number and never sent. The look-up
+    reads the marker the form writes last, and each case keeps the request made for it."""
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
+    noted, named = queue_cases(store, evidence, spool, small_event(bus_event), 2, "p311", prefix="cam-marker")
+    store.revise(noted, actor="王芳", description=f"同一摊位，见 streetwatch case {named}（昨日已上报）")
+    config = DispatchConfig(targets={"p311": TargetConfig(adapter="open311", url=f"{sim.base}/open311", timeout_s=2,
+                                                          token_env="SW_TEST_311_KEY")}, **FAST)
+    dispatcher = Dispatcher(store, evidence, config)
+    sim.faults(fail_rate=1.0, modes="close")  # both stored on their side, each answer lost: both in doubt
+    assert dispatcher.run_once().retried == 2
+    sim.faults(fail_rate=0.0)
+    _drain(dispatcher, store, [noted, named])
+    dispatcher.close()
+
+    theirs = {c["external_id"]: c["ref"] for c in sim.cases("open311") if c["external_id"] in (noted, named)}
+    assert {case_id: store.get(case_id).dispatch_ref for case_id in (noted, named)} == theirs
+    assert theirs[noted] != theirs[named]
+
+
 def test_the_numbers_read_reach_each_platform_as_its_target_s_phones_setting_says(world, sim, bus_event, monkeypatch):
     """An Open311 description carried the phone numbers read from a posting whole, and a GeoReport request list is
     often public. Each target's `phones` says what it is sent: Open311 masked by default (139****5678, as the logs

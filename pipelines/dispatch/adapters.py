@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -487,8 +488,7 @@ class Open311Adapter:
         body = answer_json(send(client, "GET", f"{self.base}/requests.json", params=params))
         if not isinstance(body, list):
             raise Transient(f"requests.json answered {type(body).__name__}, not a list: cannot tell whether they hold the case")
-        marker = case_marker(d.case.id)
-        found = [r for r in body if isinstance(r, dict) and marker in str(r.get("description") or "")
+        found = [r for r in body if isinstance(r, dict) and marked_case(str(r.get("description") or "")) == d.case.id
                  and r.get("service_request_id")]
         return str(found[0]["service_request_id"]) if found else None
 
@@ -513,6 +513,17 @@ class Open311Adapter:
 def case_marker(case_id: str) -> str:
     """How our case id appears in an Open311 description, which their request listing echoes back."""
     return f"streetwatch case {case_id}"
+
+
+_MARKER = re.compile(re.escape(case_marker("")) + r"([A-Za-z0-9_-]+)")
+
+
+def marked_case(description: str) -> str | None:
+    """The case id of the last `case_marker` in an Open311 description: the one `Open311Adapter.form` writes after
+    everything else. A reviewer's note before it may name another case the same way (`见 streetwatch case SW…`,
+    pasted from that case's request), and a look-up taking any marker took this request for that case's."""
+    found = _MARKER.findall(description)
+    return found[-1] if found else None
 
 
 ADAPTERS = {"cn-dcm": CnDcmAdapter, "open311": Open311Adapter}
