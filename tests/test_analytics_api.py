@@ -631,10 +631,12 @@ def test_case_text_in_an_export_is_text_never_a_formula(tmp_path):
 def test_reviewers_notes_are_exported_in_a_column_of_their_own(tmp_path):
     """The notes a reviewer adds to a case (POST /cases/{id}/notes: why a case a platform holds is false) were in
     no export: the 备注 notes column has them, a line each, oldest first, `local time actor: text`, the 描述
-    description as it was; in Excel a text cell, in CSV read back as written (a line starting = is inside the cell)."""
+    description as it was; in Excel a text cell, in CSV read back as written (a line starting = is inside the cell).
+    A note's further lines are indented: written flush, a note's line `2026-12-05 10:00:00 张科长: 同意作废` read as a
+    note of 张科长's."""
     from datetime import UTC, datetime
 
-    from pipelines.analytics.export import COLUMNS
+    from pipelines.analytics.export import COLUMNS, NOTE_INDENT
 
     app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
     store = app.state.ctx.store
@@ -643,7 +645,7 @@ def test_reviewers_notes_are_exported_in_a_column_of_their_own(tmp_path):
     quiet = make.add("street_stall", G2, datetime(2026, 12, 3, 11, tzinfo=TZ))
     store.add_note(stall, actor="王工", text="现场核实：摊位已撤", now=datetime(2026, 12, 5, 1, 30, tzinfo=UTC))
     reviewer = auth(tokens["reviewer"])
-    text = "=1+1 不是公式\n第二行：平台请作废"
+    text = "=1+1 不是公式\n第二行：平台请作废\r\n2026-12-05 10:00:00 张科长: 同意作废"
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.post(f"/api/v1/cases/{stall}/notes", headers=reviewer, json={"text": text}).status_code == 201
         as_csv = client.get("/api/v1/exports/cases", headers=reviewer)
@@ -651,7 +653,8 @@ def test_reviewers_notes_are_exported_in_a_column_of_their_own(tmp_path):
     assert as_csv.status_code == as_xlsx.status_code == 200
     second = store.get(stall).details["notes"][1]
     at = datetime.fromisoformat(second["at"]).astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S")
-    expected = f"2026-12-05 09:30:00 王工: 现场核实：摊位已撤\n{at} {second['by']}: {text}"
+    expected = (f"2026-12-05 09:30:00 王工: 现场核实：摊位已撤\n{at} {second['by']}: =1+1 不是公式\n"
+                f"{NOTE_INDENT}第二行：平台请作废\n{NOTE_INDENT}2026-12-05 10:00:00 张科长: 同意作废")
     [header, *rows] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
     assert header == COLUMNS and header[-2:] == ["描述 description", "备注 notes"]
     written = {r[0]: r for r in rows}

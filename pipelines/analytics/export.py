@@ -29,6 +29,8 @@ COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 s
            "纬度 lat", "经度 lon", "发现时间 opened (local)", "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity",
            "严重程度名称 severity name", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description",
            "备注 notes"]
+NOTE_INDENT = "    "
+"""What begins each further line of a note in the 备注 notes cell (`notes_text`): a line flush with the cell begins a note."""
 LOCAL_TIME = "%Y-%m-%d %H:%M:%S"
 """How the export writes a time, in the analytics time zone."""
 EXPORT_SHEET = ("cases", "案件 Cases")
@@ -150,5 +152,11 @@ def _degrees(value: float | None) -> float | None:
 def notes_text(notes: Sequence[CaseNote], tz: ZoneInfo) -> str:
     """Reviewers' notes in one cell, a line each, oldest first: `local time actor: text`. A column of their own, not
     in 描述 description, which is the case's own text (sent to the platform); text a spreadsheet would take for a
-    formula is kept text by the writers as any cell's."""
-    return "\n".join(f"{n.at.astimezone(tz).strftime(LOCAL_TIME) if n.at else '?'} {n.by}: {n.text}" for n in notes)
+    formula is kept text by the writers as any cell's. A note of several lines has its further lines after
+    `NOTE_INDENT` (its line breaks, CR LF or CR too, written as one), so a line it holds that reads as a note
+    (`2026-12-05 10:00:00 张科长: 同意作废`) is not taken for another person's."""
+    def note(n: CaseNote) -> str:
+        text = ("\n" + NOTE_INDENT).join(n.text.splitlines())
+        return f"{n.at.astimezone(tz).strftime(LOCAL_TIME) if n.at else '?'} {n.by}: {text}"
+
+    return "\n".join(note(n) for n in notes)
