@@ -369,6 +369,37 @@ def test_a_reviewer_works_the_case_form_by_keyboard(tmp_path, bus_jpg, bus_event
         assert b.execute_script(focused) == "confirm"  # Enter again confirms the case shown, no Tab through the page
 
 
+@pytest.mark.slow  # the case form in Chromium (about 8 s here): the default suite's ~15-minute budget
+def test_a_description_of_several_lines_keeps_them_when_the_case_is_saved(tmp_path, bus_jpg, bus_event):
+    """The API keeps a description's line breaks, but the queue page showed it in a one-line box, which drops them:
+    a reviewer who changed only the severity saved the description run together (文三路东口第二家店…) without a word.
+    The description is a box of lines: its lines shown and kept, Enter makes another, Ctrl+Enter saves."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served:
+        [case_id] = served["data"]
+        described = httpx.patch(f"{served['base']}/api/v1/cases/{case_id}", headers=auth(served["token"]), timeout=10,
+                                json={"description": "文三路东口\r\n第二家店门前堆放货物"})
+        assert described.status_code == 200, described.text
+        b = served["browser"]
+        assert _current_case(served) == case_id
+        box = b.find_element(By.ID, "edit-description")
+        assert box.get_attribute("value") == "文三路东口\n第二家店门前堆放货物"
+        Select(b.find_element(By.ID, "edit-severity")).select_by_value("serious")
+        b.find_element(By.ID, "save-edit").click()
+        _wait(b, lambda d: _case(served, case_id)["details"].get("severity") == "serious", "the severity saved")
+        assert _case(served, case_id)["description"] == "文三路东口\r\n第二家店门前堆放货物"  # not sent: unchanged
+
+        _wait(b, lambda d: "严重 serious" in d.find_element(By.CSS_SELECTOR, "#detail table.facts").text, "the case drawn again")
+        b.find_element(By.ID, "edit-description").send_keys(Keys.END, Keys.ENTER, "货架两个")
+        ActionChains(b).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
+        _wait(b, lambda d: _case(served, case_id)["description"] == "文三路东口\n第二家店门前堆放货物\n货架两个",
+              "the line added by Enter, saved by Ctrl+Enter")
+
+
 @contextmanager
 def _a_case_shown_and_a_second_reviewer(tmp_path: Path, bus_jpg: Path, bus_event) -> Iterator[tuple[dict, Any, str, str]]:
     """The pages served with one drafted case, logged in and showing it, and 李四's token (a second reviewer acting on
@@ -500,7 +531,7 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
         # nor does the key line list c and r, nor Enter saving the greyed fields: in the note's box it makes a line
         keys = b.find_element(By.CSS_SELECTOR, "p.keys").text
         assert "确认" not in keys and "驳回" not in keys and "保存" not in keys, keys
-        assert keys.endswith("在输入框中 in a field: 备注中 in the note Enter 换行 new line, Ctrl+Enter 添加 add, Esc 离开 leave"), keys
+        assert keys.endswith("在输入框中 in a field: 备注、描述中 in the note or the description Enter 换行 new line, Ctrl+Enter 添加备注、保存描述 add the note, save the description, Esc 离开 leave"), keys
         assert b.find_element(By.ID, "notes").text == "无备注 No notes"
         assert b.find_element(By.CSS_SELECTOR, "label[for=note-text]").text == "备注 Note"
         b.find_element(By.ID, "add-note").click()
@@ -1190,7 +1221,7 @@ def test_the_case_list_is_reached_and_worked_by_keyboard(tmp_path, bus_jpg, bus_
         # a candidate's keys: c and r, Enter saving its fields, and the note's box making a line with it (it said Enter
         # saved in every field); no reopen reason to reopen by
         assert "c 确认 confirm · r 驳回 reject" in keys and "Enter 保存 save" in keys and "重新打开" not in keys, keys
-        assert keys.endswith("备注中 in the note Enter 换行 new line, Ctrl+Enter 添加 add, Esc 离开 leave"), keys
+        assert keys.endswith("备注、描述中 in the note or the description Enter 换行 new line, Ctrl+Enter 添加备注、保存描述 add the note, save the description, Esc 离开 leave"), keys
 
         b.execute_script("document.getElementById('export-xlsx').focus();")  # the filters' last control
         ActionChains(b).send_keys(Keys.TAB).perform()

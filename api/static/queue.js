@@ -110,6 +110,10 @@ function fieldLabel(text, field) {
   return SW.el("span", { class: "field" }, SW.el("label", { for: field.id }, text), " ", field);
 }
 
+// A text of lines as a box of lines reads it back (its value): a CR LF or a CR is a line break (LF), so a description
+// kept with CR LF reads as unchanged.
+function lines(text) { return (text || "").replace(/\r\n?/g, "\n"); }
+
 function renderDetail(d) {
   const c = d.case, ev = d.evidence;
   const section = document.getElementById("detail");
@@ -119,7 +123,10 @@ function renderDetail(d) {
   const fixed = d.actions.includes("edit") ? {} : { disabled: "" }, untagged = d.actions.includes("tag") ? {} : { disabled: "" };
   const typeSelect = SW.el("select", { id: "edit-type", ...fixed }, ...Q.meta.types.map((t) =>
     SW.el("option", Object.assign({ value: t.id }, t.id === c.violation_type ? { selected: "" } : {}), `${t.name_zh} ${t.name_en}`)));
-  const desc = SW.el("input", { id: "edit-description", size: "40", value: c.description || "", ...fixed });
+  // a box of lines, as the API keeps a description (a one-line input dropped its line breaks, and a save of the tags or
+  // severity alone then sent it run together); Enter makes a line, Ctrl+Enter saves (fieldKey)
+  const desc = SW.el("textarea", { id: "edit-description", rows: "2", cols: "40", maxlength: "4000",
+    "aria-keyshortcuts": "Control+Enter", title: "Enter 换行，Ctrl+Enter 保存 Enter: new line, Ctrl+Enter: save", ...fixed }, lines(c.description));
   const caseTags = (c.details && c.details.tags) || [];
   // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has
   const offered = Q.meta.tags.filter((t) => t.types.includes(c.violation_type) || caseTags.includes(t.tag));
@@ -387,7 +394,7 @@ function factsEdit(c) {
   const type = document.getElementById("edit-type").value;
   if (type !== c.violation_type) edit.type = type;
   const description = document.getElementById("edit-description").value;
-  if (description !== (c.description || "")) edit.description = description;
+  if (description !== lines(c.description)) edit.description = description;
   const severity = document.getElementById("edit-severity").value;
   if (severity !== ((c.details && c.details.severity) || "general")) edit.severity = severity;
   const boxes = [...document.querySelectorAll("input.edit-tag")];  // no boxes: leave the case's tags alone
@@ -418,6 +425,7 @@ function fieldKey(ev) {
   if (ev.isComposing || ev.keyCode === 229) return;
   if (ev.key === "Escape") ev.target.blur();
   else if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey) && ev.target.id === "note-text") addNote();
+  else if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey) && ev.target.id === "edit-description") saveEdit();
   else if (ev.key === "Enter" && ev.target.matches("#detail input:not([type=checkbox])")) {
     ({ "reopen-note": reopen }[ev.target.id] || saveEdit)();
   } else return;
@@ -425,7 +433,7 @@ function fieldKey(ev) {
 }
 
 document.addEventListener("keydown", (ev) => {
-  if (ev.target.id === "note-text" && (ev.ctrlKey || ev.metaKey)) { fieldKey(ev); return; }
+  if (["note-text", "edit-description"].includes(ev.target.id) && (ev.ctrlKey || ev.metaKey)) { fieldKey(ev); return; }
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.target.matches("input, select, textarea")) { fieldKey(ev); return; }
   if (Q.rejecting) { reasonsKey(ev); return; }
