@@ -125,6 +125,12 @@ def _csv_sheet(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requ
 
 
 def _csv_raw(text: str) -> list[list[str]]:
+    """The cells of a CSV sheet's `text`. Python's csv refuses a cell longer than its field limit (131,072 characters),
+    which stopped the whole import with `_csv.Error` naming neither file nor row; the text is in memory already, so
+    no cell can be longer than it: the limit is raised to its length (the setting is the process's; it only grows),
+    and a cell too long for its column is refused by the row's checks, naming them."""
+    if len(text) > csv.field_size_limit():
+        csv.field_size_limit(len(text))
     return [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))]
 
 

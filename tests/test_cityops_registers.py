@@ -107,6 +107,23 @@ def test_a_row_refused_by_the_shops_own_checks_says_why_in_chinese(tmp_path):
     assert english(errors)[1] == r"shops.csv: row 3: id: String should match pattern '^[^/\s]+$'" and not register.list()
 
 
+def test_a_csv_cell_longer_than_pythons_csv_field_limit_is_its_rows_error(tmp_path):
+    """A CSV cell of more than 131,072 characters (Python's csv field limit: a pasted blob, a system's remarks column)
+    stopped the import with `_csv.Error: field larger than field limit`, a 500 on /ui/city naming neither the file nor
+    the row, and no row was imported. The cell is read; its row is refused naming its column, the others imported;
+    the call-out results are read alike."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    register = ShopRegister(store.engine)
+    gps = '"120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"'
+    sheet = f"name,address,gps_polygon\n老店,\"{'长' * 200_000}\",{gps}\n新店,文三路 3 号,{gps}\n"
+    report = register.import_file(sheet.encode(), "shops.csv")
+    assert [e.split(" — ")[0] for e in report.errors] == ["shops.csv 第 2 行「地址」：取值不可用：超过 500 个字符"]
+    assert [s.name for s in register.list()] == ["新店"]
+    calls = _flyposting_list(tmp_path)
+    results = f"number,status,note\n13800138000,called,\"{'见附件' * 100_000}\"\n13800138001,called,打过两次\n"
+    assert calls.import_results(results.encode(), "r.csv").applied == ["13800138000", "13800138001"]
+
+
 def test_a_text_too_long_says_characters_in_the_english_half_too(tmp_path):
     """A licence number or a contact too long read 'Value should have at most 64 items after validation, not 65' in
     the English half (pydantic measures those texts after their validator): it says characters, as the Chinese does."""
