@@ -121,7 +121,25 @@ def test_a_csv_cell_longer_than_pythons_csv_field_limit_is_its_rows_error(tmp_pa
     assert [s.name for s in register.list()] == ["新店"]
     calls = _flyposting_list(tmp_path)
     results = f"number,status,note\n13800138000,called,\"{'见附件' * 100_000}\"\n13800138001,called,打过两次\n"
-    assert calls.import_results(results.encode(), "r.csv").applied == ["13800138000", "13800138001"]
+    imported = calls.import_results(results.encode(), "r.csv")
+    assert [e.split(" — ")[0] for e in imported.errors] == ["r.csv 第 2 行「备注」：取值不可用：超过 2000 个字符"]
+    assert imported.applied == ["13800138001"]
+
+
+def test_a_call_out_results_note_is_held_to_the_rules_of_an_edit(tmp_path):
+    """PUT /callout/{number} takes a note of at most 2,000 characters and no control character but line breaks; an
+    import's note was taken as it came: a megabyte of it in every page of /ui/city's list that showed the number, and
+    a NUL (which PostgreSQL refuses in text) stopped the whole import there. Each is its row's error, naming it."""
+    calls = _flyposting_list(tmp_path)
+    results = ("number,status,note\n"
+               f"13800138000,called,\"{'见附件' * 1000}\"\n13800138001,called,打过\x00两次\n13800138002,called,\"打过两次\n未接\"\n")
+    imported = calls.import_results(results.encode(), "r.csv")
+    assert imported.errors == [
+        "r.csv 第 2 行「备注」：取值不可用：超过 2000 个字符 — r.csv: row 2: note: String should have at most 2000 characters",
+        "r.csv 第 3 行「备注」：含控制字符（U+0000），不是文字（可换行） — r.csv: row 3: note: the text has a control character "
+        "(U+0000) that is no text (line breaks and tabs are allowed)"]
+    assert imported.applied == ["13800138002"]
+    assert {e.number: e.note for e in calls.entries()} == {"13800138000": None, "13800138001": None, "13800138002": "打过两次\n未接"}
 
 
 def test_a_text_too_long_says_characters_in_the_english_half_too(tmp_path):

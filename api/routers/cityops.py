@@ -42,7 +42,7 @@ from api.uploads import (JSON_BODY_LIMIT, CappedBodyRoute, check_length, copy_up
 from detect.config_io import ConfigError, loaded_file, pydantic_en
 from detect.text import Lines, OneLine
 from pipelines.cases.store import Audit, T
-from pipelines.cityops.callout import CallOutList, Entry, Status
+from pipelines.cityops.callout import NOTE_MAX, CallOutList, Entry, Status
 from pipelines.cityops.hooks import squads_of
 from pipelines.cityops.verification import DisposalCheckError, check_disposal_photo, fetch_photo, list_reports
 from pipelines.cityops.warnings import WarningState, count_warnings, list_warnings, no_image, warning_image
@@ -440,7 +440,7 @@ def get_callout(status: Status | None = Query(None, description="Only the number
 
 @router.put("/callout/{number}", summary="Record what the city did with a number", responses=problems(401, 403, 404, 422))
 def put_callout(number: str, status: Status = Body(embed=True), amount: float | None = Body(None, embed=True, ge=0, allow_inf_nan=False),
-                note: Lines | None = Body(None, embed=True, max_length=2000), ctx: AppContext = Depends(get_ctx),
+                note: Lines | None = Body(None, embed=True, max_length=NOTE_MAX), ctx: AppContext = Depends(get_ctx),
                 who: Principal = Depends(REVIEW)) -> CallOutEntry:
     try:
         entry = _calls(ctx).set_status(number, status, amount=amount, note=note, audit=_audit(

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from detect.text import control_character
 from pipelines.cases.schema import cases
 from pipelines.cases.states import CaseState
 from pipelines.cases.store import Audit, audited, holding
@@ -40,6 +41,8 @@ from pipelines.tables import PhoneText, RowError, read_rows, row_message, row_ph
 from pipelines.times import as_utc
 
 FLYPOSTING = "flyposting"
+NOTE_MAX = 2000
+"""The most characters of a number's note (备注), set by `PUT /api/v1/callout/{number}` or a results row (`_note`)."""
 
 
 class Status(StrEnum):
@@ -317,11 +320,12 @@ class CallOutList:
                     status = _row_status(row, self._get(conn, number))
                     cut_off_at = self._time(row.get("cut_off_at"))
                     amount = _amount(row.get("amount"))
+                    note = _note(row.get("note"))
                 except RowError as exc:
                     report.errors.append(row_message(name, line, exc, IMPORT_COLUMNS))
                     continue
                 try:
-                    self._set_status(conn, number, status, amount=amount, note=row.get("note") or None, cut_off_at=cut_off_at)
+                    self._set_status(conn, number, status, amount=amount, note=note, cut_off_at=cut_off_at)
                 except KeyError:
                     report.unknown.append(number)
                     report.errors.append(row_message(name, line, RowError(
@@ -368,6 +372,21 @@ class CallOutList:
             return as_utc(at, self.tz)
         except ValueError:
             raise RowError("cut_off_at", f"{value!r} 超出可用的时间范围", f"cut_off_at: {value!r} is out of range") from None
+
+
+def _note(value: Any) -> str | None:
+    """A results row's note (备注) under the rules of `PUT /api/v1/callout/{number}`: at most `NOTE_MAX` characters, line
+    breaks and tabs but no other control character. Taken as it came, a megabyte of a note went out in every page of
+    the list that showed its number, and a NUL (which PostgreSQL refuses in text) stopped the whole import there."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if len(text) > NOTE_MAX:
+        raise RowError("note", f"取值不可用：超过 {NOTE_MAX} 个字符", f"note: String should have at most {NOTE_MAX} characters")
+    if (found := control_character(text, lines=True)) is not None:
+        raise RowError("note", f"含控制字符（{found}），不是文字（可换行）",
+                       f"note: the text has a control character ({found}) that is no text (line breaks and tabs are allowed)")
+    return text
 
 
 def _amount(value: Any) -> float | None:
