@@ -531,7 +531,7 @@ def test_a_reviewer_notes_a_case_the_platform_holds_on_the_queue_page(tmp_path, 
         # nor does the key line list c and r, nor Enter saving the greyed fields: in the note's box it makes a line
         keys = b.find_element(By.CSS_SELECTOR, "p.keys").text
         assert "确认" not in keys and "驳回" not in keys and "保存" not in keys, keys
-        assert keys.endswith("在输入框中 in a field: 备注、描述中 in the note or the description Enter 换行 new line, Ctrl+Enter 添加备注、保存描述 add the note, save the description, Esc 离开 leave"), keys
+        assert keys.endswith("在输入框中 in a field: 备注中 in the note Enter 换行 new line, Ctrl+Enter 添加 add, Esc 离开 leave"), keys
         assert b.find_element(By.ID, "notes").text == "无备注 No notes"
         assert b.find_element(By.CSS_SELECTOR, "label[for=note-text]").text == "备注 Note"
         b.find_element(By.ID, "add-note").click()
@@ -1221,7 +1221,7 @@ def test_the_case_list_is_reached_and_worked_by_keyboard(tmp_path, bus_jpg, bus_
         # a candidate's keys: c and r, Enter saving its fields, and the note's box making a line with it (it said Enter
         # saved in every field); no reopen reason to reopen by
         assert "c 确认 confirm · r 驳回 reject" in keys and "Enter 保存 save" in keys and "重新打开" not in keys, keys
-        assert keys.endswith("备注、描述中 in the note or the description Enter 换行 new line, Ctrl+Enter 添加备注、保存描述 add the note, save the description, Esc 离开 leave"), keys
+        assert keys.endswith("备注中 in the note Enter 换行 new line, Ctrl+Enter 添加 add, Esc 离开 leave"), keys
 
         b.execute_script("document.getElementById('export-xlsx').focus();")  # the filters' last control
         ActionChains(b).send_keys(Keys.TAB).perform()
