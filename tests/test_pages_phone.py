@@ -22,13 +22,13 @@ PAGES = ["queue", "upload", "cameras", "map", "scores", "reports", "city", "logi
 FINGER_PX = 44  # the smallest target a finger hits reliably (Apple's and WCAG 2.5.5's 44 CSS px)
 
 
-def office_screen(served: dict[str, Any], width: int = 1366) -> Any:
-    """The served browser, logged in, made a `width` px wide office screen."""
+def office_screen(served: dict[str, Any], width: int = 1366, mobile: bool = False) -> Any:
+    """The served browser, logged in, made a `width` px wide office screen (a phone's where `mobile`)."""
     b = served["browser"]
     b.get(served["base"] + "/ui/login")
     b.execute_script("localStorage.setItem('sw_token', arguments[0]);", served["token"])
     b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                      {"width": width, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+                      {"width": width, "height": 844 if mobile else 768, "deviceScaleFactor": 1, "mobile": mobile})
     return b
 
 
@@ -167,6 +167,43 @@ def test_a_label_and_its_field_share_a_line_on_an_office_screen(tmp_path, bus_jp
                 _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option, #f-by option")) > 1 or page == "city",
                       f"/ui/{page}'s lists filled")
                 assert b.execute_script(LABELS_APART) == [], f"/ui/{page} at {width} px"
+
+
+#: Each word of a shown label (its own text, split at spaces and brackets) broken over lines: the word and the label.
+WORDS_BROKEN = """
+return [...document.querySelectorAll('label')].filter((label) => label.offsetParent !== null).flatMap((label) =>
+  [...label.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).flatMap((text) =>
+    [...text.textContent.matchAll(/[^\\s()（）:：,，、]+/g)].flatMap((word) => {
+      const range = document.createRange();
+      range.setStart(text, word.index);
+      range.setEnd(text, word.index + word[0].length);
+      const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+      return lines > 1 ? [[word[0], label.textContent.trim()]] : [];
+    })));
+"""
+
+
+@pytest.mark.slow  # the pages with form labels on two phone widths in Chromium
+def test_a_label_s_words_are_whole_on_a_phone(tmp_path, bus_jpg, bus_event):
+    """On a phone the queue's case form broke its labels where the line ran out, inside a Chinese word (严重程 / 度
+    Severity), the desktop's rule keeping a label whole (nowrap) being for office screens only. At 390 and 360 px, on
+    every page with labels (the queue's filters and case, the map's and the scores' filters, the city page's register,
+    call-out list and patrol forms, the cameras' search, the login), no word of a label is broken over two lines."""
+    from selenium.webdriver.common.by import By
+
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served:
+        for width in (390, 360):
+            b = office_screen(served, width, mobile=True)
+            for page in ("queue", "map", "scores", "city", "cameras", "login"):
+                b.get(f"{served['base']}/ui/{page}")
+                if page == "queue":  # the case's form drawn, its lists filled
+                    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#edit-type option")) > 1, f"the case at {width} px")
+                elif page != "login":
+                    _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} at {width} px")
+                _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option, #f-by option")) > 1
+                      or page not in ("queue", "map", "scores"), f"/ui/{page}'s lists filled")
+                assert b.execute_script(WORDS_BROKEN) == [], f"/ui/{page} at {width} px"
+                assert b.execute_script("return document.documentElement.scrollWidth") == width, f"/ui/{page} at {width} px"
 
 
 #: Each label over the evidence image (a box's, a zone's) as it is shown: its text, its type's size on the screen in
