@@ -73,6 +73,22 @@ def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_
         assert refused.status_code == 404 and "not a file of" in refused.json()["detail"], sneaky
 
 
+def test_a_case_stored_without_its_evidence_boxes_shows_those_of_its_bundle(service, bus_event):
+    """A case the release before stored without its evidence boxes (its bundle uploaded by the spool's retry, which
+    never wrote them) showed no box on the review page after the upgrade, its evidence there; they are its bundle's."""
+    app, client, tokens, _ = service
+    [case_id] = draft_cases(app, bus_event, [{}])
+    store = app.state.ctx.store
+    recorded = store.get(case_id).evidence_boxes
+    store.update(case_id, evidence_boxes=None)  # as the release before left such a case
+
+    boxes = client.get(f"/api/v1/cases/{case_id}", headers=auth(tokens["reviewer"])).json()["evidence"]["boxes"]
+    assert {k: v for k, v in boxes.items() if k != "url"} == recorded and boxes["boxes"][0]["class_name"] == "bus"
+    image = client.get(boxes["url"])
+    with Image.open(io.BytesIO(image.content)) as im:
+        assert image.status_code == 200 and im.size == (boxes["width"], boxes["height"])
+
+
 def test_a_broken_scene_is_logged_once_per_change_not_at_each_view_of_a_case(service, bus_event, caplog):
     """The case page looked up its zone's name at each view, and a scene file that did not load logged an error each
     time (a reviewer going through a camera's cases wrote a line a click). It is looked up once per change of the files

@@ -228,3 +228,26 @@ def test_export_reviews_counts_the_cases_left_out_by_design_in_one_line_and_repo
         f"{tmp_path / 'reviews' / 'review.jsonl'} --out DIR"], result.stdout
     [error] = result.stderr.splitlines()
     assert error.startswith(f"error: case {broken.id}: evidence unreadable: "), result.stderr
+
+
+def test_a_reviewed_case_stored_without_its_evidence_boxes_is_exported_with_those_of_its_bundle(tmp_path, monkeypatch,
+                                                                                                  bus_event):
+    """A reviewed case the release before stored without its evidence boxes (its bundle uploaded by the spool's retry,
+    which never wrote them) was skipped by export-reviews as 'its evidence is not stored yet', its evidence stored and
+    its review lost to the training data; it is exported with the boxes of its bundle, as the intake records them."""
+    intake = _intake(tmp_path, monkeypatch)
+    store = intake.store
+    bus, _ = bus_event
+    case = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o1"), BundleContext(source_kind="photo_batch"))
+    store.review(case.id, approve=False, reviewer="li.wei", reason_code="not_a_violation", note="a bus at its stop")
+    recorded = store.get(case.id).evidence_boxes
+    store.update(case.id, evidence_boxes=None)  # as the release before left such a case
+
+    out = tmp_path / "reviews"
+    result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "not stored yet" not in result.output and "exported 1 reviewed cases" in result.output
+    [line] = [json.loads(x) for x in (out / "review.jsonl").read_text().splitlines()]
+    assert line["case_id"] == case.id and (line["width"], line["height"]) == (recorded["width"], recorded["height"])
+    assert line["boxes"] == [{"class_name": b["class_name"], "xyxy": b["xyxy"]} for b in recorded["boxes"]]
+    assert (out / line["image"]).is_file() and line["boxes"][0]["class_name"] == "bus"

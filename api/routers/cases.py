@@ -30,6 +30,7 @@ from detect.evidence import MANIFEST
 from detect.scenes import ZoneRules
 from detect.taxonomy import Severity, Taxonomy
 from detect.text import Lines
+from pipelines.cases.intake import case_boxes
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState, review_actions
 from pipelines.cases.store import (MAX_ADDRESS, MAX_NOTE, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable,
                                    evidence_removed)
@@ -391,7 +392,7 @@ def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
 
     images = [{"path": a["path"], "role": a["role"], "url": url(a["path"]), "content_type": a.get("content_type")}
               for a in manifest.get("artifacts", []) if str(a.get("content_type", "")).startswith("image/")]
-    boxes = dict(case.evidence_boxes or {})
+    boxes = dict(case_boxes(case, manifest) or {})  # a case the release before stored without them: its manifest's
     if boxes.get("image"):
         boxes["url"] = url(boxes["image"])
     return {"images": images, "boxes": boxes, "zone": _named_zone(ctx, case, manifest.get("zone")), "digest": case.evidence_digest,

@@ -30,12 +30,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import supervision as sv
 from filelock import FileLock
-from PIL import Image
 
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import (
@@ -385,11 +384,29 @@ def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:
 
 
 def _boxes(bundle: Bundle) -> dict:
-    """The evidence boxes with the image they are on (bundle path and size), for review and retraining: read from the
-    sealed bundle alone (its manifest's detections, the opening frame's size that its annotated copy has), so that a
-    retry holding no event (`_upload`) records what the drafting run would have."""
-    [original] = bundle.artifacts("original_opened")
-    [annotated] = bundle.artifacts("annotated_opened")
-    with Image.open(bundle.path / annotated["path"]) as image:  # drawn on the frame itself: its size
-        width, height = image.size
-    return {"image": original["path"], "width": width, "height": height, "boxes": bundle.manifest["detections"]}
+    """The evidence boxes with the image they are on, for review and retraining: read from the sealed bundle alone
+    (`manifest_boxes`), so that a retry holding no event (`_upload`) records what the drafting run would have."""
+    boxes = manifest_boxes(bundle.manifest)
+    assert boxes is not None, f"{bundle.path}: a sealed bundle has its opening frame"  # the builder writes it first
+    return boxes
+
+
+def manifest_boxes(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """A case's evidence boxes (`Case.evidence_boxes`: the opening picture's bundle path, the frame's size, which its
+    annotated copy records, and the manifest's detections) as its bundle's manifest gives them; None for a manifest
+    without an opening picture. What the intake records, and what the readers of a case stored without them (the
+    release before left some so: a case whose bundle was uploaded by a retry) take instead: the review page and the
+    export of reviews."""
+    originals = [a for a in manifest.get("artifacts", []) if a.get("role") == "original_opened"]
+    annotated = [a for a in manifest.get("artifacts", []) if a.get("role") == "annotated_opened"]
+    if len(originals) != 1 or len(annotated) != 1:
+        return None
+    return {"image": originals[0]["path"], "width": annotated[0].get("width"), "height": annotated[0].get("height"),
+            "boxes": manifest.get("detections", [])}
+
+
+def case_boxes(case: Case, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """`case`'s evidence boxes: as recorded, else as its bundle's `manifest` gives them (`manifest_boxes`), for a case
+    stored without them, which the readers (the review page, the export of reviews) would otherwise take for one
+    without evidence: no boxes drawn, and a reviewed case left out of the training data as 'not stored yet'."""
+    return case.evidence_boxes if (case.evidence_boxes or {}).get("image") else manifest_boxes(manifest)

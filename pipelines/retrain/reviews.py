@@ -22,6 +22,7 @@ from detect.evidence.signing import MANIFEST
 from detect.digests import sha256_bytes
 from pipelines.analytics.casedata import VOIDED_BY_PLATFORM
 from pipelines.cases import Case, CaseStore
+from pipelines.cases.intake import case_boxes
 from pipelines.cases.store import EVIDENCE_REMOVED_ZH, evidence_removed
 from pipelines.cases.vocabulary import REASONS, RejectReason
 from pipelines.evidence_store import EvidenceStore, StorageError
@@ -90,13 +91,16 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
             findings.append(Skip(f"case {case.id}", f"{evidence_removed(case)}: skipped (export the reviews before the "
                                                     "retention removes them)", kind="evidence_removed"))
             continue
-        boxes = case.evidence_boxes or {}
-        if not case.evidence_ref or not boxes.get("image"):
+        if not case.evidence_ref:
             findings.append(Finding(f"case {case.id}", "reviewed but its evidence is not stored yet: skipped"))
             continue
         try:
-            data = evidence.read_bytes(case.evidence_ref, boxes["image"])
             manifest = json.loads(evidence.read_bytes(case.evidence_ref, MANIFEST))
+            boxes = case_boxes(case, manifest)
+            if boxes is None:
+                findings.append(Finding(f"case {case.id}", "its evidence bundle has no opening picture: skipped"))
+                continue
+            data = evidence.read_bytes(case.evidence_ref, boxes["image"])
         except (StorageError, ValueError) as exc:
             findings.append(Finding(f"case {case.id}", f"evidence unreadable: {exc}"))
             continue
