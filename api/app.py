@@ -49,6 +49,8 @@ def create_app(settings: Settings, service: ServiceConfig, *, detector_factory: 
         log.warning(own_key)
     if (unsigned := settings.unsigned_attachments()) is not None:
         log.warning(unsigned)
+    if (unread := settings.unread_url_expiry()) is not None:
+        log.warning(unread)
     if (no_cases := ctx.jobs.cases_unavailable()) is not None:
         log.warning(no_cases)
     if (no_cameras := ctx.cameras.unusable()) is not None:

@@ -54,7 +54,9 @@ class S3Settings(ConfigModel):
     url_expiry_s: int = Field(7 * 24 * 3600, title="URL expiry",
                               description="Lifetime in seconds of a presigned GET URL asked for without one; streetwatch's "
                                           "own give theirs (the review pages' images service.url_expiry_s, a dispatch "
-                                          "target's attachments its attachment_expiry_s).",
+                                          "target's attachments its attachment_expiry_s), so it reads none: a settings "
+                                          "file that sets it (the release before gave the review pages' images this "
+                                          "lifetime) is warned of at serve's start-up.",
                               gt=0, le=int(MAX_PRESIGN.total_seconds()))
     retries: int = Field(3, title="Retries", description="Retries per request on connection errors and 5xx answers.", ge=0, le=10)
     backoff_s: float = Field(0.2, title="Back-off", description="Base of the exponential back-off between retries.", ge=0)

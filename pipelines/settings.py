@@ -461,6 +461,19 @@ class Settings(ConfigModel):
                 "dispatched case's photos to anyone who knows its id; set it to one secret for `streetwatch serve` and "
                 "`streetwatch dispatch run`")
 
+    def unread_url_expiry(self) -> str | None:
+        """Why `evidence_store.s3.url_expiry_s`, which the settings file sets, changes nothing; None when it sets none.
+        The release before gave the review pages' S3 links that lifetime (its example's 7 days: a link copied off a review
+        PC opened unblurred faces and plates for a week); they live `service.url_expiry_s` now, and a dispatch target's
+        attachments their `attachment_expiry_s` as before. A file written from that example sets it: `serve` logs this at
+        start-up, so a city that chose a lifetime for its review links learns which setting gives it now."""
+        s3 = self.evidence_store.s3
+        if s3 is None or "url_expiry_s" not in s3.model_fields_set:
+            return None
+        return (f"evidence_store.s3.url_expiry_s ({s3.url_expiry_s} s) is no longer read: the review pages' evidence links "
+                f"live service.url_expiry_s ({self.service.url_expiry_s} s) and a dispatch target's attachments its "
+                "attachment_expiry_s; set those, and remove it from the settings file")
+
     def photo_url_hosts(self) -> list[str]:
         """Where disposal photos may be fetched from: `service.photo_url_hosts`, else the hosts (with
         their ports) of the dispatch targets' URLs."""

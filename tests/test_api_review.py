@@ -1069,3 +1069,27 @@ def test_evidence_links_from_s3_live_as_long_as_the_local_stores(tmp_path, monke
         images = client.get(f"/api/v1/cases/{case_id}", headers=auth(tokens["reviewer"])).json()["evidence"]["images"]
     assert images and {parse_qs(urlparse(i["url"]).query)["X-Amz-Expires"][0] for i in images} == {"600"}
     assert httpx.get(images[0]["url"]).status_code == 200
+
+
+def test_serve_warns_of_an_s3_url_expiry_the_release_before_read_and_this_one_does_not(tmp_path, monkeypatch, moto_s3,
+                                                                                       caplog):
+    """A settings file written from the example of the release before sets evidence_store.s3.url_expiry_s, which gave
+    the review pages' S3 links their lifetime there; here they live service.url_expiry_s, and a city that had chosen
+    a lifetime for them saw it ignored without a word. `serve` says at start-up which settings give the links'
+    lifetimes now; a file that does not set it is not warned of."""
+    monkeypatch.setenv("STREETWATCH_S3_ACCESS_KEY", "testing")
+    monkeypatch.setenv("STREETWATCH_S3_SECRET_KEY", "testing")
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    old_example = {"endpoint": moto_s3, "secure": False, "bucket": "sw-expiry", "prefix": "cases",
+                   "url_expiry_s": 604800}  # "presigned attachment URLs: 7 days (the S3 maximum)"
+    warned = []
+    for site, s3 in (("a", old_example), ("b", {k: v for k, v in old_example.items() if k != "url_expiry_s"})):
+        store = EvidenceStoreConfig(backend="s3", spool_dir=tmp_path / site / "spool", s3=s3)
+        settings = settings_for(tmp_path / site, url_expiry_s=600).model_copy(update={"evidence_store": store})
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="api.app"):
+            make_app(settings)
+        warned.append([r.getMessage() for r in caplog.records if "url_expiry_s" in r.getMessage()])
+    assert warned == [["evidence_store.s3.url_expiry_s (604800 s) is no longer read: the review pages' evidence links "
+                       "live service.url_expiry_s (600 s) and a dispatch target's attachments its attachment_expiry_s; "
+                       "set those, and remove it from the settings file"], []]
