@@ -817,3 +817,31 @@ def test_a_write_to_a_full_disk_is_one_line_naming_the_store_and_keeps_what_it_h
     again = CaseStore(url)
     assert sorted(c.id for c in again.list()) == sorted(kept) and len(kept) > 1
     again.close()
+
+
+def test_the_documented_way_back_to_the_release_before_takes_a_store_down_to_its_revision(tmp_path):
+    """docs/cases-and-dispatch.md said what each revision's downgrade drops, never how a site goes back: the alembic
+    line it gave was a developer's, run from a checkout. Its 'going back' line, run as written (a shell, this
+    release installed), takes a store of this release down to the release before's revision, its cases kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    docs = (repo / "docs" / "cases-and-dispatch.md").read_text(encoding="utf-8")
+    [line] = [x for x in docs.splitlines() if x.startswith("alembic ") and " downgrade " in x]
+    url = f"sqlite:///{tmp_path}/cases.db"
+    store = CaseStore(url)
+    case = _draft(store, 1)
+    store.close()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo)}
+    done = subprocess.run(["bash", "-c", line.replace("sqlite:////srv/streetwatch/cases.db", url)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert schema.current_revision(conn) == line.rsplit(" ", 1)[1] == "0006"
+        assert "webhook_calls" not in sa.inspect(conn).get_table_names()
+        assert conn.execute(sa.select(schema.cases.c.id)).scalars().all() == [case.id]
+    engine.dispose()
