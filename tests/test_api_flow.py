@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from api.accounts import Accounts
 from pipelines.cases import CaseStore
 from pipelines.evidence_store import LocalEvidenceStore
 from pipelines.settings import URL_KEY_ENV
@@ -54,11 +55,12 @@ def world(tmp_path, monkeypatch, request):
     }
     config = tmp_path / "settings.yaml"
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    tokens = {}
-    for name, role in (("li-inspector", "inspector"), ("wang-reviewer", "reviewer")):
-        made = _cli("users", "add", name, "--role", role, "--config", str(config), env=env)
-        assert made.returncode == 0, made.stderr
-        tokens[role] = made.stdout.strip()
+    # The tokens are made in this process: a `users add` subprocess costs seconds of start-up per token, and the
+    # command itself is tested in test_api_cameras and test_accounts.
+    accounts = Accounts(settings["cases"]["url"])
+    tokens = {role: accounts.add(name, role)[1] for name, role in (("li-inspector", "inspector"),
+                                                                   ("wang-reviewer", "reviewer"))}
+    accounts.engine.dispose()
     server = start_server([sys.executable, "-m", "streetwatch.cli", "serve", "--port", str(api_port), "--config", str(config)],
                           "127.0.0.1", api_port, tmp_path / "serve.log", timeout_s=60, cwd=REPO, env=env)
     try:
