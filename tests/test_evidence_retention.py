@@ -4,6 +4,7 @@ after the rejection; the case and its digest stay, marked, and its pages, the ex
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from dataclasses import replace
@@ -20,7 +21,7 @@ from pipelines.cases import CaseState, CaseStore
 from pipelines.cases.intake import Intake
 from pipelines.cases.retention import prune_rejected_evidence
 from pipelines.cases.schema import audit_log
-from pipelines.cases.store import NotReopenable
+from pipelines.cases.store import NotReopenable, evidence_removed
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings, StorageError
 from pipelines.retrain.reviews import export_reviews
 from pipelines.settings import load_settings
@@ -139,6 +140,40 @@ def test_prune_evidence_command_says_what_it_removes(tmp_path, bus_event, monkey
     assert done.exit_code == 0 and done.output.startswith(f"{case.id}\nremoved the evidence of 1 case") and not folder.exists()
     again = runner.invoke(app, ["cases", "prune-evidence"])
     assert again.output.startswith("removed the evidence of 0 cases")
+
+
+def test_verify_and_show_of_a_case_whose_evidence_the_retention_removed_say_so(tmp_path, bus_event, monkeypatch):
+    """`evidence verify` of a bundle the retention removed said only that it does not exist, as of evidence lost; it
+    says the retention removed it and when (exit 1 still, its folder or its stored reference alike), and `cases show`
+    names the removal in a line of its own, not only inside the details JSON."""
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db", "rejected_evidence_keep_days": 30},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    intake = Intake.from_settings(load_settings(config), MODEL)
+    event, _ = bus_event
+    case = intake.record_event(event, BundleContext(source_kind="photo_batch", source_id="batch-7"))
+    intake.store.review(case.id, approve=False, reviewer="li.wei", reason_code="not_a_violation",
+                        now=datetime.now(UTC) - timedelta(days=31))
+    folder = intake.evidence.path(case.evidence_ref)
+    runner = CliRunner()
+    assert runner.invoke(app, ["evidence", "verify", str(folder)]).exit_code == 0
+    assert runner.invoke(app, ["cases", "prune-evidence"]).exit_code == 0 and not folder.exists()
+    removed = intake.store.get(case.id)
+    said = evidence_removed(removed)
+    assert said.startswith(f"证据已按保留期删除（{removed.evidence_removed_at[:10]}，")
+
+    for bundle in (str(folder), case.evidence_ref):
+        checked = runner.invoke(app, ["evidence", "verify", bundle])
+        assert checked.exit_code == 1, checked.output
+        assert checked.output.splitlines()[-1] == f"  problem: {said}", checked.output
+    as_json = json.loads(runner.invoke(app, ["evidence", "verify", str(folder), "--json"]).output)
+    assert as_json["problems"] == [f"{folder}: does not exist", said]
+
+    shown = runner.invoke(app, ["cases", "show", case.id])
+    assert shown.exit_code == 0 and f"evidence_removed {said}" in shown.output.splitlines(), shown.output
 
 
 def test_prune_evidence_with_the_retention_off_and_no_case_store_says_so_and_opens_nothing(tmp_path, monkeypatch):

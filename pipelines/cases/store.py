@@ -365,9 +365,16 @@ EVIDENCE_REMOVED_ZH = "证据已按保留期删除"
 
 
 def evidence_removed(case: Case) -> str:
-    """What a reader of `case`'s removed evidence is told (the review page, the export of reviews, a reopening)."""
-    return (f"{EVIDENCE_REMOVED_ZH}（{(case.evidence_removed_at or '')[:10]}，驳回案件证据保留期 cases.rejected_evidence_keep_days） "
-            f"evidence removed after the retention period on {(case.evidence_removed_at or '?')[:10]} "
+    """What a reader of `case`'s removed evidence is told (the review page, the export of reviews, a reopening,
+    `cases show`)."""
+    return evidence_removed_on(case.evidence_removed_at)
+
+
+def evidence_removed_on(removed_at: str | None) -> str:
+    """`evidence_removed`'s words from the removal's time alone, for a reader that has no `Case` (`evidence verify`
+    reads the time only, `CaseStore.evidence_removal`)."""
+    return (f"{EVIDENCE_REMOVED_ZH}（{(removed_at or '')[:10]}，驳回案件证据保留期 cases.rejected_evidence_keep_days） "
+            f"evidence removed after the retention period on {(removed_at or '?')[:10]} "
             "(cases.rejected_evidence_keep_days); the case and its evidence digest are kept")
 
 
@@ -689,6 +696,13 @@ class CaseStore:
         if row is None:
             raise CaseNotFound(case_id)
         return row[0]
+
+    def evidence_removal(self, case_id: str) -> str | None:
+        """When the rejected cases' evidence retention removed the case's bundle (`Case.evidence_removed_at`), or None
+        (so too for no such case). Reads only the details column every schema version has, as `sealed_digest`."""
+        with self.engine.connect() as conn:
+            details = conn.execute(sa.select(cases.c.details).where(cases.c.id == case_id)).scalar()
+        return (details or {}).get(EVIDENCE_REMOVED)
 
     def close(self) -> None:
         self.engine.dispose()

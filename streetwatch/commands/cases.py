@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One case: its facts, evidence reference and boxes, review, dispatch deliveries and state history."""
         from pipelines.cases import CaseNotFound
+        from pipelines.cases.store import evidence_removed
         from pipelines.cases.vocabulary import OutboxStatus
 
         store = existing_store_or_fail(settings_or_fail(config).cases.url)
@@ -81,6 +82,8 @@ def register(app: typer.Typer) -> None:
         for name, value in asdict(case).items():
             if value not in (None, {}, ""):
                 typer.echo(f"{name:16} {json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value}")
+            if name == "evidence_digest" and case.evidence_removed_at is not None:  # not only inside details
+                typer.echo(f"{'evidence_removed':16} {evidence_removed(case)}")
         typer.echo("history:")
         for h in history:
             typer.echo(f"  {h.at:%Y-%m-%d %H:%M:%S}  {h.from_state or '-':>16} -> {h.to_state:<16} {h.actor}"

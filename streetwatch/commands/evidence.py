@@ -94,6 +94,8 @@ def register(app: typer.Typer) -> None:
             report.bundle = bundle
             if store_problem:
                 report.problems.append(store_problem)
+            if not report.ok and (removed := _removed(store, expected_case)):
+                report.problems.append(removed)
             failed += not report.ok
             if as_json:
                 typer.echo(json.dumps(report.as_dict(), ensure_ascii=False))
@@ -176,6 +178,16 @@ def _recorded_digest(store, case_id: str) -> tuple[str | None, str | None]:
     except CaseNotFound:
         return None, f"case {case_id} is not in the case store {store.url}"
     return recorded, None if recorded else f"the case store has no sealed digest for case {case_id}"
+
+
+def _removed(store, case_id: str | None) -> str | None:
+    """Why a case's bundle is gone, when the rejected cases' evidence retention removed it (`evidence_removed_on`):
+    a failing check of such a bundle says so beside its 'does not exist', not as if the evidence were lost."""
+    from pipelines.cases.store import evidence_removed_on
+
+    if store is None or case_id is None or (at := store.evidence_removal(case_id)) is None:
+        return None
+    return evidence_removed_on(at)
 
 
 def _evidence_store(settings, bundles: list[str], config: Path | None):
