@@ -124,14 +124,14 @@ def writable_models_dir() -> Path:
     site-packages, which a reinstall replaces and other users share. Raises `NoWritableModelFolder` naming the folders."""
     candidates = [d for d in model_dirs() if d != SHIPPED_MODELS]
     for d in candidates:
-        if _may_write(d):
+        if may_write(d):
             return d
     raise NoWritableModelFolder(
         "no model folder this user may write (new cards, exports, weights and promotions go into one): tried "
         + ", ".join(str(d) for d in candidates) + "; set $STREETWATCH_MODELS to a folder you may write")
 
 
-def _may_write(folder: Path) -> bool:
+def may_write(folder: Path) -> bool:
     """Whether `folder` can be written or created: its nearest existing ancestor is a writable folder."""
     d = folder.absolute()
     while not d.exists() and d != d.parent:

@@ -167,7 +167,8 @@ class ServiceConfig(ConfigModel):
 
     data_dir: Path = Field(Path("streetwatch-data/service"), title="Data folder",
                            description="Upload jobs live here (jobs/<id>/input, jobs/<id>/out), and uploads spool here while "
-                                       "received (uploads/, not the system's temporary folder); never named by a client.")
+                                       "received (uploads/, not the system's temporary folder); never named by a client. `streetwatch watch` keeps "
+                                       "its cameras' rules states in watch/ when its cameras file's folder is not writable.")
     max_upload_bytes: int = Field(512 * 2**20, title="Upload limit",
                                   description="Largest upload request (all files together); refused with 413 before it fills the disk.", gt=0)
     max_upload_files: int = Field(1000, title="Files per upload", description="Most files in one upload request.", ge=1)

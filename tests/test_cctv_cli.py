@@ -138,6 +138,56 @@ def test_a_restart_without_any_flag_keeps_the_standing_violation_and_its_one_cas
     assert both.exit_code == 2 and "--state and --no-state" in both.output
 
 
+def test_a_read_only_cameras_folder_keeps_the_state_in_the_data_dir_or_refuses_to_start(tmp_path, bus_jpg, real_sample_dir,
+                                                                                        monkeypatch):
+    """A cameras file installed read-only (/etc/streetwatch, root's) ran all day and said only at the stop that the
+    rules states were not saved, so every restart opened a second case for a bus standing through it. The states go
+    to service.data_dir/watch when the cameras file's folder cannot be written (a second run restores them); with
+    that unwritable too, or --state in such a folder, `watch` does not start, naming the folders and what to set.
+    (Root may write anywhere, so `may_write` is told which folders are read-only, as test_install's `locked`.)"""
+    from typer.testing import CliRunner
+
+    import pipelines.cctv.state
+    from streetwatch.cli import app
+
+    etc, data = tmp_path / "etc", tmp_path / "data"
+    etc.mkdir()
+    read_only = {etc}
+    may_write = pipelines.cctv.state.may_write
+    monkeypatch.setattr(pipelines.cctv.state, "may_write", lambda d: d not in read_only and may_write(d))
+    start = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    scene_for(etc, "cam-01", real_sample_dir, dwell_s=4, clear_s=3)
+    cams = cameras_file(etc / "cameras.yaml", [{"id": "cam-01", "url": str(tmp_path / "cam-01.mp4"), "scene": "cam-01.yaml",
+                                                "analysis_fps": 2}])
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"cases": {"url": f"sqlite:///{tmp_path}/cases.db"}, "service": {"data_dir": str(data)},
+                                        "evidence_store": {"local_root": str(tmp_path / "ev"), "spool_dir": str(tmp_path / "spool")}}))
+    args = ["watch", "--cameras", str(cams), "--config", str(settings), "--replay"]
+    env = {"STREETWATCH_EVIDENCE_KEY": KEY, "STREETWATCH_CONFIG": ""}
+
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=1, leave_s=12, start=start)
+    first = CliRunner().invoke(app, args, env=env)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout.strip().splitlines()[-1])["cases_opened"] == 1
+    [kept] = (data / "watch").iterdir()
+    assert kept.name.startswith("cameras.yaml-") and kept.suffix == ".state" and not (etc / "cameras.yaml.state").exists()
+
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=6, start=start + timedelta(seconds=12))
+    again = CliRunner().invoke(app, args, env=env)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout.strip().splitlines()[-1])["cases_opened"] == 0  # the standing bus kept its one case
+
+    read_only.add(data / "watch")
+    refused = CliRunner().invoke(app, args, env=env)
+    assert refused.exit_code == 2 and " ".join(refused.output.split()) == (
+        f"error: --cameras {cams}: no folder this user may write for the cameras' rules states: tried {etc} (beside it) "
+        f"and {data / 'watch'} (service.data_dir); give --state FILE in a folder you may write, set service.data_dir to "
+        "one, or give --no-state"), refused.output
+    named = CliRunner().invoke(app, [*args, "--state", str(etc / "mine.state")], env=env)
+    assert named.exit_code == 2 and f"--state {etc / 'mine.state'}: this user may not write {etc}" in named.output
+    assert CliRunner().invoke(app, [*args, "--no-state"], env=env).exit_code == 0
+
+
 def test_documented_example_cameras_file_loads():
     """Loaded as watch loads it, with the dispatch targets of the example settings file, which names it as its
     service.cameras_file: its first camera's auto_queue named 'cn-dcm', an adapter, not one of those targets (hz-dcm,

@@ -171,13 +171,13 @@ def test_a_command_with_no_model_folder_it_may_write_says_one_line(installed, lo
 @pytest.fixture
 def locked(installed, tmp_path, monkeypatch) -> Path:
     """A $STREETWATCH_MODELS folder read first that this user may not write (an admin's: root may write anywhere, so
-    `_may_write` is told so), before ./models and the wheel's copy."""
+    `may_write` is told so), before ./models and the wheel's copy."""
     import detect.registry
 
     folder = tmp_path / "locked"
     folder.mkdir()
-    may_write = detect.registry._may_write
-    monkeypatch.setattr(detect.registry, "_may_write", lambda d: d != folder and may_write(d))
+    may_write = detect.registry.may_write
+    monkeypatch.setattr(detect.registry, "may_write", lambda d: d != folder and may_write(d))
     monkeypatch.setenv("STREETWATCH_MODELS", str(folder))
     return folder
 

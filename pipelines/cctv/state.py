@@ -21,6 +21,7 @@ from pathlib import Path
 
 from detect.config_io import write_bytes_atomic
 from detect.frames import Frame
+from detect.registry import may_write
 from detect.rules import CameraRules
 from pipelines.cases.intake import Intake
 from pipelines.cctv.runtime import CameraRuntime
@@ -34,11 +35,34 @@ SAVED = ("rules", "texts", "next_ocr", "next_verify", "strips_due")
 State = tuple[str, datetime, bytes]
 
 
-def default_path(cameras_file: Path) -> Path:
-    """Where `watch` keeps its cameras' states unless told otherwise: beside the cameras file, as `<its name>.state`.
-    One file per cameras file, so two watchers on one machine never overwrite each other's; on by default because
-    a 24/7 deployment that never heard of `--state` duplicated every standing case at each restart."""
-    return cameras_file.with_name(cameras_file.name + ".state")
+class NoStateFolder(ValueError):
+    """No folder this user may write for the cameras' rules states: the message names the file and what to set."""
+
+
+def state_file(cameras_file: Path, given: Path | None, data_dir: Path) -> Path:
+    """Where `watch` keeps its cameras' states: `given` (--state); else beside the cameras file, as `<its name>.state`,
+    when that folder may be written; else in `data_dir` (service.data_dir) as `watch/<its name>-<8 hex of its
+    path>.state`. One file per cameras file, so two watchers on one machine never overwrite each other's; on by default
+    because a 24/7 deployment that never heard of `--state` duplicated every standing case at each restart. Checked
+    at the start: a cameras file installed read-only (/etc, root's) ran all day and said only at the stop that nothing
+    was saved, every restart starting afresh. Raises `NoStateFolder` when the file's folder cannot be written."""
+    if given is not None:
+        if not may_write(given.parent):
+            raise NoStateFolder(f"--state {given}: this user may not write {given.parent}, so the cameras' rules states "
+                                "would be lost at every stop; give --state a file in a folder you may write, or --no-state")
+        return given
+    beside = cameras_file.with_name(cameras_file.name + ".state")
+    if may_write(beside.parent):
+        return beside
+    digest = hashlib.sha256(str(cameras_file.absolute()).encode()).hexdigest()[:8]
+    kept = (data_dir / "watch" / f"{cameras_file.name}-{digest}.state").absolute()
+    if may_write(kept.parent):
+        log.info("%s: its folder cannot be written, so the cameras' rules states are kept in %s (service.data_dir)",
+                 cameras_file, kept)
+        return kept
+    raise NoStateFolder(f"--cameras {cameras_file}: no folder this user may write for the cameras' rules states: tried "
+                        f"{beside.parent} (beside it) and {kept.parent} (service.data_dir); give --state FILE in a folder "
+                        "you may write, set service.data_dir to one, or give --no-state")
 
 
 def camera_key(camera) -> str:

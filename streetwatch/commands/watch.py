@@ -40,9 +40,11 @@ def watch(
                                                   help="Seconds between snapshot writes per camera.")] = 10.0,
     state: Annotated[Path | None, typer.Option("--state", help="Save each camera's rules state (tracks, dwell, open violations) "
                                                                "here at stop and restore it at start: a restart does not open a "
-                                                               "second case for what stood there throughout. [default: the cameras "
-                                                               "file's name + .state, beside it; with --ray too, on the "
-                                                               "driver's machine]")] = None,
+                                                               "second case for what stood there throughout; its folder must be "
+                                                               "writable. [default: the cameras file's name + .state, beside it; "
+                                                               "where that folder is not writable (a read-only /etc), "
+                                                               "service.data_dir/watch/<name>-<8 hex>.state; with --ray too, on "
+                                                               "the driver's machine]")] = None,
     no_state: Annotated[bool, typer.Option("--no-state", help="Start every camera afresh and save no state "
                                                               "(a replay judged again from its start).")] = False,
     config: SettingsOpt = None,
@@ -60,7 +62,7 @@ def watch(
     invalid keeps its last valid one, the refusal its `config_refused` health condition). Tracker and rule knobs: the
     settings file's `tracking:` and `rules:`, changed per camera by its own `tracking:`/`rules:`.
     Each camera's rules state is saved at a stop and restored at the next start (--state, beside the cameras file
-    by default; --no-state to start afresh). Prints a JSON summary at exit; with --replay, exit code 1 when no
+    by default, in service.data_dir where that folder is not writable; --no-state to start afresh). Prints a JSON summary at exit; with --replay, exit code 1 when no
     camera could be read at all.
 
     With --ray the cameras are spread over owner actors of a Ray cluster (each reads, tracks and judges
@@ -87,9 +89,12 @@ def watch(
     if state is not None and no_state:
         fail("--state and --no-state: give one of them")
     if not no_state:  # on by default: a deployment that never heard of it must not duplicate cases at each restart
-        from pipelines.cctv.state import default_path
+        from pipelines.cctv.state import NoStateFolder, state_file
 
-        state = state or default_path(cameras)
+        try:
+            state = state_file(cameras, state, settings.service.data_dir)
+        except NoStateFolder as exc:
+            fail(str(exc))
     if ray is not None:
         return _watch_on_ray(ray, cameras, settings, dict(model=model, backend=backend, device=device, conf=conf, imgsz=imgsz),
                              replay=replay, events=events, snapshots=snapshots, snapshot_every=snapshot_every, verifier=verifier,
