@@ -23,6 +23,7 @@ from tests.analytics_helpers import G1, G2, G3, G4, TZ, CaseMaker, cell_polygon,
 from tests.api_helpers import make_app, settings_for
 from tests.conftest import CHROMIUM, REPO, start_server, stop_process
 from tests.pg import free_port
+from tests.test_pages_phone import WORDS_BROKEN
 from tests.test_review_pages import CHROMEDRIVER, FLAGS, _first_answer_held, _release_first, _wait
 
 
@@ -214,6 +215,30 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     ActionChains(b).send_keys(Keys.ENTER).perform()
     _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#unit h2").text.startswith("二中队: 26"), "二中队's deductions")
     assert b.find_element(By.CSS_SELECTOR, "#scores tr.current").get_attribute("data-unit") == "二中队"
+
+
+@pytest.mark.slow  # the scores page loaded once more on a phone
+def test_a_scored_item_s_cases_are_whole_on_a_phone(site):
+    """A scored item's cases (SW20261103-1a2b3c4d5e6f, …) were broken anywhere (break-all), an id split over two lines
+    on a phone where a reviewer reads it to find the case. At 360 px each id is on one line, as the table's headings
+    and the unit's words (WORDS_BROKEN), the page no wider than the screen."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        b.get(site["base"] + "/ui/scores")
+        period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
+                       "this month in the period box")
+        period.clear()
+        period.send_keys("2026-11")
+        b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#scores tr[data-unit='一中队']"), "一中队 scored")[0].click()
+        _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#unit small.cases"), "the unit's cases")
+        assert b.execute_script(WORDS_BROKEN) == [] and b.execute_script("return document.documentElement.scrollWidth") == 360
+    finally:
+        b.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 @pytest.mark.slow  # the scores page loaded once more to read a warning the API tests already check (the suite's budget)

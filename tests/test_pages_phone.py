@@ -169,27 +169,39 @@ def test_a_label_and_its_field_share_a_line_on_an_office_screen(tmp_path, bus_jp
                 assert b.execute_script(LABELS_APART) == [], f"/ui/{page} at {width} px"
 
 
-#: Each word of a shown label (its own text, split at spaces and brackets) broken over lines: the word and the label.
+#: Each word of a shown label, table heading, file field's line (what it holds) or scored item's case id, its own text
+#: split at spaces, brackets and the slash between alternatives (the scoring sheet's 越门/窗占道经营, broken after it as
+#: the browser may), broken over lines: the word and the element's text.
 WORDS_BROKEN = """
-return [...document.querySelectorAll('label')].filter((label) => label.offsetParent !== null).flatMap((label) =>
-  [...label.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).flatMap((text) =>
-    [...text.textContent.matchAll(/[^\\s()（）:：,，、]+/g)].flatMap((word) => {
+return [...document.querySelectorAll('label, th, .file-chosen, small.cases, small.cases > span')].filter((e) => e.offsetParent !== null).flatMap((e) =>
+  [...e.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).flatMap((text) =>
+    [...text.textContent.matchAll(/[^\\s()（）:：,，、/]+/g)].flatMap((word) => {
       const range = document.createRange();
       range.setStart(text, word.index);
       range.setEnd(text, word.index + word[0].length);
       const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
-      return lines > 1 ? [[word[0], label.textContent.trim()]] : [];
+      return lines > 1 ? [[word[0], e.textContent.trim()]] : [];
     })));
 """
+
+
+#: A register's file as a city office names it: one word (no space) wider than a phone.
+LONG_FILE = "2026年12月文三路东口至教工路口门前三包责任单位商户登记表_城管一中队_最终版.csv"
 
 
 @pytest.mark.slow  # the pages with form labels on two phone widths in Chromium
 def test_a_label_s_words_are_whole_on_a_phone(tmp_path, bus_jpg, bus_event):
     """On a phone the queue's case form broke its labels where the line ran out, inside a Chinese word (严重程 / 度
-    Severity), the desktop's rule keeping a label whole (nowrap) being for office screens only. At 390 and 360 px, on
-    every page with labels (the queue's filters and case, the map's and the scores' filters, the city page's register,
-    call-out list and patrol forms, the cameras' search, the login), no word of a label is broken over two lines."""
+    Severity), the desktop's rule keeping a label whole (nowrap) being for office screens only; the city page's table
+    headings (编 / 号 Id, 开始 / 时间 Start, 复查 Re- / check) and its file fields' lines (未选择文件 N / o file chosen)
+    alike. At 390 and 360 px, on every page with labels (the queue's filters and case, the map's and the scores'
+    filters, the city page's register, call-out list and patrol forms, the cameras' search, the login), no word of a
+    label, a table's heading or a file field's line is broken over two lines; a file's name wider than the phone is
+    broken all the same, the page no wider than the screen."""
     from selenium.webdriver.common.by import By
+
+    register = tmp_path / LONG_FILE
+    register.write_text("id,name\n", encoding="utf-8")
 
     with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served:
         for width in (390, 360):
@@ -204,6 +216,11 @@ def test_a_label_s_words_are_whole_on_a_phone(tmp_path, bus_jpg, bus_event):
                       or page not in ("queue", "map", "scores"), f"/ui/{page}'s lists filled")
                 assert b.execute_script(WORDS_BROKEN) == [], f"/ui/{page} at {width} px"
                 assert b.execute_script("return document.documentElement.scrollWidth") == width, f"/ui/{page} at {width} px"
+            b.get(f"{served['base']}/ui/city")
+            _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#shops-import .file-chosen"), f"/ui/city at {width} px")
+            b.find_element(By.CSS_SELECTOR, "#shops-import input[type=file]").send_keys(str(register))
+            _wait(b, lambda d: LONG_FILE in d.find_element(By.CSS_SELECTOR, "#shops-import .file-chosen").text, "the file chosen")
+            assert b.execute_script("return document.documentElement.scrollWidth") == width, f"{LONG_FILE} at {width} px"
 
 
 #: Each label over the evidence image (a box's, a zone's) as it is shown: its text, its type's size on the screen in

@@ -20,6 +20,12 @@ function cell(item) {
   return item.deduction ? `−${item.deduction} (${item.count})` : "0";
 }
 
+// An item's cases, each id a piece of its own, so that it is kept on one line (app.css): broken anywhere, or after its
+// hyphen as a browser may, an id was split over two lines on a phone (SW20261105- / a11e9ef95d69).
+function caseIds(ids) {
+  return SW.el("small", { class: "cases" }, ...ids.flatMap((id, n) => [...(n ? [", "] : []), SW.el("span", {}, id)]));
+}
+
 function showUnit(unit) {
   SW.markCurrent(document.querySelectorAll("#scores tbody tr[data-unit]"), (row) => row.dataset.unit === unit.unit);
   const parts = [SW.el("h2", {}, `${unit.unit}: ${unit.score} / ${unit.points}`)];
@@ -27,7 +33,7 @@ function showUnit(unit) {
     parts.push(SW.el("h3", {}, `${s.name} (−${s.deduction} / ${s.points})`));
     parts.push(SW.el("ul", {}, ...s.items.map((i) => SW.el("li", { "data-item": i.id },
       `${i.name}: ${cell(i)}${i.note ? " · " + i.note : ""}`,
-      ...(i.cases.length ? [SW.el("br"), SW.el("small", { class: "cases" }, i.cases.join(", "))] : [])))));
+      ...(i.cases.length ? [SW.el("br"), caseIds(i.cases)] : [])))));
   }
   document.getElementById("unit").replaceChildren(...parts);
 }
