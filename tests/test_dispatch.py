@@ -296,6 +296,41 @@ def test_an_open311_look_up_takes_no_request_whose_note_names_another_case(world
     assert theirs[noted] != theirs[named]
 
 
+def test_a_long_open311_description_is_cut_before_the_marker_so_a_case_in_doubt_is_found_not_sent_twice(
+        world, sim, bus_event, monkeypatch):
+    """An Open311 description had no limit, and a GeoReport v2 server keeps its first 4,000 characters (the simulator
+    does as they do): a reviewer's note of 5,000 characters cut off the marker written last, so the look-up of a case
+    whose answer was lost found nothing and sent it again. The free text is cut ending in the cut mark, the marker
+    stays whole and last, within the target's `description_max` (4,000 by default, lower where a server keeps less)."""
+    from pipelines.dispatch.adapters import marked_case
+    from pipelines.tables import CUT_MARK
+
+    store, evidence, spool = world
+    monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
+    long_note = "商户在门前摆放货架，占道经营。" * 340  # 5,100 characters
+    [default] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "p311", prefix="cam-long-311")
+    [short] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "s311", prefix="cam-long-311s")
+    for case_id in (default, short):
+        store.revise(case_id, actor="王芳", description=long_note)
+    config = DispatchConfig(targets={
+        name: TargetConfig(adapter="open311", url=f"{sim.base}/open311", timeout_s=2, token_env="SW_TEST_311_KEY", **kw)
+        for name, kw in (("p311", {}), ("s311", {"description_max": 1000}))}, **FAST)
+    dispatcher = Dispatcher(store, evidence, config)
+    # Stored on their side, the answer lost: in doubt; and, as GeoReport v2 has no idempotency, a resend is a new request.
+    sim.faults(fail_rate=1.0, modes="close", honour_idempotency=False)
+    assert dispatcher.run_once().retried == 2
+    sim.faults(fail_rate=0.0)
+    _drain(dispatcher, store, [default, short])
+    dispatcher.close()
+
+    for case_id, limit in ((default, 4000), (short, 1000)):
+        [request] = [c for c in sim.cases("open311") if c["external_id"] == case_id]  # found again, not sent twice
+        said = request["received"]["description"]
+        assert len(said) <= limit and said.endswith(f"; streetwatch case {case_id}.") and marked_case(said) == case_id
+        assert f"{CUT_MARK}. Seen by camera/photo cam-long-311" in said and ". Reviewer's note: 商户在门前" in said
+        assert store.get(case_id).dispatch_ref == request["ref"]
+
+
 def test_the_numbers_read_reach_each_platform_as_its_target_s_phones_setting_says(world, sim, bus_event, monkeypatch):
     """An Open311 description carried the phone numbers read from a posting whole, and a GeoReport request list is
     often public. Each target's `phones` says what it is sent: Open311 masked by default (139****5678, as the logs

@@ -437,11 +437,11 @@ class Open311Adapter:
             text += f", {len(read)} phone number{'s' if len(read) > 1 else ''} withheld (含电话号码 {len(read)} 个)"
         if note := reviewer_note(case):
             text += f". Reviewer's note: {note}"
-        text += f". Seen by camera/photo {case.source_id}; evidence digest {d.manifest_sha256[:16]}; {case_marker(case.id)}."
+        tail = f". Seen by camera/photo {case.source_id}; evidence digest {d.manifest_sha256[:16]}; {case_marker(case.id)}."
         form = {
             "api_key": self.target.secret(self.target.token_env) or "",
             "service_code": vt.open311_service_code,
-            "description": text,
+            "description": fit_before_marker(text, tail, case_marker(case.id), self.target.description_max),
             "attribute[streetwatch_case_id]": case.id,
             "attribute[evidence_sha256]": d.manifest_sha256,
             "attribute[discovered_at]": m["times"]["opened"]["utc"],
@@ -513,6 +513,18 @@ class Open311Adapter:
 def case_marker(case_id: str) -> str:
     """How our case id appears in an Open311 description, which their request listing echoes back."""
     return f"streetwatch case {case_id}"
+
+
+def fit_before_marker(text: str, tail: str, marker: str, limit: int) -> str:
+    """`text + tail` in at most `limit` characters, the free text cut ending in `CUT_MARK` and the tail kept whole: a
+    server that cuts a long description (GeoReport v2 servers commonly keep 4,000 characters) would cut the marker the
+    look-up finds the request by, written last, and a case in doubt would be sent again. A tail too long to keep
+    (a source id of hundreds of characters) gives way to the marker alone."""
+    if len(text) + len(tail) <= limit:
+        return text + tail
+    if len(tail) + len(CUT_MARK) > limit:
+        tail = f". {marker}."
+    return text[:max(limit - len(tail) - len(CUT_MARK), 0)] + CUT_MARK + tail
 
 
 _MARKER = re.compile(re.escape(case_marker("")) + r"([A-Za-z0-9_-]+)")

@@ -83,6 +83,12 @@ class TargetConfig(ConfigModel):
         description="cn-dcm: where re-check results of a task are POSTed, relative to `url` ({ref} = their task number).",
         pattern=r"\{ref\}")
     poll_interval_s: float = Field(300.0, title="Status poll interval", description="open311: seconds between status polls of open cases.", gt=0)
+    description_max: int = Field(
+        4000, title="Description length", ge=200,
+        description="open311: the most characters of `description` the server keeps (GeoReport v2 servers commonly cap it at "
+        "4,000; set lower for one that caps lower, or counts bytes). A longer text is cut ending in …（已截断 truncated） "
+        "before `streetwatch case <case id>`, which stays whole and last: a server cutting it off would leave the look-up "
+        "unable to find the request, and a case in doubt sent twice.")
     lookup: bool = Field(
         True, title="Look up before re-sending",
         description="Before re-sending a case whose earlier attempt may have reached them (timeout, dropped connection, 5xx, "

@@ -25,8 +25,9 @@ without an answer), `garbage` (stored, then an HTML body with 200), `stall` (the
 after `stall_s`, later than any sane client timeout; stored). A look-up stores nothing, so there
 `error-after` is a plain 500. With `envelope_errors` (`--envelope-errors`) every cn-dcm error is
 answered as many 数字城管 platforms answer them: HTTP 200 with the status as the envelope's code,
-`{"code": 400, "msg": "...", "data": null}`. Everything is in memory: restarting the simulator
-forgets it.
+`{"code": 400, "msg": "...", "data": null}`. Like common GeoReport v2 servers it keeps the first
+4,000 characters of an Open311 `description` (`OPEN311_DESCRIPTION_MAX`) and drops the rest without a
+word. Everything is in memory: restarting the simulator forgets it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from urllib.parse import parse_qs, urlparse
 
 FAULT_MODES = ("error", "error-after", "close", "garbage", "stall")
 STATUSES = ("accepted", "rejected", "handled", "closed")
+OPEN311_DESCRIPTION_MAX = 4000  # what common GeoReport v2 servers keep of a description (the rest dropped silently)
 
 
 @dataclass
@@ -333,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
             problems.append("media_url must be an http(s) URL")
         if problems:
             return {}, [{"code": 400, "description": "; ".join(problems)}]
+        if "description" in form:
+            form["description"] = form["description"][:OPEN311_DESCRIPTION_MAX]
         return form, None
 
     def _verification(self, ref: str, body: bytes) -> None:
