@@ -46,6 +46,18 @@ def mask_phones(text: str, region: str = DEFAULT_REGION) -> str:
     return text
 
 
+#: What ends or rewrites a line in a log: C0 and C1 controls, DEL, and Unicode's line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def loggable_name(name: str) -> str:
+    """A name someone else chose (a photo's file name, a zip member's) as a log line can hold it: each control
+    character written as its escape (`\\n`, `\\x1b`, `\\u2028`). Written as it came, a name holding a line break
+    (`a.jpg\\nERROR …: all photos judged`) made a line of its own that reads as ours, and a terminal's escape
+    rewrote what staff see; the rest of the name (Chinese, spaces) is kept as written."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), name)
+
+
 def _masked(number: str) -> str:
     """`number` with the four digits before its last four as `*`, its other characters (+, separators) as written."""
     digits = [i for i, c in enumerate(number) if c.isdigit()]

@@ -265,6 +265,28 @@ def test_resume_tries_failed_photos_again_and_reports_each_once(tmp_path, bus_jp
     assert _lines(out / "results.jsonl") == lines
 
 
+def test_a_zip_member_named_with_a_line_break_is_logged_in_one_line(tmp_path, bus_jpg, zidane_jpg):
+    """A photo's name was logged as it came, so a zip member named `现场\\nERROR …: forged.jpg` wrote a line of its own
+    that read as ours (a sender's zip forging the server's log). Names are logged with their control characters
+    escaped: one line per event, the name still recognisable."""
+    import zipfile
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    member = "现场\nERROR pipelines.triage.pipeline: forged.jpg"
+    with zipfile.ZipFile(photos / "batch.zip", "w") as zf:
+        zf.writestr(member, bus_jpg.read_bytes())
+        zf.write(zidane_jpg, "people.jpg")  # judged: the run ends well
+    out = tmp_path / "out"
+    (out / "thumbs" / f"{hashlib.sha256(bus_jpg.read_bytes()).hexdigest()[:16]}.jpg").mkdir(parents=True)  # judging fails
+    run = subprocess.run(_cli(str(photos), "--out", str(out), "--no-progress", "--verifier", "none", "--ocr", "off"),
+                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    [line] = [line for line in run.stderr.splitlines() if "judging failed" in line]
+    assert line.endswith("batch.zip!现场\\nERROR pipelines.triage.pipeline: forged.jpg: judging failed"), line
+    assert not [line for line in run.stderr.splitlines() if line.startswith("ERROR pipelines.triage.pipeline: forged")]
+
+
 def test_resume_keeps_the_result_of_a_photo_judged_earlier_and_moved_since(tmp_path, real_sample_dir):
     """A photo named on the command line, judged, then moved away before `--resume`, got a 'not found' error
     beside its judged record: the report and the CSV listed it both ways. Its result is kept, the summary says so

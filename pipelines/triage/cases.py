@@ -43,6 +43,7 @@ from pipelines.cases.states import CaseState
 from pipelines.cases.store import Case, CaseNotFound, CaseStore, CaseStoreError
 from pipelines.cases.vocabulary import DispatchTargetError, pick_target
 from pipelines.evidence_store import EvidenceStore
+from pipelines.logs import loggable_name
 from pipelines.triage.grouping import Group, Member
 from pipelines.triage.journal import RESULTS
 from pipelines.triage.record import PhotoRecord, detections_of
@@ -166,7 +167,8 @@ class TriageCases:
         try:
             event, ctx = self._event(group, existing.violation_id if existing else violation_id(group.lead))
         except (SourceReadError, ImageReadError) as exc:
-            log.error("%s: photo cannot be read again for its evidence: %s", group.lead.source, exc)
+            log.error("%s: photo cannot be read again for its evidence: %s", loggable_name(group.lead.source),
+                      loggable_name(str(exc)))  # an ImageReadError names the photo too
             return CaseRef(None, None, None, error=f"evidence not built: {exc}")
         case = self.intake.record_event(event, ctx)
         return CaseRef(case.id, case.evidence_ref, str(case.state), error=case.reason)

@@ -46,6 +46,7 @@ from detect.judgement import Judgement
 from detect.verifier import Verdicts
 from pipelines.triage.analyse import Analyser
 from pipelines.grid import GridCells
+from pipelines.logs import loggable_name
 from pipelines.triage.journal import Journal
 from pipelines.triage.photos import Photo, Skipped, error_record, load_photo
 from pipelines.triage.record import PhotoRecord, RecordStatus
@@ -290,7 +291,7 @@ class _Writer(threading.Thread):
                 try:
                     self.journal.append(record)
                 except (TypeError, ValueError) as exc:  # a value JSON cannot hold: keep the photo as an error
-                    log.exception("%s: record not serialisable", record.source)
+                    log.exception("%s: record not serialisable", loggable_name(record.source))
                     record = error_record(record.source, f"internal error while recording: {exc}", record.sha256)
                     self.journal.append(record)
                 self._count(record)
@@ -305,7 +306,7 @@ class _Writer(threading.Thread):
         try:
             return self.analyser.record(photo, detections, self.stats.stages, verdicts)
         except Exception as exc:  # noqa: BLE001 - one photo's failure must not stop the run
-            log.exception("%s: judging failed", photo.source.name)
+            log.exception("%s: judging failed", loggable_name(photo.source.name))
             return error_record(photo.source.name, f"internal error while judging: {exc}", photo.sha256, **photo.facts())
 
     def _count(self, record: PhotoRecord) -> None:
@@ -380,7 +381,7 @@ def judge_seen(image, data: bytes | None, name: str, detections: sv.Detections, 
     except Exception as exc:  # noqa: BLE001 - a triage photo's detections stand without the text
         if warnings is None:
             raise
-        log.exception("%s: OCR failed", name)
+        log.exception("%s: OCR failed", loggable_name(name))
         warnings.append(f"OCR failed: {exc}")
     with stages.timed("verify"):
         h, w = image.shape[:2]
@@ -438,7 +439,7 @@ class PhotoSteps:
         try:
             return load_photo(item, self.archives, self.settings, self.journal, self.grid, self.stages)
         except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the run
-            log.exception("%s: reading failed", item.name)
+            log.exception("%s: reading failed", loggable_name(item.name))
             return error_record(item.name, f"internal error while reading: {exc}")
 
     def look(self, photos: list[Photo]) -> list[Looked | PhotoRecord]:
@@ -450,7 +451,7 @@ class PhotoSteps:
             if len(photos) > 1:
                 return [looked for photo in photos for looked in self.look([photo])]
             [photo] = photos
-            log.exception("%s: detection failed", photo.source.name)
+            log.exception("%s: detection failed", loggable_name(photo.source.name))
             return [error_record(photo.source.name, f"detection failed: {exc}", photo.sha256, **photo.facts())]
         return [(photo, detections, verdicts) for photo, (detections, verdicts) in zip(photos, seen, strict=True)]
 
