@@ -115,6 +115,7 @@ def test_hostile_and_unreadable_archives_are_refused_with_reasons(tmp_path, bus_
         zf.write(bus_jpg, "ok.jpg")
         zf.write(bus_jpg, "../../escape.jpg")
         zf.writestr(zipfile.ZipInfo("/etc/absolute.jpg"), bus_jpg.read_bytes())  # ZipFile.write would strip the /
+        zf.writestr(zipfile.ZipInfo("C:/DCIM/drive.jpg"), bus_jpg.read_bytes())
         zf.write(inner, "photos/inner.zip")
     fake = tmp_path / "fake.zip"
     fake.write_text("this is not a zip archive")
@@ -128,6 +129,9 @@ def test_hostile_and_unreadable_archives_are_refused_with_reasons(tmp_path, bus_
     reasons = _refusals(items)
     assert "path traversal" in reasons["../../escape.jpg"]
     assert "path traversal" in reasons["/etc/absolute.jpg"]
+    # refused for what it is: neither absolute nor '..', a first folder named as a drive
+    assert reasons["C:/DCIM/drive.jpg"] == ("unsafe path in archive (its first folder 'C:' is a drive name, as Windows "
+                                            "reads it): refused")
     assert "nested zip" in reasons["photos/inner.zip"]
     assert "not a valid zip" in reasons[str(fake)]
     assert "password-protected" in reasons["locked.jpg"]

@@ -353,8 +353,10 @@ def _bomb(archive: Path, infos: list[zipfile.ZipInfo]) -> Refused | None:
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-    if info.filename.startswith(("/", "\\")) or (parts and parts[0].endswith(":")) or ".." in parts:
+    if info.filename.startswith(("/", "\\")) or ".." in parts:
         return "unsafe path in archive (absolute or '..' path traversal): refused"
+    if parts and parts[0].endswith(":"):  # C:/DCIM/x.jpg: neither absolute here nor '..', but a drive to Windows
+        return f"unsafe path in archive (its first folder {parts[0]!r} is a drive name, as Windows reads it): refused"
     if info.flag_bits & 0x1:
         return "password-protected (encrypted) archive entry: cannot be read"
     if info.file_size > MAX_PHOTO_BYTES:
