@@ -131,7 +131,7 @@ def _csv_raw(text: str) -> list[list[str]]:
     and a cell too long for its column is refused by the row's checks, naming them."""
     if len(text) > csv.field_size_limit():
         csv.field_size_limit(len(text))
-    return [[_csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))]
+    return [[csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))]
 
 
 def _gb18030_or_cp1252(data: bytes, as_gb18030: tuple[list[list[str]], list[str | None], int], name: str,
@@ -408,7 +408,7 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def _csv_value(text: str) -> str:
+def csv_value(text: str) -> str:
     """A CSV cell's text without what `csv_cell` wrapped it in (the mark before text a spreadsheet would take for a
     formula, a phone number's `="…"`), so that an export read back (edited or not) gives the note or number it was
     written from."""

@@ -249,6 +249,33 @@ def test_boxes_of_photos_labels_csv_does_not_list_are_counted_and_left_out(tmp_p
                         f"{root / 'boxes.csv'}: 1 rows name a photo labels.csv does not list, left out: row 4 (images/A.jpg)"]
 
 
+def test_a_dataset_csv_writes_a_formula_as_text_and_the_trainer_reads_it_back_as_it_was(tmp_path):
+    """labels.csv and boxes.csv were written without the formula guard of every other CSV here, and people open them
+    in Excel and WPS: a camera id or photo name such as `=HYPERLINK(…)` (a group, a to-label sheet's source path) ran
+    there as a formula. Such a cell is written as text (`'=…`), and the trainer reads the name it was given back."""
+    from pipelines.verifier.data import write_rows
+
+    src = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[0]
+    (tmp_path / "-night.jpg").write_bytes(src.read_bytes())
+    group, note = '=HYPERLINK("http://evil.example/x","点我")', "@SUM(1+1) 摊点"
+    write_rows(tmp_path / "labels.csv", ["file", "group", "street_stall", "notes"],
+               [{"file": "-night.jpg", "group": group, "street_stall": 1, "notes": note}])
+    write_rows(tmp_path / "boxes.csv", ["file", "type", "x1", "y1", "x2", "y2"],
+               [{"file": "-night.jpg", "type": "street_stall", "x1": 0.1, "y1": 0.2, "x2": 0.5, "y2": 0.9}])
+    with (tmp_path / "labels.csv").open(encoding="utf-8-sig", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert (row["file"], row["group"], row["notes"]) == ("'-night.jpg", f"'{group}", f"'{note}")  # text to Excel and WPS
+    [photo] = load_dataset(tmp_path).photos
+    assert (photo.file, photo.group, photo.notes, photo.path) == ("-night.jpg", group, note, tmp_path / "-night.jpg")
+    assert photo.boxes == {"street_stall": [(0.1, 0.2, 0.5, 0.9)]}
+    # a verdicts sheet (--validation-csv) is read back by the same rule: its file is the dataset's, unmarked
+    from pipelines.verifier.validation_csv import FIELDS, read_verdicts
+
+    verdicts = write_rows(tmp_path / "verdicts.csv", FIELDS,
+                          [{"head": "street_stall", "outcome": "found", "probability": "0.9", "file": "-night.jpg"}])
+    assert read_verdicts(verdicts) == {("street_stall", "-night.jpg"): ("found", 0.9)}
+
+
 def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
     """Confirmed -> 1 with its evidence box, rejected as not a violation -> 0, rejected as legal -> nothing, said as
     the detector path says it (it was left out without a word); types a case says nothing about stay unlabelled, so a

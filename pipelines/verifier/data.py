@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.config_io import ConfigError
-from pipelines.tables import csv_text
+from pipelines.tables import csv_cell, csv_text, csv_value
 
 #: label column -> violation type whose head it trains
 LABEL_TYPES = {
@@ -88,10 +88,19 @@ def _source(rel: str, default: str) -> str:
     return parts[1] if len(parts) > 2 and parts[0] == "images" else default
 
 
-def _rows(data: bytes, path: Path) -> csv.DictReader:
-    """A dataset CSV's rows (`pipelines.tables.csv_text`: with or without Excel's byte-order mark, never GBK)."""
+class _Rows(csv.DictReader):
+    """A dataset CSV's rows, each cell as it was before `write_rows` guarded it (`pipelines.tables.csv_value`)."""
+
+    def __next__(self) -> dict:
+        row = super().__next__()
+        return {k: csv_value(v) if isinstance(v, str) else v for k, v in row.items()}
+
+
+def dataset_rows(data: bytes, path: Path) -> csv.DictReader:
+    """The rows of a CSV `write_rows` writes (labels.csv, boxes.csv, a verdicts sheet), each cell as `write_rows` was
+    given it (`pipelines.tables.csv_text`: with or without Excel's byte-order mark, never GBK)."""
     try:
-        return csv.DictReader(io.StringIO(csv_text(data, str(path)), newline=""))
+        return _Rows(io.StringIO(csv_text(data, str(path)), newline=""))
     except ConfigError as exc:
         raise DatasetError(str(exc)) from None
 
@@ -99,12 +108,14 @@ def _rows(data: bytes, path: Path) -> csv.DictReader:
 def write_rows(path: Path, columns: list[str], rows: list[dict]) -> Path:
     """A dataset CSV (labels.csv, boxes.csv, a validation sheet) as UTF-8 with a byte-order mark: Excel and WPS, where
     people label and check these, otherwise show the Chinese group and camera names garbled. Keys of a row that are
-    not columns are left out, columns a row lacks are empty."""
+    not columns are left out, columns a row lacks are empty. Text a spreadsheet would run as a formula (a photo's path
+    or a camera id such as `=HYPERLINK(…)`, which people open these sheets in) is written as text (`csv_cell`), and
+    `dataset_rows` reads it back as it was, so the trainer sees the same names."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8-sig") as fh:
         writer = csv.DictWriter(fh, columns, restval="", extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     return path
 
 
@@ -179,7 +190,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         raise DatasetError(f"{labels_csv}: not found (a verifier dataset has labels.csv, see docs/verifier.md)")
     data = labels_csv.read_bytes()
     digest = hashlib.sha256(data)
-    reader = _rows(data, labels_csv)
+    reader = dataset_rows(data, labels_csv)
     columns = reader.fieldnames or []
     missing = [c for c in ("file", "group") if c not in columns]
     if missing:
@@ -235,7 +246,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         digest.update(data)
         by_file = {p.file: p for p in photos}
         strays: list[str] = []
-        for n, row in enumerate(_rows(data, boxes_csv), start=2):
+        for n, row in enumerate(dataset_rows(data, boxes_csv), start=2):
             kind = LABEL_TYPES.get((row.get("type") or "").strip())
             file = (row.get("file") or "").strip()
             photo = by_file.get(file)

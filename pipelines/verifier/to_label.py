@@ -28,8 +28,6 @@ only the type a photo was picked for.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 import shutil
@@ -46,16 +44,14 @@ from PIL import Image, UnidentifiedImageError
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
-from detect.config_io import ConfigError
 from detect.digests import sha256_file
 from detect.frames import EARTH_RADIUS_M, distance_m
 from detect.taxonomy import default_taxonomy
-from pipelines.tables import csv_text
 from pipelines.triage.exif import read_facts
 from pipelines.triage.journal import RecordError, read_records
 from pipelines.triage.record import PhotoRecord
 from pipelines.triage.sources import open_archive
-from pipelines.verifier.data import LABEL_TYPES, write_rows
+from pipelines.verifier.data import LABEL_TYPES, DatasetError, dataset_rows, write_rows
 
 LABEL_COLUMNS = tuple(LABEL_TYPES)
 """The label columns of a verifier dataset."""
@@ -286,10 +282,10 @@ def read_labelled(folders: list[Path], records: list[PhotoRecord], tz: ZoneInfo)
         if not path.is_file():
             raise ToLabelError(f"{folder}: no labels.csv (--skip takes a folder written by `verifier to-label` or in its format)")
         try:
-            text = csv_text(path.read_bytes(), str(path))
-        except ConfigError as exc:
+            rows = dataset_rows(path.read_bytes(), path)
+        except DatasetError as exc:
             raise ToLabelError(str(exc)) from None
-        for n, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        for n, row in enumerate(rows, start=2):
             digest = (row.get("sha256") or row.get("sha256_original") or "").strip()
             rel = (row.get("file") or "").strip()
             if not digest and rel:

@@ -13,12 +13,11 @@ such files of the same photos (another backend, device, precision or card).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.verifier.data import Dataset, write_rows
+from pipelines.verifier.data import Dataset, DatasetError, dataset_rows, write_rows
 
 FIELDS = ["head", "outcome", "probability", "file", "source", "group", "label", "uncertain", "notes"]
 OUTCOME_ORDER = {"false finding": 0, "missed": 1, "found": 2, "rightly not found": 3}
@@ -57,10 +56,11 @@ class VerdictsCsvError(ValueError):
 def read_verdicts(path: Path) -> dict[tuple[str, str], tuple[str, float | None]]:
     """(head, file) -> (outcome, probability or None) of a CSV written by `write_validation_csv`."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = list(dataset_rows(path.read_bytes(), path))  # its cells as written, a formula-like file name unmarked
     except OSError as exc:
         raise VerdictsCsvError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except DatasetError as exc:
+        raise VerdictsCsvError(str(exc)) from None
     if rows and not {"head", "file", "outcome", "probability"} <= set(rows[0]):
         raise VerdictsCsvError(f"{path}: not a verdicts CSV (needs the columns head, file, outcome, probability; see --validation-csv)")
     out = {}
