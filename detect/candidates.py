@@ -13,15 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-import supervision as sv
 
 from detect import fields
 from detect.grades import Grade
 from detect.scenes import Scene, ZoneRules, anchor_points
 from detect.taxonomy import VERIFIED_PREFIX, Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind
 from detect.tracking import group_components
+
+if TYPE_CHECKING:
+    import supervision as sv  # imported where used: with scipy it takes 1.2-1.5 s, which the store's commands skip
 
 WHOLE_IMAGE = "image"
 """Zone id used for photos judged without any zone (no scene, no map zone at their GPS point)."""
@@ -77,7 +80,7 @@ class Candidate:
         return (self.zone_id, self.vtype.id, self.object_id)
 
 
-ObjectIds = Callable[[str, str, list[np.ndarray], sv.Detections], list[str]]
+ObjectIds = Callable[[str, str, list[np.ndarray], "sv.Detections"], list[str]]
 """(zone id, type id, member index arrays, detections) -> one stable object id per object."""
 
 

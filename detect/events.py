@@ -11,17 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-
-import supervision as sv
+from typing import TYPE_CHECKING
 
 from detect.frames import Frame
 from detect.taxonomy import Severity
+
+if TYPE_CHECKING:
+    import supervision as sv  # imported where used: with scipy it takes 1.2-1.5 s, which the store's commands skip
 
 
 class EventKind(StrEnum):
     OPENED = "opened"
     UPDATED = "updated"
     CLEARED = "cleared"
+
+
+def _no_detections() -> sv.Detections:
+    """An event's default boxes, made when an event is (supervision imported then, not with this module)."""
+    import supervision as sv
+
+    return sv.Detections.empty()
 
 
 @dataclass
@@ -46,7 +55,7 @@ class ViolationEvent:
     cleared_at: datetime | None = None
     dwell_s: float = 0.0
     score: float = 0.0
-    detections: sv.Detections = field(default_factory=sv.Detections.empty)
+    detections: sv.Detections = field(default_factory=_no_detections)
     frame: Frame | None = None
     first_frame: Frame | None = None
     texts: list[str] = field(default_factory=list)

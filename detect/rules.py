@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
-import supervision as sv
 from pydantic import Field
 
 from detect.candidates import Candidate, ZoneView, candidates, scene_views, whole_image_views
@@ -32,6 +32,9 @@ from detect.grades import Grade
 from detect.scenes import Scene
 from detect.taxonomy import Taxonomy, load_taxonomy
 from detect.tracking import GroupIds, Tracker, TrackingConfig
+
+if TYPE_CHECKING:
+    import supervision as sv  # imported where used: with scipy it takes 1.2-1.5 s, which the store's commands skip
 
 
 class RuleSettings(ConfigModel):
@@ -112,6 +115,8 @@ class _Cooldown:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    import supervision as sv
+
     return float(sv.box_iou_batch(a[None], b[None])[0, 0])
 
 

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cv2
 import numpy as np
 import shapely
-import supervision as sv
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer, PrivateAttr, WithJsonSchema, field_validator, model_validator,
 )
@@ -39,6 +38,9 @@ from detect.grades import Grades, apply_grades, load_grades
 from detect.taxonomy import (
     Taxonomy, ThresholdOverrides, Thresholds, ViolationType, ZoneKind, default_taxonomy, load_taxonomy,
 )
+
+if TYPE_CHECKING:
+    import supervision as sv  # imported where used: with scipy it takes 1.2-1.5 s, which the store's commands skip
 
 
 class Weekday(StrEnum):
@@ -402,6 +404,8 @@ def read_reference(scene: Scene) -> np.ndarray | None:
 def anchor_points(detections: sv.Detections, width: int, height: int, taxonomy: Taxonomy | None = None) -> np.ndarray:
     """Normalised (N, 2) zone anchors: bottom-centre for things on the ground, centre for the classes the
     taxonomy anchors by their centre (text; default: the shipped taxonomy)."""
+    import supervision as sv
+
     if len(detections) == 0:
         return np.zeros((0, 2))
     bottom = detections.get_anchors_coordinates(sv.Position.BOTTOM_CENTER)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
+import json
 import re
 import subprocess
 import sys
@@ -116,3 +117,29 @@ def test_demo_photos_without_ultralytics_name_the_torch_extra(monkeypatch):
         ultralytics_photos()
     assert _user_error(caught.value) == ("this command needs the torch extra (ultralytics is not installed): "
                                          "pip install 'streetwatch[torch]'")
+
+
+#: Runs a command as the console script does, then prints which of the drawing and tracking libraries it loaded.
+LOADED_AFTER = """
+import json, sys
+from streetwatch.cli import main
+code = None
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "loaded": sorted(m for m in ("supervision", "scipy", "trackers") if m in sys.modules)}))
+"""
+
+
+def test_the_case_store_commands_do_not_load_supervision_or_scipy(tmp_path):
+    """Every command that opened the case store imported supervision, and scipy under it (1.2-1.5 s a process, 'users
+    list' 3.8 s in all), through detect's modules the store reads a constant of: they import it where boxes are drawn
+    or tracked. 'users list' on a new store runs without loading them."""
+    config = tmp_path / "sw.yaml"
+    config.write_text(f"cases:\n  url: sqlite:///{tmp_path / 'cases.db'}\n", encoding="utf-8")
+    argv = ["streetwatch", "users", "list", "--config", str(config)]
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {argv!r}\n" + LOADED_AFTER],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"code": 0, "loaded": []}, out.stderr
