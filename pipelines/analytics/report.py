@@ -17,19 +17,16 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
 from detect.config_io import replaced_atomically, write_text_atomic
 from detect.taxonomy import Severity, Taxonomy
-from pipelines.analytics import charts
 from pipelines.analytics.casedata import VOIDED_BY_PLATFORM, CaseFact, CaseFilter, Handling, handling_times, load_cases
 from pipelines.analytics.export import local_time
 from pipelines.analytics.periods import NAMES_ZH, Period
@@ -37,6 +34,13 @@ from pipelines.analytics.places import NONE_UNIT, UNIT_NAMES_ZH, Places
 from pipelines.analytics.scoring import shop_of
 from pipelines.analytics.tables import Table, write_xlsx
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
+
+if TYPE_CHECKING:
+    # Matplotlib (about 1.3 s with its PDF backend) is imported where a report is built or drawn: serve's analytics
+    # routes import this module for FILES alone.
+    from matplotlib.figure import Figure
+
+    from pipelines.analytics import charts
 
 # The PDF's pages in order: (key, title). Every report has all of them, empty or not.
 PAGES = [
@@ -120,6 +124,8 @@ def _by_state(cases: list[CaseFact]) -> Table:
 
 
 def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Period, tz: ZoneInfo) -> Report:
+    from pipelines.analytics import charts
+
     start, end = period.bounds(tz)
     everything = load_cases(engine, places, CaseFilter(start=start, end=end))
     cases = [c for c in everything if c.state is not CaseState.REJECTED]
@@ -254,6 +260,8 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
 
 def _figures(r: Report) -> list[tuple[str, str, Figure]]:
     """One figure per entry of PAGES (built inside the font style)."""
+    from pipelines.analytics import charts
+
     subtitle = (f"{r.period.start:%Y-%m-%d} – {r.period.end:%Y-%m-%d}（不含 exclusive）· {r.timezone} · "
                 f"字体 font: {r.font.name} · 生成 generated {r.generated_local()}")
     t = r.tables
@@ -323,6 +331,10 @@ def write_report(r: Report, out: str | Path) -> dict[str, Path]:
     """Write the four files into `out`; returns them by name. Each is written beside its name and renamed onto it
     (`replaced_atomically`), so a run stopped half way (Ctrl-C, a full disk) leaves no truncated file that the
     service lists as a report, and a file written earlier as it was."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from pipelines.analytics import charts
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in FILES}
