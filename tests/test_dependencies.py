@@ -145,10 +145,11 @@ def test_the_case_store_commands_do_not_load_supervision_or_scipy(tmp_path):
     assert json.loads(out.stdout.splitlines()[-1]) == {"code": 0, "loaded": []}, out.stderr
 
 
-def test_the_service_app_loads_no_report_drawing():
+def test_the_service_app_loads_no_report_drawing_or_workbook():
     """serve imported Matplotlib and its PDF backend at start-up (about 1.3 s) for the analytics routes' list of a
-    report's files: it is imported where a report is built or drawn."""
-    code = "import json, sys, api.app; print(json.dumps(sorted(m for m in ('matplotlib',) if m in sys.modules)))"
+    report's files, and openpyxl (0.2 s) for the tables' module: each is imported where a report is drawn or a
+    workbook made."""
+    code = "import json, sys, api.app; print(json.dumps(sorted(m for m in ('matplotlib', 'openpyxl') if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) == []

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any
-
-from openpyxl import Workbook
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
+from typing import TYPE_CHECKING, Any
 
 from detect.config_io import replaced_atomically
 from pipelines.tables import EXCEL_CELL_CHARS, append_text_row, csv_cell
+
+if TYPE_CHECKING:  # openpyxl is imported where a workbook is made, as pipelines.tables does: not at serve's start-up
+    from openpyxl import Workbook
 
 _BAD_SHEET_CHARS = str.maketrans({c: "_" for c in "[]:*?/\\"})
 LIST_SEP = ", "  # how a list (a deduction's case ids) is written into one cell
@@ -71,12 +70,17 @@ def _sheet_name(t: Table) -> str:
 
 def _set_widths(sheet, columns: list[str], rows: list[list[Any]]) -> None:
     """Each column as wide as its header and its longest value in `rows` (the first `WIDTH_ROWS`), within 8–60."""
+    from openpyxl.utils import get_column_letter
+
     for i, column in enumerate(columns, start=1):
         width = max([len(str(column))] + [len(str(_cell(r[i - 1]) or "")) for r in rows[:WIDTH_ROWS]])
         sheet.column_dimensions[get_column_letter(i)].width = min(60, max(8, width * 1.6 + 2))
 
 
 def workbook(tables: list[Table]) -> Workbook:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
     book = Workbook()
     book.remove(book.active)
     used: set[str] = set()
@@ -98,6 +102,9 @@ def write_xlsx_rows(path: Path, table: Table, rows: Iterable[list[Any]]) -> Path
     """`table`'s sheet, as `workbook` makes it, with `rows` (not `table.rows`) written one by one in openpyxl's
     write-only mode, which keeps none of them: a whole city's case export in a normal workbook held every cell
     as an object (about 1 kB each) until it was saved. The widths are taken from the first `WIDTH_ROWS` rows."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
     book = Workbook(write_only=True)
     sheet = book.create_sheet(_sheet_name(table))
     rows = iter(rows)
