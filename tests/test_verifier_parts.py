@@ -289,7 +289,7 @@ def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
     lines = []
     for i, (photo, vtype, decision, reason) in enumerate([
             (photos[0], "street_stall", "approved", None),
-            (photos[1], "illegal_parking", "rejected", "not_a_violation"),
+            (photos[1], "shopfront_spillover", "rejected", "not_a_violation"),
             (photos[2], "street_stall", "rejected", "permitted")]):
         (export / "evidence").mkdir(parents=True, exist_ok=True)
         (export / "evidence" / photo.name).write_bytes(photo.read_bytes())
@@ -304,8 +304,9 @@ def test_reviewed_cases_become_a_verifier_dataset(tmp_path):
     by_case = {p.file: p for p in ds.photos}
     stall = by_case["images/cases/c-0.jpg"]
     assert stall.labels == {"street_stall": 1} and stall.boxes["street_stall"] == [(0.25, 0.5, 0.75, 1.0)]
-    assert by_case["images/cases/c-1.jpg"].labels == {"parking": 0}
-    assert ds.labels("parking").tolist() == [-1, 0]  # the stall photo says nothing about parking
+    assert by_case["images/cases/c-1.jpg"].labels == {"shopfront_spillover": 0}
+    assert ds.labels("shopfront_spillover").tolist() == [-1, 0]  # the stall photo says nothing about spillover
+    assert ds.labels("parking").tolist() == [-1, -1]
 
 
 
@@ -673,13 +674,13 @@ def test_a_photo_in_two_data_folders_is_kept_once_with_its_labels_merged(tmp_pat
         verifier_dataset_from_cases(export, tmp_path / name)
         return tmp_path / name
 
-    agree = cases("agree", (0, "street_stall", "approved", None), (1, "illegal_parking", "rejected", "not_a_violation"))
+    agree = cases("agree", (0, "street_stall", "approved", None), (1, "shopfront_spillover", "rejected", "not_a_violation"))
     ds = load_datasets([sheet, agree])
     assert len(ds.photos) == 3 and [p.file for p in ds.photos] == [f"images/city/{p.name}" for p in photos]
     first, second, _ = ds.photos
     assert first.labels == {"street_stall": 1} and first.boxes == {"street_stall": [(0.25, 0.5, 0.75, 1.0)]}
     assert first.group == "g0" and first.notes == "路边摊？"
-    assert second.labels == {"street_stall": 0, "parking": 0}  # the case's type merged into the sheet's row
+    assert second.labels == {"street_stall": 0, "shopfront_spillover": 0}  # the case's type merged into the sheet's row
     assert f"{agree}: 2 photos are (by content) photos of an earlier --data folder: kept once, their labels merged " \
            "into its rows" in ds.notes
     assert ds.digest == load_datasets([sheet, agree]).digest  # the folders' labels, as before
@@ -689,6 +690,46 @@ def test_a_photo_in_two_data_folders_is_kept_once_with_its_labels_merged(tmp_pat
                                            rf"{disagree / 'labels.csv'} \(images/cases/disagree-1.jpg\) are the same photo but "
                                            r"label street_stall 0 and 1: correct or remove one row"):
         load_datasets([sheet, disagree])
+
+
+def test_a_photo_rejected_as_car_parking_is_no_parking_negative_for_its_bicycles(tmp_path):
+    """`parking_motor` and `parking_nonmotor` train the one parking head, and a 0 in either made the photo a parking
+    negative: a case rejected as illegal_parking on street-scenes' rida__30 (no car, a pavement of shared bikes,
+    parking_nonmotor 1) stopped training with street-scenes beside it ('label parking 1 and 0'), and alone taught the
+    head that those bikes are no parking. A head is negative only when every parking column the file has says 0."""
+    import json
+    import shutil
+
+    from pipelines.verifier.data import load_datasets, write_rows
+    from pipelines.verifier.from_cases import verifier_dataset_from_cases
+
+    photo = STREET_SCENES / "images" / "cn2" / "rida__30.jpg"
+    sheet = tmp_path / "sheet"  # street-scenes' own row of the photo, both parking columns answered
+    (sheet / "images" / "cn2").mkdir(parents=True)
+    shutil.copy(photo, sheet / "images" / "cn2" / photo.name)
+    columns = ["file", "group", "street_stall", "parking_motor", "parking_nonmotor"]
+    write_rows(sheet / "labels.csv", columns, [{"file": f"images/cn2/{photo.name}", "group": "cn2-rida", "street_stall": 0,
+                                               "parking_motor": 0, "parking_nonmotor": 1}])
+    export = tmp_path / "export"
+    (export / "evidence").mkdir(parents=True)
+    shutil.copy(photo, export / "evidence" / "c1.jpg")
+    line = {"case_id": "c1", "violation_type": "illegal_parking", "decision": "rejected", "reason_code": "not_a_violation",
+            "source_id": "triage:run1", "image": "evidence/c1.jpg", "boxes": []}
+    (export / "review.jsonl").write_text(json.dumps(line) + "\n", encoding="utf-8")
+    cases = tmp_path / "cases"
+    verifier_dataset_from_cases(export, cases)
+
+    both = load_datasets([sheet, cases])
+    assert [p.labels for p in both.photos] == [{"street_stall": 0, "parking": 1}]
+    alone = load_dataset(cases)
+    assert alone.photos == []
+    assert any("1 rows label one parking column 0 and leave the other empty" in n for n in alone.notes)
+
+    answered = tmp_path / "answered"  # a to-label row answered for both columns is a negative, as before
+    shutil.copytree(sheet, answered)
+    write_rows(answered / "labels.csv", columns, [{"file": f"images/cn2/{photo.name}", "group": "g", "parking_motor": 0,
+                                                  "parking_nonmotor": 0}])
+    assert [p.labels for p in load_dataset(answered).photos] == [{"parking": 0}]
 
 
 def test_detect_without_a_promoted_verifier_says_what_to_do(tmp_path, monkeypatch, bus_jpg):

@@ -119,6 +119,24 @@ def write_rows(path: Path, columns: list[str], rows: list[dict]) -> Path:
     return path
 
 
+def head_labels(cells: dict[str, str]) -> dict[str, int]:
+    """A row's label per head from its label cells ('0', '1' or '' not labelled): 1 when any column of the head says 1,
+    0 only when every column of the head the file has says 0. Why: `parking_motor` and `parking_nonmotor` train the one
+    parking head, and a photo known to show no obstructive car (a case rejected as illegal_parking, a to-label row
+    answered for its `picked_for` column alone) says nothing of the bicycles on it: read as a parking negative it
+    taught the head that a pavement of shared bikes is no parking, and clashed with a folder labelling it 1."""
+    by_head: dict[str, list[str]] = defaultdict(list)
+    for col, value in cells.items():
+        by_head[LABEL_TYPES[col]].append(value)
+    labels: dict[str, int] = {}
+    for head, values in by_head.items():
+        if "1" in values:
+            labels[head] = 1
+        elif all(v == "0" for v in values):
+            labels[head] = 0
+    return labels
+
+
 def _blank_row(row: dict) -> bool:
     """Whether a CSV row has no value in any cell (an extra field past the header is a list of cells)."""
     cells = [c for v in row.values() for c in (v if isinstance(v, list) else [v])]
@@ -198,7 +216,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     label_cols = [c for c in columns if c in LABEL_TYPES]
     if not label_cols:
         raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
-    photos, notes, skipped_uncertain, unlabelled = [], [], 0, 0
+    photos, notes, skipped_uncertain, unlabelled, partial = [], [], 0, 0, 0
     first_row: dict[str, int] = {}  # a photo labelled in two rows would count twice in every figure, maybe in two folds
     listed: set[str] = set()  # every photo labels.csv names, used or left out
     blank = 0
@@ -209,20 +227,19 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         rel = (row.get("file") or "").strip()
         if not rel:
             raise DatasetError(f"{labels_csv}: row {n}: empty file name")
-        labels: dict[str, int] = {}
+        cells: dict[str, str] = {}
         for col in label_cols:
-            value = (row.get(col) or "").strip()
+            value = cells[col] = (row.get(col) or "").strip()
             if value not in ("0", "1", ""):
                 raise DatasetError(f"{labels_csv}: row {n} ({rel}): {col} is {value!r}, expected 0, 1 or empty (not labelled)")
-            if value:
-                head = LABEL_TYPES[col]
-                labels[head] = max(labels.get(head, 0), int(value))
+        labels = head_labels(cells)
         path = root / rel
         if check_files and not path.is_file():
             raise DatasetError(f"{labels_csv}: row {n}: {path} not found")
         listed.add(rel)
-        if not labels:  # a `to-label` row nobody answered yet
-            unlabelled += 1
+        if not labels:  # a `to-label` row nobody answered yet, or one answering a parking column alone with 0
+            partial += any(cells.values())
+            unlabelled += not any(cells.values())
             continue
         if rel in first_row:
             raise DatasetError(f"{labels_csv}: row {n} ({rel}): the photo is already in row {first_row[rel]}; keep one row per photo")
@@ -240,6 +257,9 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         notes.append(f"{labels_csv}: {blank} blank rows (every cell empty) passed over")
     if unlabelled:
         notes.append(f"{labels_csv}: {unlabelled} rows with every label cell empty left out (labelled for no type)")
+    if partial:
+        notes.append(f"{labels_csv}: {partial} rows label one parking column 0 and leave the other empty, which says nothing "
+                     "for the parking head (parking_motor and parking_nonmotor train it together): left out")
     boxes_csv = root / "boxes.csv"
     if boxes_csv.is_file():
         data = boxes_csv.read_bytes()

@@ -412,10 +412,12 @@ the same order) and fill in `labels.csv` (keep the columns; in Excel or WPS save
 | `notes` | what the photo shows, close calls / 照片内容、疑难说明 |
 
 An empty label cell means "not labelled for that type" and trains nothing: answer at least the type in
-`picked_for`; the other types when you can. `group` keeps photos of one place and day together in
-validation: change it only to merge two groups that show the same place.
-标注格为空表示"未标注该类型"，不参与训练：至少填写 `picked_for` 所列类型。`group` 使同一地点同一天的
-照片在验证时不被拆开，除合并同一地点外不要修改。
+`picked_for`; the other types when you can. `parking_motor` and `parking_nonmotor` train one head: a 0 in one
+of them trains it only when the other is filled in too (answer both). `group` keeps photos of one place and day
+together in validation: change it only to merge two groups that show the same place.
+标注格为空表示"未标注该类型"，不参与训练：至少填写 `picked_for` 所列类型。`parking_motor` 与
+`parking_nonmotor` 训练同一个模型：其中一列填 0 时，另一列也须填写才参与训练（两列都填）。`group`
+使同一地点同一天的照片在验证时不被拆开，除合并同一地点外不要修改。
 
 Then train with it beside the shared data / 然后与共享数据一起训练：
 
