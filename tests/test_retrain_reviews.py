@@ -251,3 +251,32 @@ def test_a_reviewed_case_stored_without_its_evidence_boxes_is_exported_with_thos
     assert line["case_id"] == case.id and (line["width"], line["height"]) == (recorded["width"], recorded["height"])
     assert line["boxes"] == [{"class_name": b["class_name"], "xyxy": b["xyxy"]} for b in recorded["boxes"]]
     assert (out / line["image"]).is_file() and line["boxes"][0]["class_name"] == "bus"
+
+
+def test_a_retyped_case_teaches_the_verifier_its_new_type_and_not_the_one_proposed(tmp_path, monkeypatch, bus_event):
+    """A stall case its reviewer retyped to spillover and confirmed (the queue page's type box, PATCH) reached the
+    verifier's dataset as a spillover positive, with stall unlabelled: the stall head's false finding taught it nothing,
+    though the store keeps the proposed type (`detected_type`) for that. The export carries it, and `from-cases
+    --verifier` labels the proposed type 0 beside the new type's 1; a case whose type stands carries none."""
+    from pipelines.verifier.data import load_dataset
+
+    intake = _intake(tmp_path, monkeypatch)
+    store = intake.store
+    bus, _ = bus_event
+    retyped = intake.record_event(replace(bus, violation_type="street_stall", violation_id="batch-7:image:street_stall:o0"),
+                                  BundleContext(source_kind="photo_batch"))
+    store.revise(retyped.id, actor="li.wei", violation_type="shopfront_spillover")
+    store.review(retyped.id, approve=True, reviewer="li.wei", target="sim", reason_code="confirmed")
+    kept = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o0"), BundleContext(source_kind="photo_batch"))
+    store.review(kept.id, approve=True, reviewer="li.wei", target="sim", reason_code="confirmed")
+
+    out = tmp_path / "reviews"
+    assert runner.invoke(app, ["data", "export-reviews", "--out", str(out)]).exit_code == 0
+    lines = {x["case_id"]: x for x in map(json.loads, (out / "review.jsonl").read_text().splitlines())}
+    assert lines[retyped.id]["violation_type"] == "shopfront_spillover" and lines[retyped.id]["detected_type"] == "street_stall"
+    assert "detected_type" not in lines[kept.id]
+
+    result = runner.invoke(app, ["data", "from-cases", str(out / "review.jsonl"), "--out", str(tmp_path / "v"), "--verifier"])
+    assert result.exit_code == 0, result.output
+    [photo] = load_dataset(tmp_path / "v").photos  # one bus photo: both cases' labels on its row
+    assert photo.labels == {"street_stall": 0, "shopfront_spillover": 1, "parking": 1}

@@ -117,6 +117,7 @@ def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
             "source_id": case.source_id, "image": picture.relative_to(out_dir).as_posix(),
             "image_sha256": sha256_bytes(data), "width": boxes.get("width"), "height": boxes.get("height"),
             "boxes": [{"class_name": b["class_name"], "xyxy": b["xyxy"]} for b in boxes.get("boxes", [])],
+            **_retyped(case),
         })
     if not lines:
         raise no_reviewed_cases(counts, since, findings)
@@ -154,3 +155,11 @@ def _private(case: Case) -> bool:
         return case.review_decision == "rejected" and RejectReason(str(case.review_reason or "").lower()) is RejectReason.PRIVACY
     except ValueError:
         return False
+
+
+def _retyped(case: Case) -> dict[str, str]:
+    """`detected_type`, the type the detector proposed, for a case a reviewer gave another type (`CaseStore.revise`
+    keeps it): the verifier's dataset learns from it that the photo does not show the proposed type (a stall head's
+    false finding on a shop's goods), as it learns from a rejection. Nothing for a case whose type stands."""
+    detected = (case.details or {}).get("detected_type")
+    return {"detected_type": detected} if detected and detected != case.violation_type else {}

@@ -5,9 +5,10 @@ pictures, checked against their bundle manifests). Each picture becomes one row:
 labels its type 1 and its evidence boxes say where (boxes.csv, normalised); a rejected case whose
 reason says the scene does not show the type (not a violation, wrong type ...) labels it 0, a hard
 negative; a rejection that says the thing is real but legal or a duplicate teaches nothing about
-looks and is reported and skipped (the detector path's `case_decision`). Types a case says nothing
-about stay empty (not labelled), so a confirmed stall is never taught as "no parking". The camera or
-photo batch is the split group.
+looks and is reported and skipped (the detector path's `case_decision`). A case its reviewer gave another type
+(`detected_type` in the line) also labels the type first proposed 0: the photo does not show it, as a `wrong_type`
+rejection says. Types a case says nothing about stay empty (not labelled), so a confirmed stall is never taught as
+"no parking". The camera or photo batch is the split group.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             row = rows[key] = {"file": rel, "group": case.get("source_id") or rel, "_src": image}
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
+        detected = TYPE_COLUMNS.get(case.get("detected_type") or "")
+        if detected and detected != column:  # retyped by its reviewer: the photo does not show what was proposed
+            row.setdefault(detected, 0)
         # the picture's row, named by its first case: a later case's own name is in no row of labels.csv
         boxes += [{"file": row["file"], "type": column, **box} for box in regions]
     if not rows:
