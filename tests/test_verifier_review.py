@@ -235,3 +235,33 @@ def test_eval_says_which_verifier_and_thresholds_it_judged_with_and_how_many_pho
     assert result.exit_code == 0, result.output
     assert (f"verifier strict ({tmp_path / 'strict.yaml'}; thresholds set from street-v7 by `streetwatch verifier threshold`): "
             f"judging 3 photos of {tmp_path}") in result.output
+
+
+def test_training_never_overwrites_a_verifier_and_says_which_id_is_free(tmp_path):
+    """`--out` and `--id` default to models/verifiers and street-v7, and the next steps `data from-cases --verifier` and
+    `verifier to-label` printed named no --id: following them trained over the shipped (promoted) heads and their card.
+    A card or heads of the id in --out are refused before any photo is read, naming the file and a free id."""
+    from pipelines.verifier.data import write_rows
+    from tests.test_verifier_parts import STREET_SCENES
+
+    shipped = find_card("street-v7")
+    out = tmp_path / "verifiers"
+    out.mkdir()
+    for f in (shipped, shipped.with_suffix(".npz")):
+        shutil.copy(f, out / f.name)
+    (out / "street-v7-2.npz").write_bytes(b"")  # heads of street-v7-2 left by a run: that id is taken too
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    sheet = tmp_path / "sheet"
+    photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:6]
+    (sheet / "images").mkdir(parents=True)
+    for p in photos:
+        shutil.copy(p, sheet / "images" / p.name)
+    write_rows(sheet / "labels.csv", ["file", "group", "street_stall"],
+               [{"file": f"images/{p.name}", "group": f"g{i}", "street_stall": i % 2} for i, p in enumerate(photos)])
+
+    result = CliRunner().invoke(app, ["verifier", "train", "--data", str(sheet), "--out", str(out), "--synth", "0",
+                                      "--cache", str(tmp_path / "cache")], env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (f"{out / 'street-v7.yaml'}: verifier 'street-v7' exists already, and training would overwrite it: choose "
+            "another --id (e.g. --id street-v7-3), or another --out") in " ".join(result.stderr.split())
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before and not (tmp_path / "cache").exists()

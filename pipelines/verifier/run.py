@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.verifier.backbones import EFFICIENTNET, is_neck, neck_id
-from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec
+from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec, VerifierError
 from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.features import OBJECT_PART_CLASSES, VEHICLE_CLASSES, Features, extract
 from pipelines.verifier.metrics import figures
@@ -40,14 +40,32 @@ def detector_for(backbone: str, imgsz: int = 640):
     return load_detector(model, backend="onnx", features=is_neck(backbone), imgsz=imgsz)
 
 
+def new_card(out: Path, verifier_id: str) -> Path:
+    """Where `train` writes the card of `verifier_id` in `out`; VerifierError when a card or heads of that id are there
+    already. Why: `--out` and `--id` default to models/verifiers and street-v7, and the next step `data from-cases
+    --verifier` and `verifier to-label` print names no --id, so minutes of training overwrote the shipped (often
+    promoted) heads and the card whose figures the docs quote, and nothing was left to go back to. A new id keeps both,
+    as `verifier threshold` and the detector's `train --name` do; a free one is suggested."""
+    def taken(vid: str) -> Path | None:
+        return next((f for f in (out / f"{vid}.yaml", out / f"{vid}.npz") if f.exists()), None)
+
+    found = taken(verifier_id)
+    if found is not None:
+        free = next(f"{verifier_id}-{n}" for n in range(2, 10_000) if taken(f"{verifier_id}-{n}") is None)
+        raise VerifierError(f"{found}: verifier '{verifier_id}' exists already, and training would overwrite it: choose "
+                            f"another --id (e.g. --id {free}), or another --out")
+    return out / f"{verifier_id}.yaml"
+
+
 def train(dataset: Dataset, out: Path, cache: Path, options: TrainOptions, progress=None,
           validation_csv: Path | None = None) -> tuple[Path, HeadsCard]:
     """Train, validate and write the card and heads; `validation_csv`: also each photo's validation verdict there."""
+    path = new_card(out, options.verifier_id)
     _, feats = features(dataset, options, cache, progress)
     results, refused = train_heads(dataset, feats, options, progress)
     card, arrays = _card(dataset, feats, results, options, refused)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{options.verifier_id}.yaml"
+    path = new_card(out, options.verifier_id)  # one written meanwhile by another run is not overwritten either
     HeadSet(card, {}).save(path, arrays)
     if validation_csv is not None:
         write_validation_csv(validation_csv, [row for name, r in results.items()

@@ -196,7 +196,7 @@ def from_cases(
         except (FileNotFoundError, FileExistsError, DatasetError) as exc:
             fail(str(exc))
         print_findings(findings)
-        typer.echo(f"wrote {n} labelled pictures to {labels}; next: streetwatch verifier train --data <street-scenes> --data {out}")
+        typer.echo(f"wrote {n} labelled pictures to {labels}; next: streetwatch verifier train --data <street-scenes> --data {out} --id NEW_ID")
         return
 
     try:

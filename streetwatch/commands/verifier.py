@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
 
         from detect.verifier.heads import VerifierError
         from pipelines.verifier.data import DatasetError, load_datasets
+        from pipelines.verifier.run import new_card
         from pipelines.verifier.run import train as run_train
 
         setup_logging(verbose)
@@ -87,6 +88,7 @@ def register(app: typer.Typer) -> None:
         _outputs_or_fail(None, validation_csv)
         console = Console(stderr=True)
         try:
+            new_card(out, options.verifier_id)  # before any photo is read
             dataset = load_datasets(data, uncertain=uncertain)
             _say_notes(dataset.notes)
             with console.status("training") as status:
@@ -250,7 +252,7 @@ def register(app: typer.Typer) -> None:
         for t, n in picked.items():
             typer.echo(f"  {t}: {n} ({found[t]} found by the verifier, {n - found[t]} just missed)")
         typer.echo(f"look at {out / 'index.html'}, fill in the label columns (README.md there), then: "
-                   f"streetwatch verifier train --data ../shared/datasets/street-scenes --data {out}")
+                   f"streetwatch verifier train --data ../shared/datasets/street-scenes --data {out} --id NEW_ID")
 
     @verifier.command("show")
     def show(verifier_id: Annotated[str, typer.Argument(help="Verifier id or card path (default: the promoted one).")] = "") -> None:
