@@ -3,6 +3,7 @@ and each photo's validation verdict (`verifier train --validation-csv`)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -265,3 +266,38 @@ def test_training_never_overwrites_a_verifier_and_says_which_id_is_free(tmp_path
     assert (f"{out / 'street-v7.yaml'}: verifier 'street-v7' exists already, and training would overwrite it: choose "
             "another --id (e.g. --id street-v7-3), or another --out") in " ".join(result.stderr.split())
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before and not (tmp_path / "cache").exists()
+
+
+def test_detect_and_triage_say_which_verifier_judged_after_a_promotion_and_going_back(tmp_path, monkeypatch, bus_jpg):
+    """After `verifier promote` of new heads (and of the shipped ones again) nothing but `verifier eval` said which heads
+    judged: detect printed verdicts, triage its counts and a report naming the detector alone, so a data clerk could not
+    tell whether a promotion was taken. detect says it on stderr, triage beside its summary and in the report's header."""
+    from detect.verifier.heads import HeadSet, write_card
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    shipped = find_card("street-v7")
+    folder = models / "verifiers"
+    folder.mkdir(parents=True)
+    write_card(HeadSet.load(shipped).card.model_copy(update={"id": "city-v8", "weights": "city-v8.npz"}), folder / "city-v8.yaml")
+    shutil.copy(shipped.with_suffix(".npz"), folder / "city-v8.npz")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(bus_jpg, photos / bus_jpg.name)
+    runner = CliRunner()
+
+    def triage(out: str) -> str:
+        result = runner.invoke(app, ["triage", str(photos), "--out", str(tmp_path / out), "--no-cases", "--ocr", "off",
+                                     "--workers", "1", "--no-progress"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        assert f"核验模型 verifier {out}" in (tmp_path / out / "report.html").read_text(encoding="utf-8")
+        return " ".join(result.stdout.split())
+
+    assert runner.invoke(app, ["verifier", "promote", "city-v8"]).exit_code == 0
+    assert f"judged with verifier city-v8 ({folder / 'city-v8.yaml'}, the promoted one; thresholds as trained" in triage("city-v8")
+    detect = runner.invoke(app, ["detect", "--json", str(bus_jpg)], env={"COLUMNS": "250"})
+    assert detect.exit_code == 0 and json.loads(detect.stdout)
+    assert f"judging with verifier city-v8 ({folder / 'city-v8.yaml'}, the promoted one;" in " ".join(detect.stderr.split())
+
+    assert runner.invoke(app, ["verifier", "promote", "street-v7"]).exit_code == 0  # going back to the shipped heads
+    assert f"judged with verifier street-v7 ({shipped}, the promoted one;" in triage("street-v7")

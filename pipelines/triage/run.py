@@ -51,6 +51,7 @@ class TriageResult:
     files: dict[str, Path] = field(default_factory=dict)
     withdrawals: Withdrawals = field(default_factory=Withdrawals)  # cases drafted from photos replaced since
     spool: SpoolRetry = field(default_factory=SpoolRetry)  # bundles earlier runs left in the spool: uploaded, still waiting
+    judgement: Judgement | None = None  # what judged this run's photos: the verifier the command says it judged with
 
     @property
     def readable(self) -> int:
@@ -136,7 +137,7 @@ def run_triage(
         journal.close(drop=finished)  # stopped part way: superseded records stay for the resume that finishes
     try:
         return finish(settings, stats, detector, case_writer, show_progress=show_progress, replaced=journal.replaced,
-                      class_names=taxonomy.class_names_zh)
+                      class_names=taxonomy.class_names_zh, judgement=judgement)
     except KeyboardInterrupt:
         raise ReportInterrupted() from None
 
@@ -221,11 +222,12 @@ def triage_detector(settings: TriageSettings, features: bool | None = None) -> D
 
 def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_writer: TriageCases | None = None,
            *, show_progress: bool = True, replaced: list[PhotoRecord] | None = None,
-           class_names: Mapping[str, str] | None = None) -> TriageResult:
+           class_names: Mapping[str, str] | None = None, judgement: Judgement | None = None) -> TriageResult:
     """Group all recorded positives, write cases (optional), cases.csv and report.html. `replaced`: judged records
     this run or an earlier one superseded (`Journal.replaced`), whose candidate cases are withdrawn first
     (`TriageCases.withdraw`); without cases they are kept (`journal.WITHDRAW`) for the next run that writes them.
-    `class_names`: the taxonomy's Chinese class names, for the report's captions (`Taxonomy.class_names_zh`)."""
+    `class_names`: the taxonomy's Chinese class names, for the report's captions (`Taxonomy.class_names_zh`).
+    `judgement`: what judged the photos (after `Judgement.check`): the report's header names its verifier."""
     out = settings.out
     results = out / RESULTS
     members, tally = collect_members(results)
@@ -247,8 +249,9 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
             refs = case_writer.write(groups, on_case=lambda: (bar.advance(task), plain()))
     spool = case_writer.spooled(uploaded) if case_writer is not None else SpoolRetry()  # this run's bundles too
     write_csv(out / CASES_CSV, groups, refs, settings.tz)
-    run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")}
+    run = {**detector.describe(), "finished": datetime.now(UTC).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S"),
+           "verifier": judgement and (judgement.verifier.heads.card.id if judgement.verifier else "none")}
     write_report(out / REPORT, results, groups, refs, tally, run, settings.tz, settings.report_max_cases, class_names)
     return TriageResult(stats, tally, groups, refs, out,
                         {"report": out / REPORT, "results": results, "cases": out / CASES_CSV}, withdrawals,
-                        spool)
+                        spool, judgement)

@@ -48,6 +48,20 @@ def judgement_or_fail(verifier: str | None, taxonomy=None):
         fail(str(exc))
 
 
+def judged_with(judgement) -> str:
+    """Which verifier a run judges with (the promoted one unless named), its card and where its thresholds come from:
+    without it, a run's figures could be anyone's, and after `verifier promote` (or going back) nothing said whether
+    detect, triage or watch judged with the new heads. After `Judgement.check`, a promoted verifier that stepped aside
+    for another detector is `none`, as the run judges."""
+    from pipelines.verifier.operating_points import threshold_source
+
+    if judgement.verifier is None:
+        return "verifier none (detector classes alone)"
+    heads = judgement.verifier.heads
+    which = "" if judgement.chosen else ", the promoted one"
+    return f"verifier {heads.card.id} ({heads.path}{which}; {threshold_source(heads.card)})"
+
+
 def fail_interrupted(out: Path, what: str = "photos", *, done: str | None = None) -> NoReturn:
     """Triage's line when Ctrl-C or SIGTERM stopped it (`TriageInterrupted`): what was recorded and how to go on, one
     wording for every command that runs triage (triage, patrol), where Typer would exit 130 without a word. `done`

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, VerifierOpt, fail, judgement_or_fail, print_error,
+    BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, VerifierOpt, fail, judged_with, judgement_or_fail, print_error,
     setup_logging,
 )
 
@@ -55,6 +55,7 @@ def detect(
         judgement.check(detector)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
+    typer.echo(f"judging with {judged_with(judgement)}", err=True)  # stdout stays the detections (--json)
     if out:
         out.mkdir(parents=True, exist_ok=True)
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted, say_spool,
-                                         settings_or_fail, setup_logging)
+from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted, judged_with,
+                                         say_spool, settings_or_fail, setup_logging)
 
 if TYPE_CHECKING:
     from pipelines.triage.cases import Withdrawals
@@ -99,6 +99,8 @@ def triage(
                + (f", {s.changed} changed since judged earlier and judged again (the new result replaces the old"
                   + (f"; {s.changed_unreadable} unreadable now, the error replacing it" if s.changed_unreadable else "")
                   + ")" if s.changed else ""))
+    if result.judgement is not None:
+        typer.echo(f"judged with {judged_with(result.judgement)}")
     n = len(result.groups)
     typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
                f"{t.errors} errors, {t.duplicates} duplicates")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.verifier.options import TrainOptions
-from streetwatch.commands.common import (BackendOpt, DeviceOpt, SettingsOpt, fail, judgement_or_fail, print_warning, settings_or_fail,
+from streetwatch.commands.common import (BackendOpt, DeviceOpt, SettingsOpt, fail, judged_with, judgement_or_fail, print_warning, settings_or_fail,
                                          setup_logging, writable_or_fail)
 
 DEFAULTS = TrainOptions()
@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
             total = len(dataset.photos)
             if limit:
                 dataset.photos = dataset.photos[:limit]
-            typer.echo(f"{_judged_with(judgement)}: judging {len(dataset.photos)}"
+            typer.echo(f"{judged_with(judgement)}: judging {len(dataset.photos)}"
                        + (f" of {total}" if len(dataset.photos) < total else "") + f" photos of {data}")
             imgsz = judgement.verifier.heads.card.imgsz if judgement.verifier else DEFAULTS.imgsz  # the size the heads read
             detector = load_detector(None, backend=backend, device=device, features=judgement.needs_features, imgsz=imgsz)
@@ -308,18 +308,6 @@ def register(app: typer.Typer) -> None:
             folders = ", ".join(str(d) for d in verifier_dirs())
             typer.echo(f"wrote {path}; use it with --verifier {path} (it is outside the verifier folders, {folders}: "
                        "move it there with the heads file it names to use it by id or promote it)")
-
-
-def _judged_with(judgement) -> str:
-    """Which verifier a run judges with (the promoted one unless named), its card and where its thresholds come from:
-    without it, a run's figures could be anyone's."""
-    from pipelines.verifier.operating_points import threshold_source
-
-    if judgement.verifier is None:
-        return "verifier none (detector classes alone)"
-    heads = judgement.verifier.heads
-    which = "" if judgement.chosen else ", the promoted one"
-    return f"verifier {heads.card.id} ({heads.path}{which}; {threshold_source(heads.card)})"
 
 
 def _say_notes(notes: list[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from streetwatch.commands.common import (
-    BackendOpt, ConfOpt, ImgszOpt, ModelOpt, RayOpt, SettingsOpt, VerifierOpt, fail, judgement_or_fail,
+    BackendOpt, ConfOpt, ImgszOpt, ModelOpt, RayOpt, SettingsOpt, VerifierOpt, fail, judged_with, judgement_or_fail,
     print_error, settings_or_fail, setup_logging,
 )
 
@@ -110,6 +110,7 @@ def watch(
         judgement.check(detector)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
+    typer.echo(f"judging with {judged_with(judgement)}; a verifier promoted later is taken at the next start", err=True)
     try:
         intake = Intake.from_settings(settings, ModelInfo.of(detector), taxonomy=taxonomy)
     except (EvidenceKeyError, StorageError) as exc:
