@@ -63,15 +63,15 @@ def cache_key(dataset: Dataset, backbone: str, detector_id: str, tiles: tuple[in
 
 def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], cache_dir: Path, *,
             synth: int = 0, seed: int = 0, font: Path | None = None, progress=None) -> Features:
-    """Features of every photo (and `synth` composites), from the cache when it holds them."""
+    """Features of every photo (and `synth` composites), from the cache when it holds them. A fresh extraction is
+    returned as read back from the cache it wrote, so the run that extracts and every later run of the same command
+    (the one a card records) train on the same numbers: the composites' slip boxes were float64 in the first and
+    float32 from the cache, and a tile at an edge of a slip changed sides (the flyposting head and its threshold of a
+    card, 0.8948, came out 0.9025 when its own command was run again)."""
     key = cache_key(dataset, backbone, detector.model_id, tiles, synth, seed)
     path = cache_dir / f"verifier-features-{backbone}-{key}.npz"
     if path.is_file():
-        z = np.load(path, allow_pickle=False)
-        boxes = [[tuple(b) for b in z["synth_box"][z["synth_box_of"] == k]] for k in range(len(z["synth_base"]))]
-        return Features(z["tiles"], z["vehicles"], z["vehicle_photo"], z["vehicle_box"], z["vehicle_class"].astype(str),
-                        z["synth_tiles"], z["synth_base"], boxes, [str(r).split(";") if r else [] for r in z["rules_found"]],
-                        z["objects"], z["object_photo"], z["object_box"])
+        return _cached(path)
     if is_neck(backbone) and neck_id(detector.model_id) != backbone:
         raise ValueError(f"backbone {backbone} is the neck of another detector than {detector.model_id}")
     eff = None
@@ -129,7 +129,16 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
              synth_box_of=np.array([k for k, bs in enumerate(feats.synth_boxes) for _ in bs], dtype=int),
              rules_found=np.array([";".join(r) for r in rules_found]), objects=feats.objects, object_photo=feats.object_photo,
              object_box=feats.object_box)
-    return feats
+    return _cached(path)
+
+
+def _cached(path: Path) -> Features:
+    """The features a cache file holds (what `extract` wrote there)."""
+    z = np.load(path, allow_pickle=False)
+    boxes = [[tuple(b) for b in z["synth_box"][z["synth_box_of"] == k]] for k in range(len(z["synth_base"]))]
+    return Features(z["tiles"], z["vehicles"], z["vehicle_photo"], z["vehicle_box"], z["vehicle_class"].astype(str),
+                    z["synth_tiles"], z["synth_base"], boxes, [str(r).split(";") if r else [] for r in z["rules_found"]],
+                    z["objects"], z["object_photo"], z["object_box"])
 
 
 def _features(image: np.ndarray, detector, eff) -> tuple[FeatureMap, object]:
