@@ -220,8 +220,9 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
 @pytest.mark.slow  # the scores page loaded once more on a phone
 def test_a_scored_item_s_cases_are_whole_on_a_phone(site):
     """A scored item's cases (SW20261103-1a2b3c4d5e6f, …) were broken anywhere (break-all), an id split over two lines
-    on a phone where a reviewer reads it to find the case. At 360 px each id is on one line, as the table's headings
-    and the unit's words (WORDS_BROKEN), the page no wider than the screen."""
+    on a phone where a reviewer reads it to find the case, and an item's name inside a word (每处 / 扣). At 360 px each
+    id is on one line, as the table's headings and the words of the unit's headings and items (WORDS_BROKEN), the page
+    no wider than the screen."""
     from selenium.webdriver.common.by import By
 
     b = site["browser"]

@@ -169,11 +169,14 @@ def test_a_label_and_its_field_share_a_line_on_an_office_screen(tmp_path, bus_jp
                 assert b.execute_script(LABELS_APART) == [], f"/ui/{page} at {width} px"
 
 
-#: Each word of a shown label, table heading, file field's line (what it holds) or scored item's case id, its own text
-#: split at spaces, brackets and the slash between alternatives (the scoring sheet's 越门/窗占道经营, broken after it as
-#: the browser may), broken over lines: the word and the element's text.
+#: Each word of a shown label, heading (a page's, a table's), file field's line (what it holds), scored item's case id,
+#: camera's note in the list, the map's export hint, a scored unit's item or a cell of a case's logs (an actor's
+#: pieces), its own text split at spaces, brackets, colons and the slash between alternatives (the scoring sheet's
+#: 越门/窗占道经营, an actor's rules:batch-7/bus, broken after it as the browser may), broken over lines: the word and
+#: the element's text.
 WORDS_BROKEN = """
-return [...document.querySelectorAll('label, th, .file-chosen, small.cases, small.cases > span')].filter((e) => e.offsetParent !== null).flatMap((e) =>
+return [...document.querySelectorAll(`label, th, .file-chosen, small.cases, small.cases > span, h1, h2, h3, .list li .note,
+  #export-scope, #export-scope > span, #unit li, .log td, .log .actor > span`)].filter((e) => e.offsetParent !== null).flatMap((e) =>
   [...e.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).flatMap((text) =>
     [...text.textContent.matchAll(/[^\\s()（）:：,，、/]+/g)].flatMap((word) => {
       const range = document.createRange();
@@ -194,22 +197,31 @@ def test_a_label_s_words_are_whole_on_a_phone(tmp_path, bus_jpg, bus_event):
     """On a phone the queue's case form broke its labels where the line ran out, inside a Chinese word (严重程 / 度
     Severity), the desktop's rule keeping a label whole (nowrap) being for office screens only; the city page's table
     headings (编 / 号 Id, 开始 / 时间 Start, 复查 Re- / check) and its file fields' lines (未选择文件 N / o file chosen)
-    alike. At 390 and 360 px, on every page with labels (the queue's filters and case, the map's and the scores'
-    filters, the city page's register, call-out list and patrol forms, the cameras' search, the login), no word of a
-    label, a table's heading or a file field's line is broken over two lines; a file's name wider than the phone is
-    broken all the same, the page no wider than the screen."""
+    alike, and its section's heading (warn, re- / check), the case's history (rules:batch- / 7/bus), a camera's
+    note (broken anywhere) and the map's export hint (起的案 / 件). At 390 and 360 px, on every page with labels (the
+    queue's filters and case, the map's and the scores' filters, the city page's register, call-out list and patrol
+    forms, the cameras' search, the login), no word of a label, a heading, a file field's line, the case's logs, a
+    camera's note (cam-02's scene refused) or the export hint is broken over two lines; a file's name wider than the
+    phone is broken all the same, the page no wider than the screen."""
     from selenium.webdriver.common.by import By
 
     register = tmp_path / LONG_FILE
     register.write_text("id,name\n", encoding="utf-8")
+    settings = site_settings(tmp_path, bus_jpg)
+    (tmp_path / "cameras" / "cam-02.yaml").write_text("camera_id: cam-02\nzones: [\n", encoding="utf-8")  # a scene error
 
-    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served:
+    with served_pages(tmp_path, settings, lambda app: draft_cases(app, bus_event, [{}])) as served:
         for width in (390, 360):
             b = office_screen(served, width, mobile=True)
             for page in ("queue", "map", "scores", "city", "cameras", "login"):
                 b.get(f"{served['base']}/ui/{page}")
-                if page == "queue":  # the case's form drawn, its lists filled
-                    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#edit-type option")) > 1, f"the case at {width} px")
+                if page == "queue":  # the case's form and history drawn, its lists filled
+                    _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#edit-type option")) > 1
+                          and d.find_elements(By.CSS_SELECTOR, "#history td"), f"the case at {width} px")
+                elif page == "map":  # the export hint names the map's window
+                    _wait(b, lambda d: d.find_element(By.ID, "export-scope").text, f"the export hint at {width} px")
+                elif page == "cameras":
+                    _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, ".list li .note"), f"cam-02's scene error at {width} px")
                 elif page != "login":
                     _wait(b, lambda d: d.find_element(By.ID, "zone").text, f"/ui/{page} at {width} px")
                 _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#f-type option, #f-by option")) > 1

@@ -28,9 +28,10 @@ function showExportScope() {
   const box = document.getElementById("export-scope");
   if (!box) return;
   const q = exportParams("csv");
-  box.textContent = q.get("period") ? `导出期间 Exports period ${q.get("period")}`
-    : q.get("since") ? `导出 ${q.get("since")} 起的案件（地图默认期间）Exports the cases since ${q.get("since")} (the map's default days)`
-    : unknownWindow(q) ? "" : "导出全部期间 Exports every period";
+  const whole = (key) => SW.el("span", { class: "whole" }, q.get(key));  // a date never broken at its hyphen (2026-11- / 08)
+  box.replaceChildren(...(q.get("period") ? ["导出期间 Exports period ", whole("period")]
+    : q.get("since") ? ["导出 ", whole("since"), " 起的案件（地图默认期间）Exports the cases since ", whole("since"), " (the map's default days)"]
+    : unknownWindow(q) ? [] : ["导出全部期间 Exports every period"]));
 }
 
 for (const format of ["csv", "xlsx"]) {

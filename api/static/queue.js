@@ -220,15 +220,22 @@ function logTable(id, heads, rows) {
     ...rows.map((cells) => SW.el("tr", {}, ...cells.map((v) => SW.el("td", {}, v)))));
 }
 
+// Who acted, broken over lines only after a ':' or '/' (each piece kept whole, app.css span.whole): at its hyphen, as a
+// browser may, the history's rules:batch-7/bus read rules:batch- / 7/bus on a phone.
+function actorText(actor) {
+  const pieces = String(actor == null ? "" : actor).split(/(?<=[:/])/);
+  return SW.el("span", { class: "actor" }, ...pieces.flatMap((p, n) => [...(n ? [SW.el("wbr")] : []), SW.el("span", { class: "whole" }, p)]));
+}
+
 // The case's history (state changes: who, when, why) and its revisions (field from → to: who, when), oldest first,
 // times on the city's clock like every other time on the page.
 function changeLog(d) {
-  const moves = d.history.map((h) => [SW.time(h.at), h.actor,
+  const moves = d.history.map((h) => [SW.time(h.at), actorText(h.actor),
     h.from && h.from !== h.to ? `${stateName(h.from)} → ${stateName(h.to)}` : stateName(h.to), h.reason || ""]);
-  const revisions = ((d.case.details && d.case.details.revisions) || []).map((r) => [SW.time(r.at), r.by,
+  const revisions = ((d.case.details && d.case.details.revisions) || []).map((r) => [SW.time(r.at), actorText(r.by),
     FIELD_NAMES[r.field] || r.field,
     `${revisionValue(r.field, r.from)} → ${revisionValue(r.field, r.to)}${r.derived_from ? "（随网格推算 from the grid cell）" : ""}`]);
-  const notes = ((d.case.details && d.case.details.notes) || []).map((n) => [SW.time(n.at), n.by, n.text]);
+  const notes = ((d.case.details && d.case.details.notes) || []).map((n) => [SW.time(n.at), actorText(n.by), n.text]);
   return [
     SW.el("h3", {}, "处理记录 History"),
     logTable("history", ["时间 Time", "操作人 By", "状态 State", "原因 Reason"], moves),
