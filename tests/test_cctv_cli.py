@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from detect.digests import sha256_file
 from detect.evidence import verify_bundle
 from pipelines.cases import CaseStore
 from pipelines.cctv.config import load_cameras
@@ -133,6 +134,11 @@ def test_a_restart_without_any_flag_keeps_the_standing_violation_and_its_one_cas
     [case] = store.list()
     store.close()
     assert case.cleared_at is not None and len(_opened(events)) == 1
+    card = REPO / "models" / "verifiers" / "street-v7.yaml"  # the promoted heads judged with the detector: the bundle says which
+    manifest = json.loads((tmp_path / "ev" / case.id / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["verifier"] == {"id": "street-v7", "card_sha256": sha256_file(card),
+                                    "heads_sha256": sha256_file(card.with_suffix(".npz"))}
+    assert verify_bundle(tmp_path / "ev" / case.id, KEY.encode()).ok
 
     both = CliRunner().invoke(app, [*args, "--state", str(tmp_path / "other.state"), "--no-state"], env=env)
     assert both.exit_code == 2 and "--state and --no-state" in both.output

@@ -98,6 +98,10 @@ def test_groups_become_signed_cases_queued_and_delivered_once(tmp_path, photos, 
     assert [c["class_name"] for c in crops] == ["bus"] and crops[0]["width"] > 600
     assert manifest["times"]["first_seen"]["local"].startswith("2024-06-03T09:00:00")
     assert manifest["violation"]["minor_class"] == "机动车乱停放"
+    # the detector judged alone: the bundle and every result line say so (test_verifier_review.py: a verifier's heads)
+    assert manifest["verifier"] == {"id": "none", "card_sha256": None, "heads_sha256": None}
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 4 and all(r["verifier_model"] == manifest["verifier"] for r in lines)
 
     zipped = store.get(result.refs[1].case_id)  # a zip member's original is kept byte for byte too
     zbundle = Path(settings_obj.evidence_store.local_root) / zipped.id

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from detect.digests import sha256_file
 from detect.frames import Frame
 from detect.imageio import read_image
 from detect.judgement import load_judgement
@@ -291,6 +292,10 @@ def test_detect_and_triage_say_which_verifier_judged_after_a_promotion_and_going
                                      "--workers", "1", "--no-progress"], env={"COLUMNS": "250"})
         assert result.exit_code == 0, result.output
         assert f"核验模型 verifier {out}" in (tmp_path / out / "report.html").read_text(encoding="utf-8")
+        [record] = [json.loads(line) for line in (tmp_path / out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+        card = folder / "city-v8.yaml" if out == "city-v8" else shipped  # the same heads file, two cards: the card's digest tells
+        assert record["verifier_model"] == {"id": out, "card_sha256": sha256_file(card),
+                                            "heads_sha256": sha256_file(shipped.with_suffix(".npz"))}
         return " ".join(result.stdout.split())
 
     assert runner.invoke(app, ["verifier", "promote", "city-v8"]).exit_code == 0

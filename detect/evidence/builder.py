@@ -49,16 +49,42 @@ WINDOWS_REFUSED = '<>:"/\\|?*'
 
 
 @dataclass(frozen=True)
+class VerifierInfo:
+    """Which verifier heads judged what the detector saw: the card's id and the SHA-256 of the card (thresholds) and of
+    its heads file (weights); id `none` when the detector's classes judged alone. Without it a bundle named the detector
+    only, and a case found by street-v7's heads could not be told from one found after another verifier's promotion."""
+
+    id: str
+    card_sha256: str | None = None
+    heads_sha256: str | None = None
+
+    @classmethod
+    def of(cls, judgement) -> VerifierInfo:
+        """The verifier a `detect.judgement.Judgement` judges with, after its `check` (a promoted one that stepped aside
+        is `none`, as the run judges)."""
+        if judgement.verifier is None:
+            return cls("none")
+        heads = judgement.verifier.heads
+        return cls(heads.card.id, sha256_file(heads.path), sha256_file(heads.path.parent / heads.card.weights))
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"id": self.id, "card_sha256": self.card_sha256, "heads_sha256": self.heads_sha256}
+
+
+@dataclass(frozen=True)
 class ModelInfo:
-    """Which model saw it: id (name/version) and the SHA-256 of its weight file."""
+    """Which models saw it: the detector's id (name/version) and the SHA-256 of its weight file, and the verifier that
+    judged with it (None: not known to the writer, which builds no bundle, as a spool retry)."""
 
     id: str
     sha256: str | None = None
+    verifier: VerifierInfo | None = None
 
     @classmethod
-    def of(cls, detector) -> ModelInfo:
-        """The model a `detect.engine.Detector` runs, with the digest of the file it loaded."""
-        return cls(detector.model_id, sha256_file(detector.model_path))
+    def of(cls, detector, judgement=None) -> ModelInfo:
+        """The model a `detect.engine.Detector` runs, with the digest of the file it loaded, and the verifier of
+        `judgement` (checked against that detector)."""
+        return cls(detector.model_id, sha256_file(detector.model_path), VerifierInfo.of(judgement) if judgement else None)
 
 
 @dataclass
@@ -185,6 +211,7 @@ class EvidenceBuilder:
             "score": round(float(event.score), 4),
             "object_count": event.object_count,
             "model": {"id": self.model.id, "sha256": self.model.sha256},
+            "verifier": self.model.verifier.to_json() if self.model.verifier else None,
             "thresholds": dict(event.thresholds),
             "detections": detections_json(event.detections),
             "text": {"texts": list(event.texts), "phones": list(event.phones)},

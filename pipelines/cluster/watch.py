@@ -47,7 +47,7 @@ import cv2
 
 from detect.digests import sha256_file
 from detect.engine import load_detector
-from detect.evidence import ModelInfo
+from detect.evidence import ModelInfo, VerifierInfo
 from detect.frames import Frame
 from detect.judgement import load_judgement
 from detect.taxonomy import Taxonomy, load_taxonomy
@@ -412,8 +412,8 @@ class ClusterWatcher:
         checkpoints = ray.remote(Checkpoints).options(num_cpus=0, resources={HEAD_NODE: 0.001}, max_concurrency=1)
         saved = load_file(self.state_path) if self.state_path is not None else None
         self._checkpoints = checkpoints.remote(saved, f"state file {self.state_path}")
-        self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, ModelInfo(facts["model"], facts["sha256"]), facts,
-                               self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
+        model = ModelInfo(facts["model"], facts["sha256"], VerifierInfo.of(judgement))
+        self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, model, facts, self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
                                self.settings.cluster.checkpoint_s, log_level)
         self.facts = facts
         for group in self.groups:

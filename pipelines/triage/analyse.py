@@ -16,13 +16,14 @@ import supervision as sv
 
 from detect import fields
 from detect.engine.profile import StageProfile
+from detect.evidence import VerifierInfo
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from detect.verifier import Verdicts
 from pipelines.triage.findings import Finding, merge_events
 from pipelines.triage.grouping import perceptual_hash
 from pipelines.triage.photos import Photo
-from pipelines.triage.record import PhotoFinding, PhotoRecord, RecordStatus, TypeVerdict, boxes_of
+from pipelines.triage.record import PhotoFinding, PhotoRecord, RecordStatus, TypeVerdict, VerifierModel, boxes_of
 
 THUMBS = "thumbs"
 
@@ -30,13 +31,16 @@ THUMBS = "thumbs"
 class Analyser:
     """Photo rules (no dwell), per-type findings and report thumbnails for decoded photos."""
 
-    def __init__(self, rules: PhotoRules, taxonomy: Taxonomy, out_dir: Path, thumb_side: int, model_id: str) -> None:
+    def __init__(self, rules: PhotoRules, taxonomy: Taxonomy, out_dir: Path, thumb_side: int, model_id: str,
+                 verifier: VerifierInfo | None = None) -> None:
+        """`verifier`: what judges with the detector (`VerifierInfo.of` the checked judgement), named in every record."""
         self.rules = rules
         self.taxonomy = taxonomy
         self.thumb_dir = out_dir / THUMBS
         self.thumb_dir.mkdir(parents=True, exist_ok=True)
         self.thumb_side = thumb_side
         self.model_id = model_id
+        self.verifier = VerifierModel(**verifier.to_json()) if verifier is not None else None
 
     def findings(self, photo: Photo, detections: sv.Detections, verified: frozenset[str] = frozenset()) -> list[Finding]:
         return merge_events(self.rules.process(photo.frame(), detections, verified=verified, grade=photo.grade))
@@ -70,6 +74,7 @@ class Analyser:
             photo_id=photo.photo_id,
             **photo.facts(),
             model=self.model_id,
+            verifier_model=self.verifier,
             detections=boxes_of(detections, photo.scale),
             findings=[PhotoFinding.of(f, self.taxonomy, photo.scale) for f in findings],
             **extra,

@@ -30,12 +30,12 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from detect.config_io import replaced_atomically
 from detect.events import ViolationEvent
-from detect.evidence import BundleContext, SigningKeys
+from detect.evidence import BundleContext, SigningKeys, VerifierInfo
 from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
@@ -97,6 +97,12 @@ class TriageCases:
         self.intake, self.store, self.batch_id = intake, store, batch_id
         self.staging = staging
         self.archives = ArchiveCache()
+
+    def judged_by(self, verifier: VerifierInfo) -> None:
+        """Name the verifier the run judges with in every bundle written (the manifest's `verifier`): the writer is
+        opened before the run's judgement is checked against its detector (patrol's before triage loads it)."""
+        builder = self.intake.builder
+        builder.model = replace(builder.model, verifier=verifier)
 
     def write(self, groups: list[Group], on_case=None) -> list[CaseRef]:
         """One `CaseRef` per group, in order; a group whose photos cannot be read again gets none. The run retries

@@ -87,6 +87,15 @@ def detections_of(boxes: Sequence[Box]) -> sv.Detections:
     )
 
 
+class VerifierModel(RecordModel):
+    """Which verifier heads judged a photo (`detect.evidence.VerifierInfo`): without it a line named the detector only,
+    and the results of two runs either side of a `verifier promote` could not be told apart."""
+
+    id: str = Field(description="The verifier's id; `none` when the detector's classes judged alone.")
+    card_sha256: str | None = Field(None, description="SHA-256 of its card (the thresholds).")
+    heads_sha256: str | None = Field(None, description="SHA-256 of its heads file (the weights).")
+
+
 class TypeVerdict(RecordModel):
     """The verifier's judgement of one violation type on the whole photo."""
 
@@ -185,6 +194,8 @@ class PhotoRecord(RecordModel):
     detections: list[Box] = Field(default_factory=list, description="Every box the detector (and OCR) found.")
     findings: list[PhotoFinding] = Field(default_factory=list, description="Violations found, one per type, best first.")
     verifier: dict[str, TypeVerdict] | None = Field(None, description="Verifier verdicts per type (absent when it was off).")
+    verifier_model: VerifierModel | None = Field(None, description="The verifier that judged it, as its evidence manifest's "
+                                                                   "`verifier` (id `none`: the detector's classes alone).")
     phash: str | None = Field(None, description="Perceptual hash (16 hex digits) of a photo with findings.")
     thumb: str | None = Field(None, description="Its thumbnail, relative to the output folder.")
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from detect.cityzones import load_city_zones
 from detect.engine import Detector, load_detector
-from detect.evidence import SigningKeys
+from detect.evidence import SigningKeys, VerifierInfo
 from detect.imageio import missing_reason
 from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules
@@ -120,8 +120,11 @@ def run_triage(
         detector = detector or photos.load_detector(settings, judgement.needs_features)
         judgement.check(detector)
         case_writer = case_writer or _case_writer(settings, deployment, detector, taxonomy, keys, store, evidence)
+        verifier = VerifierInfo.of(judgement)
+        if case_writer is not None:
+            case_writer.judged_by(verifier)
         analyser = Analyser(PhotoRules(taxonomy=taxonomy, city_zones=city_zones, settings=deployment.rules), taxonomy, settings.out,
-                            settings.thumb_side, detector.model_id)
+                            settings.thumb_side, detector.model_id, verifier)
         sources = expand_sources(inputs)
         _say_resumed(journal, sources, settings.out)
         stats = photos.process(sources, settings, detector, analyser, journal, grid, judgement, show_progress)

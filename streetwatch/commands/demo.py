@@ -35,7 +35,7 @@ def _monitor(settings, cameras_file: Path, detector, events_path: Path, judgemen
     from pipelines.cctv.service import Watcher
     from pipelines.cctv.snapshots import SnapshotWriter
 
-    intake = Intake.from_settings(settings, ModelInfo.of(detector))
+    intake = Intake.from_settings(settings, ModelInfo.of(detector, judgement))
     with open(events_path, "a", encoding="utf-8") as sink:
         def on_record(data: dict) -> None:
             sink.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")

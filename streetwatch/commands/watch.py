@@ -112,7 +112,7 @@ def watch(
         fail(str(exc))
     typer.echo(f"judging with {judged_with(judgement)}; a verifier promoted later is taken at the next start", err=True)
     try:
-        intake = Intake.from_settings(settings, ModelInfo.of(detector), taxonomy=taxonomy)
+        intake = Intake.from_settings(settings, ModelInfo.of(detector, judgement), taxonomy=taxonomy)
     except (EvidenceKeyError, StorageError) as exc:
         fail(str(exc))
     sink = open(events, "a", encoding="utf-8") if events else None
