@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,27 +240,52 @@ def test_eval_says_which_verifier_and_thresholds_it_judged_with_and_how_many_pho
             f"judging 3 photos of {tmp_path}") in result.output
 
 
-def test_training_never_overwrites_a_verifier_and_says_which_id_is_free(tmp_path):
-    """`--out` and `--id` default to models/verifiers and street-v7, and the next steps `data from-cases --verifier` and
-    `verifier to-label` printed named no --id: following them trained over the shipped (promoted) heads and their card.
-    A card or heads of the id in --out are refused before any photo is read, naming the file and a free id."""
+def _shipped_copy(out: Path) -> Path:
+    """`out` holding a copy of the shipped street-v7 card and heads."""
+    shipped = find_card("street-v7")
+    out.mkdir(parents=True)
+    for f in (shipped, shipped.with_suffix(".npz")):
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def _stall_sheet(sheet: Path) -> Path:
+    """A labelled folder of six real street photos, every other one a stall."""
     from pipelines.verifier.data import write_rows
     from tests.test_verifier_parts import STREET_SCENES
 
-    shipped = find_card("street-v7")
-    out = tmp_path / "verifiers"
-    out.mkdir()
-    for f in (shipped, shipped.with_suffix(".npz")):
-        shutil.copy(f, out / f.name)
-    (out / "street-v7-2.npz").write_bytes(b"")  # heads of street-v7-2 left by a run: that id is taken too
-    before = {f.name: f.read_bytes() for f in out.iterdir()}
-    sheet = tmp_path / "sheet"
     photos = sorted((STREET_SCENES / "images" / "cn2").glob("*.jpg"))[:6]
     (sheet / "images").mkdir(parents=True)
     for p in photos:
         shutil.copy(p, sheet / "images" / p.name)
     write_rows(sheet / "labels.csv", ["file", "group", "street_stall"],
                [{"file": f"images/{p.name}", "group": f"g{i}", "street_stall": i % 2} for i, p in enumerate(photos)])
+    return sheet
+
+
+def test_training_without_out_writes_where_promote_writes_not_under_the_current_folder(tmp_path, monkeypatch):
+    """`verifier train --out` defaulted to models/verifiers under the current folder, ignoring $STREETWATCH_MODELS, so a
+    deployment's heads went into the checkout (or wherever the command ran) while `verifier promote` and every reader
+    looked in $STREETWATCH_MODELS. It defaults to verifiers/ of the first writable model folder: a street-v7 there is
+    the one training refuses to overwrite, before any photo is read."""
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    out = _shipped_copy(models / "verifiers")
+    result = CliRunner().invoke(app, ["verifier", "train", "--data", str(_stall_sheet(tmp_path / "sheet")), "--synth", "0",
+                                      "--cache", str(tmp_path / "cache")], env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{out / 'street-v7.yaml'}: verifier 'street-v7' exists already" in " ".join(result.stderr.split())
+    assert not (tmp_path / "cache").exists()
+
+
+def test_training_never_overwrites_a_verifier_and_says_which_id_is_free(tmp_path):
+    """`--out` and `--id` default to models/verifiers and street-v7, and the next steps `data from-cases --verifier` and
+    `verifier to-label` printed named no --id: following them trained over the shipped (promoted) heads and their card.
+    A card or heads of the id in --out are refused before any photo is read, naming the file and a free id."""
+    out = _shipped_copy(tmp_path / "verifiers")
+    (out / "street-v7-2.npz").write_bytes(b"")  # heads of street-v7-2 left by a run: that id is taken too
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    sheet = _stall_sheet(tmp_path / "sheet")
 
     result = CliRunner().invoke(app, ["verifier", "train", "--data", str(sheet), "--out", str(out), "--synth", "0",
                                       "--cache", str(tmp_path / "cache")], env={"COLUMNS": "250"})

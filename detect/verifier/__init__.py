@@ -17,17 +17,31 @@ from detect.verifier.heads import HeadsCard, HeadSet, VerifierError
 from detect.verifier.verifier import Verdicts, Verifier, evidence, verified_class
 
 __all__ = ["HeadSet", "HeadsCard", "Verdicts", "Verifier", "VerifierError", "evidence", "find_card", "load_verifier",
-           "promote_verifier", "promoted_id", "verified_class", "verifier_dirs"]
+           "promote_verifier", "promoted_id", "verified_class", "verifier_dirs", "writable_verifier_dir"]
 
 NONE = "none"
 PROMOTED = "promoted.yaml"
+
+
+VERIFIERS = "verifiers"
+"""The folder of verifier cards, heads and `promoted.yaml` in each model folder."""
 
 
 def verifier_dirs() -> list[Path]:
     """`verifiers/` of each model folder, in the registry's order (the wheel's shipped heads last)."""
     from detect.registry import model_dirs
 
-    return [d / "verifiers" for d in model_dirs()]
+    return [d / VERIFIERS for d in model_dirs()]
+
+
+def writable_verifier_dir() -> Path:
+    """Where new heads go unless told: `verifiers/` of the first model folder this user may write
+    (`writable_models_dir`: `$STREETWATCH_MODELS`' first, else the checkout's `models/`, else `./models`), the folder
+    `promote_verifier` writes into, so heads trained for a deployment sit where its promotion and every reader look,
+    not in `models/verifiers` under whatever folder the command was run from."""
+    from detect.registry import writable_models_dir
+
+    return writable_models_dir() / VERIFIERS
 
 
 _NONE_PROMOTED = (
@@ -97,6 +111,6 @@ def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
     heads = HeadSet.load(card)
     text = f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n"
     try:
-        return write_promotion("verifiers", verifier_id, _record_id, text), heads.card
+        return write_promotion(VERIFIERS, verifier_id, _record_id, text), heads.card
     except PromotionOutvoted as exc:
         raise VerifierError(str(exc)) from None

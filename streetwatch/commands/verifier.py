@@ -69,7 +69,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(verifier, name="verifier")
 
     @verifier.command("train")
-    def train(data: DataOpt, out: Annotated[Path, typer.Option("--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz).")] = Path("models/verifiers"),
+    def train(data: DataOpt, out: Annotated[Path | None, typer.Option(
+                  "--out", help="Folder for the card (<id>.yaml) and heads (<id>.npz). Default: verifiers/ of the first model folder "
+                                "you may write ($STREETWATCH_MODELS' first, else the project's models/, else ./models), where "
+                                "`verifier promote` writes.")] = None,
               backbone: BackboneOpt = DEFAULTS.backbone, imgsz: ImgszOpt = DEFAULTS.imgsz, verifier_id: VerifierIdOpt = DEFAULTS.verifier_id,
               tiles: TilesOpt = DEFAULTS.tiles_text,
               c: RegularisationOpt = DEFAULTS.c, folds: FoldsOpt = DEFAULTS.folds, synth: SynthOpt = DEFAULTS.synth, seed: SeedOpt = DEFAULTS.seed,
@@ -78,6 +81,7 @@ def register(app: typer.Typer) -> None:
         """Train the heads on labelled photos, validate them by group split, and write their card."""
         from rich.console import Console
 
+        from detect.verifier import writable_verifier_dir
         from detect.verifier.heads import VerifierError
         from pipelines.verifier.data import DatasetError, load_datasets
         from pipelines.verifier.run import new_card
@@ -87,6 +91,7 @@ def register(app: typer.Typer) -> None:
         options = _options(backbone, imgsz, verifier_id, tiles, c, folds, synth, seed, heads)
         _outputs_or_fail(None, validation_csv)
         console = Console(stderr=True)
+        out = out or writable_verifier_dir()
         try:
             new_card(out, options.verifier_id)  # before any photo is read
             dataset = load_datasets(data, uncertain=uncertain)
