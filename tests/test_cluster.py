@@ -326,6 +326,7 @@ def test_four_replayed_cameras_across_two_nodes_open_the_same_cases(tmp_path, ra
     run = _cli(["watch", "--cameras", str(four_cameras), "--config", str(config), "--replay", "--no-state", "--events", str(events),
                 "--snapshots", str(tmp_path / "snaps"), "--snapshot-every", "1", "--ray", ray_cluster["address"]], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "judging with verifier street-v7 (" in run.stderr, run.stderr[-3000:]  # as `watch` says it without --ray
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["owners"] == 2 and summary["restarts"] == 0 and summary["cluster"]["nodes"] == 2
     assert len({cam["node"] for cam in summary["cameras"].values()}) == 2  # the owners ran on both nodes

@@ -38,6 +38,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,7 +50,7 @@ from detect.digests import sha256_file
 from detect.engine import load_detector
 from detect.evidence import ModelInfo, VerifierInfo
 from detect.frames import Frame
-from detect.judgement import load_judgement
+from detect.judgement import Judgement, load_judgement
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.intake import Intake
 from pipelines.cctv.config import load_cameras
@@ -364,6 +365,7 @@ class ClusterWatcher:
     snapshot_every_s: float = 10.0
     taxonomy: Taxonomy = field(default_factory=load_taxonomy)
     state_path: Path | None = None  # the cameras' rules states kept across a stop (`pipelines.cctv.state`); None: not kept
+    on_judgement: Callable[[Judgement], None] | None = None  # told what judges, once checked against the actors' detector
 
     def __post_init__(self) -> None:
         self.cameras_path = self.cameras_path.absolute()
@@ -409,6 +411,8 @@ class ClusterWatcher:
         except ray.exceptions.RayActorError as exc:
             raise ClusterError(f"the inference actors cannot load the model: {exc}") from None
         judgement.check(RemoteDetector(self._servers, facts))
+        if self.on_judgement is not None:  # `watch` says it as without --ray: a promotion is taken at the next start
+            self.on_judgement(judgement)
         checkpoints = ray.remote(Checkpoints).options(num_cpus=0, resources={HEAD_NODE: 0.001}, max_concurrency=1)
         saved = load_file(self.state_path) if self.state_path is not None else None
         self._checkpoints = checkpoints.remote(saved, f"state file {self.state_path}")

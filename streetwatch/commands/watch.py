@@ -110,7 +110,7 @@ def watch(
         judgement.check(detector)
     except (DetectorConfigError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc))
-    typer.echo(f"judging with {judged_with(judgement)}; a verifier promoted later is taken at the next start", err=True)
+    _say_judging(judgement)
     try:
         intake = Intake.from_settings(settings, ModelInfo.of(detector, judgement), taxonomy=taxonomy)
     except (EvidenceKeyError, StorageError) as exc:
@@ -157,6 +157,11 @@ def _exit_when_nothing_replayed(summary: dict, replay: bool) -> None:
         fail("no camera could be replayed (each one's reason is in the summary above)", code=1)
 
 
+def _say_judging(judgement) -> None:
+    """What `watch` judges with, on stderr at the start, with --ray or without (`judged_with`)."""
+    typer.echo(f"judging with {judged_with(judgement)}; a verifier promoted later is taken at the next start", err=True)
+
+
 def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, replay: bool, events: Path | None,
                   snapshots: Path | None, snapshot_every: float, verifier: str | None, metrics_port: int | None,
                   metrics_addr: str, state: Path | None) -> None:
@@ -190,7 +195,7 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
             watcher = ClusterWatcher(cameras, absolute_paths(settings), info, InferenceOptions(**detector), replay=replay,
                                      verifier=verifier, on_record=on_record, snapshot_dir=snapshots.absolute() if snapshots else None,
                                      snapshot_every_s=snapshot_every, taxonomy=settings.load_taxonomy(),
-                                     state_path=state.absolute() if state else None)
+                                     state_path=state.absolute() if state else None, on_judgement=_say_judging)
             server = _start(watcher, cameras, bool(watcher.groups), metrics_port, metrics_addr)
             summary = watcher.run()
     except (ClusterError, ConfigError, VerifierError) as exc:
