@@ -817,3 +817,35 @@ def test_a_join_the_head_refuses_names_token_authentication(monkeypatch):
     assert "(RAY_AUTH_MODE is 'token' here)" in join_refused("10.0.0.10:6379", refused)
     assert "RAY_AUTH_MODE" in (REPO / "docs" / "scale-out.md").read_text(encoding="utf-8")
     assert "### Plain machines" in (REPO / "docs" / "scale-out.md").read_text(encoding="utf-8")
+
+
+def test_every_owner_judges_with_the_verifier_the_driver_checked_though_another_is_promoted_since(
+        tmp_path, real_sample_dir, monkeypatch):
+    """Each owner loaded its verifier by the name given (the promoted one by default), so an owner restarted after a
+    `verifier promote` judged with the new heads while its bundles named the driver's. The owners are sent the card the
+    driver checked (its path), or `none` where the promoted one stepped aside for another detector."""
+    from detect.evidence import VerifierInfo
+    from detect.judgement import load_judgement
+    from detect.verifier import promote_verifier
+    from pipelines.cluster import watch
+
+    shipped = REPO / "models" / "verifiers"
+    mine = tmp_path / "models" / "verifiers"
+    mine.mkdir(parents=True)
+    shutil.copy2(shipped / "street-v7.npz", mine / "street-v7.npz")
+    (mine / "mine.yaml").write_text((shipped / "street-v7.yaml").read_text(encoding="utf-8").replace("id: street-v7", "id: mine", 1),
+                                    encoding="utf-8")
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "models"))
+    watcher = _two_owners(tmp_path, real_sample_dir, state=None)
+    facts = watch.InferenceServer("yolo11n", "onnx", "cpu", 0.25, 640, True, 8, 0.05, 1, logging.INFO).facts()
+    judgement = load_judgement(None, watcher.taxonomy)  # the promoted street-v7, as the driver starts
+    judgement.check(watch.RemoteDetector([], facts))
+    spec = watcher._owner_spec(judgement, facts, logging.INFO)
+    promote_verifier("mine")  # while the cluster runs
+    owner = load_judgement(spec.verifier, spec.taxonomy)  # an owner restarted now
+    assert spec.model.verifier.id == "street-v7" and VerifierInfo.of(owner) == spec.model.verifier
+
+    judgement = load_judgement(None, watcher.taxonomy)  # `mine`, trained for another input size than the actors'
+    judgement.check(watch.RemoteDetector([], {**facts, "imgsz": 320}))  # steps aside: the detector judges alone
+    spec = watcher._owner_spec(judgement, facts, logging.INFO)
+    assert spec.verifier == "none" and load_judgement(spec.verifier, spec.taxonomy).verifier is None

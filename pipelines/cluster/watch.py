@@ -52,6 +52,7 @@ from detect.evidence import ModelInfo, VerifierInfo
 from detect.frames import Frame
 from detect.judgement import Judgement, load_judgement
 from detect.taxonomy import Taxonomy, load_taxonomy
+from detect.verifier import NONE
 from pipelines.cases.intake import Intake
 from pipelines.cctv.config import load_cameras
 from pipelines.cctv.reader import CameraStatus, Status
@@ -82,7 +83,7 @@ class WatchSpec:
     taxonomy: Taxonomy
     model: ModelInfo
     facts: dict[str, Any]  # the inference actors' detector: model id, names, neck output, describe()
-    verifier: str | None
+    verifier: str  # the card the driver checked (its path), or `none`: every owner judges as the driver said
     replay: bool
     snapshot_every_s: float | None  # None: no snapshots
     checkpoint_s: float
@@ -416,12 +417,19 @@ class ClusterWatcher:
         checkpoints = ray.remote(Checkpoints).options(num_cpus=0, resources={HEAD_NODE: 0.001}, max_concurrency=1)
         saved = load_file(self.state_path) if self.state_path is not None else None
         self._checkpoints = checkpoints.remote(saved, f"state file {self.state_path}")
-        model = ModelInfo(facts["model"], facts["sha256"], VerifierInfo.of(judgement))
-        self._spec = WatchSpec(self.cameras_path, self.settings, self.taxonomy, model, facts, self.verifier, self.replay, self.snapshot_every_s if self.snapshot_dir else None,
-                               self.settings.cluster.checkpoint_s, log_level)
+        self._spec = self._owner_spec(judgement, facts, log_level)
         self.facts = facts
         for group in self.groups:
             self._start_owner(group)
+
+    def _owner_spec(self, judgement: Judgement, facts: dict[str, Any], log_level: int) -> WatchSpec:
+        """What every owner is sent. Its verifier is the card this driver checked against the actors' detector (its
+        path), or `none` where the detector judges alone (the promoted one stepped aside), never the name given: an owner
+        (re)started after a `verifier promote` loaded the new heads by that name, while its bundles named the driver's."""
+        checked = NONE if judgement.verifier is None else str(judgement.verifier.heads.path.absolute())
+        model = ModelInfo(facts["model"], facts["sha256"], VerifierInfo.of(judgement))
+        return WatchSpec(self.cameras_path, self.settings, self.taxonomy, model, facts, checked, self.replay,
+                         self.snapshot_every_s if self.snapshot_dir else None, self.settings.cluster.checkpoint_s, log_level)
 
     def _start_owner(self, group: _Group) -> None:
         import ray
