@@ -17,14 +17,14 @@ from fastapi.testclient import TestClient
 from api.accounts import Role
 from api.app import create_app
 from api.config import service_config
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo
+from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo, VerifierInfo
 from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from pipelines.settings import Settings
 from tests.conftest import REPO
 
 KEY = "test-key-0123456789abcdef"
-MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
+MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32, VerifierInfo("street-v7", "cd" * 32, "ef" * 32))  # digests as a manifest holds them
 ROLES = [r.value for r in Role]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import httpx
 
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo
+from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo, VerifierInfo
 from detect.frames import GeoPoint
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake
@@ -20,7 +20,7 @@ from tests.conftest import REPO, start_server, stop_process
 from tests.pg import free_port
 
 KEY = b"test-key-0123456789abcdef"
-MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32)
+MODEL = ModelInfo("yolo11n-int8dq", "ab" * 32, VerifierInfo("street-v7", "cd" * 32, "ef" * 32))  # digests as a manifest holds them
 
 
 class Sim:

@@ -24,7 +24,7 @@ from pipelines.dispatch.dispatcher import apply_status
 from pipelines.dispatch.webhook import sign
 from pipelines.evidence_store import EvidenceStoreConfig
 from pipelines.url_signing import ATTACHMENT
-from tests.api_helpers import DCM, KEY, auth, draft_cases, make_app, service, settings_for  # noqa: F401  (fixture)
+from tests.api_helpers import DCM, KEY, MODEL, auth, draft_cases, make_app, service, settings_for  # noqa: F401  (fixture)
 
 
 def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_event, tmp_path):
@@ -42,6 +42,7 @@ def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_
     assert (named["id"], named["name"]) == ("curb-lane", "文三路北侧路边")  # its scene's name, for the queue page's label
     assert {i["role"] for i in ev["images"]} >= {"original_opened", "annotated_opened", "crop"}
     assert [h["to"] for h in detail["history"]] == ["candidate"]
+    assert (ev["model"]["id"], ev["verifier"]) == ("yolo11n-int8dq", MODEL.verifier.to_json())  # which heads judged it too
 
     image = client.get(ev["boxes"]["url"])  # no token: the signature is the permission
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"

@@ -23,7 +23,7 @@ from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter, Permanent, Tr
 from pipelines.dispatch.dispatcher import PassStats, backoff_s
 from pipelines.dispatch.webhook import SeenCalls, WebhookError, sign
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings
-from tests.dispatch_helpers import Platform, Sim, queue_cases, small_event
+from tests.dispatch_helpers import MODEL, Platform, Sim, queue_cases, small_event
 
 EVIDENCE_URL = "https://evidence.example/sw"
 FAST = dict(retry=RetryPolicy(base_s=0.02, max_s=0.2), breaker=BreakerPolicy(failures=50, cooldown_s=0.2), lease_s=5.0)
@@ -111,6 +111,8 @@ def test_cn_dcm_payload_carries_a_signature_the_platform_can_check_with_our_publ
     sent = record["received"]["evidence"]
     jsonschema.validate(record["received"], json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
     assert sent["digest"] == store.get(case_id).evidence_digest
+    assert (sent["modelId"], sent["verifierId"], sent["verifierCardSha256"], sent["verifierHeadsSha256"]) == (
+        MODEL.id, "street-v7", "cd" * 32, "ef" * 32)  # the heads that judged, beside the model that saw
     signer.public_key().verify(base64.b64decode(sent["publicKeySignature"]["signature"]), sent["digest"].encode())
     dispatcher.close()
 

@@ -224,6 +224,8 @@ class Evidence(BaseModel):
     error: str | None = Field(None, description="Set when the bundle could not be read.")
     digest: str | None = None
     model: Any = Field(None, description="The model that saw it (id, digest).")
+    verifier: Any = Field(None, description="The verifier heads that judged with that model: `id` (`none`: the model's classes "
+                          "alone), `card_sha256`, `heads_sha256`; null for a bundle sealed before bundles named it.")
     times: Any = None
     texts: Any = None
     phones: Any = None
@@ -396,7 +398,7 @@ def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
     if boxes.get("image"):
         boxes["url"] = url(boxes["image"])
     return {"images": images, "boxes": boxes, "zone": _named_zone(ctx, case, manifest.get("zone")), "digest": case.evidence_digest,
-            "model": manifest.get("model"), "times": manifest.get("times"), "texts": manifest.get("texts"),
+            "model": manifest.get("model"), "verifier": manifest.get("verifier"), "times": manifest.get("times"), "texts": manifest.get("texts"),
             "phones": manifest.get("phones"), "url_expires_s": ctx.service.url_expiry_s}
 
 

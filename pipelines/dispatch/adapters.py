@@ -259,6 +259,15 @@ def _local(utc_iso: str, tz: str) -> str:
     return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _verifier_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `verifier` in cn-dcm's words, beside the model: a platform told which model saw a case is told
+    which heads judged it. None from a bundle sealed before bundles named it."""
+    v = manifest.get("verifier")
+    if not v:
+        return {}
+    return {"verifierId": v["id"], "verifierCardSha256": v["card_sha256"], "verifierHeadsSha256": v["heads_sha256"]}
+
+
 class CnDcmAdapter:
     """数字城管 JSON (schema: pipelines/dispatch/schemas/cn-dcm-case.schema.json), field names per city."""
 
@@ -312,7 +321,7 @@ class CnDcmAdapter:
             "source": {"kind": case.source_kind, "id": case.source_id, "zoneId": case.zone_id},
             "phones": phones,
             "evidence": {"digest": d.manifest_sha256, "modelId": m["model"]["id"], "modelSha256": m["model"]["sha256"],
-                         "dwellSeconds": m["dwell_s"]},
+                         **_verifier_fields(m), "dwellSeconds": m["dwell_s"]},
             "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
                              "usage": "上报", "sha256": a["sha256"]} for a in d.attachments],
         }
