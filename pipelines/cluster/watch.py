@@ -83,7 +83,7 @@ class WatchSpec:
     taxonomy: Taxonomy
     model: ModelInfo
     facts: dict[str, Any]  # the inference actors' detector: model id, names, neck output, describe()
-    verifier: str  # the card the driver checked (its path), or `none`: every owner judges as the driver said
+    verifier: str  # what the driver checked (the name given, or the card id), or `none`: every owner judges as it
     replay: bool
     snapshot_every_s: float | None  # None: no snapshots
     checkpoint_s: float
@@ -423,10 +423,15 @@ class ClusterWatcher:
             self._start_owner(group)
 
     def _owner_spec(self, judgement: Judgement, facts: dict[str, Any], log_level: int) -> WatchSpec:
-        """What every owner is sent. Its verifier is the card this driver checked against the actors' detector (its
-        path), or `none` where the detector judges alone (the promoted one stepped aside), never the name given: an owner
-        (re)started after a `verifier promote` loaded the new heads by that name, while its bundles named the driver's."""
-        checked = NONE if judgement.verifier is None else str(judgement.verifier.heads.path.absolute())
+        """What every owner is sent. Its verifier is the one this driver checked against the actors' detector: the name
+        given, or else the promoted card's id (never "the promoted one", which an owner (re)started after a `verifier
+        promote` read as the new heads while its bundles named the driver's), or `none` where the detector judges alone
+        (the promoted one stepped aside). An id, not this machine's path: another node keeps its models folder where
+        it keeps it."""
+        if judgement.verifier is None:
+            checked = NONE
+        else:
+            checked = self.verifier if judgement.chosen and self.verifier else judgement.verifier.heads.card.id
         model = ModelInfo(facts["model"], facts["sha256"], VerifierInfo.of(judgement))
         return WatchSpec(self.cameras_path, self.settings, self.taxonomy, model, facts, checked, self.replay,
                          self.snapshot_every_s if self.snapshot_dir else None, self.settings.cluster.checkpoint_s, log_level)
