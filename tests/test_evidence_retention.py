@@ -115,7 +115,9 @@ def test_a_rejected_cases_s3_evidence_goes_every_object_of_it(tmp_path, bus_even
     assert store.get(rejected).evidence_removed_at is not None
 
 
-def test_prune_evidence_command_says_what_it_removes(tmp_path, bus_event, monkeypatch):
+def _rejected_a_month_ago(tmp_path, bus_event, monkeypatch) -> tuple[Intake, object]:
+    """A site whose settings ($STREETWATCH_CONFIG) keep rejected cases' evidence 30 days, and a case rejected 31 days
+    ago: what the command-line tests of the retention start from."""
     config = tmp_path / "sw.yaml"
     config.write_text(yaml.safe_dump({
         "cases": {"url": f"sqlite:///{tmp_path}/cases.db", "rejected_evidence_keep_days": 30},
@@ -127,6 +129,11 @@ def test_prune_evidence_command_says_what_it_removes(tmp_path, bus_event, monkey
     case = intake.record_event(event, BundleContext(source_kind="photo_batch", source_id="batch-7"))
     intake.store.review(case.id, approve=False, reviewer="li.wei", reason_code="not_a_violation",
                         now=datetime.now(UTC) - timedelta(days=31))
+    return intake, case
+
+
+def test_prune_evidence_command_says_what_it_removes(tmp_path, bus_event, monkeypatch):
+    intake, case = _rejected_a_month_ago(tmp_path, bus_event, monkeypatch)
     folder = intake.evidence.path(intake.store.get(case.id).evidence_ref)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -146,17 +153,7 @@ def test_verify_and_show_of_a_case_whose_evidence_the_retention_removed_say_so(t
     """`evidence verify` of a bundle the retention removed said only that it does not exist, as of evidence lost; it
     says the retention removed it and when (exit 1 still, its folder or its stored reference alike), and `cases show`
     names the removal in a line of its own, not only inside the details JSON."""
-    config = tmp_path / "sw.yaml"
-    config.write_text(yaml.safe_dump({
-        "cases": {"url": f"sqlite:///{tmp_path}/cases.db", "rejected_evidence_keep_days": 30},
-        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
-    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
-    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
-    intake = Intake.from_settings(load_settings(config), MODEL)
-    event, _ = bus_event
-    case = intake.record_event(event, BundleContext(source_kind="photo_batch", source_id="batch-7"))
-    intake.store.review(case.id, approve=False, reviewer="li.wei", reason_code="not_a_violation",
-                        now=datetime.now(UTC) - timedelta(days=31))
+    intake, case = _rejected_a_month_ago(tmp_path, bus_event, monkeypatch)
     folder = intake.evidence.path(case.evidence_ref)
     runner = CliRunner()
     assert runner.invoke(app, ["evidence", "verify", str(folder)]).exit_code == 0
