@@ -187,20 +187,27 @@ def test_map_legend_says_the_counts_each_colour_is_drawn_for(site):
     assert b.execute_script(LEGEND_CHECK) == []
 
 
+def _scores_by_squad(b, site, period: str) -> None:
+    """Open the scores page and ask for `period` by squad. The page puts this month in the box once the city's clock is
+    read: typed before, the two ran together."""
+    from selenium.webdriver.common.by import By
+
+    b.get(site["base"] + "/ui/scores")
+    box = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
+                "this month in the period box")
+    box.clear()
+    box.send_keys(period)
+    b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+
+
 def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     b = site["browser"]
-    b.get(site["base"] + "/ui/scores")
-    # the page puts this month in the box once the city's clock is read: typed before, the two ran together
-    period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
-                   "this month in the period box")
-    period.clear()
-    period.send_keys("2026-11")
-    b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
-    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    _scores_by_squad(b, site, "2026-11")
     _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 2, "two squads scored")
     scores = {r.get_attribute("data-unit"): r.find_element(By.CSS_SELECTOR, "td.score").text
               for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")}
@@ -228,13 +235,7 @@ def test_a_scored_item_s_cases_are_whole_on_a_phone(site):
     b = site["browser"]
     b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True})
     try:
-        b.get(site["base"] + "/ui/scores")
-        period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
-                       "this month in the period box")
-        period.clear()
-        period.send_keys("2026-11")
-        b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
-        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _scores_by_squad(b, site, "2026-11")
         _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#scores tr[data-unit='一中队']"), "一中队 scored")[0].click()
         _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#unit small.cases"), "the unit's cases")
         assert b.execute_script(WORDS_BROKEN) == [] and b.execute_script("return document.documentElement.scrollWidth") == 360
@@ -320,13 +321,7 @@ def test_scores_page_keeps_the_table_asked_for_when_its_first_load_answers_late(
 
     b = site["browser"]
     with _first_answer_held(b, "/api/v1/scores?"):
-        b.get(site["base"] + "/ui/scores")
-        period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
-                       "this month in the period box")
-        period.clear()
-        period.send_keys("2026-11")
-        b.find_element(By.CSS_SELECTOR, "#f-by option[value=squad]").click()
-        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _scores_by_squad(b, site, "2026-11")
         _wait(b, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 2, "two squads scored")
         _release_first(b)
     assert [r.get_attribute("data-unit") for r in b.find_elements(By.CSS_SELECTOR, "#scores tbody tr")] == ["一中队", "二中队"]
