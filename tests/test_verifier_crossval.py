@@ -136,7 +136,8 @@ def test_a_photo_that_cannot_be_decoded_is_named_with_what_to_do(tmp_path, comma
     (tmp_path / "labels.csv").write_text("file,group,street_stall\n" + "\n".join(rows) + "\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "verifier", command, "--data", str(tmp_path),
-                          *(["--cache", str(tmp_path / "cache")] if command != "eval" else [])],
+                          *(["--cache", str(tmp_path / "cache")] if command != "eval" else []),
+                          *(["--out", str(tmp_path / "heads")] if command == "train" else [])],  # never the shipped heads' folder
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr
     assert f"error: {broken}: corrupt or truncated image data" in run.stderr
