@@ -98,10 +98,10 @@ def small_event(bus_event):
 
 def queue_cases(store: CaseStore, evidence, spool: Path, event, n: int, target: str, *, source_kind: str = "camera",
                 geo: GeoPoint | None = GeoPoint(30.2741, 120.1551), address: str | None = "杭州市西湖区文三路 1 号",
-                prefix: str = "cam-01", signer=None) -> list[str]:
+                prefix: str = "cam-01", signer=None, model: ModelInfo = MODEL) -> list[str]:
     """`n` cases through the real intake (bundle built, stored, case auto-queued for `target`); their ids.
-    `signer`: an Ed25519 private key that also signs the bundles."""
-    intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, MODEL, signer=signer), spool, auto_queue=target)
+    `signer`: an Ed25519 private key that also signs the bundles; `model`: what their bundles say saw and judged them."""
+    intake = Intake(store, evidence, EvidenceBuilder(EvidenceConfig(), KEY, model, signer=signer), spool, auto_queue=target)
     ctx = BundleContext(source_kind=source_kind, source_id=prefix, address=address, grid_cell="330106001001", geo=geo)
     event = replace(event, frame=replace(event.frame, geo=None))
     ids = []

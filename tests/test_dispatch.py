@@ -16,6 +16,7 @@ import httpx
 import jsonschema
 import pytest
 
+from detect.evidence import ModelInfo, VerifierInfo
 from detect.taxonomy import load_taxonomy
 from pipelines.cases import CaseState, CaseStore, CaseStoreError
 from pipelines.dispatch import BreakerPolicy, DispatchConfig, Dispatcher, RetryPolicy, TargetConfig, handle_cn_dcm_webhook
@@ -210,8 +211,9 @@ def test_open311_requests_carry_the_required_fields_and_status_is_polled(tmp_pat
     store, evidence, spool = world
     monkeypatch.setenv("SW_TEST_311_KEY", "k-311")
     camera = queue_cases(store, evidence, spool, small_event(bus_event), 2, "city311")
+    # a photo case sealed before bundles named their verifier: its manifest's verifier is null
     photos = queue_cases(store, evidence, spool, small_event(bus_event), 1, "city311", source_kind="photo_batch",
-                         prefix="batch-9")
+                         prefix="batch-9", model=ModelInfo(MODEL.id, MODEL.sha256))
     config = DispatchConfig(targets={"city311": TargetConfig(adapter="open311", url=f"{sim.base}/open311", timeout_s=2,
                                                              token_env="SW_TEST_311_KEY", jurisdiction_id="hz.gov")}, **FAST)
     dispatcher = Dispatcher(store, evidence, config)
@@ -228,6 +230,10 @@ def test_open311_requests_carry_the_required_fields_and_status_is_polled(tmp_pat
         assert form["media_url"] == f"{EVIDENCE_URL}/{case_id}/annotated/opened.jpg" and form["description"].startswith("Illegal")
         assert form["attribute[streetwatch_case_id]"] == case_id
         assert store.get(case_id).dispatch_ref == received[case_id]["ref"]
+        # the heads that judged, as cn-dcm is told them; none named where the bundle does not name them
+        verifier = {k: v for k, v in form.items() if k.startswith("attribute[verifier_")}
+        assert verifier == ({"attribute[verifier_id]": "street-v7", "attribute[verifier_card_sha256]": "cd" * 32,
+                             "attribute[verifier_heads_sha256]": "ef" * 32} if case_id in camera else {}), verifier
 
         assert store.get(case_id).state is CaseState.SUBMITTED
 
@@ -238,6 +244,13 @@ def test_open311_requests_carry_the_required_fields_and_status_is_polled(tmp_pat
     assert dispatcher.poll_statuses(force=True).status_changes == 3
     assert [store.get(i).state for i in (*camera, *photos)] == [CaseState.ACCEPTED, CaseState.VERIFYING, CaseState.CLOSED]
     assert dispatcher.poll_statuses(force=True).status_changes == 0  # same answers: nothing moves
+
+    # judged by the detector's classes alone (`--verifier none`): its id is sent, the digests it has none of are not
+    [alone] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "city311", prefix="cam-alone",
+                          model=replace(MODEL, verifier=VerifierInfo("none")))
+    assert dispatcher.run_once().delivered == 1
+    [form] = [c["received"] for c in sim.cases("open311") if c["external_id"] == alone]
+    assert {k: v for k, v in form.items() if k.startswith("attribute[verifier_")} == {"attribute[verifier_id]": "none"}
     dispatcher.close()
 
 

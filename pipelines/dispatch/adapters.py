@@ -259,13 +259,17 @@ def _local(utc_iso: str, tz: str) -> str:
     return datetime.fromisoformat(utc_iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _verifier_fields(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's `verifier` in cn-dcm's words, beside the model: a platform told which model saw a case is told
-    which heads judged it. None from a bundle sealed before bundles named it."""
+CN_DCM_VERIFIER = {"id": "verifierId", "card_sha256": "verifierCardSha256", "heads_sha256": "verifierHeadsSha256"}
+OPEN311_VERIFIER = {key: f"attribute[verifier_{key}]" for key in ("id", "card_sha256", "heads_sha256")}
+"""Each platform's names for the manifest's `verifier` keys (`_verifier_fields`)."""
+
+
+def _verifier_fields(manifest: dict[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest's `verifier` in a platform's words (`names`: CN_DCM_VERIFIER, OPEN311_VERIFIER), beside the model: a
+    platform told which model saw a case is told which heads judged it. Nothing from a bundle sealed before bundles
+    named it; id `none` (the detector's classes alone) with null digests, which a form that has no null leaves out."""
     v = manifest.get("verifier")
-    if not v:
-        return {}
-    return {"verifierId": v["id"], "verifierCardSha256": v["card_sha256"], "verifierHeadsSha256": v["heads_sha256"]}
+    return {field: v[key] for key, field in names.items()} if v else {}
 
 
 class CnDcmAdapter:
@@ -321,7 +325,7 @@ class CnDcmAdapter:
             "source": {"kind": case.source_kind, "id": case.source_id, "zoneId": case.zone_id},
             "phones": phones,
             "evidence": {"digest": d.manifest_sha256, "modelId": m["model"]["id"], "modelSha256": m["model"]["sha256"],
-                         **_verifier_fields(m), "dwellSeconds": m["dwell_s"]},
+                         **_verifier_fields(m, CN_DCM_VERIFIER), "dwellSeconds": m["dwell_s"]},
             "attachments": [{"url": a["url"], "fileName": PurePosixPath(a["path"]).name, "mimeType": a["content_type"],
                              "usage": "上报", "sha256": a["sha256"]} for a in d.attachments],
         }
@@ -454,6 +458,7 @@ class Open311Adapter:
             "attribute[streetwatch_case_id]": case.id,
             "attribute[evidence_sha256]": d.manifest_sha256,
             "attribute[discovered_at]": m["times"]["opened"]["utc"],
+            **{k: v for k, v in _verifier_fields(m, OPEN311_VERIFIER).items() if v is not None},
         }
         if case.lat is not None and case.lon is not None:
             form["lat"], form["long"] = f"{case.lat:.7f}", f"{case.lon:.7f}"
