@@ -103,8 +103,8 @@ def auth(token: str) -> dict[str, str]:
 
 def draft_cases(app, bus_event, specs: list[dict]) -> list[str]:
     """Candidate cases through the real intake (evidence bundle built and stored); each spec overrides
-    the event (`violation_type`, `at`, `zone_id`, `zone_kind`, `severity`) or the bundle context (`source_kind`, `source_id`,
-    `grid_cell`, `address`, `zone_polygon`)."""
+    the event (`violation_type`, `at`, `zone_id`, `zone_kind`, `severity`), the bundle context (`source_kind`, `source_id`,
+    `grid_cell`, `address`, `zone_polygon`) or what its bundle says saw and judged it (`model`, a ModelInfo; MODEL)."""
     ctx = app.state.ctx
     intake = Intake(ctx.store, ctx.evidence, EvidenceBuilder(EvidenceConfig(), KEY.encode(), MODEL),
                     ctx.settings.evidence_store.spool_dir)
@@ -120,6 +120,7 @@ def draft_cases(app, bus_event, specs: list[dict]) -> list[str]:
                                grid_cell=spec.get("grid_cell", "330106001001"), address=spec.get("address", "文三路 1 号"),
                                geo=GeoPoint(30.2741, 120.1551),
                                zone_polygon=spec.get("zone_polygon", [(0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0)]))
+        intake.builder.model = spec.get("model", MODEL)
         ids.append(intake.record_event(ev, bundle).id)
     return ids
 

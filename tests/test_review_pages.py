@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ import httpx
 import pytest
 import yaml
 
+from detect.evidence import VerifierInfo
 from pipelines.settings import Settings
-from tests.api_helpers import KEY, auth, draft_cases, make_app, settings_for, write_cameras
+from tests.api_helpers import KEY, MODEL, auth, draft_cases, make_app, settings_for, write_cameras
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, REPO, start_server, stop_process
 from tests.pg import free_port
 
@@ -189,6 +191,17 @@ def _current_case(site) -> str:
     return first
 
 
+def _fact(browser, name: str):
+    """The cell of the case detail's facts row named `name` (its first cell: 核验模型 Verifier ...), once drawn."""
+    from selenium.webdriver.common.by import By
+
+    def found(d):
+        return next((r.find_elements(By.TAG_NAME, "td")[1] for r in d.find_elements(By.CSS_SELECTOR, "#detail table.facts tr")
+                     if r.find_element(By.TAG_NAME, "td").text == name), None)
+
+    return _wait(browser, found, f"the facts row {name}")
+
+
 def _case(site, case_id: str) -> dict:
     return httpx.get(f"{site['base']}/api/v1/cases/{case_id}", headers=auth(site["token"]), timeout=10).json()["case"]
 
@@ -206,6 +219,11 @@ def test_queue_shows_evidence_and_is_worked_with_the_keyboard(site):
     assert len(b.find_elements(By.CSS_SELECTOR, "#detail svg rect.box")) == 1  # the bus
     assert len(b.find_elements(By.CSS_SELECTOR, "#detail svg polygon.zone")) == 1
     assert "机动车乱停放" in b.find_element(By.CSS_SELECTOR, "#detail h2").text
+    # what saw and judged it, from its evidence: the verifier's card digest cut to 12 hex digits, whole in the tooltip
+    assert _fact(b, "检测模型 Detector").text == MODEL.id
+    verifier = _fact(b, "核验模型 Verifier").find_element(By.TAG_NAME, "span")
+    assert verifier.text == "street-v7 · " + "cd" * 6
+    assert verifier.get_attribute("title") == f"核验卡片 SHA-256 card: {'cd' * 32}\n权重 SHA-256 heads: {'ef' * 32}"
     # states in the words staff use, the code beside them (list, detail, the state filter)
     assert {e.text for e in b.find_elements(By.CSS_SELECTOR, "#cases li span.state")} == {"待审核 candidate"}
     assert "已立案 accepted" in [o.text for o in b.find_elements(By.CSS_SELECTOR, "#f-state option")]
@@ -438,6 +456,27 @@ def test_a_queue_page_left_open_does_not_overwrite_another_reviewers_change(tmp_
         b.find_element(By.ID, "save-edit").click()
         _wait(b, lambda d: _case(served, case_id)["details"]["severity"] == "serious", "her severity saved")
         assert _case(served, case_id)["description"] == "三轮车占道，已拍照"
+
+
+@pytest.mark.slow  # its own served pages and browser, for two cases no other test has (about 8 s here)
+def test_a_case_whose_evidence_names_no_verifier_says_which_on_the_queue_page(tmp_path, bus_jpg, bus_event):
+    """The case page named neither the model nor the verifier that judged a case; one whose bundle names its verifier
+    shows it (above), and one that names none says why rather than leave the cell empty: judged by the detector's
+    classes alone (`--verifier none`: id none) or sealed before bundles named their verifier (null)."""
+    from selenium.webdriver.common.by import By
+
+    alone, unnamed = replace(MODEL, verifier=VerifierInfo("none")), replace(MODEL, verifier=None)
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg),
+                      lambda app: draft_cases(app, bus_event, [{"model": alone}, {"model": unnamed}])) as served:
+        b, said = served["browser"], {}
+        _login(served)
+        _wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the first case's detail")  # before picking
+        for case_id in served["data"]:
+            b.find_element(By.CSS_SELECTOR, f"#cases li[data-case='{case_id}']").click()
+            _wait(b, lambda d: case_id in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case's detail")
+            said[case_id] = (_fact(b, "检测模型 Detector").text, _fact(b, "核验模型 Verifier").text)
+    assert list(said.values()) == [(MODEL.id, "仅检测器类别 detector classes only（未用核验模型 no verifier）"),
+                                   (MODEL.id, "未记录 not recorded（证据早于记录核验模型 sealed before bundles named it）")]
 
 
 @pytest.mark.slow  # a review round trip in Chromium (8 s in CI): the default suite's ~15-minute budget

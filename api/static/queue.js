@@ -178,7 +178,7 @@ function renderDetail(d) {
     ["经纬度 Lat/Lon", c.lat != null && c.lon != null ? `${c.lat}, ${c.lon}` : ""],
     ["地点 Place", c.address || c.lat != null ? "" : "未定位：无地址、无坐标，请补充地址后派发 no place: add an address before dispatch"],
     ["网格 Grid cell", c.grid_cell], ["发现 Opened", SW.time(c.opened_at)], ["描述 Description", c.description],
-    ["分数 Score", c.details && c.details.score], ["标签 Tags", caseTags.join(", ")],
+    ["分数 Score", c.details && c.details.score], ...judgedBy(ev), ["标签 Tags", caseTags.join(", ")],
     ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
     ["审核 Review", c.review_decision ? [SW.reviewName(Q.meta, c.review_decision), c.reviewer,
       c.review_reason && SW.reasonName(Q.meta, c.review_reason)].filter(Boolean).join(" · ") : ""],
@@ -193,6 +193,24 @@ function renderDetail(d) {
   // being sent back to the top of the page to Tab through the navigation and filters again
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   showKeys([...d.actions, ...(d.reopen && d.reopen.allowed ? ["reopen"] : [])]);
+}
+
+// What saw and judged the case, as its evidence's manifest names them: the detector (检测模型) and the verifier heads
+// (核验模型), by id with the card's SHA-256 cut to 12 hex digits, the whole digests in the tooltip, so a reviewer can
+// tell a case found by one verifier from one found after another's promotion. A bundle judged by the detector's classes
+// alone (`--verifier none`, id none) or sealed before bundles named their verifier (null) says which, never an empty
+// cell; evidence not read (not stored yet, removed, unreadable) says nothing here, the line above saying why.
+function judgedBy(ev) {
+  if (!ev || ev.error) return [];
+  const m = ev.model || {}, v = ev.verifier;
+  const model = m.id ? SW.el("span", m.sha256 ? { title: `检测模型 SHA-256 model: ${m.sha256}` } : {}, m.id) : "";
+  let verifier = "未记录 not recorded（证据早于记录核验模型 sealed before bundles named it）";
+  if (v && v.id === "none") verifier = "仅检测器类别 detector classes only（未用核验模型 no verifier）";
+  else if (v) {
+    verifier = SW.el("span", { class: "verifier", title: `核验卡片 SHA-256 card: ${v.card_sha256}\n权重 SHA-256 heads: ${v.heads_sha256}` },
+      v.card_sha256 ? `${v.id} · ${v.card_sha256.slice(0, 12)}` : v.id);
+  }
+  return [["检测模型 Detector", model], ["核验模型 Verifier", verifier]];
 }
 
 // The key line's keys for what the case shown offers (`actions`: the detail's, and reopen where it can be reopened):
