@@ -25,7 +25,7 @@ from pipelines.cases.store import CaseQuery
 from tests.analytics_helpers import (
     G1, G2, G3, G4, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, november, write_grid, write_zones,
 )
-from tests.api_helpers import auth, make_app, settings_for
+from tests.api_helpers import MODEL, auth, draft_cases, make_app, settings_for
 
 NOV = parse_period("2026-11")
 
@@ -663,6 +663,31 @@ def test_reviewers_notes_are_exported_in_a_column_of_their_own(tmp_path):
     book = load_workbook(io.BytesIO(as_xlsx.content)).active
     cells = {row[0].value: row[COLUMNS.index("备注 notes")] for row in book.iter_rows(min_row=2)}
     assert (cells[stall].value, cells[stall].data_type) == (expected, "s") and cells[quiet].value is None
+
+def test_the_case_export_names_the_verifier_that_judged_each_case(tmp_path, bus_event):
+    """The case page and the platforms are told which verifier judged a case (its evidence's manifest), the export was
+    not: its 核验模型 verifier column has the id its bundle names, `none` for one judged by the detector's classes alone,
+    and nothing for one whose bundle names none; three cases through the real intake, as CSV and as Excel."""
+    from dataclasses import replace
+
+    from detect.evidence import VerifierInfo
+    from pipelines.analytics.export import COLUMNS
+
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    judged, alone, unnamed = draft_cases(app, bus_event, [{}, {"model": replace(MODEL, verifier=VerifierInfo("none"))},
+                                                          {"model": replace(MODEL, verifier=None)}])
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        as_csv = client.get("/api/v1/exports/cases", headers=reviewer)
+        as_xlsx = client.get("/api/v1/exports/cases", params={"format": "xlsx"}, headers=reviewer)
+    assert as_csv.status_code == as_xlsx.status_code == 200
+    [header, *rows] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+    column = header.index("核验模型 verifier")
+    assert {r[0]: r[column] for r in rows} == {judged: "street-v7", alone: "none", unnamed: ""}
+    book = load_workbook(io.BytesIO(as_xlsx.content)).active
+    assert {row[0].value: row[COLUMNS.index("核验模型 verifier")].value for row in book.iter_rows(min_row=2)} == {
+        judged: "street-v7", alone: "none", unnamed: None}
+
 
 def test_a_long_case_export_is_read_in_pages_and_comes_whole(tmp_path, monkeypatch):
     """GET /exports/cases built every matching case, then the whole file, in the server's memory (a city's years of

@@ -70,6 +70,7 @@ class CaseFact:
     street: str | None = None
     squad: str | None = None
     notes: tuple[CaseNote, ...] = ()  # reviewers' notes, oldest first (as added)
+    verifier_id: str | None = None  # what judged it (`details.verifier_id`, as its bundle names it; none: detector alone)
 
     @property
     def at(self) -> datetime:
@@ -153,6 +154,7 @@ def _fact(row: Any, places: Places) -> CaseFact:
         shop=str(details["shop"]) if details.get("shop") else None,
         severity=severity_of(details),
         street=places.street_of(m["grid_cell"]), squad=places.squad_of(m["grid_cell"]), notes=_notes(details),
+        verifier_id=str(details["verifier_id"]) if details.get("verifier_id") else None,
     )
 
 

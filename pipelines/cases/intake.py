@@ -38,8 +38,8 @@ from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
 from detect.evidence import (
-    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, SigningKeys, VerifyReport, hmac_key_for,
-    load_signing_keys, signed_key_id, verify_bundle,
+    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, SigningKeys, VerifierInfo, VerifyReport,
+    hmac_key_for, load_signing_keys, signed_key_id, verify_bundle,
 )
 from detect.frames import Frame
 from pipelines.cases.states import CaseState, check_transition
@@ -272,7 +272,7 @@ class Intake:
     def _opened(self, event: ViolationEvent, ctx: BundleContext) -> Case:
         case = self.store.find(violation_id=event.violation_id)
         if case is None:
-            new = _new_case(event, ctx)
+            new = _new_case(event, ctx, self.builder.model.verifier)
             for hook in self.details_hooks:
                 new.details.update(hook(event, ctx))
             case = self.store.create_case(new, actor=f"rules:{event.source_id}", zone=self.zone)
@@ -361,7 +361,11 @@ class Intake:
         return case if target is None else self.store.queue(case.id, target, actor=f"auto-queue:{case.source_id}")
 
 
-def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:
+def _new_case(event: ViolationEvent, ctx: BundleContext, verifier: VerifierInfo | None = None) -> NewCase:
+    """The case row of a new violation. `verifier`: what the bundle about to be built names as judging it; its id is kept
+    in the details (`verifier_id`) for the case export, which reads the store alone and no bundle (the bundle's manifest
+    stays the record: the case page and the platforms read it there). Written with the case, in one insert, so no
+    reviewer's change made meanwhile is written over; none where the writer does not know it."""
     geo = ctx.geo or (event.frame.geo if event.frame is not None else None)
     return NewCase(
         violation_type=event.violation_type,
@@ -379,7 +383,7 @@ def _new_case(event: ViolationEvent, ctx: BundleContext) -> NewCase:
         details={"event_source": event.source_id, "object_id": event.object_id, "zone_kind": event.zone_kind,
                  "dwell_s": event.dwell_s, "score": event.score, "object_count": event.object_count,
                  "texts": list(event.texts), "phones": list(event.phones), "severity": str(event.severity),
-                 "recorded_at": datetime.now(UTC).isoformat()},
+                 "recorded_at": datetime.now(UTC).isoformat(), **({"verifier_id": verifier.id} if verifier else {})},
     )
 
 
