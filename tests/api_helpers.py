@@ -103,7 +103,7 @@ def auth(token: str) -> dict[str, str]:
 
 def draft_cases(app, bus_event, specs: list[dict]) -> list[str]:
     """Candidate cases through the real intake (evidence bundle built and stored); each spec overrides
-    the event (`violation_type`, `at`, `zone_id`, `zone_kind`, `severity`), the bundle context (`source_kind`, `source_id`,
+    the event (`violation_type`, `at`, `zone_id`, `zone_kind`, `severity`, `texts`, `phones`), the bundle context (`source_kind`, `source_id`,
     `grid_cell`, `address`, `zone_polygon`) or what its bundle says saw and judged it (`model`, a ModelInfo; MODEL)."""
     ctx = app.state.ctx
     intake = Intake(ctx.store, ctx.evidence, EvidenceBuilder(EvidenceConfig(), KEY.encode(), MODEL),
@@ -115,7 +115,8 @@ def draft_cases(app, bus_event, specs: list[dict]) -> list[str]:
                      violation_type=spec.get("violation_type", event.violation_type),
                      opened_at=spec.get("at", event.opened_at), at=spec.get("at", event.at),
                      zone_id=spec.get("zone_id", event.zone_id), zone_kind=spec.get("zone_kind", event.zone_kind),
-                     severity=spec.get("severity", event.severity))
+                     severity=spec.get("severity", event.severity), texts=spec.get("texts", event.texts),
+                     phones=spec.get("phones", event.phones))
         bundle = BundleContext(source_kind=spec.get("source_kind", "camera"), source_id=spec.get("source_id", "cam-01"),
                                grid_cell=spec.get("grid_cell", "330106001001"), address=spec.get("address", "文三路 1 号"),
                                geo=GeoPoint(30.2741, 120.1551),

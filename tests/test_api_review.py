@@ -74,6 +74,18 @@ def test_case_detail_serves_evidence_through_signed_expiring_links(service, bus_
         assert refused.status_code == 404 and "not a file of" in refused.json()["detail"], sneaky
 
 
+def test_case_detail_gives_the_numbers_and_lines_its_evidence_read(service, bus_event):
+    """The case page's 号码 Phones row read the manifest's top level, where the bundle never keeps them (they are under
+    its `text`), so a small ad's number was never shown to its reviewer; a case without any says none."""
+    app, client, tokens, _ = service
+    posting, bus = draft_cases(app, bus_event, [{"violation_type": "flyposting", "texts": ["开锁 13800138000"],
+                                                 "phones": ["13800138000"]}, {}])
+    ev = client.get(f"/api/v1/cases/{posting}", headers=auth(tokens["inspector"])).json()["evidence"]
+    assert (ev["texts"], ev["phones"]) == (["开锁 13800138000"], ["13800138000"])
+    ev = client.get(f"/api/v1/cases/{bus}", headers=auth(tokens["inspector"])).json()["evidence"]
+    assert (ev["texts"], ev["phones"]) == ([], [])
+
+
 def test_a_case_stored_without_its_evidence_boxes_shows_those_of_its_bundle(service, bus_event):
     """A case the release before stored without its evidence boxes (its bundle uploaded by the spool's retry, which
     never wrote them) showed no box on the review page after the upgrade, its evidence there; they are its bundle's."""

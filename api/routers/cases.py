@@ -398,8 +398,15 @@ def _evidence(ctx: AppContext, case: Case) -> dict[str, Any] | None:
     if boxes.get("image"):
         boxes["url"] = url(boxes["image"])
     return {"images": images, "boxes": boxes, "zone": _named_zone(ctx, case, manifest.get("zone")), "digest": case.evidence_digest,
-            "model": manifest.get("model"), "verifier": manifest.get("verifier"), "times": manifest.get("times"), "texts": manifest.get("texts"),
-            "phones": manifest.get("phones"), "url_expires_s": ctx.service.url_expiry_s}
+            "model": manifest.get("model"), "verifier": manifest.get("verifier"), "times": manifest.get("times"),
+            **_read_text(manifest), "url_expires_s": ctx.service.url_expiry_s}
+
+
+def _read_text(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The OCR lines and phone numbers the bundle records (under its `text`): read from the top level, where the manifest
+    has never held them, they were always null and the case page's 号码 Phones row stayed empty on every small ad."""
+    text = manifest.get("text") or {}
+    return {"texts": text.get("texts"), "phones": text.get("phones")}
 
 
 @router.get("/cases/{case_id}", summary="One case: facts, evidence with signed URLs, review, deliveries, history",
