@@ -112,6 +112,13 @@ class VerifyReport:
         return (bool(checked) and all(s == "valid" for s in checked) and not self.tampered and not self.missing
                 and not self.extra and not self.problems)
 
+    def why(self) -> str:
+        """What is wrong, in one line: the problems, the files that differ from the manifest and a signature that is
+        not valid (an unchecked one is not said: the caller knows which keys it gave)."""
+        return "; ".join(self.problems + [f"{k}: {', '.join(v)}" for k, v in
+                                          (("tampered", self.tampered), ("missing", self.missing), ("extra", self.extra)) if v]
+                         + ([] if self.signature in ("valid", "unchecked") else [f"signature {self.signature}"]))
+
     def as_dict(self) -> dict[str, Any]:
         return {"bundle": self.bundle, "ok": self.ok, "digest": self.digest, "case_id": self.case_id, "signature": self.signature,
                 "public_signature": self.public_signature, "public_key_id": self.public_key_id,

@@ -202,9 +202,7 @@ class Intake:
         torn by a kill during an update): never stored. It is moved to `spool/.rejected/` for a
         human; the case keeps the bundle already stored, or its reason says why and `remedy` (`{aside}`:
         where the bundle went), by default that it is built again."""
-        why = "; ".join(report.problems + [f"{k}: {', '.join(v)}" for k, v in
-                                           (("tampered", report.tampered), ("missing", report.missing), ("extra", report.extra)) if v]
-                        + ([] if report.signature in ("valid", "unchecked") else [f"signature {report.signature}"]))
+        why = report.why()
         aside = self.spool / REJECTED / f"{case_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         bundle_dir.rename(aside)
@@ -229,8 +227,7 @@ class Intake:
         `UNKNOWN_KEY_WAIT` from the first retry that found it so, then is refused with how to bring it back."""
         named = signed_key_id(bundle_dir)
         marker = self.spool / f"{case_id}{UNKNOWN_KEY}"
-        unknown = (f"signed with HMAC key id {named}, which is neither the current key nor one of "
-                   "evidence.previous_hmac_key_files")
+        unknown = unknown_key(named)
         try:
             recorded = self.store.sealed_digest(case_id)
         except CaseNotFound:
@@ -359,6 +356,11 @@ class Intake:
             return case
         target = self.auto_queue(case)
         return case if target is None else self.store.queue(case.id, target, actor=f"auto-queue:{case.source_id}")
+
+
+def unknown_key(named: str | None) -> str:
+    """Why a bundle signed with HMAC key id `named` is not checked: no key held has that id (`hmac_key_for` None)."""
+    return f"signed with HMAC key id {named}, which is neither the current key nor one of evidence.previous_hmac_key_files"
 
 
 def _new_case(event: ViolationEvent, ctx: BundleContext, verifier: VerifierInfo | None = None) -> NewCase:
