@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -179,8 +181,6 @@ def test_evidence_verify_names_a_local_reference_on_an_s3_store(deployment, tmp_
 
 def test_a_valid_bundle_of_another_case_copied_in_is_refused_by_verify_and_dispatch(deployment, bus_event):
     """Issue 14, item 4: a bundle is tied to its case by case id and by the digest recorded at sealing."""
-    import shutil
-
     from pipelines.cases import CaseStore
 
     intake, case_a, sim = deployment
@@ -363,7 +363,6 @@ def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_w
     one refused `fe_sendauth: no password supplied`, and the hint named no place for it. libpq reads $PGPASSWORD
     (or ~/.pgpass): the refusal names them, and with PGPASSWORD set the same settings open the store."""
     import os
-    import shutil
     import subprocess
     import sys
     import tempfile
@@ -529,3 +528,99 @@ def test_case_ids_bear_the_citys_date(tmp_path, monkeypatch, bus_event):
         after = datetime.now(ZoneInfo(zone))
         intake.store.close()
         assert case.id[2:10] in {f"{before:%Y%m%d}", f"{after:%Y%m%d}"}, (zone, case.id)
+
+
+def _old_flyposting_cases(tmp_path: Path, monkeypatch, real_sample_dir: Path) -> tuple[Intake, list, dict]:
+    """Three flyposting cases on a real facade photo (its labelled window ad as a small ad carrying 138 0013 8000, real
+    bundles in a local evidence store), then left as the release before left a case whose bundle its spool's retry
+    uploaded: the store taken down to that release's revision (0006) and their evidence boxes emptied there. Returns
+    the intake (its store closed), the three cases and the boxes the intake recorded for the first."""
+    import numpy as np
+    import sqlalchemy as sa
+    import supervision as sv
+    from alembic import command
+
+    from detect import fields
+    from detect.frames import Frame
+    from detect.imageio import read_image
+    from detect.rules import PhotoRules
+    from pipelines.cases import schema
+
+    config = tmp_path / "sw.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")},
+    }))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    intake = Intake.from_settings(load_settings(config), ModelInfo("facade-v1", "ab" * 32))
+    src = real_sample_dir / "facades-ads"
+    picture = src / "images" / "img_198.jpg"
+    image = read_image(picture)
+    h, w = image.shape[:2]
+    _, cx, cy, bw, bh = map(float, next(x for x in (src / "labels" / "img_198.txt").read_text().splitlines()
+                                        if x.startswith("4 ")).split())  # class 4: win_ad
+    ad = sv.Detections(xyxy=np.array([[(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]]),
+                       confidence=np.array([0.9]), class_id=np.array([0]),
+                       data={fields.CLASS_NAME: np.array(["small_ad"]), fields.TEXT: np.array(["办证 13800138000"], dtype=object),
+                             fields.PHONES: np.array(["13800138000"], dtype=object)})
+    frame = Frame(image=image, source_id="batch-5", ts=datetime(2025, 3, 14, 2, 0, tzinfo=UTC), frame_id="p1", path=str(picture))
+    [event] = PhotoRules().process(frame, ad)
+    found = [intake.record_event(replace(event, violation_id=f"batch-5:image:flyposting:o{n}"),
+                                 BundleContext(source_kind="photo_batch")) for n in range(3)]
+    recorded = intake.store.get(found[0].id).evidence_boxes
+    intake.store.close()
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/cases.db")
+    with engine.begin() as conn:
+        command.downgrade(schema.alembic_config(conn), "0006")
+        conn.execute(sa.text("UPDATE cases SET evidence_boxes = NULL"))
+    engine.dispose()
+    return intake, found, recorded
+
+
+def test_fill_boxes_gives_old_flyposting_cases_their_call_out_photo(tmp_path, monkeypatch, real_sample_dir):
+    """A flyposting case the release before stored without its evidence boxes had no photo on the call-out list,
+    which reads the store alone; `cases fill-boxes` writes them from its verified bundle, once. A case whose bundle
+    is gone is named with why, the others filled, and the command exits 1 so the gap is not taken for done."""
+    import cv2
+    import numpy as np
+
+    from pipelines.cases import CaseStore
+    from pipelines.cityops.callout import CallOutList
+
+    intake, (old, lost, edited), recorded = _old_flyposting_cases(tmp_path, monkeypatch, real_sample_dir)
+    shutil.rmtree(intake.evidence.path(lost.evidence_ref))  # its evidence gone from the store
+    (intake.evidence.path(edited.evidence_ref) / recorded["image"]).write_bytes(b"not the photo taken")
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")  # this release's: upgraded on opening
+    calls = CallOutList(store.engine)
+    calls.sync()
+    [entry] = calls.entries()
+    assert sorted(entry.cases) == sorted([old.id, lost.id, edited.id]) and entry.photos == []  # the gap: no photo for any
+
+    result = _cli("cases", "fill-boxes")
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines()[-1] == ("filled the evidence boxes of 1 cases; 0 had none (no opening picture in "
+                                              "the bundle); 1 with their evidence missing (0 removed by the retention, "
+                                              "1 unreadable); 1 refused (not the bundle sealed for the case)")
+    gone, refused = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert gone.startswith(f"error: case {lost.id}: evidence unreadable: {lost.evidence_ref}: cannot read evidence: "), gone
+    assert refused == f"error: case {edited.id}: evidence not verified: tampered: {recorded['image']}"
+    assert "3/3 cases without boxes checked" in result.stderr
+    assert store.get(old.id).evidence_boxes == recorded
+    assert store.get(lost.id).evidence_boxes is None and store.get(edited.id).evidence_boxes is None
+
+    calls.sync()
+    [entry] = calls.entries()
+    assert entry.photos == [f"{old.id}/{recorded['image']}"]
+    photo = cv2.imdecode(np.frombuffer(intake.evidence.read_bytes(old.evidence_ref, recorded["image"]), np.uint8),
+                         cv2.IMREAD_COLOR)
+    assert photo.shape[:2] == (recorded["height"], recorded["width"]) == (792, 844)  # the facade photo as taken
+    [box] = recorded["boxes"]
+    x1, y1, x2, y2 = (round(v) for v in box["xyxy"])
+    assert box["class_name"] == "small_ad" and photo[y1:y2, x1:x2].shape[:2] == (y2 - y1, x2 - x1) == (113, 103)
+
+    filled_at = store.get(old.id).updated_at
+    again = _cli("cases", "fill-boxes")  # idempotent: the filled case untouched, the lost one named again
+    assert again.exit_code == 1 and "filled the evidence boxes of 0 cases" in again.stdout
+    assert store.get(old.id).updated_at == filled_at and f"case {lost.id}: evidence unreadable" in again.stderr
+    store.close()

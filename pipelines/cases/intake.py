@@ -400,9 +400,9 @@ def _boxes(bundle: Bundle) -> dict:
 def manifest_boxes(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """A case's evidence boxes (`Case.evidence_boxes`: the opening picture's bundle path, the frame's size, which its
     annotated copy records, and the manifest's detections) as its bundle's manifest gives them; None for a manifest
-    without an opening picture. What the intake records, and what the readers of a case stored without them (the
-    release before left some so: a case whose bundle was uploaded by a retry) take instead: the review page and the
-    export of reviews."""
+    without an opening picture. What the intake records, what `cases fill-boxes` writes once for a case stored without
+    them (the release before left some so: a case whose bundle was uploaded by a retry), and what the readers of such
+    a case that read its bundle anyway take until then: the review page and the export of reviews."""
     originals = [a for a in manifest.get("artifacts", []) if a.get("role") == "original_opened"]
     annotated = [a for a in manifest.get("artifacts", []) if a.get("role") == "annotated_opened"]
     if len(originals) != 1 or len(annotated) != 1:

@@ -1,6 +1,7 @@
-"""`streetwatch cases list|show|export|backup|copy|prune-evidence`: what the case store holds, for people, the demo and
-spreadsheets, a copy of it to restore from, the whole store moved into another database (SQLite to PostgreSQL), and the
-rejected cases' evidence removed after its retention period."""
+"""`streetwatch cases list|show|export|backup|copy|fill-boxes|prune-evidence`: what the case store holds, for people, the
+demo and spreadsheets, a copy of it to restore from, the whole store moved into another database (SQLite to PostgreSQL),
+the evidence boxes the release before left out written once, and the rejected cases' evidence removed after its
+retention period."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, print_error, require_case_store,
-                                         settings_or_fail, writable_or_fail)
+from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, print_error, print_warning,
+                                         require_case_store, settings_or_fail, writable_or_fail)
 
 
 #: `cases prune-evidence` with the retention off: what is kept, and the setting that turns it on.
@@ -211,6 +212,40 @@ def register(app: typer.Typer) -> None:
         finally:
             store.close()
         typer.echo(f"wrote {written} cases to {out}")
+
+    @cases.command("fill-boxes")
+    def fill_boxes(config: SettingsOpt = None) -> None:
+        """Once after upgrading from the release before: write the evidence boxes of the cases it stored without them
+        (their flyposting numbers had no photo on the call-out list), from each case's verified bundle. Run again, it
+        fills nothing; exits 1 when a case's evidence could not be read or verified (listed on stderr)."""
+        from detect.evidence import EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
+        from pipelines.cases.fill import fill_boxes as fill
+        from pipelines.evidence_store import StorageError, open_evidence_store
+
+        settings = settings_or_fail(config)
+        try:
+            keys = [load_hmac_key(settings.evidence), *load_previous_hmac_keys(settings.evidence)]
+            evidence = open_evidence_store(settings.evidence_store)
+        except (EvidenceKeyError, StorageError) as exc:
+            fail(str(exc))
+        store = existing_store_or_fail(settings.cases.url)
+
+        def progress(done: int, total: int) -> None:
+            """A line every 100 cases and at the last, on stderr (stdout keeps the summary)."""
+            if done == total or done % 100 == 0:
+                typer.echo(f"  {done}/{total} cases without boxes checked", err=True)
+
+        try:
+            filled = fill(store, evidence, keys, progress)
+        finally:
+            store.close()
+        for case_id, why in filled.removed.items():
+            print_warning(f"case {case_id}: {why}")
+        for case_id, why in {**filled.missing, **filled.refused}.items():
+            print_error(f"case {case_id}: {why}")
+        typer.echo(filled.summary())
+        if filled.missing or filled.refused:
+            raise typer.Exit(1)
 
     @cases.command("prune-evidence")
     def prune_evidence(
