@@ -291,18 +291,66 @@ def test_from_cases_turns_reviews_into_positives_and_hard_negatives(real_sample_
     assert "review.jsonl:7 (case c7): image" in err and "does not match its recorded sha256" in err
     assert "review.jsonl:8: not a JSON object" in err
 
+    # the rejected stall's street may hold garbage, which this dataset trains too: no hard negative (see the next test)
+    assert ("review.jsonl (cases c3): picture left out: no hard negative, as its rejection says nothing about garbage "
+            "(rejected street_stall: permitted night market)") in err
+    assert ("skipped 5 review lines; 1 pictures left out (no hard negative: 1 rejected for a type that says nothing "
+            "about a class the dataset trains)") in result.stdout
+
     ds = Dataset(tmp_path / "cases")
     assert ds.classes == ["stall", "garbage"]
     by_case = {f.source: f for f in ds.files()}
-    assert set(by_case) == {"cases c1", "cases c2", "cases c3"}  # unusable cases add no picture
+    assert set(by_case) == {"cases c1", "cases c2"}  # unusable cases add no picture
     g = ds.labels(by_case["cases c1"]).boxes
     assert g[:, 0].tolist() == [1] and np.allclose(g[0, 1:], [200 / 640, 300 / 640, 200 / 640, 200 / 640], atol=1e-5)
     s = ds.labels(by_case["cases c2"]).boxes  # umbrella + table -> one stall box around both
     assert s[:, 0].tolist() == [0] and np.allclose(s[0, 1:], [180 / 640, 160 / 640, 160 / 640, 120 / 640], atol=1e-5)
-    neg = by_case["cases c3"]
-    assert len(ds.labels(neg).boxes) == 0 and neg.note == "hard negative: rejected street_stall: permitted night market"
-    assert neg.group == "cam-2" and by_case["cases c1"].group == "cam-1"
+    assert by_case["cases c2"].group == "cam-2" and by_case["cases c1"].group == "cam-1"
+    assert by_case["cases c1"].negative_for is None
     assert check_dataset(ds).ok
+
+
+def test_a_rejected_picture_is_a_negative_only_for_the_classes_its_rejection_speaks_of(real_sample_dir, garbage, tmp_path):
+    """A rejected case's picture was written with an empty label file, background for every class trained: a rejected
+    stall on a street with a real garbage pile taught the detector that garbage is background. It is a hard negative
+    only where its rejection speaks of every class the dataset trains (a rejected stall: stall, vendor_cart), and
+    `data merge` leaves it out of a merge that trains another class (a garbage set's), saying so."""
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[-3:]  # not among `garbage`'s
+    stall = {"violation_type": "street_stall", "source_id": "cam-2"}
+    lines = [
+        {**stall, "case_id": "c-stall", "decision": "confirmed", "image": str(pics[0]), "source_id": "cam-1",
+         "boxes": [{"class_name": "umbrella", "xyxy": [100, 100, 200, 150]}]},
+        {**stall, "case_id": "c-no", "decision": "rejected", "reason_code": "not_a_violation", "reason": "a bus shelter",
+         "image": str(pics[1]), "boxes": [{"class_name": "umbrella", "xyxy": [10, 10, 90, 90]}]},
+        {"case_id": "c-spill", "violation_type": "shopfront_spillover", "decision": "rejected",  # its goods are real goods
+         "reason_code": "not_a_violation", "source_id": "cam-3", "image": str(pics[2]), "boxes": []},
+    ]
+    result = from_cases_run(tmp_path, lines)
+    assert ("review.jsonl (cases c-spill): picture left out: no hard negative, as its rejection says nothing about stall "
+            "(rejected shopfront_spillover: not_a_violation)") in result.stderr
+    cases = Dataset(tmp_path / "cases")
+    assert cases.classes == ["stall"]
+    neg = next(f for f in cases.files() if f.source == "cases c-no")
+    assert len(cases.labels(neg).boxes) == 0 and neg.note == "hard negative: rejected street_stall: a bus shelter"
+    assert neg.negative_for == ["stall", "vendor_cart"] and neg.group == "cam-2"
+    assert [f.source for f in cases.files()] == ["cases c-no", "cases c-stall"]
+
+    garbage_set, _ = import_yolo(garbage, tmp_path / "garbage")
+    result = runner.invoke(app, ["data", "merge", str(tmp_path / "cases"), str(tmp_path / "garbage"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    left = ("cases: 1 hard negatives (rejected cases) left out, as their rejection says nothing about garbage, which the "
+            "merge trains: images/c-no.jpg")
+    assert f"left out: {left}" in result.stdout
+    merged = Dataset(tmp_path / "m")
+    assert merged.manifest.left_out == [left] and merged.classes == ["stall", "garbage"]
+    assert [f.source for f in merged.files() if f.source.startswith("cases")] == ["cases c-stall"]
+    assert len(merged.files()) == len(garbage_set.files()) + 1
+
+    alone = merge_datasets([cases], tmp_path / "m2", mapping={})  # the stall classes alone: still the negative
+    kept = next(f for f in alone.files() if f.source == "cases c-no")
+    assert kept.negative_for == ["stall", "vendor_cart"] and alone.manifest.left_out == []
+    split = split_dataset(alone, tmp_path / "s", val_fraction=0.5)  # and a split carries what it is a negative for
+    assert next(f for f in split.files() if f.source == "cases c-no").negative_for == ["stall", "vendor_cart"]
 
 
 
@@ -653,7 +701,7 @@ def test_retrain_summary_counts_the_verifier_only_cases_apart(real_sample_dir, t
     export.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     ds, findings = dataset_from_cases(export, tmp_path / "cases")
     step = from_cases_step(ds, findings)
-    assert step["skipped"] == {"lines": 2, "verifier_regions_only": 1, "pictures_left_out": 0}
+    assert step["skipped"] == {"lines": 2, "verifier_regions_only": 1, "pictures_left_out": 0, "rejection_says_nothing": 0}
     assert len(step["problems"]) == 2 and step["counts"]["images"] == 1 and step["digest"] == ds.digest
     json.dumps(step)  # written to retrain.json as it is
 
@@ -693,3 +741,4 @@ def test_an_import_stopped_half_way_leaves_no_version_and_can_be_run_again(tmp_p
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"imported {out}: 2096 images" in again.stdout and Dataset(out).manifest.counts["negatives"] == 2096
+

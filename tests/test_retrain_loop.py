@@ -69,7 +69,11 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
     summary = json.loads((work / "retrain.json").read_text())
     assert summary["steps"]["from_cases"]["counts"]["images"] == 3 and summary["steps"]["from_cases"]["counts"]["negatives"] == 1
     data = Dataset(summary["steps"]["split"]["dataset"])
-    assert sum(1 for f in data.files() if "tiny-ft-cases__" in f.image) == 3
+    # the rejected garbage photo says nothing of the signboards the merge trains too: left out, and said
+    assert sum(1 for f in data.files() if "tiny-ft-cases__" in f.image) == 2
+    [left_out] = summary["steps"]["merge"]["left_out"]
+    assert left_out.startswith("tiny-ft-cases: 1 hard negatives (rejected cases) left out, as their rejection says nothing "
+                               "about signboard") and left_out.endswith("images/c2.jpg")
     assert data.classes == ["garbage", "signboard"] + (["win_ad"] if "win_ad" in data.classes else [])
     assert data.files("train") and data.files("val")
 

@@ -61,6 +61,10 @@ class FileEntry(BaseModel):
     split: Literal["train", "val"] | None = Field(None, title="Split")
     source: str = Field("", title="Source", description="Where the file came from (original path, case id).")
     note: str = Field("", title="Note", description="E.g. why a hard negative was rejected in review.")
+    negative_for: list[str] | None = Field(
+        None, title="Negative for", description="The classes an empty label file is known to hold none of (a rejected "
+        "case's: its type's classes); None: every class of the version. `data merge` leaves the picture out of a "
+        "version that trains another class, whose objects it may show.")
 
 
 class Manifest(BaseModel):
@@ -73,6 +77,8 @@ class Manifest(BaseModel):
     source: str = Field("", title="Source", description="How this version was made (command and inputs).")
     parents: list[str] = Field(default_factory=list, title="Parent digests")
     counts: dict = Field(default_factory=dict, title="Counts", description="Images, boxes, negatives, per class and split.")
+    left_out: list[str] = Field(default_factory=list, title="Left out",
+                                description="What of its inputs the version left out, and why (`data merge`).")
     files: list[FileEntry] = Field(title="Files")
 
 
@@ -87,6 +93,7 @@ class Item:
     source: str = ""
     note: str = ""
     split: str | None = None
+    negative_for: list[str] | None = None  # FileEntry.negative_for
 
 
 @dataclass
@@ -246,11 +253,13 @@ def write_dataset(
     source: str,
     parents: list[str] | None = None,
     link: bool = False,
+    left_out: list[str] | None = None,
 ) -> Dataset:
     """Create a new dataset version folder from `items` (refuses to overwrite a non-empty folder).
 
     `link`: hard-link images instead of copying them (for versions derived from other versions;
-    imports copy, so a version never changes when its source does).
+    imports copy, so a version never changes when its source does). `left_out`: what of its inputs the version left
+    out and why (`Manifest.left_out`).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -263,7 +272,7 @@ def write_dataset(
         raise DatasetError(f"{out}: two inputs want the same file name (label files go by the name without its "
                            f"suffix): {', '.join(clashes[:6])}")
     with _version_folder(out) as tmp:
-        _write_version(tmp, out, items, classes, name=name, source=source, parents=parents, link=link)
+        _write_version(tmp, out, items, classes, name=name, source=source, parents=parents, link=link, left_out=left_out)
     return Dataset(out)
 
 
@@ -284,7 +293,7 @@ def _version_folder(out: Path) -> Iterator[Path]:
 
 
 def _write_version(tmp: Path, out: Path, items: list[Item], classes: list[str], *, name: str, source: str,
-                   parents: list[str] | None, link: bool) -> None:
+                   parents: list[str] | None, link: bool, left_out: list[str] | None) -> None:
     """The pictures, labels, lists, manifest and data.yaml of the version `write_dataset` makes at `out`, in `tmp`."""
     (tmp / "images").mkdir()
     (tmp / "labels").mkdir()
@@ -293,7 +302,7 @@ def _write_version(tmp: Path, out: Path, items: list[Item], classes: list[str], 
         image = tmp / "images" / item.name
         _place(item.src, image, link)
         entry = FileEntry(image=f"images/{item.name}", sha256=sha256_file(image), group=item.group,
-                          split=item.split, source=item.source, note=item.note)
+                          split=item.split, source=item.source, note=item.note, negative_for=item.negative_for)
         if item.label is not None:
             label = tmp / "labels" / (Path(item.name).stem + ".txt")
             label.write_bytes(item.label)
@@ -310,6 +319,7 @@ def _write_version(tmp: Path, out: Path, items: list[Item], classes: list[str], 
         source=source,
         parents=parents or [],
         counts=count(classes, files, boxes),
+        left_out=left_out or [],
         files=files,
     )
     for list_name, selected in [("all", files)] + [(s, [f for f in files if f.split == s]) for s in SPLITS]:
@@ -347,4 +357,5 @@ def derive(dataset: Dataset, entry: FileEntry, *, split: str | None = ..., label
         source=entry.source,
         note=entry.note,
         split=entry.split if split is ... else split,
+        negative_for=entry.negative_for,
     )

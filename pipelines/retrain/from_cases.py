@@ -24,7 +24,10 @@ the verifier's tile would otherwise teach the detector that a whole wall or stre
 ad; a case with nothing else is skipped with a finding (`VERIFIER_REGIONS_ONLY`), and its
 picture is then no hard negative for another case's rejection either. The verifier dataset
 (`pipelines.verifier.from_cases`) keeps them as region labels.
-Rejected cases become hard negatives: the picture with an empty label file and the rejection reason in the manifest; except rejections whose reason code
+Rejected cases become hard negatives: the picture with an empty label file and the rejection reason in the manifest,
+only where the rejection speaks of every class the dataset trains (`rejected_classes`: a rejected stall says nothing of
+a real small ad beside it, which an empty label would teach as background), the classes it does speak of recorded
+(`negative_for`, for `data merge`); except rejections whose reason code
 says the object is real and only the case is not, or says nothing about the picture
 (`pipelines.cases.vocabulary.REASONS`: a permitted stall still looks like a stall, and teaching
 the detector otherwise would blind it; a privacy rejection is not about what was seen). One picture in several cases
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +67,11 @@ NOT_A_NEGATIVE = "picture left out: no hard negative"
 `skipped_summary`."""
 
 
+SAYS_NOTHING = "its rejection says nothing about"
+"""Middle of the finding of a rejected picture left out as a hard negative for the classes its dataset trains that
+its rejection does not speak of (`rejected_classes`): counted apart by `skipped_summary`."""
+
+
 class NoObjectBox(ValueError):
     """A confirmed case whose boxes are none of an object (`_training_boxes`): skipped, and its picture is no hard
     negative either (`read_review_export`), as an empty label would teach the detector the confirmed thing is
@@ -85,6 +94,21 @@ class _Picture:
     boxes: list[tuple[str, list[float]]] = field(default_factory=list)  # [x1, y1, x2, y2] as fractions of the picture
     cases: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
+    negative_for: set[str] = field(default_factory=set)  # the classes its rejections say it holds none of
+
+
+def rejected_classes(type_id: str, taxonomy: Taxonomy, classes: ProjectClasses) -> set[str]:
+    """The project classes a rejected case of `type_id` says its picture holds none of: those that alone are evidence
+    of the type and are evidence of no other type. A rejected stall says nothing of a real small ad beside it, nor of
+    `goods_display`, which is a shop's spillover as much as a stall's (a rejected spillover case so says nothing at
+    all: its goods are real goods); a type no project class stands for (parking: cars are COCO's) none."""
+    try:
+        vtype = taxonomy.get(type_id)
+    except KeyError:
+        return set()
+    others = {classes.match(n) for t in taxonomy.types.values() if t.id != vtype.id for n in t.evidence}
+    own = {classes.match(n) for n, weight in vtype.evidence.items() if weight >= vtype.min_evidence}
+    return own - others - {None}
 
 
 def training_class_for(type_id: str, taxonomy: Taxonomy, classes: ProjectClasses) -> str | None:
@@ -145,6 +169,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
         if decision in NEGATIVE:
             why = case.get("reason") or case.get("reason_code") or "no reason given"
             pic.rejections.append(f"{case.get('violation_type', '?')}: {why}")
+            pic.negative_for |= rejected_classes(str(case.get("violation_type")), taxonomy, classes)
     for key, shown in no_object.items():
         pic = pictures.get(key)
         if pic is not None and not pic.boxes:  # an empty label would teach the detector the confirmed thing is background
@@ -358,15 +383,17 @@ def skipped_counts(findings: list[Finding]) -> dict[str, int]:
     pictures = sum(f.reason.startswith(NOT_A_NEGATIVE) for f in findings)
     return {"lines": len(findings) - pictures,
             "verifier_regions_only": sum(f.reason.startswith(VERIFIER_REGIONS_ONLY) for f in findings),
-            "pictures_left_out": pictures}
+            "pictures_left_out": pictures,
+            "rejection_says_nothing": sum(f.reason.startswith(f"{NOT_A_NEGATIVE}, as {SAYS_NOTHING}") for f in findings)}
 
 
 def skipped_summary(findings: list[Finding]) -> str:
     """One line of `skipped_counts`, for `data from-cases` to print under its findings."""
     counts = skipped_counts(findings)
-    regions, pictures = counts["verifier_regions_only"], counts["pictures_left_out"]
+    regions, pictures, silent = counts["verifier_regions_only"], counts["pictures_left_out"], counts["rejection_says_nothing"]
     apart = f" ({regions} with only the verifier's image/tile regions, kept by --verifier)" if regions else ""
-    left_out = f"; {pictures} pictures left out (no hard negative)" if pictures else ""
+    why = f": {silent} rejected for a type that says nothing about a class the dataset trains" if silent else ""
+    left_out = f"; {pictures} pictures left out (no hard negative{why})" if pictures else ""
     return f"skipped {counts['lines']} review lines{apart}{left_out}"
 
 
@@ -376,9 +403,16 @@ def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy
     taxonomy = taxonomy or load_taxonomy()
     classes = classes or load_classes()
     pictures, findings = read_review_export(export, taxonomy, classes)
+    used = trained_classes(pictures.values(), classes)
+    for key, pic in list(pictures.items()):
+        silent = [] if pic.boxes else [c for c in used if c not in pic.negative_for]
+        if silent or not (pic.boxes or used):  # an empty label would say these are background: unknown
+            del pictures[key]
+            what = ", ".join(silent) or "any training class"
+            findings.append(Finding(f"{Path(export).name} (cases {','.join(pic.cases)})",
+                                    f"{NOT_A_NEGATIVE}, as {SAYS_NOTHING} {what} (rejected {'; '.join(pic.rejections)})"))
     if not pictures:
         raise no_usable_cases(export, findings)
-    used = classes.order({c for p in pictures.values() for c, _ in p.boxes}) or classes.names
     index = {c: i for i, c in enumerate(used)}
     items = []
     for pic in pictures.values():
@@ -386,6 +420,15 @@ def dataset_from_cases(export: Path, out: Path, *, name: str = "cases", taxonomy
         note = "" if pic.boxes else "hard negative: rejected " + "; ".join(pic.rejections)
         items.append(Item(src=pic.path, name=f"{pic.stem}{pic.path.suffix.lower()}",
                           label=format_label(np.array(rows).reshape(-1, 5)), group=pic.group,
-                          source="cases " + ",".join(pic.cases), note=note))
+                          source="cases " + ",".join(pic.cases), note=note,
+                          negative_for=None if pic.boxes else classes.order(pic.negative_for)))
     dataset = write_dataset(out, items, used, name=name, source=f"from-cases {export}")
     return dataset, findings
+
+
+def trained_classes(pictures: Iterable[_Picture], classes: ProjectClasses) -> list[str]:
+    """The classes a cases dataset trains: those of its confirmed boxes, else (rejections alone) those its rejections
+    say their pictures hold none of. A rejected picture goes in only when it holds none of every one of them
+    (`_Picture.negative_for`): its empty label says all of them are background."""
+    pictures = list(pictures)
+    return classes.order({c for p in pictures for c, _ in p.boxes}) or classes.order({c for p in pictures for c in p.negative_for})

@@ -94,7 +94,8 @@ def retrain(
     if not inputs:
         raise DatasetError("nothing to train on: give --cases and/or --data")
     merged = merge_datasets(inputs, work_dir / "merged", mapping=mapping or {}, drop_unmapped=drop_unmapped, name=name)
-    steps["merge"] = {"dataset": str(merged.root), "digest": merged.digest, "classes": merged.classes}
+    steps["merge"] = {"dataset": str(merged.root), "digest": merged.digest, "classes": merged.classes,
+                      "left_out": merged.manifest.left_out}
     data = split_dataset(merged, work_dir / "split", val_fraction=val_fraction, seed=seed)
     steps["split"] = {"dataset": str(data.root), "digest": data.digest, "splits": data.manifest.counts.get("splits")}
     log.info("training %s on %s (%s)", name, data.root, data.digest[:12])

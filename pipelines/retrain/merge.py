@@ -4,7 +4,9 @@ Each source class goes to a project class by an explicit `--map SRC=DST` (`SRC=-
 else by name or alias (`datasets/classes.yaml`); a class that maps nowhere stops the merge
 unless `drop_unmapped` says to drop such boxes. File names and groups are prefixed with the
 input's name so two inputs never collide and one input's places never merge with another's.
-Split assignments are not carried over: split the merged version again (grouped).
+Split assignments are not carried over: split the merged version again (grouped). A negative known to hold none of
+only some classes (a rejected case's picture, `FileEntry.negative_for`) is left out of a merge that trains another
+class, and the version says so (`Manifest.left_out`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.classes import ProjectClasses, classes_path, load_classes
-from pipelines.retrain.dataset import Dataset, DatasetError, derive, format_label, write_dataset
+from pipelines.retrain.dataset import Dataset, DatasetError, FileEntry, derive, format_label, write_dataset
 
 DROP = "-"
 
@@ -70,10 +72,15 @@ def merge_datasets(inputs: list[Dataset], out, *, mapping: dict[str, str | None]
         raise DatasetError("the merge keeps no boxes at all: check the --map options")
     target = classes.order(used)
     index = {c: i for i, c in enumerate(target)}
-    items = []
+    items, left_out = [], []
     for ds, m in zip(inputs, maps):
         prefix = _prefix(ds, inputs)
+        partial = {e.image: unspoken(e, target, mapping, classes) for e in ds.files()}
+        if any(partial.values()):
+            left_out.append(partial_negatives(ds, partial))
         for e in ds.files():
+            if partial[e.image]:
+                continue
             rows = ds.labels(e).boxes
             keep = [r for r in rows if m[int(r[0])] is not None]
             new = np.array([[index[m[int(r[0])]], *r[1:]] for r in keep]).reshape(-1, 5)
@@ -81,7 +88,26 @@ def merge_datasets(inputs: list[Dataset], out, *, mapping: dict[str, str | None]
             items.append(derive(ds, e, split=None, label=label, name=f"{prefix}__{e.image.split('/', 1)[1].replace('/', '__')}",
                                 group=f"{prefix}:{e.group}"))
     mapped = "; ".join(f"{ds.name}: " + ", ".join(f"{ds.classes[i]}->{t or DROP}" for i, t in m.items()) for ds, m in zip(inputs, maps))
-    return write_dataset(out, items, target, name=name, source=f"merge ({mapped})", parents=[ds.digest for ds in inputs], link=True)
+    return write_dataset(out, items, target, name=name, source=f"merge ({mapped})", parents=[ds.digest for ds in inputs], link=True,
+                         left_out=left_out)
+
+
+def unspoken(entry: FileEntry, target: list[str], mapping: dict[str, str | None], classes: ProjectClasses) -> list[str]:
+    """The merged classes a negative known to hold none of only some classes (`FileEntry.negative_for`: a rejected
+    case's picture) says nothing about: its empty label would teach them as background, though the picture may show
+    them (a real small ad beside a rejected stall). Empty for every other picture."""
+    if entry.negative_for is None or entry.boxes:
+        return []
+    known = {mapping[n] if n in mapping else classes.match(n) for n in entry.negative_for}
+    return [c for c in target if c not in known]
+
+
+def partial_negatives(ds: Dataset, partial: dict[str, list[str]]) -> str:
+    """`Manifest.left_out`'s line for an input's negatives left out by `unspoken`."""
+    pictures = [p for p, classes in partial.items() if classes]
+    silent = sorted({c for classes in partial.values() for c in classes})
+    return (f"{ds.name}: {len(pictures)} hard negatives (rejected cases) left out, as their rejection says nothing "
+            f"about {', '.join(silent)}, which the merge trains: {', '.join(pictures[:5])}{' …' if len(pictures) > 5 else ''}")
 
 
 def _prefix(ds: Dataset, inputs: list[Dataset]) -> str:

@@ -46,6 +46,8 @@ def print_version(ds, verb: str) -> None:
     c = ds.manifest.counts
     typer.echo(f"{verb} {ds.root}: {c['images']} images, {c['boxes']} boxes, {c['negatives']} negatives, "
                f"{c['groups']} groups, classes {', '.join(ds.classes)}; digest {ds.digest[:16]}")
+    for line in ds.manifest.left_out:
+        typer.echo(f"left out: {line}")
 
 
 @data_app.command("import")
