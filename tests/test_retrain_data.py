@@ -742,3 +742,23 @@ def test_an_import_stopped_half_way_leaves_no_version_and_can_be_run_again(tmp_p
     assert again.returncode == 0, again.stderr
     assert f"imported {out}: 2096 images" in again.stdout and Dataset(out).manifest.counts["negatives"] == 2096
 
+
+def test_the_split_group_of_a_case_is_its_grid_cell_not_its_upload_batch(real_sample_dir, tmp_path):
+    """A photo case's group was its batch (`triage:<upload job>`, `patrol:<video>`): one day's round, and the next
+    day's round shoots the same corner under another batch id, so a group split put one place on both sides. A case
+    placed in a grid cell is grouped by it, in both datasets; one without a cell keeps its camera or batch."""
+    from pipelines.verifier.data import load_dataset as load_verifier_dataset
+
+    pics = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:3]
+    garbage = {"violation_type": "exposed_garbage", "decision": "confirmed"}
+    lines = [{**garbage, "case_id": f"c{i}", "source_id": source, "image": str(pic),
+              **({"grid_cell": cell} if cell else {}), "boxes": [{"class_name": "garbage", "xyxy": [100, 200, 300, 400]}]}
+             for i, (pic, source, cell) in enumerate(zip(pics, ("triage:job-0301", "patrol:VID_0302.mp4", "cam-07"),
+                                                          ("330102001001", "330102001001", None)))]
+    from_cases_run(tmp_path, lines)
+    groups = {f.source: f.group for f in Dataset(tmp_path / "cases").files()}
+    assert groups == {"cases c0": "grid:330102001001", "cases c1": "grid:330102001001", "cases c2": "cam-07"}
+    from_cases_run(tmp_path, lines, "--verifier", out="verifier")
+    rows = {p.file: p.group for p in load_verifier_dataset(tmp_path / "verifier").photos}
+    assert rows == {"images/cases/c0.jpg": "grid:330102001001", "images/cases/c1.jpg": "grid:330102001001",
+                    "images/cases/c2.jpg": "cam-07"}

@@ -53,7 +53,7 @@ def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_pat
     dets = sv.Detections(xyxy=xyxy, confidence=np.array([0.9]), class_id=np.array([0]), data={"class_name": np.array(["garbage"])})
     frame = Frame(image=image, source_id="batch-3", ts=datetime(2025, 3, 14, 2, 0, tzinfo=UTC), frame_id="p1", path=str(picture))
     [garbage_event] = PhotoRules().process(frame, dets)
-    confirmed = intake.record_event(garbage_event, BundleContext(source_kind="photo_batch"))
+    confirmed = intake.record_event(garbage_event, BundleContext(source_kind="photo_batch", grid_cell="330102001001"))
     store.review(confirmed.id, approve=True, reviewer="li.wei", target="sim", reason_code="confirmed")
 
     bus, _ = bus_event
@@ -73,6 +73,7 @@ def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_pat
     line = next(x for x in lines if x["case_id"] == confirmed.id)
     assert line["decision"] == "approved" and line["boxes"][0]["class_name"] == "garbage"
     assert (line["width"], line["height"]) == (w, h) and (out / line["image"]).is_file()
+    assert line["grid_cell"] == "330102001001" and "grid_cell" not in next(x for x in lines if x["case_id"] == rejected.id)
 
     result = runner.invoke(app, ["data", "from-cases", str(out / "review.jsonl"), "--out", str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
@@ -85,7 +86,7 @@ def test_review_export_turns_decisions_into_positives_and_hard_negatives(tmp_pat
     [entry] = ds.files()
     positive = ds.labels(entry).boxes
     assert positive[:, 0].tolist() == [0] and np.allclose(positive[0, 1:], [cx, cy, bw, bh], atol=2e-3)  # box drawn back where it was
-    assert entry.source == f"cases {confirmed.id}"
+    assert entry.source == f"cases {confirmed.id}" and entry.group == "grid:330102001001"  # the place, not the batch
 
     # an altered evidence picture never becomes training data
     stored = tmp_path / "evidence" / confirmed.id / store.get(confirmed.id).evidence_boxes["image"]

@@ -9,6 +9,7 @@ store), JSON Lines, one reviewed case per line:
      "image": "evidence/c-20240501-0007/frame.jpg",      # relative to the export file, or absolute
      "image_sha256": "…",                                 # optional; checked when present
      "source_id": "cam-07",                               # camera / photo batch: the split group
+     "grid_cell": "330102001001",                          # optional: the split group instead (`case_group`)
      "width": 1920, "height": 1080,                       # optional: the frame the boxes are on
      "boxes": [{"class_name": "umbrella", "xyxy": [x1, y1, x2, y2]}, …]}   # pixels
 
@@ -163,7 +164,7 @@ def read_review_export(path: Path, taxonomy: Taxonomy, classes: ProjectClasses) 
             continue
         pic = pictures.get(key)
         if pic is None:
-            pic = pictures[key] = _Picture(image, str(case.get("source_id") or image.stem), picture_stem(case, no, stems))
+            pic = pictures[key] = _Picture(image, case_group(case, image.stem), picture_stem(case, no, stems))
         pic.cases.append(case_file_stem(case, no))
         pic.boxes += boxes
         if decision in NEGATIVE:
@@ -220,6 +221,17 @@ def case_decision(case: dict) -> str:
     if decision in NEGATIVE and not is_hard_negative(code):
         raise ValueError(f"rejected as {code!r}: {PRIVATE if RejectReason(code) is RejectReason.PRIVACY else REAL}: skipped")
     return decision
+
+
+def case_group(case: dict, fallback: str) -> str:
+    """The split group of a review line's picture, the place it shows, for the detector and the verifier dataset alike:
+    `grid:<cell>` where the line names its grid cell (`grid_cell`: 数字城管's cell, from the photo's GPS or the camera's
+    scene), else its `source_id` (a camera, one place; an upload batch or patrol video, one group however many places it
+    holds), else `fallback`. Why the cell first: an upload batch (`triage:<job>`) or patrol video (`patrol:<video>`) is
+    one day's round, and the next day's round shoots the same corners under another id, so grouped by source the same
+    place was on both sides of a split."""
+    cell = case.get("grid_cell")
+    return f"grid:{cell}" if cell else str(case.get("source_id") or fallback)
 
 
 def case_file_stem(case: dict, line: int) -> str:

@@ -8,7 +8,7 @@ negative; a rejection that says the thing is real but legal or a duplicate teach
 looks and is reported and skipped (the detector path's `case_decision`). A case its reviewer gave another type
 (`detected_type` in the line) also labels the type first proposed 0: the photo does not show it, as a `wrong_type`
 rejection says. Types a case says nothing about stay empty (not labelled), so a confirmed stall is never taught as
-"no parking". The camera or photo batch is the split group.
+"no parking". The case's grid cell, else its camera or photo batch, is the split group (`case_group`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pipelines.retrain.check import Finding
 from detect.taxonomy import ViolationType, load_taxonomy
-from pipelines.retrain.from_cases import (POSITIVE, SeenPictures, case_boxes, case_decision, case_image, frame_size,
-                                          no_usable_cases, object_boxes, on_frame, picture_stem, review_lines)
+from pipelines.retrain.from_cases import (POSITIVE, SeenPictures, case_boxes, case_decision, case_group, case_image,
+                                          frame_size, no_usable_cases, object_boxes, on_frame, picture_stem, review_lines)
 from pipelines.verifier.data import write_rows
 
 #: violation type -> label column of the verifier dataset
@@ -75,7 +75,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
         row = rows.get(key)
         if row is None:  # the picture's first case names it
             rel = f"images/{SOURCE}/{picture_stem(case, n, stems)}{image.suffix.lower()}"
-            row = rows[key] = {"file": rel, "group": case.get("source_id") or rel, "_src": image}
+            row = rows[key] = {"file": rel, "group": case_group(case, rel), "_src": image}
         value = 1 if decision in POSITIVE else 0
         row[column] = max(int(row.get(column, 0) or 0), value) if column in row else value
         detected = TYPE_COLUMNS.get(case.get("detected_type") or "")
