@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from detect.config_io import ConfigError, pydantic_en
+from detect.config_io import ZH_EN, ConfigError, pydantic_en, pydantic_zh
 from pipelines.cases.states import InvalidTransition
 from pipelines.cases.store import (CaseChanged, CaseNotFound, CaseOnPlatform, CaseStoreError, CaseStoreFull, CaseStoreUnreachable,
                                    NotCandidate, NotReopenable, PlaceError)
@@ -117,8 +117,16 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": pydantic_en(e), "type": str(e.get("type", ""))}
+    """FastAPI's field errors as `errors[]`, each `msg` Chinese first where pydantic's check has its Chinese
+    (`pydantic_zh`: a note or a search over its length), as the routes' own refusals word theirs (`invalid`): city staff
+    read the Chinese half, the page shows it (api/static/common.js)."""
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": _zh_first(e), "type": str(e.get("type", ""))}
             for e in exc.errors()]
+
+
+def _zh_first(error: dict[str, Any]) -> str:
+    en = pydantic_en(error)
+    return f"{zh}{ZH_EN}{en}" if (zh := pydantic_zh(error)) else en
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> str:

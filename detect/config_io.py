@@ -342,8 +342,10 @@ def zh_en(message: str) -> tuple[str | None, str]:
     return None, message
 
 
-#: pydantic's own checks worded in Chinese (`pydantic_zh`), for the half of a refusal city staff read.
-PYDANTIC_ZH = {"string_too_long": "超过 {max_length} 个字符", "string_too_short": "少于 {min_length} 个字符"}
+#: pydantic's own checks worded in Chinese (`pydantic_zh`), for the half of a refusal city staff read: a text's length,
+#: and a list's (a case's tags; `too_long` of a text measured after its validator is a text's: `_kind`).
+PYDANTIC_ZH = {"string_too_long": "超过 {max_length} 个字符", "string_too_short": "少于 {min_length} 个字符",
+               "too_long": "超过 {max_length} 项", "too_short": "少于 {min_length} 项"}
 #: A text of an annotated type (`detect.text.OneLine`) is measured after its validator, and pydantic then calls a
 #: text too long a Value's `too_long` ("at most 64 items"): the same check as `string_too_long`.
 _TEXT_AFTER_VALIDATOR = {"too_long": "string_too_long", "too_short": "string_too_short"}

@@ -722,8 +722,8 @@ def test_a_reviewer_notes_a_case_a_platform_holds_and_nothing_else_on_it_changes
     assert before.state is CaseState.SUBMITTED and before.evidence_digest
     signed = hashlib.sha256(app.state.ctx.evidence.read_bytes(before.evidence_ref, MANIFEST)).hexdigest()
 
-    for text, why in (("", "String should have at least 1 character"), (" \n ", "请填写备注内容 — the note is blank"),
-                      ("注" * 2001, "String should have at most 2000 characters")):
+    for text, why in (("", "少于 1 个字符 — String should have at least 1 character"), (" \n ", "请填写备注内容 — the note is blank"),
+                      ("注" * 2001, "超过 2000 个字符 — String should have at most 2000 characters")):
         refused = client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={"text": text})
         assert refused.status_code == 422 and refused.json()["detail"] == f"body.text: {why}", refused.text
     assert client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={}).status_code == 422
@@ -747,16 +747,40 @@ def test_a_reviewer_notes_a_case_a_platform_holds_and_nothing_else_on_it_changes
     assert [n["text"] for n in store.get(held).details["notes"]] == ["现场为公交站台，非违停\n请平台作废", "第二条"]
 
 
-def test_a_note_or_description_too_long_is_refused_in_characters(service, bus_event):
+def test_a_text_over_its_length_is_refused_in_characters_chinese_first(tmp_path, monkeypatch, bus_event):
     """A review note over 2000 characters or a description over 4000 was refused 'Value should have at most 2000
-    items after validation, not 2001' (pydantic measures them after their text check): it says characters."""
-    app, client, tokens, _ = service
+    items after validation, not 2001' (pydantic measures them after their text check): it says characters. Every
+    length refusal was English only, where the API's own field refusals say it in Chinese first for city staff
+    (`请填写备注内容 — the note is blank`): a note, a description, a shop's name, a call-out note, a search or a
+    case's tags over its limit is 422 naming the field, its reason `超过 … — …` as the routes word theirs. Through
+    uvicorn on loopback, as `serve` runs it."""
+    from pipelines.cases.store import MAX_TAGS
+    from pipelines.shops import ShopRegister
+    from tests.api_helpers import on_loopback
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path))
     [a] = draft_cases(app, bus_event, [{}])
+    before = app.state.ctx.store.get(a)
     reviewer = auth(tokens["reviewer"])
-    note = client.post(f"/api/v1/cases/{a}/confirm", headers=reviewer, json={"dispatch": False, "note": "属" * 2001})
-    description = client.patch(f"/api/v1/cases/{a}", headers=reviewer, json={"description": "占" * 4001})
-    assert [r.json()["detail"] for r in (note, description)] == ["body.note: String should have at most 2000 characters",
-                                                                "body.description: String should have at most 4000 characters"]
+    asked = [("post", f"/api/v1/cases/{a}/confirm", {"dispatch": False, "note": "属" * 2001}, None),
+             ("patch", f"/api/v1/cases/{a}", {"description": "占" * 4001}, None),
+             ("put", "/api/v1/shops/s1", {"name": "店" * 201}, None),
+             ("put", "/api/v1/callout/13800138000", {"status": "called", "note": "拨" * 2001}, None),
+             ("get", "/api/v1/cases", None, {"q": "文三路" * 70}),
+             ("patch", f"/api/v1/cases/{a}", {"tags": ["food_on_site"] * (MAX_TAGS + 1)}, None)]
+    with on_loopback(app) as url, httpx.Client(base_url=url, headers=reviewer, timeout=30) as client:
+        answers = [client.request(method, path, json=body, params=query) for method, path, body, query in asked]
+    assert [r.status_code for r in answers] == [422] * len(asked), [r.text for r in answers]
+    assert [r.json()["detail"] for r in answers] == [
+        "body.note: 超过 2000 个字符 — String should have at most 2000 characters",
+        "body.description: 超过 4000 个字符 — String should have at most 4000 characters",
+        "body.name: 超过 200 个字符 — String should have at most 200 characters",
+        "body.note: 超过 2000 个字符 — String should have at most 2000 characters",
+        "query.q: 超过 200 个字符 — String should have at most 200 characters",
+        f"body.tags: 超过 {MAX_TAGS} 项 — List should have at most {MAX_TAGS} items after validation, not {MAX_TAGS + 1}"]
+    assert [r.json()["errors"][0]["msg"].split(" — ")[0] for r in answers][:2] == ["超过 2000 个字符", "超过 4000 个字符"]
+    assert app.state.ctx.store.get(a) == before and ShopRegister(app.state.ctx.store.engine).get("s1") is None  # nothing saved
 
 
 def test_a_webhook_body_over_its_limit_is_refused_after_the_caller_is_checked(service):

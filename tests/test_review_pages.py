@@ -1233,7 +1233,7 @@ def test_a_refused_filter_is_said_in_the_status_line(site):
     b.execute_script("document.getElementById('f-q').value = arguments[0];", "文三路" * 70)
     b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
     status = _wait(b, lambda d: "422" in (t := d.find_element(By.ID, "status").text) and t, "the refusal said")
-    assert status == "案件列表无法加载 Cases could not be listed: 422: query.q: String should have at most 200 characters"
+    assert status == "案件列表无法加载 Cases could not be listed: 422: 超过 200 个字符 — String should have at most 200 characters"
     assert "bad" in b.find_element(By.ID, "status").get_attribute("class")
     b.find_element(By.ID, "f-q").clear()  # for the tests after this one
 
