@@ -116,6 +116,8 @@ def test_hostile_and_unreadable_archives_are_refused_with_reasons(tmp_path, bus_
         zf.write(bus_jpg, "../../escape.jpg")
         zf.writestr(zipfile.ZipInfo("/etc/absolute.jpg"), bus_jpg.read_bytes())  # ZipFile.write would strip the /
         zf.writestr(zipfile.ZipInfo("C:/DCIM/drive.jpg"), bus_jpg.read_bytes())
+        zf.writestr(zipfile.ZipInfo("D:here.jpg"), bus_jpg.read_bytes())  # drive-relative: D:'s current folder to Windows
+        zf.writestr(zipfile.ZipInfo("E:\\back.jpg"), bus_jpg.read_bytes())
         zf.write(inner, "photos/inner.zip")
     fake = tmp_path / "fake.zip"
     fake.write_text("this is not a zip archive")
@@ -129,9 +131,10 @@ def test_hostile_and_unreadable_archives_are_refused_with_reasons(tmp_path, bus_
     reasons = _refusals(items)
     assert "path traversal" in reasons["../../escape.jpg"]
     assert "path traversal" in reasons["/etc/absolute.jpg"]
-    # refused for what it is: neither absolute nor '..', a first folder named as a drive
-    assert reasons["C:/DCIM/drive.jpg"] == ("unsafe path in archive (its first folder 'C:' is a drive name, as Windows "
-                                            "reads it): refused")
+    # refused for what it is: neither absolute nor '..', but a drive to Windows, with a folder after it or not
+    assert {name: reasons[name] for name in ("C:/DCIM/drive.jpg", "D:here.jpg", "E:\\back.jpg")} == {
+        name: f"unsafe path in archive (it begins with the drive name {drive!r}, as Windows reads it): refused"
+        for name, drive in (("C:/DCIM/drive.jpg", "C:"), ("D:here.jpg", "D:"), ("E:\\back.jpg", "E:"))}
     assert "nested zip" in reasons["photos/inner.zip"]
     assert "not a valid zip" in reasons[str(fake)]
     assert "password-protected" in reasons["locked.jpg"]

@@ -28,7 +28,7 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
 from detect.imageio import (
@@ -355,8 +355,8 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     parts = PurePosixPath(info.filename.replace("\\", "/")).parts
     if info.filename.startswith(("/", "\\")) or ".." in parts:
         return "unsafe path in archive (absolute or '..' path traversal): refused"
-    if parts and parts[0].endswith(":"):  # C:/DCIM/x.jpg: neither absolute here nor '..', but a drive to Windows
-        return f"unsafe path in archive (its first folder {parts[0]!r} is a drive name, as Windows reads it): refused"
+    if drive := PureWindowsPath(info.filename).drive:  # C:/DCIM/x.jpg, C:x.jpg: neither absolute here nor '..', but a drive to Windows
+        return f"unsafe path in archive (it begins with the drive name {drive!r}, as Windows reads it): refused"
     if info.flag_bits & 0x1:
         return "password-protected (encrypted) archive entry: cannot be read"
     if info.file_size > MAX_PHOTO_BYTES:
