@@ -2,12 +2,14 @@
 
 PostgreSQL refuses NUL in text and in JSON, so one stray byte from a paste turned a save into a 500 there (SQLite
 took it); other control characters are no text a page can show or a platform take. A field of one line (an
-address, a name) takes no line break or tab either. Checked once here, for the API's bodies and the registers'
-models alike (`OneLine`, `Lines` in a pydantic model: a refusal names the field, Chinese first).
+address, a name) takes no line break or tab either: it goes into sheets and platform payloads one cell, one field,
+one line. Checked once here, for the API's bodies and the registers' models alike (`OneLine`, `Lines` in a pydantic
+model: a refusal names the field, Chinese first); an import folds a cell's line breaks instead (`fold_lines`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -36,6 +38,16 @@ def _lines(text: str) -> str:
         raise PydanticCustomError("control_character", "含控制字符（NUL 等） — the text has a control character ({found}) "
                                   "that is no text (line breaks and tabs are allowed)", {"found": found})
     return text
+
+
+_BREAKS = re.compile(r"[ \u3000]*[\r\n\t]+[ \u3000\r\n\t]*")
+
+
+def fold_lines(text: str) -> str:
+    """`text` as one line: each run of line breaks and tabs (with the spaces around it) one space. A sheet's cell
+    typed with Alt+Enter (a shop's name over two lines of its sign) is one line of text, and a field of one line
+    (`OneLine`) refuses a line break: an import folds it, and says so, rather than refuse the row."""
+    return _BREAKS.sub(" ", text).strip()
 
 
 OneLine = Annotated[str, AfterValidator(_one_line)]

@@ -37,7 +37,7 @@ from detect.cityzones import geometry_of
 from detect.phones import find_phones
 from detect.config_io import ZH_EN, ConfigModel, pydantic_en, pydantic_zh, zh_en
 from detect.scenes import image_polygon
-from detect.text import Lines, OneLine
+from detect.text import OneLine, fold_lines
 from pipelines.cases.schema import shops
 from pipelines.cases.store import Audit, audited, holding
 from pipelines.tables import RowError, column_zh, read_rows, row_message
@@ -93,10 +93,11 @@ class Shop(ConfigModel):
 
     id: OneLine = Field(title="Shop id", description="Its licence number when it has one, else derived from name and address.",
                     min_length=1, max_length=64, pattern=r"^[^/\s]+$")
-    name: Lines = Field(title="Name", description="Shop name as on its sign or licence.", min_length=1, max_length=200)
-    address: Lines | None = Field(None, title="Address", description="Street address.", max_length=500)
-    licence_no: Lines | None = Field(None, title="Licence number", description="营业执照号 / 统一社会信用代码.", max_length=64)
-    contact: Lines | None = Field(None, title="Contact", description="Person and/or phone the warnings go to.", max_length=200)
+    # one line each (`OneLine`): they go into the warnings' notices, the reports' sheets and the cases a platform gets
+    name: OneLine = Field(title="Name", description="Shop name as on its sign or licence.", min_length=1, max_length=200)
+    address: OneLine | None = Field(None, title="Address", description="Street address.", max_length=500)
+    licence_no: OneLine | None = Field(None, title="Licence number", description="营业执照号 / 统一社会信用代码.", max_length=64)
+    contact: OneLine | None = Field(None, title="Contact", description="Person and/or phone the warnings go to.", max_length=200)
     frontages: list[Frontage] = Field(default_factory=list, title="Frontages", description="Where the shop's 门前三包 strip lies.")
 
     def case_details(self) -> dict[str, Any]:
@@ -244,6 +245,7 @@ class ShopRegister:
         refused: list[tuple[int, str]] = []  # (row number, message)
         above: dict[str, Any] | None = None
         for number, row in rows:
+            row, folded = _folded(row)
             try:
                 row = _carry_down(row, above)
             except RowError as exc:
@@ -257,7 +259,7 @@ class ShopRegister:
                 refused.append((number, row_message(name, number, _refusal(exc), COLUMNS)))
                 continue
             shop.contact, doubts = restore_phones(shop.contact)
-            report.warnings += [row_message(name, number, doubt, COLUMNS) for doubt in doubts]
+            report.warnings += [row_message(name, number, doubt, COLUMNS) for doubt in folded + doubts]
             known = found.setdefault(shop.id, shop)
             known.frontages.append(frontage)
             rows_of.setdefault(shop.id, []).append(number)
@@ -333,9 +335,28 @@ def _settle_licences(conn: sa.Connection, found: dict[str, Shop]) -> dict[str, L
 
 
 def _shop(row) -> Shop:
+    """A stored shop; a field a register kept with a line break (stored before they were one line) folded, as an import
+    folds it, so that it still reads and is saved again as one line."""
     m = row._mapping
-    return Shop(id=m["id"], name=m["name"], address=m["address"], licence_no=m["licence_no"], contact=m["contact"],
-                frontages=[Frontage(**f) for f in (m["frontages"] or [])])
+    one_line = {k: fold_lines(m[k]) if m[k] else m[k] for k in SINGLE_LINE}
+    return Shop(id=m["id"], **one_line, frontages=[Frontage(**f) for f in (m["frontages"] or [])])
+
+
+#: A shop's fields of one line (`Shop`), whose cells an import folds (`_folded`).
+SINGLE_LINE = ("name", "address", "licence_no", "contact")
+
+
+def _folded(row: dict[str, Any]) -> tuple[dict[str, Any], list[RowError]]:
+    """`row` with each `SINGLE_LINE` cell holding a line break or tab (a cell typed with Alt+Enter) folded to one line
+    (`fold_lines`), and a warning per cell folded, for the import's summary: the row is imported, not refused."""
+    out, folded = dict(row), []
+    for column in SINGLE_LINE:
+        value = out.get(column)
+        if isinstance(value, str) and (one := fold_lines(value)) != value.strip():
+            out[column] = one
+            folded.append(RowError(column, "含换行，已合并为一行（换行改为空格）",
+                                   f"{column}: line breaks folded to one line (each a space)"))
+    return out, folded
 
 
 #: How a register says "as the row above" in a cell: 同上, 同前, 仝上, the ditto marks 〃 and ″, a lone `"`.

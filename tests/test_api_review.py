@@ -707,6 +707,27 @@ def test_text_with_a_control_character_is_refused_naming_the_field_on_postgresql
         assert kept.status_code == 200 and kept.json()["description"] == "摊位两处\n\t伞一把"
 
 
+def test_a_shop_field_with_a_line_break_is_refused_naming_it(tmp_path, monkeypatch):
+    """A shop's name, address, licence number and contact go into the warnings' notices, the reports' sheets and the
+    cases a platform gets, one line each, but PUT /shops took them with line breaks and tabs (only NUL was refused).
+    Each is 422 naming the field, Chinese first, as a control character in it is; nothing is saved. Through uvicorn on
+    loopback, as `serve` runs it. (An import folds such a cell instead: tests/test_cityops_registers.py.)"""
+    from tests.api_helpers import on_loopback
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    app, tokens = make_app(settings_for(tmp_path))
+    frontages = [{"camera": "cam-01", "polygon": [[0, 0], [1, 0], [1, 1]]}]
+    typed = (("name", "小吃\n店"), ("address", "文三路\r\n1 号"), ("licence_no", "9133\t0106"), ("contact", "王师傅\n139"))
+    with on_loopback(app) as url, httpx.Client(base_url=url, headers=auth(tokens["reviewer"]), timeout=30) as client:
+        refused = [client.put("/api/v1/shops/s1", json={"name": "小吃店", field: value, "frontages": frontages}) for field, value in typed]
+        one_line = client.put("/api/v1/shops/s1", json={"name": "小吃店", "address": "文三路 1 号", "frontages": frontages})
+    assert [r.status_code for r in refused] == [422] * len(typed), [r.text for r in refused]
+    assert [r.json()["errors"][0]["loc"] for r in refused] == [["body", field] for field, _ in typed]
+    assert all(r.json()["detail"].startswith(f"body.{field}: 含控制字符（换行、制表符、NUL 等） — the text has a control character")
+               for r, (field, _) in zip(refused, typed)), [r.json()["detail"] for r in refused]
+    assert one_line.status_code == 200 and one_line.json()["name"] == "小吃店", one_line.text
+
+
 def test_a_reviewer_notes_a_case_a_platform_holds_and_nothing_else_on_it_changes(service, bus_event):
     """A reviewer who found a submitted (已上报) case false had nowhere to say so: reject is refused (the platform
     voids it) and PATCH edits only candidates and queued cases. A note is added in any state, audited with who and

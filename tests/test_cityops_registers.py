@@ -776,3 +776,47 @@ def test_two_syncs_of_the_call_out_list_at_once_both_answer(fresh_postgres_url):
     assert outcomes == [1, 1]
     assert [e.number for e in CallOutList(store.engine).entries()] == ["13800138000"]
     store.close()
+
+
+def test_a_shop_field_typed_over_several_lines_is_folded_to_one_on_import_and_said(tmp_path):
+    """A shop's name, address, licence number or contact goes into the warnings' notices, the reports' sheets and the
+    cases a platform gets as one line, but a cell typed with Alt+Enter (a name over two lines of its sign) or a
+    quoted CSV cell with a line break was kept with it, breaking them. An import folds each such cell to one line
+    (a space for each run of breaks and tabs) and says so among its warnings, row and column named; the row is
+    imported, not refused. Excel and CSV alike."""
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    gps = "120.1550,30.2740; 120.1552,30.2740; 120.1552,30.2742"
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["店名", "地址", "联系人", "GPS范围"])
+    sheet.append(["王记\n面馆", "文三路 1 号\r\n（北门）", "王师傅\t13900001111", gps])
+    sheet.append(["李家水果", "文三路 3 号", "李女士", gps])
+    data = io.BytesIO()
+    book.save(data)
+    csv_sheet = f'name,address,gps_polygon\n"张记\n\n五金 ",文三路 5 号,"{gps}"\n'
+    for report, name in ((register.import_file(data.getvalue(), "shops.xlsx"), "shops.xlsx"),
+                         (register.import_file(csv_sheet.encode(), "shops.csv"), "shops.csv")):
+        assert not report.errors and len(report.imported) == (2 if name == "shops.xlsx" else 1), report.errors
+    shops = {s.name: s for s in register.list()}
+    assert sorted(shops) == ["张记 五金", "李家水果", "王记 面馆"]
+    assert (shops["王记 面馆"].address, shops["王记 面馆"].contact) == ("文三路 1 号 （北门）", "王师傅 13900001111")
+    folded = "含换行，已合并为一行（换行改为空格）"
+    assert report.warnings == [f"shops.csv 第 2 行「店名」：{folded} — shops.csv: row 2: name: line breaks folded to one line (each a space)"]
+    xlsx = register.import_file(data.getvalue(), "shops.xlsx").warnings
+    assert [w.split(" — ")[0] for w in xlsx] == [f"shops.xlsx 第 2 行「{column}」：{folded}" for column in ("店名", "地址", "联系人")]
+
+
+def test_a_shop_stored_with_a_line_break_is_still_listed_as_one_line(tmp_path):
+    """A shop saved while its fields could hold line breaks is not lost now they are one line: the register reads it
+    folded, as an import folds a cell, and the service lists it (a refusal on reading would have hidden the whole
+    register)."""
+    from pipelines.cases.schema import shops
+
+    register = ShopRegister(CaseStore(f"sqlite:///{tmp_path}/cases.db").engine)
+    with register.engine.begin() as conn:
+        conn.execute(shops.insert().values(id="old-1", name="老店\n分号", address="文三路\t7 号", licence_no=None, contact=None,
+                                           frontages=[], updated_at=datetime.now(UTC)))
+    [shop] = register.list()
+    assert (shop.id, shop.name, shop.address) == ("old-1", "老店 分号", "文三路 7 号")
+    register.put(shop)
+    assert register.get("old-1") == shop
