@@ -65,11 +65,23 @@ def _masked(number: str) -> str:
     return "".join("*" if i in hidden else c for i, c in enumerate(number))
 
 
+class MaskedTracebacks(logging.Formatter):
+    """Our lines' format, each traceback's text through `mask_phones`: an error's message may carry what someone typed
+    (PostgreSQL's `Key (number)=(13912345678) already exists`, a refusal quoting the value it refused), and a
+    traceback goes to the log in full (`log.exception`: a route's bug, a failed job, a failed import). The line's own
+    message is ours, written with what it may say already masked (`loggable_target`, `loggable_name`)."""
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        return mask_phones(super().formatException(ei))
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    """Our lines at `level` on stderr (once: a process already set up keeps its handler); Alembic's INFO (one line per
-    plugin it loads, every time the case store is opened) only at DEBUG, so staff see what the run did, not how it
-    started."""
-    logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT)
+    """Our lines at `level` on stderr (once: a process already set up keeps its handler), tracebacks masked
+    (`MaskedTracebacks`); Alembic's INFO (one line per plugin it loads, every time the case store is opened) only at
+    DEBUG, so staff see what the run did, not how it started."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(MaskedTracebacks(FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
     if level > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 

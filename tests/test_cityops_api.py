@@ -1239,6 +1239,45 @@ def test_the_access_log_keeps_no_full_phone_number_looked_up(tmp_path):
     assert '"GET /api/v1/shops?q=021-****4567 HTTP/1.1" 200' in log, log
 
 
+@pytest.mark.slow  # starts `serve` (about 8 s), its log being what is read
+def test_a_failed_write_logs_its_traceback_without_what_was_typed(tmp_path):
+    """A write the database refused (a register import's row, a shop, a call-out result's note) was logged with its
+    traceback, whose error quoted the statement's parameters: the shop's name and contact, the note, the number, in
+    full, for as long as the log is kept. The store's errors quote no parameter, and a traceback's text writes a phone
+    number as the access log does (`138****5678`: a driver's message may hold the value it refused, as PostgreSQL's
+    `Key (number)=(…) already exists` does; the trigger's message stands for one). Through `streetwatch serve`."""
+    import sqlite3
+
+    settings = settings_for(tmp_path, triage={"ocr": "off"})
+    app, tokens = make_app(settings, resume_jobs=False)
+    numbers_on_the_list(app.state.ctx.store.engine, 1)
+    app.state.ctx.store.close()
+    with sqlite3.connect(tmp_path / "cases.db") as db:  # the database refuses every write of these rows
+        db.execute("CREATE TRIGGER no_shop BEFORE INSERT ON shops BEGIN SELECT RAISE(ABORT, 'contact 13912345678 refused'); END")
+        db.execute("CREATE TRIGGER no_result BEFORE UPDATE ON callout_numbers BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+    reviewer = auth(tokens["reviewer"])
+    shop = {"name": "王记面馆", "contact": "王师傅 13900001111", "frontages": [{"gps": [[120.155, 30.274], [120.1552, 30.274], [120.1552, 30.2742]]}]}
+    results = "number,status,note\n13900000000,called,机主王小明 13700001234 已接听\n"
+    with _serving(tmp_path, config) as (base, _):
+        answers = [httpx.put(f"{base}/api/v1/shops/s1", json=shop, headers=reviewer, timeout=30),
+                   httpx.post(f"{base}/api/v1/shops/import", headers=reviewer, timeout=30,
+                              files={"file": ("shops.csv", "name,contact,gps_polygon\n李家水果,李女士 13800002222,\"120.155,30.274; 120.1552,30.274; "
+                                                           "120.1552,30.2742\"\n".encode(), "text/csv")}),
+                   httpx.post(f"{base}/api/v1/callout/import", headers=reviewer, timeout=30,
+                              files={"file": ("r.csv", results.encode(), "text/csv")})]
+    assert [a.status_code for a in answers] == [500, 500, 500], [a.text for a in answers]
+    log = next(tmp_path.glob("serve-*.log")).read_text(encoding="utf-8")
+    assert [line for line in log.splitlines() if "unhandled error" in line] == [
+        "ERROR api.problems: unhandled error on PUT /api/v1/shops/s1", "ERROR api.problems: unhandled error on POST /api/v1/shops/import",
+        "ERROR api.problems: unhandled error on POST /api/v1/callout/import"], log
+    assert "[SQL parameters hidden due to hide_parameters=True]" in log and "[parameters:" not in log, log
+    assert not [typed for typed in ("王记面馆", "王师傅", "13900001111", "李家水果", "李女士", "13800002222", "王小明", "13700001234",
+                                    "13900000000", "13912345678") if typed in log], log
+    assert "contact 139****5678 refused" in log, log
+
+
 def test_a_number_looked_up_with_escaped_separators_is_masked_in_the_access_log(tmp_path, caplog):
     """The access log masked a number searched for or set as the browser writes it only when its digits stood whole:
     q=138%200013%208000 (spaces), q=138+0013+8000, q=138%2D0013%2D8000 (a hyphen escaped) and a call-out path of

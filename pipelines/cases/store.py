@@ -624,12 +624,15 @@ def _lost_file(url: str, database: str, what: str) -> CaseStoreUnreachable:
 
 
 def _make_engine(url: str, pool: PoolLimits) -> Engine:
+    """The engine of `make_engine`. Its errors never quote a statement's parameters (`hide_parameters`): they are
+    what people typed (a note, a shop's name and contact, a phone number), and a failed write's error goes to the log
+    whole, in a traceback, where it was kept for as long as the log is."""
     limits = {"pool_size": pool.pool_size, "max_overflow": pool.max_overflow, "pool_timeout": pool.pool_timeout}
     if url.startswith("sqlite"):
         if (database := sqlite_file(url)) is not None:
             database = os.path.abspath(database)  # as the connections opened it, whatever the working folder later
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, **(limits if database is not None else {}))
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **(limits if database is not None else {}))
         opened = False  # once a connection has opened (or made) the file, a missing one is a lost store, not a new one
 
         @sa.event.listens_for(engine, "do_connect")
@@ -663,7 +666,7 @@ def _make_engine(url: str, pool: PoolLimits) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("writer") else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **limits)
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True, **limits)
 
 
 class CaseStore:
