@@ -5,13 +5,20 @@ gives the pooled neck map in the same run), the backbone's map is pooled over th
 over each vehicle's ground strip (`detect.verifier`, the same code inference runs). Synthetic
 small-ad composites (`synth.py`) are made from the flyposting-negative street photos in the same
 pass, each tied to its base photo so that it only ever trains folds its base photo is in.
-The result is cached under the cache folder by backbone, tile grid, detector and data digest.
+Two caches under the cache folder: each photo's own parts (`PhotoParts`) by its content and the settings that change
+them (`photo_dir`), so a dataset one reviewed case larger extracts that one photo; and the assembled features of a
+dataset (composites included: they draw on one random sequence over the whole dataset) by backbone, tile grid,
+detector and data digest, the fast path for running the same command again. Either can be deleted at will.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import os
+import uuid
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from detect import fields
+from detect.digests import sha256_file
 from detect.frames import Frame
 from detect.imageio import decode_image
 from detect.rules import PhotoRules
@@ -37,6 +45,8 @@ OBJECT_PART_CLASSES = ["umbrella", "dining table", "chair", "bench", "potted pla
 """Detector classes a tiles head's object part reads (the stall head: a stall's umbrellas, tables, goods, vendors, carts)."""
 MAX_SIDE = 1280
 """Photos are decoded at up to this long side (as triage does for 12 MP phone photos), or at the detector's input size if larger."""
+PHOTO_FORMAT = 1
+"""Version of what a per-photo cache file holds and how it is computed: a change gives new file names, never old numbers."""
 
 
 @dataclass
@@ -55,6 +65,31 @@ class Features:
     object_box: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (O, 4) normalised
 
 
+@dataclass
+class PhotoParts:
+    """What one photo gives the features, cached per photo (`photo_dir`): as `extract` used to gather them in its loop,
+    in the dtypes they are assembled in, so features from the cache and from a fresh run are the same bytes."""
+
+    tiles: np.ndarray  # (T + 1, D) float32: every tile's pooled features, last row the whole image
+    vehicles: np.ndarray  # (v, Dv) float32
+    vehicle_box: np.ndarray  # (v, 4) float32 normalised
+    vehicle_class: np.ndarray  # (v,) str
+    objects: np.ndarray  # (o, Do) float32
+    object_box: np.ndarray  # (o, 4) float32 normalised
+    rules_found: np.ndarray  # str: types today's detector-only rules find
+
+
+def photo_dir(cache_dir: Path, backbone: str, detector, tiles: tuple[int, int], rules: PhotoRules) -> Path:
+    """Folder of the per-photo files (`<content sha256>.npz`) for everything that changes a photo's numbers: backbone,
+    detector (model, backend, input size, rectangles, confidence and IoU: a dynamic export's id does not name its
+    input size), tile grid, decode size, the rules' taxonomy and settings (they give `rules_found`, the baseline a head
+    must beat to ship; per-photo files outlive many datasets) and `PHOTO_FORMAT`."""
+    d = detector.describe()
+    settings = "|".join(str(v) for v in (backbone, d["model"], d["backend"], d["imgsz"], d["rect"], d["conf"], d["iou"], tiles,
+                                         MAX_SIDE, rules.taxonomy.model_dump_json(), rules.settings.model_dump_json(), PHOTO_FORMAT))
+    return cache_dir / "verifier-photos" / f"{backbone}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+
 def cache_key(dataset: Dataset, backbone: str, detector_id: str, tiles: tuple[int, int], synth: int, seed: int) -> str:
     files = hashlib.sha256("\n".join(p.file for p in dataset.photos).encode()).hexdigest()  # rows left out change the key
     h = hashlib.sha256(f"{dataset.digest}|{files}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{MAX_SIDE}|v2".encode())
@@ -63,11 +98,13 @@ def cache_key(dataset: Dataset, backbone: str, detector_id: str, tiles: tuple[in
 
 def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], cache_dir: Path, *,
             synth: int = 0, seed: int = 0, font: Path | None = None, progress=None) -> Features:
-    """Features of every photo (and `synth` composites), from the cache when it holds them. A fresh extraction is
-    returned as read back from the cache it wrote, so the run that extracts and every later run of the same command
-    (the one a card records) train on the same numbers: the composites' slip boxes were float64 in the first and
-    float32 from the cache, and a tile at an edge of a slip changed sides (the flyposting head and its threshold of a
-    card, 0.8948, came out 0.9025 when its own command was run again)."""
+    """Features of every photo (and `synth` composites), from the cache when it holds them; `progress(i, n, cached)`.
+    A photo's own parts come from its per-photo file when there is one; the composites are made again whenever the
+    dataset is another (the same random draws in the same order: the picks, then each base photo's in photo order).
+    A fresh extraction is returned as read back from the cache it wrote, so the run that extracts and every later run of
+    the same command (the one a card records) train on the same numbers: the composites' slip boxes were float64 in the
+    first and float32 from the cache, and a tile at an edge of a slip changed sides (the flyposting head and its
+    threshold of a card, 0.8948, came out 0.9025 when its own command was run again)."""
     key = cache_key(dataset, backbone, detector.model_id, tiles, synth, seed)
     path = cache_dir / f"verifier-features-{backbone}-{key}.npz"
     if path.is_file():
@@ -82,30 +119,25 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
     grid = np.vstack([tile_boxes(*tiles), WHOLE])
     rng = np.random.default_rng(seed)
     synth_bases = _synth_bases(dataset, synth, rng)
-    out_tiles, vehicles, v_photo, v_box, v_class = [], [], [], [], []
-    objects, o_photo, o_box = [], [], []
+    rules, cached = PhotoRules(), 0
+    folder = photo_dir(cache_dir, backbone, detector, tiles, rules)
+    parts: list[PhotoParts] = []
     s_tiles, s_base, s_boxes = [], [], []
-    rules, rules_found = PhotoRules(), []
-    when = datetime(2026, 1, 1, 12, tzinfo=UTC)
     for i, photo in enumerate(dataset.photos):
-        image = decode_image(photo.path, str(photo.path), max_side=max(MAX_SIDE, detector.imgsz)).image
-        fmap, dets = _features(image, detector, eff)
-        out_tiles.append(fmap.pool(grid).astype(np.float32))
-        h, w = image.shape[:2]
-        rules_found.append(sorted({e.violation_type for e in rules.process(Frame(image, photo.file, when), dets)}))
-        names = fields.names(dets)
-        o_idx, o_rows = object_part_rows(fmap, dets, w, h, OBJECT_PART_CLASSES, OBJECT_PART_CLASSES)
-        objects.extend(o_rows)
-        o_photo.extend([i] * len(o_idx))
-        o_box.extend(dets.xyxy[o_idx] / [w, h, w, h])
-        v_idx, v_rows = vehicle_rows(fmap, dets, w, h, VEHICLE_CLASSES, VEHICLE_CLASSES)
-        vehicles.extend(v_rows)
-        v_photo.extend([i] * len(v_idx))
-        v_box.extend(dets.xyxy[v_idx] / [w, h, w, h])
-        v_class.extend(names[v_idx])
+        file = folder / f"{sha256_file(photo.path)}.npz"
+        own = _load_parts(file)
+        cached += own is not None
+        image = None
+        if own is None or i in synth_bases:
+            image = decode_image(photo.path, str(photo.path), max_side=max(MAX_SIDE, detector.imgsz)).image
+        if own is None:
+            own = _photo_parts(image, photo.file, detector, eff, grid, rules)
+            _save_npz(file, **dataclasses.asdict(own))
+        parts.append(own)
         if i in synth_bases:
             from pipelines.verifier.synth import compose
 
+            h, w = image.shape[:2]
             for _ in range(synth_bases[i]):
                 composite, slips = compose(image, rng, font)
                 cmap, _ = _features(composite, detector, eff)
@@ -113,23 +145,76 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
                 s_base.append(i)
                 s_boxes.append([(s.box[0] / w, s.box[1] / h, s.box[2] / w, s.box[3] / h) for s in slips])
         if progress is not None:
-            progress(i + 1, len(dataset.photos))
-    dim = out_tiles[0].shape[1]
-    feats = Features(
-        np.stack(out_tiles), np.array(vehicles, dtype=np.float32).reshape(-1, object_feature_dim(dim, VEHICLE_CLASSES)),
-        np.array(v_photo, dtype=int), np.array(v_box, dtype=np.float32).reshape(-1, 4), np.array(v_class, dtype=object),
-        np.stack(s_tiles) if s_tiles else np.zeros((0, len(grid), dim), np.float32), np.array(s_base, dtype=int),
-        s_boxes, rules_found,
-        np.array(objects, dtype=np.float32).reshape(-1, object_feature_dim(dim, OBJECT_PART_CLASSES)), np.array(o_photo, dtype=int),
-        np.array(o_box, dtype=np.float32).reshape(-1, 4))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(path, tiles=feats.tiles, vehicles=feats.vehicles, vehicle_photo=feats.vehicle_photo, vehicle_box=feats.vehicle_box,
-             vehicle_class=feats.vehicle_class.astype(str), synth_tiles=feats.synth_tiles, synth_base=feats.synth_base,
-             synth_box=np.array([b for bs in feats.synth_boxes for b in bs], dtype=np.float32).reshape(-1, 4),
-             synth_box_of=np.array([k for k, bs in enumerate(feats.synth_boxes) for _ in bs], dtype=int),
-             rules_found=np.array([";".join(r) for r in rules_found]), objects=feats.objects, object_photo=feats.object_photo,
-             object_box=feats.object_box)
+            progress(i + 1, len(dataset.photos), cached)
+    log.info("features of %d photos: %d from the per-photo cache (%s), %d extracted; %d composites", len(parts), cached,
+             folder, len(parts) - cached, len(s_tiles))
+    feats = _assemble(parts, s_tiles, s_base, s_boxes, len(grid))
+    _save_npz(path, tiles=feats.tiles, vehicles=feats.vehicles, vehicle_photo=feats.vehicle_photo, vehicle_box=feats.vehicle_box,
+              vehicle_class=feats.vehicle_class.astype(str), synth_tiles=feats.synth_tiles, synth_base=feats.synth_base,
+              synth_box=np.array([b for bs in feats.synth_boxes for b in bs], dtype=np.float32).reshape(-1, 4),
+              synth_box_of=np.array([k for k, bs in enumerate(feats.synth_boxes) for _ in bs], dtype=int),
+              rules_found=np.array([";".join(r) for r in feats.rules_found]), objects=feats.objects,
+              object_photo=feats.object_photo, object_box=feats.object_box)
     return _cached(path)
+
+
+def _photo_parts(image: np.ndarray, file: str, detector, eff, grid: np.ndarray, rules: PhotoRules) -> PhotoParts:
+    """One photo's parts, read fresh: detections, the backbone's map pooled over the tiles and the objects' ground strips,
+    and the types today's rules find."""
+    fmap, dets = _features(image, detector, eff)
+    h, w = image.shape[:2]
+    found = sorted({e.violation_type for e in rules.process(Frame(image, file, datetime(2026, 1, 1, 12, tzinfo=UTC)), dets)})
+    o_idx, o_rows = object_part_rows(fmap, dets, w, h, OBJECT_PART_CLASSES, OBJECT_PART_CLASSES)
+    v_idx, v_rows = vehicle_rows(fmap, dets, w, h, VEHICLE_CLASSES, VEHICLE_CLASSES)
+    scale = [w, h, w, h]
+    return PhotoParts(fmap.pool(grid).astype(np.float32), v_rows, (dets.xyxy[v_idx] / scale).astype(np.float32).reshape(-1, 4),
+                      np.array(fields.names(dets)[v_idx], dtype=str), o_rows,
+                      (dets.xyxy[o_idx] / scale).astype(np.float32).reshape(-1, 4), np.array(found, dtype=str))
+
+
+def _load_parts(path: Path) -> PhotoParts | None:
+    """A photo's parts from its per-photo file; None when there is none, or (with a warning) when it cannot be read:
+    the photo is then extracted again and the file rewritten."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return PhotoParts(**{f.name: z[f.name] for f in dataclasses.fields(PhotoParts)})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        log.warning("%s: unreadable feature cache file (%s): extracting the photo again", path, e)
+        return None
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write `arrays` to `path` through a temporary file beside it: runs sharing a cache folder never read a half-written
+    file (os.replace is atomic on one file system)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # not mkstemp: its files are private (0600), the cache is shared
+    try:
+        with open(tmp, "xb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _assemble(parts: list[PhotoParts], s_tiles: list, s_base: list, s_boxes: list, grid_rows: int) -> Features:
+    """The dataset's features from its photos' parts (in photo order) and composites."""
+    dim = parts[0].tiles.shape[1]
+
+    def rows(name: str, width: int) -> np.ndarray:
+        return np.array([r for p in parts for r in getattr(p, name)], dtype=np.float32).reshape(-1, width)
+
+    def photo_of(name: str) -> np.ndarray:
+        return np.array([i for i, p in enumerate(parts) for _ in getattr(p, name)], dtype=int)
+
+    return Features(
+        np.stack([p.tiles for p in parts]), rows("vehicles", object_feature_dim(dim, VEHICLE_CLASSES)), photo_of("vehicles"),
+        rows("vehicle_box", 4), np.array([str(c) for p in parts for c in p.vehicle_class], dtype=object),
+        np.stack(s_tiles) if s_tiles else np.zeros((0, grid_rows, dim), np.float32), np.array(s_base, dtype=int),
+        s_boxes, [[str(t) for t in p.rules_found] for p in parts],
+        rows("objects", object_feature_dim(dim, OBJECT_PART_CLASSES)), photo_of("objects"), rows("object_box", 4))
 
 
 def _cached(path: Path) -> Features:

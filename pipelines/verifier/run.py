@@ -86,7 +86,7 @@ def features(dataset: Dataset, options: TrainOptions, cache: Path, progress=None
     if options.synth and font is None:
         raise ValueError("--synth needs a font with Chinese glyphs (Debian: fonts-noto-cjk, scripts/install-system-deps.sh)")
     feats = extract(dataset, options.backbone, detector, options.tiles, cache, synth=options.synth, seed=options.seed,
-                    font=font, progress=progress and (lambda i, n: progress(f"features {i}/{n}")))
+                    font=font, progress=progress and (lambda i, n, cached: progress(f"features {i}/{n} ({cached} cached)")))
     return detector, feats
 
 
