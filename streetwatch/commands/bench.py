@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from detect.imageio import expand_inputs
 from streetwatch.commands.common import fail, setup_logging, writable_or_fail
 
 
@@ -102,6 +101,7 @@ def _run(suite, model, backend, device, precision, batch, imgsz, duration, count
     from benchmarks.harness import default_images, run
     from benchmarks.suites import SUITES
     from detect.config_io import validate_model
+    from detect.imageio import expand_inputs  # here, not at the top: it loads OpenCV, which every other command would pay for
 
     suites = list(SUITES) if suite.strip() == "all" else _list(suite)
     config = validate_model(BenchConfig, {
