@@ -26,7 +26,8 @@ from api.context import AppContext, build_context
 from api.job_retention import SWEEP_EVERY_S, remove_expired
 from api.routers import analytics, cameras, cases, cityops, dispatch, evidence, ops, pages, triage
 from detect.config_io import ConfigError
-from detect.evidence import EvidenceKeyError, check_key_files
+from detect.evidence.config import EvidenceKeyError
+from detect.evidence.keys import check_key_files
 from detect.text import control_character
 from pipelines.cases.retention import prune_rejected_evidence
 from pipelines.cityops.warnings import remove_expired_images

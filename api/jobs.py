@@ -37,7 +37,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from api.config import ServiceConfig, named_files
 from api.metrics import ApiMetrics
 from detect.config_io import ConfigError, stamp_of, write_text_atomic
-from detect.evidence import EvidenceKeyError, load_hmac_key, load_signing_key
+from detect.evidence.config import EvidenceKeyError, load_hmac_key
+from detect.evidence.keys import load_signing_key
 from detect.registry import PROMOTED_FILE, default_model, model_dirs
 from pipelines.cases.store import CaseStore, CaseStoreFull, CaseStoreUnreachable
 from pipelines.evidence_store import EvidenceStore
@@ -496,7 +497,7 @@ class TriageJobs:
         cases stored now. `serve` calls it every `service.spool_retry_s` too: else bundles left while storage was down
         waited for the next upload, and one signed with a key rotated away began its 7 days' wait only then. Nothing to
         retry with when no evidence key is set (jobs write no cases: `cases_unavailable`)."""
-        from detect.evidence import ModelInfo
+        from detect.evidence.builder import ModelInfo
         from pipelines.cases.intake import Intake
 
         try:  # the model signs no bundle here: a retry uploads those sealed, as `watch` checks the stores with one

@@ -73,7 +73,8 @@ def measure(n: int, clip: Path, detector, keyframes: bool, seconds: float, warmu
     With a verifier (`judgement`), every camera also has a no-vending zone it verifies on each frame."""
     import yaml
 
-    from detect.evidence import EvidenceBuilder, EvidenceConfig, ModelInfo
+    from detect.evidence.builder import EvidenceBuilder, ModelInfo
+    from detect.evidence.config import EvidenceConfig
     from pipelines.cases import CaseStore
     from pipelines.cases.intake import Intake
     from pipelines.cctv.service import Watcher

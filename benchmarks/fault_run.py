@@ -149,7 +149,8 @@ def bus_event():
 
 def queue_cases(work: Path, event, n: int) -> list[str]:
     """`n` camera cases through the real intake: bundle built, signed, stored, queued for the target."""
-    from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo
+    from detect.evidence.builder import BundleContext, EvidenceBuilder, ModelInfo
+    from detect.evidence.config import EvidenceConfig
     from detect.frames import GeoPoint
     from pipelines.cases import CaseStore
     from pipelines.cases.intake import Intake
@@ -285,7 +286,7 @@ def triage_fault_run(work: Path, *, spots: int = 8, others: int = 24, limit_s: f
     """`streetwatch triage --dispatch` killed with SIGKILL in three phases (the photo stream, sealing a
     bundle, writing the report), resumed each time, then delivered; every photo must be recorded
     once, every case delivered once, every bundle verify and belong to its case."""
-    from detect.evidence import verify_bundle
+    from detect.evidence.signing import verify_bundle
     from pipelines.cases import CaseStore
     from pipelines.triage.journal import RESULTS, read_records
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, HttpUrl, model_validator
 
 from detect.config_io import ConfigError, ConfigModel, load_model
-from detect.evidence import EvidenceConfig
+from detect.evidence.config import EvidenceConfig
 from detect.rules import RuleSettings
 from detect.scenes import TimeZoneName
 from detect.taxonomy import Taxonomy, ZoneKind, load_taxonomy

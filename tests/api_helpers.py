@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from api.accounts import Role
 from api.app import create_app
 from api.config import service_config
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo, VerifierInfo
+from detect.evidence.builder import BundleContext, EvidenceBuilder, ModelInfo, VerifierInfo
+from detect.evidence.config import EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from pipelines.settings import Settings

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from detect.evidence import EvidenceBuilder, EvidenceConfig, ModelInfo
+from detect.evidence.builder import EvidenceBuilder, ModelInfo
+from detect.evidence.config import EvidenceConfig
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake
 from benchmarks.media import parked_vehicle_clip, street_view, write_scene

@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import httpx
 
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo, VerifierInfo
+from detect.evidence.builder import BundleContext, EvidenceBuilder, ModelInfo, VerifierInfo
+from detect.evidence.config import EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake

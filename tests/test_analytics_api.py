@@ -670,7 +670,7 @@ def test_the_case_export_names_the_verifier_that_judged_each_case(tmp_path, bus_
     and nothing for one whose bundle names none; three cases through the real intake, as CSV and as Excel."""
     from dataclasses import replace
 
-    from detect.evidence import VerifierInfo
+    from detect.evidence.builder import VerifierInfo
     from pipelines.analytics.export import COLUMNS
 
     app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)

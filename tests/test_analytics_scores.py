@@ -231,7 +231,8 @@ def test_a_camera_case_keeps_the_largest_stall_count_it_reported(tmp_path, monke
     from datetime import timedelta
 
     from detect.events import EventKind
-    from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
+    from detect.evidence.builder import BundleContext, EvidenceBuilder
+    from detect.evidence.config import EvidenceConfig
     from pipelines.cases.intake import Intake
     from pipelines.evidence_store import LocalEvidenceStore
     from tests.api_helpers import KEY, MODEL

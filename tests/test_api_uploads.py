@@ -448,7 +448,7 @@ def test_a_job_whose_key_file_is_unreadable_since_start_up_fails_naming_it_by_it
     group's case stopped (its error naming the file's server path at first, `/srv/keys/evidence.key: cannot read ...`),
     where `streetwatch triage` refuses and a patrol job fails; the job fails before reading a photo, with the patrol
     job's error (`no_cases_error`), the key named by its setting, never by the server's path."""
-    from detect.evidence import EvidenceConfig
+    from detect.evidence.config import EvidenceConfig
 
     key = tmp_path / "keys" / "evidence.key"
     key.parent.mkdir()
@@ -472,7 +472,7 @@ def test_a_cases_reason_names_key_files_by_their_settings_too(tmp_path, bus_even
     """The case routes named a case's reason and its history's by the evidence folders only (the store's own
     `named_by_setting`, beside `Settings.named_by_setting`, which names the key files too), so a reason naming a key
     file showed its server path; they go through the one that names both."""
-    from detect.evidence import EvidenceConfig
+    from detect.evidence.config import EvidenceConfig
     from pipelines.cases import CaseState
     from tests.api_helpers import draft_cases
 
@@ -829,7 +829,7 @@ class CountingDetector:
 def _store_stopped_mid_case(monkeypatch, root: Path) -> None:
     """PostgreSQL stopped (`pg_ctl stop`) while the job records its first case: the case drafted, its evidence bundle
     about to be built, the case's next write meeting the store gone, as a database restarted under a running job."""
-    from detect.evidence import EvidenceBuilder
+    from detect.evidence.builder import EvidenceBuilder
     from tests.pg import pg_ctl
 
     build, stopped = EvidenceBuilder.build, []

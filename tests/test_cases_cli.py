@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from detect.config_io import ConfigError
-from detect.evidence import BundleContext, ModelInfo
+from detect.evidence.builder import BundleContext, ModelInfo
 from pipelines.cases import CaseState
 from pipelines.cases.intake import Intake
 from pipelines.settings import load_settings

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from detect.digests import sha256_file
-from detect.evidence import verify_bundle
+from detect.evidence.signing import verify_bundle
 from pipelines.cases import CaseStore
 from pipelines.cctv.config import load_cameras
 from tests.cctv_helpers import cameras_file, parked_clip, scene_for

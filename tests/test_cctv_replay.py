@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from detect.evidence import read_manifest, verify_bundle
+from detect.evidence.signing import read_manifest, verify_bundle
 from pipelines.cases import CaseState
 from pipelines.cctv.service import Watcher
 from benchmarks.media import street_view, write_clip

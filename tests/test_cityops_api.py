@@ -29,7 +29,8 @@ from schemathesis.checks import content_type_conformance, response_schema_confor
 
 from api.job_retention import SWEEPING
 from detect.digests import sha256_file
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig
+from detect.evidence.builder import BundleContext, EvidenceBuilder
+from detect.evidence.config import EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases.intake import Intake
 from pipelines.cases.store import CaseStore

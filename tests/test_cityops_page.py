@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from detect.evidence import BundleContext
+from detect.evidence.builder import BundleContext
 from detect.frames import GeoPoint
 from detect.taxonomy import load_taxonomy
 from pipelines.cctv.config import load_cameras

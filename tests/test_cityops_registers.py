@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook, load_workbook
 
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo
+from detect.evidence.builder import BundleContext, EvidenceBuilder, ModelInfo
+from detect.evidence.config import EvidenceConfig
 from detect.frames import GeoPoint
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake

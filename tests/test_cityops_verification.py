@@ -6,13 +6,14 @@ from dataclasses import replace
 
 import pytest
 
-from detect.evidence import BundleContext, read_manifest, verify_bundle
+from detect.evidence.builder import BundleContext
+from detect.evidence.signing import read_manifest, verify_bundle
 from detect.frames import GeoPoint
 from pipelines.cases import CaseState
 from pipelines.cctv.service import Watcher
 from benchmarks.media import street_view, write_clip
 from pipelines.cityops.verification import DisposalCheckError, VerificationReporter, check_disposal_photo, list_reports
-from pipelines.dispatch import Dispatcher
+from pipelines.dispatch.dispatcher import Dispatcher
 from pipelines.dispatch.config import DispatchConfig
 from tests.cctv_helpers import KEY, SIZE, cameras_file, make_intake, parked_clip, scene_for, street
 from tests.dispatch_helpers import Sim

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from detect.evidence import read_manifest, verify_bundle
+from detect.evidence.signing import read_manifest, verify_bundle
 from detect.taxonomy import load_taxonomy
 from pipelines.cctv.service import Watcher
 from pipelines.settings import WarnConfig

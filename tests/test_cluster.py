@@ -745,7 +745,7 @@ def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_
     case without stored or sealed evidence -> announced again at the next sighting; a finished case -> left alone."""
     import pickle
 
-    from detect.evidence import BundleContext
+    from detect.evidence.builder import BundleContext
     from detect.rules import CameraRules
     from detect.tracking import TrackingConfig
     from pipelines.cases.intake import PARTIAL, _new_case
@@ -824,7 +824,7 @@ def test_every_owner_judges_with_the_verifier_the_driver_checked_though_another_
     """Each owner loaded its verifier by the name given (the promoted one by default), so an owner restarted after a
     `verifier promote` judged with the new heads while its bundles named the driver's. The owners are sent the card the
     driver checked (its path), or `none` where the promoted one stepped aside for another detector."""
-    from detect.evidence import VerifierInfo
+    from detect.evidence.builder import VerifierInfo
     from detect.judgement import load_judgement
     from detect.verifier import promote_verifier
     from pipelines.cluster import watch

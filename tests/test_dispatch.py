@@ -16,10 +16,12 @@ import httpx
 import jsonschema
 import pytest
 
-from detect.evidence import ModelInfo, VerifierInfo
+from detect.evidence.builder import ModelInfo, VerifierInfo
 from detect.taxonomy import load_taxonomy
 from pipelines.cases import CaseState, CaseStore, CaseStoreError
-from pipelines.dispatch import BreakerPolicy, DispatchConfig, Dispatcher, RetryPolicy, TargetConfig, handle_cn_dcm_webhook
+from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy, TargetConfig
+from pipelines.dispatch.dispatcher import Dispatcher
+from pipelines.dispatch.webhook import handle_cn_dcm_webhook
 from pipelines.dispatch.adapters import SCHEMA_PATH, CnDcmAdapter, Permanent, Transient
 from pipelines.dispatch.dispatcher import PassStats, backoff_s
 from pipelines.dispatch.webhook import SeenCalls, WebhookError, sign

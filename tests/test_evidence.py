@@ -15,17 +15,11 @@ import numpy as np
 import pytest
 
 from detect.events import EventKind
-from detect.evidence import (
-    BundleContext,
-    EvidenceBuilder,
-    EvidenceConfig,
-    EvidenceKeyError,
-    FrameRing,
-    ModelInfo,
-    load_hmac_key,
-    load_public_keys,
-    verify_bundle,
-)
+from detect.evidence.builder import BundleContext, EvidenceBuilder, ModelInfo
+from detect.evidence.config import EvidenceConfig, EvidenceKeyError, load_hmac_key
+from detect.evidence.keys import load_public_keys
+from detect.evidence.ring import FrameRing
+from detect.evidence.signing import verify_bundle
 from detect.evidence.privacy import privacy_regions
 from detect.taxonomy import load_taxonomy
 
@@ -150,7 +144,7 @@ def test_missing_extra_manifest_edit_and_wrong_key(tmp_path, bus_event):
 def test_a_bundle_whose_signature_was_removed_is_named_unsigned_for_the_key_given(tmp_path, bus_event):
     """signature.json deleted: the report said `HMAC missing` and nothing else, no file named, and an auditor who gave
     only a public key was told of an HMAC nobody asked for while the Ed25519 signature stayed `unchecked`."""
-    from detect.evidence import load_signing_key
+    from detect.evidence.keys import load_signing_key
     from detect.evidence.keys import generate_key_pair
 
     event, all_dets = bus_event
@@ -285,7 +279,7 @@ def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(
 
     from fastapi.testclient import TestClient
 
-    from detect.evidence import load_signing_key
+    from detect.evidence.keys import load_signing_key
     from tests.api_helpers import make_app, settings_for
 
     event, all_dets = bus_event

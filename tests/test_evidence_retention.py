@@ -16,7 +16,8 @@ import sqlalchemy as sa
 import yaml
 from typer.testing import CliRunner
 
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo
+from detect.evidence.builder import BundleContext, EvidenceBuilder, ModelInfo
+from detect.evidence.config import EvidenceConfig
 from pipelines.cases import CaseState, CaseStore
 from pipelines.cases.intake import Intake
 from pipelines.cases.retention import prune_rejected_evidence

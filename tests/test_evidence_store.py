@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from detect.events import EventKind
-from detect.evidence import BundleContext, EvidenceBuilder, EvidenceConfig, ModelInfo, verify_bundle
+from detect.evidence.builder import BundleContext, EvidenceBuilder, ModelInfo
+from detect.evidence.config import EvidenceConfig
+from detect.evidence.signing import verify_bundle
 from pipelines.cases import CaseState, CaseStore, InvalidTransition
 from pipelines.cases.intake import Intake
 from pipelines.evidence_store import LocalEvidenceStore, S3EvidenceStore, S3Settings, StorageError

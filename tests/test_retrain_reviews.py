@@ -11,7 +11,7 @@ import supervision as sv
 import yaml
 from typer.testing import CliRunner
 
-from detect.evidence import BundleContext, ModelInfo
+from detect.evidence.builder import BundleContext, ModelInfo
 from detect.frames import Frame
 from detect.imageio import read_image
 from detect.rules import PhotoRules

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from detect.evidence import VerifierInfo
+from detect.evidence.builder import VerifierInfo
 from pipelines.settings import Settings
 from tests.api_helpers import KEY, MODEL, auth, draft_cases, make_app, settings_for, write_cameras
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, REPO, start_server, stop_process

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from detect.config_io import load_model
-from detect.evidence import read_manifest, verify_bundle
+from detect.evidence.signing import read_manifest, verify_bundle
 from pipelines.cases import CaseState, CaseStore
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings, run_triage

@@ -547,7 +547,8 @@ def _judgement(ctx: AppContext, detector):
 
 
 def _check(ctx: AppContext, case_id: str, data: bytes, name: str, actor: str):
-    from detect.evidence import EvidenceKeyError, ModelInfo
+    from detect.evidence.builder import ModelInfo
+    from detect.evidence.config import EvidenceKeyError
     from pipelines.cases.intake import Intake
     from pipelines.evidence_store import StorageError
 

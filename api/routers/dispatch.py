@@ -1,4 +1,4 @@
-"""Status feedback from dispatch systems: the cn-dcm webhook (`pipelines.dispatch.handle_cn_dcm_webhook`)."""
+"""Status feedback from dispatch systems: the cn-dcm webhook (`pipelines.dispatch.webhook.handle_cn_dcm_webhook`)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 
 from api.context import AppContext, get_ctx
 from api.problems import Problem, problems
-from detect.evidence import MANIFEST, EvidenceKeyError, published_keys
+from detect.evidence import MANIFEST
+from detect.evidence.config import EvidenceKeyError
+from detect.evidence.keys import published_keys
 from pipelines.cases.store import evidence_removed
 from pipelines.evidence_store import StorageError
 from pipelines.url_signing import ATTACHMENT, LinkRefusal

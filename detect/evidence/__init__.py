@@ -1,15 +1,11 @@
-"""Evidence bundles for violations: frames, crops, facts, SHA-256 of every artifact, HMAC and Ed25519 signatures."""
+"""Evidence bundles for violations: frames, crops, facts, SHA-256 of every artifact, HMAC and Ed25519 signatures.
 
-from detect.evidence.builder import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifierInfo
-from detect.evidence.config import EvidenceConfig, EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
-from detect.evidence.keys import (PublishedKey, SigningKeys, check_key_files, load_public_keys, load_signing_key, load_signing_keys,
-                                  public_key_id, published_keys)
-from detect.evidence.ring import FrameRing
-from detect.evidence.signing import MANIFEST, SIGNATURE, VerifyReport, hmac_key_for, read_manifest, signed_key_id, verify_bundle
+Import from the module that holds what you need (`builder`, `config`, `keys`, `ring`, `signing`, `privacy`): the
+package imports nothing itself, so that the settings (`config.EvidenceConfig`) and the evidence store, which every
+command loads, do not load OpenCV and cryptography with the builder and the signing code. It holds the names of a
+bundle's files alone, which all of them share.
+"""
 
-__all__ = [
-    "MANIFEST", "SIGNATURE", "Bundle", "BundleContext", "EvidenceBuilder", "EvidenceConfig", "EvidenceError",
-    "EvidenceKeyError", "FrameRing", "ModelInfo", "PublishedKey", "SigningKeys", "VerifierInfo", "VerifyReport", "check_key_files", "hmac_key_for", "load_hmac_key",
-    "load_previous_hmac_keys", "load_public_keys", "load_signing_key", "load_signing_keys", "public_key_id", "published_keys", "read_manifest", "signed_key_id",
-    "verify_bundle",
-]
+MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"
+FORMAT = "streetwatch-evidence/1"

@@ -32,10 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from detect import fields
 from detect.events import ViolationEvent
+from detect.evidence import FORMAT, SIGNATURE
 from detect.evidence.config import EvidenceConfig
 from detect.evidence.privacy import blur_private
 from detect.evidence.ring import evenly
-from detect.evidence.signing import FORMAT, SIGNATURE, read_manifest, write_signed_manifest
+from detect.evidence.signing import read_manifest, write_signed_manifest
 from detect.digests import sha256_bytes, sha256_file
 from detect.frames import Frame, GeoPoint
 

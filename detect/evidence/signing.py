@@ -28,11 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from detect.digests import sha256_bytes, sha256_file
+from detect.evidence import MANIFEST, SIGNATURE
 from detect.evidence.keys import ALGORITHM, public_key_id
 
-MANIFEST = "manifest.json"
-SIGNATURE = "signature.json"
-FORMAT = "streetwatch-evidence/1"
 
 
 def key_id(key: bytes) -> str:

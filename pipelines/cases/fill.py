@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detect.evidence import hmac_key_for, read_manifest, signed_key_id, verify_bundle
+from detect.evidence.signing import hmac_key_for, read_manifest, signed_key_id, verify_bundle
 from pipelines.cases.intake import manifest_boxes, unknown_key
 from pipelines.cases.store import Case, CaseStore, evidence_removed
 from pipelines.evidence_store import EvidenceStore, StorageError

@@ -37,10 +37,10 @@ import supervision as sv
 from filelock import FileLock
 
 from detect.events import EventKind, ViolationEvent
-from detect.evidence import (
-    SIGNATURE, Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, SigningKeys, VerifierInfo, VerifyReport,
-    hmac_key_for, load_signing_keys, signed_key_id, verify_bundle,
-)
+from detect.evidence import SIGNATURE
+from detect.evidence.builder import Bundle, BundleContext, EvidenceBuilder, EvidenceError, ModelInfo, VerifierInfo
+from detect.evidence.keys import SigningKeys, load_signing_keys
+from detect.evidence.signing import VerifyReport, hmac_key_for, signed_key_id, verify_bundle
 from detect.frames import Frame
 from pipelines.cases.states import CaseState, check_transition
 from pipelines.cases.store import Case, CaseNotFound, CaseStore, NewCase

@@ -17,7 +17,7 @@ from datetime import datetime
 import supervision as sv
 
 from detect.events import EventKind, ViolationEvent
-from detect.evidence import BundleContext
+from detect.evidence.builder import BundleContext
 from detect.frames import Frame
 from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy

@@ -15,7 +15,8 @@ import supervision as sv
 
 from detect.candidates import candidates, scene_views
 from detect.events import ViolationEvent
-from detect.evidence import BundleContext, FrameRing
+from detect.evidence.builder import BundleContext
+from detect.evidence.ring import FrameRing
 from detect.frames import Frame, GeoPoint
 from detect.ocr import TextEvidence, merge_with_texts
 from detect.rules import CameraRules

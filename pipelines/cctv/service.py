@@ -24,7 +24,7 @@ from pathlib import Path
 
 from detect.config_io import ConfigError, one_line
 from detect.events import EventKind
-from detect.evidence import FrameRing
+from detect.evidence.ring import FrameRing
 from detect.frames import Frame
 from detect.rules import CameraRules, RuleSettings
 from detect.taxonomy import Taxonomy, load_taxonomy

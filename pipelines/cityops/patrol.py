@@ -53,7 +53,7 @@ from pipelines.triage.journal import RESULTS
 from pipelines.triage.report import CaseRef
 
 if TYPE_CHECKING:
-    from detect.evidence import SigningKeys
+    from detect.evidence.keys import SigningKeys
     from pipelines.cases.store import CaseStore
     from pipelines.evidence_store import EvidenceStore
     from pipelines.settings import Settings

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Engine
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from detect.events import EventKind, ViolationEvent
-from detect.evidence import BundleContext
+from detect.evidence.builder import BundleContext
 from detect.frames import Frame
 from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy

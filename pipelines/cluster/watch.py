@@ -48,7 +48,7 @@ import cv2
 
 from detect.digests import sha256_file
 from detect.engine import load_detector
-from detect.evidence import ModelInfo, VerifierInfo
+from detect.evidence.builder import ModelInfo, VerifierInfo
 from detect.frames import Frame
 from detect.judgement import Judgement, load_judgement
 from detect.taxonomy import Taxonomy, load_taxonomy

@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from detect.evidence.signing import MANIFEST
 from detect.digests import sha256_bytes
+from detect.evidence import MANIFEST
 from pipelines.analytics.casedata import VOIDED_BY_PLATFORM
 from pipelines.cases import Case, CaseStore
 from pipelines.cases.intake import case_boxes

@@ -16,7 +16,7 @@ import supervision as sv
 
 from detect import fields
 from detect.engine.profile import StageProfile
-from detect.evidence import VerifierInfo
+from detect.evidence.builder import VerifierInfo
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from detect.verifier import Verdicts

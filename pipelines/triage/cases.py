@@ -35,7 +35,8 @@ from pathlib import Path
 
 from detect.config_io import replaced_atomically
 from detect.events import ViolationEvent
-from detect.evidence import BundleContext, SigningKeys, VerifierInfo
+from detect.evidence.builder import BundleContext, VerifierInfo
+from detect.evidence.keys import SigningKeys
 from detect.frames import Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
@@ -232,7 +233,8 @@ def check_keys(deployment, settings) -> SigningKeys | None:
     load), before any photo or frame is read: by default (`cases` unset) such a run went on report-only under a
     warning, as it still does when no key is set at all. `streetwatch triage` and `streetwatch patrol` both ask. The
     keys loaded, for the run's case writer (`open_triage_cases`), or None (no cases, or no key set: it says so)."""
-    from detect.evidence import EvidenceKeyError, check_key_files
+    from detect.evidence.config import EvidenceKeyError
+    from detect.evidence.keys import check_key_files
 
     if settings.cases is False and settings.dispatch_target is None:
         return None
@@ -253,7 +255,8 @@ def open_triage_cases(deployment, detector, taxonomy, out: Path, dispatch_target
     Raises `CasesUnavailable` with the fix when the evidence key or storage credentials are
     missing or the dispatch target is not configured, before any photo is read.
     """
-    from detect.evidence import EvidenceKeyError, ModelInfo
+    from detect.evidence.builder import ModelInfo
+    from detect.evidence.config import EvidenceKeyError
     from pipelines.evidence_store import StorageError
 
     if dispatch_target is not None:

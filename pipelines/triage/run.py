@@ -16,7 +16,8 @@ from typing import Protocol
 
 from detect.cityzones import load_city_zones
 from detect.engine import Detector, load_detector
-from detect.evidence import SigningKeys, VerifierInfo
+from detect.evidence.builder import VerifierInfo
+from detect.evidence.keys import SigningKeys
 from detect.imageio import missing_reason
 from detect.judgement import Judgement, load_judgement
 from detect.rules import PhotoRules

@@ -218,7 +218,7 @@ def register(app: typer.Typer) -> None:
         """Once after upgrading from the release before: write the evidence boxes of the cases it stored without them
         (their flyposting numbers had no photo on the call-out list), from each case's verified bundle. Run again, it
         fills nothing; exits 1 when a case's evidence could not be read or verified (listed on stderr)."""
-        from detect.evidence import EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
+        from detect.evidence.config import EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
         from pipelines.cases.fill import fill_boxes as fill
         from pipelines.evidence_store import StorageError, open_evidence_store
 

@@ -30,7 +30,7 @@ def _say(text: str) -> None:
 
 def _monitor(settings, cameras_file: Path, detector, events_path: Path, judgement=None) -> dict:
     """`streetwatch watch --replay` on the demo cameras: cases with evidence from the real detector and rules."""
-    from detect.evidence import ModelInfo
+    from detect.evidence.builder import ModelInfo
     from pipelines.cases.intake import Intake
     from pipelines.cctv.service import Watcher
     from pipelines.cctv.snapshots import SnapshotWriter
@@ -69,7 +69,7 @@ def _confirm_and_dispatch(settings, api_url: str, token: str, sim) -> dict:
     let the simulator accept and handle it: its signed status webhooks move the case (handled -> verifying)."""
     import httpx
 
-    from pipelines.dispatch import Dispatcher
+    from pipelines.dispatch.dispatcher import Dispatcher
     from pipelines.evidence_store import open_evidence_store
 
     store = settings.cases.open()
@@ -145,7 +145,7 @@ def demo(
     require_modules(*DEMO_NEEDS)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
-    from detect.evidence import EvidenceKeyError
+    from detect.evidence.config import EvidenceKeyError
     from streetwatch.demo.media import make_media
     from pipelines.evidence_store import StorageError
     from pipelines.settings import load_settings

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         deferred: the platform down or its circuit open)."""
         setup_logging(verbose)
         from detect.config_io import ConfigError
-        from pipelines.dispatch import Dispatcher
+        from pipelines.dispatch.dispatcher import Dispatcher
         from pipelines.evidence_store import StorageError, open_evidence_store
 
         settings = settings_or_fail(config)

@@ -56,9 +56,9 @@ def register(app: typer.Typer) -> None:
 
         Exits 0 only when every bundle passes; otherwise lists what is wrong and exits 1.
         """
-        from detect.evidence import (
-            EvidenceKeyError, VerifyReport, hmac_key_for, load_hmac_key, load_previous_hmac_keys, load_public_keys, verify_bundle,
-        )
+        from detect.evidence.config import EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
+        from detect.evidence.keys import load_public_keys
+        from detect.evidence.signing import VerifyReport, hmac_key_for, verify_bundle
         from pipelines.evidence_store import StorageError
 
         settings = settings_or_fail(config)
@@ -134,7 +134,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The public keys bundles are signed with (the current one and those kept after rotations), as PEM:
         what `evidence verify --public-key` needs, and what the service publishes at /api/v1/evidence/keys."""
-        from detect.evidence import EvidenceKeyError, published_keys
+        from detect.evidence.config import EvidenceKeyError
+        from detect.evidence.keys import published_keys
 
         try:
             keys = published_keys(settings_or_fail(config).evidence)

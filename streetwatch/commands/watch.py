@@ -73,7 +73,8 @@ def watch(
     setup_logging(verbose)
     from detect.config_io import ConfigError, load_model
     from detect.engine import DetectorConfigError, ModelNotFoundError, load_detector
-    from detect.evidence import EvidenceKeyError, ModelInfo
+    from detect.evidence.builder import ModelInfo
+    from detect.evidence.config import EvidenceKeyError
     from pipelines.cases.intake import Intake
     from pipelines.cctv.service import Watcher
     from pipelines.cctv.snapshots import SnapshotWriter
@@ -168,7 +169,8 @@ def _watch_on_ray(address: str, cameras: Path, settings, detector: dict, *, repl
     """`watch` on a Ray cluster: the supervisor here, owners and inference actors on the nodes; `state`: the rules
     states file the driver reads at the start and writes at a graceful stop (None: --no-state)."""
     from detect.config_io import ConfigError
-    from detect.evidence import EvidenceKeyError, ModelInfo
+    from detect.evidence.builder import ModelInfo
+    from detect.evidence.config import EvidenceKeyError
     from detect.verifier import VerifierError
     from pipelines.cases.intake import Intake
     from pipelines.cluster.connect import ClusterError, absolute_paths, check_shared_stores, joined
