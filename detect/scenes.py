@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import cv2
 import numpy as np
 import shapely
 from pydantic import (
@@ -395,6 +394,8 @@ def read_reference(scene: Scene) -> np.ndarray | None:
     path = Path(scene.reference_snapshot)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
+    import cv2  # here, not at the top: the case store loads this module, and `cases list` needs no OpenCV
+
     image = cv2.imread(str(path))
     if image is None:
         raise ConfigError(f"{path}: not an image OpenCV can read")
