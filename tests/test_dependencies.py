@@ -119,7 +119,9 @@ def test_demo_photos_without_ultralytics_name_the_torch_extra(monkeypatch):
                                          "pip install 'streetwatch[torch]'")
 
 
-#: Runs a command as the console script does, then prints which of the drawing and tracking libraries it loaded.
+#: What a command that reads no image, signs nothing and sends nothing must not load (each costs 0.1-1.5 s a process).
+HEAVY = ("supervision", "scipy", "trackers", "cv2", "cryptography", "httpx")
+#: Runs a command as the console script does, then prints which of `HEAVY` it loaded.
 LOADED_AFTER = """
 import json, sys
 from streetwatch.cli import main
@@ -128,18 +130,20 @@ try:
     main()
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"code": code, "loaded": sorted(m for m in ("supervision", "scipy", "trackers") if m in sys.modules)}))
+print(json.dumps({"code": code, "loaded": sorted(m for m in HEAVY if m in sys.modules)}))
 """
 
 
-def test_the_case_store_commands_do_not_load_supervision_or_scipy(tmp_path):
+def test_the_case_store_commands_do_not_load_supervision_scipy_opencv_cryptography_or_httpx(tmp_path):
     """Every command that opened the case store imported supervision, and scipy under it (1.2-1.5 s a process, 'users
     list' 3.8 s in all), through detect's modules the store reads a constant of: they import it where boxes are drawn
-    or tracked. 'users list' on a new store runs without loading them."""
+    or tracked. Every command that read the settings imported cryptography, OpenCV and httpx too (the evidence and
+    dispatch packages' __init__ loaded the builder, the signing code and the adapters for a settings section each).
+    'users list' on a new store runs without loading any of them."""
     config = tmp_path / "sw.yaml"
     config.write_text(f"cases:\n  url: sqlite:///{tmp_path / 'cases.db'}\n", encoding="utf-8")
     argv = ["streetwatch", "users", "list", "--config", str(config)]
-    out = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {argv!r}\n" + LOADED_AFTER],
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {argv!r}; HEAVY = {HEAVY!r}\n" + LOADED_AFTER],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) == {"code": 0, "loaded": []}, out.stderr
