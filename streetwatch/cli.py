@@ -1,8 +1,8 @@
 """`streetwatch` console script: builds the Typer app from the command modules.
 
 It imports the standard library and the signal handling alone: `main` installs the handlers of Ctrl-C and SIGTERM
-first and then imports Typer and the command modules (OpenCV, numpy: about 0.4 s), so that a signal in a command's
-first moments says the one line and exits 130 (143) as a later one does, where it was a KeyboardInterrupt traceback
+first and then imports Typer and the command modules (pydantic and rich under Typer: about 0.3 s), so that a signal in
+a command's first moments says the one line and exits 130 (143) as a later one does, where it was a KeyboardInterrupt traceback
 (or death without a word for SIGTERM). `from streetwatch.cli import app` (CliRunner) builds the app on first use.
 """
 

@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM for the console script, on the standard library alone.
 
-`streetwatch.cli` installs these before it imports anything else (Typer, the command modules, OpenCV and numpy: about
-0.4 s), so that a signal in a command's first moments is handled as later ones are.
+`streetwatch.cli` installs these before it imports anything else (Typer and the command modules: about 0.3 s; a
+command's own imports, OpenCV or SQLAlchemy, come later), so that a signal in a command's first moments is handled as
+later ones are.
 """
 
 from __future__ import annotations

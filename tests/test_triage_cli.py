@@ -608,8 +608,8 @@ def test_a_signal_during_start_up_imports_exits_with_the_line_and_the_signals_co
 
 
 #: The console script (`from streetwatch.cli import main`) run by a program that sends itself the signal when the
-#: module named is first imported: Typer (the first import of the entry point's start-up), OpenCV (its longest) or the
-#: last command module.
+#: module named is first imported: Typer (the first import of the entry point's start-up), pydantic (its longest, under
+#: Typer's parameter adapters, since no command module loads OpenCV at import) or the last command module.
 STOPPED_AT_IMPORT = """
 import importlib.abc, os, signal, sys
 
@@ -633,7 +633,7 @@ sys.exit(main())
 
 
 def test_a_signal_while_the_entry_point_imports_the_commands_exits_with_the_line_and_the_signals_code(tmp_path):
-    """The entry point imported Typer and every command module (OpenCV, numpy: 0.4 s) when it was imported, before
+    """The entry point imported Typer and every command module (OpenCV, numpy then: 0.4 s) when it was imported, before
     main() installed the handlers: Ctrl-C in those first moments of any command was a KeyboardInterrupt traceback and
     SIGTERM killed it without a word (exit -15). main() installs them first and imports after, so either says the one
     line and exits 130 (143 for SIGTERM)."""
@@ -641,7 +641,7 @@ def test_a_signal_while_the_entry_point_imports_the_commands_exits_with_the_line
 
     (tmp_path / "stopped_at_import.py").write_text(STOPPED_AT_IMPORT)
     env = {**_env(), "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    for module in ("typer", "cv2", "streetwatch.commands.cityops"):
+    for module in ("typer", "pydantic", "streetwatch.commands.cityops"):
         for sig in (signal.SIGINT, signal.SIGTERM):
             run = subprocess.run([sys.executable, "-m", "stopped_at_import", module, sig.name], cwd=tmp_path, env=env,
                                  capture_output=True, text=True, timeout=120)
