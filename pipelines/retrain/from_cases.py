@@ -316,7 +316,7 @@ def picture_size(image: Path) -> tuple[int, int]:
     return decode_image(image, max_side=64).full_size
 
 
-def case_boxes(case: dict) -> list[tuple[str, list[float]]]:
+def line_boxes(case: dict) -> list[tuple[str, list[float]]]:
     """The line's boxes as (class name, [x1, y1, x2, y2]) in pixels; ValueError when one is not such a box. A swapped
     corner would become a label with a negative size (the picture then counts as a negative, or the set fails to load)."""
     raw = case.get("boxes") or []
@@ -352,7 +352,7 @@ def _training_boxes(case: dict, size: tuple[float, float], taxonomy: Taxonomy,
     a text line that carried no phone number or small-ad keyword (`PLAIN_TEXT`): a shop sign beside the pasted ad
     became part of the `small_ad` box. Every box is checked against the frame, kept or not: one off it says the
     line's frame is wrong."""
-    checked = [(n, on_frame(xyxy, size)) for n, xyxy in case_boxes(case)]
+    checked = [(n, on_frame(xyxy, size)) for n, xyxy in line_boxes(case)]
     boxes = [(n, xyxy) for n, xyxy in checked if not n.startswith(VERIFIED_PREFIX) and n not in PLAIN_TEXT]
     own = [(classes.match(n), xyxy) for n, xyxy in boxes if classes.match(n)]
     if own:

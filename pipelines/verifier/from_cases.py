@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipelines.retrain.check import Finding
 from detect.taxonomy import ViolationType, load_taxonomy
-from pipelines.retrain.from_cases import (POSITIVE, SeenPictures, case_boxes, case_decision, case_group, case_image,
+from pipelines.retrain.from_cases import (POSITIVE, SeenPictures, case_decision, case_group, case_image, line_boxes,
                                           frame_size, no_usable_cases, object_boxes, on_frame, picture_stem, review_lines)
 from pipelines.verifier.data import write_rows
 
@@ -67,7 +67,7 @@ def verifier_dataset_from_cases(export: Path, out: Path) -> tuple[Path, int, lis
             image = case_image(case, export)
             key, full = seen.key_and_size(image)
             size = frame_size(case) or full  # boxes on the picture itself when the line names no frame
-            xyxy = [b for _, b in case_boxes(case)] if decision in POSITIVE else []
+            xyxy = [b for _, b in line_boxes(case)] if decision in POSITIVE else []
             regions = _normalised_objects(taxonomy.get(case["violation_type"]), xyxy, size)
         except ValueError as exc:
             findings.append(Finding(where, f"{exc}: skipped"))
