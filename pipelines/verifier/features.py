@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from detect import fields
+from detect.config_io import replaced_atomically
 from detect.digests import sha256_file
 from detect.frames import Frame
 from detect.imageio import decode_image
@@ -186,17 +185,11 @@ def _load_parts(path: Path) -> PhotoParts | None:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write `arrays` to `path` through a temporary file beside it: runs sharing a cache folder never read a half-written
-    file (os.replace is atomic on one file system)."""
+    """Write `arrays` to `path` whole or not at all (`replaced_atomically`): runs sharing a cache folder never read a
+    half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # not mkstemp: its files are private (0600), the cache is shared
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _assemble(parts: list[PhotoParts], s_tiles: list, s_base: list, s_boxes: list, grid_rows: int) -> Features:
