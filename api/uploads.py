@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
+from detect.config_io import ZH_EN
 from api.auth import caller_of, check_caller_first
 from api.problems import Problem, loggable_target, problems, unreadable_json
 from pipelines.triage.sources import Refused, expand_sources
@@ -64,6 +65,11 @@ class SavedFile:
     size: int
 
 
+def _mb(size: int) -> str:
+    """A size as city staff read it in a refusal's Chinese half (the English half keeps the exact bytes)."""
+    return f"{size / 2**20:.1f} MB"
+
+
 def check_length(request: Request, limit: int) -> None:
     """413 before reading when the declared body is over `limit`; 400 when the header is not a number."""
     declared = request.headers.get("content-length")
@@ -74,7 +80,8 @@ def check_length(request: Request, limit: int) -> None:
     except ValueError:
         raise Problem(400, f"Content-Length {declared!r} is not a number") from None
     if size > limit:
-        raise Problem(413, f"upload of {size} bytes is over the limit of {limit} bytes", slug="upload-too-large")
+        raise Problem(413, f"上传 {_mb(size)}，超过上限 {_mb(limit)}{ZH_EN}upload of {size} bytes is over the limit of {limit} bytes",
+                      slug="upload-too-large")
 
 
 async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
@@ -82,7 +89,8 @@ async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         seen += len(chunk)
         if seen > limit:
-            raise Problem(413, f"upload is over the limit of {limit} bytes (stopped reading at {seen})", slug="upload-too-large")
+            raise Problem(413, f"上传超过上限 {_mb(limit)}，已停止接收{ZH_EN}upload is over the limit of {limit} bytes "
+                          f"(stopped reading at {seen})", slug="upload-too-large")
         yield chunk
 
 
@@ -199,7 +207,8 @@ async def receive_files(request: Request, dest: Path, *, limit: int, max_files: 
         raise Problem(415, f"send the photos as multipart/form-data in field {field!r} (got {content_type or 'no content type'})",
                       slug="unsupported-media-type")
     parser = multipart_parser(request, limit, spool, max_files=max_files)
-    form = await parse_form(request, parser, too_many=f"more than {max_files} files in one upload "
+    form = await parse_form(request, parser, too_many=f"一次最多上传 {max_files} 个文件，请分几次上传或打包成一个 zip{ZH_EN}"
+                                                      f"more than {max_files} files in one upload "
                                                       "(service.max_upload_files): send them in several uploads, or as one zip")
     uploads = [v for k, v in form.multi_items() if k == field and isinstance(v, UploadFile)]
     try:

@@ -369,6 +369,7 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
 
     declared = client.post(url, headers=h, files=[("files", ("big.jpg", big, "image/jpeg"))])
     assert declared.status_code == 413 and "over the limit" in declared.json()["detail"]
+    assert declared.json()["detail"].startswith("上传 "), declared.text  # Chinese first: city staff read the upload page
 
     def chunks():  # no Content-Length: counted while it streams
         yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
@@ -414,7 +415,8 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     assert ".upload" not in detail and "0002" not in detail
 
     crowd = client.post(url, headers=h, files=[("files", (f"p{i}.jpg", b"x", "image/jpeg")) for i in range(MAX_FILES + 1)])
-    assert crowd.status_code == 413 and crowd.json()["detail"].startswith(f"more than {MAX_FILES} files in one upload"), crowd.text
+    assert crowd.status_code == 413 and crowd.json()["detail"].startswith(f"一次最多上传 {MAX_FILES} 个文件"), crowd.text
+    assert f" — more than {MAX_FILES} files in one upload" in crowd.json()["detail"], crowd.text
 
     for answer in (declared, streamed, text, pdf, empty, zip_only, as_json, no_files, malformed, refused, several, crowd):
         assert answer.headers["content-type"] == "application/problem+json"

@@ -698,6 +698,7 @@ def test_a_patrol_video_goes_to_disk_as_it_streams(tmp_path, monkeypatch, onnx_d
 
         over = asyncio.run(_streamed_patrol(app, inspector, longer, gpx, "2026-11-20 09:00:00"))
         assert over.status_code == 413 and f"upload is over the limit of {limit} bytes" in over.json()["detail"], over.text
+        assert over.json()["detail"].startswith("上传超过上限"), over.text
         assert [p.name for p in (ctx.service.data_dir / "patrol").iterdir()] == [job["id"]]
         [job] = _finished(client, inspector, job)
     assert job["state"] == "done" and job["summary"]["frames"] == 15, job
