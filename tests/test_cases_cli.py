@@ -624,3 +624,56 @@ def test_fill_boxes_gives_old_flyposting_cases_their_call_out_photo(tmp_path, mo
     assert again.exit_code == 1 and "filled the evidence boxes of 0 cases" in again.stdout
     assert store.get(old.id).updated_at == filled_at and f"case {lost.id}: evidence unreadable" in again.stderr
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_fill_boxes_reads_only_the_cases_without_boxes(tmp_path, request, backend):
+    """The store picks the cases a fill reads (`CaseStore.without_boxes`): boxes never written (SQL NULL), written as
+    None (JSON null) or without an image, each with stored evidence, a page at a time in `cases list`'s order, on SQLite
+    and PostgreSQL alike. A case with its boxes, or without stored evidence, is never read: the fill names only the
+    three (their bundles are not in the evidence store here) and leaves the others as they were."""
+    import sqlalchemy as sa
+
+    from pipelines.cases import CaseStore
+    from pipelines.cases.fill import fill_boxes
+    from pipelines.cases.store import NewCase
+    from pipelines.evidence_store import LocalEvidenceStore
+    from tests.conftest import new_database
+
+    url = f"sqlite:///{tmp_path}/cases.db" if backend == "sqlite" else new_database(request.getfixturevalue("postgres_url"))
+    store = CaseStore(url)
+    boxes = {"image": "00_frame.jpg", "width": 844, "height": 792,
+             "boxes": [{"class_name": "small_ad", "xyxy": [10.0, 20.0, 113.0, 133.0], "confidence": 0.9}]}
+    made = [store.create_case(NewCase("flyposting", "photo_batch", "batch-5", violation_id=f"batch-5:image:flyposting:o{n}"))
+            for n in range(6)]
+    store.update(made[0].id, evidence_ref="ev/0", evidence_boxes=boxes)
+    store.update(made[1].id, evidence_ref="ev/1", evidence_boxes=None)
+    store.update(made[2].id, evidence_ref="ev/2", evidence_boxes={"width": 844, "height": 792, "boxes": []})
+    store.update(made[3].id, evidence_ref="ev/3")
+    store.update(made[5].id, evidence_ref="ev/5", evidence_boxes=boxes)  # made[4]: no stored evidence yet
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE cases SET evidence_boxes = NULL WHERE id = :id"), {"id": made[3].id})
+        stored = dict(conn.execute(sa.text("SELECT id, evidence_boxes IS NULL FROM cases")).all())
+    assert [bool(stored[c.id]) for c in made[1:4]] == [False, False, True]  # JSON null, no image, SQL NULL: all three kinds
+    before = {c.id: c for c in store.list()}
+    todo = [made[1].id, made[2].id, made[3].id]
+
+    assert store.count_without_boxes() == 3
+    assert [c.id for c in store.without_boxes(page=2)] == todo  # two pages, the last one short
+    seen = []
+    for case in store.without_boxes(page=1):  # cases filled while paging leave the query and shift no page
+        seen.append(case.id)
+        store.update(case.id, evidence_boxes=boxes)
+    assert seen == todo and store.count_without_boxes() == 0
+    for case_id in todo:
+        store.update(case_id, evidence_boxes=before[case_id].evidence_boxes)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE cases SET evidence_boxes = NULL WHERE id = :id"), {"id": made[3].id})
+    unchanged = {c.id: c.updated_at for c in store.list()}
+
+    filled = fill_boxes(store, LocalEvidenceStore(tmp_path / "evidence"), [KEY])
+    assert list(filled.missing) == todo and not (filled.filled or filled.had_none or filled.removed or filled.refused)
+    after = {c.id: c for c in store.list()}
+    assert after == {**before, **{i: after[i] for i in todo}}  # the case with boxes and the one without evidence untouched
+    assert {i: after[i].updated_at for i in todo} == {i: unchanged[i] for i in todo}  # nothing written to those it missed
+    store.close()

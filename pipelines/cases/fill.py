@@ -12,6 +12,8 @@ Each case's stored bundle is fetched and verified as the intake verifies a bundl
 (`verify_bundle`: the HMAC under the current or an earlier key, every file as listed, the case it names and the digest
 recorded at sealing), and its boxes taken as the intake takes them (`manifest_boxes`). A case that has its boxes, or no
 stored evidence yet (the intake writes them when it uploads the bundle), is left alone: a second run fills nothing.
+The store's own query picks the cases to fill (`CaseStore.without_boxes`, a page at a time): one with its boxes is never
+read, and a city's years of cases are never all in memory.
 """
 
 from __future__ import annotations
@@ -47,21 +49,17 @@ class Filled:
                 f"{len(self.refused)} refused (not the bundle sealed for the case)")
 
 
-def without_boxes(store: CaseStore) -> list[Case]:
-    """The cases with stored evidence and no recorded boxes: what a fill reads."""
-    return [c for c in store.list() if c.evidence_ref and not (c.evidence_boxes or {}).get("image")]
-
-
 def fill_boxes(store: CaseStore, evidence: EvidenceStore, keys: list[bytes],
                progress: Callable[[int, int], None] | None = None) -> Filled:
-    """Write the boxes of each case `without_boxes` from its verified bundle. `keys`: the current HMAC key, then the
-    earlier ones (`evidence.previous_hmac_key_files`). `progress(done, total)` after each case."""
+    """Write the boxes of each case the store gives as `without_boxes` (read a page at a time) from its verified bundle.
+    `keys`: the current HMAC key, then the earlier ones (`evidence.previous_hmac_key_files`). `progress(done, total)`
+    after each case."""
     done = Filled()
-    todo = without_boxes(store)
-    for n, case in enumerate(todo, 1):
+    total = store.count_without_boxes()
+    for n, case in enumerate(store.without_boxes(), 1):
         _fill(store, evidence, keys, case, done)
         if progress is not None:
-            progress(n, len(todo))
+            progress(n, total)
     return done
 
 

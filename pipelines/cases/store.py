@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -468,6 +468,15 @@ class CaseQuery:
         return where
 
 
+def _without_boxes() -> sa.ColumnElement[bool]:
+    """A case with stored evidence (`evidence_ref`) and no boxes: `evidence_boxes` SQL NULL (never written), JSON null
+    (written as None) or without an `image` (what every reader of the boxes starts from). Portable: SQLAlchemy's JSON
+    path is json_extract on SQLite and ->> on PostgreSQL, and both give NULL for a path that is not there."""
+    image = cases.c.evidence_boxes["image"].as_string()
+    return sa.and_(cases.c.evidence_ref.is_not(None), cases.c.evidence_ref != "",
+                   sa.or_(cases.c.evidence_boxes.is_(None), image.is_(None), image == ""))
+
+
 def _row_to(cls, row) -> Any:
     values = {f.name: row._mapping[f.name] for f in fields(cls)}
     for key in ("state", "from_state", "to_state"):
@@ -763,6 +772,28 @@ class CaseStore:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_row_to(Case, r) for r in conn.execute(query)]
+
+    def count_without_boxes(self) -> int:
+        """How many cases `without_boxes` gives (the total a fill's progress counts to)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(cases).where(_without_boxes())).scalar_one()
+
+    def without_boxes(self, *, page: int = 500) -> Iterator[Case]:
+        """The cases with stored evidence and no recorded boxes (what `cases fill-boxes` fills), in `list`'s order,
+        `page` at a time, each page read on a connection of its own: a city's years of cases are never all in memory
+        and no read is held open across the fill's writes. Paged by the last case seen, not by an offset, so a case
+        filled meanwhile (it leaves the query) shifts no page."""
+        after: list[sa.ColumnElement[bool]] = []
+        while True:
+            query = sa.select(cases).where(_without_boxes(), *after).order_by(cases.c.created_at, cases.c.id).limit(page)
+            with self.engine.connect() as conn:
+                found = [_row_to(Case, r) for r in conn.execute(query)]
+            yield from found
+            if len(found) < page:
+                return
+            last = found[-1]
+            after = [sa.or_(cases.c.created_at > last.created_at,
+                            sa.and_(cases.c.created_at == last.created_at, cases.c.id > last.id))]
 
     def claim_batch(self, name: str, folder: str, *, now: datetime | None = None) -> str:
         """The batch id for a new run in `folder`: `name`, or `name-2`, `-3`... the first that no case holds as its
