@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detect.imageio import read_image
+from detect.imageio import decode_image, read_image
 from detect.verifier.heads import HeadsCard, HeadSet, HeadSpec, VerifierError
 from detect.verifier.pooling import tile_boxes
 from pipelines.verifier.data import DatasetError, load_dataset
@@ -800,6 +800,26 @@ def test_a_dataset_one_photo_larger_extracts_only_that_photo(tmp_path):
     cold = extract(second, "yolo11n-neck", detector, (5, 3), tmp_path / "fresh")
     assert len(calls) == 6
     _assert_same_features(warm, cold)
+
+
+def test_training_reads_a_large_photo_at_the_pixels_triage_judges(tmp_path, zidane_jpg):
+    """A head must train on the pixels it will judge. Triage decodes a JPEG reduced while its long side stays at or above
+    the detector's input (zidane.jpg, 1280 x 720, at 640 x 360); train decoded it at up to 1280 px, and its tiles
+    differed by up to 2 % of their range from triage's. A reviewed case's 12 MP phone photo was trained on pixels no
+    photo is judged on."""
+    from pipelines.triage.settings import TriageSettings
+    from pipelines.verifier.data import write_rows
+    from pipelines.verifier.features import extract
+
+    detector, calls = _counting_detector()
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "images" / "zidane.jpg").write_bytes(zidane_jpg.read_bytes())
+    write_rows(tmp_path / "data" / "labels.csv", ["file", "group", "street_stall"],
+               [{"file": "images/zidane.jpg", "group": "z", "street_stall": 0}])
+    extract(load_dataset(tmp_path / "data"), "yolo11n-neck", detector, (5, 3), tmp_path / "cache")
+    [seen] = calls
+    triage = decode_image(zidane_jpg, str(zidane_jpg), max_side=TriageSettings().imgsz).image
+    assert seen.shape == (360, 640, 3) and np.array_equal(seen, triage)
 
 
 def test_an_unreadable_per_photo_cache_file_is_extracted_again_with_a_warning(tmp_path, caplog):

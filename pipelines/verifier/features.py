@@ -42,10 +42,18 @@ VEHICLE_CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle"]
 OBJECT_PART_CLASSES = ["umbrella", "dining table", "chair", "bench", "potted plant", "suitcase", "person", "bicycle", "motorcycle",
                        "truck", "car", "bottle"]
 """Detector classes a tiles head's object part reads (the stall head: a stall's umbrellas, tables, goods, vendors, carts)."""
-MAX_SIDE = 1280
-"""Photos are decoded at up to this long side (as triage does for 12 MP phone photos), or at the detector's input size if larger."""
-PHOTO_FORMAT = 1
-"""Version of what a per-photo cache file holds and how it is computed: a change gives new file names, never old numbers."""
+PHOTO_FORMAT = 2
+"""Version of what a per-photo cache file holds and how it is computed: a change gives new file names, never old numbers.
+2: photos decoded as triage decodes them (`decode_for`), where 1 kept up to 1280 px of a large JPEG."""
+
+
+def decode_for(detector, path: Path) -> np.ndarray:
+    """A photo's pixels as triage decodes them for this detector (a JPEG reduced by 1/2, 1/4 or 1/8 while its long side
+    stays at or above the detector's input: pipelines.triage.photos), so a head trains on the pixels it will judge.
+    Decoding a 12 MP phone photo at up to 1280 px instead, as train did before, changed its tiles by up to 2 % of their
+    range against triage's (a 1280 x 720 photo read at 640 x 360); photos under twice the input size decode the same
+    either way (all of street-scenes)."""
+    return decode_image(path, str(path), max_side=detector.imgsz).image
 
 
 @dataclass
@@ -85,13 +93,13 @@ def photo_dir(cache_dir: Path, backbone: str, detector, tiles: tuple[int, int], 
     must beat to ship; per-photo files outlive many datasets) and `PHOTO_FORMAT`."""
     d = detector.describe()
     settings = "|".join(str(v) for v in (backbone, d["model"], d["backend"], d["imgsz"], d["rect"], d["conf"], d["iou"], tiles,
-                                         MAX_SIDE, rules.taxonomy.model_dump_json(), rules.settings.model_dump_json(), PHOTO_FORMAT))
+                                         rules.taxonomy.model_dump_json(), rules.settings.model_dump_json(), PHOTO_FORMAT))
     return cache_dir / "verifier-photos" / f"{backbone}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
 
 def cache_key(dataset: Dataset, backbone: str, detector_id: str, tiles: tuple[int, int], synth: int, seed: int) -> str:
     files = hashlib.sha256("\n".join(p.file for p in dataset.photos).encode()).hexdigest()  # rows left out change the key
-    h = hashlib.sha256(f"{dataset.digest}|{files}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{MAX_SIDE}|v2".encode())
+    h = hashlib.sha256(f"{dataset.digest}|{files}|{backbone}|{detector_id}|{tiles}|{synth}|{seed}|{PHOTO_FORMAT}|v2".encode())
     return h.hexdigest()[:16]
 
 
@@ -128,7 +136,7 @@ def extract(dataset: Dataset, backbone: str, detector, tiles: tuple[int, int], c
         cached += own is not None
         image = None
         if own is None or i in synth_bases:
-            image = decode_image(photo.path, str(photo.path), max_side=max(MAX_SIDE, detector.imgsz)).image
+            image = decode_for(detector, photo.path)
         if own is None:
             own = _photo_parts(image, photo.file, detector, eff, grid, rules)
             _save_npz(file, **dataclasses.asdict(own))
