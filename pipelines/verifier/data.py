@@ -57,6 +57,7 @@ class Photo:
     street_scene: bool = True  # an outdoor public place is shown (where synthetic small ads may be pasted)
     boxes: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)  # head name -> normalised boxes
     notes: str = ""  # the labeller's words (what the photo shows, close calls)
+    origin: str = ""  # where the photo was taken from (labels.csv's source_repo@source_commit:source_path), when it says
 
 
 @dataclass
@@ -86,6 +87,13 @@ class Dataset:
 def _source(rel: str, default: str) -> str:
     parts = Path(rel).parts
     return parts[1] if len(parts) > 2 and parts[0] == "images" else default
+
+
+def _origin(row: dict) -> str:
+    """`source_repo@source_commit:source_path` of a labels.csv row ('' without them): a detector dataset made from the
+    photos records it per picture, so a model card leads back to the repository each photo came from."""
+    repo, commit, path = ((row.get(k) or "").strip() for k in ("source_repo", "source_commit", "source_path"))
+    return f"{repo}@{commit}:{path}" if repo else ""
 
 
 class _Rows(csv.DictReader):
@@ -250,7 +258,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
             continue
         street = (row.get("street_scene") or "1").strip() != "0"
         photos.append(Photo(rel, path, (row.get("group") or "").strip() or rel, _source(rel, root.name), labels, is_uncertain, street,
-                            notes=(row.get("notes") or "").strip()))
+                            notes=(row.get("notes") or "").strip(), origin=_origin(row)))
     if skipped_uncertain:
         notes.append(f"{skipped_uncertain} rows with uncertain=1 left out (--no-uncertain)")
     if blank:

@@ -42,38 +42,62 @@ def print_findings(findings, limit: int = 200) -> None:
         typer.echo(f"… and {len(findings) - limit} more", err=True)
 
 
+def per_class(counts: dict) -> str:
+    """`stall 12/30, garbage 4/9`: images and boxes per class of a version's (or a split's) counts."""
+    return ", ".join(f"{k} {x['images']}/{x['boxes']}" for k, x in counts["per_class"].items())
+
+
 def print_version(ds, verb: str) -> None:
     c = ds.manifest.counts
     typer.echo(f"{verb} {ds.root}: {c['images']} images, {c['boxes']} boxes, {c['negatives']} negatives, "
                f"{c['groups']} groups, classes {', '.join(ds.classes)}; digest {ds.digest[:16]}")
+    typer.echo(f"  images/boxes per class: {per_class(c)}")
     for line in ds.manifest.left_out:
         typer.echo(f"left out: {line}")
 
 
 @data_app.command("import")
 def import_(
-    source: Annotated[Path, typer.Argument(help="YOLO folder (images/ + labels/ + data.yaml or classes.txt), or a COCO JSON file.")],
+    source: Annotated[Path, typer.Argument(help="YOLO folder (images/ + labels/ + data.yaml or classes.txt), a COCO JSON file, "
+                                                "or a street-scenes folder (labels.csv + boxes.csv + the photos).")],
     out: OutOpt,
-    fmt: Annotated[str, typer.Option("--format", help="yolo or coco (default: coco for a .json file, else yolo).")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="yolo, coco or street-scenes (default: coco for a .json file, else yolo).")] = "",
     images: Annotated[Path | None, typer.Option("--images", help="COCO: folder the file_names are relative to.")] = None,
     classes: Annotated[Path | None, typer.Option("--classes", help="YOLO: class names file (data.yaml, classes.txt, obj.names).")] = None,
+    types: Annotated[str | None, typer.Option(
+        "--types", help="street-scenes: label columns to import, comma-separated (default all four: street_stall -> stall, "
+                        "shopfront_spillover -> goods_display, flyposting -> small_ad, exposed_garbage -> garbage). Parking "
+                        "imports no class: a parked car is a COCO vehicle; its obstruction is its place (rules, verifier).")] = None,
+    uncertain: Annotated[bool, typer.Option(
+        "--uncertain", help="street-scenes: import rows marked uncertain=1 by their labels (default: left out and counted).")] = False,
     name: NameOpt = None,
     group_regex: GroupOpt = None,
 ) -> None:
-    """Import labelled pictures as a new dataset version (manifest with sha256 of every file)."""
+    """Import labelled pictures as a new dataset version (manifest with sha256 of every file).
+
+    street-scenes: a photo positive for an imported type goes in with its boxes when it has boxes for every imported type
+    it is positive for; a photo negative for all of them goes in as background (empty label); the rest (positive without
+    boxes, uncertain=1) is left out and counted (docs/retraining.md). The `group` column is each picture's group."""
     setup_logging()
     from pipelines.retrain.check import check_dataset
     from pipelines.retrain.dataset import DatasetError
     from pipelines.retrain.importers import import_coco, import_yolo
 
     fmt = fmt or ("coco" if source.suffix.lower() == ".json" else "yolo")
+    if fmt != "street-scenes" and (types or uncertain):
+        fail("--types and --uncertain are for --format street-scenes")
+    findings = []
     try:
         if fmt == "yolo":
             ds, findings = import_yolo(source, out, name=name, group_regex=group_regex, classes_file=classes)
         elif fmt == "coco":
             ds, findings = import_coco(source, out, images_dir=images, name=name, group_regex=group_regex)
+        elif fmt == "street-scenes":
+            from pipelines.verifier.to_detector import import_street_scenes, parse_types
+
+            ds = import_street_scenes(source, out, types=parse_types(types), uncertain=uncertain, name=name, group_regex=group_regex)
         else:
-            fail(f"--format {fmt}: choose yolo or coco")
+            fail(f"--format {fmt}: choose yolo, coco or street-scenes")
     except DatasetError as exc:
         fail(str(exc))
     print_findings(findings)
@@ -153,8 +177,7 @@ def split(
         fail(str(exc))
     print_version(ds, "split")
     for sp, v in ds.manifest.counts["splits"].items():
-        per = ", ".join(f"{k} {x['images']}/{x['boxes']}" for k, x in v["per_class"].items())
-        typer.echo(f"  {sp}: {v['images']} images in {v['groups']} groups; images/boxes per class: {per}")
+        typer.echo(f"  {sp}: {v['images']} images in {v['groups']} groups; images/boxes per class: {per_class(v)}")
 
 
 @data_app.command("merge")
