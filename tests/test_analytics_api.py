@@ -435,6 +435,7 @@ def test_a_zones_list_reads_the_cases_in_its_bounds_alone(tmp_path, monkeypatch)
     store.close()
 
 
+@pytest.mark.slow  # 7 s: whole reports
 def test_latest_reports_are_listed_and_served(api):
     client, who, store, settings = api
     assert client.get("/api/v1/reports", headers=who).json() == {"items": [], "total": 0, "limit": 200, "offset": 0}

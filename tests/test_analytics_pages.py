@@ -82,6 +82,7 @@ def _served(settings, token: str, tmp: Path):
         stop_process(server)
 
 
+@pytest.mark.slow  # 13 s: a served browser
 def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -454,6 +455,7 @@ def test_map_says_when_a_cells_cases_do_not_load(site):
     assert "503: busy" in b.find_element(By.ID, "status").text
 
 
+@pytest.mark.slow  # 7 s: a served browser
 def test_map_shows_names_from_the_grid_file_and_the_tile_credit_as_text(tmp_path):
     """The map's tooltips and tile credit were written as HTML: a grid file (or settings) whose cell name was
     <img src=x onerror=...> ran its script in every reviewer's browser that hovered the cell. They are text."""

@@ -188,6 +188,7 @@ def test_pdf_labels_fit_their_cells(city):
     assert not labels  # every measure was drawn
 
 
+@pytest.mark.slow  # 8 s: a whole report
 def test_a_spot_names_every_cell_its_cases_fall_in(tmp_path):
     """A hot spot's and a repeat place's grid was its first case's cell: an address on the edge of two cells, two of
     its three cases in the second, sent a district head to the first cell's squad alone. They name every cell, the one
@@ -205,6 +206,7 @@ def test_a_spot_names_every_cell_its_cases_fall_in(tmp_path):
     assert f"<td>文三路 100 号</td><td>{G2}, {G1}</td>" in files["report.html"].read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # 8 s: a whole report
 def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     """Every table is in full in the HTML, Excel and JSON (the PDF page shows the first rows): repeat cameras
     stopped at 10, so a district's 11th camera with cases on two days was in none of them. The PDF showed the first 8
@@ -259,6 +261,7 @@ def test_dollar_signs_in_names_are_text_in_the_charts(tmp_path):
     store.close()
 
 
+@pytest.mark.slow  # 14 s: a whole report with charts
 def test_a_case_its_platform_voided_is_counted_apart_from_the_rejections(tmp_path):
     """A case approved here and then voided by its platform (作废) was counted as 已作废 rejected, a false finding of
     the camera or the verifier, like a reviewer's rejection, though the platform's why is not known here. The report's
@@ -377,6 +380,7 @@ def test_an_item_not_scored_is_said_so_where_its_deduction_would_be(city, tmp_pa
     assert {row[-1] for row in by_grid.rows} == {"不适用 n/a"}
 
 
+@pytest.mark.slow  # 8 s: the report command in a subprocess
 def test_report_command_writes_into_the_reports_folder(city):
     done = _run("report", "--period", "month", "--date", "2026-11-15", "--config", _settings(city))
     assert done.exit_code == 0, done.stderr

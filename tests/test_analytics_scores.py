@@ -283,6 +283,7 @@ def test_cutoff_file_saved_again_by_excel_on_a_chinese_pc(tmp_path):
         CutoffFile(path, TZ)
 
 
+@pytest.mark.slow  # 9 s: a year of cases into a workbook
 def test_a_year_of_cases_behind_one_deduction_fits_excel_cells(tmp_path):
     """A year's 1,400 flyposting spots in one cell: their case ids in one Deductions cell came to ~35,000
     characters, past the 32,767 an Excel cell holds, and openpyxl cut the text there without a word (the last

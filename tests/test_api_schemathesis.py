@@ -29,6 +29,7 @@ def api(tmp_path_factory, bus_event, bus_jpg):
     mp.undo()
 
 
+@pytest.mark.slow  # 18 s: fuzzes every route
 def test_no_server_errors(api):
     """Each operation gets EXAMPLES generated requests (deterministic), sent with an admin token."""
     app, tokens = api

@@ -985,6 +985,7 @@ def test_a_malformed_multipart_body_is_logged_naming_the_request_and_answered_40
     assert list((app.state.ctx.jobs.root).iterdir()) == []  # nothing kept
 
 
+@pytest.mark.slow  # 14 s: two triage jobs around a promotion
 def test_a_model_promoted_while_the_server_runs_judges_its_next_job(tmp_path, monkeypatch, bus_jpg, caplog):
     """`serve` loaded the detector at its first job and kept it: after `streetwatch models promote` a process judged
     with the model it had loaded until restarted, two processes restarted at different times judging with two models.

@@ -31,20 +31,25 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, bus_jpg, zidane_jpg):
-    """onnx + torch, cpu + cuda, fp32 + fp16, batch 1, 640, 3 timed calls on bus.jpg and zidane.jpg."""
-    tmp = tmp_path_factory.mktemp("bench")
+def _bench(tmp: Path, suites: str, bus_jpg: Path, zidane_jpg: Path):
+    """`bench --suite <suites>`: onnx + torch, cpu + cuda, fp32 + fp16, batch 1, 640, 3 timed calls on bus.jpg and
+    zidane.jpg; the CLI's result, the JSON record and the Markdown."""
     images = tmp / "images"
     images.mkdir()
     for f in (bus_jpg, zidane_jpg):
         (images / f.name).symlink_to(f)
     out, md = tmp / "run.json", tmp / "run.md"
-    result = runner.invoke(app, ["bench", "--suite", "all", "--backend", "onnx,torch", "--device", "cpu,cuda",
+    result = runner.invoke(app, ["bench", "--suite", suites, "--backend", "onnx,torch", "--device", "cpu,cuda",
                                  "--precision", "fp32,fp16", "--batch", "1", "--imgsz", "640", "--count", "3",
                                  "--warmup", "1", "--images", str(images), "--out", str(out), "--markdown", str(md)])
     assert result.exit_code == 0, result.output
     return result, out, md
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, bus_jpg, zidane_jpg):
+    """The model suite (9 s here); the triage and CCTV suites' smoke runs (30 s more) are the slow test below."""
+    return _bench(tmp_path_factory.mktemp("bench"), "model", bus_jpg, zidane_jpg)
 
 
 def _variant(record: BenchRecord, key: str) -> VariantResult:
@@ -97,6 +102,13 @@ def test_variants_that_cannot_run_here_are_skipped_with_the_reason(tiny_run):
         assert torch_cuda.status == "ok"
     else:
         assert torch_cuda.status == "skipped" and "torch.cuda.is_available() is False" in torch_cuda.reason
+
+
+@pytest.mark.slow  # 40 s: the triage suite and the CCTV service over live-played cameras, each per backend
+def test_the_triage_and_cctv_suites_smoke_run_on_the_cpu_and_skip_the_gpu(tmp_path, bus_jpg, zidane_jpg):
+    _, out, md = _bench(tmp_path, "triage,cctv", bus_jpg, zidane_jpg)
+    record = load_record(out)
+    assert "| onnx | cpu | 640 | 1280x960 |" in md.read_text() and "photos/s" in md.read_text()
     # The triage suite runs a smoke run (--count given: two small photos, one round) per backend on the CPU.
     triage = {v.key: v for v in record.suites["triage"].results}
     for backend in ("onnx", "torch"):
@@ -128,7 +140,6 @@ def test_markdown_table_lists_measured_and_skipped_variants(tiny_run):
     assert "| backend | device | precision | batch | imgsz | p50 ms/call |" in text
     assert "| onnx | cpu | fp32 | 1 | 640 |" in text and "| torch | cpu | fp32 | 1 | 640 |" in text
     assert "fp16 needs a GPU" in text and "`onnx/cpu/fp16/b1/640`" in text
-    assert "| onnx | cpu | 640 | 1280x960 |" in text and "photos/s" in text
     assert "| onnx | cpu | fp32 | 1 | 640 |" in result.stdout
 
 

@@ -102,6 +102,7 @@ def test_dispatch_parked_and_requeue(deployment):
     assert again.exit_code == 2 and "only parked entries can be requeued" in again.output
 
 
+@pytest.mark.slow  # 14 s: dispatch processes against a simulator
 def test_dispatch_once_exits_non_zero_when_a_person_must_look(deployment, bus_event, tmp_path):
     """`dispatch run --once` exited 0 whatever happened, so a cron pass whose every delivery failed (the platform
     down) or was parked read as done. It exits 0 when nothing was due or what was due went out, 4 when deliveries

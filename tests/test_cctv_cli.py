@@ -31,6 +31,7 @@ def _opened(events: Path) -> list[dict]:
     return [r for r in records if r["event"] == "violation" and r["kind"] == "opened"]
 
 
+@pytest.mark.slow  # 15 s: a watch process signalled mid-work
 def test_sigterm_during_work_loses_nothing(tmp_path, bus_jpg, real_sample_dir):
     parked_clip(tmp_path / "long.mp4", bus_jpg, real_sample_dir, duration_s=300, arrive_s=2, leave_s=300)
     cams = []
@@ -144,6 +145,7 @@ def test_a_restart_without_any_flag_keeps_the_standing_violation_and_its_one_cas
     assert both.exit_code == 2 and "--state and --no-state" in both.output
 
 
+@pytest.mark.slow  # 11 s: watch processes
 def test_a_read_only_cameras_folder_keeps_the_state_in_the_data_dir_or_refuses_to_start(tmp_path, bus_jpg, real_sample_dir,
                                                                                         monkeypatch):
     """A cameras file installed read-only (/etc/streetwatch, root's) ran all day and said only at the stop that the

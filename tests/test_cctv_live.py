@@ -46,6 +46,7 @@ def rtsp_url(tmp_path, bus_jpg, real_sample_dir):
         stop_process(proc)
 
 
+@pytest.mark.slow  # 12 s: a GStreamer RTSP server and a watch process
 def test_rtsp_stream_end_to_end_with_metrics_and_reload(tmp_path, rtsp_url, bus_jpg, real_sample_dir, onnx_detector):
     parked_clip(tmp_path / "local.mp4", bus_jpg, real_sample_dir, duration_s=60, arrive_s=30, leave_s=60)
     for cid in ("rtsp-1", "file-1", "file-2"):

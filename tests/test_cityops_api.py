@@ -999,6 +999,7 @@ def _serving(tmp_path, config):
         stop_process(server)
 
 
+@pytest.mark.slow  # 11 s: two servers and a patrol video
 def test_patrol_jobs_a_stopped_server_left_are_taken_up_at_its_next_start(tmp_path, clip):  # noqa: F811
     """Only photo uploads were resumed at start-up: a patrol job queued or running when the server stopped stayed so
     for ever. `serve` is killed while one job is judging its frames and another waits behind it; started again it

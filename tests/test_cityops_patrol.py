@@ -541,6 +541,7 @@ def test_patrol_with_cases_refuses_an_evidence_key_it_cannot_use_before_sampling
         assert not out.exists()
 
 
+@pytest.mark.slow  # 8 s: a patrol process signalled mid-work
 def test_patrol_stopped_while_judging_says_to_resume_as_triage_does(tmp_path, clip):
     """Ctrl-C or SIGTERM while patrol's triage judged its frames gave the generic 'interrupted (已中断)' line, which
     says nothing of --resume; it says what was recorded and to run again with --resume, as triage does."""

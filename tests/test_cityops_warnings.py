@@ -103,6 +103,7 @@ def test_gone_at_the_recheck_makes_no_case(tmp_path, bus_jpg, real_sample_dir, o
     assert row["state"] == "complied" and row["case_id"] is None
 
 
+@pytest.mark.slow  # 9 s: two watch processes
 def test_a_warning_left_waiting_by_a_stopped_watcher_is_resumed_by_the_next_one(tmp_path, bus_jpg, real_sample_dir, onnx_detector, gateway):
     """The watcher stops 8 s after warning the bus (re-check due 60 s after the warning). Started again two minutes
     later with the bus still there, the rules open the violation anew: that opening takes over the waiting warning

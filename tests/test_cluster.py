@@ -533,6 +533,7 @@ def test_an_owner_slower_to_stop_than_the_stop_wait_is_named_with_the_state_its_
 # ---- operations ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 11 s: starts Ray
 def test_a_local_cluster_listens_on_loopback_only_and_single_machine_runs_never_import_ray(tmp_path):
     script = """
 import json, os, sys, psutil

@@ -271,6 +271,7 @@ def test_hmac_key_sources(tmp_path, monkeypatch):
     assert load_hmac_key(EvidenceConfig()) == KEY
 
 
+@pytest.mark.slow  # 9 s: seals and checks bundles across a rotation
 def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(tmp_path, bus_event):
     """Issue 14, item 5: Ed25519 over the digest, the public keys published by the service, `evidence verify
     --public-key` with no secret at all, and a rotation that keeps the earlier bundles verifiable."""

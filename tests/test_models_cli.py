@@ -169,6 +169,7 @@ def test_a_broken_card_refuses_only_its_own_model(bus_jpg, tmp_path, monkeypatch
     assert refused.exit_code == 2 and f"{registry / 'stalls-v3.yaml'}: not valid YAML" in refused.stderr
 
 
+@pytest.mark.slow  # 12 s: an INT8 export calibrated on real photos
 def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, monkeypatch):
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -297,6 +298,7 @@ def _training_run_weights(weights, best) -> None:
     torch.save(checkpoint, best)
 
 
+@pytest.mark.slow  # 16 s: two ONNX exports
 def test_a_pt_file_given_by_path_is_exported_once_under_an_id_of_its_content(tmp_path, monkeypatch):
     """`--model runs/x/weights/best.pt` (a path, not an id) was exported again on every load, an Ultralytics export each
     time a command started, and as best-<imgsz>-dyn whatever its weights, so a second run's best.pt overwrote the first
@@ -454,6 +456,7 @@ def promoted_v8(tmp_path_factory):
     return models
 
 
+@pytest.mark.slow  # 13 s: several commands in subprocesses
 def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_jpg, tmp_path, monkeypatch):
     from detect.engine import load_detector
     from detect.imageio import read_image
@@ -497,6 +500,7 @@ def test_commands_run_the_promoted_model_unless_told_otherwise(promoted_v8, bus_
         assert inspect.signature(command).parameters["model"].default is None, command.__name__
 
 
+@pytest.mark.slow  # 7 s: commands in subprocesses
 def test_verifier_judges_only_at_the_input_size_its_heads_were_trained_at():
     """The same neck at another input size gives other features (street-v7's flyposting head, trained at 640, would
     find postings in two thirds of street-scenes' photos at 1280): the promoted verifier steps aside, a chosen one is refused."""

@@ -890,6 +890,7 @@ def test_camera_page_finds_a_camera_by_its_id_or_name(site):
     _wait(b, lambda d: shown(d) == ["cam-01", "cam-02"], "all of them again")
 
 
+@pytest.mark.slow  # 9 s: a served browser
 def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_path, bus_jpg):
     """The page said 场景错误 scene error without the error and never showed a status's detail; a refused scene could
     not be loaded (GET .../scene answers 422), so the box kept the camera shown before, whose scene a save would have
@@ -1123,6 +1124,7 @@ def test_upload_page_says_what_became_of_the_evidence_spool(tmp_path, bus_jpg, z
         assert _upload_another(served, zidane_jpg, 3) == "1 / 1 · 完成 done · 0 组 groups · 证据已补传 1 份 evidence uploaded"
 
 
+@pytest.mark.slow  # 13 s: a served browser
 def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_click_outside(tmp_path, bus_jpg, bus_event):
     """While the reject reasons were open every key was swallowed, Tab included, and the focus stayed behind them, so a
     keyboard user could not Tab to a reason, and a click outside left them open. The focus moves into them, Tab and
@@ -1171,6 +1173,7 @@ def test_the_reject_reasons_are_a_dialog_worked_by_keyboard_and_closed_by_a_clic
         assert b.execute_script(focused) == "reject"  # on the next case's 驳回, as after any action
 
 
+@pytest.mark.slow  # 8 s: a served browser
 def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(tmp_path, bus_jpg, bus_event):
     """王芳 types an address and a description; 李四 sets the severity meanwhile. Her save is refused (case-changed) and
     the page drew the case again as it is now, dropping what she had typed. What she typed is put back over his
@@ -1200,6 +1203,7 @@ def test_what_a_reviewer_typed_is_kept_when_another_changed_the_case_meanwhile(t
         assert (case["description"], case["details"]["severity"]) == ("三轮车占道", "serious")
 
 
+@pytest.mark.slow  # 8 s: a served browser
 def test_what_a_reviewer_typed_is_written_out_when_the_case_left_the_queue_meanwhile(tmp_path, bus_jpg, bus_event):
     """王芳 types an address and a description; 李四 confirms the case meanwhile. Her save is refused (case-changed),
     the case is no longer in her queue to put them back on, and they were dropped without a word. The status line
@@ -1238,6 +1242,7 @@ def test_a_refused_filter_is_said_in_the_status_line(site):
     b.find_element(By.ID, "f-q").clear()  # for the tests after this one
 
 
+@pytest.mark.slow  # 9 s: a served browser
 def test_the_case_list_is_reached_and_worked_by_keyboard(tmp_path, bus_jpg, bus_event):
     """The cases could be picked by mouse or j/k only: Tab never reached the list and nothing showed where the keyboard
     was, and the key line did not name ←/→, which move too. The list is one Tab stop (the current case, with a focus
@@ -1362,6 +1367,7 @@ def test_the_file_fields_are_buttons_in_chinese_worked_by_mouse_and_keyboard(sit
     assert b.find_element(By.ID, "files-chosen").text == "已选择 2 个文件 2 files chosen"
 
 
+@pytest.mark.slow  # 10 s: a served browser
 def test_a_press_and_release_on_either_side_of_the_reject_reasons_leaves_them_open(tmp_path, bus_jpg, bus_event):
     """A click outside the reject reasons closed them, but Chromium sends a press inside and a release outside (a reason
     pressed, then the pointer slid off it) as a click on what holds both, outside them, so the dialog closed under a

@@ -143,6 +143,7 @@ def test_cases_need_the_evidence_key_and_a_known_target(tmp_path, photos, deploy
     assert CaseStore(settings_obj.cases.url).list() == []
 
 
+@pytest.mark.slow  # 9 s: a killed triage run and its resume
 def test_a_run_killed_while_sealing_bundles_is_finished_by_resume(tmp_path, bus_jpg, deployment, sim):
     """`kill -9` while a bundle is being written (`spool/<case>.partial`), then `--resume`: every case
     gets its evidence, is queued once, and every bundle verifies (issue 14, item 1)."""
@@ -218,6 +219,7 @@ def test_a_case_led_by_a_photo_without_gps_keeps_the_place_of_its_re_take(tmp_pa
     assert f'<dd class="place">{case.lat:.6f}, {case.lon:.6f}</dd>' in report and '<dd class="grid">330102001001</dd>' in report
 
 
+@pytest.mark.slow  # 9 s: triage runs and their resume
 def test_resume_withdraws_the_candidate_cases_of_photos_replaced_since(tmp_path, bus_jpg, zidane_jpg):
     """Candidate cases drafted from a photo replaced since stayed in the case store, waiting for a reviewer, while the
     report and the CSV dropped them. A resumed run withdraws each one nobody reviewed (rejected, the photo named in

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -118,8 +120,6 @@ def _as_unprivileged() -> list[str]:
     if os.geteuid() != 0:
         return []
     if shutil.which("setpriv") is None:
-        import pytest
-
         pytest.skip("setpriv (util-linux) is needed to make a file unreadable to root")
     caps = "-dac_override,-dac_read_search"
     return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
@@ -220,6 +220,7 @@ def _first_run(tmp_path: Path, sources: dict[str, Path]) -> tuple[Path, Path, li
     return photos, out, args, first
 
 
+@pytest.mark.slow  # 10 s: triage runs in subprocesses
 def test_resume_tries_failed_photos_again_and_reports_each_once(tmp_path, bus_jpg, zidane_jpg, real_sample_dir):
     """A photo whose judging failed (its thumbnail could not be written) and a corrupt file replaced since are
     tried again by `--resume`; each ends with one record, one report row and one case, none left as an error."""
@@ -287,6 +288,7 @@ def test_a_zip_member_named_with_a_line_break_is_logged_in_one_line(tmp_path, bu
     assert not [line for line in run.stderr.splitlines() if line.startswith("ERROR pipelines.triage.pipeline: forged")]
 
 
+@pytest.mark.slow  # 7 s: triage runs in subprocesses
 def test_resume_keeps_the_result_of_a_photo_judged_earlier_and_moved_since(tmp_path, real_sample_dir):
     """A photo named on the command line, judged, then moved away before `--resume`, got a 'not found' error
     beside its judged record: the report and the CSV listed it both ways. Its result is kept, the summary says so
@@ -313,6 +315,7 @@ def test_resume_keeps_the_result_of_a_photo_judged_earlier_and_moved_since(tmp_p
     assert (out / "report.html").read_text(encoding="utf-8").count("not found") == 1  # the never-there photo only
 
 
+@pytest.mark.slow  # 11 s: triage runs in subprocesses
 def test_resume_judges_again_a_photo_replaced_since_by_another_of_the_same_name(tmp_path, bus_jpg, real_sample_dir):
     """A photo saved over another of the same name between a run and its `--resume` got a second record beside
     the first: the report, the CSV and the counts held the old photo and the new one under one name. It is judged
@@ -337,6 +340,7 @@ def test_resume_judges_again_a_photo_replaced_since_by_another_of_the_same_name(
     assert _lines(out / "results.jsonl") == lines
 
 
+@pytest.mark.slow  # 7 s: triage runs in subprocesses
 def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_jpg, zidane_jpg):
     """A photo recorded as a duplicate of one replaced since (an earlier run's copy, or a photo moved before the
     replacement was met) stayed 'duplicate of' a photo that no longer held its content, and that content's result
@@ -361,6 +365,7 @@ def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_
         assert [Path(row["lead_photo"]).name for row in csv.DictReader(fh)] == ["a_moved.jpg"]
 
 
+@pytest.mark.slow  # 9 s: triage runs in subprocesses
 def test_copies_of_a_replaced_photo_not_named_on_the_resumed_run_are_judged_where_they_are(tmp_path, bus_jpg, zidane_jpg):
     """Copies of a photo replaced since, in a folder the resumed run does not name, stayed 'duplicate of' a photo
     whose content was gone, and that content's result and case went with it. They are judged where their records
@@ -410,6 +415,7 @@ def test_copies_of_a_replaced_photo_not_named_on_the_resumed_run_are_judged_wher
         assert [row["lead_photo"] for row in csv.DictReader(fh)] == [str(other / "copy.jpg")]
 
 
+@pytest.mark.slow  # 12 s: triage runs in subprocesses
 def test_resume_refuses_an_input_folder_that_is_gone_and_keeps_the_results(tmp_path, real_sample_dir):
     """The whole input folder gone at `--resume` (a drive not mounted) was recorded as one more 'not found' error
     and the run went on as done. It is refused before anything is read or written, naming the folder; a folder
@@ -441,6 +447,7 @@ def test_resume_refuses_an_input_folder_that_is_gone_and_keeps_the_results(tmp_p
     assert _lines(out / "results.jsonl") == judged
 
 
+@pytest.mark.slow  # 8 s: triage runs in subprocesses
 def test_resume_keeps_a_judged_photo_it_cannot_read_and_replaces_one_truncated_since(tmp_path, real_sample_dir):
     """A photo judged earlier and unreadable at `--resume` got an error beside its result. One that cannot be read
     (permission denied: nothing says it changed) keeps its result; one truncated since has changed, and its error
@@ -466,6 +473,7 @@ def test_resume_keeps_a_judged_photo_it_cannot_read_and_replaces_one_truncated_s
     assert "permission denied" not in (out / "report.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # 8 s: triage runs in subprocesses
 def test_resume_reads_only_the_photos_whose_size_or_time_changed(tmp_path, bus_jpg, real_sample_dir):
     """`--resume` read and hashed every photo judged earlier to tell whether it changed: on a network share of
     50,000 photos, the whole run's reading again. A photo whose file has the size and time its record holds is kept

@@ -97,7 +97,8 @@ def _labelled(folder: Path, count: int = 2) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("option, name", [("--out", "figures.json"), ("--validation-csv", "verdicts.csv")])
+@pytest.mark.parametrize("option, name", [("--out", "figures.json"),
+                                          pytest.param("--validation-csv", "verdicts.csv", marks=pytest.mark.slow)])  # 10 s each
 def test_an_eval_output_that_cannot_be_written_is_refused_before_judging(tmp_path, option, name):
     """--out naming a folder (or a file under a file) was found only when the figures were written, after every photo
     had been judged (hours on a city's labelled set), losing them; and --out in a folder not made yet failed the same
@@ -122,7 +123,8 @@ def test_an_eval_output_that_cannot_be_written_is_refused_before_judging(tmp_pat
     assert (tmp_path / "new" / name).stat().st_size > 0
 
 
-@pytest.mark.parametrize("command", ["train", "crossval", "eval"])
+@pytest.mark.parametrize("command", [pytest.param("train", marks=pytest.mark.slow),  # 12 s each: trains heads
+                                     pytest.param("crossval", marks=pytest.mark.slow), "eval"])
 def test_a_photo_that_cannot_be_decoded_is_named_with_what_to_do(tmp_path, command):
     """A dataset row whose file is a truncated JPEG: one error line with its full path, the reason and
     the remedy, after the photos before it were read for real (issue 13, bad input)."""

@@ -564,6 +564,7 @@ def test_close_calls_do_not_train_the_parking_head_but_are_still_judged(tmp_path
     assert (both.added.labels[2] == 0).any() and both.added.labels[0].tolist() == [-2, -2]
 
 
+@pytest.mark.slow  # 9 s: fits heads
 def test_the_parking_heads_parts_are_standardised_on_their_training_photos(tmp_path):
     """Each part's logits have mean 0 and deviation 1 on the photos it was fitted on, so neither part's
     scale decides the sum (real features of `street-scenes`: its Chinese street photos and every parking photo)."""
@@ -588,6 +589,7 @@ def test_the_parking_heads_parts_are_standardised_on_their_training_photos(tmp_p
     np.testing.assert_allclose(head.scores(model, idx)[seen], vehicle[seen] + scene, rtol=1e-5)
 
 
+@pytest.mark.slow  # 13 s: fits heads
 def test_the_stall_heads_parts_are_standardised_and_photos_without_objects_get_the_floor(tmp_path):
     """The tiles and object parts of the stall head each have mean 0 and deviation 1 on their training photos;
     a photo without any object of the part's classes adds the lowest training photo's best object (real

@@ -112,6 +112,7 @@ def test_a_bad_threshold_setting_is_refused_with_the_reason_and_writes_nothing(t
     assert not (tmp_path.parent / "strict.yaml").exists()
 
 
+@pytest.mark.slow  # 9 s: trains heads
 def test_training_writes_each_photos_validation_verdict_for_review(tmp_path):
     """`verifier train --validation-csv`: one row per photo and head, the card's counts, false findings first
     (most confident first), with the labeller's notes (real photos of `street-scenes`: its Chinese streets
@@ -148,6 +149,7 @@ def test_training_writes_each_photos_validation_verdict_for_review(tmp_path):
     assert {r["source"] for r in rows} == {"cn2", "mmj", "stk"}
 
 
+@pytest.mark.slow  # 18 s: judges a labelled folder in a subprocess
 def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tmp_path):
     """`verifier eval` (a city's own held-out photos; here the Chinese street photos of `street-scenes`, which the
     promoted heads did train on, so only the bookkeeping is under test): the printed and JSON figures, and a CSV
