@@ -135,6 +135,8 @@ def test_bad_input_is_named_with_its_file_and_row(subset, tmp_path):
     write(subset / "boxes.csv", columns, [r for r in boxes if r["file"] in ROWS])
     columns, labels = read("labels.csv")
     rows = [r for r in labels if r["file"] in ROWS]
+    import ultralytics.utils.patches  # noqa: F401  # as after any detector ran: PIL.Image.open patched to reach for pi-heif
+
     (subset / "notes.jpg").write_text("a text file saved under a photo's name")
     negative = rows[0]  # cn2/lindsay__IMG_1839.jpg: a street with no violation, which would go in as background
     write(subset / "labels.csv", columns, [*rows, {**negative, "file": "notes.jpg"}])

@@ -26,8 +26,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from detect.imageio import ImageReadError, decode_image
 from pipelines.retrain.dataset import Dataset, DatasetError, Item, format_label, write_dataset
 from pipelines.retrain.importers import group_of
 from pipelines.verifier.data import DatasetError as LabelsError
@@ -79,12 +79,13 @@ def yolo_rows(photo: Photo, types: list[str]) -> np.ndarray:
 
 
 def _readable(photo: Photo, labels_csv: Path) -> None:
-    """DatasetError naming the photo and its list when the file is no picture PIL can open (its header)."""
+    """DatasetError naming the photo and its list when the file is no picture the project's reader decodes (a JPEG at
+    1/8 scale: cheap). `detect.imageio`, not `PIL.Image.open`: once ultralytics is imported, its patched `Image.open`
+    answers a file that is no image by trying to install pi-heif (ModuleNotFoundError offline)."""
     try:
-        with Image.open(photo.path):
-            pass
-    except OSError as exc:
-        raise DatasetError(f"{labels_csv} ({photo.file}): {photo.path} is not a readable image: {exc}") from None
+        decode_image(photo.path, str(photo.path), max_side=1)
+    except ImageReadError as exc:
+        raise DatasetError(f"{labels_csv} ({photo.file}): {photo.path} is not a readable image: {exc.reason}") from None
 
 
 def import_street_scenes(src: Path, out: Path, *, types: list[str] | None = None, uncertain: bool = False,
