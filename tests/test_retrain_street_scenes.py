@@ -3,7 +3,6 @@ dataset: exact label rows, what is left out and why, groups kept whole by `data 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from typer.testing import CliRunner
 from pipelines.retrain.check import check_dataset
 from pipelines.retrain.dataset import Dataset, DatasetError
 from pipelines.retrain.split import split_dataset
+from pipelines.verifier.data import dataset_rows, write_rows
 from pipelines.verifier.to_detector import import_street_scenes, parse_types
 from streetwatch.cli import app
 from tests.conftest import SHARED
@@ -30,16 +30,11 @@ ROWS = ["images/mmj/IMG_1406.jpg", "images/mmj/IMG_1410.jpg", "images/mmj/IMG_13
 
 
 def read(name: str) -> tuple[list[str], list[dict]]:
-    with (STREET_SCENES / name).open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def write(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    """The columns and rows of one of street-scenes' CSVs, as the dataset reader reads them."""
+    path = STREET_SCENES / name
+    reader = dataset_rows(path.read_bytes(), path)
+    rows = list(reader)
+    return list(reader.fieldnames or []), rows
 
 
 @pytest.fixture
@@ -48,9 +43,9 @@ def subset(tmp_path) -> Path:
     root = tmp_path / "ss"
     root.mkdir()
     columns, labels = read("labels.csv")
-    write(root / "labels.csv", columns, [r for r in labels if r["file"] in ROWS])
+    write_rows(root / "labels.csv", columns, [r for r in labels if r["file"] in ROWS])
     columns, boxes = read("boxes.csv")
-    write(root / "boxes.csv", columns, [r for r in boxes if r["file"] in ROWS])
+    write_rows(root / "boxes.csv", columns, [r for r in boxes if r["file"] in ROWS])
     (root / "images").symlink_to(STREET_SCENES / "images")
     return root
 
@@ -129,21 +124,21 @@ def test_bad_input_is_named_with_its_file_and_row(subset, tmp_path):
     columns, boxes = read("boxes.csv")
     bad = [dict(r) for r in boxes if r["file"] in ROWS]
     bad[1]["x2"] = bad[1]["x1"]
-    write(subset / "boxes.csv", columns, bad)
+    write_rows(subset / "boxes.csv", columns, bad)
     with pytest.raises(DatasetError, match=r"boxes.csv: row 3: box .* is not inside 0..1 with x1 < x2"):
         import_street_scenes(subset, tmp_path / "a")
-    write(subset / "boxes.csv", columns, [r for r in boxes if r["file"] in ROWS])
+    write_rows(subset / "boxes.csv", columns, [r for r in boxes if r["file"] in ROWS])
     columns, labels = read("labels.csv")
     rows = [r for r in labels if r["file"] in ROWS]
     import ultralytics.utils.patches  # noqa: F401  # as after any detector ran: PIL.Image.open patched to reach for pi-heif
 
     (subset / "notes.jpg").write_text("a text file saved under a photo's name")
     negative = rows[0]  # cn2/lindsay__IMG_1839.jpg: a street with no violation, which would go in as background
-    write(subset / "labels.csv", columns, [*rows, {**negative, "file": "notes.jpg"}])
+    write_rows(subset / "labels.csv", columns, [*rows, {**negative, "file": "notes.jpg"}])
     with pytest.raises(DatasetError, match=rf"labels.csv \(notes.jpg\): {subset / 'notes.jpg'} is not a readable image"):
         import_street_scenes(subset, tmp_path / "a")
     rows[4]["street_stall"] = "2"
-    write(subset / "labels.csv", columns, rows)
+    write_rows(subset / "labels.csv", columns, rows)
     with pytest.raises(DatasetError, match=rf"labels.csv: row 6 \({rows[4]['file']}\): street_stall is '2', expected 0, 1"):
         import_street_scenes(subset, tmp_path / "b")
     (subset / "labels.csv").unlink()
