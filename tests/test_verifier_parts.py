@@ -804,6 +804,21 @@ def test_a_dataset_one_photo_larger_extracts_only_that_photo(tmp_path):
     _assert_same_features(warm, cold)
 
 
+def test_a_photo_replaced_under_its_own_name_is_read_again(tmp_path):
+    """The assembled features were found by the labels and the photos' names: a photo the data team replaced in place
+    (re-exported, cropped, the right shot swapped in) trained on the old photo's numbers until the cache was deleted."""
+    from pipelines.verifier.features import extract
+
+    detector, calls = _counting_detector()
+    dataset = _mmj_dataset(tmp_path / "data", 2)
+    first = extract(dataset, "yolo11n-neck", detector, (5, 3), tmp_path / "cache")
+    replaced, other = dataset.photos
+    replaced.path.write_bytes(other.path.read_bytes())
+    again = extract(load_dataset(tmp_path / "data"), "yolo11n-neck", detector, (5, 3), tmp_path / "cache")
+    assert len(calls) == 2  # the new content's parts were already cached (the other photo's), nothing stale was read
+    assert np.array_equal(again.tiles[0], first.tiles[1]) and not np.array_equal(again.tiles[0], first.tiles[0])
+
+
 def test_training_reads_a_large_photo_at_the_pixels_triage_judges(tmp_path, zidane_jpg):
     """A head must train on the pixels it will judge. Triage decodes a JPEG reduced while its long side stays at or above
     the detector's input (zidane.jpg, 1280 x 720, at 640 x 360); train decoded it at up to 1280 px, and its tiles
