@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
 #: The most characters an Excel cell holds; openpyxl cuts longer text there without a word.
 EXCEL_CELL_CHARS = 32767
-#: How a text cut to fit one Excel cell ends, so whoever reads the cell sees that more was there.
+#: How a text cut to fit (an Excel cell, a platform's description field) ends, so whoever reads it sees more was there.
 CUT_MARK = "…（已截断 truncated）"
 HEADER_SEARCH_ROWS = 10  # how far down a sheet the header row may be (below a title)
 #: The most cells `read_rows` takes from an Excel sheet, each row counted as wide as its last cell and one more: a
@@ -47,6 +47,11 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 TEXT_MARK = "'"
 _PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 _KEPT_TEXT = re.compile(r'="((?:[^"]|"")*)"')  # how `csv_cell` writes a `PhoneText`
+
+
+def cut_marked(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters; a cut one ends in `CUT_MARK`, so that whoever reads it sees more was there."""
+    return text if len(text) <= limit else text[:limit - len(CUT_MARK)] + CUT_MARK
 
 
 class PhoneText(str):
@@ -531,7 +536,7 @@ def append_text_row(ws, values: list[Any], *, row: int | None = None, font: Any 
     cleaned = [ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values]
     cut = [i for i, v in enumerate(cleaned) if isinstance(v, str) and len(v) > EXCEL_CELL_CHARS]
     for i in cut:
-        cleaned[i] = cleaned[i][:EXCEL_CELL_CHARS - len(CUT_MARK)] + CUT_MARK
+        cleaned[i] = cut_marked(cleaned[i], EXCEL_CELL_CHARS)
     cells: list[Any] = []
     for value in cleaned:
         text = isinstance(value, str) and formula_like(value)

@@ -33,7 +33,7 @@ from detect.taxonomy import Taxonomy
 from pipelines.cases.store import Case
 from pipelines.dispatch.config import PhonesSent, TargetConfig
 from pipelines.logs import mask_phones
-from pipelines.tables import CUT_MARK
+from pipelines.tables import CUT_MARK, cut_marked
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "cn-dcm-case.schema.json"
 EVENT_SOURCE = "智能发现/视频AI"
@@ -302,9 +302,7 @@ class CnDcmAdapter:
             parts.append(f"含电话号码 {len(read)} 个（未发送）")
         if note := reviewer_note(case):
             parts.append(f"说明：{note}")
-        description = "；".join(parts)
-        if len(description) > CN_DCM_DESCRIPTION_MAX:  # a long note is cut, marked, where the platform would refuse it all
-            description = description[:CN_DCM_DESCRIPTION_MAX - len(CUT_MARK)] + CUT_MARK
+        description = cut_marked("；".join(parts), CN_DCM_DESCRIPTION_MAX)  # the platform would refuse a long note whole
         payload: dict[str, Any] = {
             "externalId": case.id,
             "eventSource": EVENT_SOURCE,
@@ -538,7 +536,7 @@ def fit_before_marker(text: str, tail: str, marker: str, limit: int) -> str:
         return text + tail
     if len(tail) + len(CUT_MARK) > limit:
         tail = f". {marker}."
-    return text[:max(limit - len(tail) - len(CUT_MARK), 0)] + CUT_MARK + tail
+    return cut_marked(text, max(limit - len(tail), len(CUT_MARK))) + tail
 
 
 _MARKER = re.compile(re.escape(case_marker("")) + r"([A-Za-z0-9_-]+)")
