@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.verifier.options import TrainOptions
-from streetwatch.commands.common import (BackendOpt, DeviceOpt, SettingsOpt, fail, judged_with, judgement_or_fail, print_warning, settings_or_fail,
+from streetwatch.commands.common import (BackendOpt, DeviceOpt, ModelOpt, SettingsOpt, fail, judged_with, judgement_or_fail, print_warning, settings_or_fail,
                                          setup_logging, writable_or_fail)
 
 DEFAULTS = TrainOptions()
@@ -158,11 +158,13 @@ def register(app: typer.Typer) -> None:
         validation_csv: ValidationCsvOpt = None,
         backend: BackendOpt = "onnx",
         device: DeviceOpt = "cpu",
+        model: ModelOpt = None,
     ) -> None:
         """Judge a labelled folder as triage does, with and without the verifier, and print per-type figures.
 
-        `--backend torch --device cuda` judges on a GPU (fp16): compare its `--validation-csv` with the
-        CPU run's to see how many verdicts the GPU path changes."""
+        `--backend torch --device cuda` judges on a GPU (fp16), `--model yolo11n-640-dyn-int8-rawbox` with an INT8
+        export: compare its `--validation-csv` with the default run's (`verifier diff`) to see how many verdicts
+        that detector changes."""
         from rich.console import Console
 
         from detect.engine import load_detector
@@ -181,7 +183,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{judged_with(judgement)}: judging {len(dataset.photos)}"
                        + (f" of {total}" if len(dataset.photos) < total else "") + f" photos of {data}")
             imgsz = judgement.verifier.heads.card.imgsz if judgement.verifier else DEFAULTS.imgsz  # the size the heads read
-            detector = load_detector(None, backend=backend, device=device, features=judgement.needs_features, imgsz=imgsz)
+            detector = load_detector(model, backend=backend, device=device, features=judgement.needs_features, imgsz=imgsz)
             judgement.check(detector)
             with Console(stderr=True).status("judging") as status:
                 figures, rows = run_eval(dataset, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=imgsz,
