@@ -58,7 +58,7 @@ class Judgement:
 
     def check(self, detector) -> None:
         """Refuse a detector the verifier cannot read features from (another model's neck, another input
-        size, no neck output).
+        size, no neck output); warn of an INT8 export, whose neck changes verdicts (`Verifier.int8_caveat`).
 
         A verifier somebody chose (`--verifier ID`, the settings) must fit. The promoted one, used by
         default, steps aside with a warning when the detector is another model or runs at another input
@@ -74,6 +74,9 @@ class Judgement:
             self.verifier = None
             return
         self.verifier.check_detector(detector.model_id, detector.has_features, detector.imgsz)
+        caveat = self.verifier.int8_caveat(detector.model_id)
+        if caveat:
+            log.warning(caveat)
 
     def tile_types(self) -> list[str]:
         """Types the verifier judges by tiles (its heads that the taxonomy says `verify: tiles`)."""

@@ -408,6 +408,14 @@ def export_id(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool, r
             + (RAW_BOX_SUFFIX if raw_box else ""))
 
 
+def is_int8(model_id: str) -> bool:
+    """Whether `model_id` is a registered INT8 export (its card says so); a file nobody registered is not known to be."""
+    try:
+        return get_card(model_id).int8
+    except ModelNotFoundError:
+        return False
+
+
 def find_export(base_id: str, imgsz: int, dynamic: bool, half: bool, int8: bool,
                 raw_box: bool = False) -> tuple[Path, ModelCard] | None:
     """A registered ONNX export of `base_id` with these settings whose file exists."""

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,6 +223,44 @@ def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, mo
     assert not load_detector("yolo11n", imgsz=320, int8=True, dynamic=False).has_features
     with pytest.raises(DetectorConfigError, match=r"no neck output for the verifier.*--model yolo11n --imgsz 320 --int8 --calib DIR"):
         load_detector("yolo11n", imgsz=320, int8=True, dynamic=False, features=True)
+
+
+@pytest.mark.slow  # 44 s (2 shared cores): an INT8 export at 640 calibrated on real photos, two commands in subprocesses
+def test_heads_judging_with_an_int8_detector_say_how_many_verdicts_int8_changed(real_sample_dir, tmp_path):
+    """street-v7's heads were trained on the fp32 neck; the INT8 export's differs, and on 300 street-scenes photos it
+    changed 47 flyposting verdicts where fp32 found 58 (docs/verifier.md). A city that picks the INT8 export with a
+    verifier (`--model ...-int8-rawbox`, here `verifier eval`'s) judges with it, told that figure and where to read
+    more; the same detector without a verifier says nothing of it."""
+    from detect.verifier.verifier import INT8_MEASURED
+    from pipelines.verifier.data import dataset_rows, write_rows
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for f in sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[:4]:
+        (calib / f.name).symlink_to(f)
+    env = {"STREETWATCH_MODELS": str(tmp_path / "models")}
+    export = _streetwatch("models", "export", "--model", "yolo11n", "--int8", "--calib", str(calib), env=env)  # 640, as street-v7 reads
+    assert export.returncode == 0, export.stderr
+    street_scenes = SHARED / "datasets" / "street-scenes"
+    reader = dataset_rows((street_scenes / "labels.csv").read_bytes(), street_scenes / "labels.csv")
+    stall = [r for r in reader if r["file"] == "images/mmj/IMG_0017.jpg"]  # two tent stalls with tables
+    data = tmp_path / "data"
+    write_rows(data / "labels.csv", list(reader.fieldnames), stall)
+    (data / "images").symlink_to(street_scenes / "images")
+
+    run = _streetwatch("verifier", "eval", "--data", str(data), "--ocr", "off", "--model", "yolo11n-640-int8-rawbox",
+                       "--validation-csv", str(tmp_path / "int8.csv"), env=env)
+    assert run.returncode == 0, run.stderr
+    said = " ".join(run.stderr.split())
+    assert (f"detector yolo11n-640-int8-rawbox is an INT8 export, whose neck differs from the fp32 one verifier street-v7's "
+            f"heads were trained on, and verdicts change: {INT8_MEASURED}") in said
+    assert "(docs/verifier.md, 'With an INT8 detector')" in said
+    assert "### With an INT8 detector" in (Path(__file__).parents[1] / "docs" / "verifier.md").read_text(encoding="utf-8")
+    assert "wrote 5 verdicts" in run.stdout  # judged with it all the same: one photo, five heads
+    alone = _streetwatch("detect", "--json", "--model", "yolo11n-640-int8-rawbox", "--verifier", "none",
+                         str(street_scenes / stall[0]["file"]), env=env)
+    assert alone.returncode == 0, alone.stderr
+    assert "INT8" not in alone.stderr and json.loads(alone.stdout)["detections"]
 
 
 def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_there(bus_jpg, tmp_path, monkeypatch):
@@ -507,6 +546,7 @@ def test_verifier_judges_only_at_the_input_size_its_heads_were_trained_at():
     stall = SHARED / "datasets" / "street-scenes" / "images" / "mmj" / "IMG_0017.jpg"  # two tent stalls with tables
     trained = _streetwatch("detect", "--json", str(stall))
     assert trained.returncode == 0, trained.stderr
+    assert "INT8" not in trained.stderr  # the fp32 export: no word of INT8's changed verdicts
     verdicts = json.loads(trained.stdout)["verifier"]
     assert verdicts["street_stall"]["p"] >= verdicts["street_stall"]["threshold"]
     other = _streetwatch("detect", "--json", "--imgsz", "320", str(stall))

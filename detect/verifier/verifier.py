@@ -30,6 +30,12 @@ from detect.verifier.pooling import FeatureMap, tile_boxes
 
 WHOLE = np.array([[0.0, 0.0, 1.0, 1.0]])
 
+#: What an INT8 export of the detector did to the shipped heads' verdicts (docs/verifier.md, "With an INT8 detector"),
+#: said whenever heads that read the neck judge with one: a city picking INT8 for speed should know what it trades.
+#: Measure again when the heads or the packages (torch, onnx, onnxruntime) change.
+INT8_MEASURED = ("on 300 street-scenes photos (2026-12-07) street-v7 changed its verdict on 47 for flyposting (58 found with "
+                 "the fp32 export, 45 with INT8), 12 for spillover (38, 30), 6 for stalls (21, 19) and 1 for parking (3, 2)")
+
 #: Object context: the ground strip around where the object stands (x by its width, y by its height
 #: about the bottom edge), and the object's own box. Training and inference share this definition.
 GROUND_X, GROUND_UP, GROUND_DOWN = 0.5, 0.3, 0.4
@@ -168,6 +174,19 @@ class Verifier:
                     f"which gives other features; run it at --imgsz {card.imgsz} or train heads at {imgsz} "
                     f"(`streetwatch verifier train --imgsz {imgsz}`)")
         return None
+
+    def int8_caveat(self, detector_model_id: str) -> str | None:
+        """What judging with this INT8 detector costs, or None for any other detector (or heads with a backbone of their
+        own). The quantised neck is not the fp32 one the heads were trained on (median correlation 0.90 on 2026-12-07),
+        and probabilities near a threshold cross it: measured and said, not refused, as INT8 is a city's trade of
+        verdicts for speed."""
+        from detect.registry import is_int8
+
+        if not self.needs_detector_features or not is_int8(detector_model_id):
+            return None
+        return (f"detector {detector_model_id} is an INT8 export, whose neck differs from the fp32 one verifier {self.id}'s heads "
+                f"were trained on, and verdicts change: {INT8_MEASURED}. Judge with the fp32 export where the verdicts matter "
+                "(docs/verifier.md, 'With an INT8 detector')")
 
     def check_detector(self, detector_model_id: str, has_features: bool, imgsz: int) -> None:
         """Refuse a detector whose neck the heads cannot read (`misfit`) or that gives no neck output."""
