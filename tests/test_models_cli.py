@@ -225,12 +225,13 @@ def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, mo
         load_detector("yolo11n", imgsz=320, int8=True, dynamic=False, features=True)
 
 
-@pytest.mark.slow  # 44 s (2 shared cores): an INT8 export at 640 calibrated on real photos, two commands in subprocesses
+@pytest.mark.slow  # 45-60 s (2 shared cores): an INT8 export at 640 calibrated on real photos, three commands in subprocesses
 def test_heads_judging_with_an_int8_detector_say_how_many_verdicts_int8_changed(real_sample_dir, tmp_path):
     """street-v7's heads were trained on the fp32 neck; the INT8 export's differs, and on 300 street-scenes photos it
     changed 47 flyposting verdicts where fp32 found 58 (docs/verifier.md). A city that picks the INT8 export with a
     verifier (`--model ...-int8-rawbox`, here `verifier eval`'s) judges with it, told that figure and where to read
-    more; the same detector without a verifier says nothing of it."""
+    more; the same detector without a verifier says nothing of it. The standard file's id, which has no neck output,
+    is refused with the id to run instead."""
     from detect.verifier.verifier import INT8_MEASURED
     from pipelines.verifier.data import dataset_rows, write_rows
 
@@ -257,6 +258,10 @@ def test_heads_judging_with_an_int8_detector_say_how_many_verdicts_int8_changed(
     assert "(docs/verifier.md, 'With an INT8 detector')" in said
     assert "### With an INT8 detector" in (Path(__file__).parents[1] / "docs" / "verifier.md").read_text(encoding="utf-8")
     assert "wrote 5 verdicts" in run.stdout  # judged with it all the same: one photo, five heads
+    standard = _streetwatch("verifier", "eval", "--data", str(data), "--ocr", "off", "--model", "yolo11n-640-int8", env=env)
+    assert standard.returncode != 0  # the standard file has no neck output; exporting again would not give it one
+    assert ("detector yolo11n-640-int8 gives no neck features; its engine variant gives them: run --model "
+            "yolo11n-640-int8-rawbox") in " ".join(standard.stderr.split())
     alone = _streetwatch("detect", "--json", "--model", "yolo11n-640-int8-rawbox", "--verifier", "none",
                          str(street_scenes / stall[0]["file"]), env=env)
     assert alone.returncode == 0, alone.stderr

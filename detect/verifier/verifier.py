@@ -41,6 +41,18 @@ INT8_MEASURED = ("on 300 street-scenes photos (2026-12-07) street-v7 changed its
 GROUND_X, GROUND_UP, GROUND_DOWN = 0.5, 0.3, 0.4
 
 
+def _with_neck(model_id: str) -> str:
+    """How to judge with a detector that gives neck features. An export's standard file (`yolo11n-640-dyn-int8`, which
+    `--model` runs as named) has none: they ride on its engine variant, which exporting again would not change."""
+    from detect.registry import RAW_BOX_SUFFIX, ModelNotFoundError, get_card
+
+    try:
+        get_card(model_id + RAW_BOX_SUFFIX)
+    except ModelNotFoundError:
+        return "export it again (`streetwatch models export`)"
+    return f"its engine variant gives them: run --model {model_id}{RAW_BOX_SUFFIX}"
+
+
 def verified_class(type_id: str) -> str:
     """Class name of a verifier verdict for a violation type (an evidence class in the taxonomy)."""
     return VERIFIED_PREFIX + type_id
@@ -194,7 +206,7 @@ class Verifier:
         if reason:
             raise VerifierError(f"{self.heads.path}: {reason}")
         if self.needs_detector_features and not has_features:
-            raise VerifierError(f"detector {detector_model_id} gives no neck features; export it again (`streetwatch models export`)")
+            raise VerifierError(f"detector {detector_model_id} gives no neck features; {_with_neck(detector_model_id)}")
 
     def feature_map(self, image: np.ndarray, fmap: FeatureMap | None = None) -> FeatureMap:
         if self.backbone is not None:
