@@ -225,12 +225,17 @@ def mark_engine_only(model, head: RawBoxHead, standard: str | None) -> None:
 
 
 def calibration_images(folder: Path, limit: int) -> list[np.ndarray]:
-    """Up to `limit` readable images from `folder` (recursive, sorted for repeatability)."""
+    """Up to `limit` readable images from `folder` (recursive), spread evenly over its sorted files: every k-th first,
+    then the rest in order for any that cannot be read. The first `limit` in sorted order were one subfolder's:
+    street-scenes' first 64 are all Chinese-street photos (`cn2/`), none of the travel photos or the sticker gallery a
+    city's exports were then judged on. Sorted, so an export is repeatable."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"--calib {folder}: not a directory")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    step = max(len(paths) // max(limit, 1), 1)
     images = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in paths[::step] + [p for i, p in enumerate(paths) if i % step]:
         try:
             images.append(read_image(path))
         except ImageReadError as exc:

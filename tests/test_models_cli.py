@@ -170,6 +170,26 @@ def test_a_broken_card_refuses_only_its_own_model(bus_jpg, tmp_path, monkeypatch
     assert refused.exit_code == 2 and f"{registry / 'stalls-v3.yaml'}: not valid YAML" in refused.stderr
 
 
+def test_int8_calibration_images_are_spread_over_the_folder(tmp_path):
+    """`--calib-max` images were the folder's first in sorted order: for street-scenes' images/ all 64 were Chinese-street
+    photos (cn2/), none of the travel photos or the gallery. They are now spread over it: every k-th file, the rest only
+    standing in for an unreadable one."""
+    from detect.export import calibration_images
+    from detect.imageio import read_image
+
+    streets = sorted((SHARED / "datasets" / "street-scenes" / "images").iterdir())
+    for folder in streets:
+        (tmp_path / folder.name).mkdir()
+        for f in sorted(folder.glob("*.jpg"))[:2]:
+            (tmp_path / folder.name / f.name).symlink_to(f)
+    (tmp_path / streets[0].name / "broken.jpg").write_bytes(b"not a JPEG")  # first of cn2/ in sorted order
+    picked = calibration_images(tmp_path, len(streets))  # the broken file, first in sorted order, is passed over
+
+    photos = [(p.parent.name, read_image(p)) for p in tmp_path.glob("*/*.jpg") if p.is_symlink()]
+    folders = sorted(name for image in picked for name, photo in photos if np.array_equal(photo, image))
+    assert folders == [f.name for f in streets]  # cn2, mmj, stk: one from each
+
+
 @pytest.mark.slow  # 12 s: an INT8 export calibrated on real photos
 def test_int8_export_reports_accuracy_against_fp32(real_sample_dir, tmp_path, monkeypatch):
     calib = tmp_path / "calib"

@@ -48,7 +48,7 @@ def export(
     half: Annotated[bool, typer.Option("--half", help="FP16 weights (needs a CUDA GPU to export).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Static QDQ INT8 with calibration images.")] = False,
     calib: Annotated[Path | None, typer.Option("--calib", help="Folder of real calibration images (for --int8).")] = None,
-    calib_max: Annotated[int, typer.Option("--calib-max", min=1, help="Calibration images used at most.")] = 64,
+    calib_max: Annotated[int, typer.Option("--calib-max", min=1, help="Calibration images used at most, spread evenly over the folder (every k-th file in sorted order).")] = 64,
 ) -> None:
     """Export a model to ONNX and register it; --int8 also reports accuracy change against fp32.
 
