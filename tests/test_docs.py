@@ -1,5 +1,6 @@
 """README.md and docs/*.md against the code: every `streetwatch ...` command line they show names a command that
-exists and only options it takes, and every route of the service they name exists with that method. A command
+exists and only options it takes, every route of the service they name exists with that method, and every YAML
+block they show is read by the loader of the file it belongs to. A command
 renamed or an option dropped in the code, or mistyped in a page, fails here instead of in a city's first run.
 Each check is also run on a planted mistake, so it is shown to catch one."""
 
@@ -7,15 +8,21 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 
 import click
 import pytest
 import typer
+import yaml
 
 from api.app import create_app
 from api.config import service_config
 from api.routers.pages import PAGES
+from detect.config_io import ConfigError, load_model
+from detect.scenes import load_scene
+from detect.taxonomy import CityCodeFile, load_taxonomy
 from pipelines.dispatch.adapters import case_marker
+from pipelines.settings import Settings
 from streetwatch.cli import app as cli
 from tests.api_helpers import settings_for
 from tests.conftest import REPO
@@ -29,17 +36,15 @@ OTHER_SERVERS = ("/sim/", "/cn-dcm/", "/open311/", "/tokens/", "/requests/")
 PLACEHOLDERS = {"...", "…"}
 
 
-def _split(text: str) -> tuple[list[list[str]], str]:
-    """The lines of each fenced block that holds shell commands (YAML, JSON and Python blocks are left out), and the
-    prose outside every fenced block."""
+def _split(text: str) -> tuple[list[tuple[str, list[str]]], str]:
+    """The language and lines of each fenced block, and the prose outside every fenced block."""
     blocks, prose, lines, lang = [], [], None, ""
     for line in text.splitlines():
         if line.lstrip().startswith("```"):
             if lines is None:
                 lines, lang = [], line.strip()[3:].strip()
             else:
-                if lang in SHELL_BLOCKS:
-                    blocks.append(lines)
+                blocks.append((lang, lines))
                 lines = None
         elif lines is not None:
             lines.append(line)
@@ -54,7 +59,7 @@ def command_lines(text: str) -> list[str]:
     found = []
     start = re.compile(r"(?:(?<![\w/.$-])streetwatch|python -m streetwatch\.cli)\s+([a-z].*)")
     blocks, prose = _split(text)
-    for block in blocks:
+    for block in (lines for lang, lines in blocks if lang in SHELL_BLOCKS):  # YAML, JSON and Python blocks hold none
         current: str | None = None
         for line in block:
             stripped = line.strip()
@@ -123,6 +128,59 @@ def test_the_command_check_catches_a_wrong_command_or_option():
     assert [p for line in lines for p in command_problems(line)] == [
         "`streetwatch triage` has no option --ocr-mode", "`streetwatch watch` has no option --snapshot-evry",
         "no command `streetwatch case`"]
+
+
+#: A scene's zone in a page stands for any polygon with `polygon: [...]`; the loader reads this one in its place.
+ANY_POLYGON = "polygon: [[0, 0], [1, 0], [1, 1]]"
+
+
+def yaml_problems(block: str, folder: Path) -> list[str]:
+    """What the product's own loader refuses in one YAML block of a page, read as the file it is a part of: sections
+    of a settings file (`load_model(Settings)`: the files it names need not exist here), a city's code table
+    (`load_taxonomy`: its types must exist), or the zones of a scene (`load_scene`: kinds, types, road grades).
+    Kubernetes' manifest for KubeRay (docs/scale-out.md) is not ours to read."""
+    data = yaml.safe_load(block)
+    keys = set(data) if isinstance(data, dict) else set()
+    path = folder / "block.yaml"
+    path.write_text(block.replace("polygon: [...]", ANY_POLYGON), encoding="utf-8")
+    try:
+        if isinstance(data, dict) and data.get("kind") == "RayCluster":
+            return []
+        if keys and keys <= set(Settings.model_fields):
+            load_model(Settings, path)
+        elif keys and keys <= set(CityCodeFile.model_fields):
+            load_taxonomy(city_files=[path])
+        elif keys == {"zones"}:
+            path.write_text("camera_id: docs\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+            load_scene(path)
+        else:
+            return [f"a YAML block that is no file the product reads (keys: {sorted(keys)})"]
+    except ConfigError as exc:
+        return [str(exc).replace(str(path), "block")]
+    return []
+
+
+def test_every_yaml_block_in_the_readme_and_docs_is_read_by_the_product(tmp_path):
+    problems, checked = [], 0
+    for page in PAGES_READ:
+        blocks, _ = _split(page.read_text(encoding="utf-8"))
+        for lang, lines in blocks:
+            if lang in ("yaml", "yml"):
+                checked += 1
+                problems += [f"{page.relative_to(REPO)}: {p}" for p in yaml_problems("\n".join(lines), tmp_path)]
+    assert checked >= 6 and problems == []
+
+
+def test_the_yaml_check_catches_a_wrong_key_value_or_type(tmp_path):
+    planted = ["analytics:\n  map_dayz: 30\n", "cityops:\n  warn:\n    resume_within_s: soon\n",
+               "city: hangzhou\ncodes:\n  street_stal: {major_code: '13', minor_code: '1301'}\n",
+               "zones:\n  - {id: kerb, kind: no_vending, grade: highway, polygon: [...]}\n", "tracker: {}\n"]
+    found = [yaml_problems(block, tmp_path) for block in planted]
+    assert all(len(p) == 1 for p in found), found
+    assert "analytics.map_dayz" in found[0][0] and "cityops.warn.resume_within_s" in found[1][0]
+    assert "codes.street_stal: unknown violation type" in found[2][0] and "highway" in found[3][0]
+    assert found[4] == ["a YAML block that is no file the product reads (keys: ['tracker'])"]
+    assert yaml_problems("zones:\n  - {id: kerb, kind: no_vending, grade: lane, polygon: [...]}\n", tmp_path) == []
 
 
 @pytest.fixture(scope="module")
