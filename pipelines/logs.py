@@ -75,15 +75,23 @@ class MaskedTracebacks(logging.Formatter):
         return mask_phones(super().formatException(ei))
 
 
+#: Libraries whose DEBUG lines say how they work, not what the run did, and come in floods: filelock four lines per lock
+#: taken (a camera's `watch -v` logged them on every frame), PIL a line per plugin, matplotlib its font search, httpcore
+#: every connection step. `-v` (DEBUG) shows ours and their INFO and above.
+QUIET_AT_DEBUG = ("filelock", "PIL", "matplotlib", "httpcore")
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Our lines at `level` on stderr (once: a process already set up keeps its handler), tracebacks masked
     (`MaskedTracebacks`); Alembic's INFO (one line per plugin it loads, every time the case store is opened) only at
-    DEBUG, so staff see what the run did, not how it started."""
+    DEBUG, so staff see what the run did, not how it started; `QUIET_AT_DEBUG`'s libraries never below INFO."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskedTracebacks(FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
     if level > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name in QUIET_AT_DEBUG:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
 
 class BoundedLog:

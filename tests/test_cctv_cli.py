@@ -340,3 +340,13 @@ def test_a_camera_refused_at_start_is_one_error_line(tmp_path):
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: camera cam-1 refused")]
     assert "mapping values are not allowed here" in line and ", line 2, column " in line and "zones: x: y" in line, result.stderr
     assert not any(line.strip() == "^" for line in result.stderr.splitlines()), result.stderr
+
+
+def test_verbose_logging_shows_our_debug_lines_and_not_the_lock_library_s(tmp_path):
+    """`watch -v` drowned its own lines in filelock's four DEBUG lines for every lock taken; -v is for what the run did."""
+    script = ("import logging, filelock; from pipelines.logs import setup_logging; setup_logging(logging.DEBUG); "
+              f"lock = filelock.FileLock({str(tmp_path / 'x.lock')!r}); lock.acquire(); lock.release(); "
+              "logging.getLogger('pipelines.cctv').debug('frame 1 analysed')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "DEBUG pipelines.cctv: frame 1 analysed" in done.stderr, done.stderr
+    assert "filelock" not in done.stderr

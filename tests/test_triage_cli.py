@@ -697,3 +697,11 @@ def test_a_run_whose_stderr_is_a_file_logs_its_progress_and_draws_no_bar(tmp_pat
     assert "triage: 1/1 inputs (100%)" in logged, logged
     assert [line for line in logged.splitlines() if "photos/s" in line and "triage: " not in line] == [], logged
     assert "━" not in logged and "…" not in logged, logged
+
+
+def test_python_dash_m_streetwatch_is_the_console_script(tmp_path):
+    """Where the `streetwatch` script is not on PATH (a venv not activated), `python -m streetwatch` failed with "No module
+    named streetwatch.__main__"; it is the same entry point."""
+    ran = subprocess.run([sys.executable, "-m", "streetwatch", "config", "schema"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["settings"]["$schema"].endswith("2020-12/schema"), ran.stderr
