@@ -23,6 +23,14 @@ def test_coco_import_converts_boxes(coco_dataset):
     assert bus.boxes == 3
 
 
+def test_a_folder_given_as_coco_says_coco_is_read_from_its_annotation_file(coco_dataset):
+    """`data import FOLDER --format coco` stopped with "[Errno 21] Is a directory"; it says what COCO takes instead."""
+    result = runner.invoke(app, ["data", "import", str(coco_dataset.root.parent / "coco"), "--format", "coco",
+                                 "--out", str(coco_dataset.root.parent / "again")])
+    assert result.exit_code != 0 and "a folder; COCO is read from its annotation file" in result.output
+    assert not (coco_dataset.root.parent / "again").exists()
+
+
 def test_case_metrics_count_pictures_after_the_photo_rules(coco_dataset):
     taxonomy = load_taxonomy()
     assert evaluable_types(["person", "bus"], taxonomy) == ["illegal_parking"]  # people alone are no stall

@@ -111,6 +111,9 @@ def import_coco(ann: Path, out: Path, *, images_dir: Path | None = None, name: s
     """Import a COCO detection JSON (boxes [x, y, w, h] in pixels); images listed without
     annotations become negatives."""
     ann = Path(ann)
+    if ann.is_dir():
+        raise DatasetError(f"{ann}: a folder; COCO is read from its annotation file (`data import ANNOTATIONS.json "
+                           "[--images FOLDER]`), and a folder as YOLO (--format yolo) or street-scenes")
     try:
         coco = json.loads(ann.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
