@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         sheet: Annotated[Path | None, typer.Option("--sheet", help="Scoring sheet YAML (default: analytics.sheet, else the shipped example).")] = None,
         cutoffs: Annotated[Path | None, typer.Option("--cutoffs", help="CSV or Excel file of numbers cut off (number,cut_off_at) for quota items (default: analytics.cutoffs).")] = None,
         out: Annotated[Path, typer.Option("--out", help="Folder for scores-<period>-<by>.xlsx and .json.")] = Path("."),
-        details: Annotated[bool, typer.Option("--details/--no-details", help="List the cases behind each deduction.")] = True,
+        details: Annotated[bool, typer.Option("--details/--no-details", help="Print every deduction with the cases behind it under the table (the .xlsx and .json have them either way).")] = True,
         config: SettingsOpt = None,
     ) -> None:
         """Score an assessment sheet for a period: score per unit, deductions per item and the cases behind each."""
