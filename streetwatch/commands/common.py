@@ -29,6 +29,12 @@ VerifierOpt = Annotated[str | None, typer.Option(
     "--verifier", help="Verifier id or card (docs/verifier.md) that judges stalls, spillover, postings and zone-less parking; "
     "none = detector classes alone. Default: the promoted verifier.")]
 
+#: triage's and patrol's: both run triage's bars (`pipelines.triage.pipeline.progress_bar`), drawn only on a terminal.
+ProgressOpt = Annotated[bool, typer.Option(
+    "--progress/--no-progress",
+    help="Progress on stderr of the photos (patrol: frames) judged and then of the cases' evidence: a bar with rate and "
+    "ETA on a terminal, else a log line every 30 s (a log file, systemd). --no-progress shows neither.")]
+
 RayOpt = Annotated[str | None, typer.Option(
     "--ray", metavar="ADDRESS|local",
     help="Run on a Ray cluster: `local` starts one on this machine (127.0.0.1 only, stopped at the end), host:port joins "

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streetwatch.commands.common import (ModelOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted, judged_with,
+from streetwatch.commands.common import (ModelOpt, ProgressOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted, judged_with,
                                          say_spool, settings_or_fail, setup_logging)
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def triage(
     dispatch: Annotated[bool, typer.Option("--dispatch", help="Queue every case for the dispatcher (outbox) as soon as its evidence is stored.")] = False,
     dispatch_target: Annotated[str | None, typer.Option("--dispatch-target", help="Dispatch target for --dispatch (default: the only one in --config).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: photos already recorded there (same name and content hash) are skipped; those that failed, and those whose content changed since, are tried again.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rate, ETA) on stderr.")] = True,
+    progress: ProgressOpt = True,
     ray: RayOpt = None,
 ) -> None:
     """Triage photos: detect violations, group near-duplicates, write a ranked report.
