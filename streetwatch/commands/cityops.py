@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from pipelines.sheet_encodings import listed_encodings  # no import of its own: the command modules load pipelines lazily
-from streetwatch.commands.common import (ModelOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
+from streetwatch.commands.common import (ModelOpt, ProgressOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
                                          fail_report_interrupted, print_error, print_warning, say_spool, settings_or_fail, setup_logging)
 
 
@@ -47,7 +47,7 @@ def patrol(
     timezone: Annotated[str | None, typer.Option("--timezone", help="Local time zone (the report, --start without an offset, SRT times). [default: triage.timezone, else the settings' timezone, Asia/Shanghai]")] = None,
     config: SettingsOpt = None,
     cases: Annotated[bool | None, typer.Option("--cases/--no-cases", help="Write candidate cases (default: when the evidence key is set; a key set but unusable, e.g. shorter than 16 bytes, stops the run).")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")] = True,
+    progress: ProgressOpt = True,
     resume: Annotated[bool, typer.Option("--resume", help="Take up the run a stop (Ctrl-C, a crash, a power cut) left in --out: give the same video and track (refused otherwise); frames already sampled are kept, with the --every-m, --every-s and --start they were sampled with (one given now that differs is refused, naming both), and each is judged once.")] = False,
 ) -> None:
     """Triage a patrol car's video along its GPS track like photos taken on the route.
