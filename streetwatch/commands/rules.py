@@ -11,7 +11,7 @@ from streetwatch.commands.common import fail, print_warning
 
 rules_app = typer.Typer(help="Violation taxonomy, scene files and city zones (see docs/rules.md).", no_args_is_help=True)
 
-TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy YAML (default: the shipped detect/taxonomy.yaml).")]
+TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy YAML: the deployment's own when its settings set taxonomy.path, which these commands do not read (default: the shipped detect/taxonomy.yaml).")]
 CITY_CODES_EXAMPLE = "docs/examples/city-codes-hangzhou.yaml"
 CityFileOpt = Annotated[list[Path] | None, typer.Option("--city-file", help="City code file(s) to merge (city + codes).")]
 
