@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
             "(default: the one the case store recorded when the bundle was sealed).")] = None,
         use_store: Annotated[bool, typer.Option(
             "--store/--no-store", help="Compare with the digest the case store (--config) recorded for the case, "
-            "when that store exists.")] = True,
+            "when that store exists (a case it does not hold fails). --no-store: the signature and the case id alone, "
+            "for a copy checked away from its deployment.")] = True,
         config: SettingsOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report per bundle.")] = False,
     ) -> None:
