@@ -86,6 +86,29 @@ def test_a_bad_tile_grid_or_input_size_is_refused_before_any_photo_is_read(tmp_p
     assert run.returncode == 2 and message in run.stderr
 
 
+@pytest.mark.parametrize("command", ["crossval", "train"])
+@pytest.mark.parametrize(("heads", "message"), [
+    ("street_stal", "--heads street_stal: no such head (heads: street_stall, shopfront_spillover, flyposting, exposed_garbage, parking)"),
+    ("street_stall,exposed_garbage", "--heads exposed_garbage: only 0 photos of --data are labelled positive for it (at least 8 needed)")])
+def test_a_head_that_cannot_be_trained_is_refused_before_any_photo_is_read(tmp_path, command, heads, message):
+    """--heads with a misspelt head, or one the data labels no positive photo for, read every photo and then stopped in
+    scikit-learn's words ("Cannot have number of splits n_splits=3 greater than the number of samples: n_samples=0",
+    "This solver needs samples of at least 2 classes"). It is refused first, naming the heads or the count."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    data = _labelled(tmp_path / "data", count=8)  # relabelled: 8 stalls (enough), no garbage
+    rows = [f"images/{p.name},g{n},1" for n, p in enumerate(sorted((data / "images").glob("*.jpg")))]
+    (data / "labels.csv").write_text("file,group,street_stall,exposed_garbage\n" + "".join(f"{r},0\n" for r in rows), encoding="utf-8")
+    result = CliRunner().invoke(app, ["verifier", command, "--data", str(data), "--heads", heads, "--synth", "0",
+                                      "--cache", str(tmp_path / "cache"), *(["--out", str(tmp_path / "heads")] if command == "train" else [])],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert message in " ".join(result.stderr.split())
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "heads").exists()
+
+
 def _labelled(folder: Path, count: int = 2) -> Path:
     """A labelled folder of `count` real street photos (labels.csv, as `train --data` reads it)."""
     street = sorted((SHARED / "datasets" / "street-scenes" / "images" / "cn2").glob("*.jpg"))[:count]

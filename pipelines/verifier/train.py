@@ -499,12 +499,21 @@ def tile_grid(tiles: tuple[int, int]) -> np.ndarray:
     return np.vstack([tile_boxes(*tiles), WHOLE])
 
 
-def heads_to_train(dataset: Dataset) -> list[str]:
+def heads_to_train(dataset: Dataset, named: list[str] | None = None) -> list[str]:
+    """The heads a training fits: every head with at least MIN_POSITIVES positive photos, the others skipped with a
+    warning; or those `named` (`--heads`), each refused (ValueError) when it is no head or has fewer positives. Why:
+    a misspelt or unlabelled named head failed only after every photo was read, in scikit-learn's words ("Cannot have
+    number of splits n_splits=5 greater than the number of samples: n_samples=0")."""
+    known = (*TILE_HEADS, PARKING)
     heads = []
-    for h in (*TILE_HEADS, PARKING):
+    for h in dict.fromkeys(named or known):
+        if h not in known:
+            raise ValueError(f"--heads {h}: no such head (heads: {', '.join(known)})")
         n = int((dataset.labels(h) == 1).sum())
         if n >= MIN_POSITIVES:
             heads.append(h)
+        elif named:
+            raise ValueError(f"--heads {h}: only {n} photos of --data are labelled positive for it (at least {MIN_POSITIVES} needed)")
         else:
             log.warning("head %s: only %d positive photos (at least %d needed): not trained", h, n, MIN_POSITIVES)
     return heads

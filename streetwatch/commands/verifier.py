@@ -21,14 +21,14 @@ BackboneOpt = Annotated[str, typer.Option("--backbone", help="yolo11n-neck (the 
 ImgszOpt = Annotated[int, typer.Option("--imgsz", min=32, help="The detector's input size in pixels (multiple of 32): the heads judge only with a "
                                                                "detector run at this size (`triage --imgsz`, settings `imgsz`).")]
 VerifierIdOpt = Annotated[str, typer.Option("--id", help="Verifier id (file names and --verifier).")]
-TilesOpt = Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles).")]
+TilesOpt = Annotated[str, typer.Option("--tiles", help="Tile grid COLSxROWS (half-overlapping tiles) the tile heads read; the card records it and the heads judge with it.")]
 RegularisationOpt = Annotated[float | None, typer.Option(
     "--C", min=1e-6, help=f"Inverse L2 regularisation of every logistic head (smaller = stronger); default: {DEFAULTS.c_text[2:]}.")]
-FoldsOpt = Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation.")]
+FoldsOpt = Annotated[int, typer.Option("--folds", min=3, help="Group folds for validation (crossval: also the parts the photos are split into, each judged by heads trained on the others).")]
 SynthOpt = Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-ad composites on training street photos (flyposting).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")]
 UncertainOpt = Annotated[bool, typer.Option("--uncertain/--no-uncertain", help="Keep rows marked uncertain.")]
-HeadsOpt = Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives).")]
+HeadsOpt = Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives; a name that is no head, or has too few, is refused before any photo is read, listing the heads).")]
 CacheOpt = Annotated[Path, typer.Option("--cache", help="Feature cache folder: each photo's features (by its content) and each "
                                                              "dataset's; it grows with every photo read, and may be deleted at will.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
