@@ -79,3 +79,21 @@ def test_taxonomy_refuses_a_city_with_no_code_table():
     assert "street_stall" not in result.output
     shown = CliRunner().invoke(app, ["rules", "taxonomy", "--city-file", str(hangzhou), "--city", "hangzhou"], env={"COLUMNS": "250"})
     assert shown.exit_code == 0 and "13/1301" in shown.output, shown.output
+
+
+def test_the_rules_commands_judge_by_the_deployment_s_taxonomy_from_its_settings(tmp_path: Path):
+    """A deployment with its own taxonomy (settings' `taxonomy.path`) had its scene files checked, and its types listed,
+    against the shipped one unless `--taxonomy` was given, where `watch` reads the settings' file."""
+    shipped = (Path(__file__).resolve().parents[1] / "detect" / "taxonomy.yaml").read_text(encoding="utf-8")
+    renamed = shipped.replace("  illegal_parking:\n", "  car_parking:\n", 1)
+    assert renamed != shipped
+    (tmp_path / "taxonomy.yaml").write_text(renamed, encoding="utf-8")
+    (tmp_path / "settings.yaml").write_text(f"taxonomy: {{path: {tmp_path / 'taxonomy.yaml'}}}\n", encoding="utf-8")
+    settings = ["--config", str(tmp_path / "settings.yaml")]
+    listed = CliRunner().invoke(app, ["rules", "taxonomy", *settings], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0 and "car_parking" in listed.output and "illegal_parking" not in listed.output
+    refused = CliRunner().invoke(app, ["rules", "check", str(EXAMPLE), *settings])
+    assert refused.exit_code == 2 and "unknown violation type 'illegal_parking'" in refused.output, refused.output
+    shipped_file = Path(__file__).resolve().parents[1] / "detect" / "taxonomy.yaml"
+    accepted = CliRunner().invoke(app, ["rules", "check", str(EXAMPLE), *settings, "--taxonomy", str(shipped_file)])
+    assert accepted.exit_code == 0, accepted.output

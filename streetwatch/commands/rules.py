@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from streetwatch.commands.common import fail, print_warning
+from streetwatch.commands.common import SettingsOpt, fail, print_warning, settings_or_fail
 
 rules_app = typer.Typer(help="Violation taxonomy, scene files and city zones (see docs/rules.md).", no_args_is_help=True)
 
-TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy YAML: the deployment's own when its settings set taxonomy.path, which these commands do not read (default: the shipped detect/taxonomy.yaml).")]
+TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy YAML to use instead of the settings' (taxonomy.path and taxonomy.city_codes of --config; without either, the shipped detect/taxonomy.yaml).")]
 CITY_CODES_EXAMPLE = "docs/examples/city-codes-hangzhou.yaml"
 CityFileOpt = Annotated[list[Path] | None, typer.Option("--city-file", help="City code file(s) to merge (city + codes).")]
 
@@ -20,21 +20,33 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rules_app, name="rules")
 
 
+def _taxonomy(taxonomy: Path | None, config: Path | None, city_files: list[Path] | None = None):
+    """The taxonomy these commands judge by: `--taxonomy` with `--city-file`s, else the deployment's (its settings'
+    `taxonomy.path` and `taxonomy.city_codes`, as `watch` and `triage` read them, plus `--city-file`s). A scene file
+    was checked against the shipped taxonomy where the deployment's own defines other types, zones or grades."""
+    from detect.taxonomy import load_taxonomy
+
+    if taxonomy is not None:
+        return load_taxonomy(taxonomy, city_files=city_files)
+    files = settings_or_fail(config).taxonomy
+    return load_taxonomy(files.path, [*files.city_codes, *(city_files or [])])
+
+
 @rules_app.command("taxonomy")
 def show_taxonomy(
     taxonomy: TaxonomyOpt = None,
     city_file: CityFileOpt = None,
     city: Annotated[str, typer.Option("--city", help="City whose 大类/小类 codes to show.")] = "default",
+    config: SettingsOpt = None,
 ) -> None:
     """List violation types with their event-tree codes, Open311 code, zones and thresholds, then the class roles."""
     from rich.console import Console
     from rich.table import Table
 
     from detect.config_io import ConfigError
-    from detect.taxonomy import load_taxonomy
 
     try:
-        tax = load_taxonomy(taxonomy, city_files=city_file)
+        tax = _taxonomy(taxonomy, config, city_file)
         tax.require_city(city, "--city", f"pass its code file with --city-file (example: {CITY_CODES_EXAMPLE})")
     except ConfigError as exc:
         fail(str(exc))
@@ -57,6 +69,7 @@ def check(
     taxonomy: TaxonomyOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a file has warnings (e.g. a reference snapshot "
                                                           "that is missing: no moved-camera check).")] = False,
+    config: SettingsOpt = None,
 ) -> None:
     """Validate scene and city-zone files; exit 2 naming file, field and reason on the first bad one.
 
@@ -65,11 +78,10 @@ def check(
     from detect.cityzones import load_city_zones
     from detect.config_io import ConfigError
     from detect.scenes import load_scene, read_reference
-    from detect.taxonomy import load_taxonomy
 
     warnings = 0
     try:
-        tax = load_taxonomy(taxonomy)
+        tax = _taxonomy(taxonomy, config)
         for path in files:
             if path.suffix.lower() == ".geojson":
                 zones = load_city_zones(path, tax)
