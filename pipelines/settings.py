@@ -409,11 +409,11 @@ class Settings(ConfigModel):
             return section
         return section.model_copy(update={"timezone": self.timezone})
 
-    def load_taxonomy(self) -> Taxonomy:
-        """The taxonomy with this deployment's city code files merged, checked against the cities the
-        dispatch targets and the evidence name (a missing table is an error at start, not at the
-        first case)."""
-        taxonomy = load_taxonomy(self.taxonomy.path, [str(p) for p in self.taxonomy.city_codes])
+    def load_taxonomy(self, city_files: Iterable[Path] = ()) -> Taxonomy:
+        """The taxonomy with this deployment's city code files merged (and `city_files`: `rules taxonomy --city-file`),
+        checked against the cities the dispatch targets and the evidence name (a missing table is an error at start,
+        not at the first case)."""
+        taxonomy = load_taxonomy(self.taxonomy.path, [str(p) for p in (*self.taxonomy.city_codes, *city_files)])
         wanted = {f"dispatch.targets.{name}.city": t.city for name, t in self.dispatch.targets.items()}
         wanted["evidence.city"] = self.evidence.city
         for where, city in wanted.items():

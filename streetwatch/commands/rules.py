@@ -21,15 +21,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _taxonomy(taxonomy: Path | None, config: Path | None, city_files: list[Path] | None = None):
-    """The taxonomy these commands judge by: `--taxonomy` with `--city-file`s, else the deployment's (its settings'
-    `taxonomy.path` and `taxonomy.city_codes`, as `watch` and `triage` read them, plus `--city-file`s). A scene file
-    was checked against the shipped taxonomy where the deployment's own defines other types, zones or grades."""
+    """The taxonomy these commands judge by: `--taxonomy` with `--city-file`s, else the deployment's as `watch` and
+    `triage` load it (`Settings.load_taxonomy`: its `taxonomy.path` and `taxonomy.city_codes`), plus `--city-file`s. A
+    scene file was checked against the shipped taxonomy where the deployment's own defines other types, zones or grades."""
     from detect.taxonomy import load_taxonomy
 
     if taxonomy is not None:
         return load_taxonomy(taxonomy, city_files=city_files)
-    files = settings_or_fail(config).taxonomy
-    return load_taxonomy(files.path, [*files.city_codes, *(city_files or [])])
+    return settings_or_fail(config).load_taxonomy(city_files or [])
 
 
 @rules_app.command("taxonomy")
