@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from benchmarks.environment import environment
 from benchmarks.media import BUS_BOX, PARKING_ZONE, REPO, Sprite, cut, shared_datasets, street_view, write_clip, write_scene
 
 SEGMENT_S = 480
@@ -145,7 +146,7 @@ def summary(rows: list[tuple[float, float, int]], warmup_s: float) -> dict:
         "first": rss[0], "after_warmup": rss[after][0], "end": rss[-1], "max": rss.max()},
         "slope_mb_per_h": round(float(np.polyfit(t[after], rss[after], 1)[0]) * 3600, 1),
         "slope_mb_per_1000_frames": round(float(np.polyfit(frames[after], rss[after], 1)[0]) * 1000, 2) if np.ptp(frames[after]) else None,
-        "load_average": os.getloadavg()}
+        "environment": environment()}  # versions (ONNX Runtime, numpy: the allocations) and the load beside the run
 
 
 def main(argv: list[str] | None = None) -> None:
