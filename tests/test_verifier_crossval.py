@@ -89,16 +89,17 @@ def test_a_bad_tile_grid_or_input_size_is_refused_before_any_photo_is_read(tmp_p
 @pytest.mark.parametrize("command", ["crossval", "train"])
 @pytest.mark.parametrize(("heads", "message"), [
     ("street_stal", "--heads street_stal: no such head (heads: street_stall, shopfront_spillover, flyposting, exposed_garbage, parking)"),
-    ("street_stall,exposed_garbage", "--heads exposed_garbage: only 0 photos of --data are labelled positive for it (at least 8 needed)")])
+    ("exposed_garbage,street_stall", "--heads exposed_garbage: only 0 photos of --data are labelled positive for it (at least 8 needed)"),
+    ("street_stall", "--heads street_stall: only 0 photos of --data are labelled negative for it (at least 8 needed)")])
 def test_a_head_that_cannot_be_trained_is_refused_before_any_photo_is_read(tmp_path, command, heads, message):
-    """--heads with a misspelt head, or one the data labels no positive photo for, read every photo and then stopped in
+    """--heads with a misspelt head, or one the data labels no positive (or no negative) photo for, read every photo and then stopped in
     scikit-learn's words ("Cannot have number of splits n_splits=3 greater than the number of samples: n_samples=0",
     "This solver needs samples of at least 2 classes"). It is refused first, naming the heads or the count."""
     from typer.testing import CliRunner
 
     from streetwatch.cli import app
 
-    data = _labelled(tmp_path / "data", count=8)  # relabelled: 8 stalls (enough), no garbage
+    data = _labelled(tmp_path / "data", count=8)  # relabelled: 8 stalls and no photo without one, no garbage
     rows = [f"images/{p.name},g{n},1" for n, p in enumerate(sorted((data / "images").glob("*.jpg")))]
     (data / "labels.csv").write_text("file,group,street_stall,exposed_garbage\n" + "".join(f"{r},0\n" for r in rows), encoding="utf-8")
     result = CliRunner().invoke(app, ["verifier", command, "--data", str(data), "--heads", heads, "--synth", "0",

@@ -501,7 +501,8 @@ def tile_grid(tiles: tuple[int, int]) -> np.ndarray:
 
 def heads_to_train(dataset: Dataset, named: list[str] | None = None) -> list[str]:
     """The heads a training fits: every head with at least MIN_POSITIVES positive photos, the others skipped with a
-    warning; or those `named` (`--heads`), each refused (ValueError) when it is no head or has fewer positives. Why:
+    warning; or those `named` (`--heads`), each refused (ValueError) when it is no head or has fewer positives (or
+    negatives: a head of photos all positive failed in scikit-learn's words, "needs samples of at least 2 classes"). Why:
     a misspelt or unlabelled named head failed only after every photo was read, in scikit-learn's words ("Cannot have
     number of splits n_splits=5 greater than the number of samples: n_samples=0")."""
     known = (*TILE_HEADS, PARKING)
@@ -509,13 +510,16 @@ def heads_to_train(dataset: Dataset, named: list[str] | None = None) -> list[str
     for h in dict.fromkeys(named or known):
         if h not in known:
             raise ValueError(f"--heads {h}: no such head (heads: {', '.join(known)})")
-        n = int((dataset.labels(h) == 1).sum())
-        if n >= MIN_POSITIVES:
+        labels = dataset.labels(h)
+        short = [(side, n) for side, n in (("positive", int((labels == 1).sum())), ("negative", int((labels == 0).sum())))
+                 if n < MIN_POSITIVES]
+        if not short:
             heads.append(h)
         elif named:
-            raise ValueError(f"--heads {h}: only {n} photos of --data are labelled positive for it (at least {MIN_POSITIVES} needed)")
+            side, n = short[0]
+            raise ValueError(f"--heads {h}: only {n} photos of --data are labelled {side} for it (at least {MIN_POSITIVES} needed)")
         else:
-            log.warning("head %s: only %d positive photos (at least %d needed): not trained", h, n, MIN_POSITIVES)
+            log.warning("head %s: only %d %s photos (at least %d needed): not trained", h, short[0][1], short[0][0], MIN_POSITIVES)
     return heads
 
 
