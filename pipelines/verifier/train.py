@@ -416,6 +416,17 @@ def platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass
+class FoldHead:
+    """One outer fold of a training: its validation photos, the head fitted without them and that fold's own threshold
+    (None without the nested split). Why kept: a benchmark scores the same held-out photos again, changed (degraded
+    pictures: benchmarks/verifier_robustness.py), with the very heads and thresholds that gave the card's figures."""
+
+    validation: np.ndarray
+    model: Model | SummedModel
+    threshold_logit: float | None
+
+
+@dataclass
 class HeadResult:
     name: str
     model: Model | SummedModel
@@ -426,6 +437,7 @@ class HeadResult:
     gate_logit: float | None = None
     oof_found_at: dict[float, np.ndarray] = field(default_factory=dict)  # precision target -> validation verdicts (fold thresholds)
     threshold_logit_at: dict[float, float] = field(default_factory=dict)  # precision target -> threshold on all validation scores
+    folds: list[FoldHead] = field(default_factory=list)  # the outer folds' heads, in fold order
 
     def prob(self, logit: float) -> float:
         return float(self.probs(np.array([logit]))[0])
@@ -471,10 +483,13 @@ def _train_head(trainer: TileHead | ObjectHead | SummedHead, dataset: Dataset, n
     found = np.zeros(len(y), bool)
     found_at = {p: np.zeros(len(y), bool) for p in PRECISION_TARGETS} if nested else {}
     outer = group_folds(_subset(dataset, labelled), name, folds, seed)
+    fold_heads = []
     for k, (tr, te) in enumerate(outer):
         tr, te = labelled[tr], labelled[te]
-        s = trainer.scores(trainer.fit(tr), te)
+        fold_model = trainer.fit(tr)
+        s = trainer.scores(fold_model, te)
         oof[te] = s
+        th = None
         if nested:
             inner_scores = np.zeros(len(tr))
             for itr, ite in group_folds(_subset(dataset, tr), name, folds - 1, seed + 1):
@@ -483,12 +498,13 @@ def _train_head(trainer: TileHead | ObjectHead | SummedHead, dataset: Dataset, n
             found[te] = s >= th
             for p in found_at:
                 found_at[p][te] = s >= strict_threshold(name, inner_scores, y[tr], sources[tr], p, th)
+        fold_heads.append(FoldHead(te, fold_model, th))
         if progress:
             progress(f"{name}: fold {k + 1}/{folds}")
     model = trainer.fit(labelled)
     th, gate = head_threshold(name, oof[labelled], y[labelled], sources[labelled])
     at = {p: strict_threshold(name, oof[labelled], y[labelled], sources[labelled], p, th) for p in found_at}
-    return HeadResult(name, model, th, platt(oof[labelled], y[labelled]), oof, found, gate, found_at, at)
+    return HeadResult(name, model, th, platt(oof[labelled], y[labelled]), oof, found, gate, found_at, at, fold_heads)
 
 
 def _subset(dataset: Dataset, idx: np.ndarray) -> Dataset:
@@ -523,5 +539,5 @@ def heads_to_train(dataset: Dataset, named: list[str] | None = None) -> list[str
     return heads
 
 
-__all__ = ["OBJECT_PART_HEADS", "PARKING_TYPES", "VEHICLE_CLASSES", "HeadResult", "ObjectHead", "SummedHead", "SummedModel", "TileHead",
+__all__ = ["OBJECT_PART_HEADS", "PARKING_TYPES", "VEHICLE_CLASSES", "FoldHead", "HeadResult", "ObjectHead", "SummedHead", "SummedModel", "TileHead",
            "VehicleHead", "heads_to_train", "parking_head", "tile_grid", "tiles_objects_head", "train_head"]
