@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - start:7.1f} s] {message}", file=sys.stderr, flush=True)
 
-    record = run(args, progress)
+    try:
+        record = run(args, progress)
+    except ValueError as exc:  # DatasetError (a bad --data) and --heads a training cannot fit, named with the reason
+        sys.exit(f"python -m benchmarks.verifier_robustness: error: {exc}")
     print("\n".join(summary(record["heads"])))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
