@@ -161,7 +161,7 @@ def compare(dataset: Dataset, name: str, result: HeadResult, scored: tuple, keep
     verdicts that flip, per fold the AP of each."""
     fold, score, found = scored
     y = dataset.labels(name)
-    m = keep[: len(y)] & (y >= 0) & (fold >= 0)
+    m = keep & (y >= 0) & (fold >= 0)
     sources = np.array([SOURCE_NAMES.get(p.source, "other") for p in dataset.photos])
     groups = np.array([p.group for p in dataset.photos])
     orig_found, orig_score = result.oof_found[: len(y)], result.oof_scores[: len(y)]
@@ -169,7 +169,7 @@ def compare(dataset: Dataset, name: str, result: HeadResult, scored: tuple, keep
     after = figures(found[m], score[m], y[m], sources[m], groups[m], 0)
     out: dict = {"by_source": {}, "folds": []}
     for key in before:
-        sub = m & ((sources == key) if key in set(sources[m]) else _subset_mask(key, sources))
+        sub = m & _subset_mask(key, sources)
         out["by_source"][key] = {"original": before[key], "degraded": after[key],
                                  "flips": int((orig_found[sub] != found[sub]).sum()),
                                  "found_lost": int((orig_found[sub] & ~found[sub] & (y[sub] == 1)).sum()),
@@ -182,10 +182,12 @@ def compare(dataset: Dataset, name: str, result: HeadResult, scored: tuple, keep
 
 
 def _subset_mask(key: str, sources: np.ndarray) -> np.ndarray:
-    """The photos of a `figures` subset that is not one source: `all`, `all-but-<source>`."""
+    """The photos of a `figures` subset: `all`, `all-but-<source>` or one source."""
+    if key == "all":
+        return np.ones(len(sources), bool)
     if key.startswith("all-but-"):
         return sources != key[len("all-but-"):]
-    return np.ones(len(sources), bool)
+    return sources == key
 
 
 def _ap(scores: np.ndarray, y: np.ndarray) -> float | None:
