@@ -674,3 +674,16 @@ def test_serve_refuses_a_data_dir_it_cannot_create_naming_the_setting(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--config", str(config)])
     assert result.exit_code == 2, result.exception
     assert f"error: {config}: service.data_dir: {data_dir / 'jobs'}: cannot create: Not a directory" in result.output, result.output
+
+
+def test_every_health_condition_has_a_chinese_name_on_the_cameras_page():
+    """The cameras page shows each condition in the words staff use (画面冻结 ...) beside its code; a new condition
+    (`infrared`) without one showed only the English code."""
+    import re
+
+    from pipelines.cctv.health import HealthKind
+
+    script = (Path(__file__).resolve().parents[1] / "api" / "static" / "cameras.js").read_text(encoding="utf-8")
+    table = script[script.index("const HEALTH_ZH"):script.index("};", script.index("const HEALTH_ZH"))]
+    named = set(re.findall(r"(\w+): \"", table))
+    assert {k.value for k in HealthKind} - named == set()

@@ -123,6 +123,20 @@ def test_frozen_and_black_pictures_are_health_events(tmp_path, real_sample_dir):
     assert all(kind != "covered" for kind, _, _ in events)
 
 
+def test_a_black_and_white_picture_is_the_infrared_health_condition(tmp_path, real_sample_dir):
+    """A camera in its infrared night mode sends black-and-white pictures, where the verifier's heads (trained on colour
+    daylight photos) find few stalls and spillover: staff see the condition start and end. The colour street before
+    and after it is not one."""
+    view = street_view(street(real_sample_dir), SIZE)
+    night = cv2.cvtColor(cv2.cvtColor(view, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    infrared = Sprite(night, x=0.5, bottom=1.0, height=1.0, start_s=20, end_s=50)
+    clip = write_clip(tmp_path / "night.mp4", view, [infrared], 70, fps=1)
+    _, health, _, _ = _run(str(clip.path), health={"infrared_s": 10, "check_every_s": 5})
+    events = [(e.active, int((e.at - clip.start).total_seconds())) for e in health if e.kind == "infrared"]
+    assert events == [(True, 30), (False, 50)], events
+    assert "colour spread" in health[0].detail and all(e.kind == "infrared" for e in health)
+
+
 def test_moved_camera_against_the_reference_snapshot(tmp_path, real_sample_dir, bus_jpg):
     view = street_view(street(real_sample_dir), SIZE)
     reference = tmp_path / "reference.jpg"

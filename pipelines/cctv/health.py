@@ -4,7 +4,10 @@ change a reload refused.
 Health is reported as events (a condition starting and ending) and metrics, never as violation
 cases: a frozen picture or a covered lens is a maintenance job, not an offence. Picture checks
 run on a small grey thumbnail every `check_every_s` media seconds, so they cost little next to
-inference. The moved-camera check matches ORB features against the scene's reference snapshot
+inference. A black-and-white picture (a camera's infrared night mode) is reported too: the verifier's
+heads learnt colour daylight photos and, on infrared-like copies, found a tenth of the spillover and
+half the stalls (docs/verifier.md, "Degraded pictures"), so staff should know when a zone goes unseen.
+The moved-camera check matches ORB features against the scene's reference snapshot
 and estimates the shift with RANSAC: vehicles and people in front of the camera hide some
 features but do not move the rest, whereas a turned camera shifts them all.
 """
@@ -36,6 +39,7 @@ class HealthKind(StrEnum):
     BLACK = "black"  # a dark picture for blind_s
     COVERED = "covered"  # a featureless picture (lens covered or fogged) for blind_s
     MOVED = "moved"  # the view no longer matches the scene's reference snapshot
+    INFRARED = "infrared"  # a black-and-white picture (infrared night mode) for infrared_s: stalls and spillover go unseen
     RESOLUTION_CHANGED = "resolution_changed"  # instantaneous: the stream changed its picture size
     CONFIG_REFUSED = "config_refused"  # a reload refused the camera's changed configuration (scene): it runs on its last valid one
 
@@ -110,6 +114,19 @@ class ViewMatcher:
         return int(inliers.sum()), float(moved) / w
 
 
+def colour_spread(image: np.ndarray) -> float:
+    """How much colour varies over a picture: the larger standard deviation of its two chroma channels (YCrCb, 0-255)
+    on a 64-pixel-wide thumbnail. Near 0 for a black-and-white picture, even one a decoder tints evenly (a grey
+    H.264 frame came back 3 levels bluer than green everywhere); street-scenes' black-and-white film photos give
+    0.5-0.9, its colour photos taken at night or dusk 6.8 and more."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (64, max(1, round(64 * h / w))), interpolation=cv2.INTER_AREA)
+    if small.ndim < 3 or small.shape[2] < 3:
+        return 0.0
+    ycc = cv2.cvtColor(small, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    return float(max(ycc[..., 1].std(), ycc[..., 2].std()))
+
+
 class ImageHealth:
     """Picture checks of one camera: feed every analysed (or read) picture with its time."""
 
@@ -120,12 +137,13 @@ class ImageHealth:
         self.black = _Condition(HealthKind.BLACK, config.blind_s)
         self.covered = _Condition(HealthKind.COVERED, config.blind_s)
         self.moved = _Condition(HealthKind.MOVED, config.moved_s)
+        self.infrared = _Condition(HealthKind.INFRARED, config.infrared_s)
         self._last: datetime | None = None
         self._sample: np.ndarray | None = None
 
     @property
     def active(self) -> list[HealthKind]:
-        return [c.kind for c in (self.frozen, self.black, self.covered, self.moved) if c.active]
+        return [c.kind for c in (self.frozen, self.black, self.covered, self.moved, self.infrared) if c.active]
 
     def observe(self, image: np.ndarray, ts: datetime) -> list[HealthEvent]:
         if self._last is not None and (ts - self._last).total_seconds() < self.config.check_every_s:
@@ -144,11 +162,15 @@ class ImageHealth:
         mean, std = float(thumb.mean()), float(thumb.std())
         is_black = mean < cfg.black_level
         is_covered = not is_black and std < cfg.covered_std
+        chroma = colour_spread(image)
         events = [
             self.frozen.update(changed is not None and changed < FROZEN_CHANGED, ts, self.camera_id,
                                f"picture unchanged ({(changed or 0) * 100:.3f}% of pixels changed)"),
             self.black.update(is_black, ts, self.camera_id, f"mean grey level {mean:.1f}"),
             self.covered.update(is_covered, ts, self.camera_id, f"grey-level spread {std:.1f}"),
+            self.infrared.update(not is_black and chroma < cfg.infrared_chroma, ts, self.camera_id,
+                                 f"black-and-white picture (colour spread {chroma:.1f}): verified zones find few stalls and "
+                                 "spillover in infrared (docs/verifier.md, 'Degraded pictures')"),
         ]
         if self.matcher is not None and not (is_black or is_covered):
             matches, shift = self.matcher.shift(image)
