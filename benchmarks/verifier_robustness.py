@@ -67,6 +67,13 @@ def night_ir(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image,
     return Image.fromarray(np.dstack([g, g, g])), {"format": "PNG", "compress_level": 1}
 
 
+def grey(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+    """Colour removed and nothing else (a black-and-white photo; night-ir without its low contrast and noise): the same
+    value in all three channels, stored losslessly (PNG)."""
+    g = np.asarray(image.convert("L"))
+    return Image.fromarray(np.dstack([g, g, g])), {"format": "PNG", "compress_level": 1}
+
+
 def substream(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict]:
     """A camera's D1 substream frame: long side at most 704 px, JPEG quality 55 (4:2:0)."""
     return _long_side(image, SUBSTREAM_SIDE), {"format": "JPEG", "quality": 55, "subsampling": "4:2:0"}
@@ -84,7 +91,7 @@ def small(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, di
 
 
 VARIANTS: dict[str, Callable[[Image.Image, np.random.Generator], tuple[Image.Image, dict]]] = {
-    "night-ir": night_ir, "substream": substream, "messaging": messaging, "small": small}
+    "night-ir": night_ir, "grey": grey, "substream": substream, "messaging": messaging, "small": small}
 SHIPPED_HEADS = ["street_stall", "shopfront_spillover", "flyposting", "parking"]
 """The heads `street-v7` ships (its garbage head, 11 positives, is refused: garbage stays with the detector)."""
 SOURCE_NAMES = {"mmj": "travel", "cn2": "Chinese streets"}

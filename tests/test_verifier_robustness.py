@@ -43,6 +43,12 @@ def test_night_ir_is_grey_in_three_equal_channels_with_less_contrast_and_the_sam
     assert 5 < residual.std() < 7
 
 
+def test_grey_is_the_photo_without_its_colour_and_nothing_else(photo, tmp_path):
+    x = np.asarray(Image.open(degrade(STREET_SCENES / PHOTO, "grey", tmp_path, PHOTO))).astype(int)
+    assert (x[..., 0] == x[..., 1]).all() and (x[..., 1] == x[..., 2]).all()
+    assert (x[..., 0] == np.asarray(photo.convert("L"))).all()
+
+
 def test_substream_and_small_are_scaled_down_and_messaging_is_recompressed_at_quality_50(photo, tmp_path):
     sub = Image.open(degrade(STREET_SCENES / PHOTO, "substream", tmp_path, PHOTO))
     assert sub.format == "JPEG" and max(sub.size) == SUBSTREAM_SIDE < max(photo.size)
