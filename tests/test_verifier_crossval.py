@@ -74,6 +74,18 @@ def test_every_photo_is_judged_once_by_heads_that_never_saw_its_group(travel_pho
     # beside the whole judgement's outcome, its fold's verifier probability for the head ("" where that fold refused the head)
     probabilities = [float(r["probability"]) for r in spill_rows if r["probability"]]
     assert len(probabilities) >= len(spill_rows) // 3 and all(0 <= p <= 1 for p in probabilities)
+    # and the evidence boxes of each photo found (normalised x1 y1 x2 y2, ';' between boxes), none where nothing was found
+    assert all(bool(r["evidence"]) == (r["outcome"] in ("found", "false finding")) for r in spill_rows)
+    assert all(0 <= float(v) <= 1 for r in spill_rows if r["evidence"] for box in r["evidence"].split(";") for v in box.split())
+
+    # where those boxes land: every found spillover photo that boxes.csv has spillover boxes for, against a random tile
+    where = result.localisation["heads"]["shopfront_spillover"]["all"]
+    labelled = [i for i, p in enumerate(dataset.photos) if p.boxes.get("shopfront_spillover") and "shopfront_spillover" in result.found[i]]
+    assert where["photos"] == len(labelled) >= 10
+    assert all(result.evidence[i]["shopfront_spillover"] for i in labelled)
+    assert where["hit_rate"]["covers"] > where["random_tile"]["hit_rate"]["covers"] and where["random_tile"]["area"] == 0.167
+    assert 0 < where["area_median"] <= 1 and 0 <= where["whole_photo"] <= 1
+    assert result.describe()["localisation"] is result.localisation  # in --out's JSON beside the figures
 
 
 @pytest.mark.parametrize("command", ["crossval", "train"])

@@ -8,7 +8,8 @@ that. It splits the photos `folds` ways by group (a place and day stays on one s
 head on the other folds exactly as `verifier train` does (synthetic small ads pasted on training
 photos only; thresholds, OCR gate and calibration from the training part alone), and judges each
 held-out photo as `triage` does with those heads (`evaluate.judge`). Per type and source: P/R/F1
-with group-bootstrap intervals, beside today's detector-only rules on the same photos.
+with group-bootstrap intervals, beside today's detector-only rules on the same photos; and where the
+found photos' evidence boxes land against the labelled boxes of `boxes.csv` (`localisation`).
 
 It costs one training per fold (without the nested thresholds the card's figures need) and one
 detector pass over every photo, plus OCR where the gate opens.
@@ -28,7 +29,9 @@ from detect.judgement import Judgement, load_judgement
 from detect.taxonomy import Taxonomy
 from detect.verifier.heads import HeadsCard, HeadSet
 from pipelines.verifier.data import PARKING, Dataset, stratified_group_folds
-from pipelines.verifier.evaluate import figures_by_head, judge, verdict_rows_by_head
+from detect.verifier.pooling import tile_boxes
+from pipelines.verifier.evaluate import Evidence, figures_by_head, judge, verdict_rows_by_head
+from pipelines.verifier.localisation import localisation
 from pipelines.verifier.options import TrainOptions
 from pipelines.verifier.run import features, head_arrays, train_heads
 from pipelines.verifier.train import TILE_HEADS
@@ -43,13 +46,15 @@ class CrossValidation:
     fold_of: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # per photo: the fold that judged it
     found: list[set[str]] = field(default_factory=list)  # per photo: the violation types the judgement found
     probabilities: list[dict[str, float]] = field(default_factory=list)  # per photo: its fold's verifier probability per type
+    evidence: list[Evidence] = field(default_factory=list)  # per photo: the normalised evidence boxes of each type found
+    localisation: dict = field(default_factory=dict)  # where those boxes land against boxes.csv (`localisation.localisation`)
 
     def describe(self) -> dict:
-        return {"figures": self.figures, "folds": self.folds}
+        return {"figures": self.figures, "folds": self.folds, "localisation": self.localisation}
 
     def verdict_rows(self, dataset: Dataset) -> list[dict]:
         """Each photo's verdict per label head, for `validation_csv.write_validation_csv`."""
-        return verdict_rows_by_head(dataset, self.found, self.probabilities)
+        return verdict_rows_by_head(dataset, self.found, self.probabilities, self.evidence)
 
 
 def photo_folds(dataset: Dataset, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -71,6 +76,7 @@ def cross_validate(dataset: Dataset, options: TrainOptions, cache: Path, taxonom
     found_v: list[set[str]] = [set() for _ in range(n)]
     found_r: list[set[str]] = [set() for _ in range(n)]
     probs: list[dict[str, float]] = [{} for _ in range(n)]
+    boxes: list[Evidence] = [{} for _ in range(n)]
     fold_of = np.full(n, -1)
     folds = []
     splits = photo_folds(dataset, options.folds, options.seed)
@@ -84,14 +90,15 @@ def cross_validate(dataset: Dataset, options: TrainOptions, cache: Path, taxonom
                                    taxonomy)
             judgement.check(detector)
             photos = [dataset.photos[i] for i in held_out]
-            fv, fr, fp = judge(photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=options.imgsz,
+            fv, fr, fp, fb = judge(photos, detector, judgement, ocr=ocr, phone_region=phone_region, imgsz=options.imgsz,
                                progress=progress and (lambda i, total: progress(f"{step}: judging {i}/{total}")))
-            for i, v, r, p in zip(held_out, fv, fr, fp, strict=True):
-                found_v[i], found_r[i], probs[i], fold_of[i] = v, r, p, k
+            for i, v, r, p, b in zip(held_out, fv, fr, fp, fb, strict=True):
+                found_v[i], found_r[i], probs[i], boxes[i], fold_of[i] = v, r, p, b, k
             folds.append({"trained_on": len(train), "judged": len(held_out), "heads": sorted(judgement.verified_types),
                           "refused": {h: round(f1, 3) for h, f1 in refused.items()}})
             log.info("%s: %s", step, folds[-1])
-    return CrossValidation(figures_by_head(dataset, found_v, found_r, boot), folds, fold_of, found_v, probs)
+    return CrossValidation(figures_by_head(dataset, found_v, found_r, boot), folds, fold_of, found_v, probs, boxes,
+                           localisation(dataset, boxes, tile_boxes(*options.tiles)))
 
 
 def _judgement(folder: Path, verifier_id: str, options: TrainOptions, dim: int, results, refused, taxonomy: Taxonomy) -> Judgement:

@@ -19,20 +19,23 @@ import numpy as np
 
 from pipelines.verifier.data import Dataset, DatasetError, dataset_rows, write_rows
 
-FIELDS = ["head", "outcome", "probability", "file", "source", "group", "label", "uncertain", "notes"]
+FIELDS = ["head", "outcome", "probability", "evidence", "file", "source", "group", "label", "uncertain", "notes"]
 OUTCOME_ORDER = {"false finding": 0, "missed": 1, "found": 2, "rightly not found": 3}
 
 
-def verdict_rows(dataset: Dataset, head: str, found: np.ndarray, probability: np.ndarray | None = None) -> list[dict]:
+def verdict_rows(dataset: Dataset, head: str, found: np.ndarray, probability: np.ndarray | None = None,
+                 evidence: list[list] | None = None) -> list[dict]:
     """One row per photo labelled for `head`: its outcome from `found` (per photo) and, when given, its
-    probability (NaN: none for that photo)."""
+    probability (NaN: none for that photo) and the evidence boxes of a found photo (normalised x1 y1 x2 y2,
+    `;` between boxes: where the case would point, to set beside the photo)."""
     y = dataset.labels(head)
     rows = []
     for i in np.flatnonzero(y >= 0):
         p, positive = dataset.photos[i], bool(y[i] == 1)
         outcome = ("found" if found[i] else "missed") if positive else ("false finding" if found[i] else "rightly not found")
         missing = probability is None or np.isnan(probability[i])
-        rows.append({"head": head, "outcome": outcome, "probability": "" if missing else round(float(probability[i]), 4),
+        boxes = "; ".join(" ".join(f"{v:.3f}" for v in b) for b in evidence[i]) if evidence is not None and found[i] else ""
+        rows.append({"head": head, "outcome": outcome, "probability": "" if missing else round(float(probability[i]), 4), "evidence": boxes,
                      "file": p.file, "source": p.source, "group": p.group, "label": int(y[i]), "uncertain": int(p.uncertain),
                      "notes": p.notes})
     return rows

@@ -120,6 +120,7 @@ def register(app: typer.Typer) -> None:
         from detect.verifier.heads import VerifierError
         from pipelines.verifier.crossval import cross_validate
         from pipelines.verifier.data import DatasetError, load_datasets
+        from pipelines.verifier.localisation import localisation_table
 
         setup_logging(verbose)
         options = _options(backbone, imgsz, verifier_id, tiles, c, folds, synth, seed, heads)
@@ -136,6 +137,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"fold {k}: heads trained on {fold['trained_on']} photos judged {fold['judged']}: {', '.join(fold['heads']) or 'none'}"
                        + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
         typer.echo(table(result.figures))
+        typer.echo(localisation_table(result.localisation))
         if validation_csv is not None:
             _write_verdicts(validation_csv, result.verdict_rows(dataset))
         if out is not None:
