@@ -112,8 +112,9 @@ def register(app: typer.Typer) -> None:
                  cache: CacheOpt = Path(".cache/verifier"), ocr: OcrOpt = "auto", phone_region: PhoneRegionOpt = "CN", out: JsonOutOpt = None,
                  validation_csv: ValidationCsvOpt = None, verbose: VerboseOpt = False) -> None:
         """Judge every photo as triage does (detector, heads, OCR, rules) with heads trained without its group, and print
-        per-type figures beside today's rules: the whole judgement on a group split of the training data (slow: one training
-        per fold and a detector pass over every photo). Takes the options of `train`."""
+        per-type figures beside today's rules, and where the found photos' evidence boxes land against boxes.csv: the whole
+        judgement on a group split of the training data (slow: one training per fold and a detector pass over every photo).
+        Takes the options of `train`."""
         from rich.console import Console
 
         from detect.taxonomy import load_taxonomy
