@@ -135,6 +135,8 @@ def test_a_black_and_white_picture_is_the_infrared_health_condition(tmp_path, re
     events = [(e.active, int((e.at - clip.start).total_seconds())) for e in health if e.kind == "infrared"]
     assert events == [(True, 30), (False, 50)], events
     assert "colour spread" in health[0].detail and all(e.kind == "infrared" for e in health)
+    _, off, _, _ = _run(str(clip.path), health={"infrared_s": 10, "check_every_s": 5, "infrared_chroma": 0})
+    assert off == []  # a monochrome or thermal camera turns the check off
 
 
 def test_moved_camera_against_the_reference_snapshot(tmp_path, real_sample_dir, bus_jpg):

@@ -76,7 +76,7 @@ class HealthConfig(ConfigModel):
         15, title="Matching features", description="Fewer features matching the reference snapshot than this also counts as a moved (or blocked) view.", ge=4)
     moved_s: float = Field(120.0, title="Moved after", description="Seconds the view must stay different before the camera is reported moved.", gt=0)
     infrared_chroma: float = Field(
-        2.0, title="Black-and-white level", description="Spread of colour (standard deviation of the chroma channels, 0-255) under which a picture is black-and-white (a camera's infrared night mode): black-and-white photos give under 1, colour streets at night 6 and more.", ge=0, le=255)
+        2.0, title="Black-and-white level", description="Spread of colour (standard deviation of the chroma channels, 0-255) under which a picture is black-and-white (a camera's infrared night mode): black-and-white photos give under 1, colour streets at night 6 and more; 0 turns the check off (a monochrome or thermal camera).", ge=0, le=255)
     infrared_s: float = Field(60.0, title="Infrared after", description="Seconds of black-and-white pictures before the camera is reported in infrared mode.", gt=0)
     check_every_s: float = Field(5.0, title="Check interval", description="Media seconds between health checks.", gt=0)
 
