@@ -40,7 +40,7 @@ from benchmarks.environment import environment
 from benchmarks.media import shared_datasets
 from pipelines.verifier.data import Dataset, load_datasets
 from pipelines.verifier.features import Features, extract
-from pipelines.verifier.metrics import figures
+from pipelines.verifier.metrics import average_precision, figures, subsets
 from pipelines.verifier.options import TrainOptions
 from pipelines.verifier.run import features, head_trainer
 from pipelines.verifier.train import HeadResult, heads_to_train, tile_grid, train_head
@@ -174,13 +174,13 @@ def compare(dataset: Dataset, name: str, result: HeadResult, scored: tuple, keep
     orig_found, orig_score = result.oof_found[: len(y)], result.oof_scores[: len(y)]
     before = figures(orig_found[m], orig_score[m], y[m], sources[m], groups[m], 0)
     after = figures(found[m], score[m], y[m], sources[m], groups[m], 0)
+    was, now, ym = orig_found[m], found[m], y[m]
     out: dict = {"by_source": {}, "folds": []}
-    for key in before:
-        sub = m & _subset_mask(key, sources)
+    for key, sub in subsets(ym, sources[m]).items():  # the subsets `figures` gave figures for
         out["by_source"][key] = {"original": before[key], "degraded": after[key],
-                                 "flips": int((orig_found[sub] != found[sub]).sum()),
-                                 "found_lost": int((orig_found[sub] & ~found[sub] & (y[sub] == 1)).sum()),
-                                 "false_added": int((~orig_found[sub] & found[sub] & (y[sub] == 0)).sum())}
+                                 "flips": int((was[sub] != now[sub]).sum()),
+                                 "found_lost": int((was[sub] & ~now[sub] & (ym[sub] == 1)).sum()),
+                                 "false_added": int((~was[sub] & now[sub] & (ym[sub] == 0)).sum())}
     for k in range(len(result.folds)):
         f = m & (fold == k)
         out["folds"].append({"photos": int(f.sum()), "positives": int((y[f] == 1).sum()),
@@ -188,18 +188,7 @@ def compare(dataset: Dataset, name: str, result: HeadResult, scored: tuple, keep
     return out
 
 
-def _subset_mask(key: str, sources: np.ndarray) -> np.ndarray:
-    """The photos of a `figures` subset: `all`, `all-but-<source>` or one source."""
-    if key == "all":
-        return np.ones(len(sources), bool)
-    if key.startswith("all-but-"):
-        return sources != key[len("all-but-"):]
-    return sources == key
-
-
 def _ap(scores: np.ndarray, y: np.ndarray) -> float | None:
-    from pipelines.verifier.metrics import average_precision
-
     ap = average_precision(scores, y)
     return None if ap is None else round(ap, 3)
 

@@ -45,18 +45,24 @@ def _bootstrap(found, y, groups, n, seed) -> dict[str, list[float]]:
     return {k: [round(float(np.percentile(v, 2.5)), 3), round(float(np.percentile(v, 97.5)), 3)] for k, v in (("P", ps), ("R", rs), ("F1", fs))}
 
 
-def figures(found: np.ndarray, scores: np.ndarray, y: np.ndarray, sources: np.ndarray, groups: np.ndarray,
-            boot: int = 1000, seed: int = 0) -> dict[str, dict]:
-    """Figures for every source, `all`, and `all-but-<source with most positives>`."""
-    subsets: dict[str, np.ndarray] = {"all": np.ones(len(y), bool)}
+def subsets(y: np.ndarray, sources: np.ndarray) -> dict[str, np.ndarray]:
+    """The photos each figure is given for (a mask per name): `all`, every source, and `all-but-<source with most
+    positives>`."""
+    masks: dict[str, np.ndarray] = {"all": np.ones(len(y), bool)}
     for s in np.unique(sources):
-        subsets[str(s)] = sources == s
-    pos = {s: int(y[m].sum()) for s, m in subsets.items() if s != "all"}
+        masks[str(s)] = sources == s
+    pos = {s: int(y[m].sum()) for s, m in masks.items() if s != "all"}
     if len(pos) > 1:
         top = max(pos, key=pos.get)
-        subsets[f"all-but-{top}"] = sources != top
+        masks[f"all-but-{top}"] = sources != top
+    return masks
+
+
+def figures(found: np.ndarray, scores: np.ndarray, y: np.ndarray, sources: np.ndarray, groups: np.ndarray,
+            boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Figures for every subset of `subsets`."""
     out = {}
-    for name, m in subsets.items():
+    for name, m in subsets(y, sources).items():
         p, r, f, tp, fp, fn = prf(found[m], y[m])
         ap = average_precision(scores[m], y[m])
         entry = {"P": round(p, 3), "R": round(r, 3), "F1": round(f, 3), "AP": None if ap is None else round(ap, 3),
