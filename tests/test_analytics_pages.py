@@ -26,6 +26,9 @@ from tests.pg import free_port
 from tests.test_pages_phone import WORDS_BROKEN
 from tests.test_review_pages import CHROMEDRIVER, FLAGS, _first_answer_held, _release_first, _wait
 
+# every test here drives headless Chromium against a served page (33 s in all in CI); test_review_pages keeps the pages' browser checks in the default suite's ~15-minute budget
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
@@ -82,7 +85,6 @@ def _served(settings, token: str, tmp: Path):
         stop_process(server)
 
 
-@pytest.mark.slow  # 13 s: a served browser
 def test_map_shows_the_grid_cells_and_a_click_lists_their_cases(site):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -225,7 +227,6 @@ def test_scores_page_shows_the_table_and_the_cases_behind_a_deduction(site):
     assert b.find_element(By.CSS_SELECTOR, "#scores tr.current").get_attribute("data-unit") == "二中队"
 
 
-@pytest.mark.slow  # the scores page loaded once more on a phone
 def test_a_scored_item_s_cases_are_whole_on_a_phone(site):
     """A scored item's cases (SW20261103-1a2b3c4d5e6f, …) were broken anywhere (break-all), an id split over two lines
     on a phone where a reviewer reads it to find the case, and an item's name inside a word (每处 / 扣). At 360 px each
@@ -244,7 +245,6 @@ def test_a_scored_item_s_cases_are_whole_on_a_phone(site):
         b.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
-@pytest.mark.slow  # the scores page loaded once more to read a warning the API tests already check (the suite's budget)
 def test_scores_page_lists_the_cutoff_files_warnings(site):
     """The cut-off file's warnings (a row repeating the header, skipped) were in the JSON alone, which staff do not
     read: the page lists them above the table, 提醒 first as the city page's imports, and its status line counts them."""
@@ -455,7 +455,6 @@ def test_map_says_when_a_cells_cases_do_not_load(site):
     assert "503: busy" in b.find_element(By.ID, "status").text
 
 
-@pytest.mark.slow  # 7 s: a served browser
 def test_map_shows_names_from_the_grid_file_and_the_tile_credit_as_text(tmp_path):
     """The map's tooltips and tile credit were written as HTML: a grid file (or settings) whose cell name was
     <img src=x onerror=...> ran its script in every reviewer's browser that hovered the cell. They are text."""

@@ -308,6 +308,7 @@ def test_a_case_its_platform_voided_is_counted_apart_from_the_rejections(tmp_pat
     store.close()
 
 
+@pytest.mark.slow  # 7 s: a PDF and a workbook drawn; the default suite's ~15-minute budget
 def test_empty_period_gives_an_empty_valid_report(city, tmp_path):
     report = build_report(city["store"].engine, city["places"], load_taxonomy(), parse_period("2027-03-02"), TZ)
     assert report.summary["cases"] == 0 and report.summary["previous_cases"] == 0

@@ -134,6 +134,7 @@ def _dispatch_one(world, bus_event) -> tuple[str, list[dict], subprocess.Complet
     return case_id, received["attachments"], run
 
 
+@pytest.mark.slow  # 12 s: its own service, dispatcher and platform; the default suite's ~15-minute budget
 def test_attachment_urls_are_signed_and_a_case_id_alone_opens_nothing(world, bus_event):
     api, *_ = world
     case_id, attachments, run = _dispatch_one(world, bus_event)
@@ -166,6 +167,7 @@ def test_attachment_urls_are_signed_and_a_case_id_alone_opens_nothing(world, bus
     assert httpx.get(second["url"], timeout=10).status_code == 200
 
 
+@pytest.mark.slow  # 12 s: its own service, dispatcher and platform; the default suite's ~15-minute budget
 def test_the_access_log_keeps_no_signature_of_a_link(world, bus_event, tmp_path):
     """serve's access log kept every signed link it served, an attachment link opening its file for 7 days to whoever
     reads the log; their sig is written ***, the expiry and other routes' queries kept."""
@@ -187,6 +189,7 @@ def test_the_access_log_keeps_no_signature_of_a_link(world, bus_event, tmp_path)
     assert '"GET /api/v1/cases?limit=5&sig=not-a-link HTTP/1.1" 200' in log, log
 
 
+@pytest.mark.slow  # 11 s: its own service, dispatcher and platform; the default suite's ~15-minute budget
 @pytest.mark.parametrize("world", [None], indirect=True)
 def test_without_a_url_key_attachments_stay_unsigned_and_both_processes_say_so(world, bus_event, tmp_path):
     """An install that never set the key keeps working (the platform fetches as before), but not silently."""

@@ -359,6 +359,7 @@ def test_a_call_out_import_of_a_file_not_there_is_the_usual_one_line(deployment,
     assert run.returncode == 2 and run.stderr.strip() == f"error: {missing}: No such file or directory", run.stderr
 
 
+@pytest.mark.slow  # 7 s: starts PostgreSQL; the default suite's ~15-minute budget
 def test_a_postgresql_password_is_taken_from_pgpassword_and_a_missing_one_says_where_it_goes(tmp_path):
     """The settings file keeps no secret, yet nothing said where the case store's password goes: a server asking for
     one refused `fe_sendauth: no password supplied`, and the hint named no place for it. libpq reads $PGPASSWORD

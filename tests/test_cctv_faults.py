@@ -18,6 +18,7 @@ def clips(tmp_path_factory, bus_jpg, real_sample_dir):
     return folder, mp4, ts
 
 
+@pytest.mark.slow  # 13 s: eight camera clips judged; the default suite's ~15-minute budget
 def test_eight_cameras_one_process_broken_ones_alone(tmp_path, clips, real_sample_dir, onnx_detector):
     folder, mp4, ts = clips
     (tmp_path / "empty.mp4").write_bytes(b"")

@@ -55,6 +55,7 @@ def test_replay_opens_one_case_then_clears_it_with_signed_evidence(tmp_path, bus
     assert [r for r in watcher.records if r["event"] == "camera_health"] == []
 
 
+@pytest.mark.slow  # 12 s: a clip judged twice; the default suite's ~15-minute budget
 def test_reverification_records_still_present_then_verified_cleared(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     scene_for(tmp_path, "cam-02", real_sample_dir, dwell_s=20, clear_s=10)
     intake = make_intake(tmp_path / "data")
@@ -191,6 +192,7 @@ def test_ten_minute_clip_tests_the_default_five_minute_dwell(tmp_path, bus_jpg, 
     assert [k for k, _ in _violations(watcher)] == ["opened", "cleared"]
 
 
+@pytest.mark.slow  # 8 s: a clip judged across a restart (test_cctv_cli keeps one in the default suite); the default suite's ~15-minute budget
 def test_a_restart_with_saved_rules_states_keeps_the_violation_and_its_one_case(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     """`watch` stopped and started again while a bus stood in the zone: the restarted watcher began every camera
     afresh, so the bus opened a second case at its next dwell and the first was never cleared. With `state_path`

@@ -437,6 +437,7 @@ def test_a_patrol_job_finding_the_case_store_unreachable_says_so_without_naming_
     assert logged and str(database) in str(logged[0].exc_info[1])
 
 
+@pytest.mark.slow  # 10 s: a patrol job waiting out a store outage (test_api_uploads keeps the upload job's in the default suite); the default suite's ~15-minute budget
 def test_a_patrol_job_finding_the_case_store_unreachable_waits_for_it_and_goes_on_where_it_was(
         tmp_path, monkeypatch, onnx_detector, clip, own_postgres):  # noqa: F811
     """A patrol job that met the store gone (PostgreSQL restarted under `serve`) failed at once, though a photo

@@ -24,6 +24,7 @@ def _zone(grade: str | None, **extra) -> dict:
     return zone
 
 
+@pytest.mark.slow  # 13 s: a clip judged on two roads; the default suite's ~15-minute budget
 def test_same_bus_opens_at_once_on_the_main_road_and_later_in_the_lane(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     grades = {"grades": {"main": {"name_zh": "主要道路（严禁）", "name_en": "Main road",
                                   "thresholds": {"illegal_parking": {"dwell_s": 0, "clear_s": 10, "severity": "serious"}}},

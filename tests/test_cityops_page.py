@@ -26,6 +26,9 @@ from tests.test_cityops_registers import REGISTER
 from tests.test_pages_screen_reader import _ax
 from tests.test_review_pages import _first_answer_held, _first_page_then_next, _login, _release_first, _wait, served_pages, site, site_settings  # noqa: F401  (fixture)
 
+# every test here drives headless Chromium against a served page (65 s in all in CI); test_review_pages keeps the pages' browser checks in the default suite's ~15-minute budget
+pytestmark = pytest.mark.slow
+
 NUMBER = "13800138000"
 
 
@@ -468,7 +471,6 @@ def test_city_page_imports_a_sheet_in_the_encoding_chosen_beside_it(city, tmp_pa
     assert (entry["note"], entry["amount"]) == ("Côte", 200)
 
 
-@pytest.mark.slow  # a patrol video sampled and judged by a real job, then read on the page (8.6 s in CI)
 def test_a_patrol_done_without_cases_says_why_on_the_status_line(tmp_path, bus_jpg, clip):  # noqa: F811
     """With no evidence key set (`service.triage.cases` unset) a patrol job ends done with its report and no case;
     the status line said only 巡查完成 Patrol done: 0 件新案件 new cases, the reason (the summary's `no_cases`) said
@@ -494,7 +496,6 @@ def test_a_patrol_done_without_cases_says_why_on_the_status_line(tmp_path, bus_j
         assert "STREETWATCH_TEST_KEY_NOT_SET is not set" in status.text and "bad" in status.get_attribute("class")
 
 
-@pytest.mark.slow  # its own served pages and browser, 250 warnings on the page (about 15 s here)
 def test_city_page_pages_through_the_warnings(tmp_path, bus_jpg):
     """The page listed the newest 200 warnings and no more, a district's thousands a year out of reach and nothing
     saying so. It shows a page of 200, which rows of how many, and 下一页 to the rest."""
@@ -518,7 +519,6 @@ def test_city_page_pages_through_the_warnings(tmp_path, bus_jpg):
         assert pager.find_element(By.CLASS_NAME, "next").get_attribute("disabled") is not None
 
 
-@pytest.mark.slow  # its own served pages and browser, 250 shops on the page (about 15 s here)
 def test_city_page_pages_through_the_register_and_finds_a_shop(tmp_path, bus_jpg):
     """The page put the whole register in one table, a district's 2,000 shops at once, found only with the browser's
     search. It shows 200 by name, which of how many, 下一页 to the rest, and a search the register answers."""
@@ -540,7 +540,6 @@ def test_city_page_pages_through_the_register_and_finds_a_shop(tmp_path, bus_jpg
         assert [r.get_attribute("data-shop") for r in b.find_elements(By.CSS_SELECTOR, "#shops tbody tr[data-shop]")] == ["91330106MA00000007"]
 
 
-@pytest.mark.slow  # its own served pages and browser, 250 numbers on the page (about 15 s here)
 def test_city_page_pages_through_the_call_out_list_and_finds_a_number(tmp_path, bus_jpg):
     """The page listed every number of the call-out list at once, a status menu each: a district's hundreds. It
     shows 200, last seen first, which of how many, 下一页 to the rest, and finds a number by its digits."""

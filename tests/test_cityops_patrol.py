@@ -485,6 +485,7 @@ def test_a_resume_with_other_sampling_values_is_refused_naming_both(tmp_path, cl
     assert {p.name: p.stat().st_mtime_ns for p in (out / "frames").iterdir()} == frames  # never sampled again
 
 
+@pytest.mark.slow  # 8 s: three patrol CLI runs; the default suite's ~15-minute budget
 def test_patrol_command_refuses_a_start_the_video_cannot_have(tmp_path, clip):
     """--start is read by the rule the service's form field is (`given_start`): a time in the future or before 2000
     would date every frame and case so."""

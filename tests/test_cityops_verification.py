@@ -42,6 +42,7 @@ def _deliver(intake, config, case_id: str, target: str = "city") -> str:
     return intake.store.get(case_id).dispatch_ref
 
 
+@pytest.mark.slow  # 12 s: a clip judged and a platform served; the default suite's ~15-minute budget
 def test_camera_recheck_result_reaches_the_platform(tmp_path, bus_jpg, real_sample_dir, onnx_detector, sim):
     # where the camera looks: a platform sends a handler there, and a case without a place is parked, not sent
     scene_for(tmp_path, "cam-v", real_sample_dir, dwell_s=10, clear_s=10,

@@ -772,6 +772,7 @@ def test_a_restored_violation_whose_case_has_no_evidence_is_announced_again(tmp_
     assert violations_to_reopen(restored, intake) == []
 
 
+@pytest.mark.slow  # 14 s: starts a two-node Ray cluster; the default suite's ~15-minute budget
 def test_joining_a_loopback_cluster_by_address_connects_without_the_loopback_variable(ray_cluster):
     """An operator's shell has no RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: joining 127.0.0.1:PORT used to take this
     machine's network address for the driver's and wait for a GCS there for ever (without a word)."""

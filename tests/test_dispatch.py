@@ -1303,6 +1303,7 @@ def test_a_webhook_body_nested_too_deep_is_refused_with_400_not_a_crash(tmp_path
     assert refused.value.status_code == 400
 
 
+@pytest.mark.slow  # 21 s: two dispatcher processes racing; the default suite's ~15-minute budget
 def test_two_dispatcher_processes_never_send_a_case_twice(tmp_path, bus_event):
     """Two `dispatch run` processes on one store, a slow platform, no faults (issue 14, item 2): each
     case is POSTed exactly once. A lease per batch let the second claim what the first had not sent yet."""

@@ -52,6 +52,7 @@ def test_device_letterbox_matches_the_opencv_path_on_cpu_tensors(photos, rect):
         assert diff.max() < 1 / 255 and diff.mean() < 0.5 / 255
 
 
+@pytest.mark.slow  # 10 s: torch runs the detector twice on CPU; the default suite's ~15-minute budget
 def test_torch_detector_with_device_letterbox_agrees_with_the_host_path(photos, torch_detector):
     device_path = load_detector("yolo11n", backend="torch", device_preprocess=True)
     assert device_path.describe()["device_preprocess"] is True

@@ -288,6 +288,7 @@ def test_heads_judging_with_an_int8_detector_say_how_many_verdicts_int8_changed(
     assert "INT8" not in alone.stderr and json.loads(alone.stdout)["detections"]
 
 
+@pytest.mark.slow  # 8 s: an ONNX export; the default suite's ~15-minute budget
 def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_there(bus_jpg, tmp_path, monkeypatch):
     """`models export` writes a standard graph that Ultralytics' own predict runs (the bus and the four people
     of bus.jpg), and the engine's faster raw-box variant, which says what it is so that Ultralytics refuses it,
@@ -321,6 +322,7 @@ def test_standard_export_runs_in_ultralytics_and_the_engine_variant_is_refused_t
 
 
 
+@pytest.mark.slow  # 7 s: two ONNX exports; the default suite's ~15-minute budget
 def test_an_older_cut_export_under_the_standard_name_is_exported_again(tmp_path, monkeypatch):
     """What an older streetwatch left behind: the cut graph under the standard name and no variant. The engine
     exports the model again on its next load, so the standard name holds a standard graph once more."""
