@@ -54,7 +54,22 @@ def build_app() -> typer.Typer:
     )
     for name in COMMAND_MODULES:
         importlib.import_module(f"streetwatch.commands.{name}").register(app)
+    _paragraphs_as_lines(app)
     return app
+
+
+def _paragraphs_as_lines(app: typer.Typer) -> None:
+    """Each paragraph of every command's help as one line, for the terminal to wrap. Typer joins the first
+    paragraph's lines but keeps the line breaks of the others, so a docstring wrapped at 110 columns broke mid-sentence
+    in an 80-column terminal (`verifier eval --help`: "with an INT8 / export: compare its")."""
+    import inspect
+
+    for command in app.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            paragraphs = inspect.cleandoc(command.callback.__doc__).split("\n\n")
+            command.help = "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+    for group in app.registered_groups:
+        _paragraphs_as_lines(group.typer_instance)
 
 
 def __getattr__(name: str):

@@ -115,6 +115,16 @@ def test_every_command_line_in_the_readme_and_docs_runs_an_existing_command_with
     assert checked > 100 and problems == []
 
 
+def test_every_paragraph_of_a_commands_help_is_one_line_the_terminal_wraps():
+    """Typer kept the line breaks of a help text's later paragraphs, so `verifier eval --help` broke mid-sentence in an
+    80-column terminal ("with an INT8" / "export: compare its"). At 200 columns each paragraph is one line."""
+    from typer.testing import CliRunner
+
+    shown = CliRunner().invoke(cli, ["verifier", "eval", "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+    assert shown.exit_code == 0, shown.output
+    assert "with an INT8 export: compare its `--validation-csv` with the default run's (`verifier diff`) to see" in shown.output
+
+
 def test_the_command_check_catches_a_wrong_command_or_option():
     planted = ("```bash\nstreetwatch triage photos/ --out run \\\n    --ocr-mode all   # a renamed option\n"
                "streetwatch watch --cameras c.yaml [--config FILE]\n    [--snapshot-evry 10]\n```\n"
