@@ -107,6 +107,11 @@ def test_demo_triages_the_photo_folder_and_dispatches_a_confirmed_case(demo_run)
     assert history[1].actor == "demo-reviewer"  # confirmed through the API with the demo token
     [token] = Accounts(url).list()
     assert token.name == "demo-reviewer" and token.hint in run.stdout and summary["review_url"].endswith("/ui/queue")
+    # --no-serve: the service stopped with the demo, so the summary says how to serve the pages rather than
+    # pointing at a URL that answers nothing (it printed the dead login URL as if it were up)
+    port = summary["login_url"].split(":")[-1].split("/")[0]
+    assert summary["served"] is False and f"review pages:     {summary['login_url']}  then" not in run.stdout
+    assert f"not served (--no-serve); to open them: streetwatch serve --config {out / 'settings.yaml'} --port {port}" in run.stdout
 
 
 def test_demo_says_which_weights_are_missing(tmp_path):

@@ -213,7 +213,7 @@ def demo(
             "evidence_dir": str(out / "evidence"), "evidence_key_file": str(stack.evidence_key_file(out) or ""),
             "triage_report": str(result.files["report"]), "inbox": str(inbox), "dispatched": dispatched,
             "cameras": cameras, "review_url": f"{api_url}/ui/queue", "login_url": f"{api_url}/ui/login",
-            "reviewer": stack.REVIEWER, "token_hint": token[:8], "cjk_font": str(media.font or ""),
+            "reviewer": stack.REVIEWER, "token_hint": token[:8], "cjk_font": str(media.font or ""), "served": not no_serve,
         }
         (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
         _print_summary(summary, token)
@@ -240,6 +240,11 @@ def _print_summary(summary: dict, token: str) -> None:
                f"{summary['evidence_dir']}/<case id>" + (f" --key-file {summary['evidence_key_file']})" if summary["evidence_key_file"] else ")"))
     typer.echo(f"  triage report:    {summary['triage_report']}")
     typer.echo(f"  your photos:      {summary['inbox']}  (drop photos there and run the demo again)")
-    typer.echo(f"  review pages:     {summary['login_url']}  then {summary['review_url']}")
+    if summary["served"]:
+        typer.echo(f"  review pages:     {summary['login_url']}  then {summary['review_url']}")
+    else:  # the service stops with the demo: its URL would answer nothing; serving the run's settings brings it back
+        port = summary["login_url"].rsplit(":", 1)[1].split("/", 1)[0]
+        typer.echo(f"  review pages:     not served (--no-serve); to open them: streetwatch serve --config "
+                   f"{summary['settings']} --port {port}, then {summary['login_url']}")
     typer.echo(f"  reviewer token ({summary['reviewer']}, shown once; paste it on the login page): {token}")
     typer.echo(f"  all commands take: --config {summary['settings']}")
