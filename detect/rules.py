@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -240,7 +240,8 @@ class CameraRules:
 
     def _start(self, cand: Candidate, frame: Frame) -> _Violation:
         ts = frame.ts
-        vid = f"{self.scene.camera_id}:{cand.zone_id}:{cand.vtype.id}:{cand.object_id}:{ts.strftime('%Y%m%dT%H%M%SZ')}"
+        # UTC, as its Z says: a replayed file's frames carry the scene's zone (its modification time), a stream's UTC
+        vid = f"{self.scene.camera_id}:{cand.zone_id}:{cand.vtype.id}:{cand.object_id}:{ts.astimezone(UTC):%Y%m%dT%H%M%SZ}"
         v = _Violation(vid, cand, ts, ts, ts, frame, frame, reported_count=cand.count)
         self._violations[vid] = v
         self._by_key[cand.key] = vid

@@ -242,3 +242,20 @@ def test_saved_rules_states_that_cannot_be_read_are_named_and_the_cameras_start_
         [warning] = [r.getMessage() for r in caplog.records if str(state) in r.getMessage()]
         assert "starts afresh" in warning or "start afresh" in warning
         caplog.clear()
+
+
+def test_a_violation_id_carries_its_first_sighting_in_utc_whatever_zone_the_frames_are_in(tmp_path, bus_jpg, real_sample_dir,
+                                                                                          onnx_detector):
+    """A replayed file without a creation_time tag (.ts) is timed by its modification time in the scene's zone, so its
+    frames are Asia/Shanghai times: the violation id wrote their local clock with a UTC `Z` (a bus first seen at 09:30
+    UTC was `...:20240601T173000Z`), eight hours off for whoever reads the id, a platform included."""
+    parked_clip(tmp_path / "cam-05.ts", bus_jpg, real_sample_dir, duration_s=8, arrive_s=0, leave_s=8)
+    recorded = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
+    os.utime(tmp_path / "cam-05.ts", (recorded.timestamp(), recorded.timestamp()))
+    scene_for(tmp_path, "cam-05", real_sample_dir, dwell_s=3)
+    intake = make_intake(tmp_path / "data")
+    _watch(tmp_path, onnx_detector, intake, [{"id": "cam-05", "url": "cam-05.ts", "scene": "cam-05.yaml"}])
+    [case] = intake.store.list()
+    first = case.first_seen_at.astimezone(UTC)
+    assert recorded <= first <= recorded + timedelta(seconds=3)
+    assert case.violation_id.endswith(f":{first:%Y%m%dT%H%M%S}Z") and ":20240601T0930" in case.violation_id, case.violation_id
