@@ -286,6 +286,24 @@ def test_scores_page_says_when_there_is_no_unit_to_score(site):
     assert rows[0].find_element(By.TAG_NAME, "td").get_attribute("colspan") == str(columns) and columns > 2
 
 
+@pytest.mark.slow  # the scores page loaded once more (a served browser); the count itself: test_analytics_reports
+def test_scores_page_says_how_many_cases_await_review(site):
+    """November's unreviewed candidate is not scored (the sheet counts confirmed cases): the line over the table says so,
+    as the command does; a month of unreviewed cases scored as an empty table before, a month without violations."""
+    from selenium.webdriver.common.by import By
+
+    b = site["browser"]
+    b.get(site["base"] + "/ui/scores")
+    period = _wait(b, lambda d: d.find_element(By.ID, "f-period").get_attribute("value") and d.find_element(By.ID, "f-period"),
+                   "this month in the period box")
+    period.clear()
+    period.send_keys("2026-11")
+    b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    sheet = _wait(b, lambda d: "2026-11" in d.find_element(By.ID, "sheet").text and d.find_element(By.ID, "sheet").text,
+                  "November scored")
+    assert "待审核 1 件（未计分，请先审核） awaiting review, not scored" in sheet
+
+
 def test_scores_pager_pages_the_table_shown(site):
     """上一页/下一页 read the period and unit boxes as they were when clicked: a box changed without 评分 had the next page
     load the new filter's units under the table shown. They page the table scored. SW.PAGE is set to 2 on the page, so

@@ -341,7 +341,11 @@ def test_score_command_prints_and_writes_excel_and_json(city, tmp_path):
     assert "一中队 · 马路市场（10–20 个摊点扣 5 分，20 个以上扣 10 分）: -5 for 1" in done.stdout
     data = json.loads((tmp_path / "scores-2026-11-squad.json").read_text(encoding="utf-8"))
     assert {u["unit"]: u["score"] for u in data["units"]} == {"一中队": 42, "二中队": 26}
+    # November's unreviewed candidate is not scored, and said so: a month of unreviewed cases was an empty table
+    assert data["awaiting_review"] == 1 and "1 case(s) of 2026-11 await review and are not scored" in done.stdout
     book = load_workbook(tmp_path / "scores-2026-11-squad.xlsx")
+    about = dict(book["说明 About"].iter_rows(values_only=True))
+    assert about["待审核（未计分） awaiting review (not scored)"] == 1
     scores = list(book["得分 Scores"].iter_rows(values_only=True))
     assert scores[0][:3] == ("中队 squad", "得分 score", "满分 points") and scores[1][:3] == ("一中队", 42, 60)
     details = list(book["扣分明细 Deductions"].iter_rows(values_only=True))

@@ -47,6 +47,7 @@ async function load(shown, offset = 0) {
   SW.pager("scores", { items: t.units, total: t.total, limit: t.limit, offset: t.offset }, shown, load);
   document.getElementById("sheet").textContent = `${t.sheet} · ${t.period} · 满分 ${t.points} · 计分案件 ${t.cases_counted} 件`
     + (t.voided_by_platform ? ` · 平台作废 ${t.voided_by_platform} 件（不计分）` : "")
+    + (t.awaiting_review ? ` · 待审核 ${t.awaiting_review} 件（未计分，请先审核） awaiting review, not scored` : "")
     + (t.include_candidates ? " · 含候选案件 candidates count" : "");
   const head = SW.el("tr", {}, SW.el("th", {}, document.querySelector(`#f-by option[value="${t.by}"]`).textContent), SW.el("th", {}, "得分 score"), ...t.items.map((i) => SW.el("th", { title: i.name }, i.name)));
   const rows = t.units.map((u) => SW.el("tr", Object.assign({ "data-unit": u.unit }, SW.pickable(() => showUnit(u))),

@@ -98,12 +98,19 @@ class ScoreTable:
     items: list[dict[str, str]]  # section id/name, item id/name, in sheet order (the columns)
     units: list[UnitScore]
     warnings: list[str] = field(default_factory=list)  # what the number status source had to check (the cut-off file's rows)
+    # the period's candidates not yet reviewed, left out because the sheet counts confirmed cases only: without it a month
+    # of unreviewed cases scored as an empty table, which read as a month without violations
+    awaiting_review: int = 0
 
     def unit(self, name: str) -> UnitScore:
         return next(u for u in self.units if u.unit == name)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+AWAITING_REVIEW = "待审核（未计分）"
+"""What the scores call the period's unreviewed candidates a sheet without `include_candidates` leaves out."""
 
 
 def counts(case: CaseFact, sheet: Sheet) -> bool:
@@ -261,6 +268,7 @@ def score_cases(sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, cases: lis
         items=[{"section": s.id, "section_name": s.name, "id": i.id, "name": i.name} for s, i in sheet.items()],
         units=[scorer.score(u, per_unit.get(u, []), quota_per_unit.get(u, [])) for u in units],
         warnings=list(number_status.warnings) if number_status is not None else [],
+        awaiting_review=0 if sheet.include_candidates else sum(c.state is CaseState.CANDIDATE and not c.confirmed for c in cases),
     )
 
 
@@ -312,6 +320,7 @@ def score_tables(table: ScoreTable) -> list[Table]:
         ["时区 time zone", table.timezone], ["计入候选案件 include candidates", table.include_candidates],
         ["计分案件数 cases counted", table.cases_counted],
         [f"{VOIDED_BY_PLATFORM}（不计分） voided by platform (not scored)", table.voided_by_platform],
+        [f"{AWAITING_REVIEW} awaiting review (not scored)", table.awaiting_review],
         [f"生成时间 generated ({table.timezone})", local_time(table.generated_at, table.timezone)]]
         + [["提醒 warning", w] for w in table.warnings])  # staff read the workbook, not the JSON: the cut-off file's rows to check
     return [scores, details, groups, about]

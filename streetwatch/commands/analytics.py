@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         from detect.config_io import ConfigError, write_text_atomic
         from pipelines.analytics.periods import PeriodError, parse_period
         from pipelines.analytics.places import UNITS
-        from pipelines.analytics.scoring import score_store, score_tables
+        from pipelines.analytics.scoring import AWAITING_REVIEW, score_store, score_tables
         from pipelines.analytics.sheet import load_sheet
         from pipelines.analytics.tables import write_xlsx
         from pipelines.cityops.callout import number_status_source
@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
         table = score_store(store.engine, places, the_sheet, by, when, tz, status)
         store.close()
         _print_scores(table, details)
+        if table.awaiting_review:
+            typer.echo(f"{table.awaiting_review} case(s) of {table.period} await review and are not scored ({AWAITING_REVIEW}; "
+                       "the sheet counts confirmed cases only, include_candidates: false): confirm or reject them on /ui/queue")
         for warning in table.warnings:
             print_warning(warning)
         out.mkdir(parents=True, exist_ok=True)
