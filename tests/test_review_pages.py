@@ -908,6 +908,8 @@ def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_pat
     cams["file"].write_text(yaml.safe_dump(cameras), encoding="utf-8")
     records = [{"event": "camera_status", "camera_id": "cam-01", "status": "offline", "detail": "Connection refused",
                 "at": "2025-03-14T02:00:00+00:00"},
+               *[{"event": "camera_health", "camera_id": "cam-01", "kind": kind, "active": True, "at": "2025-03-14T02:00:00+00:00",
+                  "detail": "Connection refused"} for kind in ("reconnecting", "offline")],
                {"event": "camera_health", "camera_id": "cam-02", "kind": "config_refused", "active": True,
                 "at": "2025-03-14T02:01:00+00:00", "detail": "cameras.yaml: cameras.1.scene: scene refused"},
                {"event": "camera_status", "camera_id": "cam-03", "status": "left_behind", "at": "2025-03-14T02:02:00+00:00",
@@ -924,6 +926,16 @@ def test_camera_page_says_what_is_wrong_and_loads_a_refused_scene_to_fix(tmp_pat
         _wait(b, lambda d: '"camera_id": "cam-01"' in scene(d), "cam-01's scene in the box")
         item = {li.get_attribute("data-camera"): li.text for li in b.find_elements(By.CSS_SELECTOR, "#cameras li")}
         assert "离线 offline: Connection refused" in item["cam-01"] and "场景错误" not in item["cam-01"]
+        # the status floats right of the name; an offline camera's long status split its Chinese name round it, 文 beside
+        # the status and 三路与学院路交叉口 东北角 below it: the name keeps to one piece
+        name = "文三路与学院路交叉口 东北角"
+        pieces = b.execute_script("""const li = document.querySelector("#cameras li[data-camera='cam-01']");
+            const walk = document.createTreeWalker(li, NodeFilter.SHOW_TEXT);
+            for (let n = walk.nextNode(); n; n = walk.nextNode()) if (n.data === arguments[0]) {
+              const r = document.createRange(); r.selectNodeContents(n);
+              return new Set([...r.getClientRects()].filter((x) => x.width).map((x) => Math.round(x.top))).size; }
+            return -1;""", name)
+        assert pieces == 1, f"the camera's name {name} is broken over {pieces} lines"
         assert "新配置被拒，沿用上次有效配置 config_refused: cameras.yaml: cameras.1.scene: scene refused" in item["cam-02"]
         assert "场景错误 scene error: " in item["cam-02"] and "scene file of camera cam-02: zones.0.polygon" in item["cam-02"]  # by name, not path
         assert "未按时停止 left_behind: owner-001 did not stop within 60 s" in item["cam-03"]  # watch --ray's late owner

@@ -44,7 +44,8 @@ function listCameras() {
   // a camera is picked by keyboard as by mouse (a Tab stop, Enter or Space), the one shown marked for a screen reader
   document.getElementById("cameras").replaceChildren(...(shown.length ? shown.map((cam) => SW.el("li", Object.assign({
     "data-camera": cam.id, class: C.current === cam.id ? "current" : "", "aria-current": String(C.current === cam.id),
-  }, SW.pickable(() => show(cam.id))), SW.el("span", { class: "state" }, healthText(cam.health)), cam.name || cam.id, SW.el("br"),
+  }, SW.pickable(() => show(cam.id))), SW.el("span", { class: "state" }, healthText(cam.health)),
+  SW.el("span", { class: "name" }, cam.name || cam.id), SW.el("br"),
   SW.el("small", {}, `${cam.id} · ${cam.zones} 区域 zones${cam.scene_error ? " · 场景错误 scene error" : ""}`), ...notes(cam)))
     : C.cameras.length ? [SW.el("li", { class: "none" }, `没有编号或名称含「${q}」的摄像头 No camera's id or name holds ${q}`)] : []));
 }
