@@ -67,10 +67,13 @@ def test_still_present_at_the_recheck_becomes_a_case_with_the_warning_as_evidenc
     assert warn["type"] == "illegal_parking" and warn["notified"] == "delivered"
     assert len(received) == 2 and received[1]["warning_id"] == warn["warning_id"]  # 503 first, retried
     assert "复查" in received[1]["text"] and received[1]["violation_type"] == "illegal_parking"
+    assert "请于20秒内自行整改" in received[1]["text"]  # the re-check 20 s on: the SMS said 请于0分钟内 (within 0 minutes)
     [recheck] = [r for r in watcher.records if r["event"] == "warning_recheck"]
-    assert recheck["outcome"] == "escalated"
+    assert recheck["outcome"] == "escalated" and recheck["type"] == "illegal_parking"
     [case] = intake.store.list()
     assert case.id == recheck["case_id"]
+    # the case the re-check opened is counted (exit summary, streetwatch_cctv_cases_opened_total): it said 0 cases opened
+    assert watcher.summary()["cases_opened"] == 1
     # First seen on arrival (2 s), warned when the 5 s dwell was reached, the case opens at the re-check 20 s later.
     warned_at = datetime.fromisoformat(warn["at"])
     assert timedelta(seconds=2) <= case.first_seen_at - clip.start <= timedelta(seconds=4)

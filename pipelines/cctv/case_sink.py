@@ -137,6 +137,8 @@ class CaseSink(threading.Thread):
         if self.warner is not None:
             for record in self.warner.check(cam.id, frame, item.detections, lambda zone_id, vtype: present(
                     cam.scene, self.taxonomy, frame, item.detections, zone_id, vtype, cam.rules.group_gap, verified=self.verified)):
+                if record["outcome"] == "escalated" and record["case_id"]:  # the case opens here, not at the rules' opening
+                    self.metrics.cases_opened.labels(cam.id, record["type"]).inc()
                 self.on_record(record)
         verifying = self.intake.store.list(state=CaseState.VERIFYING, source_id=cam.id)
         absent = self._still_verifying(cam.id, {case.id for case in verifying})

@@ -242,7 +242,7 @@ class Warner:
             self.intake.add_record(case.id, SECTION, warning)
         self._decide(p, WarningState.ESCALATED, frame.ts, case.id if case else None)
         return {"event": "warning_recheck", "warning_id": p.id, "camera_id": p.camera_id, "outcome": "escalated",
-                "case_id": case.id if case else None, "at": frame.ts.isoformat()}
+                "case_id": case.id if case else None, "type": e.violation_type, "at": frame.ts.isoformat()}
 
     def _close(self, p: _Pending, frame: Frame) -> dict[str, Any]:
         self._decide(p, WarningState.COMPLIED, frame.ts, None)
@@ -296,7 +296,17 @@ def _text(name_zh: str, shop: str | None, address: str | None, recheck_at: datet
     """The SMS the gateway sends (Chinese: the shop reads it)."""
     who = f"{shop}：" if shop else ""
     where = f"（{address}）" if address else ""
-    return f"{who}您门前{where}发现{name_zh}，请于{round(after_s / 60)}分钟内自行整改，届时将复查，未整改将立案处理。"
+    return f"{who}您门前{where}发现{name_zh}，请于{_within(after_s)}内自行整改，届时将复查，未整改将立案处理。"
+
+
+def _within(after_s: float) -> str:
+    """The time to the re-check as the SMS says it: whole minutes (600 s: 10分钟), else minutes and seconds (90 s:
+    1分30秒) or seconds (30 s: 30秒). Rounded to minutes, a re-check under half a minute away read 请于0分钟内 and 90 s
+    read 2分钟, longer than the shop had."""
+    minutes, seconds = divmod(max(1, round(after_s)), 60)
+    if not seconds:
+        return f"{minutes}分钟"
+    return f"{minutes}分{seconds}秒" if minutes else f"{seconds}秒"
 
 
 IMAGE_REMOVED = "image_removed"
