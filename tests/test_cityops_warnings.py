@@ -91,6 +91,28 @@ def test_still_present_at_the_recheck_becomes_a_case_with_the_warning_as_evidenc
     assert warning_image(intake.store.engine, warn["warning_id"]).stat().st_size > 10_000
 
 
+def test_a_violation_judged_again_is_not_warned_again(tmp_path, bus_jpg, real_sample_dir, onnx_detector, gateway):
+    """The same recording replayed again into the same store (with --no-state its violations are judged from the
+    start, under the same ids): the second opening sent the shop a second SMS, then failed to record the warning
+    (UNIQUE violation_id, a traceback in the case sink's log), so nothing was recorded of it. It is the warning
+    already given: no second message, no second warning, its case kept."""
+    url, received = gateway
+    parked_clip(tmp_path / "parked.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=0, leave_s=12)
+    scene_for(tmp_path, "cam-w", real_sample_dir, dwell_s=2, clear_s=10)
+    intake = make_intake(tmp_path / "data")
+    first = _run(tmp_path, onnx_detector, intake, "parked.mp4", url, recheck_after_s=4)
+    [warn] = [r for r in first.records if r["event"] == "warning"]
+    sent = len(received)
+
+    again = _run(tmp_path, onnx_detector, intake, "parked.mp4", url, recheck_after_s=4)
+
+    assert len(received) == sent  # no second SMS
+    [known] = [r for r in again.records if r["event"].startswith("warning")]
+    assert known["event"] == "warning_known" and known["warning_id"] == warn["warning_id"] and known["state"] == "escalated"
+    assert [row["id"] for row in list_warnings(intake.store.engine)] == [warn["warning_id"]]
+    assert len(intake.store.list()) == 1 and again.summary()["cases_opened"] == 0
+
+
 def test_gone_at_the_recheck_makes_no_case(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     parked_clip(tmp_path / "leaves.mp4", bus_jpg, real_sample_dir, duration_s=45, arrive_s=2, leave_s=16)
     scene_for(tmp_path, "cam-w", real_sample_dir, dwell_s=5, clear_s=10)

@@ -156,6 +156,12 @@ class Warner:
             self.pending[event.violation_id] = p
             return {"event": "warning_resumed", "warning_id": p.id, "camera_id": camera.id, "violation_id": event.violation_id,
                     "type": event.violation_type, "zone_id": event.zone_id, "at": event.at.isoformat(), "recheck_at": p.recheck_at.isoformat()}
+        with self.engine.connect() as conn:
+            known = conn.execute(sa.select(warnings.c.id, warnings.c.state).where(warnings.c.violation_id == event.violation_id)).first()
+        if known is not None:  # the same violation judged again (a recording replayed anew): warned once, as a case opens once
+            log.info("camera %s: %s was warned already (%s, %s): not warned again", camera.id, event.violation_id, known.id, known.state)
+            return {"event": "warning_known", "warning_id": known.id, "camera_id": camera.id, "violation_id": event.violation_id,
+                    "type": event.violation_type, "zone_id": event.zone_id, "state": known.state, "at": event.at.isoformat()}
         rule = next(r for r in self.config.rules if event.violation_type in r.types
                     and (not r.zone_kinds or event.zone_kind in r.zone_kinds))
         warning_id = f"W{event.at:%Y%m%d}-{uuid.uuid4().hex[:10]}"
