@@ -94,7 +94,9 @@ def city(tmp_path_factory, bus_event, bus_jpg):
     def prepare(app) -> None:
         event, _ = bus_event
         camera = load_cameras(settings.service.cameras_file).cameras[0]
-        warner = Warner(WarnConfig(rules=[{"types": ["illegal_parking"]}], images_dir=tmp / "warnings"), _intake(app), load_taxonomy())
+        # a gateway that refuses (nothing listens on port 9): the warning is recorded as failed, with the reason
+        warner = Warner(WarnConfig(rules=[{"types": ["illegal_parking"]}], images_dir=tmp / "warnings", attempts=1,
+                                   webhook_url="http://127.0.0.1:9/sms"), _intake(app), load_taxonomy())
         warner.warn(camera, event, BundleContext(source_kind="camera", source_id=camera.id, geo=GeoPoint(30.2741, 120.1551),
                                                  address="文三路 1 号"))
         _intake(app).record_event(replace(event, violation_id="photo:0:flyposting", violation_type="flyposting", phones=[NUMBER]),
@@ -121,6 +123,8 @@ def test_city_page_shows_warnings_as_staff_read_them(city):
         cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
         assert cells[2] == "机动车乱停放 illegal_parking", cells
         assert (cells[0], cells[5]) == ("2025-03-14 10:00", "2025-03-14 10:10"), cells  # warned, re-check 600 s later
+        # the gateway's failure and why (the page said failed alone, though docs/city-operations.md said it showed why)
+        assert cells[4].startswith("发送失败 failed\n") and "Connection refused" in cells[4], cells
     finally:
         b.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
 

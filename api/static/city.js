@@ -5,6 +5,8 @@
 const STATUSES = [["to_call", "待追呼"], ["called", "已追呼"], ["cut_off", "已停机"], ["reconnected_after_fine", "罚款后复机"],
                   ["fined", "已罚款"]];
 const WARNING_STATES = { warned: "待复查 warned", complied: "已整改 complied", escalated: "已立案 escalated", lapsed: "未复查 lapsed" };
+// Whether the shop was told, and a failure's reason (notify_error): the column said the bare code, failed without why.
+const NOTIFIED = { delivered: "已送达 delivered", failed: "发送失败 failed", off: "未发送（未配置网关） off" };
 
 // A warning's frame, shown in its row's cell; `what` (its camera and type) is what its alt text says it shows.
 async function frame(id, cell, what) {
@@ -34,7 +36,9 @@ async function loadWarnings(query = {}, offset = 0) {
     const cell = SW.el("td", {}, w.has_image ? SW.el("button", { type: "button", onclick: (e) => frame(w.id, e.target.parentNode, what),
       "aria-label": `查看 View：劝导告知画面 warning frame ${what} · ${SW.time(w.warned_at)}` }, "查看 View") : "");
     return SW.el("tr", { "data-warning": w.id }, SW.el("td", {}, SW.time(w.warned_at)), SW.el("td", {}, w.camera_id),
-      SW.el("td", {}, SW.typeName(meta, w.violation_type)), SW.el("td", {}, w.shop_id || ""), SW.el("td", {}, w.notified || ""),
+      SW.el("td", {}, SW.typeName(meta, w.violation_type)), SW.el("td", {}, w.shop_id || ""),
+      SW.el("td", {}, NOTIFIED[w.notified] || w.notified || "",
+        ...(w.notify_error ? [SW.el("br"), SW.el("small", { class: "note" }, w.notify_error)] : [])),
       SW.el("td", {}, SW.time(w.recheck_at)), SW.el("td", { class: "state" }, WARNING_STATES[w.state] || w.state), SW.el("td", {}, w.case_id || ""), cell);
   }), "暂无劝导告知 No warnings yet");
 }
