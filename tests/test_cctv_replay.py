@@ -259,3 +259,29 @@ def test_a_violation_id_carries_its_first_sighting_in_utc_whatever_zone_the_fram
     first = case.first_seen_at.astimezone(UTC)
     assert recorded <= first <= recorded + timedelta(seconds=3)
     assert case.violation_id.endswith(f":{first:%Y%m%dT%H%M%S}Z") and ":20240601T0930" in case.violation_id, case.violation_id
+
+
+def test_a_replay_resumed_from_its_state_does_not_report_the_health_it_reported_already(tmp_path, real_sample_dir,
+                                                                                        onnx_detector):
+    """A replay run again with its saved state skips the frames it judged, yet their pictures were checked again: a
+    black-and-white recording reported its `infrared` condition a second time, an hour-old start counted again in
+    streetwatch_cctv_health_events_total and the events file. What the state covers is not reported again."""
+    import cv2
+
+    grey = cv2.cvtColor(cv2.cvtColor(street_view(street(real_sample_dir), SIZE), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    write_clip(tmp_path / "night.mp4", grey, [], 8, fps=2)
+    scene_for(tmp_path, "cam-06", real_sample_dir)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-06", "url": "night.mp4", "scene": "cam-06.yaml",
+                                                    "health": {"infrared_s": 2, "check_every_s": 1}}])
+    intake = make_intake(tmp_path / "data")
+    state = tmp_path / "cctv-rules.pickle"
+
+    def health(watcher: Watcher) -> list[tuple[str, bool]]:
+        return [(r["kind"], r["active"]) for r in watcher.records if r["event"] == "camera_health"]
+
+    first = Watcher(cams, onnx_detector, intake, replay=True, state_path=state)
+    first.run(poll_s=0.1)
+    assert health(first) == [("infrared", True)]
+    again = Watcher(cams, onnx_detector, intake, replay=True, state_path=state)
+    summary = again.run(poll_s=0.1)
+    assert summary["cameras"]["cam-06"]["frames_analysed"] == 0 and health(again) == []

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from detect.config_io import write_bytes_atomic
-from detect.frames import Frame
 from detect.registry import may_write
 from detect.rules import CameraRules
 from pipelines.cases.intake import Intake
@@ -107,7 +107,8 @@ def restore(runtime: CameraRuntime, state: State, intake: Intake) -> bool:
         log.warning("camera %s: %d opened violation(s) without a case or its evidence after the restart: opened again",
                     runtime.id, len(lost))
         runtime.rules.reopen(lost)
-    runtime.reader.hooks = replace(runtime.reader.hooks, frame=frames_after(ts, runtime.reader.hooks.frame))
+    hooks = runtime.reader.hooks
+    runtime.reader.hooks = replace(hooks, frame=frames_after(ts, hooks.frame), health=frames_after(ts, hooks.health, lambda e: e.at))
     return True
 
 
@@ -126,14 +127,16 @@ def violations_to_reopen(rules: CameraRules, intake: Intake) -> list[str]:
     return out
 
 
-def frames_after(ts: datetime, deliver: Callable[[Frame], None]) -> Callable[[Frame], None]:
-    """A reader's frame hook that drops the frames a restored state has already judged (replayed files)."""
+def frames_after(ts: datetime, deliver: Callable[[Any], None], when: Callable[[Any], datetime] = lambda f: f.ts) -> Callable[[Any], None]:
+    """A reader's hook that drops what a restored state has already judged (replayed files): its frames, and (`when`:
+    a health event's time) the health their pictures showed, which the first pass reported (a black-and-white
+    recording replayed again reported its `infrared` start a second time)."""
 
-    def frame(f: Frame) -> None:
-        if f.ts > ts:
-            deliver(f)
+    def hook(item: Any) -> None:
+        if when(item) > ts:
+            deliver(item)
 
-    return frame
+    return hook
 
 
 def save_file(path: Path, states: dict[str, State]) -> None:
