@@ -286,7 +286,6 @@ def test_scores_page_says_when_there_is_no_unit_to_score(site):
     assert rows[0].find_element(By.TAG_NAME, "td").get_attribute("colspan") == str(columns) and columns > 2
 
 
-@pytest.mark.slow  # the scores page loaded once more (a served browser); the count itself: test_analytics_reports
 def test_scores_page_says_how_many_cases_await_review(site):
     """November's unreviewed candidate is not scored (the sheet counts confirmed cases): the line over the table says so,
     as the command does; a month of unreviewed cases scored as an empty table before, a month without violations."""
