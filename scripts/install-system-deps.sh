@@ -4,7 +4,7 @@
 #   gir1.2-gst-rtsp-server-1.0 …   GStreamer's RTSP server (run with /usr/bin/python3) for RTSP tests
 #   chromium                       headless browser for the report and review-page tests
 #   chromium-driver                WebDriver for chromium (Selenium drives the review pages in tests)
-#   fonts-noto-cjk                 Chinese glyphs for rendered test posters, report labels and the analytics reports' charts/PDF
+#   fonts-noto-cjk                 Chinese glyphs for rendered test posters, report labels, the analytics reports' charts/PDF and the evidence images' labels
 #   postgresql                     PostgreSQL case-store tests
 #   zip                            password-protected archives for the photo-triage bad-input tests
 set -euo pipefail

@@ -594,7 +594,7 @@ def test_the_chinese_font_finder_takes_a_regular_face_over_a_bold_one():
     """fonts-noto-cjk installs NotoSansCJK-Bold.ttc beside NotoSansCJK-Regular.ttc, and the finder sorted fontconfig's
     files by name alone, so Bold came first: the demo's posters were bold. It takes the Regular face of the family it
     prefers (fontconfig's weight 80), and Bold when asked: the verifier's slips stay in the face its heads were trained on."""
-    from pipelines import fonts
+    from detect import fonts
     from pipelines.verifier.synth import slip_font
 
     found = fonts.find_cjk_font()
@@ -606,10 +606,10 @@ def test_the_chinese_font_finder_takes_a_regular_face_over_a_bold_one():
 def test_charts_use_the_chinese_font_the_products_one_finder_finds(monkeypatch):
     """The charts knew only a fixed list of family names, so a machine whose Chinese font was another (here Noto
     Serif CJK, installed on this machine and on no such list) drew boxes while the demo's posters, which use
-    `pipelines.fonts.find_cjk_font`, had Chinese. The charts take the finder's font, its simplified-Chinese face."""
+    `detect.fonts.find_cjk_font`, had Chinese. The charts take the finder's font, its simplified-Chinese face."""
     import re
 
-    from pipelines import fonts
+    from detect import fonts
     from pipelines.analytics import charts
 
     found = fonts.find_cjk_font()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -377,3 +378,48 @@ def test_crop_names_are_windows_safe_and_old_colon_names_still_verify(tmp_path, 
     assert (bundle.path / "crops" / "00_verified:street_stall.jpg").is_file()
     report = verify_bundle(bundle.path, KEY)
     assert report.ok, report.as_dict()
+
+
+@functools.cache
+def _reader():
+    from detect.ocr import TextReader
+
+    return TextReader(min_score=0.3, det_limit_side_len=960, det_limit_type="max")  # a strip read as it is, not enlarged
+
+
+def _read_back(image: np.ndarray, box: tuple[int, int, int, int]) -> str:
+    """The text OCR reads in a box of an annotated frame."""
+    from detect.fields import TEXT
+
+    x1, y1, x2, y2 = box
+    return " ".join(_reader().read(np.ascontiguousarray(image[y1:y2, x1:x2])).data[TEXT])
+
+
+def test_the_annotated_frame_names_the_type_and_its_box_in_chinese_and_the_time_by_its_offset(tmp_path, bus_event):
+    """City staff and the platform read the annotated frames: they carried the detector's ids (`bus 0.94`) and the time
+    zone as `CST`, which reads as US Central time too. With the Chinese font of install-system-deps.sh the caption names
+    the type in Chinese beside its id, each box its class's Chinese name, and the time its offset. Read back by OCR."""
+    from detect.evidence import drawing
+
+    assert drawing.chinese_font() is not None, "no Chinese font: run scripts/install-system-deps.sh (fonts-noto-cjk)"
+    event, all_dets = bus_event
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))
+    annotated = cv2.imread(str(bundle.path / "annotated" / "opened.jpg"))
+    caption = _read_back(annotated, (0, 0, annotated.shape[1], 60))
+    assert "机动车乱停放" in caption and "illegal_parking" in caption and "UTC+08:00" in caption and "CST" not in caption, caption
+    x1, y1 = (int(v) for v in event.detections.xyxy[0][:2])
+    assert "客车" in _read_back(annotated, (max(0, x1 - 10), max(0, y1 - 40), x1 + 200, y1 + 10))
+    assert verify_bundle(bundle.path, KEY).ok
+
+
+def test_without_a_chinese_font_the_annotated_frame_keeps_the_ids(tmp_path, bus_event, monkeypatch):
+    """No Chinese font on the machine: OpenCV's font has no Chinese glyphs, so the ids are drawn, never boxes of tofu."""
+    from detect.evidence import builder, drawing
+
+    monkeypatch.setattr(drawing, "chinese_font", lambda: None)
+    monkeypatch.setattr(builder, "chinese_font", lambda: None)
+    event, all_dets = bus_event
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))
+    annotated = cv2.imread(str(bundle.path / "annotated" / "opened.jpg"))
+    caption = _read_back(annotated, (0, 0, annotated.shape[1], 60))
+    assert "illegal_parking" in caption and "UTC+08:00" in caption.replace(" ", "") and "机动车" not in caption, caption

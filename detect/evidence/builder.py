@@ -34,6 +34,7 @@ from detect import fields
 from detect.events import ViolationEvent
 from detect.evidence import FORMAT, SIGNATURE
 from detect.evidence.config import EvidenceConfig
+from detect.evidence.drawing import annotate, chinese_font, stamp
 from detect.evidence.privacy import blur_private
 from detect.evidence.ring import evenly
 from detect.evidence.signing import read_manifest, write_signed_manifest
@@ -43,8 +44,6 @@ from detect.frames import Frame, GeoPoint
 if TYPE_CHECKING:
     import supervision as sv  # imported where used: with scipy it takes 1.2-1.5 s, which the store's commands skip
 
-ZONE_COLOR = "#ffd400"
-"""The zone's outline on annotated frames."""
 WINDOWS_REFUSED = '<>:"/\\|?*'
 """Characters Windows refuses in a file name (and `/`, `\\`, which would make a folder)."""
 
@@ -184,7 +183,7 @@ class EvidenceBuilder:
         assert event.frame is not None
         writer = _Writer(bundle, self.config.jpeg_quality)
         opened_at = event.opened_at or event.at
-        caption = f"{case_id}  {event.violation_type}  {event.source_id}"
+        caption = f"{case_id}  {self._type_named(event.violation_type)}  {event.source_id}"
 
         first = event.first_frame
         if first is not None and first is not event.frame and (not first.frame_id or first.frame_id != event.frame.frame_id):
@@ -235,7 +234,7 @@ class EvidenceBuilder:
         writer = _Writer(bundle, self.config.jpeg_quality, kept)
         if event.frame is not None:
             ctx = ctx or BundleContext(zone_polygon=manifest["zone"]["polygon"])
-            caption = f"{manifest['case_id']}  {event.violation_type}  {event.source_id}  {event.kind}"
+            caption = f"{manifest['case_id']}  {self._type_named(event.violation_type)}  {event.source_id}  {event.kind}"
             self._moment(writer, "latest", event.frame, event.detections, ctx, caption)
         manifest["times"]["latest"] = self._time(event.at)
         if event.cleared_at is not None:
@@ -292,6 +291,13 @@ class EvidenceBuilder:
                 "minor_class": vt.minor_class, "city": self.config.city, "major_code": code.major_code,
                 "minor_code": code.minor_code, "open311_service_code": vt.open311_service_code}
 
+    def _type_named(self, type_id: str) -> str:
+        """A violation type as the caption names it: its Chinese name beside its id where the images are lettered in
+        Chinese (`detect.evidence.drawing`), else its id."""
+        if chinese_font() is None or type_id not in self.taxonomy.types:
+            return type_id
+        return f"{self.taxonomy.get(type_id).name_zh} {type_id}"
+
     def _time(self, t: datetime | None) -> dict[str, str] | None:
         if t is None:
             return None
@@ -307,13 +313,14 @@ class EvidenceBuilder:
             writer.copy(f"{orig_dir}/{name}_original{source.suffix.lower()}", source, f"original_{name}", **facts)
         else:
             writer.image(f"{orig_dir}/{name}_original.jpg", frame.image, f"original_{name}", **facts)
-        text = f"{caption}  {frame.ts.astimezone(self.tz):%Y-%m-%d %H:%M:%S %Z}"
+        text = f"{caption}  {stamp(frame.ts.astimezone(self.tz))}"
         polygon = _pixels(ctx.zone_polygon, frame.width, frame.height)
-        writer.image(f"{ann_dir}/{name}.jpg", _annotate(frame.image, detections, polygon, text),
+        names_zh = self.taxonomy.class_names_zh
+        writer.image(f"{ann_dir}/{name}.jpg", annotate(frame.image, detections, polygon, text, names_zh),
                      f"annotated_{name}", **facts)
         if self.config.privacy_blur:
             blurred = blur_private(frame.image, _privacy_boxes(detections, ctx), self.taxonomy)
-            writer.image(f"shared/{name}.jpg", _annotate(blurred, detections, polygon, text),
+            writer.image(f"shared/{name}.jpg", annotate(blurred, detections, polygon, text, names_zh),
                          f"shared_{name}", **facts)
 
     def _strip(self, writer: _Writer, frames: list[Frame]) -> None:
@@ -397,27 +404,6 @@ def _pixels(polygon: list | None, width: int, height: int) -> np.ndarray | None:
     if not polygon:
         return None
     return (np.asarray(polygon, dtype=float).reshape(-1, 2) * [width, height]).round().astype(np.int64)
-
-
-def _annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray | None, caption: str) -> np.ndarray:
-    import supervision as sv
-
-    out = image.copy()
-    h, w = out.shape[:2]
-    thickness = max(2, round(min(h, w) / 300))
-    if polygon is not None:
-        out = sv.draw_polygon(out, polygon, color=sv.Color.from_hex(ZONE_COLOR), thickness=thickness)
-    if len(detections):
-        names = detections.data.get(fields.CLASS_NAME, np.array(["object"] * len(detections)))
-        conf = detections.confidence if detections.confidence is not None else np.zeros(len(detections))
-        labels = [f"{n} {c:.2f}" for n, c in zip(names, conf, strict=True)]
-        out = sv.BoxAnnotator(thickness=thickness, color_lookup=sv.ColorLookup.INDEX).annotate(out, detections)
-        out = sv.LabelAnnotator(text_scale=max(0.5, thickness / 4), color_lookup=sv.ColorLookup.INDEX).annotate(
-            out, detections, labels=labels)
-    scale = max(0.5, min(h, w) / 1200)
-    return sv.draw_text(out, caption, sv.Point(x=w // 2, y=int(24 * scale) + 6), text_color=sv.Color.WHITE,
-                        text_scale=scale, text_thickness=max(1, round(scale * 2)), text_padding=6,
-                        background_color=sv.Color.BLACK)
 
 
 def file_part(name: str) -> str:

@@ -1,6 +1,6 @@
 """Report charts with Matplotlib (object API, no pyplot state) and a font that renders Chinese.
 
-The font is the one `pipelines.fonts.find_cjk_font` finds, as the demo's posters and the verifier's
+The font is the one `detect.fonts.find_cjk_font` finds, as the demo's posters and the verifier's
 synthetic ads use it (fontconfig's list of Chinese fonts, else the usual folders; Debian `fonts-noto-cjk`
 gives Noto Sans CJK SC); the report prints which one it used, so a page of boxes is explained at once. The same
 figures become the PDF's pages (`PdfPages`, fonts embedded as TrueType so the text stays text)
@@ -18,7 +18,7 @@ import matplotlib
 from matplotlib import font_manager
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display needed
 
-from pipelines import fonts
+from detect import fonts
 
 A4_LANDSCAPE = (11.69, 8.27)
 EMPTY = "本期无案件 No cases in this period"
@@ -38,7 +38,7 @@ class FontChoice:
 
 
 def pick_font() -> FontChoice:
-    """The Chinese font `pipelines.fonts.find_cjk_font` finds (one finder for the whole product), by the family name
+    """The Chinese font `detect.fonts.find_cjk_font` finds (one finder for the whole product), by the family name
     Matplotlib knows it as; DejaVu Sans, said plainly by `describe`, when there is none."""
     path = fonts.find_cjk_font()
     if path is None:

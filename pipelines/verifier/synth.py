@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipelines.fonts import BOLD, find_cjk_font
+from detect.fonts import BOLD, find_cjk_font
 
 PHRASES = ("开锁", "专业开锁", "换锁芯", "办证", "办证刻章", "刻章", "疏通下水道", "管道疏通", "贷款", "无抵押贷款",
            "信用贷款", "招聘", "高薪招聘", "兼职", "搬家", "回收", "家电维修", "上门服务", "出租", "租房",

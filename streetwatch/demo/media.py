@@ -23,7 +23,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks.media import BUS_BOX, PARKING_ZONE, Sprite, cut, render, write_clip, write_scene
-from pipelines.fonts import find_cjk_font
+from detect.fonts import find_cjk_font
 
 SIZE = (960, 540)
 DURATION_S = 150.0

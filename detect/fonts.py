@@ -53,3 +53,17 @@ def find_cjk_font(weight: int = REGULAR) -> Path | None:
         if hits:
             return Path(hits[0])
     return None
+
+
+def simplified_face(path: Path) -> int:
+    """The index of a collection's simplified-Chinese face for PIL (`Noto Sans CJK SC`, not the JP face a .ttc lists
+    first, whose forms of shared characters are Japanese; not a monospaced one), 0 for a single-face file."""
+    from PIL import ImageFont
+
+    names = []
+    for index in range(32):
+        try:
+            names.append(ImageFont.truetype(str(path), 12, index=index).getname()[0] or "")
+        except OSError:  # past the last face
+            break
+    return min(range(len(names)), key=lambda i: (not names[i].endswith((" SC", " CN")), "Mono" in names[i], i), default=0)

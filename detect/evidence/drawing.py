@@ -1,0 +1,97 @@
+"""The evidence images: the boxes, the zone, a label over each box and a caption, lettered for those who read them.
+
+City staff and the 数字城管 platform's operators read the annotated frames a case carries. They met the detector's
+class ids there (`verified:street_stall 0.52`) and a time zone named `CST` (China's, or US Central time?). With a
+Chinese font (Debian fonts-noto-cjk: `detect.fonts.find_cjk_font`, its simplified-Chinese face) each label is the
+class's Chinese name (`Taxonomy.class_names_zh`, as the review pages label boxes) and the caption names the type in
+Chinese beside its id. Without one, the ids are drawn with OpenCV's font, which has no Chinese glyphs. Either way the
+time carries its UTC offset (`UTC+08:00`).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from detect import fields
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+ZONE_COLOR = "#ffd400"
+
+
+@functools.cache
+def chinese_font() -> tuple[Path, int] | None:
+    """The Chinese font file and face the images are lettered with; None when this machine has none (found once)."""
+    from detect.fonts import find_cjk_font, simplified_face
+
+    path = find_cjk_font()
+    return (path, simplified_face(path)) if path is not None else None
+
+
+def stamp(ts: datetime) -> str:
+    """A local time as the caption writes it: `2026-12-07 21:15:33 UTC+08:00` (a zone's abbreviation is ambiguous)."""
+    offset = ts.strftime("%z")
+    return f"{ts:%Y-%m-%d %H:%M:%S} UTC{offset[:3]}:{offset[3:5]}"
+
+
+def annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray | None, caption: str,
+             names_zh: dict[str, str]) -> np.ndarray:
+    """A copy of `image` (BGR) with the zone `polygon`, each detection's box and label (its class's name in `names_zh`,
+    in Chinese where a font has it, and its confidence) and the `caption` across the top."""
+    import supervision as sv
+
+    out = image.copy()
+    h, w = out.shape[:2]
+    thickness = max(2, round(min(h, w) / 300))
+    if polygon is not None:
+        out = sv.draw_polygon(out, polygon, color=sv.Color.from_hex(ZONE_COLOR), thickness=thickness)
+    names = detections.data.get(fields.CLASS_NAME, np.array(["object"] * len(detections)))
+    conf = detections.confidence if detections.confidence is not None else np.zeros(len(detections))
+    if len(detections):
+        out = sv.BoxAnnotator(thickness=thickness, color_lookup=sv.ColorLookup.INDEX).annotate(out, detections)
+    font = chinese_font()
+    label_scale, caption_scale = max(0.5, thickness / 4), max(0.5, min(h, w) / 1200)
+    if font is None:
+        if len(detections):
+            out = sv.LabelAnnotator(text_scale=label_scale, color_lookup=sv.ColorLookup.INDEX).annotate(
+                out, detections, labels=[f"{n} {c:.2f}" for n, c in zip(names, conf, strict=True)])
+        return sv.draw_text(out, caption, sv.Point(x=w // 2, y=int(24 * caption_scale) + 6), text_color=sv.Color.WHITE,
+                            text_scale=caption_scale, text_thickness=max(1, round(caption_scale * 2)), text_padding=6,
+                            background_color=sv.Color.BLACK)
+    labels = [f"{names_zh.get(str(n), str(n))} {c:.2f}" for n, c in zip(names, conf, strict=True)]
+    colours = [sv.ColorPalette.DEFAULT.by_idx(i).as_rgb() for i in range(len(detections))]
+    return _lettered(out, font, detections.xyxy, labels, colours, round(24 * label_scale), caption, round(28 * caption_scale))
+
+
+def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labels: list[str], colours: list[tuple],
+              label_px: int, caption: str, caption_px: int) -> np.ndarray:
+    """Labels above their boxes (inside, at the top edge) and the caption centred at the top, drawn with PIL."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.fromarray(image[:, :, ::-1])
+    draw = ImageDraw.Draw(picture)
+    w = picture.width
+    face = ImageFont.truetype(str(font[0]), label_px, index=font[1])
+    pad = max(2, label_px // 5)
+    for (x1, y1, _, _), text, colour in zip(boxes, labels, colours, strict=True):
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
+        x, y = int(max(0, min(x1, w - (right - left) - 2 * pad))), int(y1) - (bottom - top) - 2 * pad
+        y = max(0, y)
+        draw.rectangle((x, y, x + right - left + 2 * pad, y + bottom - top + 2 * pad), fill=colour)
+        draw.text((x + pad - left, y + pad - top), text, font=face, fill=(255, 255, 255))
+    face = ImageFont.truetype(str(font[0]), caption_px, index=font[1])
+    width = draw.textlength(caption, font=face)
+    if width > 0.96 * w:  # a long caption on a narrow frame: smaller, never cut
+        face = ImageFont.truetype(str(font[0]), max(8, int(caption_px * 0.96 * w / width)), index=font[1])
+    left, top, right, bottom = draw.textbbox((0, 0), caption, font=face)
+    pad = 6
+    x = max(0, (w - (right - left)) // 2 - pad)
+    draw.rectangle((x, 0, x + right - left + 2 * pad, bottom - top + 2 * pad + 6), fill=(0, 0, 0))
+    draw.text((x + pad - left, pad + 6 - top), caption, font=face, fill=(255, 255, 255))
+    return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
