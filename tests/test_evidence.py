@@ -423,3 +423,25 @@ def test_without_a_chinese_font_the_annotated_frame_keeps_the_ids(tmp_path, bus_
     annotated = cv2.imread(str(bundle.path / "annotated" / "opened.jpg"))
     caption = _read_back(annotated, (0, 0, annotated.shape[1], 60))
     assert "illegal_parking" in caption and "UTC+08:00" in caption.replace(" ", "") and "机动车" not in caption, caption
+
+
+@pytest.mark.parametrize("font", ["chinese", "none"])
+def test_the_caption_of_a_portrait_phone_photo_stays_inside_the_frame(tmp_path, bus_event, monkeypatch, font):
+    """The caption (case id, type, photo id, time) was drawn at 1/1200 of the short side whatever its length: on a
+    portrait photo (bus.jpg, 810 x 1080; a phone's 3024 x 4032) it ran past both edges, the case id cut off. So with
+    the Chinese font (PIL) as without one (OpenCV)."""
+    from detect.evidence import builder, drawing
+
+    if font == "none":
+        monkeypatch.setattr(drawing, "chinese_font", lambda: None)
+        monkeypatch.setattr(builder, "chinese_font", lambda: None)
+    event, all_dets = bus_event
+    event = replace(event, source_id="c99b189ab2efcfe4")  # a triage photo's id, as photo cases name it
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", "SW20261207-47f88fe4d0ee",
+                                                                  _ctx(all_dets))
+    annotated = cv2.imread(str(bundle.path / "annotated" / "opened.jpg")).astype(int)
+    original = event.frame.image.astype(int)
+    banner = slice(0, 30)  # the caption's rows; no box reaches them on this photo
+    for edge in (slice(0, 4), slice(-4, None)):  # the photo shows at both ends of the caption's rows
+        assert np.abs(annotated[banner, edge] - original[banner, edge]).mean() < 12
+    assert np.abs(annotated[banner] - original[banner]).mean() > 20  # and the caption is there

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import supervision as sv
 
 ZONE_COLOR = "#ffd400"
+CAPTION_PADDING = 6  # pixels of black around an annotated frame's caption
 
 
 @functools.cache
@@ -61,12 +62,24 @@ def annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray |
         if len(detections):
             out = sv.LabelAnnotator(text_scale=label_scale, color_lookup=sv.ColorLookup.INDEX).annotate(
                 out, detections, labels=[f"{n} {c:.2f}" for n, c in zip(names, conf, strict=True)])
-        return sv.draw_text(out, caption, sv.Point(x=w // 2, y=int(24 * caption_scale) + 6), text_color=sv.Color.WHITE,
-                            text_scale=caption_scale, text_thickness=max(1, round(caption_scale * 2)), text_padding=6,
+        scale = _fitted_scale(caption, caption_scale, w)
+        return sv.draw_text(out, caption, sv.Point(x=w // 2, y=int(24 * scale) + CAPTION_PADDING), text_color=sv.Color.WHITE,
+                            text_scale=scale, text_thickness=max(1, round(scale * 2)), text_padding=CAPTION_PADDING,
                             background_color=sv.Color.BLACK)
     labels = [f"{names_zh.get(str(n), str(n))} {c:.2f}" for n, c in zip(names, conf, strict=True)]
     colours = [sv.ColorPalette.DEFAULT.by_idx(i).as_rgb() for i in range(len(detections))]
     return _lettered(out, font, detections.xyxy, labels, colours, round(24 * label_scale), caption, round(28 * caption_scale))
+
+
+def _fitted_scale(caption: str, scale: float, width: int) -> float:
+    """OpenCV's text scale for the caption: `scale`, made smaller where the caption would not fit the frame's width.
+    Drawn centred at 1/1200 of the short side whatever its length, it ran past both edges of a portrait phone photo
+    (3024 x 4032, or 810 x 1080: the case id and the time cut off), and of a 1920 x 1080 frame with a long camera id."""
+    import cv2
+
+    (text_width, _), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(scale * 2)))
+    room = width - 2 * CAPTION_PADDING - 8  # a few pixels of the photo at each end
+    return scale if text_width <= room else scale * room / text_width
 
 
 def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labels: list[str], colours: list[tuple],
@@ -87,10 +100,11 @@ def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labe
         draw.text((x + pad - left, y + pad - top), text, font=face, fill=(255, 255, 255))
     face = ImageFont.truetype(str(font[0]), caption_px, index=font[1])
     width = draw.textlength(caption, font=face)
-    if width > 0.96 * w:  # a long caption on a narrow frame: smaller, never cut
-        face = ImageFont.truetype(str(font[0]), max(8, int(caption_px * 0.96 * w / width)), index=font[1])
+    room = w - 2 * CAPTION_PADDING - 8  # a few pixels of the photo at each end, as _fitted_scale leaves
+    if width > room:  # a long caption on a narrow frame (a portrait phone photo): smaller, never cut
+        face = ImageFont.truetype(str(font[0]), max(8, int(caption_px * room / width)), index=font[1])
     left, top, right, bottom = draw.textbbox((0, 0), caption, font=face)
-    pad = 6
+    pad = CAPTION_PADDING
     x = max(0, (w - (right - left)) // 2 - pad)
     draw.rectangle((x, 0, x + right - left + 2 * pad, bottom - top + 2 * pad + 6), fill=(0, 0, 0))
     draw.text((x + pad - left, pad + 6 - top), caption, font=face, fill=(255, 255, 255))
