@@ -77,9 +77,13 @@ def _fitted_scale(caption: str, scale: float, width: int) -> float:
     (3024 x 4032, or 810 x 1080: the case id and the time cut off), and of a 1920 x 1080 frame with a long camera id."""
     import cv2
 
-    (text_width, _), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(scale * 2)))
     room = width - 2 * CAPTION_PADDING - 8  # a few pixels of the photo at each end
-    return scale if text_width <= room else scale * room / text_width
+    for _ in range(5):  # the width is not quite proportional to the scale (whole-pixel glyphs and strokes)
+        (text_width, _), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(scale * 2)))
+        if text_width <= room:
+            break
+        scale *= 0.98 * room / text_width
+    return scale
 
 
 def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labels: list[str], colours: list[tuple],
