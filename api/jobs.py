@@ -672,10 +672,12 @@ class TriageJobs:
                 self._promotion = promotion
             return self._detector
 
-    def _triage_settings(self, job_id: str, resume: bool):
+    def _triage_settings(self, job_id: str, resume: bool, names: dict[str, str] | None = None):
+        """`names`: each stored input's path -> the name it was sent as, which a WeChat photo's capture time is read
+        from (`0001.jpg` carries none, and its file's time is that of the upload)."""
         from pipelines.triage import TriageSettings
 
-        return TriageSettings(**self.config.triage.model_dump(), out=self._dir(job_id), resume=resume)
+        return TriageSettings(**self.config.triage.model_dump(), out=self._dir(job_id), resume=resume, names=names or {})
 
     def _load_detector(self):
         from pipelines.triage.run import triage_detector
@@ -694,12 +696,13 @@ class TriageJobs:
 
         folder = self._dir(job_id)
         inputs = [folder / "input"]
-        self._update(job_id, state="running", started_at=_now(), total=len(expand_sources(inputs)))
+        job = self._update(job_id, state="running", started_at=_now(), total=len(expand_sources(inputs)))
+        names = {str(inputs[0] / f["name"]): f["label"] for f in job["files"]}
         self.metrics.jobs_running.inc()
         no_cases = self.cases_unavailable()  # what run_triage's case writer will find: said on each group
 
         def attempt():  # each try (the first, one after the store came back) takes up what the job's folder holds
-            settings = self._triage_settings(job_id, resume=(folder / RESULTS).exists())
+            settings = self._triage_settings(job_id, resume=(folder / RESULTS).exists(), names=names)
             keys = check_keys(self.deployment, settings)  # as the command: a key set that does not load (changed since start-up) stops the job
             return run_triage(inputs, settings, detector=self.detector(), deployment=self.deployment, show_progress=False,
                               keys=keys, store=self.store, evidence=self.evidence)

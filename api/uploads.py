@@ -15,7 +15,7 @@
   found by the same listing (`expand_sources`): the job would only have recorded that it read nothing of it. The
   request is all or nothing, as for 415: the uploader sends the other files again without it.
 - Files are stored as `NNNN.<ext>` (ext from the sniffed format) in the job's own folder: the
-  client's file name is kept only as a display label.
+  client's file name is kept as a display label, and for the capture time it may carry (`TriageSettings.names`).
 - A JSON body (a review, a scene, a shop) is at most `JSON_BODY_LIMIT`: FastAPI reads it before the route's
   dependencies check the token (`CappedBodyRoute`), so without a limit anyone could make the server hold any size.
 """

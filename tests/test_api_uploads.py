@@ -290,6 +290,21 @@ def test_a_running_jobs_progress_gives_the_rate_of_the_photos_it_records_and_the
     assert done == {"done": 5, "total": 5, "phase": "done", "rate": None, "eta_s": None}
 
 
+def test_an_uploaded_photo_is_timed_by_the_name_it_was_sent_as(uploads, bus_jpg):
+    """A WeChat photo has no EXIF time (bus.jpg has none either); the time its name carries is when it was taken, as
+    `streetwatch triage` reads it (docs/triage.md). Stored as `0001.jpg`, an upload was timed by that file's
+    modification time instead, the moment of the upload, which its case then gave as when the violation was seen."""
+    app, client, tokens = uploads
+    inspector = auth(tokens["inspector"])
+    files = [("files", ("微信图片_20231129101522.jpg", bus_jpg.read_bytes(), "image/jpeg"))]
+    job = wait_job(client, client.post("/api/v1/triage/jobs", headers=inspector, files=files).json()["id"], inspector)
+    assert job["state"] == "done", job
+    [record] = client.get(f"/api/v1/triage/jobs/{job['id']}/results", headers=inspector).json()
+    assert (record["taken_at"], record["time_source"]) == ("2023-11-29T10:15:22+08:00", "name")
+    [case] = job["cases"]
+    assert app.state.ctx.store.get(case["case_id"]).first_seen_at == datetime(2023, 11, 29, 2, 15, 22, tzinfo=UTC)
+
+
 def test_a_resumed_jobs_results_list_a_retried_photo_once(tmp_path, monkeypatch):
     """While a resumed job runs, a photo tried again has its error line and its new record in results.jsonl (the
     error goes when the run ends): the results listed both. One record per input, its latest, where that stands."""

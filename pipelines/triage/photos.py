@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -95,15 +96,18 @@ def error_record(source: str, reason: str, sha256: str | None = None, status: st
     return PhotoRecord(source=source, sha256=sha256, status=status, reason=reason, **extra)
 
 
-def capture_time(source: PhotoSource, facts: PhotoFacts, archives: ArchiveCache, tz: ZoneInfo) -> tuple[datetime, str]:
+def capture_time(source: PhotoSource, facts: PhotoFacts, archives: ArchiveCache, tz: ZoneInfo,
+                 sent_as: str | None = None) -> tuple[datetime, str]:
     """When the photo was taken and where that came from (`PhotoRecord.time_source`): its EXIF, else the time
-    its file name carries (`exif.name_time`), else the file's modification time (often the day it was copied),
+    its file name carries (`exif.name_time`; the name it was sent as, `sent_as`, for an upload stored as `0001.jpg`,
+    whose own name and modification time say only when it was uploaded), else the file's modification time (often the day it was copied),
     else the time of the run. An impossible time in the name or of the file (a zip member's 1980-01-01, a camera's
     1970, a time in the future: `pipelines.times.possible_capture`) is not used; it becomes a warning in `facts`."""
     if facts.taken_at is not None:
         return facts.taken_at, "exif"
     try:
-        if (named := name_time(source.filename, tz)) is not None:
+        filename = PurePosixPath(sent_as.replace("\\", "/")).name if sent_as and not source.member else source.filename
+        if (named := name_time(filename, tz)) is not None:
             return named, "name"
     except ValueError as exc:
         facts.warnings.append(f"file name time impossible: {exc}")
@@ -152,7 +156,7 @@ def load_photo(
             facts = read_facts(decoded.exif, settings.tz)
     except ImageReadError as exc:
         return error_record(name, exc.reason, sha)
-    taken_at, time_source = capture_time(source, facts, archives, settings.tz)
+    taken_at, time_source = capture_time(source, facts, archives, settings.tz, settings.names.get(str(source.path)))
     cell = grid.cell_at(facts.geo) if grid is not None and facts.geo is not None else None
     return Photo(
         source=source,
