@@ -564,3 +564,23 @@ def test_a_run_whose_stderr_is_not_a_terminal_logs_its_progress(tmp_path, monkey
     with caplog.at_level(logging.INFO, logger="pipelines.triage.pipeline"):
         run_triage([day], settings.model_copy(update={"out": tmp_path / "quiet"}), detector=onnx_detector, show_progress=False)
     assert not [r for r in caplog.records if r.getMessage().startswith("triage: ")]
+
+
+def test_a_resume_counts_a_photo_deleted_from_a_folder_as_no_longer_there(tmp_path, bus_jpg, zidane_jpg, onnx_detector):
+    """docs/triage.md: a photo judged earlier that is no longer there keeps its result and the summary says how many.
+    It said so only of a photo named on the command line: one deleted from a folder given again (a wrong shot the
+    inspector removed) kept its result and its case in silence, counted nowhere, not even as recorded earlier."""
+    from pipelines.triage import run_triage
+
+    day, out = tmp_path / "day", tmp_path / "out"
+    day.mkdir()
+    shutil.copy(bus_jpg, day / "bus.jpg")
+    shutil.copy(zidane_jpg, day / "people.jpg")
+    settings = TriageSettings(out=out, cases=False, verifier="none", ocr="off", workers=1)
+    run_triage([day], settings, detector=onnx_detector, show_progress=False)
+    (day / "people.jpg").unlink()
+    stats = run_triage([day], settings.model_copy(update={"resume": True}), detector=onnx_detector,
+                       show_progress=False).stats
+    assert (stats.recorded, stats.skipped, stats.gone) == (0, 2, 1)
+    assert [json.loads(line)["source"] for line in (out / "results.jsonl").read_text().splitlines()] == [
+        str(day / "bus.jpg"), str(day / "people.jpg")]  # its result is kept

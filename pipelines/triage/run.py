@@ -8,6 +8,7 @@ photos of the run, not only on those of its last part.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,6 +130,8 @@ def run_triage(
         sources = expand_sources(inputs)
         _say_resumed(journal, sources, settings.out)
         stats = photos.process(sources, settings, detector, analyser, journal, grid, judgement, show_progress)
+        gone = gone_from_inputs(inputs, sources, journal)
+        stats.skipped, stats.gone = stats.skipped + gone, stats.gone + gone
         try:
             judge_copies(journal, sources, stats,
                          lambda again: photos.process(again, settings, detector, analyser, journal, grid, judgement, show_progress))
@@ -157,6 +160,18 @@ def refuse_gone_inputs(inputs: list[Path], journal: Journal) -> None:
             raise InputGone(f"{given}: {why}, and the run in {journal.path.parent} read {n} photo{'' if n == 1 else 's'} "
                             "from it; nothing was changed: put it back (mount the drive, fix the path) and resume, "
                             "or resume without it to keep the results it gave")
+
+
+def gone_from_inputs(inputs: list[Path], sources: list[PhotoSource | Refused], journal: Journal) -> int:
+    """How many photos judged earlier inside a folder or archive given again are no longer listed in it (deleted or
+    moved since): their results are kept, as a file named and not found keeps its own (`Journal.judged_before`), and
+    they are counted as it is, so the summary says so; not listed, they were counted nowhere. Copies of a photo
+    changed since are not: `judge_copies` reads them where their records say."""
+    inside = tuple(form for given in inputs for form in (str(given.absolute()).rstrip(os.sep) + os.sep,
+                                                          f"{given.absolute()}!"))
+    listed = {s.name for s in sources} | set(journal.copies_of_changed())
+    return sum(source.startswith(inside) and source not in listed and journal.judged_before(source)
+               for source in journal.done_sources)
 
 
 def judge_copies(journal: Journal, sources: list[PhotoSource | Refused], stats: RunStats,
