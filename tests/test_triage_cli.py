@@ -71,6 +71,21 @@ def test_killed_run_resumes_and_records_every_photo_exactly_once(tmp_path, real_
     assert _lines(results) == after
 
 
+@pytest.mark.slow  # 5-7 s: triage runs in a subprocess
+def test_a_folder_without_photos_is_said_to_hold_none_not_sent_to_the_report_for_reasons(tmp_path):
+    """A folder holding no photo (the wrong folder: a day's videos and notes) ended with `no photo could be read
+    (reasons in the report and results.jsonl)`, where there is no reason: nothing was listed, so nothing was refused.
+    It says no photo was found there, and what a folder is searched for."""
+    day = tmp_path / "day"
+    day.mkdir()
+    (day / "notes.txt").write_text("巡查记录")
+    done = subprocess.run(_cli(str(day), "--out", str(tmp_path / "out"), "--no-progress", "--verifier", "none",
+                               "--ocr", "off"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert f"no photo found in {day}: folders are searched for .bmp, .heic" in done.stderr, done.stderr
+    assert "reasons in the report" not in done.stderr
+
+
 def test_exit_code_is_1_when_nothing_can_be_read_and_the_reasons_are_reported(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()

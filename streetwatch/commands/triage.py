@@ -57,6 +57,7 @@ def triage(
     from pydantic import ValidationError
 
     from detect.config_io import ConfigError
+    from detect.imageio import IMAGE_SUFFIXES
     from detect.engine import DetectorConfigError, ModelNotFoundError
     from detect.verifier import VerifierError
     from pipelines.triage import TriageSettings, run_triage
@@ -118,6 +119,10 @@ def triage(
     say_spool(result.spool)
     for name, path in result.files.items():
         typer.echo(f"  {name:8s}{path}")
+    if t.ok + t.errors + t.duplicates == 0:  # nothing listed, so nothing refused: the report holds no reason
+        fail(f"no photo found in {', '.join(map(str, inputs))}: folders are searched for "
+             f"{', '.join(sorted(IMAGE_SUFFIXES))} and .zip files (other files, such as documents and videos, are not "
+             "listed)", code=1)
     if result.readable == 0:
         fail("no photo could be read (reasons in the report and results.jsonl)", code=1)
 
