@@ -254,8 +254,11 @@ def test_report_in_chromium_shows_the_ranked_cases_and_the_errors(run):
     assert problems["copy_of_bus.jpg"][0] == "duplicate"
     assert "path traversal" in problems["evil.jpg"][1] and "nested zip" in problems["more.zip"][1]
     assert len(problems) == 7
-    counts = run["result"].tally.by_type
-    assert page["by_type"] == {t: f"{n} 张 {'photo' if n == 1 else 'photos'}" for t, n in counts.items()}
+    counts = run["result"].tally.by_type  # each type's cases and photos: the bus pair is one case of two photos
+    cases = {t: sum(g.type == t for g in groups) for t in counts}
+    assert cases["illegal_parking"] < counts["illegal_parking"]
+    assert page["by_type"] == {t: f"{cases[t]} 件 {'case' if cases[t] == 1 else 'cases'} · {n} 张 {'photo' if n == 1 else 'photos'}"
+                               for t, n in counts.items()}
 
 
 def test_thumbnails_have_the_evidence_boxes_drawn(run):

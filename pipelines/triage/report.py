@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -178,11 +179,15 @@ def write_report(
         return (r for r in read_records(results) if r.ok and not r.findings)
 
     type_names = {g.type: (g.lead.finding.name_zh, g.lead.finding.name_en) for g in groups}
+    # under 候选案件 Candidate cases, each type's row gives its cases with its photos: its photos alone (a burst of 3
+    # shots one case) read as cases, the rows adding up to more than the total above them
+    cases_by_type = Counter(g.type for g in groups)
     template = _env().get_template("report.html")
     with replaced_atomically(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for chunk in template.generate(
             cases=list(zip(groups, refs, strict=True)), tally=tally, run=run, local=local, data_uri=data_uri,
             problems=problems, negatives=negatives, max_thumb_cases=max_thumb_cases, timezone=str(tz), type_names=type_names,
+            cases_by_type=cases_by_type,
             thumbs=shown_thumbs(groups, out_dir, max_thumb_cases), thumbs_per_case=THUMBS_PER_CASE, label=label,
         ):
             fh.write(chunk)
