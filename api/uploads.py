@@ -190,8 +190,9 @@ def sniff(path: Path, label: str) -> tuple[str, str] | None:
             suffix = IMAGE_FORMATS.get(im.format or "")
             return ("image", suffix) if suffix else None
     except Image.DecompressionBombError:
-        raise Problem(413, f"{label}: image has too many pixels (over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP)",
-                      slug="image-too-large") from None
+        limit = f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP"
+        raise Problem(413, f"{label}：图片像素过多（超过 {limit}），本次上传的文件均未受理{ZH_EN}"
+                           f"{label}: image has too many pixels (over {limit})", slug="image-too-large") from None
     except Exception:  # noqa: BLE001 - not an image Pillow knows; maybe a zip
         pass
     return ("zip", ".zip") if zipfile.is_zipfile(path) else None
@@ -242,7 +243,7 @@ def _refused_whole(listed: list, archive: Path) -> Refused | None:
 async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
     dest.mkdir(parents=True, exist_ok=True)
     saved: list[SavedFile] = []
-    refused: list[str] = []
+    refused: list[tuple[str, str]] = []  # (in Chinese, in English), as the upload page shows them
     unread: list[str] = []  # zips triage refuses whole: "label: reason" in Chinese, then English
     try:
         for i, upload in enumerate(uploads, 1):
@@ -250,7 +251,7 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
             raw = dest / f"{i:04d}.upload"
             size, kind = await run_in_threadpool(_save, upload, raw, label)  # disk and Pillow off the event loop
             if kind is None:
-                refused.append(label)
+                refused.append((label, label))
                 raw.unlink()
                 continue
             path = raw.rename(dest / f"{i:04d}{kind[1]}")
@@ -258,7 +259,7 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
             if kind[0] == "zip" and not listed:
                 # triage would list nothing in it (no photo, no member it refuses with a reason): the job
                 # would end "done, 0 of 0 photos" and the upload would be lost without a word
-                refused.append(f"{label} (a zip archive with no photos in it)")
+                refused.append((f"{label}（压缩包中没有照片）", f"{label} (a zip archive with no photos in it)"))
                 path.unlink()
                 continue
             if (whole := _refused_whole(listed, path)) is not None:
@@ -267,8 +268,11 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
                 continue
             saved.append(SavedFile(label, path, kind[0], size))
         if refused:
-            raise Problem(415, "only photos (JPEG, PNG, WebP, BMP, TIFF, HEIC) and zip archives of photos are accepted; "
-                               f"not recognised by content: {', '.join(refused)}", slug="unsupported-media-type")
+            raise Problem(415, f"无法识别为照片或照片压缩包，本次上传的文件均未受理：{'、'.join(zh for zh, _ in refused)} "
+                               "（只接受 JPEG、PNG、WebP、BMP、TIFF、HEIC 照片和照片 zip 压缩包）"
+                               f"{ZH_EN}only photos (JPEG, PNG, WebP, BMP, TIFF, HEIC) and zip archives of photos are "
+                               f"accepted; not recognised by content: {', '.join(en for _, en in refused)}",
+                          slug="unsupported-media-type")
         if unread:
             raise Problem(422, f"压缩包被拒收，本次上传的文件均未受理 zip refused, nothing of this upload was kept: "
                                f"{'; '.join(unread)}", slug="zip-refused")

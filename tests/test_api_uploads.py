@@ -396,6 +396,7 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     text = client.post(url, headers=h, files=[("files", ("photo.jpg", b"just some text, not a photo", "image/jpeg")),
                                               ("files", ("ok.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
     assert text.status_code == 415 and "photo.jpg" in text.json()["detail"] and "ok.jpg" not in text.json()["detail"]
+    assert text.json()["detail"].startswith("无法识别为照片或照片压缩包，本次上传的文件均未受理：photo.jpg "), text.text  # Chinese first
     pdf = client.post(url, headers=h, files=[("files", ("scan.zip", b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", "application/zip"))])
     assert pdf.status_code == 415
     empty = client.post(url, headers=h, files=[("files", ("empty.jpg", b"", "image/jpeg"))])
@@ -409,6 +410,7 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
                                                       ("files", ("材料.zip", archive, "application/zip"))])
         detail = zip_only.json()["detail"]
         assert zip_only.status_code == 415 and "材料.zip (a zip archive with no photos in it)" in detail, detail
+        assert "材料.zip（压缩包中没有照片）" in detail, detail
     as_json = client.post(url, headers=h, json={"files": ["bus.jpg"]})
     assert as_json.status_code == 415
     no_files = client.post(url, headers=h, data={"note": "hello"}, files=[("other", ("a.jpg", bus_jpg.read_bytes(), "image/jpeg"))])
@@ -426,7 +428,8 @@ def test_uploads_are_refused_before_they_fill_the_disk(uploads, bus_jpg, tmp_pat
     several = client.post(url, headers=h, files=[("files", ("ok.jpg", bus_jpg.read_bytes(), "image/jpeg")),
                                                  ("files", ("街道 全景.png", bomb.getvalue(), "image/png"))])
     detail = several.json()["detail"]
-    assert several.status_code == 413 and detail.startswith("街道 全景.png: image has too many pixels"), detail
+    assert several.status_code == 413 and detail.startswith("街道 全景.png：图片像素过多（超过 "), detail
+    assert "街道 全景.png: image has too many pixels" in detail, detail
     assert ".upload" not in detail and "0002" not in detail
 
     crowd = client.post(url, headers=h, files=[("files", (f"p{i}.jpg", b"x", "image/jpeg")) for i in range(MAX_FILES + 1)])
