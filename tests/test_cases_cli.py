@@ -679,3 +679,14 @@ def test_fill_boxes_reads_only_the_cases_without_boxes(tmp_path, request, backen
     assert after == {**before, **{i: after[i] for i in todo}}  # the case with boxes and the one without evidence untouched
     assert {i: after[i].updated_at for i in todo} == {i: unchanged[i] for i in todo}  # nothing written to those it missed
     store.close()
+
+
+def test_cases_list_shows_each_case_id_whole_in_a_terminal_of_100_columns(deployment):
+    """The id is what `cases show`, `dispatch requeue` and the review page take: at 100 (and 120) columns a case with
+    a reason showed `SW20261… ` (rich shrinks every column alike), so no listed case could be looked up."""
+    intake, case, sim = deployment
+    intake.store.review(case.id, approve=True, reviewer="li.wei", target="gone")  # parked, a long reason to show
+    assert "parked 1" in _cli("dispatch", "run", "--once").output
+    listed = CliRunner().invoke(app, ["cases", "list"], env={"COLUMNS": "100"})
+    assert listed.exit_code == 0, listed.output
+    assert case.id in listed.output, listed.output

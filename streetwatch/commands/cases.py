@@ -49,9 +49,12 @@ def register(app: typer.Typer) -> None:
             typer.echo("no cases")
             return
         from rich.console import Console
-        from rich.table import Table
+        from rich.table import Column, Table
 
-        table = Table("case", "state", "type", "source", "opened (UTC)", "dispatch", "waiting because")
+        # the id whole, whatever the terminal's width: `cases show`, `dispatch requeue` and the review page take it, and
+        # rich shrank every column alike (`SW20261…` beside a long reason, at 100 and 120 columns)
+        whole = Column("case", no_wrap=True, min_width=max(len(c.id) for c in found))
+        table = Table(whole, "state", "type", "source", "opened (UTC)", "dispatch", "waiting because")
         for c in found:
             opened = f"{c.opened_at:%Y-%m-%d %H:%M:%S}" if c.opened_at else ""
             dispatch = f"{c.dispatch_target}:{c.dispatch_ref}" if c.dispatch_ref else (c.dispatch_target or "")
