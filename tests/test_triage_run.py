@@ -304,3 +304,31 @@ def test_small_ad_on_a_real_wall_is_flyposting_with_its_phone_number(tmp_path, r
     row = next(r for r in csv.DictReader((settings.out / "cases.csv").open(encoding="utf-8-sig")) if r["type"] == "flyposting")
     assert row["phones"] == '="13912345678"' and row["lead_photo"] == case.lead.source  # text to Excel, not 1.39E+10
     assert "13912345678" in (settings.out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_thumbnails_labels_leave_the_evidence_they_name_in_sight(tmp_path, bus_event):
+    """Each box of a thumbnail had its class drawn above it: the three text lines of a small ad on a wall got three
+    labels, each over the line above it, so at 360 px the ad the case is about was hidden by its own labels. One label
+    a finding, above all its boxes, leaves every box's inside as the photo shows it."""
+    from dataclasses import replace
+
+    import numpy as np
+    import supervision as sv
+
+    from pipelines.triage.analyse import write_thumbnail
+    from pipelines.triage.findings import Finding
+
+    event, _ = bus_event
+    image = event.frame.image  # bus.jpg, 810 x 1080
+    lines = np.array([[300, 500 + 60 * i, 620, 550 + 60 * i] for i in range(3)], dtype=float)  # a slip's three lines
+    ad = replace(event, violation_type="flyposting",
+                 detections=sv.Detections(xyxy=lines, confidence=np.full(3, 0.9), class_id=np.zeros(3, dtype=int),
+                                          data={"class_name": np.array(["small_ad_text"] * 3)}))
+    k = 360 / image.shape[1]
+    small = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    write_thumbnail(tmp_path / "t.jpg", small, k, [Finding(ad, objects=3)])
+    drawn = cv2.imread(str(tmp_path / "t.jpg")).astype(int)
+    for x1, y1, x2, y2 in (lines * k).round().astype(int):
+        inside = (slice(y1 + 3, y2 - 2), slice(x1 + 3, x2 - 2))  # within the box's border
+        assert np.abs(drawn[inside] - small[inside].astype(int)).mean() < 12  # JPEG's error, no label
+    assert np.abs(drawn - small.astype(int)).mean() > 0.5  # the boxes and the label are drawn
