@@ -414,10 +414,7 @@ def test_the_annotated_frame_names_the_type_and_its_box_in_chinese_and_the_time_
 
 def test_without_a_chinese_font_the_annotated_frame_keeps_the_ids(tmp_path, bus_event, monkeypatch):
     """No Chinese font on the machine: OpenCV's font has no Chinese glyphs, so the ids are drawn, never boxes of tofu."""
-    from detect.evidence import builder, drawing
-
-    monkeypatch.setattr(drawing, "chinese_font", lambda: None)
-    monkeypatch.setattr(builder, "chinese_font", lambda: None)
+    _without_chinese_font(monkeypatch)
     event, all_dets = bus_event
     bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))
     annotated = cv2.imread(str(bundle.path / "annotated" / "opened.jpg"))
@@ -430,11 +427,8 @@ def test_the_caption_of_a_portrait_phone_photo_stays_inside_the_frame(tmp_path, 
     """The caption (case id, type, photo id, time) was drawn at 1/1200 of the short side whatever its length: on a
     portrait photo (bus.jpg, 810 x 1080; a phone's 3024 x 4032) it ran past both edges, the case id cut off. So with
     the Chinese font (PIL) as without one (OpenCV)."""
-    from detect.evidence import builder, drawing
-
     if font == "none":
-        monkeypatch.setattr(drawing, "chinese_font", lambda: None)
-        monkeypatch.setattr(builder, "chinese_font", lambda: None)
+        _without_chinese_font(monkeypatch)
     event, all_dets = bus_event
     event = replace(event, source_id="c99b189ab2efcfe4")  # a triage photo's id, as photo cases name it
     bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", "SW20261207-47f88fe4d0ee",
@@ -445,3 +439,34 @@ def test_the_caption_of_a_portrait_phone_photo_stays_inside_the_frame(tmp_path, 
     for edge in (slice(0, 4), slice(-4, None)):  # the photo shows at both ends of the caption's rows
         assert np.abs(annotated[banner, edge] - original[banner, edge]).mean() < 12
     assert np.abs(annotated[banner] - original[banner]).mean() > 20  # and the caption is there
+
+
+@pytest.mark.parametrize("font", ["chinese", "none"])
+def test_the_annotated_frames_labels_leave_the_boxes_they_name_in_sight(tmp_path, bus_event, monkeypatch, font):
+    """The annotated frame (a dispatch attachment) drew each box's class above it: the three lines of a small ad got
+    three labels, each over the line above it, so its words (专业开锁, 办证) were hidden by its own labels. One label a
+    class, above all its boxes, leaves each box's inside as the photo shows it (lettered in Chinese or not)."""
+    import supervision as sv
+
+    if font == "none":
+        _without_chinese_font(monkeypatch)
+    event, all_dets = bus_event
+    lines = np.array([[300, 500 + 60 * i, 620, 550 + 60 * i] for i in range(3)], dtype=float)  # a slip's three lines
+    ad = replace(event, violation_type="flyposting",
+                 detections=sv.Detections(xyxy=lines, confidence=np.array([1.0, 0.98, 0.9]), class_id=np.zeros(3, dtype=int),
+                                          data={"class_name": np.array(["small_ad_text"] * 3)}))
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(ad, tmp_path / "b", CASE, _ctx(all_dets, zone_polygon=None))
+    annotated = cv2.imread(str(bundle.path / "annotated" / "opened.jpg")).astype(int)
+    original = event.frame.image.astype(int)
+    for x1, y1, x2, y2 in lines.astype(int):
+        inside = (slice(y1 + 5, y2 - 4), slice(x1 + 5, x2 - 4))  # within the box's border
+        assert np.abs(annotated[inside] - original[inside]).mean() < 10  # JPEG's error, no label over it
+    assert np.abs(annotated[430:500, 300:620] - original[430:500, 300:620]).mean() > 20  # its label, above them
+
+
+def _without_chinese_font(monkeypatch) -> None:
+    """As on a machine without fonts-noto-cjk: the evidence is lettered with OpenCV's font."""
+    from detect.evidence import builder, drawing
+
+    monkeypatch.setattr(drawing, "chinese_font", lambda: None)
+    monkeypatch.setattr(builder, "chinese_font", lambda: None)

@@ -43,8 +43,8 @@ def stamp(ts: datetime) -> str:
 
 def annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray | None, caption: str,
              names_zh: dict[str, str]) -> np.ndarray:
-    """A copy of `image` (BGR) with the zone `polygon`, each detection's box and label (its class's name in `names_zh`,
-    in Chinese where a font has it, and its confidence) and the `caption` across the top."""
+    """A copy of `image` (BGR) with the zone `polygon`, the detections' boxes coloured by class, one label a class above
+    all its boxes (`class_labels`) and the `caption` across the top."""
     import supervision as sv
 
     out = image.copy()
@@ -52,23 +52,40 @@ def annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray |
     thickness = max(2, round(min(h, w) / 300))
     if polygon is not None:
         out = sv.draw_polygon(out, polygon, color=sv.Color.from_hex(ZONE_COLOR), thickness=thickness)
-    names = detections.data.get(fields.CLASS_NAME, np.array(["object"] * len(detections)))
-    conf = detections.confidence if detections.confidence is not None else np.zeros(len(detections))
-    if len(detections):
-        out = sv.BoxAnnotator(thickness=thickness, color_lookup=sv.ColorLookup.INDEX).annotate(out, detections)
     font = chinese_font()
+    around, labels = class_labels(detections, names_zh if font is not None else {})
+    if len(detections):
+        names = [str(n) for n in detections.data.get(fields.CLASS_NAME, ["object"] * len(detections))]
+        classes = list(dict.fromkeys(names))  # in their order; a colour each
+        coloured = sv.Detections(xyxy=detections.xyxy, class_id=np.array([classes.index(n) for n in names]))
+        out = sv.BoxAnnotator(thickness=thickness).annotate(out, coloured)
     label_scale, caption_scale = max(0.5, thickness / 4), max(0.5, min(h, w) / 1200)
     if font is None:
-        if len(detections):
-            out = sv.LabelAnnotator(text_scale=label_scale, color_lookup=sv.ColorLookup.INDEX).annotate(
-                out, detections, labels=[f"{n} {c:.2f}" for n, c in zip(names, conf, strict=True)])
+        if len(around):
+            out = sv.LabelAnnotator(text_scale=label_scale, smart_position=True).annotate(out, around, labels=labels)
         scale = _fitted_scale(caption, caption_scale, w)
         return sv.draw_text(out, caption, sv.Point(x=w // 2, y=int(24 * scale) + CAPTION_PADDING), text_color=sv.Color.WHITE,
                             text_scale=scale, text_thickness=max(1, round(scale * 2)), text_padding=CAPTION_PADDING,
                             background_color=sv.Color.BLACK)
-    labels = [f"{names_zh.get(str(n), str(n))} {c:.2f}" for n, c in zip(names, conf, strict=True)]
-    colours = [sv.ColorPalette.DEFAULT.by_idx(i).as_rgb() for i in range(len(detections))]
-    return _lettered(out, font, detections.xyxy, labels, colours, round(24 * label_scale), caption, round(28 * caption_scale))
+    colours = [sv.ColorPalette.DEFAULT.by_idx(i).as_rgb() for i in range(len(around))]
+    return _lettered(out, font, around.xyxy, labels, colours, round(24 * label_scale), caption, round(28 * caption_scale))
+
+
+def class_labels(detections: sv.Detections, names_zh: dict[str, str]) -> tuple[sv.Detections, list[str]]:
+    """One label a class, above the box around all its boxes: its name (in `names_zh` when there), its best confidence
+    and how many boxes (`small_ad_text 1.00 x3`, 小广告文字 1.00 x3). A label above each box covered the box above it:
+    a small ad's three lines, their words hidden by their own labels, in the frame sent to the dispatch platform. The
+    manifest and the crops keep every box's class and confidence."""
+    import supervision as sv
+
+    names = np.array([str(n) for n in detections.data.get(fields.CLASS_NAME, ["object"] * len(detections))])
+    conf = detections.confidence if detections.confidence is not None else np.zeros(len(detections))
+    around, labels = [], []
+    for name in dict.fromkeys(names):
+        mine = names == name
+        around.append([*detections.xyxy[mine, :2].min(0), *detections.xyxy[mine, 2:].max(0)])
+        labels.append(f"{names_zh.get(name, name)} {conf[mine].max():.2f}" + (f" x{int(mine.sum())}" if mine.sum() > 1 else ""))
+    return sv.Detections(xyxy=np.array(around, dtype=float).reshape(-1, 4), class_id=np.arange(len(labels))), labels
 
 
 def _fitted_scale(caption: str, scale: float, width: int) -> float:
@@ -88,7 +105,8 @@ def _fitted_scale(caption: str, scale: float, width: int) -> float:
 
 def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labels: list[str], colours: list[tuple],
               label_px: int, caption: str, caption_px: int) -> np.ndarray:
-    """Labels above their boxes (inside, at the top edge) and the caption centred at the top, drawn with PIL."""
+    """Labels above their boxes (inside at the top edge when there is no room above; one under another rather than
+    over it) and the caption centred at the top, drawn with PIL."""
     from PIL import Image, ImageDraw, ImageFont
 
     picture = Image.fromarray(image[:, :, ::-1])
@@ -96,11 +114,15 @@ def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labe
     w = picture.width
     face = ImageFont.truetype(str(font[0]), label_px, index=font[1])
     pad = max(2, label_px // 5)
+    placed: list[tuple[int, int, int, int]] = []
     for (x1, y1, _, _), text, colour in zip(boxes, labels, colours, strict=True):
         left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
-        x, y = int(max(0, min(x1, w - (right - left) - 2 * pad))), int(y1) - (bottom - top) - 2 * pad
-        y = max(0, y)
-        draw.rectangle((x, y, x + right - left + 2 * pad, y + bottom - top + 2 * pad), fill=colour)
+        lw, lh = right - left + 2 * pad, bottom - top + 2 * pad
+        x, y = int(max(0, min(x1, w - lw))), max(0, int(y1) - lh)
+        while any(x < px2 and px1 < x + lw and y < py2 and py1 < y + lh for px1, py1, px2, py2 in placed):
+            y += lh  # under the label it would cover (two classes whose boxes start together)
+        placed.append((x, y, x + lw, y + lh))
+        draw.rectangle((x, y, x + lw, y + lh), fill=colour)
         draw.text((x + pad - left, y + pad - top), text, font=face, fill=(255, 255, 255))
     face = ImageFont.truetype(str(font[0]), caption_px, index=font[1])
     width = draw.textlength(caption, font=face)
