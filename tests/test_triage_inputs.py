@@ -510,12 +510,7 @@ def test_a_resumed_runs_rate_and_eta_are_those_of_the_photos_it_judges_not_of_it
     from pipelines.triage import run_triage
     from pipelines.triage import pipeline
 
-    day, out = tmp_path / "day", tmp_path / "out"
-    day.mkdir()
-    shutil.copy(bus_jpg, day / "a_bus.jpg")
-    shutil.copy(zidane_jpg, day / "b_people.jpg")
-    settings = TriageSettings(out=out, cases=False, verifier="none", ocr="off", workers=1)
-    run_triage([day], settings, detector=onnx_detector, show_progress=False)
+    day, settings = _triaged_folder(tmp_path, {"a_bus.jpg": bus_jpg, "b_people.jpg": zidane_jpg}, onnx_detector)
     phone_photo(bus_jpg, day / "c_bus_later.jpg", taken=datetime(2024, 6, 3, 9, 0))
     bars = []
     monkeypatch.setattr(pipeline, "progress_bar", lambda real=pipeline.progress_bar, **kw: bars.append(real(**kw)) or bars[-1])
@@ -572,15 +567,25 @@ def test_a_resume_counts_a_photo_deleted_from_a_folder_as_no_longer_there(tmp_pa
     inspector removed) kept its result and its case in silence, counted nowhere, not even as recorded earlier."""
     from pipelines.triage import run_triage
 
-    day, out = tmp_path / "day", tmp_path / "out"
-    day.mkdir()
-    shutil.copy(bus_jpg, day / "bus.jpg")
-    shutil.copy(zidane_jpg, day / "people.jpg")
-    settings = TriageSettings(out=out, cases=False, verifier="none", ocr="off", workers=1)
-    run_triage([day], settings, detector=onnx_detector, show_progress=False)
+    day, settings = _triaged_folder(tmp_path, {"bus.jpg": bus_jpg, "people.jpg": zidane_jpg}, onnx_detector)
+    out = settings.out
     (day / "people.jpg").unlink()
     stats = run_triage([day], settings.model_copy(update={"resume": True}), detector=onnx_detector,
                        show_progress=False).stats
     assert (stats.recorded, stats.skipped, stats.gone) == (0, 2, 1)
     assert [json.loads(line)["source"] for line in (out / "results.jsonl").read_text().splitlines()] == [
         str(day / "bus.jpg"), str(day / "people.jpg")]  # its result is kept
+
+
+def _triaged_folder(tmp_path, photos: dict, detector) -> tuple:
+    """A folder `day` of `photos` (name -> file), triaged once into `out` (no cases, detector classes alone): the
+    folder and the run's settings, for a resume."""
+    from pipelines.triage import run_triage
+
+    day = tmp_path / "day"
+    day.mkdir()
+    for name, src in photos.items():
+        shutil.copy(src, day / name)
+    settings = TriageSettings(out=tmp_path / "out", cases=False, verifier="none", ocr="off", workers=1)
+    run_triage([day], settings, detector=detector, show_progress=False)
+    return day, settings
