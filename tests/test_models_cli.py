@@ -697,3 +697,19 @@ def test_a_verifier_on_an_efficientnet_export_onnx_runtime_cannot_load_names_it(
     line = " ".join(result.stderr.split())
     assert f"{broken}: ONNX Runtime cannot load this model" in line
     assert "delete it and efficientnet-lite0 is exported again on its next use" in line
+
+
+def test_detect_out_draws_what_the_verifier_found(tmp_path):
+    """`detect --out` drew the detector's objects alone: a photo printed as `verifier: shopfront_spillover 0.68` came
+    out with boats and people boxed and no sign of the spillover. The copy shows the verifier's region
+    (`verified:shopfront_spillover`, triage's evidence box) too; with --verifier none it is as before."""
+    from tests.conftest import SHARED
+
+    photo = SHARED / "datasets/street-scenes/images/mmj/IMG_1180.jpg"  # Nyhavn: quay-side tables and umbrellas
+    judged = runner.invoke(app, ["detect", str(photo), "--out", str(tmp_path / "judged"), "--json"])
+    plain = runner.invoke(app, ["detect", str(photo), "--out", str(tmp_path / "plain"), "--verifier", "none"])
+    assert judged.exit_code == 0 and plain.exit_code == 0, judged.output + plain.output
+    assert "shopfront_spillover" in json.loads(judged.stdout)["verified"]
+    drawn = np.asarray(Image.open(tmp_path / "judged" / "IMG_1180.jpg")).astype(int)
+    bare = np.asarray(Image.open(tmp_path / "plain" / "IMG_1180.jpg")).astype(int)
+    assert (np.abs(drawn - bare).max(axis=2) > 60).mean() > 0.005  # a region's box and label, where none was

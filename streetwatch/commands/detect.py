@@ -26,7 +26,7 @@ def detect(
     model: ModelOpt = None,
     conf: ConfOpt = 0.25,
     imgsz: ImgszOpt = 640,
-    out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here (NAME.jpg; NAME-2.jpg for "
+    out: Annotated[Path | None, typer.Option("--out", help="Write annotated copies of the images here, with what the verifier found (NAME.jpg; NAME-2.jpg for "
                                              "the next image of the same name, e.g. from another folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image instead of text.")] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per inference batch.")] = 8,
@@ -88,8 +88,8 @@ def detect(
                 typer.echo(json.dumps(record, ensure_ascii=False))
             else:
                 typer.echo(summary_line(record))
-            if out:
-                write_annotated(Path(record["annotated"]), im, dets)
+            if out:  # with what the verifier found drawn (`verified:<type>`, triage's evidence boxes), not the objects alone
+                write_annotated(Path(record["annotated"]), im, judgement.photo(verdicts, dets, im.shape[1], im.shape[0]))
     if ok == 0:
         fail("no image could be read", code=1)
 
@@ -150,7 +150,7 @@ def write_annotated(path: Path, image, dets) -> None:
 
     labels = [f"{n} {c:.2f}" for n, c in zip(fields.names(dets), dets.confidence, strict=True)]
     canvas = sv.BoxAnnotator(thickness=2).annotate(image.copy(), dets)
-    canvas = sv.LabelAnnotator(text_scale=0.5).annotate(canvas, dets, labels=labels)
+    canvas = sv.LabelAnnotator(text_scale=0.5, smart_position=True).annotate(canvas, dets, labels=labels)  # in the frame
     ok, jpeg = cv2.imencode(path.suffix, canvas)
     if not ok:
         raise ValueError(f"{path}: the annotated copy could not be encoded as {path.suffix}")
