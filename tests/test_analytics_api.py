@@ -690,6 +690,18 @@ def test_the_case_export_names_the_verifier_that_judged_each_case(tmp_path, bus_
         judged: "street-v7", alone: "none", unnamed: None}
 
 
+def test_a_photo_judged_as_a_whole_has_no_zone_in_the_case_export(tmp_path, bus_event):
+    """A photo without map zones is judged as a whole, which the case records as the zone `image`: the export's 区域 zone
+    column said `image` to the staff reading it, where the triage report says nothing. It is empty, as for no zone."""
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    [case_id] = draft_cases(app, bus_event, [{}])
+    assert app.state.ctx.store.get(case_id).zone_id == "image"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        as_csv = client.get("/api/v1/exports/cases", headers=auth(tokens["reviewer"]))
+    [row] = list(csv.DictReader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+    assert (row["案件编号 id"], row["区域 zone"]) == (case_id, "")
+
+
 def test_a_long_case_export_is_read_in_pages_and_comes_whole(tmp_path, monkeypatch):
     """GET /exports/cases built every matching case, then the whole file, in the server's memory (a city's years of
     cases at once); it reads the store a page at a time (a page of 7 here) and streams them out. Every case comes

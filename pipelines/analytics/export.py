@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from detect.candidates import WHOLE_IMAGE
 from detect.config_io import replaced_atomically
 from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics.casedata import CaseFact, CaseFilter, CaseNote
@@ -137,10 +138,16 @@ def export_rows(cases: Iterable[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> 
     for c in cases:
         source = "camera" if c.source_kind == "camera" else "photo"
         yield [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
-               SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, c.zone_id, c.address, _degrees(c.lat), _degrees(c.lon),
+               SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, _zone(c.zone_id), c.address, _degrees(c.lat), _degrees(c.lon),
                c.at.astimezone(tz).strftime(LOCAL_TIME), c.object_count, PhoneText(";".join(c.phones)),
                ";".join(c.tags), c.severity.value, c.severity.name_zh, c.verifier_id, review_label(c.review_decision), c.dispatch_target,
                c.dispatch_ref, c.description, notes_text(c.notes, tz)]
+
+
+def _zone(zone_id: str | None) -> str | None:
+    """The zone staff read: none for a photo or frame judged as a whole (`WHOLE_IMAGE`, the case's `image`), which said
+    `image` in the 区域 zone column where the triage report says nothing."""
+    return None if zone_id == WHOLE_IMAGE else zone_id
 
 
 def _degrees(value: float | None) -> float | None:
