@@ -130,9 +130,9 @@ def run_triage(
         sources = expand_sources(inputs)
         _say_resumed(journal, sources, settings.out)
         stats = photos.process(sources, settings, detector, analyser, journal, grid, judgement, show_progress)
-        gone = gone_from_inputs(inputs, sources, journal)
-        stats.skipped, stats.gone = stats.skipped + gone, stats.gone + gone
-        try:
+        try:  # every input recorded: a stop from here on is one the resume takes up without judging a photo again
+            gone = gone_from_inputs(inputs, sources, journal)
+            stats.skipped, stats.gone = stats.skipped + gone, stats.gone + gone
             judge_copies(journal, sources, stats,
                          lambda again: photos.process(again, settings, detector, analyser, journal, grid, judgement, show_progress))
         except TriageInterrupted:
