@@ -315,6 +315,9 @@ def test_a_thumbnails_labels_leave_the_evidence_they_name_in_sight(tmp_path, bus
     import numpy as np
     import supervision as sv
 
+    from detect.fields import TEXT
+    from detect.ocr import TextReader
+    from detect.taxonomy import load_taxonomy
     from pipelines.triage.analyse import write_thumbnail
     from pipelines.triage.findings import Finding
 
@@ -326,9 +329,14 @@ def test_a_thumbnails_labels_leave_the_evidence_they_name_in_sight(tmp_path, bus
                                           data={"class_name": np.array(["small_ad_text"] * 3)}))
     k = 360 / image.shape[1]
     small = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
-    write_thumbnail(tmp_path / "t.jpg", small, k, [Finding(ad, objects=3)])
-    drawn = cv2.imread(str(tmp_path / "t.jpg")).astype(int)
-    for x1, y1, x2, y2 in (lines * k).round().astype(int):
-        inside = (slice(y1 + 3, y2 - 2), slice(x1 + 3, x2 - 2))  # within the box's border
-        assert np.abs(drawn[inside] - small[inside].astype(int)).mean() < 12  # JPEG's error, no label
-    assert np.abs(drawn - small.astype(int)).mean() > 0.5  # the boxes and the label are drawn
+    for taxonomy in (None, load_taxonomy()):  # lettered with OpenCV's font, then in Chinese
+        write_thumbnail(tmp_path / "t.jpg", small, k, [Finding(ad, objects=3)], taxonomy)
+        drawn = cv2.imread(str(tmp_path / "t.jpg")).astype(int)
+        for x1, y1, x2, y2 in (lines * k).round().astype(int):
+            inside = (slice(y1 + 3, y2 - 2), slice(x1 + 3, x2 - 2))  # within the box's border
+            assert np.abs(drawn[inside] - small[inside].astype(int)).mean() < 12  # JPEG's error, no label
+        assert np.abs(drawn - small.astype(int)).mean() > 0.5  # the boxes and the label are drawn
+    x1, y1 = (lines[0, :2] * k).round().astype(int)
+    label = np.ascontiguousarray(cv2.resize(drawn[max(0, y1 - 24):y1, x1:x1 + 220].astype(np.uint8), None, fx=3, fy=3))
+    read = "".join(TextReader(min_score=0.3, det_limit_side_len=960, det_limit_type="max").read(label).data[TEXT])
+    assert "非法" in read and "乱画" in read, read  # 非法小广告 / 乱贴乱画, the type's Chinese name, at 12 px

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +22,7 @@ from detect import fields
 
 if TYPE_CHECKING:
     import supervision as sv
+    from PIL import ImageDraw
 
 ZONE_COLOR = "#ffd400"
 CAPTION_PADDING = 6  # pixels of black around an annotated frame's caption
@@ -41,10 +43,11 @@ def stamp(ts: datetime) -> str:
     return f"{ts:%Y-%m-%d %H:%M:%S} UTC{offset[:3]}:{offset[3:5]}"
 
 
-def annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray | None, caption: str,
+def annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray | None, caption: str | None,
              names_zh: dict[str, str]) -> np.ndarray:
     """A copy of `image` (BGR) with the zone `polygon`, the detections' boxes coloured by class, one label a class above
-    all its boxes (`class_labels`) and the `caption` across the top."""
+    all its boxes (`class_labels`; its Chinese name in `names_zh` where a Chinese font letters it) and the `caption`
+    across the top (none: no caption)."""
     import supervision as sv
 
     out = image.copy()
@@ -52,23 +55,44 @@ def annotate(image: np.ndarray, detections: sv.Detections, polygon: np.ndarray |
     thickness = max(2, round(min(h, w) / 300))
     if polygon is not None:
         out = sv.draw_polygon(out, polygon, color=sv.Color.from_hex(ZONE_COLOR), thickness=thickness)
-    font = chinese_font()
-    around, labels = class_labels(detections, names_zh if font is not None else {})
     if len(detections):
         names = [str(n) for n in detections.data.get(fields.CLASS_NAME, ["object"] * len(detections))]
         classes = list(dict.fromkeys(names))  # in their order; a colour each
         coloured = sv.Detections(xyxy=detections.xyxy, class_id=np.array([classes.index(n) for n in names]))
         out = sv.BoxAnnotator(thickness=thickness).annotate(out, coloured)
-    label_scale, caption_scale = max(0.5, thickness / 4), max(0.5, min(h, w) / 1200)
+        around, labels = class_labels(detections, names_zh if chinese_font() is not None else {})
+        out = label_boxes(out, around.xyxy, labels, list(range(len(labels))), round(24 * max(0.5, thickness / 4)))
+    return _captioned(out, caption, max(0.5, min(h, w) / 1200)) if caption else out
+
+
+def label_boxes(image: np.ndarray, boxes: np.ndarray, labels: list[str], colours: list[int], text_px: int) -> np.ndarray:
+    """`labels` above their `boxes` (pixels), on the palette colour of each box's index in `colours` (as
+    `sv.BoxAnnotator` colours its boxes): in the Chinese font where there is one, else OpenCV's (ASCII labels), where
+    supervision keeps them inside the frame and apart."""
+    import supervision as sv
+
+    if not len(labels):
+        return image
+    font = chinese_font()
     if font is None:
-        if len(around):
-            out = sv.LabelAnnotator(text_scale=label_scale, smart_position=True).annotate(out, around, labels=labels)
-        scale = _fitted_scale(caption, caption_scale, w)
-        return sv.draw_text(out, caption, sv.Point(x=w // 2, y=int(24 * scale) + CAPTION_PADDING), text_color=sv.Color.WHITE,
-                            text_scale=scale, text_thickness=max(1, round(scale * 2)), text_padding=CAPTION_PADDING,
-                            background_color=sv.Color.BLACK)
-    colours = [sv.ColorPalette.DEFAULT.by_idx(i).as_rgb() for i in range(len(around))]
-    return _lettered(out, font, around.xyxy, labels, colours, round(24 * label_scale), caption, round(28 * caption_scale))
+        return sv.LabelAnnotator(text_scale=text_px / 24, smart_position=True).annotate(
+            image, sv.Detections(xyxy=np.asarray(boxes, dtype=float), class_id=np.asarray(colours)), labels=labels)
+    return _pil(image, lambda draw: _labels(draw, font, boxes, labels, [sv.ColorPalette.DEFAULT.by_idx(c).as_rgb() for c in colours],
+                                            text_px))
+
+
+def _captioned(image: np.ndarray, caption: str, scale: float) -> np.ndarray:
+    """The caption centred across the top on black, made smaller where it would not fit the frame's width: in the
+    Chinese font where there is one (PIL), else OpenCV's."""
+    import supervision as sv
+
+    font = chinese_font()
+    if font is None:
+        scale = _fitted_scale(caption, scale, image.shape[1])
+        return sv.draw_text(image, caption, sv.Point(x=image.shape[1] // 2, y=int(24 * scale) + CAPTION_PADDING),
+                            text_color=sv.Color.WHITE, text_scale=scale, text_thickness=max(1, round(scale * 2)),
+                            text_padding=CAPTION_PADDING, background_color=sv.Color.BLACK)
+    return _pil(image, lambda draw: _caption(draw, font, caption, round(28 * scale)))
 
 
 def class_labels(detections: sv.Detections, names_zh: dict[str, str]) -> tuple[sv.Detections, list[str]]:
@@ -103,17 +127,24 @@ def _fitted_scale(caption: str, scale: float, width: int) -> float:
     return scale
 
 
-def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labels: list[str], colours: list[tuple],
-              label_px: int, caption: str, caption_px: int) -> np.ndarray:
-    """Labels above their boxes (inside at the top edge when there is no room above; one under another rather than
-    over it) and the caption centred at the top, drawn with PIL."""
-    from PIL import Image, ImageDraw, ImageFont
+def _pil(image: np.ndarray, drawing: Callable[[ImageDraw.ImageDraw], None]) -> np.ndarray:
+    """`image` (BGR) drawn on with PIL."""
+    from PIL import Image, ImageDraw
 
-    picture = Image.fromarray(image[:, :, ::-1])
-    draw = ImageDraw.Draw(picture)
-    w = picture.width
-    face = ImageFont.truetype(str(font[0]), label_px, index=font[1])
-    pad = max(2, label_px // 5)
+    picture = Image.fromarray(np.ascontiguousarray(image[:, :, ::-1]))
+    drawing(ImageDraw.Draw(picture))
+    return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])
+
+
+def _labels(draw: ImageDraw.ImageDraw, font: tuple[Path, int], boxes: np.ndarray, labels: list[str], colours: list[tuple],
+            text_px: int) -> None:
+    """Labels above their boxes (inside at the top edge when there is no room above; one under another rather than
+    over it)."""
+    from PIL import ImageFont
+
+    w = draw.im.size[0]
+    face = ImageFont.truetype(str(font[0]), text_px, index=font[1])
+    pad = max(2, text_px // 5)
     placed: list[tuple[int, int, int, int]] = []
     for (x1, y1, _, _), text, colour in zip(boxes, labels, colours, strict=True):
         left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
@@ -124,14 +155,20 @@ def _lettered(image: np.ndarray, font: tuple[Path, int], boxes: np.ndarray, labe
         placed.append((x, y, x + lw, y + lh))
         draw.rectangle((x, y, x + lw, y + lh), fill=colour)
         draw.text((x + pad - left, y + pad - top), text, font=face, fill=(255, 255, 255))
-    face = ImageFont.truetype(str(font[0]), caption_px, index=font[1])
+
+
+def _caption(draw: ImageDraw.ImageDraw, font: tuple[Path, int], caption: str, text_px: int) -> None:
+    """The caption centred at the top on black, smaller where it would not fit."""
+    from PIL import ImageFont
+
+    w = draw.im.size[0]
+    face = ImageFont.truetype(str(font[0]), text_px, index=font[1])
     width = draw.textlength(caption, font=face)
     room = w - 2 * CAPTION_PADDING - 8  # a few pixels of the photo at each end, as _fitted_scale leaves
     if width > room:  # a long caption on a narrow frame (a portrait phone photo): smaller, never cut
-        face = ImageFont.truetype(str(font[0]), max(8, int(caption_px * room / width)), index=font[1])
+        face = ImageFont.truetype(str(font[0]), max(8, int(text_px * room / width)), index=font[1])
     left, top, right, bottom = draw.textbbox((0, 0), caption, font=face)
     pad = CAPTION_PADDING
     x = max(0, (w - (right - left)) // 2 - pad)
     draw.rectangle((x, 0, x + right - left + 2 * pad, bottom - top + 2 * pad + 6), fill=(0, 0, 0))
     draw.text((x + pad - left, pad + 6 - top), caption, font=face, fill=(255, 255, 255))
-    return np.ascontiguousarray(np.asarray(picture)[:, :, ::-1])

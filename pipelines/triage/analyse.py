@@ -17,6 +17,7 @@ import supervision as sv
 from detect import fields
 from detect.engine.profile import StageProfile
 from detect.evidence.builder import VerifierInfo
+from detect.evidence.drawing import chinese_font, label_boxes
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from detect.verifier import Verdicts
@@ -63,7 +64,7 @@ class Analyser:
                 small = cv2.resize(photo.image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
                 extra["phash"] = f"{perceptual_hash(small):016x}"  # from the clean thumbnail: 6x cheaper than full size
                 thumb = self.thumb_dir / f"{photo.photo_id}.jpg"
-                write_thumbnail(thumb, small, k, findings)
+                write_thumbnail(thumb, small, k, findings, self.taxonomy)
                 extra["thumb"] = f"{THUMBS}/{thumb.name}"
         return PhotoRecord(
             source=photo.source.name,
@@ -80,22 +81,27 @@ class Analyser:
             **extra,
         )
 
-def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Finding]) -> None:
+def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Finding], taxonomy: Taxonomy | None = None) -> None:
     """The thumbnail (`small` = decoded photo scaled by `k`) with the evidence boxes of its findings drawn, each
     finding in its colour and labelled once, above the box around all its boxes: a label above each box covered the
-    box above it (the three lines of a small ad hidden by their own labels at 360 px). The report's caption names
-    every box's class."""
+    box above it (the three lines of a small ad hidden by their own labels at 360 px). The label is the box's class for
+    a one-box finding, else the type; in Chinese (`taxonomy`'s names) where a Chinese font letters it, as the
+    evidence. The report's caption names every box's class."""
+    chinese = taxonomy is not None and chinese_font() is not None
+    names_zh = taxonomy.class_names_zh if chinese else {}
     small = small.copy()
+    around, labels, colours = [], [], []
     for colour, finding in enumerate(findings):
         dets = finding.event.detections
         if not len(dets):
             continue
         scaled = sv.Detections(xyxy=dets.xyxy * k, class_id=np.full(len(dets), colour))
         small = sv.BoxAnnotator(thickness=2).annotate(small, scaled)
-        around = sv.Detections(xyxy=np.concatenate([scaled.xyxy[:, :2].min(0), scaled.xyxy[:, 2:].max(0)])[None],
-                               class_id=np.array([colour]))
-        label = str(fields.names(dets)[0]) if len(dets) == 1 else finding.type
-        small = sv.LabelAnnotator(text_scale=0.35, text_padding=2).annotate(small, around, labels=[label])
+        around.append([*scaled.xyxy[:, :2].min(0), *scaled.xyxy[:, 2:].max(0)])
+        one = str(fields.names(dets)[0])
+        labels.append(names_zh.get(one, one) if len(dets) == 1 else (taxonomy.get(finding.type).name_zh if chinese else finding.type))
+        colours.append(colour)
+    small = label_boxes(small, np.array(around).reshape(-1, 4), labels, colours, 12 if chinese else 8)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if ok:
         path.write_bytes(buf.tobytes())
