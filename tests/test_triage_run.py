@@ -107,6 +107,12 @@ def test_every_input_has_one_record_with_its_outcome_or_reason(run):
     assert reasons["copy_of_bus.jpg"] == f"duplicate of {run['out'].parent / 'upload' / '0900_bus.jpg'}"
     assert reasons["evil.jpg"] == "unsafe path in archive (absolute or '..' path traversal): refused"
     assert reasons["more.zip"] == "nested zip archive: extract it and pass it as its own input"
+    # and each in Chinese, as the report and the upload page show it to inspectors
+    assert {name: recs[name].get("reason_zh") for name in reasons} == {
+        "copy_of_bus.jpg": "重复文件（与已上传的照片内容相同）", "empty.jpg": "空文件（0 字节）",
+        "evil.jpg": "压缩包中的路径不安全（绝对路径或含 ..），未读取", "huge.png": "图片像素过多",
+        "more.zip": "压缩包中的压缩包：请解压后单独上传", "notes.jpg": "不是图片（无法识别的格式）",
+        "truncated.jpg": "图片数据损坏或不完整（文件可能未传完）"}
     assert recs["copy_of_bus.jpg"]["status"] == "duplicate"
     assert recs["broken_exif.jpg"]["status"] == "ok"
     assert any("capture time unreadable" in w for w in recs["broken_exif.jpg"]["warnings"])
@@ -250,7 +256,7 @@ def test_report_in_chromium_shows_the_ranked_cases_and_the_errors(run):
     assert [f["lead"] for f in pair["figures"]] == [True, False]
     assert all(f["img"] > 0 for c in page["cases"] for f in c["figures"])  # every thumbnail decoded and drawn in the browser
     problems = {Path(src.replace("!", "/")).name: (status, reason) for src, status, reason in page["problems"]}
-    assert problems["empty.jpg"] == ("error", "empty file (0 bytes)")
+    assert problems["empty.jpg"] == ("error", "空文件（0 字节） — empty file (0 bytes)")  # Chinese first, as inspectors read it
     assert problems["copy_of_bus.jpg"][0] == "duplicate"
     assert "path traversal" in problems["evil.jpg"][1] and "nested zip" in problems["more.zip"][1]
     assert len(problems) == 7

@@ -43,7 +43,7 @@ async function showResults(jobId) {
   document.getElementById("results").replaceChildren(...rows.map((r) => SW.el("tr", { "data-status": r.status },
     SW.el("td", {}, r.source), SW.el("td", {}, zh(r.status)),
     SW.el("td", {}, (r.findings || []).map((f) => `${f.name_zh} ${f.name_en} ${f.score.toFixed(2)}`).join("; ")),
-    SW.el("td", {}, r.reason || ""))));
+    SW.el("td", {}, [r.reason_zh, r.reason].filter(Boolean).join(" — ")))));  // Chinese first, as inspectors read it
 }
 
 // A finished job's report (every photo with its findings), opened with the token: a plain link would carry none.

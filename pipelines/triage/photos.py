@@ -25,6 +25,7 @@ from pipelines.times import possible_capture
 from pipelines.triage.exif import PhotoFacts, name_time, read_facts
 from pipelines.grid import GridCells
 from pipelines.triage.journal import Journal
+from pipelines.triage.reasons import reason_zh
 from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused, SourceReadError, Stamp
@@ -93,7 +94,8 @@ class Skipped:
 def error_record(source: str, reason: str, sha256: str | None = None, status: str = RecordStatus.ERROR, **extra: Any) -> PhotoRecord:
     """The record of an input that was not judged (`status` error or duplicate); `extra`: other record fields
     (`duplicate_of`, the photo's facts when it was read)."""
-    return PhotoRecord(source=source, sha256=sha256, status=status, reason=reason, **extra)
+    zh = extra.pop("reason_zh", None) or reason_zh(reason)  # a refusal may say it in Chinese itself (`Refused.zh`)
+    return PhotoRecord(source=source, sha256=sha256, status=status, reason=reason, **({"reason_zh": zh} if zh else {}), **extra)
 
 
 def capture_time(source: PhotoSource, facts: PhotoFacts, archives: ArchiveCache, tz: ZoneInfo,

@@ -435,7 +435,7 @@ class PhotoSteps:
         if isinstance(item, Refused):
             if self.journal.judged_before(item.name):
                 return Skipped(item, gone=True)
-            return Skipped(item) if self.journal.refused_before(item.name, item.reason) else error_record(item.name, item.reason)
+            return Skipped(item) if self.journal.refused_before(item.name, item.reason) else error_record(item.name, item.reason, reason_zh=item.zh)
         try:
             return load_photo(item, self.archives, self.settings, self.journal, self.grid, self.stages)
         except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the run

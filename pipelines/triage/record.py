@@ -175,6 +175,7 @@ class PhotoRecord(RecordModel):
     sha256: str | None = Field(None, description="Content digest (the photo's id).")
     status: RecordStatus = Field(description="ok, error or duplicate.")
     reason: str | None = Field(None, description="Why it is not `ok`.")
+    reason_zh: str | None = Field(None, description="That reason in Chinese, as inspectors read it (`reasons.reason_zh`).")
     duplicate_of: str | None = Field(None, description="The input with the same content recorded first.")
     file_size: int | None = Field(None, description="Bytes of the file it was read from (the archive, for a member), "
                                                     "as it was before it was read.")
