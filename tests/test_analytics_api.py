@@ -866,3 +866,29 @@ def test_a_scores_workbook_waits_on_the_exports_threads_and_past_their_queue_is_
         assert "得分 Scores" in load_workbook(io.BytesIO(book.content)).sheetnames and gate.admitted == 0
         assert client.get("/api/v1/scores", params={**params, "period": "2026-13"}, headers=who).status_code == 422
         assert gate.admitted == 0
+
+
+def test_a_rejection_s_reason_and_note_are_exported(tmp_path):
+    """The export said a case was 已驳回 rejected and not why: the reason the reviewer picked and what they wrote went
+    nowhere a supervisor reading the sheet sees. 审核理由 review reason has the code with its Chinese name, 审核说明
+    review note the text; a case not reviewed has neither."""
+    from datetime import datetime
+
+    from pipelines.analytics.export import COLUMNS
+
+    app, tokens = make_app(settings_for(tmp_path), resume_jobs=False)
+    make = CaseMaker(app.state.ctx.store)
+    shade = make.add("street_stall", G1, datetime(2026, 12, 3, 10, tzinfo=TZ))
+    waiting = make.add("street_stall", G2, datetime(2026, 12, 3, 11, tzinfo=TZ))
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        refused = client.post(f"/api/v1/cases/{shade}/reject", headers=reviewer,
+                              json={"reason": "not_a_violation", "note": "遮阳伞，不是摊位"})
+        assert refused.status_code == 200, refused.text
+        as_csv = client.get("/api/v1/exports/cases", headers=reviewer)
+    [header, *rows] = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig"))))
+    reason, note = header.index("审核理由 review reason"), header.index("审核说明 review note")
+    assert header == COLUMNS and note == reason + 1
+    written = {r[0]: r for r in rows}
+    assert (written[shade][reason], written[shade][note]) == ("不构成违规 not_a_violation", "遮阳伞，不是摊位")
+    assert (written[waiting][reason], written[waiting][note]) == ("", "")

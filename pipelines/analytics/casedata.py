@@ -71,6 +71,8 @@ class CaseFact:
     squad: str | None = None
     notes: tuple[CaseNote, ...] = ()  # reviewers' notes, oldest first (as added)
     verifier_id: str | None = None  # what judged it (`details.verifier_id`, as its bundle names it; none: detector alone)
+    review_reason: str | None = None  # a rejection's reason code (`not_a_violation` …: pipelines.cases.vocabulary.REASONS)
+    review_note: str | None = None  # what the reviewer wrote with the decision
 
     @property
     def at(self) -> datetime:
@@ -155,12 +157,13 @@ def _fact(row: Any, places: Places) -> CaseFact:
         severity=severity_of(details),
         street=places.street_of(m["grid_cell"]), squad=places.squad_of(m["grid_cell"]), notes=_notes(details),
         verifier_id=str(details["verifier_id"]) if details.get("verifier_id") else None,
+        review_reason=m["review_reason"], review_note=m["review_note"],
     )
 
 
 _COLUMNS = [cases.c[name] for name in (
     "id", "violation_type", "state", "source_kind", "source_id", "zone_id", "grid_cell", "address", "lat", "lon",
-    "opened_at", "created_at", "review_decision", "dispatch_target", "dispatch_ref", "description", "details")]
+    "opened_at", "created_at", "review_decision", "review_reason", "review_note", "dispatch_target", "dispatch_ref", "description", "details")]
 
 
 #: Cases read from the store at a time by `iter_cases` (a page of facts is a few MB at most).

@@ -18,7 +18,7 @@ from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics.casedata import CaseFact, CaseFilter, CaseNote
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.vocabulary import review_label
+from pipelines.cases.vocabulary import reason_label, review_label
 from pipelines.analytics.tables import Table, csv_chunks, write_xlsx_rows
 from pipelines.tables import PhoneText
 
@@ -28,7 +28,8 @@ SOURCE_NAMES_ZH = {"camera": "摄像头", "photo": "照片"}
 COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "状态名称 state name", "来源 source",
            "来源名称 source name", "摄像头/批次 camera or batch", "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address",
            "纬度 lat", "经度 lon", "发现时间 opened (local)", "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity",
-           "严重程度名称 severity name", "核验模型 verifier", "审核 review", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description",
+           "严重程度名称 severity name", "核验模型 verifier", "审核 review", "审核理由 review reason",
+           "审核说明 review note", "派遣目标 dispatch target", "派遣编号 dispatch ref", "描述 description",
            "备注 notes"]
 NOTE_INDENT = "    "
 """What begins each further line of a note in the 备注 notes cell (`notes_text`): a line flush with the cell begins a note."""
@@ -140,7 +141,8 @@ def export_rows(cases: Iterable[CaseFact], taxonomy: Taxonomy, tz: ZoneInfo) -> 
         yield [c.id, c.violation_type, name(c.violation_type), c.state.value, STATE_NAMES_ZH[c.state], source,
                SOURCE_NAMES_ZH[source], c.source_id, c.grid_cell, c.street, c.squad, _zone(c.zone_id), c.address, _degrees(c.lat), _degrees(c.lon),
                c.at.astimezone(tz).strftime(LOCAL_TIME), c.object_count, PhoneText(";".join(c.phones)),
-               ";".join(c.tags), c.severity.value, c.severity.name_zh, c.verifier_id, review_label(c.review_decision), c.dispatch_target,
+               ";".join(c.tags), c.severity.value, c.severity.name_zh, c.verifier_id, review_label(c.review_decision),
+               reason_label(c.review_reason), c.review_note, c.dispatch_target,
                c.dispatch_ref, c.description, notes_text(c.notes, tz)]
 
 

@@ -87,6 +87,15 @@ def review_label(decision: str | None) -> str | None:
     return f"{REVIEW_NAMES_ZH[decision]} {decision}" if decision in REVIEW_NAMES_ZH else decision
 
 
+def reason_label(code: str | None) -> str | None:
+    """`不构成违规 not_a_violation`: a rejection's reason code with its Chinese name first; one this version does not
+    name, as it is (what a reviewer chose is never dropped from an export)."""
+    try:
+        return f"{RejectReason(str(code).lower()).info.zh} {code}" if code else None
+    except ValueError:
+        return code
+
+
 class OutboxStatus(StrEnum):
     """Where an outbox entry stands; `pending` entries are in flight only while leased."""
 
