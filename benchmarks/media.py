@@ -169,10 +169,12 @@ def write_clip(path: str | Path, background: np.ndarray, sprites: list[Sprite], 
 
 def parked_vehicle_clip(path: str | Path, vehicle_photo: str | Path, street_photo: str | Path, *,
                         vehicle_box: tuple[int, int, int, int] = BUS_BOX, duration_s: float = 600, arrive_s: float = 30,
-                        leave_s: float = 450, size: tuple[int, int] = (1280, 720), **encode) -> Clip:
-    """A street view in which a vehicle stands in `PARKING_ZONE` from `arrive_s` to `leave_s`."""
+                        leave_s: float = 450, size: tuple[int, int] = (1280, 720), over: list[Sprite] | None = None,
+                        **encode) -> Clip:
+    """A street view in which a vehicle stands in `PARKING_ZONE` from `arrive_s` to `leave_s`; `over`: sprites pasted
+    over it (another view of a camera turned away, a covered lens)."""
     vehicle = Sprite(cut(vehicle_photo, vehicle_box), x=0.5, bottom=0.95, height=0.55, start_s=arrive_s, end_s=leave_s)
-    return write_clip(path, street_view(street_photo, size), [vehicle], duration_s, **encode)
+    return write_clip(path, street_view(street_photo, size), [vehicle, *(over or [])], duration_s, **encode)
 
 
 def write_scene(path: str | Path, camera_id: str, *, zones: list[dict] | None = None, reference: np.ndarray | None = None,

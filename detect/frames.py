@@ -29,6 +29,12 @@ def distance_m(a: GeoPoint, b: GeoPoint) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
 
 
+VIEW_LOST = "view_lost"
+"""`Frame.meta` key: why a camera's frame does not show the scene its zones were drawn on (black, covered, turned away;
+set from the reader's health check, pipelines.cctv.health). The rules judge nothing on such a frame and hold what is
+open: absence of evidence while the camera is blind is not evidence of absence."""
+
+
 @dataclass
 class Frame:
     """One image with the facts the rules and the evidence need.

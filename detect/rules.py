@@ -3,7 +3,8 @@
 Camera: a candidate starts a *pending* violation (internal, never emitted); it *opens* once when
 it has stood still in the zone for `dwell_s` while the zone's schedule applies; it may be
 *updated* when its object count (stalls in a street market) changes and holds; it *clears* once
-when nothing of it was seen for `clear_s` of frames (a stream outage counts for nothing). A violation
+when nothing of it was seen for `clear_s` of frames (a stream outage, or frames whose picture does not show the
+scene: `detect.frames.VIEW_LOST`, count for nothing). A violation
 is one (camera, zone, type, object/group).
 Misses shorter than the tracker's `lost_s` keep the track id; longer ones are bridged here by
 position (a new track where an unseen pending/open violation stood takes it over). After a
@@ -27,7 +28,7 @@ from detect import fields
 from detect.cityzones import CityZones
 from detect.config_io import ConfigModel
 from detect.events import EventKind, ViolationEvent
-from detect.frames import Frame
+from detect.frames import VIEW_LOST, Frame
 from detect.grades import Grade
 from detect.scenes import Scene
 from detect.taxonomy import Taxonomy, load_taxonomy
@@ -144,11 +145,14 @@ class CameraRules:
         if frame.source_id != self.scene.camera_id:
             raise ValueError(f"frame from source {frame.source_id!r} fed to the rules of camera {self.scene.camera_id!r}")
         ts = frame.ts
-        if blind := self._blind_gap(ts):
+        lost = bool(frame.meta.get(VIEW_LOST))
+        if blind := self._blind_gap(ts, lost):
             for v in self._violations.values():
                 v.blind_s += blind
                 if v.opened_at is None:  # dwell is time the camera saw it stand there: the gap is not presence either
                     v.since += timedelta(seconds=blind)
+        if lost:  # the zones are not in this picture: nothing in them can be judged, seen or missed
+            return []
         tracked = self.tracker.update(detections, ts)
         views: list[ZoneView] = scene_views(self.scene, tracked, frame.width, frame.height, ts, self.taxonomy)
         cands = candidates(views, tracked, self.taxonomy, frame.width * frame.height, self._object_ids(ts), self.settings.group_gap,
@@ -175,15 +179,17 @@ class CameraRules:
         self._cooldowns = [c for c in self._cooldowns if c.until > ts]
         return events
 
-    def _blind_gap(self, ts: datetime) -> float:
+    def _blind_gap(self, ts: datetime, lost: bool = False) -> float:
         """Seconds since the previous frame in which the camera did not look: a gap longer than the tracker keeps a
         track (`lost_s`) and than three sampling intervals is a stream that dropped and came back (or an owner that
         restarted), not time the place was seen empty. Counted as absence, a minute's outage cleared a car parked
         throughout at the first frame back (its new track is confirmed only at its second sighting), and the
-        cooldown then kept it unreported."""
+        cooldown then kept it unreported. `lost`: this frame does not show the scene (VIEW_LOST), so the whole
+        interval up to it is not looking either, however short: a PTZ camera turned away cleared a stall standing
+        there at `clear_s`, long before `moved` was reported."""
         last, self._last_ts = self._last_ts, ts
         gap = (ts - last).total_seconds() if last is not None else 0.0
-        return gap if gap > max(self.tracking.lost_s, 3 / self.tracking.frame_rate) else 0.0
+        return gap if lost or gap > max(self.tracking.lost_s, 3 / self.tracking.frame_rate) else 0.0
 
     @property
     def last_frame_at(self) -> datetime | None:

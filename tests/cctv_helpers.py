@@ -16,7 +16,7 @@ from detect.evidence.builder import EvidenceBuilder, ModelInfo
 from detect.evidence.config import EvidenceConfig
 from pipelines.cases import CaseStore
 from pipelines.cases.intake import Intake
-from benchmarks.media import parked_vehicle_clip, street_view, write_scene
+from benchmarks.media import Sprite, parked_vehicle_clip, street_view, write_scene
 from pipelines.evidence_store import LocalEvidenceStore
 
 KEY = b"cctv-test-key-0123456789"
@@ -27,6 +27,12 @@ STREET = "facades-ads/images/img_172.jpg"
 
 def street(real_sample_dir: Path) -> Path:
     return real_sample_dir / STREET
+
+
+def other_view(real_sample_dir: Path, start_s: float, end_s: float) -> Sprite:
+    """Another real street (street-scenes) over the whole picture from `start_s` to `end_s`: a PTZ camera turned away."""
+    photo = real_sample_dir.parent / "street-scenes/images/cn2/lindsay__IMG_1839.jpg"
+    return Sprite(street_view(photo, SIZE), x=0.5, bottom=1.0, height=1.0, start_s=start_s, end_s=end_s)
 
 
 def parked_clip(path: Path, bus_jpg: Path, real_sample_dir: Path, **kw):

@@ -6,13 +6,14 @@ import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from detect.evidence.signing import read_manifest, verify_bundle
 from pipelines.cases import CaseState
 from pipelines.cctv.service import Watcher
-from benchmarks.media import street_view, write_clip
-from tests.cctv_helpers import KEY, SIZE, cameras_file, make_intake, parked_clip, scene_for, street
+from benchmarks.media import Sprite, street_view, write_clip
+from tests.cctv_helpers import KEY, SIZE, cameras_file, make_intake, other_view, parked_clip, scene_for, street
 
 
 def _watch(tmp_path, detector, intake, cameras: list[dict]) -> tuple[Watcher, dict]:
@@ -53,6 +54,38 @@ def test_replay_opens_one_case_then_clears_it_with_signed_evidence(tmp_path, bus
     assert {"original_opened", "crop"} <= roles
     # The real clip has sensor noise and a clock: no health alarms on a working camera.
     assert [r for r in watcher.records if r["event"] == "camera_health"] == []
+
+
+@pytest.mark.slow  # ~15 s: two 75 s clips judged by the detector; the default suite's ~15-minute budget
+def test_a_camera_that_stops_seeing_its_zone_does_not_clear_the_violation_it_had_open(tmp_path, bus_jpg, real_sample_dir,
+                                                                                       onnx_detector):
+    """Found replaying a clip: a PTZ camera turned away (or its lens went black) for longer than `clear_s` cleared the
+    stall's case while the stall stood there, and the cooldown then kept the stall from a new case when the view came
+    back; `moved` (after `moved_s`, 120 s) came too late. Now the frames that do not show the scene hold the violation:
+    cam-01's bus stands throughout (another street 15-40 s) and its one case clears 10 s after it leaves at 55 s;
+    cam-02's bus leaves while the lens is black (15-40 s) and its case clears 10 s after the picture is back."""
+    black = Sprite(np.zeros((SIZE[1], SIZE[0], 3), np.uint8), x=0.5, bottom=1.0, height=1.0, start_s=15, end_s=40)
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=75, arrive_s=2, leave_s=55,
+                over=[other_view(real_sample_dir, 15, 40)])
+    clip = parked_clip(tmp_path / "cam-02.mp4", bus_jpg, real_sample_dir, duration_s=75, arrive_s=2, leave_s=30, over=[black])
+    for cid in ("cam-01", "cam-02"):
+        scene_for(tmp_path, cid, real_sample_dir, dwell_s=4, clear_s=10)
+    intake = make_intake(tmp_path / "data")
+
+    watcher, summary = _watch(tmp_path, onnx_detector, intake, [{"id": cid, "url": f"{cid}.mp4", "scene": f"{cid}.yaml"}
+                                                                for cid in ("cam-01", "cam-02")])
+
+    assert summary["cases_opened"] == 2
+    cases = {case.source_id: case for case in intake.store.list()}
+    assert sorted(cases) == ["cam-01", "cam-02"] and len(intake.store.list()) == 2
+    cleared = {cid: (case.cleared_at - clip.start).total_seconds() for cid, case in cases.items()}
+    assert 64 <= cleared["cam-01"] <= 68, cleared  # last seen at 54 s; cleared at 25 s before
+    assert 49 <= cleared["cam-02"] <= 52, cleared  # seen again from 40 s without the bus; cleared at 24 s before
+    for cid in cases:
+        assert [k for k, vid in _violations(watcher) if vid.startswith(cid)] == ["opened", "cleared"]
+    lost = [(r["camera_id"], r["active"], round((datetime.fromisoformat(r["at"]) - clip.start).total_seconds()))
+            for r in watcher.records if r["event"] == "camera_health" and r["kind"] == "view_lost"]
+    assert sorted(lost) == [("cam-01", False, 40), ("cam-01", True, 15), ("cam-02", False, 40), ("cam-02", True, 15)], lost
 
 
 @pytest.mark.slow  # 12 s: a clip judged twice; the default suite's ~15-minute budget

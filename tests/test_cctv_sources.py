@@ -15,12 +15,13 @@ import cv2
 import numpy as np
 import pytest
 
+from detect.frames import VIEW_LOST
 from detect.scenes import Scene
 from pipelines.cctv.config import Camera, CameraConfig
 from pipelines.cctv.reader import CameraReader, ReaderHooks
 from pipelines.logs import BoundedLog
 from benchmarks.media import Sprite, street_view, write_clip
-from tests.cctv_helpers import SIZE, CameraHandler, parked_clip, played_picture, rotated_copy, street, ts_copy
+from tests.cctv_helpers import SIZE, CameraHandler, other_view, parked_clip, played_picture, rotated_copy, street, ts_copy
 
 
 def _read(url: str, replay: bool = True, reference: str | None = None, **cfg):
@@ -155,6 +156,28 @@ def test_moved_camera_against_the_reference_snapshot(tmp_path, real_sample_dir, 
     parked = parked_clip(tmp_path / "bus.mp4", bus_jpg, real_sample_dir, duration_s=40, arrive_s=0, leave_s=40)
     _, health, _, _ = _run(str(parked.path), reference=str(reference), **cfg)
     assert [e for e in health if e.kind == "moved"] == []
+
+
+def test_a_view_off_its_reference_is_said_at_once_on_every_frame(tmp_path, real_sample_dir, bus_jpg):
+    """A PTZ camera turned away for 20 s: `moved` waits for `moved_s` (120 s), but the rules must know at once that
+    the frames do not show the zones, or a stall there clears at its `clear_s`. Each frame carries the latest check's
+    verdict (VIEW_LOST) and the `view_lost` condition starts at the first check off the reference, with the words
+    staff read; a bus parked in front of the camera is still the same view."""
+    view = street_view(street(real_sample_dir), SIZE)
+    reference = tmp_path / "reference.jpg"
+    cv2.imwrite(str(reference), view)
+    clip = write_clip(tmp_path / "turned.mp4", view, [other_view(real_sample_dir, 20, 40)], 50, fps=1)
+    frames, health, _, _ = _run(str(clip.path), reference=str(reference))
+    lost = [int((f.ts - clip.start).total_seconds()) for f in frames if f.meta[VIEW_LOST]]
+    assert lost == list(range(20, 40)), lost
+    assert "视角偏移" in frames[20].meta[VIEW_LOST] and "features match the reference" in frames[20].meta[VIEW_LOST]
+    events = [(e.kind.value, e.active, int((e.at - clip.start).total_seconds())) for e in health]
+    assert events == [("view_lost", True, 20), ("view_lost", False, 40)], events
+    assert "违规保持开启" in health[0].detail
+
+    parked = parked_clip(tmp_path / "bus.mp4", bus_jpg, real_sample_dir, duration_s=20, arrive_s=0, leave_s=20)
+    frames, health, _, _ = _run(str(parked.path), reference=str(reference))
+    assert health == [] and not any(f.meta[VIEW_LOST] for f in frames)
 
 
 @pytest.fixture

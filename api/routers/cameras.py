@@ -21,7 +21,7 @@ router = APIRouter(prefix="/cameras", tags=["cameras"], route_class=CappedBodyRo
 
 
 class HealthCondition(BaseModel):
-    kind: str = Field(description="frozen, black, covered, moved, infrared, resolution_changed ...")
+    kind: str = Field(description="frozen, black, covered, moved, infrared, view_lost, resolution_changed ...")
     since: str | None = Field(description="When it became active (ISO 8601).")
     detail: str | None
 

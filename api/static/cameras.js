@@ -8,7 +8,7 @@ const HEALTH_ZH = {
   starting: "启动中", online: "在线", running: "运行中", reconnecting: "重连中", offline: "离线", finished: "回放结束",
   failed: "失败", stopped: "已停止", refused: "配置被拒", left_behind: "未按时停止", unknown: "未知",
   frozen: "画面冻结", black: "黑屏", covered: "镜头遮挡", moved: "视角偏移", infrared: "夜视黑白画面（难以识别摊点和出店经营）",
-  resolution_changed: "分辨率变化",
+  view_lost: "看不到布控区域（违规保持开启）", resolution_changed: "分辨率变化",
   config_refused: "新配置被拒，沿用上次有效配置",
 };
 

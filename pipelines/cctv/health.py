@@ -10,6 +10,11 @@ half the stalls (docs/verifier.md, "Degraded pictures"), so staff should know wh
 The moved-camera check matches ORB features against the scene's reference snapshot
 and estimates the shift with RANSAC: vehicles and people in front of the camera hide some
 features but do not move the rest, whereas a turned camera shifts them all.
+
+The same measures also say, at each check, whether the picture shows the scene its zones were drawn on at all
+(`ImageHealth.view_lost`): black, covered or off the reference now, not after `blind_s` / `moved_s`. While it does
+not, the rules hold the camera's open violations (detect.rules): a turned PTZ camera or a covered lens is absence of
+evidence, and counted as the stall's absence it cleared the stall's case long before `moved` was reported.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class HealthKind(StrEnum):
     MOVED = "moved"  # the view no longer matches the scene's reference snapshot
     INFRARED = "infrared"  # a black-and-white picture (infrared night mode) for infrared_s: stalls and spillover go unseen
     RESOLUTION_CHANGED = "resolution_changed"  # instantaneous: the stream changed its picture size
+    VIEW_LOST = "view_lost"  # at once: the picture is black, covered or off the reference: open violations are held
     CONFIG_REFUSED = "config_refused"  # a reload refused the camera's changed configuration (scene): it runs on its last valid one
 
 
@@ -81,6 +87,10 @@ class _Condition:
             self.active = False
             return HealthEvent(camera_id, self.kind, False, ts, "back to normal")
         return None
+
+
+VIEW_LOST_HELD = "区域内未清除的违规保持开启，不计为离开 (open violations held, not counted as absent)"
+"""What the `view_lost` condition's detail adds for staff: why a case stays open while its camera sees nothing."""
 
 
 class ViewMatcher:
@@ -138,12 +148,15 @@ class ImageHealth:
         self.covered = _Condition(HealthKind.COVERED, config.blind_s)
         self.moved = _Condition(HealthKind.MOVED, config.moved_s)
         self.infrared = _Condition(HealthKind.INFRARED, config.infrared_s)
+        self.lost = _Condition(HealthKind.VIEW_LOST, 0.0)
+        self.view_lost: str | None = None
+        """Why the latest check's picture does not show the zones' scene (None: it does); kept until the next check."""
         self._last: datetime | None = None
         self._sample: np.ndarray | None = None
 
     @property
     def active(self) -> list[HealthKind]:
-        return [c.kind for c in (self.frozen, self.black, self.covered, self.moved, self.infrared) if c.active]
+        return [c.kind for c in (self.frozen, self.black, self.covered, self.moved, self.infrared, self.lost) if c.active]
 
     def observe(self, image: np.ndarray, ts: datetime) -> list[HealthEvent]:
         if self._last is not None and (ts - self._last).total_seconds() < self.config.check_every_s:
@@ -172,9 +185,15 @@ class ImageHealth:
                                  f"black-and-white picture (colour spread {chroma:.1f}): verified zones find few stalls and "
                                  "spillover in infrared (docs/verifier.md, 'Degraded pictures')"),
         ]
+        lost = f"黑屏 black picture (mean grey level {mean:.1f})" if is_black else (
+            f"镜头遮挡 featureless picture (grey-level spread {std:.1f})" if is_covered else None)
         if self.matcher is not None and not (is_black or is_covered):
             matches, shift = self.matcher.shift(image)
             off = matches < cfg.min_matches or shift is None or shift > cfg.moved_shift
             shift_txt = f"{shift:.3f} of the width" if shift is not None else "no fit"
-            events.append(self.moved.update(off, ts, self.camera_id, f"{matches} features match the reference, shift {shift_txt}"))
+            measure = f"{matches} features match the reference, shift {shift_txt}"
+            events.append(self.moved.update(off, ts, self.camera_id, measure))
+            lost = f"视角偏移 view off the reference ({measure})" if off else None
+        self.view_lost = lost
+        events.append(self.lost.update(lost is not None, ts, self.camera_id, f"{lost}: {VIEW_LOST_HELD}"))
         return [e for e in events if e is not None]

@@ -22,7 +22,7 @@ from pathlib import Path
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from detect.config_io import ConfigError
-from detect.frames import Frame
+from detect.frames import VIEW_LOST, Frame
 from detect.scenes import read_reference
 from pipelines.cctv.clock import MediaClock, Sampler
 from pipelines.cctv.config import Camera, is_url
@@ -282,5 +282,5 @@ class CameraReader(threading.Thread):
             self._set(Status.ONLINE, f"{raw[0]}x{raw[1]}")
         for event in self.health.observe(image, ts):
             self.hooks.health(event)
-        meta = {"media_s": media, "decoded_at": time.time(), "stream_size": raw}
+        meta = {"media_s": media, "decoded_at": time.time(), "stream_size": raw, VIEW_LOST: self.health.view_lost}
         self.hooks.frame(Frame(image, self.camera.id, ts, frame_id=f"{self.camera.id}-{self.frames:06d}", meta=meta))

@@ -25,7 +25,7 @@ from pathlib import Path
 from detect.config_io import ConfigError, one_line
 from detect.events import EventKind
 from detect.evidence.ring import FrameRing
-from detect.frames import Frame
+from detect.frames import VIEW_LOST, Frame
 from detect.rules import CameraRules, RuleSettings
 from detect.taxonomy import Taxonomy, load_taxonomy
 from detect.tracking import TrackingConfig
@@ -391,7 +391,7 @@ class Watcher:
                 runtime.strips_due.append((event.violation_id, event.at))
         for violation_id, frames in runtime.strips_ready(frame.ts):
             self.sink.post_strip(violation_id, frames)
-        if runtime.verify_due(frame.ts):
+        if not frame.meta.get(VIEW_LOST) and runtime.verify_due(frame.ts):  # a re-check of a picture without its zones says nothing
             self.sink.post_check(runtime.camera, frame, detections)
         self.metrics.frames_analysed.labels(runtime.id).inc()
         if not self.replay:
