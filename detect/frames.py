@@ -31,8 +31,9 @@ def distance_m(a: GeoPoint, b: GeoPoint) -> float:
 
 VIEW_LOST = "view_lost"
 """`Frame.meta` key: why a camera's frame does not show the scene its zones were drawn on (black, covered, turned away;
-set from the reader's health check, pipelines.cctv.health). The rules judge nothing on such a frame and hold what is
-open: absence of evidence while the camera is blind is not evidence of absence."""
+set from the reader's health check, pipelines.cctv.health). The rules count the time up to such a frame as no absence
+of what is open (absence of evidence while the camera is blind is not evidence of absence), and still judge what it
+shows."""
 
 
 @dataclass

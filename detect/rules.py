@@ -4,7 +4,7 @@ Camera: a candidate starts a *pending* violation (internal, never emitted); it *
 it has stood still in the zone for `dwell_s` while the zone's schedule applies; it may be
 *updated* when its object count (stalls in a street market) changes and holds; it *clears* once
 when nothing of it was seen for `clear_s` of frames (a stream outage, or frames whose picture does not show the
-scene: `detect.frames.VIEW_LOST`, count for nothing). A violation
+scene, `detect.frames.VIEW_LOST`, is not absence). A violation
 is one (camera, zone, type, object/group).
 Misses shorter than the tracker's `lost_s` keep the track id; longer ones are bridged here by
 position (a new track where an unseen pending/open violation stood takes it over). After a
@@ -73,7 +73,7 @@ class _Violation:
     reported_count: int = 0
     pending_count: int | None = None
     count_since: datetime | None = None
-    blind_s: float = 0.0  # seconds since last_seen the camera did not look (`CameraRules._blind_gap`): not absence
+    blind_s: float = 0.0  # seconds since last_seen the camera did not look (`CameraRules._gap`), or looked elsewhere: not absence
 
     def absent_s(self, ts: datetime) -> float:
         """Seconds the camera looked and did not see the object, up to `ts`."""
@@ -145,14 +145,12 @@ class CameraRules:
         if frame.source_id != self.scene.camera_id:
             raise ValueError(f"frame from source {frame.source_id!r} fed to the rules of camera {self.scene.camera_id!r}")
         ts = frame.ts
-        lost = bool(frame.meta.get(VIEW_LOST))
-        if blind := self._blind_gap(ts, lost):
+        gap, outage = self._gap(ts)
+        if outage or frame.meta.get(VIEW_LOST):  # not looking, or looking at something else: not absence
             for v in self._violations.values():
-                v.blind_s += blind
-                if v.opened_at is None:  # dwell is time the camera saw it stand there: the gap is not presence either
-                    v.since += timedelta(seconds=blind)
-        if lost:  # the zones are not in this picture: nothing in them can be judged, seen or missed
-            return []
+                v.blind_s += gap  # back to 0 for what this frame sees after all (`_observe`)
+                if outage and v.opened_at is None:  # dwell is time the camera saw it stand there: an outage is not presence
+                    v.since += timedelta(seconds=gap)
         tracked = self.tracker.update(detections, ts)
         views: list[ZoneView] = scene_views(self.scene, tracked, frame.width, frame.height, ts, self.taxonomy)
         cands = candidates(views, tracked, self.taxonomy, frame.width * frame.height, self._object_ids(ts), self.settings.group_gap,
@@ -179,17 +177,20 @@ class CameraRules:
         self._cooldowns = [c for c in self._cooldowns if c.until > ts]
         return events
 
-    def _blind_gap(self, ts: datetime, lost: bool = False) -> float:
-        """Seconds since the previous frame in which the camera did not look: a gap longer than the tracker keeps a
-        track (`lost_s`) and than three sampling intervals is a stream that dropped and came back (or an owner that
-        restarted), not time the place was seen empty. Counted as absence, a minute's outage cleared a car parked
-        throughout at the first frame back (its new track is confirmed only at its second sighting), and the
-        cooldown then kept it unreported. `lost`: this frame does not show the scene (VIEW_LOST), so the whole
-        interval up to it is not looking either, however short: a PTZ camera turned away cleared a stall standing
-        there at `clear_s`, long before `moved` was reported."""
+    def _gap(self, ts: datetime) -> tuple[float, bool]:
+        """Seconds since the previous frame, and whether the camera did not look in them: a gap longer than the tracker
+        keeps a track (`lost_s`) and than three sampling intervals is a stream that dropped and came back (or an owner
+        that restarted), not time the place was seen empty. Counted as absence, a minute's outage cleared a car parked
+        throughout at the first frame back (its new track is confirmed only at its second sighting), and the cooldown
+        then kept it unreported.
+
+        A frame whose picture does not show the scene (`VIEW_LOST`: black, covered, off its reference) makes its gap
+        not absence either, however short: a PTZ camera turned away cleared a stall standing there at `clear_s`,
+        long before `moved` was reported. Such a frame is still judged (what it does show counts): a reference that
+        no longer matches at night, say, holds what is open without stopping the camera from opening cases."""
         last, self._last_ts = self._last_ts, ts
         gap = (ts - last).total_seconds() if last is not None else 0.0
-        return gap if lost or gap > max(self.tracking.lost_s, 3 / self.tracking.frame_rate) else 0.0
+        return gap, gap > max(self.tracking.lost_s, 3 / self.tracking.frame_rate)
 
     @property
     def last_frame_at(self) -> datetime | None:

@@ -10,7 +10,7 @@ import supervision as sv
 
 from detect.config_io import validate_model
 from detect.events import EventKind
-from detect.frames import Frame
+from detect.frames import VIEW_LOST, Frame
 from detect.rules import CameraRules
 from detect.scenes import Scene
 from detect.tracking import TrackingConfig
@@ -42,14 +42,16 @@ def dets(*objects: tuple[str, tuple[float, float, float, float]], conf: float = 
     )
 
 
-def run(rules: CameraRules, timeline, start=T0, step_s=2.0, end_s=None, outage=(0.0, 0.0)):
-    """timeline(t_seconds) -> detections; returns [(kind, t_seconds, event)]. No frame comes in `outage` (from, until)."""
+def run(rules: CameraRules, timeline, start=T0, step_s=2.0, end_s=None, outage=(0.0, 0.0), lost=(0.0, 0.0)):
+    """timeline(t_seconds) -> detections; returns [(kind, t_seconds, event)]. No frame comes in `outage` (from, until);
+    the frames in `lost` (from, until) do not show the scene (`VIEW_LOST`, as the camera's health check marks them)."""
     out = []
     t = 0.0
     end_s = end_s if end_s is not None else 900
     while t <= end_s:
         if not outage[0] <= t < outage[1]:
-            frame = Frame(image=IMAGE, source_id="cam-1", ts=start + timedelta(seconds=t))
+            meta = {VIEW_LOST: "视角偏移 view off the reference"} if lost[0] <= t < lost[1] else {}
+            frame = Frame(image=IMAGE, source_id="cam-1", ts=start + timedelta(seconds=t), meta=meta)
             for ev in rules.process(frame, timeline(t)):
                 out.append((ev.kind, t, ev))
         t += step_s
@@ -142,6 +144,24 @@ def test_a_stream_outage_is_neither_absence_nor_presence():
     rules = CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
     events = run(rules, lambda t: dets(("car", jitter(CAR1, t))) if t < 320 else dets(), end_s=800, outage=(320, 390))
     assert [(k, t) for k, t, _ in events] == [(EventKind.OPENED, 302.0), (EventKind.CLEARED, 450.0)]  # 390 + 60
+
+
+def test_frames_that_do_not_show_the_scene_hold_what_is_open_and_are_still_judged():
+    """A PTZ camera turned away for 3 minutes (its frames marked VIEW_LOST, no car in them) cleared the car parked
+    throughout after clear_s (60), and the cooldown kept it unreported when the view came back. Those frames are not
+    absence: the car seen again is the same violation; one gone while the camera looked away clears clear_s after
+    the view is back. What such a frame shows is still judged: a car seen on it opens as on any frame (a reference
+    that matches badly at night must not stop a camera opening cases)."""
+    def rules() -> CameraRules:
+        return CameraRules(scene(road=ROAD), tracking=TrackingConfig(frame_rate=0.5))
+
+    away = (320, 500)
+    parked = run(rules(), lambda t: dets() if away[0] <= t < away[1] else dets(("car", jitter(CAR1, t))), end_s=800, lost=away)
+    assert [(k, t) for k, t, _ in parked] == [(EventKind.OPENED, 302.0)]
+    left = run(rules(), lambda t: dets(("car", jitter(CAR1, t))) if t < away[0] else dets(), end_s=800, lost=away)
+    assert [(k, t) for k, t, _ in left] == [(EventKind.OPENED, 302.0), (EventKind.CLEARED, 558.0)]  # the last frame away at 498, + 60
+    seen_anyway = run(rules(), lambda t: dets(("car", jitter(CAR1, t))), end_s=400, lost=(0, 400))
+    assert [(k, t) for k, t, _ in seen_anyway] == [(EventKind.OPENED, 302.0)]
 
 
 def test_a_stream_outage_does_not_count_towards_dwell():
