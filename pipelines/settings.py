@@ -142,6 +142,9 @@ class TriageOptions(ConfigModel):
     group_phash_bits: int = Field(
         12, title="Grouping hash distance", description="...or, without GPS, perceptual hashes differing in at most this many of 64 bits.", ge=0, le=64
     )
+    group_span_m: float = Field(
+        60, title="Grouping span", description="A case's photos with GPS lie at most this many metres from its first one with GPS: "
+        "frames along a street, each within the radius of the next, are several cases, not one.", ge=0)
     thumb_side: int = Field(360, title="Thumbnail size", description="Long side of report thumbnails in pixels.", ge=64, le=2048)
     report_max_cases: int = Field(
         1000, title="Cases with thumbnails", description="The report embeds thumbnails for this many top cases; the rest are listed without.", ge=0

@@ -19,7 +19,7 @@ from detect.frames import GeoPoint
 from detect.imageio import decode_image
 from pipelines.triage.exif import name_time, read_facts
 from pipelines.grid import load_grid
-from pipelines.triage.grouping import Member, group_members, perceptual_hash
+from pipelines.triage.grouping import Member, group_members, perceptual_hash, within_span
 from pipelines.triage.record import PhotoFinding, PhotoRecord
 from pipelines.triage.journal import Journal, JournalExists, read_records
 from pipelines.triage.photos import load_photo
@@ -374,6 +374,23 @@ def test_grouping_by_gps_distance_time_window_and_type():
         _member("e", "street_stall", 0.5, 1, here),  # other type at the same spot
     ], window_s=1800, radius_m=30, max_bits=12)
     assert [[m.source for m in g.members] for g in groups] == [["b", "a"], ["c"], ["d"], ["e"]]
+
+
+def test_grouping_does_not_chain_a_street_into_one_case_and_keeps_a_burst_together():
+    """QA: a patrol's frames 9.9 m apart along 300 m of stalls, each within the 30 m radius of the next, were one case
+    (linked through each other) placed at one end. A case now reaches at most `span_m` from its first photo with GPS;
+    a burst of shots of one stall, and a re-take without GPS joining it by its hash, are still one case."""
+    street = [_member(f"f{k:02d}", "street_stall", 0.5 + k / 100, k / 6, (30.27 + k * 9.9 / 111_195, 120.155)) for k in range(31)]
+    assert len(group_members(street, window_s=1800, radius_m=30, max_bits=12)) == 1  # unbounded: the whole street
+    groups = group_members(street, window_s=1800, radius_m=30, max_bits=12, span_m=60)
+    spans = sorted(sorted(int(m.source[1:]) for m in g.members) for g in groups)
+    assert spans == [list(range(k, min(k + 7, 31))) for k in range(0, 31, 7)]  # 0-59 m, 69-129 m, ... each its own case
+    assert all(within_span(g.members, 60) for g in groups)
+
+    burst = [_member(f"b{k}", "street_stall", 0.6, k / 60, (30.27 + k * 2 / 111_195, 120.155), phash=0xF0F0) for k in range(12)]
+    burst.append(_member("retake", "street_stall", 0.9, 1, phash=0xF0F1))  # no fix: joins by its hash
+    [group] = group_members(burst, window_s=1800, radius_m=30, max_bits=12, span_m=60)
+    assert len(group.members) == 13 and group.lead.source == "retake" and group.placed.source == "b0"
 
 
 def test_grouping_without_gps_uses_perceptual_hashes_of_real_photos(tmp_path, real_sample_dir, bus_jpg):

@@ -4,7 +4,10 @@ Inspectors take several shots of one stall or one parked car. Two findings of th
 the same violation when they were taken within the time window and at the same spot: within
 the GPS radius when both photos have a position, else with perceptual hashes (pHash, from the
 `imagehash` package) a few bits apart, which catches re-takes and burst shots of one scene.
-Grouping is transitive (connected components), and the best-scoring photo leads its case. Only positive
+Grouping is transitive (photos linked through others are one case) up to a bounded span: no photo of a case
+with GPS lies more than `span_m` from its first photo with GPS, else a drive or walk past a row of stalls,
+each frame within the radius of the next, chained a whole street into one case (and one place). The
+best-scoring photo leads its case. Only positive
 photos take part, each with a few scalars, so this stays small for a 50,000-photo day.
 A case is not a training split's group: `verifier to-label` keeps the photos of a place and day together
 (`pipelines.verifier.to_label.places`), coarser on purpose and of any type.
@@ -12,15 +15,15 @@ A case is not a training split's group: `verifier to-label` keeps the photos of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import imagehash
 import numpy as np
 from PIL import Image
-from scipy.sparse import coo_array
+from scipy.cluster.hierarchy import DisjointSet
 from scipy.spatial import cKDTree
-from scipy.sparse.csgraph import connected_components
 
 from detect.frames import EARTH_RADIUS_M, distance_m
 from pipelines.triage.record import PhotoFinding, PhotoRecord
@@ -161,19 +164,26 @@ def candidate_pairs(members: list[Member], window_s: float, radius_m: float, max
     return pairs
 
 
-def group_members(members: list[Member], window_s: float, radius_m: float, max_bits: int) -> list[Group]:
-    """Cases ranked by lead score (then photo count); members of each case best first. A case is a connected
-    component of photos pairwise at the same spot within the window (scipy's `connected_components`, as
-    retrain's near-duplicates), the pairs checked those `candidate_pairs` finds."""
-    rows, cols = [], []  # the pairs at the same spot
-    for i, j in candidate_pairs(members, window_s, radius_m, max_bits):
-        a, b = members[i], members[j]
-        if abs((b.taken_at - a.taken_at).total_seconds()) <= window_s and same_spot(a, b, radius_m, max_bits):
-            rows.append(i)
-            cols.append(j)
-    same = coo_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(members), len(members)))
-    clusters: dict[int, list[Member]] = {}
-    for label, m in zip(connected_components(same, directed=False)[1], members, strict=True):
-        clusters.setdefault(int(label), []).append(m)
-    groups = [Group(ms[0].type, sorted(ms, key=lambda m: (-m.score, m.taken_at, m.source))) for ms in clusters.values()]
+def within_span(photos: list[Member], span_m: float) -> bool:
+    """Whether every photo with GPS is within `span_m` of the first (by time) with GPS: the bound on a case's extent."""
+    placed = sorted((m for m in photos if m.has_gps), key=lambda m: (m.taken_at, m.source))
+    return all(distance_m(placed[0], m) <= span_m for m in placed[1:])
+
+
+def group_members(members: list[Member], window_s: float, radius_m: float, max_bits: int, span_m: float = math.inf) -> list[Group]:
+    """Cases ranked by lead score (then photo count); members of each case best first. Photos pairwise at the same spot
+    within the window (the pairs checked those `candidate_pairs` finds) are linked, in time order, through scipy's
+    `DisjointSet`; a link that would put a photo with GPS more than `span_m` from the merged case's first photo with
+    GPS is not followed (`within_span`), so frames 10 m apart along a 300 m street are several cases, not one."""
+    links = [(i, j) for i, j in candidate_pairs(members, window_s, radius_m, max_bits)
+             if abs((members[j].taken_at - members[i].taken_at).total_seconds()) <= window_s
+             and same_spot(members[i], members[j], radius_m, max_bits)]
+    when = [(m.taken_at, m.source) for m in members]
+    links.sort(key=lambda p: (max(when[p[0]], when[p[1]]), min(when[p[0]], when[p[1]])))
+    sets = DisjointSet(range(len(members)))
+    for i, j in links:
+        if not sets.connected(i, j) and within_span([members[k] for k in sets.subset(i) | sets.subset(j)], span_m):
+            sets.merge(i, j)
+    clusters = [[members[k] for k in subset] for subset in sets.subsets()]
+    groups = [Group(ms[0].type, sorted(ms, key=lambda m: (-m.score, m.taken_at, m.source))) for ms in clusters]
     return sorted(groups, key=lambda g: (-g.score, -len(g.members), g.lead.taken_at, g.lead.source))

@@ -258,7 +258,8 @@ def finish(settings: TriageSettings, stats: RunStats, detector: Detector, case_w
         log.warning("%d photo%s replaced since judged: candidate cases drafted from what they held are withdrawn by the "
                     "next run in %s that writes cases (%s keeps them)", len(replaced), "" if len(replaced) == 1 else "s",
                     out, WITHDRAW)
-    groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits)
+    groups = group_members(members, settings.group_window_s, settings.group_radius_m, settings.group_phash_bits,
+                           settings.group_span_m)
     refs = [CaseRef() for _ in groups]
     uploaded = case_writer.retry_spool() if case_writer is not None else []  # groups or not
     if case_writer is not None and groups:
