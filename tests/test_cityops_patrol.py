@@ -14,7 +14,8 @@ import pynmea2
 import pytest
 import srt
 
-from pipelines.cases import CaseStore
+from detect.frames import distance_m
+from pipelines.cases import CaseStore, NewCase
 from benchmarks.media import BUS_BOX, Sprite, cut, write_clip
 from pipelines.cityops.patrol import CannotResume, PatrolError, run_patrol, sample_video
 from pipelines.cityops.tracks import TrackError, load_track
@@ -22,6 +23,7 @@ from streetwatch.demo.media import road_view
 from tests.cctv_helpers import pattern_video, played_picture, retagged_copy, rotated_copy, ts_copy
 from pipelines.settings import Settings
 from pipelines.triage import TriageSettings
+from pipelines.triage.grouping import within_span
 
 TZ = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 local
@@ -223,6 +225,37 @@ def test_patrol_video_becomes_one_case_and_a_second_patrol_does_not_double_it(tm
     # the other's cases), chosen as triage's is and kept in its folder for its resumes.
     assert [json.loads((tmp_path / p / "batch.json").read_text())["batch_id"] for p in ("p1", "p2")] == [
         "patrol:drive", "patrol:drive-2"]
+
+
+@pytest.mark.slow  # 4-5 s: 16 frames judged and 5 evidence bundles signed
+def test_a_street_of_violations_is_several_cases_and_a_case_open_at_its_start_takes_only_its_own(tmp_path, bus_jpg, onnx_detector,
+                                                                                                  monkeypatch):
+    """QA: 30 s at 10 m/s with a violation in view the whole way (frames 10 m apart over 300 m; here 20 m apart, half
+    the frames to judge), each frame within the 30 m radius of the next, was one group; a camera case open at its start made the whole stretch 'already
+    open' and nothing further on got a case. A group now spans at most `group_span_m` (60 m), and a case open near
+    one group's place takes that group alone."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    deployment = _deployment(tmp_path)
+    store = CaseStore(deployment.cases.url)
+    camera = store.create_case(NewCase(violation_type="illegal_parking", source_kind="camera", source_id="cam-07",
+                                       lat=ORIGIN[0] + 20 / 111_195, lon=ORIGIN[1]))  # 20 m along the street
+    bus = Sprite(cut(bus_jpg, BUS_BOX), x=0.5, bottom=0.95, height=0.55, start_s=0, end_s=31)
+    write_clip(tmp_path / "street.mp4", road_view(bus_jpg, (640, 360)), [bus], 31, fps=2, start=START, osd=False)
+    track = write_gpx(tmp_path / "street.gpx", [(START + timedelta(seconds=s), ORIGIN[0] + 10 * s / 111_195, ORIGIN[1])
+                                                for s in range(31)])
+    settings = TriageSettings(out=tmp_path / "p", cases=True, ocr="off", verifier="none")
+    run = run_patrol(tmp_path / "street.mp4", track, settings, every_m=20, every_s=5, detector=onnx_detector,
+                     deployment=deployment, show_progress=False)
+
+    assert run.summary["frames"] == 16
+    parking = [g for g in run.triage.groups if g.type == "illegal_parking"]
+    assert len(parking) >= 4 and sum(len(g.members) for g in parking) >= 12
+    assert all(within_span(g.members, 60) for g in parking)
+    taken = [g for g in parking if distance_m(g.placed, camera) <= 30]  # the group placed at the camera's spot alone
+    assert len(taken) == 1 and [a["case_id"] for a in run.already_open] == [camera.id]
+    made = [c for c in store.list() if c.violation_type == "illegal_parking" and c.id != camera.id]
+    assert len(made) == len(parking) - 1 and sorted(c.id for c in made) == sorted(run.summary["cases"])
+    assert max(distance_m(c, camera) for c in made) > 200  # the far end of the street has its case
 
 
 def test_bad_tracks_are_named_and_what_can_be_placed_is_processed(tmp_path, clip, onnx_detector):

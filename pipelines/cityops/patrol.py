@@ -12,8 +12,10 @@ successive frames within `group_radius_m` is one case) and evidence bundles. Wha
   video's `creation_time` tag; a dashcam SRT is timed by the video itself;
 - frames the track does not cover (before its first fix, after its last, inside a gap) are
   skipped and counted, with a message naming both time spans; no covered frame at all is an error;
-- a case already open of the same type within `group_radius_m` (an earlier patrol, a camera, an
-  inspector) is not doubled: the group is reported against that case instead;
+- a case already open of the same type within `group_radius_m` of a group's place (an earlier patrol, a
+  camera, an inspector) is not doubled: the group is reported against that case instead. A group spans at
+  most `group_span_m` of the drive (triage's grouping), so a case near where it starts does not swallow the
+  violations 300 m further on;
 - resuming (`run_patrol(resume=True)`: `streetwatch patrol --resume`, the service after a restart): a run that
   finished sampling kept what it sampled, how and from which video and track (`sampled.json`), so its frames are not
   sampled again and triage resumes over them, given the same files (and sampling values, where given); one stopped
@@ -366,20 +368,21 @@ class PatrolCases(TriageCases):
         return super()._write(group)
 
     def _open_case_near(self, group: Group) -> str | None:
-        """An open case of the group's type within the radius of any of its frames, made by another run."""
-        points = [GeoPoint(m.lat, m.lon) for m in group.members if m.has_gps]
-        if not points:
+        """An open case of the group's type within the radius of the group's place (its `placed` frame, where its case
+        would be filed), made by another run. Not of any frame: a group reaches `group_span_m` along the drive, and a
+        case near its first frame swallowed the violations further on (missed enforcement). This run's own cases (its
+        batch, resumed or not) are triage's to find: the next group along the street, placed 20 m on, is not a double."""
+        if group.placed is None:
             return None
+        place = GeoPoint(group.placed.lat, group.placed.lon)
         pad = self.radius_m / 111_000 * 2
-        lat0, lat1 = min(p.lat for p in points) - pad, max(p.lat for p in points) + pad
-        lon0, lon1 = min(p.lon for p in points) - pad * 2, max(p.lon for p in points) + pad * 2
-        query = sa.select(cases.c.id, cases.c.lat, cases.c.lon, cases.c.violation_id).where(
+        query = sa.select(cases.c.id, cases.c.lat, cases.c.lon).where(
             cases.c.violation_type == group.type, cases.c.state.in_([s.value for s in OPEN_STATES]),
-            cases.c.lat.between(lat0, lat1), cases.c.lon.between(lon0, lon1))
-        own = {f"photo:{m.sha256[:16]}:{m.type}" for m in group.members}  # a resumed run finds its own case as triage does
+            cases.c.lat.between(place.lat - pad, place.lat + pad), cases.c.lon.between(place.lon - pad * 2, place.lon + pad * 2),
+            cases.c.source_id != self.batch_id)
         with self.store.engine.connect() as conn:
-            for case_id, lat, lon, vid in conn.execute(query):
-                if vid not in own and any(distance_m(GeoPoint(lat, lon), p) <= self.radius_m for p in points):
+            for case_id, lat, lon in conn.execute(query):
+                if distance_m(GeoPoint(lat, lon), place) <= self.radius_m:
                     return case_id
         return None
 

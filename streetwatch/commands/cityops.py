@@ -36,7 +36,7 @@ def patrol(
     start: Annotated[datetime | None, typer.Option("--start", help="Wall-clock time of the video's first frame, 'YYYY-MM-DD HH:MM:SS' (local time unless an offset is given; not before 2000 or in the future); default: the video's creation_time tag, or the SRT's own times.")] = None,
     scene_zones: Annotated[Path | None, typer.Option("--scene-zones", help="GeoJSON of city-wide zones applied at each frame's position.")] = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="GeoJSON of 单元网格 cells to file each frame under.")] = None,
-    radius_m: Annotated[float | None, typer.Option("--radius-m", min=0.0, help="Frames of one type this close are one case; an open case this close is not doubled. [default: triage.group_radius_m, 30]")] = None,
+    radius_m: Annotated[float | None, typer.Option("--radius-m", min=0.0, help="Frames of one type this close are one case (spanning at most triage.group_span_m); an open case this close to its place is not doubled. [default: triage.group_radius_m, 30]")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="Inference backend: onnx or torch. [default: onnx]")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda[:N] (or tensorrt for onnx). [default: cpu]")] = None,
     model: ModelOpt = None,
