@@ -178,12 +178,28 @@ def group_members(members: list[Member], window_s: float, radius_m: float, max_b
     links = [(i, j) for i, j in candidate_pairs(members, window_s, radius_m, max_bits)
              if abs((members[j].taken_at - members[i].taken_at).total_seconds()) <= window_s
              and same_spot(members[i], members[j], radius_m, max_bits)]
-    when = [(m.taken_at, m.source) for m in members]
-    links.sort(key=lambda p: (max(when[p[0]], when[p[1]]), min(when[p[0]], when[p[1]])))
+    rank = [0] * len(members)  # each photo's place in time order
+    for r, k in enumerate(sorted(range(len(members)), key=lambda k: (members[k].taken_at, members[k].source))):
+        rank[k] = r
+    links.sort(key=lambda p: (max(rank[p[0]], rank[p[1]]), min(rank[p[0]], rank[p[1]])))
     sets = DisjointSet(range(len(members)))
+    placed = {i: [i] for i, m in enumerate(members) if m.has_gps}  # by set: its photos with GPS, its first (by time) first
     for i, j in links:
-        if not sets.connected(i, j) and within_span([members[k] for k in sets.subset(i) | sets.subset(j)], span_m):
-            sets.merge(i, j)
+        a, b = sets[i], sets[j]
+        if a == b:
+            continue
+        first, other = placed.get(a, []), placed.get(b, [])
+        if other and (not first or rank[other[0]] < rank[first[0]]):
+            first, other = other, first
+        # the earlier set's first photo stays the merged set's first, so only the other set's photos are checked
+        if other and not within_span([members[first[0]], *(members[k] for k in other)], span_m):
+            continue
+        sets.merge(a, b)
+        placed.pop(a, None)
+        placed.pop(b, None)
+        if first:
+            first.extend(other)
+            placed[sets[a]] = first
     clusters = [[members[k] for k in subset] for subset in sets.subsets()]
     groups = [Group(ms[0].type, sorted(ms, key=lambda m: (-m.score, m.taken_at, m.source))) for ms in clusters]
     return sorted(groups, key=lambda g: (-g.score, -len(g.members), g.lead.taken_at, g.lead.source))
