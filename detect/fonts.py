@@ -1,7 +1,9 @@
 """A font with Chinese glyphs (Debian `fonts-noto-cjk`, see scripts/install-system-deps.sh).
 
 Rendered small ads (verifier training, demo posters) need real CJK glyphs; without such a font
-they would be boxes, so callers refuse to go on rather than train on tofu.
+they would be boxes, so callers refuse to go on rather than train on tofu. The evidence images and the report's
+thumbnails are lettered in it where it is found, and in OpenCV's font (ids, no Chinese) where not
+(detect.evidence.drawing); the analytics charts take it through Matplotlib.
 """
 
 from __future__ import annotations

@@ -1,19 +1,20 @@
-"""The evidence images: the boxes, the zone, a label over each box and a caption, lettered for those who read them.
+"""The evidence images: the boxes, the zone, a label a class and a caption, lettered for those who read them.
 
 City staff and the 数字城管 platform's operators read the annotated frames a case carries. They met the detector's
 class ids there (`verified:street_stall 0.52`) and a time zone named `CST` (China's, or US Central time?). With a
 Chinese font (Debian fonts-noto-cjk: `detect.fonts.find_cjk_font`, its simplified-Chinese face) each label is the
 class's Chinese name (`Taxonomy.class_names_zh`, as the review pages label boxes) and the caption names the type in
 Chinese beside its id. Without one, the ids are drawn with OpenCV's font, which has no Chinese glyphs. Either way the
-time carries its UTC offset (`UTC+08:00`).
+time carries its UTC offset (`UTC+08:00`). The report's thumbnails (pipelines.triage.analyse) take their labels from
+here too (`label_boxes`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
