@@ -466,7 +466,6 @@ def test_the_annotated_frames_labels_leave_the_boxes_they_name_in_sight(tmp_path
 
 def _without_chinese_font(monkeypatch) -> None:
     """As on a machine without fonts-noto-cjk: the evidence is lettered with OpenCV's font."""
-    from detect.evidence import builder, drawing
+    from detect.evidence import drawing
 
     monkeypatch.setattr(drawing, "chinese_font", lambda: None)
-    monkeypatch.setattr(builder, "chinese_font", lambda: None)

@@ -321,6 +321,7 @@ def test_a_thumbnails_labels_leave_the_evidence_they_name_in_sight(tmp_path, bus
     import numpy as np
     import supervision as sv
 
+    from detect.evidence import drawing
     from detect.fields import TEXT
     from detect.ocr import TextReader
     from detect.taxonomy import load_taxonomy
@@ -335,8 +336,10 @@ def test_a_thumbnails_labels_leave_the_evidence_they_name_in_sight(tmp_path, bus
                                           data={"class_name": np.array(["small_ad_text"] * 3)}))
     k = 360 / image.shape[1]
     small = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
-    for taxonomy in (None, load_taxonomy()):  # lettered with OpenCV's font, then in Chinese
-        write_thumbnail(tmp_path / "t.jpg", small, k, [Finding(ad, objects=3)], taxonomy)
+    for font in (None, drawing.chinese_font()):  # lettered with OpenCV's font (no Chinese font), then in Chinese
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(drawing, "chinese_font", lambda font=font: font)
+            write_thumbnail(tmp_path / "t.jpg", small, k, [Finding(ad, objects=3)], load_taxonomy())
         drawn = cv2.imread(str(tmp_path / "t.jpg")).astype(int)
         for x1, y1, x2, y2 in (lines * k).round().astype(int):
             inside = (slice(y1 + 3, y2 - 2), slice(x1 + 3, x2 - 2))  # within the box's border

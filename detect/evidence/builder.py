@@ -34,7 +34,7 @@ from detect import fields
 from detect.events import ViolationEvent
 from detect.evidence import FORMAT, SIGNATURE
 from detect.evidence.config import EvidenceConfig
-from detect.evidence.drawing import annotate, chinese_font, stamp
+from detect.evidence import drawing
 from detect.evidence.privacy import blur_private
 from detect.evidence.ring import evenly
 from detect.evidence.signing import read_manifest, write_signed_manifest
@@ -294,7 +294,7 @@ class EvidenceBuilder:
     def _type_named(self, type_id: str) -> str:
         """A violation type as the caption names it: its Chinese name beside its id where the images are lettered in
         Chinese (`detect.evidence.drawing`), else its id."""
-        if chinese_font() is None or type_id not in self.taxonomy.types:
+        if drawing.chinese_font() is None or type_id not in self.taxonomy.types:
             return type_id
         return f"{self.taxonomy.get(type_id).name_zh} {type_id}"
 
@@ -313,14 +313,14 @@ class EvidenceBuilder:
             writer.copy(f"{orig_dir}/{name}_original{source.suffix.lower()}", source, f"original_{name}", **facts)
         else:
             writer.image(f"{orig_dir}/{name}_original.jpg", frame.image, f"original_{name}", **facts)
-        text = f"{caption}  {stamp(frame.ts.astimezone(self.tz))}"
+        text = f"{caption}  {drawing.stamp(frame.ts.astimezone(self.tz))}"
         polygon = _pixels(ctx.zone_polygon, frame.width, frame.height)
         names_zh = self.taxonomy.class_names_zh
-        writer.image(f"{ann_dir}/{name}.jpg", annotate(frame.image, detections, polygon, text, names_zh),
+        writer.image(f"{ann_dir}/{name}.jpg", drawing.annotate(frame.image, detections, polygon, text, names_zh),
                      f"annotated_{name}", **facts)
         if self.config.privacy_blur:
             blurred = blur_private(frame.image, _privacy_boxes(detections, ctx), self.taxonomy)
-            writer.image(f"shared/{name}.jpg", annotate(blurred, detections, polygon, text, names_zh),
+            writer.image(f"shared/{name}.jpg", drawing.annotate(blurred, detections, polygon, text, names_zh),
                          f"shared_{name}", **facts)
 
     def _strip(self, writer: _Writer, frames: list[Frame]) -> None:

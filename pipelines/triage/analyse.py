@@ -17,7 +17,7 @@ import supervision as sv
 from detect import fields
 from detect.engine.profile import StageProfile
 from detect.evidence.builder import VerifierInfo
-from detect.evidence.drawing import chinese_font, label_boxes
+from detect.evidence import drawing
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy
 from detect.verifier import Verdicts
@@ -87,7 +87,7 @@ def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Find
     box above it (the three lines of a small ad hidden by their own labels at 360 px). The label is the box's class for
     a one-box finding, else the type; in Chinese (`taxonomy`'s names) where a Chinese font letters it, as the
     evidence. The report's caption names every box's class."""
-    chinese = taxonomy is not None and chinese_font() is not None
+    chinese = taxonomy is not None and drawing.chinese_font() is not None
     names_zh = taxonomy.class_names_zh if chinese else {}
     small = small.copy()
     around, labels, colours = [], [], []
@@ -101,7 +101,7 @@ def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Find
         one = str(fields.names(dets)[0])
         labels.append(names_zh.get(one, one) if len(dets) == 1 else (taxonomy.get(finding.type).name_zh if chinese else finding.type))
         colours.append(colour)
-    small = label_boxes(small, np.array(around).reshape(-1, 4), labels, colours, 12 if chinese else 8)
+    small = drawing.label_boxes(small, np.array(around).reshape(-1, 4), labels, colours, 12 if chinese else 8, padding=2)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if ok:
         path.write_bytes(buf.tobytes())
