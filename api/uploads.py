@@ -42,6 +42,7 @@ import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillo
 from detect.config_io import ZH_EN
 from api.auth import caller_of, check_caller_first
 from api.problems import Problem, loggable_target, problems, unreadable_json
+from pipelines.triage.reasons import reason_zh
 from pipelines.triage.sources import Refused, expand_sources
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,7 @@ async def _store(uploads: list[UploadFile], dest: Path) -> list[SavedFile]:
                 path.unlink()
                 continue
             if (whole := _refused_whole(listed, path)) is not None:
-                unread.append(f"{label}：{whole.zh or '压缩包无法读取'} {label}: {whole.reason}")
+                unread.append(f"{label}：{whole.zh or reason_zh(whole.reason) or '压缩包无法读取'} {label}: {whole.reason}")
                 path.unlink()
                 continue
             saved.append(SavedFile(label, path, kind[0], size))

@@ -169,7 +169,8 @@ class PhotoSource:
 @dataclass(frozen=True)
 class Refused:
     """An input that is not read at all, with the reason (reported like a bad photo). `zh`, where given, is the
-    reason in Chinese for the city staff who uploaded it: the service refuses an upload of a zip refused whole."""
+    reason in Chinese for the city staff who uploaded it (the service refuses an upload of a zip refused whole), where
+    it says more than `reasons.reason_zh` of the reason (a count)."""
 
     name: str
     reason: str
@@ -248,7 +249,7 @@ def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
     except TooManyEntries as exc:
         return [Refused(str(archive), str(exc), exc.zh)]
     except zipfile.BadZipFile as exc:
-        return [Refused(str(archive), f"not a valid zip archive ({exc})", "不是有效的 zip 压缩包")]
+        return [Refused(str(archive), f"not a valid zip archive ({exc})")]  # its Chinese: pipelines.triage.reasons
     except OSError as exc:
         return [Refused(str(archive), f"cannot read archive: {exc.strerror or exc}")]
     if (bomb := _bomb(archive, infos)) is not None:
