@@ -75,6 +75,10 @@ def test_cn_dcm_payloads_match_the_schema_and_attachments_download(tmp_path, sim
     dispatcher = Dispatcher(store, evidence, config)
     stats = dispatcher.run_once()
     assert stats.delivered == 3
+    # an inspector's photo case is not video: its 事件来源 says photos
+    [photo] = queue_cases(store, evidence, tmp_path / "spool", small_event(bus_event), 1, "dcm", source_kind="photo_batch",
+                          prefix="batch-1")
+    assert dispatcher.run_once().delivered == 1
 
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     received = {c["external_id"]: c for c in sim.cases("cn-dcm")}
@@ -96,6 +100,8 @@ def test_cn_dcm_payloads_match_the_schema_and_attachments_download(tmp_path, sim
             assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == attachment["sha256"]
         case = store.get(case_id)
         assert (case.state, case.dispatch_ref) == (CaseState.SUBMITTED, record["ref"])
+    jsonschema.validate(received[photo]["received"], schema)
+    assert received[photo]["received"]["eventSource"] == "智能发现/图片AI"
     dispatcher.close()
 
 

@@ -36,7 +36,8 @@ from pipelines.logs import mask_phones
 from pipelines.tables import CUT_MARK, cut_marked
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "cn-dcm-case.schema.json"
-EVENT_SOURCE = "智能发现/视频AI"
+VIDEO_SOURCE, PHOTO_SOURCE = "智能发现/视频AI", "智能发现/图片AI"
+"""事件来源: a camera's video, or photos (inspectors', the public's) judged by triage, which are not video."""
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 CN_DCM_DESCRIPTION_MAX = 2000  # the schema's maxLength of `description` (问题描述)
 
@@ -305,7 +306,7 @@ class CnDcmAdapter:
         description = cut_marked("；".join(parts), CN_DCM_DESCRIPTION_MAX)  # the platform would refuse a long note whole
         payload: dict[str, Any] = {
             "externalId": case.id,
-            "eventSource": EVENT_SOURCE,
+            "eventSource": VIDEO_SOURCE if case.source_kind == "camera" else PHOTO_SOURCE,
             "eventType": "event",
             "eventTypeName": "事件",
             "majorClassName": vt.major_class,
