@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.record import BenchRecord, VariantResult
+from pipelines.wording import counted
 
 #: Environment fields whose difference is printed above a comparison.
 _ENV_FIELDS = ("cpu", "cpu_count", "gpu", "nvidia_driver", "cuda", "python")
@@ -167,7 +168,7 @@ def compare_markdown(changes: list[Change], env_diffs: list[str], threshold: flo
         lines.append(f"| {c.suite} | `{c.key}` | {c.verdict} | {_ratio(c.throughput_ratio)} | {_ratio(c.p50_ratio)} | "
                      f"{'-' if c.recall_delta is None else f'{c.recall_delta:+.3f}'} | {c.note} |")
     regressions = sum(c.verdict == "regression" for c in changes)
-    lines += ["", f"{regressions} regression(s)."]
+    lines += ["", f"{counted(regressions, 'regression')}."]
     return "\n".join(lines) + "\n"
 
 

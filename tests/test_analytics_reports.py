@@ -299,7 +299,7 @@ def test_a_case_its_platform_voided_is_counted_apart_from_the_rejections(tmp_pat
     settings.write_text(yaml.safe_dump({"cases": {"url": str(store.url)}, "analytics": {"grid": str(tmp_path / "grid.geojson")}}))
     done = _run("report", "--period", "month", "--date", "2026-11-15", "--out", str(tmp_path / "by-command"), "--config", str(settings))
     assert done.exit_code == 0, done.output
-    assert "1 cases" in done.stdout and "1 rejected, 1 voided by platform (平台作废)" in done.stdout, done.stdout
+    assert "1 case (previous" in done.stdout and "1 rejected, 1 voided by platform (平台作废)" in done.stdout, done.stdout
 
     table = score_store(store.engine, places, load_sheet(), "grid", NOV, TZ)
     assert (table.cases_counted, table.voided_by_platform) == (1, 1) and table.to_json()["voided_by_platform"] == 1
@@ -342,7 +342,7 @@ def test_score_command_prints_and_writes_excel_and_json(city, tmp_path):
     data = json.loads((tmp_path / "scores-2026-11-squad.json").read_text(encoding="utf-8"))
     assert {u["unit"]: u["score"] for u in data["units"]} == {"一中队": 42, "二中队": 26}
     # November's unreviewed candidate is not scored, and said so: a month of unreviewed cases was an empty table
-    assert data["awaiting_review"] == 1 and "1 case(s) of 2026-11 await review and are not scored" in done.stdout
+    assert data["awaiting_review"] == 1 and "1 case of 2026-11 awaits review and is not scored" in done.stdout
     book = load_workbook(tmp_path / "scores-2026-11-squad.xlsx")
     about = dict(book["说明 About"].iter_rows(values_only=True))
     assert about["待审核（未计分） awaiting review (not scored)"] == 1

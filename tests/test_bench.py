@@ -161,14 +161,14 @@ def test_compare_flags_a_synthetic_regression(tiny_run, tmp_path):
     assert "| regression | 0.50× | 2.00× |" in rows["`onnx/cpu/fp32/b1/640`"]
     assert "slower beyond 10%" in rows["`onnx/cpu/fp32/b1/640`"]
     assert "| same | 1.00× | 1.00× |" in rows["`torch/cpu/fp32/b1/640`"]
-    assert "1 regression(s)." in result.stdout
+    assert "1 regression." in result.stdout
     assert "- config input: rect -> square" in md.read_text()
 
 
 def test_compare_flags_an_accuracy_drop_and_passes_an_identical_record(tiny_run, tmp_path):
     _, out, _ = tiny_run
     same = runner.invoke(app, ["bench", "--from", str(out), "--compare", str(out), "--fail-on-regression"])
-    assert same.exit_code == 0 and "0 regression(s)." in same.stdout
+    assert same.exit_code == 0 and "0 regressions." in same.stdout
     new = json.loads(out.read_text())
     for v in new["suites"]["model"]["results"]:
         if v["key"] == "torch/cpu/fp32/b1/640":

@@ -84,7 +84,7 @@ def test_cases_list_show_and_dispatch_once(deployment):
     assert shown.exit_code == 0, shown.output
     assert f"dispatch_ref     {received['ref']}" in shown.output and "review_reason    confirmed" in shown.output
     assert "candidate -> queued           li.wei  (queued for sim)" in shown.output
-    assert f"delivery 1 to sim: delivered, 1 attempts, ref {received['ref']}" in shown.output
+    assert f"delivery 1 to sim: delivered, 1 attempt, ref {received['ref']}" in shown.output
     assert intake.store.get(case.id).state is CaseState.SUBMITTED
     missing = _cli("cases", "show", "SW00000000-nope")
     assert missing.exit_code == 2 and "no case 'SW00000000-nope' in the case store" in missing.output
@@ -264,7 +264,7 @@ def test_a_shop_register_import_still_starts_a_new_store(tmp_path, monkeypatch):
                                           encoding="utf-8")
     result = CliRunner().invoke(app, ["shops", "import", "shops.csv"])
     assert result.exit_code == 0, result.output
-    assert "1 shop(s) imported" in result.output and (tmp_path / "streetwatch-data" / "cases.db").is_file()
+    assert "1 shop imported" in result.output and (tmp_path / "streetwatch-data" / "cases.db").is_file()
 
 
 def test_a_shop_register_gbk_and_windows_1252_both_read_is_read_as_the_encoding_given(tmp_path, monkeypatch):
@@ -340,7 +340,7 @@ def test_a_call_out_import_that_applies_no_row_exits_non_zero(deployment, tmp_pa
     run = subprocess.run([sys.executable, "-m", "streetwatch.cli", "callout", "import", str(results)], cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    assert run.stdout.strip() == "0 number(s) updated, 2 row(s) refused (1 of them not on the list)"
+    assert run.stdout.strip() == "0 numbers updated, 2 rows refused (1 of them not on the list)"
     assert "13800138000 不在追呼清单上" in run.stderr and "第 3 行「状态」" in run.stderr
 
 
@@ -601,7 +601,7 @@ def test_fill_boxes_gives_old_flyposting_cases_their_call_out_photo(tmp_path, mo
 
     result = _cli("cases", "fill-boxes")
     assert result.exit_code == 1, result.output
-    assert result.stdout.splitlines()[-1] == ("filled the evidence boxes of 1 cases; 0 had none (no opening picture in "
+    assert result.stdout.splitlines()[-1] == ("filled the evidence boxes of 1 case; 0 had none (no opening picture in "
                                               "the bundle); 1 with their evidence missing (0 removed by the retention, "
                                               "1 unreadable); 1 refused (not the bundle sealed for the case)")
     gone, refused = [x for x in result.stderr.splitlines() if x.startswith("error:")]

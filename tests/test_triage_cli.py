@@ -32,6 +32,15 @@ def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
 
 
+def test_summary_nouns_agree_with_their_counts():
+    """The one rule every summary line counts by: "1 duplicates", "1 errors" and "1 photos recorded" were printed."""
+    from pipelines.wording import counted
+
+    assert [counted(n, "duplicate") for n in (0, 1, 2)] == ["0 duplicates", "1 duplicate", "2 duplicates"]
+    assert counted(1, "candidate case") == "1 candidate case" and counted(3, "box", "boxes") == "3 boxes"
+    assert counted(1, "error/duplicate", "errors/duplicates") == "1 error/duplicate"
+
+
 def test_killed_run_resumes_and_records_every_photo_exactly_once(tmp_path, real_sample_dir):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -323,7 +332,7 @@ def test_resume_keeps_the_result_of_a_photo_judged_earlier_and_moved_since(tmp_p
     done = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "3 already recorded earlier (1 judged earlier is no longer there; its result is kept)" in done.stdout
-    assert "2 readable" in done.stdout and "1 errors" in done.stdout
+    assert "2 readable" in done.stdout and "1 error," in done.stdout
     assert _lines(out / "results.jsonl") == judged  # nothing added: not a second record for the moved photo
     records = {Path(r["source"]).name: r for r in map(json.loads, judged)}
     assert records["moved.jpg"]["status"] == "ok" and records["never.jpg"]["reason"] == "not found"
@@ -342,7 +351,7 @@ def test_resume_judges_again_a_photo_replaced_since_by_another_of_the_same_name(
     shutil.copy(bus_jpg, photos / "IMG_0001.jpg")  # the phone numbered a new photo as an old one
     done = subprocess.run(_cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert ("1 photos recorded" in done.stdout and "1 already recorded earlier, "
+    assert ("1 photo recorded" in done.stdout and "1 already recorded earlier, "
             "1 changed since judged earlier and judged again (the new result replaces the old)" in done.stdout)
     lines = _lines(out / "results.jsonl")
     records = {Path(r["source"]).name: r for r in map(json.loads, lines)}
@@ -362,7 +371,7 @@ def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_
     went with the superseded record: the bus and its case were gone from the report. The copies are judged
     themselves, the first of them the bus, the other its duplicate."""
     photos, out, args, first = _first_run(tmp_path, {"b_bus.jpg": bus_jpg, "c_copy.jpg": bus_jpg})
-    assert "1 readable, 1 with violations -> 1 candidate case; 0 errors, 1 duplicates" in first.stdout
+    assert "1 readable, 1 with violations -> 1 candidate case; 0 errors, 1 duplicate" in first.stdout
 
     shutil.move(photos / "b_bus.jpg", photos / "a_moved.jpg")  # listed before the name it left
     shutil.copy(zidane_jpg, photos / "b_bus.jpg")
@@ -371,7 +380,7 @@ def test_copies_of_a_photo_replaced_since_are_judged_in_its_place(tmp_path, bus_
     assert "3 photos recorded" in done.stdout and "already recorded earlier" not in done.stdout
     assert "1 changed since judged earlier and judged again" in done.stdout
     assert "2 inputs recorded as duplicates of photos changed since are judged themselves" in done.stderr
-    assert "2 readable, 1 with violations -> 1 candidate case; 0 errors, 1 duplicates" in done.stdout
+    assert "2 readable, 1 with violations -> 1 candidate case; 0 errors, 1 duplicate" in done.stdout
     records = {Path(r["source"]).name: r for r in map(json.loads, _lines(out / "results.jsonl"))}
     assert len(records) == len(_lines(out / "results.jsonl")) == 3
     assert records["a_moved.jpg"]["status"] == "ok" and records["a_moved.jpg"]["findings"]
@@ -417,7 +426,7 @@ def test_copies_of_a_replaced_photo_not_named_on_the_resumed_run_are_judged_wher
     assert "4 photos recorded" in done.stdout and "1 changed since judged earlier and judged again" in done.stdout
     assert ("3 inputs recorded as duplicates of photos changed since are judged themselves (3 of them read where their "
             "records say, not listed now)") in done.stderr
-    assert "all runs: 2 readable, 1 with violations -> 1 candidate case; 1 errors, 1 duplicates" in done.stdout
+    assert "all runs: 2 readable, 1 with violations -> 1 candidate case; 1 error, 1 duplicate" in done.stdout
     records = {r["source"]: r for r in map(json.loads, _lines(out / "results.jsonl"))}
     assert len(records) == len(_lines(out / "results.jsonl")) == 4
     copy, in_zip = records[str(other / "copy.jpg")], records[f"{other / 'phone.zip'}!DCIM/bus.jpg"]
@@ -477,10 +486,10 @@ def test_resume_keeps_a_judged_photo_it_cannot_read_and_replaces_one_truncated_s
     done = subprocess.run(_as_unprivileged() + _cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert ("1 photos recorded" in done.stdout and "2 already recorded earlier (1 judged earlier cannot be read now; "
+    assert ("1 photo recorded" in done.stdout and "2 already recorded earlier (1 judged earlier cannot be read now; "
             "its result is kept), 1 changed since judged earlier and judged again (the new result replaces the old; "
             "1 unreadable now, the error replacing it)" in done.stdout)
-    assert "all runs: 2 readable" in done.stdout and "1 errors, 0 duplicates" in done.stdout
+    assert "all runs: 2 readable" in done.stdout and "1 error, 0 duplicates" in done.stdout
     lines = _lines(out / "results.jsonl")
     records = {Path(r["source"]).name: r for r in map(json.loads, lines)}
     assert len(lines) == 3 and judged["kept.jpg"] in lines and judged["locked.jpg"] in lines
@@ -513,7 +522,7 @@ def test_resume_reads_only_the_photos_whose_size_or_time_changed(tmp_path, bus_j
     done = subprocess.run(_as_unprivileged() + _cli(*args, "--resume"), cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert ("1 photos recorded" in done.stdout and "3 already recorded earlier (1 judged earlier cannot be read now; "
+    assert ("1 photo recorded" in done.stdout and "3 already recorded earlier (1 judged earlier cannot be read now; "
             "its result is kept), 1 changed since judged earlier and judged again" in done.stdout)
     lines = _lines(out / "results.jsonl")
     records = {Path(r["source"]).name: r for r in map(json.loads, lines)}

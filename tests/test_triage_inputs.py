@@ -570,7 +570,7 @@ def test_a_run_whose_stderr_is_not_a_terminal_logs_its_progress(tmp_path, monkey
         run_triage([day], settings, detector=onnx_detector, show_progress=True)  # pytest's stderr is no terminal
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("triage: ")]
     assert [line.split(" inputs")[0] for line in lines] == ["triage: 1/3", "triage: 2/3", "triage: 3/3"], lines
-    assert lines[-1].startswith("triage: 3/3 inputs (100%), ") and "ETA 0:00:00; 1 with violations, 1 errors/duplicates" in lines[-1]
+    assert lines[-1].startswith("triage: 3/3 inputs (100%), ") and "ETA 0:00:00; 1 with violations, 1 error/duplicate" in lines[-1]
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="pipelines.triage.pipeline"):

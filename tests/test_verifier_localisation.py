@@ -73,5 +73,5 @@ def test_localisation_counts_found_photos_with_labelled_boxes_against_a_random_t
     assert tiles == {"hit_rate": {"covers": 0.4, "centre": 0.4}, "area": pytest.approx(1 / 6, abs=1e-3)}
     parking = loc["heads"]["parking"]["mmj"]
     assert parking["photos"] == 1 and parking["hit_rate"] == {"covers": 0.0, "centre": 0.0}
-    assert "street_stall" in localisation_table(loc) and "1 photos  hit 1.00 / 1.00" in localisation_table(loc)
+    assert "street_stall" in localisation_table(loc) and "1 photo  hit 1.00 / 1.00" in localisation_table(loc)
 

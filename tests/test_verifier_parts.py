@@ -234,7 +234,7 @@ def test_rows_labelled_for_no_type_are_counted_and_left_out(tmp_path):
     ok = {"file": "images/a.jpg", "group": "g", "street_stall": "1", "flyposting": ""}
     ds = load_dataset(_dataset(tmp_path, [ok, {**ok, "file": "images/b.jpg", "street_stall": ""},
                                           {**ok, "file": "images/c.jpg", "street_stall": "", "flyposting": "0"}]))
-    assert len(ds.photos) == 2 and ds.notes == [f"{tmp_path / 'labels.csv'}: 1 rows with every label cell empty left out (labelled for no type)"]
+    assert len(ds.photos) == 2 and ds.notes == [f"{tmp_path / 'labels.csv'}: 1 row with every label cell empty left out (labelled for no type)"]
 
 
 def test_boxes_of_photos_labels_csv_does_not_list_are_counted_and_left_out(tmp_path):
@@ -246,7 +246,7 @@ def test_boxes_of_photos_labels_csv_does_not_list_are_counted_and_left_out(tmp_p
     ds = load_dataset(root, uncertain=False)
     assert ds.photos[0].boxes == {"street_stall": [(0.1, 0.2, 0.5, 0.9)]}
     assert ds.notes == ["1 rows with uncertain=1 left out (--no-uncertain)",  # b.jpg's box goes with its row, unsaid
-                        f"{root / 'boxes.csv'}: 1 rows name a photo labels.csv does not list, left out: row 4 (images/A.jpg)"]
+                        f"{root / 'boxes.csv'}: 1 row names a photo labels.csv does not list, left out: row 4 (images/A.jpg)"]
 
 
 def test_a_dataset_csv_writes_a_formula_as_text_and_the_trainer_reads_it_back_as_it_was(tmp_path):

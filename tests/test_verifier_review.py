@@ -201,7 +201,7 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
     assert result.exit_code == 0, result.output
     p = f" ({float(verdicts[0]['probability']):.3f})" if verdicts[0]["probability"] else ""
     assert f"  {verdicts[0]['file']}: {verdicts[0]['outcome']}{p} -> {flipped['outcome']}{p}" in result.output
-    assert "(1 verdicts are in one file only and were not compared)" in result.output
+    assert "(1 verdict is in one file only and was not compared)" in result.output
     result = CliRunner().invoke(app, ["verifier", "diff", str(tmp_path / "review.csv"), str(tmp_path / "labels.csv")])
     assert result.exit_code == 2 and "not a verdicts CSV" in result.output
     with (tmp_path / "other.csv").open("w", newline="", encoding="utf-8-sig") as fh:

@@ -220,7 +220,7 @@ def test_a_photo_picked_near_one_labelled_before_takes_its_group(run, tmp_path):
     names = {r.sha256: name for name, r in by_name.items()}
     rows = {names[r["sha256"]]: r["group"] for r in _rows(tmp_path / "round2") if r["sha256"] in names}
     assert rows == {"gps-b.jpg": "2026-11-03@market", "gps-far.jpg": "2026-11-03@kiosk"}
-    assert "warning: 1 photos labelled before (--skip) could not be read for their position" in done.output
+    assert "warning: 1 photo labelled before (--skip) could not be read for their position" in done.output
 
 
 def test_a_moved_photo_is_passed_over_with_the_reason_and_the_rest_written(run, tmp_path):

@@ -27,6 +27,7 @@ from detect.evidence.signing import hmac_key_for, read_manifest, signed_key_id, 
 from pipelines.cases.intake import manifest_boxes, unknown_key
 from pipelines.cases.store import Case, CaseStore, evidence_removed
 from pipelines.evidence_store import EvidenceStore, StorageError
+from pipelines.wording import counted
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Filled:
     refused: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return (f"filled the evidence boxes of {len(self.filled)} cases; {len(self.had_none)} had none (no opening "
+        return (f"filled the evidence boxes of {counted(len(self.filled), 'case')}; {len(self.had_none)} had none (no opening "
                 f"picture in the bundle); {len(self.removed) + len(self.missing)} with their evidence missing "
                 f"({len(self.removed)} removed by the retention, {len(self.missing)} unreadable); "
                 f"{len(self.refused)} refused (not the bundle sealed for the case)")

@@ -53,6 +53,7 @@ from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.settings import TriageSettings
 from pipelines.triage.sources import ArchiveCache, PhotoSource, Refused
 from pipelines.triage.text import PhotoText
+from pipelines.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -501,7 +502,7 @@ def record_outcomes(outcomes: Iterable[Outcome], stats: RunStats, analyser: Anal
     plain = PlainProgress.when_no_terminal(bar, task, show_progress)
 
     def advance() -> None:
-        bar.update(task, advance=1, notes=f"{stats.positives} with violations, {stats.errors + stats.duplicates} errors/duplicates"
+        bar.update(task, advance=1, notes=f"{stats.positives} with violations, {counted(stats.errors + stats.duplicates, 'error/duplicate', 'errors/duplicates')}"
                    + (f", {stats.skipped} recorded earlier" if stats.skipped else ""))
         plain()
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from detect.config_io import ConfigError
 from pipelines.tables import csv_cell, csv_text, csv_value
+from pipelines.wording import counted
 
 #: label column -> violation type whose head it trains
 LABEL_TYPES = {
@@ -264,7 +265,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     if blank:
         notes.append(f"{labels_csv}: {blank} blank rows (every cell empty) passed over")
     if unlabelled:
-        notes.append(f"{labels_csv}: {unlabelled} rows with every label cell empty left out (labelled for no type)")
+        notes.append(f"{labels_csv}: {counted(unlabelled, 'row')} with every label cell empty left out (labelled for no type)")
     if partial:
         notes.append(f"{labels_csv}: {partial} rows label one parking column 0 and leave the other empty, which says nothing "
                      "for the parking head (parking_motor and parking_nonmotor train it together): left out")
@@ -291,7 +292,7 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
                 raise DatasetError(f"{boxes_csv}: row {n}: box {box} is not inside 0..1 with x1 < x2, y1 < y2")
             photo.boxes.setdefault(kind, []).append(box)  # type: ignore[arg-type]
         if strays:
-            notes.append(f"{boxes_csv}: {len(strays)} rows name a photo labels.csv does not list, left out: "
+            notes.append(f"{boxes_csv}: {counted(len(strays), 'row')} {'names' if len(strays) == 1 else 'name'} a photo labels.csv does not list, left out: "
                          + ", ".join(strays[:5]) + (" ..." if len(strays) > 5 else ""))
     return Dataset(root, photos, digest.hexdigest(), notes)
 

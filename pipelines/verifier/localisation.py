@@ -17,6 +17,7 @@ import numpy as np
 
 from pipelines.verifier.data import PARKING, Dataset
 from pipelines.verifier.run import RULE_TYPES
+from pipelines.wording import counted
 
 HEADS = ("street_stall", "shopfront_spillover", "flyposting", PARKING)
 COVERS = 0.3
@@ -107,7 +108,7 @@ def localisation_table(loc: dict) -> str:
         lines.append(f"  {head}")
         for src, s in by_source.items():
             hit, tile = (" / ".join(f"{rates[r]:.2f}" for r in rules) for rates in (s["hit_rate"], s["random_tile"]["hit_rate"]))
-            lines.append(f"    {src:<16} {s['photos']:>3} photos  hit {hit}  (random tile {tile}, area {s['random_tile']['area']:.2f})"
+            lines.append(f"    {src:<16} {counted(s['photos'], 'photo'):>10}  hit {hit}  (random tile {tile}, area {s['random_tile']['area']:.2f})"
                          f"  box area median {s['area_median']:.2f}, whole photo {s['whole_photo']:.0%}")
     if not loc["heads"]:
         lines.append("    no photo found with labelled boxes (boxes.csv) of its type")

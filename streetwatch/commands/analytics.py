@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, print_warning, settings_or_fail
 
 UnitOpt = Annotated[str, typer.Option("--by", help="Score per grid (网格), street (街道), squad (中队) or camera (摄像头).")]
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
         store.close()
         _print_scores(table, details)
         if table.awaiting_review:
-            typer.echo(f"{table.awaiting_review} case(s) of {table.period} await review and are not scored ({AWAITING_REVIEW}; "
+            typer.echo(f"{counted(table.awaiting_review, 'case')} of {table.period} {'awaits' if table.awaiting_review == 1 else 'await'} review and {'is' if table.awaiting_review == 1 else 'are'} not scored ({AWAITING_REVIEW}; "
                        "the sheet counts confirmed cases only, include_candidates: false): confirm or reject them on /ui/queue")
         for warning in table.warnings:
             print_warning(warning)
@@ -108,7 +109,7 @@ def register(app: typer.Typer) -> None:
         files = write_report(data, out or settings.analytics.reports_dir / f"{when.kind}-{when.label}")
         store.close()
         s = data.summary
-        typer.echo(f"{data.title}: {s['cases']} cases (previous {data.previous.label}: {s['previous_cases']}, {s['change']}), "
+        typer.echo(f"{data.title}: {counted(s['cases'], 'case')} (previous {data.previous.label}: {s['previous_cases']}, {s['change']}), "
                    f"{s['confirmed']} confirmed, {s['unreviewed']} unreviewed, {s['rejected']} rejected, "
                    f"{s['voided_by_platform']} voided by platform ({VOIDED_BY_PLATFORM})")
         typer.echo(f"font: {data.font.describe()}")

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import (SettingsOpt, existing_store_or_fail, fail, print_error, print_warning,
                                          require_case_store, settings_or_fail, writable_or_fail)
 
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {h.at:%Y-%m-%d %H:%M:%S}  {h.from_state or '-':>16} -> {h.to_state:<16} {h.actor}"
                        + (f"  ({h.reason})" if h.reason else ""))
         for e in entries:
-            typer.echo(f"delivery {e.id} to {e.target}: {e.status}, {e.attempts} attempts"
+            typer.echo(f"delivery {e.id} to {e.target}: {e.status}, {counted(e.attempts, 'attempt')}"
                        + (f", ref {e.remote_ref}" if e.remote_ref else "")
                        + (f", last error: {e.last_error}" if e.last_error and e.status is not OutboxStatus.DELIVERED else ""))
 
@@ -131,7 +132,7 @@ def register(app: typer.Typer) -> None:
                 store.close()
         except BackupError as exc:
             fail(str(exc))
-        typer.echo(f"wrote {out}: {count} case{'' if count == 1 else 's'}")
+        typer.echo(f"wrote {out}: {counted(count, 'case')}")
 
     @cases.command("copy")
     def copy(
@@ -163,8 +164,8 @@ def register(app: typer.Typer) -> None:
             summary = copy_store(*urls, progress=progress)
         except CopyRefused as exc:
             fail(str(exc))
-        typer.echo(f"copied {shown(urls[0])} to {shown(urls[1])}: {summary.tables} tables, {summary.rows} rows "
-                   f"({summary.counts['cases']} cases)")
+        typer.echo(f"copied {shown(urls[0])} to {shown(urls[1])}: {counted(summary.tables, 'table')}, {counted(summary.rows, 'row')} "
+                   f"({counted(summary.counts['cases'], 'case')})")
 
     @cases.command("export")
     def export(
@@ -214,7 +215,7 @@ def register(app: typer.Typer) -> None:
             written = write_export(out, rows)
         finally:
             store.close()
-        typer.echo(f"wrote {written} cases to {out}")
+        typer.echo(f"wrote {counted(written, 'case')} to {out}")
 
     @cases.command("fill-boxes")
     def fill_boxes(config: SettingsOpt = None) -> None:
@@ -284,7 +285,7 @@ def register(app: typer.Typer) -> None:
         else:  # at 0, only what an earlier round marked removed and did not finish deleting
             which = (f"rejected more than {keep} days ago (cases.rejected_evidence_keep_days)" if keep else
                      "marked removed by an earlier round (cases.rejected_evidence_keep_days is now 0)")
-            typer.echo(f"{verb} the evidence of {len(pruned.cases)} case{'' if len(pruned.cases) == 1 else 's'} {which}: "
-                       f"{pruned.bytes} bytes ({pruned.bytes / 1e6:.1f} MB)")
+            typer.echo(f"{verb} the evidence of {counted(len(pruned.cases), 'case')} {which}: "
+                       f"{counted(pruned.bytes, 'byte')} ({pruned.bytes / 1e6:.1f} MB)")
         if pruned.failed:
             raise typer.Exit(1)

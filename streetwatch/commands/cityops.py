@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pipelines.sheet_encodings import listed_encodings  # no import of its own: the command modules load pipelines lazily
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import (ModelOpt, ProgressOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
                                          fail_report_interrupted, print_error, print_warning, say_spool, settings_or_fail, setup_logging)
 
@@ -95,8 +96,8 @@ def patrol(
     s = result.summary
     for message in s["messages"]:
         print_warning(message)
-    typer.echo(f"{s['frames']} frames sampled along the track ({s['skipped_without_position']} skipped without a position) "
-               f"-> {s['groups']} violation(s): {len(s['cases'])} new case(s), {len(s['already_open'])} already open")
+    typer.echo(f"{counted(s['frames'], 'frame')} sampled along the track ({s['skipped_without_position']} skipped without a position) "
+               f"-> {counted(s['groups'], 'violation')}: {counted(len(s['cases']), 'new case')}, {len(s['already_open'])} already open")
     say_spool(result.triage.spool)
     typer.echo(f"  report  {s['report']}\n  summary {out / 'patrol.json'}")
 
@@ -133,7 +134,7 @@ def shops_import(
         print_error(str(error))
     for warning in report.warnings:
         print_warning(warning)
-    typer.echo(f"{len(report.imported)} shop(s) imported, {len(report.errors)} row(s) refused"
+    typer.echo(f"{counted(len(report.imported), 'shop')} imported, {counted(len(report.errors), 'row')} refused"
                + (f", {len(report.warnings)} to check" if report.warnings else ""))
     if not report.imported and report.errors:
         raise typer.Exit(1)
@@ -187,7 +188,7 @@ def callout_export(
         fail(f"--status: {status!r} is not one of {', '.join(s.value for s in Status)}")
     n = calls.sync()
     calls.export(out, wanted)
-    typer.echo(f"{len(calls.entries(wanted))} of {n} number(s) written to {out}")
+    typer.echo(f"{len(calls.entries(wanted))} of {counted(n, 'number')} written to {out}")
 
 
 def callout_import(
@@ -212,7 +213,7 @@ def callout_import(
         print_error(str(error))
     for warning in report.warnings:
         print_warning(warning)
-    typer.echo(f"{len(report.applied)} number(s) updated, {len(report.errors)} row(s) refused"
+    typer.echo(f"{counted(len(report.applied), 'number')} updated, {counted(len(report.errors), 'row')} refused"
                + (f" ({len(report.unknown)} of them not on the list)" if report.unknown else ""))
     if not report.applied and report.errors:
         raise typer.Exit(1)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from packaging.requirements import Requirement
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.interrupt import interrupted_code
 
 if TYPE_CHECKING:
@@ -189,10 +190,10 @@ def say_spool(spool: SpoolRetry) -> None:
     patrol runs alike (both retry the spool in triage's `finish`)."""
     if spool.uploaded:
         n = len(spool.uploaded)
-        typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} an earlier run could not upload stored now")
+        typer.echo(f"evidence spool: {counted(n, 'bundle')} an earlier run could not upload stored now")
     if spool.waiting:
         n = len(spool.waiting)
-        typer.echo(f"evidence spool: {n} bundle{'' if n == 1 else 's'} still waiting for the evidence store:")
+        typer.echo(f"evidence spool: {counted(n, 'bundle')} still waiting for the evidence store:")
         for case_id, reason in spool.waiting:
             typer.echo(f"  {case_id}: {reason}")
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import SettingsOpt, existing_store_or_fail, fail, setup_logging, settings_or_fail
 
 data_app = typer.Typer(help="Training datasets: import, check, stats, split, merge, export-reviews, from-cases "
@@ -47,10 +48,15 @@ def per_class(counts: dict) -> str:
     return ", ".join(f"{k} {x['images']}/{x['boxes']}" for k, x in counts["per_class"].items())
 
 
+def _counts(c: dict) -> str:
+    """`120 images, 300 boxes, 1 negative, 40 groups`: a version's totals, each noun agreeing with its count."""
+    return (f"{counted(c['images'], 'image')}, {counted(c['boxes'], 'box', 'boxes')}, {counted(c['negatives'], 'negative')}, "
+            f"{counted(c['groups'], 'group')}")
+
+
 def print_version(ds, verb: str) -> None:
     c = ds.manifest.counts
-    typer.echo(f"{verb} {ds.root}: {c['images']} images, {c['boxes']} boxes, {c['negatives']} negatives, "
-               f"{c['groups']} groups, classes {', '.join(ds.classes)}; digest {ds.digest[:16]}")
+    typer.echo(f"{verb} {ds.root}: {_counts(c)}, classes {', '.join(ds.classes)}; digest {ds.digest[:16]}")
     typer.echo(f"  images/boxes per class: {per_class(c)}")
     for line in ds.manifest.left_out:
         typer.echo(f"left out: {line}")
@@ -148,8 +154,7 @@ def stats(
     c = s["counts"]
     splits = c.get("splits", {})
     table = Table("class", "images", "boxes", *[f"{sp} boxes" for sp in splits], *s["box_size_bins"],
-                  title=f"{s['name']} ({s['digest'][:12]}): {c['images']} images, {c['boxes']} boxes, "
-                        f"{c['negatives']} negatives, {c['groups']} groups")
+                  title=f"{s['name']} ({s['digest'][:12]}): {_counts(c)}")
     for name in s["classes"]:
         pc = c["per_class"][name]
         table.add_row(name, str(pc["images"]), str(pc["boxes"]), *[str(v["per_class"][name]["boxes"]) for v in splits.values()],
@@ -177,7 +182,7 @@ def split(
         fail(str(exc))
     print_version(ds, "split")
     for sp, v in ds.manifest.counts["splits"].items():
-        typer.echo(f"  {sp}: {v['images']} images in {v['groups']} groups; images/boxes per class: {per_class(v)}")
+        typer.echo(f"  {sp}: {counted(v['images'], 'image')} in {counted(v['groups'], 'group')}; images/boxes per class: {per_class(v)}")
 
 
 @data_app.command("merge")
@@ -221,7 +226,7 @@ def from_cases(
         except (FileNotFoundError, FileExistsError, DatasetError) as exc:
             fail(str(exc))
         print_findings(findings)
-        typer.echo(f"wrote {n} labelled pictures to {labels}; next: streetwatch verifier train --data <street-scenes> --data {out} --id NEW_ID")
+        typer.echo(f"wrote {counted(n, 'labelled picture')} to {labels}; next: streetwatch verifier train --data <street-scenes> --data {out} --id NEW_ID")
         return
 
     try:
@@ -262,4 +267,4 @@ def export_reviews_cmd(
     print_findings([f for f in findings if not isinstance(f, Skip)])  # faults, case by case
     if skipped := skips_summary(findings):
         typer.echo(skipped)
-    typer.echo(f"exported {n} reviewed cases to {path}; next: streetwatch data from-cases {path} --out DIR")
+    typer.echo(f"exported {counted(n, 'reviewed case')} to {path}; next: streetwatch data from-cases {path} --out DIR")

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import BackendOpt, DeviceOpt, ModelOpt, fail, judgement_or_fail, require_modules
 
 
@@ -195,7 +196,7 @@ def demo(
             fail(str(exc))
         _say(f"2/3 triage: {media.photos[0].parent} and {inbox} (drop your own photos there)")
         result = _triage(settings, [media.photos[0].parent, inbox], out / "triage", detector)
-        typer.echo(f"  {result.tally.ok} photos read, {len(result.groups)} candidate cases; report: {result.files['report']}")
+        typer.echo(f"  {counted(result.tally.ok, 'photo')} read, {counted(len(result.groups), 'candidate case')}; report: {result.files['report']}")
         _say("3/3 review and dispatch: the demo reviewer confirms one camera case")
         dispatched = _confirm_and_dispatch(settings, api_url, token, sim)
         if dispatched.get("simulator_received"):

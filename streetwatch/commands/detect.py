@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import (
     BackendOpt, ConfOpt, DeviceOpt, ImgszOpt, ModelOpt, VerifierOpt, fail, judged_with, judgement_or_fail, print_error,
     setup_logging,
@@ -119,7 +120,7 @@ def detections_record(path: Path, width: int, height: int, dets) -> dict:
 
 def summary_line(record: dict) -> str:
     parts = [f"{d['name']} {d['conf']:.2f}" for d in record["detections"]]
-    line = f"{record['image']} ({record['width']}x{record['height']}): {len(parts)} detections" + (
+    line = f"{record['image']} ({record['width']}x{record['height']}): {counted(len(parts), 'detection')}" + (
         ": " + ", ".join(parts) if parts else "")
     if "verifier" in record:
         line += "; verifier: " + (", ".join(f"{t} {record['verifier'][t]['p']:.2f}" for t in record["verified"]) or "nothing found")

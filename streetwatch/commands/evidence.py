@@ -15,6 +15,7 @@ from urllib.request import url2pathname
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail
 
 KeyFileOpt = Annotated[
@@ -151,7 +152,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(text, nl=False)
         else:
             out.write_text(text, encoding="ascii")
-            typer.echo(f"{len(keys)} public key(s) written to {out}: " + ", ".join(k.key_id for k in keys))
+            typer.echo(f"{counted(len(keys), 'public key')} written to {out}: " + ", ".join(k.key_id for k in keys))
 
 
 CASE_ID = re.compile(r"^SW\d{8}-[0-9a-f]{12}$")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import fail, setup_logging
 
 models_app = typer.Typer(help="Model registry: list, export and promote models.", no_args_is_help=True)
@@ -76,7 +77,7 @@ def export(
     if "int8_vs_fp32" in card.metrics:
         m = card.metrics["int8_vs_fp32"]
         typer.echo(
-            f"INT8 vs fp32 on {m['images']} calibration images: recall {m['recall']:.3f}, precision "
+            f"INT8 vs fp32 on {counted(m['images'], 'calibration image')}: recall {m['recall']:.3f}, precision "
             f"{m['precision']:.3f} at IoU 0.5 ({m['matched']}/{m['ref_boxes']} fp32 boxes matched, "
             f"max confidence change {m['max_conf_diff']:.3f})"
         )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import SettingsOpt, fail, print_warning, settings_or_fail
 
 rules_app = typer.Typer(help="Violation taxonomy, scene files and city zones (see docs/rules.md).", no_args_is_help=True)
@@ -84,7 +85,7 @@ def check(
         for path in files:
             if path.suffix.lower() == ".geojson":
                 zones = load_city_zones(path, tax)
-                typer.echo(f"ok {path}: {len(zones.zones)} city zones")
+                typer.echo(f"ok {path}: {counted(len(zones.zones), 'city zone')}")
                 continue
             scene = load_scene(path, tax)
             try:
@@ -93,10 +94,10 @@ def check(
                 warnings += 1
                 print_warning(f"{path}: reference_snapshot: {exc}: the moved-camera check will not run for camera "
                               f"{scene.camera_id} (and watch refuses it where its ocr_interval_s is set)")
-                typer.echo(f"checked {path}: camera {scene.camera_id}, {len(scene.zones)} zones, 1 warning")
+                typer.echo(f"checked {path}: camera {scene.camera_id}, {counted(len(scene.zones), 'zone')}, 1 warning")
                 continue
-            typer.echo(f"ok {path}: camera {scene.camera_id}, {len(scene.zones)} zones")
+            typer.echo(f"ok {path}: camera {scene.camera_id}, {counted(len(scene.zones), 'zone')}")
     except ConfigError as exc:
         fail(str(exc))
     if strict and warnings:
-        fail(f"{warnings} of {len(files)} files with warnings (--strict)", code=1)
+        fail(f"{warnings} of {counted(len(files), 'file')} with warnings (--strict)", code=1)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import SettingsOpt, fail, port_free_or_fail, setup_logging
 
 users_app = typer.Typer(help="API tokens and their roles (inspector, reviewer, admin, integration).", no_args_is_help=True)
@@ -173,4 +174,4 @@ def users_revoke(
         n = _accounts(config).revoke(name)
     except AccountError as exc:
         fail(str(exc))
-    typer.echo(f"revoked {n} token{'s' if n != 1 else ''} of {name}")
+    typer.echo(f"revoked {counted(n, 'token')} of {name}")

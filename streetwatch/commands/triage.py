@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import (ModelOpt, ProgressOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted, judged_with,
                                          say_spool, settings_or_fail, setup_logging)
 
@@ -90,7 +91,7 @@ def triage(
     except ReportInterrupted:
         fail_report_interrupted(out)
     s, t = result.stats, result.tally
-    typer.echo(f"{s.recorded} photos recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
+    typer.echo(f"{counted(s.recorded, 'photo')} recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
                + (f" ({s.gone} judged earlier {'is' if s.gone == 1 else 'are'} no longer there; "
                   f"{'its result is' if s.gone == 1 else 'their results are'} kept)" if s.gone else "")
@@ -103,8 +104,8 @@ def triage(
     if result.judgement is not None:
         typer.echo(f"judged with {judged_with(result.judgement)}")
     n = len(result.groups)
-    typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {n} candidate case{'' if n == 1 else 's'}; "
-               f"{t.errors} errors, {t.duplicates} duplicates")
+    typer.echo(f"all runs: {t.ok} readable, {t.positives} with violations -> {counted(n, 'candidate case')}; "
+               f"{counted(t.errors, 'error')}, {counted(t.duplicates, 'duplicate')}")
     for source, reason in t.first_errors:
         typer.echo(f"  not read: {source}: {reason}")
     if t.errors > len(t.first_errors):
@@ -113,7 +114,7 @@ def triage(
     if written:
         queued = sum(r.state == "queued" for r in written)
         waiting = sum(r.evidence is None for r in written)
-        typer.echo(f"case store: {len(written)} candidate cases" + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
+        typer.echo(f"case store: {counted(len(written), 'candidate case')}" + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
                    + (f", {waiting} waiting for evidence storage (see the report)" if waiting else ""))
     _say_withdrawn(result.withdrawals)
     say_spool(result.spool)
@@ -150,7 +151,7 @@ def _say_withdrawn(w: Withdrawals) -> None:
     one left as it is because people are on it already, for them to check."""
     if w.withdrawn:
         n = len(w.withdrawn)
-        typer.echo(f"case store: {n} candidate case{'' if n == 1 else 's'} withdrawn, drafted from photos replaced since: "
+        typer.echo(f"case store: {counted(n, 'candidate case')} withdrawn, drafted from photos replaced since: "
                    + ", ".join(f"{case.id} ({photo})" for case, photo in w.withdrawn[:5]) + (", ..." if n > 5 else ""))
     for case, photo in w.left:
         typer.echo(f"  case {case.id} ({case.state}) was drafted from {photo}, replaced since: left as it is, reviewed "

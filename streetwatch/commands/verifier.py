@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.verifier.options import TrainOptions
+from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import (BackendOpt, DeviceOpt, ModelOpt, SettingsOpt, fail, judged_with, judgement_or_fail, print_warning, settings_or_fail,
                                          setup_logging, writable_or_fail)
 
@@ -135,7 +136,7 @@ def register(app: typer.Typer) -> None:
         except (DatasetError, VerifierError, ValueError) as exc:
             fail(_reason(exc))
         for k, fold in enumerate(result.folds, 1):
-            typer.echo(f"fold {k}: heads trained on {fold['trained_on']} photos judged {fold['judged']}: {', '.join(fold['heads']) or 'none'}"
+            typer.echo(f"fold {k}: heads trained on {counted(fold['trained_on'], 'photo')} judged {fold['judged']}: {', '.join(fold['heads']) or 'none'}"
                        + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
         typer.echo(table(result.figures))
         typer.echo(localisation_table(result.localisation))
@@ -219,13 +220,13 @@ def register(app: typer.Typer) -> None:
 
         for head, entry in verdict_changes(a, b).items():
             moved = entry["max_probability_change"]
-            typer.echo(f"{head}: {len(entry['changed'])} of {entry['compared']} verdicts changed"
+            typer.echo(f"{head}: {len(entry['changed'])} of {counted(entry['compared'], 'verdict')} changed"
                        + (f"; probabilities moved by {moved:.3f} at most" if moved is not None else ""))
             for file, was, now in entry["changed"]:
                 typer.echo(f"  {file}: {shown(was)} -> {shown(now)}")
         only = len(a.keys() ^ b.keys())
         if only:
-            typer.echo(f"({only} verdicts are in one file only and were not compared)")
+            typer.echo(f"({counted(only, 'verdict')} {'is' if only == 1 else 'are'} in one file only and {'was' if only == 1 else 'were'} not compared)")
 
     @verifier.command("to-label")
     def to_label(
@@ -256,9 +257,9 @@ def register(app: typer.Typer) -> None:
         for reason in passed_over:
             typer.secho(f"passed over {reason}", err=True, fg=typer.colors.YELLOW)
         if earlier.unread:
-            print_warning(f"{earlier.unread} photos labelled before (--skip) could not be read for their position: "
+            print_warning(f"{counted(earlier.unread, 'photo')} labelled before (--skip) could not be read for their position: "
                           "a photo picked now near one of them may have another group")
-        typer.echo(f"{len(written)} of {len(records)} judged photos to label in {out / 'labels.csv'} (source {name}):")
+        typer.echo(f"{len(written)} of {counted(len(records), 'judged photo')} to label in {out / 'labels.csv'} (source {name}):")
         picked, found = Counter(p.type for p in written), Counter(p.type for p in written if p.found)
         for t, n in picked.items():
             typer.echo(f"  {t}: {n} ({found[t]} found by the verifier, {n - found[t]} just missed)")
@@ -345,7 +346,7 @@ def _write_json(path: Path, record) -> None:
 def _write_verdicts(path: Path, rows: list[dict]) -> None:
     from pipelines.verifier.validation_csv import write_validation_csv
 
-    typer.echo(f"wrote {write_validation_csv(path, rows)} verdicts to {path}")
+    typer.echo(f"wrote {counted(write_validation_csv(path, rows), 'verdict')} to {path}")
 
 
 def summary(card) -> str:
