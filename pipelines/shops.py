@@ -47,6 +47,10 @@ T = TypeVar("T")
 DETAILS_KEY = "shop"
 """The case details key naming the responsible shop (its id); the analytics count per shop by it."""
 
+SHOP_TYPES = frozenset({"shopfront_spillover"})
+"""The violation types a shop answers for (out in front of its own door): the register names the shop of such a case,
+and a warning SMS speaks to the shop (您门前); a street stall and the other types have no shop behind them."""
+
 COLUMNS = {
     "name": ("店名", "商户名称", "名称", "shop"),
     "address": ("地址",),
@@ -503,7 +507,7 @@ def responsible_shop(register: ShopRegister, event, ctx, taxonomy=None) -> dict[
     Camera cases are placed by the evidence boxes' zone anchors (bottom-centres) in the camera's image
     (`taxonomy`'s anchors; default the shipped one); photo cases by their GPS position.
     """
-    if event.violation_type != "shopfront_spillover":
+    if event.violation_type not in SHOP_TYPES:
         return {}
     shop = None
     frame = event.frame
@@ -526,4 +530,4 @@ def attach_shops(intake) -> ShopRegister:
     return register
 
 
-__all__ = ["DETAILS_KEY", "Frontage", "ImportReport", "Shop", "ShopRegister", "attach_shops", "responsible_shop"]
+__all__ = ["DETAILS_KEY", "SHOP_TYPES", "Frontage", "ImportReport", "Shop", "ShopRegister", "attach_shops", "responsible_shop"]

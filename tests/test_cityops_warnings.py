@@ -13,7 +13,7 @@ from detect.evidence.signing import read_manifest, verify_bundle
 from detect.taxonomy import load_taxonomy
 from pipelines.cctv.service import Watcher
 from pipelines.settings import WarnConfig
-from pipelines.cityops.warnings import Warner, list_warnings, warning_image
+from pipelines.cityops.warnings import Warner, _text, list_warnings, warning_image
 from tests.cctv_helpers import KEY, cameras_file, make_intake, parked_clip, scene_for
 
 
@@ -44,6 +44,19 @@ def gateway():
     server.server_close()
 
 
+def test_the_sms_speaks_of_a_shop_door_only_to_a_shop():
+    """A street stall's SMS said 您门前 (in front of your door): a vendor has no shop. A shop's spill-over keeps it,
+    with the shop's name; a stall is told where it was seen. Both fit one SMS (70 Chinese characters)."""
+    tax = load_taxonomy()
+    address = "西湖区文三路128号"
+    shop = _text("shopfront_spillover", tax.get("shopfront_spillover").name_zh, "王记面馆", address, 600)
+    stall = _text("street_stall", tax.get("street_stall").name_zh, None, address, 600)
+    assert shop == "王记面馆：您门前（西湖区文三路128号）发现店外经营 / 出店经营，请于10分钟内自行整改，届时将复查，未整改将立案处理。"
+    assert stall == "您好，经查您在西湖区文三路128号存在占道经营 / 无照经营游商，请于10分钟内自行整改，届时将复查，未整改将立案处理。"
+    assert "您门前" not in _text("street_stall", "占道经营", None, None, 90) == "您好，经查您存在占道经营，请于1分30秒内自行整改，届时将复查，未整改将立案处理。"
+    assert max(len(shop), len(stall)) <= 70
+
+
 def _run(tmp_path, detector, intake, clip_name: str, url: str | None, recheck_after_s: float = 20, **config):
     config = WarnConfig(rules=[{"types": ["illegal_parking"], "zone_kinds": ["no_parking"], "recheck_after_s": recheck_after_s}],
                         webhook_url=url, images_dir=tmp_path / "warnings", **config)
@@ -68,6 +81,7 @@ def test_still_present_at_the_recheck_becomes_a_case_with_the_warning_as_evidenc
     assert len(received) == 2 and received[1]["warning_id"] == warn["warning_id"]  # 503 first, retried
     assert "复查" in received[1]["text"] and received[1]["violation_type"] == "illegal_parking"
     assert "请于20秒内自行整改" in received[1]["text"]  # the re-check 20 s on: the SMS said 请于0分钟内 (within 0 minutes)
+    assert "您门前" not in received[1]["text"] and "存在机动车乱停放" in received[1]["text"]  # a driver has no shop door
     [recheck] = [r for r in watcher.records if r["event"] == "warning_recheck"]
     assert recheck["outcome"] == "escalated" and recheck["type"] == "illegal_parking"
     [case] = intake.store.list()

@@ -48,7 +48,7 @@ from pipelines.cases.intake import Intake
 from pipelines.cctv.config import without_password
 from pipelines.settings import WarnConfig
 from pipelines.cityops.schema import warnings
-from pipelines.shops import ShopRegister, responsible_shop
+from pipelines.shops import SHOP_TYPES, ShopRegister, responsible_shop
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Warner:
             "violation_type": event.violation_type, "name_zh": vt.name_zh, "name_en": vt.name_en,
             "address": ctx.address, "grid_cell": ctx.grid_cell, "at": event.at.isoformat(), "recheck_at": recheck_at.isoformat(),
             "shop": shop_record.model_dump(exclude={"frontages"}) if shop_record else None,
-            "text": _text(vt.name_zh, shop_record.name if shop_record else None, ctx.address, recheck_at, rule.recheck_after_s),
+            "text": _text(event.violation_type, vt.name_zh, shop_record.name if shop_record else None, ctx.address, rule.recheck_after_s),
         }
         notified, error = self._notify(message)
         with self.engine.begin() as conn:
@@ -298,11 +298,17 @@ class Warner:
         return path
 
 
-def _text(name_zh: str, shop: str | None, address: str | None, recheck_at: datetime, after_s: float) -> str:
-    """The SMS the gateway sends (Chinese: the shop reads it)."""
-    who = f"{shop}：" if shop else ""
-    where = f"（{address}）" if address else ""
-    return f"{who}您门前{where}发现{name_zh}，请于{_within(after_s)}内自行整改，届时将复查，未整改将立案处理。"
+def _text(violation_type: str, name_zh: str, shop: str | None, address: str | None, after_s: float) -> str:
+    """The SMS the gateway sends (Chinese: the shop or the vendor reads it). A shop's type (`SHOP_TYPES`) is out in
+    front of its own door (您门前); a street stall, a parked car and the other types have no door of the reader's to
+    speak of: they are told where they were seen (您在…), as 您门前 told a vendor with no shop of a shop front."""
+    ask = f"请于{_within(after_s)}内自行整改，届时将复查，未整改将立案处理。"
+    if violation_type in SHOP_TYPES:
+        who = f"{shop}：" if shop else ""
+        where = f"（{address}）" if address else ""
+        return f"{who}您门前{where}发现{name_zh}，{ask}"
+    where = f"在{address}" if address else ""
+    return f"您好，经查您{where}存在{name_zh}，{ask}"
 
 
 def _within(after_s: float) -> str:
