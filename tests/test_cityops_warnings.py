@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -222,3 +223,42 @@ def test_a_failed_webhook_names_its_url_without_the_robots_key(tmp_path, caplog)
     assert notified == "failed" and "403 Forbidden" in error and "send?key=***&debug=1" in error, error
     assert "webhook/send?key=***&debug=1 failed" in caplog.text, caplog.text
     assert "robot-key-693a" not in error + caplog.text
+
+
+class _Failing(BaseHTTPRequestHandler):
+    """An SMS gateway stand-in on 127.0.0.1 that answers every call 500."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_gateway_out_of_reach_or_failing_is_named_with_the_reason(tmp_path):
+    """notify_error (/ui/city, 发送失败) said 'ConnectError: [Errno 111] Connection refused': not which gateway. It names
+    the URL (its key ***) and why: refused on a loopback port nothing listens on, the status from a gateway answering 500."""
+    with socket.socket() as s:  # a port just free: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    errors = {}
+    try:
+        for name, port in (("closed", closed), ("failing", server.server_address[1])):
+            url = f"http://127.0.0.1:{port}/sms/send?access_token=gw-token-5521"
+            config = WarnConfig(rules=[{"types": ["street_stall"]}], webhook_url=url, attempts=1, images_dir=tmp_path / "w")
+            errors[name] = Warner(config, make_intake(tmp_path / name), load_taxonomy())._notify({"warning_id": "W20261207-1"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    notified, error = errors["closed"]
+    assert notified == "failed" and error.startswith(f"webhook http://127.0.0.1:{closed}/sms/send?access_token=*** failed: cannot connect ("), error
+    assert "refused" in error.lower(), error
+    notified, error = errors["failing"]
+    assert notified == "failed" and error == (f"webhook http://127.0.0.1:{server.server_address[1]}/sms/send?access_token=*** failed: "
+                                              "HTTP 500 Internal Server Error"), error
+    assert "gw-token-5521" not in errors["closed"][1] + errors["failing"][1]

@@ -271,7 +271,7 @@ class Warner:
         def post() -> None:
             response = self.client.post(str(url), json=message, headers=headers)
             if response.status_code >= 500 or response.status_code in (408, 429):
-                raise _Retry(f"HTTP {response.status_code}")
+                raise _Retry(f"HTTP {response.status_code} {response.reason_phrase}")
             response.raise_for_status()
 
         try:
@@ -279,9 +279,10 @@ class Warner:
                                     retry=retry_if_exception_type((httpx.TransportError, _Retry)), reraise=True):
                 with attempt:
                     post()
-        except (httpx.HTTPError, _Retry) as exc:  # the URL's key (a WeCom or DingTalk robot's) ***: the log and the pages show it
-            log.warning("warning %s: webhook %s failed: %s", message["warning_id"], without_password(str(url)), without_password(str(exc)))
-            return "failed", without_password(f"{type(exc).__name__}: {exc}")
+        except (httpx.HTTPError, _Retry) as exc:
+            error = _failure(str(url), exc)
+            log.warning("warning %s: %s", message["warning_id"], error)
+            return "failed", error
         return "delivered", None
 
     def _image(self, warning_id: str, event: ViolationEvent) -> Path | None:
@@ -296,6 +297,24 @@ class Warner:
         path = self.images / f"{warning_id}.jpg"
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 85])
         return path
+
+
+def _failure(url: str, exc: Exception) -> str:
+    """Why the gateway at `url` took no warning, as `notify_error` (/ui/city, 发送失败) and the log say it: the URL, so
+    staff know which gateway to look at, and the reason in words (connection refused, timed out, the HTTP status).
+    httpx's own messages named no URL on a connection error, and the one of an HTTP status ran on to a second line.
+    A key in the URL's query (a WeCom or DingTalk robot's) and a password in it are written *** (`without_password`)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        why = f"HTTP {exc.response.status_code} {exc.response.reason_phrase}"
+    elif isinstance(exc, httpx.TimeoutException):
+        why = f"timed out ({type(exc).__name__})"
+    elif isinstance(exc, httpx.ConnectError):
+        why = f"cannot connect ({exc})"
+    elif isinstance(exc, _Retry):
+        why = str(exc)
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return without_password(f"webhook {url} failed: {why}")
 
 
 def _text(violation_type: str, name_zh: str, shop: str | None, address: str | None, after_s: float) -> str:
