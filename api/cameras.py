@@ -32,6 +32,7 @@ from detect.scenes import Scene, ZoneRules, check_scene
 from detect.taxonomy import Taxonomy
 from pipelines.cctv.config import CameraConfig, CamerasFile, file_grades
 from pipelines.cctv.reader import CameraStatus, Status
+from pipelines.times import written_time
 
 
 READER_STARTS_OR_ENDS = {Status.STARTING, Status.STOPPED, Status.FINISHED, Status.FAILED, Status.REFUSED, Status.LEFT_BEHIND}
@@ -85,7 +86,7 @@ class CameraEvents:
         elif record.get("event") == "camera_health":
             conditions = self.health.setdefault(cid, {})
             if record.get("active"):
-                conditions[str(record.get("kind"))] = {"since": record.get("at"), "detail": record.get("detail")}
+                conditions[str(record.get("kind"))] = {"since": _since(record.get("at")), "detail": record.get("detail")}
             else:
                 conditions.pop(str(record.get("kind")), None)
 
@@ -95,6 +96,15 @@ class CameraEvents:
         return {"status": str(status.status) if status else "unknown", "detail": status.detail if status else None,
                 "since": status.at.isoformat() if status and status.at else None,
                 "conditions": [{"kind": k, **v} for k, v in sorted(conditions.items())]}
+
+
+def _since(at: Any) -> str | None:
+    """A condition's start as the API gives it: in UTC, as the events file holds it now (an older file's +08:00 too);
+    a value that is no time is passed on as written."""
+    try:
+        return written_time(str(at)).isoformat() if at else None
+    except ValueError:
+        return str(at)
 
 
 class Cameras:

@@ -28,6 +28,13 @@ def as_utc(at: datetime, naive_zone: tzinfo) -> datetime:
         raise ValueError(f"{at.isoformat()} has no UTC equivalent (out of range)") from None
 
 
+def written_time(text: str) -> datetime:
+    """A time read back from a record file (the watcher's events file: `at`) in UTC, as every one is written now. Older
+    files also hold a replay's times in the camera's zone (`+08:00`): the same instant, read as such; a time without an
+    offset is UTC. ValueError when `text` is no ISO 8601 time."""
+    return as_utc(datetime.fromisoformat(text), UTC)
+
+
 def possible_capture(taken: datetime, name: str) -> datetime:
     """`taken` (aware) when it can be when photo or recording `name` was taken; else ValueError naming the name and
     why: before 2000 (a clock never set: 1970; 1980-01-01, the zip format's zero), 2000-01-01 00:00 (a camera's clock

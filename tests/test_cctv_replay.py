@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -287,11 +288,34 @@ def test_a_violation_id_carries_its_first_sighting_in_utc_whatever_zone_the_fram
     os.utime(tmp_path / "cam-05.ts", (recorded.timestamp(), recorded.timestamp()))
     scene_for(tmp_path, "cam-05", real_sample_dir, dwell_s=3)
     intake = make_intake(tmp_path / "data")
-    _watch(tmp_path, onnx_detector, intake, [{"id": "cam-05", "url": "cam-05.ts", "scene": "cam-05.yaml"}])
+    watcher, _ = _watch(tmp_path, onnx_detector, intake, [{"id": "cam-05", "url": "cam-05.ts", "scene": "cam-05.yaml"}])
     [case] = intake.store.list()
     first = case.first_seen_at.astimezone(UTC)
     assert recorded <= first <= recorded + timedelta(seconds=3)
     assert case.violation_id.endswith(f":{first:%Y%m%dT%H%M%S}Z") and ":20240601T0930" in case.violation_id, case.violation_id
+    # the events file's times are all UTC: the violation's was the frame's +08:00 beside its statuses' +00:00
+    times = {r["event"]: r["at"] for r in watcher.records if r.get("at")}
+    assert {"violation", "camera_status"} <= times.keys() and all(at.endswith("+00:00") for at in times.values()), times
+    assert recorded <= datetime.fromisoformat(times["violation"]) <= recorded + timedelta(seconds=10), times
+
+
+def test_an_events_file_with_a_replays_local_times_is_read_as_the_same_instants_in_utc(tmp_path):
+    """Events files written before every time in them was UTC hold a replay's times in the camera's zone (+08:00):
+    the service reads them as the same instants, and answers them in UTC as it does the new ones."""
+    from api.cameras import CameraEvents
+
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps(r) for r in (
+        {"event": "camera_status", "camera_id": "cam-05", "status": "online", "detail": None, "at": "2024-06-01T17:30:00+08:00"},
+        {"event": "camera_health", "camera_id": "cam-05", "kind": "view_lost", "active": True, "detail": "covered",
+         "at": "2024-06-01T17:31:00.500000+08:00"},
+        {"event": "camera_status", "camera_id": "cam-06", "status": "online", "detail": None, "at": "2024-06-01T09:30:00+00:00"},
+    )) + "\n", encoding="utf-8")
+    shown = CameraEvents(events)
+    shown.refresh()
+    old, new = shown.of("cam-05"), shown.of("cam-06")
+    assert old["since"] == new["since"] == "2024-06-01T09:30:00+00:00"
+    assert old["conditions"] == [{"kind": "view_lost", "since": "2024-06-01T09:31:00.500000+00:00", "detail": "covered"}]
 
 
 def test_a_replay_resumed_from_its_state_does_not_report_the_health_it_reported_already(tmp_path, real_sample_dir,

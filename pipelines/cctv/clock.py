@@ -29,7 +29,9 @@ class MediaClock:
 
     def __init__(self, *, replay_start: datetime | None = None, origin: float | None = None, max_drift_s: float = 5.0,
                  max_gap_s: float = 30.0):
-        self.replay_start = replay_start
+        # in UTC whatever zone it came in: a file's modification time is read in the camera's zone (+08:00), and the
+        # frames' times, so the events file's violations, mixed it with its UTC statuses
+        self.replay_start = replay_start.astimezone(UTC) if replay_start is not None else None
         self.origin = origin  # raw media seconds of media time 0 (a replayed file's start of playback); None: the first frame
         self.max_drift_s, self.max_gap_s = max_drift_s, max_gap_s
         self.reset()

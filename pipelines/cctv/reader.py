@@ -29,7 +29,7 @@ from pipelines.cctv.config import Camera, is_url
 from pipelines.cctv.health import HealthEvent, HealthKind, ImageHealth
 from pipelines.cctv.sources import Picture, SourceError, capped_size, open_source
 from pipelines.logs import BoundedLog
-from pipelines.times import as_utc, possible_capture
+from pipelines.times import as_utc, possible_capture, written_time
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class CameraStatus:
             return None
         value = str(record["status"])
         try:
-            at = datetime.fromisoformat(str(record["at"])) if record.get("at") else None
+            at = written_time(str(record["at"])) if record.get("at") else None
         except ValueError:
             at = None
         return cls(str(record["camera_id"]), Status(value) if value in Status._value2member_map_ else value,
