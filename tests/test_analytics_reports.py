@@ -230,6 +230,31 @@ def test_repeat_cameras_lists_every_camera_seen_again(tmp_path):
     store.close()
 
 
+def test_hot_spots_name_cameras_and_zones_as_their_scenes_do(tmp_path):
+    """The hot spots read 摄像头 cam-01 · curb: ids city staff do not know. A camera and its zone go by the names their
+    scene gives them (service.cameras_file; cam-01 disabled now still named), the id after; one the scenes name nothing
+    for, or no longer list, by its id."""
+    zone = {"kind": "no_parking", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}
+    scenes = {"cam-01": {"camera_id": "cam-01", "name": "文三路北门", "zones": [{"id": "curb", "name": "北门人行道", **zone}]},
+              "cam-02": {"camera_id": "cam-02", "zones": [{"id": "kerb", **zone}]}}
+    for camera_id, scene in scenes.items():
+        (tmp_path / f"{camera_id}.yaml").write_text(yaml.safe_dump(scene, allow_unicode=True), encoding="utf-8")
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(yaml.safe_dump({"cameras": [{"id": c, "url": f"{c}.mp4", "scene": f"{c}.yaml", "enabled": c != "cam-01"}
+                                                   for c in scenes]}), encoding="utf-8")
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for camera_id, zone_id, days in (("cam-01", "curb", (3, 4, 5)), ("cam-02", "kerb", (3, 4)), ("cam-09", "walk", (6,))):
+        for day in days:
+            make.add("illegal_parking", G3, local(day, 9), camera=camera_id, zone=zone_id)
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")), cameras_file=cameras)
+    report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
+    store.close()
+    assert [row[0] for row in report.tables["hot_spots"].rows] == [
+        "摄像头 文三路北门 (cam-01) · 北门人行道 (curb)", "摄像头 cam-02 · kerb", "摄像头 cam-09 · walk"]
+    assert [row[0] for row in report.tables["repeat_cameras"].rows] == ["文三路北门 (cam-01)", "cam-02"]
+
+
 def test_the_handling_chart_draws_no_bar_for_a_type_none_of_whose_cases_closed(city):
     """The chart of median hours to close drew a type none of whose cases had closed as a bar of 0 labelled 0, which
     reads as closed at once: November's stalls, shops and flyposting, none closed, stood at 0 beside parking's hours.

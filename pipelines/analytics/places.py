@@ -9,20 +9,25 @@ layers of the review pages.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from detect.cityzones import CityZonesFile
 from detect.config_io import ConfigError, load_model
-from detect.scenes import check_zones
+from detect.scenes import check_zones, load_scene
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.analytics.config import AnalyticsConfig
+from pipelines.cctv.config import CamerasFile, file_grades
 from pipelines.grid import read_grid_file
 
 Unit = Literal["grid", "street", "squad", "camera"]
 UNITS: tuple[Unit, ...] = ("grid", "street", "squad", "camera")
 UNIT_NAMES_ZH = {"grid": "网格", "street": "街道", "squad": "中队", "camera": "摄像头"}
 NONE_UNIT = "(未标注 none)"  # cases whose cell is unknown, or whose cell has no street/squad
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,16 @@ class Places:
     zone_features: list[dict[str, Any]] = field(default_factory=list)
     grid_file: str | None = None  # analytics.grid, when set
     grid_properties: set[str] = field(default_factory=set)  # every property name its cells have (for the error below)
+    camera_names: dict[str, str] = field(default_factory=dict)  # camera id -> its scene's `name` (service.cameras_file)
+    zone_names: dict[tuple[str, str], str] = field(default_factory=dict)  # (camera id, zone id) -> the zone's `name`
+
+    def camera_label(self, camera_id: str) -> str:
+        """`北门路口 (cam-01)`: the camera as staff know it, its id after; the id alone where its scene names none."""
+        return _named(self.camera_names.get(camera_id), camera_id)
+
+    def zone_label(self, camera_id: str, zone_id: str) -> str:
+        """`北门人行道 (curb)`: a camera's zone as staff know it, its id after; the id alone where it has no name."""
+        return _named(self.zone_names.get((camera_id, zone_id)), zone_id)
 
     def street_of(self, cell_id: str | None) -> str | None:
         cell = self.cells.get(cell_id or "")
@@ -81,9 +96,37 @@ class Places:
         return self.grid_features if name == "grid" else self.zone_features
 
 
-def load_places(config: AnalyticsConfig, taxonomy: Taxonomy | None = None) -> Places:
-    """Validate and load the configured grid and zone files (errors name file, feature and reason)."""
+def _named(name: str | None, id: str) -> str:
+    return f"{name} ({id})" if name and name != id else id
+
+
+def _camera_names(places: Places, cameras_file: Path, taxonomy: Taxonomy) -> None:
+    """The names of the cameras and their zones in `cameras_file`'s scenes, for the report's hot spots (cases keep ids
+    only). A camera disabled now still names its past cases; a scene that cannot be read leaves its camera's cases
+    under their ids, with a warning naming the file and why (a report is not stopped for a label)."""
+    try:
+        file = load_model(CamerasFile, cameras_file)
+        grades = file_grades(file, cameras_file, taxonomy)
+    except ConfigError as exc:
+        log.warning("service.cameras_file: %s; the report names cameras and zones by their ids", exc)
+        return
+    for cfg in file.cameras:
+        try:
+            scene = load_scene(cameras_file.parent / cfg.scene, taxonomy, grades)
+        except ConfigError as exc:
+            log.warning("camera %s: scene refused: %s; the report names it and its zones by their ids", cfg.id, exc)
+            continue
+        if scene.name:
+            places.camera_names[cfg.id] = scene.name
+        places.zone_names |= {(cfg.id, z.id): z.name for z in scene.zones if z.name}
+
+
+def load_places(config: AnalyticsConfig, taxonomy: Taxonomy | None = None, cameras_file: Path | None = None) -> Places:
+    """Validate and load the configured grid and zone files (errors name file, feature and reason), and the names of
+    the cameras and zones in `cameras_file` (the settings' `service.cameras_file`), when given."""
     places = Places()
+    if cameras_file is not None:
+        _camera_names(places, cameras_file, taxonomy or load_taxonomy())
     if config.grid is not None:
         grid = read_grid_file(config.grid)
         places.grid_file = str(config.grid)

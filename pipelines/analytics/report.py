@@ -85,10 +85,13 @@ def _short(taxonomy: Taxonomy, type_id: str) -> str:
     return vt.name_zh.split(" / ")[0] if vt else type_id
 
 
-def _spot(c: CaseFact) -> str:
-    """Where a case was, as a person would name the spot: the camera's zone, else the address or grid cell."""
+def _spot(c: CaseFact, places: Places) -> str:
+    """Where a case was, as a person would name the spot: the camera's zone, else the address or grid cell. A camera
+    and its zone go by the names their scene gives them, the id after (`摄像头 北门路口 (cam-01) · 北门人行道 (curb)`);
+    ids alone were all the hot spots showed, which city staff do not know."""
     if c.source_kind == "camera":
-        return f"摄像头 {c.source_id} · {c.zone_id or '-'}"
+        zone = places.zone_label(c.source_id, c.zone_id) if c.zone_id else "-"
+        return f"摄像头 {places.camera_label(c.source_id)} · {zone}"
     return c.address or (f"网格 {c.grid_cell}" if c.grid_cell else NONE_UNIT)
 
 
@@ -172,7 +175,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
 
     spots: dict[str, list[CaseFact]] = defaultdict(list)
     for c in cases:
-        spots[_spot(c)].append(c)
+        spots[_spot(c, places)].append(c)
 
     def days_of(group: list[CaseFact]) -> int:
         return len({local[c.id].date() for c in group})
@@ -212,7 +215,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         if c.camera:
             cams[c.camera].append(c)
     add(Table("repeat_cameras", "重复摄像头 Repeat cameras", ["摄像头 camera", "案件数 cases", "天数 days", "主要类型 main type"],
-              [[k, len(g), days_of(g), main_type(g)] for k, g in sorted(cams.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+              [[places.camera_label(k), len(g), days_of(g), main_type(g)] for k, g in sorted(cams.items(), key=lambda kv: (-len(kv[1]), kv[0]))
                if len(g) >= 2]))
 
     handled = handling_times(engine, [c.id for c in everything])

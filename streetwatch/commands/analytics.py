@@ -24,7 +24,7 @@ def _analytics(config: Path | None):
 
     settings = settings_or_fail(config)
     try:
-        places = load_places(settings.analytics)
+        places = load_places(settings.analytics, cameras_file=settings.service.cameras_file)
     except ConfigError as exc:
         fail(str(exc))
     return settings, ZoneInfo(settings.analytics.timezone), places, existing_store_or_fail(settings.cases.url)
