@@ -193,23 +193,26 @@ def test_a_warning_left_waiting_by_a_stopped_watcher_is_resumed_by_the_next_one(
     assert sorted(r["state"] for r in list_warnings(intake.store.engine)) == ["complied", "escalated", "lapsed"]
 
 
-class _Refusing(BaseHTTPRequestHandler):
-    """A WeCom robot stand-in on 127.0.0.1 that refuses every call (403), its key in the URL as WeCom's is."""
+def _answering(status: int) -> type[BaseHTTPRequestHandler]:
+    """A gateway stand-in for 127.0.0.1 that answers every call `status` (a WeCom robot's 403, a gateway's 500)."""
 
-    def log_message(self, *args) -> None:
-        pass
+    class Answering(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
 
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(403)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    return Answering
 
 
 def test_a_failed_webhook_names_its_url_without_the_robots_key(tmp_path, caplog):
     """A WeCom or DingTalk robot's webhook URL carries its key (`?key=`, `?access_token=`): a failed call logged the URL
     and stored httpx's reason, which repeats it, as the warning's notify_error shown on /ui/city; both show it ***."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _answering(403))  # its key in the URL as WeCom's is
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/cgi-bin/webhook/send?key=robot-key-693a&debug=1"
@@ -225,26 +228,13 @@ def test_a_failed_webhook_names_its_url_without_the_robots_key(tmp_path, caplog)
     assert "robot-key-693a" not in error + caplog.text
 
 
-class _Failing(BaseHTTPRequestHandler):
-    """An SMS gateway stand-in on 127.0.0.1 that answers every call 500."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(500)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
 def test_a_gateway_out_of_reach_or_failing_is_named_with_the_reason(tmp_path):
     """notify_error (/ui/city, 发送失败) said 'ConnectError: [Errno 111] Connection refused': not which gateway. It names
     the URL (its key ***) and why: refused on a loopback port nothing listens on, the status from a gateway answering 500."""
     with socket.socket() as s:  # a port just free: nothing listens there
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _answering(500))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     errors = {}
     try:
