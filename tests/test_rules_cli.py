@@ -63,7 +63,7 @@ def test_check_warns_of_a_reference_snapshot_the_moved_camera_check_cannot_use(t
             "the moved-camera check will not run for camera cam") in result.output
     assert f"checked {scene}: camera cam, 0 zones, 1 warning" in result.output and f"ok {scene}" not in result.output
     strict = check("moved-away.jpg", "--strict")
-    assert strict.exit_code == 1 and "1 of 1 files with warnings (--strict)" in strict.output
+    assert strict.exit_code == 1 and "1 of 1 file with warnings (--strict)" in strict.output
     (tmp_path / "notes.jpg").write_text("not a picture", encoding="utf-8")
     assert f"{tmp_path / 'notes.jpg'}: not an image OpenCV can read" in check("notes.jpg").output
 
