@@ -320,14 +320,17 @@ def _failure(url: str, exc: Exception) -> str:
 def _text(violation_type: str, name_zh: str, shop: str | None, address: str | None, after_s: float) -> str:
     """The SMS the gateway sends (Chinese: the shop or the vendor reads it). A shop's type (`SHOP_TYPES`) is out in
     front of its own door (您门前); a street stall, a parked car and the other types have no door of the reader's to
-    speak of: they are told where they were seen (您在…), as 您门前 told a vendor with no shop of a shop front."""
+    speak of: they are told where they were seen (您在…), as 您门前 told a vendor with no shop of a shop front.
+    The type is named by the first of its Chinese names (`占道经营 / 无照经营游商` -> 占道经营): the second names
+    the vendor, not what they do, and a slash reads as a form in a message to a person."""
     ask = f"请于{_within(after_s)}内自行整改，届时将复查，未整改将立案处理。"
+    name = name_zh.split(" / ")[0].strip()
     if violation_type in SHOP_TYPES:
         who = f"{shop}：" if shop else ""
         where = f"（{address}）" if address else ""
-        return f"{who}您门前{where}发现{name_zh}，{ask}"
+        return f"{who}您门前{where}发现{name}，{ask}"
     where = f"在{address}" if address else ""
-    return f"您好，经查您{where}存在{name_zh}，{ask}"
+    return f"您好，经查您{where}存在{name}行为，{ask}"
 
 
 def _within(after_s: float) -> str:
