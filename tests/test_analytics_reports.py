@@ -24,7 +24,7 @@ from pipelines.analytics.periods import parse_period
 from pipelines.analytics.places import load_places
 from pipelines.analytics.report import PAGES, build_report, write_report
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.store import CaseQuery, CaseStore
+from pipelines.cases.store import CaseQuery, CaseStore, NewCase
 from tests.analytics_helpers import (
     G1, G2, G3, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, local, november, write_grid, write_zones,
 )
@@ -253,6 +253,24 @@ def test_hot_spots_name_cameras_and_zones_as_their_scenes_do(tmp_path):
     assert [row[0] for row in report.tables["hot_spots"].rows] == [
         "摄像头 文三路北门 (cam-01) · 北门人行道 (curb)", "摄像头 cam-02 · kerb", "摄像头 cam-09 · walk"]
     assert [row[0] for row in report.tables["repeat_cameras"].rows] == ["文三路北门 (cam-01)", "cam-02"]
+
+
+def test_photos_without_a_place_are_no_hot_spot(tmp_path):
+    """Photo cases with neither address, grid cell nor coordinates (WeChat photos keep no GPS) were one hot spot,
+    "(未标注 none)", the period's first in a city whose inspectors send such photos. They are no spot: the summary
+    counts them (无地点); a photo with coordinates alone is a spot of about 100 m."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    make.add("illegal_parking", G3, local(3, 9), camera="cam-01", zone="kerb")
+    for n, (lat, lon) in enumerate([(None, None)] * 3 + [(30.27412, 120.15511), (30.27431, 120.15489)]):
+        store.create_case(NewCase(violation_type="street_stall", source_kind="photo_batch", source_id="triage:batch-2",
+                                  violation_id=f"p:{n}", zone_id=None, grid_cell=None, lat=lat, lon=lon, address=None,
+                                  opened_at=local(4 + n, 9), first_seen_at=local(4 + n, 8)), now=local(4 + n, 9))
+    report = build_report(store.engine, load_places(AnalyticsConfig()), load_taxonomy(), NOV, TZ)
+    store.close()
+    assert [row[:3] for row in report.tables["hot_spots"].rows] == [["坐标约 30.274, 120.155", ["(未标注 none)"], 2],
+                                                                    ["摄像头 cam-01 · kerb", [G3], 1]]
+    assert report.summary["unplaced"] == 3 and report.summary["cases"] == 6
 
 
 def test_the_handling_chart_draws_no_bar_for_a_type_none_of_whose_cases_closed(city):

@@ -85,14 +85,22 @@ def _short(taxonomy: Taxonomy, type_id: str) -> str:
     return vt.name_zh.split(" / ")[0] if vt else type_id
 
 
-def _spot(c: CaseFact, places: Places) -> str:
-    """Where a case was, as a person would name the spot: the camera's zone, else the address or grid cell. A camera
-    and its zone go by the names their scene gives them, the id after (`摄像头 北门路口 (cam-01) · 北门人行道 (curb)`);
-    ids alone were all the hot spots showed, which city staff do not know."""
+def _spot(c: CaseFact, places: Places) -> str | None:
+    """Where a case was, as a person would name the spot: the camera's zone, else the address, the grid cell, or its
+    coordinates to about 100 m (`坐标约 30.274, 120.155`); None when nothing places it. A camera and its zone go by the
+    names their scene gives them, the id after (`摄像头 北门路口 (cam-01) · 北门人行道 (curb)`); ids alone were all the
+    hot spots showed, which city staff do not know. Photos without a place (a WeChat photo has no GPS) are no spot: as
+    one "(未标注 none)" spot they topped the hot spots of a city whose inspectors send such photos."""
     if c.source_kind == "camera":
         zone = places.zone_label(c.source_id, c.zone_id) if c.zone_id else "-"
         return f"摄像头 {places.camera_label(c.source_id)} · {zone}"
-    return c.address or (f"网格 {c.grid_cell}" if c.grid_cell else NONE_UNIT)
+    if c.address:
+        return c.address
+    if c.grid_cell:
+        return f"网格 {c.grid_cell}"
+    if c.lat is not None and c.lon is not None:
+        return f"坐标约 {c.lat:.3f}, {c.lon:.3f}"
+    return None
 
 
 def _change(now: int, before: int) -> str:
@@ -175,7 +183,8 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
 
     spots: dict[str, list[CaseFact]] = defaultdict(list)
     for c in cases:
-        spots[_spot(c, places)].append(c)
+        if (spot := _spot(c, places)) is not None:
+            spots[spot].append(c)
 
     def days_of(group: list[CaseFact]) -> int:
         return len({local[c.id].date() for c in group})
@@ -245,13 +254,15 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         "closed": sum(c.state.value in ("closed", "verified_cleared") for c in cases),
         "grid_cells": len({c.grid_cell for c in cases if c.grid_cell}),
         "cameras": len(cams), "photo_cases": sum(c.source_kind != "camera" for c in cases),
+        "unplaced": sum(_spot(c, places) is None for c in cases),
     }
     # the state's one name; a platform's voiding (平台作废) is counted apart, not as a false finding here
     void = STATE_NAMES_ZH[CaseState.REJECTED]
     labels = {"cases": f"案件数（不含{void}、{VOIDED_BY_PLATFORM}）cases (not rejected nor voided by platform)", "previous_cases": f"上期 previous ({previous.label})",
               "change": "变化 change", "confirmed": "已确认 confirmed", "unreviewed": "待审 unreviewed", "rejected": f"{void} rejected",
               "voided_by_platform": f"{VOIDED_BY_PLATFORM} voided by platform",
-              "closed": "已结案 closed", "grid_cells": "涉及网格 grid cells", "cameras": "摄像头 cameras", "photo_cases": "照片案件 photo cases"}
+              "closed": "已结案 closed", "grid_cells": "涉及网格 grid cells", "cameras": "摄像头 cameras", "photo_cases": "照片案件 photo cases",
+              "unplaced": "无地点（不计入热点）without a place (not in hot spots)"}
     add(Table("summary", "概况 Summary", ["指标 measure", "数值 value"], [[labels[k], v] for k, v in summary.items()]))
     title = f"{NAMES_ZH[period.kind]} {period.label}"
     return Report(period, previous, str(tz), title, datetime.now(UTC).isoformat(timespec="seconds"), charts.pick_font(),
