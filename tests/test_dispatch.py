@@ -1418,3 +1418,39 @@ def test_masking_a_log_line_s_phone_numbers_keeps_the_case_ids_and_task_numbers_
     assert mask_phones(line) == (
         "case SW20261206-9595c82db800 parked: 500 {\"tel\": \"139****5678\"} 联系电话139****5678 / +86138****1234 "
         "task DCM-20261206001 PUT /api/v1/callout/%2B86139****5678 q=139****0000&limit=5 座机 021-****4567")
+
+
+def test_a_running_dispatcher_waits_for_a_case_store_gone_and_delivers_once_it_is_back(tmp_path, world, sim, bus_event,
+                                                                                       caplog):
+    """`dispatch run` (the service, not --once) met a case store it could not reach (a database restarted or down) and
+    exited, so nothing was delivered until someone restarted it. It waits, saying so once, and delivers when the store
+    is back. The store: the SQLite file moved away, which refuses every connection as a stopped server does."""
+    store, evidence, spool = world
+    [case_id] = queue_cases(store, evidence, spool, small_event(bus_event), 1, "dcm", prefix="cam-gone")
+    config = DispatchConfig(targets={"dcm": TargetConfig(adapter="cn-dcm", url=f"{sim.base}/cn-dcm/cases", timeout_s=2)},
+                            idle_s=0.05, **FAST)
+    dispatcher = Dispatcher(store, evidence, config)
+    database, aside = tmp_path / "cases.db", tmp_path / "aside.db"
+    database.rename(aside)
+    stop = threading.Event()
+    running = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+    with caplog.at_level("INFO", logger="pipelines.dispatch.dispatcher"):
+        running.start()
+        for _ in range(500):
+            if "deliveries wait for it" in caplog.text or not running.is_alive():
+                break
+            stop.wait(0.01)
+        stop.wait(0.2)  # several more passes (idle_s 0.05) meet the outage: still one line
+        assert running.is_alive(), "the dispatcher exited on an unreachable store"
+        assert caplog.text.count("deliveries wait for it") == 1 and "cannot open the case store" in caplog.text
+        aside.rename(database)
+        for _ in range(500):
+            if store.get(case_id).state is CaseState.SUBMITTED:
+                break
+            stop.wait(0.01)
+        stop.set()
+        running.join(timeout=30)
+    assert store.get(case_id).state is CaseState.SUBMITTED
+    assert [c["external_id"] for c in sim.cases("cn-dcm")].count(case_id) == 1
+    assert "the case store answers again" in caplog.text
+    dispatcher.close()

@@ -38,7 +38,7 @@ import httpx
 from detect.evidence import MANIFEST, SIGNATURE
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.states import CaseState, InvalidTransition
-from pipelines.cases.store import Case, CaseStore, OutboxEntry
+from pipelines.cases.store import Case, CaseStore, CaseStoreUnreachable, OutboxEntry
 from pipelines.dispatch.adapters import Delivery, DeliveryError, Permanent, Transient, make_adapter
 from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy
 from pipelines.evidence_store import EvidenceStore, StorageError, content_type
@@ -138,15 +138,32 @@ class Dispatcher:
         return stats
 
     def run(self, stop: threading.Event | None = None) -> PassStats:
-        """Deliver until `stop` is set: passes back to back while work is due, else sleep until the next due time."""
+        """Deliver until `stop` is set: passes back to back while work is due, else sleep until the next due time.
+
+        A case store that cannot be reached (a database restarted or down) is waited for, tried again every `idle_s`:
+        the process is a service's, and it exited at the first pass that met the outage, so deliveries stopped until
+        someone restarted it. An entry claimed when the store went away is taken again once its lease runs out, asking
+        the platform first if its request may have left (in doubt), as after a dispatcher killed mid-request."""
         stop = stop or threading.Event()
         total = PassStats()
+        down = False
         while not stop.is_set():
-            stats = self.run_once()
-            total.add(stats)
-            if stats.delivered or stats.retried or stats.parked or stats.withdrawn:
+            try:
+                stats = self.run_once()
+                worked = bool(stats.delivered or stats.retried or stats.parked or stats.withdrawn)
+                due = None if worked else self.store.next_due_at()
+            except CaseStoreUnreachable as exc:
+                if not down:  # one line an outage, not one a second
+                    log.warning("%s; deliveries wait for it, tried again every %g s", exc, self.config.idle_s)
+                down = True
+                stop.wait(self.config.idle_s)
                 continue
-            due = self.store.next_due_at()
+            if down:
+                log.info("the case store answers again: deliveries go on")
+                down = False
+            total.add(stats)
+            if worked:
+                continue
             wait = self.config.idle_s if due is None else (due - datetime.now(UTC)).total_seconds()
             stop.wait(min(max(wait, 0.01), self.config.idle_s))
         return total

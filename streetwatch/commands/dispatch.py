@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         deferred: the platform down or its circuit open)."""
         setup_logging(verbose)
         from detect.config_io import ConfigError
+        from pipelines.cases.store import CaseStoreUnreachable
         from pipelines.dispatch.dispatcher import Dispatcher
         from pipelines.evidence_store import StorageError, open_evidence_store
 
@@ -89,6 +90,8 @@ def register(app: typer.Typer) -> None:
                     while not stop.wait(5.0):
                         try:
                             reporter.run_once()
+                        except CaseStoreUnreachable:  # the deliveries' loop says so, once an outage
+                            pass
                         except Exception:  # noqa: BLE001 - the next round tries again; deliveries go on
                             logging.getLogger(__name__).exception("verification reports failed")
 
