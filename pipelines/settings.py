@@ -31,7 +31,7 @@ from detect.scenes import TimeZoneName
 from detect.taxonomy import Taxonomy, ZoneKind, load_taxonomy
 from detect.tracking import TrackingConfig
 from pipelines.analytics.config import AnalyticsConfig
-from pipelines.cases.store import DEFAULT_URL, CaseStore, PoolLimits, sqlite_file
+from pipelines.cases.store import DEFAULT_URL, CaseStore, PoolLimits, check_store_url, sqlite_file
 from pipelines.dispatch.config import DispatchConfig
 from pipelines.evidence_store import EvidenceStoreConfig, paths_named_by_setting
 
@@ -41,7 +41,7 @@ Section = TypeVar("Section", bound=ConfigModel)
 
 
 class CaseStoreConfig(ConfigModel):
-    url: str = Field(DEFAULT_URL, title="Database URL",
+    url: Annotated[str, AfterValidator(check_store_url)] = Field(DEFAULT_URL, title="Database URL",
                      description="SQLAlchemy URL: sqlite:///path.db (default, WAL) or postgresql+psycopg://user@host/db "
                                  "(the password: $PGPASSWORD or ~/.pgpass where the command runs, not this file).",
                      min_length=1)

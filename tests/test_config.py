@@ -437,6 +437,24 @@ def test_a_windows_path_in_the_settings_is_refused_naming_the_file_and_the_field
     assert "(e.g. sqlite:////srv/streetwatch/cases.db)" in lines[0]
 
 
+@pytest.mark.parametrize("url, says", [
+    ("postgres://streetwatch@127.0.0.1:5432/streetwatch", "postgres:// is not SQLAlchemy's name for PostgreSQL"),
+    ("mysql://streetwatch@127.0.0.1/streetwatch", "mysql:// is not a database the case store runs on"),
+    ("streetwatch-data/cases.db", "not a database URL"),
+    ("postgresql+nodriver://streetwatch@127.0.0.1/streetwatch", "postgresql+nodriver://: no such driver")])
+def test_a_case_store_url_the_store_cannot_open_is_one_line_naming_the_setting(tmp_path, url, says):
+    """`cases.url: postgres://…` (as hosting platforms write it), another database or a bare path stopped every command
+    with SQLAlchemy's traceback (NoSuchModuleError, ArgumentError), naming neither the settings file nor the field:
+    one line does, with what to write, exit code 2 (as `users list` met it, the first command an administrator runs)."""
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump({"cases": {"url": url}}), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["users", "list", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"{config}: cases.url: " in result.output and says in result.output
+    assert "write sqlite:///path/to/cases.db or postgresql+psycopg://user@host/db" in result.output
+
+
 def test_a_missing_settings_file_named_by_the_environment_says_so(tmp_path, monkeypatch):
     """`STREETWATCH_CONFIG=/nope.yaml` said only '/nope.yaml: file not found', naming no origin for a path the
     command line never gave (commands read the variable as their --config)."""

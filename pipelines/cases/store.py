@@ -40,6 +40,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///streetwatch-data/cases.db"
+STORE_URLS = "sqlite:///path/to/cases.db or postgresql+psycopg://user@host/db"
+
+
+def check_store_url(url: str) -> str:
+    """`url` when it names a database the store runs on (SQLite, PostgreSQL) through a driver installed here; else
+    ValueError saying what to write. Checked where the settings are read: a URL that did not parse, named another
+    database (`postgres://`, as hosting platforms write it, is not SQLAlchemy's name) or a driver not installed
+    stopped every command with SQLAlchemy's traceback, naming neither `cases.url` nor the settings file."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError(f"not a database URL: write {STORE_URLS}") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        named = "postgres:// is not SQLAlchemy's name for PostgreSQL" if parsed.get_backend_name() == "postgres" else (
+            f"{parsed.drivername}:// is not a database the case store runs on")
+        raise ValueError(f"{named}: write {STORE_URLS}")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise ValueError(f"{parsed.drivername}://: its driver is not installed ({exc}); PostgreSQL: postgresql+psycopg:// "
+                         "with psycopg installed (pip install 'streetwatch[postgres]')") from None
+    except sa.exc.NoSuchModuleError:
+        raise ValueError(f"{parsed.drivername}://: no such driver: write {STORE_URLS}") from None
+    return url
 # Columns `update()` may change; the state only moves through `transition()`, ids never change.
 _FIXED = {"id", "state", "created_at", "updated_at"}
 
