@@ -189,6 +189,13 @@ def widen(fd: int, path: Path) -> None:
                     "refused (%s): run chmod %o on it", path, stat.S_IMODE(held.st_mode), mode, exc.strerror, mode)
 
 
+def probe_writable(folder: Path) -> None:
+    """Write and remove a file in `folder` (`serve`'s start-up and `/readyz`): OSError when it cannot be written."""
+    probe = folder / ".ready"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def locked(path: Path) -> int | None:
     """The file `path` (made if need be) open and locked (`flock`, exclusive) for this caller, or None when another
     holds it; closing the descriptor lets go. Held by an open file, so a stopped process's locks go with it. A lock
@@ -430,6 +437,10 @@ class TriageJobs:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"service.data_dir: {exc.filename or self.root}: cannot create: {exc.strerror or exc}") from None
+        try:  # one that is there but cannot be written (a read-only mount, another user's): serve started, not ready,
+            probe_writable(self.root)  # and answered each upload 500 with a traceback in the log
+        except OSError as exc:
+            raise ConfigError(f"service.data_dir: {self.root}: cannot write: {exc.strerror or exc}") from None
         self.config, self.deployment, self.metrics, self.store, self.evidence = config, deployment, metrics, store, evidence
         self._detector_factory = detector_factory
         self._detector = None

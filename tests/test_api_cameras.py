@@ -677,6 +677,36 @@ def test_serve_refuses_a_data_dir_it_cannot_create_naming_the_setting(tmp_path):
     assert f"error: {config}: service.data_dir: {data_dir / 'jobs'}: cannot create: Not a directory" in result.output, result.output
 
 
+def test_serve_refuses_a_data_dir_it_cannot_write_naming_the_setting(tmp_path):
+    """A `service.data_dir` whose folders are there but cannot be written (a read-only mount, another user's folder)
+    let `serve` start: /readyz said not ready, and every upload was answered 500 with a traceback in the log. The app
+    refuses to start as for a folder it cannot create (`serve` then prints the line after the settings file's name,
+    as the test above shows). Unwritable: 0555 for a user, immutable (chattr +i) for root, whom modes do not stop."""
+    import os
+    import subprocess
+
+    from api.app import create_app
+    from detect.config_io import ConfigError
+    from tests.api_helpers import service_config, settings_for
+
+    jobs = tmp_path / "data" / "jobs"
+    jobs.mkdir(parents=True)
+    settings = settings_for(tmp_path, data_dir=str(tmp_path / "data"))
+    as_root = os.geteuid() == 0
+    jobs.chmod(0o555)
+    if as_root and subprocess.run(["chattr", "+i", str(jobs)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not supported on this file system (root writes a 0555 folder)")
+    try:
+        with pytest.raises(ConfigError) as refused:
+            create_app(settings, service_config(settings, "test")).state.ctx.close()
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(jobs)], check=True)
+        jobs.chmod(0o755)
+    assert str(refused.value).startswith(f"service.data_dir: {jobs}: cannot write: "), refused.value
+    assert list(jobs.iterdir()) == []
+
+
 def test_every_health_condition_has_a_chinese_name_on_the_cameras_page():
     """The cameras page shows each condition in the words staff use (画面冻结 ...) beside its code; a new condition
     (`infrared`) without one showed only the English code."""

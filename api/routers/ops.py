@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import INTEGRATION
 from api.context import AppContext, get_ctx
+from api.jobs import probe_writable
 from api.problems import problems
 
 router = APIRouter(tags=["ops"])
@@ -41,10 +42,8 @@ def readyz(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:
         checks["case_store"] = "ok"
     except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
         checks["case_store"] = f"error: {type(exc).__name__}"
-    probe = ctx.jobs.root / ".ready"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(ctx.jobs.root)
         checks["jobs_dir"] = "ok"
     except OSError as exc:
         checks["jobs_dir"] = f"error: {exc.strerror}"

@@ -82,7 +82,7 @@ def _app_or_fail(settings, service, config):
     """The app, or one line naming the settings file when what it names cannot be used at start-up: an S3 store
     whose key variables are not set, a city with no code table (a traceback before, that named neither), an evidence
     key file that does not load (jobs wrote no cases before, under a warning), a `service.data_dir` that cannot be
-    created (its path and reason alone before)."""
+    created or written (its path and reason alone before; a read-only one started and answered uploads 500)."""
     import os
 
     from api.app import create_app
