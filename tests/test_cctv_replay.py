@@ -342,3 +342,47 @@ def test_a_replay_resumed_from_its_state_does_not_report_the_health_it_reported_
     again = Watcher(cams, onnx_detector, intake, replay=True, state_path=state)
     summary = again.run(poll_s=0.1)
     assert summary["cameras"]["cam-06"]["frames_analysed"] == 0 and health(again) == []
+
+
+def test_what_a_camera_reports_while_the_case_store_is_down_is_recorded_once_it_is_back(tmp_path, real_sample_dir,
+                                                                                       bus_event, caplog):
+    """`watch` with the case store down (PostgreSQL restarted): the case sink logged each event's traceback and dropped
+    it, so a violation opened then never became a case, its clearing later finding 'no case to update'. The sink holds
+    the event, says so once, and records it when the store answers. The store: its SQLite file moved away and back."""
+    from dataclasses import replace
+
+    from detect.evidence.builder import BundleContext
+    from detect.taxonomy import load_taxonomy
+    from pipelines.cctv.case_sink import CaseSink
+    from pipelines.cctv.config import load_cameras
+    from pipelines.cctv.metrics import Metrics
+    from tests.dispatch_helpers import small_event
+
+    scene_for(tmp_path, "cam-01", real_sample_dir)
+    [camera] = load_cameras(cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-01", "url": "rtsp://127.0.0.1:1/x",
+                                                                       "scene": "cam-01.yaml"}])).cameras
+    intake = make_intake(tmp_path / "data")
+    database, aside = tmp_path / "data" / "cases.db", tmp_path / "data" / "aside.db"
+    database.rename(aside)
+    sink = CaseSink(intake, load_taxonomy(), Metrics())
+    sink.store_retry_s = 0.05
+    event = replace(small_event(bus_event), violation_id="cam-01:curb:illegal_parking:t1")
+    with caplog.at_level("INFO", logger="pipelines.cctv.case_sink"):
+        sink.start()
+        sink.post_event(camera, event, BundleContext(source_id="cam-01"))
+        for _ in range(500):
+            if "what the cameras report waits for it" in caplog.text or "failed" in caplog.text:
+                break
+            sink._closing.wait(0.01)
+        sink._closing.wait(0.2)  # several more tries meet the outage: still one line
+        assert caplog.text.count("what the cameras report waits for it") == 1 and "failed" not in caplog.text
+        aside.rename(database)
+        for _ in range(500):  # the next try records it
+            if intake.store.list():
+                break
+            sink._closing.wait(0.01)
+        sink.close()
+        sink.join(timeout=60)
+    [case] = intake.store.list()
+    assert (case.violation_id, case.source_id, case.violation_type) == (event.violation_id, "cam-01", "illegal_parking")
+    assert "the case store answers again" in caplog.text

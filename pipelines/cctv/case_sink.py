@@ -21,7 +21,7 @@ from detect.evidence.builder import BundleContext
 from detect.frames import Frame
 from detect.scenes import resolve_thresholds
 from detect.taxonomy import Taxonomy
-from pipelines.cases import Case, CaseState
+from pipelines.cases import Case, CaseState, CaseStoreUnreachable
 from pipelines.cases.intake import Intake
 from pipelines.cctv.config import Camera
 from pipelines.cctv.metrics import Metrics
@@ -30,6 +30,8 @@ from pipelines.cctv.runtime import present
 log = logging.getLogger(__name__)
 
 RETRY_EVIDENCE_S = 60.0
+STORE_RETRY_S = 5.0
+"""Seconds between the sink's tries of an item it could not record because the case store did not answer."""
 
 
 @dataclass
@@ -61,6 +63,8 @@ class CaseSink(threading.Thread):
         self.on_record = on_record  # structured record of what happened (events file, logs)
         self.verified = verified  # types whose verdicts frames carry: re-checks judge them the same way
         self._queue: queue.Queue = queue.Queue()
+        self._closing = threading.Event()  # set by close(): an item held for a store that is down is not waited for
+        self.store_retry_s = STORE_RETRY_S
         self._cameras: dict[str, Camera] = {}
         self._absent_since: dict[str, dict[str, datetime]] = {}  # camera id -> its verifying cases not seen since
         # Cameras' `auto_queue` (type -> target) is the policy the intake applies when evidence is stored.
@@ -78,7 +82,9 @@ class CaseSink(threading.Thread):
         self._queue.put(_Check(camera, frame, detections))
 
     def close(self) -> None:
-        """Finish everything posted so far, then stop (join the thread to wait for it)."""
+        """Finish everything posted so far, then stop (join the thread to wait for it); with the case store down, what
+        could not be recorded is logged as lost rather than waited for."""
+        self._closing.set()
         self._queue.put(None)
 
     # ---- thread -------------------------------------------------------------------------
@@ -92,16 +98,42 @@ class CaseSink(threading.Thread):
                 continue
             if item is None:
                 break
-            try:
-                if isinstance(item, _Event):
-                    self._event(item)
-                elif isinstance(item, _Strip):
-                    self.intake.add_strip(item.violation_id, item.frames)
-                else:
-                    self._check(item)
-            except Exception:  # noqa: BLE001 - one bad event (a store error) must not stop the others
-                log.exception("case sink: %s failed", type(item).__name__)
+            self._handle_waiting_for_store(item)
         self._retry_evidence()
+
+    def _handle_waiting_for_store(self, item: _Event | _Strip | _Check) -> None:
+        """Handle `item`; while the case store does not answer (a database restarted or down), hold it and try again
+        every `store_retry_s`, the items after it waiting in order: a violation opened during the outage was dropped
+        with a traceback, and its later events found 'no case to update', the case never made. Recording an event is
+        idempotent per violation id, so an attempt cut off half-way is taken up again, not doubled."""
+        down = False
+        while True:
+            try:
+                self._handle(item)
+            except CaseStoreUnreachable as exc:
+                if self._closing.is_set():
+                    log.error("case sink: %s not recorded, the watcher stopping while the case store is down: %s",
+                              type(item).__name__, exc)
+                    return
+                if not down:
+                    log.warning("case sink: %s; what the cameras report waits for it (tried again every %g s)",
+                                exc, self.store_retry_s)
+                    down = True
+                self._closing.wait(self.store_retry_s)
+                continue
+            except Exception:  # noqa: BLE001 - one bad event must not stop the others
+                log.exception("case sink: %s failed", type(item).__name__)
+            if down:
+                log.info("case sink: the case store answers again; recording goes on")
+            return
+
+    def _handle(self, item: _Event | _Strip | _Check) -> None:
+        if isinstance(item, _Event):
+            self._event(item)
+        elif isinstance(item, _Strip):
+            self.intake.add_strip(item.violation_id, item.frames)
+        else:
+            self._check(item)
 
     def _event(self, item: _Event) -> None:
         event, cam = item.event, item.camera
