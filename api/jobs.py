@@ -237,6 +237,11 @@ class JobClaims:
             self._held[folder] = fd
         return True
 
+    def count(self) -> int:
+        """How many jobs this process holds (queued or running)."""
+        with self._lock:
+            return len(self._held)
+
     def release(self, folder: Path | None = None) -> None:
         """Let go of the claim on the job in `folder` (it ended), or of every claim (None: the server stops)."""
         with self._lock:
@@ -484,6 +489,12 @@ class TriageJobs:
         return True
 
     def shutdown(self, wait: bool = True) -> None:
+        """Stop taking jobs: the queued ones are cancelled (the next start resumes them), the running ones finish
+        first with `wait`, which is said in the log: a stop (systemctl stop, SIGTERM) otherwise stood silent after
+        uvicorn's 'Waiting for application shutdown.' for as long as the upload or patrol job took."""
+        if wait and (held := self.claims.count()):
+            log.info("stopping: the running upload or patrol job finishes first (%d job(s) of this process, running or "
+                     "queued; the queued, and a running one cut off by a kill, resume at the next start)", held)
         self.pool.shutdown(wait=wait, cancel_futures=True)
         self.claims.release()  # the jobs cancelled while queued: the next start takes them up
 
