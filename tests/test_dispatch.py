@@ -1454,3 +1454,47 @@ def test_a_running_dispatcher_waits_for_a_case_store_gone_and_delivers_once_it_i
     assert [c["external_id"] for c in sim.cases("cn-dcm")].count(case_id) == 1
     assert "the case store answers again" in caplog.text
     dispatcher.close()
+
+
+@pytest.mark.slow  # ~6 s: a `dispatch run` process started and stopped; the default suite's ~15-minute budget
+def test_dispatch_run_stopped_while_the_case_store_is_down_exits_as_a_stop(tmp_path):
+    """SIGTERM (systemctl stop) to `dispatch run` while its case store was down: its last report and outbox count
+    met the outage and it exited 2 with 'error: cannot open the case store', a failed unit for systemd. It exits 0
+    as any stop, its last line saying the outbox was not counted and why."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    CaseStore(f"sqlite:///{tmp_path}/cases.db").close()
+    config = tmp_path / "streetwatch.yaml"
+    config.write_text(yaml.safe_dump({
+        "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+        "evidence_store": {"backend": "local", "local_root": str(tmp_path / "evidence")},
+        "dispatch": {"targets": {"dcm": {"adapter": "cn-dcm", "url": "http://127.0.0.1:9/cn-dcm/cases"}}, "idle_s": 0.05}}),
+        encoding="utf-8")
+    log = tmp_path / "dispatch.log"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "streetwatch.cli", "dispatch", "run", "--config", str(config)],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            waiting = threading.Event()
+            for _ in range(3000):
+                if "dispatching to dcm" in log.read_text():
+                    break
+                waiting.wait(0.01)
+            (tmp_path / "cases.db").rename(tmp_path / "aside.db")
+            for _ in range(3000):
+                if "deliveries wait for it" in log.read_text():
+                    break
+                waiting.wait(0.01)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert "outbox: not counted: cannot open the case store" in out and "error:" not in log.read_text()
