@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+import supervision as sv
 
 from detect.evidence.signing import read_manifest, verify_bundle
 from pipelines.cases import CaseState
@@ -376,6 +377,8 @@ def test_what_a_camera_reports_while_the_case_store_is_down_is_recorded_once_it_
             sink._closing.wait(0.01)
         sink._closing.wait(0.2)  # several more tries meet the outage: still one line
         assert caplog.text.count("what the cameras report waits for it") == 1 and "failed" not in caplog.text
+        sink.post_check(camera, event.frame, sv.Detections.empty())
+        assert sink._queue.empty()  # a re-check holds a whole frame: none is queued through the outage
         aside.rename(database)
         for _ in range(500):  # the next try records it
             if intake.store.list():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,6 +65,7 @@ class CaseSink(threading.Thread):
         self.verified = verified  # types whose verdicts frames carry: re-checks judge them the same way
         self._queue: queue.Queue = queue.Queue()
         self._closing = threading.Event()  # set by close(): an item held for a store that is down is not waited for
+        self._checks_paused_until = 0.0  # time.monotonic() before which re-checks are not queued (the case store is down)
         self.store_retry_s = STORE_RETRY_S
         self._cameras: dict[str, Camera] = {}
         self._absent_since: dict[str, dict[str, datetime]] = {}  # camera id -> its verifying cases not seen since
@@ -79,7 +81,11 @@ class CaseSink(threading.Thread):
         self._queue.put(_Strip(violation_id, frames))
 
     def post_check(self, camera: Camera, frame: Frame, detections: sv.Detections) -> None:
-        self._queue.put(_Check(camera, frame, detections))
+        """Queue a re-check of the camera's open cases on `frame`, unless the case store is down: a re-check holds a
+        whole frame and comes again every `verify_every_s`, so queued through an outage of an hour they would fill
+        memory with frames that say nothing the next re-check will not."""
+        if time.monotonic() >= self._checks_paused_until:
+            self._queue.put(_Check(camera, frame, detections))
 
     def close(self) -> None:
         """Finish everything posted so far, then stop (join the thread to wait for it); with the case store down, what
@@ -111,6 +117,11 @@ class CaseSink(threading.Thread):
             try:
                 self._handle(item)
             except CaseStoreUnreachable as exc:
+                # re-checks wait out the store's next try; one that failed is dropped: a later one judges the same cases
+                self._checks_paused_until = time.monotonic() + 2 * self.store_retry_s
+                if isinstance(item, _Check):
+                    log.warning("case sink: camera %s: re-check skipped, the case store is down: %s", item.camera.id, exc)
+                    return
                 if self._closing.is_set():
                     log.error("case sink: %s not recorded, the watcher stopping while the case store is down: %s",
                               type(item).__name__, exc)
