@@ -334,3 +334,17 @@ def test_detect_and_triage_say_which_verifier_judged_after_a_promotion_and_going
 
     assert runner.invoke(app, ["verifier", "promote", "street-v7"]).exit_code == 0  # going back to the shipped heads
     assert f"judged with verifier street-v7 ({shipped}, the promoted one;" in triage("street-v7")
+
+
+def test_training_into_an_out_that_is_a_file_is_refused_before_any_photo_is_read(tmp_path):
+    """`verifier train --out models/verifiers/h48a.yaml` (the card's path, not its folder) read every photo and trained
+    every head, then stopped with `exists and is not a folder` when the card was written: minutes of training (six on the
+    whole street-scenes) lost. Such an --out, or one under a file, is refused first, with nothing read or cached."""
+    card = _shipped_copy(tmp_path / "verifiers") / "street-v7.yaml"
+    sheet = _stall_sheet(tmp_path / "sheet")
+    for out in (card, card / "sub"):
+        result = CliRunner().invoke(app, ["verifier", "train", "--data", str(sheet), "--out", str(out), "--id", "mine", "--synth", "0",
+                                          "--cache", str(tmp_path / "cache")], env={"COLUMNS": "250"})
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"--out {out}: {card} exists and is not a folder" in " ".join(result.stderr.split())
+        assert not (tmp_path / "cache").exists()

@@ -45,7 +45,12 @@ def new_card(out: Path, verifier_id: str) -> Path:
     already. Why: `--out` and `--id` default to models/verifiers and street-v7, and the next step `data from-cases
     --verifier` and `verifier to-label` print names no --id, so minutes of training overwrote the shipped (often
     promoted) heads and the card whose figures the docs quote, and nothing was left to go back to. A new id keeps both,
-    as `verifier threshold` and the detector's `train --name` do; a free one is suggested."""
+    as `verifier threshold` and the detector's `train --name` do; a free one is suggested. An `out` that is a file, or
+    lies under one, is refused here too: found only when the card was written, it cost the whole training."""
+    blocking = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise VerifierError(f"--out {out}: {blocking} exists and is not a folder; name the folder for the card and heads")
+
     def taken(vid: str) -> Path | None:
         return next((f for f in (out / f"{vid}.yaml", out / f"{vid}.npz") if f.exists()), None)
 
