@@ -348,3 +348,39 @@ def test_training_into_an_out_that_is_a_file_is_refused_before_any_photo_is_read
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert f"--out {out}: {card} exists and is not a folder" in " ".join(result.stderr.split())
         assert not (tmp_path / "cache").exists()
+
+
+def test_promoting_a_card_by_path_records_its_id_and_says_how_to_go_back(tmp_path, monkeypatch):
+    """`verifier promote vout/h48a.yaml` (its help said an id; a card path is what `show` and `--verifier` take) wrote
+    `id: vout/h48a.yaml` into promoted.yaml: every run from another folder, `serve`'s too, then stopped at `verifier
+    card not found`. A card in a verifier folder is recorded by its id; one outside them is refused, saying where to
+    copy it. And promote said nothing of the verifier it replaced, the one id a data engineer needs to undo it."""
+    from detect.verifier import promoted_id
+    from detect.verifier.heads import HeadSet, write_card
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("STREETWATCH_MODELS", str(models))
+    monkeypatch.chdir(tmp_path)
+    shipped = find_card("street-v7")
+    outside = _shipped_copy(tmp_path / "vout")
+    write_card(HeadSet.load(shipped).card.model_copy(update={"id": "city-v8"}), outside / "city-v8.yaml")
+    runner = CliRunner()
+
+    refused = runner.invoke(app, ["verifier", "promote", "vout/city-v8.yaml"], env={"COLUMNS": "250"})
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert (f"vout/city-v8.yaml: a promotion names a verifier by its id ('city-v8'), which finds another card or none, as this card lies "
+            f"outside the verifier folders ({models / 'verifiers'}") in " ".join(refused.stderr.split())
+    assert f"copy it and its heads (street-v7.npz) into {models / 'verifiers'}, then promote 'city-v8'" in " ".join(refused.stderr.split())
+    assert promoted_id() == "street-v7" and not (models / "verifiers" / "promoted.yaml").exists()
+
+    shutil.copytree(outside, models / "verifiers")
+    monkeypatch.chdir(models)
+    result = runner.invoke(app, ["verifier", "promote", "verifiers/city-v8.yaml"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    record = models / "verifiers" / "promoted.yaml"
+    assert " ".join(result.stdout.split()) == (f"promoted city-v8 ({record}), in place of street-v7; to go back: "
+                                               "streetwatch verifier promote street-v7")
+    monkeypatch.chdir(tmp_path)  # read from another folder, as serve and triage do
+    assert promoted_id() == "city-v8" and find_card() == models / "verifiers" / "city-v8.yaml"
+    again = runner.invoke(app, ["verifier", "promote", "city-v8"], env={"COLUMNS": "250"})
+    assert again.exit_code == 0 and "city-v8 is the promoted verifier already" in again.stdout

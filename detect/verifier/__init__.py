@@ -104,11 +104,25 @@ def promote_verifier(verifier_id: str) -> tuple[Path, HeadsCard]:
     card in the project's folder, it lost to a record in `$STREETWATCH_MODELS`; written into site-packages, a
     reinstall would undo it). A record in a folder read before that one naming another verifier is refused naming it,
     nothing written; naming this one, it is in effect already and is the path returned.
+
+    A card given by path is recorded by its id, and only where that id finds this very card: the record is read from
+    every folder a command runs in, and a relative path (`vout/h48a.yaml`) written into it left every run elsewhere
+    (the service's too) stopping at `verifier card not found`.
     """
     from detect.registry import PromotionOutvoted, write_promotion
 
     card = find_card(verifier_id)
     heads = HeadSet.load(card)
+    if Path(verifier_id).suffix in (".yaml", ".yml"):
+        verifier_id = heads.card.id
+        try:
+            by_id = find_card(verifier_id).resolve() == card.resolve()
+        except VerifierError:
+            by_id = False
+        if not by_id:
+            raise VerifierError(f"{card}: a promotion names a verifier by its id ('{verifier_id}'), which finds another card or none, "
+                                f"as this card lies outside the verifier folders ({', '.join(str(d) for d in verifier_dirs())}): copy it "
+                                f"and its heads ({heads.card.weights}) into {writable_verifier_dir()}, then promote '{verifier_id}'")
     text = f"# The verifier detect, triage, watch, demo and serve use unless told otherwise.\nid: {verifier_id}\n"
     try:
         return write_promotion(VERIFIERS, verifier_id, _record_id, text), heads.card

@@ -279,18 +279,27 @@ def register(app: typer.Typer) -> None:
         typer.echo(summary(heads.card))
 
     @verifier.command("promote")
-    def promote(verifier_id: Annotated[str, typer.Argument(help="Verifier id to use by default.")]) -> None:
-        """Make a verifier the default of detect, triage, watch, demo and serve."""
-        from detect.verifier import VerifierError, promote_verifier
+    def promote(verifier_id: Annotated[str, typer.Argument(help="Verifier id (or its card in a verifier folder) to use by default.")]) -> None:
+        """Make a verifier the default of detect, triage, watch, demo and serve; says which one it replaces, and how to
+        go back to it (the record holds one id, no history)."""
+        from detect.verifier import VerifierError, promote_verifier, promoted_id
         from detect.verifier.backbones import is_neck
 
+        try:
+            before = promoted_id()
+        except VerifierError:  # an unreadable record: promoting replaces it
+            before = None
         try:
             path, card = promote_verifier(verifier_id)
         except VerifierError as exc:
             fail(str(exc))
-        typer.echo(f"promoted {verifier_id} ({path})")
+        if before == card.id:
+            typer.echo(f"{card.id} is the promoted verifier already ({path}); nothing changed")
+        else:
+            typer.echo(f"promoted {card.id} ({path})" + (f", in place of {before}; to go back: streetwatch verifier promote {before}"
+                                                         if before else ""))
         if is_neck(card.backbone) and card.imgsz != DEFAULTS.imgsz:  # else it steps aside on every default run, with a warning
-            typer.echo(f"note: {verifier_id} reads the detector's neck at input {card.imgsz}: detect, triage and watch judge with it "
+            typer.echo(f"note: {card.id} reads the detector's neck at input {card.imgsz}: detect, triage and watch judge with it "
                        f"only when run at --imgsz {card.imgsz} (settings `imgsz`; default {DEFAULTS.imgsz})")
 
     @verifier.command("threshold")
