@@ -168,7 +168,7 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
     result = CliRunner().invoke(app, ["verifier", "eval", "--data", str(tmp_path), "--ocr", "off", "--out", str(tmp_path / "f.json"),
                                       "--validation-csv", str(tmp_path / "review.csv")], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    figures = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
+    figures = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))["figures"]
     with (tmp_path / "review.csv").open(encoding="utf-8-sig", newline="") as fh:
         verdicts = list(csv.DictReader(fh))
     assert f"wrote {len(verdicts)} verdicts to" in result.output
@@ -384,3 +384,44 @@ def test_promoting_a_card_by_path_records_its_id_and_says_how_to_go_back(tmp_pat
     assert promoted_id() == "city-v8" and find_card() == models / "verifiers" / "city-v8.yaml"
     again = runner.invoke(app, ["verifier", "promote", "city-v8"], env={"COLUMNS": "250"})
     assert again.exit_code == 0 and "city-v8 is the promoted verifier already" in again.stdout
+
+
+def test_eval_labels_the_types_its_verifier_has_no_head_for_and_its_json_says_what_judged(tmp_path):
+    """`verifier eval --verifier h48a.yaml` (heads for stalls and spillover only) printed flyposting, garbage and parking
+    figures under the same heading as the heads' (AP and all), though the detector's classes judged them; and its
+    `--out` JSON held the figures alone: two runs' files (fp32 and INT8, two cards) could not be told apart or made
+    again. The table says which types no head judged, and the JSON starts with the command, the verifier (id, card,
+    digests, thresholds), the detector, the data and how many of its photos were judged."""
+    import csv
+
+    from detect.digests import sha256_file
+    from detect.verifier.heads import HeadSet, write_card
+    from tests.test_verifier_parts import STREET_SCENES
+
+    rows = [r for r in csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")) if r["file"].startswith("images/cn2/")][:2]
+    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "images").symlink_to(STREET_SCENES / "images")
+    shipped = find_card("street-v7")
+    full = HeadSet.load(shipped).card
+    card = tmp_path / "stalls-only.yaml"
+    write_card(full.model_copy(update={"id": "stalls-only", "weights": "street-v7.npz",
+                                       "heads": {"street_stall": full.heads["street_stall"]}}), card)
+    shutil.copy(shipped.with_suffix(".npz"), tmp_path / "street-v7.npz")
+
+    result = CliRunner().invoke(app, ["verifier", "eval", "--data", str(tmp_path), "--ocr", "off", "--limit", "1",
+                                      "--verifier", str(card), "--out", str(tmp_path / "f.json")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    headings = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ") and not line.startswith("    ")]
+    assert headings == ["street_stall", *(f"{t} (no head in stalls-only: judged by detector classes)"
+                                          for t in ("shopfront_spillover", "flyposting", "exposed_garbage", "parking"))]
+    record = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
+    assert record["command"].startswith("streetwatch verifier eval ") and record["date"]
+    assert record["verifier"] == {"id": "stalls-only", "card": str(card), "card_sha256": sha256_file(card),
+                                  "heads_sha256": sha256_file(tmp_path / "street-v7.npz"),
+                                  "thresholds": "thresholds as trained (each head's best F1 on validation, F0.5 for parking)",
+                                  "judged_by_detector_classes": ["exposed_garbage", "flyposting", "parking", "shopfront_spillover"]}
+    assert (record["data"], record["photos"], record["of"], record["ocr"], record["backend"]) == (str(tmp_path), 1, 2, "off", "onnx")
+    assert record["detector"].startswith("yolo11n") and record["figures"]["street_stall"]["verifier"]["all"]["photos"] == 1

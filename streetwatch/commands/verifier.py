@@ -143,13 +143,7 @@ def register(app: typer.Typer) -> None:
         if validation_csv is not None:
             _write_verdicts(validation_csv, result.verdict_rows(dataset))
         if out is not None:
-            import shlex
-            import sys
-            from datetime import UTC, datetime
-
-            record = {"command": "streetwatch verifier crossval " + " ".join(shlex.quote(a) for a in sys.argv[3:]),
-                      "date": datetime.now(UTC).isoformat(timespec="seconds"), **result.describe()}
-            _write_json(out, record)
+            _write_json(out, {**_run_record("crossval"), **result.describe()})
 
     @verifier.command("eval")
     def evaluate(
@@ -194,11 +188,22 @@ def register(app: typer.Typer) -> None:
                                          progress=lambda i, n: status.update(f"judging {i}/{n}"))
         except (DatasetError, VerifierError, ValueError) as exc:
             fail(_reason(exc))
-        typer.echo(table(figures))
+        unjudged = _without_head(figures, judgement.verifier.heads.card.heads if judgement.verifier else {})
+        who = f"no head in {judgement.verifier.heads.card.id}" if judgement.verifier else "verifier none"
+        typer.echo(table(figures, unjudged, why=who))
         if validation_csv is not None:
             _write_verdicts(validation_csv, rows)
         if out is not None:
-            _write_json(out, figures)
+            from detect.evidence.builder import VerifierInfo
+            from pipelines.verifier.operating_points import threshold_source
+
+            card = judgement.verifier.heads if judgement.verifier else None
+            _write_json(out, {**_run_record("eval"), "data": str(data.resolve()), "photos": len(dataset.photos), "of": total,
+                              "verifier": {**VerifierInfo.of(judgement).to_json(), "card": str(card.path.resolve()) if card else None,
+                                           "thresholds": threshold_source(card.card) if card else None,
+                                           "judged_by_detector_classes": sorted(unjudged)},
+                              "detector": detector.model_id, "backend": backend, "device": device, "imgsz": imgsz, "ocr": ocr,
+                              "figures": figures})
 
     @verifier.command("diff")
     def diff(
@@ -344,6 +349,17 @@ def _outputs_or_fail(out: Path | None, validation_csv: Path | None) -> None:
     writable_or_fail(validation_csv, "--validation-csv", example="verdicts.csv")
 
 
+def _run_record(command: str) -> dict:
+    """The command line and date a JSON record of `verifier crossval` or `eval` starts with, so its figures say how
+    to make them again."""
+    import shlex
+    import sys
+    from datetime import UTC, datetime
+
+    return {"command": f"streetwatch verifier {command} " + " ".join(shlex.quote(a) for a in sys.argv[3:]),
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
 def _write_json(path: Path, record) -> None:
     """`record` as JSON at `path`, its folder made as --validation-csv's is."""
     import json
@@ -358,13 +374,20 @@ def _write_verdicts(path: Path, rows: list[dict]) -> None:
     typer.echo(f"wrote {counted(write_validation_csv(path, rows), 'verdict')} to {path}")
 
 
+def _without_head(names, heads) -> set[str]:
+    """The label heads among `names` (`parking` for both parking types) none of whose types `heads`, a card's, judges:
+    their types stay with the detector's classes."""
+    from pipelines.verifier.run import RULE_TYPES
+
+    return {name for name in names if not any(t in heads for t in RULE_TYPES.get(name, [name]))}
+
+
 def summary(card) -> str:
     """The card's backbone, validation figures against today's rules, and thresholds."""
     from detect.verifier.backbones import is_neck
-    from pipelines.verifier.run import RULE_TYPES
 
     size = f" at input {card.imgsz}" if is_neck(card.backbone) else ""
-    unshipped = {name for name in card.metrics if not any(t in card.heads for t in RULE_TYPES.get(name, [name]))}
+    unshipped = _without_head(card.metrics, card.heads)
     lines = [f"verifier {card.id}: backbone {card.backbone}{size}, tiles {card.tiles[0]}x{card.tiles[1]}", table(card.metrics, unshipped)]
     for type_id, spec in card.heads.items():
         how = f" (OCR gate {spec.ocr_gate})" if spec.ocr_gate else ""
@@ -392,12 +415,13 @@ def _no_positive_line(m: dict) -> str:
             f"   rules today: found on {rules.get('fp', 0)}")
 
 
-def table(metrics: dict, unshipped: set[str] = frozenset()) -> str:
+def table(metrics: dict, unshipped: set[str] = frozenset(), why: str = "not shipped") -> str:
     """Per head and source: verifier P/R/F1 (95 % interval of F1) and AP, beside today's detector-only rules.
-    `unshipped`: heads a card measured but does not judge with (their types stay with the detector's classes)."""
+    `unshipped`: heads a card measured but does not judge with (their types stay with the detector's classes), or
+    that `eval`'s verifier has none of; `why` says which, so their figures are not read as a head's."""
     lines = []
     for name, m in metrics.items():
-        lines.append(f"  {name}" + (" (not shipped: judged by detector classes)" if name in unshipped else ""))
+        lines.append(f"  {name}" + (f" ({why}: judged by detector classes)" if name in unshipped else ""))
         if m["verifier"] and not any(f["positives"] for f in m["verifier"].values()):
             lines.append(_no_positive_line(m))
         for src, f in m["verifier"].items():
