@@ -71,6 +71,11 @@ def test_a_card_with_stricter_thresholds_changes_the_verdict_and_says_where_they
     assert f"use it with --verifier {tmp_path / 'strict.yaml'} (it is outside the verifier folders" in " ".join(result.output.split())
     card = yaml.safe_load((tmp_path / "strict.yaml").read_text(encoding="utf-8"))
     point = next(p for p in card["metrics"]["parking"]["operating_points"] if p["precision_target"] == 0.7)
+    shipped_card = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    found = point["verifier"]["all"]  # what the new threshold finds is said before anyone promotes it (one said nothing)
+    assert (f"  illegal_parking {shipped_card['heads']['illegal_parking']['threshold']} -> {point['threshold']} (precision target "
+            f"0.7: validation P {found['P']:.2f} R {found['R']:.2f})") in result.output.splitlines()
+    assert f"  street_stall {shipped_card['heads']['street_stall']['threshold']} -> 0.99" in result.output.splitlines()
     assert card["id"] == "strict" and card["weights"] == "street-v7.npz"
     assert card["heads"]["illegal_parking"]["threshold"] == card["heads"]["nonmotor_parking"]["threshold"] == point["threshold"]
     assert card["heads"]["street_stall"]["threshold"] == 0.99
@@ -93,8 +98,8 @@ def test_a_stricter_card_in_a_verifier_folder_is_named_by_its_id(tmp_path, monke
 
 
 @pytest.mark.parametrize(("setting", "reason"), [
-    ("kiosk=0.5", "has no head 'kiosk'"),
-    ("street_stall=p0.95", "no operating point for precision 0.95"),
+    ("kiosk=0.5", "street-v7 has no head 'kiosk'"),  # the card it starts from, not the new id ('strict has no head')
+    ("street_stall=p0.95", "street-v7 has no operating point for precision 0.95"),
     ("shopfront_spillover=p0.9", "no threshold of shopfront_spillover reached precision 0.9"),
     ("street_stall=1.5", "between 0 and 1"),
     ("street_stall", "expected HEAD=PROBABILITY"),

@@ -44,10 +44,12 @@ def head_of(type_id: str) -> str:
     return PARKING if type_id in PARKING_TYPES else type_id
 
 
-def with_thresholds(card_path: Path, settings: list[str], new_id: str) -> Path:
+def with_thresholds(card_path: Path, settings: list[str], new_id: str) -> tuple[Path, list[str]]:
     """Write card `new_id` beside `card_path`: the same heads and weights, with the thresholds of `settings`
-    ('HEAD=P' a probability, 'HEAD=pT' the operating point of precision target T; HEAD a type or `parking`).
-    Each error names the setting and the reason; nothing is written unless every setting is good."""
+    ('HEAD=P' a probability, 'HEAD=pT' the operating point of precision target T; HEAD a type or `parking`); the new
+    card and what changed (`street_stall 0.13 -> 0.65 (precision target 0.7: validation P 0.31 R 0.06)`, as its notes
+    say), so the command can show what the new thresholds find before anyone promotes them.
+    Each error names the setting, the source card and the reason; nothing is written unless every setting is good."""
     heads = HeadSet.load(card_path)
     try:  # the card's own id rule (letters, digits, '.', '_', '-'): also keeps the file beside its source
         card = HeadsCard.model_validate({**heads.card.model_dump(), "id": new_id})
@@ -64,15 +66,15 @@ def with_thresholds(card_path: Path, settings: list[str], new_id: str) -> Path:
             raise VerifierError(f"--set {setting!r}: expected HEAD=PROBABILITY or HEAD=pTARGET, e.g. street_stall=0.4 or street_stall=p0.7")
         types = [t for t in card.heads if name in (t, head_of(t))]
         if not types:
-            raise VerifierError(f"--set {setting!r}: {card.id} has no head '{name}' (heads: {', '.join(sorted({head_of(t) for t in card.heads}))})")
-        threshold, how = _threshold(card, head_of(types[0]), value, setting)
+            raise VerifierError(f"--set {setting!r}: {heads.card.id} has no head '{name}' (heads: {', '.join(sorted({head_of(t) for t in card.heads}))})")
+        threshold, how = _threshold(heads.card, head_of(types[0]), value, setting)
         for t in types:
             changes.append(f"{t} {card.heads[t].threshold} -> {threshold}{how}")
             card.heads[t].threshold = threshold
     card.notes = (f"{card.notes} {THRESHOLDS_SET_FROM} {heads.card.id} (`streetwatch verifier threshold`): {'; '.join(changes)}. "
                   f"The metrics are those of {heads.card.id}'s thresholds; operating_points give the others.").strip()
     write_card(card, target)
-    return target
+    return target, changes
 
 
 def _threshold(card, head: str, value: str, setting: str) -> tuple[float, str]:

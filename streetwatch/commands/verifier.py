@@ -321,7 +321,7 @@ def register(app: typer.Typer) -> None:
         if not sets:
             fail("give at least one --set HEAD=PROBABILITY or HEAD=pTARGET (`streetwatch verifier show` lists the operating points)")
         try:
-            path = with_thresholds(find_card(source or None), sets, new_id)
+            path, changes = with_thresholds(find_card(source or None), sets, new_id)
         except VerifierError as exc:
             fail(str(exc))
         try:
@@ -334,6 +334,8 @@ def register(app: typer.Typer) -> None:
             folders = ", ".join(str(d) for d in verifier_dirs())
             typer.echo(f"wrote {path}; use it with --verifier {path} (it is outside the verifier folders, {folders}: "
                        "move it there with the heads file it names to use it by id or promote it)")
+        for change in changes:  # what the new thresholds find, before anyone promotes them
+            typer.echo(f"  {change}")
 
 
 def _say_notes(notes: list[str]) -> None:
