@@ -180,3 +180,29 @@ def test_a_photo_that_cannot_be_decoded_is_named_with_what_to_do(tmp_path, comma
     assert run.returncode == 2, run.stderr
     assert f"error: {broken}: corrupt or truncated image data" in run.stderr
     assert "remove its row from labels.csv" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow  # ~14 s: three folds of training and a detector pass over 24 photos
+def test_crossval_labels_the_types_it_trained_no_head_for(tmp_path):
+    """`verifier crossval --heads shopfront_spillover` printed flyposting, garbage and parking figures under the same
+    headings as the head's, though the detector's classes judged them (parking's equal to 'rules today'). Their
+    headings say so, as `verifier show` and `eval` mark a type no head judges."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    rows = list(csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")))
+    travel = [r for r in rows if r["file"].startswith("images/mmj/") and r["uncertain"] == "0"]
+    keep = [r for r in travel if r["shopfront_spillover"] == "1"][:12] + [r for r in travel if r["shopfront_spillover"] == "0"][:12]
+    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    (tmp_path / "images").symlink_to(STREET_SCENES / "images")
+    result = CliRunner().invoke(app, ["verifier", "crossval", "--data", str(tmp_path), "--heads", "shopfront_spillover", "--synth", "0",
+                                      "--folds", "3", "--ocr", "off", "--cache", str(tmp_path / "cache")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    table = result.stdout.split("where the evidence lands")[0]
+    headings = [line.strip() for line in table.splitlines() if line.strip() and line.startswith("  ") and not line.startswith("    ")]
+    assert sorted(headings) == sorted(["shopfront_spillover", *(f"{t} (no head trained: judged by detector classes)"
+                                                                for t in ("street_stall", "flyposting", "exposed_garbage", "parking"))])

@@ -138,7 +138,8 @@ def register(app: typer.Typer) -> None:
         for k, fold in enumerate(result.folds, 1):
             typer.echo(f"fold {k}: heads trained on {counted(fold['trained_on'], 'photo')} judged {fold['judged']}: {', '.join(fold['heads']) or 'none'}"
                        + (f" (not shipped: {', '.join(f'{h} F1 {f:.2f}' for h, f in fold['refused'].items())})" if fold["refused"] else ""))
-        typer.echo(table(result.figures))
+        trained = {h for fold in result.folds for h in fold["heads"]}  # a head every fold refused judges nowhere too
+        typer.echo(table(result.figures, {name for name in result.figures if name not in trained}, why="no head trained"))
         typer.echo(localisation_table(result.localisation))
         if validation_csv is not None:
             _write_verdicts(validation_csv, result.verdict_rows(dataset))
