@@ -647,6 +647,10 @@ def test_verifier_show_says_how_each_type_is_judged():
     # measured but not shipped: said so, and no operating points offered for it
     assert "  exposed_garbage (not shipped: judged by detector classes)\n" in result.output
     assert "exposed_garbage p0.5" not in result.output and "  street_stall\n" in result.output
+    # what the figures were measured on and the command that makes them again (only the card said so)
+    assert result.output.splitlines()[-2:] == [
+        "  trained on street-scenes: 2096 photos in 629 groups (labels sha256 2eb3497708d9), validated by group split",
+        "  command: streetwatch verifier train --data ../shared/datasets/street-scenes --out models/verifiers --id street-v7"]
 
 
 @pytest.mark.parametrize(("name", "stem"), [("my model.pt", "my-model"), ("模型.pt", "model"), ("best.pt", "best")])

@@ -723,7 +723,9 @@ def test_a_photo_rejected_as_car_parking_is_no_parking_negative_for_its_bicycles
 
     both = load_datasets([sheet, cases])
     assert [p.labels for p in both.photos] == [{"street_stall": 0, "parking": 1}]
+    assert both.name == "sheet + cases"  # the card's dataset `root` named the first folder alone
     alone = load_dataset(cases)
+    assert alone.name == "cases"
     assert alone.photos == []
     assert any("1 rows label one parking column 0 and leave the other empty" in n for n in alone.notes)
 

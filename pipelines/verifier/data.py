@@ -67,6 +67,13 @@ class Dataset:
     photos: list[Photo]
     digest: str  # SHA-256 of labels.csv and boxes.csv: which labels the heads were trained on
     notes: list[str] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # every --data folder joined (load_datasets); empty: `root` alone
+
+    @property
+    def name(self) -> str:
+        """What the card calls the data: each folder's name (`street-scenes + cases`). With `root`'s alone, a card
+        trained on street-scenes and reviewed cases read as trained on street-scenes."""
+        return " + ".join(f.name for f in self.folders or [self.root])
 
     def labels(self, head: str) -> np.ndarray:
         """0/1 per photo, -1 where the photo is not labelled for this head (reviewed cases of other types)."""
@@ -160,7 +167,7 @@ def load_datasets(roots: list[Path], *, uncertain: bool = True) -> Dataset:
         return parts[0]
     digest = hashlib.sha256("|".join(p.digest for p in parts).encode()).hexdigest()
     photos, notes = _one_per_content(parts)
-    return Dataset(parts[0].root, photos, digest, [n for p in parts for n in p.notes] + notes)
+    return Dataset(parts[0].root, photos, digest, [n for p in parts for n in p.notes] + notes, [p.root for p in parts])
 
 
 def _one_per_content(parts: list[Dataset]) -> tuple[list[Photo], list[str]]:

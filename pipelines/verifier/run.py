@@ -212,7 +212,7 @@ def _card(dataset: Dataset, feats: Features, results: dict[str, HeadResult], opt
     card = HeadsCard(
         id=options.verifier_id, backbone=options.backbone, feature_dim=dim, imgsz=options.imgsz, tiles=options.tiles,
         weights=f"{options.verifier_id}.npz", heads=specs,
-        dataset={"root": dataset.root.name, "labels_sha256": dataset.digest, **dataset.counts(),
+        dataset={"root": dataset.name, "labels_sha256": dataset.digest, **dataset.counts(),
                  "synthetic_small_ads": int(len(feats.synth_base)), "vehicles": int(len(feats.vehicles)), "notes": dataset.notes},
         metrics=metrics,
         command=command,

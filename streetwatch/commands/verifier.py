@@ -283,6 +283,12 @@ def register(app: typer.Typer) -> None:
         except VerifierError as exc:
             fail(str(exc))
         typer.echo(summary(heads.card))
+        data = heads.card.dataset
+        if data:  # what the figures were measured on, and the command that makes them again
+            typer.echo(f"  trained on {data.get('root', '?')}: {data.get('photos', '?')} photos in {data.get('groups', '?')} groups "
+                       f"(labels sha256 {str(data.get('labels_sha256', '?'))[:12]}), validated by group split")
+        if heads.card.command:
+            typer.echo(f"  command: {heads.card.command}")
 
     @verifier.command("promote")
     def promote(verifier_id: Annotated[str, typer.Argument(help="Verifier id (or its card in a verifier folder) to use by default.")]) -> None:
