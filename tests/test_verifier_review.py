@@ -162,14 +162,7 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
     import csv
     import json
 
-    from tests.test_verifier_parts import STREET_SCENES
-
-    rows = [r for r in csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")) if r["file"].startswith("images/cn2/")]
-    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (tmp_path / "images").symlink_to(STREET_SCENES / "images")
+    rows = _cn2_folder(tmp_path, None)
     result = CliRunner().invoke(app, ["verifier", "eval", "--data", str(tmp_path), "--ocr", "off", "--out", str(tmp_path / "f.json"),
                                       "--validation-csv", str(tmp_path / "review.csv")], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
@@ -220,16 +213,7 @@ def test_eval_on_a_labelled_folder_writes_the_figures_and_each_photos_verdict(tm
 def test_eval_says_which_verifier_and_thresholds_it_judged_with_and_how_many_photos(tmp_path):
     """`verifier eval` printed figures without saying which verifier made them (the promoted one unless --verifier),
     where its thresholds came from (a `verifier threshold` card judges otherwise) or how many photos it judged."""
-    import csv
-
-    from tests.test_verifier_parts import STREET_SCENES
-
-    rows = [r for r in csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")) if r["file"].startswith("images/cn2/")][:3]
-    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (tmp_path / "images").symlink_to(STREET_SCENES / "images")
+    _cn2_folder(tmp_path, 3)
     shipped = find_card("street-v7")
     for f in (shipped, shipped.with_suffix(".npz")):
         shutil.copy(f, tmp_path / f.name)
@@ -397,18 +381,10 @@ def test_eval_labels_the_types_its_verifier_has_no_head_for_and_its_json_says_wh
     `--out` JSON held the figures alone: two runs' files (fp32 and INT8, two cards) could not be told apart or made
     again. The table says which types no head judged, and the JSON starts with the command, the verifier (id, card,
     digests, thresholds), the detector, the data and how many of its photos were judged."""
-    import csv
-
     from detect.digests import sha256_file
     from detect.verifier.heads import HeadSet, write_card
-    from tests.test_verifier_parts import STREET_SCENES
 
-    rows = [r for r in csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")) if r["file"].startswith("images/cn2/")][:2]
-    with (tmp_path / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (tmp_path / "images").symlink_to(STREET_SCENES / "images")
+    _cn2_folder(tmp_path, 2)
     shipped = find_card("street-v7")
     full = HeadSet.load(shipped).card
     card = tmp_path / "stalls-only.yaml"
@@ -430,3 +406,19 @@ def test_eval_labels_the_types_its_verifier_has_no_head_for_and_its_json_says_wh
                                   "judged_by_detector_classes": ["exposed_garbage", "flyposting", "parking", "shopfront_spillover"]}
     assert (record["data"], record["photos"], record["of"], record["ocr"], record["backend"]) == (str(tmp_path), 1, 2, "off", "onnx")
     assert record["detector"].startswith("yolo11n") and record["figures"]["street_stall"]["verifier"]["all"]["photos"] == 1
+
+
+def _cn2_folder(folder: Path, count: int | None) -> list[dict]:
+    """`folder` as a labelled folder of street-scenes' Chinese street photos (the first `count`; None: all 68): their
+    labels.csv rows, the images linked. Returns the rows."""
+    import csv
+
+    from tests.test_verifier_parts import STREET_SCENES
+
+    rows = [r for r in csv.DictReader((STREET_SCENES / "labels.csv").open(encoding="utf-8")) if r["file"].startswith("images/cn2/")][:count]
+    with (folder / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / "images").symlink_to(STREET_SCENES / "images")
+    return rows
