@@ -229,6 +229,11 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
     missing = [c for c in ("file", "group") if c not in columns]
     if missing:
         raise DatasetError(f"{labels_csv}: missing column(s) {', '.join(missing)}")
+    for col in columns:
+        meant = _meant_label(col)
+        if meant:
+            raise DatasetError(f"{labels_csv}: column {col!r} is no label column: did you mean {meant!r}? (its labels would be "
+                               f"left out unread; label columns: {', '.join(LABEL_TYPES)})")
     label_cols = [c for c in columns if c in LABEL_TYPES]
     if not label_cols:
         raise DatasetError(f"{labels_csv}: no label column (expected some of {', '.join(LABEL_TYPES)})")
@@ -282,15 +287,23 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         digest.update(data)
         by_file = {p.file: p for p in photos}
         strays: list[str] = []
+        other_types: Counter[str] = Counter()
         for n, row in enumerate(dataset_rows(data, boxes_csv), start=2):
-            kind = LABEL_TYPES.get((row.get("type") or "").strip())
+            type_name = (row.get("type") or "").strip()
+            kind = LABEL_TYPES.get(type_name)
             file = (row.get("file") or "").strip()
             photo = by_file.get(file)
             if file not in listed:  # a typo in the file name would drop the box unsaid
                 strays.append(f"row {n} ({file or 'no file'})")
                 continue
-            if kind is None or photo is None:
-                continue  # a type with no head, or a row left out above
+            meant = _meant_label(type_name)
+            if meant:
+                raise DatasetError(f"{boxes_csv}: row {n}: type {type_name!r} is no label column: did you mean {meant!r}?")
+            if kind is None:
+                other_types[type_name or "no type"] += 1
+                continue
+            if photo is None:
+                continue  # a row left out above
             try:
                 box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
             except (KeyError, TypeError, ValueError):
@@ -301,7 +314,23 @@ def load_dataset(root: str | Path, *, uncertain: bool = True, check_files: bool 
         if strays:
             notes.append(f"{boxes_csv}: {counted(len(strays), 'row')} {'names' if len(strays) == 1 else 'name'} a photo labels.csv does not list, left out: "
                          + ", ".join(strays[:5]) + (" ..." if len(strays) > 5 else ""))
+        if other_types:
+            notes.append(f"{boxes_csv}: {sum(other_types.values())} rows of a type no head trains on left out: "
+                         + ", ".join(f"{t} {k}" for t, k in sorted(other_types.items())))
     return Dataset(root, photos, digest.hexdigest(), notes)
+
+
+def _meant_label(name: str) -> str | None:
+    """The label column a column or box type named `name` was likely meant to be (`shopfront_spilover`, `Street_Stall`),
+    None for a label column itself, `street_scene`, `to-label`'s `p_<type>` and any name unlike them. Why: an unknown
+    column is passed over (a sheet carries notes and provenance too), so a misspelt header left every label in it
+    unread, and training went on without a word on what was left out."""
+    from difflib import get_close_matches
+
+    if name in LABEL_TYPES or name == "street_scene" or name.startswith("p_"):
+        return None
+    match = get_close_matches(name.lower(), list(LABEL_TYPES), n=1, cutoff=0.8)
+    return match[0] if match else None
 
 
 def group_folds(dataset: Dataset, head: str, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
