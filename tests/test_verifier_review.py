@@ -422,3 +422,18 @@ def _cn2_folder(folder: Path, count: int | None) -> list[dict]:
         writer.writerows(rows)
     (folder / "images").symlink_to(STREET_SCENES / "images")
     return rows
+
+
+@pytest.mark.parametrize("command", ["train", "crossval"])
+def test_data_too_small_for_any_head_is_refused_before_any_photo_is_read(tmp_path, command):
+    """`verifier train --data cver` (four reviewed cases from `data from-cases --verifier`, no --heads) warned that
+    each head had too few photos, then wrote a card with no head at all and exited 0: promoted, a verifier that judges
+    nothing. Data no head can be trained from is refused before any photo is read, saying what each head has."""
+    sheet = _stall_sheet(tmp_path / "sheet")  # six real photos, three of them stalls
+    result = CliRunner().invoke(app, ["verifier", command, "--data", str(sheet), "--synth", "0", "--cache", str(tmp_path / "cache"),
+                                      *(["--out", str(tmp_path / "heads"), "--id", "tiny"] if command == "train" else [])],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert ("no head can be trained from --data: each needs at least 8 positive and 8 negative photos, and these have only: "
+            "street_stall 3 positive, shopfront_spillover 0 positive") in " ".join(result.stderr.split())
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "heads").exists()

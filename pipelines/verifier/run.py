@@ -82,8 +82,7 @@ def features(dataset: Dataset, options: TrainOptions, cache: Path, progress=None
     """The detector the features are read with, and every photo's features (from the cache when it holds them)."""
     if not is_neck(options.backbone) and options.backbone != EFFICIENTNET:
         raise ValueError(f"--backbone {options.backbone}: use a detector's neck (e.g. yolo11n-neck) or {EFFICIENTNET}")
-    if options.heads:
-        heads_to_train(dataset, options.heads)  # a named head that cannot be trained, before any photo is read
+    heads_to_train(dataset, options.heads)  # a named head that cannot be trained, or none at all, before any photo is read
     detector = detector_for(options.backbone, options.imgsz)
     if is_neck(options.backbone) and neck_id(detector.model_id) != options.backbone:
         raise ValueError(f"--backbone {options.backbone}: the detector loaded is {detector.model_id}")
@@ -107,7 +106,7 @@ def train_heads(dataset: Dataset, feats: Features, options: TrainOptions, progre
     inside = np.ones(len(dataset.photos), bool) if within is None else np.isin(np.arange(len(dataset.photos)), within)
     results: dict[str, HeadResult] = {}
     refused: dict[str, float] = {}
-    for name in heads_to_train(dataset, options.heads):
+    for name in heads_to_train(dataset, options.heads, warn=False):  # `features` warned of the others
         trainer = head_trainer(name, dataset, feats, grid, options)
         log.info("training head %s", name)
         r = results[name] = train_head(trainer, dataset, name, options.folds, options.seed, progress, within=within, nested=nested)

@@ -515,14 +515,16 @@ def tile_grid(tiles: tuple[int, int]) -> np.ndarray:
     return np.vstack([tile_boxes(*tiles), WHOLE])
 
 
-def heads_to_train(dataset: Dataset, named: list[str] | None = None) -> list[str]:
+def heads_to_train(dataset: Dataset, named: list[str] | None = None, *, warn: bool = True) -> list[str]:
     """The heads a training fits: every head with at least MIN_POSITIVES positive photos, the others skipped with a
     warning; or those `named` (`--heads`), each refused (ValueError) when it is no head or has fewer positives (or
     negatives: a head of photos all positive failed in scikit-learn's words, "needs samples of at least 2 classes"). Why:
     a misspelt or unlabelled named head failed only after every photo was read, in scikit-learn's words ("Cannot have
-    number of splits n_splits=5 greater than the number of samples: n_samples=0")."""
+    number of splits n_splits=5 greater than the number of samples: n_samples=0"). No head at all is refused too: a
+    folder too small for any (four reviewed cases) wrote a card without heads and exited 0, a verifier that judges
+    nothing. `warn=False`: the skipped heads were warned of already (`pipelines.verifier.run.features`)."""
     known = (*TILE_HEADS, PARKING)
-    heads = []
+    heads, skipped = [], []
     for h in dict.fromkeys(named or known):
         if h not in known:
             raise ValueError(f"--heads {h}: no such head (heads: {', '.join(known)})")
@@ -535,7 +537,12 @@ def heads_to_train(dataset: Dataset, named: list[str] | None = None) -> list[str
             side, n = short[0]
             raise ValueError(f"--heads {h}: only {n} photos of --data are labelled {side} for it (at least {MIN_POSITIVES} needed)")
         else:
-            log.warning("head %s: only %d %s photos (at least %d needed): not trained", h, short[0][1], short[0][0], MIN_POSITIVES)
+            skipped.append(f"{h} {short[0][1]} {short[0][0]}")
+            if warn:
+                log.warning("head %s: only %d %s photos (at least %d needed): not trained", h, short[0][1], short[0][0], MIN_POSITIVES)
+    if not heads:
+        raise ValueError(f"no head can be trained from --data: each needs at least {MIN_POSITIVES} positive and {MIN_POSITIVES} "
+                         f"negative photos, and these have only: {', '.join(skipped)}")
     return heads
 
 
