@@ -151,3 +151,30 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
     result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split, "--force", "--reason", "card lost"])
     assert result.exit_code == 0, result.output
     assert promoted().model == "tiny-ft" and promoted().forced and promoted().previous == "tiny-ft-160-dyn"
+
+
+@pytest.mark.slow  # trains a detector for an epoch (about 40 s)
+def test_a_night_whose_reviews_give_the_detector_nothing_trains_on_its_data_sets(real_sample_dir, tmp_path, monkeypatch):
+    """With the verifier promoted, stall and flyposting cases carry only its image/tile regions, which teach a detector
+    nothing: `retrain --cases … --data …` stopped with 'no usable reviewed cases' (exit 2), so a nightly job failed
+    every night. It trains on its --data sets, and retrain.json says why the cases were skipped. Without --data it
+    still stops: there is nothing to train on."""
+    monkeypatch.setenv("STREETWATCH_MODELS", str(tmp_path / "models"))
+    src = _source(real_sample_dir, tmp_path / "src", "street-garbage", 8)
+    assert runner.invoke(app, ["data", "import", str(src), "--out", str(tmp_path / "garbage")]).exit_code == 0
+    image = sorted((real_sample_dir / "street-garbage" / "images").glob("*.jpg"))[9]
+    review = {"case_id": "c-wall", "violation_type": "flyposting", "decision": "approved", "image": str(image),
+              "boxes": [{"class_name": "verified:flyposting", "xyxy": [0, 0, 640, 640]}]}
+    (tmp_path / "review.jsonl").write_text(json.dumps(review) + "\n")
+
+    alone = runner.invoke(app, ["retrain", "--name", "no-data", "--cases", str(tmp_path / "review.jsonl"),
+                                "--work", str(tmp_path / "alone")])
+    assert alone.exit_code == 2 and "no usable reviewed cases" in alone.output, alone.output
+
+    result = runner.invoke(app, ["retrain", "--name", "data-only", "--cases", str(tmp_path / "review.jsonl"),
+                                 "--data", str(tmp_path / "garbage"), "--epochs", "1", "--imgsz", "160", "--batch", "4",
+                                 "--val", "0.25", "--work", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    assert "model data-only registered" in result.output
+    summary = json.loads((tmp_path / "work" / "retrain.json").read_text())
+    assert "no usable reviewed cases" in summary["steps"]["from_cases"]["skipped"]

@@ -193,14 +193,19 @@ SHOWN_SKIPS = 20
 """Skipped lines `no_usable_cases` names at most (then a count of the rest)."""
 
 
-def no_usable_cases(export: Path, findings: list[Finding]) -> DatasetError:
+class NoUsableCases(DatasetError):
+    """A review export that was read whole but none of whose lines can be used (not one that cannot be read): the
+    nightly `retrain` goes on with its `--data` sets then, as the cases add nothing rather than something wrong."""
+
+
+def no_usable_cases(export: Path, findings: list[Finding]) -> NoUsableCases:
     """The refusal of a review export none of whose lines can be used, for the detector and the verifier dataset alike:
     an empty dataset trains nothing, and the reasons the lines were skipped are what to fix in the export."""
     if not findings:
-        return DatasetError(f"{export}: no usable reviewed cases: the export holds no review line")
+        return NoUsableCases(f"{export}: no usable reviewed cases: the export holds no review line")
     shown = "".join(f"\n  {f.path}: {f.reason}" for f in findings[:SHOWN_SKIPS])
     more = f"\n  … and {len(findings) - SHOWN_SKIPS} more" if len(findings) > SHOWN_SKIPS else ""
-    return DatasetError(f"{export}: no usable reviewed cases ({len(findings)} lines skipped):{shown}{more}")
+    return NoUsableCases(f"{export}: no usable reviewed cases ({len(findings)} lines skipped):{shown}{more}")
 
 
 REAL = "the object is real, not a hard negative"

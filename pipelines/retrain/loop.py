@@ -20,7 +20,7 @@ from detect.registry import promotion_target, runs_dir, save_card
 from pipelines.retrain.dataset import Dataset, DatasetError
 from pipelines.retrain.evaluate import evaluate_model
 from pipelines.retrain.check import Finding
-from pipelines.retrain.from_cases import dataset_from_cases, skipped_counts
+from pipelines.retrain.from_cases import NoUsableCases, dataset_from_cases, skipped_counts
 from pipelines.retrain.merge import merge_datasets
 from pipelines.retrain.promote import DEFAULT_TOLERANCE, GateDecision, promote, promoted_record_model
 from pipelines.retrain.split import split_dataset
@@ -88,9 +88,18 @@ def retrain(
                                             work_dir / "reviews")
         steps["export_reviews"] = {"file": str(cases), "cases": n, "problems": [str(f) for f in problems]}
     if cases is not None:
-        ds, findings = dataset_from_cases(cases, work_dir / "cases", name=f"{name}-cases")
-        steps["from_cases"] = from_cases_step(ds, findings)
-        inputs.append(ds)
+        try:
+            ds, findings = dataset_from_cases(cases, work_dir / "cases", name=f"{name}-cases")
+        except NoUsableCases as exc:
+            if not inputs:  # nothing else to train on
+                raise
+            # a night whose reviews give the detector nothing (the verifier's region-only cases) trains on the --data
+            # sets: failing it every night would leave the model as stale as no loop at all
+            log.warning("%s; training on the --data sets alone", exc)
+            steps["from_cases"] = {"skipped": str(exc)}
+        else:
+            steps["from_cases"] = from_cases_step(ds, findings)
+            inputs.append(ds)
     if not inputs:
         raise DatasetError("nothing to train on: give --cases and/or --data")
     merged = merge_datasets(inputs, work_dir / "merged", mapping=mapping or {}, drop_unmapped=drop_unmapped, name=name)
