@@ -118,9 +118,10 @@ def test_retrain_loop_registers_a_model_and_the_gate_decides(real_sample_dir, tm
     result = runner.invoke(app, ["models", "promote", "tiny-ft", "--data", split, "--force", "--reason", "garbage pilot district"])
     assert result.exit_code == 0, result.output
     assert "promoted tiny-ft (FORCED: garbage pilot district)" in result.output
+    assert f"in place of yolo11n; to go back: streetwatch models promote yolo11n --data {split}" in result.output
     record = promoted()
     assert record.model == "tiny-ft" and record.forced and record.reason == "garbage pilot district"
-    assert record.previous is None and record.data_digest == data.digest
+    assert record.previous == "yolo11n" and record.data_digest == data.digest  # the default it replaced, not null
 
     # the model's own ONNX export is exactly as good: the gate passes without force
     result = runner.invoke(app, ["models", "promote", "tiny-ft-160-dyn", "--data", split])

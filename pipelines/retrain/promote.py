@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from detect.registry import (PROMOTED_FILE, BrokenCardError, ModelNotFoundError, Promotion, default_model, get_card,
-                             promoted_model, promoted_record_model, promotion_target, registry_dir, set_promoted)
+                             promoted_record_model, promotion_target, registry_dir, set_promoted)
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.retrain.dataset import Dataset
 from pipelines.retrain.evaluate import EvalResult, can_show, evaluate_model
@@ -117,7 +117,7 @@ def promote(
     decision.forced, decision.reason = force and not decision.passed, reason.strip()
     if apply and (decision.passed or force):
         set_promoted(Promotion(
-            model=model_id, promoted_at=datetime.now(timezone.utc), previous=promoted_model(),
+            model=model_id, promoted_at=datetime.now(timezone.utc), previous=current_id,  # the default too: what to go back to
             forced=decision.forced, reason=decision.reason, data_digest=dataset.digest,
             gate={"tolerance": tolerance, "current": current_id, "per_type": decision.per_type, "reasons": decision.reasons},
         ))

@@ -121,6 +121,10 @@ def promote(
     typer.echo(f"gate {model} vs {d.current} (tolerance {tolerance}): {verdict}")
     if d.promoted:
         typer.echo(f"promoted {model}" + (f" (FORCED: {d.reason})" if d.forced else ""))
+        # going back is a promotion like any other: the gate judges it, and a model without the new one's classes
+        # needs --force --reason (recorded), which nobody looking for the way back would guess
+        typer.echo(f"  in place of {d.current}; to go back: streetwatch models promote {d.current} --data {data}"
+                   " (--force --reason \"...\" where its gate refuses it)")
     else:
         raise typer.Exit(3)
 
