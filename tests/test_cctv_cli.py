@@ -350,3 +350,19 @@ def test_verbose_logging_shows_our_debug_lines_and_not_the_lock_library_s(tmp_pa
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "DEBUG pipelines.cctv: frame 1 analysed" in done.stderr, done.stderr
     assert "filelock" not in done.stderr
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["file", "journald"])
+def test_log_lines_carry_their_time_except_under_the_journal(journal):
+    """A log redirected to a file (cron, nohup, a container) had no times: nobody could tell when a store went down.
+    Lines start with the local time and its offset; under systemd's journal (JOURNAL_STREAM), which times each line, not."""
+    import os
+    import re
+
+    script = "import logging; from pipelines.logs import setup_logging; setup_logging(); logging.getLogger('pipelines.x').info('up')"
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"} | ({"JOURNAL_STREAM": "8:1234"} if journal else {})
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    [line] = done.stderr.splitlines()
+    timed = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} "
+    assert re.fullmatch(("" if journal else timed) + "INFO pipelines.x: up", line), line

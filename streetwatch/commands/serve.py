@@ -49,7 +49,8 @@ def serve(
     app = _app_or_fail(settings, service, config)
     logging.getLogger("uvicorn.access").addFilter(AccessLogFilter())  # kept by uvicorn's logging set-up (dictConfig)
     logging.getLogger("uvicorn.error").addFilter(StartupTracebackFilter(app))
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="debug" if verbose else "info", proxy_headers=False,
+                                           log_config=_uvicorn_logging()))
     # The start-up's ~200k objects (modules, models, the app) live until exit: frozen, the garbage collector skips them
     # in every later collection, and Python's full collections at exit took 1-2 s after uvicorn had finished (logs
     # are flushed, the store closed and jobs finished as before: freezing frees nothing and skips no shutdown step).
@@ -62,6 +63,21 @@ def serve(
         if (error := getattr(app.state, "startup_error", None)) is not None:
             raise error from None  # the console script's line for a fault in what the user named (exit 2), else its traceback
         fail(f"the service did not start on {host}:{port} (the reason is logged above)")
+
+
+def _uvicorn_logging() -> dict:
+    """uvicorn's own logging set-up with our lines' time in front (`pipelines.logs.timed`): its start, stop and access
+    lines were the only untimed ones of a service's log."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    from pipelines.logs import TIME_FORMAT, timed
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"], formatter["datefmt"] = timed(formatter["fmt"]), TIME_FORMAT
+    return config
 
 
 class StartupTracebackFilter(logging.Filter):
