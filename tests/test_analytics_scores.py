@@ -405,3 +405,16 @@ def test_a_number_excel_mangled_in_the_cutoff_list_says_how(tmp_path):
                                   "column as text before saving)")
     path.write_text("number,cut_off_at\n57187654321,2026-11-12\n", encoding="utf-8-sig")
     assert set(CutoffFile(path, TZ).times) == {"0571-87654321"}
+
+
+def test_cases_without_a_squad_are_charged_no_quota(city):
+    """A photo without a place (a WeChat photo, no GPS) is scored under (未标注 none); that row is no squad and has no
+    target, but it was charged the whole monthly quota (10 numbers short, -10) beside the real squads."""
+    store, places, cutoffs = city
+    make = CaseMaker(store)
+    make.n = 100  # after november's cases (their violation ids are t:1 …)
+    make.add("exposed_garbage", None, local(12))
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ, cutoffs)
+    unplaced = table.unit("(未标注 none)")
+    assert unplaced.item("numbers_cut_off").unscored == "不适用 n/a" and unplaced.score == 60
+    assert table.unit("一中队").score == 42  # the squads' quotas as before

@@ -181,6 +181,10 @@ class _UnitScorer:
             result = ItemScore(item.id, item.name, str(item.per))
             if item.units is not None and self.by not in item.units:
                 result.note = f"{NOT_APPLICABLE} when scoring by {self.by} (applies to: {', '.join(item.units)})"
+            elif item.per is Per.QUOTA and unit == NONE_UNIT:
+                # no squad's target: a city's photos without a place (WeChat, no GPS) lost a whole quota, 10 points, as
+                # a squad of their own beside the real ones
+                result.note = f"{NOT_APPLICABLE}: {NONE_UNIT} is no {self.by}; its cases have no quota"
             elif item.per is Per.QUOTA:
                 self._quota(item, [c for c in quota_cases if c.violation_type in item.types], result)
             else:
