@@ -253,7 +253,7 @@ def test_call_out_list_from_flyposting_cases_export_import_round_trip(tmp_path, 
     from pipelines.analytics.config import AnalyticsConfig
     from pipelines.analytics.periods import parse_period
     from pipelines.analytics.places import load_places
-    from pipelines.analytics.scoring import score_store
+    from pipelines.analytics.scoring import score_store, score_tables
     from pipelines.analytics.sheet import load_sheet
     from pipelines.cityops.callout import number_status_source
 
@@ -264,6 +264,9 @@ def test_call_out_list_from_flyposting_cases_export_import_round_trip(tmp_path, 
     table = score_store(store.engine, load_places(analytics), load_sheet(), "squad", parse_period("2026-11"), calls.tz, source)
     quota = {u.unit: u.item("numbers_cut_off") for u in table.units}
     assert quota["西湖中队"].count == 1 and quota["西湖中队"].deduction == 9 and "cut off 1" in quota["西湖中队"].note
+    # the workbook's 马路市场与号码 sheet says when, on the city's clock (the list keeps it in UTC: it said 02:20)
+    groups = next(t for t in score_tables(table) if t.key == "groups")
+    assert [row[2] for row in groups.rows if row[0] == "西湖中队"] == ["13800138000 停机 2026-11-12 10:20"]
     assert number_status_source(AnalyticsConfig(), store.engine, calls.tz) is None  # no CSV, no call-out list: not scored
 
     # Excel both ways: fined 200 yuan, then reconnected.

@@ -299,6 +299,12 @@ def _shown(item: ItemScore) -> float | str:
     return item.unscored or -item.deduction
 
 
+def _minute(at: str, zone: str) -> str:
+    """A group's time as the workbook's other times read, local to the minute: the call-out list's cut-offs are kept in
+    UTC, and cut at 16 characters an ISO time showed `2026-11-12T02:20` for a number cut off at 10:20 in Shanghai."""
+    return local_time(at, zone)[:16]
+
+
 def score_tables(table: ScoreTable) -> list[Table]:
     """The score table as sheets for Excel: scores, deductions with their cases, groups, and what was scored with
     the warnings of its sources (说明 About, one 提醒 row each, as the city page lists the registers' imports')."""
@@ -316,8 +322,8 @@ def score_tables(table: ScoreTable) -> list[Table]:
                 if i.count or i.deduction or i.note:
                     details.rows += _case_rows([u.unit, s.name, i.name], [i.count, -i.deduction], i.cases, i.note or "")
                 for g in i.groups:
-                    what = (f"{g['place']} {g['start'][:16]} · {g['stalls']} 摊 stalls · {g['band']}" if "stalls" in g
-                            else f"{g['number']} 停机 {g['cut_off_at'][:16]}")
+                    what = (f"{g['place']} {_minute(g['start'], table.timezone)} · {g['stalls']} 摊 stalls · {g['band']}"
+                            if "stalls" in g else f"{g['number']} 停机 {_minute(g['cut_off_at'], table.timezone)}")
                     groups.rows += _case_rows([u.unit, i.name, what], [-g.get("deduction", 0)], g["cases"])
     about = Table("about", "说明 About", ["项目 field", "值 value"], [
         ["评分细则 sheet", table.sheet], ["期间 period", table.period], ["单位 by", table.by],
