@@ -118,19 +118,31 @@ def _hours(values: list[float | None]) -> tuple[int, float | None, float | None]
 
 VOIDED_ROW = "voided_by_platform"
 """The by-state table's row of the cases their platform voided after approval here (the summary's key too)."""
+CONFIRMED_ROW, CONFIRMED_NAME = "confirmed_not_dispatched", "已确认未派遣"
+"""The by-state table's row of the candidates a reviewer confirmed without dispatching them (`CaseStore.approve`)."""
+
+
+def _state_row(c: CaseFact) -> str:
+    if c.voided_by_platform:
+        return VOIDED_ROW
+    return CONFIRMED_ROW if c.state is CaseState.CANDIDATE and c.confirmed else c.state.value
 
 
 def _by_state(cases: list[CaseFact]) -> Table:
-    """Cases by state, as the summary counts them: the `rejected` row those rejected here, those their dispatch platform
-    voided after approval here (`CaseFact.voided_by_platform`, in the store's `rejected` state too) in a row of their
-    own after it, 平台作废, so that no one reads a platform's voiding as a false finding here. The rows add up to
-    every case of the period."""
-    states = Counter(VOIDED_ROW if c.voided_by_platform else c.state.value for c in cases)
+    """Cases by state, as the summary counts them: the `candidate` row those awaiting review (the summary's 待审), those
+    a reviewer confirmed without dispatch in a row of their own after it, 已确认未派遣 (the store's `candidate` state
+    too: counted with them, a month's 42 待审核 stood beside the summary's 5 待审 on one page); the `rejected` row those
+    rejected here, those their dispatch platform voided after approval here (`CaseFact.voided_by_platform`, in the
+    store's `rejected` state too) in a row of their own after it, 平台作废, so that no one reads a platform's voiding
+    as a false finding here. The rows add up to every case of the period."""
+    states = Counter(_state_row(c) for c in cases)
+    after = {CaseState.CANDIDATE: (CONFIRMED_ROW, CONFIRMED_NAME), CaseState.REJECTED: (VOIDED_ROW, VOIDED_BY_PLATFORM)}
     rows: list[list[Any]] = []
     for s in CaseState:
         rows.append([s.value, STATE_NAMES_ZH[s], states.get(s.value, 0)])
-        if s is CaseState.REJECTED:
-            rows.append([VOIDED_ROW, VOIDED_BY_PLATFORM, states.get(VOIDED_ROW, 0)])
+        if s in after:
+            key, name = after[s]
+            rows.append([key, name, states.get(key, 0)])
     return Table("by_state", "按状态 By state", ["状态 state", "名称 name", "案件数 cases"], rows)
 
 
@@ -289,7 +301,7 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
                          widths=[0.82, 0.18])
             ax2 = fig.add_axes((0.52, 0.45, 0.43, 0.42))
             charts.table(ax2, f"按状态 By state (含{STATE_NAMES_ZH[CaseState.REJECTED]}、{VOIDED_BY_PLATFORM} incl. rejected and voided)",
-                         t["by_state"].columns, t["by_state"].rows)
+                         t["by_state"].columns, t["by_state"].rows, max_rows=12)
             ax3 = fig.add_axes((0.05, 0.05, 0.9, 0.33))
             charts.table(ax3, "较上期 Change against the previous period", t["by_type"].columns[1:],
                          [row[1:] for row in t["by_type"].rows], max_rows=9)
