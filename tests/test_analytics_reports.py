@@ -157,6 +157,8 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     assert f"生成 generated {made}<br>" in html and f"生成 generated {made}" in texts[0], texts[0][:300]
     book = load_workbook(files["report.xlsx"])
     assert {"按类型 By type", "按日 By day", "处置效率 Handling times (hours)", "说明 About"} <= set(book.sheetnames)
+    # it opens on the summary, as the PDF and the HTML do (概况 Summary was its last sheet but 说明 About)
+    assert book.sheetnames[0] == book.active.title == "概况 Summary" and len(book.sheetnames) == len(report.tables) + 1
     rows = list(book["按类型 By type"].iter_rows(values_only=True))
     assert rows[0][0] == "类型 type" and {r[0]: r[2] for r in rows[1:]}["street_stall"] == 30
     states = {r[0]: r[1] for r in book["按状态 By state"].iter_rows(min_row=2, values_only=True)}

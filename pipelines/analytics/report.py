@@ -53,6 +53,10 @@ PAGES = [
     ("handling", "处置效率 Handling times"),
 ]
 FILES = ("report.html", "report.pdf", "report.xlsx", "report.json")
+TABLES = ["summary", "by_state", "by_type", "by_severity", "by_day", "by_hour", "by_grid", "by_street", "by_squad", "hot_spots",
+          "repeat_places", "repeat_shops", "repeat_numbers", "repeat_cameras", "handling"]
+"""The tables in the order people read them, the summary first: the HTML's sections and the workbook's sheets (it opened
+on 按状态 By state, the summary its last sheet but 说明 About, as the tables were built)."""
 TOP = 10
 
 
@@ -347,10 +351,8 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
 
 def _html(r: Report, svgs: list[tuple[str, str, str]]) -> str:
     env = Environment(loader=PackageLoader("pipelines.analytics", "templates"), autoescape=select_autoescape(["html"]))
-    order = ["summary", "by_state", "by_type", "by_severity", "by_day", "by_hour", "by_grid", "by_street", "by_squad", "hot_spots",
-             "repeat_places", "repeat_shops", "repeat_numbers", "repeat_cameras", "handling"]
     return env.get_template("report.html").render(
-        r=r, meta=r.meta(), rejected=STATE_NAMES_ZH[CaseState.REJECTED], voided=VOIDED_BY_PLATFORM, charts=[(k, title, Markup(s)) for k, title, s in svgs], tables=[r.tables[k] for k in order])
+        r=r, meta=r.meta(), rejected=STATE_NAMES_ZH[CaseState.REJECTED], voided=VOIDED_BY_PLATFORM, charts=[(k, title, Markup(s)) for k, title, s in svgs], tables=[r.tables[k] for k in TABLES])
 
 
 def write_report(r: Report, out: str | Path) -> dict[str, Path]:
@@ -372,7 +374,7 @@ def write_report(r: Report, out: str | Path) -> dict[str, Path]:
                 pdf.savefig(fig)
         svgs = [(k, title, charts.svg(fig)) for k, title, fig in figures]
     write_text_atomic(files["report.html"], _html(r, svgs))
-    write_xlsx(files["report.xlsx"], list(r.tables.values()) + [Table("about", "说明 About", ["项目 field", "值 value"],
+    write_xlsx(files["report.xlsx"], [r.tables[k] for k in TABLES] + [Table("about", "说明 About", ["项目 field", "值 value"],
                                                                     [[k, json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v]
                                                                      for k, v in r.meta().items()])])
     data = {**r.meta(), "tables": {k: {"title": t.title, "columns": t.columns, "rows": t.rows} for k, t in r.tables.items()}}
