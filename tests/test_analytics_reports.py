@@ -155,6 +155,9 @@ def test_report_files_pdf_pages_and_font(city, tmp_path):
     # made when, in the report's zone as every time in it (the HTML said '…+00:00 UTC'), the PDF too
     made = datetime.fromisoformat(report.generated_at).astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S")
     assert f"生成 generated {made}<br>" in html and f"生成 generated {made}" in texts[0], texts[0][:300]
+    # November first to last day, as /ui/reports says it (they said 2026-11-01 – 2026-12-01（不含 exclusive）)
+    assert "2026-11-01 – 2026-11-30 · Asia/Shanghai" in html and "2026-11-01 – 2026-11-30 · Asia/Shanghai" in texts[0]
+    assert "12-01" not in html.split("<div")[0]
     book = load_workbook(files["report.xlsx"])
     assert {"按类型 By type", "按日 By day", "处置效率 Handling times (hours)", "说明 About"} <= set(book.sheetnames)
     # it opens on the summary, as the PDF and the HTML do (概况 Summary was its last sheet but 说明 About)

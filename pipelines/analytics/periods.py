@@ -48,6 +48,14 @@ class Period:
     def days(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range((self.end - self.start).days)]
 
+    @property
+    def span(self) -> str:
+        """First to last day, as people read a period (`2026-11-01 – 2026-11-30`; a day, its one day): the end the
+        store is queried with is the day after, and a report that said `2026-11-01 – 2026-12-01（不含 exclusive）` read as
+        a month and a day beside /ui/reports, which says the last day."""
+        last = self.end - timedelta(days=1)
+        return self.start.isoformat() if last == self.start else f"{self.start.isoformat()} – {last.isoformat()}"
+
     def bounds(self, tz: ZoneInfo) -> tuple[datetime, datetime]:
         """[start, end) as aware UTC datetimes (local midnights converted)."""
         return (datetime.combine(self.start, time(), tz).astimezone(UTC),

@@ -292,7 +292,7 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
     """One figure per entry of PAGES (built inside the font style)."""
     from pipelines.analytics import charts
 
-    subtitle = (f"{r.period.start:%Y-%m-%d} – {r.period.end:%Y-%m-%d}（不含 exclusive）· {r.timezone} · "
+    subtitle = (f"{r.period.span} · {r.timezone} · "
                 f"字体 font: {r.font.name} · 生成 generated {r.generated_local()}")
     t = r.tables
     out = []
