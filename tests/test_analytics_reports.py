@@ -740,3 +740,18 @@ def test_outputs_others_pick_up_are_replaced_whole_never_rewritten_in_place(city
         assert sorted(p.name for p in folder.iterdir()) == names
     assert json.loads((score_dir / "scores-2026-11-squad.json").read_text(encoding="utf-8"))
     assert len(PdfReader(report_dir / "report.pdf").pages) == len(PAGES)
+
+
+def test_repeat_shops_are_named_as_people_name_them(tmp_path):
+    """The repeat shops table showed the scores' grouping keys, `shop:老王面馆` and `zone:cam-01/frontage-a`: the shop
+    a case names goes by its name, a camera's frontage zone as the hot spots name a camera and its zone."""
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for day in (3, 4):
+        named = make.add("shopfront_spillover", G1, local(day, 9))
+        store.update(named, details={**store.get(named).details, "shop": "老王面馆"})
+        make.add("shopfront_spillover", G1, local(day, 10), camera="cam-01", zone="frontage-a")
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
+    store.close()
+    assert sorted(row[0] for row in report.tables["repeat_shops"].rows) == ["摄像头 cam-01 · frontage-a", "老王面馆"]

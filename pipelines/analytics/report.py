@@ -107,6 +107,15 @@ def _spot(c: CaseFact, places: Places) -> str | None:
     return None
 
 
+def _shop_name(c: CaseFact, places: Places) -> str:
+    """The shop `shop_of` counts a case under, as a person names it: the shop the case names, else its camera and
+    frontage zone as the hot spots name them. The table showed the scores' keys, `shop:老王面馆` and
+    `zone:cam-01/frontage-a`."""
+    if c.shop:
+        return c.shop
+    return _spot(c, places) if c.source_kind == "camera" and c.zone_id else f"案件 {c.id}"
+
+
 def _change(now: int, before: int) -> str:
     diff = now - before
     pct = f" ({diff / before:+.0%})" if before else ""
@@ -225,8 +234,8 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         if c.violation_type == "shopfront_spillover":
             shops[shop_of(c)].append(c)
     add(Table("repeat_shops", "重复商户 Repeat shops", ["商户 shop", "地址 address", "天数 days", "案件数 cases"],
-              [[k, g[0].address, days_of(g), len(g)] for k, g in sorted(shops.items(), key=lambda kv: (-days_of(kv[1]), kv[0]))
-               if days_of(g) >= 2]))
+              [[_shop_name(g[0], places), g[0].address, days_of(g), len(g)]
+               for k, g in sorted(shops.items(), key=lambda kv: (-days_of(kv[1]), kv[0])) if days_of(g) >= 2]))
     numbers: dict[str, list[CaseFact]] = defaultdict(list)
     for c in cases:
         for n in c.phones:
