@@ -755,3 +755,28 @@ def test_repeat_shops_are_named_as_people_name_them(tmp_path):
     report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)
     store.close()
     assert sorted(row[0] for row in report.tables["repeat_shops"].rows) == ["摄像头 cam-01 · frontage-a", "老王面馆"]
+
+
+def test_a_days_charts_count_cases_in_whole_numbers(tmp_path):
+    """A day's report has a few cases: its charts counted them on axes of 0.25, 0.5 … 1.75 件, and the previous
+    day's bars had no number (the legend lay over the bottom one). Ticks are whole cases; both periods' bars are
+    numbered. Hours to close keep their fractions."""
+    from pipelines.analytics import charts
+    from pipelines.analytics.report import _figures
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for hour in (9, 10):
+        make.add("street_stall", G1, local(3, hour))
+    make.add("flyposting", G2, local(4, 9))
+    make.add("street_stall", G1, local(4, 10))
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")))
+    report = build_report(store.engine, places, load_taxonomy(), parse_period("2026-11-04"), TZ)
+    store.close()
+    with charts.style(report.font):
+        figures = {key: fig for key, _, fig in _figures(report)}
+    by_type = figures["by_type"].axes[0]
+    assert [t for t in by_type.get_xticks() if t != int(t)] == []
+    assert [t for t in figures["by_hour"].axes[0].get_yticks() if t != int(t)] == []
+    assert [t for t in figures["by_day"].axes[0].get_yticks() if t != int(t)] == []
+    assert sorted(t.get_text() for t in by_type.texts) == ["0", "1", "1", "2"]  # this day: stall 1, flyposting 1; the day before: stall 2, flyposting 0

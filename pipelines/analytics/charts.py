@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib import font_manager
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no display needed
+from matplotlib.ticker import MaxNLocator
 
 from detect import fonts
 
@@ -82,9 +83,16 @@ def empty(ax, text: str = EMPTY) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, color="#888", transform=ax.transAxes)
 
 
+def _whole_numbers(axis) -> None:
+    """Ticks at whole numbers: a day's few cases were counted on an axis of 0.25, 0.5 … 1.75 件."""
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def hbars(ax, labels: list[str], values: list[float], title: str, *, previous: list[float] | None = None,
-          unit: str = "件 cases", nothing: str = EMPTY) -> None:
-    """Horizontal bars, largest on top; `previous` draws the previous period as outlined bars beside."""
+          unit: str = "件 cases", nothing: str = EMPTY, counts: bool = True) -> None:
+    """Horizontal bars, largest on top; `previous` draws the previous period as outlined bars beside, with their
+    numbers too, and the legend above the bars (at the lower right it covered the bottom type's previous bar).
+    `counts`: the values are cases (whole-number ticks), not hours."""
     ax.set_title(title, loc="left")
     if not labels or not any(values) and not (previous and any(previous)):
         empty(ax, nothing)
@@ -96,11 +104,14 @@ def hbars(ax, labels: list[str], values: list[float], title: str, *, previous: l
                    color=PALETTE[0], label="本期 this period")
     ax.bar_label(bars, labels=[f"{v:g}" for v in values], padding=3, fontsize=9)
     if previous is not None:
-        ax.barh([v - height / 2 for v in y], previous, height=height, color="white", edgecolor=PALETTE[4], hatch="//",
-                label="上期 previous")
-        ax.legend(loc="lower right", frameon=False)
+        before = ax.barh([v - height / 2 for v in y], previous, height=height, color="white", edgecolor=PALETTE[4],
+                         hatch="//", label="上期 previous")
+        ax.bar_label(before, labels=[f"{v:g}" for v in previous], padding=3, fontsize=9, color=PALETTE[4])
+        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, frameon=False)
     ax.set_yticks(y, labels)
     ax.set_xlabel(unit)
+    if counts:
+        _whole_numbers(ax.xaxis)
     ax.margins(x=0.12)
 
 
@@ -116,6 +127,7 @@ def stacked_columns(ax, labels: list[str], series: dict[str, list[int]], title: 
     step = max(1, len(labels) // 16)
     ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("件 cases")
+    _whole_numbers(ax.yaxis)
     ax.legend(loc="upper left", frameon=False, fontsize=8, ncols=min(4, len(series)))
 
 
@@ -129,6 +141,7 @@ def columns(ax, labels: list[str], values: list[float], title: str, xlabel: str)
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("件 cases")
+    _whole_numbers(ax.yaxis)
 
 
 def table(ax, title: str, columns: list[str], rows: list[list], *, max_rows: int = 10, max_chars: int = 28,

@@ -351,7 +351,7 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
             rows = [row for row in t["handling"].rows if not str(row[0]).startswith("合计") and row[7] is not None]
             ax = fig.add_axes((0.2, 0.42, 0.75, 0.44))
             charts.hbars(ax, [row[0] for row in rows], [row[7] for row in rows], "结案用时中位数 Median hours to close",
-                         unit="小时 hours", nothing="本期无结案案件 No case of this period closed yet")
+                         unit="小时 hours", nothing="本期无结案案件 No case of this period closed yet", counts=False)
             charts.table(fig.add_axes((0.05, 0.04, 0.9, 0.3)), t["handling"].title, t["handling"].columns, t["handling"].rows,
                          max_chars=16)
         out.append((key, title, fig))
