@@ -476,6 +476,11 @@ def test_cases_export_with_filters(city, tmp_path):
     assert general.exit_code == 0 and len(list(csv.DictReader(io.StringIO(general.stdout)))) == 43, general.stderr
     major = _run("cases", "export", "--severity", "major", "--severity", "serious", "--config", settings)
     assert major.exit_code == 0 and list(csv.DictReader(io.StringIO(major.stdout))) == [], major.stderr
+    # a grid code the grid file does not have (a digit dropped) exported headers alone and said nothing
+    typo = _run("cases", "export", "--grid", G1[:-1], "--grid", G2, "--period", "2026-11", "--config", settings)
+    assert typo.exit_code == 0 and {r["网格 grid"] for r in csv.DictReader(io.StringIO(typo.stdout))} == {G2}
+    assert f"warning: --grid '{G1[:-1]}': no cell of the grid file (analytics.grid) has this code" in typo.stderr
+    assert G2 not in typo.stderr
 
 
 @pytest.fixture

@@ -205,6 +205,10 @@ def register(app: typer.Typer) -> None:
             fail(f"--{exc}")
         except ConfigError as exc:
             fail(str(exc))
+        for cell in grid or []:  # a code mistyped exported a file of headers alone, saying nothing
+            if places.cells and cell not in places.cells:
+                print_warning(f"--grid {cell!r}: no cell of the grid file (analytics.grid) has this code; only cases "
+                              "filed under it are exported")
         store = existing_store_or_fail(settings.cases.url)  # never an empty one, whose export reads as "no cases"
         try:  # read a page at a time and written as read, as GET /api/v1/exports/cases streams it
             rows = export_rows(iter_cases(store.engine, places, flt), taxonomy, tz)
