@@ -68,6 +68,10 @@ def test_report_counts_equal_the_case_store(city):
     assert report.summary["cases"] == _store_total(store) - rejected == 3 + 1 + 4 + 25 + 4 + 1 + 3
     assert report.summary["rejected"] == rejected == 1 and report.summary["unreviewed"] == 1
     assert report.summary["previous_cases"] == 1 and report.summary["closed"] == 3  # October's one flyposting spot
+    # the cases each source found, beside the cameras with cases ('摄像头 cameras 2' read as 2 camera cases)
+    assert report.summary["camera_cases"] + report.summary["photo_cases"] == report.summary["cases"]
+    assert report.summary["camera_cases"] == sum(_store_total(store, source_id=cam) for cam in ("cam-01", "cam-02")) == 1 + 3 + 3
+    assert dict(report.tables["summary"].rows)["涉及摄像头 cameras with cases"] == report.summary["cameras"] == 2
     for state in set(CaseState) - {CaseState.CANDIDATE}:
         assert t["by_state"][state.value][1:] == [STATE_NAMES_ZH[state], _store_total(store, state=state)], state
     # the store's candidates: those awaiting review (the summary's 待审 unreviewed), then those confirmed without

@@ -278,7 +278,10 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         "voided_by_platform": sum(c.voided_by_platform for c in everything),
         "closed": sum(c.state.value in ("closed", "verified_cleared") for c in cases),
         "grid_cells": len({c.grid_cell for c in cases if c.grid_cell}),
-        "cameras": len(cams), "photo_cases": sum(c.source_kind != "camera" for c in cases),
+        # the cameras with cases, beside the cases each source found: '摄像头 cameras 2' over '照片案件 photo cases 37' read
+        # as 2 camera cases of 68
+        "cameras": len(cams), "camera_cases": sum(c.source_kind == "camera" for c in cases),
+        "photo_cases": sum(c.source_kind != "camera" for c in cases),
         "unplaced": sum(_spot(c, places) is None for c in cases),
     }
     # the state's one name; a platform's voiding (平台作废) is counted apart, not as a false finding here
@@ -286,7 +289,8 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
     labels = {"cases": f"案件数（不含{void}、{VOIDED_BY_PLATFORM}）cases (not rejected nor voided by platform)", "previous_cases": f"上期 previous ({previous.label})",
               "change": "变化 change", "confirmed": "已确认 confirmed", "unreviewed": "待审 unreviewed", "rejected": f"{void} rejected",
               "voided_by_platform": f"{VOIDED_BY_PLATFORM} voided by platform",
-              "closed": "已结案 closed", "grid_cells": "涉及网格 grid cells", "cameras": "摄像头 cameras", "photo_cases": "照片案件 photo cases",
+              "closed": "已结案 closed", "grid_cells": "涉及网格 grid cells", "cameras": "涉及摄像头 cameras with cases",
+              "camera_cases": "摄像头案件 camera cases", "photo_cases": "照片案件 photo cases",
               "unplaced": "无地点（不计入热点）without a place (not in hot spots)"}
     add(Table("summary", "概况 Summary", ["指标 measure", "数值 value"], [[labels[k], v] for k, v in summary.items()]))
     title = f"{NAMES_ZH[period.kind]} {period.label}"
@@ -310,7 +314,7 @@ def _figures(r: Report) -> list[tuple[str, str, Figure]]:
         if key == "summary":
             ax = fig.add_axes((0.05, 0.45, 0.45, 0.42))
             # the measures' column wide enough for the longest (the cases' 58 characters): at half the width it was cut
-            charts.table(ax, "概况 Summary", t["summary"].columns, t["summary"].rows, max_rows=12, max_chars=60,
+            charts.table(ax, "概况 Summary", t["summary"].columns, t["summary"].rows, max_rows=14, max_chars=60,
                          widths=[0.82, 0.18])
             ax2 = fig.add_axes((0.52, 0.45, 0.43, 0.42))
             charts.table(ax2, f"按状态 By state (含{STATE_NAMES_ZH[CaseState.REJECTED]}、{VOIDED_BY_PLATFORM} incl. rejected and voided)",
