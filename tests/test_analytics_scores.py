@@ -418,3 +418,19 @@ def test_cases_without_a_squad_are_charged_no_quota(city):
     unplaced = table.unit("(未标注 none)")
     assert unplaced.item("numbers_cut_off").unscored == "不适用 n/a" and unplaced.score == 60
     assert table.unit("一中队").score == 42  # the squads' quotas as before
+
+
+def test_a_capped_sections_deductions_add_up_to_the_score(city, tmp_path):
+    """二中队's 25 single stalls deduct 25 from a 20-point section, which deducts 20: the workbook's deductions listed
+    -25 alone, so they added up to a score of -5 where it said 0. A row gives back what the cap kept."""
+    from pipelines.analytics.scoring import CAPPED, score_tables
+
+    store, places, cutoffs = city
+    table = score_store(store.engine, places, load_sheet(_sheet(tmp_path, [STALL], points=20)), "squad", NOV, TZ, cutoffs)
+    assert table.unit("二中队").score == 0
+    deductions = next(t for t in score_tables(table) if t.key == "deductions")
+    rows = [r for r in deductions.rows if r[0] == "二中队"]
+    assert [r[2] for r in rows] == ["摊点", CAPPED] and sum(r[4] for r in rows) == -20 == table.unit("二中队").score - 20
+    assert "超过满分 20" in rows[1][6]
+    one = [r for r in deductions.rows if r[0] == "一中队"]
+    assert [r[2] for r in one] == ["摊点"]  # 14 stalls of 20 points: no cap, no row

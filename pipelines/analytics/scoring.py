@@ -64,13 +64,28 @@ class ItemScore:
         return next((label for label in (NOT_APPLICABLE, NOT_SCORED) if self.note and self.note.startswith(label)), None)
 
 
+CAPPED = "分项封顶 section cap"
+"""The deductions row giving back what a section's items deducted beyond its points, so that a unit's rows add up to
+its score (三中队's items deducted 38 of a 30-point section, and the table read 11 where the score said 19)."""
+
+
 @dataclass
 class SectionScore:
     id: str
     name: str
     points: float
-    deduction: float
+    deduction: float  # what the section deducts: its items' deductions, at most its points
     items: list[ItemScore]
+
+    @property
+    def over_cap(self) -> float:
+        """What the items deducted beyond the section's points (not deducted: the section's points cap it)."""
+        return round(sum(i.deduction for i in self.items) - self.deduction, 2)
+
+    @property
+    def cap_note(self) -> str:
+        return (f"分项扣分 {sum(i.deduction for i in self.items):g} 超过满分 {self.points:g}，按 {self.points:g} 分扣 "
+                f"the items deducted more than the section's {self.points:g} points, which cap it")
 
 
 @dataclass
@@ -321,6 +336,8 @@ def score_tables(table: ScoreTable) -> list[Table]:
             for i in s.items:
                 if i.count or i.deduction or i.note:
                     details.rows += _case_rows([u.unit, s.name, i.name], [i.count, -i.deduction], i.cases, i.note or "")
+            if (over := s.over_cap) > 0:
+                details.rows.append([u.unit, s.name, CAPPED, None, over, "", s.cap_note])
                 for g in i.groups:
                     what = (f"{g['place']} {_minute(g['start'], table.timezone)} · {g['stalls']} 摊 stalls · {g['band']}"
                             if "stalls" in g else f"{g['number']} 停机 {_minute(g['cut_off_at'], table.timezone)}")

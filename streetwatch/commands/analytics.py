@@ -144,6 +144,8 @@ def _print_scores(table, details: bool) -> None:
                     cases = ", ".join(item.cases) or "-"
                     note = f" ({item.note})" if item.note else ""
                     console.print(f"{u.unit} · {item.name}: -{item.deduction:g} for {item.count}{note}: {cases}", highlight=False)
+            if s.over_cap > 0:
+                console.print(f"{u.unit} · {s.name}: +{s.over_cap:g} ({s.cap_note})", highlight=False)
 
 
 def _cell(item) -> str:
