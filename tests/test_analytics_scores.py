@@ -66,6 +66,20 @@ def test_scores_by_grid_and_street(city):
     assert {u.unit: u.score for u in by_street.units} == {"文新街道": 48, "蒋村街道": 60 - 25 - 2}
 
 
+def test_units_come_in_the_grid_files_order(tmp_path):
+    """Squads came sorted by code point: 一中队, 三中队, 二中队. They come as the city's grid file lists them, units only
+    cases name after them, the cases without a place last."""
+    cells = [("330106001001", "甲", "文新街道", "一中队"), ("330106001002", "乙", "蒋村街道", "二中队"),
+             ("330106002001", "丙", "蒋村街道", "三中队"), ("330106002002", "丁", "文新街道", "一中队")]
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson", cells)))
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    CaseMaker(store).add("street_stall", None, local(3))  # no cell: the (未标注 none) unit
+    table = score_store(store.engine, places, load_sheet(), "squad", NOV, TZ)
+    store.close()
+    assert [u.unit for u in table.units] == ["一中队", "二中队", "三中队", "(未标注 none)"]
+    assert places.known_units("street") == ["文新街道", "蒋村街道"]
+
+
 def test_candidates_count_when_the_sheet_says_so(city, tmp_path):
     store, places, cutoffs = city
     sheet = yaml.safe_load(EXAMPLE_SHEET.read_text(encoding="utf-8"))

@@ -67,11 +67,12 @@ class Places:
         return cell.squad if cell else None
 
     def known_units(self, by: Unit) -> list[str]:
-        """Every grid cell, street or squad the grid file names (scored at full points when clean)."""
+        """Every grid cell, street or squad the grid file names (scored at full points when clean), in the file's
+        order: the city's own (一中队, 二中队, 三中队), where sorting by code point gave 一中队, 三中队, 二中队."""
         if by == "grid":
-            return sorted(self.cells)
+            return list(self.cells)
         if by in ("street", "squad"):
-            return sorted({v for c in self.cells.values() if (v := getattr(c, by))})
+            return list(dict.fromkeys(v for c in self.cells.values() if (v := getattr(c, by))))
         return []
 
     def check_unit(self, by: Unit) -> None:

@@ -278,7 +278,8 @@ def score_cases(sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, cases: lis
     quota_per_unit: dict[str, list[CaseFact]] = defaultdict(list)
     for c in quota_pool:
         quota_per_unit[c.unit(by)].append(c)
-    units = sorted(set(places.known_units(by)) | set(per_unit), key=lambda u: (u == NONE_UNIT, u))
+    known = places.known_units(by)  # the grid file's order, then units only cases name (a camera, a redrawn cell), none last
+    units = known + sorted(set(per_unit) - set(known), key=lambda u: (u == NONE_UNIT, u))
     scorer = _UnitScorer(sheet, by, period, tz, number_status)
     return ScoreTable(
         sheet=sheet.name, period=period.label, by=by, timezone=str(tz), include_candidates=sheet.include_candidates,
