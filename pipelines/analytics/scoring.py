@@ -337,12 +337,12 @@ def score_tables(table: ScoreTable) -> list[Table]:
             for i in s.items:
                 if i.count or i.deduction or i.note:
                     details.rows += _case_rows([u.unit, s.name, i.name], [i.count, -i.deduction], i.cases, i.note or "")
-            if (over := s.over_cap) > 0:
-                details.rows.append([u.unit, s.name, CAPPED, None, over, "", s.cap_note])
                 for g in i.groups:
                     what = (f"{g['place']} {_minute(g['start'], table.timezone)} · {g['stalls']} 摊 stalls · {g['band']}"
                             if "stalls" in g else f"{g['number']} 停机 {_minute(g['cut_off_at'], table.timezone)}")
                     groups.rows += _case_rows([u.unit, i.name, what], [-g.get("deduction", 0)], g["cases"])
+            if (over := s.over_cap) > 0:
+                details.rows.append([u.unit, s.name, CAPPED, None, over, "", s.cap_note])
     about = Table("about", "说明 About", ["项目 field", "值 value"], [
         ["评分细则 sheet", table.sheet], ["期间 period", table.period], ["单位 by", table.by],
         ["时区 time zone", table.timezone], ["计入候选案件 include candidates", table.include_candidates],
