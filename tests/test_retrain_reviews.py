@@ -118,8 +118,8 @@ def test_a_case_its_platform_voided_is_left_out_of_the_review_export(tmp_path, m
     rejected = intake.record_event(replace(bus, violation_id="batch-7:image:illegal_parking:o1"), BundleContext(source_kind="photo_batch"))
     store.review(rejected.id, approve=False, reviewer="li.wei", reason_code="not_a_violation")
     result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
-    assert result.exit_code == 0 and "exported 1 reviewed cases" in result.output and skip not in result.output
-    assert "skipped 1 reviewed cases as intended (not errors): 1 平台作废 voided by their platform after approval" in result.stdout
+    assert result.exit_code == 0 and "exported 1 reviewed case to" in result.output and skip not in result.output
+    assert "skipped 1 reviewed case as intended (not errors): 1 平台作废 voided by their platform after approval" in result.stdout
     assert [json.loads(x)["case_id"] for x in (out / "review.jsonl").read_text().splitlines()] == [rejected.id]
 
 
@@ -171,7 +171,7 @@ def test_export_reviews_without_reviewed_cases_says_so_and_writes_nothing(tmp_pa
     assert "next:" not in result.output and not out.exists()
 
     result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])  # without the window: the rejection
-    assert result.exit_code == 0 and "exported 1 reviewed cases" in result.output
+    assert result.exit_code == 0 and "exported 1 reviewed case to" in result.output
 
 
 def test_a_case_rejected_for_privacy_leaves_no_copy_of_its_picture_in_the_export(tmp_path, monkeypatch, bus_event):
@@ -190,7 +190,7 @@ def test_a_case_rejected_for_privacy_leaves_no_copy_of_its_picture_in_the_export
     assert result.exit_code == 0, result.output
     assert [json.loads(x)["case_id"] for x in (out / "review.jsonl").read_text().splitlines()] == [other.id]
     assert sorted(p.name for p in (out / "evidence").iterdir()) == [other.id]
-    assert "skipped 1 reviewed cases as intended (not errors): 1 涉及隐私 rejected for privacy" in result.stdout
+    assert "skipped 1 reviewed case as intended (not errors): 1 涉及隐私 rejected for privacy" in result.stdout
 
 
 def test_export_reviews_counts_the_cases_left_out_by_design_in_one_line_and_reports_faults_as_errors(
@@ -226,7 +226,7 @@ def test_export_reviews_counts_the_cases_left_out_by_design_in_one_line_and_repo
     assert result.stdout.splitlines() == [
         "skipped 3 reviewed cases as intended (not errors): 1 平台作废 voided by their platform after approval, 1 涉及隐私 "
         "rejected for privacy, 1 证据已按保留期删除 evidence removed after the retention period",
-        f"exported 1 reviewed cases to {tmp_path / 'reviews' / 'review.jsonl'}; next: streetwatch data from-cases "
+        f"exported 1 reviewed case to {tmp_path / 'reviews' / 'review.jsonl'}; next: streetwatch data from-cases "
         f"{tmp_path / 'reviews' / 'review.jsonl'} --out DIR"], result.stdout
     [error] = result.stderr.splitlines()
     assert error.startswith(f"error: case {broken.id}: evidence unreadable: "), result.stderr
@@ -248,7 +248,7 @@ def test_a_reviewed_case_stored_without_its_evidence_boxes_is_exported_with_thos
     out = tmp_path / "reviews"
     result = runner.invoke(app, ["data", "export-reviews", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "not stored yet" not in result.output and "exported 1 reviewed cases" in result.output
+    assert "not stored yet" not in result.output and "exported 1 reviewed case to" in result.output
     [line] = [json.loads(x) for x in (out / "review.jsonl").read_text().splitlines()]
     assert line["case_id"] == case.id and (line["width"], line["height"]) == (recorded["width"], recorded["height"])
     assert line["boxes"] == [{"class_name": b["class_name"], "xyxy": b["xyxy"]} for b in recorded["boxes"]]

@@ -28,6 +28,7 @@ from pipelines.cases.vocabulary import REASONS, RejectReason
 from pipelines.evidence_store import EvidenceStore, StorageError
 from pipelines.retrain.check import Finding
 from pipelines.retrain.dataset import DatasetError
+from pipelines.wording import counted
 
 EXPORT = "review.jsonl"
 SHOWN_SKIPS = 20
@@ -58,7 +59,7 @@ def skips_summary(findings: list[Finding]) -> str | None:
     if not counts:
         return None
     kinds = ", ".join(f"{counts[kind]} {name}" for kind, name in SKIP_NAMES.items() if counts[kind])
-    return f"skipped {counts.total()} reviewed cases as intended (not errors): {kinds}"
+    return f"skipped {counted(counts.total(), 'reviewed case')} as intended (not errors): {kinds}"
 
 
 def export_reviews(store: CaseStore, evidence: EvidenceStore, out_dir: Path, *,
