@@ -254,6 +254,12 @@ class ViolationType(Thresholds):
         return evidence
 
     @property
+    def short_name_zh(self) -> str:
+        """The first of the Chinese names (`占道经营 / 无照经营游商` -> 占道经营): what a chart's legend or a message to a
+        person needs, where the second names the vendor rather than what they do and the slash reads as a form."""
+        return self.name_zh.split(" / ")[0].strip()
+
+    @property
     def evidence_classes(self) -> list[str]:
         """Detector class names that count as evidence for this type."""
         return list(self.evidence)

@@ -50,8 +50,8 @@ def test_the_sms_speaks_of_a_shop_door_only_to_a_shop():
     with the shop's name; a stall is told where it was seen. Both fit one SMS (70 Chinese characters)."""
     tax = load_taxonomy()
     address = "西湖区文三路128号"
-    shop = _text("shopfront_spillover", tax.get("shopfront_spillover").name_zh, "王记面馆", address, 600)
-    stall = _text("street_stall", tax.get("street_stall").name_zh, None, address, 600)
+    shop = _text("shopfront_spillover", tax.get("shopfront_spillover").short_name_zh, "王记面馆", address, 600)
+    stall = _text("street_stall", tax.get("street_stall").short_name_zh, None, address, 600)
     assert shop == "王记面馆：您门前（西湖区文三路128号）发现店外经营，请于10分钟内自行整改，届时将复查，未整改将立案处理。"
     assert stall == "您好，经查您在西湖区文三路128号存在占道经营行为，请于10分钟内自行整改，届时将复查，未整改将立案处理。"
     assert "您门前" not in _text("street_stall", "占道经营", None, None, 90) == "您好，经查您存在占道经营行为，请于1分30秒内自行整改，届时将复查，未整改将立案处理。"

@@ -86,7 +86,7 @@ class Report:
 
 def _short(taxonomy: Taxonomy, type_id: str) -> str:
     vt = taxonomy.types.get(type_id)
-    return vt.name_zh.split(" / ")[0] if vt else type_id
+    return vt.short_name_zh if vt else type_id
 
 
 def _spot(c: CaseFact, places: Places) -> str | None:

@@ -178,7 +178,7 @@ class Warner:
             "violation_type": event.violation_type, "name_zh": vt.name_zh, "name_en": vt.name_en,
             "address": ctx.address, "grid_cell": ctx.grid_cell, "at": event.at.isoformat(), "recheck_at": recheck_at.isoformat(),
             "shop": shop_record.model_dump(exclude={"frontages"}) if shop_record else None,
-            "text": _text(event.violation_type, vt.name_zh, shop_record.name if shop_record else None, ctx.address, rule.recheck_after_s),
+            "text": _text(event.violation_type, vt.short_name_zh, shop_record.name if shop_record else None, ctx.address, rule.recheck_after_s),
         }
         notified, error = self._notify(message)
         with self.engine.begin() as conn:
@@ -317,14 +317,12 @@ def _failure(url: str, exc: Exception) -> str:
     return without_password(f"webhook {url} failed: {why}")
 
 
-def _text(violation_type: str, name_zh: str, shop: str | None, address: str | None, after_s: float) -> str:
+def _text(violation_type: str, name: str, shop: str | None, address: str | None, after_s: float) -> str:
     """The SMS the gateway sends (Chinese: the shop or the vendor reads it). A shop's type (`SHOP_TYPES`) is out in
     front of its own door (您门前); a street stall, a parked car and the other types have no door of the reader's to
     speak of: they are told where they were seen (您在…), as 您门前 told a vendor with no shop of a shop front.
-    The type is named by the first of its Chinese names (`占道经营 / 无照经营游商` -> 占道经营): the second names
-    the vendor, not what they do, and a slash reads as a form in a message to a person."""
+    `name` is the type's `short_name_zh` (占道经营, not 占道经营 / 无照经营游商)."""
     ask = f"请于{_within(after_s)}内自行整改，届时将复查，未整改将立案处理。"
-    name = name_zh.split(" / ")[0].strip()
     if violation_type in SHOP_TYPES:
         who = f"{shop}：" if shop else ""
         where = f"（{address}）" if address else ""
