@@ -282,7 +282,7 @@ def build_report(engine: Engine, places: Places, taxonomy: Taxonomy, period: Per
         # as 2 camera cases of 68
         "cameras": len(cams), "camera_cases": sum(c.source_kind == "camera" for c in cases),
         "photo_cases": sum(c.source_kind != "camera" for c in cases),
-        "unplaced": sum(_spot(c, places) is None for c in cases),
+        "unplaced": total - sum(len(g) for g in spots.values()),  # the cases `_spot` placed nowhere
     }
     # the state's one name; a platform's voiding (平台作废) is counted apart, not as a false finding here
     void = STATE_NAMES_ZH[CaseState.REJECTED]

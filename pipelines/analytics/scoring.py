@@ -78,13 +78,18 @@ class SectionScore:
     items: list[ItemScore]
 
     @property
+    def items_deduction(self) -> float:
+        """What the items deduct together, before the section's points cap it."""
+        return sum(i.deduction for i in self.items)
+
+    @property
     def over_cap(self) -> float:
         """What the items deducted beyond the section's points (not deducted: the section's points cap it)."""
-        return round(sum(i.deduction for i in self.items) - self.deduction, 2)
+        return round(self.items_deduction - self.deduction, 2)
 
     @property
     def cap_note(self) -> str:
-        return (f"分项扣分 {sum(i.deduction for i in self.items):g} 超过满分 {self.points:g}，按 {self.points:g} 分扣 "
+        return (f"分项扣分 {self.items_deduction:g} 超过满分 {self.points:g}，按 {self.points:g} 分扣 "
                 f"the items deducted more than the section's {self.points:g} points, which cap it")
 
 
