@@ -138,6 +138,7 @@ def test_a_case_withdrawn_by_triage_unreviewed_has_no_review_time(tmp_path):
     assert {i: handled[i].to_review for i in (withdrawn, rejected)} == {withdrawn: None, rejected: 2.0}
 
 
+@pytest.mark.slow  # 7 s: draws the charts and a PDF; the default suite's ~15-minute budget
 def test_report_files_pdf_pages_and_font(city, tmp_path):
     store, places = city["store"], city["places"]
     report = build_report(store.engine, places, load_taxonomy(), NOV, TZ)

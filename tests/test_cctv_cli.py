@@ -102,6 +102,7 @@ def test_scene_files_without_a_zone_follow_the_settings_zone(tmp_path, bus_jpg, 
     assert timedelta(0) < opened["cam-shanghai"] - datetime(2026, 1, 5, 0, 0, tzinfo=UTC) < timedelta(seconds=12)
 
 
+@pytest.mark.slow  # 8 s: two `watch` runs over a replay; the default suite's ~15-minute budget
 def test_a_restart_without_any_flag_keeps_the_standing_violation_and_its_one_case(tmp_path, bus_jpg, real_sample_dir):
     """Saving the rules state took `--state FILE`, so a 24/7 deployment that never heard of it opened a second case for a
     bus standing through each restart, its first case never cleared. `watch` keeps the state beside the cameras file

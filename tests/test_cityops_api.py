@@ -656,6 +656,7 @@ async def _streamed_patrol(app, headers: dict[str, str], video: Path, track: Pat
                                  headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
+@pytest.mark.slow  # 6 s: streams and analyses a patrol video; the default suite's ~15-minute budget
 def test_a_patrol_video_goes_to_disk_as_it_streams(tmp_path, monkeypatch, onnx_detector, clip):  # noqa: F811
     """The uploaded video was read whole into the server's memory before it was written (as much as the 512 MiB
     limit for each upload at once); it is copied to the job's folder in chunks. One over the limit, sent without a

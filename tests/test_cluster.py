@@ -642,6 +642,7 @@ def test_a_restored_state_names_where_it_came_from_the_state_file_or_the_running
     assert checkpoints.get(["cam-02"]) == {"cam-02": ("key", at, b"kept")}  # what the driver writes at a stop
 
 
+@pytest.mark.slow  # 7 s: starts a Ray actor; the default suite's ~15-minute budget
 def test_an_inference_actor_sets_up_logging_at_the_drivers_level_before_it_loads_its_detector(monkeypatch):
     """An inference actor's process had no log handler (the owners set one up, it did not): its INFO lines were lost
     and its warnings (a model exported on first use) came bare through Python's last resort. It sets up logging as

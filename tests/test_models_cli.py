@@ -410,6 +410,7 @@ def test_a_pt_file_given_by_path_is_exported_once_under_an_id_of_its_content(tmp
     assert load_detector(first, imgsz=320, features=True).has_features and load_detector(first, imgsz=320).has_features
 
 
+@pytest.mark.slow  # 6 s: two ONNX exports; the default suite's ~15-minute budget
 def test_a_head_without_dfl_decoding_carries_the_neck_so_its_export_is_reused_for_the_verifier(tmp_path, monkeypatch):
     """A YOLO26 head decodes no DFL, so its export has no raw-box variant, and the neck output was added to the variant
     only: the standard file the engine runs had none, and every load for the verifier exported the model again (and

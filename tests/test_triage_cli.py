@@ -41,6 +41,7 @@ def test_summary_nouns_agree_with_their_counts():
     assert counted(1, "error/duplicate", "errors/duplicates") == "1 error/duplicate"
 
 
+@pytest.mark.slow  # 11 s: a subprocess killed mid-run and a second run; the default suite's ~15-minute budget
 def test_killed_run_resumes_and_records_every_photo_exactly_once(tmp_path, real_sample_dir):
     photos = tmp_path / "photos"
     photos.mkdir()
