@@ -144,6 +144,9 @@ class Accounts:
         self._writer = self.engine.execution_options(writer=True)
         with self._writer.begin() as conn:  # the case store's migrations make and upgrade the tables
             migrate(conn)
+        #: What the database last said of each token that authenticated (by hash): its principal and expiry.
+        #: Only `authenticate_as_last_known` reads it, for the routes that must answer while the database is down.
+        self._last_known: dict[str, tuple[Principal, datetime | None]] = {}
 
     # ---- tokens ---------------------------------------------------------------------------
 
@@ -199,14 +202,32 @@ class Accounts:
         past its expiry."""
         if not token.startswith(TOKEN_PREFIX):
             return None
-        query = sa.select(api_tokens).where(api_tokens.c.token_hash == hash_token(token), LIVE)
+        digest = hash_token(token)
+        query = sa.select(api_tokens).where(api_tokens.c.token_hash == digest, LIVE)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
+            self._last_known.pop(digest, None)
             return None
+        principal = Principal(row.name, Role(row.role), row.id)
+        self._last_known[digest] = (principal, row.expires_at)
         if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
             raise TokenExpired(row.name, row.expires_at)
-        return Principal(row.name, Role(row.role), row.id)
+        return principal
+
+    def authenticate_as_last_known(self, token: str) -> Principal | None:
+        """`authenticate` from what the database last said of `token` in this process, for when it cannot be asked
+        (CaseStoreUnreachable): the principal of a token that authenticated before and was neither unknown nor revoked
+        at its last check, None otherwise (the caller answers that the store is down); TokenExpired once its expiry has passed. Why: Prometheus scrapes `/metrics`
+        with a token, and a database outage, the moment its 503 counts matter most, answered the scrape itself 503.
+        A revocation cannot be written while the database is down either, and the next answer it gives stands."""
+        known = self._last_known.get(hash_token(token)) if token.startswith(TOKEN_PREFIX) else None
+        if known is None:
+            return None
+        principal, expires_at = known
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            raise TokenExpired(principal.name, expires_at)
+        return principal
 
     # ---- audit ----------------------------------------------------------------------------
 

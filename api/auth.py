@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.accounts import Principal, Role, TokenExpired
 from api.context import AppContext, get_ctx
 from api.problems import Problem
+from pipelines.cases import CaseStoreUnreachable
 
 _bearer = HTTPBearer(auto_error=False, description="API token from `streetwatch users add NAME --role ROLE`.")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -38,11 +39,29 @@ def current_principal(request: Request, ctx: AppContext = Depends(get_ctx),
     """The caller; None when no token was sent (routes decide whether that is allowed). A token that
     is sent but unknown, revoked or expired is refused here, whatever the route (an expired one saying when, in the
     city's time, so whoever reads it knows to ask for a new one). Kept as `request.state.principal` for a log line of
-    the request's (`caller_of`)."""
+    the request's (`caller_of`). A case store that cannot be reached is CaseStoreUnreachable (503): tokens live there."""
+    return _principal(request, ctx, credentials, last_known=False)
+
+
+def principal_while_store_down(request: Request, ctx: AppContext = Depends(get_ctx),
+                               credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal | None:
+    """`current_principal`, but while the case store cannot be reached, a token is judged by what the store last said
+    of it in this process (`Accounts.authenticate_as_last_known`): for `/metrics`, which must answer through an
+    outage, when its 503 counts are what the administrator is looking at."""
+    return _principal(request, ctx, credentials, last_known=True)
+
+
+def _principal(request: Request, ctx: AppContext, credentials: HTTPAuthorizationCredentials | None, *,
+               last_known: bool) -> Principal | None:
     if credentials is None:
         return None
     try:
-        principal = ctx.accounts.authenticate(credentials.credentials)
+        try:
+            principal = ctx.accounts.authenticate(credentials.credentials)
+        except CaseStoreUnreachable:
+            # a token the store has not vouched for in this process may be valid: 503 for it, not 401
+            if not last_known or (principal := ctx.accounts.authenticate_as_last_known(credentials.credentials)) is None:
+                raise
     except TokenExpired as exc:
         when = exc.expires_at.astimezone(ZoneInfo(ctx.settings.timezone)).isoformat(sep=" ", timespec="minutes")
         raise Problem(401, f"API 令牌已于 {when} 过期，请向管理员申请新令牌 API token expired at {when}; "
@@ -75,11 +94,13 @@ def authorize(principal: Principal, allowed: frozenset[Role]) -> Principal:
     return principal
 
 
-def require(*roles: Role):
-    """Dependency: the caller must hold one of `roles` (or be admin)."""
+def require(*roles: Role, while_store_down: bool = False):
+    """Dependency: the caller must hold one of `roles` (or be admin). `while_store_down`: the token is judged as the
+    case store last judged it when the store cannot be reached (`principal_while_store_down`), for `/metrics`."""
     allowed = allowed_roles(roles)
+    authenticate = principal_while_store_down if while_store_down else current_principal
 
-    def check(principal: Principal | None = Depends(current_principal)) -> Principal:
+    def check(principal: Principal | None = Depends(authenticate)) -> Principal:
         if principal is None:
             raise Problem(401, NO_TOKEN, slug="unauthenticated", headers=_CHALLENGE)
         return authorize(principal, allowed)
@@ -106,3 +127,4 @@ UPLOAD = require(Role.INSPECTOR, Role.REVIEWER)
 READ_CAMERAS = require(Role.INSPECTOR, Role.REVIEWER)
 ADMIN = require()
 INTEGRATION = require(Role.INTEGRATION)
+SCRAPE_METRICS = require(Role.INTEGRATION, while_store_down=True)

@@ -541,6 +541,38 @@ def test_a_sqlite_case_store_file_deleted_while_serving_answers_503_not_an_empty
         assert client.get("/api/v1/cases", headers=reviewer).status_code == 200
 
 
+def test_metrics_answer_through_a_case_store_outage_for_a_token_the_store_accepted_before(tmp_path, monkeypatch):
+    """Prometheus scrapes /metrics with a token, which lives in the case store: during an outage the scrape itself
+    was answered 503, so the outage's own 503 counts could not be seen. A token the store accepted before in this
+    process is now judged as it was then; one it never vouched for still gets 503 (it may be valid), an unknown one
+    401 once the store is back, and a token revoked while the store was up stays refused."""
+    from fastapi.testclient import TestClient
+
+    from tests.api_helpers import make_app, settings_for
+
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", "test-key-0123456789abcdef")
+    app, tokens = make_app(settings_for(tmp_path))
+    accounts = app.state.ctx.accounts
+    _, revoked = accounts.add("old-scraper", "integration")
+    database, aside = tmp_path / "cases.db", tmp_path / "aside.db"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        scraper, admin = auth(tokens["integration"]), auth(tokens["admin"])
+        assert client.get("/metrics", headers=scraper).status_code == 200
+        assert client.get("/metrics", headers=auth(revoked)).status_code == 200
+        accounts.revoke("old-scraper")
+        assert client.get("/metrics", headers=auth(revoked)).status_code == 401
+        database.rename(aside)
+        assert client.get("/api/v1/cases", headers=scraper).status_code == 503  # other routes: as before
+        response = client.get("/metrics", headers=scraper)
+        assert response.status_code == 200, response.text
+        assert re.search(r'^streetwatch_api_requests_total\{handler="\w+",method="GET",status="503"\} 1\.0$', response.text, re.M)
+        for unvouched in (admin, auth(revoked), auth("swt_" + "x" * 43)):
+            assert client.get("/metrics", headers=unvouched).status_code == 503
+        aside.rename(database)
+        assert client.get("/metrics", headers=admin).status_code == 200
+        assert client.get("/metrics", headers=auth("swt_" + "x" * 43)).status_code == 401
+
+
 def test_a_store_outage_logs_its_first_requests_then_a_line_per_interval(tmp_path, monkeypatch, caplog):
     """Soak: while the case store was down every request logged an ERROR line (340 in 25 s). The first few of the
     outage are logged each, then one line per interval saying how many were not; every request still answers 503."""
