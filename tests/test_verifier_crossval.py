@@ -122,6 +122,24 @@ def test_a_head_that_cannot_be_trained_is_refused_before_any_photo_is_read(tmp_p
     assert not (tmp_path / "cache").exists() and not (tmp_path / "heads").exists()
 
 
+@pytest.mark.parametrize("command", ["crossval", "train"])
+def test_a_feature_cache_that_is_a_file_is_refused_before_any_photo_is_read(tmp_path, command):
+    """--cache naming a file (a feature cache `.npz` instead of its folder) read every photo and then stopped with a bare
+    "[Errno 20] Not a directory". It is refused first, naming the option and the file."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app
+
+    data = _labelled(tmp_path / "data", count=2)
+    (cache := tmp_path / "features.npz").write_bytes(b"not a folder")
+    result = CliRunner().invoke(app, ["verifier", command, "--data", str(data), "--synth", "0", "--cache", str(cache),
+                                      *(["--out", str(tmp_path / "heads")] if command == "train" else [])],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--cache" in result.stderr and "features.npz" in result.stderr and "is a file" in result.stderr
+    assert not (tmp_path / "heads").exists()
+
+
 def _labelled(folder: Path, count: int = 2) -> Path:
     """A labelled folder of `count` real street photos (labels.csv, as `train --data` reads it)."""
     street = sorted((SHARED / "datasets" / "street-scenes" / "images" / "cn2").glob("*.jpg"))[:count]

@@ -30,8 +30,9 @@ SynthOpt = Annotated[int, typer.Option("--synth", min=0, help="Synthetic small-a
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the splits and composites.")]
 UncertainOpt = Annotated[bool, typer.Option("--uncertain/--no-uncertain", help="Keep rows marked uncertain.")]
 HeadsOpt = Annotated[str, typer.Option("--heads", help="Comma-separated heads to train (default: every head with enough positives; a name that is no head, or has too few, is refused before any photo is read, listing the heads).")]
-CacheOpt = Annotated[Path, typer.Option("--cache", help="Feature cache folder: each photo's features (by its content) and each "
-                                                             "dataset's; it grows with every photo read, and may be deleted at will.")]
+CacheOpt = Annotated[Path, typer.Option("--cache", file_okay=False, writable=True,  # checked before any photo is read
+                                        help="Feature cache folder: each photo's features (by its content) and each "
+                                             "dataset's; it grows with every photo read, and may be deleted at will.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v")]
 OcrOpt = Annotated[str, typer.Option("--ocr", help="OCR as in triage: auto, all or off.")]
 PhoneRegionOpt = Annotated[str, typer.Option("--phone-region", help="Region of phone numbers read without a country code.")]
