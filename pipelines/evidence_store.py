@@ -99,6 +99,17 @@ def paths_named_by_setting(text: str, paths: Iterable[tuple[str, Path]], named: 
                   (f"{m.group(1)}: " if m.group(1) else "") + forms[m.group(2)], text)
 
 
+def endpoint_named_by_setting(text: str, endpoint: str, setting: str = "evidence_store.s3.endpoint") -> str:
+    """`text` with the S3 server's `endpoint` (host:port) named by its setting, in the forms the HTTP client's errors
+    give it (`HTTPConnection(host='10.0.0.5', port=9000): Failed to establish ...`, `10.0.0.5:9000`): an upload job's
+    case reason, shown to inspectors, named the evidence server's address where the folders of a local store are
+    named by their settings."""
+    host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
+    any_port = r"\d+"
+    forms = [rf"host='{re.escape(host)}', port={re.escape(port) if port else any_port}", re.escape(endpoint)]
+    return re.sub(rf"(?<![\w.-])(?:{'|'.join(forms)})(?![\w-])", setting, text)
+
+
 class EvidenceStore(Protocol):
     """What intake, review and dispatch need from evidence storage."""
 

@@ -33,7 +33,7 @@ from detect.tracking import TrackingConfig
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.cases.store import DEFAULT_URL, CaseStore, PoolLimits, check_store_url, sqlite_file
 from pipelines.dispatch.config import DispatchConfig
-from pipelines.evidence_store import EvidenceStoreConfig, paths_named_by_setting
+from pipelines.evidence_store import EvidenceStoreConfig, endpoint_named_by_setting, paths_named_by_setting
 
 CONFIG_ENV = "STREETWATCH_CONFIG"
 URL_KEY_ENV = "STREETWATCH_API_URL_KEY"
@@ -430,13 +430,15 @@ class Settings(ConfigModel):
         write (`cannot write evidence to /srv/.../evidence/SW1: ...`), a stored bundle's reference is a `file://` URI,
         a key file unreadable since start-up stops a job's cases with an error naming it, a grid file edited into one
         that cannot be read is refused naming it; they read `evidence_store.local_root/SW1`,
-        `evidence.hmac_key_file: ...`, `service.triage.grid: ...`. `named`: how the paths stand in `text` (markupsafe's
+        `evidence.hmac_key_file: ...`, `service.triage.grid: ...`; the S3 server's address reads
+        `evidence_store.s3.endpoint` (`endpoint_named_by_setting`). `named`: how the paths stand in `text` (markupsafe's
         `escape` for HTML); `files`: (name, file) of files no setting names itself, as the cameras file names each
         camera's scene (`api.config.named_files`)."""
         store = self.evidence_store
-        return paths_named_by_setting(text, [("evidence_store.local_root", store.local_root),
+        text = paths_named_by_setting(text, [("evidence_store.local_root", store.local_root),
                                              ("evidence_store.spool_dir", store.spool_dir), *self.evidence.key_files(),
                                              *self.input_files(), *files], named)
+        return endpoint_named_by_setting(text, store.s3.endpoint) if store.s3 is not None else text
 
     def input_files(self) -> list[tuple[str, Path]]:
         """(settings field, file) of every file set that `INPUT_FILES` names, a list's by its index

@@ -94,6 +94,23 @@ def test_s3_round_trip_content_types_and_presigned_fetch(tmp_path, bundle, moto_
     assert f"cases/SW20250314-aaa/{crop['path']}" not in keys and "cases/SW20250314-aaa/manifest.json" in keys
 
 
+def test_the_api_names_an_unreachable_s3_server_by_its_setting_not_its_address(tmp_path, bundle):
+    """An upload job's case reason (shown to inspectors) carried the client's own words for a store it could not reach,
+    `HTTPConnection(host='127.0.0.1', port=…)`: the evidence server's address, where a local store's folders are named
+    by their settings. The text `Settings.named_by_setting` gives the API names it `evidence_store.s3.endpoint`."""
+    from pipelines.settings import Settings
+
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(StorageError) as failed:
+        _s3(endpoint, retries=0).put_bundle("SW20250314-aaa", bundle.path)
+    assert "host='127.0.0.1'" in str(failed.value)  # the client's words, as the server log keeps them
+    settings = Settings.model_validate({"evidence_store": {"backend": "s3", "s3": {"endpoint": endpoint, "secure": False}}})
+    shown = settings.named_by_setting(str(failed.value))
+    assert "127.0.0.1" not in shown and endpoint.split(":")[1] not in shown
+    assert "HTTPConnection(evidence_store.s3.endpoint): Failed to establish a new connection" in shown
+    assert "s3://sw-evidence/cases/SW20250314-aaa" in shown  # the bucket and key stay: they name no machine
+
+
 def test_storage_down_case_waits_then_retry_delivers(tmp_path, bus_event):
     """S3 is down: the case waits in `candidate` with the reason; once S3 is up, the retry stores it."""
     event, dets = bus_event
