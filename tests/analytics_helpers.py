@@ -118,3 +118,19 @@ def november(make: CaseMaker, folder: Path) -> Path:
         "13800138009,2026-11-02,十月发现", "13800138005,2026-11-15,", "13800138006,2026-11-16,",
         "13800138004,2026-12-01 00:00,下月", "13800138007,2026-10-31,上月"]) + "\n", encoding="utf-8")
     return cutoffs
+
+
+def write_named_cameras(folder: Path) -> Path:
+    """A cameras file (service.cameras_file) whose scenes name cam-01 文三路北门 and its zone curb 北门人行道; cam-02 and
+    its zone kerb go unnamed, and cam-01 is disabled now (its past cases are still named)."""
+    import yaml
+
+    zone = {"kind": "no_parking", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}
+    scenes = {"cam-01": {"camera_id": "cam-01", "name": "文三路北门", "zones": [{"id": "curb", "name": "北门人行道", **zone}]},
+              "cam-02": {"camera_id": "cam-02", "zones": [{"id": "kerb", **zone}]}}
+    for camera_id, scene in scenes.items():
+        (folder / f"{camera_id}.yaml").write_text(yaml.safe_dump(scene, allow_unicode=True), encoding="utf-8")
+    cameras = folder / "cameras.yaml"
+    cameras.write_text(yaml.safe_dump({"cameras": [{"id": c, "url": f"{c}.mp4", "scene": f"{c}.yaml", "enabled": c != "cam-01"}
+                                                   for c in scenes]}), encoding="utf-8")
+    return cameras

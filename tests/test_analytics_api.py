@@ -94,6 +94,22 @@ def test_scores_by_grid_are_answered_a_page_at_a_time(tmp_path):
     app.state.ctx.store.close()
 
 
+def test_scores_by_camera_name_each_camera_as_the_cameras_files_scenes_do(tmp_path):
+    """The service scored by camera under ids (its map files held no camera names: the CLI alone read the cameras
+    file). The page and workbook read each camera as its scene names it (`label`), the JSON's `unit` the id."""
+    from tests.analytics_helpers import G1, local, write_named_cameras
+
+    settings = settings_for(tmp_path)
+    settings.analytics.grid = write_grid(tmp_path / "grid.geojson")
+    settings.service.cameras_file = write_named_cameras(tmp_path)
+    app, tokens = make_app(settings, resume_jobs=False)
+    CaseMaker(app.state.ctx.store).add("illegal_parking", G1, local(3, 9), camera="cam-01", zone="curb")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        data = client.get("/api/v1/scores", params={"period": "2026-11", "by": "camera"}, headers=auth(tokens["inspector"])).json()
+        assert [(u["unit"], u["label"]) for u in data["units"]] == [("cam-01", "文三路北门 (cam-01)")]
+    app.state.ctx.store.close()
+
+
 @pytest.mark.parametrize("params, status, detail", [
     ({"period": "2026-13"}, 422, "month must be in 1..12"),
     ({"period": "last month"}, 422, "does not parse"),

@@ -26,7 +26,7 @@ from pipelines.analytics.report import PAGES, build_report, write_report
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 from pipelines.cases.store import CaseQuery, CaseStore, NewCase
 from tests.analytics_helpers import (
-    G1, G2, G3, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, local, november, write_grid, write_zones,
+    G1, G2, G3, TWICE_G1, TWICE_G1_REFUSED, TZ, CaseMaker, local, november, write_grid, write_named_cameras, write_zones,
 )
 from streetwatch.cli import app
 from tests.conftest import REPO
@@ -249,14 +249,7 @@ def test_hot_spots_name_cameras_and_zones_as_their_scenes_do(tmp_path):
     """The hot spots read 摄像头 cam-01 · curb: ids city staff do not know. A camera and its zone go by the names their
     scene gives them (service.cameras_file; cam-01 disabled now still named), the id after; one the scenes name nothing
     for, or no longer list, by its id."""
-    zone = {"kind": "no_parking", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}
-    scenes = {"cam-01": {"camera_id": "cam-01", "name": "文三路北门", "zones": [{"id": "curb", "name": "北门人行道", **zone}]},
-              "cam-02": {"camera_id": "cam-02", "zones": [{"id": "kerb", **zone}]}}
-    for camera_id, scene in scenes.items():
-        (tmp_path / f"{camera_id}.yaml").write_text(yaml.safe_dump(scene, allow_unicode=True), encoding="utf-8")
-    cameras = tmp_path / "cameras.yaml"
-    cameras.write_text(yaml.safe_dump({"cameras": [{"id": c, "url": f"{c}.mp4", "scene": f"{c}.yaml", "enabled": c != "cam-01"}
-                                                   for c in scenes]}), encoding="utf-8")
+    cameras = write_named_cameras(tmp_path)
     store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
     make = CaseMaker(store)
     for camera_id, zone_id, days in (("cam-01", "curb", (3, 4, 5)), ("cam-02", "kerb", (3, 4)), ("cam-09", "walk", (6,))):

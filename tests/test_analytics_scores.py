@@ -16,7 +16,7 @@ from pipelines.analytics.quota import CutoffFile
 from pipelines.analytics.scoring import score_store
 from pipelines.analytics.sheet import EXAMPLE_SHEET, load_sheet
 from pipelines.cases.store import CaseStore
-from tests.analytics_helpers import G1, G2, G3, G4, N, TZ, CaseMaker, local, november, write_grid
+from tests.analytics_helpers import G1, G2, G3, G4, N, TZ, CaseMaker, local, november, write_grid, write_named_cameras
 
 NOV = parse_period("2026-11")
 
@@ -78,6 +78,27 @@ def test_units_come_in_the_grid_files_order(tmp_path):
     store.close()
     assert [u.unit for u in table.units] == ["一中队", "二中队", "三中队", "(未标注 none)"]
     assert places.known_units("street") == ["文新街道", "蒋村街道"]
+
+
+def test_scores_by_camera_name_each_camera_as_its_scene_does(tmp_path):
+    """`score --by camera` listed camera ids (cam-01), which a district head does not know. Each camera reads as its
+    scene names it, the id after, in the sheets (the JSON keeps the id as `unit`, the name as `label`); one its scene
+    names nothing for, or no longer listed, by its id."""
+    from pipelines.analytics.scoring import score_tables
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    make = CaseMaker(store)
+    for camera_id, zone_id in (("cam-01", "curb"), ("cam-02", "kerb"), ("cam-09", "walk")):
+        make.add("illegal_parking", G1, local(3, 9), camera=camera_id, zone=zone_id)
+    places = load_places(AnalyticsConfig(grid=write_grid(tmp_path / "grid.geojson")), cameras_file=write_named_cameras(tmp_path))
+    table = score_store(store.engine, places, load_sheet(), "camera", NOV, TZ)
+    store.close()
+    assert [(u.unit, u.label) for u in table.units] == [("cam-01", "文三路北门 (cam-01)"), ("cam-02", "cam-02"), ("cam-09", "cam-09")]
+    sheets = {t.key: t for t in score_tables(table)}
+    assert [row[0] for row in sheets["scores"].rows] == ["文三路北门 (cam-01)", "cam-02", "cam-09"]
+    assert {row[0] for row in sheets["deductions"].rows} == {"文三路北门 (cam-01)", "cam-02", "cam-09"}
+    assert table.to_json()["units"][0] | {"sections": None} == {"unit": "cam-01", "label": "文三路北门 (cam-01)", "score": 60.0,
+                                                                "points": 60.0, "sections": None}
 
 
 def test_candidates_count_when_the_sheet_says_so(city, tmp_path):

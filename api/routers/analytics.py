@@ -104,8 +104,8 @@ class ReportListing(BaseModel):
     files: list[str] = Field(description="Files of the report present in the folder.")
 
 
-def _places_of(config_json: str) -> Places:
-    return load_places(AnalyticsConfig.model_validate_json(config_json))
+def _places_of(config_json: str, cameras_file: str | None) -> Places:
+    return load_places(AnalyticsConfig.model_validate_json(config_json), cameras_file=Path(cameras_file) if cameras_file else None)
 
 
 def sheet_for(ctx: AppContext) -> Sheet:
@@ -122,10 +122,12 @@ def _config(ctx: AppContext) -> AnalyticsConfig:
 
 
 def _places(ctx: AppContext) -> Places:
-    """The grid and zone files, loaded once and again when either file changes."""
+    """The grid and zone files, and the names the cameras file's scenes give cameras and zones (the report's hot spots,
+    the scores by camera, as the CLI's), loaded once and again when one of the files changes."""
     cfg = _config(ctx)
+    cameras = ctx.settings.service.cameras_file
     try:
-        return loaded_file(_places_of, cfg.model_dump_json())
+        return loaded_file(_places_of, cfg.model_dump_json(), str(cameras) if cameras else None)
     except ConfigError as exc:
         raise unusable(ctx, "analytics map files", exc, "analytics-config") from None
 

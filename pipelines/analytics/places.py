@@ -58,6 +58,11 @@ class Places:
         """`北门人行道 (curb)`: a camera's zone as staff know it, its id after; the id alone where it has no name."""
         return _named(self.zone_names.get((camera_id, zone_id)), zone_id)
 
+    def unit_label(self, by: Unit, unit: str) -> str:
+        """A scored unit as the scores sheet and page show it: a camera by `camera_label` (`score --by camera` listed
+        ids staff do not know); a grid cell, street or squad as it is (the codes and names the grid file gives)."""
+        return self.camera_label(unit) if by == "camera" and unit != NONE_UNIT else unit
+
     def street_of(self, cell_id: str | None) -> str | None:
         cell = self.cells.get(cell_id or "")
         return cell.street if cell else None
