@@ -13,7 +13,7 @@ from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.analytics.places import load_places
 from pipelines.analytics.quota import CutoffFile
-from pipelines.analytics.scoring import score_store
+from pipelines.analytics.scoring import score_store, score_tables
 from pipelines.analytics.sheet import EXAMPLE_SHEET, load_sheet
 from pipelines.cases.store import CaseStore
 from tests.analytics_helpers import G1, G2, G3, G4, N, TZ, CaseMaker, local, november, write_grid, write_named_cameras
@@ -47,6 +47,10 @@ def test_scores_by_squad_equal_the_hand_worked_values(city):
     assert one.score == 42
     market = one.item("road_market")
     assert market.count == 1 and market.groups[0]["stalls"] == 12 and market.groups[0]["band"] == "10–20"
+    # the workbook's groups sheet names the market's place as staff know it; it read the key, grid:330106001001
+    assert market.groups[0]["place"] == f"grid:{G1}" and market.groups[0]["place_name"] == f"网格 文三路东 ({G1})"
+    groups = next(t for t in score_tables(table) if t.key == "groups")
+    assert [row[2] for row in groups.rows if row[1] == market.name] == [f"网格 文三路东 ({G1}) 2026-11-05 09:00 · 12 摊 stalls · 10–20"]
     assert len(market.cases) == 3 and len(one.item("unlicensed_stall").cases) == 1
     assert one.item("shop_beyond_door").count == 3 and len(one.item("shop_beyond_door").cases) == 4
     assert sorted(g["number"] for g in one.item("numbers_cut_off").groups) == [N[0], N[1], N[2], N[3], N[9]]
@@ -84,8 +88,6 @@ def test_scores_by_camera_name_each_camera_as_its_scene_does(tmp_path):
     """`score --by camera` listed camera ids (cam-01), which a district head does not know. Each camera reads as its
     scene names it, the id after, in the sheets (the JSON keeps the id as `unit`, the name as `label`); one its scene
     names nothing for, or no longer listed, by its id."""
-    from pipelines.analytics.scoring import score_tables
-
     store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
     make = CaseMaker(store)
     for camera_id, zone_id in (("cam-01", "curb"), ("cam-02", "kerb"), ("cam-09", "walk")):

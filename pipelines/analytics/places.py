@@ -58,6 +58,16 @@ class Places:
         """`北门人行道 (curb)`: a camera's zone as staff know it, its id after; the id alone where it has no name."""
         return _named(self.zone_names.get((camera_id, zone_id)), zone_id)
 
+    def camera_zone_label(self, camera_id: str, zone_id: str | None) -> str:
+        """`摄像头 北门路口 (cam-01) · 北门人行道 (curb)`: a camera's zone as the report's hot spots and the scores' road
+        markets name it (`-` for no zone)."""
+        return f"摄像头 {self.camera_label(camera_id)} · {self.zone_label(camera_id, zone_id) if zone_id else '-'}"
+
+    def cell_label(self, cell_id: str) -> str:
+        """`网格 文三路东 (330106001001)`: a grid cell by the name the grid file gives it, its code after."""
+        cell = self.cells.get(cell_id)
+        return f"网格 {_named(cell.name if cell else None, cell_id)}"
+
     def unit_label(self, by: Unit, unit: str) -> str:
         """A scored unit as the scores sheet and page show it: a camera by `camera_label` (`score --by camera` listed
         ids staff do not know); a grid cell, street or squad as it is (the codes and names the grid file gives)."""

@@ -96,8 +96,7 @@ def _spot(c: CaseFact, places: Places) -> str | None:
     hot spots showed, which city staff do not know. Photos without a place (a WeChat photo has no GPS) are no spot: as
     one "(未标注 none)" spot they topped the hot spots of a city whose inspectors send such photos."""
     if c.source_kind == "camera":
-        zone = places.zone_label(c.source_id, c.zone_id) if c.zone_id else "-"
-        return f"摄像头 {places.camera_label(c.source_id)} · {zone}"
+        return places.camera_zone_label(c.source_id, c.zone_id)
     if c.address:
         return c.address
     if c.grid_cell:

@@ -151,6 +151,19 @@ def place_of(case: CaseFact, place: str) -> str:
     return f"case:{case.id}"
 
 
+def place_name(case: CaseFact, place: str, places: Places) -> str:
+    """The place `place_of` groups `case` under, as a person names it: the scores' road markets read
+    `grid:330106003001` and `zone:cam-01/curb`, the keys, where the report's hot spots named the spot."""
+    key = place_of(case, place)
+    if key.startswith("grid:"):
+        return places.cell_label(key.removeprefix("grid:"))
+    if key.startswith("zone:"):
+        return places.camera_zone_label(case.source_id, case.zone_id) if case.source_kind == "camera" else f"区域 {case.zone_id}"
+    if key.startswith("camera:"):
+        return f"摄像头 {places.camera_label(case.source_id)}"
+    return f"案件 {case.id}"
+
+
 def shop_of(case: CaseFact) -> str:
     """A shop: the one the case names (`details.shop`), else the camera's frontage zone, else the case. A camera's
     whole-image zone (a scene with no zones) is no frontage: every shop in view would be one shop, as `place_of`
@@ -190,8 +203,9 @@ def _capped(item: Item, value: float) -> float:
 
 
 class _UnitScorer:
-    def __init__(self, sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, number_status: NumberStatus | None):
-        self.sheet, self.by, self.period, self.tz, self.status = sheet, by, period, tz, number_status
+    def __init__(self, sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, number_status: NumberStatus | None,
+                 places: Places):
+        self.sheet, self.by, self.period, self.tz, self.status, self.places = sheet, by, period, tz, number_status, places
 
     def score(self, unit: str, cases: list[CaseFact], quota_cases: list[CaseFact]) -> UnitScore:
         taken: dict[str, set[str]] = defaultdict(set)  # item id -> case ids other items deducted for
@@ -233,7 +247,8 @@ class _UnitScorer:
                 ids = [c.id for c in g.cases]
                 used |= set(ids)
                 total += band.deduct
-                result.groups.append({"place": g.place, "start": g.start.isoformat(), "stalls": g.size, "band": str(band),
+                result.groups.append({"place": g.place, "place_name": place_name(g.cases[0], grouping.place, self.places),
+                                      "start": g.start.isoformat(), "stalls": g.size, "band": str(band),
                                       "deduction": band.deduct, "cases": ids})
             result.count = len(result.groups)
             result.deduction = _capped(item, total)
@@ -286,7 +301,7 @@ def score_cases(sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, cases: lis
         quota_per_unit[c.unit(by)].append(c)
     known = places.known_units(by)  # the grid file's order, then units only cases name (a camera, a redrawn cell), none last
     units = known + sorted(set(per_unit) - set(known), key=lambda u: (u == NONE_UNIT, u))
-    scorer = _UnitScorer(sheet, by, period, tz, number_status)
+    scorer = _UnitScorer(sheet, by, period, tz, number_status, places)
     return ScoreTable(
         sheet=sheet.name, period=period.label, by=by, timezone=str(tz), include_candidates=sheet.include_candidates,
         points=sheet.points, cases_counted=len(counted), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -345,7 +360,7 @@ def score_tables(table: ScoreTable) -> list[Table]:
                 if i.count or i.deduction or i.note:
                     details.rows += _case_rows([u.label or u.unit, s.name, i.name], [i.count, -i.deduction], i.cases, i.note or "")
                 for g in i.groups:
-                    what = (f"{g['place']} {_minute(g['start'], table.timezone)} · {g['stalls']} 摊 stalls · {g['band']}"
+                    what = (f"{g['place_name']} {_minute(g['start'], table.timezone)} · {g['stalls']} 摊 stalls · {g['band']}"
                             if "stalls" in g else f"{g['number']} 停机 {_minute(g['cut_off_at'], table.timezone)}")
                     groups.rows += _case_rows([u.label or u.unit, i.name, what], [-g.get("deduction", 0)], g["cases"])
             if (over := s.over_cap) > 0:
