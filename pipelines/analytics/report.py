@@ -100,7 +100,7 @@ def _spot(c: CaseFact, places: Places) -> str | None:
     if c.address:
         return c.address
     if c.grid_cell:
-        return f"网格 {c.grid_cell}"
+        return places.cell_label(c.grid_cell)
     if c.lat is not None and c.lon is not None:
         return f"坐标约 {c.lat:.3f}, {c.lon:.3f}"
     return None
