@@ -282,6 +282,20 @@ def test_bad_tracks_are_named_and_what_can_be_placed_is_processed(tmp_path, clip
                    detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
 
 
+def test_a_patrol_without_an_evidence_key_warns_once_that_it_writes_the_report_only(tmp_path, clip, onnx_detector, monkeypatch,
+                                                                                    caplog):
+    """With `cases` unset and no evidence key, the patrol's case writer warned `no candidate cases written, report
+    only` and triage, given no writer, opened the case store again to warn the same line a second time."""
+    monkeypatch.delenv("STREETWATCH_EVIDENCE_KEY", raising=False)
+    settings = TriageSettings(out=tmp_path / "patrol-out", ocr="off", verifier="none")
+    with caplog.at_level("WARNING"):
+        result = run_patrol(clip, write_gpx(tmp_path / "drive.gpx", _fixes(START, 30)), settings, every_m=100, every_s=15,
+                            detector=onnx_detector, deployment=_deployment(tmp_path), show_progress=False)
+    said = [r.getMessage() for r in caplog.records if "no candidate cases written" in r.getMessage()]
+    assert len(said) == 1 and "STREETWATCH_EVIDENCE_KEY is not set" in said[0], said
+    assert result.summary["frames"] > 0 and result.summary["cases"] == []
+
+
 def test_a_second_run_into_the_same_folder_is_refused_before_sampling(tmp_path, clip, onnx_detector):
     """The default --out is one folder: a second patrol wrote its frames beside the first one's, then triage
     refused the folder asking for a --resume patrol does not have, and the frames of both runs stayed mixed."""

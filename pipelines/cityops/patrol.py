@@ -474,6 +474,8 @@ def run_patrol(video: Path, track_path: Path | None, settings, *, deployment: Se
     try:
         detector, writer = _judging_setup(settings, deployment, detector, taxonomy, out, batch=f"patrol:{name or video.stem}",
                                           keys=keys, store=store, evidence=evidence)
+        if writer is None:  # decided here (and warned of once): triage is not to try the case store again
+            settings = settings.model_copy(update={"cases": False})
         result = run_triage([out / FRAMES], settings, detector=detector, taxonomy=taxonomy, deployment=deployment,
                             show_progress=show_progress, case_writer=writer)
     except (TriageInterrupted, ReportInterrupted):
