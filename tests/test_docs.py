@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import re
+import typing
 from pathlib import Path
 
 import click
 import pytest
 import typer
 import yaml
+from pydantic import BaseModel
 
 from api.app import create_app
 from api.config import service_config
@@ -246,3 +248,58 @@ def test_the_camera_status_metric_lists_the_states_a_scrape_can_read_as_the_docs
     assert "left_behind" not in scraped and set(scraped) == {s.value for s in Status} - {"left_behind"}
     with pytest.raises(ValueError):  # nothing can set what no scrape would see
         metrics.status.labels("cam-01").state(Status.LEFT_BEHIND.value)
+
+
+def _settings_keys(model: type[BaseModel] = Settings, prefix: str = "") -> set[str]:
+    """Every dotted key of the settings file (`cases.pool_size`, `service.triage.ocr`); a key under a mapping of
+    named entries (`dispatch.targets`) takes any name, written `*`."""
+    keys = set()
+    for name, field in model.model_fields.items():
+        keys.add(prefix + name)
+        args, inner = [field.annotation], []
+        while args:  # Optional[X], list[X], dict[str, X], Annotated[...] down to the models they hold
+            arg = args.pop()
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                inner.append((arg, prefix + name + (".*." if typing.get_origin(field.annotation) is dict else ".")))
+            args += typing.get_args(arg)
+        for sub, sub_prefix in inner:
+            keys |= _settings_keys(sub, sub_prefix)
+    return keys
+
+
+#: Backticked words that begin like a settings key but name a file or a table's column (docs/cases-and-dispatch.md).
+NOT_SETTINGS = re.compile(r"\.(csv|db|json|jsonl|yaml|html|xlsx|pdf)$|^cases\.(opened_at|created_at|state)$")
+
+
+def settings_key_problems(text: str, keys: set[str]) -> list[str]:
+    """Each `section.key` a page names (in backticks, the section one of the settings file's) that the settings do not have."""
+    sections = set(Settings.model_fields)
+    named = {m.group(1) for m in re.finditer(r"`([a-z_]+(?:\.[a-z_0-9*]+)+)`", text)}
+    return sorted(f"no settings key `{key}`" for key in named if key.split(".")[0] in sections and not NOT_SETTINGS.search(key)
+                  and not any(re.fullmatch(k.replace(".", r"\.").replace("*", r"[a-z_0-9-]+"), key) for k in keys))
+
+
+def link_problems(page: Path) -> list[str]:
+    """Each link of a page to a file of the checkout (`[x](rules.md)`, `[x](../README.md#weights)`) that is not there."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8"))
+    return [f"broken link ({t})" for t in targets if not t.startswith(("http://", "https://")) and not (page.parent / t).exists()]
+
+
+def test_every_settings_key_and_link_in_the_readme_and_docs_exists():
+    keys = _settings_keys()
+    problems = [f"{page.relative_to(REPO)}: {p}" for page in PAGES_READ
+                for p in (*settings_key_problems(page.read_text(encoding="utf-8"), keys), *link_problems(page))]
+    named = {m for page in PAGES_READ for m in re.findall(r"`((?:cases|service|cityops|analytics)\.[a-z_.]+)`", page.read_text(encoding="utf-8"))}
+    assert len(named) > 40 and problems == []
+
+
+def test_the_settings_key_and_link_checks_catch_a_wrong_one(tmp_path):
+    keys = _settings_keys()
+    assert {"cases.pool_size", "service.triage.ocr", "cityops.warn.images_keep_days", "dispatch.targets.*.token_env"} <= keys
+    planted = ("`analytics.map_dayz`, `service.triage.ocr`, `dispatch.targets.demo-dcm.token_env`, `cases.csv`, "
+               "`cityops.warn.resume_within`, `timezone`")
+    assert settings_key_problems(planted, keys) == ["no settings key `analytics.map_dayz`",
+                                                    "no settings key `cityops.warn.resume_within`"]
+    page = tmp_path / "page.md"
+    page.write_text("[rules](rules.md), [site](https://example.org/x.md), [self](page.md#top)", encoding="utf-8")
+    assert link_problems(page) == ["broken link (rules.md)"]
