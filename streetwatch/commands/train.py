@@ -68,7 +68,7 @@ def evaluate(
     device: DeviceOpt = "cpu",
     imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Input size (default: each model's card).")] = None,
     split: Annotated[str | None, typer.Option("--split", help="train, val or all (default: val when split, else all).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for eval.json and plots (default: models/runs/eval-…).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder under which the run's own folder, eval-<model>-<dataset digest>/, holds eval.json and plots (default: models/runs/).")] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Write the metrics into the registry card of each model trained here (--compare's too: a card with its training data), replacing its metrics.eval and thresholds; other cards (shipped models) are never written.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
