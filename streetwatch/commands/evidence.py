@@ -26,7 +26,7 @@ KeyFileOpt = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    evidence = typer.Typer(help="Evidence bundles: check that frames, crops and manifest are unaltered.", no_args_is_help=True)
+    evidence = typer.Typer(help="Evidence bundles: check that frames, crops and manifest are unaltered (verify); the Ed25519 keys that sign them (keygen, public-keys).", no_args_is_help=True)
     app.add_typer(evidence, name="evidence")
 
     @evidence.command("verify")

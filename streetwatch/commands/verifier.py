@@ -67,7 +67,7 @@ def _reason(exc: Exception) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    verifier = typer.Typer(help="The verifier: per-type heads that judge stalls, spillover, postings, garbage and parking.",
+    verifier = typer.Typer(help="The verifier: per-type heads that judge stalls, spillover, postings and parking (those a card ships: `verifier show`).",
                            no_args_is_help=True)
     app.add_typer(verifier, name="verifier")
 
