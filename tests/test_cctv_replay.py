@@ -227,7 +227,27 @@ def test_ten_minute_clip_tests_the_default_five_minute_dwell(tmp_path, bus_jpg, 
     assert [k for k, _ in _violations(watcher)] == ["opened", "cleared"]
 
 
-@pytest.mark.slow  # 8 s: a clip judged across a restart (test_cctv_cli keeps one in the default suite); the default suite's ~15-minute budget
+@pytest.mark.slow  # ~6 s: one clip judged twice; the default suite's ~15-minute budget
+def test_a_replay_judged_again_without_saved_states_opens_no_second_case_and_counts_none(tmp_path, bus_jpg, real_sample_dir,
+                                                                                       onnx_detector):
+    """The same recording replayed again with no saved rules states (`watch --replay --no-state` run twice): its
+    violation is the one already recorded (the same violation id), so no case is drafted, yet the summary and the
+    `cases_opened` metric counted it as opened (`cases_opened: 2` for two runs of one bus). They count new cases only;
+    the events file's opened line names the case it already has."""
+    start = datetime(2025, 3, 14, 2, 0, tzinfo=UTC)
+    scene_for(tmp_path, "cam-01", real_sample_dir, dwell_s=4, clear_s=3)
+    cams = cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-01", "url": "cam-01.mp4", "scene": "cam-01.yaml", "analysis_fps": 2}])
+    intake = make_intake(tmp_path / "data")
+    parked_clip(tmp_path / "cam-01.mp4", bus_jpg, real_sample_dir, duration_s=12, arrive_s=1, leave_s=12, start=start)
+    assert Watcher(cams, onnx_detector, intake, replay=True).run(poll_s=0.1)["cases_opened"] == 1
+    [case] = intake.store.list()
+    again = Watcher(cams, onnx_detector, intake, replay=True)
+    assert again.run(poll_s=0.1)["cases_opened"] == 0
+    assert [c.id for c in intake.store.list()] == [case.id]
+    assert [(r["kind"], r["case_id"]) for r in again.records if r["event"] == "violation"] == [("opened", case.id)]
+
+
+@pytest.mark.slow  # 8 s: a clip judged across a restart (test_cctv_cli's through the CLI is slow too); the default suite's ~15-minute budget
 def test_a_restart_with_saved_rules_states_keeps_the_violation_and_its_one_case(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     """`watch` stopped and started again while a bus stood in the zone: the restarted watcher began every camera
     afresh, so the bus opened a second case at its next dwell and the first was never cleared. With `state_path`

@@ -155,8 +155,10 @@ class CaseSink(threading.Thread):
                 for record in self.warner.warn(cam, event, item.ctx):
                     self.on_record(record)
             return
+        # the same violation again (a recording replayed, a restart without saved states) is the case it has: not opened
+        known = event.kind is EventKind.OPENED and self.intake.store.find(violation_id=event.violation_id) is not None
         case = self.intake.record_event(event, item.ctx)
-        if case is not None and event.kind is EventKind.OPENED:
+        if case is not None and event.kind is EventKind.OPENED and not known:
             self.metrics.cases_opened.labels(cam.id, event.violation_type).inc()
         self.on_record({"event": "violation", "kind": str(event.kind), "camera_id": cam.id, "violation_id": event.violation_id,
                         "type": event.violation_type, "zone_id": event.zone_id, "at": event.at.isoformat(),
