@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -60,6 +61,55 @@ def deployment(tmp_path, monkeypatch, bus_event):
     case = intake.record_event(event, BundleContext(source_kind="camera", address="文三路 1 号"))
     yield intake, case, sim
     sim.stop()
+
+
+@pytest.mark.slow  # 6 s: a simulator subprocess and a dispatch pass
+def test_the_simulator_speaks_the_example_targets_field_names(tmp_path, monkeypatch, bus_event):
+    """The example's hz-dcm target renames externalId and taskNumber (field_map) and adds regionCode (extra_fields):
+    pointed at `dispatch-sim`, every case was refused (`'externalId' is a required property`), so an integrator could
+    not try a city's field map before its platform did. `dispatch-sim --config --target` speaks that target's names."""
+    from detect.config_io import load_model
+    from pipelines.dispatch.adapters import CnDcmAdapter, Delivery
+    from pipelines.settings import Settings
+
+    hz = load_model(Settings, EXAMPLE).dispatch.targets["hz-dcm"].model_dump(mode="json", exclude_none=True)
+    config = tmp_path / "sw.yaml"
+    sim_url = "http://127.0.0.1:{port}/cn-dcm/cases"
+
+    def write(port: int) -> None:
+        target = {**hz, "url": sim_url.format(port=port), "lookup_url": sim_url.format(port=port) + "?wbbh={external_id}"}
+        config.write_text(yaml.safe_dump({
+            "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+            "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool"),
+                               "public_base_url": "https://sw.example/evidence"},
+            "dispatch": {"targets": {"hz": target}}}, allow_unicode=True))
+
+    write(0)  # the simulator reads the target's dialect, not its url; the url is written once its port is known
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    sim = Sim(tmp_path, "--config", str(config), "--target", "hz")
+    try:
+        write(sim.port)
+        settings = load_settings(config)
+        intake = Intake.from_settings(settings, ModelInfo("yolo11n-int8dq", "ab" * 32))
+        event = replace(small_event(bus_event), violation_id="cam-07:z1:illegal_parking:t1", source_id="cam-07")
+        case = intake.record_event(event, BundleContext(source_kind="camera", address="文三路 1 号"))
+        intake.store.review(case.id, approve=True, reviewer="li.wei", target="hz")
+        ran = _cli("dispatch", "run", "--once")
+        assert ran.exit_code == 0 and "delivered 1," in ran.output, ran.output
+        [record] = sim.cases("cn-dcm")
+        assert record["external_id"] == case.id and intake.store.get(case.id).dispatch_ref == record["ref"]
+        # the look-up asks by their name for our id and reads their name for the task number
+        adapter = CnDcmAdapter("hz", settings.dispatch.targets["hz"], settings.load_taxonomy())
+        with httpx.Client(timeout=5) as client:
+            found = adapter.look_up(client, Delivery(intake.store.get(case.id), {}, "", [], ""))
+            refused = client.post(sim_url.format(port=sim.port), json={"wbbh": "SW1", "regionCode": "330100"}).json()
+        assert found == record["ref"]
+        assert "regionCode: expected '330106', got '330100'" in refused["message"]  # their constant field, checked
+        wrong = _cli("dispatch-sim", "--port", "0", "--target", "nowhere")
+        assert wrong.exit_code == 2 and "--target nowhere: no dispatch target of that name" in wrong.output
+    finally:
+        sim.stop()
 
 
 def _cli(*args: str):

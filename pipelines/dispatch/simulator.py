@@ -27,7 +27,11 @@ after `stall_s`, later than any sane client timeout; stored). A look-up stores n
 answered as many 数字城管 platforms answer them: HTTP 200 with the status as the envelope's code,
 `{"code": 400, "msg": "...", "data": null}`. Like common GeoReport v2 servers it keeps the first
 4,000 characters of an Open311 `description` (`OPEN311_DESCRIPTION_MAX`) and drops the rest without a
-word. Everything is in memory: restarting the simulator forgets it.
+word. With a city's dialect (`field_map`, `extra_fields`: `dispatch-sim --config FILE --target NAME` reads them from
+a cn-dcm target) it speaks the names that target's platform does, as the settings rename them: the case it is posted,
+its answer's task number, the look-up's parameter and answer, the re-check reports and the webhook calls; and it
+refuses a case without the target's constant fields, so a copied field map is tested before the platform sees it.
+Everything is in memory: restarting the simulator forgets it.
 """
 
 from __future__ import annotations
@@ -97,6 +101,8 @@ class SimState:
     webhook_secret: str | None = None
     webhook_timestamp_header: str | None = None  # send the unix time in it and sign "<time>.<body>"
     seed: int | None = None
+    field_map: dict[str, str] = field(default_factory=dict)  # a cn-dcm target's dialect: our field name -> theirs
+    extra_fields: dict[str, Any] = field(default_factory=dict)  # constant fields that target adds, required here
     lock: threading.Lock = field(default_factory=threading.Lock)
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)  # ref -> record
     by_key: dict[str, tuple[int, str]] = field(default_factory=dict)  # idempotency key -> (status, body)
@@ -119,6 +125,18 @@ class SimState:
                            "modes": list(self.faults.modes), "stall_s": self.faults.stall_s,
                            "honour_idempotency": self.faults.honour_idempotency,
                            "envelope_errors": self.faults.envelope_errors}}
+
+    def theirs(self, ours: str) -> str:
+        """A cn-dcm field's name in the city's dialect (`field_map`), ours when it renames none."""
+        return self.field_map.get(ours, ours)
+
+    def from_wire(self, received: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """A cn-dcm body in the city's dialect back in our names, without its constant fields, and what is wrong with
+        those: a constant field missing or with another value, as their platform would refuse it."""
+        ours = {v: k for k, v in self.field_map.items()}
+        problems = [f"{name}: expected {value!r}, got {received.get(name, 'nothing')!r}"
+                    for name, value in self.extra_fields.items() if received.get(name) != value]
+        return {ours.get(k, k): v for k, v in received.items() if k not in self.extra_fields}, problems
 
     def draw_fault(self) -> str | None:
         """The fault for this request, if the dice say so (caller holds the lock)."""
@@ -229,10 +247,11 @@ class _Handler(BaseHTTPRequestHandler):
             state.counters["lookups"] += 1
             fault = state.draw_fault()
             if path == "/cn-dcm/cases":
-                wanted = query.get("externalId")
+                wanted = query.get(state.theirs("externalId"))
                 if not wanted:
-                    return self._error(400, {"code": 400, "message": "externalId is required"}, "cn-dcm")
-                answer: Any = [{"taskNumber": c["ref"], "externalId": c["external_id"], "status": c["status"]}
+                    return self._error(400, {"code": 400, "message": f"{state.theirs('externalId')} is required"}, "cn-dcm")
+                answer: Any = [{state.theirs("taskNumber"): c["ref"], state.theirs("externalId"): c["external_id"],
+                                state.theirs("status"): c["status"]}
                                for c in state.cases.values() if c["protocol"] == "cn-dcm" and c["external_id"] == wanted]
             else:
                 answer = [self._open311_request(ref, c) for ref, c in state.cases.items()
@@ -280,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
                                 "received_at": datetime.now(UTC).isoformat(), "received": received,
                                 "external_id": received.get("externalId") or received.get("attribute[streetwatch_case_id]")}
             if protocol == "cn-dcm":
-                answer: Any = {"code": 0, "message": "ok", "taskNumber": ref}
+                answer: Any = {"code": 0, "message": "ok", state.theirs("taskNumber"): ref}
             elif state.open311_token:
                 token = hashlib.sha256(ref.encode()).hexdigest()[:12]
                 state.tokens[token] = ref
@@ -303,13 +322,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _cn_dcm(self, body: bytes) -> tuple[dict[str, Any], Any]:
         try:
-            payload = json.loads(body)
+            wire = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return {}, {"code": 400, "message": f"body is not JSON: {exc}"}
+        if not isinstance(wire, dict):
+            return {}, {"code": 400, "message": f"body is a JSON {type(wire).__name__}, not an object"}
+        payload, problems = self.server.state.from_wire(wire)
         errors = sorted(self.server.validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
-        if errors:
-            where = lambda e: "/".join(map(str, e.absolute_path)) or "(top)"  # noqa: E731
-            return {}, {"code": 400, "message": "; ".join(f"{where(e)}: {e.message}" for e in errors[:10])}
+        where = lambda e: "/".join(map(str, e.absolute_path)) or "(top)"  # noqa: E731
+        problems += [f"{where(e)}: {e.message}" for e in errors[:10]]
+        if problems:
+            return {}, {"code": 400, "message": "; ".join(problems)}
         return payload, None
 
     def _open311(self, body: bytes) -> tuple[dict[str, Any], Any]:
@@ -343,10 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
         """A re-check result for one of our tasks (cn-dcm): kept with the case; a repeated key changes nothing."""
         state = self.server.state
         try:
-            report = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return self._error(400, {"code": 400, "message": f"body is not JSON: {exc}"}, "cn-dcm")
-        problems = [f"{k} missing" for k in ("taskNumber", "checkType", "result", "checkTime") if not isinstance(report, dict) or not report.get(k)]
+            report, problems = state.from_wire(json.loads(body))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            return self._error(400, {"code": 400, "message": f"body is not a JSON object: {exc}"}, "cn-dcm")
+        problems += [f"{k} missing" for k in ("taskNumber", "checkType", "result", "checkTime") if not isinstance(report, dict) or not report.get(k)]
         if not problems and report["result"] not in ("cleared", "still_present"):
             problems.append(f"result {report['result']!r} is not cleared or still_present")
         if not problems and report["taskNumber"] != ref:
@@ -380,8 +403,8 @@ class _Handler(BaseHTTPRequestHandler):
             external = case["external_id"]
         answer: dict[str, Any] = {"ref": ref, "status": status}
         if case["protocol"] == "cn-dcm" and callback:
-            answer["webhook"] = self._webhook(callback, {"taskNumber": ref, "externalId": external, "status": status,
-                                                          "note": note})
+            answer["webhook"] = self._webhook(callback, {state.theirs("taskNumber"): ref, state.theirs("externalId"): external,
+                                                          state.theirs("status"): status, state.theirs("note"): note})
         self._reply(200, answer)
 
     def _webhook(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -6,12 +6,14 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
     from pipelines.cityops.verification import ReportStats
+    from pipelines.dispatch.config import TargetConfig
     from pipelines.dispatch.dispatcher import PassStats
 
 from streetwatch.commands.common import (SettingsOpt, cannot_listen, existing_store_or_fail, fail, require_case_store,
@@ -34,6 +36,19 @@ def once_exit_code(stats: PassStats, reports: ReportStats) -> int:
     if not stats.delivered and not reports.delivered and (stats.retried or stats.deferred or reports.retried):
         return UNDELIVERED_EXIT
     return 0
+
+
+def _dialect(config: Path | None, name: str) -> TargetConfig:
+    """The cn-dcm target `dispatch-sim --target` speaks as: the platform an integrator is about to connect, tried on
+    loopback with the field names and constant fields the settings send it (the simulator refused them otherwise)."""
+    targets = settings_or_fail(config).dispatch.targets
+    target = targets.get(name)
+    if target is None:
+        fail(f"--target {name}: no dispatch target of that name in {config or 'the default settings'} "
+             f"(dispatch.targets: {', '.join(targets) or 'none'})")
+    if target.adapter != "cn-dcm":
+        fail(f"--target {name}: its adapter is {target.adapter}; only a cn-dcm target renames fields (field_map)")
+    return target
 
 
 def register(app: typer.Typer) -> None:
@@ -169,10 +184,14 @@ def register(app: typer.Typer) -> None:
         ignore_idempotency_key: Annotated[bool, typer.Option("--ignore-idempotency-key", help="Create a new case for every POST, repeated Idempotency-Key or not (as many real platforms do).")] = False,
         envelope_errors: Annotated[bool, typer.Option("--envelope-errors", help="Answer cn-dcm errors with HTTP 200 and the status as the envelope's code ({\"code\": 400, \"msg\"}), as many 数字城管 platforms do.")] = False,
         seed: Annotated[int | None, typer.Option("--seed", help="Seed of the fault dice (repeatable runs).")] = None,
+        target: Annotated[str | None, typer.Option("--target", help="Speak as the platform of this cn-dcm target of --config: its field_map's names (case, answer, look-up, webhook) and its extra_fields, required.")] = None,
+        config: SettingsOpt = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
     ) -> None:
         """A dispatch-system simulator (cn-dcm and Open311) with injected faults; see GET /sim/received."""
         from pipelines.dispatch.simulator import Faults, SimServer, SimState, parse_modes
+
+        dialect = _dialect(config, target) if target else None
 
         try:
             faults = Faults(fail_rate=fail_rate, latency_ms=latency, modes=parse_modes(fail_modes), stall_s=stall_s,
@@ -185,7 +204,9 @@ def register(app: typer.Typer) -> None:
         if webhook_timestamp_header and not secret:
             fail("--webhook-timestamp-header needs --webhook-secret-env: the timestamp is signed with the body")
         state = SimState(faults=faults, api_key=api_key, open311_token=open311_token, webhook_url=webhook_url,
-                         webhook_secret=secret, webhook_timestamp_header=webhook_timestamp_header, seed=seed)
+                         webhook_secret=secret, webhook_timestamp_header=webhook_timestamp_header, seed=seed,
+                         field_map=dict(dialect.field_map) if dialect else {},
+                         extra_fields=dict(dialect.extra_fields) if dialect else {})
         try:
             server = SimServer(host, port, state, verbose=verbose)
         except OSError as exc:
