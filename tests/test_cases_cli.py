@@ -145,11 +145,20 @@ def test_dispatch_parked_and_requeue(deployment):
     intake.store.review(case.id, approve=True, reviewer="li.wei", target="gone")  # not a configured target
     assert "parked 1" in _cli("dispatch", "run", "--once").output
     parked = _cli("dispatch", "parked")
-    assert "no dispatch target named 'gone' is configured" in parked.output
-    entry_id = parked.output.split("\t")[0]
-    assert _cli("dispatch", "requeue", entry_id, "--by", "ops").output.strip() == f"outbox entry {entry_id} requeued"
+    header, line = parked.output.splitlines()  # the columns named, as every other list prints them
+    assert header == "entry\tcase\ttarget\tattempts\treason" and "no dispatch target named 'gone' is configured" in line
+    entry_id, case_id, target, attempts = line.split("\t")[:4]
+    assert (case_id, target, attempts) == (case.id, "gone", "1")
+    # several ids at once: one that cannot be requeued is named, the others are requeued all the same
+    both = _cli("dispatch", "requeue", "999", entry_id, "--by", "ops")
+    assert both.exit_code == 2 and "no outbox entry 999" in both.output and f"outbox entry {entry_id} requeued" in both.output
     again = _cli("dispatch", "requeue", entry_id)
     assert again.exit_code == 2 and "only parked entries can be requeued" in again.output
+    # a cause every case shares (a token, a field map): all of a target's parked entries at once
+    assert "parked 1" in _cli("dispatch", "run", "--once").output
+    assert _cli("dispatch", "requeue", "--target", "gone").output.strip() == f"outbox entry {entry_id} requeued"
+    none = _cli("dispatch", "requeue", "--target", "gone")
+    assert none.exit_code == 2 and "--target gone: no parked deliveries to it" in none.output
 
 
 @pytest.mark.slow  # 14 s: dispatch processes against a simulator

@@ -142,31 +142,53 @@ def register(app: typer.Typer) -> None:
 
     @dispatch.command("parked")
     def parked(config: SettingsOpt = None) -> None:
-        """List deliveries parked for a human (the other side refused them), with their reasons."""
+        """List deliveries parked for a human (the other side refused them), with their reasons.
+
+        Tab-separated under a header line: entry (the id `dispatch requeue` takes), case, target, attempts, reason."""
         from pipelines.cases.vocabulary import OutboxStatus
 
         store = existing_store_or_fail(settings_or_fail(config).cases.url)
         entries = store.outbox_entries(status=OutboxStatus.PARKED)
-        for e in entries:
-            typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\tattempts {e.attempts}\t{e.parked_reason}")
         if not entries:
             typer.echo("no parked deliveries")
+            return
+        typer.echo("entry\tcase\ttarget\tattempts\treason")
+        for e in entries:
+            typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\t{e.attempts}\t{e.parked_reason}")
 
     @dispatch.command("requeue")
     def requeue(
-        entry_id: Annotated[int, typer.Argument(help="Outbox entry id from `dispatch parked`.")],
+        entry_ids: Annotated[list[int] | None, typer.Argument(help="Outbox entry ids from `dispatch parked`.", show_default=False)] = None,
+        target: Annotated[str | None, typer.Option("--target", help="Every parked entry of this dispatch target (after fixing a cause they share: a token, a field map).")] = None,
         actor: Annotated[str, typer.Option("--by", help="Who fixed the cause (recorded in the case history).")] = "ops",
         config: SettingsOpt = None,
     ) -> None:
-        """Deliver a parked entry again (same idempotency key, so it cannot create a duplicate)."""
-        from pipelines.cases import CaseStoreError
+        """Deliver parked entries again (same idempotency key, so they cannot create a duplicate).
 
+        One line per entry; an entry that cannot be requeued is named with why, the others are requeued all the same
+        (exit code 2 when one could not be)."""
+        from pipelines.cases import CaseStoreError
+        from pipelines.cases.vocabulary import OutboxStatus
+
+        if not entry_ids and not target:
+            fail("give the entry ids to requeue (`dispatch parked` lists them), or --target NAME for all of a target's")
         store = existing_store_or_fail(settings_or_fail(config).cases.url)
-        try:
-            store.requeue(entry_id, actor=actor)
-        except CaseStoreError as exc:
-            fail(str(exc))
-        typer.echo(f"outbox entry {entry_id} requeued")
+        ids = list(entry_ids or [])
+        if target:
+            ids += [e.id for e in store.outbox_entries(status=OutboxStatus.PARKED) if e.target == target and e.id not in ids]
+            if not ids:
+                fail(f"--target {target}: no parked deliveries to it")
+        refused = []
+        for entry_id in ids:
+            try:
+                store.requeue(entry_id, actor=actor)
+            except CaseStoreError as exc:
+                refused.append(str(exc))
+                typer.echo(f"error: {exc}", err=True)
+                continue
+            typer.echo(f"outbox entry {entry_id} requeued")
+        if refused:
+            raise typer.Exit(2)
 
     @app.command("dispatch-sim")
     def dispatch_sim(
