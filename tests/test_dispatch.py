@@ -1498,3 +1498,36 @@ def test_dispatch_run_stopped_while_the_case_store_is_down_exits_as_a_stop(tmp_p
                 proc.kill()
     assert proc.returncode == 0, log.read_text()[-2000:]
     assert "outbox: not counted: cannot open the case store" in out and "error:" not in log.read_text()
+
+
+def test_a_409_duplicate_is_looked_up_and_their_number_adopted(world, bus_event):
+    """A platform answering 409 (重复上报: it holds our external id already, an earlier attempt's answer lost or the
+    case sent under another target name) parked the case without their task number, so their status calls about it
+    were refused and a requeue met 409 again. The case is looked up and their number adopted; one their look-up does
+    not find is parked with their words and what to do."""
+    store, evidence, spool = world
+    held: dict[str, str] = {}
+
+    def answer(h: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        if h.command == "POST":
+            return 409, {"Content-Type": "application/json"}, '{"code": 409, "msg": "重复上报"}'.encode()
+        wanted = h.path.split("externalId=")[-1]
+        found = [{"taskNumber": held[wanted], "externalId": wanted}] if wanted in held else []
+        return 200, {"Content-Type": "application/json"}, json.dumps({"code": 0, "data": found}).encode()
+
+    platform = Platform(answer)
+    try:
+        theirs, unknown = queue_cases(store, evidence, spool, small_event(bus_event), 2, "hz", prefix="cam-dup")
+        held[theirs] = "HZ-0409"
+        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2)},
+                                **FAST)
+        dispatcher = Dispatcher(store, evidence, config)
+        stats = dispatcher.run_once()
+        assert (stats.delivered, stats.found, stats.parked) == (1, 1, 1), stats
+        assert (store.get(theirs).state, store.get(theirs).dispatch_ref) == (CaseState.SUBMITTED, "HZ-0409")
+        [entry] = store.outbox_entries(case_id=unknown)
+        assert entry.status == "parked" and entry.parked_reason.startswith('HTTP 409: {"code": 409, "msg": "重复上报"}')
+        assert "they say they hold this case already, and their look-up did not find it" in entry.parked_reason
+        dispatcher.close()
+    finally:
+        platform.stop()

@@ -63,6 +63,11 @@ class Permanent(DeliveryError):
     retry = False
 
 
+class Duplicate(Permanent):
+    """409: they say they hold this case already (a repeat of our external id, or of our Idempotency-Key), so an earlier
+    attempt, or another sender of ours, reached them: the dispatcher looks the case up and adopts their number."""
+
+
 class Unsupported(Permanent):
     """The target's protocol has no way to carry this message."""
 
@@ -120,6 +125,8 @@ def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = Fals
                         "target's url to the new address")
     if response.status_code == 404 and missing_ok:
         return response
+    if response.status_code == 409:
+        raise Duplicate(f"HTTP 409: {response.text[:500]}")
     if response.status_code >= 400:
         raise Permanent(f"HTTP {response.status_code}: {response.text[:500]}")
     return response

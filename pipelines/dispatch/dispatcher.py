@@ -39,7 +39,7 @@ from detect.evidence import MANIFEST, SIGNATURE
 from detect.taxonomy import Taxonomy, load_taxonomy
 from pipelines.cases.states import CaseState, InvalidTransition
 from pipelines.cases.store import Case, CaseStore, CaseStoreUnreachable, OutboxEntry
-from pipelines.dispatch.adapters import Delivery, DeliveryError, Permanent, Transient, make_adapter
+from pipelines.dispatch.adapters import Delivery, DeliveryError, Duplicate, Permanent, Transient, make_adapter
 from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy
 from pipelines.evidence_store import EvidenceStore, StorageError, content_type
 from pipelines.logs import mask_phones
@@ -203,11 +203,34 @@ class Dispatcher:
                 log.warning("case %s: lease on its outbox entry lost before sending; another dispatcher has it", entry.case_id)
                 return
             ref = adapter.deliver(client, delivery)
+        except Duplicate as exc:
+            self._duplicate(entry, exc, delivery, stats, now)
+            return
         except DeliveryError as exc:
             self._failed(entry, exc, breaker, stats, now)
             return
         breaker.success()
         self._record(entry, ref, stats)
+
+    def _duplicate(self, entry: OutboxEntry, exc: Duplicate, delivery: Delivery, stats: PassStats, now: datetime) -> None:
+        """They refused the case as one they hold already (409): an earlier attempt reached them and its answer was
+        lost, or the case went to them under another target name. Parked, the case had no task number, so their
+        status calls about it were refused; it is looked up and their number adopted, as for an attempt in doubt.
+        Not found (or look-ups off), it is parked with their words and what to do."""
+        breaker = self.breakers[entry.target]
+        if self.config.targets[entry.target].lookup:
+            try:
+                ref = self.adapters[entry.target].look_up(self.clients[entry.target], delivery)
+            except DeliveryError as failed:
+                self._failed(entry, failed, breaker, stats, now)
+                return
+            if ref is not None:
+                breaker.success()
+                self._record(entry, ref, stats, found=True)
+                return
+        where = "their look-up did not find it" if self.config.targets[entry.target].lookup else "look-ups are off"
+        self._failed(entry, Duplicate(f"{exc} (they say they hold this case already, and {where}: find their task "
+                                      "number there; a requeue looks it up again before sending)"), breaker, stats, now)
 
     def _withdrawn(self, entry: OutboxEntry, case: Case, stats: PassStats, now: datetime) -> None:
         """An entry whose case was withdrawn here (rejected) before it was sent: it is not sent now, and closed as
