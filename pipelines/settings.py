@@ -467,6 +467,18 @@ class Settings(ConfigModel):
                 "dispatched case's photos to anyone who knows its id; set it to one secret for `streetwatch serve` and "
                 "`streetwatch dispatch run`")
 
+    def unreachable_attachments(self) -> str | None:
+        """Why the dispatch targets cannot open a case's photos, or None when they can. A local evidence store without
+        `public_base_url` hands out `file://` URLs of this machine: cn-dcm sent them as its attachments and Open311
+        left out `media_url` (only an http(s) URL is any use), both without a word, and the platform's staff saw a
+        case with no photo. `dispatch run` logs this at start-up when it has targets to send to."""
+        store = self.evidence_store
+        if store.backend != "local" or store.public_base_url or not self.dispatch.targets:
+            return None
+        return ("evidence_store.public_base_url is not set: the photos sent with each case are file:// paths on this "
+                "machine, which no dispatch platform can open (cn-dcm's attachments; Open311 gets no media_url); set it "
+                "to where `streetwatch serve` publishes the evidence folder (<api>/attachments), or use backend: s3")
+
     def unread_url_expiry(self) -> str | None:
         """Why `evidence_store.s3.url_expiry_s`, which the settings file sets, changes nothing; None when it sets none.
         The release before gave the review pages' S3 links that lifetime (its example's 7 days: a link copied off a review

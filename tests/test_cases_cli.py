@@ -43,6 +43,35 @@ def test_example_settings_validate_and_bad_ones_name_the_field(tmp_path, monkeyp
     assert f"{EXAMPLE}: service.cameras_file: cameras.yaml: file not found" in str(missing.value)
 
 
+def test_dispatch_warns_when_no_platform_can_open_the_photos(tmp_path, caplog):
+    """A local evidence store without `public_base_url` sent `file:///…/annotated/opened.jpg` as a cn-dcm case's
+    attachments and no media_url to Open311, without a word: the platform's staff saw cases with no photo. `dispatch
+    run` says so at start-up, naming the setting; a store the platforms can reach, or no targets, says nothing."""
+    from detect.config_io import load_model
+    from pipelines.settings import Settings
+
+    def settings(**store) -> Settings:
+        path = tmp_path / "sw.yaml"
+        path.write_text(yaml.safe_dump({
+            "cases": {"url": f"sqlite:///{tmp_path}/cases.db"},
+            "evidence_store": {"local_root": str(tmp_path / "evidence"), **store},
+            "dispatch": {"targets": {"hz": {"adapter": "cn-dcm", "url": "http://127.0.0.1:9/cases"}}}}))
+        return load_model(Settings, path)
+
+    assert "evidence_store.public_base_url is not set: the photos sent with each case are file:// paths" in \
+        settings().unreachable_attachments()
+    assert settings(public_base_url="https://sw.example/api/attachments").unreachable_attachments() is None
+    assert settings().model_copy(update={"dispatch": settings().dispatch.model_copy(update={"targets": {}})}
+                                 ).unreachable_attachments() is None
+    from pipelines.cases import CaseStore
+
+    CaseStore(f"sqlite:///{tmp_path}/cases.db").close()
+    with caplog.at_level("WARNING"):
+        ran = _cli("dispatch", "run", "--once", "--config", str(tmp_path / "sw.yaml"))
+    assert ran.exit_code == 0, ran.output
+    assert "the photos sent with each case are file:// paths" in caplog.text + ran.output
+
+
 @pytest.fixture
 def deployment(tmp_path, monkeypatch, bus_event):
     """A settings file, one camera case with a stored bundle, and a simulator as the dispatch target."""

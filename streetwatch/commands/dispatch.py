@@ -80,8 +80,9 @@ def register(app: typer.Typer) -> None:
             evidence = open_evidence_store(settings.evidence_store, settings.service.url_key())
         except StorageError as exc:
             fail(str(exc))
-        if (unsigned := settings.unsigned_attachments()) is not None:
-            logging.getLogger(__name__).warning(unsigned)
+        for unsafe in (settings.unsigned_attachments(), settings.unreachable_attachments()):
+            if unsafe is not None:
+                logging.getLogger(__name__).warning(unsafe)
         from pipelines.cityops.verification import ReportStats, VerificationReporter
 
         try:
