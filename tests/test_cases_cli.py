@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -155,6 +156,13 @@ def test_cases_list_show_and_dispatch_once(deployment):
     assert bad.exit_code == 2 and "--state 'lost': not a case state" in bad.output
 
     intake.store.review(case.id, approve=True, reviewer="li.wei", target="sim", reason_code="confirmed")
+    # a dry run: the body dispatch run would send, in the target's names, and nothing sent or changed
+    shown = _cli("dispatch", "preview", case.id)
+    assert shown.exit_code == 0, shown.output
+    assert f"POST {sim.base}/cn-dcm/cases (cn-dcm, target sim, Idempotency-Key streetwatch:sim:{case.id}); not sent" in shown.output
+    body = json.loads(shown.output[shown.output.index("{"):])
+    assert (body["externalId"], body["address"]) == (case.id, "文三路 1 号") and body["attachments"]
+    assert sim.cases() == [] and [e.status for e in intake.store.outbox_entries(case_id=case.id)] == ["pending"]
     ran = _cli("dispatch", "run", "--once")
     assert ran.exit_code == 0, ran.output
     assert "delivered 1, retried 0, parked 0" in ran.output and "outbox: delivered 1" in ran.output

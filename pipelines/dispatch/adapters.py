@@ -348,10 +348,14 @@ class CnDcmAdapter:
         renamed = {self.target.field_map.get(k, k): v for k, v in payload.items()}
         return {**renamed, **self.target.extra_fields}
 
+    def request(self, d: Delivery) -> dict[str, Any]:
+        """The body `deliver` POSTs: the payload in this city's field names (`dispatch preview` prints it)."""
+        return self.wire(self.payload(d))
+
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
         require_place(d.case, "数字城管 (cn-dcm)")
         headers = {IDEMPOTENCY_HEADER: d.idempotency_key, **self._auth()}
-        response = send(client, "POST", str(self.target.url), json=self.wire(self.payload(d)), headers=headers)
+        response = send(client, "POST", str(self.target.url), json=self.request(d), headers=headers)
         key = self.target.field_map.get("taskNumber", "taskNumber")
         ref = _answered_task_number(answer_json(response), key)
         if task_number(ref) is None:  # no task number: what their envelope says went wrong (a task number means they hold it)
@@ -477,9 +481,13 @@ class Open311Adapter:
             form["jurisdiction_id"] = self.target.jurisdiction_id
         return form
 
+    def request(self, d: Delivery) -> dict[str, str]:
+        """The form `deliver` POSTs (`dispatch preview` prints it, the api_key masked)."""
+        return self.form(d)
+
     def deliver(self, client: httpx.Client, d: Delivery) -> str:
         require_place(d.case, "Open311")
-        form = self.form(d)
+        form = self.request(d)
         response = send(client, "POST", f"{self.base}/requests.json", data=form,
                         headers={IDEMPOTENCY_HEADER: d.idempotency_key})
         body = answer_json(response)

@@ -320,10 +320,15 @@ class Dispatcher:
         log.info("case %s attempt %d failed (%s); next at %s", entry.case_id, attempt, mask_phones(str(exc)), when.isoformat())
 
     def _delivery(self, entry: OutboxEntry) -> Delivery:
-        case = self.store.get(entry.case_id)
+        return self.delivery(entry.case_id, entry.target, entry.idempotency_key, entry.created_at)
+
+    def delivery(self, case_id: str, target_name: str, idempotency_key: str, queued_at: datetime | None) -> Delivery:
+        """What `target_name` is sent for the case: its signed manifest, checked, and its attachments' URLs (also
+        `dispatch preview`'s, which shows a case's request without an outbox entry or sending it)."""
+        case = self.store.get(case_id)
         if case.evidence_ref is None:
             raise Transient("evidence not stored yet")
-        target = self.config.targets[entry.target]
+        target = self.config.targets[target_name]
         try:
             raw = self.evidence.read_bytes(case.evidence_ref, MANIFEST)
             manifest = _stored_json(case, MANIFEST, raw)
@@ -341,7 +346,7 @@ class Dispatcher:
             raise Permanent(f"evidence at {case.evidence_ref}: {MANIFEST} lacks what dispatch needs "
                             f"({type(exc).__name__}: {exc}): not sent") from exc
         return Delivery(case=case, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                        attachments=attachments, idempotency_key=entry.idempotency_key, queued_at=entry.created_at,
+                        attachments=attachments, idempotency_key=idempotency_key, queued_at=queued_at,
                         public_signature=signed if isinstance(signed, dict) else None)
 
     # ---- status feedback ------------------------------------------------------------------

@@ -157,6 +157,63 @@ def register(app: typer.Typer) -> None:
         for e in entries:
             typer.echo(f"{e.id}\t{e.case_id}\t{e.target}\t{e.attempts}\t{e.parked_reason}")
 
+    @dispatch.command("preview")
+    def preview(
+        case_id: Annotated[str, typer.Argument(help="Case id (SW<date>-<hex>).")],
+        target: Annotated[str | None, typer.Option("--target", help="Dispatch target (default: the one the case is queued for, else the only one configured).")] = None,
+        config: SettingsOpt = None,
+    ) -> None:
+        """Print the request `dispatch run` would send for a case, in the target's field names; nothing is sent or changed.
+
+        A dry run for mapping fields: the method, URL and Idempotency-Key on stderr, the JSON body (cn-dcm, after
+        field_map and extra_fields) or form (Open311, its api_key masked) on stdout. A case the dispatcher would park
+        without a request (no place) is said on stderr instead (exit 3)."""
+        import json
+
+        from pipelines.cases import CaseNotFound
+        from pipelines.dispatch.adapters import DeliveryError, Open311Adapter, require_place
+        from pipelines.dispatch.dispatcher import Dispatcher
+        from pipelines.evidence_store import StorageError, open_evidence_store
+
+        settings = settings_or_fail(config)
+        store = existing_store_or_fail(settings.cases.url)
+        try:
+            case = store.get(case_id)
+        except CaseNotFound as exc:
+            fail(str(exc))
+        targets = settings.dispatch.targets
+        name = target or case.dispatch_target or (next(iter(targets)) if len(targets) == 1 else None)
+        if name not in targets:
+            fail(f"--target {name}: no dispatch target of that name (dispatch.targets: {', '.join(targets) or 'none'})"
+                 if name else f"case {case_id} is queued for no target: give --target ({', '.join(targets) or 'none configured'})")
+        try:
+            evidence = open_evidence_store(settings.evidence_store, settings.service.url_key())
+        except StorageError as exc:
+            fail(str(exc))
+        dispatcher = Dispatcher(store, evidence, settings.dispatch, taxonomy=settings.load_taxonomy())
+        try:
+            delivery = dispatcher.delivery(case_id, name, f"streetwatch:{name}:{case_id}", None)
+        except DeliveryError as exc:
+            fail(f"case {case_id}: {exc}")
+        finally:
+            dispatcher.close()
+            store.close()
+        try:
+            require_place(case, targets[name].adapter)
+        except DeliveryError as exc:  # parked before any body is made: there is no request to show
+            typer.echo(f"case {case_id}: would be parked without a request: {exc}", err=True)
+            raise typer.Exit(PARKED_EXIT) from None
+        adapter = dispatcher.adapters[name]
+        body = adapter.request(delivery)
+        if isinstance(adapter, Open311Adapter):
+            body = {**body, "api_key": "***" if body.get("api_key") else ""}
+            url = f"{adapter.base}/requests.json"
+        else:
+            url = str(targets[name].url)
+        typer.echo(f"POST {url} ({targets[name].adapter}, target {name}, Idempotency-Key {delivery.idempotency_key}); "
+                   "not sent", err=True)
+        typer.echo(json.dumps(body, ensure_ascii=False, indent=2))
+
     @dispatch.command("requeue")
     def requeue(
         entry_ids: Annotated[list[int] | None, typer.Argument(help="Outbox entry ids from `dispatch parked`.", show_default=False)] = None,
