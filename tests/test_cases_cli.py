@@ -73,6 +73,19 @@ def test_dispatch_warns_when_no_platform_can_open_the_photos(tmp_path, caplog):
     assert "the photos sent with each case are file:// paths" in caplog.text + ran.output
 
 
+def test_dispatch_run_says_how_many_errors_it_left_out():
+    """`dispatch run` printed the last 20 errors of a pass and nothing of the others: a pass that parked 300 cases on
+    an expired token read as 20. A line first says how many are left out and where to read them."""
+    from pipelines.dispatch.dispatcher import PassStats
+    from streetwatch.commands.dispatch import error_lines
+
+    stats = PassStats(parked=25, errors=[f"case SW{i:02d}: hz: HTTP 401: token 已过期" for i in range(25)])
+    lines = error_lines(stats.errors)
+    assert len(lines) == 21 and lines[0].startswith("  (5 earlier errors not shown: `streetwatch dispatch parked` lists")
+    assert lines[1] == "  case SW05: hz: HTTP 401: token 已过期" and lines[-1].endswith("SW24: hz: HTTP 401: token 已过期")
+    assert error_lines(stats.errors[:20]) == [f"  {e}" for e in stats.errors[:20]]
+
+
 @pytest.fixture
 def deployment(tmp_path, monkeypatch, bus_event):
     """A settings file, one camera case with a stored bundle, and a simulator as the dispatch target."""

@@ -38,6 +38,20 @@ def once_exit_code(stats: PassStats, reports: ReportStats) -> int:
     return 0
 
 
+SHOWN_ERRORS = 20
+
+
+def error_lines(errors: list[str]) -> list[str]:
+    """`dispatch run`'s lines of what went wrong: the latest `SHOWN_ERRORS`, after a line saying how many earlier ones
+    are left out and where to read them (a pass that parked 300 cases on an expired token printed 20 and no word of
+    the other 280)."""
+    lines = [f"  {error}" for error in errors[-SHOWN_ERRORS:]]
+    if (left := len(errors) - SHOWN_ERRORS) > 0:
+        lines.insert(0, f"  ({left} earlier error{'s' if left > 1 else ''} not shown: `streetwatch dispatch parked` lists "
+                        "the parked deliveries, `streetwatch cases list --state queued` why each case waits)")
+    return lines
+
+
 def _dialect(config: Path | None, name: str) -> TargetConfig:
     """The cn-dcm target `dispatch-sim --target` speaks as: the platform an integrator is about to connect, tried on
     loopback with the field names and constant fields the settings send it (the simulator refused them otherwise)."""
@@ -135,8 +149,8 @@ def register(app: typer.Typer) -> None:
                    f"withdrawn before sending {stats.withdrawn}, "
                    f"deferred (circuit open) {stats.deferred}, status changes {stats.status_changes}; "
                    f"of the delivered, found already on their side {stats.found}; lost to another dispatcher {stats.lost}")
-        for error in stats.errors[-20:]:
-            typer.echo(f"  {error}")
+        for line in error_lines(stats.errors):
+            typer.echo(line)
         typer.echo(f"outbox: {outbox}")
         if once and (code := once_exit_code(stats, reports)):
             raise typer.Exit(code)
