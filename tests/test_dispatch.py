@@ -1531,3 +1531,37 @@ def test_a_409_duplicate_is_looked_up_and_their_number_adopted(world, bus_event)
         dispatcher.close()
     finally:
         platform.stop()
+
+
+def test_a_refused_credential_holds_the_target_instead_of_parking_every_case(world, bus_event):
+    """A platform answering 401 (a token expired) parked each case as it came due: a long queue was parked case by case,
+    to be requeued by hand once the token was renewed. A 401/403 refuses our credential, not the case: the cases wait,
+    the target's circuit opens after `breaker.failures` such answers (the rest not sent), and they all go once the
+    platform accepts the credential again."""
+    store, evidence, spool = world
+    token = {"valid": False}
+
+    def answer(h: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        if not token["valid"]:
+            return 401, {"Content-Type": "application/json"}, '{"msg": "token 已过期"}'.encode()
+        if h.command == "GET":  # the look-up before a retry: they hold none of ours
+            return 200, {"Content-Type": "application/json"}, b'{"code": 0, "data": []}'
+        return 200, {"Content-Type": "application/json"}, json.dumps({"taskNumber": f"T{len(h.server.requests)}"}).encode()
+
+    platform = Platform(answer)
+    try:
+        ids = queue_cases(store, evidence, spool, small_event(bus_event), 4, "hz", prefix="cam-401")
+        config = DispatchConfig(targets={"hz": TargetConfig(adapter="cn-dcm", url=f"{platform.base}/cases", timeout_s=2)},
+                                retry=RetryPolicy(base_s=0.01, max_s=0.02), breaker=BreakerPolicy(failures=2, cooldown_s=0.2), lease_s=5)
+        dispatcher = Dispatcher(store, evidence, config)
+        stats = dispatcher.run_once()
+        assert (stats.parked, stats.retried, stats.deferred) == (0, 2, 2), stats
+        assert dispatcher.breakers["hz"].open_until is not None
+        assert "HTTP 401" in store.get(ids[0]).reason and "check the target's token_env" in store.get(ids[0]).reason
+        token["valid"] = True
+        _drain(dispatcher, store, ids)
+        assert {store.get(i).state for i in ids} == {CaseState.SUBMITTED}
+        assert [str(e.status) for i in ids for e in store.outbox_entries(case_id=i)] == ["delivered"] * 4
+        dispatcher.close()
+    finally:
+        platform.stop()

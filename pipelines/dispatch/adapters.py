@@ -1,8 +1,8 @@
 """Dispatch adapters: one case -> one HTTP request in the target's protocol, and its answer -> their reference.
 
 Both adapters classify every failure the same way (`send`): timeouts, connection errors, 5xx,
-429, redirects (never followed) and unreadable answers are `Transient` (retry, with their `Retry-After` if they sent one);
-other 4xx are `Permanent` (park for a human, with their words). A cn-dcm platform that answers
+429, redirects (never followed) and unreadable answers are `Transient` (retry, with their `Retry-After` if they sent one),
+401/403 too (`Refused`: our credential, not the case); other 4xx are `Permanent` (park for a human, with their words). A cn-dcm platform that answers
 HTTP 200 to everything and says what happened in its envelope's code is read the same way
 (`cn_dcm_answer`). Adapters never retry themselves: the dispatcher owns the schedule.
 
@@ -55,6 +55,12 @@ class Transient(DeliveryError):
     def __init__(self, message: str, retry_after_s: float | None = None):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Refused(Transient):
+    """401/403: they refuse our credential (a token expired or revoked, an address not on their allow-list), not this
+    case: every case would meet the same, so none is parked for it (a long queue was parked case by case, to be
+    requeued by hand); the cases wait, the target's circuit opens, and they go once the credential is fixed."""
 
 
 class Permanent(DeliveryError):
@@ -127,6 +133,9 @@ def send(client: httpx.Client, method: str, url: str, *, missing_ok: bool = Fals
         return response
     if response.status_code == 409:
         raise Duplicate(f"HTTP 409: {response.text[:500]}")
+    if response.status_code in (401, 403):
+        raise Refused(f"HTTP {response.status_code}: {response.text[:200]} (the platform refuses our credential: check "
+                      "the target's token_env and that this server may call it; the cases wait until it accepts)")
     if response.status_code >= 400:
         raise Permanent(f"HTTP {response.status_code}: {response.text[:500]}")
     return response
