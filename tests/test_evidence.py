@@ -342,6 +342,9 @@ def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(
     # Someone without the private key rewrites the manifest and its digest: the public signature fails.
     manifest = new.path / "manifest.json"
     manifest.write_text(manifest.read_text(encoding="utf-8").replace("batch-7", "batch-8"), encoding="utf-8")
+    edited = verify_bundle(new.path, None, public_keys=load_public_keys(both))
+    # the check made is the one said invalid: no "HMAC invalid" to an auditor who had no secret to check it with
+    assert (edited.public_signature, edited.signature) == ("invalid", "unchecked") and not edited.ok
     signature = json.loads((new.path / "signature.json").read_text())
     signature["digest"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
     (new.path / "signature.json").write_text(json.dumps(signature))

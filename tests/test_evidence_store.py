@@ -259,7 +259,8 @@ def test_bundles_spooled_before_an_hmac_key_rotation_upload_once_the_earlier_key
     config = tmp_path / "settings.yaml"
     config.write_text(json.dumps(kept.model_dump(mode="json", exclude_unset=True)), encoding="utf-8")
     checked = CliRunner().invoke(cli, ["evidence", "verify", str(root / case.id), "--config", str(config)])
-    assert checked.exit_code == 0 and "HMAC valid" in checked.output, checked.output
+    # named by its key id: the auditor sees which key of the rotation signed it
+    assert checked.exit_code == 0 and f"HMAC key {key_id(b'old-key-0123456789abcdef')} valid" in checked.output, checked.output
     config.write_text(json.dumps(settings(hmac_key_file=str(new)).model_dump(mode="json", exclude_unset=True)), encoding="utf-8")
     refused = CliRunner().invoke(cli, ["evidence", "verify", str(root / case.id), "--config", str(config)])
     assert refused.exit_code == 1 and "signed with key id" in refused.output, refused.output

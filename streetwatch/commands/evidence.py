@@ -102,7 +102,8 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 typer.echo(json.dumps(report.as_dict(), ensure_ascii=False))
                 continue
-            signatures = ", ".join(f"{name} {state}" for name, state in (("HMAC", report.signature),
+            signatures = ", ".join(f"{name} {state}" for name, state in ((f"HMAC key {report.key_id}" if report.key_id else "HMAC",
+                                                                          report.signature),
                                    (f"Ed25519 key {report.public_key_id}" if report.public_key_id else "Ed25519",
                                     report.public_signature)) if state != "unchecked")
             if report.ok:
