@@ -35,6 +35,11 @@ set from the reader's health check, pipelines.cctv.health). The rules count the 
 of what is open (absence of evidence while the camera is blind is not evidence of absence), and still judge what it
 shows."""
 
+TIME_SOURCE = "time_source"
+"""`Frame.meta` key: where a photo's `ts` came from (`exif`, `name`: the file name, `file`: its modification time, often
+the day it was copied, `run`: the time it was read; `pipelines.triage`). The evidence manifest records it beside the
+times (`times.sources`): a time the photo did not carry is no proof of when the inspector saw the scene."""
+
 
 @dataclass
 class Frame:

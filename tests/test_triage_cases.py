@@ -219,6 +219,30 @@ def test_a_case_led_by_a_photo_without_gps_keeps_the_place_of_its_re_take(tmp_pa
     assert f'<dd class="place">{case.lat:.6f}, {case.lon:.6f}</dd>' in report and '<dd class="grid">330102001001</dd>' in report
 
 
+def test_the_evidence_says_where_each_photos_time_came_from(tmp_path, bus_jpg, onnx_detector, monkeypatch):
+    """A photo whose EXIF was stripped is timed by its file (often the day it was copied): its bundle signed that time
+    as `opened` exactly like a phone's capture time, and an auditor asked when the inspector saw the scene could not
+    tell the two apart. `times.sources` says where each time came from."""
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY)
+    day = tmp_path / "photos"
+    phone_photo(bus_jpg, day / "taken.jpg", taken=datetime(2024, 6, 3, 9, 0), gps=HERE)
+    shutil.copy(bus_jpg, day / "copied.jpg")  # no EXIF time, no time in its name: its modification time
+    config = tmp_path / "streetwatch.json"
+    config.write_text(json.dumps({"cases": {"url": f"sqlite:///{tmp_path / 'cases.db'}"},
+                                  "evidence_store": {"local_root": str(tmp_path / "evidence"), "spool_dir": str(tmp_path / "spool")}}))
+    deployment = load_model(Settings, config)
+    result = run_triage([day], TriageSettings(out=tmp_path / "out", cases=True, verifier="none"), detector=onnx_detector,
+                        deployment=deployment, show_progress=False)
+
+    sources = {}
+    for group, ref in zip(result.groups, result.refs, strict=True):
+        bundle = Path(deployment.evidence_store.local_root) / ref.case_id
+        assert verify_bundle(bundle, KEY.encode()).ok
+        sources[Path(group.lead.source).name] = read_manifest(bundle)["times"]["sources"]
+    assert sources == {"taken.jpg": {"first_seen": "exif", "opened": "exif"},
+                       "copied.jpg": {"first_seen": "file", "opened": "file"}}
+
+
 @pytest.mark.slow  # 9 s: triage runs and their resume
 def test_resume_withdraws_the_candidate_cases_of_photos_replaced_since(tmp_path, bus_jpg, zidane_jpg):
     """Candidate cases drafted from a photo replaced since stayed in the case store, waiting for a reviewer, while the

@@ -39,7 +39,7 @@ from detect.evidence.privacy import blur_private
 from detect.evidence.ring import evenly
 from detect.evidence.signing import read_manifest, write_signed_manifest
 from detect.digests import sha256_bytes, sha256_file
-from detect.frames import Frame, GeoPoint
+from detect.frames import TIME_SOURCE, Frame, GeoPoint
 
 if TYPE_CHECKING:
     import supervision as sv  # imported where used: with scipy it takes 1.2-1.5 s, which the store's commands skip
@@ -206,7 +206,7 @@ class EvidenceBuilder:
                          "address": ctx.address, "grid_cell": ctx.grid_cell},
             "times": {"timezone": self.config.timezone, "first_seen": self._time(event.first_seen),
                       "opened": self._time(opened_at), "cleared": self._time(event.cleared_at),
-                      "latest": self._time(event.at)},
+                      "latest": self._time(event.at), **_time_sources(event)},
             "dwell_s": round(float(event.dwell_s), 3),
             "score": round(float(event.score), 4),
             "object_count": event.object_count,
@@ -427,6 +427,16 @@ def _resize_width(image: np.ndarray, width: int) -> np.ndarray:
     if w <= width:
         return image
     return cv2.resize(image, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
+
+
+def _time_sources(event: ViolationEvent) -> dict[str, dict[str, str]]:
+    """`{"sources": {"first_seen": …, "opened": …}}`: where the photos' times came from (`detect.frames.TIME_SOURCE`),
+    when their frames say; nothing for a camera's frames, timed by the stream."""
+    assert event.frame is not None
+    first = event.first_frame or event.frame
+    sources = {moment: frame.meta[TIME_SOURCE] for moment, frame in (("first_seen", first), ("opened", event.frame))
+               if frame.meta.get(TIME_SOURCE)}
+    return {"sources": sources} if sources else {}
 
 
 def detections_json(detections: sv.Detections) -> list[dict[str, Any]]:

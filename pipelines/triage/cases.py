@@ -37,7 +37,7 @@ from detect.config_io import replaced_atomically
 from detect.events import ViolationEvent
 from detect.evidence.builder import BundleContext, VerifierInfo
 from detect.evidence.keys import SigningKeys
-from detect.frames import Frame, GeoPoint
+from detect.frames import TIME_SOURCE, Frame, GeoPoint
 from detect.imageio import ImageReadError, decode_image
 from pipelines.cases.intake import Intake
 from pipelines.cases.states import CaseState
@@ -214,7 +214,7 @@ class TriageCases:
             path.write_bytes(data)
         return Frame(image=image, source_id=member.photo_id, ts=member.taken_at, frame_id=member.sha256,
                      geo=GeoPoint(lat=member.lat, lon=member.lon) if member.has_gps else None, path=str(path),
-                     meta={"source": member.source})
+                     meta={"source": member.source, TIME_SOURCE: member.record.time_source})
 
 
 class CasesUnavailable(RuntimeError):
