@@ -186,6 +186,10 @@ def test_review_actions_are_recorded_with_reviewer_time_and_audit(service, bus_e
                                                                       ("confirm", "reviewer-user", "reviewer"),
                                                                       ("edit", "reviewer-user", "reviewer")]
     assert audit[-1]["details"]["type"] == {"from": "illegal_parking", "to": "street_stall"} and audit[0]["at"]
+    # the decision names the evidence it was made on: the digest `evidence verify --digest` ties a bundle to
+    assert audit[1]["details"]["evidence_digest"] == store.get(a).evidence_digest is not None
+    [refusal] = client.get(f"/api/v1/cases/{b}/audit", headers=reviewer).json()["items"]
+    assert refusal["details"]["evidence_digest"] == store.get(b).evidence_digest is not None
     history = client.get(f"/api/v1/cases/{a}", headers=reviewer).json()["history"]
     assert [(h["to"], h["actor"]) for h in history] == [("candidate", "rules:batch-7/bus"), ("queued", "reviewer-user")]
 
@@ -763,7 +767,8 @@ def test_a_reviewer_notes_a_case_a_platform_holds_and_nothing_else_on_it_changes
     assert client.get(f"/api/v1/cases/{held}", headers=reviewer).json()["case"]["details"]["notes"] == [note]
     audit = client.get(f"/api/v1/cases/{held}/audit", headers=reviewer).json()["items"]
     assert [(r["action"], r["actor"], r["role"], r["details"]) for r in audit if r["action"] == "note"] == [
-        ("note", "reviewer-user", "reviewer", {"text": "现场为公交站台，非违停\n请平台作废"})]
+        ("note", "reviewer-user", "reviewer", {"text": "现场为公交站台，非违停\n请平台作废",
+                                                "evidence_digest": store.get(held).evidence_digest})]
     client.post(f"/api/v1/cases/{held}/notes", headers=reviewer, json={"text": "第二条"})
     assert [n["text"] for n in store.get(held).details["notes"]] == ["现场为公交站台，非违停\n请平台作废", "第二条"]
 

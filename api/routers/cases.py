@@ -429,8 +429,11 @@ def get_case(case_id: str, ctx: AppContext = Depends(get_ctx), _: Principal = De
 
 def _audit(ctx: AppContext, who: Principal, action: str, details: dict[str, Any]) -> Audit[Case]:
     """The store's `audit` callback recording `who`'s `action` in the action's own transaction: recorded after it, a
-    failed audit write left the action done with no record, and the reviewer answered an error."""
-    return lambda conn, case: ctx.accounts.audit(who, action, case.id, details, conn=conn)
+    failed audit write left the action done with no record, and the reviewer answered an error. The record names the
+    evidence the case held then (`evidence_digest`): a camera's bundle is signed again after each update, and an auditor
+    asked what a reviewer confirmed could not tell which bundle it was."""
+    return lambda conn, case: ctx.accounts.audit(who, action, case.id, {**details, "evidence_digest": case.evidence_digest},
+                                                 conn=conn)
 
 
 def _reopen_window(ctx: AppContext) -> timedelta:
