@@ -337,7 +337,8 @@ def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(
     assert cli("verify", str(old.path), str(new.path), "--public-key", str(both)).returncode == 0
     wrong = cli("verify", str(old.path), "--public-key", str(downloads[new_id]), "--json")
     assert wrong.returncode == 1 and json.loads(wrong.stdout)["public_signature"] == "unknown key"
-    assert cli("verify", str(old.path)).returncode == 2  # neither a secret nor a public key: refused, not "ok"
+    refused = cli("verify", str(old.path))  # neither a secret nor a public key: refused, not "ok"
+    assert refused.returncode == 2 and "without the secret, check the public-key signature: --public-key FILE" in refused.stderr
 
     # Someone without the private key rewrites the manifest and its digest: the public signature fails.
     manifest = new.path / "manifest.json"

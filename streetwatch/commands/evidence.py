@@ -78,7 +78,12 @@ def register(app: typer.Typer) -> None:
             if key_file is None and key is not None:  # the settings' key: and those it replaced, for older bundles
                 earlier = load_previous_hmac_keys(cfg)
         except EvidenceKeyError as exc:  # a --key-file is no settings field: named as given
-            fail(str(exc).replace(f"{exc.field}:", "--key-file:", 1) if key_file is not None else str(exc))
+            if key_file is not None:
+                fail(str(exc).replace(f"{exc.field}:", "--key-file:", 1))
+            # no key at all: an auditor away from the deployment has no secret, and the way that needs none is named
+            fail(f"{exc}; without the secret, check the public-key signature: --public-key FILE (the service's "
+                 "GET /api/v1/evidence/keys, or `streetwatch evidence public-keys` where the settings are)"
+                 if exc.field is None else str(exc))
         failed = 0
         store = _store(settings) if use_store else None
         evidence_store = _evidence_store(settings, bundles, config)
