@@ -356,6 +356,26 @@ def test_public_key_signature_verifies_without_the_secret_across_a_key_rotation(
     assert verify_bundle(new.path, None, public_keys=load_public_keys(both)).public_signature == "invalid"
 
 
+def test_a_digest_given_as_a_platform_shows_it_ties_the_bundle_and_a_mistyped_one_is_named(tmp_path, bus_event, monkeypatch):
+    """A digest copied from a platform's record or a printout in upper case, or cut in groups, was compared byte for
+    byte: the very bundle the platform received failed as 'an older or another bundle'. It is read as hex digits."""
+    from typer.testing import CliRunner
+
+    from streetwatch.cli import app as cli
+
+    event, all_dets = bus_event
+    bundle = EvidenceBuilder(EvidenceConfig(), KEY, MODEL).build(event, tmp_path / "b", CASE, _ctx(all_dets))
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    monkeypatch.delenv("STREETWATCH_CONFIG", raising=False)
+    upper = " ".join(bundle.digest.upper()[i:i + 8] for i in range(0, 64, 8))
+    ran = CliRunner().invoke(cli, ["evidence", "verify", str(bundle.path), "--no-store", "--digest", upper])
+    assert ran.exit_code == 0 and ran.output.startswith("OK"), ran.output
+    other = CliRunner().invoke(cli, ["evidence", "verify", str(bundle.path), "--no-store", "--digest", "f" * 64])
+    assert other.exit_code == 1 and "is not the one recorded" in other.output, other.output
+    typo = CliRunner().invoke(cli, ["evidence", "verify", str(bundle.path), "--no-store", "--digest", bundle.digest[:63]])
+    assert typo.exit_code == 2 and "is not a SHA-256 digest (64 hexadecimal digits)" in typo.output, typo.output
+
+
 def test_crop_names_are_windows_safe_and_old_colon_names_still_verify(tmp_path, bus_event):
     """A verifier's class (`verified:street_stall`) made `crops/00_verified:street_stall.jpg`, which a Windows PC or share
     cannot hold; new bundles name it without the colon, and a bundle sealed with the old name verifies as before."""

@@ -43,8 +43,8 @@ def register(app: typer.Typer) -> None:
             "--case", help="The case the bundle must belong to (default: the bundle folder's or reference's name, "
             "when it is a case id).")] = None,
         digest: Annotated[str | None, typer.Option(
-            "--digest", help="The manifest digest the bundle must have, e.g. from the platform's case record "
-            "(default: the one the case store recorded when the bundle was sealed).")] = None,
+            "--digest", help="The manifest digest the bundle must have, e.g. from the platform's case record: 64 hex "
+            "digits, upper or lower case, spaces ignored (default: the one the case store recorded when the bundle was sealed).")] = None,
         use_store: Annotated[bool, typer.Option(
             "--store/--no-store", help="Compare with the digest the case store (--config) recorded for the case, "
             "when that store exists (a case it does not hold fails). --no-store: the signature and the case id alone, "
@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
         settings = settings_or_fail(config)
         if (case or digest) and len(bundles) > 1:
             fail("--case and --digest name one bundle: give one bundle with them")
+        if digest is not None:  # as a platform's record or a printout may show it: upper case, spaced out
+            digest = "".join(digest.split()).lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                fail(f"--digest: {digest!r} is not a SHA-256 digest (64 hexadecimal digits)")
         cfg = settings.evidence
         key, earlier, publics = None, [], []
         try:
