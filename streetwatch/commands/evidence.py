@@ -116,8 +116,10 @@ def register(app: typer.Typer) -> None:
                                    (f"Ed25519 key {report.public_key_id}" if report.public_key_id else "Ed25519",
                                     report.public_signature)) if state != "unchecked")
             if report.ok:
+                # a copy under another folder name (a court's, an archive's) is tied to no case: the line still says
+                # which case its manifest names, and that nothing checked it, where it said nothing of a case at all
                 tied = (f"  case {report.case_id}" + (" (digest as recorded at sealing)" if expected_digest else "")
-                        if expected_case else "")
+                        if expected_case else f"  manifest names case {report.case_id} (not checked: give --case)")
                 typer.secho(f"OK  {bundle}  digest {report.digest}  signature valid ({signatures}){tied}", fg=typer.colors.GREEN)
                 continue
             typer.secho(f"FAIL {bundle}  signature: {signatures or 'none checked'}", fg=typer.colors.RED)
