@@ -377,6 +377,20 @@ def test_a_digest_given_as_a_platform_shows_it_ties_the_bundle_and_a_mistyped_on
     assert typo.exit_code == 2 and "is not a SHA-256 digest (64 hexadecimal digits)" in typo.output, typo.output
 
 
+def test_a_bundle_signed_with_a_key_not_given_names_the_key_to_fetch(tmp_path, bus_event):
+    """A bundle signed after a rotation, checked with the public key kept from before, was answered 'after a rotation,
+    give the earlier key too': the key missing was the later one. The problem names the key and where it is published."""
+    from detect.evidence.keys import generate_key_pair, load_signing_key
+
+    event, all_dets = bus_event
+    (old_private, old_public, _), (new_private, _, new_id) = (generate_key_pair(tmp_path / name) for name in ("old", "new"))
+    after = EvidenceConfig(signing_key_file=new_private, published_keys=[old_public])
+    bundle = EvidenceBuilder(after, KEY, MODEL, signer=load_signing_key(after)).build(event, tmp_path / "b", CASE, _ctx(all_dets))
+    report = verify_bundle(bundle.path, None, public_keys=load_public_keys(old_public))
+    assert report.public_signature == "unknown key" and report.public_key_id == new_id and not report.ok
+    assert f"give that key too (the service's GET /api/v1/evidence/keys/{new_id}.pem)" in report.problems[0], report.problems
+
+
 def test_crop_names_are_windows_safe_and_old_colon_names_still_verify(tmp_path, bus_event):
     """A verifier's class (`verified:street_stall`) made `crops/00_verified:street_stall.jpg`, which a Windows PC or share
     cannot hold; new bundles name it without the colon, and a bundle sealed with the old name verifies as before."""

@@ -232,8 +232,11 @@ def _check_public_signature(report: VerifyReport, signed: Any, public_keys: list
     public = by_id.get(report.public_key_id)
     if public is None:
         report.public_signature = "unknown key"
+        # the key named may be older or newer than those given (a bundle from after a rotation checked with the key
+        # kept from before): say which one to fetch, not "the earlier one"
         report.problems.append(f"signed with public key id {report.public_key_id}; the keys given are "
-                               f"{', '.join(sorted(by_id))} (after a rotation, give the earlier key too)")
+                               f"{', '.join(sorted(by_id))}: give that key too (the service's "
+                               f"GET /api/v1/evidence/keys/{report.public_key_id}.pem)")
         return
     try:
         public.verify(base64.b64decode(str(signed["signature"]), validate=True), str(report.digest).encode("ascii"))
