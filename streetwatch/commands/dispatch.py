@@ -185,6 +185,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from pipelines.cases import CaseNotFound
+        from pipelines.cases.store import idempotency_key
         from pipelines.dispatch.adapters import DeliveryError, Open311Adapter, require_place
         from pipelines.dispatch.dispatcher import Dispatcher
         from pipelines.evidence_store import StorageError, open_evidence_store
@@ -206,7 +207,7 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         dispatcher = Dispatcher(store, evidence, settings.dispatch, taxonomy=settings.load_taxonomy())
         try:
-            delivery = dispatcher.delivery(case_id, name, f"streetwatch:{name}:{case_id}", None)
+            delivery = dispatcher.delivery(case_id, name, idempotency_key(case_id, name), None)
         except DeliveryError as exc:
             fail(f"case {case_id}: {exc}")
         finally:
