@@ -23,7 +23,7 @@ import stat
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import cv2
@@ -40,8 +40,9 @@ try:  # HEIC/HEIF from phones; optional so that lean installs still read JPEG/PN
 except ImportError:  # pragma: no cover - depends on the install
     pass
 
-#: File suffixes of the image formats read here (folder scans pick these up).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
+#: File suffixes of the image formats read here (folder scans pick these up). `.jfif` is how WeChat for Windows and
+#: browsers save a JPEG, `.jpe` an older one: both are JPEG, and a folder of them was skipped without a word.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 
 #: Image formats met in photo folders that are not read: reported per file, never skipped silently.
 UNREAD_IMAGE_SUFFIXES = {".gif": "GIF", ".svg": "SVG", ".svgz": "SVG", ".ico": "ICO", ".psd": "Photoshop",
@@ -181,6 +182,13 @@ def missing_reason(path: Path) -> str | None:
     return None
 
 
+def unread_format(name: str) -> str | None:
+    """Why a file of this name is not read, when its suffix is an image format that is not (GIF, SVG, RAW...): the
+    one reason a folder's file and a zip's entry both get, rather than vanishing from the run."""
+    fmt = UNREAD_IMAGE_SUFFIXES.get(PurePosixPath(name).suffix.lower())
+    return None if fmt is None else f"{fmt} files are not read: convert to JPEG or PNG (read: JPEG, PNG, WebP, BMP, TIFF, HEIC)"
+
+
 def _classify(path: Path, suffixes: frozenset[str] | set[str]) -> Path | Unreadable | None:
     suffix = path.suffix.lower()
     why = missing_reason(path)
@@ -189,9 +197,8 @@ def _classify(path: Path, suffixes: frozenset[str] | set[str]) -> Path | Unreada
     if why is not None:
         return Unreadable(path, why)
     info = path.stat()
-    if suffix in UNREAD_IMAGE_SUFFIXES:
-        return Unreadable(path, f"{UNREAD_IMAGE_SUFFIXES[suffix]} files are not read: convert to JPEG or PNG "
-                                "(read: JPEG, PNG, WebP, BMP, TIFF, HEIC)")
+    if (unread := unread_format(path.name)) is not None:
+        return Unreadable(path, unread)
     if suffix not in suffixes:
         return None
     if not stat.S_ISREG(info.st_mode):

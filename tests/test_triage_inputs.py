@@ -54,6 +54,32 @@ def test_folders_are_searched_recursively_and_zips_read_member_by_member(tmp_pat
     archives.close()
 
 
+def test_jfif_photos_are_read_and_a_gif_in_a_zip_is_refused_like_one_in_a_folder(tmp_path, bus_jpg, zidane_jpg):
+    """A month's WeChat-for-Windows export holds JPEGs saved as `.jfif`: the folder scan and the zip listing both
+    passed them over without a word, as a zip passed over a GIF that a folder records with its reason."""
+    day = tmp_path / "巡查"
+    day.mkdir()
+    shutil.copy(bus_jpg, day / "微信图片_20231129101522.jfif")
+    shutil.copy(zidane_jpg, day / "old.JPE")
+    gif = tmp_path / "anim.gif"
+    from PIL import Image
+
+    Image.open(zidane_jpg).save(gif)
+    shutil.copy(gif, day / "anim.gif")
+    with zipfile.ZipFile(day / "导出.zip", "w") as zf:
+        zf.write(bus_jpg, "b.jfif")
+        zf.write(gif, "动图.gif")
+    items = expand_sources([day])
+    assert sorted(i.name for i in items if isinstance(i, PhotoSource)) == sorted(
+        [str(day / "微信图片_20231129101522.jfif"), str(day / "old.JPE"), f"{day / '导出.zip'}!b.jfif"])
+    gif_reason = "GIF files are not read: convert to JPEG or PNG (read: JPEG, PNG, WebP, BMP, TIFF, HEIC)"
+    assert _refusals(items) == {str(day / "anim.gif"): gif_reason, "动图.gif": gif_reason}
+    member = next(i for i in items if i.name.endswith("!b.jfif"))
+    archives = ArchiveCache()
+    assert decode_image(member.read_bytes(archives)).image.shape == (1080, 810, 3)  # the bus, read as the JPEG it is
+    archives.close()
+
+
 def test_a_name_a_zip_holds_twice_is_one_photo_its_last_entry(tmp_path, bus_jpg, zidane_jpg):
     """An archive appended to (a photo retaken and added again) holds a name twice: both entries were listed, both
     read the last entry by name, and the second was recorded as a duplicate of itself. The name is listed once,

@@ -39,8 +39,9 @@ from detect.digests import sha256_file
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
-#: What the project reads, less HEIC: Ultralytics' trainer would fetch pi-heif at run time for it.
-IMAGE_SUFFIXES = imageio.IMAGE_SUFFIXES - {".heic", ".heif"}
+#: What the project reads, less HEIC (Ultralytics' trainer would fetch pi-heif at run time for it) and the JPEG
+#: suffixes its dataset loader does not list (`.jfif`, `.jpe`: it would train without those images).
+IMAGE_SUFFIXES = imageio.IMAGE_SUFFIXES - {".heic", ".heif", ".jfif", ".jpe"}
 #: A box may overhang the image by this fraction of its size (labelling tools round at the edge).
 EDGE_TOLERANCE = 0.01
 

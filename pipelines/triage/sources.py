@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from detect.imageio import (
     IMAGE_SUFFIXES, MAX_FILE_BYTES, FileReadError, Unreadable, missing_reason, not_regular, read_file, scan_folder,
+    unread_format,
 )
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ def _archive_members(archive: Path) -> list[PhotoSource | Refused]:
             continue
         name = f"{archive}!{info.filename}"
         suffix = PurePosixPath(info.filename).suffix.lower()
-        reason = _member_problem(info)
+        reason = _member_problem(info) or unread_format(info.filename)
         if reason:
             out.append(Refused(name, reason))
         elif suffix in ARCHIVE_SUFFIXES:
