@@ -20,6 +20,7 @@ from detect.imageio import decode_image
 from pipelines.triage.exif import name_time, read_facts
 from pipelines.grid import load_grid
 from pipelines.triage.grouping import Member, group_members, perceptual_hash, within_span
+from pipelines.triage.reasons import reason_zh
 from pipelines.triage.record import PhotoFinding, PhotoRecord
 from pipelines.triage.journal import Journal, JournalExists, read_records
 from pipelines.triage.photos import load_photo
@@ -78,6 +79,22 @@ def test_jfif_photos_are_read_and_a_gif_in_a_zip_is_refused_like_one_in_a_folder
     archives = ArchiveCache()
     assert decode_image(member.read_bytes(archives)).image.shape == (1080, 810, 3)  # the bus, read as the JPEG it is
     archives.close()
+
+
+def test_every_reason_a_folder_scan_gives_is_said_in_chinese(tmp_path, zidane_jpg):
+    """The report's error table and the upload page show inspectors `reason_zh`: a GIF, a RAW file and a link to a
+    folder had none, so their rows read in English alone."""
+    day = tmp_path / "巡查"
+    (day / "sub").mkdir(parents=True)
+    from PIL import Image
+
+    Image.open(zidane_jpg).save(day / "anim.gif")
+    shutil.copy(zidane_jpg, day / "IMG_0001.DNG")
+    (day / "link").symlink_to(day / "sub")
+    reasons = {Path(r.name).name: reason_zh(r.reason) for r in expand_sources([day]) if isinstance(r, Refused)}
+    assert reasons == {"anim.gif": "不读取此格式（GIF）：请转换为 JPEG 或 PNG",
+                       "IMG_0001.DNG": "不读取此格式（相机 RAW）：请转换为 JPEG 或 PNG",
+                       "link": "指向文件夹的链接，未读取（请直接传入该文件夹）"}
 
 
 def test_a_name_a_zip_holds_twice_is_one_photo_its_last_entry(tmp_path, bus_jpg, zidane_jpg):

@@ -8,8 +8,16 @@ words) as it is.
 
 from __future__ import annotations
 
+from detect.imageio import UNREAD_IMAGE_SUFFIXES
+
+_FORMAT_ZH = {"camera RAW": "相机 RAW"}
+
 #: (the English reason's beginning, its Chinese), most specific first.
 REASONS_ZH: tuple[tuple[str, str], ...] = (
+    *((f"{fmt} files are not read", f"不读取此格式（{_FORMAT_ZH.get(fmt, fmt)}）：请转换为 JPEG 或 PNG")
+      for fmt in sorted(set(UNREAD_IMAGE_SUFFIXES.values()))),
+    ("symbolic link to a folder", "指向文件夹的链接，未读取（请直接传入该文件夹）"),
+    ("folder cannot be listed", "无法列出文件夹内容"),
     ("empty file", "空文件（0 字节）"),
     ("not an image", "不是图片（无法识别的格式）"),
     ("image too large", "图片像素过多"),
