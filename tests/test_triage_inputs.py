@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -649,3 +650,29 @@ def _triaged_folder(tmp_path, photos: dict, detector) -> tuple:
     settings = TriageSettings(out=tmp_path / "out", cases=False, verifier="none", ocr="off", workers=1)
     run_triage([day], settings, detector=detector, show_progress=False)
     return day, settings
+
+
+def test_a_full_disk_stops_the_run_naming_the_file_and_the_resume_finishes_it(tmp_path, bus_jpg, zidane_jpg, onnx_detector):
+    """A month's photos filling the disk of --out: each photo after the first failed thumbnail was recorded as an
+    `internal error` with a traceback in the log, until the journal's own write failed and the command died with a
+    traceback (exit 1, which says no photo could be read). The write that fails stops the run, naming the file and
+    the reason (`OutputUnwritable`); what was recorded stays, and the resume judges the rest."""
+    from pipelines.triage import run_triage
+    from pipelines.triage.journal import OutputUnwritable
+
+    day = tmp_path / "day"
+    day.mkdir()
+    shutil.copy(bus_jpg, day / "a_bus.jpg")
+    shutil.copy(zidane_jpg, day / "b_people.jpg")
+    settings = TriageSettings(out=tmp_path / "out", cases=False, verifier="none", ocr="off", workers=1)
+    thumb = settings.out / "thumbs" / f"{hashlib.sha256(bus_jpg.read_bytes()).hexdigest()[:16]}.jpg"
+    thumb.parent.mkdir(parents=True)
+    thumb.symlink_to("/dev/full")  # every write to it: ENOSPC, as on a full disk
+    with pytest.raises(OutputUnwritable, match=f"^cannot write {thumb}: No space left on device$"):
+        run_triage([day], settings, detector=onnx_detector, show_progress=False)
+    assert not (settings.out / "results.jsonl").read_text()  # the bus not recorded as an error, nothing after it
+    thumb.unlink()
+    stats = run_triage([day], settings.model_copy(update={"resume": True}), detector=onnx_detector, show_progress=False).stats
+    records = [json.loads(line) for line in (settings.out / "results.jsonl").read_text().splitlines()]
+    assert (stats.recorded, [r["status"] for r in records]) == (2, ["ok", "ok"])
+    assert records[0]["findings"] and thumb.stat().st_size > 0

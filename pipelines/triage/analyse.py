@@ -23,6 +23,7 @@ from detect.taxonomy import Taxonomy
 from detect.verifier import Verdicts
 from pipelines.triage.findings import Finding, merge_events
 from pipelines.triage.grouping import perceptual_hash
+from pipelines.triage.journal import OutputUnwritable
 from pipelines.triage.photos import Photo
 from pipelines.triage.record import PhotoFinding, PhotoRecord, RecordStatus, TypeVerdict, VerifierModel, boxes_of
 
@@ -104,4 +105,9 @@ def write_thumbnail(path: Path, small: np.ndarray, k: float, findings: list[Find
     small = drawing.label_boxes(small, np.array(around).reshape(-1, 4), labels, colours, 12 if chinese else 8, padding=2)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if ok:
-        path.write_bytes(buf.tobytes())
+        try:
+            path.write_bytes(buf.tobytes())
+        except OSError as exc:
+            if exc.errno in OutputUnwritable.FOLDER_ERRNOS:
+                raise OutputUnwritable(path, exc) from None
+            raise

@@ -28,6 +28,8 @@ replaces the record.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -73,6 +75,19 @@ def parse_record(data: str | bytes | dict[str, Any], where: str) -> PhotoRecord:
 
 class JournalExists(FileExistsError):
     """The output folder already holds a run; the message says how to continue it."""
+
+
+class OutputUnwritable(RuntimeError):
+    """A file of the output folder cannot be written (a full disk, a read-only mount, a quota): not a problem of the
+    photo being recorded, so the run stops there, naming the file and the reason, instead of recording every later
+    photo as an internal error; what was written before stays for `--resume`."""
+
+    #: Errors of a write that say every later write to the folder fails alike (a full disk or quota, a read-only mount,
+    #: no permission); another (a directory where the thumbnail goes) is the one photo's, recorded as its error.
+    FOLDER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}")
 
 
 class InputGone(FileNotFoundError):
@@ -227,8 +242,12 @@ class Journal:
         the line being written)."""
         if not isinstance(record, PhotoRecord):
             record = parse_record(record, f"{self.path}: new record")
-        self._fh.write(record_line(record))  # serialised first: never half a line
-        self._fh.flush()
+        line = record_line(record)  # serialised first: never half a line
+        try:
+            self._fh.write(line)
+            self._fh.flush()
+        except OSError as exc:
+            raise OutputUnwritable(self.path, exc) from None
         self._lines += 1
         self._supersede(record)
 
@@ -237,9 +256,14 @@ class Journal:
         with findings go to `replaced`, as cases may have been drafted from what they held (`run.finish` withdraws
         them). `drop` False (a run stopped part way): they stay, and the resume that finishes finds them again."""
         if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+            except OSError as exc:  # a torn last line stays: the resume cuts it off and redoes its photo
+                with contextlib.suppress(OSError):
+                    self._fh.close()
+                raise OutputUnwritable(self.path, exc) from None
         if self._stale and drop:
             self._drop_lines(self._stale)
             self._stale = set()

@@ -47,7 +47,7 @@ from detect.verifier import Verdicts
 from pipelines.triage.analyse import Analyser
 from pipelines.grid import GridCells
 from pipelines.logs import loggable_name
-from pipelines.triage.journal import Journal
+from pipelines.triage.journal import Journal, OutputUnwritable
 from pipelines.triage.photos import Photo, Skipped, error_record, load_photo
 from pipelines.triage.record import PhotoRecord, RecordStatus
 from pipelines.triage.settings import TriageSettings
@@ -306,6 +306,8 @@ class _Writer(threading.Thread):
         photo, detections, verdicts = item
         try:
             return self.analyser.record(photo, detections, self.stats.stages, verdicts)
+        except OutputUnwritable:  # the folder's fault, not the photo's: every later photo would fail alike
+            raise
         except Exception as exc:  # noqa: BLE001 - one photo's failure must not stop the run
             log.exception("%s: judging failed", loggable_name(photo.source.name))
             return error_record(photo.source.name, f"internal error while judging: {exc}", photo.sha256, **photo.facts())

@@ -12,7 +12,7 @@ import typer
 from pipelines.sheet_encodings import listed_encodings  # no import of its own: the command modules load pipelines lazily
 from pipelines.wording import counted  # no import of its own
 from streetwatch.commands.common import (ModelOpt, ProgressOpt, SettingsOpt, VerifierOpt, existing_store_or_fail, fail, fail_interrupted,
-                                         fail_report_interrupted, print_error, print_warning, say_spool, settings_or_fail, setup_logging)
+                                         fail_report_interrupted, fail_unwritable, print_error, print_warning, say_spool, settings_or_fail, setup_logging)
 
 
 def register(app: typer.Typer) -> None:
@@ -67,7 +67,7 @@ def patrol(
     from pipelines.cityops.patrol import SAMPLED, JudgingNotStarted, PatrolError, SamplingInterrupted, given_start, run_patrol
     from pipelines.triage import TriageSettings
     from pipelines.triage.cases import CasesUnavailable, check_keys
-    from pipelines.triage.journal import JournalExists
+    from pipelines.triage.journal import JournalExists, OutputUnwritable
     from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
 
     deployment = settings_or_fail(config)
@@ -86,6 +86,8 @@ def patrol(
         fail(str(exc))
     except TriageInterrupted:
         fail_interrupted(out, "frames")
+    except OutputUnwritable as exc:
+        fail_unwritable(out, exc, "frames")
     except SamplingInterrupted:
         fail_interrupted(out, done=f"stopped while sampling the video into {out / 'frames'}, before any frame was judged")
     except JudgingNotStarted:

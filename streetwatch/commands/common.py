@@ -87,6 +87,14 @@ def fail_report_interrupted(out: Path, what: str = "photo") -> NoReturn:
                                "are tried again)")
 
 
+def fail_unwritable(out: Path, exc: Exception, what: str = "photos") -> NoReturn:
+    """The line of a run stopped because its output folder cannot be written (`OutputUnwritable`: a full disk, a
+    read-only mount): which file and why, that nothing finished is lost, and how to go on, instead of a traceback.
+    Exit 2, as an --out that cannot be created at the start."""
+    fail(f"{exc}; the {what} finished so far are in {out / 'results.jsonl'}: free space (or make {out} writable), "
+         "then run the same command with --resume")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear error line and exit non-zero (no traceback for user errors)."""
     print_error(message)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pipelines.wording import counted  # no import of its own
-from streetwatch.commands.common import (ModelOpt, ProgressOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted, judged_with,
-                                         say_spool, settings_or_fail, setup_logging)
+from streetwatch.commands.common import (ModelOpt, ProgressOpt, RayOpt, SettingsOpt, fail, fail_interrupted, fail_report_interrupted,
+                                         fail_unwritable, judged_with, say_spool, settings_or_fail, setup_logging)
 
 if TYPE_CHECKING:
     from pipelines.triage.cases import Withdrawals
@@ -63,7 +63,7 @@ def triage(
     from detect.verifier import VerifierError
     from pipelines.triage import TriageSettings, run_triage
     from pipelines.triage.cases import CasesUnavailable, check_keys, pick_dispatch_target
-    from pipelines.triage.journal import InputGone, JournalExists
+    from pipelines.triage.journal import InputGone, JournalExists, OutputUnwritable
     from pipelines.triage.pipeline import ReportInterrupted, TriageInterrupted
 
     deployment = settings_or_fail(config)
@@ -90,6 +90,8 @@ def triage(
         fail_interrupted(out)
     except ReportInterrupted:
         fail_report_interrupted(out)
+    except OutputUnwritable as exc:
+        fail_unwritable(out, exc)
     s, t = result.stats, result.tally
     typer.echo(f"{counted(s.recorded, 'photo')} recorded in {s.elapsed_s:.1f} s ({s.rate:.1f} photos/s)"
                + (f", {s.skipped} already recorded earlier" if s.skipped else "")
