@@ -676,3 +676,28 @@ def test_a_full_disk_stops_the_run_naming_the_file_and_the_resume_finishes_it(tm
     records = [json.loads(line) for line in (settings.out / "results.jsonl").read_text().splitlines()]
     assert (stats.recorded, [r["status"] for r in records]) == (2, ["ok", "ok"])
     assert records[0]["findings"] and thumb.stat().st_size > 0
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_the_progress_bar_keeps_its_count_rate_and_eta_whole_on_a_narrow_terminal(columns):
+    """On an 80-column terminal a resumed run's bar read `triage     ETA  120 with violations, …`: rich cut every
+    column alike, the count, rate and ETA to nothing, for the running notes (100 columns: `170…`, `0:0…`). The
+    figures stay whole and the notes give way, cut with an ellipsis."""
+    import io
+
+    from rich.console import Console
+
+    from pipelines.triage.pipeline import Pace, progress_bar
+
+    screen = io.StringIO()
+    bar = progress_bar(Console(file=screen, width=columns, force_terminal=True, color_system=None))
+    clock = iter(n / 3.0 for n in range(1000))  # 3 photos a second: the 405 to go take 2:15
+    pace = Pace(clock=lambda: next(clock))
+    task = bar.add_task("triage", total=2105, pace=pace,
+                        notes="120 with violations, 12 errors/duplicates, 1530 recorded earlier")
+    for _ in range(170):
+        pace.tick()
+    bar.update(task, completed=1700)
+    bar.console.print(bar.get_renderable())
+    [line] = screen.getvalue().splitlines()
+    assert "1700/2105" in line and "3.0 photos/s" in line and "ETA 0:02:15" in line and line.endswith("…")

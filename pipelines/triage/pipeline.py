@@ -38,6 +38,7 @@ from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 from detect.engine import Detector
@@ -167,9 +168,16 @@ def _speed(task: Task) -> float | None:
     return pace.speed if isinstance(pace, Pace) else task.speed
 
 
+class _NotesColumn(ProgressColumn):
+    """The running counts, in the room the figures leave, on one line (a column rich may narrow: the others it may not)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(task.fields["notes"], no_wrap=True, overflow="ellipsis")
+
+
 class _RateColumn(ProgressColumn):
-    def __init__(self, label: str) -> None:
-        super().__init__()
+    def __init__(self, label: str, table_column: Column | None = None) -> None:
+        super().__init__(table_column)
         self.unit = "photos/s" if label == "triage" else f"{label}/s"
 
     def render(self, task: Task) -> Text:
@@ -233,9 +241,14 @@ def progress_bar(console: Console | None = None, enabled: bool = True, label: st
     only: elsewhere rich still printed its last frame at the end, one line cut to 80 columns ("3.7 0:00… phot…")
     after `PlainProgress`'s lines had said it all; its tasks are kept either way, for `PlainProgress` to read."""
     console = console or Console(stderr=True)
+    # Only the notes give way (cut with an ellipsis; the summary says them whole): rich cut every column alike, so on 80
+    # columns a resumed run's count, rate and ETA were cut to nothing.
+    whole = Column(no_wrap=True)
     return Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), _RateColumn(label), TimeElapsedColumn(),
-        TextColumn("ETA"), _RemainingColumn(), TextColumn("{task.fields[notes]}"),
+        TextColumn(f"[bold]{label}", table_column=whole), BarColumn(bar_width=12, table_column=whole),
+        MofNCompleteColumn(table_column=whole), _RateColumn(label, table_column=whole), TimeElapsedColumn(table_column=whole),
+        TextColumn("ETA", table_column=whole), _RemainingColumn(table_column=whole),
+        _NotesColumn(table_column=Column()),
         console=console, disable=not (enabled and console.is_terminal), speed_estimate_period=60,
     )
 
