@@ -123,6 +123,7 @@ def test_groups_become_signed_cases_queued_and_delivered_once(tmp_path, photos, 
     again = run_triage([photos], settings.model_copy(update={"resume": True}), detector=onnx_detector,
                        deployment=settings_obj, show_progress=False)
     assert [r.case_id for r in again.refs] == [r.case_id for r in result.refs]  # found, not drafted again
+    assert [r.found for r in result.refs + again.refs] == [False, False, True, True]  # what the summary counts
     assert len(store.list()) == 2 and len(store.outbox_entries()) == 2
 
 

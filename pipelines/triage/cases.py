@@ -168,9 +168,9 @@ class TriageCases:
         existing = next((c for m in group.members if (c := self.store.find(violation_id=violation_id(m))) is not None), None)
         if existing is not None and existing.evidence_ref is not None:
             case = self.intake.settle(existing)
-            return CaseRef(case.id, case.evidence_ref, str(case.state))
+            return CaseRef(case.id, case.evidence_ref, str(case.state), found=True)
         if existing is not None and not self.intake.unfinished(existing):  # sealed, waiting in the spool for storage
-            return CaseRef(existing.id, None, str(existing.state), error=existing.reason)
+            return CaseRef(existing.id, None, str(existing.state), error=existing.reason, found=True)
         try:
             event, ctx = self._event(group, existing.violation_id if existing else violation_id(group.lead))
         except (SourceReadError, ImageReadError) as exc:
@@ -178,7 +178,7 @@ class TriageCases:
                       loggable_name(str(exc)))  # an ImageReadError names the photo too
             return CaseRef(None, None, None, error=f"evidence not built: {exc}")
         case = self.intake.record_event(event, ctx)
-        return CaseRef(case.id, case.evidence_ref, str(case.state), error=case.reason)
+        return CaseRef(case.id, case.evidence_ref, str(case.state), error=case.reason, found=existing is not None)
 
     def _event(self, group: Group, vid: str) -> tuple[ViolationEvent, BundleContext]:
         lead = group.lead

@@ -56,6 +56,7 @@ class CaseRef:
     evidence: str | None = None
     state: str | None = None
     error: str | None = None  # why the case has no stored evidence (yet)
+    found: bool = False  # the case store held it already (an earlier run over these photos drafted it): not drafted again
 
 
 @dataclass

@@ -116,7 +116,10 @@ def triage(
     if written:
         queued = sum(r.state == "queued" for r in written)
         waiting = sum(r.evidence is None for r in written)
-        typer.echo(f"case store: {counted(len(written), 'candidate case')}" + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
+        found = sum(r.found for r in written)
+        typer.echo(f"case store: {counted(len(written), 'candidate case')}"
+                   + (f" ({found} drafted by an earlier run over these photos, found and not drafted again)" if found else "")
+                   + (f", {queued} queued for {settings.dispatch_target}" if queued else "")
                    + (f", {waiting} waiting for evidence storage (see the report)" if waiting else ""))
     _say_withdrawn(result.withdrawals)
     say_spool(result.spool)
