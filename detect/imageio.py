@@ -49,6 +49,11 @@ UNREAD_IMAGE_SUFFIXES = {".gif": "GIF", ".svg": "SVG", ".svgz": "SVG", ".ico": "
                          ".dng": "camera RAW", ".cr2": "camera RAW", ".cr3": "camera RAW", ".nef": "camera RAW",
                          ".arw": "camera RAW", ".raf": "camera RAW", ".orf": "camera RAW", ".rw2": "camera RAW"}
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".3gp", ".avi", ".mkv", ".webm", ".flv", ".wmv"})
+"""Videos found among photos (a phone's folder, a WeChat export): not judged as photos, but named with the way they
+are judged (`unread_format`), not left out without a word."""
+VIDEO_NOT_READ = "a video is not judged as photos: run `streetwatch patrol VIDEO` (or upload it as a patrol video)"
+
 #: Default pixel limit: 12 MP phone photos are fine, a 40,000 x 40,000 PNG bomb is not.
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -131,7 +136,8 @@ def scan_folder(folder: Path, suffixes: frozenset[str] | set[str] = IMAGE_SUFFIX
     """Files below `folder` (recursive, sorted) with one of `suffixes`, and every entry that would have been
     one but cannot be read, with the reason: images in formats not read (GIF, SVG, RAW...), special files
     (FIFOs, devices), dangling links, link loops, symbolic links to folders (not followed: no loops),
-    and sub-folders that cannot be listed. Other files (documents, videos) are not listed."""
+    and sub-folders that cannot be listed, videos (judged otherwise: `VIDEO_NOT_READ`). Other files (documents) are not
+    listed."""
     out: list[Path | Unreadable] = []
     errors: list[OSError] = []
     for root, dirs, files in os.walk(folder, onerror=errors.append):
@@ -185,7 +191,10 @@ def missing_reason(path: Path) -> str | None:
 def unread_format(name: str) -> str | None:
     """Why a file of this name is not read, when its suffix is an image format that is not (GIF, SVG, RAW...): the
     one reason a folder's file and a zip's entry both get, rather than vanishing from the run."""
-    fmt = UNREAD_IMAGE_SUFFIXES.get(PurePosixPath(name).suffix.lower())
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return VIDEO_NOT_READ
+    fmt = UNREAD_IMAGE_SUFFIXES.get(suffix)
     return None if fmt is None else f"{fmt} files are not read: convert to JPEG or PNG (read: JPEG, PNG, WebP, BMP, TIFF, HEIC)"
 
 
@@ -197,7 +206,7 @@ def _classify(path: Path, suffixes: frozenset[str] | set[str]) -> Path | Unreada
     if why is not None:
         return Unreadable(path, why)
     info = path.stat()
-    if (unread := unread_format(path.name)) is not None:
+    if suffix not in suffixes and (unread := unread_format(path.name)) is not None:
         return Unreadable(path, unread)
     if suffix not in suffixes:
         return None

@@ -98,6 +98,27 @@ def test_every_reason_a_folder_scan_gives_is_said_in_chinese(tmp_path, zidane_jp
                        "link": "指向文件夹的链接，未读取（请直接传入该文件夹）"}
 
 
+def test_a_video_among_the_photos_is_named_with_how_it_is_judged_not_left_out(tmp_path, bus_jpg):
+    """A phone's folder or a WeChat export holds videos beside the photos: triage listed 208 of an inspector's 210
+    files and said nothing of the 2 videos. A video in a folder or a zip now has its record's reason, in Chinese too:
+    it is judged as a patrol video, not as photos."""
+    from benchmarks.media import write_clip
+    from streetwatch.demo.media import road_view
+
+    day = tmp_path / "巡查"
+    day.mkdir()
+    shutil.copy(bus_jpg, day / "IMG_0001.jpg")
+    write_clip(day / "VID_0002.mp4", road_view(bus_jpg, (320, 180)), [], 1, fps=2)
+    with zipfile.ZipFile(tmp_path / "微信导出.zip", "w") as zf:
+        zf.write(bus_jpg, "IMG_0003.jpg")
+        zf.write(day / "VID_0002.mp4", "VID_0004.MOV")
+    refused = {Path(r.name.split("!")[-1]).name: (r.reason, reason_zh(r.reason))
+               for r in expand_sources([day, tmp_path / "微信导出.zip"]) if isinstance(r, Refused)}
+    said = ("a video is not judged as photos: run `streetwatch patrol VIDEO` (or upload it as a patrol video)",
+            "视频不作为照片判读：请作为巡查视频上传（streetwatch patrol）")
+    assert refused == {"VID_0002.mp4": said, "VID_0004.MOV": said}
+
+
 def test_a_name_a_zip_holds_twice_is_one_photo_its_last_entry(tmp_path, bus_jpg, zidane_jpg):
     """An archive appended to (a photo retaken and added again) holds a name twice: both entries were listed, both
     read the last entry by name, and the second was recorded as a duplicate of itself. The name is listed once,

@@ -8,7 +8,7 @@ words) as it is.
 
 from __future__ import annotations
 
-from detect.imageio import UNREAD_IMAGE_SUFFIXES
+from detect.imageio import UNREAD_IMAGE_SUFFIXES, VIDEO_NOT_READ
 
 _FORMAT_ZH = {"camera RAW": "相机 RAW"}
 
@@ -16,6 +16,7 @@ _FORMAT_ZH = {"camera RAW": "相机 RAW"}
 REASONS_ZH: tuple[tuple[str, str], ...] = (
     *((f"{fmt} files are not read", f"不读取此格式（{_FORMAT_ZH.get(fmt, fmt)}）：请转换为 JPEG 或 PNG")
       for fmt in sorted(set(UNREAD_IMAGE_SUFFIXES.values()))),
+    (VIDEO_NOT_READ, "视频不作为照片判读：请作为巡查视频上传（streetwatch patrol）"),
     ("symbolic link to a folder", "指向文件夹的链接，未读取（请直接传入该文件夹）"),
     ("folder cannot be listed", "无法列出文件夹内容"),
     ("empty file", "空文件（0 字节）"),

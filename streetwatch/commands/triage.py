@@ -127,8 +127,7 @@ def triage(
         typer.echo(f"  {name:8s}{path}")
     if t.ok + t.errors + t.duplicates == 0:  # nothing listed, so nothing refused: the report holds no reason
         fail(f"no photo found in {', '.join(map(str, inputs))}: folders are searched for "
-             f"{', '.join(sorted(IMAGE_SUFFIXES))} and .zip files (other files, such as documents and videos, are not "
-             "listed)", code=1)
+             f"{', '.join(sorted(IMAGE_SUFFIXES))} and .zip files (other files, such as documents, are not listed)", code=1)
     if result.readable == 0:
         fail("no photo could be read (reasons in the report and results.jsonl)", code=1)
 
