@@ -53,6 +53,8 @@ def test_folders_are_searched_recursively_and_zips_read_member_by_member(tmp_pat
     archives = ArchiveCache()
     assert items[2].read_bytes(archives) == bus_jpg.read_bytes()
     assert items[2].modified_at(archives, SHANGHAI) is not None
+    os.utime(day / "b.JPG", (1764000000.123456, 1764000000.123456))  # a copy's time, to the microsecond
+    assert items[0].modified_at(archives, SHANGHAI) == datetime.fromtimestamp(1764000000, UTC)  # to the second, as cases.csv says it
     archives.close()
 
 

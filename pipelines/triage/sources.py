@@ -158,10 +158,11 @@ class PhotoSource:
         return Stamp(info.st_size, info.st_mtime_ns)
 
     def modified_at(self, archives: ArchiveCache, tz: tzinfo) -> datetime | None:
-        """File modification time (archive members: their stored local time), for photos without EXIF time."""
+        """File modification time (archive members: their stored local time), for photos without EXIF time: to the
+        second, as a capture time is (its microseconds, in cases.csv and the evidence, were precision it has not)."""
         try:
             if self.member is None:
-                return datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+                return datetime.fromtimestamp(int(self.path.stat().st_mtime), UTC)
             return datetime(*archives.info(self.path, self.member).date_time, tzinfo=tz)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
