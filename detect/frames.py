@@ -36,9 +36,13 @@ of what is open (absence of evidence while the camera is blind is not evidence o
 shows."""
 
 TIME_SOURCE = "time_source"
-"""`Frame.meta` key: where a photo's `ts` came from (`exif`, `name`: the file name, `file`: its modification time, often
-the day it was copied, `run`: the time it was read; `pipelines.triage`). The evidence manifest records it beside the
-times (`times.sources`): a time the photo did not carry is no proof of when the inspector saw the scene."""
+"""`Frame.meta` key: where a frame's `ts` came from. A photo's (`pipelines.triage`): `exif`, `name` (the file name),
+`file` (its modification time, often the day it was copied), `run` (the time it was read). A camera's
+(`pipelines.cctv.reader`): `stream` (a live stream, timed by this server's clock as its frames arrive); a replayed
+file's start plus its media time, the start being the camera's `start_time` setting (`start_time`), the recording's
+`creation_time` tag (`creation_time`), the file's modification time (`file`) or the time of the run (`run`). The
+evidence manifest records it beside the times (`times.sources`): a time the picture did not carry is no proof of
+when the scene was seen."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from detect.evidence.signing import read_manifest
 from detect.scenes import Scene
 from pipelines.cctv.config import Camera, CameraConfig
 from pipelines.cctv.reader import CameraReader, ReaderHooks
@@ -66,6 +67,8 @@ def test_rtsp_stream_end_to_end_with_metrics_and_reload(tmp_path, rtsp_url, bus_
         now = datetime.now(UTC)
         assert now - timedelta(seconds=30) < case.opened_at <= now  # live frames carry wall-clock time
         assert case.evidence_ref is not None and case.violation_type == "illegal_parking"
+        times = read_manifest(intake.evidence.path(case.evidence_ref))["times"]  # and the manifest says whose clock
+        assert times["sources"] == {"first_seen": "stream", "opened": "stream"}
 
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert 'streetwatch_cctv_camera_status{camera="rtsp-1",streetwatch_cctv_camera_status="online"} 1.0' in text

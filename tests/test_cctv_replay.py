@@ -12,6 +12,7 @@ import pytest
 import supervision as sv
 
 from detect.evidence.signing import read_manifest, verify_bundle
+from detect.frames import TIME_SOURCE
 from pipelines.cases import CaseState
 from pipelines.cctv.service import Watcher
 from benchmarks.media import Sprite, street_view, write_clip
@@ -54,6 +55,8 @@ def test_replay_opens_one_case_then_clears_it_with_signed_evidence(tmp_path, bus
     assert [b["class_name"] for b in case.evidence_boxes["boxes"]] == ["bus"]
     assert (case.evidence_boxes["width"], case.evidence_boxes["height"]) == SIZE
     assert {"original_opened", "crop"} <= roles
+    # the clip's creation_time tag timed it, and the manifest says so (a photo's says exif, name …)
+    assert read_manifest(bundle)["times"]["sources"] == {"first_seen": "creation_time", "opened": "creation_time"}
     # The real clip has sensor noise and a clock: no health alarms on a working camera.
     assert [r for r in watcher.records if r["event"] == "camera_health"] == []
 
@@ -165,20 +168,23 @@ def test_replay_starts_at_the_files_time_only_when_a_recording_can_have_begun_th
     cameras = [{"id": "cam-04", "url": "clip.ts", "scene": "cam-04.yaml"}]
     intake = make_intake(tmp_path / "data")
 
-    def first_frame_time(modified: datetime) -> datetime:
+    def first_frame_time(modified: datetime, source: str = "file", **camera) -> datetime:
         os.utime(tmp_path / "clip.ts", (modified.timestamp(), modified.timestamp()))
-        times: list[datetime] = []
-        Watcher(cameras_file(tmp_path / "cameras.yaml", cameras), onnx_detector, intake, replay=True,
-                on_analysed=lambda frame: times.append(frame.ts)).run(poll_s=0.1)
-        assert times, "no frame judged"
-        return min(times)
+        frames: list = []
+        Watcher(cameras_file(tmp_path / "cameras.yaml", [{**cameras[0], **camera}]), onnx_detector, intake, replay=True,
+                on_analysed=frames.append).run(poll_s=0.1)
+        assert frames, "no frame judged"
+        assert {f.meta[TIME_SOURCE] for f in frames} == {source}  # where the times came from, as the manifest records it
+        return min(f.ts for f in frames)
 
     recorded = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
     assert first_frame_time(recorded) == recorded
+    # the camera's start_time, naive in its zone (+08:00), comes before the file's time, and the frames say so
+    assert first_frame_time(recorded, "start_time", start_time="2024-06-02 08:00:00") == datetime(2024, 6, 2, tzinfo=UTC)
     for modified, why in ((datetime(1980, 1, 1, tzinfo=UTC), "is before 2000"), (datetime.now(UTC) + timedelta(days=30), "is in the future")):
         caplog.clear()
         before = datetime.now(UTC)
-        started = first_frame_time(modified)
+        started = first_frame_time(modified, "run")
         assert before <= started <= datetime.now(UTC)
         [warning] = [r.getMessage() for r in caplog.records if "replay start" in r.getMessage()]
         assert str(tmp_path / "clip.ts") in warning and why in warning and "replayed as of now" in warning
@@ -194,20 +200,21 @@ def test_a_creation_time_tag_a_recording_cannot_have_begun_at_gives_way_to_the_f
     intake = make_intake(tmp_path / "data")
     modified = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
 
-    def first_frame_time(tag: str) -> datetime:
+    def first_frame_time(tag: str) -> tuple[datetime, set[str]]:
         clip = tmp_path / "clip.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "plain.mp4"), "-c", "copy",
                         "-metadata", f"creation_time={tag}", str(clip)], check=True)
         os.utime(clip, (modified.timestamp(), modified.timestamp()))
-        times: list[datetime] = []
+        frames: list = []
         Watcher(cameras_file(tmp_path / "cameras.yaml", [{"id": "cam-05", "url": "clip.mp4", "scene": "cam-05.yaml"}]),
-                onnx_detector, intake, replay=True, on_analysed=lambda frame: times.append(frame.ts)).run(poll_s=0.1)
-        assert times, "no frame judged"
-        return min(times)
+                onnx_detector, intake, replay=True, on_analysed=frames.append).run(poll_s=0.1)
+        assert frames, "no frame judged"
+        return min(f.ts for f in frames), {f.meta[TIME_SOURCE] for f in frames}  # where the times came from
 
-    assert first_frame_time("2024-05-01T08:00:00.000000Z") == datetime(2024, 5, 1, 8, tzinfo=UTC)
+    assert first_frame_time("2024-05-01T08:00:00.000000Z") == (datetime(2024, 5, 1, 8, tzinfo=UTC), {"creation_time"})
     caplog.clear()
-    assert first_frame_time("1980-01-01T00:00:00.000000Z") == modified  # (1970, the mp4 "unset", ffmpeg does not read back)
+    # (1970, the mp4 "unset", ffmpeg does not read back)
+    assert first_frame_time("1980-01-01T00:00:00.000000Z") == (modified, {"file"})
     [warning] = [r.getMessage() for r in caplog.records if "replay start" in r.getMessage()]
     assert "creation_time" in warning and "is before 2000" in warning and "the file's time is tried instead" in warning
 

@@ -430,8 +430,8 @@ def _resize_width(image: np.ndarray, width: int) -> np.ndarray:
 
 
 def _time_sources(event: ViolationEvent) -> dict[str, dict[str, str]]:
-    """`{"sources": {"first_seen": …, "opened": …}}`: where the photos' times came from (`detect.frames.TIME_SOURCE`),
-    when their frames say; nothing for a camera's frames, timed by the stream."""
+    """`{"sources": {"first_seen": …, "opened": …}}`: where the frames' times came from (`detect.frames.TIME_SOURCE`:
+    a photo's EXIF or name …, a camera's stream or a replay's start), when their frames say; nothing otherwise."""
     assert event.frame is not None
     first = event.first_frame or event.frame
     sources = {moment: frame.meta[TIME_SOURCE] for moment, frame in (("first_seen", first), ("opened", event.frame))

@@ -22,7 +22,7 @@ from pathlib import Path
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from detect.config_io import ConfigError
-from detect.frames import VIEW_LOST, Frame
+from detect.frames import TIME_SOURCE, VIEW_LOST, Frame
 from detect.scenes import read_reference
 from pipelines.cctv.clock import MediaClock, Sampler
 from pipelines.cctv.config import Camera, is_url
@@ -32,6 +32,10 @@ from pipelines.logs import BoundedLog
 from pipelines.times import as_utc, possible_capture, written_time
 
 log = logging.getLogger(__name__)
+
+LIVE_TIME = "stream"
+"""`TIME_SOURCE` of a live camera's frames (and of a file played as if live): timed by this server's clock as they
+arrive (`MediaClock`), not by the camera's."""
 
 
 class Status(StrEnum):
@@ -110,6 +114,7 @@ class CameraReader(threading.Thread):
         self._losses, self._losses_since = 0, 0.0  # streams lost or ended in a row, each after less than log_every_s of frames
         self._run_attempts = 0  # failed reconnect attempts since that run's first loss (since the start before one)
         self._flowing_since = 0.0  # monotonic time the stream came online
+        self._time_source = LIVE_TIME  # TIME_SOURCE of the frames: set at each connection (`_session`)
         try:
             reference = read_reference(camera.scene)
         except ConfigError as exc:
@@ -223,8 +228,9 @@ class CameraReader(threading.Thread):
         source = open_source(self.cfg)
         try:
             # A file played live is its own capture clock: a reader that falls behind shows as lag, not as a re-anchor.
-            clock = MediaClock(replay_start=self._replay_start(source) if self.replay_file else None,
-                               origin=source.origin if self.replay_file else None,
+            # where the frames' times come from (`detect.frames.TIME_SOURCE`): the replay's start, or the server's clock
+            replay_start, self._time_source = self._replay_start(source) if self.replay_file else (None, LIVE_TIME)
+            clock = MediaClock(replay_start=replay_start, origin=source.origin if self.replay_file else None,
                                max_drift_s=float("inf") if self.paced_file else 5.0)
             sampler = Sampler(self.cfg.analysis_fps)
             for picture in source.pictures(wait=self.stop_event.wait):
@@ -242,28 +248,30 @@ class CameraReader(threading.Thread):
             self.bad_packets += getattr(source, "bad_packets", 0)
             source.close()
 
-    def _replay_start(self, source) -> datetime:
+    def _replay_start(self, source) -> tuple[datetime, str]:
+        """When the replayed file began, and where that came from (`detect.frames.TIME_SOURCE`): the camera's
+        `start_time`, the recording's `creation_time` tag, the file's modification time (`file`), or now (`run`)."""
         if self.cfg.start_time is not None:
-            return as_utc(self.cfg.start_time, self.camera.scene.tz)  # no offset: the camera's zone
+            return as_utc(self.cfg.start_time, self.camera.scene.tz), "start_time"  # no offset: the camera's zone
         if source.start_time is not None:  # the recording's creation_time tag: a camera's unset clock writes 1970 there too
             try:
-                return possible_capture(source.start_time, f"{self.cfg.url} (creation_time tag)")
+                return possible_capture(source.start_time, f"{self.cfg.url} (creation_time tag)"), "creation_time"
             except ValueError as exc:
                 log.warning("camera %s: replay start: creation_time impossible: %s; the file's time is tried instead",
                             self.camera.id, exc)
         return self._file_time()
 
-    def _file_time(self) -> datetime:
-        """The replayed file's modification time, when a recording can have begun then (`possible_capture`); a
-        clock never set (1970, a zip's 1980) or a time in the future would date every case by it: now instead,
+    def _file_time(self) -> tuple[datetime, str]:
+        """The replayed file's modification time (`file`), when a recording can have begun then (`possible_capture`); a
+        clock never set (1970, a zip's 1980) or a time in the future would date every case by it: now (`run`) instead,
         with a warning naming the file and why."""
         modified = datetime.fromtimestamp(Path(self.cfg.url).stat().st_mtime, self.camera.scene.tz)  # its clock's zone
         try:
-            return possible_capture(modified, self.cfg.url)
+            return possible_capture(modified, self.cfg.url), "file"
         except ValueError as exc:
             log.warning("camera %s: replay start: file time impossible: %s; replayed as of now (set the camera's start_time)",
                         self.camera.id, exc)
-            return datetime.now(UTC)
+            return datetime.now(UTC), "run"
 
     def _deliver(self, picture: Picture, ts: datetime, media: float | None) -> None:
         raw = picture.size
@@ -282,5 +290,6 @@ class CameraReader(threading.Thread):
             self._set(Status.ONLINE, f"{raw[0]}x{raw[1]}")
         for event in self.health.observe(image, ts):
             self.hooks.health(event)
-        meta = {"media_s": media, "decoded_at": time.time(), "stream_size": raw, VIEW_LOST: self.health.view_lost}
+        meta = {"media_s": media, "decoded_at": time.time(), "stream_size": raw, VIEW_LOST: self.health.view_lost,
+                TIME_SOURCE: self._time_source}
         self.hooks.frame(Frame(image, self.camera.id, ts, frame_id=f"{self.camera.id}-{self.frames:06d}", meta=meta))
