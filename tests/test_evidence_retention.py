@@ -172,6 +172,10 @@ def test_verify_and_show_of_a_case_whose_evidence_the_retention_removed_say_so(t
 
     shown = runner.invoke(app, ["cases", "show", case.id])
     assert shown.exit_code == 0 and f"evidence_removed {said}" in shown.output.splitlines(), shown.output
+    # handed over, it is not fetched, and the line says the retention removed it
+    fetched = runner.invoke(app, ["evidence", "fetch", case.id, "--out", str(tmp_path / "court")])
+    assert fetched.exit_code == 3 and f"[1/1] NOT FETCHED {case.id}: case {case.id}: {said}" in fetched.output, fetched.output
+    assert list((tmp_path / "court").iterdir()) == []
 
 
 def test_prune_evidence_with_the_retention_off_and_no_case_store_says_so_and_opens_nothing(tmp_path, monkeypatch):

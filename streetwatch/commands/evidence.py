@@ -1,5 +1,5 @@
-"""`streetwatch evidence verify|keygen|public-keys`: prove a bundle's images are the ones that were signed,
-with the HMAC secret or with a published public key (no secret needed)."""
+"""`streetwatch evidence verify|fetch|keygen|public-keys`: prove a bundle's images are the ones that were signed,
+with the HMAC secret or with a published public key (no secret needed); hand cases' bundles over as checked files."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import typer
 
 from pipelines.wording import counted  # no import of its own
-from streetwatch.commands.common import SettingsOpt, fail, settings_or_fail
+from streetwatch.commands.common import SettingsOpt, fail, require_case_store, settings_or_fail
 
 KeyFileOpt = Annotated[
     Path | None,
@@ -26,7 +27,7 @@ KeyFileOpt = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    evidence = typer.Typer(help="Evidence bundles: check that frames, crops and manifest are unaltered (verify); the Ed25519 keys that sign them (keygen, public-keys).", no_args_is_help=True)
+    evidence = typer.Typer(help="Evidence bundles: check that frames, crops and manifest are unaltered (verify); copy cases' bundles out, checked, to hand over (fetch); the Ed25519 keys that sign them (keygen, public-keys).", no_args_is_help=True)
     app.add_typer(evidence, name="evidence")
 
     @evidence.command("verify")
@@ -58,9 +59,7 @@ def register(app: typer.Typer) -> None:
 
         Exits 0 only when every bundle passes; otherwise lists what is wrong and exits 1.
         """
-        from detect.evidence.config import EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
-        from detect.evidence.keys import load_public_keys
-        from detect.evidence.signing import VerifyReport, hmac_key_for, verify_bundle
+        from detect.evidence.signing import VerifyReport
         from pipelines.evidence_store import StorageError
 
         settings = settings_or_fail(config)
@@ -70,24 +69,7 @@ def register(app: typer.Typer) -> None:
             digest = "".join(digest.split()).lower()
             if not re.fullmatch(r"[0-9a-f]{64}", digest):
                 fail(f"--digest: {digest!r} is not a SHA-256 digest (64 hexadecimal digits)")
-        cfg = settings.evidence
-        key, earlier, publics = None, [], []
-        try:
-            for path in public_key or []:
-                publics += load_public_keys(path)
-            if key_file is not None:
-                cfg = cfg.model_copy(update={"hmac_key_file": key_file})
-            if key_file is not None or not publics:
-                key = load_hmac_key(cfg)
-            if key_file is None and key is not None:  # the settings' key: and those it replaced, for older bundles
-                earlier = load_previous_hmac_keys(cfg)
-        except EvidenceKeyError as exc:  # a --key-file is no settings field: named as given
-            if key_file is not None:
-                fail(str(exc).replace(f"{exc.field}:", "--key-file:", 1))
-            # no key at all: an auditor away from the deployment has no secret, and the way that needs none is named
-            fail(f"{exc}; without the secret, check the public-key signature: --public-key FILE (the service's "
-                 "GET /api/v1/evidence/keys, or `streetwatch evidence public-keys` where the settings are)"
-                 if exc.field is None else str(exc))
+        keys = _keys(settings, key_file, public_key)
         failed = 0
         store = _store(settings) if use_store else None
         evidence_store = _evidence_store(settings, bundles, config)
@@ -98,8 +80,7 @@ def register(app: typer.Typer) -> None:
                 expected_digest, store_problem = _recorded_digest(store, expected_case)
             try:
                 with _local_copy(bundle, evidence_store) as path:
-                    hmac = None if key is None else hmac_key_for(path, [key, *earlier]) or key  # unknown id: said as such
-                    report = verify_bundle(path, hmac, public_keys=publics, case_id=expected_case, digest=expected_digest)
+                    report = _checked(path, keys, expected_case, expected_digest)
             except StorageError as exc:  # this bundle is not readable: it fails, the others are still checked
                 report = VerifyReport(bundle=bundle, problems=[str(exc)])
             report.bundle = bundle
@@ -110,25 +91,88 @@ def register(app: typer.Typer) -> None:
             failed += not report.ok
             if as_json:
                 typer.echo(json.dumps(report.as_dict(), ensure_ascii=False))
-                continue
-            signatures = ", ".join(f"{name} {state}" for name, state in ((f"HMAC key {report.key_id}" if report.key_id else "HMAC",
-                                                                          report.signature),
-                                   (f"Ed25519 key {report.public_key_id}" if report.public_key_id else "Ed25519",
-                                    report.public_signature)) if state != "unchecked")
-            if report.ok:
-                # a copy under another folder name (a court's, an archive's) is tied to no case: the line still says
-                # which case its manifest names, and that nothing checked it, where it said nothing of a case at all
-                tied = (f"  case {report.case_id}" + (" (digest as recorded at sealing)" if expected_digest else "")
-                        if expected_case else f"  manifest names case {report.case_id} (not checked: give --case)")
-                typer.secho(f"OK  {bundle}  digest {report.digest}  signature valid ({signatures}){tied}", fg=typer.colors.GREEN)
-                continue
-            typer.secho(f"FAIL {bundle}  signature: {signatures or 'none checked'}", fg=typer.colors.RED)
-            for label, items in (("tampered (hash differs)", report.tampered), ("missing", report.missing),
-                                 ("extra (not in manifest)", report.extra), ("problem", report.problems)):
-                for item in items:
-                    typer.echo(f"  {label}: {item}")
+            else:
+                _say(report, expected_case, expected_digest)
         if failed:
             raise typer.Exit(1)
+
+    @evidence.command("fetch")
+    def fetch(
+        cases: Annotated[list[str], typer.Argument(
+            metavar="CASE_ID|REFERENCE...", help="Case ids (their bundles found through the case store of --config), "
+            "or stored references (s3://bucket/prefix/<case>, file:///...).")],
+        out: Annotated[Path, typer.Option("--out", help="Folder to copy each bundle into, as <out>/<case id>/ (created).")],
+        force: Annotated[bool, typer.Option("--force", help="Replace a case's folder already in --out (by default it "
+                                                             "is refused and left as it is).")] = False,
+        key_file: KeyFileOpt = None,
+        public_key: Annotated[list[Path] | None, typer.Option(
+            "--public-key", help="PEM file with the service's Ed25519 public key(s), as for `evidence verify`: "
+            "checks the copies without the HMAC secret.")] = None,
+        config: SettingsOpt = None,
+    ) -> None:
+        """Hand cases' evidence over (a court, an appeal office): copy each case's bundle, wherever the evidence store
+        keeps it (local or S3), into --out/<case id>/ and verify the copy as `evidence verify` does (signature, every
+        file's hash, the case id and the digest recorded at sealing). Prints a line per case as it goes, numbered
+        (2/40), with the folder, the result and the manifest digest.
+
+        A copy that fails verification is still written, and marked: <out>/<case id>.VERIFICATION-FAILED.txt says
+        what is wrong. A case that is not in the case store, whose bundle is still in the spool or was never built or
+        was removed by the retention, or whose folder --out already holds (without --force), is not fetched.
+
+        Exit codes: 0 every case fetched and verified; 1 a copy failed verification (written and marked); 3 a case
+        not fetched, every copy made verified; 2 nothing done (settings, keys, --out not a folder).
+        """
+        from pipelines.evidence_handover import NotStored, copy_bundle, stored_bundle
+        from pipelines.evidence_store import StorageError
+
+        settings = settings_or_fail(config)
+        if out.exists() and not out.is_dir():
+            fail(f"--out {out}: not a folder")
+        keys = _keys(settings, key_file, public_key)
+        store = _store(settings)
+        wanted: dict[str, _Wanted] = {}  # by the folder each goes to, in the order given
+        for item in dict.fromkeys(cases):
+            if "://" in item:  # a reference: tied to its case, and to the case's recorded digest, as verify ties it
+                digest, problem = _recorded_digest(store, case) if store and (case := _case_of(item)) else (None, None)
+                wanted[item.rstrip("/").rsplit("/", 1)[-1]] = _Wanted(item, digest, problem=problem)
+            elif not CASE_ID.match(item):
+                wanted[item] = _Wanted(refusal=f"{item}: neither a case id (SW<date>-<12 hex digits>) nor a stored reference")
+            elif store is None:
+                require_case_store(settings.cases.url)
+            else:
+                try:
+                    wanted[item] = _Wanted(*stored_bundle(store, item, settings.evidence_store.spool_dir))
+                except NotStored as exc:
+                    wanted[item] = _Wanted(refusal=str(exc))
+        evidence_store = _evidence_store(settings, [w.ref for w in wanted.values() if w.ref], config)
+        out.mkdir(parents=True, exist_ok=True)
+        counts = {"verified": 0, "failed": 0, "not fetched": 0}
+        for n, (name, w) in enumerate(wanted.items(), 1):
+            prefix, folder, marker, refusal = f"[{n}/{len(wanted)}] ", out / name, out / f"{name}.{FAILED_MARK}", w.refusal
+            if refusal is None:
+                try:
+                    copy_bundle(evidence_store, w.ref, folder, replace=force)
+                except FileExistsError:
+                    refusal = f"{folder} already holds case {name}: left as it is (--force replaces it)"
+                except StorageError as exc:
+                    refusal = str(exc)
+            if refusal is not None:
+                counts["not fetched"] += 1
+                typer.secho(f"{prefix}NOT FETCHED {name}: {refusal}", fg=typer.colors.RED)
+                continue
+            report = _checked(folder, keys, _case_of(name), w.digest)
+            report.bundle = str(folder)
+            report.problems += [w.problem] if w.problem else []
+            _say(report, _case_of(name), w.digest, prefix)
+            marker.unlink(missing_ok=True)  # a --force copy's earlier mark goes with the copy it was about
+            counts["verified" if report.ok else "failed"] += 1
+            if not report.ok:
+                typer.echo(f"  manifest digest: {report.digest or 'none (no readable manifest)'}\n  marked: {marker}")
+                marker.write_text(f"{name}: this copy of {w.ref} failed verification (streetwatch evidence fetch)\n"
+                                  f"manifest digest: {report.digest}\n" + "\n".join(_problems(report)) + "\n", encoding="utf-8")
+        typer.echo(f"{counted(len(wanted), 'case')} to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if counts["failed"] or counts["not fetched"]:
+            raise typer.Exit(1 if counts["failed"] else NOT_FETCHED_EXIT)
 
     @evidence.command("keygen")
     def keygen(
@@ -167,7 +211,94 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{counted(len(keys), 'public key')} written to {out}: " + ", ".join(k.key_id for k in keys))
 
 
+@dataclass
+class _Wanted:
+    """A bundle `evidence fetch` was asked for: its stored reference and the digest recorded at sealing, or why it
+    is not fetched (`refusal`), or what its check must report beside its own findings (`problem`)."""
+
+    ref: str | None = None
+    digest: str | None = None
+    refusal: str | None = None
+    problem: str | None = None
+
+
+class _Keys(NamedTuple):
+    """What a bundle is checked with: the HMAC secret (None: not given), the earlier secrets kept after a rotation,
+    and the Ed25519 public keys given."""
+
+    hmac: bytes | None
+    earlier: list[bytes]
+    public: list
+
+
+def _keys(settings, key_file: Path | None, public_key: list[Path] | None) -> _Keys:
+    """The keys `--key-file`, `--public-key` and the settings give (verify's and fetch's options alike); stops the
+    command naming the option or setting at fault, or, with no key at all, naming `--public-key`."""
+    from detect.evidence.config import EvidenceKeyError, load_hmac_key, load_previous_hmac_keys
+    from detect.evidence.keys import load_public_keys
+
+    cfg = settings.evidence
+    key, earlier, publics = None, [], []
+    try:
+        for path in public_key or []:
+            publics += load_public_keys(path)
+        if key_file is not None:
+            cfg = cfg.model_copy(update={"hmac_key_file": key_file})
+        if key_file is not None or not publics:
+            key = load_hmac_key(cfg)
+        if key_file is None and key is not None:  # the settings' key: and those it replaced, for older bundles
+            earlier = load_previous_hmac_keys(cfg)
+    except EvidenceKeyError as exc:  # a --key-file is no settings field: named as given
+        if key_file is not None:
+            fail(str(exc).replace(f"{exc.field}:", "--key-file:", 1))
+        # no key at all: an auditor away from the deployment has no secret, and the way that needs none is named
+        fail(f"{exc}; without the secret, check the public-key signature: --public-key FILE (the service's "
+             "GET /api/v1/evidence/keys, or `streetwatch evidence public-keys` where the settings are)"
+             if exc.field is None else str(exc))
+    return _Keys(key, earlier, publics)
+
+
+def _checked(path: Path, keys: _Keys, case_id: str | None, digest: str | None):
+    """`verify_bundle` of the bundle folder `path` with `keys` (the HMAC key whose id its signature names, of the
+    current and earlier ones), tied to `case_id` and `digest` when given."""
+    from detect.evidence.signing import hmac_key_for, verify_bundle
+
+    hmac = None if keys.hmac is None else hmac_key_for(path, [keys.hmac, *keys.earlier]) or keys.hmac  # unknown id: said as such
+    return verify_bundle(path, hmac, public_keys=keys.public, case_id=case_id, digest=digest)
+
+
+def _say(report, expected_case: str | None, expected_digest: str | None, prefix: str = "") -> None:
+    """A verify report as `evidence verify` prints it: `OK`, the bundle, its manifest digest, the signatures and the
+    case it is tied to; or `FAIL` with what is wrong, a line each (`_problems`). `prefix`: fetch's `[2/40] `."""
+    signatures = ", ".join(f"{name} {state}" for name, state in ((f"HMAC key {report.key_id}" if report.key_id else "HMAC",
+                                                                  report.signature),
+                           (f"Ed25519 key {report.public_key_id}" if report.public_key_id else "Ed25519",
+                            report.public_signature)) if state != "unchecked")
+    if report.ok:
+        # a copy under another folder name (a court's, an archive's) is tied to no case: the line still says
+        # which case its manifest names, and that nothing checked it, where it said nothing of a case at all
+        tied = (f"  case {report.case_id}" + (" (digest as recorded at sealing)" if expected_digest else "")
+                if expected_case else f"  manifest names case {report.case_id} (not checked: give --case)")
+        typer.secho(f"{prefix}OK  {report.bundle}  digest {report.digest}  signature valid ({signatures}){tied}",
+                    fg=typer.colors.GREEN)
+        return
+    typer.secho(f"{prefix}FAIL {report.bundle}  signature: {signatures or 'none checked'}", fg=typer.colors.RED)
+    for line in _problems(report):
+        typer.echo(line)
+
+
+def _problems(report) -> list[str]:
+    """What is wrong with a bundle that failed, a line each (`  tampered (hash differs): crops/00_bus.jpg`)."""
+    return [f"  {label}: {item}" for label, items in (
+        ("tampered (hash differs)", report.tampered), ("missing", report.missing),
+        ("extra (not in manifest)", report.extra), ("problem", report.problems)) for item in items]
+
+
 CASE_ID = re.compile(r"^SW\d{8}-[0-9a-f]{12}$")
+
+#: `evidence fetch`: the mark beside a copy that failed verification (<out>/<case id>.VERIFICATION-FAILED.txt), and the
+#: exit code when some case was not fetched and every copy made verified (docs/cases-and-dispatch.md).
+FAILED_MARK, NOT_FETCHED_EXIT = "VERIFICATION-FAILED.txt", 3
 
 
 def _case_of(bundle: str) -> str | None:
