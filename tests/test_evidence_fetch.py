@@ -116,3 +116,23 @@ def test_fetch_from_s3_by_case_and_by_reference_checked_with_the_public_key_alon
     local = _fetch(second.evidence_ref, "--out", str(tmp_path / "elsewhere"), "--config", str(_settings(tmp_path)))
     assert local.exit_code == 2 and f"{second.evidence_ref} is an S3 reference, but evidence_store.backend is local" in local.output
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_fetch_of_a_case_drafted_without_its_bundle_says_so_and_an_out_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    """A case drafted before its bundle was built (the process stopped between the two: the pipeline builds it again)
+    has nothing stored and nothing in the spool; --out naming a file stops before anything is read."""
+    from pipelines.cases import CaseStore, NewCase
+
+    config = _settings(tmp_path)
+    monkeypatch.setenv("STREETWATCH_EVIDENCE_KEY", KEY.decode())
+    monkeypatch.setenv("STREETWATCH_CONFIG", str(config))
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    drafted = store.create_case(NewCase(violation_type="illegal_parking", source_kind="camera", source_id="cam-07"))
+    ran = _fetch(drafted.id, "not-a-case", "--out", str(tmp_path / "court"))
+    assert ran.exit_code == 3, ran.output
+    assert f"[1/2] NOT FETCHED {drafted.id}: case {drafted.id} has no stored evidence (state candidate: no bundle built yet)" \
+        in ran.output
+    assert "[2/2] NOT FETCHED not-a-case: not-a-case: neither a case id (SW<date>-<12 hex digits>) nor a stored reference" \
+        in ran.output and list((tmp_path / "court").iterdir()) == []
+    refused = _fetch(drafted.id, "--out", str(config))
+    assert refused.exit_code == 2 and f"--out {config}: not a folder" in refused.output
