@@ -15,6 +15,7 @@ import io
 import logging
 import re
 import unicodedata
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from itertools import zip_longest
@@ -39,6 +40,12 @@ HEADER_SEARCH_ROWS = 10  # how far down a sheet the header row may be (below a t
 #: register of 20,000 shops in 30 columns is 620,000. A workbook holds its cells compressed, so a few KiB of file can
 #: name billions (one value in column XFD of every row); past this the file is refused, not read into memory.
 EXCEL_MAX_CELLS = 5_000_000
+#: The most bytes a workbook's parts may expand to, in all: twice the sheet XML of that register of 20,000 shops in 30
+#: columns (about 30 MB). The cell count comes too late for one huge cell: deflate packs 200 MiB of one letter into a
+#: 200 KiB register, and openpyxl read that cell whole into memory (the server grew by 600 MB, to keep 370 MB of it)
+#: before a row was counted, and a 50 MiB upload could expand to 50 GB. The sizes the parts declare are what reading
+#: them gives at most (zipfile stops there), so they are checked before anything is read.
+EXCEL_MAX_BYTES = 64 * 2**20
 #: How text starts that a spreadsheet program (Excel, WPS, LibreOffice) takes for a formula: `=`, `+`, `-`, `@`, and a tab
 #: or carriage return, which Excel skips before one of those (OWASP's CSV-injection list).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -429,6 +436,7 @@ def _clean(value: Any) -> Any:
 def _excel(data: bytes, name: str) -> list[Sequence[Any]]:
     from openpyxl import load_workbook
 
+    _check_expanded_size(data, name)
     try:
         book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
@@ -449,6 +457,20 @@ def _excel(data: bytes, name: str) -> list[Sequence[Any]]:
         return _merged_values(sheet, rows, cells, name)
     finally:
         book.close()
+
+
+def _check_expanded_size(data: bytes, name: str) -> None:
+    """Refuse a workbook whose parts expand to more than `EXCEL_MAX_BYTES` (a decompression bomb), unread; one that is
+    not a zip is left to openpyxl to refuse, as before."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            expanded = sum(i.file_size for i in archive.infolist())
+    except zipfile.BadZipFile:
+        return
+    if expanded > EXCEL_MAX_BYTES:
+        raise ConfigError(f"{name}：解压后 {expanded / 2**20:,.0f} MB，超过 {EXCEL_MAX_BYTES // 2**20} MB 上限，未读取（疑似压缩炸弹） — "
+                          f"{name}: its parts expand to {expanded / 2**20:,.0f} MB, more than {EXCEL_MAX_BYTES // 2**20} MB: "
+                          "refused unread (a decompression bomb, or far more than a register)")
 
 
 def _merged_values(sheet, rows: list[Sequence[Any]], cells: int, name: str) -> list[Sequence[Any]]:

@@ -1110,6 +1110,48 @@ def test_a_register_workbook_naming_billions_of_cells_is_refused_not_read(tmp_pa
         assert answer.status_code == 200 and answer.json()["imported"] == 2, answer.text  # as the CSV of the same rows
 
 
+def test_a_register_workbook_that_expands_to_a_huge_cell_is_refused_unread(tmp_path):
+    """A workbook's parts are deflated: 200 KiB of register held one address of 200 MiB of one letter, which openpyxl
+    read whole before any row was counted (the server grew by 600 MB and kept 370 MB of it; the 50 MiB upload limit
+    allowed 50 GB). A workbook whose parts declare more than EXCEL_MAX_BYTES is refused before a part is read."""
+    import zipfile
+
+    from openpyxl import Workbook
+
+    from pipelines.tables import EXCEL_MAX_BYTES
+
+    book = Workbook()
+    for row in csv.reader(io.StringIO(REGISTER)):
+        book.active.append(row)
+    book.active["B2"] = "BOMB"
+    plain = io.BytesIO()
+    book.save(plain)
+    source, bomb = zipfile.ZipFile(plain), io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for part in source.namelist():
+            if part != "xl/worksheets/sheet1.xml":
+                out.writestr(part, source.read(part))
+                continue
+            before, after = source.read(part).split(b"BOMB")
+            with out.open(part, "w") as sheet:  # streamed: the address is never held whole here either
+                sheet.write(before)
+                for _ in range(EXCEL_MAX_BYTES // 2**20 + 1):
+                    sheet.write(b"A" * 2**20)
+                sheet.write(after)
+    assert len(bomb.getvalue()) < EXCEL_MAX_BYTES // 500
+
+    app, tokens = make_app(settings_for(tmp_path))
+    reviewer = auth(tokens["reviewer"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.post("/api/v1/shops/import", headers=reviewer, files={"file": ("shops.xlsx", bomb.getvalue())})
+        assert answer.status_code == 422, answer.text[:300]
+        assert f"more than {EXCEL_MAX_BYTES // 2**20} MB: refused unread" in answer.json()["detail"]
+        assert answer.json()["detail"].startswith("shops.xlsx：解压后 65 MB，超过 64 MB 上限")
+        assert client.get("/api/v1/shops", headers=reviewer).json()["total"] == 0
+        answer = client.post("/api/v1/callout/import", headers=reviewer, files={"file": ("results.xlsx", bomb.getvalue())})
+        assert answer.status_code == 422 and "refused unread" in answer.json()["detail"], answer.text[:300]
+
+
 def test_a_call_out_export_leaves_no_file_on_the_server(tmp_path):
     """Each GET /callout/export was written to service.data_dir/exports and left there: the phone numbers of people
     kept on the server for ever, and one more file per request, so any inspector could fill its disk."""
