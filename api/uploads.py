@@ -38,8 +38,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
-import detect.imageio  # noqa: F401  # registers the HEIC/HEIF opener with Pillow
 from detect.config_io import ZH_EN
+from detect.imageio import FORMAT_SUFFIXES  # importing it registers the HEIC/HEIF opener with Pillow
 from api.auth import caller_of, check_caller_first
 from api.problems import Problem, loggable_target, problems, unreadable_json
 from pipelines.triage.reasons import reason_zh
@@ -50,9 +50,6 @@ log = logging.getLogger(__name__)
 # naming no request; `parse_form` logs it once with the request's method, path and caller, so the library's is dropped.
 logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
-#: Pillow format -> stored suffix (the formats `detect.imageio` / triage read).
-IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
-                 "HEIF": ".heic", "AVIF": ".heic"}
 CHUNK = 1 << 20
 JSON_BODY_LIMIT = 1 << 20
 """The largest JSON body a route takes (a review note, a scene's zones, a shop are a few KiB)."""
@@ -188,7 +185,7 @@ def sniff(path: Path, label: str) -> tuple[str, str] | None:
     """
     try:
         with Image.open(path) as im:
-            suffix = IMAGE_FORMATS.get(im.format or "")
+            suffix = FORMAT_SUFFIXES.get(im.format or "")
             return ("image", suffix) if suffix else None
     except Image.DecompressionBombError:
         limit = f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP"

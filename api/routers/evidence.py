@@ -43,6 +43,13 @@ class PublicKeysDoc(BaseModel):
     signed: str = Field(description="What the public-key signature in signature.json covers.")
 
 
+#: Headers of every evidence or attachment file served: never typed by the browser from its bytes, kept by no browser,
+#: and opened as a page, in a sandbox of no origin, without scripts: a bundle stored before disposal photos were named by
+#: their format kept one sent as `after.html` (a JPEG holding a script) as text/html, which opened in the service's own
+#: origin, where the pages keep the token.
+FILE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+
+
 def _refused(link_zh: str, link_en: str, why: LinkRefusal, then_zh: str = "", then_en: str = "") -> Problem:
     """403 for a signed link that does not hold, in Chinese and English as `authorize` words its 403 (staff see the
     detail on the pages as it comes); the English part, `<link> link refused: <why>`, stays what clients parse."""
@@ -96,7 +103,7 @@ def evidence_file(case_id: str, path: str, exp: int = Query(ge=0, le=2**40), sig
     except StorageError as exc:
         raise Problem(404, f"evidence of case {case_id} unreadable: {exc}") from None
     return Response(data, media_type=listed[path].get("content_type") or "application/octet-stream",
-                    headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+                    headers=FILE_HEADERS)
 
 
 @router.get("/attachments/{case_id}/{path:path}", summary="A dispatched case's attachment (signed URL from the case payload)",
@@ -129,4 +136,4 @@ def attachment(case_id: str, path: str, exp: int | None = Query(None, ge=0, le=2
     except StorageError as exc:
         raise Problem(404, f"evidence of case {case_id} unreadable: {exc}") from None
     kind = next((a.get("content_type") for a in manifest.get("artifacts", []) if a["path"] == path), None)
-    return Response(data, media_type=kind or "application/octet-stream", headers={"X-Content-Type-Options": "nosniff"})
+    return Response(data, media_type=kind or "application/octet-stream", headers=FILE_HEADERS)

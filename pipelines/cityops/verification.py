@@ -32,7 +32,7 @@ import supervision as sv
 from detect import fields
 from detect.evidence import MANIFEST
 from detect.frames import Frame
-from detect.imageio import decode_image
+from detect.imageio import FORMAT_SUFFIXES, decode_image
 from detect.judgement import Judgement
 from detect.rules import PhotoRules
 from detect.taxonomy import Taxonomy, load_taxonomy
@@ -97,7 +97,7 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
                                                reason="handled: disposal photo received, check pending")
     sha = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix="disposal-") as tmp:
-        path = Path(tmp) / f"disposal-{sha[:16]}{Path(name).suffix.lower() or '.jpg'}"
+        path = Path(tmp) / f"disposal-{sha[:16]}{FORMAT_SUFFIXES.get(decoded.format or '', '.jpg')}"
         path.write_bytes(data)  # the bundle keeps the photo's bytes exactly as received
         frame = Frame(image=decoded.image, source_id=f"disposal:{sha[:16]}", ts=datetime.now(UTC), frame_id=sha, path=str(path),
                       meta={"source": name})
