@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -157,6 +158,23 @@ def test_open311_cannot_carry_a_recheck_and_says_so(tmp_path, bus_event, zidane_
     [row] = list_reports(intake.store.engine, case.id)
     assert row["status"] == "unsupported" and "GeoReport v2 has no endpoint" in row["last_error"]
     reporter.close()
+
+
+def test_a_platforms_photo_url_on_its_default_port_is_fetched_and_its_other_ports_are_not():
+    """The default photo hosts are the targets' hosts with their ports (`dcm.example.gov.cn:443` for
+    `https://dcm.example.gov.cn/...`), but a URL on the default port names none (`https://dcm.example.gov.cn/after.jpg`),
+    so the platform's own photo URLs were refused as "not a host photos are fetched from". Here the target is
+    http://127.0.0.1/ (port 80, where nothing of the test listens): the URL is now tried, another port still refused."""
+    from pipelines.cityops.verification import fetch_photo
+    from pipelines.settings import Settings
+
+    settings = Settings.model_validate({"dispatch": {"targets": {"dcm": {"adapter": "cn-dcm", "url": "http://127.0.0.1/cases"}}}})
+    assert settings.photo_url_hosts() == ["127.0.0.1:80"]
+    with pytest.raises(DisposalCheckError) as tried:
+        fetch_photo("http://127.0.0.1/after.jpg", allowed_hosts=settings.photo_url_hosts())
+    assert re.match(r"http://127\.0\.0\.1/after\.jpg: (cannot fetch|HTTP \d+)", str(tried.value)), tried.value
+    with pytest.raises(DisposalCheckError, match=r"127\.0\.0\.1:6379 is not a host photos are fetched from"):
+        fetch_photo("http://127.0.0.1:6379/after.jpg", allowed_hosts=settings.photo_url_hosts())
 
 
 def test_disposal_photo_fetched_from_the_platform(tmp_path, bus_event, zidane_jpg, onnx_detector):

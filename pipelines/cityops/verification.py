@@ -122,6 +122,9 @@ def _plain(dets: sv.Detections) -> sv.Detections:
     return sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id, data=keep)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def fetch_photo(url: str, limit: int = 50 * 2**20, allowed_hosts: Collection[str] | None = None) -> tuple[bytes, str]:
     """The platform's disposal photo at `url` (http/https), or DisposalCheckError saying why not.
 
@@ -133,8 +136,12 @@ def fetch_photo(url: str, limit: int = 50 * 2**20, allowed_hosts: Collection[str
     allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
 
     def check_host(request: httpx.Request) -> None:
+        # httpx drops a scheme's default port from the URL (`https://h/` and `https://h:443/` are `h`), while the
+        # default hosts carry it (`Settings.photo_url_hosts`: `h:443`): compared with it, a platform's photo URLs on
+        # the default port were all refused
         host, netloc = request.url.host.lower(), request.url.netloc.decode().lower()
-        if allowed is not None and host not in allowed and netloc not in allowed:
+        port = request.url.port or _DEFAULT_PORTS[request.url.scheme]
+        if allowed is not None and host not in allowed and f"{host}:{port}" not in allowed:
             raise DisposalCheckError(f"{request.url}: {netloc} is not a host photos are fetched from "
                                      f"(service.photo_url_hosts, default the dispatch targets' hosts: {', '.join(sorted(allowed)) or 'none'})")
 
