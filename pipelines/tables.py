@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import charset_normalizer
 
@@ -120,7 +120,7 @@ def _csv_sheet(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requ
         if "\x00" in text and codec != "utf-8-sig":  # UTF-16 or a binary file: no text sheet in the others
             tried = list(encodings.values())
             break
-        raw = _csv_raw(text)
+        raw = _csv_raw(text, name)
         header, first, missing = _header(raw, name, aliases, required)
         if not missing:
             if codec == "gb18030" and not encoding:
@@ -136,14 +136,35 @@ def _csv_sheet(data: bytes, name: str, aliases: dict[str, tuple[str, ...]], requ
                       f"{name}: not {', '.join(tried)} text: save it as \"CSV UTF-8\" (Excel, WPS) or upload the .xlsx")
 
 
-def _csv_raw(text: str) -> list[list[str]]:
-    """The cells of a CSV sheet's `text`. Python's csv refuses a cell longer than its field limit (131,072 characters),
-    which stopped the whole import with `_csv.Error` naming neither file nor row; the text is in memory already, so
-    no cell can be longer than it: the limit is raised to its length (the setting is the process's; it only grows),
-    and a cell too long for its column is refused by the row's checks, naming them."""
+def _csv_raw(text: str, name: str) -> list[list[str]]:
+    """The cells of a CSV sheet's `text`, refused past `EXCEL_MAX_CELLS` as a workbook's (`_counted_rows`). Python's csv
+    refuses a cell longer than its field limit (131,072 characters), which stopped the whole import with `_csv.Error`
+    naming neither file nor row; the text is in memory already, so no cell can be longer than it: the limit is raised
+    to its length (the setting is the process's; it only grows), and a cell too long for its column is refused by the
+    row's checks, naming them."""
     if len(text) > csv.field_size_limit():
         csv.field_size_limit(len(text))
-    return [[csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))]
+    return _counted_rows(([csv_value(v) for v in r] for r in csv.reader(io.StringIO(text))), name)[0]
+
+
+_Row = TypeVar("_Row", bound=Sequence[Any])
+
+
+def _counted_rows(rows: Iterable[_Row], name: str) -> tuple[list[_Row], int]:
+    """`rows` read into a list, and how many cells they hold, each row counted as wide as its last cell and one more;
+    a ConfigError past `EXCEL_MAX_CELLS`, before another row is read. A CSV file's too: each of its rows (a line, a
+    comma) costs the server hundreds of bytes before it is checked, so 5 MB of one-letter lines made 2.6 million rows
+    that took 3.5 GB and 140 s, and the 50 MiB an import may send, ten times that."""
+    out: list[_Row] = []
+    cells = 0
+    for row in rows:
+        cells += len(row) + 1
+        if cells > EXCEL_MAX_CELLS:
+            raise ConfigError(f"{name}: its first sheet holds more than {EXCEL_MAX_CELLS:,} cells by row {len(out) + 1} "
+                              "(each row counted as wide as its last cell): keep only the list's own rows and columns "
+                              "on the first sheet")
+        out.append(row)
+    return out, cells
 
 
 def _gb18030_or_cp1252(data: bytes, as_gb18030: tuple[list[list[str]], list[str | None], int], name: str,
@@ -158,7 +179,7 @@ def _gb18030_or_cp1252(data: bytes, as_gb18030: tuple[list[list[str]], list[str 
     a line saying which was taken, quoting a cell both ways (the cells line up: no byte of a GB18030 character is a
     comma, quote or line end), and how to have it read the other way."""
     try:
-        raw = _csv_raw(data.decode("cp1252"))
+        raw = _csv_raw(data.decode("cp1252"), name)
     except UnicodeDecodeError:
         return as_gb18030
     header, first, missing = _header(raw, name, aliases, required)
@@ -446,14 +467,7 @@ def _excel(data: bytes, name: str) -> list[Sequence[Any]]:
         # Read-only mode pads every row, and the sheet, to the size the file says it has (its <dimension>): one stray
         # value in the sheet's last cell (XFD1048576) made a 5 KB workbook 17 billion cells. The rows as they are.
         sheet.reset_dimensions()
-        rows, cells = [], 0
-        for row in sheet.iter_rows(values_only=True):
-            cells += len(row) + 1
-            if cells > EXCEL_MAX_CELLS:
-                raise ConfigError(f"{name}: its first sheet holds more than {EXCEL_MAX_CELLS:,} cells by row {len(rows) + 1} "
-                                  "(each row counted as wide as its last cell): keep only the list's own rows and columns "
-                                  "on the first sheet")
-            rows.append(row)
+        rows, cells = _counted_rows(sheet.iter_rows(values_only=True), name)
         return _merged_values(sheet, rows, cells, name)
     finally:
         book.close()
