@@ -4,14 +4,16 @@ layout facts (widths, boxes), not pixels."""
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from tests.api_helpers import draft_cases
+from tests.api_helpers import auth, draft_cases
 from tests.conftest import CHROMIUM
 from tests.test_review_pages import CHROMEDRIVER, FLAGS, _wait, served_pages, site_settings
 
@@ -40,8 +42,8 @@ def office_screens(served: dict[str, Any]) -> Iterator[int]:
 
 
 @contextmanager
-def phone(served: dict[str, Any]) -> Iterator[Any]:
-    """A second browser as a phone, holding `served`'s reviewer token."""
+def phone(served: dict[str, Any], device: dict[str, Any] = PHONE) -> Iterator[Any]:
+    """A second browser as a phone (or another touch `device`), holding `served`'s reviewer token."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -49,7 +51,7 @@ def phone(served: dict[str, Any]) -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
-    options.add_experimental_option("mobileEmulation", PHONE)
+    options.add_experimental_option("mobileEmulation", device)
     browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
         browser.get(served["base"] + "/ui/login")
@@ -62,7 +64,7 @@ def phone(served: dict[str, Any]) -> Iterator[Any]:
 #: What a phone shows of the page: the layout width, the page's full width, and the visible controls a finger must
 #: hit that are shorter than FINGER_PX (tag, id or text, height).
 LAYOUT = """
-const small = [...document.querySelectorAll('button, label.file-button, select, input:not([type=checkbox]):not([type=radio]):not([type=hidden])')]
+const small = [...document.querySelectorAll('button, label.file-button, label.tag, #jobs a, select, input:not([type=checkbox]):not([type=radio]):not([type=hidden])')]
   .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().height < arguments[0])
   .map((e) => [e.tagName, e.id || e.textContent.trim().slice(0, 20), Math.round(e.getBoundingClientRect().height)]);
 return [document.documentElement.clientWidth, document.documentElement.scrollWidth, small];
@@ -93,6 +95,66 @@ def test_every_page_fits_a_phone_and_its_buttons_a_finger(tmp_path, bus_jpg, bus
             width, page_width, small = b.execute_script(LAYOUT, FINGER_PX)
             assert (width, page_width) == (360, 360), f"/ui/{page} is {page_width} px wide on a {width} px layout"
             assert small == [], f"/ui/{page}: controls under {FINGER_PX} px high: {small}"
+
+
+#: The squad leader's tablet held upright, and the inspector's phone turned on its side (both touch, wider than a phone's
+#: one-column layout).
+TABLET = {"deviceMetrics": {"width": 768, "height": 1024, "pixelRatio": 2.0, "touch": True, "mobile": True}}
+ON_ITS_SIDE = {"width": 800, "height": 360, "deviceScaleFactor": 2, "mobile": True,
+               "screenOrientation": {"type": "landscapePrimary", "angle": 90}}
+
+
+def _fits_a_finger(b: Any, width: int, where: str) -> None:
+    """The page as wide as the screen and every control a finger high (LAYOUT)."""
+    layout, page_width, small = b.execute_script(LAYOUT, FINGER_PX)
+    assert (layout, page_width) == (width, width), f"{where}: {page_width} px wide on a {layout} px screen"
+    assert small == [], f"{where}: controls under {FINGER_PX} px high: {small}"
+
+
+@pytest.mark.slow  # an upload judged through a dropped network, then two pages on a tablet, in Chromium
+def test_an_inspector_uploads_through_a_dropped_network_and_works_the_pages_by_touch(tmp_path, bus_jpg, bus_event):
+    """On a phone in the street: the job's progress stopped at the browser's English "Failed to fetch" when the network
+    dropped after the photos were in, the photos still chosen, so an inspector uploaded them again; the results table
+    was 566 px wide on a 390 px phone (a WeChat photo's long name), its findings off the screen. Turned on its side
+    (800 px) or on the squad leader's 768 px tablet the queue laid its two columns out 1012 px wide, and its lists
+    and fields were the office's 23 px. Now the page says the photos are in and goes on by itself once the network is
+    back (one job), the chosen files are cleared, the results fit, and every page fits each screen and a finger."""
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "微信图片_20261207_mpig__MarketUnderBridgeWithMural.jpg"  # as a WeChat export names it
+    shutil.copyfile(bus_jpg, photo)
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served, \
+            phone(served) as b:
+        b.get(served["base"] + "/ui/upload")
+        _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the upload page on the phone")
+        b.execute_cdp_cmd("Network.enable", {})
+        b.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/v1/triage/jobs/*"]})  # the job's progress unreachable
+        b.find_element(By.ID, "files").send_keys(str(photo))
+        b.find_element(By.CSS_SELECTOR, "#upload button").click()
+        said = _wait(b, lambda d: "网络中断" in d.find_element(By.ID, "status").text and d.find_element(By.ID, "status").text,
+                     "the dropped network said")
+        assert said.startswith("照片已上传（任务 ") and "无需重新上传" in said and "Failed to fetch" not in said
+        assert b.find_element(By.ID, "status").get_attribute("class") == "status bad warn"  # ⚠ 请核对 Check, not an error
+        assert b.find_element(By.ID, "files-chosen").text == "未选择文件 No file chosen"  # a second tap sends nothing
+        b.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})  # the network back
+        _wait(b, lambda d: "完成 Done" in d.find_element(By.ID, "status").text, "the job followed to its end", timeout=120)
+        jobs = httpx.get(served["base"] + "/api/v1/triage/jobs", headers=auth(served["token"]), timeout=10).json()
+        assert [j["state"] for j in jobs] == ["done"]
+        _wait(b, lambda d: "完成 done" in d.find_element(By.ID, "jobs").text, "the job listed done")
+        assert b.execute_script("const t = document.querySelector('table.results'); return t.scrollWidth - t.clientWidth;") == 0
+        assert "机动车乱停放" in b.find_element(By.CSS_SELECTOR, "#results td:nth-child(3)").text
+        _fits_a_finger(b, 360, "/ui/upload's results on the phone")
+        b.get(served["base"] + "/ui/queue")  # the case open, a note begun, the phone turned on its side
+        _wait(b, lambda d: d.find_elements(By.ID, "note-text"), "the case on the phone")
+        b.find_element(By.ID, "note-text").send_keys("摊主已离开")
+        b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", ON_ITS_SIDE)
+        assert b.find_element(By.ID, "note-text").get_attribute("value") == "摊主已离开"
+        _fits_a_finger(b, 800, "/ui/queue on the phone on its side")
+        with phone(served, TABLET) as tablet:
+            for page, drawn in (("queue", "note-text"), ("upload", "job-report")):
+                tablet.get(f"{served['base']}/ui/{page}")
+                _wait(tablet, lambda d: d.find_elements(By.ID, drawn) and d.find_element(By.ID, "zone").text, f"/ui/{page} on the tablet")
+                _fits_a_finger(tablet, 768, f"/ui/{page} on the tablet")
 
 
 #: The navigation bar's items by the line each is on (their offsetTop) and the page's widths, once the zone is named.

@@ -13,8 +13,19 @@ const SW = {
       headers["Content-Type"] = "application/json";
       opts = Object.assign({}, opts, { body: JSON.stringify(opts.json) });
     }
-    return SW.checked(await fetch(path, Object.assign({}, opts, { headers })));
+    let res;
+    try {
+      res = await fetch(path, Object.assign({}, opts, { headers }));
+    } catch (e) {
+      if (e.name === "AbortError") throw e;  // a load a newer one overtook (SW.newest): no news
+      throw SW.offline("网络不通，请检查网络后重试 Network unreachable: check the connection and try again");
+    }
+    return SW.checked(res);
   },
+  // A request the network dropped, said in staff's words (the browser's own is English: "Failed to fetch"), its kind
+  // OFFLINE for a page that goes on once the network is back (upload.js: a job's progress).
+  offline(text) { return Object.assign(new Error(text), { kind: SW.OFFLINE }); },
+  OFFLINE: "offline",
   // An answer as every call takes it: a 401 to the login page, any other refusal thrown with its problem's detail.
   async checked(res) {
     if (res.status === 401) {
@@ -92,7 +103,9 @@ const SW = {
         const res = new Response(xhr.responseText, { status: xhr.status, statusText: xhr.statusText });
         SW.checked(res).then((ok) => ok.json()).then(resolve, reject);
       };
-      xhr.onerror = () => reject(new Error("上传失败 upload failed (network)"));
+      // Nothing of a body cut off is kept (the server makes no job of it), and the chosen files stay chosen.
+      xhr.onerror = () => reject(SW.offline("上传失败：网络中断。照片仍已选好，网络恢复后再点“上传” " +
+        "Upload failed: the network dropped. The photos are still chosen: tap Upload again once it is back"));
       xhr.send(form);
     });
   },

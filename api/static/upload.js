@@ -53,18 +53,37 @@ function showReport(job) {
   button.onclick = () => SW.open(`/api/v1/triage/jobs/${job.id}/report`).catch((e) => SW.say(e.message, true));
 }
 
+// A job followed until it ends, through a dropped network: the photos are in (the job exists), so the page says so and
+// asks again every few seconds (it stopped at the browser's "Failed to fetch", and an inspector uploaded them again).
 async function follow(jobId) {
-  for (;;) {
+  for (let dropped = false; ;) {
+    const job = await look(jobId);
+    if (job && dropped) SW.say(`任务 Job ${jobId}`);  // the network is back: the warning is no longer news
+    dropped = !job;
+    if (job) {
+      showJob(job);
+      showReport(job);
+      if (job.state === "done" || job.state === "failed") {
+        SW.say(job.state === "done" ? done(job) : job.error, job.state !== "done" || (job.cases.some((c) => !c.case_id) && "warn"));
+        listJobs();
+        return job;
+      }
+    }
+    await new Promise((r) => setTimeout(r, dropped ? 3000 : 1000));
+  }
+}
+
+// One look at a job and its results: the job, or null where the network dropped (said in the status line).
+async function look(jobId) {
+  try {
     const job = await SW.json(`/api/v1/triage/jobs/${jobId}`);
     await showResults(jobId);  // results first: when the progress says done, the table is complete
-    showJob(job);
-    showReport(job);
-    if (job.state === "done" || job.state === "failed") {
-      SW.say(job.state === "done" ? done(job) : job.error, job.state !== "done" || (job.cases.some((c) => !c.case_id) && "warn"));
-      listJobs();
-      return job;
-    }
-    await new Promise((r) => setTimeout(r, 1000));
+    return job;
+  } catch (e) {
+    if (e.kind !== SW.OFFLINE) throw e;
+    SW.say(`照片已上传（任务 ${jobId}），网络中断：恢复后自动继续，无需重新上传 ` +
+      `Photos received (job ${jobId}); the network dropped: progress resumes by itself, no need to upload again`, "warn");
+    return null;
   }
 }
 
@@ -83,6 +102,7 @@ document.getElementById("upload").addEventListener("submit", async (ev) => {
   if (!files.length) { SW.say("请选择文件 Choose files first", true); return; }
   try {
     const job = await SW.busy(ev.submitter || ev.target.querySelector("button"), "上传中… Uploading…", () => send(files));
+    ev.target.reset();  // the photos are in: a second tap of 上传 sends them no second time (it says none are chosen)
     SW.say(`任务 Job ${job.id}`);
     await follow(job.id);
   } catch (e) { SW.say(e.message, true); }
