@@ -117,13 +117,15 @@ def test_an_inspector_uploads_through_a_dropped_network_and_works_the_pages_by_t
     dropped after the photos were in, the photos still chosen, so an inspector uploaded them again; the results table
     was 566 px wide on a 390 px phone (a WeChat photo's long name), its findings off the screen. Turned on its side
     (800 px) or on the squad leader's 768 px tablet the queue laid its two columns out 1012 px wide, and its lists
-    and fields were the office's 23 px. Now the page says the photos are in and goes on by itself once the network is
-    back (one job), the chosen files are cleared, the results fit, and every page fits each screen and a finger."""
+    and fields were the office's 23 px; a case tapped in the list, laid out above the case on a phone, showed only
+    the list's highlight. Now the page says the photos are in and goes on by itself once the network is
+    back (one job), the chosen files are cleared, the results fit, a tapped case is gone down to, and every page fits
+    each screen and a finger."""
     from selenium.webdriver.common.by import By
 
     photo = tmp_path / "微信图片_20261207_mpig__MarketUnderBridgeWithMural.jpg"  # as a WeChat export names it
     shutil.copyfile(bus_jpg, photo)
-    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}])) as served, \
+    with served_pages(tmp_path, site_settings(tmp_path, bus_jpg), lambda app: draft_cases(app, bus_event, [{}] * 5)) as served, \
             phone(served) as b:
         b.get(served["base"] + "/ui/upload")
         _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the upload page on the phone")
@@ -144,8 +146,14 @@ def test_an_inspector_uploads_through_a_dropped_network_and_works_the_pages_by_t
         assert b.execute_script("const t = document.querySelector('table.results'); return t.scrollWidth - t.clientWidth;") == 0
         assert "机动车乱停放" in b.find_element(By.CSS_SELECTOR, "#results td:nth-child(3)").text
         _fits_a_finger(b, 360, "/ui/upload's results on the phone")
-        b.get(served["base"] + "/ui/queue")  # the case open, a note begun, the phone turned on its side
-        _wait(b, lambda d: d.find_elements(By.ID, "note-text"), "the case on the phone")
+        b.get(served["base"] + "/ui/queue")  # a case tapped, a note begun, the phone turned on its side
+        _wait(b, lambda d: d.find_elements(By.ID, "note-text"), "the first case on the phone")
+        tapped = b.find_elements(By.CSS_SELECTOR, "#cases li")[2]
+        case = tapped.get_attribute("data-case")
+        tapped.click()
+        _wait(b, lambda d: case in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the tapped case's detail")
+        top = b.execute_script("return document.querySelector('#detail h2').getBoundingClientRect().top")
+        assert 0 <= top < 800, f"the tapped case's detail is {top} px down a 800 px screen"  # under the list: gone to
         b.find_element(By.ID, "note-text").send_keys("摊主已离开")
         b.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", ON_ITS_SIDE)
         assert b.find_element(By.ID, "note-text").get_attribute("value") == "摊主已离开"

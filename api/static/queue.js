@@ -71,12 +71,20 @@ function renderList() {
   // focus going with the pick, and Enter or a click picks the one focused.
   const list = document.getElementById("cases");
   const focused = list.contains(document.activeElement);
-  list.replaceChildren(...Q.items.map((c, i) => SW.el("li", Object.assign(SW.pickable(() => select(i)), {
+  list.replaceChildren(...Q.items.map((c, i) => SW.el("li", Object.assign(SW.pickable(() => open(i)), {
     class: i === Q.index ? "current" : "", "data-case": c.id, role: "option", "aria-selected": String(i === Q.index),
     tabindex: i === Math.max(Q.index, 0) ? "0" : "-1",
   }), SW.el("span", { class: "state" }, stateName(c.state)), typeName(c.violation_type), SW.el("br"),
   SW.el("small", {}, `${c.id} · ${SW.time(c.opened_at)}`))));
   if (focused && list.querySelector("li[tabindex='0']")) list.querySelector("li[tabindex='0']").focus();
+}
+
+// A case picked in the list (a tap, a click, Enter): where the detail is laid out under the list (a phone, a tablet:
+// one column), the page goes down to it; a tap there changed only the list's highlight, the case off the screen.
+async function open(i) {
+  await select(i);
+  const list = document.getElementById("cases"), detail = document.getElementById("detail");
+  if (Q.index === i && detail.getBoundingClientRect().top >= list.getBoundingClientRect().bottom) detail.scrollIntoView();
 }
 
 async function select(i) {
