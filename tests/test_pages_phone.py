@@ -114,13 +114,14 @@ def _fits_a_finger(b: Any, width: int, where: str) -> None:
 @pytest.mark.slow  # an upload judged through a dropped network, then two pages on a tablet, in Chromium
 def test_an_inspector_uploads_through_a_dropped_network_and_works_the_pages_by_touch(tmp_path, bus_jpg, bus_event):
     """On a phone in the street: the job's progress stopped at the browser's English "Failed to fetch" when the network
-    dropped after the photos were in, the photos still chosen, so an inspector uploaded them again; the results table
-    was 566 px wide on a 390 px phone (a WeChat photo's long name), its findings off the screen. Turned on its side
-    (800 px) or on the squad leader's 768 px tablet the queue laid its two columns out 1012 px wide, and its lists
-    and fields were the office's 23 px; a case tapped in the list, laid out above the case on a phone, showed only
-    the list's highlight. Now the page says the photos are in and goes on by itself once the network is
-    back (one job), the chosen files are cleared, the results fit, a tapped case is gone down to, and every page fits
-    each screen and a finger."""
+    dropped after the photos were in, the photos still chosen, so an inspector uploaded them again (an upload cut off
+    itself said "upload failed (network)", not what to do); the results table was 566 px wide on a 390 px phone (a
+    WeChat photo's long name), its findings off the screen. Turned on its side (800 px) or on the squad leader's 768 px
+    tablet the queue laid its two columns out 1012 px wide, and its lists and fields were the office's 23 px; a case
+    tapped in the list, laid out above the case on a phone, showed only the list's highlight. Now a cut upload says the
+    photos are still chosen to upload again; once they are in the page says so, clears the chosen files and goes on by
+    itself once the network is back (one job); the results fit, a tapped case is gone down to, and every page fits each
+    screen and a finger."""
     from selenium.webdriver.common.by import By
 
     photo = tmp_path / "微信图片_20261207_mpig__MarketUnderBridgeWithMural.jpg"  # as a WeChat export names it
@@ -130,10 +131,14 @@ def test_an_inspector_uploads_through_a_dropped_network_and_works_the_pages_by_t
         b.get(served["base"] + "/ui/upload")
         _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the upload page on the phone")
         b.execute_cdp_cmd("Network.enable", {})
-        b.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/v1/triage/jobs/*"]})  # the job's progress unreachable
+        b.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/v1/triage/jobs"]})  # the upload itself cut off
         b.find_element(By.ID, "files").send_keys(str(photo))
         b.find_element(By.CSS_SELECTOR, "#upload button").click()
-        said = _wait(b, lambda d: "网络中断" in d.find_element(By.ID, "status").text and d.find_element(By.ID, "status").text,
+        _wait(b, lambda d: d.find_element(By.ID, "status").text.startswith("上传失败：网络中断。照片仍已选好"), "the cut upload said")
+        assert b.find_element(By.ID, "files-chosen").text == f"已选择 {photo.name}"  # to tap 上传 again
+        b.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/v1/triage/jobs/*"]})  # the job's progress unreachable
+        b.find_element(By.CSS_SELECTOR, "#upload button").click()
+        said = _wait(b, lambda d: "照片已上传" in d.find_element(By.ID, "status").text and d.find_element(By.ID, "status").text,
                      "the dropped network said")
         assert said.startswith("照片已上传（任务 ") and "无需重新上传" in said and "Failed to fetch" not in said
         assert b.find_element(By.ID, "status").get_attribute("class") == "status bad warn"  # ⚠ 请核对 Check, not an error
