@@ -982,6 +982,35 @@ def test_a_job_finding_the_case_store_s_disk_full_says_so_without_naming_it(uplo
     assert logged and "cases.db" in str(logged[0].exc_info[1])  # the log keeps the store
 
 
+def test_an_upload_cut_off_halfway_is_one_info_line_and_keeps_nothing(uploads, caplog):
+    """A phone's upload cut off halfway (the link dropped in the street) was logged as an unhandled ERROR with a
+    Starlette ClientDisconnect traceback. Sent half a body over a real socket and closed: one INFO line naming the
+    request, no ERROR, and no job nor spooled part kept."""
+    import logging
+    import socket
+
+    from tests.api_helpers import on_loopback
+
+    app, _, tokens = uploads
+    part = b'--abc\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    body = part + b"\xff" * 200_000 + b"\r\n--abc--\r\n"
+    with caplog.at_level(logging.INFO), on_loopback(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(f"POST /api/v1/triage/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tokens['inspector']}\r\n"
+                         f"Content-Type: multipart/form-data; boundary=abc\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                         + body[:len(body) // 2])
+            sock.shutdown(socket.SHUT_WR)  # the rest never comes
+            sock.recv(4096)  # the server's answer or its close, once it has read what came
+        deadline = time.monotonic() + 10
+        while not any("upload cut off" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    cut = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if "upload cut off" in r.getMessage()]
+    assert cut == [("api.uploads", "INFO", "upload cut off by the caller: POST /api/v1/triage/jobs from inspector-user")]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert list(app.state.ctx.jobs.root.iterdir()) == []  # nothing kept
+
+
 def test_a_malformed_multipart_body_is_logged_naming_the_request_and_answered_400(uploads, caplog):
     """A body broken where its boundary starts logged the multipart library's `Expected boundary character …` at
     WARNING, naming no request, so the log said nothing of whose upload it was; one line names the method, the path
