@@ -845,3 +845,44 @@ def test_the_documented_way_back_to_the_release_before_takes_a_store_down_to_its
         assert "webhook_calls" not in sa.inspect(conn).get_table_names()
         assert conn.execute(sa.select(schema.cases.c.id)).scalars().all() == [case.id]
     engine.dispose()
+
+
+def test_every_reason_the_store_writes_in_a_case_s_history_has_its_chinese(tmp_path):
+    """The queue page's 原因 Reason column showed the history's stored English (case drafted, delivered as …) to city
+    staff. Every way a case moves here (drafted, queued, parked, requeued, delivered or found there, withdrawn unsent or
+    after it reached them, handled, re-checked, rejected with a code or with nothing said) writes a reason the page shows
+    in Chinese first: `HISTORY_REASONS_ZH` has its Chinese, or it begins in Chinese; a reviewer's own words are theirs."""
+    from pipelines.cases.vocabulary import history_reason_zh
+    from pipelines.cityops.verification import DISPOSAL_RECEIVED
+
+    store = CaseStore(f"sqlite:///{tmp_path}/cases.db")
+    [camera, photo, rejected, held, requeued] = [_with_evidence(store, n).id for n in range(5)]
+    store.update(photo, source_kind="photo_batch", source_id="triage:day1")
+    for case_id in (camera, photo, rejected, held, requeued):
+        store.queue(case_id, "dcm", actor="li.wei")
+    entry = {case_id: store.outbox_entries(case_id=case_id)[0].id for case_id in (camera, photo, rejected, held, requeued)}
+    store.park(entry[requeued], "HTTP 400: bad grid cell")  # queued: said in the case's reason, not its history
+    store.requeue(entry[requeued], actor="ops")
+    store.review(rejected, approve=False, reviewer="王芳")
+    store.close_withdrawn(entry[rejected])
+    store.review(held, approve=False, reviewer="王芳", reason_code="duplicate")
+    store.park(entry[held], "HTTP 503")  # no longer queued: said in its history
+    store.mark_delivered(entry[held], "DCM-9")  # reached them all the same
+    store.mark_delivered(entry[camera], "DCM-1")
+    store.mark_delivered(entry[photo], "DCM-2", found=True)
+    store.mark_handled(camera, actor="dispatch:dcm")
+    store.record_verification(camera, False, actor="cctv:cam-01")
+    store.apply_remote_state(camera, CaseState.VERIFYING, actor="city", reason=DISPOSAL_RECEIVED)
+    store.record_verification(camera, True, actor="disposal-photo:city")
+    store.mark_handled(photo, actor="dispatch:dcm")
+    [reviewed] = [_with_evidence(store, 5).id]
+    store.review(reviewed, approve=False, reviewer="王芳", reason_code="duplicate", note="与另一案件重复")
+
+    written = [h.reason for case_id in (camera, photo, rejected, held, requeued) for h in store.history(case_id)]
+    assert len(set(written)) == 15 and None not in written, written  # each path above, and none left without a reason
+    untranslated = [r for r in written if not history_reason_zh(r) and not re.match(r"[\u3400-\u9fff]", r)]
+    assert untranslated == []
+    assert history_reason_zh("delivered as DCM-1") == "已送达平台" and history_reason_zh("duplicate") == "重复案件"
+    assert [h.reason for h in store.history(reviewed)][-1] == "与另一案件重复"  # a reviewer's note: as written
+    assert history_reason_zh("与另一案件重复") is None and history_reason_zh("closed by the street office") is None
+    store.close()

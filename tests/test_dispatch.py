@@ -19,6 +19,7 @@ import pytest
 from detect.evidence.builder import ModelInfo, VerifierInfo
 from detect.taxonomy import load_taxonomy
 from pipelines.cases import CaseState, CaseStore, CaseStoreError
+from pipelines.cases.vocabulary import history_reason_zh
 from pipelines.dispatch.config import BreakerPolicy, DispatchConfig, RetryPolicy, TargetConfig
 from pipelines.dispatch.dispatcher import Dispatcher
 from pipelines.dispatch.webhook import handle_cn_dcm_webhook
@@ -625,6 +626,8 @@ def test_an_entry_for_a_platform_the_case_is_no_longer_queued_for_is_not_sent(wo
     [stale] = [e for e in store.outbox_entries(case_id=unsent) if e.target == "dcm"]
     assert stale.status == "withdrawn"
     assert "not sent to dcm: the case is queued for city311 now" in [h.reason for h in store.history(unsent)]
+    said = [h.reason for h in store.history(unsent) if h.actor.startswith("dispatch:")]  # the queue page's 原因 in Chinese
+    assert said and [history_reason_zh(r) for r in said] == ["未发送：案件已改派其他平台", "已送达平台"], said
     [parked] = [e for e in store.outbox_entries(case_id=in_doubt) if e.target == "dcm"]
     assert (parked.status, parked.parked_reason) == ("parked", "not sent to dcm: the case is queued for city311 now; "
                                                                "an earlier attempt may have reached dcm: check there")

@@ -693,7 +693,7 @@ def test_the_queue_page_shows_a_case_s_history_and_revisions_on_the_city_s_clock
                 for tr in b.find_elements(By.CSS_SELECTOR, "#history tr")[1:]]
         h = detail["history"]
         assert rows == [
-            [local(h[0]["at"]), "rules:batch-7/bus", "待审核 candidate", "case drafted"],
+            [local(h[0]["at"]), "rules:batch-7/bus", "待审核 candidate", "生成案件 case drafted"],
             [local(h[1]["at"]), "李四", "待审核 candidate → 已作废 rejected", "与另一案件重复"],
             [local(h[2]["at"]), "王芳", "已作废 rejected → 待审核 candidate", "误点驳回"]]
         revisions = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]

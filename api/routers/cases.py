@@ -34,7 +34,8 @@ from pipelines.cases.intake import case_boxes
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState, review_actions
 from pipelines.cases.store import (MAX_ADDRESS, MAX_NOTE, MAX_TAGS, TAG, Audit, Case, CaseQuery, NotReopenable,
                                    evidence_removed)
-from pipelines.cases.vocabulary import REASONS, REVIEW_NAMES_ZH, DispatchTargetError, RejectReason, pick_target
+from pipelines.cases.vocabulary import (HISTORY_REASONS_ZH, REASONS, REVIEW_NAMES_ZH, SOURCE_NAMES_ZH, DispatchTargetError,
+                                        RejectReason, pick_target)
 from pipelines.dispatch.adapters import target_voids
 from pipelines.evidence_store import StorageError
 from pipelines.grid import GridCells, load_grid
@@ -141,6 +142,12 @@ class TagInfo(BaseModel):
     types: list[str] = Field(description="Violation types those items count.")
 
 
+class HistoryReasonInfo(BaseModel):
+    pattern: str = Field(description="A regular expression (JavaScript's and Python's alike) matching the English reason "
+                                     "from its start.")
+    zh: str
+
+
 class Meta(BaseModel):
     """What the review forms offer."""
 
@@ -150,6 +157,10 @@ class Meta(BaseModel):
     state_names: dict[str, str] = Field(description="Each case state's Chinese name (待审核, 已立案 ...), as the pages show it.")
     review_names: dict[str, str] = Field(description="Each review decision's Chinese name (`approved` 已确认, `rejected` "
                                          "已驳回), as the pages and the case export show it.")
+    history_reasons: list[HistoryReasonInfo] = Field(description="The Chinese of the reasons the service writes in a case's "
+                                                     "history (`case drafted` 生成案件 ...), shown before them; the first "
+                                                     "pattern that matches wins, a reason none matches is shown as it is.")
+    source_names: dict[str, str] = Field(description="Each source kind's Chinese name (`camera` 摄像头, `photo_batch` 照片).")
     class_names: dict[str, str] = Field(description="Detector classes' Chinese names (taxonomy `classes:` name_zh; a "
                                         "`verified:<type>` class its type's), shown before the class in the evidence's box labels.")
     dispatch_targets: list[str] = Field(description="Configured dispatch targets.")
@@ -296,6 +307,8 @@ def meta(ctx: AppContext = Depends(get_ctx), _: Principal = Depends(READ_CASES))
         "states": [s.value for s in CaseState],
         "state_names": {s.value: STATE_NAMES_ZH[s] for s in CaseState},
         "review_names": REVIEW_NAMES_ZH,
+        "history_reasons": [{"pattern": pattern, "zh": zh} for pattern, zh in HISTORY_REASONS_ZH],
+        "source_names": SOURCE_NAMES_ZH,
         "class_names": ctx.taxonomy.class_names_zh,
         "dispatch_targets": sorted(ctx.settings.dispatch.targets),
         "tags": _sheet_tags(ctx),

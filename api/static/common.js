@@ -201,6 +201,18 @@ const SW = {
     const r = ((meta && meta.reject_reasons) || []).find((x) => x.code === code);
     return r ? `${r.zh} ${code}` : code;
   },
+  // A reason of a case's history as staff read it, the stored English after it ("生成案件 case drafted", "已送达平台
+  // delivered as DCM-7"), from the meta's history_reasons (the first pattern that matches); a reviewer's or a platform's
+  // own words as they are.
+  historyReason(meta, text) {
+    const r = ((meta && meta.history_reasons) || []).find((x) => new RegExp(x.pattern).test(text || ""));
+    return r ? `${r.zh} ${text}` : text || "";
+  },
+  // A case's source kind as staff read it ("照片 photo_batch"), from the meta's source_names.
+  sourceName(meta, kind) {
+    const zh = ((meta && meta.source_names) || {})[kind];
+    return zh ? `${zh} ${kind}` : kind;
+  },
 
   // An upload job's state (triage and patrol jobs alike) as staff read it, its code beside it ("处理中 running").
   jobStateName(state) {

@@ -182,7 +182,7 @@ function renderDetail(d) {
     parts.push(SW.el("p", {}, ev && ev.error ? ev.error : "证据尚未存储 Evidence not stored yet" + (c.reason ? `: ${c.reason}` : "")));
   }
   const rows = [
-    ["状态 State", stateName(c.state)], ["来源 Source", `${c.source_kind} ${c.source_id}`], ["地址 Address", c.address],
+    ["状态 State", stateName(c.state)], ["来源 Source", `${SW.sourceName(Q.meta, c.source_kind)} ${c.source_id}`], ["地址 Address", c.address],
     ["经纬度 Lat/Lon", c.lat != null && c.lon != null ? `${c.lat}, ${c.lon}` : ""],
     ["地点 Place", c.address || c.lat != null ? "" : "未定位：无地址、无坐标，请补充地址后派发 no place: add an address before dispatch"],
     ["网格 Grid cell", c.grid_cell], ["发现 Opened", SW.time(c.opened_at)], ["描述 Description", c.description],
@@ -257,7 +257,7 @@ function actorText(actor) {
 // times on the city's clock like every other time on the page.
 function changeLog(d) {
   const moves = d.history.map((h) => [SW.time(h.at), actorText(h.actor),
-    h.from && h.from !== h.to ? `${stateName(h.from)} → ${stateName(h.to)}` : stateName(h.to), h.reason || ""]);
+    h.from && h.from !== h.to ? `${stateName(h.from)} → ${stateName(h.to)}` : stateName(h.to), SW.historyReason(Q.meta, h.reason)]);
   const revisions = ((d.case.details && d.case.details.revisions) || []).map((r) => [SW.time(r.at), actorText(r.by),
     FIELD_NAMES[r.field] || r.field,
     `${revisionValue(r.field, r.from)} → ${revisionValue(r.field, r.to)}${r.derived_from ? "（随网格推算 from the grid cell）" : ""}`]);

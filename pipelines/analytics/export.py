@@ -18,13 +18,13 @@ from detect.taxonomy import Severity, Taxonomy
 from pipelines.analytics.casedata import CaseFact, CaseFilter, CaseNote
 from pipelines.analytics.periods import PeriodError, parse_period
 from pipelines.cases.states import STATE_NAMES_ZH, CaseState
-from pipelines.cases.vocabulary import reason_label, review_label
+from pipelines.cases.vocabulary import SOURCE_NAMES_ZH as KIND_NAMES_ZH, reason_label, review_label
 from pipelines.analytics.tables import Table, csv_chunks, write_xlsx_rows
 from pipelines.tables import PhoneText
 
 SOURCES = {"camera": "camera", "photo": "photo_batch"}
-SOURCE_NAMES_ZH = {"camera": "摄像头", "photo": "照片"}
-"""What city staff call each source filter value (the map page's 来源 choices say the same)."""
+SOURCE_NAMES_ZH = {value: KIND_NAMES_ZH[kind] for value, kind in SOURCES.items()}
+"""What city staff call each source filter value (the map page's 来源 choices say the same): its source kind's name."""
 COLUMNS = ["案件编号 id", "类型 type", "类型名称 type name", "状态 state", "状态名称 state name", "来源 source",
            "来源名称 source name", "摄像头/批次 camera or batch", "网格 grid", "街道 street", "中队 squad", "区域 zone", "地址 address",
            "纬度 lat", "经度 lon", "发现时间 opened (local)", "目标数 objects", "号码 phones", "标签 tags", "严重程度 severity",

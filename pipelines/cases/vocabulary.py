@@ -9,10 +9,13 @@ rejections into hard negatives).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from pipelines.cases.states import STATE_NAMES_ZH, CaseState
 
 if TYPE_CHECKING:
     from pipelines.cases.store import Case
@@ -94,6 +97,41 @@ def reason_label(code: str | None) -> str | None:
         return f"{RejectReason(str(code).lower()).info.zh} {code}" if code else None
     except ValueError:
         return code
+
+
+#: What city staff call a case's source (`source_kind`): the pages' 来源 Source and the export's 来源名称 source name.
+SOURCE_NAMES_ZH: dict[str, str] = {"camera": "摄像头", "photo_batch": "照片"}
+
+
+#: What the code writes in a case's history (the queue page's 原因 Reason column), in Chinese: (a regular expression
+#: matching the English reason from its start, its Chinese), the first that matches wins. The English stays stored
+#: (scripts, tests, `cases show` and earlier rows read it) and is shown after the Chinese, with the names it holds (the
+#: platform, its reference, why a delivery was parked). A reason none matches, a reviewer's or a platform's own words,
+#: is shown as it is; one the code writes in Chinese first (`withdrawn_but_held`, a triage withdrawal) needs none. The
+#: pages get these through GET /meta (`history_reasons`), so each is written as Python's `re` and JavaScript's RegExp
+#: read it alike (^, $, .+, \( only).
+HISTORY_REASONS_ZH: tuple[tuple[str, str], ...] = (
+    (r"^case drafted$", "生成案件"),
+    (r"^rejected in review$", "审核驳回"),
+    *((rf"^{code}$", info.zh) for code, info in REASONS.items()),  # a rejection without a note: its reason's code
+    (r"^queued for ", "排队待派遣"),
+    (r"^delivered as ", "已送达平台"),
+    (r"^found on .+ \(an earlier attempt had reached it\)$", "平台已有此案件（此前一次发送已送达）"),
+    (r"^not sent to .+: the case was withdrawn before it was sent$", "未发送：发送前案件已撤回"),
+    (r"^not sent to .+: the case is queued for .+ now", "未发送：案件已改派其他平台"),
+    (r"^dispatch to .+ parked: ", "派遣暂停，待人工处理"),
+    (r"^parked delivery to .+ requeued$", "暂停的派遣已重新排队"),
+    (r"^handled on the dispatch side; re-check pending$", "平台已处置，待复核"),
+    (r"^handled on the dispatch side$", "平台已处置"),
+    (r"^handled: disposal photo received, check pending$", "已收到处置照片，待复核"),
+    *((rf"^re-check: {s}$", f"复核：{STATE_NAMES_ZH[s]}") for s in (CaseState.VERIFIED_CLEARED, CaseState.STILL_PRESENT)),
+)
+
+
+def history_reason_zh(reason: str | None) -> str | None:
+    """The Chinese of a history row's reason (None where `HISTORY_REASONS_ZH` has none): what the queue page shows
+    before it (queue.js through the meta), here for the checks that every reason written has one."""
+    return next((zh for pattern, zh in HISTORY_REASONS_ZH if reason and re.search(pattern, reason)), None)
 
 
 class OutboxStatus(StrEnum):

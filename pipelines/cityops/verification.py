@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = (CaseState.VERIFIED_CLEARED.value, CaseState.STILL_PRESENT.value)
 DISPOSAL_ACTOR = "disposal-photo"
+DISPOSAL_RECEIVED = "handled: disposal photo received, check pending"  # the case's history (vocabulary.HISTORY_REASONS_ZH)
 WAITS_FOR_PHOTO = (CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.VERIFYING, CaseState.STILL_PRESENT)
 """States in which a handler's after-photo is checked: the case is at the dispatch system."""
 TEXT_TYPES = ("flyposting",)
@@ -94,7 +95,7 @@ def check_disposal_photo(intake: Intake, detector, case_id: str, data: bytes, na
         raise DisposalCheckError(f"{name}: {exc.reason}") from None
     if case.state is not CaseState.VERIFYING:
         case = intake.store.apply_remote_state(case.id, CaseState.VERIFYING, actor=actor,
-                                               reason="handled: disposal photo received, check pending")
+                                               reason=DISPOSAL_RECEIVED)
     sha = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix="disposal-") as tmp:
         path = Path(tmp) / f"disposal-{sha[:16]}{FORMAT_SUFFIXES.get(decoded.format or '', '.jpg')}"
