@@ -519,3 +519,60 @@ def test_the_labels_on_a_phone_neither_overlap_nor_leave_the_image(tmp_path, bus
     anchor = _on_screen(image, *corner)  # the zone's label pushed off its point by the box's, a leader line to it
     assert _apart(anchor, zone_label) > 6 and any(_gap(a, anchor) <= 1.5 and _gap(b_, zone_label) <= 1.5 for a, b_ in leaders), \
         (anchor, zone_label, leaders)
+
+
+@pytest.mark.slow  # a case and an upload on a tablet and an office screen in Chromium
+def test_a_tablet_shows_the_case_in_staff_s_words_without_keys_or_tooltips(tmp_path, bus_jpg, bus_event, zidane_jpg):
+    """A field pass on the squad leader's 768 px tablet: the case's history said `case drafted` and its source
+    `photo_batch triage:…` in English; the buttons named keys nobody could press (确认 Confirm (c), a reason's digit);
+    the reject reasons' dialog ran past the screen's right edge; a tag's further sheet items and the zone's id were in
+    tooltips alone, which a touch screen never shows; and a photo judged without findings had an empty 发现 cell. Now
+    each reads in Chinese first, the keys are named on an office screen only, the dialog keeps clear of the edge, the
+    zone's id is a fact and the tag names every item it counts in, and the photo says 未发现 none."""
+    from selenium.webdriver.common.by import By
+
+    def stall_photo(app) -> str:
+        [case_id] = draft_cases(app, bus_event, [{"source_kind": "photo_batch", "source_id": "triage:day1",
+                                                  "violation_type": "street_stall", "zone_kind": "no_stall"}])
+        return case_id
+
+    # a city's sheet that counts food_on_site in a second item too: the tag's label showed the first alone
+    from pipelines.analytics.sheet import EXAMPLE_SHEET
+
+    sheet = tmp_path / "sheet.yaml"
+    sheet.write_text(EXAMPLE_SHEET.read_text(encoding="utf-8").replace(
+        "        per: group\n", "        tags: [food_on_site]\n        per: group\n", 1), encoding="utf-8")
+    settings = site_settings(tmp_path, bus_jpg)
+    settings = settings.model_copy(update={"analytics": settings.analytics.model_copy(update={"sheet": sheet})})
+    with served_pages(tmp_path, settings, stall_photo) as served, phone(served, TABLET) as b:
+        meta = httpx.get(served["base"] + "/api/v1/meta", headers=auth(served["token"]), timeout=10).json()
+        [food] = [t for t in meta["tags"] if t["tag"] == "food_on_site"]
+        zone = httpx.get(f"{served['base']}/api/v1/cases/{served['data']}", headers=auth(served["token"]),
+                         timeout=10).json()["evidence"]["zone"]
+        b.get(served["base"] + "/ui/queue")
+        _wait(b, lambda d: served["data"] in d.find_element(By.CSS_SELECTOR, "#detail h2").text, "the case on the tablet")
+        facts = {tr.find_elements(By.TAG_NAME, "td")[0].text: tr.find_elements(By.TAG_NAME, "td")[1].text
+                 for tr in b.find_elements(By.CSS_SELECTOR, "#detail table.facts tr")}
+        assert facts["来源 Source"] == "照片 photo_batch triage:day1"
+        assert facts["区域 Zone"].endswith(f"{zone['id']} (no_stall)"), facts  # the overlay's label has its name or id alone
+        assert [td.text for td in b.find_elements(By.CSS_SELECTOR, "#history tr:nth-child(2) td")][2:] == \
+            ["待审核 candidate", "生成案件 case drafted"]
+        tag = b.find_element(By.CSS_SELECTOR, "input.edit-tag[value='food_on_site']").find_element(By.XPATH, "..")
+        assert len(food["items"]) == 2 and tag.text == f"{'；'.join(food['items'])} (food_on_site)"
+        assert [b.find_element(By.ID, i).text for i in ("confirm", "reject")] == ["确认 Confirm", "驳回 Reject"]
+        b.find_element(By.ID, "reject").click()
+        dialog = _wait(b, lambda d: d.find_element(By.ID, "reasons").is_displayed() and d.find_element(By.ID, "reasons"),
+                       "the reject reasons on the tablet")
+        left, right = dialog.rect["x"], dialog.rect["x"] + dialog.rect["width"]
+        assert left >= 8 and right <= 768 - 8, f"the dialog spans {left}–{right} px of a 768 px screen"
+        assert dialog.find_element(By.TAG_NAME, "button").text == "类型错误 Wrong type"  # no 1 to press
+        b.get(served["base"] + "/ui/upload")  # a photo of people alone: judged, nothing found
+        _wait(b, lambda d: d.find_element(By.ID, "jobs").text == "还没有任务 No jobs yet", "the upload page on the tablet")
+        b.find_element(By.ID, "files").send_keys(str(zidane_jpg))
+        b.find_element(By.CSS_SELECTOR, "#upload button").click()
+        _wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#results tr"), "the photo's result", timeout=120)
+        assert [td.text for td in b.find_elements(By.CSS_SELECTOR, "#results td")][1:3] == ["已读取 ok", "未发现 none"]
+        office = office_screen(served)  # where there is a keyboard, its keys are named
+        office.get(served["base"] + "/ui/queue")
+        _wait(office, lambda d: d.find_elements(By.ID, "confirm"), "the case at an office screen")
+        assert [office.find_element(By.ID, i).text for i in ("confirm", "reject")] == ["确认 Confirm (c)", "驳回 Reject (r)"]

@@ -36,7 +36,7 @@ async function loadMeta() {
   const box = document.getElementById("reasons");
   box.append(SW.el("strong", {}, "驳回原因 Reject reason:"));
   Q.meta.reject_reasons.forEach((r, i) => box.append(
-    SW.el("button", { type: "button", "data-reason": r.code, onclick: () => reject(r.code) }, `${i + 1} ${r.zh} ${r.en}`)));
+    SW.el("button", { type: "button", "data-reason": r.code, onclick: () => reject(r.code) }, keyHint(`${i + 1} `), `${r.zh} ${r.en}`)));
 }
 
 // The filter boxes as the API's filter (GET /cases), what 筛选 lists: no state is the unreviewed candidates.
@@ -136,17 +136,18 @@ function renderDetail(d) {
   const desc = SW.el("textarea", { id: "edit-description", rows: "2", cols: "40", maxlength: "4000",
     "aria-keyshortcuts": "Control+Enter", title: "Enter 换行，Ctrl+Enter 保存 Enter: new line, Ctrl+Enter: save", ...fixed }, lines(c.description));
   const caseTags = (c.details && c.details.tags) || [];
-  // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has
+  // the scoring sheet's tags for this type (e.g. 现场加工食品 food_on_site on a stall), and any the case already has, each
+  // with every sheet item it counts in (the second and later were in a tooltip alone, which a touch screen never shows)
   const offered = Q.meta.tags.filter((t) => t.types.includes(c.violation_type) || caseTags.includes(t.tag));
-  const tagBoxes = offered.map((t) => SW.el("label", { class: "tag", title: t.items.join("; ") },
+  const tagBoxes = offered.map((t) => SW.el("label", { class: "tag" },
     SW.el("input", Object.assign({ type: "checkbox", class: "edit-tag", value: t.tag, ...untagged }, caseTags.includes(t.tag) ? { checked: "" } : {})),
-    ` ${t.items[0] || t.tag} (${t.tag})`));
+    ` ${t.items.join("；") || t.tag} (${t.tag})`));
   const severity = (c.details && c.details.severity) || "general";
   const severitySelect = SW.el("select", { id: "edit-severity", ...untagged }, ...Q.meta.severities.map((s) =>
     SW.el("option", Object.assign({ value: s.id }, s.id === severity ? { selected: "" } : {}), `${s.zh} ${s.id}`)));
   parts.push(SW.el("div", { class: "actions" },
-    ...(d.actions.includes("confirm") ? [SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm (c)")] : []),
-    ...(d.actions.includes("reject") ? [SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject (r)")] : []),
+    ...(d.actions.includes("confirm") ? [SW.el("button", { id: "confirm", onclick: confirm }, "确认 Confirm", keyHint(" (c)"))] : []),
+    ...(d.actions.includes("reject") ? [SW.el("button", { id: "reject", onclick: openReasons }, "驳回 Reject", keyHint(" (r)"))] : []),
     " ", fieldLabel("类型 Type", typeSelect), fieldLabel("描述 Description", desc), fieldLabel("严重程度 Severity", severitySelect),
     ...tagBoxes, SW.el("button", { id: "save-edit", onclick: saveEdit }, "保存修改 Save changes")));
   // where a platform sends a handler; a photo without GPS has no place until a reviewer types one (saved with 保存修改).
@@ -185,7 +186,7 @@ function renderDetail(d) {
     ["状态 State", stateName(c.state)], ["来源 Source", `${SW.sourceName(Q.meta, c.source_kind)} ${c.source_id}`], ["地址 Address", c.address],
     ["经纬度 Lat/Lon", c.lat != null && c.lon != null ? `${c.lat}, ${c.lon}` : ""],
     ["地点 Place", c.address || c.lat != null ? "" : "未定位：无地址、无坐标，请补充地址后派发 no place: add an address before dispatch"],
-    ["网格 Grid cell", c.grid_cell], ["发现 Opened", SW.time(c.opened_at)], ["描述 Description", c.description],
+    ["网格 Grid cell", c.grid_cell], ["区域 Zone", ev && ev.zone ? zoneText(ev.zone) : ""], ["发现 Opened", SW.time(c.opened_at)], ["描述 Description", c.description],
     ["分数 Score", c.details && c.details.score], ...judgedBy(ev), ["标签 Tags", caseTags.join(", ")],
     ["严重程度 Severity", (Q.meta.severities.find((s) => s.id === severity) || { zh: "" }).zh + " " + severity], ["号码 Phones", ev && ev.phones ? ev.phones.join(", ") : ""],
     ["审核 Review", c.review_decision ? [SW.reviewName(Q.meta, c.review_decision), c.reviewer,
@@ -201,6 +202,19 @@ function renderDetail(d) {
   // being sent back to the top of the page to Tab through the navigation and filters again
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   showKeys([...d.actions, ...(d.reopen && d.reopen.allowed ? ["reopen"] : [])]);
+}
+
+// A button's key (c, r, a reason's digit) beside its name, hidden with the key line where there is no keyboard (app.css
+// .keys): on a phone or a tablet 确认 Confirm (c) named a key nobody could press.
+function keyHint(text) {
+  return SW.el("span", { class: "keys" }, text);
+}
+
+// The zone the evidence was judged in, by its name and its id and kind (the overlay's label shows the name alone, the id
+// in a tooltip, which a touch screen never shows): 北门人行道 · z-north (no_stall).
+function zoneText(zone) {
+  const { label, title } = SW.zoneLabel(zone);
+  return label === title ? title : `${label} · ${title}`;
 }
 
 // What saw and judged the case, as its evidence's manifest names them: the detector (检测模型) and the verifier heads

@@ -42,8 +42,15 @@ async function showResults(jobId) {
   const rows = await SW.json(`/api/v1/triage/jobs/${jobId}/results`);
   document.getElementById("results").replaceChildren(...rows.map((r) => SW.el("tr", { "data-status": r.status },
     SW.el("td", {}, r.source), SW.el("td", {}, zh(r.status)),
-    SW.el("td", {}, (r.findings || []).map((f) => `${f.name_zh} ${f.name_en} ${f.score.toFixed(2)}`).join("; ")),
+    SW.el("td", {}, found(r)),
     SW.el("td", {}, [r.reason_zh, r.reason].filter(Boolean).join(" — ")))));  // Chinese first, as inspectors read it
+}
+
+// What a photo showed: its findings, 未发现 none for a photo judged without any (an empty cell read as not yet judged);
+// nothing for one not judged (unreadable, a duplicate), whose reason is beside it.
+function found(r) {
+  const findings = (r.findings || []).map((f) => `${f.name_zh} ${f.name_en} ${f.score.toFixed(2)}`).join("; ");
+  return findings || (r.status === "ok" ? "未发现 none" : "");
 }
 
 // A finished job's report (every photo with its findings), opened with the token: a plain link would carry none.
