@@ -571,6 +571,7 @@ def test_serve_whose_start_up_fails_is_one_error_line_and_exit_2(tmp_path):
     assert run.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'service' / 'patrol'}: Not a directory"
 
 
+@pytest.mark.slow  # 4 s: serve started and stopped in a subprocess; the default suite's ~15-minute budget
 def test_serve_stopped_by_sigterm_shuts_down_and_exits_0(tmp_path):
     """systemd's stop: uvicorn shuts the app down and raises SIGTERM again once stopped; `serve` catches it as
     uvicorn.run does, so the stop is exit 0, not the 'interrupted (已中断)' line and 143 of a command cut short."""

@@ -61,6 +61,7 @@ def test_eight_cameras_one_process_broken_ones_alone(tmp_path, clips, real_sampl
     assert summary["cases_opened"] == 5  # the four good ones, and the cut stream before its cut (bus from 2 s, dwell 10 s)
 
 
+@pytest.mark.slow  # 4 s: a clip whose resolution changes mid-stream; the default suite's ~15-minute budget
 def test_resolution_change_mid_stream_keeps_one_violation(tmp_path, bus_jpg, real_sample_dir, onnx_detector):
     """A stream switching from 640x360 to 1280x720 with the bus standing throughout: frames keep their
     size (zones and tracks carry over), the change is reported, and the bus is one case, not two."""

@@ -555,6 +555,7 @@ def test_sigterm_stops_triage_as_ctrl_c_does_and_says_to_resume(tmp_path, real_s
     assert all(line.endswith("\n") for line in recorded) and len(recorded) < 40
 
 
+@pytest.mark.slow  # 4 s: subprocesses signalled; the default suite's ~15-minute budget
 def test_ctrl_c_or_sigterm_in_a_command_without_its_own_handler_says_so(tmp_path):
     """Ctrl-C in detect (verifier eval, data import, cases export...) exited 130 without a word, a stopped run looking
     like a failure nobody explained; one line says it was interrupted and what is left, exit 130 (143 for SIGTERM)."""
@@ -620,6 +621,7 @@ cli.main()
 """
 
 
+@pytest.mark.slow  # 4 s: a subprocess signalled during start-up (test_sigterm_stops_triage_as_ctrl_c_does_and_says_to_resume stays); the default suite's ~15-minute budget
 def test_a_signal_during_start_up_imports_exits_with_the_line_and_the_signals_code(tmp_path):
     """`serve` stopped during its start-up imports said 'interrupted (已中断)' and then died by SIGINT (exit -2, 143
     lost for SIGTERM) when the signal came inside code an import ran by exec of a string (CPython then notes the
