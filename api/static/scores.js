@@ -28,7 +28,7 @@ function caseIds(ids) {
 
 function showUnit(unit) {
   SW.markCurrent(document.querySelectorAll("#scores tbody tr[data-unit]"), (row) => row.dataset.unit === unit.unit);
-  const parts = [SW.el("h2", {}, `${unit.label || unit.unit}: ${unit.score} / ${unit.points}`)];
+  const parts = [SW.el("h2", {}, `${unit.label}: ${unit.score} / ${unit.points}`)];
   for (const s of unit.sections) {
     parts.push(SW.el("h3", {}, `${s.name} (−${s.deduction} / ${s.points})`));
     parts.push(SW.el("ul", {}, ...s.items.map((i) => SW.el("li", { "data-item": i.id },
@@ -51,7 +51,7 @@ async function load(shown, offset = 0) {
     + (t.include_candidates ? " · 含候选案件 candidates count" : "");
   const head = SW.el("tr", {}, SW.el("th", {}, document.querySelector(`#f-by option[value="${t.by}"]`).textContent), SW.el("th", {}, "得分 score"), ...t.items.map((i) => SW.el("th", { title: i.name }, i.name)));
   const rows = t.units.map((u) => SW.el("tr", Object.assign({ "data-unit": u.unit }, SW.pickable(() => showUnit(u))),
-    SW.el("td", {}, u.label || u.unit), SW.el("td", { class: "score" }, u.score),  // a camera by its scene's name
+    SW.el("td", {}, u.label), SW.el("td", { class: "score" }, u.score),  // a camera by its scene's name
     ...t.items.map((i) => SW.el("td", {}, cell(u.sections.flatMap((s) => s.items).find((x) => x.id === i.id))))));
   document.getElementById("scores").replaceChildren(SW.el("thead", {}, head), SW.el("tbody"));
   SW.fill("#scores tbody", rows, "没有可评分的单位：本期没有计分案件，也没有配置单位 No units: no case counted this period and none configured");

@@ -10,7 +10,7 @@ stalls. A section deducts at most its points; the score is the sum of what the s
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -99,7 +99,7 @@ class UnitScore:
     score: float
     points: float
     sections: list[SectionScore]
-    label: str = ""  # the unit as staff read it: a camera by its scene's name, its id after (`Places.unit_label`)
+    label: str  # the unit as staff read it: a camera by its scene's name, its id after (`Places.unit_label`)
 
     def item(self, item_id: str) -> ItemScore:
         return next(i for s in self.sections for i in s.items if i.id == item_id)
@@ -232,7 +232,7 @@ class _UnitScorer:
             items = [results[i.id] for i in s.items]
             sections.append(SectionScore(s.id, s.name, s.points, min(s.points, sum(i.deduction for i in items)), items))
         kept = sum(s.points - s.deduction for s in sections)
-        return UnitScore(unit, round(kept, 2), self.sheet.points, sections)
+        return UnitScore(unit, round(kept, 2), self.sheet.points, sections, self.places.unit_label(self.by, unit))
 
     def _deduct(self, item: Item, cases: list[CaseFact], result: ItemScore) -> set[str]:
         """Fill `result`; returns the ids of the cases deducted for (what `replaces` hands on)."""
@@ -307,8 +307,7 @@ def score_cases(sheet: Sheet, by: Unit, period: Period, tz: ZoneInfo, cases: lis
         points=sheet.points, cases_counted=len(counted), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         voided_by_platform=sum(c.voided_by_platform for c in cases),
         items=[{"section": s.id, "section_name": s.name, "id": i.id, "name": i.name} for s, i in sheet.items()],
-        units=[replace(scorer.score(u, per_unit.get(u, []), quota_per_unit.get(u, [])), label=places.unit_label(by, u))
-               for u in units],
+        units=[scorer.score(u, per_unit.get(u, []), quota_per_unit.get(u, [])) for u in units],
         warnings=list(number_status.warnings) if number_status is not None else [],
         awaiting_review=0 if sheet.include_candidates else sum(c.state is CaseState.CANDIDATE and not c.confirmed for c in cases),
     )
@@ -354,17 +353,17 @@ def score_tables(table: ScoreTable) -> list[Table]:
                     [unit_col, "分项 section", "扣分项 item", "计数 count", "扣分 deduction", "案件 cases", "说明 note"])
     groups = Table("groups", "马路市场与号码 Groups", [unit_col, "扣分项 item", "明细 detail", "扣分 deduction", "案件 cases"])
     for u in table.units:
-        scores.rows.append([u.label or u.unit, u.score, u.points] + [_shown(u.item(i["id"])) for i in table.items])
+        scores.rows.append([u.label, u.score, u.points] + [_shown(u.item(i["id"])) for i in table.items])
         for s in u.sections:
             for i in s.items:
                 if i.count or i.deduction or i.note:
-                    details.rows += _case_rows([u.label or u.unit, s.name, i.name], [i.count, -i.deduction], i.cases, i.note or "")
+                    details.rows += _case_rows([u.label, s.name, i.name], [i.count, -i.deduction], i.cases, i.note or "")
                 for g in i.groups:
                     what = (f"{g['place_name']} {_minute(g['start'], table.timezone)} · {g['stalls']} 摊 stalls · {g['band']}"
                             if "stalls" in g else f"{g['number']} 停机 {_minute(g['cut_off_at'], table.timezone)}")
-                    groups.rows += _case_rows([u.label or u.unit, i.name, what], [-g.get("deduction", 0)], g["cases"])
+                    groups.rows += _case_rows([u.label, i.name, what], [-g.get("deduction", 0)], g["cases"])
             if (over := s.over_cap) > 0:
-                details.rows.append([u.label or u.unit, s.name, CAPPED, None, over, "", s.cap_note])
+                details.rows.append([u.label, s.name, CAPPED, None, over, "", s.cap_note])
     about = Table("about", "说明 About", ["项目 field", "值 value"], [
         ["评分细则 sheet", table.sheet], ["期间 period", table.period], ["单位 by", table.by],
         ["时区 time zone", table.timezone], ["计入候选案件 include candidates", table.include_candidates],
