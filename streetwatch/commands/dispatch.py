@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pipelines.wording import counted  # no import of its own
+
 if TYPE_CHECKING:
     from pipelines.cityops.verification import ReportStats
     from pipelines.dispatch.config import TargetConfig
@@ -47,7 +49,7 @@ def error_lines(errors: list[str]) -> list[str]:
     the other 280)."""
     lines = [f"  {error}" for error in errors[-SHOWN_ERRORS:]]
     if (left := len(errors) - SHOWN_ERRORS) > 0:
-        lines.insert(0, f"  ({left} earlier error{'s' if left > 1 else ''} not shown: `streetwatch dispatch parked` lists "
+        lines.insert(0, f"  ({counted(left, 'earlier error')} not shown: `streetwatch dispatch parked` lists "
                         "the parked deliveries, `streetwatch cases list --state queued` why each case waits)")
     return lines
 
